@@ -1,0 +1,48 @@
+# Kluis: build, test and demo. `make test` and `make demo` need nothing set up
+# beforehand: missing services are installed or started by deploy/dev/ensure-services.sh.
+GO      ?= go
+PKGS    ?= ./...
+FUZZTIME ?= 5s
+CMDS    := $(notdir $(wildcard cmd/*))
+DIST    := dist
+
+.PHONY: all build test vet unit fuzz services demo bench dist clean
+
+all: build
+
+build:
+	$(GO) build $(PKGS)
+
+services:
+	@bash deploy/dev/ensure-services.sh
+
+vet:
+	$(GO) vet $(PKGS)
+
+unit: services
+	$(GO) test -race -count=1 -timeout 12m $(PKGS)
+
+fuzz:
+	@FUZZTIME=$(FUZZTIME) bash deploy/dev/fuzz.sh
+
+## test: vet, every test with the race detector against real services, then a short run of every fuzz target.
+test: services vet unit fuzz
+
+bench: services
+	$(GO) test -run='^$$' -bench=. -benchmem $(PKGS)
+
+demo: services
+	$(GO) run ./cmd/kluis-demo
+
+dist:
+	@mkdir -p $(DIST)
+	@for os_arch in linux/amd64 linux/arm64; do \
+		for c in $(CMDS); do \
+			out=$(DIST)/$${os_arch%/*}-$${os_arch#*/}/$$c; \
+			echo "build $$out"; \
+			CGO_ENABLED=0 GOOS=$${os_arch%/*} GOARCH=$${os_arch#*/} $(GO) build -trimpath -o $$out ./cmd/$$c || exit 1; \
+		done; \
+	done
+
+clean:
+	rm -rf $(DIST)

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Makes sure the services the tests and the demo need answer on loopback:
+# PostgreSQL on 127.0.0.1:5432 (trust auth) and Mosquitto on 127.0.0.1:1883.
+# Installs them with apt when they are missing and we are root; starts them
+# when they are installed but stopped. Idempotent; prints what it does.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+var="$top/var"
+
+log() { echo "ensure-services: $*" >&2; }
+
+apt_install() {
+	if [ "$(id -u)" != 0 ]; then
+		log "missing $*; install it (apt-get install $*) or set the URLs, then run again"
+		exit 1
+	fi
+	log "installing $*"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >/dev/null || true
+	apt-get install -y -qq "$@" >/dev/null
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+	for _ in $(seq 1 100); do
+		port_open "$1" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+ensure_postgres() {
+	if [ -n "${KLUIS_TEST_DATABASE_URL:-}" ] || port_open 5432; then return 0; fi
+	if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+		apt_install postgresql
+	fi
+	if command -v pg_ctlcluster >/dev/null && ls /etc/postgresql/*/main >/dev/null 2>&1; then
+		log "starting the system PostgreSQL cluster"
+		pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start || true
+		if wait_port 5432 && psql -h 127.0.0.1 -U postgres -c 'select 1' postgres >/dev/null 2>&1; then return 0; fi
+	fi
+	# A private throw-away cluster under ./var with trust auth.
+	bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+	data="$var/pgdata"
+	mkdir -p "$var"
+	run() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi; }
+	if [ ! -f "$data/PG_VERSION" ]; then
+		log "creating a private PostgreSQL cluster in $data"
+		mkdir -p "$data"
+		[ "$(id -u)" = 0 ] && chown -R postgres "$var"
+		run "$bin/initdb -D '$data' -U postgres -A trust >/dev/null"
+	fi
+	log "starting the private PostgreSQL cluster on 127.0.0.1:5432"
+	run "$bin/pg_ctl -D '$data' -l '$data/log' -o \"-c listen_addresses=127.0.0.1 -p 5432 -k /tmp\" -w start >/dev/null"
+	wait_port 5432
+}
+
+ensure_mosquitto() {
+	if port_open 1883; then return 0; fi
+	command -v mosquitto >/dev/null || apt_install mosquitto mosquitto-clients
+	log "starting mosquitto on 127.0.0.1:1883"
+	mkdir -p "$var"
+	cat >"$var/mosquitto-dev.conf" <<CONF
+listener 1883 127.0.0.1
+allow_anonymous true
+set_tcp_nodelay true
+CONF
+	mosquitto -d -c "$var/mosquitto-dev.conf"
+	wait_port 1883
+}
+
+ensure_clients() {
+	command -v mosquitto_pub >/dev/null || apt_install mosquitto-clients
+}
+
+ensure_postgres
+ensure_mosquitto
+ensure_clients

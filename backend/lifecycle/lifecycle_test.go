@@ -1,0 +1,95 @@
+package lifecycle_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/lifecycle"
+)
+
+// want is written out independently of the package's table: every allowed
+// (state, action) pair and its result. Anything absent must be refused.
+var want = map[lifecycle.State]map[lifecycle.Action]lifecycle.State{
+	lifecycle.Registered: {lifecycle.Reserve: lifecycle.Reserved, lifecycle.Cancel: lifecycle.Cancelled},
+	lifecycle.Reserved: {
+		lifecycle.Unreserve: lifecycle.Registered, lifecycle.Load: lifecycle.Loaded,
+		lifecycle.Cancel: lifecycle.Cancelled,
+	},
+	lifecycle.Loaded: {
+		lifecycle.Notify: lifecycle.Notified, lifecycle.Collect: lifecycle.Collected,
+		lifecycle.Expire: lifecycle.Expired, lifecycle.Retrieve: lifecycle.Retrieved,
+		lifecycle.Reissue: lifecycle.Loaded,
+	},
+	lifecycle.Notified: {
+		lifecycle.Renotify: lifecycle.Notified, lifecycle.Collect: lifecycle.Collected,
+		lifecycle.Expire: lifecycle.Expired, lifecycle.Retrieve: lifecycle.Retrieved,
+		lifecycle.Reissue: lifecycle.Notified,
+	},
+	lifecycle.Expired:   {lifecycle.Collect: lifecycle.Collected, lifecycle.Retrieve: lifecycle.Retrieved},
+	lifecycle.Collected: {},
+	lifecycle.Retrieved: {},
+	lifecycle.Cancelled: {},
+}
+
+func TestEveryStateActionPair(t *testing.T) {
+	require.Len(t, lifecycle.States(), 8)
+	require.Len(t, lifecycle.Actions(), 10)
+	allowed := 0
+	for _, s := range lifecycle.States() {
+		require.Contains(t, want, s)
+		for _, a := range lifecycle.Actions() {
+			to, err := lifecycle.Check(s, a)
+			if exp, ok := want[s][a]; ok {
+				allowed++
+				require.NoError(t, err, "%s from %s", a, s)
+				require.Equal(t, exp, to, "%s from %s", a, s)
+				continue
+			}
+			require.Error(t, err, "%s from %s must be refused", a, s)
+			require.True(t, errors.Is(err, lifecycle.ErrForbiddenTransition), "%s from %s: %v", a, s, err)
+			require.Equal(t, "cannot "+string(a)+" a document that is "+string(s), err.Error())
+			var te *lifecycle.TransitionError
+			require.True(t, errors.As(err, &te))
+			require.Equal(t, s, te.From)
+			require.Equal(t, a, te.Action)
+			require.Empty(t, to)
+		}
+	}
+	require.Len(t, lifecycle.Transitions(), allowed)
+}
+
+func TestCollectRegisteredMessage(t *testing.T) {
+	_, err := lifecycle.Check(lifecycle.Registered, lifecycle.Collect)
+	require.EqualError(t, err, "cannot collect a document that is registered")
+}
+
+func TestUnknownValues(t *testing.T) {
+	_, err := lifecycle.Check("lost", lifecycle.Collect)
+	require.ErrorIs(t, err, lifecycle.ErrUnknownState)
+	_, err = lifecycle.Check(lifecycle.Loaded, "steal")
+	require.ErrorIs(t, err, lifecycle.ErrUnknownAction)
+	_, err = lifecycle.Check("", "")
+	require.ErrorIs(t, err, lifecycle.ErrUnknownState)
+}
+
+func TestFinalAndOccupies(t *testing.T) {
+	for _, s := range lifecycle.States() {
+		require.Equal(t, len(want[s]) == 0, s.Final(), "final %s", s)
+		require.Equal(t, len(lifecycle.Allowed(s)), len(want[s]))
+	}
+	occ := map[lifecycle.State]bool{lifecycle.Reserved: true, lifecycle.Loaded: true, lifecycle.Notified: true, lifecycle.Expired: true}
+	for _, s := range lifecycle.States() {
+		require.Equal(t, occ[s], s.Occupies(), "occupies %s", s)
+	}
+	require.ElementsMatch(t, []lifecycle.State{lifecycle.Registered, lifecycle.Reserved}, lifecycle.From(lifecycle.Cancel))
+}
+
+func TestTransitionsIsACopy(t *testing.T) {
+	ts := lifecycle.Transitions()
+	ts[0].To = lifecycle.Cancelled
+	to, err := lifecycle.Check(lifecycle.Registered, lifecycle.Reserve)
+	require.NoError(t, err)
+	require.Equal(t, lifecycle.Reserved, to)
+}

@@ -1,0 +1,145 @@
+package simulator
+
+import (
+	"fmt"
+
+	"kluis/hardware"
+)
+
+// QueueCapacity is how many events a board keeps before it drops the oldest.
+const QueueCapacity = 255
+
+// QueuedEvent is one event waiting in a board's queue (the Kluis protocol's
+// event queue): numbered from 1 after every boot.
+type QueuedEvent struct {
+	Seq     uint32             `json:"seq"`
+	Kind    hardware.EventKind `json:"kind"`
+	Channel int                `json:"channel"`
+	Slot    int                `json:"slot,omitempty"`
+}
+
+// EventQueue is a board's RAM event queue: lost on reboot, when the boot id
+// changes and sequence numbers start again at 1.
+type EventQueue struct {
+	BootID     uint32
+	next       uint32
+	events     []QueuedEvent
+	overflowed bool
+}
+
+func (q *EventQueue) reset(bootID uint32) {
+	q.BootID = bootID
+	q.next = 1
+	q.events = nil
+	q.overflowed = false
+}
+
+func (q *EventQueue) push(e QueuedEvent) {
+	e.Seq = q.next
+	q.next++
+	if q.next == 0 {
+		q.next = 1
+	}
+	if len(q.events) >= QueueCapacity {
+		q.events = q.events[1:]
+		q.overflowed = true
+	}
+	q.events = append(q.events, e)
+}
+
+// QueueSnapshot is a copy of a board's event queue.
+type QueueSnapshot struct {
+	BootID uint32        `json:"boot_id"`
+	Events []QueuedEvent `json:"events"`
+	// Overflowed is true when events were dropped since the last boot.
+	Overflowed bool `json:"overflowed"`
+}
+
+// Queue returns board b's queued (unacknowledged) events.
+func (d *Device) Queue(b int) (QueueSnapshot, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if b < 0 || b >= len(d.boards) {
+		return QueueSnapshot{}, fmt.Errorf("board %d: %w", b, ErrNoSuchChannel)
+	}
+	q := &d.boards[b].queue
+	return QueueSnapshot{BootID: q.BootID, Events: append([]QueuedEvent(nil), q.events...), Overflowed: q.overflowed}, nil
+}
+
+// Ack drops board b's queued events with sequence numbers up to and
+// including seq (wrap-around aware within the queue).
+func (d *Device) Ack(b int, seq uint32) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if b < 0 || b >= len(d.boards) {
+		return fmt.Errorf("board %d: %w", b, ErrNoSuchChannel)
+	}
+	q := &d.boards[b].queue
+	n := 0
+	for n < len(q.events) && int32(q.events[n].Seq-seq) <= 0 {
+		n++
+	}
+	q.events = q.events[n:]
+	return nil
+}
+
+// CommandMemory is how many command ids a board remembers for dedupe.
+const CommandMemory = 64
+
+// RememberCommand records a command id on board b and reports whether it
+// was already seen since the board's last boot (a retransmission that must
+// not be carried out twice). Id 0 is never remembered.
+func (d *Device) RememberCommand(b int, id uint32) (seen bool, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if b < 0 || b >= len(d.boards) {
+		return false, fmt.Errorf("board %d: %w", b, ErrNoSuchChannel)
+	}
+	if id == 0 {
+		return false, nil
+	}
+	bd := d.boards[b]
+	for _, x := range bd.commandIDs {
+		if x == id {
+			return true, nil
+		}
+	}
+	bd.commandIDs = append(bd.commandIDs, id)
+	if len(bd.commandIDs) > CommandMemory {
+		bd.commandIDs = bd.commandIDs[1:]
+	}
+	return false, nil
+}
+
+// Reboot restarts board b: its event queue and command memory are lost, it
+// gets a new boot id, and energised locks drop. A BoardRebooted event is the
+// first of the new queue.
+func (d *Device) Reboot(b int) error {
+	d.mu.Lock()
+	defer d.flush()
+	defer d.mu.Unlock()
+	if b < 0 || b >= len(d.boards) {
+		return fmt.Errorf("board %d: %w", b, ErrNoSuchChannel)
+	}
+	d.rebootLocked(b)
+	return nil
+}
+
+func (d *Device) rebootLocked(b int) {
+	bd := d.boards[b]
+	old := bd.queue.BootID
+	id := d.rng.Uint32() | 1
+	for id == old {
+		id = d.rng.Uint32() | 1
+	}
+	bd.queue.reset(id)
+	bd.commandIDs = nil
+	for _, ch := range bd.channels {
+		if ch.energised {
+			ch.energised = false
+			ch.pulseGen++
+		}
+	}
+	d.emitLocked(Change{Kind: hardware.BoardRebooted, Board: b, Channel: -1})
+	d.log.Debug("board rebooted", "board", b, "boot_id", id)
+}

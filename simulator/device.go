@@ -79,16 +79,16 @@ type Device struct {
 	clk  Clock
 	log  *slog.Logger
 
-	mu     sync.Mutex
-	rng    *rand.Rand
-	boards []*board
+	mu       sync.Mutex
+	rng      *rand.Rand
+	boards   []*board
 	pulses   []Pulse
 	presents []Present
 	rngRx    *rand.Rand
 	rngTx    *rand.Rand
-	faults Faults
-	subs   map[int]func(Change)
-	nsub   int
+	faults   Faults
+	subs     map[int]func(Change)
+	nsub     int
 
 	pending []Change
 	flushMu sync.Mutex
@@ -170,13 +170,13 @@ func New(o Options) (*Device, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	d := &Device{
-		id:   o.ID,
-		kind: o.Kind,
-		opt:  o,
-		clk:  o.Clock,
-		log:  o.Logger.With("part", "simulator", "device", o.ID),
-		rng:  rand.New(rand.NewPCG(o.Seed, 0x6b6c756973)),
-		subs: map[int]func(Change){},
+		id:    o.ID,
+		kind:  o.Kind,
+		opt:   o,
+		clk:   o.Clock,
+		log:   o.Logger.With("part", "simulator", "device", o.ID),
+		rng:   rand.New(rand.NewPCG(o.Seed, 0x6b6c756973)),
+		subs:  map[int]func(Change){},
 		rngRx: rand.New(rand.NewPCG(o.Seed, 1)),
 		rngTx: rand.New(rand.NewPCG(o.Seed, 2)),
 	}

@@ -1,0 +1,425 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Sentinel errors callers branch on with errors.Is.
+var (
+	// ErrInvalidCredentials means a login named an unknown or disabled user
+	// or gave the wrong password (deliberately not told apart).
+	ErrInvalidCredentials = errors.New("auth: invalid username or password")
+	// ErrUnauthenticated means a bearer token is malformed, unknown,
+	// expired, revoked or belongs to a disabled user.
+	ErrUnauthenticated = errors.New("auth: invalid or expired token")
+	// ErrUserExists means the username is taken.
+	ErrUserExists = errors.New("auth: username already exists")
+	// ErrInvalidUsername means the username breaks the naming rule.
+	ErrInvalidUsername = errors.New("auth: invalid username")
+	// ErrWeakPassword means the password is too short or too long.
+	ErrWeakPassword = errors.New("auth: password must be 10 to 256 characters")
+	// ErrInvalidRole means the role is not staff, technician or admin.
+	ErrInvalidRole = errors.New("auth: invalid role")
+	// ErrNotFound means the user or token does not exist.
+	ErrNotFound = errors.New("auth: not found")
+)
+
+var usernameRule = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// Options configure [New]. Zero values get defaults.
+type Options struct {
+	// Pool is the database holding the auth_users and auth_tokens tables; required.
+	Pool *pgxpool.Pool
+	// Logger receives operational messages (never secrets); default slog.Default().
+	Logger *slog.Logger
+	// Clock gives the current time; default time.Now.
+	Clock func() time.Time
+	// Params are the argon2id costs for new password hashes; default DefaultParams().
+	Params Params
+	// SessionTTL is how long a login token lives; default 12h.
+	SessionTTL time.Duration
+}
+
+// Service manages users and tokens.
+type Service struct {
+	pool       *pgxpool.Pool
+	log        *slog.Logger
+	clock      func() time.Time
+	params     Params
+	sessionTTL time.Duration
+	dummyHash  string
+}
+
+// New returns a Service over opts.Pool.
+func New(opts Options) (*Service, error) {
+	if opts.Pool == nil {
+		return nil, errors.New("auth: Options.Pool is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.SessionTTL <= 0 {
+		opts.SessionTTL = 12 * time.Hour
+	}
+	opts.Params = opts.Params.withDefaults()
+	// A hash to verify against when the user does not exist, so that a
+	// login for an unknown user costs as much as a wrong password.
+	dummy, err := HashPassword("kluis-dummy-password", opts.Params)
+	if err != nil {
+		return nil, err
+	}
+	return &Service{
+		pool:       opts.Pool,
+		log:        opts.Logger.With("part", "auth"),
+		clock:      opts.Clock,
+		params:     opts.Params,
+		sessionTTL: opts.SessionTTL,
+		dummyHash:  dummy,
+	}, nil
+}
+
+// User is an account.
+type User struct {
+	// ID is the database id.
+	ID int64 `json:"id"`
+	// Username is the login name (lower case).
+	Username string `json:"username"`
+	// Role is what the user may do.
+	Role Role `json:"role"`
+	// Disabled users can neither log in nor use their tokens.
+	Disabled bool `json:"disabled"`
+	// CreatedAt is when the account was created.
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Principal is the authenticated caller of a request.
+type Principal struct {
+	User
+	// TokenID identifies the bearer token used.
+	TokenID int64
+	// TokenKind is "session" or "api".
+	TokenKind string
+}
+
+// Issued is a freshly issued token; Token is shown once and never stored.
+type Issued struct {
+	// Token is the clear bearer token.
+	Token string `json:"token"`
+	// ID identifies the token (for revocation).
+	ID int64 `json:"id"`
+	// Kind is "session" or "api".
+	Kind string `json:"kind"`
+	// Name describes an API token.
+	Name string `json:"name,omitempty"`
+	// ExpiresAt is nil for tokens that do not expire.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// User is the token's owner.
+	User User `json:"user"`
+}
+
+// TokenInfo describes a stored token without its secret.
+type TokenInfo struct {
+	// ID identifies the token.
+	ID int64 `json:"id"`
+	// Kind is "session" or "api".
+	Kind string `json:"kind"`
+	// Name describes an API token.
+	Name string `json:"name,omitempty"`
+	// CreatedAt is when it was issued.
+	CreatedAt time.Time `json:"created_at"`
+	// ExpiresAt is nil for tokens that do not expire.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// RevokedAt is set once revoked.
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
+func (s *Service) now() time.Time { return s.clock().UTC().Truncate(time.Microsecond) }
+
+// ValidateUsername checks the naming rule: lower-case letters, digits, '.',
+// '_' and '-', starting with a letter or digit, at most 64 characters.
+func ValidateUsername(username string) error {
+	if !usernameRule.MatchString(username) {
+		return fmt.Errorf("%w: %q (lower-case letters, digits, '.', '_', '-'; at most 64)", ErrInvalidUsername, username)
+	}
+	return nil
+}
+
+// ValidatePassword checks the password length rule.
+func ValidatePassword(password string) error {
+	n := utf8.RuneCountInString(password)
+	if n < MinPasswordLen || len(password) > MaxPasswordLen {
+		return ErrWeakPassword
+	}
+	return nil
+}
+
+// CreateUser adds a user with an argon2id-hashed password.
+func (s *Service) CreateUser(ctx context.Context, username, password string, role Role) (User, error) {
+	username = strings.TrimSpace(username)
+	if err := ValidateUsername(username); err != nil {
+		return User{}, err
+	}
+	if _, err := ParseRole(string(role)); err != nil {
+		return User{}, err
+	}
+	if err := ValidatePassword(password); err != nil {
+		return User{}, err
+	}
+	hash, err := HashPassword(password, s.params)
+	if err != nil {
+		return User{}, err
+	}
+	u := User{Username: username, Role: role, CreatedAt: s.now()}
+	err = s.pool.QueryRow(ctx,
+		`INSERT INTO auth_users (username, role, password_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id`,
+		username, string(role), hash, u.CreatedAt).Scan(&u.ID)
+	if err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "23505" {
+			return User{}, fmt.Errorf("%w: %q", ErrUserExists, username)
+		}
+		return User{}, fmt.Errorf("auth: create user: %w", err)
+	}
+	s.log.Info("user created", "user_id", u.ID, "username", username, "role", role)
+	return u, nil
+}
+
+// EnsureAdmin creates an admin user with the given name and password when
+// no admin exists yet, and reports whether it did.
+func (s *Service) EnsureAdmin(ctx context.Context, username, password string) (bool, error) {
+	var n int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM auth_users WHERE role = 'admin' AND NOT disabled`).Scan(&n); err != nil {
+		return false, fmt.Errorf("auth: count admins: %w", err)
+	}
+	if n > 0 {
+		return false, nil
+	}
+	if _, err := s.CreateUser(ctx, username, password, RoleAdmin); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+const userCols = `id, username, role, disabled, created_at`
+
+func scanUser(row pgx.Row) (User, error) {
+	var u User
+	var role string
+	if err := row.Scan(&u.ID, &u.Username, &role, &u.Disabled, &u.CreatedAt); err != nil {
+		return User{}, err
+	}
+	u.Role = Role(role)
+	return u, nil
+}
+
+// GetUser returns one user.
+func (s *Service) GetUser(ctx context.Context, id int64) (User, error) {
+	u, err := scanUser(s.pool.QueryRow(ctx, `SELECT `+userCols+` FROM auth_users WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return User{}, fmt.Errorf("%w: user %d", ErrNotFound, id)
+	}
+	if err != nil {
+		return User{}, fmt.Errorf("auth: get user: %w", err)
+	}
+	return u, nil
+}
+
+// ListUsers returns up to limit users with id greater than afterID, by id.
+func (s *Service) ListUsers(ctx context.Context, afterID int64, limit int) ([]User, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+userCols+` FROM auth_users WHERE id > $1 ORDER BY id LIMIT $2`, afterID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("auth: list users: %w", err)
+	}
+	defer rows.Close()
+	out := []User{}
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, fmt.Errorf("auth: list users: %w", err)
+		}
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("auth: list users: %w", err)
+	}
+	return out, nil
+}
+
+// SetDisabled disables or re-enables a user; disabling also revokes every
+// token of the user.
+func (s *Service) SetDisabled(ctx context.Context, id int64, disabled bool) (User, error) {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE auth_users SET disabled = $2 WHERE id = $1`, id, disabled)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("%w: user %d", ErrNotFound, id)
+		}
+		if disabled {
+			_, err = tx.Exec(ctx, `UPDATE auth_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL`, id, s.now())
+		}
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return User{}, err
+		}
+		return User{}, fmt.Errorf("auth: set disabled: %w", err)
+	}
+	return s.GetUser(ctx, id)
+}
+
+// SetPassword replaces a user's password.
+func (s *Service) SetPassword(ctx context.Context, id int64, password string) error {
+	if err := ValidatePassword(password); err != nil {
+		return err
+	}
+	hash, err := HashPassword(password, s.params)
+	if err != nil {
+		return err
+	}
+	tag, err := s.pool.Exec(ctx, `UPDATE auth_users SET password_hash = $2 WHERE id = $1`, id, hash)
+	if err != nil {
+		return fmt.Errorf("auth: set password: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%w: user %d", ErrNotFound, id)
+	}
+	return nil
+}
+
+// Login checks username and password and issues a session token.
+func (s *Service) Login(ctx context.Context, username, password string) (Issued, error) {
+	if len(password) > MaxPasswordLen || len(username) > 64 {
+		return Issued{}, ErrInvalidCredentials
+	}
+	var u User
+	var role, hash string
+	err := s.pool.QueryRow(ctx,
+		`SELECT id, username, role, disabled, created_at, password_hash FROM auth_users WHERE username = $1`,
+		strings.TrimSpace(username)).Scan(&u.ID, &u.Username, &role, &u.Disabled, &u.CreatedAt, &hash)
+	if errors.Is(err, pgx.ErrNoRows) {
+		_, _ = VerifyPassword(s.dummyHash, password)
+		return Issued{}, ErrInvalidCredentials
+	}
+	if err != nil {
+		return Issued{}, fmt.Errorf("auth: login: %w", err)
+	}
+	u.Role = Role(role)
+	ok, err := VerifyPassword(hash, password)
+	if err != nil {
+		return Issued{}, fmt.Errorf("auth: login user %d: %w", u.ID, err)
+	}
+	if !ok || u.Disabled {
+		return Issued{}, ErrInvalidCredentials
+	}
+	exp := s.now().Add(s.sessionTTL)
+	return s.issue(ctx, u, "session", "", &exp)
+}
+
+// CreateAPIToken issues a non-expiring token for automation, owned by userID.
+func (s *Service) CreateAPIToken(ctx context.Context, userID int64, name string) (Issued, error) {
+	u, err := s.GetUser(ctx, userID)
+	if err != nil {
+		return Issued{}, err
+	}
+	if u.Disabled {
+		return Issued{}, fmt.Errorf("%w: user %d is disabled", ErrNotFound, userID)
+	}
+	return s.issue(ctx, u, "api", name, nil)
+}
+
+func (s *Service) issue(ctx context.Context, u User, kind, name string, exp *time.Time) (Issued, error) {
+	tok, digest, err := newToken()
+	if err != nil {
+		return Issued{}, err
+	}
+	out := Issued{Token: tok, Kind: kind, Name: name, ExpiresAt: exp, User: u}
+	err = s.pool.QueryRow(ctx,
+		`INSERT INTO auth_tokens (user_id, kind, name, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
+		u.ID, kind, name, digest, s.now(), exp).Scan(&out.ID)
+	if err != nil {
+		return Issued{}, fmt.Errorf("auth: issue token: %w", err)
+	}
+	return out, nil
+}
+
+// Authenticate resolves a bearer token to its principal.
+func (s *Service) Authenticate(ctx context.Context, token string) (Principal, error) {
+	if !wellFormed(token) {
+		return Principal{}, ErrUnauthenticated
+	}
+	var p Principal
+	var role string
+	var exp, revoked *time.Time
+	err := s.pool.QueryRow(ctx, `
+		SELECT u.id, u.username, u.role, u.disabled, u.created_at, t.id, t.kind, t.expires_at, t.revoked_at
+		FROM auth_tokens t JOIN auth_users u ON u.id = t.user_id
+		WHERE t.token_hash = $1`, HashToken(token)).
+		Scan(&p.ID, &p.Username, &role, &p.Disabled, &p.CreatedAt, &p.TokenID, &p.TokenKind, &exp, &revoked)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Principal{}, ErrUnauthenticated
+	}
+	if err != nil {
+		return Principal{}, fmt.Errorf("auth: authenticate: %w", err)
+	}
+	p.Role = Role(role)
+	if p.Disabled || revoked != nil || (exp != nil && !s.now().Before(*exp)) {
+		return Principal{}, ErrUnauthenticated
+	}
+	return p, nil
+}
+
+// ListTokens returns the tokens of a user, newest first.
+func (s *Service) ListTokens(ctx context.Context, userID int64) ([]TokenInfo, error) {
+	rows, err := s.pool.Query(ctx,
+		`SELECT id, kind, name, created_at, expires_at, revoked_at FROM auth_tokens WHERE user_id = $1 ORDER BY id DESC LIMIT 1000`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("auth: list tokens: %w", err)
+	}
+	defer rows.Close()
+	out := []TokenInfo{}
+	for rows.Next() {
+		var t TokenInfo
+		if err := rows.Scan(&t.ID, &t.Kind, &t.Name, &t.CreatedAt, &t.ExpiresAt, &t.RevokedAt); err != nil {
+			return nil, fmt.Errorf("auth: list tokens: %w", err)
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("auth: list tokens: %w", err)
+	}
+	return out, nil
+}
+
+// Revoke revokes the token tokenID of user userID. Revoking an already
+// revoked token is not an error.
+func (s *Service) Revoke(ctx context.Context, userID, tokenID int64) error {
+	tag, err := s.pool.Exec(ctx,
+		`UPDATE auth_tokens SET revoked_at = COALESCE(revoked_at, $3) WHERE id = $1 AND user_id = $2`, tokenID, userID, s.now())
+	if err != nil {
+		return fmt.Errorf("auth: revoke: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%w: token %d", ErrNotFound, tokenID)
+	}
+	return nil
+}
+
+// Ping checks the database answers.
+func (s *Service) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }

@@ -1,0 +1,17 @@
+// Package auth holds the backend's users, roles, passwords and bearer
+// tokens.
+//
+// Users have exactly one role: staff (counter staff: documents), technician
+// (devices, remote opening) or admin (everything, users, the audit chain).
+// Passwords are stored as argon2id PHC strings
+// ($argon2id$v=19$m=...,t=...,p=...$salt$hash) so that parameters can be
+// raised later without invalidating old hashes.
+//
+// Bearer tokens are 32 random bytes, base64url encoded with the prefix
+// "kls_". Only their SHA-256 digest is stored (a fast hash is enough for
+// 256-bit random secrets); the clear token is shown once, when issued.
+// Session tokens (from a password login) expire; API tokens for automation
+// do not, until revoked.
+//
+// The tables live in backend/store/migrations/0040_auth.sql.
+package auth

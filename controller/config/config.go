@@ -1,0 +1,531 @@
+// Package config loads and validates kluisd's YAML configuration. Unknown
+// fields are rejected and every validation error names the field it is about,
+// so a technician editing /etc/kluis/kluisd.yaml on site sees what is wrong.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"kluis/hardware"
+)
+
+// ErrInvalid is wrapped by every validation error.
+var ErrInvalid = errors.New("config: invalid")
+
+// Device kinds.
+const (
+	KindLocker    = "locker"
+	KindAutomaton = "automaton"
+)
+
+// Hardware driver names.
+const (
+	DriverKluis   = "kluis"
+	DriverKerong  = "kerong-cu16"
+	DriverTasmota = "tasmota"
+	// DriverSimFile is a file-backed test driver used by crash tests; it
+	// is accepted only when AllowTestDrivers is set by the caller.
+	DriverSimFile = "simfile"
+)
+
+// Config is the whole kluisd configuration.
+type Config struct {
+	// DeviceID names this device on the wire (kluis/v1/dev/{device_id}/...).
+	DeviceID string `yaml:"device_id"`
+	// Site is the city-hall location, e.g. "kortrijk-stadhuis".
+	Site string `yaml:"site"`
+	// Kind is "locker" or "automaton".
+	Kind string `yaml:"kind"`
+	// MQTT is the link to the backend.
+	MQTT MQTT `yaml:"mqtt"`
+	// Hardware selects and configures the lock-board driver.
+	Hardware Hardware `yaml:"hardware"`
+	// Compartments maps compartment numbers (as people count, from 1) to
+	// hardware channels (lockers) or carousel slots (automatons).
+	Compartments []Compartment `yaml:"compartments"`
+	// Pulse is how long a lock is energised; default 500ms.
+	Pulse time.Duration `yaml:"pulse"`
+	// Timeouts of the pickup flow.
+	Timeouts Timeouts `yaml:"timeouts"`
+	// Lockout limits wrong codes at the kiosk.
+	Lockout Lockout `yaml:"lockout"`
+	// JournalDir holds the durable journal; default /var/lib/kluisd.
+	JournalDir string `yaml:"journal_dir"`
+	// Kiosk is the local kiosk API and scanner.
+	Kiosk Kiosk `yaml:"kiosk"`
+	// MetricsListen serves /metrics and /healthz; loopback only; default
+	// 127.0.0.1:9108; "off" disables it.
+	MetricsListen string `yaml:"metrics_listen"`
+	// Offline verification material.
+	Offline Offline `yaml:"offline"`
+}
+
+// MQTT configures the broker connection.
+type MQTT struct {
+	// URL like tcp://broker:1883 or ssl://broker:8883.
+	URL string `yaml:"url"`
+	// Username and password are the per-device credentials. Prefer
+	// PasswordFile so the secret is not in the config file.
+	Username     string `yaml:"username"`
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
+	// ClientID defaults to "kluisd-{device_id}".
+	ClientID string `yaml:"client_id"`
+}
+
+// Hardware configures the driver.
+type Hardware struct {
+	// Driver is kluis, kerong-cu16 or tasmota.
+	Driver string `yaml:"driver"`
+	// Serial is used by the kluis and kerong-cu16 drivers.
+	Serial Serial `yaml:"serial"`
+	// Boards lists the board addresses the device must have; a board in
+	// this list that Describe does not find raises an alarm and its
+	// channels are not used. Default: every board named in compartments.
+	Boards []int `yaml:"boards"`
+	// Tasmota is used by the tasmota driver.
+	Tasmota Tasmota `yaml:"tasmota"`
+	// SimFile is the state file of the simfile test driver.
+	SimFile string `yaml:"simfile"`
+	// HatchChannel is the channel of an automaton board's hatch lock;
+	// default 0.
+	HatchChannel int `yaml:"hatch_channel"`
+}
+
+// Serial is a serial line.
+type Serial struct {
+	Port string `yaml:"port"`
+	Baud int    `yaml:"baud"`
+}
+
+// Tasmota configures relay modules on an MQTT broker.
+type Tasmota struct {
+	// Broker URL; default the device's MQTT URL.
+	Broker string `yaml:"broker"`
+	// Topics are the Tasmota device topics, one per board, in board order.
+	Topics []string `yaml:"topics"`
+}
+
+// Compartment maps a compartment to hardware.
+type Compartment struct {
+	// Number as people count, from 1.
+	Number int `yaml:"number"`
+	// Board address (from 0).
+	Board int `yaml:"board"`
+	// Channel on the board (from 0), lockers only.
+	Channel int `yaml:"channel"`
+	// Slot on the carousel (from 0), automatons only.
+	Slot int `yaml:"slot"`
+}
+
+// Addr returns the lock address of a locker compartment.
+func (c Compartment) Addr() hardware.Address {
+	return hardware.Address{Board: c.Board, Channel: c.Channel}
+}
+
+// Timeouts of the pickup flow.
+type Timeouts struct {
+	// DoorOpenDetect: a pulsed door not seen open by then is
+	// OPEN_NOT_DETECTED; default 10s.
+	DoorOpenDetect time.Duration `yaml:"door_open_detect"`
+	// DoorLeftOpen: an open door raises an alarm after this; default 2m.
+	DoorLeftOpen time.Duration `yaml:"door_left_open"`
+	// Grace: a code whose item was not taken stays valid this long;
+	// default 10m.
+	Grace time.Duration `yaml:"grace"`
+	// Verify: how long to wait for the backend's verify answer before
+	// verifying offline; default 4s.
+	Verify time.Duration `yaml:"verify"`
+	// Present: how long an automaton may take to present a slot; default
+	// 30s.
+	Present time.Duration `yaml:"present"`
+	// OpenRetries: extra pulses with the same command id after
+	// OPEN_NOT_DETECTED, only on hardware that deduplicates ids; default
+	// 1, at most 3.
+	OpenRetries *int `yaml:"open_retries"`
+	// ResumeWindow: after a restart, an unfinished pulse younger than this
+	// is re-sent with the same id on deduplicating hardware; default 30s.
+	ResumeWindow time.Duration `yaml:"resume_window"`
+	// Session: the kiosk screen returns to idle after this; default 2m.
+	Session time.Duration `yaml:"session"`
+}
+
+// Lockout limits wrong codes at the kiosk.
+type Lockout struct {
+	// MaxFailures within Window lock the kiosk for Duration; defaults 5,
+	// 10m, 15m.
+	MaxFailures int           `yaml:"max_failures"`
+	Window      time.Duration `yaml:"window"`
+	Duration    time.Duration `yaml:"duration"`
+}
+
+// Kiosk configures the local kiosk API and barcode scanner.
+type Kiosk struct {
+	// Listen address, loopback only; default 127.0.0.1:8088.
+	Listen string `yaml:"listen"`
+	// Scanner is an optional serial barcode scanner (one code per line).
+	Scanner Serial `yaml:"scanner"`
+	// DefaultLang is nl, fr, en or de; default nl.
+	DefaultLang string `yaml:"default_lang"`
+}
+
+// Offline configures offline verification.
+type Offline struct {
+	// PublicKeyFile holds the backend's Ed25519 public key for QR tokens
+	// (32 raw bytes, hex or base64 text).
+	PublicKeyFile string `yaml:"public_key_file"`
+}
+
+// Load reads and validates the file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: read %s: %w", path, err)
+	}
+	c, err := Parse(b, ParseOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ParseOptions adjust Parse.
+type ParseOptions struct {
+	// AllowTestDrivers accepts the simfile driver.
+	AllowTestDrivers bool
+}
+
+// Parse decodes YAML strictly, fills defaults and validates.
+func Parse(b []byte, o ParseOptions) (*Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("config: empty document: %w", ErrInvalid)
+		}
+		return nil, fmt.Errorf("config: %v%s: %w", err, quoteLines(b, err.Error()), ErrInvalid)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config: more than one YAML document: %w", ErrInvalid)
+	}
+	c.fillDefaults()
+	if err := c.Validate(o); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) fillDefaults() {
+	if c.Pulse == 0 {
+		c.Pulse = 500 * time.Millisecond
+	}
+	t := &c.Timeouts
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&t.DoorOpenDetect, 10*time.Second)
+	def(&t.DoorLeftOpen, 2*time.Minute)
+	def(&t.Grace, 10*time.Minute)
+	def(&t.Verify, 4*time.Second)
+	def(&t.Present, 30*time.Second)
+	def(&t.ResumeWindow, 30*time.Second)
+	def(&t.Session, 2*time.Minute)
+	if t.OpenRetries == nil {
+		one := 1
+		t.OpenRetries = &one
+	}
+	if c.Lockout.MaxFailures == 0 {
+		c.Lockout.MaxFailures = 5
+	}
+	def(&c.Lockout.Window, 10*time.Minute)
+	def(&c.Lockout.Duration, 15*time.Minute)
+	if c.JournalDir == "" {
+		c.JournalDir = "/var/lib/kluisd"
+	}
+	if c.Kiosk.Listen == "" {
+		c.Kiosk.Listen = "127.0.0.1:8088"
+	}
+	if c.Kiosk.DefaultLang == "" {
+		c.Kiosk.DefaultLang = "nl"
+	}
+	if c.Kiosk.Scanner.Port != "" && c.Kiosk.Scanner.Baud == 0 {
+		c.Kiosk.Scanner.Baud = 9600
+	}
+	if c.MetricsListen == "" {
+		c.MetricsListen = "127.0.0.1:9108"
+	}
+	if c.MQTT.ClientID == "" && c.DeviceID != "" {
+		c.MQTT.ClientID = "kluisd-" + c.DeviceID
+	}
+	if c.Hardware.Serial.Port != "" && c.Hardware.Serial.Baud == 0 {
+		c.Hardware.Serial.Baud = 9600
+	}
+	if c.Hardware.Tasmota.Broker == "" {
+		c.Hardware.Tasmota.Broker = c.MQTT.URL
+	}
+	if len(c.Hardware.Boards) == 0 {
+		seen := map[int]bool{}
+		for _, cp := range c.Compartments {
+			if !seen[cp.Board] {
+				seen[cp.Board] = true
+				c.Hardware.Boards = append(c.Hardware.Boards, cp.Board)
+			}
+		}
+	}
+}
+
+var lineRE = regexp.MustCompile(`line (\d+):`)
+
+// quoteLines quotes the source lines a YAML error refers to, so the message
+// names the field even where yaml.v3 gives only a line number.
+func quoteLines(src []byte, msg string) string {
+	lines := strings.Split(string(src), "\n")
+	var out []string
+	for _, m := range lineRE.FindAllStringSubmatch(msg, 5) {
+		var n int
+		if _, err := fmt.Sscan(m[1], &n); err != nil || n < 1 || n > len(lines) {
+			continue
+		}
+		l := strings.TrimSpace(lines[n-1])
+		if k, _, ok := strings.Cut(l, ":"); ok {
+			l = k // the field name only: the value may be a secret
+		}
+		out = append(out, fmt.Sprintf("line %d field %q", n, l))
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(out, "; ") + ")"
+}
+
+var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+
+func bad(field, format string, args ...any) error {
+	return fmt.Errorf("config: %s: %s: %w", field, fmt.Sprintf(format, args...), ErrInvalid)
+}
+
+// Validate checks every field; the error names the first bad one.
+func (c *Config) Validate(o ParseOptions) error {
+	if !idRE.MatchString(c.DeviceID) {
+		return bad("device_id", "%q must be 1-64 of a-z, 0-9, '-' or '_' (it is part of MQTT topics)", c.DeviceID)
+	}
+	if c.Site == "" {
+		return bad("site", "must be set")
+	}
+	if c.Kind != KindLocker && c.Kind != KindAutomaton {
+		return bad("kind", "%q must be %q or %q", c.Kind, KindLocker, KindAutomaton)
+	}
+	if err := c.MQTT.validate(); err != nil {
+		return err
+	}
+	if err := c.validateHardware(o); err != nil {
+		return err
+	}
+	if c.Pulse < 50*time.Millisecond || c.Pulse > 5*time.Second {
+		return bad("pulse", "%v must be between 50ms and 5s", c.Pulse)
+	}
+	t := c.Timeouts
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"timeouts.door_open_detect", t.DoorOpenDetect}, {"timeouts.door_left_open", t.DoorLeftOpen},
+		{"timeouts.grace", t.Grace}, {"timeouts.verify", t.Verify}, {"timeouts.present", t.Present},
+		{"timeouts.resume_window", t.ResumeWindow}, {"timeouts.session", t.Session},
+		{"lockout.window", c.Lockout.Window}, {"lockout.duration", c.Lockout.Duration},
+	} {
+		if d.v < 0 {
+			return bad(d.name, "%v must be positive", d.v)
+		}
+	}
+	if *t.OpenRetries < 0 || *t.OpenRetries > 3 {
+		return bad("timeouts.open_retries", "%d must be 0-3", *t.OpenRetries)
+	}
+	if c.Lockout.MaxFailures < 1 || c.Lockout.MaxFailures > 100 {
+		return bad("lockout.max_failures", "%d must be 1-100", c.Lockout.MaxFailures)
+	}
+	if !filepath.IsAbs(c.JournalDir) {
+		return bad("journal_dir", "%q must be an absolute path", c.JournalDir)
+	}
+	if err := loopback("kiosk.listen", c.Kiosk.Listen); err != nil {
+		return err
+	}
+	switch c.Kiosk.DefaultLang {
+	case "nl", "fr", "en", "de":
+	default:
+		return bad("kiosk.default_lang", "%q must be nl, fr, en or de", c.Kiosk.DefaultLang)
+	}
+	if c.MetricsListen != "off" {
+		if err := loopback("metrics_listen", c.MetricsListen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m MQTT) validate() error {
+	u, err := url.Parse(m.URL)
+	if err != nil || m.URL == "" {
+		return bad("mqtt.url", "%q must be a URL like tcp://host:1883", m.URL)
+	}
+	switch u.Scheme {
+	case "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss":
+	default:
+		return bad("mqtt.url", "scheme %q must be tcp, ssl, tls, mqtt, mqtts, ws or wss", u.Scheme)
+	}
+	if u.Host == "" {
+		return bad("mqtt.url", "%q has no host", m.URL)
+	}
+	if u.User != nil {
+		return bad("mqtt.url", "must not carry credentials; use mqtt.username and mqtt.password_file")
+	}
+	if m.Password != "" && m.PasswordFile != "" {
+		return bad("mqtt.password", "set either password or password_file, not both")
+	}
+	if (m.Password != "" || m.PasswordFile != "") && m.Username == "" {
+		return bad("mqtt.username", "must be set when a password is")
+	}
+	return nil
+}
+
+func (c *Config) validateHardware(o ParseOptions) error {
+	h := c.Hardware
+	switch h.Driver {
+	case DriverKluis, DriverKerong:
+		if h.Serial.Port == "" {
+			return bad("hardware.serial.port", "must be set for driver %s", h.Driver)
+		}
+		switch h.Serial.Baud {
+		case 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200:
+		default:
+			return bad("hardware.serial.baud", "%d is not a standard baud rate", h.Serial.Baud)
+		}
+	case DriverTasmota:
+		if len(h.Tasmota.Topics) == 0 {
+			return bad("hardware.tasmota.topics", "must list one topic per board")
+		}
+	case DriverSimFile:
+		if !o.AllowTestDrivers {
+			return bad("hardware.driver", "%q is a test driver", h.Driver)
+		}
+		if h.SimFile == "" {
+			return bad("hardware.simfile", "must be set for driver simfile")
+		}
+	default:
+		return bad("hardware.driver", "%q must be kluis, kerong-cu16 or tasmota", h.Driver)
+	}
+	if c.Kind == KindAutomaton && h.Driver != DriverKluis && h.Driver != DriverSimFile {
+		return bad("hardware.driver", "an automaton needs the kluis driver (carousel support), not %q", h.Driver)
+	}
+	if h.HatchChannel < 0 || h.HatchChannel >= hardware.MaxChannels {
+		return bad("hardware.hatch_channel", "%d out of range 0-%d", h.HatchChannel, hardware.MaxChannels-1)
+	}
+	boards := map[int]bool{}
+	for i, b := range h.Boards {
+		if b < 0 || b >= hardware.MaxBoards {
+			return bad(fmt.Sprintf("hardware.boards[%d]", i), "%d out of range 0-%d", b, hardware.MaxBoards-1)
+		}
+		if boards[b] {
+			return bad(fmt.Sprintf("hardware.boards[%d]", i), "board %d listed twice", b)
+		}
+		boards[b] = true
+	}
+	if len(c.Compartments) == 0 {
+		return bad("compartments", "must list at least one compartment")
+	}
+	nums := map[int]bool{}
+	places := map[[2]int]int{}
+	for i, cp := range c.Compartments {
+		f := fmt.Sprintf("compartments[%d]", i)
+		if cp.Number < 1 || cp.Number > 9999 {
+			return bad(f+".number", "%d must be 1-9999 (people count from 1)", cp.Number)
+		}
+		if nums[cp.Number] {
+			return bad(f+".number", "compartment %d listed twice", cp.Number)
+		}
+		nums[cp.Number] = true
+		if !boards[cp.Board] {
+			return bad(f+".board", "board %d is not in hardware.boards", cp.Board)
+		}
+		place := cp.Channel
+		if c.Kind == KindAutomaton {
+			if cp.Channel != 0 {
+				return bad(f+".channel", "an automaton compartment has a slot, not a channel")
+			}
+			if cp.Slot < 0 || cp.Slot > 999 {
+				return bad(f+".slot", "%d out of range 0-999", cp.Slot)
+			}
+			place = cp.Slot
+		} else {
+			if cp.Slot != 0 {
+				return bad(f+".slot", "a locker compartment has a channel, not a slot")
+			}
+			if err := cp.Addr().Validate(); err != nil {
+				return bad(f+".channel", "%v", err)
+			}
+		}
+		key := [2]int{cp.Board, place}
+		if prev, dup := places[key]; dup {
+			return bad(f, "same board and channel/slot as compartment %d", prev)
+		}
+		places[key] = cp.Number
+	}
+	return nil
+}
+
+func loopback(field, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return bad(field, "%q must be host:port", addr)
+	}
+	if port == "" {
+		return bad(field, "%q has no port", addr)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return bad(field, "%q must be a loopback address (127.0.0.1, ::1 or localhost)", addr)
+	}
+	return nil
+}
+
+// Compartment returns the compartment with number n.
+func (c *Config) Compartment(n int) (Compartment, bool) {
+	for _, cp := range c.Compartments {
+		if cp.Number == n {
+			return cp, true
+		}
+	}
+	return Compartment{}, false
+}
+
+// MQTTPassword returns the MQTT password from Password or PasswordFile
+// (trailing newline removed).
+func (c *Config) MQTTPassword() (string, error) {
+	if c.MQTT.PasswordFile == "" {
+		return c.MQTT.Password, nil
+	}
+	b, err := os.ReadFile(c.MQTT.PasswordFile)
+	if err != nil {
+		return "", fmt.Errorf("config: mqtt.password_file: %w", err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}

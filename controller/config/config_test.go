@@ -1,0 +1,137 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+const good = `
+device_id: kortrijk-1
+site: kortrijk-stadhuis
+kind: locker
+mqtt:
+  url: tcp://127.0.0.1:1883
+  username: kortrijk-1
+  password: s3cret
+hardware:
+  driver: kluis
+  serial: {port: /dev/ttyUSB0, baud: 19200}
+  boards: [0, 1]
+compartments:
+  - {number: 1, board: 0, channel: 0}
+  - {number: 2, board: 0, channel: 1}
+  - {number: 17, board: 1, channel: 0}
+pulse: 300ms
+timeouts:
+  door_open_detect: 5s
+journal_dir: /var/lib/kluisd
+kiosk:
+  listen: 127.0.0.1:8088
+`
+
+func TestParseGood(t *testing.T) {
+	c, err := Parse([]byte(good), ParseOptions{})
+	require.NoError(t, err)
+	require.Equal(t, "kortrijk-1", c.DeviceID)
+	require.Equal(t, 300*time.Millisecond, c.Pulse)
+	require.Equal(t, 5*time.Second, c.Timeouts.DoorOpenDetect)
+	require.Equal(t, 2*time.Minute, c.Timeouts.DoorLeftOpen, "default")
+	require.Equal(t, 1, *c.Timeouts.OpenRetries)
+	require.Equal(t, "kluisd-kortrijk-1", c.MQTT.ClientID)
+	cp, ok := c.Compartment(17)
+	require.True(t, ok)
+	require.Equal(t, 1, cp.Addr().Board)
+	pw, err := c.MQTTPassword()
+	require.NoError(t, err)
+	require.Equal(t, "s3cret", pw)
+}
+
+func TestParseErrorsNameTheField(t *testing.T) {
+	cases := []struct{ from, to, field string }{
+		{"device_id: kortrijk-1", "device_id: Kortrijk 1", "device_id"},
+		{"kind: locker", "kind: fridge", "kind"},
+		{"url: tcp://127.0.0.1:1883", "url: http://x", "mqtt.url"},
+		{"url: tcp://127.0.0.1:1883", "url: tcp://u:p@x:1883", "mqtt.url"},
+		{"driver: kluis", "driver: magic", "hardware.driver"},
+		{"driver: kluis", "driver: simfile", "hardware.driver"},
+		{"baud: 19200", "baud: 12345", "hardware.serial.baud"},
+		{"{number: 2, board: 0, channel: 1}", "{number: 1, board: 0, channel: 1}", "compartments[1].number"},
+		{"{number: 2, board: 0, channel: 1}", "{number: 2, board: 0, channel: 0}", "compartments[1]"},
+		{"{number: 17, board: 1, channel: 0}", "{number: 17, board: 5, channel: 0}", "compartments[2].board"},
+		{"{number: 17, board: 1, channel: 0}", "{number: 17, board: 1, channel: 48}", "compartments[2].channel"},
+		{"{number: 17, board: 1, channel: 0}", "{number: 0, board: 1, channel: 0}", "compartments[2].number"},
+		{"pulse: 300ms", "pulse: 10s", "pulse"},
+		{"listen: 127.0.0.1:8088", "listen: 0.0.0.0:8088", "kiosk.listen"},
+		{"listen: 127.0.0.1:8088", "listen: 192.168.1.5:8088", "kiosk.listen"},
+		{"journal_dir: /var/lib/kluisd", "journal_dir: var/lib", "journal_dir"},
+		{"door_open_detect: 5s", "door_open_detect: -5s", "timeouts.door_open_detect"},
+		{"door_open_detect: 5s", "door_open_detect: soon", "door_open_detect"},
+		{"pulse: 300ms", "pulse: 300ms\ncolour: red", "colour"},
+		{"  password: s3cret", "  password: s3cret\n  password_file: /x", "mqtt.password"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.field, func(t *testing.T) {
+			in := strings.Replace(good, tc.from, tc.to, 1)
+			require.NotEqual(t, good, in, "test case must change the input")
+			_, err := Parse([]byte(in), ParseOptions{})
+			require.Error(t, err)
+			require.True(t, errors.Is(err, ErrInvalid), "%v", err)
+			require.Contains(t, err.Error(), tc.field)
+			require.NotContains(t, err.Error(), "s3cret", "secrets never in errors")
+		})
+	}
+}
+
+func TestAutomaton(t *testing.T) {
+	in := strings.Replace(good, "kind: locker", "kind: automaton", 1)
+	in = strings.NewReplacer("{number: 1, board: 0, channel: 0}", "{number: 1, board: 0, slot: 0}",
+		"{number: 2, board: 0, channel: 1}", "{number: 2, board: 0, slot: 1}",
+		"{number: 17, board: 1, channel: 0}", "{number: 17, board: 1, slot: 0}").Replace(in)
+	c, err := Parse([]byte(in), ParseOptions{})
+	require.NoError(t, err)
+	require.Equal(t, KindAutomaton, c.Kind)
+	_, err = Parse([]byte(strings.Replace(in, "driver: kluis", "driver: kerong-cu16", 1)), ParseOptions{})
+	require.ErrorContains(t, err, "hardware.driver")
+	_, err = Parse([]byte(strings.Replace(in, "{number: 2, board: 0, slot: 1}", "{number: 2, board: 0, slot: 0}", 1)), ParseOptions{})
+	require.ErrorContains(t, err, "compartments[1]")
+}
+
+func TestGarbageNeverPanics(t *testing.T) {
+	for _, in := range []string{"", "---", "[1,2", "device_id: [", "\x00\xff", "a: b\n---\nc: d", good + "\n---\n" + good} {
+		_, err := Parse([]byte(in), ParseOptions{})
+		require.Error(t, err, "%q", in)
+	}
+}
+
+func TestLoadAndPasswordFile(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	require.NoError(t, os.WriteFile(pw, []byte("from-file\n"), 0o600))
+	in := strings.Replace(good, "  password: s3cret", "  password_file: "+pw, 1)
+	p := filepath.Join(dir, "kluisd.yaml")
+	require.NoError(t, os.WriteFile(p, []byte(in), 0o600))
+	c, err := Load(p)
+	require.NoError(t, err)
+	got, err := c.MQTTPassword()
+	require.NoError(t, err)
+	require.Equal(t, "from-file", got)
+	_, err = Load(filepath.Join(dir, "missing.yaml"))
+	require.ErrorContains(t, err, "missing.yaml")
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(good))
+	f.Add([]byte("kind: automaton"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b, ParseOptions{AllowTestDrivers: true})
+		if err == nil && c.Validate(ParseOptions{AllowTestDrivers: true}) != nil {
+			t.Fatal("parsed config does not validate")
+		}
+	})
+}

@@ -1,0 +1,52 @@
+// Package wire is the MQTT contract between kluisd (one per device) and
+// kluis-backend. Both sides import it; docs/asyncapi.yaml describes the same
+// contract for people and other tools, and a test keeps the two in step.
+//
+// # Topics
+//
+// Every topic lies under one versioned root, kluis/v1/dev/{device}/, where
+// {device} is the device id (also its MQTT user name, so broker ACL patterns
+// can use %u). Use [TopicFor] and [ParseTopic]; never format topics by hand.
+//
+//	kind         direction          QoS retained  payload
+//	presence     device -> backend  1   yes       Presence (also the last will, state "offline")
+//	heartbeat    device -> backend  0   no        Heartbeat
+//	event        device -> backend  1   no        Event
+//	ack          backend -> device  1   no        Ack
+//	cmd          backend -> device  1   no        Command
+//	cmdres       device -> backend  1   no        CommandResult
+//	verify/req   device -> backend  1   no        VerifyRequest
+//	verify/res   backend -> device  1   no        VerifyResponse
+//	staff/req    device -> backend  1   no        StaffRequest
+//	staff/res    backend -> device  1   no        StaffResponse
+//
+// The backend subscribes through shared subscriptions
+// ([SharedSubscription], "$share/kluis-backend/kluis/v1/dev/+/event", ...)
+// so several replicas split the load.
+//
+// # Delivery
+//
+// QoS 1 delivers at least once, so duplicates are normal. Every event and
+// command carries an id (see [NewID]) and the receiver applies it once:
+//
+//   - An edge keeps each Event in its journal until an Ack naming its id
+//     arrives; the backend sends the Ack only after its database commit, and
+//     acknowledges a duplicate again without applying it twice. A broker's
+//     PUBACK is not durability.
+//   - A Command carries an id and an expiry: a device ignores (and reports
+//     with a CommandResult of status "expired" or "duplicate") a command
+//     that is stale or already carried out.
+//   - Request/response pairs (verify, staff) carry a correlation id chosen
+//     by the device; the response repeats it.
+//
+// # Payloads
+//
+// Every payload is a JSON object with "v": 1 ([Version]). [Decode] is
+// strict: an unknown version, an unknown or missing field, a wrong type, a
+// value out of range, trailing data or a payload above [MaxPayload] is an
+// error (never a panic). The receiver counts and logs such a message and
+// does nothing else. [Encode] validates the same way before sending.
+//
+// Secrets: VerifyRequest and StaffRequest carry codes, PINs and badges.
+// Their LogValue methods redact them; log the message, never its fields.
+package wire

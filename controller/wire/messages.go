@@ -1,0 +1,461 @@
+package wire
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"kluis/hardware"
+)
+
+// Version is the payload version this package speaks; every payload carries
+// it as "v".
+const Version = 1
+
+// Message is one decoded, valid payload: *Presence, *Heartbeat, *Event,
+// *Ack, *Command, *CommandResult, *VerifyRequest, *VerifyResponse,
+// *StaffRequest or *StaffResponse.
+type Message interface {
+	// MessageKind is the topic kind the message travels on.
+	MessageKind() Kind
+	// Validate reports the first rule the message breaks.
+	Validate() error
+	setVersion()
+}
+
+// Address is a compartment's lock address, as in package hardware: board
+// and channel counted from 0. It is an alias, so values pass straight to a
+// hardware.Driver.
+type Address = hardware.Address
+
+// PresenceState is "online" or "offline".
+type PresenceState string
+
+// Presence states.
+const (
+	Online  PresenceState = "online"
+	Offline PresenceState = "offline"
+)
+
+// Presence is retained on the presence topic: "online" after connecting,
+// "offline" as the last will and on a clean shutdown.
+type Presence struct {
+	V     int           `json:"v"`
+	State PresenceState `json:"state"`
+	// At is when the device published it; absent in the last will (which
+	// is composed at connect time).
+	At *time.Time `json:"at,omitempty"`
+	// Software is the kluisd version.
+	Software string `json:"software,omitempty"`
+}
+
+// Heartbeat is the periodic telemetry of a device.
+type Heartbeat struct {
+	V  int       `json:"v"`
+	At time.Time `json:"at"`
+	// UptimeS is seconds since kluisd started.
+	UptimeS int64 `json:"uptime_s"`
+	// Backlog is the number of journal events not yet acknowledged.
+	Backlog int `json:"backlog"`
+	// OfflineCache is the number of entries in the offline code cache and
+	// CacheVersion the version of the last code sync applied.
+	OfflineCache int   `json:"offline_cache"`
+	CacheVersion int64 `json:"cache_version,omitempty"`
+	// Boards is the health of every lock board.
+	Boards []BoardHealth `json:"boards,omitempty"`
+	// Doors is the state of every channel.
+	Doors    []hardware.ChannelState `json:"doors,omitempty"`
+	Software string                  `json:"software,omitempty"`
+}
+
+// BoardHealth is one board's health in a heartbeat.
+type BoardHealth struct {
+	Address  int    `json:"address"`
+	Online   bool   `json:"online"`
+	Firmware string `json:"firmware,omitempty"`
+	// Errors counts failed exchanges with the board since kluisd started.
+	Errors int64 `json:"errors"`
+}
+
+// EventKind names what an Event reports.
+type EventKind string
+
+// The event kinds.
+const (
+	EvDoorOpened         EventKind = "door_opened"
+	EvDoorClosed         EventKind = "door_closed"
+	EvItemPlaced         EventKind = "item_placed"
+	EvItemRemoved        EventKind = "item_removed"
+	EvPickupCompleted    EventKind = "pickup_completed"     // the citizen took the document
+	EvPickupNotCollected EventKind = "pickup_not_collected" // the door opened and closed, the item is still there
+	EvOpenNotDetected    EventKind = "open_not_detected"    // unlocked, but the door never opened
+	EvAlarm              EventKind = "alarm"
+	EvAlarmCleared       EventKind = "alarm_cleared"
+	EvLoaded             EventKind = "loaded"    // staff put a document in its compartment
+	EvRetrieved          EventKind = "retrieved" // staff took a document back out
+)
+
+// EventKinds lists every event kind.
+func EventKinds() []EventKind {
+	return []EventKind{EvDoorOpened, EvDoorClosed, EvItemPlaced, EvItemRemoved,
+		EvPickupCompleted, EvPickupNotCollected, EvOpenNotDetected, EvAlarm,
+		EvAlarmCleared, EvLoaded, EvRetrieved}
+}
+
+// AlarmKind names an alarm.
+type AlarmKind string
+
+// The alarm kinds.
+const (
+	AlarmDoorLeftOpen       AlarmKind = "door_left_open"
+	AlarmForcedDoor         AlarmKind = "forced_door"
+	AlarmBoardUnreachable   AlarmKind = "board_unreachable"
+	AlarmSensorDisagreement AlarmKind = "sensor_disagreement"
+	AlarmBruteForceLockout  AlarmKind = "brute_force_lockout"
+	AlarmMechanismFault     AlarmKind = "mechanism_fault"
+)
+
+// AlarmKinds lists every alarm kind.
+func AlarmKinds() []AlarmKind {
+	return []AlarmKind{AlarmDoorLeftOpen, AlarmForcedDoor, AlarmBoardUnreachable,
+		AlarmSensorDisagreement, AlarmBruteForceLockout, AlarmMechanismFault}
+}
+
+// Method is how a citizen identified: "qr" or "pin".
+type Method string
+
+// Methods.
+const (
+	MethodQR  Method = "qr"
+	MethodPIN Method = "pin"
+)
+
+// Event is something that happened at a device, kept in the device's
+// journal until acknowledged. Which optional fields are required depends on
+// Kind:
+//
+//	door_opened, door_closed, item_placed, item_removed, open_not_detected: addr
+//	pickup_completed, pickup_not_collected: addr, document_id (method optional)
+//	loaded, retrieved: addr, document_id, staff_id
+//	alarm, alarm_cleared: alarm (addr for door alarms, board for board_unreachable)
+type Event struct {
+	V    int       `json:"v"`
+	ID   string    `json:"id"`
+	Kind EventKind `json:"kind"`
+	At   time.Time `json:"at"`
+	// Addr is the compartment concerned.
+	Addr *Address `json:"addr,omitempty"`
+	// Board is the board concerned by a board-wide alarm.
+	Board *int `json:"board,omitempty"`
+	// Slot is an automaton's carousel slot, where one is concerned.
+	Slot *int `json:"slot,omitempty"`
+	// DocumentID is the backend's id of the document concerned.
+	DocumentID string `json:"document_id,omitempty"`
+	// Method is how the citizen identified (pickups).
+	Method Method `json:"method,omitempty"`
+	// Offline is true when the pickup was verified from the offline cache.
+	Offline bool `json:"offline,omitempty"`
+	// StaffID is the staff member (loaded, retrieved; from a staff login).
+	StaffID string `json:"staff_id,omitempty"`
+	// CommandID is the command that caused the event, if one did.
+	CommandID string `json:"command_id,omitempty"`
+	// Alarm is the alarm kind (alarm, alarm_cleared).
+	Alarm AlarmKind `json:"alarm,omitempty"`
+	// Detail is a short human text; never a secret.
+	Detail string `json:"detail,omitempty"`
+}
+
+// Ack acknowledges events at application level: each id named was committed
+// by the backend (now or before) and may leave the device's journal.
+type Ack struct {
+	V   int      `json:"v"`
+	IDs []string `json:"ids"`
+}
+
+// MaxAckIDs is the most ids one Ack carries.
+const MaxAckIDs = 256
+
+// CommandKind names a command.
+type CommandKind string
+
+// The command kinds.
+const (
+	CmdOpen     CommandKind = "open"      // remote open of addr (technician, support)
+	CmdConfig   CommandKind = "config"    // settings to apply
+	CmdCodeSync CommandKind = "code_sync" // offline verification material
+)
+
+// CommandKinds lists every command kind.
+func CommandKinds() []CommandKind { return []CommandKind{CmdOpen, CmdConfig, CmdCodeSync} }
+
+// Command is an order from the backend. A device carries out a command at
+// most once (by ID) and only before Expires; otherwise it answers with a
+// CommandResult of status "duplicate" or "expired" and audits it.
+type Command struct {
+	V       int         `json:"v"`
+	ID      string      `json:"id"`
+	Kind    CommandKind `json:"kind"`
+	Issued  time.Time   `json:"issued"`
+	Expires time.Time   `json:"expires"`
+	// Addr is the compartment to open (open).
+	Addr *Address `json:"addr,omitempty"`
+	// Reason is why (audited), e.g. the ticket of a remote open.
+	Reason string `json:"reason,omitempty"`
+	// By is the backend user who issued the command.
+	By string `json:"by,omitempty"`
+	// Settings are configuration keys and values (config).
+	Settings map[string]string `json:"settings,omitempty"`
+	// Codes is offline verification material (code_sync).
+	Codes *CodeSync `json:"codes,omitempty"`
+}
+
+// CodeSync carries offline verification material. Hashes are opaque to
+// this package (package backend/codes defines them); plain codes never
+// travel in a CodeSync.
+type CodeSync struct {
+	// Version increases with every sync; a device ignores older ones.
+	Version int64 `json:"version"`
+	// Full replaces the whole cache; otherwise Entries are added or
+	// replaced and Revoke removed.
+	Full    bool        `json:"full"`
+	Entries []CodeEntry `json:"entries"`
+	// Revoke lists document ids whose entries must go.
+	Revoke []string `json:"revoke,omitempty"`
+}
+
+// CodeEntry is the offline material of one document.
+type CodeEntry struct {
+	DocumentID string    `json:"document_id"`
+	Addr       Address   `json:"addr"`
+	Expires    time.Time `json:"expires"`
+	// QRHash and PINHash are keyed hashes; at least one is set.
+	QRHash  string `json:"qr_hash,omitempty"`
+	PINHash string `json:"pin_hash,omitempty"`
+	// SecondFactor: a PIN pickup also needs the birth date.
+	SecondFactor bool `json:"second_factor,omitempty"`
+}
+
+// CommandStatus is the outcome of a command.
+type CommandStatus string
+
+// Command outcomes.
+const (
+	StatusDone      CommandStatus = "done"
+	StatusFailed    CommandStatus = "failed"
+	StatusExpired   CommandStatus = "expired"
+	StatusDuplicate CommandStatus = "duplicate"
+	StatusRejected  CommandStatus = "rejected" // not valid for this device
+)
+
+// CommandStatuses lists every command status.
+func CommandStatuses() []CommandStatus {
+	return []CommandStatus{StatusDone, StatusFailed, StatusExpired, StatusDuplicate, StatusRejected}
+}
+
+// CommandResult reports what became of a command.
+type CommandResult struct {
+	V      int           `json:"v"`
+	ID     string        `json:"id"` // the command's id
+	Status CommandStatus `json:"status"`
+	At     time.Time     `json:"at"`
+	Detail string        `json:"detail,omitempty"`
+}
+
+// VerifyRequest asks the backend whether a code opens a compartment of this
+// device. ID is a correlation id the response repeats.
+type VerifyRequest struct {
+	V      int       `json:"v"`
+	ID     string    `json:"id"`
+	At     time.Time `json:"at"`
+	Method Method    `json:"method"`
+	// Token is the scanned QR token (qr).
+	Token string `json:"token,omitempty"`
+	// PIN is the typed PIN (pin); BirthDate "YYYY-MM-DD" is the second
+	// factor when asked for.
+	PIN       string `json:"pin,omitempty"`
+	BirthDate string `json:"birth_date,omitempty"`
+}
+
+// LogValue redacts the code, PIN and birth date.
+func (r VerifyRequest) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("id", r.ID), slog.String("method", string(r.Method)),
+		slog.Bool("birth_date", r.BirthDate != ""))
+}
+
+// VerifyResult is the outcome of a verification; every value except ok is
+// safe to show at the kiosk.
+type VerifyResult string
+
+// Verification outcomes.
+const (
+	VerifyOK                   VerifyResult = "ok"
+	VerifyWrongCode            VerifyResult = "wrong_code"
+	VerifyExpired              VerifyResult = "expired"
+	VerifyAlreadyCollected     VerifyResult = "already_collected"
+	VerifyDeviceLockedOut      VerifyResult = "device_locked_out"
+	VerifySecondFactorRequired VerifyResult = "second_factor_required"
+	VerifyUnavailable          VerifyResult = "unavailable" // backend trouble; try again or use the cache
+)
+
+// VerifyResults lists every verification outcome.
+func VerifyResults() []VerifyResult {
+	return []VerifyResult{VerifyOK, VerifyWrongCode, VerifyExpired, VerifyAlreadyCollected,
+		VerifyDeviceLockedOut, VerifySecondFactorRequired, VerifyUnavailable}
+}
+
+// VerifyResponse answers a VerifyRequest. With result ok, DocumentID and
+// Addr (and Slot on an automaton) say what to open.
+type VerifyResponse struct {
+	V          int          `json:"v"`
+	ID         string       `json:"id"`
+	Result     VerifyResult `json:"result"`
+	DocumentID string       `json:"document_id,omitempty"`
+	Addr       *Address     `json:"addr,omitempty"`
+	Slot       *int         `json:"slot,omitempty"`
+	// RetryAfterS is how long a locked-out device should refuse codes.
+	RetryAfterS int `json:"retry_after_s,omitempty"`
+}
+
+// StaffOp is a staff operation at the kiosk.
+type StaffOp string
+
+// Staff operations.
+const (
+	StaffLogin   StaffOp = "login"   // badge or staff PIN -> session
+	StaffReserve StaffOp = "reserve" // session + document number -> compartment to load
+	StaffLogout  StaffOp = "logout"  // session ends
+)
+
+// StaffOps lists every staff operation.
+func StaffOps() []StaffOp { return []StaffOp{StaffLogin, StaffReserve, StaffLogout} }
+
+// StaffRequest is a staff operation the kiosk asks the backend for.
+type StaffRequest struct {
+	V  int       `json:"v"`
+	ID string    `json:"id"`
+	Op StaffOp   `json:"op"`
+	At time.Time `json:"at"`
+	// Badge or PIN identify the staff member (login).
+	Badge string `json:"badge,omitempty"`
+	PIN   string `json:"pin,omitempty"`
+	// Session is the token from a login (reserve, logout).
+	Session string `json:"session,omitempty"`
+	// DocumentNumber is the number printed on the document (reserve).
+	DocumentNumber string `json:"document_number,omitempty"`
+}
+
+// LogValue redacts the badge, PIN and session.
+func (r StaffRequest) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("id", r.ID), slog.String("op", string(r.Op)))
+}
+
+// StaffResult is the outcome of a staff operation.
+type StaffResult string
+
+// Staff operation outcomes.
+const (
+	StaffOK             StaffResult = "ok"
+	StaffDenied         StaffResult = "denied"          // unknown badge/PIN or not allowed
+	StaffSessionExpired StaffResult = "session_expired" // log in again
+	StaffNotFound       StaffResult = "not_found"       // no such document for this device
+	StaffWrongState     StaffResult = "wrong_state"     // the document cannot be loaded now
+	StaffNoCompartment  StaffResult = "no_compartment"  // no free compartment fits
+	StaffUnavailable    StaffResult = "unavailable"
+)
+
+// StaffResults lists every staff outcome.
+func StaffResults() []StaffResult {
+	return []StaffResult{StaffOK, StaffDenied, StaffSessionExpired, StaffNotFound,
+		StaffWrongState, StaffNoCompartment, StaffUnavailable}
+}
+
+// StaffResponse answers a StaffRequest. A login that succeeds carries
+// Session, StaffID, StaffName and Expires; a reserve that succeeds carries
+// DocumentID and Addr.
+type StaffResponse struct {
+	V          int         `json:"v"`
+	ID         string      `json:"id"`
+	Op         StaffOp     `json:"op"`
+	Result     StaffResult `json:"result"`
+	Session    string      `json:"session,omitempty"`
+	StaffID    string      `json:"staff_id,omitempty"`
+	StaffName  string      `json:"staff_name,omitempty"`
+	Expires    *time.Time  `json:"expires,omitempty"`
+	DocumentID string      `json:"document_id,omitempty"`
+	Addr       *Address    `json:"addr,omitempty"`
+	Slot       *int        `json:"slot,omitempty"`
+}
+
+// LogValue redacts the session token.
+func (r StaffResponse) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("id", r.ID), slog.String("op", string(r.Op)),
+		slog.String("result", string(r.Result)))
+}
+
+// MessageKind implements Message.
+func (*Presence) MessageKind() Kind { return KindPresence }
+
+// MessageKind implements Message.
+func (*Heartbeat) MessageKind() Kind { return KindHeartbeat }
+
+// MessageKind implements Message.
+func (*Event) MessageKind() Kind { return KindEvent }
+
+// MessageKind implements Message.
+func (*Ack) MessageKind() Kind { return KindAck }
+
+// MessageKind implements Message.
+func (*Command) MessageKind() Kind { return KindCommand }
+
+// MessageKind implements Message.
+func (*CommandResult) MessageKind() Kind { return KindCmdResult }
+
+// MessageKind implements Message.
+func (*VerifyRequest) MessageKind() Kind { return KindVerifyReq }
+
+// MessageKind implements Message.
+func (*VerifyResponse) MessageKind() Kind { return KindVerifyRes }
+
+// MessageKind implements Message.
+func (*StaffRequest) MessageKind() Kind { return KindStaffReq }
+
+// MessageKind implements Message.
+func (*StaffResponse) MessageKind() Kind { return KindStaffRes }
+
+func (m *Presence) setVersion()       { m.V = Version }
+func (m *Heartbeat) setVersion()      { m.V = Version }
+func (m *Event) setVersion()          { m.V = Version }
+func (m *Ack) setVersion()            { m.V = Version }
+func (m *Command) setVersion()        { m.V = Version }
+func (m *CommandResult) setVersion()  { m.V = Version }
+func (m *VerifyRequest) setVersion()  { m.V = Version }
+func (m *VerifyResponse) setVersion() { m.V = Version }
+func (m *StaffRequest) setVersion()   { m.V = Version }
+func (m *StaffResponse) setVersion()  { m.V = Version }
+
+// newMessage returns an empty message of kind.
+func newMessage(k Kind) (Message, error) {
+	switch k {
+	case KindPresence:
+		return &Presence{}, nil
+	case KindHeartbeat:
+		return &Heartbeat{}, nil
+	case KindEvent:
+		return &Event{}, nil
+	case KindAck:
+		return &Ack{}, nil
+	case KindCommand:
+		return &Command{}, nil
+	case KindCmdResult:
+		return &CommandResult{}, nil
+	case KindVerifyReq:
+		return &VerifyRequest{}, nil
+	case KindVerifyRes:
+		return &VerifyResponse{}, nil
+	case KindStaffReq:
+		return &StaffRequest{}, nil
+	case KindStaffRes:
+		return &StaffResponse{}, nil
+	}
+	return nil, fmt.Errorf("unknown kind %q: %w", k, ErrTopic)
+}

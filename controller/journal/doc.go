@@ -1,0 +1,35 @@
+// Package journal is kluisd's durable memory: an append-only file of records
+// that is written and fsynced BEFORE the daemon acts on what a record says or
+// publishes it.
+//
+// # File format
+//
+// One record per line: eight hex digits of the CRC-32C of the JSON text, a
+// space, the JSON text, a newline. A power cut can leave the last line torn
+// (no newline, or a CRC that does not match); Open detects that, drops the
+// torn tail and truncates the file to the last whole record, so a half-written
+// record is never misread. Damage before the last record (a bad disk block)
+// stops reading at the first bad record: the rest is moved aside to a
+// journal.log.bad-N file for forensics and Recovery.Corrupt tells the daemon
+// to raise an alarm.
+//
+// # What is in it
+//
+//   - events (door opened, collected, alarms, ...) that make up the outbox:
+//     an event stays in the outbox until an ack record for its id is
+//     appended after the backend acknowledged it;
+//   - pulse intents and their outcome: "intent id=X channel=C" is fsynced
+//     before the lock is energised and "done X" after the driver accepted
+//     the command. An intent without done after a restart is an unfinished
+//     pulse (see docs/kluisd.md: it is never blindly pulsed again);
+//   - whatever else the daemon needs to survive a restart (offline-used
+//     codes, lockout), as typed records the caller keeps or drops at
+//     compaction.
+//
+// # Compaction
+//
+// Compact rewrites the live records (unacked events, open intents, records
+// the caller's Keep function wants) into journal.log.tmp, fsyncs it, renames
+// it over journal.log and fsyncs the directory. A meta record first in the
+// new file carries the next sequence number so ids never repeat.
+package journal

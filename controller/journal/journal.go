@@ -1,0 +1,574 @@
+package journal
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Record types the journal itself interprets.
+const (
+	TypeMeta      = "meta"
+	TypeEvent     = "event"
+	TypeAck       = "ack"
+	TypeIntent    = "intent"
+	TypeDone      = "done"
+	TypeUncertain = "uncertain" // an intent resolved as "maybe pulsed"
+)
+
+// FileName is the journal's name inside its directory.
+const FileName = "journal.log"
+
+// MaxRecord is the largest record accepted (bytes of JSON).
+const MaxRecord = 64 << 10
+
+// ErrClosed is returned after Close.
+var ErrClosed = errors.New("journal: closed")
+
+// Event is something kluisd reports to the backend. It is journaled before it
+// is published and stays in the outbox until acknowledged.
+type Event struct {
+	// ID is unique per device and never reused ("{device}-{seq}").
+	ID string `json:"id"`
+	// Kind names what happened, e.g. "collected" or "alarm".
+	Kind string    `json:"kind"`
+	At   time.Time `json:"at"`
+	// Compartment is the compartment number (from 1), 0 when none.
+	Compartment int `json:"compartment,omitempty"`
+	// Fields carry the details: never a PIN or secret.
+	Fields map[string]string `json:"fields,omitempty"`
+}
+
+// Intent is a pulse about to be sent.
+type Intent struct {
+	// ID is the hardware command id of the pulse.
+	ID          uint32 `json:"id"`
+	Compartment int    `json:"compartment"`
+	Board       int    `json:"board"`
+	Channel     int    `json:"channel"`
+	// Slot is the carousel slot of an automaton's Present, -1 for a pulse.
+	Slot int `json:"slot"`
+	// Purpose is pickup, load, retrieve or test.
+	Purpose string `json:"purpose"`
+	// Ref is the code or document reference the pulse serves (a code id,
+	// never the code itself).
+	Ref string `json:"ref,omitempty"`
+	// Offline is true when the code was verified offline.
+	Offline bool `json:"offline,omitempty"`
+}
+
+// Record is one line of the journal.
+type Record struct {
+	Seq  uint64    `json:"seq"`
+	Type string    `json:"type"`
+	At   time.Time `json:"at"`
+	// ID is the event id (ack) or the pulse id as text (done, uncertain).
+	ID     string  `json:"id,omitempty"`
+	Event  *Event  `json:"event,omitempty"`
+	Intent *Intent `json:"intent,omitempty"`
+	// NextSeq is carried by meta records.
+	NextSeq uint64 `json:"next_seq,omitempty"`
+	// Data is the payload of caller-defined types.
+	Data json.RawMessage `json:"data,omitempty"`
+}
+
+// Recovery reports what Open found.
+type Recovery struct {
+	// Records read.
+	Records int
+	// TornBytes dropped from a torn last record.
+	TornBytes int64
+	// Corrupt is true when a damaged record was found before the end; the
+	// rest of the file was moved to BadFile.
+	Corrupt bool
+	BadFile string
+}
+
+// Options configure Open.
+type Options struct {
+	// Dir holds the journal; created when missing.
+	Dir string
+	// DeviceID prefixes event ids.
+	DeviceID string
+	// Clock stamps records; default time.Now.
+	Clock func() time.Time
+	// Keep says whether a caller-defined record survives compaction;
+	// default keep none.
+	Keep func(Record) bool
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Journal is the append-only record file. Safe for concurrent use.
+type Journal struct {
+	o    Options
+	log  *slog.Logger
+	path string
+
+	mu      sync.Mutex
+	f       *os.File
+	size    int64
+	nextSeq uint64
+	records []Record // every live record, in order (replayed + appended)
+	acked   map[string]bool
+	done    map[string]bool
+	events  map[string]bool // event ids present
+	closed  bool
+	wake    chan struct{}
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Open opens or creates the journal in o.Dir and replays it.
+func Open(o Options) (*Journal, []Record, Recovery, error) {
+	if o.Dir == "" {
+		return nil, nil, Recovery{}, errors.New("journal: no directory")
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Keep == nil {
+		o.Keep = func(Record) bool { return false }
+	}
+	j := &Journal{o: o, log: o.Logger.With("part", "journal"), path: filepath.Join(o.Dir, FileName),
+		nextSeq: 1, acked: map[string]bool{}, done: map[string]bool{}, events: map[string]bool{}, wake: make(chan struct{})}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, nil, Recovery{}, fmt.Errorf("journal: %w", err)
+	}
+	_, statErr := os.Stat(j.path)
+	created := errors.Is(statErr, os.ErrNotExist)
+	f, err := os.OpenFile(j.path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, Recovery{}, fmt.Errorf("journal: %w", err)
+	}
+	if created {
+		if err := syncDir(o.Dir); err != nil {
+			f.Close()
+			return nil, nil, Recovery{}, err
+		}
+	}
+	recs, good, rec, err := j.read(f)
+	if err != nil {
+		f.Close()
+		return nil, nil, rec, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, rec, fmt.Errorf("journal: %w", err)
+	}
+	if good < st.Size() {
+		if rec.Corrupt {
+			rec.BadFile, err = j.saveBad(f, good)
+			if err != nil {
+				f.Close()
+				return nil, nil, rec, err
+			}
+		} else {
+			rec.TornBytes = st.Size() - good
+		}
+		if err := f.Truncate(good); err != nil {
+			f.Close()
+			return nil, nil, rec, fmt.Errorf("journal: truncate torn tail: %w", err)
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return nil, nil, rec, fmt.Errorf("journal: fsync: %w", err)
+		}
+		j.log.Warn("journal tail dropped", "bytes", st.Size()-good, "corrupt", rec.Corrupt)
+	}
+	if _, err := f.Seek(good, io.SeekStart); err != nil {
+		f.Close()
+		return nil, nil, rec, fmt.Errorf("journal: %w", err)
+	}
+	j.f, j.size = f, good
+	for _, r := range recs {
+		j.apply(r)
+	}
+	rec.Records = len(recs)
+	return j, recs, rec, nil
+}
+
+// read parses whole, CRC-correct lines and returns them with the offset of
+// the end of the last good one.
+func (j *Journal) read(f *os.File) ([]Record, int64, Recovery, error) {
+	var rec Recovery
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, 0, rec, fmt.Errorf("journal: %w", err)
+	}
+	br := bufio.NewReaderSize(f, 2*MaxRecord)
+	var recs []Record
+	var off int64
+	for {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// Longer than any record we write: damage. Treat as the
+			// end, corrupt unless nothing follows.
+			rec.Corrupt = true
+			return recs, off, rec, nil
+		}
+		if errors.Is(err, io.EOF) {
+			// len(line) > 0 means a torn last line (no newline).
+			return recs, off, rec, nil
+		}
+		if err != nil {
+			return nil, 0, rec, fmt.Errorf("journal: read: %w", err)
+		}
+		r, ok := decodeLine(line)
+		if !ok {
+			// Bad line: torn if it is the last thing in the file.
+			if _, perr := br.Peek(1); errors.Is(perr, io.EOF) {
+				return recs, off, rec, nil
+			}
+			rec.Corrupt = true
+			return recs, off, rec, nil
+		}
+		recs = append(recs, r)
+		off += int64(len(line))
+	}
+}
+
+func decodeLine(line []byte) (Record, bool) {
+	var r Record
+	if len(line) < 11 || line[8] != ' ' || line[len(line)-1] != '\n' {
+		return r, false
+	}
+	var sum [4]byte
+	if _, err := hex.Decode(sum[:], line[:8]); err != nil {
+		return r, false
+	}
+	body := line[9 : len(line)-1]
+	want := uint32(sum[0])<<24 | uint32(sum[1])<<16 | uint32(sum[2])<<8 | uint32(sum[3])
+	if crc32.Checksum(body, castagnoli) != want {
+		return r, false
+	}
+	if err := json.Unmarshal(body, &r); err != nil || r.Type == "" {
+		return r, false
+	}
+	return r, true
+}
+
+func encodeLine(r Record) ([]byte, error) {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("journal: encode: %w", err)
+	}
+	if len(body) > MaxRecord {
+		return nil, fmt.Errorf("journal: record of %d bytes exceeds %d", len(body), MaxRecord)
+	}
+	out := make([]byte, 0, len(body)+10)
+	out = fmt.Appendf(out, "%08x ", crc32.Checksum(body, castagnoli))
+	out = append(out, body...)
+	return append(out, '\n'), nil
+}
+
+func (j *Journal) saveBad(f *os.File, from int64) (string, error) {
+	for n := 1; n < 1000; n++ {
+		p := fmt.Sprintf("%s.bad-%d", j.path, n)
+		if _, err := os.Stat(p); err == nil {
+			continue
+		}
+		out, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return "", fmt.Errorf("journal: save damaged tail: %w", err)
+		}
+		_, err = io.Copy(out, io.NewSectionReader(f, from, 1<<40))
+		if err == nil {
+			err = out.Sync()
+		}
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return "", fmt.Errorf("journal: save damaged tail: %w", err)
+		}
+		return p, syncDir(j.o.Dir)
+	}
+	return "", errors.New("journal: too many damaged-tail files")
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("journal: open dir: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("journal: fsync dir: %w", err)
+	}
+	return nil
+}
+
+// apply updates the in-memory view. j.mu held (or not yet shared).
+func (j *Journal) apply(r Record) {
+	if r.Seq >= j.nextSeq {
+		j.nextSeq = r.Seq + 1
+	}
+	switch r.Type {
+	case TypeMeta:
+		if r.NextSeq > j.nextSeq {
+			j.nextSeq = r.NextSeq
+		}
+		return
+	case TypeAck:
+		j.acked[r.ID] = true
+	case TypeDone, TypeUncertain:
+		j.done[r.ID] = true
+	case TypeEvent:
+		if r.Event != nil {
+			j.events[r.Event.ID] = true
+		}
+	}
+	j.records = append(j.records, r)
+}
+
+// Append writes r durably (write + fsync) and returns it with Seq and At set.
+func (j *Journal) Append(r Record) (Record, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.appendLocked(r)
+}
+
+func (j *Journal) appendLocked(r Record) (Record, error) {
+	if j.closed {
+		return r, ErrClosed
+	}
+	if r.Type == "" {
+		return r, errors.New("journal: record without type")
+	}
+	r.Seq = j.nextSeq
+	if r.At.IsZero() {
+		r.At = j.o.Clock().UTC()
+	}
+	if r.Type == TypeEvent && r.Event != nil && r.Event.ID == "" {
+		r.Event.ID = fmt.Sprintf("%s-%d", j.o.DeviceID, r.Seq)
+	}
+	line, err := encodeLine(r)
+	if err != nil {
+		return r, err
+	}
+	if _, err := j.f.Write(line); err != nil {
+		// A partial write is a torn tail: cut it off so the next
+		// append starts on a clean line.
+		_ = j.f.Truncate(j.size)
+		_, _ = j.f.Seek(j.size, io.SeekStart)
+		return r, fmt.Errorf("journal: write: %w", err)
+	}
+	if err := j.f.Sync(); err != nil {
+		return r, fmt.Errorf("journal: fsync: %w", err)
+	}
+	j.size += int64(len(line))
+	j.apply(r)
+	close(j.wake)
+	j.wake = make(chan struct{})
+	return r, nil
+}
+
+// AppendEvent journals e (its ID is filled in when empty) and returns it.
+func (j *Journal) AppendEvent(e Event) (Event, error) {
+	if e.At.IsZero() {
+		e.At = j.o.Clock().UTC()
+	}
+	r, err := j.Append(Record{Type: TypeEvent, Event: &e})
+	if err != nil {
+		return e, err
+	}
+	return *r.Event, nil
+}
+
+// Ack records that the backend acknowledged event id. Unknown or already
+// acked ids are ignored (acks can be repeated).
+func (j *Journal) Ack(id string) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if !j.events[id] || j.acked[id] {
+		return nil
+	}
+	_, err := j.appendLocked(Record{Type: TypeAck, ID: id})
+	return err
+}
+
+// BeginPulse journals a pulse intent durably and returns its command id
+// (fresh, non-zero, derived from the record's sequence number).
+func (j *Journal) BeginPulse(in Intent) (Intent, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	in.ID = uint32(j.nextSeq)
+	if in.ID == 0 {
+		j.nextSeq++
+		in.ID = uint32(j.nextSeq)
+	}
+	_, err := j.appendLocked(Record{Type: TypeIntent, Intent: &in})
+	return in, err
+}
+
+// EndPulse records that pulse id was accepted by the hardware (done) or,
+// with uncertain, that it may or may not have been carried out.
+func (j *Journal) EndPulse(id uint32, uncertain bool) error {
+	t := TypeDone
+	if uncertain {
+		t = TypeUncertain
+	}
+	_, err := j.Append(Record{Type: t, ID: fmt.Sprint(id)})
+	return err
+}
+
+// Outbox returns the events not yet acknowledged, oldest first.
+func (j *Journal) Outbox() []Event {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []Event
+	for _, r := range j.records {
+		if r.Type == TypeEvent && r.Event != nil && !j.acked[r.Event.ID] {
+			out = append(out, *r.Event)
+		}
+	}
+	return out
+}
+
+// OutboxLen returns the number of unacknowledged events.
+func (j *Journal) OutboxLen() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	n := 0
+	for id := range j.events {
+		if !j.acked[id] {
+			n++
+		}
+	}
+	return n
+}
+
+// Changed returns a channel closed at the next append.
+func (j *Journal) Changed() <-chan struct{} {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.wake
+}
+
+// OpenIntents returns pulse intents without done or uncertain, oldest first,
+// with the time they were journaled.
+func (j *Journal) OpenIntents() []Record {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []Record
+	for _, r := range j.records {
+		if r.Type == TypeIntent && r.Intent != nil && !j.done[fmt.Sprint(r.Intent.ID)] {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Size returns the file size in bytes.
+func (j *Journal) Size() int64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.size
+}
+
+// live reports whether r survives compaction. j.mu held.
+func (j *Journal) live(r Record) bool {
+	switch r.Type {
+	case TypeEvent:
+		return r.Event != nil && !j.acked[r.Event.ID]
+	case TypeIntent:
+		return r.Intent != nil && !j.done[fmt.Sprint(r.Intent.ID)]
+	case TypeAck, TypeDone, TypeUncertain, TypeMeta:
+		return false
+	}
+	return j.o.Keep(r)
+}
+
+// Compact rewrites the journal with only its live records (see package doc).
+func (j *Journal) Compact() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return ErrClosed
+	}
+	var keep []Record
+	for _, r := range j.records {
+		if j.live(r) {
+			keep = append(keep, r)
+		}
+	}
+	sort.SliceStable(keep, func(a, b int) bool { return keep[a].Seq < keep[b].Seq })
+	tmp := j.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("journal: compact: %w", err)
+	}
+	var buf bytes.Buffer
+	meta, err := encodeLine(Record{Seq: 0, Type: TypeMeta, At: j.o.Clock().UTC(), NextSeq: j.nextSeq})
+	if err != nil {
+		f.Close()
+		return err
+	}
+	buf.Write(meta)
+	for _, r := range keep {
+		line, err := encodeLine(r)
+		if err != nil {
+			f.Close()
+			return err
+		}
+		buf.Write(line)
+	}
+	size := int64(buf.Len())
+	if _, err := f.Write(buf.Bytes()); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("journal: compact: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("journal: compact fsync: %w", err)
+	}
+	if err := os.Rename(tmp, j.path); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("journal: compact rename: %w", err)
+	}
+	if err := syncDir(j.o.Dir); err != nil {
+		f.Close()
+		return err
+	}
+	old := j.f
+	j.f, j.size = f, size
+	_ = old.Close()
+	j.records = keep
+	j.acked, j.done, j.events = map[string]bool{}, map[string]bool{}, map[string]bool{}
+	for _, r := range keep {
+		if r.Type == TypeEvent {
+			j.events[r.Event.ID] = true
+		}
+	}
+	j.log.Info("journal compacted", "records", len(keep), "bytes", size)
+	return nil
+}
+
+// Close closes the file. Appends fail afterwards.
+func (j *Journal) Close() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return nil
+	}
+	j.closed = true
+	return j.f.Close()
+}

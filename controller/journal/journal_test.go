@@ -1,0 +1,222 @@
+package journal
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func open(t *testing.T, dir string) (*Journal, []Record, Recovery) {
+	t.Helper()
+	j, recs, rec, err := Open(Options{Dir: dir, DeviceID: "dev1", Keep: func(r Record) bool { return r.Type == "code_used" }})
+	require.NoError(t, err)
+	t.Cleanup(func() { j.Close() })
+	return j, recs, rec
+}
+
+func TestAppendReopenOutboxAck(t *testing.T) {
+	dir := t.TempDir()
+	j, _, _ := open(t, dir)
+	e1, err := j.AppendEvent(Event{Kind: "door_opened", Compartment: 3})
+	require.NoError(t, err)
+	e2, err := j.AppendEvent(Event{Kind: "collected", Compartment: 3, Fields: map[string]string{"code_id": "c1"}})
+	require.NoError(t, err)
+	require.NotEqual(t, e1.ID, e2.ID)
+	require.Len(t, j.Outbox(), 2)
+	require.NoError(t, j.Ack(e1.ID))
+	require.NoError(t, j.Ack(e1.ID)) // repeated ack: no second record
+	require.NoError(t, j.Ack("nonsense"))
+	in, err := j.BeginPulse(Intent{Compartment: 3, Board: 0, Channel: 2, Slot: -1, Purpose: "pickup"})
+	require.NoError(t, err)
+	require.NotZero(t, in.ID)
+	require.NoError(t, j.Close())
+
+	j2, recs, rec := open(t, dir)
+	require.Equal(t, 4, rec.Records, "2 events, 1 ack, 1 intent")
+	require.Len(t, recs, 4)
+	require.Zero(t, rec.TornBytes)
+	out := j2.Outbox()
+	require.Len(t, out, 1)
+	require.Equal(t, e2.ID, out[0].ID)
+	require.Equal(t, "c1", out[0].Fields["code_id"])
+	open := j2.OpenIntents()
+	require.Len(t, open, 1)
+	require.Equal(t, in.ID, open[0].Intent.ID)
+	require.NoError(t, j2.EndPulse(in.ID, false))
+	require.Empty(t, j2.OpenIntents())
+	e3, err := j2.AppendEvent(Event{Kind: "alarm"})
+	require.NoError(t, err)
+	require.NotContains(t, []string{e1.ID, e2.ID}, e3.ID, "ids never reused after reopen")
+}
+
+// Every prefix of a journal file (a power cut at any byte) opens cleanly and
+// yields a prefix of the records, never a misread one.
+func TestTornTailAtEveryByte(t *testing.T) {
+	dir := t.TempDir()
+	j, _, _ := open(t, dir)
+	var want []string
+	for i := 0; i < 3; i++ {
+		e, err := j.AppendEvent(Event{Kind: fmt.Sprintf("k%d", i), Compartment: i + 1})
+		require.NoError(t, err)
+		want = append(want, e.ID)
+	}
+	require.NoError(t, j.Close())
+	full, err := os.ReadFile(filepath.Join(dir, FileName))
+	require.NoError(t, err)
+	for cut := 0; cut <= len(full); cut++ {
+		d := t.TempDir()
+		require.NoError(t, os.WriteFile(filepath.Join(d, FileName), full[:cut], 0o600))
+		j, recs, rec, err := Open(Options{Dir: d, DeviceID: "dev1"})
+		require.NoError(t, err, "cut %d", cut)
+		require.False(t, rec.Corrupt, "cut %d: a torn tail is not corruption", cut)
+		for i, r := range recs {
+			require.Equal(t, want[i], r.Event.ID, "cut %d", cut)
+		}
+		// The file now ends on a whole record and appends work.
+		_, err = j.AppendEvent(Event{Kind: "after"})
+		require.NoError(t, err)
+		j.Close()
+		_, recs2, rec2, err := Open(Options{Dir: d, DeviceID: "dev1"})
+		require.NoError(t, err)
+		require.Len(t, recs2, len(recs)+1, "cut %d", cut)
+		require.Zero(t, rec2.TornBytes)
+	}
+}
+
+func TestCorruptTail(t *testing.T) {
+	dir := t.TempDir()
+	j, _, _ := open(t, dir)
+	for i := 0; i < 3; i++ {
+		_, err := j.AppendEvent(Event{Kind: "k", Compartment: 7})
+		require.NoError(t, err)
+	}
+	require.NoError(t, j.Close())
+	p := filepath.Join(dir, FileName)
+	b, err := os.ReadFile(p)
+	require.NoError(t, err)
+
+	// A flipped bit in the last record: the CRC catches it; dropped as torn.
+	last := append([]byte(nil), b...)
+	last[len(last)-5] ^= 0x01
+	require.NoError(t, os.WriteFile(p, last, 0o600))
+	_, recs, rec := open(t, dir)
+	require.Len(t, recs, 2)
+	require.Positive(t, rec.TornBytes)
+
+	// A flipped bit in the middle record: reading stops there, the rest is
+	// moved aside and reported.
+	dir2 := t.TempDir()
+	mid := append([]byte(nil), b...)
+	mid[len(b)/2] ^= 0x40
+	require.NoError(t, os.WriteFile(filepath.Join(dir2, FileName), mid, 0o600))
+	_, recs, rec = open(t, dir2)
+	require.Len(t, recs, 1)
+	require.True(t, rec.Corrupt)
+	bad, err := os.ReadFile(rec.BadFile)
+	require.NoError(t, err)
+	require.NotEmpty(t, bad)
+
+	// Garbage that is valid CRC-less text.
+	dir3 := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir3, FileName), []byte("hello world\n{\"type\":\"event\"}\n"), 0o600))
+	_, recs, rec = open(t, dir3)
+	require.Empty(t, recs)
+	require.True(t, rec.Corrupt)
+}
+
+func TestCompactKeepsLiveRecords(t *testing.T) {
+	dir := t.TempDir()
+	j, _, _ := open(t, dir)
+	var ids []string
+	for i := 0; i < 10; i++ {
+		e, err := j.AppendEvent(Event{Kind: "k"})
+		require.NoError(t, err)
+		ids = append(ids, e.ID)
+	}
+	for _, id := range ids[:8] {
+		require.NoError(t, j.Ack(id))
+	}
+	openIn, err := j.BeginPulse(Intent{Compartment: 1, Slot: -1, Purpose: "pickup"})
+	require.NoError(t, err)
+	doneIn, err := j.BeginPulse(Intent{Compartment: 2, Slot: -1, Purpose: "pickup"})
+	require.NoError(t, err)
+	require.NoError(t, j.EndPulse(doneIn.ID, false))
+	data, _ := json.Marshal(map[string]string{"code_id": "abc"})
+	_, err = j.Append(Record{Type: "code_used", Data: data})
+	require.NoError(t, err)
+	_, err = j.Append(Record{Type: "scratch"})
+	require.NoError(t, err)
+	before := j.Size()
+	require.NoError(t, j.Compact())
+	require.Less(t, j.Size(), before)
+	e, err := j.AppendEvent(Event{Kind: "after"})
+	require.NoError(t, err)
+	require.NoError(t, j.Close())
+
+	j2, recs, _ := open(t, dir)
+	var types []string
+	for _, r := range recs {
+		types = append(types, r.Type)
+	}
+	require.Equal(t, []string{"meta", "event", "event", "intent", "code_used", "event"}, types)
+	out := j2.Outbox()
+	require.Equal(t, []string{ids[8], ids[9], e.ID}, []string{out[0].ID, out[1].ID, out[2].ID})
+	require.Len(t, j2.OpenIntents(), 1)
+	require.Equal(t, openIn.ID, j2.OpenIntents()[0].Intent.ID)
+	// Sequence numbers continue: no id reuse even if everything was acked.
+	for _, id := range append(ids, e.ID) {
+		require.NoError(t, j2.Ack(id))
+	}
+	require.NoError(t, j2.Compact())
+	require.NoError(t, j2.Close())
+	j3, _, _ := open(t, dir)
+	e4, err := j3.AppendEvent(Event{Kind: "later"})
+	require.NoError(t, err)
+	require.NotContains(t, append(ids, e.ID), e4.ID)
+	in, err := j3.BeginPulse(Intent{Slot: -1})
+	require.NoError(t, err)
+	require.Greater(t, in.ID, doneIn.ID, "command ids keep increasing")
+	_, err = os.Stat(filepath.Join(dir, FileName+".tmp"))
+	require.ErrorIs(t, err, os.ErrNotExist)
+}
+
+func TestClosedAndBadRecords(t *testing.T) {
+	j, _, _ := open(t, t.TempDir())
+	_, err := j.Append(Record{})
+	require.Error(t, err)
+	_, err = j.Append(Record{Type: "x", Data: json.RawMessage(`"` + string(make([]byte, 0)) + `"`)})
+	require.NoError(t, err)
+	big := make([]byte, MaxRecord+10)
+	for i := range big {
+		big[i] = 'a'
+	}
+	_, err = j.Append(Record{Type: "x", Data: json.RawMessage(`"` + string(big) + `"`)})
+	require.Error(t, err)
+	require.NoError(t, j.Close())
+	_, err = j.AppendEvent(Event{Kind: "k", At: time.Now()})
+	require.ErrorIs(t, err, ErrClosed)
+}
+
+func FuzzOpen(f *testing.F) {
+	f.Add([]byte("00000000 {}\n"))
+	f.Add([]byte("garbage"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d := t.TempDir()
+		if err := os.WriteFile(filepath.Join(d, FileName), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		j, _, _, err := Open(Options{Dir: d, DeviceID: "x"})
+		if err != nil {
+			return
+		}
+		defer j.Close()
+		if _, err := j.AppendEvent(Event{Kind: "k"}); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

@@ -1,0 +1,172 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/store"
+	"kluis/backend/store/storetest"
+)
+
+var now = time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)
+
+func TestSitesAndDevices(t *testing.T) {
+	s := storetest.New(t)
+	ctx := context.Background()
+	db := s.Pool()
+	site, err := store.CreateSite(ctx, db, store.NewSite{ID: "kortrijk", Name: " Stadhuis Kortrijk "}, now)
+	require.NoError(t, err)
+	require.Equal(t, "Europe/Brussels", site.TimeZone)
+	require.Equal(t, "Stadhuis Kortrijk", site.Name)
+	_, err = store.CreateSite(ctx, db, store.NewSite{ID: "kortrijk", Name: "again"}, now)
+	require.ErrorIs(t, err, store.ErrConflict)
+	_, err = store.CreateSite(ctx, db, store.NewSite{ID: "Bad Id", Name: "", TimeZone: "Mars/Olympus"}, now)
+	var ve *store.ValidationError
+	require.ErrorAs(t, err, &ve)
+	require.ErrorIs(t, err, store.ErrInvalid)
+	require.Len(t, ve.Fields, 3, err.Error())
+
+	dev, err := store.CreateDevice(ctx, db, store.NewDevice{ID: "locker-1", SiteID: "kortrijk", Kind: store.Locker,
+		Compartments: []store.NewCompartment{
+			{Channel: 0, Size: store.SizeS, HeightCM: 40},
+			{Channel: 1, Size: store.SizeM, HeightCM: 160},
+		}}, now)
+	require.NoError(t, err)
+	require.Len(t, dev.Compartments, 2)
+	require.Equal(t, 2, dev.Compartments[1].Number)
+	require.Equal(t, store.CompartmentFree, dev.Compartments[1].State)
+
+	_, err = store.CreateDevice(ctx, db, store.NewDevice{ID: "x", SiteID: "nowhere", Kind: store.Locker,
+		Compartments: []store.NewCompartment{{Size: store.SizeS}}}, now)
+	require.ErrorIs(t, err, store.ErrNotFound)
+	_, err = store.CreateDevice(ctx, db, store.NewDevice{ID: "y", SiteID: "kortrijk", Kind: "fridge",
+		Compartments: []store.NewCompartment{{Size: "XL"}, {Number: 1, Size: store.SizeS}}}, now)
+	require.ErrorAs(t, err, &ve)
+	require.Len(t, ve.Fields, 4, err.Error()) // kind, size, number twice, address twice
+
+	got, err := store.GetDevice(ctx, db, "locker-1")
+	require.NoError(t, err)
+	require.Equal(t, dev, got)
+	_, err = store.GetDevice(ctx, db, "nope")
+	require.ErrorIs(t, err, store.ErrNotFound)
+	c, err := store.CompartmentByAddress(ctx, db, "locker-1", 0, 1)
+	require.NoError(t, err)
+	require.Equal(t, 2, c.Number)
+	c, err = store.CompartmentByNumber(ctx, db, "locker-1", 1)
+	require.NoError(t, err)
+	require.Equal(t, 0, c.Channel)
+	_, err = store.CompartmentByNumber(ctx, db, "locker-1", 9)
+	require.ErrorIs(t, err, store.ErrNotFound)
+	ds, err := store.ListDevices(ctx, db, "kortrijk")
+	require.NoError(t, err)
+	require.Len(t, ds, 1)
+	sites, err := store.ListSites(ctx, db)
+	require.NoError(t, err)
+	require.Len(t, sites, 1)
+}
+
+func TestPickCompartmentPreferences(t *testing.T) {
+	s := storetest.New(t)
+	ctx := context.Background()
+	db := s.Pool()
+	_, err := store.CreateSite(ctx, db, store.NewSite{ID: "k", Name: "K"}, now)
+	require.NoError(t, err)
+	_, err = store.CreateDevice(ctx, db, store.NewDevice{ID: "d", SiteID: "k", Kind: store.Locker,
+		Compartments: []store.NewCompartment{
+			{Channel: 0, Size: store.SizeL, HeightCM: 30},  // 1
+			{Channel: 1, Size: store.SizeM, HeightCM: 100}, // 2 low M
+			{Channel: 2, Size: store.SizeM, HeightCM: 150}, // 3 high M
+			{Channel: 3, Size: store.SizeS, HeightCM: 180}, // 4 high S
+		}}, now)
+	require.NoError(t, err)
+	pick := func(p store.Pick) int {
+		p.SiteID, p.LowMaxHeightCM = "k", 120
+		var n int
+		err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+			c, err := store.PickCompartment(ctx, tx, p)
+			n = c.Number
+			return err
+		})
+		if errors.Is(err, store.ErrNotFound) {
+			return 0
+		}
+		require.NoError(t, err)
+		return n
+	}
+	require.Equal(t, 4, pick(store.Pick{MinSize: store.SizeS}), "smallest fitting")
+	require.Equal(t, 2, pick(store.Pick{MinSize: store.SizeS, Low: true}), "low wish: smallest low")
+	require.Equal(t, 3, pick(store.Pick{MinSize: store.SizeM}), "no wish: keep low ones free")
+	require.Equal(t, 1, pick(store.Pick{MinSize: store.SizeL}))
+	require.Equal(t, 0, pick(store.Pick{MinSize: store.SizeL, DeviceID: "other"}))
+	_, err = store.SetCompartmentState(ctx, db, 1, store.CompartmentOutOfService)
+	require.NoError(t, err)
+	require.Equal(t, 0, pick(store.Pick{MinSize: store.SizeL}), "out of service never picked")
+}
+
+func TestNormalize(t *testing.T) {
+	for in, want := range map[string]string{
+		"0470 12 34 56":    "+32470123456",
+		"+32 470/12.34.56": "+32470123456",
+		"0033612345678":    "+33612345678",
+		"470123456":        "",
+		"+32abc":           "",
+		"0":                "",
+		"+0123456789":      "",
+	} {
+		require.Equal(t, want, store.NormalizeMobile(in), in)
+	}
+	for in, want := range map[string]string{
+		"jan@example.be":       "jan@example.be",
+		" jan@example.be ":     "jan@example.be",
+		"Jan <jan@example.be>": "",
+		"jan@localhost":        "",
+		"not an address":       "",
+	} {
+		require.Equal(t, want, store.NormalizeEmail(in), in)
+	}
+}
+
+func TestNewDocumentValidate(t *testing.T) {
+	good := store.NewDocument{Kind: store.EID, Number: " 592-1234567-89 ", FirstName: "Jan", LastName: "Peeters",
+		BirthDate: time.Date(1980, 2, 3, 15, 0, 0, 0, time.UTC), Language: "NL", Mobile: "0470123456", SiteID: "k"}
+	n := good
+	require.NoError(t, n.Validate(now))
+	require.Equal(t, "592-1234567-89", n.Number)
+	require.Equal(t, "nl", n.Language)
+	require.Equal(t, "+32470123456", n.Mobile)
+	require.Equal(t, time.Date(1980, 2, 3, 0, 0, 0, 0, time.UTC), n.BirthDate)
+
+	cases := map[string]struct {
+		mod   func(*store.NewDocument)
+		field string
+	}{
+		"kind":       {func(n *store.NewDocument) { n.Kind = "library_card" }, "kind"},
+		"no number":  {func(n *store.NewDocument) { n.Number = "  " }, "number"},
+		"bad number": {func(n *store.NewDocument) { n.Number = "12;DROP" }, "number"},
+		"first":      {func(n *store.NewDocument) { n.FirstName = "" }, "holder_first_name"},
+		"control":    {func(n *store.NewDocument) { n.LastName = "Pee\x00ters" }, "holder_last_name"},
+		"long":       {func(n *store.NewDocument) { n.LastName = string(make([]byte, 101)) }, "holder_last_name"},
+		"no birth":   {func(n *store.NewDocument) { n.BirthDate = time.Time{} }, "holder_birth_date"},
+		"future":     {func(n *store.NewDocument) { n.BirthDate = now.AddDate(0, 0, 2) }, "holder_birth_date"},
+		"old":        {func(n *store.NewDocument) { n.BirthDate = time.Date(1850, 1, 1, 0, 0, 0, 0, time.UTC) }, "holder_birth_date"},
+		"language":   {func(n *store.NewDocument) { n.Language = "es" }, "language"},
+		"no contact": {func(n *store.NewDocument) { n.Mobile = "" }, "email"},
+		"bad email":  {func(n *store.NewDocument) { n.Email = "jan@" }, "email"},
+		"bad mobile": {func(n *store.NewDocument) { n.Mobile = "call me" }, "mobile"},
+		"site":       {func(n *store.NewDocument) { n.SiteID = "" }, "site_id"},
+	}
+	for name, c := range cases {
+		n := good
+		c.mod(&n)
+		err := n.Validate(now)
+		var ve *store.ValidationError
+		require.ErrorAs(t, err, &ve, name)
+		require.Len(t, ve.Fields, 1, "%s: %v", name, err)
+		require.Equal(t, c.field, ve.Fields[0].Field, name)
+	}
+}

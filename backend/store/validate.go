@@ -1,0 +1,302 @@
+package store
+
+import (
+	"fmt"
+	"net/mail"
+	"regexp"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// FieldError is one refused field.
+type FieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+// ValidationError lists every refused field; it wraps ErrInvalid.
+type ValidationError struct {
+	Fields []FieldError
+}
+
+// Error lists the fields, e.g. "invalid input: email: not an e-mail address".
+func (e *ValidationError) Error() string {
+	parts := make([]string, len(e.Fields))
+	for i, f := range e.Fields {
+		parts[i] = f.Field + ": " + f.Message
+	}
+	return "invalid input: " + strings.Join(parts, "; ")
+}
+
+// Unwrap lets errors.Is(err, ErrInvalid) match.
+func (e *ValidationError) Unwrap() error { return ErrInvalid }
+
+type checker struct{ fields []FieldError }
+
+func (c *checker) add(field, format string, args ...any) {
+	c.fields = append(c.fields, FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
+}
+
+func (c *checker) err() error {
+	if len(c.fields) == 0 {
+		return nil
+	}
+	return &ValidationError{Fields: c.fields}
+}
+
+var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+func (c *checker) id(field, v string) {
+	if !idPattern.MatchString(v) {
+		c.add(field, "must be 1-63 lower-case letters, digits, '-' or '_', starting with a letter or digit")
+	}
+}
+
+// text checks a required or optional free-text field: valid UTF-8, no
+// control characters, at most max runes.
+func (c *checker) text(field, v string, required bool, max int) {
+	if v == "" {
+		if required {
+			c.add(field, "is required")
+		}
+		return
+	}
+	if !utf8.ValidString(v) {
+		c.add(field, "is not valid UTF-8")
+		return
+	}
+	if utf8.RuneCountInString(v) > max {
+		c.add(field, "is longer than %d characters", max)
+		return
+	}
+	for _, r := range v {
+		if unicode.IsControl(r) {
+			c.add(field, "contains a control character")
+			return
+		}
+	}
+}
+
+var docNumberPattern = regexp.MustCompile(`^[A-Z0-9][A-Z0-9 -]{1,30}[A-Z0-9]$`)
+
+// NormalizeDocumentNumber upper-cases and trims a document number.
+func NormalizeDocumentNumber(s string) string { return strings.ToUpper(strings.TrimSpace(s)) }
+
+// NormalizeMobile turns a phone number into E.164: spaces, dots, dashes,
+// slashes and brackets go; "00" becomes "+"; a Belgian national number
+// starting with a single 0 gets +32. It returns "" when the result is not
+// "+" followed by 8 to 15 digits.
+func NormalizeMobile(s string) string {
+	var b strings.Builder
+	for i, r := range strings.TrimSpace(s) {
+		switch {
+		case r >= '0' && r <= '9':
+			b.WriteRune(r)
+		case r == '+' && i == 0:
+			b.WriteRune(r)
+		case r == ' ' || r == '.' || r == '-' || r == '/' || r == '(' || r == ')':
+		default:
+			return ""
+		}
+	}
+	n := b.String()
+	switch {
+	case strings.HasPrefix(n, "+"):
+	case strings.HasPrefix(n, "00"):
+		n = "+" + n[2:]
+	case strings.HasPrefix(n, "0"):
+		n = "+32" + n[1:]
+	default:
+		return ""
+	}
+	digits := n[1:]
+	if len(digits) < 8 || len(digits) > 15 || strings.ContainsRune(digits, '+') || digits[0] == '0' {
+		return ""
+	}
+	return n
+}
+
+// NormalizeEmail trims an address and checks it is a bare address
+// (no display name); it returns "" when it is not.
+func NormalizeEmail(s string) string {
+	s = strings.TrimSpace(s)
+	if s == "" || len(s) > 254 {
+		return ""
+	}
+	a, err := mail.ParseAddress(s)
+	if err != nil || a.Address != s || a.Name != "" || !strings.Contains(s[strings.LastIndex(s, "@")+1:], ".") {
+		return ""
+	}
+	return s
+}
+
+// NewSite is the input of CreateSite.
+type NewSite struct {
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	TimeZone string `json:"time_zone"` // default Europe/Brussels
+	Address  string `json:"address"`
+}
+
+// Validate checks and normalises the site.
+func (n *NewSite) Validate() error {
+	var c checker
+	c.id("id", n.ID)
+	n.Name = strings.TrimSpace(n.Name)
+	c.text("name", n.Name, true, 200)
+	c.text("address", n.Address, false, 500)
+	if n.TimeZone == "" {
+		n.TimeZone = "Europe/Brussels"
+	}
+	if _, err := time.LoadLocation(n.TimeZone); err != nil || n.TimeZone == "Local" {
+		c.add("time_zone", "unknown time zone %q", n.TimeZone)
+	}
+	return c.err()
+}
+
+// NewCompartment is one compartment of a NewDevice.
+type NewCompartment struct {
+	// Number is the label people see (1-based); 0 means position+1.
+	Number int `json:"number"`
+	// Board and Channel are the 0-based hardware address.
+	Board    int  `json:"board"`
+	Channel  int  `json:"channel"`
+	Size     Size `json:"size"`
+	HeightCM int  `json:"height_cm"`
+}
+
+// NewDevice is the input of CreateDevice.
+type NewDevice struct {
+	ID           string           `json:"id"`
+	SiteID       string           `json:"site_id"`
+	Kind         DeviceKind       `json:"kind"`
+	Name         string           `json:"name"`
+	Compartments []NewCompartment `json:"compartments"`
+}
+
+// MaxCompartments caps a device's compartments.
+const MaxCompartments = 512
+
+// Validate checks and normalises the device.
+func (n *NewDevice) Validate() error {
+	var c checker
+	c.id("id", n.ID)
+	c.id("site_id", n.SiteID)
+	if !n.Kind.Valid() {
+		c.add("kind", "must be locker or automaton, not %q", n.Kind)
+	}
+	c.text("name", n.Name, false, 200)
+	if len(n.Compartments) == 0 {
+		c.add("compartments", "a device needs at least one compartment")
+	}
+	if len(n.Compartments) > MaxCompartments {
+		c.add("compartments", "at most %d compartments", MaxCompartments)
+	}
+	numbers := map[int]bool{}
+	addrs := map[[2]int]bool{}
+	for i := range n.Compartments {
+		cp := &n.Compartments[i]
+		f := fmt.Sprintf("compartments[%d]", i)
+		if cp.Number == 0 {
+			cp.Number = i + 1
+		}
+		if cp.Number < 1 {
+			c.add(f+".number", "must be 1 or more")
+		} else if numbers[cp.Number] {
+			c.add(f+".number", "number %d is used twice", cp.Number)
+		}
+		numbers[cp.Number] = true
+		if cp.Board < 0 || cp.Channel < 0 {
+			c.add(f, "board and channel count from 0")
+		} else if addrs[[2]int{cp.Board, cp.Channel}] {
+			c.add(f, "board %d channel %d is used twice", cp.Board, cp.Channel)
+		}
+		addrs[[2]int{cp.Board, cp.Channel}] = true
+		if !cp.Size.Valid() {
+			c.add(f+".size", "must be S, M or L, not %q", cp.Size)
+		}
+		if cp.HeightCM < 0 || cp.HeightCM > 300 {
+			c.add(f+".height_cm", "must be between 0 and 300")
+		}
+	}
+	return c.err()
+}
+
+// NewDocument is the input of RegisterDocument.
+type NewDocument struct {
+	Kind      DocumentKind `json:"kind"`
+	Number    string       `json:"number"`
+	FirstName string       `json:"holder_first_name"`
+	LastName  string       `json:"holder_last_name"`
+	// BirthDate is a calendar date; only year, month and day count.
+	BirthDate time.Time `json:"holder_birth_date"`
+	Language  string    `json:"language"`
+	Email     string    `json:"email"`
+	Mobile    string    `json:"mobile"`
+	WantsLow  bool      `json:"wants_low"`
+	SiteID    string    `json:"site_id"`
+}
+
+// Validate checks and normalises every field (now bounds the birth date)
+// and returns a *ValidationError naming all refused fields.
+func (n *NewDocument) Validate(now time.Time) error {
+	var c checker
+	if !n.Kind.Valid() {
+		c.add("kind", "must be one of eid, kids_id, residence_card, passport, driving_licence, not %q", n.Kind)
+	}
+	n.Number = NormalizeDocumentNumber(n.Number)
+	if n.Number == "" {
+		c.add("number", "is required")
+	} else if !docNumberPattern.MatchString(n.Number) {
+		c.add("number", "must be 3-32 letters, digits, spaces or '-'")
+	}
+	n.FirstName = strings.TrimSpace(n.FirstName)
+	n.LastName = strings.TrimSpace(n.LastName)
+	c.text("holder_first_name", n.FirstName, true, 100)
+	c.text("holder_last_name", n.LastName, true, 100)
+	if n.BirthDate.IsZero() {
+		c.add("holder_birth_date", "is required")
+	} else {
+		y, m, d := n.BirthDate.Date()
+		n.BirthDate = time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+		if y < 1900 {
+			c.add("holder_birth_date", "is before 1900")
+		} else if n.BirthDate.After(now) {
+			c.add("holder_birth_date", "is in the future")
+		}
+	}
+	n.Language = strings.ToLower(strings.TrimSpace(n.Language))
+	if !ValidLanguage(n.Language) {
+		c.add("language", "must be nl, fr, en or de, not %q", n.Language)
+	}
+	if n.Email != "" {
+		e := NormalizeEmail(n.Email)
+		if e == "" {
+			c.add("email", "is not an e-mail address")
+		}
+		n.Email = e
+	}
+	if n.Mobile != "" {
+		m := NormalizeMobile(n.Mobile)
+		if m == "" {
+			c.add("mobile", "is not a phone number (e.g. +32470123456 or 0470 12 34 56)")
+		}
+		n.Mobile = m
+	}
+	if n.Email == "" && n.Mobile == "" && !hasField(c.fields, "email") && !hasField(c.fields, "mobile") {
+		c.add("email", "an e-mail address or a mobile number is required")
+	}
+	c.id("site_id", n.SiteID)
+	return c.err()
+}
+
+func hasField(fs []FieldError, name string) bool {
+	for _, f := range fs {
+		if f.Field == name {
+			return true
+		}
+	}
+	return false
+}

@@ -31,7 +31,10 @@ test: services vet unit fuzz
 bench: services
 	$(GO) test -run='^$$' -bench=. -benchmem $(PKGS)
 
-demo: services
+## demo: the whole system on one machine. DATABASE_URL and MQTT_URL are used when set;
+## otherwise a local PostgreSQL (started or created under ./var) and the backend's embedded broker.
+demo:
+	@if [ -z "$$DATABASE_URL" ]; then bash deploy/dev/ensure-services.sh postgres; fi
 	$(GO) run ./cmd/kluis-demo
 
 dist:

@@ -3,6 +3,7 @@
 # PostgreSQL on 127.0.0.1:5432 (trust auth) and Mosquitto on 127.0.0.1:1883.
 # Installs them with apt when they are missing and we are root; starts them
 # when they are installed but stopped. Idempotent; prints what it does.
+# Usage: ensure-services.sh [postgres] [mosquitto]   (default: both)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -75,6 +76,11 @@ ensure_clients() {
 	command -v mosquitto_pub >/dev/null || apt_install mosquitto-clients
 }
 
-ensure_postgres
-ensure_mosquitto
-ensure_clients
+what=${*:-postgres mosquitto}
+for w in $what; do
+	case $w in
+	postgres) ensure_postgres ;;
+	mosquitto) ensure_mosquitto; ensure_clients ;;
+	*) log "unknown service $w"; exit 2 ;;
+	esac
+done

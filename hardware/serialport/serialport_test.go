@@ -1,0 +1,226 @@
+package serialport
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/term"
+
+	"kluis/hardware"
+)
+
+// newPTY opens a pseudo-terminal in raw mode and returns its master end and
+// the path of its slave end (the "serial device").
+func newPTY(t *testing.T) (*os.File, string) {
+	t.Helper()
+	master, tty, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	if _, err := term.MakeRaw(int(tty.Fd())); err != nil {
+		t.Fatal(err)
+	}
+	path := tty.Name()
+	// The slave stays usable after this descriptor closes, as long as the
+	// master is open; go.bug.st/serial opens it by path.
+	tty.Close()
+	t.Cleanup(func() { master.Close() })
+	return master, path
+}
+
+func readN(t *testing.T, r io.Reader, n int, within time.Duration) []byte {
+	t.Helper()
+	buf := make([]byte, 0, n)
+	deadline := time.Now().Add(within)
+	tmp := make([]byte, 256)
+	for len(buf) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("read %d of %d bytes: % X", len(buf), n, buf)
+		}
+		k, err := r.Read(tmp[:n-len(buf)])
+		buf = append(buf, tmp[:k]...)
+		if err != nil && !errors.Is(err, hardware.ErrTimeout) {
+			t.Fatalf("read: %v", err)
+		}
+	}
+	return buf
+}
+
+func TestReadWriteAllBytes(t *testing.T) {
+	master, path := newPTY(t)
+	p, err := Open(path, 9600, Options{ReadTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	all := make([]byte, 256)
+	for i := range all {
+		all[i] = byte(i)
+	}
+	// board -> master direction: written into the pty master, read from the port.
+	if _, err := master.Write(all); err != nil {
+		t.Fatal(err)
+	}
+	if got := readN(t, p, len(all), 2*time.Second); !bytes.Equal(got, all) {
+		t.Fatalf("port read % X", got)
+	}
+	// master -> board direction.
+	if _, err := p.Write(all); err != nil {
+		t.Fatal(err)
+	}
+	if got := readN(t, master, len(all), 2*time.Second); !bytes.Equal(got, all) {
+		t.Fatalf("pty read % X", got)
+	}
+}
+
+func TestReadTimeoutIsAnError(t *testing.T) {
+	_, path := newPTY(t)
+	p, err := Open(path, 115200, Options{ReadTimeout: 30 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	start := time.Now()
+	n, err := p.Read(make([]byte, 10))
+	if n != 0 || !errors.Is(err, hardware.ErrTimeout) {
+		t.Fatalf("Read = %d, %v; want a timeout error", n, err)
+	}
+	if el := time.Since(start); el < 20*time.Millisecond || el > time.Second {
+		t.Fatalf("timeout after %v", el)
+	}
+	if err := p.SetReadTimeout(10 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Read(make([]byte, 1)); !errors.Is(err, hardware.ErrTimeout) {
+		t.Fatalf("after SetReadTimeout: %v", err)
+	}
+}
+
+func TestFlush(t *testing.T) {
+	master, path := newPTY(t)
+	p, err := Open(path, 9600, Options{ReadTimeout: 30 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	master.Write([]byte("stale bytes"))
+	time.Sleep(50 * time.Millisecond)
+	if err := p.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.Read(make([]byte, 32)); !errors.Is(err, hardware.ErrTimeout) {
+		t.Fatalf("after Flush read %d, %v", n, err)
+	}
+	master.Write([]byte{0xA5})
+	if got := readN(t, p, 1, time.Second); got[0] != 0xA5 {
+		t.Fatalf("% X", got)
+	}
+}
+
+func TestReopenAfterDeviceVanished(t *testing.T) {
+	master1, path1 := newPTY(t)
+	link := filepath.Join(t.TempDir(), "ttyKLUIS")
+	if err := os.Symlink(path1, link); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Open(link, 9600, Options{ReadTimeout: 20 * time.Millisecond, MinBackoff: 10 * time.Millisecond, MaxBackoff: 80 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	master1.Write([]byte{1})
+	readN(t, p, 1, time.Second)
+
+	// The device vanishes: the other end closes and the path disappears.
+	master1.Close()
+	os.Remove(link)
+	var stale error
+	for i := 0; i < 50 && stale == nil; i++ {
+		if _, err := p.Read(make([]byte, 1)); err != nil && !errors.Is(err, hardware.ErrTimeout) {
+			stale = err
+		}
+	}
+	if !errors.Is(stale, ErrStale) || !p.Stale() {
+		t.Fatalf("want ErrStale, got %v", stale)
+	}
+	// Reads keep failing with ErrStale, each bounded by the read timeout,
+	// while the device is gone.
+	for i := 0; i < 5; i++ {
+		start := time.Now()
+		if _, err := p.Read(make([]byte, 1)); !errors.Is(err, ErrStale) {
+			t.Fatalf("while gone: %v", err)
+		}
+		if el := time.Since(start); el > 500*time.Millisecond {
+			t.Fatalf("stale read took %v", el)
+		}
+	}
+
+	// The device comes back at the same path.
+	master2, path2 := newPTY(t)
+	if err := os.Symlink(path2, link); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for p.Stale() {
+		if time.Now().After(deadline) {
+			t.Fatal("never reopened")
+		}
+		p.Read(make([]byte, 1))
+	}
+	if p.Reopens() != 1 {
+		t.Fatalf("reopens = %d", p.Reopens())
+	}
+	master2.Write([]byte{0x03, 0x11})
+	if got := readN(t, p, 2, time.Second); !bytes.Equal(got, []byte{0x03, 0x11}) {
+		t.Fatalf("% X", got)
+	}
+	if _, err := p.Write([]byte{7}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readN(t, master2, 1, time.Second); got[0] != 7 {
+		t.Fatalf("% X", got)
+	}
+}
+
+func TestCloseEndsBlockedRead(t *testing.T) {
+	_, path := newPTY(t)
+	p, err := Open(path, 9600, Options{ReadTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.Read(make([]byte, 1))
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("blocked read: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Close did not end the read")
+	}
+	if _, err := p.Read(make([]byte, 1)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("read after close: %v", err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOpenMissing(t *testing.T) {
+	if _, err := Open(filepath.Join(t.TempDir(), "nope"), 9600, Options{}); err == nil {
+		t.Fatal("opened a missing device")
+	}
+}

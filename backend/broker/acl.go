@@ -1,0 +1,42 @@
+package broker
+
+import (
+	"strings"
+
+	"kluis/controller/wire"
+)
+
+// Role is what a client may do.
+type Role string
+
+// Roles.
+const (
+	RoleDevice  Role = "device"
+	RoleBackend Role = "backend"
+)
+
+// Allowed reports whether a client of role, authenticated as device (the
+// device id; ignored for the backend), may publish to (write) or subscribe
+// to and receive (read) topic, which may be a filter.
+func Allowed(role Role, device, topic string, write bool) bool {
+	switch role {
+	case RoleBackend:
+		return true
+	case RoleDevice:
+		if strings.HasPrefix(topic, "$") {
+			return false // $share, $SYS
+		}
+		t, err := wire.ParseTopic(topic) // refuses wildcards
+		if err != nil || t.Device != device {
+			return false
+		}
+		return t.Kind.FromDevice() == write
+	}
+	return false
+}
+
+// ValidClientID reports whether a device may connect with clientID: the
+// device id itself or "{device}.{anything}".
+func ValidClientID(device, clientID string) bool {
+	return clientID == device || strings.HasPrefix(clientID, device+".")
+}

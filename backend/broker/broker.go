@@ -1,0 +1,229 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"kluis/controller/wire"
+)
+
+// CredentialsFunc checks a user name and password. It returns the device id
+// (for RoleDevice; it must equal user) and the role, or ok false.
+type CredentialsFunc func(ctx context.Context, user, password string) (deviceID string, role Role, ok bool)
+
+// Options configure a Broker.
+type Options struct {
+	// Addr is the TCP listen address; default "127.0.0.1:1883". Use
+	// "127.0.0.1:0" for a random port (see Broker.Addr).
+	Addr string
+	// TLS, when set, makes the listener speak TLS.
+	TLS *tls.Config
+	// Credentials checks every connecting client; required.
+	Credentials CredentialsFunc
+	// CheckTimeout bounds one Credentials call; default 5 s.
+	CheckTimeout time.Duration
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Registry receives the broker's metrics; default a private registry.
+	Registry prometheus.Registerer
+}
+
+// Broker is a running embedded MQTT broker.
+type Broker struct {
+	srv      *mqtt.Server
+	listener *listeners.TCP
+	log      *slog.Logger
+	hook     *aclHook
+}
+
+// ErrNoCredentials: Options.Credentials is nil.
+var ErrNoCredentials = errors.New("broker: no credentials function")
+
+// New creates the broker and binds its listener; Start serves.
+func New(opts Options) (*Broker, error) {
+	if opts.Credentials == nil {
+		return nil, ErrNoCredentials
+	}
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1:1883"
+	}
+	if opts.CheckTimeout <= 0 {
+		opts.CheckTimeout = 5 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	log := opts.Logger.With("part", "broker")
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = wire.MaxPayload + 64<<10
+	caps.MaximumSessionExpiryInterval = 7 * 24 * 3600
+	caps.MaximumClientWritesPending = 4096
+	srv := mqtt.New(&mqtt.Options{
+		Capabilities:           caps,
+		Logger:                 log.With("lib", "mochi"),
+		SysTopicResendInterval: 60,
+	})
+	h := &aclHook{
+		creds:   opts.Credentials,
+		timeout: opts.CheckTimeout,
+		log:     log,
+		ids:     map[string]identity{},
+		m:       newMetrics(opts.Registry),
+	}
+	if err := srv.AddHook(h, nil); err != nil {
+		return nil, fmt.Errorf("broker: add hook: %w", err)
+	}
+	l := listeners.NewTCP(listeners.Config{ID: "kluis-tcp", Address: opts.Addr, TLSConfig: opts.TLS})
+	if err := srv.AddListener(l); err != nil {
+		return nil, fmt.Errorf("broker: listen on %s: %w", opts.Addr, err)
+	}
+	return &Broker{srv: srv, listener: l, log: log, hook: h}, nil
+}
+
+// Addr is the address the broker listens on (with the real port when
+// Options.Addr asked for port 0).
+func (b *Broker) Addr() string { return b.listener.Address() }
+
+// Start serves clients in the background.
+func (b *Broker) Start() error {
+	if err := b.srv.Serve(); err != nil {
+		return fmt.Errorf("broker: serve: %w", err)
+	}
+	b.log.Info("embedded broker listening", "addr", b.Addr())
+	return nil
+}
+
+// Close disconnects every client and stops listening.
+func (b *Broker) Close() error { return b.srv.Close() }
+
+type identity struct {
+	device string
+	role   Role
+}
+
+type metrics struct {
+	authFail  prometheus.Counter
+	denied    *prometheus.CounterVec
+	connected prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		authFail: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kluis_broker_auth_failures_total", Help: "Connections refused by the embedded broker (bad credentials, client id or will)."}),
+		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kluis_broker_acl_denied_total", Help: "Publishes (write) and subscriptions or deliveries (read) refused by the ACL."}, []string{"access"}),
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kluis_broker_clients_connected", Help: "Clients connected to the embedded broker."}),
+	}
+	reg.MustRegister(m.authFail, m.denied, m.connected)
+	return m
+}
+
+// aclHook authenticates clients and enforces Allowed.
+type aclHook struct {
+	mqtt.HookBase
+	creds   CredentialsFunc
+	timeout time.Duration
+	log     *slog.Logger
+	m       *metrics
+
+	mu  sync.Mutex
+	ids map[string]identity // by client id
+}
+
+func (h *aclHook) ID() string { return "kluis-acl" }
+
+func (h *aclHook) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck,
+		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnClientExpired}, []byte{b})
+}
+
+func (h *aclHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	user := string(pk.Connect.Username)
+	ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
+	defer cancel()
+	device, role, ok := h.creds(ctx, user, string(pk.Connect.Password))
+	refuse := func(why string) bool {
+		h.m.authFail.Inc()
+		h.log.Warn("connection refused", "reason", why, "user", safe(user), "remote", cl.Net.Remote)
+		return false
+	}
+	if !ok {
+		return refuse("bad credentials")
+	}
+	switch role {
+	case RoleBackend:
+	case RoleDevice:
+		if device != user {
+			return refuse("device id differs from user name")
+		}
+		if !ValidClientID(device, cl.ID) {
+			return refuse("client id not the device's")
+		}
+		if pk.Connect.WillFlag && !Allowed(role, device, pk.Connect.WillTopic, true) {
+			return refuse("last will on a foreign topic")
+		}
+	default:
+		return refuse("unknown role")
+	}
+	h.mu.Lock()
+	h.ids[cl.ID] = identity{device: device, role: role}
+	h.mu.Unlock()
+	return true
+}
+
+func (h *aclHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	h.mu.Lock()
+	id, ok := h.ids[cl.ID]
+	h.mu.Unlock()
+	if ok && Allowed(id.role, id.device, topic, write) {
+		return true
+	}
+	access := "read"
+	if write {
+		access = "write"
+	}
+	h.m.denied.WithLabelValues(access).Inc()
+	h.log.Warn("acl denied", "client", safe(cl.ID), "device", id.device, "access", access, "topic", safe(topic))
+	return false
+}
+
+func (h *aclHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) { h.m.connected.Inc() }
+
+func (h *aclHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	h.m.connected.Dec()
+	if expire && !cl.IsTakenOver() {
+		h.forget(cl.ID)
+	}
+}
+
+func (h *aclHook) OnClientExpired(cl *mqtt.Client) { h.forget(cl.ID) }
+
+func (h *aclHook) forget(clientID string) {
+	h.mu.Lock()
+	delete(h.ids, clientID)
+	h.mu.Unlock()
+}
+
+// safe shortens and quotes untrusted text for a log line.
+func safe(s string) string {
+	if len(s) > 80 {
+		s = s[:80] + "..."
+	}
+	return fmt.Sprintf("%q", s)
+}

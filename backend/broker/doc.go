@@ -1,0 +1,21 @@
+// Package broker is kluis-backend's embedded MQTT broker (mochi-mqtt), the
+// zero-setup default when no external Mosquitto is configured.
+//
+// Every client authenticates with a user name and password, checked by the
+// Credentials function (backend/devicelink's credential table in
+// production). A client has one of two roles:
+//
+//   - RoleDevice: the user name is the device id. It may publish only its
+//     own presence, heartbeat, event, cmdres, verify/req and staff/req
+//     topics and subscribe only its own ack, cmd, verify/res and staff/res
+//     topics (exact topics, no wildcards); its last will must be its own
+//     presence topic; its client id must be the device id or start with
+//     "{device}." so that one device cannot take over another's session.
+//   - RoleBackend: may do everything, including shared subscriptions
+//     ($share/kluis-backend/...).
+//
+// These are the same rules as deploy/mosquitto/acl; [Allowed] is the single
+// Go statement of them. An unauthorised publish is dropped (MQTT 3.1.1
+// clients are disconnected, as mochi does), an unauthorised subscription
+// refused in the SUBACK.
+package broker

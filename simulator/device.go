@@ -468,3 +468,20 @@ func (d *Device) Load(b, c, slot int, label string) error {
 	d.senseLocked(bd, c)
 	return nil
 }
+
+// Release ends an energised lock's pulse now (a relay switched off early).
+// Releasing a lock that is not energised is harmless.
+func (d *Device) Release(b, c int) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ch, err := d.channelLocked(b, c)
+	if err != nil {
+		return err
+	}
+	if ch.energised {
+		ch.energised = false
+		ch.pulseGen++
+		ch.cooldownTill = d.clk.Now().Add(d.opt.Cooldown)
+	}
+	return nil
+}

@@ -1,0 +1,212 @@
+package simulator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/term"
+)
+
+// Responder is the board side of a serial protocol for all boards of one
+// device on one line. Handle takes the bytes the line delivered and returns
+// the bytes the boards answer (nil for none). Garbage, bad checksums and
+// frames for other addresses get no answer, as on a real bus.
+type Responder interface {
+	Handle(in []byte) (out []byte)
+}
+
+// SerialOptions configure ServeSerial.
+type SerialOptions struct {
+	// Protocol is "kluis" or "kerong-cu16".
+	Protocol string
+	// Link is a path made a symlink to the pty's slave (e.g. /tmp/kluis-tty);
+	// empty for none. An existing symlink there is replaced; any other file
+	// is an error.
+	Link string
+	// Kerong configures the Kerong responder.
+	Kerong KerongOptions
+	// Logger; default discards.
+	Logger *slog.Logger
+}
+
+// Line is a device's serial line on a pseudo-terminal.
+type Line struct {
+	// Path is the pty slave, e.g. /dev/pts/3; Link the symlink to it.
+	Path, Link string
+
+	master, slave *os.File
+	dev           *Device
+	resp          Responder
+	log           *slog.Logger
+	wmu           sync.Mutex
+	done          chan struct{}
+	closeOnce     sync.Once
+}
+
+// Protocol names.
+const (
+	ProtoKluis   = "kluis"
+	ProtoKerong  = "kerong-cu16"
+	ProtoTasmota = "tasmota"
+)
+
+// NewResponder builds the responder for protocol on dev.
+func NewResponder(protocol string, dev *Device, ko KerongOptions) (Responder, error) {
+	switch protocol {
+	case ProtoKerong:
+		return NewKerong(dev, ko)
+	case ProtoKluis:
+		return newKluisResponder(dev)
+	default:
+		return nil, fmt.Errorf("serial protocol %q (want kluis or kerong-cu16): %w", protocol, ErrBadInput)
+	}
+}
+
+// ServeSerial opens a pseudo-terminal in raw mode and answers on it as the
+// boards of dev would, with dev's line faults applied to every byte in both
+// directions, until ctx ends or Close is called.
+func ServeSerial(ctx context.Context, dev *Device, o SerialOptions) (*Line, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	resp, err := NewResponder(o.Protocol, dev, o.Kerong)
+	if err != nil {
+		return nil, err
+	}
+	master, slave, err := pty.Open()
+	if err != nil {
+		return nil, fmt.Errorf("open pty: %w", err)
+	}
+	if _, err := term.MakeRaw(int(slave.Fd())); err != nil {
+		master.Close()
+		slave.Close()
+		return nil, fmt.Errorf("raw pty: %w", err)
+	}
+	l := &Line{Path: slave.Name(), Link: o.Link, master: master, slave: slave, dev: dev, resp: resp,
+		log: o.Logger.With("part", "simulator-serial", "device", dev.ID(), "protocol", o.Protocol), done: make(chan struct{})}
+	if o.Link != "" {
+		if fi, err := os.Lstat(o.Link); err == nil {
+			if fi.Mode()&os.ModeSymlink == 0 {
+				l.closeFiles()
+				return nil, fmt.Errorf("link %s exists and is not a symlink: %w", o.Link, ErrBadInput)
+			}
+			_ = os.Remove(o.Link)
+		}
+		if err := os.Symlink(l.Path, o.Link); err != nil {
+			l.closeFiles()
+			return nil, fmt.Errorf("link %s: %w", o.Link, err)
+		}
+	}
+	go l.serve()
+	go func() {
+		select {
+		case <-ctx.Done():
+			l.Close()
+		case <-l.done:
+		}
+	}()
+	return l, nil
+}
+
+func (l *Line) closeFiles() {
+	l.master.Close()
+	l.slave.Close()
+}
+
+// Close stops serving, closes the pty and removes the link.
+func (l *Line) Close() error {
+	l.closeOnce.Do(func() {
+		close(l.done)
+		l.closeFiles()
+		if l.Link != "" {
+			if p, err := os.Readlink(l.Link); err == nil && p == l.Path {
+				_ = os.Remove(l.Link)
+			}
+		}
+	})
+	return nil
+}
+
+func (l *Line) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+func (l *Line) serve() {
+	buf := make([]byte, 256)
+	for {
+		n, err := l.master.Read(buf)
+		if err != nil {
+			if !errors.Is(err, os.ErrClosed) && !errors.Is(err, io.EOF) {
+				select {
+				case <-l.done:
+				default:
+					l.log.Warn("pty read", "err", err)
+					if !l.sleep(50 * time.Millisecond) {
+						return
+					}
+					continue
+				}
+			}
+			return
+		}
+		in := make([]byte, 0, n)
+		for _, b := range buf[:n] {
+			out, drop, delay := l.dev.LineFault(ToBoard, b)
+			if drop {
+				continue
+			}
+			if delay > 0 && !l.sleep(delay) {
+				return
+			}
+			in = append(in, out)
+		}
+		if len(in) == 0 {
+			continue
+		}
+		reply := l.resp.Handle(in)
+		if len(reply) > 0 {
+			l.send(reply)
+		}
+	}
+}
+
+func (l *Line) send(reply []byte) {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	out := make([]byte, 0, len(reply))
+	for _, b := range reply {
+		x, drop, delay := l.dev.LineFault(FromBoard, b)
+		if drop {
+			continue
+		}
+		if delay > 0 {
+			if len(out) > 0 {
+				if _, err := l.master.Write(out); err != nil {
+					return
+				}
+				out = out[:0]
+			}
+			if !l.sleep(delay) {
+				return
+			}
+		}
+		out = append(out, x)
+	}
+	if len(out) > 0 {
+		_, _ = l.master.Write(out)
+	}
+}

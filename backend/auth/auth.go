@@ -423,3 +423,15 @@ func (s *Service) Revoke(ctx context.Context, userID, tokenID int64) error {
 
 // Ping checks the database answers.
 func (s *Service) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+// UserByName returns the user with the given username.
+func (s *Service) UserByName(ctx context.Context, username string) (User, error) {
+	u, err := scanUser(s.pool.QueryRow(ctx, `SELECT `+userCols+` FROM auth_users WHERE username = $1`, username))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return User{}, fmt.Errorf("%w: user %q", ErrNotFound, username)
+	}
+	if err != nil {
+		return User{}, fmt.Errorf("auth: get user: %w", err)
+	}
+	return u, nil
+}

@@ -1,0 +1,461 @@
+package api_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
+
+	"kluis/backend/api"
+	"kluis/backend/audit"
+	"kluis/backend/auth"
+)
+
+var methods = map[string]bool{"get": true, "put": true, "post": true, "delete": true, "patch": true, "head": true, "options": true}
+
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	e := newEnv(t)
+	var doc struct {
+		OpenAPI string                          `yaml:"openapi"`
+		Paths   map[string]map[string]yaml.Node `yaml:"paths"`
+	}
+	require.NoError(t, yaml.Unmarshal(api.OpenAPI(), &doc))
+	assert.True(t, strings.HasPrefix(doc.OpenAPI, "3."), "OpenAPI 3 document")
+
+	documented := map[string]bool{}
+	for path, ops := range doc.Paths {
+		for m := range ops {
+			if methods[m] {
+				documented[strings.ToUpper(m)+" "+path] = true
+			}
+		}
+	}
+	registered := map[string]bool{}
+	for _, r := range e.srv.Routes() {
+		registered[r.Method+" "+r.Path] = true
+	}
+	for k := range registered {
+		assert.True(t, documented[k], "route %s is registered but not in openapi.yaml", k)
+	}
+	for k := range documented {
+		assert.True(t, registered[k], "openapi.yaml documents %s but no such route is registered", k)
+	}
+
+	// The document is served as is.
+	r := e.do("GET", "/api/v1/openapi.yaml", "", nil)
+	require.Equal(t, http.StatusOK, r.status)
+	assert.Equal(t, api.OpenAPI(), r.body)
+}
+
+// TestOpenAPIIdempotencyDocumented checks every idempotent route documents the header.
+func TestOpenAPIIdempotencyDocumented(t *testing.T) {
+	e := newEnv(t)
+	text := string(api.OpenAPI())
+	var doc struct {
+		Paths map[string]map[string]yaml.Node `yaml:"paths"`
+	}
+	require.NoError(t, yaml.Unmarshal([]byte(text), &doc))
+	for _, r := range e.srv.Routes() {
+		var op struct {
+			Parameters []struct {
+				Ref string `yaml:"$ref"`
+			} `yaml:"parameters"`
+		}
+		node := doc.Paths[r.Path][strings.ToLower(r.Method)]
+		require.NoError(t, node.Decode(&op), r.Path)
+		has := false
+		for _, p := range op.Parameters {
+			if p.Ref == "#/components/parameters/IdempotencyKey" {
+				has = true
+			}
+		}
+		assert.Equal(t, r.Idempotent, has, "%s %s: Idempotency-Key documented iff accepted", r.Method, r.Path)
+	}
+}
+
+// expectedRoles is the authorisation policy, written independently of the
+// route table: every route must be listed here.
+var expectedRoles = map[string]string{
+	"GET /healthz":                    "public",
+	"GET /readyz":                     "public",
+	"GET /metrics":                    "public",
+	"GET /api/v1/openapi.yaml":        "public",
+	"POST /api/v1/sessions":           "public",
+	"DELETE /api/v1/sessions/current": "staff technician admin",
+	"GET /api/v1/me":                  "staff technician admin",
+	"GET /api/v1/users":               "admin",
+	"POST /api/v1/users":              "admin",
+	"GET /api/v1/users/{id}":          "admin",
+	"PATCH /api/v1/users/{id}":        "admin",
+	"GET /api/v1/tokens":              "staff technician admin",
+	"POST /api/v1/tokens":             "staff technician admin",
+	"DELETE /api/v1/tokens/{id}":      "staff technician admin",
+	"GET /api/v1/audit":               "admin",
+	"GET /api/v1/audit/verify":        "admin",
+}
+
+func concrete(path string) string {
+	r := strings.NewReplacer("{id}", "1", "{tracking}", "unknown-tracking", "{number}", "1", "{device}", "d1", "{site}", "s1")
+	return r.Replace(path)
+}
+
+func TestAuthorisationMatrix(t *testing.T) {
+	e := newEnv(t)
+	routes := e.srv.Routes()
+	seen := map[string]bool{}
+	for _, rt := range routes {
+		key := rt.Method + " " + rt.Path
+		seen[key] = true
+		policy, ok := expectedRoles[key]
+		if !assert.True(t, ok, "route %s has no expected policy in the test", key) {
+			continue
+		}
+		path := concrete(rt.Path)
+		if policy == "public" {
+			assert.Empty(t, rt.Roles, key)
+			r := e.do(rt.Method, path, "", nil)
+			assert.NotEqual(t, http.StatusUnauthorized, r.status, "%s without token: %s", key, r.body)
+			assert.NotEqual(t, http.StatusForbidden, r.status, "%s without token: %s", key, r.body)
+			continue
+		}
+		r := e.do(rt.Method, path, "", nil)
+		assert.Equal(t, http.StatusUnauthorized, r.status, "%s without token", key)
+		assert.Equal(t, "unauthenticated", r.errCode(), key)
+		assert.Contains(t, r.header.Get("WWW-Authenticate"), "Bearer", key)
+
+		r = e.do(rt.Method, path, "kls_not-a-real-token", nil)
+		assert.Equal(t, http.StatusUnauthorized, r.status, "%s with bad token", key)
+		assert.Equal(t, "invalid_token", r.errCode(), key)
+
+		for _, role := range auth.Roles() {
+			allowed := strings.Contains(" "+policy+" ", " "+string(role)+" ")
+			r := e.do(rt.Method, path, e.freshToken(role), nil)
+			if allowed {
+				assert.NotContains(t, []int{401, 403}, r.status, "%s as %s must be allowed: %s", key, role, r.body)
+				assert.Less(t, r.status, 500, "%s as %s: %s", key, role, r.body)
+			} else {
+				assert.Equal(t, http.StatusForbidden, r.status, "%s as %s must be forbidden: %s", key, role, r.body)
+				assert.Equal(t, "forbidden", r.errCode(), key)
+			}
+		}
+	}
+	for k := range expectedRoles {
+		assert.True(t, seen[k], "expected policy for %s but no such route", k)
+	}
+}
+
+func TestBadInputGetsClearErrors(t *testing.T) {
+	e := newEnv(t)
+	admin := e.tokens[auth.RoleAdmin]
+	big := `{"username":"` + strings.Repeat("a", 2<<20) + `"}`
+	cases := []struct {
+		name, body, ctype string
+		status            int
+		code              string
+	}{
+		{"malformed", `{"username": "x",`, "application/json", 400, "malformed_json"},
+		{"syntax", `{"username" "x"}`, "application/json", 400, "malformed_json"},
+		{"unknown field", `{"username":"x","password":"long password 1","role":"staff","admin":true}`, "application/json", 400, "unknown_field"},
+		{"wrong type", `{"username":42,"password":"long password 1","role":"staff"}`, "application/json", 400, "wrong_type"},
+		{"array", `[1,2]`, "application/json", 400, "wrong_type"},
+		{"two objects", `{"username":"a"} {"username":"b"}`, "application/json", 400, "malformed_json"},
+		{"empty", ``, "application/json", 400, "empty_body"},
+		{"oversized", big, "application/json", 413, "body_too_large"},
+		{"content type", `username=x`, "application/x-www-form-urlencoded", 415, "unsupported_media_type"},
+		{"missing fields", `{"username":"x"}`, "application/json", 400, "missing_field"},
+		{"bad role", `{"username":"x","password":"long password 1","role":"root"}`, "application/json", 400, "invalid_role"},
+		{"bad username", `{"username":"X Y","password":"long password 1","role":"staff"}`, "application/json", 400, "invalid_username"},
+		{"weak password", `{"username":"xy","password":"short","role":"staff"}`, "application/json", 400, "weak_password"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := e.do("POST", "/api/v1/users", admin, c.body, "Content-Type", c.ctype)
+			assert.Equal(t, c.status, r.status, string(r.body))
+			assert.Equal(t, c.code, r.errCode(), string(r.body))
+			assert.Contains(t, r.header.Get("Content-Type"), "application/json")
+		})
+	}
+	// The same limits apply on the idempotent path.
+	r := e.do("POST", "/api/v1/users", admin, big, "Idempotency-Key", "k-big")
+	assert.Equal(t, 413, r.status)
+	assert.Equal(t, "body_too_large", r.errCode())
+
+	r = e.do("POST", "/api/v1/users", admin, `{}`, "Idempotency-Key", strings.Repeat("k", 201))
+	assert.Equal(t, 400, r.status)
+	assert.Equal(t, "invalid_idempotency_key", r.errCode())
+
+	r = e.do("GET", "/api/v1/users/abc", admin, nil)
+	assert.Equal(t, 400, r.status)
+	assert.Equal(t, "invalid_id", r.errCode())
+	r = e.do("GET", "/api/v1/users/999999", admin, nil)
+	assert.Equal(t, 404, r.status)
+	assert.Equal(t, "not_found", r.errCode())
+
+	r = e.do("GET", "/api/v1/nothing-here", admin, nil)
+	assert.Equal(t, 404, r.status)
+	assert.Equal(t, "not_found", r.errCode())
+	r = e.do("PUT", "/api/v1/users", admin, `{}`)
+	assert.Equal(t, 405, r.status)
+	assert.Equal(t, "method_not_allowed", r.errCode())
+	assert.Contains(t, r.header.Get("Allow"), "POST")
+
+	r = e.do("GET", "/api/v1/users", admin, nil, "Authorization", "Basic YWRtaW46YWRtaW4=")
+	assert.Equal(t, 401, r.status)
+	assert.Equal(t, "unauthenticated", r.errCode())
+}
+
+func TestIdempotency(t *testing.T) {
+	e := newEnv(t)
+	admin := e.tokens[auth.RoleAdmin]
+	body := map[string]string{"username": "idem", "password": "long password 1", "role": "staff"}
+
+	first := e.do("POST", "/api/v1/users", admin, body, "Idempotency-Key", "key-1")
+	require.Equal(t, 201, first.status, string(first.body))
+	assert.Empty(t, first.header.Get(api.ReplayedHeader))
+
+	again := e.do("POST", "/api/v1/users", admin, body, "Idempotency-Key", "key-1")
+	require.Equal(t, 201, again.status, string(again.body))
+	assert.Equal(t, "true", again.header.Get(api.ReplayedHeader))
+	assert.JSONEq(t, string(first.body), string(again.body))
+
+	other := map[string]string{"username": "idem2", "password": "long password 1", "role": "staff"}
+	r := e.do("POST", "/api/v1/users", admin, other, "Idempotency-Key", "key-1")
+	assert.Equal(t, 422, r.status)
+	assert.Equal(t, "idempotency_key_reused", r.errCode())
+
+	// Without a key the same body is a new request: the username is taken.
+	r = e.do("POST", "/api/v1/users", admin, body)
+	assert.Equal(t, 409, r.status)
+	assert.Equal(t, "user_exists", r.errCode())
+
+	// Error responses (4xx) are kept and replayed too.
+	r1 := e.do("POST", "/api/v1/users", admin, body, "Idempotency-Key", "key-2")
+	r2 := e.do("POST", "/api/v1/users", admin, body, "Idempotency-Key", "key-2")
+	assert.Equal(t, 409, r1.status)
+	assert.Equal(t, 409, r2.status)
+	assert.Equal(t, "true", r2.header.Get(api.ReplayedHeader))
+
+	// Keys are per user: another admin's key-1 is a new request.
+	u, err := e.auth.CreateUser(context.Background(), "admin2", "long password 2", auth.RoleAdmin)
+	require.NoError(t, err)
+	iss, err := e.auth.CreateAPIToken(context.Background(), u.ID, "t")
+	require.NoError(t, err)
+	r = e.do("POST", "/api/v1/users", iss.Token, other, "Idempotency-Key", "key-1")
+	assert.Equal(t, 201, r.status, string(r.body))
+
+	// Exactly one "idem" user exists.
+	users, err := e.auth.ListUsers(context.Background(), 0, 100)
+	require.NoError(t, err)
+	n := 0
+	for _, u := range users {
+		if u.Username == "idem" {
+			n++
+		}
+	}
+	assert.Equal(t, 1, n)
+}
+
+func TestPagination(t *testing.T) {
+	e := newEnv(t)
+	admin := e.tokens[auth.RoleAdmin]
+	ctx := context.Background()
+	for i := 0; i < 7; i++ {
+		_, err := e.auth.CreateUser(ctx, fmt.Sprintf("page-%d", i), "long password 1", auth.RoleStaff)
+		require.NoError(t, err)
+	}
+	// 3 role users + 7 = 10 users; pages of 3: 3, 3, 3, 1.
+	var names []string
+	path := "/api/v1/users?limit=3"
+	pages := 0
+	for path != "" && pages < 20 {
+		r := e.do("GET", path, admin, nil)
+		require.Equal(t, 200, r.status, string(r.body))
+		var p api.Page[auth.User]
+		r.decode(t, &p)
+		assert.LessOrEqual(t, len(p.Items), 3)
+		for _, u := range p.Items {
+			names = append(names, u.Username)
+		}
+		if p.NextCursor == "" {
+			assert.Empty(t, p.Next)
+		} else {
+			assert.Contains(t, p.Next, "cursor="+p.NextCursor)
+			assert.Contains(t, p.Next, "limit=3")
+		}
+		path = p.Next
+		pages++
+	}
+	assert.Equal(t, 4, pages)
+	require.Len(t, names, 10)
+	sorted := append([]string(nil), names...)
+	sort.Strings(sorted)
+	seen := map[string]bool{}
+	for _, n := range names {
+		assert.False(t, seen[n], "duplicate %s", n)
+		seen[n] = true
+	}
+
+	for _, q := range []string{"limit=0", "limit=201", "limit=x"} {
+		r := e.do("GET", "/api/v1/users?"+q, admin, nil)
+		assert.Equal(t, 400, r.status, q)
+		assert.Equal(t, "invalid_limit", r.errCode(), q)
+	}
+	for _, q := range []string{"cursor=!!", "cursor=Zm9v", "cursor=YzE6LTU"} { // "foo", "c1:-5"
+		r := e.do("GET", "/api/v1/users?"+q, admin, nil)
+		assert.Equal(t, 400, r.status, q)
+		assert.Equal(t, "invalid_cursor", r.errCode(), q)
+	}
+}
+
+func TestLoginLogoutAndAudit(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+
+	r := e.do("POST", "/api/v1/sessions", "", map[string]string{"username": "test-staff", "password": "wrong password"})
+	assert.Equal(t, 401, r.status)
+	assert.Equal(t, "invalid_credentials", r.errCode())
+	r = e.do("POST", "/api/v1/sessions", "", map[string]string{"username": "ghost", "password": "whatever123"})
+	assert.Equal(t, 401, r.status)
+	r = e.do("POST", "/api/v1/sessions", "", map[string]string{"username": "test-staff"})
+	assert.Equal(t, 400, r.status)
+	assert.Equal(t, "missing_field", r.errCode())
+
+	r = e.do("POST", "/api/v1/sessions", "", map[string]string{"username": "test-staff", "password": "password-of-staff"})
+	require.Equal(t, 201, r.status, string(r.body))
+	var iss auth.Issued
+	r.decode(t, &iss)
+	require.NotEmpty(t, iss.Token)
+	assert.Equal(t, auth.RoleStaff, iss.User.Role)
+
+	r = e.do("GET", "/api/v1/me", iss.Token, nil)
+	require.Equal(t, 200, r.status)
+	var me struct {
+		Username  string `json:"username"`
+		TokenKind string `json:"token_kind"`
+	}
+	r.decode(t, &me)
+	assert.Equal(t, "test-staff", me.Username)
+	assert.Equal(t, "session", me.TokenKind)
+
+	r = e.do("DELETE", "/api/v1/sessions/current", iss.Token, nil)
+	assert.Equal(t, 204, r.status)
+	r = e.do("GET", "/api/v1/me", iss.Token, nil)
+	assert.Equal(t, 401, r.status)
+	assert.Equal(t, "invalid_token", r.errCode())
+
+	recs, err := audit.List(ctx, e.st.Pool(), audit.ListOptions{Limit: 100})
+	require.NoError(t, err)
+	var actions []string
+	for _, rc := range recs {
+		actions = append(actions, rc.Action)
+		assert.NotContains(t, string(rc.Details), "password")
+		assert.NotContains(t, string(rc.Details), "ghost")
+	}
+	assert.Equal(t, []string{"login.failed", "login.failed", "login"}, actions)
+	assert.Equal(t, fmt.Sprintf("user:%d", e.users[auth.RoleStaff].ID), recs[0].Actor)
+	assert.Equal(t, "anonymous", recs[1].Actor)
+
+	// The admin sees the chain verify.
+	r = e.do("GET", "/api/v1/audit/verify", e.tokens[auth.RoleAdmin], nil)
+	require.Equal(t, 200, r.status)
+	var rep struct {
+		OK      bool `json:"ok"`
+		Records int  `json:"records"`
+	}
+	r.decode(t, &rep)
+	assert.True(t, rep.OK)
+	assert.Equal(t, 3, rep.Records)
+
+	r = e.do("GET", "/api/v1/audit?limit=2", e.tokens[auth.RoleAdmin], nil)
+	require.Equal(t, 200, r.status)
+	var page struct {
+		Items      []map[string]any `json:"items"`
+		NextCursor string           `json:"next_cursor"`
+	}
+	r.decode(t, &page)
+	assert.Len(t, page.Items, 2)
+	assert.NotEmpty(t, page.NextCursor)
+}
+
+func TestAPITokensAndUserAdmin(t *testing.T) {
+	e := newEnv(t)
+	tech := e.tokens[auth.RoleTechnician]
+	r := e.do("POST", "/api/v1/tokens", tech, map[string]string{"name": "monitoring"})
+	require.Equal(t, 201, r.status, string(r.body))
+	var iss auth.Issued
+	r.decode(t, &iss)
+	assert.Equal(t, "api", iss.Kind)
+	assert.Nil(t, iss.ExpiresAt)
+
+	r = e.do("GET", "/api/v1/tokens", iss.Token, nil)
+	require.Equal(t, 200, r.status)
+	assert.NotContains(t, string(r.body), iss.Token)
+	assert.Contains(t, string(r.body), "monitoring")
+
+	// Another user cannot revoke it.
+	r = e.do("DELETE", fmt.Sprintf("/api/v1/tokens/%d", iss.ID), e.tokens[auth.RoleStaff], nil)
+	assert.Equal(t, 404, r.status)
+	r = e.do("DELETE", fmt.Sprintf("/api/v1/tokens/%d", iss.ID), tech, nil)
+	assert.Equal(t, 204, r.status)
+	r = e.do("GET", "/api/v1/me", iss.Token, nil)
+	assert.Equal(t, 401, r.status)
+
+	// Admin disables the technician: its tokens stop working.
+	admin := e.tokens[auth.RoleAdmin]
+	techID := e.users[auth.RoleTechnician].ID
+	r = e.do("PATCH", fmt.Sprintf("/api/v1/users/%d", techID), admin, map[string]bool{"disabled": true})
+	require.Equal(t, 200, r.status, string(r.body))
+	r = e.do("GET", "/api/v1/me", tech, nil)
+	assert.Equal(t, 401, r.status)
+	r = e.do("PATCH", fmt.Sprintf("/api/v1/users/%d", e.users[auth.RoleAdmin].ID), admin, map[string]bool{"disabled": true})
+	assert.Equal(t, 409, r.status)
+	assert.Equal(t, "cannot_disable_self", r.errCode())
+	r = e.do("PATCH", fmt.Sprintf("/api/v1/users/%d", techID), admin, map[string]string{"password": "new tech password"})
+	require.Equal(t, 200, r.status, string(r.body))
+}
+
+func TestHealthAndMetrics(t *testing.T) {
+	e := newEnv(t)
+	r := e.do("GET", "/healthz", "", nil)
+	assert.Equal(t, 200, r.status)
+	r = e.do("GET", "/readyz", "", nil)
+	assert.Equal(t, 200, r.status)
+
+	e.do("GET", fmt.Sprintf("/api/v1/users/%d", e.users[auth.RoleStaff].ID), e.tokens[auth.RoleAdmin], nil)
+	e.do("GET", "/api/v1/nowhere/secret-path", "", nil)
+	r = e.do("GET", "/metrics", "", nil)
+	require.Equal(t, 200, r.status)
+	text := string(r.body)
+	assert.Contains(t, text, `kluis_api_request_duration_seconds_count{code="200",route="GET /api/v1/users/{id}"} 1`)
+	assert.Contains(t, text, `route="unmatched"`)
+	assert.NotContains(t, text, "secret-path", "raw paths must not become labels")
+	assert.NotContains(t, text, fmt.Sprintf("/api/v1/users/%d", e.users[auth.RoleStaff].ID))
+	for _, tok := range e.tokens {
+		assert.NotContains(t, text, tok)
+	}
+}
+
+func TestReadyzWithoutDatabase(t *testing.T) {
+	e := newEnv(t)
+	dead, err := pgxpool.New(context.Background(), "postgres://postgres@127.0.0.1:1/none?sslmode=disable&connect_timeout=2")
+	require.NoError(t, err)
+	t.Cleanup(dead.Close)
+	srv, err := api.New(api.Options{Logger: quietLogger(), Pool: dead, Auth: e.auth})
+	require.NoError(t, err)
+	rec := newRecorder()
+	req, _ := http.NewRequest("GET", "/readyz", nil)
+	srv.Handler().ServeHTTP(rec, req)
+	assert.Equal(t, http.StatusServiceUnavailable, rec.Code)
+	assert.Contains(t, rec.Body.String(), "database_unavailable")
+	rec = newRecorder()
+	req, _ = http.NewRequest("GET", "/healthz", nil)
+	srv.Handler().ServeHTTP(rec, req)
+	assert.Equal(t, http.StatusOK, rec.Code)
+}

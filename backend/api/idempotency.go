@@ -1,0 +1,131 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// IdempotencyHeader is the request header naming an idempotency key.
+const IdempotencyHeader = "Idempotency-Key"
+
+// ReplayedHeader is set to "true" on a replayed response.
+const ReplayedHeader = "Idempotent-Replayed"
+
+const maxIdempotencyKey = 200
+
+// idempotent wraps a creating handler with Idempotency-Key handling.
+func (s *Server) idempotent(next handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		key := r.Header.Get(IdempotencyHeader)
+		if key == "" {
+			return next(w, r)
+		}
+		if len(key) > maxIdempotencyKey || !printableASCII(key) {
+			return errorf(http.StatusBadRequest, "invalid_idempotency_key", "the Idempotency-Key must be 1 to %d printable ASCII characters", maxIdempotencyKey)
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "the request body exceeds %d bytes", mbe.Limit)
+			}
+			return errorf(http.StatusBadRequest, "unreadable_body", "the request body could not be read")
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		h := sha256.New()
+		fmt.Fprintf(h, "%s %s\n", r.Method, r.URL.Path)
+		h.Write(body)
+		digest := h.Sum(nil)
+		user := principal(r.Context()).ID
+		ctx := r.Context()
+
+		tag, err := s.pool.Exec(ctx,
+			`INSERT INTO api_idempotency (user_id, key, request_hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+			user, key, digest, s.clock().UTC())
+		if err != nil {
+			return fmt.Errorf("idempotency: claim key: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return s.replay(ctx, w, user, key, digest)
+		}
+
+		// First use of the key: run the handler into a buffer, keep the
+		// response unless it is a server error, then send it.
+		buf := &bufferWriter{header: http.Header{}}
+		if herr := next(buf, r); herr != nil {
+			e := s.toAPIError(herr)
+			buf = &bufferWriter{header: http.Header{}}
+			writeAPIError(buf, e)
+			if e.Status >= 500 {
+				s.log.Error("request failed", "route", r.Pattern, "status", e.Status, "code", e.Code, "err", herr)
+			}
+		}
+		if buf.status == 0 {
+			buf.status = http.StatusOK
+		}
+		dctx := context.WithoutCancel(ctx)
+		if buf.status >= 500 {
+			if _, err := s.pool.Exec(dctx, `DELETE FROM api_idempotency WHERE user_id = $1 AND key = $2`, user, key); err != nil {
+				s.log.Error("idempotency: release key", "err", err)
+			}
+		} else if _, err := s.pool.Exec(dctx,
+			`UPDATE api_idempotency SET status = $3, content_type = $4, body = $5 WHERE user_id = $1 AND key = $2`,
+			user, key, buf.status, buf.header.Get("Content-Type"), buf.body); err != nil {
+			s.log.Error("idempotency: store response", "err", err)
+		}
+		for k, v := range buf.header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(buf.status)
+		_, _ = w.Write(buf.body)
+		return nil
+	}
+}
+
+func (s *Server) replay(ctx context.Context, w http.ResponseWriter, user int64, key string, digest []byte) error {
+	var stored []byte
+	var status int
+	var ctype string
+	var body []byte
+	err := s.pool.QueryRow(ctx,
+		`SELECT request_hash, status, content_type, body FROM api_idempotency WHERE user_id = $1 AND key = $2`,
+		user, key).Scan(&stored, &status, &ctype, &body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// The first request failed with a server error in between: ask to retry.
+		return errorf(http.StatusConflict, "idempotency_in_progress", "a request with this Idempotency-Key is being processed; retry shortly")
+	}
+	if err != nil {
+		return fmt.Errorf("idempotency: read key: %w", err)
+	}
+	if !bytes.Equal(stored, digest) {
+		return errorf(http.StatusUnprocessableEntity, "idempotency_key_reused", "this Idempotency-Key was already used for a different request; use a new key")
+	}
+	if status == 0 {
+		return errorf(http.StatusConflict, "idempotency_in_progress", "a request with this Idempotency-Key is being processed; retry shortly")
+	}
+	if ctype != "" {
+		w.Header().Set("Content-Type", ctype)
+	}
+	w.Header().Set(ReplayedHeader, "true")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+	return nil
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return s != ""
+}

@@ -1,0 +1,38 @@
+package api
+
+import "kluis/backend/auth"
+
+var (
+	anyRole   = []auth.Role{auth.RoleStaff, auth.RoleTechnician, auth.RoleAdmin}
+	adminOnly = []auth.Role{auth.RoleAdmin}
+	staffRole = []auth.Role{auth.RoleStaff, auth.RoleAdmin}
+	techRole  = []auth.Role{auth.RoleTechnician, auth.RoleAdmin}
+)
+
+// routeTable is the single list of routes: the mux, authorisation, metrics
+// labels and the OpenAPI test all read it. Public routes have nil roles.
+func (s *Server) routeTable() []route {
+	return []route{
+		{method: "GET", path: "/healthz", h: s.handleHealthz},
+		{method: "GET", path: "/readyz", h: s.handleReadyz},
+		{method: "GET", path: "/metrics", h: s.metricsHandler()},
+		{method: "GET", path: "/api/v1/openapi.yaml", h: s.handleOpenAPI},
+
+		{method: "POST", path: "/api/v1/sessions", h: s.handleLogin},
+		{method: "DELETE", path: "/api/v1/sessions/current", roles: anyRole, h: s.handleLogout},
+		{method: "GET", path: "/api/v1/me", roles: anyRole, h: s.handleMe},
+
+		{method: "GET", path: "/api/v1/users", roles: adminOnly, h: s.handleListUsers},
+		{method: "POST", path: "/api/v1/users", roles: adminOnly, idempotent: true, h: s.handleCreateUser},
+		{method: "GET", path: "/api/v1/users/{id}", roles: adminOnly, h: s.handleGetUser},
+		{method: "PATCH", path: "/api/v1/users/{id}", roles: adminOnly, h: s.handleUpdateUser},
+
+		// Tokens are not idempotent: a replay would have to store the clear token.
+		{method: "GET", path: "/api/v1/tokens", roles: anyRole, h: s.handleListTokens},
+		{method: "POST", path: "/api/v1/tokens", roles: anyRole, h: s.handleCreateToken},
+		{method: "DELETE", path: "/api/v1/tokens/{id}", roles: anyRole, h: s.handleRevokeToken},
+
+		{method: "GET", path: "/api/v1/audit", roles: adminOnly, h: s.handleListAudit},
+		{method: "GET", path: "/api/v1/audit/verify", roles: adminOnly, h: s.handleVerifyAudit},
+	}
+}

@@ -1,0 +1,334 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"kluis/backend/auth"
+)
+
+// DefaultMaxBodyBytes limits request bodies (1 MiB).
+const DefaultMaxBodyBytes = 1 << 20
+
+// Options configure [New]. Zero values get defaults; Auth and Pool are
+// required. Optional collaborators left nil make their routes answer 503
+// with a clear code, so that the route table (and OpenAPI) stays complete.
+type Options struct {
+	// Logger receives request and error logs; default slog.Default().
+	Logger *slog.Logger
+	// Registry receives the API metrics and serves /metrics; default a new registry.
+	Registry *prometheus.Registry
+	// Pool is the database for idempotency keys and /readyz; required.
+	Pool *pgxpool.Pool
+	// Auth manages users and tokens; required.
+	Auth *auth.Service
+	// Clock gives the current time; default time.Now.
+	Clock func() time.Time
+	// MaxBodyBytes limits request bodies; default DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// ErrorMappers translate domain errors to API errors, tried in order
+	// before the built-in mapping.
+	ErrorMappers []ErrorMapper
+}
+
+// Server is the HTTP API.
+type Server struct {
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	pool    *pgxpool.Pool
+	auth    *auth.Service
+	clock   func() time.Time
+	maxBody int64
+	mappers []ErrorMapper
+	routes  []route
+	mux     *http.ServeMux
+	latency *prometheus.HistogramVec
+	panics  prometheus.Counter
+	handler http.Handler
+}
+
+// handlerFunc is a route handler; a returned error becomes the JSON error response.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// route is one entry of the route table.
+type route struct {
+	method, path string
+	roles        []auth.Role // nil: public
+	idempotent   bool        // accepts Idempotency-Key
+	raw          bool        // writes its own non-JSON response (metrics)
+	h            handlerFunc
+}
+
+// RouteInfo describes a registered route, for tests and documentation.
+type RouteInfo struct {
+	// Method is the HTTP method.
+	Method string
+	// Path is the ServeMux path pattern, e.g. /api/v1/documents/{id}.
+	Path string
+	// Roles may call the route; empty means public.
+	Roles []auth.Role
+	// Idempotent routes accept an Idempotency-Key header.
+	Idempotent bool
+}
+
+// New builds the server and its routes.
+func New(opts Options) (*Server, error) {
+	if opts.Pool == nil {
+		return nil, errors.New("api: Options.Pool is required")
+	}
+	if opts.Auth == nil {
+		return nil, errors.New("api: Options.Auth is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	s := &Server{
+		log:     opts.Logger.With("part", "api"),
+		reg:     opts.Registry,
+		pool:    opts.Pool,
+		auth:    opts.Auth,
+		clock:   opts.Clock,
+		maxBody: opts.MaxBodyBytes,
+		mappers: opts.ErrorMappers,
+		mux:     http.NewServeMux(),
+	}
+	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "kluis",
+		Subsystem: "api",
+		Name:      "request_duration_seconds",
+		Help:      "API request latency by route pattern and status code.",
+		Buckets:   prometheus.DefBuckets,
+	}, []string{"route", "code"})
+	s.panics = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "kluis", Subsystem: "api", Name: "panics_total",
+		Help: "Handler panics recovered (each answered with 500).",
+	})
+	if err := s.reg.Register(s.latency); err != nil {
+		return nil, fmt.Errorf("api: register metrics: %w", err)
+	}
+	if err := s.reg.Register(s.panics); err != nil {
+		return nil, fmt.Errorf("api: register metrics: %w", err)
+	}
+	s.routes = s.routeTable()
+	for _, rt := range s.routes {
+		s.mux.Handle(rt.method+" "+rt.path, s.wrap(rt))
+	}
+	s.handler = http.HandlerFunc(s.serve)
+	return s, nil
+}
+
+// Handler returns the root handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Registry returns the registry /metrics serves.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+// Routes lists the registered routes.
+func (s *Server) Routes() []RouteInfo {
+	out := make([]RouteInfo, 0, len(s.routes))
+	for _, rt := range s.routes {
+		out = append(out, RouteInfo{Method: rt.method, Path: rt.path, Roles: rt.roles, Idempotent: rt.idempotent})
+	}
+	return out
+}
+
+// serve answers unmatched requests with JSON 404/405 and hands the rest to the mux.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	h, pattern := s.mux.Handler(r)
+	if pattern != "" {
+		s.mux.ServeHTTP(w, r)
+		return
+	}
+	start := time.Now()
+	probe := &bufferWriter{header: http.Header{}}
+	h.ServeHTTP(probe, r)
+	var e *Error
+	switch probe.status {
+	case http.StatusMethodNotAllowed:
+		w.Header().Set("Allow", probe.header.Get("Allow"))
+		e = errorf(http.StatusMethodNotAllowed, "method_not_allowed", "method %s is not allowed here", r.Method)
+	case http.StatusMovedPermanently, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		e = errorf(http.StatusNotFound, "not_found", "no such resource; did you mean %s?", probe.header.Get("Location"))
+	default:
+		e = errorf(http.StatusNotFound, "not_found", "no such resource")
+	}
+	writeAPIError(w, e)
+	s.latency.WithLabelValues("unmatched", strconv.Itoa(e.Status)).Observe(time.Since(start).Seconds())
+}
+
+type principalKey struct{}
+
+// principal returns the authenticated caller (zero for public routes).
+func principal(ctx context.Context) auth.Principal {
+	p, _ := ctx.Value(principalKey{}).(auth.Principal)
+	return p
+}
+
+// wrap applies, outside in: metrics and logging, panic recovery, the body
+// limit, authentication and role check, idempotency, then the handler.
+func (s *Server) wrap(rt route) http.Handler {
+	label := rt.method + " " + rt.path
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		var userID int64
+		defer func() {
+			if v := recover(); v != nil {
+				s.panics.Inc()
+				s.log.Error("handler panic", "route", label, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				if !sw.wrote {
+					writeAPIError(sw, errorf(http.StatusInternalServerError, "internal", "internal error; the incident was logged"))
+				}
+			}
+			status := sw.status
+			if status == 0 {
+				status = http.StatusOK
+			}
+			s.latency.WithLabelValues(label, strconv.Itoa(status)).Observe(time.Since(start).Seconds())
+			s.log.Debug("request", "route", label, "status", status, "user_id", userID, "duration", time.Since(start))
+		}()
+		r.Body = http.MaxBytesReader(sw, r.Body, s.maxBody)
+		if rt.roles != nil {
+			p, err := s.authenticate(r)
+			if err != nil {
+				s.fail(sw, r, label, err)
+				return
+			}
+			if !allowed(p.Role, rt.roles) {
+				s.fail(sw, r, label, errorf(http.StatusForbidden, "forbidden", "role %s may not call %s", p.Role, label))
+				return
+			}
+			userID = p.ID
+			r = r.WithContext(context.WithValue(r.Context(), principalKey{}, p))
+		}
+		h := rt.h
+		if rt.idempotent {
+			h = s.idempotent(h)
+		}
+		if err := h(sw, r); err != nil {
+			s.fail(sw, r, label, err)
+		}
+	})
+}
+
+// fail writes err as the JSON error; 5xx are logged with the cause.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, label string, err error) {
+	e := s.toAPIError(err)
+	if e.Status >= 500 {
+		s.log.Error("request failed", "route", label, "status", e.Status, "code", e.Code, "err", err)
+	}
+	if sw, ok := w.(*statusWriter); ok && sw.wrote {
+		return // too late for an error body
+	}
+	writeAPIError(w, e)
+}
+
+func allowed(role auth.Role, roles []auth.Role) bool {
+	for _, r := range roles {
+		if r == role {
+			return true
+		}
+	}
+	return false
+}
+
+// authenticate reads the bearer token.
+func (s *Server) authenticate(r *http.Request) (auth.Principal, error) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return auth.Principal{}, errorf(http.StatusUnauthorized, "unauthenticated", "this endpoint needs a bearer token (Authorization: Bearer kls_...)")
+	}
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return auth.Principal{}, errorf(http.StatusUnauthorized, "unauthenticated", "the Authorization header must be 'Bearer <token>'")
+	}
+	p, err := s.auth.Authenticate(r.Context(), strings.TrimSpace(tok))
+	if errors.Is(err, auth.ErrUnauthenticated) {
+		return auth.Principal{}, errorf(http.StatusUnauthorized, "invalid_token", "the bearer token is invalid, expired or revoked")
+	}
+	if err != nil {
+		return auth.Principal{}, fmt.Errorf("authenticate: %w", err)
+	}
+	return p, nil
+}
+
+// statusWriter remembers the status written.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status = code
+		w.wrote = true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush passes through to the underlying writer when it can flush.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// bufferWriter captures a whole response in memory.
+type bufferWriter struct {
+	header http.Header
+	status int
+	body   []byte
+}
+
+func (b *bufferWriter) Header() http.Header { return b.header }
+
+func (b *bufferWriter) WriteHeader(code int) {
+	if b.status == 0 {
+		b.status = code
+	}
+}
+
+func (b *bufferWriter) Write(p []byte) (int, error) {
+	if b.status == 0 {
+		b.status = http.StatusOK
+	}
+	b.body = append(b.body, p...)
+	return len(p), nil
+}
+
+// metricsHandler serves the registry.
+func (s *Server) metricsHandler() handlerFunc {
+	h := promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})
+	return func(w http.ResponseWriter, r *http.Request) error {
+		h.ServeHTTP(w, r)
+		return nil
+	}
+}

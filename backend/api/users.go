@@ -1,0 +1,317 @@
+package api
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"kluis/backend/audit"
+	"kluis/backend/auth"
+)
+
+// appendAudit records an entry in its own transaction. Failures are
+// returned; callers decide whether they are fatal.
+func (s *Server) appendAudit(ctx context.Context, e audit.Entry) error {
+	if e.At.IsZero() {
+		e.At = s.clock()
+	}
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		_, err := audit.Append(ctx, tx, e)
+		return err
+	})
+}
+
+func actor(p auth.Principal) string { return "user:" + strconv.FormatInt(p.ID, 10) }
+
+type loginRequest struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
+	var req loginRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Username == "" || req.Password == "" {
+		return errorf(http.StatusBadRequest, "missing_field", "username and password are required")
+	}
+	ctx := r.Context()
+	iss, err := s.auth.Login(ctx, req.Username, req.Password)
+	if errors.Is(err, auth.ErrInvalidCredentials) {
+		e := audit.Entry{Actor: "anonymous", Action: "login.failed", Details: map[string]any{"known_user": false}}
+		if u, uerr := s.auth.UserByName(ctx, req.Username); uerr == nil {
+			e.Actor, e.Subject = "user:"+strconv.FormatInt(u.ID, 10), "user:"+strconv.FormatInt(u.ID, 10)
+			e.Details = map[string]any{"known_user": true}
+		}
+		if aerr := s.appendAudit(ctx, e); aerr != nil {
+			return fmt.Errorf("audit failed login: %w", aerr)
+		}
+		return errorf(http.StatusUnauthorized, "invalid_credentials", "wrong username or password")
+	}
+	if err != nil {
+		return err
+	}
+	subj := "user:" + strconv.FormatInt(iss.User.ID, 10)
+	if err := s.appendAudit(ctx, audit.Entry{Actor: subj, Action: "login", Subject: subj,
+		Details: map[string]any{"token_id": iss.ID}}); err != nil {
+		return fmt.Errorf("audit login: %w", err)
+	}
+	writeJSON(w, http.StatusCreated, iss)
+	return nil
+}
+
+func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) error {
+	p := principal(r.Context())
+	if err := s.auth.Revoke(r.Context(), p.ID, p.TokenID); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+type meResponse struct {
+	auth.User
+	TokenID   int64  `json:"token_id"`
+	TokenKind string `json:"token_kind"`
+}
+
+func (s *Server) handleMe(w http.ResponseWriter, r *http.Request) error {
+	p := principal(r.Context())
+	writeJSON(w, http.StatusOK, meResponse{User: p.User, TokenID: p.TokenID, TokenKind: p.TokenKind})
+	return nil
+}
+
+func (s *Server) handleListUsers(w http.ResponseWriter, r *http.Request) error {
+	limit, cur, err := pageParams(r)
+	if err != nil {
+		return err
+	}
+	after, err := cursorInt(cur)
+	if err != nil {
+		return err
+	}
+	users, err := s.auth.ListUsers(r.Context(), after, limit+1)
+	if err != nil {
+		return err
+	}
+	next := ""
+	if len(users) > limit {
+		users = users[:limit]
+		next = strconv.FormatInt(users[limit-1].ID, 10)
+	}
+	writeJSON(w, http.StatusOK, newPage(r, users, next))
+	return nil
+}
+
+type createUserRequest struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+	Role     string `json:"role"`
+}
+
+func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request) error {
+	var req createUserRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Username == "" || req.Password == "" || req.Role == "" {
+		return errorf(http.StatusBadRequest, "missing_field", "username, password and role are required")
+	}
+	role, err := auth.ParseRole(req.Role)
+	if err != nil {
+		return err
+	}
+	u, err := s.auth.CreateUser(r.Context(), req.Username, req.Password, role)
+	if err != nil {
+		return err
+	}
+	p := principal(r.Context())
+	if err := s.appendAudit(r.Context(), audit.Entry{Actor: actor(p), Action: "user.create",
+		Subject: "user:" + strconv.FormatInt(u.ID, 10), Details: map[string]any{"role": u.Role}}); err != nil {
+		return fmt.Errorf("audit user create: %w", err)
+	}
+	w.Header().Set("Location", "/api/v1/users/"+strconv.FormatInt(u.ID, 10))
+	writeJSON(w, http.StatusCreated, u)
+	return nil
+}
+
+func pathID(r *http.Request, name string) (int64, error) {
+	id, err := strconv.ParseInt(r.PathValue(name), 10, 64)
+	if err != nil || id < 1 {
+		return 0, errorf(http.StatusBadRequest, "invalid_id", "%s must be a positive whole number", name)
+	}
+	return id, nil
+}
+
+func (s *Server) handleGetUser(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	u, err := s.auth.GetUser(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, u)
+	return nil
+}
+
+type updateUserRequest struct {
+	Disabled *bool   `json:"disabled"`
+	Password *string `json:"password"`
+}
+
+func (s *Server) handleUpdateUser(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	var req updateUserRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Disabled == nil && req.Password == nil {
+		return errorf(http.StatusBadRequest, "missing_field", "give disabled and/or password")
+	}
+	p := principal(r.Context())
+	if req.Disabled != nil && *req.Disabled && id == p.ID {
+		return errorf(http.StatusConflict, "cannot_disable_self", "you cannot disable your own account")
+	}
+	if _, err := s.auth.GetUser(r.Context(), id); err != nil {
+		return err
+	}
+	changes := map[string]any{}
+	if req.Password != nil {
+		if err := s.auth.SetPassword(r.Context(), id, *req.Password); err != nil {
+			return err
+		}
+		changes["password"] = "changed"
+	}
+	if req.Disabled != nil {
+		if _, err := s.auth.SetDisabled(r.Context(), id, *req.Disabled); err != nil {
+			return err
+		}
+		changes["disabled"] = *req.Disabled
+	}
+	if err := s.appendAudit(r.Context(), audit.Entry{Actor: actor(p), Action: "user.update",
+		Subject: "user:" + strconv.FormatInt(id, 10), Details: changes}); err != nil {
+		return fmt.Errorf("audit user update: %w", err)
+	}
+	u, err := s.auth.GetUser(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, u)
+	return nil
+}
+
+func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error {
+	toks, err := s.auth.ListTokens(r.Context(), principal(r.Context()).ID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, newPage(r, toks, ""))
+	return nil
+}
+
+type createTokenRequest struct {
+	Name string `json:"name"`
+}
+
+func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) error {
+	var req createTokenRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Name == "" || len(req.Name) > 100 {
+		return errorf(http.StatusBadRequest, "invalid_name", "name is required, at most 100 characters")
+	}
+	p := principal(r.Context())
+	iss, err := s.auth.CreateAPIToken(r.Context(), p.ID, req.Name)
+	if err != nil {
+		return err
+	}
+	if err := s.appendAudit(r.Context(), audit.Entry{Actor: actor(p), Action: "token.create",
+		Subject: "user:" + strconv.FormatInt(p.ID, 10), Details: map[string]any{"token_id": iss.ID}}); err != nil {
+		return fmt.Errorf("audit token create: %w", err)
+	}
+	writeJSON(w, http.StatusCreated, iss)
+	return nil
+}
+
+func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	p := principal(r.Context())
+	if err := s.auth.Revoke(r.Context(), p.ID, id); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// auditRecord is the JSON form of an audit record.
+type auditRecord struct {
+	Seq     int64     `json:"seq"`
+	At      time.Time `json:"at"`
+	Actor   string    `json:"actor"`
+	Action  string    `json:"action"`
+	Subject string    `json:"subject"`
+	Details any       `json:"details"`
+	Hash    string    `json:"hash"`
+}
+
+func (s *Server) handleListAudit(w http.ResponseWriter, r *http.Request) error {
+	limit, cur, err := pageParams(r)
+	if err != nil {
+		return err
+	}
+	after, err := cursorInt(cur)
+	if err != nil {
+		return err
+	}
+	recs, err := audit.List(r.Context(), s.pool, audit.ListOptions{Subject: r.URL.Query().Get("subject"), AfterSeq: after, Limit: limit + 1})
+	if err != nil {
+		return err
+	}
+	next := ""
+	if len(recs) > limit {
+		recs = recs[:limit]
+		next = strconv.FormatInt(recs[limit-1].Seq, 10)
+	}
+	out := make([]auditRecord, 0, len(recs))
+	for _, rc := range recs {
+		out = append(out, auditRecord{Seq: rc.Seq, At: rc.At, Actor: rc.Actor, Action: rc.Action,
+			Subject: rc.Subject, Details: rc.Details, Hash: hex.EncodeToString(rc.Hash)})
+	}
+	writeJSON(w, http.StatusOK, newPage(r, out, next))
+	return nil
+}
+
+type verifyResponse struct {
+	OK       bool   `json:"ok"`
+	Records  int    `json:"records"`
+	FirstBad *int64 `json:"first_bad,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+	HeadSeq  int64  `json:"head_seq"`
+	HeadHash string `json:"head_hash"`
+}
+
+func (s *Server) handleVerifyAudit(w http.ResponseWriter, r *http.Request) error {
+	rep, err := audit.Verify(r.Context(), s.pool)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, verifyResponse{OK: rep.OK(), Records: rep.Records, FirstBad: rep.FirstBad,
+		Reason: rep.Reason, HeadSeq: rep.HeadSeq, HeadHash: hex.EncodeToString(rep.HeadHash)})
+	return nil
+}

@@ -39,15 +39,15 @@ var ErrClosed = errors.New("journal: closed")
 // Event is something kluisd reports to the backend. It is journaled before it
 // is published and stays in the outbox until acknowledged.
 type Event struct {
-	// ID is unique per device and never reused ("{device}-{seq}").
+	// ID is unique and never reused; when empty Append fills in
+	// "{device}-{seq}", but callers normally set a UUID (wire.NewID).
 	ID string `json:"id"`
 	// Kind names what happened, e.g. "collected" or "alarm".
 	Kind string    `json:"kind"`
 	At   time.Time `json:"at"`
-	// Compartment is the compartment number (from 1), 0 when none.
-	Compartment int `json:"compartment,omitempty"`
-	// Fields carry the details: never a PIN or secret.
-	Fields map[string]string `json:"fields,omitempty"`
+	// Payload is what is published: the encoded wire event (never a PIN
+	// or secret). Its id must equal ID.
+	Payload json.RawMessage `json:"payload,omitempty"`
 }
 
 // Intent is a pulse about to be sent.

@@ -22,9 +22,9 @@ func open(t *testing.T, dir string) (*Journal, []Record, Recovery) {
 func TestAppendReopenOutboxAck(t *testing.T) {
 	dir := t.TempDir()
 	j, _, _ := open(t, dir)
-	e1, err := j.AppendEvent(Event{Kind: "door_opened", Compartment: 3})
+	e1, err := j.AppendEvent(Event{Kind: "door_opened"})
 	require.NoError(t, err)
-	e2, err := j.AppendEvent(Event{Kind: "collected", Compartment: 3, Fields: map[string]string{"code_id": "c1"}})
+	e2, err := j.AppendEvent(Event{Kind: "collected", Payload: json.RawMessage(`{"code_id":"c1"}`)})
 	require.NoError(t, err)
 	require.NotEqual(t, e1.ID, e2.ID)
 	require.Len(t, j.Outbox(), 2)
@@ -43,7 +43,7 @@ func TestAppendReopenOutboxAck(t *testing.T) {
 	out := j2.Outbox()
 	require.Len(t, out, 1)
 	require.Equal(t, e2.ID, out[0].ID)
-	require.Equal(t, "c1", out[0].Fields["code_id"])
+	require.JSONEq(t, `{"code_id":"c1"}`, string(out[0].Payload))
 	open := j2.OpenIntents()
 	require.Len(t, open, 1)
 	require.Equal(t, in.ID, open[0].Intent.ID)
@@ -61,7 +61,7 @@ func TestTornTailAtEveryByte(t *testing.T) {
 	j, _, _ := open(t, dir)
 	var want []string
 	for i := 0; i < 3; i++ {
-		e, err := j.AppendEvent(Event{Kind: fmt.Sprintf("k%d", i), Compartment: i + 1})
+		e, err := j.AppendEvent(Event{Kind: fmt.Sprintf("k%d", i)})
 		require.NoError(t, err)
 		want = append(want, e.ID)
 	}
@@ -92,7 +92,7 @@ func TestCorruptTail(t *testing.T) {
 	dir := t.TempDir()
 	j, _, _ := open(t, dir)
 	for i := 0; i < 3; i++ {
-		_, err := j.AppendEvent(Event{Kind: "k", Compartment: 7})
+		_, err := j.AppendEvent(Event{Kind: "k"})
 		require.NoError(t, err)
 	}
 	require.NoError(t, j.Close())

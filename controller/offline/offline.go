@@ -1,0 +1,255 @@
+// Package offline is kluisd's offline code cache: the verification material
+// the backend syncs to a device (wire code_sync commands) so that a citizen
+// can collect a document while the backend is out of reach.
+//
+// The cache never holds a plain code. Per document it holds:
+//
+//   - QRHash: base64url(SHA-256(code id)) of the QR token's code id. A
+//     scanned token is first checked with the backend's Ed25519 public key
+//     (codes.VerifyToken: signature, device, expiry); its code id is then
+//     looked up here to find the compartment. A forged token fails the
+//     signature, so the hash only binds token to document.
+//   - PINHash: "argon2id$<params>$<salt>$<verifier>" as produced by
+//     backend/codes' offline bundle (salt and verifier base64url), checked
+//     with codes.VerifyOffline; SecondFactor says the verifier includes the
+//     date of birth.
+//
+// The cache is a JSON file replaced atomically (write, fsync, rename, fsync
+// directory) on every sync, so a power cut leaves the old or the new
+// version, never a mix. Single use and lockout are the daemon's business
+// (journaled), not the cache's.
+package offline
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"kluis/backend/codes"
+	"kluis/controller/wire"
+)
+
+// FileName is the cache file inside the daemon's state directory.
+const FileName = "offline-cache.json"
+
+// Errors Verify returns (besides those of backend/codes, which it wraps:
+// codes.ErrWrongCode, codes.ErrExpired, codes.ErrSecondFactorRequired,
+// codes.ErrWrongDevice).
+var (
+	// ErrNoMaterial means the cache cannot decide (no public key, empty).
+	ErrNoMaterial = errors.New("offline: no verification material")
+	// ErrStale means a sync older than the cache's version was ignored.
+	ErrStale = errors.New("offline: stale code sync")
+)
+
+// Match is a successful offline verification.
+type Match struct {
+	DocumentID string
+	Addr       wire.Address
+	Slot       *int
+	Method     wire.Method
+	Expires    time.Time
+}
+
+type file struct {
+	Version int64            `json:"version"`
+	Entries []wire.CodeEntry `json:"entries"`
+}
+
+// Cache is the offline code cache. Safe for concurrent use.
+type Cache struct {
+	path     string
+	deviceID string
+	pub      ed25519.PublicKey
+
+	mu sync.Mutex
+	f  file
+}
+
+// Open loads the cache from dir (an absent file is an empty cache). pub may
+// be nil: QR codes then cannot be verified offline.
+func Open(dir, deviceID string, pub ed25519.PublicKey) (*Cache, error) {
+	c := &Cache{path: filepath.Join(dir, FileName), deviceID: deviceID, pub: pub}
+	b, err := os.ReadFile(c.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return c, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("offline: %w", err)
+	}
+	if err := json.Unmarshal(b, &c.f); err != nil {
+		// A damaged cache is not fatal: the device verifies online and
+		// the next full sync replaces it.
+		c.f = file{}
+		return c, fmt.Errorf("offline: damaged cache ignored: %w", err)
+	}
+	return c, nil
+}
+
+// Len returns the number of entries; Version the last sync applied.
+func (c *Cache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.f.Entries)
+}
+
+// Version returns the version of the last sync applied.
+func (c *Cache) Version() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.f.Version
+}
+
+// Apply applies a code sync durably. A sync whose version is not newer than
+// the cache's is ignored with ErrStale.
+func (c *Cache) Apply(s wire.CodeSync) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.Version <= c.f.Version {
+		return fmt.Errorf("offline: version %d <= %d: %w", s.Version, c.f.Version, ErrStale)
+	}
+	next := file{Version: s.Version}
+	if !s.Full {
+		next.Entries = append(next.Entries, c.f.Entries...)
+	}
+	drop := map[string]bool{}
+	for _, id := range s.Revoke {
+		drop[id] = true
+	}
+	for _, e := range s.Entries {
+		drop[e.DocumentID] = true // replaced
+	}
+	kept := next.Entries[:0]
+	for _, e := range next.Entries {
+		if !drop[e.DocumentID] {
+			kept = append(kept, e)
+		}
+	}
+	next.Entries = kept
+	revoked := map[string]bool{}
+	for _, id := range s.Revoke {
+		revoked[id] = true
+	}
+	for _, e := range s.Entries {
+		if !revoked[e.DocumentID] {
+			next.Entries = append(next.Entries, e)
+		}
+	}
+	if err := c.save(next); err != nil {
+		return err
+	}
+	c.f = next
+	return nil
+}
+
+func (c *Cache) save(f file) error {
+	b, err := json.Marshal(f)
+	if err != nil {
+		return fmt.Errorf("offline: %w", err)
+	}
+	tmp := c.path + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("offline: %w", err)
+	}
+	_, err = out.Write(b)
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, c.path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("offline: save: %w", err)
+	}
+	d, err := os.Open(filepath.Dir(c.path))
+	if err != nil {
+		return fmt.Errorf("offline: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("offline: fsync dir: %w", err)
+	}
+	return nil
+}
+
+// QRHash is the cache's hash of a QR token's code id.
+func QRHash(codeID string) string {
+	h := sha256.Sum256([]byte(codeID))
+	return base64.RawURLEncoding.EncodeToString(h[:])
+}
+
+// PINHash packs an offline PIN verifier from backend/codes into the wire
+// form the cache expects.
+func PINHash(p codes.ArgonParams, salt, verifier string) string {
+	return "argon2id$" + p.String() + "$" + salt + "$" + verifier
+}
+
+// VerifyQR checks a scanned token offline.
+func (c *Cache) VerifyQR(token string, now time.Time) (Match, error) {
+	if len(c.pub) != ed25519.PublicKeySize {
+		return Match{}, fmt.Errorf("offline: no public key for QR tokens: %w", ErrNoMaterial)
+	}
+	cl, err := codes.VerifyToken(c.pub, token, c.deviceID, now)
+	if err != nil {
+		return Match{}, fmt.Errorf("offline: %w", err)
+	}
+	h := QRHash(cl.CodeID)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range c.f.Entries {
+		if e.QRHash != "" && e.QRHash == h {
+			if !now.Before(e.Expires) {
+				return Match{}, fmt.Errorf("offline: %w", codes.ErrExpired)
+			}
+			return Match{DocumentID: e.DocumentID, Addr: e.Addr, Method: wire.MethodQR, Expires: e.Expires}, nil
+		}
+	}
+	// A genuine token whose code is not in the cache: revoked, used or
+	// not yet synced. Keep the door shut.
+	return Match{}, fmt.Errorf("offline: token not in cache: %w", codes.ErrWrongCode)
+}
+
+// VerifyPIN checks a PIN and date of birth offline (two argon2id hashes at
+// most, whatever the number of entries).
+func (c *Cache) VerifyPIN(pin, birthDate string, now time.Time) (Match, error) {
+	c.mu.Lock()
+	var entries []codes.OfflineEntry
+	byDoc := map[string]wire.CodeEntry{}
+	for _, e := range c.f.Entries {
+		parts := strings.Split(e.PINHash, "$")
+		if len(parts) != 4 || parts[0] != "argon2id" {
+			continue
+		}
+		p, err := codes.ParseArgonParams(parts[1])
+		if err != nil {
+			continue
+		}
+		entries = append(entries, codes.OfflineEntry{DocumentID: e.DocumentID, ExpiresAt: e.Expires,
+			Board: e.Addr.Board, Channel: e.Addr.Channel, NeedsDOB: e.SecondFactor,
+			Salt: parts[2], Params: p, Verifier: parts[3]})
+		byDoc[e.DocumentID] = e
+	}
+	c.mu.Unlock()
+	if len(entries) == 0 {
+		return Match{}, fmt.Errorf("offline: no PIN material: %w", ErrNoMaterial)
+	}
+	m, err := codes.VerifyOffline(entries, codes.OfflineAttempt{DeviceID: c.deviceID, PIN: pin, BirthDate: birthDate}, now)
+	if err != nil {
+		return Match{}, fmt.Errorf("offline: %w", err)
+	}
+	e := byDoc[m.DocumentID]
+	return Match{DocumentID: e.DocumentID, Addr: e.Addr, Method: wire.MethodPIN, Expires: e.Expires}, nil
+}

@@ -1,0 +1,82 @@
+package offline_test
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/codes"
+	"kluis/controller/offline"
+	"kluis/controller/offline/offlinetest"
+	"kluis/controller/wire"
+)
+
+var t0 = time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+
+func token(t *testing.T, priv ed25519.PrivateKey, device string, exp time.Time) (string, string) {
+	id := make([]byte, codes.CodeIDSize)
+	_, _ = rand.Read(id)
+	cid := base64.RawURLEncoding.EncodeToString(id)
+	tok, err := codes.SignToken(priv, codes.Claims{CodeID: cid, DeviceID: device, Expires: exp.Unix()})
+	require.NoError(t, err)
+	return tok, cid
+}
+
+func TestCache(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	dir := t.TempDir()
+	c, err := offline.Open(dir, "dev1", pub)
+	require.NoError(t, err)
+	tok, cid := token(t, priv, "dev1", t0.Add(time.Hour))
+	other, _ := token(t, priv, "dev2", t0.Add(time.Hour))
+	unsynced, _ := token(t, priv, "dev1", t0.Add(time.Hour))
+
+	_, err = c.VerifyQR(tok, t0)
+	require.ErrorIs(t, err, codes.ErrWrongCode, "not in the cache yet")
+	require.NoError(t, c.Apply(wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{
+		{DocumentID: "doc1", Addr: wire.Address{Board: 0, Channel: 3}, Expires: t0.Add(time.Hour), QRHash: offline.QRHash(cid)},
+		offlinetest.PINEntry("doc2", "dev1", "123456789", "1990-02-03", wire.Address{Board: 0, Channel: 4}, t0.Add(time.Hour)),
+	}}))
+	m, err := c.VerifyQR(tok, t0)
+	require.NoError(t, err)
+	require.Equal(t, "doc1", m.DocumentID)
+	require.Equal(t, 3, m.Addr.Channel)
+	_, err = c.VerifyQR(other, t0)
+	require.ErrorIs(t, err, codes.ErrWrongDevice)
+	_, err = c.VerifyQR(unsynced, t0)
+	require.ErrorIs(t, err, codes.ErrWrongCode)
+	_, err = c.VerifyQR(tok+"x", t0)
+	require.ErrorIs(t, err, codes.ErrWrongCode)
+	_, err = c.VerifyQR(tok, t0.Add(2*time.Hour))
+	require.ErrorIs(t, err, codes.ErrExpired)
+
+	m, err = c.VerifyPIN("123 456 789", "1990-02-03", t0)
+	require.NoError(t, err)
+	require.Equal(t, "doc2", m.DocumentID)
+	_, err = c.VerifyPIN("123456789", "1990-02-04", t0)
+	require.ErrorIs(t, err, codes.ErrWrongCode)
+	_, err = c.VerifyPIN("123456789", "", t0)
+	require.ErrorIs(t, err, codes.ErrSecondFactorRequired)
+
+	// Stale syncs are ignored; deltas revoke; the file survives a reopen.
+	require.ErrorIs(t, c.Apply(wire.CodeSync{Version: 1, Full: true}), offline.ErrStale)
+	require.NoError(t, c.Apply(wire.CodeSync{Version: 2, Revoke: []string{"doc1"}}))
+	require.Equal(t, 1, c.Len())
+	c2, err := offline.Open(dir, "dev1", pub)
+	require.NoError(t, err)
+	require.Equal(t, int64(2), c2.Version())
+	_, err = c2.VerifyQR(tok, t0)
+	require.ErrorIs(t, err, codes.ErrWrongCode)
+	_, err = c2.VerifyPIN("123456789", "1990-02-03", t0)
+	require.NoError(t, err)
+
+	// Without a public key QR codes cannot be checked offline.
+	c3, err := offline.Open(t.TempDir(), "dev1", nil)
+	require.NoError(t, err)
+	_, err = c3.VerifyQR(tok, t0)
+	require.ErrorIs(t, err, offline.ErrNoMaterial)
+}

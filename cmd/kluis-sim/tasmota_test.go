@@ -158,7 +158,7 @@ subscribed:
 
 	mqttPub(t, "cmnd/"+topic+"/POWER1", "ON")
 	sub.expect(t, st+`RESULT {"POWER1":"ON"}`, st+"POWER1 ON",
-		st+`RESULT {"Switch1":{"Action":"ON"}}`, // the door sprang open
+		st+`RESULT {"Switch1":{"Action":"ON"}}`,       // the door sprang open
 		st+`RESULT {"POWER1":"OFF"}`, st+"POWER1 OFF") // the pulse ended by itself
 
 	mqttPub(t, "cmnd/"+topic+"/POWER2", "")

@@ -305,3 +305,17 @@ func TestBitmap(t *testing.T) {
 		t.Fatal("clear")
 	}
 }
+
+func TestOnBadCRC(t *testing.T) {
+	b := mustEncode(t, 3, &UnlockRequest{Channel: 4, DurationMS: 500, ID: 1})
+	b[len(b)-1] ^= 1
+	var seen []byte
+	d := Decoder{OnBadCRC: func(raw []byte) { seen = bytes.Clone(raw) }}
+	d.Write(b)
+	if _, ok := d.Next(); ok {
+		t.Fatal("decoded a bad frame")
+	}
+	if !bytes.Equal(seen, b) {
+		t.Fatalf("OnBadCRC saw % X", seen)
+	}
+}

@@ -32,6 +32,11 @@ type Decoder struct {
 	// OnError, when set, is called for every framing error with ErrBadCRC,
 	// ErrOversize, ErrTruncated or ErrNoStart (a garbage run).
 	OnError func(err error)
+	// OnBadCRC, when set, is called with the raw bytes (SOF to CRC) of every
+	// complete frame whose CRC did not match, before it is dropped; a board
+	// uses it to answer NAK BAD_CRC (firmware-protocol.md, section 5). The
+	// slice is only valid during the call.
+	OnBadCRC func(raw []byte)
 	// inGarbage is true while the bytes being skipped continue one run.
 	inGarbage bool
 }
@@ -117,6 +122,9 @@ func (d *Decoder) Next() (f Frame, ok bool) {
 			}
 			return Frame{}, false
 		default: // ErrBadCRC, ErrOversize
+			if err == ErrBadCRC && d.OnBadCRC != nil {
+				d.OnBadCRC(d.buf[:HeaderLen+int(d.buf[3])+CRCLen])
+			}
 			d.inGarbage = true // the rest of the bad frame is not a new garbage run
 			d.fail(err)
 			d.skip(1)

@@ -48,10 +48,10 @@
 //	req, err := kluisproto.ParseRequest(f) // err.(kluisproto.ErrorCode) -> Nak{Cmd: f.Cmd, Code: code}
 //	... build the reply, kluisproto.EncodeMessage(myAddr, reply), write it.
 //
-// A frame with a bad CRC never reaches the caller; a board that wants to
-// answer NAK BAD_CRC (section 5 of the specification) sets Decoder.OnError
-// and inspects the bytes itself, or simply stays silent, which the master
-// treats the same way (it retries).
+// A frame with a bad CRC never reaches the caller; a board that answers NAK
+// BAD_CRC (section 5 of the specification) sets Decoder.OnBadCRC, which
+// sees the damaged frame's bytes (check raw[1] is its address and raw[2] a
+// request command before answering).
 //
 // Every worked example of firmware-protocol.md is checked byte for byte by
 // this package's tests, which read them from the document.

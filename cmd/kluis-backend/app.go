@@ -1,0 +1,344 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"kluis/backend/api"
+	"kluis/backend/auth"
+	"kluis/backend/store"
+)
+
+// env is the process environment, injected for tests.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	// onListen, when set, is told the HTTP address once listening.
+	onListen func(addr string)
+}
+
+// config is the resolved configuration.
+type config struct {
+	databaseURL string
+	mqttURL     string
+	httpAddr    string
+	adminUser   string
+	adminPass   string
+	logLevel    string
+}
+
+const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/kluis?sslmode=disable"
+
+func envOr(e env, key, def string) string {
+	if v := e.getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func commonFlags(fs *flag.FlagSet, e env, c *config) {
+	fs.StringVar(&c.databaseURL, "database-url", envOr(e, "DATABASE_URL", defaultDatabaseURL), "PostgreSQL URL (env DATABASE_URL)")
+	fs.StringVar(&c.logLevel, "log-level", envOr(e, "KLUIS_LOG_LEVEL", "info"), "debug, info, warn or error (env KLUIS_LOG_LEVEL)")
+}
+
+func run(ctx context.Context, args []string, e env) int {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "serve":
+		err = serve(ctx, args, e)
+	case "migrate":
+		err = migrate(ctx, args, e)
+	case "useradd":
+		err = useradd(ctx, args, e)
+	case "token":
+		err = token(ctx, args, e)
+	case "help", "-h", "--help":
+		fmt.Fprintln(e.stdout, "usage: kluis-backend [serve|migrate|useradd|token] [flags]; kluis-backend CMD -h for flags")
+		return 0
+	default:
+		err = fmt.Errorf("unknown command %q (want serve, migrate, useradd or token)", cmd)
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(e.stderr, "kluis-backend %s: %v\n", cmd, err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})).With("service", "kluis-backend"), nil
+}
+
+// cheapParams lowers argon2id costs when KLUIS_INSECURE_FAST_HASH=1 (tests and the demo only).
+func hashParams(e env) auth.Params {
+	if e.getenv("KLUIS_INSECURE_FAST_HASH") == "1" {
+		return auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1}
+	}
+	return auth.DefaultParams()
+}
+
+func openStore(ctx context.Context, c config, log *slog.Logger) (*store.Store, error) {
+	octx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	st, err := store.Open(octx, c.databaseURL, store.Options{Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	return st, nil
+}
+
+func migrate(ctx context.Context, args []string, e env) error {
+	var c config
+	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	commonFlags(fs, e, &c)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := newLogger(e.stderr, c.logLevel)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, c, log) // Open migrates.
+	if err != nil {
+		return err
+	}
+	st.Close()
+	fmt.Fprintln(e.stdout, "migrations applied")
+	return nil
+}
+
+func readPassword(e env) (string, error) {
+	if p := e.getenv("KLUIS_NEW_PASSWORD"); p != "" {
+		return p, nil
+	}
+	fmt.Fprintln(e.stderr, "password (one line on stdin):")
+	line, err := bufio.NewReader(io.LimitReader(e.stdin, auth.MaxPasswordLen+2)).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("read password: %w", err)
+	}
+	return strings.TrimRight(line, "\r\n"), nil
+}
+
+func useradd(ctx context.Context, args []string, e env) error {
+	var c config
+	var username, role string
+	fs := flag.NewFlagSet("useradd", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	commonFlags(fs, e, &c)
+	fs.StringVar(&username, "username", "", "login name (required)")
+	fs.StringVar(&role, "role", "staff", "staff, technician or admin")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if username == "" {
+		return errors.New("-username is required")
+	}
+	r, err := auth.ParseRole(role)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(e.stderr, c.logLevel)
+	if err != nil {
+		return err
+	}
+	pw, err := readPassword(e)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, c, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: log, Params: hashParams(e)})
+	if err != nil {
+		return err
+	}
+	u, err := as.CreateUser(ctx, username, pw, r)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "created user %s (id %d, role %s)\n", u.Username, u.ID, u.Role)
+	return nil
+}
+
+func token(ctx context.Context, args []string, e env) error {
+	var c config
+	var username, name string
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	commonFlags(fs, e, &c)
+	fs.StringVar(&username, "username", "", "owner of the token (required)")
+	fs.StringVar(&name, "name", "automation", "what the token is for")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if username == "" {
+		return errors.New("-username is required")
+	}
+	log, err := newLogger(e.stderr, c.logLevel)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, c, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: log, Params: hashParams(e)})
+	if err != nil {
+		return err
+	}
+	u, err := as.UserByName(ctx, username)
+	if err != nil {
+		return err
+	}
+	iss, err := as.CreateAPIToken(ctx, u.ID, name)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, iss.Token)
+	return nil
+}
+
+func randomPassword() (string, error) {
+	b := make([]byte, 18)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+func serve(ctx context.Context, args []string, e env) error {
+	var c config
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	commonFlags(fs, e, &c)
+	fs.StringVar(&c.mqttURL, "mqtt-url", e.getenv("MQTT_URL"), "MQTT broker URL, e.g. tcp://127.0.0.1:1883 (env MQTT_URL); empty starts the embedded broker")
+	fs.StringVar(&c.httpAddr, "http-addr", envOr(e, "KLUIS_HTTP_ADDR", "127.0.0.1:8080"), "HTTP listen address (env KLUIS_HTTP_ADDR)")
+	fs.StringVar(&c.adminUser, "admin-user", envOr(e, "KLUIS_ADMIN_USER", "admin"), "bootstrap admin created when no admin exists (env KLUIS_ADMIN_USER)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	c.adminPass = e.getenv("KLUIS_ADMIN_PASSWORD")
+	log, err := newLogger(e.stderr, c.logLevel)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, c, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: log, Params: hashParams(e)})
+	if err != nil {
+		return err
+	}
+	if err := bootstrapAdmin(ctx, as, c, e, log); err != nil {
+		return err
+	}
+
+	deps, err := wire(ctx, st, reg, c, e, log)
+	if err != nil {
+		return err
+	}
+	defer deps.close()
+
+	srv, err := api.New(api.Options{
+		Logger:   log,
+		Registry: reg,
+		Pool:     st.Pool(),
+		Auth:     as,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", c.httpAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", c.httpAddr, err)
+	}
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String())
+	if e.onListen != nil {
+		e.onListen(ln.Addr().String())
+	}
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		return fmt.Errorf("http shutdown: %w", err)
+	}
+	return nil
+}
+
+func bootstrapAdmin(ctx context.Context, as *auth.Service, c config, e env, log *slog.Logger) error {
+	pass := c.adminPass
+	generated := false
+	if pass == "" {
+		p, err := randomPassword()
+		if err != nil {
+			return err
+		}
+		pass, generated = p, true
+	}
+	created, err := as.EnsureAdmin(ctx, c.adminUser, pass)
+	if err != nil {
+		return fmt.Errorf("bootstrap admin: %w", err)
+	}
+	if created {
+		log.Info("bootstrap admin created", "username", c.adminUser, "password_generated", generated)
+		if generated {
+			// Shown once, on the terminal only, never through the logger.
+			fmt.Fprintf(e.stderr, "kluis-backend: created admin user %q with password %s (shown once; change it)\n", c.adminUser, pass)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/pgtest"
+)
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func testEnv(vars map[string]string) (env, *syncBuf, *syncBuf) {
+	out, errb := &syncBuf{}, &syncBuf{}
+	return env{
+		stdin: strings.NewReader(""), stdout: out, stderr: errb,
+		getenv: func(k string) string { return vars[k] },
+	}, out, errb
+}
+
+func TestServeBootstrapAndShutdown(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	vars := map[string]string{
+		"DATABASE_URL":             db,
+		"KLUIS_HTTP_ADDR":          "127.0.0.1:0",
+		"KLUIS_INSECURE_FAST_HASH": "1",
+		"KLUIS_LOG_LEVEL":          "warn",
+	}
+	e, _, errb := testEnv(vars)
+	addrc := make(chan string, 1)
+	e.onListen = func(a string) { addrc <- a }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"serve"}, e) }()
+	var addr string
+	select {
+	case addr = <-addrc:
+	case code := <-done:
+		t.Fatalf("serve exited with %d: %s", code, errb.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not start listening")
+	}
+
+	m := regexp.MustCompile(`created admin user "admin" with password (\S+)`).FindStringSubmatch(errb.String())
+	require.NotNil(t, m, errb.String())
+	pass := m[1]
+
+	cl := &http.Client{Timeout: 10 * time.Second}
+	res, err := cl.Get("http://" + addr + "/readyz")
+	require.NoError(t, err)
+	res.Body.Close()
+	assert.Equal(t, 200, res.StatusCode)
+
+	body, _ := json.Marshal(map[string]string{"username": "admin", "password": pass})
+	res, err = cl.Post("http://"+addr+"/api/v1/sessions", "application/json", bytes.NewReader(body))
+	require.NoError(t, err)
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	assert.Equal(t, 201, res.StatusCode, string(b))
+
+	cancel()
+	select {
+	case code := <-done:
+		assert.Equal(t, 0, code, errb.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not shut down")
+	}
+	assert.Equal(t, 1, strings.Count(errb.String(), pass), "the generated password is printed exactly once")
+
+	// A second start finds the admin and prints no password.
+	e2, _, errb2 := testEnv(vars)
+	addrc2 := make(chan string, 1)
+	e2.onListen = func(a string) { addrc2 <- a }
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	done2 := make(chan int, 1)
+	go func() { done2 <- run(ctx2, nil, e2) }()
+	select {
+	case <-addrc2:
+	case code := <-done2:
+		t.Fatalf("second serve exited with %d: %s", code, errb2.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("second serve did not start")
+	}
+	cancel2()
+	<-done2
+	assert.NotContains(t, errb2.String(), "password")
+}
+
+func TestUseraddAndToken(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	vars := map[string]string{"DATABASE_URL": db, "KLUIS_INSECURE_FAST_HASH": "1", "KLUIS_LOG_LEVEL": "warn"}
+	ctx := context.Background()
+
+	e, out, errb := testEnv(vars)
+	e.stdin = strings.NewReader("counter password 1\n")
+	require.Equal(t, 0, run(ctx, []string{"useradd", "-username", "an", "-role", "staff"}, e), errb.String())
+	assert.Contains(t, out.String(), "created user an")
+	assert.NotContains(t, out.String()+errb.String(), "counter password 1")
+
+	e, _, errb = testEnv(vars)
+	e.stdin = strings.NewReader("counter password 1\n")
+	assert.Equal(t, 1, run(ctx, []string{"useradd", "-username", "an"}, e))
+	assert.Contains(t, errb.String(), "already exists")
+
+	e, _, errb = testEnv(vars)
+	assert.Equal(t, 1, run(ctx, []string{"useradd", "-username", "bo", "-role", "root"}, e))
+	assert.Contains(t, errb.String(), "invalid role")
+
+	e, out, errb = testEnv(vars)
+	require.Equal(t, 0, run(ctx, []string{"token", "-username", "an", "-name", "ci"}, e), errb.String())
+	assert.Regexp(t, `^kls_[A-Za-z0-9_-]{43}\n$`, out.String())
+
+	e, _, errb = testEnv(vars)
+	assert.Equal(t, 1, run(ctx, []string{"frobnicate"}, e))
+	assert.Contains(t, errb.String(), "unknown command")
+
+	e, _, errb = testEnv(map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=2"})
+	assert.Equal(t, 1, run(ctx, []string{"migrate"}, e))
+	assert.Contains(t, errb.String(), "open database")
+}

@@ -1,0 +1,29 @@
+// Command kluis-backend is the Kluis central backend: the REST API for
+// staff, technicians and admins, the database migrations and the device
+// link over MQTT.
+//
+//	kluis-backend [serve] [flags]   run the server (default)
+//	kluis-backend migrate [flags]   apply database migrations and exit
+//	kluis-backend useradd -username NAME -role ROLE   create a user (password from KLUIS_NEW_PASSWORD or stdin)
+//	kluis-backend token -username NAME -name LABEL    issue an API token for a user and print it
+//
+// Configuration comes from flags or the environment: DATABASE_URL
+// (-database-url), MQTT_URL (-mqtt-url; empty starts the embedded broker),
+// KLUIS_HTTP_ADDR (-http-addr, default 127.0.0.1:8080), KLUIS_ADMIN_USER and
+// KLUIS_ADMIN_PASSWORD (bootstrap admin created at first start; without a
+// password one is generated and printed once), KLUIS_LOG_LEVEL.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv})
+	stop()
+	os.Exit(code)
+}

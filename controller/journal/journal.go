@@ -25,6 +25,7 @@ const (
 	TypeIntent    = "intent"
 	TypeDone      = "done"
 	TypeUncertain = "uncertain" // an intent resolved as "maybe pulsed"
+	TypeEnd       = "end"       // the operation an intent served is over
 )
 
 // FileName is the journal's name inside its directory.
@@ -122,7 +123,9 @@ type Journal struct {
 	nextSeq uint64
 	records []Record // every live record, in order (replayed + appended)
 	acked   map[string]bool
-	done    map[string]bool
+	done    map[string]bool // done or uncertain
+	unsure  map[string]bool // uncertain
+	ended   map[string]bool
 	events  map[string]bool // event ids present
 	closed  bool
 	wake    chan struct{}
@@ -145,7 +148,7 @@ func Open(o Options) (*Journal, []Record, Recovery, error) {
 		o.Keep = func(Record) bool { return false }
 	}
 	j := &Journal{o: o, log: o.Logger.With("part", "journal"), path: filepath.Join(o.Dir, FileName),
-		nextSeq: 1, acked: map[string]bool{}, done: map[string]bool{}, events: map[string]bool{}, wake: make(chan struct{})}
+		nextSeq: 1, acked: map[string]bool{}, done: map[string]bool{}, unsure: map[string]bool{}, ended: map[string]bool{}, events: map[string]bool{}, wake: make(chan struct{})}
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, nil, Recovery{}, fmt.Errorf("journal: %w", err)
 	}
@@ -328,6 +331,11 @@ func (j *Journal) apply(r Record) {
 		j.acked[r.ID] = true
 	case TypeDone, TypeUncertain:
 		j.done[r.ID] = true
+		if r.Type == TypeUncertain {
+			j.unsure[r.ID] = true
+		}
+	case TypeEnd:
+		j.ended[r.ID] = true
 	case TypeEvent:
 		if r.Event != nil {
 			j.events[r.Event.ID] = true
@@ -460,18 +468,59 @@ func (j *Journal) Changed() <-chan struct{} {
 	return j.wake
 }
 
-// OpenIntents returns pulse intents without done or uncertain, oldest first,
-// with the time they were journaled.
+// Pending is an intent whose operation has not ended.
+type Pending struct {
+	Intent Intent
+	// At is when the intent was journaled.
+	At time.Time
+	// Done: the hardware accepted the command; Uncertain: it may or may
+	// not have been carried out; neither: the daemon stopped between
+	// journaling the intent and hearing back from the hardware.
+	Done, Uncertain bool
+}
+
+// Unfinished returns the intents whose operation has not ended (EndOp),
+// oldest first.
+func (j *Journal) Unfinished() []Pending {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []Pending
+	for _, r := range j.records {
+		if r.Type != TypeIntent || r.Intent == nil {
+			continue
+		}
+		id := fmt.Sprint(r.Intent.ID)
+		if j.ended[id] {
+			continue
+		}
+		out = append(out, Pending{Intent: *r.Intent, At: r.At, Done: j.done[id] && !j.unsure[id], Uncertain: j.unsure[id]})
+	}
+	return out
+}
+
+// OpenIntents returns pulse intents without done or uncertain (and not
+// ended), oldest first.
 func (j *Journal) OpenIntents() []Record {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	var out []Record
 	for _, r := range j.records {
-		if r.Type == TypeIntent && r.Intent != nil && !j.done[fmt.Sprint(r.Intent.ID)] {
-			out = append(out, r)
+		if r.Type == TypeIntent && r.Intent != nil {
+			id := fmt.Sprint(r.Intent.ID)
+			if !j.done[id] && !j.ended[id] {
+				out = append(out, r)
+			}
 		}
 	}
 	return out
+}
+
+// EndOp records that the operation of intent id is over (door closed and
+// the outcome journaled, or given up); the intent leaves the journal at the
+// next compaction.
+func (j *Journal) EndOp(id uint32) error {
+	_, err := j.Append(Record{Type: TypeEnd, ID: fmt.Sprint(id)})
+	return err
 }
 
 // Size returns the file size in bytes.
@@ -487,8 +536,10 @@ func (j *Journal) live(r Record) bool {
 	case TypeEvent:
 		return r.Event != nil && !j.acked[r.Event.ID]
 	case TypeIntent:
-		return r.Intent != nil && !j.done[fmt.Sprint(r.Intent.ID)]
-	case TypeAck, TypeDone, TypeUncertain, TypeMeta:
+		return r.Intent != nil && !j.ended[fmt.Sprint(r.Intent.ID)]
+	case TypeDone, TypeUncertain:
+		return !j.ended[r.ID]
+	case TypeAck, TypeEnd, TypeMeta:
 		return false
 	}
 	return j.o.Keep(r)
@@ -551,12 +602,11 @@ func (j *Journal) Compact() error {
 	old := j.f
 	j.f, j.size = f, size
 	_ = old.Close()
-	j.records = keep
 	j.acked, j.done, j.events = map[string]bool{}, map[string]bool{}, map[string]bool{}
+	j.unsure, j.ended = map[string]bool{}, map[string]bool{}
+	j.records = nil
 	for _, r := range keep {
-		if r.Type == TypeEvent {
-			j.events[r.Event.ID] = true
-		}
+		j.apply(r)
 	}
 	j.log.Info("journal compacted", "records", len(keep), "bytes", size)
 	return nil

@@ -47,8 +47,9 @@ func TestAppendReopenOutboxAck(t *testing.T) {
 	open := j2.OpenIntents()
 	require.Len(t, open, 1)
 	require.Equal(t, in.ID, open[0].Intent.ID)
-	require.NoError(t, j2.EndPulse(in.ID, false))
+	require.NoError(t, j2.EndPulse(in.ID, true))
 	require.Empty(t, j2.OpenIntents())
+	require.True(t, j2.Unfinished()[0].Uncertain)
 	e3, err := j2.AppendEvent(Event{Kind: "alarm"})
 	require.NoError(t, err)
 	require.NotContains(t, []string{e1.ID, e2.ID}, e3.ID, "ids never reused after reopen")
@@ -163,11 +164,18 @@ func TestCompactKeepsLiveRecords(t *testing.T) {
 	for _, r := range recs {
 		types = append(types, r.Type)
 	}
-	require.Equal(t, []string{"meta", "event", "event", "intent", "code_used", "event"}, types)
+	require.Equal(t, []string{"meta", "event", "event", "intent", "intent", "done", "code_used", "event"}, types)
 	out := j2.Outbox()
 	require.Equal(t, []string{ids[8], ids[9], e.ID}, []string{out[0].ID, out[1].ID, out[2].ID})
 	require.Len(t, j2.OpenIntents(), 1)
 	require.Equal(t, openIn.ID, j2.OpenIntents()[0].Intent.ID)
+	un := j2.Unfinished()
+	require.Len(t, un, 2, "a done intent stays until its operation ends")
+	require.False(t, un[0].Done)
+	require.True(t, un[1].Done)
+	require.NoError(t, j2.EndOp(doneIn.ID))
+	require.NoError(t, j2.EndOp(openIn.ID))
+	require.Empty(t, j2.Unfinished())
 	// Sequence numbers continue: no id reuse even if everything was acked.
 	for _, id := range append(ids, e.ID) {
 		require.NoError(t, j2.Ack(id))

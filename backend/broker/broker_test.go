@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,10 +12,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"kluis/backend/broker/mqtttest"
 	"kluis/controller/wire"
 )
 
-const wait = 10 * time.Second
+const wait = mqtttest.Wait
 
 func TestAllowed(t *testing.T) {
 	top := func(dev string, k wire.Kind) string { s, _ := wire.TopicFor(dev, k); return s }
@@ -67,99 +67,21 @@ func start(t *testing.T) (*Broker, *prometheus.Registry) {
 }
 
 func options(addr, clientID, user, pass string) *paho.ClientOptions {
-	return paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(clientID).
-		SetUsername(user).SetPassword(pass).SetAutoReconnect(false).SetConnectRetry(false).
-		SetConnectTimeout(wait).SetProtocolVersion(4)
+	return mqtttest.Options("tcp://"+addr, clientID, user, pass)
 }
 
-func connect(t *testing.T, o *paho.ClientOptions) paho.Client {
-	t.Helper()
-	c := paho.NewClient(o)
-	tok := c.Connect()
-	require.True(t, tok.WaitTimeout(wait), "connect timed out")
-	require.NoError(t, tok.Error())
-	t.Cleanup(func() { c.Disconnect(100) })
-	return c
-}
+var (
+	connect    = mqtttest.Connect
+	connectErr = mqtttest.ConnectErr
+	newInbox   = mqtttest.NewInbox
+)
 
-func connectErr(o *paho.ClientOptions) error {
-	c := paho.NewClient(o)
-	tok := c.Connect()
-	if !tok.WaitTimeout(wait) {
-		return context.DeadlineExceeded
-	}
-	if tok.Error() == nil {
-		c.Disconnect(100)
-	}
-	return tok.Error()
-}
-
-// inbox collects messages of one subscription.
-type inbox struct {
-	mu   sync.Mutex
-	msgs []string // topic + " " + payload
-	ch   chan struct{}
-}
-
-func newInbox() *inbox { return &inbox{ch: make(chan struct{}, 1000)} }
-
-func (in *inbox) handler(_ paho.Client, m paho.Message) {
-	in.mu.Lock()
-	in.msgs = append(in.msgs, m.Topic()+" "+string(m.Payload()))
-	in.mu.Unlock()
-	in.ch <- struct{}{}
-}
-
-func (in *inbox) waitFor(t *testing.T, want string) {
-	t.Helper()
-	deadline := time.After(wait)
-	for {
-		if in.has(want) {
-			return
-		}
-		select {
-		case <-in.ch:
-		case <-deadline:
-			t.Fatalf("never received %q; got %v", want, in.all())
-		}
-	}
-}
-
-func (in *inbox) has(want string) bool {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	for _, m := range in.msgs {
-		if m == want {
-			return true
-		}
-	}
-	return false
-}
-
-func (in *inbox) all() []string {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	return append([]string(nil), in.msgs...)
-}
-
-func subscribe(t *testing.T, c paho.Client, filter string, in *inbox) byte {
-	t.Helper()
-	tok := c.Subscribe(filter, 1, in.handler)
-	require.True(t, tok.WaitTimeout(wait))
-	require.NoError(t, tok.Error())
-	res := tok.(*paho.SubscribeToken).Result() // keyed without any $share/group/ prefix
-	require.Len(t, res, 1)
-	for _, code := range res {
-		return code
-	}
-	return 0
+func subscribe(t *testing.T, c paho.Client, filter string, in *mqtttest.Inbox) byte {
+	return mqtttest.Subscribe(t, c, filter, in)
 }
 
 func publish(t *testing.T, c paho.Client, topic string, qos byte, payload string) {
-	t.Helper()
-	tok := c.Publish(topic, qos, false, payload)
-	require.True(t, tok.WaitTimeout(wait))
-	require.NoError(t, tok.Error())
+	mqtttest.Publish(t, c, topic, qos, false, payload)
 }
 
 func TestDeviceCannotReachAnotherDevice(t *testing.T) {
@@ -186,15 +108,15 @@ func TestDeviceCannotReachAnotherDevice(t *testing.T) {
 	publish(t, devA, "kluis/v1/dev/dev-b/cmd", 0, "forged-cmd")
 	publish(t, devA, "kluis/v1/dev/dev-b/event", 0, "forged-event")
 	publish(t, devA, "kluis/v1/dev/dev-a/event", 1, "own-event")
-	events.waitFor(t, "kluis/v1/dev/dev-a/event own-event")
+	events.WaitFor(t, "kluis/v1/dev/dev-a/event own-event")
 	// Positive control on B's side: the backend's command arrives, after
 	// any forgery that had been routed.
 	publish(t, backend, "kluis/v1/dev/dev-b/cmd", 1, "real-cmd")
-	bCmd.waitFor(t, "kluis/v1/dev/dev-b/cmd real-cmd")
+	bCmd.WaitFor(t, "kluis/v1/dev/dev-b/cmd real-cmd")
 
-	assert.Equal(t, []string{"kluis/v1/dev/dev-b/cmd real-cmd"}, bCmd.all())
-	assert.Equal(t, []string{"kluis/v1/dev/dev-a/event own-event"}, events.all())
-	assert.Empty(t, spy.all())
+	assert.Equal(t, []string{"kluis/v1/dev/dev-b/cmd real-cmd"}, bCmd.All())
+	assert.Equal(t, []string{"kluis/v1/dev/dev-a/event own-event"}, events.All())
+	assert.Empty(t, spy.All())
 	assert.GreaterOrEqual(t, metric(t, reg, "kluis_broker_acl_denied_total", "access", "write"), 2.0)
 
 	// A QoS 1 forgery from an MQTT 3.1.1 client costs the connection.
@@ -206,8 +128,8 @@ func TestDeviceCannotReachAnotherDevice(t *testing.T) {
 	}
 	assert.False(t, devA.IsConnectionOpen())
 	publish(t, backend, "kluis/v1/dev/dev-b/cmd", 1, "real-cmd-2")
-	bCmd.waitFor(t, "kluis/v1/dev/dev-b/cmd real-cmd-2")
-	assert.NotContains(t, bCmd.all(), "kluis/v1/dev/dev-b/cmd forged-qos1")
+	bCmd.WaitFor(t, "kluis/v1/dev/dev-b/cmd real-cmd-2")
+	assert.NotContains(t, bCmd.All(), "kluis/v1/dev/dev-b/cmd forged-qos1")
 }
 
 // metric returns the value of a counter from reg, matching label name=value
@@ -251,12 +173,12 @@ func TestOwnTopicsWork(t *testing.T) {
 	for _, k := range wire.DeviceKinds() {
 		topic, _ := wire.TopicFor("dev-a", k)
 		publish(t, devA, topic, 1, "x")
-		fromDevice.waitFor(t, topic+" x")
+		fromDevice.WaitFor(t, topic+" x")
 	}
 	for _, k := range wire.BackendKinds() {
 		topic, _ := wire.TopicFor("dev-a", k)
 		publish(t, backend, topic, 1, "y")
-		toDevice.waitFor(t, topic+" y")
+		toDevice.WaitFor(t, topic+" y")
 	}
 	assert.True(t, devA.IsConnectionOpen())
 }
@@ -289,6 +211,6 @@ func TestLastWillReachesBackend(t *testing.T) {
 	cl, ok := b.srv.Clients.Get("dev-a")
 	require.True(t, ok)
 	cl.Stop(io.ErrUnexpectedEOF)
-	presence.waitFor(t, "kluis/v1/dev/dev-a/presence gone")
+	presence.WaitFor(t, "kluis/v1/dev/dev-a/presence gone")
 	c.Disconnect(100)
 }

@@ -1,0 +1,203 @@
+// Package mosquittotest runs a private Mosquitto process for a test: a
+// generated configuration in a temporary directory, a free loopback port,
+// optional password and ACL files, and Kill/Start to simulate a broker
+// crash and restart. It never touches the system broker.
+package mosquittotest
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Options describe the broker to run.
+type Options struct {
+	// Config is a mosquitto.conf text. Its listener, password_file,
+	// acl_file, persistence_location, log_dest and user lines are
+	// rewritten for the temporary directory and port; commented lines are
+	// kept as they are. Empty means an anonymous broker without
+	// persistence.
+	Config string
+	// Users are user names and passwords written to the password file
+	// with mosquitto_passwd -b.
+	Users map[string]string
+	// ACL is the acl_file content, if any.
+	ACL string
+}
+
+// Process is one running (or stopped) Mosquitto.
+type Process struct {
+	t    testing.TB
+	dir  string
+	conf string
+	port int
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan error
+}
+
+// Binary is the mosquitto executable looked for.
+const Binary = "mosquitto"
+
+// Start writes the configuration and starts Mosquitto; it fails t when the
+// broker does not listen within 10 s. The process is killed when t ends.
+func Start(t testing.TB, o Options) *Process {
+	t.Helper()
+	if _, err := exec.LookPath(Binary); err != nil {
+		t.Fatalf("mosquittotest: %v", err)
+	}
+	dir := t.TempDir()
+	p := &Process{t: t, dir: dir, port: FreePort(t)}
+	pw := ""
+	if len(o.Users) > 0 {
+		pw = filepath.Join(dir, "passwd")
+		if err := os.WriteFile(pw, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for u, pass := range o.Users {
+			out, err := exec.Command("mosquitto_passwd", "-b", pw, u, pass).CombinedOutput()
+			if err != nil {
+				t.Fatalf("mosquittotest: mosquitto_passwd: %v: %s", err, out)
+			}
+		}
+	}
+	acl := ""
+	if o.ACL != "" {
+		acl = filepath.Join(dir, "acl")
+		if err := os.WriteFile(acl, []byte(o.ACL), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if o.Config == "" {
+		o.Config = "allow_anonymous true\npersistence false\nset_tcp_nodelay true\nlistener 1883 127.0.0.1\n"
+	}
+	p.conf = filepath.Join(dir, "mosquitto.conf")
+	if err := os.WriteFile(p.conf, []byte(adapt(o.Config, dir, p.port, pw, acl)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Kill)
+	p.Start()
+	return p
+}
+
+// adapt rewrites the machine-specific lines of a mosquitto.conf.
+func adapt(conf, dir string, port int, pw, acl string) string {
+	var out []string
+	listener := false
+	sc := bufio.NewScanner(strings.NewReader(conf))
+	for sc.Scan() {
+		line := sc.Text()
+		f := strings.Fields(line)
+		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
+			out = append(out, line)
+			continue
+		}
+		switch f[0] {
+		case "listener":
+			if listener {
+				line = "# (mosquittotest: extra listener dropped) " + line
+			} else {
+				line = fmt.Sprintf("listener %d 127.0.0.1", port)
+				listener = true
+			}
+		case "password_file":
+			line = "password_file " + pw
+		case "acl_file":
+			line = "acl_file " + acl
+		case "persistence_location":
+			line = "persistence_location " + dir + "/"
+		case "log_dest", "user", "pid_file":
+			line = "# (mosquittotest) " + line
+		}
+		out = append(out, line)
+	}
+	out = append(out, "log_dest file "+filepath.Join(dir, "mosquitto.log"))
+	if u, err := user.Current(); err == nil {
+		out = append(out, "user "+u.Username)
+	}
+	return strings.Join(out, "\n") + "\n"
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("mosquittotest: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Addr is "127.0.0.1:port".
+func (p *Process) Addr() string { return fmt.Sprintf("127.0.0.1:%d", p.port) }
+
+// URL is "tcp://127.0.0.1:port" for paho.
+func (p *Process) URL() string { return "tcp://" + p.Addr() }
+
+// Dir is the temporary directory holding configuration, log and
+// persistence.
+func (p *Process) Dir() string { return p.dir }
+
+// Log returns the broker's log so far.
+func (p *Process) Log() string {
+	b, _ := os.ReadFile(filepath.Join(p.dir, "mosquitto.log"))
+	return string(b)
+}
+
+// Start (re)starts the broker on the same port and waits until it listens.
+func (p *Process) Start() {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		return
+	}
+	cmd := exec.Command(Binary, "-c", p.conf)
+	if err := cmd.Start(); err != nil {
+		p.t.Fatalf("mosquittotest: start: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	p.cmd, p.exited = cmd, exited
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", p.Addr(), time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case err := <-exited:
+			p.cmd, p.exited = nil, nil
+			p.t.Fatalf("mosquittotest: mosquitto exited: %v\n%s", err, p.Log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("mosquittotest: not listening on %s after 10 s\n%s", p.Addr(), p.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Kill stops the broker abruptly (SIGKILL, like a crash) and waits for it
+// to exit. Killing a stopped broker does nothing.
+func (p *Process) Kill() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+	p.cmd, p.exited = nil, nil
+}

@@ -1,0 +1,43 @@
+// Package service holds the backend's use cases on documents, sites and
+// devices: the Go API that the REST handlers (backend/api) and the device
+// link (backend/devicelink) call.
+//
+// Every document transition runs in one database transaction that locks the
+// document row, checks the move against the state machine
+// (backend/lifecycle), updates the compartment, writes the document, adds a
+// document_transitions row naming who or what made the move ("user:<id>",
+// "device:<id>" or "system") and appends a hash-chained audit record
+// (backend/audit). Hooks for codes and notifications are called inside
+// (CodeIssuer) or after (Notifier) that transaction.
+//
+// # Compartment choice
+//
+// Reserve picks a free compartment of the document's site (or of one
+// device) whose size is at least the kind's minimum (Options.MinSize:
+// cards S, passports M by default), honouring the holder's wish for a low
+// compartment (height_cm at most Options.LowMaxHeightCM, 120 by default;
+// the wish is strict: a wheelchair user cannot reach a high door). It
+// prefers the smallest fitting size and, for holders without the wish,
+// compartments above the low threshold, keeping low ones free for those who
+// need them. Rows are taken with SELECT ... FOR UPDATE SKIP LOCKED and a
+// unique partial index forbids two documents in one compartment, so
+// concurrent reservations never share one; when nothing fits the caller
+// gets ErrNoCompartment (which is also ErrConflict, HTTP 409). Under heavy
+// contention a compartment held by a transaction that later rolls back is
+// skipped, so a refused reservation may succeed when retried.
+//
+// # Deadlines
+//
+// The pickup deadline is set on load: the end of the N-th calendar day
+// after loading in the site's time zone (Options.PickupDays per kind, 10 by
+// default), stored in UTC. ExpireDue, run periodically, moves loaded and
+// notified documents past their deadline to expired.
+//
+// # Retention
+//
+// Purge erases the holder's personal data (names, birth date, e-mail,
+// mobile, document number) of collected, retrieved and cancelled documents
+// closed longer ago than the retention period. A keyed pseudonym of the
+// number (Options.PseudonymKey) stays, and the audit trail, which only
+// refers to document ids, stays intact.
+package service

@@ -1,0 +1,469 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"kluis/backend/audit"
+	"kluis/backend/lifecycle"
+	"kluis/backend/store"
+)
+
+// RegisterDocument validates and records a new document as registered
+// (audited, with a "register" history row). Errors: a *store.ValidationError
+// (ErrInvalid) naming every bad field, ErrNotFound for an unknown site,
+// ErrConflict when the same kind and number is already being handled.
+func (s *Service) RegisterDocument(ctx context.Context, actor string, n store.NewDocument) (store.Document, error) {
+	if err := checkActor(actor); err != nil {
+		return store.Document{}, err
+	}
+	now := s.clock()
+	if err := n.Validate(now); err != nil {
+		return store.Document{}, err
+	}
+	var out store.Document
+	err := s.st.InTx(ctx, func(tx pgx.Tx) error {
+		d, err := store.InsertDocument(ctx, tx, n, s.pseudonym(n.Kind, n.Number), now)
+		if err != nil {
+			return err
+		}
+		out = d
+		if _, err := store.InsertTransition(ctx, tx, store.Transition{DocumentID: d.ID, At: now,
+			Action: "register", From: "", To: lifecycle.Registered, Actor: actor}); err != nil {
+			return err
+		}
+		_, err = audit.Append(ctx, tx, audit.Entry{At: now, Actor: actor, Action: "document.register",
+			Subject: "document:" + d.ID, Details: map[string]any{"kind": d.Kind, "site": d.SiteID, "to": d.State}})
+		return err
+	})
+	if err != nil {
+		return store.Document{}, err
+	}
+	s.log.Info("document registered", "document", out.ID, "kind", out.Kind, "actor", actor)
+	return out, nil
+}
+
+// GetDocument returns a document or ErrNotFound.
+func (s *Service) GetDocument(ctx context.Context, id string) (store.Document, error) {
+	return store.GetDocument(ctx, s.db, id)
+}
+
+// ListDocuments returns a page of documents matching f, newest first.
+func (s *Service) ListDocuments(ctx context.Context, f store.DocumentFilter) (store.DocumentPage, error) {
+	return store.ListDocuments(ctx, s.db, f)
+}
+
+// History returns a document's transitions, oldest first.
+func (s *Service) History(ctx context.Context, id string) ([]store.Transition, error) {
+	if _, err := store.GetDocument(ctx, s.db, id); err != nil {
+		return nil, err
+	}
+	return store.ListTransitions(ctx, s.db, id)
+}
+
+// DocumentCountsByState counts documents per state (for metrics).
+func (s *Service) DocumentCountsByState(ctx context.Context) (map[string]int, error) {
+	return s.st.DocumentCountsByState(ctx)
+}
+
+// step is the state shared by a transition's apply function.
+type step struct {
+	tx     pgx.Tx
+	now    time.Time
+	actor  string
+	doc    *store.Document
+	comp   store.Compartment // the document's compartment, when it has one
+	secret any
+}
+
+// change describes one transition.
+type change struct {
+	action lifecycle.Action
+	note   string
+	// apply does the side effects inside the transaction and edits st.doc.
+	apply func(ctx context.Context, st *step) error
+	// notify is the notification kind sent after commit ("" for none).
+	notify string
+}
+
+// do runs a transition: lock, check, apply, write, history, audit, commit,
+// notify.
+func (s *Service) do(ctx context.Context, actor, docID string, ch change) (store.Document, error) {
+	if err := checkActor(actor); err != nil {
+		return store.Document{}, err
+	}
+	var out store.Document
+	var st step
+	err := s.st.InTx(ctx, func(tx pgx.Tx) error {
+		doc, err := store.LockDocument(ctx, tx, docID)
+		if err != nil {
+			return err
+		}
+		from := doc.State
+		to, err := lifecycle.Check(from, ch.action)
+		if err != nil {
+			return fmt.Errorf("document %s: %w", doc.ID, err)
+		}
+		st = step{tx: tx, now: s.clock(), actor: actor, doc: &doc}
+		if doc.CompartmentID != 0 && from.Occupies() {
+			if st.comp, err = store.LockCompartment(ctx, tx, doc.CompartmentID); err != nil {
+				return err
+			}
+		}
+		doc.State = to
+		if ch.apply != nil {
+			if err := ch.apply(ctx, &st); err != nil {
+				return err
+			}
+		}
+		if to.Final() {
+			doc.ClosedAt = &st.now
+		}
+		out, err = store.UpdateDocument(ctx, tx, doc, st.now)
+		if err != nil {
+			return err
+		}
+		if _, err := store.InsertTransition(ctx, tx, store.Transition{DocumentID: doc.ID, At: st.now,
+			Action: ch.action, From: from, To: to, Actor: actor, CompartmentID: st.comp.ID, Note: ch.note}); err != nil {
+			return err
+		}
+		details := map[string]any{"from": from, "to": to}
+		if st.comp.ID != 0 {
+			details["device"] = st.comp.DeviceID
+			details["compartment"] = st.comp.Number
+		}
+		if ch.note != "" {
+			details["note"] = ch.note
+		}
+		_, err = audit.Append(ctx, tx, audit.Entry{At: st.now, Actor: actor, Action: "document." + string(ch.action),
+			Subject: "document:" + doc.ID, Details: details})
+		return err
+	})
+	if err != nil {
+		return store.Document{}, err
+	}
+	s.log.Info("document transition", "document", out.ID, "action", ch.action, "state", out.State, "actor", actor)
+	if ch.notify != "" && s.notifier != nil {
+		if err := s.notifier.Notify(ctx, Notification{Kind: ch.notify, Document: out, Compartment: st.comp, Secret: st.secret}); err != nil {
+			s.log.Warn("notification failed", "document", out.ID, "kind", ch.notify, "err", err)
+		}
+	}
+	return out, nil
+}
+
+// setCompartment moves the step's compartment to state to.
+func setCompartment(ctx context.Context, st *step, to store.CompartmentState) error {
+	c, err := store.SetCompartmentState(ctx, st.tx, st.comp.ID, to)
+	if err != nil {
+		return err
+	}
+	st.comp = c
+	return nil
+}
+
+func (s *Service) revoke(ctx context.Context, st *step) error {
+	if s.codes == nil {
+		return nil
+	}
+	if err := s.codes.Revoke(ctx, st.tx, st.doc.ID); err != nil {
+		return fmt.Errorf("service: revoke codes: %w", err)
+	}
+	return nil
+}
+
+func (s *Service) issue(ctx context.Context, st *step) error {
+	if s.codes == nil {
+		return nil
+	}
+	secret, err := s.codes.Issue(ctx, st.tx, *st.doc, st.comp)
+	if err != nil {
+		return fmt.Errorf("service: issue codes: %w", err)
+	}
+	st.secret = secret
+	return nil
+}
+
+// ReserveOptions narrow a reservation.
+type ReserveOptions struct {
+	// DeviceID limits the choice to one device of the document's site.
+	DeviceID string
+}
+
+// Reserve chooses a compartment for a registered document (see the package
+// doc for the rules). ErrNoCompartment (also ErrConflict) when none fits.
+func (s *Service) Reserve(ctx context.Context, actor, docID string, o ReserveOptions) (store.Document, error) {
+	return s.do(ctx, actor, docID, change{action: lifecycle.Reserve, apply: func(ctx context.Context, st *step) error {
+		if o.DeviceID != "" {
+			d, err := store.GetDevice(ctx, st.tx, o.DeviceID)
+			if err != nil {
+				return err
+			}
+			if d.SiteID != st.doc.SiteID {
+				return fmt.Errorf("device %s is not at site %s: %w", d.ID, st.doc.SiteID, ErrInvalid)
+			}
+		}
+		c, err := store.PickCompartment(ctx, st.tx, store.Pick{SiteID: st.doc.SiteID, DeviceID: o.DeviceID,
+			MinSize: s.minSize[st.doc.Kind], Low: st.doc.WantsLow, LowMaxHeightCM: s.lowMax})
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("document %s (%s, size %s or larger%s): %w: %w", st.doc.ID, st.doc.Kind,
+				s.minSize[st.doc.Kind], lowText(st.doc.WantsLow, s.lowMax), ErrNoCompartment, ErrConflict)
+		}
+		if err != nil {
+			return err
+		}
+		st.comp = c
+		if err := setCompartment(ctx, st, store.CompartmentReserved); err != nil {
+			return err
+		}
+		st.doc.DeviceID, st.doc.CompartmentID = c.DeviceID, c.ID
+		return nil
+	}})
+}
+
+func lowText(low bool, max int) string {
+	if !low {
+		return ""
+	}
+	return fmt.Sprintf(", at most %d cm high", max)
+}
+
+// Unreserve gives a reserved document's compartment back; the document is
+// registered again.
+func (s *Service) Unreserve(ctx context.Context, actor, docID string) (store.Document, error) {
+	return s.do(ctx, actor, docID, change{action: lifecycle.Unreserve, apply: func(ctx context.Context, st *step) error {
+		if err := setCompartment(ctx, st, store.CompartmentFree); err != nil {
+			return err
+		}
+		st.doc.DeviceID, st.doc.CompartmentID = "", 0
+		return nil
+	}})
+}
+
+// Load records that a reserved document is in its compartment (door closed
+// with the item present, or confirmed by staff): sets the deadline, issues
+// codes and, after commit, sends NotifyLoaded.
+func (s *Service) Load(ctx context.Context, actor, docID string) (store.Document, error) {
+	return s.do(ctx, actor, docID, s.loadChange(0))
+}
+
+func (s *Service) loadChange(wantCompartment int64) change {
+	return change{action: lifecycle.Load, notify: NotifyLoaded, apply: func(ctx context.Context, st *step) error {
+		if wantCompartment != 0 && st.comp.ID != wantCompartment {
+			return fmt.Errorf("document %s is not reserved in compartment %d: %w", st.doc.ID, wantCompartment, ErrConflict)
+		}
+		if st.comp.State != store.CompartmentReserved {
+			return fmt.Errorf("compartment %d is %s, not reserved: %w", st.comp.Number, st.comp.State, ErrConflict)
+		}
+		if err := setCompartment(ctx, st, store.CompartmentLoaded); err != nil {
+			return err
+		}
+		loc, err := s.location(ctx, st.tx, st.doc.SiteID)
+		if err != nil {
+			return err
+		}
+		deadline := s.Deadline(st.doc.Kind, st.now, loc)
+		st.doc.LoadedAt, st.doc.Deadline = &st.now, &deadline
+		return s.issue(ctx, st)
+	}}
+}
+
+// LoadAt is Load for a device event: the door of compartment number of
+// device closed with an item inside. It loads the document reserved there
+// (ErrNotFound when none).
+func (s *Service) LoadAt(ctx context.Context, actor, deviceID string, number int) (store.Document, error) {
+	c, err := store.CompartmentByNumber(ctx, s.db, deviceID, number)
+	if err != nil {
+		return store.Document{}, err
+	}
+	d, err := store.OccupantOf(ctx, s.db, c.ID)
+	if err != nil {
+		return store.Document{}, err
+	}
+	return s.do(ctx, actor, d.ID, s.loadChange(c.ID))
+}
+
+// MarkNotified records that the holder was told the document is ready.
+func (s *Service) MarkNotified(ctx context.Context, actor, docID string) (store.Document, error) {
+	return s.do(ctx, actor, docID, change{action: lifecycle.Notify, apply: func(_ context.Context, st *step) error {
+		st.doc.NotifiedAt = &st.now
+		return nil
+	}})
+}
+
+// Renotify records a reminder and, after commit, sends NotifyReminder.
+func (s *Service) Renotify(ctx context.Context, actor, docID string) (store.Document, error) {
+	return s.do(ctx, actor, docID, change{action: lifecycle.Renotify, notify: NotifyReminder,
+		apply: func(_ context.Context, st *step) error {
+			st.doc.NotifiedAt = &st.now
+			return nil
+		}})
+}
+
+// Collect records that the holder took the document: frees the compartment,
+// revokes the codes, and sends NotifyCollected after commit.
+func (s *Service) Collect(ctx context.Context, actor, docID string) (store.Document, error) {
+	return s.do(ctx, actor, docID, s.emptyChange(lifecycle.Collect, NotifyCollected, 0))
+}
+
+// CollectAt is Collect for a device event naming the compartment: the
+// document in compartment number of device was taken out.
+func (s *Service) CollectAt(ctx context.Context, actor, deviceID string, number int) (store.Document, error) {
+	c, err := store.CompartmentByNumber(ctx, s.db, deviceID, number)
+	if err != nil {
+		return store.Document{}, err
+	}
+	d, err := store.OccupantOf(ctx, s.db, c.ID)
+	if err != nil {
+		return store.Document{}, err
+	}
+	return s.do(ctx, actor, d.ID, s.emptyChange(lifecycle.Collect, NotifyCollected, c.ID))
+}
+
+// emptyChange is a transition that takes the item out (collect, retrieve).
+func (s *Service) emptyChange(a lifecycle.Action, notify string, wantCompartment int64) change {
+	return change{action: a, notify: notify, apply: func(ctx context.Context, st *step) error {
+		if wantCompartment != 0 && st.comp.ID != wantCompartment {
+			return fmt.Errorf("document %s is not in compartment %d: %w", st.doc.ID, wantCompartment, ErrConflict)
+		}
+		if err := setCompartment(ctx, st, store.CompartmentFree); err != nil {
+			return err
+		}
+		return s.revoke(ctx, st)
+	}}
+}
+
+// Retrieve records that staff took the document back to the counter
+// (expired, or early from loaded or notified): frees the compartment and
+// revokes the codes.
+func (s *Service) Retrieve(ctx context.Context, actor, docID string) (store.Document, error) {
+	return s.do(ctx, actor, docID, s.emptyChange(lifecycle.Retrieve, "", 0))
+}
+
+// Cancel ends a registered or reserved document (a reserved compartment is
+// freed). A loaded document must be retrieved instead.
+func (s *Service) Cancel(ctx context.Context, actor, docID, reason string) (store.Document, error) {
+	if len(reason) > 500 {
+		return store.Document{}, fmt.Errorf("reason longer than 500 bytes: %w", ErrInvalid)
+	}
+	return s.do(ctx, actor, docID, change{action: lifecycle.Cancel, note: reason, apply: func(ctx context.Context, st *step) error {
+		if st.comp.ID != 0 {
+			if err := setCompartment(ctx, st, store.CompartmentFree); err != nil {
+				return err
+			}
+		}
+		return s.revoke(ctx, st)
+	}})
+}
+
+// Reissue revokes a loaded or notified document's codes and issues new
+// ones (same deadline and state); NotifyReissued follows after commit.
+func (s *Service) Reissue(ctx context.Context, actor, docID string) (store.Document, error) {
+	return s.do(ctx, actor, docID, change{action: lifecycle.Reissue, notify: NotifyReissued,
+		apply: func(ctx context.Context, st *step) error {
+			if err := s.revoke(ctx, st); err != nil {
+				return err
+			}
+			return s.issue(ctx, st)
+		}})
+}
+
+// Expire moves one loaded or notified document past its deadline to
+// expired (ErrConflict when the deadline has not passed). The item stays in
+// its compartment until retrieved.
+func (s *Service) Expire(ctx context.Context, actor, docID string) (store.Document, error) {
+	return s.do(ctx, actor, docID, change{action: lifecycle.Expire, notify: NotifyExpired,
+		apply: func(ctx context.Context, st *step) error {
+			if st.doc.Deadline == nil || st.doc.Deadline.After(st.now) {
+				return fmt.Errorf("document %s is not past its deadline: %w", st.doc.ID, ErrConflict)
+			}
+			return s.revoke(ctx, st)
+		}})
+}
+
+// ExpireDue expires every loaded or notified document whose deadline has
+// passed, as "system", and returns how many it expired. Run it
+// periodically; documents that change state meanwhile are skipped.
+func (s *Service) ExpireDue(ctx context.Context) (int, error) {
+	const batch, maxBatches = 200, 500
+	n := 0
+	seen := map[string]bool{}
+	for range maxBatches {
+		ids, err := store.DueForExpiry(ctx, s.db, s.clock(), batch)
+		if err != nil {
+			return n, err
+		}
+		progress := false
+		for _, id := range ids {
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			progress = true
+			_, err := s.Expire(ctx, "system", id)
+			switch {
+			case err == nil:
+				n++
+			case errors.Is(err, ErrForbiddenTransition), errors.Is(err, ErrConflict), errors.Is(err, ErrNotFound):
+				// changed meanwhile
+			default:
+				return n, err
+			}
+		}
+		if len(ids) < batch || !progress {
+			break
+		}
+	}
+	if n > 0 {
+		s.log.Info("documents expired", "count", n)
+	}
+	return n, nil
+}
+
+// Purge erases the personal data of collected, retrieved and cancelled
+// documents closed more than olderThan ago (0: Options.Retention). Each
+// purged document gets an audit record; the audit trail itself holds no
+// personal data. It returns how many documents were purged.
+func (s *Service) Purge(ctx context.Context, olderThan time.Duration) (int, error) {
+	if olderThan == 0 {
+		olderThan = s.retention
+	}
+	if olderThan < 0 {
+		return 0, fmt.Errorf("purge: negative period: %w", ErrInvalid)
+	}
+	now := s.clock()
+	cutoff := now.Add(-olderThan)
+	var n int
+	err := s.st.InTx(ctx, func(tx pgx.Tx) error {
+		ids, err := store.PurgePersonalData(ctx, tx, cutoff, now)
+		if err != nil {
+			return err
+		}
+		n = len(ids)
+		if n == 0 {
+			return nil
+		}
+		if s.purger != nil {
+			if err := s.purger.PurgeDocuments(ctx, tx, ids); err != nil {
+				return fmt.Errorf("service: purge elsewhere: %w", err)
+			}
+		}
+		for _, id := range ids {
+			if _, err := audit.Append(ctx, tx, audit.Entry{At: now, Actor: "system", Action: "document.purge",
+				Subject: "document:" + id, Details: map[string]any{"cutoff": cutoff}}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if n > 0 {
+		s.log.Info("personal data purged", "count", n)
+	}
+	return n, nil
+}

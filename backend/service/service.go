@@ -1,0 +1,241 @@
+package service
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+	_ "time/tzdata" // site time zones work without system tzdata
+
+	"github.com/jackc/pgx/v5"
+
+	"kluis/backend/lifecycle"
+	"kluis/backend/store"
+)
+
+// Errors callers branch on with errors.Is. The first four are the store's
+// and lifecycle's sentinels, repeated here for convenience.
+var (
+	// ErrNotFound: no such document, site, device or compartment (HTTP 404).
+	ErrNotFound = store.ErrNotFound
+	// ErrInvalid: input refused by validation (HTTP 400); often a
+	// *store.ValidationError naming the fields.
+	ErrInvalid = store.ErrInvalid
+	// ErrConflict: the change collides with the current data (HTTP 409).
+	ErrConflict = store.ErrConflict
+	// ErrForbiddenTransition: the lifecycle refuses the action from the
+	// document's state (HTTP 409); the message says what was tried.
+	ErrForbiddenTransition = lifecycle.ErrForbiddenTransition
+	// ErrNoCompartment: no free compartment fits the document. Errors
+	// carrying it also match ErrConflict.
+	ErrNoCompartment = errors.New("no free compartment fits the document")
+)
+
+// Notification kinds passed to Notifier.Notify.
+const (
+	// NotifyLoaded: the document is in its compartment; tell the holder
+	// (Secret holds what CodeIssuer.Issue returned).
+	NotifyLoaded = "loaded"
+	// NotifyReminder: staff asked to remind the holder (renotify).
+	NotifyReminder = "reminder"
+	// NotifyReissued: new codes were issued (Secret holds them).
+	NotifyReissued = "reissued"
+	// NotifyExpired: the deadline passed; the document goes back to the counter.
+	NotifyExpired = "expired"
+	// NotifyCollected: the holder collected the document (a receipt).
+	NotifyCollected = "collected"
+)
+
+// CodeIssuer issues and revokes pickup codes (implemented by backend/codes,
+// H5). Both run inside the transition's transaction; an error rolls the
+// transition back. This interface is a stable contract.
+type CodeIssuer interface {
+	// Issue creates codes for doc in comp, valid until doc.Deadline, and
+	// revokes every earlier code of doc. Called on load and reissue. The
+	// returned secret (e.g. credentials with the clear PIN) is handed to
+	// the Notifier untouched; the service never logs or stores it.
+	Issue(ctx context.Context, tx pgx.Tx, doc store.Document, comp store.Compartment) (secret any, err error)
+	// Revoke invalidates every code of the document. Called on reissue
+	// (before Issue), expire, collect, retrieve and cancel.
+	Revoke(ctx context.Context, tx pgx.Tx, documentID string) error
+}
+
+// Notification is what the Notifier gets after a transition committed.
+type Notification struct {
+	// Kind is one of the Notify* constants.
+	Kind string
+	// Document is the document after the transition.
+	Document store.Document
+	// Compartment is its compartment (zero when none).
+	Compartment store.Compartment
+	// Secret is what CodeIssuer.Issue returned in the same transition (nil
+	// otherwise).
+	Secret any
+}
+
+// Notifier tells holders what happened (implemented by backend/notify, H5).
+// It is called after commit; its error is logged, never undoes the
+// transition. To record that the holder was told, call Service.MarkNotified.
+// This interface is a stable contract.
+type Notifier interface {
+	Notify(ctx context.Context, n Notification) error
+}
+
+// Purger erases personal data other packages keep about documents (e.g.
+// notification recipients), inside the purge transaction.
+type Purger interface {
+	PurgeDocuments(ctx context.Context, tx pgx.Tx, documentIDs []string) error
+}
+
+// Options configure New. Zero values get defaults.
+type Options struct {
+	// Store is the database (required).
+	Store *store.Store
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Clock gives the current time; default time.Now.
+	Clock func() time.Time
+	// PickupDays is the pickup period per kind; missing kinds get 10.
+	PickupDays map[store.DocumentKind]int
+	// MinSize is the smallest compartment per kind; missing kinds get S,
+	// except passports (M).
+	MinSize map[store.DocumentKind]store.Size
+	// LowMaxHeightCM is the highest compartment (cm from the floor) that
+	// counts as low; default 120.
+	LowMaxHeightCM int
+	// Retention is how long personal data of finished documents is kept
+	// (Purge with olderThan 0 uses it); default 30 days.
+	Retention time.Duration
+	// PseudonymKey keys the document-number pseudonym; nil: none kept.
+	PseudonymKey []byte
+	// Codes issues and revokes codes; nil: none.
+	Codes CodeIssuer
+	// Notifier informs holders; nil: none.
+	Notifier Notifier
+	// Purger erases personal data held elsewhere; nil: none.
+	Purger Purger
+}
+
+// Service runs the use cases.
+type Service struct {
+	st         *store.Store
+	db         store.DB
+	log        *slog.Logger
+	now        func() time.Time
+	pickupDays map[store.DocumentKind]int
+	minSize    map[store.DocumentKind]store.Size
+	lowMax     int
+	retention  time.Duration
+	pseudoKey  []byte
+	codes      CodeIssuer
+	notifier   Notifier
+	purger     Purger
+}
+
+// New checks opts, fills defaults and returns a Service.
+func New(opts Options) (*Service, error) {
+	if opts.Store == nil {
+		return nil, fmt.Errorf("service: no store: %w", ErrInvalid)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.LowMaxHeightCM == 0 {
+		opts.LowMaxHeightCM = 120
+	}
+	if opts.LowMaxHeightCM < 0 || opts.LowMaxHeightCM > 300 {
+		return nil, fmt.Errorf("service: LowMaxHeightCM %d out of 0..300: %w", opts.LowMaxHeightCM, ErrInvalid)
+	}
+	if opts.Retention == 0 {
+		opts.Retention = 30 * 24 * time.Hour
+	}
+	if opts.Retention < 0 {
+		return nil, fmt.Errorf("service: negative retention: %w", ErrInvalid)
+	}
+	s := &Service{
+		st: opts.Store, db: opts.Store.Pool(), log: opts.Logger.With("part", "service"), now: opts.Clock,
+		pickupDays: map[store.DocumentKind]int{}, minSize: map[store.DocumentKind]store.Size{},
+		lowMax: opts.LowMaxHeightCM, retention: opts.Retention, pseudoKey: opts.PseudonymKey,
+		codes: opts.Codes, notifier: opts.Notifier, purger: opts.Purger,
+	}
+	for _, k := range store.DocumentKinds() {
+		s.pickupDays[k] = 10
+		s.minSize[k] = store.SizeS
+	}
+	s.minSize[store.Passport] = store.SizeM
+	for k, d := range opts.PickupDays {
+		if !k.Valid() || d < 1 || d > 366 {
+			return nil, fmt.Errorf("service: pickup days %q=%d (want a kind and 1..366): %w", k, d, ErrInvalid)
+		}
+		s.pickupDays[k] = d
+	}
+	for k, z := range opts.MinSize {
+		if !k.Valid() || !z.Valid() {
+			return nil, fmt.Errorf("service: min size %q=%q: %w", k, z, ErrInvalid)
+		}
+		s.minSize[k] = z
+	}
+	return s, nil
+}
+
+// Store returns the underlying store.
+func (s *Service) Store() *store.Store { return s.st }
+
+func (s *Service) clock() time.Time { return s.now().UTC().Truncate(time.Microsecond) }
+
+var actorPattern = regexp.MustCompile(`^(system|user:[A-Za-z0-9._@-]{1,64}|device:[a-z0-9][a-z0-9_-]{0,62})$`)
+
+// ValidActor reports whether a is "system", "user:<id>" or "device:<id>".
+func ValidActor(a string) bool { return actorPattern.MatchString(a) }
+
+func checkActor(a string) error {
+	if !ValidActor(a) {
+		return fmt.Errorf("actor %q: want system, user:<id> or device:<id>: %w", a, ErrInvalid)
+	}
+	return nil
+}
+
+// pseudonym is the keyed pseudonym of a document number, "" without key.
+func (s *Service) pseudonym(kind store.DocumentKind, number string) string {
+	if len(s.pseudoKey) == 0 {
+		return ""
+	}
+	m := hmac.New(sha256.New, s.pseudoKey)
+	m.Write([]byte(string(kind) + "\x00" + number))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// PickupDays returns the pickup period of a kind.
+func (s *Service) PickupDays(k store.DocumentKind) int { return s.pickupDays[k] }
+
+// MinSize returns the smallest compartment size a kind needs.
+func (s *Service) MinSize(k store.DocumentKind) store.Size { return s.minSize[k] }
+
+// Deadline returns the pickup deadline of a document of kind k loaded at
+// loadedAt at a site in loc: the end of the N-th calendar day after
+// loading (i.e. midnight starting day N+1), in UTC.
+func (s *Service) Deadline(k store.DocumentKind, loadedAt time.Time, loc *time.Location) time.Time {
+	l := loadedAt.In(loc)
+	y, m, d := l.Date()
+	return time.Date(y, m, d+s.pickupDays[k]+1, 0, 0, 0, 0, loc).UTC()
+}
+
+func (s *Service) location(ctx context.Context, db store.DB, siteID string) (*time.Location, error) {
+	site, err := store.GetSite(ctx, db, siteID)
+	if err != nil {
+		return nil, err
+	}
+	loc, err := time.LoadLocation(site.TimeZone)
+	if err != nil {
+		return nil, fmt.Errorf("service: site %s time zone %q: %w", siteID, site.TimeZone, err)
+	}
+	return loc, nil
+}

@@ -1,0 +1,151 @@
+package codes
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Key file names inside a key directory. Each holds one line of standard
+// base64: the 32-byte Ed25519 seed, the 32-byte PIN key, and the public key
+// (for devices; not secret).
+const (
+	SigningKeyFile = "signing.key"
+	PINKeyFile     = "pin.key"
+	PublicKeyFile  = "signing.pub"
+)
+
+// Keys are the backend's code secrets.
+type Keys struct {
+	// Signing signs QR tokens.
+	Signing ed25519.PrivateKey
+	// PIN keys the PIN and date-of-birth HMACs.
+	PIN []byte
+}
+
+// Public returns the key devices verify tokens with.
+func (k Keys) Public() ed25519.PublicKey {
+	return k.Signing.Public().(ed25519.PublicKey)
+}
+
+// Validate reports keys of the wrong size.
+func (k Keys) Validate() error {
+	if len(k.Signing) != ed25519.PrivateKeySize {
+		return fmt.Errorf("codes: signing key has %d bytes: %w", len(k.Signing), ErrInvalid)
+	}
+	if len(k.PIN) < 32 {
+		return fmt.Errorf("codes: PIN key has %d bytes, want at least 32: %w", len(k.PIN), ErrInvalid)
+	}
+	return nil
+}
+
+// GenerateKeys makes fresh keys from crypto/rand.
+func GenerateKeys() (Keys, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return Keys{}, fmt.Errorf("codes: generate signing key: %w", err)
+	}
+	pin := make([]byte, 32)
+	if _, err := rand.Read(pin); err != nil {
+		return Keys{}, fmt.Errorf("codes: generate PIN key: %w", err)
+	}
+	return Keys{Signing: priv, PIN: pin}, nil
+}
+
+// LoadKeys reads the keys from dir (see SigningKeyFile, PINKeyFile).
+// It refuses key files readable by group or others.
+func LoadKeys(dir string) (Keys, error) {
+	seed, err := readKeyFile(filepath.Join(dir, SigningKeyFile), ed25519.SeedSize)
+	if err != nil {
+		return Keys{}, err
+	}
+	pin, err := readKeyFile(filepath.Join(dir, PINKeyFile), 32)
+	if err != nil {
+		return Keys{}, err
+	}
+	return Keys{Signing: ed25519.NewKeyFromSeed(seed), PIN: pin}, nil
+}
+
+// LoadOrCreateKeys loads the keys from dir, or, when neither key file
+// exists, generates them and writes them with mode 0600 (for development
+// and first start).
+func LoadOrCreateKeys(dir string) (Keys, error) {
+	_, err1 := os.Stat(filepath.Join(dir, SigningKeyFile))
+	_, err2 := os.Stat(filepath.Join(dir, PINKeyFile))
+	if errors.Is(err1, fs.ErrNotExist) && errors.Is(err2, fs.ErrNotExist) {
+		k, err := GenerateKeys()
+		if err != nil {
+			return Keys{}, err
+		}
+		if err := WriteKeys(dir, k); err != nil {
+			return Keys{}, err
+		}
+		return k, nil
+	}
+	return LoadKeys(dir)
+}
+
+// WriteKeys writes k into dir (created 0700), secrets with mode 0600.
+func WriteKeys(dir string, k Keys) error {
+	if err := k.Validate(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("codes: key directory: %w", err)
+	}
+	files := []struct {
+		name string
+		data []byte
+		mode fs.FileMode
+	}{
+		{SigningKeyFile, k.Signing.Seed(), 0o600},
+		{PINKeyFile, k.PIN, 0o600},
+		{PublicKeyFile, k.Public(), 0o644},
+	}
+	for _, f := range files {
+		p := filepath.Join(dir, f.name)
+		line := base64.StdEncoding.EncodeToString(f.data) + "\n"
+		if err := os.WriteFile(p, []byte(line), f.mode); err != nil {
+			return fmt.Errorf("codes: write %s: %w", p, err)
+		}
+		if err := os.Chmod(p, f.mode); err != nil {
+			return fmt.Errorf("codes: chmod %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// ParsePublicKey decodes a base64 Ed25519 public key (the content of
+// PublicKeyFile), for devices.
+func ParsePublicKey(s string) (ed25519.PublicKey, error) {
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil || len(b) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("codes: public key is not base64 of %d bytes: %w", ed25519.PublicKeySize, ErrInvalid)
+	}
+	return ed25519.PublicKey(b), nil
+}
+
+func readKeyFile(path string, size int) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("codes: key file: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("codes: key file %s has mode %v, want 0600: %w", path, st.Mode().Perm(), ErrInvalid)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("codes: key file: %w", err)
+	}
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw)))
+	if err != nil || len(b) < size || (size == ed25519.SeedSize && len(b) != size) {
+		return nil, fmt.Errorf("codes: key file %s: want base64 of %d bytes: %w", path, size, ErrInvalid)
+	}
+	return b, nil
+}

@@ -1,0 +1,366 @@
+package codes
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"kluis/backend/audit"
+)
+
+// AuditEvent is one audit record the Service asks to append. It never holds
+// a PIN, a token or a date of birth.
+type AuditEvent struct {
+	// Actor is "device:<id>" for attempts, "system" otherwise.
+	Actor string
+	// Action is e.g. "code.issued", "code.denied", "code.used".
+	Action string
+	// Subject is "document:<uuid>" or "device:<id>".
+	Subject string
+	// Details are small non-secret facts (reason, device, code id).
+	Details map[string]any
+}
+
+// AuditFunc appends an audit record inside tx (backend/audit's Append).
+type AuditFunc func(ctx context.Context, tx pgx.Tx, e AuditEvent) error
+
+// LockoutFunc is called after commit when a device's PIN entry gets locked.
+type LockoutFunc func(ctx context.Context, deviceID string, until time.Time)
+
+// Options configure [New].
+type Options struct {
+	// Pool is the database (required).
+	Pool *pgxpool.Pool
+	// Keys sign tokens and key PIN digests (required).
+	Keys Keys
+	// Config is the policy; zero fields get defaults.
+	Config Config
+	// Argon are the offline verifier costs; default DefaultArgonParams.
+	Argon ArgonParams
+	// Clock gives the time; default time.Now.
+	Clock func() time.Time
+	// Rand is the randomness for PINs, code ids and salts; default crypto/rand.
+	Rand io.Reader
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the metrics; nil: not registered.
+	Registerer prometheus.Registerer
+	// Audit appends audit records; nil: the hash-chained backend/audit log.
+	Audit AuditFunc
+	// OnLockout raises the alarm of a device lockout; nil: log only.
+	OnLockout LockoutFunc
+}
+
+// Service issues and verifies codes.
+type Service struct {
+	pool      *pgxpool.Pool
+	keys      Keys
+	cfg       Config
+	argon     ArgonParams
+	now       func() time.Time
+	rand      io.Reader
+	log       *slog.Logger
+	audit     AuditFunc
+	onLockout LockoutFunc
+
+	verified *prometheus.CounterVec
+	issued   prometheus.Counter
+	lockouts prometheus.Counter
+}
+
+// New checks opts and returns a Service.
+func New(opts Options) (*Service, error) {
+	if opts.Pool == nil {
+		return nil, fmt.Errorf("codes: no pool: %w", ErrInvalid)
+	}
+	if err := opts.Keys.Validate(); err != nil {
+		return nil, err
+	}
+	cfg := opts.Config.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Argon == (ArgonParams{}) {
+		opts.Argon = DefaultArgonParams
+	}
+	if err := opts.Argon.validate(); err != nil {
+		return nil, err
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.Rand == nil {
+		opts.Rand = rand.Reader
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Audit == nil {
+		opts.Audit = AuditLog(opts.Clock)
+	}
+	s := &Service{
+		pool: opts.Pool, keys: opts.Keys, cfg: cfg, argon: opts.Argon,
+		now: opts.Clock, rand: opts.Rand, log: opts.Logger.With("part", "codes"),
+		audit: opts.Audit, onLockout: opts.OnLockout,
+		verified: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kluis_codes_verifications_total",
+			Help: "Code verifications by outcome (reason ok or the kiosk-safe denial reason).",
+		}, []string{"reason"}),
+		issued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kluis_codes_issued_total", Help: "Codes issued.",
+		}),
+		lockouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kluis_codes_device_lockouts_total", Help: "Times a device's PIN entry was locked.",
+		}),
+	}
+	if opts.Registerer != nil {
+		for _, c := range []prometheus.Collector{s.verified, s.issued, s.lockouts} {
+			if err := opts.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("codes: register metrics: %w", err)
+			}
+		}
+	}
+	return s, nil
+}
+
+// Config returns the effective policy.
+func (s *Service) Config() Config { return s.cfg }
+
+// PublicKey returns the key devices verify QR tokens with.
+func (s *Service) PublicKey() []byte { return s.keys.Public() }
+
+func (s *Service) clock() time.Time { return s.now().UTC().Truncate(time.Microsecond) }
+
+var deviceIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// Compartment addresses the compartment a code opens.
+type Compartment struct {
+	// ID is compartments.id.
+	ID int64
+	// Number is the 1-based label people see.
+	Number int
+	// Board and Channel are the 0-based hardware address.
+	Board, Channel int
+}
+
+// IssueRequest describes the code to issue.
+type IssueRequest struct {
+	// DocumentID is documents.id (a UUID).
+	DocumentID string
+	// DocumentKind is documents.kind; decides the date-of-birth factor.
+	DocumentKind string
+	// BirthDate is the holder's date of birth ("YYYY-MM-DD"); required when
+	// the kind needs it.
+	BirthDate string
+	// DeviceID is the device holding the document.
+	DeviceID string
+	// Compartment is where the document is.
+	Compartment Compartment
+	// ExpiresAt ends the code's validity (the pickup deadline).
+	ExpiresAt time.Time
+}
+
+// Credentials are what the citizen receives. The PIN exists only here.
+type Credentials struct {
+	// CodeID is the base64url code id (not secret).
+	CodeID string
+	// QRToken is the signed token to render as a QR code.
+	QRToken string
+	// PIN is the numeric code, in clear, for the notification only.
+	PIN string
+	// NeedsDOB tells whether the date of birth is checked with the PIN.
+	NeedsDOB bool
+	// ExpiresAt ends the validity.
+	ExpiresAt time.Time
+}
+
+// ErrTooManyCodes means the device already has the most active codes the
+// security analysis allows.
+var ErrTooManyCodes = errors.New("too many active codes on the device")
+
+// Issue creates a code for a document inside the caller's transaction and
+// revokes every earlier code of that document.
+func (s *Service) Issue(ctx context.Context, tx pgx.Tx, req IssueRequest) (Credentials, error) {
+	now := s.clock()
+	if !deviceIDPattern.MatchString(req.DeviceID) {
+		return Credentials{}, fmt.Errorf("codes: issue: device id %q: %w", req.DeviceID, ErrInvalid)
+	}
+	if req.DocumentID == "" || req.DocumentKind == "" {
+		return Credentials{}, fmt.Errorf("codes: issue: document id and kind are required: %w", ErrInvalid)
+	}
+	if req.Compartment.ID <= 0 || req.Compartment.Number < 1 || req.Compartment.Board < 0 || req.Compartment.Channel < 0 {
+		return Credentials{}, fmt.Errorf("codes: issue: compartment %+v: %w", req.Compartment, ErrInvalid)
+	}
+	exp := req.ExpiresAt.UTC().Truncate(time.Second)
+	if !exp.After(now) || exp.Sub(now) > MaxValidity {
+		return Credentials{}, fmt.Errorf("codes: issue: expiry %s not within %s from now: %w", exp, MaxValidity, ErrInvalid)
+	}
+	needsDOB := s.cfg.NeedsDOB(req.DocumentKind)
+	dob := ""
+	if needsDOB {
+		d, err := ParseBirthDate(req.BirthDate)
+		if err != nil {
+			return Credentials{}, fmt.Errorf("codes: issue: %s needs the date of birth: %w", req.DocumentKind, err)
+		}
+		dob = d
+	}
+	salt, err := s.deviceSalt(ctx, tx, req.DeviceID, now)
+	if err != nil {
+		return Credentials{}, err
+	}
+	if _, err := tx.Exec(ctx, `UPDATE codes SET revoked_at = $2
+		WHERE document_id = $1::uuid AND used_at IS NULL AND revoked_at IS NULL`, req.DocumentID, now); err != nil {
+		return Credentials{}, fmt.Errorf("codes: issue: revoke earlier codes: %w", err)
+	}
+	var active int
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM codes WHERE device_id = $1
+		AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $2`, req.DeviceID, now).Scan(&active); err != nil {
+		return Credentials{}, fmt.Errorf("codes: issue: count active codes: %w", err)
+	}
+	if active >= MaxActiveCodesPerDevice {
+		return Credentials{}, fmt.Errorf("codes: issue: device %s has %d active codes: %w", req.DeviceID, active, ErrTooManyCodes)
+	}
+	id := make([]byte, CodeIDSize)
+	if _, err := io.ReadFull(s.rand, id); err != nil {
+		return Credentials{}, fmt.Errorf("codes: issue: code id: %w", err)
+	}
+	var pin string
+	inserted := false
+	for try := 0; try < 20 && !inserted; try++ {
+		pin, err = GeneratePIN(s.rand, s.cfg.PINDigits)
+		if err != nil {
+			return Credentials{}, err
+		}
+		var dobD []byte
+		if needsDOB {
+			dobD = dobDigest(s.keys.PIN, id, dob)
+		}
+		verifier := offlineVerifier(s.argon, salt, req.DeviceID, pin, dob)
+		err = pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { // savepoint: a PIN collision only undoes this insert
+			_, err := sp.Exec(ctx, `INSERT INTO codes (id, document_id, document_kind, device_id, compartment_id,
+				compartment_number, board, channel, pin_digest, needs_dob, dob_digest, offline_verifier,
+				offline_params, expires_at, created_at)
+				VALUES ($1, $2::uuid, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+				id, req.DocumentID, req.DocumentKind, req.DeviceID, req.Compartment.ID, req.Compartment.Number,
+				req.Compartment.Board, req.Compartment.Channel, PINDigest(s.keys.PIN, req.DeviceID, pin),
+				needsDOB, dobD, verifier, s.argon.String(), exp, now)
+			return err
+		})
+		var pe *pgconn.PgError
+		switch {
+		case err == nil:
+			inserted = true
+		case errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "codes_open_pin_idx":
+			continue
+		default:
+			return Credentials{}, fmt.Errorf("codes: issue: insert: %w", err)
+		}
+	}
+	if !inserted {
+		return Credentials{}, fmt.Errorf("codes: issue: no unique PIN after 20 draws: %w", ErrInvalid)
+	}
+	cid := encodeB64(id)
+	token, err := SignToken(s.keys.Signing, Claims{Version: 1, CodeID: cid, DeviceID: req.DeviceID, Expires: exp.Unix()})
+	if err != nil {
+		return Credentials{}, err
+	}
+	if err := s.appendAudit(ctx, tx, AuditEvent{Action: "code.issued", Subject: "document:" + req.DocumentID, Details: map[string]any{
+		"code_id": cid, "device": req.DeviceID, "expires_at": exp, "needs_dob": needsDOB,
+	}}); err != nil {
+		return Credentials{}, err
+	}
+	s.issued.Inc()
+	s.log.Info("code issued", "document", req.DocumentID, "code_id", cid, "device", req.DeviceID, "expires_at", exp)
+	return Credentials{CodeID: cid, QRToken: token, PIN: pin, NeedsDOB: needsDOB, ExpiresAt: exp}, nil
+}
+
+// Revoke revokes every open code of a document (collected elsewhere,
+// cancelled, returned to the counter) inside the caller's transaction and
+// returns how many it revoked.
+func (s *Service) Revoke(ctx context.Context, tx pgx.Tx, documentID string) (int, error) {
+	tag, err := tx.Exec(ctx, `UPDATE codes SET revoked_at = $2
+		WHERE document_id = $1::uuid AND used_at IS NULL AND revoked_at IS NULL`, documentID, s.clock())
+	if err != nil {
+		return 0, fmt.Errorf("codes: revoke: %w", err)
+	}
+	n := int(tag.RowsAffected())
+	if n > 0 {
+		if err := s.appendAudit(ctx, tx, AuditEvent{Action: "code.revoked", Subject: "document:" + documentID,
+			Details: map[string]any{"count": n}}); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}
+
+func (s *Service) deviceSalt(ctx context.Context, tx pgx.Tx, deviceID string, now time.Time) ([]byte, error) {
+	salt := make([]byte, 16)
+	if _, err := io.ReadFull(s.rand, salt); err != nil {
+		return nil, fmt.Errorf("codes: device salt: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO code_devices (device_id, offline_salt, created_at)
+		VALUES ($1, $2, $3) ON CONFLICT (device_id) DO NOTHING`, deviceID, salt, now); err != nil {
+		return nil, fmt.Errorf("codes: device %s: %w", deviceID, err)
+	}
+	if err := tx.QueryRow(ctx, `SELECT offline_salt FROM code_devices WHERE device_id = $1`, deviceID).Scan(&salt); err != nil {
+		return nil, fmt.Errorf("codes: device salt: %w", err)
+	}
+	return salt, nil
+}
+
+// AuditLog is the AuditFunc writing to backend/audit's hash-chained log
+// with times from clock.
+func AuditLog(clock func() time.Time) AuditFunc {
+	return func(ctx context.Context, tx pgx.Tx, e AuditEvent) error {
+		if e.Actor == "" {
+			e.Actor = "system"
+		}
+		_, err := audit.Append(ctx, tx, audit.Entry{At: clock(), Actor: e.Actor, Action: e.Action,
+			Subject: e.Subject, Details: e.Details})
+		return err
+	}
+}
+
+func (s *Service) appendAudit(ctx context.Context, tx pgx.Tx, e AuditEvent) error {
+	if s.audit == nil {
+		return nil
+	}
+	if err := s.audit(ctx, tx, e); err != nil {
+		return fmt.Errorf("codes: audit %s: %w", e.Action, err)
+	}
+	return nil
+}
+
+// sameDigest compares two digests in constant time.
+func sameDigest(a, b []byte) bool { return hmac.Equal(a, b) }
+
+// RevokeDevice revokes every open code of a device (stolen or compromised
+// device) inside the caller's transaction and returns the ids of the
+// documents whose codes must be re-issued.
+func (s *Service) RevokeDevice(ctx context.Context, tx pgx.Tx, deviceID string) ([]string, error) {
+	rows, err := tx.Query(ctx, `UPDATE codes SET revoked_at = $2
+		WHERE device_id = $1 AND used_at IS NULL AND revoked_at IS NULL RETURNING document_id::text`, deviceID, s.clock())
+	if err != nil {
+		return nil, fmt.Errorf("codes: revoke device: %w", err)
+	}
+	docs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("codes: revoke device: %w", err)
+	}
+	if err := s.appendAudit(ctx, tx, AuditEvent{Action: "code.device_revoked", Subject: "device:" + deviceID,
+		Details: map[string]any{"device": deviceID, "count": len(docs)}}); err != nil {
+		return nil, err
+	}
+	return docs, nil
+}

@@ -1,0 +1,433 @@
+package codes
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/audit"
+	"kluis/backend/store/storetest"
+)
+
+// fixture is a migrated database with one site, two devices (l1 with 48
+// compartments, l2 with 2) and a Service on a fake clock.
+type fixture struct {
+	t       *testing.T
+	pool    *pgxpool.Pool
+	svc     *Service
+	clock   *storetest.Clock
+	reg     *prometheus.Registry
+	keys    Keys
+	mu      sync.Mutex
+	lockout []string
+}
+
+var t0 = time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
+
+// testArgon keeps the offline verifiers cheap under -race.
+var testArgon = ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	st := storetest.New(t)
+	f := &fixture{t: t, pool: st.Pool(), clock: storetest.NewClock(t0), reg: prometheus.NewRegistry()}
+	ctx := context.Background()
+	_, err := f.pool.Exec(ctx, `INSERT INTO sites (id, name, address, created_at) VALUES ('kortrijk', 'Stadhuis Kortrijk', 'Grote Markt 54, 8500 Kortrijk', now());
+		INSERT INTO devices (id, site_id, kind, created_at) VALUES ('l1', 'kortrijk', 'locker', now()), ('l2', 'kortrijk', 'locker', now());
+		INSERT INTO compartments (device_id, number, board, channel, size, height_cm)
+			SELECT 'l1', n, (n-1)/16, (n-1)%16, 'M', 30 FROM generate_series(1, 48) n;
+		INSERT INTO compartments (device_id, number, board, channel, size, height_cm) VALUES ('l2', 1, 0, 0, 'S', 20), ('l2', 2, 0, 1, 'S', 20);`)
+	require.NoError(t, err)
+	f.keys, err = GenerateKeys()
+	require.NoError(t, err)
+	f.svc, err = New(Options{
+		Pool: f.pool, Keys: f.keys, Argon: testArgon, Clock: f.clock.Now, Registerer: f.reg,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnLockout: func(_ context.Context, dev string, _ time.Time) {
+			f.mu.Lock()
+			f.lockout = append(f.lockout, dev)
+			f.mu.Unlock()
+		},
+	})
+	require.NoError(t, err)
+	return f
+}
+
+// document inserts a document of kind in compartment number n of device dev
+// and returns its id and the compartment.
+func (f *fixture) document(kind, dev string, n int) (string, Compartment) {
+	f.t.Helper()
+	ctx := context.Background()
+	var c Compartment
+	require.NoError(f.t, f.pool.QueryRow(ctx, `SELECT id, number, board, channel FROM compartments WHERE device_id = $1 AND number = $2`,
+		dev, n).Scan(&c.ID, &c.Number, &c.Board, &c.Channel))
+	var id string
+	require.NoError(f.t, f.pool.QueryRow(ctx, `INSERT INTO documents (kind, holder_first_name, holder_birth_date, language, site_id,
+		state, device_id, compartment_id, created_at, updated_at)
+		VALUES ($1, 'An', '1990-02-28', 'nl', 'kortrijk', 'loaded', $2, $3, now(), now()) RETURNING id::text`, kind, dev, c.ID).Scan(&id))
+	return id, c
+}
+
+func (f *fixture) issue(kind, dev string, n int) (string, Compartment, Credentials) {
+	f.t.Helper()
+	id, c := f.document(kind, dev, n)
+	var cr Credentials
+	err := pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error {
+		var err error
+		cr, err = f.svc.Issue(context.Background(), tx, IssueRequest{DocumentID: id, DocumentKind: kind, BirthDate: "1990-02-28",
+			DeviceID: dev, Compartment: c, ExpiresAt: f.clock.Now().Add(7 * 24 * time.Hour)})
+		return err
+	})
+	require.NoError(f.t, err)
+	return id, c, cr
+}
+
+func (f *fixture) verify(a Attempt) (Result, error) {
+	return f.svc.Verify(context.Background(), a)
+}
+
+func wrongPIN(pin string) string {
+	b := []byte(pin)
+	b[0] = '0' + (b[0]-'0'+1)%10
+	return string(b)
+}
+
+func TestIssueAndVerifyQR(t *testing.T) {
+	f := newFixture(t)
+	doc, c, cr := f.issue("driving_licence", "l1", 3)
+	require.Len(t, cr.PIN, PINDigits)
+	require.False(t, cr.NeedsDOB)
+	claims, err := VerifyToken(f.keys.Public(), cr.QRToken, "l1", f.clock.Now())
+	require.NoError(t, err, "the device can check the token offline")
+	require.Equal(t, cr.CodeID, claims.CodeID)
+
+	_, err = f.verify(Attempt{DeviceID: "l2", QRToken: cr.QRToken})
+	require.ErrorIs(t, err, ErrWrongDevice)
+
+	res, err := f.verify(Attempt{DeviceID: "l1", QRToken: cr.QRToken})
+	require.NoError(t, err)
+	require.Equal(t, doc, res.DocumentID)
+	require.Equal(t, c.ID, res.CompartmentID)
+	require.Equal(t, 3, res.CompartmentNumber)
+	require.Equal(t, 0, res.Board)
+	require.Equal(t, 2, res.Channel)
+
+	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: cr.QRToken})
+	require.ErrorIs(t, err, ErrAlreadyCollected, "single use")
+	_, err = f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "2000-01-01"})
+	require.ErrorIs(t, err, ErrAlreadyCollected, "the PIN of a used code is used too")
+
+	require.Equal(t, 1.0, testutil.ToFloat64(f.svc.verified.WithLabelValues("ok")))
+	require.Equal(t, 1.0, testutil.ToFloat64(f.svc.verified.WithLabelValues("wrong_device")))
+	require.Equal(t, 2.0, testutil.ToFloat64(f.svc.verified.WithLabelValues("already_collected")))
+
+	// Nothing secret in the stored rows or the audit trail.
+	var dump string
+	require.NoError(t, f.pool.QueryRow(context.Background(), `SELECT coalesce(string_agg(row_to_json(c)::text, ''), '') FROM codes c`).Scan(&dump))
+	require.NotContains(t, dump, cr.PIN)
+	recs, err := audit.List(context.Background(), f.pool, audit.ListOptions{})
+	require.NoError(t, err)
+	require.NotEmpty(t, recs)
+	actions := map[string]int{}
+	for _, r := range recs {
+		actions[r.Action]++
+		require.NotContains(t, string(r.Details), cr.PIN)
+		require.NotContains(t, string(r.Details), cr.QRToken)
+	}
+	require.Equal(t, 1, actions["code.issued"])
+	require.Equal(t, 1, actions["code.used"])
+	require.Equal(t, 3, actions["code.denied"])
+	rep, err := audit.Verify(context.Background(), f.pool)
+	require.NoError(t, err)
+	require.True(t, rep.OK())
+}
+
+func TestPINWithDateOfBirth(t *testing.T) {
+	f := newFixture(t)
+	_, _, cr := f.issue("eid", "l1", 1)
+	require.True(t, cr.NeedsDOB)
+
+	// Any well-formed PIN without a date is asked for the date: existing or not.
+	_, err := f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN})
+	require.ErrorIs(t, err, ErrSecondFactorRequired)
+	_, err = f.verify(Attempt{DeviceID: "l1", PIN: wrongPIN(cr.PIN)})
+	require.ErrorIs(t, err, ErrSecondFactorRequired)
+	_, err = f.verify(Attempt{DeviceID: "l1", PIN: "12"})
+	require.ErrorIs(t, err, ErrWrongCode, "a malformed PIN is just wrong")
+
+	_, err = f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1990-02-27"})
+	require.ErrorIs(t, err, ErrWrongCode, "a wrong date looks like a wrong PIN")
+	f.clock.Add(DeviceWindow) // keep clear of the device burst limit
+	res, err := f.verify(Attempt{DeviceID: "l1", PIN: FormatPIN(cr.PIN), BirthDate: "1990-02-28"})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.CompartmentNumber)
+}
+
+func TestCodeLocksAfterWrongDates(t *testing.T) {
+	f := newFixture(t)
+	_, _, cr := f.issue("passport", "l1", 1)
+	for i := 0; i < CodeMaxFailures; i++ {
+		_, err := f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1980-01-01"})
+		require.ErrorIs(t, err, ErrWrongCode)
+		f.clock.Add(DeviceWindow + time.Second)
+	}
+	_, err := f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1990-02-28"})
+	require.ErrorIs(t, err, ErrCodeLocked)
+	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: cr.QRToken})
+	require.ErrorIs(t, err, ErrCodeLocked, "a locked code needs a re-issue")
+	entries, err := f.svc.OfflineBundle(context.Background(), "l1")
+	require.NoError(t, err)
+	require.Empty(t, entries, "locked codes are not shipped to the device")
+}
+
+func TestReissueRevokesEarlierCodes(t *testing.T) {
+	f := newFixture(t)
+	doc, c, old := f.issue("driving_licence", "l2", 1)
+	var fresh Credentials
+	require.NoError(t, pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error {
+		var err error
+		fresh, err = f.svc.Issue(context.Background(), tx, IssueRequest{DocumentID: doc, DocumentKind: "driving_licence",
+			DeviceID: "l2", Compartment: c, ExpiresAt: t0.Add(48 * time.Hour)})
+		return err
+	}))
+	_, err := f.verify(Attempt{DeviceID: "l2", QRToken: old.QRToken})
+	require.ErrorIs(t, err, ErrWrongCode)
+	_, err = f.verify(Attempt{DeviceID: "l2", PIN: old.PIN, BirthDate: "1990-02-28"})
+	if old.PIN != fresh.PIN {
+		require.ErrorIs(t, err, ErrWrongCode)
+	}
+	_, err = f.verify(Attempt{DeviceID: "l2", QRToken: fresh.QRToken})
+	require.NoError(t, err)
+
+	// Revoke (returned to the counter) kills the remaining code.
+	doc2, _, cr2 := f.issue("driving_licence", "l2", 2)
+	require.NoError(t, pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error {
+		n, err := f.svc.Revoke(context.Background(), tx, doc2)
+		require.Equal(t, 1, n)
+		return err
+	}))
+	_, err = f.verify(Attempt{DeviceID: "l2", QRToken: cr2.QRToken})
+	require.ErrorIs(t, err, ErrWrongCode)
+
+	// A stolen device: every open code goes, the documents come back for re-issue.
+	doc3, _, cr3 := f.issue("eid", "l1", 1)
+	var docs []string
+	require.NoError(t, pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error {
+		var err error
+		docs, err = f.svc.RevokeDevice(context.Background(), tx, "l1")
+		return err
+	}))
+	require.Equal(t, []string{doc3}, docs)
+	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: cr3.QRToken})
+	require.ErrorIs(t, err, ErrWrongCode)
+	entries, err := f.svc.OfflineBundle(context.Background(), "l1")
+	require.NoError(t, err)
+	require.Empty(t, entries)
+}
+
+func TestExpiry(t *testing.T) {
+	f := newFixture(t)
+	_, _, cr := f.issue("driving_licence", "l1", 5)
+	f.clock.Add(7*24*time.Hour + time.Second)
+	_, err := f.verify(Attempt{DeviceID: "l1", QRToken: cr.QRToken})
+	require.ErrorIs(t, err, ErrExpired)
+	_, err = f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1990-02-28"})
+	require.ErrorIs(t, err, ErrExpired)
+}
+
+func TestIssueRefusesBadInput(t *testing.T) {
+	f := newFixture(t)
+	doc, c := f.document("eid", "l1", 9)
+	good := IssueRequest{DocumentID: doc, DocumentKind: "eid", BirthDate: "1990-02-28", DeviceID: "l1", Compartment: c, ExpiresAt: t0.Add(time.Hour)}
+	bad := []func(r *IssueRequest){
+		func(r *IssueRequest) { r.BirthDate = "" },
+		func(r *IssueRequest) { r.DeviceID = "L 1" },
+		func(r *IssueRequest) { r.ExpiresAt = t0.Add(-time.Hour) },
+		func(r *IssueRequest) { r.ExpiresAt = t0.Add(MaxValidity + time.Hour) },
+		func(r *IssueRequest) { r.Compartment.Number = 0 },
+		func(r *IssueRequest) { r.DocumentID = "" },
+	}
+	for i, mut := range bad {
+		r := good
+		mut(&r)
+		err := pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error {
+			_, err := f.svc.Issue(context.Background(), tx, r)
+			return err
+		})
+		require.ErrorIs(t, err, ErrInvalid, "case %d", i)
+	}
+	_, err := f.verify(Attempt{DeviceID: "l1", QRToken: "K1.x.y", PIN: "123456789"})
+	require.ErrorIs(t, err, ErrInvalid)
+	_, err = f.verify(Attempt{DeviceID: "", PIN: "123456789"})
+	require.ErrorIs(t, err, ErrInvalid)
+	_, err = f.verify(Attempt{DeviceID: "nosuch", PIN: "123456789", BirthDate: "1990-01-01"})
+	require.ErrorIs(t, err, ErrWrongCode)
+}
+
+// The per-device limit refuses the next attempt even with the right PIN and
+// date, leaves QR codes working, and lifts after the lockout.
+func TestDeviceBurstLockout(t *testing.T) {
+	f := newFixture(t)
+	_, _, cr := f.issue("eid", "l1", 1)
+	_, _, qr := f.issue("driving_licence", "l1", 2)
+	for i := 0; i < DeviceMaxFailures; i++ {
+		_, err := f.verify(Attempt{DeviceID: "l1", PIN: wrongPIN(cr.PIN), BirthDate: "1990-02-28"})
+		require.ErrorIs(t, err, ErrWrongCode)
+		f.clock.Add(time.Minute)
+	}
+	f.mu.Lock()
+	require.Equal(t, []string{"l1"}, f.lockout, "the alarm fires once")
+	f.mu.Unlock()
+	_, err := f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1990-02-28"})
+	require.ErrorIs(t, err, ErrDeviceLockedOut)
+	var d *Denial
+	require.True(t, errors.As(err, &d))
+	require.False(t, d.LockedUntil.IsZero())
+	until, err := f.svc.LockedUntil(context.Background(), "l1")
+	require.NoError(t, err)
+	require.Equal(t, d.LockedUntil, until)
+
+	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: qr.QRToken})
+	require.NoError(t, err, "QR codes still work during a PIN lockout")
+	_, err = f.verify(Attempt{DeviceID: "l2", PIN: wrongPIN(cr.PIN), BirthDate: "1990-02-28"})
+	require.ErrorIs(t, err, ErrWrongCode, "other devices are not locked")
+
+	f.clock.Set(until)
+	_, err = f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1990-02-28"})
+	require.NoError(t, err)
+	require.Equal(t, 1.0, testutil.ToFloat64(f.svc.lockouts))
+
+	recs, err := audit.List(context.Background(), f.pool, audit.ListOptions{Subject: "device:l1"})
+	require.NoError(t, err)
+	var locked int
+	for _, r := range recs {
+		if r.Action == "device.pin_locked" {
+			locked++
+		}
+	}
+	require.Equal(t, 1, locked)
+}
+
+// The daily cap holds even when failures are spread to dodge the burst
+// limit, and staff cannot lift it.
+func TestDeviceDailyCap(t *testing.T) {
+	f := newFixture(t)
+	_, _, cr := f.issue("eid", "l1", 1)
+	first := f.clock.Now()
+	for i := 0; i < DailyMaxFailures; i++ {
+		_, err := f.verify(Attempt{DeviceID: "l1", PIN: wrongPIN(cr.PIN), BirthDate: "1990-02-28"})
+		require.ErrorIs(t, err, ErrWrongCode, "failure %d", i+1)
+		f.clock.Add(DeviceWindow + time.Second)
+	}
+	require.NoError(t, pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error {
+		return f.svc.ClearBurstLock(context.Background(), tx, "l1", "user:1")
+	}))
+	_, err := f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1990-02-28"})
+	require.ErrorIs(t, err, ErrDeviceLockedOut)
+	f.clock.Set(first.Add(DailyWindow))
+	_, err = f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1990-02-28"})
+	require.NoError(t, err)
+}
+
+func TestConcurrentVerifyOneWinner(t *testing.T) {
+	f := newFixture(t)
+	_, _, cr := f.issue("driving_licence", "l1", 7)
+	const n = 8
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		wins int
+		errs []error
+	)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := f.verify(Attempt{DeviceID: "l1", QRToken: cr.QRToken})
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				wins++
+			} else {
+				errs = append(errs, err)
+			}
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, 1, wins)
+	for _, err := range errs {
+		require.ErrorIs(t, err, ErrAlreadyCollected)
+	}
+}
+
+func TestMaxActiveCodesAndUniquePINs(t *testing.T) {
+	f := newFixture(t)
+	pins := map[string]bool{}
+	for n := 1; n <= MaxActiveCodesPerDevice; n++ {
+		_, _, cr := f.issue("driving_licence", "l1", n)
+		require.False(t, pins[cr.PIN])
+		pins[cr.PIN] = true
+	}
+	doc, c := f.document("driving_licence", "l2", 1)
+	_, err := f.svc.Issue(context.Background(), nil, IssueRequest{}) // validation comes first: no tx needed
+	require.ErrorIs(t, err, ErrInvalid)
+	// One more code on l1 is refused: the bound assumes at most 48.
+	err = pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error {
+		_, err := f.svc.Issue(context.Background(), tx, IssueRequest{DocumentID: doc, DocumentKind: "driving_licence",
+			DeviceID: "l1", Compartment: Compartment{ID: c.ID, Number: 49, Board: 3, Channel: 0}, ExpiresAt: t0.Add(time.Hour)})
+		return err
+	})
+	require.ErrorIs(t, err, ErrTooManyCodes)
+}
+
+func TestOfflineBundle(t *testing.T) {
+	f := newFixture(t)
+	docA, _, a := f.issue("kids_id", "l1", 1)
+	_, _, b := f.issue("driving_licence", "l1", 2)
+	_, _, used := f.issue("driving_licence", "l1", 3)
+	_, err := f.verify(Attempt{DeviceID: "l1", QRToken: used.QRToken})
+	require.NoError(t, err)
+	entries, err := f.svc.OfflineBundle(context.Background(), "l1")
+	require.NoError(t, err)
+	require.Len(t, entries, 2)
+	raw, err := json.Marshal(entries)
+	require.NoError(t, err)
+	require.NotContains(t, string(raw), a.PIN)
+	require.NotContains(t, string(raw), b.PIN)
+
+	now := f.clock.Now()
+	e, err := VerifyOffline(entries, OfflineAttempt{DeviceID: "l1", PIN: a.PIN, BirthDate: "1990-02-28"}, now)
+	require.NoError(t, err)
+	require.Equal(t, docA, e.DocumentID)
+	require.Equal(t, a.CodeID, e.CodeID)
+	require.True(t, e.NeedsDOB)
+	_, err = VerifyOffline(entries, OfflineAttempt{DeviceID: "l1", PIN: a.PIN, BirthDate: "1990-02-27"}, now)
+	require.ErrorIs(t, err, ErrWrongCode)
+	_, err = VerifyOffline(entries, OfflineAttempt{DeviceID: "l1", PIN: a.PIN}, now)
+	require.ErrorIs(t, err, ErrSecondFactorRequired)
+	e, err = VerifyOffline(entries, OfflineAttempt{DeviceID: "l1", PIN: b.PIN, BirthDate: "2001-01-01"}, now)
+	require.NoError(t, err, "no date check for a driving licence")
+	require.Equal(t, 2, e.CompartmentNumber)
+	_, err = VerifyOffline(entries, OfflineAttempt{DeviceID: "l2", PIN: b.PIN, BirthDate: "2001-01-01"}, now)
+	require.ErrorIs(t, err, ErrWrongCode, "verifiers are bound to the device")
+	_, err = VerifyOffline(entries, OfflineAttempt{DeviceID: "l1", PIN: b.PIN, BirthDate: "2001-01-01"}, now.Add(8*24*time.Hour))
+	require.ErrorIs(t, err, ErrExpired)
+	_, err = VerifyOffline(entries, OfflineAttempt{DeviceID: "l1", PIN: "x", BirthDate: "2001-01-01"}, now)
+	require.ErrorIs(t, err, ErrWrongCode)
+
+	_, err = f.svc.OfflineBundle(context.Background(), "Bad Id")
+	require.ErrorIs(t, err, ErrInvalid)
+	require.True(t, strings.HasPrefix(testArgon.String(), "t=1"))
+}

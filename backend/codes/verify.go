@@ -1,0 +1,366 @@
+package codes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Attempt is one code entry at a kiosk: a QR token or a PIN (with the date
+// of birth).
+type Attempt struct {
+	// DeviceID is the device the code is presented at.
+	DeviceID string
+	// QRToken is the scanned token; empty for a PIN attempt.
+	QRToken string
+	// PIN as typed; empty for a QR attempt.
+	PIN string
+	// BirthDate ("YYYY-MM-DD") is asked with every PIN.
+	BirthDate string
+}
+
+// Result tells the device which compartment to open.
+type Result struct {
+	// CodeID is the base64url code id.
+	CodeID string
+	// DocumentID is the released document.
+	DocumentID string
+	// DeviceID is the device.
+	DeviceID string
+	// CompartmentID, CompartmentNumber, Board and Channel address the compartment.
+	CompartmentID     int64
+	CompartmentNumber int
+	Board             int
+	Channel           int
+	// UsedAt is when the code was consumed.
+	UsedAt time.Time
+}
+
+// Denial is the error Verify returns for a refused attempt: a sentinel
+// (errors.Is) plus, for a device lockout, until when.
+type Denial struct {
+	// Err is the sentinel.
+	Err error
+	// LockedUntil is set with ErrDeviceLockedOut.
+	LockedUntil time.Time
+}
+
+// Error implements error.
+func (d *Denial) Error() string { return "codes: denied: " + d.Err.Error() }
+
+// Unwrap returns the sentinel.
+func (d *Denial) Unwrap() error { return d.Err }
+
+type codeRow struct {
+	id                []byte
+	documentID        string
+	deviceID          string
+	compartmentID     int64
+	compartmentNumber int
+	board, channel    int
+	needsDOB          bool
+	dobDigest         []byte
+	expiresAt         time.Time
+	usedAt, revokedAt *time.Time
+	lockedAt          *time.Time
+	failed            int
+}
+
+const codeColumns = `id, document_id::text, device_id, compartment_id, compartment_number, board, channel,
+	needs_dob, dob_digest, expires_at, used_at, revoked_at, locked_at, failed_attempts`
+
+func scanCode(row pgx.Row) (codeRow, error) {
+	var c codeRow
+	err := row.Scan(&c.id, &c.documentID, &c.deviceID, &c.compartmentID, &c.compartmentNumber, &c.board,
+		&c.channel, &c.needsDOB, &c.dobDigest, &c.expiresAt, &c.usedAt, &c.revokedAt, &c.lockedAt, &c.failed)
+	return c, err
+}
+
+// outcome is what one attempt did, decided inside the transaction.
+type outcome struct {
+	err       error // sentinel, nil on success
+	counted   bool  // counts against the device's PIN limits
+	codeFail  bool  // counts against the code (wrong date of birth)
+	code      *codeRow
+	lockUntil time.Time // PIN entry locked until then
+	started   bool      // this attempt started the lockout
+}
+
+// Verify checks an attempt, and on success marks the code used, atomically:
+// of concurrent verifications of one code exactly one succeeds. A refusal is
+// a *Denial wrapping one of ErrWrongCode, ErrWrongDevice, ErrExpired,
+// ErrAlreadyCollected, ErrCodeLocked, ErrDeviceLockedOut,
+// ErrSecondFactorRequired (map with [Reason]); every refusal is recorded and
+// audited. Other errors are infrastructure failures.
+func (s *Service) Verify(ctx context.Context, a Attempt) (Result, error) {
+	res, err := s.verify(ctx, a)
+	s.verified.WithLabelValues(Reason(err)).Inc()
+	return res, err
+}
+
+func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
+	if !deviceIDPattern.MatchString(a.DeviceID) {
+		return Result{}, &Denial{Err: fmt.Errorf("device id: %w", ErrInvalid)}
+	}
+	method := "pin"
+	if a.QRToken != "" {
+		method = "qr"
+	}
+	if a.QRToken != "" && a.PIN != "" {
+		return Result{}, &Denial{Err: fmt.Errorf("give a QR token or a PIN, not both: %w", ErrInvalid)}
+	}
+	now := s.clock()
+	var (
+		out    outcome
+		result Result
+	)
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// Serialize the attempts of one device: counting and single use are exact.
+		salt := make([]byte, 16)
+		if _, err := io.ReadFull(s.rand, salt); err != nil {
+			return fmt.Errorf("device salt: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO code_devices (device_id, offline_salt, created_at)
+			SELECT $1, $3::bytea, $2 WHERE EXISTS (SELECT 1 FROM devices WHERE id = $1)
+			ON CONFLICT (device_id) DO NOTHING`, a.DeviceID, now, salt); err != nil {
+			return fmt.Errorf("device row: %w", err)
+		}
+		var burst *time.Time
+		err := tx.QueryRow(ctx, `SELECT locked_until FROM code_devices WHERE device_id = $1 FOR UPDATE`, a.DeviceID).Scan(&burst)
+		if errors.Is(err, pgx.ErrNoRows) {
+			// Unknown device: nothing can match; record nothing device-bound.
+			out = outcome{err: ErrWrongCode}
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("lock device: %w", err)
+		}
+		burstUntil := time.Time{}
+		if burst != nil {
+			burstUntil = *burst
+		}
+		failures, err := s.recentFailures(ctx, tx, a.DeviceID, now)
+		if err != nil {
+			return err
+		}
+		out = s.decide(ctx, tx, a, method, now, burstUntil, failures)
+		if out.err == nil && out.code == nil {
+			return fmt.Errorf("internal: no code")
+		}
+		if out.err == nil {
+			tag, err := tx.Exec(ctx, `UPDATE codes SET used_at = $2 WHERE id = $1 AND used_at IS NULL AND revoked_at IS NULL`, out.code.id, now)
+			if err != nil {
+				return fmt.Errorf("mark used: %w", err)
+			}
+			if tag.RowsAffected() != 1 {
+				out.err = ErrAlreadyCollected
+			}
+		}
+		if out.codeFail && out.code != nil {
+			if _, err := tx.Exec(ctx, `UPDATE codes SET failed_attempts = failed_attempts + 1,
+				locked_at = CASE WHEN failed_attempts + 1 >= $2 THEN $3 ELSE locked_at END WHERE id = $1`,
+				out.code.id, s.cfg.CodeMaxFailures, now); err != nil {
+				return fmt.Errorf("count code failure: %w", err)
+			}
+		}
+		if out.counted {
+			if b := s.cfg.burstAfterFailure(append(failures, now), now); !b.IsZero() {
+				if _, err := tx.Exec(ctx, `UPDATE code_devices SET locked_until = $2 WHERE device_id = $1`, a.DeviceID, b); err != nil {
+					return fmt.Errorf("lock device: %w", err)
+				}
+				burstUntil = b
+			}
+			if u := s.cfg.lockUntil(burstUntil, append(failures, now), now); !u.IsZero() {
+				out.lockUntil, out.started = u, true
+			}
+		}
+		var codeID []byte
+		if out.code != nil {
+			codeID = out.code.id
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO code_attempts (device_id, at, method, reason, counted, code_id)
+			VALUES ($1, $2, $3, $4, $5, $6)`, a.DeviceID, now, method, Reason(out.err), out.counted, codeID); err != nil {
+			return fmt.Errorf("record attempt: %w", err)
+		}
+		ev := AuditEvent{Actor: "device:" + a.DeviceID, Action: "code.used", Subject: "device:" + a.DeviceID,
+			Details: map[string]any{"device": a.DeviceID, "method": method, "reason": Reason(out.err)}}
+		if out.code != nil {
+			ev.Subject = "document:" + out.code.documentID
+			ev.Details["code_id"] = encodeB64(out.code.id)
+		}
+		if out.err != nil {
+			ev.Action = "code.denied"
+		}
+		if err := s.appendAudit(ctx, tx, ev); err != nil {
+			return err
+		}
+		if out.started {
+			if err := s.appendAudit(ctx, tx, AuditEvent{Actor: "device:" + a.DeviceID, Action: "device.pin_locked", Subject: "device:" + a.DeviceID,
+				Details: map[string]any{"device": a.DeviceID, "until": out.lockUntil}}); err != nil {
+				return err
+			}
+		}
+		if out.err == nil {
+			c := out.code
+			result = Result{CodeID: encodeB64(c.id), DocumentID: c.documentID, DeviceID: c.deviceID,
+				CompartmentID: c.compartmentID, CompartmentNumber: c.compartmentNumber, Board: c.board,
+				Channel: c.channel, UsedAt: now}
+		}
+		return nil
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("codes: verify: %w", err)
+	}
+	if out.started {
+		s.lockouts.Inc()
+		s.log.Warn("device PIN entry locked", "device", a.DeviceID, "until", out.lockUntil)
+		if s.onLockout != nil {
+			s.onLockout(ctx, a.DeviceID, out.lockUntil)
+		}
+	}
+	if out.err != nil {
+		s.log.Info("code denied", "device", a.DeviceID, "method", method, "reason", Reason(out.err))
+		d := &Denial{Err: out.err}
+		if errors.Is(out.err, ErrDeviceLockedOut) {
+			d.LockedUntil = out.lockUntil
+		}
+		return Result{}, d
+	}
+	s.log.Info("code used", "device", a.DeviceID, "method", method, "document", result.DocumentID, "code_id", result.CodeID)
+	return result, nil
+}
+
+// recentFailures returns the counted failures of the device within the daily
+// window (at most a little above the cap: attempts are refused beyond it).
+func (s *Service) recentFailures(ctx context.Context, tx pgx.Tx, deviceID string, now time.Time) ([]time.Time, error) {
+	rows, err := tx.Query(ctx, `SELECT at FROM code_attempts WHERE device_id = $1 AND counted
+		AND at > $2 AND at <= $3 ORDER BY at DESC LIMIT $4`,
+		deviceID, now.Add(-s.cfg.DailyWindow), now, s.cfg.DailyMaxFailures+s.cfg.DeviceMaxFailures)
+	if err != nil {
+		return nil, fmt.Errorf("recent failures: %w", err)
+	}
+	ts, err := pgx.CollectRows(rows, pgx.RowTo[time.Time])
+	if err != nil {
+		return nil, fmt.Errorf("recent failures: %w", err)
+	}
+	return ts, nil
+}
+
+// decide looks at the attempt and the code it names, without changing
+// anything.
+func (s *Service) decide(ctx context.Context, tx pgx.Tx, a Attempt, method string, now, burstUntil time.Time, failures []time.Time) outcome {
+	if method == "qr" {
+		return s.decideQR(ctx, tx, a, now)
+	}
+	if u := s.cfg.lockUntil(burstUntil, failures, now); !u.IsZero() {
+		return outcome{err: ErrDeviceLockedOut, lockUntil: u}
+	}
+	pin, err := NormalizePIN(a.PIN, s.cfg.PINDigits)
+	if err != nil {
+		return outcome{err: ErrWrongCode, counted: true}
+	}
+	// Asked for every well-formed PIN, before any lookup: reveals nothing.
+	if strings.TrimSpace(a.BirthDate) == "" {
+		return outcome{err: ErrSecondFactorRequired}
+	}
+	dob, err := ParseBirthDate(a.BirthDate)
+	if err != nil {
+		return outcome{err: ErrSecondFactorRequired}
+	}
+	c, err := scanCode(tx.QueryRow(ctx, `SELECT `+codeColumns+` FROM codes
+		WHERE device_id = $1 AND pin_digest = $2
+		ORDER BY (used_at IS NULL AND revoked_at IS NULL) DESC, created_at DESC LIMIT 1`,
+		a.DeviceID, PINDigest(s.keys.PIN, a.DeviceID, pin)))
+	if err != nil {
+		// No such PIN (or a database hiccup, refused the same way).
+		return outcome{err: ErrWrongCode, counted: true}
+	}
+	switch {
+	case c.revokedAt != nil:
+		return outcome{err: ErrWrongCode, counted: true, code: &c}
+	case c.usedAt != nil:
+		return outcome{err: ErrAlreadyCollected, code: &c}
+	case c.lockedAt != nil || c.failed >= s.cfg.CodeMaxFailures:
+		return outcome{err: ErrCodeLocked, counted: true, code: &c}
+	case !now.Before(c.expiresAt):
+		return outcome{err: ErrExpired, code: &c}
+	}
+	if c.needsDOB && !sameDigest(c.dobDigest, dobDigest(s.keys.PIN, c.id, dob)) {
+		return outcome{err: ErrWrongCode, counted: true, codeFail: true, code: &c}
+	}
+	return outcome{code: &c}
+}
+
+func (s *Service) decideQR(ctx context.Context, tx pgx.Tx, a Attempt, now time.Time) outcome {
+	claims, err := VerifyToken(s.keys.Public(), a.QRToken, a.DeviceID, now)
+	if err != nil && !errors.Is(err, ErrExpired) {
+		if errors.Is(err, ErrWrongDevice) {
+			return outcome{err: ErrWrongDevice}
+		}
+		return outcome{err: ErrWrongCode}
+	}
+	id, _ := b64.DecodeString(claims.CodeID)
+	c, qerr := scanCode(tx.QueryRow(ctx, `SELECT `+codeColumns+` FROM codes WHERE id = $1`, id))
+	if qerr != nil {
+		return outcome{err: ErrWrongCode}
+	}
+	switch {
+	case c.deviceID != a.DeviceID:
+		return outcome{err: ErrWrongDevice, code: &c}
+	case c.revokedAt != nil:
+		return outcome{err: ErrWrongCode, code: &c}
+	case c.usedAt != nil:
+		return outcome{err: ErrAlreadyCollected, code: &c}
+	case c.lockedAt != nil || c.failed >= s.cfg.CodeMaxFailures:
+		return outcome{err: ErrCodeLocked, code: &c}
+	case err != nil || !now.Before(c.expiresAt):
+		return outcome{err: ErrExpired, code: &c}
+	}
+	return outcome{code: &c}
+}
+
+// LockedUntil reports until when PIN entry is locked on a device (zero: open).
+func (s *Service) LockedUntil(ctx context.Context, deviceID string) (time.Time, error) {
+	now := s.clock()
+	var until time.Time
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var burst *time.Time
+		err := tx.QueryRow(ctx, `SELECT locked_until FROM code_devices WHERE device_id = $1`, deviceID).Scan(&burst)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		b := time.Time{}
+		if burst != nil {
+			b = *burst
+		}
+		f, err := s.recentFailures(ctx, tx, deviceID, now)
+		if err != nil {
+			return err
+		}
+		until = s.cfg.lockUntil(b, f, now)
+		return nil
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("codes: locked until: %w", err)
+	}
+	return until, nil
+}
+
+// ClearBurstLock lets staff lift a device's burst lockout early (audited by
+// the caller's transaction). The daily cap is not lifted: the security
+// bound relies on it.
+func (s *Service) ClearBurstLock(ctx context.Context, tx pgx.Tx, deviceID, actor string) error {
+	if _, err := tx.Exec(ctx, `UPDATE code_devices SET locked_until = NULL WHERE device_id = $1`, deviceID); err != nil {
+		return fmt.Errorf("codes: clear lock: %w", err)
+	}
+	return s.appendAudit(ctx, tx, AuditEvent{Actor: actor, Action: "device.pin_unlocked", Subject: "device:" + deviceID,
+		Details: map[string]any{"device": deviceID, "actor": actor}})
+}

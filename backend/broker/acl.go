@@ -36,7 +36,8 @@ func Allowed(role Role, device, topic string, write bool) bool {
 }
 
 // ValidClientID reports whether a device may connect with clientID: the
-// device id itself or "{device}.{anything}".
+// device id itself, "kluisd-{device}" (kluisd's default) or
+// "{device}.{anything}".
 func ValidClientID(device, clientID string) bool {
-	return clientID == device || strings.HasPrefix(clientID, device+".")
+	return clientID == device || clientID == "kluisd-"+device || strings.HasPrefix(clientID, device+".")
 }

@@ -40,6 +40,8 @@ func TestAllowed(t *testing.T) {
 	assert.False(t, Allowed(Role("root"), "a", "kluis/v1/dev/a/event", true))
 	assert.True(t, ValidClientID("a", "a"))
 	assert.True(t, ValidClientID("a", "a.kluisd"))
+	assert.True(t, ValidClientID("a", "kluisd-a"))
+	assert.False(t, ValidClientID("a", "kluisd-b"))
 	assert.False(t, ValidClientID("a", "a-1"))
 	assert.False(t, ValidClientID("a", "b"))
 }

@@ -9,8 +9,9 @@
 //     own presence, heartbeat, event, cmdres, verify/req and staff/req
 //     topics and subscribe only its own ack, cmd, verify/res and staff/res
 //     topics (exact topics, no wildcards); its last will must be its own
-//     presence topic; its client id must be the device id or start with
-//     "{device}." so that one device cannot take over another's session.
+//     presence topic; its client id must be the device id, "kluisd-{device}"
+//     or start with "{device}." so that one device cannot take over
+//     another's session.
 //   - RoleBackend: may do everything, including shared subscriptions
 //     ($share/kluis-backend/...).
 //

@@ -63,7 +63,7 @@ var required = map[Kind][]string{
 // carry, at any depth.
 var nestedRequired = map[string][]string{
 	"addr":  {"board", "channel"},
-	"codes": {"version", "full", "entries"},
+	"codes": {"version", "full"},
 }
 
 // Decode parses and validates a payload received on topic. It returns the

@@ -217,7 +217,8 @@ type CodeSync struct {
 	Version int64 `json:"version"`
 	// Full replaces the whole cache; otherwise Entries are added or
 	// replaced and Revoke removed.
-	Full    bool        `json:"full"`
+	Full bool `json:"full"`
+	// Entries may be empty (a full sync of nothing, or a revoke only).
 	Entries []CodeEntry `json:"entries"`
 	// Revoke lists document ids whose entries must go.
 	Revoke []string `json:"revoke,omitempty"`

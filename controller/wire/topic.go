@@ -94,17 +94,20 @@ func (t Topic) String() string { return Root + "/" + t.Device + "/" + string(t.K
 var ErrTopic = errors.New("wire: bad topic")
 
 // MaxDeviceID is the longest device id.
-const MaxDeviceID = 64
+const MaxDeviceID = 63
 
-// ValidDeviceID reports whether id can be a device id: 1-64 characters of
-// a-z, A-Z, 0-9, '-' and '_' (safe as an MQTT user name and topic level).
+// ValidDeviceID reports whether id can be a device id: 1-63 characters of
+// a-z, 0-9, '-' and '_', starting with a letter or digit (the same rule as
+// the backend's devices table; safe as an MQTT user name and topic level).
 func ValidDeviceID(id string) error {
 	if id == "" || len(id) > MaxDeviceID {
 		return fmt.Errorf("device id length %d not in 1-%d: %w", len(id), MaxDeviceID, ErrTopic)
 	}
 	for i := 0; i < len(id); i++ {
-		if !idByte(id[i]) {
-			return fmt.Errorf("device id has character %q: %w", id[i], ErrTopic)
+		c := id[i]
+		ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || i > 0 && (c == '-' || c == '_')
+		if !ok {
+			return fmt.Errorf("device id has character %q at %d: %w", c, i, ErrTopic)
 		}
 	}
 	return nil

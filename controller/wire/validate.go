@@ -238,9 +238,6 @@ func (s *CodeSync) validate(c *checker) {
 	if s.Version < 0 {
 		c.fail("negative codes version")
 	}
-	if s.Entries == nil {
-		c.fail("missing codes.entries")
-	}
 	if len(s.Entries) > MaxCodeEntries || len(s.Revoke) > MaxCodeEntries {
 		c.fail("more than %d code entries", MaxCodeEntries)
 	}

@@ -66,7 +66,7 @@ func TestTopics(t *testing.T) {
 
 	for _, bad := range []string{"", "kluis/v1/dev", "kluis/v1/dev/a", "kluis/v1/dev/a/nope", "kluis/v2/dev/a/event",
 		"kluis/v1/dev/+/event", "kluis/v1/dev/a/b/event", "kluis/v1/dev//event", "kluis/v1/dev/a/event/x",
-		"kluis/v1/dev/" + strings.Repeat("a", 65) + "/event"} {
+		"kluis/v1/dev/" + strings.Repeat("a", 64) + "/event"} {
 		_, err := ParseTopic(bad)
 		assert.ErrorIs(t, err, ErrTopic, bad)
 	}
@@ -121,7 +121,10 @@ func TestDecodeRejects(t *testing.T) {
 		{"heartbeat missing backlog", "kluis/v1/dev/d1/heartbeat", `{"v":1,"at":"2026-01-01T00:00:00Z","uptime_s":1,"offline_cache":0}`, ErrInvalid},
 		{"expired before issued", "kluis/v1/dev/d1/cmd", `{"v":1,"id":"c","kind":"open","issued":"2026-01-01T00:01:00Z","expires":"2026-01-01T00:00:00Z","addr":{"board":0,"channel":1}}`, ErrInvalid},
 		{"open without addr", "kluis/v1/dev/d1/cmd", `{"v":1,"id":"c","kind":"open","issued":"2026-01-01T00:00:00Z","expires":"2026-01-01T00:01:00Z"}`, ErrInvalid},
-		{"code sync without entries", "kluis/v1/dev/d1/cmd", `{"v":1,"id":"c","kind":"code_sync","issued":"2026-01-01T00:00:00Z","expires":"2026-01-01T00:01:00Z","codes":{"version":1,"full":true}}`, ErrInvalid},
+		{"code sync without full", "kluis/v1/dev/d1/cmd", `{"v":1,"id":"c","kind":"code_sync","issued":"2026-01-01T00:00:00Z","expires":"2026-01-01T00:01:00Z","codes":{"version":1,"entries":[]}}`, ErrInvalid},
+		{"entry without hash", "kluis/v1/dev/d1/cmd", `{"v":1,"id":"c","kind":"code_sync","issued":"2026-01-01T00:00:00Z","expires":"2026-01-01T00:01:00Z","codes":{"version":1,"full":true,"entries":[{"document_id":"d","addr":{"board":0,"channel":0},"expires":"2026-01-02T00:00:00Z"}]}}`, ErrInvalid},
+		{"upper-case device", "kluis/v1/dev/Dev1/event", `{"v":1}`, ErrTopic},
+		{"device starting with dash", "kluis/v1/dev/-d/event", `{"v":1}`, ErrTopic},
 		{"pin letters", "kluis/v1/dev/d1/verify/req", `{"v":1,"id":"r","at":"2026-01-01T00:00:00Z","method":"pin","pin":"12ab"}`, ErrInvalid},
 		{"qr without token", "kluis/v1/dev/d1/verify/req", `{"v":1,"id":"r","at":"2026-01-01T00:00:00Z","method":"qr"}`, ErrInvalid},
 		{"bad birth date", "kluis/v1/dev/d1/verify/req", `{"v":1,"id":"r","at":"2026-01-01T00:00:00Z","method":"pin","pin":"1234","birth_date":"3/2/1990"}`, ErrInvalid},
@@ -148,6 +151,7 @@ func TestDecodeAcceptsMinimal(t *testing.T) {
 		"kluis/v1/dev/d1/heartbeat":  `{"v":1,"at":"2026-01-01T00:00:00Z","uptime_s":0,"backlog":0,"offline_cache":0}`,
 		"kluis/v1/dev/d1/verify/res": `{"v":1,"id":"r","result":"device_locked_out","retry_after_s":300}`,
 		"kluis/v1/dev/d1/cmd":        `{"v":1,"id":"c","kind":"code_sync","issued":"2026-01-01T00:00:00Z","expires":"2026-01-01T00:01:00Z","codes":{"version":1,"full":true,"entries":[]}}`,
+		"kluis/v1/dev/d_2/cmdres":    `{"v":1,"id":"c","status":"expired","at":"2026-01-01T00:00:00Z"}`,
 	} {
 		_, _, err := Decode(topic, []byte(payload))
 		assert.NoError(t, err, topic)

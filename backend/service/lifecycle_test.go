@@ -1,0 +1,274 @@
+package service_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/audit"
+	"kluis/backend/service"
+	"kluis/backend/store"
+)
+
+func TestDeadlineIsEndOfTenthLocalDay(t *testing.T) {
+	e := newEnv(t, func(o *service.Options) {
+		o.PickupDays = map[store.DocumentKind]int{store.DrivingLicence: 3}
+	})
+	brussels, err := time.LoadLocation("Europe/Brussels")
+	require.NoError(t, err)
+	// Loaded Friday 27 March 2026 at 23:30 Brussels time (22:30 UTC); DST
+	// starts on 29 March. Ten days: the end of Monday 6 April, local.
+	loaded := time.Date(2026, 3, 27, 22, 30, 0, 0, time.UTC)
+	got := e.svc.Deadline(store.EID, loaded, brussels)
+	require.Equal(t, time.Date(2026, 4, 7, 0, 0, 0, 0, brussels).UTC(), got)
+	require.Equal(t, time.Date(2026, 4, 6, 22, 0, 0, 0, time.UTC), got)
+	got = e.svc.Deadline(store.DrivingLicence, loaded, brussels)
+	require.Equal(t, time.Date(2026, 3, 30, 22, 0, 0, 0, time.UTC), got) // end of 30 March CEST
+	require.Equal(t, 3, e.svc.PickupDays(store.DrivingLicence))
+	require.Equal(t, 10, e.svc.PickupDays(store.Passport))
+
+	// Through Load, with the clock.
+	e.device("d", uniform(2, store.SizeM, 150)...)
+	e.clock.Set(loaded)
+	doc := e.register(store.EID, false)
+	_, err = e.svc.Reserve(e.ctx, "user:counter1", doc.ID, service.ReserveOptions{})
+	require.NoError(t, err)
+	doc, err = e.svc.Load(e.ctx, "user:counter1", doc.ID)
+	require.NoError(t, err)
+	require.Equal(t, time.Date(2026, 4, 6, 22, 0, 0, 0, time.UTC), *doc.Deadline)
+	require.Equal(t, loaded, *doc.LoadedAt)
+}
+
+func TestOptionsRefused(t *testing.T) {
+	e := newEnv(t, nil)
+	for name, o := range map[string]service.Options{
+		"no store":  {},
+		"days":      {Store: e.st, PickupDays: map[store.DocumentKind]int{store.EID: 0}},
+		"kind":      {Store: e.st, PickupDays: map[store.DocumentKind]int{"library": 5}},
+		"size":      {Store: e.st, MinSize: map[store.DocumentKind]store.Size{store.EID: "XL"}},
+		"height":    {Store: e.st, LowMaxHeightCM: -1},
+		"retention": {Store: e.st, Retention: -time.Hour},
+	} {
+		_, err := service.New(o)
+		require.ErrorIs(t, err, service.ErrInvalid, name)
+	}
+}
+
+func TestHooksCodesAndNotifications(t *testing.T) {
+	e := newEnv(t, nil)
+	e.device("d", uniform(2, store.SizeS, 150)...)
+	doc := e.register(store.KidsID, false)
+	doc, err := e.svc.Reserve(e.ctx, "user:counter1", doc.ID, service.ReserveOptions{})
+	require.NoError(t, err)
+	require.Empty(t, e.codes.Issued())
+
+	doc, err = e.svc.Load(e.ctx, "device:d", doc.ID)
+	require.NoError(t, err)
+	issued := e.codes.Issued()
+	require.Len(t, issued, 1)
+	require.Equal(t, doc.ID, issued[0].Document.ID)
+	require.Equal(t, doc.Deadline, issued[0].Document.Deadline, "codes see the deadline")
+	require.Equal(t, doc.CompartmentID, issued[0].Compartment.ID)
+	require.Equal(t, store.CompartmentLoaded, issued[0].Compartment.State)
+	sent := e.notes.Sent()
+	require.Len(t, sent, 1)
+	require.Equal(t, service.NotifyLoaded, sent[0].Kind)
+	require.Equal(t, "secret-1", sent[0].Secret)
+	require.Equal(t, store.CompartmentLoaded, sent[0].Compartment.State)
+
+	doc, err = e.svc.MarkNotified(e.ctx, "system", doc.ID)
+	require.NoError(t, err)
+	require.NotNil(t, doc.NotifiedAt)
+	require.Len(t, e.notes.Sent(), 1, "marking notified sends nothing")
+
+	doc, err = e.svc.Reissue(e.ctx, "user:counter1", doc.ID)
+	require.NoError(t, err)
+	require.Equal(t, []string{doc.ID}, e.codes.Revoked())
+	require.Len(t, e.codes.Issued(), 2)
+	sent = e.notes.Sent()
+	require.Equal(t, service.NotifyReissued, sent[1].Kind)
+	require.Equal(t, "secret-2", sent[1].Secret)
+
+	_, err = e.svc.Renotify(e.ctx, "user:counter1", doc.ID)
+	require.NoError(t, err)
+	require.Equal(t, service.NotifyReminder, e.notes.Sent()[2].Kind)
+
+	// A failing notifier does not undo the transition.
+	e.notes.Fail = errors.New("smtp down")
+	doc, err = e.svc.Collect(e.ctx, "device:d", doc.ID)
+	require.NoError(t, err)
+	require.Equal(t, "collected", string(doc.State))
+	require.Len(t, e.codes.Revoked(), 2)
+	require.Equal(t, service.NotifyCollected, e.notes.Sent()[3].Kind)
+}
+
+func TestFailingCodeIssuerRollsBackLoad(t *testing.T) {
+	e := newEnv(t, nil)
+	e.device("d", uniform(1, store.SizeS, 150)...)
+	doc := e.register(store.EID, false)
+	doc, err := e.svc.Reserve(e.ctx, "user:counter1", doc.ID, service.ReserveOptions{})
+	require.NoError(t, err)
+	e.codes.FailIssue = errors.New("signing key missing")
+	_, err = e.svc.Load(e.ctx, "device:d", doc.ID)
+	require.ErrorContains(t, err, "signing key missing")
+	got, err := e.svc.GetDocument(e.ctx, doc.ID)
+	require.NoError(t, err)
+	require.Equal(t, doc, got)
+	require.Equal(t, store.CompartmentReserved, e.compartment(doc.CompartmentID).State)
+	require.Empty(t, e.notes.Sent())
+	hist, err := e.svc.History(e.ctx, doc.ID)
+	require.NoError(t, err)
+	require.Len(t, hist, 2) // register, reserve
+}
+
+func TestDeviceEventsByCompartment(t *testing.T) {
+	e := newEnv(t, nil)
+	d := e.device("d", uniform(3, store.SizeS, 150)...)
+	doc := e.register(store.EID, false)
+	doc, err := e.svc.Reserve(e.ctx, "user:counter1", doc.ID, service.ReserveOptions{})
+	require.NoError(t, err)
+	number := 0
+	for _, c := range d.Compartments {
+		if c.ID == doc.CompartmentID {
+			number = c.Number
+		}
+	}
+	other := number%3 + 1
+	_, err = e.svc.LoadAt(e.ctx, "device:d", "d", other)
+	require.ErrorIs(t, err, service.ErrNotFound, "nothing reserved there")
+	_, err = e.svc.LoadAt(e.ctx, "device:d", "d", 99)
+	require.ErrorIs(t, err, service.ErrNotFound)
+	got, err := e.svc.LoadAt(e.ctx, "device:d", "d", number)
+	require.NoError(t, err)
+	require.Equal(t, doc.ID, got.ID)
+	require.Equal(t, "loaded", string(got.State))
+	_, err = e.svc.LoadAt(e.ctx, "device:d", "d", number)
+	require.ErrorIs(t, err, service.ErrForbiddenTransition, "second door-closed event")
+	got, err = e.svc.CollectAt(e.ctx, "device:d", "d", number)
+	require.NoError(t, err)
+	require.Equal(t, "collected", string(got.State))
+	hist, err := e.svc.History(e.ctx, doc.ID)
+	require.NoError(t, err)
+	require.Equal(t, "device:d", hist[len(hist)-1].Actor)
+	require.Equal(t, store.CompartmentFree, e.compartment(doc.CompartmentID).State)
+}
+
+func TestExpireDueSweep(t *testing.T) {
+	e := newEnv(t, func(o *service.Options) {
+		o.PickupDays = map[store.DocumentKind]int{store.DrivingLicence: 2}
+	})
+	e.device("d", uniform(5, store.SizeS, 150)...)
+	load := func(kind store.DocumentKind) store.Document {
+		doc := e.register(kind, false)
+		doc, err := e.svc.Reserve(e.ctx, "user:counter1", doc.ID, service.ReserveOptions{})
+		require.NoError(t, err)
+		doc, err = e.svc.Load(e.ctx, "device:d", doc.ID)
+		require.NoError(t, err)
+		return doc
+	}
+	short1, short2, long := load(store.DrivingLicence), load(store.DrivingLicence), load(store.EID)
+	_, err := e.svc.MarkNotified(e.ctx, "system", short2.ID)
+	require.NoError(t, err)
+	reserved := e.register(store.EID, false)
+	_, err = e.svc.Reserve(e.ctx, "user:counter1", reserved.ID, service.ReserveOptions{})
+	require.NoError(t, err)
+
+	n, err := e.svc.ExpireDue(e.ctx)
+	require.NoError(t, err)
+	require.Equal(t, 0, n, "nothing is due yet")
+	_, err = e.svc.Expire(e.ctx, "user:counter1", long.ID)
+	require.ErrorIs(t, err, service.ErrConflict, "not past its deadline")
+
+	e.clock.Set(*short1.Deadline) // exactly at the deadline
+	n, err = e.svc.ExpireDue(e.ctx)
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	for _, id := range []string{short1.ID, short2.ID} {
+		d, err := e.svc.GetDocument(e.ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, "expired", string(d.State))
+		require.Equal(t, store.CompartmentLoaded, e.compartment(d.CompartmentID).State, "item still inside")
+		hist, err := e.svc.History(e.ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, "system", hist[len(hist)-1].Actor)
+	}
+	d, err := e.svc.GetDocument(e.ctx, long.ID)
+	require.NoError(t, err)
+	require.Equal(t, "loaded", string(d.State))
+	n, err = e.svc.ExpireDue(e.ctx)
+	require.NoError(t, err)
+	require.Equal(t, 0, n, "idempotent")
+	expired := 0
+	for _, x := range e.notes.Sent() {
+		if x.Kind == service.NotifyExpired {
+			expired++
+		}
+	}
+	require.Equal(t, 2, expired)
+}
+
+func TestPurgePersonalData(t *testing.T) {
+	e := newEnv(t, func(o *service.Options) { o.Retention = 7 * 24 * time.Hour })
+	e.device("d", uniform(3, store.SizeS, 150)...)
+	collected := e.register(store.EID, false)
+	collected, err := e.svc.Reserve(e.ctx, "user:counter1", collected.ID, service.ReserveOptions{})
+	require.NoError(t, err)
+	_, err = e.svc.Load(e.ctx, "device:d", collected.ID)
+	require.NoError(t, err)
+	collected, err = e.svc.Collect(e.ctx, "device:d", collected.ID)
+	require.NoError(t, err)
+	cancelled, err := e.svc.Cancel(e.ctx, "user:counter1", e.register(store.Passport, false).ID, "")
+	require.NoError(t, err)
+	active := e.register(store.EID, true) // still registered: never purged
+	e.clock.Add(3 * 24 * time.Hour)
+	lateCancel, err := e.svc.Cancel(e.ctx, "user:counter1", e.register(store.EID, false).ID, "")
+	require.NoError(t, err)
+
+	e.clock.Add(5 * 24 * time.Hour) // 8 days after the first two closed, 5 after the last
+	n, err := e.svc.Purge(e.ctx, 0)
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	require.ElementsMatch(t, []string{collected.ID, cancelled.ID}, e.purger.IDs())
+	for _, id := range []string{collected.ID, cancelled.ID} {
+		d, err := e.svc.GetDocument(e.ctx, id)
+		require.NoError(t, err)
+		require.NotNil(t, d.PurgedAt)
+		require.Empty(t, d.Number)
+		require.Empty(t, d.FirstName)
+		require.Empty(t, d.LastName)
+		require.Nil(t, d.BirthDate)
+		require.Empty(t, d.Email)
+		require.Empty(t, d.Mobile)
+		require.NotEmpty(t, d.NumberPseudonym, "the pseudonym stays")
+		require.NotEmpty(t, d.Kind)
+	}
+	for _, id := range []string{active.ID, lateCancel.ID} {
+		d, err := e.svc.GetDocument(e.ctx, id)
+		require.NoError(t, err)
+		require.Nil(t, d.PurgedAt)
+		require.Equal(t, "Peeters", d.LastName)
+	}
+	n, err = e.svc.Purge(e.ctx, 0)
+	require.NoError(t, err)
+	require.Equal(t, 0, n, "idempotent")
+	n, err = e.svc.Purge(e.ctx, 24*time.Hour)
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "a shorter period reaches the late cancellation")
+	_, err = e.svc.Purge(e.ctx, -time.Hour)
+	require.ErrorIs(t, err, service.ErrInvalid)
+
+	// The audit trail still verifies and never held personal data.
+	rep, err := audit.Verify(e.ctx, e.st.Pool())
+	require.NoError(t, err)
+	require.True(t, rep.OK(), rep.Reason)
+	var leaks int
+	require.NoError(t, e.st.Pool().QueryRow(e.ctx, `SELECT count(*) FROM audit_log
+		WHERE details::text ILIKE '%peeters%' OR details::text ILIKE '%example.be%' OR details::text LIKE '%592-%'
+		   OR details::text LIKE '%470%' OR details::text LIKE '%1980%'`).Scan(&leaks))
+	require.Equal(t, 0, leaks)
+	var purges int
+	require.NoError(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM audit_log WHERE action = 'document.purge'").Scan(&purges))
+	require.Equal(t, 3, purges)
+}

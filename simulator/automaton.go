@@ -39,6 +39,8 @@ func (d *Device) Present(b, slot int, id uint32, via string) error {
 		return fmt.Errorf("board %d carousel moving: %w", b, hardware.ErrBusy)
 	case bd.channels[0].doorOpen:
 		return fmt.Errorf("board %d hatch open: %w", b, hardware.ErrBusy)
+	case bd.channels[0].energised:
+		return fmt.Errorf("board %d hatch unlocked: %w", b, hardware.ErrBusy)
 	}
 	now := d.clk.Now()
 	d.presents = append(d.presents, Present{At: now, Board: b, Slot: slot, CommandID: id, Via: via})

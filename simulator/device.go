@@ -57,6 +57,9 @@ type Options struct {
 	// a pulse asked for earlier is refused with hardware.ErrBusy. 0 means
 	// none.
 	Cooldown time.Duration
+	// MaxEnergised, when positive, refuses a pulse with hardware.ErrBusy
+	// while that many locks of the board are energised (Kluis boards: 4).
+	MaxEnergised int
 	// AutoClose, when positive, makes a simulated person close a door
 	// this long after it opened, unless the channel was marked leave-open.
 	AutoClose time.Duration
@@ -103,6 +106,7 @@ type channel struct {
 	stuck        bool
 	sensorBroken bool
 	cooldownTill time.Time
+	releaseAt    time.Time
 	// last sensor readings reported (edges produce changes)
 	seenDoor, seenItem bool
 }
@@ -254,20 +258,36 @@ func (d *Device) Pulse(r PulseRequest) error {
 		return err
 	}
 	now := d.clk.Now()
-	if ch.energised || now.Before(ch.cooldownTill) {
+	if ch.energised {
 		d.mu.Unlock()
-		return fmt.Errorf("lock b%d/c%d cooling down: %w", r.Board, r.Channel, hardware.ErrBusy)
+		return &BusyError{Reason: fmt.Sprintf("lock b%d/c%d energised", r.Board, r.Channel), Wait: ch.releaseAt.Sub(now) + d.opt.Cooldown}
+	}
+	if now.Before(ch.cooldownTill) {
+		d.mu.Unlock()
+		return &BusyError{Reason: fmt.Sprintf("lock b%d/c%d cooling down", r.Board, r.Channel), Wait: ch.cooldownTill.Sub(now)}
+	}
+	if d.opt.MaxEnergised > 0 {
+		n := 0
+		for _, x := range bd.channels {
+			if x.energised {
+				n++
+			}
+		}
+		if n >= d.opt.MaxEnergised {
+			d.mu.Unlock()
+			return &BusyError{Reason: fmt.Sprintf("board %d: %d locks energised", r.Board, n)}
+		}
 	}
 	if p := d.faults.BusyProb; p > 0 && d.rng.Float64() < p {
 		d.mu.Unlock()
-		return fmt.Errorf("lock b%d/c%d refused (busy fault): %w", r.Board, r.Channel, hardware.ErrBusy)
+		return &BusyError{Reason: fmt.Sprintf("lock b%d/c%d refused (busy fault)", r.Board, r.Channel), Wait: 100 * time.Millisecond}
 	}
 	ch.energised = true
+	ch.releaseAt = now.Add(r.Duration)
 	ch.pulseGen++
 	gen := ch.pulseGen
 	d.pulses = append(d.pulses, Pulse{At: now, Board: r.Board, Channel: r.Channel, Duration: r.Duration, CommandID: r.CommandID, Via: r.Via})
 	d.emitLocked(Change{Kind: hardware.Unlocked, Board: r.Board, Channel: r.Channel, At: now})
-	_ = bd
 	d.mu.Unlock()
 	d.flush()
 	d.log.Debug("pulse", "board", r.Board, "channel", r.Channel, "duration", r.Duration, "id", r.CommandID, "via", r.Via)
@@ -482,6 +502,52 @@ func (d *Device) Release(b, c int) error {
 		ch.energised = false
 		ch.pulseGen++
 		ch.cooldownTill = d.clk.Now().Add(d.opt.Cooldown)
+	}
+	return nil
+}
+
+// BusyError is a pulse refused for the duty cycle; it wraps hardware.ErrBusy.
+type BusyError struct {
+	Reason string
+	// Wait is how long until the lock would accept, 0 when unknown.
+	Wait time.Duration
+}
+
+func (e *BusyError) Error() string { return "simulator: " + e.Reason + ": " + hardware.ErrBusy.Error() }
+
+// Unwrap returns hardware.ErrBusy.
+func (e *BusyError) Unwrap() error { return hardware.ErrBusy }
+
+// WatchdogRelock is the queued event of a board whose watchdog relocked
+// everything.
+const WatchdogRelock hardware.EventKind = "watchdog"
+
+// RelockAll de-energises every lock of board b at once and stops a
+// carousel move in progress (no slot at the hatch afterwards). With
+// watchdog set it queues a WatchdogRelock event.
+func (d *Device) RelockAll(b int, watchdog bool) error {
+	d.mu.Lock()
+	defer d.flush()
+	defer d.mu.Unlock()
+	if b < 0 || b >= len(d.boards) {
+		return fmt.Errorf("board %d: %w", b, ErrNoSuchChannel)
+	}
+	bd := d.boards[b]
+	now := d.clk.Now()
+	for _, ch := range bd.channels {
+		if ch.energised {
+			ch.energised = false
+			ch.pulseGen++
+			ch.cooldownTill = now.Add(d.opt.Cooldown)
+		}
+	}
+	if bd.busy {
+		bd.busy = false
+		bd.moveGen++
+		d.senseLocked(bd, 0)
+	}
+	if watchdog {
+		d.emitLocked(Change{Kind: WatchdogRelock, Board: b, Channel: -1})
 	}
 	return nil
 }

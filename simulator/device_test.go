@@ -280,9 +280,10 @@ func TestRebootAndDedupeAndSeededFaultsReplay(t *testing.T) {
 	if seen, _ := d.RememberCommand(0, 9); seen {
 		t.Fatal("dedupe memory survived a reboot")
 	}
+	_ = d.Pulse(PulseRequest{Duration: time.Second})
 	q, _ := d.Queue(0)
-	if len(q.Events) != 1 || q.Events[0].Kind != hardware.BoardRebooted || q.Events[0].Seq != 1 {
-		t.Fatalf("queue after reboot %+v", q)
+	if len(q.Events) != 1 || q.Events[0].Kind != hardware.Unlocked || q.Events[0].Seq != 1 {
+		t.Fatalf("queue after reboot %+v, want only the new unlock, seq 1", q)
 	}
 
 	run := func() []byte {

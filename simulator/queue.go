@@ -2,12 +2,14 @@ package simulator
 
 import (
 	"fmt"
+	"time"
 
 	"kluis/hardware"
 )
 
-// QueueCapacity is how many events a board keeps before it drops the oldest.
-const QueueCapacity = 255
+// QueueCapacity is how many events a board keeps; when full, new events are
+// lost and the overflow flag is set (firmware-protocol.md 4.4).
+const QueueCapacity = 128
 
 // QueuedEvent is one event waiting in a board's queue (the Kluis protocol's
 // event queue): numbered from 1 after every boot.
@@ -35,14 +37,14 @@ func (q *EventQueue) reset(bootID uint32) {
 }
 
 func (q *EventQueue) push(e QueuedEvent) {
+	if len(q.events) >= QueueCapacity {
+		q.overflowed = true
+		return
+	}
 	e.Seq = q.next
 	q.next++
 	if q.next == 0 {
 		q.next = 1
-	}
-	if len(q.events) >= QueueCapacity {
-		q.events = q.events[1:]
-		q.overflowed = true
 	}
 	q.events = append(q.events, e)
 }
@@ -51,8 +53,21 @@ func (q *EventQueue) push(e QueuedEvent) {
 type QueueSnapshot struct {
 	BootID uint32        `json:"boot_id"`
 	Events []QueuedEvent `json:"events"`
-	// Overflowed is true when events were dropped since the last boot.
+	// Overflowed is true when events were lost since the flag was last
+	// taken (TakeOverflow).
 	Overflowed bool `json:"overflowed"`
+}
+
+// TakeOverflow reports and clears board b's overflow flag.
+func (d *Device) TakeOverflow(b int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if b < 0 || b >= len(d.boards) {
+		return false
+	}
+	o := d.boards[b].queue.overflowed
+	d.boards[b].queue.overflowed = false
+	return o
 }
 
 // Queue returns board b's queued (unacknowledged) events.
@@ -112,8 +127,8 @@ func (d *Device) RememberCommand(b int, id uint32) (seen bool, err error) {
 }
 
 // Reboot restarts board b: its event queue and command memory are lost, it
-// gets a new boot id, and energised locks drop. A BoardRebooted event is the
-// first of the new queue.
+// gets a new boot id, energised locks drop and a carousel move stops.
+// Subscribers see a BoardRebooted change; the new queue starts empty.
 func (d *Device) Reboot(b int) error {
 	d.mu.Lock()
 	defer d.flush()
@@ -135,10 +150,16 @@ func (d *Device) rebootLocked(b int) {
 	bd.queue.reset(id)
 	bd.commandIDs = nil
 	for _, ch := range bd.channels {
+		ch.cooldownTill = time.Time{}
 		if ch.energised {
 			ch.energised = false
 			ch.pulseGen++
 		}
+	}
+	if bd.busy {
+		bd.busy = false
+		bd.moveGen++
+		d.senseLocked(bd, 0)
 	}
 	d.emitLocked(Change{Kind: hardware.BoardRebooted, Board: b, Channel: -1})
 	d.log.Debug("board rebooted", "board", b, "boot_id", id)

@@ -49,7 +49,7 @@ func (d *Device) emitLocked(c Change) {
 	d.pending = append(d.pending, c)
 	bd := d.boards[c.Board]
 	switch c.Kind {
-	case MechanismBusy, MechanismIdle, FaultCleared:
+	case MechanismBusy, MechanismIdle, FaultCleared, hardware.BoardRebooted:
 	default:
 		bd.queue.push(QueuedEvent{Kind: c.Kind, Channel: c.Channel, Slot: c.Slot})
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/creack/pty"
@@ -80,9 +81,9 @@ func ServeSerial(ctx context.Context, dev *Device, o SerialOptions) (*Line, erro
 	if err != nil {
 		return nil, err
 	}
-	master, slave, err := pty.Open()
+	master, slave, err := openPTY()
 	if err != nil {
-		return nil, fmt.Errorf("open pty: %w", err)
+		return nil, err
 	}
 	if _, err := term.MakeRaw(int(slave.Fd())); err != nil {
 		master.Close()
@@ -115,6 +116,27 @@ func ServeSerial(ctx context.Context, dev *Device, o SerialOptions) (*Line, erro
 	return l, nil
 }
 
+// openPTY opens a pseudo-terminal whose master is non-blocking and in Go's
+// poller, so reads honour deadlines and Close unblocks a pending Read.
+func openPTY() (master, slave *os.File, err error) {
+	m, s, err := pty.Open()
+	if err != nil {
+		return nil, nil, fmt.Errorf("open pty: %w", err)
+	}
+	fd, err := syscall.Dup(int(m.Fd()))
+	m.Close()
+	if err != nil {
+		s.Close()
+		return nil, nil, fmt.Errorf("dup pty: %w", err)
+	}
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		syscall.Close(fd)
+		s.Close()
+		return nil, nil, fmt.Errorf("pty non-blocking: %w", err)
+	}
+	return os.NewFile(uintptr(fd), "/dev/ptmx"), s, nil
+}
+
 func (l *Line) closeFiles() {
 	l.master.Close()
 	l.slave.Close()
@@ -125,6 +147,9 @@ func (l *Line) Close() error {
 	l.closeOnce.Do(func() {
 		close(l.done)
 		l.closeFiles()
+		if c, ok := l.resp.(interface{ Close() }); ok {
+			c.Close()
+		}
 		if l.Link != "" {
 			if p, err := os.Readlink(l.Link); err == nil && p == l.Path {
 				_ = os.Remove(l.Link)
@@ -145,10 +170,32 @@ func (l *Line) sleep(d time.Duration) bool {
 	}
 }
 
+// idler is a Responder that holds partial frames: after InterByteTimeout of
+// silence the line calls Idle so a cut-off frame cannot swallow the next.
+type idler interface {
+	Partial() bool
+	Idle()
+}
+
+// InterByteTimeout is the silence after which a partial frame is dropped
+// (firmware-protocol.md, section 2.2).
+const InterByteTimeout = 20 * time.Millisecond
+
 func (l *Line) serve() {
 	buf := make([]byte, 256)
+	idl, _ := l.resp.(idler)
 	for {
+		partial := idl != nil && idl.Partial()
+		if partial {
+			_ = l.master.SetReadDeadline(time.Now().Add(InterByteTimeout))
+		} else {
+			_ = l.master.SetReadDeadline(time.Time{})
+		}
 		n, err := l.master.Read(buf)
+		if err != nil && partial && errors.Is(err, os.ErrDeadlineExceeded) {
+			idl.Idle()
+			continue
+		}
 		if err != nil {
 			if !errors.Is(err, os.ErrClosed) && !errors.Is(err, io.EOF) {
 				select {

@@ -1,17 +1,26 @@
 // Package lifecycle is the document state machine, written down as data.
 //
 // A document (an ID card, passport or driving licence waiting for its
-// holder) moves through these states:
+// holder) moves through these states. Every allowed move:
 //
-//	registered ──reserve──▶ reserved ──load──▶ loaded ──notify──▶ notified
-//	     ▲   │                 │  │               │ │                │ │
-//	     └unreserve────────────┘  │               │ └─collect─┐      │ └─renotify (stays notified)
-//	         │                    │               │           ▼      │
-//	         └─cancel─▶ cancelled ◀┘               │       collected ◀┘ (also from expired)
-//	                                               │
-//	  loaded / notified ──expire──▶ expired ──retrieve──▶ retrieved
-//	  loaded / notified ──────────retrieve──────────────▶ retrieved
-//	  loaded / notified ──reissue (new codes, same state)
+//	from         action     to
+//	registered   reserve    reserved
+//	reserved     unreserve  registered
+//	reserved     load       loaded
+//	loaded       notify     notified
+//	notified     renotify   notified
+//	loaded       collect    collected
+//	notified     collect    collected
+//	expired      collect    collected
+//	loaded       expire     expired
+//	notified     expire     expired
+//	loaded       retrieve   retrieved
+//	notified     retrieve   retrieved
+//	expired      retrieve   retrieved
+//	registered   cancel     cancelled
+//	reserved     cancel     cancelled
+//	loaded       reissue    loaded
+//	notified     reissue    notified
 //
 // The rules, thought through as a city counter works:
 //

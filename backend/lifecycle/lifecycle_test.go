@@ -2,6 +2,8 @@ package lifecycle_test
 
 import (
 	"errors"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -92,4 +94,19 @@ func TestTransitionsIsACopy(t *testing.T) {
 	to, err := lifecycle.Check(lifecycle.Registered, lifecycle.Reserve)
 	require.NoError(t, err)
 	require.Equal(t, lifecycle.Reserved, to)
+}
+
+// TestDocTableMatchesCode keeps the table in doc.go true.
+func TestDocTableMatchesCode(t *testing.T) {
+	b, err := os.ReadFile("doc.go")
+	require.NoError(t, err)
+	var doc []lifecycle.Transition
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(strings.TrimPrefix(line, "//"))
+		if len(f) != 3 || !lifecycle.State(f[0]).Valid() {
+			continue
+		}
+		doc = append(doc, lifecycle.Transition{From: lifecycle.State(f[0]), Action: lifecycle.Action(f[1]), To: lifecycle.State(f[2])})
+	}
+	require.ElementsMatch(t, lifecycle.Transitions(), doc)
 }

@@ -150,3 +150,51 @@ func TestReserveDeviceChoiceAndOutOfService(t *testing.T) {
 	_, err = e.svc.SetOutOfService(e.ctx, "user:tech", 999999, true)
 	require.ErrorIs(t, err, service.ErrNotFound)
 }
+
+func TestSameDocumentReservedConcurrentlyOnce(t *testing.T) {
+	e := newEnv(t, nil)
+	e.device("d", uniform(10, store.SizeS, 150)...)
+	doc := e.register(store.EID, false)
+	const n = 10
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = e.svc.Reserve(e.ctx, "user:counter1", doc.ID, service.ReserveOptions{})
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		if err == nil {
+			ok++
+			continue
+		}
+		require.ErrorIs(t, err, service.ErrForbiddenTransition)
+	}
+	require.Equal(t, 1, ok)
+	d, err := e.svc.GetDevice(e.ctx, "d")
+	require.NoError(t, err)
+	held := 0
+	for _, c := range d.Compartments {
+		if c.State == store.CompartmentReserved {
+			held++
+		}
+	}
+	require.Equal(t, 1, held, "no compartment leaked")
+}
+
+func TestRecordEvent(t *testing.T) {
+	e := newEnv(t, nil)
+	rec, err := e.svc.RecordEvent(e.ctx, audit.Entry{Actor: "device:d", Action: "door.forced", Subject: "device:d",
+		Details: map[string]any{"compartment": 3}})
+	require.NoError(t, err)
+	require.Equal(t, t0, rec.At)
+	require.Greater(t, rec.Seq, int64(0))
+	_, err = e.svc.RecordEvent(e.ctx, audit.Entry{Actor: "mallory", Action: "x"})
+	require.ErrorIs(t, err, service.ErrInvalid)
+	_, err = e.svc.RecordEvent(e.ctx, audit.Entry{Actor: "system"})
+	require.ErrorIs(t, err, service.ErrInvalid)
+}

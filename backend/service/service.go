@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"kluis/backend/audit"
 	"kluis/backend/lifecycle"
 	"kluis/backend/store"
 )
@@ -238,4 +239,27 @@ func (s *Service) location(ctx context.Context, db store.DB, siteID string) (*ti
 		return nil, fmt.Errorf("service: site %s time zone %q: %w", siteID, site.TimeZone, err)
 	}
 	return loc, nil
+}
+
+// RecordEvent appends an audit record in its own transaction, for events
+// that are not document transitions: door events, remote opens, alarms.
+// e.Actor must be "system", "user:<id>" or "device:<id>"; e.At defaults to
+// the service clock. Never put personal data, PINs or tokens in e.Details.
+func (s *Service) RecordEvent(ctx context.Context, e audit.Entry) (audit.Record, error) {
+	if err := checkActor(e.Actor); err != nil {
+		return audit.Record{}, err
+	}
+	if e.At.IsZero() {
+		e.At = s.clock()
+	}
+	var rec audit.Record
+	err := s.st.InTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		rec, err = audit.Append(ctx, tx, e)
+		return err
+	})
+	if errors.Is(err, audit.ErrInvalid) {
+		return audit.Record{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return rec, err
 }

@@ -18,6 +18,8 @@ type Error struct {
 	Code string
 	// Message is for people.
 	Message string
+	// Details are extra machine-readable facts (e.g. the refused fields).
+	Details any
 	// Err is the underlying cause, logged but not shown.
 	Err error
 }
@@ -46,6 +48,7 @@ type errorBody struct {
 type errorDetail struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	Details any    `json:"details,omitempty"`
 }
 
 // ErrorMapper turns domain errors from other packages into API errors; it
@@ -59,7 +62,8 @@ func (s *Server) toAPIError(err error) *Error {
 	if errors.As(err, &ae) {
 		return ae
 	}
-	for _, m := range s.mappers {
+	mappers := append(append([]ErrorMapper(nil), s.mappers...), domainError)
+	for _, m := range mappers {
 		if ae := m(err); ae != nil {
 			if ae.Err == nil {
 				ae.Err = err
@@ -100,5 +104,5 @@ func writeAPIError(w http.ResponseWriter, e *Error) {
 	if e.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="kluis"`)
 	}
-	writeJSON(w, e.Status, errorBody{Error: errorDetail{Code: e.Code, Message: e.Message}})
+	writeJSON(w, e.Status, errorBody{Error: errorDetail{Code: e.Code, Message: e.Message, Details: e.Details}})
 }

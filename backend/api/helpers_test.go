@@ -17,6 +17,7 @@ import (
 
 	"kluis/backend/api"
 	"kluis/backend/auth"
+	"kluis/backend/service"
 	"kluis/backend/store"
 	"kluis/backend/store/storetest"
 )
@@ -41,7 +42,9 @@ func newEnv(t *testing.T, mutate ...func(*api.Options)) *env {
 	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: quietLogger(), Params: auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1}})
 	require.NoError(t, err)
 	reg := prometheus.NewRegistry()
-	opts := api.Options{Logger: quietLogger(), Registry: reg, Pool: st.Pool(), Auth: as}
+	svc, err := service.New(service.Options{Store: st, Logger: quietLogger()})
+	require.NoError(t, err)
+	opts := api.Options{Logger: quietLogger(), Registry: reg, Pool: st.Pool(), Auth: as, Service: svc}
 	for _, m := range mutate {
 		m(&opts)
 	}

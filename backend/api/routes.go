@@ -32,6 +32,29 @@ func (s *Server) routeTable() []route {
 		{method: "POST", path: "/api/v1/tokens", roles: anyRole, h: s.handleCreateToken},
 		{method: "DELETE", path: "/api/v1/tokens/{id}", roles: anyRole, h: s.handleRevokeToken},
 
+		{method: "GET", path: "/api/v1/sites", roles: anyRole, h: s.handleListSites},
+		{method: "POST", path: "/api/v1/sites", roles: adminOnly, idempotent: true, h: s.handleCreateSite},
+		{method: "GET", path: "/api/v1/sites/{id}", roles: anyRole, h: s.handleGetSite},
+
+		{method: "GET", path: "/api/v1/devices", roles: anyRole, h: s.handleListDevices},
+		{method: "POST", path: "/api/v1/devices", roles: adminOnly, idempotent: true, h: s.handleCreateDevice},
+		{method: "GET", path: "/api/v1/devices/{id}", roles: anyRole, h: s.handleGetDevice},
+		{method: "PATCH", path: "/api/v1/devices/{id}/compartments/{number}", roles: techRole, h: s.handleUpdateCompartment},
+		{method: "POST", path: "/api/v1/devices/{id}/compartments/{number}/open", roles: techRole, h: s.handleOpen},
+
+		{method: "GET", path: "/api/v1/documents", roles: staffRole, h: s.handleListDocuments},
+		{method: "POST", path: "/api/v1/documents", roles: staffRole, idempotent: true, h: s.handleRegisterDocument},
+		{method: "GET", path: "/api/v1/documents/{id}", roles: staffRole, h: s.handleGetDocument},
+		{method: "GET", path: "/api/v1/documents/{id}/slip", roles: staffRole, h: s.handleSlip},
+		{method: "POST", path: "/api/v1/documents/{id}/reserve", roles: staffRole, h: s.documentAction("reserve")},
+		{method: "POST", path: "/api/v1/documents/{id}/load", roles: staffRole, h: s.documentAction("load")},
+		{method: "POST", path: "/api/v1/documents/{id}/cancel", roles: staffRole, h: s.documentAction("cancel")},
+		{method: "POST", path: "/api/v1/documents/{id}/renotify", roles: staffRole, h: s.documentAction("renotify")},
+		{method: "POST", path: "/api/v1/documents/{id}/reissue", roles: staffRole, h: s.documentAction("reissue")},
+		{method: "POST", path: "/api/v1/documents/{id}/retrieve", roles: staffRole, h: s.documentAction("retrieve")},
+
+		{method: "GET", path: "/t/{tracking}", h: s.handleTrack},
+
 		{method: "GET", path: "/api/v1/audit", roles: adminOnly, h: s.handleListAudit},
 		{method: "GET", path: "/api/v1/audit/verify", roles: adminOnly, h: s.handleVerifyAudit},
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"kluis/backend/auth"
+	"kluis/backend/service"
 )
 
 // DefaultMaxBodyBytes limits request bodies (1 MiB).
@@ -37,6 +38,16 @@ type Options struct {
 	Clock func() time.Time
 	// MaxBodyBytes limits request bodies; default DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// Service runs the document, site and device use cases; nil makes
+	// those routes answer 503 unavailable.
+	Service *service.Service
+	// Opener sends remote-open commands (the device link); nil makes remote
+	// open answer 503 device_link_unavailable.
+	Opener Opener
+	// Slip renders pickup slips; nil makes the slip route answer 503.
+	Slip SlipFunc
+	// TrackPage serves the citizen page GET /t/{tracking}; nil makes it answer 503.
+	TrackPage http.Handler
 	// ErrorMappers translate domain errors to API errors, tried in order
 	// before the built-in mapping.
 	ErrorMappers []ErrorMapper
@@ -51,6 +62,10 @@ type Server struct {
 	clock   func() time.Time
 	maxBody int64
 	mappers []ErrorMapper
+	svc     *service.Service
+	opener  Opener
+	slip    SlipFunc
+	track   http.Handler
 	routes  []route
 	mux     *http.ServeMux
 	latency *prometheus.HistogramVec
@@ -111,6 +126,10 @@ func New(opts Options) (*Server, error) {
 		maxBody: opts.MaxBodyBytes,
 		mappers: opts.ErrorMappers,
 		mux:     http.NewServeMux(),
+		svc:     opts.Service,
+		opener:  opts.Opener,
+		slip:    opts.Slip,
+		track:   opts.TrackPage,
 	}
 	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "kluis",
@@ -128,6 +147,11 @@ func New(opts Options) (*Server, error) {
 	}
 	if err := s.reg.Register(s.panics); err != nil {
 		return nil, fmt.Errorf("api: register metrics: %w", err)
+	}
+	if s.svc != nil {
+		if err := s.reg.Register(newDocumentStates(s.svc, s.log.Warn)); err != nil {
+			return nil, fmt.Errorf("api: register document gauge: %w", err)
+		}
 	}
 	s.routes = s.routeTable()
 	for _, rt := range s.routes {

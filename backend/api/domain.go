@@ -1,0 +1,513 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"kluis/backend/audit"
+	"kluis/backend/lifecycle"
+	"kluis/backend/service"
+	"kluis/backend/store"
+)
+
+// Opener sends a remote-open command to a device's compartment (the device
+// link). It returns once the device acknowledged or failed.
+type Opener interface {
+	OpenCompartment(ctx context.Context, deviceID string, number int, reason, actor string) error
+}
+
+// SlipFunc renders the printable pickup slip (HTML) of a document.
+type SlipFunc func(ctx context.Context, doc store.Document) ([]byte, error)
+
+func (s *Server) needService() error {
+	if s.svc == nil {
+		return errorf(http.StatusServiceUnavailable, "unavailable", "the document service is not configured on this server")
+	}
+	return nil
+}
+
+// decodeOptionalJSON is decodeJSON that accepts an empty body.
+func decodeOptionalJSON(r *http.Request, dst any) error {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "the request body exceeds %d bytes", mbe.Limit)
+		}
+		return errorf(http.StatusBadRequest, "unreadable_body", "the request body could not be read")
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	return decodeJSON(r, dst)
+}
+
+// offsetPage pages an in-memory list with an offset cursor.
+func offsetPage[T any](r *http.Request, all []T) (Page[T], error) {
+	limit, cur, err := pageParams(r)
+	if err != nil {
+		return Page[T]{}, err
+	}
+	off, err := cursorInt(cur)
+	if err != nil {
+		return Page[T]{}, err
+	}
+	if off > int64(len(all)) {
+		off = int64(len(all))
+	}
+	end := min(int(off)+limit, len(all))
+	next := ""
+	if end < len(all) {
+		next = strconv.Itoa(end)
+	}
+	return newPage(r, all[off:end], next), nil
+}
+
+// Sites and devices.
+
+func (s *Server) handleListSites(w http.ResponseWriter, r *http.Request) error {
+	if err := s.needService(); err != nil {
+		return err
+	}
+	sites, err := s.svc.ListSites(r.Context())
+	if err != nil {
+		return err
+	}
+	p, err := offsetPage(r, sites)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, p)
+	return nil
+}
+
+func (s *Server) handleCreateSite(w http.ResponseWriter, r *http.Request) error {
+	if err := s.needService(); err != nil {
+		return err
+	}
+	var n store.NewSite
+	if err := decodeJSON(r, &n); err != nil {
+		return err
+	}
+	site, err := s.svc.CreateSite(r.Context(), actor(principal(r.Context())), n)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/api/v1/sites/"+site.ID)
+	writeJSON(w, http.StatusCreated, site)
+	return nil
+}
+
+func (s *Server) handleGetSite(w http.ResponseWriter, r *http.Request) error {
+	if err := s.needService(); err != nil {
+		return err
+	}
+	site, err := s.svc.GetSite(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, site)
+	return nil
+}
+
+func (s *Server) handleListDevices(w http.ResponseWriter, r *http.Request) error {
+	if err := s.needService(); err != nil {
+		return err
+	}
+	devs, err := s.svc.ListDevices(r.Context(), r.URL.Query().Get("site"))
+	if err != nil {
+		return err
+	}
+	p, err := offsetPage(r, devs)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, p)
+	return nil
+}
+
+func (s *Server) handleCreateDevice(w http.ResponseWriter, r *http.Request) error {
+	if err := s.needService(); err != nil {
+		return err
+	}
+	var n store.NewDevice
+	if err := decodeJSON(r, &n); err != nil {
+		return err
+	}
+	d, err := s.svc.CreateDevice(r.Context(), actor(principal(r.Context())), n)
+	if err != nil {
+		return err
+	}
+	if full, err := s.svc.GetDevice(r.Context(), d.ID); err == nil {
+		d = full
+	}
+	w.Header().Set("Location", "/api/v1/devices/"+d.ID)
+	writeJSON(w, http.StatusCreated, d)
+	return nil
+}
+
+func (s *Server) handleGetDevice(w http.ResponseWriter, r *http.Request) error {
+	if err := s.needService(); err != nil {
+		return err
+	}
+	d, err := s.svc.GetDevice(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, d)
+	return nil
+}
+
+func compartmentNumber(r *http.Request) (int, error) {
+	n, err := strconv.Atoi(r.PathValue("number"))
+	if err != nil || n < 1 || n > store.MaxCompartments {
+		return 0, errorf(http.StatusBadRequest, "invalid_id", "the compartment number must be a whole number from 1 to %d", store.MaxCompartments)
+	}
+	return n, nil
+}
+
+type compartmentUpdate struct {
+	OutOfService *bool  `json:"out_of_service"`
+	Reason       string `json:"reason"`
+}
+
+func (s *Server) handleUpdateCompartment(w http.ResponseWriter, r *http.Request) error {
+	if err := s.needService(); err != nil {
+		return err
+	}
+	num, err := compartmentNumber(r)
+	if err != nil {
+		return err
+	}
+	var req compartmentUpdate
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.OutOfService == nil {
+		return errorf(http.StatusBadRequest, "missing_field", "out_of_service (true or false) is required")
+	}
+	if err := checkReason(req.Reason, false); err != nil {
+		return err
+	}
+	c, err := store.CompartmentByNumber(r.Context(), s.pool, r.PathValue("id"), num)
+	if err != nil {
+		return err
+	}
+	c, err = s.svc.SetOutOfService(r.Context(), actor(principal(r.Context())), c.ID, *req.OutOfService)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, c)
+	return nil
+}
+
+func checkReason(reason string, required bool) error {
+	if required && strings.TrimSpace(reason) == "" {
+		return errorf(http.StatusBadRequest, "missing_field", "a reason is required")
+	}
+	if !utf8.ValidString(reason) || utf8.RuneCountInString(reason) > 200 {
+		return errorf(http.StatusBadRequest, "invalid_input", "the reason must be text of at most 200 characters")
+	}
+	return nil
+}
+
+type openRequest struct {
+	Reason string `json:"reason"`
+}
+
+func (s *Server) handleOpen(w http.ResponseWriter, r *http.Request) error {
+	if err := s.needService(); err != nil {
+		return err
+	}
+	num, err := compartmentNumber(r)
+	if err != nil {
+		return err
+	}
+	var req openRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if err := checkReason(req.Reason, true); err != nil {
+		return err
+	}
+	ctx := r.Context()
+	deviceID := r.PathValue("id")
+	if _, err := store.CompartmentByNumber(ctx, s.pool, deviceID, num); err != nil {
+		return err
+	}
+	if s.opener == nil {
+		return errorf(http.StatusServiceUnavailable, "device_link_unavailable", "remote opening needs the device link, which is not running on this server")
+	}
+	p := principal(ctx)
+	details := map[string]any{"compartment": num, "reason": strings.TrimSpace(req.Reason)}
+	openErr := s.opener.OpenCompartment(ctx, deviceID, num, strings.TrimSpace(req.Reason), actor(p))
+	result := "opened"
+	if openErr != nil {
+		result = "failed"
+	}
+	details["result"] = result
+	if err := s.appendAudit(context.WithoutCancel(ctx), audit.Entry{Actor: actor(p), Action: "compartment.remote_open",
+		Subject: "device:" + deviceID, Details: details}); err != nil {
+		return fmt.Errorf("audit remote open: %w", err)
+	}
+	if openErr != nil {
+		var ae *Error
+		if errors.As(openErr, &ae) || s.mapsKnown(openErr) {
+			return openErr
+		}
+		return &Error{Status: http.StatusServiceUnavailable, Code: "device_unreachable",
+			Message: "the device did not confirm the opening: " + openErr.Error(), Err: openErr}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"device_id": deviceID, "number": num, "result": result})
+	return nil
+}
+
+// mapsKnown reports whether a configured mapper knows err.
+func (s *Server) mapsKnown(err error) bool {
+	for _, m := range s.mappers {
+		if m(err) != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// Documents.
+
+// registerRequest is NewDocument with the birth date as "YYYY-MM-DD".
+type registerRequest struct {
+	Kind      store.DocumentKind `json:"kind"`
+	Number    string             `json:"number"`
+	FirstName string             `json:"holder_first_name"`
+	LastName  string             `json:"holder_last_name"`
+	BirthDate string             `json:"holder_birth_date"`
+	Language  string             `json:"language"`
+	Email     string             `json:"email"`
+	Mobile    string             `json:"mobile"`
+	WantsLow  bool               `json:"wants_low"`
+	SiteID    string             `json:"site_id"`
+}
+
+func (s *Server) handleRegisterDocument(w http.ResponseWriter, r *http.Request) error {
+	if err := s.needService(); err != nil {
+		return err
+	}
+	var req registerRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	n := store.NewDocument{Kind: req.Kind, Number: req.Number, FirstName: req.FirstName, LastName: req.LastName,
+		Language: req.Language, Email: req.Email, Mobile: req.Mobile, WantsLow: req.WantsLow, SiteID: req.SiteID}
+	if req.BirthDate != "" {
+		d, err := time.Parse(time.DateOnly, req.BirthDate)
+		if err != nil {
+			return &Error{Status: http.StatusBadRequest, Code: "invalid_input", Message: "holder_birth_date must be a date like 1990-05-31",
+				Details: map[string]any{"fields": []store.FieldError{{Field: "holder_birth_date", Message: "must be a date like 1990-05-31"}}}}
+		}
+		n.BirthDate = d
+	}
+	doc, err := s.svc.RegisterDocument(r.Context(), actor(principal(r.Context())), n)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/api/v1/documents/"+doc.ID)
+	writeJSON(w, http.StatusCreated, doc)
+	return nil
+}
+
+func (s *Server) handleListDocuments(w http.ResponseWriter, r *http.Request) error {
+	if err := s.needService(); err != nil {
+		return err
+	}
+	limit, cur, err := pageParams(r)
+	if err != nil {
+		return err
+	}
+	off, err := cursorInt(cur)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	state := lifecycle.State(q.Get("state"))
+	if state != "" && !state.Valid() {
+		return errorf(http.StatusBadRequest, "invalid_filter", "state must be one of registered, reserved, loaded, notified, collected, expired, retrieved, cancelled")
+	}
+	if off > 1<<31 {
+		return errorf(http.StatusBadRequest, "invalid_cursor", "the cursor is not one this server handed out")
+	}
+	pg, err := s.svc.ListDocuments(r.Context(), store.DocumentFilter{State: state, DeviceID: q.Get("device"),
+		SiteID: q.Get("site"), Limit: limit, Offset: int(off)})
+	if err != nil {
+		return err
+	}
+	next := ""
+	if end := int(off) + len(pg.Documents); end < pg.Total && len(pg.Documents) > 0 {
+		next = strconv.Itoa(end)
+	}
+	type docPage struct {
+		Page[store.Document]
+		Total int `json:"total"`
+	}
+	writeJSON(w, http.StatusOK, docPage{Page: newPage(r, pg.Documents, next), Total: pg.Total})
+	return nil
+}
+
+type documentView struct {
+	store.Document
+	History []store.Transition `json:"history"`
+}
+
+func (s *Server) handleGetDocument(w http.ResponseWriter, r *http.Request) error {
+	if err := s.needService(); err != nil {
+		return err
+	}
+	doc, err := s.svc.GetDocument(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	hist, err := s.svc.History(r.Context(), doc.ID)
+	if err != nil {
+		return err
+	}
+	if hist == nil {
+		hist = []store.Transition{}
+	}
+	writeJSON(w, http.StatusOK, documentView{Document: doc, History: hist})
+	return nil
+}
+
+type reserveRequest struct {
+	DeviceID string `json:"device_id"`
+}
+
+type reasonRequest struct {
+	Reason string `json:"reason"`
+}
+
+type emptyRequest struct{}
+
+// documentAction builds the handler of POST /api/v1/documents/{id}/<action>.
+func (s *Server) documentAction(action string) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := s.needService(); err != nil {
+			return err
+		}
+		ctx := r.Context()
+		id, who := r.PathValue("id"), actor(principal(ctx))
+		var doc store.Document
+		var err error
+		switch action {
+		case "reserve":
+			var req reserveRequest
+			if err := decodeOptionalJSON(r, &req); err != nil {
+				return err
+			}
+			doc, err = s.svc.Reserve(ctx, who, id, service.ReserveOptions{DeviceID: req.DeviceID})
+		case "cancel":
+			var req reasonRequest
+			if err := decodeOptionalJSON(r, &req); err != nil {
+				return err
+			}
+			if err := checkReason(req.Reason, false); err != nil {
+				return err
+			}
+			doc, err = s.svc.Cancel(ctx, who, id, req.Reason)
+		default:
+			if err := decodeOptionalJSON(r, &emptyRequest{}); err != nil {
+				return err
+			}
+			switch action {
+			case "load":
+				doc, err = s.svc.Load(ctx, who, id)
+			case "renotify":
+				doc, err = s.svc.Renotify(ctx, who, id)
+			case "reissue":
+				doc, err = s.svc.Reissue(ctx, who, id)
+			case "retrieve":
+				doc, err = s.svc.Retrieve(ctx, who, id)
+			default:
+				return fmt.Errorf("unknown document action %q", action)
+			}
+		}
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, doc)
+		return nil
+	}
+}
+
+func (s *Server) handleSlip(w http.ResponseWriter, r *http.Request) error {
+	if err := s.needService(); err != nil {
+		return err
+	}
+	doc, err := s.svc.GetDocument(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if s.slip == nil {
+		return errorf(http.StatusServiceUnavailable, "unavailable", "pickup slips are not configured on this server")
+	}
+	html, err := s.slip(r.Context(), doc)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(html)
+	return nil
+}
+
+func (s *Server) handleTrack(w http.ResponseWriter, r *http.Request) error {
+	if s.track == nil {
+		return errorf(http.StatusServiceUnavailable, "unavailable", "the track page is not configured on this server")
+	}
+	s.track.ServeHTTP(w, r)
+	return nil
+}
+
+// documentStates is the documents-by-state gauge, read from the store at
+// scrape time.
+type documentStates struct {
+	svc  *service.Service
+	desc *prometheus.Desc
+	log  func(msg string, args ...any)
+}
+
+func newDocumentStates(svc *service.Service, warn func(string, ...any)) *documentStates {
+	return &documentStates{
+		svc: svc,
+		desc: prometheus.NewDesc("kluis_documents", "Documents by lifecycle state (read from the database at scrape time).",
+			[]string{"state"}, nil),
+		log: warn,
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (d *documentStates) Describe(ch chan<- *prometheus.Desc) { ch <- d.desc }
+
+// Collect implements prometheus.Collector.
+func (d *documentStates) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	counts, err := d.svc.DocumentCountsByState(ctx)
+	if err != nil {
+		d.log("documents gauge: count failed", "err", err)
+		return
+	}
+	for state, n := range counts {
+		ch <- prometheus.MustNewConstMetric(d.desc, prometheus.GaugeValue, float64(n), state)
+	}
+}

@@ -1,0 +1,351 @@
+package api_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/api"
+	"kluis/backend/audit"
+	"kluis/backend/auth"
+	"kluis/backend/store"
+)
+
+// recordingOpener stands in for the device link: it records calls and
+// fails when told to.
+type recordingOpener struct {
+	mu    sync.Mutex
+	calls []string
+	fail  error
+}
+
+func (o *recordingOpener) OpenCompartment(ctx context.Context, deviceID string, number int, reason, actor string) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.calls = append(o.calls, fmt.Sprintf("%s/%d %s by %s", deviceID, number, reason, actor))
+	return o.fail
+}
+
+// setupSite creates site "kortrijk" and device "kortrijk-1" with n compartments via the API.
+func (e *env) setupSite(n int) {
+	e.t.Helper()
+	admin := e.tokens[auth.RoleAdmin]
+	r := e.do("POST", "/api/v1/sites", admin, map[string]string{"id": "kortrijk", "name": "Stadhuis Kortrijk"})
+	require.Equal(e.t, 201, r.status, string(r.body))
+	comps := []map[string]any{}
+	for i := 0; i < n; i++ {
+		comps = append(comps, map[string]any{"channel": i, "size": "M", "height_cm": 150})
+	}
+	r = e.do("POST", "/api/v1/devices", admin, map[string]any{"id": "kortrijk-1", "site_id": "kortrijk", "kind": "locker", "compartments": comps})
+	require.Equal(e.t, 201, r.status, string(r.body))
+}
+
+func newDoc(number string) map[string]any {
+	return map[string]any{
+		"kind": "eid", "number": number, "holder_first_name": "Jan", "holder_last_name": "Peeters",
+		"holder_birth_date": "1980-04-12", "language": "nl", "email": "jan@example.be", "site_id": "kortrijk",
+	}
+}
+
+func (e *env) register(number string) store.Document {
+	e.t.Helper()
+	r := e.do("POST", "/api/v1/documents", e.tokens[auth.RoleStaff], newDoc(number))
+	require.Equal(e.t, 201, r.status, string(r.body))
+	var d store.Document
+	r.decode(e.t, &d)
+	return d
+}
+
+func TestDocumentLifecycleOverHTTP(t *testing.T) {
+	e := newEnv(t)
+	e.setupSite(1)
+	staff := e.tokens[auth.RoleStaff]
+
+	doc := e.register("591-1234567-89")
+	assert.Equal(t, "registered", string(doc.State))
+
+	r := e.do("GET", "/api/v1/documents/"+doc.ID, staff, nil)
+	require.Equal(t, 200, r.status)
+	var view struct {
+		State   string           `json:"state"`
+		History []map[string]any `json:"history"`
+	}
+	r.decode(t, &view)
+	assert.Equal(t, "registered", view.State)
+
+	// Forbidden transition: retrieve a registered document.
+	r = e.do("POST", "/api/v1/documents/"+doc.ID+"/retrieve", staff, nil)
+	assert.Equal(t, 409, r.status)
+	assert.Equal(t, "forbidden_transition", r.errCode())
+	assert.Contains(t, string(r.body), "cannot retrieve a document that is registered")
+
+	r = e.do("POST", "/api/v1/documents/"+doc.ID+"/reserve", staff, map[string]string{"device_id": "kortrijk-1"})
+	require.Equal(t, 200, r.status, string(r.body))
+	var d store.Document
+	r.decode(t, &d)
+	assert.Equal(t, "reserved", string(d.State))
+	assert.Equal(t, "kortrijk-1", d.DeviceID)
+
+	// The only compartment is taken: a second document finds none.
+	doc2 := e.register("591-7654321-00")
+	r = e.do("POST", "/api/v1/documents/"+doc2.ID+"/reserve", staff, nil)
+	assert.Equal(t, 409, r.status)
+	assert.Equal(t, "no_compartment", r.errCode())
+
+	r = e.do("POST", "/api/v1/documents/"+doc.ID+"/load", staff, "")
+	require.Equal(t, 200, r.status, string(r.body))
+	r.decode(t, &d)
+	assert.Equal(t, "loaded", string(d.State))
+	assert.NotNil(t, d.Deadline)
+
+	r = e.do("POST", "/api/v1/documents/"+doc.ID+"/reissue", staff, map[string]any{})
+	require.Equal(t, 200, r.status, string(r.body))
+	r = e.do("POST", "/api/v1/documents/"+doc.ID+"/renotify", staff, nil)
+	assert.Equal(t, 409, r.status, "renotify needs a notified document")
+	r = e.do("POST", "/api/v1/documents/"+doc.ID+"/reserve", staff, map[string]any{"device": "x"})
+	assert.Equal(t, 400, r.status)
+	assert.Equal(t, "unknown_field", r.errCode())
+
+	r = e.do("POST", "/api/v1/documents/"+doc.ID+"/retrieve", staff, nil)
+	require.Equal(t, 200, r.status, string(r.body))
+	r = e.do("POST", "/api/v1/documents/"+doc.ID+"/cancel", staff, map[string]string{"reason": "too late"})
+	assert.Equal(t, 409, r.status)
+	assert.Equal(t, "forbidden_transition", r.errCode())
+
+	r = e.do("POST", "/api/v1/documents/"+doc2.ID+"/cancel", staff, map[string]string{"reason": "holder moved"})
+	require.Equal(t, 200, r.status, string(r.body))
+
+	r = e.do("GET", "/api/v1/documents/"+doc.ID, staff, nil)
+	require.Equal(t, 200, r.status)
+	r.decode(t, &view)
+	assert.Equal(t, "retrieved", view.State)
+	require.Len(t, view.History, 5) // register, reserve, load, reissue, retrieve
+	assert.Equal(t, "register", view.History[0]["action"])
+	assert.Equal(t, fmt.Sprintf("user:%d", e.users[auth.RoleStaff].ID), view.History[0]["actor"])
+
+	r = e.do("GET", "/api/v1/documents/00000000-0000-0000-0000-000000000000", staff, nil)
+	assert.Equal(t, 404, r.status)
+	assert.Equal(t, "not_found", r.errCode())
+
+	// The gauge counts documents by state from the database.
+	r = e.do("GET", "/metrics", "", nil)
+	assert.Contains(t, string(r.body), `kluis_documents{state="retrieved"} 1`)
+	assert.Contains(t, string(r.body), `kluis_documents{state="cancelled"} 1`)
+}
+
+func TestRegisterValidation(t *testing.T) {
+	e := newEnv(t)
+	e.setupSite(1)
+	staff := e.tokens[auth.RoleStaff]
+	bad := newDoc("x")
+	bad["language"] = "xx"
+	delete(bad, "email")
+	r := e.do("POST", "/api/v1/documents", staff, bad)
+	require.Equal(t, 400, r.status, string(r.body))
+	assert.Equal(t, "invalid_input", r.errCode())
+	var body struct {
+		Error struct {
+			Details struct {
+				Fields []store.FieldError `json:"fields"`
+			} `json:"details"`
+		} `json:"error"`
+	}
+	r.decode(t, &body)
+	var fields []string
+	for _, f := range body.Error.Details.Fields {
+		fields = append(fields, f.Field)
+	}
+	assert.Contains(t, fields, "number")
+	assert.Contains(t, fields, "language")
+	assert.Contains(t, fields, "email")
+
+	bad = newDoc("591-1234567-89")
+	bad["holder_birth_date"] = "12/04/1980"
+	r = e.do("POST", "/api/v1/documents", staff, bad)
+	assert.Equal(t, 400, r.status)
+	assert.Equal(t, "invalid_input", r.errCode())
+	assert.Contains(t, string(r.body), "holder_birth_date")
+
+	bad = newDoc("591-1234567-89")
+	bad["wants_low"] = "yes"
+	r = e.do("POST", "/api/v1/documents", staff, bad)
+	assert.Equal(t, 400, r.status)
+	assert.Equal(t, "wrong_type", r.errCode())
+	assert.Contains(t, string(r.body), "wants_low")
+
+	r = e.do("GET", "/api/v1/documents?state=lost", staff, nil)
+	assert.Equal(t, 400, r.status)
+	assert.Equal(t, "invalid_filter", r.errCode())
+
+	// Duplicate site: 409 conflict, not 500.
+	r = e.do("POST", "/api/v1/sites", e.tokens[auth.RoleAdmin], map[string]string{"id": "kortrijk", "name": "again"})
+	assert.Equal(t, 409, r.status, string(r.body))
+}
+
+func TestDocumentRegistrationIdempotent(t *testing.T) {
+	e := newEnv(t)
+	e.setupSite(1)
+	staff := e.tokens[auth.RoleStaff]
+	r1 := e.do("POST", "/api/v1/documents", staff, newDoc("591-1111111-11"), "Idempotency-Key", "reg-1")
+	require.Equal(t, 201, r1.status, string(r1.body))
+	r2 := e.do("POST", "/api/v1/documents", staff, newDoc("591-1111111-11"), "Idempotency-Key", "reg-1")
+	require.Equal(t, 201, r2.status)
+	assert.Equal(t, "true", r2.header.Get(api.ReplayedHeader))
+	assert.JSONEq(t, string(r1.body), string(r2.body))
+	r3 := e.do("POST", "/api/v1/documents", staff, newDoc("591-2222222-22"), "Idempotency-Key", "reg-1")
+	assert.Equal(t, 422, r3.status)
+	assert.Equal(t, "idempotency_key_reused", r3.errCode())
+
+	r := e.do("GET", "/api/v1/documents", staff, nil)
+	var page struct {
+		Total int `json:"total"`
+	}
+	r.decode(t, &page)
+	assert.Equal(t, 1, page.Total, "the replay must not register a second document")
+}
+
+func TestDocumentPagination(t *testing.T) {
+	e := newEnv(t)
+	e.setupSite(1)
+	staff := e.tokens[auth.RoleStaff]
+	want := map[string]bool{}
+	for i := 0; i < 5; i++ {
+		want[e.register(fmt.Sprintf("591-000000%d-00", i)).ID] = true
+	}
+	got := map[string]bool{}
+	path := "/api/v1/documents?state=registered&limit=2"
+	pages := 0
+	for path != "" && pages < 10 {
+		r := e.do("GET", path, staff, nil)
+		require.Equal(t, 200, r.status, string(r.body))
+		var p struct {
+			api.Page[store.Document]
+			Total int `json:"total"`
+		}
+		r.decode(t, &p)
+		assert.Equal(t, 5, p.Total)
+		for _, d := range p.Items {
+			assert.False(t, got[d.ID], "document %s on two pages", d.ID)
+			got[d.ID] = true
+		}
+		if p.Next != "" {
+			assert.Contains(t, p.Next, "state=registered")
+		}
+		path = p.Next
+		pages++
+	}
+	assert.Equal(t, 3, pages)
+	assert.Equal(t, want, got)
+
+	r := e.do("GET", "/api/v1/documents?state=loaded", staff, nil)
+	var p api.Page[store.Document]
+	r.decode(t, &p)
+	assert.Empty(t, p.Items)
+	assert.Empty(t, p.NextCursor)
+
+	r = e.do("GET", "/api/v1/devices?limit=1", staff, nil)
+	require.Equal(t, 200, r.status)
+	var dp api.Page[store.Device]
+	r.decode(t, &dp)
+	require.Len(t, dp.Items, 1)
+	assert.Empty(t, dp.NextCursor)
+}
+
+func TestCompartmentServiceAndRemoteOpen(t *testing.T) {
+	opener := &recordingOpener{}
+	e := newEnv(t, func(o *api.Options) { o.Opener = opener })
+	e.setupSite(2)
+	tech := e.tokens[auth.RoleTechnician]
+
+	r := e.do("GET", "/api/v1/devices/kortrijk-1", tech, nil)
+	require.Equal(t, 200, r.status)
+	var dev store.Device
+	r.decode(t, &dev)
+	require.Len(t, dev.Compartments, 2)
+
+	r = e.do("PATCH", "/api/v1/devices/kortrijk-1/compartments/2", tech, map[string]any{"out_of_service": true, "reason": "lock jammed"})
+	require.Equal(t, 200, r.status, string(r.body))
+	var c store.Compartment
+	r.decode(t, &c)
+	assert.Equal(t, store.CompartmentOutOfService, c.State)
+	r = e.do("PATCH", "/api/v1/devices/kortrijk-1/compartments/9", tech, map[string]any{"out_of_service": true})
+	assert.Equal(t, 404, r.status)
+	r = e.do("PATCH", "/api/v1/devices/kortrijk-1/compartments/0", tech, map[string]any{"out_of_service": true})
+	assert.Equal(t, 400, r.status)
+	r = e.do("PATCH", "/api/v1/devices/kortrijk-1/compartments/1", tech, map[string]any{})
+	assert.Equal(t, 400, r.status)
+	assert.Equal(t, "missing_field", r.errCode())
+
+	r = e.do("POST", "/api/v1/devices/kortrijk-1/compartments/1/open", tech, map[string]any{})
+	assert.Equal(t, 400, r.status)
+	assert.Equal(t, "missing_field", r.errCode())
+	r = e.do("POST", "/api/v1/devices/kortrijk-1/compartments/1/open", tech, map[string]any{"reason": strings.Repeat("x", 201)})
+	assert.Equal(t, 400, r.status)
+	r = e.do("POST", "/api/v1/devices/nowhere/compartments/1/open", tech, map[string]any{"reason": "test"})
+	assert.Equal(t, 404, r.status)
+	require.Empty(t, opener.calls, "refused requests must not reach the device")
+
+	r = e.do("POST", "/api/v1/devices/kortrijk-1/compartments/1/open", tech, map[string]any{"reason": "door check"})
+	require.Equal(t, 200, r.status, string(r.body))
+	require.Len(t, opener.calls, 1)
+	assert.Equal(t, fmt.Sprintf("kortrijk-1/1 door check by user:%d", e.users[auth.RoleTechnician].ID), opener.calls[0])
+
+	opener.fail = errors.New("no ack within 10s")
+	r = e.do("POST", "/api/v1/devices/kortrijk-1/compartments/1/open", tech, map[string]any{"reason": "second try"})
+	assert.Equal(t, 503, r.status)
+	assert.Equal(t, "device_unreachable", r.errCode())
+
+	recs, err := audit.List(context.Background(), e.st.Pool(), audit.ListOptions{Subject: "device:kortrijk-1"})
+	require.NoError(t, err)
+	var results []string
+	for _, rc := range recs {
+		if rc.Action == "compartment.remote_open" {
+			results = append(results, string(rc.Details))
+		}
+	}
+	require.Len(t, results, 2)
+	assert.Contains(t, results[0], `"result":"opened"`)
+	assert.Contains(t, results[0], `"reason":"door check"`)
+	assert.Contains(t, results[1], `"result":"failed"`)
+}
+
+func TestRemoteOpenWithoutDeviceLink(t *testing.T) {
+	e := newEnv(t)
+	e.setupSite(1)
+	r := e.do("POST", "/api/v1/devices/kortrijk-1/compartments/1/open", e.tokens[auth.RoleAdmin], map[string]any{"reason": "test"})
+	assert.Equal(t, 503, r.status)
+	assert.Equal(t, "device_link_unavailable", r.errCode())
+}
+
+func TestSlipAndTrackPage(t *testing.T) {
+	e := newEnv(t, func(o *api.Options) {
+		o.Slip = func(ctx context.Context, d store.Document) ([]byte, error) {
+			return []byte("<html>slip " + d.ID + "</html>"), nil
+		}
+		o.TrackPage = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			fmt.Fprintf(w, "<html>track %s</html>", r.PathValue("tracking"))
+		})
+	})
+	e.setupSite(1)
+	doc := e.register("591-3333333-33")
+	r := e.do("GET", "/api/v1/documents/"+doc.ID+"/slip", e.tokens[auth.RoleStaff], nil)
+	require.Equal(t, 200, r.status, string(r.body))
+	assert.Equal(t, "text/html; charset=utf-8", r.header.Get("Content-Type"))
+	assert.Equal(t, "<html>slip "+doc.ID+"</html>", string(r.body))
+
+	r = e.do("GET", "/t/abc123", "", nil)
+	require.Equal(t, 200, r.status)
+	assert.Equal(t, "<html>track abc123</html>", string(r.body))
+
+	r = e.do("GET", "/metrics", "", nil)
+	assert.Contains(t, string(r.body), `route="GET /t/{tracking}"`)
+	assert.NotContains(t, string(r.body), "abc123")
+}

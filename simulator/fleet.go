@@ -52,6 +52,8 @@ type DeviceConfig struct {
 	MechDelay time.Duration `yaml:"mech_delay" json:"mech_delay"`
 	Cooldown  time.Duration `yaml:"cooldown" json:"cooldown"`
 	AutoClose time.Duration `yaml:"auto_close" json:"auto_close"`
+	// MaxEnergised bounds the locks energised at once per board (0: none).
+	MaxEnergised int `yaml:"max_energised" json:"max_energised"`
 	// KerongOpenBitClear inverts the Kerong lock-bit polarity.
 	KerongOpenBitClear bool `yaml:"kerong_open_bit_clear" json:"kerong_open_bit_clear"`
 	// KerongPulse is the Kerong board's unlock time; default 500ms.
@@ -187,7 +189,7 @@ func StartFleet(ctx context.Context, cfg Config, o FleetOptions) (*Fleet, error)
 			seed = *dc.Seed
 		}
 		dev, err := New(Options{ID: dc.ID, Kind: dc.Kind, Boards: dc.Boards, Channels: dc.Channels, Slots: dc.Slots,
-			MoveTime: dc.MoveTime, MechDelay: dc.MechDelay, Cooldown: dc.Cooldown, AutoClose: dc.AutoClose,
+			MoveTime: dc.MoveTime, MechDelay: dc.MechDelay, Cooldown: dc.Cooldown, AutoClose: dc.AutoClose, MaxEnergised: dc.MaxEnergised,
 			Seed: seed, Clock: o.Clock, Logger: o.Logger})
 		if err != nil {
 			return nil, fmt.Errorf("device %s: %w", dc.ID, err)

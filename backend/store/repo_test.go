@@ -170,3 +170,11 @@ func TestNewDocumentValidate(t *testing.T) {
 		require.Equal(t, c.field, ve.Fields[0].Field, name)
 	}
 }
+
+func TestSiteLocalTime(t *testing.T) {
+	utc := time.Date(2026, 7, 1, 10, 0, 0, 0, time.UTC)
+	got := store.Site{}.LocalTime(utc)
+	require.Equal(t, 12, got.Hour(), "Brussels is UTC+2 in summer")
+	require.Equal(t, 11, store.Site{TimeZone: "Europe/London"}.LocalTime(utc).Hour())
+	require.Equal(t, 12, store.Site{TimeZone: "Nowhere/Else"}.LocalTime(utc).Hour())
+}

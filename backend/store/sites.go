@@ -66,3 +66,26 @@ func ListSites(ctx context.Context, db DB) ([]Site, error) {
 	}
 	return out, nil
 }
+
+// DefaultTimeZone is the time zone of sites that name none.
+const DefaultTimeZone = "Europe/Brussels"
+
+// Location returns the site's time zone for showing times (stored in UTC)
+// to people; an unknown or empty zone gives Europe/Brussels.
+func (s Site) Location() *time.Location {
+	tz := s.TimeZone
+	if tz == "" {
+		tz = DefaultTimeZone
+	}
+	loc, err := time.LoadLocation(tz)
+	if err != nil {
+		loc, err = time.LoadLocation(DefaultTimeZone)
+		if err != nil {
+			return time.UTC
+		}
+	}
+	return loc
+}
+
+// LocalTime shows t in the site's time zone.
+func (s Site) LocalTime(t time.Time) time.Time { return t.In(s.Location()) }

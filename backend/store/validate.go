@@ -148,7 +148,7 @@ func (n *NewSite) Validate() error {
 	c.text("name", n.Name, true, 200)
 	c.text("address", n.Address, false, 500)
 	if n.TimeZone == "" {
-		n.TimeZone = "Europe/Brussels"
+		n.TimeZone = DefaultTimeZone
 	}
 	if _, err := time.LoadLocation(n.TimeZone); err != nil || n.TimeZone == "Local" {
 		c.add("time_zone", "unknown time zone %q", n.TimeZone)

@@ -259,3 +259,12 @@ func List(ctx context.Context, db DB, o ListOptions) ([]Record, error) {
 	}
 	return out, nil
 }
+
+// String summarises the report for people, e.g. "audit chain intact: 42
+// records" or "audit chain broken at record 7: ...".
+func (r Report) String() string {
+	if r.FirstBad == nil {
+		return fmt.Sprintf("audit chain intact: %d records", r.Records)
+	}
+	return fmt.Sprintf("audit chain broken at record %d: %s (%d records read)", *r.FirstBad, r.Reason, r.Records)
+}

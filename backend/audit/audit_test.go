@@ -59,6 +59,7 @@ func TestAppendAndVerifyIntact(t *testing.T) {
 	require.True(t, rep.OK(), rep.Reason)
 	require.Equal(t, 5, rep.Records)
 	require.Equal(t, int64(5), rep.HeadSeq)
+	require.Equal(t, "audit chain intact: 5 records", rep.String())
 
 	recs, err := audit.List(ctx, s.Pool(), audit.ListOptions{AfterSeq: 1, Limit: 2})
 	require.NoError(t, err)
@@ -127,6 +128,7 @@ func TestVerifyNamesFirstAlteredRecord(t *testing.T) {
 			require.Equal(t, c.bad, *rep.FirstBad, rep.Reason)
 			require.Contains(t, rep.Reason, c.reason)
 			require.Contains(t, rep.Reason, fmt.Sprintf("record %d", c.bad))
+			require.Contains(t, rep.String(), fmt.Sprintf("broken at record %d", c.bad))
 		})
 	}
 }

@@ -97,7 +97,7 @@ func readyEmail(t *testing.T, token string) Email {
 	require.NoError(t, err)
 	return Email{From: "Stad Kortrijk <kluis@kortrijk.be>", To: "ann@example.org", Subject: r.Subject, Text: r.Text, HTML: r.HTML,
 		Inline: []Inline{{ContentID: "qr@kluis", ContentType: "image/png", Filename: "qr.png", Data: qr}},
-		Date: time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC), MessageID: "m1@kluis"}
+		Date:   time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC), MessageID: "m1@kluis"}
 }
 
 func TestEmailOverSMTPAndDrop(t *testing.T) {

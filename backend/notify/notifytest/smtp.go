@@ -290,4 +290,3 @@ func (g *SMSGateway) Received() []SMS {
 	defer g.mu.Unlock()
 	return append([]SMS(nil), g.got...)
 }
-

@@ -1,0 +1,751 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+const usage = `usage: kluisctl [-url URL] [-token TOKEN] [-o table|json] COMMAND [ARGS]
+
+Configuration: KLUIS_URL (default http://127.0.0.1:8080), KLUIS_TOKEN.
+
+Commands:
+  login USERNAME                      log in (password from KLUIS_PASSWORD or stdin); prints a session token
+  logout                              revoke the current token
+  whoami                              show the current user
+  documents list [-state S] [-site S] [-device D] [-limit N] [-all]
+  documents show ID                   one document with its history
+  documents register -kind K -number N -first F -last L -birth YYYY-MM-DD -lang nl|fr|en|de -site S [-email E] [-mobile M] [-low] [-key IDEMPOTENCY-KEY]
+  documents reserve ID [-device D]
+  documents load|renotify|reissue|retrieve ID
+  documents cancel ID [-reason TEXT]
+  reissue ID                          same as documents reissue
+  sites list
+  devices list [-site S]
+  devices show ID                     a device with its compartments
+  compartment DEVICE NUMBER -out-of-service=true|false [-reason TEXT]
+  open DEVICE NUMBER -reason TEXT     open a compartment remotely (technician, admin)
+  audit verify                        verify the audit hash chain (admin)
+  audit list [-subject S] [-limit N]
+  users list                          (admin)
+  users add -username U -role staff|technician|admin   (password from KLUIS_NEW_PASSWORD or stdin)
+  tokens create NAME                  create an API token for automation
+`
+
+// cli holds the global options and the I/O of one invocation.
+type cli struct {
+	baseURL string
+	token   string
+	output  string
+	stdin   *bufio.Reader
+	stdout  io.Writer
+	stderr  io.Writer
+	getenv  func(string) string
+	client  *http.Client
+}
+
+// usageError marks wrong command-line use (exit code 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// apiError is an error answer of the API.
+type apiError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *apiError) Error() string {
+	return fmt.Sprintf("%s (HTTP %d): %s", e.Code, e.Status, e.Message)
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	c := &cli{stdin: bufio.NewReader(stdin), stdout: stdout, stderr: stderr, getenv: getenv,
+		client: &http.Client{Timeout: 60 * time.Second}}
+	fs := flag.NewFlagSet("kluisctl", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	def := getenv("KLUIS_URL")
+	if def == "" {
+		def = "http://127.0.0.1:8080"
+	}
+	fs.StringVar(&c.baseURL, "url", def, "backend URL (env KLUIS_URL)")
+	fs.StringVar(&c.token, "token", getenv("KLUIS_TOKEN"), "bearer token (env KLUIS_TOKEN)")
+	fs.StringVar(&c.output, "o", "table", "output: table or json")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+		fmt.Fprintf(stderr, "kluisctl: %v\n%s", err, usage)
+		return 2
+	}
+	rest := fs.Args()
+	if len(rest) == 0 || rest[0] == "help" {
+		fmt.Fprint(stdout, usage)
+		if len(rest) == 0 {
+			return 2
+		}
+		return 0
+	}
+	err := c.dispatch(ctx, rest)
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "kluisctl: %v\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "kluisctl: %v\n", err)
+		return 1
+	}
+}
+
+func (c *cli) checkOutput() error {
+	if c.output != "table" && c.output != "json" {
+		return usageError{fmt.Sprintf("-o must be table or json, not %q", c.output)}
+	}
+	return nil
+}
+
+// flags makes a subcommand flag set that also accepts -o.
+func (c *cli) flags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&c.output, "o", c.output, "output: table or json")
+	return fs
+}
+
+// parse parses flags that may come before or after the positional arguments.
+func parse(fs *flag.FlagSet, args []string, npos int) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, usageError{fmt.Sprintf("%s: %v", fs.Name(), err)}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+	if len(pos) != npos {
+		return nil, usageError{fmt.Sprintf("%s: want %d argument(s), got %d (see kluisctl help)", fs.Name(), npos, len(pos))}
+	}
+	return pos, nil
+}
+
+func (c *cli) dispatch(ctx context.Context, args []string) error {
+	if err := c.checkOutput(); err != nil {
+		return err
+	}
+	cmd, args := args[0], args[1:]
+	sub := ""
+	if len(args) > 0 {
+		sub = args[0]
+	}
+	switch cmd {
+	case "login":
+		return c.login(ctx, args)
+	case "logout":
+		return c.simple(ctx, "DELETE", "/api/v1/sessions/current", args, "logged out")
+	case "whoami":
+		return c.whoami(ctx, args)
+	case "documents", "docs", "document":
+		return c.documents(ctx, sub, tail(args))
+	case "reissue":
+		return c.docAction(ctx, "reissue", args)
+	case "sites":
+		if sub != "list" {
+			return usageError{"sites: want list"}
+		}
+		return c.list(ctx, "/api/v1/sites", tail(args), nil, siteCols)
+	case "devices", "device":
+		switch sub {
+		case "list":
+			return c.list(ctx, "/api/v1/devices", tail(args), []string{"site"}, deviceCols)
+		case "show":
+			return c.deviceShow(ctx, tail(args))
+		}
+		return usageError{"devices: want list or show"}
+	case "compartment":
+		return c.compartment(ctx, args)
+	case "open":
+		return c.open(ctx, args)
+	case "audit":
+		switch sub {
+		case "verify":
+			return c.auditVerify(ctx, tail(args))
+		case "list":
+			return c.list(ctx, "/api/v1/audit", tail(args), []string{"subject"}, auditCols)
+		}
+		return usageError{"audit: want verify or list"}
+	case "users":
+		switch sub {
+		case "list":
+			return c.list(ctx, "/api/v1/users", tail(args), nil, userCols)
+		case "add":
+			return c.userAdd(ctx, tail(args))
+		}
+		return usageError{"users: want list or add"}
+	case "tokens":
+		if sub != "create" {
+			return usageError{"tokens: want create"}
+		}
+		return c.tokenCreate(ctx, tail(args))
+	}
+	return usageError{fmt.Sprintf("unknown command %q (see kluisctl help)", cmd)}
+}
+
+func tail(a []string) []string {
+	if len(a) == 0 {
+		return nil
+	}
+	return a[1:]
+}
+
+// call sends a request and returns the raw response body of a 2xx answer.
+func (c *cli) call(ctx context.Context, method, path string, body any, headers ...string) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	u := strings.TrimRight(c.baseURL, "/") + path
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return nil, fmt.Errorf("bad URL %q: %w", c.baseURL, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		if headers[i+1] != "" {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+	}
+	res, err := c.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach %s: %w", c.baseURL, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(res.Body, 32<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read response: %w", err)
+	}
+	if res.StatusCode >= 300 {
+		var eb struct {
+			Error struct {
+				Code    string `json:"code"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if json.Unmarshal(b, &eb) == nil && eb.Error.Code != "" {
+			ae := &apiError{Status: res.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+			if res.StatusCode == http.StatusUnauthorized {
+				ae.Message += " (log in with kluisctl login and set KLUIS_TOKEN)"
+			}
+			return nil, ae
+		}
+		return nil, &apiError{Status: res.StatusCode, Code: "http_error", Message: strings.TrimSpace(string(b))}
+	}
+	return b, nil
+}
+
+// emitJSON pretty-prints raw JSON.
+func (c *cli) emitJSON(raw []byte) error {
+	var buf bytes.Buffer
+	if len(bytes.TrimSpace(raw)) == 0 {
+		raw = []byte("{}")
+	}
+	if err := json.Indent(&buf, raw, "", "  "); err != nil {
+		return fmt.Errorf("bad JSON from server: %w", err)
+	}
+	buf.WriteByte('\n')
+	_, err := c.stdout.Write(buf.Bytes())
+	return err
+}
+
+// column is one table column: a header and a dotted JSON path.
+type column struct{ header, path string }
+
+var (
+	docCols    = []column{{"ID", "id"}, {"KIND", "kind"}, {"STATE", "state"}, {"HOLDER", "holder_last_name"}, {"SITE", "site_id"}, {"DEVICE", "device_id"}, {"DEADLINE", "deadline"}}
+	siteCols   = []column{{"ID", "id"}, {"NAME", "name"}, {"TIME ZONE", "time_zone"}}
+	deviceCols = []column{{"ID", "id"}, {"SITE", "site_id"}, {"KIND", "kind"}, {"NAME", "name"}}
+	compCols   = []column{{"NUMBER", "number"}, {"BOARD", "board"}, {"CHANNEL", "channel"}, {"SIZE", "size"}, {"HEIGHT", "height_cm"}, {"STATE", "state"}}
+	auditCols  = []column{{"SEQ", "seq"}, {"AT", "at"}, {"ACTOR", "actor"}, {"ACTION", "action"}, {"SUBJECT", "subject"}}
+	userCols   = []column{{"ID", "id"}, {"USERNAME", "username"}, {"ROLE", "role"}, {"DISABLED", "disabled"}}
+	histCols   = []column{{"AT", "at"}, {"ACTION", "action"}, {"FROM", "from"}, {"TO", "to"}, {"ACTOR", "actor"}}
+)
+
+func lookup(v any, path string) any {
+	for _, k := range strings.Split(path, ".") {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
+}
+
+func format(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "-"
+	case string:
+		if x == "" {
+			return "-"
+		}
+		return x
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	case bool:
+		return strconv.FormatBool(x)
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func (c *cli) table(rows []any, cols []column) error {
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	hs := make([]string, len(cols))
+	for i, col := range cols {
+		hs[i] = col.header
+	}
+	fmt.Fprintln(tw, strings.Join(hs, "\t"))
+	for _, r := range rows {
+		vs := make([]string, len(cols))
+		for i, col := range cols {
+			vs[i] = format(lookup(r, col.path))
+		}
+		fmt.Fprintln(tw, strings.Join(vs, "\t"))
+	}
+	return tw.Flush()
+}
+
+// keyValues prints selected fields of one object, one per line.
+func (c *cli) keyValues(obj any, keys []string) error {
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	for _, k := range keys {
+		if v := lookup(obj, k); v != nil {
+			fmt.Fprintf(tw, "%s:\t%s\n", k, format(v))
+		}
+	}
+	return tw.Flush()
+}
+
+// list fetches one page (or, with -all, every page) of a list endpoint.
+func (c *cli) list(ctx context.Context, path string, args []string, filters []string, cols []column) error {
+	fs := c.flags("list")
+	limit := fs.Int("limit", 50, "page size (1-200)")
+	all := fs.Bool("all", false, "follow every page")
+	fv := map[string]*string{}
+	for _, f := range filters {
+		fv[f] = fs.String(f, "", "filter on "+f)
+	}
+	if _, err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	if err := c.checkOutput(); err != nil {
+		return err
+	}
+	q := url.Values{}
+	q.Set("limit", strconv.Itoa(*limit))
+	for k, v := range fv {
+		if *v != "" {
+			q.Set(k, *v)
+		}
+	}
+	next := path + "?" + q.Encode()
+	var items []any
+	var lastRaw []byte
+	for pages := 0; next != "" && pages < 1000; pages++ {
+		raw, err := c.call(ctx, "GET", next, nil)
+		if err != nil {
+			return err
+		}
+		lastRaw = raw
+		var p struct {
+			Items []any  `json:"items"`
+			Next  string `json:"next"`
+		}
+		if err := json.Unmarshal(raw, &p); err != nil {
+			return fmt.Errorf("bad list from server: %w", err)
+		}
+		items = append(items, p.Items...)
+		next = ""
+		if *all {
+			next = p.Next
+		}
+	}
+	if c.output == "json" {
+		if *all {
+			b, _ := json.Marshal(map[string]any{"items": items})
+			return c.emitJSON(b)
+		}
+		return c.emitJSON(lastRaw)
+	}
+	return c.table(items, cols)
+}
+
+func (c *cli) simple(ctx context.Context, method, path string, args []string, msg string) error {
+	if _, err := parse(c.flags(path), args, 0); err != nil {
+		return err
+	}
+	if _, err := c.call(ctx, method, path, nil); err != nil {
+		return err
+	}
+	fmt.Fprintln(c.stdout, msg)
+	return nil
+}
+
+// readSecret reads a password from the environment variable or one stdin line.
+func (c *cli) readSecret(envVar, prompt string) (string, error) {
+	if v := c.getenv(envVar); v != "" {
+		return v, nil
+	}
+	fmt.Fprint(c.stderr, prompt)
+	line, err := c.stdin.ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("read password: %w", err)
+	}
+	line = strings.TrimRight(line, "\r\n")
+	if line == "" {
+		return "", usageError{"empty password"}
+	}
+	return line, nil
+}
+
+func (c *cli) login(ctx context.Context, args []string) error {
+	pos, err := parse(c.flags("login"), args, 1)
+	if err != nil {
+		return err
+	}
+	pw, err := c.readSecret("KLUIS_PASSWORD", "password: ")
+	if err != nil {
+		return err
+	}
+	raw, err := c.call(ctx, "POST", "/api/v1/sessions", map[string]string{"username": pos[0], "password": pw})
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return c.emitJSON(raw)
+	}
+	var iss struct {
+		Token     string `json:"token"`
+		ExpiresAt string `json:"expires_at"`
+	}
+	if err := json.Unmarshal(raw, &iss); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "export KLUIS_TOKEN=%s\n", iss.Token)
+	fmt.Fprintf(c.stderr, "logged in as %s until %s\n", pos[0], iss.ExpiresAt)
+	return nil
+}
+
+func (c *cli) whoami(ctx context.Context, args []string) error {
+	if _, err := parse(c.flags("whoami"), args, 0); err != nil {
+		return err
+	}
+	raw, err := c.call(ctx, "GET", "/api/v1/me", nil)
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return c.emitJSON(raw)
+	}
+	var v any
+	_ = json.Unmarshal(raw, &v)
+	return c.keyValues(v, []string{"id", "username", "role", "token_kind"})
+}
+
+func (c *cli) documents(ctx context.Context, sub string, args []string) error {
+	switch sub {
+	case "list":
+		return c.list(ctx, "/api/v1/documents", args, []string{"state", "site", "device"}, docCols)
+	case "show":
+		return c.docShow(ctx, args)
+	case "register":
+		return c.docRegister(ctx, args)
+	case "reserve", "load", "renotify", "reissue", "retrieve", "cancel":
+		return c.docAction(ctx, sub, args)
+	}
+	return usageError{"documents: want list, show, register, reserve, load, cancel, renotify, reissue or retrieve"}
+}
+
+var docKeys = []string{"id", "kind", "number", "holder_first_name", "holder_last_name", "language", "email", "mobile",
+	"site_id", "state", "device_id", "compartment_id", "deadline", "loaded_at", "notified_at", "closed_at", "created_at", "version"}
+
+func (c *cli) printDoc(raw []byte, history bool) error {
+	if c.output == "json" {
+		return c.emitJSON(raw)
+	}
+	var v map[string]any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return fmt.Errorf("bad document from server: %w", err)
+	}
+	if err := c.keyValues(v, docKeys); err != nil {
+		return err
+	}
+	if h, ok := v["history"].([]any); ok && history {
+		fmt.Fprintln(c.stdout, "\nhistory:")
+		return c.table(h, histCols)
+	}
+	return nil
+}
+
+func (c *cli) docShow(ctx context.Context, args []string) error {
+	pos, err := parse(c.flags("documents show"), args, 1)
+	if err != nil {
+		return err
+	}
+	raw, err := c.call(ctx, "GET", "/api/v1/documents/"+url.PathEscape(pos[0]), nil)
+	if err != nil {
+		return err
+	}
+	return c.printDoc(raw, true)
+}
+
+func (c *cli) docRegister(ctx context.Context, args []string) error {
+	fs := c.flags("documents register")
+	kind := fs.String("kind", "eid", "eid, kids_id, residence_card, passport or driving_licence")
+	number := fs.String("number", "", "document number")
+	first := fs.String("first", "", "holder's first name")
+	last := fs.String("last", "", "holder's last name")
+	birth := fs.String("birth", "", "holder's birth date, YYYY-MM-DD")
+	lang := fs.String("lang", "nl", "nl, fr, en or de")
+	email := fs.String("email", "", "holder's e-mail")
+	mobile := fs.String("mobile", "", "holder's mobile number")
+	site := fs.String("site", "", "site id")
+	low := fs.Bool("low", false, "the holder needs a low compartment")
+	key := fs.String("key", "", "Idempotency-Key (retry safely with the same key)")
+	if _, err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	body := map[string]any{"kind": *kind, "number": *number, "holder_first_name": *first, "holder_last_name": *last,
+		"holder_birth_date": *birth, "language": *lang, "email": *email, "mobile": *mobile, "site_id": *site, "wants_low": *low}
+	raw, err := c.call(ctx, "POST", "/api/v1/documents", body, "Idempotency-Key", *key)
+	if err != nil {
+		return err
+	}
+	return c.printDoc(raw, false)
+}
+
+func (c *cli) docAction(ctx context.Context, action string, args []string) error {
+	fs := c.flags("documents " + action)
+	var device, reason *string
+	if action == "reserve" {
+		device = fs.String("device", "", "reserve on this device")
+	}
+	if action == "cancel" {
+		reason = fs.String("reason", "", "why")
+	}
+	pos, err := parse(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	var body any
+	switch {
+	case device != nil && *device != "":
+		body = map[string]string{"device_id": *device}
+	case reason != nil && *reason != "":
+		body = map[string]string{"reason": *reason}
+	}
+	raw, err := c.call(ctx, "POST", "/api/v1/documents/"+url.PathEscape(pos[0])+"/"+action, body)
+	if err != nil {
+		return err
+	}
+	return c.printDoc(raw, false)
+}
+
+func (c *cli) deviceShow(ctx context.Context, args []string) error {
+	pos, err := parse(c.flags("devices show"), args, 1)
+	if err != nil {
+		return err
+	}
+	raw, err := c.call(ctx, "GET", "/api/v1/devices/"+url.PathEscape(pos[0]), nil)
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return c.emitJSON(raw)
+	}
+	var v map[string]any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return err
+	}
+	if err := c.keyValues(v, []string{"id", "site_id", "kind", "name"}); err != nil {
+		return err
+	}
+	comps, _ := v["compartments"].([]any)
+	fmt.Fprintln(c.stdout, "\ncompartments:")
+	return c.table(comps, compCols)
+}
+
+func compartmentArgs(pos []string) (string, int, error) {
+	n, err := strconv.Atoi(pos[1])
+	if err != nil || n < 1 {
+		return "", 0, usageError{fmt.Sprintf("compartment number %q: want 1 or more (people count from 1)", pos[1])}
+	}
+	return url.PathEscape(pos[0]), n, nil
+}
+
+func (c *cli) compartment(ctx context.Context, args []string) error {
+	fs := c.flags("compartment")
+	out := fs.String("out-of-service", "", "true takes the compartment out of service, false puts it back")
+	reason := fs.String("reason", "", "why")
+	pos, err := parse(fs, args, 2)
+	if err != nil {
+		return err
+	}
+	dev, n, err := compartmentArgs(pos)
+	if err != nil {
+		return err
+	}
+	oos, err := strconv.ParseBool(*out)
+	if err != nil {
+		return usageError{"compartment: -out-of-service=true or -out-of-service=false is required"}
+	}
+	raw, err := c.call(ctx, "PATCH", fmt.Sprintf("/api/v1/devices/%s/compartments/%d", dev, n),
+		map[string]any{"out_of_service": oos, "reason": *reason})
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return c.emitJSON(raw)
+	}
+	var v any
+	_ = json.Unmarshal(raw, &v)
+	return c.table([]any{v}, compCols)
+}
+
+func (c *cli) open(ctx context.Context, args []string) error {
+	fs := c.flags("open")
+	reason := fs.String("reason", "", "why the compartment is opened (required, audited)")
+	pos, err := parse(fs, args, 2)
+	if err != nil {
+		return err
+	}
+	dev, n, err := compartmentArgs(pos)
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(*reason) == "" {
+		return usageError{"open: -reason is required"}
+	}
+	raw, err := c.call(ctx, "POST", fmt.Sprintf("/api/v1/devices/%s/compartments/%d/open", dev, n), map[string]string{"reason": *reason})
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return c.emitJSON(raw)
+	}
+	fmt.Fprintf(c.stdout, "compartment %d of %s opened\n", n, pos[0])
+	return nil
+}
+
+func (c *cli) auditVerify(ctx context.Context, args []string) error {
+	if _, err := parse(c.flags("audit verify"), args, 0); err != nil {
+		return err
+	}
+	raw, err := c.call(ctx, "GET", "/api/v1/audit/verify", nil)
+	if err != nil {
+		return err
+	}
+	var rep struct {
+		OK       bool   `json:"ok"`
+		Records  int    `json:"records"`
+		FirstBad *int64 `json:"first_bad"`
+		Reason   string `json:"reason"`
+		HeadSeq  int64  `json:"head_seq"`
+		HeadHash string `json:"head_hash"`
+	}
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		return fmt.Errorf("bad report from server: %w", err)
+	}
+	if c.output == "json" {
+		if err := c.emitJSON(raw); err != nil {
+			return err
+		}
+	} else if rep.OK {
+		fmt.Fprintf(c.stdout, "audit chain intact: %d records, head %d %s\n", rep.Records, rep.HeadSeq, rep.HeadHash)
+	}
+	if !rep.OK {
+		bad := int64(0)
+		if rep.FirstBad != nil {
+			bad = *rep.FirstBad
+		}
+		return fmt.Errorf("audit chain BROKEN at record %d: %s", bad, rep.Reason)
+	}
+	return nil
+}
+
+func (c *cli) userAdd(ctx context.Context, args []string) error {
+	fs := c.flags("users add")
+	username := fs.String("username", "", "login name")
+	role := fs.String("role", "staff", "staff, technician or admin")
+	if _, err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	if *username == "" {
+		return usageError{"users add: -username is required"}
+	}
+	pw, err := c.readSecret("KLUIS_NEW_PASSWORD", "new user's password: ")
+	if err != nil {
+		return err
+	}
+	raw, err := c.call(ctx, "POST", "/api/v1/users", map[string]string{"username": *username, "password": pw, "role": *role})
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return c.emitJSON(raw)
+	}
+	var v any
+	_ = json.Unmarshal(raw, &v)
+	return c.table([]any{v}, userCols)
+}
+
+func (c *cli) tokenCreate(ctx context.Context, args []string) error {
+	pos, err := parse(c.flags("tokens create"), args, 1)
+	if err != nil {
+		return err
+	}
+	raw, err := c.call(ctx, "POST", "/api/v1/tokens", map[string]string{"name": pos[0]})
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return c.emitJSON(raw)
+	}
+	var iss struct {
+		Token string `json:"token"`
+	}
+	_ = json.Unmarshal(raw, &iss)
+	fmt.Fprintln(c.stdout, iss.Token)
+	return nil
+}

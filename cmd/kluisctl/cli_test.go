@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/api"
+	"kluis/backend/auth"
+	"kluis/backend/service"
+	"kluis/backend/store"
+	"kluis/backend/store/storetest"
+)
+
+type harness struct {
+	t      *testing.T
+	url    string
+	tokens map[auth.Role]string
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	ctx := context.Background()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st := storetest.New(t)
+	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: quiet, Params: auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1}})
+	require.NoError(t, err)
+	svc, err := service.New(service.Options{Store: st, Logger: quiet})
+	require.NoError(t, err)
+	srv, err := api.New(api.Options{Logger: quiet, Pool: st.Pool(), Auth: as, Service: svc})
+	require.NoError(t, err)
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+
+	h := &harness{t: t, url: hs.URL, tokens: map[auth.Role]string{}}
+	for _, r := range auth.Roles() {
+		u, err := as.CreateUser(ctx, "cli-"+string(r), "password-of-"+string(r), r)
+		require.NoError(t, err)
+		iss, err := as.CreateAPIToken(ctx, u.ID, "test")
+		require.NoError(t, err)
+		h.tokens[r] = iss.Token
+	}
+	_, err = svc.CreateSite(ctx, "system", store.NewSite{ID: "kortrijk", Name: "Stadhuis Kortrijk"})
+	require.NoError(t, err)
+	_, err = svc.CreateDevice(ctx, "system", store.NewDevice{ID: "kortrijk-1", SiteID: "kortrijk", Kind: store.Locker,
+		Compartments: []store.NewCompartment{{Channel: 0, Size: store.SizeM, HeightCM: 150}, {Channel: 1, Size: store.SizeL, HeightCM: 40}}})
+	require.NoError(t, err)
+	return h
+}
+
+// kctl runs kluisctl in-process with the given token (env) and stdin.
+func (h *harness) kctl(token, stdin string, extraEnv map[string]string, args ...string) (int, string, string) {
+	h.t.Helper()
+	env := map[string]string{"KLUIS_URL": h.url, "KLUIS_TOKEN": token}
+	for k, v := range extraEnv {
+		env[k] = v
+	}
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	code := run(ctx, args, strings.NewReader(stdin), &out, &errb, func(k string) string { return env[k] })
+	return code, out.String(), errb.String()
+}
+
+func TestKluisctlAgainstRealAPI(t *testing.T) {
+	h := newHarness(t)
+	staff, tech, admin := h.tokens[auth.RoleStaff], h.tokens[auth.RoleTechnician], h.tokens[auth.RoleAdmin]
+
+	// Login with the password on stdin.
+	code, out, errs := h.kctl("", "password-of-staff\n", nil, "login", "cli-staff")
+	require.Equal(t, 0, code, errs)
+	m := regexp.MustCompile(`export KLUIS_TOKEN=(kls_\S+)`).FindStringSubmatch(out)
+	require.NotNil(t, m, out)
+	session := m[1]
+	code, _, errs = h.kctl("", "wrong password\n", nil, "login", "cli-staff")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, "invalid_credentials")
+
+	code, out, _ = h.kctl(session, "", nil, "-o", "json", "whoami")
+	require.Equal(t, 0, code)
+	var me map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &me))
+	assert.Equal(t, "cli-staff", me["username"])
+	assert.Equal(t, "session", me["token_kind"])
+
+	// Register (JSON output), then list and show (tables).
+	code, out, errs = h.kctl(staff, "", nil, "-o", "json", "documents", "register", "-kind", "eid", "-number", "591-1234567-89",
+		"-first", "Els", "-last", "Vandenberghe", "-birth", "1975-02-03", "-lang", "nl", "-email", "els@example.be", "-site", "kortrijk", "-key", "k1")
+	require.Equal(t, 0, code, errs)
+	var doc map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &doc))
+	id, _ := doc["id"].(string)
+	require.NotEmpty(t, id)
+	assert.Equal(t, "registered", doc["state"])
+
+	code, out, errs = h.kctl(staff, "", nil, "documents", "list", "-state", "registered")
+	require.Equal(t, 0, code, errs)
+	assert.Regexp(t, `(?m)^ID\s+KIND\s+STATE\s+HOLDER`, out)
+	assert.Contains(t, out, id)
+	assert.Contains(t, out, "Vandenberghe")
+
+	code, out, errs = h.kctl(staff, "", nil, "documents", "reserve", id, "-device", "kortrijk-1")
+	require.Equal(t, 0, code, errs)
+	assert.Regexp(t, `state:\s+reserved`, out)
+	code, _, errs = h.kctl(staff, "", nil, "documents", "load", id)
+	require.Equal(t, 0, code, errs)
+	code, out, errs = h.kctl(staff, "", nil, "reissue", id)
+	require.Equal(t, 0, code, errs)
+	assert.Regexp(t, `state:\s+loaded`, out)
+
+	code, _, errs = h.kctl(staff, "", nil, "documents", "cancel", id, "-reason", "oops")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, "forbidden_transition")
+	assert.Contains(t, errs, "cannot cancel a document that is loaded")
+
+	code, out, errs = h.kctl(staff, "", nil, "documents", "show", id)
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, out, "history:")
+	for _, a := range []string{"register", "reserve", "load", "reissue"} {
+		assert.Regexp(t, `(?m)^\S+\s+`+a+`\s`, out)
+	}
+
+	// Devices for the technician.
+	code, out, errs = h.kctl(tech, "", nil, "devices", "list")
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, out, "kortrijk-1")
+	code, out, errs = h.kctl(tech, "", nil, "devices", "show", "kortrijk-1")
+	require.Equal(t, 0, code, errs)
+	assert.Regexp(t, `(?m)^1\s+0\s+0\s+M\s+150\s+loaded`, out)
+	assert.Regexp(t, `(?m)^2\s+0\s+1\s+L\s+40\s+free`, out)
+	code, out, errs = h.kctl(tech, "", nil, "compartment", "kortrijk-1", "2", "-out-of-service=true", "-reason", "jammed")
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, out, "out_of_service")
+
+	// Open: staff may not; without a device link the server says so clearly.
+	code, _, errs = h.kctl(staff, "", nil, "open", "kortrijk-1", "1", "-reason", "check")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, "forbidden")
+	code, _, errs = h.kctl(tech, "", nil, "open", "kortrijk-1", "1", "-reason", "check")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, "device_link_unavailable")
+	code, _, errs = h.kctl(tech, "", nil, "open", "kortrijk-1", "1")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errs, "-reason is required")
+
+	// Audit for the admin.
+	code, out, errs = h.kctl(admin, "", nil, "audit", "verify")
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, out, "audit chain intact")
+	code, _, errs = h.kctl(staff, "", nil, "audit", "verify")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, "forbidden")
+
+	// Users and tokens.
+	code, out, errs = h.kctl(admin, "", map[string]string{"KLUIS_NEW_PASSWORD": "a new staff password"}, "users", "add", "-username", "nieuw", "-role", "staff")
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, out, "nieuw")
+	code, out, errs = h.kctl(admin, "", nil, "users", "list", "-limit", "2", "-all")
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, out, "nieuw")
+	assert.Contains(t, out, "cli-technician")
+	code, out, errs = h.kctl(tech, "", nil, "tokens", "create", "monitoring")
+	require.Equal(t, 0, code, errs)
+	assert.Regexp(t, `^kls_\S+\n$`, out)
+
+	code, _, errs = h.kctl(session, "", nil, "logout")
+	require.Equal(t, 0, code, errs)
+	code, _, errs = h.kctl(session, "", nil, "whoami")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, "invalid_token")
+}
+
+func TestKluisctlUsageAndAuthErrors(t *testing.T) {
+	h := newHarness(t)
+	code, _, errs := h.kctl("", "", nil, "documents", "list")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, "unauthenticated")
+	assert.Contains(t, errs, "kluisctl login")
+
+	for _, args := range [][]string{
+		{"frobnicate"},
+		{"documents", "fly"},
+		{"documents", "show"},
+		{"-o", "xml", "whoami"},
+		{"open", "kortrijk-1", "zero", "-reason", "x"},
+		{"compartment", "kortrijk-1", "1"},
+	} {
+		code, _, _ := h.kctl(h.tokens[auth.RoleAdmin], "", nil, args...)
+		assert.Equal(t, 2, code, "%v", args)
+	}
+	code, out, _ := h.kctl("", "", nil, "help")
+	assert.Equal(t, 0, code)
+	assert.Contains(t, out, "usage: kluisctl")
+
+	// Unreachable server.
+	var errb bytes.Buffer
+	code = run(context.Background(), []string{"whoami"}, strings.NewReader(""), io.Discard, &errb,
+		func(k string) string {
+			return map[string]string{"KLUIS_URL": "http://127.0.0.1:1", "KLUIS_TOKEN": "x"}[k]
+		})
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errb.String(), "cannot reach")
+}

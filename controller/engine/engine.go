@@ -1,0 +1,408 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"kluis/controller/config"
+	"kluis/controller/journal"
+	"kluis/controller/offline"
+	"kluis/controller/wire"
+	"kluis/hardware"
+)
+
+// Kiosk screen states (GET /kiosk/v1/session "state").
+const (
+	StateIdle             = "idle"
+	StateVerifying        = "verifying"
+	StateNeedBirthDate    = "need_birth_date"
+	StatePresenting       = "presenting"
+	StateOpen             = "open"
+	StateDone             = "done"
+	StateNotCollected     = "not_collected"
+	StateNotOpened        = "not_opened"
+	StateWrongCode        = "wrong_code"
+	StateExpired          = "expired"
+	StateAlreadyCollected = "already_collected"
+	StateLockedOut        = "locked_out"
+	StateOutOfOrder       = "out_of_order"
+	StateBusy             = "busy"
+	StateStaff            = "staff"
+	StateStaffDenied      = "staff_denied"
+	StateLoading          = "loading"
+	StateLoaded           = "loaded"
+	StateLoadEmpty        = "load_empty"
+	StateRetrieving       = "retrieving"
+	StateRetrieved        = "retrieved"
+	StateStillThere       = "still_there"
+	StateNotFound         = "not_found"
+	StateNoCompartment    = "no_compartment"
+	StateTestOpen         = "test_open"
+	StateError            = "error"
+)
+
+// Operation purposes (journal intents).
+const (
+	PurposePickup   = "pickup"
+	PurposeLoad     = "load"
+	PurposeRetrieve = "retrieve"
+	PurposeTest     = "test"
+	PurposeRemote   = "remote"
+)
+
+// Journal record types the engine adds.
+const (
+	recCodeUsed = "code_used" // offline single use: {doc, grace_until}
+	recLockout  = "lockout"   // {until}
+	recCommand  = "command"   // {id, expires, status}
+)
+
+// ErrBackendUnavailable is what a Backend returns when it cannot answer
+// (not connected, timeout); the engine then verifies offline.
+var ErrBackendUnavailable = errors.New("engine: backend unavailable")
+
+// Backend is the online side of verification and staff operations
+// (implemented by controller/link over MQTT).
+type Backend interface {
+	// Verify asks the backend about a code; an error means no answer.
+	Verify(ctx context.Context, req wire.VerifyRequest) (wire.VerifyResponse, error)
+	// Staff runs a staff operation; an error means no answer.
+	Staff(ctx context.Context, req wire.StaffRequest) (wire.StaffResponse, error)
+}
+
+// Options configure New.
+type Options struct {
+	Config  *config.Config
+	Driver  hardware.Driver
+	Journal *journal.Journal
+	// Replay are the records Open returned, to rebuild single-use marks,
+	// lockouts and command ids.
+	Replay []journal.Record
+	// Backend may be nil (offline only).
+	Backend Backend
+	// Cache is the offline code cache; may be nil.
+	Cache *offline.Cache
+	// Clock; default time.Now.
+	Clock    func() time.Time
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+}
+
+// Screen is what the kiosk shows.
+type Screen struct {
+	State string `json:"state"`
+	// Compartment as people count (from 1), 0 when none.
+	Compartment int    `json:"compartment,omitempty"`
+	Lang        string `json:"lang"`
+	Message     string `json:"message"`
+	// Messages has the message in every language.
+	Messages map[string]string `json:"messages"`
+	// Staff is the logged-in staff member's name.
+	Staff string `json:"staff,omitempty"`
+	// RetryAfterS is set while locked out.
+	RetryAfterS int `json:"retry_after_s,omitempty"`
+	// Seq increases with every change.
+	Seq uint64    `json:"seq"`
+	At  time.Time `json:"at"`
+}
+
+// comp is one configured compartment.
+type comp struct {
+	cfg  config.Compartment
+	lock hardware.Address // the lock to pulse (the hatch on an automaton)
+	slot int              // -1 on a locker
+}
+
+// op is one running door operation.
+type op struct {
+	purpose   string
+	comp      *comp
+	docID     string
+	method    wire.Method
+	offline   bool
+	staffID   string
+	commandID string
+	lang      string
+	intent    journal.Intent
+	resumed   bool
+	events    chan hardware.Event
+}
+
+type staffSession struct {
+	token, id, name string
+	expires         time.Time
+}
+
+// usedCode is a single-use mark: spent, spent after GraceUntil (an item not
+// taken), or Released (the door never opened).
+type usedCode struct {
+	Doc        string    `json:"doc"`
+	GraceUntil time.Time `json:"grace_until,omitempty"`
+	Released   bool      `json:"released,omitempty"`
+}
+
+// Engine is kluisd's brain: pickups, staff and technician operations,
+// hardware events and alarms. See doc.go.
+type Engine struct {
+	o     Options
+	cfg   *config.Config
+	log   *slog.Logger
+	now   func() time.Time
+	drv   hardware.Driver
+	mech  hardware.Mechanism
+	j     *journal.Journal
+	m     *metrics
+	comps []*comp
+
+	mu        sync.Mutex
+	caps      hardware.Capabilities
+	info      hardware.Info
+	boardDown map[int]bool
+	active    map[hardware.Address]*op
+	screen    Screen
+	changed   chan struct{}
+	failures  []time.Time
+	lockUntil time.Time
+	used      map[string]usedCode
+	commands  map[string]time.Time // command id -> expiry
+	staff     *staffSession
+	ready     bool
+	wg        sync.WaitGroup
+	runCtx    context.Context
+}
+
+// New builds an engine; Run starts it.
+func New(o Options) (*Engine, error) {
+	if o.Config == nil || o.Driver == nil || o.Journal == nil {
+		return nil, errors.New("engine: config, driver and journal are required")
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	e := &Engine{o: o, cfg: o.Config, log: o.Logger.With("part", "engine"), now: o.Clock, drv: o.Driver, j: o.Journal,
+		boardDown: map[int]bool{}, active: map[hardware.Address]*op{}, changed: make(chan struct{}),
+		used: map[string]usedCode{}, commands: map[string]time.Time{}}
+	e.mech, _ = o.Driver.(hardware.Mechanism)
+	for _, c := range o.Config.Compartments {
+		cp := &comp{cfg: c, lock: c.Addr(), slot: -1}
+		if o.Config.Kind == config.KindAutomaton {
+			cp.lock = hardware.Address{Board: c.Board, Channel: o.Config.Hardware.HatchChannel}
+			cp.slot = c.Slot
+		}
+		e.comps = append(e.comps, cp)
+	}
+	m, err := newMetrics(o.Registry)
+	if err != nil {
+		return nil, err
+	}
+	e.m = m
+	e.replay(o.Replay)
+	e.setScreenLocked(StateIdle, 0, o.Config.Kiosk.DefaultLang)
+	return e, nil
+}
+
+// replay rebuilds single-use marks, lockout and seen commands.
+func (e *Engine) replay(recs []journal.Record) {
+	for _, r := range recs {
+		switch r.Type {
+		case recCodeUsed:
+			var u usedCode
+			if json.Unmarshal(r.Data, &u) == nil && u.Doc != "" {
+				e.used[u.Doc] = u
+			}
+		case recLockout:
+			var l struct {
+				Until time.Time `json:"until"`
+			}
+			if json.Unmarshal(r.Data, &l) == nil && l.Until.After(e.lockUntil) {
+				e.lockUntil = l.Until
+			}
+		case recCommand:
+			var c struct {
+				ID      string    `json:"id"`
+				Expires time.Time `json:"expires"`
+			}
+			if json.Unmarshal(r.Data, &c) == nil && c.ID != "" {
+				e.commands[c.ID] = c.Expires
+			}
+		}
+	}
+}
+
+// Keep is the journal's compaction rule for the engine's own records; pass
+// it as journal.Options.Keep (through a closure, as the journal is opened
+// before the engine exists).
+func (e *Engine) Keep(r journal.Record) bool {
+	now := e.now()
+	switch r.Type {
+	case recCodeUsed:
+		var u usedCode
+		if json.Unmarshal(r.Data, &u) != nil {
+			return false
+		}
+		e.mu.Lock()
+		cur, ok := e.used[u.Doc]
+		e.mu.Unlock()
+		// Only the latest mark of a document matters.
+		return ok && cur.Released == u.Released && cur.GraceUntil.Equal(u.GraceUntil)
+	case recLockout:
+		var l struct {
+			Until time.Time `json:"until"`
+		}
+		return json.Unmarshal(r.Data, &l) == nil && now.Before(l.Until)
+	case recCommand:
+		var c struct {
+			Expires time.Time `json:"expires"`
+		}
+		return json.Unmarshal(r.Data, &c) == nil && now.Before(c.Expires.Add(time.Hour))
+	}
+	return false
+}
+
+func (e *Engine) compByLock(a hardware.Address) *comp {
+	for _, c := range e.comps {
+		if c.lock == a && c.slot < 0 {
+			return c
+		}
+	}
+	return nil
+}
+
+// compFor finds the compartment the backend or cache named: by address on
+// a locker, by board and slot on an automaton.
+func (e *Engine) compFor(addr *wire.Address, slot *int) *comp {
+	if addr == nil {
+		return nil
+	}
+	for _, c := range e.comps {
+		if e.cfg.Kind == config.KindAutomaton {
+			if c.cfg.Board == addr.Board && slot != nil && *slot == c.slot {
+				return c
+			}
+			continue
+		}
+		if c.lock == *addr {
+			return c
+		}
+	}
+	return nil
+}
+
+func (e *Engine) compByNumber(n int) *comp {
+	for _, c := range e.comps {
+		if c.cfg.Number == n {
+			return c
+		}
+	}
+	return nil
+}
+
+// Changed returns a channel closed at the next screen change.
+func (e *Engine) Changed() <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.changed
+}
+
+// Screen returns what the kiosk shows now.
+func (e *Engine) Screen() Screen {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.screen
+	if e.staff != nil && e.now().After(e.staff.expires) {
+		e.staff = nil
+	}
+	if e.staff != nil {
+		s.Staff = e.staff.name
+	}
+	if s.State != StateIdle && s.State != StateStaff && e.now().Sub(s.At) > e.cfg.Timeouts.Session && !e.busyLocked() {
+		st := StateIdle
+		if e.staff != nil {
+			st = StateStaff
+		}
+		e.setScreenLocked(st, 0, e.cfg.Kiosk.DefaultLang)
+		s = e.screen
+	}
+	return s
+}
+
+func (e *Engine) busyLocked() bool { return len(e.active) > 0 }
+
+func (e *Engine) setScreen(state string, n int, lang string) Screen {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.setScreenLocked(state, n, lang)
+}
+
+func (e *Engine) setScreenLocked(state string, n int, lang string) Screen {
+	if !ValidLang(lang) {
+		lang = e.cfg.Kiosk.DefaultLang
+	}
+	mins := int(e.cfg.Timeouts.Grace / time.Minute)
+	msgs := map[string]string{}
+	for _, l := range langs {
+		msgs[l] = Message(state, l, n, mins)
+	}
+	e.screen = Screen{State: state, Compartment: n, Lang: lang, Message: msgs[lang], Messages: msgs,
+		Seq: e.screen.Seq + 1, At: e.now().UTC()}
+	if state == StateLockedOut {
+		e.screen.RetryAfterS = int(e.lockUntil.Sub(e.now()).Seconds()) + 1
+	}
+	if e.staff != nil {
+		e.screen.Staff = e.staff.name
+	}
+	close(e.changed)
+	e.changed = make(chan struct{})
+	return e.screen
+}
+
+// emit journals a wire event durably (and so queues it for the backend).
+func (e *Engine) emit(ev wire.Event) error {
+	ev.ID = wire.NewID(e.now())
+	ev.At = e.now().UTC()
+	b, err := wire.Encode(&ev)
+	if err != nil {
+		e.log.Error("event does not encode", "kind", ev.Kind, "err", err)
+		return fmt.Errorf("engine: %w", err)
+	}
+	if _, err := e.j.AppendEvent(journal.Event{ID: ev.ID, Kind: string(ev.Kind), At: ev.At, Payload: b}); err != nil {
+		e.log.Error("journal append failed", "kind", ev.Kind, "err", err)
+		e.m.journalErrors.Inc()
+		return err
+	}
+	e.m.events.WithLabelValues(string(ev.Kind)).Inc()
+	if ev.Kind == wire.EvAlarm {
+		e.m.alarms.WithLabelValues(string(ev.Alarm)).Inc()
+		e.log.Warn("alarm", "alarm", ev.Alarm, "detail", ev.Detail)
+	}
+	return nil
+}
+
+func (e *Engine) alarm(kind wire.AlarmKind, addr *hardware.Address, board *int, detail string) {
+	_ = e.emit(wire.Event{Kind: wire.EvAlarm, Alarm: kind, Addr: addr, Board: board, Detail: detail})
+}
+
+func (e *Engine) appendData(typ string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = e.j.Append(journal.Record{Type: typ, Data: b})
+	return err
+}
+
+func addrPtr(a hardware.Address) *hardware.Address { return &a }
+func intPtr(i int) *int                            { return &i }

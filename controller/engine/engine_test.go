@@ -1,0 +1,770 @@
+package engine
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/codes"
+	"kluis/controller/config"
+	"kluis/controller/journal"
+	"kluis/controller/offline"
+	"kluis/controller/offline/offlinetest"
+	"kluis/controller/wire"
+	"kluis/hardware"
+	"kluis/hardware/hardwaretest"
+)
+
+const device = "dev-test"
+
+// backend answers verify and staff requests from tables; unreachable makes
+// it fail like a broker without backend.
+type backend struct {
+	mu          sync.Mutex
+	verify      map[string]wire.VerifyResponse // by token or pin+"/"+birth date
+	staff       map[string]wire.StaffResponse  // by op+":"+badge/document number
+	unreachable bool
+	calls       int
+}
+
+func (b *backend) Verify(ctx context.Context, req wire.VerifyRequest) (wire.VerifyResponse, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.calls++
+	req.V = wire.Version
+	if err := req.Validate(); err != nil {
+		return wire.VerifyResponse{}, err
+	}
+	if b.unreachable {
+		return wire.VerifyResponse{}, ErrBackendUnavailable
+	}
+	key := req.Token
+	if req.Method == wire.MethodPIN {
+		key = req.PIN + "/" + req.BirthDate
+	}
+	r, ok := b.verify[key]
+	if !ok {
+		r = wire.VerifyResponse{Result: wire.VerifyWrongCode}
+	}
+	r.ID = req.ID
+	return r, nil
+}
+
+func (b *backend) Staff(ctx context.Context, req wire.StaffRequest) (wire.StaffResponse, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.calls++
+	if b.unreachable {
+		return wire.StaffResponse{}, ErrBackendUnavailable
+	}
+	key := string(req.Op) + ":" + req.Badge + req.DocumentNumber
+	r, ok := b.staff[key]
+	if !ok {
+		r = wire.StaffResponse{Op: req.Op, Result: wire.StaffDenied}
+	}
+	r.ID = req.ID
+	return r, nil
+}
+
+func (b *backend) set(f func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	f()
+}
+
+type rig struct {
+	t      *testing.T
+	e      *Engine
+	f      *hardwaretest.Fake
+	j      *journal.Journal
+	be     *backend
+	cache  *offline.Cache
+	priv   ed25519.PrivateKey
+	dir    string
+	cfg    *config.Config
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+type rigOpts struct {
+	kind      string
+	caps      hardware.Capabilities
+	boards    []hardware.BoardInfo
+	fake      *hardwaretest.Fake
+	dir       string
+	priv      ed25519.PrivateKey
+	noBackend bool
+}
+
+func testConfig(t *testing.T, kind, dir string) *config.Config {
+	y := fmt.Sprintf(`
+device_id: %s
+site: test
+kind: %s
+mqtt: {url: tcp://127.0.0.1:1883}
+hardware: {driver: simfile, simfile: /dev/null}
+journal_dir: %s
+timeouts: {door_open_detect: 10s, door_left_open: 60s, grace: 10m, verify: 2s, present: 20s, resume_window: 30s}
+lockout: {max_failures: 3, window: 10m, duration: 15m}
+`, device, kind, dir)
+	if kind == config.KindAutomaton {
+		y += "compartments:\n  - {number: 1, board: 0, slot: 0}\n  - {number: 2, board: 0, slot: 5}\n"
+	} else {
+		y += "compartments:\n  - {number: 1, board: 0, channel: 0}\n  - {number: 2, board: 0, channel: 1}\n  - {number: 3, board: 0, channel: 2}\n  - {number: 9, board: 1, channel: 0}\n"
+	}
+	c, err := config.Parse([]byte(y), config.ParseOptions{AllowTestDrivers: true})
+	require.NoError(t, err)
+	return c
+}
+
+func newRig(t *testing.T, o rigOpts) *rig {
+	t.Helper()
+	if o.kind == "" {
+		o.kind = config.KindLocker
+	}
+	if o.dir == "" {
+		o.dir = t.TempDir()
+	}
+	if o.fake == nil {
+		if o.boards == nil {
+			o.boards = []hardware.BoardInfo{{Address: 0, Channels: 16}, {Address: 1, Channels: 16}}
+			if o.kind == config.KindAutomaton {
+				o.boards = []hardware.BoardInfo{{Address: 0, Channels: 1, Slots: 10}}
+			}
+		}
+		o.fake = hardwaretest.New(hardwaretest.Options{Boards: o.boards, Caps: o.caps})
+	}
+	if o.priv == nil {
+		_, o.priv, _ = ed25519.GenerateKey(rand.Reader)
+	}
+	r := &rig{t: t, f: o.fake, dir: o.dir, priv: o.priv, cfg: testConfig(t, o.kind, o.dir),
+		be: &backend{verify: map[string]wire.VerifyResponse{}, staff: map[string]wire.StaffResponse{}}}
+	var e *Engine
+	j, recs, _, err := journal.Open(journal.Options{Dir: o.dir, DeviceID: device, Keep: func(rec journal.Record) bool { return e.Keep(rec) }})
+	require.NoError(t, err)
+	r.j = j
+	r.cache, err = offline.Open(o.dir, device, o.priv.Public().(ed25519.PublicKey))
+	require.NoError(t, err)
+	eo := Options{Config: r.cfg, Driver: r.f, Journal: j, Replay: recs, Cache: r.cache,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if !o.noBackend {
+		eo.Backend = r.be
+	}
+	e, err = New(eo)
+	require.NoError(t, err)
+	r.e = e
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel, r.done = cancel, make(chan error, 1)
+	go func() { r.done <- e.Run(ctx) }()
+	r.waitFor("engine ready", e.Ready)
+	return r
+}
+
+// stop ends the engine and closes the journal (a clean shutdown).
+func (r *rig) stop() {
+	r.once.Do(func() {
+		r.cancel()
+		require.NoError(r.t, <-r.done)
+		require.NoError(r.t, r.j.Close())
+	})
+}
+
+// waitFor waits (in fake time) until cond holds.
+func (r *rig) waitFor(what string, cond func() bool) {
+	r.t.Helper()
+	for i := 0; i < 600; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.t.Fatalf("timed out waiting for %s", what)
+}
+
+func (r *rig) waitState(state string) Screen {
+	r.t.Helper()
+	var s Screen
+	r.waitFor("screen "+state, func() bool { s = r.e.Screen(); return s.State == state })
+	return s
+}
+
+// events returns every journaled event still in the outbox, decoded.
+func (r *rig) events() []wire.Event {
+	var out []wire.Event
+	for _, je := range r.j.Outbox() {
+		m, err := wire.DecodeKind(wire.KindEvent, je.Payload)
+		require.NoError(r.t, err)
+		out = append(out, *m.(*wire.Event))
+	}
+	return out
+}
+
+func (r *rig) kinds() []string {
+	var out []string
+	for _, e := range r.events() {
+		k := string(e.Kind)
+		if e.Alarm != "" {
+			k += ":" + string(e.Alarm)
+		}
+		out = append(out, k)
+	}
+	return out
+}
+
+func (r *rig) hasEvent(kind string) bool {
+	for _, k := range r.kinds() {
+		if k == kind {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *rig) setItem(a hardware.Address, present, open bool) {
+	r.f.SetState(hardware.ChannelState{Addr: a, Locked: !open, DoorOpen: open, ItemPresent: present})
+}
+
+// citizen opens the door, takes (or leaves) the item and closes the door.
+func (r *rig) citizen(a hardware.Address, take bool) {
+	r.f.Inject(hardware.Event{Kind: hardware.DoorOpened, Addr: a})
+	if take {
+		r.setItem(a, false, true)
+		r.f.Inject(hardware.Event{Kind: hardware.ItemRemoved, Addr: a})
+	}
+	r.setItem(a, !take, false)
+	r.f.Inject(hardware.Event{Kind: hardware.DoorClosed, Addr: a})
+}
+
+func okAt(doc string, ch int) wire.VerifyResponse {
+	return wire.VerifyResponse{Result: wire.VerifyOK, DocumentID: doc, Addr: &wire.Address{Board: 0, Channel: ch}}
+}
+
+var sensors = hardware.Capabilities{DoorSensor: true, ItemSensor: true}
+var dedupe = hardware.Capabilities{DoorSensor: true, ItemSensor: true, CommandIDs: true}
+
+func TestPickupQROnline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		a := hardware.Address{Board: 0, Channel: 2}
+		r.setItem(a, true, false)
+		r.be.set(func() { r.be.verify["K1.good"] = okAt("doc-1", 2) })
+		s, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good", Lang: "fr"})
+		require.NoError(t, err)
+		require.Equal(t, StateOpen, s.State)
+		require.Equal(t, 3, s.Compartment, "people count from 1")
+		require.Contains(t, s.Message, "casier 3")
+		require.Len(t, s.Messages, 4)
+		r.waitFor("pulse", func() bool { return len(r.f.Pulses()) == 1 })
+		p := r.f.Pulses()[0]
+		require.Equal(t, a, p.Addr)
+		require.Equal(t, r.cfg.Pulse, p.Duration)
+		require.NotZero(t, p.ID)
+		r.citizen(a, true)
+		r.waitState(StateDone)
+		r.waitFor("outcome", func() bool { return r.hasEvent("pickup_completed") })
+		require.Equal(t, []string{"door_opened", "item_removed", "door_closed", "pickup_completed"}, r.kinds())
+		ev := r.events()[3]
+		require.Equal(t, "doc-1", ev.DocumentID)
+		require.Equal(t, wire.MethodQR, ev.Method)
+		require.False(t, ev.Offline)
+		require.Empty(t, r.j.Unfinished(), "operation ended in the journal")
+		require.Equal(t, 1, r.f.PulseCount(a))
+
+		// Replay of the same code: the backend has not heard yet, the
+		// device remembers and keeps the door shut.
+		s, err = r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
+		require.NoError(t, err)
+		require.Equal(t, StateAlreadyCollected, s.State)
+		synctest.Wait()
+		require.Equal(t, 1, r.f.PulseCount(a))
+	})
+}
+
+func TestPickupPINWithBirthDateAndNotCollected(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		a := hardware.Address{Board: 0, Channel: 0}
+		r.setItem(a, true, false)
+		r.be.set(func() {
+			r.be.verify["123456789/"] = wire.VerifyResponse{Result: wire.VerifySecondFactorRequired}
+			r.be.verify["123456789/1990-02-03"] = okAt("doc-2", 0)
+		})
+		s, err := r.e.Pickup(context.Background(), PickupRequest{PIN: "123 456 789"})
+		require.NoError(t, err)
+		require.Equal(t, StateNeedBirthDate, s.State)
+		require.Equal(t, "nl", s.Lang)
+		s, err = r.e.Pickup(context.Background(), PickupRequest{PIN: "123456789", BirthDate: "1990-02-03", Lang: "de"})
+		require.NoError(t, err)
+		require.Equal(t, StateOpen, s.State)
+		r.waitFor("pulse", func() bool { return len(r.f.Pulses()) == 1 })
+		r.citizen(a, false) // opens and closes without taking it
+		s = r.waitState(StateNotCollected)
+		require.Contains(t, s.Message, "10 Minuten")
+		r.waitFor("outcome", func() bool { return r.hasEvent("pickup_not_collected") })
+		ev := r.events()[len(r.events())-1]
+		require.Equal(t, wire.MethodPIN, ev.Method)
+		// Within the grace period the code works again.
+		s, err = r.e.Pickup(context.Background(), PickupRequest{PIN: "123456789", BirthDate: "1990-02-03"})
+		require.NoError(t, err)
+		require.Equal(t, StateOpen, s.State)
+		r.waitFor("second pulse", func() bool { return len(r.f.Pulses()) == 2 })
+	})
+}
+
+func TestWrongExpiredLockout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		r.be.set(func() {
+			r.be.verify["K1.old"] = wire.VerifyResponse{Result: wire.VerifyExpired}
+			r.be.verify["K1.used"] = wire.VerifyResponse{Result: wire.VerifyAlreadyCollected}
+			r.be.verify["K1.good"] = okAt("doc-3", 1)
+		})
+		for tok, want := range map[string]string{"K1.old": StateExpired, "K1.used": StateAlreadyCollected} {
+			s, err := r.e.Pickup(context.Background(), PickupRequest{QR: tok})
+			require.NoError(t, err)
+			require.Equal(t, want, s.State)
+		}
+		for i := 0; i < 2; i++ {
+			s, err := r.e.Pickup(context.Background(), PickupRequest{QR: fmt.Sprintf("K1.bad%d", i)})
+			require.NoError(t, err)
+			require.Equal(t, StateWrongCode, s.State)
+		}
+		s, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.bad3"})
+		require.NoError(t, err)
+		require.Equal(t, StateLockedOut, s.State)
+		require.Positive(t, s.RetryAfterS)
+		require.True(t, r.hasEvent("alarm:brute_force_lockout"))
+		calls := r.be.calls
+		// Even a good code is refused while locked, without asking.
+		s, err = r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
+		require.NoError(t, err)
+		require.Equal(t, StateLockedOut, s.State)
+		require.Equal(t, calls, r.be.calls)
+		require.Empty(t, r.f.Pulses())
+
+		// The lockout survives a restart.
+		f := r.f
+		r.stop()
+		f.Resume()
+		r = newRig(t, rigOpts{caps: sensors, dir: r.dir, fake: f, priv: r.priv})
+		defer r.stop()
+		r.be.set(func() { r.be.verify["K1.good"] = okAt("doc-3", 1) })
+		s, err = r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
+		require.NoError(t, err)
+		require.Equal(t, StateLockedOut, s.State)
+		time.Sleep(16 * time.Minute)
+		s, err = r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
+		require.NoError(t, err)
+		require.Equal(t, StateOpen, s.State)
+	})
+}
+
+func TestBadInput(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		for _, req := range []PickupRequest{{}, {QR: "a", PIN: "1234"}, {PIN: "12ab"}, {PIN: "12"},
+			{PIN: "1234", BirthDate: "3/2/1990"}, {QR: "K1.x", BirthDate: "1990-01-01"}, {QR: "K1.\x00"}, {QR: "K1.x", Lang: "xx"}} {
+			_, err := r.e.Pickup(context.Background(), req)
+			require.ErrorIs(t, err, ErrBadRequest, "%+v", req)
+		}
+		// A backend that names a compartment this device lacks: door shut.
+		r.be.set(func() { r.be.verify["K1.weird"] = okAt("doc-x", 7) })
+		s, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.weird"})
+		require.NoError(t, err)
+		require.Equal(t, StateOutOfOrder, s.State)
+		synctest.Wait()
+		require.Empty(t, r.f.Pulses())
+	})
+}
+
+func signToken(t *testing.T, priv ed25519.PrivateKey, exp time.Time) (string, string) {
+	id := make([]byte, codes.CodeIDSize)
+	_, _ = rand.Read(id)
+	cid := base64.RawURLEncoding.EncodeToString(id)
+	tok, err := codes.SignToken(priv, codes.Claims{CodeID: cid, DeviceID: device, Expires: exp.Unix()})
+	require.NoError(t, err)
+	return tok, cid
+}
+
+func TestOfflinePickupReportedAndSingleUse(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		now := time.Now()
+		tok, cid := signToken(t, r.priv, now.Add(time.Hour))
+		res := r.e.HandleCommand(context.Background(), wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now,
+			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{
+				{DocumentID: "doc-q", Addr: wire.Address{Board: 0, Channel: 1}, Expires: now.Add(time.Hour), QRHash: offline.QRHash(cid)},
+				offlinetest.PINEntry("doc-p", device, "987654321", "1985-12-31", wire.Address{Board: 0, Channel: 2}, now.Add(time.Hour)),
+			}}})
+		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
+		r.be.set(func() { r.be.unreachable = true })
+		a1, a2 := hardware.Address{Board: 0, Channel: 1}, hardware.Address{Board: 0, Channel: 2}
+		r.setItem(a1, true, false)
+		r.setItem(a2, true, false)
+
+		s, err := r.e.Pickup(context.Background(), PickupRequest{QR: tok})
+		require.NoError(t, err)
+		require.Equal(t, StateOpen, s.State)
+		r.waitFor("pulse", func() bool { return r.f.PulseCount(a1) == 1 })
+		r.citizen(a1, true)
+		r.waitFor("completed", func() bool { return r.hasEvent("pickup_completed") })
+		ev := r.events()[len(r.events())-1]
+		require.True(t, ev.Offline)
+		require.Equal(t, "doc-q", ev.DocumentID)
+
+		// Replayed offline: refused.
+		s, err = r.e.Pickup(context.Background(), PickupRequest{QR: tok})
+		require.NoError(t, err)
+		require.Equal(t, StateAlreadyCollected, s.State)
+
+		// PIN offline: wrong birth date is a wrong code; right one opens.
+		s, err = r.e.Pickup(context.Background(), PickupRequest{PIN: "987654321", BirthDate: "1985-12-30"})
+		require.NoError(t, err)
+		require.Equal(t, StateWrongCode, s.State)
+		s, err = r.e.Pickup(context.Background(), PickupRequest{PIN: "987654321"})
+		require.NoError(t, err)
+		require.Equal(t, StateNeedBirthDate, s.State)
+		s, err = r.e.Pickup(context.Background(), PickupRequest{PIN: "987654321", BirthDate: "1985-12-31"})
+		require.NoError(t, err)
+		require.Equal(t, StateOpen, s.State)
+		r.waitFor("pulse", func() bool { return r.f.PulseCount(a2) == 1 })
+		r.citizen(a2, true)
+		r.waitState(StateDone)
+
+		// Single use survives a restart (journal), so does the cache.
+		f := r.f
+		r.stop()
+		f.Resume()
+		r = newRig(t, rigOpts{caps: sensors, dir: r.dir, fake: f, priv: r.priv})
+		defer r.stop()
+		r.be.set(func() { r.be.unreachable = true })
+		s, err = r.e.Pickup(context.Background(), PickupRequest{QR: tok})
+		require.NoError(t, err)
+		require.Equal(t, StateAlreadyCollected, s.State)
+		require.Equal(t, 1, f.PulseCount(a1))
+		// Both offline pickups are still in the outbox for the backend.
+		n := 0
+		for _, e := range r.events() {
+			if e.Kind == wire.EvPickupCompleted && e.Offline {
+				n++
+			}
+		}
+		require.Equal(t, 2, n)
+	})
+}
+
+func TestDoorLeftOpenAndForcedDoor(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		a := hardware.Address{Board: 0, Channel: 0}
+		r.setItem(a, true, false)
+		r.be.set(func() { r.be.verify["K1.good"] = okAt("doc-1", 0) })
+		_, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
+		require.NoError(t, err)
+		r.waitFor("pulse", func() bool { return len(r.f.Pulses()) == 1 })
+		r.f.Inject(hardware.Event{Kind: hardware.DoorOpened, Addr: a})
+		r.waitFor("opened", func() bool { return r.hasEvent("door_opened") })
+		time.Sleep(61 * time.Second)
+		r.waitFor("left open alarm", func() bool { return r.hasEvent("alarm:door_left_open") })
+		r.setItem(a, false, false)
+		r.f.Inject(hardware.Event{Kind: hardware.DoorClosed, Addr: a})
+		r.waitFor("cleared", func() bool { return r.hasEvent("alarm_cleared:door_left_open") })
+		r.waitFor("done", func() bool { return r.hasEvent("pickup_completed") })
+
+		// A door opening without a command is forced.
+		b := hardware.Address{Board: 0, Channel: 1}
+		r.f.Inject(hardware.Event{Kind: hardware.DoorOpened, Addr: b})
+		r.waitFor("forced", func() bool { return r.hasEvent("alarm:forced_door") })
+	})
+}
+
+func TestOpenNotDetected(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		caps        hardware.Capabilities
+		calls       int
+		notDetected int
+	}{{"dedupe retries same id", dedupe, 2, 2}, {"no dedupe never repeats", sensors, 1, 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r := newRig(t, rigOpts{caps: tc.caps})
+				defer r.stop()
+				a := hardware.Address{Board: 0, Channel: 2}
+				r.setItem(a, true, false)
+				r.be.set(func() { r.be.verify["K1.good"] = okAt("doc-1", 2) })
+				_, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
+				require.NoError(t, err)
+				r.waitState(StateNotOpened)
+				var calls []hardwaretest.Call
+				for _, c := range r.f.Calls() {
+					if c.Op == hardwaretest.OpPulse {
+						calls = append(calls, c)
+					}
+				}
+				require.Len(t, calls, tc.calls)
+				for _, c := range calls {
+					require.Equal(t, calls[0].ID, c.ID, "a retry reuses the command id")
+				}
+				require.Equal(t, 1, r.f.PulseCount(a), "never a second pulse")
+				n := 0
+				for _, k := range r.kinds() {
+					if k == "open_not_detected" {
+						n++
+					}
+				}
+				require.Equal(t, tc.notDetected, n)
+				require.Empty(t, r.j.Unfinished())
+			})
+		})
+	}
+}
+
+func TestAutomatonPickup(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{kind: config.KindAutomaton, caps: sensors})
+		defer r.stop()
+		r.be.set(func() {
+			r.be.verify["K1.auto"] = wire.VerifyResponse{Result: wire.VerifyOK, DocumentID: "doc-a",
+				Addr: &wire.Address{Board: 0, Channel: 0}, Slot: intPtr(5)}
+		})
+		s, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.auto"})
+		require.NoError(t, err)
+		require.Equal(t, StateOpen, s.State)
+		r.waitState(StatePresenting)
+		r.waitFor("present", func() bool { return len(r.f.Presents()) == 1 })
+		require.Equal(t, 5, r.f.Presents()[0].Slot)
+		require.Empty(t, r.f.Pulses(), "hatch stays shut until the slot is there")
+		r.f.CompletePresent(0, 5)
+		r.waitFor("hatch pulse", func() bool { return len(r.f.Pulses()) == 1 })
+		hatch := hardware.Address{Board: 0, Channel: 0}
+		require.Equal(t, hatch, r.f.Pulses()[0].Addr)
+		require.NotEqual(t, r.f.Presents()[0].ID, r.f.Pulses()[0].ID)
+		r.f.SetHatch(0, hardware.HatchState{Open: true, Slot: 5, ItemAtHatch: true})
+		r.f.Inject(hardware.Event{Kind: hardware.HatchOpened, Addr: hardware.Address{Board: 0, Channel: -1}})
+		r.f.SetHatch(0, hardware.HatchState{Locked: true, Slot: 5})
+		r.f.Inject(hardware.Event{Kind: hardware.HatchClosed, Addr: hardware.Address{Board: 0, Channel: -1}})
+		r.waitState(StateDone)
+		r.waitFor("completed", func() bool { return r.hasEvent("pickup_completed") })
+		ev := r.events()[len(r.events())-1]
+		require.Equal(t, 5, *ev.Slot)
+	})
+}
+
+func TestStaffLoadRetrieveAndTestOpen(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		exp := time.Now().Add(time.Hour)
+		r.be.set(func() {
+			r.be.staff["login:BADGE-7"] = wire.StaffResponse{Op: wire.StaffLogin, Result: wire.StaffOK, Session: "sess-secret",
+				StaffID: "u7", StaffName: "An", Expires: &exp}
+			r.be.staff["reserve:591-123"] = wire.StaffResponse{Op: wire.StaffReserve, Result: wire.StaffOK,
+				DocumentID: "doc-9", Addr: &wire.Address{Board: 0, Channel: 1}}
+		})
+		_, err := r.e.StaffLoad(context.Background(), "591-123", "en")
+		require.ErrorIs(t, err, ErrNoStaff)
+		s, err := r.e.StaffLogin(context.Background(), "WRONG", "", "en")
+		require.NoError(t, err)
+		require.Equal(t, StateStaffDenied, s.State)
+		s, err = r.e.StaffLogin(context.Background(), "BADGE-7", "", "en")
+		require.NoError(t, err)
+		require.Equal(t, StateStaff, s.State)
+		require.Equal(t, "An", s.Staff)
+
+		a := hardware.Address{Board: 0, Channel: 1}
+		s, err = r.e.StaffLoad(context.Background(), "591-123", "en")
+		require.NoError(t, err)
+		require.Equal(t, StateLoading, s.State)
+		require.Equal(t, 2, s.Compartment)
+		r.waitFor("pulse", func() bool { return r.f.PulseCount(a) == 1 })
+		r.f.Inject(hardware.Event{Kind: hardware.DoorOpened, Addr: a})
+		r.setItem(a, true, false)
+		r.f.Inject(hardware.Event{Kind: hardware.ItemPlaced, Addr: a})
+		r.f.Inject(hardware.Event{Kind: hardware.DoorClosed, Addr: a})
+		r.waitState(StateLoaded)
+		r.waitFor("loaded", func() bool { return r.hasEvent("loaded") })
+		ev := r.events()[len(r.events())-1]
+		require.Equal(t, "u7", ev.StaffID)
+		require.Equal(t, "doc-9", ev.DocumentID)
+
+		// Test-open refuses a compartment holding a document.
+		_, err = r.e.TestOpen(context.Background(), 2, "en")
+		require.ErrorIs(t, err, ErrNotFree)
+		s, err = r.e.TestOpen(context.Background(), 3, "en")
+		require.NoError(t, err)
+		require.Equal(t, StateTestOpen, s.State)
+		c := hardware.Address{Board: 0, Channel: 2}
+		r.waitFor("test pulse", func() bool { return r.f.PulseCount(c) == 1 })
+		r.f.Inject(hardware.Event{Kind: hardware.DoorOpened, Addr: c})
+		r.f.Inject(hardware.Event{Kind: hardware.DoorClosed, Addr: c})
+		r.waitFor("audited", func() bool {
+			for _, e := range r.events() {
+				if e.Kind == wire.EvDoorOpened && e.StaffID == "u7" && e.Detail == "technician test-open" {
+					return true
+				}
+			}
+			return false
+		})
+
+		// Retrieval: the document comes out.
+		r.waitFor("idle lock", func() bool { return len(r.e.Diagnostics(context.Background()).Busy) == 0 })
+		s, err = r.e.StaffRetrieve(context.Background(), "591-123", "en")
+		require.NoError(t, err)
+		require.Equal(t, StateRetrieving, s.State)
+		r.waitFor("pulse", func() bool { return r.f.PulseCount(a) == 2 })
+		r.citizen(a, true)
+		r.waitState(StateRetrieved)
+		r.waitFor("retrieved", func() bool { return r.hasEvent("retrieved") })
+		s = r.e.StaffLogout(context.Background())
+		require.Equal(t, StateIdle, s.State)
+		for _, je := range r.j.Outbox() {
+			require.NotContains(t, string(je.Payload), "sess-secret")
+		}
+	})
+}
+
+func TestMissingBoardRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors, boards: []hardware.BoardInfo{{Address: 0, Channels: 16}}})
+		defer r.stop()
+		require.True(t, r.hasEvent("alarm:board_unreachable"))
+		r.be.set(func() {
+			r.be.verify["K1.b1"] = wire.VerifyResponse{Result: wire.VerifyOK, DocumentID: "d", Addr: &wire.Address{Board: 1, Channel: 0}}
+		})
+		s, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.b1"})
+		require.NoError(t, err)
+		require.Equal(t, StateOutOfOrder, s.State)
+		synctest.Wait()
+		require.Empty(t, r.f.Pulses())
+		d := r.e.Diagnostics(context.Background())
+		require.Len(t, d.Boards, 2)
+		require.False(t, d.Boards[1].Online)
+		// Board going offline at run time: alarm; back: cleared.
+		r.f.Inject(hardware.Event{Kind: hardware.BoardOffline, Addr: hardware.Address{Board: 0, Channel: -1}})
+		r.f.Inject(hardware.Event{Kind: hardware.BoardOnline, Addr: hardware.Address{Board: 0, Channel: -1}})
+		r.waitFor("cleared", func() bool { return r.hasEvent("alarm_cleared:board_unreachable") })
+	})
+}
+
+func TestCommands(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		now := time.Now()
+		open := wire.Command{ID: "cmd-1", Kind: wire.CmdOpen, Issued: now, Expires: now.Add(time.Minute),
+			Addr: &wire.Address{Board: 0, Channel: 0}, Reason: "ticket 7", By: "admin"}
+		require.Equal(t, wire.StatusDone, r.e.HandleCommand(context.Background(), open).Status)
+		r.waitFor("pulse", func() bool { return len(r.f.Pulses()) == 1 })
+		require.Equal(t, wire.StatusDuplicate, r.e.HandleCommand(context.Background(), open).Status)
+		old := open
+		old.ID, old.Expires = "cmd-2", now.Add(-time.Second)
+		old.Issued = now.Add(-time.Minute)
+		require.Equal(t, wire.StatusExpired, r.e.HandleCommand(context.Background(), old).Status)
+		bad := open
+		bad.ID, bad.Addr = "cmd-3", &wire.Address{Board: 3, Channel: 3}
+		require.Equal(t, wire.StatusRejected, r.e.HandleCommand(context.Background(), bad).Status)
+		synctest.Wait()
+		require.Len(t, r.f.Pulses(), 1)
+		// Duplicates are recognised after a restart too.
+		r.f.Inject(hardware.Event{Kind: hardware.DoorOpened, Addr: hardware.Address{}})
+		r.f.Inject(hardware.Event{Kind: hardware.DoorClosed, Addr: hardware.Address{}})
+		r.waitFor("ended", func() bool { return len(r.j.Unfinished()) == 0 })
+		f := r.f
+		r.stop()
+		f.Resume()
+		r = newRig(t, rigOpts{caps: sensors, dir: r.dir, fake: f, priv: r.priv})
+		defer r.stop()
+		require.Equal(t, wire.StatusDuplicate, r.e.HandleCommand(context.Background(), open).Status)
+	})
+}
+
+// A crash between "intent" and "done": on hardware with command ids the
+// same id is re-sent (the board ignores it if it already pulsed); without,
+// nothing is pulsed, an alarm is raised and the outcome comes from the
+// sensors.
+func TestRestartResolvesUnfinishedPulse(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		caps       hardware.Capabilities
+		wantCalls  int
+		wantAlarm  bool
+		itemThere  bool
+		wantResult string
+	}{
+		{"dedupe resends same id", dedupe, 1, false, true, ""},
+		{"no dedupe: uncertain, item still there", sensors, 0, true, true, "pickup_not_collected"},
+		{"no dedupe: uncertain, item gone", sensors, 0, true, false, "pickup_completed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				dir := t.TempDir()
+				j, _, _, err := journal.Open(journal.Options{Dir: dir, DeviceID: device})
+				require.NoError(t, err)
+				in, err := j.BeginPulse(journal.Intent{Compartment: 2, Board: 0, Channel: 1, Slot: -1, Purpose: PurposePickup,
+					Ref: "doc-c", Method: "qr"})
+				require.NoError(t, err)
+				require.NoError(t, j.Close()) // the "crash"
+				f := hardwaretest.New(hardwaretest.Options{Boards: []hardware.BoardInfo{{Address: 0, Channels: 16}, {Address: 1, Channels: 16}}, Caps: tc.caps})
+				a := hardware.Address{Board: 0, Channel: 1}
+				f.SetState(hardware.ChannelState{Addr: a, Locked: true, ItemPresent: tc.itemThere})
+				r := newRig(t, rigOpts{caps: tc.caps, dir: dir, fake: f})
+				defer r.stop()
+				synctest.Wait()
+				var calls []hardwaretest.Call
+				for _, c := range f.Calls() {
+					if c.Op == hardwaretest.OpPulse {
+						calls = append(calls, c)
+					}
+				}
+				require.Len(t, calls, tc.wantCalls)
+				if tc.wantCalls > 0 {
+					require.Equal(t, hardware.CommandID(in.ID), calls[0].ID, "same command id")
+					r.citizen(a, true)
+					r.waitFor("completed", func() bool { return r.hasEvent("pickup_completed") })
+				}
+				require.Equal(t, tc.wantAlarm, r.hasEvent("alarm:sensor_disagreement"))
+				if tc.wantResult != "" {
+					r.waitFor(tc.wantResult, func() bool { return r.hasEvent(tc.wantResult) })
+				}
+				r.waitFor("ended", func() bool { return len(r.j.Unfinished()) == 0 })
+			})
+		})
+	}
+}
+
+func TestJournalUnwritableKeepsDoorShut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer func() { r.cancel(); <-r.done }()
+		r.be.set(func() { r.be.verify["K1.good"] = okAt("doc-1", 0) })
+		require.NoError(t, r.j.Close()) // every append now fails
+		s, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
+		require.NoError(t, err)
+		require.Equal(t, StateOpen, s.State)
+		r.waitState(StateError)
+		synctest.Wait()
+		require.Empty(t, r.f.Pulses())
+		require.True(t, errors.Is(func() error { _, err := r.j.Append(journal.Record{Type: "x"}); return err }(), journal.ErrClosed))
+	})
+}
+
+var _ = json.Marshal

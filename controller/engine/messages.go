@@ -1,0 +1,170 @@
+package engine
+
+import (
+	"strconv"
+	"strings"
+)
+
+// Langs are the languages of kiosk messages.
+var langs = []string{"nl", "fr", "en", "de"}
+
+// messages holds what the kiosk screen says per state, in nl, fr, en, de.
+// "{n}" is the compartment number, "{m}" minutes.
+var messages = map[string][4]string{
+	StateIdle: {
+		"Scan uw QR-code of tik uw pincode in.",
+		"Scannez votre code QR ou tapez votre code PIN.",
+		"Scan your QR code or type your PIN.",
+		"Scannen Sie Ihren QR-Code oder geben Sie Ihre PIN ein."},
+	StateVerifying: {
+		"Even geduld, uw code wordt gecontroleerd.",
+		"Un instant, nous vérifions votre code.",
+		"One moment, we are checking your code.",
+		"Einen Moment, wir prüfen Ihren Code."},
+	StateNeedBirthDate: {
+		"Geef uw geboortedatum in.",
+		"Entrez votre date de naissance.",
+		"Please enter your date of birth.",
+		"Bitte geben Sie Ihr Geburtsdatum ein."},
+	StatePresenting: {
+		"Uw document wordt opgehaald. Even geduld.",
+		"Votre document arrive. Un instant.",
+		"Your document is on its way. One moment.",
+		"Ihr Dokument wird geholt. Einen Moment."},
+	StateOpen: {
+		"Vak {n} is open. Neem uw document en sluit de deur.",
+		"Le casier {n} est ouvert. Prenez votre document et fermez la porte.",
+		"Compartment {n} is open. Take your document and close the door.",
+		"Fach {n} ist offen. Nehmen Sie Ihr Dokument und schließen Sie die Tür."},
+	StateDone: {
+		"Dank u. Uw document is afgehaald. Tot ziens!",
+		"Merci. Votre document a été retiré. Au revoir !",
+		"Thank you. You have collected your document. Goodbye!",
+		"Danke. Sie haben Ihr Dokument abgeholt. Auf Wiedersehen!"},
+	StateNotCollected: {
+		"Uw document ligt nog in vak {n}. U kunt uw code nog {m} minuten opnieuw gebruiken.",
+		"Votre document est toujours dans le casier {n}. Votre code reste valable {m} minutes.",
+		"Your document is still in compartment {n}. Your code stays valid for {m} more minutes.",
+		"Ihr Dokument liegt noch in Fach {n}. Ihr Code bleibt noch {m} Minuten gültig."},
+	StateNotOpened: {
+		"De deur ging niet open. Probeer opnieuw of vraag hulp aan het loket.",
+		"La porte ne s'est pas ouverte. Réessayez ou demandez de l'aide au guichet.",
+		"The door did not open. Try again or ask for help at the counter.",
+		"Die Tür hat sich nicht geöffnet. Versuchen Sie es erneut oder fragen Sie am Schalter."},
+	StateWrongCode: {
+		"Deze code is niet geldig. Controleer hem en probeer opnieuw.",
+		"Ce code n'est pas valable. Vérifiez-le et réessayez.",
+		"This code is not valid. Please check it and try again.",
+		"Dieser Code ist nicht gültig. Bitte prüfen Sie ihn und versuchen Sie es erneut."},
+	StateExpired: {
+		"Deze code is vervallen. Neem contact op met het stadhuis.",
+		"Ce code a expiré. Contactez l'hôtel de ville.",
+		"This code has expired. Please contact the city hall.",
+		"Dieser Code ist abgelaufen. Bitte wenden Sie sich an das Rathaus."},
+	StateAlreadyCollected: {
+		"Dit document werd al afgehaald.",
+		"Ce document a déjà été retiré.",
+		"This document has already been collected.",
+		"Dieses Dokument wurde bereits abgeholt."},
+	StateLockedOut: {
+		"Te veel foute pogingen. Probeer later opnieuw of vraag hulp aan het loket.",
+		"Trop d'essais erronés. Réessayez plus tard ou demandez de l'aide au guichet.",
+		"Too many wrong attempts. Try again later or ask for help at the counter.",
+		"Zu viele Fehlversuche. Versuchen Sie es später oder fragen Sie am Schalter."},
+	StateOutOfOrder: {
+		"Dit vak kan nu niet open. Vraag hulp aan het loket.",
+		"Ce casier ne peut pas s'ouvrir maintenant. Demandez de l'aide au guichet.",
+		"This compartment cannot open right now. Please ask for help at the counter.",
+		"Dieses Fach kann gerade nicht geöffnet werden. Bitte fragen Sie am Schalter."},
+	StateBusy: {
+		"Een ogenblik, het toestel is bezig.",
+		"Un instant, l'appareil est occupé.",
+		"One moment, the machine is busy.",
+		"Einen Moment, das Gerät ist beschäftigt."},
+	StateStaff: {
+		"Personeel: scan een document om het te laden of terug te nemen.",
+		"Personnel : scannez un document pour le charger ou le reprendre.",
+		"Staff: scan a document to load or retrieve it.",
+		"Personal: Dokument scannen, um es einzulegen oder zu entnehmen."},
+	StateStaffDenied: {
+		"Aanmelding geweigerd.",
+		"Connexion refusée.",
+		"Login refused.",
+		"Anmeldung abgelehnt."},
+	StateLoading: {
+		"Leg het document in vak {n} en sluit de deur.",
+		"Placez le document dans le casier {n} et fermez la porte.",
+		"Put the document in compartment {n} and close the door.",
+		"Legen Sie das Dokument in Fach {n} und schließen Sie die Tür."},
+	StateLoaded: {
+		"Document geladen in vak {n}.",
+		"Document chargé dans le casier {n}.",
+		"Document loaded in compartment {n}.",
+		"Dokument in Fach {n} eingelegt."},
+	StateLoadEmpty: {
+		"Vak {n} is leeg: het document werd niet geladen.",
+		"Le casier {n} est vide : le document n'a pas été chargé.",
+		"Compartment {n} is empty: the document was not loaded.",
+		"Fach {n} ist leer: das Dokument wurde nicht eingelegt."},
+	StateRetrieving: {
+		"Neem het document uit vak {n} en sluit de deur.",
+		"Prenez le document du casier {n} et fermez la porte.",
+		"Take the document out of compartment {n} and close the door.",
+		"Nehmen Sie das Dokument aus Fach {n} und schließen Sie die Tür."},
+	StateRetrieved: {
+		"Document teruggenomen uit vak {n}.",
+		"Document repris du casier {n}.",
+		"Document retrieved from compartment {n}.",
+		"Dokument aus Fach {n} entnommen."},
+	StateStillThere: {
+		"Het document ligt nog in vak {n}.",
+		"Le document est toujours dans le casier {n}.",
+		"The document is still in compartment {n}.",
+		"Das Dokument liegt noch in Fach {n}."},
+	StateNotFound: {
+		"Document niet gevonden voor dit toestel.",
+		"Document introuvable pour cet appareil.",
+		"Document not found for this machine.",
+		"Dokument für dieses Gerät nicht gefunden."},
+	StateNoCompartment: {
+		"Geen vrij vak beschikbaar.",
+		"Aucun casier libre.",
+		"No free compartment available.",
+		"Kein freies Fach verfügbar."},
+	StateTestOpen: {
+		"Testopening van vak {n}.",
+		"Ouverture de test du casier {n}.",
+		"Test opening of compartment {n}.",
+		"Testöffnung von Fach {n}."},
+	StateError: {
+		"Er ging iets mis. Vraag hulp aan het loket.",
+		"Un problème est survenu. Demandez de l'aide au guichet.",
+		"Something went wrong. Please ask for help at the counter.",
+		"Etwas ist schiefgelaufen. Bitte fragen Sie am Schalter."},
+}
+
+// Message returns the kiosk text of state in lang (nl when lang is unknown)
+// with the compartment number n and minutes m filled in.
+func Message(state, lang string, n, m int) string {
+	t, ok := messages[state]
+	if !ok {
+		t = messages[StateError]
+	}
+	i := 0
+	for k, l := range langs {
+		if l == lang {
+			i = k
+		}
+	}
+	return strings.NewReplacer("{n}", strconv.Itoa(n), "{m}", strconv.Itoa(m)).Replace(t[i])
+}
+
+// ValidLang reports whether lang is one of nl, fr, en, de.
+func ValidLang(lang string) bool {
+	for _, l := range langs {
+		if l == lang {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,49 @@
+package engine
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	events, alarms, hwEvents, pickups, pulses, verifications, commands           *prometheus.CounterVec
+	journalErrors, pulseErrors, uncertain, openNotDetected, wrongCodes, lockouts prometheus.Counter
+	boardsDown, backlog, cacheSize                                               prometheus.Gauge
+}
+
+func newMetrics(r *prometheus.Registry) (*metrics, error) {
+	cv := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kluisd", Name: name, Help: help}, labels)
+	}
+	c := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kluisd", Name: name, Help: help})
+	}
+	g := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kluisd", Name: name, Help: help})
+	}
+	m := &metrics{
+		events:          cv("events_total", "Events journaled for the backend, by kind.", "kind"),
+		alarms:          cv("alarms_total", "Alarms raised, by alarm kind.", "alarm"),
+		hwEvents:        cv("hardware_events_total", "Events received from the driver, by kind.", "kind"),
+		pickups:         cv("pickups_total", "Finished pickups, by outcome event.", "outcome"),
+		pulses:          cv("pulses_total", "Lock pulses accepted by the hardware, by purpose.", "purpose"),
+		verifications:   cv("verifications_total", "Code verifications, by result and source (online, offline, local).", "result", "source"),
+		commands:        cv("commands_total", "Backend commands, by kind and status.", "kind", "status"),
+		journalErrors:   c("journal_errors_total", "Failed journal writes."),
+		pulseErrors:     c("pulse_errors_total", "Pulses the hardware refused or did not answer."),
+		uncertain:       c("pulses_uncertain_total", "Pulses that may or may not have been carried out."),
+		openNotDetected: c("open_not_detected_total", "Pulsed doors not seen opening in time."),
+		wrongCodes:      c("wrong_codes_total", "Wrong codes entered at the kiosk."),
+		lockouts:        c("lockouts_total", "Brute-force lockouts of code entry."),
+		boardsDown:      g("boards_down", "Configured boards missing or unreachable."),
+		backlog:         g("journal_backlog", "Events not yet acknowledged by the backend."),
+		cacheSize:       g("offline_cache_entries", "Entries in the offline code cache."),
+	}
+	for _, col := range []prometheus.Collector{m.events, m.alarms, m.hwEvents, m.pickups, m.pulses, m.verifications,
+		m.commands, m.journalErrors, m.pulseErrors, m.uncertain, m.openNotDetected, m.wrongCodes, m.lockouts,
+		m.boardsDown, m.backlog, m.cacheSize} {
+		if err := r.Register(col); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

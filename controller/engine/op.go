@@ -1,0 +1,431 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"kluis/controller/journal"
+	"kluis/controller/wire"
+	"kluis/hardware"
+)
+
+// hatchBit marks the hatch pulse of an automaton operation: the Present
+// uses the intent's id, the hatch pulse the same id with the top bit set, so
+// both are distinct commands and both are deduplicated on a retry.
+const hatchBit = 1 << 31
+
+// start reserves o's lock and runs o in the background. It returns the
+// screen state to show now (StateBusy or StateOutOfOrder when o cannot run).
+func (e *Engine) start(o *op) string {
+	e.mu.Lock()
+	ctx := e.runCtx
+	switch {
+	case ctx == nil || !e.ready || ctx.Err() != nil:
+		e.mu.Unlock()
+		return StateBusy
+	case e.boardDown[o.comp.cfg.Board]:
+		e.mu.Unlock()
+		return StateOutOfOrder
+	case e.active[o.comp.lock] != nil:
+		e.mu.Unlock()
+		return StateBusy
+	}
+	o.events = make(chan hardware.Event, 64)
+	e.active[o.comp.lock] = o
+	e.wg.Add(1)
+	e.mu.Unlock()
+	go func() {
+		defer e.wg.Done()
+		e.runOp(ctx, o, false)
+	}()
+	return ""
+}
+
+// release frees o's lock.
+func (e *Engine) release(o *op) {
+	e.mu.Lock()
+	if e.active[o.comp.lock] == o {
+		delete(e.active, o.comp.lock)
+	}
+	e.mu.Unlock()
+}
+
+// end closes o in the journal and frees its lock.
+func (e *Engine) end(o *op) {
+	if o.intent.ID != 0 {
+		if err := e.j.EndOp(o.intent.ID); err != nil {
+			e.log.Error("journal end failed", "err", err)
+		}
+	}
+	e.release(o)
+}
+
+func (e *Engine) show(o *op, state string) {
+	if o.resumed && o.purpose == PurposePickup {
+		// Nobody is waiting at the screen for a resumed operation.
+		return
+	}
+	e.setScreen(state, o.comp.cfg.Number, o.lang)
+}
+
+func (e *Engine) openState(o *op) string {
+	switch o.purpose {
+	case PurposeLoad:
+		return StateLoading
+	case PurposeRetrieve:
+		return StateRetrieving
+	case PurposeTest, PurposeRemote:
+		return StateTestOpen
+	}
+	return StateOpen
+}
+
+// runOp journals the intent (unless resending one), presents the slot on
+// an automaton, pulses the lock and follows the door.
+func (e *Engine) runOp(ctx context.Context, o *op, resend bool) {
+	if !resend {
+		in, err := e.j.BeginPulse(journal.Intent{Compartment: o.comp.cfg.Number, Board: o.comp.lock.Board,
+			Channel: o.comp.lock.Channel, Slot: o.comp.slot, Purpose: o.purpose, Ref: o.docID, Offline: o.offline,
+			Method: string(o.method), Staff: o.staffID, Command: o.commandID})
+		if err != nil {
+			// Not journaled, so not pulsed: keep the door shut.
+			e.log.Error("journal intent failed: door stays shut", "err", err)
+			e.m.journalErrors.Inc()
+			e.unuse(o, time.Time{})
+			e.release(o)
+			e.show(o, StateError)
+			return
+		}
+		o.intent = in
+	}
+	caps := e.Caps()
+	if o.comp.slot >= 0 {
+		e.show(o, StatePresenting)
+		if !e.present(ctx, o) {
+			return
+		}
+	}
+	id := hardware.CommandID(o.intent.ID)
+	if o.comp.slot >= 0 {
+		id |= hatchBit
+	}
+	res := e.pulse(ctx, o, id, caps)
+	switch res {
+	case pulseFailed:
+		_ = e.j.EndPulse(o.intent.ID, false)
+		e.unuse(o, time.Time{})
+		e.end(o)
+		e.show(o, StateOutOfOrder)
+		return
+	case pulseUncertain:
+		_ = e.j.EndPulse(o.intent.ID, true)
+		e.m.uncertain.Inc()
+		e.alarm(wire.AlarmSensorDisagreement, addrPtr(o.comp.lock), nil,
+			fmt.Sprintf("no answer to pulse %d of compartment %d: may or may not have been carried out", id, o.comp.cfg.Number))
+	case pulseCancelled:
+		return // left unfinished: the next start resolves it
+	default:
+		if err := e.j.EndPulse(o.intent.ID, false); err != nil {
+			e.log.Error("journal done failed", "err", err)
+		}
+		e.m.pulses.WithLabelValues(o.purpose).Inc()
+	}
+	if !caps.DoorSensor {
+		e.show(o, e.openState(o))
+		e.finish(ctx, o, true)
+		return
+	}
+	e.show(o, e.openState(o))
+	retries := *e.cfg.Timeouts.OpenRetries
+	for attempt := 0; ; attempt++ {
+		timer := time.NewTimer(e.cfg.Timeouts.DoorOpenDetect)
+		opened := false
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return
+			case ev := <-o.events:
+				if ev.Kind == hardware.DoorOpened {
+					opened = true
+					break wait
+				}
+			case <-timer.C:
+				break wait
+			}
+		}
+		timer.Stop()
+		if opened {
+			e.afterOpen(ctx, o)
+			return
+		}
+		_ = e.emit(wire.Event{Kind: wire.EvOpenNotDetected, Addr: addrPtr(o.comp.lock), DocumentID: o.docID,
+			StaffID: o.staffID, CommandID: o.commandID, Slot: slotPtr(o.comp), Detail: fmt.Sprintf("attempt %d", attempt+1)})
+		e.m.openNotDetected.Inc()
+		if caps.CommandIDs && attempt < retries {
+			// Same id: if the first pulse was carried out the hardware
+			// ignores this one; if it was lost, this one unlocks.
+			if err := e.drv.Pulse(ctx, o.comp.lock, e.cfg.Pulse, id); err != nil {
+				e.log.Warn("retry pulse failed", "err", err)
+			}
+			continue
+		}
+		break
+	}
+	// The door never opened: the document is still there and the code
+	// was not consumed.
+	e.unuse(o, time.Time{})
+	e.end(o)
+	e.show(o, StateNotOpened)
+}
+
+type pulseResult int
+
+const (
+	pulseOK pulseResult = iota
+	pulseFailed
+	pulseUncertain
+	pulseCancelled
+)
+
+// pulse sends the pulse, retrying with the same id only on hardware that
+// deduplicates ids.
+func (e *Engine) pulse(ctx context.Context, o *op, id hardware.CommandID, caps hardware.Capabilities) pulseResult {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		err = e.drv.Pulse(ctx, o.comp.lock, e.cfg.Pulse, id)
+		if err == nil {
+			return pulseOK
+		}
+		if ctx.Err() != nil {
+			return pulseCancelled
+		}
+		e.log.Warn("pulse failed", "compartment", o.comp.cfg.Number, "attempt", attempt+1, "err", err)
+		if !caps.CommandIDs || errors.Is(err, hardware.ErrHalted) || errors.Is(err, hardware.ErrOutOfRange) {
+			break
+		}
+	}
+	e.m.pulseErrors.Inc()
+	if errors.Is(err, hardware.ErrTimeout) {
+		return pulseUncertain
+	}
+	return pulseFailed
+}
+
+func slotPtr(c *comp) *int {
+	if c.slot < 0 {
+		return nil
+	}
+	return intPtr(c.slot)
+}
+
+// present brings an automaton's slot to the hatch. False means o is over.
+func (e *Engine) present(ctx context.Context, o *op) bool {
+	id := hardware.CommandID(o.intent.ID)
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		err = e.mech.Present(ctx, o.comp.cfg.Board, o.comp.slot, id)
+		if err == nil || !e.Caps().CommandIDs || errors.Is(err, hardware.ErrFault) {
+			break
+		}
+	}
+	fail := func(detail string) bool {
+		_ = e.j.EndPulse(o.intent.ID, false)
+		e.alarm(wire.AlarmMechanismFault, nil, intPtr(o.comp.cfg.Board), detail)
+		e.unuse(o, time.Time{})
+		e.end(o)
+		e.show(o, StateOutOfOrder)
+		return false
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return false
+		}
+		return fail("present failed: " + err.Error())
+	}
+	timer := time.NewTimer(e.cfg.Timeouts.Present)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-timer.C:
+			return fail(fmt.Sprintf("slot %d not presented in time", o.comp.slot))
+		case ev := <-o.events:
+			switch {
+			case ev.Kind == hardware.SlotPresented && ev.Slot == o.comp.slot:
+				return true
+			case ev.Kind == hardware.SlotPresented:
+				return fail(fmt.Sprintf("slot %d presented instead of %d", ev.Slot, o.comp.slot))
+			case ev.Kind == hardware.MechanismFault:
+				_ = e.j.EndPulse(o.intent.ID, false)
+				e.unuse(o, time.Time{})
+				e.end(o)
+				e.show(o, StateOutOfOrder)
+				return false
+			}
+		}
+	}
+}
+
+// afterOpen follows an open door until it closes, raising the door-left-open
+// alarm once.
+func (e *Engine) afterOpen(ctx context.Context, o *op) {
+	e.show(o, e.openState(o))
+	timer := time.NewTimer(e.cfg.Timeouts.DoorLeftOpen)
+	defer timer.Stop()
+	alarmed := false
+	sawRemoved, sawPlaced := false, false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+			if !alarmed {
+				alarmed = true
+				e.alarm(wire.AlarmDoorLeftOpen, addrPtr(o.comp.lock), nil,
+					fmt.Sprintf("compartment %d open for more than %v", o.comp.cfg.Number, e.cfg.Timeouts.DoorLeftOpen))
+			}
+		case ev := <-o.events:
+			switch ev.Kind {
+			case hardware.ItemRemoved:
+				sawRemoved = true
+			case hardware.ItemPlaced:
+				sawPlaced = true
+			case hardware.DoorClosed:
+				if alarmed {
+					_ = e.emit(wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmDoorLeftOpen, Addr: addrPtr(o.comp.lock)})
+				}
+				e.finishSeen(ctx, o, sawRemoved, sawPlaced)
+				return
+			}
+		}
+	}
+}
+
+func (e *Engine) finish(ctx context.Context, o *op, _ bool) { e.finishSeen(ctx, o, false, false) }
+
+// itemState reads whether the item is there: known is false without an item
+// sensor or when the reading fails.
+func (e *Engine) itemState(ctx context.Context, o *op) (present, doorOpen, known bool) {
+	caps := e.Caps()
+	if o.comp.slot >= 0 {
+		h, err := e.mech.Hatch(ctx, o.comp.cfg.Board)
+		if err != nil {
+			return false, false, false
+		}
+		return h.ItemAtHatch, h.Open, true
+	}
+	if !caps.ItemSensor {
+		return false, false, false
+	}
+	st, err := e.drv.States(ctx)
+	if err != nil {
+		return false, false, false
+	}
+	for _, s := range st {
+		if s.Addr == o.comp.lock {
+			return s.ItemPresent, s.DoorOpen && caps.DoorSensor, true
+		}
+	}
+	return false, false, false
+}
+
+// finishSeen decides the outcome once the door closed.
+func (e *Engine) finishSeen(ctx context.Context, o *op, sawRemoved, sawPlaced bool) {
+	present, doorOpen, known := e.itemState(ctx, o)
+	if known && doorOpen {
+		e.alarm(wire.AlarmSensorDisagreement, addrPtr(o.comp.lock), nil,
+			fmt.Sprintf("compartment %d: door reported closed but reads open", o.comp.cfg.Number))
+	}
+	if known && ((sawRemoved && present && !sawPlaced) || (sawPlaced && !present && !sawRemoved)) {
+		e.alarm(wire.AlarmSensorDisagreement, addrPtr(o.comp.lock), nil,
+			fmt.Sprintf("compartment %d: item events and item sensor disagree", o.comp.cfg.Number))
+	}
+	base := wire.Event{Addr: addrPtr(o.comp.lock), Slot: slotPtr(o.comp), DocumentID: o.docID, StaffID: o.staffID,
+		CommandID: o.commandID}
+	state := StateIdle
+	switch o.purpose {
+	case PurposePickup:
+		ev := base
+		ev.Method, ev.Offline = o.method, o.offline
+		if known && present {
+			ev.Kind = wire.EvPickupNotCollected
+			e.unuse(o, e.now().Add(e.cfg.Timeouts.Grace))
+			state = StateNotCollected
+		} else {
+			ev.Kind = wire.EvPickupCompleted
+			if !known {
+				ev.Detail = "no item sensor: assumed collected"
+			}
+			e.markUsed(o.docID)
+			state = StateDone
+		}
+		e.m.pickups.WithLabelValues(string(ev.Kind)).Inc()
+		_ = e.emit(ev)
+	case PurposeLoad:
+		if known && !present {
+			state = StateLoadEmpty
+		} else {
+			ev := base
+			ev.Kind = wire.EvLoaded
+			_ = e.emit(ev)
+			state = StateLoaded
+		}
+	case PurposeRetrieve:
+		if known && present {
+			state = StateStillThere
+		} else {
+			ev := base
+			ev.Kind = wire.EvRetrieved
+			_ = e.emit(ev)
+			state = StateRetrieved
+		}
+	default:
+		state = StateTestOpen
+	}
+	e.end(o)
+	if o.purpose != PurposePickup && o.purpose != PurposeRemote && !o.resumed {
+		e.setScreen(state, o.comp.cfg.Number, o.lang)
+		return
+	}
+	e.show(o, state)
+}
+
+// unuse releases an offline single-use mark: the code may be used again
+// (until graceUntil when not zero).
+func (e *Engine) unuse(o *op, graceUntil time.Time) {
+	if o.purpose != PurposePickup || o.docID == "" {
+		return
+	}
+	e.setUsed(usedCode{Doc: o.docID, GraceUntil: graceUntil, Released: graceUntil.IsZero()})
+}
+
+func (e *Engine) markUsed(doc string) {
+	if doc != "" {
+		e.setUsed(usedCode{Doc: doc})
+	}
+}
+
+func (e *Engine) setUsed(u usedCode) {
+	if err := e.appendData(recCodeUsed, u); err != nil {
+		e.log.Error("journal code mark failed", "err", err)
+	}
+	e.mu.Lock()
+	e.used[u.Doc] = u
+	e.mu.Unlock()
+}
+
+// usedNow reports whether doc's code is spent on this device.
+func (e *Engine) usedNow(doc string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	u, ok := e.used[doc]
+	if !ok || u.Released {
+		return false
+	}
+	return u.GraceUntil.IsZero() || !e.now().Before(u.GraceUntil)
+}

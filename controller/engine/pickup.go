@@ -1,0 +1,255 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"kluis/backend/codes"
+	"kluis/controller/offline"
+	"kluis/controller/wire"
+)
+
+// PickupRequest is what a citizen entered at the kiosk: a QR token, or a
+// PIN (with the date of birth when asked).
+type PickupRequest struct {
+	QR        string `json:"qr,omitempty"`
+	PIN       string `json:"pin,omitempty"`
+	BirthDate string `json:"birth_date,omitempty"`
+	Lang      string `json:"lang,omitempty"`
+}
+
+// ErrBadRequest is wrapped by Validate errors.
+var ErrBadRequest = errors.New("engine: bad request")
+
+// Validate checks the shape of the request (not the code).
+func (r *PickupRequest) Validate() error {
+	r.QR = strings.TrimSpace(r.QR)
+	r.PIN = strings.TrimSpace(r.PIN)
+	r.BirthDate = strings.TrimSpace(r.BirthDate)
+	switch {
+	case r.QR != "" && r.PIN != "":
+		return fmt.Errorf("give a qr or a pin, not both: %w", ErrBadRequest)
+	case r.QR == "" && r.PIN == "":
+		return fmt.Errorf("give a qr or a pin: %w", ErrBadRequest)
+	case len(r.QR) > 1024:
+		return fmt.Errorf("qr longer than 1024 characters: %w", ErrBadRequest)
+	case r.QR != "" && r.BirthDate != "":
+		return fmt.Errorf("birth_date goes with a pin: %w", ErrBadRequest)
+	}
+	if r.PIN != "" {
+		pin, err := codes.NormalizePIN(r.PIN, len(digitsOf(r.PIN)))
+		if err != nil || len(pin) < 4 || len(pin) > 12 {
+			return fmt.Errorf("pin must be 4-12 digits: %w", ErrBadRequest)
+		}
+		r.PIN = pin
+	}
+	if r.BirthDate != "" {
+		d, err := codes.ParseBirthDate(r.BirthDate)
+		if err != nil {
+			return fmt.Errorf("birth_date must be YYYY-MM-DD: %w", ErrBadRequest)
+		}
+		r.BirthDate = d
+	}
+	for _, c := range r.QR {
+		if c < 0x21 || c > 0x7e {
+			return fmt.Errorf("qr has a character that is not printable ASCII: %w", ErrBadRequest)
+		}
+	}
+	if r.Lang != "" && !ValidLang(r.Lang) {
+		return fmt.Errorf("lang must be nl, fr, en or de: %w", ErrBadRequest)
+	}
+	return nil
+}
+
+func digitsOf(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		if c >= '0' && c <= '9' {
+			b.WriteRune(c)
+		}
+	}
+	return b.String()
+}
+
+// Pickup verifies a code (online, or offline when the backend does not
+// answer) and starts opening its compartment. It returns the screen to show;
+// the operation continues in the background (poll Screen or wait on
+// Changed).
+func (e *Engine) Pickup(ctx context.Context, r PickupRequest) (Screen, error) {
+	if err := r.Validate(); err != nil {
+		return Screen{}, err
+	}
+	lang := r.Lang
+	if lang == "" {
+		lang = e.cfg.Kiosk.DefaultLang
+	}
+	if until, locked := e.lockedOut(); locked {
+		e.m.verifications.WithLabelValues("locked_out", "local").Inc()
+		_ = until
+		return e.setScreen(StateLockedOut, 0, lang), nil
+	}
+	e.setScreen(StateVerifying, 0, lang)
+	method := wire.MethodQR
+	if r.PIN != "" {
+		method = wire.MethodPIN
+	}
+	var (
+		res     wire.VerifyResponse
+		err     error
+		offl    bool
+		offMiss error
+	)
+	if e.o.Backend != nil {
+		vctx, cancel := context.WithTimeout(ctx, e.cfg.Timeouts.Verify)
+		res, err = e.o.Backend.Verify(vctx, wire.VerifyRequest{ID: wire.NewID(e.now()), At: e.now().UTC(), Method: method,
+			Token: r.QR, PIN: r.PIN, BirthDate: r.BirthDate})
+		cancel()
+	} else {
+		err = ErrBackendUnavailable
+	}
+	if err != nil || res.Result == wire.VerifyUnavailable {
+		if ctx.Err() != nil {
+			return e.setScreen(StateIdle, 0, lang), ctx.Err()
+		}
+		offl = true
+		res, offMiss = e.verifyOffline(r, method)
+	}
+	source := "online"
+	if offl {
+		source = "offline"
+	}
+	e.m.verifications.WithLabelValues(string(res.Result), source).Inc()
+	switch res.Result {
+	case wire.VerifyOK:
+	case wire.VerifyWrongCode:
+		e.fail()
+		if until, locked := e.lockedOut(); locked {
+			_ = until
+			return e.setScreen(StateLockedOut, 0, lang), nil
+		}
+		return e.setScreen(StateWrongCode, 0, lang), nil
+	case wire.VerifySecondFactorRequired:
+		return e.setScreen(StateNeedBirthDate, 0, lang), nil
+	case wire.VerifyExpired:
+		return e.setScreen(StateExpired, 0, lang), nil
+	case wire.VerifyAlreadyCollected:
+		return e.setScreen(StateAlreadyCollected, 0, lang), nil
+	case wire.VerifyDeviceLockedOut:
+		e.lockFor(time.Duration(max(res.RetryAfterS, 60)) * time.Second)
+		return e.setScreen(StateLockedOut, 0, lang), nil
+	default:
+		if offMiss != nil {
+			e.log.Info("offline verification impossible", "err", offMiss)
+		}
+		return e.setScreen(StateError, 0, lang), nil
+	}
+	c := e.compFor(res.Addr, res.Slot)
+	if c == nil {
+		// Never open a door the configuration does not know.
+		e.log.Error("verified code names a compartment this device does not have", "addr", fmt.Sprint(res.Addr), "source", source)
+		return e.setScreen(StateOutOfOrder, 0, lang), nil
+	}
+	if e.usedNow(res.DocumentID) {
+		return e.setScreen(StateAlreadyCollected, 0, lang), nil
+	}
+	o := &op{purpose: PurposePickup, comp: c, docID: res.DocumentID, method: method, offline: offl, lang: lang}
+	if offl {
+		// Single use offline: spent before the door opens, released
+		// again if it does not.
+		e.markUsed(res.DocumentID)
+	}
+	if st := e.start(o); st != "" {
+		if offl {
+			e.unuse(o, time.Time{})
+		}
+		return e.setScreen(st, c.cfg.Number, lang), nil
+	}
+	e.resetFailures()
+	return e.setScreen(StateOpen, c.cfg.Number, lang), nil
+}
+
+// verifyOffline checks the code against the offline cache under the same
+// rules and maps the outcome to a verify response.
+func (e *Engine) verifyOffline(r PickupRequest, method wire.Method) (wire.VerifyResponse, error) {
+	if e.o.Cache == nil {
+		return wire.VerifyResponse{Result: wire.VerifyUnavailable}, offline.ErrNoMaterial
+	}
+	var m offline.Match
+	var err error
+	if method == wire.MethodQR {
+		m, err = e.o.Cache.VerifyQR(r.QR, e.now())
+	} else {
+		m, err = e.o.Cache.VerifyPIN(r.PIN, r.BirthDate, e.now())
+	}
+	switch {
+	case err == nil:
+		if e.usedNow(m.DocumentID) {
+			return wire.VerifyResponse{Result: wire.VerifyAlreadyCollected}, nil
+		}
+		addr := m.Addr
+		var slot *int
+		if e.cfg.Kind == "automaton" {
+			// The cache names an automaton slot by board and channel.
+			slot = intPtr(m.Addr.Channel)
+		}
+		return wire.VerifyResponse{Result: wire.VerifyOK, DocumentID: m.DocumentID, Addr: &addr, Slot: slot}, nil
+	case errors.Is(err, codes.ErrSecondFactorRequired):
+		return wire.VerifyResponse{Result: wire.VerifySecondFactorRequired}, nil
+	case errors.Is(err, codes.ErrExpired):
+		return wire.VerifyResponse{Result: wire.VerifyExpired}, nil
+	case errors.Is(err, codes.ErrWrongCode), errors.Is(err, codes.ErrWrongDevice):
+		return wire.VerifyResponse{Result: wire.VerifyWrongCode}, nil
+	}
+	return wire.VerifyResponse{Result: wire.VerifyUnavailable}, err
+}
+
+// lockedOut reports whether code entry is locked.
+func (e *Engine) lockedOut() (time.Time, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.lockUntil, e.now().Before(e.lockUntil)
+}
+
+// fail counts a wrong code; too many in the window lock the kiosk.
+func (e *Engine) fail() {
+	now := e.now()
+	e.mu.Lock()
+	keep := e.failures[:0]
+	for _, t := range e.failures {
+		if now.Sub(t) < e.cfg.Lockout.Window {
+			keep = append(keep, t)
+		}
+	}
+	e.failures = append(keep, now)
+	n := len(e.failures)
+	e.mu.Unlock()
+	e.m.wrongCodes.Inc()
+	if n >= e.cfg.Lockout.MaxFailures {
+		e.lockFor(e.cfg.Lockout.Duration)
+	}
+}
+
+func (e *Engine) resetFailures() {
+	e.mu.Lock()
+	e.failures = nil
+	e.mu.Unlock()
+}
+
+// lockFor locks code entry for d, durably, and raises the alarm.
+func (e *Engine) lockFor(d time.Duration) {
+	until := e.now().Add(d).UTC()
+	e.mu.Lock()
+	if !until.After(e.lockUntil) {
+		e.mu.Unlock()
+		return
+	}
+	e.lockUntil = until
+	e.failures = nil
+	e.mu.Unlock()
+	_ = e.appendData(recLockout, map[string]time.Time{"until": until})
+	e.m.lockouts.Inc()
+	e.alarm(wire.AlarmBruteForceLockout, nil, nil, fmt.Sprintf("code entry locked until %s", until.Format(time.RFC3339)))
+}

@@ -1,0 +1,336 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"kluis/controller/wire"
+	"kluis/hardware"
+)
+
+// Run checks the hardware against the configuration, reconciles unfinished
+// operations from the journal, then handles hardware events until ctx ends.
+// On return every operation has stopped and the driver is halted.
+func (e *Engine) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	e.mu.Lock()
+	e.runCtx = ctx
+	e.mu.Unlock()
+	defer func() {
+		cancel()
+		e.wg.Wait()
+		if err := e.drv.Halt(); err != nil {
+			e.log.Error("halt failed", "err", err)
+		}
+	}()
+	if err := e.inventory(ctx); err != nil {
+		return err
+	}
+	// Watch first, so events during reconciliation are not missed.
+	watchErr := make(chan error, 1)
+	go func() { watchErr <- e.watch(ctx) }()
+	e.reconcile(ctx)
+	e.mu.Lock()
+	e.ready = true
+	e.mu.Unlock()
+	e.log.Info("kluisd engine running", "compartments", len(e.comps), "driver", e.info.Kind)
+	select {
+	case <-ctx.Done():
+		<-watchErr
+		return nil
+	case err := <-watchErr:
+		return err
+	}
+}
+
+// Ready reports whether start-up is complete (inventory and reconciliation).
+func (e *Engine) Ready() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.ready
+}
+
+// inventory compares the boards the driver found with the configuration.
+func (e *Engine) inventory(ctx context.Context) error {
+	var info hardware.Info
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		info, err = e.drv.Describe(ctx)
+		if err == nil {
+			break
+		}
+		e.log.Warn("describe failed", "attempt", attempt+1, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+		}
+	}
+	found := map[int]hardware.BoardInfo{}
+	if err == nil {
+		for _, b := range info.Boards {
+			found[b.Address] = b
+		}
+	}
+	e.mu.Lock()
+	e.info, e.caps = info, info.Caps
+	e.mu.Unlock()
+	for _, b := range e.cfg.Hardware.Boards {
+		bi, ok := found[b]
+		detail := ""
+		switch {
+		case err != nil:
+			detail = "driver does not answer: " + err.Error()
+		case !ok:
+			detail = fmt.Sprintf("board %d not found on the bus", b)
+		default:
+			for _, c := range e.comps {
+				if c.cfg.Board == b && c.lock.Channel >= bi.Channels {
+					detail = fmt.Sprintf("board %d has %d channels, compartment %d needs channel %d", b, bi.Channels, c.cfg.Number, c.lock.Channel+1)
+				}
+				if c.cfg.Board == b && c.slot >= 0 && c.slot >= bi.Slots {
+					detail = fmt.Sprintf("board %d has %d slots, compartment %d needs slot %d", b, bi.Slots, c.cfg.Number, c.slot+1)
+				}
+			}
+		}
+		if detail != "" {
+			e.mu.Lock()
+			e.boardDown[b] = true
+			e.mu.Unlock()
+			e.m.boardsDown.Inc()
+			e.alarm(wire.AlarmBoardUnreachable, nil, intPtr(b), detail)
+		}
+	}
+	if e.cfg.Kind == "automaton" && e.mech == nil {
+		return errors.New("engine: automaton configured but the driver has no mechanism")
+	}
+	return nil
+}
+
+// watch runs Driver.Watch, restarting it after errors with a bounded
+// back-off, until ctx ends.
+func (e *Engine) watch(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := e.drv.Watch(ctx, e.onHardware)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, hardware.ErrHalted) {
+			return fmt.Errorf("engine: driver closed: %w", err)
+		}
+		e.log.Warn("watch stopped, restarting", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// onHardware journals what the hardware saw and hands it to the operation
+// waiting for it. A journal failure returns an error so the driver keeps
+// the event and delivers it again.
+func (e *Engine) onHardware(ev hardware.Event) error {
+	e.m.hwEvents.WithLabelValues(string(ev.Kind)).Inc()
+	switch ev.Kind {
+	case hardware.HatchOpened:
+		ev.Kind, ev.Addr = hardware.DoorOpened, hardware.Address{Board: ev.Addr.Board, Channel: e.cfg.Hardware.HatchChannel}
+	case hardware.HatchClosed:
+		ev.Kind, ev.Addr = hardware.DoorClosed, hardware.Address{Board: ev.Addr.Board, Channel: e.cfg.Hardware.HatchChannel}
+	}
+	switch ev.Kind {
+	case hardware.BoardOffline:
+		e.mu.Lock()
+		was := e.boardDown[ev.Addr.Board]
+		e.boardDown[ev.Addr.Board] = true
+		e.mu.Unlock()
+		if !was {
+			e.m.boardsDown.Inc()
+			return e.emit(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmBoardUnreachable, Board: intPtr(ev.Addr.Board), Detail: ev.Detail})
+		}
+		return nil
+	case hardware.BoardOnline:
+		if !e.configuredBoard(ev.Addr.Board) {
+			return nil
+		}
+		e.mu.Lock()
+		was := e.boardDown[ev.Addr.Board]
+		delete(e.boardDown, ev.Addr.Board)
+		e.mu.Unlock()
+		if was {
+			e.m.boardsDown.Dec()
+			return e.emit(wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmBoardUnreachable, Board: intPtr(ev.Addr.Board)})
+		}
+		return nil
+	case hardware.BoardRebooted:
+		e.log.Warn("board rebooted", "board", ev.Addr.Board)
+		return nil
+	case hardware.SlotPresented, hardware.MechanismFault:
+		if ev.Kind == hardware.MechanismFault {
+			if err := e.emit(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmMechanismFault, Board: intPtr(ev.Addr.Board), Detail: ev.Detail}); err != nil {
+				return err
+			}
+		}
+		e.dispatch(hardware.Address{Board: ev.Addr.Board, Channel: e.cfg.Hardware.HatchChannel}, ev)
+		return nil
+	case hardware.Unlocked:
+		e.dispatch(ev.Addr, ev)
+		return nil
+	case hardware.DoorOpened, hardware.DoorClosed, hardware.ItemPlaced, hardware.ItemRemoved:
+	default:
+		e.log.Warn("unknown hardware event ignored", "kind", ev.Kind)
+		return nil
+	}
+	c := e.lockComp(ev.Addr)
+	if c == nil {
+		e.log.Warn("event on a channel without compartment", "kind", ev.Kind, "addr", ev.Addr.String())
+		return nil
+	}
+	kind := map[hardware.EventKind]wire.EventKind{hardware.DoorOpened: wire.EvDoorOpened, hardware.DoorClosed: wire.EvDoorClosed,
+		hardware.ItemPlaced: wire.EvItemPlaced, hardware.ItemRemoved: wire.EvItemRemoved}[ev.Kind]
+	e.mu.Lock()
+	o := e.active[ev.Addr]
+	e.mu.Unlock()
+	we := wire.Event{Kind: kind, Addr: addrPtr(ev.Addr)}
+	if o != nil {
+		we.DocumentID, we.StaffID, we.CommandID = o.docID, o.staffID, o.commandID
+		if c.slot >= 0 && o.comp != nil {
+			we.Slot = intPtr(o.comp.slot)
+		}
+		switch o.purpose {
+		case PurposeTest:
+			we.Detail = "technician test-open"
+		case PurposeRemote:
+			we.Detail = "remote open"
+		}
+	}
+	if err := e.emit(we); err != nil {
+		return err
+	}
+	if o == nil && ev.Kind == hardware.DoorOpened {
+		return e.emit(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: addrPtr(ev.Addr),
+			Detail: "door opened without a command"})
+	}
+	if o != nil {
+		e.dispatch(ev.Addr, ev)
+	}
+	return nil
+}
+
+func (e *Engine) configuredBoard(b int) bool {
+	for _, x := range e.cfg.Hardware.Boards {
+		if x == b {
+			return true
+		}
+	}
+	return false
+}
+
+// lockComp returns any compartment behind lock a (the first of an
+// automaton's board).
+func (e *Engine) lockComp(a hardware.Address) *comp {
+	for _, c := range e.comps {
+		if c.lock == a {
+			return c
+		}
+	}
+	return nil
+}
+
+func (e *Engine) dispatch(a hardware.Address, ev hardware.Event) {
+	e.mu.Lock()
+	o := e.active[a]
+	e.mu.Unlock()
+	if o == nil {
+		return
+	}
+	select {
+	case o.events <- ev:
+	default:
+		e.log.Error("operation event queue full, event dropped", "kind", ev.Kind, "addr", a.String())
+	}
+}
+
+// reconcile resolves operations a previous run left unfinished (see
+// docs/kluisd.md "Pulse safety").
+func (e *Engine) reconcile(ctx context.Context) {
+	pending := e.j.Unfinished()
+	if len(pending) == 0 {
+		return
+	}
+	states := map[hardware.Address]hardware.ChannelState{}
+	if st, err := e.drv.States(ctx); err == nil {
+		for _, s := range st {
+			states[s.Addr] = s
+		}
+	} else {
+		e.log.Warn("states unavailable during reconciliation", "err", err)
+	}
+	for _, p := range pending {
+		in := p.Intent
+		c := e.compByNumber(in.Compartment)
+		if c == nil {
+			_ = e.j.EndOp(in.ID)
+			continue
+		}
+		o := &op{purpose: in.Purpose, comp: c, docID: in.Ref, offline: in.Offline, intent: in, resumed: true,
+			method: wire.Method(in.Method), staffID: in.Staff, commandID: in.Command,
+			events: make(chan hardware.Event, 64), lang: e.cfg.Kiosk.DefaultLang}
+		e.mu.Lock()
+		if e.active[c.lock] != nil {
+			e.mu.Unlock()
+			_ = e.j.EndOp(in.ID) // an older intent on the same lock: superseded
+			continue
+		}
+		e.active[c.lock] = o
+		e.mu.Unlock()
+		resend := false
+		if !p.Done && !p.Uncertain {
+			age := e.now().Sub(p.At)
+			if e.caps.CommandIDs && age >= 0 && age < e.cfg.Timeouts.ResumeWindow {
+				resend = true
+			} else {
+				// Maybe pulsed, maybe not: never pulse again blindly.
+				_ = e.j.EndPulse(in.ID, true)
+				e.m.uncertain.Inc()
+				e.alarm(wire.AlarmSensorDisagreement, addrPtr(c.lock), nil,
+					fmt.Sprintf("pulse %d for compartment %d interrupted by a restart: may or may not have been carried out", in.ID, c.cfg.Number))
+			}
+		}
+		st, known := states[c.lock]
+		e.log.Info("resuming operation after restart", "compartment", c.cfg.Number, "purpose", in.Purpose,
+			"done", p.Done, "uncertain", p.Uncertain, "resend", resend)
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			e.resume(ctx, o, resend, st, known)
+		}()
+	}
+}
+
+// resume continues an operation found unfinished at start-up.
+func (e *Engine) resume(ctx context.Context, o *op, resend bool, st hardware.ChannelState, known bool) {
+	if resend {
+		// Same command id: hardware that already carried it out ignores it.
+		e.runOp(ctx, o, true)
+		return
+	}
+	if known && e.caps.DoorSensor && st.DoorOpen {
+		e.afterOpen(ctx, o)
+		return
+	}
+	// Door shut: the outcome is what the item sensor says now.
+	e.finish(ctx, o, false)
+}
+
+// Caps returns the hardware capabilities found at start-up.
+func (e *Engine) Caps() hardware.Capabilities {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.caps
+}

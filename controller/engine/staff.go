@@ -1,0 +1,166 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"kluis/controller/wire"
+)
+
+// ErrNoStaff is returned by staff and technician operations without a
+// staff login.
+var ErrNoStaff = errors.New("engine: no staff member logged in")
+
+// StaffLogin verifies a staff badge or staff PIN with the backend and, when
+// accepted, starts staff mode on the kiosk.
+func (e *Engine) StaffLogin(ctx context.Context, badge, pin, lang string) (Screen, error) {
+	badge, pin = strings.TrimSpace(badge), strings.TrimSpace(pin)
+	if (badge == "") == (pin == "") || len(badge) > 128 || len(pin) > 12 {
+		return Screen{}, fmt.Errorf("give a badge or a pin: %w", ErrBadRequest)
+	}
+	if pin != "" && (len(pin) < 4 || digitsOf(pin) != pin) {
+		return Screen{}, fmt.Errorf("staff pin must be 4-12 digits: %w", ErrBadRequest)
+	}
+	if until, locked := e.lockedOut(); locked {
+		_ = until
+		return e.setScreen(StateLockedOut, 0, lang), nil
+	}
+	res, err := e.staffCall(ctx, wire.StaffRequest{Op: wire.StaffLogin, Badge: badge, PIN: pin})
+	if err != nil {
+		return e.setScreen(StateError, 0, lang), nil
+	}
+	if res.Result != wire.StaffOK || res.Expires == nil {
+		if res.Result == wire.StaffDenied {
+			e.fail()
+		}
+		return e.setScreen(StateStaffDenied, 0, lang), nil
+	}
+	e.mu.Lock()
+	e.staff = &staffSession{token: res.Session, id: res.StaffID, name: res.StaffName, expires: *res.Expires}
+	e.mu.Unlock()
+	e.log.Info("staff login", "staff_id", res.StaffID)
+	return e.setScreen(StateStaff, 0, lang), nil
+}
+
+// StaffLogout ends staff mode.
+func (e *Engine) StaffLogout(ctx context.Context) Screen {
+	e.mu.Lock()
+	s := e.staff
+	e.staff = nil
+	e.mu.Unlock()
+	if s != nil && e.o.Backend != nil {
+		_, _ = e.staffCall(ctx, wire.StaffRequest{Op: wire.StaffLogout, Session: s.token})
+	}
+	return e.setScreen(StateIdle, 0, "")
+}
+
+func (e *Engine) staffCall(ctx context.Context, req wire.StaffRequest) (wire.StaffResponse, error) {
+	if e.o.Backend == nil {
+		return wire.StaffResponse{}, ErrBackendUnavailable
+	}
+	req.ID, req.At = wire.NewID(e.now()), e.now().UTC()
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.Timeouts.Verify)
+	defer cancel()
+	res, err := e.o.Backend.Staff(ctx, req)
+	if err != nil {
+		e.log.Warn("staff request failed", "op", req.Op, "err", err)
+		return res, err
+	}
+	return res, nil
+}
+
+func (e *Engine) currentStaff() (*staffSession, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.staff == nil || !e.now().Before(e.staff.expires) {
+		e.staff = nil
+		return nil, ErrNoStaff
+	}
+	s := *e.staff
+	return &s, nil
+}
+
+// StaffLoad asks the backend for the compartment of the document with this
+// number and opens it to load the document ("loaded" once the door closes
+// with the item inside).
+func (e *Engine) StaffLoad(ctx context.Context, documentNumber, lang string) (Screen, error) {
+	return e.staffDoor(ctx, documentNumber, lang, PurposeLoad)
+}
+
+// StaffRetrieve opens the compartment of an (expired) document to take it
+// back ("retrieved" once the door closes with the compartment empty). It
+// uses the backend's reserve operation, which names the document's
+// compartment.
+func (e *Engine) StaffRetrieve(ctx context.Context, documentNumber, lang string) (Screen, error) {
+	return e.staffDoor(ctx, documentNumber, lang, PurposeRetrieve)
+}
+
+func (e *Engine) staffDoor(ctx context.Context, number, lang, purpose string) (Screen, error) {
+	number = strings.TrimSpace(number)
+	if err := wire.ValidID(number); err != nil {
+		return Screen{}, fmt.Errorf("document number: %w", ErrBadRequest)
+	}
+	s, err := e.currentStaff()
+	if err != nil {
+		return Screen{}, err
+	}
+	res, err := e.staffCall(ctx, wire.StaffRequest{Op: wire.StaffReserve, Session: s.token, DocumentNumber: number})
+	if err != nil {
+		return e.setScreen(StateError, 0, lang), nil
+	}
+	switch res.Result {
+	case wire.StaffOK:
+	case wire.StaffSessionExpired:
+		e.mu.Lock()
+		e.staff = nil
+		e.mu.Unlock()
+		return e.setScreen(StateStaffDenied, 0, lang), nil
+	case wire.StaffNotFound, wire.StaffWrongState:
+		return e.setScreen(StateNotFound, 0, lang), nil
+	case wire.StaffNoCompartment:
+		return e.setScreen(StateNoCompartment, 0, lang), nil
+	case wire.StaffDenied:
+		return e.setScreen(StateStaffDenied, 0, lang), nil
+	default:
+		return e.setScreen(StateError, 0, lang), nil
+	}
+	c := e.compFor(res.Addr, res.Slot)
+	if c == nil {
+		e.log.Error("backend reserved a compartment this device does not have", "addr", fmt.Sprint(res.Addr))
+		return e.setScreen(StateOutOfOrder, 0, lang), nil
+	}
+	o := &op{purpose: purpose, comp: c, docID: res.DocumentID, staffID: s.id, lang: lang}
+	if st := e.start(o); st != "" {
+		return e.setScreen(st, c.cfg.Number, lang), nil
+	}
+	return e.setScreen(e.openState(o), c.cfg.Number, lang), nil
+}
+
+// TestOpen opens a free compartment for a technician (a logged-in staff
+// member). The door events carry the staff id and "technician test-open"
+// so the backend's audit trail records who opened what. A compartment with
+// an item, or whose emptiness cannot be sensed, is refused.
+func (e *Engine) TestOpen(ctx context.Context, number int, lang string) (Screen, error) {
+	s, err := e.currentStaff()
+	if err != nil {
+		return Screen{}, err
+	}
+	c := e.compByNumber(number)
+	if c == nil {
+		return Screen{}, fmt.Errorf("no compartment %d: %w", number, ErrBadRequest)
+	}
+	o := &op{purpose: PurposeTest, comp: c, staffID: s.id, lang: lang}
+	present, _, known := e.itemState(ctx, o)
+	if !known || present {
+		return Screen{}, fmt.Errorf("compartment %d is not known to be empty: %w", number, ErrNotFree)
+	}
+	if st := e.start(o); st != "" {
+		return e.setScreen(st, c.cfg.Number, lang), nil
+	}
+	return e.setScreen(StateTestOpen, c.cfg.Number, lang), nil
+}
+
+// ErrNotFree refuses a test-open of a compartment that may hold a document.
+var ErrNotFree = errors.New("engine: compartment not free")

@@ -40,6 +40,9 @@ type config struct {
 	adminUser   string
 	adminPass   string
 	logLevel    string
+	keyDir      string
+	// housekeepEvery is the expiry/purge interval; 0 disables it.
+	housekeepEvery time.Duration
 }
 
 const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/kluis?sslmode=disable"
@@ -243,6 +246,8 @@ func serve(ctx context.Context, args []string, e env) error {
 	commonFlags(fs, e, &c)
 	fs.StringVar(&c.mqttURL, "mqtt-url", e.getenv("MQTT_URL"), "MQTT broker URL, e.g. tcp://127.0.0.1:1883 (env MQTT_URL); empty starts the embedded broker")
 	fs.StringVar(&c.httpAddr, "http-addr", envOr(e, "KLUIS_HTTP_ADDR", "127.0.0.1:8080"), "HTTP listen address (env KLUIS_HTTP_ADDR)")
+	fs.StringVar(&c.keyDir, "key-dir", envOr(e, "KLUIS_KEY_DIR", "var/keys"), "directory of the QR signing and PIN keys, created at first start (env KLUIS_KEY_DIR)")
+	fs.DurationVar(&c.housekeepEvery, "housekeep-every", defaultHousekeepEvery, "interval of the expiry sweep and retention purge (0 disables)")
 	fs.StringVar(&c.adminUser, "admin-user", envOr(e, "KLUIS_ADMIN_USER", "admin"), "bootstrap admin created when no admin exists (env KLUIS_ADMIN_USER)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -278,12 +283,9 @@ func serve(ctx context.Context, args []string, e env) error {
 	}
 	defer deps.close()
 
-	srv, err := api.New(api.Options{
-		Logger:   log,
-		Registry: reg,
-		Pool:     st.Pool(),
-		Auth:     as,
-	})
+	opts := deps.api
+	opts.Logger, opts.Registry, opts.Pool, opts.Auth = log, reg, st.Pool(), as
+	srv, err := api.New(opts)
 	if err != nil {
 		return err
 	}

@@ -50,6 +50,7 @@ func TestServeBootstrapAndShutdown(t *testing.T) {
 		"KLUIS_HTTP_ADDR":          "127.0.0.1:0",
 		"KLUIS_INSECURE_FAST_HASH": "1",
 		"KLUIS_LOG_LEVEL":          "warn",
+		"KLUIS_KEY_DIR":            t.TempDir() + "/keys",
 	}
 	e, _, errb := testEnv(vars)
 	addrc := make(chan string, 1)
@@ -82,7 +83,48 @@ func TestServeBootstrapAndShutdown(t *testing.T) {
 	require.NoError(t, err)
 	b, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	assert.Equal(t, 201, res.StatusCode, string(b))
+	require.Equal(t, 201, res.StatusCode, string(b))
+	var sess struct {
+		Token string `json:"token"`
+	}
+	require.NoError(t, json.Unmarshal(b, &sess))
+
+	// The wiring works end to end: a document is registered, reserved and
+	// loaded, which issues codes with the keys created at start-up.
+	call := func(method, path string, body any) map[string]any {
+		t.Helper()
+		js, _ := json.Marshal(body)
+		req, _ := http.NewRequest(method, "http://"+addr+path, bytes.NewReader(js))
+		req.Header.Set("Authorization", "Bearer "+sess.Token)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := cl.Do(req)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		require.Less(t, res.StatusCode, 300, "%s %s: %s", method, path, b)
+		var v map[string]any
+		require.NoError(t, json.Unmarshal(b, &v))
+		return v
+	}
+	call("POST", "/api/v1/sites", map[string]any{"id": "kortrijk", "name": "Stadhuis"})
+	call("POST", "/api/v1/devices", map[string]any{"id": "k1", "site_id": "kortrijk", "kind": "locker",
+		"compartments": []map[string]any{{"channel": 0, "size": "M", "height_cm": 100}}})
+	doc := call("POST", "/api/v1/documents", map[string]any{"kind": "eid", "number": "591-1234567-89",
+		"holder_first_name": "Jan", "holder_last_name": "Peeters", "holder_birth_date": "1980-01-02",
+		"language": "nl", "email": "jan@example.be", "site_id": "kortrijk"})
+	id := doc["id"].(string)
+	call("POST", "/api/v1/documents/"+id+"/reserve", nil)
+	loaded := call("POST", "/api/v1/documents/"+id+"/load", nil)
+	assert.Equal(t, "loaded", loaded["state"])
+	assert.FileExists(t, vars["KLUIS_KEY_DIR"]+"/signing.pub")
+
+	res, err = cl.Get("http://" + addr + "/metrics")
+	require.NoError(t, err)
+	b, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	assert.Contains(t, string(b), `kluis_documents{state="loaded"} 1`)
+	assert.Contains(t, string(b), `kluis_codes_issued_total 1`)
+	assert.Contains(t, string(b), `go_goroutines`)
 
 	cancel()
 	select {

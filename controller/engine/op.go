@@ -16,8 +16,9 @@ import (
 // both are distinct commands and both are deduplicated on a retry.
 const hatchBit = 1 << 31
 
-// start reserves o's lock and runs o in the background. It returns the
-// screen state to show now (StateBusy or StateOutOfOrder when o cannot run).
+// start reserves o's lock, shows the opening screen and runs o in the
+// background. It returns "" or, when o cannot run, the state to show
+// (StateBusy or StateOutOfOrder).
 func (e *Engine) start(o *op) string {
 	e.mu.Lock()
 	ctx := e.runCtx
@@ -35,6 +36,14 @@ func (e *Engine) start(o *op) string {
 	o.events = make(chan hardware.Event, 64)
 	e.active[o.comp.lock] = o
 	e.wg.Add(1)
+	if o.purpose != PurposeRemote {
+		// Before the operation runs, so its later screens win.
+		st := e.openState(o)
+		if o.comp.slot >= 0 {
+			st = StatePresenting
+		}
+		e.setScreenLocked(st, o.comp.cfg.Number, o.lang)
+	}
 	e.mu.Unlock()
 	go func() {
 		defer e.wg.Done()

@@ -168,7 +168,7 @@ func (e *Engine) Pickup(ctx context.Context, r PickupRequest) (Screen, error) {
 		return e.setScreen(st, c.cfg.Number, lang), nil
 	}
 	e.resetFailures()
-	return e.setScreen(StateOpen, c.cfg.Number, lang), nil
+	return e.Screen(), nil
 }
 
 // verifyOffline checks the code against the offline cache under the same

@@ -135,7 +135,7 @@ func (e *Engine) staffDoor(ctx context.Context, number, lang, purpose string) (S
 	if st := e.start(o); st != "" {
 		return e.setScreen(st, c.cfg.Number, lang), nil
 	}
-	return e.setScreen(e.openState(o), c.cfg.Number, lang), nil
+	return e.Screen(), nil
 }
 
 // TestOpen opens a free compartment for a technician (a logged-in staff
@@ -159,7 +159,7 @@ func (e *Engine) TestOpen(ctx context.Context, number int, lang string) (Screen,
 	if st := e.start(o); st != "" {
 		return e.setScreen(st, c.cfg.Number, lang), nil
 	}
-	return e.setScreen(StateTestOpen, c.cfg.Number, lang), nil
+	return e.Screen(), nil
 }
 
 // ErrNotFree refuses a test-open of a compartment that may hold a document.

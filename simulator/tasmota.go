@@ -54,6 +54,8 @@ type TasmotaModule struct {
 	closed    bool
 	ready     chan struct{}
 	readyOnce *sync.Once
+	netCh     chan bool // offline/online transitions, in order
+	stop      chan struct{}
 }
 
 // ServeTasmota connects the module and starts answering. It returns once
@@ -80,10 +82,13 @@ func ServeTasmota(ctx context.Context, dev *Device, o TasmotaOptions) (*TasmotaM
 	}
 	m := &TasmotaModule{dev: dev, board: o.Board, topic: o.Topic, o: o, relays: n,
 		log:   o.Logger.With("part", "simulator-tasmota", "topic", o.Topic),
-		power: make([]bool, n), pulseSet: make([]int, n), pulseEnd: make([]time.Time, n), pulseGen: make([]int, n)}
+		power: make([]bool, n), pulseSet: make([]int, n), pulseEnd: make([]time.Time, n), pulseGen: make([]int, n),
+		netCh: make(chan bool, 64), stop: make(chan struct{})}
+	go m.network()
 	m.unsub = dev.Subscribe(m.onChange)
 	if err := m.connect(ctx); err != nil {
 		m.unsub()
+		close(m.stop)
 		return nil, err
 	}
 	return m, nil
@@ -147,6 +152,7 @@ func (m *TasmotaModule) Close() error {
 	c := m.client
 	m.mu.Unlock()
 	m.unsub()
+	close(m.stop)
 	if c != nil && c.IsConnected() {
 		c.Publish("tele/"+m.topic+"/LWT", 1, true, "Offline").WaitTimeout(2 * time.Second)
 		c.Disconnect(250)
@@ -199,11 +205,12 @@ func (m *TasmotaModule) switches() []bool {
 
 func (m *TasmotaModule) onChange(c Change) {
 	switch c.Kind {
-	case ModuleOffline:
-		m.goOffline()
-		return
-	case ModuleOnline:
-		m.goOnline()
+	case ModuleOffline, ModuleOnline:
+		select {
+		case m.netCh <- c.Kind == ModuleOnline:
+		default:
+			m.log.Warn("too many online/offline changes queued")
+		}
 		return
 	}
 	if c.Board != m.board {
@@ -267,13 +274,35 @@ func (m *TasmotaModule) goOnline() {
 		return
 	}
 	m.mu.Unlock()
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := m.connect(ctx); err != nil {
-			m.log.Warn("back online", "err", err)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := m.connect(ctx); err != nil {
+		m.log.Warn("back online", "err", err)
+		return
+	}
+	m.mu.Lock()
+	closed, c := m.closed, m.client
+	m.mu.Unlock()
+	if closed && c != nil {
+		c.Disconnect(100)
+	}
+}
+
+// network carries out offline/online transitions in order, away from the
+// device's change delivery and paho's handlers.
+func (m *TasmotaModule) network() {
+	for {
+		select {
+		case <-m.stop:
+			return
+		case online := <-m.netCh:
+			if online {
+				m.goOnline()
+			} else {
+				m.goOffline()
+			}
 		}
-	}()
+	}
 }
 
 func (m *TasmotaModule) onMessage(_ mqtt.Client, msg mqtt.Message) {

@@ -1,0 +1,309 @@
+package notify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/mail"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"kluis/backend/codes"
+	"kluis/backend/service"
+	"kluis/backend/store"
+)
+
+// Channels recorded in the notifications table and the metrics.
+const (
+	ChannelEmail = "email"
+	ChannelSMS   = "sms"
+	ChannelSlip  = "slip"
+)
+
+// Options configure [New].
+type Options struct {
+	// DB is the database (a *pgxpool.Pool).
+	DB store.DB
+	// Mail sends e-mail; nil: no e-mail channel.
+	Mail MailSender
+	// SMS sends text messages; nil: no SMS channel.
+	SMS SMSSender
+	// Slips receives pickup slips when the holder has no channel; nil: none.
+	Slips SlipSink
+	// From is the sender address, e.g. "Stad Kortrijk <kluis@kortrijk.be>" (required with Mail).
+	From string
+	// Sender signs the messages; default "Stad Kortrijk".
+	Sender string
+	// TrackBaseURL prefixes the track link ("<base>/t/<id>"); default "http://localhost:8080".
+	TrackBaseURL string
+	// Clock gives the time; default time.Now.
+	Clock func() time.Time
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the metrics; nil: not registered.
+	Registerer prometheus.Registerer
+	// OnNotified is called when the holder was told that the document is
+	// ready (e-mail or SMS accepted, or slip written); wire it to
+	// service.Service.MarkNotified. nil: nothing.
+	OnNotified func(ctx context.Context, documentID string) error
+}
+
+// Notifier implements service.Notifier and service.Purger.
+type Notifier struct {
+	opts Options
+	log  *slog.Logger
+	sent *prometheus.CounterVec
+}
+
+var (
+	_ service.Notifier = (*Notifier)(nil)
+	_ service.Purger   = (*Notifier)(nil)
+)
+
+// New checks opts and returns a Notifier.
+func New(opts Options) (*Notifier, error) {
+	if opts.DB == nil {
+		return nil, fmt.Errorf("notify: no database: %w", ErrInvalid)
+	}
+	if opts.Mail != nil {
+		if _, err := mail.ParseAddress(opts.From); err != nil {
+			return nil, fmt.Errorf("notify: from address %q: %w", opts.From, ErrInvalid)
+		}
+	}
+	if opts.Sender == "" {
+		opts.Sender = "Stad Kortrijk"
+	}
+	if opts.TrackBaseURL == "" {
+		opts.TrackBaseURL = "http://localhost:8080"
+	}
+	opts.TrackBaseURL = strings.TrimRight(opts.TrackBaseURL, "/")
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	n := &Notifier{opts: opts, log: opts.Logger.With("part", "notify"),
+		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kluis_notify_messages_total",
+			Help: "Notifications by channel (email, sms, slip) and outcome (sent, failed, needed).",
+		}, []string{"channel", "outcome"})}
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(n.sent); err != nil {
+			return nil, fmt.Errorf("notify: register metrics: %w", err)
+		}
+	}
+	return n, nil
+}
+
+// messageFor maps a service notification kind to a catalogue message.
+func messageFor(kind string) (string, bool) {
+	switch kind {
+	case service.NotifyLoaded, service.NotifyReissued:
+		return MsgReady, true
+	case service.NotifyReminder:
+		return MsgReminder, true
+	case service.NotifyCollected:
+		return MsgReceipt, true
+	case service.NotifyExpired:
+		return MsgReturned, true
+	}
+	return "", false
+}
+
+// Notify tells the holder through e-mail and/or SMS, or writes a slip for
+// the counter when the holder has neither (ready messages only). Every
+// attempt is recorded. It fails when nothing reached the holder.
+func (n *Notifier) Notify(ctx context.Context, note service.Notification) error {
+	msg, ok := messageFor(note.Kind)
+	if !ok {
+		return fmt.Errorf("notify: kind %q: %w", note.Kind, ErrInvalid)
+	}
+	doc := note.Document
+	var cr codes.Credentials
+	if msg == MsgReady {
+		c, ok := note.Secret.(codes.Credentials)
+		if !ok || c.QRToken == "" || c.PIN == "" {
+			return fmt.Errorf("notify: %s for %s without credentials: %w", note.Kind, doc.ID, ErrInvalid)
+		}
+		cr = c
+	}
+	now := n.opts.Clock()
+	lang := Language(doc.Language)
+	site, err := store.GetSite(ctx, n.opts.DB, doc.SiteID)
+	if err != nil {
+		return fmt.Errorf("notify: site of %s: %w", doc.ID, err)
+	}
+	deviceName := doc.DeviceID
+	if doc.DeviceID != "" {
+		if dev, err := store.GetDevice(ctx, n.opts.DB, doc.DeviceID); err == nil && dev.Name != "" {
+			deviceName = dev.Name
+		}
+	}
+	tid, err := TrackingID(ctx, n.opts.DB, doc.ID, now)
+	if err != nil {
+		return err
+	}
+	deadline := time.Time{}
+	if doc.Deadline != nil {
+		deadline = *doc.Deadline
+	} else if !cr.ExpiresAt.IsZero() {
+		deadline = cr.ExpiresAt
+	}
+	number := note.Compartment.Number
+	data := MessageData{
+		FirstName: doc.FirstName, Doc: DocName(lang, string(doc.Kind)), SiteName: site.Name, SiteAddress: site.Address,
+		DeviceName: deviceName, Compartment: number, Deadline: FormatTime(lang, deadline), When: FormatTime(lang, now),
+		PIN: groupPIN(cr.PIN), TrackURL: n.opts.TrackBaseURL + "/t/" + tid, Sender: n.opts.Sender,
+	}
+	qrCID := ""
+	if msg == MsgReady {
+		qrCID = "qr@kluis"
+	}
+	r, err := Render(lang, msg, data, qrCID)
+	if err != nil {
+		return err
+	}
+	var (
+		delivered bool
+		errs      []error
+	)
+	if doc.Email != "" && n.opts.Mail != nil {
+		err := n.sendEmail(ctx, doc.Email, r, cr.QRToken, now)
+		n.record(ctx, doc.ID, note.Kind, ChannelEmail, err)
+		if err == nil {
+			delivered = true
+		} else {
+			errs = append(errs, err)
+		}
+	}
+	if doc.Mobile != "" && n.opts.SMS != nil {
+		err := n.opts.SMS.SendSMS(ctx, doc.Mobile, r.SMS)
+		n.record(ctx, doc.ID, note.Kind, ChannelSMS, err)
+		if err == nil {
+			delivered = true
+		} else {
+			errs = append(errs, err)
+		}
+	}
+	if !delivered && msg == MsgReady && len(errs) == 0 {
+		// No channel at all: the counter hands over a printed slip.
+		err := n.writeSlip(ctx, doc, site, deviceName, number, deadline, cr)
+		n.record(ctx, doc.ID, note.Kind, ChannelSlip, err)
+		if err == nil {
+			delivered = true
+		} else {
+			errs = append(errs, err)
+		}
+	}
+	if delivered && msg == MsgReady && n.opts.OnNotified != nil {
+		if err := n.opts.OnNotified(ctx, doc.ID); err != nil {
+			n.log.Warn("mark notified", "document", doc.ID, "err", err)
+		}
+	}
+	if len(errs) > 0 && !delivered {
+		return fmt.Errorf("notify: %s for %s reached nobody: %w", note.Kind, doc.ID, errors.Join(errs...))
+	}
+	if len(errs) > 0 {
+		n.log.Warn("a channel failed", "document", doc.ID, "kind", note.Kind, "err", errors.Join(errs...))
+	}
+	return nil
+}
+
+func (n *Notifier) sendEmail(ctx context.Context, to string, r Rendered, token string, now time.Time) error {
+	e := Email{From: n.opts.From, To: to, Subject: r.Subject, Text: r.Text, HTML: r.HTML, Date: now}
+	if token != "" {
+		png, err := QRPNG(token)
+		if err != nil {
+			return err
+		}
+		e.Inline = []Inline{{ContentID: "qr@kluis", ContentType: "image/png", Filename: "qr.png", Data: png}}
+	}
+	raw, err := BuildEmail(e)
+	if err != nil {
+		return err
+	}
+	from, _ := mail.ParseAddress(n.opts.From)
+	rcpt, err := mail.ParseAddress(to)
+	if err != nil {
+		return fmt.Errorf("notify: recipient address: %w", ErrInvalid)
+	}
+	return n.opts.Mail.SendMail(ctx, from.Address, []string{rcpt.Address}, raw)
+}
+
+func (n *Notifier) writeSlip(ctx context.Context, doc store.Document, site store.Site, deviceName string, number int, deadline time.Time, cr codes.Credentials) error {
+	if n.opts.Slips == nil {
+		return fmt.Errorf("notify: holder has no e-mail or mobile and no slip printer is configured: %w", ErrInvalid)
+	}
+	html, err := Slip(SlipData{Language: doc.Language, FirstName: doc.FirstName, DocumentKind: string(doc.Kind),
+		SiteName: site.Name, SiteAddress: site.Address, DeviceName: deviceName, Compartment: number,
+		Deadline: deadline, PIN: cr.PIN, QRToken: cr.QRToken})
+	if err != nil {
+		return err
+	}
+	return n.opts.Slips.PutSlip(ctx, doc.ID, html)
+}
+
+// record stores one attempt (no text, no recipient) and counts it.
+func (n *Notifier) record(ctx context.Context, documentID, kind, channel string, sendErr error) {
+	status, errText := "sent", ""
+	if channel == ChannelSlip {
+		status = "needed"
+	}
+	if sendErr != nil {
+		status, errText = "failed", sendErr.Error()
+		if len(errText) > 500 {
+			errText = errText[:500]
+		}
+	}
+	n.sent.WithLabelValues(channel, status).Inc()
+	if _, err := n.opts.DB.Exec(ctx, `INSERT INTO notifications (document_id, kind, channel, status, error, created_at)
+		VALUES ($1::uuid, $2, $3, $4, $5, $6)`, documentID, kind, channel, status, errText, n.opts.Clock()); err != nil {
+		n.log.Error("record notification", "document", documentID, "channel", channel, "err", err)
+	}
+	n.log.Info("notification", "document", documentID, "kind", kind, "channel", channel, "status", status)
+}
+
+// Record is one row of the notifications table.
+type Record struct {
+	// Kind, Channel and Status as stored.
+	Kind, Channel, Status string
+	// Error is the failure, if any.
+	Error string
+	// At is when it was attempted.
+	At time.Time
+}
+
+// History lists a document's notifications, oldest first.
+func History(ctx context.Context, db store.DB, documentID string) ([]Record, error) {
+	rows, err := db.Query(ctx, `SELECT kind, channel, status, error, created_at FROM notifications
+		WHERE document_id = $1::uuid ORDER BY id`, documentID)
+	if err != nil {
+		return nil, fmt.Errorf("notify: history: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Record, error) {
+		var x Record
+		err := r.Scan(&x.Kind, &x.Channel, &x.Status, &x.Error, &x.At)
+		return x, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("notify: history: %w", err)
+	}
+	return out, nil
+}
+
+// PurgeDocuments forgets the tracking ids of purged documents (their track
+// links stop working) inside the purge transaction.
+func (n *Notifier) PurgeDocuments(ctx context.Context, tx pgx.Tx, documentIDs []string) error {
+	if len(documentIDs) == 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM notify_tracking WHERE document_id = ANY($1::uuid[])`, documentIDs); err != nil {
+		return fmt.Errorf("notify: purge: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,222 @@
+package notify
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/codes"
+	"kluis/backend/notify/notifytest"
+	"kluis/backend/service"
+	"kluis/backend/store"
+	"kluis/backend/store/storetest"
+)
+
+var now0 = time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+
+type nfix struct {
+	pool  *pgxpool.Pool
+	smtp  *notifytest.SMTPServer
+	sms   *notifytest.SMSGateway
+	slips string
+	n     *Notifier
+	keys  codes.Keys
+	told  []string
+}
+
+func newNfix(t *testing.T) *nfix {
+	t.Helper()
+	st := storetest.New(t)
+	f := &nfix{pool: st.Pool(), smtp: notifytest.NewSMTPServer(t, notifytest.SMTPOptions{}), sms: notifytest.NewSMSGateway(t),
+		slips: filepath.Join(t.TempDir(), "slips")}
+	_, err := f.pool.Exec(context.Background(), `INSERT INTO sites (id, name, address, created_at) VALUES ('kortrijk', 'Stadhuis Kortrijk', 'Grote Markt 54, 8500 Kortrijk', now());
+		INSERT INTO devices (id, site_id, kind, name, created_at) VALUES ('l1', 'kortrijk', 'locker', 'K-Noord', now());
+		INSERT INTO compartments (device_id, number, board, channel, size, height_cm) VALUES ('l1', 7, 0, 6, 'M', 90);`)
+	require.NoError(t, err)
+	f.keys, err = codes.GenerateKeys()
+	require.NoError(t, err)
+	f.n, err = New(Options{DB: f.pool, Mail: &SMTP{Addr: f.smtp.Addr, AllowPlain: true}, SMS: &SMSGateway{URL: f.sms.URL, Token: "t"},
+		Slips: &DirSlips{Dir: f.slips}, From: "Stad Kortrijk <kluis@kortrijk.be>", TrackBaseURL: "https://kluis.example/",
+		Clock: func() time.Time { return now0 }, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: prometheus.NewRegistry(),
+		OnNotified: func(_ context.Context, id string) error { f.told = append(f.told, id); return nil }})
+	require.NoError(t, err)
+	return f
+}
+
+func (f *nfix) doc(t *testing.T, lang, email, mobile string) (store.Document, store.Compartment) {
+	return f.docIn(t, "loaded", lang, email, mobile)
+}
+
+func (f *nfix) docIn(t *testing.T, state, lang, email, mobile string) (store.Document, store.Compartment) {
+	t.Helper()
+	var c store.Compartment
+	require.NoError(t, f.pool.QueryRow(context.Background(), `SELECT id, number, board, channel FROM compartments WHERE device_id = 'l1' AND number = 7`).Scan(&c.ID, &c.Number, &c.Board, &c.Channel))
+	c.DeviceID = "l1"
+	deadline := now0.Add(10 * 24 * time.Hour)
+	d := store.Document{Kind: store.EID, FirstName: "Ann", LastName: "Peeters", Language: lang, Email: email, Mobile: mobile,
+		SiteID: "kortrijk", DeviceID: "l1", CompartmentID: c.ID, Deadline: &deadline}
+	require.NoError(t, f.pool.QueryRow(context.Background(), `INSERT INTO documents (kind, holder_first_name, holder_last_name, language, email, mobile,
+		site_id, state, device_id, compartment_id, deadline, created_at, updated_at)
+		VALUES ('eid', 'Ann', 'Peeters', $1, $2, $3, 'kortrijk', $6, 'l1', $4, $5, now(), now()) RETURNING id::text`,
+		lang, email, mobile, c.ID, deadline, state).Scan(&d.ID))
+	return d, c
+}
+
+func (f *nfix) creds(t *testing.T) codes.Credentials {
+	t.Helper()
+	tok, err := codes.SignToken(f.keys.Signing, codes.Claims{CodeID: "BBBBBBBBBBBBBBBBBBBBBB", DeviceID: "l1", Expires: now0.Add(240 * time.Hour).Unix()})
+	require.NoError(t, err)
+	return codes.Credentials{CodeID: "BBBBBBBBBBBBBBBBBBBBBB", QRToken: tok, PIN: "987654321", NeedsDOB: true, ExpiresAt: now0.Add(240 * time.Hour)}
+}
+
+func TestNotifyReadyByEmailAndSMS(t *testing.T) {
+	f := newNfix(t)
+	d, c := f.doc(t, "de", "ann@example.org", "+32470123456")
+	cr := f.creds(t)
+	require.NoError(t, f.n.Notify(context.Background(), service.Notification{Kind: service.NotifyLoaded, Document: d, Compartment: c, Secret: cr}))
+
+	msgs := f.smtp.Messages()
+	require.Len(t, msgs, 1)
+	pm := parseMail(t, msgs[0].Data)
+	require.Contains(t, pm.text, "987 654 321")
+	require.Contains(t, pm.text, "Abholschrank K-Noord, Fach 7")
+	require.Contains(t, pm.text, "1. Dezember 2026, 11:00 Uhr")
+	require.Contains(t, pm.text, "https://kluis.example/t/")
+	got := decodeQR(t, pm.inline["qr@kluis"])
+	_, err := codes.VerifyToken(f.keys.Public(), got, "l1", now0)
+	require.NoError(t, err)
+
+	sms := f.sms.Received()
+	require.Len(t, sms, 1)
+	require.Equal(t, "+32470123456", sms[0].To)
+	require.Contains(t, sms[0].Text, "987 654 321")
+	require.Equal(t, []string{d.ID}, f.told)
+
+	hist, err := History(context.Background(), f.pool, d.ID)
+	require.NoError(t, err)
+	require.Len(t, hist, 2)
+	require.Equal(t, "email", hist[0].Channel)
+	require.Equal(t, "sent", hist[0].Status)
+	require.Equal(t, "sms", hist[1].Channel)
+	require.Equal(t, 1.0, testutil.ToFloat64(f.n.sent.WithLabelValues("email", "sent")))
+
+	// The track link in the mail opens the page, in German, first name only.
+	i := strings.Index(pm.text, "https://kluis.example/t/")
+	tid := pm.text[i+len("https://kluis.example/t/") : i+len("https://kluis.example/t/")+22]
+	require.True(t, ValidTrackingID(tid))
+	mux := http.NewServeMux()
+	mux.Handle("GET /t/{trackingID}", &TrackHandler{DB: f.pool})
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/t/"+tid, nil))
+	require.Equal(t, 200, rec.Code)
+	page := rec.Body.String()
+	require.Contains(t, page, "Guten Tag Ann")
+	require.NotContains(t, page, "Peeters")
+	require.NotContains(t, page, "987")
+	require.Contains(t, page, "Fach 7")
+	require.Contains(t, page, `href="?lang=fr"`)
+	rec = httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/t/"+tid+"?lang=fr", nil))
+	require.Contains(t, rec.Body.String(), "Votre document vous attend dans le casier.")
+	require.Equal(t, "no-store", rec.Header().Get("Cache-Control"))
+
+	rec = httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/t/AAAAAAAAAAAAAAAAAAAAAA", nil))
+	require.Equal(t, 404, rec.Code)
+	require.Contains(t, rec.Body.String(), "1777")
+
+	// The same document keeps its tracking id; a purge forgets it.
+	tid2, err := TrackingID(context.Background(), f.pool, d.ID, now0)
+	require.NoError(t, err)
+	require.Equal(t, tid, tid2)
+	require.NoError(t, pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error {
+		return f.n.PurgeDocuments(context.Background(), tx, []string{d.ID})
+	}))
+	_, err = LookupTrack(context.Background(), f.pool, tid)
+	require.ErrorIs(t, err, ErrNotFound)
+}
+
+func TestNotifyWithoutChannelsWritesSlip(t *testing.T) {
+	f := newNfix(t)
+	d, c := f.doc(t, "nl", "", "")
+	cr := f.creds(t)
+	require.NoError(t, f.n.Notify(context.Background(), service.Notification{Kind: service.NotifyLoaded, Document: d, Compartment: c, Secret: cr}))
+	require.Empty(t, f.smtp.Messages())
+	require.Empty(t, f.sms.Received())
+	html, err := os.ReadFile(filepath.Join(f.slips, d.ID+".html"))
+	require.NoError(t, err)
+	require.Contains(t, string(html), "Afhaalbewijs")
+	require.Contains(t, string(html), "987 654 321")
+	require.Contains(t, string(html), "size: A6")
+	require.Contains(t, string(html), `src="data:image/png;base64,`)
+	hist, err := History(context.Background(), f.pool, d.ID)
+	require.NoError(t, err)
+	require.Len(t, hist, 1)
+	require.Equal(t, Record{Kind: "loaded", Channel: "slip", Status: "needed", At: hist[0].At}, hist[0])
+	require.Equal(t, []string{d.ID}, f.told)
+}
+
+func TestNotifyFailuresAndOtherKinds(t *testing.T) {
+	f := newNfix(t)
+	d, c := f.doc(t, "en", "ann@example.org", "+32470123456")
+	f.sms.SetStatus(http.StatusBadGateway)
+	require.NoError(t, f.n.Notify(context.Background(), service.Notification{Kind: service.NotifyCollected, Document: d, Compartment: c}),
+		"the e-mail went out; a failed SMS alone is no failure")
+	hist, err := History(context.Background(), f.pool, d.ID)
+	require.NoError(t, err)
+	require.Len(t, hist, 2)
+	require.Equal(t, "failed", hist[1].Status)
+	require.NotContains(t, hist[1].Error, "collected")
+	require.Empty(t, f.told, "a receipt does not mark the document notified")
+	pm := parseMail(t, f.smtp.Messages()[0].Data)
+	require.Contains(t, pm.text, "You have collected your document")
+	require.Empty(t, pm.inline, "only the ready message carries a QR")
+
+	d2, _ := f.docIn(t, "retrieved", "en", "", "+32470123456")
+	err = f.n.Notify(context.Background(), service.Notification{Kind: service.NotifyExpired, Document: d2, Compartment: c})
+	require.Error(t, err, "nobody was reached")
+
+	err = f.n.Notify(context.Background(), service.Notification{Kind: service.NotifyLoaded, Document: d, Compartment: c})
+	require.ErrorIs(t, err, ErrInvalid, "ready without credentials")
+	err = f.n.Notify(context.Background(), service.Notification{Kind: "bogus", Document: d})
+	require.ErrorIs(t, err, ErrInvalid)
+	_, err = New(Options{})
+	require.ErrorIs(t, err, ErrInvalid)
+}
+
+func TestSlipAndTrackPageRender(t *testing.T) {
+	for _, lang := range Languages {
+		html, err := Slip(SlipData{Language: lang, FirstName: "<b>Ann</b>", DocumentKind: "passport", SiteName: "S", SiteAddress: "A",
+			DeviceName: "K1", Compartment: 3, Deadline: now0, PIN: "123456789", QRToken: "K1.x.y", Paper: "A4"})
+		require.NoError(t, err)
+		s := string(html)
+		require.Contains(t, s, "123 456 789")
+		require.Contains(t, s, "size: A4")
+		require.Contains(t, s, `lang="`+lang+`"`)
+		require.Contains(t, s, DocName(lang, "passport"))
+		require.NotContains(t, s, "<b>Ann</b>")
+		require.Contains(t, s, `src="data:image/png;base64,`)
+	}
+	_, err := Slip(SlipData{PIN: "1", QRToken: ""})
+	require.ErrorIs(t, err, ErrInvalid)
+
+	var b strings.Builder
+	dl := now0
+	require.NoError(t, RenderTrackPage(&b, "", &TrackView{Language: "fr", FirstName: "Ann", State: "retrieved", SiteName: "Stadhuis", SiteAddress: "Markt", Deadline: &dl}))
+	require.Contains(t, b.String(), "Votre document est au guichet.")
+	require.NotContains(t, b.String(), FormatTime("fr", dl), "no deadline once it is back at the counter")
+	require.Contains(t, b.String(), `aria-current="true">Français`)
+}

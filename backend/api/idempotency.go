@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -20,6 +21,23 @@ const IdempotencyHeader = "Idempotency-Key"
 const ReplayedHeader = "Idempotent-Replayed"
 
 const maxIdempotencyKey = 200
+
+// staleClaim is how long a key may stay "in progress" before a retry of the
+// same request takes it over (the first request's process died).
+const staleClaim = 2 * time.Minute
+
+// DefaultIdempotencyRetention is how long stored responses are replayed.
+const DefaultIdempotencyRetention = 24 * time.Hour
+
+// PruneIdempotency deletes stored idempotency keys older than olderThan
+// and returns how many; run it periodically.
+func (s *Server) PruneIdempotency(ctx context.Context, olderThan time.Duration) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM api_idempotency WHERE created_at < $1`, s.clock().UTC().Add(-olderThan))
+	if err != nil {
+		return 0, fmt.Errorf("idempotency: prune: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
 
 // idempotent wraps a creating handler with Idempotency-Key handling.
 func (s *Server) idempotent(next handlerFunc) handlerFunc {
@@ -54,7 +72,17 @@ func (s *Server) idempotent(next handlerFunc) handlerFunc {
 			return fmt.Errorf("idempotency: claim key: %w", err)
 		}
 		if tag.RowsAffected() == 0 {
-			return s.replay(ctx, w, user, key, digest)
+			// A claim left in progress by a crashed process is taken over
+			// after staleClaim by the same request.
+			tag, err = s.pool.Exec(ctx,
+				`UPDATE api_idempotency SET created_at = $4 WHERE user_id = $1 AND key = $2 AND request_hash = $3 AND status = 0 AND created_at < $5`,
+				user, key, digest, s.clock().UTC(), s.clock().UTC().Add(-staleClaim))
+			if err != nil {
+				return fmt.Errorf("idempotency: take over stale key: %w", err)
+			}
+			if tag.RowsAffected() == 0 {
+				return s.replay(ctx, w, user, key, digest)
+			}
 		}
 
 		// First use of the key: run the handler into a buffer, keep the

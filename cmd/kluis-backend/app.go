@@ -289,6 +289,13 @@ func serve(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
+	deps.every(time.Hour, func(ctx context.Context) {
+		if n, err := srv.PruneIdempotency(ctx, api.DefaultIdempotencyRetention); err != nil {
+			log.Warn("prune idempotency keys", "err", err)
+		} else if n > 0 {
+			log.Info("pruned idempotency keys", "count", n)
+		}
+	})
 	ln, err := net.Listen("tcp", c.httpAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.httpAddr, err)

@@ -22,6 +22,7 @@ type deps struct {
 	codes   *codes.Service
 	service *service.Service
 	api     api.Options // the domain part of the API options
+	ctx     context.Context // ends at close
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	closers []func()
@@ -47,6 +48,22 @@ func (d *deps) goLoop(fn func()) {
 	}()
 }
 
+// every runs fn now and then every interval until close.
+func (d *deps) every(interval time.Duration, fn func(ctx context.Context)) {
+	d.goLoop(func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			fn(d.ctx)
+			select {
+			case <-d.ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	})
+}
+
 // pseudonymKey derives the document-number pseudonym key from the PIN key,
 // so no extra secret has to be kept.
 func pseudonymKey(k codes.Keys) []byte {
@@ -59,7 +76,7 @@ func pseudonymKey(k codes.Keys) []byte {
 func wire(ctx context.Context, st *store.Store, reg *prometheus.Registry, c config, e env, log *slog.Logger) (*deps, error) {
 	d := &deps{}
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	d.cancel = cancel
+	d.ctx, d.cancel = lctx, cancel
 
 	keys, err := codes.LoadOrCreateKeys(c.keyDir)
 	if err != nil {

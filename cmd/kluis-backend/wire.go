@@ -21,7 +21,7 @@ import (
 type deps struct {
 	codes   *codes.Service
 	service *service.Service
-	api     api.Options // the domain part of the API options
+	api     api.Options     // the domain part of the API options
 	ctx     context.Context // ends at close
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup

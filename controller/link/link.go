@@ -1,0 +1,390 @@
+// Package link is kluisd's side of the MQTT contract (controller/wire): it
+// announces presence (retained, with an "offline" last will), publishes the
+// journal's outbox with QoS 1 until the backend acknowledges each event
+// (acks are journaled), sends heartbeats, asks the backend to verify codes
+// and staff credentials (request/response with correlation ids and a
+// timeout), and hands commands to the engine, publishing their results.
+//
+// Every received payload goes through wire.Decode; an invalid one is
+// counted, logged without its content and otherwise ignored.
+package link
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"kluis/controller/journal"
+	"kluis/controller/wire"
+)
+
+// ErrUnavailable is returned by Verify and Staff without a connection or
+// answer in time. The engine then falls back to offline verification.
+var ErrUnavailable = errors.New("link: backend unavailable")
+
+// Options configure New.
+type Options struct {
+	// URL of the broker, e.g. tcp://127.0.0.1:1883.
+	URL                string
+	ClientID           string
+	Username, Password string
+	DeviceID           string
+	Software           string
+	Journal            *journal.Journal
+	// Command carries out a command and returns its result (the engine).
+	Command func(ctx context.Context, c wire.Command) wire.CommandResult
+	// Heartbeat fills in a heartbeat's device fields (the engine's
+	// diagnostics); At and UptimeS are set by the link.
+	Heartbeat func(ctx context.Context) wire.Heartbeat
+	// HeartbeatEvery; default 30s.
+	HeartbeatEvery time.Duration
+	// ResendAfter republishes an unacknowledged event; default 30s.
+	ResendAfter time.Duration
+	Clock       func() time.Time
+	Logger      *slog.Logger
+	Registry    *prometheus.Registry
+}
+
+// Link is the device's MQTT connection.
+type Link struct {
+	o       Options
+	log     *slog.Logger
+	client  mqtt.Client
+	started time.Time
+	cmds    chan wire.Command
+
+	mu        sync.Mutex
+	pending   map[string]chan wire.Message
+	lastSent  map[string]time.Time
+	connGen   int
+	connected bool
+	wake      chan struct{}
+
+	mPublished, mAcked, mInvalid prometheus.Counter
+	mConnected                   prometheus.Gauge
+}
+
+// New prepares the link; Run connects.
+func New(o Options) (*Link, error) {
+	if o.URL == "" || o.DeviceID == "" || o.Journal == nil {
+		return nil, errors.New("link: url, device id and journal are required")
+	}
+	if err := wire.ValidDeviceID(o.DeviceID); err != nil {
+		return nil, fmt.Errorf("link: %w", err)
+	}
+	if o.ClientID == "" {
+		o.ClientID = "kluisd-" + o.DeviceID
+	}
+	if o.HeartbeatEvery == 0 {
+		o.HeartbeatEvery = 30 * time.Second
+	}
+	if o.ResendAfter == 0 {
+		o.ResendAfter = 30 * time.Second
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	if o.Command == nil {
+		o.Command = func(_ context.Context, c wire.Command) wire.CommandResult {
+			return wire.CommandResult{ID: c.ID, Status: wire.StatusRejected, At: time.Now().UTC()}
+		}
+	}
+	l := &Link{o: o, log: o.Logger.With("part", "link"), pending: map[string]chan wire.Message{},
+		lastSent: map[string]time.Time{}, cmds: make(chan wire.Command, 64), wake: make(chan struct{}, 1)}
+	c := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kluisd", Subsystem: "mqtt", Name: name, Help: help})
+	}
+	l.mPublished = c("events_published_total", "Event publications (including republications).")
+	l.mAcked = c("events_acked_total", "Event ids acknowledged by the backend.")
+	l.mInvalid = c("invalid_messages_total", "Received payloads that failed wire validation.")
+	l.mConnected = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kluisd", Subsystem: "mqtt", Name: "connected", Help: "1 while connected to the broker."})
+	for _, col := range []prometheus.Collector{l.mPublished, l.mAcked, l.mInvalid, l.mConnected} {
+		if err := o.Registry.Register(col); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+func (l *Link) topic(k wire.Kind) string {
+	t, _ := wire.TopicFor(l.o.DeviceID, k) // the device id was validated in New
+	return t
+}
+
+// Connected reports whether the broker connection is up.
+func (l *Link) Connected() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.connected
+}
+
+// Run connects (retrying), serves until ctx ends, then publishes presence
+// "offline" and disconnects.
+func (l *Link) Run(ctx context.Context) error {
+	l.started = l.o.Clock()
+	will, err := wire.Encode(&wire.Presence{State: wire.Offline, Software: l.o.Software})
+	if err != nil {
+		return err
+	}
+	opts := mqtt.NewClientOptions().AddBroker(l.o.URL).SetClientID(l.o.ClientID).
+		SetUsername(l.o.Username).SetPassword(l.o.Password).SetCleanSession(true).
+		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(time.Second).
+		SetMaxReconnectInterval(10*time.Second).SetKeepAlive(15*time.Second).SetOrderMatters(false).
+		SetBinaryWill(l.topic(wire.KindPresence), will, 1, true).
+		SetOnConnectHandler(l.onConnect).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			l.setConnected(false)
+			l.log.Warn("broker connection lost", "err", err)
+		})
+	l.client = mqtt.NewClient(opts)
+	l.client.Connect() // retries in the background (SetConnectRetry)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); l.commandLoop(ctx) }()
+	go func() { defer wg.Done(); l.pump(ctx) }()
+	<-ctx.Done()
+	wg.Wait()
+	if l.Connected() {
+		off, _ := wire.Encode(&wire.Presence{State: wire.Offline, At: ptr(l.o.Clock().UTC()), Software: l.o.Software})
+		t := l.client.Publish(l.topic(wire.KindPresence), 1, true, off)
+		t.WaitTimeout(2 * time.Second)
+	}
+	l.client.Disconnect(500)
+	l.setConnected(false)
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func (l *Link) setConnected(v bool) {
+	l.mu.Lock()
+	l.connected = v
+	if v {
+		l.connGen++
+		l.lastSent = map[string]time.Time{} // republish everything unacked
+	}
+	l.mu.Unlock()
+	if v {
+		l.mConnected.Set(1)
+		l.poke()
+	} else {
+		l.mConnected.Set(0)
+	}
+}
+
+func (l *Link) poke() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (l *Link) onConnect(c mqtt.Client) {
+	subs := map[string]byte{}
+	for _, k := range wire.BackendKinds() {
+		subs[l.topic(k)] = 1
+	}
+	t := c.SubscribeMultiple(subs, l.onMessage)
+	if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+		l.log.Error("subscribe failed", "err", t.Error())
+		return
+	}
+	on, _ := wire.Encode(&wire.Presence{State: wire.Online, At: ptr(l.o.Clock().UTC()), Software: l.o.Software})
+	c.Publish(l.topic(wire.KindPresence), 1, true, on)
+	l.setConnected(true)
+	l.log.Info("connected to broker", "url", l.o.URL)
+}
+
+// onMessage decodes and routes a message; it never blocks for long.
+func (l *Link) onMessage(_ mqtt.Client, msg mqtt.Message) {
+	tp, m, err := wire.Decode(msg.Topic(), msg.Payload())
+	if err != nil || tp.Device != l.o.DeviceID {
+		l.mInvalid.Inc()
+		l.log.Warn("invalid message ignored", "topic", msg.Topic(), "bytes", len(msg.Payload()), "err", err)
+		return
+	}
+	switch v := m.(type) {
+	case *wire.Ack:
+		for _, id := range v.IDs {
+			if err := l.o.Journal.Ack(id); err != nil {
+				l.log.Error("journal ack failed", "err", err)
+				return
+			}
+			l.mAcked.Inc()
+			l.mu.Lock()
+			delete(l.lastSent, id)
+			l.mu.Unlock()
+		}
+	case *wire.Command:
+		select {
+		case l.cmds <- *v:
+		default:
+			l.log.Error("command queue full, command dropped (the backend retries)", "id", v.ID)
+		}
+	case *wire.VerifyResponse:
+		l.deliver(v.ID, v)
+	case *wire.StaffResponse:
+		l.deliver(v.ID, v)
+	}
+}
+
+func (l *Link) deliver(id string, m wire.Message) {
+	l.mu.Lock()
+	ch := l.pending[id]
+	delete(l.pending, id)
+	l.mu.Unlock()
+	if ch == nil {
+		l.log.Warn("response without request (late or duplicate)", "id", id)
+		return
+	}
+	ch <- m
+}
+
+func (l *Link) commandLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case c := <-l.cmds:
+			res := l.o.Command(ctx, c)
+			res.ID = c.ID
+			if res.At.IsZero() {
+				res.At = l.o.Clock().UTC()
+			}
+			b, err := wire.Encode(&res)
+			if err != nil {
+				l.log.Error("command result does not encode", "err", err)
+				continue
+			}
+			l.client.Publish(l.topic(wire.KindCmdResult), 1, false, b)
+		}
+	}
+}
+
+// pump publishes the outbox and heartbeats.
+func (l *Link) pump(ctx context.Context) {
+	hb := time.NewTicker(l.o.HeartbeatEvery)
+	defer hb.Stop()
+	resend := time.NewTicker(max(l.o.ResendAfter/4, 100*time.Millisecond))
+	defer resend.Stop()
+	for {
+		changed := l.o.Journal.Changed()
+		l.publishOutbox()
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-l.wake:
+		case <-resend.C:
+		case <-hb.C:
+			l.heartbeat(ctx)
+		}
+	}
+}
+
+func (l *Link) publishOutbox() {
+	if !l.Connected() {
+		return
+	}
+	now := l.o.Clock()
+	for _, e := range l.o.Journal.Outbox() {
+		l.mu.Lock()
+		last, sent := l.lastSent[e.ID]
+		if sent && now.Sub(last) < l.o.ResendAfter {
+			l.mu.Unlock()
+			continue
+		}
+		l.lastSent[e.ID] = now
+		l.mu.Unlock()
+		l.client.Publish(l.topic(wire.KindEvent), 1, false, []byte(e.Payload))
+		l.mPublished.Inc()
+	}
+}
+
+func (l *Link) heartbeat(ctx context.Context) {
+	if !l.Connected() {
+		return
+	}
+	var h wire.Heartbeat
+	if l.o.Heartbeat != nil {
+		h = l.o.Heartbeat(ctx)
+	}
+	h.At = l.o.Clock().UTC()
+	h.UptimeS = int64(l.o.Clock().Sub(l.started) / time.Second)
+	h.Backlog = l.o.Journal.OutboxLen()
+	h.Software = l.o.Software
+	if len(h.Doors) > wire.MaxHeartbeat {
+		h.Doors = h.Doors[:wire.MaxHeartbeat]
+	}
+	b, err := wire.Encode(&h)
+	if err != nil {
+		l.log.Error("heartbeat does not encode", "err", err)
+		return
+	}
+	l.client.Publish(l.topic(wire.KindHeartbeat), 0, false, b)
+}
+
+// request publishes m and waits for the response with the same id.
+func (l *Link) request(ctx context.Context, kind wire.Kind, id string, m wire.Message) (wire.Message, error) {
+	if !l.Connected() {
+		return nil, ErrUnavailable
+	}
+	b, err := wire.Encode(m)
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan wire.Message, 1)
+	l.mu.Lock()
+	l.pending[id] = ch
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		delete(l.pending, id)
+		l.mu.Unlock()
+	}()
+	l.client.Publish(l.topic(kind), 1, false, b)
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+	}
+}
+
+// Verify asks the backend to verify a code (engine.Backend).
+func (l *Link) Verify(ctx context.Context, req wire.VerifyRequest) (wire.VerifyResponse, error) {
+	m, err := l.request(ctx, wire.KindVerifyReq, req.ID, &req)
+	if err != nil {
+		return wire.VerifyResponse{}, err
+	}
+	r, ok := m.(*wire.VerifyResponse)
+	if !ok {
+		return wire.VerifyResponse{}, fmt.Errorf("link: unexpected %s: %w", m.MessageKind(), ErrUnavailable)
+	}
+	return *r, nil
+}
+
+// Staff runs a staff operation with the backend (engine.Backend).
+func (l *Link) Staff(ctx context.Context, req wire.StaffRequest) (wire.StaffResponse, error) {
+	m, err := l.request(ctx, wire.KindStaffReq, req.ID, &req)
+	if err != nil {
+		return wire.StaffResponse{}, err
+	}
+	r, ok := m.(*wire.StaffResponse)
+	if !ok || r.Op != req.Op {
+		return wire.StaffResponse{}, fmt.Errorf("link: unexpected staff answer: %w", ErrUnavailable)
+	}
+	return *r, nil
+}

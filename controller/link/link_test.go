@@ -1,0 +1,220 @@
+package link
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+
+	"kluis/controller/journal"
+	"kluis/controller/wire"
+)
+
+func brokerURL() string {
+	if u := os.Getenv("MQTT_URL"); u != "" {
+		return u
+	}
+	return "tcp://127.0.0.1:1883"
+}
+
+// responder is a minimal backend on the real broker: it acks events (when
+// acking is on), answers verify requests and records what it saw.
+type responder struct {
+	t      *testing.T
+	c      mqtt.Client
+	dev    string
+	mu     sync.Mutex
+	ack    bool
+	events map[string]int
+	pres   []wire.PresenceState
+	hbs    int
+	res    []wire.CommandResult
+}
+
+func newResponder(t *testing.T, dev string) *responder {
+	r := &responder{t: t, dev: dev, ack: true, events: map[string]int{}}
+	opts := mqtt.NewClientOptions().AddBroker(brokerURL()).SetClientID("test-backend-" + dev).SetCleanSession(true)
+	r.c = mqtt.NewClient(opts)
+	tok := r.c.Connect()
+	require.True(t, tok.WaitTimeout(10*time.Second))
+	require.NoError(t, tok.Error())
+	t.Cleanup(func() {
+		// Clear the retained presence so the broker does not keep it.
+		r.c.Publish(wire.Root+"/"+dev+"/presence", 1, true, []byte{}).WaitTimeout(2 * time.Second)
+		r.c.Disconnect(100)
+	})
+	sub := r.c.Subscribe(wire.Root+"/"+dev+"/#", 1, r.onMessage)
+	require.True(t, sub.WaitTimeout(10*time.Second))
+	require.NoError(t, sub.Error())
+	return r
+}
+
+func (r *responder) pub(k wire.Kind, m wire.Message) {
+	b, err := wire.Encode(m)
+	if err != nil {
+		panic(err)
+	}
+	tp, _ := wire.TopicFor(r.dev, k)
+	r.c.Publish(tp, 1, false, b)
+}
+
+func (r *responder) onMessage(_ mqtt.Client, msg mqtt.Message) {
+	if len(msg.Payload()) == 0 {
+		return
+	}
+	tp, m, err := wire.Decode(msg.Topic(), msg.Payload())
+	if err != nil {
+		return // our own backend->device messages decode fine; ignore garbage
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch v := m.(type) {
+	case *wire.Event:
+		r.events[v.ID]++
+		if r.ack {
+			go r.pub(wire.KindAck, &wire.Ack{IDs: []string{v.ID}})
+		}
+	case *wire.Presence:
+		r.pres = append(r.pres, v.State)
+	case *wire.Heartbeat:
+		r.hbs++
+	case *wire.CommandResult:
+		r.res = append(r.res, *v)
+	case *wire.VerifyRequest:
+		res := &wire.VerifyResponse{ID: v.ID, Result: wire.VerifyWrongCode}
+		if v.Token == "K1.good" {
+			res = &wire.VerifyResponse{ID: v.ID, Result: wire.VerifyOK, DocumentID: "doc-1", Addr: &wire.Address{Board: 0, Channel: 3}}
+		}
+		if v.Token != "K1.silent" {
+			go r.pub(wire.KindVerifyRes, res)
+		}
+	}
+	_ = tp
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func startLink(t *testing.T, dev string, j *journal.Journal, cmd func(context.Context, wire.Command) wire.CommandResult) (*Link, func()) {
+	l, err := New(Options{URL: brokerURL(), DeviceID: dev, ClientID: "kluisd-" + dev, Journal: j, Command: cmd,
+		HeartbeatEvery: 200 * time.Millisecond, ResendAfter: 500 * time.Millisecond, Software: "test",
+		Heartbeat: func(context.Context) wire.Heartbeat { return wire.Heartbeat{OfflineCache: 3} },
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	waitFor(t, "connected", l.Connected)
+	return l, func() { cancel(); require.NoError(t, <-done) }
+}
+
+func event(t *testing.T, j *journal.Journal, kind wire.EventKind) string {
+	ev := wire.Event{ID: wire.NewID(time.Now()), Kind: kind, At: time.Now().UTC(), Addr: &wire.Address{Board: 0, Channel: 1}}
+	b, err := wire.Encode(&ev)
+	require.NoError(t, err)
+	_, err = j.AppendEvent(journal.Event{ID: ev.ID, Kind: string(kind), At: ev.At, Payload: b})
+	require.NoError(t, err)
+	return ev.ID
+}
+
+func TestOutboxUntilAcked(t *testing.T) {
+	dev := fmt.Sprintf("lt-%d", time.Now().UnixNano())
+	r := newResponder(t, dev)
+	r.mu.Lock()
+	r.ack = false
+	r.mu.Unlock()
+	dir := t.TempDir()
+	j, _, _, err := journal.Open(journal.Options{Dir: dir, DeviceID: dev})
+	require.NoError(t, err)
+	defer j.Close()
+	id1 := event(t, j, wire.EvDoorOpened) // journaled while offline
+	_, stop := startLink(t, dev, j, nil)
+	id2 := event(t, j, wire.EvDoorClosed)
+	// Not acked: republished, and still in the outbox.
+	waitFor(t, "republish", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return r.events[id1] >= 2 && r.events[id2] >= 2 })
+	require.Equal(t, 2, j.OutboxLen())
+	r.mu.Lock()
+	r.ack = true
+	r.mu.Unlock()
+	waitFor(t, "acked", func() bool { return j.OutboxLen() == 0 })
+	waitFor(t, "presence and heartbeat", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.hbs > 0 && len(r.pres) > 0 && r.pres[0] == wire.Online
+	})
+	stop()
+	waitFor(t, "offline presence", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.pres[len(r.pres)-1] == wire.Offline
+	})
+	// The acks are durable: a reopened journal has nothing to send.
+	require.NoError(t, j.Close())
+	j2, _, _, err := journal.Open(journal.Options{Dir: dir, DeviceID: dev})
+	require.NoError(t, err)
+	defer j2.Close()
+	require.Zero(t, j2.OutboxLen())
+}
+
+func TestVerifyAndCommands(t *testing.T) {
+	dev := fmt.Sprintf("lv-%d", time.Now().UnixNano())
+	r := newResponder(t, dev)
+	j, _, _, err := journal.Open(journal.Options{Dir: t.TempDir(), DeviceID: dev})
+	require.NoError(t, err)
+	defer j.Close()
+	var got []string
+	var mu sync.Mutex
+	l, stop := startLink(t, dev, j, func(_ context.Context, c wire.Command) wire.CommandResult {
+		mu.Lock()
+		got = append(got, c.ID)
+		mu.Unlock()
+		return wire.CommandResult{ID: c.ID, Status: wire.StatusDone}
+	})
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := l.Verify(ctx, wire.VerifyRequest{ID: wire.NewID(time.Now()), At: time.Now().UTC(), Method: wire.MethodQR, Token: "K1.good"})
+	require.NoError(t, err)
+	require.Equal(t, wire.VerifyOK, res.Result)
+	require.Equal(t, 3, res.Addr.Channel)
+	res, err = l.Verify(ctx, wire.VerifyRequest{ID: wire.NewID(time.Now()), At: time.Now().UTC(), Method: wire.MethodQR, Token: "K1.bad"})
+	require.NoError(t, err)
+	require.Equal(t, wire.VerifyWrongCode, res.Result)
+	// No answer in time: unavailable (the engine then verifies offline).
+	short, cancel2 := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel2()
+	_, err = l.Verify(short, wire.VerifyRequest{ID: wire.NewID(time.Now()), At: time.Now().UTC(), Method: wire.MethodQR, Token: "K1.silent"})
+	require.True(t, errors.Is(err, ErrUnavailable), "%v", err)
+
+	// Garbage on the command topic is ignored; a valid command is handed
+	// over and its result published.
+	tp, _ := wire.TopicFor(dev, wire.KindCommand)
+	r.c.Publish(tp, 1, false, []byte(`{"v":1,"id":"x","kind":"open"}`))
+	r.c.Publish(tp, 1, false, []byte(`not json`))
+	now := time.Now()
+	r.pub(wire.KindCommand, &wire.Command{ID: "cmd-ok", Kind: wire.CmdOpen, Issued: now, Expires: now.Add(time.Minute), Addr: &wire.Address{}})
+	waitFor(t, "command result", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.res) == 1 })
+	mu.Lock()
+	require.Equal(t, []string{"cmd-ok"}, got)
+	mu.Unlock()
+	require.Equal(t, wire.StatusDone, r.res[0].Status)
+	waitFor(t, "invalid counted", func() bool { return testutil.ToFloat64(l.mInvalid) >= 2 })
+}

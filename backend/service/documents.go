@@ -467,3 +467,11 @@ func (s *Service) Purge(ctx context.Context, olderThan time.Duration) (int, erro
 	}
 	return n, nil
 }
+
+// FindActiveByNumber returns the document with this printed number still
+// being handled, at siteID ("" for any site); for the kiosk's staff reserve
+// flow (scan the document, then Reserve with the kiosk's device).
+// ErrNotFound when none, ErrConflict when ambiguous.
+func (s *Service) FindActiveByNumber(ctx context.Context, number, siteID string) (store.Document, error) {
+	return store.FindActiveByNumber(ctx, s.db, number, siteID)
+}

@@ -1,6 +1,7 @@
 package service_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -109,4 +110,33 @@ func TestListDocumentsAndCounts(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, map[string]int{"registered": 4, "reserved": 2, "loaded": 1, "notified": 0,
 		"collected": 0, "expired": 0, "retrieved": 0, "cancelled": 0}, counts)
+}
+
+func TestFindActiveByNumber(t *testing.T) {
+	e := newEnv(t, nil)
+	n := e.newDoc(store.EID, false)
+	doc, err := e.svc.RegisterDocument(e.ctx, "user:c", n)
+	require.NoError(t, err)
+	got, err := e.svc.FindActiveByNumber(e.ctx, " "+strings.ToLower(n.Number)+" ", "kortrijk")
+	require.NoError(t, err)
+	require.Equal(t, doc.ID, got.ID)
+	_, err = e.svc.FindActiveByNumber(e.ctx, n.Number, "gent")
+	require.ErrorIs(t, err, service.ErrNotFound)
+	_, err = e.svc.FindActiveByNumber(e.ctx, "", "")
+	require.ErrorIs(t, err, service.ErrNotFound)
+
+	// The same number on a passport makes it ambiguous.
+	p := n
+	p.Kind = store.Passport
+	_, err = e.svc.RegisterDocument(e.ctx, "user:c", p)
+	require.NoError(t, err)
+	_, err = e.svc.FindActiveByNumber(e.ctx, n.Number, "")
+	require.ErrorIs(t, err, service.ErrConflict)
+
+	// A finished document is not found.
+	_, err = e.svc.Cancel(e.ctx, "user:c", doc.ID, "")
+	require.NoError(t, err)
+	got, err = e.svc.FindActiveByNumber(e.ctx, n.Number, "")
+	require.NoError(t, err)
+	require.Equal(t, store.Passport, got.Kind)
 }

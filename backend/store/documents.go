@@ -318,3 +318,39 @@ func PurgePersonalData(ctx context.Context, db DB, cutoff, now time.Time) ([]str
 	}
 	return ids, nil
 }
+
+// FindActiveByNumber returns the document with this printed number that is
+// still being handled (not collected, retrieved or cancelled), optionally
+// at one site (siteID ""). The number is normalised first. ErrNotFound when
+// none, ErrConflict when documents of several kinds share the number.
+func FindActiveByNumber(ctx context.Context, db DB, number, siteID string) (Document, error) {
+	number = NormalizeDocumentNumber(number)
+	if number == "" {
+		return Document{}, fmt.Errorf("document number: %w", ErrNotFound)
+	}
+	rows, err := db.Query(ctx, "SELECT "+documentColumns+` FROM documents
+		WHERE number = $1 AND ($2 = '' OR site_id = $2) AND state NOT IN ('collected', 'retrieved', 'cancelled')
+		ORDER BY created_at LIMIT 2`, number, siteID)
+	if err != nil {
+		return Document{}, fmt.Errorf("store: find by number: %w", err)
+	}
+	defer rows.Close()
+	var found []Document
+	for rows.Next() {
+		d, err := scanDocument(rows)
+		if err != nil {
+			return Document{}, fmt.Errorf("store: find by number: %w", err)
+		}
+		found = append(found, d)
+	}
+	if err := rows.Err(); err != nil {
+		return Document{}, fmt.Errorf("store: find by number: %w", err)
+	}
+	switch len(found) {
+	case 0:
+		return Document{}, fmt.Errorf("no document with this number is being handled: %w", ErrNotFound)
+	case 1:
+		return found[0], nil
+	}
+	return Document{}, fmt.Errorf("documents of several kinds share this number: %w", ErrConflict)
+}

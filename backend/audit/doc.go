@@ -23,7 +23,8 @@
 // deleted or inserted out of order by someone who got around the trigger.
 // Removing records at the end of the chain cannot be seen from inside the
 // chain: compare [Report.HeadSeq] and [Report.HeadHash] with a copy kept
-// elsewhere (e.g. logged daily) to detect that.
+// elsewhere (e.g. logged daily) to detect that; the same anchor shows a
+// forger who rewrote the whole tail with fresh hashes.
 //
 // Audit details must never hold personal data (names, birth dates, e-mail
 // addresses, phone numbers, document numbers), PINs or tokens: refer to

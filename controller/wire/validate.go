@@ -3,6 +3,7 @@ package wire
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -63,6 +64,8 @@ func (c *checker) text(name, s string, max int) {
 		c.fail("%s longer than %d bytes", name, max)
 	} else if !utf8.ValidString(s) {
 		c.fail("%s is not UTF-8", name)
+	} else if strings.IndexByte(s, 0) >= 0 {
+		c.fail("%s contains NUL", name) // PostgreSQL text and jsonb refuse it
 	}
 }
 

@@ -132,6 +132,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"refusal with document", "kluis/v1/dev/d1/verify/res", `{"v":1,"id":"r","result":"expired","document_id":"d"}`, ErrInvalid},
 		{"unknown result", "kluis/v1/dev/d1/verify/res", `{"v":1,"id":"r","result":"maybe"}`, ErrInvalid},
 		{"login with both", "kluis/v1/dev/d1/staff/req", `{"v":1,"id":"s","op":"login","at":"2026-01-01T00:00:00Z","badge":"b","pin":"1234"}`, ErrInvalid},
+		{"NUL in detail", ev, `{"v":1,"id":"e1","kind":"door_opened","at":"2026-01-01T00:00:00Z","addr":{"board":0,"channel":1},"detail":"a\u0000b"}`, ErrInvalid},
 		{"presence unknown state", "kluis/v1/dev/d1/presence", `{"v":1,"state":"asleep"}`, ErrInvalid},
 	}
 	for _, c := range cases {

@@ -1,0 +1,160 @@
+package devicelink
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/crypto/argon2"
+
+	"kluis/backend/broker"
+	"kluis/controller/wire"
+)
+
+// ArgonParams are argon2id costs for MQTT password hashes.
+type ArgonParams struct {
+	Time      uint32
+	MemoryKiB uint32
+	Threads   uint8
+}
+
+// DefaultArgonParams are the production costs (OWASP's argon2id minimum:
+// 19 MiB, 2 passes).
+var DefaultArgonParams = ArgonParams{Time: 2, MemoryKiB: 19 * 1024, Threads: 1}
+
+// ErrCredential is wrapped by credential errors callers branch on (bad
+// user name, role or password).
+var ErrCredential = errors.New("devicelink: invalid credential")
+
+// Credentials is the mqtt_credentials table: per-device (and backend)
+// passwords for the embedded broker, stored as argon2id hashes.
+type Credentials struct {
+	pool   *pgxpool.Pool
+	params ArgonParams
+	now    func() time.Time
+	log    *slog.Logger
+	dummy  string // a hash checked for unknown users, so they cost the same
+}
+
+// CredentialsOptions configure Credentials.
+type CredentialsOptions struct {
+	Pool *pgxpool.Pool
+	// Params default to DefaultArgonParams.
+	Params ArgonParams
+	// Now defaults to time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// NewCredentials returns the credential store on opts.Pool.
+func NewCredentials(opts CredentialsOptions) *Credentials {
+	if opts.Params == (ArgonParams{}) {
+		opts.Params = DefaultArgonParams
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	c := &Credentials{pool: opts.Pool, params: opts.Params, now: opts.Now, log: opts.Logger.With("part", "devicelink-credentials")}
+	c.dummy = c.hash("not a password")
+	return c
+}
+
+// Set creates or replaces the password of username with role. A device's
+// user name is its device id.
+func (c *Credentials) Set(ctx context.Context, username string, role broker.Role, password string) error {
+	if err := wire.ValidDeviceID(username); err != nil {
+		return fmt.Errorf("devicelink: user name: %v: %w", err, ErrCredential)
+	}
+	if role != broker.RoleDevice && role != broker.RoleBackend {
+		return fmt.Errorf("devicelink: role %q: %w", role, ErrCredential)
+	}
+	if len(password) < 16 || len(password) > 256 {
+		return fmt.Errorf("devicelink: password must have 16-256 bytes: %w", ErrCredential)
+	}
+	now := c.now().UTC()
+	_, err := c.pool.Exec(ctx, `INSERT INTO mqtt_credentials (username, role, password_hash, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $4)
+		ON CONFLICT (username) DO UPDATE SET role = $2, password_hash = $3, disabled = false, updated_at = $4`,
+		username, string(role), c.hash(password), now)
+	if err != nil {
+		return fmt.Errorf("devicelink: set credential: %w", err)
+	}
+	return nil
+}
+
+// Disable refuses username from now on (connected clients stay until they
+// reconnect).
+func (c *Credentials) Disable(ctx context.Context, username string) error {
+	if _, err := c.pool.Exec(ctx, `UPDATE mqtt_credentials SET disabled = true, updated_at = $2 WHERE username = $1`,
+		username, c.now().UTC()); err != nil {
+		return fmt.Errorf("devicelink: disable credential: %w", err)
+	}
+	return nil
+}
+
+// Check verifies a user name and password; it is a broker.CredentialsFunc.
+// A device's id is its user name; the backend's is empty.
+func (c *Credentials) Check(ctx context.Context, username, password string) (string, broker.Role, bool) {
+	var role, hash string
+	var disabled bool
+	err := c.pool.QueryRow(ctx, `SELECT role, password_hash, disabled FROM mqtt_credentials WHERE username = $1`,
+		username).Scan(&role, &hash, &disabled)
+	if err != nil {
+		if !errors.Is(err, pgx.ErrNoRows) {
+			c.log.Error("credential lookup failed", "err", err)
+		}
+		_ = c.verify(c.dummy, password)
+		return "", "", false
+	}
+	if !c.verify(hash, password) || disabled {
+		return "", "", false
+	}
+	if broker.Role(role) == broker.RoleDevice {
+		return username, broker.RoleDevice, true
+	}
+	return "", broker.Role(role), true
+}
+
+func (c *Credentials) hash(password string) string {
+	salt := make([]byte, 16)
+	_, _ = rand.Read(salt)
+	p := c.params
+	key := argon2.IDKey([]byte(password), salt, p.Time, p.MemoryKiB, p.Threads, 32)
+	b := base64.RawStdEncoding
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, p.MemoryKiB, p.Time, p.Threads,
+		b.EncodeToString(salt), b.EncodeToString(key))
+}
+
+// verify checks password against a PHC string with its own parameters.
+func (c *Credentials) verify(phc, password string) bool {
+	parts := strings.Split(phc, "$")
+	if len(parts) != 6 || parts[1] != "argon2id" || parts[2] != fmt.Sprintf("v=%d", argon2.Version) {
+		return false
+	}
+	var p ArgonParams
+	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &p.MemoryKiB, &p.Time, &p.Threads); err != nil {
+		return false
+	}
+	if p.Time == 0 || p.Time > 16 || p.MemoryKiB == 0 || p.MemoryKiB > 1<<20 || p.Threads == 0 {
+		return false
+	}
+	b := base64.RawStdEncoding
+	salt, err1 := b.DecodeString(parts[4])
+	want, err2 := b.DecodeString(parts[5])
+	if err1 != nil || err2 != nil || len(want) == 0 || len(want) > 64 {
+		return false
+	}
+	got := argon2.IDKey([]byte(password), salt, p.Time, p.MemoryKiB, p.Threads, uint32(len(want)))
+	return subtle.ConstantTimeCompare(got, want) == 1
+}

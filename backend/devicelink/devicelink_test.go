@@ -1,0 +1,273 @@
+package devicelink
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/broker/mosquittotest"
+	"kluis/controller/wire"
+)
+
+func TestDuplicateEventAppliedOnceAckedTwice(t *testing.T) {
+	pool := newPool(t)
+	dev := "t" + randHex(6)
+	rec := newRecorder()
+	startLink(t, linkSetup{url: mqttURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool, events: rec})
+	d := newDevice(t, mqttURL(), dev)
+
+	ev := d.event(time.Now())
+	b, err := wire.Encode(ev)
+	require.NoError(t, err)
+	d.raw(wire.KindEvent, b)
+	eventually(t, "first ack", func() bool { return d.ackCount(ev.ID) >= 1 })
+	d.raw(wire.KindEvent, b)
+	eventually(t, "second ack", func() bool { return d.ackCount(ev.ID) >= 2 })
+
+	assert.Equal(t, 1, countRows(t, pool, `SELECT count(*) FROM device_events WHERE event_id = $1 AND device_id = $2 AND outcome = 'applied'`, ev.ID, dev))
+	assert.Equal(t, 1, rec.count(ev.ID))
+}
+
+func TestMalformedCountedAndIgnored(t *testing.T) {
+	pool := newPool(t)
+	dev := "t" + randHex(6)
+	rec := newRecorder()
+	reg := prometheus.NewRegistry()
+	startLink(t, linkSetup{url: mqttURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool, events: rec, reg: reg})
+	d := newDevice(t, mqttURL(), dev)
+
+	now := time.Now().UTC().Format(time.RFC3339)
+	for _, p := range []string{
+		`not json`,
+		`{"v":2,"id":"e1","kind":"door_opened","at":"` + now + `","addr":{"board":0,"channel":1}}`,
+		`{"v":1,"id":"e2","kind":"door_opened","at":"` + now + `","addr":{"board":0,"channel":1},"extra":true}`,
+		`{"v":1,"id":"e3","kind":"door_opened","at":"` + now + `"}`,
+	} {
+		d.raw(wire.KindEvent, []byte(p))
+	}
+	d.raw(wire.KindVerifyReq, []byte(`{"v":1,"id":"r1","method":"pin","pin":"12"}`))
+	// Positive control: a valid event after the bad ones is applied and acked.
+	ev := d.event(time.Now())
+	d.send(ev)
+	eventually(t, "ack of the valid event", func() bool { return d.ackCount(ev.ID) >= 1 })
+	eventually(t, "malformed counted", func() bool {
+		return metricValue(t, reg, "kluis_devicelink_messages_total", map[string]string{"kind": "event", "outcome": "malformed"}) == 4 &&
+			metricValue(t, reg, "kluis_devicelink_messages_total", map[string]string{"kind": "verify/req", "outcome": "malformed"}) == 1
+	})
+	assert.Equal(t, 1, countRows(t, pool, `SELECT count(*) FROM device_events WHERE device_id = $1`, dev))
+	assert.Equal(t, 1, rec.total())
+	assert.Empty(t, d.received(wire.KindVerifyRes), "no answer to a malformed request")
+	for _, id := range []string{"e1", "e2", "e3"} {
+		assert.Zero(t, d.ackCount(id))
+	}
+}
+
+func TestHandlerErrors(t *testing.T) {
+	pool := newPool(t)
+	dev := "t" + randHex(6)
+	rec := newRecorder()
+	startLink(t, linkSetup{url: mqttURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool, events: rec})
+	d := newDevice(t, mqttURL(), dev)
+
+	transient := d.event(time.Now())
+	rejected := d.event(time.Now())
+	rec.mu.Lock()
+	rec.fail[transient.ID] = errTransient
+	rec.fail[rejected.ID] = fmt.Errorf("document already collected: %w", ErrRejected)
+	rec.mu.Unlock()
+
+	// A transient failure is not acknowledged; the device's resend is
+	// applied the second time.
+	d.send(transient)
+	d.send(rejected)
+	eventually(t, "both acked", func() bool { return d.ackCount(transient.ID) >= 1 && d.ackCount(rejected.ID) >= 1 })
+	assert.Equal(t, 1, rec.count(transient.ID))
+	assert.Equal(t, 0, rec.count(rejected.ID))
+	assert.Equal(t, 1, countRows(t, pool, `SELECT count(*) FROM device_events WHERE event_id = $1 AND outcome = 'applied'`, transient.ID))
+	assert.Equal(t, 1, countRows(t, pool, `SELECT count(*) FROM device_events WHERE event_id = $1 AND outcome = 'rejected' AND detail LIKE 'document already collected%'`, rejected.ID))
+}
+
+func TestTwoInstancesShareTheLoad(t *testing.T) {
+	pool := newPool(t)
+	dev := "t" + randHex(6)
+	group := "kluis-test-" + randHex(4)
+	rec1, rec2 := newRecorder(), newRecorder()
+	startLink(t, linkSetup{url: mqttURL(), group: group, device: dev, pool: pool, events: rec1})
+	startLink(t, linkSetup{url: mqttURL(), group: group, device: dev, pool: pool, events: rec2})
+	d := newDevice(t, mqttURL(), dev)
+
+	const n = 40
+	ids := make([]string, n)
+	for i := range n {
+		ev := d.event(time.Now())
+		ids[i] = ev.ID
+		d.send(ev)
+	}
+	eventually(t, "every event acked", func() bool { return d.unacked() == 0 })
+	assert.Equal(t, n, countRows(t, pool, `SELECT count(*) FROM device_events WHERE device_id = $1`, dev))
+	for _, id := range ids {
+		assert.Equal(t, 1, rec1.count(id)+rec2.count(id), "event %s applied once", id)
+	}
+	assert.Positive(t, rec1.total(), "instance 1 got work")
+	assert.Positive(t, rec2.total(), "instance 2 got work")
+}
+
+func TestBrokerRestartLosesNoEvent(t *testing.T) {
+	broker := mosquittotest.Start(t, mosquittotest.Options{})
+	pool := newPool(t)
+	dev := "t" + randHex(6)
+	rec := newRecorder()
+	startLink(t, linkSetup{url: broker.URL(), group: "kluis-test", device: "+", pool: pool, events: rec})
+	d := newDevice(t, broker.URL(), dev)
+
+	const n = 30
+	var sent []string
+	for i := range n / 2 {
+		ev := d.event(time.Now())
+		ev.Detail = fmt.Sprint("before ", i)
+		sent = append(sent, ev.ID)
+		d.send(ev)
+	}
+	broker.Kill() // some events are in flight, some acked, some not yet sent
+	for i := range n / 2 {
+		ev := d.event(time.Now())
+		ev.Detail = fmt.Sprint("during ", i)
+		sent = append(sent, ev.ID)
+		d.send(ev) // kept in the outbox while the broker is down
+	}
+	broker.Start()
+	eventually(t, "every event acked after the restart", func() bool { return d.unacked() == 0 })
+	assert.Equal(t, n, countRows(t, pool, `SELECT count(*) FROM device_events WHERE device_id = $1`, dev))
+	for _, id := range sent {
+		assert.Equal(t, 1, rec.count(id), "event %s applied once", id)
+	}
+}
+
+func TestCommandsAndResults(t *testing.T) {
+	pool := newPool(t)
+	dev := "t" + randHex(6)
+	l := startLink(t, linkSetup{url: mqttURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool})
+	d := newDevice(t, mqttURL(), dev)
+	ctx := context.Background()
+
+	id, err := l.SendCommand(ctx, dev, wire.Command{Kind: wire.CmdOpen, Addr: &wire.Address{Board: 0, Channel: 4}, Reason: "ticket 12", By: "tech1"})
+	require.NoError(t, err)
+	eventually(t, "command delivered", func() bool { return len(d.received(wire.KindCommand)) >= 1 })
+	m, err := wire.DecodeKind(wire.KindCommand, d.received(wire.KindCommand)[0])
+	require.NoError(t, err)
+	cmd := m.(*wire.Command)
+	assert.Equal(t, id, cmd.ID)
+	assert.True(t, cmd.Expires.After(cmd.Issued))
+	st, err := l.CommandStatus(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, "sent", st.Status)
+
+	res, err := wire.Encode(&wire.CommandResult{ID: id, Status: wire.StatusDone, At: time.Now()})
+	require.NoError(t, err)
+	d.raw(wire.KindCmdResult, res)
+	eventually(t, "result recorded", func() bool { s, _ := l.CommandStatus(ctx, id); return s.Status == "done" })
+	// A later duplicate result does not overwrite the first.
+	dup, err := wire.Encode(&wire.CommandResult{ID: id, Status: wire.StatusDuplicate, At: time.Now()})
+	require.NoError(t, err)
+	d.raw(wire.KindCmdResult, dup)
+	// Positive control after it: a presence message is processed.
+	d.raw(wire.KindPresence, []byte(`{"v":1,"state":"online"}`))
+	eventually(t, "presence recorded", func() bool { p, err := l.Presence(ctx, dev); return err == nil && p.Online })
+	st, err = l.CommandStatus(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, "done", st.Status)
+
+	_, err = l.SendCommand(ctx, dev, wire.Command{Kind: wire.CmdOpen})
+	assert.ErrorIs(t, err, wire.ErrInvalid, "open without address")
+}
+
+func TestVerifyAnsweredOncePerRequest(t *testing.T) {
+	pool := newPool(t)
+	dev := "t" + randHex(6)
+	var calls atomic.Int32
+	v := VerifierFunc(func(ctx context.Context, device string, req wire.VerifyRequest) wire.VerifyResponse {
+		calls.Add(1)
+		if device == dev && req.PIN == "123456" {
+			return wire.VerifyResponse{Result: wire.VerifyOK, DocumentID: "doc-7", Addr: &wire.Address{Board: 1, Channel: 3}}
+		}
+		return wire.VerifyResponse{Result: wire.VerifyWrongCode}
+	})
+	startLink(t, linkSetup{url: mqttURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool, verifier: v})
+	d := newDevice(t, mqttURL(), dev)
+
+	req, err := wire.Encode(&wire.VerifyRequest{ID: "req-1", At: time.Now(), Method: wire.MethodPIN, PIN: "123456"})
+	require.NoError(t, err)
+	d.raw(wire.KindVerifyReq, req)
+	d.raw(wire.KindVerifyReq, req) // a QoS 1 redelivery
+	wrong, err := wire.Encode(&wire.VerifyRequest{ID: "req-2", At: time.Now(), Method: wire.MethodPIN, PIN: "999999"})
+	require.NoError(t, err)
+	d.raw(wire.KindVerifyReq, wrong)
+	eventually(t, "three answers", func() bool { return len(d.received(wire.KindVerifyRes)) >= 3 })
+
+	got := map[string][]wire.VerifyResponse{}
+	for _, b := range d.received(wire.KindVerifyRes) {
+		m, err := wire.DecodeKind(wire.KindVerifyRes, b)
+		require.NoError(t, err)
+		r := m.(*wire.VerifyResponse)
+		got[r.ID] = append(got[r.ID], *r)
+	}
+	require.Len(t, got["req-1"], 2)
+	assert.Equal(t, got["req-1"][0], got["req-1"][1])
+	assert.Equal(t, wire.VerifyOK, got["req-1"][0].Result)
+	assert.Equal(t, "doc-7", got["req-1"][0].DocumentID)
+	require.Len(t, got["req-2"], 1)
+	assert.Equal(t, wire.VerifyWrongCode, got["req-2"][0].Result)
+	assert.Equal(t, int32(2), calls.Load(), "the repeated request was not verified twice")
+}
+
+func TestStaffWithoutHandlerUnavailable(t *testing.T) {
+	pool := newPool(t)
+	dev := "t" + randHex(6)
+	startLink(t, linkSetup{url: mqttURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool})
+	d := newDevice(t, mqttURL(), dev)
+	req, err := wire.Encode(&wire.StaffRequest{ID: "s-1", Op: wire.StaffLogin, At: time.Now(), Badge: "B-1"})
+	require.NoError(t, err)
+	d.raw(wire.KindStaffReq, req)
+	eventually(t, "answer", func() bool { return len(d.received(wire.KindStaffRes)) == 1 })
+	m, err := wire.DecodeKind(wire.KindStaffRes, d.received(wire.KindStaffRes)[0])
+	require.NoError(t, err)
+	assert.Equal(t, &wire.StaffResponse{V: 1, ID: "s-1", Op: wire.StaffLogin, Result: wire.StaffUnavailable}, m)
+}
+
+func TestPresenceAndHeartbeat(t *testing.T) {
+	pool := newPool(t)
+	dev := "t" + randHex(6)
+	reg := prometheus.NewRegistry()
+	l := startLink(t, linkSetup{url: mqttURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool, reg: reg})
+	d := newDevice(t, mqttURL(), dev)
+	ctx := context.Background()
+	online := func() float64 { return metricValue(t, reg, "kluis_devicelink_devices_online", nil) }
+
+	d.raw(wire.KindPresence, []byte(`{"v":1,"state":"online","software":"kluisd 1.2"}`))
+	eventually(t, "online", func() bool { return online() == 1 })
+	d.raw(wire.KindPresence, []byte(`{"v":1,"state":"offline"}`))
+	eventually(t, "offline", func() bool { return online() == 0 })
+	p, err := l.Presence(ctx, dev)
+	require.NoError(t, err)
+	assert.False(t, p.Online)
+	assert.Equal(t, "kluisd 1.2", p.Software)
+
+	hb, err := wire.Encode(&wire.Heartbeat{At: time.Now(), UptimeS: 5, Backlog: 2, OfflineCache: 10})
+	require.NoError(t, err)
+	d.raw(wire.KindHeartbeat, hb)
+	eventually(t, "heartbeat marks online", func() bool { return online() == 1 })
+	p, err = l.Presence(ctx, dev)
+	require.NoError(t, err)
+	assert.True(t, p.Online)
+	require.NotNil(t, p.LastHeartbeatAt)
+	var stored json.RawMessage
+	require.NoError(t, pool.QueryRow(ctx, `SELECT heartbeat FROM device_presence WHERE device_id = $1`, dev).Scan(&stored))
+	assert.Contains(t, string(stored), `"backlog": 2`)
+}

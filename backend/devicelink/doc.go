@@ -1,0 +1,34 @@
+// Package devicelink is kluis-backend's side of the MQTT contract
+// (controller/wire).
+//
+// A Link is one paho client. It subscribes, in its OnConnect handler so
+// that subscriptions survive reconnects, through shared subscriptions
+// ($share/kluis-backend/kluis/v1/dev/+/event, ...), so several backend
+// replicas split the devices' messages between them. The paho message
+// handler only copies a message onto a bounded queue (a full queue drops
+// it, counted: devices resend); a few workers do the rest:
+//
+//   - event: inserted into device_events, whose primary key is the event
+//     id, and handed to the EventHandler in the same transaction; after
+//     the commit the id is acknowledged on the device's ack topic. A
+//     duplicate (QoS 1 redelivery, a device resending after a lost ack) is
+//     acknowledged again and applied once. An EventHandler error wrapping
+//     ErrRejected records the event as rejected and acknowledges it (the
+//     device must stop resending it); any other error rolls back and does
+//     not acknowledge, so the device sends the event again later.
+//   - cmdres: recorded on the command's device_commands row (the first
+//     result wins). Commands are sent with Link.SendCommand, each with an
+//     id and an expiry, and stored before they are published.
+//   - verify/req, staff/req: answered on verify/res and staff/res by the
+//     Verifier and StaffHandler; a repeated request id from the same
+//     device gets the first answer again without asking twice.
+//   - presence, heartbeat: device_presence (online/offline, last
+//     heartbeat) and the kluis_devicelink_devices_online gauge.
+//
+// A message that does not decode (wire.Decode) is counted in
+// kluis_devicelink_messages_total{outcome="malformed"}, logged without its
+// payload, and otherwise ignored.
+//
+// Credentials is the mqtt_credentials table (argon2id hashes) whose Check
+// method is the embedded broker's broker.CredentialsFunc.
+package devicelink

@@ -1,0 +1,683 @@
+package devicelink
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"kluis/controller/wire"
+)
+
+// EventHandler applies a device's event to the backend's state, inside the
+// transaction that records the event (commit happens after it returns
+// nil). It is called once per event id. Return an error wrapping
+// ErrRejected to refuse the event for good (recorded and acknowledged);
+// any other error is retried when the device resends.
+type EventHandler interface {
+	HandleEvent(ctx context.Context, tx pgx.Tx, deviceID string, ev wire.Event) error
+}
+
+// Verifier answers a code verification request of a device. The response's
+// ID is set by the Link; an invalid response is replaced by "unavailable".
+type Verifier interface {
+	Verify(ctx context.Context, deviceID string, req wire.VerifyRequest) wire.VerifyResponse
+}
+
+// StaffHandler answers a staff operation request of a device, like
+// Verifier.
+type StaffHandler interface {
+	HandleStaff(ctx context.Context, deviceID string, req wire.StaffRequest) wire.StaffResponse
+}
+
+// EventHandlerFunc adapts a function to EventHandler.
+type EventHandlerFunc func(ctx context.Context, tx pgx.Tx, deviceID string, ev wire.Event) error
+
+// HandleEvent calls f.
+func (f EventHandlerFunc) HandleEvent(ctx context.Context, tx pgx.Tx, deviceID string, ev wire.Event) error {
+	return f(ctx, tx, deviceID, ev)
+}
+
+// VerifierFunc adapts a function to Verifier.
+type VerifierFunc func(ctx context.Context, deviceID string, req wire.VerifyRequest) wire.VerifyResponse
+
+// Verify calls f.
+func (f VerifierFunc) Verify(ctx context.Context, deviceID string, req wire.VerifyRequest) wire.VerifyResponse {
+	return f(ctx, deviceID, req)
+}
+
+// Errors.
+var (
+	// ErrRejected is wrapped by an EventHandler that refuses an event for
+	// good.
+	ErrRejected = errors.New("devicelink: event rejected")
+	// ErrNotConnected: SendCommand while the link has no broker connection.
+	ErrNotConnected = errors.New("devicelink: not connected to the broker")
+)
+
+// Options configure a Link.
+type Options struct {
+	// URL is the broker, e.g. "tcp://127.0.0.1:1883" (the default) or
+	// "ssl://broker:8883".
+	URL string
+	// ClientID defaults to "kluis-backend-" and a random suffix; every
+	// replica needs its own.
+	ClientID string
+	// Username and Password log in to the broker (user "kluis-backend").
+	Username, Password string
+	// TLS for an ssl:// URL.
+	TLS *tls.Config
+	// ShareGroup defaults to wire.BackendShareGroup.
+	ShareGroup string
+	// DeviceFilter is the device level of the subscriptions, default "+"
+	// (every device). Tests on a shared broker set their device id.
+	DeviceFilter string
+	// Pool is the database (migrated by backend/store); required.
+	Pool *pgxpool.Pool
+	// Events applies events; nil records them only.
+	Events EventHandler
+	// Verifier answers verify/req; nil answers "unavailable".
+	Verifier Verifier
+	// Staff answers staff/req; nil answers "unavailable".
+	Staff StaffHandler
+	// Workers process messages; default 4. QueueSize bounds the messages
+	// waiting for them; default 1024.
+	Workers   int
+	QueueSize int
+	// CommandTTL is the expiry SendCommand gives a command without one;
+	// default 5 minutes.
+	CommandTTL time.Duration
+	// Timeout bounds one handler call, database transaction or publish;
+	// default 10 s.
+	Timeout time.Duration
+	// ReplyCache is how long a verify or staff answer is kept for a
+	// repeated request id; default 2 minutes.
+	ReplyCache time.Duration
+	// Now defaults to time.Now.
+	Now func() time.Time
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Registry receives the metrics; default a private registry.
+	Registry prometheus.Registerer
+}
+
+// Link is the backend's MQTT connection to the devices.
+type Link struct {
+	o      Options
+	log    *slog.Logger
+	m      *metrics
+	queue  chan inbound
+	ready  chan struct{}
+	readyO sync.Once
+
+	mu      sync.Mutex
+	client  paho.Client
+	replies map[string]*reply
+}
+
+type inbound struct {
+	topic   string
+	payload []byte
+}
+
+type reply struct {
+	done    chan struct{}
+	topic   string
+	payload []byte
+	at      time.Time
+}
+
+type metrics struct {
+	messages  *prometheus.CounterVec
+	online    prometheus.Gauge
+	connected prometheus.Gauge
+}
+
+// New checks opts and fills defaults; Run connects.
+func New(opts Options) (*Link, error) {
+	if opts.Pool == nil {
+		return nil, errors.New("devicelink: Options.Pool is required")
+	}
+	if opts.URL == "" {
+		opts.URL = "tcp://127.0.0.1:1883"
+	}
+	if opts.ClientID == "" {
+		var b [6]byte
+		_, _ = rand.Read(b[:])
+		opts.ClientID = "kluis-backend-" + hex.EncodeToString(b[:])
+	}
+	if opts.ShareGroup == "" {
+		opts.ShareGroup = wire.BackendShareGroup
+	}
+	if opts.DeviceFilter == "" {
+		opts.DeviceFilter = "+"
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 4
+	}
+	if opts.QueueSize <= 0 {
+		opts.QueueSize = 1024
+	}
+	if opts.CommandTTL <= 0 {
+		opts.CommandTTL = 5 * time.Minute
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 10 * time.Second
+	}
+	if opts.ReplyCache <= 0 {
+		opts.ReplyCache = 2 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	m := &metrics{
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kluis_devicelink_messages_total",
+			Help: "Messages from devices by topic kind and outcome (ok, duplicate, rejected, malformed, unknown, error, dropped).",
+		}, []string{"kind", "outcome"}),
+		online: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kluis_devicelink_devices_online", Help: "Devices whose last presence is online."}),
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kluis_devicelink_broker_connected", Help: "1 while this replica is connected to the broker."}),
+	}
+	if err := registerAll(opts.Registry, m.messages, m.online, m.connected); err != nil {
+		return nil, fmt.Errorf("devicelink: metrics: %w", err)
+	}
+	return &Link{
+		o:       opts,
+		log:     opts.Logger.With("part", "devicelink"),
+		m:       m,
+		queue:   make(chan inbound, opts.QueueSize),
+		ready:   make(chan struct{}),
+		replies: map[string]*reply{},
+	}, nil
+}
+
+func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Ready is closed once the link is connected and subscribed for the first
+// time.
+func (l *Link) Ready() <-chan struct{} { return l.ready }
+
+// Run connects (retrying until the broker answers), serves until ctx ends,
+// then disconnects and waits for its workers.
+func (l *Link) Run(ctx context.Context) error {
+	co := paho.NewClientOptions().AddBroker(l.o.URL).SetClientID(l.o.ClientID).
+		SetUsername(l.o.Username).SetPassword(l.o.Password).
+		SetCleanSession(true).SetAutoReconnect(true).SetConnectRetry(true).
+		SetConnectRetryInterval(500 * time.Millisecond).SetMaxReconnectInterval(2 * time.Second).
+		SetKeepAlive(30 * time.Second).SetPingTimeout(10 * time.Second).
+		SetConnectTimeout(l.o.Timeout).SetWriteTimeout(l.o.Timeout).
+		SetOnConnectHandler(l.onConnect).
+		SetConnectionLostHandler(func(_ paho.Client, err error) {
+			l.m.connected.Set(0)
+			l.log.Warn("broker connection lost", "err", err)
+		})
+	if l.o.TLS != nil {
+		co.SetTLSConfig(l.o.TLS)
+	}
+	c := paho.NewClient(co)
+	l.mu.Lock()
+	l.client = c
+	l.mu.Unlock()
+	c.Connect() // with ConnectRetry the token completes only on success; OnConnect does the rest
+
+	var wg sync.WaitGroup
+	for range l.o.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case msg := <-l.queue:
+					l.process(ctx, msg)
+				}
+			}
+		}()
+	}
+	<-ctx.Done()
+	c.Disconnect(250)
+	l.m.connected.Set(0)
+	wg.Wait()
+	return ctx.Err()
+}
+
+func (l *Link) onConnect(c paho.Client) {
+	filters := map[string]byte{}
+	for _, k := range wire.DeviceKinds() {
+		filters["$share/"+l.o.ShareGroup+"/"+wire.Root+"/"+l.o.DeviceFilter+"/"+string(k)] = 1
+	}
+	// paho runs this handler in its own goroutine; waiting here is fine.
+	for attempt := 1; attempt <= 10 && c.IsConnectionOpen(); attempt++ {
+		tok := c.SubscribeMultiple(filters, l.onMessage)
+		if !tok.WaitTimeout(l.o.Timeout) || tok.Error() != nil {
+			l.log.Error("subscribe failed", "attempt", attempt, "err", tok.Error())
+			time.Sleep(time.Second)
+			continue
+		}
+		for f, code := range tok.(*paho.SubscribeToken).Result() {
+			if code == 0x80 {
+				l.log.Error("subscription refused by the broker", "filter", f)
+			}
+		}
+		l.m.connected.Set(1)
+		l.log.Info("connected and subscribed", "url", l.o.URL, "client", l.o.ClientID, "group", l.o.ShareGroup)
+		l.readyO.Do(func() { close(l.ready) })
+		return
+	}
+}
+
+// onMessage never blocks: it queues a copy or drops the message (the
+// device resends what it does not see answered).
+func (l *Link) onMessage(_ paho.Client, m paho.Message) {
+	msg := inbound{topic: m.Topic(), payload: bytes.Clone(m.Payload())}
+	select {
+	case l.queue <- msg:
+	default:
+		l.count(msg.topic, "dropped")
+	}
+}
+
+func (l *Link) count(topic, outcome string) {
+	kind := "unknown"
+	if t, err := wire.ParseTopic(topic); err == nil {
+		kind = string(t.Kind)
+	}
+	l.m.messages.WithLabelValues(kind, outcome).Inc()
+}
+
+func (l *Link) process(ctx context.Context, msg inbound) {
+	defer func() {
+		if r := recover(); r != nil {
+			l.count(msg.topic, "error")
+			l.log.Error("panic while handling a message", "topic", msg.topic, "panic", r)
+		}
+	}()
+	t, m, err := wire.Decode(msg.topic, msg.payload)
+	if err != nil {
+		l.count(msg.topic, "malformed")
+		l.log.Warn("malformed message ignored", "topic", truncate(msg.topic), "bytes", len(msg.payload), "err", err)
+		return
+	}
+	if !t.Kind.FromDevice() {
+		l.count(msg.topic, "malformed")
+		l.log.Warn("message of a backend kind from a device topic ignored", "topic", msg.topic)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.o.Timeout)
+	defer cancel()
+	var outcome string
+	switch m := m.(type) {
+	case *wire.Event:
+		outcome = l.handleEvent(ctx, t.Device, m, msg.payload)
+	case *wire.CommandResult:
+		outcome = l.handleResult(ctx, t.Device, m)
+	case *wire.VerifyRequest:
+		outcome = l.handleRequest(ctx, t.Device, m.ID, wire.KindVerifyRes, func(ctx context.Context) wire.Message {
+			return l.verify(ctx, t.Device, m)
+		})
+	case *wire.StaffRequest:
+		outcome = l.handleRequest(ctx, t.Device, m.ID, wire.KindStaffRes, func(ctx context.Context) wire.Message {
+			return l.staff(ctx, t.Device, m)
+		})
+	case *wire.Presence:
+		outcome = l.handlePresence(ctx, t.Device, m)
+	case *wire.Heartbeat:
+		outcome = l.handleHeartbeat(ctx, t.Device, m, msg.payload)
+	default:
+		outcome = "unknown"
+	}
+	l.m.messages.WithLabelValues(string(t.Kind), outcome).Inc()
+}
+
+func (l *Link) now() time.Time { return l.o.Now().UTC() }
+
+// handleEvent records and applies ev once, then acknowledges it.
+func (l *Link) handleEvent(ctx context.Context, device string, ev *wire.Event, payload []byte) string {
+	outcome := "ok"
+	var owner string
+	err := pgx.BeginFunc(ctx, l.o.Pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `INSERT INTO device_events (event_id, device_id, kind, at, received_at, outcome, payload)
+			VALUES ($1, $2, $3, $4, $5, 'applied', $6) ON CONFLICT (event_id) DO NOTHING`,
+			ev.ID, device, string(ev.Kind), ev.At, l.now(), json.RawMessage(payload))
+		if err != nil {
+			return fmt.Errorf("insert event: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			outcome = "duplicate"
+			return tx.QueryRow(ctx, `SELECT device_id FROM device_events WHERE event_id = $1`, ev.ID).Scan(&owner)
+		}
+		if l.o.Events != nil {
+			return l.o.Events.HandleEvent(ctx, tx, device, *ev)
+		}
+		return nil
+	})
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrRejected):
+		outcome = "rejected"
+		l.log.Warn("event rejected", "device", device, "event", ev.ID, "kind", ev.Kind, "err", err)
+		if _, err := l.o.Pool.Exec(ctx, `INSERT INTO device_events (event_id, device_id, kind, at, received_at, outcome, detail, payload)
+			VALUES ($1, $2, $3, $4, $5, 'rejected', $6, $7) ON CONFLICT (event_id) DO NOTHING`,
+			ev.ID, device, string(ev.Kind), ev.At, l.now(), truncate(err.Error()), json.RawMessage(payload)); err != nil {
+			l.log.Error("recording a rejected event failed; not acknowledged", "device", device, "event", ev.ID, "err", err)
+			return "error"
+		}
+	default:
+		l.log.Error("event not applied; not acknowledged", "device", device, "event", ev.ID, "kind", ev.Kind, "err", err)
+		return "error"
+	}
+	if outcome == "duplicate" && owner != device {
+		l.log.Warn("event id already used by another device", "device", device, "owner", owner, "event", ev.ID)
+	}
+	l.publish(ctx, device, &wire.Ack{IDs: []string{ev.ID}})
+	return outcome
+}
+
+// handleResult records a command's first result.
+func (l *Link) handleResult(ctx context.Context, device string, r *wire.CommandResult) string {
+	tag, err := l.o.Pool.Exec(ctx, `UPDATE device_commands SET status = $3, result_at = $4, result_detail = $5
+		WHERE command_id = $1 AND device_id = $2 AND status IN ('pending', 'sent')`,
+		r.ID, device, string(r.Status), r.At, r.Detail)
+	if err != nil {
+		l.log.Error("recording a command result failed", "device", device, "command", r.ID, "err", err)
+		return "error"
+	}
+	if tag.RowsAffected() == 1 {
+		l.log.Info("command result", "device", device, "command", r.ID, "status", r.Status)
+		return "ok"
+	}
+	var n int
+	_ = l.o.Pool.QueryRow(ctx, `SELECT count(*) FROM device_commands WHERE command_id = $1 AND device_id = $2`, r.ID, device).Scan(&n)
+	if n > 0 {
+		return "duplicate"
+	}
+	l.log.Warn("result of an unknown command", "device", device, "command", r.ID)
+	return "unknown"
+}
+
+// handleRequest answers a request once per (device, id): a repeated id
+// gets the first answer again.
+func (l *Link) handleRequest(ctx context.Context, device, id string, kind wire.Kind, answer func(context.Context) wire.Message) string {
+	key := device + "\x00" + string(kind) + "\x00" + id
+	now := l.now()
+	l.mu.Lock()
+	l.pruneLocked(now)
+	r, seen := l.replies[key]
+	if !seen {
+		r = &reply{done: make(chan struct{}), at: now}
+		l.replies[key] = r
+	}
+	l.mu.Unlock()
+	outcome := "ok"
+	if seen {
+		outcome = "duplicate"
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return "error"
+		}
+	} else {
+		m := answer(ctx)
+		b, err := wire.Encode(m)
+		if err != nil { // a handler bug: never leave the kiosk waiting
+			l.log.Error("invalid answer replaced by unavailable", "device", device, "kind", kind, "err", err)
+			if kind == wire.KindVerifyRes {
+				m = &wire.VerifyResponse{ID: id, Result: wire.VerifyUnavailable}
+			} else {
+				req := m.(*wire.StaffResponse)
+				m = &wire.StaffResponse{ID: id, Op: req.Op, Result: wire.StaffUnavailable}
+			}
+			b, err = wire.Encode(m)
+			if err != nil {
+				l.log.Error("cannot encode unavailable answer", "err", err)
+			}
+		}
+		r.payload = b
+		close(r.done)
+	}
+	if r.payload == nil {
+		return "error"
+	}
+	topic, _ := wire.TopicFor(device, kind)
+	l.publishRaw(ctx, topic, kind, r.payload)
+	return outcome
+}
+
+func (l *Link) pruneLocked(now time.Time) {
+	const max = 10000
+	if len(l.replies) < max/2 {
+		// cheap path: prune only now and then
+		if len(l.replies)%64 != 0 {
+			return
+		}
+	}
+	for k, r := range l.replies {
+		if now.Sub(r.at) > l.o.ReplyCache || len(l.replies) > max {
+			select {
+			case <-r.done:
+				delete(l.replies, k)
+			default:
+			}
+		}
+	}
+}
+
+func (l *Link) verify(ctx context.Context, device string, req *wire.VerifyRequest) wire.Message {
+	if l.o.Verifier == nil {
+		return &wire.VerifyResponse{ID: req.ID, Result: wire.VerifyUnavailable}
+	}
+	res := l.o.Verifier.Verify(ctx, device, *req)
+	res.ID = req.ID
+	l.log.Info("verification", "device", device, "req", *req, "result", res.Result)
+	return &res
+}
+
+func (l *Link) staff(ctx context.Context, device string, req *wire.StaffRequest) wire.Message {
+	if l.o.Staff == nil {
+		return &wire.StaffResponse{ID: req.ID, Op: req.Op, Result: wire.StaffUnavailable}
+	}
+	res := l.o.Staff.HandleStaff(ctx, device, *req)
+	res.ID = req.ID
+	res.Op = req.Op
+	l.log.Info("staff operation", "device", device, "req", *req, "result", res.Result)
+	return &res
+}
+
+func (l *Link) handlePresence(ctx context.Context, device string, p *wire.Presence) string {
+	_, err := l.o.Pool.Exec(ctx, `INSERT INTO device_presence (device_id, state, changed_at, software)
+		VALUES ($1, $2, $3, $4)
+		ON CONFLICT (device_id) DO UPDATE SET state = $2, changed_at = $3,
+			software = CASE WHEN $4 <> '' THEN $4 ELSE device_presence.software END`,
+		device, string(p.State), l.now(), p.Software)
+	if err != nil {
+		l.log.Error("recording presence failed", "device", device, "err", err)
+		return "error"
+	}
+	l.log.Info("device presence", "device", device, "state", p.State)
+	l.refreshOnline(ctx)
+	return "ok"
+}
+
+func (l *Link) handleHeartbeat(ctx context.Context, device string, h *wire.Heartbeat, payload []byte) string {
+	_, err := l.o.Pool.Exec(ctx, `INSERT INTO device_presence (device_id, state, changed_at, software, last_heartbeat_at, heartbeat)
+		VALUES ($1, 'online', $2, $3, $2, $4)
+		ON CONFLICT (device_id) DO UPDATE SET state = 'online',
+			changed_at = CASE WHEN device_presence.state <> 'online' THEN $2 ELSE device_presence.changed_at END,
+			software = CASE WHEN $3 <> '' THEN $3 ELSE device_presence.software END,
+			last_heartbeat_at = $2, heartbeat = $4`,
+		device, l.now(), h.Software, json.RawMessage(payload))
+	if err != nil {
+		l.log.Error("recording a heartbeat failed", "device", device, "err", err)
+		return "error"
+	}
+	l.refreshOnline(ctx)
+	return "ok"
+}
+
+func (l *Link) refreshOnline(ctx context.Context) {
+	var n int
+	if err := l.o.Pool.QueryRow(ctx, `SELECT count(*) FROM device_presence WHERE state = 'online'`).Scan(&n); err == nil {
+		l.m.online.Set(float64(n))
+	}
+}
+
+// publish encodes and sends a message to device, waiting for the broker's
+// acknowledgement.
+func (l *Link) publish(ctx context.Context, device string, m wire.Message) error {
+	b, err := wire.Encode(m)
+	if err != nil {
+		return err
+	}
+	topic, err := wire.TopicFor(device, m.MessageKind())
+	if err != nil {
+		return err
+	}
+	return l.publishRaw(ctx, topic, m.MessageKind(), b)
+}
+
+func (l *Link) publishRaw(ctx context.Context, topic string, kind wire.Kind, payload []byte) error {
+	l.mu.Lock()
+	c := l.client
+	l.mu.Unlock()
+	if c == nil || !c.IsConnectionOpen() {
+		l.log.Warn("not connected; message not sent", "topic", topic)
+		return ErrNotConnected
+	}
+	tok := c.Publish(topic, kind.QoS(), kind.Retained(), payload)
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := tok.Error(); err != nil {
+		l.log.Warn("publish failed", "topic", topic, "err", err)
+		return fmt.Errorf("devicelink: publish %s: %w", topic, err)
+	}
+	return nil
+}
+
+// SendCommand stores cmd for device and publishes it. An empty ID gets
+// wire.NewID, a zero Issued now and a zero Expires Issued+CommandTTL. It
+// returns the command id; the result arrives later on cmdres (see
+// CommandStatus).
+func (l *Link) SendCommand(ctx context.Context, device string, cmd wire.Command) (string, error) {
+	now := l.now()
+	if cmd.ID == "" {
+		cmd.ID = wire.NewID(now)
+	}
+	if cmd.Issued.IsZero() {
+		cmd.Issued = now
+	}
+	if cmd.Expires.IsZero() {
+		cmd.Expires = cmd.Issued.Add(l.o.CommandTTL)
+	}
+	payload, err := wire.Encode(&cmd)
+	if err != nil {
+		return "", fmt.Errorf("devicelink: command: %w", err)
+	}
+	topic, err := wire.TopicFor(device, wire.KindCommand)
+	if err != nil {
+		return "", fmt.Errorf("devicelink: command: %w", err)
+	}
+	if _, err := l.o.Pool.Exec(ctx, `INSERT INTO device_commands (command_id, device_id, kind, issued_at, expires_at, issued_by, payload)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		cmd.ID, device, string(cmd.Kind), cmd.Issued, cmd.Expires, cmd.By, json.RawMessage(payload)); err != nil {
+		return "", fmt.Errorf("devicelink: store command: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.o.Timeout)
+	defer cancel()
+	if err := l.publishRaw(ctx, topic, wire.KindCommand, payload); err != nil {
+		return cmd.ID, err
+	}
+	if _, err := l.o.Pool.Exec(ctx, `UPDATE device_commands SET status = 'sent' WHERE command_id = $1 AND status = 'pending'`, cmd.ID); err != nil {
+		return cmd.ID, fmt.Errorf("devicelink: mark command sent: %w", err)
+	}
+	l.log.Info("command sent", "device", device, "command", cmd.ID, "kind", cmd.Kind, "expires", cmd.Expires)
+	return cmd.ID, nil
+}
+
+// CommandState is a command's stored status.
+type CommandState struct {
+	ID       string
+	DeviceID string
+	Kind     wire.CommandKind
+	// Status is "pending" (stored, not yet published), "sent", or the
+	// device's wire.CommandStatus.
+	Status   string
+	Expires  time.Time
+	ResultAt *time.Time
+	Detail   string
+}
+
+// CommandStatus reads the stored state of a command.
+func (l *Link) CommandStatus(ctx context.Context, id string) (CommandState, error) {
+	var s CommandState
+	var kind string
+	err := l.o.Pool.QueryRow(ctx, `SELECT command_id, device_id, kind, status, expires_at, result_at, result_detail
+		FROM device_commands WHERE command_id = $1`, id).
+		Scan(&s.ID, &s.DeviceID, &kind, &s.Status, &s.Expires, &s.ResultAt, &s.Detail)
+	if err != nil {
+		return CommandState{}, fmt.Errorf("devicelink: command %s: %w", truncate(id), err)
+	}
+	s.Kind = wire.CommandKind(kind)
+	return s, nil
+}
+
+// PresenceState is a device's stored presence.
+type PresenceState struct {
+	DeviceID        string
+	Online          bool
+	Changed         time.Time
+	Software        string
+	LastHeartbeatAt *time.Time
+}
+
+// Presence reads the stored presence of device (pgx.ErrNoRows wrapped when
+// it never connected).
+func (l *Link) Presence(ctx context.Context, device string) (PresenceState, error) {
+	var p PresenceState
+	var state string
+	err := l.o.Pool.QueryRow(ctx, `SELECT device_id, state, changed_at, software, last_heartbeat_at
+		FROM device_presence WHERE device_id = $1`, device).
+		Scan(&p.DeviceID, &state, &p.Changed, &p.Software, &p.LastHeartbeatAt)
+	if err != nil {
+		return PresenceState{}, fmt.Errorf("devicelink: presence of %s: %w", truncate(device), err)
+	}
+	p.Online = state == string(wire.Online)
+	return p, nil
+}
+
+func truncate(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "..."
+	}
+	return s
+}

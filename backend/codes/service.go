@@ -313,7 +313,11 @@ func (s *Service) deviceSalt(ctx context.Context, tx pgx.Tx, deviceID string, no
 		VALUES ($1, $2, $3) ON CONFLICT (device_id) DO NOTHING`, deviceID, salt, now); err != nil {
 		return nil, fmt.Errorf("codes: device %s: %w", deviceID, err)
 	}
-	if err := tx.QueryRow(ctx, `SELECT offline_salt FROM code_devices WHERE device_id = $1`, deviceID).Scan(&salt); err != nil {
+	// The row lock serializes issues and verifications on one device (the
+	// active-code count and PIN uniqueness); NO KEY UPDATE leaves foreign
+	// key checks of other transactions alone. Lock order everywhere:
+	// code_devices row, then codes rows, then the audit log.
+	if err := tx.QueryRow(ctx, `SELECT offline_salt FROM code_devices WHERE device_id = $1 FOR NO KEY UPDATE`, deviceID).Scan(&salt); err != nil {
 		return nil, fmt.Errorf("codes: device salt: %w", err)
 	}
 	return salt, nil

@@ -131,7 +131,7 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 			return fmt.Errorf("device row: %w", err)
 		}
 		var burst *time.Time
-		err := tx.QueryRow(ctx, `SELECT locked_until FROM code_devices WHERE device_id = $1 FOR UPDATE`, a.DeviceID).Scan(&burst)
+		err := tx.QueryRow(ctx, `SELECT locked_until FROM code_devices WHERE device_id = $1 FOR NO KEY UPDATE`, a.DeviceID).Scan(&burst)
 		if errors.Is(err, pgx.ErrNoRows) {
 			// Unknown device: nothing can match; record nothing device-bound.
 			out = outcome{err: ErrWrongCode}

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
@@ -16,6 +17,7 @@ import (
 	"kluis/backend/api"
 	"kluis/backend/audit"
 	"kluis/backend/auth"
+	"kluis/backend/store/storetest"
 )
 
 var methods = map[string]bool{"get": true, "put": true, "post": true, "delete": true, "patch": true, "head": true, "options": true}
@@ -477,4 +479,35 @@ func TestReadyzWithoutDatabase(t *testing.T) {
 	req, _ = http.NewRequest("GET", "/healthz", nil)
 	srv.Handler().ServeHTTP(rec, req)
 	assert.Equal(t, http.StatusOK, rec.Code)
+}
+
+func TestLoginThrottle(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC))
+	e := newEnv(t, func(o *api.Options) { o.Clock = clock.Now })
+	wrong := map[string]string{"username": "test-staff", "password": "wrong password"}
+	right := map[string]string{"username": "test-staff", "password": "password-of-staff"}
+	for i := 0; i < 5; i++ {
+		r := e.do("POST", "/api/v1/sessions", "", wrong)
+		require.Equal(t, 401, r.status, "attempt %d", i+1)
+	}
+	r := e.do("POST", "/api/v1/sessions", "", right)
+	assert.Equal(t, 429, r.status, "even the right password is refused while throttled")
+	assert.Equal(t, "too_many_attempts", r.errCode())
+	assert.NotEmpty(t, r.header.Get("Retry-After"))
+	r = e.do("POST", "/api/v1/sessions", "", map[string]string{"username": "TEST-STAFF ", "password": "x"})
+	assert.Equal(t, 429, r.status, "the username is matched case-insensitively")
+
+	// Other users are not affected.
+	r = e.do("POST", "/api/v1/sessions", "", map[string]string{"username": "test-admin", "password": "password-of-admin"})
+	assert.Equal(t, 201, r.status)
+
+	clock.Set(clock.Now().Add(16 * time.Minute))
+	r = e.do("POST", "/api/v1/sessions", "", right)
+	assert.Equal(t, 201, r.status, string(r.body))
+	// A success clears the count.
+	for i := 0; i < 4; i++ {
+		e.do("POST", "/api/v1/sessions", "", wrong)
+	}
+	r = e.do("POST", "/api/v1/sessions", "", right)
+	assert.Equal(t, 201, r.status)
 }

@@ -67,6 +67,7 @@ type Server struct {
 	slip    SlipFunc
 	track   http.Handler
 	routes  []route
+	logins  *loginThrottle
 	mux     *http.ServeMux
 	latency *prometheus.HistogramVec
 	panics  prometheus.Counter
@@ -126,6 +127,7 @@ func New(opts Options) (*Server, error) {
 		maxBody: opts.MaxBodyBytes,
 		mappers: opts.ErrorMappers,
 		mux:     http.NewServeMux(),
+		logins:  newLoginThrottle(),
 		svc:     opts.Service,
 		opener:  opts.Opener,
 		slip:    opts.Slip,

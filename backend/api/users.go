@@ -43,8 +43,15 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusBadRequest, "missing_field", "username and password are required")
 	}
 	ctx := r.Context()
+	now := s.clock()
+	if until := s.logins.blockedUntil(req.Username, now); !until.IsZero() {
+		secs := int(until.Sub(now).Seconds()) + 1
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		return errorf(http.StatusTooManyRequests, "too_many_attempts", "too many failed logins for this user; try again in %d seconds", secs)
+	}
 	iss, err := s.auth.Login(ctx, req.Username, req.Password)
 	if errors.Is(err, auth.ErrInvalidCredentials) {
+		s.logins.fail(req.Username, now)
 		e := audit.Entry{Actor: "anonymous", Action: "login.failed", Details: map[string]any{"known_user": false}}
 		if u, uerr := s.auth.UserByName(ctx, req.Username); uerr == nil {
 			e.Actor, e.Subject = "user:"+strconv.FormatInt(u.ID, 10), "user:"+strconv.FormatInt(u.ID, 10)
@@ -58,6 +65,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	s.logins.succeed(req.Username)
 	subj := "user:" + strconv.FormatInt(iss.User.ID, 10)
 	if err := s.appendAudit(ctx, audit.Entry{Actor: subj, Action: "login", Subject: subj,
 		Details: map[string]any{"token_id": iss.ID}}); err != nil {

@@ -1,0 +1,219 @@
+package kiosk
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/term"
+
+	"kluis/backend/codes"
+	"kluis/controller/config"
+	"kluis/controller/engine"
+	"kluis/controller/journal"
+	"kluis/controller/offline"
+	"kluis/controller/wire"
+	"kluis/hardware"
+	"kluis/hardware/hardwaretest"
+	"kluis/hardware/serialport"
+)
+
+const dev = "kiosk-test"
+
+type rig struct {
+	e    *engine.Engine
+	f    *hardwaretest.Fake
+	priv ed25519.PrivateKey
+	srv  *httptest.Server
+}
+
+func newRig(t *testing.T) *rig {
+	dir := t.TempDir()
+	cfg, err := config.Parse([]byte(`
+device_id: `+dev+`
+site: test
+kind: locker
+mqtt: {url: tcp://127.0.0.1:1883}
+hardware: {driver: simfile, simfile: /dev/null}
+journal_dir: `+dir+`
+compartments:
+  - {number: 1, board: 0, channel: 0}
+  - {number: 2, board: 0, channel: 1}
+`), config.ParseOptions{AllowTestDrivers: true})
+	require.NoError(t, err)
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	f := hardwaretest.New(hardwaretest.Options{Caps: hardware.Capabilities{DoorSensor: true, ItemSensor: true}})
+	j, recs, _, err := journal.Open(journal.Options{Dir: dir, DeviceID: dev})
+	require.NoError(t, err)
+	cache, err := offline.Open(dir, dev, pub)
+	require.NoError(t, err)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	e, err := engine.New(engine.Options{Config: cfg, Driver: f, Journal: j, Replay: recs, Cache: cache, Logger: log})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; j.Close() })
+	deadline := time.Now().Add(10 * time.Second)
+	for !e.Ready() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	srv := httptest.NewServer(Handler(e, log))
+	t.Cleanup(srv.Close)
+	return &rig{e: e, f: f, priv: priv, srv: srv}
+}
+
+// token syncs a QR code for compartment ch into the offline cache and
+// returns the token.
+func (r *rig) token(t *testing.T, doc string, ch int) string {
+	id := make([]byte, codes.CodeIDSize)
+	_, _ = rand.Read(id)
+	cid := base64.RawURLEncoding.EncodeToString(id)
+	now := time.Now()
+	tok, err := codes.SignToken(r.priv, codes.Claims{CodeID: cid, DeviceID: dev, Expires: now.Add(time.Hour).Unix()})
+	require.NoError(t, err)
+	res := r.e.HandleCommand(context.Background(), wire.Command{ID: wire.NewID(now), Kind: wire.CmdCodeSync, Issued: now,
+		Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: now.UnixNano(), Entries: []wire.CodeEntry{
+			{DocumentID: doc, Addr: wire.Address{Channel: ch}, Expires: now.Add(time.Hour), QRHash: offline.QRHash(cid)}}}})
+	require.Equal(t, wire.StatusDone, res.Status, res.Detail)
+	return tok
+}
+
+func (r *rig) post(t *testing.T, path, body string) (int, map[string]any) {
+	resp, err := http.Post(r.srv.URL+path, "application/json", strings.NewReader(body))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var out map[string]any
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+	return resp.StatusCode, out
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func TestPickupOverHTTP(t *testing.T) {
+	r := newRig(t)
+	tok := r.token(t, "doc-1", 1)
+	code, out := r.post(t, "/kiosk/v1/pickup", `{"qr":"`+tok+`","lang":"en"}`)
+	require.Equal(t, http.StatusOK, code, out)
+	require.Equal(t, engine.StateOpen, out["state"])
+	require.Equal(t, float64(2), out["compartment"])
+	require.Contains(t, out["message"], "Compartment 2 is open")
+	waitFor(t, "pulse", func() bool { return r.f.PulseCount(hardware.Address{Channel: 1}) == 1 })
+
+	resp, err := http.Get(r.srv.URL + "/kiosk/v1/session")
+	require.NoError(t, err)
+	var scr engine.Screen
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&scr))
+	resp.Body.Close()
+	require.Equal(t, engine.StateOpen, scr.State)
+	for _, l := range []string{"nl", "fr", "en", "de"} {
+		require.NotEmpty(t, scr.Messages[l])
+	}
+
+	code, out = r.post(t, "/kiosk/v1/pickup", `{"qr":"K1.nonsense"}`)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, engine.StateWrongCode, out["state"])
+}
+
+func TestBadRequests(t *testing.T) {
+	r := newRig(t)
+	for body, want := range map[string]int{
+		``:                                     http.StatusBadRequest,
+		`{`:                                    http.StatusBadRequest,
+		`[]`:                                   http.StatusBadRequest,
+		`{"qr":1}`:                             http.StatusBadRequest,
+		`{"qr":"a","x":1}`:                     http.StatusBadRequest,
+		`{"qr":"a"} {"qr":"b"}`:                http.StatusBadRequest,
+		`{}`:                                   http.StatusBadRequest,
+		`{"pin":"98765abc"}`:                   http.StatusBadRequest,
+		`{"pin":"987654321","birth_date":"x"}`: http.StatusBadRequest,
+		`{"qr":"` + strings.Repeat("a", 9000) + `"}`: http.StatusRequestEntityTooLarge,
+	} {
+		code, out := r.post(t, "/kiosk/v1/pickup", body)
+		require.Equal(t, want, code, "%.40s: %v", body, out)
+		require.NotEmpty(t, out["error"])
+		require.NotContains(t, out["error"], "98765", "no PIN echoed")
+	}
+	require.Empty(t, r.f.Pulses())
+	code, out := r.post(t, "/kiosk/v1/tech/test-open", `{"compartment":1}`)
+	require.Equal(t, http.StatusForbidden, code, out)
+	code, out = r.post(t, "/kiosk/v1/staff/load", `{"document_number":"591-1"}`)
+	require.Equal(t, http.StatusForbidden, code, out)
+	// Without a backend a staff login cannot be checked: refused screen.
+	code, out = r.post(t, "/kiosk/v1/staff/login", `{"badge":"B-1"}`)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, engine.StateError, out["state"])
+	code, _ = r.post(t, "/kiosk/v1/staff/login", `{"badge":"B-1","pin":"1234"}`)
+	require.Equal(t, http.StatusBadRequest, code)
+
+	// Requests from elsewhere than loopback are refused.
+	req := httptest.NewRequest(http.MethodGet, "/kiosk/v1/session", nil)
+	req.RemoteAddr = "192.168.1.20:5555"
+	w := httptest.NewRecorder()
+	Handler(r.e, nil).ServeHTTP(w, req)
+	require.Equal(t, http.StatusForbidden, w.Code)
+
+	resp, err := http.Get(r.srv.URL + "/kiosk/v1/diagnostics")
+	require.NoError(t, err)
+	var d engine.Diagnostics
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&d))
+	resp.Body.Close()
+	require.True(t, d.Ready)
+	require.Zero(t, d.OfflineCache)
+	require.Len(t, d.Doors, 16)
+}
+
+// A serial barcode scanner on a real pseudo-terminal: each line is a QR
+// submission; garbage and over-long lines open nothing.
+func TestScannerOnPTY(t *testing.T) {
+	r := newRig(t)
+	tok := r.token(t, "doc-s", 0)
+	master, slave, err := pty.Open()
+	require.NoError(t, err)
+	defer master.Close()
+	defer slave.Close()
+	_, err = term.MakeRaw(int(slave.Fd()))
+	require.NoError(t, err)
+	port, err := serialport.Open(slave.Name(), 9600, serialport.Options{})
+	require.NoError(t, err)
+	defer port.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ReadScanner(ctx, port, r.e.Pickup, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	var in bytes.Buffer
+	in.WriteString(strings.Repeat("x", MaxScan+10) + "\r\n") // dropped
+	in.WriteString("\r\n")                                   // empty
+	in.WriteString(tok + "\r\n")
+	_, err = master.Write(in.Bytes())
+	require.NoError(t, err)
+	waitFor(t, "pulse from scan", func() bool { return r.f.PulseCount(hardware.Address{Channel: 0}) == 1 })
+	require.Len(t, r.f.Pulses(), 1)
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("scanner did not stop")
+	}
+}

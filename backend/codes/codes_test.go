@@ -3,6 +3,7 @@ package codes
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
 	"os"
 	"path/filepath"
@@ -182,4 +183,26 @@ func TestLimiterBurstAndDailyCap(t *testing.T) {
 	// The state survives a restart.
 	l2 := NewLimiter(cfg, l.State())
 	require.Equal(t, l.LockedUntil(now), l2.LockedUntil(now))
+}
+
+func TestKeysFromEnv(t *testing.T) {
+	_, ok, err := KeysFromEnv(func(string) string { return "" })
+	require.NoError(t, err)
+	require.False(t, ok)
+	k, err := GenerateKeys()
+	require.NoError(t, err)
+	env := map[string]string{
+		EnvSigningKey: base64.StdEncoding.EncodeToString(k.Signing.Seed()),
+		EnvPINKey:     base64.StdEncoding.EncodeToString(k.PIN),
+	}
+	got, ok, err := KeysFromEnv(func(n string) string { return env[n] })
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, k.Signing, got.Signing)
+	pub, err := ParsePublicKey(got.PublicBase64())
+	require.NoError(t, err)
+	require.Equal(t, k.Public(), pub)
+	env[EnvPINKey] = "c2hvcnQ="
+	_, _, err = KeysFromEnv(func(n string) string { return env[n] })
+	require.ErrorIs(t, err, ErrInvalid)
 }

@@ -149,3 +149,35 @@ func readKeyFile(path string, size int) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// Environment variables read by KeysFromEnv: standard base64 of the 32-byte
+// Ed25519 seed and of the PIN key (at least 32 bytes).
+const (
+	EnvSigningKey = "KLUIS_CODES_SIGNING_KEY"
+	EnvPINKey     = "KLUIS_CODES_PIN_KEY"
+)
+
+// KeysFromEnv reads the keys from EnvSigningKey and EnvPINKey through
+// getenv (os.Getenv when nil). ok is false when neither is set.
+func KeysFromEnv(getenv func(string) string) (k Keys, ok bool, err error) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	s, p := strings.TrimSpace(getenv(EnvSigningKey)), strings.TrimSpace(getenv(EnvPINKey))
+	if s == "" && p == "" {
+		return Keys{}, false, nil
+	}
+	seed, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(seed) != ed25519.SeedSize {
+		return Keys{}, true, fmt.Errorf("codes: %s: want base64 of %d bytes: %w", EnvSigningKey, ed25519.SeedSize, ErrInvalid)
+	}
+	pin, err := base64.StdEncoding.DecodeString(p)
+	if err != nil || len(pin) < 32 {
+		return Keys{}, true, fmt.Errorf("codes: %s: want base64 of at least 32 bytes: %w", EnvPINKey, ErrInvalid)
+	}
+	return Keys{Signing: ed25519.NewKeyFromSeed(seed), PIN: pin}, true, nil
+}
+
+// PublicBase64 is the public key in the form ParsePublicKey reads, for
+// device configuration.
+func (k Keys) PublicBase64() string { return base64.StdEncoding.EncodeToString(k.Public()) }

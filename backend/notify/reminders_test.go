@@ -1,0 +1,36 @@
+package notify
+
+import (
+	"context"
+	"mime"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/service"
+)
+
+func TestDueReminders(t *testing.T) {
+	f := newNfix(t)
+	d, c := f.doc(t, "nl", "ann@example.org", "") // deadline now0 + 10 days
+	ids, err := DueReminders(context.Background(), f.pool, now0, 0, 0)
+	require.NoError(t, err)
+	require.Empty(t, ids, "not yet within 48 hours")
+	later := now0.Add(9 * 24 * time.Hour)
+	ids, err = DueReminders(context.Background(), f.pool, later, 0, 0)
+	require.NoError(t, err)
+	require.Equal(t, []string{d.ID}, ids)
+	require.NoError(t, f.n.Notify(context.Background(), service.Notification{Kind: service.NotifyReminder, Document: d, Compartment: c}))
+	pm := parseMail(t, f.smtp.Messages()[0].Data)
+	subj, err := new(mime.WordDecoder).DecodeHeader(pm.header.Get("Subject"))
+	require.NoError(t, err)
+	require.Equal(t, "Herinnering: haal uw document op", subj)
+	require.Contains(t, pm.text, "Haal het op voor 1 december 2026 om 11.00 uur")
+	ids, err = DueReminders(context.Background(), f.pool, later, 0, 0)
+	require.NoError(t, err)
+	require.Empty(t, ids, "one reminder per document")
+	ids, err = DueReminders(context.Background(), f.pool, now0.Add(11*24*time.Hour), 0, 0)
+	require.NoError(t, err)
+	require.Empty(t, ids, "past the deadline: no reminder")
+}

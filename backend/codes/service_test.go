@@ -274,6 +274,11 @@ func TestIssueRefusesBadInput(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalid)
 	_, err = f.verify(Attempt{DeviceID: "nosuch", PIN: "123456789", BirthDate: "1990-01-01"})
 	require.ErrorIs(t, err, ErrWrongCode)
+	recs, err := audit.List(context.Background(), f.pool, audit.ListOptions{Subject: "device:nosuch"})
+	require.NoError(t, err)
+	require.Len(t, recs, 1, "attempts at unknown devices are audited too")
+	require.Equal(t, "code.denied", recs[0].Action)
+	require.NotContains(t, string(recs[0].Details), "123456789")
 }
 
 // The per-device limit refuses the next attempt even with the right PIN and

@@ -132,10 +132,10 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 		}
 		var burst *time.Time
 		err := tx.QueryRow(ctx, `SELECT locked_until FROM code_devices WHERE device_id = $1 FOR NO KEY UPDATE`, a.DeviceID).Scan(&burst)
+		known := true
 		if errors.Is(err, pgx.ErrNoRows) {
-			// Unknown device: nothing can match; record nothing device-bound.
-			out = outcome{err: ErrWrongCode}
-			return nil
+			// Unknown device: nothing can match. Recorded and audited, not counted.
+			known, err = false, nil
 		}
 		if err != nil {
 			return fmt.Errorf("lock device: %w", err)
@@ -144,11 +144,15 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 		if burst != nil {
 			burstUntil = *burst
 		}
-		failures, err := s.recentFailures(ctx, tx, a.DeviceID, now)
-		if err != nil {
-			return err
+		var failures []time.Time
+		if known {
+			if failures, err = s.recentFailures(ctx, tx, a.DeviceID, now); err != nil {
+				return err
+			}
+			out = s.decide(ctx, tx, a, method, now, burstUntil, failures)
+		} else {
+			out = outcome{err: ErrWrongCode}
 		}
-		out = s.decide(ctx, tx, a, method, now, burstUntil, failures)
 		if out.err == nil && out.code == nil {
 			return fmt.Errorf("internal: no code")
 		}

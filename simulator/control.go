@@ -148,7 +148,11 @@ func NewControlHandler(f *Fleet) http.Handler {
 			writeErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, d.Pulses())
+		ps := d.Pulses()
+		if ps == nil {
+			ps = []Pulse{}
+		}
+		writeJSON(w, http.StatusOK, ps)
 	})
 	mux.HandleFunc("GET /v1/devices/{id}/presents", func(w http.ResponseWriter, r *http.Request) {
 		d, err := dev(r)
@@ -156,7 +160,11 @@ func NewControlHandler(f *Fleet) http.Handler {
 			writeErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, d.Presents())
+		ps := d.Presents()
+		if ps == nil {
+			ps = []Present{}
+		}
+		writeJSON(w, http.StatusOK, ps)
 	})
 	mux.HandleFunc("GET /v1/devices/{id}/boards/{b}/queue", func(w http.ResponseWriter, r *http.Request) {
 		d, err := dev(r)

@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"context"
+	"crypto/subtle"
 	"strings"
 
 	"kluis/controller/wire"
@@ -40,4 +42,25 @@ func Allowed(role Role, device, topic string, write bool) bool {
 // "{device}.{anything}".
 func ValidClientID(device, clientID string) bool {
 	return clientID == device || clientID == "kluisd-"+device || strings.HasPrefix(clientID, device+".")
+}
+
+// WithInternalBackend returns a CredentialsFunc that accepts user and
+// password as RoleBackend (compared in constant time) and asks next for
+// everyone else: kluis-backend's own client on its embedded broker, with a
+// password generated at start-up, needs no row in any table.
+func WithInternalBackend(user, password string, next CredentialsFunc) CredentialsFunc {
+	return func(ctx context.Context, u, p string) (string, Role, bool) {
+		userOK := subtle.ConstantTimeCompare([]byte(u), []byte(user)) == 1
+		passOK := subtle.ConstantTimeCompare([]byte(p), []byte(password)) == 1
+		if userOK && password != "" {
+			if passOK {
+				return "", RoleBackend, true
+			}
+			return "", "", false
+		}
+		if next == nil {
+			return "", "", false
+		}
+		return next(ctx, u, p)
+	}
 }

@@ -216,3 +216,19 @@ func TestLastWillReachesBackend(t *testing.T) {
 	presence.WaitFor(t, "kluis/v1/dev/dev-a/presence gone")
 	c.Disconnect(100)
 }
+
+func TestWithInternalBackend(t *testing.T) {
+	ctx := context.Background()
+	f := WithInternalBackend("kluis-backend", "generated-secret", testCreds)
+	_, role, ok := f(ctx, "kluis-backend", "generated-secret")
+	assert.True(t, ok)
+	assert.Equal(t, RoleBackend, role)
+	_, _, ok = f(ctx, "kluis-backend", "guess")
+	assert.False(t, ok)
+	dev, role, ok := f(ctx, "dev-a", "pw-dev-a")
+	assert.True(t, ok, "others still go to the next function")
+	assert.Equal(t, "dev-a", dev)
+	assert.Equal(t, RoleDevice, role)
+	_, _, ok = WithInternalBackend("kluis-backend", "", nil)(ctx, "kluis-backend", "")
+	assert.False(t, ok, "an empty internal password opens nothing")
+}

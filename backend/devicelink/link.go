@@ -50,6 +50,14 @@ func (f EventHandlerFunc) HandleEvent(ctx context.Context, tx pgx.Tx, deviceID s
 	return f(ctx, tx, deviceID, ev)
 }
 
+// StaffHandlerFunc adapts a function to StaffHandler.
+type StaffHandlerFunc func(ctx context.Context, deviceID string, req wire.StaffRequest) wire.StaffResponse
+
+// HandleStaff calls f.
+func (f StaffHandlerFunc) HandleStaff(ctx context.Context, deviceID string, req wire.StaffRequest) wire.StaffResponse {
+	return f(ctx, deviceID, req)
+}
+
 // VerifierFunc adapts a function to Verifier.
 type VerifierFunc func(ctx context.Context, deviceID string, req wire.VerifyRequest) wire.VerifyResponse
 
@@ -122,9 +130,10 @@ type Link struct {
 	ready  chan struct{}
 	readyO sync.Once
 
-	mu      sync.Mutex
-	client  paho.Client
-	replies map[string]*reply
+	mu        sync.Mutex
+	client    paho.Client
+	replies   map[string]*reply
+	lastPrune time.Time
 }
 
 type inbound struct {
@@ -163,6 +172,11 @@ func New(opts Options) (*Link, error) {
 	}
 	if opts.DeviceFilter == "" {
 		opts.DeviceFilter = "+"
+	}
+	if opts.DeviceFilter != "+" {
+		if err := wire.ValidDeviceID(opts.DeviceFilter); err != nil {
+			return nil, fmt.Errorf("devicelink: DeviceFilter: %w", err)
+		}
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = 4
@@ -471,20 +485,20 @@ func (l *Link) handleRequest(ctx context.Context, device, id string, kind wire.K
 	return outcome
 }
 
+// pruneLocked forgets answered requests older than ReplyCache, at most
+// once a second unless the cache is over its bound.
 func (l *Link) pruneLocked(now time.Time) {
 	const max = 10000
-	if len(l.replies) < max/2 {
-		// cheap path: prune only now and then
-		if len(l.replies)%64 != 0 {
-			return
-		}
+	if now.Sub(l.lastPrune) < time.Second && len(l.replies) <= max {
+		return
 	}
+	l.lastPrune = now
 	for k, r := range l.replies {
 		if now.Sub(r.at) > l.o.ReplyCache || len(l.replies) > max {
 			select {
 			case <-r.done:
 				delete(l.replies, k)
-			default:
+			default: // still being answered
 			}
 		}
 	}

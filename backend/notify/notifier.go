@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/mail"
+	"regexp"
 	"strings"
 	"time"
 
@@ -50,6 +51,21 @@ type Options struct {
 	// ready (e-mail or SMS accepted, or slip written); wire it to
 	// service.Service.MarkNotified. nil: nothing.
 	OnNotified func(ctx context.Context, documentID string) error
+}
+
+// ErrNotDelivered means no channel reached the holder.
+var ErrNotDelivered = errors.New("notification reached nobody")
+
+var (
+	emailRe = regexp.MustCompile(`[^\s<>"'(),;:]+@[^\s<>"'(),;:]+`)
+	phoneRe = regexp.MustCompile(`\+?[0-9](?:[ ./-]?[0-9]){7,}`)
+)
+
+// redact removes e-mail addresses and phone numbers a server may echo in
+// its error text, before that text is logged or stored.
+func redact(s string) string {
+	s = emailRe.ReplaceAllString(s, "[address]")
+	return phoneRe.ReplaceAllString(s, "[number]")
 }
 
 // Notifier implements service.Notifier and service.Purger.
@@ -206,10 +222,10 @@ func (n *Notifier) Notify(ctx context.Context, note service.Notification) error 
 		}
 	}
 	if len(errs) > 0 && !delivered {
-		return fmt.Errorf("notify: %s for %s reached nobody: %w", note.Kind, doc.ID, errors.Join(errs...))
+		return fmt.Errorf("notify: %s for %s: %w: %s", note.Kind, doc.ID, ErrNotDelivered, redact(errors.Join(errs...).Error()))
 	}
 	if len(errs) > 0 {
-		n.log.Warn("a channel failed", "document", doc.ID, "kind", note.Kind, "err", errors.Join(errs...))
+		n.log.Warn("a channel failed", "document", doc.ID, "kind", note.Kind, "err", redact(errors.Join(errs...).Error()))
 	}
 	return nil
 }
@@ -255,7 +271,7 @@ func (n *Notifier) record(ctx context.Context, documentID, kind, channel string,
 		status = "needed"
 	}
 	if sendErr != nil {
-		status, errText = "failed", sendErr.Error()
+		status, errText = "failed", redact(sendErr.Error())
 		if len(errText) > 500 {
 			errText = errText[:500]
 		}
@@ -297,12 +313,16 @@ func History(ctx context.Context, db store.DB, documentID string) ([]Record, err
 }
 
 // PurgeDocuments forgets the tracking ids of purged documents (their track
-// links stop working) inside the purge transaction.
+// links stop working) and clears stored error texts, inside the purge
+// transaction.
 func (n *Notifier) PurgeDocuments(ctx context.Context, tx pgx.Tx, documentIDs []string) error {
 	if len(documentIDs) == 0 {
 		return nil
 	}
 	if _, err := tx.Exec(ctx, `DELETE FROM notify_tracking WHERE document_id = ANY($1::uuid[])`, documentIDs); err != nil {
+		return fmt.Errorf("notify: purge: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE notifications SET error = '' WHERE document_id = ANY($1::uuid[]) AND error <> ''`, documentIDs); err != nil {
 		return fmt.Errorf("notify: purge: %w", err)
 	}
 	return nil

@@ -187,7 +187,8 @@ func TestNotifyFailuresAndOtherKinds(t *testing.T) {
 
 	d2, _ := f.docIn(t, "retrieved", "en", "", "+32470123456")
 	err = f.n.Notify(context.Background(), service.Notification{Kind: service.NotifyExpired, Document: d2, Compartment: c})
-	require.Error(t, err, "nobody was reached")
+	require.ErrorIs(t, err, ErrNotDelivered)
+	require.NotContains(t, err.Error(), "32470123456")
 
 	err = f.n.Notify(context.Background(), service.Notification{Kind: service.NotifyLoaded, Document: d, Compartment: c})
 	require.ErrorIs(t, err, ErrInvalid, "ready without credentials")
@@ -195,6 +196,14 @@ func TestNotifyFailuresAndOtherKinds(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalid)
 	_, err = New(Options{})
 	require.ErrorIs(t, err, ErrInvalid)
+}
+
+func TestRedact(t *testing.T) {
+	got := redact(`550 5.1.1 <ann.peeters@example.org>: unknown; sms to +32 470 12 34 56 failed (code 502)`)
+	require.NotContains(t, got, "ann.peeters")
+	require.NotContains(t, got, "470 12 34")
+	require.Contains(t, got, "550 5.1.1")
+	require.Contains(t, got, "code 502")
 }
 
 func TestSlipAndTrackPageRender(t *testing.T) {

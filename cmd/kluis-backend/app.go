@@ -20,6 +20,8 @@ import (
 
 	"kluis/backend/api"
 	"kluis/backend/auth"
+	"kluis/backend/broker"
+	"kluis/backend/devicelink"
 	"kluis/backend/store"
 )
 
@@ -30,6 +32,8 @@ type env struct {
 	getenv         func(string) string
 	// onListen, when set, is told the HTTP address once listening.
 	onListen func(addr string)
+	// onBroker, when set, is told the embedded broker's address.
+	onBroker func(addr string)
 }
 
 // config is the resolved configuration.
@@ -41,6 +45,10 @@ type config struct {
 	adminPass   string
 	logLevel    string
 	keyDir      string
+	mqttUser    string
+	mqttPass    string
+	mqttAddr    string
+	openTimeout time.Duration
 	// housekeepEvery is the expiry/purge interval; 0 disables it.
 	housekeepEvery time.Duration
 }
@@ -74,11 +82,13 @@ func run(ctx context.Context, args []string, e env) int {
 		err = useradd(ctx, args, e)
 	case "token":
 		err = token(ctx, args, e)
+	case "mqttpasswd":
+		err = mqttpasswd(ctx, args, e)
 	case "help", "-h", "--help":
-		fmt.Fprintln(e.stdout, "usage: kluis-backend [serve|migrate|useradd|token] [flags]; kluis-backend CMD -h for flags")
+		fmt.Fprintln(e.stdout, "usage: kluis-backend [serve|migrate|useradd|token|mqttpasswd] [flags]; kluis-backend CMD -h for flags")
 		return 0
 	default:
-		err = fmt.Errorf("unknown command %q (want serve, migrate, useradd or token)", cmd)
+		err = fmt.Errorf("unknown command %q (want serve, migrate, useradd, token or mqttpasswd)", cmd)
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -231,6 +241,51 @@ func token(ctx context.Context, args []string, e env) error {
 	return nil
 }
 
+// mqttpasswd sets a device's password for the embedded broker: from
+// KLUIS_NEW_PASSWORD, or generated and printed once.
+func mqttpasswd(ctx context.Context, args []string, e env) error {
+	var c config
+	var device string
+	fs := flag.NewFlagSet("mqttpasswd", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	commonFlags(fs, e, &c)
+	fs.StringVar(&device, "device", "", "device id, the MQTT user name (required)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if device == "" {
+		return errors.New("-device is required")
+	}
+	log, err := newLogger(e.stderr, c.logLevel)
+	if err != nil {
+		return err
+	}
+	pw := e.getenv("KLUIS_NEW_PASSWORD")
+	generated := pw == ""
+	if generated {
+		p, err := randomPassword()
+		if err != nil {
+			return err
+		}
+		pw = p + p
+	}
+	st, err := openStore(ctx, c, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	creds := devicelink.NewCredentials(devicelink.CredentialsOptions{Pool: st.Pool(), Logger: log, Params: mqttParams(e)})
+	if err := creds.Set(ctx, device, broker.RoleDevice, pw); err != nil {
+		return err
+	}
+	if generated {
+		fmt.Fprintln(e.stdout, pw)
+	} else {
+		fmt.Fprintf(e.stdout, "password set for device %s\n", device)
+	}
+	return nil
+}
+
 func randomPassword() (string, error) {
 	b := make([]byte, 18)
 	if _, err := rand.Read(b); err != nil {
@@ -246,6 +301,9 @@ func serve(ctx context.Context, args []string, e env) error {
 	commonFlags(fs, e, &c)
 	fs.StringVar(&c.mqttURL, "mqtt-url", e.getenv("MQTT_URL"), "MQTT broker URL, e.g. tcp://127.0.0.1:1883 (env MQTT_URL); empty starts the embedded broker")
 	fs.StringVar(&c.httpAddr, "http-addr", envOr(e, "KLUIS_HTTP_ADDR", "127.0.0.1:8080"), "HTTP listen address (env KLUIS_HTTP_ADDR)")
+	fs.StringVar(&c.mqttUser, "mqtt-username", envOr(e, "MQTT_USERNAME", backendMQTTUser), "user name at an external broker (env MQTT_USERNAME)")
+	fs.StringVar(&c.mqttAddr, "mqtt-addr", envOr(e, "KLUIS_MQTT_ADDR", "127.0.0.1:1883"), "listen address of the embedded broker (env KLUIS_MQTT_ADDR)")
+	fs.DurationVar(&c.openTimeout, "open-timeout", 15*time.Second, "how long a remote open waits for the device; the command expires then")
 	fs.StringVar(&c.keyDir, "key-dir", envOr(e, "KLUIS_KEY_DIR", "var/keys"), "directory of the QR signing and PIN keys, created at first start (env KLUIS_KEY_DIR)")
 	fs.DurationVar(&c.housekeepEvery, "housekeep-every", defaultHousekeepEvery, "interval of the expiry sweep and retention purge (0 disables)")
 	fs.StringVar(&c.adminUser, "admin-user", envOr(e, "KLUIS_ADMIN_USER", "admin"), "bootstrap admin created when no admin exists (env KLUIS_ADMIN_USER)")
@@ -256,6 +314,7 @@ func serve(ctx context.Context, args []string, e env) error {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	c.adminPass = e.getenv("KLUIS_ADMIN_PASSWORD")
+	c.mqttPass = e.getenv("MQTT_PASSWORD")
 	log, err := newLogger(e.stderr, c.logLevel)
 	if err != nil {
 		return err
@@ -277,11 +336,14 @@ func serve(ctx context.Context, args []string, e env) error {
 		return err
 	}
 
-	deps, err := wire(ctx, st, reg, c, e, log)
+	deps, err := wireDeps(ctx, st, reg, c, e, log)
 	if err != nil {
 		return err
 	}
 	defer deps.close()
+	if deps.brokerAddr != "" && e.onBroker != nil {
+		e.onBroker(deps.brokerAddr)
+	}
 
 	opts := deps.api
 	opts.Logger, opts.Registry, opts.Pool, opts.Auth = log, reg, st.Pool(), as

@@ -51,6 +51,7 @@ func TestServeBootstrapAndShutdown(t *testing.T) {
 		"KLUIS_INSECURE_FAST_HASH": "1",
 		"KLUIS_LOG_LEVEL":          "warn",
 		"KLUIS_KEY_DIR":            t.TempDir() + "/keys",
+		"KLUIS_MQTT_ADDR":          "127.0.0.1:0",
 	}
 	e, _, errb := testEnv(vars)
 	addrc := make(chan string, 1)

@@ -12,7 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"kluis/backend/api"
+	"kluis/backend/broker"
 	"kluis/backend/codes"
+	"kluis/backend/devicelink"
 	"kluis/backend/service"
 	"kluis/backend/store"
 )
@@ -23,9 +25,12 @@ type deps struct {
 	service *service.Service
 	api     api.Options     // the domain part of the API options
 	ctx     context.Context // ends at close
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	closers []func()
+	link    *devicelink.Link
+	// brokerAddr is the embedded broker's address ("" with an external broker).
+	brokerAddr string
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	closers    []func()
 }
 
 // close stops the background loops and releases resources, newest first.
@@ -73,7 +78,7 @@ func pseudonymKey(k codes.Keys) []byte {
 }
 
 // wire builds the codes and document services and starts housekeeping.
-func wire(ctx context.Context, st *store.Store, reg *prometheus.Registry, c config, e env, log *slog.Logger) (*deps, error) {
+func wireDeps(ctx context.Context, st *store.Store, reg *prometheus.Registry, c config, e env, log *slog.Logger) (*deps, error) {
 	d := &deps{}
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.ctx, d.cancel = lctx, cancel
@@ -102,7 +107,66 @@ func wire(ctx context.Context, st *store.Store, reg *prometheus.Registry, c conf
 	if c.housekeepEvery > 0 {
 		d.goLoop(func() { _ = d.service.RunHousekeeping(lctx, c.housekeepEvery) })
 	}
+	if err := d.startLink(ctx, st, reg, c, e, log); err != nil {
+		d.close()
+		return nil, err
+	}
 	return d, nil
+}
+
+// backendMQTTUser is the embedded broker's user for this backend's link.
+const backendMQTTUser = "kluis-backend"
+
+// startLink starts the embedded broker when no MQTT_URL is given, then the
+// device link with the verifier, the event handler and the opener.
+func (d *deps) startLink(ctx context.Context, st *store.Store, reg *prometheus.Registry, c config, e env, log *slog.Logger) error {
+	url, user, pass := c.mqttURL, c.mqttUser, c.mqttPass
+	if url == "" {
+		creds := devicelink.NewCredentials(devicelink.CredentialsOptions{Pool: st.Pool(), Logger: log, Params: mqttParams(e)})
+		p, err := randomPassword()
+		if err != nil {
+			return err
+		}
+		user, pass = backendMQTTUser, p+p // 48 characters
+		if err := creds.Set(ctx, user, broker.RoleBackend, pass); err != nil {
+			return fmt.Errorf("backend MQTT credential: %w", err)
+		}
+		b, err := broker.New(broker.Options{Addr: c.mqttAddr, Credentials: creds.Check, Logger: log, Registry: reg})
+		if err != nil {
+			return fmt.Errorf("embedded MQTT broker: %w", err)
+		}
+		if err := b.Start(); err != nil {
+			_ = b.Close()
+			return fmt.Errorf("embedded MQTT broker: %w", err)
+		}
+		d.closers = append(d.closers, func() { _ = b.Close() })
+		d.brokerAddr = b.Addr()
+		url = "tcp://" + b.Addr()
+		log.Info("embedded MQTT broker listening", "addr", b.Addr())
+	}
+	link, err := devicelink.New(devicelink.Options{
+		URL: url, Username: user, Password: pass,
+		Pool:     st.Pool(),
+		Events:   events{svc: d.service, pool: st.Pool(), log: log.With("part", "device-events")},
+		Verifier: verifier{codes: d.codes, log: log.With("part", "verifier"), now: time.Now},
+		Logger:   log,
+		Registry: reg,
+	})
+	if err != nil {
+		return err
+	}
+	d.link = link
+	d.goLoop(func() { _ = link.Run(d.ctx) })
+	d.api.Opener = opener{link: link, pool: st.Pool(), now: time.Now, timeout: c.openTimeout, poll: 100 * time.Millisecond}
+	return nil
+}
+
+// mqttParams lowers the MQTT credential hashing cost like hashParams.
+func mqttParams(e env) devicelink.ArgonParams {
+	if e.getenv("KLUIS_INSECURE_FAST_HASH") == "1" {
+		return devicelink.ArgonParams{Time: 1, MemoryKiB: 1024, Threads: 1}
+	}
+	return devicelink.ArgonParams{}
 }
 
 // defaultHousekeepEvery is how often expiry and purge run.

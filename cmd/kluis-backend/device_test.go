@@ -1,0 +1,258 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/pgtest"
+	"kluis/controller/wire"
+)
+
+// server is a running kluis-backend for a test.
+type server struct {
+	t      *testing.T
+	http   string
+	broker string
+	token  string
+	client *http.Client
+}
+
+func startServer(t *testing.T, vars map[string]string) *server {
+	t.Helper()
+	e, _, errb := testEnv(vars)
+	addrc := make(chan string, 1)
+	brokerc := make(chan string, 1)
+	e.onListen = func(a string) { addrc <- a }
+	e.onBroker = func(a string) { brokerc <- a }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, nil, e) }()
+	s := &server{t: t, client: &http.Client{Timeout: 30 * time.Second}}
+	select {
+	case s.http = <-addrc:
+	case code := <-done:
+		cancel()
+		t.Fatalf("serve exited with %d: %s", code, errb.String())
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("serve did not start")
+	}
+	select {
+	case s.broker = <-brokerc:
+	default:
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not stop")
+		}
+	})
+	m := regexp.MustCompile(`with password (\S+)`).FindStringSubmatch(errb.String())
+	require.NotNil(t, m, errb.String())
+	res := s.call("POST", "/api/v1/sessions", map[string]string{"username": "admin", "password": m[1]}, 201)
+	s.token = res["token"].(string)
+	return s
+}
+
+func (s *server) call(method, path string, body any, want int) map[string]any {
+	s.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		js, _ := json.Marshal(body)
+		rd = bytes.NewReader(js)
+	}
+	req, err := http.NewRequest(method, "http://"+s.http+path, rd)
+	require.NoError(s.t, err)
+	if s.token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.token)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	res, err := s.client.Do(req)
+	require.NoError(s.t, err)
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	require.Equal(s.t, want, res.StatusCode, "%s %s: %s", method, path, b)
+	var v map[string]any
+	_ = json.Unmarshal(b, &v)
+	return v
+}
+
+func (s *server) metrics() string {
+	res, err := s.client.Get("http://" + s.http + "/metrics")
+	require.NoError(s.t, err)
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return string(b)
+}
+
+// eventually polls cond for up to 20 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// fakeDevice is a paho client speaking the device side of the contract.
+type fakeDevice struct {
+	t  *testing.T
+	c  paho.Client
+	id string
+	mu sync.Mutex
+	in map[wire.Kind][][]byte
+}
+
+func connectDevice(t *testing.T, brokerAddr, id, password string) *fakeDevice {
+	d := &fakeDevice{t: t, id: id, in: map[wire.Kind][][]byte{}}
+	o := paho.NewClientOptions().AddBroker("tcp://" + brokerAddr).SetClientID(id).SetUsername(id).SetPassword(password).
+		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second)
+	d.c = paho.NewClient(o)
+	tok := d.c.Connect()
+	require.True(t, tok.WaitTimeout(20*time.Second), "connect timeout")
+	require.NoError(t, tok.Error())
+	t.Cleanup(func() { d.c.Disconnect(100) })
+	for _, k := range []wire.Kind{wire.KindCommand, wire.KindAck, wire.KindVerifyRes} {
+		topic, err := wire.TopicFor(id, k)
+		require.NoError(t, err)
+		k := k
+		st := d.c.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) {
+			d.mu.Lock()
+			d.in[k] = append(d.in[k], append([]byte(nil), m.Payload()...))
+			d.mu.Unlock()
+		})
+		require.True(t, st.WaitTimeout(20*time.Second))
+		require.NoError(t, st.Error())
+	}
+	return d
+}
+
+func (d *fakeDevice) publish(kind wire.Kind, m wire.Message) {
+	d.t.Helper()
+	b, err := wire.Encode(m)
+	require.NoError(d.t, err)
+	topic, err := wire.TopicFor(d.id, kind)
+	require.NoError(d.t, err)
+	tok := d.c.Publish(topic, 1, false, b)
+	require.True(d.t, tok.WaitTimeout(20*time.Second))
+	require.NoError(d.t, tok.Error())
+}
+
+func (d *fakeDevice) received(kind wire.Kind) [][]byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([][]byte(nil), d.in[kind]...)
+}
+
+func TestDeviceLinkEndToEnd(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	vars := map[string]string{
+		"DATABASE_URL":             db,
+		"KLUIS_HTTP_ADDR":          "127.0.0.1:0",
+		"KLUIS_INSECURE_FAST_HASH": "1",
+		"KLUIS_LOG_LEVEL":          "error",
+		"KLUIS_KEY_DIR":            t.TempDir() + "/keys",
+		"KLUIS_MQTT_ADDR":          "127.0.0.1:0",
+	}
+	s := startServer(t, vars)
+	require.NotEmpty(t, s.broker, "the embedded broker runs without MQTT_URL")
+	eventually(t, "the backend's link to connect", func() bool {
+		return strings.Contains(s.metrics(), "kluis_devicelink_broker_connected 1")
+	})
+
+	// The device's MQTT password, set with the subcommand.
+	e, out, errb := testEnv(map[string]string{"DATABASE_URL": db, "KLUIS_INSECURE_FAST_HASH": "1", "KLUIS_NEW_PASSWORD": "device-password-0123456789"})
+	require.Equal(t, 0, run(context.Background(), []string{"mqttpasswd", "-device", "k1"}, e), errb.String())
+	assert.Contains(t, out.String(), "password set for device k1")
+
+	s.call("POST", "/api/v1/sites", map[string]any{"id": "kortrijk", "name": "Stadhuis"}, 201)
+	s.call("POST", "/api/v1/devices", map[string]any{"id": "k1", "site_id": "kortrijk", "kind": "locker",
+		"compartments": []map[string]any{{"board": 0, "channel": 3, "size": "M", "height_cm": 100}}}, 201)
+	doc := s.call("POST", "/api/v1/documents", map[string]any{"kind": "eid", "number": "591-1234567-89",
+		"holder_first_name": "Jan", "holder_last_name": "Peeters", "holder_birth_date": "1980-01-02",
+		"language": "nl", "email": "jan@example.be", "site_id": "kortrijk"}, 201)
+	id := doc["id"].(string)
+	s.call("POST", "/api/v1/documents/"+id+"/reserve", nil, 200)
+	s.call("POST", "/api/v1/documents/"+id+"/load", nil, 200)
+
+	dev := connectDevice(t, s.broker, "k1", "device-password-0123456789")
+
+	// Remote open: the device gets the command for board 0 channel 3 and answers done.
+	type result struct{ v map[string]any }
+	opened := make(chan result, 1)
+	go func() {
+		opened <- result{s.call("POST", "/api/v1/devices/k1/compartments/1/open", map[string]string{"reason": "door check"}, 200)}
+	}()
+	var cmd wire.Command
+	eventually(t, "the open command", func() bool { return len(dev.received(wire.KindCommand)) > 0 })
+	require.NoError(t, json.Unmarshal(dev.received(wire.KindCommand)[0], &cmd))
+	assert.Equal(t, wire.CmdOpen, cmd.Kind)
+	require.NotNil(t, cmd.Addr)
+	assert.Equal(t, wire.Address{Board: 0, Channel: 3}, *cmd.Addr)
+	assert.Equal(t, "door check", cmd.Reason)
+	assert.True(t, cmd.Expires.Before(cmd.Issued.Add(time.Minute)), "a remote open must expire quickly")
+	dev.publish(wire.KindCmdResult, &wire.CommandResult{ID: cmd.ID, Status: wire.StatusDone, At: time.Now().UTC()})
+	select {
+	case r := <-opened:
+		assert.Equal(t, "opened", r.v["result"])
+	case <-time.After(30 * time.Second):
+		t.Fatal("the open request did not return")
+	}
+
+	// A wrong code is refused.
+	dev.publish(wire.KindVerifyReq, &wire.VerifyRequest{ID: "v1", At: time.Now().UTC(), Method: wire.MethodPIN, PIN: "000000000", BirthDate: "1980-01-02"})
+	eventually(t, "the verify answer", func() bool { return len(dev.received(wire.KindVerifyRes)) > 0 })
+	var vr wire.VerifyResponse
+	require.NoError(t, json.Unmarshal(dev.received(wire.KindVerifyRes)[0], &vr))
+	assert.Equal(t, "v1", vr.ID)
+	assert.Equal(t, wire.VerifyWrongCode, vr.Result)
+
+	// The pickup event collects the document; a resend is acknowledged and applied once.
+	ev := &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvPickupCompleted, At: time.Now().UTC(),
+		Addr: &wire.Address{Board: 0, Channel: 3}, DocumentID: id, Method: wire.MethodQR}
+	dev.publish(wire.KindEvent, ev)
+	eventually(t, "the event ack", func() bool { return len(dev.received(wire.KindAck)) > 0 })
+	got := s.call("GET", "/api/v1/documents/"+id, nil, 200)
+	assert.Equal(t, "collected", got["state"])
+	dev.publish(wire.KindEvent, ev)
+	eventually(t, "the second ack", func() bool { return len(dev.received(wire.KindAck)) > 1 })
+	got = s.call("GET", "/api/v1/documents/"+id, nil, 200)
+	assert.Equal(t, "collected", got["state"])
+	assert.Len(t, got["history"], 4) // register, reserve, load, collect
+
+	// A door event lands in the audit trail.
+	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvDoorOpened, At: time.Now().UTC(),
+		Addr: &wire.Address{Board: 0, Channel: 3}})
+	eventually(t, "the door event ack", func() bool { return len(dev.received(wire.KindAck)) > 2 })
+	audit := s.call("GET", "/api/v1/audit?subject=device:k1", nil, 200)
+	var actions []string
+	for _, it := range audit["items"].([]any) {
+		actions = append(actions, it.(map[string]any)["action"].(string))
+	}
+	assert.Contains(t, actions, "compartment.remote_open")
+	assert.Contains(t, actions, "device.door_opened")
+	v := s.call("GET", "/api/v1/audit/verify", nil, 200)
+	assert.Equal(t, true, v["ok"])
+
+	m := s.metrics()
+	assert.Contains(t, m, `kluis_codes_verifications_total{reason="wrong_code"} 1`)
+	assert.Contains(t, m, `kluis_documents{state="collected"} 1`)
+}

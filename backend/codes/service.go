@@ -142,7 +142,10 @@ func (s *Service) PublicKey() []byte { return s.keys.Public() }
 
 func (s *Service) clock() time.Time { return s.now().UTC().Truncate(time.Microsecond) }
 
-var deviceIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+var (
+	deviceIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	uuidPattern     = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+)
 
 // Compartment addresses the compartment a code opens.
 type Compartment struct {
@@ -196,8 +199,8 @@ func (s *Service) Issue(ctx context.Context, tx pgx.Tx, req IssueRequest) (Crede
 	if !deviceIDPattern.MatchString(req.DeviceID) {
 		return Credentials{}, fmt.Errorf("codes: issue: device id %q: %w", req.DeviceID, ErrInvalid)
 	}
-	if req.DocumentID == "" || req.DocumentKind == "" {
-		return Credentials{}, fmt.Errorf("codes: issue: document id and kind are required: %w", ErrInvalid)
+	if !uuidPattern.MatchString(req.DocumentID) || req.DocumentKind == "" {
+		return Credentials{}, fmt.Errorf("codes: issue: a document id (UUID) and kind are required: %w", ErrInvalid)
 	}
 	if req.Compartment.ID <= 0 || req.Compartment.Number < 1 || req.Compartment.Board < 0 || req.Compartment.Channel < 0 {
 		return Credentials{}, fmt.Errorf("codes: issue: compartment %+v: %w", req.Compartment, ErrInvalid)
@@ -289,6 +292,9 @@ func (s *Service) Issue(ctx context.Context, tx pgx.Tx, req IssueRequest) (Crede
 // cancelled, returned to the counter) inside the caller's transaction and
 // returns how many it revoked.
 func (s *Service) Revoke(ctx context.Context, tx pgx.Tx, documentID string) (int, error) {
+	if !uuidPattern.MatchString(documentID) {
+		return 0, fmt.Errorf("codes: revoke: document id %q: %w", documentID, ErrInvalid)
+	}
 	tag, err := tx.Exec(ctx, `UPDATE codes SET revoked_at = $2
 		WHERE document_id = $1::uuid AND used_at IS NULL AND revoked_at IS NULL`, documentID, s.clock())
 	if err != nil {

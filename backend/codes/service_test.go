@@ -258,6 +258,7 @@ func TestIssueRefusesBadInput(t *testing.T) {
 		func(r *IssueRequest) { r.ExpiresAt = t0.Add(MaxValidity + time.Hour) },
 		func(r *IssueRequest) { r.Compartment.Number = 0 },
 		func(r *IssueRequest) { r.DocumentID = "" },
+		func(r *IssueRequest) { r.DocumentID = "not-a-uuid" },
 	}
 	for i, mut := range bad {
 		r := good
@@ -268,7 +269,9 @@ func TestIssueRefusesBadInput(t *testing.T) {
 		})
 		require.ErrorIs(t, err, ErrInvalid, "case %d", i)
 	}
-	_, err := f.verify(Attempt{DeviceID: "l1", QRToken: "K1.x.y", PIN: "123456789"})
+	_, err := f.svc.Revoke(context.Background(), nil, "x")
+	require.ErrorIs(t, err, ErrInvalid)
+	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: "K1.x.y", PIN: "123456789"})
 	require.ErrorIs(t, err, ErrInvalid)
 	_, err = f.verify(Attempt{DeviceID: "", PIN: "123456789"})
 	require.ErrorIs(t, err, ErrInvalid)

@@ -1,0 +1,364 @@
+package kerong
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"kluis/hardware"
+)
+
+func testCtx(t *testing.T) context.Context {
+	t.Helper()
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func newDriver(t *testing.T, o Options) (*Driver, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	o.Registry = reg
+	if o.Timeout == 0 {
+		o.Timeout = 500 * time.Millisecond
+	}
+	if o.PollInterval == 0 {
+		o.PollInterval = 20 * time.Millisecond
+	}
+	d, err := New(o)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = d.Close() })
+	return d, reg
+}
+
+// watcher runs Watch in the background and collects events.
+type watcher struct {
+	mu     sync.Mutex
+	events []hardware.Event
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startWatch(t *testing.T, d *Driver) *watcher {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &watcher{cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		w.done <- d.Watch(ctx, func(ev hardware.Event) error {
+			w.mu.Lock()
+			w.events = append(w.events, ev)
+			w.mu.Unlock()
+			return nil
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-w.done:
+		case <-time.After(10 * time.Second):
+			t.Error("watch did not stop")
+		}
+	})
+	return w
+}
+
+// waitEvent waits until an event matching want has been seen.
+func (w *watcher) waitEvent(t *testing.T, kind hardware.EventKind, addr hardware.Address) hardware.Event {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		w.mu.Lock()
+		for _, ev := range w.events {
+			if ev.Kind == kind && ev.Addr == addr {
+				w.mu.Unlock()
+				return ev
+			}
+		}
+		w.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no %s event for %s; saw %v", kind, addr, w.snapshot())
+	return hardware.Event{}
+}
+
+func (w *watcher) snapshot() []hardware.Event {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]hardware.Event(nil), w.events...)
+}
+
+func TestOpenEveryChannelAndReadStates(t *testing.T) {
+	emu := newEmulator(t, 0, 3)
+	d, reg := newDriver(t, Options{Port: emu.path(), Boards: []int{0, 3}})
+	ctx := testCtx(t)
+
+	info, err := d.Describe(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, Kind, info.Kind)
+	require.Len(t, info.Boards, 2)
+	assert.False(t, info.Caps.CommandIDs)
+	assert.False(t, info.Caps.EventQueue)
+	assert.True(t, info.Caps.DoorSensor)
+
+	st, err := d.States(ctx)
+	require.NoError(t, err)
+	require.Len(t, st, 32)
+	for _, s := range st {
+		assert.True(t, s.Locked, s.Addr.String())
+		assert.False(t, s.DoorOpen, s.Addr.String())
+	}
+
+	for _, b := range []int{0, 3} {
+		for c := 0; c < 16; c++ {
+			require.NoError(t, d.Pulse(ctx, hardware.Address{Board: b, Channel: c}, time.Second, 0))
+		}
+	}
+	for _, b := range []int{0, 3} {
+		for c := 0; c < 16; c++ {
+			assert.Equal(t, 1, emu.pulseCount(b, c))
+		}
+	}
+	st, err = d.States(ctx)
+	require.NoError(t, err)
+	for _, s := range st {
+		assert.True(t, s.DoorOpen, s.Addr.String())
+		assert.False(t, s.Locked, s.Addr.String())
+	}
+	assert.Equal(t, 32.0, testutil.ToFloat64(d.m.unlocks.WithLabelValues("ok")))
+	_ = reg
+
+	// Out of range or unknown boards are refused without a byte sent.
+	require.ErrorIs(t, d.Pulse(ctx, hardware.Address{Board: 1, Channel: 0}, time.Second, 0), hardware.ErrOutOfRange)
+	require.ErrorIs(t, d.Pulse(ctx, hardware.Address{Board: 0, Channel: 16}, time.Second, 0), hardware.ErrOutOfRange)
+	require.ErrorIs(t, d.Pulse(ctx, hardware.Address{Board: 0, Channel: 1}, 0, 0), hardware.ErrOutOfRange)
+	assert.Equal(t, 0, emu.pulseCount(1, 0))
+	assert.Equal(t, 1, emu.pulseCount(0, 1))
+}
+
+func TestStatusFrameAnswersUnlock(t *testing.T) {
+	emu := newEmulator(t, 2)
+	emu.mu.Lock()
+	emu.statusUnlockReply = true
+	emu.mu.Unlock()
+	d, _ := newDriver(t, Options{Port: emu.path(), Boards: []int{2}})
+	ctx := testCtx(t)
+	require.NoError(t, d.Pulse(ctx, hardware.Address{Board: 2, Channel: 7}, time.Second, 0))
+	assert.Equal(t, 1, emu.pulseCount(2, 7))
+}
+
+func TestDoorAndItemEventsFromPolling(t *testing.T) {
+	emu := newEmulator(t, 0, 1)
+	d, _ := newDriver(t, Options{Port: emu.path(), Boards: []int{0, 1}})
+	w := startWatch(t, d)
+	a := hardware.Address{Board: 1, Channel: 9}
+
+	// Let the first poll set the baseline.
+	require.Eventually(t, func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return len(d.last) == 2
+	}, 15*time.Second, 10*time.Millisecond)
+
+	emu.set(func(b map[int]*Status) { b[1].SetLockBit(9, false) })
+	w.waitEvent(t, hardware.DoorOpened, a)
+	emu.set(func(b map[int]*Status) { b[1].SetIRBit(9, true) })
+	w.waitEvent(t, hardware.ItemPlaced, a)
+	emu.set(func(b map[int]*Status) { b[1].SetLockBit(9, true); b[1].SetIRBit(9, false) })
+	w.waitEvent(t, hardware.DoorClosed, a)
+	w.waitEvent(t, hardware.ItemRemoved, a)
+
+	// A pulse shows as Unlocked and then the door opening.
+	u := hardware.Address{Board: 0, Channel: 4}
+	require.NoError(t, d.Pulse(testCtx(t), u, time.Second, 0))
+	w.waitEvent(t, hardware.Unlocked, u)
+	w.waitEvent(t, hardware.DoorOpened, u)
+
+	for _, ev := range w.snapshot() {
+		assert.NotEqual(t, hardware.BoardOffline, ev.Kind)
+		if ev.Addr != a && ev.Addr != u {
+			t.Errorf("unexpected event %+v", ev)
+		}
+	}
+}
+
+func TestOpenBitPolarity(t *testing.T) {
+	emu := newEmulator(t, 0)
+	emu.set(func(b map[int]*Status) { b[0].Lock = [2]byte{0x01, 0x00} }) // only lock 1 bit set
+	d, _ := newDriver(t, Options{Port: emu.path(), OpenBitSet: true, NoItemSensor: true})
+	emu.set(func(b map[int]*Status) { b[0].IR = [2]byte{0xff, 0xff} })
+	st, err := d.States(testCtx(t))
+	require.NoError(t, err)
+	assert.True(t, st[0].DoorOpen)
+	assert.False(t, st[1].DoorOpen)
+	assert.False(t, st[0].ItemPresent, "no item sensor configured")
+	info, err := d.Describe(testCtx(t))
+	require.NoError(t, err)
+	assert.False(t, info.Caps.ItemSensor)
+}
+
+func TestNoiseIsCountedAndSkipped(t *testing.T) {
+	emu := newEmulator(t, 0)
+	emu.mu.Lock()
+	emu.noise = true
+	emu.mu.Unlock()
+	d, reg := newDriver(t, Options{Port: emu.path()})
+	ctx := testCtx(t)
+	for i := 0; i < 5; i++ {
+		_, err := d.States(ctx)
+		require.NoError(t, err)
+	}
+	require.NoError(t, d.Pulse(ctx, hardware.Address{Channel: 2}, time.Second, 0))
+	assert.Equal(t, 1, emu.pulseCount(0, 2))
+	st := d.Stats()
+	assert.NotZero(t, st.Garbage)
+	assert.NotZero(t, st.Framing+st.Checksum+st.Unknown, "the truncated frame is a framing error")
+	unexpected := testutil.ToFloat64(d.m.frames.WithLabelValues("unexpected"))
+	assert.GreaterOrEqual(t, unexpected, 6.0, "frames of boards not asked are skipped")
+	n, err := testutil.GatherAndCount(reg, "kluis_kerong_frames_total")
+	require.NoError(t, err)
+	assert.NotZero(t, n)
+}
+
+func TestLostUnlockAnswerIsNeverRetransmitted(t *testing.T) {
+	emu := newEmulator(t, 0)
+	emu.mu.Lock()
+	emu.dropUnlockReplies = true
+	emu.mu.Unlock()
+	d, _ := newDriver(t, Options{Port: emu.path(), Timeout: 200 * time.Millisecond})
+	ctx := testCtx(t)
+
+	// The board carried it out: the status shows the lock open.
+	a := hardware.Address{Channel: 5}
+	require.NoError(t, d.Pulse(ctx, a, time.Second, 0))
+	assert.Equal(t, 1, emu.pulseCount(0, 5))
+	assert.Equal(t, 1.0, testutil.ToFloat64(d.m.unlocks.WithLabelValues("confirmed_by_status")))
+
+	// The board took the unlock but the lock stays closed (jammed): the
+	// outcome is uncertain, reported as such, and not repeated.
+	jam := hardware.Address{Channel: 6}
+	emu.mu.Lock()
+	emu.jammed[[2]int{0, 6}] = true
+	emu.mu.Unlock()
+	err := d.Pulse(ctx, jam, time.Second, 0)
+	require.ErrorIs(t, err, ErrUncertain)
+	require.ErrorIs(t, err, hardware.ErrTimeout)
+	assert.Equal(t, 1, emu.pulseCount(0, 6))
+	assert.Equal(t, 1.0, testutil.ToFloat64(d.m.unlocks.WithLabelValues("uncertain")))
+
+	// A board that is silent altogether: uncertain, and sent exactly once.
+	emu.mu.Lock()
+	emu.silent[0] = true
+	emu.mu.Unlock()
+	err = d.Pulse(ctx, hardware.Address{Channel: 8}, time.Second, 0)
+	require.ErrorIs(t, err, ErrUncertain)
+	assert.Equal(t, 0, emu.pulseCount(0, 8), "a silent board carried nothing out")
+}
+
+func TestOfflineAndOnline(t *testing.T) {
+	emu := newEmulator(t, 0, 1)
+	d, _ := newDriver(t, Options{Port: emu.path(), Boards: []int{0, 1}, Timeout: 150 * time.Millisecond, Retries: 1})
+	w := startWatch(t, d)
+	b1 := hardware.Address{Board: 1, Channel: -1}
+	require.Eventually(t, func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return len(d.last) == 2
+	}, 15*time.Second, 10*time.Millisecond)
+	emu.mu.Lock()
+	emu.silent[1] = true
+	emu.mu.Unlock()
+	w.waitEvent(t, hardware.BoardOffline, b1)
+	_, err := d.States(testCtx(t))
+	require.ErrorIs(t, err, hardware.ErrTimeout)
+	emu.mu.Lock()
+	emu.silent[1] = false
+	emu.mu.Unlock()
+	w.waitEvent(t, hardware.BoardOnline, b1)
+	for _, ev := range w.snapshot() {
+		if ev.Kind == hardware.BoardOffline {
+			assert.Equal(t, b1, ev.Addr, "board 0 never went offline")
+		}
+	}
+}
+
+func TestStalePortIsReopened(t *testing.T) {
+	emu1 := newEmulator(t, 0)
+	link := filepath.Join(t.TempDir(), "ttyKERONG")
+	require.NoError(t, os.Symlink(emu1.path(), link))
+	d, _ := newDriver(t, Options{Port: link, Timeout: 200 * time.Millisecond})
+	ctx := testCtx(t)
+	_, err := d.States(ctx)
+	require.NoError(t, err)
+
+	// The adapter is unplugged and comes back under the same name.
+	emu2 := newEmulator(t, 0)
+	emu2.set(func(b map[int]*Status) { b[0].SetLockBit(3, false) })
+	tmp := link + ".new"
+	require.NoError(t, os.Symlink(emu2.path(), tmp))
+	require.NoError(t, os.Rename(tmp, link))
+	emu1.stop()
+
+	var st []hardware.ChannelState
+	require.Eventually(t, func() bool {
+		st, err = d.States(ctx)
+		return err == nil
+	}, 15*time.Second, 20*time.Millisecond)
+	assert.True(t, st[3].DoorOpen, "states come from the new port")
+	assert.GreaterOrEqual(t, testutil.ToFloat64(d.m.reopens), 2.0)
+}
+
+func TestCorruptedLineNeverDoublePulses(t *testing.T) {
+	emu := newEmulator(t, 0, 1)
+	emu.mu.Lock()
+	emu.corruptPct = 1
+	emu.mu.Unlock()
+	d, _ := newDriver(t, Options{Port: emu.path(), Boards: []int{0, 1}, Timeout: 150 * time.Millisecond})
+	ctx := testCtx(t)
+	w := startWatch(t, d)
+	// Every lock of board 0 and the even locks of board 1 are asked once,
+	// while Watch polls in between; the odd locks of board 1 never are.
+	asked := map[[2]int]error{}
+	for _, b := range []int{0, 1} {
+		for c := 0; c < 16; c++ {
+			if b == 1 && c%2 == 1 {
+				continue
+			}
+			asked[[2]int{b, c}] = d.Pulse(ctx, hardware.Address{Board: b, Channel: c}, time.Second, 0)
+		}
+	}
+	_, _ = d.States(ctx)
+	pulses := emu.totalPulses()
+	okCount := 0
+	for k, n := range pulses {
+		assert.LessOrEqual(t, n, 1, "lock %v pulsed %d times", k, n)
+		_, wasAsked := asked[k]
+		assert.True(t, wasAsked, "lock %v pulsed unasked", k)
+	}
+	for k, err := range asked {
+		if err == nil {
+			okCount++
+			assert.Equal(t, 1, pulses[k], "lock %v reported unlocked but not pulsed", k)
+		} else {
+			assert.True(t, errors.Is(err, ErrUncertain) || errors.Is(err, errNotSent) || errors.Is(err, hardware.ErrTimeout), "lock %v: %v", k, err)
+		}
+	}
+	t.Logf("ok %d of %d; unlocks ok=%v by_status=%v uncertain=%v not_sent=%v; decode errors %+v",
+		okCount, len(asked),
+		testutil.ToFloat64(d.m.unlocks.WithLabelValues("ok")),
+		testutil.ToFloat64(d.m.unlocks.WithLabelValues("confirmed_by_status")),
+		testutil.ToFloat64(d.m.unlocks.WithLabelValues("uncertain")),
+		testutil.ToFloat64(d.m.unlocks.WithLabelValues("not_sent")), d.Stats())
+	assert.Len(t, asked, 24)
+	assert.Greater(t, okCount, 12, "most unlocks still succeed on a 1%% noisy line")
+	assert.NotZero(t, d.Stats().Errors()+uint64(testutil.ToFloat64(d.m.timeouts)))
+	_ = w
+}

@@ -12,6 +12,7 @@ import (
 )
 
 func TestIssuerAdapter(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	id, c := f.document("residence_card", "l1", 4)
 	deadline := t0.Add(10 * 24 * time.Hour)

@@ -37,6 +37,7 @@ func (s *scripted) Read(p []byte) (int, error) {
 
 // A PIN already open on the device is drawn again: Issue draws another.
 func TestIssueRedrawsCollidingPIN(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	pinBytes := []byte{0, 0, 0x30, 0x39} // 12345
 	other := []byte{0, 0, 0x30, 0x3a}    // 12346

@@ -105,6 +105,7 @@ func wrongPIN(pin string) string {
 }
 
 func TestIssueAndVerifyQR(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	doc, c, cr := f.issue("driving_licence", "l1", 3)
 	require.Len(t, cr.PIN, PINDigits)
@@ -155,6 +156,7 @@ func TestIssueAndVerifyQR(t *testing.T) {
 }
 
 func TestPINWithDateOfBirth(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	_, _, cr := f.issue("eid", "l1", 1)
 	require.True(t, cr.NeedsDOB)
@@ -176,6 +178,7 @@ func TestPINWithDateOfBirth(t *testing.T) {
 }
 
 func TestCodeLocksAfterWrongDates(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	_, _, cr := f.issue("passport", "l1", 1)
 	for i := 0; i < CodeMaxFailures; i++ {
@@ -193,6 +196,7 @@ func TestCodeLocksAfterWrongDates(t *testing.T) {
 }
 
 func TestReissueRevokesEarlierCodes(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	doc, c, old := f.issue("driving_licence", "l2", 1)
 	var fresh Credentials
@@ -238,6 +242,7 @@ func TestReissueRevokesEarlierCodes(t *testing.T) {
 }
 
 func TestExpiry(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	_, _, cr := f.issue("driving_licence", "l1", 5)
 	f.clock.Add(7*24*time.Hour + time.Second)
@@ -248,6 +253,7 @@ func TestExpiry(t *testing.T) {
 }
 
 func TestIssueRefusesBadInput(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	doc, c := f.document("eid", "l1", 9)
 	good := IssueRequest{DocumentID: doc, DocumentKind: "eid", BirthDate: "1990-02-28", DeviceID: "l1", Compartment: c, ExpiresAt: t0.Add(time.Hour)}
@@ -287,6 +293,7 @@ func TestIssueRefusesBadInput(t *testing.T) {
 // The per-device limit refuses the next attempt even with the right PIN and
 // date, leaves QR codes working, and lifts after the lockout.
 func TestDeviceBurstLockout(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	_, _, cr := f.issue("eid", "l1", 1)
 	_, _, qr := f.issue("driving_licence", "l1", 2)
@@ -331,6 +338,7 @@ func TestDeviceBurstLockout(t *testing.T) {
 // The daily cap holds even when failures are spread to dodge the burst
 // limit, and staff cannot lift it.
 func TestDeviceDailyCap(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	_, _, cr := f.issue("eid", "l1", 1)
 	first := f.clock.Now()
@@ -350,6 +358,7 @@ func TestDeviceDailyCap(t *testing.T) {
 }
 
 func TestConcurrentVerifyOneWinner(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	_, _, cr := f.issue("driving_licence", "l1", 7)
 	const n = 8
@@ -381,6 +390,7 @@ func TestConcurrentVerifyOneWinner(t *testing.T) {
 }
 
 func TestMaxActiveCodesAndUniquePINs(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	pins := map[string]bool{}
 	for n := 1; n <= MaxActiveCodesPerDevice; n++ {
@@ -401,6 +411,7 @@ func TestMaxActiveCodesAndUniquePINs(t *testing.T) {
 }
 
 func TestOfflineBundle(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	docA, _, a := f.issue("kids_id", "l1", 1)
 	_, _, b := f.issue("driving_licence", "l1", 2)

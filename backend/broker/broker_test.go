@@ -3,6 +3,8 @@ package broker
 import (
 	"context"
 	"io"
+	"net"
+	"net/url"
 	"log/slog"
 	"testing"
 	"time"
@@ -204,17 +206,21 @@ func TestLastWillReachesBackend(t *testing.T) {
 	backend := connect(t, options(addr, "backend-1", "backend", "pw-backend"))
 	presence := newInbox()
 	subscribe(t, backend, wire.Subscription(wire.KindPresence), presence)
-	o := options(addr, "dev-a", "dev-a", "pw-dev-a").SetWill("kluis/v1/dev/dev-a/presence", "gone", 1, true)
-	c := paho.NewClient(o)
-	tok := c.Connect()
-	require.True(t, tok.WaitTimeout(wait))
-	require.NoError(t, tok.Error())
-	// Closing the broker side of the connection uncleanly sends the will.
-	cl, ok := b.srv.Clients.Get("dev-a")
-	require.True(t, ok)
-	cl.Stop(io.ErrUnexpectedEOF)
+	// Keep the device's TCP connection to cut it like a power failure.
+	conns := make(chan net.Conn, 1)
+	o := options(addr, "dev-a", "dev-a", "pw-dev-a").SetWill("kluis/v1/dev/dev-a/presence", "gone", 1, true).
+		SetCustomOpenConnectionFn(func(uri *url.URL, _ paho.ClientOptions) (net.Conn, error) {
+			c, err := net.Dial("tcp", uri.Host)
+			if err == nil {
+				conns <- c
+			}
+			return c, err
+		})
+	c := connect(t, o)
+	publish(t, c, "kluis/v1/dev/dev-a/presence", 1, "here")
+	presence.WaitFor(t, "kluis/v1/dev/dev-a/presence here")
+	(<-conns).Close()
 	presence.WaitFor(t, "kluis/v1/dev/dev-a/presence gone")
-	c.Disconnect(100)
 }
 
 func TestWithInternalBackend(t *testing.T) {

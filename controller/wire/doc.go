@@ -47,6 +47,18 @@
 // error (never a panic). The receiver counts and logs such a message and
 // does nothing else. [Encode] validates the same way before sending.
 //
+// # A device's connection
+//
+//   - User name: the device id; client id: the device id, "kluisd-{device}"
+//     or "{device}.{suffix}" (the embedded broker refuses others).
+//   - Last will: retained Presence{State: Offline} on its presence topic,
+//     QoS 1; after every (re)connect publish a retained Presence{State:
+//     Online}. A heartbeat also marks the device online at the backend.
+//   - Subscribe, in the OnConnect handler, to the exact topics of
+//     [BackendKinds] for the device (no wildcards: the ACL refuses them).
+//   - Resend every unacknowledged event after a reconnect and then now and
+//     then; the backend's answer to a duplicate is just another Ack.
+//
 // Secrets: VerifyRequest and StaffRequest carry codes, PINs and badges.
 // Their LogValue methods redact them; log the message, never its fields.
 package wire

@@ -117,13 +117,13 @@ var expectedRoles = map[string]string{
 	"POST /api/v1/documents/{id}/renotify":                 "staff admin",
 	"POST /api/v1/documents/{id}/reissue":                  "staff admin",
 	"POST /api/v1/documents/{id}/retrieve":                 "staff admin",
-	"GET /t/{tracking}":                                    "public",
+	"GET /t/{trackingID}":                                    "public",
 	"GET /api/v1/audit":                                    "admin",
 	"GET /api/v1/audit/verify":                             "admin",
 }
 
 func concrete(path string) string {
-	r := strings.NewReplacer("{id}", "1", "{tracking}", "unknown-tracking", "{number}", "1", "{device}", "d1", "{site}", "s1")
+	r := strings.NewReplacer("{id}", "1", "{trackingID}", "unknown-tracking", "{number}", "1", "{device}", "d1", "{site}", "s1")
 	return r.Replace(path)
 }
 

@@ -463,6 +463,12 @@ func (s *Server) handleSlip(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// The slip shows the PIN: who looked at it is audited.
+	p := principal(r.Context())
+	if err := s.appendAudit(r.Context(), audit.Entry{Actor: actor(p), Action: "document.slip_viewed",
+		Subject: "document:" + doc.ID}); err != nil {
+		return fmt.Errorf("audit slip view: %w", err)
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")

@@ -331,7 +331,7 @@ func TestSlipAndTrackPage(t *testing.T) {
 		}
 		o.TrackPage = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/html")
-			fmt.Fprintf(w, "<html>track %s</html>", r.PathValue("tracking"))
+			fmt.Fprintf(w, "<html>track %s</html>", r.PathValue("trackingID"))
 		})
 	})
 	e.setupSite(1)
@@ -346,6 +346,6 @@ func TestSlipAndTrackPage(t *testing.T) {
 	assert.Equal(t, "<html>track abc123</html>", string(r.body))
 
 	r = e.do("GET", "/metrics", "", nil)
-	assert.Contains(t, string(r.body), `route="GET /t/{tracking}"`)
+	assert.Contains(t, string(r.body), `route="GET /t/{trackingID}"`)
 	assert.NotContains(t, string(r.body), "abc123")
 }

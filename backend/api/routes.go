@@ -53,7 +53,7 @@ func (s *Server) routeTable() []route {
 		{method: "POST", path: "/api/v1/documents/{id}/reissue", roles: staffRole, h: s.documentAction("reissue")},
 		{method: "POST", path: "/api/v1/documents/{id}/retrieve", roles: staffRole, h: s.documentAction("retrieve")},
 
-		{method: "GET", path: "/t/{tracking}", h: s.handleTrack},
+		{method: "GET", path: "/t/{trackingID}", h: s.handleTrack},
 
 		{method: "GET", path: "/api/v1/audit", roles: adminOnly, h: s.handleListAudit},
 		{method: "GET", path: "/api/v1/audit/verify", roles: adminOnly, h: s.handleVerifyAudit},

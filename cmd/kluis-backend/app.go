@@ -45,6 +45,12 @@ type config struct {
 	adminPass   string
 	logLevel    string
 	keyDir      string
+	mailURL     string
+	mailFrom    string
+	smsURL      string
+	smsToken    string
+	slipDir     string
+	publicURL   string
 	mqttUser    string
 	mqttPass    string
 	mqttAddr    string
@@ -304,6 +310,11 @@ func serve(ctx context.Context, args []string, e env) error {
 	fs.StringVar(&c.mqttUser, "mqtt-username", envOr(e, "MQTT_USERNAME", backendMQTTUser), "user name at an external broker (env MQTT_USERNAME)")
 	fs.StringVar(&c.mqttAddr, "mqtt-addr", envOr(e, "KLUIS_MQTT_ADDR", "127.0.0.1:1883"), "listen address of the embedded broker (env KLUIS_MQTT_ADDR)")
 	fs.DurationVar(&c.openTimeout, "open-timeout", 15*time.Second, "how long a remote open waits for the device; the command expires then")
+	fs.StringVar(&c.mailURL, "mail-url", e.getenv("KLUIS_MAIL_URL"), "e-mail: smtp://[user:pass@]host:port or drop:<dir> (env KLUIS_MAIL_URL); empty: no e-mail")
+	fs.StringVar(&c.mailFrom, "mail-from", envOr(e, "KLUIS_MAIL_FROM", "Stad Kortrijk <kluis@kortrijk.be>"), "sender address (env KLUIS_MAIL_FROM)")
+	fs.StringVar(&c.smsURL, "sms-url", e.getenv("KLUIS_SMS_URL"), "SMS gateway endpoint (env KLUIS_SMS_URL; token in KLUIS_SMS_TOKEN); empty: no SMS")
+	fs.StringVar(&c.slipDir, "slip-dir", envOr(e, "KLUIS_SLIP_DIR", "var/slips"), "pickup slips for holders without e-mail or SMS (env KLUIS_SLIP_DIR)")
+	fs.StringVar(&c.publicURL, "public-url", e.getenv("KLUIS_PUBLIC_URL"), "base URL of the citizen track links (env KLUIS_PUBLIC_URL; default http://<http-addr>)")
 	fs.StringVar(&c.keyDir, "key-dir", envOr(e, "KLUIS_KEY_DIR", "var/keys"), "directory of the QR signing and PIN keys, created at first start (env KLUIS_KEY_DIR)")
 	fs.DurationVar(&c.housekeepEvery, "housekeep-every", defaultHousekeepEvery, "interval of the expiry sweep and retention purge (0 disables)")
 	fs.StringVar(&c.adminUser, "admin-user", envOr(e, "KLUIS_ADMIN_USER", "admin"), "bootstrap admin created when no admin exists (env KLUIS_ADMIN_USER)")
@@ -315,6 +326,10 @@ func serve(ctx context.Context, args []string, e env) error {
 	}
 	c.adminPass = e.getenv("KLUIS_ADMIN_PASSWORD")
 	c.mqttPass = e.getenv("MQTT_PASSWORD")
+	c.smsToken = e.getenv("KLUIS_SMS_TOKEN")
+	if c.publicURL == "" {
+		c.publicURL = "http://" + c.httpAddr
+	}
 	log, err := newLogger(e.stderr, c.logLevel)
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -52,6 +53,7 @@ func TestServeBootstrapAndShutdown(t *testing.T) {
 		"KLUIS_LOG_LEVEL":          "warn",
 		"KLUIS_KEY_DIR":            t.TempDir() + "/keys",
 		"KLUIS_MQTT_ADDR":          "127.0.0.1:0",
+		"KLUIS_SLIP_DIR":           t.TempDir() + "/slips",
 	}
 	e, _, errb := testEnv(vars)
 	addrc := make(chan string, 1)
@@ -117,13 +119,47 @@ func TestServeBootstrapAndShutdown(t *testing.T) {
 	call("POST", "/api/v1/documents/"+id+"/reserve", nil)
 	loaded := call("POST", "/api/v1/documents/"+id+"/load", nil)
 	assert.Equal(t, "loaded", loaded["state"])
+
+	// Without e-mail or SMS the notifier writes a slip, marks the document
+	// notified, and staff can fetch the slip.
+	got := call("GET", "/api/v1/documents/"+id, nil)
+	assert.Equal(t, "notified", got["state"])
+	assert.FileExists(t, vars["KLUIS_SLIP_DIR"]+"/"+id+".html")
+	req, _ := http.NewRequest("GET", "http://"+addr+"/api/v1/documents/"+id+"/slip", nil)
+	req.Header.Set("Authorization", "Bearer "+sess.Token)
+	res, err = cl.Do(req)
+	require.NoError(t, err)
+	b, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	assert.Equal(t, 200, res.StatusCode, string(b))
+	assert.Contains(t, string(b), "<html")
+	assert.Contains(t, string(b), "data:image/png;base64,", "the slip carries the QR code")
+
+	// The citizen track page answers on the tracking id the notifier made.
+	conn, err := pgx.Connect(context.Background(), db)
+	require.NoError(t, err)
+	var tracking string
+	require.NoError(t, conn.QueryRow(context.Background(), "SELECT tracking_id FROM notify_tracking WHERE document_id = $1", id).Scan(&tracking))
+	conn.Close(context.Background())
+	res, err = cl.Get("http://" + addr + "/t/" + tracking)
+	require.NoError(t, err)
+	b, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	assert.Equal(t, 200, res.StatusCode, string(b))
+	assert.Contains(t, res.Header.Get("Content-Type"), "text/html")
+	assert.NotContains(t, string(b), "Peeters", "the track page shows no surname")
+	res, err = cl.Get("http://" + addr + "/t/AAAAAAAAAAAAAAAAAAAAAA")
+	require.NoError(t, err)
+	res.Body.Close()
+	assert.Equal(t, 404, res.StatusCode)
 	assert.FileExists(t, vars["KLUIS_KEY_DIR"]+"/signing.pub")
 
 	res, err = cl.Get("http://" + addr + "/metrics")
 	require.NoError(t, err)
 	b, _ = io.ReadAll(res.Body)
 	res.Body.Close()
-	assert.Contains(t, string(b), `kluis_documents{state="loaded"} 1`)
+	assert.Contains(t, string(b), `kluis_documents{state="notified"} 1`)
+	assert.Contains(t, string(b), `kluis_notify_messages_total{channel="slip"`)
 	assert.Contains(t, string(b), `kluis_codes_issued_total 1`)
 	assert.Contains(t, string(b), `go_goroutines`)
 

@@ -171,6 +171,7 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 		"KLUIS_LOG_LEVEL":          "error",
 		"KLUIS_KEY_DIR":            t.TempDir() + "/keys",
 		"KLUIS_MQTT_ADDR":          "127.0.0.1:0",
+		"KLUIS_SLIP_DIR":           t.TempDir() + "/slips",
 	}
 	s := startServer(t, vars)
 	require.NotEmpty(t, s.broker, "the embedded broker runs without MQTT_URL")
@@ -236,7 +237,7 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	eventually(t, "the second ack", func() bool { return len(dev.received(wire.KindAck)) > 1 })
 	got = s.call("GET", "/api/v1/documents/"+id, nil, 200)
 	assert.Equal(t, "collected", got["state"])
-	assert.Len(t, got["history"], 4) // register, reserve, load, collect
+	assert.Len(t, got["history"], 5) // register, reserve, load, notify, collect
 
 	// A door event lands in the audit trail.
 	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvDoorOpened, At: time.Now().UTC(),

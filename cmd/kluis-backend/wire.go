@@ -15,6 +15,7 @@ import (
 	"kluis/backend/broker"
 	"kluis/backend/codes"
 	"kluis/backend/devicelink"
+	"kluis/backend/notify"
 	"kluis/backend/service"
 	"kluis/backend/store"
 )
@@ -93,17 +94,36 @@ func wireDeps(ctx context.Context, st *store.Store, reg *prometheus.Registry, c 
 		d.close()
 		return nil, err
 	}
-	d.service, err = service.New(service.Options{
+	// The notifier marks documents notified through the service, which
+	// itself needs the notifier: close the loop with a late-bound function.
+	var svc *service.Service
+	notifier, err := newNotifier(st, reg, c, log, func(ctx context.Context, id string) error {
+		_, err := svc.MarkNotified(ctx, "system", id)
+		return err
+	})
+	if err != nil {
+		d.close()
+		return nil, fmt.Errorf("notifications: %w", err)
+	}
+	svc, err = service.New(service.Options{
 		Store:        st,
 		Logger:       log,
 		PseudonymKey: pseudonymKey(keys),
 		Codes:        codes.Issuer{Service: d.codes},
+		Notifier:     notifier,
+		Purger:       notifier,
 	})
 	if err != nil {
 		d.close()
 		return nil, err
 	}
-	d.api.Service = d.service
+	d.service = svc
+	d.api.Service = svc
+	d.api.Slip = slipReader(c.slipDir)
+	d.api.TrackPage = &notify.TrackHandler{DB: st.Pool(), Logger: log}
+	if c.housekeepEvery > 0 {
+		d.every(10*time.Minute, func(ctx context.Context) { remind(ctx, st, svc, log) })
+	}
 	if c.housekeepEvery > 0 {
 		d.goLoop(func() { _ = d.service.RunHousekeeping(lctx, c.housekeepEvery) })
 	}

@@ -46,7 +46,11 @@ func TestTokenRoundTrip(t *testing.T) {
 	_, err = VerifyToken(k.Public(), parts[0]+"."+fp[1]+"."+parts[2], "kortrijk-l2", now)
 	require.ErrorIs(t, err, ErrWrongCode)
 
-	for _, bad := range []string{"", "K1.", "K1..", "K1.abc.def", "X1.a.b", strings.Repeat("K1.", 300), tok + "x"} {
+	// Other spellings of the same bytes: a line break, a changed unused bit.
+	last := tok[len(tok)-1]
+	alt := tok[:len(tok)-1] + string(last^1)
+	for _, bad := range []string{"", "K1.", "K1..", "K1.abc.def", "X1.a.b", strings.Repeat("K1.", 300), tok + "x",
+		tok[:10] + "\n" + tok[10:], alt} {
 		_, err := VerifyToken(k.Public(), bad, "kortrijk-l1", now)
 		require.ErrorIs(t, err, ErrWrongCode, bad)
 	}

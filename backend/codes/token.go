@@ -76,14 +76,15 @@ func VerifyToken(pub ed25519.PublicKey, token, deviceID string, now time.Time) (
 	}
 	head, sigText := token[:dot], token[dot+1:]
 	sig, err := b64.DecodeString(sigText)
-	if err != nil || len(sig) != ed25519.SignatureSize {
+	// Only the canonical encoding is accepted, so one token has one spelling.
+	if err != nil || len(sig) != ed25519.SignatureSize || b64.EncodeToString(sig) != sigText {
 		return Claims{}, fmt.Errorf("codes: token signature malformed: %w", ErrWrongCode)
 	}
 	if !ed25519.Verify(pub, []byte(head), sig) {
 		return Claims{}, fmt.Errorf("codes: token signature invalid: %w", ErrWrongCode)
 	}
 	p, err := b64.DecodeString(head[len(TokenPrefix):])
-	if err != nil {
+	if err != nil || b64.EncodeToString(p) != head[len(TokenPrefix):] {
 		return Claims{}, fmt.Errorf("codes: token payload malformed: %w", ErrWrongCode)
 	}
 	var c Claims

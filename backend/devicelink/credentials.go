@@ -41,7 +41,8 @@ type Credentials struct {
 	params ArgonParams
 	now    func() time.Time
 	log    *slog.Logger
-	dummy  string // a hash checked for unknown users, so they cost the same
+	dummy  string        // a hash checked for unknown users, so they cost the same
+	slots  chan struct{} // bounds concurrent hashing (memory: MemoryKiB each)
 }
 
 // CredentialsOptions configure Credentials.
@@ -52,6 +53,9 @@ type CredentialsOptions struct {
 	// Now defaults to time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
+	// MaxConcurrent bounds simultaneous password checks, so that a fleet
+	// reconnecting at once cannot exhaust memory; default 4.
+	MaxConcurrent int
 }
 
 // NewCredentials returns the credential store on opts.Pool.
@@ -65,7 +69,11 @@ func NewCredentials(opts CredentialsOptions) *Credentials {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	c := &Credentials{pool: opts.Pool, params: opts.Params, now: opts.Now, log: opts.Logger.With("part", "devicelink-credentials")}
+	if opts.MaxConcurrent <= 0 {
+		opts.MaxConcurrent = 4
+	}
+	c := &Credentials{pool: opts.Pool, params: opts.Params, now: opts.Now,
+		log: opts.Logger.With("part", "devicelink-credentials"), slots: make(chan struct{}, opts.MaxConcurrent)}
 	c.dummy = c.hash("not a password")
 	return c
 }
@@ -106,6 +114,13 @@ func (c *Credentials) Disable(ctx context.Context, username string) error {
 // Check verifies a user name and password; it is a broker.CredentialsFunc.
 // A device's id is its user name; the backend's is empty.
 func (c *Credentials) Check(ctx context.Context, username, password string) (string, broker.Role, bool) {
+	select {
+	case c.slots <- struct{}{}:
+		defer func() { <-c.slots }()
+	case <-ctx.Done():
+		c.log.Warn("password check not started in time", "err", ctx.Err())
+		return "", "", false
+	}
 	var role, hash string
 	var disabled bool
 	err := c.pool.QueryRow(ctx, `SELECT role, password_hash, disabled FROM mqtt_credentials WHERE username = $1`,

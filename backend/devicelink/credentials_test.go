@@ -90,3 +90,18 @@ func TestCredentialsWithEmbeddedBroker(t *testing.T) {
 	eventually(t, "ack through the embedded broker", func() bool { return d.ackCount(ev.ID) >= 1 })
 	assert.Equal(t, 1, rec.count(ev.ID))
 }
+
+func TestCredentialsCheckBounded(t *testing.T) {
+	pool := newPool(t)
+	ctx := context.Background()
+	c := NewCredentials(CredentialsOptions{Pool: pool, Params: cheap, Logger: quiet(), MaxConcurrent: 1})
+	require.NoError(t, c.Set(ctx, "dev-1", broker.RoleDevice, "a-long-device-password"))
+	c.slots <- struct{}{} // the only slot is busy
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	_, _, ok := c.Check(short, "dev-1", "a-long-device-password")
+	assert.False(t, ok, "no slot before the deadline: refused")
+	<-c.slots
+	_, _, ok = c.Check(ctx, "dev-1", "a-long-device-password")
+	assert.True(t, ok)
+}

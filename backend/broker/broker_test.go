@@ -3,9 +3,9 @@ package broker
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
-	"log/slog"
 	"testing"
 	"time"
 

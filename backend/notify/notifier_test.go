@@ -83,6 +83,7 @@ func (f *nfix) creds(t *testing.T) codes.Credentials {
 }
 
 func TestNotifyReadyByEmailAndSMS(t *testing.T) {
+	t.Parallel()
 	f := newNfix(t)
 	d, c := f.doc(t, "de", "ann@example.org", "+32470123456")
 	cr := f.creds(t)
@@ -150,6 +151,7 @@ func TestNotifyReadyByEmailAndSMS(t *testing.T) {
 }
 
 func TestNotifyWithoutChannelsWritesSlip(t *testing.T) {
+	t.Parallel()
 	f := newNfix(t)
 	d, c := f.doc(t, "nl", "", "")
 	cr := f.creds(t)
@@ -170,6 +172,7 @@ func TestNotifyWithoutChannelsWritesSlip(t *testing.T) {
 }
 
 func TestNotifyFailuresAndOtherKinds(t *testing.T) {
+	t.Parallel()
 	f := newNfix(t)
 	d, c := f.doc(t, "en", "ann@example.org", "+32470123456")
 	f.sms.SetStatus(http.StatusBadGateway)

@@ -12,6 +12,7 @@ import (
 )
 
 func TestDueReminders(t *testing.T) {
+	t.Parallel()
 	f := newNfix(t)
 	d, c := f.doc(t, "nl", "ann@example.org", "") // deadline now0 + 10 days
 	ids, err := DueReminders(context.Background(), f.pool, now0, 0, 0)

@@ -511,3 +511,34 @@ func TestLoginThrottle(t *testing.T) {
 	r = e.do("POST", "/api/v1/sessions", "", right)
 	assert.Equal(t, 201, r.status)
 }
+
+func TestKioskCredentialsAndTokens(t *testing.T) {
+	e := newEnv(t)
+	admin := e.tokens[auth.RoleAdmin]
+	staffID := e.users[auth.RoleStaff].ID
+	path := fmt.Sprintf("/api/v1/users/%d", staffID)
+	r := e.do("PATCH", path, admin, map[string]string{"kiosk_pin": "12x456"})
+	assert.Equal(t, 400, r.status)
+	assert.Equal(t, "invalid_kiosk_pin", r.errCode())
+	r = e.do("PATCH", path, admin, map[string]string{"kiosk_pin": "482916", "badge": "BADGE-1"})
+	require.Equal(t, 200, r.status, string(r.body))
+	assert.NotContains(t, string(r.body), "482916")
+	r = e.do("PATCH", fmt.Sprintf("/api/v1/users/%d", e.users[auth.RoleAdmin].ID), admin, map[string]string{"kiosk_pin": "482916"})
+	assert.Equal(t, 409, r.status)
+	assert.Equal(t, "kiosk_credential_taken", r.errCode())
+
+	// A kiosk session works at the kiosk, never on the HTTP API.
+	iss, err := e.auth.KioskLogin(context.Background(), "482916", "")
+	require.NoError(t, err)
+	r = e.do("GET", "/api/v1/me", iss.Token, nil)
+	assert.Equal(t, 401, r.status)
+	assert.Equal(t, "invalid_token", r.errCode())
+
+	recs, err := audit.List(context.Background(), e.st.Pool(), audit.ListOptions{Subject: fmt.Sprintf("user:%d", staffID)})
+	require.NoError(t, err)
+	require.NotEmpty(t, recs)
+	last := recs[len(recs)-1]
+	assert.Equal(t, "user.update", last.Action)
+	assert.NotContains(t, string(last.Details), "482916")
+	assert.NotContains(t, string(last.Details), "BADGE-1")
+}

@@ -80,6 +80,14 @@ func (s *Server) toAPIError(err error) *Error {
 		return &Error{Status: http.StatusBadRequest, Code: "weak_password", Message: "password must be 10 to 256 characters", Err: err}
 	case errors.Is(err, auth.ErrInvalidRole):
 		return &Error{Status: http.StatusBadRequest, Code: "invalid_role", Message: "role must be staff, technician or admin", Err: err}
+	case errors.Is(err, auth.ErrInvalidKioskPIN):
+		return &Error{Status: http.StatusBadRequest, Code: "invalid_kiosk_pin", Message: "a staff PIN must be 6 to 12 digits", Err: err}
+	case errors.Is(err, auth.ErrInvalidBadge):
+		return &Error{Status: http.StatusBadRequest, Code: "invalid_badge", Message: "a badge id must be 4 to 128 printable characters", Err: err}
+	case errors.Is(err, auth.ErrKioskCredentialTaken):
+		return &Error{Status: http.StatusConflict, Code: "kiosk_credential_taken", Message: "this staff PIN or badge is already in use; choose another", Err: err}
+	case errors.Is(err, auth.ErrKioskDisabled):
+		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "kiosk logins are not configured on this server", Err: err}
 	case errors.Is(err, auth.ErrNotFound):
 		return &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no such user or token", Err: err}
 	}

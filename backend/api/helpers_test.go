@@ -39,7 +39,8 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 func newEnv(t *testing.T, mutate ...func(*api.Options)) *env {
 	t.Helper()
 	st := storetest.New(t)
-	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: quietLogger(), Params: auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1}})
+	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: quietLogger(), Params: auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1},
+		KioskKey: []byte("kiosk-test-key-0123456789abcdef")})
 	require.NoError(t, err)
 	reg := prometheus.NewRegistry()
 	svc, err := service.New(service.Options{Store: st, Logger: quietLogger()})

@@ -289,6 +289,10 @@ func (s *Server) authenticate(r *http.Request) (auth.Principal, error) {
 		return auth.Principal{}, errorf(http.StatusUnauthorized, "unauthenticated", "the Authorization header must be 'Bearer <token>'")
 	}
 	p, err := s.auth.Authenticate(r.Context(), strings.TrimSpace(tok))
+	if err == nil && p.TokenKind == "kiosk" {
+		// Kiosk sessions are for the device's staff screen only.
+		err = auth.ErrUnauthenticated
+	}
 	if errors.Is(err, auth.ErrUnauthenticated) {
 		return auth.Principal{}, errorf(http.StatusUnauthorized, "invalid_token", "the bearer token is invalid, expired or revoked")
 	}

@@ -174,6 +174,9 @@ func (s *Server) handleGetUser(w http.ResponseWriter, r *http.Request) error {
 type updateUserRequest struct {
 	Disabled *bool   `json:"disabled"`
 	Password *string `json:"password"`
+	// KioskPIN and Badge set ("" clears) the kiosk credentials.
+	KioskPIN *string `json:"kiosk_pin"`
+	Badge    *string `json:"badge"`
 }
 
 func (s *Server) handleUpdateUser(w http.ResponseWriter, r *http.Request) error {
@@ -185,8 +188,8 @@ func (s *Server) handleUpdateUser(w http.ResponseWriter, r *http.Request) error 
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	if req.Disabled == nil && req.Password == nil {
-		return errorf(http.StatusBadRequest, "missing_field", "give disabled and/or password")
+	if req.Disabled == nil && req.Password == nil && req.KioskPIN == nil && req.Badge == nil {
+		return errorf(http.StatusBadRequest, "missing_field", "give disabled, password, kiosk_pin and/or badge")
 	}
 	p := principal(r.Context())
 	if req.Disabled != nil && *req.Disabled && id == p.ID {
@@ -201,6 +204,17 @@ func (s *Server) handleUpdateUser(w http.ResponseWriter, r *http.Request) error 
 			return err
 		}
 		changes["password"] = "changed"
+	}
+	if req.KioskPIN != nil || req.Badge != nil {
+		if err := s.auth.SetKioskCredentials(r.Context(), id, req.KioskPIN, req.Badge); err != nil {
+			return err
+		}
+		if req.KioskPIN != nil {
+			changes["kiosk_pin"] = "changed"
+		}
+		if req.Badge != nil {
+			changes["badge"] = "changed"
+		}
 	}
 	if req.Disabled != nil {
 		if _, err := s.auth.SetDisabled(r.Context(), id, *req.Disabled); err != nil {

@@ -49,6 +49,11 @@ type Options struct {
 	Params Params
 	// SessionTTL is how long a login token lives; default 12h.
 	SessionTTL time.Duration
+	// KioskKey keys the digests of staff PINs and badges; nil disables
+	// kiosk logins (see kiosk.go).
+	KioskKey []byte
+	// KioskTTL is how long a kiosk session lives; default DefaultKioskTTL.
+	KioskTTL time.Duration
 }
 
 // Service manages users and tokens.
@@ -59,6 +64,8 @@ type Service struct {
 	params     Params
 	sessionTTL time.Duration
 	dummyHash  string
+	kioskKey   []byte
+	kioskTTL   time.Duration
 }
 
 // New returns a Service over opts.Pool.
@@ -75,6 +82,9 @@ func New(opts Options) (*Service, error) {
 	if opts.SessionTTL <= 0 {
 		opts.SessionTTL = 12 * time.Hour
 	}
+	if opts.KioskTTL <= 0 {
+		opts.KioskTTL = DefaultKioskTTL
+	}
 	opts.Params = opts.Params.withDefaults()
 	// A hash to verify against when the user does not exist, so that a
 	// login for an unknown user costs as much as a wrong password.
@@ -89,6 +99,8 @@ func New(opts Options) (*Service, error) {
 		params:     opts.Params,
 		sessionTTL: opts.SessionTTL,
 		dummyHash:  dummy,
+		kioskKey:   append([]byte(nil), opts.KioskKey...),
+		kioskTTL:   opts.KioskTTL,
 	}, nil
 }
 
@@ -111,7 +123,7 @@ type Principal struct {
 	User
 	// TokenID identifies the bearer token used.
 	TokenID int64
-	// TokenKind is "session" or "api".
+	// TokenKind is "session", "api" or "kiosk".
 	TokenKind string
 }
 

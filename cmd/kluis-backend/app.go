@@ -21,6 +21,7 @@ import (
 	"kluis/backend/api"
 	"kluis/backend/auth"
 	"kluis/backend/broker"
+	"kluis/backend/codes"
 	"kluis/backend/devicelink"
 	"kluis/backend/store"
 )
@@ -343,7 +344,11 @@ func serve(ctx context.Context, args []string, e env) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: log, Params: hashParams(e)})
+	keys, err := codes.LoadOrCreateKeys(c.keyDir)
+	if err != nil {
+		return fmt.Errorf("code keys in %s: %w", c.keyDir, err)
+	}
+	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: log, Params: hashParams(e), KioskKey: deriveKey(keys, "kiosk staff credentials")})
 	if err != nil {
 		return err
 	}
@@ -351,7 +356,7 @@ func serve(ctx context.Context, args []string, e env) error {
 		return err
 	}
 
-	deps, err := wireDeps(ctx, st, reg, c, e, log)
+	deps, err := wireDeps(ctx, st, reg, keys, as, c, e, log)
 	if err != nil {
 		return err
 	}

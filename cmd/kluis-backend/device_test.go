@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -130,7 +131,7 @@ func connectDevice(t *testing.T, brokerAddr, id, password string) *fakeDevice {
 	require.True(t, tok.WaitTimeout(20*time.Second), "connect timeout")
 	require.NoError(t, tok.Error())
 	t.Cleanup(func() { d.c.Disconnect(100) })
-	for _, k := range []wire.Kind{wire.KindCommand, wire.KindAck, wire.KindVerifyRes} {
+	for _, k := range []wire.Kind{wire.KindCommand, wire.KindAck, wire.KindVerifyRes, wire.KindStaffRes} {
 		topic, err := wire.TopicFor(id, k)
 		require.NoError(t, err)
 		k := k
@@ -252,6 +253,46 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	assert.Contains(t, actions, "device.door_opened")
 	v := s.call("GET", "/api/v1/audit/verify", nil, 200)
 	assert.Equal(t, true, v["ok"])
+
+	// Kiosk staff: an admin gives a staff member a PIN; at the kiosk the
+	// staff member logs in and scans a new document, which gets the free
+	// compartment of this device.
+	staff := s.call("POST", "/api/v1/users", map[string]string{"username": "an", "password": "counter password 1", "role": "staff"}, 201)
+	s.call("PATCH", "/api/v1/users/"+strconv.Itoa(int(staff["id"].(float64))), map[string]string{"kiosk_pin": "482916"}, 200)
+	doc2 := s.call("POST", "/api/v1/documents", map[string]any{"kind": "eid", "number": "591-7654321-00",
+		"holder_first_name": "Els", "holder_last_name": "Claes", "holder_birth_date": "1990-03-04",
+		"language": "fr", "mobile": "+32470123456", "site_id": "kortrijk"}, 201)
+	staffRes := func(n int) wire.StaffResponse {
+		t.Helper()
+		eventually(t, "a staff answer", func() bool { return len(dev.received(wire.KindStaffRes)) >= n })
+		var r wire.StaffResponse
+		require.NoError(t, json.Unmarshal(dev.received(wire.KindStaffRes)[n-1], &r))
+		return r
+	}
+	dev.publish(wire.KindStaffReq, &wire.StaffRequest{ID: "s1", Op: wire.StaffLogin, At: time.Now().UTC(), PIN: "482916"})
+	login := staffRes(1)
+	require.Equal(t, wire.StaffOK, login.Result)
+	assert.Equal(t, "an", login.StaffName)
+	assert.Equal(t, strconv.Itoa(int(staff["id"].(float64))), login.StaffID)
+	require.NotEmpty(t, login.Session)
+	dev.publish(wire.KindStaffReq, &wire.StaffRequest{ID: "s2", Op: wire.StaffReserve, At: time.Now().UTC(), Session: login.Session, DocumentNumber: "591-7654321-00"})
+	res := staffRes(2)
+	require.Equal(t, wire.StaffOK, res.Result, "%+v", res)
+	assert.Equal(t, doc2["id"], res.DocumentID)
+	assert.Equal(t, &wire.Address{Board: 0, Channel: 3}, res.Addr)
+	dev.publish(wire.KindStaffReq, &wire.StaffRequest{ID: "s3", Op: wire.StaffReserve, At: time.Now().UTC(), Session: login.Session, DocumentNumber: "000-0000000-00"})
+	assert.Equal(t, wire.StaffNotFound, staffRes(3).Result)
+	dev.publish(wire.KindStaffReq, &wire.StaffRequest{ID: "s4", Op: wire.StaffLogout, At: time.Now().UTC(), Session: login.Session})
+	assert.Equal(t, wire.StaffOK, staffRes(4).Result)
+	dev.publish(wire.KindStaffReq, &wire.StaffRequest{ID: "s5", Op: wire.StaffReserve, At: time.Now().UTC(), Session: login.Session, DocumentNumber: "591-7654321-00"})
+	assert.Equal(t, wire.StaffSessionExpired, staffRes(5).Result)
+	// Guessing PINs locks the device's staff login, even for the right PIN.
+	for i := 0; i < 5; i++ {
+		dev.publish(wire.KindStaffReq, &wire.StaffRequest{ID: "g" + strconv.Itoa(i), Op: wire.StaffLogin, At: time.Now().UTC(), PIN: "11111" + strconv.Itoa(i)})
+		assert.Equal(t, wire.StaffDenied, staffRes(6+i).Result)
+	}
+	dev.publish(wire.KindStaffReq, &wire.StaffRequest{ID: "s6", Op: wire.StaffLogin, At: time.Now().UTC(), PIN: "482916"})
+	assert.Equal(t, wire.StaffDenied, staffRes(11).Result)
 
 	m := s.metrics()
 	assert.Contains(t, m, `kluis_codes_verifications_total{reason="wrong_code"} 1`)

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"kluis/backend/api"
+	"kluis/backend/auth"
 	"kluis/backend/broker"
 	"kluis/backend/codes"
 	"kluis/backend/devicelink"
@@ -70,25 +71,21 @@ func (d *deps) every(interval time.Duration, fn func(ctx context.Context)) {
 	})
 }
 
-// pseudonymKey derives the document-number pseudonym key from the PIN key,
-// so no extra secret has to be kept.
-func pseudonymKey(k codes.Keys) []byte {
+// deriveKey derives a purpose-bound key from the PIN key, so that no extra
+// secret has to be kept: HMAC-SHA256(PIN key, "kluis <purpose> v1").
+func deriveKey(k codes.Keys, purpose string) []byte {
 	m := hmac.New(sha256.New, k.PIN)
-	m.Write([]byte("kluis document-number pseudonym v1"))
+	m.Write([]byte("kluis " + purpose + " v1"))
 	return m.Sum(nil)
 }
 
 // wire builds the codes and document services and starts housekeeping.
-func wireDeps(ctx context.Context, st *store.Store, reg *prometheus.Registry, c config, e env, log *slog.Logger) (*deps, error) {
+func wireDeps(ctx context.Context, st *store.Store, reg *prometheus.Registry, keys codes.Keys, as *auth.Service, c config, e env, log *slog.Logger) (*deps, error) {
 	d := &deps{}
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.ctx, d.cancel = lctx, cancel
 
-	keys, err := codes.LoadOrCreateKeys(c.keyDir)
-	if err != nil {
-		d.close()
-		return nil, fmt.Errorf("code keys in %s: %w", c.keyDir, err)
-	}
+	var err error
 	d.codes, err = codes.New(codes.Options{Pool: st.Pool(), Keys: keys, Logger: log, Registerer: reg})
 	if err != nil {
 		d.close()
@@ -108,7 +105,7 @@ func wireDeps(ctx context.Context, st *store.Store, reg *prometheus.Registry, c 
 	svc, err = service.New(service.Options{
 		Store:        st,
 		Logger:       log,
-		PseudonymKey: pseudonymKey(keys),
+		PseudonymKey: deriveKey(keys, "document-number pseudonym"),
 		Codes:        codes.Issuer{Service: d.codes},
 		Notifier:     notifier,
 		Purger:       notifier,
@@ -127,7 +124,7 @@ func wireDeps(ctx context.Context, st *store.Store, reg *prometheus.Registry, c 
 	if c.housekeepEvery > 0 {
 		d.goLoop(func() { _ = d.service.RunHousekeeping(lctx, c.housekeepEvery) })
 	}
-	if err := d.startLink(ctx, st, reg, c, e, log); err != nil {
+	if err := d.startLink(ctx, st, reg, as, c, e, log); err != nil {
 		d.close()
 		return nil, err
 	}
@@ -139,7 +136,7 @@ const backendMQTTUser = "kluis-backend"
 
 // startLink starts the embedded broker when no MQTT_URL is given, then the
 // device link with the verifier, the event handler and the opener.
-func (d *deps) startLink(ctx context.Context, st *store.Store, reg *prometheus.Registry, c config, e env, log *slog.Logger) error {
+func (d *deps) startLink(ctx context.Context, st *store.Store, reg *prometheus.Registry, as *auth.Service, c config, e env, log *slog.Logger) error {
 	url, user, pass := c.mqttURL, c.mqttUser, c.mqttPass
 	if url == "" {
 		creds := devicelink.NewCredentials(devicelink.CredentialsOptions{Pool: st.Pool(), Logger: log, Params: mqttParams(e)})
@@ -169,6 +166,8 @@ func (d *deps) startLink(ctx context.Context, st *store.Store, reg *prometheus.R
 		Pool:     st.Pool(),
 		Events:   events{svc: d.service, pool: st.Pool(), log: log.With("part", "device-events")},
 		Verifier: verifier{codes: d.codes, log: log.With("part", "verifier"), now: time.Now},
+		Staff: &staffHandler{auth: as, svc: d.service, pool: st.Pool(), log: log.With("part", "kiosk-staff"),
+			now: time.Now, throttle: newDeviceThrottle()},
 		Logger:   log,
 		Registry: reg,
 	})

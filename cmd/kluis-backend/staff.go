@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"kluis/backend/audit"
+	"kluis/backend/auth"
+	"kluis/backend/lifecycle"
+	"kluis/backend/service"
+	"kluis/backend/store"
+	"kluis/controller/wire"
+)
+
+// staffHandler answers the kiosk's staff operations: log in with a staff
+// PIN or badge, reserve a compartment for a scanned document, log out.
+type staffHandler struct {
+	auth     *auth.Service
+	svc      *service.Service
+	pool     *pgxpool.Pool
+	log      *slog.Logger
+	now      func() time.Time
+	throttle *deviceThrottle
+}
+
+// HandleStaff implements devicelink.StaffHandler.
+func (h *staffHandler) HandleStaff(ctx context.Context, deviceID string, req wire.StaffRequest) wire.StaffResponse {
+	resp := wire.StaffResponse{Op: req.Op}
+	switch req.Op {
+	case wire.StaffLogin:
+		resp.Result = h.login(ctx, deviceID, req, &resp)
+	case wire.StaffReserve:
+		resp.Result = h.reserve(ctx, deviceID, req, &resp)
+	case wire.StaffLogout:
+		if p, err := h.auth.Authenticate(ctx, req.Session); err == nil && p.TokenKind == "kiosk" {
+			if err := h.auth.Revoke(ctx, p.ID, p.TokenID); err != nil {
+				h.log.Warn("kiosk logout", "device", deviceID, "err", err)
+			}
+		}
+		resp.Result = wire.StaffOK
+	default:
+		resp.Result = wire.StaffDenied
+	}
+	return resp
+}
+
+func (h *staffHandler) audit(ctx context.Context, actor, action, deviceID string, details map[string]any) {
+	if _, err := h.svc.RecordEvent(ctx, audit.Entry{Actor: actor, Action: action, Subject: "device:" + deviceID, Details: details}); err != nil {
+		h.log.Warn("audit kiosk staff operation", "action", action, "err", err)
+	}
+}
+
+func (h *staffHandler) login(ctx context.Context, deviceID string, req wire.StaffRequest, resp *wire.StaffResponse) wire.StaffResult {
+	now := h.now()
+	if h.throttle.blocked(deviceID, now) {
+		return wire.StaffDenied
+	}
+	method := "pin"
+	if req.PIN == "" {
+		method = "badge"
+	}
+	iss, err := h.auth.KioskLogin(ctx, req.PIN, req.Badge)
+	switch {
+	case errors.Is(err, auth.ErrInvalidCredentials):
+		if h.throttle.fail(deviceID, now) {
+			h.log.Warn("kiosk staff logins locked on device after repeated failures", "device", deviceID)
+		}
+		h.audit(ctx, "device:"+deviceID, "kiosk.login_failed", deviceID, map[string]any{"method": method})
+		return wire.StaffDenied
+	case err != nil:
+		h.log.Warn("kiosk login", "device", deviceID, "err", err)
+		return wire.StaffUnavailable
+	}
+	h.throttle.clear(deviceID)
+	actor := "user:" + strconv.FormatInt(iss.User.ID, 10)
+	h.audit(ctx, actor, "kiosk.login", deviceID, map[string]any{"method": method, "token_id": iss.ID})
+	// The staff id on the wire is the numeric user id (wire ids allow no ':').
+	resp.Session, resp.StaffID, resp.StaffName, resp.Expires = iss.Token, strconv.FormatInt(iss.User.ID, 10), iss.User.Username, iss.ExpiresAt
+	return wire.StaffOK
+}
+
+func (h *staffHandler) reserve(ctx context.Context, deviceID string, req wire.StaffRequest, resp *wire.StaffResponse) wire.StaffResult {
+	p, err := h.auth.Authenticate(ctx, req.Session)
+	if err != nil || p.TokenKind != "kiosk" {
+		return wire.StaffSessionExpired
+	}
+	actor := "user:" + strconv.FormatInt(p.ID, 10)
+	dev, err := h.svc.GetDevice(ctx, deviceID)
+	if err != nil {
+		h.log.Warn("kiosk reserve: device", "device", deviceID, "err", err)
+		return wire.StaffUnavailable
+	}
+	doc, err := h.svc.FindActiveByNumber(ctx, req.DocumentNumber, dev.SiteID)
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
+		return wire.StaffNotFound
+	case errors.Is(err, store.ErrConflict):
+		return wire.StaffWrongState
+	case err != nil:
+		h.log.Warn("kiosk reserve: find", "device", deviceID, "err", err)
+		return wire.StaffUnavailable
+	}
+	switch {
+	case doc.State == lifecycle.Reserved && doc.DeviceID == deviceID:
+		// Already reserved here (a repeated scan): the same compartment.
+	case doc.State == lifecycle.Registered:
+		doc, err = h.svc.Reserve(ctx, actor, doc.ID, service.ReserveOptions{DeviceID: deviceID})
+		switch {
+		case errors.Is(err, service.ErrNoCompartment):
+			return wire.StaffNoCompartment
+		case errors.Is(err, lifecycle.ErrForbiddenTransition), errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrInvalid):
+			return wire.StaffWrongState
+		case err != nil:
+			h.log.Warn("kiosk reserve", "device", deviceID, "err", err)
+			return wire.StaffUnavailable
+		}
+	default:
+		return wire.StaffWrongState
+	}
+	c, err := store.GetCompartment(ctx, h.pool, doc.CompartmentID)
+	if err != nil {
+		h.log.Warn("kiosk reserve: compartment", "device", deviceID, "err", err)
+		return wire.StaffUnavailable
+	}
+	resp.DocumentID = doc.ID
+	resp.Addr = &wire.Address{Board: c.Board, Channel: c.Channel}
+	return wire.StaffOK
+}
+
+// deviceThrottle locks kiosk staff logins on a device after
+// maxKioskFailures failures within kioskWindow.
+type deviceThrottle struct {
+	mu       sync.Mutex
+	failures map[string][]time.Time
+}
+
+const (
+	maxKioskFailures = 5
+	kioskWindow      = 15 * time.Minute
+	maxKioskDevices  = 10000
+)
+
+func newDeviceThrottle() *deviceThrottle { return &deviceThrottle{failures: map[string][]time.Time{}} }
+
+func (t *deviceThrottle) recent(device string, now time.Time) []time.Time {
+	fs := t.failures[device]
+	for len(fs) > 0 && !fs[0].After(now.Add(-kioskWindow)) {
+		fs = fs[1:]
+	}
+	if len(fs) == 0 {
+		delete(t.failures, device)
+		return nil
+	}
+	t.failures[device] = fs
+	return fs
+}
+
+func (t *deviceThrottle) blocked(device string, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.recent(device, now)) >= maxKioskFailures
+}
+
+// fail records a failure and reports whether the device is now locked.
+func (t *deviceThrottle) fail(device string, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	fs := t.recent(device, now)
+	if fs == nil && len(t.failures) >= maxKioskDevices {
+		return false
+	}
+	fs = append(fs, now)
+	if len(fs) > maxKioskFailures {
+		fs = fs[len(fs)-maxKioskFailures:]
+	}
+	t.failures[device] = fs
+	return len(fs) >= maxKioskFailures
+}
+
+func (t *deviceThrottle) clear(device string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.failures, device)
+}

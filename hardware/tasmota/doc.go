@@ -1,0 +1,63 @@
+// Package tasmota drives relay modules that speak Tasmota's MQTT convention:
+// a locker bank's locks, or an automaton's hatch lock and carousel.
+//
+// # Topics and payloads (Tasmota's)
+//
+//	cmnd/<topic>/PulseTime<n>  "<v>"   v 1-111: tenths of a second; 112+: seconds+100
+//	cmnd/<topic>/POWER<n>      "ON" | "OFF"
+//	cmnd/<topic>/Status        "10"
+//	stat/<topic>/POWER<n>      "ON" | "OFF"   (a bare POWER means POWER1)
+//	stat/<topic>/RESULT        {"POWER1":"ON"}
+//	                           {"PulseTime1":{"Set":5,"Remaining":5}}
+//	                           {"Switch1":{"Action":"ON"}}   (SetOption114 1: switches detached from relays)
+//	stat/<topic>/STATUS10      {"StatusSNS":{"Time":"...","Switch1":"ON","Switch2":"OFF"}}
+//	tele/<topic>/LWT           "Online" | "Offline" (retained)
+//
+// All commands are published with QoS 1, not retained.
+//
+// # Kluis mapping (the simulator implements exactly this)
+//
+// A locker-bank module (Module.Relays = N) is one board (Module.Board):
+//
+//	POWER(i+1)    lock of channel i (ON = energised, i.e. unlocked)
+//	Switch(i+1)   door contact of channel i (ON = open)
+//	Switch(N+i+1) item sensor of channel i (ON = item present)
+//
+// An automaton module (Options.Automaton; Relays = 1 + number of slots) is a
+// board with one channel (the hatch) and Relays-1 slots:
+//
+//	POWER1        hatch lock (channel 0)
+//	POWER(s+2)    momentary pulse: bring slot s to the hatch
+//	Switch1       hatch open
+//	Switch2       mechanism busy (carousel moving)
+//	Switch3       item at the hatch
+//	Switch4       mechanism fault
+//
+// SlotPresented is reported when, after a Present, busy was seen ON and goes
+// OFF while fault is OFF; fault going ON reports MechanismFault.
+//
+// # Pulses
+//
+// Pulse publishes PulseTime<n> and waits for the module to confirm it in a
+// RESULT (Set equal to the value sent); only then does it publish POWER<n> ON
+// and wait for stat POWER<n> ON (topic or RESULT). The pulse is timed by the
+// module, so a lost link cannot leave a lock energised; without the
+// PulseTime confirmation the relay is never switched. Tasmota has no command
+// ids: a caller retrying after an unconfirmed POWER ON may pulse twice, but
+// every pulse ends by itself. Halt switches every relay OFF.
+//
+// # Events and state
+//
+// The driver subscribes to stat/<topic>/+ and tele/<topic>/LWT in paho's
+// OnConnect handler (a clean session loses subscriptions on every
+// reconnect) and asks every module for Status 10. The message handler only
+// copies messages into a bounded queue; one goroutine applies them, and
+// Watch delivers the resulting events (acknowledged semantics as in
+// hardware.Driver). A switch's first reading sets the baseline; only changes
+// make events, so QoS 1 duplicates are harmless. LWT Offline gives
+// BoardOffline and makes Pulse and States fail for that module without
+// sending anything; Online after Offline gives BoardOnline, and every
+// (re)appearance triggers a Status 10 re-read so doors that moved meanwhile
+// are reported. Malformed payloads are counted in
+// kluis_tasmota_messages_total{result="malformed"} and ignored.
+package tasmota

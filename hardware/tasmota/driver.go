@@ -1,0 +1,945 @@
+package tasmota
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"kluis/hardware"
+)
+
+// Kind is the driver kind reported by Describe.
+const Kind = "tasmota"
+
+// Module is one Tasmota device.
+type Module struct {
+	// Topic is the device's %topic%: commands go to cmnd/<Topic>/...
+	Topic string `json:"topic" yaml:"topic"`
+	// Relays is the number of relays: the locks of a locker bank, or the
+	// hatch lock plus one relay per carousel slot of an automaton.
+	Relays int `json:"relays" yaml:"relays"`
+	// Board is the hardware.Address board number the module stands for.
+	Board int `json:"board" yaml:"board"`
+}
+
+// Options configure a Driver. Zero values get defaults.
+type Options struct {
+	// Broker is the MQTT URL; default $MQTT_URL or tcp://127.0.0.1:1883.
+	Broker string
+	// ClientID defaults to "kluis-tasmota-<pid>-<nanotime>".
+	ClientID string
+	// Username and Password authenticate to the broker (never logged).
+	Username string
+	Password string
+	// Modules are the devices this driver spans; at least one.
+	Modules []Module
+	// Automaton: every module is an automaton (hatch lock on POWER1,
+	// carousel slot s on POWER(s+2), Switch1-4 hatch open, busy, item at
+	// hatch, fault) instead of a locker bank.
+	Automaton bool
+	// Timeout bounds the wait for a module's confirmation; default 5 s.
+	Timeout time.Duration
+	// PresentPulse is the relay pulse that starts the carousel; default
+	// 500 ms.
+	PresentPulse time.Duration
+	// Logger defaults to a discarding logger.
+	Logger *slog.Logger
+	// Registry receives the metrics; default a private registry.
+	Registry prometheus.Registerer
+	// Clock stamps events; default time.Now.
+	Clock func() time.Time
+	// QueueLimit bounds both the incoming-message queue and the events
+	// waiting for Watch; default 4096.
+	QueueLimit int
+}
+
+type link int
+
+const (
+	linkUnknown link = iota
+	linkOnline
+	linkOffline
+)
+
+// module is the driver's knowledge of one device.
+type module struct {
+	Module
+	link     link
+	power    map[int]bool // known relay states, 1-based
+	sw       map[int]bool // known switch states, 1-based
+	presence struct {
+		active bool // a Present is under way
+		slot   int
+		busy   bool // busy was seen ON since the Present
+	}
+	slot int // slot at the hatch, -1 when none
+}
+
+type inMsg struct {
+	topic   string
+	payload []byte
+}
+
+type metrics struct {
+	messages *prometheus.CounterVec
+	pulses   *prometheus.CounterVec
+	dropped  prometheus.Counter
+	online   *prometheus.GaugeVec
+}
+
+// Driver drives Tasmota relay modules over MQTT. It implements
+// hardware.Driver and hardware.Mechanism (the latter only with
+// Options.Automaton).
+type Driver struct {
+	o      Options
+	log    *slog.Logger
+	m      metrics
+	client mqtt.Client
+	in     chan inMsg
+	stop   chan struct{}
+	done   chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error
+
+	mu       sync.Mutex
+	mods     map[string]*module // by topic
+	byBoard  map[int]*module
+	pending  []hardware.Event
+	notify   chan struct{}
+	waiters  map[string][]chan struct{}
+	ready    chan struct{} // closed once subscribed
+	isReady  bool
+	halted   bool
+	closed   bool
+	watching bool
+}
+
+var (
+	_ hardware.Driver    = (*Driver)(nil)
+	_ hardware.Mechanism = (*Driver)(nil)
+)
+
+// New checks o, fills defaults, starts connecting to the broker in the
+// background and returns. Ready waits for the subscriptions.
+func New(o Options) (*Driver, error) {
+	if len(o.Modules) == 0 {
+		return nil, errors.New("tasmota: no modules configured")
+	}
+	if o.Broker == "" {
+		o.Broker = os.Getenv("MQTT_URL")
+	}
+	if o.Broker == "" {
+		o.Broker = "tcp://127.0.0.1:1883"
+	}
+	if o.ClientID == "" {
+		o.ClientID = fmt.Sprintf("kluis-tasmota-%d-%d", os.Getpid(), time.Now().UnixNano())
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 5 * time.Second
+	}
+	if o.PresentPulse <= 0 {
+		o.PresentPulse = 500 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	if o.QueueLimit <= 0 {
+		o.QueueLimit = 4096
+	}
+	d := &Driver{
+		o:       o,
+		log:     o.Logger.With("part", "tasmota"),
+		in:      make(chan inMsg, o.QueueLimit),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		mods:    map[string]*module{},
+		byBoard: map[int]*module{},
+		notify:  make(chan struct{}),
+		waiters: map[string][]chan struct{}{},
+		ready:   make(chan struct{}),
+	}
+	for _, m := range o.Modules {
+		if m.Topic == "" || strings.ContainsAny(m.Topic, "+#") {
+			return nil, fmt.Errorf("tasmota: bad module topic %q", m.Topic)
+		}
+		min := 1
+		if o.Automaton {
+			min = 2
+		}
+		if m.Relays < min || m.Relays > hardware.MaxChannels {
+			return nil, fmt.Errorf("tasmota: module %s: %d relays, want %d-%d: %w", m.Topic, m.Relays, min, hardware.MaxChannels, hardware.ErrOutOfRange)
+		}
+		if m.Board < 0 || m.Board >= hardware.MaxBoards {
+			return nil, fmt.Errorf("tasmota: module %s: board %d: %w", m.Topic, m.Board, hardware.ErrOutOfRange)
+		}
+		if _, dup := d.mods[m.Topic]; dup {
+			return nil, fmt.Errorf("tasmota: module topic %s listed twice", m.Topic)
+		}
+		if _, dup := d.byBoard[m.Board]; dup {
+			return nil, fmt.Errorf("tasmota: board %d listed twice", m.Board)
+		}
+		mod := &module{Module: m, power: map[int]bool{}, sw: map[int]bool{}, slot: -1}
+		d.mods[m.Topic] = mod
+		d.byBoard[m.Board] = mod
+	}
+	if err := d.newMetrics(); err != nil {
+		return nil, err
+	}
+	opts := mqtt.NewClientOptions().
+		AddBroker(o.Broker).
+		SetClientID(o.ClientID).
+		SetUsername(o.Username).
+		SetPassword(o.Password).
+		SetCleanSession(true).
+		SetAutoReconnect(true).
+		SetConnectRetry(true).
+		SetConnectRetryInterval(500 * time.Millisecond).
+		SetMaxReconnectInterval(5 * time.Second).
+		SetConnectTimeout(o.Timeout).
+		SetKeepAlive(30 * time.Second).
+		SetOrderMatters(true).
+		SetOnConnectHandler(d.onConnect).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			d.log.Warn("broker connection lost", "err", err)
+		})
+	d.client = mqtt.NewClient(opts)
+	go d.loop()
+	d.client.Connect() // retries in the background
+	d.log.Info("connecting", "broker", o.Broker, "modules", len(o.Modules))
+	return d, nil
+}
+
+func (d *Driver) newMetrics() error {
+	cl := prometheus.Labels{"client": d.o.ClientID}
+	d.m = metrics{
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_tasmota_messages_total",
+			Help: "Messages from Tasmota modules by result (ok, malformed, unknown).", ConstLabels: cl}, []string{"result"}),
+		pulses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_tasmota_pulses_total",
+			Help: "Pulse and present commands by result (ok, unconfirmed, offline, refused).", ConstLabels: cl}, []string{"result"}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "kluis_tasmota_dropped_total",
+			Help: "Messages or events dropped because a queue was full.", ConstLabels: cl}),
+		online: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kluis_tasmota_module_online",
+			Help: "1 while the module's LWT says Online.", ConstLabels: cl}, []string{"module"}),
+	}
+	for _, c := range []prometheus.Collector{d.m.messages, d.m.pulses, d.m.dropped, d.m.online} {
+		if err := d.o.Registry.Register(c); err != nil {
+			return fmt.Errorf("tasmota: register metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// onConnect subscribes (subscriptions vanish with a clean session on every
+// reconnect) and asks every module for its switches.
+func (d *Driver) onConnect(c mqtt.Client) {
+	filters := map[string]byte{}
+	for topic := range d.mods {
+		filters["stat/"+topic+"/+"] = 1
+		filters["tele/"+topic+"/LWT"] = 1
+	}
+	tok := c.SubscribeMultiple(filters, d.handle)
+	if !tok.WaitTimeout(d.o.Timeout) || tok.Error() != nil {
+		d.log.Error("subscribe failed, reconnecting", "err", tok.Error())
+		return
+	}
+	d.mu.Lock()
+	if !d.isReady {
+		d.isReady = true
+		close(d.ready)
+	}
+	d.mu.Unlock()
+	d.log.Info("subscribed")
+	for topic := range d.mods {
+		d.publish("cmnd/"+topic+"/Status", "10")
+	}
+}
+
+// handle runs on paho's goroutine: it only copies the message into the
+// bounded queue.
+func (d *Driver) handle(_ mqtt.Client, m mqtt.Message) {
+	msg := inMsg{topic: m.Topic(), payload: append([]byte(nil), m.Payload()...)}
+	select {
+	case d.in <- msg:
+	default:
+		d.m.dropped.Inc()
+	}
+}
+
+// Ready waits until the driver is connected and subscribed.
+func (d *Driver) Ready(ctx context.Context) error {
+	select {
+	case <-d.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("tasmota: not connected to %s: %w", d.o.Broker, ctx.Err())
+	}
+}
+
+func (d *Driver) publish(topic, payload string) mqtt.Token {
+	return d.client.Publish(topic, 1, false, payload)
+}
+
+func (d *Driver) loop() {
+	defer close(d.done)
+	for {
+		select {
+		case <-d.stop:
+			return
+		case m := <-d.in:
+			d.apply(m)
+		}
+	}
+}
+
+// splitTopic splits "stat/<topic>/POWER1" into its three parts; the module
+// topic may itself contain slashes.
+func splitTopic(t string) (prefix, topic, last string, ok bool) {
+	i := strings.IndexByte(t, '/')
+	j := strings.LastIndexByte(t, '/')
+	if i < 0 || j <= i+1 {
+		return "", "", "", false
+	}
+	return t[:i], t[i+1 : j], t[j+1:], true
+}
+
+// apply updates the state from one message and queues events.
+func (d *Driver) apply(msg inMsg) {
+	prefix, topic, last, ok := splitTopic(msg.topic)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	mod := d.mods[topic]
+	if !ok || mod == nil {
+		d.m.messages.WithLabelValues("unknown").Inc()
+		return
+	}
+	err := d.applyLocked(mod, prefix, last, msg.payload)
+	switch {
+	case errors.Is(err, ErrMalformed):
+		d.m.messages.WithLabelValues("malformed").Inc()
+		d.log.Warn("ignored malformed message", "topic", msg.topic, "err", err)
+	case err != nil:
+		d.m.messages.WithLabelValues("unknown").Inc()
+	default:
+		d.m.messages.WithLabelValues("ok").Inc()
+	}
+}
+
+var errIgnored = errors.New("tasmota: message ignored")
+
+func (d *Driver) applyLocked(mod *module, prefix, last string, payload []byte) error {
+	switch {
+	case prefix == "tele" && last == "LWT":
+		if len(payload) == 0 {
+			return errIgnored // a cleared retained message
+		}
+		switch strings.TrimSpace(string(payload)) {
+		case "Online":
+			d.setLinkLocked(mod, linkOnline)
+		case "Offline":
+			d.setLinkLocked(mod, linkOffline)
+		default:
+			return fmt.Errorf("%w: LWT %q", ErrMalformed, truncate(string(payload)))
+		}
+		return nil
+	case prefix != "stat":
+		return errIgnored
+	case last == "RESULT":
+		r, err := parseResult(payload)
+		if err != nil {
+			return err
+		}
+		for n, on := range r.power {
+			d.setPowerLocked(mod, n, on)
+		}
+		for n, v := range r.pulseTime {
+			d.fireLocked(pulseTimeKey(mod.Topic, n, v))
+		}
+		d.setSwitchesLocked(mod, r.switches)
+		return nil
+	case last == "STATUS10":
+		sw, err := parseStatus10(payload)
+		if err != nil {
+			return err
+		}
+		d.setSwitchesLocked(mod, sw)
+		d.fireLocked(statusKey(mod.Topic))
+		return nil
+	}
+	if n, ok := indexed(last, "POWER"); ok {
+		on, err := parseOnOff(string(payload))
+		if err != nil {
+			return err
+		}
+		d.setPowerLocked(mod, n, on)
+		return nil
+	}
+	return errIgnored
+}
+
+func powerKey(topic string, n int) string { return "power/" + topic + "/" + strconv.Itoa(n) }
+func pulseTimeKey(topic string, n, v int) string {
+	return "pulsetime/" + topic + "/" + strconv.Itoa(n) + "/" + strconv.Itoa(v)
+}
+func statusKey(topic string) string { return "status10/" + topic }
+
+// expectLocked registers a waiter for key; d.mu must be held.
+func (d *Driver) expectLocked(key string) chan struct{} {
+	ch := make(chan struct{})
+	d.waiters[key] = append(d.waiters[key], ch)
+	return ch
+}
+
+func (d *Driver) expect(key string) chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.expectLocked(key)
+}
+
+// forget removes a waiter that gave up.
+func (d *Driver) forget(key string, ch chan struct{}) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ws := d.waiters[key]
+	for i, w := range ws {
+		if w == ch {
+			d.waiters[key] = append(ws[:i:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(d.waiters[key]) == 0 {
+		delete(d.waiters, key)
+	}
+}
+
+func (d *Driver) fireLocked(key string) {
+	for _, ch := range d.waiters[key] {
+		close(ch)
+	}
+	delete(d.waiters, key)
+}
+
+func (d *Driver) queueLocked(ev hardware.Event) {
+	if ev.At.IsZero() {
+		ev.At = d.o.Clock()
+	}
+	if len(d.pending) >= d.o.QueueLimit {
+		d.pending = d.pending[1:]
+		d.m.dropped.Inc()
+		d.log.Warn("event queue full, dropped the oldest event")
+	}
+	d.pending = append(d.pending, ev)
+	close(d.notify)
+	d.notify = make(chan struct{})
+}
+
+func boardAddr(mod *module) hardware.Address {
+	return hardware.Address{Board: mod.Board, Channel: -1}
+}
+
+func (d *Driver) setLinkLocked(mod *module, l link) {
+	prev := mod.link
+	mod.link = l
+	switch l {
+	case linkOnline:
+		d.m.online.WithLabelValues(mod.Topic).Set(1)
+		if prev == linkOffline {
+			d.log.Info("module online", "module", mod.Topic)
+			d.queueLocked(hardware.Event{Kind: hardware.BoardOnline, Addr: boardAddr(mod)})
+		}
+		if prev != linkOnline {
+			// Re-read the switches: doors may have moved meanwhile.
+			d.publish("cmnd/"+mod.Topic+"/Status", "10")
+		}
+	case linkOffline:
+		d.m.online.WithLabelValues(mod.Topic).Set(0)
+		if prev != linkOffline {
+			d.log.Warn("module offline", "module", mod.Topic)
+			d.queueLocked(hardware.Event{Kind: hardware.BoardOffline, Addr: boardAddr(mod), Detail: "LWT Offline"})
+		}
+	}
+}
+
+func (d *Driver) setPowerLocked(mod *module, n int, on bool) {
+	mod.power[n] = on
+	if on {
+		d.fireLocked(powerKey(mod.Topic, n))
+	}
+}
+
+// setSwitchesLocked records switch states in index order and queues the
+// events their changes mean. A switch seen for the first time sets the
+// baseline without an event; repeated (duplicate) states change nothing.
+func (d *Driver) setSwitchesLocked(mod *module, sw map[int]bool) {
+	idx := make([]int, 0, len(sw))
+	for n := range sw {
+		idx = append(idx, n)
+	}
+	sort.Ints(idx)
+	for _, n := range idx {
+		on := sw[n]
+		prev, known := mod.sw[n]
+		mod.sw[n] = on
+		if d.o.Automaton {
+			d.automatonSwitchLocked(mod, n, on, prev, known)
+			continue
+		}
+		if !known || prev == on {
+			continue
+		}
+		N := mod.Relays
+		switch {
+		case n >= 1 && n <= N:
+			k := hardware.DoorClosed
+			if on {
+				k = hardware.DoorOpened
+			}
+			d.queueLocked(hardware.Event{Kind: k, Addr: hardware.Address{Board: mod.Board, Channel: n - 1}})
+		case n > N && n <= 2*N:
+			k := hardware.ItemRemoved
+			if on {
+				k = hardware.ItemPlaced
+			}
+			d.queueLocked(hardware.Event{Kind: k, Addr: hardware.Address{Board: mod.Board, Channel: n - N - 1}})
+		}
+	}
+}
+
+// The automaton's switches.
+const (
+	swHatchOpen = 1
+	swBusy      = 2
+	swItem      = 3
+	swFault     = 4
+)
+
+func (d *Driver) automatonSwitchLocked(mod *module, n int, on, prev, known bool) {
+	hatch := hardware.Address{Board: mod.Board, Channel: 0}
+	changed := known && prev != on
+	switch n {
+	case swHatchOpen:
+		if changed {
+			k := hardware.HatchClosed
+			if on {
+				k = hardware.HatchOpened
+			}
+			d.queueLocked(hardware.Event{Kind: k, Addr: hatch})
+		}
+	case swItem:
+		if changed {
+			k := hardware.ItemRemoved
+			if on {
+				k = hardware.ItemPlaced
+			}
+			d.queueLocked(hardware.Event{Kind: k, Addr: hatch})
+		}
+	case swBusy:
+		if on {
+			if mod.presence.active {
+				mod.presence.busy = true
+			}
+			mod.slot = -1
+			return
+		}
+		if mod.presence.active && mod.presence.busy && !mod.sw[swFault] {
+			mod.slot = mod.presence.slot
+			mod.presence.active = false
+			d.queueLocked(hardware.Event{Kind: hardware.SlotPresented, Addr: boardAddr(mod), Slot: mod.slot})
+		}
+	case swFault:
+		if on && (!known || !prev) {
+			detail := "mechanism reports a fault"
+			if mod.presence.active {
+				detail = fmt.Sprintf("fault while presenting slot %d", mod.presence.slot)
+			}
+			mod.presence.active = false
+			d.queueLocked(hardware.Event{Kind: hardware.MechanismFault, Addr: boardAddr(mod), Detail: detail})
+		}
+	}
+}
+
+func (d *Driver) caps() hardware.Capabilities {
+	return hardware.Capabilities{
+		DoorSensor: true,
+		ItemSensor: true,
+		TimedPulse: true,
+		Mechanism:  d.o.Automaton,
+	}
+}
+
+// Describe lists the configured modules; it does not need the broker.
+func (d *Driver) Describe(ctx context.Context) (hardware.Info, error) {
+	if err := d.usable(); err != nil {
+		return hardware.Info{}, err
+	}
+	info := hardware.Info{Kind: Kind, Caps: d.caps()}
+	for _, m := range d.o.Modules {
+		b := hardware.BoardInfo{Address: m.Board, Channels: m.Relays}
+		if d.o.Automaton {
+			b.Channels = 1
+			b.Slots = m.Relays - 1
+		}
+		info.Boards = append(info.Boards, b)
+	}
+	sort.Slice(info.Boards, func(i, j int) bool { return info.Boards[i].Address < info.Boards[j].Address })
+	return info, nil
+}
+
+func (d *Driver) usable() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return fmt.Errorf("tasmota: closed: %w", hardware.ErrHalted)
+	}
+	return nil
+}
+
+// waitFor waits for ch, ctx or the driver's Timeout.
+func (d *Driver) waitFor(ctx context.Context, key string, ch chan struct{}) error {
+	t := time.NewTimer(d.o.Timeout)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		d.forget(key, ch)
+		return ctx.Err()
+	case <-t.C:
+		d.forget(key, ch)
+		return fmt.Errorf("tasmota: no confirmation %s in %v: %w", key, d.o.Timeout, hardware.ErrTimeout)
+	case <-d.stop:
+		d.forget(key, ch)
+		return fmt.Errorf("tasmota: closed: %w", hardware.ErrHalted)
+	}
+}
+
+func (d *Driver) sendAndWait(ctx context.Context, topic, payload, key string) error {
+	ch := d.expect(key)
+	tok := d.publish(topic, payload)
+	if !tok.WaitTimeout(d.o.Timeout) {
+		d.forget(key, ch)
+		return fmt.Errorf("tasmota: publish %s: %w", topic, hardware.ErrTimeout)
+	}
+	if err := tok.Error(); err != nil {
+		d.forget(key, ch)
+		return fmt.Errorf("tasmota: publish %s: %w", topic, err)
+	}
+	return d.waitFor(ctx, key, ch)
+}
+
+// readSwitches asks mod for Status 10 and waits for the answer.
+func (d *Driver) readSwitches(ctx context.Context, mod *module) error {
+	return d.sendAndWait(ctx, "cmnd/"+mod.Topic+"/Status", "10", statusKey(mod.Topic))
+}
+
+// States asks every module for its switches and returns every channel.
+// Modules that are offline or do not answer are left out and named in the
+// error.
+func (d *Driver) States(ctx context.Context) ([]hardware.ChannelState, error) {
+	if err := d.usable(); err != nil {
+		return nil, err
+	}
+	if err := d.Ready(ctx); err != nil {
+		return nil, err
+	}
+	var out []hardware.ChannelState
+	var errs []error
+	for _, m := range d.o.Modules {
+		mod := d.mods[m.Topic]
+		if d.linkOf(mod) == linkOffline {
+			errs = append(errs, fmt.Errorf("tasmota: module %s offline: %w", m.Topic, hardware.ErrTimeout))
+			continue
+		}
+		if err := d.readSwitches(ctx, mod); err != nil {
+			errs = append(errs, fmt.Errorf("tasmota: module %s: %w", m.Topic, err))
+			continue
+		}
+		d.mu.Lock()
+		if d.o.Automaton {
+			out = append(out, hardware.ChannelState{
+				Addr:        hardware.Address{Board: mod.Board, Channel: 0},
+				Locked:      !mod.power[1],
+				DoorOpen:    mod.sw[swHatchOpen],
+				ItemPresent: mod.sw[swItem],
+			})
+		} else {
+			for i := 0; i < mod.Relays; i++ {
+				out = append(out, hardware.ChannelState{
+					Addr:        hardware.Address{Board: mod.Board, Channel: i},
+					Locked:      !mod.power[i+1],
+					DoorOpen:    mod.sw[i+1],
+					ItemPresent: mod.sw[mod.Relays+i+1],
+				})
+			}
+		}
+		d.mu.Unlock()
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Addr.Board != out[j].Addr.Board {
+			return out[i].Addr.Board < out[j].Addr.Board
+		}
+		return out[i].Addr.Channel < out[j].Addr.Channel
+	})
+	return out, errors.Join(errs...)
+}
+
+func (d *Driver) linkOf(mod *module) link {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return mod.link
+}
+
+// pulseRelay sets relay n's PulseTime, waits for the module to confirm it,
+// then switches the relay on and waits for stat POWERn ON. Without the
+// PulseTime confirmation POWER ON is never sent, so a lost link cannot
+// leave a lock energised.
+func (d *Driver) pulseRelay(ctx context.Context, mod *module, n int, dur time.Duration) error {
+	v, err := PulseTimeValue(dur)
+	if err != nil {
+		d.m.pulses.WithLabelValues("refused").Inc()
+		return fmt.Errorf("%w: %w", err, hardware.ErrOutOfRange)
+	}
+	d.mu.Lock()
+	halted, closed, l := d.halted, d.closed, mod.link
+	d.mu.Unlock()
+	if halted || closed {
+		d.m.pulses.WithLabelValues("refused").Inc()
+		return fmt.Errorf("tasmota: %w", hardware.ErrHalted)
+	}
+	if l == linkOffline {
+		d.m.pulses.WithLabelValues("offline").Inc()
+		return fmt.Errorf("tasmota: module %s offline, nothing sent: %w", mod.Topic, hardware.ErrTimeout)
+	}
+	if err := d.Ready(ctx); err != nil {
+		d.m.pulses.WithLabelValues("offline").Inc()
+		return err
+	}
+	base := "cmnd/" + mod.Topic + "/"
+	if err := d.sendAndWait(ctx, base+"PulseTime"+strconv.Itoa(n), strconv.Itoa(v), pulseTimeKey(mod.Topic, n, v)); err != nil {
+		d.m.pulses.WithLabelValues("unconfirmed").Inc()
+		return fmt.Errorf("tasmota: PulseTime%d on %s not confirmed, relay not switched: %w", n, mod.Topic, err)
+	}
+	d.mu.Lock()
+	halted = d.halted
+	d.mu.Unlock()
+	if halted {
+		d.m.pulses.WithLabelValues("refused").Inc()
+		return fmt.Errorf("tasmota: %w", hardware.ErrHalted)
+	}
+	if err := d.sendAndWait(ctx, base+"POWER"+strconv.Itoa(n), "ON", powerKey(mod.Topic, n)); err != nil {
+		d.m.pulses.WithLabelValues("unconfirmed").Inc()
+		return fmt.Errorf("tasmota: POWER%d ON on %s not confirmed (the relay may have switched; its pulse is hardware-timed): %w", n, mod.Topic, err)
+	}
+	d.m.pulses.WithLabelValues("ok").Inc()
+	return nil
+}
+
+// Pulse energises the lock at addr for dur with a hardware-timed pulse:
+// PulseTime then POWER ON, both confirmed by the module. The command id is
+// not used (Tasmota has none); a retry after an error may pulse again, but
+// every pulse ends by itself.
+func (d *Driver) Pulse(ctx context.Context, addr hardware.Address, dur time.Duration, _ hardware.CommandID) error {
+	if err := addr.Validate(); err != nil {
+		return err
+	}
+	mod := d.byBoard[addr.Board]
+	if mod == nil {
+		return fmt.Errorf("tasmota: no module for board %d: %w", addr.Board, hardware.ErrOutOfRange)
+	}
+	channels := mod.Relays
+	if d.o.Automaton {
+		channels = 1
+	}
+	if addr.Channel >= channels {
+		return fmt.Errorf("tasmota: module %s has %d channels, not %d: %w", mod.Topic, channels, addr.Channel+1, hardware.ErrOutOfRange)
+	}
+	if err := d.pulseRelay(ctx, mod, addr.Channel+1, dur); err != nil {
+		return fmt.Errorf("tasmota: pulse %s: %w", addr, err)
+	}
+	d.mu.Lock()
+	d.queueLocked(hardware.Event{Kind: hardware.Unlocked, Addr: addr})
+	d.mu.Unlock()
+	return nil
+}
+
+// Present pulses relay slot+2 of the automaton module of board, which
+// starts its carousel; SlotPresented follows when the busy switch goes off
+// without a fault.
+func (d *Driver) Present(ctx context.Context, board, slot int, _ hardware.CommandID) error {
+	if !d.o.Automaton {
+		return fmt.Errorf("tasmota: not an automaton: %w", hardware.ErrUnsupported)
+	}
+	mod := d.byBoard[board]
+	if mod == nil {
+		return fmt.Errorf("tasmota: no module for board %d: %w", board, hardware.ErrOutOfRange)
+	}
+	if slot < 0 || slot >= mod.Relays-1 {
+		return fmt.Errorf("tasmota: slot %d out of range 0-%d: %w", slot, mod.Relays-2, hardware.ErrOutOfRange)
+	}
+	d.mu.Lock()
+	switch {
+	case mod.sw[swFault]:
+		d.mu.Unlock()
+		return fmt.Errorf("tasmota: present on %s: %w", mod.Topic, hardware.ErrFault)
+	case mod.sw[swBusy] || mod.presence.active:
+		d.mu.Unlock()
+		return fmt.Errorf("tasmota: present on %s: mechanism moving: %w", mod.Topic, hardware.ErrBusy)
+	}
+	mod.presence.active = true
+	mod.presence.slot = slot
+	mod.presence.busy = false
+	d.mu.Unlock()
+	if err := d.pulseRelay(ctx, mod, slot+2, d.o.PresentPulse); err != nil {
+		d.mu.Lock()
+		// The carousel may have started anyway; keep watching if busy was
+		// seen, otherwise give up the present.
+		if !mod.presence.busy {
+			mod.presence.active = false
+		}
+		d.mu.Unlock()
+		return fmt.Errorf("tasmota: present slot %d on board %d: %w", slot, board, err)
+	}
+	return nil
+}
+
+// Hatch returns the last known hatch and mechanism state of board.
+func (d *Driver) Hatch(ctx context.Context, board int) (hardware.HatchState, error) {
+	if !d.o.Automaton {
+		return hardware.HatchState{}, fmt.Errorf("tasmota: not an automaton: %w", hardware.ErrUnsupported)
+	}
+	mod := d.byBoard[board]
+	if mod == nil {
+		return hardware.HatchState{}, fmt.Errorf("tasmota: no module for board %d: %w", board, hardware.ErrOutOfRange)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if mod.link == linkOffline {
+		return hardware.HatchState{}, fmt.Errorf("tasmota: module %s offline: %w", mod.Topic, hardware.ErrTimeout)
+	}
+	return hardware.HatchState{
+		Open:        mod.sw[swHatchOpen],
+		Locked:      !mod.power[1],
+		Busy:        mod.sw[swBusy],
+		Fault:       mod.sw[swFault],
+		Slot:        mod.slot,
+		ItemAtHatch: mod.sw[swItem],
+	}, nil
+}
+
+// Watch hands every event to fn in order until ctx ends. An event leaves
+// the queue only when fn returned nil; fn's error stops Watch and the event
+// is delivered again by the next Watch. One Watch at a time.
+func (d *Driver) Watch(ctx context.Context, fn func(hardware.Event) error) error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return fmt.Errorf("tasmota: closed: %w", hardware.ErrHalted)
+	}
+	if d.watching {
+		d.mu.Unlock()
+		return fmt.Errorf("tasmota: watch already running: %w", hardware.ErrBusy)
+	}
+	d.watching = true
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.watching = false
+		d.mu.Unlock()
+	}()
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		d.mu.Lock()
+		closed := d.closed
+		var ev hardware.Event
+		have := len(d.pending) > 0
+		if have {
+			ev = d.pending[0]
+		}
+		notify := d.notify
+		d.mu.Unlock()
+		if closed {
+			return fmt.Errorf("tasmota: closed: %w", hardware.ErrHalted)
+		}
+		if have {
+			if err := fn(ev); err != nil {
+				return err
+			}
+			d.mu.Lock()
+			if len(d.pending) > 0 && d.pending[0] == ev {
+				d.pending = d.pending[1:]
+			}
+			d.mu.Unlock()
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-notify:
+		}
+	}
+}
+
+// Halt refuses further pulses and switches every relay of every module
+// off. Pulses are hardware-timed, so this only shortens them.
+func (d *Driver) Halt() error {
+	d.mu.Lock()
+	already := d.halted
+	d.halted = true
+	d.mu.Unlock()
+	if !already {
+		d.log.Info("halted")
+	}
+	if !d.client.IsConnectionOpen() {
+		return nil
+	}
+	var toks []mqtt.Token
+	for _, m := range d.o.Modules {
+		for n := 1; n <= m.Relays; n++ {
+			toks = append(toks, d.publish("cmnd/"+m.Topic+"/POWER"+strconv.Itoa(n), "OFF"))
+		}
+	}
+	var errs []error
+	for _, t := range toks {
+		if !t.WaitTimeout(d.o.Timeout) {
+			errs = append(errs, fmt.Errorf("tasmota: halt: %w", hardware.ErrTimeout))
+		} else if err := t.Error(); err != nil {
+			errs = append(errs, fmt.Errorf("tasmota: halt: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close halts, disconnects and stops the driver. It is safe to call more
+// than once and from several goroutines.
+func (d *Driver) Close() error {
+	d.closeOnce.Do(func() {
+		d.closeErr = d.Halt()
+		d.mu.Lock()
+		d.closed = true
+		close(d.notify)
+		d.notify = make(chan struct{})
+		d.mu.Unlock()
+		d.client.Disconnect(250)
+		close(d.stop)
+		<-d.done
+	})
+	return d.closeErr
+}

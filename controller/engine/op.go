@@ -184,8 +184,18 @@ func (e *Engine) runOp(ctx context.Context, o *op, resend bool) {
 		}
 		break
 	}
-	// The door never opened: the document is still there and the code
-	// was not consumed.
+	// The door was not seen opening. If the item sensor says the job got
+	// done anyway (the door opened while kluisd was down, or its events
+	// were lost), report the outcome; otherwise the document is still
+	// there and the code was not consumed.
+	if e.goalReached(ctx, o) {
+		if !o.resumed {
+			e.alarm(wire.AlarmSensorDisagreement, addrPtr(o.comp.lock), nil,
+				fmt.Sprintf("compartment %d: item changed but the door was never seen open", o.comp.cfg.Number))
+		}
+		e.finishSeen(ctx, o, false, false)
+		return
+	}
 	e.unuse(o, time.Time{})
 	e.end(o)
 	e.show(o, StateNotOpened)
@@ -437,4 +447,20 @@ func (e *Engine) usedNow(doc string) bool {
 		return false
 	}
 	return u.GraceUntil.IsZero() || !e.now().Before(u.GraceUntil)
+}
+
+// goalReached reports whether the item sensor shows o's purpose done: the
+// item gone after a pickup or retrieval, present after a load.
+func (e *Engine) goalReached(ctx context.Context, o *op) bool {
+	present, _, known := e.itemState(ctx, o)
+	if !known {
+		return false
+	}
+	switch o.purpose {
+	case PurposePickup, PurposeRetrieve:
+		return !present
+	case PurposeLoad:
+		return present
+	}
+	return false
 }

@@ -29,10 +29,19 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err := e.inventory(ctx); err != nil {
 		return err
 	}
-	// Watch first, so events during reconciliation are not missed.
+	// Unfinished operations claim their locks before Watch starts, so the
+	// events a board queued meanwhile reach them (not the forced-door
+	// check); they run once Watch is on.
+	resume := e.reconcile(ctx)
 	watchErr := make(chan error, 1)
 	go func() { watchErr <- e.watch(ctx) }()
-	e.reconcile(ctx)
+	for _, fn := range resume {
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			fn()
+		}()
+	}
 	e.mu.Lock()
 	e.ready = true
 	e.mu.Unlock()
@@ -257,12 +266,14 @@ func (e *Engine) dispatch(a hardware.Address, ev hardware.Event) {
 }
 
 // reconcile resolves operations a previous run left unfinished (see
-// docs/kluisd.md "Pulse safety").
-func (e *Engine) reconcile(ctx context.Context) {
+// docs/kluisd.md "Pulse safety") and returns the functions that continue
+// them.
+func (e *Engine) reconcile(ctx context.Context) []func() {
 	pending := e.j.Unfinished()
 	if len(pending) == 0 {
-		return
+		return nil
 	}
+	var out []func()
 	states := map[hardware.Address]hardware.ChannelState{}
 	if st, err := e.drv.States(ctx); err == nil {
 		for _, s := range st {
@@ -305,17 +316,20 @@ func (e *Engine) reconcile(ctx context.Context) {
 		st, known := states[c.lock]
 		e.log.Info("resuming operation after restart", "compartment", c.cfg.Number, "purpose", in.Purpose,
 			"done", p.Done, "uncertain", p.Uncertain, "resend", resend)
-		e.wg.Add(1)
-		go func() {
-			defer e.wg.Done()
-			e.resume(ctx, o, resend, st, known)
-		}()
+		out = append(out, func() { e.resume(ctx, o, resend, st, known) })
 	}
+	return out
 }
 
 // resume continues an operation found unfinished at start-up.
 func (e *Engine) resume(ctx context.Context, o *op, resend bool, st hardware.ChannelState, known bool) {
 	if resend {
+		if e.goalReached(ctx, o) {
+			// The pulse was carried out and the door used while
+			// kluisd was down: nothing to re-send.
+			e.finish(ctx, o, false)
+			return
+		}
 		// Same command id: hardware that already carried it out ignores it.
 		e.runOp(ctx, o, true)
 		return

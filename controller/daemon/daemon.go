@@ -1,0 +1,269 @@
+// Package daemon wires kluisd together: configuration, driver, journal,
+// offline cache, engine, MQTT link, kiosk API, barcode scanner, metrics and
+// health, and shuts them down in order. cmd/kluisd is a thin main around
+// Run.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"kluis/backend/codes"
+	"kluis/controller/config"
+	"kluis/controller/engine"
+	"kluis/controller/journal"
+	"kluis/controller/kiosk"
+	"kluis/controller/link"
+	"kluis/controller/offline"
+	"kluis/controller/wire"
+	"kluis/hardware"
+	"kluis/hardware/serialport"
+)
+
+// OpenDriverFunc opens the configured hardware driver.
+type OpenDriverFunc func(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (hardware.Driver, error)
+
+// Options configure Run.
+type Options struct {
+	Config *config.Config
+	// OpenDriver; default OpenDriver (the production drivers).
+	OpenDriver OpenDriverFunc
+	Logger     *slog.Logger
+	// Software names the version in presence and heartbeats.
+	Software string
+	// HeartbeatEvery; default 30s.
+	HeartbeatEvery time.Duration
+	// CompactAbove compacts the journal when it grows beyond this many
+	// bytes; default 4 MiB.
+	CompactAbove int64
+}
+
+// Run runs kluisd until ctx ends (SIGTERM), then shuts down: servers stop,
+// every lock is halted, presence goes "offline", the journal is closed.
+func Run(ctx context.Context, o Options) error {
+	cfg := o.Config
+	if cfg == nil {
+		return errors.New("daemon: no configuration")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.OpenDriver == nil {
+		o.OpenDriver = OpenDriver
+	}
+	if o.CompactAbove == 0 {
+		o.CompactAbove = 4 << 20
+	}
+	log := o.Logger.With("device", cfg.DeviceID)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// Every lock inert: a fresh driver is halted (de-energising anything a
+	// crashed predecessor left energised) and closed, then opened for use.
+	first, err := o.OpenDriver(ctx, cfg, log, prometheus.NewRegistry())
+	if err != nil {
+		return fmt.Errorf("daemon: open driver: %w", err)
+	}
+	if err := first.Halt(); err != nil {
+		log.Warn("start-up halt failed", "err", err)
+	}
+	_ = first.Close()
+	drv, err := o.OpenDriver(ctx, cfg, log, reg)
+	if err != nil {
+		return fmt.Errorf("daemon: open driver: %w", err)
+	}
+	defer drv.Close()
+
+	var eng *engine.Engine
+	j, recs, rec, err := journal.Open(journal.Options{Dir: cfg.JournalDir, DeviceID: cfg.DeviceID, Logger: log,
+		Keep: func(r journal.Record) bool { return eng != nil && eng.Keep(r) }})
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	defer j.Close()
+	damaged := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kluisd", Name: "journal_damaged",
+		Help: "1 when start-up found a damaged journal record before the end (moved aside for forensics)."})
+	reg.MustRegister(damaged)
+	if rec.Corrupt {
+		damaged.Set(1)
+		log.Error("journal damaged: records after the damage were moved aside", "file", rec.BadFile)
+	}
+	if rec.TornBytes > 0 {
+		log.Warn("torn last journal record dropped (power cut)", "bytes", rec.TornBytes)
+	}
+
+	var pub []byte
+	if cfg.Offline.PublicKeyFile != "" {
+		b, err := os.ReadFile(cfg.Offline.PublicKeyFile)
+		if err != nil {
+			return fmt.Errorf("daemon: offline.public_key_file: %w", err)
+		}
+		k, err := codes.ParsePublicKey(string(b))
+		if err != nil {
+			return fmt.Errorf("daemon: offline.public_key_file: %w", err)
+		}
+		pub = k
+	}
+	cache, err := offline.Open(cfg.JournalDir, cfg.DeviceID, pub)
+	if err != nil {
+		log.Warn("offline cache", "err", err)
+	}
+	password, err := cfg.MQTTPassword()
+	if err != nil {
+		return err
+	}
+	var lk *link.Link
+	lk, err = link.New(link.Options{URL: cfg.MQTT.URL, ClientID: cfg.MQTT.ClientID, Username: cfg.MQTT.Username,
+		Password: password, DeviceID: cfg.DeviceID, Software: o.Software, Journal: j, Logger: log, Registry: reg,
+		HeartbeatEvery: o.HeartbeatEvery,
+		Command:        func(ctx context.Context, c wire.Command) wire.CommandResult { return eng.HandleCommand(ctx, c) },
+		Heartbeat: func(ctx context.Context) wire.Heartbeat {
+			d := eng.Diagnostics(ctx)
+			return wire.Heartbeat{Boards: d.Boards, Doors: d.Doors, OfflineCache: d.OfflineCache, CacheVersion: d.CacheVersion}
+		}})
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	eng, err = engine.New(engine.Options{Config: cfg, Driver: drv, Journal: j, Replay: recs, Backend: lk, Cache: cache,
+		Logger: log, Registry: reg})
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+
+	kioskLn, err := net.Listen("tcp", cfg.Kiosk.Listen)
+	if err != nil {
+		return fmt.Errorf("daemon: kiosk.listen: %w", err)
+	}
+	var metricsLn net.Listener
+	if cfg.MetricsListen != "off" {
+		metricsLn, err = net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			kioskLn.Close()
+			return fmt.Errorf("daemon: metrics_listen: %w", err)
+		}
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	run := func(name string, fn func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, http.ErrServerClosed) {
+				errs <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	// The engine runs in its own context so that it stops (and halts the
+	// locks) before the link says goodbye.
+	engCtx, engCancel := context.WithCancel(ctx)
+	engDone := make(chan struct{})
+	run("engine", func() error {
+		defer close(engDone)
+		err := eng.Run(engCtx)
+		if err != nil {
+			cancel()
+		}
+		return err
+	})
+	linkCtx, linkCancel := context.WithCancel(context.Background())
+	run("link", func() error { return lk.Run(linkCtx) })
+
+	kioskSrv := &http.Server{Handler: kiosk.Handler(eng, log), ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	run("kiosk", func() error { return kioskSrv.Serve(kioskLn) })
+	var metricsSrv *http.Server
+	if metricsLn != nil {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			status := http.StatusOK
+			if !eng.Ready() {
+				status = http.StatusServiceUnavailable
+			}
+			w.WriteHeader(status)
+			fmt.Fprintf(w, `{"ready":%t,"mqtt_connected":%t,"backlog":%d}`+"\n", eng.Ready(), lk.Connected(), j.OutboxLen())
+		})
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		run("metrics", func() error { return metricsSrv.Serve(metricsLn) })
+	}
+	if cfg.Kiosk.Scanner.Port != "" {
+		run("scanner", func() error { return scanLoop(ctx, cfg.Kiosk.Scanner, eng, log) })
+	}
+	run("compactor", func() error { compactLoop(ctx, j, o.CompactAbove, log); return nil })
+	log.Info("kluisd started", "kiosk", kioskLn.Addr().String(), "kind", cfg.Kind, "compartments", len(cfg.Compartments))
+
+	var firstErr error
+	select {
+	case <-ctx.Done():
+	case firstErr = <-errs:
+		log.Error("kluisd stopping after an error", "err", firstErr)
+	}
+	// Orderly shutdown: no new kiosk requests, engine stops and halts,
+	// then the link publishes "offline" and disconnects.
+	shutCtx, shutCancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer shutCancel()
+	_ = kioskSrv.Shutdown(shutCtx)
+	if metricsSrv != nil {
+		_ = metricsSrv.Shutdown(shutCtx)
+	}
+	engCancel()
+	<-engDone
+	linkCancel()
+	cancel()
+	wg.Wait()
+	log.Info("kluisd stopped")
+	return firstErr
+}
+
+// scanLoop reads the serial barcode scanner, reopening it after errors.
+func scanLoop(ctx context.Context, s config.Serial, eng *engine.Engine, log *slog.Logger) error {
+	for ctx.Err() == nil {
+		port, err := serialport.Open(s.Port, s.Baud, serialport.Options{Logger: log})
+		if err == nil {
+			err = kiosk.ReadScanner(ctx, port, eng.Pickup, log)
+			port.Close()
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Warn("barcode scanner unavailable, retrying", "port", s.Port, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
+	}
+	return nil
+}
+
+// compactLoop compacts the journal when it has grown.
+func compactLoop(ctx context.Context, j *journal.Journal, above int64, log *slog.Logger) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if j.Size() > above {
+				if err := j.Compact(); err != nil {
+					log.Error("journal compaction failed", "err", err)
+				}
+			}
+		}
+	}
+}

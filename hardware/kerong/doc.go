@@ -14,8 +14,9 @@
 //
 // Bit 0 of L1-8 is lock 1. The L bits are the lock/door feedback switch; the
 // driver reads them as door open/closed. Published notes disagree about
-// their polarity, so Options.OpenBitSet chooses it (default: a set bit
-// means closed). IR bits are item sensors (set = item present).
+// their polarity, so Options.OpenBitClear chooses it (default: a set bit
+// means open, as the Kluis simulator reports). IR bits are item sensors
+// (set = item present).
 //
 // Published notes also disagree about the answer to an unlock: some boards
 // send the one-byte unlock reply above, others answer with a full status

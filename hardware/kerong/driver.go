@@ -40,10 +40,13 @@ type Options struct {
 	// answer before the board counts as offline; default 2, negative for
 	// none. Unlocks are never repeated.
 	Retries int
-	// OpenBitSet: the lock feedback bit is set while the door/lock is open.
-	// Published notes disagree; the default (false) reads a set bit as
-	// closed.
-	OpenBitSet bool
+	// OpenBitSet and OpenBitClear choose the polarity of the lock feedback
+	// bit, about which published notes disagree. By default (neither set)
+	// and with OpenBitSet a set bit means the door/lock is open, as the
+	// Kluis simulator's Kerong boards report; OpenBitClear means a set bit
+	// is closed. Setting both is an error.
+	OpenBitSet   bool
+	OpenBitClear bool
 	// NoItemSensor: the IR inputs are not wired; ItemPresent stays false
 	// and no item events are derived.
 	NoItemSensor bool
@@ -131,6 +134,10 @@ func New(o Options) (*Driver, error) {
 	if o.Port == "" && o.Open == nil {
 		return nil, errors.New("kerong: Options.Port is empty")
 	}
+	if o.OpenBitSet && o.OpenBitClear {
+		return nil, errors.New("kerong: OpenBitSet and OpenBitClear contradict each other")
+	}
+	o.OpenBitSet = !o.OpenBitClear
 	if o.Baud == 0 {
 		o.Baud = 19200
 	}

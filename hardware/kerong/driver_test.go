@@ -28,6 +28,9 @@ func newDriver(t *testing.T, o Options) (*Driver, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	o.Registry = reg
+	if !o.OpenBitSet {
+		o.OpenBitClear = true // the emulator's polarity
+	}
 	if o.Timeout == 0 {
 		o.Timeout = 500 * time.Millisecond
 	}
@@ -203,6 +206,22 @@ func TestOpenBitPolarity(t *testing.T) {
 	info, err := d.Describe(testCtx(t))
 	require.NoError(t, err)
 	assert.False(t, info.Caps.ItemSensor)
+}
+
+func TestDefaultPolarityIsSetMeansOpen(t *testing.T) {
+	emu := newEmulator(t, 0)
+	emu.set(func(b map[int]*Status) { b[0].Lock = [2]byte{0x01, 0x00} })
+	d, err := New(Options{Port: emu.path(), Timeout: 500 * time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = d.Close() })
+	st, err := d.States(testCtx(t))
+	require.NoError(t, err)
+	assert.True(t, st[0].DoorOpen)
+	assert.False(t, st[0].Locked)
+	assert.False(t, st[1].DoorOpen)
+
+	_, err = New(Options{Port: emu.path(), OpenBitSet: true, OpenBitClear: true})
+	require.Error(t, err)
 }
 
 func TestNoiseIsCountedAndSkipped(t *testing.T) {

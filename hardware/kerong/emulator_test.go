@@ -13,7 +13,7 @@ import (
 
 // emulator is a small KR-CU16 bus on the master side of a pty: it answers
 // status and unlock requests for its boards, counts pulses and can add
-// noise. Lock bits are "set = closed" (the driver's default polarity).
+// noise. Lock bits are "set = closed" (Options.OpenBitClear).
 type emulator struct {
 	t      *testing.T
 	master *os.File

@@ -26,6 +26,45 @@ type Opener interface {
 	OpenCompartment(ctx context.Context, deviceID string, number int, reason, actor string) error
 }
 
+// Presence is a device's connection state as the device link last saw it.
+type Presence struct {
+	// Online is true while the device is connected to the broker.
+	Online bool `json:"online"`
+	// Since is when the state last changed.
+	Since time.Time `json:"since"`
+	// Software is the kluisd version the device reported.
+	Software string `json:"software,omitempty"`
+	// LastHeartbeatAt is the last telemetry received.
+	LastHeartbeatAt *time.Time `json:"last_heartbeat_at,omitempty"`
+}
+
+// PresenceFunc returns a device's presence; ok false when the device never
+// connected.
+type PresenceFunc func(ctx context.Context, deviceID string) (p Presence, ok bool, err error)
+
+// deviceView is a device with its presence.
+type deviceView struct {
+	store.Device
+	// Presence is null when unknown (never connected, or no device link).
+	Presence *Presence `json:"presence"`
+}
+
+func (s *Server) withPresence(ctx context.Context, d store.Device) deviceView {
+	v := deviceView{Device: d}
+	if s.presence == nil {
+		return v
+	}
+	p, ok, err := s.presence(ctx, d.ID)
+	if err != nil {
+		s.log.Warn("device presence", "device", d.ID, "err", err)
+		return v
+	}
+	if ok {
+		v.Presence = &p
+	}
+	return v
+}
+
 // SlipFunc renders the printable pickup slip (HTML) of a document.
 type SlipFunc func(ctx context.Context, doc store.Document) ([]byte, error)
 
@@ -133,7 +172,11 @@ func (s *Server) handleListDevices(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, p)
+	views := make([]deviceView, 0, len(p.Items))
+	for _, d := range p.Items {
+		views = append(views, s.withPresence(r.Context(), d))
+	}
+	writeJSON(w, http.StatusOK, Page[deviceView]{Items: views, NextCursor: p.NextCursor, Next: p.Next})
 	return nil
 }
 
@@ -165,7 +208,7 @@ func (s *Server) handleGetDevice(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, d)
+	writeJSON(w, http.StatusOK, s.withPresence(r.Context(), d))
 	return nil
 }
 

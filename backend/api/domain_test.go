@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -348,4 +349,49 @@ func TestSlipAndTrackPage(t *testing.T) {
 	r = e.do("GET", "/metrics", "", nil)
 	assert.Contains(t, string(r.body), `route="GET /t/{trackingID}"`)
 	assert.NotContains(t, string(r.body), "abc123")
+}
+
+func TestDevicePresence(t *testing.T) {
+	since := time.Date(2026, 11, 21, 8, 0, 0, 0, time.UTC)
+	e := newEnv(t, func(o *api.Options) {
+		o.Presence = func(ctx context.Context, id string) (api.Presence, bool, error) {
+			if id != "kortrijk-1" {
+				return api.Presence{}, false, nil
+			}
+			return api.Presence{Online: true, Since: since, Software: "kluisd 1.0"}, true, nil
+		}
+	})
+	e.setupSite(1)
+	admin := e.tokens[auth.RoleAdmin]
+	r := e.do("POST", "/api/v1/devices", admin, map[string]any{"id": "kortrijk-2", "site_id": "kortrijk", "kind": "automaton",
+		"compartments": []map[string]any{{"channel": 0, "size": "S"}}})
+	require.Equal(t, 201, r.status, string(r.body))
+
+	r = e.do("GET", "/api/v1/devices/kortrijk-1", e.tokens[auth.RoleTechnician], nil)
+	require.Equal(t, 200, r.status)
+	var d struct {
+		Presence *api.Presence `json:"presence"`
+	}
+	r.decode(t, &d)
+	require.NotNil(t, d.Presence)
+	assert.True(t, d.Presence.Online)
+	assert.Equal(t, since, d.Presence.Since)
+
+	r = e.do("GET", "/api/v1/devices", e.tokens[auth.RoleTechnician], nil)
+	require.Equal(t, 200, r.status)
+	var page struct {
+		Items []struct {
+			ID       string        `json:"id"`
+			Presence *api.Presence `json:"presence"`
+		} `json:"items"`
+	}
+	r.decode(t, &page)
+	require.Len(t, page.Items, 2)
+	for _, it := range page.Items {
+		if it.ID == "kortrijk-1" {
+			assert.NotNil(t, it.Presence)
+		} else {
+			assert.Nil(t, it.Presence, it.ID)
+		}
+	}
 }

@@ -195,7 +195,14 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	s.call("POST", "/api/v1/documents/"+id+"/reserve", nil, 200)
 	s.call("POST", "/api/v1/documents/"+id+"/load", nil, 200)
 
+	got := s.call("GET", "/api/v1/devices/k1", nil, 200)
+	assert.Nil(t, got["presence"], "never connected")
 	dev := connectDevice(t, s.broker, "k1", "device-password-0123456789")
+	dev.publish(wire.KindPresence, &wire.Presence{State: wire.Online, Software: "kluisd-test"})
+	eventually(t, "the device to show online", func() bool {
+		p, _ := s.call("GET", "/api/v1/devices/k1", nil, 200)["presence"].(map[string]any)
+		return p != nil && p["online"] == true
+	})
 
 	// Remote open: the device gets the command for board 0 channel 3 and answers done.
 	type result struct{ v map[string]any }
@@ -232,7 +239,7 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 		Addr: &wire.Address{Board: 0, Channel: 3}, DocumentID: id, Method: wire.MethodQR}
 	dev.publish(wire.KindEvent, ev)
 	eventually(t, "the event ack", func() bool { return len(dev.received(wire.KindAck)) > 0 })
-	got := s.call("GET", "/api/v1/documents/"+id, nil, 200)
+	got = s.call("GET", "/api/v1/documents/"+id, nil, 200)
 	assert.Equal(t, "collected", got["state"])
 	dev.publish(wire.KindEvent, ev)
 	eventually(t, "the second ack", func() bool { return len(dev.received(wire.KindAck)) > 1 })

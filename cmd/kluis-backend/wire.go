@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"kluis/backend/api"
@@ -176,6 +178,16 @@ func (d *deps) startLink(ctx context.Context, st *store.Store, reg *prometheus.R
 	}
 	d.link = link
 	d.goLoop(func() { _ = link.Run(d.ctx) })
+	d.api.Presence = func(ctx context.Context, id string) (api.Presence, bool, error) {
+		p, err := link.Presence(ctx, id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return api.Presence{}, false, nil
+		}
+		if err != nil {
+			return api.Presence{}, false, err
+		}
+		return api.Presence{Online: p.Online, Since: p.Changed, Software: p.Software, LastHeartbeatAt: p.LastHeartbeatAt}, true, nil
+	}
 	d.api.Opener = opener{link: link, pool: st.Pool(), now: time.Now, timeout: c.openTimeout, poll: 100 * time.Millisecond}
 	return nil
 }

@@ -293,7 +293,7 @@ type column struct{ header, path string }
 var (
 	docCols    = []column{{"ID", "id"}, {"KIND", "kind"}, {"STATE", "state"}, {"HOLDER", "holder_last_name"}, {"SITE", "site_id"}, {"DEVICE", "device_id"}, {"DEADLINE", "deadline"}}
 	siteCols   = []column{{"ID", "id"}, {"NAME", "name"}, {"TIME ZONE", "time_zone"}}
-	deviceCols = []column{{"ID", "id"}, {"SITE", "site_id"}, {"KIND", "kind"}, {"NAME", "name"}}
+	deviceCols = []column{{"ID", "id"}, {"SITE", "site_id"}, {"KIND", "kind"}, {"NAME", "name"}, {"ONLINE", "presence.online"}, {"LAST HEARTBEAT", "presence.last_heartbeat_at"}}
 	compCols   = []column{{"NUMBER", "number"}, {"BOARD", "board"}, {"CHANNEL", "channel"}, {"SIZE", "size"}, {"HEIGHT", "height_cm"}, {"STATE", "state"}}
 	auditCols  = []column{{"SEQ", "seq"}, {"AT", "at"}, {"ACTOR", "actor"}, {"ACTION", "action"}, {"SUBJECT", "subject"}}
 	userCols   = []column{{"ID", "id"}, {"USERNAME", "username"}, {"ROLE", "role"}, {"DISABLED", "disabled"}}
@@ -598,7 +598,7 @@ func (c *cli) deviceShow(ctx context.Context, args []string) error {
 	if err := json.Unmarshal(raw, &v); err != nil {
 		return err
 	}
-	if err := c.keyValues(v, []string{"id", "site_id", "kind", "name"}); err != nil {
+	if err := c.keyValues(v, []string{"id", "site_id", "kind", "name", "presence.online", "presence.since", "presence.software", "presence.last_heartbeat_at"}); err != nil {
 		return err
 	}
 	comps, _ := v["compartments"].([]any)

@@ -134,6 +134,8 @@ func TestKluisctlAgainstRealAPI(t *testing.T) {
 	code, out, errs = h.kctl(tech, "", nil, "devices", "list")
 	require.Equal(t, 0, code, errs)
 	assert.Contains(t, out, "kortrijk-1")
+	assert.Regexp(t, `(?m)^ID\s+SITE\s+KIND\s+NAME\s+ONLINE`, out)
+	assert.Regexp(t, `(?m)^kortrijk-1\s+kortrijk\s+locker\s+-\s+-`, out, "no device link: presence unknown")
 	code, out, errs = h.kctl(tech, "", nil, "devices", "show", "kortrijk-1")
 	require.Equal(t, 0, code, errs)
 	assert.Regexp(t, `(?m)^1\s+0\s+0\s+M\s+150\s+loaded`, out)

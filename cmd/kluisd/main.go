@@ -1,0 +1,52 @@
+// Command kluisd is the edge daemon of a Kluis locker or automaton: it
+// drives the door locks, verifies pickup codes with the backend over MQTT
+// (or offline), serves the local kiosk API and reports every event durably.
+//
+//	kluisd --config /etc/kluis/kluisd.yaml
+//	kluisd --config /etc/kluis/kluisd.yaml --check   # validate and exit
+//
+// See docs/kluisd.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"kluis/controller/config"
+	"kluis/controller/daemon"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	configPath := flag.String("config", "/etc/kluis/kluisd.yaml", "configuration file")
+	check := flag.Bool("check", false, "validate the configuration and exit")
+	debug := flag.Bool("debug", false, "log at debug level")
+	flag.Parse()
+	level := slog.LevelInfo
+	if *debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("app", "kluisd")
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kluisd:", err)
+		os.Exit(2)
+	}
+	if *check {
+		fmt.Printf("kluisd: %s is valid (device %s, %d compartments)\n", *configPath, cfg.DeviceID, len(cfg.Compartments))
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := daemon.Run(ctx, daemon.Options{Config: cfg, Logger: log, Software: "kluisd " + version}); err != nil {
+		log.Error("kluisd failed", "err", err)
+		os.Exit(1)
+	}
+}

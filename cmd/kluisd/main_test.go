@@ -1,0 +1,40 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The example configuration in docs/kluisd.md is valid, and a broken one
+// is refused with exit code 2 and the field named, by the real binary.
+func TestCheckFlag(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "kluisd")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, string(out))
+
+	doc, err := os.ReadFile("../../docs/kluisd.md")
+	require.NoError(t, err)
+	_, rest, ok := strings.Cut(string(doc), "```yaml\n")
+	require.True(t, ok)
+	example, _, ok := strings.Cut(rest, "```")
+	require.True(t, ok)
+	good := filepath.Join(dir, "good.yaml")
+	require.NoError(t, os.WriteFile(good, []byte(example), 0o600))
+	out, err = exec.Command(bin, "--config", good, "--check").CombinedOutput()
+	require.NoError(t, err, string(out))
+	require.Contains(t, string(out), "is valid")
+
+	bad := filepath.Join(dir, "bad.yaml")
+	require.NoError(t, os.WriteFile(bad, []byte(strings.Replace(example, "listen: 127.0.0.1:8088", "listen: 0.0.0.0:8088", 1)), 0o600))
+	cmd := exec.Command(bin, "--config", bad, "--check")
+	out, err = cmd.CombinedOutput()
+	require.Error(t, err)
+	require.Equal(t, 2, cmd.ProcessState.ExitCode())
+	require.Contains(t, string(out), "kiosk.listen")
+}

@@ -14,6 +14,8 @@
 //     event only after the callback returned nil, so an event whose callback
 //     failed is delivered again by the next Watch (acknowledged semantics);
 //   - FailNext makes the next call of one operation return an error;
+//   - Options.OnPulse and OnPresent react to carried-out commands (open the
+//     door a pulse unlocked, inject its events);
 //   - Halt refuses further pulses with hardware.ErrHalted until Resume;
 //   - Play replays a Script: expected calls in order, with the events and
 //     states to produce when they arrive. Recording returns what happened so

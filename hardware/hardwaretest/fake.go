@@ -40,6 +40,12 @@ type Options struct {
 	// Clock stamps calls and injected events without a time; default
 	// time.Now.
 	Clock func() time.Time
+	// OnPulse and OnPresent, when set, are called after every pulse or
+	// present that was carried out (not failed, not a duplicate), outside
+	// the fake's lock: they may call Inject, SetState and the like, e.g. to
+	// open the door a pulse unlocked.
+	OnPulse   func(Call)
+	OnPresent func(Call)
 }
 
 // Call is one recorded call to the fake.
@@ -65,6 +71,7 @@ type Fake struct {
 	boards []hardware.BoardInfo
 	caps   hardware.Capabilities
 	clock  func() time.Time
+	hooks  map[string]func(Call)
 
 	mu       sync.Mutex
 	changed  chan struct{} // closed and replaced on every change
@@ -105,6 +112,7 @@ func New(o Options) *Fake {
 		hatches:  map[int]hardware.HatchState{},
 		seenIDs:  map[hardware.CommandID]bool{},
 		failNext: map[string][]error{},
+		hooks:    map[string]func(Call){OpPulse: o.OnPulse, OpPresent: o.OnPresent},
 	}
 	for _, b := range f.boards {
 		for c := 0; c < b.Channels; c++ {
@@ -201,8 +209,25 @@ func (f *Fake) Pulse(ctx context.Context, addr hardware.Address, d time.Duration
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	return f.hooked(func() error { return f.pulseLocked(addr, d, id) })
+}
+
+// hooked runs op under the lock and then, outside it, the hook of the call
+// op recorded (finish records exactly one) if it was carried out.
+func (f *Fake) hooked(op func() error) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
+	err := op()
+	c := f.calls[len(f.calls)-1]
+	f.mu.Unlock()
+	if err == nil && !c.Duplicate {
+		if h := f.hooks[c.Op]; h != nil {
+			h(c)
+		}
+	}
+	return err
+}
+
+func (f *Fake) pulseLocked(addr hardware.Address, d time.Duration, id hardware.CommandID) error {
 	c := Call{Op: OpPulse, Addr: addr, Duration: d, ID: id}
 	if err := f.begin(&c); err != nil {
 		return f.finish(c, err)
@@ -366,8 +391,10 @@ func (f *Fake) Present(ctx context.Context, board, slot int, id hardware.Command
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	return f.hooked(func() error { return f.presentLocked(board, slot, id) })
+}
+
+func (f *Fake) presentLocked(board, slot int, id hardware.CommandID) error {
 	c := Call{Op: OpPresent, Addr: hardware.Address{Board: board, Channel: -1}, Slot: slot, ID: id}
 	if err := f.begin(&c); err != nil {
 		return f.finish(c, err)

@@ -261,3 +261,25 @@ func TestWaitPulsesTimesOut(t *testing.T) {
 	_, err := f.WaitPulses(c, 1)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 }
+
+func TestOnPulseHookOpensTheDoor(t *testing.T) {
+	var f *Fake
+	f = New(Options{
+		Caps: hardware.Capabilities{CommandIDs: true},
+		OnPulse: func(c Call) {
+			f.SetState(hardware.ChannelState{Addr: c.Addr, Locked: true, DoorOpen: true})
+			f.Inject(hardware.Event{Kind: hardware.DoorOpened, Addr: c.Addr})
+		},
+	})
+	c := ctx(t)
+	a := hardware.Address{Channel: 4}
+	require.NoError(t, f.Pulse(c, a, time.Second, 1))
+	require.NoError(t, f.Pulse(c, a, time.Second, 1)) // duplicate: no hook
+	f.FailNext(OpPulse, nil)
+	require.Error(t, f.Pulse(c, hardware.Address{Channel: 5}, time.Second, 2)) // failed: no hook
+	st, _ := f.State(a)
+	assert.True(t, st.DoorOpen)
+	p := f.Pending()
+	require.Len(t, p, 1)
+	assert.Equal(t, a, p[0].Addr)
+}

@@ -41,6 +41,7 @@ Commands:
   audit list [-subject S] [-limit N]
   users list                          (admin)
   users add -username U -role staff|technician|admin   (password from KLUIS_NEW_PASSWORD or stdin)
+  users update ID [-disabled=true|false] [-kiosk-pin] [-badge B]   (-kiosk-pin reads the staff PIN from KLUIS_KIOSK_PIN or stdin)
   tokens create NAME                  create an API token for automation
 `
 
@@ -200,8 +201,10 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 			return c.list(ctx, "/api/v1/users", tail(args), nil, userCols)
 		case "add":
 			return c.userAdd(ctx, tail(args))
+		case "update":
+			return c.userUpdate(ctx, tail(args))
 		}
-		return usageError{"users: want list or add"}
+		return usageError{"users: want list, add or update"}
 	case "tokens":
 		if sub != "create" {
 			return usageError{"tokens: want create"}
@@ -719,6 +722,57 @@ func (c *cli) userAdd(ctx context.Context, args []string) error {
 		return err
 	}
 	raw, err := c.call(ctx, "POST", "/api/v1/users", map[string]string{"username": *username, "password": pw, "role": *role})
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return c.emitJSON(raw)
+	}
+	var v any
+	_ = json.Unmarshal(raw, &v)
+	return c.table([]any{v}, userCols)
+}
+
+func (c *cli) userUpdate(ctx context.Context, args []string) error {
+	fs := c.flags("users update")
+	disabled := fs.String("disabled", "", "true disables the user (and revokes its tokens), false enables it")
+	kioskPIN := fs.Bool("kiosk-pin", false, "set the staff PIN for kiosk logins (from KLUIS_KIOSK_PIN or stdin; empty clears)")
+	badge := fs.String("badge", "", "set the badge id for kiosk logins")
+	pos, err := parse(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	id, err := strconv.Atoi(pos[0])
+	if err != nil || id < 1 {
+		return usageError{fmt.Sprintf("users update: user id %q: want a number (see kluisctl users list)", pos[0])}
+	}
+	body := map[string]any{}
+	if *disabled != "" {
+		b, err := strconv.ParseBool(*disabled)
+		if err != nil {
+			return usageError{"users update: -disabled=true or -disabled=false"}
+		}
+		body["disabled"] = b
+	}
+	if *kioskPIN {
+		pin := c.getenv("KLUIS_KIOSK_PIN")
+		if pin == "" {
+			fmt.Fprint(c.stderr, "staff PIN (6-12 digits): ")
+			line, err := c.stdin.ReadString('\n')
+			if err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("read PIN: %w", err)
+			}
+			pin = strings.TrimSpace(line)
+		}
+		body["kiosk_pin"] = pin
+	}
+	if *badge != "" {
+		body["badge"] = *badge
+	}
+	if len(body) == 0 {
+		return usageError{"users update: give -disabled, -kiosk-pin and/or -badge"}
+	}
+	raw, err := c.call(ctx, "PATCH", "/api/v1/users/"+strconv.Itoa(id), body)
 	if err != nil {
 		return err
 	}

@@ -176,7 +176,7 @@ func TestDecoderResyncAfterDamage(t *testing.T) {
 	}
 
 	// A truncated frame (its LEN promises more bytes than come) followed by
-	// a good frame: the good one is found without waiting.
+	// a good frame: the good one is found without waiting, payload intact.
 	d.Write(b[:6])
 	d.Write(c)
 	f, ok = d.Next()
@@ -186,6 +186,17 @@ func TestDecoderResyncAfterDamage(t *testing.T) {
 	if st := d.Stats(); st.Truncated != 1 {
 		t.Fatalf("stats %+v", st)
 	}
+	big, _ := Frame{Addr: 1, Cmd: 2, Payload: make([]byte, 60)}.Encode()
+	d.Write(big[:9])
+	d.Write(b)
+	f, ok = d.Next()
+	if !ok || f.Addr != 2 || f.Cmd != CmdUnlock || !bytes.Equal(f.Payload, b[HeaderLen:len(b)-CRCLen]) {
+		t.Fatalf("after truncated: %v %v", f, ok)
+	}
+	if st := d.Stats(); st.Truncated != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	d.Reset()
 
 	// A partial frame dropped by Reset (the line went quiet).
 	d.Write(b[:5])
@@ -193,7 +204,7 @@ func TestDecoderResyncAfterDamage(t *testing.T) {
 		t.Fatal("frame from partial bytes")
 	}
 	d.Reset()
-	if st := d.Stats(); st.Truncated != 2 || d.Buffered() != 0 {
+	if st := d.Stats(); st.Truncated != 3 || d.Buffered() != 0 {
 		t.Fatalf("stats %+v buffered %d", st, d.Buffered())
 	}
 

@@ -113,9 +113,9 @@ func (d *Decoder) Next() (f Frame, ok bool) {
 			// the head of a frame that lost bytes.
 			if j, fr, n, ok := d.lookahead(); ok {
 				d.inGarbage = false
+				fr.Payload = append([]byte(nil), fr.Payload...) // before the buffer moves
 				d.fail(ErrTruncated)
 				d.skip(j)
-				fr.Payload = append([]byte(nil), fr.Payload...)
 				d.drop(n)
 				d.stats.Frames++
 				return fr, true

@@ -139,6 +139,9 @@ type FleetOptions struct {
 	Clock Clock
 	// Logger; default discards.
 	Logger *slog.Logger
+	// ClearRetained: Tasmota modules remove their retained LWT when the
+	// fleet closes (tests with throw-away topics).
+	ClearRetained bool
 }
 
 // Fleet is a running set of simulated devices.
@@ -237,7 +240,7 @@ func StartFleet(ctx context.Context, cfg Config, o FleetOptions) (*Fleet, error)
 				if dev.NumBoards() > 1 {
 					t = topic + "-" + strconv.Itoa(b)
 				}
-				m, err := ServeTasmota(ctx, dev, TasmotaOptions{Broker: cfg.Broker, Topic: t, Board: b, Logger: o.Logger})
+				m, err := ServeTasmota(ctx, dev, TasmotaOptions{Broker: cfg.Broker, Topic: t, Board: b, Logger: o.Logger, ClearRetainedOnClose: o.ClearRetained})
 				if err != nil {
 					return nil, fmt.Errorf("device %s: %w", dc.ID, err)
 				}

@@ -56,7 +56,7 @@ func TestExampleFleetAndControlAPI(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	f, err := StartFleet(ctx, cfg, FleetOptions{})
+	f, err := StartFleet(ctx, cfg, FleetOptions{ClearRetained: true})
 	if err != nil {
 		t.Fatal(err)
 	}

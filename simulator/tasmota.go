@@ -27,6 +27,9 @@ type TasmotaOptions struct {
 	ClientID string
 	// Logger; default discards.
 	Logger *slog.Logger
+	// ClearRetainedOnClose: Close removes the retained LWT instead of
+	// leaving "Offline" (tests with throw-away topics).
+	ClearRetainedOnClose bool
 }
 
 // TasmotaModule answers Tasmota commands on an MQTT broker for one board.
@@ -154,7 +157,11 @@ func (m *TasmotaModule) Close() error {
 	m.unsub()
 	close(m.stop)
 	if c != nil && c.IsConnected() {
-		c.Publish("tele/"+m.topic+"/LWT", 1, true, "Offline").WaitTimeout(2 * time.Second)
+		payload := "Offline"
+		if m.o.ClearRetainedOnClose {
+			payload = ""
+		}
+		c.Publish("tele/"+m.topic+"/LWT", 1, true, payload).WaitTimeout(2 * time.Second)
 		c.Disconnect(250)
 	}
 	return nil

@@ -72,14 +72,11 @@ func TestTasmotaAutomatonModule(t *testing.T) {
 	if tk := cl.Subscribe("stat/"+topic+"/#", 1, log.add); !tk.WaitTimeout(10*time.Second) || tk.Error() != nil {
 		t.Fatalf("subscribe: %v", tk.Error())
 	}
-	m, err := ServeTasmota(ctx, d, TasmotaOptions{Broker: brokerURL(), Topic: topic})
+	m, err := ServeTasmota(ctx, d, TasmotaOptions{Broker: brokerURL(), Topic: topic, ClearRetainedOnClose: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		m.Close()
-		cl.Publish("tele/"+topic+"/LWT", 1, true, "").WaitTimeout(5 * time.Second)
-	}()
+	defer m.Close()
 	if m.Relays() != 6 {
 		t.Fatalf("relays %d, want hatch + 5 slots", m.Relays())
 	}

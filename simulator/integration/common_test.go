@@ -28,7 +28,7 @@ func startDevice(t *testing.T, dc simulator.DeviceConfig) (*simulator.Device, si
 		dc.Link = filepath.Join(t.TempDir(), "tty")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	f, err := simulator.StartFleet(ctx, simulator.Config{Broker: brokerURL(), Devices: []simulator.DeviceConfig{dc}}, simulator.FleetOptions{})
+	f, err := simulator.StartFleet(ctx, simulator.Config{Broker: brokerURL(), Devices: []simulator.DeviceConfig{dc}}, simulator.FleetOptions{ClearRetained: true})
 	if err != nil {
 		cancel()
 		t.Fatal(err)

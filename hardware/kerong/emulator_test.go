@@ -15,7 +15,7 @@ import (
 // status and unlock requests for its boards, counts pulses and can add
 // noise. Lock bits are "set = closed" (Options.OpenBitClear).
 type emulator struct {
-	t      *testing.T
+	t      testing.TB
 	master *os.File
 	slave  *os.File
 
@@ -41,7 +41,9 @@ type emulator struct {
 	stopOnce sync.Once
 }
 
-func newEmulator(t *testing.T, boards ...int) *emulator {
+func newEmulator(t *testing.T, boards ...int) *emulator { return newEmulatorTB(t, boards...) }
+
+func newEmulatorTB(t testing.TB, boards ...int) *emulator {
 	t.Helper()
 	master, slave, err := pty.Open()
 	if err != nil {
@@ -71,7 +73,7 @@ func newEmulator(t *testing.T, boards ...int) *emulator {
 
 // pollable returns a non-blocking duplicate of f so that Close interrupts
 // a pending Read (pty.Open leaves the master in blocking mode).
-func pollable(t *testing.T, f *os.File) *os.File {
+func pollable(t testing.TB, f *os.File) *os.File {
 	t.Helper()
 	fd, err := unix.Dup(int(f.Fd()))
 	if err != nil {

@@ -27,6 +27,18 @@ type recordingOpener struct {
 	fail  error
 }
 
+func (o *recordingOpener) snapshot() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]string(nil), o.calls...)
+}
+
+func (o *recordingOpener) failWith(err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.fail = err
+}
+
 func (o *recordingOpener) OpenCompartment(ctx context.Context, deviceID string, number int, reason, actor string) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -291,14 +303,15 @@ func TestCompartmentServiceAndRemoteOpen(t *testing.T) {
 	assert.Equal(t, 400, r.status)
 	r = e.do("POST", "/api/v1/devices/nowhere/compartments/1/open", tech, map[string]any{"reason": "test"})
 	assert.Equal(t, 404, r.status)
-	require.Empty(t, opener.calls, "refused requests must not reach the device")
+	require.Empty(t, opener.snapshot(), "refused requests must not reach the device")
 
 	r = e.do("POST", "/api/v1/devices/kortrijk-1/compartments/1/open", tech, map[string]any{"reason": "door check"})
 	require.Equal(t, 200, r.status, string(r.body))
-	require.Len(t, opener.calls, 1)
-	assert.Equal(t, fmt.Sprintf("kortrijk-1/1 door check by user:%d", e.users[auth.RoleTechnician].ID), opener.calls[0])
+	calls := opener.snapshot()
+	require.Len(t, calls, 1)
+	assert.Equal(t, fmt.Sprintf("kortrijk-1/1 door check by user:%d", e.users[auth.RoleTechnician].ID), calls[0])
 
-	opener.fail = errors.New("no ack within 10s")
+	opener.failWith(errors.New("no ack within 10s"))
 	r = e.do("POST", "/api/v1/devices/kortrijk-1/compartments/1/open", tech, map[string]any{"reason": "second try"})
 	assert.Equal(t, 503, r.status)
 	assert.Equal(t, "device_unreachable", r.errCode())

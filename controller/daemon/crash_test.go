@@ -79,6 +79,9 @@ type backend struct {
 	mu        sync.Mutex
 	events    map[string]wire.Event
 	completed map[string]bool
+	results   []wire.CommandResult
+	// silent: verify requests go unanswered (backend down, broker up).
+	silent bool
 }
 
 func newBackend(t *testing.T, dev string) *backend {
@@ -123,7 +126,17 @@ func (b *backend) onMessage(_ mqtt.Client, msg mqtt.Message) {
 		}
 		b.mu.Unlock()
 		go b.pub(wire.KindAck, &wire.Ack{IDs: []string{v.ID}})
+	case *wire.CommandResult:
+		b.mu.Lock()
+		b.results = append(b.results, *v)
+		b.mu.Unlock()
 	case *wire.VerifyRequest:
+		b.mu.Lock()
+		silent := b.silent
+		b.mu.Unlock()
+		if silent {
+			return
+		}
 		doc := strings.TrimPrefix(v.Token, "K1.")
 		n, err := strconv.Atoi(strings.TrimPrefix(doc, "doc-"))
 		res := &wire.VerifyResponse{ID: v.ID, Result: wire.VerifyWrongCode}

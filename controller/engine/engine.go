@@ -64,6 +64,10 @@ const (
 	recCommand  = "command"   // {id, expires, status}
 )
 
+// usedRetention is how long single-use marks survive compaction: longer than
+// any pickup code is valid.
+const usedRetention = 120 * 24 * time.Hour
+
 // ErrBackendUnavailable is what a Backend returns when it cannot answer
 // (not connected, timeout); the engine then verifies offline.
 var ErrBackendUnavailable = errors.New("engine: backend unavailable")
@@ -252,6 +256,9 @@ func (e *Engine) Keep(r journal.Record) bool {
 		var u usedCode
 		if json.Unmarshal(r.Data, &u) != nil {
 			return false
+		}
+		if now.Sub(r.At) > usedRetention {
+			return false // long past any code's validity
 		}
 		e.mu.Lock()
 		cur, ok := e.used[u.Doc]

@@ -110,12 +110,24 @@ type Serial struct {
 	Baud int    `yaml:"baud"`
 }
 
-// Tasmota configures relay modules on an MQTT broker.
+// Tasmota configures relay modules on an MQTT broker (the credentials are
+// those of mqtt).
 type Tasmota struct {
 	// Broker URL; default the device's MQTT URL.
 	Broker string `yaml:"broker"`
-	// Topics are the Tasmota device topics, one per board, in board order.
-	Topics []string `yaml:"topics"`
+	// Modules are the Tasmota devices, one per board.
+	Modules []TasmotaModule `yaml:"modules"`
+}
+
+// TasmotaModule is one Tasmota device standing for one board.
+type TasmotaModule struct {
+	// Topic is the device's %topic% (cmnd/<topic>/...).
+	Topic string `yaml:"topic"`
+	// Relays is the number of relays (locks; on an automaton the hatch
+	// lock plus one relay per slot).
+	Relays int `yaml:"relays"`
+	// Board is the board number the module stands for.
+	Board int `yaml:"board"`
 }
 
 // Compartment maps a compartment to hardware.
@@ -417,8 +429,25 @@ func (c *Config) validateHardware(o ParseOptions) error {
 			return bad("hardware.serial.baud", "%d is not a standard baud rate", h.Serial.Baud)
 		}
 	case DriverTasmota:
-		if len(h.Tasmota.Topics) == 0 {
-			return bad("hardware.tasmota.topics", "must list one topic per board")
+		if len(h.Tasmota.Modules) == 0 {
+			return bad("hardware.tasmota.modules", "must list one module per board")
+		}
+		seen := map[int]bool{}
+		for i, m := range h.Tasmota.Modules {
+			f := fmt.Sprintf("hardware.tasmota.modules[%d]", i)
+			if m.Topic == "" || strings.ContainsAny(m.Topic, "+#/ ") || len(m.Topic) > 64 {
+				return bad(f+".topic", "%q must be 1-64 characters without '+', '#', '/' or spaces", m.Topic)
+			}
+			if m.Relays < 1 || m.Relays > hardware.MaxChannels {
+				return bad(f+".relays", "%d must be 1-%d", m.Relays, hardware.MaxChannels)
+			}
+			if m.Board < 0 || m.Board >= hardware.MaxBoards || seen[m.Board] {
+				return bad(f+".board", "%d must be 0-%d and not repeated", m.Board, hardware.MaxBoards-1)
+			}
+			seen[m.Board] = true
+		}
+		if u, err := url.Parse(h.Tasmota.Broker); err != nil || u.Host == "" || u.User != nil {
+			return bad("hardware.tasmota.broker", "must be a broker URL without credentials")
 		}
 	case DriverSimFile:
 		if !o.AllowTestDrivers {
@@ -430,8 +459,8 @@ func (c *Config) validateHardware(o ParseOptions) error {
 	default:
 		return bad("hardware.driver", "%q must be kluis, kerong-cu16 or tasmota", h.Driver)
 	}
-	if c.Kind == KindAutomaton && h.Driver != DriverKluis && h.Driver != DriverSimFile {
-		return bad("hardware.driver", "an automaton needs the kluis driver (carousel support), not %q", h.Driver)
+	if c.Kind == KindAutomaton && h.Driver == DriverKerong {
+		return bad("hardware.driver", "an automaton needs a driver with carousel support (kluis or tasmota), not %q", h.Driver)
 	}
 	if h.HatchChannel < 0 || h.HatchChannel >= hardware.MaxChannels {
 		return bad("hardware.hatch_channel", "%d out of range 0-%d", h.HatchChannel, hardware.MaxChannels-1)

@@ -102,6 +102,20 @@ func TestAutomaton(t *testing.T) {
 	require.ErrorContains(t, err, "compartments[1]")
 }
 
+func TestTasmota(t *testing.T) {
+	in := strings.Replace(good, "  driver: kluis\n  serial: {port: /dev/ttyUSB0, baud: 19200}\n",
+		"  driver: tasmota\n  tasmota:\n    modules:\n      - {topic: kluis-bank-a, relays: 8, board: 0}\n      - {topic: kluis-bank-b, relays: 8, board: 1}\n", 1)
+	require.NotEqual(t, good, in)
+	c, err := Parse([]byte(in), ParseOptions{})
+	require.NoError(t, err)
+	require.Equal(t, "tcp://127.0.0.1:1883", c.Hardware.Tasmota.Broker, "defaults to the device broker")
+	require.Len(t, c.Hardware.Tasmota.Modules, 2)
+	_, err = Parse([]byte(strings.Replace(in, "topic: kluis-bank-b", "topic: kluis/#", 1)), ParseOptions{})
+	require.ErrorContains(t, err, "hardware.tasmota.modules[1].topic")
+	_, err = Parse([]byte(strings.Replace(in, "relays: 8, board: 1", "relays: 0, board: 1", 1)), ParseOptions{})
+	require.ErrorContains(t, err, "hardware.tasmota.modules[1].relays")
+}
+
 func TestGarbageNeverPanics(t *testing.T) {
 	for _, in := range []string{"", "---", "[1,2", "device_id: [", "\x00\xff", "a: b\n---\nc: d", good + "\n---\n" + good} {
 		_, err := Parse([]byte(in), ParseOptions{})

@@ -11,6 +11,7 @@ import (
 	"kluis/hardware"
 	"kluis/hardware/kerong"
 	"kluis/hardware/kluisbus"
+	"kluis/hardware/tasmota"
 )
 
 // OpenDriver opens the production driver the configuration names.
@@ -24,7 +25,17 @@ func OpenDriver(ctx context.Context, cfg *config.Config, log *slog.Logger, reg p
 		return kerong.New(kerong.Options{Port: h.Serial.Port, Baud: h.Serial.Baud, Boards: h.Boards,
 			Logger: log.With("part", "kerong"), Registry: reg})
 	case config.DriverTasmota:
-		return nil, fmt.Errorf("daemon: the tasmota driver is not built into this kluisd yet: %w", hardware.ErrUnsupported)
+		pw, err := cfg.MQTTPassword()
+		if err != nil {
+			return nil, err
+		}
+		var mods []tasmota.Module
+		for _, m := range h.Tasmota.Modules {
+			mods = append(mods, tasmota.Module{Topic: m.Topic, Relays: m.Relays, Board: m.Board})
+		}
+		return tasmota.New(tasmota.Options{Broker: h.Tasmota.Broker, ClientID: cfg.MQTT.ClientID + "-tasmota",
+			Username: cfg.MQTT.Username, Password: pw, Modules: mods, Automaton: cfg.Kind == config.KindAutomaton,
+			Logger: log.With("part", "tasmota"), Registry: reg})
 	}
 	return nil, fmt.Errorf("daemon: driver %q is not a production driver: %w", h.Driver, hardware.ErrUnsupported)
 }

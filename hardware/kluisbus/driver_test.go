@@ -1,0 +1,665 @@
+package kluisbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"kluis/hardware"
+	"kluis/hardware/kluisproto"
+)
+
+func newDriver(t *testing.T, e *emulator, o Options) (*Driver, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	o.Port = e.path
+	o.Registry = reg
+	if o.Timeout == 0 {
+		o.Timeout = 60 * time.Millisecond
+	}
+	if o.PollInterval == 0 {
+		o.PollInterval = 20 * time.Millisecond
+	}
+	if o.OfflineRetry == 0 {
+		o.OfflineRetry = 100 * time.Millisecond
+	}
+	d, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d, reg
+}
+
+// watcher runs Watch and collects the events.
+type watcher struct {
+	mu     sync.Mutex
+	events []hardware.Event
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startWatch(t *testing.T, d *Driver) *watcher {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &watcher{cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		w.done <- d.Watch(ctx, func(ev hardware.Event) error {
+			w.mu.Lock()
+			w.events = append(w.events, ev)
+			w.mu.Unlock()
+			return nil
+		})
+	}()
+	t.Cleanup(w.stop)
+	return w
+}
+
+func (w *watcher) stop() {
+	w.cancel()
+	<-w.done
+	w.done <- context.Canceled // so stop can run twice
+}
+
+func (w *watcher) snapshot() []hardware.Event {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]hardware.Event(nil), w.events...)
+}
+
+// waitFor waits until the events seen contain want, in this order (other
+// events may come between), and returns the matches.
+func (w *watcher) waitFor(t *testing.T, within time.Duration, want ...func(hardware.Event) bool) []hardware.Event {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		evs := w.snapshot()
+		var got []hardware.Event
+		i := 0
+		for _, ev := range evs {
+			if i < len(want) && want[i](ev) {
+				got = append(got, ev)
+				i++
+			}
+		}
+		if i == len(want) {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("matched %d of %d wanted events; saw %+v", i, len(want), evs)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func is(kind hardware.EventKind, board, ch int) func(hardware.Event) bool {
+	return func(ev hardware.Event) bool {
+		return ev.Kind == kind && ev.Addr.Board == board && ev.Addr.Channel == ch
+	}
+}
+
+func TestDescribePulseEveryChannelAndStates(t *testing.T) {
+	e := newEmulator(t, 1)
+	e.addBoard(0, 24)
+	e.addBoard(1, 48)
+	e.addAutomaton(5, 40)
+	d, _ := newDriver(t, e, Options{Boards: []int{0, 1, 5}})
+	ctx := context.Background()
+
+	info, err := d.Describe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Kind != "kluis" || len(info.Boards) != 3 || info.Boards[1].Channels != 48 || info.Boards[2].Slots != 40 ||
+		info.Boards[0].Firmware != "1.2.0" || info.Boards[0].Protocol != 1 {
+		t.Fatalf("info %+v", info)
+	}
+	c := info.Caps
+	if !c.CommandIDs || !c.EventQueue || !c.DoorSensor || !c.ItemSensor || !c.TimedPulse || !c.RebootDetect || !c.Mechanism {
+		t.Fatalf("caps %+v", c)
+	}
+
+	id := hardware.CommandID(1000)
+	for _, b := range []struct{ addr, n int }{{0, 24}, {1, 48}} {
+		for ch := 0; ch < b.n; ch++ {
+			id++
+			if err := d.Pulse(ctx, hardware.Address{Board: b.addr, Channel: ch}, 300*time.Millisecond, id); err != nil {
+				t.Fatalf("pulse %d/%d: %v", b.addr, ch, err)
+			}
+		}
+	}
+	log := e.pulseLog()
+	if len(log) != 72 {
+		t.Fatalf("%d pulses", len(log))
+	}
+	states, err := d.States(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(states) != 24+48+1 {
+		t.Fatalf("%d states", len(states))
+	}
+	unlocked := 0
+	for _, s := range states {
+		if !s.Locked {
+			unlocked++
+		}
+	}
+	if unlocked == 0 {
+		t.Fatal("no lock reads energised right after the pulses")
+	}
+
+	e.setDoor(1, 47, true)
+	e.setItem(0, 3, true)
+	time.Sleep(350 * time.Millisecond) // the pulses end
+	states, err = d.States(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range states {
+		wantDoor := s.Addr == hardware.Address{Board: 1, Channel: 47}
+		wantItem := s.Addr == hardware.Address{Board: 0, Channel: 3}
+		if !s.Locked || s.DoorOpen != wantDoor || s.ItemPresent != wantItem {
+			t.Fatalf("state %+v", s)
+		}
+	}
+}
+
+func TestPulseArguments(t *testing.T) {
+	e := newEmulator(t, 2)
+	e.addBoard(0, 24)
+	d, _ := newDriver(t, e, Options{Boards: []int{0}})
+	ctx := context.Background()
+	// Before Describe the board itself refuses the channel.
+	if err := d.Pulse(ctx, hardware.Address{Board: 0, Channel: 30}, time.Second, 1); !errors.Is(err, hardware.ErrOutOfRange) {
+		t.Fatalf("channel 30 of 24: %v", err)
+	}
+	if _, err := d.Describe(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		addr hardware.Address
+		dur  time.Duration
+		id   hardware.CommandID
+	}{
+		{hardware.Address{Board: 0, Channel: 24}, time.Second, 2},
+		{hardware.Address{Board: 3, Channel: 0}, time.Second, 3},
+		{hardware.Address{Board: 0, Channel: 48}, time.Second, 4},
+		{hardware.Address{Board: 0, Channel: 0}, 10 * time.Millisecond, 5},
+		{hardware.Address{Board: 0, Channel: 0}, time.Minute, 6},
+		{hardware.Address{Board: 0, Channel: 0}, time.Second, 0},
+	} {
+		if err := d.Pulse(ctx, c.addr, c.dur, c.id); !errors.Is(err, hardware.ErrOutOfRange) {
+			t.Fatalf("%+v: %v", c, err)
+		}
+	}
+	if n := len(e.pulseLog()); n != 0 {
+		t.Fatalf("%d pulses", n)
+	}
+	// Duty cycle: the same lock again at once is refused with BUSY.
+	if err := d.Pulse(ctx, hardware.Address{Board: 0, Channel: 1}, 100*time.Millisecond, 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Pulse(ctx, hardware.Address{Board: 0, Channel: 1}, 100*time.Millisecond, 11); !errors.Is(err, hardware.ErrBusy) {
+		t.Fatalf("second pulse: %v", err)
+	}
+	// The same id again is not a second pulse, even while cooling down.
+	if err := d.Pulse(ctx, hardware.Address{Board: 0, Channel: 1}, 100*time.Millisecond, 10); err != nil {
+		t.Fatalf("repeat: %v", err)
+	}
+	if n := len(e.pulseLog()); n != 1 {
+		t.Fatalf("%d pulses", n)
+	}
+	if _, err := d.Hatch(ctx, 0); !errors.Is(err, hardware.ErrUnsupported) {
+		t.Fatalf("hatch of a lock board: %v", err)
+	}
+	if err := d.Present(ctx, 0, 1, 99); !errors.Is(err, hardware.ErrUnsupported) {
+		t.Fatalf("present on a lock board: %v", err)
+	}
+}
+
+func TestPulseRetriesSameIDWhenTheAnswerIsLost(t *testing.T) {
+	e := newEmulator(t, 3)
+	e.addBoard(0, 8)
+	d, reg := newDriver(t, e, Options{Boards: []int{0}})
+	e.with(func() { e.dropReplies = 1 })
+	if err := d.Pulse(context.Background(), hardware.Address{Board: 0, Channel: 2}, 200*time.Millisecond, 77); err != nil {
+		t.Fatal(err)
+	}
+	e.with(func() {
+		if e.requests[77] != 2 {
+			t.Errorf("UNLOCK 77 received %d times, want 2", e.requests[77])
+		}
+	})
+	if log := e.pulseLog(); len(log) != 1 || log[0] != (pulseRec{0, 2, 77}) {
+		t.Fatalf("pulses %+v", log)
+	}
+	if v := testutil.ToFloat64(d.m.unlocks.WithLabelValues("repeat")); v != 1 {
+		t.Fatalf("repeat unlocks %v", v)
+	}
+	if v := testutil.ToFloat64(d.m.retries); v != 1 {
+		t.Fatalf("retries %v", v)
+	}
+	if n, err := testutil.GatherAndCount(reg, "kluis_kluisbus_unlocks_total"); err != nil || n == 0 {
+		t.Fatalf("metrics: %d %v", n, err)
+	}
+}
+
+func TestWatchDeliversAndAcknowledgesEvents(t *testing.T) {
+	e := newEmulator(t, 4)
+	e.addBoard(0, 24)
+	e.addBoard(2, 16)
+	d, _ := newDriver(t, e, Options{Boards: []int{0, 2}})
+	w := startWatch(t, d)
+	time.Sleep(50 * time.Millisecond)
+
+	if err := d.Pulse(context.Background(), hardware.Address{Board: 2, Channel: 7}, 100*time.Millisecond, 5); err != nil {
+		t.Fatal(err)
+	}
+	e.setDoor(2, 7, true)
+	e.setItem(2, 7, false) // no change: no event
+	e.setItem(2, 8, true)
+	e.setDoor(2, 7, false)
+	e.setDoor(0, 0, true)
+	evs := w.waitFor(t, 2*time.Second,
+		is(hardware.Unlocked, 2, 7), is(hardware.DoorOpened, 2, 7), is(hardware.ItemPlaced, 2, 8), is(hardware.DoorClosed, 2, 7))
+	for i := 1; i < len(evs); i++ {
+		if evs[i].Seq != evs[i-1].Seq+1 {
+			t.Fatalf("sequence numbers %+v", evs)
+		}
+	}
+	w.waitFor(t, time.Second, is(hardware.DoorOpened, 0, 0))
+	deadline := time.Now().Add(time.Second)
+	for e.queued(0)+e.queued(2) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("events never acknowledged")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Nothing twice.
+	seen := map[string]bool{}
+	for _, ev := range w.snapshot() {
+		k := fmt.Sprintf("%s %v %d", ev.Kind, ev.Addr, ev.Seq)
+		if seen[k] {
+			t.Fatalf("delivered twice: %s", k)
+		}
+		seen[k] = true
+	}
+	// A second Watch at the same time is refused.
+	if err := d.Watch(context.Background(), func(hardware.Event) error { return nil }); !errors.Is(err, hardware.ErrBusy) {
+		t.Fatalf("second watch: %v", err)
+	}
+}
+
+func TestWatchRedeliversWhenCallbackFails(t *testing.T) {
+	e := newEmulator(t, 5)
+	e.addBoard(0, 8)
+	d, _ := newDriver(t, e, Options{Boards: []int{0}})
+	ctx := context.Background()
+	boom := errors.New("journal full")
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		e.setDoor(0, 1, true)
+		e.setDoor(0, 1, false)
+	}()
+	var first []hardware.Event
+	err := d.Watch(ctx, func(ev hardware.Event) error {
+		first = append(first, ev)
+		if ev.Kind == hardware.DoorClosed {
+			return boom
+		}
+		return nil
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Watch returned %v", err)
+	}
+	if len(first) != 2 || first[0].Kind != hardware.DoorOpened || first[0].Seq != 1 {
+		t.Fatalf("first watch saw %+v", first)
+	}
+	// The refused event is still queued on the board, the one before is not.
+	if n := e.queued(0); n != 1 {
+		t.Fatalf("%d events queued, want the refused one", n)
+	}
+	var got []hardware.Event
+	ctx2, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	err = d.Watch(ctx2, func(ev hardware.Event) error {
+		got = append(got, ev)
+		cancel()
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("second Watch: %v", err)
+	}
+	if len(got) != 1 || got[0].Kind != hardware.DoorClosed || got[0].Seq != 2 || got[0].Addr != (hardware.Address{Board: 0, Channel: 1}) {
+		t.Fatalf("redelivered %+v", got)
+	}
+}
+
+func TestBoardRebootIsReportedAndStateReRead(t *testing.T) {
+	e := newEmulator(t, 6)
+	e.addBoard(0, 24)
+	e.addBoard(1, 24)
+	d, reg := newDriver(t, e, Options{Boards: []int{0, 1}})
+	w := startWatch(t, d)
+	e.setDoor(0, 5, true)
+	w.waitFor(t, time.Second, is(hardware.DoorOpened, 0, 5))
+	var sets int
+	e.with(func() { sets = e.boards[0].watchdogSets })
+	if sets != 1 {
+		t.Fatalf("watchdog set %d times", sets)
+	}
+
+	// The door closes and an item goes in, and the board restarts before
+	// the master read those events: they are lost with its queue.
+	e.with(func() {
+		b := e.boards[0]
+		b.door = b.door.Set(5, false)
+		b.queue.Push(kluisproto.EvDoorClosed, 5, 0)
+		b.item = b.item.Set(9, true)
+		b.queue.Push(kluisproto.EvItemPlaced, 9, 0)
+		e.rebootLocked(0)
+	})
+	e.setDoor(0, 6, true) // after the restart: a real event of the new boot
+	w.waitFor(t, 2*time.Second, is(hardware.BoardRebooted, 0, -1), is(hardware.DoorClosed, 0, 5), is(hardware.ItemPlaced, 0, 9))
+	w.waitFor(t, time.Second, is(hardware.DoorOpened, 0, 6))
+	e.with(func() { sets = e.boards[0].watchdogSets })
+	if sets != 2 {
+		t.Fatalf("watchdog set %d times after the reboot", sets)
+	}
+	n := 0
+	for _, ev := range w.snapshot() {
+		if ev.Kind == hardware.DoorOpened && ev.Addr.Channel == 6 {
+			n++
+		}
+		if ev.Kind == hardware.BoardRebooted && ev.Addr.Board != 0 {
+			t.Fatalf("%+v", ev)
+		}
+	}
+	if n != 1 {
+		t.Fatalf("door 6 opened reported %d times", n)
+	}
+	if v := testutil.ToFloat64(d.m.reboots); v != 1 {
+		t.Fatalf("reboots metric %v", v)
+	}
+	_ = reg
+}
+
+func TestBoardOfflineAndOnline(t *testing.T) {
+	e := newEmulator(t, 7)
+	e.addBoard(0, 8)
+	e.addBoard(1, 8)
+	d, _ := newDriver(t, e, Options{Boards: []int{0, 1}, Retries: 1})
+	w := startWatch(t, d)
+	time.Sleep(50 * time.Millisecond)
+	e.setSilent(1, true)
+	w.waitFor(t, 2*time.Second, is(hardware.BoardOffline, 1, -1))
+	// Board 0 keeps working meanwhile.
+	e.setDoor(0, 2, true)
+	w.waitFor(t, 2*time.Second, is(hardware.DoorOpened, 0, 2))
+	if err := d.Pulse(context.Background(), hardware.Address{Board: 1, Channel: 0}, time.Second, 9); !errors.Is(err, hardware.ErrTimeout) {
+		t.Fatalf("pulse to a silent board: %v", err)
+	}
+	e.setDoor(1, 3, true) // queued on the board while offline
+	e.setSilent(1, false)
+	w.waitFor(t, 3*time.Second, is(hardware.BoardOnline, 1, -1), is(hardware.DoorOpened, 1, 3))
+	offline := 0
+	for _, ev := range w.snapshot() {
+		if ev.Kind == hardware.BoardOffline {
+			offline++
+		}
+	}
+	if offline != 1 {
+		t.Fatalf("BoardOffline reported %d times", offline)
+	}
+}
+
+func TestResyncAfterGarbageAndBrokenFrames(t *testing.T) {
+	e := newEmulator(t, 8)
+	e.addBoard(0, 24)
+	e.addBoard(1, 24)
+	d, reg := newDriver(t, e, Options{Boards: []int{0, 1}})
+	ctx := context.Background()
+
+	wrongAddr, _ := kluisproto.EncodeMessage(7, &kluisproto.RelockAllReply{})
+	status, _ := kluisproto.EncodeMessage(0, &kluisproto.StatusReply{Channels: 1})
+	prefixes := [][]byte{
+		{0x00, 0xFF, 0x13, 0x37},         // garbage
+		{kluisproto.SOF, 0x00, 0x82, 99}, // oversized length
+		status[:9],                       // truncated frame
+		wrongAddr,                        // a valid frame from another address
+		append(append([]byte{0x55}, status[:len(status)-1]...), status[len(status)-1]^0xFF), // bad CRC
+	}
+	i := 0
+	e.with(func() {
+		e.prefix = func() []byte {
+			i++
+			return prefixes[i%len(prefixes)]
+		}
+	})
+	for round := 0; round < 10; round++ {
+		if _, err := d.States(ctx); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if err := d.Pulse(ctx, hardware.Address{Board: round % 2, Channel: round}, 100*time.Millisecond, hardware.CommandID(500+round)); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+	}
+	if n := len(e.pulseLog()); n != 10 {
+		t.Fatalf("%d pulses", n)
+	}
+	fe := d.FrameErrors()
+	for _, k := range []string{ErrKindGarbage, ErrKindOversize, ErrKindTruncated, ErrKindWrongAddress, ErrKindBadCRC} {
+		if fe[k] == 0 {
+			t.Errorf("no %s counted: %v", k, fe)
+		}
+		if v := testutil.ToFloat64(d.m.frameErrors.WithLabelValues(k)); v != float64(fe[k]) {
+			t.Errorf("metric %s = %v, FrameErrors %d", k, v, fe[k])
+		}
+	}
+	if n, err := testutil.GatherAndCount(reg, "kluis_kluisbus_frame_errors_total"); err != nil || n == 0 {
+		t.Fatalf("metrics: %d %v", n, err)
+	}
+}
+
+// TestNoisyLine corrupts 1% of the bytes either way: every lock is pulsed
+// exactly once, none that was not asked for, and events still arrive.
+func TestNoisyLine(t *testing.T) {
+	e := newEmulator(t, 42)
+	e.addBoard(0, 24)
+	e.addBoard(1, 24)
+	e.with(func() { e.corrupt = 0.01 })
+	d, _ := newDriver(t, e, Options{Boards: []int{0, 1}, Retries: 3})
+	w := startWatch(t, d)
+	ctx := context.Background()
+
+	asked := map[uint32]pulseRec{}
+	id := uint32(7000)
+	for b := 0; b < 2; b++ {
+		for ch := 0; ch < 24; ch++ {
+			id++
+			asked[id] = pulseRec{byte(b), byte(ch), id}
+			// The caller's own retry after a timeout uses the same id,
+			// as hardware.Driver asks.
+			var err error
+			for try := 0; try < 10; try++ {
+				if err = d.Pulse(ctx, hardware.Address{Board: b, Channel: ch}, 100*time.Millisecond, hardware.CommandID(id)); err == nil || !errors.Is(err, hardware.ErrTimeout) {
+					break
+				}
+			}
+			if err != nil {
+				t.Fatalf("pulse %d/%d: %v", b, ch, err)
+			}
+			if ch%6 == 0 {
+				e.setDoor(byte(b), ch, true)
+			}
+		}
+	}
+	log := e.pulseLog()
+	seen := map[uint32]bool{}
+	perChannel := map[[2]byte]int{}
+	for _, p := range log {
+		want, ok := asked[p.id]
+		if !ok || want != p {
+			t.Fatalf("pulse nobody asked for: %+v", p)
+		}
+		if seen[p.id] {
+			t.Fatalf("id %d pulsed twice", p.id)
+		}
+		seen[p.id] = true
+		perChannel[[2]byte{p.board, p.ch}]++
+	}
+	if len(log) != 48 || len(perChannel) != 48 {
+		t.Fatalf("%d pulses on %d channels", len(log), len(perChannel))
+	}
+	var want []func(hardware.Event) bool
+	for b := 0; b < 2; b++ {
+		for ch := 0; ch < 24; ch += 6 {
+			want = append(want, is(hardware.DoorOpened, b, ch))
+		}
+	}
+	w.waitFor(t, 10*time.Second, want[:4]...)
+	w.waitFor(t, 10*time.Second, want[4:]...)
+	fe := d.FrameErrors()
+	total := uint64(0)
+	for _, v := range fe {
+		total += v
+	}
+	if total == 0 {
+		t.Fatal("1% noise and no frame error counted")
+	}
+	t.Logf("frame errors %v, retries %v", fe, testutil.ToFloat64(d.m.retries))
+}
+
+func TestMechanism(t *testing.T) {
+	e := newEmulator(t, 9)
+	e.addAutomaton(5, 40)
+	d, _ := newDriver(t, e, Options{Boards: []int{5}})
+	ctx := context.Background()
+	if _, err := d.Describe(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w := startWatch(t, d)
+	hs, err := d.Hatch(ctx, 5)
+	if err != nil || hs.Slot != -1 || !hs.Locked || hs.Busy {
+		t.Fatalf("hatch %+v %v", hs, err)
+	}
+	if err := d.Present(ctx, 5, 17, 0xA001); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Present(ctx, 5, 17, 0xA001); err != nil { // a retry by the caller
+		t.Fatal(err)
+	}
+	if err := d.Present(ctx, 5, 40, 0xA002); !errors.Is(err, hardware.ErrOutOfRange) {
+		t.Fatalf("slot 40 of 40: %v", err)
+	}
+	evs := w.waitFor(t, 2*time.Second, is(hardware.SlotPresented, 5, -1))
+	if evs[0].Slot != 17 {
+		t.Fatalf("%+v", evs[0])
+	}
+	e.with(func() {
+		if e.boards[5].moves != 1 {
+			t.Errorf("carousel moved %d times", e.boards[5].moves)
+		}
+	})
+	hs, err = d.Hatch(ctx, 5)
+	if err != nil || hs.Slot != 17 || hs.Busy {
+		t.Fatalf("hatch %+v %v", hs, err)
+	}
+	// The hatch is channel 0.
+	if err := d.Pulse(ctx, hardware.Address{Board: 5, Channel: 0}, 500*time.Millisecond, 0xB001); err != nil {
+		t.Fatal(err)
+	}
+	e.setDoor(5, 0, true)
+	w.waitFor(t, time.Second, is(hardware.HatchOpened, 5, 0))
+	e.with(func() { e.boards[5].fault = kluisproto.FaultJam })
+	e.setDoor(5, 0, false)
+	if err := d.Present(ctx, 5, 3, 0xA003); !errors.Is(err, hardware.ErrFault) {
+		t.Fatalf("present while faulted: %v", err)
+	}
+	e.with(func() {
+		e.boards[5].queue.Push(kluisproto.EvMechanismFault, kluisproto.ChannelNone, kluisproto.FaultJam)
+	})
+	evs = w.waitFor(t, time.Second, is(hardware.HatchClosed, 5, 0), is(hardware.MechanismFault, 5, -1))
+	if evs[1].Detail != "mechanism fault: jam" {
+		t.Fatalf("%+v", evs[1])
+	}
+}
+
+func TestHaltAndClose(t *testing.T) {
+	e := newEmulator(t, 10)
+	e.addBoard(0, 8)
+	e.addBoard(3, 8)
+	d, _ := newDriver(t, e, Options{Boards: []int{0, 3}})
+	ctx := context.Background()
+	if err := d.Pulse(ctx, hardware.Address{Board: 3, Channel: 1}, 5*time.Second, 1); err != nil {
+		t.Fatal(err)
+	}
+	watchDone := make(chan error, 1)
+	go func() { watchDone <- d.Watch(ctx, func(hardware.Event) error { return nil }) }()
+	if err := d.Halt(); err != nil {
+		t.Fatal(err)
+	}
+	e.with(func() {
+		for _, a := range []byte{0, 3} {
+			if e.boards[a].relocks != 1 {
+				t.Errorf("board %d relocked %d times", a, e.boards[a].relocks)
+			}
+		}
+		if !e.boards[3].locked.Get(1) {
+			t.Error("lock still energised after Halt")
+		}
+	})
+	if err := d.Pulse(ctx, hardware.Address{Board: 0, Channel: 1}, time.Second, 2); !errors.Is(err, hardware.ErrHalted) {
+		t.Fatalf("pulse after halt: %v", err)
+	}
+	if _, err := d.States(ctx); err != nil {
+		t.Fatalf("states after halt: %v", err)
+	}
+	if err := d.Halt(); err != nil { // twice is fine
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-watchDone:
+		if !errors.Is(err, hardware.ErrHalted) {
+			t.Fatalf("Watch after Close: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Watch did not end after Close")
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.States(ctx); !errors.Is(err, hardware.ErrHalted) {
+		t.Fatalf("states after close: %v", err)
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	if _, err := New(Options{}); err == nil {
+		t.Fatal("no port accepted")
+	}
+	if _, err := New(Options{Port: "/dev/null", Boards: []int{32}}); !errors.Is(err, hardware.ErrOutOfRange) {
+		t.Fatalf("board 32: %v", err)
+	}
+	if _, err := New(Options{Port: "/dev/null", Boards: []int{1, 1}}); err == nil {
+		t.Fatal("board twice accepted")
+	}
+	d, err := Open("/nonexistent/tty", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if _, err := d.States(context.Background()); err == nil {
+		t.Fatal("states from a missing port")
+	}
+}

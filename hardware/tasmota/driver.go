@@ -463,10 +463,9 @@ func (d *Driver) setLinkLocked(mod *module, l link) {
 			d.log.Info("module online", "module", mod.Topic)
 			d.queueLocked(hardware.Event{Kind: hardware.BoardOnline, Addr: boardAddr(mod)})
 		}
-		if prev != linkOnline {
-			// Re-read the switches: doors may have moved meanwhile.
-			d.publish("cmnd/"+mod.Topic+"/Status", "10")
-		}
+		// Re-read the switches on every Online (Tasmota announces it on
+		// each connection): doors may have moved meanwhile.
+		d.publish("cmnd/"+mod.Topic+"/Status", "10")
 	case linkOffline:
 		d.m.online.WithLabelValues(mod.Topic).Set(0)
 		if prev != linkOffline {

@@ -82,6 +82,8 @@ type backend struct {
 	results   []wire.CommandResult
 	// silent: verify requests go unanswered (backend down, broker up).
 	silent bool
+	// verifyFn, when set, answers verify requests.
+	verifyFn func(*wire.VerifyRequest) *wire.VerifyResponse
 }
 
 func newBackend(t *testing.T, dev string) *backend {
@@ -132,9 +134,13 @@ func (b *backend) onMessage(_ mqtt.Client, msg mqtt.Message) {
 		b.mu.Unlock()
 	case *wire.VerifyRequest:
 		b.mu.Lock()
-		silent := b.silent
+		silent, fn := b.silent, b.verifyFn
 		b.mu.Unlock()
 		if silent {
+			return
+		}
+		if fn != nil {
+			go b.pub(wire.KindVerifyRes, fn(v))
 			return
 		}
 		doc := strings.TrimPrefix(v.Token, "K1.")

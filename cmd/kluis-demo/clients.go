@@ -1,0 +1,283 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"kluis/simulator"
+)
+
+// httpError is a non-2xx answer.
+type httpError struct {
+	Method, URL string
+	Status      int
+	Body        string
+}
+
+func (e *httpError) Error() string {
+	return fmt.Sprintf("%s %s: %d %s", e.Method, e.URL, e.Status, clip(oneLine(e.Body), 300))
+}
+
+// statusOf returns the HTTP status of an httpError, 0 otherwise.
+func statusOf(err error) int {
+	var he *httpError
+	if errors.As(err, &he) {
+		return he.Status
+	}
+	return 0
+}
+
+var httpc = &http.Client{Timeout: 30 * time.Second}
+
+// doJSON sends in (when not nil) as JSON and decodes a 2xx answer into out
+// (when not nil).
+func doJSON(ctx context.Context, method, u, bearer string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	if method == http.MethodPost && strings.Contains(u, "/api/v1/") {
+		req.Header.Set("Idempotency-Key", randomHex(12))
+	}
+	resp, err := httpc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, u, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: read: %w", method, u, err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return &httpError{Method: method, URL: u, Status: resp.StatusCode, Body: string(b)}
+	}
+	if out != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("%s %s: decode: %w", method, u, err)
+		}
+	}
+	return nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// api is kluis-backend's REST API as one user.
+type api struct {
+	base  string // http://host:port
+	token string
+}
+
+func (a api) do(ctx context.Context, method, path string, in, out any) error {
+	return doJSON(ctx, method, a.base+path, a.token, in, out)
+}
+
+// login opens a session for username.
+func login(ctx context.Context, base, username, password string) (api, error) {
+	var tok struct {
+		Token string `json:"token"`
+	}
+	if err := doJSON(ctx, http.MethodPost, base+"/api/v1/sessions", "", map[string]string{"username": username, "password": password}, &tok); err != nil {
+		return api{}, err
+	}
+	if tok.Token == "" {
+		return api{}, fmt.Errorf("login %s: no token in the answer", username)
+	}
+	return api{base: base, token: tok.Token}, nil
+}
+
+// document is the part of the API's document the demo reads.
+type document struct {
+	ID            string     `json:"id"`
+	Kind          string     `json:"kind"`
+	Number        string     `json:"number"`
+	State         string     `json:"state"`
+	DeviceID      string     `json:"device_id"`
+	CompartmentID int64      `json:"compartment_id"`
+	Deadline      *time.Time `json:"deadline"`
+}
+
+type compartment struct {
+	ID      int64  `json:"id"`
+	Number  int    `json:"number"`
+	Board   int    `json:"board"`
+	Channel int    `json:"channel"`
+	Size    string `json:"size"`
+	State   string `json:"state"`
+}
+
+type deviceInfo struct {
+	ID           string        `json:"id"`
+	Kind         string        `json:"kind"`
+	Compartments []compartment `json:"compartments"`
+}
+
+func (a api) document(ctx context.Context, id string) (document, error) {
+	var d document
+	err := a.do(ctx, http.MethodGet, "/api/v1/documents/"+url.PathEscape(id), nil, &d)
+	return d, err
+}
+
+func (a api) device(ctx context.Context, id string) (deviceInfo, error) {
+	var d deviceInfo
+	err := a.do(ctx, http.MethodGet, "/api/v1/devices/"+url.PathEscape(id), nil, &d)
+	return d, err
+}
+
+type auditRecord struct {
+	Seq     int64          `json:"seq"`
+	At      time.Time      `json:"at"`
+	Actor   string         `json:"actor"`
+	Action  string         `json:"action"`
+	Subject string         `json:"subject"`
+	Details map[string]any `json:"details"`
+}
+
+// audit returns up to 1000 audit records about subject.
+func (a api) audit(ctx context.Context, subject string) ([]auditRecord, error) {
+	var all []auditRecord
+	cursor := ""
+	for i := 0; i < 5; i++ {
+		var page struct {
+			Items      []auditRecord `json:"items"`
+			NextCursor string        `json:"next_cursor"`
+		}
+		q := url.Values{"subject": {subject}, "limit": {"200"}}
+		if cursor != "" {
+			q.Set("cursor", cursor)
+		}
+		if err := a.do(ctx, http.MethodGet, "/api/v1/audit?"+q.Encode(), nil, &page); err != nil {
+			return nil, err
+		}
+		all = append(all, page.Items...)
+		if page.NextCursor == "" {
+			break
+		}
+		cursor = page.NextCursor
+	}
+	return all, nil
+}
+
+// sim is the simulator's control API.
+type sim struct{ base string }
+
+func (s sim) state(ctx context.Context, dev string) (simulator.State, error) {
+	var st simulator.State
+	err := doJSON(ctx, http.MethodGet, s.base+"/v1/devices/"+url.PathEscape(dev)+"/state", "", nil, &st)
+	return st, err
+}
+
+func (s sim) pulses(ctx context.Context, dev string) ([]simulator.Pulse, error) {
+	var ps []simulator.Pulse
+	err := doJSON(ctx, http.MethodGet, s.base+"/v1/devices/"+url.PathEscape(dev)+"/pulses", "", nil, &ps)
+	return ps, err
+}
+
+// channel runs a person's action on a door: take, put (label), close,
+// leave-open.
+func (s sim) channel(ctx context.Context, dev string, board, ch int, action string, q url.Values) (map[string]any, error) {
+	if q == nil {
+		q = url.Values{}
+	}
+	q.Set("board", fmt.Sprint(board))
+	var out map[string]any
+	err := doJSON(ctx, http.MethodPost, fmt.Sprintf("%s/v1/devices/%s/channels/%d/%s?%s", s.base, url.PathEscape(dev), ch, action, q.Encode()), "", nil, &out)
+	return out, err
+}
+
+func (s sim) truth(ctx context.Context, dev string, board, ch int) (simulator.ChannelTruth, error) {
+	st, err := s.state(ctx, dev)
+	if err != nil {
+		return simulator.ChannelTruth{}, err
+	}
+	for _, c := range st.Channels {
+		if c.Board == board && c.Channel == ch {
+			return c, nil
+		}
+	}
+	return simulator.ChannelTruth{}, fmt.Errorf("simulator: %s has no b%d/c%d", dev, board, ch)
+}
+
+// kiosk is one kluisd's kiosk API.
+type kiosk struct{ base string }
+
+// screen is what the kiosk shows.
+type screen struct {
+	State       string `json:"state"`
+	Compartment int    `json:"compartment"`
+	Message     string `json:"message"`
+	Staff       string `json:"staff"`
+	Seq         uint64 `json:"seq"`
+}
+
+func (k kiosk) post(ctx context.Context, path string, in any) (screen, error) {
+	var s screen
+	err := doJSON(ctx, http.MethodPost, k.base+path, "", in, &s)
+	return s, err
+}
+
+func (k kiosk) screen(ctx context.Context) (screen, error) {
+	var s screen
+	err := doJSON(ctx, http.MethodGet, k.base+"/kiosk/v1/session", "", nil, &s)
+	return s, err
+}
+
+// waitFor polls cond every 100 ms until it is true, ctx ends or timeout
+// passes; the error names what was awaited and the last observation.
+func waitFor(ctx context.Context, timeout time.Duration, what string, cond func(ctx context.Context) (bool, string, error)) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last string
+	var lastErr error
+	for {
+		ok, obs, err := cond(ctx)
+		if err == nil && ok {
+			return obs, nil
+		}
+		if obs != "" {
+			last = obs
+		}
+		if err != nil {
+			lastErr = err
+		}
+		select {
+		case <-ctx.Done():
+			msg := fmt.Sprintf("%s: not within %s", what, timeout)
+			if last != "" {
+				msg += " (last seen: " + last + ")"
+			}
+			if lastErr != nil {
+				msg += " (last error: " + lastErr.Error() + ")"
+			}
+			return last, errors.New(msg)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,692 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// citizen is one document holder of the night and what they will do.
+type citizen struct {
+	First, Last, Birth, Kind string
+	Device                   string
+	Plan                     string // qr, pin, wrong-pin, left-open, expiry, offline
+	Number, Email, Label     string
+
+	doc  document
+	comp compartment
+	mail pickupMail
+}
+
+const (
+	planQR       = "qr"
+	planPIN      = "pin"
+	planWrongPIN = "wrong-pin" // a wrong PIN first, then the right one
+	planLeftOpen = "left-open"
+	planExpiry   = "expiry"
+	planOffline  = "offline"
+)
+
+func citizens(run string) []*citizen {
+	cs := []*citizen{
+		{First: "An", Last: "Peeters", Birth: "1984-03-12", Kind: "eid", Device: "kortrijk-hall-a", Plan: planQR},
+		{First: "Bart", Last: "Janssens", Birth: "1979-11-02", Kind: "driving_licence", Device: "kortrijk-hall-a", Plan: planPIN},
+		{First: "Chloé", Last: "Dubois", Birth: "1992-07-30", Kind: "eid", Device: "kortrijk-hall-a", Plan: planWrongPIN},
+		{First: "Dries", Last: "Maes", Birth: "2001-01-19", Kind: "kids_id", Device: "kortrijk-hall-a", Plan: planLeftOpen},
+		{First: "Els", Last: "Claes", Birth: "1968-05-05", Kind: "residence_card", Device: "kortrijk-hall-a", Plan: planQR},
+		{First: "Frank", Last: "Wouters", Birth: "1955-09-23", Kind: "eid", Device: "kortrijk-hall-b", Plan: planPIN},
+		{First: "Griet", Last: "Goossens", Birth: "1988-12-24", Kind: "driving_licence", Device: "kortrijk-hall-b", Plan: planQR},
+		{First: "Hans", Last: "De Smet", Birth: "1973-04-01", Kind: "eid", Device: "kortrijk-hall-b", Plan: planExpiry},
+		{First: "Inge", Last: "Willems", Birth: "1999-08-08", Kind: "eid", Device: "kortrijk-hall-b", Plan: planOffline},
+		{First: "Jan", Last: "Mertens", Birth: "1961-02-14", Kind: "driving_licence", Device: "kortrijk-automaton", Plan: planQR},
+	}
+	for i, c := range cs {
+		c.Number = fmt.Sprintf("591-%s-%02d", run, i+1)
+		c.Email = fmt.Sprintf("%s.%s@example.org", strings.ToLower(asciiName(c.First)), strings.ToLower(strings.ReplaceAll(c.Last, " ", "")))
+		c.Label = fmt.Sprintf("%s %s (%s %s)", c.Kind, c.Number, c.First, c.Last)
+	}
+	return cs
+}
+
+func asciiName(s string) string {
+	return strings.NewReplacer("é", "e", "è", "e", "ë", "e").Replace(s)
+}
+
+func (c *citizen) who() string { return c.First + " " + c.Last }
+
+// place is where the document physically is in the simulator: the
+// compartment's channel on a locker, the hatch (channel 0) and a slot on an
+// automaton.
+func (d *demo) place(c *citizen) (board, channel, slot int) {
+	if d.nodes[c.Device].spec.Kind == "automaton" {
+		return c.comp.Board, 0, c.comp.Channel
+	}
+	return c.comp.Board, c.comp.Channel, -1
+}
+
+// night runs the scripted night and records every step on the timeline.
+func (d *demo) night(ctx context.Context, runID string) {
+	cs := citizens(runID)
+	byDevice := map[string]bool{}
+	for id, n := range d.nodes {
+		byDevice[id] = n.ready
+	}
+
+	// 1. Staff register the documents.
+	for _, c := range cs {
+		err := d.staff.do(ctx, http.MethodPost, "/api/v1/documents", map[string]any{"kind": c.Kind, "number": c.Number,
+			"holder_first_name": c.First, "holder_last_name": c.Last, "holder_birth_date": c.Birth, "language": "en",
+			"email": c.Email, "site_id": siteID}, &c.doc)
+		if err == nil && c.doc.State != "registered" {
+			err = fmt.Errorf("state %q, want registered", c.doc.State)
+		}
+		d.tl.check("staff", "register "+c.Kind+" of "+c.who(), "registered", "document "+short(c.doc.ID)+" registered", err)
+	}
+
+	// 2. Staff log in at the kiosks and load every document.
+	d.kioskStaff = false
+	if d.staffPIN != "" {
+		for _, id := range d.order {
+			n := d.nodes[id]
+			if !n.ready {
+				continue
+			}
+			scr, err := n.kiosk.post(ctx, "/kiosk/v1/staff/login", map[string]string{"pin": d.staffPIN})
+			if err == nil && scr.State != "staff" {
+				err = fmt.Errorf("kiosk shows %s: %s", scr.State, scr.Message)
+			}
+			if d.tl.check("staff", "log in at the kiosk of "+id+" with the staff PIN", "staff mode", "staff mode as "+scr.Staff, err) {
+				d.kioskStaff = true
+			}
+		}
+	}
+	for _, c := range cs {
+		if c.doc.ID == "" {
+			continue
+		}
+		if !byDevice[c.Device] {
+			d.tl.check("staff", "load "+c.Number+" into "+c.Device, "loaded", "", fmt.Errorf("kluisd of %s is not running", c.Device))
+			continue
+		}
+		got, err := d.load(ctx, c)
+		d.tl.check("staff", "load "+c.Kind+" of "+c.who()+" into "+c.Device, "door opens, item in, notified", got, err)
+	}
+
+	// 3. Citizens read their e-mail.
+	mails, err := d.readMail(ctx, cs)
+	d.tl.check("citizens", "e-mails in the .eml drop", "one ready message per loaded document", fmt.Sprintf("%d messages", mails), err)
+
+	// 4. The night's pickups and incidents.
+	for _, c := range cs {
+		if c.doc.ID == "" || c.mail.File == "" {
+			continue
+		}
+		switch c.Plan {
+		case planQR:
+			got, err := d.collect(ctx, c, map[string]string{"qr": c.mail.QR}, false)
+			d.tl.check(c.First, "collect at "+c.Device+" with the QR code from the e-mail", "door opens, item taken, collected", got, err)
+		case planPIN:
+			got, err := d.collect(ctx, c, map[string]string{"pin": c.mail.PIN, "birth_date": c.Birth}, false)
+			d.tl.check(c.First, "collect at "+c.Device+" with PIN and date of birth", "door opens, item taken, collected", got, err)
+		case planWrongPIN:
+			got, err := d.wrongPIN(ctx, c)
+			d.tl.check(c.First, "types a wrong PIN at "+c.Device, "refused, no pulse, every door shut", got, err)
+			got, err = d.collect(ctx, c, map[string]string{"pin": c.mail.PIN, "birth_date": c.Birth}, false)
+			d.tl.check(c.First, "then the right PIN and date of birth", "door opens, item taken, collected", got, err)
+		case planLeftOpen:
+			got, err := d.collect(ctx, c, map[string]string{"qr": c.mail.QR}, true)
+			d.tl.check(c.First, "collects with QR and leaves the door open", "door_left_open alarm, then collected", got, err)
+		}
+	}
+	for _, c := range cs {
+		if c.doc.ID == "" || c.mail.File == "" {
+			continue
+		}
+		switch c.Plan {
+		case planExpiry:
+			got, err := d.expire(ctx, c)
+			d.tl.check("backend", "deadline of "+c.who()+"'s document passes", "expired by housekeeping, code refused, no pulse", got, err)
+			if err == nil {
+				got, err = d.retrieve(ctx, c)
+				d.tl.check("staff", "retrieve "+c.who()+"'s expired document from "+c.Device, "door opens, item out, retrieved", got, err)
+			}
+		case planOffline:
+			got, err := d.offline(ctx, c)
+			d.tl.check(c.First, "collects with QR while "+c.Device+" is cut from the backend", "offline pickup, synced after the cut", got, err)
+		}
+	}
+}
+
+func short(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
+
+// comp finds a document's compartment through the API.
+func (d *demo) compOf(ctx context.Context, c *citizen) error {
+	doc, err := d.staff.document(ctx, c.doc.ID)
+	if err != nil {
+		return err
+	}
+	c.doc = doc
+	if doc.DeviceID != c.Device || doc.CompartmentID == 0 {
+		return fmt.Errorf("document is on %q compartment id %d, want a compartment of %s", doc.DeviceID, doc.CompartmentID, c.Device)
+	}
+	dev, err := d.staff.device(ctx, c.Device)
+	if err != nil {
+		return err
+	}
+	for _, cp := range dev.Compartments {
+		if cp.ID == doc.CompartmentID {
+			c.comp = cp
+			return nil
+		}
+	}
+	return fmt.Errorf("compartment id %d is not on device %s", doc.CompartmentID, c.Device)
+}
+
+// waitDoor waits until the simulator's door at board/channel is open (or shut).
+func (d *demo) waitDoor(ctx context.Context, dev string, board, ch int, open bool) error {
+	want := "open"
+	if !open {
+		want = "shut"
+	}
+	_, err := waitFor(ctx, 20*time.Second, fmt.Sprintf("door b%d/c%d of %s %s (simulator truth)", board, ch, dev, want), func(ctx context.Context) (bool, string, error) {
+		t, err := d.sim.truth(ctx, dev, board, ch)
+		if err != nil {
+			return false, "", err
+		}
+		return t.DoorOpen == open, fmt.Sprintf("door_open=%t energised=%t item=%q", t.DoorOpen, t.Energised, t.Item), nil
+	})
+	return err
+}
+
+// waitState waits until the backend shows the document in one of states.
+func (d *demo) waitState(ctx context.Context, c *citizen, timeout time.Duration, states ...string) error {
+	_, err := waitFor(ctx, timeout, "document of "+c.who()+" "+strings.Join(states, " or ")+" in the backend", func(ctx context.Context) (bool, string, error) {
+		doc, err := d.staff.document(ctx, c.doc.ID)
+		if err != nil {
+			return false, "", err
+		}
+		c.doc.State = doc.State
+		for _, s := range states {
+			if doc.State == s {
+				return true, doc.State, nil
+			}
+		}
+		return false, "state " + doc.State, nil
+	})
+	return err
+}
+
+// newPulses returns the pulses of dev after the first n.
+func (d *demo) pulsesSince(ctx context.Context, dev string, n int) ([]string, int, error) {
+	ps, err := d.sim.pulses(ctx, dev)
+	if err != nil {
+		return nil, 0, err
+	}
+	var out []string
+	for i := n; i < len(ps); i++ {
+		out = append(out, fmt.Sprintf("b%d/c%d", ps[i].Board, ps[i].Channel))
+	}
+	return out, len(ps), nil
+}
+
+func (d *demo) pulseCount(ctx context.Context, dev string) (int, error) {
+	ps, err := d.sim.pulses(ctx, dev)
+	return len(ps), err
+}
+
+// checkPulses verifies that the pulses since n hit only board/ch, at least once.
+func (d *demo) checkPulses(ctx context.Context, dev string, n, board, ch int) (string, error) {
+	got, _, err := d.pulsesSince(ctx, dev, n)
+	if err != nil {
+		return "", err
+	}
+	want := fmt.Sprintf("b%d/c%d", board, ch)
+	if len(got) == 0 {
+		return "", fmt.Errorf("no pulse recorded at %s", want)
+	}
+	for _, g := range got {
+		if g != want {
+			return "", fmt.Errorf("pulses %v: want only %s", got, want)
+		}
+	}
+	return fmt.Sprintf("%d pulse(s) at %s", len(got), want), nil
+}
+
+// load puts a document in its compartment: staff mode at the kiosk when
+// it works, otherwise REST reserve + remote open + REST load.
+func (d *demo) load(ctx context.Context, c *citizen) (string, error) {
+	n := d.nodes[c.Device]
+	p0, err := d.pulseCount(ctx, c.Device)
+	if err != nil {
+		return "", err
+	}
+	via := "kiosk staff mode"
+	if d.kioskStaff {
+		scr, err := n.kiosk.post(ctx, "/kiosk/v1/staff/load", map[string]string{"document_number": c.Number})
+		if err != nil {
+			return "", err
+		}
+		if scr.State != "loading" && scr.State != "presenting" {
+			return "", fmt.Errorf("kiosk shows %s: %s", scr.State, scr.Message)
+		}
+		if err := d.compOf(ctx, c); err != nil {
+			return "", err
+		}
+	} else {
+		via = "REST reserve + remote open + REST load"
+		if err := d.staff.do(ctx, http.MethodPost, "/api/v1/documents/"+c.doc.ID+"/reserve", map[string]string{"device_id": c.Device}, &c.doc); err != nil {
+			return "", err
+		}
+		if err := d.compOf(ctx, c); err != nil {
+			return "", err
+		}
+		if err := d.tech.do(ctx, http.MethodPost, fmt.Sprintf("/api/v1/devices/%s/compartments/%d/open", c.Device, c.comp.Number),
+			map[string]string{"reason": "load " + c.Number}, nil); err != nil {
+			return "", err
+		}
+	}
+	board, ch, slot := d.place(c)
+	if err := d.waitDoor(ctx, c.Device, board, ch, true); err != nil {
+		return "", err
+	}
+	if slot >= 0 {
+		if err := d.waitAtHatch(ctx, c.Device, board, slot); err != nil {
+			return "", err
+		}
+	}
+	if _, err := d.sim.channel(ctx, c.Device, board, ch, "put", url.Values{"label": {c.Label}}); err != nil {
+		return "", fmt.Errorf("put the document in: %w", err)
+	}
+	if _, err := d.sim.channel(ctx, c.Device, board, ch, "close", nil); err != nil {
+		return "", fmt.Errorf("close the door: %w", err)
+	}
+	pulses, err := d.checkPulses(ctx, c.Device, p0, board, ch)
+	if err != nil {
+		return "", err
+	}
+	if !d.kioskStaff {
+		if err := d.staff.do(ctx, http.MethodPost, "/api/v1/documents/"+c.doc.ID+"/load", map[string]any{}, &c.doc); err != nil {
+			return "", err
+		}
+	}
+	if err := d.waitState(ctx, c, 20*time.Second, "notified"); err != nil {
+		return "", err
+	}
+	t, err := d.sim.truth(ctx, c.Device, board, ch)
+	if err != nil {
+		return "", err
+	}
+	if slot < 0 && t.Item != c.Label {
+		return "", fmt.Errorf("simulator: compartment holds %q, want %q", t.Item, c.Label)
+	}
+	return fmt.Sprintf("compartment %d (%s), %s, backend: %s", c.comp.Number, via, pulses, c.doc.State), nil
+}
+
+// waitAtHatch waits until the automaton's carousel shows slot at the hatch.
+func (d *demo) waitAtHatch(ctx context.Context, dev string, board, slot int) error {
+	_, err := waitFor(ctx, 20*time.Second, fmt.Sprintf("slot %d of %s at the hatch", slot, dev), func(ctx context.Context) (bool, string, error) {
+		st, err := d.sim.state(ctx, dev)
+		if err != nil {
+			return false, "", err
+		}
+		for _, m := range st.Mechanisms {
+			if m.Board == board {
+				return m.AtHatch == slot && !m.Busy, fmt.Sprintf("at_hatch=%d busy=%t fault=%t", m.AtHatch, m.Busy, m.Fault), nil
+			}
+		}
+		return false, "no mechanism", nil
+	})
+	return err
+}
+
+// readMail waits for the ready message of every loaded document and
+// decodes its QR code and PIN.
+func (d *demo) readMail(ctx context.Context, cs []*citizen) (int, error) {
+	want := map[string]*citizen{}
+	for _, c := range cs {
+		if c.doc.State == "notified" {
+			want[c.Email] = c
+		}
+	}
+	if len(want) == 0 {
+		return 0, errors.New("no document was loaded and notified")
+	}
+	mb := mailbox{dir: d.mailDir}
+	found := 0
+	_, err := waitFor(ctx, 20*time.Second, "a ready e-mail for every loaded document", func(context.Context) (bool, string, error) {
+		ms, err := mb.all()
+		if err != nil {
+			return false, "", err
+		}
+		found = 0
+		for _, m := range ms {
+			if c := want[m.To]; c != nil && m.QR != "" && m.PIN != "" {
+				if c.mail.File == "" {
+					c.mail = m
+				}
+				found++
+			}
+		}
+		return found >= len(want), fmt.Sprintf("%d of %d", found, len(want)), nil
+	})
+	for _, c := range cs {
+		if c.mail.File != "" {
+			d.tl.check(c.First, "reads the e-mail "+c.mail.File, "QR image and PIN", fmt.Sprintf("%q: QR decoded (%d characters), PIN of %d digits",
+				c.mail.Subject, len(c.mail.QR), len(c.mail.PIN)), nil)
+		}
+	}
+	return found, err
+}
+
+// collect runs a pickup at the kiosk and checks the physical world and the
+// backend. leaveOpen leaves the door open until the alarm is seen.
+func (d *demo) collect(ctx context.Context, c *citizen, req map[string]string, leaveOpen bool) (string, error) {
+	n := d.nodes[c.Device]
+	board, ch, slot := d.place(c)
+	p0, err := d.pulseCount(ctx, c.Device)
+	if err != nil {
+		return "", err
+	}
+	req["lang"] = "en"
+	scr, err := n.kiosk.post(ctx, "/kiosk/v1/pickup", req)
+	if err != nil {
+		return "", err
+	}
+	if scr.State != "open" && scr.State != "presenting" {
+		return "", fmt.Errorf("kiosk shows %s: %s", scr.State, scr.Message)
+	}
+	if err := d.waitDoor(ctx, c.Device, board, ch, true); err != nil {
+		return "", err
+	}
+	if slot >= 0 {
+		if err := d.waitAtHatch(ctx, c.Device, board, slot); err != nil {
+			return "", err
+		}
+	}
+	item, err := d.sim.channel(ctx, c.Device, board, ch, "take", nil)
+	if err != nil {
+		return "", fmt.Errorf("take the document: %w", err)
+	}
+	if got, _ := item["item"].(string); got != c.Label {
+		return "", fmt.Errorf("took %q, want %q", got, c.Label)
+	}
+	extra := ""
+	if leaveOpen {
+		a0, _ := d.metric(ctx, n, "kluisd_alarms_total", `alarm="door_left_open"`)
+		obs, err := waitFor(ctx, 20*time.Second, "door_left_open alarm", func(ctx context.Context) (bool, string, error) {
+			m, err := d.metric(ctx, n, "kluisd_alarms_total", `alarm="door_left_open"`)
+			if err != nil {
+				return false, "", err
+			}
+			recs, err := d.admin.audit(ctx, "device:"+c.Device)
+			if err != nil {
+				return false, "", err
+			}
+			inAudit := false
+			for _, r := range recs {
+				if r.Action == "device.alarm" && r.Details["alarm"] == "door_left_open" {
+					inAudit = true
+				}
+			}
+			return m > a0 && inAudit, fmt.Sprintf("kluisd alarms_total=%v, backend audit device.alarm door_left_open=%t", m, inAudit), nil
+		})
+		if err != nil {
+			return "", err
+		}
+		t, err := d.sim.truth(ctx, c.Device, board, ch)
+		if err != nil || !t.DoorOpen {
+			return "", fmt.Errorf("door should still be open in the simulator (err %v)", err)
+		}
+		extra = "; alarm seen: " + obs
+	}
+	if _, err := d.sim.channel(ctx, c.Device, board, ch, "close", nil); err != nil {
+		return "", fmt.Errorf("close the door: %w", err)
+	}
+	pulses, err := d.checkPulses(ctx, c.Device, p0, board, ch)
+	if err != nil {
+		return "", err
+	}
+	if err := d.waitState(ctx, c, 20*time.Second, "collected"); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("compartment %d, %s, took %q, backend: collected%s", c.comp.Number, pulses, c.Label, extra), nil
+}
+
+// wrongPIN types a wrong PIN: refused, no pulse, every door shut.
+func (d *demo) wrongPIN(ctx context.Context, c *citizen) (string, error) {
+	n := d.nodes[c.Device]
+	p0, err := d.pulseCount(ctx, c.Device)
+	if err != nil {
+		return "", err
+	}
+	wrong := []byte(c.mail.PIN)
+	for i := range wrong {
+		wrong[i] = '0' + (wrong[i]-'0'+1)%10
+	}
+	scr, err := n.kiosk.post(ctx, "/kiosk/v1/pickup", map[string]string{"pin": string(wrong), "birth_date": c.Birth, "lang": "en"})
+	if err != nil {
+		return "", err
+	}
+	if scr.State != "wrong_code" {
+		return "", fmt.Errorf("kiosk shows %s: %s", scr.State, scr.Message)
+	}
+	// Give a (wrong) pulse time to show up before checking there was none.
+	select {
+	case <-ctx.Done():
+		return "", ctx.Err()
+	case <-time.After(1500 * time.Millisecond):
+	}
+	got, _, err := d.pulsesSince(ctx, c.Device, p0)
+	if err != nil {
+		return "", err
+	}
+	if len(got) > 0 {
+		return "", fmt.Errorf("pulses after a wrong PIN: %v", got)
+	}
+	st, err := d.sim.state(ctx, c.Device)
+	if err != nil {
+		return "", err
+	}
+	for _, t := range st.Channels {
+		if t.DoorOpen {
+			return "", fmt.Errorf("door b%d/c%d is open", t.Board, t.Channel)
+		}
+	}
+	doc, err := d.staff.document(ctx, c.doc.ID)
+	if err != nil {
+		return "", err
+	}
+	if doc.State != "notified" {
+		return "", fmt.Errorf("document state %s after a wrong PIN, want notified", doc.State)
+	}
+	return fmt.Sprintf("kiosk: %q; no pulse, all %d doors shut, document still notified", scr.Message, len(st.Channels)), nil
+}
+
+// expire moves the document's deadline into the past (the demo's stand-in
+// for a week passing: the backend has no clock hook) and waits for the
+// backend's housekeeping to expire it; the citizen's code is then refused.
+func (d *demo) expire(ctx context.Context, c *citizen) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(cctx, d.dbURL)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	tag, err := conn.Exec(cctx, "UPDATE documents SET deadline = now() - interval '1 minute' WHERE id = $1 AND state = 'notified'", c.doc.ID)
+	if err != nil {
+		return "", fmt.Errorf("move the deadline: %w", err)
+	}
+	if tag.RowsAffected() != 1 {
+		return "", fmt.Errorf("document not in state notified")
+	}
+	if err := d.waitState(ctx, c, 20*time.Second, "expired"); err != nil {
+		return "", err
+	}
+	n := d.nodes[c.Device]
+	p0, err := d.pulseCount(ctx, c.Device)
+	if err != nil {
+		return "", err
+	}
+	scr, err := n.kiosk.post(ctx, "/kiosk/v1/pickup", map[string]string{"qr": c.mail.QR, "lang": "en"})
+	if err != nil {
+		return "", err
+	}
+	if scr.State == "open" || scr.State == "presenting" {
+		return "", fmt.Errorf("kiosk opens for an expired document: %s", scr.Message)
+	}
+	time.Sleep(time.Second)
+	got, _, err := d.pulsesSince(ctx, c.Device, p0)
+	if err != nil {
+		return "", err
+	}
+	if len(got) > 0 {
+		return "", fmt.Errorf("pulses for an expired code: %v", got)
+	}
+	return fmt.Sprintf("deadline moved back in the database; housekeeping: expired; QR at the kiosk: %s (%s), no pulse", scr.State, scr.Message), nil
+}
+
+// retrieve takes an expired document back: staff mode at the kiosk, or a
+// technician's remote open and the REST retrieve.
+func (d *demo) retrieve(ctx context.Context, c *citizen) (string, error) {
+	n := d.nodes[c.Device]
+	board, ch, _ := d.place(c)
+	p0, err := d.pulseCount(ctx, c.Device)
+	if err != nil {
+		return "", err
+	}
+	via := "kiosk staff mode"
+	if d.kioskStaff {
+		scr, err := n.kiosk.post(ctx, "/kiosk/v1/staff/retrieve", map[string]string{"document_number": c.Number})
+		if err != nil {
+			return "", err
+		}
+		if scr.State == "staff_denied" {
+			// The kiosk session ran out: log in again.
+			if _, err := n.kiosk.post(ctx, "/kiosk/v1/staff/login", map[string]string{"pin": d.staffPIN}); err != nil {
+				return "", err
+			}
+			scr, err = n.kiosk.post(ctx, "/kiosk/v1/staff/retrieve", map[string]string{"document_number": c.Number})
+			if err != nil {
+				return "", err
+			}
+		}
+		if scr.State != "retrieving" && scr.State != "presenting" {
+			return "", fmt.Errorf("kiosk shows %s: %s", scr.State, scr.Message)
+		}
+	} else {
+		via = "remote open + REST retrieve"
+		if err := d.tech.do(ctx, http.MethodPost, fmt.Sprintf("/api/v1/devices/%s/compartments/%d/open", c.Device, c.comp.Number),
+			map[string]string{"reason": "retrieve expired " + c.Number}, nil); err != nil {
+			return "", err
+		}
+	}
+	if err := d.waitDoor(ctx, c.Device, board, ch, true); err != nil {
+		return "", err
+	}
+	item, err := d.sim.channel(ctx, c.Device, board, ch, "take", nil)
+	if err != nil {
+		return "", fmt.Errorf("take the document out: %w", err)
+	}
+	if got, _ := item["item"].(string); got != c.Label {
+		return "", fmt.Errorf("took %q, want %q", got, c.Label)
+	}
+	if _, err := d.sim.channel(ctx, c.Device, board, ch, "close", nil); err != nil {
+		return "", err
+	}
+	pulses, err := d.checkPulses(ctx, c.Device, p0, board, ch)
+	if err != nil {
+		return "", err
+	}
+	if !d.kioskStaff {
+		if err := d.staff.do(ctx, http.MethodPost, "/api/v1/documents/"+c.doc.ID+"/retrieve", map[string]any{}, nil); err != nil {
+			return "", err
+		}
+	}
+	if err := d.waitState(ctx, c, 20*time.Second, "retrieved"); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("compartment %d (%s), %s, compartment empty, backend: retrieved", c.comp.Number, via, pulses), nil
+}
+
+// offline cuts the device's link, collects with the QR code (verified
+// offline), checks the backend has not heard of it yet, restores the link
+// and waits for the sync.
+func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
+	n := d.nodes[c.Device]
+	n.proxy.Cut()
+	restored := false
+	defer func() {
+		if !restored {
+			n.proxy.Restore()
+		}
+	}()
+	if _, err := waitFor(ctx, 30*time.Second, c.Device+" sees the link down", func(ctx context.Context) (bool, string, error) {
+		h, err := d.health(ctx, n)
+		return err == nil && !h.MQTTConnected, fmt.Sprintf("mqtt_connected=%t", h.MQTTConnected), err
+	}); err != nil {
+		return "", err
+	}
+	board, ch, _ := d.place(c)
+	p0, err := d.pulseCount(ctx, c.Device)
+	if err != nil {
+		return "", err
+	}
+	scr, err := n.kiosk.post(ctx, "/kiosk/v1/pickup", map[string]string{"qr": c.mail.QR, "lang": "en"})
+	if err != nil {
+		return "", err
+	}
+	if scr.State != "open" {
+		return "", fmt.Errorf("offline: kiosk shows %s: %s", scr.State, scr.Message)
+	}
+	if err := d.waitDoor(ctx, c.Device, board, ch, true); err != nil {
+		return "", err
+	}
+	item, err := d.sim.channel(ctx, c.Device, board, ch, "take", nil)
+	if err != nil {
+		return "", err
+	}
+	if got, _ := item["item"].(string); got != c.Label {
+		return "", fmt.Errorf("took %q, want %q", got, c.Label)
+	}
+	if _, err := d.sim.channel(ctx, c.Device, board, ch, "close", nil); err != nil {
+		return "", err
+	}
+	pulses, err := d.checkPulses(ctx, c.Device, p0, board, ch)
+	if err != nil {
+		return "", err
+	}
+	time.Sleep(time.Second)
+	doc, err := d.staff.document(ctx, c.doc.ID)
+	if err != nil {
+		return "", err
+	}
+	if doc.State != "notified" {
+		return "", fmt.Errorf("backend already shows %s during the cut", doc.State)
+	}
+	h, _ := d.health(ctx, n)
+	n.proxy.Restore()
+	restored = true
+	if _, err := waitFor(ctx, 60*time.Second, c.Device+" reconnects", func(ctx context.Context) (bool, string, error) {
+		h, err := d.health(ctx, n)
+		return err == nil && h.MQTTConnected, fmt.Sprintf("mqtt_connected=%t backlog=%d", h.MQTTConnected, h.Backlog), err
+	}); err != nil {
+		return "", err
+	}
+	if err := d.waitState(ctx, c, 30*time.Second, "collected"); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("compartment %d opened offline, %s; backend still notified during the cut (kluisd backlog %d); after reconnect: collected",
+		c.comp.Number, pulses, h.Backlog), nil
+}

@@ -1,0 +1,541 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"kluis/simulator"
+)
+
+// deviceSpec is one simulated device of the demo fleet with its kluisd.
+type deviceSpec struct {
+	ID       string
+	Name     string
+	Kind     string // locker or automaton
+	Hardware string // kluis, kerong-cu16, tasmota
+	Boards   int
+	Channels int // lockers
+	Slots    int // automatons
+}
+
+// fleet is the demo's city hall: a 24-door Kluis-protocol bank, a 16-door
+// Kerong bank and a small automaton behind a Tasmota relay module.
+var fleet = []deviceSpec{
+	{ID: "kortrijk-hall-a", Name: "Hal A", Kind: "locker", Hardware: "kluis", Boards: 1, Channels: 24},
+	{ID: "kortrijk-hall-b", Name: "Hal B", Kind: "locker", Hardware: "kerong-cu16", Boards: 1, Channels: 16},
+	{ID: "kortrijk-automaton", Name: "Automaat", Kind: "automaton", Hardware: "tasmota", Boards: 1, Slots: 8},
+}
+
+const siteID = "kortrijk-stadhuis"
+
+// compartments lists a device's compartments as the backend and kluisd
+// number them: lockers by channel, automatons by slot (the backend's
+// channel is the slot).
+func (d deviceSpec) compartments() []compartment {
+	var out []compartment
+	n := d.Channels
+	if d.Kind == "automaton" {
+		n = d.Slots
+	}
+	for i := 0; i < n; i++ {
+		size := "M"
+		if i%4 == 3 {
+			size = "L"
+		}
+		out = append(out, compartment{Number: i + 1, Board: 0, Channel: i, Size: size})
+	}
+	return out
+}
+
+// node is one running device: its kluisd and how to reach it.
+type node struct {
+	spec       deviceSpec
+	dir        string
+	configPath string
+	kiosk      kiosk
+	kioskAddr  string
+	metrics    string // host:port
+	proxy      *cutProxy
+	ready      bool
+	err        error
+}
+
+// demo holds everything the night needs.
+type demo struct {
+	log     *slog.Logger
+	tl      *timeline
+	p       *procs
+	getenv  func(string) string
+	root    string // ./var/demo
+	run     string // ./var/demo/run (fresh every start)
+	bin     string
+	mailDir string
+	keyDir  string
+
+	dbURL      string
+	apiBase    string
+	brokerAddr string // where devices connect (embedded broker or MQTT_URL host)
+	fieldbus   string // MQTT URL of the Tasmota relay modules
+	fieldSrv   *mqtt.Server
+
+	sim   sim
+	nodes map[string]*node
+	order []string
+
+	admin, staff, tech api
+	staffPIN           string
+	kioskStaff         bool // kiosk staff login works: load through kiosks
+}
+
+// build compiles the binaries into var/demo/bin.
+func (d *demo) build(ctx context.Context) error {
+	goBin := d.getenv("GO")
+	if goBin == "" {
+		goBin = "go"
+	}
+	for _, name := range []string{"kluis-backend", "kluis-sim", "kluisd"} {
+		cmd := exec.CommandContext(ctx, goBin, "build", "-o", filepath.Join(d.bin, name), "./cmd/"+name)
+		cmd.Dir = filepath.Dir(filepath.Dir(d.root)) // the module root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("go build ./cmd/%s: %w\n%s", name, err, tail(string(out), 2000))
+		}
+	}
+	return nil
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n:]
+}
+
+// database returns the URL to use: DATABASE_URL as given, or a fresh
+// kluis_demo database on the local PostgreSQL.
+func (d *demo) database(ctx context.Context) (string, string, error) {
+	if u := d.getenv("DATABASE_URL"); u != "" {
+		return u, "DATABASE_URL as given", nil
+	}
+	const adminURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(cctx, adminURL)
+	if err != nil {
+		return "", "", fmt.Errorf("connect to PostgreSQL on 127.0.0.1:5432 (run deploy/dev/ensure-services.sh postgres, or set DATABASE_URL): %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(cctx, "DROP DATABASE IF EXISTS kluis_demo WITH (FORCE)"); err != nil {
+		return "", "", fmt.Errorf("drop kluis_demo: %w", err)
+	}
+	if _, err := conn.Exec(cctx, "CREATE DATABASE kluis_demo"); err != nil {
+		return "", "", fmt.Errorf("create kluis_demo: %w", err)
+	}
+	return "postgres://postgres@127.0.0.1:5432/kluis_demo?sslmode=disable", "fresh database kluis_demo on 127.0.0.1:5432", nil
+}
+
+// startBackend starts kluis-backend with the embedded broker (or MQTT_URL)
+// and waits until it is ready.
+func (d *demo) startBackend(ctx context.Context, adminPass string) error {
+	httpPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	env := []string{
+		"DATABASE_URL=" + d.dbURL,
+		fmt.Sprintf("KLUIS_HTTP_ADDR=127.0.0.1:%d", httpPort),
+		"KLUIS_KEY_DIR=" + d.keyDir,
+		"KLUIS_MAIL_URL=drop:" + d.mailDir,
+		"KLUIS_SLIP_DIR=" + filepath.Join(d.run, "slips"),
+		"KLUIS_ADMIN_USER=admin",
+		"KLUIS_ADMIN_PASSWORD=" + adminPass,
+		"KLUIS_INSECURE_FAST_HASH=1", // argon2id at test cost: the demo makes users and devices at start
+		"KLUIS_LOG_LEVEL=info",
+	}
+	if u := d.getenv("MQTT_URL"); u != "" {
+		pu, err := url.Parse(u)
+		if err != nil || pu.Host == "" {
+			return fmt.Errorf("MQTT_URL %q is not a URL like tcp://host:1883", u)
+		}
+		d.brokerAddr = pu.Host
+		env = append(env, "MQTT_URL="+u)
+	} else {
+		mqttPort, err := freePort()
+		if err != nil {
+			return err
+		}
+		d.brokerAddr = fmt.Sprintf("127.0.0.1:%d", mqttPort)
+		env = append(env, "MQTT_URL=", "KLUIS_MQTT_ADDR="+d.brokerAddr)
+	}
+	d.apiBase = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	if _, err := d.p.start("kluis-backend", filepath.Join(d.bin, "kluis-backend"),
+		[]string{"serve", "-housekeep-every", "2s", "-open-timeout", "10s"}, env); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := d.waitReady(wctx, "kluis-backend", d.apiBase+"/readyz"); err != nil {
+		return err
+	}
+	return nil
+}
+
+// waitReady waits for url to answer 200 while proc runs.
+func (d *demo) waitReady(ctx context.Context, proc, u string) error {
+	errc := make(chan error, 1)
+	go func() { errc <- waitHTTP(ctx, u) }()
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case err := <-errc:
+			if err != nil {
+				return fmt.Errorf("%s: %w\n--- last lines of %s.log ---\n%s", proc, err, proc, d.p.tail(proc, 3000))
+			}
+			return nil
+		case <-t.C:
+			if !d.p.running(proc) {
+				return fmt.Errorf("%s exited during start-up\n--- last lines of %s.log ---\n%s", proc, proc, d.p.tail(proc, 3000))
+			}
+		}
+	}
+}
+
+// cli runs a kluis-backend subcommand and returns its stdout.
+func (d *demo) cli(ctx context.Context, env []string, args ...string) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, filepath.Join(d.bin, "kluis-backend"), args...)
+	cmd.Env = append(os.Environ(), append([]string{"DATABASE_URL=" + d.dbURL, "KLUIS_INSECURE_FAST_HASH=1"}, env...)...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("kluis-backend %s: %w: %s", args[0], err, tail(errb.String(), 1000))
+	}
+	return out.String(), nil
+}
+
+// startFieldbus starts the MQTT broker the Tasmota relay modules and the
+// automaton's kluisd share (the device's local network). With MQTT_URL
+// the given broker is used instead.
+func (d *demo) startFieldbus() error {
+	if u := d.getenv("MQTT_URL"); u != "" {
+		d.fieldbus = u
+		return nil
+	}
+	srv := mqtt.New(&mqtt.Options{InlineClient: false, Logger: slog.New(slog.DiscardHandler)})
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		return fmt.Errorf("fieldbus broker: %w", err)
+	}
+	l := listeners.NewTCP(listeners.Config{ID: "fieldbus", Address: "127.0.0.1:0"})
+	if err := srv.AddListener(l); err != nil {
+		return fmt.Errorf("fieldbus broker: %w", err)
+	}
+	if err := srv.Serve(); err != nil {
+		return fmt.Errorf("fieldbus broker: %w", err)
+	}
+	d.fieldSrv = srv
+	d.fieldbus = "tcp://" + l.Address()
+	return nil
+}
+
+// writeFleet writes the simulator's fleet file.
+func (d *demo) writeFleet() (string, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Generated by kluis-demo: the simulated city hall.\nseed: 20261121\nhttp: 127.0.0.1:0\nbroker: %s\ndevices:\n", d.fieldbus)
+	for _, s := range fleet {
+		fmt.Fprintf(&b, "  - id: %s\n    kind: %s\n    hardware: %s\n    boards: %d\n", s.ID, s.Kind, s.Hardware, s.Boards)
+		switch s.Hardware {
+		case "tasmota":
+			fmt.Fprintf(&b, "    topic: %s\n", s.ID)
+		default:
+			fmt.Fprintf(&b, "    link: %s\n", filepath.Join(d.run, "tty-"+s.ID))
+		}
+		if s.Kind == "automaton" {
+			fmt.Fprintf(&b, "    slots: %d\n    move_time: 1s\n", s.Slots)
+		} else {
+			fmt.Fprintf(&b, "    channels: %d\n", s.Channels)
+		}
+	}
+	path := filepath.Join(d.run, "fleet.yaml")
+	return path, os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// startSim starts kluis-sim fleet and reads its ready line.
+func (d *demo) startSim(ctx context.Context) error {
+	path, err := d.writeFleet()
+	if err != nil {
+		return err
+	}
+	if _, err := d.p.start("kluis-sim", filepath.Join(d.bin, "kluis-sim"), []string{"fleet", "--config", path}, nil); err != nil {
+		return err
+	}
+	var ready struct {
+		Control string               `json:"control"`
+		Devices []simulator.Endpoint `json:"devices"`
+	}
+	_, err = waitFor(ctx, 30*time.Second, "kluis-sim ready line", func(context.Context) (bool, string, error) {
+		if !d.p.running("kluis-sim") {
+			return false, "", errors.New("kluis-sim exited")
+		}
+		f, err := os.Open(filepath.Join(d.p.dir, "kluis-sim.log"))
+		if err != nil {
+			return false, "", err
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), `{"control"`) {
+				return json.Unmarshal(sc.Bytes(), &ready) == nil, "", nil
+			}
+		}
+		return false, "", nil
+	})
+	if err != nil {
+		return fmt.Errorf("%w\n--- last lines of kluis-sim.log ---\n%s", err, d.p.tail("kluis-sim", 3000))
+	}
+	d.sim = sim{base: "http://" + ready.Control}
+	return nil
+}
+
+// setupBackendData creates the site, the devices with their compartments
+// and the users through the API.
+func (d *demo) setupBackendData(ctx context.Context, adminPass string) error {
+	var err error
+	d.admin, err = login(ctx, d.apiBase, "admin", adminPass)
+	if err != nil {
+		// A DATABASE_URL with an earlier admin: make a demo admin with the CLI.
+		name := "demo-admin-" + randomHex(3)
+		if _, cerr := d.cli(ctx, []string{"KLUIS_NEW_PASSWORD=" + adminPass}, "useradd", "-username", name, "-role", "admin"); cerr != nil {
+			return fmt.Errorf("admin login: %v; useradd: %w", err, cerr)
+		}
+		if d.admin, err = login(ctx, d.apiBase, name, adminPass); err != nil {
+			return err
+		}
+	}
+	exists := func(err error) error {
+		if statusOf(err) == http.StatusConflict {
+			return nil
+		}
+		return err
+	}
+	if err := exists(d.admin.do(ctx, http.MethodPost, "/api/v1/sites", map[string]string{"id": siteID, "name": "Stadhuis Kortrijk",
+		"time_zone": "Europe/Brussels", "address": "Grote Markt 54, 8500 Kortrijk"}, nil)); err != nil {
+		return fmt.Errorf("create site: %w", err)
+	}
+	for _, s := range fleet {
+		var comps []map[string]any
+		for _, c := range s.compartments() {
+			comps = append(comps, map[string]any{"number": c.Number, "board": c.Board, "channel": c.Channel, "size": c.Size})
+		}
+		if err := exists(d.admin.do(ctx, http.MethodPost, "/api/v1/devices", map[string]any{"id": s.ID, "site_id": siteID,
+			"kind": s.Kind, "name": s.Name, "compartments": comps}, nil)); err != nil {
+			return fmt.Errorf("create device %s: %w", s.ID, err)
+		}
+	}
+	suffix := randomHex(2)
+	pass := "Demo-" + randomHex(8)
+	mk := func(name, role string) (api, int64, error) {
+		var u struct {
+			ID int64 `json:"id"`
+		}
+		if err := d.admin.do(ctx, http.MethodPost, "/api/v1/users", map[string]string{"username": name, "password": pass, "role": role}, &u); err != nil {
+			return api{}, 0, fmt.Errorf("create user %s: %w", name, err)
+		}
+		a, err := login(ctx, d.apiBase, name, pass)
+		return a, u.ID, err
+	}
+	var staffID int64
+	if d.staff, staffID, err = mk("an.balie-"+suffix, "staff"); err != nil {
+		return err
+	}
+	if d.tech, _, err = mk("tom.techniek-"+suffix, "technician"); err != nil {
+		return err
+	}
+	// The counter clerk's staff PIN for the kiosks (6-12 digits).
+	d.staffPIN = fmt.Sprintf("%06d", 100000+int(time.Now().UnixNano()%899999))
+	if err := d.admin.do(ctx, http.MethodPatch, fmt.Sprintf("/api/v1/users/%d", staffID), map[string]string{"kiosk_pin": d.staffPIN}, nil); err != nil {
+		d.log.Warn("staff kiosk PIN not set; loads go through the REST API", "err", err)
+		d.staffPIN = ""
+	}
+	return nil
+}
+
+// startNodes writes one kluisd configuration per device, with its own MQTT
+// credentials, and starts them.
+func (d *demo) startNodes(ctx context.Context) {
+	pub := filepath.Join(d.keyDir, "signing.pub")
+	for _, s := range fleet {
+		n := &node{spec: s, dir: filepath.Join(d.run, s.ID)}
+		d.nodes[s.ID] = n
+		d.order = append(d.order, s.ID)
+		n.err = d.startNode(ctx, n, pub)
+	}
+}
+
+func (d *demo) startNode(ctx context.Context, n *node, pub string) error {
+	if err := os.MkdirAll(filepath.Join(n.dir, "journal"), 0o700); err != nil {
+		return err
+	}
+	pw := "mqtt-" + randomHex(16)
+	if _, err := d.cli(ctx, []string{"KLUIS_NEW_PASSWORD=" + pw}, "mqttpasswd", "-device", n.spec.ID); err != nil {
+		return fmt.Errorf("MQTT credentials for %s: %w", n.spec.ID, err)
+	}
+	pwFile := filepath.Join(n.dir, "mqtt.password")
+	if err := os.WriteFile(pwFile, []byte(pw+"\n"), 0o600); err != nil {
+		return err
+	}
+	var err error
+	n.proxy, err = newCutProxy(ctx, d.brokerAddr, d.log.With("part", "proxy", "device", n.spec.ID))
+	if err != nil {
+		return err
+	}
+	kp, err := freePort()
+	if err != nil {
+		return err
+	}
+	mp, err := freePort()
+	if err != nil {
+		return err
+	}
+	n.kioskAddr = fmt.Sprintf("127.0.0.1:%d", kp)
+	n.kiosk = kiosk{base: "http://" + n.kioskAddr}
+	n.metrics = fmt.Sprintf("127.0.0.1:%d", mp)
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Generated by kluis-demo for %s.\ndevice_id: %s\nsite: %s\nkind: %s\n", n.spec.Name, n.spec.ID, siteID, n.spec.Kind)
+	fmt.Fprintf(&b, "mqtt:\n  url: tcp://%s   # through the demo's cut proxy to the broker at %s\n  username: %s\n  password_file: %s\n",
+		n.proxy.Addr(), d.brokerAddr, n.spec.ID, pwFile)
+	fmt.Fprintf(&b, "hardware:\n  driver: %s\n", n.spec.Hardware)
+	switch n.spec.Hardware {
+	case "tasmota":
+		fmt.Fprintf(&b, "  tasmota:\n    broker: %s\n    topics: [%s]\n", d.fieldbus, n.spec.ID)
+	case "kerong-cu16":
+		fmt.Fprintf(&b, "  serial:\n    port: %s\n    baud: 19200\n", filepath.Join(d.run, "tty-"+n.spec.ID))
+	default:
+		fmt.Fprintf(&b, "  serial:\n    port: %s\n    baud: 115200\n", filepath.Join(d.run, "tty-"+n.spec.ID))
+	}
+	b.WriteString("compartments:\n")
+	for _, c := range n.spec.compartments() {
+		if n.spec.Kind == "automaton" {
+			fmt.Fprintf(&b, "  - {number: %d, board: %d, slot: %d}\n", c.Number, c.Board, c.Channel)
+		} else {
+			fmt.Fprintf(&b, "  - {number: %d, board: %d, channel: %d}\n", c.Number, c.Board, c.Channel)
+		}
+	}
+	fmt.Fprintf(&b, "timeouts:\n  door_open_detect: 5s\n  door_left_open: 3s\n  verify: 2s\n  present: 15s\n")
+	fmt.Fprintf(&b, "journal_dir: %s\nkiosk:\n  listen: %s\n  default_lang: en\nmetrics_listen: %s\noffline:\n  public_key_file: %s\n",
+		filepath.Join(n.dir, "journal"), n.kioskAddr, n.metrics, pub)
+	n.configPath = filepath.Join(n.dir, "kluisd.yaml")
+	if err := os.WriteFile(n.configPath, []byte(b.String()), 0o600); err != nil {
+		return err
+	}
+	name := "kluisd-" + n.spec.ID
+	if _, err := d.p.start(name, filepath.Join(d.bin, "kluisd"), []string{"--config", n.configPath}, nil); err != nil {
+		return err
+	}
+	return nil
+}
+
+// waitNode waits until a kluisd is ready and connected to the broker.
+func (d *demo) waitNode(ctx context.Context, n *node) (string, error) {
+	if n.err != nil {
+		return "", n.err
+	}
+	name := "kluisd-" + n.spec.ID
+	obs, err := waitFor(ctx, 45*time.Second, name+" ready and connected", func(ctx context.Context) (bool, string, error) {
+		if !d.p.running(name) {
+			return false, "exited", errors.New(name + " exited")
+		}
+		h, err := d.health(ctx, n)
+		if err != nil {
+			return false, "", err
+		}
+		return h.Ready && h.MQTTConnected, fmt.Sprintf("ready=%t mqtt_connected=%t", h.Ready, h.MQTTConnected), nil
+	})
+	if err != nil {
+		return obs, fmt.Errorf("%w\n--- last lines of %s.log ---\n%s", err, name, d.p.tail(name, 2500))
+	}
+	n.ready = true
+	return obs, nil
+}
+
+type health struct {
+	Ready         bool `json:"ready"`
+	MQTTConnected bool `json:"mqtt_connected"`
+	Backlog       int  `json:"backlog"`
+}
+
+// health reads a kluisd's /healthz (200 or 503 both carry the body).
+func (d *demo) health(ctx context.Context, n *node) (health, error) {
+	var h health
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.metrics+"/healthz", nil)
+	if err != nil {
+		return h, err
+	}
+	resp, err := httpc.Do(req)
+	if err != nil {
+		return h, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&h)
+	return h, err
+}
+
+// metric reads one sample of a kluisd metric with the given label, 0 when
+// absent.
+func (d *demo) metric(ctx context.Context, n *node, name, label string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.metrics+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := httpc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name) || strings.HasPrefix(line, "#") {
+			continue
+		}
+		key, val, ok := strings.Cut(line, " ")
+		if !ok || (label != "" && !strings.Contains(key, label)) || (label == "" && key != name) {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(val, &v); err == nil {
+			return v, nil
+		}
+	}
+	return 0, sc.Err()
+}
+
+// loopbackHost reports whether addr is on loopback (for the printed list).
+func loopbackHost(addr string) bool {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}

@@ -56,6 +56,8 @@ type config struct {
 	mqttPass    string
 	mqttAddr    string
 	openTimeout time.Duration
+	// codeSyncEvery is how often every device's offline codes are checked; 0 disables code sync.
+	codeSyncEvery time.Duration
 	// housekeepEvery is the expiry/purge interval; 0 disables it.
 	housekeepEvery time.Duration
 }
@@ -310,6 +312,7 @@ func serve(ctx context.Context, args []string, e env) error {
 	fs.StringVar(&c.httpAddr, "http-addr", envOr(e, "KLUIS_HTTP_ADDR", "127.0.0.1:8080"), "HTTP listen address (env KLUIS_HTTP_ADDR)")
 	fs.StringVar(&c.mqttUser, "mqtt-username", envOr(e, "MQTT_USERNAME", backendMQTTUser), "user name at an external broker (env MQTT_USERNAME)")
 	fs.StringVar(&c.mqttAddr, "mqtt-addr", envOr(e, "KLUIS_MQTT_ADDR", "127.0.0.1:1883"), "listen address of the embedded broker (env KLUIS_MQTT_ADDR)")
+	fs.DurationVar(&c.codeSyncEvery, "code-sync-every", time.Minute, "how often devices' offline code caches are checked and resent when changed (0 disables code sync)")
 	fs.DurationVar(&c.openTimeout, "open-timeout", 15*time.Second, "how long a remote open waits for the device; the command expires then")
 	fs.StringVar(&c.mailURL, "mail-url", e.getenv("KLUIS_MAIL_URL"), "e-mail: smtp://[user:pass@]host:port or drop:<dir> (env KLUIS_MAIL_URL); empty: no e-mail")
 	fs.StringVar(&c.mailFrom, "mail-from", envOr(e, "KLUIS_MAIL_FROM", "Stad Kortrijk <kluis@kortrijk.be>"), "sender address (env KLUIS_MAIL_FROM)")

@@ -157,6 +157,20 @@ func (d *fakeDevice) publish(kind wire.Kind, m wire.Message) {
 	require.NoError(d.t, tok.Error())
 }
 
+// commands returns the commands of one kind received so far.
+func (d *fakeDevice) commands(kind wire.CommandKind) []wire.Command {
+	d.t.Helper()
+	var out []wire.Command
+	for _, b := range d.received(wire.KindCommand) {
+		var c wire.Command
+		require.NoError(d.t, json.Unmarshal(b, &c))
+		if c.Kind == kind {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 func (d *fakeDevice) received(kind wire.Kind) [][]byte {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -210,10 +224,8 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	go func() {
 		opened <- result{s.call("POST", "/api/v1/devices/k1/compartments/1/open", map[string]string{"reason": "door check"}, 200)}
 	}()
-	var cmd wire.Command
-	eventually(t, "the open command", func() bool { return len(dev.received(wire.KindCommand)) > 0 })
-	require.NoError(t, json.Unmarshal(dev.received(wire.KindCommand)[0], &cmd))
-	assert.Equal(t, wire.CmdOpen, cmd.Kind)
+	eventually(t, "the open command", func() bool { return len(dev.commands(wire.CmdOpen)) > 0 })
+	cmd := dev.commands(wire.CmdOpen)[0]
 	require.NotNil(t, cmd.Addr)
 	assert.Equal(t, wire.Address{Board: 0, Channel: 3}, *cmd.Addr)
 	assert.Equal(t, "door check", cmd.Reason)
@@ -225,6 +237,26 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the open request did not return")
 	}
+
+	// Offline codes: a reissue makes new codes, and the device's offline
+	// cache gets them (hashes only) in a full code_sync.
+	s.call("POST", "/api/v1/documents/"+id+"/reissue", nil, 200)
+	var sync *wire.CodeSync
+	eventually(t, "a code sync with the document", func() bool {
+		for _, c := range dev.commands(wire.CmdCodeSync) {
+			if c.Codes != nil && len(c.Codes.Entries) == 1 && c.Codes.Entries[0].DocumentID == id {
+				sync = c.Codes
+				return true
+			}
+		}
+		return false
+	})
+	assert.True(t, sync.Full)
+	e0 := sync.Entries[0]
+	assert.Equal(t, wire.Address{Board: 0, Channel: 3}, e0.Addr)
+	assert.NotEmpty(t, e0.QRHash)
+	assert.True(t, strings.HasPrefix(e0.PINHash, "argon2id$"), e0.PINHash)
+	assert.True(t, e0.SecondFactor, "an eID PIN needs the date of birth, offline too")
 
 	// A wrong code is refused.
 	dev.publish(wire.KindVerifyReq, &wire.VerifyRequest{ID: "v1", At: time.Now().UTC(), Method: wire.MethodPIN, PIN: "000000000", BirthDate: "1980-01-02"})
@@ -245,7 +277,13 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	eventually(t, "the second ack", func() bool { return len(dev.received(wire.KindAck)) > 1 })
 	got = s.call("GET", "/api/v1/documents/"+id, nil, 200)
 	assert.Equal(t, "collected", got["state"])
-	assert.Len(t, got["history"], 5) // register, reserve, load, notify, collect
+	assert.Len(t, got["history"], 6) // register, reserve, load, notify, reissue, collect
+	// The collected document's code leaves the device's offline cache.
+	eventually(t, "an empty code sync after the pickup", func() bool {
+		cs := dev.commands(wire.CmdCodeSync)
+		last := cs[len(cs)-1]
+		return last.Codes != nil && len(last.Codes.Entries) == 0 && last.Codes.Version > sync.Version
+	})
 
 	// A door event lands in the audit trail.
 	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvDoorOpened, At: time.Now().UTC(),

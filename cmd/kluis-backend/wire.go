@@ -96,6 +96,7 @@ func wireDeps(ctx context.Context, st *store.Store, reg *prometheus.Registry, ke
 	// The notifier marks documents notified through the service, which
 	// itself needs the notifier: close the loop with a late-bound function.
 	var svc *service.Service
+	syncer := newCodeSyncer(d.codes, nil, nil, log)
 	notifier, err := newNotifier(st, reg, c, log, func(ctx context.Context, id string) error {
 		_, err := svc.MarkNotified(ctx, "system", id)
 		return err
@@ -108,8 +109,8 @@ func wireDeps(ctx context.Context, st *store.Store, reg *prometheus.Registry, ke
 		Store:        st,
 		Logger:       log,
 		PseudonymKey: deriveKey(keys, "document-number pseudonym"),
-		Codes:        codes.Issuer{Service: d.codes},
-		Notifier:     notifier,
+		Codes:        syncingIssuer{Issuer: codes.Issuer{Service: d.codes}, sync: syncer},
+		Notifier:     syncingNotifier{Notifier: notifier, sync: syncer},
 		Purger:       notifier,
 	})
 	if err != nil {
@@ -129,6 +130,10 @@ func wireDeps(ctx context.Context, st *store.Store, reg *prometheus.Registry, ke
 	if err := d.startLink(ctx, st, reg, as, c, e, log); err != nil {
 		d.close()
 		return nil, err
+	}
+	syncer.svc, syncer.link = svc, d.link
+	if c.codeSyncEvery > 0 {
+		d.goLoop(func() { syncer.run(d.ctx, c.codeSyncEvery) })
 	}
 	return d, nil
 }

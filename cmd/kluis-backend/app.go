@@ -93,11 +93,13 @@ func run(ctx context.Context, args []string, e env) int {
 		err = token(ctx, args, e)
 	case "mqttpasswd":
 		err = mqttpasswd(ctx, args, e)
+	case "pubkey":
+		err = pubkey(args, e)
 	case "help", "-h", "--help":
-		fmt.Fprintln(e.stdout, "usage: kluis-backend [serve|migrate|useradd|token|mqttpasswd] [flags]; kluis-backend CMD -h for flags")
+		fmt.Fprintln(e.stdout, "usage: kluis-backend [serve|migrate|useradd|token|mqttpasswd|pubkey] [flags]; kluis-backend CMD -h for flags")
 		return 0
 	default:
-		err = fmt.Errorf("unknown command %q (want serve, migrate, useradd, token or mqttpasswd)", cmd)
+		err = fmt.Errorf("unknown command %q (want serve, migrate, useradd, token, mqttpasswd or pubkey)", cmd)
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -250,6 +252,39 @@ func token(ctx context.Context, args []string, e env) error {
 	return nil
 }
 
+// loadKeys reads the code keys from KLUIS_CODES_SIGNING_KEY and
+// KLUIS_CODES_PIN_KEY when set, else from dir (created at first use).
+func loadKeys(e env, dir string) (codes.Keys, error) {
+	k, ok, err := codes.KeysFromEnv(e.getenv)
+	if err != nil {
+		return codes.Keys{}, err
+	}
+	if ok {
+		return k, nil
+	}
+	k, err = codes.LoadOrCreateKeys(dir)
+	if err != nil {
+		return codes.Keys{}, fmt.Errorf("code keys in %s: %w", dir, err)
+	}
+	return k, nil
+}
+
+// pubkey prints the QR-token public key (base64) for device configuration.
+func pubkey(args []string, e env) error {
+	fs := flag.NewFlagSet("pubkey", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	dir := fs.String("key-dir", envOr(e, "KLUIS_KEY_DIR", "var/keys"), "key directory (env KLUIS_KEY_DIR)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	k, err := loadKeys(e, *dir)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, k.PublicBase64())
+	return nil
+}
+
 // mqttpasswd sets a device's password for the embedded broker: from
 // KLUIS_NEW_PASSWORD, or generated and printed once.
 func mqttpasswd(ctx context.Context, args []string, e env) error {
@@ -347,9 +382,9 @@ func serve(ctx context.Context, args []string, e env) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	keys, err := codes.LoadOrCreateKeys(c.keyDir)
+	keys, err := loadKeys(e, c.keyDir)
 	if err != nil {
-		return fmt.Errorf("code keys in %s: %w", c.keyDir, err)
+		return err
 	}
 	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: log, Params: hashParams(e), KioskKey: deriveKey(keys, "kiosk staff credentials")})
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"kluis/backend/codes"
 	"kluis/backend/pgtest"
 )
 
@@ -214,6 +215,17 @@ func TestUseraddAndToken(t *testing.T) {
 	e, out, errb = testEnv(vars)
 	require.Equal(t, 0, run(ctx, []string{"token", "-username", "an", "-name", "ci"}, e), errb.String())
 	assert.Regexp(t, `^kls_[A-Za-z0-9_-]{43}\n$`, out.String())
+
+	// The public key comes from the key directory (created on first use) or the environment.
+	dir := t.TempDir()
+	e, out, errb = testEnv(map[string]string{"KLUIS_KEY_DIR": dir})
+	require.Equal(t, 0, run(ctx, []string{"pubkey"}, e), errb.String())
+	k, err := codes.LoadKeys(dir)
+	require.NoError(t, err)
+	assert.Equal(t, k.PublicBase64()+"\n", out.String())
+	e, _, errb = testEnv(map[string]string{"KLUIS_CODES_SIGNING_KEY": "not base64", "KLUIS_CODES_PIN_KEY": "x"})
+	assert.Equal(t, 1, run(ctx, []string{"pubkey"}, e))
+	assert.Contains(t, errb.String(), "KLUIS_CODES_SIGNING_KEY")
 
 	e, _, errb = testEnv(vars)
 	assert.Equal(t, 1, run(ctx, []string{"frobnicate"}, e))

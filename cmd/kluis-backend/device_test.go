@@ -266,15 +266,22 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	assert.Equal(t, "v1", vr.ID)
 	assert.Equal(t, wire.VerifyWrongCode, vr.Result)
 
+	// A pickup naming another document than the compartment holds is
+	// refused for good (acknowledged, nothing moves).
+	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvPickupCompleted, At: time.Now().UTC(),
+		Addr: &wire.Address{Board: 0, Channel: 3}, DocumentID: "00000000-0000-4000-8000-000000000000", Method: wire.MethodQR})
+	eventually(t, "the refused event's ack", func() bool { return len(dev.received(wire.KindAck)) > 0 })
+	assert.Equal(t, "notified", s.call("GET", "/api/v1/documents/"+id, nil, 200)["state"])
+
 	// The pickup event collects the document; a resend is acknowledged and applied once.
 	ev := &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvPickupCompleted, At: time.Now().UTC(),
 		Addr: &wire.Address{Board: 0, Channel: 3}, DocumentID: id, Method: wire.MethodQR}
 	dev.publish(wire.KindEvent, ev)
-	eventually(t, "the event ack", func() bool { return len(dev.received(wire.KindAck)) > 0 })
+	eventually(t, "the event ack", func() bool { return len(dev.received(wire.KindAck)) > 1 })
 	got = s.call("GET", "/api/v1/documents/"+id, nil, 200)
 	assert.Equal(t, "collected", got["state"])
 	dev.publish(wire.KindEvent, ev)
-	eventually(t, "the second ack", func() bool { return len(dev.received(wire.KindAck)) > 1 })
+	eventually(t, "the second ack", func() bool { return len(dev.received(wire.KindAck)) > 2 })
 	got = s.call("GET", "/api/v1/documents/"+id, nil, 200)
 	assert.Equal(t, "collected", got["state"])
 	assert.Len(t, got["history"], 6) // register, reserve, load, notify, reissue, collect
@@ -288,7 +295,7 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	// A door event lands in the audit trail.
 	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvDoorOpened, At: time.Now().UTC(),
 		Addr: &wire.Address{Board: 0, Channel: 3}})
-	eventually(t, "the door event ack", func() bool { return len(dev.received(wire.KindAck)) > 2 })
+	eventually(t, "the door event ack", func() bool { return len(dev.received(wire.KindAck)) > 3 })
 	audit := s.call("GET", "/api/v1/audit?subject=device:k1", nil, 200)
 	var actions []string
 	for _, it := range audit["items"].([]any) {

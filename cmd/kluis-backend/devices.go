@@ -144,6 +144,18 @@ func (h events) atAddress(ctx context.Context, deviceID string, ev wire.Event, w
 		}
 		return err
 	}
+	if ev.DocumentID != "" {
+		// The device names the document it handled: never move another one.
+		occ, err := store.OccupantOf(ctx, h.pool, c.ID)
+		switch {
+		case err == nil && occ.ID != ev.DocumentID:
+			h.log.Warn("device event names another document than the compartment holds",
+				"device", deviceID, "kind", ev.Kind, "event_document", ev.DocumentID, "occupant", occ.ID)
+			return fmt.Errorf("%s for %s but compartment %d holds %s: %w", ev.Kind, ev.DocumentID, c.Number, occ.ID, devicelink.ErrRejected)
+		case err != nil && !errors.Is(err, store.ErrNotFound):
+			return err
+		}
+	}
 	return h.settled(ctx, fn(c.Number), ev.DocumentID, want)
 }
 

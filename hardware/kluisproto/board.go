@@ -67,6 +67,7 @@ type EventQueue struct {
 	events   []Event
 	lastSeq  uint32
 	overflow bool
+	shown    bool // an EVENTS reply carried the overflow flag
 }
 
 // Push queues an event and returns its sequence number, or 0 when the queue
@@ -85,7 +86,8 @@ func (q *EventQueue) Push(kind EventKind, channel, arg byte) uint32 {
 }
 
 // Reply builds the EVENTS reply: the oldest (up to 8) events, pending count
-// and flags. The overflow flag is reported once.
+// and flags. The overflow flag shows until an Ack follows a reply that
+// showed it.
 func (q *EventQueue) Reply(bootID uint32) *EventsReply {
 	n := min(len(q.events), MaxEventsPerReply)
 	r := &EventsReply{BootID: bootID, Pending: uint8(min(len(q.events), 255))}
@@ -94,15 +96,22 @@ func (q *EventQueue) Reply(bootID uint32) *EventsReply {
 	}
 	if q.overflow {
 		r.Flags |= EvFlagOverflow
-		q.overflow = false
+		q.shown = true
 	}
 	return r
 }
 
+// Overflowed reports whether the overflow flag is raised.
+func (q *EventQueue) Overflowed() bool { return q.overflow }
+
 // Ack removes every event with a sequence number up to and including seq
 // (serial-number arithmetic, so it survives wrap-around) and returns how
-// many remain.
+// many remain. It lowers the overflow flag if a reply showed it. The caller
+// checks the ACK's boot id first (NAK BOOT_MISMATCH).
 func (q *EventQueue) Ack(seq uint32) int {
+	if q.shown {
+		q.overflow, q.shown = false, false
+	}
 	i := 0
 	for i < len(q.events) && int32(q.events[i].Seq-seq) <= 0 {
 		i++

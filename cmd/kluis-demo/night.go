@@ -153,13 +153,30 @@ func (d *demo) night(ctx context.Context, runID string) {
 			got, err := d.expire(ctx, c)
 			d.tl.check("backend", "deadline of "+c.who()+"'s document passes", "expired by housekeeping, code refused, no pulse", got, err)
 			if err == nil {
-				got, err = d.retrieve(ctx, c)
+				got, err = d.retrieve(ctx, c, d.kioskStaff)
 				d.tl.check("staff", "retrieve "+c.who()+"'s expired document from "+c.Device, "door opens, item out, retrieved", got, err)
+				if errors.Is(err, errKioskRefused) {
+					// The item is still in: take it back the other way.
+					got, err = d.retrieve(ctx, c, false)
+					d.tl.check("staff", "retrieve it instead by remote open + REST retrieve", "door opens, item out, retrieved", got, err)
+				}
 			}
 		case planOffline:
 			got, err := d.offline(ctx, c)
 			d.tl.check(c.First, "collects with QR while "+c.Device+" is cut from the backend", "offline pickup, synced after the cut", got, err)
 		}
+	}
+}
+
+// humanPause is how long a person takes to reach into a compartment or to
+// push the door shut; polled hardware (Kerong, Tasmota) must see the door
+// open between two polls, as it would with a real person.
+const humanPause = 700 * time.Millisecond
+
+func pause(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
 	}
 }
 
@@ -300,6 +317,7 @@ func (d *demo) load(ctx context.Context, c *citizen) (string, error) {
 	if err := d.waitDoor(ctx, c.Device, board, ch, true); err != nil {
 		return "", err
 	}
+	pause(ctx, humanPause)
 	if slot >= 0 {
 		if err := d.waitAtHatch(ctx, c.Device, board, slot); err != nil {
 			return "", err
@@ -308,6 +326,7 @@ func (d *demo) load(ctx context.Context, c *citizen) (string, error) {
 	if _, err := d.sim.channel(ctx, c.Device, board, ch, "put", url.Values{"label": {c.Label}}); err != nil {
 		return "", fmt.Errorf("put the document in: %w", err)
 	}
+	pause(ctx, humanPause)
 	if _, err := d.sim.channel(ctx, c.Device, board, ch, "close", nil); err != nil {
 		return "", fmt.Errorf("close the door: %w", err)
 	}
@@ -409,6 +428,7 @@ func (d *demo) collect(ctx context.Context, c *citizen, req map[string]string, l
 	if err := d.waitDoor(ctx, c.Device, board, ch, true); err != nil {
 		return "", err
 	}
+	pause(ctx, humanPause)
 	if slot >= 0 {
 		if err := d.waitAtHatch(ctx, c.Device, board, slot); err != nil {
 			return "", err
@@ -450,6 +470,7 @@ func (d *demo) collect(ctx context.Context, c *citizen, req map[string]string, l
 		}
 		extra = "; alarm seen: " + obs
 	}
+	pause(ctx, humanPause)
 	if _, err := d.sim.channel(ctx, c.Device, board, ch, "close", nil); err != nil {
 		return "", fmt.Errorf("close the door: %w", err)
 	}
@@ -557,9 +578,12 @@ func (d *demo) expire(ctx context.Context, c *citizen) (string, error) {
 	return fmt.Sprintf("deadline moved back in the database; housekeeping: expired; QR at the kiosk: %s (%s), no pulse", scr.State, scr.Message), nil
 }
 
+// errKioskRefused: the kiosk did not open the door for staff.
+var errKioskRefused = errors.New("kiosk refused")
+
 // retrieve takes an expired document back: staff mode at the kiosk, or a
 // technician's remote open and the REST retrieve.
-func (d *demo) retrieve(ctx context.Context, c *citizen) (string, error) {
+func (d *demo) retrieve(ctx context.Context, c *citizen, viaKiosk bool) (string, error) {
 	n := d.nodes[c.Device]
 	board, ch, _ := d.place(c)
 	p0, err := d.pulseCount(ctx, c.Device)
@@ -567,7 +591,7 @@ func (d *demo) retrieve(ctx context.Context, c *citizen) (string, error) {
 		return "", err
 	}
 	via := "kiosk staff mode"
-	if d.kioskStaff {
+	if viaKiosk {
 		scr, err := n.kiosk.post(ctx, "/kiosk/v1/staff/retrieve", map[string]string{"document_number": c.Number})
 		if err != nil {
 			return "", err
@@ -583,7 +607,7 @@ func (d *demo) retrieve(ctx context.Context, c *citizen) (string, error) {
 			}
 		}
 		if scr.State != "retrieving" && scr.State != "presenting" {
-			return "", fmt.Errorf("kiosk shows %s: %s", scr.State, scr.Message)
+			return "", fmt.Errorf("%w: kiosk shows %s: %s", errKioskRefused, scr.State, scr.Message)
 		}
 	} else {
 		via = "remote open + REST retrieve"
@@ -595,6 +619,7 @@ func (d *demo) retrieve(ctx context.Context, c *citizen) (string, error) {
 	if err := d.waitDoor(ctx, c.Device, board, ch, true); err != nil {
 		return "", err
 	}
+	pause(ctx, humanPause)
 	item, err := d.sim.channel(ctx, c.Device, board, ch, "take", nil)
 	if err != nil {
 		return "", fmt.Errorf("take the document out: %w", err)
@@ -602,6 +627,7 @@ func (d *demo) retrieve(ctx context.Context, c *citizen) (string, error) {
 	if got, _ := item["item"].(string); got != c.Label {
 		return "", fmt.Errorf("took %q, want %q", got, c.Label)
 	}
+	pause(ctx, humanPause)
 	if _, err := d.sim.channel(ctx, c.Device, board, ch, "close", nil); err != nil {
 		return "", err
 	}
@@ -609,7 +635,7 @@ func (d *demo) retrieve(ctx context.Context, c *citizen) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if !d.kioskStaff {
+	if !viaKiosk {
 		if err := d.staff.do(ctx, http.MethodPost, "/api/v1/documents/"+c.doc.ID+"/retrieve", map[string]any{}, nil); err != nil {
 			return "", err
 		}
@@ -653,6 +679,7 @@ func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
 	if err := d.waitDoor(ctx, c.Device, board, ch, true); err != nil {
 		return "", err
 	}
+	pause(ctx, humanPause)
 	item, err := d.sim.channel(ctx, c.Device, board, ch, "take", nil)
 	if err != nil {
 		return "", err
@@ -660,6 +687,7 @@ func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
 	if got, _ := item["item"].(string); got != c.Label {
 		return "", fmt.Errorf("took %q, want %q", got, c.Label)
 	}
+	pause(ctx, humanPause)
 	if _, err := d.sim.channel(ctx, c.Device, board, ch, "close", nil); err != nil {
 		return "", err
 	}

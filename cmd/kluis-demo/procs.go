@@ -77,23 +77,31 @@ func (p *procs) running(name string) bool {
 	}
 }
 
-// stopAll sends SIGTERM to every process group, then SIGKILL to the ones
-// still running after grace.
+// stopAll stops the processes newest first (the kluisds halt their locks
+// while the simulator still answers, then the simulator, then the
+// backend): SIGTERM to each process group, SIGKILL when it is still running
+// after grace.
 func (p *procs) stopAll(grace time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i := len(p.cmds) - 1; i >= 0; i-- {
-		c := p.cmds[i]
-		_ = syscall.Kill(-c.Process.Pid, syscall.SIGTERM)
-	}
-	deadline := time.Now().Add(grace)
-	for i, name := range p.names {
+		c, name := p.cmds[i], p.names[i]
 		ch := p.exited[name]
 		select {
 		case err := <-ch:
 			ch <- err
-		case <-time.After(time.Until(deadline)):
-			_ = syscall.Kill(-p.cmds[i].Process.Pid, syscall.SIGKILL)
+			continue
+		default:
+		}
+		_ = syscall.Kill(-c.Process.Pid, syscall.SIGTERM)
+		select {
+		case err := <-ch:
+			ch <- err
+		case <-time.After(grace):
+			p.log.Warn("did not stop in time, killing", "proc", name)
+			_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+			err := <-ch
+			ch <- err
 		}
 	}
 }

@@ -426,7 +426,11 @@ func (d *demo) startNode(ctx context.Context, n *node, pub string) error {
 	fmt.Fprintf(&b, "hardware:\n  driver: %s\n", n.spec.Hardware)
 	switch n.spec.Hardware {
 	case "tasmota":
-		fmt.Fprintf(&b, "  tasmota:\n    broker: %s\n    topics: [%s]\n", d.fieldbus, n.spec.ID)
+		relays := n.spec.Channels
+		if n.spec.Kind == "automaton" {
+			relays = 1 + n.spec.Slots // the hatch lock, then one trigger per slot
+		}
+		fmt.Fprintf(&b, "  tasmota:\n    broker: %s\n    modules:\n      - {topic: %s, relays: %d, board: 0}\n", d.fieldbus, n.spec.ID, relays)
 	case "kerong-cu16":
 		fmt.Fprintf(&b, "  serial:\n    port: %s\n    baud: 19200\n", filepath.Join(d.run, "tty-"+n.spec.ID))
 	default:
@@ -440,7 +444,7 @@ func (d *demo) startNode(ctx context.Context, n *node, pub string) error {
 			fmt.Fprintf(&b, "  - {number: %d, board: %d, channel: %d}\n", c.Number, c.Board, c.Channel)
 		}
 	}
-	fmt.Fprintf(&b, "timeouts:\n  door_open_detect: 5s\n  door_left_open: 3s\n  verify: 2s\n  present: 15s\n")
+	fmt.Fprintf(&b, "timeouts:\n  door_open_detect: 5s\n  door_left_open: 3s\n  present: 15s\n")
 	fmt.Fprintf(&b, "journal_dir: %s\nkiosk:\n  listen: %s\n  default_lang: en\nmetrics_listen: %s\noffline:\n  public_key_file: %s\n",
 		filepath.Join(n.dir, "journal"), n.kioskAddr, n.metrics, pub)
 	n.configPath = filepath.Join(n.dir, "kluisd.yaml")

@@ -136,7 +136,9 @@ type board struct {
 	// dropNoop: a re-read of the state reported changes in this boot, so a
 	// door, item or hatch event that changes nothing repeats one of them.
 	dropNoop bool
-	nextTry  time.Time
+	// watchdogSet: WATCHDOG was set in this boot.
+	watchdogSet bool
+	nextTry     time.Time
 }
 
 type metrics struct {
@@ -649,6 +651,7 @@ func (d *Driver) noteBoot(addr int, boot uint32) {
 		bd.haveInfo = false // the firmware may have changed
 	}
 	bd.dropNoop = false
+	bd.watchdogSet = false
 	bd.bootID, bd.haveBoot = boot, true
 	bd.delivered = 0
 }

@@ -562,6 +562,15 @@ func TestMechanism(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := startWatch(t, d)
+	// Describe before Watch: Watch still sets the watchdog.
+	deadline := time.Now().Add(5 * time.Second)
+	for sets := 0; sets == 0; {
+		e.with(func() { sets = e.boards[5].watchdogSets })
+		if time.Now().After(deadline) {
+			t.Fatal("watchdog never set")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	hs, err := d.Hatch(ctx, 5)
 	if err != nil || hs.Slot != -1 || !hs.Locked || hs.Busy {
 		t.Fatalf("hatch %+v %v", hs, err)

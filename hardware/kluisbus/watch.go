@@ -178,7 +178,7 @@ func (d *Driver) pollBoard(ctx context.Context, b int, fn func(hardware.Event) e
 func (d *Driver) prepare(ctx context.Context, b int) error {
 	d.mu.Lock()
 	bd := d.boards[b]
-	haveInfo, haveState, resync := bd.haveInfo, bd.haveState, bd.resync
+	haveInfo, haveState, resync, watchdogSet := bd.haveInfo, bd.haveState, bd.resync, bd.watchdogSet
 	d.mu.Unlock()
 	if !haveInfo {
 		reply, err := d.request(ctx, b, &kluisproto.InfoRequest{})
@@ -188,16 +188,23 @@ func (d *Driver) prepare(ctx context.Context, b int) error {
 		if _, err := expect[*kluisproto.InfoReply](b, reply); err != nil {
 			return err
 		}
-		if d.o.Watchdog > 0 {
-			s := min(max(int((d.o.Watchdog+time.Second-1)/time.Second), 1), 255)
-			reply, err := d.request(ctx, b, &kluisproto.WatchdogRequest{TimeoutS: uint8(s)})
-			if err != nil {
-				return err
-			}
-			if _, err := expect[*kluisproto.WatchdogReply](b, reply); err != nil {
-				d.log.Warn("watchdog not set", "board", b, "err", err)
-			}
+	}
+	if !watchdogSet && d.o.Watchdog > 0 {
+		s := min(max(int((d.o.Watchdog+time.Second-1)/time.Second), 1), 255)
+		reply, err := d.request(ctx, b, &kluisproto.WatchdogRequest{TimeoutS: uint8(s)})
+		if err != nil {
+			return err
 		}
+		r, err := expect[*kluisproto.WatchdogReply](b, reply)
+		if err != nil {
+			d.log.Warn("watchdog not set", "board", b, "err", err)
+		}
+		d.mu.Lock()
+		// Set, or refused (no use asking again in this boot).
+		if err != nil || bd.bootID == r.BootID {
+			bd.watchdogSet = true
+		}
+		d.mu.Unlock()
 	}
 	if haveState && !resync {
 		return nil

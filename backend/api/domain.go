@@ -3,6 +3,8 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -64,6 +66,10 @@ func (s *Server) withPresence(ctx context.Context, d store.Device) deviceView {
 	}
 	return v
 }
+
+// DevicePasswordFunc stores a device's MQTT password (hashed) for the
+// embedded broker.
+type DevicePasswordFunc func(ctx context.Context, deviceID, password string) error
 
 // SlipFunc renders the printable pickup slip (HTML) of a document.
 type SlipFunc func(ctx context.Context, doc store.Document) ([]byte, error)
@@ -209,6 +215,37 @@ func (s *Server) handleGetDevice(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusOK, s.withPresence(r.Context(), d))
+	return nil
+}
+
+func (s *Server) handleDevicePassword(w http.ResponseWriter, r *http.Request) error {
+	if err := s.needService(); err != nil {
+		return err
+	}
+	if err := decodeOptionalJSON(r, &emptyRequest{}); err != nil {
+		return err
+	}
+	d, err := s.svc.GetDevice(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if s.devicePassword == nil {
+		return errorf(http.StatusServiceUnavailable, "unavailable", "device MQTT passwords are managed by the external broker, not by this server")
+	}
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return fmt.Errorf("device password: %w", err)
+	}
+	pw := base64.RawURLEncoding.EncodeToString(b)
+	if err := s.devicePassword(r.Context(), d.ID, pw); err != nil {
+		return err
+	}
+	p := principal(r.Context())
+	if err := s.appendAudit(r.Context(), audit.Entry{Actor: actor(p), Action: "device.mqtt_password_set", Subject: "device:" + d.ID}); err != nil {
+		return fmt.Errorf("audit device password: %w", err)
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusCreated, map[string]string{"device_id": d.ID, "username": d.ID, "password": pw})
 	return nil
 }
 

@@ -408,3 +408,42 @@ func TestDevicePresence(t *testing.T) {
 		}
 	}
 }
+
+func TestDeviceMQTTPassword(t *testing.T) {
+	var mu sync.Mutex
+	set := map[string]string{}
+	e := newEnv(t, func(o *api.Options) {
+		o.DevicePassword = func(ctx context.Context, id, pw string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			set[id] = pw
+			return nil
+		}
+	})
+	e.setupSite(1)
+	admin := e.tokens[auth.RoleAdmin]
+	r := e.do("POST", "/api/v1/devices/kortrijk-1/mqtt-password", admin, nil)
+	require.Equal(t, 201, r.status, string(r.body))
+	var got map[string]string
+	r.decode(t, &got)
+	assert.Equal(t, "kortrijk-1", got["username"])
+	assert.GreaterOrEqual(t, len(got["password"]), 32)
+	mu.Lock()
+	assert.Equal(t, got["password"], set["kortrijk-1"])
+	mu.Unlock()
+	r = e.do("POST", "/api/v1/devices/nowhere/mqtt-password", admin, nil)
+	assert.Equal(t, 404, r.status)
+
+	recs, err := audit.List(context.Background(), e.st.Pool(), audit.ListOptions{Subject: "device:kortrijk-1"})
+	require.NoError(t, err)
+	require.NotEmpty(t, recs)
+	assert.Equal(t, "device.mqtt_password_set", recs[len(recs)-1].Action)
+	assert.NotContains(t, string(recs[len(recs)-1].Details), got["password"])
+
+	// Without the embedded broker the route says so.
+	e2 := newEnv(t)
+	e2.setupSite(1)
+	r = e2.do("POST", "/api/v1/devices/kortrijk-1/mqtt-password", e2.tokens[auth.RoleAdmin], nil)
+	assert.Equal(t, 503, r.status)
+	assert.Equal(t, "unavailable", r.errCode())
+}

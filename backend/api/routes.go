@@ -39,6 +39,8 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/api/v1/devices", roles: anyRole, h: s.handleListDevices},
 		{method: "POST", path: "/api/v1/devices", roles: adminOnly, idempotent: true, h: s.handleCreateDevice},
 		{method: "GET", path: "/api/v1/devices/{id}", roles: anyRole, h: s.handleGetDevice},
+		// Not idempotent: a replay would have to store the password.
+		{method: "POST", path: "/api/v1/devices/{id}/mqtt-password", roles: adminOnly, h: s.handleDevicePassword},
 		{method: "PATCH", path: "/api/v1/devices/{id}/compartments/{number}", roles: techRole, h: s.handleUpdateCompartment},
 		{method: "POST", path: "/api/v1/devices/{id}/compartments/{number}/open", roles: techRole, h: s.handleOpen},
 

@@ -46,6 +46,9 @@ type Options struct {
 	Opener Opener
 	// Slip renders pickup slips; nil makes the slip route answer 503.
 	Slip SlipFunc
+	// DevicePassword sets devices' MQTT passwords (embedded broker); nil
+	// makes that route answer 503.
+	DevicePassword DevicePasswordFunc
 	// Presence reports devices' connection state; nil: presence is null.
 	Presence PresenceFunc
 	// TrackPage serves the citizen page GET /t/{tracking}; nil makes it answer 503.
@@ -57,24 +60,25 @@ type Options struct {
 
 // Server is the HTTP API.
 type Server struct {
-	log      *slog.Logger
-	reg      *prometheus.Registry
-	pool     *pgxpool.Pool
-	auth     *auth.Service
-	clock    func() time.Time
-	maxBody  int64
-	mappers  []ErrorMapper
-	svc      *service.Service
-	opener   Opener
-	slip     SlipFunc
-	track    http.Handler
-	presence PresenceFunc
-	routes   []route
-	logins   *loginThrottle
-	mux      *http.ServeMux
-	latency  *prometheus.HistogramVec
-	panics   prometheus.Counter
-	handler  http.Handler
+	log            *slog.Logger
+	reg            *prometheus.Registry
+	pool           *pgxpool.Pool
+	auth           *auth.Service
+	clock          func() time.Time
+	maxBody        int64
+	mappers        []ErrorMapper
+	svc            *service.Service
+	opener         Opener
+	slip           SlipFunc
+	track          http.Handler
+	presence       PresenceFunc
+	devicePassword DevicePasswordFunc
+	routes         []route
+	logins         *loginThrottle
+	mux            *http.ServeMux
+	latency        *prometheus.HistogramVec
+	panics         prometheus.Counter
+	handler        http.Handler
 }
 
 // handlerFunc is a route handler; a returned error becomes the JSON error response.
@@ -122,20 +126,21 @@ func New(opts Options) (*Server, error) {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	s := &Server{
-		log:      opts.Logger.With("part", "api"),
-		reg:      opts.Registry,
-		pool:     opts.Pool,
-		auth:     opts.Auth,
-		clock:    opts.Clock,
-		maxBody:  opts.MaxBodyBytes,
-		mappers:  opts.ErrorMappers,
-		mux:      http.NewServeMux(),
-		logins:   newLoginThrottle(),
-		svc:      opts.Service,
-		opener:   opts.Opener,
-		slip:     opts.Slip,
-		track:    opts.TrackPage,
-		presence: opts.Presence,
+		log:            opts.Logger.With("part", "api"),
+		reg:            opts.Registry,
+		pool:           opts.Pool,
+		auth:           opts.Auth,
+		clock:          opts.Clock,
+		maxBody:        opts.MaxBodyBytes,
+		mappers:        opts.ErrorMappers,
+		mux:            http.NewServeMux(),
+		logins:         newLoginThrottle(),
+		svc:            opts.Service,
+		opener:         opts.Opener,
+		slip:           opts.Slip,
+		track:          opts.TrackPage,
+		presence:       opts.Presence,
+		devicePassword: opts.DevicePassword,
 	}
 	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "kluis",

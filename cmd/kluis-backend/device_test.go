@@ -211,7 +211,9 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 
 	got := s.call("GET", "/api/v1/devices/k1", nil, 200)
 	assert.Nil(t, got["presence"], "never connected")
-	dev := connectDevice(t, s.broker, "k1", "device-password-0123456789")
+	// An admin can also (re)set the password over the API; it replaces the old one.
+	pw := s.call("POST", "/api/v1/devices/k1/mqtt-password", nil, 201)["password"].(string)
+	dev := connectDevice(t, s.broker, "k1", pw)
 	dev.publish(wire.KindPresence, &wire.Presence{State: wire.Online, Software: "kluisd-test"})
 	eventually(t, "the device to show online", func() bool {
 		p, _ := s.call("GET", "/api/v1/devices/k1", nil, 200)["presence"].(map[string]any)

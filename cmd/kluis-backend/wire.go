@@ -164,6 +164,9 @@ func (d *deps) startLink(ctx context.Context, st *store.Store, reg *prometheus.R
 			return fmt.Errorf("embedded MQTT broker: %w", err)
 		}
 		d.closers = append(d.closers, func() { _ = b.Close() })
+		d.api.DevicePassword = func(ctx context.Context, id, pw string) error {
+			return creds.Set(ctx, id, broker.RoleDevice, pw)
+		}
 		d.brokerAddr = b.Addr()
 		url = "tcp://" + b.Addr()
 		log.Info("embedded MQTT broker listening", "addr", b.Addr())

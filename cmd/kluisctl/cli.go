@@ -35,6 +35,7 @@ Commands:
   sites list
   devices list [-site S]
   devices show ID                     a device with its compartments
+  devices mqtt-password ID            set a new MQTT password for the device (admin; printed once)
   compartment DEVICE NUMBER -out-of-service=true|false [-reason TEXT]
   open DEVICE NUMBER -reason TEXT     open a compartment remotely (technician, admin)
   audit verify                        verify the audit hash chain (admin)
@@ -181,8 +182,10 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 			return c.list(ctx, "/api/v1/devices", tail(args), []string{"site"}, deviceCols)
 		case "show":
 			return c.deviceShow(ctx, tail(args))
+		case "mqtt-password":
+			return c.devicePassword(ctx, tail(args))
 		}
-		return usageError{"devices: want list or show"}
+		return usageError{"devices: want list, show or mqtt-password"}
 	case "compartment":
 		return c.compartment(ctx, args)
 	case "open":
@@ -607,6 +610,28 @@ func (c *cli) deviceShow(ctx context.Context, args []string) error {
 	comps, _ := v["compartments"].([]any)
 	fmt.Fprintln(c.stdout, "\ncompartments:")
 	return c.table(comps, compCols)
+}
+
+func (c *cli) devicePassword(ctx context.Context, args []string) error {
+	pos, err := parse(c.flags("devices mqtt-password"), args, 1)
+	if err != nil {
+		return err
+	}
+	raw, err := c.call(ctx, "POST", "/api/v1/devices/"+url.PathEscape(pos[0])+"/mqtt-password", nil)
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return c.emitJSON(raw)
+	}
+	var v struct {
+		Password string `json:"password"`
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return err
+	}
+	fmt.Fprintln(c.stdout, v.Password)
+	return nil
 }
 
 func compartmentArgs(pos []string) (string, int, error) {

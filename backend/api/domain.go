@@ -446,7 +446,26 @@ func (s *Server) handleListDocuments(w http.ResponseWriter, r *http.Request) err
 type documentView struct {
 	store.Document
 	History []store.Transition `json:"history"`
+	// Notifications is omitted when the server has no notification history.
+	Notifications []NotificationRecord `json:"notifications,omitempty"`
 }
+
+// NotificationRecord is one attempt to tell the holder something.
+type NotificationRecord struct {
+	// Kind is e.g. loaded, reminder, reissued, expired, collected.
+	Kind string `json:"kind"`
+	// Channel is email, sms or slip.
+	Channel string `json:"channel"`
+	// Status is e.g. sent or failed.
+	Status string `json:"status"`
+	// Error is the (redacted) failure text.
+	Error string `json:"error,omitempty"`
+	// At is when it was attempted.
+	At time.Time `json:"at"`
+}
+
+// NotificationsFunc lists a document's notifications, oldest first.
+type NotificationsFunc func(ctx context.Context, documentID string) ([]NotificationRecord, error)
 
 func (s *Server) handleGetDocument(w http.ResponseWriter, r *http.Request) error {
 	if err := s.needService(); err != nil {
@@ -463,7 +482,16 @@ func (s *Server) handleGetDocument(w http.ResponseWriter, r *http.Request) error
 	if hist == nil {
 		hist = []store.Transition{}
 	}
-	writeJSON(w, http.StatusOK, documentView{Document: doc, History: hist})
+	view := documentView{Document: doc, History: hist}
+	if s.notifications != nil {
+		if view.Notifications, err = s.notifications(r.Context(), doc.ID); err != nil {
+			return err
+		}
+		if view.Notifications == nil {
+			view.Notifications = []NotificationRecord{}
+		}
+	}
+	writeJSON(w, http.StatusOK, view)
 	return nil
 }
 

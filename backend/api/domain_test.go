@@ -340,6 +340,9 @@ func TestRemoteOpenWithoutDeviceLink(t *testing.T) {
 
 func TestSlipAndTrackPage(t *testing.T) {
 	e := newEnv(t, func(o *api.Options) {
+		o.Notifications = func(ctx context.Context, id string) ([]api.NotificationRecord, error) {
+			return []api.NotificationRecord{{Kind: "loaded", Channel: "slip", Status: "sent"}}, nil
+		}
 		o.Slip = func(ctx context.Context, d store.Document) ([]byte, error) {
 			return []byte("<html>slip " + d.ID + "</html>"), nil
 		}
@@ -350,7 +353,10 @@ func TestSlipAndTrackPage(t *testing.T) {
 	})
 	e.setupSite(1)
 	doc := e.register("591-3333333-33")
-	r := e.do("GET", "/api/v1/documents/"+doc.ID+"/slip", e.tokens[auth.RoleStaff], nil)
+	r := e.do("GET", "/api/v1/documents/"+doc.ID, e.tokens[auth.RoleStaff], nil)
+	require.Equal(t, 200, r.status)
+	assert.Contains(t, string(r.body), `"notifications":[{"kind":"loaded","channel":"slip","status":"sent"`)
+	r = e.do("GET", "/api/v1/documents/"+doc.ID+"/slip", e.tokens[auth.RoleStaff], nil)
 	require.Equal(t, 200, r.status, string(r.body))
 	assert.Equal(t, "text/html; charset=utf-8", r.header.Get("Content-Type"))
 	assert.Equal(t, "<html>slip "+doc.ID+"</html>", string(r.body))

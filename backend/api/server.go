@@ -49,6 +49,8 @@ type Options struct {
 	// DevicePassword sets devices' MQTT passwords (embedded broker); nil
 	// makes that route answer 503.
 	DevicePassword DevicePasswordFunc
+	// Notifications lists a document's notifications for its view; nil omits them.
+	Notifications NotificationsFunc
 	// Presence reports devices' connection state; nil: presence is null.
 	Presence PresenceFunc
 	// TrackPage serves the citizen page GET /t/{tracking}; nil makes it answer 503.
@@ -73,6 +75,7 @@ type Server struct {
 	track          http.Handler
 	presence       PresenceFunc
 	devicePassword DevicePasswordFunc
+	notifications  NotificationsFunc
 	routes         []route
 	logins         *loginThrottle
 	mux            *http.ServeMux
@@ -141,6 +144,7 @@ func New(opts Options) (*Server, error) {
 		track:          opts.TrackPage,
 		presence:       opts.Presence,
 		devicePassword: opts.DevicePassword,
+		notifications:  opts.Notifications,
 	}
 	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "kluis",

@@ -125,6 +125,9 @@ func TestServeBootstrapAndShutdown(t *testing.T) {
 	// notified, and staff can fetch the slip.
 	got := call("GET", "/api/v1/documents/"+id, nil)
 	assert.Equal(t, "notified", got["state"])
+	notes, _ := got["notifications"].([]any)
+	require.Len(t, notes, 1, "%v", got)
+	assert.Equal(t, "slip", notes[0].(map[string]any)["channel"])
 	assert.FileExists(t, vars["KLUIS_SLIP_DIR"]+"/"+id+".html")
 	req, _ := http.NewRequest("GET", "http://"+addr+"/api/v1/documents/"+id+"/slip", nil)
 	req.Header.Set("Authorization", "Bearer "+sess.Token)

@@ -120,6 +120,17 @@ func wireDeps(ctx context.Context, st *store.Store, reg *prometheus.Registry, ke
 	d.service = svc
 	d.api.Service = svc
 	d.api.Slip = slipReader(c.slipDir)
+	d.api.Notifications = func(ctx context.Context, id string) ([]api.NotificationRecord, error) {
+		recs, err := notify.History(ctx, st.Pool(), id)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]api.NotificationRecord, 0, len(recs))
+		for _, r := range recs {
+			out = append(out, api.NotificationRecord{Kind: r.Kind, Channel: r.Channel, Status: r.Status, Error: r.Error, At: r.At})
+		}
+		return out, nil
+	}
 	d.api.TrackPage = &notify.TrackHandler{DB: st.Pool(), Logger: log}
 	if c.housekeepEvery > 0 {
 		d.every(10*time.Minute, func(ctx context.Context) { remind(ctx, st, svc, log) })

@@ -303,6 +303,7 @@ var (
 	compCols   = []column{{"NUMBER", "number"}, {"BOARD", "board"}, {"CHANNEL", "channel"}, {"SIZE", "size"}, {"HEIGHT", "height_cm"}, {"STATE", "state"}}
 	auditCols  = []column{{"SEQ", "seq"}, {"AT", "at"}, {"ACTOR", "actor"}, {"ACTION", "action"}, {"SUBJECT", "subject"}}
 	userCols   = []column{{"ID", "id"}, {"USERNAME", "username"}, {"ROLE", "role"}, {"DISABLED", "disabled"}}
+	noteCols   = []column{{"AT", "at"}, {"KIND", "kind"}, {"CHANNEL", "channel"}, {"STATUS", "status"}, {"ERROR", "error"}}
 	histCols   = []column{{"AT", "at"}, {"ACTION", "action"}, {"FROM", "from"}, {"TO", "to"}, {"ACTOR", "actor"}}
 )
 
@@ -519,7 +520,13 @@ func (c *cli) printDoc(raw []byte, history bool) error {
 	}
 	if h, ok := v["history"].([]any); ok && history {
 		fmt.Fprintln(c.stdout, "\nhistory:")
-		return c.table(h, histCols)
+		if err := c.table(h, histCols); err != nil {
+			return err
+		}
+	}
+	if n, ok := v["notifications"].([]any); ok && history && len(n) > 0 {
+		fmt.Fprintln(c.stdout, "\nnotifications:")
+		return c.table(n, noteCols)
 	}
 	return nil
 }

@@ -122,6 +122,20 @@ type document struct {
 	DeviceID      string     `json:"device_id"`
 	CompartmentID int64      `json:"compartment_id"`
 	Deadline      *time.Time `json:"deadline"`
+	History       []struct {
+		To    string `json:"to"`
+		Actor string `json:"actor"`
+	} `json:"history"`
+}
+
+// actorOf returns who moved the document into state ("" when it never was).
+func (d document) actorOf(state string) string {
+	for i := len(d.History) - 1; i >= 0; i-- {
+		if d.History[i].To == state {
+			return d.History[i].Actor
+		}
+	}
+	return ""
 }
 
 type compartment struct {

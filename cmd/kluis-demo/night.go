@@ -166,6 +166,7 @@ func (d *demo) night(ctx context.Context, runID string) {
 			d.tl.check(c.First, "collects with QR while "+c.Device+" is cut from the backend", "offline pickup, synced after the cut", got, err)
 		}
 	}
+	d.reconcile(ctx, cs)
 }
 
 // humanPause is how long a person takes to reach into a compartment or to
@@ -178,6 +179,73 @@ func pause(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-time.After(d):
 	}
+}
+
+// reconcile compares, at the end of the night, every document's state in
+// the backend with what is physically behind its door in the simulator,
+// and verifies the audit chain.
+func (d *demo) reconcile(ctx context.Context, cs []*citizen) {
+	var bad []string
+	checked := 0
+	for _, c := range cs {
+		if c.doc.ID == "" || c.comp.ID == 0 {
+			continue
+		}
+		doc, err := d.staff.document(ctx, c.doc.ID)
+		if err != nil {
+			bad = append(bad, err.Error())
+			continue
+		}
+		board, ch, slot := d.place(c)
+		item := ""
+		if slot >= 0 {
+			st, err := d.sim.state(ctx, c.Device)
+			if err != nil {
+				bad = append(bad, err.Error())
+				continue
+			}
+			for _, m := range st.Mechanisms {
+				if m.Board == board && slot < len(m.Slots) {
+					item = m.Slots[slot]
+				}
+			}
+		} else {
+			t, err := d.sim.truth(ctx, c.Device, board, ch)
+			if err != nil {
+				bad = append(bad, err.Error())
+				continue
+			}
+			item = t.Item
+			if t.DoorOpen {
+				bad = append(bad, fmt.Sprintf("%s compartment %d: door open", c.Device, c.comp.Number))
+			}
+		}
+		want := ""
+		switch doc.State {
+		case "loaded", "notified", "expired":
+			want = c.Label
+		}
+		if item != want {
+			bad = append(bad, fmt.Sprintf("%s compartment %d: backend says %s, simulator holds %q", c.Device, c.comp.Number, doc.State, item))
+		}
+		checked++
+	}
+	var err error
+	if len(bad) > 0 {
+		err = errors.New(strings.Join(bad, "; "))
+	}
+	d.tl.check("demo", "backend states against the simulator's doors and items", "all agree, all doors shut",
+		fmt.Sprintf("%d compartments agree", checked), err)
+	var rep struct {
+		OK      bool   `json:"ok"`
+		Records int    `json:"records"`
+		Reason  string `json:"reason"`
+	}
+	err = d.admin.do(ctx, http.MethodGet, "/api/v1/audit/verify", nil, &rep)
+	if err == nil && !rep.OK {
+		err = fmt.Errorf("audit chain broken: %s", rep.Reason)
+	}
+	d.tl.check("admin", "verify the audit trail's hash chain", "intact", fmt.Sprintf("%d records, chain intact", rep.Records), err)
 }
 
 func short(id string) string {
@@ -233,7 +301,7 @@ func (d *demo) waitState(ctx context.Context, c *citizen, timeout time.Duration,
 		if err != nil {
 			return false, "", err
 		}
-		c.doc.State = doc.State
+		c.doc.State, c.doc.History = doc.State, doc.History
 		for _, s := range states {
 			if doc.State == s {
 				return true, doc.State, nil
@@ -341,6 +409,12 @@ func (d *demo) load(ctx context.Context, c *citizen) (string, error) {
 	}
 	if err := d.waitState(ctx, c, 20*time.Second, "notified"); err != nil {
 		return "", err
+	}
+	if d.kioskStaff {
+		if a := c.doc.actorOf("loaded"); a != "device:"+c.Device {
+			return "", fmt.Errorf("loaded by %q, want the kluisd report (device:%s)", a, c.Device)
+		}
+		via += ", kluisd reported loaded"
 	}
 	t, err := d.sim.truth(ctx, c.Device, board, ch)
 	if err != nil {
@@ -481,7 +555,10 @@ func (d *demo) collect(ctx context.Context, c *citizen, req map[string]string, l
 	if err := d.waitState(ctx, c, 20*time.Second, "collected"); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("compartment %d, %s, took %q, backend: collected%s", c.comp.Number, pulses, c.Label, extra), nil
+	if a := c.doc.actorOf("collected"); a != "device:"+c.Device {
+		return "", fmt.Errorf("collected by %q, want the kluisd report (device:%s)", a, c.Device)
+	}
+	return fmt.Sprintf("compartment %d, %s, took %q, backend: collected by device:%s%s", c.comp.Number, pulses, c.Label, c.Device, extra), nil
 }
 
 // wrongPIN types a wrong PIN: refused, no pulse, every door shut.
@@ -714,6 +791,9 @@ func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
 	}
 	if err := d.waitState(ctx, c, 30*time.Second, "collected"); err != nil {
 		return "", err
+	}
+	if a := c.doc.actorOf("collected"); a != "device:"+c.Device {
+		return "", fmt.Errorf("collected by %q, want the kluisd report (device:%s)", a, c.Device)
 	}
 	return fmt.Sprintf("compartment %d opened offline, %s; backend still notified during the cut (kluisd backlog %d); after reconnect: collected",
 		c.comp.Number, pulses, h.Backlog), nil

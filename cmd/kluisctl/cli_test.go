@@ -37,7 +37,10 @@ func newHarness(t *testing.T) *harness {
 	require.NoError(t, err)
 	svc, err := service.New(service.Options{Store: st, Logger: quiet})
 	require.NoError(t, err)
-	srv, err := api.New(api.Options{Logger: quiet, Pool: st.Pool(), Auth: as, Service: svc})
+	srv, err := api.New(api.Options{Logger: quiet, Pool: st.Pool(), Auth: as, Service: svc,
+		Notifications: func(ctx context.Context, id string) ([]api.NotificationRecord, error) {
+			return []api.NotificationRecord{{Kind: "loaded", Channel: "email", Status: "failed", Error: "mailbox full"}}, nil
+		}})
 	require.NoError(t, err)
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
@@ -126,6 +129,7 @@ func TestKluisctlAgainstRealAPI(t *testing.T) {
 	code, out, errs = h.kctl(staff, "", nil, "documents", "show", id)
 	require.Equal(t, 0, code, errs)
 	assert.Contains(t, out, "history:")
+	assert.Regexp(t, `(?m)^notifications:\n.*\n\S+\s+loaded\s+email\s+failed\s+mailbox full`, out)
 	for _, a := range []string{"register", "reserve", "load", "reissue"} {
 		assert.Regexp(t, `(?m)^\S+\s+`+a+`\s`, out)
 	}

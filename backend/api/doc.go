@@ -8,7 +8,7 @@
 // the mux, the authorisation check, the metrics label (the pattern, never
 // the raw path) and the test that keeps openapi.yaml in step with the code.
 // Routes without roles are public: /healthz, /readyz, /metrics, the OpenAPI
-// document, POST /api/v1/sessions (login) and the citizen page /t/{tracking}.
+// document, POST /api/v1/sessions (login) and the citizen page /t/{trackingID}.
 //
 // # Errors
 //

@@ -53,7 +53,7 @@ type Options struct {
 	Notifications NotificationsFunc
 	// Presence reports devices' connection state; nil: presence is null.
 	Presence PresenceFunc
-	// TrackPage serves the citizen page GET /t/{tracking}; nil makes it answer 503.
+	// TrackPage serves the citizen page GET /t/{trackingID} (notify.TrackHandler); nil makes it answer 503.
 	TrackPage http.Handler
 	// ErrorMappers translate domain errors to API errors, tried in order
 	// before the built-in mapping.

@@ -118,6 +118,8 @@ var expectedRoles = map[string]string{
 	"POST /api/v1/documents/{id}/renotify":                 "staff admin",
 	"POST /api/v1/documents/{id}/reissue":                  "staff admin",
 	"POST /api/v1/documents/{id}/retrieve":                 "staff admin",
+	"POST /api/v1/documents/{id}/unreserve":                "staff admin",
+	"POST /api/v1/documents/{id}/collect":                  "staff admin",
 	"GET /t/{trackingID}":                                  "public",
 	"GET /api/v1/audit":                                    "admin",
 	"GET /api/v1/audit/verify":                             "admin",

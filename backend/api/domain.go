@@ -544,6 +544,10 @@ func (s *Server) documentAction(action string) handlerFunc {
 				doc, err = s.svc.Reissue(ctx, who, id)
 			case "retrieve":
 				doc, err = s.svc.Retrieve(ctx, who, id)
+			case "unreserve":
+				doc, err = s.svc.Unreserve(ctx, who, id)
+			case "collect":
+				doc, err = s.svc.Collect(ctx, who, id)
 			default:
 				return fmt.Errorf("unknown document action %q", action)
 			}

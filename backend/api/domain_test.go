@@ -132,6 +132,17 @@ func TestDocumentLifecycleOverHTTP(t *testing.T) {
 	assert.Equal(t, 409, r.status)
 	assert.Equal(t, "forbidden_transition", r.errCode())
 
+	// doc2 gets the compartment after doc is retrieved; unreserve gives it back.
+	r = e.do("POST", "/api/v1/documents/"+doc2.ID+"/reserve", staff, nil)
+	require.Equal(t, 200, r.status, string(r.body))
+	r = e.do("POST", "/api/v1/documents/"+doc2.ID+"/unreserve", staff, nil)
+	require.Equal(t, 200, r.status, string(r.body))
+	r.decode(t, &d)
+	assert.Equal(t, "registered", string(d.State))
+	r = e.do("POST", "/api/v1/documents/"+doc2.ID+"/collect", staff, nil)
+	assert.Equal(t, 409, r.status, "a registered document cannot be collected")
+	assert.Equal(t, "forbidden_transition", r.errCode())
+
 	r = e.do("POST", "/api/v1/documents/"+doc2.ID+"/cancel", staff, map[string]string{"reason": "holder moved"})
 	require.Equal(t, 200, r.status, string(r.body))
 

@@ -54,6 +54,8 @@ func (s *Server) routeTable() []route {
 		{method: "POST", path: "/api/v1/documents/{id}/renotify", roles: staffRole, h: s.documentAction("renotify")},
 		{method: "POST", path: "/api/v1/documents/{id}/reissue", roles: staffRole, h: s.documentAction("reissue")},
 		{method: "POST", path: "/api/v1/documents/{id}/retrieve", roles: staffRole, h: s.documentAction("retrieve")},
+		{method: "POST", path: "/api/v1/documents/{id}/unreserve", roles: staffRole, h: s.documentAction("unreserve")},
+		{method: "POST", path: "/api/v1/documents/{id}/collect", roles: staffRole, h: s.documentAction("collect")},
 
 		{method: "GET", path: "/t/{trackingID}", h: s.handleTrack},
 

@@ -20,7 +20,8 @@ type Present struct {
 // with hardware.ErrBusy while the carousel moves or the hatch is open, and
 // with hardware.ErrFault while the mechanism is faulted. After MoveTime the
 // slot is at the hatch (SlotPresented) or, when a jam was injected, the
-// mechanism faults (MechanismFault).
+// mechanism faults (MechanismFault) until a reboot or SetMechanismFault
+// clears it. A slot already at the hatch is presented at once.
 func (d *Device) Present(b, slot int, id uint32, via string) error {
 	d.mu.Lock()
 	defer d.flush()
@@ -44,6 +45,11 @@ func (d *Device) Present(b, slot int, id uint32, via string) error {
 	}
 	now := d.clk.Now()
 	d.presents = append(d.presents, Present{At: now, Board: b, Slot: slot, CommandID: id, Via: via})
+	if bd.atHatch == slot {
+		// already there: presented at once, nothing moves
+		d.emitLocked(Change{Kind: hardware.SlotPresented, Board: b, Channel: -1, Slot: slot})
+		return nil
+	}
 	bd.busy = true
 	bd.atHatch = -1
 	bd.moveGen++

@@ -204,7 +204,7 @@ func (k *Kluis) frame(f kluisproto.Frame) {
 		for _, e := range q.Events[:min(len(q.Events), kluisproto.MaxEventsPerReply)] {
 			r.Events = append(r.Events, toWireEvent(e))
 		}
-		if k.dev.TakeOverflow(b) {
+		if k.dev.ShowOverflow(b) {
 			r.Flags |= kluisproto.EvFlagOverflow
 		}
 		k.reply(f.Addr, r)

@@ -203,6 +203,15 @@ func TestKluisAutomaton(t *testing.T) {
 	if lastEv.Kind != kluisproto.EvSlotPresented || lastEv.Arg != 17 {
 		t.Fatalf("events %+v", ev.Events)
 	}
+	// the slot already at the hatch: presented at once, nothing moves
+	parseReplies(t, k.Handle(request(t, 5, &kluisproto.PresentRequest{Slot: 17, ID: 0xA002})))
+	ev = parseReplies(t, k.Handle(request(t, 5, &kluisproto.EventsRequest{})))[0].(*kluisproto.EventsReply)
+	if e := ev.Events[len(ev.Events)-1]; e.Kind != kluisproto.EvSlotPresented || e.Arg != 17 {
+		t.Fatalf("events %+v", ev.Events)
+	}
+	if h, _ := d.Hatch(5); h.Busy || h.Slot != 17 {
+		t.Fatalf("hatch %+v", h)
+	}
 	_ = d.JamNext(5)
 	parseReplies(t, k.Handle(request(t, 5, &kluisproto.PresentRequest{Slot: 3, ID: 10})))
 	clk.Advance(4 * time.Second)
@@ -213,8 +222,13 @@ func TestKluisAutomaton(t *testing.T) {
 	if nak, ok := r[0].(*kluisproto.Nak); !ok || nak.Code != kluisproto.CodeFault || nak.Arg != kluisproto.FaultJam {
 		t.Fatalf("present jammed: %v", r)
 	}
-	if n := len(d.Presents()); n != 2 {
-		t.Fatalf("presents %d, want 2 (the retry moved nothing)", n)
+	if n := len(d.Presents()); n != 3 {
+		t.Fatalf("presents %d, want 3 (the retry moved nothing)", n)
+	}
+	// a restart homes the mechanism: the fault clears
+	_ = d.Reboot(5)
+	if h, _ := d.Hatch(5); h.Fault || h.Busy {
+		t.Fatalf("after reboot %+v", h)
 	}
 }
 
@@ -261,5 +275,28 @@ func TestKluisOnPTY(t *testing.T) {
 	}
 	if ps := d.Pulses(); len(ps) != 1 || ps[0].Board != 1 || ps[0].Channel != 5 {
 		t.Fatalf("pulses %+v", ps)
+	}
+}
+
+func TestKluisOverflowFlagUntilAck(t *testing.T) {
+	d, k, _ := newKluisBoard(t, Options{Channels: 2})
+	for i := 0; i < QueueCapacity; i++ { // 2 events per round
+		_ = d.Force(0, 1)
+		_ = d.Close(0, 1)
+	}
+	events := func() *kluisproto.EventsReply {
+		return parseReplies(t, k.Handle(request(t, 0, &kluisproto.EventsRequest{})))[0].(*kluisproto.EventsReply)
+	}
+	ev := events()
+	if ev.Flags&kluisproto.EvFlagOverflow == 0 || ev.Pending != QueueCapacity || len(ev.Events) != 8 {
+		t.Fatalf("first reply %+v", ev)
+	}
+	// the reply was "lost": the next one still shows the flag
+	if ev = events(); ev.Flags&kluisproto.EvFlagOverflow == 0 {
+		t.Fatal("overflow flag shown only once")
+	}
+	parseReplies(t, k.Handle(request(t, 0, &kluisproto.AckRequest{BootID: ev.BootID, Seq: ev.Events[7].Seq})))
+	if ev = events(); ev.Flags&kluisproto.EvFlagOverflow != 0 || ev.Pending != QueueCapacity-8 {
+		t.Fatalf("after the ack %+v", ev)
 	}
 }

@@ -27,6 +27,7 @@ type EventQueue struct {
 	next       uint32
 	events     []QueuedEvent
 	overflowed bool
+	shown      bool // an EVENTS reply showed the overflow flag
 }
 
 func (q *EventQueue) reset(bootID uint32) {
@@ -34,6 +35,7 @@ func (q *EventQueue) reset(bootID uint32) {
 	q.next = 1
 	q.events = nil
 	q.overflowed = false
+	q.shown = false
 }
 
 func (q *EventQueue) push(e QueuedEvent) {
@@ -58,16 +60,20 @@ type QueueSnapshot struct {
 	Overflowed bool `json:"overflowed"`
 }
 
-// TakeOverflow reports and clears board b's overflow flag.
-func (d *Device) TakeOverflow(b int) bool {
+// ShowOverflow reports board b's overflow flag for an EVENTS reply and, when
+// raised, remembers that a reply showed it: the next Ack lowers it
+// (firmware-protocol.md 4.4).
+func (d *Device) ShowOverflow(b int) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if b < 0 || b >= len(d.boards) {
 		return false
 	}
-	o := d.boards[b].queue.overflowed
-	d.boards[b].queue.overflowed = false
-	return o
+	q := &d.boards[b].queue
+	if q.overflowed {
+		q.shown = true
+	}
+	return q.overflowed
 }
 
 // Queue returns board b's queued (unacknowledged) events.
@@ -82,7 +88,8 @@ func (d *Device) Queue(b int) (QueueSnapshot, error) {
 }
 
 // Ack drops board b's queued events with sequence numbers up to and
-// including seq (wrap-around aware within the queue).
+// including seq (wrap-around aware within the queue), and lowers the
+// overflow flag if an EVENTS reply showed it.
 func (d *Device) Ack(b int, seq uint32) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -90,6 +97,9 @@ func (d *Device) Ack(b int, seq uint32) error {
 		return fmt.Errorf("board %d: %w", b, ErrNoSuchChannel)
 	}
 	q := &d.boards[b].queue
+	if q.shown {
+		q.overflowed, q.shown = false, false
+	}
 	n := 0
 	for n < len(q.events) && int32(q.events[n].Seq-seq) <= 0 {
 		n++
@@ -156,8 +166,9 @@ func (d *Device) rebootLocked(b int) {
 			ch.pulseGen++
 		}
 	}
-	if bd.busy {
-		bd.busy = false
+	if bd.busy || bd.fault {
+		// homing after the start: the carousel stops, a fault clears
+		bd.busy, bd.fault = false, false
 		bd.moveGen++
 		d.senseLocked(bd, 0)
 	}

@@ -29,7 +29,7 @@ Commands:
   documents show ID                   one document with its history
   documents register -kind K -number N -first F -last L -birth YYYY-MM-DD -lang nl|fr|en|de -site S [-email E] [-mobile M] [-low] [-key IDEMPOTENCY-KEY]
   documents reserve ID [-device D]
-  documents load|renotify|reissue|retrieve ID
+  documents unreserve|load|renotify|reissue|retrieve|collect ID
   documents cancel ID [-reason TEXT]
   reissue ID                          same as documents reissue
   sites list
@@ -498,10 +498,10 @@ func (c *cli) documents(ctx context.Context, sub string, args []string) error {
 		return c.docShow(ctx, args)
 	case "register":
 		return c.docRegister(ctx, args)
-	case "reserve", "load", "renotify", "reissue", "retrieve", "cancel":
+	case "reserve", "unreserve", "load", "renotify", "reissue", "retrieve", "collect", "cancel":
 		return c.docAction(ctx, sub, args)
 	}
-	return usageError{"documents: want list, show, register, reserve, load, cancel, renotify, reissue or retrieve"}
+	return usageError{"documents: want list, show, register, reserve, unreserve, load, cancel, renotify, reissue, retrieve or collect"}
 }
 
 var docKeys = []string{"id", "kind", "number", "holder_first_name", "holder_last_name", "language", "email", "mobile",

@@ -56,6 +56,8 @@ type config struct {
 	mqttPass    string
 	mqttAddr    string
 	openTimeout time.Duration
+	// auditEvery is how often the audit chain is verified for the gauge; 0 disables.
+	auditEvery time.Duration
 	// codeSyncEvery is how often every device's offline codes are checked; 0 disables code sync.
 	codeSyncEvery time.Duration
 	// housekeepEvery is the expiry/purge interval; 0 disables it.
@@ -348,6 +350,7 @@ func serve(ctx context.Context, args []string, e env) error {
 	fs.StringVar(&c.mqttUser, "mqtt-username", envOr(e, "MQTT_USERNAME", backendMQTTUser), "user name at an external broker (env MQTT_USERNAME)")
 	fs.StringVar(&c.mqttAddr, "mqtt-addr", envOr(e, "KLUIS_MQTT_ADDR", "127.0.0.1:1883"), "listen address of the embedded broker (env KLUIS_MQTT_ADDR)")
 	fs.DurationVar(&c.codeSyncEvery, "code-sync-every", time.Minute, "how often devices' offline code caches are checked and resent when changed (0 disables code sync)")
+	fs.DurationVar(&c.auditEvery, "audit-verify-every", time.Hour, "how often the audit hash chain is verified for the kluis_audit_chain_ok gauge (0 disables)")
 	fs.DurationVar(&c.openTimeout, "open-timeout", 15*time.Second, "how long a remote open waits for the device; the command expires then")
 	fs.StringVar(&c.mailURL, "mail-url", e.getenv("KLUIS_MAIL_URL"), "e-mail: smtp://[user:pass@]host:port or drop:<dir> (env KLUIS_MAIL_URL); empty: no e-mail")
 	fs.StringVar(&c.mailFrom, "mail-from", envOr(e, "KLUIS_MAIL_FROM", "Stad Kortrijk <kluis@kortrijk.be>"), "sender address (env KLUIS_MAIL_FROM)")
@@ -408,6 +411,11 @@ func serve(ctx context.Context, args []string, e env) error {
 	srv, err := api.New(opts)
 	if err != nil {
 		return err
+	}
+	if c.auditEvery > 0 {
+		if err := watchAudit(deps, st, reg, c.auditEvery, log); err != nil {
+			return err
+		}
 	}
 	deps.every(time.Hour, func(ctx context.Context) {
 		if n, err := srv.PruneIdempotency(ctx, api.DefaultIdempotencyRetention); err != nil {

@@ -166,6 +166,7 @@ func TestServeBootstrapAndShutdown(t *testing.T) {
 	assert.Contains(t, string(b), `kluis_notify_messages_total{channel="slip"`)
 	assert.Contains(t, string(b), `kluis_codes_issued_total 1`)
 	assert.Contains(t, string(b), `go_goroutines`)
+	assert.Contains(t, string(b), "kluis_audit_chain_ok 1", "verified at start-up")
 
 	cancel()
 	select {

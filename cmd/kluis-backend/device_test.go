@@ -348,7 +348,13 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	dev.publish(wire.KindStaffReq, &wire.StaffRequest{ID: "s6", Op: wire.StaffLogin, At: time.Now().UTC(), PIN: "482916"})
 	assert.Equal(t, wire.StaffDenied, staffRes(11).Result)
 
+	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvAlarm, At: time.Now().UTC(),
+		Alarm: wire.AlarmDoorLeftOpen, Addr: &wire.Address{Board: 0, Channel: 3}})
+	eventually(t, "the alarm's ack", func() bool { return len(dev.received(wire.KindAck)) > 4 })
+
 	m := s.metrics()
+	assert.Contains(t, m, `kluis_device_alarms_total{alarm="door_left_open"} 1`)
+	assert.Contains(t, m, `kluis_device_alarms_total{alarm="forced_door"} 0`)
 	assert.Contains(t, m, `kluis_codes_verifications_total{reason="wrong_code"} 1`)
 	assert.Contains(t, m, `kluis_documents{state="collected"} 1`)
 }

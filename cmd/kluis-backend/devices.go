@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"kluis/backend/api"
 	"kluis/backend/audit"
@@ -74,6 +75,22 @@ type events struct {
 	svc  *service.Service
 	pool *pgxpool.Pool
 	log  *slog.Logger
+	// alarms counts alarm events by kind (a bounded wire enum).
+	alarms *prometheus.CounterVec
+}
+
+func newAlarmCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kluis_device_alarms_total",
+		Help: "Alarm events from devices by alarm kind (door_left_open, forced_door, board_unreachable, ...).",
+	}, []string{"alarm"})
+	for _, k := range wire.AlarmKinds() {
+		c.WithLabelValues(string(k))
+	}
+	if err := reg.Register(c); err != nil {
+		return nil, fmt.Errorf("register alarm counter: %w", err)
+	}
+	return c, nil
 }
 
 // HandleEvent implements devicelink.EventHandler. Transitions run in the
@@ -127,6 +144,12 @@ func (h events) HandleEvent(ctx context.Context, tx pgx.Tx, deviceID string, ev 
 	if _, err := audit.Append(ctx, tx, audit.Entry{At: ev.At, Actor: actor, Action: "device." + string(ev.Kind),
 		Subject: "device:" + deviceID, Details: details}); err != nil {
 		return fmt.Errorf("audit device event: %w", err)
+	}
+	if ev.Kind == wire.EvAlarm && h.alarms != nil {
+		// Counted before the commit: a rolled-back event is resent and
+		// counted again, which errs on the side of alerting.
+		h.alarms.WithLabelValues(string(ev.Alarm)).Inc()
+		h.log.Warn("device alarm", "device", deviceID, "alarm", ev.Alarm)
 	}
 	return nil
 }

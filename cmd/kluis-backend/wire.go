@@ -182,10 +182,14 @@ func (d *deps) startLink(ctx context.Context, st *store.Store, reg *prometheus.R
 		url = "tcp://" + b.Addr()
 		log.Info("embedded MQTT broker listening", "addr", b.Addr())
 	}
+	alarms, err := newAlarmCounter(reg)
+	if err != nil {
+		return err
+	}
 	link, err := devicelink.New(devicelink.Options{
 		URL: url, Username: user, Password: pass,
 		Pool:     st.Pool(),
-		Events:   events{svc: d.service, pool: st.Pool(), log: log.With("part", "device-events")},
+		Events:   events{svc: d.service, pool: st.Pool(), log: log.With("part", "device-events"), alarms: alarms},
 		Verifier: verifier{codes: d.codes, log: log.With("part", "verifier"), now: time.Now},
 		Staff: &staffHandler{auth: as, svc: d.service, pool: st.Pool(), log: log.With("part", "kiosk-staff"),
 			now: time.Now, throttle: newDeviceThrottle()},

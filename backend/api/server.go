@@ -322,6 +322,7 @@ type statusWriter struct {
 	wrote  bool
 }
 
+// WriteHeader records the first status.
 func (w *statusWriter) WriteHeader(code int) {
 	if !w.wrote {
 		w.status = code
@@ -330,6 +331,7 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// Write writes the body (status 200 unless set).
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if !w.wrote {
 		w.WriteHeader(http.StatusOK)
@@ -351,14 +353,17 @@ type bufferWriter struct {
 	body   []byte
 }
 
+// Header returns the buffered header.
 func (b *bufferWriter) Header() http.Header { return b.header }
 
+// WriteHeader records the first status.
 func (b *bufferWriter) WriteHeader(code int) {
 	if b.status == 0 {
 		b.status = code
 	}
 }
 
+// Write buffers the body.
 func (b *bufferWriter) Write(p []byte) (int, error) {
 	if b.status == 0 {
 		b.status = http.StatusOK

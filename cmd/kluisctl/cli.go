@@ -61,6 +61,7 @@ type cli struct {
 // usageError marks wrong command-line use (exit code 2).
 type usageError struct{ msg string }
 
+// Error implements error.
 func (e usageError) Error() string { return e.msg }
 
 // apiError is an error answer of the API.
@@ -70,6 +71,7 @@ type apiError struct {
 	Message string
 }
 
+// Error implements error.
 func (e *apiError) Error() string {
 	return fmt.Sprintf("%s (HTTP %d): %s", e.Code, e.Status, e.Message)
 }

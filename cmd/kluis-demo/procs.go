@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -119,6 +120,28 @@ func (p *procs) tail(name string, n int64) string {
 	}
 	b, _ := io.ReadAll(f)
 	return string(b)
+}
+
+// problems returns the last n warning and error lines of a process's log.
+func (p *procs) problems(name string, n int) []string {
+	var out []string
+	for _, l := range strings.Split(p.tail(name, 256<<10), "\n") {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") ||
+			strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`) {
+			out = append(out, l)
+		}
+	}
+	if len(out) > n {
+		out = out[len(out)-n:]
+	}
+	return out
+}
+
+// list returns the processes in start order.
+func (p *procs) list() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.names...)
 }
 
 // waitHTTP polls url until it answers 200 or ctx ends.

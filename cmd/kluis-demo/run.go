@@ -66,6 +66,9 @@ func run(ctx context.Context, stdout, stderr io.Writer, getenv func(string) stri
 	d.night(sctx, time.Now().UTC().Format("150405"))
 	d.tl.summary()
 	fails := d.tl.failures()
+	if fails > 0 {
+		d.printProblems(stdout)
+	}
 	d.printServices(stdout)
 	if once {
 		if fails > 0 {
@@ -124,6 +127,22 @@ func (d *demo) setup(ctx context.Context) bool {
 		}
 	}
 	return any
+}
+
+// printProblems shows the last warnings and errors of every process, to
+// explain the failed steps.
+func (d *demo) printProblems(w io.Writer) {
+	fmt.Fprintln(w, "\nLast warnings and errors of each process (full logs in var/demo/run/logs)")
+	for _, name := range d.p.list() {
+		lines := d.p.problems(name, 6)
+		if len(lines) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "--- %s\n", name)
+		for _, l := range lines {
+			fmt.Fprintln(w, "  "+clip(l, 400))
+		}
+	}
 }
 
 // printServices lists every address the demo started.

@@ -42,7 +42,7 @@ func (t *timeline) check(who, what, expected string, got string, err error) bool
 	if !s.OK {
 		mark = "FAIL"
 	}
-	fmt.Fprintf(t.out, "%8s  %s  %-10s %s: %s\n", s.At, mark, s.Who, s.What, oneLine(s.Got))
+	fmt.Fprintf(t.out, "%8s  %s  %-18s %s: %s\n", s.At, mark, s.Who, s.What, oneLine(s.Got))
 	return s.OK
 }
 

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestTimelineCountsAndSummary(t *testing.T) {
+	var buf bytes.Buffer
+	tl := newTimeline(&buf)
+	require.True(t, tl.check("An", "collect", "collected", "compartment 1", nil))
+	require.False(t, tl.check("Bart", "collect", "collected", "", errors.New("kiosk shows wrong_code:\n  This code is not valid")))
+	require.Equal(t, 1, tl.failures())
+	tl.summary()
+	out := buf.String()
+	require.Contains(t, out, "FAIL  Bart")
+	require.Contains(t, out, "kiosk shows wrong_code: This code is not valid", "errors are printed on one line")
+	require.Contains(t, out, "1 passed, 1 failed")
+}
+
+func TestPinFromText(t *testing.T) {
+	for text, want := range map[string]string{
+		"Or type your PIN: 123 456 789. Then type your date of birth.": "123456789",
+		"Of typ uw pincode: 12 34 56. Typ daarna":                       "123456",
+		"Ou tapez votre code PIN : 654 321. Tapez":                      "654321",
+		"no code":                                                       "",
+	} {
+		require.Equal(t, want, pinFromText(text), text)
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	require.Equal(t, "postgres://u:***@h:5432/db", redactURL("postgres://u:secret@h:5432/db"))
+	require.Equal(t, "postgres://postgres@127.0.0.1:5432/x", redactURL("postgres://postgres@127.0.0.1:5432/x"))
+}
+
+func TestWaitForTimesOutWithLastObservation(t *testing.T) {
+	n := 0
+	_, err := waitFor(context.Background(), 300*time.Millisecond, "door open", func(context.Context) (bool, string, error) {
+		n++
+		return false, "door_open=false", nil
+	})
+	require.ErrorContains(t, err, "door open: not within 300ms (last seen: door_open=false)")
+	require.Greater(t, n, 1)
+
+	obs, err := waitFor(context.Background(), time.Second, "x", func(context.Context) (bool, string, error) { return true, "fine", nil })
+	require.NoError(t, err)
+	require.Equal(t, "fine", obs)
+}
+
+func TestProcsStopNewestFirstAndLogs(t *testing.T) {
+	dir := t.TempDir()
+	p, err := newProcs(filepath.Join(dir, "logs"), slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	order := filepath.Join(dir, "order")
+	// Each process appends its name to order when terminated.
+	script := `trap 'echo $0 >> ` + order + `; exit 0' TERM; echo 'level=WARN msg="something odd"'; echo started; while :; do sleep 0.05; done`
+	_, err = p.start("first", "sh", []string{"-c", script, "first"}, nil)
+	require.NoError(t, err)
+	_, err = p.start("second", "sh", []string{"-c", script, "second"}, nil)
+	require.NoError(t, err)
+	_, err = waitFor(context.Background(), 10*time.Second, "both started", func(context.Context) (bool, string, error) {
+		return strings.Contains(p.tail("first", 100), "started") && strings.Contains(p.tail("second", 100), "started"), "", nil
+	})
+	require.NoError(t, err)
+	require.True(t, p.running("first"))
+	require.Equal(t, []string{`level=WARN msg="something odd"`}, p.problems("first", 5))
+	require.Equal(t, []string{"first", "second"}, p.list())
+
+	p.stopAll(5 * time.Second)
+	require.False(t, p.running("first"))
+	require.False(t, p.running("second"))
+	b, err := os.ReadFile(order)
+	require.NoError(t, err)
+	require.Equal(t, "second\nfirst\n", string(b))
+}

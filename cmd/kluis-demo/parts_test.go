@@ -30,9 +30,9 @@ func TestTimelineCountsAndSummary(t *testing.T) {
 func TestPinFromText(t *testing.T) {
 	for text, want := range map[string]string{
 		"Or type your PIN: 123 456 789. Then type your date of birth.": "123456789",
-		"Of typ uw pincode: 12 34 56. Typ daarna":                       "123456",
-		"Ou tapez votre code PIN : 654 321. Tapez":                      "654321",
-		"no code":                                                       "",
+		"Of typ uw pincode: 12 34 56. Typ daarna":                      "123456",
+		"Ou tapez votre code PIN : 654 321. Tapez":                     "654321",
+		"no code": "",
 	} {
 		require.Equal(t, want, pinFromText(text), text)
 	}

@@ -494,6 +494,9 @@ func TestDoorLeftOpenAndForcedDoor(t *testing.T) {
 		b := hardware.Address{Board: 0, Channel: 1}
 		r.f.Inject(hardware.Event{Kind: hardware.DoorOpened, Addr: b})
 		r.waitFor("forced", func() bool { return r.hasEvent("alarm:forced_door") })
+		require.False(t, r.hasEvent("alarm:sensor_disagreement"))
+		r.f.Inject(hardware.Event{Kind: hardware.ItemRemoved, Addr: b})
+		r.waitFor("item vanished", func() bool { return r.hasEvent("alarm:sensor_disagreement") })
 	})
 }
 

@@ -225,6 +225,12 @@ func (e *Engine) onHardware(ev hardware.Event) error {
 		return e.emit(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: addrPtr(ev.Addr),
 			Detail: "door opened without a command"})
 	}
+	if o == nil && ev.Kind == hardware.ItemRemoved {
+		// A document vanishing with no operation: a forced door or a
+		// faulty sensor, either way someone must look.
+		return e.emit(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmSensorDisagreement, Addr: addrPtr(ev.Addr),
+			Detail: "item removed while no operation had the door open"})
+	}
 	if o != nil {
 		e.dispatch(ev.Addr, ev)
 	}
@@ -321,20 +327,41 @@ func (e *Engine) reconcile(ctx context.Context) []func() {
 	return out
 }
 
+// resumeSettle is how long a resumed operation waits for events the board
+// queued while kluisd was down (door used meanwhile), so that they are
+// matched to it instead of raising forced-door alarms.
+const resumeSettle = 2 * time.Second
+
 // resume continues an operation found unfinished at start-up.
 func (e *Engine) resume(ctx context.Context, o *op, resend bool, st hardware.ChannelState, known bool) {
-	if resend {
-		if e.goalReached(ctx, o) {
-			// The pulse was carried out and the door used while
-			// kluisd was down: nothing to re-send.
-			e.finish(ctx, o, false)
-			return
-		}
+	if resend && !e.goalReached(ctx, o) {
 		// Same command id: hardware that already carried it out ignores it.
 		e.runOp(ctx, o, true)
 		return
 	}
-	if known && e.caps.DoorSensor && st.DoorOpen {
+	// The pulse was carried out (or may have been): follow the door from
+	// what the board queued and what the sensors say; never pulse again.
+	caps := e.Caps()
+	opened := known && caps.DoorSensor && st.DoorOpen
+	if !opened && caps.EventQueue {
+		settle := time.NewTimer(resumeSettle)
+		defer settle.Stop()
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-o.events:
+				if ev.Kind == hardware.DoorOpened {
+					opened = true
+					break wait
+				}
+			case <-settle.C:
+				break wait
+			}
+		}
+	}
+	if opened {
 		e.afterOpen(ctx, o)
 		return
 	}

@@ -88,13 +88,26 @@ type backend struct {
 
 func newBackend(t *testing.T, dev string) *backend {
 	b := &backend{dev: dev, events: map[string]wire.Event{}, completed: map[string]bool{}}
-	b.c = mqtt.NewClient(mqtt.NewClientOptions().AddBroker(brokerURL()).SetClientID("crash-backend-" + dev).SetCleanSession(true))
+	subscribed := make(chan error, 4)
+	// (Re)subscribe on every connection: a clean session loses them.
+	b.c = mqtt.NewClient(mqtt.NewClientOptions().AddBroker(brokerURL()).SetClientID("crash-backend-" + dev).SetCleanSession(true).
+		SetOnConnectHandler(func(c mqtt.Client) {
+			sub := c.Subscribe(wire.Root+"/"+dev+"/#", 1, b.onMessage)
+			sub.WaitTimeout(10 * time.Second)
+			select {
+			case subscribed <- sub.Error():
+			default:
+			}
+		}))
 	tok := b.c.Connect()
 	require.True(t, tok.WaitTimeout(10*time.Second))
 	require.NoError(t, tok.Error())
-	sub := b.c.Subscribe(wire.Root+"/"+dev+"/#", 1, b.onMessage)
-	require.True(t, sub.WaitTimeout(10*time.Second))
-	require.NoError(t, sub.Error())
+	select {
+	case err := <-subscribed:
+		require.NoError(t, err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("test backend did not subscribe")
+	}
 	t.Cleanup(func() {
 		b.c.Publish(wire.Root+"/"+dev+"/presence", 1, true, []byte{}).WaitTimeout(2 * time.Second)
 		b.c.Disconnect(100)
@@ -371,7 +384,14 @@ compartments:
 	// and nothing is left unacknowledged in the journal.
 	be.mu.Lock()
 	require.Len(t, be.completed, docs)
+	alarms := map[string]int{}
+	for _, e := range be.events {
+		if e.Kind == wire.EvAlarm {
+			alarms[string(e.Alarm)+": "+e.Detail]++
+		}
+	}
 	be.mu.Unlock()
+	t.Logf("alarms: %v", alarms)
 	j, _, _, err := journal.Open(journal.Options{Dir: filepath.Join(dir, "journal"), DeviceID: dev})
 	require.NoError(t, err)
 	defer j.Close()

@@ -196,9 +196,18 @@ func (l *Link) onConnect(c mqtt.Client) {
 	for _, k := range wire.BackendKinds() {
 		subs[l.topic(k)] = 1
 	}
-	t := c.SubscribeMultiple(subs, l.onMessage)
-	if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-		l.log.Error("subscribe failed", "err", t.Error())
+	// Subscribing can fail or time out (a slow broker, a session takeover
+	// in progress): retry while the connection lasts, never give up
+	// silently, so the link cannot stay "connected" without its topics.
+	for attempt := 1; c.IsConnectionOpen(); attempt++ {
+		t := c.SubscribeMultiple(subs, l.onMessage)
+		if t.WaitTimeout(5*time.Second) && t.Error() == nil {
+			break
+		}
+		l.log.Error("subscribe failed, retrying", "attempt", attempt, "err", t.Error())
+		time.Sleep(min(time.Duration(attempt)*200*time.Millisecond, 2*time.Second))
+	}
+	if !c.IsConnectionOpen() {
 		return
 	}
 	on, _ := wire.Encode(&wire.Presence{State: wire.Online, At: ptr(l.o.Clock().UTC()), Software: l.o.Software})

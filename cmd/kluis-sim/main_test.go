@@ -200,3 +200,50 @@ func ctl(t *testing.T, addr string, args ...string) []byte {
 	}
 	return out.Bytes()
 }
+
+func TestFleetSubcommandAndCtl(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "fleet.yaml")
+	yaml := fmt.Sprintf(`seed: 5
+http: 127.0.0.1:0
+devices:
+  - id: bank
+    hardware: kerong-cu16
+    link: %s
+    channels: 4
+    items:
+      - {board: 0, channel: 1, label: "ID card"}
+`, filepath.Join(dir, "tty"))
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := startSim(t, "fleet", "--config", cfg)
+	if len(r.Devices) != 1 || r.Devices[0].ID != "bank" {
+		t.Fatalf("ready %+v", r)
+	}
+	var st struct {
+		Channels []struct {
+			Channel  int
+			Item     string
+			DoorOpen bool `json:"door_open"`
+		}
+	}
+	if err := json.Unmarshal(ctl(t, r.Control, "state", "bank"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Channels) != 4 || st.Channels[1].Item != "ID card" {
+		t.Fatalf("state %+v", st)
+	}
+	ctl(t, r.Control, "channel", "bank", "1", "force")
+	out := ctl(t, r.Control, "channel", "bank", "1", "take")
+	if !strings.Contains(string(out), `"item": "ID card"`) {
+		t.Fatalf("take: %s", out)
+	}
+	var buf bytes.Buffer
+	if err := runCtl(context.Background(), []string{"--addr", r.Control, "channel", "bank", "1", "take"}, &buf); err == nil {
+		t.Fatal("a second take succeeded")
+	}
+	if err := runCtl(context.Background(), []string{"--addr", r.Control, "channel", "bank"}, &buf); err == nil {
+		t.Fatal("ctl with missing arguments succeeded")
+	}
+}

@@ -418,6 +418,10 @@ func TestAPITokensAndUserAdmin(t *testing.T) {
 	assert.Equal(t, "api", iss.Kind)
 	assert.Nil(t, iss.ExpiresAt)
 
+	r = e.do("POST", "/api/v1/tokens", tech, map[string]string{"name": "bad\u001b[31mname"})
+	assert.Equal(t, 400, r.status)
+	assert.Equal(t, "invalid_name", r.errCode())
+
 	r = e.do("GET", "/api/v1/tokens", iss.Token, nil)
 	require.Equal(t, 200, r.status)
 	assert.NotContains(t, string(r.body), iss.Token)

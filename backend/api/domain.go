@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -296,8 +297,8 @@ func checkReason(reason string, required bool) error {
 	if required && strings.TrimSpace(reason) == "" {
 		return errorf(http.StatusBadRequest, "missing_field", "a reason is required")
 	}
-	if !utf8.ValidString(reason) || utf8.RuneCountInString(reason) > 200 {
-		return errorf(http.StatusBadRequest, "invalid_input", "the reason must be text of at most 200 characters")
+	if !utf8.ValidString(reason) || utf8.RuneCountInString(reason) > 200 || strings.ContainsFunc(reason, unicode.IsControl) {
+		return errorf(http.StatusBadRequest, "invalid_input", "the reason must be one line of text of at most 200 characters")
 	}
 	return nil
 }

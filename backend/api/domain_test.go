@@ -204,6 +204,18 @@ func TestRegisterValidation(t *testing.T) {
 	assert.Equal(t, "wrong_type", r.errCode())
 	assert.Contains(t, string(r.body), "wants_low")
 
+	bad = newDoc("591-1234567-89")
+	bad["site_id"] = "nowhere"
+	r = e.do("POST", "/api/v1/documents", staff, bad)
+	assert.Contains(t, []int{400, 404}, r.status, "unknown site: %s", r.body)
+
+	r = e.do("POST", "/api/v1/devices", e.tokens[auth.RoleAdmin], map[string]any{"id": "d9", "site_id": "nowhere", "kind": "locker",
+		"compartments": []map[string]any{{"channel": 0, "size": "S"}}})
+	assert.Contains(t, []int{400, 404}, r.status, "device at unknown site: %s", r.body)
+	r = e.do("POST", "/api/v1/devices/kortrijk-1/compartments/1/open", e.tokens[auth.RoleAdmin], map[string]any{"reason": "line\nbreak\u0000"})
+	assert.Equal(t, 400, r.status, string(r.body))
+	assert.Equal(t, "invalid_input", r.errCode())
+
 	r = e.do("GET", "/api/v1/documents?state=lost", staff, nil)
 	assert.Equal(t, 400, r.status)
 	assert.Equal(t, "invalid_filter", r.errCode())

@@ -39,7 +39,7 @@ type rig struct {
 	srv  *httptest.Server
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	dir := t.TempDir()
 	cfg, err := config.Parse([]byte(`
 device_id: `+dev+`

@@ -67,6 +67,11 @@ type Intent struct {
 	Ref string `json:"ref,omitempty"`
 	// Offline is true when the code was verified offline.
 	Offline bool `json:"offline,omitempty"`
+	// Method (qr, pin), Staff (staff id) and Command (remote command id)
+	// let a restarted daemon report the operation's outcome completely.
+	Method  string `json:"method,omitempty"`
+	Staff   string `json:"staff,omitempty"`
+	Command string `json:"command,omitempty"`
 }
 
 // Record is one line of the journal.

@@ -297,7 +297,8 @@ func checkReason(reason string, required bool) error {
 	if required && strings.TrimSpace(reason) == "" {
 		return errorf(http.StatusBadRequest, "missing_field", "a reason is required")
 	}
-	if !utf8.ValidString(reason) || utf8.RuneCountInString(reason) > 200 || strings.ContainsFunc(reason, unicode.IsControl) {
+	// 256 bytes is the device protocol's limit for a command's reason.
+	if !utf8.ValidString(reason) || utf8.RuneCountInString(reason) > 200 || len(reason) > 256 || strings.ContainsFunc(reason, unicode.IsControl) {
 		return errorf(http.StatusBadRequest, "invalid_input", "the reason must be one line of text of at most 200 characters")
 	}
 	return nil

@@ -324,6 +324,8 @@ func TestCompartmentServiceAndRemoteOpen(t *testing.T) {
 	assert.Equal(t, "missing_field", r.errCode())
 	r = e.do("POST", "/api/v1/devices/kortrijk-1/compartments/1/open", tech, map[string]any{"reason": strings.Repeat("x", 201)})
 	assert.Equal(t, 400, r.status)
+	r = e.do("POST", "/api/v1/devices/kortrijk-1/compartments/1/open", tech, map[string]any{"reason": strings.Repeat("€", 100)})
+	assert.Equal(t, 400, r.status, "300 bytes exceed the device protocol's limit")
 	r = e.do("POST", "/api/v1/devices/nowhere/compartments/1/open", tech, map[string]any{"reason": "test"})
 	assert.Equal(t, 404, r.status)
 	require.Empty(t, opener.snapshot(), "refused requests must not reach the device")

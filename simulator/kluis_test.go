@@ -300,3 +300,43 @@ func TestKluisOverflowFlagUntilAck(t *testing.T) {
 		t.Fatalf("after the ack %+v", ev)
 	}
 }
+
+// Delayed and dropped bytes on the pty: a request whose bytes all arrive
+// (late) is answered; the line keeps working.
+func TestLineDelaysOnPTY(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d, err := New(Options{Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetFaults(Faults{Line: LineFaults{Delay: 0.5, MaxDelay: 3 * time.Millisecond}}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := ServeSerial(ctx, d, SerialOptions{Protocol: ProtoKluis})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	f, err := os.OpenFile(l.Path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rd := kluisproto.NewReader(f)
+	for i := 0; i < 5; i++ {
+		if _, err := f.Write(request(t, 0, &kluisproto.StatusRequest{})); err != nil {
+			t.Fatal(err)
+		}
+		_ = f.SetReadDeadline(time.Now().Add(10 * time.Second))
+		fr, err := rd.ReadFrame()
+		if err != nil {
+			t.Fatalf("exchange %d: %v", i, err)
+		}
+		if m, err := kluisproto.ParseReply(fr); err != nil {
+			t.Fatal(err)
+		} else if _, ok := m.(*kluisproto.StatusReply); !ok {
+			t.Fatalf("reply %v", m)
+		}
+	}
+}

@@ -24,8 +24,11 @@ import (
 // slot), the citizen takes the document and closes the door, and the
 // backend receives pickup_completed.
 func TestPickupAgainstSimulator(t *testing.T) {
-	for _, kind := range []string{config.KindLocker, config.KindAutomaton} {
-		t.Run(kind, func(t *testing.T) {
+	for _, tc := range []struct{ kind, hw string }{
+		{config.KindLocker, "kluis"}, {config.KindAutomaton, "kluis"}, {config.KindLocker, "tasmota"},
+	} {
+		kind := tc.kind
+		t.Run(kind+"-"+tc.hw, func(t *testing.T) {
 			dev := fmt.Sprintf("sim-%s-%d", kind, time.Now().UnixNano())
 			simOpts := simulator.Options{ID: dev, Kind: simulator.Locker, Boards: 1, Channels: 8}
 			if kind == config.KindAutomaton {
@@ -35,9 +38,19 @@ func TestPickupAgainstSimulator(t *testing.T) {
 			require.NoError(t, err)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			line, err := simulator.ServeSerial(ctx, sim, simulator.SerialOptions{Protocol: "kluis"})
-			require.NoError(t, err)
-			defer line.Close()
+			hw := ""
+			if tc.hw == "kluis" {
+				line, err := simulator.ServeSerial(ctx, sim, simulator.SerialOptions{Protocol: "kluis"})
+				require.NoError(t, err)
+				defer line.Close()
+				hw = fmt.Sprintf("{driver: kluis, serial: {port: %s, baud: 9600}}", line.Path)
+			} else {
+				mod, err := simulator.ServeTasmota(ctx, sim, simulator.TasmotaOptions{Broker: brokerURL(), Topic: dev + "-bank",
+					ClearRetainedOnClose: true})
+				require.NoError(t, err)
+				defer mod.Close()
+				hw = fmt.Sprintf("{driver: tasmota, tasmota: {modules: [{topic: %s-bank, relays: 8, board: 0}]}}", dev)
+			}
 
 			// The document: compartment 4 is channel 3 (locker) or slot 3.
 			comps := "  - {number: 4, board: 0, channel: 3}\n  - {number: 5, board: 0, channel: 4}\n"
@@ -55,13 +68,13 @@ device_id: %s
 site: sim
 kind: %s
 mqtt: {url: %s}
-hardware: {driver: kluis, serial: {port: %s, baud: 9600}}
+hardware: %s
 journal_dir: %s
 kiosk: {listen: "%s"}
 metrics_listen: "off"
 timeouts: {door_open_detect: 5s, verify: 3s, present: 10s}
 compartments:
-%s`, dev, kind, brokerURL(), line.Path, filepath.Join(dir, "journal"), kiosk, comps)), config.ParseOptions{})
+%s`, dev, kind, brokerURL(), hw, filepath.Join(dir, "journal"), kiosk, comps)), config.ParseOptions{})
 			require.NoError(t, err)
 
 			be := newBackend(t, dev)

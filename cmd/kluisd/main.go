@@ -15,7 +15,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
+	"time"
 
 	"kluis/controller/config"
 	"kluis/controller/daemon"
@@ -45,7 +47,13 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	if err := daemon.Run(ctx, daemon.Options{Config: cfg, Logger: log, Software: "kluisd " + version}); err != nil {
+	// systemd Type=notify with WatchdogSec: READY=1 and WATCHDOG=1 pings.
+	var watchdog time.Duration
+	if us, err := strconv.ParseInt(os.Getenv("WATCHDOG_USEC"), 10, 64); err == nil && us > 0 {
+		watchdog = time.Duration(us) * time.Microsecond
+	}
+	if err := daemon.Run(ctx, daemon.Options{Config: cfg, Logger: log, Software: "kluisd " + version,
+		NotifySocket: os.Getenv("NOTIFY_SOCKET"), Watchdog: watchdog}); err != nil {
 		log.Error("kluisd failed", "err", err)
 		os.Exit(1)
 	}

@@ -47,6 +47,11 @@ type Options struct {
 	// CompactAbove compacts the journal when it grows beyond this many
 	// bytes; default 4 MiB.
 	CompactAbove int64
+	// NotifySocket is systemd's $NOTIFY_SOCKET (Type=notify): READY=1,
+	// WATCHDOG=1 every Watchdog/2, STOPPING=1. Empty disables.
+	NotifySocket string
+	// Watchdog is systemd's WatchdogSec ($WATCHDOG_USEC); 0 disables.
+	Watchdog time.Duration
 }
 
 // Run runs kluisd until ctx ends (SIGTERM), then shuts down: servers stop,
@@ -205,6 +210,13 @@ func Run(ctx context.Context, o Options) error {
 		run("scanner", func() error { return scanLoop(ctx, cfg.Kiosk.Scanner, eng, log) })
 	}
 	run("compactor", func() error { compactLoop(ctx, j, o.CompactAbove, log); return nil })
+	sd := notifier{socket: o.NotifySocket}
+	run("sd_notify", func() error {
+		// Healthy: the engine's and the journal's locks can be taken (a
+		// deadlock stops the pings and systemd restarts kluisd).
+		sd.watchdog(ctx, o.Watchdog, eng.Ready, func() bool { _ = j.OutboxLen(); return eng.Ready() })
+		return nil
+	})
 	log.Info("kluisd started", "kiosk", kioskLn.Addr().String(), "kind", cfg.Kind, "compartments", len(cfg.Compartments))
 
 	var firstErr error
@@ -215,6 +227,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	// Orderly shutdown: no new kiosk requests, engine stops and halts,
 	// then the link publishes "offline" and disconnects.
+	_ = sd.send("STOPPING=1")
 	shutCtx, shutCancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer shutCancel()
 	_ = kioskSrv.Shutdown(shutCtx)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -75,15 +76,46 @@ compartments:
 		config.ParseOptions{AllowTestDrivers: true})
 	require.NoError(t, err)
 	be := newBackend(t, dev)
+	// systemd's notify socket, as Type=notify with WatchdogSec would give.
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify"), Net: "unixgram"})
+	require.NoError(t, err)
+	defer sock.Close()
+	notes := make(chan string, 100)
+	go func() {
+		buf := make([]byte, 256)
+		for {
+			n, err := sock.Read(buf)
+			if err != nil {
+				return
+			}
+			select {
+			case notes <- string(buf[:n]):
+			default:
+			}
+		}
+	}()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Software: "e2e",
-			HeartbeatEvery: 200 * time.Millisecond,
+			HeartbeatEvery: 200 * time.Millisecond, NotifySocket: filepath.Join(dir, "notify"), Watchdog: 200 * time.Millisecond,
 			OpenDriver: func(context.Context, *config.Config, *slog.Logger, prometheus.Registerer) (hardware.Driver, error) {
 				return daemontest.Open(cfg.Hardware.SimFile, 1, 16)
 			}})
 	}()
+	seen := map[string]bool{}
+	note := func(want string) func() bool {
+		return func() bool {
+			for {
+				select {
+				case n := <-notes:
+					seen[n] = true
+				default:
+					return seen[want]
+				}
+			}
+		}
+	}
 	defer func() {
 		cancel()
 		select {
@@ -92,7 +124,10 @@ compartments:
 		case <-time.After(20 * time.Second):
 			t.Fatal("daemon did not stop")
 		}
+		waitFor(t, "STOPPING=1", note("STOPPING=1"))
 	}()
+	waitFor(t, "READY=1", note("READY=1"))
+	waitFor(t, "WATCHDOG=1", note("WATCHDOG=1"))
 	waitFor(t, "healthy", func() bool {
 		resp, err := http.Get("http://" + metrics + "/healthz")
 		if err != nil {

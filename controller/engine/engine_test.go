@@ -357,6 +357,15 @@ func TestWrongExpiredLockout(t *testing.T) {
 		require.Equal(t, StateLockedOut, s.State)
 		require.Equal(t, calls, r.be.calls)
 		require.Empty(t, r.f.Pulses())
+		// Staff can still log in to help during a citizens' lockout.
+		exp := time.Now().Add(time.Hour)
+		r.be.set(func() {
+			r.be.staff["login:BADGE-1"] = wire.StaffResponse{Op: wire.StaffLogin, Result: wire.StaffOK, Session: "s", StaffID: "u1", Expires: &exp}
+		})
+		s, err = r.e.StaffLogin(context.Background(), "BADGE-1", "", "nl")
+		require.NoError(t, err)
+		require.Equal(t, StateStaff, s.State)
+		r.e.StaffLogout(context.Background())
 
 		// The lockout survives a restart.
 		f := r.f

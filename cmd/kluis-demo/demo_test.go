@@ -2,7 +2,11 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -11,8 +15,13 @@ import (
 	"testing"
 	"time"
 
+	stdpng "image/png"
+
+	"github.com/makiuchi-d/gozxing"
+	zxqr "github.com/makiuchi-d/gozxing/qrcode"
 	"github.com/stretchr/testify/require"
 
+	"kluis/backend/codes"
 	"kluis/backend/notify"
 )
 
@@ -43,6 +52,45 @@ func TestParseMailQRAndPIN(t *testing.T) {
 			require.NotEmpty(t, m.Subject)
 		})
 	}
+}
+
+// TestDecodeQRPNGManyTokens decodes the backend's own QR images of many
+// real tokens: some defeat gozxing at the image's own size.
+func TestDecodeQRPNGManyTokens(t *testing.T) {
+	// A fixed key: the same tokens every run (deterministic test).
+	signing := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
+	// Tokens 184 and 255 of this key defeat gozxing at 256 pixels.
+	resampled := 0
+	for _, i := range []int{0, 1, 2, 3, 184, 255} {
+		cid := base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf("code-id-%08d", i)))
+		token, err := codes.SignToken(signing, codes.Claims{CodeID: cid, DeviceID: "kortrijk-hall-a", Expires: 1800000000 + int64(i)})
+		require.NoError(t, err)
+		png, err := notify.QRPNG(token)
+		require.NoError(t, err)
+		got, err := decodeQRPNG(png)
+		require.NoError(t, err, "token %d", i)
+		require.Equal(t, token, got)
+		if _, err := decodeOnce(png); err != nil {
+			resampled++
+		}
+	}
+	require.Equal(t, 2, resampled, "tokens 184 and 255 exercise the resampling fallback")
+}
+
+func decodeOnce(b []byte) (string, error) {
+	img, err := stdpng.Decode(bytes.NewReader(b))
+	if err != nil {
+		return "", err
+	}
+	bmp, err := gozxing.NewBinaryBitmapFromImage(img)
+	if err != nil {
+		return "", err
+	}
+	res, err := zxqr.NewQRCodeReader().Decode(bmp, nil)
+	if err != nil {
+		return "", err
+	}
+	return res.GetText(), nil
 }
 
 func TestParseMailWithoutQR(t *testing.T) {

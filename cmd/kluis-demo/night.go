@@ -39,7 +39,7 @@ func citizens(run string) []*citizen {
 		{First: "Bart", Last: "Janssens", Birth: "1979-11-02", Kind: "driving_licence", Device: "kortrijk-hall-a", Plan: planPIN},
 		{First: "Chloé", Last: "Dubois", Birth: "1992-07-30", Kind: "eid", Device: "kortrijk-hall-a", Plan: planWrongPIN},
 		{First: "Dries", Last: "Maes", Birth: "2001-01-19", Kind: "kids_id", Device: "kortrijk-hall-a", Plan: planLeftOpen},
-		{First: "Els", Last: "Claes", Birth: "1968-05-05", Kind: "residence_card", Device: "kortrijk-hall-a", Plan: planQR},
+		{First: "Els", Last: "Claes", Birth: "1968-05-05", Kind: "residence_card", Device: "kortrijk-automaton", Plan: planPIN},
 		{First: "Frank", Last: "Wouters", Birth: "1955-09-23", Kind: "eid", Device: "kortrijk-hall-b", Plan: planPIN},
 		{First: "Griet", Last: "Goossens", Birth: "1988-12-24", Kind: "driving_licence", Device: "kortrijk-hall-b", Plan: planQR},
 		{First: "Hans", Last: "De Smet", Birth: "1973-04-01", Kind: "eid", Device: "kortrijk-hall-b", Plan: planExpiry},

@@ -19,6 +19,7 @@ import (
 
 	"github.com/makiuchi-d/gozxing"
 	zxqr "github.com/makiuchi-d/gozxing/qrcode"
+	"github.com/skip2/go-qrcode"
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/codes"
@@ -54,8 +55,9 @@ func TestParseMailQRAndPIN(t *testing.T) {
 	}
 }
 
-// TestDecodeQRPNGManyTokens decodes the backend's own QR images of many
-// real tokens: some defeat gozxing at the image's own size.
+// TestDecodeQRPNGManyTokens decodes QR images made like the backend's
+// (go-qrcode, medium correction, 256 pixels) of real tokens: some defeat
+// gozxing at the image's own size.
 func TestDecodeQRPNGManyTokens(t *testing.T) {
 	// A fixed key: the same tokens every run (deterministic test).
 	signing := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
@@ -65,7 +67,7 @@ func TestDecodeQRPNGManyTokens(t *testing.T) {
 		cid := base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf("code-id-%08d", i)))
 		token, err := codes.SignToken(signing, codes.Claims{CodeID: cid, DeviceID: "kortrijk-hall-a", Expires: 1800000000 + int64(i)})
 		require.NoError(t, err)
-		png, err := notify.QRPNG(token)
+		png, err := qrcode.Encode(token, qrcode.Medium, 256)
 		require.NoError(t, err)
 		got, err := decodeQRPNG(png)
 		require.NoError(t, err, "token %d", i)

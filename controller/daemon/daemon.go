@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -100,7 +101,9 @@ func Run(ctx context.Context, o Options) error {
 	damaged := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kluisd", Name: "journal_damaged",
 		Help: "1 when start-up found a damaged journal record before the end (moved aside for forensics)."})
 	reg.MustRegister(damaged)
+	damagedDetail := ""
 	if rec.Corrupt {
+		damagedDetail = "damaged journal record: the records after it were moved to " + filepath.Base(rec.BadFile)
 		damaged.Set(1)
 		log.Error("journal damaged: records after the damage were moved aside", "file", rec.BadFile)
 	}
@@ -141,7 +144,7 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	eng, err = engine.New(engine.Options{Config: cfg, Driver: drv, Journal: j, Replay: recs, Backend: lk, Cache: cache,
-		Logger: log, Registry: reg})
+		JournalDamaged: damagedDetail, Logger: log, Registry: reg})
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -93,6 +94,9 @@ type Options struct {
 	Backend Backend
 	// Cache is the offline code cache; may be nil.
 	Cache *offline.Cache
+	// JournalDamaged, when not empty, says what start-up found damaged in
+	// the journal (records moved aside): raised as alarm journal_damaged.
+	JournalDamaged string
 	// Clock; default time.Now.
 	Clock    func() time.Time
 	Logger   *slog.Logger
@@ -169,6 +173,8 @@ type Engine struct {
 	caps      hardware.Capabilities
 	info      hardware.Info
 	boardDown map[int]bool
+	// boardErrs counts failed exchanges per board (heartbeat BoardHealth.Errors).
+	boardErrs map[int]int64
 	active    map[hardware.Address]*op
 	screen    Screen
 	changed   chan struct{}
@@ -197,7 +203,7 @@ func New(o Options) (*Engine, error) {
 		o.Registry = prometheus.NewRegistry()
 	}
 	e := &Engine{o: o, cfg: o.Config, log: o.Logger.With("part", "engine"), now: o.Clock, drv: o.Driver, j: o.Journal,
-		boardDown: map[int]bool{}, active: map[hardware.Address]*op{}, changed: make(chan struct{}),
+		boardDown: map[int]bool{}, boardErrs: map[int]int64{}, active: map[hardware.Address]*op{}, changed: make(chan struct{}),
 		used: map[string]usedCode{}, commands: map[string]time.Time{}}
 	e.mech, _ = o.Driver.(hardware.Mechanism)
 	for _, c := range o.Config.Compartments {
@@ -296,7 +302,13 @@ func (e *Engine) compFor(addr *wire.Address, slot *int) *comp {
 	}
 	for _, c := range e.comps {
 		if e.cfg.Kind == config.KindAutomaton {
-			if c.cfg.Board == addr.Board && slot != nil && *slot == c.slot {
+			// The backend names an automaton's compartment {board,
+			// channel: slot}; an explicit slot wins.
+			s := addr.Channel
+			if slot != nil {
+				s = *slot
+			}
+			if c.cfg.Board == addr.Board && s == c.slot {
 				return c
 			}
 			continue
@@ -306,6 +318,24 @@ func (e *Engine) compFor(addr *wire.Address, slot *int) *comp {
 		}
 	}
 	return nil
+}
+
+// boardError counts a failed exchange with board b.
+func (e *Engine) boardError(b int) {
+	e.mu.Lock()
+	e.boardErrs[b]++
+	e.mu.Unlock()
+	e.m.boardErrs.WithLabelValues(strconv.Itoa(b)).Inc()
+}
+
+// wireAddr is the compartment's address as the backend knows it: the lock
+// on a locker, {board, channel: slot} on an automaton (as in code_sync
+// entries and verify and staff answers).
+func (c *comp) wireAddr() hardware.Address {
+	if c.slot >= 0 {
+		return hardware.Address{Board: c.cfg.Board, Channel: c.slot}
+	}
+	return c.lock
 }
 
 func (e *Engine) compByNumber(n int) *comp {

@@ -107,6 +107,7 @@ type rigOpts struct {
 	dir       string
 	priv      ed25519.PrivateKey
 	noBackend bool
+	damaged   string
 }
 
 func testConfig(t *testing.T, kind, dir string) *config.Config {
@@ -159,7 +160,7 @@ func newRig(t *testing.T, o rigOpts) *rig {
 	r.cache, err = offline.Open(o.dir, device, o.priv.Public().(ed25519.PublicKey))
 	require.NoError(t, err)
 	eo := Options{Config: r.cfg, Driver: r.f, Journal: j, Replay: recs, Cache: r.cache,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		JournalDamaged: o.damaged, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if !o.noBackend {
 		eo.Backend = r.be
 	}
@@ -577,6 +578,26 @@ func TestAutomatonPickup(t *testing.T) {
 		r.waitFor("completed", func() bool { return r.hasEvent("pickup_completed") })
 		ev := r.events()[len(r.events())-1]
 		require.Equal(t, 5, *ev.Slot)
+		require.Equal(t, wire.Address{Board: 0, Channel: 5}, *ev.Addr, "the backend's address of the compartment: {board, slot}")
+	})
+}
+
+// The backend names an automaton's compartment {board, channel: slot}
+// without a separate slot (verify answers, staff answers, code sync).
+func TestAutomatonBackendAddressIsSlot(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{kind: config.KindAutomaton, caps: sensors})
+		defer r.stop()
+		r.be.set(func() {
+			r.be.verify["K1.auto"] = wire.VerifyResponse{Result: wire.VerifyOK, DocumentID: "doc-a",
+				Addr: &wire.Address{Board: 0, Channel: 5}}
+		})
+		s, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.auto"})
+		require.NoError(t, err)
+		require.Equal(t, StatePresenting, s.State)
+		require.Equal(t, 2, s.Compartment)
+		r.waitFor("present", func() bool { return len(r.f.Presents()) == 1 })
+		require.Equal(t, 5, r.f.Presents()[0].Slot)
 	})
 }
 
@@ -589,6 +610,8 @@ func TestStaffLoadRetrieveAndTestOpen(t *testing.T) {
 			r.be.staff["login:BADGE-7"] = wire.StaffResponse{Op: wire.StaffLogin, Result: wire.StaffOK, Session: "sess-secret",
 				StaffID: "u7", StaffName: "An", Expires: &exp}
 			r.be.staff["reserve:591-123"] = wire.StaffResponse{Op: wire.StaffReserve, Result: wire.StaffOK,
+				DocumentID: "doc-9", Addr: &wire.Address{Board: 0, Channel: 1}}
+			r.be.staff["retrieve:591-123"] = wire.StaffResponse{Op: wire.StaffRetrieve, Result: wire.StaffOK,
 				DocumentID: "doc-9", Addr: &wire.Address{Board: 0, Channel: 1}}
 		})
 		_, err := r.e.StaffLoad(context.Background(), "591-123", "en")
@@ -673,6 +696,9 @@ func TestMissingBoardRefused(t *testing.T) {
 		r.f.Inject(hardware.Event{Kind: hardware.BoardOffline, Addr: hardware.Address{Board: 0, Channel: -1}})
 		r.f.Inject(hardware.Event{Kind: hardware.BoardOnline, Addr: hardware.Address{Board: 0, Channel: -1}})
 		r.waitFor("cleared", func() bool { return r.hasEvent("alarm_cleared:board_unreachable") })
+		d = r.e.Diagnostics(context.Background())
+		require.Equal(t, int64(1), d.Boards[0].Errors, "the board going offline counts as a failed exchange")
+		require.True(t, d.Boards[0].Online)
 	})
 }
 
@@ -752,7 +778,8 @@ func TestRestartResolvesUnfinishedPulse(t *testing.T) {
 					r.citizen(a, true)
 					r.waitFor("completed", func() bool { return r.hasEvent("pickup_completed") })
 				}
-				require.Equal(t, tc.wantAlarm, r.hasEvent("alarm:sensor_disagreement"))
+				require.Equal(t, tc.wantAlarm, r.hasEvent("alarm:pulse_uncertain"))
+				require.False(t, r.hasEvent("alarm:sensor_disagreement"))
 				if tc.wantResult != "" {
 					r.waitFor(tc.wantResult, func() bool { return r.hasEvent(tc.wantResult) })
 				}
@@ -778,3 +805,14 @@ func TestJournalUnwritableKeepsDoorShut(t *testing.T) {
 }
 
 var _ = json.Marshal
+
+func TestJournalDamagedAlarm(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors, damaged: "records moved to journal.log.bad-1"})
+		defer r.stop()
+		r.waitFor("alarm", func() bool { return r.hasEvent("alarm:journal_damaged") })
+		r2 := newRig(t, rigOpts{caps: sensors})
+		defer r2.stop()
+		require.False(t, r2.hasEvent("alarm:journal_damaged"))
+	})
+}

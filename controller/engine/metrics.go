@@ -5,9 +5,9 @@ import (
 )
 
 type metrics struct {
-	events, alarms, hwEvents, pickups, pulses, verifications, commands           *prometheus.CounterVec
-	journalErrors, pulseErrors, uncertain, openNotDetected, wrongCodes, lockouts prometheus.Counter
-	boardsDown, backlog, cacheSize                                               prometheus.Gauge
+	events, alarms, hwEvents, pickups, pulses, verifications, commands, boardErrs *prometheus.CounterVec
+	journalErrors, pulseErrors, uncertain, openNotDetected, wrongCodes, lockouts  prometheus.Counter
+	boardsDown, backlog, cacheSize                                                prometheus.Gauge
 }
 
 func newMetrics(r *prometheus.Registry) (*metrics, error) {
@@ -28,6 +28,7 @@ func newMetrics(r *prometheus.Registry) (*metrics, error) {
 		pulses:          cv("pulses_total", "Lock pulses accepted by the hardware, by purpose.", "purpose"),
 		verifications:   cv("verifications_total", "Code verifications, by result and source (online, offline, local).", "result", "source"),
 		commands:        cv("commands_total", "Backend commands, by kind and status.", "kind", "status"),
+		boardErrs:       cv("board_errors_total", "Failed exchanges with a lock board (pulses and carousel commands refused or unanswered, board gone offline), by board.", "board"),
 		journalErrors:   c("journal_errors_total", "Failed journal writes."),
 		pulseErrors:     c("pulse_errors_total", "Pulses the hardware refused or did not answer."),
 		uncertain:       c("pulses_uncertain_total", "Pulses that may or may not have been carried out."),
@@ -39,7 +40,7 @@ func newMetrics(r *prometheus.Registry) (*metrics, error) {
 		cacheSize:       g("offline_cache_entries", "Entries in the offline code cache."),
 	}
 	for _, col := range []prometheus.Collector{m.events, m.alarms, m.hwEvents, m.pickups, m.pulses, m.verifications,
-		m.commands, m.journalErrors, m.pulseErrors, m.uncertain, m.openNotDetected, m.wrongCodes, m.lockouts,
+		m.commands, m.boardErrs, m.journalErrors, m.pulseErrors, m.uncertain, m.openNotDetected, m.wrongCodes, m.lockouts,
 		m.boardsDown, m.backlog, m.cacheSize} {
 		if err := r.Register(col); err != nil {
 			return nil, err

@@ -131,7 +131,7 @@ func (e *Engine) runOp(ctx context.Context, o *op, resend bool) {
 	case pulseUncertain:
 		_ = e.j.EndPulse(o.intent.ID, true)
 		e.m.uncertain.Inc()
-		e.alarm(wire.AlarmSensorDisagreement, addrPtr(o.comp.lock), nil,
+		e.alarm(wire.AlarmPulseUncertain, addrPtr(o.comp.lock), nil,
 			fmt.Sprintf("no answer to pulse %d of compartment %d: may or may not have been carried out", id, o.comp.cfg.Number))
 	case pulseCancelled:
 		return // left unfinished: the next start resolves it
@@ -223,6 +223,7 @@ func (e *Engine) pulse(ctx context.Context, o *op, id hardware.CommandID, caps h
 			return pulseCancelled
 		}
 		e.log.Warn("pulse failed", "compartment", o.comp.cfg.Number, "attempt", attempt+1, "err", err)
+		e.boardError(o.comp.lock.Board)
 		if !caps.CommandIDs || errors.Is(err, hardware.ErrHalted) || errors.Is(err, hardware.ErrOutOfRange) {
 			break
 		}
@@ -247,6 +248,9 @@ func (e *Engine) present(ctx context.Context, o *op) bool {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		err = e.mech.Present(ctx, o.comp.cfg.Board, o.comp.slot, id)
+		if err != nil && ctx.Err() == nil {
+			e.boardError(o.comp.cfg.Board)
+		}
 		if err == nil || !e.Caps().CommandIDs || errors.Is(err, hardware.ErrFault) {
 			break
 		}
@@ -364,7 +368,7 @@ func (e *Engine) finishSeen(ctx context.Context, o *op, sawRemoved, sawPlaced bo
 		e.alarm(wire.AlarmSensorDisagreement, addrPtr(o.comp.lock), nil,
 			fmt.Sprintf("compartment %d: item events and item sensor disagree", o.comp.cfg.Number))
 	}
-	base := wire.Event{Addr: addrPtr(o.comp.lock), Slot: slotPtr(o.comp), DocumentID: o.docID, StaffID: o.staffID,
+	base := wire.Event{Addr: addrPtr(o.comp.wireAddr()), Slot: slotPtr(o.comp), DocumentID: o.docID, StaffID: o.staffID,
 		CommandID: o.commandID}
 	state := StateIdle
 	switch o.purpose {

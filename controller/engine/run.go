@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"kluis/controller/wire"
@@ -62,8 +63,12 @@ func (e *Engine) Ready() bool {
 	return e.ready
 }
 
-// inventory compares the boards the driver found with the configuration.
+// inventory compares the boards the driver found with the configuration
+// (and reports a damaged journal first).
 func (e *Engine) inventory(ctx context.Context) error {
+	if e.o.JournalDamaged != "" {
+		e.alarm(wire.AlarmJournalDamaged, nil, nil, e.o.JournalDamaged)
+	}
 	var info hardware.Info
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -157,7 +162,9 @@ func (e *Engine) onHardware(ev hardware.Event) error {
 		e.mu.Lock()
 		was := e.boardDown[ev.Addr.Board]
 		e.boardDown[ev.Addr.Board] = true
+		e.boardErrs[ev.Addr.Board]++
 		e.mu.Unlock()
+		e.m.boardErrs.WithLabelValues(strconv.Itoa(ev.Addr.Board)).Inc()
 		if !was {
 			e.m.boardsDown.Inc()
 			return e.emit(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmBoardUnreachable, Board: intPtr(ev.Addr.Board), Detail: ev.Detail})
@@ -315,7 +322,7 @@ func (e *Engine) reconcile(ctx context.Context) []func() {
 				// Maybe pulsed, maybe not: never pulse again blindly.
 				_ = e.j.EndPulse(in.ID, true)
 				e.m.uncertain.Inc()
-				e.alarm(wire.AlarmSensorDisagreement, addrPtr(c.lock), nil,
+				e.alarm(wire.AlarmPulseUncertain, addrPtr(c.lock), nil,
 					fmt.Sprintf("pulse %d for compartment %d interrupted by a restart: may or may not have been carried out", in.ID, c.cfg.Number))
 			}
 		}

@@ -86,8 +86,7 @@ func (e *Engine) StaffLoad(ctx context.Context, documentNumber, lang string) (Sc
 
 // StaffRetrieve opens the compartment of an (expired) document to take it
 // back ("retrieved" once the door closes with the compartment empty). It
-// uses the backend's reserve operation, which names the document's
-// compartment.
+// asks the backend's retrieve operation for the document's compartment.
 func (e *Engine) StaffRetrieve(ctx context.Context, documentNumber, lang string) (Screen, error) {
 	return e.staffDoor(ctx, documentNumber, lang, PurposeRetrieve)
 }
@@ -101,7 +100,11 @@ func (e *Engine) staffDoor(ctx context.Context, number, lang, purpose string) (S
 	if err != nil {
 		return Screen{}, err
 	}
-	res, err := e.staffCall(ctx, wire.StaffRequest{Op: wire.StaffReserve, Session: s.token, DocumentNumber: number})
+	sop := wire.StaffReserve
+	if purpose == PurposeRetrieve {
+		sop = wire.StaffRetrieve
+	}
+	res, err := e.staffCall(ctx, wire.StaffRequest{Op: sop, Session: s.token, DocumentNumber: number})
 	if err != nil {
 		return e.setScreen(StateError, 0, lang), nil
 	}

@@ -113,12 +113,19 @@ const (
 	AlarmSensorDisagreement AlarmKind = "sensor_disagreement"
 	AlarmBruteForceLockout  AlarmKind = "brute_force_lockout"
 	AlarmMechanismFault     AlarmKind = "mechanism_fault"
+	// AlarmPulseUncertain: a pulse got no answer or was interrupted by a
+	// restart, so the lock may or may not have been energised (addr).
+	AlarmPulseUncertain AlarmKind = "pulse_uncertain"
+	// AlarmJournalDamaged: start-up found a damaged journal record before
+	// the end; the records after it were moved aside (no addr, no board).
+	AlarmJournalDamaged AlarmKind = "journal_damaged"
 )
 
 // AlarmKinds lists every alarm kind.
 func AlarmKinds() []AlarmKind {
 	return []AlarmKind{AlarmDoorLeftOpen, AlarmForcedDoor, AlarmBoardUnreachable,
-		AlarmSensorDisagreement, AlarmBruteForceLockout, AlarmMechanismFault}
+		AlarmSensorDisagreement, AlarmBruteForceLockout, AlarmMechanismFault,
+		AlarmPulseUncertain, AlarmJournalDamaged}
 }
 
 // Method is how a citizen identified: "qr" or "pin".
@@ -324,11 +331,15 @@ type StaffOp string
 const (
 	StaffLogin   StaffOp = "login"   // badge or staff PIN -> session
 	StaffReserve StaffOp = "reserve" // session + document number -> compartment to load
-	StaffLogout  StaffOp = "logout"  // session ends
+	// StaffRetrieve: session + document number of a document in a
+	// compartment of this device (loaded, notified or expired) -> its
+	// compartment, to take the document back out.
+	StaffRetrieve StaffOp = "retrieve"
+	StaffLogout   StaffOp = "logout" // session ends
 )
 
 // StaffOps lists every staff operation.
-func StaffOps() []StaffOp { return []StaffOp{StaffLogin, StaffReserve, StaffLogout} }
+func StaffOps() []StaffOp { return []StaffOp{StaffLogin, StaffReserve, StaffRetrieve, StaffLogout} }
 
 // StaffRequest is a staff operation the kiosk asks the backend for.
 type StaffRequest struct {
@@ -359,7 +370,7 @@ const (
 	StaffDenied         StaffResult = "denied"          // unknown badge/PIN or not allowed
 	StaffSessionExpired StaffResult = "session_expired" // log in again
 	StaffNotFound       StaffResult = "not_found"       // no such document for this device
-	StaffWrongState     StaffResult = "wrong_state"     // the document cannot be loaded now
+	StaffWrongState     StaffResult = "wrong_state"     // the document cannot be loaded (or retrieved) now
 	StaffNoCompartment  StaffResult = "no_compartment"  // no free compartment fits
 	StaffUnavailable    StaffResult = "unavailable"
 )
@@ -371,8 +382,8 @@ func StaffResults() []StaffResult {
 }
 
 // StaffResponse answers a StaffRequest. A login that succeeds carries
-// Session, StaffID, StaffName and Expires; a reserve that succeeds carries
-// DocumentID and Addr.
+// Session, StaffID, StaffName and Expires; a reserve or retrieve that
+// succeeds carries DocumentID and Addr.
 type StaffResponse struct {
 	V          int         `json:"v"`
 	ID         string      `json:"id"`

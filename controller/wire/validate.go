@@ -172,7 +172,7 @@ func (m *Event) Validate() error {
 			c.fail("missing alarm")
 		}
 		switch m.Alarm {
-		case AlarmDoorLeftOpen, AlarmForcedDoor, AlarmSensorDisagreement:
+		case AlarmDoorLeftOpen, AlarmForcedDoor, AlarmSensorDisagreement, AlarmPulseUncertain:
 			c.addr("addr", m.Addr, true)
 		case AlarmBoardUnreachable:
 			if m.Board == nil {
@@ -347,9 +347,9 @@ func (m *StaffRequest) Validate() error {
 		if m.PIN != "" && !digits(m.PIN, 4, 12) {
 			c.fail("pin needs 4-12 digits")
 		}
-	case StaffReserve:
+	case StaffReserve, StaffRetrieve:
 		if m.Session == "" || m.DocumentNumber == "" {
-			c.fail("reserve needs session and document_number")
+			c.fail("%s needs session and document_number", m.Op)
 		}
 	case StaffLogout:
 		if m.Session == "" {
@@ -381,7 +381,7 @@ func (m *StaffResponse) Validate() error {
 			if m.Session == "" || m.StaffID == "" || m.Expires == nil {
 				c.fail("login ok needs session, staff_id and expires")
 			}
-		case StaffReserve:
+		case StaffReserve, StaffRetrieve:
 			c.id("document_id", m.DocumentID)
 			c.addr("addr", m.Addr, true)
 		}

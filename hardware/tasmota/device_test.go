@@ -130,6 +130,14 @@ func (dev *device) setSwitchQuiet(n int, on bool) {
 	dev.sw[n] = on
 }
 
+// setPowerQuiet changes a relay without telling anyone (it is seen only
+// through a POWERn query).
+func (dev *device) setPowerQuiet(n int, on bool) {
+	dev.mu.Lock()
+	defer dev.mu.Unlock()
+	dev.power[n] = on
+}
+
 func (dev *device) setPower(n int, on bool) {
 	dev.mu.Lock()
 	dev.power[n] = on
@@ -169,6 +177,14 @@ func (dev *device) handle(_ mqtt.Client, m mqtt.Message) {
 	case strings.HasPrefix(cmd, "POWER"):
 		n, err := strconv.Atoi(strings.TrimPrefix(cmd, "POWER"))
 		if err != nil {
+			return
+		}
+		if payload == "" {
+			// a query: Tasmota reports the relay's state
+			dev.mu.Lock()
+			on := dev.power[n]
+			dev.mu.Unlock()
+			dev.setPower(n, on)
 			return
 		}
 		on := payload == "ON"

@@ -4,7 +4,7 @@
 // # Topics and payloads (Tasmota's)
 //
 //	cmnd/<topic>/PulseTime<n>  "<v>"   v 1-111: tenths of a second; 112+: seconds+100
-//	cmnd/<topic>/POWER<n>      "ON" | "OFF"
+//	cmnd/<topic>/POWER<n>      "ON" | "OFF" | "" (a query: the module answers stat POWER<n>)
 //	cmnd/<topic>/Status        "10"
 //	stat/<topic>/POWER<n>      "ON" | "OFF"   (a bare POWER means POWER1)
 //	stat/<topic>/RESULT        {"POWER1":"ON"}
@@ -13,7 +13,13 @@
 //	stat/<topic>/STATUS10      {"StatusSNS":{"Time":"...","Switch1":"ON","Switch2":"OFF"}}
 //	tele/<topic>/LWT           "Online" | "Offline" (retained)
 //
-// All commands are published with QoS 1, not retained.
+// Commands are published with QoS 1, not retained, except POWER<n> ON,
+// which is published with QoS 0 and only while the broker connection is
+// open: paho stores QoS 1 messages published while it reconnects and sends
+// them after the reconnection, which would pulse a lock long after the
+// caller was told the pulse failed. At most once is the right guarantee
+// for an unlock; the stat POWER<n> ON confirmation tells whether it
+// arrived.
 //
 // # Kluis mapping (the simulator implements exactly this)
 //
@@ -50,14 +56,18 @@
 //
 // The driver subscribes to stat/<topic>/+ and tele/<topic>/LWT in paho's
 // OnConnect handler (a clean session loses subscriptions on every
-// reconnect) and asks every module for Status 10. The message handler only
+// reconnect) and asks every module for Status 10 and every relay's state
+// (POWER<n> queries). The message handler only
 // copies messages into a bounded queue; one goroutine applies them, and
 // Watch delivers the resulting events (acknowledged semantics as in
 // hardware.Driver). A switch's first reading sets the baseline; only changes
 // make events, so QoS 1 duplicates are harmless. LWT Offline gives
 // BoardOffline and makes Pulse and States fail for that module without
 // sending anything; Online after Offline gives BoardOnline, and every
-// (re)appearance triggers a Status 10 re-read so doors that moved meanwhile
-// are reported. Malformed payloads are counted in
+// (re)appearance triggers a Status 10 and POWER re-read so doors and relays
+// that moved meanwhile are reported. A lost broker connection gives
+// BoardOffline (Detail "broker connection lost") for every module at once;
+// after the reconnection a module is online again with its retained LWT
+// Online or its first answer. Malformed payloads are counted in
 // kluis_tasmota_messages_total{result="malformed"} and ignored.
 package tasmota

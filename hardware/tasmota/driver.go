@@ -83,11 +83,15 @@ type module struct {
 		busy   bool // busy was seen ON since the Present
 	}
 	slot int // slot at the hatch, -1 when none
+	// brokerLost: offline because the driver lost the broker, not because
+	// of the module's LWT; the module's next message brings it back.
+	brokerLost bool
 }
 
 type inMsg struct {
 	topic   string
 	payload []byte
+	lost    bool // not a message: the broker connection was lost
 }
 
 type metrics struct {
@@ -216,9 +220,7 @@ func New(o Options) (*Driver, error) {
 		SetKeepAlive(30 * time.Second).
 		SetOrderMatters(true).
 		SetOnConnectHandler(d.onConnect).
-		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
-			d.log.Warn("broker connection lost", "err", err)
-		})
+		SetConnectionLostHandler(d.onConnectionLost)
 	d.client = mqtt.NewClient(opts)
 	go d.loop()
 	d.client.Connect() // retries in the background
@@ -266,8 +268,42 @@ func (d *Driver) onConnect(c mqtt.Client) {
 	}
 	d.mu.Unlock()
 	d.log.Info("subscribed")
-	for topic := range d.mods {
-		d.publish("cmnd/"+topic+"/Status", "10")
+	// Re-read every module: switches (doors, items) and relays may have
+	// changed while the driver was away. A module marked offline because
+	// the broker connection was lost comes back with its retained LWT
+	// Online or with its first answer.
+	for _, mod := range d.mods {
+		d.query(mod)
+	}
+}
+
+// query asks mod for its switches (Status 10) and every relay's state
+// (POWERn without payload, which Tasmota answers with stat/.../POWERn).
+func (d *Driver) query(mod *module) {
+	d.publish("cmnd/"+mod.Topic+"/Status", "10")
+	for n := 1; n <= mod.Relays; n++ {
+		d.publish("cmnd/"+mod.Topic+"/POWER"+strconv.Itoa(n), "")
+	}
+}
+
+// onConnectionLost marks every module offline: while the driver cannot
+// reach the broker it cannot reach any module, and nothing is sent to
+// them (Pulse refuses at once).
+// The loss travels through the message queue, behind the messages that
+// arrived before it, so none of those can bring a module back online.
+func (d *Driver) onConnectionLost(_ mqtt.Client, err error) {
+	d.log.Warn("broker connection lost", "err", err)
+	select {
+	case d.in <- inMsg{lost: true}:
+	case <-d.stop:
+	}
+}
+
+// brokerLostLocked marks every module offline after the connection loss.
+func (d *Driver) brokerLostLocked() {
+	for _, mod := range d.mods {
+		d.setLinkLocked(mod, linkOffline, "broker connection lost")
+		mod.brokerLost = true
 	}
 }
 
@@ -292,8 +328,25 @@ func (d *Driver) Ready(ctx context.Context) error {
 	}
 }
 
+// publish sends at QoS 1: for queries, PulseTime and OFF, which are
+// harmless to repeat.
 func (d *Driver) publish(topic, payload string) mqtt.Token {
 	return d.client.Publish(topic, 1, false, payload)
+}
+
+// errNotSent marks a command that certainly did not leave the driver.
+var errNotSent = errors.New("tasmota: not connected to the broker, nothing sent")
+
+// publishOnce sends a command that must never arrive twice or late (a
+// relay ON) at QoS 0: at most once. paho stores QoS 1 messages published
+// while it reconnects and sends them after the reconnection, when the
+// caller has long been told the pulse failed; QoS 0 is never stored or
+// resent, and nothing is published while the connection is down.
+func (d *Driver) publishOnce(topic, payload string) (mqtt.Token, error) {
+	if !d.client.IsConnectionOpen() {
+		return nil, errNotSent
+	}
+	return d.client.Publish(topic, 0, false, payload), nil
 }
 
 func (d *Driver) loop() {
@@ -321,9 +374,15 @@ func splitTopic(t string) (prefix, topic, last string, ok bool) {
 
 // apply updates the state from one message and queues events.
 func (d *Driver) apply(msg inMsg) {
-	prefix, topic, last, ok := splitTopic(msg.topic)
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if msg.lost {
+		if !d.closed {
+			d.brokerLostLocked()
+		}
+		return
+	}
+	prefix, topic, last, ok := splitTopic(msg.topic)
 	mod := d.mods[topic]
 	if !ok || mod == nil {
 		d.m.messages.WithLabelValues("unknown").Inc()
@@ -351,15 +410,25 @@ func (d *Driver) applyLocked(mod *module, prefix, last string, payload []byte) e
 		}
 		switch strings.TrimSpace(string(payload)) {
 		case "Online":
-			d.setLinkLocked(mod, linkOnline)
+			mod.brokerLost = false
+			d.setLinkLocked(mod, linkOnline, "")
 		case "Offline":
-			d.setLinkLocked(mod, linkOffline)
+			mod.brokerLost = false
+			d.setLinkLocked(mod, linkOffline, "LWT Offline")
 		default:
 			return fmt.Errorf("%w: LWT %q", ErrMalformed, truncate(string(payload)))
 		}
 		return nil
 	case prefix != "stat":
 		return errIgnored
+	}
+	if mod.brokerLost {
+		// The module answers: it is online, whether or not the broker
+		// still holds its retained LWT.
+		mod.brokerLost = false
+		d.setLinkLocked(mod, linkOnline, "")
+	}
+	switch {
 	case last == "RESULT":
 		r, err := parseResult(payload)
 		if err != nil {
@@ -453,7 +522,9 @@ func boardAddr(mod *module) hardware.Address {
 	return hardware.Address{Board: mod.Board, Channel: -1}
 }
 
-func (d *Driver) setLinkLocked(mod *module, l link) {
+// setLinkLocked records mod's link and queues BoardOnline or BoardOffline
+// (with detail) when it changes.
+func (d *Driver) setLinkLocked(mod *module, l link, detail string) {
 	prev := mod.link
 	mod.link = l
 	switch l {
@@ -463,14 +534,14 @@ func (d *Driver) setLinkLocked(mod *module, l link) {
 			d.log.Info("module online", "module", mod.Topic)
 			d.queueLocked(hardware.Event{Kind: hardware.BoardOnline, Addr: boardAddr(mod)})
 		}
-		// Re-read the switches on every Online (Tasmota announces it on
-		// each connection): doors may have moved meanwhile.
-		d.publish("cmnd/"+mod.Topic+"/Status", "10")
+		// Re-read switches and relays on every Online (Tasmota announces
+		// it on each connection): doors may have moved meanwhile.
+		d.query(mod)
 	case linkOffline:
 		d.m.online.WithLabelValues(mod.Topic).Set(0)
 		if prev != linkOffline {
 			d.log.Warn("module offline", "module", mod.Topic)
-			d.queueLocked(hardware.Event{Kind: hardware.BoardOffline, Addr: boardAddr(mod), Detail: "LWT Offline"})
+			d.queueLocked(hardware.Event{Kind: hardware.BoardOffline, Addr: boardAddr(mod), Detail: detail})
 		}
 	}
 }
@@ -628,9 +699,21 @@ func (d *Driver) waitFor(ctx context.Context, key string, ch chan struct{}) erro
 	}
 }
 
-func (d *Driver) sendAndWait(ctx context.Context, topic, payload, key string) error {
+// sendAndWait publishes payload to topic and waits for the confirmation
+// key. once publishes at most once (publishOnce); an error wrapping
+// errNotSent means nothing was published.
+func (d *Driver) sendAndWait(ctx context.Context, topic, payload, key string, once bool) error {
 	ch := d.expect(key)
-	tok := d.publish(topic, payload)
+	var tok mqtt.Token
+	if once {
+		var err error
+		if tok, err = d.publishOnce(topic, payload); err != nil {
+			d.forget(key, ch)
+			return err
+		}
+	} else {
+		tok = d.publish(topic, payload)
+	}
 	if !tok.WaitTimeout(d.o.Timeout) {
 		d.forget(key, ch)
 		return fmt.Errorf("tasmota: publish %s: %w", topic, hardware.ErrTimeout)
@@ -644,7 +727,7 @@ func (d *Driver) sendAndWait(ctx context.Context, topic, payload, key string) er
 
 // readSwitches asks mod for Status 10 and waits for the answer.
 func (d *Driver) readSwitches(ctx context.Context, mod *module) error {
-	return d.sendAndWait(ctx, "cmnd/"+mod.Topic+"/Status", "10", statusKey(mod.Topic))
+	return d.sendAndWait(ctx, "cmnd/"+mod.Topic+"/Status", "10", statusKey(mod.Topic), false)
 }
 
 // States asks every module for its switches and returns every channel.
@@ -730,7 +813,7 @@ func (d *Driver) pulseRelay(ctx context.Context, mod *module, n int, dur time.Du
 		return err
 	}
 	base := "cmnd/" + mod.Topic + "/"
-	if err := d.sendAndWait(ctx, base+"PulseTime"+strconv.Itoa(n), strconv.Itoa(v), pulseTimeKey(mod.Topic, n, v)); err != nil {
+	if err := d.sendAndWait(ctx, base+"PulseTime"+strconv.Itoa(n), strconv.Itoa(v), pulseTimeKey(mod.Topic, n, v), false); err != nil {
 		d.m.pulses.WithLabelValues("unconfirmed").Inc()
 		return fmt.Errorf("tasmota: PulseTime%d on %s not confirmed, relay not switched: %w", n, mod.Topic, err)
 	}
@@ -741,7 +824,11 @@ func (d *Driver) pulseRelay(ctx context.Context, mod *module, n int, dur time.Du
 		d.m.pulses.WithLabelValues("refused").Inc()
 		return fmt.Errorf("tasmota: %w", hardware.ErrHalted)
 	}
-	if err := d.sendAndWait(ctx, base+"POWER"+strconv.Itoa(n), "ON", powerKey(mod.Topic, n)); err != nil {
+	if err := d.sendAndWait(ctx, base+"POWER"+strconv.Itoa(n), "ON", powerKey(mod.Topic, n), true); err != nil {
+		if errors.Is(err, errNotSent) {
+			d.m.pulses.WithLabelValues("offline").Inc()
+			return fmt.Errorf("tasmota: POWER%d ON on %s: %w: %w", n, mod.Topic, err, hardware.ErrTimeout)
+		}
 		d.m.pulses.WithLabelValues("unconfirmed").Inc()
 		return fmt.Errorf("tasmota: POWER%d ON on %s not confirmed (the relay may have switched; its pulse is hardware-timed): %w", n, mod.Topic, err)
 	}

@@ -44,8 +44,10 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
-// After the broker restarts, the driver reconnects, subscribes again (a
-// clean session forgets subscriptions) and re-reads the module.
+// When the broker goes away every module is reported offline and no pulse
+// is sent, not even later; after the broker restarts, the driver
+// reconnects, subscribes again (a clean session forgets subscriptions),
+// reports the module online and re-reads its switches and relays.
 func TestResubscribesAfterBrokerRestart(t *testing.T) {
 	addr := freeAddr(t)
 	url := "tcp://" + addr
@@ -62,13 +64,34 @@ func TestResubscribesAfterBrokerRestart(t *testing.T) {
 
 	stop()
 	dev.client.Disconnect(0)
-	// The module's door opens while the broker is away.
+	off := w.waitEvent(t, hardware.BoardOffline, hardware.Address{Channel: -1})
+	require.Equal(t, "broker connection lost", off.Detail)
+	// A pulse while the broker is away is refused and never sent later.
+	perr := d.Pulse(testCtx(t), hardware.Address{Channel: 0}, time.Second, 1)
+	require.ErrorIs(t, perr, hardware.ErrTimeout)
+	// The module's door opens and its relay 2 is switched on while the
+	// broker is away; nobody is told.
 	startBroker(t, addr)
 	dev2 := newDevice(t, topic, 2, false)
 	dev2.setSwitchQuiet(2, true)
+	dev2.setPowerQuiet(2, true)
+	w.waitEvent(t, hardware.BoardOnline, hardware.Address{Channel: -1})
 	// The driver's Status 10 on reconnect finds the open door...
 	w.waitEvent(t, hardware.DoorOpened, hardware.Address{Channel: 1})
+	// ...its POWER2 query the energised relay...
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st, err := d.States(testCtx(t))
+		if err == nil && len(st) == 2 && !st[1].Locked {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("relay 2 never read as on after the reconnect: %+v, %v", st, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	// ...and live reports arrive again through the new subscription.
 	dev2.setSwitch(1, true)
 	w.waitEvent(t, hardware.DoorOpened, hardware.Address{Channel: 0})
+	require.Zero(t, dev2.onCount(1), "the pulse refused during the outage reached the module")
 }

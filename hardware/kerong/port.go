@@ -4,11 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
-	"go.bug.st/serial"
-
 	"kluis/hardware"
+	"kluis/hardware/serialport"
 )
 
 // Port is the byte line to the boards. A Read that finds nothing before the
@@ -25,44 +25,22 @@ type Port interface {
 // OpenFunc opens the port at path with baud, 8N1.
 type OpenFunc func(path string, baud int) (Port, error)
 
-// OpenSerial opens a serial port with go.bug.st/serial, 8N1, and wraps it
-// so that a read timeout is an error wrapping hardware.ErrTimeout.
+// OpenSerial opens a serial port with hardware/serialport, 8N1: a read
+// timeout is an error wrapping hardware.ErrTimeout, and an I/O error is an
+// error too (the driver then closes the port and opens it again on the
+// next request).
 func OpenSerial(path string, baud int) (Port, error) {
-	p, err := serial.Open(path, &serial.Mode{BaudRate: baud, DataBits: 8, Parity: serial.NoParity, StopBits: serial.OneStopBit})
+	p, err := serialport.Open(path, baud, serialport.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
-		return nil, fmt.Errorf("kerong: open %s: %w", path, err)
+		return nil, fmt.Errorf("kerong: %w", err)
 	}
-	return &serialPort{p: p}, nil
+	return serialPort{p}, nil
 }
 
-// serialPort turns go.bug.st/serial's (0, nil) on a read timeout into an
-// error.
-type serialPort struct {
-	p serial.Port
-}
+// serialPort adds ResetInputBuffer to *serialport.Port.
+type serialPort struct{ *serialport.Port }
 
-func (s *serialPort) Read(b []byte) (int, error) {
-	n, err := s.p.Read(b)
-	if err != nil {
-		return n, fmt.Errorf("kerong: read: %w", err)
-	}
-	if n == 0 {
-		return 0, fmt.Errorf("kerong: read: %w", hardware.ErrTimeout)
-	}
-	return n, nil
-}
-
-func (s *serialPort) Write(b []byte) (int, error) {
-	n, err := s.p.Write(b)
-	if err != nil {
-		return n, fmt.Errorf("kerong: write: %w", err)
-	}
-	return n, nil
-}
-
-func (s *serialPort) Close() error                         { return s.p.Close() }
-func (s *serialPort) SetReadTimeout(d time.Duration) error { return s.p.SetReadTimeout(d) }
-func (s *serialPort) ResetInputBuffer() error              { return s.p.ResetInputBuffer() }
+func (s serialPort) ResetInputBuffer() error { return s.Flush() }
 
 // deadlineReader reads from a Port until a deadline, setting the port's
 // read timeout to what is left before each read.

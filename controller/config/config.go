@@ -83,6 +83,11 @@ type MQTT struct {
 	PasswordFile string `yaml:"password_file"`
 	// ClientID defaults to "kluisd-{device_id}".
 	ClientID string `yaml:"client_id"`
+	// ResendAfter republishes an event not yet acknowledged after this
+	// long (also at every reconnect); default 30s, 1s-10m.
+	ResendAfter time.Duration `yaml:"resend_after"`
+	// HeartbeatEvery is the heartbeat interval; default 30s, 1s-10m.
+	HeartbeatEvery time.Duration `yaml:"heartbeat_every"`
 }
 
 // Hardware configures the driver.
@@ -282,6 +287,12 @@ func (c *Config) fillDefaults() {
 	if c.MetricsListen == "" {
 		c.MetricsListen = "127.0.0.1:9108"
 	}
+	if c.MQTT.ResendAfter == 0 {
+		c.MQTT.ResendAfter = 30 * time.Second
+	}
+	if c.MQTT.HeartbeatEvery == 0 {
+		c.MQTT.HeartbeatEvery = 30 * time.Second
+	}
 	if c.MQTT.ClientID == "" && c.DeviceID != "" {
 		c.MQTT.ClientID = "kluisd-" + c.DeviceID
 	}
@@ -406,6 +417,12 @@ func (m MQTT) validate() error {
 	}
 	if u.User != nil {
 		return bad("mqtt.url", "must not carry credentials; use mqtt.username and mqtt.password_file")
+	}
+	if m.ResendAfter < time.Second || m.ResendAfter > 10*time.Minute {
+		return bad("mqtt.resend_after", "%v must be between 1s and 10m", m.ResendAfter)
+	}
+	if m.HeartbeatEvery < time.Second || m.HeartbeatEvery > 10*time.Minute {
+		return bad("mqtt.heartbeat_every", "%v must be between 1s and 10m", m.HeartbeatEvery)
 	}
 	if m.Password != "" && m.PasswordFile != "" {
 		return bad("mqtt.password", "set either password or password_file, not both")

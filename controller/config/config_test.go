@@ -44,6 +44,8 @@ func TestParseGood(t *testing.T) {
 	require.Equal(t, 2*time.Minute, c.Timeouts.DoorLeftOpen, "default")
 	require.Equal(t, 1, *c.Timeouts.OpenRetries)
 	require.Equal(t, "kluisd-kortrijk-1", c.MQTT.ClientID)
+	require.Equal(t, 30*time.Second, c.MQTT.ResendAfter, "default")
+	require.Equal(t, 30*time.Second, c.MQTT.HeartbeatEvery, "default")
 	cp, ok := c.Compartment(17)
 	require.True(t, ok)
 	require.Equal(t, 1, cp.Addr().Board)
@@ -74,6 +76,8 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"door_open_detect: 5s", "door_open_detect: soon", "door_open_detect"},
 		{"pulse: 300ms", "pulse: 300ms\ncolour: red", "colour"},
 		{"  password: s3cret", "  password: s3cret\n  password_file: /x", "mqtt.password"},
+		{"  password: s3cret", "  password: s3cret\n  resend_after: 10ms", "mqtt.resend_after"},
+		{"  password: s3cret", "  password: s3cret\n  heartbeat_every: 1h", "mqtt.heartbeat_every"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.field, func(t *testing.T) {

@@ -5,6 +5,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -134,8 +135,8 @@ func Run(ctx context.Context, o Options) error {
 	var lk *link.Link
 	lk, err = link.New(link.Options{URL: cfg.MQTT.URL, ClientID: cfg.MQTT.ClientID, Username: cfg.MQTT.Username,
 		Password: password, DeviceID: cfg.DeviceID, Software: o.Software, Journal: j, Logger: log, Registry: reg,
-		HeartbeatEvery: o.HeartbeatEvery,
-		Command:        func(ctx context.Context, c wire.Command) wire.CommandResult { return eng.HandleCommand(ctx, c) },
+		HeartbeatEvery: cmp.Or(o.HeartbeatEvery, cfg.MQTT.HeartbeatEvery), ResendAfter: cfg.MQTT.ResendAfter,
+		Command: func(ctx context.Context, c wire.Command) wire.CommandResult { return eng.HandleCommand(ctx, c) },
 		Heartbeat: func(ctx context.Context) wire.Heartbeat {
 			d := eng.Diagnostics(ctx)
 			return wire.Heartbeat{Boards: d.Boards, Doors: d.Doors, OfflineCache: d.OfflineCache, CacheVersion: d.CacheVersion}

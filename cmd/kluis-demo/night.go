@@ -358,7 +358,8 @@ func (d *demo) load(ctx context.Context, c *citizen) (string, error) {
 	}
 	via := "kiosk staff mode"
 	if d.kioskStaff {
-		scr, err := n.kiosk.post(ctx, "/kiosk/v1/staff/load", map[string]string{"document_number": c.Number})
+		scr, retried, err := d.kioskTry(ctx, n, "/kiosk/v1/staff/load", map[string]string{"document_number": c.Number})
+		via += retried
 		if err != nil {
 			return "", err
 		}
@@ -492,10 +493,11 @@ func (d *demo) collect(ctx context.Context, c *citizen, req map[string]string, l
 		return "", err
 	}
 	req["lang"] = "en"
-	scr, err := n.kiosk.post(ctx, "/kiosk/v1/pickup", req)
+	scr, retried, err := d.kioskTry(ctx, n, "/kiosk/v1/pickup", req)
 	if err != nil {
 		return "", err
 	}
+	extra := retried
 	if scr.State != "open" && scr.State != "presenting" {
 		return "", fmt.Errorf("kiosk shows %s: %s", scr.State, scr.Message)
 	}
@@ -515,7 +517,6 @@ func (d *demo) collect(ctx context.Context, c *citizen, req map[string]string, l
 	if got, _ := item["item"].(string); got != c.Label {
 		return "", fmt.Errorf("took %q, want %q", got, c.Label)
 	}
-	extra := ""
 	if leaveOpen {
 		a0, _ := d.metric(ctx, n, "kluisd_alarms_total", `alarm="door_left_open"`)
 		obs, err := waitFor(ctx, 20*time.Second, "door_left_open alarm", func(ctx context.Context) (bool, string, error) {
@@ -542,7 +543,7 @@ func (d *demo) collect(ctx context.Context, c *citizen, req map[string]string, l
 		if err != nil || !t.DoorOpen {
 			return "", fmt.Errorf("door should still be open in the simulator (err %v)", err)
 		}
-		extra = "; alarm seen: " + obs
+		extra += "; alarm seen: " + obs
 	}
 	pause(ctx, humanPause)
 	if _, err := d.sim.channel(ctx, c.Device, board, ch, "close", nil); err != nil {
@@ -559,6 +560,21 @@ func (d *demo) collect(ctx context.Context, c *citizen, req map[string]string, l
 		return "", fmt.Errorf("collected by %q, want the kluisd report (device:%s)", a, c.Device)
 	}
 	return fmt.Sprintf("compartment %d, %s, took %q, backend: collected by device:%s%s", c.comp.Number, pulses, c.Label, c.Device, extra), nil
+}
+
+// kioskTry posts to a kiosk and, when it answers busy or out of order (a
+// board briefly unreachable), tries again like a person would, at most
+// twice; the note says so.
+func (d *demo) kioskTry(ctx context.Context, n *node, path string, in map[string]string) (screen, string, error) {
+	note := ""
+	for attempt := 0; ; attempt++ {
+		scr, err := n.kiosk.post(ctx, path, in)
+		if err != nil || attempt == 2 || (scr.State != "busy" && scr.State != "out_of_order") {
+			return scr, note, err
+		}
+		note += fmt.Sprintf(" (kiosk said %s, tried again)", scr.State)
+		pause(ctx, 2500*time.Millisecond)
+	}
 }
 
 // wrongPIN types a wrong PIN: refused, no pulse, every door shut.
@@ -669,19 +685,15 @@ func (d *demo) retrieve(ctx context.Context, c *citizen, viaKiosk bool) (string,
 	}
 	via := "kiosk staff mode"
 	if viaKiosk {
-		scr, err := n.kiosk.post(ctx, "/kiosk/v1/staff/retrieve", map[string]string{"document_number": c.Number})
-		if err != nil {
-			return "", err
-		}
-		if scr.State == "staff_denied" {
-			// The kiosk session ran out: log in again.
+		// The kiosk's staff session may have ended since the loads: log in again.
+		if cur, err := n.kiosk.screen(ctx); err != nil || cur.Staff == "" {
 			if _, err := n.kiosk.post(ctx, "/kiosk/v1/staff/login", map[string]string{"pin": d.staffPIN}); err != nil {
 				return "", err
 			}
-			scr, err = n.kiosk.post(ctx, "/kiosk/v1/staff/retrieve", map[string]string{"document_number": c.Number})
-			if err != nil {
-				return "", err
-			}
+		}
+		scr, err := n.kiosk.post(ctx, "/kiosk/v1/staff/retrieve", map[string]string{"document_number": c.Number})
+		if err != nil {
+			return "", err
 		}
 		if scr.State != "retrieving" && scr.State != "presenting" {
 			return "", fmt.Errorf("%w: kiosk shows %s: %s", errKioskRefused, scr.State, scr.Message)
@@ -746,7 +758,7 @@ func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	scr, err := n.kiosk.post(ctx, "/kiosk/v1/pickup", map[string]string{"qr": c.mail.QR, "lang": "en"})
+	scr, retried, err := d.kioskTry(ctx, n, "/kiosk/v1/pickup", map[string]string{"qr": c.mail.QR, "lang": "en"})
 	if err != nil {
 		return "", err
 	}
@@ -795,6 +807,6 @@ func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
 	if a := c.doc.actorOf("collected"); a != "device:"+c.Device {
 		return "", fmt.Errorf("collected by %q, want the kluisd report (device:%s)", a, c.Device)
 	}
-	return fmt.Sprintf("compartment %d opened offline, %s; backend still notified during the cut (kluisd backlog %d); after reconnect: collected",
-		c.comp.Number, pulses, h.Backlog), nil
+	return fmt.Sprintf("compartment %d opened offline%s, %s; backend still notified during the cut (kluisd backlog %d); after reconnect: collected",
+		c.comp.Number, retried, pulses, h.Backlog), nil
 }

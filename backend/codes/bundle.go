@@ -7,17 +7,18 @@ import (
 )
 
 // OfflineBundle returns the offline verification material of every open,
-// unexpired, unlocked code on a device, for the device to verify PINs while
+// unexpired, unlocked code on a device (a re-armed code until the end of its
+// grace period), for the device to verify PINs while
 // the backend is out of reach.
 func (s *Service) OfflineBundle(ctx context.Context, deviceID string) ([]OfflineEntry, error) {
 	if !deviceIDPattern.MatchString(deviceID) {
 		return nil, fmt.Errorf("codes: offline bundle: device id %q: %w", deviceID, ErrInvalid)
 	}
-	rows, err := s.pool.Query(ctx, `SELECT c.id, c.document_id::text, c.expires_at, c.compartment_id,
+	rows, err := s.pool.Query(ctx, `SELECT c.id, c.document_id::text, LEAST(c.expires_at, coalesce(c.grace_until, c.expires_at)), c.compartment_id,
 		c.compartment_number, c.board, c.channel, c.needs_dob, d.offline_salt, c.offline_params, c.offline_verifier
 		FROM codes c JOIN code_devices d ON d.device_id = c.device_id
 		WHERE c.device_id = $1 AND c.used_at IS NULL AND c.revoked_at IS NULL AND c.locked_at IS NULL
-		AND c.expires_at > $2 ORDER BY c.created_at LIMIT $3`, deviceID, s.clock(), MaxActiveCodesPerDevice)
+		AND c.expires_at > $2 AND (c.grace_until IS NULL OR c.grace_until > $2) ORDER BY c.created_at LIMIT $3`, deviceID, s.clock(), MaxActiveCodesPerDevice)
 	if err != nil {
 		return nil, fmt.Errorf("codes: offline bundle: %w", err)
 	}

@@ -69,16 +69,23 @@ type codeRow struct {
 	usedAt, revokedAt *time.Time
 	lockedAt          *time.Time
 	failed            int
+	graceUntil        *time.Time
 }
 
 const codeColumns = `id, document_id::text, device_id, compartment_id, compartment_number, board, channel,
-	needs_dob, dob_digest, expires_at, used_at, revoked_at, locked_at, failed_attempts`
+	needs_dob, dob_digest, expires_at, used_at, revoked_at, locked_at, failed_attempts, grace_until`
 
 func scanCode(row pgx.Row) (codeRow, error) {
 	var c codeRow
 	err := row.Scan(&c.id, &c.documentID, &c.deviceID, &c.compartmentID, &c.compartmentNumber, &c.board,
-		&c.channel, &c.needsDOB, &c.dobDigest, &c.expiresAt, &c.usedAt, &c.revokedAt, &c.lockedAt, &c.failed)
+		&c.channel, &c.needsDOB, &c.dobDigest, &c.expiresAt, &c.usedAt, &c.revokedAt, &c.lockedAt, &c.failed, &c.graceUntil)
 	return c, err
+}
+
+// graceOver reports whether a re-armed code's grace period has passed: the
+// code counts as used from then on (see [Service.Rearm]).
+func (c codeRow) graceOver(now time.Time) bool {
+	return c.graceUntil != nil && !now.Before(*c.graceUntil)
 }
 
 // outcome is what one attempt did, decided inside the transaction.
@@ -287,7 +294,7 @@ func (s *Service) decide(ctx context.Context, tx pgx.Tx, a Attempt, method strin
 	switch {
 	case c.revokedAt != nil:
 		return outcome{err: ErrWrongCode, counted: true, code: &c}
-	case c.usedAt != nil:
+	case c.usedAt != nil, c.graceOver(now):
 		return outcome{err: ErrAlreadyCollected, code: &c}
 	case c.lockedAt != nil || c.failed >= s.cfg.CodeMaxFailures:
 		return outcome{err: ErrCodeLocked, counted: true, code: &c}
@@ -318,7 +325,7 @@ func (s *Service) decideQR(ctx context.Context, tx pgx.Tx, a Attempt, now time.T
 		return outcome{err: ErrWrongDevice, code: &c}
 	case c.revokedAt != nil:
 		return outcome{err: ErrWrongCode, code: &c}
-	case c.usedAt != nil:
+	case c.usedAt != nil, c.graceOver(now):
 		return outcome{err: ErrAlreadyCollected, code: &c}
 	case c.lockedAt != nil || c.failed >= s.cfg.CodeMaxFailures:
 		return outcome{err: ErrCodeLocked, code: &c}

@@ -18,6 +18,7 @@ import (
 	"kluis/backend/broker"
 	"kluis/backend/codes"
 	"kluis/backend/devicelink"
+	"kluis/backend/deviceops"
 	"kluis/backend/notify"
 	"kluis/backend/service"
 	"kluis/backend/store"
@@ -182,17 +183,17 @@ func (d *deps) startLink(ctx context.Context, st *store.Store, reg *prometheus.R
 		url = "tcp://" + b.Addr()
 		log.Info("embedded MQTT broker listening", "addr", b.Addr())
 	}
-	alarms, err := newAlarmCounter(reg)
+	events, err := deviceops.NewEvents(deviceops.EventsOptions{Service: d.service, Pool: st.Pool(), Codes: d.codes,
+		Grace: c.codeGrace, Logger: log, Registerer: reg})
 	if err != nil {
 		return err
 	}
 	link, err := devicelink.New(devicelink.Options{
 		URL: url, Username: user, Password: pass,
 		Pool:     st.Pool(),
-		Events:   events{svc: d.service, pool: st.Pool(), log: log.With("part", "device-events"), alarms: alarms},
-		Verifier: verifier{codes: d.codes, log: log.With("part", "verifier"), now: time.Now},
-		Staff: &staffHandler{auth: as, svc: d.service, pool: st.Pool(), log: log.With("part", "kiosk-staff"),
-			now: time.Now, throttle: newDeviceThrottle()},
+		Events:   events,
+		Verifier: deviceops.NewVerifier(deviceops.VerifierOptions{Codes: d.codes, Logger: log}),
+		Staff:    deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: d.service, Pool: st.Pool(), Logger: log}),
 		Logger:   log,
 		Registry: reg,
 	})
@@ -211,7 +212,7 @@ func (d *deps) startLink(ctx context.Context, st *store.Store, reg *prometheus.R
 		}
 		return api.Presence{Online: p.Online, Since: p.Changed, Software: p.Software, LastHeartbeatAt: p.LastHeartbeatAt}, true, nil
 	}
-	d.api.Opener = opener{link: link, pool: st.Pool(), now: time.Now, timeout: c.openTimeout, poll: 100 * time.Millisecond}
+	d.api.Opener = deviceops.NewOpener(deviceops.OpenerOptions{Link: link, Pool: st.Pool(), Timeout: c.openTimeout})
 	return nil
 }
 

@@ -1,4 +1,4 @@
-package main
+package deviceops
 
 import (
 	"context"
@@ -18,9 +18,24 @@ import (
 	"kluis/controller/wire"
 )
 
-// staffHandler answers the kiosk's staff operations: log in with a staff
-// PIN or badge, reserve a compartment for a scanned document, log out.
-type staffHandler struct {
+// StaffOptions configure NewStaff.
+type StaffOptions struct {
+	// Auth checks kiosk credentials and sessions (required).
+	Auth *auth.Service
+	// Service runs the reservations (required).
+	Service *service.Service
+	// Pool is the database (required).
+	Pool *pgxpool.Pool
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Clock gives the time; default time.Now.
+	Clock func() time.Time
+}
+
+// Staff answers the kiosk's staff operations: log in with a staff PIN or
+// badge, reserve a compartment for a scanned document, log out. It
+// implements devicelink.StaffHandler.
+type Staff struct {
 	auth     *auth.Service
 	svc      *service.Service
 	pool     *pgxpool.Pool
@@ -29,8 +44,20 @@ type staffHandler struct {
 	throttle *deviceThrottle
 }
 
+// NewStaff returns a Staff handler.
+func NewStaff(o StaffOptions) *Staff {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	return &Staff{auth: o.Auth, svc: o.Service, pool: o.Pool, log: o.Logger.With("part", "kiosk-staff"), now: o.Clock,
+		throttle: newDeviceThrottle()}
+}
+
 // HandleStaff implements devicelink.StaffHandler.
-func (h *staffHandler) HandleStaff(ctx context.Context, deviceID string, req wire.StaffRequest) wire.StaffResponse {
+func (h *Staff) HandleStaff(ctx context.Context, deviceID string, req wire.StaffRequest) wire.StaffResponse {
 	resp := wire.StaffResponse{Op: req.Op}
 	switch req.Op {
 	case wire.StaffLogin:
@@ -50,13 +77,13 @@ func (h *staffHandler) HandleStaff(ctx context.Context, deviceID string, req wir
 	return resp
 }
 
-func (h *staffHandler) audit(ctx context.Context, actor, action, deviceID string, details map[string]any) {
+func (h *Staff) audit(ctx context.Context, actor, action, deviceID string, details map[string]any) {
 	if _, err := h.svc.RecordEvent(ctx, audit.Entry{Actor: actor, Action: action, Subject: "device:" + deviceID, Details: details}); err != nil {
 		h.log.Warn("audit kiosk staff operation", "action", action, "err", err)
 	}
 }
 
-func (h *staffHandler) login(ctx context.Context, deviceID string, req wire.StaffRequest, resp *wire.StaffResponse) wire.StaffResult {
+func (h *Staff) login(ctx context.Context, deviceID string, req wire.StaffRequest, resp *wire.StaffResponse) wire.StaffResult {
 	now := h.now()
 	if h.throttle.blocked(deviceID, now) {
 		return wire.StaffDenied
@@ -85,7 +112,7 @@ func (h *staffHandler) login(ctx context.Context, deviceID string, req wire.Staf
 	return wire.StaffOK
 }
 
-func (h *staffHandler) reserve(ctx context.Context, deviceID string, req wire.StaffRequest, resp *wire.StaffResponse) wire.StaffResult {
+func (h *Staff) reserve(ctx context.Context, deviceID string, req wire.StaffRequest, resp *wire.StaffResponse) wire.StaffResult {
 	p, err := h.auth.Authenticate(ctx, req.Session)
 	if err != nil || p.TokenKind != "kiosk" {
 		return wire.StaffSessionExpired

@@ -1,18 +1,16 @@
-package main
+package deviceops
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"kluis/backend/api"
 	"kluis/backend/audit"
 	"kluis/backend/codes"
 	"kluis/backend/devicelink"
@@ -22,61 +20,64 @@ import (
 	"kluis/controller/wire"
 )
 
-// This file is the glue between the device link (MQTT) and the use cases:
-// code verification, device events turned into document transitions, and
-// remote opening for the API.
+// EventsOptions configure NewEvents.
+type EventsOptions struct {
+	// Service runs the document transitions (required).
+	Service *service.Service
+	// Pool is the database (required).
+	Pool *pgxpool.Pool
+	// Codes re-arms a used code when the device reports the document still
+	// in its compartment; nil: never.
+	Codes *codes.Service
+	// Grace bounds a pickup_not_collected re-arm (kluisd's timeouts.grace);
+	// default DefaultGrace.
+	Grace time.Duration
+	// Clock gives the backend's time; default time.Now.
+	Clock func() time.Time
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Registerer receives kluis_device_alarms_total; nil: not registered.
+	Registerer prometheus.Registerer
+}
 
-// verifier answers kiosk code verifications with backend/codes.
-type verifier struct {
-	codes *codes.Service
+// DefaultGrace is kluisd's default timeouts.grace.
+const DefaultGrace = 10 * time.Minute
+
+// Events turns device events into document transitions and audit records;
+// it implements devicelink.EventHandler.
+type Events struct {
+	svc   *service.Service
+	pool  *pgxpool.Pool
 	log   *slog.Logger
+	codes *codes.Service
+	grace time.Duration
 	now   func() time.Time
-}
-
-// Verify implements devicelink.Verifier.
-func (v verifier) Verify(ctx context.Context, deviceID string, req wire.VerifyRequest) wire.VerifyResponse {
-	a := codes.Attempt{DeviceID: deviceID}
-	switch req.Method {
-	case wire.MethodQR:
-		a.QRToken = req.Token
-	case wire.MethodPIN:
-		a.PIN, a.BirthDate = req.PIN, req.BirthDate
-	default:
-		return wire.VerifyResponse{Result: wire.VerifyWrongCode}
-	}
-	res, err := v.codes.Verify(ctx, a)
-	if err == nil {
-		return wire.VerifyResponse{Result: wire.VerifyOK, DocumentID: res.DocumentID,
-			Addr: &wire.Address{Board: res.Board, Channel: res.Channel}}
-	}
-	var d *codes.Denial
-	if !errors.As(err, &d) {
-		v.log.Warn("code verification failed", "device", deviceID, "err", err)
-		return wire.VerifyResponse{Result: wire.VerifyUnavailable}
-	}
-	switch codes.Reason(err) {
-	case codes.ReasonExpired:
-		return wire.VerifyResponse{Result: wire.VerifyExpired}
-	case codes.ReasonAlreadyCollected:
-		return wire.VerifyResponse{Result: wire.VerifyAlreadyCollected}
-	case codes.ReasonSecondFactorRequired:
-		return wire.VerifyResponse{Result: wire.VerifySecondFactorRequired}
-	case codes.ReasonDeviceLockedOut:
-		secs := int(d.LockedUntil.Sub(v.now()).Seconds()) + 1
-		return wire.VerifyResponse{Result: wire.VerifyDeviceLockedOut, RetryAfterS: max(secs, 1)}
-	}
-	// Wrong code, wrong device, locked code, invalid input: the kiosk shows
-	// "wrong code" for all of them.
-	return wire.VerifyResponse{Result: wire.VerifyWrongCode}
-}
-
-// events turns device events into document transitions and audit records.
-type events struct {
-	svc  *service.Service
-	pool *pgxpool.Pool
-	log  *slog.Logger
 	// alarms counts alarm events by kind (a bounded wire enum).
 	alarms *prometheus.CounterVec
+}
+
+// NewEvents checks o and returns an Events handler.
+func NewEvents(o EventsOptions) (*Events, error) {
+	if o.Service == nil || o.Pool == nil {
+		return nil, errors.New("deviceops: events need a service and a pool")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	if o.Grace <= 0 {
+		o.Grace = DefaultGrace
+	}
+	h := &Events{svc: o.Service, pool: o.Pool, log: o.Logger.With("part", "device-events"), codes: o.Codes,
+		grace: o.Grace, now: o.Clock}
+	c, err := newAlarmCounter(o.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	h.alarms = c
+	return h, nil
 }
 
 func newAlarmCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
@@ -86,6 +87,9 @@ func newAlarmCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) 
 	}, []string{"alarm"})
 	for _, k := range wire.AlarmKinds() {
 		c.WithLabelValues(string(k))
+	}
+	if reg == nil {
+		return c, nil
 	}
 	if err := reg.Register(c); err != nil {
 		return nil, fmt.Errorf("register alarm counter: %w", err)
@@ -97,7 +101,7 @@ func newAlarmCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) 
 // service's own transaction first; the device audit record is appended last
 // in the link's transaction (audit appends serialise on a transaction lock,
 // so it must not be held while the service appends).
-func (h events) HandleEvent(ctx context.Context, tx pgx.Tx, deviceID string, ev wire.Event) error {
+func (h *Events) HandleEvent(ctx context.Context, tx pgx.Tx, deviceID string, ev wire.Event) error {
 	actor := "device:" + deviceID
 	var err error
 	transition := true
@@ -118,6 +122,13 @@ func (h events) HandleEvent(ctx context.Context, tx pgx.Tx, deviceID string, ev 
 		}
 		_, err = h.svc.Retrieve(ctx, actor, ev.DocumentID)
 		err = h.settled(ctx, err, ev.DocumentID, lifecycle.Retrieved)
+	case wire.EvPickupNotCollected, wire.EvOpenNotDetected:
+		// Before the device audit record: the re-arm locks the document
+		// first and appends to the audit log last, like a transition.
+		if err := h.rearm(ctx, tx, deviceID, ev); err != nil {
+			return err
+		}
+		transition = false
 	default:
 		transition = false
 	}
@@ -154,9 +165,44 @@ func (h events) HandleEvent(ctx context.Context, tx pgx.Tx, deviceID string, ev 
 	return nil
 }
 
+// rearmWindow is how long before the device's event a code must have been
+// used to be the code of the pickup the event reports on.
+const rearmWindow = time.Hour
+
+// rearm gives the citizen's code back when the device reports the document
+// still in its compartment: for a short grace period after
+// pickup_not_collected, as before when the door did not open (kluisd does
+// the same offline). Staff and remote opens (staff_id, command_id) never
+// re-arm a code.
+func (h *Events) rearm(ctx context.Context, tx pgx.Tx, deviceID string, ev wire.Event) error {
+	if h.codes == nil || ev.DocumentID == "" || ev.StaffID != "" || ev.CommandID != "" {
+		return nil
+	}
+	r := codes.Rearm{DocumentID: ev.DocumentID, DeviceID: deviceID, UsedSince: ev.At.Add(-rearmWindow)}
+	if ev.Kind == wire.EvPickupNotCollected {
+		now := h.now()
+		r.Until = now.Add(h.grace)
+		if at := ev.At.Add(h.grace); at.Before(r.Until) {
+			r.Until = at // reported late: the grace counts from the device's event
+		}
+	}
+	ok, err := h.codes.Rearm(ctx, tx, r)
+	if errors.Is(err, codes.ErrInvalid) {
+		return fmt.Errorf("%s: %v: %w", ev.Kind, err, devicelink.ErrRejected)
+	}
+	if err != nil {
+		return err
+	}
+	if ok {
+		h.log.Info("code given back: the document is still in its compartment", "device", deviceID,
+			"document", ev.DocumentID, "event", ev.Kind)
+	}
+	return nil
+}
+
 // atAddress resolves the event's compartment and runs fn with its number;
 // a resend of an event already applied is accepted.
-func (h events) atAddress(ctx context.Context, deviceID string, ev wire.Event, want lifecycle.State, fn func(number int) error) error {
+func (h *Events) atAddress(ctx context.Context, deviceID string, ev wire.Event, want lifecycle.State, fn func(number int) error) error {
 	if ev.Addr == nil {
 		return fmt.Errorf("%s event without addr: %w", ev.Kind, devicelink.ErrRejected)
 	}
@@ -185,7 +231,7 @@ func (h events) atAddress(ctx context.Context, deviceID string, ev wire.Event, w
 // settled maps a transition error: nil when the document already is in the
 // wanted state (the event was applied before), ErrRejected for refusals
 // that a resend cannot fix, the error itself (retry) otherwise.
-func (h events) settled(ctx context.Context, err error, docID string, want lifecycle.State) error {
+func (h *Events) settled(ctx context.Context, err error, docID string, want lifecycle.State) error {
 	if err == nil {
 		return nil
 	}
@@ -200,55 +246,4 @@ func (h events) settled(ctx context.Context, err error, docID string, want lifec
 		return fmt.Errorf("%v: %w", err, devicelink.ErrRejected)
 	}
 	return err
-}
-
-// opener sends remote-open commands and waits for the device's result.
-type opener struct {
-	link    *devicelink.Link
-	pool    *pgxpool.Pool
-	now     func() time.Time
-	timeout time.Duration
-	poll    time.Duration
-}
-
-// OpenCompartment implements api.Opener. The command expires with the
-// wait, so a device that was offline never opens the door much later.
-func (o opener) OpenCompartment(ctx context.Context, deviceID string, number int, reason, actor string) error {
-	c, err := store.CompartmentByNumber(ctx, o.pool, deviceID, number)
-	if err != nil {
-		return err
-	}
-	now := o.now().UTC()
-	id, err := o.link.SendCommand(ctx, deviceID, wire.Command{Kind: wire.CmdOpen, Issued: now, Expires: now.Add(o.timeout),
-		Addr: &wire.Address{Board: c.Board, Channel: c.Channel}, Reason: reason, By: actor})
-	if errors.Is(err, devicelink.ErrNotConnected) {
-		return &api.Error{Status: http.StatusServiceUnavailable, Code: "device_link_unavailable",
-			Message: "the backend is not connected to the MQTT broker", Err: err}
-	}
-	if err != nil {
-		return err
-	}
-	deadline := time.NewTimer(o.timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(o.poll)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-deadline.C:
-			return fmt.Errorf("no answer from device %s within %s (the command expires unexecuted)", deviceID, o.timeout)
-		case <-tick.C:
-		}
-		st, err := o.link.CommandStatus(ctx, id)
-		if err != nil {
-			return err
-		}
-		switch wire.CommandStatus(st.Status) {
-		case wire.StatusDone, wire.StatusDuplicate:
-			return nil
-		case wire.StatusFailed, wire.StatusExpired, wire.StatusRejected:
-			return fmt.Errorf("device %s answered %s: %s", deviceID, st.Status, st.Detail)
-		}
-	}
 }

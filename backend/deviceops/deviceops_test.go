@@ -1,0 +1,230 @@
+package deviceops_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/codes"
+	"kluis/backend/deviceops"
+	"kluis/backend/service"
+	"kluis/backend/store"
+	"kluis/backend/store/storetest"
+	"kluis/controller/wire"
+)
+
+var t0 = time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+
+// secrets keeps the credentials the service hands its notifier.
+type secrets struct {
+	mu  sync.Mutex
+	got map[string]codes.Credentials
+}
+
+func (s *secrets) Notify(_ context.Context, n service.Notification) error {
+	if cr, ok := n.Secret.(codes.Credentials); ok {
+		s.mu.Lock()
+		s.got[n.Document.ID] = cr
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+func (s *secrets) of(id string) codes.Credentials {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.got[id]
+}
+
+type env struct {
+	t      *testing.T
+	ctx    context.Context
+	st     *store.Store
+	clock  *storetest.Clock
+	codes  *codes.Service
+	svc    *service.Service
+	events *deviceops.Events
+	ver    *deviceops.Verifier
+	creds  *secrets
+	reg    *prometheus.Registry
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, ctx: context.Background(), clock: storetest.NewClock(t0), creds: &secrets{got: map[string]codes.Credentials{}},
+		reg: prometheus.NewRegistry()}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	e.st = storetest.NewWithOptions(t, store.Options{Clock: e.clock.Now})
+	keys, err := codes.GenerateKeys()
+	require.NoError(t, err)
+	e.codes, err = codes.New(codes.Options{Pool: e.st.Pool(), Keys: keys, Clock: e.clock.Now, Logger: log,
+		Argon: codes.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	require.NoError(t, err)
+	e.svc, err = service.New(service.Options{Store: e.st, Clock: e.clock.Now, Logger: log,
+		Codes: codes.Issuer{Service: e.codes}, Notifier: e.creds})
+	require.NoError(t, err)
+	e.events, err = deviceops.NewEvents(deviceops.EventsOptions{Service: e.svc, Pool: e.st.Pool(),
+		Grace: 10 * time.Minute, Clock: e.clock.Now, Logger: log, Registerer: e.reg, Codes: e.codes})
+	require.NoError(t, err)
+	e.ver = deviceops.NewVerifier(deviceops.VerifierOptions{Codes: e.codes, Logger: log, Clock: e.clock.Now})
+	_, err = e.svc.CreateSite(e.ctx, "user:admin", store.NewSite{ID: "kortrijk", Name: "Stadhuis"})
+	require.NoError(t, err)
+	for _, id := range []string{"k1", "k2"} {
+		_, err = e.svc.CreateDevice(e.ctx, "user:admin", store.NewDevice{ID: id, SiteID: "kortrijk", Kind: store.Locker,
+			Compartments: []store.NewCompartment{{Channel: 0, Size: store.SizeM, HeightCM: 100}, {Channel: 1, Size: store.SizeM, HeightCM: 100}}})
+		require.NoError(t, err)
+	}
+	return e
+}
+
+// loaded registers, reserves at device and loads a document of kind.
+func (e *env) loaded(kind store.DocumentKind, number, device string) (store.Document, codes.Credentials) {
+	e.t.Helper()
+	d, err := e.svc.RegisterDocument(e.ctx, "user:1", store.NewDocument{Kind: kind, Number: number, FirstName: "An",
+		LastName: "Claes", BirthDate: time.Date(1990, 2, 28, 0, 0, 0, 0, time.UTC), Language: "nl",
+		Email: "an@example.be", SiteID: "kortrijk"})
+	require.NoError(e.t, err)
+	_, err = e.svc.Reserve(e.ctx, "user:1", d.ID, service.ReserveOptions{DeviceID: device})
+	require.NoError(e.t, err)
+	d, err = e.svc.Load(e.ctx, "user:1", d.ID)
+	require.NoError(e.t, err)
+	cr := e.creds.of(d.ID)
+	require.NotEmpty(e.t, cr.QRToken)
+	return d, cr
+}
+
+func (e *env) qr(device, token string) wire.VerifyResponse {
+	return e.ver.Verify(e.ctx, device, wire.VerifyRequest{Method: wire.MethodQR, Token: token})
+}
+
+func (e *env) pin(device, pin, dob string) wire.VerifyResponse {
+	return e.ver.Verify(e.ctx, device, wire.VerifyRequest{Method: wire.MethodPIN, PIN: pin, BirthDate: dob})
+}
+
+// event hands ev to the handler in its own transaction, like the link does.
+func (e *env) event(device string, ev wire.Event) error {
+	e.t.Helper()
+	if ev.ID == "" {
+		ev.ID = wire.NewID(e.clock.Now())
+	}
+	if ev.At.IsZero() {
+		ev.At = e.clock.Now()
+	}
+	return pgx.BeginFunc(e.ctx, e.st.Pool(), func(tx pgx.Tx) error { return e.events.HandleEvent(e.ctx, tx, device, ev) })
+}
+
+func (e *env) addr(d store.Document) *wire.Address {
+	e.t.Helper()
+	c, err := store.GetCompartment(e.ctx, e.st.Pool(), d.CompartmentID)
+	require.NoError(e.t, err)
+	return &wire.Address{Board: c.Board, Channel: c.Channel}
+}
+
+// The citizen opened the door and left the document: the same code works
+// again for the grace period (once), then it is spent; the pickup that
+// follows collects the document.
+func TestPickupNotCollectedGivesTheCodeBackForTheGracePeriod(t *testing.T) {
+	e := newEnv(t)
+	doc, cr := e.loaded(store.EID, "591-1234567-89", "k1")
+
+	r := e.qr("k1", cr.QRToken)
+	require.Equal(t, wire.VerifyOK, r.Result)
+	require.Equal(t, doc.ID, r.DocumentID)
+	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr.QRToken).Result, "single use")
+
+	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvPickupNotCollected, Addr: e.addr(doc), DocumentID: doc.ID, Method: wire.MethodQR}))
+	e.clock.Add(9 * time.Minute)
+	require.Equal(t, wire.VerifyOK, e.pin("k1", cr.PIN, "1990-02-28").Result, "within the grace period, PIN too")
+	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr.QRToken).Result, "still single use")
+
+	// Left again; the grace period runs out.
+	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvPickupNotCollected, Addr: e.addr(doc), DocumentID: doc.ID}))
+	e.clock.Add(10 * time.Minute)
+	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr.QRToken).Result, "spent after the grace period")
+
+	// Staff re-issue: new codes work, the old one stays dead.
+	_, err := e.svc.Reissue(e.ctx, "user:1", doc.ID)
+	require.NoError(t, err)
+	cr2 := e.creds.of(doc.ID)
+	require.NotEqual(t, cr.QRToken, cr2.QRToken)
+	require.Equal(t, wire.VerifyOK, e.qr("k1", cr2.QRToken).Result)
+	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvPickupCompleted, Addr: e.addr(doc), DocumentID: doc.ID}))
+	got, err := e.svc.GetDocument(e.ctx, doc.ID)
+	require.NoError(t, err)
+	require.Equal(t, "collected", string(got.State))
+	// A late not-collected report of an earlier attempt gives nothing back.
+	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvPickupNotCollected, Addr: e.addr(doc), DocumentID: doc.ID}))
+	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr2.QRToken).Result)
+}
+
+// A door that never opened gives the citizen's code back; a staff or
+// remote operation's report never does, nor a report from another device.
+func TestOpenNotDetectedGivesTheCitizensCodeBack(t *testing.T) {
+	e := newEnv(t)
+	doc, cr := e.loaded(store.DrivingLicence, "B 123 456", "k1")
+	require.Equal(t, wire.VerifyOK, e.qr("k1", cr.QRToken).Result)
+
+	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvOpenNotDetected, Addr: e.addr(doc), DocumentID: doc.ID, StaffID: "7"}))
+	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvOpenNotDetected, Addr: e.addr(doc), DocumentID: doc.ID, CommandID: wire.NewID(e.clock.Now())}))
+	require.NoError(t, e.event("k2", wire.Event{Kind: wire.EvOpenNotDetected, Addr: e.addr(doc), DocumentID: doc.ID}))
+	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr.QRToken).Result)
+
+	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvOpenNotDetected, Addr: e.addr(doc), DocumentID: doc.ID}))
+	e.clock.Add(24 * time.Hour)
+	require.Equal(t, wire.VerifyOK, e.qr("k1", cr.QRToken).Result, "valid as before, until its expiry")
+
+	// A malformed document id is refused for good (the device stops resending).
+	err := e.event("k1", wire.Event{Kind: wire.EvPickupNotCollected, Addr: e.addr(doc), DocumentID: "not-a-uuid"})
+	require.Error(t, err)
+}
+
+// Every refusal maps to a result the kiosk can show without telling an
+// attacker more than "wrong code", except what the citizen needs.
+func TestVerifierResultsAreKioskSafe(t *testing.T) {
+	e := newEnv(t)
+	_, cr := e.loaded(store.EID, "591-7654321-00", "k1")
+
+	require.Equal(t, wire.VerifyWrongCode, e.qr("k2", cr.QRToken).Result, "a code for another device reads as wrong")
+	require.Equal(t, wire.VerifyWrongCode, e.qr("k1", "garbage").Result)
+	require.Equal(t, wire.VerifyWrongCode, e.ver.Verify(e.ctx, "k1", wire.VerifyRequest{Method: "voice"}).Result)
+	require.Equal(t, wire.VerifyWrongCode, e.qr("Not A Device", cr.QRToken).Result)
+	require.Equal(t, wire.VerifySecondFactorRequired, e.pin("k1", cr.PIN, "").Result)
+
+	// Wrong dates of birth lock the code: the kiosk still only says wrong code.
+	for range codes.CodeMaxFailures {
+		r := e.pin("k1", cr.PIN, "2000-01-01")
+		require.Equal(t, wire.VerifyWrongCode, r.Result)
+	}
+	e.clock.Add(codes.DeviceLockout + time.Minute) // past the device lockout those failures caused
+	require.Equal(t, wire.VerifyWrongCode, e.qr("k1", cr.QRToken).Result, "a locked code reads as wrong")
+
+	// Guessing PINs locks the device's PIN entry, with a retry time.
+	_, cr2 := e.loaded(store.Passport, "EP1234567", "k2")
+	var last wire.VerifyResponse
+	for i := range codes.DeviceMaxFailures + 1 {
+		last = e.pin("k2", fmtPIN(i), "1990-02-28")
+	}
+	require.Equal(t, wire.VerifyDeviceLockedOut, last.Result)
+	require.Positive(t, last.RetryAfterS)
+	require.Equal(t, wire.VerifyDeviceLockedOut, e.pin("k2", cr2.PIN, "1990-02-28").Result, "even the right PIN waits")
+	require.Equal(t, wire.VerifyOK, e.qr("k2", cr2.QRToken).Result, "a QR code is not a guess")
+
+	// Past the deadline: expired.
+	_, cr3 := e.loaded(store.EID, "591-0000001-11", "k1")
+	e.clock.Add(40 * 24 * time.Hour)
+	require.Equal(t, wire.VerifyExpired, e.qr("k1", cr3.QRToken).Result)
+}
+
+func fmtPIN(i int) string {
+	b := []byte("000000000")
+	b[len(b)-1] = byte('0' + i%10)
+	b[len(b)-2] = byte('0' + i/10%10)
+	return string(b)
+}

@@ -1,0 +1,21 @@
+// Package deviceops is the glue between the device link (backend/devicelink,
+// MQTT) and the use cases, used by cmd/kluis-backend:
+//
+//   - Verifier answers a kiosk's code verification with backend/codes and
+//     maps every refusal to a result the kiosk can show without leaking:
+//     wrong_code (also a code for another device, a locked code, malformed
+//     input), expired, already_collected, second_factor_required,
+//     device_locked_out (with retry_after_s), or unavailable when the
+//     backend itself failed.
+//   - Events turns device events into document transitions (loaded,
+//     pickup_completed, retrieved) and audit records (door events,
+//     alarms). When a device reports that the document is still in its
+//     compartment after a citizen's code was accepted (pickup_not_collected,
+//     or open_not_detected: the door never opened), it gives the code back
+//     with codes.Service.Rearm: for a grace period after pickup_not_collected
+//     (kluisd's timeouts.grace), as before after open_not_detected. The code
+//     stays single use: it is consumed again by the next accepted attempt.
+//   - Opener sends remote-open commands and waits for the device's answer.
+//   - Staff answers kiosk staff logins (PIN or badge, throttled per device)
+//     and reservations of a scanned document at the kiosk's device.
+package deviceops

@@ -1,0 +1,78 @@
+package deviceops
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"kluis/backend/codes"
+	"kluis/controller/wire"
+)
+
+// VerifierOptions configure NewVerifier.
+type VerifierOptions struct {
+	// Codes checks the codes (required).
+	Codes *codes.Service
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Clock gives the time (for retry_after_s); default time.Now.
+	Clock func() time.Time
+}
+
+// Verifier answers kiosk code verifications with backend/codes; it
+// implements devicelink.Verifier.
+type Verifier struct {
+	codes *codes.Service
+	log   *slog.Logger
+	now   func() time.Time
+}
+
+// NewVerifier returns a Verifier.
+func NewVerifier(o VerifierOptions) *Verifier {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	return &Verifier{codes: o.Codes, log: o.Logger.With("part", "verifier"), now: o.Clock}
+}
+
+// Verify answers one request; see the package doc for the kiosk-safe
+// results.
+func (v *Verifier) Verify(ctx context.Context, deviceID string, req wire.VerifyRequest) wire.VerifyResponse {
+	a := codes.Attempt{DeviceID: deviceID}
+	switch req.Method {
+	case wire.MethodQR:
+		a.QRToken = req.Token
+	case wire.MethodPIN:
+		a.PIN, a.BirthDate = req.PIN, req.BirthDate
+	default:
+		return wire.VerifyResponse{Result: wire.VerifyWrongCode}
+	}
+	res, err := v.codes.Verify(ctx, a)
+	if err == nil {
+		return wire.VerifyResponse{Result: wire.VerifyOK, DocumentID: res.DocumentID,
+			Addr: &wire.Address{Board: res.Board, Channel: res.Channel}}
+	}
+	var d *codes.Denial
+	if !errors.As(err, &d) {
+		v.log.Warn("code verification failed", "device", deviceID, "err", err)
+		return wire.VerifyResponse{Result: wire.VerifyUnavailable}
+	}
+	switch codes.Reason(err) {
+	case codes.ReasonExpired:
+		return wire.VerifyResponse{Result: wire.VerifyExpired}
+	case codes.ReasonAlreadyCollected:
+		return wire.VerifyResponse{Result: wire.VerifyAlreadyCollected}
+	case codes.ReasonSecondFactorRequired:
+		return wire.VerifyResponse{Result: wire.VerifySecondFactorRequired}
+	case codes.ReasonDeviceLockedOut:
+		secs := int(d.LockedUntil.Sub(v.now()).Seconds()) + 1
+		return wire.VerifyResponse{Result: wire.VerifyDeviceLockedOut, RetryAfterS: max(secs, 1)}
+	}
+	// Wrong code, wrong device, locked code, invalid input: the kiosk shows
+	// "wrong code" for all of them.
+	return wire.VerifyResponse{Result: wire.VerifyWrongCode}
+}

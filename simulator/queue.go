@@ -55,8 +55,9 @@ func (q *EventQueue) push(e QueuedEvent) {
 type QueueSnapshot struct {
 	BootID uint32        `json:"boot_id"`
 	Events []QueuedEvent `json:"events"`
-	// Overflowed is true when events were lost since the flag was last
-	// taken (TakeOverflow).
+	// Overflowed is the overflow flag: events were lost because the queue
+	// was full. It stays raised until an Ack follows an EVENTS reply that
+	// showed it (ShowOverflow), as firmware-protocol.md 4.4 says.
 	Overflowed bool `json:"overflowed"`
 }
 

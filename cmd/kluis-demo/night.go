@@ -758,12 +758,19 @@ func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	off0, err := d.metric(ctx, n, "kluisd_verifications_total", `result="ok",source="offline"`)
+	if err != nil {
+		return "", err
+	}
 	scr, retried, err := d.kioskTry(ctx, n, "/kiosk/v1/pickup", map[string]string{"qr": c.mail.QR, "lang": "en"})
 	if err != nil {
 		return "", err
 	}
 	if scr.State != "open" {
 		return "", fmt.Errorf("offline: kiosk shows %s: %s", scr.State, scr.Message)
+	}
+	if off, err := d.metric(ctx, n, "kluisd_verifications_total", `result="ok",source="offline"`); err != nil || off != off0+1 {
+		return "", fmt.Errorf("kluisd_verifications_total{result=ok,source=offline} went from %v to %v (err %v), want one more", off0, off, err)
 	}
 	if err := d.waitDoor(ctx, c.Device, board, ch, true); err != nil {
 		return "", err
@@ -807,6 +814,6 @@ func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
 	if a := c.doc.actorOf("collected"); a != "device:"+c.Device {
 		return "", fmt.Errorf("collected by %q, want the kluisd report (device:%s)", a, c.Device)
 	}
-	return fmt.Sprintf("compartment %d opened offline%s, %s; backend still notified during the cut (kluisd backlog %d); after reconnect: collected",
+	return fmt.Sprintf("compartment %d opened after an offline check of the QR code%s, %s; backend still notified during the cut (kluisd backlog %d); after reconnect: collected",
 		c.comp.Number, retried, pulses, h.Backlog), nil
 }

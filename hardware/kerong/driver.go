@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"kluis/hardware"
+	"kluis/hardware/internal/evqueue"
 )
 
 // Kind is the driver kind reported by Describe.
@@ -116,14 +117,13 @@ type Driver struct {
 	dl     *deadlineReader
 	rd     *Reader
 
-	mu       sync.Mutex // guards the fields below
-	last     map[int]Status
-	link     map[int]boardLink
-	pending  []hardware.Event
-	notify   chan struct{}
-	halted   bool
-	closed   bool
-	watching bool
+	events *evqueue.Queue // for Watch
+
+	mu     sync.Mutex // guards the fields below
+	last   map[int]Status
+	link   map[int]boardLink
+	halted bool
+	closed bool
 }
 
 var _ hardware.Driver = (*Driver)(nil)
@@ -187,13 +187,16 @@ func New(o Options) (*Driver, error) {
 		return nil, err
 	}
 	d := &Driver{
-		o:      o,
-		log:    o.Logger.With("part", "kerong", "port", o.Port),
-		m:      m,
-		last:   map[int]Status{},
-		link:   map[int]boardLink{},
-		notify: make(chan struct{}),
+		o:    o,
+		log:  o.Logger.With("part", "kerong", "port", o.Port),
+		m:    m,
+		last: map[int]Status{},
+		link: map[int]boardLink{},
 	}
+	d.events = evqueue.New("kerong", o.QueueLimit, func() {
+		m.dropped.Inc()
+		d.log.Warn("event queue full, dropped the oldest event")
+	})
 	return d, nil
 }
 
@@ -352,19 +355,13 @@ func (d *Driver) readStatus(ctx context.Context, board int) (Status, error) {
 // open reports whether the lock feedback says lock is open.
 func (d *Driver) open(st Status, lock int) bool { return st.LockBit(lock) == d.o.OpenBitSet }
 
-// queueLocked adds an event for Watch. d.mu must be held.
+// queueLocked adds an event for Watch. d.mu is held by the callers, so
+// events are queued in the order the driver saw them.
 func (d *Driver) queueLocked(ev hardware.Event) {
 	if ev.At.IsZero() {
 		ev.At = d.o.Clock()
 	}
-	if len(d.pending) >= d.o.QueueLimit {
-		d.pending = d.pending[1:]
-		d.m.dropped.Inc()
-		d.log.Warn("event queue full, dropped the oldest event")
-	}
-	d.pending = append(d.pending, ev)
-	close(d.notify)
-	d.notify = make(chan struct{})
+	d.events.Push(ev)
 }
 
 // observe records a board's status and queues the events its changes mean.
@@ -570,62 +567,7 @@ func (d *Driver) unlocked(addr hardware.Address) {
 // ctx.Err() when ctx ends and an error wrapping hardware.ErrHalted after
 // Close.
 func (d *Driver) Watch(ctx context.Context, fn func(hardware.Event) error) error {
-	d.mu.Lock()
-	if d.closed {
-		d.mu.Unlock()
-		return fmt.Errorf("kerong: closed: %w", hardware.ErrHalted)
-	}
-	if d.watching {
-		d.mu.Unlock()
-		return fmt.Errorf("kerong: watch already running: %w", hardware.ErrBusy)
-	}
-	d.watching = true
-	d.mu.Unlock()
-	defer func() {
-		d.mu.Lock()
-		d.watching = false
-		d.mu.Unlock()
-	}()
-	tick := time.NewTicker(d.o.PollInterval)
-	defer tick.Stop()
-	d.poll(ctx)
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		d.mu.Lock()
-		closed := d.closed
-		var ev hardware.Event
-		have := len(d.pending) > 0
-		if have {
-			ev = d.pending[0]
-		}
-		notify := d.notify
-		d.mu.Unlock()
-		if closed {
-			return fmt.Errorf("kerong: closed: %w", hardware.ErrHalted)
-		}
-		if have {
-			if err := fn(ev); err != nil {
-				return err
-			}
-			d.mu.Lock()
-			// Only Watch removes events and only one runs, but a full
-			// queue may have dropped the head meanwhile.
-			if len(d.pending) > 0 && d.pending[0] == ev {
-				d.pending = d.pending[1:]
-			}
-			d.mu.Unlock()
-			continue
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-notify:
-		case <-tick.C:
-			d.poll(ctx)
-		}
-	}
+	return d.events.Watch(ctx, fn, evqueue.Poll{Every: d.o.PollInterval, Poll: d.poll})
 }
 
 // poll reads every board once; failures are recorded as offline boards.
@@ -656,12 +598,9 @@ func (d *Driver) Halt() error {
 func (d *Driver) Close() error {
 	_ = d.Halt()
 	d.mu.Lock()
-	if !d.closed {
-		d.closed = true
-		close(d.notify)
-		d.notify = make(chan struct{})
-	}
+	d.closed = true
 	d.mu.Unlock()
+	d.events.Close()
 	d.lineMu.Lock()
 	defer d.lineMu.Unlock()
 	if d.port == nil {

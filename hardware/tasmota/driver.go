@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"kluis/hardware"
+	"kluis/hardware/internal/evqueue"
 )
 
 // Kind is the driver kind reported by Describe.
@@ -116,17 +117,16 @@ type Driver struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	mu       sync.Mutex
-	mods     map[string]*module // by topic
-	byBoard  map[int]*module
-	pending  []hardware.Event
-	notify   chan struct{}
-	waiters  map[string][]chan struct{}
-	ready    chan struct{} // closed once subscribed
-	isReady  bool
-	halted   bool
-	closed   bool
-	watching bool
+	events *evqueue.Queue // for Watch
+
+	mu      sync.Mutex
+	mods    map[string]*module // by topic
+	byBoard map[int]*module
+	waiters map[string][]chan struct{}
+	ready   chan struct{} // closed once subscribed
+	isReady bool
+	halted  bool
+	closed  bool
 }
 
 var (
@@ -175,7 +175,6 @@ func New(o Options) (*Driver, error) {
 		done:    make(chan struct{}),
 		mods:    map[string]*module{},
 		byBoard: map[int]*module{},
-		notify:  make(chan struct{}),
 		waiters: map[string][]chan struct{}{},
 		ready:   make(chan struct{}),
 	}
@@ -206,6 +205,10 @@ func New(o Options) (*Driver, error) {
 	if err := d.newMetrics(); err != nil {
 		return nil, err
 	}
+	d.events = evqueue.New("tasmota", o.QueueLimit, func() {
+		d.m.dropped.Inc()
+		d.log.Warn("event queue full, dropped the oldest event")
+	})
 	opts := mqtt.NewClientOptions().
 		AddBroker(o.Broker).
 		SetClientID(o.ClientID).
@@ -504,18 +507,13 @@ func (d *Driver) fireLocked(key string) {
 	delete(d.waiters, key)
 }
 
+// queueLocked adds an event for Watch. d.mu is held by the callers, so
+// events are queued in the order the driver saw them.
 func (d *Driver) queueLocked(ev hardware.Event) {
 	if ev.At.IsZero() {
 		ev.At = d.o.Clock()
 	}
-	if len(d.pending) >= d.o.QueueLimit {
-		d.pending = d.pending[1:]
-		d.m.dropped.Inc()
-		d.log.Warn("event queue full, dropped the oldest event")
-	}
-	d.pending = append(d.pending, ev)
-	close(d.notify)
-	d.notify = make(chan struct{})
+	d.events.Push(ev)
 }
 
 func boardAddr(mod *module) hardware.Address {
@@ -932,55 +930,7 @@ func (d *Driver) Hatch(ctx context.Context, board int) (hardware.HatchState, err
 // the queue only when fn returned nil; fn's error stops Watch and the event
 // is delivered again by the next Watch. One Watch at a time.
 func (d *Driver) Watch(ctx context.Context, fn func(hardware.Event) error) error {
-	d.mu.Lock()
-	if d.closed {
-		d.mu.Unlock()
-		return fmt.Errorf("tasmota: closed: %w", hardware.ErrHalted)
-	}
-	if d.watching {
-		d.mu.Unlock()
-		return fmt.Errorf("tasmota: watch already running: %w", hardware.ErrBusy)
-	}
-	d.watching = true
-	d.mu.Unlock()
-	defer func() {
-		d.mu.Lock()
-		d.watching = false
-		d.mu.Unlock()
-	}()
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		d.mu.Lock()
-		closed := d.closed
-		var ev hardware.Event
-		have := len(d.pending) > 0
-		if have {
-			ev = d.pending[0]
-		}
-		notify := d.notify
-		d.mu.Unlock()
-		if closed {
-			return fmt.Errorf("tasmota: closed: %w", hardware.ErrHalted)
-		}
-		if have {
-			if err := fn(ev); err != nil {
-				return err
-			}
-			d.mu.Lock()
-			if len(d.pending) > 0 && d.pending[0] == ev {
-				d.pending = d.pending[1:]
-			}
-			d.mu.Unlock()
-			continue
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-notify:
-		}
-	}
+	return d.events.Watch(ctx, fn, evqueue.Poll{})
 }
 
 // Halt refuses further pulses and switches every relay of every module
@@ -1020,9 +970,8 @@ func (d *Driver) Close() error {
 		d.closeErr = d.Halt()
 		d.mu.Lock()
 		d.closed = true
-		close(d.notify)
-		d.notify = make(chan struct{})
 		d.mu.Unlock()
+		d.events.Close()
 		d.client.Disconnect(250)
 		close(d.stop)
 		<-d.done

@@ -27,7 +27,7 @@ func (s *Service) RegisterDocument(ctx context.Context, actor string, n store.Ne
 	}
 	var out store.Document
 	err := s.st.InTx(ctx, func(tx pgx.Tx) error {
-		d, err := store.InsertDocument(ctx, tx, n, s.pseudonym(n.Kind, n.Number), now)
+		d, err := store.InsertDocument(ctx, tx, n, s.pseudonym(n.Kind, store.DocumentNumberKey(n.Number)), now)
 		if err != nil {
 			return err
 		}

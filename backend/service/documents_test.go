@@ -140,3 +140,44 @@ func TestFindActiveByNumber(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, store.Passport, got.Kind)
 }
+
+// Numbers compare without case, spaces or dashes, at lookup and at
+// registration (the same document cannot be registered twice by writing
+// its number differently); the number is kept as entered.
+func TestDocumentNumbersAreNormalised(t *testing.T) {
+	e := newEnv(t, nil)
+	n := e.newDoc(store.EID, false)
+	n.Number = "591-1234567-89"
+	doc, err := e.svc.RegisterDocument(e.ctx, "user:c", n)
+	require.NoError(t, err)
+	require.Equal(t, "591-1234567-89", doc.Number)
+	for _, scanned := range []string{"591 1234567 89", "5911234567 89", " 591123456789\n", "591–1234567–89"} {
+		got, err := e.svc.FindActiveByNumber(e.ctx, scanned, "kortrijk")
+		require.NoError(t, err, "%q", scanned)
+		require.Equal(t, doc.ID, got.ID, "%q", scanned)
+	}
+	_, err = e.svc.FindActiveByNumber(e.ctx, "591-1234567-8", "kortrijk")
+	require.ErrorIs(t, err, service.ErrNotFound)
+
+	again := n
+	again.Number = "591 1234567 89"
+	_, err = e.svc.RegisterDocument(e.ctx, "user:c", again)
+	require.ErrorIs(t, err, service.ErrConflict, "the same eID written with spaces")
+
+	pass := e.newDoc(store.Passport, false)
+	pass.Number = "ep 123-456"
+	p, err := e.svc.RegisterDocument(e.ctx, "user:c", pass)
+	require.NoError(t, err)
+	got, err := e.svc.FindActiveByNumber(e.ctx, "EP123456", "")
+	require.NoError(t, err)
+	require.Equal(t, p.ID, got.ID)
+	require.NotEmpty(t, doc.NumberPseudonym)
+
+	// The pseudonym follows the canonical number too: a later registration
+	// of the same document links up in the audit trail after a purge.
+	_, err = e.svc.Cancel(e.ctx, "user:c", doc.ID, "")
+	require.NoError(t, err)
+	again2, err := e.svc.RegisterDocument(e.ctx, "user:c", again)
+	require.NoError(t, err)
+	require.Equal(t, doc.NumberPseudonym, again2.NumberPseudonym)
+}

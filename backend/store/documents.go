@@ -44,7 +44,8 @@ func nullIfEmpty(s string) any {
 
 // InsertDocument validates n and inserts it as registered. pseudonym is the
 // keyed pseudonym of the number ("" for none). ErrNotFound when the site
-// does not exist; ErrConflict when the same kind and number is already in
+// does not exist; ErrConflict when the same kind and number (compared by
+// DocumentNumberKey) is already in
 // the process.
 func InsertDocument(ctx context.Context, db DB, n NewDocument, pseudonym string, now time.Time) (Document, error) {
 	if err := n.Validate(now); err != nil {
@@ -321,15 +322,16 @@ func PurgePersonalData(ctx context.Context, db DB, cutoff, now time.Time) ([]str
 
 // FindActiveByNumber returns the document with this printed number that is
 // still being handled (not collected, retrieved or cancelled), optionally
-// at one site (siteID ""). The number is normalised first. ErrNotFound when
-// none, ErrConflict when documents of several kinds share the number.
+// at one site (siteID ""). Numbers compare by DocumentNumberKey (no case,
+// spaces or dashes). ErrNotFound when none, ErrConflict when documents of
+// several kinds share the number.
 func FindActiveByNumber(ctx context.Context, db DB, number, siteID string) (Document, error) {
-	number = NormalizeDocumentNumber(number)
-	if number == "" {
+	number = DocumentNumberKey(number)
+	if number == "" || len(number) > 64 {
 		return Document{}, fmt.Errorf("document number: %w", ErrNotFound)
 	}
 	rows, err := db.Query(ctx, "SELECT "+documentColumns+` FROM documents
-		WHERE number = $1 AND ($2 = '' OR site_id = $2) AND state NOT IN ('collected', 'retrieved', 'cancelled')
+		WHERE number_key = $1 AND ($2 = '' OR site_id = $2) AND state NOT IN ('collected', 'retrieved', 'cancelled')
 		ORDER BY created_at LIMIT 2`, number, siteID)
 	if err != nil {
 		return Document{}, fmt.Errorf("store: find by number: %w", err)

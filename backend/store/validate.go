@@ -81,8 +81,24 @@ func (c *checker) text(field, v string, required bool, max int) {
 
 var docNumberPattern = regexp.MustCompile(`^[A-Z0-9][A-Z0-9 -]{1,30}[A-Z0-9]$`)
 
-// NormalizeDocumentNumber upper-cases and trims a document number.
+// NormalizeDocumentNumber upper-cases and trims a document number; this is
+// the form stored and shown.
 func NormalizeDocumentNumber(s string) string { return strings.ToUpper(strings.TrimSpace(s)) }
+
+// DocumentNumberKey is the canonical form documents are found and told
+// apart by: upper case without white space or dashes, so that "591 1234567
+// 89", "591-1234567-89" and "59112345678 9" are one number. The database
+// computes the same key (documents.number_key) from the stored number.
+func DocumentNumberKey(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToUpper(s) {
+		if unicode.IsSpace(r) || unicode.Is(unicode.Pd, r) {
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
 
 // NormalizeMobile turns a phone number into E.164: spaces, dots, dashes,
 // slashes and brackets go; "00" becomes "+"; a Belgian national number

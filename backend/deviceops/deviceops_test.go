@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"kluis/backend/auth"
 	"kluis/backend/codes"
 	"kluis/backend/deviceops"
 	"kluis/backend/service"
@@ -227,4 +228,43 @@ func fmtPIN(i int) string {
 	b[len(b)-1] = byte('0' + i%10)
 	b[len(b)-2] = byte('0' + i/10%10)
 	return string(b)
+}
+
+// Kiosk staff: a retrieval answers the compartment of this device's
+// document, normalising the scanned number; nothing else is released.
+func TestStaffRetrieve(t *testing.T) {
+	e := newEnv(t)
+	as, err := auth.New(auth.Options{Pool: e.st.Pool(), Clock: e.clock.Now, KioskKey: []byte("kiosk-key-0123456789"),
+		Params: auth.Params{Time: 1, MemoryKiB: 64, Threads: 1}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	u, err := as.CreateUser(e.ctx, "an", "counter password 1", auth.RoleStaff)
+	require.NoError(t, err)
+	pin := "482916"
+	require.NoError(t, as.SetKioskCredentials(e.ctx, u.ID, &pin, nil))
+	h := deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: e.svc, Pool: e.st.Pool(), Clock: e.clock.Now})
+
+	doc, _ := e.loaded(store.EID, "591-1234567-89", "k1")
+	other, _ := e.loaded(store.EID, "591-1111111-11", "k2")
+	reg, err := e.svc.RegisterDocument(e.ctx, "user:1", store.NewDocument{Kind: store.EID, Number: "591-2222222-22",
+		FirstName: "Els", LastName: "Claes", BirthDate: time.Date(1990, 3, 4, 0, 0, 0, 0, time.UTC), Language: "fr",
+		Email: "els@example.be", SiteID: "kortrijk"})
+	require.NoError(t, err)
+
+	ask := func(op wire.StaffOp, session, number string) wire.StaffResponse {
+		return h.HandleStaff(e.ctx, "k1", wire.StaffRequest{ID: wire.NewID(e.clock.Now()), Op: op, At: e.clock.Now(), Session: session, DocumentNumber: number, PIN: pin})
+	}
+	require.Equal(t, wire.StaffSessionExpired, ask(wire.StaffRetrieve, "nope", "591-1234567-89").Result)
+	login := ask(wire.StaffLogin, "", "")
+	require.Equal(t, wire.StaffOK, login.Result)
+
+	r := ask(wire.StaffRetrieve, login.Session, "591 1234567 89") // as scanned
+	require.Equal(t, wire.StaffOK, r.Result, "%+v", r)
+	require.Equal(t, doc.ID, r.DocumentID)
+	require.Equal(t, e.addr(doc), r.Addr)
+	require.Equal(t, wire.StaffNotFound, ask(wire.StaffRetrieve, login.Session, other.Number).Result, "another device's document")
+	require.Equal(t, wire.StaffWrongState, ask(wire.StaffRetrieve, login.Session, reg.Number).Result, "not in a compartment")
+	require.Equal(t, wire.StaffNotFound, ask(wire.StaffRetrieve, login.Session, "000-0000000-00").Result)
+	got, err := e.svc.GetDocument(e.ctx, doc.ID)
+	require.NoError(t, err)
+	require.Equal(t, "loaded", string(got.State), "the retrieved event moves it, not the request")
 }

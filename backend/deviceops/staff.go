@@ -64,6 +64,8 @@ func (h *Staff) HandleStaff(ctx context.Context, deviceID string, req wire.Staff
 		resp.Result = h.login(ctx, deviceID, req, &resp)
 	case wire.StaffReserve:
 		resp.Result = h.reserve(ctx, deviceID, req, &resp)
+	case wire.StaffRetrieve:
+		resp.Result = h.retrieve(ctx, deviceID, req, &resp)
 	case wire.StaffLogout:
 		if p, err := h.auth.Authenticate(ctx, req.Session); err == nil && p.TokenKind == "kiosk" {
 			if err := h.auth.Revoke(ctx, p.ID, p.TokenID); err != nil {
@@ -155,6 +157,50 @@ func (h *Staff) reserve(ctx context.Context, deviceID string, req wire.StaffRequ
 		h.log.Warn("kiosk reserve: compartment", "device", deviceID, "err", err)
 		return wire.StaffUnavailable
 	}
+	resp.DocumentID = doc.ID
+	resp.Addr = &wire.Address{Board: c.Board, Channel: c.Channel}
+	return wire.StaffOK
+}
+
+// retrieve answers the compartment of a loaded, notified or expired
+// document of this device, for staff to take it back out. Nothing changes
+// state here: the device's retrieved event (the compartment empty after the
+// door closed) does the transition.
+func (h *Staff) retrieve(ctx context.Context, deviceID string, req wire.StaffRequest, resp *wire.StaffResponse) wire.StaffResult {
+	p, err := h.auth.Authenticate(ctx, req.Session)
+	if err != nil || p.TokenKind != "kiosk" {
+		return wire.StaffSessionExpired
+	}
+	actor := "user:" + strconv.FormatInt(p.ID, 10)
+	dev, err := h.svc.GetDevice(ctx, deviceID)
+	if err != nil {
+		h.log.Warn("kiosk retrieve: device", "device", deviceID, "err", err)
+		return wire.StaffUnavailable
+	}
+	doc, err := h.svc.FindActiveByNumber(ctx, req.DocumentNumber, dev.SiteID)
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
+		return wire.StaffNotFound
+	case errors.Is(err, store.ErrConflict):
+		return wire.StaffWrongState
+	case err != nil:
+		h.log.Warn("kiosk retrieve: find", "device", deviceID, "err", err)
+		return wire.StaffUnavailable
+	}
+	switch doc.State {
+	case lifecycle.Loaded, lifecycle.Notified, lifecycle.Expired:
+	default:
+		return wire.StaffWrongState
+	}
+	if doc.DeviceID != deviceID {
+		return wire.StaffNotFound // in another device
+	}
+	c, err := store.GetCompartment(ctx, h.pool, doc.CompartmentID)
+	if err != nil {
+		h.log.Warn("kiosk retrieve: compartment", "device", deviceID, "err", err)
+		return wire.StaffUnavailable
+	}
+	h.audit(ctx, actor, "kiosk.retrieve", deviceID, map[string]any{"document": doc.ID, "compartment": c.Number})
 	resp.DocumentID = doc.ID
 	resp.Addr = &wire.Address{Board: c.Board, Channel: c.Channel}
 	return wire.StaffOK

@@ -134,132 +134,66 @@ func NewControlHandler(f *Fleet) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
-	mux.HandleFunc("GET /v1/devices/{id}/state", func(w http.ResponseWriter, r *http.Request) {
-		d, err := dev(r)
-		if err != nil {
-			writeErr(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, d.State())
+	// onDevice serves pattern: the device named by {id}, then fn's answer
+	// as JSON, or its error.
+	onDevice := func(pattern string, fn func(d *Device, r *http.Request) (any, error)) {
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			d, err := dev(r)
+			if err != nil {
+				writeErr(w, err)
+				return
+			}
+			out, err := fn(d, r)
+			if err != nil {
+				writeErr(w, err)
+				return
+			}
+			writeJSON(w, http.StatusOK, out)
+		})
+	}
+	onDevice("GET /v1/devices/{id}/state", func(d *Device, _ *http.Request) (any, error) {
+		return d.State(), nil
 	})
-	mux.HandleFunc("GET /v1/devices/{id}/pulses", func(w http.ResponseWriter, r *http.Request) {
-		d, err := dev(r)
-		if err != nil {
-			writeErr(w, err)
-			return
-		}
+	onDevice("GET /v1/devices/{id}/pulses", func(d *Device, _ *http.Request) (any, error) {
 		ps := d.Pulses()
 		if ps == nil {
 			ps = []Pulse{}
 		}
-		writeJSON(w, http.StatusOK, ps)
+		return ps, nil
 	})
-	mux.HandleFunc("GET /v1/devices/{id}/presents", func(w http.ResponseWriter, r *http.Request) {
-		d, err := dev(r)
-		if err != nil {
-			writeErr(w, err)
-			return
-		}
+	onDevice("GET /v1/devices/{id}/presents", func(d *Device, _ *http.Request) (any, error) {
 		ps := d.Presents()
 		if ps == nil {
 			ps = []Present{}
 		}
-		writeJSON(w, http.StatusOK, ps)
+		return ps, nil
 	})
-	mux.HandleFunc("GET /v1/devices/{id}/boards/{b}/queue", func(w http.ResponseWriter, r *http.Request) {
-		d, err := dev(r)
-		if err != nil {
-			writeErr(w, err)
-			return
-		}
+	onDevice("GET /v1/devices/{id}/boards/{b}/queue", func(d *Device, r *http.Request) (any, error) {
 		b, err := intParam(r.PathValue("b"), "board")
 		if err != nil {
-			writeErr(w, err)
-			return
+			return nil, err
 		}
-		q, err := d.Queue(b)
-		if err != nil {
-			writeErr(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, q)
+		return d.Queue(b)
 	})
-	mux.HandleFunc("GET /v1/devices/{id}/faults", func(w http.ResponseWriter, r *http.Request) {
-		d, err := dev(r)
-		if err != nil {
-			writeErr(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, d.Faults())
+	onDevice("GET /v1/devices/{id}/faults", func(d *Device, _ *http.Request) (any, error) {
+		return d.Faults(), nil
 	})
-	mux.HandleFunc("POST /v1/devices/{id}/faults", func(w http.ResponseWriter, r *http.Request) {
-		d, err := dev(r)
-		if err != nil {
-			writeErr(w, err)
-			return
-		}
+	onDevice("POST /v1/devices/{id}/faults", func(d *Device, r *http.Request) (any, error) {
 		var fl Faults
 		dec := json.NewDecoder(io.LimitReader(r.Body, 1<<16))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&fl); err != nil {
-			writeErr(w, fmt.Errorf("faults body: %v: %w", err, ErrBadInput))
-			return
+			return nil, fmt.Errorf("faults body: %v: %w", err, ErrBadInput)
 		}
 		if err := d.SetFaults(fl); err != nil {
-			writeErr(w, err)
-			return
+			return nil, err
 		}
-		writeJSON(w, http.StatusOK, d.Faults())
+		return d.Faults(), nil
 	})
-	mux.HandleFunc("POST /v1/devices/{id}/channels/{n}/{action}", func(w http.ResponseWriter, r *http.Request) {
-		d, err := dev(r)
-		if err != nil {
-			writeErr(w, err)
-			return
-		}
-		res, err := channelAction(d, r)
-		if err != nil {
-			writeErr(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, res)
+	onDevice("POST /v1/devices/{id}/channels/{n}/{action}", func(d *Device, r *http.Request) (any, error) {
+		return channelAction(d, r)
 	})
-	mux.HandleFunc("POST /v1/devices/{id}/boards/{b}/{action}", func(w http.ResponseWriter, r *http.Request) {
-		d, err := dev(r)
-		if err != nil {
-			writeErr(w, err)
-			return
-		}
-		b, err := intParam(r.PathValue("b"), "board")
-		if err != nil {
-			writeErr(w, err)
-			return
-		}
-		q := r.URL.Query()
-		switch r.PathValue("action") {
-		case "present":
-			var s int
-			if s, err = intParam(q.Get("slot"), "slot"); err == nil {
-				err = d.Present(b, s, 0, "api")
-			}
-		case "reboot":
-			err = d.Reboot(b)
-		case "jam":
-			err = d.JamNext(b)
-		case "fault":
-			var on bool
-			if on, err = boolParam(q.Get("on")); err == nil {
-				err = d.SetMechanismFault(b, on)
-			}
-		default:
-			err = fmt.Errorf("board action %q (want present, reboot, jam or fault): %w", r.PathValue("action"), ErrBadInput)
-		}
-		if err != nil {
-			writeErr(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, d.State())
-	})
+	onDevice("POST /v1/devices/{id}/boards/{b}/{action}", boardAction)
 	return mux
 }
 
@@ -338,4 +272,36 @@ func channelAction(d *Device, r *http.Request) (ActionResult, error) {
 	}
 	res.Channel, err = d.Channel(b, c)
 	return res, err
+}
+
+// boardAction carries out POST .../boards/{b}/{action} and answers the
+// device state.
+func boardAction(d *Device, r *http.Request) (any, error) {
+	b, err := intParam(r.PathValue("b"), "board")
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	switch r.PathValue("action") {
+	case "present":
+		var s int
+		if s, err = intParam(q.Get("slot"), "slot"); err == nil {
+			err = d.Present(b, s, 0, "api")
+		}
+	case "reboot":
+		err = d.Reboot(b)
+	case "jam":
+		err = d.JamNext(b)
+	case "fault":
+		var on bool
+		if on, err = boolParam(q.Get("on")); err == nil {
+			err = d.SetMechanismFault(b, on)
+		}
+	default:
+		err = fmt.Errorf("board action %q (want present, reboot, jam or fault): %w", r.PathValue("action"), ErrBadInput)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return d.State(), nil
 }

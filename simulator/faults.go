@@ -92,8 +92,6 @@ func (d *Device) SetFaults(f Faults) error {
 
 // SetStuck makes a lock stuck: a pulse energises it (and is recorded) but
 // the door does not open.
-// SetStuck makes a lock stuck (on): a pulse energises it but the door does
-// not open.
 func (d *Device) SetStuck(b, c int, on bool) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -214,6 +214,12 @@ func (s sim) pulses(ctx context.Context, dev string) ([]simulator.Pulse, error) 
 	return ps, err
 }
 
+func (s sim) presents(ctx context.Context, dev string) ([]simulator.Present, error) {
+	var ps []simulator.Present
+	err := doJSON(ctx, http.MethodGet, s.base+"/v1/devices/"+url.PathEscape(dev)+"/presents", "", nil, &ps)
+	return ps, err
+}
+
 // channel runs a person's action on a door: take, put (label), close,
 // leave-open.
 func (s sim) channel(ctx context.Context, dev string, board, ch int, action string, q url.Values) (map[string]any, error) {

@@ -356,6 +356,10 @@ func (d *demo) load(ctx context.Context, c *citizen) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	pr0, err := d.presentCount(ctx, c)
+	if err != nil {
+		return "", err
+	}
 	via := "kiosk staff mode"
 	if d.kioskStaff {
 		scr, retried, err := d.kioskTry(ctx, n, "/kiosk/v1/staff/load", map[string]string{"document_number": c.Number})
@@ -403,6 +407,11 @@ func (d *demo) load(ctx context.Context, c *citizen) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	presented, err := d.checkPresents(ctx, c, pr0, board, slot)
+	if err != nil {
+		return "", err
+	}
+	pulses += presented
 	if !d.kioskStaff {
 		if err := d.staff.do(ctx, http.MethodPost, "/api/v1/documents/"+c.doc.ID+"/load", map[string]any{}, &c.doc); err != nil {
 			return "", err
@@ -492,6 +501,10 @@ func (d *demo) collect(ctx context.Context, c *citizen, req map[string]string, l
 	if err != nil {
 		return "", err
 	}
+	pr0, err := d.presentCount(ctx, c)
+	if err != nil {
+		return "", err
+	}
 	req["lang"] = "en"
 	scr, retried, err := d.kioskTry(ctx, n, "/kiosk/v1/pickup", req)
 	if err != nil {
@@ -553,6 +566,11 @@ func (d *demo) collect(ctx context.Context, c *citizen, req map[string]string, l
 	if err != nil {
 		return "", err
 	}
+	presented, err := d.checkPresents(ctx, c, pr0, board, slot)
+	if err != nil {
+		return "", err
+	}
+	pulses += presented
 	if err := d.waitState(ctx, c, 20*time.Second, "collected"); err != nil {
 		return "", err
 	}
@@ -560,6 +578,37 @@ func (d *demo) collect(ctx context.Context, c *citizen, req map[string]string, l
 		return "", fmt.Errorf("collected by %q, want the kluisd report (device:%s)", a, c.Device)
 	}
 	return fmt.Sprintf("compartment %d, %s, took %q, backend: collected by device:%s%s", c.comp.Number, pulses, c.Label, c.Device, extra), nil
+}
+
+// presentCount counts the carousel commands an automaton received (0 for
+// a locker).
+func (d *demo) presentCount(ctx context.Context, c *citizen) (int, error) {
+	if d.nodes[c.Device].spec.Kind != "automaton" {
+		return 0, nil
+	}
+	ps, err := d.sim.presents(ctx, c.Device)
+	return len(ps), err
+}
+
+// checkPresents verifies that an automaton's carousel commands since n all
+// asked for slot of board (at least one); "" for a locker.
+func (d *demo) checkPresents(ctx context.Context, c *citizen, n, board, slot int) (string, error) {
+	if slot < 0 {
+		return "", nil
+	}
+	ps, err := d.sim.presents(ctx, c.Device)
+	if err != nil {
+		return "", err
+	}
+	if len(ps) <= n {
+		return "", fmt.Errorf("no carousel command recorded for slot %d", slot)
+	}
+	for _, p := range ps[n:] {
+		if p.Board != board || p.Slot != slot {
+			return "", fmt.Errorf("carousel asked for b%d slot %d, want slot %d", p.Board, p.Slot, slot)
+		}
+	}
+	return fmt.Sprintf(", slot %d presented", slot), nil
 }
 
 // kioskTry posts to a kiosk and, when it answers busy or out of order (a

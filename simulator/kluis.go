@@ -167,6 +167,13 @@ func (k *Kluis) frame(f kluisproto.Frame) {
 	defer k.mu.Unlock()
 	kb := k.sync(b)
 	k.feed(b, kb)
+	auto := k.dev.Kind() == Automaton
+	if !auto && (f.Cmd == kluisproto.CmdPresent || f.Cmd == kluisproto.CmdHatch) {
+		// not a command of a board without a mechanism: UNKNOWN_COMMAND
+		// comes before the length check (firmware-protocol.md 4)
+		k.nak(f.Addr, f.Cmd, kluisproto.CodeUnknownCmd, 0)
+		return
+	}
 	req, err := kluisproto.ParseRequest(f)
 	if err != nil {
 		code := kluisproto.CodeBadLength
@@ -177,7 +184,6 @@ func (k *Kluis) frame(f kluisproto.Frame) {
 		k.nak(f.Addr, f.Cmd, code, 0)
 		return
 	}
-	auto := k.dev.Kind() == Automaton
 	switch m := req.(type) {
 	case *kluisproto.InfoRequest:
 		caps := kluisproto.CapDoorSensor | kluisproto.CapItemSensor

@@ -97,6 +97,18 @@ func TestKluisSpecExamples(t *testing.T) {
 	if len(ms) != 1 || !errors.Is(ms[0].(*kluisproto.Nak), kluisproto.CodeUnknownCmd) {
 		t.Errorf("present on a locker board: %v", ms)
 	}
+	// UNKNOWN_COMMAND comes before BAD_LENGTH: PRESENT and HATCH with the
+	// wrong length are still unknown to a board without a mechanism.
+	for _, f := range []kluisproto.Frame{{Addr: 3, Cmd: kluisproto.CmdPresent, Payload: []byte{1}}, {Addr: 3, Cmd: kluisproto.CmdHatch, Payload: []byte{1}}} {
+		raw, err := f.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms := parseReplies(t, k.Handle(raw))
+		if len(ms) != 1 || !errors.Is(ms[0].(*kluisproto.Nak), kluisproto.CodeUnknownCmd) {
+			t.Errorf("cmd %#x with a bad length on a locker board: %v, want UNKNOWN_COMMAND", f.Cmd, ms)
+		}
+	}
 	if ps := d.Pulses(); len(ps) != 1 || ps[0].Board != 3 || ps[0].Channel != 4 || ps[0].CommandID != 0x12345678 {
 		t.Fatalf("pulses %+v, want exactly one on b3/c4", ps)
 	}

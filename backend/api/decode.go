@@ -19,15 +19,25 @@ func decodeJSON(r *http.Request, dst any) error {
 			return errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "the request body must be application/json")
 		}
 	}
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	return decodeBytes(body, dst)
+}
+
+// readBody reads the whole (size-limited) request body: 413 body_too_large
+// past the limit, 400 unreadable_body when reading fails.
+func readBody(r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "the request body exceeds %d bytes", mbe.Limit)
+			return nil, errorf(http.StatusRequestEntityTooLarge, "body_too_large", "the request body exceeds %d bytes", mbe.Limit)
 		}
-		return errorf(http.StatusBadRequest, "unreadable_body", "the request body could not be read")
+		return nil, errorf(http.StatusBadRequest, "unreadable_body", "the request body could not be read")
 	}
-	return decodeBytes(body, dst)
+	return body, nil
 }
 
 func decodeBytes(body []byte, dst any) error {

@@ -84,13 +84,9 @@ func (s *Server) needService() error {
 
 // decodeOptionalJSON is decodeJSON that accepts an empty body.
 func decodeOptionalJSON(r *http.Request, dst any) error {
-	body, err := io.ReadAll(r.Body)
+	body, err := readBody(r)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "the request body exceeds %d bytes", mbe.Limit)
-		}
-		return errorf(http.StatusBadRequest, "unreadable_body", "the request body could not be read")
+		return err
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil

@@ -49,13 +49,9 @@ func (s *Server) idempotent(next handlerFunc) handlerFunc {
 		if len(key) > maxIdempotencyKey || !printableASCII(key) {
 			return errorf(http.StatusBadRequest, "invalid_idempotency_key", "the Idempotency-Key must be 1 to %d printable ASCII characters", maxIdempotencyKey)
 		}
-		body, err := io.ReadAll(r.Body)
+		body, err := readBody(r)
 		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "the request body exceeds %d bytes", mbe.Limit)
-			}
-			return errorf(http.StatusBadRequest, "unreadable_body", "the request body could not be read")
+			return err
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		h := sha256.New()

@@ -114,27 +114,39 @@ func (h *Staff) login(ctx context.Context, deviceID string, req wire.StaffReques
 	return wire.StaffOK
 }
 
-func (h *Staff) reserve(ctx context.Context, deviceID string, req wire.StaffRequest, resp *wire.StaffResponse) wire.StaffResult {
+// scanned checks the kiosk session of req and finds the document with the
+// scanned number at the device's site. A result other than StaffOK ends
+// the operation.
+func (h *Staff) scanned(ctx context.Context, op, deviceID string, req wire.StaffRequest) (actor string, doc store.Document, res wire.StaffResult) {
 	p, err := h.auth.Authenticate(ctx, req.Session)
 	if err != nil || p.TokenKind != "kiosk" {
-		return wire.StaffSessionExpired
+		return "", doc, wire.StaffSessionExpired
 	}
-	actor := "user:" + strconv.FormatInt(p.ID, 10)
+	actor = "user:" + strconv.FormatInt(p.ID, 10)
 	dev, err := h.svc.GetDevice(ctx, deviceID)
 	if err != nil {
-		h.log.Warn("kiosk reserve: device", "device", deviceID, "err", err)
-		return wire.StaffUnavailable
+		h.log.Warn("kiosk "+op+": device", "device", deviceID, "err", err)
+		return "", doc, wire.StaffUnavailable
 	}
-	doc, err := h.svc.FindActiveByNumber(ctx, req.DocumentNumber, dev.SiteID)
+	doc, err = h.svc.FindActiveByNumber(ctx, req.DocumentNumber, dev.SiteID)
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
-		return wire.StaffNotFound
+		return "", doc, wire.StaffNotFound
 	case errors.Is(err, store.ErrConflict):
-		return wire.StaffWrongState
+		return "", doc, wire.StaffWrongState
 	case err != nil:
-		h.log.Warn("kiosk reserve: find", "device", deviceID, "err", err)
-		return wire.StaffUnavailable
+		h.log.Warn("kiosk "+op+": find", "device", deviceID, "err", err)
+		return "", doc, wire.StaffUnavailable
 	}
+	return actor, doc, wire.StaffOK
+}
+
+func (h *Staff) reserve(ctx context.Context, deviceID string, req wire.StaffRequest, resp *wire.StaffResponse) wire.StaffResult {
+	actor, doc, res := h.scanned(ctx, "reserve", deviceID, req)
+	if res != wire.StaffOK {
+		return res
+	}
+	var err error
 	switch {
 	case doc.State == lifecycle.Reserved && doc.DeviceID == deviceID:
 		// Already reserved here (a repeated scan): the same compartment.
@@ -167,25 +179,9 @@ func (h *Staff) reserve(ctx context.Context, deviceID string, req wire.StaffRequ
 // state here: the device's retrieved event (the compartment empty after the
 // door closed) does the transition.
 func (h *Staff) retrieve(ctx context.Context, deviceID string, req wire.StaffRequest, resp *wire.StaffResponse) wire.StaffResult {
-	p, err := h.auth.Authenticate(ctx, req.Session)
-	if err != nil || p.TokenKind != "kiosk" {
-		return wire.StaffSessionExpired
-	}
-	actor := "user:" + strconv.FormatInt(p.ID, 10)
-	dev, err := h.svc.GetDevice(ctx, deviceID)
-	if err != nil {
-		h.log.Warn("kiosk retrieve: device", "device", deviceID, "err", err)
-		return wire.StaffUnavailable
-	}
-	doc, err := h.svc.FindActiveByNumber(ctx, req.DocumentNumber, dev.SiteID)
-	switch {
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
-		return wire.StaffNotFound
-	case errors.Is(err, store.ErrConflict):
-		return wire.StaffWrongState
-	case err != nil:
-		h.log.Warn("kiosk retrieve: find", "device", deviceID, "err", err)
-		return wire.StaffUnavailable
+	actor, doc, res := h.scanned(ctx, "retrieve", deviceID, req)
+	if res != wire.StaffOK {
+		return res
 	}
 	switch doc.State {
 	case lifecycle.Loaded, lifecycle.Notified, lifecycle.Expired:

@@ -275,6 +275,12 @@ func (s *Service) loadChange(wantCompartment int64) change {
 // device closed with an item inside. It loads the document reserved there
 // (ErrNotFound when none).
 func (s *Service) LoadAt(ctx context.Context, actor, deviceID string, number int) (store.Document, error) {
+	return s.atCompartment(ctx, actor, deviceID, number, s.loadChange)
+}
+
+// atCompartment runs the change made by mk (given the compartment's id) on
+// the document occupying compartment number of device.
+func (s *Service) atCompartment(ctx context.Context, actor, deviceID string, number int, mk func(compartmentID int64) change) (store.Document, error) {
 	c, err := store.CompartmentByNumber(ctx, s.db, deviceID, number)
 	if err != nil {
 		return store.Document{}, err
@@ -283,7 +289,7 @@ func (s *Service) LoadAt(ctx context.Context, actor, deviceID string, number int
 	if err != nil {
 		return store.Document{}, err
 	}
-	return s.do(ctx, actor, d.ID, s.loadChange(c.ID))
+	return s.do(ctx, actor, d.ID, mk(c.ID))
 }
 
 // MarkNotified records that the holder was told the document is ready.
@@ -312,15 +318,9 @@ func (s *Service) Collect(ctx context.Context, actor, docID string) (store.Docum
 // CollectAt is Collect for a device event naming the compartment: the
 // document in compartment number of device was taken out.
 func (s *Service) CollectAt(ctx context.Context, actor, deviceID string, number int) (store.Document, error) {
-	c, err := store.CompartmentByNumber(ctx, s.db, deviceID, number)
-	if err != nil {
-		return store.Document{}, err
-	}
-	d, err := store.OccupantOf(ctx, s.db, c.ID)
-	if err != nil {
-		return store.Document{}, err
-	}
-	return s.do(ctx, actor, d.ID, s.emptyChange(lifecycle.Collect, NotifyCollected, c.ID))
+	return s.atCompartment(ctx, actor, deviceID, number, func(id int64) change {
+		return s.emptyChange(lifecycle.Collect, NotifyCollected, id)
+	})
 }
 
 // emptyChange is a transition that takes the item out (collect, retrieve).

@@ -295,6 +295,17 @@ func (c *cli) emitJSON(raw []byte) error {
 	return err
 }
 
+// emitOne prints one object from the server: as is with -o json, as a
+// one-row table otherwise.
+func (c *cli) emitOne(raw []byte, cols []column) error {
+	if c.output == "json" {
+		return c.emitJSON(raw)
+	}
+	var v any
+	_ = json.Unmarshal(raw, &v)
+	return c.table([]any{v}, cols)
+}
+
 // column is one table column: a header and a dotted JSON path.
 type column struct{ header, path string }
 
@@ -672,12 +683,7 @@ func (c *cli) compartment(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if c.output == "json" {
-		return c.emitJSON(raw)
-	}
-	var v any
-	_ = json.Unmarshal(raw, &v)
-	return c.table([]any{v}, compCols)
+	return c.emitOne(raw, compCols)
 }
 
 func (c *cli) open(ctx context.Context, args []string) error {
@@ -759,12 +765,7 @@ func (c *cli) userAdd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if c.output == "json" {
-		return c.emitJSON(raw)
-	}
-	var v any
-	_ = json.Unmarshal(raw, &v)
-	return c.table([]any{v}, userCols)
+	return c.emitOne(raw, userCols)
 }
 
 func (c *cli) userUpdate(ctx context.Context, args []string) error {
@@ -810,12 +811,7 @@ func (c *cli) userUpdate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if c.output == "json" {
-		return c.emitJSON(raw)
-	}
-	var v any
-	_ = json.Unmarshal(raw, &v)
-	return c.table([]any{v}, userCols)
+	return c.emitOne(raw, userCols)
 }
 
 func (c *cli) tokenCreate(ctx context.Context, args []string) error {

@@ -116,15 +116,14 @@ type board struct {
 	channels []*channel
 	queue    EventQueue
 	// automaton
-	slots      []string
-	atHatch    int
-	busy       bool
-	fault      bool
-	jamNext    bool
-	moveGen    int
-	seenBusy   bool
-	seenFault  bool
-	commandIDs []uint32 // dedupe memory, newest last
+	slots     []string
+	atHatch   int
+	busy      bool
+	fault     bool
+	jamNext   bool
+	moveGen   int
+	seenBusy  bool
+	seenFault bool
 }
 
 // New builds a device from o.

@@ -264,21 +264,12 @@ func TestCarouselWithManualClock(t *testing.T) {
 	}
 }
 
-func TestRebootAndDedupeAndSeededFaultsReplay(t *testing.T) {
+func TestRebootAndSeededFaultsReplay(t *testing.T) {
 	d := newLocker(t, Options{Seed: 42})
 	boot := d.State().Boards[0].BootID
-	if seen, _ := d.RememberCommand(0, 9); seen {
-		t.Fatal("fresh id seen")
-	}
-	if seen, _ := d.RememberCommand(0, 9); !seen {
-		t.Fatal("repeated id not seen")
-	}
 	_ = d.Reboot(0)
 	if d.State().Boards[0].BootID == boot {
 		t.Fatal("boot id unchanged")
-	}
-	if seen, _ := d.RememberCommand(0, 9); seen {
-		t.Fatal("dedupe memory survived a reboot")
 	}
 	_ = d.Pulse(PulseRequest{Duration: time.Second})
 	q, _ := d.Queue(0)

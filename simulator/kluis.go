@@ -292,7 +292,6 @@ func (k *Kluis) unlock(f kluisproto.Frame, b int, kb *kluisBoard, m *kluisproto.
 	}
 	r := &kluisproto.UnlockReply{Channel: m.Channel, DurationMS: m.DurationMS, ID: m.ID}
 	kb.ids.Remember(m.ID, r)
-	_, _ = k.dev.RememberCommand(b, m.ID)
 	k.reply(f.Addr, r)
 }
 
@@ -326,7 +325,6 @@ func (k *Kluis) present(f kluisproto.Frame, b int, kb *kluisBoard, m *kluisproto
 	}
 	r := &kluisproto.PresentReply{Slot: m.Slot, ID: m.ID}
 	kb.ids.Remember(m.ID, r)
-	_, _ = k.dev.RememberCommand(b, m.ID)
 	k.reply(f.Addr, r)
 }
 

@@ -109,36 +109,9 @@ func (d *Device) Ack(b int, seq uint32) error {
 	return nil
 }
 
-// CommandMemory is how many command ids a board remembers for dedupe.
-const CommandMemory = 64
-
-// RememberCommand records a command id on board b and reports whether it
-// was already seen since the board's last boot (a retransmission that must
-// not be carried out twice). Id 0 is never remembered.
-func (d *Device) RememberCommand(b int, id uint32) (seen bool, err error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if b < 0 || b >= len(d.boards) {
-		return false, fmt.Errorf("board %d: %w", b, ErrNoSuchChannel)
-	}
-	if id == 0 {
-		return false, nil
-	}
-	bd := d.boards[b]
-	for _, x := range bd.commandIDs {
-		if x == id {
-			return true, nil
-		}
-	}
-	bd.commandIDs = append(bd.commandIDs, id)
-	if len(bd.commandIDs) > CommandMemory {
-		bd.commandIDs = bd.commandIDs[1:]
-	}
-	return false, nil
-}
-
-// Reboot restarts board b: its event queue and command memory are lost, it
-// gets a new boot id, energised locks drop and a carousel move stops.
+// Reboot restarts board b: it gets a new boot id, its event queue is lost
+// (and, through the new boot id, the Kluis responder's remembered command
+// ids), energised locks drop and a carousel move stops.
 // Subscribers see a BoardRebooted change; the new queue starts empty.
 func (d *Device) Reboot(b int) error {
 	d.mu.Lock()
@@ -159,7 +132,6 @@ func (d *Device) rebootLocked(b int) {
 		id = d.rng.Uint32() | 1
 	}
 	bd.queue.reset(id)
-	bd.commandIDs = nil
 	for _, ch := range bd.channels {
 		ch.cooldownTill = time.Time{}
 		if ch.energised {

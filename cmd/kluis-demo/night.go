@@ -781,6 +781,12 @@ func (d *demo) retrieve(ctx context.Context, c *citizen, viaKiosk bool) (string,
 	if err := d.waitState(ctx, c, 20*time.Second, "retrieved"); err != nil {
 		return "", err
 	}
+	if viaKiosk {
+		if a := c.doc.actorOf("retrieved"); a != "device:"+c.Device {
+			return "", fmt.Errorf("retrieved by %q, want the kluisd report (device:%s)", a, c.Device)
+		}
+		via += ", kluisd reported retrieved"
+	}
 	return fmt.Sprintf("compartment %d (%s), %s, compartment empty, backend: retrieved", c.comp.Number, via, pulses), nil
 }
 

@@ -13,9 +13,11 @@ import (
 
 func benchDevice(b *testing.B, dc simulator.DeviceConfig) simulator.Endpoint {
 	b.Helper()
-	dc.Link = filepath.Join(b.TempDir(), "tty")
+	if dc.Hardware != simulator.ProtoTasmota {
+		dc.Link = filepath.Join(b.TempDir(), "tty")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	f, err := simulator.StartFleet(ctx, simulator.Config{Devices: []simulator.DeviceConfig{dc}}, simulator.FleetOptions{})
+	f, err := simulator.StartFleet(ctx, simulator.Config{Broker: brokerURL(), Devices: []simulator.DeviceConfig{dc}}, simulator.FleetOptions{ClearRetained: true})
 	if err != nil {
 		cancel()
 		b.Fatal(err)
@@ -59,4 +61,11 @@ func BenchmarkKerongStates(b *testing.B) {
 	}
 	defer drv.Close()
 	benchStates(b, drv)
+}
+
+// BenchmarkTasmotaStates is the same for the Tasmota driver: a Status 10
+// round trip through the real broker (Mosquitto) per module.
+func BenchmarkTasmotaStates(b *testing.B) {
+	ep := benchDevice(b, simulator.DeviceConfig{ID: "bench-tasmota", Hardware: simulator.ProtoTasmota, Topic: uniqueTopic("bench"), Boards: 2, Channels: 8})
+	benchStates(b, tasmotaDriver(b, ep, 8, false))
 }

@@ -12,7 +12,7 @@ import (
 	"kluis/simulator"
 )
 
-func tasmotaDriver(t *testing.T, ep simulator.Endpoint, relays int, automaton bool) *tasmota.Driver {
+func tasmotaDriver(t testing.TB, ep simulator.Endpoint, relays int, automaton bool) *tasmota.Driver {
 	t.Helper()
 	var mods []tasmota.Module
 	for b, topic := range ep.Topics {

@@ -118,15 +118,15 @@ func (d *demo) setup(ctx context.Context) bool {
 		return false
 	}
 	d.startNodes(ctx)
-	any := false
+	anyReady := false
 	for _, id := range d.order {
 		n := d.nodes[id]
 		obs, err := d.waitNode(ctx, n)
 		if d.tl.check(id, "start kluisd ("+n.spec.Hardware+")", "ready, connected to the broker", "kiosk "+n.kioskAddr+", "+obs, err) {
-			any = true
+			anyReady = true
 		}
 	}
-	return any
+	return anyReady
 }
 
 // printProblems shows the last warnings and errors of every process, to

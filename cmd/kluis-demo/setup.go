@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -532,14 +531,4 @@ func (d *demo) metric(ctx context.Context, n *node, name, label string) (float64
 		}
 	}
 	return 0, sc.Err()
-}
-
-// loopbackHost reports whether addr is on loopback (for the printed list).
-func loopbackHost(addr string) bool {
-	h, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }

@@ -37,10 +37,11 @@ type Rearm struct {
 //
 // Nothing happens, and Rearm returns false, unless the document is loaded
 // or notified at r.DeviceID and its newest code on that device is used
-// (since r.UsedSince) and not revoked (a re-issued, collected or retrieved document keeps its codes
-// dead), or when the grace period already passed. Neither is a code whose
-// PIN was meanwhile given to another open code of the device (rare; audited
-// as code.rearm_refused: staff re-issue). Re-arming is audited as
+// (since r.UsedSince) and not revoked (a re-issued, collected or retrieved
+// document keeps its codes dead), or when the grace period already passed.
+// Neither is a code whose PIN was meanwhile given to another open code of
+// the device, nor one that would exceed MaxActiveCodesPerDevice (both rare;
+// audited as code.rearm_refused: staff re-issue). Re-arming is audited as
 // code.rearmed.
 func (s *Service) Rearm(ctx context.Context, tx pgx.Tx, r Rearm) (bool, error) {
 	documentID, deviceID, until := r.DocumentID, r.DeviceID, r.Until
@@ -92,6 +93,17 @@ func (s *Service) Rearm(ctx context.Context, tx pgx.Tx, r Rearm) (bool, error) {
 		return false, nil
 	}
 	cid := encodeB64(c.id)
+	var active int
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM codes WHERE device_id = $1
+		AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $2`, deviceID, now).Scan(&active); err != nil {
+		return false, fmt.Errorf("codes: rearm: count active codes: %w", err)
+	}
+	if active >= MaxActiveCodesPerDevice {
+		// The brute-force bound (docs/security.md) assumes at most this many.
+		s.log.Warn("used code not re-armed: the device has the most active codes", "document", documentID, "code_id", cid)
+		return false, s.appendAudit(ctx, tx, AuditEvent{Actor: "device:" + deviceID, Action: "code.rearm_refused",
+			Subject: "document:" + documentID, Details: map[string]any{"code_id": cid, "device": deviceID, "reason": "too_many_codes"}})
+	}
 	err = pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { // savepoint: a PIN clash only undoes this update
 		_, err := sp.Exec(ctx, `UPDATE codes SET used_at = NULL, grace_until = $2 WHERE id = $1`, c.id, grace)
 		return err

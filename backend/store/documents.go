@@ -45,8 +45,7 @@ func nullIfEmpty(s string) any {
 // InsertDocument validates n and inserts it as registered. pseudonym is the
 // keyed pseudonym of the number ("" for none). ErrNotFound when the site
 // does not exist; ErrConflict when the same kind and number (compared by
-// DocumentNumberKey) is already in
-// the process.
+// DocumentNumberKey) is already in the process.
 func InsertDocument(ctx context.Context, db DB, n NewDocument, pseudonym string, now time.Time) (Document, error) {
 	if err := n.Validate(now); err != nil {
 		return Document{}, err

@@ -12,8 +12,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"kluis/backend/audit"
 	"kluis/backend/auth"
 	"kluis/backend/codes"
+	"kluis/backend/devicelink"
 	"kluis/backend/deviceops"
 	"kluis/backend/service"
 	"kluis/backend/store"
@@ -267,4 +269,36 @@ func TestStaffRetrieve(t *testing.T) {
 	got, err := e.svc.GetDocument(e.ctx, doc.ID)
 	require.NoError(t, err)
 	require.Equal(t, "loaded", string(got.State), "the retrieved event moves it, not the request")
+}
+
+// A device moves only its own documents, and the audit trail names the
+// staff member who did it at the kiosk.
+func TestRetrievedEventOnlyForTheDevicesOwnDocument(t *testing.T) {
+	e := newEnv(t)
+	doc, _ := e.loaded(store.EID, "591-1234567-89", "k1")
+
+	err := e.event("k2", wire.Event{Kind: wire.EvRetrieved, Addr: &wire.Address{Board: 0, Channel: 0}, DocumentID: doc.ID, StaffID: "7"})
+	require.ErrorIs(t, err, devicelink.ErrRejected)
+	err = e.event("k1", wire.Event{Kind: wire.EvRetrieved, Addr: e.addr(doc), DocumentID: "00000000-0000-4000-8000-000000000000", StaffID: "7"})
+	require.ErrorIs(t, err, devicelink.ErrRejected)
+	got, err := e.svc.GetDocument(e.ctx, doc.ID)
+	require.NoError(t, err)
+	require.Equal(t, "loaded", string(got.State))
+
+	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvRetrieved, Addr: e.addr(doc), DocumentID: doc.ID, StaffID: "7"}))
+	got, err = e.svc.GetDocument(e.ctx, doc.ID)
+	require.NoError(t, err)
+	require.Equal(t, "retrieved", string(got.State))
+
+	recs, err := audit.List(e.ctx, e.st.Pool(), audit.ListOptions{Subject: "device:k1", Limit: 100})
+	require.NoError(t, err)
+	found := false
+	for _, r := range recs {
+		if r.Action == "device.retrieved" {
+			require.Contains(t, string(r.Details), `"staff_id":"7"`)
+			require.Contains(t, string(r.Details), doc.ID)
+			found = true
+		}
+	}
+	require.True(t, found, "the device's retrieved event is audited with the staff member")
 }

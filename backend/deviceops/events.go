@@ -98,13 +98,13 @@ func newAlarmCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) 
 }
 
 // HandleEvent implements devicelink.EventHandler. Transitions run in the
-// service's own transaction first; the device audit record is appended last
-// in the link's transaction (audit appends serialise on a transaction lock,
-// so it must not be held while the service appends).
+// service's own transaction first; the device audit record (with who did
+// it at the kiosk: staff_id, or the citizen's method) is appended last in
+// the link's transaction (audit appends serialise on a transaction lock, so
+// it must not be held while the service appends).
 func (h *Events) HandleEvent(ctx context.Context, tx pgx.Tx, deviceID string, ev wire.Event) error {
 	actor := "device:" + deviceID
 	var err error
-	transition := true
 	switch ev.Kind {
 	case wire.EvPickupCompleted:
 		err = h.atAddress(ctx, deviceID, ev, lifecycle.Collected, func(n int) error {
@@ -120,6 +120,17 @@ func (h *Events) HandleEvent(ctx context.Context, tx pgx.Tx, deviceID string, ev
 		if ev.DocumentID == "" {
 			return fmt.Errorf("retrieved event without document id: %w", devicelink.ErrRejected)
 		}
+		// Only a document of this device: a device never moves another's.
+		d, gerr := h.svc.GetDocument(ctx, ev.DocumentID)
+		switch {
+		case errors.Is(gerr, store.ErrNotFound):
+			return fmt.Errorf("retrieved event for unknown document %s: %w", ev.DocumentID, devicelink.ErrRejected)
+		case gerr != nil:
+			return gerr
+		case d.DeviceID != deviceID:
+			h.log.Warn("device reports retrieving another device's document", "device", deviceID, "document", ev.DocumentID)
+			return fmt.Errorf("retrieved event for document %s of another device: %w", ev.DocumentID, devicelink.ErrRejected)
+		}
 		_, err = h.svc.Retrieve(ctx, actor, ev.DocumentID)
 		err = h.settled(ctx, err, ev.DocumentID, lifecycle.Retrieved)
 	case wire.EvPickupNotCollected, wire.EvOpenNotDetected:
@@ -128,15 +139,9 @@ func (h *Events) HandleEvent(ctx context.Context, tx pgx.Tx, deviceID string, ev
 		if err := h.rearm(ctx, tx, deviceID, ev); err != nil {
 			return err
 		}
-		transition = false
-	default:
-		transition = false
 	}
 	if err != nil {
 		return err
-	}
-	if transition {
-		return nil // the service audited the transition
 	}
 	details := map[string]any{}
 	if ev.Addr != nil {
@@ -150,6 +155,18 @@ func (h *Events) HandleEvent(ctx context.Context, tx pgx.Tx, deviceID string, ev
 	}
 	if ev.Detail != "" {
 		details["detail"] = ev.Detail
+	}
+	if ev.StaffID != "" {
+		details["staff_id"] = ev.StaffID
+	}
+	if ev.Method != "" {
+		details["method"] = ev.Method
+	}
+	if ev.Offline {
+		details["offline"] = true
+	}
+	if ev.CommandID != "" {
+		details["command_id"] = ev.CommandID
 	}
 	details["event_id"] = ev.ID
 	if _, err := audit.Append(ctx, tx, audit.Entry{At: ev.At, Actor: actor, Action: "device." + string(ev.Kind),

@@ -601,6 +601,25 @@ func TestAutomatonBackendAddressIsSlot(t *testing.T) {
 	})
 }
 
+// A slot already at the hatch (the mechanism idle, the hatch locked) is not
+// presented again: the hatch opens at once.
+func TestAutomatonSlotAlreadyAtHatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{kind: config.KindAutomaton, caps: sensors})
+		defer r.stop()
+		r.f.SetHatch(0, hardware.HatchState{Locked: true, Slot: 5, ItemAtHatch: true})
+		r.be.set(func() {
+			r.be.verify["K1.auto"] = wire.VerifyResponse{Result: wire.VerifyOK, DocumentID: "doc-a",
+				Addr: &wire.Address{Board: 0, Channel: 5}}
+		})
+		_, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.auto"})
+		require.NoError(t, err)
+		r.waitFor("hatch pulse", func() bool { return len(r.f.Pulses()) == 1 })
+		require.Empty(t, r.f.Presents())
+		require.Equal(t, hardware.Address{Board: 0, Channel: 0}, r.f.Pulses()[0].Addr)
+	})
+}
+
 func TestStaffLoadRetrieveAndTestOpen(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, rigOpts{caps: sensors})

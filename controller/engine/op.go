@@ -245,6 +245,13 @@ func slotPtr(c *comp) *int {
 // present brings an automaton's slot to the hatch. False means o is over.
 func (e *Engine) present(ctx context.Context, o *op) bool {
 	id := hardware.CommandID(o.intent.ID)
+	// The slot may already be at the hatch (just loaded, or a retry): a
+	// mechanism that does not move reports nothing on every driver, so
+	// do not ask it to.
+	if h, err := e.mech.Hatch(ctx, o.comp.cfg.Board); err == nil && h.Slot == o.comp.slot && h.Locked && !h.Open && !h.Busy && !h.Fault {
+		e.log.Info("slot already at the hatch", "compartment", o.comp.cfg.Number, "slot", o.comp.slot)
+		return true
+	}
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		err = e.mech.Present(ctx, o.comp.cfg.Board, o.comp.slot, id)

@@ -1,0 +1,19 @@
+// Package systemtest runs the whole system as separate processes and
+// checks it end to end: the real kluis-backend binary (PostgreSQL from
+// backend/pgtest, its embedded MQTT broker, the .eml mail drop), the real
+// kluis-sim binary (a Kluis-protocol locker on a pseudo-terminal and a
+// Tasmota automaton on the Mosquitto broker) and real kluisd processes
+// with generated configurations.
+//
+// The tests drive them only through their real interfaces: the backend's
+// REST API as admin and staff, the kiosk API of each kluisd, the
+// simulator's control API, the mail drop (QR images decoded with gozxing,
+// PINs read from the text) and signals (SIGKILL of a backend, which is also
+// the broker, in the middle of a pickup). Every scenario checks the
+// simulator's physical truth (pulses, doors, items) and the backend's
+// document state.
+//
+// The binaries are built once per test binary (TestMain), with -race when
+// the tests run with -race (the build cache is then shared with `go test
+// -race ./...`). There is nothing to import here.
+package systemtest

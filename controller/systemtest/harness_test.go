@@ -1,0 +1,474 @@
+package systemtest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The simulator control API's answers (the parts the tests read; see
+// simulator/README.md).
+type simState struct {
+	Channels   []channelTruth   `json:"channels"`
+	Mechanisms []mechanismTruth `json:"mechanisms"`
+}
+
+type channelTruth struct {
+	Board     int    `json:"board"`
+	Channel   int    `json:"channel"`
+	Energised bool   `json:"energised"`
+	DoorOpen  bool   `json:"door_open"`
+	Item      string `json:"item"`
+	Stuck     bool   `json:"stuck"`
+}
+
+type mechanismTruth struct {
+	Board   int      `json:"board"`
+	AtHatch int      `json:"at_hatch"`
+	Busy    bool     `json:"busy"`
+	Fault   bool     `json:"fault"`
+	Slots   []string `json:"slots"`
+}
+
+type simPulse struct {
+	Board     int    `json:"board"`
+	Channel   int    `json:"channel"`
+	CommandID uint32 `json:"command_id"`
+	Via       string `json:"via"`
+}
+
+// binDir holds the binaries TestMain built.
+var binDir string
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "kluis-systemtest-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "systemtest:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	root, err := moduleRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "systemtest:", err)
+		return 1
+	}
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goBin); err != nil {
+		goBin = "go"
+	}
+	args := []string{"build", "-o", dir + string(filepath.Separator)}
+	if raceEnabled {
+		args = append(args, "-race") // shares the build cache with go test -race
+	}
+	args = append(args, "./cmd/kluis-backend", "./cmd/kluis-sim", "./cmd/kluisd")
+	cmd := exec.Command(goBin, args...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "systemtest: go build: %v\n%s\n", err, out)
+		return 1
+	}
+	binDir = dir
+	return m.Run()
+}
+
+func moduleRoot() (string, error) {
+	d, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for i := 0; i < 10; i++ {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d, nil
+		}
+		d = filepath.Dir(d)
+	}
+	return "", errors.New("go.mod not found above the working directory")
+}
+
+// proc is a child process with its output in a log file.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+}
+
+// startProc starts bin with args and env (added to a clean base
+// environment) and logs its output to dir/name.log (appending across
+// restarts). stdout, when not nil, also receives the process's stdout.
+// The process is stopped when owner ends (t may be a subtest of owner).
+func startProc(t, owner *testing.T, dir, name, bin string, args, env []string, stdout io.Writer) *proc {
+	t.Helper()
+	logPath := filepath.Join(dir, name+".log")
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "=== start %s %s\n", time.Now().UTC().Format(time.RFC3339Nano), strings.Join(args, " "))
+	cmd := exec.Command(filepath.Join(binDir, bin), args...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "TMPDIR=" + os.TempDir()}, env...)
+	cmd.Stderr = f
+	cmd.Stdout = f
+	if stdout != nil {
+		cmd.Stdout = io.MultiWriter(f, stdout)
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		t.Fatalf("start %s: %v", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	owner.Cleanup(func() { p.stop(10 * time.Second) })
+	return p
+}
+
+func (p *proc) running() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// stop sends SIGTERM and waits up to grace, then SIGKILL.
+func (p *proc) stop(grace time.Duration) {
+	if !p.running() {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		p.kill()
+	}
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (p *proc) kill() {
+	if !p.running() {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+	}
+}
+
+// tail returns the last n bytes of the process's log.
+func (p *proc) tail(n int) string {
+	b, err := os.ReadFile(p.log)
+	if err != nil {
+		return err.Error()
+	}
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// httpError is a non-2xx answer.
+type httpError struct {
+	Method, URL string
+	Status      int
+	Body        string
+}
+
+func (e *httpError) Error() string {
+	b := e.Body
+	if len(b) > 300 {
+		b = b[:300]
+	}
+	return fmt.Sprintf("%s %s: %d %s", e.Method, e.URL, e.Status, b)
+}
+
+var httpc = &http.Client{Timeout: 20 * time.Second}
+
+// doJSON sends in (when not nil) as JSON and decodes a 2xx answer into out.
+func doJSON(ctx context.Context, method, u, bearer string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	if method == http.MethodPost && strings.Contains(u, "/api/v1/") {
+		req.Header.Set("Idempotency-Key", randomHex(12))
+	}
+	resp, err := httpc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, u, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return &httpError{Method: method, URL: u, Status: resp.StatusCode, Body: string(b)}
+	}
+	if out != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("%s %s: decode: %w", method, u, err)
+		}
+	}
+	return nil
+}
+
+// api is the backend's REST API as one user.
+type api struct {
+	base, token string
+}
+
+func (a api) do(ctx context.Context, method, path string, in, out any) error {
+	return doJSON(ctx, method, a.base+path, a.token, in, out)
+}
+
+func login(ctx context.Context, base, user, pass string) (api, error) {
+	var tok struct {
+		Token string `json:"token"`
+	}
+	if err := doJSON(ctx, http.MethodPost, base+"/api/v1/sessions", "", map[string]string{"username": user, "password": pass}, &tok); err != nil {
+		return api{}, err
+	}
+	if tok.Token == "" {
+		return api{}, errors.New("login: no token")
+	}
+	return api{base: base, token: tok.Token}, nil
+}
+
+// document is the part of the backend's document the tests read.
+type document struct {
+	ID            string `json:"id"`
+	Number        string `json:"number"`
+	State         string `json:"state"`
+	DeviceID      string `json:"device_id"`
+	CompartmentID int64  `json:"compartment_id"`
+	History       []struct {
+		To    string `json:"to"`
+		Actor string `json:"actor"`
+	} `json:"history"`
+}
+
+// actorOf returns who moved the document into state.
+func (d document) actorOf(state string) string {
+	for i := len(d.History) - 1; i >= 0; i-- {
+		if d.History[i].To == state {
+			return d.History[i].Actor
+		}
+	}
+	return ""
+}
+
+type compartment struct {
+	ID      int64 `json:"id"`
+	Number  int   `json:"number"`
+	Board   int   `json:"board"`
+	Channel int   `json:"channel"`
+}
+
+type auditRecord struct {
+	Action  string         `json:"action"`
+	Actor   string         `json:"actor"`
+	Subject string         `json:"subject"`
+	Details map[string]any `json:"details"`
+}
+
+// audit returns up to 1000 audit records about subject.
+func (a api) audit(ctx context.Context, subject string) ([]auditRecord, error) {
+	var all []auditRecord
+	cursor := ""
+	for i := 0; i < 5; i++ {
+		var page struct {
+			Items      []auditRecord `json:"items"`
+			NextCursor string        `json:"next_cursor"`
+		}
+		q := url.Values{"subject": {subject}, "limit": {"200"}}
+		if cursor != "" {
+			q.Set("cursor", cursor)
+		}
+		if err := a.do(ctx, http.MethodGet, "/api/v1/audit?"+q.Encode(), nil, &page); err != nil {
+			return nil, err
+		}
+		all = append(all, page.Items...)
+		if page.NextCursor == "" {
+			break
+		}
+		cursor = page.NextCursor
+	}
+	return all, nil
+}
+
+// simAPI is the simulator's control API.
+type simAPI struct{ base string }
+
+func (s simAPI) state(ctx context.Context, dev string) (simState, error) {
+	var st simState
+	err := doJSON(ctx, http.MethodGet, s.base+"/v1/devices/"+dev+"/state", "", nil, &st)
+	return st, err
+}
+
+func (s simAPI) pulses(ctx context.Context, dev string) ([]simPulse, error) {
+	var ps []simPulse
+	err := doJSON(ctx, http.MethodGet, s.base+"/v1/devices/"+dev+"/pulses", "", nil, &ps)
+	return ps, err
+}
+
+// channel runs an action on a door: take, put (label), close, force,
+// stuck (on).
+func (s simAPI) channel(ctx context.Context, dev string, board, ch int, action string, q url.Values) (map[string]any, error) {
+	if q == nil {
+		q = url.Values{}
+	}
+	q.Set("board", fmt.Sprint(board))
+	var out map[string]any
+	err := doJSON(ctx, http.MethodPost, fmt.Sprintf("%s/v1/devices/%s/channels/%d/%s?%s", s.base, dev, ch, action, q.Encode()), "", nil, &out)
+	return out, err
+}
+
+func (s simAPI) truth(ctx context.Context, dev string, board, ch int) (channelTruth, error) {
+	st, err := s.state(ctx, dev)
+	if err != nil {
+		return channelTruth{}, err
+	}
+	for _, c := range st.Channels {
+		if c.Board == board && c.Channel == ch {
+			return c, nil
+		}
+	}
+	return channelTruth{}, fmt.Errorf("simulator: %s has no b%d/c%d", dev, board, ch)
+}
+
+// screen is what a kiosk shows.
+type screen struct {
+	State       string `json:"state"`
+	Compartment int    `json:"compartment"`
+	Message     string `json:"message"`
+	Staff       string `json:"staff"`
+}
+
+type kioskAPI struct{ base string }
+
+func (k kioskAPI) post(ctx context.Context, path string, in any) (screen, error) {
+	var s screen
+	err := doJSON(ctx, http.MethodPost, k.base+path, "", in, &s)
+	return s, err
+}
+
+func (k kioskAPI) screen(ctx context.Context) (screen, error) {
+	var s screen
+	err := doJSON(ctx, http.MethodGet, k.base+"/kiosk/v1/session", "", nil, &s)
+	return s, err
+}
+
+// waitFor polls cond every 100 ms for up to timeout; it fails t with what
+// was awaited and the last observation.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func(ctx context.Context) (bool, string, error)) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var last string
+	var lastErr error
+	for {
+		ok, obs, err := cond(ctx)
+		if err == nil && ok {
+			return obs
+		}
+		if obs != "" {
+			last = obs
+		}
+		if err != nil {
+			lastErr = err
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: not within %s (last seen: %s; last error: %v)", what, timeout, last, lastErr)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// lineWriter hands the first line starting with prefix to a channel.
+type lineWriter struct {
+	mu     sync.Mutex
+	buf    []byte
+	prefix string
+	ch     chan string
+	sent   bool
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.sent {
+		return len(p), nil
+	}
+	w.buf = append(w.buf, p...)
+	sc := bufio.NewScanner(bytes.NewReader(w.buf))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), w.prefix) && bytes.Contains(w.buf, []byte(sc.Text()+"\n")) {
+			w.sent = true
+			w.ch <- sc.Text()
+			w.buf = nil
+			break
+		}
+	}
+	return len(p), nil
+}

@@ -1,0 +1,726 @@
+package systemtest
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"kluis/backend/pgtest"
+)
+
+// The simulated city hall: a Kluis-protocol locker on a pty and a Tasmota
+// automaton on the Mosquitto broker.
+const (
+	siteID        = "sys-site"
+	lockerID      = "sys-locker"
+	autoID        = "sys-auto"
+	lockerDoors   = 10
+	autoSlots     = 6
+	lockoutAfter  = 3 // kluisd's lockout.max_failures
+	lockoutLength = 4 * time.Second
+)
+
+// world is one backend, one simulator and the kluisd of each device.
+type world struct {
+	t         *testing.T // the running (sub)test
+	root      *testing.T // owns the processes
+	dir       string
+	dbURL     string
+	env       []string // the backend's environment
+	apiBase   string
+	mqttAddr  string // the embedded broker
+	fieldbus  string // Mosquitto, for the Tasmota module
+	mailDir   string
+	pubKey    string // file with the QR public key
+	backend   *proc
+	sim       simAPI
+	admin     api
+	staff     api
+	staffPIN  string
+	nodes     map[string]*node
+	docSeq    int
+	runID     string
+	adminPass string
+}
+
+// node is one device's kluisd.
+type node struct {
+	id, kind   string
+	dir        string
+	configPath string
+	kiosk      kioskAPI
+	metrics    string
+	proc       *proc
+}
+
+func mosquittoURL() string {
+	if u := os.Getenv("MQTT_URL"); u != "" {
+		return u
+	}
+	return "tcp://127.0.0.1:1883"
+}
+
+// newWorld starts everything and waits until each kluisd is connected.
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	w := &world{t: t, root: t, dir: t.TempDir(), nodes: map[string]*node{}, runID: randomHex(3)}
+	w.dbURL = pgtest.NewDatabase(t)
+	w.mailDir = filepath.Join(w.dir, "mail")
+	w.fieldbus = mosquittoURL()
+	w.adminPass = "Admin-" + randomHex(10)
+	w.apiBase = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	w.mqttAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	keyDir := filepath.Join(w.dir, "keys")
+	w.env = []string{
+		"DATABASE_URL=" + w.dbURL,
+		"KLUIS_HTTP_ADDR=" + strings.TrimPrefix(w.apiBase, "http://"),
+		"MQTT_URL=", // the embedded broker
+		"KLUIS_MQTT_ADDR=" + w.mqttAddr,
+		"KLUIS_KEY_DIR=" + keyDir,
+		"KLUIS_MAIL_URL=drop:" + w.mailDir,
+		"KLUIS_SLIP_DIR=" + filepath.Join(w.dir, "slips"),
+		"KLUIS_ADMIN_USER=admin",
+		"KLUIS_ADMIN_PASSWORD=" + w.adminPass,
+		"KLUIS_INSECURE_FAST_HASH=1",
+		"KLUIS_PUBLIC_URL=http://kluis.example",
+	}
+	w.startBackend()
+	pub := w.cli(nil, "pubkey")
+	w.pubKey = filepath.Join(w.dir, "qr.pub")
+	if err := os.WriteFile(w.pubKey, []byte(pub), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w.setupBackendData()
+	w.startSim()
+	w.startNode(lockerID, "locker")
+	w.startNode(autoID, "automaton")
+	for _, n := range w.nodes {
+		w.waitConnected(n)
+	}
+	return w
+}
+
+// startBackend starts kluis-backend (again, after a kill: same database,
+// keys and ports) and waits until it is ready.
+func (w *world) startBackend() {
+	t := w.t
+	t.Helper()
+	w.backend = startProc(t, w.root, w.dir, "kluis-backend", "kluis-backend",
+		[]string{"serve", "-housekeep-every", "1s", "-code-sync-every", "2s", "-open-timeout", "10s", "-audit-verify-every", "0"}, w.env, nil)
+	waitFor(t, 60*time.Second, "kluis-backend ready", func(ctx context.Context) (bool, string, error) {
+		if !w.backend.running() {
+			t.Fatalf("kluis-backend exited:\n%s", w.backend.tail(3000))
+		}
+		err := doJSON(ctx, http.MethodGet, w.apiBase+"/readyz", "", nil, nil)
+		return err == nil, "", err
+	})
+}
+
+// cli runs a kluis-backend subcommand and returns its stdout.
+func (w *world) cli(env []string, args ...string) string {
+	w.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "kluis-backend"), args...)
+	cmd.Env = append(append([]string{"PATH=" + os.Getenv("PATH")}, w.env...), env...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		w.t.Fatalf("kluis-backend %s: %v: %s", args[0], err, errb.String())
+	}
+	return out.String()
+}
+
+func (w *world) setupBackendData() {
+	t := w.t
+	ctx := context.Background()
+	var err error
+	if w.admin, err = login(ctx, w.apiBase, "admin", w.adminPass); err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(w.admin.do(ctx, http.MethodPost, "/api/v1/sites", map[string]string{"id": siteID, "name": "Stadhuis (system test)",
+		"time_zone": "Europe/Brussels", "address": "Grote Markt 54, 8500 Kortrijk"}, nil))
+	for _, d := range []struct {
+		id, kind string
+		n        int
+	}{{lockerID, "locker", lockerDoors}, {autoID, "automaton", autoSlots}} {
+		var comps []map[string]any
+		for i := 0; i < d.n; i++ {
+			// On an automaton the backend's channel is the carousel slot.
+			comps = append(comps, map[string]any{"number": i + 1, "board": 0, "channel": i, "size": "M"})
+		}
+		must(w.admin.do(ctx, http.MethodPost, "/api/v1/devices", map[string]any{"id": d.id, "site_id": siteID,
+			"kind": d.kind, "name": d.id, "compartments": comps}, nil))
+	}
+	pass := "Staff-" + randomHex(8)
+	var u struct {
+		ID int64 `json:"id"`
+	}
+	must(w.admin.do(ctx, http.MethodPost, "/api/v1/users", map[string]string{"username": "an.balie", "password": pass, "role": "staff"}, &u))
+	w.staff, err = login(ctx, w.apiBase, "an.balie", pass)
+	must(err)
+	w.staffPIN = "482913"
+	must(w.admin.do(ctx, http.MethodPatch, fmt.Sprintf("/api/v1/users/%d", u.ID), map[string]string{"kiosk_pin": w.staffPIN}, nil))
+}
+
+// startSim starts kluis-sim fleet and reads its ready line.
+func (w *world) startSim() {
+	t := w.t
+	topic := "kluis-systest-" + w.runID
+	var b strings.Builder
+	fmt.Fprintf(&b, "seed: 20261122\nhttp: 127.0.0.1:0\nbroker: %s\ndevices:\n", w.fieldbus)
+	fmt.Fprintf(&b, "  - id: %s\n    kind: locker\n    hardware: kluis\n    boards: 1\n    channels: %d\n    link: %s\n",
+		lockerID, lockerDoors, filepath.Join(w.dir, "tty-locker"))
+	fmt.Fprintf(&b, "  - id: %s\n    kind: automaton\n    hardware: tasmota\n    topic: %s\n    boards: 1\n    slots: %d\n    move_time: 300ms\n",
+		autoID, topic, autoSlots)
+	path := filepath.Join(w.dir, "fleet.yaml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lw := &lineWriter{prefix: `{"control"`, ch: make(chan string, 1)}
+	p := startProc(t, w.root, w.dir, "kluis-sim", "kluis-sim", []string{"fleet", "--config", path}, nil, lw)
+	var line string
+	select {
+	case line = <-lw.ch:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("kluis-sim: no ready line:\n%s", p.tail(3000))
+	}
+	var ready struct {
+		Control string `json:"control"`
+	}
+	if err := json.Unmarshal([]byte(line), &ready); err != nil {
+		t.Fatalf("kluis-sim ready line %q: %v", line, err)
+	}
+	w.sim = simAPI{base: "http://" + ready.Control}
+}
+
+// startNode writes a kluisd configuration with its own MQTT credentials and
+// starts it.
+func (w *world) startNode(id, kind string) {
+	t := w.t
+	n := &node{id: id, kind: kind, dir: filepath.Join(w.dir, id)}
+	if err := os.MkdirAll(filepath.Join(n.dir, "journal"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	pw := "mqtt-" + randomHex(16)
+	w.cli([]string{"KLUIS_NEW_PASSWORD=" + pw}, "mqttpasswd", "-device", id)
+	pwFile := filepath.Join(n.dir, "mqtt.password")
+	if err := os.WriteFile(pwFile, []byte(pw+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kioskAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	n.kiosk = kioskAPI{base: "http://" + kioskAddr}
+	n.metrics = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	var b strings.Builder
+	fmt.Fprintf(&b, "device_id: %s\nsite: %s\nkind: %s\n", id, siteID, kind)
+	fmt.Fprintf(&b, "mqtt:\n  url: tcp://%s\n  username: %s\n  password_file: %s\n  resend_after: 2s\n  heartbeat_every: 5s\n",
+		w.mqttAddr, id, pwFile)
+	if kind == "automaton" {
+		fmt.Fprintf(&b, "hardware:\n  driver: tasmota\n  hatch_channel: 0\n  tasmota:\n    broker: %s\n    modules:\n      - {topic: %s, relays: %d, board: 0}\n",
+			w.fieldbus, "kluis-systest-"+w.runID, 1+autoSlots)
+		b.WriteString("compartments:\n")
+		for i := 0; i < autoSlots; i++ {
+			fmt.Fprintf(&b, "  - {number: %d, board: 0, slot: %d}\n", i+1, i)
+		}
+	} else {
+		fmt.Fprintf(&b, "hardware:\n  driver: kluis\n  serial: {port: %s, baud: 115200}\n", filepath.Join(w.dir, "tty-locker"))
+		b.WriteString("compartments:\n")
+		for i := 0; i < lockerDoors; i++ {
+			fmt.Fprintf(&b, "  - {number: %d, board: 0, channel: %d}\n", i+1, i)
+		}
+	}
+	fmt.Fprintf(&b, "pulse: 300ms\ntimeouts: {door_open_detect: 2s, door_left_open: 2s, grace: 10m, verify: 3s, present: 15s, open_retries: 1}\n")
+	fmt.Fprintf(&b, "lockout: {max_failures: %d, window: 10m, duration: %s}\n", lockoutAfter, lockoutLength)
+	fmt.Fprintf(&b, "journal_dir: %s\nkiosk: {listen: %s, default_lang: en}\nmetrics_listen: %s\noffline: {public_key_file: %s}\n",
+		filepath.Join(n.dir, "journal"), kioskAddr, n.metrics, w.pubKey)
+	n.configPath = filepath.Join(n.dir, "kluisd.yaml")
+	if err := os.WriteFile(n.configPath, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w.nodes[id] = n
+	w.startKluisd(n)
+}
+
+func (w *world) startKluisd(n *node) {
+	n.proc = startProc(w.t, w.root, w.dir, "kluisd-"+n.id, "kluisd", []string{"--config", n.configPath}, nil, nil)
+}
+
+type health struct {
+	Ready         bool `json:"ready"`
+	MQTTConnected bool `json:"mqtt_connected"`
+	Backlog       int  `json:"backlog"`
+}
+
+func (n *node) health(ctx context.Context) (health, error) {
+	var h health
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.metrics+"/healthz", nil)
+	if err != nil {
+		return h, err
+	}
+	resp, err := httpc.Do(req)
+	if err != nil {
+		return h, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&h)
+	return h, err
+}
+
+// metric reads the first sample of name whose labels contain label.
+func (n *node) metric(ctx context.Context, name, label string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.metrics+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := httpc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name) {
+			continue
+		}
+		key, val, ok := strings.Cut(line, " ")
+		if !ok || !strings.Contains(key, label) {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(val, &v); err == nil {
+			return v, nil
+		}
+	}
+	return 0, sc.Err()
+}
+
+// waitConnected waits until n's kluisd is ready and connected.
+func (w *world) waitConnected(n *node) {
+	w.t.Helper()
+	waitFor(w.t, 60*time.Second, n.id+" ready and connected", func(ctx context.Context) (bool, string, error) {
+		if !n.proc.running() {
+			w.t.Fatalf("kluisd %s exited:\n%s", n.id, n.proc.tail(3000))
+		}
+		h, err := n.health(ctx)
+		return h.Ready && h.MQTTConnected, fmt.Sprintf("%+v", h), err
+	})
+}
+
+// doc is one citizen's document.
+type doc struct {
+	document
+	kind, number, email, birth, label string
+	device                            string
+	comp                              compartment
+	mail                              pickupMail
+}
+
+// board, channel and slot where the document is in the simulator: the
+// compartment's channel on a locker, the hatch (channel 0) and a slot on
+// the automaton.
+func (d *doc) place() (board, ch, slot int) {
+	if d.device == autoID {
+		return d.comp.Board, 0, d.comp.Channel
+	}
+	return d.comp.Board, d.comp.Channel, -1
+}
+
+// register registers a document through the REST API as staff.
+func (w *world) register(kind, device string) *doc {
+	t := w.t
+	t.Helper()
+	w.docSeq++
+	d := &doc{kind: kind, device: device, birth: fmt.Sprintf("19%02d-0%d-1%d", 60+w.docSeq, 1+w.docSeq%9, w.docSeq%10)}
+	d.number = fmt.Sprintf("591-%s-%02d", w.runID, w.docSeq)
+	d.email = fmt.Sprintf("holder%02d.%s@example.org", w.docSeq, w.runID)
+	d.label = kind + " " + d.number
+	err := w.staff.do(context.Background(), http.MethodPost, "/api/v1/documents", map[string]any{"kind": kind, "number": d.number,
+		"holder_first_name": "Holder", "holder_last_name": fmt.Sprintf("Nr%d", w.docSeq), "holder_birth_date": d.birth,
+		"language": "en", "email": d.email, "site_id": siteID}, &d.document)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.State != "registered" {
+		t.Fatalf("registered document in state %s", d.State)
+	}
+	return d
+}
+
+// backendDoc reads the document from the backend.
+func (w *world) backendDoc(ctx context.Context, d *doc) (document, error) {
+	var got document
+	err := w.staff.do(ctx, http.MethodGet, "/api/v1/documents/"+url.PathEscape(d.ID), nil, &got)
+	return got, err
+}
+
+// waitState waits until the backend shows the document in state.
+func (w *world) waitState(d *doc, state string) {
+	w.t.Helper()
+	waitFor(w.t, 30*time.Second, fmt.Sprintf("document %s %s in the backend", d.number, state), func(ctx context.Context) (bool, string, error) {
+		got, err := w.backendDoc(ctx, d)
+		if err != nil {
+			return false, "", err
+		}
+		d.document = got
+		return got.State == state, got.State, nil
+	})
+}
+
+// compOf finds the document's compartment through the API.
+func (w *world) compOf(d *doc) {
+	t := w.t
+	t.Helper()
+	ctx := context.Background()
+	got, err := w.backendDoc(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.DeviceID != d.device || got.CompartmentID == 0 {
+		t.Fatalf("document on %q compartment %d, want a compartment of %s", got.DeviceID, got.CompartmentID, d.device)
+	}
+	var dev struct {
+		Compartments []compartment `json:"compartments"`
+	}
+	if err := w.staff.do(ctx, http.MethodGet, "/api/v1/devices/"+d.device, nil, &dev); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range dev.Compartments {
+		if c.ID == got.CompartmentID {
+			d.comp = c
+			return
+		}
+	}
+	t.Fatalf("compartment id %d not on %s", got.CompartmentID, d.device)
+}
+
+func (w *world) pulseCount(dev string) int {
+	w.t.Helper()
+	ps, err := w.sim.pulses(context.Background(), dev)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return len(ps)
+}
+
+// pulsesSince returns the pulses of dev after the first n.
+func (w *world) pulsesSince(dev string, n int) []simPulse {
+	w.t.Helper()
+	ps, err := w.sim.pulses(context.Background(), dev)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if n > len(ps) {
+		w.t.Fatalf("simulator forgot pulses: %d < %d", len(ps), n)
+	}
+	return ps[n:]
+}
+
+// exactlyOnePulse checks that the pulses since n are exactly one, at
+// board/ch.
+func (w *world) exactlyOnePulse(dev string, n, board, ch int) {
+	w.t.Helper()
+	got := w.pulsesSince(dev, n)
+	if len(got) != 1 || got[0].Board != board || got[0].Channel != ch {
+		w.t.Fatalf("pulses of %s: %+v, want exactly one at b%d/c%d", dev, got, board, ch)
+	}
+}
+
+// noPulse checks that nothing was pulsed since n, after giving a wrong
+// pulse a moment to show up, and that every door is shut.
+func (w *world) noPulse(dev string, n int) {
+	w.t.Helper()
+	time.Sleep(700 * time.Millisecond)
+	if got := w.pulsesSince(dev, n); len(got) > 0 {
+		w.t.Fatalf("unexpected pulses of %s: %+v", dev, got)
+	}
+	w.allShut(dev)
+}
+
+func (w *world) allShut(dev string) {
+	w.t.Helper()
+	st, err := w.sim.state(context.Background(), dev)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	for _, c := range st.Channels {
+		if c.DoorOpen {
+			w.t.Fatalf("%s: door b%d/c%d is open", dev, c.Board, c.Channel)
+		}
+	}
+}
+
+// waitDoor waits for the simulator's door to be open (or shut).
+func (w *world) waitDoor(dev string, board, ch int, open bool) {
+	w.t.Helper()
+	waitFor(w.t, 20*time.Second, fmt.Sprintf("door b%d/c%d of %s open=%t", board, ch, dev, open), func(ctx context.Context) (bool, string, error) {
+		c, err := w.sim.truth(ctx, dev, board, ch)
+		return err == nil && c.DoorOpen == open, fmt.Sprintf("%+v", c), err
+	})
+}
+
+// waitAtHatch waits until the automaton presents slot at the hatch.
+func (w *world) waitAtHatch(dev string, board, slot int) {
+	w.t.Helper()
+	waitFor(w.t, 20*time.Second, fmt.Sprintf("slot %d at the hatch", slot), func(ctx context.Context) (bool, string, error) {
+		st, err := w.sim.state(ctx, dev)
+		if err != nil {
+			return false, "", err
+		}
+		for _, m := range st.Mechanisms {
+			if m.Board == board {
+				return m.AtHatch == slot && !m.Busy, fmt.Sprintf("%+v", m), nil
+			}
+		}
+		return false, "no mechanism", nil
+	})
+}
+
+// act runs a person's action in the simulator.
+func (w *world) act(dev string, board, ch int, action string, q url.Values) map[string]any {
+	w.t.Helper()
+	out, err := w.sim.channel(context.Background(), dev, board, ch, action, q)
+	if err != nil {
+		w.t.Fatalf("%s b%d/c%d %s: %v", dev, board, ch, action, err)
+	}
+	return out
+}
+
+// humanPause is how long a person takes to reach in or push a door shut.
+const humanPause = 300 * time.Millisecond
+
+// kioskPost posts to a kiosk and fails the test on a transport error.
+func (w *world) kioskPost(n *node, path string, in any) screen {
+	w.t.Helper()
+	s, err := n.kiosk.post(context.Background(), path, in)
+	if err != nil {
+		w.t.Fatalf("%s %s: %v", n.id, path, err)
+	}
+	return s
+}
+
+// waitScreen waits until the kiosk shows one of states.
+func (w *world) waitScreen(n *node, states ...string) screen {
+	w.t.Helper()
+	var s screen
+	waitFor(w.t, 30*time.Second, n.id+" kiosk shows "+strings.Join(states, "|"), func(ctx context.Context) (bool, string, error) {
+		var err error
+		s, err = n.kiosk.screen(ctx)
+		if err != nil {
+			return false, "", err
+		}
+		for _, st := range states {
+			if s.State == st {
+				return true, s.State, nil
+			}
+		}
+		return false, s.State + ": " + s.Message, nil
+	})
+	return s
+}
+
+// load logs staff in at the device's kiosk, scans the document number,
+// puts the document in when the door (hatch) opens and closes it; then
+// waits for the backend's notification and reads the e-mail.
+func (w *world) load(d *doc) {
+	t := w.t
+	t.Helper()
+	n := w.nodes[d.device]
+	p0 := w.pulseCount(d.device)
+	if s := w.kioskPost(n, "/kiosk/v1/staff/login", map[string]string{"pin": w.staffPIN}); s.State != "staff" {
+		t.Fatalf("staff login at %s: %s (%s)", n.id, s.State, s.Message)
+	}
+	s := w.kioskPost(n, "/kiosk/v1/staff/load", map[string]string{"document_number": d.number})
+	if s.State != "loading" && s.State != "presenting" {
+		t.Fatalf("staff load at %s: %s (%s)", n.id, s.State, s.Message)
+	}
+	w.compOf(d)
+	board, ch, slot := d.place()
+	if slot >= 0 {
+		w.waitAtHatch(d.device, board, slot)
+	}
+	w.waitDoor(d.device, board, ch, true)
+	time.Sleep(humanPause)
+	w.act(d.device, board, ch, "put", url.Values{"label": {d.label}})
+	time.Sleep(humanPause)
+	w.act(d.device, board, ch, "close", nil)
+	w.waitScreen(n, "loaded")
+	w.exactlyOnePulse(d.device, p0, board, ch)
+	w.waitState(d, "notified")
+	if a := d.actorOf("loaded"); a != "device:"+d.device {
+		t.Fatalf("loaded by %q, want the kluisd report (device:%s)", a, d.device)
+	}
+	w.kioskPost(n, "/kiosk/v1/staff/logout", nil)
+	w.readMail(d)
+}
+
+// readMail waits for the document's ready message with QR and PIN.
+func (w *world) readMail(d *doc) {
+	waitFor(w.t, 20*time.Second, "ready e-mail to "+d.email, func(context.Context) (bool, string, error) {
+		ms, err := readMails(w.mailDir)
+		if err != nil {
+			return false, "", err
+		}
+		for _, m := range ms {
+			if m.To == d.email && m.QR != "" && m.PIN != "" {
+				d.mail = m
+				return true, m.File, nil
+			}
+		}
+		return false, fmt.Sprintf("%d messages", len(ms)), nil
+	})
+}
+
+// pickup enters a code at the kiosk and expects the door (hatch) to open.
+func (w *world) pickupOpens(d *doc, req map[string]string) {
+	t := w.t
+	t.Helper()
+	n := w.nodes[d.device]
+	s := w.kioskPost(n, "/kiosk/v1/pickup", req)
+	if s.State != "open" && s.State != "presenting" {
+		t.Fatalf("pickup of %s at %s: kiosk shows %s (%s)", d.number, n.id, s.State, s.Message)
+	}
+	board, ch, slot := d.place()
+	if slot >= 0 {
+		w.waitAtHatch(d.device, board, slot)
+	}
+	w.waitDoor(d.device, board, ch, true)
+}
+
+// takeAndClose takes the document out and shuts the door.
+func (w *world) takeAndClose(d *doc) {
+	t := w.t
+	t.Helper()
+	board, ch, _ := d.place()
+	time.Sleep(humanPause)
+	item := w.act(d.device, board, ch, "take", nil)
+	if got, _ := item["item"].(string); got != d.label {
+		t.Fatalf("took %q, want %q", got, d.label)
+	}
+	time.Sleep(humanPause)
+	w.act(d.device, board, ch, "close", nil)
+}
+
+// collect is a whole pickup: code, door opens, document taken, door shut,
+// exactly one pulse, collected by the device in the backend.
+func (w *world) collect(d *doc, req map[string]string) {
+	t := w.t
+	t.Helper()
+	p0 := w.pulseCount(d.device)
+	w.pickupOpens(d, req)
+	w.takeAndClose(d)
+	w.waitScreen(w.nodes[d.device], "done")
+	board, ch, _ := d.place()
+	w.exactlyOnePulse(d.device, p0, board, ch)
+	w.waitState(d, "collected")
+	if a := d.actorOf("collected"); a != "device:"+d.device {
+		t.Fatalf("collected by %q, want device:%s", a, d.device)
+	}
+	c, err := w.sim.truth(context.Background(), d.device, board, ch)
+	if err != nil || c.DoorOpen || c.Item != "" {
+		t.Fatalf("after the pickup the simulator shows %+v (%v)", c, err)
+	}
+}
+
+// waitAudit waits for an audit record of the device with action and,
+// when alarm is not empty, that alarm kind.
+func (w *world) waitAudit(device, action, alarm string) {
+	w.t.Helper()
+	waitFor(w.t, 30*time.Second, fmt.Sprintf("audit %s %s %s", device, action, alarm), func(ctx context.Context) (bool, string, error) {
+		recs, err := w.admin.audit(ctx, "device:"+device)
+		if err != nil {
+			return false, "", err
+		}
+		for _, r := range recs {
+			if r.Action == action && (alarm == "" || r.Details["alarm"] == alarm) {
+				return true, "", nil
+			}
+		}
+		return false, fmt.Sprintf("%d records", len(recs)), nil
+	})
+}
+
+// waitMetricAbove waits until a kluisd metric exceeds v.
+func (w *world) waitMetricAbove(n *node, name, label string, v float64) {
+	w.t.Helper()
+	waitFor(w.t, 20*time.Second, fmt.Sprintf("%s%s > %v", name, label, v), func(ctx context.Context) (bool, string, error) {
+		got, err := n.metric(ctx, name, label)
+		return got > v, fmt.Sprint(got), err
+	})
+}
+
+// expire moves the document's deadline into the past in the database (the
+// backend has no clock to advance) and waits for housekeeping to expire it.
+func (w *world) expire(d *doc) {
+	t := w.t
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, w.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	tag, err := conn.Exec(ctx, "UPDATE documents SET deadline = now() - interval '1 minute' WHERE id = $1 AND state = 'notified'", d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tag.RowsAffected() != 1 {
+		t.Fatalf("document %s not notified", d.number)
+	}
+	w.waitState(d, "expired")
+}
+
+// killBackend kills the backend, and with it the embedded broker, with
+// SIGKILL, and waits until every kluisd sees the link down.
+func (w *world) killBackend() {
+	w.backend.kill()
+	for _, n := range w.nodes {
+		waitFor(w.t, 30*time.Second, n.id+" sees the broker gone", func(ctx context.Context) (bool, string, error) {
+			h, err := n.health(ctx)
+			return err == nil && !h.MQTTConnected, fmt.Sprintf("%+v", h), err
+		})
+	}
+}
+
+// restartBackend starts the backend again and waits for every kluisd.
+func (w *world) restartBackend() {
+	w.startBackend()
+	for _, n := range w.nodes {
+		w.waitConnected(n)
+	}
+}
+
+// waitBacklogEmpty waits until the kluisd has every event acknowledged.
+func (w *world) waitBacklogEmpty(n *node) {
+	w.t.Helper()
+	waitFor(w.t, 30*time.Second, n.id+" backlog empty", func(ctx context.Context) (bool, string, error) {
+		h, err := n.health(ctx)
+		return err == nil && h.Backlog == 0 && h.MQTTConnected, fmt.Sprintf("%+v", h), err
+	})
+}
+
+// inOfflineCache reports whether kluisd's offline cache file holds the
+// document.
+func (n *node) inOfflineCache(docID string) bool {
+	b, err := os.ReadFile(filepath.Join(n.dir, "journal", "offline-cache.json"))
+	return err == nil && strings.Contains(string(b), `"`+docID+`"`)
+}

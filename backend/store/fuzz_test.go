@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,6 +36,11 @@ func FuzzNewDocumentValidate(f *testing.F) {
 		}
 		if n.Email == "" && n.Mobile == "" {
 			t.Fatal("accepted without any contact")
+		}
+		// The key the code looks numbers up by is the one the database
+		// computes (documents.number_key: upper(translate(number, ' -', ''))).
+		if k := store.DocumentNumberKey(n.Number); k != strings.ToUpper(strings.NewReplacer(" ", "", "-", "").Replace(n.Number)) || k == "" {
+			t.Fatalf("number %q: key %q differs from the database's", n.Number, k)
 		}
 	})
 }

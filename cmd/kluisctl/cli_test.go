@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -26,6 +27,7 @@ type harness struct {
 	t      *testing.T
 	url    string
 	tokens map[auth.Role]string
+	st     *store.Store
 }
 
 func newHarness(t *testing.T) *harness {
@@ -45,7 +47,7 @@ func newHarness(t *testing.T) *harness {
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 
-	h := &harness{t: t, url: hs.URL, tokens: map[auth.Role]string{}}
+	h := &harness{t: t, url: hs.URL, tokens: map[auth.Role]string{}, st: st}
 	for _, r := range auth.Roles() {
 		u, err := as.CreateUser(ctx, "cli-"+string(r), "password-of-"+string(r), r)
 		require.NoError(t, err)
@@ -234,4 +236,35 @@ func TestKluisctlUsageAndAuthErrors(t *testing.T) {
 		})
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errb.String(), "cannot reach")
+}
+
+// An altered audit record is found, named, and makes kluisctl fail.
+func TestAuditVerifyNamesTheAlteredRecord(t *testing.T) {
+	h := newHarness(t)
+	admin := h.tokens[auth.RoleAdmin]
+	code, out, errs := h.kctl(admin, "", nil, "audit", "verify")
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, out, "audit chain intact")
+
+	// Someone with database rights bypasses the append-only trigger.
+	ctx := context.Background()
+	require.NoError(t, pgx.BeginFunc(ctx, h.st.Pool(), func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL session_replication_role = replica"); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "UPDATE audit_log SET actor = 'user:mallory' WHERE seq = 2")
+		return err
+	}))
+	code, _, errs = h.kctl(admin, "", nil, "audit", "verify")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, "audit chain BROKEN at record 2")
+	code, out, _ = h.kctl(admin, "", nil, "-o", "json", "audit", "verify")
+	assert.Equal(t, 1, code)
+	var rep struct {
+		OK       bool  `json:"ok"`
+		FirstBad int64 `json:"first_bad"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &rep), out)
+	assert.False(t, rep.OK)
+	assert.Equal(t, int64(2), rep.FirstBad)
 }

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/pgtest"
+	"kluis/controller/wire"
+)
+
+// slipPIN reads the clear PIN from a document's pickup slip.
+func (s *server) slipPIN(id string) string {
+	s.t.Helper()
+	req, err := http.NewRequest("GET", "http://"+s.http+"/api/v1/documents/"+id+"/slip", nil)
+	require.NoError(s.t, err)
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	res, err := s.client.Do(req)
+	require.NoError(s.t, err)
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	require.Equal(s.t, 200, res.StatusCode, string(b))
+	m := regexp.MustCompile(`class="pin">([0-9 ]+)<`).FindSubmatch(b)
+	require.NotNil(s.t, m, "no PIN on the slip")
+	return strings.ReplaceAll(string(m[1]), " ", "")
+}
+
+// verify asks the backend over MQTT and waits for the answer to this id.
+func (d *fakeDevice) verify(id, pin, dob string) wire.VerifyResponse {
+	d.t.Helper()
+	d.publish(wire.KindVerifyReq, &wire.VerifyRequest{ID: id, At: time.Now().UTC(), Method: wire.MethodPIN, PIN: pin, BirthDate: dob})
+	var got wire.VerifyResponse
+	eventually(d.t, "the verify answer "+id, func() bool {
+		for _, b := range d.received(wire.KindVerifyRes) {
+			var r wire.VerifyResponse
+			if json.Unmarshal(b, &r) == nil && r.ID == id {
+				got = r
+				return true
+			}
+		}
+		return false
+	})
+	return got
+}
+
+// The citizen opened the door and left the document: over the real MQTT
+// link the same PIN works again (within -code-grace), once, and the pickup
+// that follows collects the document.
+func TestPickupNotCollectedGivesTheCodeBackOverMQTT(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	s := startServer(t, map[string]string{
+		"DATABASE_URL":             db,
+		"KLUIS_HTTP_ADDR":          "127.0.0.1:0",
+		"KLUIS_INSECURE_FAST_HASH": "1",
+		"KLUIS_LOG_LEVEL":          "error",
+		"KLUIS_KEY_DIR":            t.TempDir() + "/keys",
+		"KLUIS_MQTT_ADDR":          "127.0.0.1:0",
+		"KLUIS_SLIP_DIR":           t.TempDir() + "/slips",
+	})
+	eventually(t, "the backend's link to connect", func() bool {
+		return strings.Contains(s.metrics(), "kluis_devicelink_broker_connected 1")
+	})
+	s.call("POST", "/api/v1/sites", map[string]any{"id": "kortrijk", "name": "Stadhuis"}, 201)
+	s.call("POST", "/api/v1/devices", map[string]any{"id": "k1", "site_id": "kortrijk", "kind": "locker",
+		"compartments": []map[string]any{{"board": 0, "channel": 5, "size": "M", "height_cm": 100}}}, 201)
+	doc := s.call("POST", "/api/v1/documents", map[string]any{"kind": "eid", "number": "591-1234567-89",
+		"holder_first_name": "Jan", "holder_last_name": "Peeters", "holder_birth_date": "1980-01-02",
+		"language": "nl", "email": "jan@example.be", "site_id": "kortrijk"}, 201)
+	id := doc["id"].(string)
+	s.call("POST", "/api/v1/documents/"+id+"/reserve", nil, 200)
+	s.call("POST", "/api/v1/documents/"+id+"/load", nil, 200)
+	pin := s.slipPIN(id)
+
+	pw := s.call("POST", "/api/v1/devices/k1/mqtt-password", nil, 201)["password"].(string)
+	dev := connectDevice(t, s.broker, "k1", pw)
+
+	r := dev.verify("v1", pin, "1980-01-02")
+	require.Equal(t, wire.VerifyOK, r.Result)
+	require.Equal(t, id, r.DocumentID)
+	require.Equal(t, wire.VerifyAlreadyCollected, dev.verify("v2", pin, "1980-01-02").Result)
+
+	acks := func() int { return len(dev.received(wire.KindAck)) }
+	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvPickupNotCollected, At: time.Now().UTC(),
+		Addr: &wire.Address{Board: 0, Channel: 5}, DocumentID: id, Method: wire.MethodPIN})
+	eventually(t, "the event's ack", func() bool { return acks() >= 1 })
+	require.Equal(t, wire.VerifyOK, dev.verify("v3", pin, "1980-01-02").Result, "the code is given back")
+	require.Equal(t, wire.VerifyAlreadyCollected, dev.verify("v4", pin, "1980-01-02").Result, "once")
+
+	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvPickupCompleted, At: time.Now().UTC(),
+		Addr: &wire.Address{Board: 0, Channel: 5}, DocumentID: id, Method: wire.MethodPIN})
+	eventually(t, "the second ack", func() bool { return acks() >= 2 })
+	require.Equal(t, "collected", s.call("GET", "/api/v1/documents/"+id, nil, 200)["state"])
+	audit := s.call("GET", "/api/v1/audit?subject=document:"+id+"&limit=200", nil, 200)
+	var actions []string
+	for _, it := range audit["items"].([]any) {
+		actions = append(actions, it.(map[string]any)["action"].(string))
+	}
+	require.Contains(t, actions, "code.rearmed")
+}

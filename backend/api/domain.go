@@ -97,11 +97,7 @@ func decodeOptionalJSON(r *http.Request, dst any) error {
 
 // offsetPage pages an in-memory list with an offset cursor.
 func offsetPage[T any](r *http.Request, all []T) (Page[T], error) {
-	limit, cur, err := pageParams(r)
-	if err != nil {
-		return Page[T]{}, err
-	}
-	off, err := cursorInt(cur)
+	limit, off, err := pageInt(r)
 	if err != nil {
 		return Page[T]{}, err
 	}
@@ -408,11 +404,7 @@ func (s *Server) handleListDocuments(w http.ResponseWriter, r *http.Request) err
 	if err := s.needService(); err != nil {
 		return err
 	}
-	limit, cur, err := pageParams(r)
-	if err != nil {
-		return err
-	}
-	off, err := cursorInt(cur)
+	limit, off, err := pageInt(r)
 	if err != nil {
 		return err
 	}

@@ -55,6 +55,19 @@ func cursorInt(cursor string) (int64, error) {
 	return n, nil
 }
 
+// pageInt is pageParams with a numeric cursor (0 when absent).
+func pageInt(r *http.Request) (limit int, pos int64, err error) {
+	limit, cur, err := pageParams(r)
+	if err != nil {
+		return 0, 0, err
+	}
+	pos, err = cursorInt(cur)
+	if err != nil {
+		return 0, 0, err
+	}
+	return limit, pos, nil
+}
+
 // encodeCursor makes an opaque cursor from a position.
 func encodeCursor(pos string) string {
 	return base64.RawURLEncoding.EncodeToString([]byte("c1:" + pos))

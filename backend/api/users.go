@@ -100,11 +100,7 @@ func (s *Server) handleMe(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) handleListUsers(w http.ResponseWriter, r *http.Request) error {
-	limit, cur, err := pageParams(r)
-	if err != nil {
-		return err
-	}
-	after, err := cursorInt(cur)
+	limit, after, err := pageInt(r)
 	if err != nil {
 		return err
 	}
@@ -296,11 +292,7 @@ type auditRecord struct {
 }
 
 func (s *Server) handleListAudit(w http.ResponseWriter, r *http.Request) error {
-	limit, cur, err := pageParams(r)
-	if err != nil {
-		return err
-	}
-	after, err := cursorInt(cur)
+	limit, after, err := pageInt(r)
 	if err != nil {
 		return err
 	}

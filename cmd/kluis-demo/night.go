@@ -795,6 +795,15 @@ func (d *demo) retrieve(ctx context.Context, c *citizen, viaKiosk bool) (string,
 // and waits for the sync.
 func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
 	n := d.nodes[c.Device]
+	// The backend syncs offline codes to the device when they change; the
+	// cut comes once the device holds some.
+	cache, err := waitFor(ctx, 30*time.Second, c.Device+" holds offline codes", func(ctx context.Context) (bool, string, error) {
+		v, err := d.metric(ctx, n, "kluisd_offline_cache_entries", "")
+		return v >= 1, fmt.Sprintf("%v entries", v), err
+	})
+	if err != nil {
+		return "", err
+	}
 	n.proxy.Cut()
 	restored := false
 	defer func() {
@@ -869,6 +878,6 @@ func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
 	if a := c.doc.actorOf("collected"); a != "device:"+c.Device {
 		return "", fmt.Errorf("collected by %q, want the kluisd report (device:%s)", a, c.Device)
 	}
-	return fmt.Sprintf("compartment %d opened after an offline check of the QR code%s, %s; backend still notified during the cut (kluisd backlog %d); after reconnect: collected",
-		c.comp.Number, retried, pulses, h.Backlog), nil
+	return fmt.Sprintf("offline cache %s; compartment %d opened after an offline check of the QR code%s, %s; backend still notified during the cut (kluisd backlog %d); after reconnect: collected",
+		cache, c.comp.Number, retried, pulses, h.Backlog), nil
 }

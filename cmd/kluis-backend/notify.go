@@ -69,9 +69,33 @@ func slipReader(dir string) api.SlipFunc {
 	}
 }
 
+// reminderLockKey is the session-level advisory lock one replica holds
+// while it sends reminders, so that replicas never remind twice at once.
+const reminderLockKey int64 = 0x6b6c7569735f726d // "kluis_rm"
+
 // remind sends the reminders that are due: documents close to their
-// deadline whose holder got none yet.
+// deadline whose holder got none yet. Another replica sending reminders at
+// the same time makes this pass skip.
 func remind(ctx context.Context, st *store.Store, svc *service.Service, log *slog.Logger) {
+	conn, err := st.Pool().Acquire(ctx)
+	if err != nil {
+		log.Warn("reminders: no database connection", "err", err)
+		return
+	}
+	defer conn.Release()
+	var mine bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", reminderLockKey).Scan(&mine); err != nil {
+		log.Warn("reminders: lock", "err", err)
+		return
+	}
+	if !mine {
+		return
+	}
+	defer func() {
+		if _, err := conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", reminderLockKey); err != nil {
+			log.Warn("reminders: unlock", "err", err)
+		}
+	}()
 	ids, err := notify.DueReminders(ctx, st.Pool(), time.Now().UTC(), notify.DefaultReminderLead, 200)
 	if err != nil {
 		log.Warn("due reminders", "err", err)

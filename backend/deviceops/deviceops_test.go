@@ -57,6 +57,15 @@ type env struct {
 	ver    *deviceops.Verifier
 	creds  *secrets
 	reg    *prometheus.Registry
+
+	mu      sync.Mutex
+	changed []string // devices told their codes changed
+}
+
+func (e *env) changedDevices() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.changed...)
 }
 
 func newEnv(t *testing.T) *env {
@@ -74,7 +83,12 @@ func newEnv(t *testing.T) *env {
 		Codes: codes.Issuer{Service: e.codes}, Notifier: e.creds})
 	require.NoError(t, err)
 	e.events, err = deviceops.NewEvents(deviceops.EventsOptions{Service: e.svc, Pool: e.st.Pool(),
-		Grace: 10 * time.Minute, Clock: e.clock.Now, Logger: log, Registerer: e.reg, Codes: e.codes})
+		Grace: 10 * time.Minute, Clock: e.clock.Now, Logger: log, Registerer: e.reg, Codes: e.codes,
+		CodesChanged: func(dev string) {
+			e.mu.Lock()
+			e.changed = append(e.changed, dev)
+			e.mu.Unlock()
+		}})
 	require.NoError(t, err)
 	e.ver = deviceops.NewVerifier(deviceops.VerifierOptions{Codes: e.codes, Logger: log, Clock: e.clock.Now})
 	_, err = e.svc.CreateSite(e.ctx, "user:admin", store.NewSite{ID: "kortrijk", Name: "Stadhuis"})
@@ -142,7 +156,9 @@ func TestPickupNotCollectedGivesTheCodeBackForTheGracePeriod(t *testing.T) {
 	require.Equal(t, doc.ID, r.DocumentID)
 	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr.QRToken).Result, "single use")
 
+	require.Empty(t, e.changedDevices())
 	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvPickupNotCollected, Addr: e.addr(doc), DocumentID: doc.ID, Method: wire.MethodQR}))
+	require.Equal(t, []string{"k1"}, e.changedDevices(), "the device's offline cache is resent soon")
 	e.clock.Add(9 * time.Minute)
 	require.Equal(t, wire.VerifyOK, e.pin("k1", cr.PIN, "1990-02-28").Result, "within the grace period, PIN too")
 	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr.QRToken).Result, "still single use")

@@ -38,6 +38,10 @@ type EventsOptions struct {
 	Logger *slog.Logger
 	// Registerer receives kluis_device_alarms_total; nil: not registered.
 	Registerer prometheus.Registerer
+	// CodesChanged is told the device whose open codes a re-arm changed
+	// (e.g. to resend its offline cache soon; it is called before the
+	// event's transaction commits); nil: nobody.
+	CodesChanged func(deviceID string)
 }
 
 // DefaultGrace is kluisd's default timeouts.grace.
@@ -52,6 +56,8 @@ type Events struct {
 	codes *codes.Service
 	grace time.Duration
 	now   func() time.Time
+	// changed is EventsOptions.CodesChanged (never nil).
+	changed func(deviceID string)
 	// alarms counts alarm events by kind (a bounded wire enum).
 	alarms *prometheus.CounterVec
 }
@@ -70,8 +76,11 @@ func NewEvents(o EventsOptions) (*Events, error) {
 	if o.Grace <= 0 {
 		o.Grace = DefaultGrace
 	}
+	if o.CodesChanged == nil {
+		o.CodesChanged = func(string) {}
+	}
 	h := &Events{svc: o.Service, pool: o.Pool, log: o.Logger.With("part", "device-events"), codes: o.Codes,
-		grace: o.Grace, now: o.Clock}
+		grace: o.Grace, now: o.Clock, changed: o.CodesChanged}
 	c, err := newAlarmCounter(o.Registerer)
 	if err != nil {
 		return nil, err
@@ -213,6 +222,7 @@ func (h *Events) rearm(ctx context.Context, tx pgx.Tx, deviceID string, ev wire.
 	if ok {
 		h.log.Info("code given back: the document is still in its compartment", "device", deviceID,
 			"document", ev.DocumentID, "event", ev.Kind)
+		h.changed(deviceID)
 	}
 	return nil
 }

@@ -139,7 +139,7 @@ func wireDeps(ctx context.Context, st *store.Store, reg *prometheus.Registry, ke
 	if c.housekeepEvery > 0 {
 		d.goLoop(func() { _ = d.service.RunHousekeeping(lctx, c.housekeepEvery) })
 	}
-	if err := d.startLink(ctx, st, reg, as, c, e, log); err != nil {
+	if err := d.startLink(ctx, st, reg, as, c, e, log, syncer); err != nil {
 		d.close()
 		return nil, err
 	}
@@ -155,7 +155,7 @@ const backendMQTTUser = "kluis-backend"
 
 // startLink starts the embedded broker when no MQTT_URL is given, then the
 // device link with the verifier, the event handler and the opener.
-func (d *deps) startLink(ctx context.Context, st *store.Store, reg *prometheus.Registry, as *auth.Service, c config, e env, log *slog.Logger) error {
+func (d *deps) startLink(ctx context.Context, st *store.Store, reg *prometheus.Registry, as *auth.Service, c config, e env, log *slog.Logger, syncer *codeSyncer) error {
 	url, user, pass := c.mqttURL, c.mqttUser, c.mqttPass
 	if url == "" {
 		creds := devicelink.NewCredentials(devicelink.CredentialsOptions{Pool: st.Pool(), Logger: log, Params: mqttParams(e)})
@@ -184,7 +184,7 @@ func (d *deps) startLink(ctx context.Context, st *store.Store, reg *prometheus.R
 		log.Info("embedded MQTT broker listening", "addr", b.Addr())
 	}
 	events, err := deviceops.NewEvents(deviceops.EventsOptions{Service: d.service, Pool: st.Pool(), Codes: d.codes,
-		Grace: c.codeGrace, Logger: log, Registerer: reg})
+		Grace: c.codeGrace, Logger: log, Registerer: reg, CodesChanged: syncer.mark})
 	if err != nil {
 		return err
 	}

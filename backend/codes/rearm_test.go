@@ -147,3 +147,27 @@ func TestRearmRefusesDeadCodes(t *testing.T) {
 	})
 	require.ErrorIs(t, err, ErrInvalid)
 }
+
+// A used code whose PIN meanwhile belongs to another open code of the
+// device stays used: two open codes never share a PIN.
+func TestRearmRefusesATakenPIN(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	doc, _, cr := f.issue("eid", "l1", 11)
+	_, err := f.verify(Attempt{DeviceID: "l1", QRToken: cr.QRToken})
+	require.NoError(t, err)
+	other, _, _ := f.issue("eid", "l1", 12)
+	// The PIN draw for the other document happened to give the same PIN.
+	_, err = f.pool.Exec(ctx, `UPDATE codes SET pin_digest = (SELECT pin_digest FROM codes WHERE document_id = $1)
+		WHERE document_id = $2`, doc, other)
+	require.NoError(t, err)
+
+	require.False(t, f.rearm(doc, "l1", f.clock.Now().Add(10*time.Minute)))
+	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: cr.QRToken})
+	require.ErrorIs(t, err, ErrAlreadyCollected)
+	var n int
+	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM audit_log WHERE action = 'code.rearm_refused'
+		AND details->>'reason' = 'pin_taken'`).Scan(&n))
+	require.Equal(t, 1, n)
+}

@@ -318,3 +318,15 @@ func TestRetrievedEventOnlyForTheDevicesOwnDocument(t *testing.T) {
 	}
 	require.True(t, found, "the device's retrieved event is audited with the staff member")
 }
+
+// A device whose clock went back (or a report delivered hours late) does
+// not bring an old code back.
+func TestRearmDoesNotTrustAnOldEventTime(t *testing.T) {
+	e := newEnv(t)
+	doc, cr := e.loaded(store.DrivingLicence, "B 999 999", "k1")
+	require.Equal(t, wire.VerifyOK, e.qr("k1", cr.QRToken).Result)
+	e.clock.Add(3 * time.Hour)
+	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvOpenNotDetected, Addr: e.addr(doc), DocumentID: doc.ID,
+		At: time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)}))
+	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr.QRToken).Result)
+}

@@ -191,8 +191,8 @@ func (h *Events) HandleEvent(ctx context.Context, tx pgx.Tx, deviceID string, ev
 	return nil
 }
 
-// rearmWindow is how long before the device's event a code must have been
-// used to be the code of the pickup the event reports on.
+// rearmWindow is how long before the event (or now, if later) a code must
+// have been used to be the code of the pickup the event reports on.
 const rearmWindow = time.Hour
 
 // rearm gives the citizen's code back when the device reports the document
@@ -204,9 +204,14 @@ func (h *Events) rearm(ctx context.Context, tx pgx.Tx, deviceID string, ev wire.
 	if h.codes == nil || ev.DocumentID == "" || ev.StaffID != "" || ev.CommandID != "" {
 		return nil
 	}
-	r := codes.Rearm{DocumentID: ev.DocumentID, DeviceID: deviceID, UsedSince: ev.At.Add(-rearmWindow)}
+	// The device's clock is not trusted to reach back further than ours.
+	now := h.now()
+	since := now
+	if ev.At.After(now) {
+		since = ev.At
+	}
+	r := codes.Rearm{DocumentID: ev.DocumentID, DeviceID: deviceID, UsedSince: since.Add(-rearmWindow)}
 	if ev.Kind == wire.EvPickupNotCollected {
-		now := h.now()
 		r.Until = now.Add(h.grace)
 		if at := ev.At.Add(h.grace); at.Before(r.Until) {
 			r.Until = at // reported late: the grace counts from the device's event

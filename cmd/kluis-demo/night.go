@@ -80,6 +80,9 @@ func (d *demo) night(ctx context.Context, runID string) {
 
 	// 1. Staff register the documents.
 	for _, c := range cs {
+		if ctx.Err() != nil {
+			return
+		}
 		err := d.staff.do(ctx, http.MethodPost, "/api/v1/documents", map[string]any{"kind": c.Kind, "number": c.Number,
 			"holder_first_name": c.First, "holder_last_name": c.Last, "holder_birth_date": c.Birth, "language": "en",
 			"email": c.Email, "site_id": siteID}, &c.doc)
@@ -93,6 +96,9 @@ func (d *demo) night(ctx context.Context, runID string) {
 	d.kioskStaff = false
 	if d.staffPIN != "" {
 		for _, id := range d.order {
+			if ctx.Err() != nil {
+				return
+			}
 			n := d.nodes[id]
 			if !n.ready {
 				continue
@@ -107,6 +113,9 @@ func (d *demo) night(ctx context.Context, runID string) {
 		}
 	}
 	for _, c := range cs {
+		if ctx.Err() != nil {
+			return
+		}
 		if c.doc.ID == "" {
 			continue
 		}
@@ -118,12 +127,18 @@ func (d *demo) night(ctx context.Context, runID string) {
 		d.tl.check("staff", "load "+c.Kind+" of "+c.who()+" into "+c.Device, "door opens, item in, notified", got, err)
 	}
 
+	if ctx.Err() != nil {
+		return
+	}
 	// 3. Citizens read their e-mail.
 	mails, err := d.readMail(ctx, cs)
 	d.tl.check("citizens", "e-mails in the .eml drop", "one ready message per loaded document", fmt.Sprintf("%d messages", mails), err)
 
 	// 4. The night's pickups and incidents.
 	for _, c := range cs {
+		if ctx.Err() != nil {
+			return
+		}
 		if c.doc.ID == "" || c.mail.File == "" {
 			continue
 		}
@@ -145,6 +160,9 @@ func (d *demo) night(ctx context.Context, runID string) {
 		}
 	}
 	for _, c := range cs {
+		if ctx.Err() != nil {
+			return
+		}
 		if c.doc.ID == "" || c.mail.File == "" {
 			continue
 		}
@@ -165,6 +183,9 @@ func (d *demo) night(ctx context.Context, runID string) {
 			got, err := d.offline(ctx, c)
 			d.tl.check(c.First, "collects with QR while "+c.Device+" is cut from the backend", "offline pickup, synced after the cut", got, err)
 		}
+	}
+	if ctx.Err() != nil {
+		return
 	}
 	d.reconcile(ctx, cs)
 }

@@ -64,6 +64,11 @@ func run(ctx context.Context, stdout, stderr io.Writer, getenv func(string) stri
 		return 1
 	}
 	d.night(sctx, time.Now().UTC().Format("150405"))
+	if ctx.Err() != nil {
+		d.tl.summary()
+		fmt.Fprintln(stdout, "\ninterrupted: the night was cut short")
+		return 1
+	}
 	d.tl.summary()
 	fails := d.tl.failures()
 	if fails > 0 {

@@ -91,12 +91,18 @@ func (c *Credentials) Set(ctx context.Context, username string, role broker.Role
 		return fmt.Errorf("devicelink: password must have 16-256 bytes: %w", ErrCredential)
 	}
 	now := c.now().UTC()
-	_, err := c.pool.Exec(ctx, `INSERT INTO mqtt_credentials (username, role, password_hash, created_at, updated_at)
+	// A user name keeps its role: a device never takes over the backend's
+	// user (or the reverse) by having its password set.
+	tag, err := c.pool.Exec(ctx, `INSERT INTO mqtt_credentials (username, role, password_hash, created_at, updated_at)
 		VALUES ($1, $2, $3, $4, $4)
-		ON CONFLICT (username) DO UPDATE SET role = $2, password_hash = $3, disabled = false, updated_at = $4`,
+		ON CONFLICT (username) DO UPDATE SET password_hash = $3, disabled = false, updated_at = $4
+		WHERE mqtt_credentials.role = $2`,
 		username, string(role), c.hash(password), now)
 	if err != nil {
 		return fmt.Errorf("devicelink: set credential: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("devicelink: user name %q belongs to another role than %s: %w", username, role, ErrCredential)
 	}
 	return nil
 }

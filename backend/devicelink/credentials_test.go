@@ -52,6 +52,16 @@ func TestCredentials(t *testing.T) {
 	require.NoError(t, c.Disable(ctx, "dev-1"))
 	_, _, ok = c.Check(ctx, "dev-1", "the-rotated-password")
 	assert.False(t, ok)
+
+	// A user name keeps its role: no device takes over the backend's user,
+	// and the backend's role is never given to a device's user.
+	assert.ErrorIs(t, c.Set(ctx, "kluis-backend", broker.RoleDevice, "a-device-wants-this"), ErrCredential)
+	assert.ErrorIs(t, c.Set(ctx, "dev-1", broker.RoleBackend, "a-device-wants-more"), ErrCredential)
+	_, role, ok = c.Check(ctx, "kluis-backend", "a-long-backend-password")
+	assert.True(t, ok, "the backend's password is unchanged")
+	assert.Equal(t, broker.RoleBackend, role)
+	_, _, ok = c.Check(ctx, "kluis-backend", "a-device-wants-this")
+	assert.False(t, ok)
 }
 
 func TestCredentialsWithEmbeddedBroker(t *testing.T) {

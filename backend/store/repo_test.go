@@ -178,3 +178,11 @@ func TestSiteLocalTime(t *testing.T) {
 	require.Equal(t, 11, store.Site{TimeZone: "Europe/London"}.LocalTime(utc).Hour())
 	require.Equal(t, 12, store.Site{TimeZone: "Nowhere/Else"}.LocalTime(utc).Hour())
 }
+
+func TestReservedDeviceID(t *testing.T) {
+	n := store.NewDevice{ID: store.ReservedDeviceID, SiteID: "kortrijk", Kind: store.Locker,
+		Compartments: []store.NewCompartment{{Size: store.SizeS, HeightCM: 50}}}
+	err := n.Validate()
+	require.ErrorIs(t, err, store.ErrInvalid)
+	require.Contains(t, err.Error(), "MQTT user name")
+}

@@ -81,6 +81,12 @@ func (c *checker) text(field, v string, required bool, max int) {
 
 var docNumberPattern = regexp.MustCompile(`^[A-Z0-9][A-Z0-9 -]{1,30}[A-Z0-9]$`)
 
+// ReservedDeviceID is the MQTT user name of kluis-backend itself (the
+// embedded broker's backend user and the Mosquitto ACL's full-access
+// user); no device may be called so, since a device's MQTT user name is
+// its id.
+const ReservedDeviceID = "kluis-backend"
+
 // NormalizeDocumentNumber upper-cases and trims a document number; this is
 // the form stored and shown.
 func NormalizeDocumentNumber(s string) string { return strings.ToUpper(strings.TrimSpace(s)) }
@@ -199,6 +205,9 @@ const MaxCompartments = 512
 func (n *NewDevice) Validate() error {
 	var c checker
 	c.id("id", n.ID)
+	if n.ID == ReservedDeviceID {
+		c.add("id", "%q is the backend's own MQTT user name, not a device", n.ID)
+	}
 	c.id("site_id", n.SiteID)
 	if !n.Kind.Valid() {
 		c.add("kind", "must be locker or automaton, not %q", n.Kind)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
@@ -151,7 +152,7 @@ func wireDeps(ctx context.Context, st *store.Store, reg *prometheus.Registry, ke
 }
 
 // backendMQTTUser is the embedded broker's user for this backend's link.
-const backendMQTTUser = "kluis-backend"
+const backendMQTTUser = store.ReservedDeviceID
 
 // startLink starts the embedded broker when no MQTT_URL is given, then the
 // device link with the verifier, the event handler and the opener.
@@ -177,7 +178,11 @@ func (d *deps) startLink(ctx context.Context, st *store.Store, reg *prometheus.R
 		}
 		d.closers = append(d.closers, func() { _ = b.Close() })
 		d.api.DevicePassword = func(ctx context.Context, id, pw string) error {
-			return creds.Set(ctx, id, broker.RoleDevice, pw)
+			err := creds.Set(ctx, id, broker.RoleDevice, pw)
+			if errors.Is(err, devicelink.ErrCredential) {
+				return &api.Error{Status: http.StatusConflict, Code: "conflict", Message: "this device id cannot have an MQTT password", Err: err}
+			}
+			return err
 		}
 		d.brokerAddr = b.Addr()
 		url = "tcp://" + b.Addr()

@@ -151,7 +151,14 @@ type deviceInfo struct {
 	ID           string        `json:"id"`
 	Kind         string        `json:"kind"`
 	Compartments []compartment `json:"compartments"`
+	Presence     *struct {
+		Online   bool   `json:"online"`
+		Software string `json:"software"`
+	} `json:"presence"`
 }
+
+// online reports the backend's view of the device's link.
+func (d deviceInfo) online() bool { return d.Presence != nil && d.Presence.Online }
 
 func (a api) document(ctx context.Context, id string) (document, error) {
 	var d document

@@ -315,6 +315,18 @@ func (d *demo) waitDoor(ctx context.Context, dev string, board, ch int, open boo
 	return err
 }
 
+// waitPresence waits until the backend shows the device online (or not).
+func (d *demo) waitPresence(ctx context.Context, dev string, online bool) error {
+	_, err := waitFor(ctx, 20*time.Second, fmt.Sprintf("backend shows %s online=%t", dev, online), func(ctx context.Context) (bool, string, error) {
+		info, err := d.staff.device(ctx, dev)
+		if err != nil {
+			return false, "", err
+		}
+		return info.online() == online, fmt.Sprintf("online=%t", info.online()), nil
+	})
+	return err
+}
+
 // waitState waits until the backend shows the document in one of states.
 func (d *demo) waitState(ctx context.Context, c *citizen, timeout time.Duration, states ...string) error {
 	_, err := waitFor(ctx, timeout, "document of "+c.who()+" "+strings.Join(states, " or ")+" in the backend", func(ctx context.Context) (bool, string, error) {
@@ -838,6 +850,9 @@ func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
 	}); err != nil {
 		return "", err
 	}
+	if err := d.waitPresence(ctx, c.Device, false); err != nil {
+		return "", err
+	}
 	board, ch, _ := d.place(c)
 	p0, err := d.pulseCount(ctx, c.Device)
 	if err != nil {
@@ -893,12 +908,15 @@ func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
 	}); err != nil {
 		return "", err
 	}
+	if err := d.waitPresence(ctx, c.Device, true); err != nil {
+		return "", err
+	}
 	if err := d.waitState(ctx, c, 30*time.Second, "collected"); err != nil {
 		return "", err
 	}
 	if a := c.doc.actorOf("collected"); a != "device:"+c.Device {
 		return "", fmt.Errorf("collected by %q, want the kluisd report (device:%s)", a, c.Device)
 	}
-	return fmt.Sprintf("offline cache %s; compartment %d opened after an offline check of the QR code%s, %s; backend still notified during the cut (kluisd backlog %d); after reconnect: collected",
+	return fmt.Sprintf("offline cache %s; compartment %d opened after an offline check of the QR code%s, %s; backend saw the device offline and the document still notified (kluisd backlog %d); after reconnect: online, collected",
 		cache, c.comp.Number, retried, pulses, h.Backlog), nil
 }

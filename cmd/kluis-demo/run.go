@@ -131,6 +131,20 @@ func (d *demo) setup(ctx context.Context) bool {
 			anyReady = true
 		}
 	}
+	if anyReady {
+		var online []string
+		var err error
+		for _, id := range d.order {
+			if !d.nodes[id].ready {
+				continue
+			}
+			if err = d.waitPresence(ctx, id, true); err != nil {
+				break
+			}
+			online = append(online, id)
+		}
+		d.tl.check("backend", "device presence over MQTT", "every running kluisd online", strings.Join(online, ", ")+" online", err)
+	}
 	return anyReady
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"kluis/backend/audit"
+	"kluis/backend/store"
 )
 
 // AuditEvent is one audit record the Service asks to append. It never holds
@@ -190,7 +191,8 @@ type Credentials struct {
 
 // ErrTooManyCodes means the device already has the most active codes the
 // security analysis allows.
-var ErrTooManyCodes = errors.New("too many active codes on the device")
+// It wraps store.ErrConflict (HTTP 409).
+var ErrTooManyCodes = fmt.Errorf("too many active codes on the device: %w", store.ErrConflict)
 
 // Issue creates a code for a document inside the caller's transaction and
 // revokes every earlier code of that document.

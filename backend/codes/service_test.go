@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/audit"
+	"kluis/backend/store"
 	"kluis/backend/store/storetest"
 )
 
@@ -408,6 +409,7 @@ func TestMaxActiveCodesAndUniquePINs(t *testing.T) {
 		return err
 	})
 	require.ErrorIs(t, err, ErrTooManyCodes)
+	require.ErrorIs(t, err, store.ErrConflict, "a 409 at the API, never a 500")
 }
 
 func TestOfflineBundle(t *testing.T) {

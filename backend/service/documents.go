@@ -207,13 +207,25 @@ func (s *Service) Reserve(ctx context.Context, actor, docID string, o ReserveOpt
 			}
 		}
 		c, err := store.PickCompartment(ctx, st.tx, store.Pick{SiteID: st.doc.SiteID, DeviceID: o.DeviceID,
-			MinSize: s.minSize[st.doc.Kind], Low: st.doc.WantsLow, LowMaxHeightCM: s.lowMax})
+			MinSize: s.minSize[st.doc.Kind], Low: st.doc.WantsLow, LowMaxHeightCM: s.lowMax, MaxPerDevice: s.maxPerDev})
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("document %s (%s, size %s or larger%s): %w: %w", st.doc.ID, st.doc.Kind,
 				s.minSize[st.doc.Kind], lowText(st.doc.WantsLow, s.lowMax), ErrNoCompartment, ErrConflict)
 		}
 		if err != nil {
 			return err
+		}
+		if s.maxPerDev > 0 {
+			// Exact under concurrency: reservations on one device queue
+			// here, and each counts the ones committed before it.
+			held, err := store.HeldByDevice(ctx, st.tx, c.DeviceID)
+			if err != nil {
+				return err
+			}
+			if held >= s.maxPerDev {
+				return fmt.Errorf("device %s already holds %d documents with live codes, the most allowed: %w: %w",
+					c.DeviceID, held, ErrNoCompartment, ErrConflict)
+			}
 		}
 		st.comp = c
 		if err := setCompartment(ctx, st, store.CompartmentReserved); err != nil {

@@ -198,3 +198,53 @@ func TestRecordEvent(t *testing.T) {
 	_, err = e.svc.RecordEvent(e.ctx, audit.Entry{Actor: "system"})
 	require.ErrorIs(t, err, service.ErrInvalid)
 }
+
+// A device holds at most MaxPerDevice documents with live codes, whatever
+// its number of compartments (the code security bound), exactly under
+// concurrency; reservations without a device go to one with room.
+func TestReserveCapPerDevice(t *testing.T) {
+	e := newEnv(t, func(o *service.Options) { o.MaxPerDevice = 3 })
+	e.device("big", uniform(6, store.SizeM, 150)...)
+	const n = 8
+	docs := make([]store.Document, n)
+	for i := range docs {
+		docs[i] = e.register(store.EID, false)
+	}
+	var wg sync.WaitGroup
+	results := make([]error, n)
+	start := make(chan struct{})
+	for i := range docs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, results[i] = e.svc.Reserve(e.ctx, "user:counter1", docs[i].ID, service.ReserveOptions{DeviceID: "big"})
+		}()
+	}
+	close(start)
+	wg.Wait()
+	ok := 0
+	for i, err := range results {
+		switch {
+		case err == nil:
+			ok++
+		case errors.Is(err, service.ErrNoCompartment):
+			require.ErrorIs(t, err, service.ErrConflict)
+		default:
+			t.Fatalf("reservation %d: %v", i, err)
+		}
+	}
+	require.Equal(t, 3, ok, "the cap, not the compartments, limits the device")
+
+	e.device("small", uniform(2, store.SizeM, 150)...)
+	var spare string
+	for i, err := range results {
+		if err != nil {
+			spare = docs[i].ID
+			break
+		}
+	}
+	d, err := e.svc.Reserve(e.ctx, "user:counter1", spare, service.ReserveOptions{})
+	require.NoError(t, err)
+	require.Equal(t, "small", d.DeviceID, "a full device is skipped")
+}

@@ -109,6 +109,11 @@ type Options struct {
 	// LowMaxHeightCM is the highest compartment (cm from the floor) that
 	// counts as low; default 120.
 	LowMaxHeightCM int
+	// MaxPerDevice caps the documents with live codes (reserved, loaded,
+	// notified) one device holds, whatever its number of compartments: the
+	// code security analysis bounds the open codes per device
+	// (codes.MaxActiveCodesPerDevice). 0: no cap.
+	MaxPerDevice int
 	// Retention is how long personal data of finished documents is kept
 	// (Purge with olderThan 0 uses it); default 30 days.
 	Retention time.Duration
@@ -131,6 +136,7 @@ type Service struct {
 	pickupDays map[store.DocumentKind]int
 	minSize    map[store.DocumentKind]store.Size
 	lowMax     int
+	maxPerDev  int
 	retention  time.Duration
 	pseudoKey  []byte
 	codes      CodeIssuer
@@ -158,13 +164,16 @@ func New(opts Options) (*Service, error) {
 	if opts.Retention == 0 {
 		opts.Retention = 30 * 24 * time.Hour
 	}
+	if opts.MaxPerDevice < 0 {
+		return nil, fmt.Errorf("service: negative MaxPerDevice: %w", ErrInvalid)
+	}
 	if opts.Retention < 0 {
 		return nil, fmt.Errorf("service: negative retention: %w", ErrInvalid)
 	}
 	s := &Service{
 		st: opts.Store, db: opts.Store.Pool(), log: opts.Logger.With("part", "service"), now: opts.Clock,
 		pickupDays: map[store.DocumentKind]int{}, minSize: map[store.DocumentKind]store.Size{},
-		lowMax: opts.LowMaxHeightCM, retention: opts.Retention, pseudoKey: opts.PseudonymKey,
+		lowMax: opts.LowMaxHeightCM, maxPerDev: opts.MaxPerDevice, retention: opts.Retention, pseudoKey: opts.PseudonymKey,
 		codes: opts.Codes, notifier: opts.Notifier, purger: opts.Purger,
 	}
 	for _, k := range store.DocumentKinds() {

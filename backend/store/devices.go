@@ -171,6 +171,24 @@ type Pick struct {
 	// LowMaxHeightCM is the low threshold (also used to keep low
 	// compartments free for those who need them).
 	LowMaxHeightCM int
+	// MaxPerDevice, when above 0, skips devices already holding that many
+	// documents with live codes (reserved, loaded or notified).
+	MaxPerDevice int
+}
+
+// HeldByDevice locks the device row (FOR NO KEY UPDATE, serialising
+// reservations on one device until tx ends) and counts its documents with
+// live codes (reserved, loaded or notified).
+func HeldByDevice(ctx context.Context, tx pgx.Tx, deviceID string) (int, error) {
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM devices WHERE id = $1 FOR NO KEY UPDATE`, deviceID); err != nil {
+		return 0, fmt.Errorf("store: lock device: %w", err)
+	}
+	var n int
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM documents WHERE device_id = $1
+		AND state IN ('reserved', 'loaded', 'notified')`, deviceID).Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: count device documents: %w", err)
+	}
+	return n, nil
 }
 
 // PickCompartment locks and returns the best free compartment for p inside
@@ -188,10 +206,12 @@ func PickCompartment(ctx context.Context, tx pgx.Tx, p Pick) (Compartment, error
 		WHERE c.state = 'free' AND d.site_id = $1 AND ($2 = '' OR c.device_id = $2)
 		  AND (CASE c.size WHEN 'S' THEN 1 WHEN 'M' THEN 2 ELSE 3 END) >= $3
 		  AND (NOT $4 OR c.height_cm <= $5)
+		  AND ($6 = 0 OR (SELECT count(*) FROM documents o WHERE o.device_id = c.device_id
+		                  AND o.state IN ('reserved', 'loaded', 'notified')) < $6)
 		ORDER BY (CASE c.size WHEN 'S' THEN 1 WHEN 'M' THEN 2 ELSE 3 END),
 		         (NOT $4 AND c.height_cm <= $5), c.device_id, c.number
 		LIMIT 1
-		FOR UPDATE OF c SKIP LOCKED`, p.SiteID, p.DeviceID, p.MinSize.Rank(), p.Low, p.LowMaxHeightCM))
+		FOR UPDATE OF c SKIP LOCKED`, p.SiteID, p.DeviceID, p.MinSize.Rank(), p.Low, p.LowMaxHeightCM, p.MaxPerDevice))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Compartment{}, fmt.Errorf("no free compartment: %w", ErrNotFound)
 	}

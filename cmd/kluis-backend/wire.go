@@ -111,6 +111,7 @@ func wireDeps(ctx context.Context, st *store.Store, reg *prometheus.Registry, ke
 		Store:        st,
 		Logger:       log,
 		PseudonymKey: deriveKey(keys, "document-number pseudonym"),
+		MaxPerDevice: codes.MaxActiveCodesPerDevice,
 		Codes:        syncingIssuer{Issuer: codes.Issuer{Service: d.codes}, sync: syncer},
 		Notifier:     syncingNotifier{Notifier: notifier, sync: syncer},
 		Purger:       notifier,

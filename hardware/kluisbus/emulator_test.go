@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -69,6 +70,8 @@ type emulator struct {
 	dec         kluisproto.Decoder
 	out         [][]byte
 	done        chan struct{}
+	// stop closes the pty: the device vanishes (an unplugged adapter).
+	stop func()
 }
 
 func newEmulator(t *testing.T, seed uint64) *emulator {
@@ -80,6 +83,17 @@ func newEmulator(t *testing.T, seed uint64) *emulator {
 	if _, err := term.MakeRaw(int(tty.Fd())); err != nil {
 		t.Fatal(err)
 	}
+	// A non-blocking master in Go's poller, so that closing it ends a
+	// pending Read (stop, while the driver still holds the slave open).
+	fd, err := syscall.Dup(int(master.Fd()))
+	master.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		t.Fatal(err)
+	}
+	master = os.NewFile(uintptr(fd), "/dev/ptmx")
 	e := &emulator{
 		t: t, master: master, path: tty.Name(),
 		boards:   map[byte]*emuBoard{},
@@ -93,11 +107,12 @@ func newEmulator(t *testing.T, seed uint64) *emulator {
 	// the device, between its reopens).
 	e.dec.OnBadCRC = e.badCRC
 	go e.run()
-	t.Cleanup(func() {
+	e.stop = sync.OnceFunc(func() {
 		master.Close()
 		tty.Close()
 		<-e.done
 	})
+	t.Cleanup(e.stop)
 	return e
 }
 

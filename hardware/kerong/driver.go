@@ -85,7 +85,7 @@ func newMetrics(reg prometheus.Registerer, bus string) (*metrics, error) {
 	cl := prometheus.Labels{"bus": bus}
 	m := &metrics{
 		frames: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_kerong_frames_total",
-			Help: "Frames read from Kerong boards by result (ok, garbage, unknown_command, framing, checksum, unexpected).", ConstLabels: cl}, []string{"result"}),
+			Help: "Frames read from Kerong boards by result (ok, garbage, unknown_command, framing, checksum, truncated, unexpected).", ConstLabels: cl}, []string{"result"}),
 		timeouts: prometheus.NewCounter(prometheus.CounterOpts{Name: "kluis_kerong_timeouts_total",
 			Help: "Requests to Kerong boards that got no answer in time.", ConstLabels: cl}),
 		unlocks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_kerong_unlocks_total",
@@ -281,7 +281,11 @@ func (d *Driver) txnLocked(ctx context.Context, req Frame, match func(Frame) boo
 		d.dropPortLocked(err)
 		return Frame{}, fmt.Errorf("%w: reset input: %w", errNotSent, err)
 	}
-	d.rd.Reset()
+	if n := d.rd.Reset(); n > 0 {
+		// the start of a frame whose end never came
+		d.m.frames.WithLabelValues("truncated").Inc()
+		d.log.Debug("dropped a partial frame", "bytes", n)
+	}
 	raw := Encode(req)
 	n, err := d.port.Write(raw)
 	if err != nil || n != len(raw) {

@@ -242,6 +242,8 @@ func TestNoiseIsCountedAndSkipped(t *testing.T) {
 	assert.NotZero(t, st.Framing+st.Checksum+st.Unknown, "the truncated frame is a framing error")
 	unexpected := testutil.ToFloat64(d.m.frames.WithLabelValues("unexpected"))
 	assert.GreaterOrEqual(t, unexpected, 6.0, "frames of boards not asked are skipped")
+	truncated := testutil.ToFloat64(d.m.frames.WithLabelValues("truncated"))
+	assert.NotZero(t, truncated, "a partial frame left after an answer is counted when the next request drops it")
 	n, err := testutil.GatherAndCount(reg, "kluis_kerong_frames_total")
 	require.NoError(t, err)
 	assert.NotZero(t, n)

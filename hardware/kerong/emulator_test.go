@@ -26,7 +26,8 @@ type emulator struct {
 	// corruptPct corrupts that percentage of bytes in both directions.
 	corruptPct int
 	// noise: before each answer send garbage, a truncated frame and a
-	// frame for a board that was not asked.
+	// frame for a board that was not asked; after it the start of a frame
+	// that never ends.
 	noise bool
 	// statusUnlockReply answers unlocks with a status frame instead of the
 	// one-byte unlock reply.
@@ -167,6 +168,9 @@ func (e *emulator) handle(f Frame) []byte {
 		out = append(out, Encode(StatusReply(Status{Board: (b + 5) % 16}))...)
 	}
 	out = append(out, reply...)
+	if e.noise {
+		out = append(out, 0x02, byte(b<<4)) // the start of a frame that never ends
+	}
 	for i := range out {
 		if e.corruptPct > 0 && e.rng.Intn(100) < e.corruptPct {
 			out[i] ^= byte(1 + e.rng.Intn(255))

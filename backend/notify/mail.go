@@ -45,12 +45,19 @@ type Email struct {
 	MessageID string
 }
 
-// QRPNG renders content as a QR code PNG (medium error correction, 256 px).
+// QRPixelsPerModule is the size of one QR module in the PNGs Kluis sends.
+// A whole number of pixels per module keeps every module the same width:
+// a fixed image size (go-qrcode's positive sizes) stretches some modules by
+// a pixel, which standard decoders misread for some tokens.
+const QRPixelsPerModule = 5
+
+// QRPNG renders content as a QR code PNG (medium error correction,
+// QRPixelsPerModule pixels per module, about 330 px for a token).
 func QRPNG(content string) ([]byte, error) {
 	if content == "" {
 		return nil, fmt.Errorf("notify: empty QR content: %w", ErrInvalid)
 	}
-	png, err := qrcode.Encode(content, qrcode.Medium, 256)
+	png, err := qrcode.Encode(content, qrcode.Medium, -QRPixelsPerModule)
 	if err != nil {
 		return nil, fmt.Errorf("notify: QR code: %w", err)
 	}

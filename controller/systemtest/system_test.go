@@ -2,7 +2,11 @@ package systemtest
 
 import (
 	"context"
+	"math/rand/v2"
 	"net/url"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -75,8 +79,9 @@ func TestSystem(t *testing.T) {
 		}
 		w.collect(b, map[string]string{"pin": b.mail.PIN, "birth_date": b.birth})
 	})
+	var c *doc
 	step("expired code", func(t *testing.T) {
-		c := w.register("driving_licence", lockerID)
+		c = w.register("driving_licence", lockerID)
 		w.load(c)
 		w.expire(c)
 		p0 := w.pulseCount(lockerID)
@@ -91,6 +96,28 @@ func TestSystem(t *testing.T) {
 		tr, err := w.sim.truth(ctx, lockerID, c.comp.Board, c.comp.Channel)
 		if err != nil || tr.Item != c.label {
 			t.Fatalf("the expired document must still be in its compartment: %+v (%v)", tr, err)
+		}
+	})
+	step("staff retrieval of the expired document", func(t *testing.T) {
+		p0 := w.pulseCount(lockerID)
+		if s := w.kioskPost(locker, "/kiosk/v1/staff/login", map[string]string{"pin": w.staffPIN}); s.State != "staff" {
+			t.Fatalf("staff login: %s (%s)", s.State, s.Message)
+		}
+		if s := w.kioskPost(locker, "/kiosk/v1/staff/retrieve", map[string]string{"document_number": c.number}); s.State != "retrieving" {
+			t.Fatalf("staff retrieve: kiosk shows %s (%s)", s.State, s.Message)
+		}
+		w.waitDoor(lockerID, c.comp.Board, c.comp.Channel, true)
+		w.takeAndClose(c)
+		w.waitScreen(locker, "retrieved")
+		w.exactlyOnePulse(lockerID, p0, c.comp.Board, c.comp.Channel)
+		w.waitState(c, "retrieved")
+		if a := c.actorOf("retrieved"); a != "device:"+lockerID {
+			t.Fatalf("retrieved by %q, want device:%s", a, lockerID)
+		}
+		w.kioskPost(locker, "/kiosk/v1/staff/logout", nil)
+		tr, err := w.sim.truth(ctx, lockerID, c.comp.Board, c.comp.Channel)
+		if err != nil || tr.Item != "" || tr.DoorOpen {
+			t.Fatalf("after the retrieval: %+v (%v)", tr, err)
 		}
 	})
 	step("door left open", func(t *testing.T) {
@@ -153,13 +180,28 @@ func TestSystem(t *testing.T) {
 		w.act(lockerID, e.comp.Board, e.comp.Channel, "stuck", url.Values{"on": {"false"}})
 		w.collect(e, map[string]string{"qr": e.mail.QR})
 	})
-	step("offline pickup synced afterwards", func(t *testing.T) {
+	step("offline pickups (QR; PIN and date of birth) synced afterwards", func(t *testing.T) {
 		f := w.register("driving_licence", lockerID)
 		w.load(f)
-		waitFor(t, 30*time.Second, "code synced to kluisd's offline cache", func(context.Context) (bool, string, error) {
-			return locker.inOfflineCache(f.ID), "", nil
+		f2 := w.register("eid", lockerID)
+		w.load(f2)
+		waitFor(t, 30*time.Second, "codes synced to kluisd's offline cache", func(context.Context) (bool, string, error) {
+			return locker.inOfflineCache(f.ID) && locker.inOfflineCache(f2.ID), "", nil
 		})
 		w.killBackend()
+		// PIN and date of birth, checked against the synced argon2id verifier.
+		p2 := w.pulseCount(lockerID)
+		if s := w.kioskPost(locker, "/kiosk/v1/pickup", map[string]string{"pin": f2.mail.PIN}); s.State != "need_birth_date" {
+			t.Fatalf("offline PIN without date of birth: kiosk shows %s (%s)", s.State, s.Message)
+		}
+		if s := w.kioskPost(locker, "/kiosk/v1/pickup", map[string]string{"pin": f2.mail.PIN, "birth_date": "1901-01-01"}); s.State != "wrong_code" {
+			t.Fatalf("offline PIN with a wrong date of birth: kiosk shows %s (%s)", s.State, s.Message)
+		}
+		w.noPulse(lockerID, p2)
+		w.pickupOpens(f2, map[string]string{"pin": f2.mail.PIN, "birth_date": f2.birth})
+		w.takeAndClose(f2)
+		w.waitScreen(locker, "done")
+		w.exactlyOnePulse(lockerID, p2, f2.comp.Board, f2.comp.Channel)
 		p0 := w.pulseCount(lockerID)
 		w.pickupOpens(f, map[string]string{"qr": f.mail.QR})
 		w.takeAndClose(f)
@@ -175,9 +217,11 @@ func TestSystem(t *testing.T) {
 		}
 		w.noPulse(lockerID, p1)
 		w.restartBackend()
-		w.waitState(f, "collected")
-		if a := f.actorOf("collected"); a != "device:"+lockerID {
-			t.Fatalf("collected by %q", a)
+		for _, x := range []*doc{f, f2} {
+			w.waitState(x, "collected")
+			if a := x.actorOf("collected"); a != "device:"+lockerID {
+				t.Fatalf("collected by %q", a)
+			}
 		}
 		w.waitBacklogEmpty(locker)
 	})
@@ -228,6 +272,24 @@ func TestSystem(t *testing.T) {
 			t.Fatalf("automaton after the pickup: %+v (%v)", st.Mechanisms, err)
 		}
 	})
+	step("kill -9 of kluisd during pickups: no lost event, no double pulse", func(t *testing.T) {
+		kills, seed := 4, int64(1)
+		if os.Getenv("KLUIS_LONG") == "1" {
+			kills = 100
+		}
+		if v, err := strconv.ParseInt(os.Getenv("KLUIS_SEED"), 10, 64); err == nil {
+			seed = v
+		}
+		t.Logf("%d kills, KLUIS_SEED=%d", kills, seed)
+		rng := rand.New(rand.NewPCG(uint64(seed), 0x6b6c756973))
+		for i := 0; i < kills; i++ {
+			point := i % 4
+			if i >= 4 {
+				point = rng.IntN(4)
+			}
+			w.killDuringPickup(locker, point, time.Duration(rng.IntN(300))*time.Millisecond)
+		}
+	})
 	step("every door shut, audit chain intact", func(t *testing.T) {
 		w.allShut(lockerID)
 		var rep struct {
@@ -240,5 +302,72 @@ func TestSystem(t *testing.T) {
 		for _, n := range w.nodes {
 			w.waitBacklogEmpty(n)
 		}
+		// Built with -race under go test -race: kluisd must have no race.
+		for _, n := range w.nodes {
+			if strings.Contains(n.proc.tail(1<<30), "WARNING: DATA RACE") {
+				t.Errorf("kluisd %s reported a data race:\n%s", n.id, n.proc.tail(8000))
+			}
+		}
+		for _, p := range []*proc{w.backend, w.simProc} {
+			if strings.Contains(p.tail(1<<30), "WARNING: DATA RACE") {
+				t.Logf("%s reported a data race (not kluisd's):\n%s", p.name, p.tail(8000))
+			}
+		}
 	})
+}
+
+// Kill points of killDuringPickup.
+var killPoints = []string{"right after the pulse", "door open", "document taken, door open", "door closed"}
+
+// killDuringPickup runs a QR pickup at n and kills its kluisd with SIGKILL
+// at point (after delay), restarts it, lets the citizen finish and checks:
+// exactly one pulse at the right door, the document collected by the
+// device, the outbox empty.
+func (w *world) killDuringPickup(n *node, point int, delay time.Duration) {
+	t := w.t
+	t.Helper()
+	d := w.register("driving_licence", n.id)
+	w.load(d)
+	t.Logf("kill at %q +%v (compartment %d)", killPoints[point], delay, d.comp.Number)
+	board, ch, _ := d.place()
+	p0 := w.pulseCount(n.id)
+	if s := w.kioskPost(n, "/kiosk/v1/pickup", map[string]string{"qr": d.mail.QR}); s.State != "open" {
+		t.Fatalf("pickup: kiosk shows %s (%s)", s.State, s.Message)
+	}
+	switch point {
+	case 0:
+		waitFor(t, 20*time.Second, "the pulse", func(context.Context) (bool, string, error) {
+			return len(w.pulsesSince(n.id, p0)) > 0, "", nil
+		})
+	default:
+		w.waitDoor(n.id, board, ch, true)
+		if point >= 2 {
+			time.Sleep(humanPause)
+			w.act(n.id, board, ch, "take", nil)
+		}
+		if point >= 3 {
+			time.Sleep(humanPause)
+			w.act(n.id, board, ch, "close", nil)
+		}
+	}
+	time.Sleep(delay)
+	n.proc.kill()
+	w.startKluisd(n)
+	w.waitConnected(n)
+	// The citizen finishes whatever is left: take the document, shut the door.
+	w.waitDoor(n.id, board, ch, point < 3)
+	if point < 3 {
+		time.Sleep(humanPause)
+		if point < 2 {
+			w.act(n.id, board, ch, "take", nil)
+		}
+		w.act(n.id, board, ch, "close", nil)
+	}
+	w.waitState(d, "collected")
+	w.waitBacklogEmpty(n)
+	w.exactlyOnePulse(n.id, p0, board, ch)
+	c, err := w.sim.truth(context.Background(), n.id, board, ch)
+	if err != nil || c.DoorOpen || c.Item != "" {
+		t.Fatalf("after the pickup: %+v (%v)", c, err)
+	}
 }

@@ -44,6 +44,7 @@ type world struct {
 	mailDir   string
 	pubKey    string // file with the QR public key
 	backend   *proc
+	simProc   *proc
 	sim       simAPI
 	admin     api
 	staff     api
@@ -209,6 +210,7 @@ func (w *world) startSim() {
 		t.Fatalf("kluis-sim ready line %q: %v", line, err)
 	}
 	w.sim = simAPI{base: "http://" + ready.Control}
+	w.simProc = p
 }
 
 // startNode writes a kluisd configuration with its own MQTT credentials and
@@ -349,7 +351,7 @@ func (w *world) register(kind, device string) *doc {
 	t := w.t
 	t.Helper()
 	w.docSeq++
-	d := &doc{kind: kind, device: device, birth: fmt.Sprintf("19%02d-0%d-1%d", 60+w.docSeq, 1+w.docSeq%9, w.docSeq%10)}
+	d := &doc{kind: kind, device: device, birth: time.Date(1950, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, 97*w.docSeq).Format(time.DateOnly)}
 	d.number = fmt.Sprintf("591-%s-%02d", w.runID, w.docSeq)
 	d.email = fmt.Sprintf("holder%02d.%s@example.org", w.docSeq, w.runID)
 	d.label = kind + " " + d.number

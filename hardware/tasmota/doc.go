@@ -50,7 +50,10 @@
 // module, so a lost link cannot leave a lock energised; without the
 // PulseTime confirmation the relay is never switched. Tasmota has no command
 // ids: a caller retrying after an unconfirmed POWER ON may pulse twice, but
-// every pulse ends by itself. Halt switches every relay OFF.
+// every pulse ends by itself. Halt switches every relay OFF; a driver that
+// has not connected yet gets Options.Timeout to do so first, and Halt
+// reports an error wrapping hardware.ErrTimeout when the broker is out of
+// reach (the relays' pulses still end by themselves).
 //
 // # Events and state
 //

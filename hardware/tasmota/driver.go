@@ -934,17 +934,29 @@ func (d *Driver) Watch(ctx context.Context, fn func(hardware.Event) error) error
 }
 
 // Halt refuses further pulses and switches every relay of every module
-// off. Pulses are hardware-timed, so this only shortens them.
+// off. Pulses are hardware-timed, so this only shortens them. A driver
+// that has not connected yet (a fresh one, halted at start-up) is given
+// Options.Timeout to connect first; when the broker cannot be reached the
+// error wraps hardware.ErrTimeout: the relays were not switched off, but
+// every pulse still ends by itself. After Close, Halt does nothing.
 func (d *Driver) Halt() error {
 	d.mu.Lock()
-	already := d.halted
+	already, closed, ready := d.halted, d.closed, d.isReady
 	d.halted = true
 	d.mu.Unlock()
 	if !already {
 		d.log.Info("halted")
 	}
-	if !d.client.IsConnectionOpen() {
+	if closed {
 		return nil
+	}
+	if !ready {
+		ctx, cancel := context.WithTimeout(context.Background(), d.o.Timeout)
+		_ = d.Ready(ctx)
+		cancel()
+	}
+	if !d.client.IsConnectionOpen() {
+		return fmt.Errorf("tasmota: halt: not connected to %s, relays not switched off (their pulses end by themselves): %w", d.o.Broker, hardware.ErrTimeout)
 	}
 	var toks []mqtt.Token
 	for _, m := range d.o.Modules {

@@ -95,3 +95,25 @@ func TestResubscribesAfterBrokerRestart(t *testing.T) {
 	w.waitEvent(t, hardware.DoorOpened, hardware.Address{Channel: 0})
 	require.Zero(t, dev2.onCount(1), "the pulse refused during the outage reached the module")
 }
+
+// A fresh driver halted before it connected (kluisd halts one at start-up)
+// waits for the broker and switches the relays off; with no broker at all
+// Halt says so instead of pretending.
+func TestHaltOfAFreshDriver(t *testing.T) {
+	topic := uniqueTopic(t, "fresh")
+	dev := newDevice(t, topic, 2, false)
+	d, err := New(Options{Broker: brokerURL(), ClientID: "drv-" + topic, Modules: []Module{{Topic: topic, Relays: 2}},
+		Registry: prometheus.NewRegistry(), Timeout: 10 * time.Second})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = d.Close() })
+	require.NoError(t, d.Halt())
+	require.Eventually(t, func() bool { return dev.offCount(1) == 1 && dev.offCount(2) == 1 }, 15*time.Second, 10*time.Millisecond)
+
+	nobody := "tcp://" + freeAddr(t)
+	d2, err := New(Options{Broker: nobody, Modules: []Module{{Topic: topic, Relays: 2}},
+		Registry: prometheus.NewRegistry(), Timeout: 300 * time.Millisecond})
+	require.NoError(t, err)
+	require.ErrorIs(t, d2.Halt(), hardware.ErrTimeout)
+	require.ErrorIs(t, d2.Close(), hardware.ErrTimeout, "Close halts too, and says the relays were not switched off")
+	require.NoError(t, d2.Halt(), "after Close there is nothing to halt")
+}

@@ -5,8 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"image"
-	"image/color"
 	"image/png"
 	"io"
 	"mime"
@@ -115,48 +113,26 @@ func walkPart(ctype, cte string, body io.Reader, out *pickupMail, pngs *[][]byte
 	return nil
 }
 
-// decodeQRPNG decodes the QR code in a PNG image with gozxing. A QR image
-// whose modules are not a whole number of pixels wide (a 256-pixel image of
-// a 57-module code) can defeat gozxing's module-size estimate, so the image
-// is also tried resampled to a few other sizes, as a camera would see it
-// from another distance.
+// decodeQRPNG reads the QR code of an e-mail's inline PNG with a standard
+// decoder: as a pure barcode first (the image is rendered, not
+// photographed), then with the general detector.
 func decodeQRPNG(b []byte) (string, error) {
 	img, err := png.Decode(bytes.NewReader(b))
 	if err != nil {
 		return "", fmt.Errorf("qr png: %w", err)
 	}
-	hints := map[gozxing.DecodeHintType]interface{}{gozxing.DecodeHintType_TRY_HARDER: true}
-	var firstErr error
-	for _, w := range []int{0, 300, 200, 400, 160, 244, 128, 192} {
-		src := img
-		if w > 0 {
-			src = resample(img, w)
-		}
-		bmp, err := gozxing.NewBinaryBitmapFromImage(src)
-		if err != nil {
-			return "", fmt.Errorf("qr bitmap: %w", err)
-		}
-		res, err := zxqr.NewQRCodeReader().Decode(bmp, hints)
-		if err == nil {
-			return res.GetText(), nil
-		}
-		if firstErr == nil {
-			firstErr = err
-		}
+	bmp, err := gozxing.NewBinaryBitmapFromImage(img)
+	if err != nil {
+		return "", fmt.Errorf("qr bitmap: %w", err)
 	}
-	return "", fmt.Errorf("qr decode: %w", firstErr)
-}
-
-// resample scales img to a w×w grey image (nearest neighbour).
-func resample(img image.Image, w int) image.Image {
-	b := img.Bounds()
-	dst := image.NewGray(image.Rect(0, 0, w, w))
-	for y := 0; y < w; y++ {
-		for x := 0; x < w; x++ {
-			dst.Set(x, y, color.GrayModel.Convert(img.At(b.Min.X+x*b.Dx()/w, b.Min.Y+y*b.Dy()/w)))
-		}
+	res, err := zxqr.NewQRCodeReader().Decode(bmp, map[gozxing.DecodeHintType]interface{}{gozxing.DecodeHintType_PURE_BARCODE: true})
+	if err != nil {
+		res, err = zxqr.NewQRCodeReader().Decode(bmp, map[gozxing.DecodeHintType]interface{}{gozxing.DecodeHintType_TRY_HARDER: true})
 	}
-	return dst
+	if err != nil {
+		return "", fmt.Errorf("qr decode: %w", err)
+	}
+	return res.GetText(), nil
 }
 
 // pinRE finds the PIN in the ready message of any language ("PIN: 123 456",

@@ -180,15 +180,40 @@ func TestSystem(t *testing.T) {
 		w.act(lockerID, e.comp.Board, e.comp.Channel, "stuck", url.Values{"on": {"false"}})
 		w.collect(e, map[string]string{"qr": e.mail.QR})
 	})
-	step("offline pickups (QR; PIN and date of birth) synced afterwards", func(t *testing.T) {
+	step("sensors disagree: broken door sensor, the document still reported collected", func(t *testing.T) {
+		d := w.register("driving_licence", lockerID)
+		w.load(d)
+		w.act(lockerID, d.comp.Board, d.comp.Channel, "sensor", url.Values{"broken": {"true"}})
+		defer w.act(lockerID, d.comp.Board, d.comp.Channel, "sensor", url.Values{"broken": {"false"}})
+		before, _ := locker.metric(ctx, "kluisd_alarms_total", `alarm="sensor_disagreement"`)
+		p0 := w.pulseCount(lockerID)
+		// The door opens, but its sensor keeps saying "closed".
+		w.pickupOpens(d, map[string]string{"qr": d.mail.QR})
+		w.takeAndClose(d)
+		w.waitScreen(locker, "done")
+		w.waitMetricAbove(locker, "kluisd_alarms_total", `alarm="sensor_disagreement"`, before)
+		w.waitAudit(lockerID, "device.alarm", "sensor_disagreement")
+		w.waitState(d, "collected")
+		w.exactlyOnePulse(lockerID, p0, d.comp.Board, d.comp.Channel)
+	})
+	step("backend and broker killed mid-pickup; offline pickups (QR; PIN and date of birth); all synced after the restart", func(t *testing.T) {
 		f := w.register("driving_licence", lockerID)
 		w.load(f)
 		f2 := w.register("eid", lockerID)
 		w.load(f2)
+		g := w.register("driving_licence", lockerID)
+		w.load(g)
 		waitFor(t, 30*time.Second, "codes synced to kluisd's offline cache", func(context.Context) (bool, string, error) {
 			return locker.inOfflineCache(f.ID) && locker.inOfflineCache(f2.ID), "", nil
 		})
+		// g's pickup is verified online; the backend and its embedded
+		// broker die (SIGKILL) while the door is open.
+		pg := w.pulseCount(lockerID)
+		w.pickupOpens(g, map[string]string{"qr": g.mail.QR})
 		w.killBackend()
+		w.takeAndClose(g)
+		w.waitScreen(locker, "done")
+		w.exactlyOnePulse(lockerID, pg, g.comp.Board, g.comp.Channel)
 		// PIN and date of birth, checked against the synced argon2id verifier.
 		p2 := w.pulseCount(lockerID)
 		if s := w.kioskPost(locker, "/kiosk/v1/pickup", map[string]string{"pin": f2.mail.PIN}); s.State != "need_birth_date" {
@@ -202,13 +227,14 @@ func TestSystem(t *testing.T) {
 		w.takeAndClose(f2)
 		w.waitScreen(locker, "done")
 		w.exactlyOnePulse(lockerID, p2, f2.comp.Board, f2.comp.Channel)
+		// QR, checked against the public key and the synced code hash.
 		p0 := w.pulseCount(lockerID)
 		w.pickupOpens(f, map[string]string{"qr": f.mail.QR})
 		w.takeAndClose(f)
 		w.waitScreen(locker, "done")
 		w.exactlyOnePulse(lockerID, p0, f.comp.Board, f.comp.Channel)
 		if h, err := locker.health(ctx); err != nil || h.Backlog == 0 {
-			t.Fatalf("the offline pickup must wait in the outbox: %+v (%v)", h, err)
+			t.Fatalf("the pickups must wait in the outbox: %+v (%v)", h, err)
 		}
 		// The code is single use offline too.
 		p1 := w.pulseCount(lockerID)
@@ -217,27 +243,13 @@ func TestSystem(t *testing.T) {
 		}
 		w.noPulse(lockerID, p1)
 		w.restartBackend()
-		for _, x := range []*doc{f, f2} {
+		for _, x := range []*doc{g, f, f2} {
 			w.waitState(x, "collected")
 			if a := x.actorOf("collected"); a != "device:"+lockerID {
 				t.Fatalf("collected by %q", a)
 			}
 		}
 		w.waitBacklogEmpty(locker)
-	})
-	step("broker restart in the middle of a pickup loses no event", func(t *testing.T) {
-		g := w.register("driving_licence", lockerID)
-		w.load(g)
-		p0 := w.pulseCount(lockerID)
-		w.pickupOpens(g, map[string]string{"qr": g.mail.QR})
-		w.killBackend() // and its embedded broker, while the door is open
-		w.takeAndClose(g)
-		w.waitScreen(locker, "done")
-		w.exactlyOnePulse(lockerID, p0, g.comp.Board, g.comp.Channel)
-		w.restartBackend()
-		w.waitState(g, "collected")
-		w.waitBacklogEmpty(locker)
-		w.waitAudit(lockerID, "device.door_closed", "")
 	})
 	step("lockout after wrong codes, then it ends", func(t *testing.T) {
 		h := w.register("driving_licence", lockerID)
@@ -271,6 +283,71 @@ func TestSystem(t *testing.T) {
 		if err != nil || st.Mechanisms[0].Slots[x.comp.Channel] != "" {
 			t.Fatalf("automaton after the pickup: %+v (%v)", st.Mechanisms, err)
 		}
+	})
+	step("technician test-open of a free compartment, audited; occupied refused", func(t *testing.T) {
+		occupied := w.register("driving_licence", lockerID)
+		w.load(occupied)
+		free := 0
+		st, err := w.sim.state(ctx, lockerID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range st.Channels {
+			if c.Item == "" && !c.DoorOpen {
+				free = c.Channel
+				break
+			}
+		}
+		if s := w.kioskPost(locker, "/kiosk/v1/staff/login", map[string]string{"pin": w.staffPIN}); s.State != "staff" {
+			t.Fatalf("staff login: %s", s.State)
+		}
+		p0 := w.pulseCount(lockerID)
+		_, err = locker.kiosk.post(ctx, "/kiosk/v1/tech/test-open", map[string]int{"compartment": occupied.comp.Number})
+		if he, ok := err.(*httpError); !ok || he.Status != 409 {
+			t.Fatalf("test-open of an occupied compartment: %v, want 409", err)
+		}
+		w.noPulse(lockerID, p0)
+		if s := w.kioskPost(locker, "/kiosk/v1/tech/test-open", map[string]int{"compartment": free + 1}); s.State != "test_open" {
+			t.Fatalf("test-open: kiosk shows %s (%s)", s.State, s.Message)
+		}
+		w.waitDoor(lockerID, 0, free, true)
+		time.Sleep(humanPause)
+		w.act(lockerID, 0, free, "close", nil)
+		w.exactlyOnePulse(lockerID, p0, 0, free)
+		waitFor(t, 30*time.Second, "test-open audited with the staff id", func(ctx context.Context) (bool, string, error) {
+			recs, err := w.admin.audit(ctx, "device:"+lockerID)
+			for _, r := range recs {
+				if r.Action == "device.door_opened" && r.Details["detail"] == "technician test-open" && r.Details["staff_id"] != nil {
+					return true, "", nil
+				}
+			}
+			return false, "", err
+		})
+		var diag struct {
+			Boards []struct {
+				Address int  `json:"address"`
+				Online  bool `json:"online"`
+			} `json:"boards"`
+			Ready bool `json:"ready"`
+		}
+		if err := doJSON(ctx, "GET", locker.kiosk.base+"/kiosk/v1/diagnostics", "", nil, &diag); err != nil || !diag.Ready || len(diag.Boards) != 1 || !diag.Boards[0].Online {
+			t.Fatalf("diagnostics: %+v (%v)", diag, err)
+		}
+		w.kioskPost(locker, "/kiosk/v1/staff/logout", nil)
+		w.collect(occupied, map[string]string{"qr": occupied.mail.QR})
+	})
+	step("Tasmota module offline: board unreachable, then cleared", func(t *testing.T) {
+		before, _ := auto.metric(ctx, "kluisd_alarms_total", `alarm="board_unreachable"`)
+		if err := doJSON(ctx, "POST", w.sim.base+"/v1/devices/"+autoID+"/faults", "", map[string]any{"offline": true}, nil); err != nil {
+			t.Fatal(err)
+		}
+		w.waitMetricAbove(auto, "kluisd_alarms_total", `alarm="board_unreachable"`, before)
+		w.waitAudit(autoID, "device.alarm", "board_unreachable")
+		if err := doJSON(ctx, "POST", w.sim.base+"/v1/devices/"+autoID+"/faults", "", map[string]any{"offline": false}, nil); err != nil {
+			t.Fatal(err)
+		}
+		w.waitAudit(autoID, "device.alarm_cleared", "board_unreachable")
+		w.waitMetricAbove(auto, "kluisd_board_errors_total", `board="0"`, 0)
 	})
 	step("kill -9 of kluisd during pickups: no lost event, no double pulse", func(t *testing.T) {
 		kills, seed := 4, int64(1)

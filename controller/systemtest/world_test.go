@@ -28,7 +28,7 @@ const (
 	lockerDoors   = 10
 	autoSlots     = 6
 	lockoutAfter  = 3 // kluisd's lockout.max_failures
-	lockoutLength = 4 * time.Second
+	lockoutLength = 2 * time.Second
 )
 
 // world is one backend, one simulator and the kluisd of each device.

@@ -404,7 +404,7 @@ func (d *Driver) exchangeN(ctx context.Context, addr int, req kluisproto.Message
 			d.m.retries.Inc()
 			d.log.Debug("retry", "board", addr, "cmd", kluisproto.CmdName(req.Command()), "attempt", attempt+1, "after", last)
 		}
-		reply, err := d.attemptLocked(ctx, addr, req.Command(), raw)
+		reply, err := d.attemptLocked(ctx, addr, req, raw)
 		if err == nil {
 			if nak, ok := reply.(*kluisproto.Nak); ok && nak.Code == kluisproto.CodeBadCRC {
 				last = fmt.Errorf("kluisbus: board %d: %w", addr, nak)
@@ -430,8 +430,9 @@ func ensureTimeout(err error) error {
 	return fmt.Errorf("%w (last: %v)", hardware.ErrTimeout, err)
 }
 
-// attemptLocked writes raw once and waits for the matching reply.
-func (d *Driver) attemptLocked(ctx context.Context, addr int, cmd byte, raw []byte) (kluisproto.Message, error) {
+// attemptLocked writes raw (req encoded) once and waits for the matching
+// reply.
+func (d *Driver) attemptLocked(ctx context.Context, addr int, req kluisproto.Message, raw []byte) (kluisproto.Message, error) {
 	p, err := d.portLocked()
 	if err != nil {
 		time.Sleep(min(d.o.Timeout, 50*time.Millisecond)) // do not spin on a missing device
@@ -454,7 +455,7 @@ func (d *Driver) attemptLocked(ctx context.Context, addr int, cmd byte, raw []by
 				break
 			}
 			d.m.frames.Inc()
-			if m, ok := d.match(f, addr, cmd); ok {
+			if m, ok := d.match(f, addr, req); ok {
 				return m, nil
 			}
 		}
@@ -505,9 +506,14 @@ func (d *Driver) drainLocked(p Port) {
 	d.dec.Reset()
 }
 
-// match decides whether f is the answer to cmd from addr; anything else is
-// counted and skipped.
-func (d *Driver) match(f kluisproto.Frame, addr int, cmd byte) (kluisproto.Message, bool) {
+// match decides whether f is the answer to req from addr; anything else is
+// counted and skipped. An UNLOCK or PRESENT reply must also carry req's
+// command id: one that does not is a late answer to an earlier command (it
+// came after that exchange gave up), not this one's. (The same id with
+// another channel or slot is this command's answer: the caller reused an
+// id, which Pulse and Present report.)
+func (d *Driver) match(f kluisproto.Frame, addr int, req kluisproto.Message) (kluisproto.Message, bool) {
+	cmd := req.Command()
 	if !f.IsReply() {
 		return nil, false // our own request echoed by the adapter
 	}
@@ -527,6 +533,20 @@ func (d *Driver) match(f kluisproto.Frame, addr int, cmd byte) (kluisproto.Messa
 	}
 	if nak, ok := m.(*kluisproto.Nak); ok && nak.Cmd != cmd {
 		d.countErr(ErrKindUnexpected)
+		return nil, false
+	}
+	late := false
+	switch r := m.(type) {
+	case *kluisproto.UnlockReply:
+		q, _ := req.(*kluisproto.UnlockRequest)
+		late = q == nil || r.ID != q.ID
+	case *kluisproto.PresentReply:
+		q, _ := req.(*kluisproto.PresentRequest)
+		late = q == nil || r.ID != q.ID
+	}
+	if late {
+		d.countErr(ErrKindUnexpected)
+		d.log.Debug("late reply to an earlier command skipped", "board", addr, "frame", f.String())
 		return nil, false
 	}
 	return m, true

@@ -267,6 +267,38 @@ func TestPulseRetriesSameIDWhenTheAnswerIsLost(t *testing.T) {
 	}
 }
 
+// A reply to an earlier UNLOCK that arrives late (after that exchange gave
+// up), just before the answer to the next one, is skipped as unexpected:
+// it is not taken for the next command's answer.
+func TestLateUnlockReplyIsNotTakenForTheNextOne(t *testing.T) {
+	e := newEmulator(t, 5)
+	e.addBoard(0, 8)
+	d, _ := newDriver(t, e, Options{Boards: []int{0}})
+	late, err := kluisproto.EncodeMessage(0, &kluisproto.UnlockReply{Channel: 5, DurationMS: 200, ID: 76})
+	if err != nil {
+		t.Fatal(err)
+	}
+	once := false
+	e.with(func() {
+		e.prefix = func() []byte {
+			if once {
+				return nil
+			}
+			once = true
+			return late
+		}
+	})
+	if err := d.Pulse(context.Background(), hardware.Address{Board: 0, Channel: 6}, 200*time.Millisecond, 77); err != nil {
+		t.Fatalf("pulse: %v", err)
+	}
+	if log := e.pulseLog(); len(log) != 1 || log[0] != (pulseRec{0, 6, 77}) {
+		t.Fatalf("pulses %+v", log)
+	}
+	if n := d.FrameErrors()[ErrKindUnexpected]; n != 1 {
+		t.Fatalf("unexpected frames %d, want the late reply counted once", n)
+	}
+}
+
 func TestWatchDeliversAndAcknowledgesEvents(t *testing.T) {
 	e := newEmulator(t, 4)
 	e.addBoard(0, 24)

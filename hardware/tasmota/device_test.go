@@ -53,6 +53,12 @@ type device struct {
 
 func newDevice(t *testing.T, topic string, relays int, automaton bool) *device {
 	t.Helper()
+	return newDeviceWill(t, topic, relays, automaton, true)
+}
+
+// newDeviceWill is newDevice with or without the LWT Offline last will.
+func newDeviceWill(t *testing.T, topic string, relays int, automaton, will bool) *device {
+	t.Helper()
 	dev := &device{
 		t: t, topic: topic, relays: relays, automaton: automaton,
 		power: map[int]bool{}, pulseTime: map[int]int{}, sw: map[int]bool{},
@@ -68,8 +74,10 @@ func newDevice(t *testing.T, topic string, relays int, automaton bool) *device {
 	opts := mqtt.NewClientOptions().AddBroker(brokerURL()).
 		SetClientID("dev-"+topic).
 		SetCleanSession(true).
-		SetAutoReconnect(false).
-		SetWill("tele/"+topic+"/LWT", "Offline", 1, true)
+		SetAutoReconnect(false)
+	if will {
+		opts.SetWill("tele/"+topic+"/LWT", "Offline", 1, true)
+	}
 	dev.client = mqtt.NewClient(opts)
 	tok := dev.client.Connect()
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {

@@ -54,7 +54,9 @@ func TestResubscribesAfterBrokerRestart(t *testing.T) {
 	stop := startBroker(t, addr)
 	t.Setenv("MQTT_URL", url)
 	topic := uniqueTopic(t, "restart")
-	dev := newDevice(t, topic, 2, false)
+	// No last will: the offline report can only come from the driver's
+	// own lost connection.
+	dev := newDeviceWill(t, topic, 2, false, false)
 	d, err := New(Options{Modules: []Module{{Topic: topic, Relays: 2}}, Registry: prometheus.NewRegistry(), Timeout: 2 * time.Second})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = d.Close() })

@@ -72,7 +72,7 @@ func newDeviceWill(t *testing.T, topic string, relays int, automaton, will bool)
 		dev.sw[i] = false
 	}
 	opts := mqtt.NewClientOptions().AddBroker(brokerURL()).
-		SetClientID("dev-"+topic).
+		SetClientID("dev-" + topic).
 		SetCleanSession(true).
 		SetAutoReconnect(false)
 	if will {

@@ -120,6 +120,24 @@ func TestSystem(t *testing.T) {
 			t.Fatalf("after the retrieval: %+v (%v)", tr, err)
 		}
 	})
+	step("not collected: the code stays valid for the grace period", func(t *testing.T) {
+		d := w.register("driving_licence", lockerID)
+		w.load(d)
+		p0 := w.pulseCount(lockerID)
+		w.pickupOpens(d, map[string]string{"qr": d.mail.QR})
+		time.Sleep(humanPause)
+		w.act(lockerID, d.comp.Board, d.comp.Channel, "close", nil) // changed their mind
+		w.waitScreen(locker, "not_collected")
+		w.exactlyOnePulse(lockerID, p0, d.comp.Board, d.comp.Channel)
+		w.waitAudit(lockerID, "device.pickup_not_collected", "")
+		if c, err := w.sim.truth(ctx, lockerID, d.comp.Board, d.comp.Channel); err != nil || c.Item != d.label {
+			t.Fatalf("the document must still be there: %+v (%v)", c, err)
+		}
+		if got, err := w.backendDoc(ctx, d); err != nil || got.State != "notified" {
+			t.Fatalf("not collected: backend shows %s (%v)", got.State, err)
+		}
+		w.collect(d, map[string]string{"qr": d.mail.QR})
+	})
 	step("door left open", func(t *testing.T) {
 		d := w.register("driving_licence", lockerID)
 		w.load(d)

@@ -55,7 +55,7 @@ func BenchmarkKluisbusStates(b *testing.B) {
 // BenchmarkKerongStates is the same for the Kerong driver.
 func BenchmarkKerongStates(b *testing.B) {
 	ep := benchDevice(b, simulator.DeviceConfig{ID: "bench-kerong", Hardware: simulator.ProtoKerong, Boards: 2, Channels: 16})
-	drv, err := kerong.New(kerong.Options{Port: ep.Link, Boards: []int{0, 1}, OpenBitSet: true})
+	drv, err := kerong.New(kerong.Options{Port: ep.Link, Boards: []int{0, 1}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -15,8 +15,8 @@ func kerongDriver(t *testing.T, ep simulator.Endpoint, boards int) *kerong.Drive
 	for b := 0; b < boards; b++ {
 		bs = append(bs, b)
 	}
-	// the simulator's default polarity: lock bit set = door open
-	drv, err := kerong.New(kerong.Options{Port: ep.Link, Boards: bs, OpenBitSet: true, PollInterval: 50 * time.Millisecond})
+	// both sides' default polarity (lock bit set = door open)
+	drv, err := kerong.New(kerong.Options{Port: ep.Link, Boards: bs, PollInterval: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -112,6 +112,7 @@ type DeviceSummary struct {
 //	GET  /v1/devices/{id}/pulses
 //	GET  /v1/devices/{id}/presents
 //	GET  /v1/devices/{id}/boards/{b}/queue
+//	GET  /v1/devices/{id}/line                          LineStats (serial devices)
 //	GET  /v1/devices/{id}/faults
 //	POST /v1/devices/{id}/faults                         body: Faults JSON
 //	POST /v1/devices/{id}/channels/{n}/{action}?board=B  take|put|close|force|leave-open|pulse|stuck|sensor
@@ -174,6 +175,13 @@ func NewControlHandler(f *Fleet) http.Handler {
 			return nil, err
 		}
 		return d.Queue(b)
+	})
+	onDevice("GET /v1/devices/{id}/line", func(d *Device, r *http.Request) (any, error) {
+		l := f.Line(r.PathValue("id"))
+		if l == nil {
+			return nil, fmt.Errorf("device %q has no serial line: %w", r.PathValue("id"), ErrBadInput)
+		}
+		return l.Stats(), nil
 	})
 	onDevice("GET /v1/devices/{id}/faults", func(d *Device, _ *http.Request) (any, error) {
 		return d.Faults(), nil

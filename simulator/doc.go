@@ -19,7 +19,8 @@
 //
 // Protocol responders make devices reachable by the real drivers:
 // ServeSerial puts the Kluis protocol (Kluis, on hardware/kluisproto) or
-// Kerong CU16 (Kerong) on a raw pseudo-terminal, with per-byte line faults;
+// Kerong CU16 (Kerong) on a raw pseudo-terminal, with per-byte line faults
+// and counts of the bad input the boards skipped (Line.Stats);
 // ServeTasmota answers Tasmota commands on an MQTT broker. StartFleet builds
 // a whole fleet from a Config (YAML, LoadConfig) and serves the loopback
 // control API (NewControlHandler). See README.md for the wire mappings, the

@@ -152,6 +152,7 @@ type Fleet struct {
 	devices   map[string]*Device
 	endpoints map[string]Endpoint
 	lines     []*Line
+	lineOf    map[string]*Line // by device id
 	modules   []*TasmotaModule
 	control   *ControlServer
 	closeOnce sync.Once
@@ -179,7 +180,8 @@ func StartFleet(ctx context.Context, cfg Config, o FleetOptions) (*Fleet, error)
 	if cfg.Broker == "" {
 		cfg.Broker = "tcp://127.0.0.1:1883"
 	}
-	f := &Fleet{cfg: cfg, log: o.Logger.With("part", "simulator-fleet"), devices: map[string]*Device{}, endpoints: map[string]Endpoint{}}
+	f := &Fleet{cfg: cfg, log: o.Logger.With("part", "simulator-fleet"), devices: map[string]*Device{}, endpoints: map[string]Endpoint{},
+		lineOf: map[string]*Line{}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -228,6 +230,7 @@ func StartFleet(ctx context.Context, cfg Config, o FleetOptions) (*Fleet, error)
 				return nil, fmt.Errorf("device %s: %w", dc.ID, err)
 			}
 			f.lines = append(f.lines, l)
+			f.lineOf[dc.ID] = l
 			ep.Link, ep.Path = l.Link, l.Path
 		case ProtoTasmota:
 			topic := dc.Topic
@@ -262,6 +265,10 @@ func StartFleet(ctx context.Context, cfg Config, o FleetOptions) (*Fleet, error)
 	ok = true
 	return f, nil
 }
+
+// Line returns the serial line of device id, or nil (a Tasmota device, an
+// unknown id).
+func (f *Fleet) Line(id string) *Line { return f.lineOf[id] }
 
 // Device returns the device with id, or nil.
 func (f *Fleet) Device(id string) *Device { return f.devices[id] }

@@ -3,6 +3,7 @@ package simulator
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"kluis/hardware"
@@ -35,6 +36,18 @@ type Kerong struct {
 	dev *Device
 	o   KerongOptions
 	buf []byte
+
+	counts  LineStats  // Handle's goroutine
+	statMu  sync.Mutex // guards stats, the snapshot LineStats returns
+	stats   LineStats
+	garbage bool // the bytes being skipped continue one garbage run
+}
+
+// LineStats returns what the boards heard so far.
+func (k *Kerong) LineStats() LineStats {
+	k.statMu.Lock()
+	defer k.statMu.Unlock()
+	return k.stats
 }
 
 // NewKerong builds the responder; dev may have at most 16 boards of 16
@@ -70,21 +83,36 @@ func (k *Kerong) Handle(in []byte) []byte {
 		for j < len(k.buf) && k.buf[j] != kerongSTX {
 			j++
 		}
+		if j > 0 && !k.garbage {
+			k.garbage = true
+			k.counts.Garbage++
+		}
 		k.buf = k.buf[j:]
 		if len(k.buf) < 5 {
 			break
 		}
 		f := k.buf[:5]
 		if f[3] != kerongETX || f[0]+f[1]+f[2]+f[3] != f[4] {
+			k.counts.BadFrames++
+			k.garbage = true // the rest of the bad frame is not a new run
 			k.buf = k.buf[1:]
 			continue
 		}
+		k.garbage = false
+		k.counts.Frames++
 		k.buf = k.buf[5:]
-		out = append(out, k.frame(f[1], f[2])...)
+		reply := k.frame(f[1], f[2])
+		if reply == nil {
+			k.counts.Ignored++
+		}
+		out = append(out, reply...)
 	}
 	if len(k.buf) > 64 {
 		k.buf = k.buf[len(k.buf)-64:]
 	}
+	k.statMu.Lock()
+	k.stats = k.counts
+	k.statMu.Unlock()
 	return out
 }
 

@@ -23,6 +23,10 @@ type Kluis struct {
 
 	mu     sync.Mutex
 	boards []*kluisBoard
+
+	ignored uint64     // valid frames for no board here (Handle's goroutine)
+	statMu  sync.Mutex // guards stats, the snapshot LineStats returns
+	stats   LineStats
 }
 
 type kluisBoard struct {
@@ -72,7 +76,25 @@ func (k *Kluis) Partial() bool { return k.dec.Buffered() > 0 }
 func (k *Kluis) Idle() {
 	if k.dec.Buffered() > 0 {
 		k.dec.Reset()
+		k.snapshot()
 	}
+}
+
+// snapshot publishes the counts for LineStats; called by the line's
+// goroutine after it fed the decoder.
+func (k *Kluis) snapshot() {
+	st := k.dec.Stats()
+	k.statMu.Lock()
+	k.stats = LineStats{Frames: st.Frames, Garbage: st.Garbage, BadFrames: st.BadCRC, Oversize: st.Oversize,
+		Truncated: st.Truncated, Ignored: k.ignored}
+	k.statMu.Unlock()
+}
+
+// LineStats returns what the boards heard so far.
+func (k *Kluis) LineStats() LineStats {
+	k.statMu.Lock()
+	defer k.statMu.Unlock()
+	return k.stats
 }
 
 // Handle implements Responder.
@@ -86,6 +108,7 @@ func (k *Kluis) Handle(in []byte) []byte {
 		}
 		k.frame(f)
 	}
+	k.snapshot()
 	return k.out
 }
 
@@ -157,6 +180,7 @@ func waitArg(err error) byte {
 
 func (k *Kluis) frame(f kluisproto.Frame) {
 	if int(f.Addr) >= k.dev.NumBoards() || f.IsReply() {
+		k.ignored++
 		return
 	}
 	b := int(f.Addr)

@@ -23,6 +23,39 @@ type Responder interface {
 	Handle(in []byte) (out []byte)
 }
 
+// LineStats counts what a device's boards heard on their serial line: the
+// frames and the bad input they skipped (garbage, damaged, cut-off or
+// oversized frames), none of which is ever acted on.
+type LineStats struct {
+	// Frames is the valid frames received (for any address).
+	Frames uint64 `json:"frames"`
+	// Garbage is the runs of bytes skipped while looking for a start byte.
+	Garbage uint64 `json:"garbage"`
+	// BadFrames is the frames with a bad CRC (Kluis) or a bad ETX or sum
+	// (Kerong).
+	BadFrames uint64 `json:"bad_frames"`
+	// Oversize is the Kluis start bytes followed by LEN > 64.
+	Oversize uint64 `json:"oversize"`
+	// Truncated is the Kluis partial frames dropped after the inter-byte
+	// timeout or overtaken by a later valid frame.
+	Truncated uint64 `json:"truncated"`
+	// Ignored is the valid frames no board of the device answered: another
+	// address, a reply (Kluis), an unknown command or an absent lock
+	// (Kerong).
+	Ignored uint64 `json:"ignored"`
+}
+
+// lineStatser is implemented by the responders that count their input.
+type lineStatser interface{ LineStats() LineStats }
+
+// Stats returns what the boards heard on this line so far.
+func (l *Line) Stats() LineStats {
+	if s, ok := l.resp.(lineStatser); ok {
+		return s.LineStats()
+	}
+	return LineStats{}
+}
+
 // SerialOptions configure ServeSerial.
 type SerialOptions struct {
 	// Protocol is "kluis" or "kerong-cu16".

@@ -28,7 +28,7 @@ const usage = `usage:
   kluis-sim serial  --protocol kluis|kerong-cu16 --link PATH [--boards N] [--channels N] [flags]
   kluis-sim tasmota --broker URL --topic T [--relays N] [flags]
   kluis-sim fleet   --config fleet.yaml
-  kluis-sim ctl     [--addr HOST:PORT] devices|state|pulses|presents|queue|faults|set-faults|channel|board ...
+  kluis-sim ctl     [--addr HOST:PORT] devices|state|pulses|presents|queue|line|faults|set-faults|channel|board ...
 Run a subcommand with -h for its flags.`
 
 func main() {
@@ -188,6 +188,7 @@ const ctlUsage = `kluis-sim ctl [--addr HOST:PORT] COMMAND
   state ID                        the true physical state
   pulses ID | presents ID         every pulse / carousel command received
   queue ID BOARD                  a board's event queue
+  line ID                         what the boards heard on the serial line (frames, bad input)
   faults ID                       the fault settings
   set-faults ID JSON              replace them, e.g. '{"line":{"corrupt":0.01}}'
   channel ID N ACTION [board=B] [label=L] [ms=M] [on=true] [broken=true]
@@ -231,7 +232,7 @@ func runCtl(ctx context.Context, args []string, out io.Writer) error {
 	var err error
 	switch a[0] {
 	case "devices":
-	case "state", "pulses", "presents", "faults":
+	case "state", "pulses", "presents", "faults", "line":
 		if err = need(2); err == nil {
 			path = "/" + esc(a[1]) + "/" + a[0]
 		}

@@ -190,6 +190,16 @@ func TestKerongFramesFromAnIndependentProgram(t *testing.T) {
 	if fmt.Sprint(pulses) != "[{0 0} {0 0} {0 3}]" {
 		t.Fatalf("pulses %v, want lock 1 twice (the resynced frame was a second valid unlock) and lock 4", pulses)
 	}
+	// what the boards heard: 7 valid frames (one for absent board 4), the
+	// frame with a bad sum, one garbage run
+	var line struct {
+		Frames, Garbage, Ignored int
+		BadFrames                int `json:"bad_frames"`
+	}
+	if out := ctl(t, r.Control, "line", "sim"); json.Unmarshal(out, &line) != nil ||
+		line.Frames != 7 || line.Garbage != 1 || line.BadFrames != 1 || line.Ignored != 1 {
+		t.Fatalf("line %s", out)
+	}
 }
 
 func ctl(t *testing.T, addr string, args ...string) []byte {

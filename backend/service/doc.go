@@ -30,7 +30,8 @@
 //
 // The pickup deadline is set on load: the end of the N-th calendar day
 // after loading in the site's time zone (Options.PickupDays per kind, 10 by
-// default), stored in UTC. ExpireDue, run periodically, moves loaded and
+// default), stored in UTC; a kind with an exact period
+// (Options.PickupPeriods) gets the load time plus that period. ExpireDue, run periodically, moves loaded and
 // notified documents past their deadline to expired.
 //
 // # Retention

@@ -101,8 +101,14 @@ type Options struct {
 	Logger *slog.Logger
 	// Clock gives the current time; default time.Now.
 	Clock func() time.Time
-	// PickupDays is the pickup period per kind; missing kinds get 10.
+	// PickupDays is the pickup period per kind in days: the deadline is the
+	// end of the N-th local day after loading. Missing kinds get
+	// DefaultPickupDays.
 	PickupDays map[store.DocumentKind]int
+	// PickupPeriods are exact pickup periods per kind: the deadline is the
+	// load time plus the period (1 s .. 366 days). A kind listed here
+	// ignores its PickupDays.
+	PickupPeriods map[store.DocumentKind]time.Duration
 	// MinSize is the smallest compartment per kind; missing kinds get S,
 	// except passports (M).
 	MinSize map[store.DocumentKind]store.Size
@@ -115,7 +121,7 @@ type Options struct {
 	// (codes.MaxActiveCodesPerDevice). 0: no cap.
 	MaxPerDevice int
 	// Retention is how long personal data of finished documents is kept
-	// (Purge with olderThan 0 uses it); default 30 days.
+	// (Purge with olderThan 0 uses it); default DefaultRetention.
 	Retention time.Duration
 	// PseudonymKey keys the document-number pseudonym; nil: none kept.
 	PseudonymKey []byte
@@ -127,21 +133,32 @@ type Options struct {
 	Purger Purger
 }
 
+// Defaults of Options.
+const (
+	// DefaultPickupDays is the pickup period of kinds without one.
+	DefaultPickupDays = 10
+	// MaxPickupDays bounds a pickup period (days or exact).
+	MaxPickupDays = 366
+	// DefaultRetention is how long personal data of finished documents is kept.
+	DefaultRetention = 30 * 24 * time.Hour
+)
+
 // Service runs the use cases.
 type Service struct {
-	st         *store.Store
-	db         store.DB
-	log        *slog.Logger
-	now        func() time.Time
-	pickupDays map[store.DocumentKind]int
-	minSize    map[store.DocumentKind]store.Size
-	lowMax     int
-	maxPerDev  int
-	retention  time.Duration
-	pseudoKey  []byte
-	codes      CodeIssuer
-	notifier   Notifier
-	purger     Purger
+	st          *store.Store
+	db          store.DB
+	log         *slog.Logger
+	now         func() time.Time
+	pickupDays  map[store.DocumentKind]int
+	pickupExact map[store.DocumentKind]time.Duration
+	minSize     map[store.DocumentKind]store.Size
+	lowMax      int
+	maxPerDev   int
+	retention   time.Duration
+	pseudoKey   []byte
+	codes       CodeIssuer
+	notifier    Notifier
+	purger      Purger
 }
 
 // New checks opts, fills defaults and returns a Service.
@@ -162,7 +179,7 @@ func New(opts Options) (*Service, error) {
 		return nil, fmt.Errorf("service: LowMaxHeightCM %d out of 0..300: %w", opts.LowMaxHeightCM, ErrInvalid)
 	}
 	if opts.Retention == 0 {
-		opts.Retention = 30 * 24 * time.Hour
+		opts.Retention = DefaultRetention
 	}
 	if opts.MaxPerDevice < 0 {
 		return nil, fmt.Errorf("service: negative MaxPerDevice: %w", ErrInvalid)
@@ -172,20 +189,26 @@ func New(opts Options) (*Service, error) {
 	}
 	s := &Service{
 		st: opts.Store, db: opts.Store.Pool(), log: opts.Logger.With("part", "service"), now: opts.Clock,
-		pickupDays: map[store.DocumentKind]int{}, minSize: map[store.DocumentKind]store.Size{},
+		pickupDays: map[store.DocumentKind]int{}, pickupExact: map[store.DocumentKind]time.Duration{}, minSize: map[store.DocumentKind]store.Size{},
 		lowMax: opts.LowMaxHeightCM, maxPerDev: opts.MaxPerDevice, retention: opts.Retention, pseudoKey: opts.PseudonymKey,
 		codes: opts.Codes, notifier: opts.Notifier, purger: opts.Purger,
 	}
 	for _, k := range store.DocumentKinds() {
-		s.pickupDays[k] = 10
+		s.pickupDays[k] = DefaultPickupDays
 		s.minSize[k] = store.SizeS
 	}
 	s.minSize[store.Passport] = store.SizeM
 	for k, d := range opts.PickupDays {
-		if !k.Valid() || d < 1 || d > 366 {
-			return nil, fmt.Errorf("service: pickup days %q=%d (want a kind and 1..366): %w", k, d, ErrInvalid)
+		if !k.Valid() || d < 1 || d > MaxPickupDays {
+			return nil, fmt.Errorf("service: pickup days %q=%d (want a kind and 1..%d): %w", k, d, MaxPickupDays, ErrInvalid)
 		}
 		s.pickupDays[k] = d
+	}
+	for k, p := range opts.PickupPeriods {
+		if !k.Valid() || p < time.Second || p > MaxPickupDays*24*time.Hour {
+			return nil, fmt.Errorf("service: pickup period %q=%s (want a kind and 1s..%dd): %w", k, p, MaxPickupDays, ErrInvalid)
+		}
+		s.pickupExact[k] = p
 	}
 	for k, z := range opts.MinSize {
 		if !k.Valid() || !z.Valid() {
@@ -223,16 +246,27 @@ func (s *Service) pseudonym(kind store.DocumentKind, number string) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-// PickupDays returns the pickup period of a kind.
+// PickupDays returns the pickup period of a kind in days (not used when the
+// kind has an exact period, see PickupPeriod).
 func (s *Service) PickupDays(k store.DocumentKind) int { return s.pickupDays[k] }
+
+// PickupPeriod returns the exact pickup period of a kind, if it has one.
+func (s *Service) PickupPeriod(k store.DocumentKind) (time.Duration, bool) {
+	p, ok := s.pickupExact[k]
+	return p, ok
+}
 
 // MinSize returns the smallest compartment size a kind needs.
 func (s *Service) MinSize(k store.DocumentKind) store.Size { return s.minSize[k] }
 
 // Deadline returns the pickup deadline of a document of kind k loaded at
 // loadedAt at a site in loc: the end of the N-th calendar day after
-// loading (i.e. midnight starting day N+1), in UTC.
+// loading (i.e. midnight starting day N+1), in UTC; for a kind with an
+// exact period, loadedAt plus that period.
 func (s *Service) Deadline(k store.DocumentKind, loadedAt time.Time, loc *time.Location) time.Time {
+	if p, ok := s.pickupExact[k]; ok {
+		return loadedAt.Add(p).UTC()
+	}
 	l := loadedAt.In(loc)
 	y, m, d := l.Date()
 	return time.Date(y, m, d+s.pickupDays[k]+1, 0, 0, 0, 0, loc).UTC()

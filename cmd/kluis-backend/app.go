@@ -23,6 +23,7 @@ import (
 	"kluis/backend/broker"
 	"kluis/backend/codes"
 	"kluis/backend/devicelink"
+	"kluis/backend/service"
 	"kluis/backend/store"
 )
 
@@ -65,6 +66,10 @@ type config struct {
 	codeSyncEvery time.Duration
 	// housekeepEvery is the expiry/purge interval; 0 disables it.
 	housekeepEvery time.Duration
+	// pickup are the pickup periods per kind (-pickup-period).
+	pickup pickupPeriods
+	// retention is how long personal data of finished documents is kept.
+	retention time.Duration
 }
 
 const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/kluis?sslmode=disable"
@@ -345,6 +350,7 @@ func randomPassword() (string, error) {
 
 func serve(ctx context.Context, args []string, e env) error {
 	var c config
+	var err error
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	commonFlags(fs, e, &c)
@@ -364,11 +370,19 @@ func serve(ctx context.Context, args []string, e env) error {
 	fs.StringVar(&c.keyDir, "key-dir", envOr(e, "KLUIS_KEY_DIR", "var/keys"), "directory of the QR signing and PIN keys, created at first start (env KLUIS_KEY_DIR)")
 	fs.DurationVar(&c.housekeepEvery, "housekeep-every", defaultHousekeepEvery, "interval of the expiry sweep and retention purge (0 disables)")
 	fs.StringVar(&c.adminUser, "admin-user", envOr(e, "KLUIS_ADMIN_USER", "admin"), "bootstrap admin created when no admin exists (env KLUIS_ADMIN_USER)")
+	pickup := fs.String("pickup-period", e.getenv("KLUIS_PICKUP_PERIOD"), fmt.Sprintf("pickup periods per kind, comma list of kind=value: whole days (10 or 10d: until the end of the N-th local day) or an exact Go duration (90s, 48h: load time plus it); unlisted kinds get %d days (env KLUIS_PICKUP_PERIOD)", service.DefaultPickupDays))
+	retention := fs.String("retention", envOr(e, "KLUIS_RETENTION", service.DefaultRetention.String()), "how long personal data of collected, retrieved and cancelled documents is kept (env KLUIS_RETENTION)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if c.pickup, err = parsePickupPeriods(*pickup); err != nil {
+		return err
+	}
+	if c.retention, err = parseRetention(*retention); err != nil {
+		return err
 	}
 	c.adminPass = e.getenv("KLUIS_ADMIN_PASSWORD")
 	c.mqttPass = e.getenv("MQTT_PASSWORD")

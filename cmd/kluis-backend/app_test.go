@@ -55,6 +55,8 @@ func TestServeBootstrapAndShutdown(t *testing.T) {
 		"KLUIS_KEY_DIR":            t.TempDir() + "/keys",
 		"KLUIS_MQTT_ADDR":          "127.0.0.1:0",
 		"KLUIS_SLIP_DIR":           t.TempDir() + "/slips",
+		"KLUIS_PICKUP_PERIOD":      "residence_card=40s,eid=14d",
+		"KLUIS_RETENTION":          "48h",
 	}
 	e, _, errb := testEnv(vars)
 	addrc := make(chan string, 1)

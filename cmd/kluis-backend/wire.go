@@ -108,13 +108,16 @@ func wireDeps(ctx context.Context, st *store.Store, reg *prometheus.Registry, ke
 		return nil, fmt.Errorf("notifications: %w", err)
 	}
 	svc, err = service.New(service.Options{
-		Store:        st,
-		Logger:       log,
-		PseudonymKey: deriveKey(keys, "document-number pseudonym"),
-		MaxPerDevice: codes.MaxActiveCodesPerDevice,
-		Codes:        syncingIssuer{Issuer: codes.Issuer{Service: d.codes}, sync: syncer},
-		Notifier:     syncingNotifier{Notifier: notifier, sync: syncer},
-		Purger:       notifier,
+		Store:         st,
+		Logger:        log,
+		PseudonymKey:  deriveKey(keys, "document-number pseudonym"),
+		MaxPerDevice:  codes.MaxActiveCodesPerDevice,
+		PickupDays:    c.pickup.days,
+		PickupPeriods: c.pickup.exact,
+		Retention:     c.retention,
+		Codes:         syncingIssuer{Issuer: codes.Issuer{Service: d.codes}, sync: syncer},
+		Notifier:      syncingNotifier{Notifier: notifier, sync: syncer},
+		Purger:        notifier,
 	})
 	if err != nil {
 		d.close()

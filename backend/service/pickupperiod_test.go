@@ -1,0 +1,104 @@
+package service_test
+
+import (
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/codes"
+	"kluis/backend/service"
+	"kluis/backend/store"
+)
+
+// A kind with an exact pickup period gets deadline = load time + period
+// (over its PickupDays), its real codes work until then and are refused
+// from then on, and the expiry sweep expires it at that moment.
+func TestExactPickupPeriod(t *testing.T) {
+	var cs *codes.Service
+	e := newEnv(t, func(o *service.Options) {
+		o.PickupDays = map[store.DocumentKind]int{store.ResidenceCard: 3}
+		o.PickupPeriods = map[store.DocumentKind]time.Duration{store.ResidenceCard: 90 * time.Second}
+		keys, err := codes.GenerateKeys()
+		require.NoError(t, err)
+		cs, err = codes.New(codes.Options{Pool: o.Store.Pool(), Keys: keys, Clock: o.Clock,
+			Argon:  codes.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1},
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		require.NoError(t, err)
+		o.Codes = codes.Issuer{Service: cs}
+	})
+	p, ok := e.svc.PickupPeriod(store.ResidenceCard)
+	require.True(t, ok)
+	require.Equal(t, 90*time.Second, p)
+	_, ok = e.svc.PickupPeriod(store.EID)
+	require.False(t, ok)
+
+	e.device("d", uniform(4, store.SizeS, 150)...)
+	loaded := t0.Add(17 * time.Second)
+	e.clock.Set(loaded)
+	creds := map[string]codes.Credentials{}
+	load := func(kind store.DocumentKind) store.Document {
+		t.Helper()
+		doc := e.register(kind, false)
+		doc, err := e.svc.Reserve(e.ctx, "user:counter1", doc.ID, service.ReserveOptions{})
+		require.NoError(t, err)
+		doc, err = e.svc.Load(e.ctx, "device:d", doc.ID)
+		require.NoError(t, err)
+		sent := e.notes.Sent()
+		cr, ok := sent[len(sent)-1].Secret.(codes.Credentials)
+		require.True(t, ok)
+		creds[doc.ID] = cr
+		return doc
+	}
+	a, b, eid := load(store.ResidenceCard), load(store.ResidenceCard), load(store.EID)
+	for _, d := range []store.Document{a, b} {
+		require.Equal(t, loaded, *d.LoadedAt)
+		require.Equal(t, loaded.Add(90*time.Second), *d.Deadline)
+		require.Equal(t, *d.Deadline, creds[d.ID].ExpiresAt, "the codes end at the deadline")
+	}
+	brussels, err := time.LoadLocation("Europe/Brussels")
+	require.NoError(t, err)
+	require.Equal(t, time.Date(2026, 4, 3, 0, 0, 0, 0, brussels).UTC(), *eid.Deadline, "other kinds keep whole days")
+
+	// A second before the deadline: the code works, nothing is due.
+	e.clock.Set(a.Deadline.Add(-time.Second))
+	res, err := cs.Verify(e.ctx, codes.Attempt{DeviceID: "d", QRToken: creds[a.ID].QRToken})
+	require.NoError(t, err)
+	require.Equal(t, a.ID, res.DocumentID)
+	_, err = e.svc.Collect(e.ctx, "device:d", a.ID)
+	require.NoError(t, err)
+	n, err := e.svc.ExpireDue(e.ctx)
+	require.NoError(t, err)
+	require.Equal(t, 0, n)
+
+	// At the deadline: the code is refused and the sweep expires the document.
+	e.clock.Set(*b.Deadline)
+	_, err = cs.Verify(e.ctx, codes.Attempt{DeviceID: "d", QRToken: creds[b.ID].QRToken})
+	require.ErrorIs(t, err, codes.ErrExpired)
+	n, err = e.svc.ExpireDue(e.ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	got, err := e.svc.GetDocument(e.ctx, b.ID)
+	require.NoError(t, err)
+	require.Equal(t, "expired", string(got.State))
+	got, err = e.svc.GetDocument(e.ctx, eid.ID)
+	require.NoError(t, err)
+	require.Equal(t, "loaded", string(got.State))
+	_, err = cs.Verify(e.ctx, codes.Attempt{DeviceID: "d", QRToken: creds[b.ID].QRToken})
+	require.ErrorIs(t, err, codes.ErrWrongCode, "revoked on expiry")
+}
+
+func TestPickupPeriodsRefused(t *testing.T) {
+	e := newEnv(t, nil)
+	for name, p := range map[string]map[store.DocumentKind]time.Duration{
+		"kind":  {"library": time.Hour},
+		"zero":  {store.EID: 0},
+		"short": {store.EID: time.Millisecond},
+		"long":  {store.EID: 367 * 24 * time.Hour},
+	} {
+		_, err := service.New(service.Options{Store: e.st, PickupPeriods: p})
+		require.ErrorIs(t, err, service.ErrInvalid, name)
+	}
+}

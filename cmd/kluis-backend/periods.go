@@ -1,0 +1,82 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"kluis/backend/service"
+	"kluis/backend/store"
+)
+
+// pickupPeriods is the parsed -pickup-period flag: whole days or exact
+// durations per document kind.
+type pickupPeriods struct {
+	days  map[store.DocumentKind]int
+	exact map[store.DocumentKind]time.Duration
+}
+
+// parsePickupPeriods parses a comma list of kind=value, where value is whole
+// days ("10" or "10d": the deadline is the end of the N-th local day after
+// loading) or a Go duration ("90s", "48h": load time plus the duration).
+func parsePickupPeriods(s string) (pickupPeriods, error) {
+	p := pickupPeriods{days: map[store.DocumentKind]int{}, exact: map[store.DocumentKind]time.Duration{}}
+	if strings.TrimSpace(s) == "" {
+		return p, nil
+	}
+	seen := map[store.DocumentKind]bool{}
+	for _, entry := range strings.Split(s, ",") {
+		entry = strings.TrimSpace(entry)
+		kindStr, val, ok := strings.Cut(entry, "=")
+		kind, val := store.DocumentKind(strings.TrimSpace(kindStr)), strings.TrimSpace(val)
+		fail := func(format string, args ...any) error {
+			return fmt.Errorf("-pickup-period entry %q: %s", entry, fmt.Sprintf(format, args...))
+		}
+		switch {
+		case !ok || kind == "" || val == "":
+			return p, fail("want kind=days (10, 10d) or kind=duration (90s, 48h)")
+		case !kind.Valid():
+			return p, fail("unknown kind %q (want one of %s)", kind, kindList())
+		case seen[kind]:
+			return p, fail("kind %s given twice", kind)
+		}
+		seen[kind] = true
+		if n, err := strconv.Atoi(strings.TrimSuffix(val, "d")); err == nil {
+			if n < 1 || n > service.MaxPickupDays {
+				return p, fail("%d days out of 1..%d", n, service.MaxPickupDays)
+			}
+			p.days[kind] = n
+			continue
+		}
+		d, err := time.ParseDuration(val)
+		if err != nil {
+			return p, fail("%q is neither whole days (10, 10d) nor a Go duration (90s, 48h)", val)
+		}
+		if d < time.Second || d > service.MaxPickupDays*24*time.Hour {
+			return p, fail("%s out of 1s..%dd", d, service.MaxPickupDays)
+		}
+		p.exact[kind] = d
+	}
+	return p, nil
+}
+
+func kindList() string {
+	var ks []string
+	for _, k := range store.DocumentKinds() {
+		ks = append(ks, string(k))
+	}
+	return strings.Join(ks, ", ")
+}
+
+// parseRetention parses the -retention flag: a positive Go duration.
+func parseRetention(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return 0, fmt.Errorf("-retention %q: want a Go duration such as 720h", s)
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("-retention %q: must be positive", s)
+	}
+	return d, nil
+}

@@ -330,11 +330,11 @@ type auditRecord struct {
 	Details map[string]any `json:"details"`
 }
 
-// audit returns up to 1000 audit records about subject.
+// audit returns up to 40000 audit records about subject, oldest first.
 func (a api) audit(ctx context.Context, subject string) ([]auditRecord, error) {
 	var all []auditRecord
 	cursor := ""
-	for i := 0; i < 5; i++ {
+	for i := 0; i < 200; i++ {
 		var page struct {
 			Items      []auditRecord `json:"items"`
 			NextCursor string        `json:"next_cursor"`

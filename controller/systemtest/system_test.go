@@ -2,6 +2,7 @@ package systemtest
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"net/url"
 	"os"
@@ -266,6 +267,7 @@ func TestSystem(t *testing.T) {
 			if a := x.actorOf("collected"); a != "device:"+lockerID {
 				t.Fatalf("collected by %q", a)
 			}
+			w.waitPickupEvents(x)
 		}
 		w.waitBacklogEmpty(locker)
 	})
@@ -461,8 +463,30 @@ func (w *world) killDuringPickup(n *node, point int, delay time.Duration) {
 	w.waitState(d, "collected")
 	w.waitBacklogEmpty(n)
 	w.exactlyOnePulse(n.id, p0, board, ch)
+	// No event lost: the door's opening and closing and the outcome reached
+	// the backend, whenever kluisd died.
+	w.waitPickupEvents(d)
 	c, err := w.sim.truth(context.Background(), n.id, board, ch)
 	if err != nil || c.DoorOpen || c.Item != "" {
 		t.Fatalf("after the pickup: %+v (%v)", c, err)
 	}
+}
+
+// waitPickupEvents waits until the backend's audit trail has the door
+// opening, the door closing and pickup_completed of d's pickup.
+func (w *world) waitPickupEvents(d *doc) {
+	w.t.Helper()
+	waitFor(w.t, 20*time.Second, "door_opened, door_closed and pickup_completed of "+d.number+" audited", func(ctx context.Context) (bool, string, error) {
+		recs, err := w.admin.audit(ctx, "device:"+d.device)
+		if err != nil {
+			return false, "", err
+		}
+		seen := map[string]bool{}
+		for _, r := range recs {
+			if r.Details["document"] == d.ID {
+				seen[r.Action] = true
+			}
+		}
+		return seen["device.door_opened"] && seen["device.door_closed"] && seen["device.pickup_completed"], fmt.Sprint(seen), nil
+	})
 }

@@ -122,6 +122,7 @@ type document struct {
 	DeviceID      string     `json:"device_id"`
 	CompartmentID int64      `json:"compartment_id"`
 	Deadline      *time.Time `json:"deadline"`
+	LoadedAt      *time.Time `json:"loaded_at"`
 	History       []struct {
 		To    string `json:"to"`
 		Actor string `json:"actor"`

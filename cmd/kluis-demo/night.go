@@ -8,8 +8,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // citizen is one document holder of the night and what they will do.
@@ -33,16 +31,25 @@ const (
 	planOffline  = "offline"
 )
 
+// expiryKind is the one kind the demo's backend gets a short exact pickup
+// period for (kluis-backend -pickup-period expiryKind=expiryPeriod); only
+// the document that is to expire has it, and it is loaded first, so the
+// backend's own housekeeping expires it while the other steps run.
+const (
+	expiryKind   = "residence_card"
+	expiryPeriod = 40 * time.Second
+)
+
 func citizens(run string) []*citizen {
 	cs := []*citizen{
+		{First: "Hans", Last: "De Smet", Birth: "1973-04-01", Kind: expiryKind, Device: "kortrijk-hall-b", Plan: planExpiry},
 		{First: "An", Last: "Peeters", Birth: "1984-03-12", Kind: "eid", Device: "kortrijk-hall-a", Plan: planQR},
 		{First: "Bart", Last: "Janssens", Birth: "1979-11-02", Kind: "driving_licence", Device: "kortrijk-hall-a", Plan: planPIN},
 		{First: "Chloé", Last: "Dubois", Birth: "1992-07-30", Kind: "eid", Device: "kortrijk-hall-a", Plan: planWrongPIN},
 		{First: "Dries", Last: "Maes", Birth: "2001-01-19", Kind: "kids_id", Device: "kortrijk-hall-a", Plan: planLeftOpen},
-		{First: "Els", Last: "Claes", Birth: "1968-05-05", Kind: "residence_card", Device: "kortrijk-automaton", Plan: planPIN},
+		{First: "Els", Last: "Claes", Birth: "1968-05-05", Kind: "eid", Device: "kortrijk-automaton", Plan: planPIN},
 		{First: "Frank", Last: "Wouters", Birth: "1955-09-23", Kind: "eid", Device: "kortrijk-hall-b", Plan: planPIN},
 		{First: "Griet", Last: "Goossens", Birth: "1988-12-24", Kind: "driving_licence", Device: "kortrijk-hall-b", Plan: planQR},
-		{First: "Hans", Last: "De Smet", Birth: "1973-04-01", Kind: "eid", Device: "kortrijk-hall-b", Plan: planExpiry},
 		{First: "Inge", Last: "Willems", Birth: "1999-08-08", Kind: "eid", Device: "kortrijk-hall-b", Plan: planOffline},
 		{First: "Jan", Last: "Mertens", Birth: "1961-02-14", Kind: "driving_licence", Device: "kortrijk-automaton", Plan: planQR},
 	}
@@ -169,7 +176,7 @@ func (d *demo) night(ctx context.Context, runID string) {
 		switch c.Plan {
 		case planExpiry:
 			got, err := d.expire(ctx, c)
-			d.tl.check("backend", "deadline of "+c.who()+"'s document passes", "expired by housekeeping, code refused, no pulse", got, err)
+			d.tl.check("backend", "the "+expiryPeriod.String()+" pickup period of "+c.who()+"'s "+c.Kind+" passes", "expired by housekeeping, code refused, no pulse", got, err)
 			if err == nil {
 				got, err = d.retrieve(ctx, c, d.kioskStaff)
 				d.tl.check("staff", "retrieve "+c.who()+"'s expired document from "+c.Device, "door opens, item out, retrieved", got, err)
@@ -709,26 +716,36 @@ func (d *demo) wrongPIN(ctx context.Context, c *citizen) (string, error) {
 	return fmt.Sprintf("kiosk: %q; no pulse, all %d doors shut, document still notified", scr.Message, len(st.Channels)), nil
 }
 
-// expire moves the document's deadline into the past (the demo's stand-in
-// for a week passing: the backend has no clock hook) and waits for the
-// backend's housekeeping to expire it; the citizen's code is then refused.
+// expire checks that the backend gave the document the demo's short exact
+// pickup period, waits for that real deadline and for the backend's own
+// housekeeping to expire the document ("system"); the citizen's code is then
+// refused without a pulse.
 func (d *demo) expire(ctx context.Context, c *citizen) (string, error) {
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(cctx, d.dbURL)
+	if c.Kind != expiryKind {
+		return "", fmt.Errorf("kind %s has no short pickup period in the demo (only %s)", c.Kind, expiryKind)
+	}
+	doc, err := d.staff.document(ctx, c.doc.ID)
 	if err != nil {
 		return "", err
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	tag, err := conn.Exec(cctx, "UPDATE documents SET deadline = now() - interval '1 minute' WHERE id = $1 AND state = 'notified'", c.doc.ID)
-	if err != nil {
-		return "", fmt.Errorf("move the deadline: %w", err)
+	if doc.Deadline == nil || doc.LoadedAt == nil {
+		return "", fmt.Errorf("document in state %s has no deadline or load time", doc.State)
 	}
-	if tag.RowsAffected() != 1 {
-		return "", fmt.Errorf("document not in state notified")
+	if got := doc.Deadline.Sub(*doc.LoadedAt); got != expiryPeriod {
+		return "", fmt.Errorf("deadline %s after loading, want %s", got, expiryPeriod)
 	}
-	if err := d.waitState(ctx, c, 20*time.Second, "expired"); err != nil {
+	// No clock is moved: wait for the real deadline and the backend's
+	// housekeeping (every 2 s).
+	wait := max(time.Until(*doc.Deadline), 0)
+	if err := d.waitState(ctx, c, wait+20*time.Second, "expired"); err != nil {
 		return "", err
+	}
+	doc, err = d.staff.document(ctx, c.doc.ID)
+	if err != nil {
+		return "", err
+	}
+	if a := doc.actorOf("expired"); a != "system" {
+		return "", fmt.Errorf("expired by %q, want system (housekeeping)", a)
 	}
 	n := d.nodes[c.Device]
 	p0, err := d.pulseCount(ctx, c.Device)
@@ -750,7 +767,8 @@ func (d *demo) expire(ctx context.Context, c *citizen) (string, error) {
 	if len(got) > 0 {
 		return "", fmt.Errorf("pulses for an expired code: %v", got)
 	}
-	return fmt.Sprintf("deadline moved back in the database; housekeeping: expired; QR at the kiosk: %s (%s), no pulse", scr.State, scr.Message), nil
+	return fmt.Sprintf("deadline = load + %s (-pickup-period %s=%s), waited %s for it; housekeeping: expired; QR at the kiosk: %s (%s), no pulse",
+		expiryPeriod, expiryKind, expiryPeriod, wait.Round(time.Second), scr.State, scr.Message), nil
 }
 
 // errKioskRefused: the kiosk did not open the door for staff.

@@ -185,7 +185,8 @@ func (d *demo) startBackend(ctx context.Context, adminPass string) error {
 	}
 	d.apiBase = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 	if _, err := d.p.start("kluis-backend", filepath.Join(d.bin, "kluis-backend"),
-		[]string{"serve", "-housekeep-every", "2s", "-open-timeout", "10s"}, env); err != nil {
+		[]string{"serve", "-housekeep-every", "2s", "-open-timeout", "10s",
+			"-pickup-period", fmt.Sprintf("%s=%s", expiryKind, expiryPeriod)}, env); err != nil {
 		return err
 	}
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)

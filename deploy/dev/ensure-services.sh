@@ -38,9 +38,15 @@ ensure_postgres() {
 		apt_install postgresql
 	fi
 	if command -v pg_ctlcluster >/dev/null && ls /etc/postgresql/*/main >/dev/null 2>&1; then
-		log "starting the system PostgreSQL cluster"
-		pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start || true
-		if wait_port 5432 && psql -h 127.0.0.1 -U postgres -c 'select 1' postgres >/dev/null 2>&1; then return 0; fi
+		ver=$(ls /etc/postgresql | sort -V | tail -1)
+		log "starting the system PostgreSQL cluster $ver/main"
+		pg_ctlcluster --skip-systemctl-redirect "$ver" main start || true
+		if wait_port 5432 && psql -w -h 127.0.0.1 -U postgres -c 'select 1' postgres >/dev/null 2>&1; then return 0; fi
+		# A fresh Debian cluster asks for passwords on TCP: leave it alone
+		# and use a private trust-auth cluster on the same port instead.
+		log "the system cluster does not trust local TCP connections; stopping it for a private cluster"
+		pg_ctlcluster --skip-systemctl-redirect "$ver" main stop || true
+		for _ in $(seq 1 50); do port_open 5432 || break; sleep 0.1; done
 	fi
 	# A private throw-away cluster under ./var with trust auth.
 	bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)

@@ -12,7 +12,8 @@ var (
 	ErrWrongCode = errors.New("wrong code")
 	// ErrWrongDevice means a valid QR token for another device.
 	ErrWrongDevice = errors.New("code is for another device")
-	// ErrExpired means the code's validity has passed.
+	// ErrExpired means the code's validity has passed (also a code the
+	// expire transition revoked; a code revoked before its expiry is wrong).
 	ErrExpired = errors.New("code expired")
 	// ErrAlreadyCollected means the code was used already.
 	ErrAlreadyCollected = errors.New("already collected")

@@ -82,6 +82,16 @@ func scanCode(row pgx.Row) (codeRow, error) {
 	return c, err
 }
 
+// diedOfExpiry reports whether the code is past its expiry and was not
+// revoked before it: still open, or revoked at or after its expiry (the
+// expire transition revokes the codes of a document past its deadline).
+// Such a code answers ErrExpired; a code revoked while still valid (a
+// re-issue, a cancellation, a retrieval, a stolen device) answers
+// ErrWrongCode like a code that never existed.
+func (c codeRow) diedOfExpiry(now time.Time) bool {
+	return !now.Before(c.expiresAt) && (c.revokedAt == nil || !c.revokedAt.Before(c.expiresAt))
+}
+
 // graceOver reports whether a re-armed code's grace period has passed: the
 // code counts as used from then on (see [Service.Rearm]).
 func (c codeRow) graceOver(now time.Time) bool {
@@ -291,14 +301,17 @@ func (s *Service) decide(ctx context.Context, tx pgx.Tx, a Attempt, method strin
 		// No such PIN (or a database hiccup, refused the same way).
 		return outcome{err: ErrWrongCode, counted: true}
 	}
+	// An expired code (also one revoked by the expire transition) is not
+	// counted: its holder is not locked out for retrying it, and it opens
+	// nothing (docs/security.md, "Brute-force bound").
 	switch {
-	case c.revokedAt != nil:
+	case c.revokedAt != nil && !c.diedOfExpiry(now):
 		return outcome{err: ErrWrongCode, counted: true, code: &c}
 	case c.usedAt != nil, c.graceOver(now):
 		return outcome{err: ErrAlreadyCollected, code: &c}
 	case c.lockedAt != nil || c.failed >= s.cfg.CodeMaxFailures:
 		return outcome{err: ErrCodeLocked, counted: true, code: &c}
-	case !now.Before(c.expiresAt):
+	case c.diedOfExpiry(now):
 		return outcome{err: ErrExpired, code: &c}
 	}
 	if c.needsDOB && !sameDigest(c.dobDigest, dobDigest(s.keys.PIN, c.id, dob)) {
@@ -320,16 +333,18 @@ func (s *Service) decideQR(ctx context.Context, tx pgx.Tx, a Attempt, now time.T
 	if qerr != nil {
 		return outcome{err: ErrWrongCode}
 	}
+	// The token's expiry is the code's (both the pickup deadline).
+	expired := c.diedOfExpiry(now) || (err != nil && (c.revokedAt == nil || !c.revokedAt.Before(c.expiresAt)))
 	switch {
 	case c.deviceID != a.DeviceID:
 		return outcome{err: ErrWrongDevice, code: &c}
-	case c.revokedAt != nil:
+	case c.revokedAt != nil && !expired:
 		return outcome{err: ErrWrongCode, code: &c}
 	case c.usedAt != nil, c.graceOver(now):
 		return outcome{err: ErrAlreadyCollected, code: &c}
 	case c.lockedAt != nil || c.failed >= s.cfg.CodeMaxFailures:
 		return outcome{err: ErrCodeLocked, code: &c}
-	case err != nil || !now.Before(c.expiresAt):
+	case expired:
 		return outcome{err: ErrExpired, code: &c}
 	}
 	return outcome{code: &c}

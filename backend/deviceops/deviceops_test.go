@@ -330,3 +330,30 @@ func TestRearmDoesNotTrustAnOldEventTime(t *testing.T) {
 		At: time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)}))
 	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr.QRToken).Result)
 }
+
+// The expire transition revokes the codes of a document past its deadline;
+// its holder is told "expired" (which kluisd does not count towards its
+// lockout), while a code replaced by a re-issue stays "wrong code".
+func TestExpiredDocumentsCodeAnswersExpired(t *testing.T) {
+	e := newEnv(t)
+	doc, old := e.loaded(store.EID, "591-3333333-33", "k1")
+	_, err := e.svc.Reissue(e.ctx, "user:1", doc.ID)
+	require.NoError(t, err)
+	cr := e.creds.of(doc.ID)
+	require.NotEqual(t, old.QRToken, cr.QRToken)
+
+	e.clock.Add(40 * 24 * time.Hour)
+	n, err := e.svc.ExpireDue(e.ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	got, err := e.svc.GetDocument(e.ctx, doc.ID)
+	require.NoError(t, err)
+	require.Equal(t, "expired", string(got.State))
+
+	require.Equal(t, wire.VerifyExpired, e.qr("k1", cr.QRToken).Result)
+	for range codes.DeviceMaxFailures + 1 {
+		require.Equal(t, wire.VerifyExpired, e.pin("k1", cr.PIN, "1990-02-28").Result, "not counted: never locked out")
+	}
+	require.Equal(t, wire.VerifyWrongCode, e.qr("k1", old.QRToken).Result, "a re-issued code stays wrong")
+	require.Equal(t, wire.VerifyWrongCode, e.qr("k2", cr.QRToken).Result, "another device's code stays wrong")
+}

@@ -21,7 +21,8 @@ type Present struct {
 // with hardware.ErrFault while the mechanism is faulted. After MoveTime the
 // slot is at the hatch (SlotPresented) or, when a jam was injected, the
 // mechanism faults (MechanismFault) until a reboot or SetMechanismFault
-// clears it. A slot already at the hatch is presented at once.
+// clears it. A slot already at the hatch is presented at once (the busy
+// output still pulses on and off).
 func (d *Device) Present(b, slot int, id uint32, via string) error {
 	d.mu.Lock()
 	defer d.flush()
@@ -46,7 +47,13 @@ func (d *Device) Present(b, slot int, id uint32, via string) error {
 	now := d.clk.Now()
 	d.presents = append(d.presents, Present{At: now, Board: b, Slot: slot, CommandID: id, Via: via})
 	if bd.atHatch == slot {
-		// already there: presented at once, nothing moves
+		// Already there: presented at once, nothing moves. The mechanism
+		// still runs its (empty) cycle, so the busy output pulses: a
+		// Tasmota module's driver sees busy go on and off, as for a move.
+		// Busy and idle are not board events (the Kluis queue only gets
+		// SlotPresented) and leave the sensed busy state unchanged.
+		d.emitLocked(Change{Kind: MechanismBusy, Board: b, Channel: -1})
+		d.emitLocked(Change{Kind: MechanismIdle, Board: b, Channel: -1})
 		d.emitLocked(Change{Kind: hardware.SlotPresented, Board: b, Channel: -1, Slot: slot})
 		return nil
 	}

@@ -92,6 +92,14 @@ func TestTasmotaAutomatonModule(t *testing.T) {
 	if h, _ := d.Hatch(0); h.Slot != 2 || !h.ItemAtHatch {
 		t.Fatalf("hatch %+v", h)
 	}
+	// The slot already at the hatch: nothing moves, but the busy switch
+	// still goes on and off, so a driver waiting for the cycle sees it.
+	pos = log.len()
+	pub("POWER4", "ON")
+	log.wait(t, pos, tp+`RESULT {"POWER4":"ON"}`, tp+`RESULT {"Switch2":{"Action":"ON"}}`, tp+`RESULT {"Switch2":{"Action":"OFF"}}`)
+	if h, _ := d.Hatch(0); h.Slot != 2 || h.Busy {
+		t.Fatalf("hatch after presenting the slot at the hatch: %+v", h)
+	}
 	pos = log.len()
 	pub("pulsetime1", "3")
 	pub("power1", "on")
@@ -130,8 +138,8 @@ func TestTasmotaAutomatonModule(t *testing.T) {
 	// the carousel does not move with the hatch open
 	pub("POWER3", "ON")
 	log.wait(t, pos, tp+`RESULT {"POWER3":"OFF"}`)
-	if ps := d.Presents(); len(ps) != 1 || ps[0].Slot != 2 {
-		t.Fatalf("presents %+v", ps)
+	if ps := d.Presents(); len(ps) != 2 || ps[0].Slot != 2 || ps[1].Slot != 2 {
+		t.Fatalf("presents %+v (want slot 2 twice: the move and the one already at the hatch)", ps)
 	}
 	if ps := d.Pulses(); len(ps) != 1 || ps[0].Via != ProtoTasmota || ps[0].Duration != 300*time.Millisecond {
 		t.Fatalf("pulses %+v", ps)

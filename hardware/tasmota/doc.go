@@ -40,7 +40,9 @@
 //	Switch4       mechanism fault
 //
 // SlotPresented is reported when, after a Present, busy was seen ON and goes
-// OFF while fault is OFF; fault going ON reports MechanismFault.
+// OFF while fault is OFF; fault going ON reports MechanismFault. The module
+// cycles busy for every accepted trigger, also for the slot already at the
+// hatch (the Kluis convention for these modules; kluis-sim does so).
 //
 // # Pulses
 //

@@ -135,4 +135,33 @@ func TestTasmotaAutomaton(t *testing.T) {
 	if len(dev.Presents()) != 1 || len(dev.Pulses()) != 1 {
 		t.Fatalf("presents %v pulses %v", dev.Presents(), dev.Pulses())
 	}
+	// Presenting the slot already at the hatch (a controller that lost
+	// track of it, e.g. after a restart) completes too: nothing moves, the
+	// busy switch still cycles and the driver reports SlotPresented again.
+	if err := dev.Close(0, 0); err != nil {
+		t.Fatal(err)
+	}
+	// The carousel refuses to move while the hatch lock is energised.
+	waitFor(t, "hatch closed and locked", func() bool {
+		h, err := drv.Hatch(ctx, 0)
+		return err == nil && !h.Open && !h.Busy && h.Locked
+	})
+	count := func() int {
+		ev.mu.Lock()
+		defer ev.mu.Unlock()
+		n := 0
+		for _, e := range ev.evs {
+			if e.Kind == hardware.SlotPresented && e.Slot == 4 {
+				n++
+			}
+		}
+		return n
+	}
+	if err := drv.Present(ctx, 0, 4, 3); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "second slot_presented 4", func() bool { return count() == 2 })
+	if ps := dev.Presents(); len(ps) != 2 || ps[1].Slot != 4 {
+		t.Fatalf("presents %v", ps)
+	}
 }

@@ -295,11 +295,13 @@ func login(ctx context.Context, base, user, pass string) (api, error) {
 
 // document is the part of the backend's document the tests read.
 type document struct {
-	ID            string `json:"id"`
-	Number        string `json:"number"`
-	State         string `json:"state"`
-	DeviceID      string `json:"device_id"`
-	CompartmentID int64  `json:"compartment_id"`
+	ID            string     `json:"id"`
+	Number        string     `json:"number"`
+	State         string     `json:"state"`
+	DeviceID      string     `json:"device_id"`
+	CompartmentID int64      `json:"compartment_id"`
+	Deadline      *time.Time `json:"deadline"`
+	LoadedAt      *time.Time `json:"loaded_at"`
 	History       []struct {
 		To    string `json:"to"`
 		Actor string `json:"actor"`

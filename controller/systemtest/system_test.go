@@ -44,6 +44,17 @@ func TestSystem(t *testing.T) {
 		}
 	}
 
+	// The only residence card gets the backend's short exact pickup period
+	// (-pickup-period residence_card=expiryPeriod) and is loaded first: the
+	// backend's own housekeeping expires it while the next steps run.
+	var c *doc
+	step("staff loading of a document with a short pickup period", func(t *testing.T) {
+		c = w.register(expiryKind, lockerID)
+		w.load(c)
+		if c.Deadline == nil || c.LoadedAt == nil || c.Deadline.Sub(*c.LoadedAt) != expiryPeriod {
+			t.Fatalf("deadline %v after loading at %v, want %s later (-pickup-period)", c.Deadline, c.LoadedAt, expiryPeriod)
+		}
+	})
 	var a, b *doc
 	step("staff loading and QR pickup", func(t *testing.T) {
 		a = w.register("driving_licence", lockerID)
@@ -79,47 +90,6 @@ func TestSystem(t *testing.T) {
 			t.Fatalf("after a wrong PIN the backend shows %+v (%v)", got.State, err)
 		}
 		w.collect(b, map[string]string{"pin": b.mail.PIN, "birth_date": b.birth})
-	})
-	var c *doc
-	step("expired code", func(t *testing.T) {
-		c = w.register("driving_licence", lockerID)
-		w.load(c)
-		w.expire(c)
-		p0 := w.pulseCount(lockerID)
-		s := w.kioskPost(locker, "/kiosk/v1/pickup", map[string]string{"qr": c.mail.QR})
-		// The backend revokes the codes of an expired document and answers
-		// a revoked code "wrong_code" (backend/codes checks revocation
-		// before expiry); "expired" is the better answer. Either way: refused.
-		if s.State != "expired" && s.State != "wrong_code" {
-			t.Fatalf("expired code: kiosk shows %s (%s)", s.State, s.Message)
-		}
-		w.noPulse(lockerID, p0)
-		tr, err := w.sim.truth(ctx, lockerID, c.comp.Board, c.comp.Channel)
-		if err != nil || tr.Item != c.label {
-			t.Fatalf("the expired document must still be in its compartment: %+v (%v)", tr, err)
-		}
-	})
-	step("staff retrieval of the expired document", func(t *testing.T) {
-		p0 := w.pulseCount(lockerID)
-		if s := w.kioskPost(locker, "/kiosk/v1/staff/login", map[string]string{"pin": w.staffPIN}); s.State != "staff" {
-			t.Fatalf("staff login: %s (%s)", s.State, s.Message)
-		}
-		if s := w.kioskPost(locker, "/kiosk/v1/staff/retrieve", map[string]string{"document_number": c.number}); s.State != "retrieving" {
-			t.Fatalf("staff retrieve: kiosk shows %s (%s)", s.State, s.Message)
-		}
-		w.waitDoor(lockerID, c.comp.Board, c.comp.Channel, true)
-		w.takeAndClose(c)
-		w.waitScreen(locker, "retrieved")
-		w.exactlyOnePulse(lockerID, p0, c.comp.Board, c.comp.Channel)
-		w.waitState(c, "retrieved")
-		if a := c.actorOf("retrieved"); a != "device:"+lockerID {
-			t.Fatalf("retrieved by %q, want device:%s", a, lockerID)
-		}
-		w.kioskPost(locker, "/kiosk/v1/staff/logout", nil)
-		tr, err := w.sim.truth(ctx, lockerID, c.comp.Board, c.comp.Channel)
-		if err != nil || tr.Item != "" || tr.DoorOpen {
-			t.Fatalf("after the retrieval: %+v (%v)", tr, err)
-		}
 	})
 	step("not collected: the code stays valid for the grace period", func(t *testing.T) {
 		d := w.register("driving_licence", lockerID)
@@ -214,6 +184,48 @@ func TestSystem(t *testing.T) {
 		w.waitAudit(lockerID, "device.alarm", "sensor_disagreement")
 		w.waitState(d, "collected")
 		w.exactlyOnePulse(lockerID, p0, d.comp.Board, d.comp.Channel)
+	})
+	step("expired code", func(t *testing.T) {
+		// No clock is moved: the real deadline passes and the backend's
+		// housekeeping (every second) expires the document.
+		w.waitExpired(c)
+		if a := c.actorOf("expired"); a != "system" {
+			t.Fatalf("expired by %q, want system (housekeeping)", a)
+		}
+		p0 := w.pulseCount(lockerID)
+		for _, req := range []map[string]string{{"qr": c.mail.QR}, {"pin": c.mail.PIN, "birth_date": c.birth}, {"qr": c.mail.QR}} {
+			// Not wrong_code (kluisd would count it towards its lockout).
+			if s := w.kioskPost(locker, "/kiosk/v1/pickup", req); s.State != "expired" {
+				t.Fatalf("expired code: kiosk shows %s (%s)", s.State, s.Message)
+			}
+		}
+		w.noPulse(lockerID, p0)
+		tr, err := w.sim.truth(ctx, lockerID, c.comp.Board, c.comp.Channel)
+		if err != nil || tr.Item != c.label {
+			t.Fatalf("the expired document must still be in its compartment: %+v (%v)", tr, err)
+		}
+	})
+	step("staff retrieval of the expired document", func(t *testing.T) {
+		p0 := w.pulseCount(lockerID)
+		if s := w.kioskPost(locker, "/kiosk/v1/staff/login", map[string]string{"pin": w.staffPIN}); s.State != "staff" {
+			t.Fatalf("staff login: %s (%s)", s.State, s.Message)
+		}
+		if s := w.kioskPost(locker, "/kiosk/v1/staff/retrieve", map[string]string{"document_number": c.number}); s.State != "retrieving" {
+			t.Fatalf("staff retrieve: kiosk shows %s (%s)", s.State, s.Message)
+		}
+		w.waitDoor(lockerID, c.comp.Board, c.comp.Channel, true)
+		w.takeAndClose(c)
+		w.waitScreen(locker, "retrieved")
+		w.exactlyOnePulse(lockerID, p0, c.comp.Board, c.comp.Channel)
+		w.waitState(c, "retrieved")
+		if a := c.actorOf("retrieved"); a != "device:"+lockerID {
+			t.Fatalf("retrieved by %q, want device:%s", a, lockerID)
+		}
+		w.kioskPost(locker, "/kiosk/v1/staff/logout", nil)
+		tr, err := w.sim.truth(ctx, lockerID, c.comp.Board, c.comp.Channel)
+		if err != nil || tr.Item != "" || tr.DoorOpen {
+			t.Fatalf("after the retrieval: %+v (%v)", tr, err)
+		}
 	})
 	step("backend and broker killed mid-pickup; offline pickups (QR; PIN and date of birth); all synced after the restart", func(t *testing.T) {
 		f := w.register("driving_licence", lockerID)

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"kluis/backend/pgtest"
 )
 
@@ -29,6 +27,10 @@ const (
 	autoSlots     = 6
 	lockoutAfter  = 3 // kluisd's lockout.max_failures
 	lockoutLength = 2 * time.Second
+	// expiryKind gets the backend's exact pickup period expiryPeriod
+	// (-pickup-period); only the document that is to expire has it.
+	expiryKind   = "residence_card"
+	expiryPeriod = 25 * time.Second
 )
 
 // world is one backend, one simulator and the kluisd of each device.
@@ -118,7 +120,7 @@ func (w *world) startBackend() {
 	t := w.t
 	t.Helper()
 	w.backend = startProc(t, w.root, w.dir, "kluis-backend", "kluis-backend",
-		[]string{"serve", "-housekeep-every", "1s", "-code-sync-every", "2s", "-open-timeout", "10s", "-audit-verify-every", "0"}, w.env, nil)
+		[]string{"serve", "-housekeep-every", "1s", "-pickup-period", fmt.Sprintf("%s=%s", expiryKind, expiryPeriod), "-code-sync-every", "2s", "-open-timeout", "10s", "-audit-verify-every", "0"}, w.env, nil)
 	waitFor(t, 60*time.Second, "kluis-backend ready", func(ctx context.Context) (bool, string, error) {
 		if !w.backend.running() {
 			t.Fatalf("kluis-backend exited:\n%s", w.backend.tail(3000))
@@ -669,26 +671,22 @@ func (w *world) waitMetricAbove(n *node, name, label string, v float64) {
 	})
 }
 
-// expire moves the document's deadline into the past in the database (the
-// backend has no clock to advance) and waits for housekeeping to expire it.
-func (w *world) expire(d *doc) {
-	t := w.t
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, w.dbURL)
-	if err != nil {
-		t.Fatal(err)
+// waitExpired waits for the document's real deadline and for the
+// backend's housekeeping to expire it.
+func (w *world) waitExpired(d *doc) {
+	w.t.Helper()
+	wait := 30 * time.Second
+	if d.Deadline != nil {
+		wait += max(time.Until(*d.Deadline), 0)
 	}
-	defer conn.Close(context.Background())
-	tag, err := conn.Exec(ctx, "UPDATE documents SET deadline = now() - interval '1 minute' WHERE id = $1 AND state = 'notified'", d.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tag.RowsAffected() != 1 {
-		t.Fatalf("document %s not notified", d.number)
-	}
-	w.waitState(d, "expired")
+	waitFor(w.t, wait, fmt.Sprintf("document %s expired by the backend", d.number), func(ctx context.Context) (bool, string, error) {
+		got, err := w.backendDoc(ctx, d)
+		if err != nil {
+			return false, "", err
+		}
+		d.document = got
+		return got.State == "expired", got.State, nil
+	})
 }
 
 // killBackend kills the backend, and with it the embedded broker, with

@@ -21,6 +21,12 @@ type Rearm struct {
 	UsedSince time.Time
 	// Until ends the grace period; zero: valid again as before.
 	Until time.Time
+	// Actor is the audit actor; default "device:<DeviceID>" (the device's
+	// report). A backend sweep passes "system".
+	Actor string
+	// Reason, when set, is recorded in the audit details (why the code is
+	// given back, e.g. "unfollowed_verification").
+	Reason string
 }
 
 // Rearm gives back the used code of a document when its device reports
@@ -49,6 +55,10 @@ func (s *Service) Rearm(ctx context.Context, tx pgx.Tx, r Rearm) (bool, error) {
 		return false, fmt.Errorf("codes: rearm: document %q device %q: %w", documentID, deviceID, ErrInvalid)
 	}
 	now := s.clock()
+	actor := r.Actor
+	if actor == "" {
+		actor = "device:" + deviceID
+	}
 	// Lock order as in a transition: document, code_devices row, codes.
 	var state string
 	err := tx.QueryRow(ctx, `SELECT state FROM documents WHERE id = $1::uuid AND device_id = $2 FOR SHARE`,
@@ -101,7 +111,7 @@ func (s *Service) Rearm(ctx context.Context, tx pgx.Tx, r Rearm) (bool, error) {
 	if active >= MaxActiveCodesPerDevice {
 		// The brute-force bound (docs/security.md) assumes at most this many.
 		s.log.Warn("used code not re-armed: the device has the most active codes", "document", documentID, "code_id", cid)
-		return false, s.appendAudit(ctx, tx, AuditEvent{Actor: "device:" + deviceID, Action: "code.rearm_refused",
+		return false, s.appendAudit(ctx, tx, AuditEvent{Actor: actor, Action: "code.rearm_refused",
 			Subject: "document:" + documentID, Details: map[string]any{"code_id": cid, "device": deviceID, "reason": "too_many_codes"}})
 	}
 	err = pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { // savepoint: a PIN clash only undoes this update
@@ -111,7 +121,7 @@ func (s *Service) Rearm(ctx context.Context, tx pgx.Tx, r Rearm) (bool, error) {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "23505" {
 		s.log.Warn("used code not re-armed: its PIN belongs to a newer code", "document", documentID, "code_id", cid)
-		return false, s.appendAudit(ctx, tx, AuditEvent{Actor: "device:" + deviceID, Action: "code.rearm_refused",
+		return false, s.appendAudit(ctx, tx, AuditEvent{Actor: actor, Action: "code.rearm_refused",
 			Subject: "document:" + documentID, Details: map[string]any{"code_id": cid, "device": deviceID, "reason": "pin_taken"}})
 	}
 	if err != nil {
@@ -121,7 +131,10 @@ func (s *Service) Rearm(ctx context.Context, tx pgx.Tx, r Rearm) (bool, error) {
 	if grace != nil {
 		details["grace_until"] = *grace
 	}
-	if err := s.appendAudit(ctx, tx, AuditEvent{Actor: "device:" + deviceID, Action: "code.rearmed",
+	if r.Reason != "" {
+		details["reason"] = r.Reason
+	}
+	if err := s.appendAudit(ctx, tx, AuditEvent{Actor: actor, Action: "code.rearmed",
 		Subject: "document:" + documentID, Details: details}); err != nil {
 		return false, err
 	}

@@ -15,6 +15,10 @@
 //     with codes.Service.Rearm: for a grace period after pickup_not_collected
 //     (kluisd's timeouts.grace), as before after open_not_detected. The code
 //     stays single use: it is consumed again by the next accepted attempt.
+//   - Followup gives a code back when the device never acted on its
+//     accepted verification (kluisd died before journaling its pulse):
+//     online for the whole window (default 5 min) and silent about the
+//     document and its compartment since the verification.
 //   - Opener sends remote-open commands and waits for the device's answer.
 //   - Staff answers kiosk staff logins (PIN or badge, throttled per device)
 //     and reservations of a scanned document at the kiosk's device.

@@ -23,6 +23,7 @@ import (
 	"kluis/backend/broker"
 	"kluis/backend/codes"
 	"kluis/backend/devicelink"
+	"kluis/backend/deviceops"
 	"kluis/backend/service"
 	"kluis/backend/store"
 )
@@ -60,6 +61,10 @@ type config struct {
 	// codeGrace is how long a code stays valid again after the device
 	// reported pickup_not_collected (kluisd's timeouts.grace).
 	codeGrace time.Duration
+	// rearmUnfollowed is how long a device, online, may stay silent about a
+	// document after its code was accepted before the code is given back;
+	// 0 disables the sweep.
+	rearmUnfollowed time.Duration
 	// auditEvery is how often the audit chain is verified for the gauge; 0 disables.
 	auditEvery time.Duration
 	// codeSyncEvery is how often every device's offline codes are checked; 0 disables code sync.
@@ -361,6 +366,7 @@ func serve(ctx context.Context, args []string, e env) error {
 	fs.DurationVar(&c.codeSyncEvery, "code-sync-every", time.Minute, "how often devices' offline code caches are checked and resent when changed (0 disables code sync)")
 	fs.DurationVar(&c.auditEvery, "audit-verify-every", time.Hour, "how often the audit hash chain is verified for the kluis_audit_chain_ok gauge (0 disables)")
 	fs.DurationVar(&c.codeGrace, "code-grace", 10*time.Minute, "how long a code stays valid again when the citizen opened the door but left the document (match kluisd's timeouts.grace)")
+	fs.DurationVar(&c.rearmUnfollowed, "rearm-unfollowed-after", deviceops.DefaultUnfollowedAfter, "give a code back when its device, online, reported no door, open or pickup event for the document this long after the backend accepted the code (kluisd died before pulsing); 0 disables")
 	fs.DurationVar(&c.openTimeout, "open-timeout", 15*time.Second, "how long a remote open waits for the device; the command expires then")
 	fs.StringVar(&c.mailURL, "mail-url", e.getenv("KLUIS_MAIL_URL"), "e-mail: smtp://[user:pass@]host:port or drop:<dir> (env KLUIS_MAIL_URL); empty: no e-mail")
 	fs.StringVar(&c.mailFrom, "mail-from", envOr(e, "KLUIS_MAIL_FROM", "Stad Kortrijk <kluis@kortrijk.be>"), "sender address (env KLUIS_MAIL_FROM)")

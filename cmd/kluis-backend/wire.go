@@ -211,6 +211,15 @@ func (d *deps) startLink(ctx context.Context, st *store.Store, reg *prometheus.R
 	}
 	d.link = link
 	d.goLoop(func() { _ = link.Run(d.ctx) })
+	if c.rearmUnfollowed > 0 {
+		f, err := deviceops.NewFollowup(deviceops.FollowupOptions{Pool: st.Pool(), Codes: d.codes, After: c.rearmUnfollowed,
+			Logger: log, CodesChanged: syncer.mark})
+		if err != nil {
+			return err
+		}
+		every := min(max(c.rearmUnfollowed/5, time.Second), time.Minute)
+		d.goLoop(func() { _ = f.Run(d.ctx, every) })
+	}
 	d.api.Presence = func(ctx context.Context, id string) (api.Presence, bool, error) {
 		p, err := link.Presence(ctx, id)
 		if errors.Is(err, pgx.ErrNoRows) {

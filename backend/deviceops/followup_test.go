@@ -1,0 +1,169 @@
+package deviceops_test
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/deviceops"
+	"kluis/backend/store"
+	"kluis/controller/wire"
+)
+
+// online records dev as online since at, like the link does on a presence
+// message.
+func (e *env) online(dev string, at time.Time, state string) {
+	e.t.Helper()
+	_, err := e.st.Pool().Exec(e.ctx, `INSERT INTO device_presence (device_id, state, changed_at) VALUES ($1, $2, $3)
+		ON CONFLICT (device_id) DO UPDATE SET state = $2, changed_at = $3`, dev, state, at)
+	require.NoError(e.t, err)
+}
+
+// linkEvent records ev in device_events and applies it in one transaction,
+// like the link.
+func (e *env) linkEvent(dev string, ev wire.Event) {
+	e.t.Helper()
+	ev.ID = wire.NewID(e.clock.Now())
+	ev.At = e.clock.Now()
+	payload, err := json.Marshal(ev)
+	require.NoError(e.t, err)
+	require.NoError(e.t, pgx.BeginFunc(e.ctx, e.st.Pool(), func(tx pgx.Tx) error {
+		if _, err := tx.Exec(e.ctx, `INSERT INTO device_events (event_id, device_id, kind, at, received_at, outcome, payload)
+			VALUES ($1, $2, $3, $4, $4, 'applied', $5)`, ev.ID, dev, string(ev.Kind), ev.At, payload); err != nil {
+			return err
+		}
+		return e.events.HandleEvent(e.ctx, tx, dev, ev)
+	}))
+}
+
+func (e *env) followup(after time.Duration) (*deviceops.Followup, *[]string) {
+	e.t.Helper()
+	var changed []string
+	f, err := deviceops.NewFollowup(deviceops.FollowupOptions{Pool: e.st.Pool(), Codes: e.codes, After: after,
+		Clock: e.clock.Now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), CodesChanged: func(dev string) { changed = append(changed, dev) }})
+	require.NoError(e.t, err)
+	return f, &changed
+}
+
+func (e *env) sweep(f *deviceops.Followup) int {
+	e.t.Helper()
+	n, err := f.Sweep(e.ctx)
+	require.NoError(e.t, err)
+	return n
+}
+
+func (e *env) auditActions(doc string) []string {
+	e.t.Helper()
+	rows, err := e.st.Pool().Query(e.ctx, `SELECT action || ' ' || actor || ' ' || coalesce(details->>'reason', '')
+		FROM audit_log WHERE subject = $1 AND action LIKE 'code.rearm%' ORDER BY seq`, "document:"+doc)
+	require.NoError(e.t, err)
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(e.t, err)
+	return out
+}
+
+// kluisd died between the backend's ok and journaling its pulse intent: the
+// device, online, never says a word about the document. After the window
+// the code is given back (audited, the offline cache resent), once; the
+// citizen's next attempt consumes it again.
+func TestUnfollowedVerificationGivesTheCodeBack(t *testing.T) {
+	e := newEnv(t)
+	e.online("k1", t0.Add(-time.Hour), "online")
+	f, changed := e.followup(0)
+	require.Equal(t, deviceops.DefaultUnfollowedAfter, f.After())
+	doc, cr := e.loaded(store.EID, "591-4444444-44", "k1")
+
+	require.Equal(t, wire.VerifyOK, e.qr("k1", cr.QRToken).Result)
+	e.clock.Add(deviceops.DefaultUnfollowedAfter - time.Second)
+	require.Zero(t, e.sweep(f), "within the window")
+	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr.QRToken).Result)
+
+	e.clock.Add(time.Second)
+	require.Equal(t, 1, e.sweep(f))
+	require.Equal(t, []string{"k1"}, *changed)
+	require.Equal(t, []string{"code.rearmed system " + deviceops.ReasonUnfollowed}, e.auditActions(doc.ID))
+	require.Zero(t, e.sweep(f), "given back once")
+
+	// The citizen tries again; this time the device acts on it.
+	require.Equal(t, wire.VerifyOK, e.pin("k1", cr.PIN, "1990-02-28").Result)
+	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr.QRToken).Result, "single use")
+	e.clock.Add(time.Second)
+	e.linkEvent("k1", wire.Event{Kind: wire.EvDoorOpened, Addr: e.addr(doc), DocumentID: doc.ID})
+	e.clock.Add(time.Hour)
+	require.Zero(t, e.sweep(f), "the door opened: the code was used")
+	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr.QRToken).Result)
+	e.linkEvent("k1", wire.Event{Kind: wire.EvPickupCompleted, Addr: e.addr(doc), DocumentID: doc.ID})
+	got, err := e.svc.GetDocument(e.ctx, doc.ID)
+	require.NoError(t, err)
+	require.Equal(t, "collected", string(got.State))
+	require.Len(t, e.auditActions(doc.ID), 1)
+}
+
+// Nothing is given back while the device may still report: offline, just
+// back online, the backend itself just started; nor after any event about
+// the compartment; nor a re-issued or collected document's code.
+func TestUnfollowedSweepGuards(t *testing.T) {
+	e := newEnv(t)
+	after := 5 * time.Minute
+	e.online("k1", t0.Add(-time.Hour), "offline")
+	e.online("k2", t0.Add(-time.Hour), "online")
+
+	// Offline device: its events may be waiting in its outbox.
+	off, offCr := e.loaded(store.DrivingLicence, "B 100", "k1")
+	require.Equal(t, wire.VerifyOK, e.qr("k1", offCr.QRToken).Result)
+	// A door event at the compartment, without the document's id.
+	door, doorCr := e.loaded(store.DrivingLicence, "B 200", "k2")
+	require.Equal(t, wire.VerifyOK, e.qr("k2", doorCr.QRToken).Result)
+	e.clock.Add(time.Second)
+	e.linkEvent("k2", wire.Event{Kind: wire.EvDoorOpened, Addr: e.addr(door)})
+	// Re-issued after the verification: the newest code is not the used one.
+	re, reCr := e.loaded(store.DrivingLicence, "B 300", "k2")
+	require.Equal(t, wire.VerifyOK, e.qr("k2", reCr.QRToken).Result)
+	_, err := e.svc.Reissue(e.ctx, "user:1", re.ID)
+	require.NoError(t, err)
+
+	e.clock.Add(time.Hour)
+	f, _ := e.followup(after)
+	require.Zero(t, e.sweep(f), "the backend just started: events may be on their way")
+	e.clock.Add(after)
+	require.Zero(t, e.sweep(f))
+	for _, d := range []store.Document{off, door, re} {
+		require.Empty(t, e.auditActions(d.ID), d.Number)
+	}
+
+	// k1 comes back: the window counts from then.
+	e.online("k1", e.clock.Now(), "online")
+	e.clock.Add(after - time.Second)
+	require.Zero(t, e.sweep(f))
+	e.clock.Add(time.Second)
+	require.Equal(t, 1, e.sweep(f))
+	require.Equal(t, wire.VerifyOK, e.qr("k1", offCr.QRToken).Result)
+	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k2", doorCr.QRToken).Result)
+	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k2", reCr.QRToken).Result, "the replaced code stays used")
+}
+
+// Rearm's own guards hold: a code whose PIN meanwhile belongs to another
+// open code stays used, and the refusal is audited once, not at every
+// sweep.
+func TestUnfollowedSweepRefusalAuditedOnce(t *testing.T) {
+	e := newEnv(t)
+	e.online("k1", t0.Add(-time.Hour), "online")
+	f, _ := e.followup(time.Minute)
+	doc, cr := e.loaded(store.DrivingLicence, "B 400", "k1")
+	require.Equal(t, wire.VerifyOK, e.qr("k1", cr.QRToken).Result)
+	other, _ := e.loaded(store.DrivingLicence, "B 500", "k1")
+	_, err := e.st.Pool().Exec(e.ctx, `UPDATE codes SET pin_digest = (SELECT pin_digest FROM codes WHERE document_id = $1)
+		WHERE document_id = $2`, doc.ID, other.ID)
+	require.NoError(t, err)
+	e.clock.Add(2 * time.Minute)
+	require.Zero(t, e.sweep(f))
+	e.clock.Add(2 * time.Minute)
+	require.Zero(t, e.sweep(f))
+	require.Equal(t, []string{"code.rearm_refused system pin_taken"}, e.auditActions(doc.ID))
+	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr.QRToken).Result)
+}

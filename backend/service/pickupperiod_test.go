@@ -87,7 +87,8 @@ func TestExactPickupPeriod(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "loaded", string(got.State))
 	_, err = cs.Verify(e.ctx, codes.Attempt{DeviceID: "d", QRToken: creds[b.ID].QRToken})
-	require.ErrorIs(t, err, codes.ErrWrongCode, "revoked on expiry")
+	// Revoked by the expiry, and still told "expired" (not "wrong code").
+	require.ErrorIs(t, err, codes.ErrExpired, "revoked on expiry")
 }
 
 func TestPickupPeriodsRefused(t *testing.T) {

@@ -234,8 +234,12 @@ func (w *world) startNode(id, kind string) {
 	n.metrics = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	var b strings.Builder
 	fmt.Fprintf(&b, "device_id: %s\nsite: %s\nkind: %s\n", id, siteID, kind)
-	fmt.Fprintf(&b, "mqtt:\n  url: tcp://%s\n  username: %s\n  password_file: %s\n  resend_after: 2s\n  heartbeat_every: 5s\n",
-		w.mqttAddr, id, pwFile)
+	// A client id unique to this run ("{device}.{suffix}" is what the
+	// broker allows): the Tasmota driver's client on the shared field bus
+	// derives its id from it, and two runs at once must not kick each
+	// other off.
+	fmt.Fprintf(&b, "mqtt:\n  url: tcp://%s\n  username: %s\n  client_id: %s.%s\n  password_file: %s\n  resend_after: 2s\n  heartbeat_every: 5s\n",
+		w.mqttAddr, id, id, w.runID, pwFile)
 	if kind == "automaton" {
 		fmt.Fprintf(&b, "hardware:\n  driver: tasmota\n  hatch_channel: 0\n  tasmota:\n    broker: %s\n    modules:\n      - {topic: %s, relays: %d, board: 0}\n",
 			w.fieldbus, "kluis-systest-"+w.runID, 1+autoSlots)

@@ -835,3 +835,29 @@ func TestJournalDamagedAlarm(t *testing.T) {
 		require.False(t, r2.hasEvent("alarm:journal_damaged"))
 	})
 }
+
+// A pulse whose first attempt went unanswered may have been carried out even
+// when a later retry fails differently (a board cooling down after the pulse
+// it did carry out): the operation must follow the door and report the
+// pickup, not give up and leave the document's departure unexplained.
+func TestPulseTimeoutThenOtherErrorIsUncertain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: dedupe})
+		defer r.stop()
+		a := hardware.Address{Board: 0, Channel: 1}
+		r.setItem(a, true, false)
+		r.be.set(func() { r.be.verify["K1.good"] = okAt("doc-1", 1) })
+		r.f.FailNext(hardwaretest.OpPulse, fmt.Errorf("reply lost: %w", hardware.ErrTimeout))
+		r.f.FailNext(hardwaretest.OpPulse, fmt.Errorf("cooling down: %w", hardware.ErrBusy))
+		r.f.FailNext(hardwaretest.OpPulse, fmt.Errorf("cooling down: %w", hardware.ErrBusy))
+		_, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
+		require.NoError(t, err)
+		r.waitFor("uncertain alarm", func() bool { return r.hasEvent("alarm:pulse_uncertain") })
+		require.NotEqual(t, StateOutOfOrder, r.e.Screen().State)
+		// The first pulse was carried out after all: the door opens.
+		r.citizen(a, true)
+		r.waitFor("outcome", func() bool { return r.hasEvent("pickup_completed") })
+		require.False(t, r.hasEvent("alarm:forced_door"), "the door belonged to the pickup")
+		require.Empty(t, r.j.Unfinished())
+	})
+}

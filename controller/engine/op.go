@@ -211,14 +211,19 @@ const (
 )
 
 // pulse sends the pulse, retrying with the same id only on hardware that
-// deduplicates ids.
+// deduplicates ids. Once any attempt went unanswered the pulse may have been
+// carried out, so a later attempt's different error still makes the result
+// uncertain (followed to the door's close, the code not released), never
+// failed.
 func (e *Engine) pulse(ctx context.Context, o *op, id hardware.CommandID, caps hardware.Capabilities) pulseResult {
 	var err error
+	maybe := false
 	for attempt := 0; attempt < 3; attempt++ {
 		err = e.drv.Pulse(ctx, o.comp.lock, e.cfg.Pulse, id)
 		if err == nil {
 			return pulseOK
 		}
+		maybe = maybe || errors.Is(err, hardware.ErrTimeout)
 		if ctx.Err() != nil {
 			return pulseCancelled
 		}
@@ -229,7 +234,7 @@ func (e *Engine) pulse(ctx context.Context, o *op, id hardware.CommandID, caps h
 		}
 	}
 	e.m.pulseErrors.Inc()
-	if errors.Is(err, hardware.ErrTimeout) {
+	if maybe {
 		return pulseUncertain
 	}
 	return pulseFailed

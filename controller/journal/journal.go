@@ -134,6 +134,10 @@ type Journal struct {
 	events  map[string]bool // event ids present
 	closed  bool
 	wake    chan struct{}
+	// dirDirty: a compaction renamed the file but the directory's fsync
+	// failed; appends sync the directory first (else a power cut could
+	// bring back the old file and lose them).
+	dirDirty bool
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -309,6 +313,9 @@ func (j *Journal) saveBad(f *os.File, from int64) (string, error) {
 	return "", errors.New("journal: too many damaged-tail files")
 }
 
+// syncDirFunc is syncDir, replaced by tests to inject failures.
+var syncDirFunc = syncDir
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -363,6 +370,12 @@ func (j *Journal) appendLocked(r Record) (Record, error) {
 	if r.Type == "" {
 		return r, errors.New("journal: record without type")
 	}
+	if j.dirDirty {
+		if err := syncDirFunc(j.o.Dir); err != nil {
+			return r, err
+		}
+		j.dirDirty = false
+	}
 	r.Seq = j.nextSeq
 	if r.At.IsZero() {
 		r.At = j.o.Clock().UTC()
@@ -382,6 +395,10 @@ func (j *Journal) appendLocked(r Record) (Record, error) {
 		return r, fmt.Errorf("journal: write: %w", err)
 	}
 	if err := j.f.Sync(); err != nil {
+		// Not durable, so not acted upon: cut it off so that it does not
+		// come back at the next start as if it had been.
+		_ = j.f.Truncate(j.size)
+		_, _ = j.f.Seek(j.size, io.SeekStart)
 		return r, fmt.Errorf("journal: fsync: %w", err)
 	}
 	j.size += int64(len(line))
@@ -600,10 +617,8 @@ func (j *Journal) Compact() error {
 		os.Remove(tmp)
 		return fmt.Errorf("journal: compact rename: %w", err)
 	}
-	if err := syncDir(j.o.Dir); err != nil {
-		f.Close()
-		return err
-	}
+	// The new file has the journal's name now: append to it whatever
+	// follows (appending to the old one would write to an unlinked file).
 	old := j.f
 	j.f, j.size = f, size
 	_ = old.Close()
@@ -612,6 +627,10 @@ func (j *Journal) Compact() error {
 	j.records = nil
 	for _, r := range keep {
 		j.apply(r)
+	}
+	if err := syncDirFunc(j.o.Dir); err != nil {
+		j.dirDirty = true
+		return err
 	}
 	j.log.Info("journal compacted", "records", len(keep), "bytes", size)
 	return nil

@@ -228,3 +228,34 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+// A compaction whose rename succeeded but whose directory fsync failed must
+// not leave appends going to the old, unlinked file: they would vanish at
+// the next start. Appends retry the directory fsync before writing.
+func TestCompactDirSyncFailureLosesNothing(t *testing.T) {
+	dir := t.TempDir()
+	j, _, _ := open(t, dir)
+	e1, err := j.AppendEvent(Event{Kind: "door_opened"})
+	require.NoError(t, err)
+	fail := true
+	syncDirFunc = func(d string) error {
+		if fail {
+			fail = false
+			return fmt.Errorf("injected fsync dir failure")
+		}
+		return syncDir(d)
+	}
+	t.Cleanup(func() { syncDirFunc = syncDir })
+	require.Error(t, j.Compact())
+	e2, err := j.AppendEvent(Event{Kind: "door_closed"})
+	require.NoError(t, err)
+	require.False(t, fail, "the append synced the directory first")
+	require.NoError(t, j.Close())
+
+	j2, _, _ := open(t, dir)
+	var ids []string
+	for _, e := range j2.Outbox() {
+		ids = append(ids, e.ID)
+	}
+	require.Equal(t, []string{e1.ID, e2.ID}, ids)
+}

@@ -149,24 +149,10 @@ func (e *Engine) runOp(ctx context.Context, o *op, resend bool) {
 	e.show(o, e.openState(o))
 	retries := *e.cfg.Timeouts.OpenRetries
 	for attempt := 0; ; attempt++ {
-		timer := time.NewTimer(e.cfg.Timeouts.DoorOpenDetect)
-		opened := false
-	wait:
-		for {
-			select {
-			case <-ctx.Done():
-				timer.Stop()
-				return
-			case ev := <-o.events:
-				if ev.Kind == hardware.DoorOpened {
-					opened = true
-					break wait
-				}
-			case <-timer.C:
-				break wait
-			}
+		opened, live := waitOpened(ctx, o, e.cfg.Timeouts.DoorOpenDetect)
+		if !live {
+			return
 		}
-		timer.Stop()
 		if opened {
 			e.afterOpen(ctx, o)
 			return
@@ -199,6 +185,25 @@ func (e *Engine) runOp(ctx context.Context, o *op, resend bool) {
 	e.unuse(o, time.Time{})
 	e.end(o)
 	e.show(o, StateNotOpened)
+}
+
+// waitOpened waits up to d for o's door to open, dropping o's other events
+// meanwhile. live is false when ctx ended first.
+func waitOpened(ctx context.Context, o *op, d time.Duration) (opened, live bool) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false, false
+		case ev := <-o.events:
+			if ev.Kind == hardware.DoorOpened {
+				return true, true
+			}
+		case <-timer.C:
+			return false, true
+		}
+	}
 }
 
 type pulseResult int

@@ -351,21 +351,9 @@ func (e *Engine) resume(ctx context.Context, o *op, resend bool, st hardware.Cha
 	caps := e.Caps()
 	opened := known && caps.DoorSensor && st.DoorOpen
 	if !opened && caps.EventQueue {
-		settle := time.NewTimer(resumeSettle)
-		defer settle.Stop()
-	wait:
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev := <-o.events:
-				if ev.Kind == hardware.DoorOpened {
-					opened = true
-					break wait
-				}
-			case <-settle.C:
-				break wait
-			}
+		var live bool
+		if opened, live = waitOpened(ctx, o, resumeSettle); !live {
+			return
 		}
 	}
 	if opened {

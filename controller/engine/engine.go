@@ -149,11 +149,15 @@ type staffSession struct {
 }
 
 // usedCode is a single-use mark: spent, spent after GraceUntil (an item not
-// taken), or Released (the door never opened).
+// taken), or Released (the door never opened). Pending marks an offline
+// code spent before its door opens: the operation's outcome replaces it; one
+// that a restart finds without an unfinished operation (kluisd died before
+// journaling the pulse intent) is released, as nothing was pulsed.
 type usedCode struct {
 	Doc        string    `json:"doc"`
 	GraceUntil time.Time `json:"grace_until,omitempty"`
 	Released   bool      `json:"released,omitempty"`
+	Pending    bool      `json:"pending,omitempty"`
 }
 
 // Engine is kluisd's brain: pickups, staff and technician operations,
@@ -270,7 +274,7 @@ func (e *Engine) Keep(r journal.Record) bool {
 		cur, ok := e.used[u.Doc]
 		e.mu.Unlock()
 		// Only the latest mark of a document matters.
-		return ok && cur.Released == u.Released && cur.GraceUntil.Equal(u.GraceUntil)
+		return ok && cur.Released == u.Released && cur.Pending == u.Pending && cur.GraceUntil.Equal(u.GraceUntil)
 	case recLockout:
 		var l struct {
 			Until time.Time `json:"until"`

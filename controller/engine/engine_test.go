@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -10,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -859,5 +862,58 @@ func TestPulseTimeoutThenOtherErrorIsUncertain(t *testing.T) {
 		r.waitFor("outcome", func() bool { return r.hasEvent("pickup_completed") })
 		require.False(t, r.hasEvent("alarm:forced_door"), "the door belonged to the pickup")
 		require.Empty(t, r.j.Unfinished())
+	})
+}
+
+// kluisd dying after an offline code was spent and before its pulse intent
+// was journaled pulsed nothing: the restarted daemon must release the mark,
+// or the document could never leave this device (every later attempt,
+// online or offline, would answer already_collected).
+func TestOfflineMarkWithoutIntentReleasedAtRestart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var snapshot []byte
+		var dir string
+		f := hardwaretest.New(hardwaretest.Options{Boards: []hardware.BoardInfo{{Address: 0, Channels: 16}, {Address: 1, Channels: 16}},
+			Caps: sensors, OnPulse: func(hardwaretest.Call) {
+				b, err := os.ReadFile(filepath.Join(dir, journal.FileName))
+				if err == nil {
+					snapshot = b
+				}
+			}})
+		dir = t.TempDir()
+		r := newRig(t, rigOpts{caps: sensors, fake: f, dir: dir})
+		now := time.Now()
+		tok, cid := signToken(t, r.priv, now.Add(time.Hour))
+		res := r.e.HandleCommand(context.Background(), wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now,
+			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{
+				{DocumentID: "doc-q", Addr: wire.Address{Board: 0, Channel: 1}, Expires: now.Add(time.Hour), QRHash: offline.QRHash(cid)},
+			}}})
+		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
+		r.be.set(func() { r.be.unreachable = true })
+		a := hardware.Address{Board: 0, Channel: 1}
+		r.setItem(a, true, false)
+		_, err := r.e.Pickup(context.Background(), PickupRequest{QR: tok})
+		require.NoError(t, err)
+		r.waitFor("pulse", func() bool { return f.PulseCount(a) == 1 })
+		r.stop()
+		require.NotEmpty(t, snapshot)
+
+		// The journal as a crash between the mark and the intent left it.
+		lines := bytes.SplitAfter(bytes.TrimSuffix(snapshot, []byte("\n")), []byte("\n"))
+		last := lines[len(lines)-1]
+		require.Contains(t, string(last), `"type":"intent"`)
+		require.Contains(t, string(lines[len(lines)-2]), `"type":"code_used"`)
+		dir2 := t.TempDir()
+		require.NoError(t, os.WriteFile(filepath.Join(dir2, journal.FileName), snapshot[:len(snapshot)-len(last)-1], 0o600))
+
+		r2 := newRig(t, rigOpts{caps: sensors, dir: dir2, priv: r.priv})
+		defer r2.stop()
+		require.Empty(t, r2.j.Unfinished())
+		r2.setItem(a, true, false)
+		r2.be.set(func() { r2.be.verify["K1.good"] = okAt("doc-q", 1) })
+		s, err := r2.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
+		require.NoError(t, err)
+		require.Equal(t, StateOpen, s.State, "nothing was pulsed: the code is still good")
+		r2.waitFor("pulse", func() bool { return r2.f.PulseCount(a) == 1 })
 	})
 }

@@ -159,7 +159,7 @@ func (e *Engine) Pickup(ctx context.Context, r PickupRequest) (Screen, error) {
 	if offl {
 		// Single use offline: spent before the door opens, released
 		// again if it does not.
-		e.markUsed(res.DocumentID)
+		e.setUsed(usedCode{Doc: res.DocumentID, Pending: true})
 	}
 	if st := e.start(o); st != "" {
 		if offl {

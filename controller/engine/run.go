@@ -34,6 +34,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	// events a board queued meanwhile reach them (not the forced-door
 	// check); they run once Watch is on.
 	resume := e.reconcile(ctx)
+	e.releaseOrphanMarks()
 	watchErr := make(chan error, 1)
 	go func() { watchErr <- e.watch(ctx) }()
 	for _, fn := range resume {
@@ -332,6 +333,30 @@ func (e *Engine) reconcile(ctx context.Context) []func() {
 		out = append(out, func() { e.resume(ctx, o, resend, st, known) })
 	}
 	return out
+}
+
+// releaseOrphanMarks releases the pending single-use marks no unfinished
+// operation serves: the previous run died after spending the code and before
+// journaling its pulse intent, so nothing was pulsed and the citizen may use
+// the code again (else the document could never leave this device). Called
+// after reconcile, which claims the locks of the operations it resumes.
+func (e *Engine) releaseOrphanMarks() {
+	e.mu.Lock()
+	served := map[string]bool{}
+	for _, o := range e.active {
+		served[o.docID] = true
+	}
+	var orphans []string
+	for doc, u := range e.used {
+		if u.Pending && !u.Released && !served[doc] {
+			orphans = append(orphans, doc)
+		}
+	}
+	e.mu.Unlock()
+	for _, doc := range orphans {
+		e.log.Info("offline code mark without a pulse released", "document", doc)
+		e.setUsed(usedCode{Doc: doc, Released: true})
+	}
 }
 
 // resumeSettle is how long a resumed operation waits for events the board

@@ -183,9 +183,8 @@ func (w *world) setupBackendData() {
 	must(w.admin.do(ctx, http.MethodPatch, fmt.Sprintf("/api/v1/users/%d", u.ID), map[string]string{"kiosk_pin": w.staffPIN}, nil))
 }
 
-// startSim starts kluis-sim fleet and reads its ready line.
+// startSim starts kluis-sim fleet with the locker and the automaton.
 func (w *world) startSim() {
-	t := w.t
 	topic := "kluis-systest-" + w.runID
 	var b strings.Builder
 	fmt.Fprintf(&b, "seed: 20261122\nhttp: 127.0.0.1:0\nbroker: %s\ndevices:\n", w.fieldbus)
@@ -193,8 +192,15 @@ func (w *world) startSim() {
 		lockerID, lockerDoors, filepath.Join(w.dir, "tty-locker"))
 	fmt.Fprintf(&b, "  - id: %s\n    kind: automaton\n    hardware: tasmota\n    topic: %s\n    boards: 1\n    slots: %d\n    move_time: 300ms\n",
 		autoID, topic, autoSlots)
+	w.startFleet(b.String())
+}
+
+// startFleet starts kluis-sim fleet with the configuration fleet and reads
+// its ready line.
+func (w *world) startFleet(fleet string) {
+	t := w.t
 	path := filepath.Join(w.dir, "fleet.yaml")
-	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(fleet), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	lw := &lineWriter{prefix: `{"control"`, ch: make(chan string, 1)}
@@ -215,16 +221,22 @@ func (w *world) startSim() {
 	w.simProc = p
 }
 
-// startNode writes a kluisd configuration with its own MQTT credentials and
-// starts it.
+// startNode sets a new MQTT password for the device at the embedded broker
+// (kluis-backend mqttpasswd) and starts its kluisd with it.
 func (w *world) startNode(id, kind string) {
+	pw := "mqtt-" + randomHex(16)
+	w.cli([]string{"KLUIS_NEW_PASSWORD=" + pw}, "mqttpasswd", "-device", id)
+	w.startNodeWithPassword(id, kind, pw)
+}
+
+// startNodeWithPassword writes a kluisd configuration that logs in to the
+// broker at w.mqttAddr as the device with password pw, and starts it.
+func (w *world) startNodeWithPassword(id, kind, pw string) {
 	t := w.t
 	n := &node{id: id, kind: kind, dir: filepath.Join(w.dir, id)}
 	if err := os.MkdirAll(filepath.Join(n.dir, "journal"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	pw := "mqtt-" + randomHex(16)
-	w.cli([]string{"KLUIS_NEW_PASSWORD=" + pw}, "mqttpasswd", "-device", id)
 	pwFile := filepath.Join(n.dir, "mqtt.password")
 	if err := os.WriteFile(pwFile, []byte(pw+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -293,7 +305,13 @@ func (n *node) health(ctx context.Context) (health, error) {
 
 // metric reads the first sample of name whose labels contain label.
 func (n *node) metric(ctx context.Context, name, label string) (float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.metrics+"/metrics", nil)
+	return scrapeMetric(ctx, "http://"+n.metrics+"/metrics", name, label)
+}
+
+// scrapeMetric reads the first sample of name whose labels contain label
+// from a Prometheus text endpoint.
+func scrapeMetric(ctx context.Context, url, name, label string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, err
 	}

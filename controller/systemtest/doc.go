@@ -8,8 +8,11 @@
 // The tests drive them only through their real interfaces: the backend's
 // REST API as admin and staff, the kiosk API of each kluisd, the
 // simulator's control API, the mail drop (QR images decoded with gozxing,
-// PINs read from the text) and signals (SIGKILL of a backend, which is also
-// the broker, in the middle of a pickup). Every scenario checks the
+// PINs read from the text) and signals: SIGKILL of a backend that is also
+// the broker in the middle of a pickup, SIGKILL of kluisd at seeded points
+// of pickups, and SIGKILL of a private Mosquitto (deploy/mosquitto's
+// configuration, per-device passwords and ACLs) while the backend and
+// kluisd stay up (TestBrokerRestart). Every scenario checks the
 // simulator's physical truth (pulses, doors, items) and the backend's
 // document state.
 //

@@ -21,7 +21,12 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.runCtx = ctx
 	e.mu.Unlock()
 	defer func() {
+		// Cancelled under e.mu: start checks the context under it, so no
+		// operation is added (wg.Add) once Wait may have begun, and none
+		// starts after the driver is halted.
+		e.mu.Lock()
 		cancel()
+		e.mu.Unlock()
 		e.wg.Wait()
 		if err := e.drv.Halt(); err != nil {
 			e.log.Error("halt failed", "err", err)

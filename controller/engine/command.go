@@ -15,15 +15,21 @@ import (
 func (e *Engine) HandleCommand(ctx context.Context, c wire.Command) wire.CommandResult {
 	now := e.now()
 	res := wire.CommandResult{ID: c.ID, At: now.UTC()}
+	// Check and claim the id in one step, so that two deliveries of one
+	// command handled at once cannot both act.
 	e.mu.Lock()
 	_, seen := e.commands[c.ID]
+	expired := !now.Before(c.Expires)
+	if !seen && !expired {
+		e.commands[c.ID] = c.Expires
+	}
 	e.mu.Unlock()
 	if seen {
 		res.Status, res.Detail = wire.StatusDuplicate, "already carried out"
 		e.m.commands.WithLabelValues(string(c.Kind), string(res.Status)).Inc()
 		return res
 	}
-	if !now.Before(c.Expires) {
+	if expired {
 		res.Status, res.Detail = wire.StatusExpired, fmt.Sprintf("expired at %s", c.Expires.UTC().Format(time.RFC3339))
 		e.m.commands.WithLabelValues(string(c.Kind), string(res.Status)).Inc()
 		e.log.Warn("expired command ignored", "id", c.ID, "kind", c.Kind)
@@ -31,12 +37,12 @@ func (e *Engine) HandleCommand(ctx context.Context, c wire.Command) wire.Command
 	}
 	// Journal the id before acting so a restart never repeats it.
 	if err := e.appendData(recCommand, map[string]any{"id": c.ID, "expires": c.Expires, "kind": c.Kind}); err != nil {
+		e.mu.Lock()
+		delete(e.commands, c.ID)
+		e.mu.Unlock()
 		res.Status, res.Detail = wire.StatusFailed, "journal unavailable"
 		return res
 	}
-	e.mu.Lock()
-	e.commands[c.ID] = c.Expires
-	e.mu.Unlock()
 	res.Status = wire.StatusDone
 	switch c.Kind {
 	case wire.CmdCodeSync:

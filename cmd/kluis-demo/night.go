@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"kluis/backend/notify/mailread"
 )
 
 // citizen is one document holder of the night and what they will do.
@@ -19,7 +21,7 @@ type citizen struct {
 
 	doc  document
 	comp compartment
-	mail pickupMail
+	mail mailread.Mail
 }
 
 const (
@@ -505,10 +507,9 @@ func (d *demo) readMail(ctx context.Context, cs []*citizen) (int, error) {
 	if len(want) == 0 {
 		return 0, errors.New("no document was loaded and notified")
 	}
-	mb := mailbox{dir: d.mailDir}
 	found := 0
 	_, err := waitFor(ctx, 20*time.Second, "a ready e-mail for every loaded document", func(context.Context) (bool, string, error) {
-		ms, err := mb.all()
+		ms, err := mailread.ReadDir(d.mailDir)
 		if err != nil {
 			return false, "", err
 		}

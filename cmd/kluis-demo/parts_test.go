@@ -27,17 +27,6 @@ func TestTimelineCountsAndSummary(t *testing.T) {
 	require.Contains(t, out, "1 passed, 1 failed")
 }
 
-func TestPinFromText(t *testing.T) {
-	for text, want := range map[string]string{
-		"Or type your PIN: 123 456 789. Then type your date of birth.": "123456789",
-		"Of typ uw pincode: 12 34 56. Typ daarna":                      "123456",
-		"Ou tapez votre code PIN : 654 321. Tapez":                     "654321",
-		"no code": "",
-	} {
-		require.Equal(t, want, pinFromText(text), text)
-	}
-}
-
 func TestRedactURL(t *testing.T) {
 	require.Equal(t, "postgres://u:***@h:5432/db", redactURL("postgres://u:secret@h:5432/db"))
 	require.Equal(t, "postgres://postgres@127.0.0.1:5432/x", redactURL("postgres://postgres@127.0.0.1:5432/x"))

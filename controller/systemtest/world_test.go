@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"kluis/backend/notify/mailread"
 	"kluis/backend/pgtest"
 )
 
@@ -357,7 +358,7 @@ type doc struct {
 	kind, number, email, birth, label string
 	device                            string
 	comp                              compartment
-	mail                              pickupMail
+	mail                              mailread.Mail
 }
 
 // board, channel and slot where the document is in the simulator: the
@@ -601,7 +602,7 @@ func (w *world) load(d *doc) {
 // readMail waits for the document's ready message with QR and PIN.
 func (w *world) readMail(d *doc) {
 	waitFor(w.t, 20*time.Second, "ready e-mail to "+d.email, func(context.Context) (bool, string, error) {
-		ms, err := readMails(w.mailDir)
+		ms, err := mailread.ReadDir(w.mailDir)
 		if err != nil {
 			return false, "", err
 		}

@@ -1,10 +1,17 @@
-package main
+// Package mailread reads the ready-for-pickup e-mails that backend/notify
+// writes, as a citizen would: the recipient, the subject, the plain text,
+// the token in the inline QR image and the PIN named in the text. The demo
+// (cmd/kluis-demo) and the system tests (controller/systemtest) use it on
+// the .eml drop directory.
+package mailread
 
 import (
 	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"image"
+	"image/color"
 	"image/png"
 	"io"
 	"mime"
@@ -21,29 +28,36 @@ import (
 	zxqr "github.com/makiuchi-d/gozxing/qrcode"
 )
 
-// pickupMail is what a citizen reads in a notification from the .eml drop.
-type pickupMail struct {
-	File    string
-	To      string
+// Mail is what a citizen reads in a notification.
+type Mail struct {
+	// File is the name of the .eml file in the drop ("" for Parse).
+	File string
+	// To is the recipient's bare address.
+	To string
+	// Subject is the decoded subject.
 	Subject string
-	Text    string
+	// Text is the first text/plain part.
+	Text string
 	// QR is the decoded content of the inline QR image ("" when none).
 	QR string
 	// PIN is the PIN from the text, digits only ("" when none).
 	PIN string
 }
 
-// maxMailParts bounds the MIME walk.
-const maxMailParts = 20
+// maxParts bounds the parts read from one multipart body.
+const maxParts = 20
 
-// parseMail reads a notification: headers, the plain text, the inline PNG
-// decoded as a QR code, and the PIN named in the text.
-func parseMail(raw []byte) (pickupMail, error) {
+// maxDepth bounds the nesting of multipart bodies.
+const maxDepth = 4
+
+// Parse reads one message: headers, the plain text, the first inline PNG
+// that decodes as a QR code, and the PIN named in the text.
+func Parse(raw []byte) (Mail, error) {
 	m, err := mail.ReadMessage(bytes.NewReader(raw))
 	if err != nil {
-		return pickupMail{}, fmt.Errorf("mail: %w", err)
+		return Mail{}, fmt.Errorf("mail: %w", err)
 	}
-	out := pickupMail{To: m.Header.Get("To")}
+	out := Mail{To: m.Header.Get("To")}
 	dec := new(mime.WordDecoder)
 	if s, err := dec.DecodeHeader(m.Header.Get("Subject")); err == nil {
 		out.Subject = s
@@ -58,17 +72,17 @@ func parseMail(raw []byte) (pickupMail, error) {
 		return out, err
 	}
 	for _, p := range pngs {
-		if s, err := decodeQRPNG(p); err == nil {
+		if s, err := DecodeQRPNG(p); err == nil {
 			out.QR = s
 			break
 		}
 	}
-	out.PIN = pinFromText(out.Text)
+	out.PIN = PIN(out.Text)
 	return out, nil
 }
 
-func walkPart(ctype, cte string, body io.Reader, out *pickupMail, pngs *[][]byte, depth int) error {
-	if depth > 4 {
+func walkPart(ctype, cte string, body io.Reader, out *Mail, pngs *[][]byte, depth int) error {
+	if depth > maxDepth {
 		return errors.New("mail: MIME nesting too deep")
 	}
 	mt, params, err := mime.ParseMediaType(ctype)
@@ -77,7 +91,7 @@ func walkPart(ctype, cte string, body io.Reader, out *pickupMail, pngs *[][]byte
 	}
 	if strings.HasPrefix(mt, "multipart/") {
 		r := multipart.NewReader(body, params["boundary"])
-		for i := 0; i < maxMailParts; i++ {
+		for i := 0; i < maxParts; i++ {
 			p, err := r.NextPart()
 			if err == io.EOF {
 				return nil
@@ -113,10 +127,12 @@ func walkPart(ctype, cte string, body io.Reader, out *pickupMail, pngs *[][]byte
 	return nil
 }
 
-// decodeQRPNG reads the QR code of an e-mail's inline PNG with a standard
-// decoder: as a pure barcode first (the image is rendered, not
-// photographed), then with the general detector.
-func decodeQRPNG(b []byte) (string, error) {
+// DecodeQRPNG reads the QR code of a PNG image with a standard decoder: as
+// a pure barcode first (the image is rendered, not photographed), then with
+// the general detector, also on the image resampled to a few sizes (a
+// module size that is not a whole number of pixels can defeat gozxing's
+// estimate, as a camera at another distance would not).
+func DecodeQRPNG(b []byte) (string, error) {
 	img, err := png.Decode(bytes.NewReader(b))
 	if err != nil {
 		return "", fmt.Errorf("qr png: %w", err)
@@ -126,34 +142,63 @@ func decodeQRPNG(b []byte) (string, error) {
 		return "", fmt.Errorf("qr bitmap: %w", err)
 	}
 	res, err := zxqr.NewQRCodeReader().Decode(bmp, map[gozxing.DecodeHintType]interface{}{gozxing.DecodeHintType_PURE_BARCODE: true})
-	if err != nil {
-		res, err = zxqr.NewQRCodeReader().Decode(bmp, map[gozxing.DecodeHintType]interface{}{gozxing.DecodeHintType_TRY_HARDER: true})
+	if err == nil {
+		return res.GetText(), nil
 	}
-	if err != nil {
-		return "", fmt.Errorf("qr decode: %w", err)
+	hints := map[gozxing.DecodeHintType]interface{}{gozxing.DecodeHintType_TRY_HARDER: true}
+	var first error
+	for _, w := range []int{0, 300, 200, 400, 160, 244, 128, 192} {
+		src := img
+		if w > 0 {
+			src = resample(img, w)
+		}
+		bmp, err := gozxing.NewBinaryBitmapFromImage(src)
+		if err != nil {
+			return "", fmt.Errorf("qr bitmap: %w", err)
+		}
+		res, err := zxqr.NewQRCodeReader().Decode(bmp, hints)
+		if err == nil {
+			return res.GetText(), nil
+		}
+		if first == nil {
+			first = err
+		}
 	}
-	return res.GetText(), nil
+	return "", fmt.Errorf("qr decode: %w", first)
+}
+
+// resample scales img to a w×w grey image by nearest neighbour.
+func resample(img image.Image, w int) image.Image {
+	b := img.Bounds()
+	dst := image.NewGray(image.Rect(0, 0, w, w))
+	for y := 0; y < w; y++ {
+		for x := 0; x < w; x++ {
+			dst.Set(x, y, color.GrayModel.Convert(img.At(b.Min.X+x*b.Dx()/w, b.Min.Y+y*b.Dy()/w)))
+		}
+	}
+	return dst
 }
 
 // pinRE finds the PIN in the ready message of any language ("PIN: 123 456",
 // "pincode: 123 456", "code PIN : 123 456").
 var pinRE = regexp.MustCompile(`(?i)(?:PIN|pincode)\s*:\s*([0-9][0-9 ]{2,20}[0-9])`)
 
-func pinFromText(s string) string {
-	m := pinRE.FindStringSubmatch(s)
+// PIN returns the PIN named in a ready message's text, digits only, or ""
+// when the text names none.
+func PIN(text string) string {
+	m := pinRE.FindStringSubmatch(text)
 	if m == nil {
 		return ""
 	}
 	return strings.ReplaceAll(m[1], " ", "")
 }
 
-// mailbox reads the .eml drop directory.
-type mailbox struct{ dir string }
-
-// all returns every message in the drop, oldest first (file names start
-// with the time).
-func (b mailbox) all() ([]pickupMail, error) {
-	ents, err := os.ReadDir(b.dir)
+// ReadDir parses every .eml file in dir (the notifier's drop), oldest first
+// (file names start with the time), with File set to the file's name.
+// Other files (such as partial writes) are skipped; a missing dir holds no
+// messages.
+func ReadDir(dir string) ([]Mail, error) {
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, nil
@@ -167,13 +212,13 @@ func (b mailbox) all() ([]pickupMail, error) {
 		}
 	}
 	sort.Strings(names)
-	var out []pickupMail
+	var out []Mail
 	for _, n := range names {
-		raw, err := os.ReadFile(filepath.Join(b.dir, n))
+		raw, err := os.ReadFile(filepath.Join(dir, n))
 		if err != nil {
 			return nil, err
 		}
-		m, err := parseMail(raw)
+		m, err := Parse(raw)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", n, err)
 		}

@@ -253,30 +253,6 @@ func (s sim) truth(ctx context.Context, dev string, board, ch int) (simulator.Ch
 	return simulator.ChannelTruth{}, fmt.Errorf("simulator: %s has no b%d/c%d", dev, board, ch)
 }
 
-// kiosk is one kluisd's kiosk API.
-type kiosk struct{ base string }
-
-// screen is what the kiosk shows.
-type screen struct {
-	State       string `json:"state"`
-	Compartment int    `json:"compartment"`
-	Message     string `json:"message"`
-	Staff       string `json:"staff"`
-	Seq         uint64 `json:"seq"`
-}
-
-func (k kiosk) post(ctx context.Context, path string, in any) (screen, error) {
-	var s screen
-	err := doJSON(ctx, http.MethodPost, k.base+path, "", in, &s)
-	return s, err
-}
-
-func (k kiosk) screen(ctx context.Context) (screen, error) {
-	var s screen
-	err := doJSON(ctx, http.MethodGet, k.base+"/kiosk/v1/session", "", nil, &s)
-	return s, err
-}
-
 // waitFor polls cond every 100 ms until it is true, ctx ends or timeout
 // passes; the error names what was awaited and the last observation.
 func waitFor(ctx context.Context, timeout time.Duration, what string, cond func(ctx context.Context) (bool, string, error)) (string, error) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"kluis/backend/notify/mailread"
+	"kluis/controller/engine"
 )
 
 // citizen is one document holder of the night and what they will do.
@@ -112,7 +113,7 @@ func (d *demo) night(ctx context.Context, runID string) {
 			if !n.ready {
 				continue
 			}
-			scr, err := n.kiosk.post(ctx, "/kiosk/v1/staff/login", map[string]string{"pin": d.staffPIN})
+			scr, err := n.kiosk.Post(ctx, "/kiosk/v1/staff/login", map[string]string{"pin": d.staffPIN})
 			if err == nil && scr.State != "staff" {
 				err = fmt.Errorf("kiosk shows %s: %s", scr.State, scr.Message)
 			}
@@ -655,10 +656,10 @@ func (d *demo) checkPresents(ctx context.Context, c *citizen, n, board, slot int
 // kioskTry posts to a kiosk and, when it answers busy or out of order (a
 // board briefly unreachable), tries again like a person would, at most
 // twice; the note says so.
-func (d *demo) kioskTry(ctx context.Context, n *node, path string, in map[string]string) (screen, string, error) {
+func (d *demo) kioskTry(ctx context.Context, n *node, path string, in map[string]string) (engine.Screen, string, error) {
 	note := ""
 	for attempt := 0; ; attempt++ {
-		scr, err := n.kiosk.post(ctx, path, in)
+		scr, err := n.kiosk.Post(ctx, path, in)
 		if err != nil || attempt == 2 || (scr.State != "busy" && scr.State != "out_of_order") {
 			return scr, note, err
 		}
@@ -678,7 +679,7 @@ func (d *demo) wrongPIN(ctx context.Context, c *citizen) (string, error) {
 	for i := range wrong {
 		wrong[i] = '0' + (wrong[i]-'0'+1)%10
 	}
-	scr, err := n.kiosk.post(ctx, "/kiosk/v1/pickup", map[string]string{"pin": string(wrong), "birth_date": c.Birth, "lang": "en"})
+	scr, err := n.kiosk.Post(ctx, "/kiosk/v1/pickup", map[string]string{"pin": string(wrong), "birth_date": c.Birth, "lang": "en"})
 	if err != nil {
 		return "", err
 	}
@@ -753,7 +754,7 @@ func (d *demo) expire(ctx context.Context, c *citizen) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	scr, err := n.kiosk.post(ctx, "/kiosk/v1/pickup", map[string]string{"qr": c.mail.QR, "lang": "en"})
+	scr, err := n.kiosk.Post(ctx, "/kiosk/v1/pickup", map[string]string{"qr": c.mail.QR, "lang": "en"})
 	if err != nil {
 		return "", err
 	}
@@ -787,12 +788,12 @@ func (d *demo) retrieve(ctx context.Context, c *citizen, viaKiosk bool) (string,
 	via := "kiosk staff mode"
 	if viaKiosk {
 		// The kiosk's staff session may have ended since the loads: log in again.
-		if cur, err := n.kiosk.screen(ctx); err != nil || cur.Staff == "" {
-			if _, err := n.kiosk.post(ctx, "/kiosk/v1/staff/login", map[string]string{"pin": d.staffPIN}); err != nil {
+		if cur, err := n.kiosk.Session(ctx); err != nil || cur.Staff == "" {
+			if _, err := n.kiosk.Post(ctx, "/kiosk/v1/staff/login", map[string]string{"pin": d.staffPIN}); err != nil {
 				return "", err
 			}
 		}
-		scr, err := n.kiosk.post(ctx, "/kiosk/v1/staff/retrieve", map[string]string{"document_number": c.Number})
+		scr, err := n.kiosk.Post(ctx, "/kiosk/v1/staff/retrieve", map[string]string{"document_number": c.Number})
 		if err != nil {
 			return "", err
 		}

@@ -184,7 +184,7 @@ func (d *demo) printServices(w io.Writer) {
 			state = "NOT READY"
 		}
 		fmt.Fprintf(tw, "kluisd %s (%s)\tkiosk %s/kiosk/v1/session, metrics http://%s/metrics, MQTT via cut proxy %s\n", id, state,
-			n.kiosk.base, n.metrics, proxyAddr(n))
+			n.kiosk.Base, n.metrics, proxyAddr(n))
 	}
 	fmt.Fprintf(tw, "e-mail drop (.eml)\t%s\n", d.mailDir)
 	fmt.Fprintf(tw, "configs and logs\t%s\n", d.run)

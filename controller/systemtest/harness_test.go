@@ -397,28 +397,6 @@ func (s simAPI) truth(ctx context.Context, dev string, board, ch int) (channelTr
 	return channelTruth{}, fmt.Errorf("simulator: %s has no b%d/c%d", dev, board, ch)
 }
 
-// screen is what a kiosk shows.
-type screen struct {
-	State       string `json:"state"`
-	Compartment int    `json:"compartment"`
-	Message     string `json:"message"`
-	Staff       string `json:"staff"`
-}
-
-type kioskAPI struct{ base string }
-
-func (k kioskAPI) post(ctx context.Context, path string, in any) (screen, error) {
-	var s screen
-	err := doJSON(ctx, http.MethodPost, k.base+path, "", in, &s)
-	return s, err
-}
-
-func (k kioskAPI) screen(ctx context.Context) (screen, error) {
-	var s screen
-	err := doJSON(ctx, http.MethodGet, k.base+"/kiosk/v1/session", "", nil, &s)
-	return s, err
-}
-
 // waitFor polls cond every 100 ms for up to timeout; it fails t with what
 // was awaited and the last observation.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func(ctx context.Context) (bool, string, error)) string {

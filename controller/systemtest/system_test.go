@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"kluis/controller/engine"
+	"kluis/controller/kiosk/kioskclient"
 )
 
 // wrongPIN returns a PIN of the same length that is not pin.
@@ -287,7 +290,7 @@ func TestSystem(t *testing.T) {
 		h := w.register("driving_licence", lockerID)
 		w.load(h)
 		p0 := w.pulseCount(lockerID)
-		var s screen
+		var s engine.Screen
 		for i := 0; i < lockoutAfter; i++ {
 			s = w.kioskPost(locker, "/kiosk/v1/pickup", map[string]string{"pin": wrongPIN(h.mail.PIN), "birth_date": h.birth})
 		}
@@ -334,8 +337,8 @@ func TestSystem(t *testing.T) {
 			t.Fatalf("staff login: %s", s.State)
 		}
 		p0 := w.pulseCount(lockerID)
-		_, err = locker.kiosk.post(ctx, "/kiosk/v1/tech/test-open", map[string]int{"compartment": occupied.comp.Number})
-		if he, ok := err.(*httpError); !ok || he.Status != 409 {
+		_, err = locker.kiosk.Post(ctx, "/kiosk/v1/tech/test-open", map[string]int{"compartment": occupied.comp.Number})
+		if he, ok := err.(*kioskclient.StatusError); !ok || he.Status != 409 {
 			t.Fatalf("test-open of an occupied compartment: %v, want 409", err)
 		}
 		w.noPulse(lockerID, p0)
@@ -362,7 +365,7 @@ func TestSystem(t *testing.T) {
 			} `json:"boards"`
 			Ready bool `json:"ready"`
 		}
-		if err := doJSON(ctx, "GET", locker.kiosk.base+"/kiosk/v1/diagnostics", "", nil, &diag); err != nil || !diag.Ready || len(diag.Boards) != 1 || !diag.Boards[0].Online {
+		if err := doJSON(ctx, "GET", locker.kiosk.Base+"/kiosk/v1/diagnostics", "", nil, &diag); err != nil || !diag.Ready || len(diag.Boards) != 1 || !diag.Boards[0].Online {
 			t.Fatalf("diagnostics: %+v (%v)", diag, err)
 		}
 		w.kioskPost(locker, "/kiosk/v1/staff/logout", nil)

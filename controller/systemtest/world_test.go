@@ -16,6 +16,8 @@ import (
 
 	"kluis/backend/notify/mailread"
 	"kluis/backend/pgtest"
+	"kluis/controller/engine"
+	"kluis/controller/kiosk/kioskclient"
 )
 
 // The simulated city hall: a Kluis-protocol locker on a pty and a Tasmota
@@ -63,7 +65,7 @@ type node struct {
 	id, kind   string
 	dir        string
 	configPath string
-	kiosk      kioskAPI
+	kiosk      *kioskclient.Client
 	metrics    string
 	proc       *proc
 }
@@ -243,7 +245,7 @@ func (w *world) startNodeWithPassword(id, kind, pw string) {
 		t.Fatal(err)
 	}
 	kioskAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	n.kiosk = kioskAPI{base: "http://" + kioskAddr}
+	n.kiosk = &kioskclient.Client{Base: "http://" + kioskAddr, HTTP: httpc}
 	n.metrics = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	var b strings.Builder
 	fmt.Fprintf(&b, "device_id: %s\nsite: %s\nkind: %s\n", id, siteID, kind)
@@ -535,9 +537,9 @@ func (w *world) act(dev string, board, ch int, action string, q url.Values) map[
 const humanPause = 300 * time.Millisecond
 
 // kioskPost posts to a kiosk and fails the test on a transport error.
-func (w *world) kioskPost(n *node, path string, in any) screen {
+func (w *world) kioskPost(n *node, path string, in any) engine.Screen {
 	w.t.Helper()
-	s, err := n.kiosk.post(context.Background(), path, in)
+	s, err := n.kiosk.Post(context.Background(), path, in)
 	if err != nil {
 		w.t.Fatalf("%s %s: %v", n.id, path, err)
 	}
@@ -545,12 +547,12 @@ func (w *world) kioskPost(n *node, path string, in any) screen {
 }
 
 // waitScreen waits until the kiosk shows one of states.
-func (w *world) waitScreen(n *node, states ...string) screen {
+func (w *world) waitScreen(n *node, states ...string) engine.Screen {
 	w.t.Helper()
-	var s screen
+	var s engine.Screen
 	waitFor(w.t, 30*time.Second, n.id+" kiosk shows "+strings.Join(states, "|"), func(ctx context.Context) (bool, string, error) {
 		var err error
-		s, err = n.kiosk.screen(ctx)
+		s, err = n.kiosk.Session(ctx)
 		if err != nil {
 			return false, "", err
 		}

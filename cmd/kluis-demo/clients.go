@@ -1,86 +1,24 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
+	"kluis/backend/api/apiclient"
 	"kluis/simulator"
 )
 
-// httpError is a non-2xx answer.
-type httpError struct {
-	Method, URL string
-	Status      int
-	Body        string
-}
-
-func (e *httpError) Error() string {
-	return fmt.Sprintf("%s %s: %d %s", e.Method, e.URL, e.Status, clip(oneLine(e.Body), 300))
-}
-
-// statusOf returns the HTTP status of an httpError, 0 otherwise.
-func statusOf(err error) int {
-	var he *httpError
-	if errors.As(err, &he) {
-		return he.Status
-	}
-	return 0
-}
-
 var httpc = &http.Client{Timeout: 30 * time.Second}
 
-// doJSON sends in (when not nil) as JSON and decodes a 2xx answer into out
-// (when not nil).
+// doJSON is apiclient.DoJSON with this package's HTTP client.
 func doJSON(ctx context.Context, method, u, bearer string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
-	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	if method == http.MethodPost && strings.Contains(u, "/api/v1/") {
-		req.Header.Set("Idempotency-Key", randomHex(12))
-	}
-	resp, err := httpc.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, u, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if err != nil {
-		return fmt.Errorf("%s %s: read: %w", method, u, err)
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return &httpError{Method: method, URL: u, Status: resp.StatusCode, Body: string(b)}
-	}
-	if out != nil && len(b) > 0 {
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("%s %s: decode: %w", method, u, err)
-		}
-	}
-	return nil
+	return apiclient.DoJSON(ctx, httpc, method, u, bearer, in, out)
 }
 
 func randomHex(n int) string {

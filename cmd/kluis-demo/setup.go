@@ -20,6 +20,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
+	"kluis/backend/api/apiclient"
 	"kluis/controller/kiosk/kioskclient"
 	"kluis/simulator"
 )
@@ -333,7 +334,7 @@ func (d *demo) setupBackendData(ctx context.Context, adminPass string) error {
 		}
 	}
 	exists := func(err error) error {
-		if statusOf(err) == http.StatusConflict {
+		if apiclient.StatusOf(err) == http.StatusConflict {
 			return nil
 		}
 		return err

@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"kluis/backend/api/apiclient"
 )
 
 // The simulator control API's answers (the parts the tests read; see
@@ -211,64 +212,11 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// httpError is a non-2xx answer.
-type httpError struct {
-	Method, URL string
-	Status      int
-	Body        string
-}
-
-func (e *httpError) Error() string {
-	b := e.Body
-	if len(b) > 300 {
-		b = b[:300]
-	}
-	return fmt.Sprintf("%s %s: %d %s", e.Method, e.URL, e.Status, b)
-}
-
 var httpc = &http.Client{Timeout: 20 * time.Second}
 
-// doJSON sends in (when not nil) as JSON and decodes a 2xx answer into out.
+// doJSON is apiclient.DoJSON with this package's HTTP client.
 func doJSON(ctx context.Context, method, u, bearer string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
-	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	if method == http.MethodPost && strings.Contains(u, "/api/v1/") {
-		req.Header.Set("Idempotency-Key", randomHex(12))
-	}
-	resp, err := httpc.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, u, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return &httpError{Method: method, URL: u, Status: resp.StatusCode, Body: string(b)}
-	}
-	if out != nil && len(b) > 0 {
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("%s %s: decode: %w", method, u, err)
-		}
-	}
-	return nil
+	return apiclient.DoJSON(ctx, httpc, method, u, bearer, in, out)
 }
 
 // api is the backend's REST API as one user.

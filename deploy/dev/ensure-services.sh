@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Makes sure the services the tests and the demo need answer on loopback:
-# PostgreSQL on 127.0.0.1:5432 (trust auth) and Mosquitto on 127.0.0.1:1883.
+# PostgreSQL on 127.0.0.1:5432 (trust auth) and Mosquitto on 127.0.0.1:1883;
+# and that the browser tests have their tools: Debian's chromium and the
+# pinned axe-core (deploy/dev/axe/package-lock.json) under ./var/axe.
 # Installs them with apt when they are missing and we are root; starts them
 # when they are installed but stopped. Idempotent; prints what it does.
-# Usage: ensure-services.sh [postgres] [mosquitto]   (default: both)
+# Usage: ensure-services.sh [postgres] [mosquitto] [browser]   (default: all)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -82,11 +84,34 @@ ensure_clients() {
 	command -v mosquitto_pub >/dev/null || apt_install mosquitto-clients
 }
 
-what=${*:-postgres mosquitto}
+# Debian's chromium for the page tests (deploy/dev/browsertest).
+ensure_chromium() {
+	command -v chromium >/dev/null && return 0
+	apt_install chromium
+}
+
+# axe-core at the version pinned in deploy/dev/axe/package-lock.json, installed
+# into ./var/axe (npm ci checks the lock file's integrity hash).
+ensure_axe() {
+	local want dest="$var/axe"
+	want=$(sed -n 's/^ *"axe-core": "\(.*\)"$/\1/p' "$here/axe/package.json")
+	if [ -f "$dest/node_modules/axe-core/axe.min.js" ] &&
+		grep -q "\"version\": \"$want\"" "$dest/node_modules/axe-core/package.json"; then
+		return 0
+	fi
+	command -v npm >/dev/null || apt_install npm
+	log "installing axe-core $want into $dest"
+	mkdir -p "$dest"
+	cp "$here/axe/package.json" "$here/axe/package-lock.json" "$dest/"
+	(cd "$dest" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+}
+
+what=${*:-postgres mosquitto browser}
 for w in $what; do
 	case $w in
 	postgres) ensure_postgres ;;
 	mosquitto) ensure_mosquitto; ensure_clients ;;
+	browser) ensure_chromium; ensure_axe ;;
 	*) log "unknown service $w"; exit 2 ;;
 	esac
 done

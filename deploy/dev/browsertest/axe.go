@@ -1,0 +1,104 @@
+package browsertest
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+)
+
+// AxeVersion is the axe-core version pinned in deploy/dev/axe.
+const AxeVersion = "4.14.1"
+
+// WCAG21AA are the axe-core rule tags of WCAG 2.0 and 2.1, levels A and AA.
+var WCAG21AA = []string{"wcag2a", "wcag2aa", "wcag21a", "wcag21aa"}
+
+// AxeSource reads axe.min.js as ensure-services installed it under var/axe.
+func AxeSource() (string, error) {
+	root, err := Root()
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(root, "var", "axe", "node_modules", "axe-core")
+	pkg, err := os.ReadFile(filepath.Join(dir, "package.json"))
+	if err != nil {
+		return "", fmt.Errorf("browsertest: axe-core is not installed under var/axe (run `make services`): %w", err)
+	}
+	if !strings.Contains(string(pkg), `"version": "`+AxeVersion+`"`) {
+		return "", fmt.Errorf("browsertest: var/axe holds another axe-core than %s (run `make services`)", AxeVersion)
+	}
+	src, err := os.ReadFile(filepath.Join(dir, "axe.min.js"))
+	if err != nil {
+		return "", fmt.Errorf("browsertest: %w", err)
+	}
+	return string(src), nil
+}
+
+// Violation is one axe-core rule that failed, with the elements that failed it.
+type Violation struct {
+	ID     string `json:"id"`
+	Impact string `json:"impact"`
+	Help   string `json:"help"`
+	Nodes  []struct {
+		Target         []any  `json:"target"`
+		FailureSummary string `json:"failureSummary"`
+		HTML           string `json:"html"`
+	} `json:"nodes"`
+}
+
+// String is the violation as a line or a few for a test log.
+func (v Violation) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s (%s): %s", v.ID, v.Impact, v.Help)
+	for _, n := range v.Nodes {
+		fmt.Fprintf(&b, "\n    %v: %s\n      %s", n.Target, strings.ReplaceAll(n.FailureSummary, "\n", "; "), n.HTML)
+	}
+	return b.String()
+}
+
+type axeResult struct {
+	Violations []Violation `json:"violations"`
+	Passes     []struct {
+		ID string `json:"id"`
+	} `json:"passes"`
+}
+
+// Axe runs axe-core's WCAG 2.1 A and AA rules on the tab's current page and
+// returns the violations, and how many rules passed (a page axe could not
+// check at all passes none).
+func (tab *Tab) Axe() (violations []Violation, passed int, err error) {
+	src, err := AxeSource()
+	if err != nil {
+		return nil, 0, err
+	}
+	if _, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[chromedp.Void](src)); err != nil {
+		return nil, 0, fmt.Errorf("browsertest: load axe-core: %w", err)
+	}
+	tags := `["` + strings.Join(WCAG21AA, `","`) + `"]`
+	res, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[axeResult](
+		`axe.run(document, {runOnly: {type: "tag", values: `+tags+`}, resultTypes: ["violations"]})`,
+		chromedp.EvalAwaitPromise))
+	if err != nil {
+		return nil, 0, fmt.Errorf("browsertest: run axe-core: %w", err)
+	}
+	return res.Violations, len(res.Passes), nil
+}
+
+// CheckAxe fails t with every WCAG 2.1 A/AA violation axe-core finds on the
+// tab's current page; page names the page in the messages.
+func (tab *Tab) CheckAxe(t testing.TB, page string) {
+	t.Helper()
+	vs, passed, err := tab.Axe()
+	if err != nil {
+		t.Fatalf("%s: %v", page, err)
+	}
+	if passed == 0 {
+		t.Errorf("%s: axe-core passed no rule at all: the page was not checked", page)
+	}
+	for _, v := range vs {
+		t.Errorf("%s: axe: %s", page, v)
+	}
+}

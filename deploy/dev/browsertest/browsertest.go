@@ -1,0 +1,259 @@
+package browsertest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+)
+
+// ChromiumPath is where Debian's chromium package puts the browser.
+const ChromiumPath = "/usr/bin/chromium"
+
+// Browser is one headless Chromium with a fresh profile, closed when the test
+// that started it ends.
+type Browser struct {
+	ctx context.Context
+}
+
+// Options tune [New]. The zero value is what most tests want.
+type Options struct {
+	// ExecPath is the browser binary; default: chromium on PATH, else
+	// [ChromiumPath].
+	ExecPath string
+	// Timeout bounds the whole browser's life; default 5 minutes.
+	Timeout time.Duration
+}
+
+// New starts a headless Chromium for t. It fails t (it does not skip) when
+// the browser is missing.
+func New(t testing.TB, opts Options) *Browser {
+	t.Helper()
+	if opts.ExecPath == "" {
+		if p, err := exec.LookPath("chromium"); err == nil {
+			opts.ExecPath = p
+		} else {
+			opts.ExecPath = ChromiumPath
+		}
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 5 * time.Minute
+	}
+	if _, err := os.Stat(opts.ExecPath); err != nil {
+		t.Fatalf("browsertest: no browser at %s (run `make services`, which installs Debian's chromium): %v", opts.ExecPath, err)
+	}
+	ctx, cancelTimeout := context.WithTimeout(context.Background(), opts.Timeout)
+	allocOpts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(opts.ExecPath),
+		chromedp.NoSandbox,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-background-networking", true),
+		// Layouts are checked at exact CSS sizes.
+		chromedp.Flag("force-device-scale-factor", "1"),
+		chromedp.Flag("hide-scrollbars", true),
+		chromedp.Flag("lang", "en-US"),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, allocOpts...)
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	// Start the browser now, so a failure shows here and not in a step.
+	if err := chromedp.Do(bctx); err != nil {
+		cancelBrowser()
+		cancelAlloc()
+		cancelTimeout()
+		t.Fatalf("browsertest: start %s: %v", opts.ExecPath, err)
+	}
+	t.Cleanup(func() {
+		cancelBrowser()
+		cancelAlloc()
+		cancelTimeout()
+	})
+	return &Browser{ctx: bctx}
+}
+
+// Tab is one browser tab. Ctx runs chromedp actions in it.
+type Tab struct {
+	// Ctx is the chromedp context of the tab.
+	Ctx context.Context
+
+	mu         sync.Mutex
+	exceptions []string
+}
+
+// NewTab opens a tab of width×height CSS pixels, closed when t ends. Uncaught
+// JavaScript exceptions in the tab fail t when it ends.
+func (b *Browser) NewTab(t testing.TB, width, height int64) *Tab {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(b.ctx)
+	tab := &Tab{Ctx: ctx}
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(width, height)); err != nil {
+		cancel()
+		t.Fatalf("browsertest: new tab: %v", err)
+	}
+	if err := chromedp.Listen(ctx, func(ev any) {
+		if e, ok := ev.(*runtime.EventExceptionThrown); ok {
+			tab.mu.Lock()
+			tab.exceptions = append(tab.exceptions, exceptionText(e))
+			tab.mu.Unlock()
+		}
+	}); err != nil {
+		cancel()
+		t.Fatalf("browsertest: listen: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		tab.mu.Lock()
+		defer tab.mu.Unlock()
+		for _, e := range tab.exceptions {
+			t.Errorf("browsertest: uncaught JavaScript exception: %s", e)
+		}
+	})
+	return tab
+}
+
+// Exceptions returns the uncaught JavaScript exceptions seen so far.
+func (tab *Tab) Exceptions() []string {
+	tab.mu.Lock()
+	defer tab.mu.Unlock()
+	return append([]string(nil), tab.exceptions...)
+}
+
+func exceptionText(e *runtime.EventExceptionThrown) string {
+	d := e.ExceptionDetails
+	if d == nil {
+		return "unknown exception"
+	}
+	s := d.Text
+	if d.Exception != nil && d.Exception.Description != "" {
+		s += ": " + d.Exception.Description
+	}
+	return fmt.Sprintf("%s (%s:%d:%d)", s, d.URL, d.LineNumber, d.ColumnNumber)
+}
+
+// Do runs actions in the tab, failing t on error.
+func (tab *Tab) Do(t testing.TB, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	if err := chromedp.Do(tab.Ctx, actions...); err != nil {
+		t.Fatalf("browsertest: %v", err)
+	}
+}
+
+// Text returns the visible text (innerText) of the first element matching
+// the CSS selector, failing t when there is none.
+func (tab *Tab) Text(t testing.TB, css string) string {
+	t.Helper()
+	s, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[string](
+		fmt.Sprintf(`(function(){var e=document.querySelector(%s);return e?e.innerText:null})()`, jsString(css))))
+	if err != nil {
+		t.Fatalf("browsertest: text of %s: %v", css, err)
+	}
+	return s
+}
+
+// WaitText waits until the visible text of the first element matching css
+// contains want, polling every 20 ms for at most timeout. It fails t with
+// the last text seen.
+func (tab *Tab) WaitText(t testing.TB, css, want string, timeout time.Duration) {
+	t.Helper()
+	expr := fmt.Sprintf(`(function(){var e=document.querySelector(%s);return e?e.innerText:""})()`, jsString(css))
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for {
+		s, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[string](expr))
+		if err == nil {
+			last = s
+			if strings.Contains(s, want) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("browsertest: %s never showed %q within %s; last text: %q (err %v)", css, want, timeout, last, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// WaitFor polls the JavaScript boolean expression every 20 ms until it is
+// true, for at most timeout, failing t otherwise.
+func (tab *Tab) WaitFor(t testing.TB, expr string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[bool](expr))
+		if err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("browsertest: %s not true within %s (err %v)", expr, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// Root returns the top of the repository (the directory holding go.mod),
+// searched upwards from the working directory.
+func Root() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("browsertest: no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+
+// Screenshot saves a full-page PNG of the tab as
+// var/screenshots/<name>.png (name may contain slashes for folders; other
+// characters are replaced) and returns its path.
+func (tab *Tab) Screenshot(t testing.TB, name string) string {
+	t.Helper()
+	buf, err := chromedp.Run(tab.Ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("browsertest: screenshot %s: %v", name, err)
+	}
+	root, err := Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(name, "/")
+	for i, p := range parts {
+		parts[i] = unsafeName.ReplaceAllString(p, "_")
+	}
+	path := filepath.Join(append([]string{root, "var", "screenshots"}, parts...)...) + ".png"
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, buf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

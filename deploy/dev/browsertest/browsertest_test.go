@@ -1,0 +1,127 @@
+package browsertest
+
+import (
+	"bytes"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+const cleanPage = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Clean</title></head>
+<body><main><h1>Hello</h1><p id="out"></p>
+<button id="b" type="button">Press</button></main>
+<script>
+var typed = "";
+document.addEventListener("keydown", function (e) {
+  if (e.key.length === 1) { typed += e.key; }
+  if (e.key === "Enter") { document.getElementById("out").textContent = "scanned " + typed; typed = ""; }
+});
+document.getElementById("b").addEventListener("click", function () {
+  document.getElementById("out").textContent = "clicked";
+});
+</script></body></html>`
+
+// Two violations: an image without alternative text and no lang on <html>.
+const brokenPage = `<!doctype html><html><head><meta charset="utf-8"><title>Broken</title></head>
+<body><main><h1>Broken</h1><img src="/x.png"></main></body></html>`
+
+func serve(t *testing.T) string {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /clean", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write([]byte(cleanPage))
+	})
+	mux.HandleFunc("GET /broken", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write([]byte(brokenPage))
+	})
+	mux.HandleFunc("GET /throws", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write([]byte(`<!doctype html><html lang="en"><title>t</title><script>null.x()</script></html>`))
+	})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + l.Addr().String()
+}
+
+func TestAxeFindsViolationsAndPassesACleanPage(t *testing.T) {
+	base := serve(t)
+	b := New(t, Options{})
+	tab := b.NewTab(t, 800, 480)
+
+	tab.Do(t, chromedp.Navigate(base+"/broken"))
+	vs, passed, err := tab.Axe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, v := range vs {
+		ids[v.ID] = true
+	}
+	if !ids["image-alt"] || !ids["html-has-lang"] || passed == 0 {
+		t.Fatalf("axe on the broken page: violations %v, %d passed; want image-alt and html-has-lang", vs, passed)
+	}
+
+	tab.Do(t, chromedp.Navigate(base+"/clean"))
+	tab.CheckAxe(t, "clean page")
+}
+
+func TestKeysReachThePageWithoutFocusAndClicksWork(t *testing.T) {
+	base := serve(t)
+	b := New(t, Options{})
+	tab := b.NewTab(t, 800, 480)
+	tab.Do(t, chromedp.Navigate(base+"/clean"))
+	// A keyboard-wedge scanner types into whatever has focus: here nothing.
+	tab.Do(t, chromedp.KeyEvent("K1-42\r"))
+	tab.WaitText(t, "#out", "scanned K1-42", 5*time.Second)
+	tab.Do(t, chromedp.Click(chromedp.CSS("#b")))
+	if got := tab.Text(t, "#out"); got != "clicked" {
+		t.Fatalf("after the click #out says %q", got)
+	}
+	path := tab.Screenshot(t, "browsertest/clean")
+	png, err := os.ReadFile(path)
+	if err != nil || !bytes.HasPrefix(png, []byte("\x89PNG")) {
+		t.Fatalf("screenshot %s: %v (%d bytes)", path, err, len(png))
+	}
+}
+
+// fakeT records failures instead of failing the real test.
+type fakeT struct {
+	testing.TB
+	errs []string
+	cleanups []func()
+}
+
+func (f *fakeT) Helper()                       {}
+func (f *fakeT) Errorf(format string, a ...any) { f.errs = append(f.errs, format) }
+func (f *fakeT) Cleanup(fn func())             { f.cleanups = append(f.cleanups, fn) }
+
+func TestUncaughtExceptionsFailTheTest(t *testing.T) {
+	base := serve(t)
+	b := New(t, Options{})
+	ft := &fakeT{TB: t}
+	tab := b.NewTab(ft, 800, 480)
+	tab.Do(t, chromedp.Navigate(base+"/throws"))
+	tab.WaitFor(t, "true", time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(tab.Exceptions()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, c := range ft.cleanups {
+		c()
+	}
+	if len(ft.errs) != 1 || !strings.Contains(ft.errs[0], "uncaught JavaScript exception") {
+		t.Fatalf("the tab's cleanup reported %q; want one uncaught exception", ft.errs)
+	}
+}

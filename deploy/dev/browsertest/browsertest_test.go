@@ -99,13 +99,13 @@ func TestKeysReachThePageWithoutFocusAndClicksWork(t *testing.T) {
 // fakeT records failures instead of failing the real test.
 type fakeT struct {
 	testing.TB
-	errs []string
+	errs     []string
 	cleanups []func()
 }
 
-func (f *fakeT) Helper()                       {}
+func (f *fakeT) Helper()                        {}
 func (f *fakeT) Errorf(format string, a ...any) { f.errs = append(f.errs, format) }
-func (f *fakeT) Cleanup(fn func())             { f.cleanups = append(f.cleanups, fn) }
+func (f *fakeT) Cleanup(fn func())              { f.cleanups = append(f.cleanups, fn) }
 
 func TestUncaughtExceptionsFailTheTest(t *testing.T) {
 	base := serve(t)

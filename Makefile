@@ -1,5 +1,6 @@
 # Kluis: build, test and demo. `make test` and `make demo` need nothing set up
-# beforehand: missing services are installed or started by deploy/dev/ensure-services.sh.
+# beforehand: missing services (PostgreSQL, Mosquitto) and tools (promtool for
+# the alert rules) are installed or started by deploy/dev/ensure-services.sh.
 GO      ?= go
 PKGS    ?= ./...
 FUZZTIME ?= 5s
@@ -14,7 +15,7 @@ build:
 	$(GO) build $(PKGS)
 
 services:
-	@bash deploy/dev/ensure-services.sh
+	@bash deploy/dev/ensure-services.sh postgres mosquitto promtool
 
 vet:
 	$(GO) vet $(PKGS)

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Makes sure the services the tests and the demo need answer on loopback:
 # PostgreSQL on 127.0.0.1:5432 (trust auth) and Mosquitto on 127.0.0.1:1883;
-# and that the browser tests have their tools: Debian's chromium and the
-# pinned axe-core (deploy/dev/axe/package-lock.json) under ./var/axe.
+# that the browser tests have their tools: Debian's chromium and the pinned
+# axe-core (deploy/dev/axe/package-lock.json) under ./var/axe; and that the
+# alert rules' tests have promtool (Debian's prometheus package).
 # Installs them with apt when they are missing and we are root; starts them
 # when they are installed but stopped. Idempotent; prints what it does.
-# Usage: ensure-services.sh [postgres] [mosquitto] [browser]   (default: all)
+# Usage: ensure-services.sh [postgres] [mosquitto] [browser] [promtool]   (default: all)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -13,7 +14,10 @@ var="$top/var"
 
 log() { echo "ensure-services: $*" >&2; }
 
+# apt_install [--no-install-recommends] package...
 apt_install() {
+	local opts=()
+	while [ "${1:-}" != "${1#-}" ]; do opts+=("$1"); shift; done
 	if [ "$(id -u)" != 0 ]; then
 		log "missing $*; install it (apt-get install $*) or set the URLs, then run again"
 		exit 1
@@ -21,7 +25,7 @@ apt_install() {
 	log "installing $*"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq >/dev/null || true
-	apt-get install -y -qq "$@" >/dev/null
+	apt-get install -y -qq "${opts[@]}" "$@" >/dev/null
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -106,12 +110,27 @@ ensure_axe() {
 	(cd "$dest" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
 }
 
-what=${*:-postgres mosquitto browser}
+# promtool checks and unit-tests the alert rules (deploy/prometheus). Only the
+# tool is wanted: no node exporter (a recommendation), and the package's own
+# Prometheus server is stopped again when its installation started it.
+ensure_promtool() {
+	command -v promtool >/dev/null && return 0
+	apt_install --no-install-recommends prometheus
+	if command -v service >/dev/null && service prometheus status >/dev/null 2>&1; then
+		log "stopping the prometheus server the package started (only promtool is needed)"
+		service prometheus stop >/dev/null 2>&1 || true
+	fi
+	command -v promtool >/dev/null || { log "promtool still missing after installing prometheus"; exit 1; }
+	log "$(promtool --version 2>&1 | head -1)"
+}
+
+what=${*:-postgres mosquitto browser promtool}
 for w in $what; do
 	case $w in
 	postgres) ensure_postgres ;;
 	mosquitto) ensure_mosquitto; ensure_clients ;;
 	browser) ensure_chromium; ensure_axe ;;
+	promtool) ensure_promtool ;;
 	*) log "unknown service $w"; exit 2 ;;
 	esac
 done

@@ -15,7 +15,7 @@ build:
 	$(GO) build $(PKGS)
 
 services:
-	@bash deploy/dev/ensure-services.sh postgres mosquitto promtool
+	@bash deploy/dev/ensure-services.sh
 
 vet:
 	$(GO) vet $(PKGS)

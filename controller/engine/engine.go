@@ -218,7 +218,14 @@ func New(o Options) (*Engine, error) {
 		}
 		e.comps = append(e.comps, cp)
 	}
-	m, err := newMetrics(o.Registry)
+	m, err := newMetrics(o.Registry, o.Config.Hardware.Boards,
+		func() float64 { return float64(e.j.OutboxLen()) },
+		func() float64 {
+			if _, locked := e.lockedOut(); locked {
+				return 1
+			}
+			return 0
+		})
 	if err != nil {
 		return nil, err
 	}

@@ -1,16 +1,23 @@
 package engine
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
+
+	"kluis/controller/wire"
 )
 
 type metrics struct {
-	events, alarms, hwEvents, pickups, pulses, verifications, commands, boardErrs *prometheus.CounterVec
-	journalErrors, pulseErrors, uncertain, openNotDetected, wrongCodes, lockouts  prometheus.Counter
-	boardsDown, backlog, cacheSize                                                prometheus.Gauge
+	events, alarms, hwEvents, pickups, pulses, verifications, commands, boardErrs, boardReboots *prometheus.CounterVec
+	journalErrors, pulseErrors, uncertain, openNotDetected, wrongCodes, lockouts               prometheus.Counter
+	boardsDown, cacheSize, leftOpen                                                            prometheus.Gauge
 }
 
-func newMetrics(r *prometheus.Registry) (*metrics, error) {
+// newMetrics registers the engine's metrics. Label values known in advance
+// (every alarm kind, every configured board) start at 0, so that an alert on
+// increase() sees the first one. backlog and locked are read at scrape time.
+func newMetrics(r *prometheus.Registry, boards []int, backlog, locked func() float64) (*metrics, error) {
 	cv := func(name, help string, labels ...string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kluisd", Name: name, Help: help}, labels)
 	}
@@ -19,6 +26,9 @@ func newMetrics(r *prometheus.Registry) (*metrics, error) {
 	}
 	g := func(name, help string) prometheus.Gauge {
 		return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kluisd", Name: name, Help: help})
+	}
+	gf := func(name, help string, fn func() float64) prometheus.GaugeFunc {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "kluisd", Name: name, Help: help}, fn)
 	}
 	m := &metrics{
 		events:          cv("events_total", "Events journaled for the backend, by kind.", "kind"),
@@ -29,6 +39,7 @@ func newMetrics(r *prometheus.Registry) (*metrics, error) {
 		verifications:   cv("verifications_total", "Code verifications, by result and source (online, offline, local).", "result", "source"),
 		commands:        cv("commands_total", "Backend commands, by kind and status.", "kind", "status"),
 		boardErrs:       cv("board_errors_total", "Failed exchanges with a lock board (pulses and carousel commands refused or unanswered, board gone offline), by board.", "board"),
+		boardReboots:    cv("board_reboots_total", "Lock board restarts the driver noticed (a new boot id), by board.", "board"),
 		journalErrors:   c("journal_errors_total", "Failed journal writes."),
 		pulseErrors:     c("pulse_errors_total", "Pulses the hardware refused or did not answer."),
 		uncertain:       c("pulses_uncertain_total", "Pulses that may or may not have been carried out."),
@@ -36,12 +47,22 @@ func newMetrics(r *prometheus.Registry) (*metrics, error) {
 		wrongCodes:      c("wrong_codes_total", "Wrong codes entered at the kiosk."),
 		lockouts:        c("lockouts_total", "Brute-force lockouts of code entry."),
 		boardsDown:      g("boards_down", "Configured boards missing or unreachable."),
-		backlog:         g("journal_backlog", "Events not yet acknowledged by the backend."),
 		cacheSize:       g("offline_cache_entries", "Entries in the offline code cache."),
+		leftOpen:        g("doors_left_open", "Doors open longer than timeouts.door_left_open: door_left_open alarms raised and not yet cleared by the door closing."),
+	}
+	for _, k := range wire.AlarmKinds() {
+		m.alarms.WithLabelValues(string(k))
+	}
+	for _, b := range boards {
+		m.boardErrs.WithLabelValues(strconv.Itoa(b))
+		m.boardReboots.WithLabelValues(strconv.Itoa(b))
 	}
 	for _, col := range []prometheus.Collector{m.events, m.alarms, m.hwEvents, m.pickups, m.pulses, m.verifications,
-		m.commands, m.boardErrs, m.journalErrors, m.pulseErrors, m.uncertain, m.openNotDetected, m.wrongCodes, m.lockouts,
-		m.boardsDown, m.backlog, m.cacheSize} {
+		m.commands, m.boardErrs, m.boardReboots, m.journalErrors, m.pulseErrors, m.uncertain, m.openNotDetected, m.wrongCodes,
+		m.lockouts, m.boardsDown, m.cacheSize, m.leftOpen,
+		gf("journal_backlog", "Events not yet acknowledged by the backend (read from the journal at scrape time).", backlog),
+		gf("code_entry_locked", "1 while code entry at the kiosk is locked after too many wrong codes (brute-force lockout), else 0.", locked),
+	} {
 		if err := r.Register(col); err != nil {
 			return nil, err
 		}

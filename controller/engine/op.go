@@ -318,6 +318,11 @@ func (e *Engine) afterOpen(ctx context.Context, o *op) {
 	timer := time.NewTimer(e.cfg.Timeouts.DoorLeftOpen)
 	defer timer.Stop()
 	alarmed := false
+	defer func() {
+		if alarmed {
+			e.m.leftOpen.Dec()
+		}
+	}()
 	sawRemoved, sawPlaced := false, false
 	for {
 		select {
@@ -326,6 +331,7 @@ func (e *Engine) afterOpen(ctx context.Context, o *op) {
 		case <-timer.C:
 			if !alarmed {
 				alarmed = true
+				e.m.leftOpen.Inc()
 				e.alarm(wire.AlarmDoorLeftOpen, addrPtr(o.comp.lock), nil,
 					fmt.Sprintf("compartment %d open for more than %v", o.comp.cfg.Number, e.cfg.Timeouts.DoorLeftOpen))
 			}

@@ -190,6 +190,7 @@ func (e *Engine) onHardware(ev hardware.Event) error {
 		}
 		return nil
 	case hardware.BoardRebooted:
+		e.m.boardReboots.WithLabelValues(strconv.Itoa(ev.Addr.Board)).Inc()
 		e.log.Warn("board rebooted", "board", ev.Addr.Board)
 		return nil
 	case hardware.SlotPresented, hardware.MechanismFault:

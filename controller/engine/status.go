@@ -55,6 +55,5 @@ func (e *Engine) Diagnostics(ctx context.Context) Diagnostics {
 	}
 	e.mu.Unlock()
 	sort.Ints(d.Busy)
-	e.m.backlog.Set(float64(d.Backlog))
 	return d
 }

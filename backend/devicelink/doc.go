@@ -23,7 +23,10 @@
 //     Verifier and StaffHandler; a repeated request id from the same
 //     device gets the first answer again without asking twice.
 //   - presence, heartbeat: device_presence (online/offline, last
-//     heartbeat) and the kluis_devicelink_devices_online gauge.
+//     heartbeat) and the kluis_devicelink_devices_online gauge. Every
+//     device's stored presence is also exported at scrape time, for
+//     alerting on one device: kluis_device_online{device} and
+//     kluis_device_last_heartbeat_timestamp_seconds{device}.
 //
 // A message that does not decode (wire.Decode) is counted in
 // kluis_devicelink_messages_total{outcome="malformed"}, logged without its

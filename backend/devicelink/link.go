@@ -212,7 +212,8 @@ func New(opts Options) (*Link, error) {
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kluis_devicelink_broker_connected", Help: "1 while this replica is connected to the broker."}),
 	}
-	if err := registerAll(opts.Registry, m.messages, m.online, m.connected); err != nil {
+	if err := registerAll(opts.Registry, m.messages, m.online, m.connected,
+		newPresenceMetrics(opts.Pool, opts.DeviceFilter, opts.Timeout, opts.Logger.With("part", "devicelink"))); err != nil {
 		return nil, fmt.Errorf("devicelink: metrics: %w", err)
 	}
 	return &Link{

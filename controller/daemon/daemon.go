@@ -54,6 +54,10 @@ type Options struct {
 	NotifySocket string
 	// Watchdog is systemd's WatchdogSec ($WATCHDOG_USEC); 0 disables.
 	Watchdog time.Duration
+	// Registry receives every metric /metrics serves (Go and process
+	// collectors, driver, journal, engine, link); default a new one. Tests
+	// pass their own to see what kluisd exports.
+	Registry *prometheus.Registry
 }
 
 // Run runs kluisd until ctx ends (SIGTERM), then shuts down: servers stop,
@@ -73,7 +77,10 @@ func Run(ctx context.Context, o Options) error {
 		o.CompactAbove = 4 << 20
 	}
 	log := o.Logger.With("device", cfg.DeviceID)
-	reg := prometheus.NewRegistry()
+	reg := o.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	// Every lock inert: a fresh driver is halted (de-energising anything a

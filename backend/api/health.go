@@ -5,6 +5,8 @@ import (
 	_ "embed"
 	"net/http"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 //go:embed openapi.yaml
@@ -18,15 +20,33 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+// ready is the readiness check of /readyz and kluis_api_ready: the
+// database answers within 2 s.
+func (s *Server) ready(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if err := s.pool.Ping(ctx); err != nil {
+	return s.pool.Ping(ctx)
+}
+
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
+	if err := s.ready(r.Context()); err != nil {
 		s.log.Warn("readiness: database unreachable", "err", err)
 		return errorf(http.StatusServiceUnavailable, "database_unavailable", "the database is not reachable")
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	return nil
+}
+
+// newReadyGauge is kluis_api_ready, the readiness check run at scrape time.
+func (s *Server) newReadyGauge() prometheus.GaugeFunc {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "kluis", Subsystem: "api", Name: "ready",
+		Help: "1 when this replica's readiness check (as /readyz: the database answers within 2 s) passes at scrape time, else 0."},
+		func() float64 {
+			if s.ready(context.Background()) != nil {
+				return 0
+			}
+			return 1
+		})
 }
 
 func (s *Server) handleOpenAPI(w http.ResponseWriter, r *http.Request) error {

@@ -163,6 +163,9 @@ func New(opts Options) (*Server, error) {
 	if err := s.reg.Register(s.panics); err != nil {
 		return nil, fmt.Errorf("api: register metrics: %w", err)
 	}
+	if err := s.reg.Register(s.newReadyGauge()); err != nil {
+		return nil, fmt.Errorf("api: register metrics: %w", err)
+	}
 	if s.svc != nil {
 		if err := s.reg.Register(newDocumentStates(s.svc, s.log.Warn)); err != nil {
 			return nil, fmt.Errorf("api: register document gauge: %w", err)

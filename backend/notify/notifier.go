@@ -108,6 +108,12 @@ func New(opts Options) (*Notifier, error) {
 			Name: "kluis_notify_messages_total",
 			Help: "Notifications by channel (email, sms, slip) and outcome (sent, failed, needed).",
 		}, []string{"channel", "outcome"})}
+	// Every channel's outcomes start at 0, so that an alert on increase()
+	// sees the first failure.
+	for _, c := range [][2]string{{ChannelEmail, "sent"}, {ChannelEmail, "failed"}, {ChannelSMS, "sent"}, {ChannelSMS, "failed"},
+		{ChannelSlip, "needed"}, {ChannelSlip, "failed"}} {
+		n.sent.WithLabelValues(c[0], c[1])
+	}
 	if opts.Registerer != nil {
 		if err := opts.Registerer.Register(n.sent); err != nil {
 			return nil, fmt.Errorf("notify: register metrics: %w", err)

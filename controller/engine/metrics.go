@@ -10,8 +10,8 @@ import (
 
 type metrics struct {
 	events, alarms, hwEvents, pickups, pulses, verifications, commands, boardErrs, boardReboots *prometheus.CounterVec
-	journalErrors, pulseErrors, uncertain, openNotDetected, wrongCodes, lockouts               prometheus.Counter
-	boardsDown, cacheSize, leftOpen                                                            prometheus.Gauge
+	journalErrors, pulseErrors, uncertain, openNotDetected, wrongCodes, lockouts                prometheus.Counter
+	boardsDown, cacheSize, leftOpen                                                             prometheus.Gauge
 }
 
 // newMetrics registers the engine's metrics. Label values known in advance

@@ -37,6 +37,9 @@ type env struct {
 	onListen func(addr string)
 	// onBroker, when set, is told the embedded broker's address.
 	onBroker func(addr string)
+	// onRegistry, when set, is given the registry /metrics serves once
+	// every metric is registered (tests compare it with the alert rules).
+	onRegistry func(*prometheus.Registry)
 }
 
 // config is the resolved configuration.
@@ -448,6 +451,9 @@ func serve(ctx context.Context, args []string, e env) error {
 			log.Info("pruned idempotency keys", "count", n)
 		}
 	})
+	if e.onRegistry != nil {
+		e.onRegistry(reg)
+	}
 	ln, err := net.Listen("tcp", c.httpAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.httpAddr, err)

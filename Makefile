@@ -1,6 +1,7 @@
 # Kluis: build, test and demo. `make test` and `make demo` need nothing set up
-# beforehand: missing services (PostgreSQL, Mosquitto) and tools (promtool for
-# the alert rules) are installed or started by deploy/dev/ensure-services.sh.
+# beforehand: missing services (PostgreSQL, Mosquitto) and tools (Chromium and
+# axe-core for the pages, promtool for the alert rules) are installed or started
+# by deploy/dev/ensure-services.sh.
 GO      ?= go
 PKGS    ?= ./...
 FUZZTIME ?= 5s

@@ -446,6 +446,33 @@ func TestDevicePresence(t *testing.T) {
 	}
 }
 
+// Devices take directions per language on create and answer with them.
+func TestDeviceDirections(t *testing.T) {
+	e := newEnv(t)
+	e.setupSite(1)
+	admin := e.tokens[auth.RoleAdmin]
+	r := e.do("POST", "/api/v1/devices", admin, map[string]any{"id": "kortrijk-2", "site_id": "kortrijk", "kind": "locker",
+		"directions":   map[string]string{"nl": "In de inkomhal, links van de trap.", "en": "In the entrance hall, left of the stairs."},
+		"compartments": []map[string]any{{"channel": 0, "size": "S"}}})
+	require.Equal(t, 201, r.status, string(r.body))
+	r = e.do("GET", "/api/v1/devices/kortrijk-2", e.tokens[auth.RoleStaff], nil)
+	require.Equal(t, 200, r.status)
+	var d struct {
+		Directions map[string]string `json:"directions"`
+	}
+	r.decode(t, &d)
+	assert.Equal(t, map[string]string{"nl": "In de inkomhal, links van de trap.", "en": "In the entrance hall, left of the stairs."}, d.Directions)
+	r = e.do("GET", "/api/v1/devices/kortrijk-1", e.tokens[auth.RoleStaff], nil)
+	assert.Contains(t, string(r.body), `"directions":{}`, "none: an empty object")
+
+	r = e.do("POST", "/api/v1/devices", admin, map[string]any{"id": "kortrijk-3", "site_id": "kortrijk", "kind": "locker",
+		"directions":   map[string]string{"es": "en el vestíbulo"},
+		"compartments": []map[string]any{{"channel": 0, "size": "S"}}})
+	assert.Equal(t, 400, r.status, string(r.body))
+	assert.Equal(t, "invalid_input", r.errCode())
+	assert.Contains(t, string(r.body), "directions")
+}
+
 func TestDeviceMQTTPassword(t *testing.T) {
 	var mu sync.Mutex
 	set := map[string]string{}

@@ -9,12 +9,15 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-const deviceColumns = "id, site_id, kind, name, created_at"
+const deviceColumns = "id, site_id, kind, name, directions, created_at"
 
 func scanDevice(row pgx.Row) (Device, error) {
 	var d Device
-	err := row.Scan(&d.ID, &d.SiteID, &d.Kind, &d.Name, &d.CreatedAt)
+	err := row.Scan(&d.ID, &d.SiteID, &d.Kind, &d.Name, &d.Directions, &d.CreatedAt)
 	d.CreatedAt = d.CreatedAt.UTC()
+	if d.Directions == nil {
+		d.Directions = map[string]string{}
+	}
 	return d, err
 }
 
@@ -52,8 +55,8 @@ func CreateDevice(ctx context.Context, db DB, n NewDevice, now time.Time) (Devic
 	if _, err := GetSite(ctx, db, n.SiteID); err != nil {
 		return Device{}, err
 	}
-	d, err := scanDevice(db.QueryRow(ctx, `INSERT INTO devices (id, site_id, kind, name, created_at)
-		VALUES ($1, $2, $3, $4, $5) RETURNING `+deviceColumns, n.ID, n.SiteID, n.Kind, n.Name, now.UTC()))
+	d, err := scanDevice(db.QueryRow(ctx, `INSERT INTO devices (id, site_id, kind, name, directions, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6) RETURNING `+deviceColumns, n.ID, n.SiteID, n.Kind, n.Name, n.Directions, now.UTC()))
 	if IsUniqueViolation(err) {
 		return Device{}, fmt.Errorf("device %q already exists: %w", n.ID, ErrConflict)
 	}

@@ -41,11 +41,14 @@ func (k DeviceKind) Valid() bool { return k == Locker || k == Automaton }
 
 // Device is a locker bank or a vending automaton.
 type Device struct {
-	ID        string     `json:"id"`
-	SiteID    string     `json:"site_id"`
-	Kind      DeviceKind `json:"kind"`
-	Name      string     `json:"name"`
-	CreatedAt time.Time  `json:"created_at"`
+	ID     string     `json:"id"`
+	SiteID string     `json:"site_id"`
+	Kind   DeviceKind `json:"kind"`
+	Name   string     `json:"name"`
+	// Directions say, per language (nl, fr, en, de), where citizens find
+	// the device and how to get there; never nil.
+	Directions map[string]string `json:"directions"`
+	CreatedAt  time.Time         `json:"created_at"`
 	// Compartments is filled by GetDevice, in number order.
 	Compartments []Compartment `json:"compartments,omitempty"`
 }

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -185,4 +186,42 @@ func TestReservedDeviceID(t *testing.T) {
 	err := n.Validate()
 	require.ErrorIs(t, err, store.ErrInvalid)
 	require.Contains(t, err.Error(), "MQTT user name")
+}
+
+func TestDeviceDirections(t *testing.T) {
+	s := storetest.New(t)
+	ctx := context.Background()
+	db := s.Pool()
+	_, err := store.CreateSite(ctx, db, store.NewSite{ID: "k", Name: "K"}, now)
+	require.NoError(t, err)
+	in := map[string]string{"nl": "  In de inkomhal, links van de trap. ", "fr": "Dans le hall d'entrée, à gauche.", "de": " "}
+	d, err := store.CreateDevice(ctx, db, store.NewDevice{ID: "d", SiteID: "k", Kind: store.Locker, Directions: in,
+		Compartments: []store.NewCompartment{{Size: store.SizeS}}}, now)
+	require.NoError(t, err)
+	want := map[string]string{"nl": "In de inkomhal, links van de trap.", "fr": "Dans le hall d'entrée, à gauche."}
+	require.Equal(t, want, d.Directions, "trimmed, empty languages dropped")
+	require.Equal(t, " ", in["de"], "the caller's map is not changed")
+	got, err := store.GetDevice(ctx, db, "d")
+	require.NoError(t, err)
+	require.Equal(t, want, got.Directions)
+
+	// Without directions: an empty object, never null.
+	_, err = store.CreateDevice(ctx, db, store.NewDevice{ID: "e", SiteID: "k", Kind: store.Locker,
+		Compartments: []store.NewCompartment{{Size: store.SizeS}}}, now)
+	require.NoError(t, err)
+	ds, err := store.ListDevices(ctx, db, "k")
+	require.NoError(t, err)
+	require.Len(t, ds, 2)
+	require.Equal(t, map[string]string{}, ds[1].Directions)
+
+	var ve *store.ValidationError
+	_, err = store.CreateDevice(ctx, db, store.NewDevice{ID: "f", SiteID: "k", Kind: store.Locker,
+		Directions:   map[string]string{"es": "aquí", "en": "line\nbreak", "fr": strings.Repeat("x", store.MaxDirections+1)},
+		Compartments: []store.NewCompartment{{Size: store.SizeS}}}, now)
+	require.ErrorAs(t, err, &ve)
+	fields := []string{}
+	for _, f := range ve.Fields {
+		fields = append(fields, f.Field)
+	}
+	require.Equal(t, []string{"directions.en", "directions", "directions.fr"}, fields, err.Error())
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/mail"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
 	"unicode"
@@ -191,12 +192,19 @@ type NewCompartment struct {
 
 // NewDevice is the input of CreateDevice.
 type NewDevice struct {
-	ID           string           `json:"id"`
-	SiteID       string           `json:"site_id"`
-	Kind         DeviceKind       `json:"kind"`
-	Name         string           `json:"name"`
-	Compartments []NewCompartment `json:"compartments"`
+	ID     string     `json:"id"`
+	SiteID string     `json:"site_id"`
+	Kind   DeviceKind `json:"kind"`
+	Name   string     `json:"name"`
+	// Directions (optional) say, per language (nl, fr, en, de), where
+	// citizens find the device and how to get there: plain text, at most
+	// MaxDirections characters each.
+	Directions   map[string]string `json:"directions,omitempty"`
+	Compartments []NewCompartment  `json:"compartments"`
 }
+
+// MaxDirections bounds a device's directions in one language.
+const MaxDirections = 500
 
 // MaxCompartments caps a device's compartments.
 const MaxCompartments = 512
@@ -213,6 +221,18 @@ func (n *NewDevice) Validate() error {
 		c.add("kind", "must be locker or automaton, not %q", n.Kind)
 	}
 	c.text("name", n.Name, false, 200)
+	dirs := make(map[string]string, len(n.Directions)) // a copy: the caller's map stays as it was
+	for _, l := range sortedKeys(n.Directions) {
+		v := strings.TrimSpace(n.Directions[l])
+		switch {
+		case !ValidLanguage(l):
+			c.add("directions", "language must be nl, fr, en or de, not %q", l)
+		case v != "":
+			c.text("directions."+l, v, false, MaxDirections)
+			dirs[l] = v
+		}
+	}
+	n.Directions = dirs
 	if len(n.Compartments) == 0 {
 		c.add("compartments", "a device needs at least one compartment")
 	}
@@ -315,6 +335,15 @@ func (n *NewDocument) Validate(now time.Time) error {
 	}
 	c.id("site_id", n.SiteID)
 	return c.err()
+}
+
+func sortedKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func hasField(fs []FieldError, name string) bool {

@@ -1,6 +1,6 @@
 package notify
 
-// Message names in the catalogue.
+// Message names.
 const (
 	// MsgReady: the document is in its compartment (with the codes).
 	MsgReady = "ready"
@@ -8,293 +8,486 @@ const (
 	MsgReminder = "reminder"
 	// MsgReceipt: the document was collected.
 	MsgReceipt = "receipt"
-	// MsgReturned: the deadline passed; the document is back at the counter.
+	// MsgReturned: the deadline passed; the document goes back to the counter.
 	MsgReturned = "returned"
 )
+
+// Messages lists the message names.
+var Messages = []string{MsgReady, MsgReminder, MsgReceipt, MsgReturned}
 
 // Languages are the supported languages, the first being the fallback.
 var Languages = []string{"nl", "fr", "en", "de"}
 
-// entry is one message in one language; every string is a text/template
-// over MessageData.
-type entry struct {
-	Subject    string
-	Paragraphs []string
-	SMS        string
-}
+// cat is a message catalogue: language → key → text. A text may be a
+// text/template over [vars] ("{{.Doc}}"); HTML escaping happens when the
+// text is put in a page. Every key exists in every language (tested).
+type cat map[string]map[string]string
 
-// catalogue[language][message].
-var catalogue = map[string]map[string]entry{
+// catalogue holds every string a citizen reads: messages, SMS, calendar
+// entries, the pickup slip, the track page, and the words of dates. Plain
+// language (B1): short sentences, one idea each. Keys:
+//
+//	weekday.0-6, month.1-12, date.*   parts of dates and times
+//	until.*                           the deadline, "until midnight" style
+//	doc.<kind>, docshort.<kind>       document names (mail, SMS)
+//	where.<device kind>, sms.<kind>   the compartment (mail, SMS)
+//	mail.*, <message>.*               e-mail and SMS texts
+//	ics.*                             the calendar entry
+//	slip.*, track.*, status.*, next.*, step.*   the slip and the track page
+//	lang.name                         the language's own name
+//
+// SMS texts (<message>.sms) use only the GSM-7 alphabet (tested).
+var catalogue = cat{
 	"nl": {
-		MsgReady: {
-			Subject: "Uw document ligt klaar in de afhaalkluis",
-			Paragraphs: []string{
-				"Beste {{.FirstName}},",
-				"Uw document ligt klaar: {{.Doc}}. U kunt het ophalen, ook 's avonds en in het weekend.",
-				"Waar? {{.SiteName}}, {{.SiteAddress}}. Afhaalkluis {{.DeviceName}}, vak {{.Compartment}}.",
-				"Tot wanneer? Tot {{.Deadline}}.",
-				"Wat hebt u nodig? Toon de QR-code aan de kluis. Of typ uw pincode: {{.PIN}}. Typ daarna uw geboortedatum.",
-				"Volg uw document: {{.TrackURL}}",
-				"Hebt u hulp nodig? Bel gratis 1777.",
-				"{{.Sender}}",
-			},
-			SMS: "{{.Sender}}: uw {{.Doc}} ligt klaar in {{.SiteName}}, kluis {{.DeviceName}}, vak {{.Compartment}}, tot {{.Deadline}}. Pincode: {{.PIN}} + uw geboortedatum. Info: {{.TrackURL}} Hulp: 1777",
-		},
-		MsgReminder: {
-			Subject: "Herinnering: haal uw document op",
-			Paragraphs: []string{
-				"Beste {{.FirstName}},",
-				"Uw document ligt nog in de afhaalkluis: {{.Doc}}.",
-				"Haal het op voor {{.Deadline}}. Daarna gaat het terug naar de balie.",
-				"Waar? {{.SiteName}}, {{.SiteAddress}}. Afhaalkluis {{.DeviceName}}, vak {{.Compartment}}.",
-				"Gebruik de QR-code of de pincode uit ons eerste bericht. Typ bij de pincode ook uw geboortedatum.",
-				"Volg uw document: {{.TrackURL}}",
-				"Hebt u hulp nodig? Bel gratis 1777.",
-				"{{.Sender}}",
-			},
-			SMS: "{{.Sender}}: uw {{.Doc}} ligt nog in {{.SiteName}}, kluis {{.DeviceName}}, vak {{.Compartment}}. Haal het op voor {{.Deadline}}. Info: {{.TrackURL}} Hulp: 1777",
-		},
-		MsgReceipt: {
-			Subject: "U hebt uw document opgehaald",
-			Paragraphs: []string{
-				"Beste {{.FirstName}},",
-				"U hebt uw document opgehaald: {{.Doc}}. Dat was op {{.When}}.",
-				"Was u dat niet? Bel dan meteen 1777.",
-				"{{.Sender}}",
-			},
-			SMS: "{{.Sender}}: uw {{.Doc}} is opgehaald op {{.When}}. Was u dat niet? Bel 1777.",
-		},
-		MsgReturned: {
-			Subject: "Uw document ligt nu aan de balie",
-			Paragraphs: []string{
-				"Beste {{.FirstName}},",
-				"U hebt uw document niet opgehaald voor {{.Deadline}}: {{.Doc}}.",
-				"Het ligt nu aan de balie van {{.SiteName}}, {{.SiteAddress}}. Kom het daar ophalen tijdens de openingsuren.",
-				"Volg uw document: {{.TrackURL}}",
-				"Hebt u hulp nodig? Bel gratis 1777.",
-				"{{.Sender}}",
-			},
-			SMS: "{{.Sender}}: uw {{.Doc}} ligt nu aan de balie van {{.SiteName}}. Info: {{.TrackURL}} Hulp: 1777",
-		},
+		"lang.name": "Nederlands",
+
+		"weekday.0": "zondag", "weekday.1": "maandag", "weekday.2": "dinsdag", "weekday.3": "woensdag",
+		"weekday.4": "donderdag", "weekday.5": "vrijdag", "weekday.6": "zaterdag",
+		"month.1": "januari", "month.2": "februari", "month.3": "maart", "month.4": "april", "month.5": "mei", "month.6": "juni",
+		"month.7": "juli", "month.8": "augustus", "month.9": "september", "month.10": "oktober", "month.11": "november", "month.12": "december",
+		"date.day":       "{{.Weekday}} {{.Day}} {{.Month}}",
+		"date.day_year":  "{{.Weekday}} {{.Day}} {{.Month}} {{.Year}}",
+		"date.time":      "{{.Hour}}.{{.Minute}} uur",
+		"date.at":        "{{.Date}} om {{.Time}}",
+		"until.midnight": "tot en met {{.Date}} (tot middernacht)",
+		"until.time":     "tot {{.Date}} om {{.Time}}",
+
+		"doc.eid": "elektronische identiteitskaart (eID)", "doc.kids_id": "Kids-ID", "doc.residence_card": "verblijfskaart",
+		"doc.passport": "paspoort", "doc.driving_licence": "rijbewijs",
+		"docshort.eid": "eID", "docshort.kids_id": "Kids-ID", "docshort.residence_card": "verblijfskaart",
+		"docshort.passport": "paspoort", "docshort.driving_licence": "rijbewijs",
+		"where.locker":    "Afhaalkluis {{.DeviceName}}, vak {{.Compartment}}",
+		"where.automaton": "Afhaalautomaat {{.DeviceName}}",
+		"sms.locker":      "kluis {{.DeviceName}} vak {{.Compartment}}",
+		"sms.automaton":   "automaat {{.DeviceName}}",
+
+		"mail.greeting":      "Beste {{.FirstName}},",
+		"mail.greeting_anon": "Goedendag,",
+		"mail.when_title":    "Tot wanneer?",
+		"mail.until":         "U hebt tijd {{.Until}}.",
+		"mail.after":         "Daarna brengen we het terug naar de balie.",
+		"mail.where_title":   "Waar?",
+		"mail.open_title":    "Zo opent u het vak",
+		"mail.qr_how":        "Hou deze QR-code voor de scanner. Zet uw scherm zo licht mogelijk.",
+		"mail.qr_alt":        "QR-code om vak {{.Compartment}} te openen",
+		"mail.qr_file":       "qr-code.png",
+		"mail.pin_intro":     "Lukt het niet met de QR-code? Typ dan uw pincode:",
+		"mail.pin_after":     "Typ daarna uw geboortedatum.",
+		"mail.bring_title":   "Wat neemt u mee?",
+		"mail.calendar":      "In de bijlage zit een afspraak voor uw agenda, met een herinnering de dag ervoor.",
+		"mail.track_title":   "Volg uw document",
+		"mail.track_link":    "Bekijk waar uw document is",
+		"mail.help_title":    "Hulp nodig?",
+		"mail.help":          "Bel gratis 1777. Wij helpen u graag.",
+		"mail.lost_codes":    "Bent u ons eerste bericht kwijt? Bel 1777. Dan krijgt u nieuwe codes.",
+		"mail.signoff":       "Met vriendelijke groeten",
+
+		"ready.subject":          "Uw {{.DocShort}} ligt klaar om op te halen",
+		"ready.subject_reissued": "Nieuwe codes voor uw {{.DocShort}}",
+		"ready.lead":             "Uw {{.Doc}} ligt klaar. U kunt het zelf ophalen, zonder afspraak.",
+		"ready.lead_reissued":    "Hier zijn nieuwe codes voor uw {{.Doc}}. De oude codes werken niet meer.",
+		"ready.bring":            "Deze e-mail met de QR-code: op uw telefoon of op papier. Of uw pincode en uw geboortedatum.",
+		"ready.sms":              "{{.Sender}}: uw {{.DocShort}} ligt klaar in {{.SiteName}}, {{.Place}}. U hebt tijd {{.Until}}. Pincode: {{.PIN}} + uw geboortedatum. Info: {{.TrackURL}} Hulp: bel 1777",
+
+		"reminder.subject": "Herinnering: haal uw {{.DocShort}} op",
+		"reminder.lead":    "Uw {{.Doc}} ligt nog op u te wachten.",
+		"reminder.until":   "U hebt nog tijd {{.Until}}.",
+		"reminder.bring":   "Gebruik de QR-code of de pincode uit ons eerste bericht. Bij de pincode typt u ook uw geboortedatum.",
+		"reminder.sms":     "{{.Sender}}: uw {{.DocShort}} ligt nog in {{.SiteName}}, {{.Place}}. U hebt nog tijd {{.Until}}. Info: {{.TrackURL}} Hulp: bel 1777",
+
+		"receipt.subject": "U hebt uw {{.DocShort}} opgehaald",
+		"receipt.lead":    "U hebt uw {{.Doc}} opgehaald. Dat was op {{.When}}.",
+		"receipt.done":    "U hoeft niets meer te doen. Bewaar deze e-mail als bewijs.",
+		"receipt.not_you": "Was u dat niet? Bel dan meteen 1777.",
+		"receipt.sms":     "{{.Sender}}: u hebt uw {{.DocShort}} opgehaald op {{.When}}. Was u dat niet? Bel meteen 1777.",
+
+		"returned.subject":       "Uw {{.DocShort}} gaat terug naar de balie",
+		"returned.lead":          "U hebt uw {{.Doc}} niet op tijd opgehaald.",
+		"returned.until":         "U had tijd {{.Until}}.",
+		"returned.counter_title": "Waar is het nu?",
+		"returned.counter":       "Wij brengen het terug naar de balie. Haal het daar op tijdens de openingsuren.",
+		"returned.codes":         "Uw QR-code en uw pincode werken niet meer.",
+		"returned.sms":           "{{.Sender}}: u hebt uw {{.DocShort}} niet op tijd opgehaald. Het gaat terug naar de balie van {{.SiteName}}. Info: {{.TrackURL}} Hulp: bel 1777",
+
+		"ics.summary": "Laatste dag: haal uw {{.DocShort}} op",
+		"ics.alarm":   "Morgen is de laatste dag om uw {{.DocShort}} op te halen.",
+		"ics.file":    "ophalen.ics",
+
+		"slip.title": "Afhaalbewijs: {{.Doc}}",
+
+		"track.title":       "Uw document volgen",
+		"track.hello":       "Dag {{.FirstName}},",
+		"track.language":    "Taal",
+		"track.next_title":  "Wat moet u nu doen?",
+		"track.steps_title": "Stap voor stap",
+		"track.now":         "Nu",
+		"track.upcoming":    "Nog te doen",
+		"track.unknown":     "Dit document vinden we niet. Controleer de link of bel gratis 1777.",
+		"track.unavailable": "Deze pagina werkt nu even niet. Probeer het later opnieuw of bel gratis 1777.",
+
+		"status.preparing": "Uw {{.Doc}} is aangekomen. We maken het klaar.",
+		"status.ready":     "Uw {{.Doc}} ligt klaar om op te halen.",
+		"status.collected": "U hebt uw {{.Doc}} opgehaald.",
+		"status.returning": "De termijn is voorbij. Uw {{.Doc}} gaat terug naar de balie.",
+		"status.counter":   "Uw {{.Doc}} ligt aan de balie.",
+		"status.cancelled": "Deze afhaling is geannuleerd.",
+
+		"next.preparing": "U hoeft nu niets te doen. Wij sturen u een bericht als uw document klaarligt.",
+		"next.ready":     "Kom uw document ophalen. U hebt tijd {{.Until}}.",
+		"next.bring":     "Neem de QR-code uit onze e-mail mee. Of gebruik uw pincode en uw geboortedatum.",
+		"next.counter":   "Haal uw document op aan de balie, tijdens de openingsuren.",
+		"next.done":      "U hoeft niets meer te doen.",
+		"next.cancelled": "Hebt u vragen over deze afhaling? Bel gratis 1777.",
+
+		"step.registered":       "Aangemeld aan de balie",
+		"step.loaded_locker":    "In de afhaalkluis gelegd",
+		"step.loaded_automaton": "In de afhaalautomaat gelegd",
+		"step.notified":         "Bericht met uw codes verstuurd",
+		"step.reissued":         "Nieuwe codes gemaakt. De oude werken niet meer.",
+		"step.reminder":         "Herinnering verstuurd",
+		"step.deadline":         "Laatste kans om op te halen",
+		"step.collected":        "Document opgehaald",
+		"step.expired":          "Termijn voorbij",
+		"step.retrieved":        "Teruggebracht naar de balie",
+		"step.cancelled":        "Afhaling geannuleerd",
 	},
 	"fr": {
-		MsgReady: {
-			Subject: "Votre document vous attend dans le casier",
-			Paragraphs: []string{
-				"Bonjour {{.FirstName}},",
-				"Votre document est prêt : {{.Doc}}. Vous pouvez le retirer, aussi le soir et le week-end.",
-				"Où ? {{.SiteName}}, {{.SiteAddress}}. Casier {{.DeviceName}}, case {{.Compartment}}.",
-				"Jusqu'à quand ? Jusqu'au {{.Deadline}}.",
-				"De quoi avez-vous besoin ? Montrez le code QR au casier. Ou tapez votre code PIN : {{.PIN}}. Tapez ensuite votre date de naissance.",
-				"Suivez votre document : {{.TrackURL}}",
-				"Besoin d'aide ? Appelez gratuitement le 1777.",
-				"{{.Sender}}",
-			},
-			SMS: "{{.Sender}} : votre {{.Doc}} vous attend à {{.SiteName}}, casier {{.DeviceName}}, case {{.Compartment}}, jusqu'au {{.Deadline}}. PIN : {{.PIN}} + votre date de naissance. Info : {{.TrackURL}} Aide : 1777",
-		},
-		MsgReminder: {
-			Subject: "Rappel : venez retirer votre document",
-			Paragraphs: []string{
-				"Bonjour {{.FirstName}},",
-				"Votre document est encore dans le casier : {{.Doc}}.",
-				"Retirez-le avant le {{.Deadline}}. Ensuite, il retourne au guichet.",
-				"Où ? {{.SiteName}}, {{.SiteAddress}}. Casier {{.DeviceName}}, case {{.Compartment}}.",
-				"Utilisez le code QR ou le code PIN de notre premier message. Avec le code PIN, tapez aussi votre date de naissance.",
-				"Suivez votre document : {{.TrackURL}}",
-				"Besoin d'aide ? Appelez gratuitement le 1777.",
-				"{{.Sender}}",
-			},
-			SMS: "{{.Sender}} : votre {{.Doc}} est encore à {{.SiteName}}, casier {{.DeviceName}}, case {{.Compartment}}. Retirez-le avant le {{.Deadline}}. Info : {{.TrackURL}} Aide : 1777",
-		},
-		MsgReceipt: {
-			Subject: "Vous avez retiré votre document",
-			Paragraphs: []string{
-				"Bonjour {{.FirstName}},",
-				"Vous avez retiré votre document : {{.Doc}}. C'était le {{.When}}.",
-				"Ce n'était pas vous ? Appelez tout de suite le 1777.",
-				"{{.Sender}}",
-			},
-			SMS: "{{.Sender}} : votre {{.Doc}} a été retiré le {{.When}}. Ce n'était pas vous ? Appelez le 1777.",
-		},
-		MsgReturned: {
-			Subject: "Votre document est maintenant au guichet",
-			Paragraphs: []string{
-				"Bonjour {{.FirstName}},",
-				"Vous n'avez pas retiré votre document avant le {{.Deadline}} : {{.Doc}}.",
-				"Il est maintenant au guichet de {{.SiteName}}, {{.SiteAddress}}. Venez le chercher pendant les heures d'ouverture.",
-				"Suivez votre document : {{.TrackURL}}",
-				"Besoin d'aide ? Appelez gratuitement le 1777.",
-				"{{.Sender}}",
-			},
-			SMS: "{{.Sender}} : votre {{.Doc}} est maintenant au guichet de {{.SiteName}}. Info : {{.TrackURL}} Aide : 1777",
-		},
+		"lang.name": "Français",
+
+		"weekday.0": "dimanche", "weekday.1": "lundi", "weekday.2": "mardi", "weekday.3": "mercredi",
+		"weekday.4": "jeudi", "weekday.5": "vendredi", "weekday.6": "samedi",
+		"month.1": "janvier", "month.2": "février", "month.3": "mars", "month.4": "avril", "month.5": "mai", "month.6": "juin",
+		"month.7": "juillet", "month.8": "août", "month.9": "septembre", "month.10": "octobre", "month.11": "novembre", "month.12": "décembre",
+		"date.day":       "{{.Weekday}} {{.Day}} {{.Month}}",
+		"date.day_year":  "{{.Weekday}} {{.Day}} {{.Month}} {{.Year}}",
+		"date.time":      "{{.Hour}}h{{.Minute}}",
+		"date.at":        "{{.Date}} à {{.Time}}",
+		"until.midnight": "jusqu'au {{.Date}} inclus (jusqu'à minuit)",
+		"until.time":     "jusqu'au {{.Date}} à {{.Time}}",
+
+		"doc.eid": "carte d'identité électronique (eID)", "doc.kids_id": "Kids-ID", "doc.residence_card": "carte de séjour",
+		"doc.passport": "passeport", "doc.driving_licence": "permis de conduire",
+		"docshort.eid": "eID", "docshort.kids_id": "Kids-ID", "docshort.residence_card": "carte de séjour",
+		"docshort.passport": "passeport", "docshort.driving_licence": "permis de conduire",
+		"where.locker":    "Casier {{.DeviceName}}, case {{.Compartment}}",
+		"where.automaton": "Distributeur {{.DeviceName}}",
+		"sms.locker":      "casier {{.DeviceName}} case {{.Compartment}}",
+		"sms.automaton":   "distributeur {{.DeviceName}}",
+
+		"mail.greeting":      "Bonjour {{.FirstName}},",
+		"mail.greeting_anon": "Bonjour,",
+		"mail.when_title":    "Jusqu'à quand ?",
+		"mail.until":         "Vous avez {{.Until}}.",
+		"mail.after":         "Ensuite, nous le rapportons au guichet.",
+		"mail.where_title":   "Où ?",
+		"mail.open_title":    "Comment ouvrir la case",
+		"mail.qr_how":        "Tenez ce code QR devant le scanner. Mettez votre écran le plus clair possible.",
+		"mail.qr_alt":        "Code QR pour ouvrir la case {{.Compartment}}",
+		"mail.qr_file":       "code-qr.png",
+		"mail.pin_intro":     "Le code QR ne marche pas ? Tapez alors votre code PIN :",
+		"mail.pin_after":     "Tapez ensuite votre date de naissance.",
+		"mail.bring_title":   "Que faut-il apporter ?",
+		"mail.calendar":      "En pièce jointe, vous trouvez un rendez-vous pour votre agenda, avec un rappel la veille.",
+		"mail.track_title":   "Suivez votre document",
+		"mail.track_link":    "Voir où est votre document",
+		"mail.help_title":    "Besoin d'aide ?",
+		"mail.help":          "Appelez gratuitement le 1777. Nous vous aidons volontiers.",
+		"mail.lost_codes":    "Vous avez perdu notre premier message ? Appelez le 1777. Vous recevrez de nouveaux codes.",
+		"mail.signoff":       "Bien à vous",
+
+		"ready.subject":          "Votre document est prêt : {{.DocShort}}",
+		"ready.subject_reissued": "Nouveaux codes pour votre document : {{.DocShort}}",
+		"ready.lead":             "Votre document est prêt : {{.Doc}}. Vous pouvez le retirer vous-même, sans rendez-vous.",
+		"ready.lead_reissued":    "Voici de nouveaux codes pour votre document : {{.Doc}}. Les anciens codes ne marchent plus.",
+		"ready.bring":            "Cet e-mail avec le code QR : sur votre téléphone ou sur papier. Ou votre code PIN et votre date de naissance.",
+		"ready.sms":              "{{.Sender}} : votre document ({{.DocShort}}) vous attend à {{.SiteName}}, {{.Place}}. Vous avez {{.Until}}. PIN : {{.PIN}} + votre date de naissance. Info : {{.TrackURL}} Aide : 1777",
+
+		"reminder.subject": "Rappel : votre document vous attend ({{.DocShort}})",
+		"reminder.lead":    "Votre document vous attend toujours : {{.Doc}}.",
+		"reminder.until":   "Vous avez encore {{.Until}}.",
+		"reminder.bring":   "Utilisez le code QR ou le code PIN de notre premier message. Avec le code PIN, tapez aussi votre date de naissance.",
+		"reminder.sms":     "{{.Sender}} : votre document ({{.DocShort}}) est encore à {{.SiteName}}, {{.Place}}. Vous avez encore {{.Until}}. Info : {{.TrackURL}} Aide : 1777",
+
+		"receipt.subject": "Vous avez retiré votre document ({{.DocShort}})",
+		"receipt.lead":    "Vous avez retiré votre document : {{.Doc}}. C'était le {{.When}}.",
+		"receipt.done":    "Vous n'avez plus rien à faire. Gardez cet e-mail comme preuve.",
+		"receipt.not_you": "Ce n'était pas vous ? Appelez tout de suite le 1777.",
+		"receipt.sms":     "{{.Sender}} : votre document ({{.DocShort}}) a été retiré le {{.When}}. Ce n'était pas vous ? Appelez tout de suite le 1777.",
+
+		"returned.subject":       "Votre document retourne au guichet ({{.DocShort}})",
+		"returned.lead":          "Vous n'avez pas retiré votre document à temps : {{.Doc}}.",
+		"returned.until":         "Vous aviez {{.Until}}.",
+		"returned.counter_title": "Où est-il maintenant ?",
+		"returned.counter":       "Nous le rapportons au guichet. Venez le chercher pendant les heures d'ouverture.",
+		"returned.codes":         "Votre code QR et votre code PIN ne marchent plus.",
+		"returned.sms":           "{{.Sender}} : vous n'avez pas retiré votre document ({{.DocShort}}) à temps. Il retourne au guichet de {{.SiteName}}. Info : {{.TrackURL}} Aide : 1777",
+
+		"ics.summary": "Dernier jour pour retirer votre document ({{.DocShort}})",
+		"ics.alarm":   "Demain, c'est le dernier jour pour retirer votre document ({{.DocShort}}).",
+		"ics.file":    "retrait.ics",
+
+		"slip.title": "Bon de retrait : {{.Doc}}",
+
+		"track.title":       "Suivre votre document",
+		"track.hello":       "Bonjour {{.FirstName}},",
+		"track.language":    "Langue",
+		"track.next_title":  "Que devez-vous faire maintenant ?",
+		"track.steps_title": "Étape par étape",
+		"track.now":         "Maintenant",
+		"track.upcoming":    "À faire",
+		"track.unknown":     "Nous ne trouvons pas ce document. Vérifiez le lien ou appelez gratuitement le 1777.",
+		"track.unavailable": "Cette page ne marche pas pour le moment. Réessayez plus tard ou appelez gratuitement le 1777.",
+
+		"status.preparing": "Votre document est arrivé : {{.Doc}}. Nous le préparons.",
+		"status.ready":     "Votre document est prêt : {{.Doc}}.",
+		"status.collected": "Vous avez retiré votre document : {{.Doc}}.",
+		"status.returning": "Le délai est passé. Votre document retourne au guichet : {{.Doc}}.",
+		"status.counter":   "Votre document est au guichet : {{.Doc}}.",
+		"status.cancelled": "Ce retrait est annulé.",
+
+		"next.preparing": "Vous n'avez rien à faire pour le moment. Nous vous envoyons un message quand votre document est prêt.",
+		"next.ready":     "Venez retirer votre document. Vous avez {{.Until}}.",
+		"next.bring":     "Apportez le code QR de notre e-mail. Ou utilisez votre code PIN et votre date de naissance.",
+		"next.counter":   "Venez chercher votre document au guichet, pendant les heures d'ouverture.",
+		"next.done":      "Vous n'avez plus rien à faire.",
+		"next.cancelled": "Vous avez des questions sur ce retrait ? Appelez gratuitement le 1777.",
+
+		"step.registered":       "Enregistré au guichet",
+		"step.loaded_locker":    "Déposé dans le casier",
+		"step.loaded_automaton": "Déposé dans le distributeur",
+		"step.notified":         "Message avec vos codes envoyé",
+		"step.reissued":         "Nouveaux codes créés. Les anciens ne marchent plus.",
+		"step.reminder":         "Rappel envoyé",
+		"step.deadline":         "Dernier moment pour le retirer",
+		"step.collected":        "Document retiré",
+		"step.expired":          "Délai dépassé",
+		"step.retrieved":        "Rapporté au guichet",
+		"step.cancelled":        "Retrait annulé",
 	},
 	"en": {
-		MsgReady: {
-			Subject: "Your document is ready in the pickup locker",
-			Paragraphs: []string{
-				"Dear {{.FirstName}},",
-				"Your document is ready: {{.Doc}}. You can collect it, also in the evening and at the weekend.",
-				"Where? {{.SiteName}}, {{.SiteAddress}}. Locker {{.DeviceName}}, compartment {{.Compartment}}.",
-				"Until when? Until {{.Deadline}}.",
-				"What do you need? Show the QR code to the locker. Or type your PIN: {{.PIN}}. Then type your date of birth.",
-				"Follow your document: {{.TrackURL}}",
-				"Do you need help? Call 1777 for free.",
-				"{{.Sender}}",
-			},
-			SMS: "{{.Sender}}: your {{.Doc}} is ready at {{.SiteName}}, locker {{.DeviceName}}, compartment {{.Compartment}}, until {{.Deadline}}. PIN: {{.PIN}} + your date of birth. Info: {{.TrackURL}} Help: 1777",
-		},
-		MsgReminder: {
-			Subject: "Reminder: collect your document",
-			Paragraphs: []string{
-				"Dear {{.FirstName}},",
-				"Your document is still in the pickup locker: {{.Doc}}.",
-				"Collect it before {{.Deadline}}. After that it goes back to the counter.",
-				"Where? {{.SiteName}}, {{.SiteAddress}}. Locker {{.DeviceName}}, compartment {{.Compartment}}.",
-				"Use the QR code or the PIN from our first message. With the PIN, also type your date of birth.",
-				"Follow your document: {{.TrackURL}}",
-				"Do you need help? Call 1777 for free.",
-				"{{.Sender}}",
-			},
-			SMS: "{{.Sender}}: your {{.Doc}} is still at {{.SiteName}}, locker {{.DeviceName}}, compartment {{.Compartment}}. Collect it before {{.Deadline}}. Info: {{.TrackURL}} Help: 1777",
-		},
-		MsgReceipt: {
-			Subject: "You have collected your document",
-			Paragraphs: []string{
-				"Dear {{.FirstName}},",
-				"You have collected your document: {{.Doc}}. That was on {{.When}}.",
-				"Was this not you? Call 1777 at once.",
-				"{{.Sender}}",
-			},
-			SMS: "{{.Sender}}: your {{.Doc}} was collected on {{.When}}. Was this not you? Call 1777.",
-		},
-		MsgReturned: {
-			Subject: "Your document is now at the counter",
-			Paragraphs: []string{
-				"Dear {{.FirstName}},",
-				"You did not collect your document before {{.Deadline}}: {{.Doc}}.",
-				"It is now at the counter of {{.SiteName}}, {{.SiteAddress}}. Please collect it there during opening hours.",
-				"Follow your document: {{.TrackURL}}",
-				"Do you need help? Call 1777 for free.",
-				"{{.Sender}}",
-			},
-			SMS: "{{.Sender}}: your {{.Doc}} is now at the counter of {{.SiteName}}. Info: {{.TrackURL}} Help: 1777",
-		},
+		"lang.name": "English",
+
+		"weekday.0": "Sunday", "weekday.1": "Monday", "weekday.2": "Tuesday", "weekday.3": "Wednesday",
+		"weekday.4": "Thursday", "weekday.5": "Friday", "weekday.6": "Saturday",
+		"month.1": "January", "month.2": "February", "month.3": "March", "month.4": "April", "month.5": "May", "month.6": "June",
+		"month.7": "July", "month.8": "August", "month.9": "September", "month.10": "October", "month.11": "November", "month.12": "December",
+		"date.day":       "{{.Weekday}} {{.Day}} {{.Month}}",
+		"date.day_year":  "{{.Weekday}} {{.Day}} {{.Month}} {{.Year}}",
+		"date.time":      "{{.Hour}}:{{.Minute}}",
+		"date.at":        "{{.Date}} at {{.Time}}",
+		"until.midnight": "until midnight on {{.Date}}",
+		"until.time":     "until {{.Date}} at {{.Time}}",
+
+		"doc.eid": "electronic identity card (eID)", "doc.kids_id": "Kids-ID", "doc.residence_card": "residence card",
+		"doc.passport": "passport", "doc.driving_licence": "driving licence",
+		"docshort.eid": "eID", "docshort.kids_id": "Kids-ID", "docshort.residence_card": "residence card",
+		"docshort.passport": "passport", "docshort.driving_licence": "driving licence",
+		"where.locker":    "Locker {{.DeviceName}}, compartment {{.Compartment}}",
+		"where.automaton": "Pickup machine {{.DeviceName}}",
+		"sms.locker":      "locker {{.DeviceName}} compartment {{.Compartment}}",
+		"sms.automaton":   "machine {{.DeviceName}}",
+
+		"mail.greeting":      "Dear {{.FirstName}},",
+		"mail.greeting_anon": "Hello,",
+		"mail.when_title":    "Until when?",
+		"mail.until":         "You have {{.Until}}.",
+		"mail.after":         "After that, we take it back to the counter.",
+		"mail.where_title":   "Where?",
+		"mail.open_title":    "How to open the compartment",
+		"mail.qr_how":        "Hold this QR code in front of the scanner. Make your screen as bright as you can.",
+		"mail.qr_alt":        "QR code to open compartment {{.Compartment}}",
+		"mail.qr_file":       "qr-code.png",
+		"mail.pin_intro":     "Does the QR code not work? Type your PIN:",
+		"mail.pin_after":     "Then type your date of birth.",
+		"mail.bring_title":   "What to bring",
+		"mail.calendar":      "Attached is an entry for your calendar, with a reminder the day before.",
+		"mail.track_title":   "Follow your document",
+		"mail.track_link":    "See where your document is",
+		"mail.help_title":    "Need help?",
+		"mail.help":          "Call 1777 for free. We are happy to help.",
+		"mail.lost_codes":    "Lost our first message? Call 1777. You will get new codes.",
+		"mail.signoff":       "Kind regards",
+
+		"ready.subject":          "Your {{.DocShort}} is ready to collect",
+		"ready.subject_reissued": "New codes for your {{.DocShort}}",
+		"ready.lead":             "Your {{.Doc}} is ready. You can collect it yourself, without an appointment.",
+		"ready.lead_reissued":    "Here are new codes for your {{.Doc}}. The old codes no longer work.",
+		"ready.bring":            "This e-mail with the QR code: on your phone or on paper. Or your PIN and your date of birth.",
+		"ready.sms":              "{{.Sender}}: your {{.DocShort}} is ready at {{.SiteName}}, {{.Place}}. You have {{.Until}}. PIN: {{.PIN}} + your date of birth. Info: {{.TrackURL}} Help: call 1777",
+
+		"reminder.subject": "Reminder: collect your {{.DocShort}}",
+		"reminder.lead":    "Your {{.Doc}} is still waiting for you.",
+		"reminder.until":   "You still have {{.Until}}.",
+		"reminder.bring":   "Use the QR code or the PIN from our first message. With the PIN, also type your date of birth.",
+		"reminder.sms":     "{{.Sender}}: your {{.DocShort}} is still at {{.SiteName}}, {{.Place}}. You still have {{.Until}}. Info: {{.TrackURL}} Help: call 1777",
+
+		"receipt.subject": "You have collected your {{.DocShort}}",
+		"receipt.lead":    "You have collected your {{.Doc}}. That was on {{.When}}.",
+		"receipt.done":    "You do not need to do anything else. Keep this e-mail as proof.",
+		"receipt.not_you": "Was this not you? Call 1777 at once.",
+		"receipt.sms":     "{{.Sender}}: you collected your {{.DocShort}} on {{.When}}. Was this not you? Call 1777 at once.",
+
+		"returned.subject":       "Your {{.DocShort}} goes back to the counter",
+		"returned.lead":          "You did not collect your {{.Doc}} in time.",
+		"returned.until":         "You had {{.Until}}.",
+		"returned.counter_title": "Where is it now?",
+		"returned.counter":       "We take it back to the counter. Collect it there during opening hours.",
+		"returned.codes":         "Your QR code and your PIN no longer work.",
+		"returned.sms":           "{{.Sender}}: you did not collect your {{.DocShort}} in time. It goes back to the counter of {{.SiteName}}. Info: {{.TrackURL}} Help: call 1777",
+
+		"ics.summary": "Last day to collect your {{.DocShort}}",
+		"ics.alarm":   "Tomorrow is the last day to collect your {{.DocShort}}.",
+		"ics.file":    "collect.ics",
+
+		"slip.title": "Pickup slip: {{.Doc}}",
+
+		"track.title":       "Follow your document",
+		"track.hello":       "Hello {{.FirstName}},",
+		"track.language":    "Language",
+		"track.next_title":  "What to do next",
+		"track.steps_title": "Step by step",
+		"track.now":         "Now",
+		"track.upcoming":    "To do",
+		"track.unknown":     "We cannot find this document. Check the link or call 1777 for free.",
+		"track.unavailable": "This page does not work right now. Try again later or call 1777 for free.",
+
+		"status.preparing": "Your {{.Doc}} has arrived. We are getting it ready.",
+		"status.ready":     "Your {{.Doc}} is ready to collect.",
+		"status.collected": "You have collected your {{.Doc}}.",
+		"status.returning": "The pickup period has ended. Your {{.Doc}} goes back to the counter.",
+		"status.counter":   "Your {{.Doc}} is at the counter.",
+		"status.cancelled": "This pickup was cancelled.",
+
+		"next.preparing": "You do not need to do anything now. We will send you a message when your document is ready.",
+		"next.ready":     "Come and collect your document. You have {{.Until}}.",
+		"next.bring":     "Bring the QR code from our e-mail. Or use your PIN and your date of birth.",
+		"next.counter":   "Collect your document at the counter, during opening hours.",
+		"next.done":      "You do not need to do anything else.",
+		"next.cancelled": "Questions about this pickup? Call 1777 for free.",
+
+		"step.registered":       "Registered at the counter",
+		"step.loaded_locker":    "Put in the pickup locker",
+		"step.loaded_automaton": "Put in the pickup machine",
+		"step.notified":         "Message with your codes sent",
+		"step.reissued":         "New codes made. The old ones no longer work.",
+		"step.reminder":         "Reminder sent",
+		"step.deadline":         "Last chance to collect",
+		"step.collected":        "Document collected",
+		"step.expired":          "Pickup period ended",
+		"step.retrieved":        "Taken back to the counter",
+		"step.cancelled":        "Pickup cancelled",
 	},
 	"de": {
-		MsgReady: {
-			Subject: "Ihr Dokument liegt im Abholschrank bereit",
-			Paragraphs: []string{
-				"Guten Tag {{.FirstName}},",
-				"Ihr Dokument liegt bereit: {{.Doc}}. Sie können es abholen, auch abends und am Wochenende.",
-				"Wo? {{.SiteName}}, {{.SiteAddress}}. Abholschrank {{.DeviceName}}, Fach {{.Compartment}}.",
-				"Bis wann? Bis {{.Deadline}}.",
-				"Was brauchen Sie? Zeigen Sie den QR-Code am Schrank. Oder tippen Sie Ihre PIN: {{.PIN}}. Tippen Sie danach Ihr Geburtsdatum.",
-				"Verfolgen Sie Ihr Dokument: {{.TrackURL}}",
-				"Brauchen Sie Hilfe? Rufen Sie kostenlos 1777 an.",
-				"{{.Sender}}",
-			},
-			SMS: "{{.Sender}}: Ihr Dokument ({{.Doc}}) liegt bereit in {{.SiteName}}, Schrank {{.DeviceName}}, Fach {{.Compartment}}, bis {{.Deadline}}. PIN: {{.PIN}} + Ihr Geburtsdatum. Info: {{.TrackURL}} Hilfe: 1777",
-		},
-		MsgReminder: {
-			Subject: "Erinnerung: Holen Sie Ihr Dokument ab",
-			Paragraphs: []string{
-				"Guten Tag {{.FirstName}},",
-				"Ihr Dokument liegt noch im Abholschrank: {{.Doc}}.",
-				"Holen Sie es bis {{.Deadline}} ab. Danach geht es zurück an den Schalter.",
-				"Wo? {{.SiteName}}, {{.SiteAddress}}. Abholschrank {{.DeviceName}}, Fach {{.Compartment}}.",
-				"Nutzen Sie den QR-Code oder die PIN aus unserer ersten Nachricht. Tippen Sie mit der PIN auch Ihr Geburtsdatum.",
-				"Verfolgen Sie Ihr Dokument: {{.TrackURL}}",
-				"Brauchen Sie Hilfe? Rufen Sie kostenlos 1777 an.",
-				"{{.Sender}}",
-			},
-			SMS: "{{.Sender}}: Ihr Dokument ({{.Doc}}) liegt noch in {{.SiteName}}, Schrank {{.DeviceName}}, Fach {{.Compartment}}. Holen Sie es bis {{.Deadline}} ab. Info: {{.TrackURL}} Hilfe: 1777",
-		},
-		MsgReceipt: {
-			Subject: "Sie haben Ihr Dokument abgeholt",
-			Paragraphs: []string{
-				"Guten Tag {{.FirstName}},",
-				"Sie haben Ihr Dokument abgeholt: {{.Doc}}. Das war am {{.When}}.",
-				"Waren Sie das nicht? Rufen Sie sofort 1777 an.",
-				"{{.Sender}}",
-			},
-			SMS: "{{.Sender}}: Ihr Dokument ({{.Doc}}) wurde am {{.When}} abgeholt. Waren Sie das nicht? Rufen Sie 1777 an.",
-		},
-		MsgReturned: {
-			Subject: "Ihr Dokument liegt jetzt am Schalter",
-			Paragraphs: []string{
-				"Guten Tag {{.FirstName}},",
-				"Sie haben Ihr Dokument nicht bis {{.Deadline}} abgeholt: {{.Doc}}.",
-				"Es liegt jetzt am Schalter von {{.SiteName}}, {{.SiteAddress}}. Holen Sie es dort während der Öffnungszeiten ab.",
-				"Verfolgen Sie Ihr Dokument: {{.TrackURL}}",
-				"Brauchen Sie Hilfe? Rufen Sie kostenlos 1777 an.",
-				"{{.Sender}}",
-			},
-			SMS: "{{.Sender}}: Ihr Dokument ({{.Doc}}) liegt jetzt am Schalter von {{.SiteName}}. Info: {{.TrackURL}} Hilfe: 1777",
-		},
-	},
-}
+		"lang.name": "Deutsch",
 
-// docNames are the document kinds in each language.
-var docNames = map[string]map[string]string{
-	"nl": {"eid": "elektronische identiteitskaart (eID)", "kids_id": "Kids-ID", "residence_card": "verblijfskaart", "passport": "paspoort", "driving_licence": "rijbewijs"},
-	"fr": {"eid": "carte d'identité électronique (eID)", "kids_id": "Kids-ID", "residence_card": "carte de séjour", "passport": "passeport", "driving_licence": "permis de conduire"},
-	"en": {"eid": "electronic identity card (eID)", "kids_id": "Kids-ID", "residence_card": "residence card", "passport": "passport", "driving_licence": "driving licence"},
-	"de": {"eid": "elektronischer Personalausweis (eID)", "kids_id": "Kids-ID", "residence_card": "Aufenthaltskarte", "passport": "Reisepass", "driving_licence": "Führerschein"},
-}
+		"weekday.0": "Sonntag", "weekday.1": "Montag", "weekday.2": "Dienstag", "weekday.3": "Mittwoch",
+		"weekday.4": "Donnerstag", "weekday.5": "Freitag", "weekday.6": "Samstag",
+		"month.1": "Januar", "month.2": "Februar", "month.3": "März", "month.4": "April", "month.5": "Mai", "month.6": "Juni",
+		"month.7": "Juli", "month.8": "August", "month.9": "September", "month.10": "Oktober", "month.11": "November", "month.12": "Dezember",
+		"date.day":       "{{.Weekday}}, {{.Day}}. {{.Month}}",
+		"date.day_year":  "{{.Weekday}}, {{.Day}}. {{.Month}} {{.Year}}",
+		"date.time":      "{{.Hour}}:{{.Minute}} Uhr",
+		"date.at":        "{{.Date}}, um {{.Time}}",
+		"until.midnight": "bis einschließlich {{.Date}} (bis Mitternacht)",
+		"until.time":     "bis {{.Date}}, um {{.Time}}",
 
-// months are the month names per language, January first.
-var months = map[string][12]string{
-	"nl": {"januari", "februari", "maart", "april", "mei", "juni", "juli", "augustus", "september", "oktober", "november", "december"},
-	"fr": {"janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre", "novembre", "décembre"},
-	"en": {"January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"},
-	"de": {"Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September", "Oktober", "November", "Dezember"},
-}
+		"doc.eid": "elektronischer Personalausweis (eID)", "doc.kids_id": "Kids-ID", "doc.residence_card": "Aufenthaltskarte",
+		"doc.passport": "Reisepass", "doc.driving_licence": "Führerschein",
+		"docshort.eid": "eID", "docshort.kids_id": "Kids-ID", "docshort.residence_card": "Aufenthaltskarte",
+		"docshort.passport": "Reisepass", "docshort.driving_licence": "Führerschein",
+		"where.locker":    "Abholschrank {{.DeviceName}}, Fach {{.Compartment}}",
+		"where.automaton": "Abholautomat {{.DeviceName}}",
+		"sms.locker":      "Schrank {{.DeviceName}} Fach {{.Compartment}}",
+		"sms.automaton":   "Automat {{.DeviceName}}",
 
-// ui holds the fixed words of the slip and the track page.
-var ui = map[string]map[string]string{
-	"nl": {
-		"slip.title": "Afhaalbewijs", "slip.pin": "Pincode", "slip.dob": "Typ daarna uw geboortedatum.",
-		"slip.qr": "Toon deze QR-code aan de kluis.", "slip.where": "Waar", "slip.until": "Tot",
-		"slip.compartment": "vak", "slip.locker": "Afhaalkluis", "slip.help": "Hulp nodig? Bel gratis 1777.",
-		"track.title": "Uw document volgen", "track.hello": "Dag", "track.status": "Status",
-		"track.where": "Waar", "track.until": "Ophalen tot", "track.help": "Hulp nodig? Bel gratis 1777.",
-		"track.language": "Taal", "track.unknown": "Dit document vinden we niet. Controleer de link of bel 1777.",
-		"status.preparing": "We maken uw document klaar.", "status.ready": "Uw document ligt klaar in de afhaalkluis.",
-		"status.collected": "U hebt uw document opgehaald.", "status.returning": "De termijn is voorbij. Uw document gaat terug naar de balie.",
-		"status.counter": "Uw document ligt aan de balie.", "status.cancelled": "Deze afhaling is geannuleerd. Bel 1777 voor meer uitleg.",
-	},
-	"fr": {
-		"slip.title": "Bon de retrait", "slip.pin": "Code PIN", "slip.dob": "Tapez ensuite votre date de naissance.",
-		"slip.qr": "Montrez ce code QR au casier.", "slip.where": "Où", "slip.until": "Jusqu'au",
-		"slip.compartment": "case", "slip.locker": "Casier", "slip.help": "Besoin d'aide ? Appelez gratuitement le 1777.",
-		"track.title": "Suivre votre document", "track.hello": "Bonjour", "track.status": "Statut",
-		"track.where": "Où", "track.until": "À retirer jusqu'au", "track.help": "Besoin d'aide ? Appelez gratuitement le 1777.",
-		"track.language": "Langue", "track.unknown": "Nous ne trouvons pas ce document. Vérifiez le lien ou appelez le 1777.",
-		"status.preparing": "Nous préparons votre document.", "status.ready": "Votre document vous attend dans le casier.",
-		"status.collected": "Vous avez retiré votre document.", "status.returning": "Le délai est passé. Votre document retourne au guichet.",
-		"status.counter": "Votre document est au guichet.", "status.cancelled": "Ce retrait est annulé. Appelez le 1777 pour en savoir plus.",
-	},
-	"en": {
-		"slip.title": "Pickup slip", "slip.pin": "PIN", "slip.dob": "Then type your date of birth.",
-		"slip.qr": "Show this QR code to the locker.", "slip.where": "Where", "slip.until": "Until",
-		"slip.compartment": "compartment", "slip.locker": "Locker", "slip.help": "Need help? Call 1777 for free.",
-		"track.title": "Follow your document", "track.hello": "Hello", "track.status": "Status",
-		"track.where": "Where", "track.until": "Collect until", "track.help": "Need help? Call 1777 for free.",
-		"track.language": "Language", "track.unknown": "We cannot find this document. Check the link or call 1777.",
-		"status.preparing": "We are preparing your document.", "status.ready": "Your document is ready in the pickup locker.",
-		"status.collected": "You have collected your document.", "status.returning": "The deadline has passed. Your document goes back to the counter.",
-		"status.counter": "Your document is at the counter.", "status.cancelled": "This pickup was cancelled. Call 1777 to know more.",
-	},
-	"de": {
-		"slip.title": "Abholschein", "slip.pin": "PIN", "slip.dob": "Tippen Sie danach Ihr Geburtsdatum.",
-		"slip.qr": "Zeigen Sie diesen QR-Code am Schrank.", "slip.where": "Wo", "slip.until": "Bis",
-		"slip.compartment": "Fach", "slip.locker": "Abholschrank", "slip.help": "Brauchen Sie Hilfe? Rufen Sie kostenlos 1777 an.",
-		"track.title": "Ihr Dokument verfolgen", "track.hello": "Guten Tag", "track.status": "Status",
-		"track.where": "Wo", "track.until": "Abholen bis", "track.help": "Brauchen Sie Hilfe? Rufen Sie kostenlos 1777 an.",
-		"track.language": "Sprache", "track.unknown": "Wir finden dieses Dokument nicht. Prüfen Sie den Link oder rufen Sie 1777 an.",
-		"status.preparing": "Wir bereiten Ihr Dokument vor.", "status.ready": "Ihr Dokument liegt im Abholschrank bereit.",
-		"status.collected": "Sie haben Ihr Dokument abgeholt.", "status.returning": "Die Frist ist vorbei. Ihr Dokument geht zurück an den Schalter.",
-		"status.counter": "Ihr Dokument liegt am Schalter.", "status.cancelled": "Diese Abholung wurde storniert. Rufen Sie 1777 an.",
+		"mail.greeting":      "Guten Tag {{.FirstName}},",
+		"mail.greeting_anon": "Guten Tag,",
+		"mail.when_title":    "Bis wann?",
+		"mail.until":         "Sie haben Zeit {{.Until}}.",
+		"mail.after":         "Danach bringen wir es zurück an den Schalter.",
+		"mail.where_title":   "Wo?",
+		"mail.open_title":    "So öffnen Sie das Fach",
+		"mail.qr_how":        "Halten Sie diesen QR-Code vor den Scanner. Stellen Sie Ihren Bildschirm so hell wie möglich.",
+		"mail.qr_alt":        "QR-Code zum Öffnen von Fach {{.Compartment}}",
+		"mail.qr_file":       "qr-code.png",
+		"mail.pin_intro":     "Klappt es nicht mit dem QR-Code? Dann tippen Sie Ihre PIN:",
+		"mail.pin_after":     "Tippen Sie danach Ihr Geburtsdatum.",
+		"mail.bring_title":   "Was bringen Sie mit?",
+		"mail.calendar":      "Im Anhang finden Sie einen Termin für Ihren Kalender, mit einer Erinnerung am Tag davor.",
+		"mail.track_title":   "Verfolgen Sie Ihr Dokument",
+		"mail.track_link":    "Sehen Sie, wo Ihr Dokument ist",
+		"mail.help_title":    "Brauchen Sie Hilfe?",
+		"mail.help":          "Rufen Sie kostenlos 1777 an. Wir helfen Ihnen gern.",
+		"mail.lost_codes":    "Ist unsere erste Nachricht weg? Rufen Sie 1777 an. Dann bekommen Sie neue Codes.",
+		"mail.signoff":       "Freundliche Grüße",
+
+		"ready.subject":          "Ihr Dokument liegt zur Abholung bereit: {{.DocShort}}",
+		"ready.subject_reissued": "Neue Codes für Ihr Dokument: {{.DocShort}}",
+		"ready.lead":             "Ihr Dokument liegt bereit: {{.Doc}}. Sie können es selbst abholen, ohne Termin.",
+		"ready.lead_reissued":    "Hier sind neue Codes für Ihr Dokument: {{.Doc}}. Die alten Codes funktionieren nicht mehr.",
+		"ready.bring":            "Diese E-Mail mit dem QR-Code: auf Ihrem Handy oder auf Papier. Oder Ihre PIN und Ihr Geburtsdatum.",
+		"ready.sms":              "{{.Sender}}: Ihr Dokument ({{.DocShort}}) liegt bereit in {{.SiteName}}, {{.Place}}. Sie haben Zeit {{.Until}}. PIN: {{.PIN}} + Ihr Geburtsdatum. Info: {{.TrackURL}} Hilfe: 1777",
+
+		"reminder.subject": "Erinnerung: Holen Sie Ihr Dokument ab ({{.DocShort}})",
+		"reminder.lead":    "Ihr Dokument wartet noch auf Sie: {{.Doc}}.",
+		"reminder.until":   "Sie haben noch Zeit {{.Until}}.",
+		"reminder.bring":   "Nutzen Sie den QR-Code oder die PIN aus unserer ersten Nachricht. Tippen Sie mit der PIN auch Ihr Geburtsdatum.",
+		"reminder.sms":     "{{.Sender}}: Ihr Dokument ({{.DocShort}}) liegt noch in {{.SiteName}}, {{.Place}}. Sie haben noch Zeit {{.Until}}. Info: {{.TrackURL}} Hilfe: 1777",
+
+		"receipt.subject": "Sie haben Ihr Dokument abgeholt ({{.DocShort}})",
+		"receipt.lead":    "Sie haben Ihr Dokument abgeholt: {{.Doc}}. Das war am {{.When}}.",
+		"receipt.done":    "Sie müssen nichts mehr tun. Bewahren Sie diese E-Mail als Beleg auf.",
+		"receipt.not_you": "Waren Sie das nicht? Rufen Sie sofort 1777 an.",
+		"receipt.sms":     "{{.Sender}}: Ihr Dokument ({{.DocShort}}) wurde am {{.When}} abgeholt. Waren Sie das nicht? Rufen Sie sofort 1777 an.",
+
+		"returned.subject":       "Ihr Dokument geht zurück an den Schalter ({{.DocShort}})",
+		"returned.lead":          "Sie haben Ihr Dokument nicht rechtzeitig abgeholt: {{.Doc}}.",
+		"returned.until":         "Sie hatten Zeit {{.Until}}.",
+		"returned.counter_title": "Wo ist es jetzt?",
+		"returned.counter":       "Wir bringen es zurück an den Schalter. Holen Sie es dort während der Öffnungszeiten ab.",
+		"returned.codes":         "Ihr QR-Code und Ihre PIN funktionieren nicht mehr.",
+		"returned.sms":           "{{.Sender}}: Sie haben Ihr Dokument ({{.DocShort}}) nicht rechtzeitig abgeholt. Es geht zurück an den Schalter von {{.SiteName}}. Info: {{.TrackURL}} Hilfe: 1777",
+
+		"ics.summary": "Letzter Tag: Dokument abholen ({{.DocShort}})",
+		"ics.alarm":   "Morgen ist der letzte Tag, um Ihr Dokument abzuholen ({{.DocShort}}).",
+		"ics.file":    "abholen.ics",
+
+		"slip.title": "Abholschein: {{.Doc}}",
+
+		"track.title":       "Ihr Dokument verfolgen",
+		"track.hello":       "Guten Tag {{.FirstName}},",
+		"track.language":    "Sprache",
+		"track.next_title":  "Was müssen Sie jetzt tun?",
+		"track.steps_title": "Schritt für Schritt",
+		"track.now":         "Jetzt",
+		"track.upcoming":    "Noch offen",
+		"track.unknown":     "Wir finden dieses Dokument nicht. Prüfen Sie den Link oder rufen Sie kostenlos 1777 an.",
+		"track.unavailable": "Diese Seite funktioniert gerade nicht. Versuchen Sie es später noch einmal oder rufen Sie kostenlos 1777 an.",
+
+		"status.preparing": "Ihr Dokument ist angekommen: {{.Doc}}. Wir bereiten es vor.",
+		"status.ready":     "Ihr Dokument liegt zur Abholung bereit: {{.Doc}}.",
+		"status.collected": "Sie haben Ihr Dokument abgeholt: {{.Doc}}.",
+		"status.returning": "Die Frist ist vorbei. Ihr Dokument geht zurück an den Schalter: {{.Doc}}.",
+		"status.counter":   "Ihr Dokument liegt am Schalter: {{.Doc}}.",
+		"status.cancelled": "Diese Abholung wurde storniert.",
+
+		"next.preparing": "Sie müssen jetzt nichts tun. Wir schicken Ihnen eine Nachricht, wenn Ihr Dokument bereitliegt.",
+		"next.ready":     "Holen Sie Ihr Dokument ab. Sie haben Zeit {{.Until}}.",
+		"next.bring":     "Bringen Sie den QR-Code aus unserer E-Mail mit. Oder nutzen Sie Ihre PIN und Ihr Geburtsdatum.",
+		"next.counter":   "Holen Sie Ihr Dokument am Schalter ab, während der Öffnungszeiten.",
+		"next.done":      "Sie müssen nichts mehr tun.",
+		"next.cancelled": "Haben Sie Fragen zu dieser Abholung? Rufen Sie kostenlos 1777 an.",
+
+		"step.registered":       "Am Schalter registriert",
+		"step.loaded_locker":    "In den Abholschrank gelegt",
+		"step.loaded_automaton": "In den Abholautomaten gelegt",
+		"step.notified":         "Nachricht mit Ihren Codes gesendet",
+		"step.reissued":         "Neue Codes erstellt. Die alten funktionieren nicht mehr.",
+		"step.reminder":         "Erinnerung gesendet",
+		"step.deadline":         "Letzte Gelegenheit zum Abholen",
+		"step.collected":        "Dokument abgeholt",
+		"step.expired":          "Abholfrist abgelaufen",
+		"step.retrieved":        "Zurück an den Schalter gebracht",
+		"step.cancelled":        "Abholung storniert",
 	},
 }

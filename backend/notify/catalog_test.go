@@ -1,99 +1,216 @@
 package notify
 
 import (
+	"bytes"
+	"fmt"
+	"html"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/stretchr/testify/require"
 )
 
-var fieldRe = regexp.MustCompile(`{{\s*\.(\w+)\s*}}`)
+var placeholderRe = regexp.MustCompile(`{{\s*\.(\w+)\s*}}`)
 
-func fields(e entry) map[string][]string {
-	out := map[string][]string{}
-	add := func(part, s string) {
-		for _, m := range fieldRe.FindAllStringSubmatch(s, -1) {
-			out[part] = append(out[part], m[1])
-		}
-		sort.Strings(out[part])
+func placeholders(s string) []string {
+	var out []string
+	for _, m := range placeholderRe.FindAllStringSubmatch(s, -1) {
+		out = append(out, m[1])
 	}
-	add("subject", e.Subject)
-	add("body", strings.Join(e.Paragraphs, "\n"))
-	add("sms", e.SMS)
+	sort.Strings(out)
 	return out
 }
 
-func sampleData(lang string) MessageData {
-	at := time.Date(2026, 12, 4, 17, 0, 0, 0, time.UTC)
-	return MessageData{FirstName: "Ann", Doc: DocName(lang, "eid"), SiteName: "Stadhuis Kortrijk", SiteAddress: "Grote Markt 54, 8500 Kortrijk",
-		DeviceName: "K1", Compartment: 12, Deadline: FormatTime(lang, at), When: FormatTime(lang, at), PIN: "123 456 789",
-		TrackURL: "https://kluis.kortrijk.be/t/abc", Sender: "Stad Kortrijk"}
+func keys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
-// Every message exists in every language, uses the same placeholders as the
-// English one, renders without gaps, and says what the citizen needs.
+// Every key exists in all four languages (no fallback is ever used), is
+// not empty, uses the same placeholders as Dutch, and renders.
 func TestCatalogueComplete(t *testing.T) {
-	msgs := []string{MsgReady, MsgReminder, MsgReceipt, MsgReturned}
+	require.Equal(t, Languages, []string{"nl", "fr", "en", "de"})
 	require.Len(t, catalogue, len(Languages))
+	nl := keys(catalogue["nl"])
 	for _, lang := range Languages {
-		require.Len(t, catalogue[lang], len(msgs), lang)
-		require.Len(t, docNames[lang], 5, lang)
-		require.Len(t, ui[lang], len(ui["en"]), lang)
-		for k := range ui["en"] {
-			require.NotEmpty(t, ui[lang][k], "%s %s", lang, k)
+		require.Equal(t, nl, keys(catalogue[lang]), "%s has other keys than nl", lang)
+		for _, k := range nl {
+			src := catalogue[lang][k]
+			require.NotEmpty(t, strings.TrimSpace(src), "%s/%s", lang, k)
+			require.Equal(t, placeholders(catalogue["nl"][k]), placeholders(src), "%s/%s: placeholders differ from nl", lang, k)
+			got, err := execText(src, &vars{FirstName: "Ann"})
+			require.NoError(t, err, "%s/%s", lang, k)
+			require.NotContains(t, got, "<no value>")
 		}
-		for _, m := range msgs {
-			e, ok := catalogue[lang][m]
-			require.True(t, ok, "%s/%s missing", lang, m)
-			require.Equal(t, fields(catalogue["en"][m]), fields(e), "%s/%s placeholders differ from English", lang, m)
-			r, err := Render(lang, m, sampleData(lang), "qr")
-			require.NoError(t, err, "%s/%s", lang, m)
-			for _, s := range []string{r.Subject, r.Text, r.HTML, r.SMS} {
-				require.NotContains(t, s, "<no value>")
-				require.NotContains(t, s, "{{")
+		for _, w := range []int{0, 1, 2, 3, 4, 5, 6} {
+			require.Contains(t, catalogue[lang], fmt.Sprintf("weekday.%d", w))
+		}
+		for m := 1; m <= 12; m++ {
+			require.Contains(t, catalogue[lang], fmt.Sprintf("month.%d", m))
+		}
+		for _, kind := range []string{"eid", "kids_id", "residence_card", "passport", "driving_licence"} {
+			require.Contains(t, catalogue[lang], "doc."+kind)
+			require.Contains(t, catalogue[lang], "docshort."+kind)
+		}
+		for _, m := range Messages {
+			require.Contains(t, catalogue[lang], m+".subject")
+			require.Contains(t, catalogue[lang], m+".lead")
+			require.Contains(t, catalogue[lang], m+".sms")
+		}
+	}
+}
+
+// The SMS texts themselves are GSM-7 (names are folded when rendering).
+func TestSMSTextsAreGSM7(t *testing.T) {
+	for _, lang := range Languages {
+		for k, src := range catalogue[lang] {
+			if !strings.HasSuffix(k, ".sms") && !strings.HasPrefix(k, "sms.") {
+				continue
 			}
-			require.Contains(t, r.Text, "1777", "%s/%s: the help line", lang, m)
-			require.Contains(t, r.SMS, "1777")
-			require.Contains(t, r.Text, "Ann")
-			if m != MsgReceipt {
-				require.Contains(t, r.Text, "Stadhuis Kortrijk")
-				require.Contains(t, r.Text, "https://kluis.kortrijk.be/t/abc")
+			_, ucs2 := SMSSegments(placeholderRe.ReplaceAllString(src, ""))
+			require.False(t, ucs2, "%s/%s is not GSM-7: %q", lang, k, src)
+		}
+	}
+}
+
+// marked is the catalogue with every text replaced by a marker: a page
+// rendered with it and with marker data must show no word at all, else a
+// template or the Go code around it holds a word of its own.
+func marked() cat {
+	out := cat{}
+	for lang, m := range catalogue {
+		out[lang] = map[string]string{}
+		for k := range m {
+			out[lang][k] = "¤"
+		}
+	}
+	return out
+}
+
+func markedData() MessageData {
+	return MessageData{FirstName: "¤", DocumentKind: "passport", SiteName: "¤", SiteAddress: "¤", DeviceName: "¤", Directions: "¤",
+		Compartment: 7, Deadline: time.Date(2026, 12, 15, 23, 0, 0, 0, time.UTC), When: time.Date(2026, 12, 7, 20, 14, 0, 0, time.UTC),
+		PIN: "123456789", TrackURL: "¤", Sender: "¤", QRContentID: "qr@kluis", QRWidth: 305, CalendarAttached: true,
+		Now: time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)}
+}
+
+// words returns the letters a person would read: text outside tags
+// (<style> and <script> contents left out) and the alt, title, aria-label
+// and placeholder attributes, entities decoded, markers removed.
+func words(t *testing.T, page string) string {
+	t.Helper()
+	var out strings.Builder
+	attrRe := regexp.MustCompile(`(?is)\s(alt|title|aria-label|placeholder|label)\s*=\s*("[^"]*"|'[^']*')`)
+	for _, skip := range []string{"style", "script"} {
+		page = regexp.MustCompile(`(?is)<`+skip+`[\s>].*?</`+skip+`>`).ReplaceAllString(page, " ")
+	}
+	page = regexp.MustCompile(`(?s)<!--.*?-->`).ReplaceAllString(page, " ")
+	for len(page) > 0 {
+		i := strings.IndexByte(page, '<')
+		if i < 0 {
+			out.WriteString(page)
+			break
+		}
+		out.WriteString(page[:i] + " ")
+		j := strings.IndexByte(page[i:], '>')
+		require.GreaterOrEqual(t, j, 0, "unclosed tag in %q", page[i:])
+		for _, m := range attrRe.FindAllStringSubmatch(page[i:i+j+1], -1) {
+			out.WriteString(strings.Trim(m[2], `"'`) + " ")
+		}
+		page = page[i+j+1:]
+	}
+	return letters(html.UnescapeString(out.String()))
+}
+
+// letters keeps the letters of s, markers removed.
+func letters(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ReplaceAll(s, "¤", "") {
+		if unicode.IsLetter(r) {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// icsTextValues are the unfolded values of the calendar's human-readable
+// properties.
+func icsTextValues(ics string) string {
+	var out []string
+	for _, l := range strings.Split(strings.ReplaceAll(ics, "\r\n ", ""), "\r\n") {
+		name, rest, _ := strings.Cut(l, ":")
+		name, _, _ = strings.Cut(name, ";")
+		if name == "SUMMARY" || name == "DESCRIPTION" || name == "LOCATION" {
+			out = append(out, strings.ReplaceAll(rest, `\n`, " "))
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// No citizen-facing word is written outside the catalogue: not in the
+// templates of the e-mail, slip and track page, nor in the Go code that
+// fills them, nor in the SMS and calendar texts.
+func TestNoWordsOutsideCatalogue(t *testing.T) {
+	c := marked()
+	for _, lang := range Languages {
+		for _, msg := range Messages {
+			for _, d := range []MessageData{markedData(), func() MessageData {
+				d := markedData()
+				d.DeviceKind, d.Reissued, d.FirstName, d.QRContentID, d.CalendarAttached = "automaton", true, "", "", false
+				return d
+			}()} {
+				r, err := render(c, lang, msg, d)
+				require.NoError(t, err, "%s/%s", lang, msg)
+				require.Empty(t, letters(r.Subject), "%s/%s subject", lang, msg)
+				require.Empty(t, letters(r.Text), "%s/%s text:\n%s", lang, msg, r.Text)
+				require.Empty(t, letters(r.SMS), "%s/%s sms: %s", lang, msg, r.SMS)
+				require.Empty(t, letters(r.QRFilename+r.CalendarFilename))
+				require.Empty(t, words(t, r.HTML), "%s/%s html:\n%s", lang, msg, r.HTML)
 			}
-			if m == MsgReady {
-				require.Contains(t, r.Text, "123 456 789")
-				require.Contains(t, r.SMS, "123 456 789")
-				require.Contains(t, r.Text, "12")
-				require.Contains(t, r.HTML, `src="cid:qr"`)
-				require.Contains(t, r.Text, sampleData(lang).Deadline)
-			} else {
-				require.NotContains(t, r.Text, "123 456 789", "only the ready message carries the PIN")
+		}
+		ics, err := calendar(c, lang, markedData(), "uid@kluis")
+		require.NoError(t, err)
+		require.Empty(t, letters(icsTextValues(string(ics))), "%s calendar:\n%s", lang, ics)
+
+		s, err := slip(c, SlipData{Language: lang, FirstName: "¤", DocumentKind: "eid", SiteName: "¤", SiteAddress: "¤", DeviceName: "¤",
+			Directions: "¤", Compartment: 3, Deadline: markedData().Deadline, PIN: "123456789", QRToken: "K1.x.y"})
+		require.NoError(t, err)
+		require.Empty(t, words(t, string(s)), "%s slip:\n%s", lang, s)
+
+		dl := markedData().Deadline
+		for _, v := range []*TrackView{nil, trackSample("notified", &dl), trackSample("collected", nil), trackSample("retrieved", &dl),
+			trackSample("registered", nil), trackSample("cancelled", nil), trackSample("expired", &dl)} {
+			for _, missing := range []string{trackNotFound, trackUnavailable} {
+				var b bytes.Buffer
+				require.NoError(t, renderTrack(&b, c, lang, v, missing, markedData().Now))
+				require.Empty(t, words(t, b.String()), "%s track page:\n%s", lang, b.String())
 			}
 		}
 	}
 }
 
-func TestRenderEscapesAndFallsBack(t *testing.T) {
-	d := sampleData("en")
-	d.FirstName = `<script>alert(1)</script>`
-	r, err := Render("xx", MsgReady, d, "")
-	require.NoError(t, err)
-	require.Equal(t, "nl", r.Language)
-	require.NotContains(t, r.HTML, "<script>")
-	require.Contains(t, r.HTML, "&lt;script&gt;")
-	require.NotContains(t, r.HTML, "cid:")
-	_, err = Render("en", "nope", d, "")
-	require.ErrorIs(t, err, ErrInvalid)
+// trackSample is a document in state with a full journey and marker names.
+func trackSample(state string, deadline *time.Time) *TrackView {
+	at := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	return &TrackView{Language: "nl", TrackingID: "AAAAAAAAAAAAAAAAAAAAAA", FirstName: "¤", State: state, DocumentKind: "eid",
+		SiteName: "¤", SiteAddress: "¤", DeviceKind: "locker", DeviceName: "¤", Directions: map[string]string{"nl": "¤"}, Compartment: 7,
+		Deadline: deadline, Steps: []Step{{StepRegistered, at}, {StepLoaded, at.Add(time.Hour)}, {StepNotified, at.Add(time.Hour)},
+			{StepReissued, at.Add(2 * time.Hour)}, {StepReminder, at.Add(48 * time.Hour)}, {StepCollected, at.Add(50 * time.Hour)},
+			{StepExpired, at.Add(60 * time.Hour)}, {StepRetrieved, at.Add(70 * time.Hour)}, {StepCancelled, at.Add(80 * time.Hour)}}}
 }
 
-func TestFormatTimeBrussels(t *testing.T) {
-	winter := time.Date(2026, 12, 4, 17, 5, 0, 0, time.UTC) // CET, UTC+1
-	require.Equal(t, "4 december 2026 om 18.05 uur", FormatTime("nl", winter))
-	require.Equal(t, "4 décembre 2026 à 18h05", FormatTime("fr", winter))
-	require.Equal(t, "4 December 2026 at 18:05", FormatTime("en", winter))
-	require.Equal(t, "4. Dezember 2026, 18:05 Uhr", FormatTime("de", winter))
-	summer := time.Date(2026, 7, 1, 10, 0, 0, 0, time.UTC) // CEST, UTC+2
-	require.Equal(t, "1 July 2026 at 12:00", FormatTime("en", summer))
+// The words-outside-the-catalogue check finds a word when there is one.
+func TestWordsFindsHardCodedText(t *testing.T) {
+	require.Equal(t, "QR", words(t, `<p>¤</p><img alt="QR" src="cid:x">`))
+	require.Equal(t, "Status", words(t, `<style>p{color:red}</style><b>Status:</b> ¤`))
+	require.Equal(t, "", words(t, `<a href="?lang=fr" hreflang="fr">¤</a><time datetime="2026-12-01T10:00:00+01:00">¤ 1 ¤</time>`))
+	require.Equal(t, "Taal", words(t, `<nav aria-label="Taal">&#43;</nav>`))
 }

@@ -60,7 +60,7 @@ func TestEndToEndLoadMailVerifyCollect(t *testing.T) {
 	pm := parseMail(t, msgs[0].Data)
 	subj, err := new(mime.WordDecoder).DecodeHeader(pm.header.Get("Subject"))
 	require.NoError(t, err)
-	require.Equal(t, "Your document is ready in the pickup locker", subj)
+	require.Equal(t, "Your passport is ready to collect", subj)
 	require.Contains(t, pm.text, "Locker K-Noord, compartment")
 	token := decodeQR(t, pm.inline["qr@kluis"])
 
@@ -76,7 +76,7 @@ func TestEndToEndLoadMailVerifyCollect(t *testing.T) {
 	msgs = smtp.Messages()
 	require.Len(t, msgs, 2)
 	receipt := parseMail(t, msgs[1].Data)
-	require.Contains(t, receipt.text, "You have collected your document: passport.")
+	require.Contains(t, receipt.text, "You have collected your passport. That was on Monday 23 March at 10:00.")
 	_, err = cs.Verify(ctx, codes.Attempt{DeviceID: "l1", QRToken: token})
 	require.Error(t, err, "used or revoked after collection")
 }

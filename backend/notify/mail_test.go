@@ -10,6 +10,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/mail"
+	"net/textproto"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,55 +28,67 @@ import (
 // parsedMail is what a mail program would see.
 type parsedMail struct {
 	header mail.Header
-	text   string
-	html   string
-	inline map[string][]byte // by Content-ID without brackets
+	// structure is the MIME tree, e.g. "multipart/mixed(multipart/related(multipart/alternative(text/plain,text/html),image/png),text/calendar)".
+	structure string
+	text      string
+	html      string
+	inline    map[string][]byte // by Content-ID without brackets
+	attached  map[string][]byte // by file name
+	types     map[string]string // Content-Type of each inline part and attachment, by its key
 }
 
 func parseMail(t *testing.T, raw []byte) parsedMail {
 	t.Helper()
 	m, err := mail.ReadMessage(bytes.NewReader(raw))
 	require.NoError(t, err)
-	mt, params, err := mime.ParseMediaType(m.Header.Get("Content-Type"))
+	out := parsedMail{header: m.Header, inline: map[string][]byte{}, attached: map[string][]byte{}, types: map[string]string{}}
+	out.structure = walkMIME(t, textproto.MIMEHeader(m.Header), m.Body, &out, 0)
+	return out
+}
+
+func walkMIME(t *testing.T, h textproto.MIMEHeader, body io.Reader, out *parsedMail, depth int) string {
+	t.Helper()
+	require.Less(t, depth, 5, "MIME nesting")
+	mt, params, err := mime.ParseMediaType(h.Get("Content-Type"))
 	require.NoError(t, err)
-	require.Equal(t, "multipart/related", mt)
-	out := parsedMail{header: m.Header, inline: map[string][]byte{}}
-	rel := multipart.NewReader(m.Body, params["boundary"])
-	for i := 0; i < 10; i++ {
-		p, err := rel.NextPart()
-		if err == io.EOF {
-			break
-		}
-		require.NoError(t, err)
-		pt, pp, err := mime.ParseMediaType(p.Header.Get("Content-Type"))
-		require.NoError(t, err)
-		switch {
-		case pt == "multipart/alternative":
-			alt := multipart.NewReader(p, pp["boundary"])
-			for j := 0; j < 10; j++ {
-				ap, err := alt.NextPart()
-				if err == io.EOF {
-					break
-				}
-				require.NoError(t, err)
-				// multipart.Part decodes quoted-printable itself (and drops that header).
-				body, err := io.ReadAll(ap)
-				require.NoError(t, err)
-				at, _, _ := mime.ParseMediaType(ap.Header.Get("Content-Type"))
-				if at == "text/plain" {
-					out.text = string(body)
-				} else {
-					out.html = string(body)
-				}
+	if strings.HasPrefix(mt, "multipart/") {
+		r := multipart.NewReader(body, params["boundary"])
+		var kids []string
+		for {
+			p, err := r.NextPart()
+			if err == io.EOF {
+				break
 			}
-		default:
-			require.Equal(t, "base64", p.Header.Get("Content-Transfer-Encoding"))
-			data, err := io.ReadAll(base64.NewDecoder(base64.StdEncoding, p))
 			require.NoError(t, err)
-			out.inline[strings.Trim(p.Header.Get("Content-Id"), "<>")] = data
+			kids = append(kids, walkMIME(t, p.Header, p, out, depth+1))
+		}
+		return mt + "(" + strings.Join(kids, ",") + ")"
+	}
+	// multipart.Part decodes quoted-printable itself (and drops that header).
+	switch {
+	case strings.HasPrefix(mt, "text/plain") || mt == "text/html":
+		b, err := io.ReadAll(body)
+		require.NoError(t, err)
+		if mt == "text/html" {
+			out.html = string(b)
+		} else {
+			out.text = string(b)
+		}
+	default:
+		require.Equal(t, "base64", h.Get("Content-Transfer-Encoding"))
+		data, err := io.ReadAll(base64.NewDecoder(base64.StdEncoding, body))
+		require.NoError(t, err)
+		disp, dp, err := mime.ParseMediaType(h.Get("Content-Disposition"))
+		require.NoError(t, err)
+		if disp == "inline" {
+			id := strings.Trim(h.Get("Content-Id"), "<>")
+			out.inline[id], out.types[id] = data, h.Get("Content-Type")
+		} else {
+			require.Equal(t, "attachment", disp)
+			out.attached[dp["filename"]], out.types[dp["filename"]] = data, h.Get("Content-Type")
 		}
 	}
-	return out
+	return mt
 }
 
 func decodeQR(t *testing.T, pngData []byte) string {
@@ -96,13 +109,18 @@ func decodeQR(t *testing.T, pngData []byte) string {
 
 func readyEmail(t *testing.T, token string) Email {
 	t.Helper()
-	r, err := Render("fr", MsgReady, sampleData("fr"), "qr@kluis")
+	q, err := QRCode(token)
 	require.NoError(t, err)
-	qr, err := QRPNG(token)
+	d := sampleData()
+	d.QRWidth = q.DisplayWidth()
+	r, err := Render("fr", MsgReady, d)
 	require.NoError(t, err)
-	return Email{From: "Stad Kortrijk <kluis@kortrijk.be>", To: "ann@example.org", Subject: r.Subject, Text: r.Text, HTML: r.HTML,
-		Inline: []Inline{{ContentID: "qr@kluis", ContentType: "image/png", Filename: "qr.png", Data: qr}},
-		Date:   time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC), MessageID: "m1@kluis"}
+	ics, err := Calendar("fr", d, "u@kluis")
+	require.NoError(t, err)
+	return Email{From: "Stad Kortrijk <kluis@kortrijk.be>", To: "ann@example.org", Subject: r.Subject, Text: r.Text, HTML: r.HTML, Language: "fr",
+		Inline:      []Inline{{ContentID: "qr@kluis", ContentType: "image/png", Filename: r.QRFilename, Data: q.PNG}},
+		Attachments: []Attachment{{ContentType: "text/calendar; charset=utf-8; method=PUBLISH", Filename: r.CalendarFilename, Data: ics}},
+		Date:        time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC), MessageID: "m1@kluis"}
 }
 
 func TestEmailOverSMTPAndDrop(t *testing.T) {
@@ -138,23 +156,37 @@ func TestEmailOverSMTPAndDrop(t *testing.T) {
 	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
 
 	require.Contains(t, string(eml), "Content-Transfer-Encoding: quoted-printable\r\n")
+	require.NotRegexp(t, `[^\r]\n`, string(eml), "CRLF line ends only")
 	for _, line := range strings.Split(string(eml), "\r\n") {
 		require.LessOrEqual(t, len(line), 998, "SMTP line limit")
 	}
 	pm := parseMail(t, eml)
+	require.Equal(t, "multipart/mixed(multipart/related(multipart/alternative(text/plain,text/html),image/png),text/calendar)", pm.structure)
+	require.Equal(t, "fr", pm.header.Get("Content-Language"))
+	require.Equal(t, "auto-generated", pm.header.Get("Auto-Submitted"))
 	subj, err := new(mime.WordDecoder).DecodeHeader(pm.header.Get("Subject"))
 	require.NoError(t, err)
-	require.Equal(t, "Votre document vous attend dans le casier", subj)
+	require.Equal(t, "Votre document est prêt : eID", subj)
 	require.Contains(t, pm.text, "123 456 789")
-	require.Contains(t, pm.text, "Jusqu'au 4 décembre 2026 à 18h00")
+	require.Contains(t, pm.text, "Vous avez jusqu'au mardi 15 décembre inclus (jusqu'à minuit).")
 	require.Contains(t, pm.html, `src="cid:qr@kluis"`)
 	png, ok := pm.inline["qr@kluis"]
 	require.True(t, ok)
+	require.Equal(t, `image/png; name="code-qr.png"`, pm.types["qr@kluis"])
 	got := decodeQR(t, png)
 	require.Equal(t, token, got)
 	claims, err := codes.VerifyToken(keys.Public(), got, "l1", now)
 	require.NoError(t, err)
 	require.Equal(t, "AAAAAAAAAAAAAAAAAAAAAA", claims.CodeID)
+	ics, ok := pm.attached["retrait.ics"]
+	require.True(t, ok, "the calendar entry is attached")
+	require.Equal(t, `text/calendar; charset=utf-8; method=PUBLISH; name="retrait.ics"`, pm.types["retrait.ics"])
+	parseICS(t, ics)
+
+	// Without attachments or inline parts the wrappers are left out.
+	raw, err = BuildEmail(Email{From: "a@b.c", To: "d@e.f", Subject: "s", Text: "t", HTML: "<p>t</p>"})
+	require.NoError(t, err)
+	require.Equal(t, "multipart/alternative(text/plain,text/html)", parseMail(t, raw).structure)
 }
 
 func TestSMTPRefusesPlainUnlessAllowed(t *testing.T) {
@@ -184,6 +216,11 @@ func TestBuildEmailRefusesBadInput(t *testing.T) {
 		func(e *Email) { e.To = "" },
 		func(e *Email) { e.Subject = "a\r\nBcc: x@y.z" },
 		func(e *Email) { e.Inline = []Inline{{ContentID: "a>b", ContentType: "image/png"}} },
+		func(e *Email) { e.Attachments = []Attachment{{ContentType: "text/calendar", Filename: "a\"b.ics"}} },
+		func(e *Email) {
+			e.Attachments = []Attachment{{ContentType: "text/calendar\r\nBcc: x@y.z", Filename: "a.ics"}}
+		},
+		func(e *Email) { e.Language = "nl\r\nBcc: x@y.z" },
 	} {
 		e := good
 		mut(&e)

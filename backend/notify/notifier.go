@@ -160,10 +160,13 @@ func (n *Notifier) Notify(ctx context.Context, note service.Notification) error 
 	if err != nil {
 		return fmt.Errorf("notify: site of %s: %w", doc.ID, err)
 	}
-	deviceName := doc.DeviceID
+	dev := store.Device{ID: doc.DeviceID, Name: doc.DeviceID, Kind: store.Locker}
 	if doc.DeviceID != "" {
-		if dev, err := store.GetDevice(ctx, n.opts.DB, doc.DeviceID); err == nil && dev.Name != "" {
-			deviceName = dev.Name
+		if d, err := store.GetDevice(ctx, n.opts.DB, doc.DeviceID); err == nil {
+			dev.Kind, dev.Directions = d.Kind, d.Directions
+			if d.Name != "" {
+				dev.Name = d.Name
+			}
 		}
 	}
 	tid, err := TrackingID(ctx, n.opts.DB, doc.ID, now)
@@ -176,17 +179,34 @@ func (n *Notifier) Notify(ctx context.Context, note service.Notification) error 
 	} else if !cr.ExpiresAt.IsZero() {
 		deadline = cr.ExpiresAt
 	}
+	when := now
+	if doc.ClosedAt != nil {
+		when = *doc.ClosedAt
+	}
 	number := note.Compartment.Number
 	data := MessageData{
-		FirstName: doc.FirstName, Doc: DocName(lang, string(doc.Kind)), SiteName: site.Name, SiteAddress: site.Address,
-		DeviceName: deviceName, Compartment: number, Deadline: FormatTime(lang, deadline), When: FormatTime(lang, now),
-		PIN: groupPIN(cr.PIN), TrackURL: n.opts.TrackBaseURL + "/t/" + tid, Sender: n.opts.Sender,
+		FirstName: doc.FirstName, DocumentKind: string(doc.Kind), SiteName: site.Name, SiteAddress: site.Address,
+		DeviceKind: string(dev.Kind), DeviceName: dev.Name, Directions: DirectionsIn(dev.Directions, lang), Compartment: number,
+		Deadline: deadline, When: when, PIN: cr.PIN, TrackURL: n.opts.TrackBaseURL + "/t/" + tid, Sender: n.opts.Sender,
+		Reissued: note.Kind == service.NotifyReissued, Now: now, Location: site.Location(),
 	}
-	qrCID := ""
+	var att mailParts
 	if msg == MsgReady {
-		qrCID = "qr@kluis"
+		q, err := QRCode(cr.QRToken)
+		if err != nil {
+			return err
+		}
+		att.qr = &q
+		data.QRContentID, data.QRWidth = qrContentID, q.DisplayWidth()
 	}
-	r, err := Render(lang, msg, data, qrCID)
+	if (msg == MsgReady || msg == MsgReminder) && !deadline.IsZero() {
+		att.ics, err = Calendar(lang, data, CalendarUID(doc.ID, hostOf(n.opts.TrackBaseURL)))
+		if err != nil {
+			return err
+		}
+		data.CalendarAttached = true
+	}
+	r, err := Render(lang, msg, data)
 	if err != nil {
 		return err
 	}
@@ -195,7 +215,7 @@ func (n *Notifier) Notify(ctx context.Context, note service.Notification) error 
 		errs      []error
 	)
 	if doc.Email != "" && n.opts.Mail != nil {
-		err := n.sendEmail(ctx, doc.Email, r, cr.QRToken, now)
+		err := n.sendEmail(ctx, doc.Email, r, att, now)
 		n.record(ctx, doc.ID, note.Kind, ChannelEmail, err)
 		if err == nil {
 			delivered = true
@@ -214,7 +234,7 @@ func (n *Notifier) Notify(ctx context.Context, note service.Notification) error 
 	}
 	if !delivered && msg == MsgReady && len(errs) == 0 {
 		// No channel at all: the counter hands over a printed slip.
-		err := n.writeSlip(ctx, doc, site, deviceName, number, deadline, cr)
+		err := n.writeSlip(ctx, doc, site, dev, number, deadline, cr, now)
 		n.record(ctx, doc.ID, note.Kind, ChannelSlip, err)
 		if err == nil {
 			delivered = true
@@ -236,14 +256,22 @@ func (n *Notifier) Notify(ctx context.Context, note service.Notification) error 
 	return nil
 }
 
-func (n *Notifier) sendEmail(ctx context.Context, to string, r Rendered, token string, now time.Time) error {
-	e := Email{From: n.opts.From, To: to, Subject: r.Subject, Text: r.Text, HTML: r.HTML, Date: now}
-	if token != "" {
-		png, err := QRPNG(token)
-		if err != nil {
-			return err
-		}
-		e.Inline = []Inline{{ContentID: "qr@kluis", ContentType: "image/png", Filename: "qr.png", Data: png}}
+// qrContentID names the inline QR image in the ready e-mail.
+const qrContentID = "qr@kluis"
+
+// mailParts are the images and files that go with an e-mail.
+type mailParts struct {
+	qr  *QR
+	ics []byte
+}
+
+func (n *Notifier) sendEmail(ctx context.Context, to string, r Rendered, p mailParts, now time.Time) error {
+	e := Email{From: n.opts.From, To: to, Subject: r.Subject, Text: r.Text, HTML: r.HTML, Language: r.Language, Date: now}
+	if p.qr != nil {
+		e.Inline = []Inline{{ContentID: qrContentID, ContentType: "image/png", Filename: r.QRFilename, Data: p.qr.PNG}}
+	}
+	if p.ics != nil {
+		e.Attachments = []Attachment{{ContentType: "text/calendar; charset=utf-8; method=PUBLISH", Filename: r.CalendarFilename, Data: p.ics}}
 	}
 	raw, err := BuildEmail(e)
 	if err != nil {
@@ -257,17 +285,32 @@ func (n *Notifier) sendEmail(ctx context.Context, to string, r Rendered, token s
 	return n.opts.Mail.SendMail(ctx, from.Address, []string{rcpt.Address}, raw)
 }
 
-func (n *Notifier) writeSlip(ctx context.Context, doc store.Document, site store.Site, deviceName string, number int, deadline time.Time, cr codes.Credentials) error {
+func (n *Notifier) writeSlip(ctx context.Context, doc store.Document, site store.Site, dev store.Device, number int, deadline time.Time, cr codes.Credentials, now time.Time) error {
 	if n.opts.Slips == nil {
 		return fmt.Errorf("notify: holder has no e-mail or mobile and no slip printer is configured: %w", ErrInvalid)
 	}
 	html, err := Slip(SlipData{Language: doc.Language, FirstName: doc.FirstName, DocumentKind: string(doc.Kind),
-		SiteName: site.Name, SiteAddress: site.Address, DeviceName: deviceName, Compartment: number,
-		Deadline: deadline, PIN: cr.PIN, QRToken: cr.QRToken})
+		SiteName: site.Name, SiteAddress: site.Address, DeviceKind: string(dev.Kind), DeviceName: dev.Name,
+		Directions: DirectionsIn(dev.Directions, doc.Language), Compartment: number,
+		Deadline: deadline, PIN: cr.PIN, QRToken: cr.QRToken, Now: now, Location: site.Location()})
 	if err != nil {
 		return err
 	}
 	return n.opts.Slips.PutSlip(ctx, doc.ID, html)
+}
+
+// DirectionsIn picks a device's directions in lang, else in the first of
+// Languages that has them ("" when none).
+func DirectionsIn(dirs map[string]string, lang string) string {
+	if s := dirs[lang]; s != "" {
+		return s
+	}
+	for _, l := range Languages {
+		if s := dirs[l]; s != "" {
+			return s
+		}
+	}
+	return ""
 }
 
 // record stores one attempt (no text, no recipient) and counts it.

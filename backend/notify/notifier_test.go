@@ -1,7 +1,12 @@
 package notify
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"html"
+	"image"
+	"image/png"
 	"io"
 	"log/slog"
 	"net/http"
@@ -19,6 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/codes"
+	"kluis/backend/notify/mailread"
 	"kluis/backend/notify/notifytest"
 	"kluis/backend/service"
 	"kluis/backend/store"
@@ -43,8 +49,9 @@ func newNfix(t *testing.T) *nfix {
 	f := &nfix{pool: st.Pool(), smtp: notifytest.NewSMTPServer(t, notifytest.SMTPOptions{}), sms: notifytest.NewSMSGateway(t),
 		slips: filepath.Join(t.TempDir(), "slips")}
 	_, err := f.pool.Exec(context.Background(), `INSERT INTO sites (id, name, address, created_at) VALUES ('kortrijk', 'Stadhuis Kortrijk', 'Grote Markt 54, 8500 Kortrijk', now());
-		INSERT INTO devices (id, site_id, kind, name, created_at) VALUES ('l1', 'kortrijk', 'locker', 'K-Noord', now());
-		INSERT INTO compartments (device_id, number, board, channel, size, height_cm) VALUES ('l1', 7, 0, 6, 'M', 90);`)
+		INSERT INTO devices (id, site_id, kind, name, directions, created_at) VALUES ('l1', 'kortrijk', 'locker', 'K-Noord',
+			'{"nl": "In de inkomhal, links van de trap.", "de": "In der Eingangshalle, links von der Treppe."}', now());
+		INSERT INTO compartments (device_id, number, board, channel, size, height_cm) SELECT 'l1', n, 0, n - 1, 'M', 90 FROM generate_series(7, 12) n;`)
 	require.NoError(t, err)
 	f.keys, err = codes.GenerateKeys()
 	require.NoError(t, err)
@@ -60,12 +67,18 @@ func (f *nfix) doc(t *testing.T, lang, email, mobile string) (store.Document, st
 	return f.docIn(t, "loaded", lang, email, mobile)
 }
 
+// deadline0 is the documents' deadline: midnight in Brussels at the end of
+// Tuesday 1 December 2026, ten days and a half after now0.
+var deadline0 = time.Date(2026, 12, 2, 0, 0, 0, 0, Brussels)
+
 func (f *nfix) docIn(t *testing.T, state, lang, email, mobile string) (store.Document, store.Compartment) {
 	t.Helper()
 	var c store.Compartment
-	require.NoError(t, f.pool.QueryRow(context.Background(), `SELECT id, number, board, channel FROM compartments WHERE device_id = 'l1' AND number = 7`).Scan(&c.ID, &c.Number, &c.Board, &c.Channel))
+	require.NoError(t, f.pool.QueryRow(context.Background(), `SELECT id, number, board, channel FROM compartments c WHERE device_id = 'l1'
+		AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.compartment_id = c.id AND d.state IN ('reserved', 'loaded', 'notified', 'expired'))
+		ORDER BY number LIMIT 1`).Scan(&c.ID, &c.Number, &c.Board, &c.Channel))
 	c.DeviceID = "l1"
-	deadline := now0.Add(10 * 24 * time.Hour)
+	deadline := deadline0
 	d := store.Document{Kind: store.EID, FirstName: "Ann", LastName: "Peeters", Language: lang, Email: email, Mobile: mobile,
 		SiteID: "kortrijk", DeviceID: "l1", CompartmentID: c.ID, Deadline: &deadline}
 	require.NoError(t, f.pool.QueryRow(context.Background(), `INSERT INTO documents (kind, holder_first_name, holder_last_name, language, email, mobile,
@@ -94,8 +107,10 @@ func TestNotifyReadyByEmailAndSMS(t *testing.T) {
 	pm := parseMail(t, msgs[0].Data)
 	require.Contains(t, pm.text, "987 654 321")
 	require.Contains(t, pm.text, "Abholschrank K-Noord, Fach 7")
-	require.Contains(t, pm.text, "1. Dezember 2026, 11:00 Uhr")
+	require.Contains(t, pm.text, "In der Eingangshalle, links von der Treppe.", "the device's directions in German")
+	require.Contains(t, pm.text, "Sie haben Zeit bis einschließlich Dienstag, 1. Dezember (bis Mitternacht).")
 	require.Contains(t, pm.text, "https://kluis.example/t/")
+	require.Contains(t, pm.attached, "abholen.ics")
 	got := decodeQR(t, pm.inline["qr@kluis"])
 	_, err := codes.VerifyToken(f.keys.Public(), got, "l1", now0)
 	require.NoError(t, err)
@@ -104,6 +119,10 @@ func TestNotifyReadyByEmailAndSMS(t *testing.T) {
 	require.Len(t, sms, 1)
 	require.Equal(t, "+32470123456", sms[0].To)
 	require.Contains(t, sms[0].Text, "987 654 321")
+	require.Contains(t, sms[0].Text, "bis einschließlich Dienstag, 1. Dezember (bis Mitternacht)")
+	n, ucs2 := SMSSegments(sms[0].Text)
+	require.False(t, ucs2)
+	require.LessOrEqual(t, n, 2)
 	require.Equal(t, []string{d.ID}, f.told)
 
 	hist, err := History(context.Background(), f.pool, d.ID)
@@ -131,7 +150,7 @@ func TestNotifyReadyByEmailAndSMS(t *testing.T) {
 	require.Contains(t, page, `href="?lang=fr"`)
 	rec = httptest.NewRecorder()
 	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/t/"+tid+"?lang=fr", nil))
-	require.Contains(t, rec.Body.String(), "Votre document vous attend dans le casier.")
+	require.Contains(t, rec.Body.String(), "Votre document est prêt")
 	require.Equal(t, "no-store", rec.Header().Get("Cache-Control"))
 
 	rec = httptest.NewRecorder()
@@ -185,8 +204,9 @@ func TestNotifyFailuresAndOtherKinds(t *testing.T) {
 	require.NotContains(t, hist[1].Error, "collected")
 	require.Empty(t, f.told, "a receipt does not mark the document notified")
 	pm := parseMail(t, f.smtp.Messages()[0].Data)
-	require.Contains(t, pm.text, "You have collected your document")
+	require.Contains(t, pm.text, "You have collected your electronic identity card (eID). That was on Saturday 21 November at 11:00.")
 	require.Empty(t, pm.inline, "only the ready message carries a QR")
+	require.Empty(t, pm.attached, "no calendar entry once collected")
 
 	d2, _ := f.docIn(t, "retrieved", "en", "", "+32470123456")
 	err = f.n.Notify(context.Background(), service.Notification{Kind: service.NotifyExpired, Document: d2, Compartment: c})
@@ -209,26 +229,69 @@ func TestRedact(t *testing.T) {
 	require.Contains(t, got, "code 502")
 }
 
-func TestSlipAndTrackPageRender(t *testing.T) {
+func TestSlipRender(t *testing.T) {
 	for _, lang := range Languages {
-		html, err := Slip(SlipData{Language: lang, FirstName: "<b>Ann</b>", DocumentKind: "passport", SiteName: "S", SiteAddress: "A",
-			DeviceName: "K1", Compartment: 3, Deadline: now0, PIN: "123456789", QRToken: "K1.x.y", Paper: "A4"})
+		page, err := Slip(SlipData{Language: lang, FirstName: "<b>Ann</b>", DocumentKind: "passport", SiteName: "S", SiteAddress: "A",
+			DeviceName: "K1", Directions: "Links van de trap", Compartment: 3, Deadline: deadline0, PIN: "123456789", QRToken: "K1.x.y",
+			Paper: "A4", Now: now0})
 		require.NoError(t, err)
-		s := string(html)
+		s := string(page)
 		require.Contains(t, s, "123 456 789")
 		require.Contains(t, s, "size: A4")
 		require.Contains(t, s, `lang="`+lang+`"`)
 		require.Contains(t, s, DocName(lang, "passport"))
+		require.Contains(t, s, "Links van de trap")
+		require.Contains(t, s, html.EscapeString(FormatDeadline(lang, deadline0, now0)))
 		require.NotContains(t, s, "<b>Ann</b>")
 		require.Contains(t, s, `src="data:image/png;base64,`)
 	}
 	_, err := Slip(SlipData{PIN: "1", QRToken: ""})
 	require.ErrorIs(t, err, ErrInvalid)
-
-	var b strings.Builder
-	dl := now0
-	require.NoError(t, RenderTrackPage(&b, "", &TrackView{Language: "fr", FirstName: "Ann", State: "retrieved", SiteName: "Stadhuis", SiteAddress: "Markt", Deadline: &dl}))
-	require.Contains(t, b.String(), "Votre document est au guichet.")
-	require.NotContains(t, b.String(), FormatTime("fr", dl), "no deadline once it is back at the counter")
-	require.Contains(t, b.String(), `aria-current="true">Français`)
 }
+
+// The real message in each language, read back as a citizen's mail program
+// would (package mailread, as the demo and the system tests do): the QR
+// code in the inline PNG decodes to the issued token and verifies at the
+// device, the PIN is the issued one, the image is big enough to scan from
+// a phone, the deadline reads as people say it, and the calendar entry is
+// attached.
+func TestReadyMailEveryLanguage(t *testing.T) {
+	t.Parallel()
+	f := newNfix(t)
+	subjects := map[string]string{"nl": "Uw eID ligt klaar om op te halen", "fr": "Votre document est prêt : eID",
+		"en": "Your eID is ready to collect", "de": "Ihr Dokument liegt zur Abholung bereit: eID"}
+	for i, lang := range Languages {
+		d, c := f.doc(t, lang, lang+"@example.org", "")
+		cr := f.creds(t)
+		require.NoError(t, f.n.Notify(context.Background(), service.Notification{Kind: service.NotifyLoaded, Document: d, Compartment: c, Secret: cr}))
+		msgs := f.smtp.Messages()
+		require.Len(t, msgs, i+1)
+		m, err := mailread.Parse(msgs[i].Data)
+		require.NoError(t, err, lang)
+		require.Equal(t, lang+"@example.org", m.To)
+		require.Equal(t, subjects[lang], m.Subject)
+		require.Equal(t, cr.QRToken, m.QR, "%s: the QR code is the issued token", lang)
+		_, err = codes.VerifyToken(f.keys.Public(), m.QR, "l1", now0)
+		require.NoError(t, err)
+		require.Equal(t, cr.PIN, m.PIN, lang)
+		require.Contains(t, m.Text, FormatDeadline(lang, deadline0, now0))
+		require.Contains(t, m.Text, DirectionsIn(map[string]string{"nl": "In de inkomhal, links van de trap.",
+			"de": "In der Eingangshalle, links von der Treppe."}, lang))
+		require.Contains(t, m.HTML, `lang="`+lang+`"`)
+		require.Contains(t, m.Calendar, "SUMMARY;LANGUAGE="+lang+":")
+
+		pm := parseMail(t, msgs[i].Data)
+		png := pm.inline["qr@kluis"]
+		cfg, err := pngConfig(png)
+		require.NoError(t, err)
+		q, err := QRCode(cr.QRToken)
+		require.NoError(t, err)
+		require.Equal(t, q.Modules*QRPixelsPerModule, cfg.Width, "whole pixels per module")
+		require.Equal(t, cfg.Width, cfg.Height)
+		require.Contains(t, pm.html, fmt.Sprintf(`width="%d" height="%d"`, cfg.Width/2, cfg.Width/2), "shown at half size: sharp on phones")
+		require.GreaterOrEqual(t, cfg.Width/2, 280, "about 5 cm on a phone screen")
+		require.Equal(t, "multipart/mixed(multipart/related(multipart/alternative(text/plain,text/html),image/png),text/calendar)", pm.structure)
+	}
+}
+
+func pngConfig(b []byte) (image.Config, error) { return png.DecodeConfig(bytes.NewReader(b)) }

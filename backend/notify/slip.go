@@ -20,9 +20,10 @@ type SlipData struct {
 	FirstName string
 	// DocumentKind, e.g. "eid".
 	DocumentKind string
-	// SiteName, SiteAddress, DeviceName and Compartment say where.
-	SiteName, SiteAddress, DeviceName string
-	Compartment                       int
+	// SiteName, SiteAddress, DeviceKind, DeviceName, Directions and
+	// Compartment say where (see MessageData).
+	SiteName, SiteAddress, DeviceKind, DeviceName, Directions string
+	Compartment                                               int
 	// Deadline ends the pickup period.
 	Deadline time.Time
 	// PIN in clear (grouped when shown).
@@ -31,31 +32,38 @@ type SlipData struct {
 	QRToken string
 	// Paper is "A6" (default) or "A4".
 	Paper string
+	// Now is when the slip is made (for the year of dates); zero: time.Now().
+	Now time.Time
+	// Location of the times shown; nil: Europe/Brussels.
+	Location *time.Location
 }
 
 var slipTmpl = htmltemplate.Must(htmltemplate.New("slip").Parse(`<!DOCTYPE html>
-<html lang="{{.Lang}}"><head><meta charset="utf-8"><title>{{.T.title}}</title>
+<html lang="{{.Lang}}"><head><meta charset="utf-8"><title>{{.Title}}</title>
 <style>
 @page { size: {{.Paper}}; margin: 8mm; }
 body { font-family: Arial, sans-serif; font-size: {{if eq .Paper "A4"}}16pt{{else}}11pt{{end}}; color: #000; margin: 0; }
 h1 { font-size: 1.4em; margin: 0 0 0.4em; }
+h2 { font-size: 1.1em; margin: 0.6em 0 0.2em; }
 .qr { width: {{if eq .Paper "A4"}}90mm{{else}}55mm{{end}}; height: auto; image-rendering: pixelated; display: block; }
 .pin { font-size: 1.8em; font-weight: bold; letter-spacing: 0.08em; margin: 0.2em 0; }
+.until { font-weight: bold; border: 2px solid #000; padding: 0.2em 0.4em; }
 p { margin: 0.3em 0; }
 @media screen { body { max-width: 148mm; margin: 1em auto; } }
-@media print { .noprint { display: none; } }
 </style></head>
 <body>
-<h1>{{.T.title}}: {{.Doc}}</h1>
-<p>{{.FirstName}}</p>
-<p><b>{{.T.where}}:</b> {{.SiteName}}, {{.SiteAddress}}. {{.T.locker}} {{.DeviceName}}, {{.T.compartment}} {{.Compartment}}.</p>
-<p><b>{{.T.until}}:</b> {{.Deadline}}</p>
-<p>{{.T.qr}}</p>
-<img class="qr" alt="QR" src="{{.QR}}">
-<p>{{.T.pin}}:</p>
+<h1>{{.Title}}</h1>
+{{if .Greeting}}<p>{{.Greeting}}</p>{{end}}
+<p class="until">{{.Until}}</p>
+<h2>{{.WhereTitle}}</h2>
+{{range .Where}}<p>{{.}}</p>
+{{end}}<h2>{{.OpenTitle}}</h2>
+<p>{{.QRHow}}</p>
+<img class="qr" alt="{{.QRAlt}}" src="{{.QR}}">
+<p>{{.PINIntro}}</p>
 <p class="pin">{{.PIN}}</p>
-<p>{{.T.dob}}</p>
-<p>{{.T.help}}</p>
+<p>{{.PINAfter}}</p>
+<p>{{.Help}}</p>
 </body></html>
 `))
 
@@ -63,7 +71,9 @@ var pinGroups = regexp.MustCompile(`^[0-9 ]{1,20}$`)
 
 // Slip renders the printable pickup slip (HTML with print CSS, the QR code as
 // a data: PNG) in the holder's language.
-func Slip(d SlipData) ([]byte, error) {
+func Slip(d SlipData) ([]byte, error) { return slip(catalogue, d) }
+
+func slip(c cat, d SlipData) ([]byte, error) {
 	if d.QRToken == "" || !pinGroups.MatchString(d.PIN) {
 		return nil, fmt.Errorf("notify: slip needs a QR token and a PIN: %w", ErrInvalid)
 	}
@@ -75,41 +85,31 @@ func Slip(d SlipData) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	lang := Language(d.Language)
-	t := map[string]string{}
-	for _, k := range []string{"title", "pin", "dob", "qr", "where", "until", "compartment", "locker", "help"} {
-		t[k] = T(lang, "slip."+k)
+	t := newTr(c, d.Language, d.Location, d.Now)
+	md := MessageData{FirstName: d.FirstName, DocumentKind: d.DocumentKind, SiteName: d.SiteName, SiteAddress: d.SiteAddress,
+		DeviceKind: d.DeviceKind, DeviceName: d.DeviceName, Compartment: d.Compartment, Deadline: d.Deadline, PIN: d.PIN}
+	v := baseVars(t, md, "where.")
+	greeting := ""
+	if d.FirstName != "" {
+		greeting = t.s("track.hello", &v)
 	}
 	var b bytes.Buffer
 	err = slipTmpl.Execute(&b, map[string]any{
-		"Lang": lang, "Paper": paper, "T": t, "Doc": DocName(lang, d.DocumentKind), "FirstName": d.FirstName,
-		"SiteName": d.SiteName, "SiteAddress": d.SiteAddress, "DeviceName": d.DeviceName, "Compartment": d.Compartment,
-		"Deadline": FormatTime(lang, d.Deadline), "PIN": groupPIN(d.PIN),
+		"Lang": t.lang, "Paper": paper, "Title": t.s("slip.title", &v), "Greeting": greeting,
+		"Until": t.s("mail.until", &v), "WhereTitle": t.s("mail.where_title", nil),
+		"Where":     nonEmpty(d.SiteName, d.SiteAddress, v.Place, d.Directions),
+		"OpenTitle": t.s("mail.open_title", nil), "QRHow": t.s("mail.qr_how", nil), "QRAlt": t.s("mail.qr_alt", &v),
+		"PINIntro": t.s("mail.pin_intro", nil), "PIN": v.PIN, "PINAfter": t.s("mail.pin_after", nil), "Help": t.s("mail.help", nil),
 		// html/template only trusts data: URLs given as htmltemplate.URL.
 		"QR": htmltemplate.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(png)),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("notify: slip: %w", err)
 	}
+	if t.err != nil {
+		return nil, t.err
+	}
 	return b.Bytes(), nil
-}
-
-// groupPIN groups digits in threes from the right.
-func groupPIN(pin string) string {
-	var digits []rune
-	for _, r := range pin {
-		if r >= '0' && r <= '9' {
-			digits = append(digits, r)
-		}
-	}
-	var b []rune
-	for i, r := range digits {
-		if i > 0 && (len(digits)-i)%3 == 0 {
-			b = append(b, ' ')
-		}
-		b = append(b, r)
-	}
-	return string(b)
 }
 
 // SlipSink receives slips for documents whose holder has no e-mail or

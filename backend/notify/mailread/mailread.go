@@ -1,8 +1,13 @@
-// Package mailread reads the ready-for-pickup e-mails that backend/notify
-// writes, as a citizen would: the recipient, the subject, the plain text,
-// the token in the inline QR image and the PIN named in the text. The demo
-// (cmd/kluis-demo) and the system tests (controller/systemtest) use it on
-// the .eml drop directory.
+// Package mailread reads the e-mails that backend/notify writes, as a
+// citizen's mail program would: the recipient, the subject, the plain text
+// and HTML bodies, the token in the inline QR image, the PIN named in the
+// text and the attached calendar entry. The demo (cmd/kluis-demo) and the
+// system tests (controller/systemtest) use it on the .eml drop directory.
+//
+// The message is multipart/mixed (the .ics attachment) around
+// multipart/related (the inline QR PNG) around multipart/alternative (text
+// and HTML); each wrapper is left out when it has nothing to hold. Any
+// nesting up to four levels is read.
 package mailread
 
 import (
@@ -38,6 +43,10 @@ type Mail struct {
 	Subject string
 	// Text is the first text/plain part.
 	Text string
+	// HTML is the first text/html part.
+	HTML string
+	// Calendar is the first text/calendar part (the .ics attachment), "" when none.
+	Calendar string
 	// QR is the decoded content of the inline QR image ("" when none).
 	QR string
 	// PIN is the PIN from the text, digits only ("" when none).
@@ -120,6 +129,14 @@ func walkPart(ctype, cte string, body io.Reader, out *Mail, pngs *[][]byte, dept
 	case "text/plain":
 		if out.Text == "" {
 			out.Text = string(data)
+		}
+	case "text/html":
+		if out.HTML == "" {
+			out.HTML = string(data)
+		}
+	case "text/calendar":
+		if out.Calendar == "" {
+			out.Calendar = string(data)
 		}
 	case "image/png":
 		*pngs = append(*pngs, data)

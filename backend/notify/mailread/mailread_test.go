@@ -17,18 +17,25 @@ import (
 	"kluis/backend/notify/mailread"
 )
 
-// readyMail builds a ready-for-pickup message exactly as the notifier does.
+// readyMail builds a ready-for-pickup message exactly as the notifier does:
+// text and HTML, the QR code inline, the calendar entry attached.
 func readyMail(t *testing.T, lang, to, token, pin string) []byte {
 	t.Helper()
-	r, err := notify.Render(lang, notify.MsgReady, notify.MessageData{FirstName: "An", Doc: notify.DocName(lang, "eid"),
-		SiteName: "Stadhuis", SiteAddress: "Grote Markt 54", DeviceName: "Hal A", Compartment: 4,
-		Deadline: "1 december", PIN: pin, TrackURL: "http://127.0.0.1/t/x", Sender: "Stad Kortrijk"}, "qr@kluis")
+	q, err := notify.QRCode(token)
 	require.NoError(t, err)
-	png, err := notify.QRPNG(token)
+	d := notify.MessageData{FirstName: "An", DocumentKind: "eid", SiteName: "Stadhuis", SiteAddress: "Grote Markt 54",
+		DeviceName: "Hal A", Compartment: 4, Deadline: time.Date(2026, 12, 1, 23, 0, 0, 0, time.UTC), PIN: pin,
+		TrackURL: "http://127.0.0.1/t/x", Sender: "Stad Kortrijk", QRContentID: "qr@kluis", QRWidth: q.DisplayWidth(),
+		CalendarAttached: true, Now: time.Date(2026, 11, 21, 22, 0, 0, 0, time.UTC)}
+	r, err := notify.Render(lang, notify.MsgReady, d)
+	require.NoError(t, err)
+	ics, err := notify.Calendar(lang, d, "u@kluis")
 	require.NoError(t, err)
 	raw, err := notify.BuildEmail(notify.Email{From: "Stad Kortrijk <kluis@kortrijk.be>", To: to, Subject: r.Subject,
-		Text: r.Text, HTML: r.HTML, Inline: []notify.Inline{{ContentID: "qr@kluis", ContentType: "image/png", Filename: "qr.png", Data: png}},
-		Date: time.Date(2026, 11, 21, 22, 0, 0, 0, time.UTC), MessageID: "m1@kluis"})
+		Text: r.Text, HTML: r.HTML, Language: lang,
+		Inline:      []notify.Inline{{ContentID: "qr@kluis", ContentType: "image/png", Filename: r.QRFilename, Data: q.PNG}},
+		Attachments: []notify.Attachment{{ContentType: "text/calendar; charset=utf-8; method=PUBLISH", Filename: r.CalendarFilename, Data: ics}},
+		Date:        time.Date(2026, 11, 21, 22, 0, 0, 0, time.UTC), MessageID: "m1@kluis"})
 	require.NoError(t, err)
 	return raw
 }
@@ -42,7 +49,11 @@ func TestParseQRAndPIN(t *testing.T) {
 			require.Equal(t, "an.peeters@example.org", m.To)
 			require.Equal(t, token, m.QR, "QR decoded from the inline PNG")
 			require.Equal(t, "123456", m.PIN)
-			require.NotEmpty(t, m.Subject)
+			require.Contains(t, m.Subject, "eID")
+			require.Contains(t, m.Text, notify.FormatDeadline(lang, time.Date(2026, 12, 1, 23, 0, 0, 0, time.UTC), time.Date(2026, 11, 21, 0, 0, 0, 0, time.UTC)))
+			require.Contains(t, m.HTML, `src="cid:qr@kluis"`)
+			require.Contains(t, m.Calendar, "BEGIN:VCALENDAR\r\n")
+			require.Contains(t, m.Calendar, "DTSTART;VALUE=DATE:20261201\r\n")
 			require.Empty(t, m.File)
 		})
 	}
@@ -85,6 +96,9 @@ func TestPIN(t *testing.T) {
 		"Or type your PIN: 123 456 789. Then type your date of birth.": "123456789",
 		"Of typ uw pincode: 12 34 56. Typ daarna":                      "123456",
 		"Ou tapez votre code PIN : 654 321. Tapez":                     "654321",
+		"Tapez alors votre code PIN :\n\n654 321 987\n":                "654321987",
+		"Dann tippen Sie Ihre PIN: 111 222 333\nTippen Sie danach":     "111222333",
+		"Your QR code and your PIN no longer work.":                    "",
 		"no code": "",
 	} {
 		require.Equal(t, want, mailread.PIN(text), text)

@@ -25,6 +25,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"unicode"
 
 	"kluis/controller/engine"
 )
@@ -166,6 +167,15 @@ func (s *server) staffLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	if !decode(w, r, &req) {
 		return
+	}
+	// A control character (NUL included) is never part of a badge or a
+	// staff PIN: refused here as bad input, not sent to the backend (the
+	// device protocol refuses it too, which left the screen in "error").
+	for name, v := range map[string]string{"badge": req.Badge, "pin": req.PIN} {
+		if strings.ContainsFunc(strings.TrimSpace(v), unicode.IsControl) {
+			writeErr(w, http.StatusBadRequest, name+" contains a control character")
+			return
+		}
 	}
 	scr, err := s.e.StaffLogin(r.Context(), req.Badge, req.PIN, req.Lang)
 	if err != nil {

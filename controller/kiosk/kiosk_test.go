@@ -167,6 +167,16 @@ func TestBadRequests(t *testing.T) {
 	require.Equal(t, engine.StateError, out["state"])
 	code, _ = r.post(t, "/kiosk/v1/staff/login", `{"badge":"B-1","pin":"1234"}`)
 	require.Equal(t, http.StatusBadRequest, code)
+	// A control character in a badge or staff PIN is bad input (400), not
+	// an "error" screen.
+	for _, body := range []string{`{"badge":"\u0000"}`, `{"badge":"B-1\u0000"}`, `{"badge":"B-\u001b1"}`, `{"pin":"1234\u0000"}`} {
+		code, out = r.post(t, "/kiosk/v1/staff/login", body)
+		require.Equal(t, http.StatusBadRequest, code, "%s: %v", body, out)
+		require.Contains(t, out["error"], "control character", body)
+	}
+	// Surrounding white space from a wedge scanner is not refused.
+	code, out = r.post(t, "/kiosk/v1/staff/login", `{"badge":"B-1\r\n"}`)
+	require.Equal(t, http.StatusOK, code, out)
 
 	// Requests from elsewhere than loopback are refused.
 	req := httptest.NewRequest(http.MethodGet, "/kiosk/v1/session", nil)

@@ -12,8 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -21,6 +19,7 @@ import (
 	"kluis/backend/lifecycle"
 	"kluis/backend/service"
 	"kluis/backend/store"
+	"kluis/backend/store/safetext"
 )
 
 // Opener sends a remote-open command to a device's compartment (the device
@@ -290,8 +289,8 @@ func checkReason(reason string, required bool) error {
 		return errorf(http.StatusBadRequest, "missing_field", "a reason is required")
 	}
 	// 256 bytes is the device protocol's limit for a command's reason.
-	if !utf8.ValidString(reason) || utf8.RuneCountInString(reason) > 200 || len(reason) > 256 || strings.ContainsFunc(reason, unicode.IsControl) {
-		return errorf(http.StatusBadRequest, "invalid_input", "the reason must be one line of text of at most 200 characters")
+	if err := safetext.Check(reason, 200); err != nil || len(reason) > 256 {
+		return errorf(http.StatusBadRequest, "invalid_input", "the reason must be one line of text of at most 200 characters, without control, bidirectional-control or invisible format characters")
 	}
 	return nil
 }

@@ -511,3 +511,42 @@ func TestDeviceMQTTPassword(t *testing.T) {
 	assert.Equal(t, 503, r.status)
 	assert.Equal(t, "unavailable", r.errCode())
 }
+
+// Names shown to people (site, device, holder and token names) and the
+// reasons of staff actions refuse control and bidirectional-control
+// characters over HTTP, with a 400 that names the field.
+func TestNamesRefuseBidiOverHTTP(t *testing.T) {
+	e := newEnv(t)
+	e.setupSite(1)
+	admin, staff := e.tokens[auth.RoleAdmin], e.tokens[auth.RoleStaff]
+	for _, bad := range []string{"evil\u202Etxt.exe", "iso\u2067late", "nul\u0000", "esc\u001b[2J", "zw\u200Bsp"} {
+		r := e.do("POST", "/api/v1/sites", admin, map[string]string{"id": "gent", "name": bad})
+		assert.Equal(t, 400, r.status, "site %q: %s", bad, r.body)
+		assert.Equal(t, "invalid_input", r.errCode())
+		assert.Contains(t, string(r.body), `"field":"name"`)
+
+		r = e.do("POST", "/api/v1/devices", admin, map[string]any{"id": "gent-1", "site_id": "kortrijk", "kind": "locker", "name": bad,
+			"compartments": []map[string]any{{"channel": 0, "size": "M"}}})
+		assert.Equal(t, 400, r.status, "device %q: %s", bad, r.body)
+		assert.Contains(t, string(r.body), `"field":"name"`)
+
+		doc := newDoc("591-7654321-00")
+		doc["holder_last_name"] = bad
+		r = e.do("POST", "/api/v1/documents", staff, doc)
+		assert.Equal(t, 400, r.status, "holder %q: %s", bad, r.body)
+		assert.Contains(t, string(r.body), `"field":"holder_last_name"`)
+
+		r = e.do("POST", "/api/v1/tokens", staff, map[string]string{"name": bad})
+		assert.Equal(t, 400, r.status, "token %q: %s", bad, r.body)
+		assert.Equal(t, "invalid_name", r.errCode())
+
+		r = e.do("PATCH", "/api/v1/devices/kortrijk-1/compartments/1", e.tokens[auth.RoleTechnician],
+			map[string]any{"out_of_service": true, "reason": bad})
+		assert.Equal(t, 400, r.status, "reason %q: %s", bad, r.body)
+	}
+	r := e.do("POST", "/api/v1/sites", admin, map[string]string{"id": "gent", "name": "Hôtel de Ville — Gent"})
+	assert.Equal(t, 201, r.status, string(r.body))
+	r = e.do("POST", "/api/v1/tokens", staff, map[string]string{"name": "   "})
+	assert.Equal(t, 400, r.status)
+	assert.Equal(t, "invalid_name", r.errCode())
+}

@@ -7,10 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -250,9 +247,6 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) error
 	var req createTokenRequest
 	if err := decodeJSON(r, &req); err != nil {
 		return err
-	}
-	if req.Name == "" || len(req.Name) > 100 || !utf8.ValidString(req.Name) || strings.ContainsFunc(req.Name, unicode.IsControl) {
-		return errorf(http.StatusBadRequest, "invalid_name", "name is required, at most 100 characters")
 	}
 	p := principal(r.Context())
 	iss, err := s.auth.CreateAPIToken(r.Context(), p.ID, req.Name)

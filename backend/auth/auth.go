@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"kluis/backend/store/safetext"
 )
 
 // Sentinel errors callers branch on with errors.Is.
@@ -31,6 +33,10 @@ var (
 	ErrWeakPassword = errors.New("auth: password must be 10 to 256 characters")
 	// ErrInvalidRole means the role is not staff, technician or admin.
 	ErrInvalidRole = errors.New("auth: invalid role")
+	// ErrInvalidName means a token name is empty, longer than
+	// MaxTokenName characters or holds a character refused in names shown
+	// to people (package safetext).
+	ErrInvalidName = errors.New("auth: invalid token name")
 	// ErrNotFound means the user or token does not exist.
 	ErrNotFound = errors.New("auth: not found")
 )
@@ -344,8 +350,26 @@ func (s *Service) Login(ctx context.Context, username, password string) (Issued,
 	return s.issue(ctx, u, "session", "", &exp)
 }
 
+// MaxTokenName is the longest token name, in characters.
+const MaxTokenName = 100
+
+// ValidateTokenName checks a token name: 1 to MaxTokenName characters
+// under the rule for names shown to people (package safetext).
+func ValidateTokenName(name string) error {
+	if strings.TrimSpace(name) == "" {
+		return fmt.Errorf("%w: a name is required", ErrInvalidName)
+	}
+	if err := safetext.Check(name, MaxTokenName); err != nil {
+		return fmt.Errorf("%w: %s", ErrInvalidName, safetext.Reason(err))
+	}
+	return nil
+}
+
 // CreateAPIToken issues a non-expiring token for automation, owned by userID.
 func (s *Service) CreateAPIToken(ctx context.Context, userID int64, name string) (Issued, error) {
+	if err := ValidateTokenName(name); err != nil {
+		return Issued{}, err
+	}
 	u, err := s.GetUser(ctx, userID)
 	if err != nil {
 		return Issued{}, err

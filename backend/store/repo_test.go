@@ -225,3 +225,35 @@ func TestDeviceDirections(t *testing.T) {
 	}
 	require.Equal(t, []string{"directions.en", "directions", "directions.fr"}, fields, err.Error())
 }
+
+// Names shown to people refuse control, bidirectional-control and
+// invisible format characters (package safetext), in every entry point of
+// the store: sites, devices and documents.
+func TestNamesRefuseBidiAndControl(t *testing.T) {
+	for _, bad := range []string{"Stad\u202Ehuis", "Stad\u2066huis\u2069", "Stad\u200Fhuis", "Stad\x00huis", "Stad\x1bhuis", "Stad\u200Bhuis"} {
+		site := store.NewSite{ID: "k", Name: bad, Address: "Grote Markt 54"}
+		err := site.Validate()
+		var ve *store.ValidationError
+		require.ErrorAs(t, err, &ve, "%q", bad)
+		require.Equal(t, "name", ve.Fields[0].Field)
+		site = store.NewSite{ID: "k", Name: "Stadhuis", Address: "Grote Markt " + bad}
+		require.ErrorAs(t, site.Validate(), &ve, "%q", bad)
+		require.Equal(t, "address", ve.Fields[0].Field)
+
+		dev := store.NewDevice{ID: "d", SiteID: "k", Kind: store.Locker, Name: bad,
+			Compartments: []store.NewCompartment{{Size: store.SizeS, HeightCM: 50}}}
+		require.ErrorAs(t, dev.Validate(), &ve, "%q", bad)
+		require.Equal(t, "name", ve.Fields[0].Field)
+
+		doc := store.NewDocument{Kind: store.EID, Number: "592-1234567-89", FirstName: bad, LastName: "Peeters",
+			BirthDate: time.Date(1980, 2, 3, 0, 0, 0, 0, time.UTC), Language: "nl", Mobile: "0470123456", SiteID: "k"}
+		require.ErrorAs(t, doc.Validate(now), &ve, "%q", bad)
+		require.Equal(t, "holder_first_name", ve.Fields[0].Field)
+	}
+	site := store.NewSite{ID: "k", Name: "Hôtel de Ville — Zoë's"}
+	require.NoError(t, site.Validate())
+	s := storetest.New(t)
+	_, err := store.CreateSite(context.Background(), s.Pool(), store.NewSite{ID: "k", Name: "evil\u202Etxt.exe"}, now)
+	require.ErrorIs(t, err, store.ErrInvalid)
+	require.Contains(t, err.Error(), "bidirectional control character (U+202E)")
+}

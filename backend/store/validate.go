@@ -8,7 +8,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
-	"unicode/utf8"
+
+	"kluis/backend/store/safetext"
 )
 
 // FieldError is one refused field.
@@ -55,8 +56,9 @@ func (c *checker) id(field, v string) {
 	}
 }
 
-// text checks a required or optional free-text field: valid UTF-8, no
-// control characters, at most max runes.
+// text checks a required or optional free-text field with the one rule for
+// text people read (package safetext): valid UTF-8, at most max runes, no
+// control, bidirectional-control or invisible format characters.
 func (c *checker) text(field, v string, required bool, max int) {
 	if v == "" {
 		if required {
@@ -64,19 +66,8 @@ func (c *checker) text(field, v string, required bool, max int) {
 		}
 		return
 	}
-	if !utf8.ValidString(v) {
-		c.add(field, "is not valid UTF-8")
-		return
-	}
-	if utf8.RuneCountInString(v) > max {
-		c.add(field, "is longer than %d characters", max)
-		return
-	}
-	for _, r := range v {
-		if unicode.IsControl(r) {
-			c.add(field, "contains a control character")
-			return
-		}
+	if err := safetext.Check(v, max); err != nil {
+		c.add(field, "%s", safetext.Reason(err))
 	}
 }
 

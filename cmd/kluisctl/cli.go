@@ -15,6 +15,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
+
+	"kluis/backend/store/safetext"
 )
 
 const usage = `usage: kluisctl [-url URL] [-token TOKEN] [-o table|json] COMMAND [ARGS]
@@ -291,8 +294,39 @@ func (c *cli) emitJSON(raw []byte) error {
 		return fmt.Errorf("bad JSON from server: %w", err)
 	}
 	buf.WriteByte('\n')
-	_, err := c.stdout.Write(buf.Bytes())
+	_, err := c.stdout.Write(escapeJSON(buf.Bytes()))
 	return err
+}
+
+// escapeJSON writes every character that package safetext refuses in
+// names (a bidirectional override, say) as a JSON \u escape: the same JSON
+// value, but it cannot reorder or hide text on a terminal. Outside strings
+// valid JSON holds no such character except the newlines of the
+// indentation, which stay.
+func escapeJSON(b []byte) []byte {
+	if !bytes.ContainsFunc(b, func(r rune) bool { return r != '\n' && safetext.Refused(r) }) {
+		return b
+	}
+	var out bytes.Buffer
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		switch {
+		case r == '\n' || !safetext.Refused(r):
+			out.Write(b[:n])
+		case r > 0xFFFF:
+			r1, r2 := utf16Pair(r)
+			fmt.Fprintf(&out, `\u%04x\u%04x`, r1, r2)
+		default:
+			fmt.Fprintf(&out, `\u%04x`, r)
+		}
+		b = b[n:]
+	}
+	return out.Bytes()
+}
+
+func utf16Pair(r rune) (rune, rune) {
+	r -= 0x10000
+	return 0xD800 + (r>>10)&0x3FF, 0xDC00 + r&0x3FF
 }
 
 // emitOne prints one object from the server: as is with -o json, as a
@@ -339,14 +373,25 @@ func format(v any) string {
 		if x == "" {
 			return "-"
 		}
-		return x
+		// Names stored before the rule of package safetext (or by a
+		// backend without it) must not reorder or hide table text.
+		return safetext.Escape(x)
 	case float64:
 		return strconv.FormatFloat(x, 'f', -1, 64)
 	case bool:
 		return strconv.FormatBool(x)
 	}
 	b, _ := json.Marshal(v)
-	return string(b)
+	return string(escapeJSON(b))
+}
+
+// checkText refuses, before anything is sent, a name or reason the
+// backend would refuse (package safetext, the backend's own rule).
+func checkText(what, s string, max int) error {
+	if err := safetext.Check(s, max); err != nil {
+		return usageError{fmt.Sprintf("%s %s", what, safetext.Reason(err))}
+	}
+	return nil
 }
 
 func (c *cli) table(rows []any, cols []column) error {
@@ -594,6 +639,11 @@ func (c *cli) docAction(ctx context.Context, action string, args []string) error
 	if err != nil {
 		return err
 	}
+	if reason != nil {
+		if err := checkText("documents cancel: -reason", *reason, 200); err != nil {
+			return err
+		}
+	}
 	var body any
 	switch {
 	case device != nil && *device != "":
@@ -678,6 +728,9 @@ func (c *cli) compartment(ctx context.Context, args []string) error {
 	if err != nil {
 		return usageError{"compartment: -out-of-service=true or -out-of-service=false is required"}
 	}
+	if err := checkText("compartment: -reason", *reason, 200); err != nil {
+		return err
+	}
 	raw, err := c.call(ctx, "PATCH", fmt.Sprintf("/api/v1/devices/%s/compartments/%d", dev, n),
 		map[string]any{"out_of_service": oos, "reason": *reason})
 	if err != nil {
@@ -699,6 +752,9 @@ func (c *cli) open(ctx context.Context, args []string) error {
 	}
 	if strings.TrimSpace(*reason) == "" {
 		return usageError{"open: -reason is required"}
+	}
+	if err := checkText("open: -reason", *reason, 200); err != nil {
+		return err
 	}
 	raw, err := c.call(ctx, "POST", fmt.Sprintf("/api/v1/devices/%s/compartments/%d/open", dev, n), map[string]string{"reason": *reason})
 	if err != nil {
@@ -817,6 +873,9 @@ func (c *cli) userUpdate(ctx context.Context, args []string) error {
 func (c *cli) tokenCreate(ctx context.Context, args []string) error {
 	pos, err := parse(c.flags("tokens create"), args, 1)
 	if err != nil {
+		return err
+	}
+	if err := checkText("tokens create: the name", pos[0], 100); err != nil {
 		return err
 	}
 	raw, err := c.call(ctx, "POST", "/api/v1/tokens", map[string]string{"name": pos[0]})

@@ -268,3 +268,46 @@ func TestAuditVerifyNamesTheAlteredRecord(t *testing.T) {
 	assert.False(t, rep.OK)
 	assert.Equal(t, int64(2), rep.FirstBad)
 }
+
+// A name stored before the backend refused bidirectional and control
+// characters (written here straight into the database) is printed
+// escaped, in tables and in JSON (the same JSON value); names and reasons
+// such characters are refused before anything is sent.
+func TestKluisctlNamesAreSafe(t *testing.T) {
+	h := newHarness(t)
+	admin := h.tokens[auth.RoleAdmin]
+	ctx := context.Background()
+	_, err := h.st.Pool().Exec(ctx, "UPDATE sites SET name = $1 WHERE id = 'kortrijk'", "Stad\u202Ehuis\x1b[31m")
+	require.NoError(t, err)
+
+	code, out, errs := h.kctl(admin, "", nil, "sites", "list")
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, out, `Stad\u{202E}huis\u{001B}[31m`)
+	assert.NotContains(t, out, "\u202E")
+	assert.NotContains(t, out, "\x1b")
+
+	code, out, errs = h.kctl(admin, "", nil, "-o", "json", "sites", "list")
+	require.Equal(t, 0, code, errs)
+	assert.NotContains(t, out, "\u202E")
+	assert.Contains(t, out, `\u202e`)
+	var page struct {
+		Items []struct {
+			Name string `json:"name"`
+		} `json:"items"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &page), out)
+	require.Len(t, page.Items, 1)
+	assert.Equal(t, "Stad\u202Ehuis\x1b[31m", page.Items[0].Name, "the JSON value is unchanged")
+
+	for _, args := range [][]string{
+		{"tokens", "create", "ci\u202Egnp.exe"},
+		{"tokens", "create", "two\nlines"},
+		{"open", "kortrijk-1", "1", "-reason", "ticket \u2066 1234"},
+		{"compartment", "kortrijk-1", "1", "-out-of-service=true", "-reason", "jam\x00med"},
+		{"documents", "cancel", "00000000-0000-0000-0000-000000000000", "-reason", "moved\u200B"},
+	} {
+		code, _, errs := h.kctl(admin, "", nil, args...)
+		assert.Equal(t, 2, code, "%q: %s", args, errs)
+		assert.Contains(t, errs, "contains", "%q", args)
+	}
+}

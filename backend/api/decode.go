@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
 	"strings"
 )
 
@@ -55,7 +57,83 @@ func decodeBytes(body []byte, dst any) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return errorf(http.StatusBadRequest, "malformed_json", "unexpected data after the JSON object")
 	}
+	if field, ok := findNUL(reflect.ValueOf(dst), ""); ok {
+		// PostgreSQL text refuses NUL ("invalid byte sequence"): refused
+		// here for every field of every body, before anything is stored.
+		return &Error{Status: http.StatusBadRequest, Code: "invalid_input", Message: "a text field holds a NUL character (\\u0000)",
+			Details: map[string]any{"fields": []map[string]string{{"field": field, "message": "holds a NUL character"}}}}
+	}
 	return nil
+}
+
+// findNUL looks through a decoded value for a string holding a NUL byte
+// (JSON's \u0000; invalid UTF-8 is already replaced by U+FFFD by
+// encoding/json) and returns the JSON name of the first one found.
+func findNUL(v reflect.Value, path string) (string, bool) {
+	switch v.Kind() {
+	case reflect.String:
+		return path, strings.IndexByte(v.String(), 0) >= 0
+	case reflect.Pointer, reflect.Interface:
+		if v.IsNil() {
+			return "", false
+		}
+		return findNUL(v.Elem(), path)
+	case reflect.Struct:
+		t := v.Type()
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			name := jsonName(f)
+			if name == "-" {
+				continue
+			}
+			p := path
+			if !f.Anonymous || name != f.Name {
+				p = joinPath(path, name)
+			}
+			if at, ok := findNUL(v.Field(i), p); ok {
+				return at, true
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		if v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.Uint8 {
+			return "", false // []byte, json.RawMessage: not text
+		}
+		for i := 0; i < v.Len(); i++ {
+			if at, ok := findNUL(v.Index(i), fmt.Sprintf("%s[%d]", path, i)); ok {
+				return at, true
+			}
+		}
+	case reflect.Map:
+		it := v.MapRange()
+		for it.Next() {
+			key := fmt.Sprint(it.Key().Interface())
+			if strings.IndexByte(key, 0) >= 0 {
+				return path, true
+			}
+			if at, ok := findNUL(it.Value(), joinPath(path, key)); ok {
+				return at, true
+			}
+		}
+	}
+	return "", false
+}
+
+func jsonName(f reflect.StructField) string {
+	tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+	if tag == "" {
+		return f.Name
+	}
+	return tag
+}
+
+func joinPath(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
 }
 
 func jsonError(err error) *Error {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,8 +23,37 @@ import (
 	"kluis/backend/store/storetest"
 )
 
+// logSink keeps the error-level lines logged by the server under test.
+type logSink struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write implements io.Writer for a slog handler.
+func (l *logSink) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// String returns what was logged so far.
+func (l *logSink) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// Reset forgets what was logged.
+func (l *logSink) Reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Reset()
+}
+
 // env is one API server on a private database.
 type env struct {
+	// errors holds every error-level line the server, auth and service logged.
+	errors *logSink
 	t      *testing.T
 	st     *store.Store
 	auth   *auth.Service
@@ -39,13 +69,15 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 func newEnv(t *testing.T, mutate ...func(*api.Options)) *env {
 	t.Helper()
 	st := storetest.New(t)
-	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: quietLogger(), Params: auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1},
+	sink := &logSink{}
+	logger := slog.New(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: slog.LevelError}))
+	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: logger, Params: auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1},
 		KioskKey: []byte("kiosk-test-key-0123456789abcdef")})
 	require.NoError(t, err)
 	reg := prometheus.NewRegistry()
-	svc, err := service.New(service.Options{Store: st, Logger: quietLogger()})
+	svc, err := service.New(service.Options{Store: st, Logger: logger})
 	require.NoError(t, err)
-	opts := api.Options{Logger: quietLogger(), Registry: reg, Pool: st.Pool(), Auth: as, Service: svc}
+	opts := api.Options{Logger: logger, Registry: reg, Pool: st.Pool(), Auth: as, Service: svc}
 	for _, m := range mutate {
 		m(&opts)
 	}
@@ -53,7 +85,7 @@ func newEnv(t *testing.T, mutate ...func(*api.Options)) *env {
 	require.NoError(t, err)
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	e := &env{t: t, st: st, auth: as, srv: srv, http: hs, reg: reg, users: map[auth.Role]auth.User{}, tokens: map[auth.Role]string{}}
+	e := &env{errors: sink, t: t, st: st, auth: as, srv: srv, http: hs, reg: reg, users: map[auth.Role]auth.User{}, tokens: map[auth.Role]string{}}
 	ctx := context.Background()
 	for _, r := range auth.Roles() {
 		u, err := as.CreateUser(ctx, "test-"+string(r), "password-of-"+string(r), r)

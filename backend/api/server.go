@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -250,6 +251,10 @@ func (s *Server) wrap(rt route) http.Handler {
 			s.log.Debug("request", "route", label, "status", status, "user_id", userID, "duration", time.Since(start))
 		}()
 		r.Body = http.MaxBytesReader(sw, r.Body, s.maxBody)
+		if e := checkRequestText(r); e != nil {
+			s.fail(sw, r, label, e)
+			return
+		}
 		if rt.roles != nil {
 			p, err := s.authenticate(r)
 			if err != nil {
@@ -271,6 +276,29 @@ func (s *Server) wrap(rt route) http.Handler {
 			s.fail(sw, r, label, err)
 		}
 	})
+}
+
+// checkRequestText refuses a request whose path or query (decoded) holds a
+// NUL byte or invalid UTF-8: PostgreSQL text refuses both ("invalid byte
+// sequence"), so such a value would turn a lookup into a 500. It runs
+// before authentication and touches nothing. Bodies are checked when they
+// are decoded (decodeBytes).
+func checkRequestText(r *http.Request) *Error {
+	bad := func(v string) bool { return strings.IndexByte(v, 0) >= 0 || !utf8.ValidString(v) }
+	if bad(r.URL.Path) {
+		return errorf(http.StatusBadRequest, "invalid_input", "the request path holds a NUL character or invalid UTF-8")
+	}
+	for k, vs := range r.URL.Query() {
+		if bad(k) {
+			return errorf(http.StatusBadRequest, "invalid_input", "a query parameter name holds a NUL character or invalid UTF-8")
+		}
+		for _, v := range vs {
+			if bad(v) {
+				return errorf(http.StatusBadRequest, "invalid_input", "query parameter %q holds a NUL character or invalid UTF-8", k)
+			}
+		}
+	}
+	return nil
 }
 
 // fail writes err as the JSON error; 5xx are logged with the cause.

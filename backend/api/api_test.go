@@ -549,3 +549,40 @@ func TestKioskCredentialsAndTokens(t *testing.T) {
 	assert.NotContains(t, string(last.Details), "482916")
 	assert.NotContains(t, string(last.Details), "BADGE-1")
 }
+
+// GET /api/v1/tokens pages like every other list and refuses a bad limit
+// or cursor (it ignored both).
+func TestTokenListPagination(t *testing.T) {
+	e := newEnv(t)
+	tech := e.tokens[auth.RoleTechnician]
+	for i := 0; i < 4; i++ {
+		r := e.do("POST", "/api/v1/tokens", tech, map[string]string{"name": fmt.Sprintf("t%d", i)})
+		require.Equal(t, 201, r.status, string(r.body))
+	}
+	var names []string
+	path, pages := "/api/v1/tokens?limit=2", 0
+	for path != "" && pages < 10 {
+		r := e.do("GET", path, tech, nil)
+		require.Equal(t, 200, r.status, string(r.body))
+		var p api.Page[auth.TokenInfo]
+		r.decode(t, &p)
+		assert.LessOrEqual(t, len(p.Items), 2)
+		for _, tk := range p.Items {
+			names = append(names, tk.Name)
+		}
+		path = p.Next
+		pages++
+	}
+	assert.Equal(t, []string{"t3", "t2", "t1", "t0", "test"}, names, "newest first, each once")
+	assert.Equal(t, 3, pages)
+	for _, q := range []string{"limit=0", "limit=201", "limit=x", "limit=-1"} {
+		r := e.do("GET", "/api/v1/tokens?"+q, tech, nil)
+		assert.Equal(t, 400, r.status, q)
+		assert.Equal(t, "invalid_limit", r.errCode(), q)
+	}
+	for _, q := range []string{"cursor=!!", "cursor=Zm9v", "cursor=YzE6LTU"} {
+		r := e.do("GET", "/api/v1/tokens?"+q, tech, nil)
+		assert.Equal(t, 400, r.status, q)
+		assert.Equal(t, "invalid_cursor", r.errCode(), q)
+	}
+}

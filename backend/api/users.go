@@ -231,11 +231,26 @@ func (s *Server) handleUpdateUser(w http.ResponseWriter, r *http.Request) error 
 }
 
 func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error {
-	toks, err := s.auth.ListTokens(r.Context(), principal(r.Context()).ID)
+	return s.listTokens(w, r, principal(r.Context()).ID)
+}
+
+// listTokens answers a page of a user's tokens, newest first (the cursor
+// is the last id shown).
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, userID int64) error {
+	limit, before, err := pageInt(r)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, newPage(r, toks, ""))
+	toks, err := s.auth.ListTokens(r.Context(), userID, before, limit+1)
+	if err != nil {
+		return err
+	}
+	next := ""
+	if len(toks) > limit {
+		toks = toks[:limit]
+		next = strconv.FormatInt(toks[limit-1].ID, 10)
+	}
+	writeJSON(w, http.StatusOK, newPage(r, toks, next))
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"regexp"
 	"strings"
 	"time"
@@ -421,10 +422,15 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 	return p, nil
 }
 
-// ListTokens returns the tokens of a user, newest first.
-func (s *Service) ListTokens(ctx context.Context, userID int64) ([]TokenInfo, error) {
+// ListTokens returns up to limit tokens of a user with an id below
+// beforeID (0: from the newest), newest first.
+func (s *Service) ListTokens(ctx context.Context, userID, beforeID int64, limit int) ([]TokenInfo, error) {
+	if beforeID <= 0 {
+		beforeID = math.MaxInt64
+	}
 	rows, err := s.pool.Query(ctx,
-		`SELECT id, kind, name, created_at, expires_at, revoked_at FROM auth_tokens WHERE user_id = $1 ORDER BY id DESC LIMIT 1000`, userID)
+		`SELECT id, kind, name, created_at, expires_at, revoked_at FROM auth_tokens WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3`,
+		userID, beforeID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("auth: list tokens: %w", err)
 	}

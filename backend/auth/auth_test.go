@@ -118,9 +118,14 @@ func TestUsersLoginAndTokens(t *testing.T) {
 	_, err = svc.Authenticate(ctx, api.Token)
 	require.NoError(t, err)
 
-	toks, err := svc.ListTokens(ctx, u.ID)
+	toks, err := svc.ListTokens(ctx, u.ID, 0, 10)
 	require.NoError(t, err)
 	assert.Len(t, toks, 2)
+	assert.Equal(t, api.ID, toks[0].ID, "newest first")
+	toks, err = svc.ListTokens(ctx, u.ID, api.ID, 10)
+	require.NoError(t, err)
+	require.Len(t, toks, 1)
+	assert.Equal(t, sess.ID, toks[0].ID, "keyset: ids below the cursor")
 
 	// Revocation.
 	require.NoError(t, svc.Revoke(ctx, u.ID, api.ID))

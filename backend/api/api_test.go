@@ -96,6 +96,8 @@ var expectedRoles = map[string]string{
 	"POST /api/v1/users":                                   "admin",
 	"GET /api/v1/users/{id}":                               "admin",
 	"PATCH /api/v1/users/{id}":                             "admin",
+	"GET /api/v1/users/{id}/tokens":                        "admin",
+	"DELETE /api/v1/users/{id}/tokens/{token}":             "admin",
 	"GET /api/v1/tokens":                                   "staff technician admin",
 	"POST /api/v1/tokens":                                  "staff technician admin",
 	"DELETE /api/v1/tokens/{id}":                           "staff technician admin",
@@ -126,7 +128,7 @@ var expectedRoles = map[string]string{
 }
 
 func concrete(path string) string {
-	r := strings.NewReplacer("{id}", "1", "{trackingID}", "unknown-tracking", "{number}", "1", "{device}", "d1", "{site}", "s1")
+	r := strings.NewReplacer("{id}", "1", "{token}", "1", "{trackingID}", "unknown-tracking", "{number}", "1", "{device}", "d1", "{site}", "s1")
 	return r.Replace(path)
 }
 
@@ -416,7 +418,8 @@ func TestAPITokensAndUserAdmin(t *testing.T) {
 	var iss auth.Issued
 	r.decode(t, &iss)
 	assert.Equal(t, "api", iss.Kind)
-	assert.Nil(t, iss.ExpiresAt)
+	require.NotNil(t, iss.ExpiresAt, "every API token expires")
+	assert.WithinDuration(t, time.Now().Add(auth.DefaultAPITokenTTL), *iss.ExpiresAt, time.Minute)
 
 	r = e.do("POST", "/api/v1/tokens", tech, map[string]string{"name": "bad\u001b[31mname"})
 	assert.Equal(t, 400, r.status)
@@ -585,4 +588,74 @@ func TestTokenListPagination(t *testing.T) {
 		assert.Equal(t, 400, r.status, q)
 		assert.Equal(t, "invalid_cursor", r.errCode(), q)
 	}
+}
+
+// API tokens expire: the default lifetime, a chosen one up to the
+// configured maximum; an admin sees and revokes any user's tokens, audited.
+func TestAPITokenExpiryAndAdminRevoke(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC))
+	st := storetest.New(t)
+	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: quietLogger(), Clock: clock.Now, Params: auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1},
+		APITokenTTL: 7 * 24 * time.Hour, APITokenMaxTTL: 30 * 24 * time.Hour})
+	require.NoError(t, err)
+	_, err = auth.New(auth.Options{Pool: st.Pool(), APITokenTTL: 31 * 24 * time.Hour, APITokenMaxTTL: 30 * 24 * time.Hour})
+	require.Error(t, err, "a default above the maximum is refused")
+	e := newEnv(t, func(o *api.Options) { o.Pool, o.Auth, o.Clock = st.Pool(), as, clock.Now })
+	ctx := context.Background()
+	admin, err := as.CreateUser(ctx, "boss", "password-of-boss", auth.RoleAdmin)
+	require.NoError(t, err)
+	adminTok, err := as.CreateAPITokenTTL(ctx, admin.ID, "admin", 30*24*time.Hour)
+	require.NoError(t, err)
+	staff, err := as.CreateUser(ctx, "clerk", "password-of-clerk", auth.RoleStaff)
+	require.NoError(t, err)
+	staffTok, err := as.CreateAPIToken(ctx, staff.ID, "first")
+	require.NoError(t, err)
+	assert.Equal(t, clock.Now().Add(7*24*time.Hour), *staffTok.ExpiresAt, "the configured default")
+
+	r := e.do("POST", "/api/v1/tokens", staffTok.Token, map[string]any{"name": "nightly", "expires_in_days": 30})
+	require.Equal(t, 201, r.status, string(r.body))
+	var nightly auth.Issued
+	r.decode(t, &nightly)
+	assert.Equal(t, clock.Now().Add(30*24*time.Hour), *nightly.ExpiresAt)
+	for _, days := range []int{31, -1, 100000} {
+		r = e.do("POST", "/api/v1/tokens", staffTok.Token, map[string]any{"name": "long", "expires_in_days": days})
+		assert.Equal(t, 400, r.status, "%d days: %s", days, r.body)
+		assert.Equal(t, "invalid_expiry", r.errCode())
+	}
+	_, err = as.CreateAPITokenTTL(ctx, staff.ID, "long", 31*24*time.Hour)
+	assert.ErrorIs(t, err, auth.ErrInvalidExpiry)
+
+	// The admin lists the clerk's tokens (paged) and revokes one.
+	r = e.do("GET", fmt.Sprintf("/api/v1/users/%d/tokens?limit=1", staff.ID), adminTok.Token, nil)
+	require.Equal(t, 200, r.status, string(r.body))
+	var page api.Page[auth.TokenInfo]
+	r.decode(t, &page)
+	require.Len(t, page.Items, 1)
+	assert.Equal(t, "nightly", page.Items[0].Name)
+	assert.NotEmpty(t, page.NextCursor)
+	assert.NotContains(t, string(r.body), nightly.Token)
+	r = e.do("GET", "/api/v1/users/999999/tokens", adminTok.Token, nil)
+	assert.Equal(t, 404, r.status)
+	r = e.do("GET", fmt.Sprintf("/api/v1/users/%d/tokens", staff.ID), staffTok.Token, nil)
+	assert.Equal(t, 403, r.status, "only admins see others' tokens")
+	r = e.do("DELETE", fmt.Sprintf("/api/v1/users/%d/tokens/%d", admin.ID, nightly.ID), adminTok.Token, nil)
+	assert.Equal(t, 404, r.status, "the token belongs to another user")
+	r = e.do("DELETE", fmt.Sprintf("/api/v1/users/%d/tokens/%d", staff.ID, nightly.ID), adminTok.Token, nil)
+	assert.Equal(t, 204, r.status, string(r.body))
+	r = e.do("GET", "/api/v1/me", nightly.Token, nil)
+	assert.Equal(t, 401, r.status)
+	recs, err := audit.List(ctx, st.Pool(), audit.ListOptions{Subject: fmt.Sprintf("user:%d", staff.ID)})
+	require.NoError(t, err)
+	last := recs[len(recs)-1]
+	assert.Equal(t, "token.revoke", last.Action)
+	assert.Equal(t, fmt.Sprintf("user:%d", admin.ID), last.Actor)
+	assert.Contains(t, string(last.Details), fmt.Sprint(nightly.ID))
+
+	// Expiry is enforced.
+	r = e.do("GET", "/api/v1/me", staffTok.Token, nil)
+	assert.Equal(t, 200, r.status)
+	clock.Set(clock.Now().Add(7*24*time.Hour + time.Second))
+	r = e.do("GET", "/api/v1/me", staffTok.Token, nil)
+	assert.Equal(t, 401, r.status)
+	assert.Equal(t, "invalid_token", r.errCode())
 }

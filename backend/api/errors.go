@@ -91,6 +91,8 @@ func (s *Server) toAPIError(err error) *Error {
 		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "kiosk logins are not configured on this server", Err: err}
 	case errors.Is(err, auth.ErrInvalidName):
 		return &Error{Status: http.StatusBadRequest, Code: "invalid_name", Message: "the name must be 1 to 100 characters without control, bidirectional-control or invisible format characters: " + strings.TrimPrefix(err.Error(), auth.ErrInvalidName.Error()+": "), Err: err}
+	case errors.Is(err, auth.ErrInvalidExpiry):
+		return &Error{Status: http.StatusBadRequest, Code: "invalid_expiry", Message: "the token lifetime is above the server's maximum", Err: err}
 	case errors.Is(err, auth.ErrNotFound):
 		return &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no such user or token", Err: err}
 	}

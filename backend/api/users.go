@@ -256,6 +256,9 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, userID int64
 
 type createTokenRequest struct {
 	Name string `json:"name"`
+	// ExpiresInDays is the token's lifetime; 0 or absent: the server's
+	// default (-api-token-ttl), at most -api-token-max-ttl.
+	ExpiresInDays int `json:"expires_in_days"`
 }
 
 func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) error {
@@ -263,13 +266,18 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) error
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
+	_, maxTTL := s.auth.APITokenLimits()
+	maxDays := int(maxTTL / (24 * time.Hour))
+	if req.ExpiresInDays < 0 || req.ExpiresInDays > maxDays {
+		return errorf(http.StatusBadRequest, "invalid_expiry", "expires_in_days must be from 1 to %d (0 or absent: the default)", maxDays)
+	}
 	p := principal(r.Context())
-	iss, err := s.auth.CreateAPIToken(r.Context(), p.ID, req.Name)
+	iss, err := s.auth.CreateAPITokenTTL(r.Context(), p.ID, req.Name, time.Duration(req.ExpiresInDays)*24*time.Hour)
 	if err != nil {
 		return err
 	}
 	if err := s.appendAudit(r.Context(), audit.Entry{Actor: actor(p), Action: "token.create",
-		Subject: "user:" + strconv.FormatInt(p.ID, 10), Details: map[string]any{"token_id": iss.ID}}); err != nil {
+		Subject: "user:" + strconv.FormatInt(p.ID, 10), Details: map[string]any{"token_id": iss.ID, "expires_at": iss.ExpiresAt}}); err != nil {
 		return fmt.Errorf("audit token create: %w", err)
 	}
 	writeJSON(w, http.StatusCreated, iss)
@@ -281,12 +289,45 @@ func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	p := principal(r.Context())
-	if err := s.auth.Revoke(r.Context(), p.ID, id); err != nil {
+	return s.revokeToken(w, r, principal(r.Context()).ID, id)
+}
+
+// revokeToken revokes token tokenID of user userID (audited, with who).
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, userID, tokenID int64) error {
+	if err := s.auth.Revoke(r.Context(), userID, tokenID); err != nil {
 		return err
+	}
+	if err := s.appendAudit(r.Context(), audit.Entry{Actor: actor(principal(r.Context())), Action: "token.revoke",
+		Subject: "user:" + strconv.FormatInt(userID, 10), Details: map[string]any{"token_id": tokenID}}); err != nil {
+		return fmt.Errorf("audit token revoke: %w", err)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// handleListUserTokens lets an admin see any user's tokens.
+func (s *Server) handleListUserTokens(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	if _, err := s.auth.GetUser(r.Context(), id); err != nil {
+		return err
+	}
+	return s.listTokens(w, r, id)
+}
+
+// handleRevokeUserToken lets an admin revoke any user's token.
+func (s *Server) handleRevokeUserToken(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	tok, err := pathID(r, "token")
+	if err != nil {
+		return err
+	}
+	return s.revokeToken(w, r, id, tok)
 }
 
 // auditRecord is the JSON form of an audit record.

@@ -38,6 +38,9 @@ var (
 	// MaxTokenName characters or holds a character refused in names shown
 	// to people (package safetext).
 	ErrInvalidName = errors.New("auth: invalid token name")
+	// ErrInvalidExpiry means a requested API token lifetime is not
+	// positive or is above the configured maximum.
+	ErrInvalidExpiry = errors.New("auth: invalid token lifetime")
 	// ErrNotFound means the user or token does not exist.
 	ErrNotFound = errors.New("auth: not found")
 )
@@ -56,6 +59,11 @@ type Options struct {
 	Params Params
 	// SessionTTL is how long a login token lives; default 12h.
 	SessionTTL time.Duration
+	// APITokenTTL is the lifetime of an API token created without one;
+	// default DefaultAPITokenTTL. APITokenMaxTTL is the longest lifetime
+	// an API token may be given; default DefaultAPITokenMaxTTL.
+	// APITokenTTL above APITokenMaxTTL is an error of New.
+	APITokenTTL, APITokenMaxTTL time.Duration
 	// KioskKey keys the digests of staff PINs and badges; nil disables
 	// kiosk logins (see kiosk.go).
 	KioskKey []byte
@@ -70,6 +78,8 @@ type Service struct {
 	clock      func() time.Time
 	params     Params
 	sessionTTL time.Duration
+	apiTTL     time.Duration
+	apiMaxTTL  time.Duration
 	dummyHash  string
 	kioskKey   []byte
 	kioskTTL   time.Duration
@@ -92,6 +102,15 @@ func New(opts Options) (*Service, error) {
 	if opts.KioskTTL <= 0 {
 		opts.KioskTTL = DefaultKioskTTL
 	}
+	if opts.APITokenTTL <= 0 {
+		opts.APITokenTTL = DefaultAPITokenTTL
+	}
+	if opts.APITokenMaxTTL <= 0 {
+		opts.APITokenMaxTTL = DefaultAPITokenMaxTTL
+	}
+	if opts.APITokenTTL > opts.APITokenMaxTTL {
+		return nil, fmt.Errorf("auth: the default API token lifetime %s is above the maximum %s", opts.APITokenTTL, opts.APITokenMaxTTL)
+	}
 	opts.Params = opts.Params.withDefaults()
 	// A hash to verify against when the user does not exist, so that a
 	// login for an unknown user costs as much as a wrong password.
@@ -105,6 +124,8 @@ func New(opts Options) (*Service, error) {
 		clock:      opts.Clock,
 		params:     opts.Params,
 		sessionTTL: opts.SessionTTL,
+		apiTTL:     opts.APITokenTTL,
+		apiMaxTTL:  opts.APITokenMaxTTL,
 		dummyHash:  dummy,
 		kioskKey:   append([]byte(nil), opts.KioskKey...),
 		kioskTTL:   opts.KioskTTL,
@@ -144,7 +165,7 @@ type Issued struct {
 	Kind string `json:"kind"`
 	// Name describes an API token.
 	Name string `json:"name,omitempty"`
-	// ExpiresAt is nil for tokens that do not expire.
+	// ExpiresAt is when the token stops working (every token expires).
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	// User is the token's owner.
 	User User `json:"user"`
@@ -154,13 +175,13 @@ type Issued struct {
 type TokenInfo struct {
 	// ID identifies the token.
 	ID int64 `json:"id"`
-	// Kind is "session" or "api".
+	// Kind is "session", "api" or "kiosk".
 	Kind string `json:"kind"`
 	// Name describes an API token.
 	Name string `json:"name,omitempty"`
 	// CreatedAt is when it was issued.
 	CreatedAt time.Time `json:"created_at"`
-	// ExpiresAt is nil for tokens that do not expire.
+	// ExpiresAt is when the token stops working (every token expires).
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	// RevokedAt is set once revoked.
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
@@ -366,10 +387,33 @@ func ValidateTokenName(name string) error {
 	return nil
 }
 
-// CreateAPIToken issues a non-expiring token for automation, owned by userID.
+// Lifetimes of API tokens (see Options.APITokenTTL).
+const (
+	DefaultAPITokenTTL    = 90 * 24 * time.Hour
+	DefaultAPITokenMaxTTL = 365 * 24 * time.Hour
+)
+
+// APITokenLimits returns the default and the maximum lifetime of API tokens.
+func (s *Service) APITokenLimits() (def, max time.Duration) { return s.apiTTL, s.apiMaxTTL }
+
+// CreateAPIToken issues a token for automation, owned by userID, that
+// expires after the default lifetime (Options.APITokenTTL).
 func (s *Service) CreateAPIToken(ctx context.Context, userID int64, name string) (Issued, error) {
+	return s.CreateAPITokenTTL(ctx, userID, name, 0)
+}
+
+// CreateAPITokenTTL is CreateAPIToken with a lifetime: 0 means the default,
+// anything else must be positive and at most Options.APITokenMaxTTL
+// (ErrInvalidExpiry). Every token expires.
+func (s *Service) CreateAPITokenTTL(ctx context.Context, userID int64, name string, ttl time.Duration) (Issued, error) {
 	if err := ValidateTokenName(name); err != nil {
 		return Issued{}, err
+	}
+	if ttl == 0 {
+		ttl = s.apiTTL
+	}
+	if ttl < 0 || ttl > s.apiMaxTTL {
+		return Issued{}, fmt.Errorf("%w: %s (at most %s)", ErrInvalidExpiry, ttl, s.apiMaxTTL)
 	}
 	u, err := s.GetUser(ctx, userID)
 	if err != nil {
@@ -378,7 +422,8 @@ func (s *Service) CreateAPIToken(ctx context.Context, userID int64, name string)
 	if u.Disabled {
 		return Issued{}, fmt.Errorf("%w: user %d is disabled", ErrNotFound, userID)
 	}
-	return s.issue(ctx, u, "api", name, nil)
+	exp := s.now().Add(ttl)
+	return s.issue(ctx, u, "api", name, &exp)
 }
 
 func (s *Service) issue(ctx context.Context, u User, kind, name string, exp *time.Time) (Issued, error) {

@@ -109,9 +109,11 @@ func TestUsersLoginAndTokens(t *testing.T) {
 	_, err = svc.Authenticate(ctx, "Bearer nonsense")
 	assert.ErrorIs(t, err, auth.ErrUnauthenticated)
 
-	// API tokens do not expire; sessions do.
+	// Sessions expire after 12 h, API tokens after their lifetime (default 90 days).
 	api, err := svc.CreateAPIToken(ctx, u.ID, "ci")
 	require.NoError(t, err)
+	require.NotNil(t, api.ExpiresAt)
+	assert.Equal(t, now.Add(auth.DefaultAPITokenTTL), *api.ExpiresAt)
 	clock.Set(now.Add(13 * time.Hour))
 	_, err = svc.Authenticate(ctx, sess.Token)
 	assert.ErrorIs(t, err, auth.ErrUnauthenticated, "session must expire after 12h")

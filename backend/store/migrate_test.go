@@ -99,3 +99,45 @@ func TestOpenBadURL(t *testing.T) {
 	_, err := store.Open(context.Background(), "postgres://%zz", store.Options{})
 	require.Error(t, err)
 }
+
+// Migration 0100: API tokens issued without an expiry get one 90 days after
+// the upgrade (revoked ones their revocation time), and from then on a
+// token without expiry cannot be stored (docs/security.md, "Staff
+// accounts").
+func TestMigrationGivesEveryTokenAnExpiry(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	pool := openPool(t, url)
+	ms, err := store.Migrations()
+	require.NoError(t, err)
+	var before, after []store.Migration
+	for _, m := range ms {
+		if m.Version < 100 {
+			before = append(before, m)
+		} else {
+			after = append(after, m)
+		}
+	}
+	require.NotEmpty(t, after)
+	require.Equal(t, 100, after[0].Version)
+	require.NoError(t, store.MigrateList(ctx, pool, before))
+	_, err = pool.Exec(ctx, `INSERT INTO auth_users (id, username, role, password_hash, created_at) VALUES (1, 'ci', 'technician', 'x', now())`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO auth_tokens (user_id, kind, name, token_hash, created_at, expires_at, revoked_at) VALUES
+		(1, 'api', 'live', '\x01', now() - interval '2 years', NULL, NULL),
+		(1, 'api', 'revoked', '\x02', now() - interval '2 years', NULL, now() - interval '1 year'),
+		(1, 'session', 'sess', '\x03', now(), now() + interval '12 hours', NULL)`)
+	require.NoError(t, err)
+
+	require.NoError(t, store.MigrateList(ctx, pool, ms))
+	var liveDays, revokedAgo, sessHours float64
+	require.NoError(t, pool.QueryRow(ctx, `SELECT
+		extract(epoch FROM (SELECT expires_at FROM auth_tokens WHERE name = 'live') - now()) / 86400,
+		extract(epoch FROM now() - (SELECT expires_at FROM auth_tokens WHERE name = 'revoked')) / 86400,
+		extract(epoch FROM (SELECT expires_at FROM auth_tokens WHERE name = 'sess') - now()) / 3600`).Scan(&liveDays, &revokedAgo, &sessHours))
+	require.InDelta(t, 90, liveDays, 0.1, "a live token without expiry gets 90 days from the upgrade")
+	require.InDelta(t, 365, revokedAgo, 1, "a revoked token expires at its revocation")
+	require.InDelta(t, 12, sessHours, 0.1, "tokens with an expiry keep it")
+	_, err = pool.Exec(ctx, `INSERT INTO auth_tokens (user_id, kind, name, token_hash, created_at) VALUES (1, 'api', 'forever', '\x04', now())`)
+	require.Error(t, err, "a token without expiry is refused")
+}

@@ -78,6 +78,9 @@ type config struct {
 	pickup pickupPeriods
 	// retention is how long personal data of finished documents is kept.
 	retention time.Duration
+	// apiTokenTTL and apiTokenMaxTTL are the default and the longest
+	// lifetime of API tokens.
+	apiTokenTTL, apiTokenMaxTTL time.Duration
 }
 
 const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/kluis?sslmode=disable"
@@ -381,8 +384,21 @@ func serve(ctx context.Context, args []string, e env) error {
 	fs.StringVar(&c.adminUser, "admin-user", envOr(e, "KLUIS_ADMIN_USER", "admin"), "bootstrap admin created when no admin exists (env KLUIS_ADMIN_USER)")
 	pickup := fs.String("pickup-period", e.getenv("KLUIS_PICKUP_PERIOD"), fmt.Sprintf("pickup periods per kind, comma list of kind=value: whole days (10 or 10d: until the end of the N-th local day) or an exact Go duration (90s, 48h: load time plus it); unlisted kinds get %d days (env KLUIS_PICKUP_PERIOD)", service.DefaultPickupDays))
 	retention := fs.String("retention", envOr(e, "KLUIS_RETENTION", service.DefaultRetention.String()), "how long personal data of collected, retrieved and cancelled documents is kept (env KLUIS_RETENTION)")
+	tokenTTL := fs.String("api-token-ttl", envOr(e, "KLUIS_API_TOKEN_TTL", auth.DefaultAPITokenTTL.String()), "lifetime of an API token created without one (env KLUIS_API_TOKEN_TTL)")
+	tokenMaxTTL := fs.String("api-token-max-ttl", envOr(e, "KLUIS_API_TOKEN_MAX_TTL", auth.DefaultAPITokenMaxTTL.String()), "longest lifetime an API token may be given (env KLUIS_API_TOKEN_MAX_TTL)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	for _, d := range []struct {
+		flag, v string
+		to      *time.Duration
+	}{{"api-token-ttl", *tokenTTL, &c.apiTokenTTL}, {"api-token-max-ttl", *tokenMaxTTL, &c.apiTokenMaxTTL}} {
+		if *d.to, err = time.ParseDuration(d.v); err != nil || *d.to <= 0 {
+			return fmt.Errorf("-%s %q: want a positive Go duration such as 2160h", d.flag, d.v)
+		}
+	}
+	if c.apiTokenTTL > c.apiTokenMaxTTL {
+		return fmt.Errorf("-api-token-ttl %s is above -api-token-max-ttl %s", c.apiTokenTTL, c.apiTokenMaxTTL)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -416,7 +432,8 @@ func serve(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
-	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: log, Params: hashParams(e), KioskKey: deriveKey(keys, "kiosk staff credentials")})
+	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: log, Params: hashParams(e), KioskKey: deriveKey(keys, "kiosk staff credentials"),
+		APITokenTTL: c.apiTokenTTL, APITokenMaxTTL: c.apiTokenMaxTTL})
 	if err != nil {
 		return err
 	}

@@ -46,7 +46,9 @@ Commands:
   users list                          (admin)
   users add -username U -role staff|technician|admin   (password from KLUIS_NEW_PASSWORD or stdin)
   users update ID [-disabled=true|false] [-kiosk-pin] [-badge B]   (-kiosk-pin reads the staff PIN from KLUIS_KIOSK_PIN or stdin)
-  tokens create NAME                  create an API token for automation
+  tokens create NAME [-days N]        create an API token for automation (expires after N days, default: the server's)
+  tokens list [-user ID] [-limit N] [-all]   your tokens, or (admin) those of user ID
+  tokens revoke TOKEN-ID [-user ID]   revoke one of your tokens, or (admin) one of user ID's
 `
 
 // cli holds the global options and the I/O of one invocation.
@@ -214,10 +216,15 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		}
 		return usageError{"users: want list, add or update"}
 	case "tokens":
-		if sub != "create" {
-			return usageError{"tokens: want create"}
+		switch sub {
+		case "create":
+			return c.tokenCreate(ctx, tail(args))
+		case "list":
+			return c.tokenList(ctx, tail(args))
+		case "revoke":
+			return c.tokenRevoke(ctx, tail(args))
 		}
-		return c.tokenCreate(ctx, tail(args))
+		return usageError{"tokens: want create, list or revoke"}
 	}
 	return usageError{fmt.Sprintf("unknown command %q (see kluisctl help)", cmd)}
 }
@@ -349,6 +356,7 @@ var (
 	deviceCols = []column{{"ID", "id"}, {"SITE", "site_id"}, {"KIND", "kind"}, {"NAME", "name"}, {"ONLINE", "presence.online"}, {"LAST HEARTBEAT", "presence.last_heartbeat_at"}}
 	compCols   = []column{{"NUMBER", "number"}, {"BOARD", "board"}, {"CHANNEL", "channel"}, {"SIZE", "size"}, {"HEIGHT", "height_cm"}, {"STATE", "state"}}
 	auditCols  = []column{{"SEQ", "seq"}, {"AT", "at"}, {"ACTOR", "actor"}, {"ACTION", "action"}, {"SUBJECT", "subject"}}
+	tokenCols  = []column{{"ID", "id"}, {"KIND", "kind"}, {"NAME", "name"}, {"CREATED", "created_at"}, {"EXPIRES", "expires_at"}, {"REVOKED", "revoked_at"}}
 	userCols   = []column{{"ID", "id"}, {"USERNAME", "username"}, {"ROLE", "role"}, {"DISABLED", "disabled"}}
 	noteCols   = []column{{"AT", "at"}, {"KIND", "kind"}, {"CHANNEL", "channel"}, {"STATUS", "status"}, {"ERROR", "error"}}
 	histCols   = []column{{"AT", "at"}, {"ACTION", "action"}, {"FROM", "from"}, {"TO", "to"}, {"ACTOR", "actor"}}
@@ -871,14 +879,23 @@ func (c *cli) userUpdate(ctx context.Context, args []string) error {
 }
 
 func (c *cli) tokenCreate(ctx context.Context, args []string) error {
-	pos, err := parse(c.flags("tokens create"), args, 1)
+	fs := c.flags("tokens create")
+	days := fs.Int("days", 0, "lifetime in days (0: the server's default)")
+	pos, err := parse(fs, args, 1)
 	if err != nil {
 		return err
 	}
 	if err := checkText("tokens create: the name", pos[0], 100); err != nil {
 		return err
 	}
-	raw, err := c.call(ctx, "POST", "/api/v1/tokens", map[string]string{"name": pos[0]})
+	if *days < 0 {
+		return usageError{"tokens create: -days must be 1 or more (0: the server's default)"}
+	}
+	body := map[string]any{"name": pos[0]}
+	if *days > 0 {
+		body["expires_in_days"] = *days
+	}
+	raw, err := c.call(ctx, "POST", "/api/v1/tokens", body)
 	if err != nil {
 		return err
 	}
@@ -886,9 +903,72 @@ func (c *cli) tokenCreate(ctx context.Context, args []string) error {
 		return c.emitJSON(raw)
 	}
 	var iss struct {
-		Token string `json:"token"`
+		Token     string `json:"token"`
+		ExpiresAt string `json:"expires_at"`
 	}
 	_ = json.Unmarshal(raw, &iss)
 	fmt.Fprintln(c.stdout, iss.Token)
+	fmt.Fprintf(c.stderr, "token expires at %s\n", iss.ExpiresAt)
+	return nil
+}
+
+// userFlag reads -user (an admin acting on another user's tokens).
+func userFlag(name string, v string) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	id, err := strconv.Atoi(v)
+	if err != nil || id < 1 {
+		return "", usageError{fmt.Sprintf("%s: -user %q: want a user id (see kluisctl users list)", name, v)}
+	}
+	return "/api/v1/users/" + strconv.Itoa(id), nil
+}
+
+func (c *cli) tokenList(ctx context.Context, args []string) error {
+	var user string
+	rest := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; {
+		case (a == "-user" || a == "--user") && i+1 < len(args):
+			user = args[i+1]
+			i++
+		case strings.HasPrefix(a, "-user=") || strings.HasPrefix(a, "--user="):
+			user = a[strings.Index(a, "=")+1:]
+		default:
+			rest = append(rest, a)
+		}
+	}
+	base, err := userFlag("tokens list", user)
+	if err != nil {
+		return err
+	}
+	if base == "" {
+		base = "/api/v1"
+	}
+	return c.list(ctx, base+"/tokens", rest, nil, tokenCols)
+}
+
+func (c *cli) tokenRevoke(ctx context.Context, args []string) error {
+	fs := c.flags("tokens revoke")
+	user := fs.String("user", "", "the user whose token it is (admin); default: yours")
+	pos, err := parse(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	id, err := strconv.Atoi(pos[0])
+	if err != nil || id < 1 {
+		return usageError{fmt.Sprintf("tokens revoke: token id %q: want a number (see kluisctl tokens list)", pos[0])}
+	}
+	base, err := userFlag("tokens revoke", *user)
+	if err != nil {
+		return err
+	}
+	if base == "" {
+		base = "/api/v1"
+	}
+	if _, err := c.call(ctx, "DELETE", base+"/tokens/"+strconv.Itoa(id), nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "token %d revoked\n", id)
 	return nil
 }

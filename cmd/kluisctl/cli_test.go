@@ -311,3 +311,48 @@ func TestKluisctlNamesAreSafe(t *testing.T) {
 		assert.Contains(t, errs, "contains", "%q", args)
 	}
 }
+
+// Tokens expire; everyone lists and revokes their own, an admin those of
+// any user.
+func TestKluisctlTokens(t *testing.T) {
+	h := newHarness(t)
+	tech, admin := h.tokens[auth.RoleTechnician], h.tokens[auth.RoleAdmin]
+	code, out, errs := h.kctl(tech, "", nil, "tokens", "create", "nightly", "-days", "30")
+	require.Equal(t, 0, code, errs)
+	assert.Regexp(t, `^kls_\S+\n$`, out)
+	assert.Contains(t, errs, "token expires at "+time.Now().AddDate(0, 0, 30).UTC().Format("2006-01-02"))
+	code, _, errs = h.kctl(tech, "", nil, "tokens", "create", "forever", "-days", "5000")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, "invalid_expiry")
+
+	code, out, errs = h.kctl(tech, "", nil, "tokens", "list")
+	require.Equal(t, 0, code, errs)
+	assert.Regexp(t, `(?m)^ID\s+KIND\s+NAME\s+CREATED\s+EXPIRES\s+REVOKED`, out)
+	m := regexp.MustCompile(`(?m)^(\d+)\s+api\s+nightly\s+\S+\s+\S+\s+-$`).FindStringSubmatch(out)
+	require.NotNil(t, m, out)
+	nightly := m[1]
+
+	// The admin finds the technician and the token, and revokes it.
+	code, out, errs = h.kctl(admin, "", nil, "users", "list")
+	require.Equal(t, 0, code, errs)
+	u := regexp.MustCompile(`(?m)^(\d+)\s+cli-technician\s`).FindStringSubmatch(out)
+	require.NotNil(t, u, out)
+	code, out, errs = h.kctl(admin, "", nil, "tokens", "list", "-user", u[1], "-limit", "1")
+	require.Equal(t, 0, code, errs)
+	assert.Regexp(t, `(?m)^`+nightly+`\s+api\s+nightly\s`, out)
+	code, _, errs = h.kctl(tech, "", nil, "tokens", "list", "-user", u[1])
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, "forbidden")
+	code, out, errs = h.kctl(admin, "", nil, "tokens", "revoke", nightly, "-user", u[1])
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, out, "token "+nightly+" revoked")
+	code, out, errs = h.kctl(tech, "", nil, "tokens", "list")
+	require.Equal(t, 0, code, errs)
+	assert.Regexp(t, `(?m)^`+nightly+`\s+api\s+nightly\s+\S+\s+\S+\s+\d{4}-`, out, "shown revoked")
+	code, _, errs = h.kctl(tech, "", nil, "tokens", "revoke", nightly)
+	assert.Equal(t, 0, code, errs, "revoking twice is not an error")
+	for _, args := range [][]string{{"tokens", "revoke", "x"}, {"tokens", "list", "-user", "bob"}, {"tokens", "create", "a", "-days", "-1"}, {"tokens", "fly"}} {
+		code, _, _ := h.kctl(admin, "", nil, args...)
+		assert.Equal(t, 2, code, "%v", args)
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -96,6 +98,7 @@ var expectedRoles = map[string]string{
 	"POST /api/v1/users":                                   "admin",
 	"GET /api/v1/users/{id}":                               "admin",
 	"PATCH /api/v1/users/{id}":                             "admin",
+	"POST /api/v1/users/{id}/clear-login-lockout":          "admin",
 	"GET /api/v1/users/{id}/tokens":                        "admin",
 	"DELETE /api/v1/users/{id}/tokens/{token}":             "admin",
 	"GET /api/v1/tokens":                                   "staff technician admin",
@@ -491,34 +494,148 @@ func TestReadyzWithoutDatabase(t *testing.T) {
 	assert.Equal(t, http.StatusOK, rec.Code)
 }
 
-func TestLoginThrottle(t *testing.T) {
+// login posts a login from the client address src (X-Forwarded-For, which
+// the server trusts from loopback in these tests).
+func (e *env) login(src, username, password string) resp {
+	e.t.Helper()
+	return e.do("POST", "/api/v1/sessions", "", map[string]string{"username": username, "password": password}, "X-Forwarded-For", src)
+}
+
+// Issue 10: five wrong passwords used to lock any known account for 15
+// minutes. Now they lock the guesser's address; the user gets in from
+// elsewhere.
+func TestLoginThrottleLocksTheSourceNotTheAccount(t *testing.T) {
 	clock := storetest.NewClock(time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC))
-	e := newEnv(t, func(o *api.Options) { o.Clock = clock.Now })
-	wrong := map[string]string{"username": "test-staff", "password": "wrong password"}
-	right := map[string]string{"username": "test-staff", "password": "password-of-staff"}
+	e := newEnv(t, func(o *api.Options) {
+		o.Clock = clock.Now
+		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
+	const attacker, office = "203.0.113.9", "198.51.100.7"
 	for i := 0; i < 5; i++ {
-		r := e.do("POST", "/api/v1/sessions", "", wrong)
+		r := e.login(attacker, "test-admin", "wrong password")
 		require.Equal(t, 401, r.status, "attempt %d", i+1)
 	}
-	r := e.do("POST", "/api/v1/sessions", "", right)
-	assert.Equal(t, 429, r.status, "even the right password is refused while throttled")
+	r := e.login(attacker, "test-admin", "password-of-admin")
+	assert.Equal(t, 429, r.status, "the guesser's address is locked, even with the right password")
 	assert.Equal(t, "too_many_attempts", r.errCode())
-	assert.NotEmpty(t, r.header.Get("Retry-After"))
-	r = e.do("POST", "/api/v1/sessions", "", map[string]string{"username": "TEST-STAFF ", "password": "x"})
+	assert.Contains(t, r.errCode()+string(r.body), "from your address")
+	retry, err := strconv.Atoi(r.header.Get("Retry-After"))
+	require.NoError(t, err)
+	assert.InDelta(t, 15*60, retry, 2)
+	r = e.login(attacker, " TEST-ADMIN", "x")
 	assert.Equal(t, 429, r.status, "the username is matched case-insensitively")
 
-	// Other users are not affected.
-	r = e.do("POST", "/api/v1/sessions", "", map[string]string{"username": "test-admin", "password": "password-of-admin"})
-	assert.Equal(t, 201, r.status)
+	r = e.login(office, "test-admin", "password-of-admin")
+	assert.Equal(t, 201, r.status, "the admin logs in from another address: %s", r.body)
 
-	clock.Set(clock.Now().Add(16 * time.Minute))
-	r = e.do("POST", "/api/v1/sessions", "", right)
+	// A success clears only its own source; the locked address waits.
+	r = e.login(attacker, "test-admin", "password-of-admin")
+	assert.Equal(t, 429, r.status)
+	clock.Set(clock.Now().Add(15*time.Minute + time.Second))
+	r = e.login(attacker, "test-admin", "password-of-admin")
 	assert.Equal(t, 201, r.status, string(r.body))
-	// A success clears the count.
-	for i := 0; i < 4; i++ {
-		e.do("POST", "/api/v1/sessions", "", wrong)
+
+	// The failed logins are audited with their source.
+	recs, err := audit.List(context.Background(), e.st.Pool(), audit.ListOptions{Subject: fmt.Sprintf("user:%d", e.users[auth.RoleAdmin].ID)})
+	require.NoError(t, err)
+	require.NotEmpty(t, recs)
+	assert.Equal(t, "login.failed", recs[0].Action)
+	assert.Contains(t, string(recs[0].Details), attacker)
+}
+
+// Guessing from many addresses meets a per-username back-off that grows to
+// a minute but never locks: the rightful user waits at most that, or not at
+// all from an address they logged in from before; an admin clears it all.
+func TestLoginBackoffAcrossSources(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC))
+	e := newEnv(t, func(o *api.Options) {
+		o.Clock = clock.Now
+		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("10.0.0.0/8")}
+	})
+	const home, hotel = "198.51.100.7", "192.0.2.44"
+	r := e.login(home, "test-staff", "password-of-staff")
+	require.Equal(t, 201, r.status, "the clerk logged in from home once")
+
+	// A botnet: one wrong password per address, 30 addresses, each one
+	// sent as soon as the back-off allows.
+	var waits []int
+	for i := 0; i < 30; i++ {
+		src := fmt.Sprintf("203.0.113.%d", i+1)
+		r = e.login(src, "test-staff", "wrong password")
+		if r.status == 429 {
+			secs, err := strconv.Atoi(r.header.Get("Retry-After"))
+			require.NoError(t, err)
+			waits = append(waits, secs)
+			clock.Set(clock.Now().Add(time.Duration(secs) * time.Second))
+			r = e.login(src, "test-staff", "wrong password")
+		}
+		require.Equal(t, 401, r.status, "attempt %d: %s", i+1, r.body)
 	}
-	r = e.do("POST", "/api/v1/sessions", "", right)
+	require.NotEmpty(t, waits, "the back-off started")
+	for i, w := range waits {
+		assert.LessOrEqual(t, w, 61, "wait %d never above a minute", i)
+	}
+	assert.GreaterOrEqual(t, waits[len(waits)-1], 59, "it grows to a minute")
+	assert.Less(t, waits[0], 3, "it starts small")
+
+	// From a new address the clerk waits at most a minute, from home not at all.
+	r = e.login(hotel, "test-staff", "password-of-staff")
+	require.Equal(t, 429, r.status)
+	assert.Contains(t, string(r.body), "many failed logins for this user")
+	secs, _ := strconv.Atoi(r.header.Get("Retry-After"))
+	assert.LessOrEqual(t, secs, 61)
+	r = e.login(home, "test-staff", "password-of-staff")
+	assert.Equal(t, 201, r.status, "a known address does not wait: %s", r.body)
+	clock.Set(clock.Now().Add(time.Duration(secs) * time.Second))
+	r = e.login(hotel, "test-staff", "password-of-staff")
+	assert.Equal(t, 201, r.status, "after the back-off: %s", r.body)
+
+	// An admin clears the back-off at once (audited with the reason).
+	for i := 0; i < 12; i++ {
+		src := fmt.Sprintf("203.0.113.%d", 100+i)
+		if r := e.login(src, "test-staff", "wrong password"); r.status == 429 {
+			secs, _ := strconv.Atoi(r.header.Get("Retry-After"))
+			clock.Set(clock.Now().Add(time.Duration(secs) * time.Second))
+			require.Equal(t, 401, e.login(src, "test-staff", "wrong password").status)
+		}
+	}
+	r = e.login("192.0.2.99", "test-staff", "password-of-staff")
+	require.Equal(t, 429, r.status)
+	staffID := e.users[auth.RoleStaff].ID
+	path := fmt.Sprintf("/api/v1/users/%d/clear-login-lockout", staffID)
+	r = e.do("POST", path, e.tokens[auth.RoleStaff], map[string]string{"reason": "me"})
+	assert.Equal(t, 403, r.status, "admins only")
+	r = e.do("POST", path, e.tokens[auth.RoleAdmin], map[string]string{"reason": "ticket 77: clerk locked out"})
+	require.Equal(t, 200, r.status, string(r.body))
+	r = e.login("192.0.2.99", "test-staff", "password-of-staff")
+	assert.Equal(t, 201, r.status, string(r.body))
+	recs, err := audit.List(context.Background(), e.st.Pool(), audit.ListOptions{Subject: fmt.Sprintf("user:%d", staffID)})
+	require.NoError(t, err)
+	var cleared *audit.Record
+	for i := range recs {
+		if recs[i].Action == "login.lockout_cleared" {
+			cleared = &recs[i]
+		}
+	}
+	require.NotNil(t, cleared)
+	assert.Equal(t, fmt.Sprintf("user:%d", e.users[auth.RoleAdmin].ID), cleared.Actor)
+	assert.Contains(t, string(cleared.Details), "ticket 77")
+	r = e.do("POST", "/api/v1/users/999999/clear-login-lockout", e.tokens[auth.RoleAdmin], nil)
+	assert.Equal(t, 404, r.status)
+}
+
+// Without trusted proxies X-Forwarded-For is ignored: a guesser cannot
+// dodge the per-source limit by inventing addresses.
+func TestLoginThrottleIgnoresForwardedForByDefault(t *testing.T) {
+	e := newEnv(t)
+	for i := 0; i < 5; i++ {
+		r := e.login(fmt.Sprintf("203.0.113.%d", i), "test-technician", "wrong password")
+		require.Equal(t, 401, r.status)
+	}
+	r := e.login("198.51.100.1", "test-technician", "password-of-technician")
+	assert.Equal(t, 429, r.status, "all five came from the same peer")
+	// Other users are not affected.
+	r = e.login("198.51.100.1", "test-admin", "password-of-admin")
 	assert.Equal(t, 201, r.status)
 }
 

@@ -26,6 +26,7 @@ func (s *Server) routeTable() []route {
 		{method: "POST", path: "/api/v1/users", roles: adminOnly, idempotent: true, h: s.handleCreateUser},
 		{method: "GET", path: "/api/v1/users/{id}", roles: adminOnly, h: s.handleGetUser},
 		{method: "PATCH", path: "/api/v1/users/{id}", roles: adminOnly, h: s.handleUpdateUser},
+		{method: "POST", path: "/api/v1/users/{id}/clear-login-lockout", roles: adminOnly, h: s.handleClearLoginLockout},
 		{method: "GET", path: "/api/v1/users/{id}/tokens", roles: adminOnly, h: s.handleListUserTokens},
 		{method: "DELETE", path: "/api/v1/users/{id}/tokens/{token}", roles: adminOnly, h: s.handleRevokeUserToken},
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -59,6 +60,10 @@ type Options struct {
 	// ErrorMappers translate domain errors to API errors, tried in order
 	// before the built-in mapping.
 	ErrorMappers []ErrorMapper
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For header
+	// names the client (for the login throttle); empty: the peer address
+	// is the client and X-Forwarded-For is ignored.
+	TrustedProxies []netip.Prefix
 }
 
 // Server is the HTTP API.
@@ -79,6 +84,7 @@ type Server struct {
 	notifications  NotificationsFunc
 	routes         []route
 	logins         *loginThrottle
+	trusted        []netip.Prefix
 	mux            *http.ServeMux
 	latency        *prometheus.HistogramVec
 	panics         prometheus.Counter
@@ -139,6 +145,7 @@ func New(opts Options) (*Server, error) {
 		mappers:        opts.ErrorMappers,
 		mux:            http.NewServeMux(),
 		logins:         newLoginThrottle(),
+		trusted:        append([]netip.Prefix(nil), opts.TrustedProxies...),
 		svc:            opts.Service,
 		opener:         opts.Opener,
 		slip:           opts.Slip,

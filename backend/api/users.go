@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -44,18 +45,22 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx := r.Context()
 	now := s.clock()
-	if until := s.logins.blockedUntil(req.Username, now); !until.IsZero() {
-		secs := int(until.Sub(now).Seconds()) + 1
+	source := clientSource(r, s.trusted)
+	if ref := s.logins.check(req.Username, source, now); ref != nil {
+		secs := int(ref.until.Sub(now).Seconds()) + 1
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
-		return errorf(http.StatusTooManyRequests, "too_many_attempts", "too many failed logins for this user; try again in %d seconds", secs)
+		if ref.source {
+			return errorf(http.StatusTooManyRequests, "too_many_attempts", "too many failed logins for this user from your address; try again in %d seconds", secs)
+		}
+		return errorf(http.StatusTooManyRequests, "too_many_attempts", "many failed logins for this user; try again in %d seconds", secs)
 	}
 	iss, err := s.auth.Login(ctx, req.Username, req.Password)
 	if errors.Is(err, auth.ErrInvalidCredentials) {
-		s.logins.fail(req.Username, now)
-		e := audit.Entry{Actor: "anonymous", Action: "login.failed", Details: map[string]any{"known_user": false}}
+		s.logins.fail(req.Username, source, now)
+		e := audit.Entry{Actor: "anonymous", Action: "login.failed", Details: map[string]any{"known_user": false, "source": source}}
 		if u, uerr := s.auth.UserByName(ctx, req.Username); uerr == nil {
 			e.Actor, e.Subject = "user:"+strconv.FormatInt(u.ID, 10), "user:"+strconv.FormatInt(u.ID, 10)
-			e.Details = map[string]any{"known_user": true}
+			e.Details = map[string]any{"known_user": true, "source": source}
 		}
 		if aerr := s.appendAudit(ctx, e); aerr != nil {
 			return fmt.Errorf("audit failed login: %w", aerr)
@@ -65,13 +70,41 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.logins.succeed(req.Username)
+	s.logins.succeed(req.Username, source, now)
 	subj := "user:" + strconv.FormatInt(iss.User.ID, 10)
 	if err := s.appendAudit(ctx, audit.Entry{Actor: subj, Action: "login", Subject: subj,
-		Details: map[string]any{"token_id": iss.ID}}); err != nil {
+		Details: map[string]any{"token_id": iss.ID, "source": source}}); err != nil {
 		return fmt.Errorf("audit login: %w", err)
 	}
 	writeJSON(w, http.StatusCreated, iss)
+	return nil
+}
+
+// handleClearLoginLockout lets an admin lift every login limit of a user
+// (all sources, and the back-off), audited with the reason.
+func (s *Server) handleClearLoginLockout(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	var req reasonRequest
+	if err := decodeOptionalJSON(r, &req); err != nil {
+		return err
+	}
+	if err := checkReason(req.Reason, false); err != nil {
+		return err
+	}
+	u, err := s.auth.GetUser(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	n := s.logins.clear(u.Username)
+	subj := "user:" + strconv.FormatInt(u.ID, 10)
+	if err := s.appendAudit(r.Context(), audit.Entry{Actor: actor(principal(r.Context())), Action: "login.lockout_cleared", Subject: subj,
+		Details: map[string]any{"reason": strings.TrimSpace(req.Reason), "failures": n}}); err != nil {
+		return fmt.Errorf("audit login lockout clear: %w", err)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"user_id": u.ID, "username": u.Username, "failures_cleared": n})
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -81,6 +82,8 @@ type config struct {
 	// apiTokenTTL and apiTokenMaxTTL are the default and the longest
 	// lifetime of API tokens.
 	apiTokenTTL, apiTokenMaxTTL time.Duration
+	// trustedProxies may name the client in X-Forwarded-For (login throttle).
+	trustedProxies []netip.Prefix
 }
 
 const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/kluis?sslmode=disable"
@@ -385,6 +388,7 @@ func serve(ctx context.Context, args []string, e env) error {
 	pickup := fs.String("pickup-period", e.getenv("KLUIS_PICKUP_PERIOD"), fmt.Sprintf("pickup periods per kind, comma list of kind=value: whole days (10 or 10d: until the end of the N-th local day) or an exact Go duration (90s, 48h: load time plus it); unlisted kinds get %d days (env KLUIS_PICKUP_PERIOD)", service.DefaultPickupDays))
 	retention := fs.String("retention", envOr(e, "KLUIS_RETENTION", service.DefaultRetention.String()), "how long personal data of collected, retrieved and cancelled documents is kept (env KLUIS_RETENTION)")
 	tokenTTL := fs.String("api-token-ttl", envOr(e, "KLUIS_API_TOKEN_TTL", auth.DefaultAPITokenTTL.String()), "lifetime of an API token created without one (env KLUIS_API_TOKEN_TTL)")
+	proxies := fs.String("trusted-proxies", e.getenv("KLUIS_TRUSTED_PROXIES"), "reverse proxies (comma list of addresses or CIDR prefixes) whose X-Forwarded-For names the client for the login limits (env KLUIS_TRUSTED_PROXIES); empty: the peer address counts")
 	tokenMaxTTL := fs.String("api-token-max-ttl", envOr(e, "KLUIS_API_TOKEN_MAX_TTL", auth.DefaultAPITokenMaxTTL.String()), "longest lifetime an API token may be given (env KLUIS_API_TOKEN_MAX_TTL)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -396,6 +400,9 @@ func serve(ctx context.Context, args []string, e env) error {
 		if *d.to, err = time.ParseDuration(d.v); err != nil || *d.to <= 0 {
 			return fmt.Errorf("-%s %q: want a positive Go duration such as 2160h", d.flag, d.v)
 		}
+	}
+	if c.trustedProxies, err = api.ParseTrustedProxies(*proxies); err != nil {
+		return fmt.Errorf("-trusted-proxies: %w", err)
 	}
 	if c.apiTokenTTL > c.apiTokenMaxTTL {
 		return fmt.Errorf("-api-token-ttl %s is above -api-token-max-ttl %s", c.apiTokenTTL, c.apiTokenMaxTTL)
@@ -452,6 +459,7 @@ func serve(ctx context.Context, args []string, e env) error {
 
 	opts := deps.api
 	opts.Logger, opts.Registry, opts.Pool, opts.Auth = log, reg, st.Pool(), as
+	opts.TrustedProxies = c.trustedProxies
 	srv, err := api.New(opts)
 	if err != nil {
 		return err

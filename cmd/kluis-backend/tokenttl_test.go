@@ -7,7 +7,8 @@ import (
 	"github.com/stretchr/testify/assert"
 )
 
-// The API token lifetime flags are checked before anything starts.
+// The API token lifetime and trusted proxy flags are checked before
+// anything starts.
 func TestServeRefusesBadTokenLifetimes(t *testing.T) {
 	for _, c := range []struct {
 		args []string
@@ -16,6 +17,7 @@ func TestServeRefusesBadTokenLifetimes(t *testing.T) {
 		{[]string{"serve", "-api-token-ttl", "soon"}, `-api-token-ttl "soon"`},
 		{[]string{"serve", "-api-token-max-ttl", "-5h"}, `-api-token-max-ttl "-5h"`},
 		{[]string{"serve", "-api-token-ttl", "48h", "-api-token-max-ttl", "24h"}, "-api-token-ttl 48h0m0s is above -api-token-max-ttl 24h0m0s"},
+		{[]string{"serve", "-trusted-proxies", "10.0.0.1,proxy.local"}, `-trusted-proxies: trusted proxy "proxy.local"`},
 	} {
 		e, _, errb := testEnv(map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=1"})
 		assert.Equal(t, 1, run(context.Background(), c.args, e), "%v", c.args)

@@ -46,6 +46,7 @@ Commands:
   users list                          (admin)
   users add -username U -role staff|technician|admin   (password from KLUIS_NEW_PASSWORD or stdin)
   users update ID [-disabled=true|false] [-kiosk-pin] [-badge B]   (-kiosk-pin reads the staff PIN from KLUIS_KIOSK_PIN or stdin)
+  users unlock ID [-reason TEXT]      lift the user's login limits at once (admin; audited)
   tokens create NAME [-days N]        create an API token for automation (expires after N days, default: the server's)
   tokens list [-user ID] [-limit N] [-all]   your tokens, or (admin) those of user ID
   tokens revoke TOKEN-ID [-user ID]   revoke one of your tokens, or (admin) one of user ID's
@@ -213,8 +214,10 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 			return c.userAdd(ctx, tail(args))
 		case "update":
 			return c.userUpdate(ctx, tail(args))
+		case "unlock":
+			return c.userUnlock(ctx, tail(args))
 		}
-		return usageError{"users: want list, add or update"}
+		return usageError{"users: want list, add, update or unlock"}
 	case "tokens":
 		switch sub {
 		case "create":
@@ -876,6 +879,35 @@ func (c *cli) userUpdate(ctx context.Context, args []string) error {
 		return err
 	}
 	return c.emitOne(raw, userCols)
+}
+
+func (c *cli) userUnlock(ctx context.Context, args []string) error {
+	fs := c.flags("users unlock")
+	reason := fs.String("reason", "", "why (audited)")
+	pos, err := parse(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	id, err := strconv.Atoi(pos[0])
+	if err != nil || id < 1 {
+		return usageError{fmt.Sprintf("users unlock: user id %q: want a number (see kluisctl users list)", pos[0])}
+	}
+	if err := checkText("users unlock: -reason", *reason, 200); err != nil {
+		return err
+	}
+	raw, err := c.call(ctx, "POST", "/api/v1/users/"+strconv.Itoa(id)+"/clear-login-lockout", map[string]string{"reason": *reason})
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return c.emitJSON(raw)
+	}
+	var v struct {
+		Username string `json:"username"`
+	}
+	_ = json.Unmarshal(raw, &v)
+	fmt.Fprintf(c.stdout, "login limits of %s lifted\n", safetext.Escape(v.Username))
+	return nil
 }
 
 func (c *cli) tokenCreate(ctx context.Context, args []string) error {

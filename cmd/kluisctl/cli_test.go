@@ -356,3 +356,29 @@ func TestKluisctlTokens(t *testing.T) {
 		assert.Equal(t, 2, code, "%v", args)
 	}
 }
+
+// An admin lifts a user's login limits from the command line.
+func TestKluisctlUsersUnlock(t *testing.T) {
+	h := newHarness(t)
+	for i := 0; i < 5; i++ {
+		code, _, _ := h.kctl("", "wrong password\n", nil, "login", "cli-staff")
+		require.Equal(t, 1, code)
+	}
+	code, _, errs := h.kctl("", "password-of-staff\n", nil, "login", "cli-staff")
+	require.Equal(t, 1, code)
+	require.Contains(t, errs, "too_many_attempts")
+	code, out, errs := h.kctl(h.tokens[auth.RoleAdmin], "", nil, "users", "list")
+	require.Equal(t, 0, code, errs)
+	m := regexp.MustCompile(`(?m)^(\d+)\s+cli-staff\s`).FindStringSubmatch(out)
+	require.NotNil(t, m, out)
+	code, _, errs = h.kctl(h.tokens[auth.RoleStaff], "", nil, "users", "unlock", m[1])
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, "forbidden")
+	code, out, errs = h.kctl(h.tokens[auth.RoleAdmin], "", nil, "users", "unlock", m[1], "-reason", "forgot password")
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, out, "login limits of cli-staff lifted")
+	code, _, errs = h.kctl("", "password-of-staff\n", nil, "login", "cli-staff")
+	assert.Equal(t, 0, code, errs)
+	code, _, _ = h.kctl(h.tokens[auth.RoleAdmin], "", nil, "users", "unlock", "bob")
+	assert.Equal(t, 2, code)
+}

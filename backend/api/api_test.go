@@ -113,6 +113,7 @@ var expectedRoles = map[string]string{
 	"POST /api/v1/devices/{id}/mqtt-password":              "admin",
 	"PATCH /api/v1/devices/{id}/compartments/{number}":     "technician admin",
 	"POST /api/v1/devices/{id}/compartments/{number}/open": "technician admin",
+	"POST /api/v1/devices/{id}/clear-lockout":              "staff technician admin",
 	"GET /api/v1/documents":                                "staff admin",
 	"POST /api/v1/documents":                               "staff admin",
 	"GET /api/v1/documents/{id}":                           "staff admin",

@@ -28,6 +28,36 @@ type Opener interface {
 	OpenCompartment(ctx context.Context, deviceID string, number int, reason, actor string) error
 }
 
+// LockoutClearer lifts a device's PIN lockout for staff: the backend's
+// burst lock (audited with who and why) and the device's own.
+type LockoutClearer interface {
+	ClearLockout(ctx context.Context, deviceID, reason, actor string) (LockoutCleared, error)
+}
+
+// LockoutCleared is the answer of POST /api/v1/devices/{id}/clear-lockout.
+type LockoutCleared struct {
+	// DeviceID is the device.
+	DeviceID string `json:"device_id"`
+	// WasLocked is true when the backend's burst lockout was in force.
+	WasLocked bool `json:"was_locked"`
+	// LockedUntil is set while the daily cap still locks PIN entry (nobody
+	// can lift it); null: PIN entry is open.
+	LockedUntil *time.Time `json:"locked_until"`
+	// Device is what became of the clear_lockout command to the device.
+	Device DeviceCommandOutcome `json:"device"`
+}
+
+// DeviceCommandOutcome is what became of a command to a device.
+type DeviceCommandOutcome struct {
+	// CommandID is the command's id, when one was sent.
+	CommandID string `json:"command_id,omitempty"`
+	// Status is the device's answer (done, rejected, failed, expired,
+	// duplicate) or not_sent, device_offline, no_answer.
+	Status string `json:"status"`
+	// Detail explains it.
+	Detail string `json:"detail,omitempty"`
+}
+
 // Presence is a device's connection state as the device link last saw it.
 type Presence struct {
 	// Online is true while the device is connected to the broker.
@@ -297,6 +327,36 @@ func checkReason(reason string, required bool) error {
 
 type openRequest struct {
 	Reason string `json:"reason"`
+}
+
+// handleClearLockout lifts a device's PIN lockout (staff, technicians,
+// admins): the backend's burst lock, audited with who and why, then the
+// device's own through a clear_lockout command.
+func (s *Server) handleClearLockout(w http.ResponseWriter, r *http.Request) error {
+	if err := s.needService(); err != nil {
+		return err
+	}
+	var req openRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if err := checkReason(req.Reason, true); err != nil {
+		return err
+	}
+	ctx := r.Context()
+	d, err := s.svc.GetDevice(ctx, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if s.lockouts == nil {
+		return errorf(http.StatusServiceUnavailable, "unavailable", "clearing lockouts needs the codes service, which is not configured on this server")
+	}
+	res, err := s.lockouts.ClearLockout(ctx, d.ID, strings.TrimSpace(req.Reason), actor(principal(ctx)))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
 }
 
 func (s *Server) handleOpen(w http.ResponseWriter, r *http.Request) error {

@@ -16,6 +16,8 @@ import (
 	"kluis/backend/api"
 	"kluis/backend/audit"
 	"kluis/backend/auth"
+	"kluis/backend/codes"
+	"kluis/backend/deviceops"
 	"kluis/backend/store"
 )
 
@@ -553,4 +555,74 @@ func TestNamesRefuseBidiOverHTTP(t *testing.T) {
 	r = e.do("POST", "/api/v1/tokens", staff, map[string]string{"name": "   "})
 	assert.Equal(t, 400, r.status)
 	assert.Equal(t, "invalid_name", r.errCode())
+}
+
+// Staff, technicians and admins lift a device's PIN lockout over HTTP
+// (issue 10: the documented staff unlock had no route): the backend's lock
+// goes at once, audited with who, which device and why; the answer says
+// what the device was told (here: no device link).
+func TestClearDeviceLockoutOverHTTP(t *testing.T) {
+	var lockouts *deviceops.Lockouts
+	e := newEnv(t, func(o *api.Options) { o.Lockouts = lockoutsFunc(func() api.LockoutClearer { return lockouts }) })
+	keys, err := codes.GenerateKeys()
+	require.NoError(t, err)
+	cs, err := codes.New(codes.Options{Pool: e.st.Pool(), Keys: keys, Logger: quietLogger(), Argon: codes.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	require.NoError(t, err)
+	lockouts, err = deviceops.NewLockouts(deviceops.LockoutsOptions{Codes: cs, Pool: e.st.Pool(), Logger: quietLogger()})
+	require.NoError(t, err)
+	e.setupSite(1)
+	ctx := context.Background()
+	lock := func() {
+		for i := 0; i < codes.DeviceMaxFailures; i++ {
+			_, err := cs.Verify(ctx, codes.Attempt{DeviceID: "kortrijk-1", PIN: "000000001", BirthDate: "1990-01-01"})
+			require.ErrorIs(t, err, codes.ErrWrongCode)
+		}
+		until, err := cs.LockedUntil(ctx, "kortrijk-1")
+		require.NoError(t, err)
+		require.False(t, until.IsZero(), "locked")
+	}
+	path := "/api/v1/devices/kortrijk-1/clear-lockout"
+	r := e.do("POST", path, e.tokens[auth.RoleStaff], map[string]any{})
+	assert.Equal(t, 400, r.status, "a reason is required")
+	assert.Equal(t, "missing_field", r.errCode())
+	r = e.do("POST", "/api/v1/devices/nowhere/clear-lockout", e.tokens[auth.RoleStaff], map[string]any{"reason": "x"})
+	assert.Equal(t, 404, r.status)
+
+	for _, role := range []auth.Role{auth.RoleStaff, auth.RoleTechnician, auth.RoleAdmin} {
+		lock()
+		r = e.do("POST", path, e.tokens[role], map[string]any{"reason": "citizen at the desk, ticket " + string(role)})
+		require.Equal(t, 200, r.status, "%s: %s", role, r.body)
+		var res api.LockoutCleared
+		r.decode(t, &res)
+		assert.True(t, res.WasLocked, role)
+		assert.Nil(t, res.LockedUntil, role)
+		assert.Equal(t, deviceops.DeviceNotSent, res.Device.Status, role)
+		until, err := cs.LockedUntil(ctx, "kortrijk-1")
+		require.NoError(t, err)
+		assert.True(t, until.IsZero(), "%s: PIN entry is open again", role)
+	}
+	recs, err := audit.List(ctx, e.st.Pool(), audit.ListOptions{Subject: "device:kortrijk-1"})
+	require.NoError(t, err)
+	var who []string
+	for _, rc := range recs {
+		if rc.Action == "device.pin_unlocked" {
+			who = append(who, rc.Actor)
+			assert.Contains(t, string(rc.Details), "citizen at the desk")
+		}
+	}
+	assert.Equal(t, []string{fmt.Sprintf("user:%d", e.users[auth.RoleStaff].ID), fmt.Sprintf("user:%d", e.users[auth.RoleTechnician].ID),
+		fmt.Sprintf("user:%d", e.users[auth.RoleAdmin].ID)}, who)
+
+	e2 := newEnv(t)
+	e2.setupSite(1)
+	r = e2.do("POST", path, e2.tokens[auth.RoleStaff], map[string]any{"reason": "x"})
+	assert.Equal(t, 503, r.status)
+	assert.Equal(t, "unavailable", r.errCode())
+}
+
+// lockoutsFunc resolves the clearer late (it needs the env's database).
+type lockoutsFunc func() api.LockoutClearer
+
+func (f lockoutsFunc) ClearLockout(ctx context.Context, deviceID, reason, actor string) (api.LockoutCleared, error) {
+	return f().ClearLockout(ctx, deviceID, reason, actor)
 }

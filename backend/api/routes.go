@@ -46,6 +46,7 @@ func (s *Server) routeTable() []route {
 		{method: "POST", path: "/api/v1/devices/{id}/mqtt-password", roles: adminOnly, h: s.handleDevicePassword},
 		{method: "PATCH", path: "/api/v1/devices/{id}/compartments/{number}", roles: techRole, h: s.handleUpdateCompartment},
 		{method: "POST", path: "/api/v1/devices/{id}/compartments/{number}/open", roles: techRole, h: s.handleOpen},
+		{method: "POST", path: "/api/v1/devices/{id}/clear-lockout", roles: anyRole, h: s.handleClearLockout},
 
 		{method: "GET", path: "/api/v1/documents", roles: staffRole, h: s.handleListDocuments},
 		{method: "POST", path: "/api/v1/documents", roles: staffRole, idempotent: true, h: s.handleRegisterDocument},

@@ -46,6 +46,8 @@ type Options struct {
 	// Opener sends remote-open commands (the device link); nil makes remote
 	// open answer 503 device_link_unavailable.
 	Opener Opener
+	// Lockouts lifts devices' PIN lockouts; nil makes that route answer 503.
+	Lockouts LockoutClearer
 	// Slip renders pickup slips; nil makes the slip route answer 503.
 	Slip SlipFunc
 	// DevicePassword sets devices' MQTT passwords (embedded broker); nil
@@ -77,6 +79,7 @@ type Server struct {
 	mappers        []ErrorMapper
 	svc            *service.Service
 	opener         Opener
+	lockouts       LockoutClearer
 	slip           SlipFunc
 	track          http.Handler
 	presence       PresenceFunc
@@ -148,6 +151,7 @@ func New(opts Options) (*Server, error) {
 		trusted:        append([]netip.Prefix(nil), opts.TrustedProxies...),
 		svc:            opts.Service,
 		opener:         opts.Opener,
+		lockouts:       opts.Lockouts,
 		slip:           opts.Slip,
 		track:          opts.TrackPage,
 		presence:       opts.Presence,

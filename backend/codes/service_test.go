@@ -336,6 +336,64 @@ func TestDeviceBurstLockout(t *testing.T) {
 	require.Equal(t, 1, locked)
 }
 
+// Staff lift a burst lockout (issue 10): the right PIN works at once, the
+// next mistyped PIN does not lock the device again (the failures before
+// the lift no longer count towards a burst), five new ones do; the lift is
+// audited with who and why.
+func TestClearBurstLock(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	_, _, cr := f.issue("eid", "l1", 1)
+	_, _, cr2 := f.issue("eid", "l1", 2)
+	clear := func() bool {
+		var was bool
+		require.NoError(t, pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error {
+			var err error
+			was, err = f.svc.ClearBurstLock(context.Background(), tx, "l1", "user:7", "citizen at the counter")
+			return err
+		}))
+		return was
+	}
+	require.False(t, clear(), "nothing to lift")
+	f.clock.Add(time.Second)
+	for i := 0; i < DeviceMaxFailures; i++ {
+		_, err := f.verify(Attempt{DeviceID: "l1", PIN: wrongPIN(cr.PIN), BirthDate: "1990-02-28"})
+		require.ErrorIs(t, err, ErrWrongCode)
+	}
+	_, err := f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1990-02-28"})
+	require.ErrorIs(t, err, ErrDeviceLockedOut)
+	require.True(t, clear())
+	until, err := f.svc.LockedUntil(context.Background(), "l1")
+	require.NoError(t, err)
+	require.True(t, until.IsZero(), "open again")
+
+	f.clock.Add(time.Second)
+	_, err = f.verify(Attempt{DeviceID: "l1", PIN: wrongPIN(cr.PIN), BirthDate: "1990-02-28"})
+	require.ErrorIs(t, err, ErrWrongCode, "one mistyped PIN after the lift")
+	_, err = f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1990-02-28"})
+	require.NoError(t, err, "does not lock the device again")
+	for i := 0; i < DeviceMaxFailures-1; i++ { // with the one above: a burst
+		f.clock.Add(time.Second)
+		_, err := f.verify(Attempt{DeviceID: "l1", PIN: wrongPIN(cr2.PIN), BirthDate: "1990-02-28"})
+		require.ErrorIs(t, err, ErrWrongCode)
+	}
+	_, err = f.verify(Attempt{DeviceID: "l1", PIN: cr2.PIN, BirthDate: "1990-02-28"})
+	require.ErrorIs(t, err, ErrDeviceLockedOut, "a new burst after the lift locks again")
+
+	recs, err := audit.List(context.Background(), f.pool, audit.ListOptions{Subject: "device:l1"})
+	require.NoError(t, err)
+	var unlocked []string
+	for _, r := range recs {
+		if r.Action == "device.pin_unlocked" {
+			require.Equal(t, "user:7", r.Actor)
+			unlocked = append(unlocked, string(r.Details))
+		}
+	}
+	require.Len(t, unlocked, 2)
+	require.Contains(t, unlocked[1], "citizen at the counter")
+	require.Contains(t, unlocked[1], `"was_locked":true`)
+}
+
 // The daily cap holds even when failures are spread to dodge the burst
 // limit, and staff cannot lift it.
 func TestDeviceDailyCap(t *testing.T) {
@@ -349,7 +407,8 @@ func TestDeviceDailyCap(t *testing.T) {
 		f.clock.Add(DeviceWindow + time.Second)
 	}
 	require.NoError(t, pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error {
-		return f.svc.ClearBurstLock(context.Background(), tx, "l1", "user:1")
+		_, err := f.svc.ClearBurstLock(context.Background(), tx, "l1", "user:1", "citizen at the counter")
+		return err
 	}))
 	_, err := f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1990-02-28"})
 	require.ErrorIs(t, err, ErrDeviceLockedOut)

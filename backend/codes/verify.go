@@ -147,8 +147,8 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 			ON CONFLICT (device_id) DO NOTHING`, a.DeviceID, now, salt); err != nil {
 			return fmt.Errorf("device row: %w", err)
 		}
-		var burst *time.Time
-		err := tx.QueryRow(ctx, `SELECT locked_until FROM code_devices WHERE device_id = $1 FOR NO KEY UPDATE`, a.DeviceID).Scan(&burst)
+		var burst, cleared *time.Time
+		err := tx.QueryRow(ctx, `SELECT locked_until, burst_cleared_at FROM code_devices WHERE device_id = $1 FOR NO KEY UPDATE`, a.DeviceID).Scan(&burst, &cleared)
 		known := true
 		if errors.Is(err, pgx.ErrNoRows) {
 			// Unknown device: nothing can match. Recorded and audited, not counted.
@@ -190,7 +190,7 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 			}
 		}
 		if out.counted {
-			if b := s.cfg.burstAfterFailure(append(failures, now), now); !b.IsZero() {
+			if b := s.cfg.burstAfterFailure(since(append(failures, now), cleared), now); !b.IsZero() {
 				if _, err := tx.Exec(ctx, `UPDATE code_devices SET locked_until = $2 WHERE device_id = $1`, a.DeviceID, b); err != nil {
 					return fmt.Errorf("lock device: %w", err)
 				}
@@ -380,13 +380,35 @@ func (s *Service) LockedUntil(ctx context.Context, deviceID string) (time.Time, 
 	return until, nil
 }
 
-// ClearBurstLock lets staff lift a device's burst lockout early (audited by
-// the caller's transaction). The daily cap is not lifted: the security
-// bound relies on it.
-func (s *Service) ClearBurstLock(ctx context.Context, tx pgx.Tx, deviceID, actor string) error {
-	if _, err := tx.Exec(ctx, `UPDATE code_devices SET locked_until = NULL WHERE device_id = $1`, deviceID); err != nil {
-		return fmt.Errorf("codes: clear lock: %w", err)
+// ClearBurstLock lets staff lift a device's burst lockout early, audited
+// (device.pin_unlocked with actor and reason) in the caller's transaction,
+// and reports whether a burst lock was in force. The failures before the
+// lift stop counting towards the next burst lockout. The daily cap is not
+// lifted: the security bound relies on it.
+func (s *Service) ClearBurstLock(ctx context.Context, tx pgx.Tx, deviceID, actor, reason string) (wasLocked bool, err error) {
+	now := s.clock()
+	var was *time.Time
+	err = tx.QueryRow(ctx, `WITH old AS (SELECT device_id, locked_until FROM code_devices WHERE device_id = $1 FOR UPDATE)
+		UPDATE code_devices c SET locked_until = NULL, burst_cleared_at = $2 FROM old WHERE c.device_id = old.device_id
+		RETURNING old.locked_until`, deviceID, now).Scan(&was)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return false, fmt.Errorf("codes: clear lock: %w", err)
 	}
-	return s.appendAudit(ctx, tx, AuditEvent{Actor: actor, Action: "device.pin_unlocked", Subject: "device:" + deviceID,
-		Details: map[string]any{"device": deviceID, "actor": actor}})
+	wasLocked = was != nil && now.Before(*was)
+	return wasLocked, s.appendAudit(ctx, tx, AuditEvent{Actor: actor, Action: "device.pin_unlocked", Subject: "device:" + deviceID,
+		Details: map[string]any{"device": deviceID, "actor": actor, "reason": reason, "was_locked": wasLocked}})
+}
+
+// since returns the times after cleared (all of them when cleared is nil).
+func since(ts []time.Time, cleared *time.Time) []time.Time {
+	if cleared == nil {
+		return ts
+	}
+	out := make([]time.Time, 0, len(ts))
+	for _, t := range ts {
+		if t.After(*cleared) {
+			out = append(out, t)
+		}
+	}
+	return out
 }

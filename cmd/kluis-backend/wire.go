@@ -231,6 +231,12 @@ func (d *deps) startLink(ctx context.Context, st *store.Store, reg *prometheus.R
 		return api.Presence{Online: p.Online, Since: p.Changed, Software: p.Software, LastHeartbeatAt: p.LastHeartbeatAt}, true, nil
 	}
 	d.api.Opener = deviceops.NewOpener(deviceops.OpenerOptions{Link: link, Pool: st.Pool(), Timeout: c.openTimeout})
+	lockouts, err := deviceops.NewLockouts(deviceops.LockoutsOptions{Codes: d.codes, Pool: st.Pool(), Link: link,
+		Timeout: c.openTimeout, Logger: log})
+	if err != nil {
+		return err
+	}
+	d.api.Lockouts = lockouts
 	return nil
 }
 

@@ -39,6 +39,7 @@ Commands:
   devices list [-site S]
   devices show ID                     a device with its compartments
   devices mqtt-password ID            set a new MQTT password for the device (admin; printed once)
+  devices clear-lockout ID -reason TEXT   lift the device's PIN lockout (backend and device; audited)
   compartment DEVICE NUMBER -out-of-service=true|false [-reason TEXT]
   open DEVICE NUMBER -reason TEXT     open a compartment remotely (technician, admin)
   audit verify                        verify the audit hash chain (admin)
@@ -192,8 +193,10 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 			return c.deviceShow(ctx, tail(args))
 		case "mqtt-password":
 			return c.devicePassword(ctx, tail(args))
+		case "clear-lockout":
+			return c.clearLockout(ctx, tail(args))
 		}
-		return usageError{"devices: want list, show or mqtt-password"}
+		return usageError{"devices: want list, show, mqtt-password or clear-lockout"}
 	case "compartment":
 		return c.compartment(ctx, args)
 	case "open":
@@ -712,6 +715,53 @@ func (c *cli) devicePassword(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Fprintln(c.stdout, v.Password)
+	return nil
+}
+
+func (c *cli) clearLockout(ctx context.Context, args []string) error {
+	fs := c.flags("devices clear-lockout")
+	reason := fs.String("reason", "", "why (required, audited)")
+	pos, err := parse(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(*reason) == "" {
+		return usageError{"devices clear-lockout: -reason is required"}
+	}
+	if err := checkText("devices clear-lockout: -reason", *reason, 200); err != nil {
+		return err
+	}
+	raw, err := c.call(ctx, "POST", "/api/v1/devices/"+url.PathEscape(pos[0])+"/clear-lockout", map[string]string{"reason": *reason})
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return c.emitJSON(raw)
+	}
+	var v struct {
+		WasLocked   bool    `json:"was_locked"`
+		LockedUntil *string `json:"locked_until"`
+		Device      struct {
+			Status string `json:"status"`
+			Detail string `json:"detail"`
+		} `json:"device"`
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return fmt.Errorf("bad answer from server: %w", err)
+	}
+	state := "was not locked"
+	if v.WasLocked {
+		state = "lifted"
+	}
+	fmt.Fprintf(c.stdout, "backend: PIN lockout %s\n", state)
+	if v.LockedUntil != nil {
+		fmt.Fprintf(c.stdout, "backend: the daily cap still locks PIN entry until %s (it cannot be lifted)\n", safetext.Escape(*v.LockedUntil))
+	}
+	line := "device: " + safetext.Escape(v.Device.Status)
+	if v.Device.Detail != "" {
+		line += " (" + safetext.Escape(v.Device.Detail) + ")"
+	}
+	fmt.Fprintln(c.stdout, line)
 	return nil
 }
 

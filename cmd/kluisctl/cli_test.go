@@ -18,6 +18,8 @@ import (
 
 	"kluis/backend/api"
 	"kluis/backend/auth"
+	"kluis/backend/codes"
+	"kluis/backend/deviceops"
 	"kluis/backend/service"
 	"kluis/backend/store"
 	"kluis/backend/store/storetest"
@@ -28,6 +30,7 @@ type harness struct {
 	url    string
 	tokens map[auth.Role]string
 	st     *store.Store
+	codes  *codes.Service
 }
 
 func newHarness(t *testing.T) *harness {
@@ -39,7 +42,13 @@ func newHarness(t *testing.T) *harness {
 	require.NoError(t, err)
 	svc, err := service.New(service.Options{Store: st, Logger: quiet})
 	require.NoError(t, err)
-	srv, err := api.New(api.Options{Logger: quiet, Pool: st.Pool(), Auth: as, Service: svc,
+	keys, err := codes.GenerateKeys()
+	require.NoError(t, err)
+	cs, err := codes.New(codes.Options{Pool: st.Pool(), Keys: keys, Logger: quiet, Argon: codes.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	require.NoError(t, err)
+	lockouts, err := deviceops.NewLockouts(deviceops.LockoutsOptions{Codes: cs, Pool: st.Pool(), Logger: quiet})
+	require.NoError(t, err)
+	srv, err := api.New(api.Options{Logger: quiet, Pool: st.Pool(), Auth: as, Service: svc, Lockouts: lockouts,
 		Notifications: func(ctx context.Context, id string) ([]api.NotificationRecord, error) {
 			return []api.NotificationRecord{{Kind: "loaded", Channel: "email", Status: "failed", Error: "mailbox full"}}, nil
 		}})
@@ -47,7 +56,7 @@ func newHarness(t *testing.T) *harness {
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 
-	h := &harness{t: t, url: hs.URL, tokens: map[auth.Role]string{}, st: st}
+	h := &harness{t: t, url: hs.URL, tokens: map[auth.Role]string{}, st: st, codes: cs}
 	for _, r := range auth.Roles() {
 		u, err := as.CreateUser(ctx, "cli-"+string(r), "password-of-"+string(r), r)
 		require.NoError(t, err)
@@ -381,4 +390,31 @@ func TestKluisctlUsersUnlock(t *testing.T) {
 	assert.Equal(t, 0, code, errs)
 	code, _, _ = h.kctl(h.tokens[auth.RoleAdmin], "", nil, "users", "unlock", "bob")
 	assert.Equal(t, 2, code)
+}
+
+// Staff lift a device's PIN lockout from the command line; the reason is
+// required.
+func TestKluisctlClearLockout(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	for i := 0; i < codes.DeviceMaxFailures; i++ {
+		_, err := h.codes.Verify(ctx, codes.Attempt{DeviceID: "kortrijk-1", PIN: "000000001", BirthDate: "1990-01-01"})
+		require.ErrorIs(t, err, codes.ErrWrongCode)
+	}
+	code, _, errs := h.kctl(h.tokens[auth.RoleStaff], "", nil, "devices", "clear-lockout", "kortrijk-1")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errs, "-reason is required")
+	code, out, errs := h.kctl(h.tokens[auth.RoleStaff], "", nil, "devices", "clear-lockout", "kortrijk-1", "-reason", "citizen mistyped")
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, out, "backend: PIN lockout lifted")
+	assert.Contains(t, out, "device: not_sent (no device link on this server)")
+	until, err := h.codes.LockedUntil(ctx, "kortrijk-1")
+	require.NoError(t, err)
+	assert.True(t, until.IsZero())
+	code, out, errs = h.kctl(h.tokens[auth.RoleTechnician], "", nil, "-o", "json", "devices", "clear-lockout", "kortrijk-1", "-reason", "again")
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, out, `"was_locked": false`)
+	code, _, errs = h.kctl(h.tokens[auth.RoleStaff], "", nil, "devices", "clear-lockout", "nowhere", "-reason", "x")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, "not_found")
 }

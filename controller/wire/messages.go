@@ -190,10 +190,17 @@ const (
 	CmdOpen     CommandKind = "open"      // remote open of addr (technician, support)
 	CmdConfig   CommandKind = "config"    // settings to apply
 	CmdCodeSync CommandKind = "code_sync" // offline verification material
+	// CmdClearLockout lifts the device's own code-entry lockout (the one
+	// it journals), after staff lifted the backend's (reason and by: who
+	// and why, audited by the backend). Device side pending: kluisd
+	// answers it "rejected" until it implements it (docs/asyncapi.yaml).
+	CmdClearLockout CommandKind = "clear_lockout"
 )
 
 // CommandKinds lists every command kind.
-func CommandKinds() []CommandKind { return []CommandKind{CmdOpen, CmdConfig, CmdCodeSync} }
+func CommandKinds() []CommandKind {
+	return []CommandKind{CmdOpen, CmdConfig, CmdCodeSync, CmdClearLockout}
+}
 
 // Command is an order from the backend. A device carries out a command at
 // most once (by ID) and only before Expires; otherwise it answers with a

@@ -225,6 +225,14 @@ func (m *Command) Validate() error {
 	if m.Kind == CmdConfig && len(m.Settings) == 0 {
 		c.fail("config without settings")
 	}
+	if m.Kind == CmdClearLockout {
+		if m.Addr != nil || len(m.Settings) > 0 {
+			c.fail("clear_lockout takes no addr or settings")
+		}
+		if m.By == "" || m.Reason == "" {
+			c.fail("clear_lockout needs by and reason")
+		}
+	}
 	if m.Kind == CmdCodeSync {
 		if m.Codes == nil {
 			c.fail("missing codes")

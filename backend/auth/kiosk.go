@@ -81,8 +81,10 @@ func (s *Service) SetKioskCredentials(ctx context.Context, userID int64, pin, ba
 }
 
 // KioskLogin finds the staff member by PIN (or badge, when pin is empty)
-// and issues a kiosk session token. Only staff and admins may log in at a
-// kiosk; anything else is ErrInvalidCredentials.
+// and issues a kiosk session token. Staff (load, retrieve), technicians
+// (test-open) and admins (both) may log in at a kiosk; what each may do
+// there is decided per operation (backend/deviceops). A disabled user or an
+// unknown PIN or badge is ErrInvalidCredentials.
 func (s *Service) KioskLogin(ctx context.Context, pin, badge string) (Issued, error) {
 	if len(s.kioskKey) == 0 {
 		return Issued{}, ErrKioskDisabled
@@ -104,7 +106,7 @@ func (s *Service) KioskLogin(ctx context.Context, pin, badge string) (Issued, er
 	if err != nil {
 		return Issued{}, fmt.Errorf("auth: kiosk login: %w", err)
 	}
-	if u.Disabled || (u.Role != RoleStaff && u.Role != RoleAdmin) {
+	if u.Disabled {
 		return Issued{}, ErrInvalidCredentials
 	}
 	exp := s.now().Add(s.kioskTTL)

@@ -47,10 +47,22 @@ func TestKioskLogin(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, staff.ID, iss2.User.ID)
 
-	for _, c := range [][2]string{{"000000", ""}, {"", "BADGE-0043"}, {"", ""}, {"12", ""}, {"777777", ""}} {
+	// Technicians log in at a kiosk too (for test-open; what they may do
+	// there is decided per operation).
+	iss3, err := svc.KioskLogin(ctx, "777777", "")
+	require.NoError(t, err)
+	assert.Equal(t, tech.ID, iss3.User.ID)
+	assert.Equal(t, auth.RoleTechnician, iss3.User.Role)
+
+	for _, c := range [][2]string{{"000000", ""}, {"", "BADGE-0043"}, {"", ""}, {"12", ""}} {
 		_, err := svc.KioskLogin(ctx, c[0], c[1])
 		assert.ErrorIs(t, err, auth.ErrInvalidCredentials, "%v", c)
 	}
+
+	_, err = svc.SetDisabled(ctx, tech.ID, true)
+	require.NoError(t, err)
+	_, err = svc.KioskLogin(ctx, "777777", "")
+	assert.ErrorIs(t, err, auth.ErrInvalidCredentials, "a disabled user cannot log in at a kiosk")
 
 	// Kiosk sessions are short.
 	clock.Set(clock.Now().Add(16 * time.Minute))

@@ -2,6 +2,7 @@ package deviceops_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/audit"
@@ -356,4 +358,79 @@ func TestExpiredDocumentsCodeAnswersExpired(t *testing.T) {
 	}
 	require.Equal(t, wire.VerifyWrongCode, e.qr("k1", old.QRToken).Result, "a re-issued code stays wrong")
 	require.Equal(t, wire.VerifyWrongCode, e.qr("k2", cr.QRToken).Result, "another device's code stays wrong")
+}
+
+// Issue 10: a counter clerk logged in at a kiosk could run the technician
+// test-open. The backend decides per role: staff load and retrieve,
+// technicians test-open (and see no documents), admins both; refusals and
+// test-opens are audited.
+func TestKioskRolesDecideServerSide(t *testing.T) {
+	e := newEnv(t)
+	as, err := auth.New(auth.Options{Pool: e.st.Pool(), Clock: e.clock.Now, KioskKey: []byte("kiosk-key-0123456789"),
+		Params: auth.Params{Time: 1, MemoryKiB: 64, Threads: 1}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	h := deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: e.svc, Pool: e.st.Pool(), Clock: e.clock.Now,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	pins := map[auth.Role]string{auth.RoleStaff: "482916", auth.RoleTechnician: "739154", auth.RoleAdmin: "615283"}
+	users := map[auth.Role]auth.User{}
+	for role, pin := range pins {
+		u, err := as.CreateUser(e.ctx, "kiosk-"+string(role), "a long enough password", role)
+		require.NoError(t, err)
+		require.NoError(t, as.SetKioskCredentials(e.ctx, u.ID, &pin, nil))
+		users[role] = u
+	}
+	doc, _ := e.loaded(store.EID, "591-1234567-89", "k1")
+	for _, n := range []string{"591-3333333-33", "591-4444444-44"} {
+		_, err := e.svc.RegisterDocument(e.ctx, "user:1", store.NewDocument{Kind: store.EID, Number: n,
+			FirstName: "Els", LastName: "Claes", BirthDate: time.Date(1990, 3, 4, 0, 0, 0, 0, time.UTC), Language: "fr",
+			Email: "els@example.be", SiteID: "kortrijk"})
+		require.NoError(t, err)
+	}
+	ask := func(req wire.StaffRequest) wire.StaffResponse {
+		req.ID, req.At = wire.NewID(e.clock.Now()), e.clock.Now()
+		return h.HandleStaff(e.ctx, "k1", req)
+	}
+	free := &wire.Address{Board: 0, Channel: 1}
+	sessions := map[auth.Role]string{}
+	for role, pin := range pins {
+		login := ask(wire.StaffRequest{Op: wire.StaffLogin, PIN: pin})
+		require.Equal(t, wire.StaffOK, login.Result, role)
+		assert.Equal(t, wire.StaffRole(role), login.Role, "the kiosk is told the role")
+		sessions[role] = login.Session
+	}
+
+	// The clerk: load and retrieve yes, test-open no.
+	assert.Equal(t, wire.StaffDenied, ask(wire.StaffRequest{Op: wire.StaffTestOpen, Session: sessions[auth.RoleStaff], Addr: free}).Result)
+	assert.Equal(t, wire.StaffOK, ask(wire.StaffRequest{Op: wire.StaffReserve, Session: sessions[auth.RoleStaff], DocumentNumber: "591-3333333-33"}).Result)
+	assert.Equal(t, wire.StaffOK, ask(wire.StaffRequest{Op: wire.StaffRetrieve, Session: sessions[auth.RoleStaff], DocumentNumber: doc.Number}).Result)
+
+	// The technician: test-open yes, documents no.
+	assert.Equal(t, wire.StaffOK, ask(wire.StaffRequest{Op: wire.StaffTestOpen, Session: sessions[auth.RoleTechnician], Addr: free}).Result)
+	assert.Equal(t, wire.StaffNotFound, ask(wire.StaffRequest{Op: wire.StaffTestOpen, Session: sessions[auth.RoleTechnician],
+		Addr: &wire.Address{Board: 3, Channel: 9}}).Result, "no such compartment on this device")
+	assert.Equal(t, wire.StaffDenied, ask(wire.StaffRequest{Op: wire.StaffReserve, Session: sessions[auth.RoleTechnician], DocumentNumber: "591-4444444-44"}).Result)
+	assert.Equal(t, wire.StaffDenied, ask(wire.StaffRequest{Op: wire.StaffRetrieve, Session: sessions[auth.RoleTechnician], DocumentNumber: doc.Number}).Result)
+
+	// The admin: both.
+	assert.Equal(t, wire.StaffOK, ask(wire.StaffRequest{Op: wire.StaffTestOpen, Session: sessions[auth.RoleAdmin], Addr: free}).Result)
+	assert.Equal(t, wire.StaffOK, ask(wire.StaffRequest{Op: wire.StaffRetrieve, Session: sessions[auth.RoleAdmin], DocumentNumber: doc.Number}).Result)
+
+	// Not a kiosk session.
+	assert.Equal(t, wire.StaffSessionExpired, ask(wire.StaffRequest{Op: wire.StaffTestOpen, Session: "kls_nope", Addr: free}).Result)
+
+	recs, err := audit.List(e.ctx, e.st.Pool(), audit.ListOptions{Subject: "device:k1"})
+	require.NoError(t, err)
+	var got []string
+	for _, r := range recs {
+		if r.Action == "kiosk.test_open" || r.Action == "kiosk.denied" {
+			got = append(got, r.Action+" "+r.Actor+" "+string(r.Details))
+		}
+	}
+	id := func(r auth.Role) string { return fmt.Sprintf("user:%d", users[r].ID) }
+	require.Len(t, got, 5, "%q", got)
+	assert.Equal(t, `kiosk.denied `+id(auth.RoleStaff)+` {"op":"test_open","role":"staff"}`, got[0])
+	assert.Equal(t, `kiosk.test_open `+id(auth.RoleTechnician)+` {"compartment":2}`, got[1])
+	assert.Equal(t, `kiosk.denied `+id(auth.RoleTechnician)+` {"op":"reserve","role":"technician"}`, got[2])
+	assert.Equal(t, `kiosk.denied `+id(auth.RoleTechnician)+` {"op":"retrieve","role":"technician"}`, got[3])
+	assert.Equal(t, `kiosk.test_open `+id(auth.RoleAdmin)+` {"compartment":2}`, got[4])
 }

@@ -33,8 +33,13 @@ type StaffOptions struct {
 }
 
 // Staff answers the kiosk's staff operations: log in with a staff PIN or
-// badge, reserve a compartment for a scanned document, log out. It
-// implements devicelink.StaffHandler.
+// badge, reserve a compartment for a scanned document, retrieve one,
+// authorise a test-open, log out. It implements devicelink.StaffHandler.
+//
+// What each role may do at a kiosk is decided here, server-side: staff and
+// admins load (reserve) and retrieve documents; technicians and admins
+// test-open compartments (technicians never see documents, which hold
+// personal data). A refusal answers denied and is audited.
 type Staff struct {
 	auth     *auth.Service
 	svc      *service.Service
@@ -66,6 +71,8 @@ func (h *Staff) HandleStaff(ctx context.Context, deviceID string, req wire.Staff
 		resp.Result = h.reserve(ctx, deviceID, req, &resp)
 	case wire.StaffRetrieve:
 		resp.Result = h.retrieve(ctx, deviceID, req, &resp)
+	case wire.StaffTestOpen:
+		resp.Result = h.testOpen(ctx, deviceID, req)
 	case wire.StaffLogout:
 		if p, err := h.auth.Authenticate(ctx, req.Session); err == nil && p.TokenKind == "kiosk" {
 			if err := h.auth.Revoke(ctx, p.ID, p.TokenID); err != nil {
@@ -111,6 +118,48 @@ func (h *Staff) login(ctx context.Context, deviceID string, req wire.StaffReques
 	h.audit(ctx, actor, "kiosk.login", deviceID, map[string]any{"method": method, "token_id": iss.ID})
 	// The staff id on the wire is the numeric user id (wire ids allow no ':').
 	resp.Session, resp.StaffID, resp.StaffName, resp.Expires = iss.Token, strconv.FormatInt(iss.User.ID, 10), iss.User.Username, iss.ExpiresAt
+	resp.Role = wire.StaffRole(iss.User.Role)
+	return wire.StaffOK
+}
+
+// kioskSession checks the kiosk session of req and whether its user's
+// role may do op at the kiosk (a refusal is audited kiosk.denied).
+func (h *Staff) kioskSession(ctx context.Context, op, deviceID string, req wire.StaffRequest, may ...auth.Role) (actor string, res wire.StaffResult) {
+	p, err := h.auth.Authenticate(ctx, req.Session)
+	if err != nil || p.TokenKind != "kiosk" {
+		return "", wire.StaffSessionExpired
+	}
+	actor = "user:" + strconv.FormatInt(p.ID, 10)
+	for _, r := range may {
+		if p.Role == r {
+			return actor, wire.StaffOK
+		}
+	}
+	h.log.Info("kiosk operation refused for the role", "device", deviceID, "op", op, "role", p.Role)
+	h.audit(ctx, actor, "kiosk.denied", deviceID, map[string]any{"op": op, "role": string(p.Role)})
+	return actor, wire.StaffDenied
+}
+
+// testOpen authorises a technician's test-open of the compartment at
+// req.Addr (technicians and admins; counter staff are denied), audited.
+// The device opens only after ok.
+func (h *Staff) testOpen(ctx context.Context, deviceID string, req wire.StaffRequest) wire.StaffResult {
+	actor, res := h.kioskSession(ctx, "test_open", deviceID, req, auth.RoleTechnician, auth.RoleAdmin)
+	if res != wire.StaffOK {
+		return res
+	}
+	if req.Addr == nil {
+		return wire.StaffNotFound
+	}
+	c, err := store.CompartmentByAddress(ctx, h.pool, deviceID, req.Addr.Board, req.Addr.Channel)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return wire.StaffNotFound
+	case err != nil:
+		h.log.Warn("kiosk test-open: compartment", "device", deviceID, "err", err)
+		return wire.StaffUnavailable
+	}
+	h.audit(ctx, actor, "kiosk.test_open", deviceID, map[string]any{"compartment": c.Number})
 	return wire.StaffOK
 }
 
@@ -118,11 +167,11 @@ func (h *Staff) login(ctx context.Context, deviceID string, req wire.StaffReques
 // scanned number at the device's site. A result other than StaffOK ends
 // the operation.
 func (h *Staff) scanned(ctx context.Context, op, deviceID string, req wire.StaffRequest) (actor string, doc store.Document, res wire.StaffResult) {
-	p, err := h.auth.Authenticate(ctx, req.Session)
-	if err != nil || p.TokenKind != "kiosk" {
-		return "", doc, wire.StaffSessionExpired
+	// Documents are for counter staff (and admins), not technicians.
+	actor, res = h.kioskSession(ctx, op, deviceID, req, auth.RoleStaff, auth.RoleAdmin)
+	if res != wire.StaffOK {
+		return "", doc, res
 	}
-	actor = "user:" + strconv.FormatInt(p.ID, 10)
 	dev, err := h.svc.GetDevice(ctx, deviceID)
 	if err != nil {
 		h.log.Warn("kiosk "+op+": device", "device", deviceID, "err", err)

@@ -343,10 +343,16 @@ const (
 	// compartment, to take the document back out.
 	StaffRetrieve StaffOp = "retrieve"
 	StaffLogout   StaffOp = "logout" // session ends
+	// StaffTestOpen: session + addr of the compartment a technician wants
+	// to test-open -> ok (technicians and admins; audited) or denied. The
+	// device opens only after ok (device side pending).
+	StaffTestOpen StaffOp = "test_open"
 )
 
 // StaffOps lists every staff operation.
-func StaffOps() []StaffOp { return []StaffOp{StaffLogin, StaffReserve, StaffRetrieve, StaffLogout} }
+func StaffOps() []StaffOp {
+	return []StaffOp{StaffLogin, StaffReserve, StaffRetrieve, StaffLogout, StaffTestOpen}
+}
 
 // StaffRequest is a staff operation the kiosk asks the backend for.
 type StaffRequest struct {
@@ -361,12 +367,24 @@ type StaffRequest struct {
 	Session string `json:"session,omitempty"`
 	// DocumentNumber is the number printed on the document (reserve).
 	DocumentNumber string `json:"document_number,omitempty"`
+	// Addr is the compartment of a test-open.
+	Addr *Address `json:"addr,omitempty"`
 }
 
 // LogValue redacts the badge, PIN and session.
 func (r StaffRequest) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("id", r.ID), slog.String("op", string(r.Op)))
 }
+
+// StaffRole is the role of a user logged in at a kiosk.
+type StaffRole string
+
+// Staff roles.
+const (
+	RoleStaff      StaffRole = "staff"
+	RoleTechnician StaffRole = "technician"
+	RoleAdmin      StaffRole = "admin"
+)
 
 // StaffResult is the outcome of a staff operation.
 type StaffResult string
@@ -389,7 +407,7 @@ func StaffResults() []StaffResult {
 }
 
 // StaffResponse answers a StaffRequest. A login that succeeds carries
-// Session, StaffID, StaffName and Expires; a reserve or retrieve that
+// Session, StaffID, StaffName, Expires and Role; a reserve or retrieve that
 // succeeds carries DocumentID and Addr.
 type StaffResponse struct {
 	V          int         `json:"v"`
@@ -403,6 +421,10 @@ type StaffResponse struct {
 	DocumentID string      `json:"document_id,omitempty"`
 	Addr       *Address    `json:"addr,omitempty"`
 	Slot       *int        `json:"slot,omitempty"`
+	// Role is the logged-in user's role (staff, technician, admin), for
+	// the kiosk to offer what the backend will allow: staff load and
+	// retrieve, technicians test-open, admins both. The backend decides.
+	Role StaffRole `json:"role,omitempty"`
 }
 
 // LogValue redacts the session token.

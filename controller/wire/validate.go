@@ -347,6 +347,10 @@ func (m *StaffRequest) Validate() error {
 	c.text("pin", m.PIN, maxSecret)
 	c.text("session", m.Session, maxToken)
 	c.text("document_number", m.DocumentNumber, MaxID)
+	c.addr("addr", m.Addr, m.Op == StaffTestOpen)
+	if m.Addr != nil && m.Op != StaffTestOpen {
+		c.fail("addr on a %s request", m.Op)
+	}
 	switch m.Op {
 	case StaffLogin:
 		if (m.Badge == "") == (m.PIN == "") {
@@ -359,9 +363,9 @@ func (m *StaffRequest) Validate() error {
 		if m.Session == "" || m.DocumentNumber == "" {
 			c.fail("%s needs session and document_number", m.Op)
 		}
-	case StaffLogout:
+	case StaffLogout, StaffTestOpen:
 		if m.Session == "" {
-			c.fail("logout needs session")
+			c.fail("%s needs session", m.Op)
 		}
 	}
 	return c.err
@@ -378,6 +382,9 @@ func (m *StaffResponse) Validate() error {
 	c.text("staff_name", m.StaffName, maxText)
 	c.optID("staff_id", m.StaffID)
 	c.optID("document_id", m.DocumentID)
+	if m.Role != "" {
+		oneOf(c, "role", m.Role, []StaffRole{RoleStaff, RoleTechnician, RoleAdmin})
+	}
 	c.addr("addr", m.Addr, false)
 	c.slot(m.Slot)
 	if m.Expires != nil {

@@ -134,6 +134,10 @@ func TestDecodeRejects(t *testing.T) {
 		{"login with both", "kluis/v1/dev/d1/staff/req", `{"v":1,"id":"s","op":"login","at":"2026-01-01T00:00:00Z","badge":"b","pin":"1234"}`, ErrInvalid},
 		{"NUL in detail", ev, `{"v":1,"id":"e1","kind":"door_opened","at":"2026-01-01T00:00:00Z","addr":{"board":0,"channel":1},"detail":"a\u0000b"}`, ErrInvalid},
 		{"presence unknown state", "kluis/v1/dev/d1/presence", `{"v":1,"state":"asleep"}`, ErrInvalid},
+		{"test_open without addr", "kluis/v1/dev/d1/staff/req", `{"v":1,"id":"s","op":"test_open","at":"2026-01-01T00:00:00Z","session":"x"}`, ErrInvalid},
+		{"test_open without session", "kluis/v1/dev/d1/staff/req", `{"v":1,"id":"s","op":"test_open","at":"2026-01-01T00:00:00Z","addr":{"board":0,"channel":1}}`, ErrInvalid},
+		{"addr on a reserve", "kluis/v1/dev/d1/staff/req", `{"v":1,"id":"s","op":"reserve","at":"2026-01-01T00:00:00Z","session":"x","document_number":"591","addr":{"board":0,"channel":1}}`, ErrInvalid},
+		{"unknown staff role", "kluis/v1/dev/d1/staff/res", `{"v":1,"id":"s","op":"login","result":"ok","session":"x","staff_id":"7","expires":"2026-01-01T00:15:00Z","role":"root"}`, ErrInvalid},
 		{"clear_lockout without by", "kluis/v1/dev/d1/cmd", `{"v":1,"id":"c","kind":"clear_lockout","issued":"2026-01-01T00:00:00Z","expires":"2026-01-01T00:01:00Z","reason":"r"}`, ErrInvalid},
 		{"clear_lockout without reason", "kluis/v1/dev/d1/cmd", `{"v":1,"id":"c","kind":"clear_lockout","issued":"2026-01-01T00:00:00Z","expires":"2026-01-01T00:01:00Z","by":"user:7"}`, ErrInvalid},
 		{"clear_lockout with addr", "kluis/v1/dev/d1/cmd", `{"v":1,"id":"c","kind":"clear_lockout","issued":"2026-01-01T00:00:00Z","expires":"2026-01-01T00:01:00Z","by":"user:7","reason":"r","addr":{"board":0,"channel":1}}`, ErrInvalid},
@@ -156,6 +160,8 @@ func TestDecodeAcceptsMinimal(t *testing.T) {
 		"kluis/v1/dev/d1/verify/res": `{"v":1,"id":"r","result":"device_locked_out","retry_after_s":300}`,
 		"kluis/v1/dev/d1/cmd":        `{"v":1,"id":"c","kind":"code_sync","issued":"2026-01-01T00:00:00Z","expires":"2026-01-01T00:01:00Z","codes":{"version":1,"full":true,"entries":[]}}`,
 		"kluis/v1/dev/d_2/cmdres":    `{"v":1,"id":"c","status":"expired","at":"2026-01-01T00:00:00Z"}`,
+		"kluis/v1/dev/d4/staff/req":  `{"v":1,"id":"s","op":"test_open","at":"2026-01-01T00:00:00Z","session":"x","addr":{"board":0,"channel":1}}`,
+		"kluis/v1/dev/d4/staff/res":  `{"v":1,"id":"s","op":"login","result":"ok","session":"x","staff_id":"7","expires":"2026-01-01T00:15:00Z","role":"technician"}`,
 		"kluis/v1/dev/d3/cmd":        `{"v":1,"id":"c","kind":"clear_lockout","issued":"2026-01-01T00:00:00Z","expires":"2026-01-01T00:00:15Z","by":"user:7","reason":"citizen at the counter"}`,
 	} {
 		_, _, err := Decode(topic, []byte(payload))

@@ -19,6 +19,7 @@ import (
 	"kluis/backend/codes"
 	"kluis/backend/deviceops"
 	"kluis/backend/store"
+	"kluis/controller/pickupcode"
 )
 
 // recordingOpener stands in for the device link: it records calls and
@@ -566,16 +567,16 @@ func TestClearDeviceLockoutOverHTTP(t *testing.T) {
 	e := newEnv(t, func(o *api.Options) { o.Lockouts = lockoutsFunc(func() api.LockoutClearer { return lockouts }) })
 	keys, err := codes.GenerateKeys()
 	require.NoError(t, err)
-	cs, err := codes.New(codes.Options{Pool: e.st.Pool(), Keys: keys, Logger: quietLogger(), Argon: codes.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	cs, err := codes.New(codes.Options{Pool: e.st.Pool(), Keys: keys, Logger: quietLogger(), Argon: pickupcode.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}})
 	require.NoError(t, err)
 	lockouts, err = deviceops.NewLockouts(deviceops.LockoutsOptions{Codes: cs, Pool: e.st.Pool(), Logger: quietLogger()})
 	require.NoError(t, err)
 	e.setupSite(1)
 	ctx := context.Background()
 	lock := func() {
-		for i := 0; i < codes.DeviceMaxFailures; i++ {
+		for i := 0; i < pickupcode.DeviceMaxFailures; i++ {
 			_, err := cs.Verify(ctx, codes.Attempt{DeviceID: "kortrijk-1", PIN: "000000001", BirthDate: "1990-01-01"})
-			require.ErrorIs(t, err, codes.ErrWrongCode)
+			require.ErrorIs(t, err, pickupcode.ErrWrongCode)
 		}
 		until, err := cs.LockedUntil(ctx, "kortrijk-1")
 		require.NoError(t, err)

@@ -8,6 +8,7 @@ import (
 
 	"kluis/backend/service"
 	"kluis/backend/store"
+	"kluis/controller/pickupcode"
 )
 
 // Issuer adapts a Service to service.CodeIssuer: the secret Issue returns
@@ -22,11 +23,11 @@ var _ service.CodeIssuer = Issuer{}
 // Issue issues a code for doc in comp valid until doc.Deadline.
 func (i Issuer) Issue(ctx context.Context, tx pgx.Tx, doc store.Document, comp store.Compartment) (any, error) {
 	if doc.Deadline == nil {
-		return nil, fmt.Errorf("codes: issue for %s: no deadline: %w", doc.ID, ErrInvalid)
+		return nil, fmt.Errorf("codes: issue for %s: no deadline: %w", doc.ID, pickupcode.ErrInvalid)
 	}
 	dob := ""
 	if doc.BirthDate != nil {
-		dob = doc.BirthDate.Format(DateLayout)
+		dob = doc.BirthDate.Format(pickupcode.DateLayout)
 	}
 	dev := comp.DeviceID
 	if dev == "" {

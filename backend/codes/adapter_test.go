@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/store"
+	"kluis/controller/pickupcode"
 )
 
 func TestIssuerAdapter(t *testing.T) {
@@ -38,7 +39,7 @@ func TestIssuerAdapter(t *testing.T) {
 		_, err := Issuer{Service: f.svc}.Issue(context.Background(), tx, doc, comp)
 		return err
 	})
-	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorIs(t, err, pickupcode.ErrInvalid)
 	require.NoError(t, pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error {
 		return Issuer{Service: f.svc}.Revoke(context.Background(), tx, id)
 	}))

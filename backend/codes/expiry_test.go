@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+
+	"kluis/controller/pickupcode"
 )
 
 // countedAttempts returns how many attempts at dev counted against its PIN
@@ -39,13 +41,13 @@ func TestCodeRevokedByExpiryAnswersExpired(t *testing.T) {
 	f.revoke(doc) // what service.Expire does
 
 	_, err := f.verify(Attempt{DeviceID: "l1", QRToken: cr.QRToken})
-	require.ErrorIs(t, err, ErrExpired)
-	for range 2 * DeviceMaxFailures {
+	require.ErrorIs(t, err, pickupcode.ErrExpired)
+	for range 2 * pickupcode.DeviceMaxFailures {
 		_, err = f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1990-02-28"})
-		require.ErrorIs(t, err, ErrExpired)
+		require.ErrorIs(t, err, pickupcode.ErrExpired)
 	}
 	_, err = f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "2000-01-01"})
-	require.ErrorIs(t, err, ErrExpired, "an expired code opens nothing: the date is not looked at")
+	require.ErrorIs(t, err, pickupcode.ErrExpired, "an expired code opens nothing: the date is not looked at")
 	require.Zero(t, f.countedAttempts("l1"), "expired answers are not counted")
 	until, err := f.svc.LockedUntil(context.Background(), "l1")
 	require.NoError(t, err)
@@ -56,9 +58,9 @@ func TestCodeRevokedByExpiryAnswersExpired(t *testing.T) {
 	f.clock.Set(f.clock.Now().Add(7 * 24 * time.Hour).Truncate(time.Second))
 	f.revoke(doc2)
 	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: cr2.QRToken})
-	require.ErrorIs(t, err, ErrExpired)
+	require.ErrorIs(t, err, pickupcode.ErrExpired)
 	_, err = f.verify(Attempt{DeviceID: "l1", PIN: cr2.PIN, BirthDate: "1990-02-28"})
-	require.ErrorIs(t, err, ErrExpired)
+	require.ErrorIs(t, err, pickupcode.ErrExpired)
 	require.Zero(t, f.countedAttempts("l1"))
 }
 
@@ -84,17 +86,17 @@ func TestCodeRevokedBeforeExpiryStaysWrongAfterIt(t *testing.T) {
 	f.revoke(doc) // the re-issued document expires
 
 	_, err := f.verify(Attempt{DeviceID: "l1", QRToken: fresh.QRToken})
-	require.ErrorIs(t, err, ErrExpired, "the newest code expired")
+	require.ErrorIs(t, err, pickupcode.ErrExpired, "the newest code expired")
 	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: old.QRToken})
-	require.ErrorIs(t, err, ErrWrongCode, "the replaced code stays wrong")
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode, "the replaced code stays wrong")
 	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: early.QRToken})
-	require.ErrorIs(t, err, ErrWrongCode)
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode)
 	_, err = f.verify(Attempt{DeviceID: "l1", PIN: early.PIN, BirthDate: "1990-02-28"})
-	require.ErrorIs(t, err, ErrWrongCode)
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode)
 	require.Equal(t, 1, f.countedAttempts("l1"), "the PIN of a code revoked while valid counts")
 	if old.PIN != fresh.PIN {
 		_, err = f.verify(Attempt{DeviceID: "l1", PIN: old.PIN, BirthDate: "1990-02-28"})
-		require.ErrorIs(t, err, ErrWrongCode)
+		require.ErrorIs(t, err, pickupcode.ErrWrongCode)
 		require.Equal(t, 2, f.countedAttempts("l1"))
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"kluis/controller/pickupcode"
 )
 
 // Key file names inside a key directory. Each holds one line of standard
@@ -37,10 +39,10 @@ func (k Keys) Public() ed25519.PublicKey {
 // Validate reports keys of the wrong size.
 func (k Keys) Validate() error {
 	if len(k.Signing) != ed25519.PrivateKeySize {
-		return fmt.Errorf("codes: signing key has %d bytes: %w", len(k.Signing), ErrInvalid)
+		return fmt.Errorf("codes: signing key has %d bytes: %w", len(k.Signing), pickupcode.ErrInvalid)
 	}
 	if len(k.PIN) < 32 {
-		return fmt.Errorf("codes: PIN key has %d bytes, want at least 32: %w", len(k.PIN), ErrInvalid)
+		return fmt.Errorf("codes: PIN key has %d bytes, want at least 32: %w", len(k.PIN), pickupcode.ErrInvalid)
 	}
 	return nil
 }
@@ -121,23 +123,13 @@ func WriteKeys(dir string, k Keys) error {
 	return nil
 }
 
-// ParsePublicKey decodes a base64 Ed25519 public key (the content of
-// PublicKeyFile), for devices.
-func ParsePublicKey(s string) (ed25519.PublicKey, error) {
-	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
-	if err != nil || len(b) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("codes: public key is not base64 of %d bytes: %w", ed25519.PublicKeySize, ErrInvalid)
-	}
-	return ed25519.PublicKey(b), nil
-}
-
 func readKeyFile(path string, size int) ([]byte, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("codes: key file: %w", err)
 	}
 	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("codes: key file %s has mode %v, want 0600: %w", path, st.Mode().Perm(), ErrInvalid)
+		return nil, fmt.Errorf("codes: key file %s has mode %v, want 0600: %w", path, st.Mode().Perm(), pickupcode.ErrInvalid)
 	}
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -145,7 +137,7 @@ func readKeyFile(path string, size int) ([]byte, error) {
 	}
 	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw)))
 	if err != nil || len(b) < size || (size == ed25519.SeedSize && len(b) != size) {
-		return nil, fmt.Errorf("codes: key file %s: want base64 of %d bytes: %w", path, size, ErrInvalid)
+		return nil, fmt.Errorf("codes: key file %s: want base64 of %d bytes: %w", path, size, pickupcode.ErrInvalid)
 	}
 	return b, nil
 }
@@ -169,15 +161,15 @@ func KeysFromEnv(getenv func(string) string) (k Keys, ok bool, err error) {
 	}
 	seed, err := base64.StdEncoding.DecodeString(s)
 	if err != nil || len(seed) != ed25519.SeedSize {
-		return Keys{}, true, fmt.Errorf("codes: %s: want base64 of %d bytes: %w", EnvSigningKey, ed25519.SeedSize, ErrInvalid)
+		return Keys{}, true, fmt.Errorf("codes: %s: want base64 of %d bytes: %w", EnvSigningKey, ed25519.SeedSize, pickupcode.ErrInvalid)
 	}
 	pin, err := base64.StdEncoding.DecodeString(p)
 	if err != nil || len(pin) < 32 {
-		return Keys{}, true, fmt.Errorf("codes: %s: want base64 of at least 32 bytes: %w", EnvPINKey, ErrInvalid)
+		return Keys{}, true, fmt.Errorf("codes: %s: want base64 of at least 32 bytes: %w", EnvPINKey, pickupcode.ErrInvalid)
 	}
 	return Keys{Signing: ed25519.NewKeyFromSeed(seed), PIN: pin}, true, nil
 }
 
-// PublicBase64 is the public key in the form ParsePublicKey reads, for
+// PublicBase64 is the public key in the form pickupcode.ParsePublicKey reads, for
 // device configuration.
-func (k Keys) PublicBase64() string { return base64.StdEncoding.EncodeToString(k.Public()) }
+func (k Keys) PublicBase64() string { return pickupcode.FormatPublicKey(k.Public()) }

@@ -8,33 +8,7 @@ import (
 	"io"
 	"math/big"
 	"strings"
-	"time"
 )
-
-// DateLayout is the layout of dates of birth in attempts ("1990-02-28").
-const DateLayout = "2006-01-02"
-
-// NormalizePIN removes spaces, dots and dashes a citizen may type and
-// checks that exactly digits digits remain.
-func NormalizePIN(pin string, digits int) (string, error) {
-	if len(pin) > 64 {
-		return "", fmt.Errorf("codes: PIN too long: %w", ErrWrongCode)
-	}
-	var b strings.Builder
-	for _, r := range pin {
-		switch {
-		case r >= '0' && r <= '9':
-			b.WriteRune(r)
-		case r == ' ' || r == '.' || r == '-':
-		default:
-			return "", fmt.Errorf("codes: PIN has a character that is not a digit: %w", ErrWrongCode)
-		}
-	}
-	if b.Len() != digits {
-		return "", fmt.Errorf("codes: PIN has %d digits, want %d: %w", b.Len(), digits, ErrWrongCode)
-	}
-	return b.String(), nil
-}
 
 // FormatPIN groups a PIN in threes for reading ("123 456 789").
 func FormatPIN(pin string) string {
@@ -80,14 +54,4 @@ func dobDigest(key, codeID []byte, date string) []byte {
 	m.Write([]byte{':'})
 	m.Write([]byte(date))
 	return m.Sum(nil)
-}
-
-// ParseBirthDate checks a "YYYY-MM-DD" date of birth and returns it in
-// canonical form.
-func ParseBirthDate(s string) (string, error) {
-	t, err := time.Parse(DateLayout, strings.TrimSpace(s))
-	if err != nil {
-		return "", fmt.Errorf("codes: date of birth %q is not YYYY-MM-DD: %w", s, ErrInvalid)
-	}
-	return t.Format(DateLayout), nil
 }

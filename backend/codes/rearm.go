@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"kluis/controller/pickupcode"
 )
 
 // Rearm describes a used code to give back.
@@ -52,7 +54,7 @@ type Rearm struct {
 func (s *Service) Rearm(ctx context.Context, tx pgx.Tx, r Rearm) (bool, error) {
 	documentID, deviceID, until := r.DocumentID, r.DeviceID, r.Until
 	if !uuidPattern.MatchString(documentID) || !deviceIDPattern.MatchString(deviceID) {
-		return false, fmt.Errorf("codes: rearm: document %q device %q: %w", documentID, deviceID, ErrInvalid)
+		return false, fmt.Errorf("codes: rearm: document %q device %q: %w", documentID, deviceID, pickupcode.ErrInvalid)
 	}
 	now := s.clock()
 	actor := r.Actor
@@ -102,13 +104,13 @@ func (s *Service) Rearm(ctx context.Context, tx pgx.Tx, r Rearm) (bool, error) {
 	if grace != nil && !now.Before(*grace) {
 		return false, nil
 	}
-	cid := encodeB64(c.id)
+	cid := pickupcode.FormatCodeID(c.id)
 	var active int
 	if err := tx.QueryRow(ctx, `SELECT count(*) FROM codes WHERE device_id = $1
 		AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $2`, deviceID, now).Scan(&active); err != nil {
 		return false, fmt.Errorf("codes: rearm: count active codes: %w", err)
 	}
-	if active >= MaxActiveCodesPerDevice {
+	if active >= pickupcode.MaxActiveCodesPerDevice {
 		// The brute-force bound (docs/security.md) assumes at most this many.
 		s.log.Warn("used code not re-armed: the device has the most active codes", "document", documentID, "code_id", cid)
 		return false, s.appendAudit(ctx, tx, AuditEvent{Actor: actor, Action: "code.rearm_refused",

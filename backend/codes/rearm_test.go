@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+
+	"kluis/controller/pickupcode"
 )
 
 func (f *fixture) rearm(doc, dev string, until time.Time) bool {
@@ -20,7 +22,7 @@ func (f *fixture) rearm(doc, dev string, until time.Time) bool {
 	return ok
 }
 
-func (f *fixture) bundleHas(dev, doc string) (OfflineEntry, bool) {
+func (f *fixture) bundleHas(dev, doc string) (pickupcode.OfflineEntry, bool) {
 	f.t.Helper()
 	b, err := f.svc.OfflineBundle(context.Background(), dev)
 	require.NoError(f.t, err)
@@ -29,7 +31,7 @@ func (f *fixture) bundleHas(dev, doc string) (OfflineEntry, bool) {
 			return e, true
 		}
 	}
-	return OfflineEntry{}, false
+	return pickupcode.OfflineEntry{}, false
 }
 
 // A citizen who opened the door and left the document may use the same
@@ -59,16 +61,16 @@ func TestRearmAfterNotCollectedGivesAGracePeriod(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, c.ID, res.CompartmentID)
 	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: cr.QRToken})
-	require.ErrorIs(t, err, ErrAlreadyCollected, "still single use within the grace period")
+	require.ErrorIs(t, err, pickupcode.ErrAlreadyCollected, "still single use within the grace period")
 
 	// Left again: a new grace period from the second report.
 	grace2 := f.clock.Now().Add(10 * time.Minute)
 	require.True(t, f.rearm(doc, "l1", grace2))
 	f.clock.Set(grace2)
 	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: cr.QRToken})
-	require.ErrorIs(t, err, ErrAlreadyCollected, "after the grace period the code is spent")
+	require.ErrorIs(t, err, pickupcode.ErrAlreadyCollected, "after the grace period the code is spent")
 	_, err = f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1990-02-28"})
-	require.ErrorIs(t, err, ErrAlreadyCollected)
+	require.ErrorIs(t, err, pickupcode.ErrAlreadyCollected)
 	_, ok = f.bundleHas("l1", doc)
 	require.False(t, ok, "nor offline")
 
@@ -89,7 +91,7 @@ func TestRearmAfterDoorNotOpened(t *testing.T) {
 	require.NoError(t, err)
 	f.clock.Add(time.Minute)
 	ok, err := f.svc.Rearm(context.Background(), nil, Rearm{}) // invalid before any database work
-	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorIs(t, err, pickupcode.ErrInvalid)
 	require.False(t, ok)
 	require.NoError(t, pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error {
 		ok, err = f.svc.Rearm(context.Background(), tx, Rearm{DocumentID: doc, DeviceID: "l1", UsedSince: f.clock.Now()})
@@ -123,7 +125,7 @@ func TestRearmRefusesDeadCodes(t *testing.T) {
 	}))
 	require.False(t, f.rearm(doc, "l1", soon()), "the newest code is not a used one")
 	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: old.QRToken})
-	require.ErrorIs(t, err, ErrAlreadyCollected)
+	require.ErrorIs(t, err, pickupcode.ErrAlreadyCollected)
 
 	// Collected (the device's pickup_completed came first): dead.
 	gone, _, cr := f.issue("eid", "l1", 9)
@@ -145,7 +147,7 @@ func TestRearmRefusesDeadCodes(t *testing.T) {
 		_, err := f.svc.Rearm(ctx, tx, Rearm{DocumentID: "x", DeviceID: "l1"})
 		return err
 	})
-	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorIs(t, err, pickupcode.ErrInvalid)
 }
 
 // A used code whose PIN meanwhile belongs to another open code of the
@@ -165,7 +167,7 @@ func TestRearmRefusesATakenPIN(t *testing.T) {
 
 	require.False(t, f.rearm(doc, "l1", f.clock.Now().Add(10*time.Minute)))
 	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: cr.QRToken})
-	require.ErrorIs(t, err, ErrAlreadyCollected)
+	require.ErrorIs(t, err, pickupcode.ErrAlreadyCollected)
 	var n int
 	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM audit_log WHERE action = 'code.rearm_refused'
 		AND details->>'reason' = 'pin_taken'`).Scan(&n))

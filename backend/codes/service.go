@@ -18,6 +18,7 @@ import (
 
 	"kluis/backend/audit"
 	"kluis/backend/store"
+	"kluis/controller/pickupcode"
 )
 
 // AuditEvent is one audit record the Service asks to append. It never holds
@@ -46,9 +47,9 @@ type Options struct {
 	// Keys sign tokens and key PIN digests (required).
 	Keys Keys
 	// Config is the policy; zero fields get defaults.
-	Config Config
+	Config pickupcode.Config
 	// Argon are the offline verifier costs; default DefaultArgonParams.
-	Argon ArgonParams
+	Argon pickupcode.ArgonParams
 	// Clock gives the time; default time.Now.
 	Clock func() time.Time
 	// Rand is the randomness for PINs, code ids and salts; default crypto/rand.
@@ -67,8 +68,8 @@ type Options struct {
 type Service struct {
 	pool      *pgxpool.Pool
 	keys      Keys
-	cfg       Config
-	argon     ArgonParams
+	cfg       pickupcode.Config
+	argon     pickupcode.ArgonParams
 	now       func() time.Time
 	rand      io.Reader
 	log       *slog.Logger
@@ -83,19 +84,19 @@ type Service struct {
 // New checks opts and returns a Service.
 func New(opts Options) (*Service, error) {
 	if opts.Pool == nil {
-		return nil, fmt.Errorf("codes: no pool: %w", ErrInvalid)
+		return nil, fmt.Errorf("codes: no pool: %w", pickupcode.ErrInvalid)
 	}
 	if err := opts.Keys.Validate(); err != nil {
 		return nil, err
 	}
-	cfg := opts.Config.withDefaults()
+	cfg := opts.Config.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if opts.Argon == (ArgonParams{}) {
-		opts.Argon = DefaultArgonParams
+	if opts.Argon == (pickupcode.ArgonParams{}) {
+		opts.Argon = pickupcode.DefaultArgonParams
 	}
-	if err := opts.Argon.validate(); err != nil {
+	if err := opts.Argon.Validate(); err != nil {
 		return nil, err
 	}
 	if opts.Clock == nil {
@@ -136,7 +137,7 @@ func New(opts Options) (*Service, error) {
 }
 
 // Config returns the effective policy.
-func (s *Service) Config() Config { return s.cfg }
+func (s *Service) Config() pickupcode.Config { return s.cfg }
 
 // PublicKey returns the key devices verify QR tokens with.
 func (s *Service) PublicKey() []byte { return s.keys.Public() }
@@ -199,22 +200,22 @@ var ErrTooManyCodes = fmt.Errorf("too many active codes on the device: %w", stor
 func (s *Service) Issue(ctx context.Context, tx pgx.Tx, req IssueRequest) (Credentials, error) {
 	now := s.clock()
 	if !deviceIDPattern.MatchString(req.DeviceID) {
-		return Credentials{}, fmt.Errorf("codes: issue: device id %q: %w", req.DeviceID, ErrInvalid)
+		return Credentials{}, fmt.Errorf("codes: issue: device id %q: %w", req.DeviceID, pickupcode.ErrInvalid)
 	}
 	if !uuidPattern.MatchString(req.DocumentID) || req.DocumentKind == "" {
-		return Credentials{}, fmt.Errorf("codes: issue: a document id (UUID) and kind are required: %w", ErrInvalid)
+		return Credentials{}, fmt.Errorf("codes: issue: a document id (UUID) and kind are required: %w", pickupcode.ErrInvalid)
 	}
 	if req.Compartment.ID <= 0 || req.Compartment.Number < 1 || req.Compartment.Board < 0 || req.Compartment.Channel < 0 {
-		return Credentials{}, fmt.Errorf("codes: issue: compartment %+v: %w", req.Compartment, ErrInvalid)
+		return Credentials{}, fmt.Errorf("codes: issue: compartment %+v: %w", req.Compartment, pickupcode.ErrInvalid)
 	}
 	exp := req.ExpiresAt.UTC().Truncate(time.Second)
 	if !exp.After(now) || exp.Sub(now) > MaxValidity {
-		return Credentials{}, fmt.Errorf("codes: issue: expiry %s not within %s from now: %w", exp, MaxValidity, ErrInvalid)
+		return Credentials{}, fmt.Errorf("codes: issue: expiry %s not within %s from now: %w", exp, MaxValidity, pickupcode.ErrInvalid)
 	}
 	needsDOB := s.cfg.NeedsDOB(req.DocumentKind)
 	dob := ""
 	if needsDOB {
-		d, err := ParseBirthDate(req.BirthDate)
+		d, err := pickupcode.ParseBirthDate(req.BirthDate)
 		if err != nil {
 			return Credentials{}, fmt.Errorf("codes: issue: %s needs the date of birth: %w", req.DocumentKind, err)
 		}
@@ -233,10 +234,10 @@ func (s *Service) Issue(ctx context.Context, tx pgx.Tx, req IssueRequest) (Crede
 		AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $2`, req.DeviceID, now).Scan(&active); err != nil {
 		return Credentials{}, fmt.Errorf("codes: issue: count active codes: %w", err)
 	}
-	if active >= MaxActiveCodesPerDevice {
+	if active >= pickupcode.MaxActiveCodesPerDevice {
 		return Credentials{}, fmt.Errorf("codes: issue: device %s has %d active codes: %w", req.DeviceID, active, ErrTooManyCodes)
 	}
-	id := make([]byte, CodeIDSize)
+	id := make([]byte, pickupcode.CodeIDSize)
 	if _, err := io.ReadFull(s.rand, id); err != nil {
 		return Credentials{}, fmt.Errorf("codes: issue: code id: %w", err)
 	}
@@ -251,7 +252,7 @@ func (s *Service) Issue(ctx context.Context, tx pgx.Tx, req IssueRequest) (Crede
 		if needsDOB {
 			dobD = dobDigest(s.keys.PIN, id, dob)
 		}
-		verifier := offlineVerifier(s.argon, salt, req.DeviceID, pin, dob)
+		verifier := pickupcode.OfflineVerifier(s.argon, salt, req.DeviceID, pin, dob)
 		err = pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { // savepoint: a PIN collision only undoes this insert
 			_, err := sp.Exec(ctx, `INSERT INTO codes (id, document_id, document_kind, device_id, compartment_id,
 				compartment_number, board, channel, pin_digest, needs_dob, dob_digest, offline_verifier,
@@ -273,10 +274,10 @@ func (s *Service) Issue(ctx context.Context, tx pgx.Tx, req IssueRequest) (Crede
 		}
 	}
 	if !inserted {
-		return Credentials{}, fmt.Errorf("codes: issue: no unique PIN after 20 draws: %w", ErrInvalid)
+		return Credentials{}, fmt.Errorf("codes: issue: no unique PIN after 20 draws: %w", pickupcode.ErrInvalid)
 	}
-	cid := encodeB64(id)
-	token, err := SignToken(s.keys.Signing, Claims{Version: 1, CodeID: cid, DeviceID: req.DeviceID, Expires: exp.Unix()})
+	cid := pickupcode.FormatCodeID(id)
+	token, err := pickupcode.SignToken(s.keys.Signing, pickupcode.Claims{Version: 1, CodeID: cid, DeviceID: req.DeviceID, Expires: exp.Unix()})
 	if err != nil {
 		return Credentials{}, err
 	}
@@ -295,7 +296,7 @@ func (s *Service) Issue(ctx context.Context, tx pgx.Tx, req IssueRequest) (Crede
 // returns how many it revoked.
 func (s *Service) Revoke(ctx context.Context, tx pgx.Tx, documentID string) (int, error) {
 	if !uuidPattern.MatchString(documentID) {
-		return 0, fmt.Errorf("codes: revoke: document id %q: %w", documentID, ErrInvalid)
+		return 0, fmt.Errorf("codes: revoke: document id %q: %w", documentID, pickupcode.ErrInvalid)
 	}
 	tag, err := tx.Exec(ctx, `UPDATE codes SET revoked_at = $2
 		WHERE document_id = $1::uuid AND used_at IS NULL AND revoked_at IS NULL`, documentID, s.clock())

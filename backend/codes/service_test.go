@@ -20,6 +20,7 @@ import (
 	"kluis/backend/audit"
 	"kluis/backend/store"
 	"kluis/backend/store/storetest"
+	"kluis/controller/pickupcode"
 )
 
 // fixture is a migrated database with one site, two devices (l1 with 48
@@ -38,7 +39,7 @@ type fixture struct {
 var t0 = time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
 
 // testArgon keeps the offline verifiers cheap under -race.
-var testArgon = ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}
+var testArgon = pickupcode.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
@@ -109,14 +110,14 @@ func TestIssueAndVerifyQR(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	doc, c, cr := f.issue("driving_licence", "l1", 3)
-	require.Len(t, cr.PIN, PINDigits)
+	require.Len(t, cr.PIN, pickupcode.PINDigits)
 	require.False(t, cr.NeedsDOB)
-	claims, err := VerifyToken(f.keys.Public(), cr.QRToken, "l1", f.clock.Now())
+	claims, err := pickupcode.VerifyToken(f.keys.Public(), cr.QRToken, "l1", f.clock.Now())
 	require.NoError(t, err, "the device can check the token offline")
 	require.Equal(t, cr.CodeID, claims.CodeID)
 
 	_, err = f.verify(Attempt{DeviceID: "l2", QRToken: cr.QRToken})
-	require.ErrorIs(t, err, ErrWrongDevice)
+	require.ErrorIs(t, err, pickupcode.ErrWrongDevice)
 
 	res, err := f.verify(Attempt{DeviceID: "l1", QRToken: cr.QRToken})
 	require.NoError(t, err)
@@ -127,9 +128,9 @@ func TestIssueAndVerifyQR(t *testing.T) {
 	require.Equal(t, 2, res.Channel)
 
 	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: cr.QRToken})
-	require.ErrorIs(t, err, ErrAlreadyCollected, "single use")
+	require.ErrorIs(t, err, pickupcode.ErrAlreadyCollected, "single use")
 	_, err = f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "2000-01-01"})
-	require.ErrorIs(t, err, ErrAlreadyCollected, "the PIN of a used code is used too")
+	require.ErrorIs(t, err, pickupcode.ErrAlreadyCollected, "the PIN of a used code is used too")
 
 	require.Equal(t, 1.0, testutil.ToFloat64(f.svc.verified.WithLabelValues("ok")))
 	require.Equal(t, 1.0, testutil.ToFloat64(f.svc.verified.WithLabelValues("wrong_device")))
@@ -164,15 +165,15 @@ func TestPINWithDateOfBirth(t *testing.T) {
 
 	// Any well-formed PIN without a date is asked for the date: existing or not.
 	_, err := f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN})
-	require.ErrorIs(t, err, ErrSecondFactorRequired)
+	require.ErrorIs(t, err, pickupcode.ErrSecondFactorRequired)
 	_, err = f.verify(Attempt{DeviceID: "l1", PIN: wrongPIN(cr.PIN)})
-	require.ErrorIs(t, err, ErrSecondFactorRequired)
+	require.ErrorIs(t, err, pickupcode.ErrSecondFactorRequired)
 	_, err = f.verify(Attempt{DeviceID: "l1", PIN: "12"})
-	require.ErrorIs(t, err, ErrWrongCode, "a malformed PIN is just wrong")
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode, "a malformed PIN is just wrong")
 
 	_, err = f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1990-02-27"})
-	require.ErrorIs(t, err, ErrWrongCode, "a wrong date looks like a wrong PIN")
-	f.clock.Add(DeviceWindow) // keep clear of the device burst limit
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode, "a wrong date looks like a wrong PIN")
+	f.clock.Add(pickupcode.DeviceWindow) // keep clear of the device burst limit
 	res, err := f.verify(Attempt{DeviceID: "l1", PIN: FormatPIN(cr.PIN), BirthDate: "1990-02-28"})
 	require.NoError(t, err)
 	require.Equal(t, 1, res.CompartmentNumber)
@@ -182,15 +183,15 @@ func TestCodeLocksAfterWrongDates(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	_, _, cr := f.issue("passport", "l1", 1)
-	for i := 0; i < CodeMaxFailures; i++ {
+	for i := 0; i < pickupcode.CodeMaxFailures; i++ {
 		_, err := f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1980-01-01"})
-		require.ErrorIs(t, err, ErrWrongCode)
-		f.clock.Add(DeviceWindow + time.Second)
+		require.ErrorIs(t, err, pickupcode.ErrWrongCode)
+		f.clock.Add(pickupcode.DeviceWindow + time.Second)
 	}
 	_, err := f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1990-02-28"})
-	require.ErrorIs(t, err, ErrCodeLocked)
+	require.ErrorIs(t, err, pickupcode.ErrCodeLocked)
 	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: cr.QRToken})
-	require.ErrorIs(t, err, ErrCodeLocked, "a locked code needs a re-issue")
+	require.ErrorIs(t, err, pickupcode.ErrCodeLocked, "a locked code needs a re-issue")
 	entries, err := f.svc.OfflineBundle(context.Background(), "l1")
 	require.NoError(t, err)
 	require.Empty(t, entries, "locked codes are not shipped to the device")
@@ -208,10 +209,10 @@ func TestReissueRevokesEarlierCodes(t *testing.T) {
 		return err
 	}))
 	_, err := f.verify(Attempt{DeviceID: "l2", QRToken: old.QRToken})
-	require.ErrorIs(t, err, ErrWrongCode)
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode)
 	_, err = f.verify(Attempt{DeviceID: "l2", PIN: old.PIN, BirthDate: "1990-02-28"})
 	if old.PIN != fresh.PIN {
-		require.ErrorIs(t, err, ErrWrongCode)
+		require.ErrorIs(t, err, pickupcode.ErrWrongCode)
 	}
 	_, err = f.verify(Attempt{DeviceID: "l2", QRToken: fresh.QRToken})
 	require.NoError(t, err)
@@ -224,7 +225,7 @@ func TestReissueRevokesEarlierCodes(t *testing.T) {
 		return err
 	}))
 	_, err = f.verify(Attempt{DeviceID: "l2", QRToken: cr2.QRToken})
-	require.ErrorIs(t, err, ErrWrongCode)
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode)
 
 	// A stolen device: every open code goes, the documents come back for re-issue.
 	doc3, _, cr3 := f.issue("eid", "l1", 1)
@@ -236,7 +237,7 @@ func TestReissueRevokesEarlierCodes(t *testing.T) {
 	}))
 	require.Equal(t, []string{doc3}, docs)
 	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: cr3.QRToken})
-	require.ErrorIs(t, err, ErrWrongCode)
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode)
 	entries, err := f.svc.OfflineBundle(context.Background(), "l1")
 	require.NoError(t, err)
 	require.Empty(t, entries)
@@ -248,9 +249,9 @@ func TestExpiry(t *testing.T) {
 	_, _, cr := f.issue("driving_licence", "l1", 5)
 	f.clock.Add(7*24*time.Hour + time.Second)
 	_, err := f.verify(Attempt{DeviceID: "l1", QRToken: cr.QRToken})
-	require.ErrorIs(t, err, ErrExpired)
+	require.ErrorIs(t, err, pickupcode.ErrExpired)
 	_, err = f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1990-02-28"})
-	require.ErrorIs(t, err, ErrExpired)
+	require.ErrorIs(t, err, pickupcode.ErrExpired)
 }
 
 func TestIssueRefusesBadInput(t *testing.T) {
@@ -274,16 +275,16 @@ func TestIssueRefusesBadInput(t *testing.T) {
 			_, err := f.svc.Issue(context.Background(), tx, r)
 			return err
 		})
-		require.ErrorIs(t, err, ErrInvalid, "case %d", i)
+		require.ErrorIs(t, err, pickupcode.ErrInvalid, "case %d", i)
 	}
 	_, err := f.svc.Revoke(context.Background(), nil, "x")
-	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorIs(t, err, pickupcode.ErrInvalid)
 	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: "K1.x.y", PIN: "123456789"})
-	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorIs(t, err, pickupcode.ErrInvalid)
 	_, err = f.verify(Attempt{DeviceID: "", PIN: "123456789"})
-	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorIs(t, err, pickupcode.ErrInvalid)
 	_, err = f.verify(Attempt{DeviceID: "nosuch", PIN: "123456789", BirthDate: "1990-01-01"})
-	require.ErrorIs(t, err, ErrWrongCode)
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode)
 	recs, err := audit.List(context.Background(), f.pool, audit.ListOptions{Subject: "device:nosuch"})
 	require.NoError(t, err)
 	require.Len(t, recs, 1, "attempts at unknown devices are audited too")
@@ -298,16 +299,16 @@ func TestDeviceBurstLockout(t *testing.T) {
 	f := newFixture(t)
 	_, _, cr := f.issue("eid", "l1", 1)
 	_, _, qr := f.issue("driving_licence", "l1", 2)
-	for i := 0; i < DeviceMaxFailures; i++ {
+	for i := 0; i < pickupcode.DeviceMaxFailures; i++ {
 		_, err := f.verify(Attempt{DeviceID: "l1", PIN: wrongPIN(cr.PIN), BirthDate: "1990-02-28"})
-		require.ErrorIs(t, err, ErrWrongCode)
+		require.ErrorIs(t, err, pickupcode.ErrWrongCode)
 		f.clock.Add(time.Minute)
 	}
 	f.mu.Lock()
 	require.Equal(t, []string{"l1"}, f.lockout, "the alarm fires once")
 	f.mu.Unlock()
 	_, err := f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1990-02-28"})
-	require.ErrorIs(t, err, ErrDeviceLockedOut)
+	require.ErrorIs(t, err, pickupcode.ErrDeviceLockedOut)
 	var d *Denial
 	require.True(t, errors.As(err, &d))
 	require.False(t, d.LockedUntil.IsZero())
@@ -318,7 +319,7 @@ func TestDeviceBurstLockout(t *testing.T) {
 	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: qr.QRToken})
 	require.NoError(t, err, "QR codes still work during a PIN lockout")
 	_, err = f.verify(Attempt{DeviceID: "l2", PIN: wrongPIN(cr.PIN), BirthDate: "1990-02-28"})
-	require.ErrorIs(t, err, ErrWrongCode, "other devices are not locked")
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode, "other devices are not locked")
 
 	f.clock.Set(until)
 	_, err = f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1990-02-28"})
@@ -356,12 +357,12 @@ func TestClearBurstLock(t *testing.T) {
 	}
 	require.False(t, clear(), "nothing to lift")
 	f.clock.Add(time.Second)
-	for i := 0; i < DeviceMaxFailures; i++ {
+	for i := 0; i < pickupcode.DeviceMaxFailures; i++ {
 		_, err := f.verify(Attempt{DeviceID: "l1", PIN: wrongPIN(cr.PIN), BirthDate: "1990-02-28"})
-		require.ErrorIs(t, err, ErrWrongCode)
+		require.ErrorIs(t, err, pickupcode.ErrWrongCode)
 	}
 	_, err := f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1990-02-28"})
-	require.ErrorIs(t, err, ErrDeviceLockedOut)
+	require.ErrorIs(t, err, pickupcode.ErrDeviceLockedOut)
 	require.True(t, clear())
 	until, err := f.svc.LockedUntil(context.Background(), "l1")
 	require.NoError(t, err)
@@ -369,16 +370,16 @@ func TestClearBurstLock(t *testing.T) {
 
 	f.clock.Add(time.Second)
 	_, err = f.verify(Attempt{DeviceID: "l1", PIN: wrongPIN(cr.PIN), BirthDate: "1990-02-28"})
-	require.ErrorIs(t, err, ErrWrongCode, "one mistyped PIN after the lift")
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode, "one mistyped PIN after the lift")
 	_, err = f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1990-02-28"})
 	require.NoError(t, err, "does not lock the device again")
-	for i := 0; i < DeviceMaxFailures-1; i++ { // with the one above: a burst
+	for i := 0; i < pickupcode.DeviceMaxFailures-1; i++ { // with the one above: a burst
 		f.clock.Add(time.Second)
 		_, err := f.verify(Attempt{DeviceID: "l1", PIN: wrongPIN(cr2.PIN), BirthDate: "1990-02-28"})
-		require.ErrorIs(t, err, ErrWrongCode)
+		require.ErrorIs(t, err, pickupcode.ErrWrongCode)
 	}
 	_, err = f.verify(Attempt{DeviceID: "l1", PIN: cr2.PIN, BirthDate: "1990-02-28"})
-	require.ErrorIs(t, err, ErrDeviceLockedOut, "a new burst after the lift locks again")
+	require.ErrorIs(t, err, pickupcode.ErrDeviceLockedOut, "a new burst after the lift locks again")
 
 	recs, err := audit.List(context.Background(), f.pool, audit.ListOptions{Subject: "device:l1"})
 	require.NoError(t, err)
@@ -401,18 +402,18 @@ func TestDeviceDailyCap(t *testing.T) {
 	f := newFixture(t)
 	_, _, cr := f.issue("eid", "l1", 1)
 	first := f.clock.Now()
-	for i := 0; i < DailyMaxFailures; i++ {
+	for i := 0; i < pickupcode.DailyMaxFailures; i++ {
 		_, err := f.verify(Attempt{DeviceID: "l1", PIN: wrongPIN(cr.PIN), BirthDate: "1990-02-28"})
-		require.ErrorIs(t, err, ErrWrongCode, "failure %d", i+1)
-		f.clock.Add(DeviceWindow + time.Second)
+		require.ErrorIs(t, err, pickupcode.ErrWrongCode, "failure %d", i+1)
+		f.clock.Add(pickupcode.DeviceWindow + time.Second)
 	}
 	require.NoError(t, pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error {
 		_, err := f.svc.ClearBurstLock(context.Background(), tx, "l1", "user:1", "citizen at the counter")
 		return err
 	}))
 	_, err := f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1990-02-28"})
-	require.ErrorIs(t, err, ErrDeviceLockedOut)
-	f.clock.Set(first.Add(DailyWindow))
+	require.ErrorIs(t, err, pickupcode.ErrDeviceLockedOut)
+	f.clock.Set(first.Add(pickupcode.DailyWindow))
 	_, err = f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN, BirthDate: "1990-02-28"})
 	require.NoError(t, err)
 }
@@ -445,7 +446,7 @@ func TestConcurrentVerifyOneWinner(t *testing.T) {
 	wg.Wait()
 	require.Equal(t, 1, wins)
 	for _, err := range errs {
-		require.ErrorIs(t, err, ErrAlreadyCollected)
+		require.ErrorIs(t, err, pickupcode.ErrAlreadyCollected)
 	}
 }
 
@@ -453,14 +454,14 @@ func TestMaxActiveCodesAndUniquePINs(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	pins := map[string]bool{}
-	for n := 1; n <= MaxActiveCodesPerDevice; n++ {
+	for n := 1; n <= pickupcode.MaxActiveCodesPerDevice; n++ {
 		_, _, cr := f.issue("driving_licence", "l1", n)
 		require.False(t, pins[cr.PIN])
 		pins[cr.PIN] = true
 	}
 	doc, c := f.document("driving_licence", "l2", 1)
 	_, err := f.svc.Issue(context.Background(), nil, IssueRequest{}) // validation comes first: no tx needed
-	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorIs(t, err, pickupcode.ErrInvalid)
 	// One more code on l1 is refused: the bound assumes at most 48.
 	err = pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error {
 		_, err := f.svc.Issue(context.Background(), tx, IssueRequest{DocumentID: doc, DocumentKind: "driving_licence",
@@ -488,26 +489,26 @@ func TestOfflineBundle(t *testing.T) {
 	require.NotContains(t, string(raw), b.PIN)
 
 	now := f.clock.Now()
-	e, err := VerifyOffline(entries, OfflineAttempt{DeviceID: "l1", PIN: a.PIN, BirthDate: "1990-02-28"}, now)
+	e, err := pickupcode.VerifyOffline(entries, pickupcode.OfflineAttempt{DeviceID: "l1", PIN: a.PIN, BirthDate: "1990-02-28"}, now)
 	require.NoError(t, err)
 	require.Equal(t, docA, e.DocumentID)
 	require.Equal(t, a.CodeID, e.CodeID)
 	require.True(t, e.NeedsDOB)
-	_, err = VerifyOffline(entries, OfflineAttempt{DeviceID: "l1", PIN: a.PIN, BirthDate: "1990-02-27"}, now)
-	require.ErrorIs(t, err, ErrWrongCode)
-	_, err = VerifyOffline(entries, OfflineAttempt{DeviceID: "l1", PIN: a.PIN}, now)
-	require.ErrorIs(t, err, ErrSecondFactorRequired)
-	e, err = VerifyOffline(entries, OfflineAttempt{DeviceID: "l1", PIN: b.PIN, BirthDate: "2001-01-01"}, now)
+	_, err = pickupcode.VerifyOffline(entries, pickupcode.OfflineAttempt{DeviceID: "l1", PIN: a.PIN, BirthDate: "1990-02-27"}, now)
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode)
+	_, err = pickupcode.VerifyOffline(entries, pickupcode.OfflineAttempt{DeviceID: "l1", PIN: a.PIN}, now)
+	require.ErrorIs(t, err, pickupcode.ErrSecondFactorRequired)
+	e, err = pickupcode.VerifyOffline(entries, pickupcode.OfflineAttempt{DeviceID: "l1", PIN: b.PIN, BirthDate: "2001-01-01"}, now)
 	require.NoError(t, err, "no date check for a driving licence")
 	require.Equal(t, 2, e.CompartmentNumber)
-	_, err = VerifyOffline(entries, OfflineAttempt{DeviceID: "l2", PIN: b.PIN, BirthDate: "2001-01-01"}, now)
-	require.ErrorIs(t, err, ErrWrongCode, "verifiers are bound to the device")
-	_, err = VerifyOffline(entries, OfflineAttempt{DeviceID: "l1", PIN: b.PIN, BirthDate: "2001-01-01"}, now.Add(8*24*time.Hour))
-	require.ErrorIs(t, err, ErrExpired)
-	_, err = VerifyOffline(entries, OfflineAttempt{DeviceID: "l1", PIN: "x", BirthDate: "2001-01-01"}, now)
-	require.ErrorIs(t, err, ErrWrongCode)
+	_, err = pickupcode.VerifyOffline(entries, pickupcode.OfflineAttempt{DeviceID: "l2", PIN: b.PIN, BirthDate: "2001-01-01"}, now)
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode, "verifiers are bound to the device")
+	_, err = pickupcode.VerifyOffline(entries, pickupcode.OfflineAttempt{DeviceID: "l1", PIN: b.PIN, BirthDate: "2001-01-01"}, now.Add(8*24*time.Hour))
+	require.ErrorIs(t, err, pickupcode.ErrExpired)
+	_, err = pickupcode.VerifyOffline(entries, pickupcode.OfflineAttempt{DeviceID: "l1", PIN: "x", BirthDate: "2001-01-01"}, now)
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode)
 
 	_, err = f.svc.OfflineBundle(context.Background(), "Bad Id")
-	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorIs(t, err, pickupcode.ErrInvalid)
 	require.True(t, strings.HasPrefix(testArgon.String(), "t=1"))
 }

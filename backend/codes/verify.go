@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"kluis/controller/pickupcode"
 )
 
 // Attempt is one code entry at a kiosk: a QR token or a PIN (with the date
@@ -110,26 +112,26 @@ type outcome struct {
 
 // Verify checks an attempt, and on success marks the code used, atomically:
 // of concurrent verifications of one code exactly one succeeds. A refusal is
-// a *Denial wrapping one of ErrWrongCode, ErrWrongDevice, ErrExpired,
-// ErrAlreadyCollected, ErrCodeLocked, ErrDeviceLockedOut,
-// ErrSecondFactorRequired (map with [Reason]); every refusal is recorded and
-// audited. Other errors are infrastructure failures.
+// a *Denial wrapping one of pickupcode's ErrWrongCode, ErrWrongDevice,
+// ErrExpired, ErrAlreadyCollected, ErrCodeLocked, ErrDeviceLockedOut,
+// ErrSecondFactorRequired (map with pickupcode.Reason); every refusal is
+// recorded and audited. Other errors are infrastructure failures.
 func (s *Service) Verify(ctx context.Context, a Attempt) (Result, error) {
 	res, err := s.verify(ctx, a)
-	s.verified.WithLabelValues(Reason(err)).Inc()
+	s.verified.WithLabelValues(pickupcode.Reason(err)).Inc()
 	return res, err
 }
 
 func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 	if !deviceIDPattern.MatchString(a.DeviceID) {
-		return Result{}, &Denial{Err: fmt.Errorf("device id: %w", ErrInvalid)}
+		return Result{}, &Denial{Err: fmt.Errorf("device id: %w", pickupcode.ErrInvalid)}
 	}
 	method := "pin"
 	if a.QRToken != "" {
 		method = "qr"
 	}
 	if a.QRToken != "" && a.PIN != "" {
-		return Result{}, &Denial{Err: fmt.Errorf("give a QR token or a PIN, not both: %w", ErrInvalid)}
+		return Result{}, &Denial{Err: fmt.Errorf("give a QR token or a PIN, not both: %w", pickupcode.ErrInvalid)}
 	}
 	now := s.clock()
 	var (
@@ -168,7 +170,7 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 			}
 			out = s.decide(ctx, tx, a, method, now, burstUntil, failures)
 		} else {
-			out = outcome{err: ErrWrongCode}
+			out = outcome{err: pickupcode.ErrWrongCode}
 		}
 		if out.err == nil && out.code == nil {
 			return fmt.Errorf("internal: no code")
@@ -179,7 +181,7 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 				return fmt.Errorf("mark used: %w", err)
 			}
 			if tag.RowsAffected() != 1 {
-				out.err = ErrAlreadyCollected
+				out.err = pickupcode.ErrAlreadyCollected
 			}
 		}
 		if out.codeFail && out.code != nil {
@@ -190,13 +192,13 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 			}
 		}
 		if out.counted {
-			if b := s.cfg.burstAfterFailure(since(append(failures, now), cleared), now); !b.IsZero() {
+			if b := s.cfg.BurstAfterFailure(since(append(failures, now), cleared), now); !b.IsZero() {
 				if _, err := tx.Exec(ctx, `UPDATE code_devices SET locked_until = $2 WHERE device_id = $1`, a.DeviceID, b); err != nil {
 					return fmt.Errorf("lock device: %w", err)
 				}
 				burstUntil = b
 			}
-			if u := s.cfg.lockUntil(burstUntil, append(failures, now), now); !u.IsZero() {
+			if u := s.cfg.LockUntil(burstUntil, append(failures, now), now); !u.IsZero() {
 				out.lockUntil, out.started = u, true
 			}
 		}
@@ -205,14 +207,14 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 			codeID = out.code.id
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO code_attempts (device_id, at, method, reason, counted, code_id)
-			VALUES ($1, $2, $3, $4, $5, $6)`, a.DeviceID, now, method, Reason(out.err), out.counted, codeID); err != nil {
+			VALUES ($1, $2, $3, $4, $5, $6)`, a.DeviceID, now, method, pickupcode.Reason(out.err), out.counted, codeID); err != nil {
 			return fmt.Errorf("record attempt: %w", err)
 		}
 		ev := AuditEvent{Actor: "device:" + a.DeviceID, Action: "code.used", Subject: "device:" + a.DeviceID,
-			Details: map[string]any{"device": a.DeviceID, "method": method, "reason": Reason(out.err)}}
+			Details: map[string]any{"device": a.DeviceID, "method": method, "reason": pickupcode.Reason(out.err)}}
 		if out.code != nil {
 			ev.Subject = "document:" + out.code.documentID
-			ev.Details["code_id"] = encodeB64(out.code.id)
+			ev.Details["code_id"] = pickupcode.FormatCodeID(out.code.id)
 		}
 		if out.err != nil {
 			ev.Action = "code.denied"
@@ -228,7 +230,7 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 		}
 		if out.err == nil {
 			c := out.code
-			result = Result{CodeID: encodeB64(c.id), DocumentID: c.documentID, DeviceID: c.deviceID,
+			result = Result{CodeID: pickupcode.FormatCodeID(c.id), DocumentID: c.documentID, DeviceID: c.deviceID,
 				CompartmentID: c.compartmentID, CompartmentNumber: c.compartmentNumber, Board: c.board,
 				Channel: c.channel, UsedAt: now}
 		}
@@ -245,9 +247,9 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 		}
 	}
 	if out.err != nil {
-		s.log.Info("code denied", "device", a.DeviceID, "method", method, "reason", Reason(out.err))
+		s.log.Info("code denied", "device", a.DeviceID, "method", method, "reason", pickupcode.Reason(out.err))
 		d := &Denial{Err: out.err}
-		if errors.Is(out.err, ErrDeviceLockedOut) {
+		if errors.Is(out.err, pickupcode.ErrDeviceLockedOut) {
 			d.LockedUntil = out.lockUntil
 		}
 		return Result{}, d
@@ -278,20 +280,20 @@ func (s *Service) decide(ctx context.Context, tx pgx.Tx, a Attempt, method strin
 	if method == "qr" {
 		return s.decideQR(ctx, tx, a, now)
 	}
-	if u := s.cfg.lockUntil(burstUntil, failures, now); !u.IsZero() {
-		return outcome{err: ErrDeviceLockedOut, lockUntil: u}
+	if u := s.cfg.LockUntil(burstUntil, failures, now); !u.IsZero() {
+		return outcome{err: pickupcode.ErrDeviceLockedOut, lockUntil: u}
 	}
-	pin, err := NormalizePIN(a.PIN, s.cfg.PINDigits)
+	pin, err := pickupcode.NormalizePIN(a.PIN, s.cfg.PINDigits)
 	if err != nil {
-		return outcome{err: ErrWrongCode, counted: true}
+		return outcome{err: pickupcode.ErrWrongCode, counted: true}
 	}
 	// Asked for every well-formed PIN, before any lookup: reveals nothing.
 	if strings.TrimSpace(a.BirthDate) == "" {
-		return outcome{err: ErrSecondFactorRequired}
+		return outcome{err: pickupcode.ErrSecondFactorRequired}
 	}
-	dob, err := ParseBirthDate(a.BirthDate)
+	dob, err := pickupcode.ParseBirthDate(a.BirthDate)
 	if err != nil {
-		return outcome{err: ErrSecondFactorRequired}
+		return outcome{err: pickupcode.ErrSecondFactorRequired}
 	}
 	c, err := scanCode(tx.QueryRow(ctx, `SELECT `+codeColumns+` FROM codes
 		WHERE device_id = $1 AND pin_digest = $2
@@ -299,53 +301,53 @@ func (s *Service) decide(ctx context.Context, tx pgx.Tx, a Attempt, method strin
 		a.DeviceID, PINDigest(s.keys.PIN, a.DeviceID, pin)))
 	if err != nil {
 		// No such PIN (or a database hiccup, refused the same way).
-		return outcome{err: ErrWrongCode, counted: true}
+		return outcome{err: pickupcode.ErrWrongCode, counted: true}
 	}
 	// An expired code (also one revoked by the expire transition) is not
 	// counted: its holder is not locked out for retrying it, and it opens
 	// nothing (docs/security.md, "Brute-force bound").
 	switch {
 	case c.revokedAt != nil && !c.diedOfExpiry(now):
-		return outcome{err: ErrWrongCode, counted: true, code: &c}
+		return outcome{err: pickupcode.ErrWrongCode, counted: true, code: &c}
 	case c.usedAt != nil, c.graceOver(now):
-		return outcome{err: ErrAlreadyCollected, code: &c}
+		return outcome{err: pickupcode.ErrAlreadyCollected, code: &c}
 	case c.lockedAt != nil || c.failed >= s.cfg.CodeMaxFailures:
-		return outcome{err: ErrCodeLocked, counted: true, code: &c}
+		return outcome{err: pickupcode.ErrCodeLocked, counted: true, code: &c}
 	case c.diedOfExpiry(now):
-		return outcome{err: ErrExpired, code: &c}
+		return outcome{err: pickupcode.ErrExpired, code: &c}
 	}
 	if c.needsDOB && !sameDigest(c.dobDigest, dobDigest(s.keys.PIN, c.id, dob)) {
-		return outcome{err: ErrWrongCode, counted: true, codeFail: true, code: &c}
+		return outcome{err: pickupcode.ErrWrongCode, counted: true, codeFail: true, code: &c}
 	}
 	return outcome{code: &c}
 }
 
 func (s *Service) decideQR(ctx context.Context, tx pgx.Tx, a Attempt, now time.Time) outcome {
-	claims, err := VerifyToken(s.keys.Public(), a.QRToken, a.DeviceID, now)
-	if err != nil && !errors.Is(err, ErrExpired) {
-		if errors.Is(err, ErrWrongDevice) {
-			return outcome{err: ErrWrongDevice}
+	claims, err := pickupcode.VerifyToken(s.keys.Public(), a.QRToken, a.DeviceID, now)
+	if err != nil && !errors.Is(err, pickupcode.ErrExpired) {
+		if errors.Is(err, pickupcode.ErrWrongDevice) {
+			return outcome{err: pickupcode.ErrWrongDevice}
 		}
-		return outcome{err: ErrWrongCode}
+		return outcome{err: pickupcode.ErrWrongCode}
 	}
-	id, _ := b64.DecodeString(claims.CodeID)
+	id, _ := pickupcode.ParseCodeID(claims.CodeID) // checked by pickupcode.VerifyToken
 	c, qerr := scanCode(tx.QueryRow(ctx, `SELECT `+codeColumns+` FROM codes WHERE id = $1`, id))
 	if qerr != nil {
-		return outcome{err: ErrWrongCode}
+		return outcome{err: pickupcode.ErrWrongCode}
 	}
 	// The token's expiry is the code's (both the pickup deadline).
 	expired := c.diedOfExpiry(now) || (err != nil && (c.revokedAt == nil || !c.revokedAt.Before(c.expiresAt)))
 	switch {
 	case c.deviceID != a.DeviceID:
-		return outcome{err: ErrWrongDevice, code: &c}
+		return outcome{err: pickupcode.ErrWrongDevice, code: &c}
 	case c.revokedAt != nil && !expired:
-		return outcome{err: ErrWrongCode, code: &c}
+		return outcome{err: pickupcode.ErrWrongCode, code: &c}
 	case c.usedAt != nil, c.graceOver(now):
-		return outcome{err: ErrAlreadyCollected, code: &c}
+		return outcome{err: pickupcode.ErrAlreadyCollected, code: &c}
 	case c.lockedAt != nil || c.failed >= s.cfg.CodeMaxFailures:
-		return outcome{err: ErrCodeLocked, code: &c}
+		return outcome{err: pickupcode.ErrCodeLocked, code: &c}
 	case expired:
-		return outcome{err: ErrExpired, code: &c}
+		return outcome{err: pickupcode.ErrExpired, code: &c}
 	}
 	return outcome{code: &c}
 }
@@ -371,7 +373,7 @@ func (s *Service) LockedUntil(ctx context.Context, deviceID string) (time.Time, 
 		if err != nil {
 			return err
 		}
-		until = s.cfg.lockUntil(b, f, now)
+		until = s.cfg.LockUntil(b, f, now)
 		return nil
 	})
 	if err != nil {

@@ -2,33 +2,18 @@ package devicelink
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/subtle"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"golang.org/x/crypto/argon2"
 
 	"kluis/backend/broker"
+	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
 )
-
-// ArgonParams are argon2id costs for MQTT password hashes.
-type ArgonParams struct {
-	Time      uint32
-	MemoryKiB uint32
-	Threads   uint8
-}
-
-// DefaultArgonParams are the production costs (OWASP's argon2id minimum:
-// 19 MiB, 2 passes).
-var DefaultArgonParams = ArgonParams{Time: 2, MemoryKiB: 19 * 1024, Threads: 1}
 
 // ErrCredential is wrapped by credential errors callers branch on (bad
 // user name, role or password).
@@ -38,7 +23,7 @@ var ErrCredential = errors.New("devicelink: invalid credential")
 // passwords for the embedded broker, stored as argon2id hashes.
 type Credentials struct {
 	pool   *pgxpool.Pool
-	params ArgonParams
+	params pickupcode.ArgonParams
 	now    func() time.Time
 	log    *slog.Logger
 	dummy  string        // a hash checked for unknown users, so they cost the same
@@ -48,8 +33,9 @@ type Credentials struct {
 // CredentialsOptions configure Credentials.
 type CredentialsOptions struct {
 	Pool *pgxpool.Pool
-	// Params default to DefaultArgonParams.
-	Params ArgonParams
+	// Params are the argon2id costs of new hashes; default
+	// pickupcode.DefaultArgonParams.
+	Params pickupcode.ArgonParams
 	// Now defaults to time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -58,10 +44,15 @@ type CredentialsOptions struct {
 	MaxConcurrent int
 }
 
-// NewCredentials returns the credential store on opts.Pool.
+// NewCredentials returns the credential store on opts.Pool. Costs outside
+// pickupcode.ArgonParams.Validate's range are a programming error: it
+// panics.
 func NewCredentials(opts CredentialsOptions) *Credentials {
-	if opts.Params == (ArgonParams{}) {
-		opts.Params = DefaultArgonParams
+	if opts.Params == (pickupcode.ArgonParams{}) {
+		opts.Params = pickupcode.DefaultArgonParams
+	}
+	if err := opts.Params.Validate(); err != nil {
+		panic("devicelink: " + err.Error())
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -147,35 +138,19 @@ func (c *Credentials) Check(ctx context.Context, username, password string) (str
 	return "", broker.Role(role), true
 }
 
+// hash is the PHC string stored for password (pickupcode.HashSecret). The
+// costs were checked by NewCredentials: only a failing crypto/rand errs.
 func (c *Credentials) hash(password string) string {
-	salt := make([]byte, 16)
-	_, _ = rand.Read(salt)
-	p := c.params
-	key := argon2.IDKey([]byte(password), salt, p.Time, p.MemoryKiB, p.Threads, 32)
-	b := base64.RawStdEncoding
-	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, p.MemoryKiB, p.Time, p.Threads,
-		b.EncodeToString(salt), b.EncodeToString(key))
+	h, err := pickupcode.HashSecret(password, c.params)
+	if err != nil {
+		panic(err)
+	}
+	return h
 }
 
-// verify checks password against a PHC string with its own parameters.
+// verify checks password against a PHC string with its own parameters; a
+// malformed string matches nothing.
 func (c *Credentials) verify(phc, password string) bool {
-	parts := strings.Split(phc, "$")
-	if len(parts) != 6 || parts[1] != "argon2id" || parts[2] != fmt.Sprintf("v=%d", argon2.Version) {
-		return false
-	}
-	var p ArgonParams
-	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &p.MemoryKiB, &p.Time, &p.Threads); err != nil {
-		return false
-	}
-	if p.Time == 0 || p.Time > 16 || p.MemoryKiB == 0 || p.MemoryKiB > 1<<20 || p.Threads == 0 {
-		return false
-	}
-	b := base64.RawStdEncoding
-	salt, err1 := b.DecodeString(parts[4])
-	want, err2 := b.DecodeString(parts[5])
-	if err1 != nil || err2 != nil || len(want) == 0 || len(want) > 64 {
-		return false
-	}
-	got := argon2.IDKey([]byte(password), salt, p.Time, p.MemoryKiB, p.Threads, uint32(len(want)))
-	return subtle.ConstantTimeCompare(got, want) == 1
+	ok, err := pickupcode.VerifySecret(phc, password)
+	return err == nil && ok
 }

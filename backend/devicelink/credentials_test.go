@@ -10,9 +10,10 @@ import (
 
 	"kluis/backend/broker"
 	"kluis/backend/broker/mqtttest"
+	"kluis/controller/pickupcode"
 )
 
-var cheap = ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}
+var cheap = pickupcode.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}
 
 func TestCredentials(t *testing.T) {
 	pool := newPool(t)

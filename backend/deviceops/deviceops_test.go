@@ -22,6 +22,7 @@ import (
 	"kluis/backend/service"
 	"kluis/backend/store"
 	"kluis/backend/store/storetest"
+	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
 )
 
@@ -79,7 +80,7 @@ func newEnv(t *testing.T) *env {
 	keys, err := codes.GenerateKeys()
 	require.NoError(t, err)
 	e.codes, err = codes.New(codes.Options{Pool: e.st.Pool(), Keys: keys, Clock: e.clock.Now, Logger: log,
-		Argon: codes.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+		Argon: pickupcode.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}})
 	require.NoError(t, err)
 	e.svc, err = service.New(service.Options{Store: e.st, Clock: e.clock.Now, Logger: log,
 		Codes: codes.Issuer{Service: e.codes}, Notifier: e.creds})
@@ -219,17 +220,17 @@ func TestVerifierResultsAreKioskSafe(t *testing.T) {
 	require.Equal(t, wire.VerifySecondFactorRequired, e.pin("k1", cr.PIN, "").Result)
 
 	// Wrong dates of birth lock the code: the kiosk still only says wrong code.
-	for range codes.CodeMaxFailures {
+	for range pickupcode.CodeMaxFailures {
 		r := e.pin("k1", cr.PIN, "2000-01-01")
 		require.Equal(t, wire.VerifyWrongCode, r.Result)
 	}
-	e.clock.Add(codes.DeviceLockout + time.Minute) // past the device lockout those failures caused
+	e.clock.Add(pickupcode.DeviceLockout + time.Minute) // past the device lockout those failures caused
 	require.Equal(t, wire.VerifyWrongCode, e.qr("k1", cr.QRToken).Result, "a locked code reads as wrong")
 
 	// Guessing PINs locks the device's PIN entry, with a retry time.
 	_, cr2 := e.loaded(store.Passport, "EP1234567", "k2")
 	var last wire.VerifyResponse
-	for i := range codes.DeviceMaxFailures + 1 {
+	for i := range pickupcode.DeviceMaxFailures + 1 {
 		last = e.pin("k2", fmtPIN(i), "1990-02-28")
 	}
 	require.Equal(t, wire.VerifyDeviceLockedOut, last.Result)
@@ -353,7 +354,7 @@ func TestExpiredDocumentsCodeAnswersExpired(t *testing.T) {
 	require.Equal(t, "expired", string(got.State))
 
 	require.Equal(t, wire.VerifyExpired, e.qr("k1", cr.QRToken).Result)
-	for range codes.DeviceMaxFailures + 1 {
+	for range pickupcode.DeviceMaxFailures + 1 {
 		require.Equal(t, wire.VerifyExpired, e.pin("k1", cr.PIN, "1990-02-28").Result, "not counted: never locked out")
 	}
 	require.Equal(t, wire.VerifyWrongCode, e.qr("k1", old.QRToken).Result, "a re-issued code stays wrong")

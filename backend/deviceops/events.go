@@ -17,6 +17,7 @@ import (
 	"kluis/backend/lifecycle"
 	"kluis/backend/service"
 	"kluis/backend/store"
+	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
 )
 
@@ -218,7 +219,7 @@ func (h *Events) rearm(ctx context.Context, tx pgx.Tx, deviceID string, ev wire.
 		}
 	}
 	ok, err := h.codes.Rearm(ctx, tx, r)
-	if errors.Is(err, codes.ErrInvalid) {
+	if errors.Is(err, pickupcode.ErrInvalid) {
 		return fmt.Errorf("%s: %v: %w", ev.Kind, err, devicelink.ErrRejected)
 	}
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"kluis/backend/codes"
+	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
 )
 
@@ -61,14 +62,14 @@ func (v *Verifier) Verify(ctx context.Context, deviceID string, req wire.VerifyR
 		v.log.Warn("code verification failed", "device", deviceID, "err", err)
 		return wire.VerifyResponse{Result: wire.VerifyUnavailable}
 	}
-	switch codes.Reason(err) {
-	case codes.ReasonExpired:
+	switch pickupcode.Reason(err) {
+	case pickupcode.ReasonExpired:
 		return wire.VerifyResponse{Result: wire.VerifyExpired}
-	case codes.ReasonAlreadyCollected:
+	case pickupcode.ReasonAlreadyCollected:
 		return wire.VerifyResponse{Result: wire.VerifyAlreadyCollected}
-	case codes.ReasonSecondFactorRequired:
+	case pickupcode.ReasonSecondFactorRequired:
 		return wire.VerifyResponse{Result: wire.VerifySecondFactorRequired}
-	case codes.ReasonDeviceLockedOut:
+	case pickupcode.ReasonDeviceLockedOut:
 		secs := int(d.LockedUntil.Sub(v.now()).Seconds()) + 1
 		return wire.VerifyResponse{Result: wire.VerifyDeviceLockedOut, RetryAfterS: max(secs, 1)}
 	}

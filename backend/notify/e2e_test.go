@@ -15,6 +15,7 @@ import (
 	"kluis/backend/service"
 	"kluis/backend/store"
 	"kluis/backend/store/storetest"
+	"kluis/controller/pickupcode"
 )
 
 // The real chain: the service loads a document, backend/codes issues the
@@ -29,7 +30,7 @@ func TestEndToEndLoadMailVerifyCollect(t *testing.T) {
 	keys, err := codes.GenerateKeys()
 	require.NoError(t, err)
 	cs, err := codes.New(codes.Options{Pool: st.Pool(), Keys: keys, Clock: clock.Now, Logger: quiet,
-		Argon: codes.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+		Argon: pickupcode.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}})
 	require.NoError(t, err)
 	smtp := notifytest.NewSMTPServer(t, notifytest.SMTPOptions{StartTLS: true})
 	var svc *service.Service

@@ -23,6 +23,7 @@ import (
 
 	"kluis/backend/codes"
 	"kluis/backend/notify/notifytest"
+	"kluis/controller/pickupcode"
 )
 
 // parsedMail is what a mail program would see.
@@ -127,7 +128,7 @@ func TestEmailOverSMTPAndDrop(t *testing.T) {
 	keys, err := codes.GenerateKeys()
 	require.NoError(t, err)
 	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
-	token, err := codes.SignToken(keys.Signing, codes.Claims{CodeID: "AAAAAAAAAAAAAAAAAAAAAA", DeviceID: "l1", Expires: now.Add(time.Hour).Unix()})
+	token, err := pickupcode.SignToken(keys.Signing, pickupcode.Claims{CodeID: "AAAAAAAAAAAAAAAAAAAAAA", DeviceID: "l1", Expires: now.Add(time.Hour).Unix()})
 	require.NoError(t, err)
 	raw, err := BuildEmail(readyEmail(t, token))
 	require.NoError(t, err)
@@ -175,7 +176,7 @@ func TestEmailOverSMTPAndDrop(t *testing.T) {
 	require.Equal(t, `image/png; name="code-qr.png"`, pm.types["qr@kluis"])
 	got := decodeQR(t, png)
 	require.Equal(t, token, got)
-	claims, err := codes.VerifyToken(keys.Public(), got, "l1", now)
+	claims, err := pickupcode.VerifyToken(keys.Public(), got, "l1", now)
 	require.NoError(t, err)
 	require.Equal(t, "AAAAAAAAAAAAAAAAAAAAAA", claims.CodeID)
 	ics, ok := pm.attached["retrait.ics"]

@@ -29,6 +29,7 @@ import (
 	"kluis/backend/service"
 	"kluis/backend/store"
 	"kluis/backend/store/storetest"
+	"kluis/controller/pickupcode"
 )
 
 var now0 = time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
@@ -90,7 +91,7 @@ func (f *nfix) docIn(t *testing.T, state, lang, email, mobile string) (store.Doc
 
 func (f *nfix) creds(t *testing.T) codes.Credentials {
 	t.Helper()
-	tok, err := codes.SignToken(f.keys.Signing, codes.Claims{CodeID: "BBBBBBBBBBBBBBBBBBBBBB", DeviceID: "l1", Expires: now0.Add(240 * time.Hour).Unix()})
+	tok, err := pickupcode.SignToken(f.keys.Signing, pickupcode.Claims{CodeID: "BBBBBBBBBBBBBBBBBBBBBB", DeviceID: "l1", Expires: now0.Add(240 * time.Hour).Unix()})
 	require.NoError(t, err)
 	return codes.Credentials{CodeID: "BBBBBBBBBBBBBBBBBBBBBB", QRToken: tok, PIN: "987654321", NeedsDOB: true, ExpiresAt: now0.Add(240 * time.Hour)}
 }
@@ -112,7 +113,7 @@ func TestNotifyReadyByEmailAndSMS(t *testing.T) {
 	require.Contains(t, pm.text, "https://kluis.example/t/")
 	require.Contains(t, pm.attached, "abholen.ics")
 	got := decodeQR(t, pm.inline["qr@kluis"])
-	_, err := codes.VerifyToken(f.keys.Public(), got, "l1", now0)
+	_, err := pickupcode.VerifyToken(f.keys.Public(), got, "l1", now0)
 	require.NoError(t, err)
 
 	sms := f.sms.Received()
@@ -271,7 +272,7 @@ func TestReadyMailEveryLanguage(t *testing.T) {
 		require.Equal(t, lang+"@example.org", m.To)
 		require.Equal(t, subjects[lang], m.Subject)
 		require.Equal(t, cr.QRToken, m.QR, "%s: the QR code is the issued token", lang)
-		_, err = codes.VerifyToken(f.keys.Public(), m.QR, "l1", now0)
+		_, err = pickupcode.VerifyToken(f.keys.Public(), m.QR, "l1", now0)
 		require.NoError(t, err)
 		require.Equal(t, cr.PIN, m.PIN, lang)
 		require.Contains(t, m.Text, FormatDeadline(lang, deadline0, now0))

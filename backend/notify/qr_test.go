@@ -10,7 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"kluis/backend/codes"
+	"kluis/controller/pickupcode"
 )
 
 // TestQRPNGDecodesEveryToken renders real tokens the way the e-mails and
@@ -29,14 +29,14 @@ func TestQRPNGDecodesEveryToken(t *testing.T) {
 	indices = append(indices, 133, 184, 255)
 	for _, i := range indices {
 		cid := base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf("code-id-%08d", i)))
-		claims := codes.Claims{CodeID: cid, DeviceID: "kortrijk-hall-a", Expires: 1800000000 + int64(i)}
-		token, err := codes.SignToken(signing, claims)
+		claims := pickupcode.Claims{CodeID: cid, DeviceID: "kortrijk-hall-a", Expires: 1800000000 + int64(i)}
+		token, err := pickupcode.SignToken(signing, claims)
 		require.NoError(t, err)
 		png, err := QRPNG(token)
 		require.NoError(t, err)
 		got := decodeQR(t, png)
 		require.Equal(t, token, got, "token %d", i)
-		_, err = codes.VerifyToken(pub, got, "kortrijk-hall-a", time.Unix(1700000000, 0))
+		_, err = pickupcode.VerifyToken(pub, got, "kortrijk-hall-a", time.Unix(1700000000, 0))
 		require.NoError(t, err, "token %d", i)
 	}
 }

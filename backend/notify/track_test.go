@@ -22,6 +22,7 @@ import (
 	"kluis/backend/service"
 	"kluis/backend/store"
 	"kluis/backend/store/storetest"
+	"kluis/controller/pickupcode"
 )
 
 // journeyFix is the real chain behind the track page: the service moves a
@@ -49,7 +50,7 @@ func newJourney(t *testing.T) *journeyFix {
 	keys, err := codes.GenerateKeys()
 	require.NoError(t, err)
 	cs, err := codes.New(codes.Options{Pool: f.st.Pool(), Keys: keys, Clock: f.clock.Now, Logger: quiet,
-		Argon: codes.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+		Argon: pickupcode.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}})
 	require.NoError(t, err)
 	f.n, err = New(Options{DB: f.st.Pool(), Mail: &SMTP{Addr: f.smtp.Addr, AllowPlain: true}, SMS: &SMSGateway{URL: f.sms.URL},
 		From: "Stad Kortrijk <kluis@kortrijk.be>", TrackBaseURL: "https://kluis.kortrijk.be", Clock: f.clock.Now, Logger: quiet,

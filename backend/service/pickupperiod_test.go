@@ -11,6 +11,7 @@ import (
 	"kluis/backend/codes"
 	"kluis/backend/service"
 	"kluis/backend/store"
+	"kluis/controller/pickupcode"
 )
 
 // A kind with an exact pickup period gets deadline = load time + period
@@ -24,7 +25,7 @@ func TestExactPickupPeriod(t *testing.T) {
 		keys, err := codes.GenerateKeys()
 		require.NoError(t, err)
 		cs, err = codes.New(codes.Options{Pool: o.Store.Pool(), Keys: keys, Clock: o.Clock,
-			Argon:  codes.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1},
+			Argon:  pickupcode.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1},
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		require.NoError(t, err)
 		o.Codes = codes.Issuer{Service: cs}
@@ -76,7 +77,7 @@ func TestExactPickupPeriod(t *testing.T) {
 	// At the deadline: the code is refused and the sweep expires the document.
 	e.clock.Set(*b.Deadline)
 	_, err = cs.Verify(e.ctx, codes.Attempt{DeviceID: "d", QRToken: creds[b.ID].QRToken})
-	require.ErrorIs(t, err, codes.ErrExpired)
+	require.ErrorIs(t, err, pickupcode.ErrExpired)
 	n, err = e.svc.ExpireDue(e.ctx)
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
@@ -88,7 +89,7 @@ func TestExactPickupPeriod(t *testing.T) {
 	require.Equal(t, "loaded", string(got.State))
 	_, err = cs.Verify(e.ctx, codes.Attempt{DeviceID: "d", QRToken: creds[b.ID].QRToken})
 	// Revoked by the expiry, and still told "expired" (not "wrong code").
-	require.ErrorIs(t, err, codes.ErrExpired, "revoked on expiry")
+	require.ErrorIs(t, err, pickupcode.ErrExpired, "revoked on expiry")
 }
 
 func TestPickupPeriodsRefused(t *testing.T) {

@@ -14,7 +14,7 @@ import (
 	"kluis/backend/devicelink"
 	"kluis/backend/service"
 	"kluis/backend/store"
-	"kluis/controller/offline"
+	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
 )
 
@@ -114,8 +114,8 @@ func (s *codeSyncer) bundle(ctx context.Context, deviceID string) ([]wire.CodeEn
 			DocumentID:   e.DocumentID,
 			Addr:         wire.Address{Board: e.Board, Channel: e.Channel},
 			Expires:      e.ExpiresAt,
-			QRHash:       offline.QRHash(e.CodeID),
-			PINHash:      offline.PINHash(e.Params, e.Salt, e.Verifier),
+			QRHash:       pickupcode.QRHash(e.CodeID),
+			PINHash:      e.PINHash(),
 			SecondFactor: e.NeedsDOB,
 		})
 	}

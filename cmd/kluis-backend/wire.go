@@ -23,6 +23,7 @@ import (
 	"kluis/backend/notify"
 	"kluis/backend/service"
 	"kluis/backend/store"
+	"kluis/controller/pickupcode"
 )
 
 // deps are the collaborators of the API and their background loops.
@@ -111,7 +112,7 @@ func wireDeps(ctx context.Context, st *store.Store, reg *prometheus.Registry, ke
 		Store:         st,
 		Logger:        log,
 		PseudonymKey:  deriveKey(keys, "document-number pseudonym"),
-		MaxPerDevice:  codes.MaxActiveCodesPerDevice,
+		MaxPerDevice:  pickupcode.MaxActiveCodesPerDevice,
 		PickupDays:    c.pickup.days,
 		PickupPeriods: c.pickup.exact,
 		Retention:     c.retention,
@@ -241,11 +242,11 @@ func (d *deps) startLink(ctx context.Context, st *store.Store, reg *prometheus.R
 }
 
 // mqttParams lowers the MQTT credential hashing cost like hashParams.
-func mqttParams(e env) devicelink.ArgonParams {
+func mqttParams(e env) pickupcode.ArgonParams {
 	if e.getenv("KLUIS_INSECURE_FAST_HASH") == "1" {
-		return devicelink.ArgonParams{Time: 1, MemoryKiB: 1024, Threads: 1}
+		return pickupcode.ArgonParams{Time: 1, MemoryKiB: 1024, Threads: 1}
 	}
-	return devicelink.ArgonParams{}
+	return pickupcode.ArgonParams{}
 }
 
 // defaultHousekeepEvery is how often expiry and purge run.

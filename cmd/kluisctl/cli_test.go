@@ -23,6 +23,7 @@ import (
 	"kluis/backend/service"
 	"kluis/backend/store"
 	"kluis/backend/store/storetest"
+	"kluis/controller/pickupcode"
 )
 
 type harness struct {
@@ -44,7 +45,7 @@ func newHarness(t *testing.T) *harness {
 	require.NoError(t, err)
 	keys, err := codes.GenerateKeys()
 	require.NoError(t, err)
-	cs, err := codes.New(codes.Options{Pool: st.Pool(), Keys: keys, Logger: quiet, Argon: codes.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	cs, err := codes.New(codes.Options{Pool: st.Pool(), Keys: keys, Logger: quiet, Argon: pickupcode.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}})
 	require.NoError(t, err)
 	lockouts, err := deviceops.NewLockouts(deviceops.LockoutsOptions{Codes: cs, Pool: st.Pool(), Logger: quiet})
 	require.NoError(t, err)
@@ -397,9 +398,9 @@ func TestKluisctlUsersUnlock(t *testing.T) {
 func TestKluisctlClearLockout(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
-	for i := 0; i < codes.DeviceMaxFailures; i++ {
+	for i := 0; i < pickupcode.DeviceMaxFailures; i++ {
 		_, err := h.codes.Verify(ctx, codes.Attempt{DeviceID: "kortrijk-1", PIN: "000000001", BirthDate: "1990-01-01"})
-		require.ErrorIs(t, err, codes.ErrWrongCode)
+		require.ErrorIs(t, err, pickupcode.ErrWrongCode)
 	}
 	code, _, errs := h.kctl(h.tokens[auth.RoleStaff], "", nil, "devices", "clear-lockout", "kortrijk-1")
 	assert.Equal(t, 2, code)

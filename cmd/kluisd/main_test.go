@@ -38,3 +38,17 @@ func TestCheckFlag(t *testing.T) {
 	require.Equal(t, 2, cmd.ProcessState.ExitCode())
 	require.Contains(t, string(out), "kiosk.listen")
 }
+
+// kluisd is the edge binary: it shares the code formats with the backend
+// through controller/pickupcode and links none of the backend itself (its
+// store, audit trail or PostgreSQL driver).
+func TestLinksNoBackendCode(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	require.NoError(t, err, string(out))
+	deps := strings.Fields(string(out))
+	require.Contains(t, deps, "kluis/controller/pickupcode", "the shared code formats")
+	for _, d := range deps {
+		require.False(t, strings.HasPrefix(d, "kluis/backend"), "kluisd links %s", d)
+		require.NotContains(t, d, "jackc/pgx", "kluisd links %s", d)
+	}
+}

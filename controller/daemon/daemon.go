@@ -21,13 +21,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"kluis/backend/codes"
 	"kluis/controller/config"
 	"kluis/controller/engine"
 	"kluis/controller/journal"
 	"kluis/controller/kiosk"
 	"kluis/controller/link"
 	"kluis/controller/offline"
+	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
 	"kluis/hardware"
 	"kluis/hardware/serialport"
@@ -125,7 +125,7 @@ func Run(ctx context.Context, o Options) error {
 		if err != nil {
 			return fmt.Errorf("daemon: offline.public_key_file: %w", err)
 		}
-		k, err := codes.ParsePublicKey(string(b))
+		k, err := pickupcode.ParsePublicKey(string(b))
 		if err != nil {
 			return fmt.Errorf("daemon: offline.public_key_file: %w", err)
 		}

@@ -19,10 +19,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"kluis/backend/codes"
 	"kluis/controller/config"
 	"kluis/controller/daemon/daemontest"
-	"kluis/controller/offline"
+	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
 	"kluis/hardware"
 )
@@ -141,15 +140,15 @@ compartments:
 		return strings.Contains(b, `"mqtt_connected":true`)
 	})
 
-	id := make([]byte, codes.CodeIDSize)
+	id := make([]byte, pickupcode.CodeIDSize)
 	_, _ = rand.Read(id)
 	cid := base64.RawURLEncoding.EncodeToString(id)
 	now := time.Now()
-	tok, err := codes.SignToken(priv, codes.Claims{CodeID: cid, DeviceID: dev, Expires: now.Add(time.Hour).Unix()})
+	tok, err := pickupcode.SignToken(priv, pickupcode.Claims{CodeID: cid, DeviceID: dev, Expires: now.Add(time.Hour).Unix()})
 	require.NoError(t, err)
 	be.pub(wire.KindCommand, &wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now, Expires: now.Add(time.Minute),
 		Codes: &wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{
-			{DocumentID: "doc-7", Addr: wire.Address{Board: 0, Channel: 1}, Expires: now.Add(time.Hour), QRHash: offline.QRHash(cid)}}}})
+			{DocumentID: "doc-7", Addr: wire.Address{Board: 0, Channel: 1}, Expires: now.Add(time.Hour), QRHash: pickupcode.QRHash(cid)}}}})
 	waitFor(t, "code sync applied", func() bool {
 		be.mu.Lock()
 		defer be.mu.Unlock()

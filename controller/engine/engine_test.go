@@ -20,11 +20,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"kluis/backend/codes"
 	"kluis/controller/config"
 	"kluis/controller/journal"
 	"kluis/controller/offline"
 	"kluis/controller/offline/offlinetest"
+	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
 	"kluis/hardware"
 	"kluis/hardware/hardwaretest"
@@ -408,10 +408,10 @@ func TestBadInput(t *testing.T) {
 }
 
 func signToken(t *testing.T, priv ed25519.PrivateKey, exp time.Time) (string, string) {
-	id := make([]byte, codes.CodeIDSize)
+	id := make([]byte, pickupcode.CodeIDSize)
 	_, _ = rand.Read(id)
 	cid := base64.RawURLEncoding.EncodeToString(id)
-	tok, err := codes.SignToken(priv, codes.Claims{CodeID: cid, DeviceID: device, Expires: exp.Unix()})
+	tok, err := pickupcode.SignToken(priv, pickupcode.Claims{CodeID: cid, DeviceID: device, Expires: exp.Unix()})
 	require.NoError(t, err)
 	return tok, cid
 }
@@ -424,7 +424,7 @@ func TestOfflinePickupReportedAndSingleUse(t *testing.T) {
 		tok, cid := signToken(t, r.priv, now.Add(time.Hour))
 		res := r.e.HandleCommand(context.Background(), wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now,
 			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{
-				{DocumentID: "doc-q", Addr: wire.Address{Board: 0, Channel: 1}, Expires: now.Add(time.Hour), QRHash: offline.QRHash(cid)},
+				{DocumentID: "doc-q", Addr: wire.Address{Board: 0, Channel: 1}, Expires: now.Add(time.Hour), QRHash: pickupcode.QRHash(cid)},
 				offlinetest.PINEntry("doc-p", device, "987654321", "1985-12-31", wire.Address{Board: 0, Channel: 2}, now.Add(time.Hour)),
 			}}})
 		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
@@ -886,7 +886,7 @@ func TestOfflineMarkWithoutIntentReleasedAtRestart(t *testing.T) {
 		tok, cid := signToken(t, r.priv, now.Add(time.Hour))
 		res := r.e.HandleCommand(context.Background(), wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now,
 			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{
-				{DocumentID: "doc-q", Addr: wire.Address{Board: 0, Channel: 1}, Expires: now.Add(time.Hour), QRHash: offline.QRHash(cid)},
+				{DocumentID: "doc-q", Addr: wire.Address{Board: 0, Channel: 1}, Expires: now.Add(time.Hour), QRHash: pickupcode.QRHash(cid)},
 			}}})
 		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
 		r.be.set(func() { r.be.unreachable = true })

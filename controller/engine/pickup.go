@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"kluis/backend/codes"
 	"kluis/controller/offline"
+	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
 )
 
@@ -40,14 +40,14 @@ func (r *PickupRequest) Validate() error {
 		return fmt.Errorf("birth_date goes with a pin: %w", ErrBadRequest)
 	}
 	if r.PIN != "" {
-		pin, err := codes.NormalizePIN(r.PIN, len(digitsOf(r.PIN)))
+		pin, err := pickupcode.NormalizePIN(r.PIN, len(digitsOf(r.PIN)))
 		if err != nil || len(pin) < 4 || len(pin) > 12 {
 			return fmt.Errorf("pin must be 4-12 digits: %w", ErrBadRequest)
 		}
 		r.PIN = pin
 	}
 	if r.BirthDate != "" {
-		d, err := codes.ParseBirthDate(r.BirthDate)
+		d, err := pickupcode.ParseBirthDate(r.BirthDate)
 		if err != nil {
 			return fmt.Errorf("birth_date must be YYYY-MM-DD: %w", ErrBadRequest)
 		}
@@ -196,11 +196,11 @@ func (e *Engine) verifyOffline(r PickupRequest, method wire.Method) (wire.Verify
 			slot = intPtr(m.Addr.Channel)
 		}
 		return wire.VerifyResponse{Result: wire.VerifyOK, DocumentID: m.DocumentID, Addr: &addr, Slot: slot}, nil
-	case errors.Is(err, codes.ErrSecondFactorRequired):
+	case errors.Is(err, pickupcode.ErrSecondFactorRequired):
 		return wire.VerifyResponse{Result: wire.VerifySecondFactorRequired}, nil
-	case errors.Is(err, codes.ErrExpired):
+	case errors.Is(err, pickupcode.ErrExpired):
 		return wire.VerifyResponse{Result: wire.VerifyExpired}, nil
-	case errors.Is(err, codes.ErrWrongCode), errors.Is(err, codes.ErrWrongDevice):
+	case errors.Is(err, pickupcode.ErrWrongCode), errors.Is(err, pickupcode.ErrWrongDevice):
 		return wire.VerifyResponse{Result: wire.VerifyWrongCode}, nil
 	}
 	return wire.VerifyResponse{Result: wire.VerifyUnavailable}, err

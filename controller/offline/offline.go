@@ -4,15 +4,16 @@
 //
 // The cache never holds a plain code. Per document it holds:
 //
-//   - QRHash: base64url(SHA-256(code id)) of the QR token's code id. A
-//     scanned token is first checked with the backend's Ed25519 public key
-//     (codes.VerifyToken: signature, device, expiry); its code id is then
-//     looked up here to find the compartment. A forged token fails the
-//     signature, so the hash only binds token to document.
-//   - PINHash: "argon2id$<params>$<salt>$<verifier>" as produced by
-//     backend/codes' offline bundle (salt and verifier base64url), checked
-//     with codes.VerifyOffline; SecondFactor says the verifier includes the
-//     date of birth.
+//   - QRHash: pickupcode.QRHash, base64url(SHA-256(code id)) of the QR
+//     token's code id. A scanned token is first checked with the backend's
+//     Ed25519 public key (pickupcode.VerifyToken: signature, device,
+//     expiry); its code id is then looked up here to find the compartment.
+//     A forged token fails the signature, so the hash only binds token to
+//     document.
+//   - PINHash: "argon2id$<params>$<salt>$<verifier>" (pickupcode.FormatPINHash,
+//     salt and verifier base64url) as backend/codes' offline bundle makes
+//     it, checked with pickupcode.VerifyOffline; SecondFactor says the
+//     verifier includes the date of birth.
 //
 // The cache is a JSON file replaced atomically (write, fsync, rename, fsync
 // directory) on every sync, so a power cut leaves the old or the new
@@ -22,27 +23,24 @@ package offline
 
 import (
 	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
-	"kluis/backend/codes"
+	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
 )
 
 // FileName is the cache file inside the daemon's state directory.
 const FileName = "offline-cache.json"
 
-// Errors Verify returns (besides those of backend/codes, which it wraps:
-// codes.ErrWrongCode, codes.ErrExpired, codes.ErrSecondFactorRequired,
-// codes.ErrWrongDevice).
+// Errors Verify returns (besides those of controller/pickupcode, which it
+// wraps: pickupcode.ErrWrongCode, ErrExpired, ErrSecondFactorRequired,
+// ErrWrongDevice).
 var (
 	// ErrNoMaterial means the cache cannot decide (no public key, empty).
 	ErrNoMaterial = errors.New("offline: no verification material")
@@ -185,68 +183,52 @@ func (c *Cache) save(f file) error {
 	return nil
 }
 
-// QRHash is the cache's hash of a QR token's code id.
-func QRHash(codeID string) string {
-	h := sha256.Sum256([]byte(codeID))
-	return base64.RawURLEncoding.EncodeToString(h[:])
-}
-
-// PINHash packs an offline PIN verifier from backend/codes into the wire
-// form the cache expects.
-func PINHash(p codes.ArgonParams, salt, verifier string) string {
-	return "argon2id$" + p.String() + "$" + salt + "$" + verifier
-}
-
 // VerifyQR checks a scanned token offline.
 func (c *Cache) VerifyQR(token string, now time.Time) (Match, error) {
 	if len(c.pub) != ed25519.PublicKeySize {
 		return Match{}, fmt.Errorf("offline: no public key for QR tokens: %w", ErrNoMaterial)
 	}
-	cl, err := codes.VerifyToken(c.pub, token, c.deviceID, now)
+	cl, err := pickupcode.VerifyToken(c.pub, token, c.deviceID, now)
 	if err != nil {
 		return Match{}, fmt.Errorf("offline: %w", err)
 	}
-	h := QRHash(cl.CodeID)
+	h := pickupcode.QRHash(cl.CodeID)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, e := range c.f.Entries {
 		if e.QRHash != "" && e.QRHash == h {
 			if !now.Before(e.Expires) {
-				return Match{}, fmt.Errorf("offline: %w", codes.ErrExpired)
+				return Match{}, fmt.Errorf("offline: %w", pickupcode.ErrExpired)
 			}
 			return Match{DocumentID: e.DocumentID, Addr: e.Addr, Method: wire.MethodQR, Expires: e.Expires}, nil
 		}
 	}
 	// A genuine token whose code is not in the cache: revoked, used or
 	// not yet synced. Keep the door shut.
-	return Match{}, fmt.Errorf("offline: token not in cache: %w", codes.ErrWrongCode)
+	return Match{}, fmt.Errorf("offline: token not in cache: %w", pickupcode.ErrWrongCode)
 }
 
 // VerifyPIN checks a PIN and date of birth offline (two argon2id hashes at
 // most, whatever the number of entries).
 func (c *Cache) VerifyPIN(pin, birthDate string, now time.Time) (Match, error) {
 	c.mu.Lock()
-	var entries []codes.OfflineEntry
+	var entries []pickupcode.OfflineEntry
 	byDoc := map[string]wire.CodeEntry{}
 	for _, e := range c.f.Entries {
-		parts := strings.Split(e.PINHash, "$")
-		if len(parts) != 4 || parts[0] != "argon2id" {
-			continue
-		}
-		p, err := codes.ParseArgonParams(parts[1])
+		p, salt, verifier, err := pickupcode.ParsePINHash(e.PINHash)
 		if err != nil {
 			continue
 		}
-		entries = append(entries, codes.OfflineEntry{DocumentID: e.DocumentID, ExpiresAt: e.Expires,
+		entries = append(entries, pickupcode.OfflineEntry{DocumentID: e.DocumentID, ExpiresAt: e.Expires,
 			Board: e.Addr.Board, Channel: e.Addr.Channel, NeedsDOB: e.SecondFactor,
-			Salt: parts[2], Params: p, Verifier: parts[3]})
+			Salt: salt, Params: p, Verifier: verifier})
 		byDoc[e.DocumentID] = e
 	}
 	c.mu.Unlock()
 	if len(entries) == 0 {
 		return Match{}, fmt.Errorf("offline: no PIN material: %w", ErrNoMaterial)
 	}
-	m, err := codes.VerifyOffline(entries, codes.OfflineAttempt{DeviceID: c.deviceID, PIN: pin, BirthDate: birthDate}, now)
+	m, err := pickupcode.VerifyOffline(entries, pickupcode.OfflineAttempt{DeviceID: c.deviceID, PIN: pin, BirthDate: birthDate}, now)
 	if err != nil {
 		return Match{}, fmt.Errorf("offline: %w", err)
 	}

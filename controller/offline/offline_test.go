@@ -9,19 +9,19 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"kluis/backend/codes"
 	"kluis/controller/offline"
 	"kluis/controller/offline/offlinetest"
+	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
 )
 
 var t0 = time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
 
 func token(t *testing.T, priv ed25519.PrivateKey, device string, exp time.Time) (string, string) {
-	id := make([]byte, codes.CodeIDSize)
+	id := make([]byte, pickupcode.CodeIDSize)
 	_, _ = rand.Read(id)
 	cid := base64.RawURLEncoding.EncodeToString(id)
-	tok, err := codes.SignToken(priv, codes.Claims{CodeID: cid, DeviceID: device, Expires: exp.Unix()})
+	tok, err := pickupcode.SignToken(priv, pickupcode.Claims{CodeID: cid, DeviceID: device, Expires: exp.Unix()})
 	require.NoError(t, err)
 	return tok, cid
 }
@@ -36,9 +36,9 @@ func TestCache(t *testing.T) {
 	unsynced, _ := token(t, priv, "dev1", t0.Add(time.Hour))
 
 	_, err = c.VerifyQR(tok, t0)
-	require.ErrorIs(t, err, codes.ErrWrongCode, "not in the cache yet")
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode, "not in the cache yet")
 	require.NoError(t, c.Apply(wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{
-		{DocumentID: "doc1", Addr: wire.Address{Board: 0, Channel: 3}, Expires: t0.Add(time.Hour), QRHash: offline.QRHash(cid)},
+		{DocumentID: "doc1", Addr: wire.Address{Board: 0, Channel: 3}, Expires: t0.Add(time.Hour), QRHash: pickupcode.QRHash(cid)},
 		offlinetest.PINEntry("doc2", "dev1", "123456789", "1990-02-03", wire.Address{Board: 0, Channel: 4}, t0.Add(time.Hour)),
 	}}))
 	m, err := c.VerifyQR(tok, t0)
@@ -46,21 +46,21 @@ func TestCache(t *testing.T) {
 	require.Equal(t, "doc1", m.DocumentID)
 	require.Equal(t, 3, m.Addr.Channel)
 	_, err = c.VerifyQR(other, t0)
-	require.ErrorIs(t, err, codes.ErrWrongDevice)
+	require.ErrorIs(t, err, pickupcode.ErrWrongDevice)
 	_, err = c.VerifyQR(unsynced, t0)
-	require.ErrorIs(t, err, codes.ErrWrongCode)
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode)
 	_, err = c.VerifyQR(tok+"x", t0)
-	require.ErrorIs(t, err, codes.ErrWrongCode)
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode)
 	_, err = c.VerifyQR(tok, t0.Add(2*time.Hour))
-	require.ErrorIs(t, err, codes.ErrExpired)
+	require.ErrorIs(t, err, pickupcode.ErrExpired)
 
 	m, err = c.VerifyPIN("123 456 789", "1990-02-03", t0)
 	require.NoError(t, err)
 	require.Equal(t, "doc2", m.DocumentID)
 	_, err = c.VerifyPIN("123456789", "1990-02-04", t0)
-	require.ErrorIs(t, err, codes.ErrWrongCode)
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode)
 	_, err = c.VerifyPIN("123456789", "", t0)
-	require.ErrorIs(t, err, codes.ErrSecondFactorRequired)
+	require.ErrorIs(t, err, pickupcode.ErrSecondFactorRequired)
 
 	// Stale syncs are ignored; deltas revoke; the file survives a reopen.
 	require.ErrorIs(t, c.Apply(wire.CodeSync{Version: 1, Full: true}), offline.ErrStale)
@@ -70,7 +70,7 @@ func TestCache(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(2), c2.Version())
 	_, err = c2.VerifyQR(tok, t0)
-	require.ErrorIs(t, err, codes.ErrWrongCode)
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode)
 	_, err = c2.VerifyPIN("123456789", "1990-02-03", t0)
 	require.NoError(t, err)
 

@@ -12,9 +12,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"kluis/backend/codes"
 	"kluis/backend/notify"
 	"kluis/backend/notify/mailread"
+	"kluis/controller/pickupcode"
 )
 
 // readyMail builds a ready-for-pickup message exactly as the notifier does:
@@ -67,7 +67,7 @@ func TestDecodeQRPNGManyTokens(t *testing.T) {
 	signing := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
 	for _, i := range []int{0, 1, 2, 3, 133, 184, 255} {
 		cid := base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf("code-id-%08d", i)))
-		token, err := codes.SignToken(signing, codes.Claims{CodeID: cid, DeviceID: "kortrijk-hall-a", Expires: 1800000000 + int64(i)})
+		token, err := pickupcode.SignToken(signing, pickupcode.Claims{CodeID: cid, DeviceID: "kortrijk-hall-a", Expires: 1800000000 + int64(i)})
 		require.NoError(t, err)
 		png, err := notify.QRPNG(token)
 		require.NoError(t, err)

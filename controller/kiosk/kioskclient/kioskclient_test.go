@@ -15,13 +15,13 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"kluis/backend/codes"
 	"kluis/controller/config"
 	"kluis/controller/engine"
 	"kluis/controller/journal"
 	"kluis/controller/kiosk"
 	"kluis/controller/kiosk/kioskclient"
 	"kluis/controller/offline"
+	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
 	"kluis/hardware"
 	"kluis/hardware/hardwaretest"
@@ -69,15 +69,15 @@ compartments:
 
 // token syncs a QR code for channel ch into the offline cache.
 func token(t *testing.T, e *engine.Engine, priv ed25519.PrivateKey, doc string, ch int) string {
-	id := make([]byte, codes.CodeIDSize)
+	id := make([]byte, pickupcode.CodeIDSize)
 	_, _ = rand.Read(id)
 	cid := base64.RawURLEncoding.EncodeToString(id)
 	now := time.Now()
-	tok, err := codes.SignToken(priv, codes.Claims{CodeID: cid, DeviceID: dev, Expires: now.Add(time.Hour).Unix()})
+	tok, err := pickupcode.SignToken(priv, pickupcode.Claims{CodeID: cid, DeviceID: dev, Expires: now.Add(time.Hour).Unix()})
 	require.NoError(t, err)
 	res := e.HandleCommand(context.Background(), wire.Command{ID: wire.NewID(now), Kind: wire.CmdCodeSync, Issued: now,
 		Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: now.UnixNano(), Entries: []wire.CodeEntry{
-			{DocumentID: doc, Addr: wire.Address{Channel: ch}, Expires: now.Add(time.Hour), QRHash: offline.QRHash(cid)}}}})
+			{DocumentID: doc, Addr: wire.Address{Channel: ch}, Expires: now.Add(time.Hour), QRHash: pickupcode.QRHash(cid)}}}})
 	require.Equal(t, wire.StatusDone, res.Status, res.Detail)
 	return tok
 }

@@ -1,9 +1,9 @@
-package codes
+package pickupcode
 
 import "errors"
 
-// Sentinel errors. Verification errors map to a kiosk-safe reason with
-// [Reason].
+// Sentinel errors of a verification, shared by the backend and the device.
+// Map them to a kiosk-safe reason with [Reason].
 var (
 	// ErrInvalid means the input or configuration is unusable.
 	ErrInvalid = errors.New("invalid input")
@@ -23,8 +23,6 @@ var (
 	ErrDeviceLockedOut = errors.New("device locked out for PIN entry")
 	// ErrSecondFactorRequired means a PIN was given without the date of birth.
 	ErrSecondFactorRequired = errors.New("date of birth required")
-	// ErrNotFound means no such code or document.
-	ErrNotFound = errors.New("not found")
 )
 
 // Kiosk-safe reason strings, the values of the metrics' reason label.
@@ -41,7 +39,8 @@ const (
 	ReasonError                = "error"
 )
 
-// Reason maps a Verify error to its kiosk-safe reason string ("ok" for nil).
+// Reason maps a verification error to its kiosk-safe reason string ("ok"
+// for nil).
 func Reason(err error) string {
 	switch {
 	case err == nil:

@@ -1,0 +1,131 @@
+package pickupcode
+
+import (
+	"crypto/subtle"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// OfflineVerifier is the argon2id verifier a device checks a PIN with
+// without the backend: argon2id(salt, "kluis-offline-v1:" device ":" pin
+// [":" dob]), 32 bytes. dob is empty when the document kind does not need
+// the date of birth.
+func OfflineVerifier(p ArgonParams, salt []byte, deviceID, pin, dob string) []byte {
+	in := "kluis-offline-v1:" + deviceID + ":" + pin
+	if dob != "" {
+		in += ":" + dob
+	}
+	return p.key([]byte(in), salt, 32)
+}
+
+// pinHashScheme starts the offline cache's PIN hash string.
+const pinHashScheme = "argon2id"
+
+// FormatPINHash packs an offline verifier into the offline cache's wire form
+// "argon2id$t=..,m=..,p=..$<salt>$<verifier>" (salt and verifier base64url,
+// as [OfflineEntry] holds them).
+func FormatPINHash(p ArgonParams, salt, verifier string) string {
+	return pinHashScheme + "$" + p.String() + "$" + salt + "$" + verifier
+}
+
+// ParsePINHash unpacks FormatPINHash's form (ErrInvalid when it is not one).
+func ParsePINHash(s string) (p ArgonParams, salt, verifier string, err error) {
+	parts := strings.Split(s, "$")
+	if len(parts) != 4 || parts[0] != pinHashScheme || parts[2] == "" || parts[3] == "" {
+		return ArgonParams{}, "", "", fmt.Errorf("pickupcode: not an offline PIN hash: %w", ErrInvalid)
+	}
+	if p, err = ParseArgonParams(parts[1]); err != nil {
+		return ArgonParams{}, "", "", err
+	}
+	return p, parts[2], parts[3], nil
+}
+
+// OfflineEntry is what a device holds about one active code to verify a PIN
+// without the backend. It holds no PIN and no key, only a slow verifier.
+type OfflineEntry struct {
+	// CodeID is the base64url code id (as in the QR token).
+	CodeID string `json:"code_id"`
+	// DocumentID is the document the code releases.
+	DocumentID string `json:"document_id"`
+	// ExpiresAt ends the code's validity.
+	ExpiresAt time.Time `json:"expires_at"`
+	// CompartmentID, CompartmentNumber, Board and Channel address the compartment.
+	CompartmentID     int64 `json:"compartment_id"`
+	CompartmentNumber int   `json:"compartment_number"`
+	Board             int   `json:"board"`
+	Channel           int   `json:"channel"`
+	// NeedsDOB tells that the verifier includes the date of birth.
+	NeedsDOB bool `json:"needs_dob"`
+	// Salt is the device's verifier salt (base64url).
+	Salt string `json:"salt"`
+	// Params are the argon2id costs.
+	Params ArgonParams `json:"params"`
+	// Verifier is argon2id of the PIN (and date of birth), base64url.
+	Verifier string `json:"verifier"`
+}
+
+// PINHash is the entry's verifier in the offline cache's wire form.
+func (e OfflineEntry) PINHash() string { return FormatPINHash(e.Params, e.Salt, e.Verifier) }
+
+// OfflineAttempt is a PIN entry on a device without backend.
+type OfflineAttempt struct {
+	// DeviceID is the device the PIN is typed on.
+	DeviceID string
+	// PIN as typed.
+	PIN string
+	// BirthDate as "YYYY-MM-DD" (always asked with a PIN).
+	BirthDate string
+}
+
+// VerifyOffline finds the entry whose verifier matches the attempt at now.
+// It computes at most two argon2id hashes per distinct salt and costs (with
+// and without the date of birth) whatever the number of entries. Errors:
+// ErrSecondFactorRequired, ErrWrongCode, ErrExpired. The caller applies a
+// [Limiter] before and records failures after, and marks the entry used
+// itself.
+func VerifyOffline(entries []OfflineEntry, a OfflineAttempt, now time.Time) (OfflineEntry, error) {
+	pin, err := NormalizePIN(a.PIN, PINDigits)
+	if err != nil {
+		return OfflineEntry{}, err
+	}
+	if a.BirthDate == "" {
+		return OfflineEntry{}, fmt.Errorf("pickupcode: offline: %w", ErrSecondFactorRequired)
+	}
+	dob, err := ParseBirthDate(a.BirthDate)
+	if err != nil {
+		return OfflineEntry{}, fmt.Errorf("pickupcode: offline: %w", ErrSecondFactorRequired)
+	}
+	type key struct {
+		salt, params string
+		dob          bool
+	}
+	cache := map[key][]byte{}
+	for _, e := range entries {
+		want, err := b64.DecodeString(e.Verifier)
+		if err != nil {
+			continue
+		}
+		k := key{e.Salt, e.Params.String(), e.NeedsDOB}
+		got, ok := cache[k]
+		if !ok {
+			salt, err := b64.DecodeString(e.Salt)
+			if err != nil || e.Params.Validate() != nil {
+				continue
+			}
+			d := ""
+			if e.NeedsDOB {
+				d = dob
+			}
+			got = OfflineVerifier(e.Params, salt, a.DeviceID, pin, d)
+			cache[k] = got
+		}
+		if subtle.ConstantTimeCompare(got, want) == 1 {
+			if !now.Before(e.ExpiresAt) {
+				return e, fmt.Errorf("pickupcode: offline: %w", ErrExpired)
+			}
+			return e, nil
+		}
+	}
+	return OfflineEntry{}, fmt.Errorf("pickupcode: offline: %w", ErrWrongCode)
+}

@@ -2,11 +2,16 @@ package notify
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"kluis/backend/lifecycle"
 	"kluis/backend/store"
 )
 
@@ -36,4 +41,150 @@ func DueReminders(ctx context.Context, db store.DB, now time.Time, lead time.Dur
 		return nil, fmt.Errorf("notify: due reminders: %w", err)
 	}
 	return ids, nil
+}
+
+// ReminderLockKey is the session-level advisory lock one replica holds
+// while it sends reminders, so that replicas never remind twice at once
+// (the ASCII of "kluis_rm").
+const ReminderLockKey int64 = 0x6b6c7569735f726d
+
+// DefaultRemindEvery is how often Reminders looks for due reminders.
+const DefaultRemindEvery = 10 * time.Minute
+
+// Renotifier runs the service's reminder use case for one document
+// (backend/service's Service.Renotify).
+type Renotifier interface {
+	Renotify(ctx context.Context, actor, docID string) (store.Document, error)
+}
+
+// RemindersOptions configure NewReminders.
+type RemindersOptions struct {
+	// Pool is the database (required): the lock is held on one of its
+	// connections for a pass.
+	Pool *pgxpool.Pool
+	// Service sends a reminder (required).
+	Service Renotifier
+	// Every is the interval between passes; default DefaultRemindEvery.
+	Every time.Duration
+	// Lead is how long before the deadline a reminder is due; default
+	// DefaultReminderLead.
+	Lead time.Duration
+	// Batch is the most documents reminded in one pass; default 200.
+	Batch int
+	// Clock gives the time the due reminders are computed at; default time.Now.
+	Clock func() time.Time
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Registerer receives kluis_reminder_passes_total; nil: not registered.
+	Registerer prometheus.Registerer
+}
+
+// Reminders sends the reminders that fall due: documents close to their
+// deadline whose holder got none yet. One replica at a time: a pass that
+// finds another replica's lock taken is skipped.
+type Reminders struct {
+	pool   *pgxpool.Pool
+	svc    Renotifier
+	every  time.Duration
+	lead   time.Duration
+	batch  int
+	now    func() time.Time
+	log    *slog.Logger
+	passes *prometheus.CounterVec
+}
+
+// NewReminders checks o and returns the reminder loop.
+func NewReminders(o RemindersOptions) (*Reminders, error) {
+	if o.Pool == nil || o.Service == nil {
+		return nil, fmt.Errorf("notify: reminders need a pool and a service")
+	}
+	if o.Every <= 0 {
+		o.Every = DefaultRemindEvery
+	}
+	if o.Lead <= 0 {
+		o.Lead = DefaultReminderLead
+	}
+	if o.Batch <= 0 {
+		o.Batch = 200
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	r := &Reminders{pool: o.Pool, svc: o.Service, every: o.Every, lead: o.Lead, batch: o.Batch, now: o.Clock,
+		log: o.Logger.With("part", "reminders"),
+		passes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_reminder_passes_total",
+			Help: "Reminder passes by result: done, skipped (another replica held the lock) or failed."}, []string{"result"})}
+	for _, res := range []string{"done", "skipped", "failed"} {
+		r.passes.WithLabelValues(res)
+	}
+	if o.Registerer != nil {
+		if err := o.Registerer.Register(r.passes); err != nil {
+			return nil, fmt.Errorf("notify: register metrics: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// Run makes a pass now and then every interval until ctx ends; it returns
+// ctx's error.
+func (r *Reminders) Run(ctx context.Context) error {
+	t := time.NewTicker(r.every)
+	defer t.Stop()
+	for {
+		r.Pass(ctx)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Pass sends the reminders due now, unless another replica is sending
+// reminders at the same time, and reports whether it ran. Failures are
+// logged: the next pass retries.
+func (r *Reminders) Pass(ctx context.Context) bool {
+	conn, err := r.pool.Acquire(ctx)
+	if err != nil {
+		r.fail(ctx, "no database connection", err)
+		return false
+	}
+	defer conn.Release()
+	var mine bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", ReminderLockKey).Scan(&mine); err != nil {
+		r.fail(ctx, "lock", err)
+		return false
+	}
+	if !mine {
+		r.passes.WithLabelValues("skipped").Inc()
+		return false
+	}
+	defer func() {
+		if _, err := conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", ReminderLockKey); err != nil {
+			r.log.Warn("unlock", "err", err)
+		}
+	}()
+	ids, err := DueReminders(ctx, r.pool, r.now().UTC(), r.lead, r.batch)
+	if err != nil {
+		r.fail(ctx, "due reminders", err)
+		return false
+	}
+	for _, id := range ids {
+		if _, err := r.svc.Renotify(ctx, "system", id); err != nil && !errors.Is(err, lifecycle.ErrForbiddenTransition) {
+			r.log.Warn("reminder", "document", id, "err", err)
+		}
+	}
+	r.passes.WithLabelValues("done").Inc()
+	return true
+}
+
+func (r *Reminders) fail(ctx context.Context, what string, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	r.passes.WithLabelValues("failed").Inc()
+	r.log.Warn(what, "err", err)
 }

@@ -1,4 +1,4 @@
-package main
+package notify
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/service"
@@ -16,11 +18,12 @@ import (
 
 // A replica skips the reminders while another one is sending them (so no
 // holder is reminded twice at once), and releases the lock after its pass.
+// Whether a reminder is due is decided on the injected clock.
 func TestRemindOneReplicaAtATime(t *testing.T) {
 	ctx := context.Background()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	// Loaded nine days ago: the deadline is within the reminder lead of now.
-	clock := storetest.NewClock(time.Now().UTC().Add(-9 * 24 * time.Hour))
+	loaded := time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)
+	clock := storetest.NewClock(loaded)
 	st := storetest.NewWithOptions(t, store.Options{Clock: clock.Now})
 	svc, err := service.New(service.Options{Store: st, Clock: clock.Now, Logger: quiet})
 	require.NoError(t, err)
@@ -38,7 +41,9 @@ func TestRemindOneReplicaAtATime(t *testing.T) {
 	require.NoError(t, err)
 	_, err = svc.MarkNotified(ctx, "system", d.ID)
 	require.NoError(t, err)
-	clock.Set(time.Now().UTC())
+	reg := prometheus.NewRegistry()
+	r, err := NewReminders(RemindersOptions{Pool: st.Pool(), Service: svc, Clock: clock.Now, Logger: quiet, Registerer: reg})
+	require.NoError(t, err)
 	reminders := func() int {
 		hist, err := svc.History(ctx, d.ID)
 		require.NoError(t, err)
@@ -55,24 +60,45 @@ func TestRemindOneReplicaAtATime(t *testing.T) {
 		var held bool
 		require.NoError(t, st.Pool().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
 			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-			AND ((classid::bigint << 32) | objid::bigint) = $1)`, reminderLockKey).Scan(&held))
+			AND ((classid::bigint << 32) | objid::bigint) = $1)`, ReminderLockKey).Scan(&held))
 		return held
 	}
+
+	// Loaded a day ago: nothing is due yet (the deadline is ten days after loading).
+	clock.Set(loaded.Add(24 * time.Hour))
+	require.True(t, r.Pass(ctx))
+	require.Equal(t, 0, reminders(), "not yet within the reminder lead")
+	// Nine days after loading the deadline is within the lead.
+	clock.Set(loaded.Add(9 * 24 * time.Hour))
 
 	// Another replica holds the reminder lock: this one skips.
 	other, err := st.Pool().Acquire(ctx)
 	require.NoError(t, err)
 	var got bool
-	require.NoError(t, other.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", reminderLockKey).Scan(&got))
+	require.NoError(t, other.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", ReminderLockKey).Scan(&got))
 	require.True(t, got)
 	require.True(t, lockHeld())
-	remind(ctx, st, svc, quiet)
+	require.False(t, r.Pass(ctx))
 	require.Equal(t, 0, reminders())
-	_, err = other.Exec(ctx, "SELECT pg_advisory_unlock($1)", reminderLockKey)
+	_, err = other.Exec(ctx, "SELECT pg_advisory_unlock($1)", ReminderLockKey)
 	require.NoError(t, err)
 	other.Release()
 
-	remind(ctx, st, svc, quiet)
+	require.True(t, r.Pass(ctx))
 	require.Equal(t, 1, reminders(), "the due reminder went out")
 	require.False(t, lockHeld(), "the lock is released after the pass")
+	require.Equal(t, 1.0, testutil.ToFloat64(r.passes.WithLabelValues("skipped")))
+	require.Equal(t, 2.0, testutil.ToFloat64(r.passes.WithLabelValues("done")))
+
+	// Run makes a pass at once and stops with its context.
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for testutil.ToFloat64(r.passes.WithLabelValues("done")) < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	require.Equal(t, 3.0, testutil.ToFloat64(r.passes.WithLabelValues("done")))
+	cancel()
+	require.ErrorIs(t, <-done, context.Canceled)
 }

@@ -1,5 +1,5 @@
 // Package deviceops is the glue between the device link (backend/devicelink,
-// MQTT) and the use cases, used by cmd/kluis-backend:
+// MQTT) and the use cases, wired by backend/server:
 //
 //   - Verifier answers a kiosk's code verification with backend/codes and
 //     maps every refusal to a result the kiosk can show without leaking:
@@ -19,6 +19,10 @@
 //     accepted verification (kluisd died before journaling its pulse):
 //     online for the whole window (default 5 min) and silent about the
 //     document and its compartment since the verification.
+//   - CodeSync keeps every device's offline code cache current: a full
+//     code_sync soon after a device's codes changed (its Issuer and
+//     Notifier wrappers and Events mark the device), and a periodic check
+//     that resends a changed or old bundle.
 //   - Opener sends remote-open commands and waits for the device's answer.
 //   - Staff answers kiosk staff logins (PIN or badge, throttled per device)
 //     and reservations of a scanned document at the kiosk's device.

@@ -42,6 +42,9 @@ type FollowupOptions struct {
 	// CodesChanged is told the device whose open codes a re-arm changed
 	// (after the commit); nil: nobody.
 	CodesChanged func(deviceID string)
+	// Every is the interval between sweeps; default a fifth of After,
+	// between one second and one minute.
+	Every time.Duration
 }
 
 // Followup gives back codes whose accepted verification the device never
@@ -56,6 +59,7 @@ type Followup struct {
 	pool    *pgxpool.Pool
 	codes   *codes.Service
 	after   time.Duration
+	every   time.Duration
 	now     func() time.Time
 	log     *slog.Logger
 	changed func(deviceID string)
@@ -94,7 +98,10 @@ func NewFollowup(o FollowupOptions) (*Followup, error) {
 	if o.CodesChanged == nil {
 		o.CodesChanged = func(string) {}
 	}
-	return &Followup{pool: o.Pool, codes: o.Codes, after: o.After, now: o.Clock, log: o.Logger.With("part", "followup"),
+	if o.Every <= 0 {
+		o.Every = min(max(o.After/5, time.Second), time.Minute)
+	}
+	return &Followup{pool: o.Pool, codes: o.Codes, after: o.After, every: o.Every, now: o.Clock, log: o.Logger.With("part", "followup"),
 		changed: o.CodesChanged, started: o.Clock().UTC(), tried: map[triedKey]time.Time{}}, nil
 }
 
@@ -200,9 +207,10 @@ func (f *Followup) prune(now time.Time) {
 	}
 }
 
-// Run sweeps every interval until ctx ends; errors are logged.
-func (f *Followup) Run(ctx context.Context, every time.Duration) error {
-	t := time.NewTicker(every)
+// Run sweeps every interval until ctx ends; errors are logged. It returns
+// ctx's error.
+func (f *Followup) Run(ctx context.Context) error {
+	t := time.NewTicker(f.every)
 	defer t.Stop()
 	for {
 		select {

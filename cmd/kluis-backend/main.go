@@ -19,6 +19,8 @@
 // KLUIS_HTTP_ADDR (-http-addr, default 127.0.0.1:8080), KLUIS_ADMIN_USER and
 // KLUIS_ADMIN_PASSWORD (bootstrap admin created at first start; without a
 // password one is generated and printed once), KLUIS_LOG_LEVEL.
+//
+// The flags are parsed by backend/cli; backend/server runs the server.
 package main
 
 import (
@@ -26,11 +28,13 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"kluis/backend/cli"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv})
+	code := cli.Run(ctx, os.Args[1:], cli.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv})
 	stop()
 	os.Exit(code)
 }

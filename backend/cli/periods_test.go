@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -73,7 +73,7 @@ func TestServeRefusesBadPeriods(t *testing.T) {
 			vars[k] = v
 		}
 		e, _, errb := testEnv(vars)
-		require.Equal(t, 1, run(context.Background(), tc.args, e), tc.want)
+		require.Equal(t, 1, Run(context.Background(), tc.args, e), tc.want)
 		require.Contains(t, errb.String(), "kluis-backend serve: "+tc.want)
 	}
 }

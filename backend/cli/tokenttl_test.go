@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -20,11 +20,11 @@ func TestServeRefusesBadTokenLifetimes(t *testing.T) {
 		{[]string{"serve", "-trusted-proxies", "10.0.0.1,proxy.local"}, `-trusted-proxies: trusted proxy "proxy.local"`},
 	} {
 		e, _, errb := testEnv(map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=1"})
-		assert.Equal(t, 1, run(context.Background(), c.args, e), "%v", c.args)
+		assert.Equal(t, 1, Run(context.Background(), c.args, e), "%v", c.args)
 		assert.Contains(t, errb.String(), c.want, "%v", c.args)
 	}
 	e, _, errb := testEnv(map[string]string{"KLUIS_API_TOKEN_TTL": "1h", "KLUIS_API_TOKEN_MAX_TTL": "30m",
 		"DATABASE_URL": "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=1"})
-	assert.Equal(t, 1, run(context.Background(), []string{"serve"}, e))
+	assert.Equal(t, 1, Run(context.Background(), []string{"serve"}, e))
 	assert.Contains(t, errb.String(), "is above -api-token-max-ttl", "the environment is read too")
 }

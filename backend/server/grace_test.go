@@ -1,4 +1,4 @@
-package main
+package server_test
 
 import (
 	"encoding/json"
@@ -11,16 +11,16 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"kluis/backend/pgtest"
+	"kluis/backend/server"
 	"kluis/controller/wire"
 )
 
 // slipPIN reads the clear PIN from a document's pickup slip.
-func (s *server) slipPIN(id string) string {
+func (s *backend) slipPIN(id string) string {
 	s.t.Helper()
-	req, err := http.NewRequest("GET", "http://"+s.http+"/api/v1/documents/"+id+"/slip", nil)
+	req, err := http.NewRequest("GET", s.URL("/api/v1/documents/"+id+"/slip"), nil)
 	require.NoError(s.t, err)
-	req.Header.Set("Authorization", "Bearer "+s.token)
+	req.Header.Set("Authorization", "Bearer "+s.Token)
 	res, err := s.client.Do(req)
 	require.NoError(s.t, err)
 	defer res.Body.Close()
@@ -53,16 +53,7 @@ func (d *fakeDevice) verify(id, pin, dob string) wire.VerifyResponse {
 // link the same PIN works again (within -code-grace), once, and the pickup
 // that follows collects the document.
 func TestPickupNotCollectedGivesTheCodeBackOverMQTT(t *testing.T) {
-	db := pgtest.NewDatabase(t)
-	s := startServer(t, map[string]string{
-		"DATABASE_URL":             db,
-		"KLUIS_HTTP_ADDR":          "127.0.0.1:0",
-		"KLUIS_INSECURE_FAST_HASH": "1",
-		"KLUIS_LOG_LEVEL":          "error",
-		"KLUIS_KEY_DIR":            t.TempDir() + "/keys",
-		"KLUIS_MQTT_ADDR":          "127.0.0.1:0",
-		"KLUIS_SLIP_DIR":           t.TempDir() + "/slips",
-	})
+	s := startBackend(t, server.Options{})
 	eventually(t, "the backend's link to connect", func() bool {
 		return strings.Contains(s.metrics(), "kluis_devicelink_broker_connected 1")
 	})
@@ -78,7 +69,7 @@ func TestPickupNotCollectedGivesTheCodeBackOverMQTT(t *testing.T) {
 	pin := s.slipPIN(id)
 
 	pw := s.call("POST", "/api/v1/devices/k1/mqtt-password", nil, 201)["password"].(string)
-	dev := connectDevice(t, s.broker, "k1", pw)
+	dev := connectDevice(t, s.Broker, "k1", pw)
 
 	r := dev.verify("v1", pin, "1980-01-02")
 	require.Equal(t, wire.VerifyOK, r.Result)

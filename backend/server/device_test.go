@@ -1,12 +1,10 @@
-package main
+package server_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,69 +15,34 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"kluis/backend/pgtest"
+	"kluis/backend/server"
+	"kluis/backend/server/servertest"
 	"kluis/controller/wire"
 )
 
-// server is a running kluis-backend for a test.
-type server struct {
+// backend is a running kluis-backend for a test, started in-process.
+type backend struct {
+	*servertest.Backend
 	t      *testing.T
-	http   string
-	broker string
-	token  string
 	client *http.Client
 }
 
-func startServer(t *testing.T, vars map[string]string) *server {
+func startBackend(t *testing.T, o server.Options) *backend {
 	t.Helper()
-	e, _, errb := testEnv(vars)
-	addrc := make(chan string, 1)
-	brokerc := make(chan string, 1)
-	e.onListen = func(a string) { addrc <- a }
-	e.onBroker = func(a string) { brokerc <- a }
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int, 1)
-	go func() { done <- run(ctx, nil, e) }()
-	s := &server{t: t, client: &http.Client{Timeout: 30 * time.Second}}
-	select {
-	case s.http = <-addrc:
-	case code := <-done:
-		cancel()
-		t.Fatalf("serve exited with %d: %s", code, errb.String())
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatal("serve did not start")
-	}
-	select {
-	case s.broker = <-brokerc:
-	default:
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop")
-		}
-	})
-	m := regexp.MustCompile(`with password (\S+)`).FindStringSubmatch(errb.String())
-	require.NotNil(t, m, errb.String())
-	res := s.call("POST", "/api/v1/sessions", map[string]string{"username": "admin", "password": m[1]}, 201)
-	s.token = res["token"].(string)
-	return s
+	return &backend{Backend: servertest.Start(t, o), t: t, client: &http.Client{Timeout: 30 * time.Second}}
 }
 
-func (s *server) call(method, path string, body any, want int) map[string]any {
+func (s *backend) call(method, path string, body any, want int) map[string]any {
 	s.t.Helper()
 	var rd io.Reader
 	if body != nil {
 		js, _ := json.Marshal(body)
 		rd = bytes.NewReader(js)
 	}
-	req, err := http.NewRequest(method, "http://"+s.http+path, rd)
+	req, err := http.NewRequest(method, s.URL(path), rd)
 	require.NoError(s.t, err)
-	if s.token != "" {
-		req.Header.Set("Authorization", "Bearer "+s.token)
+	if s.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.Token)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	res, err := s.client.Do(req)
@@ -92,8 +55,8 @@ func (s *server) call(method, path string, body any, want int) map[string]any {
 	return v
 }
 
-func (s *server) metrics() string {
-	res, err := s.client.Get("http://" + s.http + "/metrics")
+func (s *backend) metrics() string {
+	res, err := s.client.Get(s.URL("/metrics"))
 	require.NoError(s.t, err)
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
@@ -178,27 +141,13 @@ func (d *fakeDevice) received(kind wire.Kind) [][]byte {
 }
 
 func TestDeviceLinkEndToEnd(t *testing.T) {
-	db := pgtest.NewDatabase(t)
-	vars := map[string]string{
-		"DATABASE_URL":             db,
-		"KLUIS_HTTP_ADDR":          "127.0.0.1:0",
-		"KLUIS_INSECURE_FAST_HASH": "1",
-		"KLUIS_LOG_LEVEL":          "error",
-		"KLUIS_KEY_DIR":            t.TempDir() + "/keys",
-		"KLUIS_MQTT_ADDR":          "127.0.0.1:0",
-		"KLUIS_SLIP_DIR":           t.TempDir() + "/slips",
-	}
-	s := startServer(t, vars)
-	require.NotEmpty(t, s.broker, "the embedded broker runs without MQTT_URL")
+	s := startBackend(t, server.Options{})
+	require.NotEmpty(t, s.Broker, "the embedded broker runs without MQTT_URL")
 	eventually(t, "the backend's link to connect", func() bool {
 		return strings.Contains(s.metrics(), "kluis_devicelink_broker_connected 1")
 	})
 
-	// The device's MQTT password, set with the subcommand.
-	e, out, errb := testEnv(map[string]string{"DATABASE_URL": db, "KLUIS_INSECURE_FAST_HASH": "1", "KLUIS_NEW_PASSWORD": "device-password-0123456789"})
-	require.Equal(t, 0, run(context.Background(), []string{"mqttpasswd", "-device", "k1"}, e), errb.String())
-	assert.Contains(t, out.String(), "password set for device k1")
-
+	// (The mqttpasswd subcommand's part is tested in backend/cli.)
 	s.call("POST", "/api/v1/sites", map[string]any{"id": "kortrijk", "name": "Stadhuis"}, 201)
 	s.call("POST", "/api/v1/devices", map[string]any{"id": "k1", "site_id": "kortrijk", "kind": "locker",
 		"compartments": []map[string]any{{"board": 0, "channel": 3, "size": "M", "height_cm": 100}}}, 201)
@@ -213,7 +162,7 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	assert.Nil(t, got["presence"], "never connected")
 	// An admin can also (re)set the password over the API; it replaces the old one.
 	pw := s.call("POST", "/api/v1/devices/k1/mqtt-password", nil, 201)["password"].(string)
-	dev := connectDevice(t, s.broker, "k1", pw)
+	dev := connectDevice(t, s.Broker, "k1", pw)
 	dev.publish(wire.KindPresence, &wire.Presence{State: wire.Online, Software: "kluisd-test"})
 	eventually(t, "the device to show online", func() bool {
 		p, _ := s.call("GET", "/api/v1/devices/k1", nil, 200)["presence"].(map[string]any)

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -18,6 +18,7 @@ import (
 
 	"kluis/backend/codes"
 	"kluis/backend/pgtest"
+	"kluis/backend/server"
 )
 
 type syncBuf struct {
@@ -37,11 +38,11 @@ func (s *syncBuf) String() string {
 	return s.b.String()
 }
 
-func testEnv(vars map[string]string) (env, *syncBuf, *syncBuf) {
+func testEnv(vars map[string]string) (Env, *syncBuf, *syncBuf) {
 	out, errb := &syncBuf{}, &syncBuf{}
-	return env{
-		stdin: strings.NewReader(""), stdout: out, stderr: errb,
-		getenv: func(k string) string { return vars[k] },
+	return Env{
+		Stdin: strings.NewReader(""), Stdout: out, Stderr: errb,
+		Getenv: func(k string) string { return vars[k] },
 	}, out, errb
 }
 
@@ -60,11 +61,11 @@ func TestServeBootstrapAndShutdown(t *testing.T) {
 	}
 	e, _, errb := testEnv(vars)
 	addrc := make(chan string, 1)
-	e.onListen = func(a string) { addrc <- a }
+	e.onReady = func(s *server.Server) { addrc <- s.HTTPAddr() }
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, []string{"serve"}, e) }()
+	go func() { done <- Run(ctx, []string{"serve"}, e) }()
 	var addr string
 	select {
 	case addr = <-addrc:
@@ -182,10 +183,10 @@ func TestServeBootstrapAndShutdown(t *testing.T) {
 	// A second start finds the admin and prints no password.
 	e2, _, errb2 := testEnv(vars)
 	addrc2 := make(chan string, 1)
-	e2.onListen = func(a string) { addrc2 <- a }
+	e2.onReady = func(s *server.Server) { addrc2 <- s.HTTPAddr() }
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	done2 := make(chan int, 1)
-	go func() { done2 <- run(ctx2, nil, e2) }()
+	go func() { done2 <- Run(ctx2, nil, e2) }()
 	select {
 	case <-addrc2:
 	case code := <-done2:
@@ -204,40 +205,54 @@ func TestUseraddAndToken(t *testing.T) {
 	ctx := context.Background()
 
 	e, out, errb := testEnv(vars)
-	e.stdin = strings.NewReader("counter password 1\n")
-	require.Equal(t, 0, run(ctx, []string{"useradd", "-username", "an", "-role", "staff"}, e), errb.String())
+	e.Stdin = strings.NewReader("counter password 1\n")
+	require.Equal(t, 0, Run(ctx, []string{"useradd", "-username", "an", "-role", "staff"}, e), errb.String())
 	assert.Contains(t, out.String(), "created user an")
 	assert.NotContains(t, out.String()+errb.String(), "counter password 1")
 
 	e, _, errb = testEnv(vars)
-	e.stdin = strings.NewReader("counter password 1\n")
-	assert.Equal(t, 1, run(ctx, []string{"useradd", "-username", "an"}, e))
+	e.Stdin = strings.NewReader("counter password 1\n")
+	assert.Equal(t, 1, Run(ctx, []string{"useradd", "-username", "an"}, e))
 	assert.Contains(t, errb.String(), "already exists")
 
 	e, _, errb = testEnv(vars)
-	assert.Equal(t, 1, run(ctx, []string{"useradd", "-username", "bo", "-role", "root"}, e))
+	assert.Equal(t, 1, Run(ctx, []string{"useradd", "-username", "bo", "-role", "root"}, e))
 	assert.Contains(t, errb.String(), "invalid role")
 
 	e, out, errb = testEnv(vars)
-	require.Equal(t, 0, run(ctx, []string{"token", "-username", "an", "-name", "ci"}, e), errb.String())
+	require.Equal(t, 0, Run(ctx, []string{"token", "-username", "an", "-name", "ci"}, e), errb.String())
 	assert.Regexp(t, `^kls_[A-Za-z0-9_-]{43}\n$`, out.String())
 
 	// The public key comes from the key directory (created on first use) or the environment.
 	dir := t.TempDir()
 	e, out, errb = testEnv(map[string]string{"KLUIS_KEY_DIR": dir})
-	require.Equal(t, 0, run(ctx, []string{"pubkey"}, e), errb.String())
+	require.Equal(t, 0, Run(ctx, []string{"pubkey"}, e), errb.String())
 	k, err := codes.LoadKeys(dir)
 	require.NoError(t, err)
 	assert.Equal(t, k.PublicBase64()+"\n", out.String())
 	e, _, errb = testEnv(map[string]string{"KLUIS_CODES_SIGNING_KEY": "not base64", "KLUIS_CODES_PIN_KEY": "x"})
-	assert.Equal(t, 1, run(ctx, []string{"pubkey"}, e))
+	assert.Equal(t, 1, Run(ctx, []string{"pubkey"}, e))
 	assert.Contains(t, errb.String(), "KLUIS_CODES_SIGNING_KEY")
 
+	// A device's MQTT password, given or generated (printed once).
+	e, out, errb = testEnv(map[string]string{"DATABASE_URL": db, "KLUIS_INSECURE_FAST_HASH": "1", "KLUIS_NEW_PASSWORD": "device-password-0123456789"})
+	require.Equal(t, 0, Run(ctx, []string{"mqttpasswd", "-device", "k1"}, e), errb.String())
+	assert.Contains(t, out.String(), "password set for device k1")
+	e, out, errb = testEnv(vars)
+	require.Equal(t, 0, Run(ctx, []string{"mqttpasswd", "-device", "k2"}, e), errb.String())
+	assert.Regexp(t, `^[A-Za-z0-9_-]{48}\n$`, out.String())
 	e, _, errb = testEnv(vars)
-	assert.Equal(t, 1, run(ctx, []string{"frobnicate"}, e))
+	assert.Equal(t, 1, Run(ctx, []string{"mqttpasswd", "-device", "Not A Device"}, e))
+	assert.Contains(t, errb.String(), "invalid credential")
+	e, _, errb = testEnv(vars)
+	assert.Equal(t, 1, Run(ctx, []string{"mqttpasswd"}, e))
+	assert.Contains(t, errb.String(), "-device is required")
+
+	e, _, errb = testEnv(vars)
+	assert.Equal(t, 1, Run(ctx, []string{"frobnicate"}, e))
 	assert.Contains(t, errb.String(), "unknown command")
 
 	e, _, errb = testEnv(map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=2"})
-	assert.Equal(t, 1, run(ctx, []string{"migrate"}, e))
+	assert.Equal(t, 1, Run(ctx, []string{"migrate"}, e))
 	assert.Contains(t, errb.String(), "open database")
 }

@@ -1,0 +1,411 @@
+package server
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"kluis/backend/api"
+	"kluis/backend/audit"
+	"kluis/backend/auth"
+	"kluis/backend/codes"
+	"kluis/backend/deviceops"
+	"kluis/backend/service"
+	"kluis/backend/store"
+	"kluis/controller/pickupcode"
+)
+
+// Disabled, as an interval of Options, turns that job off.
+const Disabled time.Duration = -1
+
+// Defaults of Options.
+const (
+	DefaultHTTPAddr        = "127.0.0.1:8080"
+	DefaultMQTTAddr        = "127.0.0.1:1883"
+	DefaultAdminUser       = "admin"
+	DefaultMailFrom        = "Stad Kortrijk <kluis@kortrijk.be>"
+	DefaultSlipDir         = "var/slips"
+	DefaultOpenTimeout     = 15 * time.Second
+	DefaultCodeGrace       = deviceops.DefaultGrace
+	DefaultRearmUnfollowed = deviceops.DefaultUnfollowedAfter
+	DefaultAuditEvery      = audit.DefaultWatchEvery
+	DefaultCodeSyncEvery   = deviceops.DefaultCodeSyncEvery
+	DefaultHousekeepEvery  = time.Minute
+	// ShutdownTimeout bounds the HTTP server's graceful shutdown.
+	ShutdownTimeout = 15 * time.Second
+)
+
+// BackendMQTTUser is the embedded broker's user for the backend's own link.
+const BackendMQTTUser = store.ReservedDeviceID
+
+// Options configure a Server. Zero values get the defaults named; an
+// interval set to Disabled turns its job off.
+type Options struct {
+	// DatabaseURL is the PostgreSQL URL (required); Run migrates the schema.
+	DatabaseURL string
+	// Keys sign QR tokens and key PIN digests (required); keys for kiosk
+	// staff credentials and document-number pseudonyms are derived from them.
+	Keys codes.Keys
+
+	// HTTPAddr is the REST API's listen address; default DefaultHTTPAddr
+	// (port 0: a free port, see HTTPAddr).
+	HTTPAddr string
+	// PublicURL is the base of the citizens' track links; default
+	// "http://" + HTTPAddr.
+	PublicURL string
+
+	// MQTTURL is an external broker (MQTTUsername, MQTTPassword log in);
+	// empty starts the embedded broker on MQTTAddr (default DefaultMQTTAddr).
+	MQTTURL, MQTTUsername, MQTTPassword string
+	MQTTAddr                            string
+
+	// AdminUser is the bootstrap admin created when no admin exists;
+	// default DefaultAdminUser. Without AdminPassword a password is
+	// generated and written once to Console (never to the logger).
+	AdminUser, AdminPassword string
+	// Console receives a generated admin password; default os.Stderr.
+	Console io.Writer
+
+	// MailURL is smtp://[user:pass@]host:port or drop:<dir>; empty: no
+	// e-mail. MailFrom is the sender; default DefaultMailFrom.
+	MailURL, MailFrom string
+	// SMSURL is the SMS gateway (SMSToken authenticates); empty: no SMS.
+	SMSURL, SMSToken string
+	// SlipDir receives pickup slips for holders no channel reaches;
+	// default DefaultSlipDir.
+	SlipDir string
+
+	// PickupDays and PickupPeriods are the pickup periods per kind (whole
+	// local days, or an exact period from loading); unlisted kinds get
+	// service.DefaultPickupDays.
+	PickupDays    map[store.DocumentKind]int
+	PickupPeriods map[store.DocumentKind]time.Duration
+	// Retention is how long personal data of finished documents is kept;
+	// default service.DefaultRetention.
+	Retention time.Duration
+
+	// OpenTimeout is how long a remote open waits for the device; default
+	// DefaultOpenTimeout.
+	OpenTimeout time.Duration
+	// CodeGrace is how long a code stays valid again after the device
+	// reported pickup_not_collected (kluisd's timeouts.grace); default
+	// DefaultCodeGrace.
+	CodeGrace time.Duration
+	// RearmUnfollowed gives a code back when its device, online, stayed
+	// silent about the document this long after the code was accepted;
+	// default DefaultRearmUnfollowed; Disabled: never.
+	RearmUnfollowed time.Duration
+	// AuditEvery is how often the audit chain is verified for
+	// kluis_audit_chain_ok; default DefaultAuditEvery; Disabled: never.
+	AuditEvery time.Duration
+	// CodeSyncEvery is how often every device's offline codes are checked;
+	// default DefaultCodeSyncEvery; Disabled: no code sync at all.
+	CodeSyncEvery time.Duration
+	// HousekeepEvery is the interval of expiry and retention purge;
+	// default DefaultHousekeepEvery; Disabled also stops the reminders.
+	HousekeepEvery time.Duration
+
+	// APITokenTTL is the lifetime of an API token created without one;
+	// APITokenMaxTTL the longest an API token may be given (defaults:
+	// backend/auth's; a TTL above the maximum is refused by Run).
+	APITokenTTL, APITokenMaxTTL time.Duration
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
+	// the client for the login limits; none: the peer address counts.
+	TrustedProxies []netip.Prefix
+
+	// PasswordParams are the argon2id costs of user passwords; default
+	// auth.DefaultParams(). MQTTParams are those of MQTT passwords; default
+	// pickupcode.DefaultArgonParams.
+	PasswordParams auth.Params
+	MQTTParams     pickupcode.ArgonParams
+
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Clock gives the time to the use cases and jobs; default time.Now.
+	Clock func() time.Time
+	// Registry receives every metric (the Go and process collectors
+	// included) and is served on /metrics; default a new registry.
+	Registry *prometheus.Registry
+}
+
+// Server is kluis-backend.
+type Server struct {
+	o       Options
+	started atomic.Bool
+	ready   chan struct{}
+
+	mu         sync.Mutex
+	httpAddr   string
+	brokerAddr string
+}
+
+// New checks o, fills in its defaults and returns a Server; nothing is
+// opened or started before Run.
+func New(o Options) (*Server, error) {
+	if o.DatabaseURL == "" {
+		return nil, errors.New("server: no database URL")
+	}
+	if err := o.Keys.Validate(); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	for name, d := range map[string]time.Duration{"open timeout": o.OpenTimeout, "code grace": o.CodeGrace,
+		"retention": o.Retention} {
+		if d < 0 {
+			return nil, fmt.Errorf("server: %s %s is negative", name, d)
+		}
+	}
+	for name, d := range map[string]time.Duration{"rearm-unfollowed window": o.RearmUnfollowed, "audit interval": o.AuditEvery,
+		"code sync interval": o.CodeSyncEvery, "housekeeping interval": o.HousekeepEvery} {
+		if d < 0 && d != Disabled {
+			return nil, fmt.Errorf("server: %s %s is negative (Disabled turns it off)", name, d)
+		}
+	}
+	def := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	def(&o.HTTPAddr, DefaultHTTPAddr)
+	def(&o.PublicURL, "http://"+o.HTTPAddr)
+	def(&o.MQTTAddr, DefaultMQTTAddr)
+	def(&o.AdminUser, DefaultAdminUser)
+	def(&o.MailFrom, DefaultMailFrom)
+	def(&o.SlipDir, DefaultSlipDir)
+	if o.MQTTURL != "" {
+		def(&o.MQTTUsername, BackendMQTTUser)
+	}
+	durDef := func(p *time.Duration, v time.Duration) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	durDef(&o.Retention, service.DefaultRetention)
+	durDef(&o.OpenTimeout, DefaultOpenTimeout)
+	durDef(&o.CodeGrace, DefaultCodeGrace)
+	durDef(&o.RearmUnfollowed, DefaultRearmUnfollowed)
+	durDef(&o.AuditEvery, DefaultAuditEvery)
+	durDef(&o.CodeSyncEvery, DefaultCodeSyncEvery)
+	durDef(&o.HousekeepEvery, DefaultHousekeepEvery)
+	if o.Console == nil {
+		o.Console = os.Stderr
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	for _, c := range []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		if err := o.Registry.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+	}
+	return &Server{o: o, ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once Run serves HTTP (and the device link is started).
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// HTTPAddr is the REST API's address once Ready.
+func (s *Server) HTTPAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.httpAddr
+}
+
+// BrokerAddr is the embedded broker's address once Ready ("" with an
+// external broker).
+func (s *Server) BrokerAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.brokerAddr
+}
+
+// Run runs the backend until ctx ends, then shuts down: the HTTP server
+// stops taking requests, the jobs and the device link stop, the embedded
+// broker and the database close. It returns the first part's failure, or
+// nil after a shutdown asked for by ctx. Run may be called once.
+func (s *Server) Run(ctx context.Context) error {
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("server: Run called twice")
+	}
+	o, log := s.o, s.o.Logger
+	octx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	st, err := store.Open(octx, o.DatabaseURL, store.Options{Logger: log, Clock: o.Clock})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("open database: %w", err)
+	}
+	defer st.Close()
+
+	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: log, Clock: o.Clock, Params: o.PasswordParams,
+		KioskKey: DeriveKey(o.Keys, "kiosk staff credentials"), APITokenTTL: o.APITokenTTL, APITokenMaxTTL: o.APITokenMaxTTL})
+	if err != nil {
+		return err
+	}
+	if err := s.bootstrapAdmin(ctx, as); err != nil {
+		return err
+	}
+	// The jobs run until the HTTP server has shut down.
+	jobsCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopJobs()
+	w, err := s.wire(jobsCtx, st, as)
+	if w != nil {
+		defer w.close()
+	}
+	if err != nil {
+		return err
+	}
+	apiOpts := w.api
+	apiOpts.Logger, apiOpts.Registry, apiOpts.Pool, apiOpts.Auth, apiOpts.Clock = log, o.Registry, st.Pool(), as, o.Clock
+	apiOpts.TrustedProxies = o.TrustedProxies
+	srv, err := api.New(apiOpts)
+	if err != nil {
+		return err
+	}
+	w.parts = append(w.parts, part{"idempotency-prune", func(ctx context.Context) error {
+		return every(ctx, time.Hour, func(ctx context.Context) {
+			if n, err := srv.PruneIdempotency(ctx, api.DefaultIdempotencyRetention); err != nil && ctx.Err() == nil {
+				log.Warn("prune idempotency keys", "err", err)
+			} else if n > 0 {
+				log.Info("pruned idempotency keys", "count", n)
+			}
+		})
+	}})
+	if o.AuditEvery != Disabled {
+		watch, err := audit.NewWatcher(audit.WatcherOptions{DB: st.Pool(), Every: o.AuditEvery, Logger: log, Registerer: o.Registry})
+		if err != nil {
+			return err
+		}
+		// The first check runs before serving, so the gauge is set from the start.
+		watch.Check(jobsCtx)
+		w.parts = append(w.parts, part{"audit-watch", watch.Run})
+	}
+
+	ln, err := net.Listen("tcp", o.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", o.HTTPAddr, err)
+	}
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	errs := make(chan error, len(w.parts)+1)
+	go func() { errs <- fmt.Errorf("http server: %w", hs.Serve(ln)) }()
+	var jobs sync.WaitGroup
+	for _, p := range w.parts {
+		jobs.Add(1)
+		go func() {
+			defer jobs.Done()
+			if err := p.run(jobsCtx); err != nil && jobsCtx.Err() == nil {
+				errs <- fmt.Errorf("%s: %w", p.name, err)
+			}
+		}()
+	}
+	s.mu.Lock()
+	s.httpAddr = ln.Addr().String()
+	s.mu.Unlock()
+	log.Info("listening", "addr", ln.Addr().String())
+	close(s.ready)
+
+	var failure error
+	select {
+	case failure = <-errs:
+		log.Error("kluis-backend stopping after an error", "err", failure)
+	case <-ctx.Done():
+		log.Info("shutting down")
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil && failure == nil {
+		failure = fmt.Errorf("http shutdown: %w", err)
+	}
+	stopJobs()
+	jobs.Wait()
+	return failure
+}
+
+// part is one job of the server.
+type part struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+// every runs fn now and then every interval until ctx ends; it returns
+// ctx's error.
+func every(ctx context.Context, interval time.Duration, fn func(ctx context.Context)) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		fn(ctx)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) bootstrapAdmin(ctx context.Context, as *auth.Service) error {
+	o := s.o
+	pass, generated := o.AdminPassword, false
+	if pass == "" {
+		p, err := RandomPassword()
+		if err != nil {
+			return err
+		}
+		pass, generated = p, true
+	}
+	created, err := as.EnsureAdmin(ctx, o.AdminUser, pass)
+	if err != nil {
+		return fmt.Errorf("bootstrap admin: %w", err)
+	}
+	if created {
+		o.Logger.Info("bootstrap admin created", "username", o.AdminUser, "password_generated", generated)
+		if generated {
+			// Shown once, on the terminal only, never through the logger.
+			fmt.Fprintf(o.Console, "kluis-backend: created admin user %q with password %s (shown once; change it)\n", o.AdminUser, pass)
+		}
+	}
+	return nil
+}
+
+// DeriveKey derives a purpose-bound key from the PIN key, so that no extra
+// secret has to be kept: HMAC-SHA256(PIN key, "kluis <purpose> v1").
+func DeriveKey(k codes.Keys, purpose string) []byte {
+	m := hmac.New(sha256.New, k.PIN)
+	m.Write([]byte("kluis " + purpose + " v1"))
+	return m.Sum(nil)
+}
+
+// RandomPassword is 24 characters from crypto/rand (144 bits).
+func RandomPassword() (string, error) {
+	b := make([]byte, 18)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}

@@ -1,0 +1,173 @@
+// Package servertest starts the real kluis-backend (backend/server)
+// in-process for tests of it and of its clients (kluisd's daemon): a
+// private PostgreSQL database (backend/pgtest), fresh code keys, the REST
+// API and the embedded MQTT broker on free loopback ports, argon2id at test
+// cost, and a logged-in admin.
+package servertest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"kluis/backend/api/apiclient"
+	"kluis/backend/auth"
+	"kluis/backend/codes"
+	"kluis/backend/pgtest"
+	"kluis/backend/server"
+	"kluis/controller/pickupcode"
+)
+
+// AdminPassword is the bootstrap admin's password unless Options set one.
+const AdminPassword = "servertest admin password"
+
+// Backend is a running backend.
+type Backend struct {
+	*server.Server
+	// Options are those the server was started with (database URL, keys).
+	Options server.Options
+	// HTTP and Broker are the API's and the embedded broker's addresses.
+	HTTP, Broker string
+	// Token is an admin session token.
+	Token string
+	// Log holds what the server logged.
+	Log *SyncBuffer
+
+	stop func()
+}
+
+// Start starts a backend for t and stops it when t ends. Zero fields of o
+// get test values: a new database, fresh keys, loopback ports, a slip
+// directory in t.TempDir, AdminPassword, cheap argon2id, a logger at warn
+// level into Backend.Log.
+func Start(t testing.TB, o server.Options) *Backend {
+	t.Helper()
+	if o.DatabaseURL == "" {
+		o.DatabaseURL = pgtest.NewDatabase(t)
+	}
+	if o.Keys.Signing == nil {
+		k, err := codes.GenerateKeys()
+		if err != nil {
+			t.Fatalf("servertest: %v", err)
+		}
+		o.Keys = k
+	}
+	def := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	def(&o.HTTPAddr, "127.0.0.1:0")
+	def(&o.MQTTAddr, "127.0.0.1:0")
+	def(&o.SlipDir, t.TempDir())
+	def(&o.AdminUser, server.DefaultAdminUser)
+	def(&o.AdminPassword, AdminPassword)
+	if o.PasswordParams == (auth.Params{}) {
+		o.PasswordParams = auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1}
+	}
+	if o.MQTTParams == (pickupcode.ArgonParams{}) {
+		o.MQTTParams = pickupcode.ArgonParams{Time: 1, MemoryKiB: 1024, Threads: 1}
+	}
+	b := &Backend{Log: &SyncBuffer{}}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(b.Log, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	if o.Console == nil {
+		o.Console = b.Log
+	}
+	srv, err := server.New(o)
+	if err != nil {
+		t.Fatalf("servertest: %v", err)
+	}
+	b.Server, b.Options = srv, o
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	var once sync.Once
+	b.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("servertest: the backend stopped with %v\n%s", err, b.Log)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("servertest: the backend did not stop\n%s", b.Log)
+			}
+		})
+	}
+	t.Cleanup(b.Stop)
+	select {
+	case <-srv.Ready():
+	case err := <-done:
+		cancel()
+		t.Fatalf("servertest: the backend did not start: %v\n%s", err, b.Log)
+	case <-time.After(60 * time.Second):
+		cancel()
+		t.Fatalf("servertest: the backend did not start in time\n%s", b.Log)
+	}
+	b.HTTP, b.Broker = srv.HTTPAddr(), srv.BrokerAddr()
+	var sess struct {
+		Token string `json:"token"`
+	}
+	if err := b.Call(context.Background(), http.MethodPost, "/api/v1/sessions",
+		map[string]string{"username": o.AdminUser, "password": o.AdminPassword}, &sess); err != nil {
+		t.Fatalf("servertest: admin login: %v", err)
+	}
+	b.Token = sess.Token
+	return b
+}
+
+// Stop stops the backend now (it is also stopped when the test ends).
+func (b *Backend) Stop() { b.stop() }
+
+// URL is the API's URL of path.
+func (b *Backend) URL(path string) string { return "http://" + b.HTTP + path }
+
+// Call sends in as JSON to path with the admin token and decodes the 2xx
+// answer into out (see apiclient.DoJSON; other answers are a
+// *apiclient.StatusError).
+func (b *Backend) Call(ctx context.Context, method, path string, in, out any) error {
+	return apiclient.DoJSON(ctx, &http.Client{Timeout: 30 * time.Second}, method, b.URL(path), b.Token, in, out)
+}
+
+// DevicePassword gives device a new MQTT password for the embedded broker
+// and returns it.
+func (b *Backend) DevicePassword(ctx context.Context, device string) (string, error) {
+	var res struct {
+		Password string `json:"password"`
+	}
+	if err := b.Call(ctx, http.MethodPost, "/api/v1/devices/"+device+"/mqtt-password", nil, &res); err != nil {
+		return "", err
+	}
+	if res.Password == "" {
+		return "", fmt.Errorf("servertest: no password for %s", device)
+	}
+	return res.Password, nil
+}
+
+// SyncBuffer is a bytes.Buffer safe for concurrent use.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write implements io.Writer.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,212 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/jackc/pgx/v5"
+
+	"kluis/backend/api"
+	"kluis/backend/auth"
+	"kluis/backend/broker"
+	"kluis/backend/codes"
+	"kluis/backend/devicelink"
+	"kluis/backend/deviceops"
+	"kluis/backend/notify"
+	"kluis/backend/service"
+	"kluis/backend/store"
+	"kluis/controller/pickupcode"
+	"kluis/controller/wire"
+)
+
+// wiring is what wire built: the domain part of the API options, the jobs
+// to run, and what to close after they stopped (newest first).
+type wiring struct {
+	api     api.Options
+	parts   []part
+	closers []func()
+}
+
+func (w *wiring) close() {
+	for i := len(w.closers) - 1; i >= 0; i-- {
+		w.closers[i]()
+	}
+}
+
+// late binds the code sync to the service and the device link, which are
+// created after it: both need to mark devices for a sync.
+type late struct {
+	svc  *service.Service
+	link *devicelink.Link
+}
+
+// SendCommand implements deviceops.CommandSender.
+func (l *late) SendCommand(ctx context.Context, device string, cmd wire.Command) (string, error) {
+	return l.link.SendCommand(ctx, device, cmd)
+}
+
+// ListDevices implements deviceops.DeviceLister.
+func (l *late) ListDevices(ctx context.Context, siteID string) ([]store.Device, error) {
+	return l.svc.ListDevices(ctx, siteID)
+}
+
+// wire builds the use cases, the device link (and the embedded broker) and
+// the jobs. ctx bounds start-up calls (the broker credential).
+func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*wiring, error) {
+	o, log, reg := s.o, s.o.Logger, s.o.Registry
+	w := &wiring{}
+	cs, err := codes.New(codes.Options{Pool: st.Pool(), Keys: o.Keys, Clock: o.Clock, Logger: log, Registerer: reg})
+	if err != nil {
+		return w, err
+	}
+	lt := &late{}
+	syncer, err := deviceops.NewCodeSync(deviceops.CodeSyncOptions{Codes: cs, Sender: lt, Devices: lt,
+		Every: o.CodeSyncEvery, Clock: o.Clock, Logger: log, Registerer: reg})
+	if err != nil {
+		return w, err
+	}
+	// The notifier marks documents notified through the service, which
+	// itself needs the notifier: close the loop with a late-bound function.
+	var svc *service.Service
+	notifier, err := s.newNotifier(st, func(ctx context.Context, id string) error {
+		_, err := svc.MarkNotified(ctx, "system", id)
+		return err
+	})
+	if err != nil {
+		return w, fmt.Errorf("notifications: %w", err)
+	}
+	svc, err = service.New(service.Options{
+		Store:         st,
+		Logger:        log,
+		Clock:         o.Clock,
+		PseudonymKey:  DeriveKey(o.Keys, "document-number pseudonym"),
+		MaxPerDevice:  pickupcode.MaxActiveCodesPerDevice,
+		PickupDays:    o.PickupDays,
+		PickupPeriods: o.PickupPeriods,
+		Retention:     o.Retention,
+		Codes:         syncer.Issuer(codes.Issuer{Service: cs}),
+		Notifier:      syncer.Notifier(notifier),
+		Purger:        notifier,
+	})
+	if err != nil {
+		return w, err
+	}
+	lt.svc = svc
+	w.api.Service = svc
+	w.api.Slip = slipReader(o.SlipDir)
+	w.api.Notifications = func(ctx context.Context, id string) ([]api.NotificationRecord, error) {
+		recs, err := notify.History(ctx, st.Pool(), id)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]api.NotificationRecord, 0, len(recs))
+		for _, r := range recs {
+			out = append(out, api.NotificationRecord{Kind: r.Kind, Channel: r.Channel, Status: r.Status, Error: r.Error, At: r.At})
+		}
+		return out, nil
+	}
+	w.api.TrackPage = &notify.TrackHandler{DB: st.Pool(), Logger: log}
+	if o.HousekeepEvery != Disabled {
+		rem, err := notify.NewReminders(notify.RemindersOptions{Pool: st.Pool(), Service: svc, Clock: o.Clock,
+			Logger: log, Registerer: reg})
+		if err != nil {
+			return w, err
+		}
+		w.parts = append(w.parts, part{"reminders", rem.Run},
+			part{"housekeeping", func(ctx context.Context) error { return svc.RunHousekeeping(ctx, o.HousekeepEvery) }})
+	}
+
+	url, user, pass := o.MQTTURL, o.MQTTUsername, o.MQTTPassword
+	if url == "" {
+		if user, pass, err = s.startBroker(ctx, st, w); err != nil {
+			return w, err
+		}
+		url = "tcp://" + s.BrokerAddr()
+	}
+	events, err := deviceops.NewEvents(deviceops.EventsOptions{Service: svc, Pool: st.Pool(), Codes: cs,
+		Grace: o.CodeGrace, Clock: o.Clock, Logger: log, Registerer: reg, CodesChanged: syncer.Mark})
+	if err != nil {
+		return w, err
+	}
+	link, err := devicelink.New(devicelink.Options{
+		URL: url, Username: user, Password: pass,
+		Pool:     st.Pool(),
+		Events:   events,
+		Verifier: deviceops.NewVerifier(deviceops.VerifierOptions{Codes: cs, Logger: log, Clock: o.Clock}),
+		Staff:    deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: svc, Pool: st.Pool(), Logger: log, Clock: o.Clock}),
+		Logger:   log,
+		Registry: reg,
+	})
+	if err != nil {
+		return w, err
+	}
+	lt.link = link
+	w.parts = append(w.parts, part{"device-link", link.Run})
+	if o.RearmUnfollowed != Disabled {
+		f, err := deviceops.NewFollowup(deviceops.FollowupOptions{Pool: st.Pool(), Codes: cs, After: o.RearmUnfollowed,
+			Clock: o.Clock, Logger: log, CodesChanged: syncer.Mark})
+		if err != nil {
+			return w, err
+		}
+		w.parts = append(w.parts, part{"followup", f.Run})
+	}
+	if o.CodeSyncEvery != Disabled {
+		w.parts = append(w.parts, part{"code-sync", syncer.Run})
+	}
+	w.api.Presence = func(ctx context.Context, id string) (api.Presence, bool, error) {
+		p, err := link.Presence(ctx, id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return api.Presence{}, false, nil
+		}
+		if err != nil {
+			return api.Presence{}, false, err
+		}
+		return api.Presence{Online: p.Online, Since: p.Changed, Software: p.Software, LastHeartbeatAt: p.LastHeartbeatAt}, true, nil
+	}
+	w.api.Opener = deviceops.NewOpener(deviceops.OpenerOptions{Link: link, Pool: st.Pool(), Clock: o.Clock, Timeout: o.OpenTimeout})
+	lockouts, err := deviceops.NewLockouts(deviceops.LockoutsOptions{Codes: cs, Pool: st.Pool(), Link: link,
+		Clock: o.Clock, Timeout: o.OpenTimeout, Logger: log})
+	if err != nil {
+		return w, err
+	}
+	w.api.Lockouts = lockouts
+	return w, nil
+}
+
+// startBroker starts the embedded broker with a fresh password for the
+// backend's own link, and lets admins set devices' passwords over the API.
+func (s *Server) startBroker(ctx context.Context, st *store.Store, w *wiring) (user, pass string, err error) {
+	o := s.o
+	creds := devicelink.NewCredentials(devicelink.CredentialsOptions{Pool: st.Pool(), Logger: o.Logger, Params: o.MQTTParams})
+	p, err := RandomPassword()
+	if err != nil {
+		return "", "", err
+	}
+	user, pass = BackendMQTTUser, p+p // 48 characters
+	if err := creds.Set(ctx, user, broker.RoleBackend, pass); err != nil {
+		return "", "", fmt.Errorf("backend MQTT credential: %w", err)
+	}
+	b, err := broker.New(broker.Options{Addr: o.MQTTAddr, Credentials: creds.Check, Logger: o.Logger, Registry: o.Registry})
+	if err != nil {
+		return "", "", fmt.Errorf("embedded MQTT broker: %w", err)
+	}
+	if err := b.Start(); err != nil {
+		_ = b.Close()
+		return "", "", fmt.Errorf("embedded MQTT broker: %w", err)
+	}
+	w.closers = append(w.closers, func() { _ = b.Close() })
+	w.api.DevicePassword = func(ctx context.Context, id, pw string) error {
+		err := creds.Set(ctx, id, broker.RoleDevice, pw)
+		if errors.Is(err, devicelink.ErrCredential) {
+			return &api.Error{Status: http.StatusConflict, Code: "conflict", Message: "this device id cannot have an MQTT password", Err: err}
+		}
+		return err
+	}
+	s.mu.Lock()
+	s.brokerAddr = b.Addr()
+	s.mu.Unlock()
+	o.Logger.Info("embedded MQTT broker listening", "addr", b.Addr())
+	return user, pass, nil
+}

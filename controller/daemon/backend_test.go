@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/notify/mailread"
@@ -32,10 +33,26 @@ type realBackend struct {
 	mails                  string
 }
 
-// startRealBackend starts the backend with one locker dev whose
-// compartments are addrs (numbered from 1 in that order). o's zero fields
-// get servertest's test values; e-mails go to a drop directory.
-func startRealBackend(t *testing.T, dev string, addrs []wire.Address, o server.Options) *realBackend {
+// compartment is one of a device's compartments as the backend knows it:
+// on an automaton the channel is the carousel slot.
+type compartment struct {
+	number int
+	addr   wire.Address
+}
+
+// numbered gives addrs the numbers 1, 2, ... in order.
+func numbered(addrs ...wire.Address) []compartment {
+	out := make([]compartment, 0, len(addrs))
+	for i, a := range addrs {
+		out = append(out, compartment{number: i + 1, addr: a})
+	}
+	return out
+}
+
+// startRealBackend starts the backend with one device dev of kind (locker
+// or automaton) with comps. o's zero fields get servertest's test values;
+// e-mails go to a drop directory.
+func startRealBackend(t *testing.T, dev, kind string, comps []compartment, o server.Options) *realBackend {
 	t.Helper()
 	dir := t.TempDir()
 	b := &realBackend{t: t, dev: dev, mails: filepath.Join(dir, "mail")}
@@ -43,12 +60,12 @@ func startRealBackend(t *testing.T, dev string, addrs []wire.Address, o server.O
 	b.Backend = servertest.Start(t, o)
 	ctx := context.Background()
 	require.NoError(t, b.Call(ctx, http.MethodPost, "/api/v1/sites", map[string]any{"id": "site-" + dev, "name": "Stadhuis"}, nil))
-	comps := make([]map[string]any, 0, len(addrs))
-	for _, a := range addrs {
-		comps = append(comps, map[string]any{"board": a.Board, "channel": a.Channel, "size": "M", "height_cm": 100})
+	var cs []map[string]any
+	for _, c := range comps {
+		cs = append(cs, map[string]any{"number": c.number, "board": c.addr.Board, "channel": c.addr.Channel, "size": "M", "height_cm": 100})
 	}
 	require.NoError(t, b.Call(ctx, http.MethodPost, "/api/v1/devices", map[string]any{"id": dev, "site_id": "site-" + dev,
-		"kind": "locker", "compartments": comps}, nil))
+		"kind": kind, "compartments": cs}, nil))
 	pw, err := b.DevicePassword(ctx, dev)
 	require.NoError(t, err)
 	b.password, b.passwordFile = pw, filepath.Join(dir, "mqtt.pw")
@@ -108,18 +125,76 @@ func (b *realBackend) state(id string) string {
 	return doc.State
 }
 
+// restart stops the backend (and its embedded broker) if it runs and
+// starts it again on the same database, keys and broker address, as after
+// a crash or an update; kluisd reconnects by itself.
+func (b *realBackend) restart() {
+	b.t.Helper()
+	b.Stop()
+	o := b.Options
+	o.HTTPAddr, o.MQTTAddr = "127.0.0.1:0", b.Broker
+	o.Logger, o.Console = nil, nil
+	b.Backend = servertest.Start(b.t, o)
+}
+
+// commandsDone reports whether dev answered every command of kind it was
+// sent (and was sent one): the results arrived at the backend over MQTT.
+func (b *realBackend) commandsDone(kind wire.CommandKind) bool {
+	b.t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, b.Options.DatabaseURL)
+	require.NoError(b.t, err)
+	defer conn.Close(ctx)
+	var done, all int
+	require.NoError(b.t, conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'done'), count(*)
+		FROM device_commands WHERE device_id = $1 AND kind = $2`, b.dev, string(kind)).Scan(&done, &all))
+	return all > 0 && done == all
+}
+
+// channelOf returns the channel of the compartment document id is in.
+func (b *realBackend) channelOf(id string) int {
+	b.t.Helper()
+	ctx := context.Background()
+	var doc struct {
+		CompartmentID int64 `json:"compartment_id"`
+	}
+	require.NoError(b.t, b.Call(ctx, http.MethodGet, "/api/v1/documents/"+id, nil, &doc))
+	var dev struct {
+		Compartments []struct {
+			ID      int64 `json:"id"`
+			Channel int   `json:"channel"`
+		} `json:"compartments"`
+	}
+	require.NoError(b.t, b.Call(ctx, http.MethodGet, "/api/v1/devices/"+b.dev, nil, &dev))
+	for _, c := range dev.Compartments {
+		if c.ID == doc.CompartmentID {
+			return c.Channel
+		}
+	}
+	b.t.Fatalf("document %s is in no compartment of %s", id, b.dev)
+	return -1
+}
+
+// audit returns the audit records about subject, oldest first.
+func (b *realBackend) audit(subject string) []auditRecord {
+	b.t.Helper()
+	var page struct {
+		Items []auditRecord `json:"items"`
+	}
+	require.NoError(b.t, b.Call(context.Background(), http.MethodGet, "/api/v1/audit?subject="+subject+"&limit=200", nil, &page))
+	return page.Items
+}
+
+type auditRecord struct {
+	Action  string         `json:"action"`
+	Details map[string]any `json:"details"`
+}
+
 // auditActions counts the audit actions about subject.
 func (b *realBackend) auditActions(subject string) map[string]int {
 	b.t.Helper()
-	var page struct {
-		Items []struct {
-			Action  string         `json:"action"`
-			Details map[string]any `json:"details"`
-		} `json:"items"`
-	}
-	require.NoError(b.t, b.Call(context.Background(), http.MethodGet, "/api/v1/audit?subject="+subject+"&limit=200", nil, &page))
 	out := map[string]int{}
-	for _, it := range page.Items {
+	for _, it := range b.audit(subject) {
 		out[it.Action]++
 	}
 	return out

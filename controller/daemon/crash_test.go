@@ -35,13 +35,6 @@ import (
 
 const childEnv = "KLUIS_CRASH_CHILD"
 
-func brokerURL() string {
-	if u := os.Getenv("MQTT_URL"); u != "" {
-		return u
-	}
-	return "tcp://127.0.0.1:1883"
-}
-
 // TestCrashChild is not a test: it is kluisd itself, run as a child process
 // by TestKillNineNoLostEventsNoDoublePulse on the SimFile driver.
 func TestCrashChild(t *testing.T) {
@@ -177,7 +170,7 @@ func TestKillNineNoLostEventsNoDoublePulse(t *testing.T) {
 		addrs = append(addrs, a)
 		fmt.Fprintf(&comps, "  - {number: %d, board: %d, channel: %d}\n", i, a.Board, a.Channel)
 	}
-	be := startRealBackend(t, dev, addrs, server.Options{RearmUnfollowed: 3 * time.Second})
+	be := startRealBackend(t, dev, "locker", numbered(addrs...), server.Options{RearmUnfollowed: 3 * time.Second})
 	ids, tokens := be.loadDocuments(docs)
 	cfgPath := filepath.Join(dir, "kluisd.yaml")
 	require.NoError(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`

@@ -2,9 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,9 +16,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"kluis/backend/server"
 	"kluis/controller/config"
 	"kluis/controller/daemon/daemontest"
-	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
 	"kluis/hardware"
 )
@@ -46,22 +43,25 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// The whole daemon in-process on the real broker: the backend syncs offline
-// material with a code_sync command, then stops answering verify requests;
-// a citizen's QR pickup is verified offline, the door opens, and the
-// pickup reaches the backend flagged offline. Metrics and health are served.
+// The whole daemon in-process against the real backend (in-process too,
+// with its embedded broker): the backend syncs the offline material of its
+// documents with a code_sync command (hashes only), then goes away, broker
+// and all; a citizen's QR pickup is verified offline with the backend's
+// public key, the door opens, and once the backend is back (same database,
+// same broker address) the pickup reaches it flagged offline and collects
+// the document. Metrics, health and systemd's notifications are served.
 func TestOfflinePickupSyncedOverMQTT(t *testing.T) {
 	dir := t.TempDir()
 	dev := fmt.Sprintf("e2e-%d", time.Now().UnixNano())
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	be := startRealBackend(t, dev, "locker", numbered(wire.Address{Board: 0, Channel: 0}, wire.Address{Board: 0, Channel: 1}), server.Options{})
 	keyFile := filepath.Join(dir, "qr.pub")
-	require.NoError(t, os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(pub)+"\n"), 0o600))
+	require.NoError(t, os.WriteFile(keyFile, []byte(be.Options.Keys.PublicBase64()+"\n"), 0o600))
 	kiosk, metrics := freePort(t), freePort(t)
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`
 device_id: %s
 site: e2e
 kind: locker
-mqtt: {url: %s}
+mqtt: %s
 hardware: {driver: simfile, simfile: %s}
 journal_dir: %s
 kiosk: {listen: "%s"}
@@ -71,10 +71,9 @@ timeouts: {verify: 500ms, door_open_detect: 3s}
 compartments:
   - {number: 1, board: 0, channel: 0}
   - {number: 2, board: 0, channel: 1}
-`, dev, brokerURL(), filepath.Join(dir, "board.sim"), filepath.Join(dir, "journal"), kiosk, metrics, keyFile)),
+`, dev, be.mqttConfig(), filepath.Join(dir, "board.sim"), filepath.Join(dir, "journal"), kiosk, metrics, keyFile)),
 		config.ParseOptions{AllowTestDrivers: true})
 	require.NoError(t, err)
-	be := newBackend(t, dev)
 	// systemd's notify socket, as Type=notify with WatchdogSec would give.
 	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify"), Net: "unixgram"})
 	require.NoError(t, err)
@@ -140,23 +139,30 @@ compartments:
 		return strings.Contains(b, `"mqtt_connected":true`)
 	})
 
-	id := make([]byte, pickupcode.CodeIDSize)
-	_, _ = rand.Read(id)
-	cid := base64.RawURLEncoding.EncodeToString(id)
-	now := time.Now()
-	tok, err := pickupcode.SignToken(priv, pickupcode.Claims{CodeID: cid, DeviceID: dev, Expires: now.Add(time.Hour).Unix()})
-	require.NoError(t, err)
-	be.pub(wire.KindCommand, &wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now, Expires: now.Add(time.Minute),
-		Codes: &wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{
-			{DocumentID: "doc-7", Addr: wire.Address{Board: 0, Channel: 1}, Expires: now.Add(time.Hour), QRHash: pickupcode.QRHash(cid)}}}})
-	waitFor(t, "code sync applied", func() bool {
-		be.mu.Lock()
-		defer be.mu.Unlock()
-		return len(be.results) == 1 && be.results[0].Status == wire.StatusDone
+	// Documents loaded while kluisd is connected: the backend sends the
+	// code_sync at once (a command published while kluisd is away is not
+	// kept by the broker; the periodic check resends only a changed or
+	// old bundle).
+	ids, tokens := be.loadDocuments(2)
+	doc := ids[0]
+	if be.channelOf(doc) != 1 {
+		doc = ids[1]
+	}
+	require.Equal(t, 1, be.channelOf(doc))
+	tok := tokens[doc]
+	waitFor(t, "the backend's code sync applied", func() bool {
+		_, b := get(t, "http://"+kiosk+"/kiosk/v1/diagnostics")
+		return strings.Contains(b, `"offline_cache":2`)
 	})
-	be.mu.Lock()
-	be.silent = true
-	be.mu.Unlock()
+	// The device's result reached the backend: nothing of kluisd's is in
+	// flight when the broker goes (paho's resume of in-flight messages on
+	// reconnect races with its sender: eclipse-paho/paho.mqtt.golang#703).
+	waitFor(t, "the code syncs' results at the backend", func() bool { return be.commandsDone(wire.CmdCodeSync) })
+	be.Stop()
+	waitFor(t, "the link to notice", func() bool {
+		_, b := get(t, "http://"+metrics+"/healthz")
+		return strings.Contains(b, `"mqtt_connected":false`)
+	})
 
 	resp, err := http.Post("http://"+kiosk+"/kiosk/v1/pickup", "application/json", strings.NewReader(`{"qr":"`+tok+`","lang":"en"}`))
 	require.NoError(t, err)
@@ -165,12 +171,19 @@ compartments:
 	require.Equal(t, http.StatusOK, resp.StatusCode, string(b))
 	require.Contains(t, string(b), `"compartment":2`)
 
-	waitFor(t, "offline pickup reported", func() bool {
-		be.mu.Lock()
-		defer be.mu.Unlock()
-		for _, e := range be.events {
-			if e.Kind == wire.EvPickupCompleted && e.Offline && e.DocumentID == "doc-7" {
-				return true
+	waitFor(t, "the pickup completed", func() bool {
+		_, m := get(t, "http://"+metrics+"/metrics")
+		return strings.Contains(m, `kluisd_pickups_total{outcome="pickup_completed"} 1`)
+	})
+	_, health := get(t, "http://"+metrics+"/healthz")
+	require.NotContains(t, health, `"backlog":0`, "the pickup waits in the outbox")
+	be.restart()
+	waitFor(t, "the offline pickup collected at the backend", func() bool { return be.state(doc) == "collected" })
+	// The device's record of the pickup is appended after the transition.
+	waitFor(t, "the pickup in the device's audit trail, flagged offline", func() bool {
+		for _, r := range be.audit("device:" + dev) {
+			if r.Action == "device.pickup_completed" {
+				return r.Details["offline"] == true && r.Details["document"] == doc
 			}
 		}
 		return false

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,16 +14,19 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"kluis/backend/server"
 	"kluis/controller/config"
 	"kluis/controller/wire"
 	"kluis/simulator"
 )
 
-// kluisd with the production Kluis-protocol driver against the simulator on
-// a real pty: a citizen's QR pickup opens exactly the right door once (a
-// locker channel, or an automaton's hatch after the carousel brought the
-// slot), the citizen takes the document and closes the door, and the
-// backend receives pickup_completed.
+// kluisd with the production drivers (the Kluis protocol on a real pty, or
+// Tasmota relays on the MQTT broker) against the simulator, and the real
+// backend in-process: a citizen's QR pickup (the token the backend
+// e-mailed) opens exactly the right door once (a locker channel, or an
+// automaton's hatch after the carousel brought the slot), the citizen takes
+// the document and closes the door, and the backend collects it, with no
+// alarm.
 func TestPickupAgainstSimulator(t *testing.T) {
 	for _, tc := range []struct{ kind, hw string }{
 		{config.KindLocker, "kluis"}, {config.KindAutomaton, "kluis"}, {config.KindLocker, "tasmota"},
@@ -49,17 +53,17 @@ func TestPickupAgainstSimulator(t *testing.T) {
 					ClearRetainedOnClose: true})
 				require.NoError(t, err)
 				defer mod.Close()
-				hw = fmt.Sprintf("{driver: tasmota, tasmota: {modules: [{topic: %s-bank, relays: 8, board: 0}]}}", dev)
+				// The relays stay on the shared broker; kluisd's link goes to the backend's.
+				hw = fmt.Sprintf("{driver: tasmota, tasmota: {broker: %s, modules: [{topic: %s-bank, relays: 8, board: 0}]}}", brokerURL(), dev)
 			}
 
-			// The document: compartment 4 is channel 3 (locker) or slot 3.
+			// The backend's device: compartments 4 and 5 are channels (locker)
+			// or slots (automaton) 3 and 4 of board 0.
+			be := startRealBackend(t, dev, kind, []compartment{{4, wire.Address{Board: 0, Channel: 3}}, {5, wire.Address{Board: 0, Channel: 4}}},
+				server.Options{})
 			comps := "  - {number: 4, board: 0, channel: 3}\n  - {number: 5, board: 0, channel: 4}\n"
-			verify := &wire.VerifyResponse{Result: wire.VerifyOK, DocumentID: "doc-4", Addr: &wire.Address{Board: 0, Channel: 3}}
-			require.NoError(t, sim.Load(0, 3, 3, "ID card 591-0000004-44"))
 			if kind == config.KindAutomaton {
 				comps = "  - {number: 4, board: 0, slot: 3}\n  - {number: 5, board: 0, slot: 4}\n"
-				slot := 3
-				verify = &wire.VerifyResponse{Result: wire.VerifyOK, DocumentID: "doc-4", Addr: &wire.Address{Board: 0, Channel: 0}, Slot: &slot}
 			}
 			dir := t.TempDir()
 			kiosk := freePort(t)
@@ -67,27 +71,20 @@ func TestPickupAgainstSimulator(t *testing.T) {
 device_id: %s
 site: sim
 kind: %s
-mqtt: {url: %s}
+mqtt: %s
 hardware: %s
 journal_dir: %s
 kiosk: {listen: "%s"}
 metrics_listen: "off"
 timeouts: {door_open_detect: 5s, verify: 3s, present: 10s}
 compartments:
-%s`, dev, kind, brokerURL(), hw, filepath.Join(dir, "journal"), kiosk, comps)), config.ParseOptions{})
+%s`, dev, kind, be.mqttConfig(), hw, filepath.Join(dir, "journal"), kiosk, comps)), config.ParseOptions{})
 			require.NoError(t, err)
+			ids, tokens := be.loadDocuments(1)
+			doc := ids[0]
+			ch := be.channelOf(doc) // a channel, or an automaton's slot
+			require.NoError(t, sim.Load(0, ch, ch, "ID card 591-0000001-01"))
 
-			be := newBackend(t, dev)
-			be.mu.Lock()
-			be.verifyFn = func(req *wire.VerifyRequest) *wire.VerifyResponse {
-				if req.Token != "K1.sim-token" {
-					return &wire.VerifyResponse{ID: req.ID, Result: wire.VerifyWrongCode}
-				}
-				r := *verify
-				r.ID = req.ID
-				return &r
-			}
-			be.mu.Unlock()
 			done := make(chan error, 1)
 			go func() {
 				done <- Run(ctx, Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Software: "sim-test"})
@@ -113,29 +110,30 @@ compartments:
 			// The link may still be connecting: retry until the backend answered.
 			waitFor(t, "door opens", func() bool {
 				if len(sim.Pulses()) == 0 {
-					resp, err := http.Post("http://"+kiosk+"/kiosk/v1/pickup", "application/json", strings.NewReader(`{"qr":"K1.sim-token"}`))
+					resp, err := http.Post("http://"+kiosk+"/kiosk/v1/pickup", "application/json", strings.NewReader(`{"qr":"`+tokens[doc]+`"}`))
 					if err == nil {
 						resp.Body.Close()
 					}
 					time.Sleep(300 * time.Millisecond)
 				}
-				_, err := sim.Take(0, hatchOr(kind, 3))
+				_, err := sim.Take(0, hatchOr(kind, ch))
 				return err == nil
 			})
-			require.NoError(t, sim.Close(0, hatchOr(kind, 3)))
-			waitFor(t, "pickup_completed at the backend", func() bool { return be.isCompleted("doc-4") })
+			require.NoError(t, sim.Close(0, hatchOr(kind, ch)))
+			waitFor(t, "the document collected at the backend", func() bool { return be.state(doc) == "collected" })
 			pulses := sim.Pulses()
 			require.Len(t, pulses, 1, "exactly one pulse")
-			require.Equal(t, hatchOr(kind, 3), pulses[0].Channel)
+			require.Equal(t, hatchOr(kind, ch), pulses[0].Channel)
 			if kind == config.KindAutomaton {
 				require.Len(t, sim.Presents(), 1)
-				require.Equal(t, 3, sim.Presents()[0].Slot)
+				require.Equal(t, ch, sim.Presents()[0].Slot)
 			}
-			be.mu.Lock()
-			defer be.mu.Unlock()
-			for _, e := range be.events {
-				if e.Kind == wire.EvAlarm {
-					t.Errorf("unexpected alarm %s: %s", e.Alarm, e.Detail)
+			waitFor(t, "the pickup in the device's audit trail", func() bool {
+				return be.auditActions("device:" + dev)["device.pickup_completed"] == 1
+			})
+			for _, r := range be.audit("device:" + dev) {
+				if r.Action == "device.alarm" {
+					t.Errorf("unexpected alarm %v", r.Details)
 				}
 			}
 		})
@@ -147,4 +145,13 @@ func hatchOr(kind string, ch int) int {
 		return 0
 	}
 	return ch
+}
+
+// brokerURL is the shared broker the simulated Tasmota relays use
+// (MQTT_URL, default the local Mosquitto).
+func brokerURL() string {
+	if u := os.Getenv("MQTT_URL"); u != "" {
+		return u
+	}
+	return "tcp://127.0.0.1:1883"
 }

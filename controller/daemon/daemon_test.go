@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -78,7 +79,11 @@ compartments:
 	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify"), Net: "unixgram"})
 	require.NoError(t, err)
 	defer sock.Close()
-	notes := make(chan string, 100)
+	// Every distinct notification seen, kept for the whole test: the
+	// watchdog pings every 100 ms, so a bounded queue would fill up and
+	// drop the STOPPING=1 that matters at the end.
+	var notesMu sync.Mutex
+	seen := map[string]bool{}
 	go func() {
 		buf := make([]byte, 256)
 		for {
@@ -86,10 +91,9 @@ compartments:
 			if err != nil {
 				return
 			}
-			select {
-			case notes <- string(buf[:n]):
-			default:
-			}
+			notesMu.Lock()
+			seen[string(buf[:n])] = true
+			notesMu.Unlock()
 		}
 	}()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -101,17 +105,11 @@ compartments:
 				return daemontest.Open(cfg.Hardware.SimFile, 1, 16)
 			}})
 	}()
-	seen := map[string]bool{}
 	note := func(want string) func() bool {
 		return func() bool {
-			for {
-				select {
-				case n := <-notes:
-					seen[n] = true
-				default:
-					return seen[want]
-				}
-			}
+			notesMu.Lock()
+			defer notesMu.Unlock()
+			return seen[want]
 		}
 	}
 	defer func() {

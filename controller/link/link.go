@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"kluis/controller/journal"
+	"kluis/controller/link/pahostore"
 	"kluis/controller/wire"
 )
 
@@ -144,6 +145,8 @@ func (l *Link) Run(ctx context.Context) error {
 		SetMaxReconnectInterval(10*time.Second).SetKeepAlive(15*time.Second).SetOrderMatters(false).
 		SetBinaryWill(l.topic(wire.KindPresence), will, 1, true).
 		SetOnConnectHandler(l.onConnect).
+		// paho's MemoryStore races with its own writer on reconnect (see pahostore).
+		SetStore(pahostore.New()).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			l.setConnected(false)
 			l.log.Warn("broker connection lost", "err", err)

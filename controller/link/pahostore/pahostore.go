@@ -1,0 +1,98 @@
+// Package pahostore is a paho.mqtt.golang message store that keeps each
+// packet encoded and hands out a fresh copy on every Get.
+//
+// paho's own MemoryStore returns the very packet the client is still
+// writing: on a reconnect, resume() sets the DUP flag of a stored QoS 1
+// PUBLISH while the outgoing goroutine may be encoding the same packet, a
+// data race in the library (eclipse-paho/paho.mqtt.golang#703) that the race
+// detector reports in tests where the broker goes away. paho's FileStore
+// avoids it by encoding; this store does the same in memory. Kluis never
+// relies on paho's store for durability (kluisd keeps every event in its
+// journal until the backend acknowledges it), so a copy in memory is enough.
+package pahostore
+
+import (
+	"bytes"
+	"sync"
+
+	"github.com/eclipse/paho.mqtt.golang/packets"
+)
+
+// Store implements mqtt.Store. The zero value is not usable; use New.
+type Store struct {
+	mu     sync.Mutex
+	opened bool
+	m      map[string][]byte
+}
+
+// New returns an empty, closed store (the client opens it).
+func New() *Store { return &Store{m: map[string][]byte{}} }
+
+// Open makes the store usable.
+func (s *Store) Open() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opened = true
+}
+
+// Put keeps an encoded copy of m under key. A packet that cannot be encoded
+// is not kept (paho then cannot resend it; kluisd's journal still holds it).
+func (s *Store) Put(key string, m packets.ControlPacket) {
+	var b bytes.Buffer
+	if err := m.Write(&b); err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.opened {
+		s.m[key] = b.Bytes()
+	}
+}
+
+// Get returns a fresh copy of the packet under key, or nil.
+func (s *Store) Get(key string) packets.ControlPacket {
+	s.mu.Lock()
+	b, ok := s.m[key]
+	s.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	p, err := packets.ReadPacket(bytes.NewReader(b))
+	if err != nil {
+		return nil
+	}
+	return p
+}
+
+// All returns every key.
+func (s *Store) All() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keys := make([]string, 0, len(s.m))
+	for k := range s.m {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// Del forgets key.
+func (s *Store) Del(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.m, key)
+}
+
+// Close makes the store unusable and forgets everything.
+func (s *Store) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opened = false
+	s.m = map[string][]byte{}
+}
+
+// Reset forgets everything.
+func (s *Store) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m = map[string][]byte{}
+}

@@ -1,0 +1,59 @@
+package pahostore
+
+import (
+	"testing"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
+)
+
+var _ mqtt.Store = (*Store)(nil)
+
+func TestGetReturnsACopyThatDoesNotAliasThePutPacket(t *testing.T) {
+	s := New()
+	s.Open()
+	p := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
+	p.TopicName, p.Qos, p.MessageID, p.Payload = "kluis/v1/dev/d1/evt", 1, 7, []byte(`{"id":"e1"}`)
+	s.Put("o.7", p)
+
+	got := s.Get("o.7").(*packets.PublishPacket)
+	if got == p {
+		t.Fatal("Get returned the packet that was put, not a copy")
+	}
+	if got.TopicName != p.TopicName || got.MessageID != 7 || string(got.Payload) != `{"id":"e1"}` || got.Qos != 1 {
+		t.Fatalf("copy differs: %+v", got)
+	}
+	// What paho's resume() does to a stored packet must not reach the one
+	// the writer holds.
+	got.Dup = true
+	if p.Dup {
+		t.Fatal("setting DUP on the copy changed the original")
+	}
+	if again := s.Get("o.7").(*packets.PublishPacket); again.Dup {
+		t.Fatal("setting DUP on one copy changed the stored packet")
+	}
+
+	if keys := s.All(); len(keys) != 1 || keys[0] != "o.7" {
+		t.Fatalf("All = %v", keys)
+	}
+	s.Del("o.7")
+	if s.Get("o.7") != nil || len(s.All()) != 0 {
+		t.Fatal("Del kept the packet")
+	}
+}
+
+func TestClosedStoreKeepsNothing(t *testing.T) {
+	s := New()
+	p := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
+	p.TopicName, p.Qos, p.MessageID = "t", 1, 1
+	s.Put("o.1", p)
+	if s.Get("o.1") != nil {
+		t.Fatal("a store not opened kept a packet")
+	}
+	s.Open()
+	s.Put("o.1", p)
+	s.Close()
+	if s.Get("o.1") != nil {
+		t.Fatal("Close kept a packet")
+	}
+}

@@ -108,6 +108,39 @@ func TestVerifyOffline(t *testing.T) {
 	require.Equal(t, "argon2id$t=1,m=64,p=1$"+entries[0].Salt+"$"+entries[0].Verifier, entries[0].PINHash())
 }
 
+// The PIN tag identifies a PIN whatever the date of birth typed with it,
+// and is short.
+func TestCheckOfflinePINTag(t *testing.T) {
+	b := base64.RawURLEncoding
+	salt := []byte("0123456789abcdef")
+	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	entries := []OfflineEntry{
+		{DocumentID: "broken", Salt: "!!", Params: cheap, Verifier: "AAAA", ExpiresAt: now.Add(time.Hour)},
+		{DocumentID: "eid", ExpiresAt: now.Add(time.Hour), NeedsDOB: true, Salt: b.EncodeToString(salt), Params: cheap,
+			Verifier: b.EncodeToString(OfflineVerifier(cheap, salt, "d1", "123456789", "1990-02-28"))},
+	}
+	check := func(pin, dob string) (OfflineCheck, error) {
+		return CheckOffline(entries, OfflineAttempt{DeviceID: "d1", PIN: pin, BirthDate: dob}, now)
+	}
+	right, err := check("123456789", "1990-02-28")
+	require.NoError(t, err)
+	require.Equal(t, "eid", right.Entry.DocumentID)
+	wrongDOB, err := check("123456789", "1990-03-01")
+	require.ErrorIs(t, err, ErrWrongCode)
+	require.Equal(t, right.PINTag, wrongDOB.PINTag, "one PIN, one tag")
+	other, err := check("123456780", "1990-02-28")
+	require.ErrorIs(t, err, ErrWrongCode)
+	require.NotEqual(t, right.PINTag, other.PINTag)
+	raw, err := b.DecodeString(right.PINTag)
+	require.NoError(t, err)
+	require.Len(t, raw, PINTagBytes)
+	v := OfflineVerifier(cheap, salt, "d1", "123456789", "")
+	require.Equal(t, b.EncodeToString(v[:PINTagBytes]), right.PINTag, "the start of the verifier without date of birth")
+	none, err := CheckOffline(nil, OfflineAttempt{DeviceID: "d1", PIN: "123456789", BirthDate: "1990-02-28"}, now)
+	require.ErrorIs(t, err, ErrWrongCode)
+	require.Empty(t, none.PINTag, "no material, no tag")
+}
+
 // BenchmarkVerifyOfflineDefaultCost measures one offline PIN check at the
 // production argon2id cost (two hashes: with and without date of birth).
 func BenchmarkVerifyOfflineDefaultCost(b *testing.B) {

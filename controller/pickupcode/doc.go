@@ -34,8 +34,11 @@
 // # Attempt limits
 //
 // [Config] holds the limits docs/security.md derives its brute-force bound
-// from; [Config.LockUntil] and [Config.BurstAfterFailure] are the arithmetic
-// the backend applies in its database and [Limiter] applies in memory.
+// from ([Config.CheckBound] refuses limits that break it); [Config.LockUntil]
+// and [Config.BurstAfterFailure] are the arithmetic the backend applies in
+// its database and [Limiter] applies on a device, which persists its
+// [LimiterState]. [CheckOffline] tags a PIN so that a device can count the
+// wrong dates of birth typed with it offline.
 //
 // # Argon2id hash strings
 //

@@ -140,7 +140,10 @@ func (c Config) BruteForceBound(period time.Duration, activeCodes int) float64 {
 
 // LockUntil returns until when PIN entry is locked at now (zero time: not
 // locked), given the stored burst lock and the failure times of the device
-// within the daily window.
+// within the daily window. A failure stamped after now still counts: a
+// device whose clock was set back (a Raspberry Pi without a real-time clock
+// boots with the time it last saved) must not forget the failures it
+// journaled.
 func (c Config) LockUntil(burstUntil time.Time, failures []time.Time, now time.Time) time.Time {
 	until := time.Time{}
 	if now.Before(burstUntil) {
@@ -148,7 +151,7 @@ func (c Config) LockUntil(burstUntil time.Time, failures []time.Time, now time.T
 	}
 	var in []time.Time
 	for _, f := range failures {
-		if f.After(now.Add(-c.DailyWindow)) && !f.After(now) {
+		if f.After(now.Add(-c.DailyWindow)) {
 			in = append(in, f)
 		}
 	}
@@ -165,11 +168,11 @@ func (c Config) LockUntil(burstUntil time.Time, failures []time.Time, now time.T
 
 // BurstAfterFailure returns the new burst lock after a failure at now (the
 // failure already included in failures), or zero when the burst limit is not
-// reached.
+// reached. Failures stamped after now count (see [Config.LockUntil]).
 func (c Config) BurstAfterFailure(failures []time.Time, now time.Time) time.Time {
 	n := 0
 	for _, f := range failures {
-		if f.After(now.Add(-c.DeviceWindow)) && !f.After(now) {
+		if f.After(now.Add(-c.DeviceWindow)) {
 			n++
 		}
 	}
@@ -179,6 +182,27 @@ func (c Config) BurstAfterFailure(failures []time.Time, now time.Time) time.Time
 	return time.Time{}
 }
 
+// BoundPeriod is how long the attacker of docs/security.md's brute-force
+// bound stands at one device (longer than any pickup period).
+const BoundPeriod = 30 * 24 * time.Hour
+
+// BoundTarget is the most the brute-force bound may be.
+const BoundTarget = 1e-4
+
+// CheckBound refuses limits under which the brute-force bound over
+// BoundPeriod with MaxActiveCodesPerDevice open codes reaches BoundTarget
+// (ErrInvalid, saying which value it comes to).
+func (c Config) CheckBound() error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if p := c.BruteForceBound(BoundPeriod, MaxActiveCodesPerDevice); p >= BoundTarget {
+		return fmt.Errorf("pickupcode: %d failed PINs in %v allow %d guesses in %v: guessing bound %.2e, must stay below %.0e: %w",
+			c.DailyMaxFailures, c.DailyWindow, c.MaxFailedGuesses(BoundPeriod)+1, BoundPeriod, p, BoundTarget, ErrInvalid)
+	}
+	return nil
+}
+
 // LimiterState is what a device persists of its [Limiter] so that a restart
 // does not reset the limits.
 type LimiterState struct {
@@ -186,10 +210,15 @@ type LimiterState struct {
 	Failures []time.Time `json:"failures"`
 	// LockedUntil is the burst lock.
 	LockedUntil time.Time `json:"locked_until"`
+	// BurstClearedAt is when staff last lifted the burst lock: the
+	// failures up to then no longer count towards the next burst lockout
+	// (they still count towards the daily cap, which nobody lifts).
+	BurstClearedAt time.Time `json:"burst_cleared_at,omitzero"`
 }
 
-// Limiter applies the per-device attempt limits on a device verifying
-// offline. It is safe for concurrent use.
+// Limiter applies the per-device attempt limits on a device (kluisd counts
+// every failed PIN typed at it, verified online or offline). It is safe for
+// concurrent use.
 type Limiter struct {
 	mu  sync.Mutex
 	cfg Config
@@ -199,8 +228,12 @@ type Limiter struct {
 // NewLimiter returns a Limiter with cfg (zero fields: defaults) starting
 // from st.
 func NewLimiter(cfg Config, st LimiterState) *Limiter {
+	st.Failures = append([]time.Time(nil), st.Failures...)
 	return &Limiter{cfg: cfg.WithDefaults(), st: st}
 }
+
+// Config returns the limits the Limiter applies.
+func (l *Limiter) Config() Config { return l.cfg }
 
 // LockedUntil reports until when PIN entry is locked at now (zero: open).
 func (l *Limiter) LockedUntil(now time.Time) time.Time {
@@ -221,15 +254,51 @@ func (l *Limiter) Fail(now time.Time) (lockedUntil time.Time) {
 		}
 	}
 	l.st.Failures = append(keep, now)
-	if b := l.cfg.BurstAfterFailure(l.st.Failures, now); !b.IsZero() {
+	burst := l.st.Failures
+	if !l.st.BurstClearedAt.IsZero() {
+		burst = nil
+		for _, f := range l.st.Failures {
+			if f.After(l.st.BurstClearedAt) {
+				burst = append(burst, f)
+			}
+		}
+	}
+	if b := l.cfg.BurstAfterFailure(burst, now); !b.IsZero() {
 		l.st.LockedUntil = b
 	}
 	return l.cfg.LockUntil(l.st.LockedUntil, l.st.Failures, now)
+}
+
+// Lock extends the burst lock to until (when it is later), e.g. to follow
+// the backend's answer device_locked_out, and reports whether PIN entry was
+// open at now before.
+func (l *Limiter) Lock(now, until time.Time) (started bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	was := l.cfg.LockUntil(l.st.LockedUntil, l.st.Failures, now)
+	if until.After(l.st.LockedUntil) {
+		l.st.LockedUntil = until
+	}
+	return was.IsZero() && now.Before(until)
+}
+
+// ClearBurst lifts the burst lock at now (staff) and reports whether one was
+// in force. The failures so far stop counting towards the next burst
+// lockout; the daily cap is not lifted (the brute-force bound relies on
+// it): LockedUntil tells whether it still holds.
+func (l *Limiter) ClearBurst(now time.Time) (wasLocked bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	wasLocked = now.Before(l.st.LockedUntil)
+	l.st.LockedUntil = time.Time{}
+	l.st.BurstClearedAt = now
+	return wasLocked
 }
 
 // State returns a copy of the state to persist.
 func (l *Limiter) State() LimiterState {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return LimiterState{Failures: append([]time.Time(nil), l.st.Failures...), LockedUntil: l.st.LockedUntil}
+	return LimiterState{Failures: append([]time.Time(nil), l.st.Failures...), LockedUntil: l.st.LockedUntil,
+		BurstClearedAt: l.st.BurstClearedAt}
 }

@@ -78,54 +78,97 @@ type OfflineAttempt struct {
 	BirthDate string
 }
 
-// VerifyOffline finds the entry whose verifier matches the attempt at now.
-// It computes at most two argon2id hashes per distinct salt and costs (with
-// and without the date of birth) whatever the number of entries. Errors:
-// ErrSecondFactorRequired, ErrWrongCode, ErrExpired. The caller applies a
+// PINTagBytes is the length of a [OfflineCheck.PINTag]: 16 bits, so that a
+// tag stored on a device narrows a PIN down to about 15,000 candidates only.
+const PINTagBytes = 2
+
+// OfflineCheck is the outcome of [CheckOffline].
+type OfflineCheck struct {
+	// Entry is the entry the attempt matched (valid or expired).
+	Entry OfflineEntry
+	// PINTag is a short tag of the PIN alone (the first PINTagBytes of
+	// its verifier without the date of birth under the entries' salt,
+	// base64url), empty when no entry has usable material. Two attempts
+	// with one PIN have the same tag; a device journals the tags of its
+	// failed attempts to count the wrong dates of birth typed with the
+	// PIN of a code (docs/security.md, "Offline verification"). It is
+	// short on purpose: it must identify a PIN among the few typed at a
+	// device, not reveal it to whoever reads the journal.
+	PINTag string
+}
+
+// VerifyOffline finds the entry whose verifier matches the attempt at now
+// (see [CheckOffline]).
+func VerifyOffline(entries []OfflineEntry, a OfflineAttempt, now time.Time) (OfflineEntry, error) {
+	c, err := CheckOffline(entries, a, now)
+	return c.Entry, err
+}
+
+// CheckOffline finds the first entry whose verifier matches the attempt at now
+// (callers list valid entries before expired ones, so that a PIN drawn again
+// for a new code finds the new code) and tags the PIN. It computes at most
+// two argon2id hashes per distinct salt and costs (with and without the date
+// of birth) whatever the number of entries. Errors: ErrSecondFactorRequired,
+// ErrWrongCode, ErrExpired (with the matched entry). The caller applies a
 // [Limiter] before and records failures after, and marks the entry used
 // itself.
-func VerifyOffline(entries []OfflineEntry, a OfflineAttempt, now time.Time) (OfflineEntry, error) {
+func CheckOffline(entries []OfflineEntry, a OfflineAttempt, now time.Time) (OfflineCheck, error) {
+	var out OfflineCheck
 	pin, err := NormalizePIN(a.PIN, PINDigits)
 	if err != nil {
-		return OfflineEntry{}, err
+		return out, err
 	}
 	if a.BirthDate == "" {
-		return OfflineEntry{}, fmt.Errorf("pickupcode: offline: %w", ErrSecondFactorRequired)
+		return out, fmt.Errorf("pickupcode: offline: %w", ErrSecondFactorRequired)
 	}
 	dob, err := ParseBirthDate(a.BirthDate)
 	if err != nil {
-		return OfflineEntry{}, fmt.Errorf("pickupcode: offline: %w", ErrSecondFactorRequired)
+		return out, fmt.Errorf("pickupcode: offline: %w", ErrSecondFactorRequired)
 	}
 	type key struct {
 		salt, params string
 		dob          bool
 	}
 	cache := map[key][]byte{}
+	hash := func(e OfflineEntry, withDOB bool) ([]byte, bool) {
+		k := key{e.Salt, e.Params.String(), withDOB}
+		if got, ok := cache[k]; ok {
+			return got, true
+		}
+		salt, err := b64.DecodeString(e.Salt)
+		if err != nil || e.Params.Validate() != nil {
+			return nil, false
+		}
+		d := ""
+		if withDOB {
+			d = dob
+		}
+		got := OfflineVerifier(e.Params, salt, a.DeviceID, pin, d)
+		cache[k] = got
+		return got, true
+	}
+	for _, e := range entries {
+		if tag, ok := hash(e, false); ok {
+			out.PINTag = b64.EncodeToString(tag[:PINTagBytes])
+			break
+		}
+	}
 	for _, e := range entries {
 		want, err := b64.DecodeString(e.Verifier)
 		if err != nil {
 			continue
 		}
-		k := key{e.Salt, e.Params.String(), e.NeedsDOB}
-		got, ok := cache[k]
+		got, ok := hash(e, e.NeedsDOB)
 		if !ok {
-			salt, err := b64.DecodeString(e.Salt)
-			if err != nil || e.Params.Validate() != nil {
-				continue
-			}
-			d := ""
-			if e.NeedsDOB {
-				d = dob
-			}
-			got = OfflineVerifier(e.Params, salt, a.DeviceID, pin, d)
-			cache[k] = got
+			continue
 		}
 		if subtle.ConstantTimeCompare(got, want) == 1 {
+			out.Entry = e
 			if !now.Before(e.ExpiresAt) {
-				return e, fmt.Errorf("pickupcode: offline: %w", ErrExpired)
+				return out, fmt.Errorf("pickupcode: offline: %w", ErrExpired)
 			}
-			return e, nil
+			return out, nil
 		}
 	}
-	return OfflineEntry{}, fmt.Errorf("pickupcode: offline: %w", ErrWrongCode)
+	return out, fmt.Errorf("pickupcode: offline: %w", ErrWrongCode)
 }

@@ -206,3 +206,78 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 	require.True(t, DefaultConfig().NeedsDOB("eid"))
 	require.False(t, DefaultConfig().NeedsDOB("driving_licence"))
 }
+
+// Staff lift the burst lock: the failures before it no longer count towards
+// the next burst, but still towards the daily cap, which stays.
+func TestLimiterClearBurstKeepsDailyCap(t *testing.T) {
+	cfg := DefaultConfig()
+	t0 := time.Date(2026, 11, 21, 8, 0, 0, 0, time.UTC)
+	l := NewLimiter(cfg, LimiterState{})
+	now := t0
+	for i := 0; i < DeviceMaxFailures; i++ {
+		l.Fail(now)
+	}
+	require.False(t, l.LockedUntil(now).IsZero())
+	require.True(t, l.ClearBurst(now), "a burst lock was in force")
+	require.True(t, l.LockedUntil(now).IsZero(), "lifted")
+	now = now.Add(time.Second)
+	require.True(t, l.Fail(now).IsZero(), "the first mistake after the lift does not lock again")
+	require.False(t, l.ClearBurst(now), "nothing to lift")
+	st := l.State()
+	require.Len(t, st.Failures, DeviceMaxFailures+1, "the lifted failures still count for the daily cap")
+	require.Equal(t, now, st.BurstClearedAt)
+
+	// The daily cap survives a lift.
+	l = NewLimiter(cfg, LimiterState{})
+	now = t0
+	for i := 0; i < DailyMaxFailures; i++ {
+		l.Fail(now)
+		now = now.Add(DeviceWindow + time.Second)
+	}
+	l.ClearBurst(now)
+	require.Equal(t, t0.Add(DailyWindow), l.LockedUntil(now), "nobody lifts the daily cap")
+
+	// Lock follows the backend's answer and says whether it started a lock.
+	l = NewLimiter(cfg, LimiterState{})
+	require.True(t, l.Lock(t0, t0.Add(time.Minute)))
+	require.False(t, l.Lock(t0, t0.Add(2*time.Minute)), "already locked")
+	require.Equal(t, t0.Add(2*time.Minute), l.LockedUntil(t0))
+}
+
+// A device whose clock is set back (no real-time clock, power cut) keeps
+// counting the failures it recorded "in the future".
+func TestLimiterClockSetBack(t *testing.T) {
+	cfg := DefaultConfig()
+	t0 := time.Date(2026, 11, 21, 8, 0, 0, 0, time.UTC)
+	l := NewLimiter(cfg, LimiterState{})
+	for i := 0; i < DeviceMaxFailures-1; i++ {
+		require.True(t, l.Fail(t0.Add(time.Duration(i)*time.Second)).IsZero())
+	}
+	back := t0.Add(-time.Hour)
+	l = NewLimiter(cfg, l.State())
+	require.False(t, l.Fail(back).IsZero(), "the fifth failure locks although the clock went back an hour")
+
+	// The daily cap, too: fifty failures, then every reboot sets the clock
+	// back to the same saved time.
+	l = NewLimiter(cfg, LimiterState{})
+	for i := 0; i < DailyMaxFailures; i++ {
+		l.Fail(t0.Add(time.Duration(i) * (DeviceWindow + time.Second)))
+	}
+	require.False(t, NewLimiter(cfg, l.State()).LockedUntil(t0).IsZero())
+}
+
+func TestCheckBound(t *testing.T) {
+	require.NoError(t, DefaultConfig().CheckBound())
+	c := DefaultConfig()
+	c.DailyMaxFailures = 69 // (30*69+1) * 48 / 10^9 = 9.94e-5
+	require.NoError(t, c.CheckBound())
+	c.DailyMaxFailures = 70
+	require.ErrorIs(t, c.CheckBound(), ErrInvalid)
+	require.ErrorContains(t, c.CheckBound(), "1.01e-04")
+	c = DefaultConfig()
+	c.DailyWindow = 12 * time.Hour // twice the windows in 30 days
+	require.ErrorIs(t, c.CheckBound(), ErrInvalid)
+	c = DefaultConfig()
+	c.DailyMaxFailures = 0
+	require.ErrorIs(t, c.CheckBound(), ErrInvalid)
+}

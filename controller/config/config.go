@@ -18,6 +18,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"kluis/controller/pickupcode"
 	"kluis/hardware"
 )
 
@@ -59,7 +60,8 @@ type Config struct {
 	Pulse time.Duration `yaml:"pulse"`
 	// Timeouts of the pickup flow.
 	Timeouts Timeouts `yaml:"timeouts"`
-	// Lockout limits wrong codes at the kiosk.
+	// Lockout limits wrong PINs at the kiosk (QR codes are never limited:
+	// they cannot be guessed).
 	Lockout Lockout `yaml:"lockout"`
 	// JournalDir holds the durable journal; default /var/lib/kluisd.
 	JournalDir string `yaml:"journal_dir"`
@@ -179,13 +181,29 @@ type Timeouts struct {
 	Session time.Duration `yaml:"session"`
 }
 
-// Lockout limits wrong codes at the kiosk.
+// Lockout limits wrong PINs at the kiosk, online and offline: the burst
+// limit (MaxFailures within Window lock PIN entry for Duration) and the
+// daily cap (DailyMaxFailures within any DailyWindow lock PIN entry until
+// the oldest leaves the window). The defaults are the backend's
+// (pickupcode.DefaultConfig: 5 in 15m, 15m; 50 in 24h). The daily cap may
+// only be set to values that keep docs/security.md's guessing bound below
+// 1e-4 (pickupcode.Config.CheckBound); the burst limit is not part of the
+// bound. QR codes are never counted or locked.
 type Lockout struct {
-	// MaxFailures within Window lock the kiosk for Duration; defaults 5,
-	// 10m, 15m.
-	MaxFailures int           `yaml:"max_failures"`
-	Window      time.Duration `yaml:"window"`
-	Duration    time.Duration `yaml:"duration"`
+	MaxFailures      int           `yaml:"max_failures"`
+	Window           time.Duration `yaml:"window"`
+	Duration         time.Duration `yaml:"duration"`
+	DailyMaxFailures int           `yaml:"daily_max_failures"`
+	DailyWindow      time.Duration `yaml:"daily_window"`
+}
+
+// Limits returns the attempt limits as pickupcode's Config (the PIN length,
+// per-code limit and document kinds are the shared defaults).
+func (l Lockout) Limits() pickupcode.Config {
+	c := pickupcode.DefaultConfig()
+	c.DeviceMaxFailures, c.DeviceWindow, c.DeviceLockout = l.MaxFailures, l.Window, l.Duration
+	c.DailyMaxFailures, c.DailyWindow = l.DailyMaxFailures, l.DailyWindow
+	return c
 }
 
 // Kiosk configures the local kiosk API and barcode scanner.
@@ -267,11 +285,16 @@ func (c *Config) fillDefaults() {
 		one := 1
 		t.OpenRetries = &one
 	}
+	lim := pickupcode.DefaultConfig()
 	if c.Lockout.MaxFailures == 0 {
-		c.Lockout.MaxFailures = 5
+		c.Lockout.MaxFailures = lim.DeviceMaxFailures
 	}
-	def(&c.Lockout.Window, 10*time.Minute)
-	def(&c.Lockout.Duration, 15*time.Minute)
+	def(&c.Lockout.Window, lim.DeviceWindow)
+	def(&c.Lockout.Duration, lim.DeviceLockout)
+	if c.Lockout.DailyMaxFailures == 0 {
+		c.Lockout.DailyMaxFailures = lim.DailyMaxFailures
+	}
+	def(&c.Lockout.DailyWindow, lim.DailyWindow)
 	if c.JournalDir == "" {
 		c.JournalDir = "/var/lib/kluisd"
 	}
@@ -372,6 +395,7 @@ func (c *Config) Validate(o ParseOptions) error {
 		{"timeouts.grace", t.Grace}, {"timeouts.verify", t.Verify}, {"timeouts.present", t.Present},
 		{"timeouts.resume_window", t.ResumeWindow}, {"timeouts.session", t.Session},
 		{"lockout.window", c.Lockout.Window}, {"lockout.duration", c.Lockout.Duration},
+		{"lockout.daily_window", c.Lockout.DailyWindow},
 	} {
 		if d.v < 0 {
 			return bad(d.name, "%v must be positive", d.v)
@@ -380,8 +404,8 @@ func (c *Config) Validate(o ParseOptions) error {
 	if *t.OpenRetries < 0 || *t.OpenRetries > 3 {
 		return bad("timeouts.open_retries", "%d must be 0-3", *t.OpenRetries)
 	}
-	if c.Lockout.MaxFailures < 1 || c.Lockout.MaxFailures > 100 {
-		return bad("lockout.max_failures", "%d must be 1-100", c.Lockout.MaxFailures)
+	if err := c.Lockout.validate(); err != nil {
+		return err
 	}
 	if !filepath.IsAbs(c.JournalDir) {
 		return bad("journal_dir", "%q must be an absolute path", c.JournalDir)
@@ -398,6 +422,26 @@ func (c *Config) Validate(o ParseOptions) error {
 		if err := loopback("metrics_listen", c.MetricsListen); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+func (l Lockout) validate() error {
+	if l.MaxFailures < 1 || l.MaxFailures > 100 {
+		return bad("lockout.max_failures", "%d must be 1-100", l.MaxFailures)
+	}
+	if l.Duration > 24*time.Hour {
+		return bad("lockout.duration", "%v must be at most 24h", l.Duration)
+	}
+	if l.Window > l.DailyWindow {
+		return bad("lockout.window", "%v must not be longer than lockout.daily_window (%v)", l.Window, l.DailyWindow)
+	}
+	if l.DailyMaxFailures < 1 {
+		return bad("lockout.daily_max_failures", "%d must be at least 1", l.DailyMaxFailures)
+	}
+	if err := l.Limits().CheckBound(); err != nil {
+		return bad("lockout.daily_max_failures", "%d in lockout.daily_window %v breaks the guessing bound (docs/security.md): %v",
+			l.DailyMaxFailures, l.DailyWindow, strings.TrimSuffix(err.Error(), ": "+pickupcode.ErrInvalid.Error()))
 	}
 	return nil
 }

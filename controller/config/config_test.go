@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"kluis/controller/pickupcode"
 )
 
 const good = `
@@ -152,4 +154,39 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("parsed config does not validate")
 		}
 	})
+}
+
+// kluisd applies the backend's PIN limits by default (the ones
+// docs/security.md computes its bound with) and refuses a daily cap that
+// breaks the bound.
+func TestLockoutLimitsKeepTheBound(t *testing.T) {
+	c, err := Parse([]byte(good), ParseOptions{})
+	require.NoError(t, err)
+	require.Equal(t, pickupcode.DefaultConfig(), c.Lockout.Limits(), "the defaults are the shared limits")
+	require.NoError(t, c.Lockout.Limits().CheckBound())
+	require.Less(t, c.Lockout.Limits().BruteForceBound(pickupcode.BoundPeriod, pickupcode.MaxActiveCodesPerDevice), 1e-4)
+
+	with := func(lockout string) (*Config, error) {
+		return Parse([]byte(strings.Replace(good, "journal_dir:", "lockout: "+lockout+"\njournal_dir:", 1)), ParseOptions{})
+	}
+	c, err = with("{max_failures: 3, window: 10m, duration: 2s, daily_max_failures: 69}")
+	require.NoError(t, err, "69 failed PINs a day keep the bound (9.94e-5)")
+	require.Equal(t, 69, c.Lockout.Limits().DailyMaxFailures)
+	require.Equal(t, 24*time.Hour, c.Lockout.Limits().DailyWindow)
+	for lockout, field := range map[string]string{
+		"{daily_max_failures: 70}":                     "lockout.daily_max_failures",
+		"{daily_window: 12h}":                          "lockout.daily_max_failures",
+		"{daily_max_failures: 2000, daily_window: 1h}": "lockout.daily_max_failures",
+		"{daily_max_failures: -1}":                     "lockout.daily_max_failures",
+		"{daily_window: -1h}":                          "lockout.daily_window",
+		"{window: 25h}":                                "lockout.window",
+		"{duration: 48h}":                              "lockout.duration",
+		"{max_failures: 0, window: 1m, duration: 1m, daily_max_failures: 50, daily_window: 24h, extra: 1}": "extra",
+	} {
+		_, err := with(lockout)
+		require.ErrorIs(t, err, ErrInvalid, lockout)
+		require.ErrorContains(t, err, field, lockout)
+	}
+	_, err = with("{daily_max_failures: 70}")
+	require.ErrorContains(t, err, "1.01e-04", "the error says what the bound would be")
 }

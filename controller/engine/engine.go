@@ -15,6 +15,7 @@ import (
 	"kluis/controller/config"
 	"kluis/controller/journal"
 	"kluis/controller/offline"
+	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
 	"kluis/hardware"
 )
@@ -61,7 +62,6 @@ const (
 // Journal record types the engine adds.
 const (
 	recCodeUsed = "code_used" // offline single use: {doc, grace_until}
-	recLockout  = "lockout"   // {until}
 	recCommand  = "command"   // {id, expires, status}
 )
 
@@ -182,14 +182,17 @@ type Engine struct {
 	active    map[hardware.Address]*op
 	screen    Screen
 	changed   chan struct{}
-	failures  []time.Time
-	lockUntil time.Time
 	used      map[string]usedCode
 	commands  map[string]time.Time // command id -> expiry
 	staff     *staffSession
 	ready     bool
 	wg        sync.WaitGroup
 	runCtx    context.Context
+
+	// pin holds the PIN attempt limits; pinMu makes PIN attempts one at a
+	// time (see limits.go).
+	pin   pinLimits
+	pinMu sync.Mutex
 }
 
 // New builds an engine; Run starts it.
@@ -209,6 +212,7 @@ func New(o Options) (*Engine, error) {
 	e := &Engine{o: o, cfg: o.Config, log: o.Logger.With("part", "engine"), now: o.Clock, drv: o.Driver, j: o.Journal,
 		boardDown: map[int]bool{}, boardErrs: map[int]int64{}, active: map[hardware.Address]*op{}, changed: make(chan struct{}),
 		used: map[string]usedCode{}, commands: map[string]time.Time{}}
+	e.pin.lim = pickupcode.NewLimiter(o.Config.Lockout.Limits(), pickupcode.LimiterState{})
 	e.mech, _ = o.Driver.(hardware.Mechanism)
 	for _, c := range o.Config.Compartments {
 		cp := &comp{cfg: c, lock: c.Addr(), slot: -1}
@@ -221,7 +225,7 @@ func New(o Options) (*Engine, error) {
 	m, err := newMetrics(o.Registry, o.Config.Hardware.Boards,
 		func() float64 { return float64(e.j.OutboxLen()) },
 		func() float64 {
-			if _, locked := e.lockedOut(); locked {
+			if !e.pinLockedUntil().IsZero() {
 				return 1
 			}
 			return 0
@@ -235,7 +239,7 @@ func New(o Options) (*Engine, error) {
 	return e, nil
 }
 
-// replay rebuilds single-use marks, lockout and seen commands.
+// replay rebuilds single-use marks, PIN limits and seen commands.
 func (e *Engine) replay(recs []journal.Record) {
 	for _, r := range recs {
 		switch r.Type {
@@ -244,13 +248,8 @@ func (e *Engine) replay(recs []journal.Record) {
 			if json.Unmarshal(r.Data, &u) == nil && u.Doc != "" {
 				e.used[u.Doc] = u
 			}
-		case recLockout:
-			var l struct {
-				Until time.Time `json:"until"`
-			}
-			if json.Unmarshal(r.Data, &l) == nil && l.Until.After(e.lockUntil) {
-				e.lockUntil = l.Until
-			}
+		case recPINLimits, recLockout:
+			e.replayPINLimits(r)
 		case recCommand:
 			var c struct {
 				ID      string    `json:"id"`
@@ -282,11 +281,8 @@ func (e *Engine) Keep(r journal.Record) bool {
 		e.mu.Unlock()
 		// Only the latest mark of a document matters.
 		return ok && cur.Released == u.Released && cur.Pending == u.Pending && cur.GraceUntil.Equal(u.GraceUntil)
-	case recLockout:
-		var l struct {
-			Until time.Time `json:"until"`
-		}
-		return json.Unmarshal(r.Data, &l) == nil && now.Before(l.Until)
+	case recPINLimits, recLockout:
+		return e.keepPINLimits(r)
 	case recCommand:
 		var c struct {
 			Expires time.Time `json:"expires"`
@@ -407,7 +403,9 @@ func (e *Engine) setScreenLocked(state string, n int, lang string) Screen {
 	e.screen = Screen{State: state, Compartment: n, Lang: lang, Message: msgs[lang], Messages: msgs,
 		Seq: e.screen.Seq + 1, At: e.now().UTC()}
 	if state == StateLockedOut {
-		e.screen.RetryAfterS = int(e.lockUntil.Sub(e.now()).Seconds()) + 1
+		if until := e.pinLockedUntil(); !until.IsZero() {
+			e.screen.RetryAfterS = int(until.Sub(e.now()).Seconds()) + 1
+		}
 	}
 	if e.staff != nil {
 		e.screen.Staff = e.staff.name

@@ -330,64 +330,6 @@ func TestPickupPINWithBirthDateAndNotCollected(t *testing.T) {
 	})
 }
 
-func TestWrongExpiredLockout(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		r := newRig(t, rigOpts{caps: sensors})
-		defer r.stop()
-		r.be.set(func() {
-			r.be.verify["K1.old"] = wire.VerifyResponse{Result: wire.VerifyExpired}
-			r.be.verify["K1.used"] = wire.VerifyResponse{Result: wire.VerifyAlreadyCollected}
-			r.be.verify["K1.good"] = okAt("doc-3", 1)
-		})
-		for tok, want := range map[string]string{"K1.old": StateExpired, "K1.used": StateAlreadyCollected} {
-			s, err := r.e.Pickup(context.Background(), PickupRequest{QR: tok})
-			require.NoError(t, err)
-			require.Equal(t, want, s.State)
-		}
-		for i := 0; i < 2; i++ {
-			s, err := r.e.Pickup(context.Background(), PickupRequest{QR: fmt.Sprintf("K1.bad%d", i)})
-			require.NoError(t, err)
-			require.Equal(t, StateWrongCode, s.State)
-		}
-		s, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.bad3"})
-		require.NoError(t, err)
-		require.Equal(t, StateLockedOut, s.State)
-		require.Positive(t, s.RetryAfterS)
-		require.True(t, r.hasEvent("alarm:brute_force_lockout"))
-		calls := r.be.calls
-		// Even a good code is refused while locked, without asking.
-		s, err = r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
-		require.NoError(t, err)
-		require.Equal(t, StateLockedOut, s.State)
-		require.Equal(t, calls, r.be.calls)
-		require.Empty(t, r.f.Pulses())
-		// Staff can still log in to help during a citizens' lockout.
-		exp := time.Now().Add(time.Hour)
-		r.be.set(func() {
-			r.be.staff["login:BADGE-1"] = wire.StaffResponse{Op: wire.StaffLogin, Result: wire.StaffOK, Session: "s", StaffID: "u1", Expires: &exp}
-		})
-		s, err = r.e.StaffLogin(context.Background(), "BADGE-1", "", "nl")
-		require.NoError(t, err)
-		require.Equal(t, StateStaff, s.State)
-		r.e.StaffLogout(context.Background())
-
-		// The lockout survives a restart.
-		f := r.f
-		r.stop()
-		f.Resume()
-		r = newRig(t, rigOpts{caps: sensors, dir: r.dir, fake: f, priv: r.priv})
-		defer r.stop()
-		r.be.set(func() { r.be.verify["K1.good"] = okAt("doc-3", 1) })
-		s, err = r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
-		require.NoError(t, err)
-		require.Equal(t, StateLockedOut, s.State)
-		time.Sleep(16 * time.Minute)
-		s, err = r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
-		require.NoError(t, err)
-		require.Equal(t, StateOpen, s.State)
-	})
-}
-
 func TestBadInput(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, rigOpts{caps: sensors})

@@ -67,10 +67,10 @@ var messages = map[string][4]string{
 		"This document has already been collected.",
 		"Dieses Dokument wurde bereits abgeholt."},
 	StateLockedOut: {
-		"Te veel foute pogingen. Probeer later opnieuw of vraag hulp aan het loket.",
-		"Trop d'essais erronés. Réessayez plus tard ou demandez de l'aide au guichet.",
-		"Too many wrong attempts. Try again later or ask for help at the counter.",
-		"Zu viele Fehlversuche. Versuchen Sie es später oder fragen Sie am Schalter."},
+		"Te veel foute pincodes: pincodes kunnen even niet. Scan uw QR-code, probeer later opnieuw of vraag hulp aan het loket.",
+		"Trop de codes PIN erronés : les codes PIN sont bloqués un moment. Scannez votre code QR, réessayez plus tard ou demandez de l'aide au guichet.",
+		"Too many wrong PINs: PIN entry is paused for a while. Scan your QR code, try again later or ask for help at the counter.",
+		"Zu viele falsche PINs: die PIN-Eingabe ist kurz gesperrt. Scannen Sie Ihren QR-Code, versuchen Sie es später oder fragen Sie am Schalter."},
 	StateOutOfOrder: {
 		"Dit vak kan nu niet open. Vraag hulp aan het loket.",
 		"Ce casier ne peut pas s'ouvrir maintenant. Demandez de l'aide au guichet.",

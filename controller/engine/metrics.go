@@ -44,8 +44,8 @@ func newMetrics(r *prometheus.Registry, boards []int, backlog, locked func() flo
 		pulseErrors:     c("pulse_errors_total", "Pulses the hardware refused or did not answer."),
 		uncertain:       c("pulses_uncertain_total", "Pulses that may or may not have been carried out."),
 		openNotDetected: c("open_not_detected_total", "Pulsed doors not seen opening in time."),
-		wrongCodes:      c("wrong_codes_total", "Wrong codes entered at the kiosk."),
-		lockouts:        c("lockouts_total", "Brute-force lockouts of code entry."),
+		wrongCodes:      c("wrong_codes_total", "Wrong codes entered at the kiosk (QR and PIN; only PINs count towards the lockout)."),
+		lockouts:        c("lockouts_total", "Brute-force lockouts of PIN entry."),
 		boardsDown:      g("boards_down", "Configured boards missing or unreachable."),
 		cacheSize:       g("offline_cache_entries", "Entries in the offline code cache."),
 		leftOpen:        g("doors_left_open", "Doors open longer than timeouts.door_left_open: door_left_open alarms raised and not yet cleared by the door closing."),
@@ -61,7 +61,7 @@ func newMetrics(r *prometheus.Registry, boards []int, backlog, locked func() flo
 		m.commands, m.boardErrs, m.boardReboots, m.journalErrors, m.pulseErrors, m.uncertain, m.openNotDetected, m.wrongCodes,
 		m.lockouts, m.boardsDown, m.cacheSize, m.leftOpen,
 		gf("journal_backlog", "Events not yet acknowledged by the backend (read from the journal at scrape time).", backlog),
-		gf("code_entry_locked", "1 while code entry at the kiosk is locked after too many wrong codes (brute-force lockout), else 0.", locked),
+		gf("code_entry_locked", "1 while PIN entry at the kiosk is locked after too many wrong PINs (brute-force lockout; QR codes still work), else 0.", locked),
 	} {
 		if err := r.Register(col); err != nil {
 			return nil, err

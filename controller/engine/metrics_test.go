@@ -104,15 +104,15 @@ func TestMetricsAlarmsAndDoorsLeftOpen(t *testing.T) {
 	})
 }
 
-// code_entry_locked is 1 exactly while the brute-force lockout lasts, also
-// after a restart that replays it.
+// code_entry_locked is 1 exactly while the brute-force lockout of PIN entry
+// lasts, also after a restart that replays it.
 func TestMetricsCodeEntryLocked(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, rigOpts{caps: sensors})
 		defer r.stop()
 		require.Zero(t, r.mustMetric("kluisd_code_entry_locked"))
 		for i := 0; i < 3; i++ {
-			_, err := r.e.Pickup(context.Background(), PickupRequest{QR: fmt.Sprintf("K1.bad%d", i)})
+			_, err := r.e.Pickup(context.Background(), PickupRequest{PIN: fmt.Sprintf("55555555%d", i), BirthDate: "1990-01-01"})
 			require.NoError(t, err)
 		}
 		require.True(t, r.hasEvent("alarm:brute_force_lockout"))

@@ -86,16 +86,20 @@ func (e *Engine) Pickup(ctx context.Context, r PickupRequest) (Screen, error) {
 	if lang == "" {
 		lang = e.cfg.Kiosk.DefaultLang
 	}
-	if until, locked := e.lockedOut(); locked {
-		e.m.verifications.WithLabelValues("locked_out", "local").Inc()
-		_ = until
-		return e.setScreen(StateLockedOut, 0, lang), nil
-	}
-	e.setScreen(StateVerifying, 0, lang)
 	method := wire.MethodQR
 	if r.PIN != "" {
 		method = wire.MethodPIN
+		// One PIN attempt at a time, so that the limits are checked and
+		// counted exactly. A PIN lockout refuses PINs only: a QR code
+		// cannot be guessed and always opens its own door.
+		e.pinMu.Lock()
+		defer e.pinMu.Unlock()
+		if !e.pinLockedUntil().IsZero() {
+			e.m.verifications.WithLabelValues("locked_out", "local").Inc()
+			return e.setScreen(StateLockedOut, 0, lang), nil
+		}
 	}
+	e.setScreen(StateVerifying, 0, lang)
 	var (
 		res     wire.VerifyResponse
 		err     error
@@ -125,9 +129,10 @@ func (e *Engine) Pickup(ctx context.Context, r PickupRequest) (Screen, error) {
 	switch res.Result {
 	case wire.VerifyOK:
 	case wire.VerifyWrongCode:
-		e.fail()
-		if until, locked := e.lockedOut(); locked {
-			_ = until
+		e.m.wrongCodes.Inc()
+		// Only PINs count: the backend does not count QR codes either,
+		// and garbage held to the scanner must not lock anybody out.
+		if method == wire.MethodPIN && !e.pinFailed().IsZero() {
 			return e.setScreen(StateLockedOut, 0, lang), nil
 		}
 		return e.setScreen(StateWrongCode, 0, lang), nil
@@ -138,7 +143,7 @@ func (e *Engine) Pickup(ctx context.Context, r PickupRequest) (Screen, error) {
 	case wire.VerifyAlreadyCollected:
 		return e.setScreen(StateAlreadyCollected, 0, lang), nil
 	case wire.VerifyDeviceLockedOut:
-		e.lockFor(time.Duration(max(res.RetryAfterS, 60)) * time.Second)
+		e.followBackendLock(res.RetryAfterS)
 		return e.setScreen(StateLockedOut, 0, lang), nil
 	default:
 		if offMiss != nil {
@@ -167,7 +172,6 @@ func (e *Engine) Pickup(ctx context.Context, r PickupRequest) (Screen, error) {
 		}
 		return e.setScreen(st, c.cfg.Number, lang), nil
 	}
-	e.resetFailures()
 	return e.Screen(), nil
 }
 
@@ -204,52 +208,4 @@ func (e *Engine) verifyOffline(r PickupRequest, method wire.Method) (wire.Verify
 		return wire.VerifyResponse{Result: wire.VerifyWrongCode}, nil
 	}
 	return wire.VerifyResponse{Result: wire.VerifyUnavailable}, err
-}
-
-// lockedOut reports whether code entry is locked.
-func (e *Engine) lockedOut() (time.Time, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.lockUntil, e.now().Before(e.lockUntil)
-}
-
-// fail counts a wrong code; too many in the window lock the kiosk.
-func (e *Engine) fail() {
-	now := e.now()
-	e.mu.Lock()
-	keep := e.failures[:0]
-	for _, t := range e.failures {
-		if now.Sub(t) < e.cfg.Lockout.Window {
-			keep = append(keep, t)
-		}
-	}
-	e.failures = append(keep, now)
-	n := len(e.failures)
-	e.mu.Unlock()
-	e.m.wrongCodes.Inc()
-	if n >= e.cfg.Lockout.MaxFailures {
-		e.lockFor(e.cfg.Lockout.Duration)
-	}
-}
-
-func (e *Engine) resetFailures() {
-	e.mu.Lock()
-	e.failures = nil
-	e.mu.Unlock()
-}
-
-// lockFor locks code entry for d, durably, and raises the alarm.
-func (e *Engine) lockFor(d time.Duration) {
-	until := e.now().Add(d).UTC()
-	e.mu.Lock()
-	if !until.After(e.lockUntil) {
-		e.mu.Unlock()
-		return
-	}
-	e.lockUntil = until
-	e.failures = nil
-	e.mu.Unlock()
-	_ = e.appendData(recLockout, map[string]time.Time{"until": until})
-	e.m.lockouts.Inc()
-	e.alarm(wire.AlarmBruteForceLockout, nil, nil, fmt.Sprintf("code entry locked until %s", until.Format(time.RFC3339)))
 }

@@ -20,9 +20,10 @@ type Diagnostics struct {
 	OfflineCache int                     `json:"offline_cache"`
 	CacheVersion int64                   `json:"cache_version"`
 	Busy         []int                   `json:"busy_compartments"`
-	LockedUntil  *time.Time              `json:"locked_until,omitempty"`
-	Ready        bool                    `json:"ready"`
-	StatesError  string                  `json:"states_error,omitempty"`
+	// LockedUntil is set while PIN entry is locked (QR codes still work).
+	LockedUntil *time.Time `json:"locked_until,omitempty"`
+	Ready       bool       `json:"ready"`
+	StatesError string     `json:"states_error,omitempty"`
 }
 
 // Diagnostics reads the hardware and the daemon's state.
@@ -49,8 +50,7 @@ func (e *Engine) Diagnostics(ctx context.Context) Diagnostics {
 	for _, o := range e.active {
 		d.Busy = append(d.Busy, o.comp.cfg.Number)
 	}
-	if e.now().Before(e.lockUntil) {
-		t := e.lockUntil
+	if t := e.pinLockedUntil(); !t.IsZero() {
 		d.LockedUntil = &t
 	}
 	e.mu.Unlock()

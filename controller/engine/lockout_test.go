@@ -1,0 +1,209 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"kluis/controller/journal"
+	"kluis/controller/offline/offlinetest"
+	"kluis/controller/wire"
+	"kluis/hardware"
+)
+
+// restart stops the engine cleanly and starts a new one on the same journal,
+// cache and hardware.
+func (r *rig) restart(o rigOpts) *rig {
+	r.t.Helper()
+	f := r.f
+	r.stop()
+	f.Resume()
+	o.dir, o.fake, o.priv = r.dir, f, r.priv
+	if o.caps == (hardware.Capabilities{}) {
+		o.caps = sensors
+	}
+	return newRig(r.t, o)
+}
+
+func (r *rig) pickup(req PickupRequest) Screen {
+	r.t.Helper()
+	s, err := r.e.Pickup(context.Background(), req)
+	require.NoError(r.t, err)
+	return s
+}
+
+func (r *rig) countEvents(kind string) int {
+	n := 0
+	for _, k := range r.kinds() {
+		if k == kind {
+			n++
+		}
+	}
+	return n
+}
+
+// Expired and collected codes are told as such and not counted; garbage QR
+// codes are not counted; wrong PINs lock PIN entry (the rig allows 3), and
+// a valid QR code still opens its door during the lockout.
+func TestWrongExpiredLockout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		a := hardware.Address{Board: 0, Channel: 1}
+		r.setItem(a, true, false)
+		r.be.set(func() {
+			r.be.verify["K1.old"] = wire.VerifyResponse{Result: wire.VerifyExpired}
+			r.be.verify["K1.used"] = wire.VerifyResponse{Result: wire.VerifyAlreadyCollected}
+			r.be.verify["K1.good"] = okAt("doc-3", 1)
+			r.be.verify["123456789/1990-01-01"] = okAt("doc-4", 2)
+		})
+		for tok, want := range map[string]string{"K1.old": StateExpired, "K1.used": StateAlreadyCollected} {
+			require.Equal(t, want, r.pickup(PickupRequest{QR: tok}).State)
+		}
+		// A sticker held to the scanner ten times: wrong, never locked.
+		for i := 0; i < 10; i++ {
+			require.Equal(t, StateWrongCode, r.pickup(PickupRequest{QR: fmt.Sprintf("K1.bad%d", i)}).State)
+		}
+		require.False(t, r.hasEvent("alarm:brute_force_lockout"))
+		for i := 0; i < 2; i++ {
+			require.Equal(t, StateWrongCode, r.pickup(PickupRequest{PIN: fmt.Sprintf("11111111%d", i), BirthDate: "1990-01-01"}).State)
+		}
+		s := r.pickup(PickupRequest{PIN: "111111119", BirthDate: "1990-01-01"})
+		require.Equal(t, StateLockedOut, s.State)
+		require.Equal(t, 15*60+1, s.RetryAfterS)
+		require.Contains(t, s.Messages["en"], "Scan your QR code", "the lockout screen invites a QR scan")
+		require.True(t, r.hasEvent("alarm:brute_force_lockout"))
+		require.NotNil(t, r.e.Diagnostics(context.Background()).LockedUntil)
+		calls := r.be.calls
+		// Even the right PIN is refused while locked, without asking.
+		s = r.pickup(PickupRequest{PIN: "123456789", BirthDate: "1990-01-01"})
+		require.Equal(t, StateLockedOut, s.State)
+		require.Equal(t, calls, r.be.calls)
+		// A valid QR code opens its own door during the lockout.
+		require.Equal(t, StateOpen, r.pickup(PickupRequest{QR: "K1.good"}).State)
+		r.waitFor("pulse", func() bool { return r.f.PulseCount(a) == 1 })
+		r.citizen(a, true)
+		r.waitState(StateDone)
+		// Staff can still log in to help during a citizens' lockout.
+		exp := time.Now().Add(time.Hour)
+		r.be.set(func() {
+			r.be.staff["login:BADGE-1"] = wire.StaffResponse{Op: wire.StaffLogin, Result: wire.StaffOK, Session: "s", StaffID: "u1", Expires: &exp}
+		})
+		s, err := r.e.StaffLogin(context.Background(), "BADGE-1", "", "nl")
+		require.NoError(t, err)
+		require.Equal(t, StateStaff, s.State)
+		r.e.StaffLogout(context.Background())
+
+		// The lockout survives a restart (also a compaction).
+		require.NoError(t, r.j.Compact())
+		r = r.restart(rigOpts{})
+		defer r.stop()
+		b := hardware.Address{Board: 0, Channel: 2}
+		r.setItem(b, true, false)
+		r.be.set(func() { r.be.verify["123456789/1990-01-01"] = okAt("doc-4", 2) })
+		require.Equal(t, StateLockedOut, r.pickup(PickupRequest{PIN: "123456789", BirthDate: "1990-01-01"}).State)
+		time.Sleep(16 * time.Minute)
+		require.Equal(t, StateOpen, r.pickup(PickupRequest{PIN: "123456789", BirthDate: "1990-01-01"}).State)
+	})
+}
+
+// The failure count is journaled: a restart between wrong PINs does not
+// reset it (4 wrong, restart, 4 wrong... used to never lock).
+func TestPINFailuresSurviveRestart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		for i := 0; i < 2; i++ {
+			require.Equal(t, StateWrongCode, r.pickup(PickupRequest{PIN: "222222222", BirthDate: "1990-01-01"}).State)
+		}
+		r = r.restart(rigOpts{})
+		defer r.stop()
+		require.Equal(t, StateLockedOut, r.pickup(PickupRequest{PIN: "222222222", BirthDate: "1990-01-01"}).State,
+			"the third wrong PIN locks, restart or not")
+		// Compaction keeps the live state: only the latest pin_limits record.
+		require.NoError(t, r.j.Compact())
+		recs := journalRecords(t, r.dir)
+		n := 0
+		for _, rec := range recs {
+			if rec.Type == recPINLimits {
+				n++
+			}
+		}
+		require.Equal(t, 1, n)
+		r = r.restart(rigOpts{})
+		defer r.stop()
+		require.Equal(t, StateLockedOut, r.pickup(PickupRequest{PIN: "222222222", BirthDate: "1990-01-01"}).State)
+	})
+}
+
+// journalRecords reads a copy of the journal file as a restart would.
+func journalRecords(t *testing.T, dir string) []journal.Record {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, journal.FileName))
+	require.NoError(t, err)
+	cp := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(cp, journal.FileName), b, 0o600))
+	j, recs, _, err := journal.Open(journal.Options{Dir: cp})
+	require.NoError(t, err)
+	require.NoError(t, j.Close())
+	return recs
+}
+
+// Offline the device applies the daily cap too: failures spread wider than
+// the burst window stop after the daily cap (50 in 24 h), persisted.
+func TestOfflineDailyCap(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		now := time.Now()
+		res := r.e.HandleCommand(context.Background(), wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now,
+			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{
+				offlinetest.PINEntry("doc-p", device, "987654321", "", wire.Address{Board: 0, Channel: 2}, now.Add(72*time.Hour)),
+			}}})
+		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
+		r.be.set(func() { r.be.unreachable = true })
+		first := time.Now()
+		limits := r.cfg.Lockout.Limits()
+		for i := 1; i < limits.DailyMaxFailures; i++ {
+			require.Equal(t, StateWrongCode, r.pickup(PickupRequest{PIN: fmt.Sprintf("1%08d", i), BirthDate: "1990-01-01"}).State, "failure %d", i)
+			time.Sleep(limits.DeviceWindow + time.Second)
+			if i == limits.DailyMaxFailures/2 {
+				r = r.restart(rigOpts{})
+				defer r.stop()
+				r.be.set(func() { r.be.unreachable = true })
+			}
+		}
+		s := r.pickup(PickupRequest{PIN: "199999999", BirthDate: "1990-01-01"})
+		require.Equal(t, StateLockedOut, s.State, "the 50th failure in 24 h locks")
+		require.InDelta(t, time.Until(first.Add(limits.DailyWindow)).Seconds(), float64(s.RetryAfterS), 2)
+		require.Equal(t, StateLockedOut, r.pickup(PickupRequest{PIN: "987654321", BirthDate: "1990-01-01"}).State)
+		time.Sleep(time.Until(first.Add(limits.DailyWindow)) + time.Second)
+		require.Equal(t, StateOpen, r.pickup(PickupRequest{PIN: "987654321", BirthDate: "1990-01-01"}).State)
+	})
+}
+
+// The backend's device_locked_out is followed locally for PINs only.
+func TestBackendLockoutFollowedForPINsOnly(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		r.be.set(func() {
+			r.be.verify["333333333/1990-01-01"] = wire.VerifyResponse{Result: wire.VerifyDeviceLockedOut, RetryAfterS: 600}
+			r.be.verify["K1.good"] = okAt("doc-3", 1)
+		})
+		s := r.pickup(PickupRequest{PIN: "333333333", BirthDate: "1990-01-01"})
+		require.Equal(t, StateLockedOut, s.State)
+		require.Equal(t, 601, s.RetryAfterS)
+		require.Equal(t, 1, r.countEvents("alarm:brute_force_lockout"))
+		calls := r.be.calls
+		require.Equal(t, StateLockedOut, r.pickup(PickupRequest{PIN: "444444444", BirthDate: "1990-01-01"}).State)
+		require.Equal(t, calls, r.be.calls, "refused locally")
+		require.Equal(t, StateOpen, r.pickup(PickupRequest{QR: "K1.good"}).State)
+	})
+}

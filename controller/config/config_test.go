@@ -2,6 +2,8 @@ package config
 
 import (
 	"errors"
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -189,4 +191,39 @@ func TestLockoutLimitsKeepTheBound(t *testing.T) {
 	}
 	_, err = with("{daily_max_failures: 70}")
 	require.ErrorContains(t, err, "1.01e-04", "the error says what the bound would be")
+}
+
+// docs/security.md's bound for a device offline for the whole period uses
+// kluisd's own limits, and the numbers in it are the ones they give.
+func TestOfflineBoundInSecurityDoc(t *testing.T) {
+	raw, err := os.ReadFile("../../docs/security.md")
+	require.NoError(t, err)
+	doc := string(raw)
+	c, err := Parse([]byte(good), ParseOptions{})
+	require.NoError(t, err)
+	lim := c.Lockout.Limits()
+	guesses := lim.MaxFailedGuesses(pickupcode.BoundPeriod) + 1
+	p := lim.BruteForceBound(pickupcode.BoundPeriod, pickupcode.MaxActiveCodesPerDevice)
+	require.Less(t, p, pickupcode.BoundTarget)
+	require.Contains(t, doc, fmt.Sprintf("P ≤ %d × %d / 10^%d = **%s** (offline)", guesses, pickupcode.MaxActiveCodesPerDevice,
+		lim.PINDigits, sci(p)))
+	require.Contains(t, doc, fmt.Sprintf("at most 30 × %d = %d in\n  the 30 days", lim.DailyMaxFailures, guesses-1))
+	// What the burst limit alone allowed.
+	burstOnly := lim
+	burstOnly.DailyMaxFailures, burstOnly.DailyWindow = lim.DeviceMaxFailures, lim.DeviceWindow
+	require.Contains(t, doc, fmt.Sprintf("%d × %d / 10^%d = %s, above the target", burstOnly.MaxFailedGuesses(pickupcode.BoundPeriod)+1,
+		pickupcode.MaxActiveCodesPerDevice, lim.PINDigits, sci(burstOnly.BruteForceBound(pickupcode.BoundPeriod, pickupcode.MaxActiveCodesPerDevice))))
+	// The largest daily cap the configuration accepts.
+	most := lim
+	for most.DailyMaxFailures = lim.DailyMaxFailures; most.CheckBound() == nil; most.DailyMaxFailures++ {
+	}
+	most.DailyMaxFailures--
+	require.Contains(t, doc, fmt.Sprintf("at most %d failures in 24 h\n  (%s)", most.DailyMaxFailures,
+		sci(most.BruteForceBound(pickupcode.BoundPeriod, pickupcode.MaxActiveCodesPerDevice))))
+}
+
+// sci writes p as docs/security.md does: 7.20e-5.
+func sci(p float64) string {
+	exp := int(math.Floor(math.Log10(p)))
+	return fmt.Sprintf("%.2fe%d", p/math.Pow(10, float64(exp)), exp)
 }

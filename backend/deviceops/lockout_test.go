@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/audit"
+	"kluis/backend/auth"
 	"kluis/backend/broker/mqtttest"
 	"kluis/backend/devicelink"
 	"kluis/backend/deviceops"
@@ -210,3 +212,68 @@ func TestClearLockoutBackendAndDevice(t *testing.T) {
 func ptr[T any](v T) *T { return &v }
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// Staff, technicians and admins logged in at a kiosk lift the device's PIN
+// lockout there (staff/req clear_lockout): the backend's burst lock goes,
+// audited device.pin_unlocked with the user and the reason.
+func TestKioskStaffClearsTheLockout(t *testing.T) {
+	e := newEnv(t)
+	as, err := auth.New(auth.Options{Pool: e.st.Pool(), Clock: e.clock.Now, KioskKey: []byte("kiosk-key-0123456789"),
+		Params: auth.Params{Time: 1, MemoryKiB: 64, Threads: 1}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	h := deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: e.svc, Pool: e.st.Pool(), Clock: e.clock.Now, Logger: log, Codes: e.codes})
+	u, err := as.CreateUser(e.ctx, "kiosk-tech", "a long enough password", auth.RoleTechnician)
+	require.NoError(t, err)
+	pin := "739154"
+	require.NoError(t, as.SetKioskCredentials(e.ctx, u.ID, &pin, nil))
+	ask := func(h *deviceops.Staff, req wire.StaffRequest) wire.StaffResponse {
+		req.ID, req.At = wire.NewID(e.clock.Now()), e.clock.Now()
+		return h.HandleStaff(e.ctx, "k1", req)
+	}
+	login := ask(h, wire.StaffRequest{Op: wire.StaffLogin, PIN: pin})
+	require.Equal(t, wire.StaffOK, login.Result)
+
+	e.lockDevice("k1")
+	assert.Equal(t, wire.StaffSessionExpired, ask(h, wire.StaffRequest{Op: wire.StaffClearLockout, Session: "kls_nope"}).Result)
+	require.Equal(t, wire.VerifyDeviceLockedOut, e.pin("k1", "000000001", "1990-02-28").Result, "nothing lifted")
+	noCodes := deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: e.svc, Pool: e.st.Pool(), Clock: e.clock.Now, Logger: log})
+	assert.Equal(t, wire.StaffUnavailable, ask(noCodes, wire.StaffRequest{Op: wire.StaffClearLockout, Session: login.Session}).Result)
+
+	require.Equal(t, wire.StaffOK, ask(h, wire.StaffRequest{Op: wire.StaffClearLockout, Session: login.Session}).Result)
+	e.clock.Add(time.Second)
+	require.Equal(t, wire.VerifyWrongCode, e.pin("k1", "000000001", "1990-02-28").Result, "evaluated again, and not locked at once")
+
+	recs, err := audit.List(e.ctx, e.st.Pool(), audit.ListOptions{Subject: "device:k1"})
+	require.NoError(t, err)
+	var got []string
+	for _, r := range recs {
+		if r.Action == "device.pin_unlocked" {
+			got = append(got, r.Actor+" "+string(r.Details))
+		}
+	}
+	require.Len(t, got, 1)
+	assert.Contains(t, got[0], fmt.Sprintf("user:%d ", u.ID))
+	assert.Contains(t, got[0], `"reason":"kiosk staff mode"`)
+	assert.Contains(t, got[0], `"was_locked":true`)
+}
+
+// The device reports what staff lifted (lockout_cleared): audited with the
+// staff id or command id and the device's detail.
+func TestLockoutClearedEventAudited(t *testing.T) {
+	e := newEnv(t)
+	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvLockoutCleared, StaffID: "42",
+		Detail: "lifted at the kiosk in staff mode (and at the backend): PIN entry was locked and is open now"}))
+	recs, err := audit.List(e.ctx, e.st.Pool(), audit.ListOptions{Subject: "device:k1"})
+	require.NoError(t, err)
+	var found bool
+	for _, r := range recs {
+		if r.Action == "device.lockout_cleared" {
+			found = true
+			assert.Equal(t, "device:k1", r.Actor)
+			assert.Contains(t, string(r.Details), `"staff_id":"42"`)
+			assert.Contains(t, string(r.Details), "PIN entry was locked and is open now")
+		}
+	}
+	require.True(t, found, "device.lockout_cleared audited")
+}

@@ -8,10 +8,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"kluis/backend/audit"
 	"kluis/backend/auth"
+	"kluis/backend/codes"
 	"kluis/backend/lifecycle"
 	"kluis/backend/service"
 	"kluis/backend/store"
@@ -30,6 +32,9 @@ type StaffOptions struct {
 	Logger *slog.Logger
 	// Clock gives the time; default time.Now.
 	Clock func() time.Time
+	// Codes lifts the device's PIN lockout for clear_lockout; nil: that
+	// operation answers unavailable.
+	Codes *codes.Service
 }
 
 // Staff answers the kiosk's staff operations: log in with a staff PIN or
@@ -41,6 +46,7 @@ type StaffOptions struct {
 // test-open compartments (technicians never see documents, which hold
 // personal data). A refusal answers denied and is audited.
 type Staff struct {
+	codes    *codes.Service
 	auth     *auth.Service
 	svc      *service.Service
 	pool     *pgxpool.Pool
@@ -57,7 +63,7 @@ func NewStaff(o StaffOptions) *Staff {
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
-	return &Staff{auth: o.Auth, svc: o.Service, pool: o.Pool, log: o.Logger.With("part", "kiosk-staff"), now: o.Clock,
+	return &Staff{codes: o.Codes, auth: o.Auth, svc: o.Service, pool: o.Pool, log: o.Logger.With("part", "kiosk-staff"), now: o.Clock,
 		throttle: newDeviceThrottle()}
 }
 
@@ -73,6 +79,8 @@ func (h *Staff) HandleStaff(ctx context.Context, deviceID string, req wire.Staff
 		resp.Result = h.retrieve(ctx, deviceID, req, &resp)
 	case wire.StaffTestOpen:
 		resp.Result = h.testOpen(ctx, deviceID, req)
+	case wire.StaffClearLockout:
+		resp.Result = h.clearLockout(ctx, deviceID, req)
 	case wire.StaffLogout:
 		if p, err := h.auth.Authenticate(ctx, req.Session); err == nil && p.TokenKind == "kiosk" {
 			if err := h.auth.Revoke(ctx, p.ID, p.TokenID); err != nil {
@@ -160,6 +168,36 @@ func (h *Staff) testOpen(ctx context.Context, deviceID string, req wire.StaffReq
 		return wire.StaffUnavailable
 	}
 	h.audit(ctx, actor, "kiosk.test_open", deviceID, map[string]any{"compartment": c.Number})
+	return wire.StaffOK
+}
+
+// KioskUnlockReason is the reason audited when staff lift a device's PIN
+// lockout at its kiosk.
+const KioskUnlockReason = "kiosk staff mode"
+
+// clearLockout lifts the device's PIN burst lock at the backend for a
+// logged-in staff member, technician or admin (audited device.pin_unlocked
+// by codes.ClearBurstLock, with the user and KioskUnlockReason); the device
+// lifts its own after ok. The daily cap stays.
+func (h *Staff) clearLockout(ctx context.Context, deviceID string, req wire.StaffRequest) wire.StaffResult {
+	actor, res := h.kioskSession(ctx, "clear_lockout", deviceID, req, auth.RoleStaff, auth.RoleTechnician, auth.RoleAdmin)
+	if res != wire.StaffOK {
+		return res
+	}
+	if h.codes == nil {
+		return wire.StaffUnavailable
+	}
+	var was bool
+	err := pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
+		var err error
+		was, err = h.codes.ClearBurstLock(ctx, tx, deviceID, actor, KioskUnlockReason)
+		return err
+	})
+	if err != nil {
+		h.log.Warn("kiosk clear lockout", "device", deviceID, "err", err)
+		return wire.StaffUnavailable
+	}
+	h.log.Info("device PIN lockout cleared at the kiosk", "device", deviceID, "actor", actor, "was_locked", was)
 	return wire.StaffOK
 }
 

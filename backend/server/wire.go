@@ -135,7 +135,7 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 		Pool:     st.Pool(),
 		Events:   events,
 		Verifier: deviceops.NewVerifier(deviceops.VerifierOptions{Codes: cs, Logger: log, Clock: o.Clock}),
-		Staff:    deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: svc, Pool: st.Pool(), Logger: log, Clock: o.Clock}),
+		Staff:    deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: svc, Pool: st.Pool(), Logger: log, Clock: o.Clock, Codes: cs}),
 		Logger:   log,
 		Registry: reg,
 	})

@@ -68,6 +68,8 @@ func (e *Engine) HandleCommand(ctx context.Context, c wire.Command) wire.Command
 			res.Status, res.Detail = wire.StatusFailed, "compartment "+st
 		}
 		e.log.Info("remote open", "id", c.ID, "compartment", comp.cfg.Number, "reason", c.Reason, "status", res.Status)
+	case wire.CmdClearLockout:
+		res.Status, res.Detail = e.clearLockoutCommand(c)
 	default:
 		res.Status, res.Detail = wire.StatusRejected, "not supported by kluisd: edit the configuration file"
 	}

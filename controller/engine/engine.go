@@ -48,6 +48,10 @@ const (
 	StateNoCompartment    = "no_compartment"
 	StateTestOpen         = "test_open"
 	StateError            = "error"
+	// StateLockoutCleared: staff lifted the PIN lockout; StateLockoutCapped:
+	// lifted, but the daily cap still locks PIN entry (retry_after_s).
+	StateLockoutCleared = "lockout_cleared"
+	StateLockoutCapped  = "lockout_capped"
 )
 
 // Operation purposes (journal intents).
@@ -212,7 +216,7 @@ func New(o Options) (*Engine, error) {
 	e := &Engine{o: o, cfg: o.Config, log: o.Logger.With("part", "engine"), now: o.Clock, drv: o.Driver, j: o.Journal,
 		boardDown: map[int]bool{}, boardErrs: map[int]int64{}, active: map[hardware.Address]*op{}, changed: make(chan struct{}),
 		used: map[string]usedCode{}, commands: map[string]time.Time{}}
-	e.pin.lim = pickupcode.NewLimiter(o.Config.Lockout.Limits(), pickupcode.LimiterState{})
+	e.pin.lim.Store(pickupcode.NewLimiter(o.Config.Lockout.Limits(), pickupcode.LimiterState{}))
 	e.mech, _ = o.Driver.(hardware.Mechanism)
 	for _, c := range o.Config.Compartments {
 		cp := &comp{cfg: c, lock: c.Addr(), slot: -1}
@@ -402,7 +406,7 @@ func (e *Engine) setScreenLocked(state string, n int, lang string) Screen {
 	}
 	e.screen = Screen{State: state, Compartment: n, Lang: lang, Message: msgs[lang], Messages: msgs,
 		Seq: e.screen.Seq + 1, At: e.now().UTC()}
-	if state == StateLockedOut {
+	if state == StateLockedOut || state == StateLockoutCapped {
 		if until := e.pinLockedUntil(); !until.IsZero() {
 			e.screen.RetryAfterS = int(until.Sub(e.now()).Seconds()) + 1
 		}

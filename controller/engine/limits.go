@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -28,8 +29,9 @@ const (
 // never count and are never locked (they cannot be guessed).
 type pinLimits struct {
 	// mu orders changes and their journal records.
-	mu  sync.Mutex
-	lim *pickupcode.Limiter
+	mu sync.Mutex
+	// lim is replaced whole by a lift, once it is journaled.
+	lim atomic.Pointer[pickupcode.Limiter]
 	// seq is the sequence number of the latest pin_limits record:
 	// compaction keeps it and any later one.
 	seq atomic.Uint64
@@ -41,7 +43,7 @@ func (e *Engine) replayPINLimits(r journal.Record) {
 	case recPINLimits:
 		var st pickupcode.LimiterState
 		if json.Unmarshal(r.Data, &st) == nil {
-			e.pin.lim = pickupcode.NewLimiter(e.cfg.Lockout.Limits(), st)
+			e.pin.lim.Store(pickupcode.NewLimiter(e.cfg.Lockout.Limits(), st))
 			e.pin.seq.Store(r.Seq)
 		}
 	case recLockout:
@@ -49,7 +51,7 @@ func (e *Engine) replayPINLimits(r journal.Record) {
 			Until time.Time `json:"until"`
 		}
 		if json.Unmarshal(r.Data, &l) == nil {
-			e.pin.lim.Lock(e.now(), l.Until)
+			e.pin.lim.Load().Lock(e.now(), l.Until)
 		}
 	}
 }
@@ -70,8 +72,11 @@ func (e *Engine) keepPINLimits(r journal.Record) bool {
 }
 
 // savePINLimits journals the limiter's state. e.pin.mu held.
-func (e *Engine) savePINLimits() error {
-	b, err := json.Marshal(e.pin.lim.State())
+func (e *Engine) savePINLimits() error { return e.savePINState(e.pin.lim.Load().State()) }
+
+// savePINState journals st as the limiter's state. e.pin.mu held.
+func (e *Engine) savePINState(st pickupcode.LimiterState) error {
+	b, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}
@@ -86,15 +91,16 @@ func (e *Engine) savePINLimits() error {
 }
 
 // pinLockedUntil reports until when PIN entry is locked (zero: open).
-func (e *Engine) pinLockedUntil() time.Time { return e.pin.lim.LockedUntil(e.now()) }
+func (e *Engine) pinLockedUntil() time.Time { return e.pin.lim.Load().LockedUntil(e.now()) }
 
 // pinFailed counts a wrong PIN, durably, and returns until when PIN entry
 // is locked from then on (zero: open).
 func (e *Engine) pinFailed() time.Time {
 	e.pin.mu.Lock()
 	now := e.now()
-	was := e.pin.lim.LockedUntil(now)
-	until := e.pin.lim.Fail(now)
+	lim := e.pin.lim.Load()
+	was := lim.LockedUntil(now)
+	until := lim.Fail(now)
 	_ = e.savePINLimits()
 	e.pin.mu.Unlock()
 	if was.IsZero() && !until.IsZero() {
@@ -109,7 +115,8 @@ func (e *Engine) followBackendLock(retryAfterS int) {
 	e.pin.mu.Lock()
 	now := e.now()
 	until := now.Add(time.Duration(max(retryAfterS, 1)) * time.Second).UTC()
-	started := e.pin.lim.Lock(now, until)
+	started := e.pin.lim.Load().Lock(now, until)
+	// (a lift replaces the limiter only under e.pin.mu, held here)
 	_ = e.savePINLimits()
 	e.pin.mu.Unlock()
 	if started {
@@ -122,4 +129,98 @@ func (e *Engine) lockStarted(until time.Time, why string) {
 	e.m.lockouts.Inc()
 	e.alarm(wire.AlarmBruteForceLockout, nil, nil,
 		fmt.Sprintf("PIN entry locked until %s: %s (QR codes still work)", until.UTC().Format(time.RFC3339), why))
+}
+
+// Lift is what a staff lift of the PIN lockout did.
+type Lift struct {
+	// WasLocked: a burst lock was in force.
+	WasLocked bool
+	// StillUntil is set when PIN entry stays locked by the daily cap.
+	StillUntil time.Time
+}
+
+// detail describes the lift for the backend (event and command result).
+func (l Lift) detail() string {
+	switch {
+	case !l.StillUntil.IsZero():
+		return fmt.Sprintf("burst lock lifted (was locked: %t); the daily cap still locks PIN entry until %s",
+			l.WasLocked, l.StillUntil.UTC().Format(time.RFC3339))
+	case l.WasLocked:
+		return "PIN entry was locked and is open now"
+	}
+	return "PIN entry was not locked"
+}
+
+// liftPINLock lifts the burst lock for staff: journaled first (a restart
+// keeps the lift), then in force, then reported as lockout_cleared (with the
+// staff id or command id of ev, and why) and alarm_cleared when PIN entry
+// opened. The failures so far stop counting towards the next burst lockout;
+// the daily cap is not lifted (docs/security.md).
+func (e *Engine) liftPINLock(ev wire.Event, why string) (Lift, error) {
+	e.pin.mu.Lock()
+	now := e.now()
+	next := pickupcode.NewLimiter(e.cfg.Lockout.Limits(), e.pin.lim.Load().State())
+	var l Lift
+	l.WasLocked = next.ClearBurst(now)
+	l.StillUntil = next.LockedUntil(now)
+	if err := e.savePINState(next.State()); err != nil {
+		e.pin.mu.Unlock()
+		return Lift{}, err
+	}
+	e.pin.lim.Store(next)
+	e.pin.mu.Unlock()
+	ev.Kind, ev.Detail = wire.EvLockoutCleared, why+": "+l.detail()
+	_ = e.emit(ev)
+	if l.WasLocked && l.StillUntil.IsZero() {
+		_ = e.emit(wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmBruteForceLockout, StaffID: ev.StaffID, CommandID: ev.CommandID})
+	}
+	e.log.Info("PIN lockout lifted by staff", "staff_id", ev.StaffID, "command_id", ev.CommandID,
+		"was_locked", l.WasLocked, "still_until", l.StillUntil)
+	return l, nil
+}
+
+// clearLockoutCommand carries out the backend's clear_lockout command (its
+// id, expiry and single use are checked by HandleCommand).
+func (e *Engine) clearLockoutCommand(c wire.Command) (wire.CommandStatus, string) {
+	l, err := e.liftPINLock(wire.Event{CommandID: optID(c.ID)}, "lifted by staff through the backend")
+	if err != nil {
+		return wire.StatusFailed, "journal unavailable: PIN lockout not lifted"
+	}
+	return wire.StatusDone, l.detail()
+}
+
+// StaffClearLockout lifts the PIN lockout at the kiosk for the logged-in
+// staff member, technician or admin: the backend lifts its own burst lock
+// (staff/req clear_lockout, audited there) and the device its journaled one,
+// reported as lockout_cleared with the staff id. When the backend does not
+// answer, the device lifts its own lock all the same (the staff member is
+// logged in and at the device) and says so. The daily cap stays.
+func (e *Engine) StaffClearLockout(ctx context.Context, lang string) (Screen, error) {
+	s, err := e.currentStaff()
+	if err != nil {
+		return Screen{}, err
+	}
+	why := "lifted at the kiosk in staff mode"
+	res, err := e.staffCall(ctx, wire.StaffRequest{Op: wire.StaffClearLockout, Session: s.token})
+	switch {
+	case err != nil || res.Result == wire.StaffUnavailable:
+		why += " (backend unreachable: its lock is not lifted)"
+	case res.Result == wire.StaffOK:
+		why += " (and at the backend)"
+	case res.Result == wire.StaffSessionExpired:
+		e.mu.Lock()
+		e.staff = nil
+		e.mu.Unlock()
+		return e.setScreen(StateStaffDenied, 0, lang), nil
+	default:
+		return e.setScreen(StateStaffDenied, 0, lang), nil
+	}
+	l, err := e.liftPINLock(wire.Event{StaffID: optID(s.id)}, why)
+	if err != nil {
+		return e.setScreen(StateError, 0, lang), nil
+	}
+	if !l.StillUntil.IsZero() {
+		return e.setScreen(StateLockoutCapped, 0, lang), nil
+	}
+	return e.setScreen(StateLockoutCleared, 0, lang), nil
 }

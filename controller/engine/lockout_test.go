@@ -207,3 +207,145 @@ func TestBackendLockoutFollowedForPINsOnly(t *testing.T) {
 		require.Equal(t, StateOpen, r.pickup(PickupRequest{QR: "K1.good"}).State)
 	})
 }
+
+func (r *rig) lockPINs() {
+	r.t.Helper()
+	for i := 0; i < 3; i++ {
+		r.pickup(PickupRequest{PIN: fmt.Sprintf("66666666%d", i), BirthDate: "1990-01-01"})
+	}
+	require.Equal(r.t, StateLockedOut, r.pickup(PickupRequest{PIN: "666666669", BirthDate: "1990-01-01"}).State)
+}
+
+func (r *rig) lastEvent(kind wire.EventKind) wire.Event {
+	r.t.Helper()
+	evs := r.events()
+	for i := len(evs) - 1; i >= 0; i-- {
+		if evs[i].Kind == kind {
+			return evs[i]
+		}
+	}
+	r.t.Fatalf("no %s event", kind)
+	return wire.Event{}
+}
+
+// The backend's clear_lockout command lifts the journaled lockout (a
+// restart does not bring it back), is reported, and is carried out once and
+// only before it expires.
+func TestClearLockoutCommand(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		r.be.set(func() { r.be.verify["123456789/1990-01-01"] = okAt("doc-4", 2) })
+		r.lockPINs()
+		now := time.Now()
+		cmd := func(id string, expires time.Time) wire.CommandResult {
+			return r.e.HandleCommand(context.Background(), wire.Command{ID: id, Kind: wire.CmdClearLockout, Issued: now,
+				Expires: expires, Reason: "citizen at the counter", By: "user:7"})
+		}
+		// Late: expired, nothing lifted.
+		res := cmd("clear-late", now)
+		require.Equal(t, wire.StatusExpired, res.Status)
+		require.Equal(t, StateLockedOut, r.pickup(PickupRequest{PIN: "123456789", BirthDate: "1990-01-01"}).State)
+		res = cmd("clear-1", now.Add(15*time.Second))
+		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
+		require.Equal(t, "PIN entry was locked and is open now", res.Detail)
+		ev := r.lastEvent(wire.EvLockoutCleared)
+		require.Equal(t, "clear-1", ev.CommandID)
+		require.Contains(t, ev.Detail, "lifted by staff through the backend")
+		require.True(t, r.hasEvent("alarm_cleared:brute_force_lockout"))
+		require.Equal(t, "duplicate", string(cmd("clear-1", now.Add(15*time.Second)).Status))
+		// The lift is journaled: a restart does not bring the lockout back,
+		// and the failures before it no longer count towards the next burst.
+		r = r.restart(rigOpts{})
+		defer r.stop()
+		r.be.set(func() { r.be.verify["123456789/1990-01-01"] = okAt("doc-4", 2) })
+		require.Equal(t, StateWrongCode, r.pickup(PickupRequest{PIN: "777777777", BirthDate: "1990-01-01"}).State)
+		r.setItem(hardware.Address{Board: 0, Channel: 2}, true, false)
+		require.Equal(t, StateOpen, r.pickup(PickupRequest{PIN: "123456789", BirthDate: "1990-01-01"}).State)
+		// Not locked: done all the same, and said.
+		res = r.e.HandleCommand(context.Background(), wire.Command{ID: "clear-2", Kind: wire.CmdClearLockout, Issued: time.Now(),
+			Expires: time.Now().Add(15 * time.Second), Reason: "r", By: "user:7"})
+		require.Equal(t, wire.StatusDone, res.Status)
+		require.Equal(t, "PIN entry was not locked", res.Detail)
+	})
+}
+
+// Staff lift the lockout at the kiosk: the backend is asked (staff/req
+// clear_lockout), the device's own lock lifted and reported with the staff
+// id; without the backend the device still lifts its own; a refusal lifts
+// nothing; the daily cap stays.
+func TestStaffClearLockoutAtKiosk(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		_, err := r.e.StaffClearLockout(context.Background(), "en")
+		require.ErrorIs(t, err, ErrNoStaff)
+		r.lockPINs()
+		exp := time.Now().Add(time.Hour)
+		r.be.set(func() {
+			r.be.staff["login:BADGE-1"] = wire.StaffResponse{Op: wire.StaffLogin, Result: wire.StaffOK, Session: "s", StaffID: "u1",
+				StaffName: "An", Expires: &exp, Role: wire.RoleTechnician}
+		})
+		s, err := r.e.StaffLogin(context.Background(), "BADGE-1", "", "en")
+		require.NoError(t, err)
+		require.Equal(t, StateStaff, s.State)
+		// The backend refuses: nothing lifted.
+		s, err = r.e.StaffClearLockout(context.Background(), "en")
+		require.NoError(t, err)
+		require.Equal(t, StateStaffDenied, s.State)
+		require.False(t, r.hasEvent(string(wire.EvLockoutCleared)))
+		require.False(t, r.pinLockedUntilZero())
+		// The backend agrees.
+		r.be.set(func() {
+			r.be.staff["clear_lockout:"] = wire.StaffResponse{Op: wire.StaffClearLockout, Result: wire.StaffOK}
+		})
+		s, err = r.e.StaffClearLockout(context.Background(), "en")
+		require.NoError(t, err)
+		require.Equal(t, StateLockoutCleared, s.State)
+		require.Equal(t, "PIN entry is unlocked.", s.Message)
+		require.True(t, r.pinLockedUntilZero())
+		ev := r.lastEvent(wire.EvLockoutCleared)
+		require.Equal(t, "u1", ev.StaffID)
+		require.Contains(t, ev.Detail, "at the kiosk in staff mode (and at the backend)")
+		require.Contains(t, ev.Detail, "was locked")
+		// The backend unreachable: the device lifts its own lock and says so.
+		r.e.StaffLogout(context.Background())
+		time.Sleep(time.Second)
+		r.lockPINs()
+		s, err = r.e.StaffLogin(context.Background(), "BADGE-1", "", "en")
+		require.NoError(t, err)
+		r.be.set(func() { r.be.unreachable = true })
+		s, err = r.e.StaffClearLockout(context.Background(), "en")
+		require.NoError(t, err)
+		require.Equal(t, StateLockoutCleared, s.State)
+		require.Contains(t, r.lastEvent(wire.EvLockoutCleared).Detail, "backend unreachable")
+		r.be.set(func() { r.be.unreachable = false })
+
+		// The daily cap is not lifted by anybody (the staff session
+		// outlives the hours of failures: log in again at the end).
+		limits := r.cfg.Lockout.Limits()
+		for i := 0; i < limits.DailyMaxFailures; i++ {
+			if !r.pinLockedUntilZero() {
+				break
+			}
+			r.pickup(PickupRequest{PIN: fmt.Sprintf("8%08d", i), BirthDate: "1990-01-01"})
+			time.Sleep(limits.DeviceWindow + time.Second)
+		}
+		require.False(t, r.pinLockedUntilZero(), "the daily cap locks")
+		exp = time.Now().Add(time.Hour)
+		r.be.set(func() {
+			r.be.staff["login:BADGE-1"] = wire.StaffResponse{Op: wire.StaffLogin, Result: wire.StaffOK, Session: "s", StaffID: "u1",
+				StaffName: "An", Expires: &exp, Role: wire.RoleTechnician}
+		})
+		_, err = r.e.StaffLogin(context.Background(), "BADGE-1", "", "en")
+		require.NoError(t, err)
+		s, err = r.e.StaffClearLockout(context.Background(), "en")
+		require.NoError(t, err)
+		require.Equal(t, StateLockoutCapped, s.State)
+		require.Positive(t, s.RetryAfterS)
+		require.Contains(t, r.lastEvent(wire.EvLockoutCleared).Detail, "the daily cap still locks PIN entry until")
+		require.Equal(t, StateLockedOut, r.pickup(PickupRequest{PIN: "123456789", BirthDate: "1990-01-01"}).State)
+	})
+}
+
+func (r *rig) pinLockedUntilZero() bool { return r.e.pinLockedUntil().IsZero() }

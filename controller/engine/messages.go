@@ -136,6 +136,16 @@ var messages = map[string][4]string{
 		"Ouverture de test du casier {n}.",
 		"Test opening of compartment {n}.",
 		"Testöffnung von Fach {n}."},
+	StateLockoutCleared: {
+		"De blokkering van de pincodes is opgeheven.",
+		"Le blocage des codes PIN est levé.",
+		"PIN entry is unlocked.",
+		"Die Sperre der PIN-Eingabe ist aufgehoben."},
+	StateLockoutCapped: {
+		"De blokkering is opgeheven, maar het dagmaximum aan foute pincodes is bereikt: pincodes blijven nog even geblokkeerd. QR-codes werken.",
+		"Le blocage est levé, mais le maximum journalier de codes PIN erronés est atteint : les codes PIN restent bloqués un moment. Les codes QR fonctionnent.",
+		"The lockout is lifted, but the daily limit of wrong PINs is reached: PIN entry stays locked for a while. QR codes work.",
+		"Die Sperre ist aufgehoben, aber das Tageslimit falscher PINs ist erreicht: die PIN-Eingabe bleibt noch gesperrt. QR-Codes funktionieren."},
 	StateError: {
 		"Er ging iets mis. Vraag hulp aan het loket.",
 		"Un problème est survenu. Demandez de l'aide au guichet.",

@@ -8,6 +8,7 @@
 //	POST /kiosk/v1/staff/load      {"document_number": "..."}
 //	POST /kiosk/v1/staff/retrieve  {"document_number": "..."}
 //	POST /kiosk/v1/staff/logout
+//	POST /kiosk/v1/staff/clear-lockout  (staff login required: lifts the PIN lockout)
 //	POST /kiosk/v1/tech/test-open  {"compartment": 3}   (staff login required)
 //	GET  /kiosk/v1/diagnostics
 //
@@ -46,6 +47,7 @@ func Handler(e *engine.Engine, log *slog.Logger) http.Handler {
 	mux.HandleFunc("POST /kiosk/v1/staff/load", s.staffDoor(e.StaffLoad))
 	mux.HandleFunc("POST /kiosk/v1/staff/retrieve", s.staffDoor(e.StaffRetrieve))
 	mux.HandleFunc("POST /kiosk/v1/staff/logout", s.staffLogout)
+	mux.HandleFunc("POST /kiosk/v1/staff/clear-lockout", s.staffClearLockout)
 	mux.HandleFunc("POST /kiosk/v1/tech/test-open", s.testOpen)
 	mux.HandleFunc("GET /kiosk/v1/diagnostics", s.diagnostics)
 	return loopbackOnly(mux)
@@ -205,6 +207,21 @@ func (s *server) staffDoor(fn func(context.Context, string, string) (engine.Scre
 
 func (s *server) staffLogout(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.e.StaffLogout(r.Context()))
+}
+
+func (s *server) staffClearLockout(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Lang string `json:"lang"`
+	}
+	if r.ContentLength != 0 && !decode(w, r, &req) {
+		return
+	}
+	scr, err := s.e.StaffClearLockout(r.Context(), req.Lang)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, scr)
 }
 
 func (s *server) testOpen(w http.ResponseWriter, r *http.Request) {

@@ -39,7 +39,10 @@ type rig struct {
 	srv  *httptest.Server
 }
 
-func newRig(t testing.TB) *rig {
+func newRig(t testing.TB) *rig { return newRigWith(t, nil) }
+
+// newRigWith starts an engine with backend be (nil: offline only).
+func newRigWith(t testing.TB, be engine.Backend) *rig {
 	dir := t.TempDir()
 	cfg, err := config.Parse([]byte(`
 device_id: `+dev+`
@@ -60,7 +63,7 @@ compartments:
 	cache, err := offline.Open(dir, dev, pub)
 	require.NoError(t, err)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e, err := engine.New(engine.Options{Config: cfg, Driver: f, Journal: j, Replay: recs, Cache: cache, Logger: log})
+	e, err := engine.New(engine.Options{Config: cfg, Driver: f, Journal: j, Replay: recs, Cache: cache, Logger: log, Backend: be})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

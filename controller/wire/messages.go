@@ -93,13 +93,19 @@ const (
 	EvAlarmCleared       EventKind = "alarm_cleared"
 	EvLoaded             EventKind = "loaded"    // staff put a document in its compartment
 	EvRetrieved          EventKind = "retrieved" // staff took a document back out
+	// EvLockoutCleared: staff lifted the device's PIN lockout, at the
+	// kiosk in staff mode (staff_id) or through the backend's
+	// clear_lockout command (command_id); detail says whether PIN entry
+	// was locked and whether the daily cap still holds. Audited by the
+	// backend.
+	EvLockoutCleared EventKind = "lockout_cleared"
 )
 
 // EventKinds lists every event kind.
 func EventKinds() []EventKind {
 	return []EventKind{EvDoorOpened, EvDoorClosed, EvItemPlaced, EvItemRemoved,
 		EvPickupCompleted, EvPickupNotCollected, EvOpenNotDetected, EvAlarm,
-		EvAlarmCleared, EvLoaded, EvRetrieved}
+		EvAlarmCleared, EvLoaded, EvRetrieved, EvLockoutCleared}
 }
 
 // AlarmKind names an alarm.
@@ -145,6 +151,7 @@ const (
 //	pickup_completed, pickup_not_collected: addr, document_id (method optional)
 //	loaded, retrieved: addr, document_id, staff_id
 //	alarm, alarm_cleared: alarm (addr for door alarms, board for board_unreachable)
+//	lockout_cleared: staff_id or command_id
 type Event struct {
 	V    int       `json:"v"`
 	ID   string    `json:"id"`
@@ -190,10 +197,10 @@ const (
 	CmdOpen     CommandKind = "open"      // remote open of addr (technician, support)
 	CmdConfig   CommandKind = "config"    // settings to apply
 	CmdCodeSync CommandKind = "code_sync" // offline verification material
-	// CmdClearLockout lifts the device's own code-entry lockout (the one
-	// it journals), after staff lifted the backend's (reason and by: who
-	// and why, audited by the backend). Device side pending: kluisd
-	// answers it "rejected" until it implements it (docs/asyncapi.yaml).
+	// CmdClearLockout lifts the device's own PIN lockout (the one it
+	// journals), after staff lifted the backend's (reason and by: who and
+	// why, audited by the backend); the device reports lockout_cleared
+	// (docs/asyncapi.yaml).
 	CmdClearLockout CommandKind = "clear_lockout"
 )
 
@@ -347,11 +354,16 @@ const (
 	// to test-open -> ok (technicians and admins; audited) or denied. The
 	// device opens only after ok (device side pending).
 	StaffTestOpen StaffOp = "test_open"
+	// StaffClearLockout: session -> ok when the logged-in user (staff,
+	// technician or admin) may lift the device's PIN lockout; the backend
+	// lifts its own burst lock (audited device.pin_unlocked) and the
+	// device then lifts its journaled one.
+	StaffClearLockout StaffOp = "clear_lockout"
 )
 
 // StaffOps lists every staff operation.
 func StaffOps() []StaffOp {
-	return []StaffOp{StaffLogin, StaffReserve, StaffRetrieve, StaffLogout, StaffTestOpen}
+	return []StaffOp{StaffLogin, StaffReserve, StaffRetrieve, StaffLogout, StaffTestOpen, StaffClearLockout}
 }
 
 // StaffRequest is a staff operation the kiosk asks the backend for.

@@ -167,6 +167,10 @@ func (m *Event) Validate() error {
 		c.addr("addr", m.Addr, true)
 		c.id("document_id", m.DocumentID)
 		c.id("staff_id", m.StaffID)
+	case EvLockoutCleared:
+		if m.StaffID == "" && m.CommandID == "" {
+			c.fail("lockout_cleared needs staff_id or command_id")
+		}
 	case EvAlarm, EvAlarmCleared:
 		if m.Alarm == "" {
 			c.fail("missing alarm")
@@ -363,7 +367,7 @@ func (m *StaffRequest) Validate() error {
 		if m.Session == "" || m.DocumentNumber == "" {
 			c.fail("%s needs session and document_number", m.Op)
 		}
-	case StaffLogout, StaffTestOpen:
+	case StaffLogout, StaffTestOpen, StaffClearLockout:
 		if m.Session == "" {
 			c.fail("%s needs session", m.Op)
 		}

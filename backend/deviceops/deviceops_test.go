@@ -435,3 +435,36 @@ func TestKioskRolesDecideServerSide(t *testing.T) {
 	assert.Equal(t, `kiosk.denied `+id(auth.RoleTechnician)+` {"op":"retrieve","role":"technician"}`, got[3])
 	assert.Equal(t, `kiosk.test_open `+id(auth.RoleAdmin)+` {"compartment":2}`, got[4])
 }
+
+// A device that locked a code offline (5 wrong dates of birth with its PIN)
+// reports code_locked: the backend locks that code too (QR included),
+// audited, and resends the device's cache. A report naming another code
+// locks nothing.
+func TestCodeLockedOfflineLocksTheCodeAtTheBackend(t *testing.T) {
+	e := newEnv(t)
+	d, cr := e.loaded(store.EID, "591-1234567-89", "k1")
+	require.ErrorIs(t, e.event("k1", wire.Event{Kind: wire.EvCodeLocked, DocumentID: "not-a-uuid"}), devicelink.ErrRejected)
+	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvCodeLocked, DocumentID: d.ID, Offline: true,
+		CodeRef: pickupcode.QRHash("AAAAAAAAAAAAAAAAAAAAAA")}))
+	require.NotContains(t, e.changedDevices(), "k1", "another code: nothing locked")
+	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvCodeLocked, DocumentID: d.ID, Offline: true, Method: wire.MethodPIN,
+		CodeRef: pickupcode.QRHash(cr.CodeID), Detail: "too many wrong dates of birth with its PIN, offline"}))
+	require.Contains(t, e.changedDevices(), "k1")
+	require.Equal(t, wire.VerifyWrongCode, e.qr("k1", cr.QRToken).Result, "locked, QR included")
+	require.Equal(t, wire.VerifyWrongCode, e.pin("k1", cr.PIN, "1990-02-28").Result)
+	bundle, err := e.codes.OfflineBundle(e.ctx, "k1")
+	require.NoError(t, err)
+	require.Empty(t, bundle, "a locked code leaves the offline bundle")
+	recs, err := audit.List(e.ctx, e.st.Pool(), audit.ListOptions{Subject: "document:" + d.ID})
+	require.NoError(t, err)
+	n := 0
+	for _, r := range recs {
+		if r.Action == "code.locked" {
+			n++
+			require.Contains(t, string(r.Details), cr.CodeID)
+		}
+	}
+	require.Equal(t, 1, n)
+	// Resent: nothing more.
+	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvCodeLocked, DocumentID: d.ID, CodeRef: pickupcode.QRHash(cr.CodeID)}))
+}

@@ -143,6 +143,11 @@ func (h *Events) HandleEvent(ctx context.Context, tx pgx.Tx, deviceID string, ev
 		}
 		_, err = h.svc.Retrieve(ctx, actor, ev.DocumentID)
 		err = h.settled(ctx, err, ev.DocumentID, lifecycle.Retrieved)
+	case wire.EvCodeLocked:
+		// Before the device audit record, like a re-arm.
+		if err := h.lockOffline(ctx, tx, deviceID, ev); err != nil {
+			return err
+		}
 	case wire.EvPickupNotCollected, wire.EvOpenNotDetected:
 		// Before the device audit record: the re-arm locks the document
 		// first and appends to the audit log last, like a transition.
@@ -188,6 +193,26 @@ func (h *Events) HandleEvent(ctx context.Context, tx pgx.Tx, deviceID string, ev
 		// counted again, which errs on the side of alerting.
 		h.alarms.WithLabelValues(string(ev.Alarm)).Inc()
 		h.log.Warn("device alarm", "device", deviceID, "alarm", ev.Alarm)
+	}
+	return nil
+}
+
+// lockOffline locks the code the device locked offline after too many
+// wrong dates of birth, so that it opens nothing online either until
+// re-issued, and resends the device's offline cache.
+func (h *Events) lockOffline(ctx context.Context, tx pgx.Tx, deviceID string, ev wire.Event) error {
+	if h.codes == nil {
+		return nil
+	}
+	ok, err := h.codes.LockOffline(ctx, tx, deviceID, ev.DocumentID, ev.CodeRef)
+	if errors.Is(err, pickupcode.ErrInvalid) {
+		return fmt.Errorf("%s: %v: %w", ev.Kind, err, devicelink.ErrRejected)
+	}
+	if err != nil {
+		return err
+	}
+	if ok {
+		h.changed(deviceID)
 	}
 	return nil
 }

@@ -142,9 +142,11 @@ type op struct {
 	staffID   string
 	commandID string
 	lang      string
-	intent    journal.Intent
-	resumed   bool
-	events    chan hardware.Event
+	// codeRef names the code of an offline pickup (wire.Event.CodeRef).
+	codeRef string
+	intent  journal.Intent
+	resumed bool
+	events  chan hardware.Event
 }
 
 type staffSession struct {
@@ -158,7 +160,10 @@ type staffSession struct {
 // that a restart finds without an unfinished operation (kluisd died before
 // journaling the pulse intent) is released, as nothing was pulsed.
 type usedCode struct {
-	Doc        string    `json:"doc"`
+	Doc string `json:"doc"`
+	// CodeRef names the code an offline pickup used (offline.Match), for
+	// the outcome event of an operation resumed after a restart.
+	CodeRef    string    `json:"code_ref,omitempty"`
 	GraceUntil time.Time `json:"grace_until,omitempty"`
 	Released   bool      `json:"released,omitempty"`
 	Pending    bool      `json:"pending,omitempty"`
@@ -197,6 +202,10 @@ type Engine struct {
 	// time (see limits.go).
 	pin   pinLimits
 	pinMu sync.Mutex
+	// dobFails and codeLocks are the offline second-factor rule (dob.go;
+	// under mu).
+	dobFails  []dobFailure
+	codeLocks map[string]codeLock
 }
 
 // New builds an engine; Run starts it.
@@ -215,7 +224,7 @@ func New(o Options) (*Engine, error) {
 	}
 	e := &Engine{o: o, cfg: o.Config, log: o.Logger.With("part", "engine"), now: o.Clock, drv: o.Driver, j: o.Journal,
 		boardDown: map[int]bool{}, boardErrs: map[int]int64{}, active: map[hardware.Address]*op{}, changed: make(chan struct{}),
-		used: map[string]usedCode{}, commands: map[string]time.Time{}}
+		used: map[string]usedCode{}, commands: map[string]time.Time{}, codeLocks: map[string]codeLock{}}
 	e.pin.lim.Store(pickupcode.NewLimiter(o.Config.Lockout.Limits(), pickupcode.LimiterState{}))
 	e.mech, _ = o.Driver.(hardware.Mechanism)
 	for _, c := range o.Config.Compartments {
@@ -254,6 +263,8 @@ func (e *Engine) replay(recs []journal.Record) {
 			}
 		case recPINLimits, recLockout:
 			e.replayPINLimits(r)
+		case recDOBFailure, recCodeLocked:
+			e.replayDOB(r)
 		case recCommand:
 			var c struct {
 				ID      string    `json:"id"`
@@ -287,6 +298,8 @@ func (e *Engine) Keep(r journal.Record) bool {
 		return ok && cur.Released == u.Released && cur.Pending == u.Pending && cur.GraceUntil.Equal(u.GraceUntil)
 	case recPINLimits, recLockout:
 		return e.keepPINLimits(r)
+	case recDOBFailure, recCodeLocked:
+		return e.keepDOB(r)
 	case recCommand:
 		var c struct {
 			Expires time.Time `json:"expires"`

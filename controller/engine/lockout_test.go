@@ -13,6 +13,7 @@ import (
 
 	"kluis/controller/journal"
 	"kluis/controller/offline/offlinetest"
+	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
 	"kluis/hardware"
 )
@@ -349,3 +350,66 @@ func TestStaffClearLockoutAtKiosk(t *testing.T) {
 }
 
 func (r *rig) pinLockedUntilZero() bool { return r.e.pinLockedUntil().IsZero() }
+
+// Offline, 5 wrong dates of birth typed with the right PIN lock the code
+// (QR included), persisted across restarts, and the backend is told; 4 do
+// not. (Used to open after 12 wrong dates.)
+func TestOfflineWrongDatesOfBirthLockTheCode(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		now := time.Now()
+		tok, cid := signToken(t, r.priv, now.Add(72*time.Hour))
+		locked := offlinetest.PINEntry("doc-l", device, "246813579", "1980-05-06", wire.Address{Board: 0, Channel: 1}, now.Add(72*time.Hour))
+		locked.QRHash = pickupcode.QRHash(cid)
+		kept := offlinetest.PINEntry("doc-k", device, "135792468", "1970-01-02", wire.Address{Board: 0, Channel: 2}, now.Add(72*time.Hour))
+		res := r.e.HandleCommand(context.Background(), wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now,
+			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{locked, kept}}})
+		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
+		r.be.set(func() { r.be.unreachable = true })
+		pause := r.cfg.Lockout.Window + time.Second // no burst lockout in between
+		wrongDOB := func(pin string, i int) {
+			require.Equal(t, StateWrongCode, r.pickup(PickupRequest{PIN: pin, BirthDate: fmt.Sprintf("1981-01-%02d", i+1)}).State)
+			time.Sleep(pause)
+		}
+		// Four wrong dates, then the right one: opens.
+		for i := 0; i < 4; i++ {
+			wrongDOB("135792468", i)
+		}
+		b := hardware.Address{Board: 0, Channel: 2}
+		r.setItem(b, true, false)
+		require.Equal(t, StateOpen, r.pickup(PickupRequest{PIN: "135792468", BirthDate: "1970-01-02"}).State)
+		r.waitFor("pulse", func() bool { return r.f.PulseCount(b) == 1 })
+		r.citizen(b, true)
+		r.waitState(StateDone)
+
+		// Five wrong dates (a restart in between), then the right one:
+		// refused, and the code is locked.
+		for i := 0; i < 5; i++ {
+			wrongDOB("246813579", i)
+			if i == 2 {
+				r = r.restart(rigOpts{})
+				defer r.stop()
+				r.be.set(func() { r.be.unreachable = true })
+			}
+		}
+		require.Equal(t, StateWrongCode, r.pickup(PickupRequest{PIN: "246813579", BirthDate: "1980-05-06"}).State)
+		ev := r.lastEvent(wire.EvCodeLocked)
+		require.Equal(t, "doc-l", ev.DocumentID)
+		require.Equal(t, pickupcode.QRHash(cid), ev.CodeRef)
+		require.True(t, ev.Offline)
+		require.Equal(t, StateWrongCode, r.pickup(PickupRequest{QR: tok}).State, "the QR code of a locked code opens nothing")
+		r = r.restart(rigOpts{})
+		defer r.stop()
+		r.be.set(func() { r.be.unreachable = true })
+		time.Sleep(pause)
+		require.Equal(t, StateWrongCode, r.pickup(PickupRequest{PIN: "246813579", BirthDate: "1980-05-06"}).State, "locked after a restart")
+		require.Equal(t, StateWrongCode, r.pickup(PickupRequest{QR: tok}).State)
+		require.Zero(t, r.f.PulseCount(hardware.Address{Board: 0, Channel: 1}))
+		// The journal holds tags of the PIN, not the PIN.
+		for _, rec := range journalRecords(t, r.dir) {
+			require.NotContains(t, string(rec.Data), "246813579")
+			require.NotContains(t, string(rec.Data), "1980-05-06")
+		}
+	})
+}

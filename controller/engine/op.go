@@ -398,6 +398,12 @@ func (e *Engine) finishSeen(ctx context.Context, o *op, sawRemoved, sawPlaced bo
 	case PurposePickup:
 		ev := base
 		ev.Method, ev.Offline = o.method, o.offline
+		if o.offline {
+			ev.CodeRef = o.codeRef
+			if ev.CodeRef == "" {
+				ev.CodeRef = e.usedRef(o.docID) // resumed after a restart
+			}
+		}
 		if known && present {
 			ev.Kind = wire.EvPickupNotCollected
 			e.unuse(o, e.now().Add(e.cfg.Timeouts.Grace))
@@ -463,6 +469,13 @@ func (e *Engine) setUsed(u usedCode) {
 	e.mu.Lock()
 	e.used[u.Doc] = u
 	e.mu.Unlock()
+}
+
+// usedRef returns the code reference of doc's single-use mark.
+func (e *Engine) usedRef(doc string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.used[doc].CodeRef
 }
 
 // usedNow reports whether doc's code is spent on this device.

@@ -105,6 +105,7 @@ func (e *Engine) Pickup(ctx context.Context, r PickupRequest) (Screen, error) {
 		err     error
 		offl    bool
 		offMiss error
+		codeRef string
 	)
 	if e.o.Backend != nil {
 		vctx, cancel := context.WithTimeout(ctx, e.cfg.Timeouts.Verify)
@@ -119,7 +120,7 @@ func (e *Engine) Pickup(ctx context.Context, r PickupRequest) (Screen, error) {
 			return e.setScreen(StateIdle, 0, lang), ctx.Err()
 		}
 		offl = true
-		res, offMiss = e.verifyOffline(r, method)
+		res, codeRef, offMiss = e.verifyOffline(r, method)
 	}
 	source := "online"
 	if offl {
@@ -160,11 +161,11 @@ func (e *Engine) Pickup(ctx context.Context, r PickupRequest) (Screen, error) {
 	if e.usedNow(res.DocumentID) {
 		return e.setScreen(StateAlreadyCollected, 0, lang), nil
 	}
-	o := &op{purpose: PurposePickup, comp: c, docID: res.DocumentID, method: method, offline: offl, lang: lang}
+	o := &op{purpose: PurposePickup, comp: c, docID: res.DocumentID, method: method, offline: offl, lang: lang, codeRef: codeRef}
 	if offl {
 		// Single use offline: spent before the door opens, released
 		// again if it does not.
-		e.setUsed(usedCode{Doc: res.DocumentID, Pending: true})
+		e.setUsed(usedCode{Doc: res.DocumentID, Pending: true, CodeRef: codeRef})
 	}
 	if st := e.start(o); st != "" {
 		if offl {
@@ -176,10 +177,12 @@ func (e *Engine) Pickup(ctx context.Context, r PickupRequest) (Screen, error) {
 }
 
 // verifyOffline checks the code against the offline cache under the same
-// rules and maps the outcome to a verify response.
-func (e *Engine) verifyOffline(r PickupRequest, method wire.Method) (wire.VerifyResponse, error) {
+// rules and maps the outcome to a verify response (with the code's
+// reference for the backend). A PIN of a code locked offline, or whose
+// code has seen too many wrong dates of birth, answers wrong_code.
+func (e *Engine) verifyOffline(r PickupRequest, method wire.Method) (wire.VerifyResponse, string, error) {
 	if e.o.Cache == nil {
-		return wire.VerifyResponse{Result: wire.VerifyUnavailable}, offline.ErrNoMaterial
+		return wire.VerifyResponse{Result: wire.VerifyUnavailable}, "", offline.ErrNoMaterial
 	}
 	var m offline.Match
 	var err error
@@ -188,10 +191,20 @@ func (e *Engine) verifyOffline(r PickupRequest, method wire.Method) (wire.Verify
 	} else {
 		m, err = e.o.Cache.VerifyPIN(r.PIN, r.BirthDate, e.now())
 	}
+	wrong := wire.VerifyResponse{Result: wire.VerifyWrongCode}
 	switch {
 	case err == nil:
 		if e.usedNow(m.DocumentID) {
-			return wire.VerifyResponse{Result: wire.VerifyAlreadyCollected}, nil
+			return wire.VerifyResponse{Result: wire.VerifyAlreadyCollected}, "", nil
+		}
+		if e.codeLocked(m.Key) {
+			return wrong, "", nil
+		}
+		if method == wire.MethodPIN && m.NeedsDOB && e.wrongDOBs(m.PINTag) >= e.cfg.Lockout.Limits().CodeMaxFailures {
+			// The right PIN and date of birth after too many wrong dates:
+			// the code is locked, as online, and this attempt refused.
+			e.lockCode(m)
+			return wrong, "", nil
 		}
 		addr := m.Addr
 		var slot *int
@@ -199,13 +212,16 @@ func (e *Engine) verifyOffline(r PickupRequest, method wire.Method) (wire.Verify
 			// The cache names an automaton slot by board and channel.
 			slot = intPtr(m.Addr.Channel)
 		}
-		return wire.VerifyResponse{Result: wire.VerifyOK, DocumentID: m.DocumentID, Addr: &addr, Slot: slot}, nil
+		return wire.VerifyResponse{Result: wire.VerifyOK, DocumentID: m.DocumentID, Addr: &addr, Slot: slot}, m.CodeRef, nil
 	case errors.Is(err, pickupcode.ErrSecondFactorRequired):
-		return wire.VerifyResponse{Result: wire.VerifySecondFactorRequired}, nil
+		return wire.VerifyResponse{Result: wire.VerifySecondFactorRequired}, "", nil
 	case errors.Is(err, pickupcode.ErrExpired):
-		return wire.VerifyResponse{Result: wire.VerifyExpired}, nil
+		return wire.VerifyResponse{Result: wire.VerifyExpired}, "", nil
 	case errors.Is(err, pickupcode.ErrWrongCode), errors.Is(err, pickupcode.ErrWrongDevice):
-		return wire.VerifyResponse{Result: wire.VerifyWrongCode}, nil
+		if method == wire.MethodPIN {
+			e.offlinePINFailed(m.PINTag)
+		}
+		return wrong, "", nil
 	}
-	return wire.VerifyResponse{Result: wire.VerifyUnavailable}, err
+	return wire.VerifyResponse{Result: wire.VerifyUnavailable}, "", err
 }

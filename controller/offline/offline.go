@@ -23,6 +23,8 @@ package offline
 
 import (
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,13 +50,36 @@ var (
 	ErrStale = errors.New("offline: stale code sync")
 )
 
-// Match is a successful offline verification.
+// Match is a successful offline verification (or, with an error, what is
+// known of the attempt: its PINTag, and the entry of an expired code).
 type Match struct {
 	DocumentID string
 	Addr       wire.Address
 	Slot       *int
 	Method     wire.Method
 	Expires    time.Time
+	// Key identifies the cache entry (the code), whatever form was used.
+	Key string
+	// CodeRef is the entry's qr_hash (pickupcode.QRHash of the code id):
+	// it names the code to the backend without revealing anything.
+	CodeRef string
+	// NeedsDOB: the entry's verifier includes the date of birth.
+	NeedsDOB bool
+	// PINTag tags the PIN of a PIN attempt (pickupcode.OfflineCheck),
+	// also when it matched nothing.
+	PINTag string
+}
+
+// EntryKey identifies an entry (a code): the SHA-256 of its hashes,
+// base64url, 16 characters.
+func EntryKey(e wire.CodeEntry) string {
+	h := sha256.Sum256([]byte(e.QRHash + "|" + e.PINHash))
+	return base64.RawURLEncoding.EncodeToString(h[:12])
+}
+
+func match(e wire.CodeEntry, m wire.Method) Match {
+	return Match{DocumentID: e.DocumentID, Addr: e.Addr, Method: m, Expires: e.Expires, Key: EntryKey(e),
+		CodeRef: e.QRHash, NeedsDOB: e.SecondFactor}
 }
 
 type file struct {
@@ -198,9 +223,9 @@ func (c *Cache) VerifyQR(token string, now time.Time) (Match, error) {
 	for _, e := range c.f.Entries {
 		if e.QRHash != "" && e.QRHash == h {
 			if !now.Before(e.Expires) {
-				return Match{}, fmt.Errorf("offline: %w", pickupcode.ErrExpired)
+				return match(e, wire.MethodQR), fmt.Errorf("offline: %w", pickupcode.ErrExpired)
 			}
-			return Match{DocumentID: e.DocumentID, Addr: e.Addr, Method: wire.MethodQR, Expires: e.Expires}, nil
+			return match(e, wire.MethodQR), nil
 		}
 	}
 	// A genuine token whose code is not in the cache: revoked, used or
@@ -209,7 +234,8 @@ func (c *Cache) VerifyQR(token string, now time.Time) (Match, error) {
 }
 
 // VerifyPIN checks a PIN and date of birth offline (two argon2id hashes at
-// most, whatever the number of entries).
+// most, whatever the number of entries). The Match carries the PIN's tag
+// also with an error.
 func (c *Cache) VerifyPIN(pin, birthDate string, now time.Time) (Match, error) {
 	c.mu.Lock()
 	var entries []pickupcode.OfflineEntry
@@ -228,10 +254,14 @@ func (c *Cache) VerifyPIN(pin, birthDate string, now time.Time) (Match, error) {
 	if len(entries) == 0 {
 		return Match{}, fmt.Errorf("offline: no PIN material: %w", ErrNoMaterial)
 	}
-	m, err := pickupcode.VerifyOffline(entries, pickupcode.OfflineAttempt{DeviceID: c.deviceID, PIN: pin, BirthDate: birthDate}, now)
-	if err != nil {
-		return Match{}, fmt.Errorf("offline: %w", err)
+	chk, err := pickupcode.CheckOffline(entries, pickupcode.OfflineAttempt{DeviceID: c.deviceID, PIN: pin, BirthDate: birthDate}, now)
+	m := Match{PINTag: chk.PINTag, Method: wire.MethodPIN}
+	if e, ok := byDoc[chk.Entry.DocumentID]; ok && chk.Entry.DocumentID != "" {
+		m = match(e, wire.MethodPIN)
+		m.PINTag = chk.PINTag
 	}
-	e := byDoc[m.DocumentID]
-	return Match{DocumentID: e.DocumentID, Addr: e.Addr, Method: wire.MethodPIN, Expires: e.Expires}, nil
+	if err != nil {
+		return m, fmt.Errorf("offline: %w", err)
+	}
+	return m, nil
 }

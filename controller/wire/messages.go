@@ -99,13 +99,17 @@ const (
 	// was locked and whether the daily cap still holds. Audited by the
 	// backend.
 	EvLockoutCleared EventKind = "lockout_cleared"
+	// EvCodeLocked: the device locked a code offline after too many
+	// wrong dates of birth with its PIN (document_id, code_ref); the
+	// backend locks it too, until the counter re-issues it.
+	EvCodeLocked EventKind = "code_locked"
 )
 
 // EventKinds lists every event kind.
 func EventKinds() []EventKind {
 	return []EventKind{EvDoorOpened, EvDoorClosed, EvItemPlaced, EvItemRemoved,
 		EvPickupCompleted, EvPickupNotCollected, EvOpenNotDetected, EvAlarm,
-		EvAlarmCleared, EvLoaded, EvRetrieved, EvLockoutCleared}
+		EvAlarmCleared, EvLoaded, EvRetrieved, EvLockoutCleared, EvCodeLocked}
 }
 
 // AlarmKind names an alarm.
@@ -152,6 +156,7 @@ const (
 //	loaded, retrieved: addr, document_id, staff_id
 //	alarm, alarm_cleared: alarm (addr for door alarms, board for board_unreachable)
 //	lockout_cleared: staff_id or command_id
+//	code_locked: document_id (code_ref optional)
 type Event struct {
 	V    int       `json:"v"`
 	ID   string    `json:"id"`
@@ -169,6 +174,10 @@ type Event struct {
 	Method Method `json:"method,omitempty"`
 	// Offline is true when the pickup was verified from the offline cache.
 	Offline bool `json:"offline,omitempty"`
+	// CodeRef names the code a device verified offline: the qr_hash of its
+	// offline cache entry (pickupcode.QRHash of the code id; no secret).
+	// On offline pickup events and code_locked.
+	CodeRef string `json:"code_ref,omitempty"`
 	// StaffID is the staff member (loaded, retrieved; from a staff login).
 	StaffID string `json:"staff_id,omitempty"`
 	// CommandID is the command that caused the event, if one did.

@@ -157,7 +157,12 @@ func (m *Event) Validate() error {
 		oneOf(c, "alarm", m.Alarm, AlarmKinds())
 	}
 	c.text("detail", m.Detail, maxText)
+	if m.CodeRef != "" && !codeRef(m.CodeRef) {
+		c.fail("code_ref is not a base64url SHA-256")
+	}
 	switch m.Kind {
+	case EvCodeLocked:
+		c.id("document_id", m.DocumentID)
 	case EvDoorOpened, EvDoorClosed, EvItemPlaced, EvItemRemoved, EvOpenNotDetected:
 		c.addr("addr", m.Addr, true)
 	case EvPickupCompleted, EvPickupNotCollected:
@@ -307,6 +312,21 @@ func (m *VerifyRequest) Validate() error {
 		}
 	}
 	return c.err
+}
+
+// codeRef reports whether s looks like a pickupcode.QRHash: 43 base64url
+// characters.
+func codeRef(s string) bool {
+	if len(s) != 43 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func digits(s string, lo, hi int) bool {

@@ -3,6 +3,7 @@ package codes
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -62,5 +63,31 @@ func (s *Service) LockOffline(ctx context.Context, tx pgx.Tx, deviceID, document
 	}
 	s.log.Warn("code locked by its device offline (wrong dates of birth)", "device", deviceID, "document", documentID,
 		"code_id", pickupcode.FormatCodeID(id))
+	return true, nil
+}
+
+// MarkOfflineUsed records that a device spent a code offline (device event
+// pickup_completed with offline true), inside the caller's transaction,
+// after the collection (which revoked the document's open codes): the code
+// whose QR hash is codeRef (without codeRef the newest code of the document
+// at the device not yet used) gets used_at = at (not later than now). A
+// replay of it then answers already_collected, not counted, as a code used
+// online does, instead of wrong_code. Audited code.used with offline true;
+// reports whether a code was marked (not when it already was).
+func (s *Service) MarkOfflineUsed(ctx context.Context, tx pgx.Tx, deviceID, documentID, codeRef string, at time.Time) (bool, error) {
+	id, ok, err := s.offlineCode(ctx, tx, deviceID, documentID, codeRef, `used_at IS NULL`)
+	if err != nil || !ok {
+		return false, err
+	}
+	if now := s.clock(); at.IsZero() || at.After(now) {
+		at = now
+	}
+	if _, err := tx.Exec(ctx, `UPDATE codes SET used_at = $2 WHERE id = $1`, id, at); err != nil {
+		return false, fmt.Errorf("codes: mark offline use: %w", err)
+	}
+	if err := s.appendAudit(ctx, tx, AuditEvent{Actor: "device:" + deviceID, Action: "code.used", Subject: "document:" + documentID,
+		Details: map[string]any{"device": deviceID, "code_id": pickupcode.FormatCodeID(id), "offline": true}}); err != nil {
+		return false, err
+	}
 	return true, nil
 }

@@ -307,9 +307,13 @@ func (s *Service) decide(ctx context.Context, tx pgx.Tx, a Attempt, method strin
 	// counted: its holder is not locked out for retrying it, and it opens
 	// nothing (docs/security.md, "Brute-force bound").
 	switch {
+	case c.usedAt != nil:
+		// Also a code a device spent offline and reported (used after the
+		// collection revoked it): it is what it is, collected.
+		return outcome{err: pickupcode.ErrAlreadyCollected, code: &c}
 	case c.revokedAt != nil && !c.diedOfExpiry(now):
 		return outcome{err: pickupcode.ErrWrongCode, counted: true, code: &c}
-	case c.usedAt != nil, c.graceOver(now):
+	case c.graceOver(now):
 		return outcome{err: pickupcode.ErrAlreadyCollected, code: &c}
 	case c.lockedAt != nil || c.failed >= s.cfg.CodeMaxFailures:
 		return outcome{err: pickupcode.ErrCodeLocked, counted: true, code: &c}
@@ -340,9 +344,11 @@ func (s *Service) decideQR(ctx context.Context, tx pgx.Tx, a Attempt, now time.T
 	switch {
 	case c.deviceID != a.DeviceID:
 		return outcome{err: pickupcode.ErrWrongDevice, code: &c}
+	case c.usedAt != nil:
+		return outcome{err: pickupcode.ErrAlreadyCollected, code: &c}
 	case c.revokedAt != nil && !expired:
 		return outcome{err: pickupcode.ErrWrongCode, code: &c}
-	case c.usedAt != nil, c.graceOver(now):
+	case c.graceOver(now):
 		return outcome{err: pickupcode.ErrAlreadyCollected, code: &c}
 	case c.lockedAt != nil || c.failed >= s.cfg.CodeMaxFailures:
 		return outcome{err: pickupcode.ErrCodeLocked, code: &c}

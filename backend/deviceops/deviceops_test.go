@@ -19,6 +19,7 @@ import (
 	"kluis/backend/codes"
 	"kluis/backend/devicelink"
 	"kluis/backend/deviceops"
+	"kluis/backend/lifecycle"
 	"kluis/backend/service"
 	"kluis/backend/store"
 	"kluis/backend/store/storetest"
@@ -467,4 +468,37 @@ func TestCodeLockedOfflineLocksTheCodeAtTheBackend(t *testing.T) {
 	require.Equal(t, 1, n)
 	// Resent: nothing more.
 	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvCodeLocked, DocumentID: d.ID, CodeRef: pickupcode.QRHash(cr.CodeID)}))
+}
+
+// A code collected offline and replayed online answers already_collected,
+// not counted (it used to answer wrong_code and count: the collection had
+// revoked it), by QR and by PIN; also without code_ref (an older kluisd).
+func TestOfflineCollectedCodeReplayedOnline(t *testing.T) {
+	e := newEnv(t)
+	d, cr := e.loaded(store.EID, "591-1234567-89", "k1")
+	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvPickupCompleted, Addr: e.addr(d), DocumentID: d.ID,
+		Method: wire.MethodQR, Offline: true, CodeRef: pickupcode.QRHash(cr.CodeID), At: e.clock.Now().Add(-time.Minute)}))
+	got, err := e.svc.GetDocument(e.ctx, d.ID)
+	require.NoError(t, err)
+	require.Equal(t, lifecycle.Collected, got.State)
+	for i := 0; i < 6; i++ {
+		e.clock.Add(time.Second)
+		require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr.QRToken).Result)
+		require.Equal(t, wire.VerifyAlreadyCollected, e.pin("k1", cr.PIN, "1990-02-28").Result, "attempt %d: not counted", i)
+	}
+	// The event again (its ack lost): nothing changes.
+	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvPickupCompleted, Addr: e.addr(d), DocumentID: d.ID,
+		Offline: true, CodeRef: pickupcode.QRHash(cr.CodeID)}))
+
+	// Without code_ref: the document's newest unused code.
+	d2, cr2 := e.loaded(store.DrivingLicence, "DL-77", "k1")
+	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvPickupCompleted, Addr: e.addr(d2), DocumentID: d2.ID, Offline: true}))
+	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr2.QRToken).Result)
+
+	// An online pickup's revoked sibling (a code replaced before its
+	// expiry) still answers wrong_code.
+	d3, old := e.loaded(store.DrivingLicence, "DL-78", "k2")
+	_, err = e.svc.Reissue(e.ctx, "user:1", d3.ID)
+	require.NoError(t, err)
+	require.Equal(t, wire.VerifyWrongCode, e.qr("k2", old.QRToken).Result)
 }

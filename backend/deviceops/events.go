@@ -121,6 +121,11 @@ func (h *Events) HandleEvent(ctx context.Context, tx pgx.Tx, deviceID string, ev
 			_, err := h.svc.CollectAt(ctx, actor, deviceID, n)
 			return err
 		})
+		if err == nil && ev.Offline {
+			// After the collection's own transaction (which revoked the
+			// open codes): the code the device spent offline is used.
+			err = h.markOfflineUsed(ctx, tx, deviceID, ev)
+		}
 	case wire.EvLoaded:
 		err = h.atAddress(ctx, deviceID, ev, lifecycle.Loaded, func(n int) error {
 			_, err := h.svc.LoadAt(ctx, actor, deviceID, n)
@@ -195,6 +200,20 @@ func (h *Events) HandleEvent(ctx context.Context, tx pgx.Tx, deviceID string, ev
 		h.log.Warn("device alarm", "device", deviceID, "alarm", ev.Alarm)
 	}
 	return nil
+}
+
+// markOfflineUsed marks the code of an offline pickup used, so that a
+// replay online answers already_collected (not counted) instead of
+// wrong_code.
+func (h *Events) markOfflineUsed(ctx context.Context, tx pgx.Tx, deviceID string, ev wire.Event) error {
+	if h.codes == nil || ev.DocumentID == "" {
+		return nil
+	}
+	_, err := h.codes.MarkOfflineUsed(ctx, tx, deviceID, ev.DocumentID, ev.CodeRef, ev.At)
+	if errors.Is(err, pickupcode.ErrInvalid) {
+		return fmt.Errorf("%s: %v: %w", ev.Kind, err, devicelink.ErrRejected)
+	}
+	return err
 }
 
 // lockOffline locks the code the device locked offline after too many

@@ -50,7 +50,7 @@ func (e *Engine) HandleCommand(ctx context.Context, c wire.Command) wire.Command
 			res.Status, res.Detail = wire.StatusRejected, "no offline cache"
 			break
 		}
-		if err := e.o.Cache.Apply(*c.Codes); err != nil {
+		if err := e.o.Cache.ApplyAt(*c.Codes, e.now()); err != nil {
 			res.Status, res.Detail = wire.StatusFailed, err.Error()
 			if errors.Is(err, offline.ErrStale) {
 				res.Status = wire.StatusRejected

@@ -413,3 +413,27 @@ func TestOfflineWrongDatesOfBirthLockTheCode(t *testing.T) {
 		}
 	})
 }
+
+// Offline, a code whose cache entry the backend removed after its expiry
+// answers expired (not wrong_code) and is not counted, as online.
+func TestOfflineExpiredAfterItsEntryWasRemoved(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		now := time.Now()
+		sync := func(v int64, entries ...wire.CodeEntry) {
+			res := r.e.HandleCommand(context.Background(), wire.Command{ID: fmt.Sprintf("sync-%d", v), Kind: wire.CmdCodeSync,
+				Issued: time.Now(), Expires: time.Now().Add(time.Minute), Codes: &wire.CodeSync{Version: v, Full: true, Entries: entries}})
+			require.Equal(t, wire.StatusDone, res.Status, res.Detail)
+		}
+		sync(1, offlinetest.PINEntry("doc-e", device, "975318642", "1975-07-08", wire.Address{Board: 0, Channel: 1}, now.Add(time.Hour)))
+		time.Sleep(2 * time.Hour)
+		sync(2) // the backend's bundle no longer has the expired code
+		r.be.set(func() { r.be.unreachable = true })
+		for i := 0; i < 6; i++ {
+			require.Equal(t, StateExpired, r.pickup(PickupRequest{PIN: "975318642", BirthDate: "1975-07-08"}).State, "attempt %d", i)
+		}
+		require.True(t, r.pinLockedUntilZero(), "expired answers are not counted")
+		require.Equal(t, StateWrongCode, r.pickup(PickupRequest{PIN: "975318642", BirthDate: "1975-07-09"}).State)
+	})
+}

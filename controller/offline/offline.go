@@ -70,10 +70,10 @@ type Match struct {
 	PINTag string
 }
 
-// EntryKey identifies an entry (a code): the SHA-256 of its hashes,
-// base64url, 16 characters.
+// EntryKey identifies an entry (a code): the SHA-256 of its document and
+// hashes, base64url, 16 characters.
 func EntryKey(e wire.CodeEntry) string {
-	h := sha256.Sum256([]byte(e.QRHash + "|" + e.PINHash))
+	h := sha256.Sum256([]byte(e.DocumentID + "|" + e.QRHash + "|" + e.PINHash))
 	return base64.RawURLEncoding.EncodeToString(h[:12])
 }
 
@@ -85,7 +85,15 @@ func match(e wire.CodeEntry, m wire.Method) Match {
 type file struct {
 	Version int64            `json:"version"`
 	Entries []wire.CodeEntry `json:"entries"`
+	// Expired are entries a sync removed after their expiry, kept for
+	// ExpiredRetention so that their PIN answers "expired", not "wrong"
+	// (docs/kluisd.md, "Offline verification").
+	Expired []wire.CodeEntry `json:"expired,omitempty"`
 }
+
+// ExpiredRetention is how long after its expiry a code removed from the
+// cache is still recognised offline (and answered "expired").
+const ExpiredRetention = 60 * 24 * time.Hour
 
 // Cache is the offline code cache. Safe for concurrent use.
 type Cache struct {
@@ -117,7 +125,7 @@ func Open(dir, deviceID string, pub ed25519.PublicKey) (*Cache, error) {
 	return c, nil
 }
 
-// Len returns the number of entries; Version the last sync applied.
+// Len returns the number of valid entries (not the expired ones kept).
 func (c *Cache) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -131,9 +139,17 @@ func (c *Cache) Version() int64 {
 	return c.f.Version
 }
 
-// Apply applies a code sync durably. A sync whose version is not newer than
-// the cache's is ignored with ErrStale.
-func (c *Cache) Apply(s wire.CodeSync) error {
+// Apply applies a code sync durably at the current time (see ApplyAt).
+func (c *Cache) Apply(s wire.CodeSync) error { return c.ApplyAt(s, time.Now()) }
+
+// ApplyAt applies a code sync durably. A sync whose version is not newer
+// than the cache's is ignored with ErrStale. An entry the sync removes (or
+// replaces) whose expiry has passed at now is kept aside as expired for
+// ExpiredRetention, so that its PIN is still recognised (the backend drops
+// expired codes from the bundle; a citizen who comes late is told
+// "expired", as online, and not counted as a guesser). An entry removed
+// before its expiry (revoked, used, re-issued) is forgotten.
+func (c *Cache) ApplyAt(s wire.CodeSync, now time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if s.Version <= c.f.Version {
@@ -143,6 +159,7 @@ func (c *Cache) Apply(s wire.CodeSync) error {
 	if !s.Full {
 		next.Entries = append(next.Entries, c.f.Entries...)
 	}
+
 	drop := map[string]bool{}
 	for _, id := range s.Revoke {
 		drop[id] = true
@@ -166,11 +183,41 @@ func (c *Cache) Apply(s wire.CodeSync) error {
 			next.Entries = append(next.Entries, e)
 		}
 	}
+	next.Expired = expiredAfter(c.f, next.Entries, now)
 	if err := c.save(next); err != nil {
 		return err
 	}
 	c.f = next
 	return nil
+}
+
+// expiredAfter returns the expired entries to keep once the cache's entries
+// become next: the old expired ones within the retention, plus the old
+// entries no longer in next whose expiry passed, without duplicates.
+func expiredAfter(old file, next []wire.CodeEntry, now time.Time) []wire.CodeEntry {
+	live := map[string]bool{}
+	for _, e := range next {
+		live[EntryKey(e)] = true
+	}
+	seen := map[string]bool{}
+	var out []wire.CodeEntry
+	add := func(e wire.CodeEntry) {
+		k := EntryKey(e)
+		if live[k] || seen[k] || e.PINHash == "" || now.Sub(e.Expires) > ExpiredRetention {
+			return
+		}
+		seen[k] = true
+		out = append(out, e)
+	}
+	for _, e := range old.Expired {
+		add(e)
+	}
+	for _, e := range old.Entries {
+		if !now.Before(e.Expires) {
+			add(e)
+		}
+	}
+	return out
 }
 
 func (c *Cache) save(f file) error {
@@ -240,15 +287,20 @@ func (c *Cache) VerifyPIN(pin, birthDate string, now time.Time) (Match, error) {
 	c.mu.Lock()
 	var entries []pickupcode.OfflineEntry
 	byDoc := map[string]wire.CodeEntry{}
-	for _, e := range c.f.Entries {
+	// Valid entries first: a PIN drawn again for a new code finds the new
+	// code, not the expired one.
+	for _, e := range append(append([]wire.CodeEntry(nil), c.f.Entries...), c.f.Expired...) {
 		p, salt, verifier, err := pickupcode.ParsePINHash(e.PINHash)
 		if err != nil {
 			continue
 		}
-		entries = append(entries, pickupcode.OfflineEntry{DocumentID: e.DocumentID, ExpiresAt: e.Expires,
+		key := EntryKey(e)
+		entries = append(entries, pickupcode.OfflineEntry{DocumentID: key, ExpiresAt: e.Expires,
 			Board: e.Addr.Board, Channel: e.Addr.Channel, NeedsDOB: e.SecondFactor,
 			Salt: salt, Params: p, Verifier: verifier})
-		byDoc[e.DocumentID] = e
+		if _, dup := byDoc[key]; !dup {
+			byDoc[key] = e
+		}
 	}
 	c.mu.Unlock()
 	if len(entries) == 0 {
@@ -256,6 +308,7 @@ func (c *Cache) VerifyPIN(pin, birthDate string, now time.Time) (Match, error) {
 	}
 	chk, err := pickupcode.CheckOffline(entries, pickupcode.OfflineAttempt{DeviceID: c.deviceID, PIN: pin, BirthDate: birthDate}, now)
 	m := Match{PINTag: chk.PINTag, Method: wire.MethodPIN}
+	// (OfflineEntry.DocumentID holds the entry's key here.)
 	if e, ok := byDoc[chk.Entry.DocumentID]; ok && chk.Entry.DocumentID != "" {
 		m = match(e, wire.MethodPIN)
 		m.PINTag = chk.PINTag

@@ -80,3 +80,47 @@ func TestCache(t *testing.T) {
 	_, err = c3.VerifyQR(tok, t0)
 	require.ErrorIs(t, err, offline.ErrNoMaterial)
 }
+
+// A code the backend dropped after its expiry is still recognised offline:
+// its PIN answers expired (not wrong) for ExpiredRetention; a code dropped
+// before its expiry (revoked) is forgotten; a PIN drawn again for a new
+// code finds the new code.
+func TestExpiredEntriesKept(t *testing.T) {
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	dir := t.TempDir()
+	c, err := offline.Open(dir, "dev1", pub)
+	require.NoError(t, err)
+	a := wire.Address{Board: 0, Channel: 1}
+	old := offlinetest.PINEntry("doc-old", "dev1", "111222333", "1990-02-03", a, t0.Add(time.Hour))
+	revoked := offlinetest.PINEntry("doc-rev", "dev1", "444555666", "", a, t0.Add(48*time.Hour))
+	require.NoError(t, c.ApplyAt(wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{old, revoked}}, t0))
+	// Two hours later the backend's bundle has neither.
+	now := t0.Add(2 * time.Hour)
+	require.NoError(t, c.ApplyAt(wire.CodeSync{Version: 2, Full: true}, now))
+	require.Zero(t, c.Len())
+	m, err := c.VerifyPIN("111222333", "1990-02-03", now)
+	require.ErrorIs(t, err, pickupcode.ErrExpired, "dropped after its expiry: expired")
+	require.Equal(t, "doc-old", m.DocumentID)
+	_, err = c.VerifyPIN("111222333", "1990-02-04", now)
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode, "the date of birth still counts")
+	_, err = c.VerifyPIN("444555666", "1990-02-03", now)
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode, "dropped before its expiry: revoked, forgotten")
+
+	// The PIN drawn again for a new code: the new code opens.
+	reused := offlinetest.PINEntry("doc-new", "dev1", "111222333", "1990-02-03", wire.Address{Board: 0, Channel: 2}, now.Add(time.Hour))
+	require.NoError(t, c.ApplyAt(wire.CodeSync{Version: 3, Full: true, Entries: []wire.CodeEntry{reused}}, now))
+	m, err = c.VerifyPIN("111222333", "1990-02-03", now)
+	require.NoError(t, err)
+	require.Equal(t, "doc-new", m.DocumentID)
+
+	// Kept across a reopen, forgotten after the retention.
+	c2, err := offline.Open(dir, "dev1", pub)
+	require.NoError(t, err)
+	require.NoError(t, c2.ApplyAt(wire.CodeSync{Version: 4, Full: true}, now))
+	_, err = c2.VerifyPIN("111222333", "1990-02-03", now.Add(30*24*time.Hour))
+	require.ErrorIs(t, err, pickupcode.ErrExpired)
+	late := t0.Add(time.Hour + offline.ExpiredRetention + time.Minute)
+	require.NoError(t, c2.ApplyAt(wire.CodeSync{Version: 5, Full: true}, late))
+	_, err = c2.VerifyPIN("111222333", "1990-02-03", late)
+	require.ErrorIs(t, err, offline.ErrNoMaterial, "past the retention: forgotten (doc-new was revoked, not expired)")
+}

@@ -22,9 +22,13 @@
 //     before the lock is energised and "done X" after the driver accepted
 //     the command. An intent without done after a restart is an unfinished
 //     pulse (see docs/kluisd.md: it is never blindly pulsed again);
-//   - whatever else the daemon needs to survive a restart (offline-used
-//     codes, lockout), as typed records the caller keeps or drops at
-//     compaction.
+//   - whatever else the daemon needs to survive a restart, as typed records
+//     the caller keeps or drops at compaction: offline-used codes, seen
+//     commands, the PIN attempt limits (pin_limits: the whole limiter state
+//     after every failure, lockout and lift; the latest one is kept),
+//     failed offline PIN attempts by a short tag of the PIN (dob_failure)
+//     and codes locked offline (code_locked). No record holds a PIN, a
+//     date of birth or a QR token.
 //
 // # Compaction
 //

@@ -2,8 +2,10 @@ package systemtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"net/url"
 	"os"
 	"strconv"
@@ -285,26 +287,81 @@ func TestSystem(t *testing.T) {
 			w.waitPickupEvents(x)
 		}
 		w.waitBacklogEmpty(locker)
+		// Replayed online, the codes spent offline are collected (not
+		// wrong_code, which kluisd would count towards its PIN lockout).
+		p3 := w.pulseCount(lockerID)
+		for _, req := range []map[string]string{{"qr": f.mail.QR}, {"pin": f2.mail.PIN, "birth_date": f2.birth}} {
+			if s := w.kioskPost(locker, "/kiosk/v1/pickup", req); s.State != "already_collected" {
+				t.Fatalf("a code spent offline, replayed online: kiosk shows %s (%s)", s.State, s.Message)
+			}
+		}
+		w.noPulse(lockerID, p3)
 	})
-	step("lockout after wrong codes, then it ends", func(t *testing.T) {
+	step("PIN lockout: garbage QR codes do not count, a valid QR code opens during it, staff lift it at the kiosk and remotely", func(t *testing.T) {
 		h := w.register("driving_licence", lockerID)
 		w.load(h)
+		h2 := w.register("driving_licence", lockerID)
+		w.load(h2)
 		p0 := w.pulseCount(lockerID)
-		var s engine.Screen
-		for i := 0; i < lockoutAfter; i++ {
-			s = w.kioskPost(locker, "/kiosk/v1/pickup", map[string]string{"pin": wrongPIN(h.mail.PIN), "birth_date": h.birth})
+		// A sticker held to the scanner: wrong, never a lockout.
+		for i := 0; i < lockoutAfter+2; i++ {
+			if s := w.kioskPost(locker, "/kiosk/v1/pickup", map[string]string{"qr": fmt.Sprintf("K1.garbage-%d", i)}); s.State != "wrong_code" {
+				t.Fatalf("garbage QR %d: kiosk shows %s (%s)", i, s.State, s.Message)
+			}
 		}
-		if s.State != "locked_out" {
-			t.Fatalf("after %d wrong codes the kiosk shows %s (%s)", lockoutAfter, s.State, s.Message)
+		lock := func() {
+			t.Helper()
+			var s engine.Screen
+			for i := 0; i < lockoutAfter; i++ {
+				s = w.kioskPost(locker, "/kiosk/v1/pickup", map[string]string{"pin": wrongPIN(h2.mail.PIN), "birth_date": h2.birth})
+			}
+			if s.State != "locked_out" || s.RetryAfterS <= 0 {
+				t.Fatalf("after %d wrong PINs the kiosk shows %s (%s, retry %d)", lockoutAfter, s.State, s.Message, s.RetryAfterS)
+			}
+			if s = w.kioskPost(locker, "/kiosk/v1/pickup", map[string]string{"pin": h2.mail.PIN, "birth_date": h2.birth}); s.State != "locked_out" {
+				t.Fatalf("the right PIN during the lockout: kiosk shows %s", s.State)
+			}
 		}
-		if s = w.kioskPost(locker, "/kiosk/v1/pickup", map[string]string{"qr": h.mail.QR}); s.State != "locked_out" {
-			t.Fatalf("a right code during the lockout: kiosk shows %s", s.State)
-		}
+		lock()
 		w.noPulse(lockerID, p0)
 		w.waitAudit(lockerID, "device.alarm", "brute_force_lockout")
 		w.waitMetricAbove(locker, "kluisd_lockouts_total", "", 0)
-		time.Sleep(lockoutLength)
+		// A QR code cannot be guessed: it opens its own door all the same.
 		w.collect(h, map[string]string{"qr": h.mail.QR})
+
+		// Staff lift it at the kiosk in staff mode.
+		var se *kioskclient.StatusError
+		if _, err := locker.kiosk.Post(ctx, "/kiosk/v1/staff/clear-lockout", nil); !errors.As(err, &se) || se.Status != http.StatusForbidden {
+			t.Fatalf("clear-lockout without a staff login: %v, want 403", err)
+		}
+		if s := w.kioskPost(locker, "/kiosk/v1/staff/login", map[string]string{"pin": w.staffPIN}); s.State != "staff" {
+			t.Fatalf("staff login: %s (%s)", s.State, s.Message)
+		}
+		if s := w.kioskPost(locker, "/kiosk/v1/staff/clear-lockout", map[string]string{"lang": "nl"}); s.State != "lockout_cleared" {
+			t.Fatalf("staff clear-lockout: kiosk shows %s (%s)", s.State, s.Message)
+		}
+		w.kioskPost(locker, "/kiosk/v1/staff/logout", nil)
+		w.waitAudit(lockerID, "device.pin_unlocked", "")
+		w.waitAudit(lockerID, "device.lockout_cleared", "")
+		w.waitAudit(lockerID, "device.alarm_cleared", "brute_force_lockout")
+
+		// Locked again, then lifted remotely (REST, as kluisctl does):
+		// the backend's command reaches kluisd, which answers done.
+		time.Sleep(time.Second)
+		lock()
+		var out struct {
+			Device struct {
+				Status, Detail string
+			} `json:"device"`
+		}
+		if err := w.admin.do(ctx, http.MethodPost, "/api/v1/devices/"+lockerID+"/clear-lockout",
+			map[string]string{"reason": "system test: citizen at the counter"}, &out); err != nil {
+			t.Fatal(err)
+		}
+		if out.Device.Status != "done" || out.Device.Detail != "PIN entry was locked and is open now" {
+			t.Fatalf("clear-lockout: the device answered %+v", out.Device)
+		}
+		w.collect(h2, map[string]string{"pin": h2.mail.PIN, "birth_date": h2.birth})
 	})
 	step("automaton over Tasmota: staff loading and QR pickup", func(t *testing.T) {
 		x := w.register("driving_licence", autoID)

@@ -29,7 +29,7 @@ const (
 	lockerDoors   = 10
 	autoSlots     = 6
 	lockoutAfter  = 3 // kluisd's lockout.max_failures
-	lockoutLength = 2 * time.Second
+	lockoutLength = 10 * time.Minute // longer than the test: only staff lift it
 	// expiryKind gets the backend's exact pickup period expiryPeriod
 	// (-pickup-period); only the document that is to expire has it.
 	expiryKind   = "residence_card"

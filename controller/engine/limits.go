@@ -131,8 +131,8 @@ func (e *Engine) lockStarted(until time.Time, why string) {
 		fmt.Sprintf("PIN entry locked until %s: %s (QR codes still work)", until.UTC().Format(time.RFC3339), why))
 }
 
-// Lift is what a staff lift of the PIN lockout did.
-type Lift struct {
+// pinLift is what a staff lift of the PIN lockout did.
+type pinLift struct {
 	// WasLocked: a burst lock was in force.
 	WasLocked bool
 	// StillUntil is set when PIN entry stays locked by the daily cap.
@@ -140,7 +140,7 @@ type Lift struct {
 }
 
 // detail describes the lift for the backend (event and command result).
-func (l Lift) detail() string {
+func (l pinLift) detail() string {
 	switch {
 	case !l.StillUntil.IsZero():
 		return fmt.Sprintf("burst lock lifted (was locked: %t); the daily cap still locks PIN entry until %s",
@@ -156,16 +156,16 @@ func (l Lift) detail() string {
 // staff id or command id of ev, and why) and alarm_cleared when PIN entry
 // opened. The failures so far stop counting towards the next burst lockout;
 // the daily cap is not lifted (docs/security.md).
-func (e *Engine) liftPINLock(ev wire.Event, why string) (Lift, error) {
+func (e *Engine) liftPINLock(ev wire.Event, why string) (pinLift, error) {
 	e.pin.mu.Lock()
 	now := e.now()
 	next := pickupcode.NewLimiter(e.cfg.Lockout.Limits(), e.pin.lim.Load().State())
-	var l Lift
+	var l pinLift
 	l.WasLocked = next.ClearBurst(now)
 	l.StillUntil = next.LockedUntil(now)
 	if err := e.savePINState(next.State()); err != nil {
 		e.pin.mu.Unlock()
-		return Lift{}, err
+		return pinLift{}, err
 	}
 	e.pin.lim.Store(next)
 	e.pin.mu.Unlock()

@@ -28,7 +28,7 @@ const (
 	autoID        = "sys-auto"
 	lockerDoors   = 10
 	autoSlots     = 6
-	lockoutAfter  = 3 // kluisd's lockout.max_failures
+	lockoutAfter  = 3                // kluisd's lockout.max_failures
 	lockoutLength = 10 * time.Minute // longer than the test: only staff lift it
 	// expiryKind gets the backend's exact pickup period expiryPeriod
 	// (-pickup-period); only the document that is to expire has it.

@@ -206,6 +206,8 @@ type Engine struct {
 	// under mu).
 	dobFails  []dobFailure
 	codeLocks map[string]codeLock
+	// alarms are the most recent alarms, newest last (Diagnostics).
+	alarms []AlarmNote
 }
 
 // New builds an engine; Run starts it.
@@ -450,6 +452,7 @@ func (e *Engine) emit(ev wire.Event) error {
 	if ev.Kind == wire.EvAlarm {
 		e.m.alarms.WithLabelValues(string(ev.Alarm)).Inc()
 		e.log.Warn("alarm", "alarm", ev.Alarm, "detail", ev.Detail)
+		e.noteAlarm(ev)
 	}
 	return nil
 }
@@ -469,3 +472,38 @@ func (e *Engine) appendData(typ string, v any) error {
 
 func addrPtr(a hardware.Address) *hardware.Address { return &a }
 func intPtr(i int) *int                            { return &i }
+
+// maxAlarmNotes is how many recent alarms Diagnostics shows.
+const maxAlarmNotes = 10
+
+// AlarmNote is one alarm the engine raised since it started, as the
+// technician's screen shows it (the detail text stays in the event).
+type AlarmNote struct {
+	Alarm wire.AlarmKind `json:"alarm"`
+	// Compartment as people count, 0 when the alarm is not about one.
+	Compartment int `json:"compartment,omitempty"`
+	// Board, when the alarm is about a board.
+	Board *int      `json:"board,omitempty"`
+	At    time.Time `json:"at"`
+}
+
+// noteAlarm keeps ev in the recent alarms.
+func (e *Engine) noteAlarm(ev wire.Event) {
+	n := AlarmNote{Alarm: ev.Alarm, Board: ev.Board, At: ev.At}
+	if ev.Addr != nil {
+		for _, c := range e.comps {
+			if c.lock == *ev.Addr && c.slot < 0 {
+				n.Compartment = c.cfg.Number
+			}
+		}
+		if n.Compartment == 0 && n.Board == nil {
+			n.Board = intPtr(ev.Addr.Board)
+		}
+	}
+	e.mu.Lock()
+	e.alarms = append(e.alarms, n)
+	if len(e.alarms) > maxAlarmNotes {
+		e.alarms = append([]AlarmNote(nil), e.alarms[len(e.alarms)-maxAlarmNotes:]...)
+	}
+	e.mu.Unlock()
+}

@@ -452,6 +452,46 @@ func TestDoorLeftOpenAndForcedDoor(t *testing.T) {
 		require.False(t, r.hasEvent("alarm:sensor_disagreement"))
 		r.f.Inject(hardware.Event{Kind: hardware.ItemRemoved, Addr: b})
 		r.waitFor("item vanished", func() bool { return r.hasEvent("alarm:sensor_disagreement") })
+
+		// The technician's screen lists them, newest first, by compartment.
+		al := r.e.Diagnostics(context.Background()).Alarms
+		require.Len(t, al, 3)
+		require.Equal(t, wire.AlarmSensorDisagreement, al[0].Alarm)
+		require.Equal(t, 2, al[0].Compartment)
+		require.Equal(t, wire.AlarmForcedDoor, al[1].Alarm)
+		require.Equal(t, 2, al[1].Compartment)
+		require.Equal(t, wire.AlarmDoorLeftOpen, al[2].Alarm)
+		require.Equal(t, 1, al[2].Compartment)
+		require.False(t, al[2].At.IsZero())
+	})
+}
+
+func TestMessagesEveryStateEveryLanguage(t *testing.T) {
+	for _, st := range States() {
+		for _, l := range Langs() {
+			txt, ok := MessageText(st, l)
+			require.True(t, ok, "%s in %s", st, l)
+			require.NotEmpty(t, txt)
+		}
+	}
+	require.Len(t, messages, len(States()), "a message without a state constant in States")
+	_, ok := MessageText("no_such_state", "en")
+	require.False(t, ok)
+	_, ok = MessageText(StateIdle, "xx")
+	require.False(t, ok)
+}
+
+func TestAlarmNotesKeepTheLastTen(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		for i := 0; i < 12; i++ {
+			r.e.noteAlarm(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmBoardUnreachable, Board: intPtr(i), At: time.Now()})
+		}
+		al := r.e.Diagnostics(context.Background()).Alarms
+		require.Len(t, al, maxAlarmNotes)
+		require.Equal(t, 11, *al[0].Board)
+		require.Equal(t, 2, *al[len(al)-1].Board)
 	})
 }
 

@@ -169,6 +169,36 @@ func Message(state, lang string, n, m int) string {
 	return strings.NewReplacer("{n}", strconv.Itoa(n), "{m}", strconv.Itoa(m)).Replace(t[i])
 }
 
+// Langs returns the languages of kiosk messages: nl, fr, en, de (the
+// kiosk screen's catalogue, controller/kiosk/screen, has the same).
+func Langs() []string { return append([]string(nil), langs...) }
+
+// States returns every kiosk screen state, in the order of their
+// constants.
+func States() []string {
+	return []string{StateIdle, StateVerifying, StateNeedBirthDate, StatePresenting, StateOpen, StateDone,
+		StateNotCollected, StateNotOpened, StateWrongCode, StateExpired, StateAlreadyCollected, StateLockedOut,
+		StateOutOfOrder, StateBusy, StateStaff, StateStaffDenied, StateLoading, StateLoaded, StateLoadEmpty,
+		StateRetrieving, StateRetrieved, StateStillThere, StateNotFound, StateNoCompartment, StateTestOpen, StateError}
+}
+
+// MessageText returns the message of state in lang as written, with its
+// "{n}" (compartment) and "{m}" (minutes) placeholders; ok is false when
+// there is none: no fallback to another state or language. The kiosk
+// screen's catalogue takes the state messages from here.
+func MessageText(state, lang string) (text string, ok bool) {
+	t, found := messages[state]
+	if !found {
+		return "", false
+	}
+	for k, l := range langs {
+		if l == lang && t[k] != "" {
+			return t[k], true
+		}
+	}
+	return "", false
+}
+
 // ValidLang reports whether lang is one of nl, fr, en, de.
 func ValidLang(lang string) bool {
 	for _, l := range langs {

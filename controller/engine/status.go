@@ -24,6 +24,8 @@ type Diagnostics struct {
 	LockedUntil *time.Time `json:"locked_until,omitempty"`
 	Ready       bool       `json:"ready"`
 	StatesError string     `json:"states_error,omitempty"`
+	// Alarms are the most recent alarms since start-up, newest first.
+	Alarms []AlarmNote `json:"alarms,omitempty"`
 }
 
 // Diagnostics reads the hardware and the daemon's state.
@@ -52,6 +54,9 @@ func (e *Engine) Diagnostics(ctx context.Context) Diagnostics {
 	}
 	if t := e.pinLockedUntil(); !t.IsZero() {
 		d.LockedUntil = &t
+	}
+	for i := len(e.alarms) - 1; i >= 0; i-- {
+		d.Alarms = append(d.Alarms, e.alarms[i])
 	}
 	e.mu.Unlock()
 	sort.Ints(d.Busy)

@@ -72,6 +72,9 @@ type Config struct {
 	MetricsListen string `yaml:"metrics_listen"`
 	// Offline verification material.
 	Offline Offline `yaml:"offline"`
+	// Layout is the front of a locker as the kiosk screen draws it;
+	// optional (see ResolvedLayout for the default).
+	Layout *Layout `yaml:"layout"`
 }
 
 // MQTT configures the broker connection.
@@ -214,6 +217,9 @@ type Kiosk struct {
 	Scanner Serial `yaml:"scanner"`
 	// DefaultLang is nl, fr, en or de; default nl.
 	DefaultLang string `yaml:"default_lang"`
+	// StaffIdle logs a staff member out of the kiosk after this long
+	// without a staff action; default 2m, 1s-1h.
+	StaffIdle time.Duration `yaml:"staff_idle"`
 }
 
 // Offline configures offline verification.
@@ -304,6 +310,7 @@ func (c *Config) fillDefaults() {
 	if c.Kiosk.DefaultLang == "" {
 		c.Kiosk.DefaultLang = "nl"
 	}
+	def(&c.Kiosk.StaffIdle, 2*time.Minute)
 	if c.Kiosk.Scanner.Port != "" && c.Kiosk.Scanner.Baud == 0 {
 		c.Kiosk.Scanner.Baud = 9600
 	}
@@ -417,6 +424,15 @@ func (c *Config) Validate(o ParseOptions) error {
 	case "nl", "fr", "en", "de":
 	default:
 		return bad("kiosk.default_lang", "%q must be nl, fr, en or de", c.Kiosk.DefaultLang)
+	}
+	if c.Kiosk.StaffIdle < time.Second || c.Kiosk.StaffIdle > time.Hour {
+		return bad("kiosk.staff_idle", "%v must be between 1s and 1h", c.Kiosk.StaffIdle)
+	}
+	if c.Timeouts.Session < time.Second {
+		return bad("timeouts.session", "%v must be at least 1s", c.Timeouts.Session)
+	}
+	if _, err := c.ResolvedLayout(); err != nil {
+		return err
 	}
 	if c.MetricsListen != "off" {
 		if err := loopback("metrics_listen", c.MetricsListen); err != nil {

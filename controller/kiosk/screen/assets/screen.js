@@ -1,0 +1,480 @@
+// Kluis kiosk screen: shows the section for the engine's state, follows it
+// live (server-sent events, long polling as the fallback), captures
+// keyboard-wedge scanners, drives the keypads and goes back to the start
+// screen and the default language when idle. It holds no text: everything
+// a person reads is in the page, rendered from the catalogue.
+(function () {
+  "use strict";
+
+  var root = document.documentElement;
+  var body = document.body;
+  var lang = root.lang;
+  var defaultLang = root.getAttribute("data-default-lang");
+  var build = root.getAttribute("data-build");
+  var idleMS = parseInt(root.getAttribute("data-idle-ms"), 10) || 120000;
+  var large = root.classList.contains("large");
+  var automaton = root.getAttribute("data-kind") === "automaton";
+
+  // States in which something is happening at the device: no idle reset.
+  var BUSY = { verifying: 1, presenting: 1, open: 1, loading: 1, retrieving: 1, test_open: 1 };
+  var STAFF_VIEWS = { "staff-menu": 1, "staff-load": 1, "staff-retrieve": 1, tech: 1 };
+
+  var cur = {
+    state: body.getAttribute("data-state"),
+    seq: parseInt(body.getAttribute("data-seq"), 10) || 0,
+    compartment: parseInt(body.getAttribute("data-n"), 10) || 0,
+    staff: body.getAttribute("data-staff") || "",
+    retryUntil: parseInt(body.getAttribute("data-retry-until"), 10) || 0,
+    messages: null
+  };
+  var view = cur.staff ? "staff-menu" : "start"; // the person's own screen
+  var dismissed = 0;  // state sections up to this seq were left with "start again"
+  var shown = body.getAttribute("data-show");
+  var offline = false;
+  var lastOp = "load";
+
+  // Secrets typed at the keypads live only here, never in the page or URL.
+  var pin = "";
+  var staffPin = "";
+  var birth = { d: "", m: "", y: "" };
+  var field = "d";
+
+  function $(sel, from) { return (from || document).querySelector(sel); }
+  function $$(sel, from) { return Array.prototype.slice.call((from || document).querySelectorAll(sel)); }
+
+  // ---- what to show ------------------------------------------------------
+
+  function target() {
+    if (offline) { return "v-offline"; }
+    var st = cur.state;
+    if (cur.staff) {
+      if (!STAFF_VIEWS[view]) { view = "staff-menu"; }
+    } else if (STAFF_VIEWS[view]) {
+      view = "start";
+    }
+    if (cur.seq > dismissed) {
+      if (st === "need_birth_date") { return "v-birth"; }
+      if (st !== "idle" && st !== "staff") {
+        return $("#s-" + st) ? "s-" + st : "s-error";
+      }
+    }
+    if (view === "birth" && st !== "need_birth_date") { view = "start"; }
+    return "v-" + view;
+  }
+
+  function fill() {
+    var n = String(cur.compartment || 0);
+    $$("[data-fill=n]").forEach(function (el) { el.textContent = n; });
+    $$("[data-fill=s]").forEach(function (el) { el.textContent = cur.staff; });
+    $$("[data-tpl-aria]").forEach(function (el) {
+      el.setAttribute("aria-label", el.getAttribute("data-tpl-aria").split("{n}").join(n));
+    });
+    var sec = $("#s-" + cur.state);
+    if (sec && cur.messages && cur.messages[lang]) {
+      var msg = $("[data-msg]", sec);
+      if (msg) { msg.textContent = cur.messages[lang]; }
+    }
+    retryText();
+    $$(".device .comp").forEach(function (g) {
+      var c = g.getAttribute("data-comp");
+      g.classList.toggle("hl", automaton ? cur.compartment > 0 : c === n);
+    });
+  }
+
+  function retryText() {
+    if (!cur.retryUntil) { return; }
+    var m = Math.max(1, Math.ceil((cur.retryUntil - Date.now() - 1000) / 60000));
+    $$("[data-fill=m]").forEach(function (el) { el.textContent = String(m); });
+    $$("[data-retry]").forEach(function (el) {
+      el.hidden = (el.getAttribute("data-retry") === "one") !== (m === 1);
+    });
+  }
+
+  function render(focus) {
+    var id = target();
+    var changed = id !== shown;
+    $$("main .view").forEach(function (sec) { sec.hidden = sec.id !== id; });
+    shown = id;
+    var sec = document.getElementById(id);
+    var fig = $("#drawing");
+    fig.hidden = !(sec && sec.hasAttribute("data-drawing") && cur.compartment > 0);
+    fill();
+    var staffMode = !!cur.staff;
+    $$("footer [data-when]").forEach(function (b) {
+      var w = b.getAttribute("data-when");
+      b.hidden = offline || (w === "staff" ? !staffMode : w === "citizen" ? staffMode : id !== "v-start");
+    });
+    if (changed) {
+      clearErrors();
+      if (id === "v-tech") { loadTech(); }
+      if (id === "v-staff-load" || id === "v-staff-retrieve") {
+        var input = $("input", sec);
+        input.value = "";
+        input.focus();
+      } else if (sec && focus !== false) {
+        var h = $("h1", sec);
+        if (h) { h.focus({ preventScroll: true }); }
+      }
+      announce(sec);
+    }
+  }
+
+  function announce(sec) {
+    var a = $("#announce");
+    if (!sec || !a) { return; }
+    var h = $("h1", sec);
+    var m = $(".msg, p", sec);
+    a.textContent = (h ? h.textContent : "") + (m ? ". " + m.textContent : "");
+  }
+
+  // apply takes a screen from the server; fresh is true for the first one
+  // after a (re)connection (kluisd may have restarted: its seq starts again).
+  function apply(s, fresh) {
+    if (!s || typeof s.seq !== "number") { return; }
+    if (!fresh && s.seq <= cur.seq) { return; }
+    var was = cur;
+    cur = {
+      state: s.state, seq: s.seq, compartment: s.compartment || 0, staff: s.staff || "", messages: s.messages,
+      retryUntil: s.state === "locked_out" && s.retry_after_s ? Date.parse(s.at) + s.retry_after_s * 1000 : 0
+    };
+    if (fresh && s.seq < was.seq) { dismissed = 0; }
+    if (s.state !== "need_birth_date" && s.state !== "verifying" && s.state !== "idle") { forget(); }
+    if (was.staff && !cur.staff) { view = "start"; staffPin = ""; }
+    if (s.state !== was.state || s.seq !== was.seq) {
+      if (s.state !== "idle") { activity(); }
+    }
+    render();
+  }
+
+  function forget() {
+    pin = ""; staffPin = ""; birth = { d: "", m: "", y: "" }; field = "d";
+    showTyped();
+  }
+
+  function goView(v) {
+    view = v;
+    dismissed = cur.seq;
+    render();
+  }
+
+  // ---- the server ----------------------------------------------------------
+
+  // go navigates only when kluisd answers, so the kiosk never ends on the
+  // browser's error page while kluisd restarts.
+  function go(url) {
+    fetch(url, { method: "HEAD", cache: "no-store" }).then(function (r) {
+      if (r.ok) { window.location.assign(url); } else { setTimeout(function () { go(url); }, 2000); }
+    }, function () { setTimeout(function () { go(url); }, 2000); });
+  }
+
+  function post(path, data) {
+    return fetch(path, {
+      method: "POST", cache: "no-store",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(data)
+    }).then(function (r) {
+      if (!r.ok) { var e = new Error("HTTP " + r.status); e.status = r.status; throw e; }
+      return r.json();
+    }).then(function (s) { apply(s, false); return s; });
+  }
+
+  var offlineTimer = null;
+  function lost() {
+    if (offlineTimer || offline) { return; }
+    offlineTimer = setTimeout(function () { offlineTimer = null; offline = true; render(); }, 3000);
+  }
+  function found() {
+    if (offlineTimer) { clearTimeout(offlineTimer); offlineTimer = null; }
+    if (offline) { offline = false; render(false); }
+  }
+
+  function checkBuild(b) {
+    if (b && b !== build) { go(window.location.href); }
+  }
+
+  var failures = 0;
+  function connect() {
+    if (!window.EventSource) { poll(); return; }
+    var es = new EventSource("/kiosk/v1/events");
+    var fresh = true;
+    es.addEventListener("hello", function (e) {
+      fresh = true;
+      try { checkBuild(JSON.parse(e.data).build); } catch (err) { /* keep going */ }
+    });
+    es.addEventListener("screen", function (e) {
+      failures = 0;
+      found();
+      var s;
+      try { s = JSON.parse(e.data); } catch (err) { return; }
+      apply(s, fresh);
+      fresh = false;
+    });
+    es.onerror = function () {
+      lost();
+      if (es.readyState === 2) { // closed for good: try again, then long polling
+        es.close();
+        failures++;
+        setTimeout(failures > 3 ? poll : connect, 1000);
+      }
+    };
+  }
+
+  function poll() {
+    fetch("/kiosk/v1/session?wait=" + cur.seq, { cache: "no-store" }).then(function (r) {
+      if (!r.ok) { throw new Error("HTTP " + r.status); }
+      checkBuild(r.headers.get("X-Kluis-Build"));
+      return r.json();
+    }).then(function (s) {
+      found();
+      apply(s, true);
+      poll();
+    }, function () {
+      lost();
+      setTimeout(poll, 1000);
+    });
+  }
+
+  // ---- idle ----------------------------------------------------------------
+
+  var idleTimer = null;
+  function activity() {
+    if (idleTimer) { clearTimeout(idleTimer); }
+    idleTimer = setTimeout(idle, idleMS);
+  }
+  function idle() {
+    idleTimer = null;
+    if (BUSY[cur.state] || cur.staff || offline) { activity(); return; }
+    forget();
+    var home = lang === defaultLang && !large;
+    if (home) {
+      view = "start";
+      dismissed = cur.seq;
+      render();
+      return;
+    }
+    go("/");
+  }
+
+  // ---- keypads -------------------------------------------------------------
+
+  function group(s) { return s.replace(/(\d{3})(?=\d)/g, "$1 "); }
+
+  function showTyped() {
+    var o = $("[data-out=pin]");
+    if (o) { o.textContent = group(pin); }
+    o = $("[data-out=staff-pin]");
+    if (o) { o.textContent = staffPin.replace(/./g, "\u2022"); }
+    ["d", "m", "y"].forEach(function (f) {
+      var v = $("[data-val=" + f + "]");
+      if (v) { v.textContent = birth[f]; }
+      var b = $("[data-field=" + f + "]");
+      if (b) {
+        if (f === field) { b.setAttribute("aria-current", "true"); } else { b.removeAttribute("aria-current"); }
+      }
+    });
+  }
+
+  function clearErrors() { $$(".err").forEach(function (e) { e.hidden = true; }); }
+  function showError(name, n) {
+    clearErrors();
+    var sec = document.getElementById(shown);
+    var e = sec && $("[data-err=" + name + "]", sec);
+    if (!e) { return; }
+    if (e.hasAttribute("data-tpl")) { e.textContent = e.getAttribute("data-tpl").split("{n}").join(String(n)); }
+    e.hidden = false;
+  }
+
+  var FIELD_LEN = { d: 2, m: 2, y: 4 };
+  var NEXT_FIELD = { d: "m", m: "y", y: "y" };
+  var PREV_FIELD = { d: "d", m: "d", y: "m" };
+
+  function press(pad, k) {
+    activity();
+    clearErrors();
+    if (pad === "pin") {
+      if (k === "ok") { submitPIN(); } else if (k === "del") { pin = pin.slice(0, -1); } else if (pin.length < 12) { pin += k; }
+    } else if (pad === "staff-pin") {
+      if (k === "ok") { submitStaffPIN(); } else if (k === "del") { staffPin = staffPin.slice(0, -1); } else if (staffPin.length < 12) { staffPin += k; }
+    } else if (pad === "birth") {
+      if (k === "ok") { submitBirth(); } else if (k === "del") {
+        if (birth[field] === "" && field !== "d") { field = PREV_FIELD[field]; }
+        birth[field] = birth[field].slice(0, -1);
+      } else {
+        if (birth[field].length >= FIELD_LEN[field] && field !== "y") { field = NEXT_FIELD[field]; }
+        if (birth[field].length < FIELD_LEN[field]) { birth[field] += k; }
+        if (birth[field].length === FIELD_LEN[field]) { field = NEXT_FIELD[field]; }
+      }
+    } else if (pad === "load" || pad === "retrieve") {
+      var input = $("#doc-" + pad);
+      if (k === "ok") { submitDoc(pad); } else if (k === "del") { input.value = input.value.slice(0, -1); } else { input.value += k; }
+    }
+    showTyped();
+  }
+
+  function birthDate() {
+    var d = parseInt(birth.d, 10), m = parseInt(birth.m, 10), y = parseInt(birth.y, 10);
+    if (birth.y.length !== 4 || !d || !m || !y || m > 12 || y < 1900) { return ""; }
+    var t = new Date(Date.UTC(y, m - 1, d));
+    if (t.getUTCDate() !== d || t.getTime() > Date.now()) { return ""; }
+    return birth.y + "-" + ("0" + m).slice(-2) + "-" + ("0" + d).slice(-2);
+  }
+
+  function submitPIN() {
+    if (pin.length < 4) { showError("short"); return; }
+    var req = { pin: pin, lang: lang };
+    var bd = birthDate();
+    if (bd) { req.birth_date = bd; }
+    post("/kiosk/v1/pickup", req).catch(function () { showError("input"); });
+  }
+
+  function submitBirth() {
+    var bd = birthDate();
+    if (!bd) { showError("invalid"); return; }
+    if (pin.length < 4) { view = "pin"; dismissed = cur.seq; render(); return; }
+    post("/kiosk/v1/pickup", { pin: pin, birth_date: bd, lang: lang }).catch(function () { showError("input"); });
+  }
+
+  function submitStaffPIN() {
+    if (staffPin.length < 4) { showError("short"); return; }
+    var p = staffPin;
+    staffPin = "";
+    showTyped();
+    post("/kiosk/v1/staff/login", { pin: p, lang: lang }).catch(function () { showError("input"); });
+  }
+
+  function submitDoc(op) {
+    var input = $("#doc-" + op);
+    var nr = input.value.trim();
+    if (!nr) { input.focus(); return; }
+    lastOp = op;
+    post("/kiosk/v1/staff/" + op, { document_number: nr, lang: lang }).then(function () {
+      input.value = "";
+    }, function () { showError("input"); });
+  }
+
+  function scanned(code) {
+    activity();
+    if (shown === "v-staff-login") {
+      post("/kiosk/v1/staff/login", { badge: code, lang: lang }).catch(function () { showError("input"); });
+      return;
+    }
+    if (shown === "v-staff-load" || shown === "v-staff-retrieve") {
+      var op = shown.slice(8);
+      $("#doc-" + op).value = code;
+      submitDoc(op);
+      return;
+    }
+    if (cur.staff || STAFF_VIEWS[view]) { return; }
+    forget();
+    post("/kiosk/v1/pickup", { qr: code, lang: lang }).catch(function () { showError("input"); });
+  }
+
+  // ---- the technician ------------------------------------------------------
+
+  function loadTech() {
+    var box = $("[data-tech-body]");
+    fetch("/screen/tech?lang=" + encodeURIComponent(lang), { cache: "no-store" }).then(function (r) {
+      if (!r.ok) { throw new Error("HTTP " + r.status); }
+      return r.text();
+    }).then(function (html) { box.innerHTML = html; }, function () { showError("input"); });
+  }
+
+  function testOpen(n) {
+    post("/kiosk/v1/tech/test-open", { compartment: n, lang: lang }).catch(function (e) {
+      if (e.status === 409) { showError("notfree", n); } else { showError("input"); }
+    });
+  }
+
+  // ---- buttons -------------------------------------------------------------
+
+  var ACTIONS = {
+    restart: function () { forget(); goView(cur.staff ? "staff-menu" : "start"); },
+    pin: function () { forget(); goView("pin"); },
+    large: function () { go("/?lang=" + encodeURIComponent(lang) + (large ? "" : "&large=1")); },
+    "staff-login": function () { forget(); goView("staff-login"); },
+    "staff-menu": function () { goView("staff-menu"); },
+    "staff-next": function () { goView(cur.staff ? "staff-" + lastOp : "staff-login"); },
+    load: function () { lastOp = "load"; goView("staff-load"); },
+    retrieve: function () { lastOp = "retrieve"; goView("staff-retrieve"); },
+    tech: function () { goView("tech"); },
+    "tech-refresh": function () { loadTech(); },
+    logout: function () { post("/kiosk/v1/staff/logout", {}).catch(function () { showError("input"); }); }
+  };
+
+  document.addEventListener("click", function (e) {
+    activity();
+    var k = e.target.closest("[data-key]");
+    if (k) {
+      var pad = k.closest("[data-pad]");
+      if (pad) { press(pad.getAttribute("data-pad"), k.getAttribute("data-key")); }
+      return;
+    }
+    var f = e.target.closest("[data-field]");
+    if (f) { field = f.getAttribute("data-field"); showTyped(); return; }
+    var a = e.target.closest("[data-act]");
+    if (!a) { return; }
+    var act = a.getAttribute("data-act");
+    if (act === "test-open") { testOpen(parseInt(a.getAttribute("data-comp"), 10)); return; }
+    if (ACTIONS[act]) { ACTIONS[act](); }
+  });
+
+  document.addEventListener("submit", function (e) {
+    var f = e.target.closest("[data-form]");
+    if (!f) { return; }
+    e.preventDefault();
+    submitDoc(f.getAttribute("data-form"));
+  });
+
+  // ---- the keyboard and keyboard-wedge scanners ------------------------------
+
+  // A wedge scanner types a whole code fast and ends with Enter, into
+  // whatever has focus: here usually nothing. A burst is a scan when it has
+  // a character that is not a digit (a QR code, a badge) or is longer than
+  // any PIN; digits typed on a keypad screen are that keypad's.
+  var burst = "";
+  var lastKey = 0;
+  var BURST_GAP = 300;
+
+  function padOf(id) {
+    return { "v-pin": "pin", "v-birth": "birth", "v-staff-login": "staff-pin" }[id] || "";
+  }
+
+  document.addEventListener("keydown", function (e) {
+    if (e.ctrlKey || e.altKey || e.metaKey) { return; }
+    activity();
+    var now = Date.now();
+    if (now - lastKey > BURST_GAP) { burst = ""; }
+    lastKey = now;
+    var t = e.target;
+    var inField = t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA");
+    var onControl = t && t.closest && t.closest("button, a");
+    var pad = padOf(shown);
+    if (e.key === "Enter") {
+      var code = burst;
+      burst = "";
+      if (!inField && code.length >= 4 && (/\D/.test(code) || code.length > 12)) {
+        e.preventDefault();
+        scanned(code);
+        return;
+      }
+      if (pad && !inField && !onControl) { e.preventDefault(); press(pad, "ok"); }
+      return;
+    }
+    if (inField) { return; }
+    if (e.key === "Backspace" && pad) { e.preventDefault(); press(pad, "del"); return; }
+    if (e.key.length !== 1 || e.key === " ") { return; }
+    var onlyDigits = !/\D/.test(burst);
+    if (burst.length < 1100) { burst += e.key; }
+    if (pad && /\d/.test(e.key) && onlyDigits) { e.preventDefault(); press(pad, e.key); }
+  });
+
+  ["pointerdown", "touchstart"].forEach(function (ev) {
+    document.addEventListener(ev, activity, { passive: true });
+  });
+
+  setInterval(retryText, 15000);
+  showTyped();
+  render(false);
+  activity();
+  connect();
+}());

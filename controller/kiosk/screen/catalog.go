@@ -1,0 +1,241 @@
+package screen
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"kluis/controller/engine"
+	"kluis/controller/wire"
+)
+
+// Catalog is every text the kiosk screen shows, in nl, fr, en and de: the
+// screen's own texts (below) and the engine's state messages, under
+// "state.<state>" (taken from controller/engine, not copied). Placeholders:
+// {n} a compartment or board number, {m} minutes, {s} the staff member's
+// name.
+type Catalog struct {
+	texts map[string][]string // key -> one text per language, in Langs order
+}
+
+// Langs are the screen's languages, in the order of the language switch.
+func Langs() []string { return engine.Langs() }
+
+// ErrMissing is wrapped when a key has no text in a language.
+var ErrMissing = fmt.Errorf("screen: no text")
+
+// NewCatalog builds the catalogue. It fails when a text is missing in a
+// language or a key is both the screen's and the engine's.
+func NewCatalog() (*Catalog, error) {
+	c := &Catalog{texts: map[string][]string{}}
+	langs := Langs()
+	for k, v := range uiTexts {
+		if len(v) != len(langs) {
+			return nil, fmt.Errorf("%w: %q has %d languages, want %d", ErrMissing, k, len(v), len(langs))
+		}
+		c.texts[k] = v[:]
+	}
+	for _, st := range engine.States() {
+		k := "state." + st
+		if _, dup := c.texts[k]; dup {
+			return nil, fmt.Errorf("screen: %q is the engine's", k)
+		}
+		v := make([]string, len(langs))
+		for i, l := range langs {
+			t, ok := engine.MessageText(st, l)
+			if !ok {
+				return nil, fmt.Errorf("%w: engine message %s in %s", ErrMissing, st, l)
+			}
+			v[i] = t
+		}
+		c.texts[k] = v
+	}
+	return c, nil
+}
+
+// Text returns the text of key in lang, or an error: there is no fallback
+// to another language or key.
+func (c *Catalog) Text(key, lang string) (string, error) {
+	v, ok := c.texts[key]
+	if !ok {
+		return "", fmt.Errorf("%w: unknown key %q", ErrMissing, key)
+	}
+	for i, l := range Langs() {
+		if l == lang {
+			if v[i] == "" {
+				return "", fmt.Errorf("%w: %q in %s", ErrMissing, key, lang)
+			}
+			return v[i], nil
+		}
+	}
+	return "", fmt.Errorf("%w: unknown language %q", ErrMissing, lang)
+}
+
+// Keys returns every key, sorted.
+func (c *Catalog) Keys() []string {
+	ks := make([]string, 0, len(c.texts))
+	for k := range c.texts {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// fill replaces the placeholders of t.
+func fill(t string, n, m int, s string) string {
+	return strings.NewReplacer("{n}", fmt.Sprint(n), "{m}", fmt.Sprint(m), "{s}", s).Replace(t)
+}
+
+// alarmKey is the catalogue key of an alarm kind.
+func alarmKey(a wire.AlarmKind) string { return "alarm." + string(a) }
+
+// uiTexts are the screen's own texts: nl, fr, en, de. Plain words, short
+// sentences (B1), saying what to do next.
+var uiTexts = map[string][4]string{
+	// Every screen.
+	"page.title":  {"Document afhalen", "Retirer un document", "Collect a document", "Dokument abholen"},
+	"lang.nav":    {"Taal", "Langue", "Language", "Sprache"},
+	"lang.nl":     {"Nederlands", "Nederlands", "Nederlands", "Nederlands"},
+	"lang.fr":     {"Français", "Français", "Français", "Français"},
+	"lang.en":     {"English", "English", "English", "English"},
+	"lang.de":     {"Deutsch", "Deutsch", "Deutsch", "Deutsch"},
+	"help":        {"Hulp? Bel 1777.", "Aide ? Appelez le 1777.", "Help? Call 1777.", "Hilfe? Rufen Sie 1777 an."},
+	"restart":     {"Opnieuw beginnen", "Recommencer", "Start again", "Neu beginnen"},
+	"large":       {"Grote letters", "Grands caractères", "Large text", "Große Schrift"},
+	"staff.entry": {"Personeel", "Personnel", "Staff", "Personal"},
+	"err.input": {"Dat lukte niet. Probeer het opnieuw.", "Cela n'a pas marché. Réessayez.",
+		"That did not work. Please try again.", "Das hat nicht geklappt. Bitte versuchen Sie es noch einmal."},
+	"conn.msg": {"Het toestel start opnieuw. Wacht even.", "L'appareil redémarre. Patientez un instant.",
+		"The machine is restarting. Please wait a moment.", "Das Gerät startet neu. Bitte warten Sie einen Moment."},
+
+	// The start screen.
+	"start.title": {"Haal hier uw document af", "Retirez ici votre document", "Collect your document here", "Holen Sie hier Ihr Dokument ab"},
+	"start.scan": {"Houd de QR-code uit uw e-mail of brief onder de scanner.", "Tenez le code QR de votre e-mail ou lettre sous le scanner.",
+		"Hold the QR code from your e-mail or letter under the scanner.", "Halten Sie den QR-Code aus Ihrer E-Mail oder Ihrem Brief unter den Scanner."},
+	"start.pin": {"Pincode intikken", "Taper le code PIN", "Type your PIN", "PIN eingeben"},
+
+	// The keypads.
+	"keypad.label": {"Cijfertoetsen", "Clavier numérique", "Number keys", "Zifferntasten"},
+	"key.delete":   {"Wissen", "Effacer", "Delete", "Löschen"},
+	"key.ok":       {"Bevestigen", "Valider", "Confirm", "Bestätigen"},
+	"key.dash":     {"Streepje", "Tiret", "Dash", "Bindestrich"},
+
+	// PIN.
+	"pin.title": {"Uw pincode", "Votre code PIN", "Your PIN", "Ihre PIN"},
+	"pin.hint": {"Uw pincode staat in de e-mail of brief die u kreeg.", "Votre code PIN est dans l'e-mail ou la lettre que vous avez reçu.",
+		"Your PIN is in the e-mail or letter you received.", "Ihre PIN steht in der E-Mail oder dem Brief, den Sie bekommen haben."},
+	"pin.typed": {"Getypte cijfers", "Chiffres tapés", "Digits typed", "Eingegebene Ziffern"},
+	"pin.short": {"Een pincode heeft minstens 4 cijfers.", "Un code PIN a au moins 4 chiffres.",
+		"A PIN has at least 4 digits.", "Eine PIN hat mindestens 4 Ziffern."},
+
+	// Date of birth.
+	"birth.title": {"Uw geboortedatum", "Votre date de naissance", "Your date of birth", "Ihr Geburtsdatum"},
+	"birth.day":   {"Dag", "Jour", "Day", "Tag"},
+	"birth.month": {"Maand", "Mois", "Month", "Monat"},
+	"birth.year":  {"Jaar", "Année", "Year", "Jahr"},
+	"birth.example": {"Bijvoorbeeld: dag 03, maand 02, jaar 1990.", "Par exemple : jour 03, mois 02, année 1990.",
+		"For example: day 03, month 02, year 1990.", "Zum Beispiel: Tag 03, Monat 02, Jahr 1990."},
+	"birth.invalid": {"Deze datum klopt niet. Kijk dag, maand en jaar na.", "Cette date n'est pas correcte. Vérifiez le jour, le mois et l'année.",
+		"This date is not correct. Check the day, month and year.", "Dieses Datum stimmt nicht. Prüfen Sie Tag, Monat und Jahr."},
+
+	// Titles of the citizen's screens (the message below is the engine's).
+	"title.wait":              {"Even geduld", "Un instant", "Please wait", "Bitte warten"},
+	"title.problem":           {"Er is een probleem", "Il y a un problème", "There is a problem", "Es gibt ein Problem"},
+	"title.open":              {"Neem uw document", "Prenez votre document", "Take your document", "Nehmen Sie Ihr Dokument"},
+	"title.done":              {"Klaar", "Terminé", "All done", "Fertig"},
+	"title.not_collected":     {"Uw document ligt er nog", "Votre document est encore là", "Your document is still there", "Ihr Dokument ist noch da"},
+	"title.wrong_code":        {"Code niet aanvaard", "Code refusé", "Code not accepted", "Code nicht angenommen"},
+	"title.expired":           {"Code vervallen", "Code expiré", "Code expired", "Code abgelaufen"},
+	"title.already_collected": {"Al afgehaald", "Déjà retiré", "Already collected", "Bereits abgeholt"},
+	"title.locked_out":        {"Even geblokkeerd", "Bloqué pour un moment", "Blocked for a while", "Vorübergehend gesperrt"},
+	"title.out_of_order":      {"Buiten gebruik", "Hors service", "Out of order", "Außer Betrieb"},
+	"next.not_collected": {"Wilt u het toch meenemen? Scan of tik uw code opnieuw.", "Vous le voulez quand même ? Scannez ou tapez à nouveau votre code.",
+		"Do you want it after all? Scan or type your code again.", "Möchten Sie es doch mitnehmen? Scannen oder tippen Sie Ihren Code noch einmal."},
+	"next.expired": {"Bel 1777. Wij helpen u verder.", "Appelez le 1777. Nous vous aiderons.",
+		"Call 1777. We will help you.", "Rufen Sie 1777 an. Wir helfen Ihnen weiter."},
+	"next.already_collected": {"Klopt dit niet? Bel 1777.", "Ce n'est pas correct ? Appelez le 1777.",
+		"Is this not right? Call 1777.", "Stimmt das nicht? Rufen Sie 1777 an."},
+	"retry.one": {"U kunt het over 1 minuut opnieuw proberen.", "Vous pourrez réessayer dans 1 minute.",
+		"You can try again in 1 minute.", "Sie können es in 1 Minute noch einmal versuchen."},
+	"retry.many": {"U kunt het over {m} minuten opnieuw proberen.", "Vous pourrez réessayer dans {m} minutes.",
+		"You can try again in {m} minutes.", "Sie können es in {m} Minuten noch einmal versuchen."},
+
+	// The drawing of the device.
+	"drawing.n": {"Vak {n}", "Casier {n}", "Compartment {n}", "Fach {n}"},
+	"drawing.label": {"Tekening van dit toestel. Vak {n} is aangeduid.", "Dessin de cet appareil. Le casier {n} est indiqué.",
+		"Drawing of this machine. Compartment {n} is marked.", "Zeichnung dieses Geräts. Fach {n} ist markiert."},
+	"hatch.open": {"Het luik is open. Neem uw document en sluit het luik.", "La trappe est ouverte. Prenez votre document et fermez la trappe.",
+		"The hatch is open. Take your document and close the hatch.", "Die Klappe ist offen. Nehmen Sie Ihr Dokument und schließen Sie die Klappe."},
+	"drawing.here":  {"Dit scherm", "Cet écran", "This screen", "Dieser Bildschirm"},
+	"drawing.hatch": {"Het luik", "La trappe", "The hatch", "Die Klappe"},
+	"drawing.hatch.label": {"Tekening van dit toestel. Uw document komt uit het luik.", "Dessin de cet appareil. Votre document sort par la trappe.",
+		"Drawing of this machine. Your document comes out of the hatch.", "Zeichnung dieses Geräts. Ihr Dokument kommt aus der Klappe."},
+
+	// Staff at the device.
+	"staff.login.title": {"Aanmelden personeel", "Connexion du personnel", "Staff login", "Anmeldung Personal"},
+	"staff.login.hint": {"Scan uw badge of tik uw personeelscode in.", "Scannez votre badge ou tapez votre code personnel.",
+		"Scan your badge or type your staff PIN.", "Scannen Sie Ihren Ausweis oder geben Sie Ihre Personal-PIN ein."},
+	"staff.menu.title": {"Wat wilt u doen?", "Que voulez-vous faire ?", "What do you want to do?", "Was möchten Sie tun?"},
+	"staff.as":         {"Aangemeld als {s}.", "Connecté en tant que {s}.", "Logged in as {s}.", "Angemeldet als {s}."},
+	"staff.load":       {"Document laden", "Charger un document", "Load a document", "Dokument einlegen"},
+	"staff.retrieve":   {"Document terugnemen", "Reprendre un document", "Take back a document", "Dokument zurücknehmen"},
+	"staff.tech":       {"Technicus", "Technicien", "Technician", "Techniker"},
+	"staff.logout":     {"Afmelden", "Se déconnecter", "Log out", "Abmelden"},
+	"staff.docnr":      {"Documentnummer", "Numéro du document", "Document number", "Dokumentnummer"},
+	"staff.docnr.hint": {"Scan of tik het documentnummer.", "Scannez ou tapez le numéro du document.",
+		"Scan or type the document number.", "Scannen oder tippen Sie die Dokumentnummer."},
+	"staff.next":              {"Volgend document", "Document suivant", "Next document", "Nächstes Dokument"},
+	"staff.back":              {"Terug naar het menu", "Retour au menu", "Back to the menu", "Zurück zum Menü"},
+	"staff.again":             {"Opnieuw aanmelden", "Se reconnecter", "Log in again", "Erneut anmelden"},
+	"title.staff_denied":      {"Niet aangemeld", "Non connecté", "Not logged in", "Nicht angemeldet"},
+	"title.door_open":         {"De deur is open", "La porte est ouverte", "The door is open", "Die Tür ist offen"},
+	"title.loaded":            {"Geladen", "Chargé", "Loaded", "Eingelegt"},
+	"title.load_empty":        {"Niet geladen", "Non chargé", "Not loaded", "Nicht eingelegt"},
+	"title.retrieved":         {"Teruggenomen", "Repris", "Taken back", "Zurückgenommen"},
+	"title.still_there":       {"Nog in het vak", "Encore dans le casier", "Still in the compartment", "Noch im Fach"},
+	"title.not_found":         {"Niet gevonden", "Introuvable", "Not found", "Nicht gefunden"},
+	"title.no_compartment":    {"Geen vrij vak", "Pas de casier libre", "No free compartment", "Kein freies Fach"},
+	"title.test_open":         {"Testopening", "Ouverture de test", "Test opening", "Testöffnung"},
+	"next.staff.not_found":    {"Kijk het nummer na en probeer opnieuw.", "Vérifiez le numéro et réessayez.", "Check the number and try again.", "Prüfen Sie die Nummer und versuchen Sie es noch einmal."},
+	"next.staff.load_empty":   {"Probeer het document opnieuw te laden.", "Essayez à nouveau de charger le document.", "Try to load the document again.", "Versuchen Sie, das Dokument noch einmal einzulegen."},
+	"next.staff.still_there":  {"Probeer het opnieuw of meld het.", "Réessayez ou signalez-le.", "Try again or report it.", "Versuchen Sie es noch einmal oder melden Sie es."},
+	"next.staff.staff_denied": {"Meld u opnieuw aan.", "Connectez-vous à nouveau.", "Please log in again.", "Bitte melden Sie sich erneut an."},
+
+	// The technician's screen.
+	"tech.title":     {"Test en diagnose", "Test et diagnostic", "Test and diagnostics", "Test und Diagnose"},
+	"tech.boards":    {"Borden", "Cartes", "Boards", "Platinen"},
+	"tech.board":     {"Bord {n}", "Carte {n}", "Board {n}", "Platine {n}"},
+	"tech.online":    {"Bereikbaar", "Joignable", "Reachable", "Erreichbar"},
+	"tech.offline":   {"Niet bereikbaar", "Injoignable", "Unreachable", "Nicht erreichbar"},
+	"tech.errors":    {"Fouten: {n}", "Erreurs : {n}", "Errors: {n}", "Fehler: {n}"},
+	"tech.doors":     {"Vakken", "Casiers", "Compartments", "Fächer"},
+	"tech.col.comp":  {"Vak", "Casier", "Compartment", "Fach"},
+	"tech.col.door":  {"Deur", "Porte", "Door", "Tür"},
+	"tech.col.item":  {"Inhoud", "Contenu", "Contents", "Inhalt"},
+	"tech.col.test":  {"Test", "Test", "Test", "Test"},
+	"tech.door.open": {"Deur open", "Porte ouverte", "Door open", "Tür offen"},
+	"tech.door.shut": {"Deur dicht", "Porte fermée", "Door closed", "Tür zu"},
+	"tech.item":      {"Document aanwezig", "Document présent", "Document inside", "Dokument im Fach"},
+	"tech.empty":     {"Leeg", "Vide", "Empty", "Leer"},
+	"tech.unknown":   {"Onbekend", "Inconnu", "Unknown", "Unbekannt"},
+	"tech.test":      {"Vak {n} openen", "Ouvrir le casier {n}", "Open compartment {n}", "Fach {n} öffnen"},
+	"tech.open":      {"Openen", "Ouvrir", "Open", "Öffnen"},
+	"tech.notfree": {"Vak {n} is misschien niet leeg. Het blijft dicht.", "Le casier {n} n'est peut-être pas vide. Il reste fermé.",
+		"Compartment {n} may not be empty. It stays closed.", "Fach {n} ist vielleicht nicht leer. Es bleibt zu."},
+	"tech.refresh":   {"Vernieuwen", "Actualiser", "Refresh", "Aktualisieren"},
+	"tech.backlog":   {"Berichten die wachten op de server: {n}", "Messages en attente du serveur : {n}", "Messages waiting for the server: {n}", "Meldungen, die auf den Server warten: {n}"},
+	"tech.alarms":    {"Laatste alarmen", "Dernières alarmes", "Last alarms", "Letzte Alarme"},
+	"tech.noalarms":  {"Geen alarm sinds de start.", "Aucune alarme depuis le démarrage.", "No alarm since start-up.", "Kein Alarm seit dem Start."},
+	"tech.col.time":  {"Tijd", "Heure", "Time", "Zeit"},
+	"tech.col.alarm": {"Alarm", "Alarme", "Alarm", "Alarm"},
+	"tech.col.where": {"Waar", "Où", "Where", "Wo"},
+
+	alarmKey(wire.AlarmDoorLeftOpen):       {"Deur bleef open", "Porte restée ouverte", "Door left open", "Tür offen gelassen"},
+	alarmKey(wire.AlarmForcedDoor):         {"Deur geforceerd", "Porte forcée", "Door forced", "Tür aufgebrochen"},
+	alarmKey(wire.AlarmBoardUnreachable):   {"Bord niet bereikbaar", "Carte injoignable", "Board unreachable", "Platine nicht erreichbar"},
+	alarmKey(wire.AlarmSensorDisagreement): {"Sensoren spreken elkaar tegen", "Capteurs en désaccord", "Sensors disagree", "Sensoren widersprechen sich"},
+	alarmKey(wire.AlarmBruteForceLockout):  {"Te veel foute codes", "Trop de codes erronés", "Too many wrong codes", "Zu viele falsche Codes"},
+	alarmKey(wire.AlarmMechanismFault):     {"Mechanisme defect", "Mécanisme en panne", "Mechanism fault", "Mechanik defekt"},
+	alarmKey(wire.AlarmPulseUncertain):     {"Niet zeker of de deur openging", "Ouverture incertaine", "Opening uncertain", "Öffnung unsicher"},
+	alarmKey(wire.AlarmJournalDamaged):     {"Logboek beschadigd", "Journal endommagé", "Journal damaged", "Journal beschädigt"},
+}

@@ -1,0 +1,385 @@
+package screen
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/net/html"
+
+	"kluis/controller/config"
+	"kluis/controller/engine"
+	"kluis/controller/wire"
+	"kluis/hardware"
+)
+
+var placeholderRE = regexp.MustCompile(`\{[a-z]\}`)
+
+// sameInEveryLanguage are the texts that are rightly the same in two
+// languages: each language's own name (the switch shows them in their
+// own language) and technical words.
+var sameInEveryLanguage = map[string]bool{
+	"lang.nl": true, "lang.fr": true, "lang.en": true, "lang.de": true,
+	"tech.col.test":  true, // Test
+	"tech.col.alarm": true, // Alarm (nl, en, de)
+}
+
+func TestCatalogEveryTextInEveryLanguage(t *testing.T) {
+	c, err := NewCatalog()
+	require.NoError(t, err)
+	langs := Langs()
+	require.Equal(t, []string{"nl", "fr", "en", "de"}, langs)
+	for _, k := range c.Keys() {
+		var ph []string
+		for i, l := range langs {
+			txt, err := c.Text(k, l)
+			require.NoError(t, err, "%s in %s", k, l)
+			require.NotEmpty(t, strings.TrimSpace(txt), "%s in %s", k, l)
+			require.Equal(t, strings.TrimSpace(txt), txt, "%s in %s: spaces around", k, l)
+			got := placeholderRE.FindAllString(txt, -1)
+			sort.Strings(got)
+			if i == 0 {
+				ph = got
+			}
+			require.Equal(t, ph, got, "%s: the placeholders differ between nl and %s", k, l)
+			for _, other := range langs[:i] {
+				o, _ := c.Text(k, other)
+				if o == txt && !sameInEveryLanguage[k] && !strings.HasPrefix(k, "state.") {
+					t.Errorf("%s is the same in %s and %s (%q): a text not translated?", k, other, l, txt)
+				}
+			}
+		}
+	}
+	// No fallback: an unknown key or language is an error.
+	_, err = c.Text("no.such.key", "en")
+	require.ErrorIs(t, err, ErrMissing)
+	_, err = c.Text("help", "es")
+	require.ErrorIs(t, err, ErrMissing)
+	// A text missing in one language is an error, not another language.
+	c.texts["help"] = []string{"Hulp", "", "Help", "Hilfe"}
+	_, err = c.Text("help", "fr")
+	require.ErrorIs(t, err, ErrMissing)
+}
+
+func TestCatalogHasEveryStateAlarmAndViewText(t *testing.T) {
+	c, err := NewCatalog()
+	require.NoError(t, err)
+	keys := map[string]bool{}
+	for _, k := range c.Keys() {
+		keys[k] = true
+	}
+	for _, st := range engine.States() {
+		require.True(t, keys["state."+st], "engine state %s", st)
+	}
+	for _, a := range wire.AlarmKinds() {
+		require.True(t, keys[alarmKey(a)], "alarm %s", a)
+	}
+	for _, v := range views {
+		for _, k := range []string{v.Title, v.Next, v.ActLabel, v.Hatch} {
+			if k != "" {
+				require.True(t, keys[k], "%s: %s", v.State, k)
+			}
+		}
+	}
+	// Every engine state but idle, staff and need_birth_date (the start,
+	// staff menu and date-of-birth screens) has its own section.
+	have := map[string]bool{engine.StateIdle: true, engine.StateStaff: true, engine.StateNeedBirthDate: true}
+	for _, st := range Views() {
+		have[st] = true
+	}
+	for _, st := range engine.States() {
+		require.True(t, have[st], "no screen for state %s", st)
+	}
+}
+
+// TestCatalogOneCopyOfEachText: the screen does not copy the engine's
+// messages (one catalogue): no screen text is an engine message.
+func TestCatalogOneCopyOfEachText(t *testing.T) {
+	c, err := NewCatalog()
+	require.NoError(t, err)
+	for _, l := range Langs() {
+		engineTexts := map[string]string{}
+		for _, st := range engine.States() {
+			txt, _ := engine.MessageText(st, l)
+			engineTexts[strings.ToLower(strings.TrimRight(txt, ".!"))] = st
+		}
+		for k := range uiTexts {
+			txt, _ := c.Text(k, l)
+			if st, dup := engineTexts[strings.ToLower(strings.TrimRight(txt, ".!"))]; dup {
+				t.Errorf("%s (%s) copies the engine's message of %s: %q", k, l, st, txt)
+			}
+		}
+	}
+}
+
+// fakeSource is a screen to show and diagnostics to report.
+type fakeSource struct {
+	sc engine.Screen
+	d  engine.Diagnostics
+}
+
+func (f *fakeSource) Screen() engine.Screen                          { return f.sc }
+func (f *fakeSource) Diagnostics(context.Context) engine.Diagnostics { return f.d }
+
+func testConfig(t *testing.T, kind string) *config.Config {
+	y := "device_id: d1\nsite: s\nkind: " + kind + "\nmqtt: {url: tcp://127.0.0.1:1883}\nhardware: {driver: simfile, simfile: /dev/null}\n"
+	if kind == config.KindAutomaton {
+		y += "compartments:\n  - {number: 1, board: 0, slot: 0}\n  - {number: 2, board: 0, slot: 1}\n"
+	} else {
+		y += "compartments:\n  - {number: 1, board: 0, channel: 0}\n  - {number: 2, board: 0, channel: 1}\n  - {number: 3, board: 0, channel: 2}\n"
+		y += "layout: {columns: 2, rows: 2, screen: {column: 2, row: 2}}\n"
+	}
+	c, err := config.Parse([]byte(y), config.ParseOptions{AllowTestDrivers: true})
+	require.NoError(t, err)
+	return c
+}
+
+// markerCatalog has every text as §key§ (with the placeholders of the
+// real text), so that a rendered page shows where its texts come from.
+func markerCatalog(t *testing.T) *Catalog {
+	real, err := NewCatalog()
+	require.NoError(t, err)
+	m := &Catalog{texts: map[string][]string{}}
+	for _, k := range real.Keys() {
+		for _, l := range Langs() {
+			txt, _ := real.Text(k, l)
+			m.texts[k] = append(m.texts[k], "§"+k+"§"+strings.Join(placeholderRE.FindAllString(txt, -1), ""))
+		}
+	}
+	return m
+}
+
+var markerRE = regexp.MustCompile(`§[a-z0-9_.]+§`)
+
+// leftover is what remains of s once the catalogue's markers are gone;
+// digits, spaces and punctuation are not words.
+func leftover(s string) string {
+	s = placeholderRE.ReplaceAllString(markerRE.ReplaceAllString(s, ""), "")
+	return strings.TrimFunc(s, func(r rune) bool {
+		return r == ' ' || r == '\n' || r == '\t' || r == '-' || r == ':' || r == '(' || r == ')' || r == '.' ||
+			r == ',' || r == '/' || (r >= '0' && r <= '9') || r == '\u2193' // the arrow under the scan area
+	})
+}
+
+// readable are the attributes a person reads (or hears).
+var readable = map[string]bool{"aria-label": true, "title": true, "alt": true, "placeholder": true, "value": false,
+	"data-tpl": true, "data-tpl-aria": true}
+
+// checkNoHardCodedText fails t for every visible text or readable
+// attribute of page that does not come from the catalogue.
+func checkNoHardCodedText(t *testing.T, name, page string) {
+	t.Helper()
+	doc, err := html.Parse(strings.NewReader(page))
+	require.NoError(t, err)
+	var walk func(n *html.Node, inSVG bool)
+	walk = func(n *html.Node, inSVG bool) {
+		if n.Type == html.ElementNode {
+			if n.Data == "script" || n.Data == "style" {
+				return
+			}
+			if n.Data == "svg" {
+				inSVG = true
+			}
+			for _, a := range n.Attr {
+				if readable[a.Key] {
+					if rest := leftover(a.Val); rest != "" {
+						t.Errorf("%s: <%s %s=%q>: %q is not from the catalogue", name, n.Data, a.Key, a.Val, rest)
+					}
+				}
+			}
+		}
+		if n.Type == html.TextNode && (!inSVG || (n.Parent != nil && n.Parent.Data == "text")) {
+			if rest := leftover(n.Data); rest != "" {
+				t.Errorf("%s: text %q in <%s> is not from the catalogue", name, rest, n.Parent.Data)
+			}
+		}
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			walk(c, inSVG)
+		}
+	}
+	walk(doc, false)
+}
+
+func newTestScreen(t *testing.T, kind string, src *fakeSource, cat *Catalog) *Screen {
+	s, err := New(Options{Source: src, Config: testConfig(t, kind), Catalog: cat,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	return s
+}
+
+func get(t *testing.T, s *Screen, path string) (int, string) {
+	mux := http.NewServeMux()
+	s.Register(mux)
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	return rec.Code, rec.Body.String()
+}
+
+// TestNoHardCodedText renders every screen of both kinds of device (and
+// the technician's diagnostics) with a catalogue of markers: every text a
+// person reads must be a marker. The script holds no text either.
+func TestNoHardCodedText(t *testing.T) {
+	cat := markerCatalog(t)
+	now := time.Now()
+	two := 2
+	diag := engine.Diagnostics{Caps: hardware.Capabilities{DoorSensor: true, ItemSensor: true},
+		Boards: []wire.BoardHealth{{Address: 0, Online: true}, {Address: 1, Online: false, Errors: 3}},
+		Doors:  []hardware.ChannelState{{Addr: hardware.Address{Channel: 0}, DoorOpen: true, ItemPresent: true}},
+		Alarms: []engine.AlarmNote{{Alarm: wire.AlarmForcedDoor, Compartment: 1, At: now}, {Alarm: wire.AlarmBoardUnreachable, Board: &two, At: now}},
+	}
+	for _, kind := range []string{config.KindLocker, config.KindAutomaton} {
+		src := &fakeSource{d: diag}
+		s := newTestScreen(t, kind, src, cat)
+		for _, st := range engine.States() {
+			for _, staff := range []string{"", "§staff_name§"} { // a name is data, not text
+				src.sc = engine.Screen{State: st, Compartment: 2, Lang: "en", Staff: staff, Seq: 3, At: now, RetryAfterS: 120}
+				code, body := get(t, s, "/?lang=fr&large=1")
+				require.Equal(t, http.StatusOK, code, body)
+				checkNoHardCodedText(t, kind+"/"+st, body)
+			}
+		}
+		code, body := get(t, s, "/screen/tech?lang=de")
+		require.Equal(t, http.StatusOK, code, body)
+		require.Contains(t, body, "§alarm.forced_door§")
+		checkNoHardCodedText(t, kind+"/tech", body)
+	}
+
+	js, err := assets.ReadFile("assets/screen.js")
+	require.NoError(t, err)
+	// A sentence is two words with a space between; the script's strings
+	// are selectors, names and paths.
+	sentence := regexp.MustCompile(`[A-Za-z]{2,}\s+[A-Za-z]{2,}`)
+	for _, lit := range regexp.MustCompile(`"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'`).FindAllString(stripComments(string(js)), -1) {
+		if sentence.MatchString(lit) && lit != `"use strict"` {
+			t.Errorf("screen.js: %s looks like text for people: it belongs in the catalogue", lit)
+		}
+		for _, r := range lit {
+			if r > 0x7f && r != '\u2022' { // the bullet that masks a staff PIN
+				t.Errorf("screen.js: %s has a non-ASCII character", lit)
+			}
+		}
+	}
+}
+
+// stripComments drops // comments (the script's explanations).
+func stripComments(js string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(js, "\n") {
+		if i := strings.Index(line, "// "); i >= 0 && !strings.Contains(line[:i], `"`) {
+			line = line[:i]
+		}
+		if strings.HasPrefix(strings.TrimSpace(line), "//") {
+			continue
+		}
+		b.WriteString(line + "\n")
+	}
+	return b.String()
+}
+
+func TestPageShowsTheEngineStateInTheChosenLanguage(t *testing.T) {
+	src := &fakeSource{}
+	s := newTestScreen(t, config.KindLocker, src, nil)
+	cat, err := NewCatalog()
+	require.NoError(t, err)
+	for _, st := range engine.States() {
+		src.sc = engine.Screen{State: st, Compartment: 3, Lang: "nl", Seq: 9, At: time.Now()}
+		code, body := get(t, s, "/?lang=de")
+		require.Equal(t, http.StatusOK, code)
+		require.Contains(t, body, `<html lang="de"`)
+		id := firstView(src.sc)
+		require.Regexp(t, `<section id="`+id+`" [^>]*aria-labelledby="h-[a-z_-]+">`, body, "%s shown", st)
+		all := regexp.MustCompile(`<section [^>]*>`).FindAllString(body, -1)
+		hidden := regexp.MustCompile(`<section [^>]* hidden>`).FindAllString(body, -1)
+		require.Equal(t, 1, len(all)-len(hidden), "%s: one section shown", st)
+		msg, _ := cat.Text("state."+st, "de")
+		if strings.HasPrefix(id, "s-") {
+			require.Contains(t, body, html.EscapeString(fill(msg, 3, 10, "")), st)
+		}
+	}
+	// An unknown language is the default one; the page is never cached
+	// by a proxy and allows no inline script.
+	src.sc = engine.Screen{State: engine.StateIdle, Seq: 1}
+	mux := http.NewServeMux()
+	s.Register(mux)
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/?lang=xx", nil))
+	require.Contains(t, rec.Body.String(), `<html lang="nl"`)
+	require.Contains(t, rec.Header().Get("Content-Security-Policy"), "script-src 'self'")
+	require.Equal(t, s.Build(), rec.Header().Get("X-Kluis-Build"))
+	require.Len(t, s.Build(), 16)
+
+	code, body := get(t, s, "/screen/static/screen.css")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, ".keypad")
+	code, _ = get(t, s, "/screen/static/nothing.js")
+	require.Equal(t, http.StatusNotFound, code)
+	code, _ = get(t, s, "/elsewhere")
+	require.Equal(t, http.StatusNotFound, code)
+}
+
+func TestLockedOutSaysWhenToTryAgain(t *testing.T) {
+	now := time.Date(2026, 11, 22, 2, 0, 0, 0, time.UTC)
+	src := &fakeSource{}
+	s, err := New(Options{Source: src, Config: testConfig(t, config.KindLocker), Clock: func() time.Time { return now }})
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		retry int
+		want  string
+	}{{901, "in 15 minutes"}, {61, "in 1 minute"}, {5, "in 1 minute"}, {3601, "in 60 minutes"}} {
+		src.sc = engine.Screen{State: engine.StateLockedOut, Seq: 2, At: now, RetryAfterS: tc.retry}
+		_, body := get(t, s, "/?lang=en")
+		doc, err := html.Parse(strings.NewReader(body))
+		require.NoError(t, err)
+		require.Contains(t, visibleText(doc, "s-locked_out"), tc.want, "retry after %d s", tc.retry)
+		require.Contains(t, body, fmt.Sprintf(`data-retry-until="%d"`, now.Add(time.Duration(tc.retry)*time.Second).UnixMilli()))
+	}
+}
+
+// visibleText is the text of the element with id, without hidden
+// elements.
+func visibleText(doc *html.Node, id string) string {
+	var b strings.Builder
+	var find func(n *html.Node) *html.Node
+	find = func(n *html.Node) *html.Node {
+		for _, a := range n.Attr {
+			if a.Key == "id" && a.Val == id {
+				return n
+			}
+		}
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			if f := find(c); f != nil {
+				return f
+			}
+		}
+		return nil
+	}
+	var text func(n *html.Node)
+	text = func(n *html.Node) {
+		for _, a := range n.Attr {
+			if a.Key == "hidden" {
+				return
+			}
+		}
+		if n.Type == html.TextNode {
+			b.WriteString(n.Data)
+		}
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			text(c)
+		}
+	}
+	if n := find(doc); n != nil {
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			text(c)
+		}
+	}
+	return b.String()
+}

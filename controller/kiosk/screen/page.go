@@ -1,0 +1,472 @@
+package screen
+
+import (
+	"context"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"time"
+
+	"kluis/controller/config"
+	"kluis/controller/engine"
+	"kluis/hardware"
+)
+
+//go:embed assets
+var assets embed.FS
+
+// Source is what the screen shows: the engine.
+type Source interface {
+	// Screen returns what the kiosk shows now.
+	Screen() engine.Screen
+	// Diagnostics reads the hardware for the technician's screen.
+	Diagnostics(ctx context.Context) engine.Diagnostics
+}
+
+// Options configure New.
+type Options struct {
+	Source Source
+	Config *config.Config
+	// Catalog; default NewCatalog().
+	Catalog *Catalog
+	// Clock; default time.Now.
+	Clock  func() time.Time
+	Logger *slog.Logger
+	// OnStaffActivity, when set, is called when the technician's
+	// diagnostics are asked for (a staff action, for the idle logout).
+	OnStaffActivity func()
+}
+
+// Screen serves the kiosk page.
+type Screen struct {
+	o       Options
+	log     *slog.Logger
+	cat     *Catalog
+	tmpl    *template.Template
+	static  http.Handler
+	build   string
+	layout  *config.Layout
+	drawing map[string]template.HTML // by language
+}
+
+// New parses the templates and draws the device.
+func New(o Options) (*Screen, error) {
+	if o.Source == nil || o.Config == nil {
+		return nil, errors.New("screen: source and config are required")
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Catalog == nil {
+		c, err := NewCatalog()
+		if err != nil {
+			return nil, err
+		}
+		o.Catalog = c
+	}
+	s := &Screen{o: o, log: o.Logger.With("part", "screen"), cat: o.Catalog, drawing: map[string]template.HTML{}}
+	t, err := template.New("").Funcs(template.FuncMap{"icon": icon, "list": func(s ...string) []string { return s }}).ParseFS(assets, "assets/*.html")
+	if err != nil {
+		return nil, fmt.Errorf("screen: %w", err)
+	}
+	s.tmpl = t
+	sub, err := fs.Sub(assets, "assets")
+	if err != nil {
+		return nil, err
+	}
+	s.static = http.StripPrefix("/screen/static/", http.FileServerFS(sub))
+	s.layout, err = o.Config.ResolvedLayout()
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range Langs() {
+		here, err := s.cat.Text("drawing.here", l)
+		if err != nil {
+			return nil, err
+		}
+		if s.layout != nil {
+			s.drawing[l] = drawLocker(s.layout, here)
+			continue
+		}
+		hatch, err := s.cat.Text("drawing.hatch", l)
+		if err != nil {
+			return nil, err
+		}
+		s.drawing[l] = drawAutomaton(here, hatch)
+	}
+	s.build, err = buildID(s.cat)
+	return s, err
+}
+
+// Build identifies what this kluisd serves: the page reloads itself when
+// a restarted kluisd serves another build.
+func (s *Screen) Build() string { return s.build }
+
+// buildID hashes the embedded files, the catalogue and the binary's
+// version control revision.
+func buildID(c *Catalog) (string, error) {
+	h := sha256.New()
+	err := fs.WalkDir(assets, "assets", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := assets.ReadFile(p)
+		fmt.Fprintf(h, "%s %d\n", p, len(b))
+		h.Write(b)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	for _, k := range c.Keys() {
+		fmt.Fprintf(h, "%s=%q\n", k, c.texts[k])
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, st := range bi.Settings {
+			if st.Key == "vcs.revision" || st.Key == "vcs.modified" {
+				fmt.Fprintf(h, "%s=%s\n", st.Key, st.Value)
+			}
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+// Register mounts the page on mux: GET / (the page), GET
+// /screen/static/... (CSS, JavaScript) and GET /screen/tech (the
+// technician's diagnostics, an HTML fragment).
+func (s *Screen) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /{$}", s.page)
+	mux.Handle("GET /screen/static/", s.static)
+	mux.HandleFunc("GET /screen/tech", s.tech)
+}
+
+// csp allows nothing but this kluisd: no inline script or style.
+const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+func (s *Screen) lang(r *http.Request) string {
+	l := r.URL.Query().Get("lang")
+	if engine.ValidLang(l) {
+		return l
+	}
+	return s.o.Config.Kiosk.DefaultLang
+}
+
+// view is one screen of the page for the engine state State.
+type view struct {
+	State, Title, Next string
+	// Tone picks the icon: ok, wait, warn or stop.
+	Tone    string
+	Drawing bool
+	Retry   bool
+	// Act is the section's own button: "staff-next", "staff-login",
+	// "tech" or "".
+	Act, ActLabel string
+	// Hatch is the catalogue key of the message an automaton shows
+	// instead of the engine's (people see a hatch, not compartments).
+	Hatch string
+}
+
+// views are the engine states that have a section of their own (idle,
+// staff and need_birth_date are the start, staff menu and date-of-birth
+// screens).
+var views = []view{
+	{State: engine.StateVerifying, Title: "title.wait", Tone: "wait"},
+	{State: engine.StatePresenting, Title: "title.wait", Tone: "wait", Drawing: true},
+	{State: engine.StateOpen, Title: "title.open", Tone: "ok", Drawing: true, Hatch: "hatch.open"},
+	{State: engine.StateDone, Title: "title.done", Tone: "ok"},
+	{State: engine.StateNotCollected, Title: "title.not_collected", Next: "next.not_collected", Tone: "warn", Drawing: true},
+	{State: engine.StateNotOpened, Title: "title.problem", Tone: "stop", Drawing: true},
+	{State: engine.StateWrongCode, Title: "title.wrong_code", Tone: "warn"},
+	{State: engine.StateExpired, Title: "title.expired", Next: "next.expired", Tone: "stop"},
+	{State: engine.StateAlreadyCollected, Title: "title.already_collected", Next: "next.already_collected", Tone: "warn"},
+	{State: engine.StateLockedOut, Title: "title.locked_out", Tone: "stop", Retry: true},
+	{State: engine.StateOutOfOrder, Title: "title.out_of_order", Tone: "stop"},
+	{State: engine.StateBusy, Title: "title.wait", Tone: "wait"},
+	{State: engine.StateError, Title: "title.problem", Tone: "stop"},
+	{State: engine.StateStaffDenied, Title: "title.staff_denied", Next: "next.staff.staff_denied", Tone: "warn", Act: "staff-login", ActLabel: "staff.again"},
+	{State: engine.StateLoading, Title: "title.door_open", Tone: "ok", Drawing: true},
+	{State: engine.StateLoaded, Title: "title.loaded", Tone: "ok", Drawing: true, Act: "staff-next", ActLabel: "staff.next"},
+	{State: engine.StateLoadEmpty, Title: "title.load_empty", Next: "next.staff.load_empty", Tone: "warn", Drawing: true, Act: "staff-next", ActLabel: "staff.next"},
+	{State: engine.StateRetrieving, Title: "title.door_open", Tone: "ok", Drawing: true},
+	{State: engine.StateRetrieved, Title: "title.retrieved", Tone: "ok", Drawing: true, Act: "staff-next", ActLabel: "staff.next"},
+	{State: engine.StateStillThere, Title: "title.still_there", Next: "next.staff.still_there", Tone: "warn", Drawing: true, Act: "staff-next", ActLabel: "staff.next"},
+	{State: engine.StateNotFound, Title: "title.not_found", Next: "next.staff.not_found", Tone: "warn", Act: "staff-next", ActLabel: "staff.next"},
+	{State: engine.StateNoCompartment, Title: "title.no_compartment", Tone: "warn", Act: "staff-next", ActLabel: "staff.next"},
+	{State: engine.StateTestOpen, Title: "title.test_open", Tone: "ok", Drawing: true, Act: "tech", ActLabel: "tech.title"},
+}
+
+// Views returns the engine states that have a section of their own.
+func Views() []string {
+	out := make([]string, len(views))
+	for i, v := range views {
+		out[i] = v.State
+	}
+	return out
+}
+
+// page is what the templates see.
+type page struct {
+	s       *Screen
+	Lang    string
+	Large   bool
+	Build   string
+	Kind    string
+	Default string
+	IdleMS  int64
+	Screen  engine.Screen
+	// Show is the id of the section shown first.
+	Show       string
+	Views      []view
+	Langs      []langLink
+	Drawing    template.HTML
+	ShowFig    bool
+	RetryUntil int64
+	RetryMin   int
+	Message    string
+	// Tech is filled for the technician fragment.
+	Tech *techData
+}
+
+type langLink struct {
+	Code, Name, Href string
+	Current          bool
+}
+
+// T is the catalogue text of key in the page's language (an error, never
+// a fallback, when there is none).
+func (p *page) T(key string) (string, error) { return p.s.cat.Text(key, p.Lang) }
+
+// TN is T with the placeholders as elements the script can update:
+// {n} the compartment, {m} minutes, {s} the staff member.
+func (p *page) TN(key string) (template.HTML, error) {
+	t, err := p.T(key)
+	if err != nil {
+		return "", err
+	}
+	esc := template.HTMLEscapeString(t)
+	r := strings.NewReplacer(
+		"{n}", fmt.Sprintf(`<span data-fill="n">%d</span>`, p.Screen.Compartment),
+		"{m}", fmt.Sprintf(`<span data-fill="m">%d</span>`, p.RetryMin),
+		"{s}", `<span data-fill="s">`+template.HTMLEscapeString(p.Screen.Staff)+`</span>`)
+	return template.HTML(r.Replace(esc)), nil
+}
+
+// Tpl is the raw text of key, for data-tpl attributes the script fills.
+func (p *page) Tpl(key string) (string, error) { return p.T(key) }
+
+// Msg is the engine's message for state with the current compartment.
+func (p *page) Msg(state string) (string, error) {
+	t, err := p.s.cat.Text("state."+state, p.Lang)
+	if err != nil {
+		return "", err
+	}
+	return fill(t, p.Screen.Compartment, int(p.s.o.Config.Timeouts.Grace/time.Minute), p.Screen.Staff), nil
+}
+
+// Fill is a catalogue text with {n} replaced by n.
+func (p *page) Fill(key string, n int) (string, error) {
+	t, err := p.T(key)
+	return fill(t, n, 0, ""), err
+}
+
+// firstView is the section the page shows for the engine screen sc before
+// the script runs.
+func firstView(sc engine.Screen) string {
+	switch sc.State {
+	case engine.StateIdle:
+		if sc.Staff != "" {
+			return "v-staff-menu"
+		}
+		return "v-start"
+	case engine.StateStaff:
+		return "v-staff-menu"
+	case engine.StateNeedBirthDate:
+		return "v-birth"
+	}
+	for _, v := range views {
+		if v.State == sc.State {
+			return "s-" + sc.State
+		}
+	}
+	return "s-" + engine.StateError
+}
+
+func (s *Screen) newPage(r *http.Request) *page {
+	sc := s.o.Source.Screen()
+	p := &page{s: s, Lang: s.lang(r), Large: r.URL.Query().Get("large") == "1", Build: s.build, Kind: s.o.Config.Kind,
+		Default: s.o.Config.Kiosk.DefaultLang, IdleMS: s.o.Config.Timeouts.Session.Milliseconds(), Screen: sc, Views: views}
+	p.Show = firstView(sc)
+	p.Drawing = s.drawing[p.Lang]
+	for _, v := range views {
+		if "s-"+v.State == p.Show && v.Drawing && sc.Compartment > 0 {
+			p.ShowFig = true
+		}
+	}
+	p.RetryMin = 1
+	if sc.State == engine.StateLockedOut && sc.RetryAfterS > 0 {
+		until := sc.At.Add(time.Duration(sc.RetryAfterS) * time.Second)
+		p.RetryUntil = until.UnixMilli()
+		p.RetryMin = retryMinutes(until.Sub(s.o.Clock()))
+	}
+	for _, l := range Langs() {
+		q := url.Values{"lang": {l}}
+		if p.Large {
+			q.Set("large", "1")
+		}
+		name, _ := s.cat.Text("lang."+l, l)
+		p.Langs = append(p.Langs, langLink{Code: l, Name: name, Href: "/?" + q.Encode(), Current: l == p.Lang})
+	}
+	return p
+}
+
+func (s *Screen) page(w http.ResponseWriter, r *http.Request) {
+	s.render(w, "page", s.newPage(r))
+}
+
+func (s *Screen) render(w http.ResponseWriter, name string, p *page) {
+	var b strings.Builder
+	if err := s.tmpl.ExecuteTemplate(&b, name, p); err != nil {
+		s.log.Error("screen template failed", "template", name, "err", err)
+		http.Error(w, "screen template failed", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", csp)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("X-Kluis-Build", s.build)
+	_, _ = w.Write([]byte(b.String()))
+}
+
+// techData is the technician's diagnostics.
+type techData struct {
+	Boards  []techBoard
+	Comps   []techComp
+	Hatch   []techComp
+	Alarms  []techAlarm
+	Backlog int
+}
+
+type techBoard struct {
+	Board, Errors int
+	Online        bool
+}
+
+type techComp struct {
+	Number               int
+	Known, Open, Present bool
+	ItemKnown            bool
+}
+
+type techAlarm struct {
+	At, Key string
+	Comp    int
+	Board   int
+	IsBoard bool
+}
+
+func (s *Screen) tech(w http.ResponseWriter, r *http.Request) {
+	if s.o.OnStaffActivity != nil {
+		s.o.OnStaffActivity()
+	}
+	p := s.newPage(r)
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	d := s.o.Source.Diagnostics(ctx)
+	td := &techData{Backlog: d.Backlog}
+	for _, b := range d.Boards {
+		td.Boards = append(td.Boards, techBoard{Board: b.Address + 1, Errors: int(b.Errors), Online: b.Online})
+	}
+	doors := map[hardware.Address]hardware.ChannelState{}
+	for _, st := range d.Doors {
+		doors[st.Addr] = st
+	}
+	cfg := s.o.Config
+	for _, c := range cfg.Compartments {
+		tc := techComp{Number: c.Number}
+		if cfg.Kind == config.KindLocker {
+			st, ok := doors[c.Addr()]
+			tc.Known, tc.Open, tc.Present, tc.ItemKnown = ok && d.Caps.DoorSensor, st.DoorOpen, st.ItemPresent, ok && d.Caps.ItemSensor
+		}
+		td.Comps = append(td.Comps, tc)
+	}
+	sort.Slice(td.Comps, func(i, j int) bool { return td.Comps[i].Number < td.Comps[j].Number })
+	if cfg.Kind == config.KindAutomaton {
+		for _, b := range cfg.Hardware.Boards {
+			st, ok := doors[hardware.Address{Board: b, Channel: cfg.Hardware.HatchChannel}]
+			td.Hatch = append(td.Hatch, techComp{Number: b + 1, Known: ok && d.Caps.DoorSensor, Open: st.DoorOpen})
+		}
+	}
+	for _, a := range d.Alarms {
+		ta := techAlarm{At: a.At.In(time.Local).Format("15:04:05"), Key: alarmKey(a.Alarm), Comp: a.Compartment}
+		if a.Board != nil && a.Compartment == 0 {
+			ta.IsBoard, ta.Board = true, *a.Board+1
+		}
+		td.Alarms = append(td.Alarms, ta)
+	}
+	p.Tech = td
+	s.render(w, "tech", p)
+}
+
+// retryMinutes is the wait in whole minutes as people read it: rounded
+// up, at least 1 (the engine adds a second to its retry_after_s).
+func retryMinutes(d time.Duration) int {
+	return max(1, int(math.Ceil((d-time.Second).Minutes())))
+}
+
+// icon is the inline SVG of a tone (aria-hidden: the heading says it).
+func icon(tone string) template.HTML {
+	return template.HTML(`<svg class="icon" viewBox="0 0 48 48" aria-hidden="true" focusable="false"><use href="#i-` + template.HTMLEscapeString(tone) + `"/></svg>`)
+}
+
+// Keypad is an on-screen number pad for the field name (pin, birth,
+// staff-pin, load, retrieve); dash adds a "-" key for document numbers
+// (four columns: 1 2 3 delete, 4 5 6 -, 7 8 9 0, then confirm).
+func (p *page) Keypad(name string, dash bool) (template.HTML, error) {
+	var txt [4]string
+	for i, k := range []string{"keypad.label", "key.delete", "key.ok", "key.dash"} {
+		t, err := p.T(k)
+		if err != nil {
+			return "", err
+		}
+		txt[i] = template.HTMLEscapeString(t)
+	}
+	label, del, ok, dashLabel := txt[0], txt[1], txt[2], txt[3]
+	digit := func(k string) string {
+		return fmt.Sprintf(`<button type="button" class="key" data-key="%s">%s</button>`, k, k)
+	}
+	delKey := fmt.Sprintf(`<button type="button" class="key del" data-key="del">%s<span>%s</span></button>`, icon("del"), del)
+	okKey := func(class string) string {
+		return fmt.Sprintf(`<button type="button" class="key ok%s" data-key="ok">%s<span>%s</span></button>`, class, icon("ok"), ok)
+	}
+	var keys []string
+	if dash {
+		keys = []string{digit("1"), digit("2"), digit("3"), delKey, digit("4"), digit("5"), digit("6"),
+			fmt.Sprintf(`<button type="button" class="key" data-key="-" aria-label="%s">-</button>`, dashLabel),
+			digit("7"), digit("8"), digit("9"), digit("0"), okKey(" wide")}
+	} else {
+		for _, k := range []string{"1", "2", "3", "4", "5", "6", "7", "8", "9"} {
+			keys = append(keys, digit(k))
+		}
+		keys = append(keys, delKey, digit("0"), okKey(""))
+	}
+	class := "keypad"
+	if dash {
+		class += " four"
+	}
+	return template.HTML(fmt.Sprintf(`<div class="%s" role="group" aria-label="%s" data-pad="%s">%s</div>`,
+		class, label, template.HTMLEscapeString(name), strings.Join(keys, ""))), nil
+}

@@ -157,6 +157,10 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("daemon: %w", err)
 	}
 
+	ks, err := kiosk.New(kiosk.Options{Engine: eng, Config: cfg, Logger: log})
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
 	kioskLn, err := net.Listen("tcp", cfg.Kiosk.Listen)
 	if err != nil {
 		return fmt.Errorf("daemon: kiosk.listen: %w", err)
@@ -198,9 +202,13 @@ func Run(ctx context.Context, o Options) error {
 	linkCtx, linkCancel := context.WithCancel(context.Background())
 	run("link", func() error { return lk.Run(linkCtx) })
 
-	kioskSrv := &http.Server{Handler: kiosk.Handler(eng, log), ReadHeaderTimeout: 5 * time.Second,
+	// The screen's event streams extend their own write deadlines and end
+	// when the server shuts down (the browser reconnects to the next one).
+	kioskSrv := &http.Server{Handler: ks.Handler(), ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	kioskSrv.RegisterOnShutdown(ks.CloseStreams)
 	run("kiosk", func() error { return kioskSrv.Serve(kioskLn) })
+	run("kiosk-idle", func() error { return ks.Run(ctx) })
 	var metricsSrv *http.Server
 	if metricsLn != nil {
 		mux := http.NewServeMux()

@@ -1,9 +1,13 @@
-// Package kiosk serves the local kiosk API (loopback only) that the kiosk
-// web page, keyboard-wedge QR scanners behind it and tests use, and reads a
-// serial barcode scanner.
+// Package kiosk serves the local kiosk (loopback only): the kiosk screen
+// (controller/kiosk/screen) at /, the JSON API that the screen, the
+// serial barcode scanner and tests use, and the live screen state; and it
+// reads a serial barcode scanner.
 //
+//	GET  /                         the kiosk screen (HTML; ?lang=nl|fr|en|de, ?large=1)
+//	GET  /kiosk/v1/events          the screen as server-sent events ("hello" {build}, then "screen" at every change)
 //	POST /kiosk/v1/pickup          {"qr": "..."} or {"pin": "...", "birth_date": "YYYY-MM-DD", "lang": "nl"}
-//	GET  /kiosk/v1/session         what the screen shows (state, message in nl/fr/en/de)
+//	GET  /kiosk/v1/session         what the screen shows (state, message in nl/fr/en/de);
+//	                               ?wait=<seq> answers once seq differs (long polling, at most 25 s)
 //	POST /kiosk/v1/staff/login     {"badge": "..."} or {"pin": "..."}
 //	POST /kiosk/v1/staff/load      {"document_number": "..."}
 //	POST /kiosk/v1/staff/retrieve  {"document_number": "..."}
@@ -12,8 +16,11 @@
 //	POST /kiosk/v1/tech/test-open  {"compartment": 3}   (staff login required)
 //	GET  /kiosk/v1/diagnostics
 //
-// Every answer is JSON. A malformed request gets 400 with {"error": ...};
-// codes, PINs and badges are never logged.
+// Every API answer is JSON. A malformed request gets 400 with {"error":
+// ...}; codes, PINs and badges are never logged. Server.Run brings the
+// screen back to idle after timeouts.session (pushing the change to the
+// event streams) and logs staff out after kiosk.staff_idle without a staff
+// action.
 package kiosk
 
 import (
@@ -26,36 +33,128 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 	"unicode"
 
+	"kluis/controller/config"
 	"kluis/controller/engine"
+	"kluis/controller/kiosk/screen"
 )
 
 // MaxBody bounds a request body.
 const MaxBody = 8 << 10
 
-// Handler returns the kiosk API for e.
+// Handler returns the kiosk API and event stream for e, without the
+// screen and its idle rules (New with a Config has them).
 func Handler(e *engine.Engine, log *slog.Logger) http.Handler {
-	if log == nil {
-		log = slog.Default()
+	s, _ := New(Options{Engine: e, Logger: log}) // cannot fail without a Config
+	return s.Handler()
+}
+
+// Options configure New.
+type Options struct {
+	Engine *engine.Engine
+	// Config adds the kiosk screen at / and the idle rules of Run
+	// (timeouts.session, kiosk.staff_idle); nil serves the API and the
+	// event stream only.
+	Config *config.Config
+	Logger *slog.Logger
+	// Clock; default time.Now (the engine's clock).
+	Clock func() time.Time
+	// KeepAlive is how often an idle event stream gets a comment line;
+	// default 15s.
+	KeepAlive time.Duration
+	// LongPoll bounds GET /kiosk/v1/session?wait=; default 25s.
+	LongPoll time.Duration
+}
+
+// Server is the kiosk: API, event stream, screen and idle rules.
+type Server struct {
+	o       Options
+	e       *engine.Engine
+	log     *slog.Logger
+	now     func() time.Time
+	handler http.Handler
+	build   string
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	poke      chan struct{}
+
+	mu        sync.Mutex
+	staffSeen time.Time // last staff action
+}
+
+// New builds the kiosk server.
+func New(o Options) (*Server, error) {
+	if o.Engine == nil {
+		return nil, errors.New("kiosk: engine required")
 	}
-	s := &server{e: e, log: log.With("part", "kiosk")}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	if o.KeepAlive <= 0 {
+		o.KeepAlive = 15 * time.Second
+	}
+	if o.LongPoll <= 0 {
+		o.LongPoll = 25 * time.Second
+	}
+	s := &Server{o: o, e: o.Engine, log: o.Logger.With("part", "kiosk"), now: o.Clock,
+		closing: make(chan struct{}), poke: make(chan struct{}, 1)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /kiosk/v1/pickup", s.pickup)
 	mux.HandleFunc("GET /kiosk/v1/session", s.session)
+	mux.HandleFunc("GET /kiosk/v1/events", s.events)
 	mux.HandleFunc("POST /kiosk/v1/staff/login", s.staffLogin)
-	mux.HandleFunc("POST /kiosk/v1/staff/load", s.staffDoor(e.StaffLoad))
-	mux.HandleFunc("POST /kiosk/v1/staff/retrieve", s.staffDoor(e.StaffRetrieve))
+	mux.HandleFunc("POST /kiosk/v1/staff/load", s.staffDoor(o.Engine.StaffLoad))
+	mux.HandleFunc("POST /kiosk/v1/staff/retrieve", s.staffDoor(o.Engine.StaffRetrieve))
 	mux.HandleFunc("POST /kiosk/v1/staff/logout", s.staffLogout)
 	mux.HandleFunc("POST /kiosk/v1/staff/clear-lockout", s.staffClearLockout)
 	mux.HandleFunc("POST /kiosk/v1/tech/test-open", s.testOpen)
 	mux.HandleFunc("GET /kiosk/v1/diagnostics", s.diagnostics)
-	return loopbackOnly(mux)
+	if o.Config != nil {
+		scr, err := screen.New(screen.Options{Source: o.Engine, Config: o.Config, Clock: o.Clock, Logger: o.Logger,
+			OnStaffActivity: s.staffActed})
+		if err != nil {
+			return nil, fmt.Errorf("kiosk: %w", err)
+		}
+		scr.Register(mux)
+		s.build = scr.Build()
+	}
+	s.handler = loopbackOnly(mux)
+	return s, nil
 }
 
-type server struct {
-	e   *engine.Engine
-	log *slog.Logger
+// Handler is the kiosk's HTTP handler (loopback clients only).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Build identifies the screen this kiosk serves ("" without one).
+func (s *Server) Build() string { return s.build }
+
+// CloseStreams ends every event stream and long poll, so that
+// http.Server.Shutdown does not wait for them (register it with
+// RegisterOnShutdown). The browser reconnects to the next kluisd.
+func (s *Server) CloseStreams() { s.closeOnce.Do(func() { close(s.closing) }) }
+
+// staffActed notes a staff action (it postpones the idle logout).
+func (s *Server) staffActed() {
+	s.mu.Lock()
+	s.staffSeen = s.now()
+	s.mu.Unlock()
+	select {
+	case s.poke <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Server) lastStaffAction() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.staffSeen
 }
 
 // loopbackOnly refuses requests from anywhere but loopback (the listener is
@@ -128,7 +227,7 @@ func cleanJSONErr(err error) string {
 	return "malformed"
 }
 
-func (s *server) fail(w http.ResponseWriter, err error) {
+func (s *Server) fail(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, engine.ErrBadRequest):
 		writeErr(w, http.StatusBadRequest, strings.TrimSuffix(err.Error(), ": "+engine.ErrBadRequest.Error()))
@@ -144,7 +243,7 @@ func (s *server) fail(w http.ResponseWriter, err error) {
 	}
 }
 
-func (s *server) pickup(w http.ResponseWriter, r *http.Request) {
+func (s *Server) pickup(w http.ResponseWriter, r *http.Request) {
 	var req engine.PickupRequest
 	if !decode(w, r, &req) {
 		return
@@ -157,11 +256,7 @@ func (s *server) pickup(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, scr)
 }
 
-func (s *server) session(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.e.Screen())
-}
-
-func (s *server) staffLogin(w http.ResponseWriter, r *http.Request) {
+func (s *Server) staffLogin(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Badge string `json:"badge"`
 		PIN   string `json:"pin"`
@@ -179,6 +274,7 @@ func (s *server) staffLogin(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	s.staffActed()
 	scr, err := s.e.StaffLogin(r.Context(), req.Badge, req.PIN, req.Lang)
 	if err != nil {
 		s.fail(w, err)
@@ -187,7 +283,7 @@ func (s *server) staffLogin(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, scr)
 }
 
-func (s *server) staffDoor(fn func(context.Context, string, string) (engine.Screen, error)) http.HandlerFunc {
+func (s *Server) staffDoor(fn func(context.Context, string, string) (engine.Screen, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			DocumentNumber string `json:"document_number"`
@@ -196,6 +292,7 @@ func (s *server) staffDoor(fn func(context.Context, string, string) (engine.Scre
 		if !decode(w, r, &req) {
 			return
 		}
+		s.staffActed()
 		scr, err := fn(r.Context(), req.DocumentNumber, req.Lang)
 		if err != nil {
 			s.fail(w, err)
@@ -205,11 +302,11 @@ func (s *server) staffDoor(fn func(context.Context, string, string) (engine.Scre
 	}
 }
 
-func (s *server) staffLogout(w http.ResponseWriter, r *http.Request) {
+func (s *Server) staffLogout(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.e.StaffLogout(r.Context()))
 }
 
-func (s *server) staffClearLockout(w http.ResponseWriter, r *http.Request) {
+func (s *Server) staffClearLockout(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Lang string `json:"lang"`
 	}
@@ -224,7 +321,7 @@ func (s *server) staffClearLockout(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, scr)
 }
 
-func (s *server) testOpen(w http.ResponseWriter, r *http.Request) {
+func (s *Server) testOpen(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Compartment int    `json:"compartment"`
 		Lang        string `json:"lang"`
@@ -232,6 +329,7 @@ func (s *server) testOpen(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
+	s.staffActed()
 	scr, err := s.e.TestOpen(r.Context(), req.Compartment, req.Lang)
 	if err != nil {
 		s.fail(w, err)
@@ -240,6 +338,6 @@ func (s *server) testOpen(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, scr)
 }
 
-func (s *server) diagnostics(w http.ResponseWriter, r *http.Request) {
+func (s *Server) diagnostics(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.e.Diagnostics(r.Context()))
 }

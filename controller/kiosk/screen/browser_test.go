@@ -1,0 +1,547 @@
+package screen_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"kluis/controller/engine"
+	"kluis/controller/kiosk/screen"
+	"kluis/controller/wire"
+	"kluis/deploy/dev/browsertest"
+	"kluis/hardware"
+)
+
+// layout is one screen the kiosk page is made for.
+type layout struct {
+	name string
+	w, h int64
+	// scale emulates browser zoom: the CSS viewport is w by h at this
+	// device scale factor (2 is 200% zoom of a 2w by 2h screen).
+	scale float64
+}
+
+var layouts = []layout{{name: "1080x1920", w: 1080, h: 1920}, {name: "800x480", w: 800, h: 480}}
+
+// mtab is one tab of the matrix: a layout in a language.
+type mtab struct {
+	tab    *browsertest.Tab
+	lay    layout
+	lang   string
+	large  bool
+	folder string
+	host   int // which of the rig's servers
+}
+
+// matrix drives tabs in parallel (two at a time: the machine has two
+// cores) and collects their failures for the test goroutine.
+type matrix struct {
+	t    *testing.T
+	cat  *screen.Catalog
+	axe  string
+	tabs []*mtab
+	// fit: at 800x480 (no zoom, normal text) a citizen's screen must fit
+	// without scrolling.
+	checkFit bool
+}
+
+func newMatrix(t *testing.T) *matrix {
+	cat, err := screen.NewCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := browsertest.AxeSource()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &matrix{t: t, cat: cat, axe: src}
+}
+
+// each runs fn on every tab, two at a time, and fails the test with every
+// error.
+func (m *matrix) each(what string, fn func(mt *mtab) error) {
+	m.t.Helper()
+	var mu sync.Mutex
+	var errs []string
+	sem := make(chan struct{}, 2)
+	var wg sync.WaitGroup
+	for _, mt := range m.tabs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := fn(mt); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Sprintf("%s/%s: %s: %v", mt.folder, mt.lang, what, err))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, e := range errs {
+		m.t.Error(e)
+	}
+	if len(errs) > 0 {
+		m.t.FailNow()
+	}
+}
+
+func eval[T any](mt *mtab, expr string) (T, error) {
+	ctx, cancel := context.WithTimeout(mt.tab.Ctx, 30*time.Second)
+	defer cancel()
+	return chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+}
+
+func do(mt *mtab, actions ...chromedp.Action[chromedp.Void]) error {
+	ctx, cancel := context.WithTimeout(mt.tab.Ctx, 30*time.Second)
+	defer cancel()
+	return chromedp.Do(ctx, actions...)
+}
+
+// open navigates every tab to the rig's kiosk in its language (each
+// layout on its own loopback address) and loads axe-core.
+func (m *matrix) open(r *rig) {
+	m.each("open", func(mt *mtab) error {
+		u := r.bases[mt.host%len(r.bases)] + "/?lang=" + mt.lang
+		if mt.large {
+			u += "&large=1"
+		}
+		if err := do(mt, chromedp.Navigate(u)); err != nil {
+			return err
+		}
+		if err := waitJS(mt, `document.readyState === "complete"`); err != nil {
+			return err
+		}
+		_, err := eval[chromedp.Void](mt, m.axe)
+		return err
+	})
+}
+
+func waitJS(mt *mtab, expr string) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ok, err := eval[bool](mt, expr)
+		if err == nil && ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not true within 15s: %s (%v)", expr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// pageState is what a tab shows.
+type pageState struct {
+	Shown      string   `json:"shown"`
+	H1         string   `json:"h1"`
+	Msg        string   `json:"msg"`
+	Fig        bool     `json:"fig"`
+	Caption    string   `json:"caption"`
+	Marked     []string `json:"marked"`
+	Small      []string `json:"small"`
+	Overflow   bool     `json:"overflow"`
+	Scroll     int      `json:"scroll"`
+	Lang       string   `json:"lang"`
+	Violations []browsertest.Violation
+}
+
+const readState = `(function(){
+ var sec = Array.prototype.filter.call(document.querySelectorAll("main .view"), function(s){ return !s.hidden; });
+ var s = sec[0];
+ var fig = document.getElementById("drawing");
+ var small = [];
+ document.querySelectorAll("button, a, input").forEach(function(el){
+   var r = el.getBoundingClientRect();
+   if (r.width === 0 && r.height === 0) { return; }
+   if (r.width < 47.5 || r.height < 47.5) { small.push((el.getAttribute("data-key") || el.getAttribute("data-act") || el.textContent.trim()) + " " + Math.round(r.width) + "x" + Math.round(r.height)); }
+ });
+ var msg = s && s.querySelector("[data-msg], .msg, .lead");
+ return {
+   shown: sec.map(function(x){ return x.id; }).join(","),
+   h1: s && s.querySelector("h1") ? s.querySelector("h1").textContent.trim() : "",
+   msg: msg ? msg.textContent.trim() : "",
+   fig: !fig.hidden,
+   caption: fig.querySelector("figcaption").textContent.trim(),
+   marked: Array.prototype.map.call(document.querySelectorAll(".device .comp.hl"), function(g){ return g.getAttribute("data-comp"); }),
+   small: small,
+   overflow: document.documentElement.scrollWidth > window.innerWidth + 1,
+   scroll: document.documentElement.scrollHeight - window.innerHeight,
+   lang: document.documentElement.lang
+ };
+})()`
+
+// expect says what a screen must show.
+type expect struct {
+	h1, msg string // catalogue keys ("" not checked); msg "state.x" is the engine's
+	n       int    // the compartment in the message and on the drawing (0: no drawing)
+	hatch   bool   // the automaton's hatch is marked
+	citizen bool   // must fit 800x480 without scrolling
+}
+
+// check waits until every tab shows the section id, then checks its text
+// against the catalogue in the tab's language, the drawing, target sizes
+// and overflow, runs axe-core and keeps a screenshot named name.
+func (m *matrix) check(name, id string, ex expect) {
+	m.t.Helper()
+	m.each(name, func(mt *mtab) error {
+		if err := waitJS(mt, fmt.Sprintf(`(function(){var e=document.getElementById(%s);return !!e && !e.hidden && document.querySelectorAll("main .view:not([hidden])").length===1})()`, jsString(id))); err != nil {
+			st, _ := eval[pageState](mt, readState)
+			return fmt.Errorf("%w; shows %q", err, st.Shown)
+		}
+		st, err := eval[pageState](mt, readState)
+		if err != nil {
+			return err
+		}
+		var problems []string
+		if st.Lang != mt.lang {
+			problems = append(problems, "page language "+st.Lang)
+		}
+		text := func(key string, n int) string {
+			s, err := m.cat.Text(key, mt.lang)
+			if err != nil {
+				problems = append(problems, err.Error())
+			}
+			return strings.NewReplacer("{n}", fmt.Sprint(n), "{m}", "10").Replace(s)
+		}
+		if ex.h1 != "" && st.H1 != text(ex.h1, ex.n) {
+			problems = append(problems, fmt.Sprintf("heading %q, want %q", st.H1, text(ex.h1, ex.n)))
+		}
+		if ex.msg != "" && st.Msg != text(ex.msg, ex.n) {
+			problems = append(problems, fmt.Sprintf("message %q, want %q", st.Msg, text(ex.msg, ex.n)))
+		}
+		switch {
+		case ex.hatch:
+			if !st.Fig || len(st.Marked) != 1 || st.Marked[0] != "hatch" || st.Caption != text("drawing.hatch", 0) {
+				problems = append(problems, fmt.Sprintf("drawing shown %t, marked %v, caption %q: want the hatch", st.Fig, st.Marked, st.Caption))
+			}
+		case ex.n > 0:
+			if !st.Fig || len(st.Marked) != 1 || st.Marked[0] != fmt.Sprint(ex.n) || st.Caption != text("drawing.n", ex.n) {
+				problems = append(problems, fmt.Sprintf("drawing shown %t, marked %v, caption %q: want compartment %d", st.Fig, st.Marked, st.Caption, ex.n))
+			}
+		default:
+			if st.Fig {
+				problems = append(problems, "a drawing is shown")
+			}
+		}
+		if len(st.Small) > 0 {
+			problems = append(problems, fmt.Sprintf("touch targets under 48x48: %v", st.Small))
+		}
+		if st.Overflow {
+			problems = append(problems, "wider than the screen")
+		}
+		if m.checkFit && ex.citizen && mt.lay.h == 480 && mt.lay.scale == 0 && !mt.large && st.Scroll > 0 {
+			problems = append(problems, fmt.Sprintf("%d px taller than 800x480", st.Scroll))
+		}
+		axe, err := runAxe(mt)
+		if err != nil {
+			return err
+		}
+		for _, v := range axe {
+			problems = append(problems, "axe: "+v.String())
+		}
+		if err := shot(mt, name); err != nil {
+			return err
+		}
+		if len(problems) > 0 {
+			return fmt.Errorf("%s", strings.Join(problems, "\n  "))
+		}
+		return nil
+	})
+}
+
+// runAxe runs the WCAG 2.1 A and AA rules of the axe-core loaded in the
+// page (browsertest.Axe loads it again every time: too slow for hundreds
+// of screens).
+func runAxe(mt *mtab) ([]browsertest.Violation, error) {
+	ctx, cancel := context.WithTimeout(mt.tab.Ctx, 60*time.Second)
+	defer cancel()
+	tags := `["` + strings.Join(browsertest.WCAG21AA, `","`) + `"]`
+	res, err := chromedp.Run(ctx, chromedp.Evaluate[struct {
+		Violations []browsertest.Violation `json:"violations"`
+		Passes     []struct{}              `json:"passes"`
+	}](`axe.run(document, {runOnly: {type: "tag", values: `+tags+`}, resultTypes: ["violations"]})`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		return nil, fmt.Errorf("axe: %w", err)
+	}
+	if len(res.Passes) == 0 {
+		return nil, fmt.Errorf("axe passed no rule: the page was not checked")
+	}
+	return res.Violations, nil
+}
+
+func shot(mt *mtab, name string) error {
+	ctx, cancel := context.WithTimeout(mt.tab.Ctx, 60*time.Second)
+	defer cancel()
+	buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		return err
+	}
+	root, err := browsertest.Root()
+	if err != nil {
+		return err
+	}
+	return writeFile(filepath.Join(root, "var", "screenshots", "kiosk", mt.folder, mt.lang, name+".png"), buf)
+}
+
+// click clicks sel in every tab (a real mouse click).
+func (m *matrix) click(sel string) {
+	m.t.Helper()
+	m.each("click "+sel, func(mt *mtab) error {
+		return do(mt, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
+	})
+}
+
+// keys types on the keyboard in every tab (nothing has focus but the
+// page).
+func (m *matrix) keys(k string) {
+	m.t.Helper()
+	m.each("keys "+k, func(mt *mtab) error { return do(mt, chromedp.KeyEvent(k)) })
+}
+
+// TestScreenMatrix renders every screen in every language in both layouts
+// in one headless Chromium (one tab per layout and language), driving the
+// states through the real engine on the fake driver and the real kiosk
+// server; on each screen it checks the texts against the catalogue, the
+// drawing, the touch targets and overflow, runs axe-core (WCAG 2.1 A and
+// AA: no violation allowed) and keeps a screenshot under
+// var/screenshots/kiosk/<layout>/<lang>/<screen>.png.
+func TestScreenMatrix(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser matrix")
+	}
+	r := newRig(t, rigOptions{})
+	aut := newRig(t, rigOptions{kind: "automaton", manualPresent: true})
+	b := browsertest.New(t, browsertest.Options{Timeout: 20 * time.Minute})
+	m := newMatrix(t)
+	m.checkFit = true
+	for i, lay := range layouts {
+		for _, l := range screen.Langs() {
+			m.tabs = append(m.tabs, &mtab{tab: b.NewTab(t, lay.w, lay.h), lay: lay, lang: l, folder: lay.name, host: i})
+		}
+	}
+	ctx := context.Background()
+	m.open(r)
+
+	// The citizen's screens.
+	m.check("start", "v-start", expect{h1: "start.title", msg: "state.idle", citizen: true})
+	m.click(`[data-act=pin]`)
+	m.keys("12345678")
+	m.check("pin", "v-pin", expect{h1: "pin.title", citizen: true})
+	m.each("PIN in groups", func(mt *mtab) error {
+		got, err := eval[string](mt, `document.querySelector("[data-out=pin]").textContent`)
+		if err == nil && got != "123 456 78" {
+			err = fmt.Errorf("the PIN shows %q, want 123 456 78", got)
+		}
+		return err
+	})
+
+	r.be.set(func() { r.be.verify["11223344/"] = wire.VerifyResponse{Result: wire.VerifySecondFactorRequired} })
+	r.pickup(engine.PickupRequest{PIN: "11223344", Lang: "en"})
+	m.keys("0302")
+	m.check("need_birth_date", "v-birth", expect{h1: "birth.title", msg: "state.need_birth_date", citizen: true})
+
+	hold := make(chan struct{})
+	r.be.set(func() { r.be.hold["K1.hold"] = hold })
+	go func() { _, _ = r.e.Pickup(ctx, engine.PickupRequest{QR: "K1.hold", Lang: "en"}) }()
+	r.waitState(engine.StateVerifying)
+	m.check("verifying", "s-verifying", expect{h1: "title.wait", msg: "state.verifying", citizen: true})
+	close(hold) // the backend does not know the code
+	r.waitState(engine.StateWrongCode)
+	m.check("wrong_code", "s-wrong_code", expect{h1: "title.wrong_code", msg: "state.wrong_code", citizen: true})
+
+	r.be.set(func() {
+		r.be.verify["K1.expired"] = wire.VerifyResponse{Result: wire.VerifyExpired}
+		r.be.verify["K1.used"] = wire.VerifyResponse{Result: wire.VerifyAlreadyCollected}
+		r.be.verify["K1.nowhere"] = okAt("doc-x", 15) // not a compartment of this device
+		r.be.verify["K1.c3"] = okAt("doc-3", 2)
+		r.be.verify["K1.c5"] = okAt("doc-5", 4)
+		r.be.verify["K1.c6"] = okAt("doc-6", 5)
+		r.be.verify["K1.c6b"] = okAt("doc-6b", 5)
+		r.be.verify["K1.c7"] = okAt("doc-7", 6)
+		r.be.verify["K1.lock"] = wire.VerifyResponse{Result: wire.VerifyDeviceLockedOut, RetryAfterS: 600}
+	})
+	r.pickup(engine.PickupRequest{QR: "K1.expired", Lang: "en"})
+	m.check("expired", "s-expired", expect{h1: "title.expired", msg: "state.expired", citizen: true})
+	r.pickup(engine.PickupRequest{QR: "K1.used", Lang: "en"})
+	m.check("already_collected", "s-already_collected", expect{h1: "title.already_collected", msg: "state.already_collected", citizen: true})
+	r.pickup(engine.PickupRequest{QR: "K1.nowhere", Lang: "en"})
+	m.check("out_of_order", "s-out_of_order", expect{h1: "title.out_of_order", msg: "state.out_of_order", citizen: true})
+	r.be.set(func() { r.be.down = true })
+	r.pickup(engine.PickupRequest{QR: "K1.c3", Lang: "en"}) // no answer and nothing to verify offline with
+	r.be.set(func() { r.be.down = false })
+	m.check("error", "s-error", expect{h1: "title.problem", msg: "state.error", citizen: true})
+
+	r.item(2, true)
+	o := r.opens(2)
+	r.pickup(engine.PickupRequest{QR: "K1.c3", Lang: "en"})
+	r.waitOpened(2, o)
+	m.check("open", "s-open", expect{h1: "title.open", msg: "state.open", n: 3, citizen: true})
+	r.close(2, false)
+	m.check("done", "s-done", expect{h1: "title.done", msg: "state.done", citizen: true})
+
+	r.item(4, true)
+	o = r.opens(4)
+	r.pickup(engine.PickupRequest{QR: "K1.c5", Lang: "en"})
+	r.waitOpened(4, o)
+	r.close(4, true)
+	m.check("not_collected", "s-not_collected", expect{h1: "title.not_collected", msg: "state.not_collected", n: 5, citizen: true})
+
+	r.item(5, true)
+	o = r.opens(5)
+	r.pickup(engine.PickupRequest{QR: "K1.c6", Lang: "en"}) // the door stays open
+	r.waitOpened(5, o)
+	r.pickup(engine.PickupRequest{QR: "K1.c6b", Lang: "en"})
+	m.check("busy", "s-busy", expect{h1: "title.wait", msg: "state.busy", citizen: true})
+	r.close(5, false)
+	r.waitState(engine.StateDone)
+
+	r.setOpenOnPulse(false)
+	r.item(6, true)
+	r.pickup(engine.PickupRequest{QR: "K1.c7", Lang: "en"})
+	m.check("not_opened", "s-not_opened", expect{h1: "title.problem", msg: "state.not_opened", n: 7, citizen: true})
+	r.setOpenOnPulse(true)
+
+	r.pickup(engine.PickupRequest{QR: "K1.lock", Lang: "en"})
+	m.check("locked_out", "s-locked_out", expect{h1: "title.locked_out", msg: "state.locked_out", citizen: true})
+	m.each("time to try again", func(mt *mtab) error {
+		want, _ := m.cat.Text("retry.many", mt.lang)
+		want = strings.ReplaceAll(want, "{m}", "10")
+		got, err := eval[string](mt, `document.querySelector("#s-locked_out .retry").innerText.trim()`)
+		if err == nil && got != want {
+			err = fmt.Errorf("retry line %q, want %q", got, want)
+		}
+		return err
+	})
+
+	// Staff at the device.
+	m.click(`footer [data-act=restart]`)
+	m.check("start-again", "v-start", expect{h1: "start.title", citizen: true})
+	m.click(`footer [data-act=staff-login]`)
+	m.keys("4321")
+	m.check("staff-login", "v-staff-login", expect{h1: "staff.login.title"})
+	if _, err := r.e.StaffLogin(ctx, "BADGE-NOBODY", "", "en"); err != nil {
+		t.Fatal(err)
+	}
+	m.check("staff_denied", "s-staff_denied", expect{h1: "title.staff_denied", msg: "state.staff_denied"})
+	exp := time.Now().Add(time.Hour)
+	r.be.set(func() {
+		r.be.staff["login:BADGE-AN"] = wire.StaffResponse{Result: wire.StaffOK, Session: "s1", StaffID: "17", StaffName: "An Peeters", Expires: &exp}
+		r.be.staff["reserve:591-0008"] = wire.StaffResponse{Result: wire.StaffOK, DocumentID: "d8", Addr: &wire.Address{Channel: 7}}
+		r.be.staff["reserve:591-0009"] = wire.StaffResponse{Result: wire.StaffOK, DocumentID: "d9", Addr: &wire.Address{Channel: 8}}
+		r.be.staff["reserve:591-0404"] = wire.StaffResponse{Result: wire.StaffNotFound}
+		r.be.staff["reserve:591-0000"] = wire.StaffResponse{Result: wire.StaffNoCompartment}
+		r.be.staff["retrieve:591-0008"] = wire.StaffResponse{Result: wire.StaffOK, DocumentID: "d8", Addr: &wire.Address{Channel: 7}}
+		r.be.staff["retrieve:591-0010"] = wire.StaffResponse{Result: wire.StaffOK, DocumentID: "d10", Addr: &wire.Address{Channel: 9}}
+	})
+	if _, err := r.e.StaffLogin(ctx, "BADGE-AN", "", "en"); err != nil {
+		t.Fatal(err)
+	}
+	m.check("staff", "v-staff-menu", expect{h1: "staff.menu.title"})
+	m.each("staff name", func(mt *mtab) error {
+		want, _ := m.cat.Text("staff.as", mt.lang)
+		want = strings.ReplaceAll(want, "{s}", "An Peeters")
+		got, err := eval[string](mt, `document.querySelector("#v-staff-menu p").textContent.trim()`)
+		if err == nil && got != want {
+			err = fmt.Errorf("%q, want %q", got, want)
+		}
+		return err
+	})
+	m.click(`[data-act=load]`)
+	m.check("staff-load", "v-staff-load", expect{h1: "staff.load"})
+	staffDo := func(fn func(context.Context, string, string) (engine.Screen, error), nr string) {
+		t.Helper()
+		if _, err := fn(ctx, nr, "en"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o = r.opens(7)
+	staffDo(r.e.StaffLoad, "591-0008")
+	r.waitOpened(7, o)
+	m.check("loading", "s-loading", expect{h1: "title.door_open", msg: "state.loading", n: 8})
+	r.close(7, true)
+	m.check("loaded", "s-loaded", expect{h1: "title.loaded", msg: "state.loaded", n: 8})
+	o = r.opens(8)
+	staffDo(r.e.StaffLoad, "591-0009")
+	r.waitOpened(8, o)
+	r.close(8, false)
+	m.check("load_empty", "s-load_empty", expect{h1: "title.load_empty", msg: "state.load_empty", n: 9})
+	staffDo(r.e.StaffLoad, "591-0404")
+	m.check("not_found", "s-not_found", expect{h1: "title.not_found", msg: "state.not_found"})
+	staffDo(r.e.StaffLoad, "591-0000")
+	m.check("no_compartment", "s-no_compartment", expect{h1: "title.no_compartment", msg: "state.no_compartment"})
+	m.click(`footer [data-act=staff-menu]`)
+	m.click(`[data-act=retrieve]`)
+	m.check("staff-retrieve", "v-staff-retrieve", expect{h1: "staff.retrieve"})
+	o = r.opens(7)
+	staffDo(r.e.StaffRetrieve, "591-0008")
+	r.waitOpened(7, o)
+	m.check("retrieving", "s-retrieving", expect{h1: "title.door_open", msg: "state.retrieving", n: 8})
+	r.close(7, false)
+	m.check("retrieved", "s-retrieved", expect{h1: "title.retrieved", msg: "state.retrieved", n: 8})
+	r.item(9, true)
+	o = r.opens(9)
+	staffDo(r.e.StaffRetrieve, "591-0010")
+	r.waitOpened(9, o)
+	r.close(9, true)
+	m.check("still_there", "s-still_there", expect{h1: "title.still_there", msg: "state.still_there", n: 10})
+
+	// The technician: a forced door first, so there is an alarm to list.
+	r.f.Inject(hardware.Event{Kind: hardware.DoorOpened, Addr: hardware.Address{Channel: 11}})
+	r.waitFor("forced door alarm", func() bool { return len(r.e.Diagnostics(ctx).Alarms) > 0 })
+	r.f.Inject(hardware.Event{Kind: hardware.DoorClosed, Addr: hardware.Address{Channel: 11}})
+	m.click(`footer [data-act=staff-menu]`)
+	m.click(`#v-staff-menu [data-act=tech]`)
+	m.each("diagnostics", func(mt *mtab) error {
+		return waitJS(mt, `!!document.querySelector("[data-tech-body] table.alarms") && !!document.querySelector("[data-act=test-open][data-comp='12']")`)
+	})
+	m.check("tech", "v-tech", expect{h1: "tech.title"})
+	m.each("alarm listed", func(mt *mtab) error {
+		want, _ := m.cat.Text("alarm.forced_door", mt.lang)
+		got, err := eval[string](mt, `document.querySelector("table.alarms tbody").innerText`)
+		if err == nil && !strings.Contains(got, want) {
+			err = fmt.Errorf("alarms %q, want %q", got, want)
+		}
+		return err
+	})
+	o = r.opens(11)
+	if _, err := r.e.TestOpen(ctx, 12, "en"); err != nil {
+		t.Fatal(err)
+	}
+	r.waitOpened(11, o)
+	m.check("test_open", "s-test_open", expect{h1: "title.test_open", msg: "state.test_open", n: 12})
+	r.close(11, false)
+
+	// The automaton: its carousel brings the slot, then the hatch opens.
+	m.open(aut)
+	aut.be.set(func() { aut.be.verify["K1.a2"] = okAt("doc-a2", 1) })
+	aut.pickup(engine.PickupRequest{QR: "K1.a2", Lang: "en"})
+	m.check("presenting", "s-presenting", expect{h1: "title.wait", msg: "state.presenting", hatch: true, citizen: true})
+	aut.f.CompletePresent(0, 1)
+	m.check("open-automaton", "s-open", expect{h1: "title.open", msg: "hatch.open", hatch: true, citizen: true})
+
+	// kluisd gone: the page says so and waits.
+	aut.stopServer()
+	m.check("offline", "v-offline", expect{h1: "title.wait", citizen: true})
+}
+
+func writeFile(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}

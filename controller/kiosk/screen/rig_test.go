@@ -118,12 +118,19 @@ type rigOptions struct {
 	// manualPresent leaves a carousel move unfinished until the test
 	// calls f.CompletePresent.
 	manualPresent bool
+	// session is timeouts.session; default 2m.
+	session string
+	// listen serves the kiosk on this address instead of a random one.
+	listen string
 }
 
 func newRig(t testing.TB, o rigOptions) *rig {
 	t.Helper()
 	if o.kind == "" {
 		o.kind = config.KindLocker
+	}
+	if o.session == "" {
+		o.session = "2m"
 	}
 	dir := t.TempDir()
 	y := fmt.Sprintf(`device_id: %s
@@ -132,10 +139,10 @@ kind: %s
 mqtt: {url: tcp://127.0.0.1:1883}
 hardware: {driver: simfile, simfile: /dev/null}
 journal_dir: %s
-timeouts: {door_open_detect: 1s, open_retries: 0, door_left_open: 10m, verify: 60s, present: 60s}
+timeouts: {door_open_detect: 1s, open_retries: 0, door_left_open: 10m, verify: 60s, present: 60s, session: %s}
 lockout: {max_failures: 100, window: 10m, duration: 15m}
 kiosk: {default_lang: nl}
-`, device, o.kind, dir)
+`, device, o.kind, dir, o.session)
 	boards := []hardware.BoardInfo{{Address: 0, Channels: 16}}
 	if o.kind == config.KindAutomaton {
 		y += "compartments:\n"
@@ -191,6 +198,10 @@ kiosk: {default_lang: nl}
 	go func() { done <- r.e.Run(ctx) }()
 	go func() { done <- r.ks.Run(ctx) }()
 	r.srv = httptest.NewUnstartedServer(r.ks.Handler())
+	if o.listen != "" {
+		r.srv.Listener.Close()
+		r.srv.Listener = listen(t, o.listen)
+	}
 	r.srv.Config.RegisterOnShutdown(r.ks.CloseStreams)
 	r.srv.Start()
 	r.base = r.srv.URL
@@ -325,3 +336,19 @@ func (r *rig) get(path string) (int, string, http.Header) {
 }
 
 func has(s, sub string) bool { return strings.Contains(s, sub) }
+
+// listen listens on addr, retrying while the previous server lets go of
+// it.
+func listen(t testing.TB, addr string) net.Listener {
+	t.Helper()
+	var err error
+	for i := 0; i < 50; i++ {
+		var l net.Listener
+		if l, err = net.Listen("tcp", addr); err == nil {
+			return l
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal(err)
+	return nil
+}

@@ -77,8 +77,21 @@ func mosquittoURL() string {
 	return "tcp://127.0.0.1:1883"
 }
 
+// worldOptions adjust newWorldWith.
+type worldOptions struct {
+	// lockerOnly leaves the automaton (its simulator module and kluisd)
+	// out.
+	lockerOnly bool
+}
+
 // newWorld starts everything and waits until each kluisd is connected.
 func newWorld(t *testing.T) *world {
+	t.Helper()
+	return newWorldWith(t, worldOptions{})
+}
+
+// newWorldWith is newWorld with options.
+func newWorldWith(t *testing.T, o worldOptions) *world {
 	t.Helper()
 	w := &world{t: t, root: t, dir: t.TempDir(), nodes: map[string]*node{}, runID: randomHex(3)}
 	w.dbURL = pgtest.NewDatabase(t)
@@ -108,9 +121,11 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	w.setupBackendData()
-	w.startSim()
+	w.startSim(o.lockerOnly)
 	w.startNode(lockerID, "locker")
-	w.startNode(autoID, "automaton")
+	if !o.lockerOnly {
+		w.startNode(autoID, "automaton")
+	}
 	for _, n := range w.nodes {
 		w.waitConnected(n)
 	}
@@ -186,15 +201,18 @@ func (w *world) setupBackendData() {
 	must(w.admin.do(ctx, http.MethodPatch, fmt.Sprintf("/api/v1/users/%d", u.ID), map[string]string{"kiosk_pin": w.staffPIN}, nil))
 }
 
-// startSim starts kluis-sim fleet with the locker and the automaton.
-func (w *world) startSim() {
+// startSim starts kluis-sim fleet with the locker and (unless lockerOnly)
+// the automaton.
+func (w *world) startSim(lockerOnly bool) {
 	topic := "kluis-systest-" + w.runID
 	var b strings.Builder
 	fmt.Fprintf(&b, "seed: 20261122\nhttp: 127.0.0.1:0\nbroker: %s\ndevices:\n", w.fieldbus)
 	fmt.Fprintf(&b, "  - id: %s\n    kind: locker\n    hardware: kluis\n    boards: 1\n    channels: %d\n    link: %s\n",
 		lockerID, lockerDoors, filepath.Join(w.dir, "tty-locker"))
-	fmt.Fprintf(&b, "  - id: %s\n    kind: automaton\n    hardware: tasmota\n    topic: %s\n    boards: 1\n    slots: %d\n    move_time: 300ms\n",
-		autoID, topic, autoSlots)
+	if !lockerOnly {
+		fmt.Fprintf(&b, "  - id: %s\n    kind: automaton\n    hardware: tasmota\n    topic: %s\n    boards: 1\n    slots: %d\n    move_time: 300ms\n",
+			autoID, topic, autoSlots)
+	}
 	w.startFleet(b.String())
 }
 

@@ -433,7 +433,7 @@
   // any PIN; digits typed on a keypad screen are that keypad's.
   var burst = "";
   var lastKey = 0;
-  var BURST_GAP = 300;
+  var BURST_GAP = 1500; // generous: a loaded machine delays keys; a pause this long starts over
 
   function padOf(id) {
     return { "v-pin": "pin", "v-birth": "birth", "v-staff-login": "staff-pin" }[id] || "";

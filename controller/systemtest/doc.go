@@ -12,7 +12,10 @@
 // the broker in the middle of a pickup, SIGKILL of kluisd at seeded points
 // of pickups, and SIGKILL of a private Mosquitto (deploy/mosquitto's
 // configuration, per-device passwords and ACLs) while the backend and
-// kluisd stay up (TestBrokerRestart). Every scenario checks the
+// kluisd stay up (TestBrokerRestart). TestKioskScreen drives kluisd's
+// kiosk screen in headless Chromium (deploy/dev/browsertest) as citizens
+// and staff do: clicks on the keypads, keys typed as a keyboard-wedge
+// scanner types them. Every scenario checks the
 // simulator's physical truth (pulses, doors, items) and the backend's
 // document state.
 //

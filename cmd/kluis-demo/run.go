@@ -63,7 +63,12 @@ func run(ctx context.Context, stdout, stderr io.Writer, getenv func(string) stri
 		fmt.Fprintln(stdout, "\nset-up failed: see the FAIL lines above and the logs in var/demo/run/logs")
 		return 1
 	}
-	d.night(sctx, time.Now().UTC().Format("150405"))
+	runID := time.Now().UTC().Format("150405")
+	d.night(sctx, runID)
+	var hand *citizen
+	if sctx.Err() == nil {
+		hand = d.leaveForYou(sctx, runID)
+	}
 	if ctx.Err() != nil {
 		d.tl.summary()
 		fmt.Fprintln(stdout, "\ninterrupted: the night was cut short")
@@ -75,6 +80,9 @@ func run(ctx context.Context, stdout, stderr io.Writer, getenv func(string) stri
 		d.printProblems(stdout)
 	}
 	d.printServices(stdout)
+	if hand != nil {
+		d.printByHand(stdout, hand)
+	}
 	if once {
 		if fails > 0 {
 			fmt.Fprintf(stdout, "\n%d step(s) failed\n", fails)
@@ -144,6 +152,7 @@ func (d *demo) setup(ctx context.Context) bool {
 			online = append(online, id)
 		}
 		d.tl.check("backend", "device presence over MQTT", "every running kluisd online", strings.Join(online, ", ")+" online", err)
+		d.kioskScreens(ctx)
 	}
 	return anyReady
 }
@@ -183,8 +192,8 @@ func (d *demo) printServices(w io.Writer) {
 		if !n.ready {
 			state = "NOT READY"
 		}
-		fmt.Fprintf(tw, "kluisd %s (%s)\tkiosk %s/kiosk/v1/session, metrics http://%s/metrics, MQTT via cut proxy %s\n", id, state,
-			n.kiosk.Base, n.metrics, proxyAddr(n))
+		fmt.Fprintf(tw, "kluisd %s (%s)\tkiosk screen %s, API %s/kiosk/v1/session, metrics http://%s/metrics, MQTT via cut proxy %s\n", id, state,
+			kioskURL(n), n.kiosk.Base, n.metrics, proxyAddr(n))
 	}
 	fmt.Fprintf(tw, "e-mail drop (.eml)\t%s\n", d.mailDir)
 	fmt.Fprintf(tw, "configs and logs\t%s\n", d.run)

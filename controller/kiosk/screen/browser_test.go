@@ -526,6 +526,19 @@ func TestScreenMatrix(t *testing.T) {
 	m.check("test_open", "s-test_open", expect{h1: "title.test_open", msg: "state.test_open", n: 12})
 	r.close(11, false)
 
+	// A door left open: after timeouts.door_left_open (1 s here) the page
+	// asks to close it.
+	lo := newRig(t, rigOptions{leftOpen: "1s"})
+	m.open(lo)
+	lo.be.set(func() { lo.be.verify["K1.lo"] = okAt("doc-lo", 1) })
+	lo.item(1, true)
+	o = lo.opens(1)
+	lo.pickup(engine.PickupRequest{QR: "K1.lo", Lang: "en"})
+	lo.waitOpened(1, o)
+	m.check("door_left_open", "s-left_open", expect{h1: "title.left_open", msg: "left_open.msg", n: 2, citizen: true})
+	lo.close(1, false)
+	m.check("done-after-left-open", "s-done", expect{h1: "title.done", msg: "state.done", citizen: true})
+
 	// The automaton: its carousel brings the slot, then the hatch opens.
 	m.open(aut)
 	aut.be.set(func() { aut.be.verify["K1.a2"] = okAt("doc-a2", 1) })

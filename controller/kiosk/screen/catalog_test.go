@@ -295,7 +295,7 @@ func TestPageShowsTheEngineStateInTheChosenLanguage(t *testing.T) {
 		code, body := get(t, s, "/?lang=de")
 		require.Equal(t, http.StatusOK, code)
 		require.Contains(t, body, `<html lang="de"`)
-		id := firstView(src.sc)
+		id := firstView(src.sc, time.Now(), time.Minute)
 		require.Regexp(t, `<section id="`+id+`" [^>]*aria-labelledby="h-[a-z_-]+">`, body, "%s shown", st)
 		all := regexp.MustCompile(`<section [^>]*>`).FindAllString(body, -1)
 		hidden := regexp.MustCompile(`<section [^>]* hidden>`).FindAllString(body, -1)
@@ -382,4 +382,22 @@ func visibleText(doc *html.Node, id string) string {
 		}
 	}
 	return b.String()
+}
+
+func TestDoorLeftOpenScreen(t *testing.T) {
+	now := time.Now()
+	for _, st := range []string{engine.StateOpen, engine.StateLoading, engine.StateRetrieving, engine.StateTestOpen} {
+		sc := engine.Screen{State: st, Compartment: 4, At: now.Add(-2 * time.Minute)}
+		require.Equal(t, "s-left_open", firstView(sc, now, time.Minute), st)
+		require.Equal(t, "s-"+st, firstView(sc, now, 3*time.Minute), st)
+	}
+	sc := engine.Screen{State: engine.StateNotCollected, Compartment: 4, At: now.Add(-time.Hour)}
+	require.Equal(t, "s-not_collected", firstView(sc, now, time.Minute), "only a door being used")
+
+	src := &fakeSource{sc: engine.Screen{State: engine.StateOpen, Compartment: 2, At: now.Add(-3 * time.Minute), Seq: 4}}
+	s := newTestScreen(t, config.KindLocker, src, nil)
+	_, body := get(t, s, "/?lang=en")
+	require.Regexp(t, `<section id="s-left_open" [^>]*aria-labelledby="h-left_open">`, body)
+	require.Contains(t, body, `Please close the door of compartment <span data-fill="n">2</span>.`)
+	require.Regexp(t, `<figure id="drawing" class="drawing">`, body, "the drawing shows which door")
 }

@@ -209,6 +209,12 @@ var views = []view{
 	{State: engine.StateTestOpen, Title: "title.test_open", Tone: "ok", Drawing: true, Act: "tech", ActLabel: "tech.title"},
 }
 
+// leftOpen are the states of a door open for someone: after
+// timeouts.door_left_open the page shows "the door is still open" instead
+// (the engine raises its door_left_open alarm then; its state stays).
+var leftOpen = map[string]bool{engine.StateOpen: true, engine.StateLoading: true, engine.StateRetrieving: true,
+	engine.StateTestOpen: true}
+
 // Views returns the engine states that have a section of their own.
 func Views() []string {
 	out := make([]string, len(views))
@@ -227,7 +233,9 @@ type page struct {
 	Kind    string
 	Default string
 	IdleMS  int64
-	Screen  engine.Screen
+	// LeftOpenMS is timeouts.door_left_open.
+	LeftOpenMS int64
+	Screen     engine.Screen
 	// Show is the id of the section shown first.
 	Show       string
 	Views      []view
@@ -283,9 +291,12 @@ func (p *page) Fill(key string, n int) (string, error) {
 	return fill(t, n, 0, ""), err
 }
 
-// firstView is the section the page shows for the engine screen sc before
-// the script runs.
-func firstView(sc engine.Screen) string {
+// firstView is the section the page shows for the engine screen sc at now
+// before the script runs (left is timeouts.door_left_open).
+func firstView(sc engine.Screen, now time.Time, left time.Duration) string {
+	if leftOpen[sc.State] && left > 0 && !now.Before(sc.At.Add(left)) {
+		return "s-left_open"
+	}
 	switch sc.State {
 	case engine.StateIdle:
 		if sc.Staff != "" {
@@ -308,13 +319,17 @@ func firstView(sc engine.Screen) string {
 func (s *Screen) newPage(r *http.Request) *page {
 	sc := s.o.Source.Screen()
 	p := &page{s: s, Lang: s.lang(r), Large: r.URL.Query().Get("large") == "1", Build: s.build, Kind: s.o.Config.Kind,
-		Default: s.o.Config.Kiosk.DefaultLang, IdleMS: s.o.Config.Timeouts.Session.Milliseconds(), Screen: sc, Views: views}
-	p.Show = firstView(sc)
+		Default: s.o.Config.Kiosk.DefaultLang, IdleMS: s.o.Config.Timeouts.Session.Milliseconds(),
+		LeftOpenMS: s.o.Config.Timeouts.DoorLeftOpen.Milliseconds(), Screen: sc, Views: views}
+	p.Show = firstView(sc, s.o.Clock(), s.o.Config.Timeouts.DoorLeftOpen)
 	p.Drawing = s.drawing[p.Lang]
 	for _, v := range views {
 		if "s-"+v.State == p.Show && v.Drawing && sc.Compartment > 0 {
 			p.ShowFig = true
 		}
+	}
+	if p.Show == "s-left_open" && sc.Compartment > 0 {
+		p.ShowFig = true
 	}
 	p.RetryMin = 1
 	if sc.State == engine.StateLockedOut && sc.RetryAfterS > 0 {

@@ -120,6 +120,8 @@ type rigOptions struct {
 	manualPresent bool
 	// session is timeouts.session; default 2m.
 	session string
+	// leftOpen is timeouts.door_left_open; default 10m.
+	leftOpen string
 	// listen serves the kiosk on this address instead of a random one.
 	listen string
 }
@@ -132,6 +134,9 @@ func newRig(t testing.TB, o rigOptions) *rig {
 	if o.session == "" {
 		o.session = "2m"
 	}
+	if o.leftOpen == "" {
+		o.leftOpen = "10m"
+	}
 	dir := t.TempDir()
 	y := fmt.Sprintf(`device_id: %s
 site: test
@@ -139,10 +144,10 @@ kind: %s
 mqtt: {url: tcp://127.0.0.1:1883}
 hardware: {driver: simfile, simfile: /dev/null}
 journal_dir: %s
-timeouts: {door_open_detect: 1s, open_retries: 0, door_left_open: 10m, verify: 60s, present: 60s, session: %s}
+timeouts: {door_open_detect: 1s, open_retries: 0, door_left_open: %s, verify: 60s, present: 60s, session: %s}
 lockout: {max_failures: 100, window: 10m, duration: 15m}
 kiosk: {default_lang: nl}
-`, device, o.kind, dir, o.session)
+`, device, o.kind, dir, o.leftOpen, o.session)
 	boards := []hardware.BoardInfo{{Address: 0, Channels: 16}}
 	if o.kind == config.KindAutomaton {
 		y += "compartments:\n"

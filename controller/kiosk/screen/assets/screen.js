@@ -12,16 +12,20 @@
   var defaultLang = root.getAttribute("data-default-lang");
   var build = root.getAttribute("data-build");
   var idleMS = parseInt(root.getAttribute("data-idle-ms"), 10) || 120000;
+  var leftOpenMS = parseInt(root.getAttribute("data-left-open-ms"), 10) || 0;
   var large = root.classList.contains("large");
   var automaton = root.getAttribute("data-kind") === "automaton";
 
   // States in which something is happening at the device: no idle reset.
   var BUSY = { verifying: 1, presenting: 1, open: 1, loading: 1, retrieving: 1, test_open: 1 };
   var STAFF_VIEWS = { "staff-menu": 1, "staff-load": 1, "staff-retrieve": 1, tech: 1 };
+  // A door open this long is left open: "the door is still open".
+  var LEFT_OPEN = { open: 1, loading: 1, retrieving: 1, test_open: 1 };
 
   var cur = {
     state: body.getAttribute("data-state"),
     seq: parseInt(body.getAttribute("data-seq"), 10) || 0,
+    at: parseInt(body.getAttribute("data-at"), 10) || 0,
     compartment: parseInt(body.getAttribute("data-n"), 10) || 0,
     staff: body.getAttribute("data-staff") || "",
     retryUntil: parseInt(body.getAttribute("data-retry-until"), 10) || 0,
@@ -54,6 +58,7 @@
     }
     if (cur.seq > dismissed) {
       if (st === "need_birth_date") { return "v-birth"; }
+      if (LEFT_OPEN[st] && leftOpenMS > 0 && Date.now() >= cur.at + leftOpenMS) { return "s-left_open"; }
       if (st !== "idle" && st !== "staff") {
         return $("#s-" + st) ? "s-" + st : "s-error";
       }
@@ -134,16 +139,27 @@
     if (!fresh && s.seq <= cur.seq) { return; }
     var was = cur;
     cur = {
-      state: s.state, seq: s.seq, compartment: s.compartment || 0, staff: s.staff || "", messages: s.messages,
+      state: s.state, seq: s.seq, at: Date.parse(s.at) || Date.now(),
+      compartment: s.compartment || 0, staff: s.staff || "", messages: s.messages,
       retryUntil: s.state === "locked_out" && s.retry_after_s ? Date.parse(s.at) + s.retry_after_s * 1000 : 0
     };
     if (fresh && s.seq < was.seq) { dismissed = 0; }
     if (s.state !== "need_birth_date" && s.state !== "verifying" && s.state !== "idle") { forget(); }
+    watchDoor();
     if (was.staff && !cur.staff) { view = "start"; staffPin = ""; }
     if (s.state !== was.state || s.seq !== was.seq) {
       if (s.state !== "idle") { activity(); }
     }
     render();
+  }
+
+  // watchDoor shows "the door is still open" when its time comes.
+  var doorTimer = null;
+  function watchDoor() {
+    if (doorTimer) { clearTimeout(doorTimer); doorTimer = null; }
+    if (!LEFT_OPEN[cur.state] || leftOpenMS <= 0) { return; }
+    var wait = cur.at + leftOpenMS - Date.now();
+    if (wait > 0) { doorTimer = setTimeout(function () { doorTimer = null; render(); }, wait + 50); }
   }
 
   function forget() {
@@ -473,6 +489,7 @@
   });
 
   setInterval(retryText, 15000);
+  watchDoor();
   showTyped();
   render(false);
   activity();

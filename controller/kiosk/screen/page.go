@@ -439,7 +439,7 @@ func (s *Screen) tech(w http.ResponseWriter, r *http.Request) {
 // retryMinutes is the wait in whole minutes as people read it: rounded
 // up, at least 1 (the engine adds a second to its retry_after_s).
 func retryMinutes(d time.Duration) int {
-	return max(1, int(math.Ceil((d-time.Second).Minutes())))
+	return max(1, int(math.Ceil((d - time.Second).Minutes())))
 }
 
 // icon is the inline SVG of a tone (aria-hidden: the heading says it).

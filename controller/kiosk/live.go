@@ -112,11 +112,6 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request) {
 var busyStates = map[string]bool{engine.StateVerifying: true, engine.StatePresenting: true, engine.StateOpen: true,
 	engine.StateLoading: true, engine.StateRetrieving: true, engine.StateTestOpen: true}
 
-// recheck is how soon Run looks again at a screen that outlived its
-// session timeout because the engine is busy (a door still open): rare,
-// and bounded.
-const recheck = time.Second
-
 // Run applies the idle rules until ctx ends: the screen returns to idle
 // (and the default language) timeouts.session after its last change,
 // which the engine does when asked (Screen) and the event streams then
@@ -146,9 +141,10 @@ func (s *Server) Run(ctx context.Context) error {
 		prevStaff = sc.Staff
 		wait := time.Duration(-1)
 		if sc.State != engine.StateIdle && sc.State != engine.StateStaff {
-			wait = sc.At.Add(cfg.Timeouts.Session).Sub(now) + time.Millisecond
-			if wait <= 0 {
-				wait = recheck // the engine kept it: an operation is running
+			// Past the deadline the engine kept the screen: an operation
+			// runs, and its end changes the screen (and starts again).
+			if d := sc.At.Add(cfg.Timeouts.Session).Sub(now) + time.Millisecond; d > 0 {
+				wait = d
 			}
 		}
 		if sc.Staff != "" && !busyStates[sc.State] {

@@ -244,7 +244,6 @@ type page struct {
 	ShowFig    bool
 	RetryUntil int64
 	RetryMin   int
-	Message    string
 	// Tech is filled for the technician fragment.
 	Tech *techData
 }

@@ -126,15 +126,17 @@ func (m *matrix) open(r *rig) {
 	})
 }
 
+// waitJS polls expr until it is true, for at most 30 s (a bound for a
+// loaded machine, not a timing goal).
 func waitJS(mt *mtab, expr string) error {
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ok, err := eval[bool](mt, expr)
 		if err == nil && ok {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("not true within 15s: %s (%v)", expr, err)
+			return fmt.Errorf("not true within 30s: %s (%v)", expr, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -179,7 +179,8 @@ func States() []string {
 	return []string{StateIdle, StateVerifying, StateNeedBirthDate, StatePresenting, StateOpen, StateDone,
 		StateNotCollected, StateNotOpened, StateWrongCode, StateExpired, StateAlreadyCollected, StateLockedOut,
 		StateOutOfOrder, StateBusy, StateStaff, StateStaffDenied, StateLoading, StateLoaded, StateLoadEmpty,
-		StateRetrieving, StateRetrieved, StateStillThere, StateNotFound, StateNoCompartment, StateTestOpen, StateError}
+		StateRetrieving, StateRetrieved, StateStillThere, StateNotFound, StateNoCompartment, StateTestOpen, StateLockoutCleared,
+		StateLockoutCapped, StateError}
 }
 
 // MessageText returns the message of state in lang as written, with its

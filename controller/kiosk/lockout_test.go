@@ -13,18 +13,18 @@ import (
 	"kluis/controller/wire"
 )
 
-// staffBackend answers every PIN wrong, logs in badge STAFF-1 and lets the
+// lockoutBackend answers every PIN wrong, logs in badge STAFF-1 and lets the
 // session lift the lockout; it records the staff operations asked.
-type staffBackend struct {
+type lockoutBackend struct {
 	mu  sync.Mutex
 	ops []wire.StaffOp
 }
 
-func (b *staffBackend) Verify(_ context.Context, req wire.VerifyRequest) (wire.VerifyResponse, error) {
+func (b *lockoutBackend) Verify(_ context.Context, req wire.VerifyRequest) (wire.VerifyResponse, error) {
 	return wire.VerifyResponse{ID: req.ID, Result: wire.VerifyWrongCode}, nil
 }
 
-func (b *staffBackend) Staff(_ context.Context, req wire.StaffRequest) (wire.StaffResponse, error) {
+func (b *lockoutBackend) Staff(_ context.Context, req wire.StaffRequest) (wire.StaffResponse, error) {
 	b.mu.Lock()
 	b.ops = append(b.ops, req.Op)
 	b.mu.Unlock()
@@ -42,7 +42,7 @@ func (b *staffBackend) Staff(_ context.Context, req wire.StaffRequest) (wire.Sta
 // POST /kiosk/v1/staff/clear-lockout: staff login required (403), then the
 // PIN lockout is lifted (the backend asked) and the screen says so.
 func TestStaffClearLockoutOverHTTP(t *testing.T) {
-	be := &staffBackend{}
+	be := &lockoutBackend{}
 	r := newRigWith(t, be)
 	code, out := r.post(t, "/kiosk/v1/staff/clear-lockout", `{}`)
 	require.Equal(t, http.StatusForbidden, code, out)

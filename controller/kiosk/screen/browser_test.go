@@ -462,6 +462,17 @@ func TestScreenMatrix(t *testing.T) {
 		}
 		return err
 	})
+	// Staff lift the PIN lockout of the locked_out step above.
+	r.be.set(func() { r.be.staff["clear_lockout:"] = wire.StaffResponse{Result: wire.StaffOK} })
+	// One tab's click lifts it for the device; every tab follows live.
+	if err := do(m.tabs[0], chromedp.Click(chromedp.CSS(`#v-staff-menu [data-act=unlock]`), chromedp.NodeVisible)); err != nil {
+		t.Fatal(err)
+	}
+	m.check("lockout_cleared", "s-lockout_cleared", expect{h1: "title.lockout_cleared", msg: "state.lockout_cleared"})
+	if d := r.e.Diagnostics(ctx); d.LockedUntil != nil {
+		t.Fatalf("PIN entry still locked until %v after the staff lift", d.LockedUntil)
+	}
+	m.click(`#s-lockout_cleared [data-act=staff-menu]`)
 	m.click(`[data-act=load]`)
 	m.check("staff-load", "v-staff-load", expect{h1: "staff.load"})
 	staffDo := func(fn func(context.Context, string, string) (engine.Screen, error), nr string) {

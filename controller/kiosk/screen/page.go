@@ -207,6 +207,8 @@ var views = []view{
 	{State: engine.StateNotFound, Title: "title.not_found", Next: "next.staff.not_found", Tone: "warn", Act: "staff-next", ActLabel: "staff.next"},
 	{State: engine.StateNoCompartment, Title: "title.no_compartment", Tone: "warn", Act: "staff-next", ActLabel: "staff.next"},
 	{State: engine.StateTestOpen, Title: "title.test_open", Tone: "ok", Drawing: true, Act: "tech", ActLabel: "tech.title"},
+	{State: engine.StateLockoutCleared, Title: "title.lockout_cleared", Tone: "ok", Act: "staff-menu", ActLabel: "staff.back"},
+	{State: engine.StateLockoutCapped, Title: "title.lockout_capped", Next: "next.staff.lockout_capped", Tone: "warn", Retry: true, Act: "staff-menu", ActLabel: "staff.back"},
 }
 
 // leftOpen are the states of a door open for someone: after

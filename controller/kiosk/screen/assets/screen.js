@@ -413,6 +413,7 @@
     load: function () { lastOp = "load"; goView("staff-load"); },
     retrieve: function () { lastOp = "retrieve"; goView("staff-retrieve"); },
     tech: function () { goView("tech"); },
+    unlock: function () { post("/kiosk/v1/staff/clear-lockout", { lang: lang }).catch(function () { showError("input"); }); },
     "tech-refresh": function () { loadTech(); },
     logout: function () { post("/kiosk/v1/staff/logout", {}).catch(function () { showError("input"); }); }
   };

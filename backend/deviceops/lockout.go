@@ -25,7 +25,7 @@ type LockoutsOptions struct {
 	// Link sends the clear_lockout command to the device; nil: the
 	// device is not told (its own lockout stays until it ends or staff
 	// lift it at the kiosk).
-	Link *devicelink.Link
+	Link CommandLink
 	// Clock gives the time; default time.Now.
 	Clock func() time.Time
 	// Timeout is how long the device has to answer, and when the command

@@ -17,8 +17,9 @@ import (
 
 // OpenerOptions configure NewOpener.
 type OpenerOptions struct {
-	// Link sends the commands (required).
-	Link *devicelink.Link
+	// Link sends the commands (required; a SignedLink in production, as
+	// devices refuse unsigned commands).
+	Link CommandLink
 	// Pool is the database (required).
 	Pool *pgxpool.Pool
 	// Clock gives the time; default time.Now.
@@ -32,7 +33,7 @@ type OpenerOptions struct {
 // Opener sends remote-open commands and waits for the device's result; it
 // implements api.Opener.
 type Opener struct {
-	link    *devicelink.Link
+	link    CommandLink
 	pool    *pgxpool.Pool
 	now     func() time.Time
 	timeout time.Duration

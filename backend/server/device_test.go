@@ -181,6 +181,15 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	assert.Equal(t, wire.Address{Board: 0, Channel: 3}, *cmd.Addr)
 	assert.Equal(t, "door check", cmd.Reason)
 	assert.True(t, cmd.Expires.Before(cmd.Issued.Add(time.Minute)), "a remote open must expire quickly")
+	// Signed with the backend's key for this device and this command
+	// only: kluisd refuses it for any other device or with any field
+	// changed.
+	pub := s.Options.Keys.Public()
+	require.NoError(t, wire.VerifyCommand(pub, "k1", cmd, time.Now()), "the open command is signed for k1")
+	assert.ErrorIs(t, wire.VerifyCommand(pub, "k2", cmd, time.Now()), wire.ErrOtherDevice)
+	other := cmd
+	other.Addr = &wire.Address{Board: 0, Channel: 4}
+	assert.ErrorIs(t, wire.VerifyCommand(pub, "k1", other, time.Now()), wire.ErrBadCommandSig)
 	dev.publish(wire.KindCmdResult, &wire.CommandResult{ID: cmd.ID, Status: wire.StatusDone, At: time.Now().UTC()})
 	select {
 	case r := <-opened:
@@ -203,6 +212,9 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 		return false
 	})
 	assert.True(t, sync.Full)
+	for _, c := range dev.commands(wire.CmdCodeSync) {
+		require.NoError(t, wire.VerifyCommand(pub, "k1", c, time.Now()), "code syncs are signed too")
+	}
 	e0 := sync.Entries[0]
 	assert.Equal(t, wire.Address{Board: 0, Channel: 3}, e0.Addr)
 	assert.NotEmpty(t, e0.QRHash)
@@ -254,6 +266,20 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	}
 	assert.Contains(t, actions, "compartment.remote_open")
 	assert.Contains(t, actions, "device.door_opened")
+
+	// A command the device refused is audited as denied.
+	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvCommandRefused, At: time.Now().UTC(),
+		CommandID: "cmd-forged-1", Detail: "open: no sig: wire: command not signed"})
+	eventually(t, "the refusal's ack", func() bool { return len(dev.received(wire.KindAck)) > 4 })
+	refusals := 0
+	for _, it := range s.call("GET", "/api/v1/audit?subject=device:k1&limit=200", nil, 200)["items"].([]any) {
+		m := it.(map[string]any)
+		if m["action"] == "device.command_refused" {
+			assert.Equal(t, "cmd-forged-1", m["details"].(map[string]any)["command_id"])
+			refusals++
+		}
+	}
+	assert.Equal(t, 1, refusals, "device.command_refused audited")
 	v := s.call("GET", "/api/v1/audit/verify", nil, 200)
 	assert.Equal(t, true, v["ok"])
 
@@ -299,7 +325,7 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 
 	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvAlarm, At: time.Now().UTC(),
 		Alarm: wire.AlarmDoorLeftOpen, Addr: &wire.Address{Board: 0, Channel: 3}})
-	eventually(t, "the alarm's ack", func() bool { return len(dev.received(wire.KindAck)) > 4 })
+	eventually(t, "the alarm's ack", func() bool { return len(dev.received(wire.KindAck)) > 5 })
 
 	m := s.metrics()
 	assert.Contains(t, m, `kluis_device_alarms_total{alarm="door_left_open"} 1`)

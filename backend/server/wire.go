@@ -39,7 +39,7 @@ func (w *wiring) close() {
 // created after it: both need to mark devices for a sync.
 type late struct {
 	svc  *service.Service
-	link *devicelink.Link
+	link *deviceops.SignedLink
 }
 
 // SendCommand implements deviceops.CommandSender.
@@ -142,7 +142,12 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 	if err != nil {
 		return w, err
 	}
-	lt.link = link
+	// Every command is signed for its device: kluisd refuses unsigned ones.
+	signed, err := deviceops.NewSignedLink(deviceops.SignedLinkOptions{Link: link, Key: o.Keys.Signing, Clock: o.Clock})
+	if err != nil {
+		return w, err
+	}
+	lt.link = signed
 	w.parts = append(w.parts, part{"device-link", link.Run})
 	if o.RearmUnfollowed != Disabled {
 		f, err := deviceops.NewFollowup(deviceops.FollowupOptions{Pool: st.Pool(), Codes: cs, After: o.RearmUnfollowed,
@@ -165,8 +170,8 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 		}
 		return api.Presence{Online: p.Online, Since: p.Changed, Software: p.Software, LastHeartbeatAt: p.LastHeartbeatAt}, true, nil
 	}
-	w.api.Opener = deviceops.NewOpener(deviceops.OpenerOptions{Link: link, Pool: st.Pool(), Clock: o.Clock, Timeout: o.OpenTimeout})
-	lockouts, err := deviceops.NewLockouts(deviceops.LockoutsOptions{Codes: cs, Pool: st.Pool(), Link: link,
+	w.api.Opener = deviceops.NewOpener(deviceops.OpenerOptions{Link: signed, Pool: st.Pool(), Clock: o.Clock, Timeout: o.OpenTimeout})
+	lockouts, err := deviceops.NewLockouts(deviceops.LockoutsOptions{Codes: cs, Pool: st.Pool(), Link: signed,
 		Clock: o.Clock, Timeout: o.OpenTimeout, Logger: log})
 	if err != nil {
 		return w, err

@@ -152,7 +152,7 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	eng, err = engine.New(engine.Options{Config: cfg, Driver: drv, Journal: j, Replay: recs, Backend: lk, Cache: cache,
-		JournalDamaged: damagedDetail, Logger: log, Registry: reg})
+		CommandKey: pub, JournalDamaged: damagedDetail, Logger: log, Registry: reg})
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}

@@ -3,39 +3,44 @@ package engine
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"kluis/controller/offline"
 	"kluis/controller/wire"
 )
 
-// HandleCommand carries out a backend command at most once (by id) and only
-// before it expires, and returns the result to publish.
+// HandleCommand carries out a backend command only when it is signed by the
+// backend for this device (Options.CommandKey, wire.VerifyCommand), at most
+// once (by id, journaled) and only before it expires, and returns the result
+// to publish. A refusal (unsigned, badly signed, for another device, expired,
+// a replay) is also reported as a command_refused event, which the backend
+// audits.
 func (e *Engine) HandleCommand(ctx context.Context, c wire.Command) wire.CommandResult {
 	now := e.now()
 	res := wire.CommandResult{ID: c.ID, At: now.UTC()}
+	if err := wire.VerifyCommand(e.o.CommandKey, e.cfg.DeviceID, c, now); err != nil {
+		res.Status, res.Detail = wire.StatusRejected, "refused: "+err.Error()
+		if errors.Is(err, wire.ErrCommandExpired) {
+			res.Status = wire.StatusExpired
+		}
+		e.refuseCommand(c, res, err.Error())
+		return res
+	}
 	// Check and claim the id in one step, so that two deliveries of one
 	// command handled at once cannot both act.
 	e.mu.Lock()
 	_, seen := e.commands[c.ID]
-	expired := !now.Before(c.Expires)
-	if !seen && !expired {
+	if !seen {
 		e.commands[c.ID] = c.Expires
 	}
 	e.mu.Unlock()
 	if seen {
 		res.Status, res.Detail = wire.StatusDuplicate, "already carried out"
-		e.m.commands.WithLabelValues(string(c.Kind), string(res.Status)).Inc()
+		e.refuseCommand(c, res, "duplicate: already carried out")
 		return res
 	}
-	if expired {
-		res.Status, res.Detail = wire.StatusExpired, fmt.Sprintf("expired at %s", c.Expires.UTC().Format(time.RFC3339))
-		e.m.commands.WithLabelValues(string(c.Kind), string(res.Status)).Inc()
-		e.log.Warn("expired command ignored", "id", c.ID, "kind", c.Kind)
-		return res
-	}
-	// Journal the id before acting so a restart never repeats it.
+	// Journal the id before acting so a restart never repeats it (Keep
+	// holds it until an hour after its expiry, beyond the skew tolerated).
 	if err := e.appendData(recCommand, map[string]any{"id": c.ID, "expires": c.Expires, "kind": c.Kind}); err != nil {
 		e.mu.Lock()
 		delete(e.commands, c.ID)
@@ -76,6 +81,33 @@ func (e *Engine) HandleCommand(ctx context.Context, c wire.Command) wire.Command
 	e.m.commands.WithLabelValues(string(c.Kind), string(res.Status)).Inc()
 	_ = ctx
 	return res
+}
+
+// refusedEventsPerMinute bounds the command_refused events a flood of bad
+// commands can put in the journal; the metric counts every refusal.
+const refusedEventsPerMinute = 10
+
+// refuseCommand counts, logs and (within refusedEventsPerMinute) reports a
+// refused command as an event for the backend's audit trail.
+func (e *Engine) refuseCommand(c wire.Command, res wire.CommandResult, why string) {
+	e.m.commands.WithLabelValues(string(c.Kind), string(res.Status)).Inc()
+	e.log.Warn("command refused", "id", c.ID, "kind", c.Kind, "status", res.Status, "why", why)
+	now := e.now()
+	e.mu.Lock()
+	if now.Sub(e.refusedAt) >= time.Minute {
+		e.refusedAt, e.refusedN = now, 0
+	}
+	e.refusedN++
+	report := e.refusedN <= refusedEventsPerMinute
+	e.mu.Unlock()
+	if !report {
+		return
+	}
+	detail := string(c.Kind) + ": " + why
+	if len(detail) > 200 {
+		detail = detail[:200]
+	}
+	_ = e.emit(wire.Event{Kind: wire.EvCommandRefused, CommandID: c.ID, Detail: detail})
 }
 
 func optID(s string) string {

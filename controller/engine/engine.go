@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -98,6 +99,10 @@ type Options struct {
 	Backend Backend
 	// Cache is the offline code cache; may be nil.
 	Cache *offline.Cache
+	// CommandKey is the backend's public key (offline.public_key_file):
+	// only commands it signed for this device are carried out. Without
+	// one every command is refused.
+	CommandKey ed25519.PublicKey
 	// JournalDamaged, when not empty, says what start-up found damaged in
 	// the journal (records moved aside): raised as alarm journal_damaged.
 	JournalDamaged string
@@ -193,6 +198,9 @@ type Engine struct {
 	changed   chan struct{}
 	used      map[string]usedCode
 	commands  map[string]time.Time // command id -> expiry
+	// refusedAt and refusedN limit command_refused events per minute.
+	refusedAt time.Time
+	refusedN  int
 	staff     *staffSession
 	ready     bool
 	wg        sync.WaitGroup

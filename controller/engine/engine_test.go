@@ -163,7 +163,7 @@ func newRig(t *testing.T, o rigOpts) *rig {
 	r.cache, err = offline.Open(o.dir, device, o.priv.Public().(ed25519.PublicKey))
 	require.NoError(t, err)
 	eo := Options{Config: r.cfg, Driver: r.f, Journal: j, Replay: recs, Cache: r.cache,
-		JournalDamaged: o.damaged, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		CommandKey: o.priv.Public().(ed25519.PublicKey), JournalDamaged: o.damaged, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if !o.noBackend {
 		eo.Backend = r.be
 	}
@@ -364,11 +364,11 @@ func TestOfflinePickupReportedAndSingleUse(t *testing.T) {
 		defer r.stop()
 		now := time.Now()
 		tok, cid := signToken(t, r.priv, now.Add(time.Hour))
-		res := r.e.HandleCommand(context.Background(), wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now,
+		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now,
 			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{
 				{DocumentID: "doc-q", Addr: wire.Address{Board: 0, Channel: 1}, Expires: now.Add(time.Hour), QRHash: pickupcode.QRHash(cid)},
 				offlinetest.PINEntry("doc-p", device, "987654321", "1985-12-31", wire.Address{Board: 0, Channel: 2}, now.Add(time.Hour)),
-			}}})
+			}}}))
 		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
 		r.be.set(func() { r.be.unreachable = true })
 		a1, a2 := hardware.Address{Board: 0, Channel: 1}, hardware.Address{Board: 0, Channel: 2}
@@ -706,23 +706,30 @@ func TestMissingBoardRefused(t *testing.T) {
 	})
 }
 
+// signed returns c signed by the backend's key for this rig's device.
+func (r *rig) signed(c wire.Command) wire.Command {
+	r.t.Helper()
+	require.NoError(r.t, wire.SignCommand(r.priv, device, &c))
+	return c
+}
+
 func TestCommands(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, rigOpts{caps: sensors})
 		defer r.stop()
 		now := time.Now()
-		open := wire.Command{ID: "cmd-1", Kind: wire.CmdOpen, Issued: now, Expires: now.Add(time.Minute),
-			Addr: &wire.Address{Board: 0, Channel: 0}, Reason: "ticket 7", By: "admin"}
+		open := r.signed(wire.Command{ID: "cmd-1", Kind: wire.CmdOpen, Issued: now, Expires: now.Add(time.Minute),
+			Addr: &wire.Address{Board: 0, Channel: 0}, Reason: "ticket 7", By: "admin"})
 		require.Equal(t, wire.StatusDone, r.e.HandleCommand(context.Background(), open).Status)
 		r.waitFor("pulse", func() bool { return len(r.f.Pulses()) == 1 })
 		require.Equal(t, wire.StatusDuplicate, r.e.HandleCommand(context.Background(), open).Status)
 		old := open
-		old.ID, old.Expires = "cmd-2", now.Add(-time.Second)
-		old.Issued = now.Add(-time.Minute)
-		require.Equal(t, wire.StatusExpired, r.e.HandleCommand(context.Background(), old).Status)
+		old.ID, old.Expires = "cmd-2", now.Add(-time.Second-wire.CommandSkew)
+		old.Issued = now.Add(-time.Minute - wire.CommandSkew)
+		require.Equal(t, wire.StatusExpired, r.e.HandleCommand(context.Background(), r.signed(old)).Status)
 		bad := open
 		bad.ID, bad.Addr = "cmd-3", &wire.Address{Board: 3, Channel: 3}
-		require.Equal(t, wire.StatusRejected, r.e.HandleCommand(context.Background(), bad).Status)
+		require.Equal(t, wire.StatusRejected, r.e.HandleCommand(context.Background(), r.signed(bad)).Status)
 		synctest.Wait()
 		require.Len(t, r.f.Pulses(), 1)
 		// Duplicates are recognised after a restart too.
@@ -735,6 +742,89 @@ func TestCommands(t *testing.T) {
 		r = newRig(t, rigOpts{caps: sensors, dir: r.dir, fake: f, priv: r.priv})
 		defer r.stop()
 		require.Equal(t, wire.StatusDuplicate, r.e.HandleCommand(context.Background(), open).Status)
+	})
+}
+
+// Door-opening commands must carry the backend's signature for this very
+// device and command: a stolen device credential or a misconfigured broker
+// must not open a door. Every refusal is reported for the audit trail, and
+// a replay stays refused across restarts (and a journal compaction) for as
+// long as the command could be valid.
+func TestCommandsMustBeSigned(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		now := time.Now()
+		base := wire.Command{Kind: wire.CmdOpen, Issued: now, Expires: now.Add(15 * time.Second),
+			Addr: &wire.Address{Board: 0, Channel: 0}, Reason: "ticket 7", By: "user:7"}
+		_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
+		refused := func(id string, c wire.Command, want wire.CommandStatus) {
+			t.Helper()
+			res := r.e.HandleCommand(context.Background(), c)
+			require.Equal(t, want, res.Status, res.Detail)
+			r.waitFor("refusal reported", func() bool {
+				for _, ev := range r.events() {
+					if ev.Kind == wire.EvCommandRefused && ev.CommandID == id {
+						return true
+					}
+				}
+				return false
+			})
+		}
+		unsigned := base
+		unsigned.ID = "cmd-unsigned"
+		refused("cmd-unsigned", unsigned, wire.StatusRejected)
+
+		forged := base
+		forged.ID = "cmd-forged"
+		require.NoError(t, wire.SignCommand(otherKey, device, &forged))
+		refused("cmd-forged", forged, wire.StatusRejected)
+
+		elsewhere := base
+		elsewhere.ID = "cmd-elsewhere"
+		require.NoError(t, wire.SignCommand(r.priv, "dev-other", &elsewhere))
+		refused("cmd-elsewhere", elsewhere, wire.StatusRejected)
+
+		tampered := base
+		tampered.ID = "cmd-tampered"
+		tampered = r.signed(tampered)
+		tampered.Addr = &wire.Address{Board: 0, Channel: 1} // signed for compartment 1, asks for 2
+		refused("cmd-tampered", tampered, wire.StatusRejected)
+
+		// clear_lockout and code_sync are refused unsigned too.
+		cl := wire.Command{ID: "cmd-clear", Kind: wire.CmdClearLockout, Issued: now, Expires: now.Add(15 * time.Second),
+			Reason: "mistyped", By: "user:7"}
+		refused("cmd-clear", cl, wire.StatusRejected)
+		cs := wire.Command{ID: "cmd-sync", Kind: wire.CmdCodeSync, Issued: now, Expires: now.Add(time.Minute),
+			Codes: &wire.CodeSync{Version: 9, Full: true, Entries: []wire.CodeEntry{}}}
+		refused("cmd-sync", cs, wire.StatusRejected)
+		require.Zero(t, r.cache.Version(), "an unsigned code sync changes nothing")
+
+		synctest.Wait()
+		require.Empty(t, r.f.Pulses(), "no unsigned, forged, misdirected or tampered command opens a door")
+
+		// The genuine command opens once; its replay is refused, also
+		// after a compaction and a restart, until it has expired.
+		good := base
+		good.ID = "cmd-good"
+		good = r.signed(good)
+		require.Equal(t, wire.StatusDone, r.e.HandleCommand(context.Background(), good).Status)
+		r.waitFor("pulse", func() bool { return len(r.f.Pulses()) == 1 })
+		r.citizen(hardware.Address{}, false)
+		r.waitFor("ended", func() bool { return len(r.j.Unfinished()) == 0 })
+		refused("cmd-good", good, wire.StatusDuplicate)
+		require.NoError(t, r.j.Compact())
+		f := r.f
+		r.stop()
+		f.Resume()
+		time.Sleep(10 * time.Second) // still valid (15 s + skew)
+		r = newRig(t, rigOpts{caps: sensors, dir: r.dir, fake: f, priv: r.priv})
+		defer r.stop()
+		refused("cmd-good", good, wire.StatusDuplicate)
+		time.Sleep(15*time.Second + wire.CommandSkew)
+		refused("cmd-good", good, wire.StatusExpired)
+		synctest.Wait()
+		require.Len(t, r.f.Pulses(), 1)
 	})
 }
 
@@ -866,10 +956,10 @@ func TestOfflineMarkWithoutIntentReleasedAtRestart(t *testing.T) {
 		r := newRig(t, rigOpts{caps: sensors, fake: f, dir: dir})
 		now := time.Now()
 		tok, cid := signToken(t, r.priv, now.Add(time.Hour))
-		res := r.e.HandleCommand(context.Background(), wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now,
+		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now,
 			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{
 				{DocumentID: "doc-q", Addr: wire.Address{Board: 0, Channel: 1}, Expires: now.Add(time.Hour), QRHash: pickupcode.QRHash(cid)},
-			}}})
+			}}}))
 		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
 		r.be.set(func() { r.be.unreachable = true })
 		a := hardware.Address{Board: 0, Channel: 1}

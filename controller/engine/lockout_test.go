@@ -163,10 +163,10 @@ func TestOfflineDailyCap(t *testing.T) {
 		r := newRig(t, rigOpts{caps: sensors})
 		defer r.stop()
 		now := time.Now()
-		res := r.e.HandleCommand(context.Background(), wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now,
+		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now,
 			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{
 				offlinetest.PINEntry("doc-p", device, "987654321", "", wire.Address{Board: 0, Channel: 2}, now.Add(72*time.Hour)),
-			}}})
+			}}}))
 		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
 		r.be.set(func() { r.be.unreachable = true })
 		first := time.Now()
@@ -240,11 +240,16 @@ func TestClearLockoutCommand(t *testing.T) {
 		r.lockPINs()
 		now := time.Now()
 		cmd := func(id string, expires time.Time) wire.CommandResult {
-			return r.e.HandleCommand(context.Background(), wire.Command{ID: id, Kind: wire.CmdClearLockout, Issued: now,
-				Expires: expires, Reason: "citizen at the counter", By: "user:7"})
+			issued := now
+			if expires.Add(-15 * time.Second).Before(now) {
+				issued = expires.Add(-15 * time.Second)
+			}
+			return r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: id, Kind: wire.CmdClearLockout, Issued: issued,
+				Expires: expires, Reason: "citizen at the counter", By: "user:7"}))
 		}
-		// Late: expired, nothing lifted.
-		res := cmd("clear-late", now)
+		// Late (past its expiry and the clock skew kluisd tolerates):
+		// expired, nothing lifted.
+		res := cmd("clear-late", now.Add(-wire.CommandSkew-time.Second))
 		require.Equal(t, wire.StatusExpired, res.Status)
 		require.Equal(t, StateLockedOut, r.pickup(PickupRequest{PIN: "123456789", BirthDate: "1990-01-01"}).State)
 		res = cmd("clear-1", now.Add(15*time.Second))
@@ -264,8 +269,8 @@ func TestClearLockoutCommand(t *testing.T) {
 		r.setItem(hardware.Address{Board: 0, Channel: 2}, true, false)
 		require.Equal(t, StateOpen, r.pickup(PickupRequest{PIN: "123456789", BirthDate: "1990-01-01"}).State)
 		// Not locked: done all the same, and said.
-		res = r.e.HandleCommand(context.Background(), wire.Command{ID: "clear-2", Kind: wire.CmdClearLockout, Issued: time.Now(),
-			Expires: time.Now().Add(15 * time.Second), Reason: "r", By: "user:7"})
+		res = r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "clear-2", Kind: wire.CmdClearLockout, Issued: time.Now(),
+			Expires: time.Now().Add(15 * time.Second), Reason: "r", By: "user:7"}))
 		require.Equal(t, wire.StatusDone, res.Status)
 		require.Equal(t, "PIN entry was not locked", res.Detail)
 	})
@@ -363,8 +368,8 @@ func TestOfflineWrongDatesOfBirthLockTheCode(t *testing.T) {
 		locked := offlinetest.PINEntry("doc-l", device, "246813579", "1980-05-06", wire.Address{Board: 0, Channel: 1}, now.Add(72*time.Hour))
 		locked.QRHash = pickupcode.QRHash(cid)
 		kept := offlinetest.PINEntry("doc-k", device, "135792468", "1970-01-02", wire.Address{Board: 0, Channel: 2}, now.Add(72*time.Hour))
-		res := r.e.HandleCommand(context.Background(), wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now,
-			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{locked, kept}}})
+		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now,
+			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{locked, kept}}}))
 		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
 		r.be.set(func() { r.be.unreachable = true })
 		pause := r.cfg.Lockout.Window + time.Second // no burst lockout in between
@@ -422,8 +427,8 @@ func TestOfflineExpiredAfterItsEntryWasRemoved(t *testing.T) {
 		defer r.stop()
 		now := time.Now()
 		sync := func(v int64, entries ...wire.CodeEntry) {
-			res := r.e.HandleCommand(context.Background(), wire.Command{ID: fmt.Sprintf("sync-%d", v), Kind: wire.CmdCodeSync,
-				Issued: time.Now(), Expires: time.Now().Add(time.Minute), Codes: &wire.CodeSync{Version: v, Full: true, Entries: entries}})
+			res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: fmt.Sprintf("sync-%d", v), Kind: wire.CmdCodeSync,
+				Issued: time.Now(), Expires: time.Now().Add(time.Minute), Codes: &wire.CodeSync{Version: v, Full: true, Entries: entries}}))
 			require.Equal(t, wire.StatusDone, res.Status, res.Detail)
 		}
 		sync(1, offlinetest.PINEntry("doc-e", device, "975318642", "1975-07-08", wire.Address{Board: 0, Channel: 1}, now.Add(time.Hour)))

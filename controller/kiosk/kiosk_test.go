@@ -63,7 +63,7 @@ compartments:
 	cache, err := offline.Open(dir, dev, pub)
 	require.NoError(t, err)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e, err := engine.New(engine.Options{Config: cfg, Driver: f, Journal: j, Replay: recs, Cache: cache, Logger: log, Backend: be})
+	e, err := engine.New(engine.Options{Config: cfg, Driver: f, Journal: j, Replay: recs, Cache: cache, CommandKey: pub, Logger: log, Backend: be})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -87,9 +87,11 @@ func (r *rig) token(t *testing.T, doc string, ch int) string {
 	now := time.Now()
 	tok, err := pickupcode.SignToken(r.priv, pickupcode.Claims{CodeID: cid, DeviceID: dev, Expires: now.Add(time.Hour).Unix()})
 	require.NoError(t, err)
-	res := r.e.HandleCommand(context.Background(), wire.Command{ID: wire.NewID(now), Kind: wire.CmdCodeSync, Issued: now,
+	cmd := wire.Command{ID: wire.NewID(now), Kind: wire.CmdCodeSync, Issued: now,
 		Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: now.UnixNano(), Entries: []wire.CodeEntry{
-			{DocumentID: doc, Addr: wire.Address{Channel: ch}, Expires: now.Add(time.Hour), QRHash: pickupcode.QRHash(cid)}}}})
+			{DocumentID: doc, Addr: wire.Address{Channel: ch}, Expires: now.Add(time.Hour), QRHash: pickupcode.QRHash(cid)}}}}
+	require.NoError(t, wire.SignCommand(r.priv, dev, &cmd))
+	res := r.e.HandleCommand(context.Background(), cmd)
 	require.Equal(t, wire.StatusDone, res.Status, res.Detail)
 	return tok
 }

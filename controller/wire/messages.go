@@ -103,13 +103,17 @@ const (
 	// wrong dates of birth with its PIN (document_id, code_ref); the
 	// backend locks it too, until the counter re-issues it.
 	EvCodeLocked EventKind = "code_locked"
+	// EvCommandRefused: the device refused a command (command_id) that
+	// was unsigned, badly signed, signed for another device, expired or
+	// already carried out (detail says which).
+	EvCommandRefused EventKind = "command_refused"
 )
 
 // EventKinds lists every event kind.
 func EventKinds() []EventKind {
 	return []EventKind{EvDoorOpened, EvDoorClosed, EvItemPlaced, EvItemRemoved,
 		EvPickupCompleted, EvPickupNotCollected, EvOpenNotDetected, EvAlarm,
-		EvAlarmCleared, EvLoaded, EvRetrieved, EvLockoutCleared, EvCodeLocked}
+		EvAlarmCleared, EvLoaded, EvRetrieved, EvLockoutCleared, EvCodeLocked, EvCommandRefused}
 }
 
 // AlarmKind names an alarm.
@@ -218,9 +222,12 @@ func CommandKinds() []CommandKind {
 	return []CommandKind{CmdOpen, CmdConfig, CmdCodeSync, CmdClearLockout}
 }
 
-// Command is an order from the backend. A device carries out a command at
-// most once (by ID) and only before Expires; otherwise it answers with a
-// CommandResult of status "duplicate" or "expired" and audits it.
+// Command is an order from the backend. A device carries out a command only
+// when Sig is the backend's signature of it for this device (SignCommand,
+// VerifyCommand), at most once (by ID) and only before Expires (within
+// CommandSkew); otherwise it answers with a CommandResult of status
+// "rejected", "duplicate" or "expired" and reports an event
+// command_refused, which the backend audits.
 type Command struct {
 	V       int         `json:"v"`
 	ID      string      `json:"id"`
@@ -237,6 +244,10 @@ type Command struct {
 	Settings map[string]string `json:"settings,omitempty"`
 	// Codes is offline verification material (code_sync).
 	Codes *CodeSync `json:"codes,omitempty"`
+	// Sig is the backend's signature of the command for this device
+	// (SignCommand, "KC1.<claims>.<signature>"). A device carries out no
+	// command without a valid one (VerifyCommand).
+	Sig string `json:"sig,omitempty"`
 }
 
 // CodeSync carries offline verification material. Hashes are opaque to

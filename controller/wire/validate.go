@@ -176,6 +176,8 @@ func (m *Event) Validate() error {
 		if m.StaffID == "" && m.CommandID == "" {
 			c.fail("lockout_cleared needs staff_id or command_id")
 		}
+	case EvCommandRefused:
+		c.id("command_id", m.CommandID)
 	case EvAlarm, EvAlarmCleared:
 		if m.Alarm == "" {
 			c.fail("missing alarm")
@@ -222,6 +224,7 @@ func (m *Command) Validate() error {
 	c.addr("addr", m.Addr, m.Kind == CmdOpen)
 	c.text("reason", m.Reason, maxText)
 	c.text("by", m.By, maxText)
+	c.text("sig", m.Sig, MaxCommandSig)
 	if len(m.Settings) > MaxSettings {
 		c.fail("%d settings, at most %d", len(m.Settings), MaxSettings)
 	}

@@ -40,6 +40,8 @@ type backend struct {
 	staff       map[string]wire.StaffResponse  // by op+":"+badge/document number
 	unreachable bool
 	calls       int
+	// onStaff sees every staff request (called with mu held).
+	onStaff func(wire.StaffRequest)
 }
 
 func (b *backend) Verify(ctx context.Context, req wire.VerifyRequest) (wire.VerifyResponse, error) {
@@ -69,6 +71,9 @@ func (b *backend) Staff(ctx context.Context, req wire.StaffRequest) (wire.StaffR
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.calls++
+	if b.onStaff != nil {
+		b.onStaff(req)
+	}
 	if b.unreachable {
 		return wire.StaffResponse{}, ErrBackendUnavailable
 	}
@@ -617,6 +622,7 @@ func TestStaffLoadRetrieveAndTestOpen(t *testing.T) {
 				DocumentID: "doc-9", Addr: &wire.Address{Board: 0, Channel: 1}}
 			r.be.staff["retrieve:591-123"] = wire.StaffResponse{Op: wire.StaffRetrieve, Result: wire.StaffOK,
 				DocumentID: "doc-9", Addr: &wire.Address{Board: 0, Channel: 1}}
+			r.be.staff["test_open:"] = wire.StaffResponse{Op: wire.StaffTestOpen, Result: wire.StaffOK}
 		})
 		_, err := r.e.StaffLoad(context.Background(), "591-123", "en")
 		require.ErrorIs(t, err, ErrNoStaff)
@@ -677,6 +683,56 @@ func TestStaffLoadRetrieveAndTestOpen(t *testing.T) {
 		for _, je := range r.j.Outbox() {
 			require.NotContains(t, string(je.Payload), "sess-secret")
 		}
+	})
+}
+
+// Test-open belongs to technicians: kluisd asks the backend (staff/req
+// test_open with the compartment's address) and opens only on ok; a clerk
+// denied by the backend, an expired session or no answer at all opens
+// nothing.
+func TestTestOpenAsksTheBackend(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		exp := time.Now().Add(time.Hour)
+		r.be.set(func() {
+			r.be.staff["login:CLERK"] = wire.StaffResponse{Op: wire.StaffLogin, Result: wire.StaffOK, Session: "s-clerk",
+				StaffID: "u3", StaffName: "Clerk", Expires: &exp, Role: wire.RoleStaff}
+			r.be.staff["test_open:"] = wire.StaffResponse{Op: wire.StaffTestOpen, Result: wire.StaffDenied}
+		})
+		var asked []wire.StaffRequest
+		r.be.set(func() { r.be.onStaff = func(req wire.StaffRequest) { asked = append(asked, req) } })
+		s, err := r.e.StaffLogin(context.Background(), "CLERK", "", "en")
+		require.NoError(t, err)
+		require.Equal(t, StateStaff, s.State)
+		s, err = r.e.TestOpen(context.Background(), 3, "en")
+		require.NoError(t, err)
+		require.Equal(t, StateStaffDenied, s.State, "a clerk may not test-open")
+		r.be.set(func() {
+			require.Len(t, asked, 2)
+			require.Equal(t, wire.StaffTestOpen, asked[1].Op)
+			require.Equal(t, "s-clerk", asked[1].Session)
+			require.Equal(t, &wire.Address{Board: 0, Channel: 2}, asked[1].Addr)
+		})
+
+		// Offline: refused, nothing opens.
+		r.be.set(func() { r.be.unreachable = true })
+		s, err = r.e.TestOpen(context.Background(), 3, "en")
+		require.NoError(t, err)
+		require.Equal(t, StateError, s.State)
+
+		// Session gone at the backend: logged out.
+		r.be.set(func() {
+			r.be.unreachable = false
+			r.be.staff["test_open:"] = wire.StaffResponse{Op: wire.StaffTestOpen, Result: wire.StaffSessionExpired}
+		})
+		s, err = r.e.TestOpen(context.Background(), 3, "en")
+		require.NoError(t, err)
+		require.Equal(t, StateStaffDenied, s.State)
+		_, err = r.e.TestOpen(context.Background(), 3, "en")
+		require.ErrorIs(t, err, ErrNoStaff)
+		synctest.Wait()
+		require.Empty(t, r.f.Pulses())
 	})
 }
 

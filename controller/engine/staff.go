@@ -136,10 +136,14 @@ func (e *Engine) staffDoor(ctx context.Context, number, lang, purpose string) (S
 	return e.Screen(), nil
 }
 
-// TestOpen opens a free compartment for a technician (a logged-in staff
-// member). The door events carry the staff id and "technician test-open"
-// so the backend's audit trail records who opened what. A compartment with
-// an item, or whose emptiness cannot be sensed, is refused.
+// TestOpen opens a free compartment for a technician. The backend decides
+// who may (staff/req test_open: technicians and admins, audited there;
+// counter staff are denied): the door opens only after its ok. Without an
+// answer (offline, timeout) the test-open is refused: the role is the
+// backend's to decide, and a test-open can wait for the link. The door
+// events carry the staff id and "technician test-open" so the backend's
+// audit trail records who opened what. A compartment with an item, or
+// whose emptiness cannot be sensed, is refused before the backend is asked.
 func (e *Engine) TestOpen(ctx context.Context, number int, lang string) (Screen, error) {
 	s, err := e.currentStaff()
 	if err != nil {
@@ -153,6 +157,26 @@ func (e *Engine) TestOpen(ctx context.Context, number int, lang string) (Screen,
 	present, _, known := e.itemState(ctx, o)
 	if !known || present {
 		return Screen{}, fmt.Errorf("compartment %d is not known to be empty: %w", number, ErrNotFree)
+	}
+	res, err := e.staffCall(ctx, wire.StaffRequest{Op: wire.StaffTestOpen, Session: s.token, Addr: addrPtr(c.wireAddr())})
+	if err != nil {
+		e.log.Warn("test-open refused: the backend did not answer", "compartment", number)
+		return e.setScreen(StateError, c.cfg.Number, lang), nil
+	}
+	switch res.Result {
+	case wire.StaffOK:
+	case wire.StaffSessionExpired:
+		e.mu.Lock()
+		e.staff = nil
+		e.mu.Unlock()
+		return e.setScreen(StateStaffDenied, 0, lang), nil
+	case wire.StaffDenied:
+		e.log.Info("test-open denied by the backend", "compartment", number, "staff_id", s.id)
+		return e.setScreen(StateStaffDenied, c.cfg.Number, lang), nil
+	case wire.StaffNotFound:
+		return e.setScreen(StateNotFound, c.cfg.Number, lang), nil
+	default:
+		return e.setScreen(StateError, c.cfg.Number, lang), nil
 	}
 	if st := e.start(o); st != "" {
 		return e.setScreen(st, c.cfg.Number, lang), nil

@@ -376,7 +376,7 @@ func TestSystem(t *testing.T) {
 			t.Fatalf("automaton after the pickup: %+v (%v)", st.Mechanisms, err)
 		}
 	})
-	step("technician test-open of a free compartment, audited; occupied refused", func(t *testing.T) {
+	step("technician test-open of a free compartment, audited; a clerk's and an occupied one refused", func(t *testing.T) {
 		occupied := w.register("driving_licence", lockerID)
 		w.load(occupied)
 		free := 0
@@ -390,10 +390,28 @@ func TestSystem(t *testing.T) {
 				break
 			}
 		}
+		// A counter clerk may not test-open: the backend says no, nothing opens.
 		if s := w.kioskPost(locker, "/kiosk/v1/staff/login", map[string]string{"pin": w.staffPIN}); s.State != "staff" {
 			t.Fatalf("staff login: %s", s.State)
 		}
 		p0 := w.pulseCount(lockerID)
+		if s := w.kioskPost(locker, "/kiosk/v1/tech/test-open", map[string]int{"compartment": free + 1}); s.State != "staff_denied" {
+			t.Fatalf("a clerk's test-open: kiosk shows %s, want staff_denied", s.State)
+		}
+		w.noPulse(lockerID, p0)
+		waitFor(t, 30*time.Second, "the clerk's test-open audited as denied", func(ctx context.Context) (bool, string, error) {
+			recs, err := w.admin.audit(ctx, "device:"+lockerID)
+			for _, r := range recs {
+				if r.Action == "kiosk.denied" && r.Details["op"] == "test_open" && r.Details["role"] == "staff" {
+					return true, "", nil
+				}
+			}
+			return false, "", err
+		})
+		w.kioskPost(locker, "/kiosk/v1/staff/logout", nil)
+		if s := w.kioskPost(locker, "/kiosk/v1/staff/login", map[string]string{"pin": w.techPIN}); s.State != "staff" {
+			t.Fatalf("technician login: %s", s.State)
+		}
 		_, err = locker.kiosk.Post(ctx, "/kiosk/v1/tech/test-open", map[string]int{"compartment": occupied.comp.Number})
 		if he, ok := err.(*kioskclient.StatusError); !ok || he.Status != 409 {
 			t.Fatalf("test-open of an occupied compartment: %v, want 409", err)

@@ -54,6 +54,7 @@ type world struct {
 	admin     api
 	staff     api
 	staffPIN  string
+	techPIN   string
 	nodes     map[string]*node
 	docSeq    int
 	runID     string
@@ -199,6 +200,14 @@ func (w *world) setupBackendData() {
 	must(err)
 	w.staffPIN = "482913"
 	must(w.admin.do(ctx, http.MethodPatch, fmt.Sprintf("/api/v1/users/%d", u.ID), map[string]string{"kiosk_pin": w.staffPIN}, nil))
+	// A technician with a kiosk PIN of their own: test-opens are theirs.
+	var tech struct {
+		ID int64 `json:"id"`
+	}
+	must(w.admin.do(ctx, http.MethodPost, "/api/v1/users", map[string]string{"username": "piet.techniek",
+		"password": "Tech-" + randomHex(8), "role": "technician"}, &tech))
+	w.techPIN = "731946"
+	must(w.admin.do(ctx, http.MethodPatch, fmt.Sprintf("/api/v1/users/%d", tech.ID), map[string]string{"kiosk_pin": w.techPIN}, nil))
 }
 
 // startSim starts kluis-sim fleet with the locker and (unless lockerOnly)

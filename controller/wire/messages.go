@@ -372,7 +372,7 @@ const (
 	StaffLogout   StaffOp = "logout" // session ends
 	// StaffTestOpen: session + addr of the compartment a technician wants
 	// to test-open -> ok (technicians and admins; audited) or denied. The
-	// device opens only after ok (device side pending).
+	// device opens only after ok; without an answer it does not open.
 	StaffTestOpen StaffOp = "test_open"
 	// StaffClearLockout: session -> ok when the logged-in user (staff,
 	// technician or admin) may lift the device's PIN lockout; the backend

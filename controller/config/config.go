@@ -5,6 +5,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -86,7 +87,10 @@ type MQTT struct {
 	Username     string `yaml:"username"`
 	Password     string `yaml:"password"`
 	PasswordFile string `yaml:"password_file"`
-	// ClientID defaults to "kluisd-{device_id}".
+	// ClientID defaults to the user name (the device id without one). A
+	// broker with use_username_as_clientid (deploy/mosquitto) uses the
+	// user name whatever is sent, so with a user name the client id must
+	// be it, or "{username}.{suffix}" (which the embedded broker accepts).
 	ClientID string `yaml:"client_id"`
 	// ResendAfter republishes an event not yet acknowledged after this
 	// long (also at every reconnect); default 30s, 1s-10m.
@@ -323,8 +327,8 @@ func (c *Config) fillDefaults() {
 	if c.MQTT.HeartbeatEvery == 0 {
 		c.MQTT.HeartbeatEvery = 30 * time.Second
 	}
-	if c.MQTT.ClientID == "" && c.DeviceID != "" {
-		c.MQTT.ClientID = "kluisd-" + c.DeviceID
+	if c.MQTT.ClientID == "" {
+		c.MQTT.ClientID = cmp.Or(c.MQTT.Username, c.DeviceID)
 	}
 	if c.Hardware.Serial.Port != "" && c.Hardware.Serial.Baud == 0 {
 		c.Hardware.Serial.Baud = 9600
@@ -489,6 +493,10 @@ func (m MQTT) validate() error {
 	}
 	if (m.Password != "" || m.PasswordFile != "") && m.Username == "" {
 		return bad("mqtt.username", "must be set when a password is")
+	}
+	if m.Username != "" && m.ClientID != m.Username && !strings.HasPrefix(m.ClientID, m.Username+".") {
+		return bad("mqtt.client_id", "%q must be the user name %q (or %q.<suffix>): the broker takes the user name as client id",
+			m.ClientID, m.Username, m.Username)
 	}
 	return nil
 }

@@ -47,7 +47,7 @@ func TestParseGood(t *testing.T) {
 	require.Equal(t, 5*time.Second, c.Timeouts.DoorOpenDetect)
 	require.Equal(t, 2*time.Minute, c.Timeouts.DoorLeftOpen, "default")
 	require.Equal(t, 1, *c.Timeouts.OpenRetries)
-	require.Equal(t, "kluisd-kortrijk-1", c.MQTT.ClientID)
+	require.Equal(t, "kortrijk-1", c.MQTT.ClientID, "the client id is the user name")
 	require.Equal(t, 30*time.Second, c.MQTT.ResendAfter, "default")
 	require.Equal(t, 30*time.Second, c.MQTT.HeartbeatEvery, "default")
 	cp, ok := c.Compartment(17)
@@ -62,6 +62,8 @@ func TestParseErrorsNameTheField(t *testing.T) {
 	cases := []struct{ from, to, field string }{
 		{"device_id: kortrijk-1", "device_id: Kortrijk 1", "device_id"},
 		{"kind: locker", "kind: fridge", "kind"},
+		{"username: kortrijk-1", "username: kortrijk-1\n  client_id: kortrijk-2", "mqtt.client_id"},
+		{"username: kortrijk-1", "username: kortrijk-1\n  client_id: kluisd-kortrijk-1", "mqtt.client_id"},
 		{"url: tcp://127.0.0.1:1883", "url: http://x", "mqtt.url"},
 		{"url: tcp://127.0.0.1:1883", "url: tcp://u:p@x:1883", "mqtt.url"},
 		{"driver: kluis", "driver: magic", "hardware.driver"},

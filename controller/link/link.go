@@ -80,7 +80,12 @@ func New(o Options) (*Link, error) {
 		return nil, fmt.Errorf("link: %w", err)
 	}
 	if o.ClientID == "" {
-		o.ClientID = "kluisd-" + o.DeviceID
+		// The user name, as a broker with use_username_as_clientid
+		// (deploy/mosquitto) takes it anyway.
+		o.ClientID = o.Username
+		if o.ClientID == "" {
+			o.ClientID = o.DeviceID
+		}
 	}
 	if o.HeartbeatEvery == 0 {
 		o.HeartbeatEvery = 30 * time.Second

@@ -49,8 +49,12 @@
 //
 // # A device's connection
 //
-//   - User name: the device id; client id: the device id, "kluisd-{device}"
-//     or "{device}.{suffix}" (the embedded broker refuses others).
+//   - User name: the device id; client id: the device id (kluisd's
+//     default; "{device}.{suffix}" and the old "kluisd-{device}" are also
+//     accepted by the embedded broker, others refused). The shipped
+//     Mosquitto configuration takes the user name as client id whatever is
+//     sent (use_username_as_clientid), so that one device's credential can
+//     never take over another device's session.
 //   - Last will: retained Presence{State: Offline} on its presence topic,
 //     QoS 1; after every (re)connect publish a retained Presence{State:
 //     Online}. A heartbeat also marks the device online at the backend.

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -30,8 +31,8 @@ func start(t *testing.T) *mosquittotest.Process {
 func TestShippedConfig(t *testing.T) {
 	conf, err := os.ReadFile("mosquitto.conf")
 	require.NoError(t, err)
-	for _, line := range []string{"allow_anonymous false", "set_tcp_nodelay true", "persistence true",
-		"password_file ", "acl_file ", "listener 1883 127.0.0.1", "#listener 8883", "#cafile ", "#certfile ", "#keyfile "} {
+	for _, line := range []string{"allow_anonymous false", "set_tcp_nodelay true", "persistence true", "use_username_as_clientid true",
+		"password_file ", "acl_file ", "listener 1883 127.0.0.1", "#listener 8883", "#use_username_as_clientid true", "#cafile ", "#certfile ", "#keyfile "} {
 		assert.Contains(t, string(conf), "\n"+line, line)
 	}
 }
@@ -89,6 +90,37 @@ func TestDevicesKeptApart(t *testing.T) {
 		assert.Equal(t, "kluis/v1/dev/dev-a/cmd control-a", m, "A received something not its own")
 	}
 	assert.True(t, devA.IsConnectionOpen())
+}
+
+// A stolen device credential used with another device's client id must not
+// kick that device off the broker: Mosquitto takes the user name as client
+// id (use_username_as_clientid), so the intruder gets its own session.
+func TestClientIDCannotBeTakenOver(t *testing.T) {
+	p := start(t)
+	url := p.URL()
+	backend := mqtttest.Connect(t, mqtttest.Options(url, "kluis-backend-1", "kluis-backend", "pw-backend"))
+	lost := make(chan error, 10)
+	ob := mqtttest.Options(url, "dev-b", "dev-b", "pw-b").SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err })
+	devB := mqtttest.Connect(t, ob)
+	bCmd := mqtttest.NewInbox()
+	mqtttest.Subscribe(t, devB, "kluis/v1/dev/dev-b/cmd", bCmd)
+
+	// dev-a's credential, dev-b's client id, several times over.
+	for i := 0; i < 3; i++ {
+		intruder := mqtttest.Connect(t, mqtttest.Options(url, "dev-b", "dev-a", "pw-a"))
+		// Whatever it sent, the intruder is dev-a: it reaches dev-a's
+		// topics only.
+		mqtttest.Publish(t, intruder, "kluis/v1/dev/dev-b/event", 1, false, "forged")
+		intruder.Disconnect(50)
+	}
+	mqtttest.Publish(t, backend, "kluis/v1/dev/dev-b/cmd", 1, false, "after-intruders")
+	bCmd.WaitFor(t, "kluis/v1/dev/dev-b/cmd after-intruders")
+	select {
+	case err := <-lost:
+		t.Fatalf("dev-b was kicked off the broker: %v", err)
+	default:
+	}
+	assert.True(t, devB.IsConnectionOpen(), "dev-b keeps its session")
 }
 
 func TestOwnTopicsWork(t *testing.T) {

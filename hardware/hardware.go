@@ -102,6 +102,9 @@ const (
 	ItemRemoved    EventKind = "item_removed"
 	Unlocked       EventKind = "unlocked" // a pulse was carried out
 	BoardRebooted  EventKind = "board_rebooted"
+	// BoardWatchdog: the board's own watchdog relocked every lock because
+	// the master was silent for its timeout (a pulse in progress was cut).
+	BoardWatchdog  EventKind = "board_watchdog"
 	BoardOnline    EventKind = "board_online"
 	BoardOffline   EventKind = "board_offline" // unreachable after retries
 	SlotPresented  EventKind = "slot_presented"

@@ -186,6 +186,11 @@ type Timeouts struct {
 	ResumeWindow time.Duration `yaml:"resume_window"`
 	// Session: the kiosk screen returns to idle after this; default 2m.
 	Session time.Duration `yaml:"session"`
+	// BoardUnreachable: a board the driver reports offline raises the
+	// board_unreachable alarm only when it is still offline after this
+	// long (a single failed exchange on a noisy line is no outage; its
+	// compartments are refused meanwhile all the same); default 30s.
+	BoardUnreachable time.Duration `yaml:"board_unreachable"`
 }
 
 // Lockout limits wrong PINs at the kiosk, online and offline: the burst
@@ -291,6 +296,7 @@ func (c *Config) fillDefaults() {
 	def(&t.Present, 30*time.Second)
 	def(&t.ResumeWindow, 30*time.Second)
 	def(&t.Session, 2*time.Minute)
+	def(&t.BoardUnreachable, 30*time.Second)
 	if t.OpenRetries == nil {
 		one := 1
 		t.OpenRetries = &one
@@ -405,6 +411,7 @@ func (c *Config) Validate(o ParseOptions) error {
 		{"timeouts.door_open_detect", t.DoorOpenDetect}, {"timeouts.door_left_open", t.DoorLeftOpen},
 		{"timeouts.grace", t.Grace}, {"timeouts.verify", t.Verify}, {"timeouts.present", t.Present},
 		{"timeouts.resume_window", t.ResumeWindow}, {"timeouts.session", t.Session},
+		{"timeouts.board_unreachable", t.BoardUnreachable},
 		{"lockout.window", c.Lockout.Window}, {"lockout.duration", c.Lockout.Duration},
 		{"lockout.daily_window", c.Lockout.DailyWindow},
 	} {

@@ -193,6 +193,18 @@ type Engine struct {
 	boardDown map[int]bool
 	// boardErrs counts failed exchanges per board (heartbeat BoardHealth.Errors).
 	boardErrs map[int]int64
+	// boardGen changes whenever a board goes offline or comes back, so a
+	// pending board_unreachable debounce knows it is void; boardAlarmed
+	// marks boards whose board_unreachable alarm is raised.
+	boardGen     map[int]int
+	boardAlarmed map[int]bool
+	// boardRebootN and boardWatchdogN count restarts and watchdog relocks
+	// (heartbeat); boardRebootAt keeps the restarts of the last hour and
+	// rebootAlarm the boards whose board_rebooting alarm is raised.
+	boardRebootN, boardWatchdogN map[int]int64
+	boardRebootAt                map[int][]time.Time
+	rebootAlarm                  map[int]bool
+
 	active    map[hardware.Address]*op
 	screen    Screen
 	changed   chan struct{}
@@ -233,7 +245,9 @@ func New(o Options) (*Engine, error) {
 		o.Registry = prometheus.NewRegistry()
 	}
 	e := &Engine{o: o, cfg: o.Config, log: o.Logger.With("part", "engine"), now: o.Clock, drv: o.Driver, j: o.Journal,
-		boardDown: map[int]bool{}, boardErrs: map[int]int64{}, active: map[hardware.Address]*op{}, changed: make(chan struct{}),
+		boardDown: map[int]bool{}, boardErrs: map[int]int64{}, boardGen: map[int]int{}, boardAlarmed: map[int]bool{},
+		boardRebootN: map[int]int64{}, boardWatchdogN: map[int]int64{}, boardRebootAt: map[int][]time.Time{}, rebootAlarm: map[int]bool{},
+		active: map[hardware.Address]*op{}, changed: make(chan struct{}),
 		used: map[string]usedCode{}, commands: map[string]time.Time{}, codeLocks: map[string]codeLock{}}
 	e.pin.lim.Store(pickupcode.NewLimiter(o.Config.Lockout.Limits(), pickupcode.LimiterState{}))
 	e.mech, _ = o.Driver.(hardware.Mechanism)

@@ -18,6 +18,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"kluis/controller/config"
@@ -752,13 +753,96 @@ func TestMissingBoardRefused(t *testing.T) {
 		d := r.e.Diagnostics(context.Background())
 		require.Len(t, d.Boards, 2)
 		require.False(t, d.Boards[1].Online)
-		// Board going offline at run time: alarm; back: cleared.
-		r.f.Inject(hardware.Event{Kind: hardware.BoardOffline, Addr: hardware.Address{Board: 0, Channel: -1}})
-		r.f.Inject(hardware.Event{Kind: hardware.BoardOnline, Addr: hardware.Address{Board: 0, Channel: -1}})
-		r.waitFor("cleared", func() bool { return r.hasEvent("alarm_cleared:board_unreachable") })
+		// A board offline for one failed exchange (back within
+		// timeouts.board_unreachable): counted, no alarm. Its
+		// compartments are refused meanwhile all the same.
+		b0 := hardware.Address{Board: 0, Channel: -1}
+		unreachable := func() int {
+			n := 0
+			for _, ev := range r.events() {
+				if ev.Alarm == wire.AlarmBoardUnreachable && ev.Board != nil && *ev.Board == 0 {
+					n++
+				}
+			}
+			return n
+		}
+		for i := 0; i < 5; i++ {
+			r.f.Inject(hardware.Event{Kind: hardware.BoardOffline, Addr: b0})
+			synctest.Wait()
+			require.False(t, r.e.Diagnostics(context.Background()).Boards[0].Online)
+			time.Sleep(2 * time.Second)
+			r.f.Inject(hardware.Event{Kind: hardware.BoardOnline, Addr: b0})
+			synctest.Wait()
+		}
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		require.Zero(t, unreachable(), "brief losses raise no board_unreachable")
 		d = r.e.Diagnostics(context.Background())
-		require.Equal(t, int64(1), d.Boards[0].Errors, "the board going offline counts as a failed exchange")
+		require.Equal(t, int64(5), d.Boards[0].Errors, "each time offline counts as a failed exchange")
 		require.True(t, d.Boards[0].Online)
+		// A real outage: alarm after timeouts.board_unreachable; back: cleared.
+		r.f.Inject(hardware.Event{Kind: hardware.BoardOffline, Addr: b0})
+		time.Sleep(29 * time.Second)
+		synctest.Wait()
+		require.Zero(t, unreachable())
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		require.Equal(t, 1, unreachable())
+		r.f.Inject(hardware.Event{Kind: hardware.BoardOnline, Addr: b0})
+		r.waitFor("cleared", func() bool { return r.hasEvent("alarm_cleared:board_unreachable") })
+		require.Equal(t, 2, unreachable(), "one alarm, one clear")
+	})
+}
+
+// Board restarts and watchdog relocks are reported to the backend as
+// events, counted in the heartbeat and the metrics, and a board that keeps
+// restarting raises board_rebooting (cleared after a quiet hour).
+func TestBoardRebootsAndWatchdogRelocksReported(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		b1 := hardware.Address{Board: 1, Channel: -1}
+		count := func(kind string) int {
+			n := 0
+			for _, k := range r.kinds() {
+				if k == kind {
+					n++
+				}
+			}
+			return n
+		}
+		r.f.Inject(hardware.Event{Kind: hardware.BoardWatchdog, Addr: b1, Detail: "relocked"})
+		r.f.Inject(hardware.Event{Kind: hardware.BoardRebooted, Addr: b1, Detail: "boot id 7 -> 8"})
+		r.waitFor("reported", func() bool { return count("board_rebooted") == 1 && count("board_watchdog") == 1 })
+		for _, ev := range r.events() {
+			if ev.Kind == wire.EvBoardRebooted || ev.Kind == wire.EvBoardWatchdog {
+				require.Equal(t, 1, *ev.Board)
+			}
+		}
+		time.Sleep(20 * time.Minute)
+		r.f.Inject(hardware.Event{Kind: hardware.BoardRebooted, Addr: b1})
+		synctest.Wait()
+		require.Zero(t, count("alarm:board_rebooting"), "two restarts in an hour are no pattern yet")
+		time.Sleep(20 * time.Minute)
+		r.f.Inject(hardware.Event{Kind: hardware.BoardRebooted, Addr: b1})
+		r.waitFor("alarm", func() bool { return count("alarm:board_rebooting") == 1 })
+		d := r.e.Diagnostics(context.Background())
+		require.Equal(t, int64(3), d.Boards[1].Reboots)
+		require.Equal(t, int64(1), d.Boards[1].WatchdogRelocks)
+		require.Equal(t, int64(0), d.Boards[0].Reboots)
+		require.Equal(t, 3.0, testutil.ToFloat64(r.e.m.boardReboots.WithLabelValues("1")))
+		require.Equal(t, 1.0, testutil.ToFloat64(r.e.m.boardWatchdogs.WithLabelValues("1")))
+		// Another restart within the hour: no second alarm; an hour
+		// after the last one: cleared.
+		time.Sleep(30 * time.Minute)
+		r.f.Inject(hardware.Event{Kind: hardware.BoardRebooted, Addr: b1})
+		synctest.Wait()
+		time.Sleep(59 * time.Minute)
+		synctest.Wait()
+		require.Zero(t, count("alarm_cleared:board_rebooting"))
+		require.Equal(t, 1, count("alarm:board_rebooting"))
+		time.Sleep(2 * time.Minute)
+		r.waitFor("cleared", func() bool { return count("alarm_cleared:board_rebooting") == 1 })
 	})
 }
 

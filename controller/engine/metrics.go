@@ -9,9 +9,9 @@ import (
 )
 
 type metrics struct {
-	events, alarms, hwEvents, pickups, pulses, verifications, commands, boardErrs, boardReboots *prometheus.CounterVec
-	journalErrors, pulseErrors, uncertain, openNotDetected, wrongCodes, lockouts                prometheus.Counter
-	boardsDown, cacheSize, leftOpen                                                             prometheus.Gauge
+	events, alarms, hwEvents, pickups, pulses, verifications, commands, boardErrs, boardReboots, boardWatchdogs *prometheus.CounterVec
+	journalErrors, pulseErrors, uncertain, openNotDetected, wrongCodes, lockouts                                prometheus.Counter
+	boardsDown, cacheSize, leftOpen                                                                             prometheus.Gauge
 }
 
 // newMetrics registers the engine's metrics. Label values known in advance
@@ -40,6 +40,7 @@ func newMetrics(r *prometheus.Registry, boards []int, backlog, locked func() flo
 		commands:        cv("commands_total", "Backend commands, by kind and status.", "kind", "status"),
 		boardErrs:       cv("board_errors_total", "Failed exchanges with a lock board (pulses and carousel commands refused or unanswered, board gone offline), by board.", "board"),
 		boardReboots:    cv("board_reboots_total", "Lock board restarts the driver noticed (a new boot id), by board.", "board"),
+		boardWatchdogs:  cv("board_watchdog_relocks_total", "Times a lock board's own watchdog relocked every lock because kluisd was silent, by board.", "board"),
 		journalErrors:   c("journal_errors_total", "Failed journal writes."),
 		pulseErrors:     c("pulse_errors_total", "Pulses the hardware refused or did not answer."),
 		uncertain:       c("pulses_uncertain_total", "Pulses that may or may not have been carried out."),
@@ -56,9 +57,10 @@ func newMetrics(r *prometheus.Registry, boards []int, backlog, locked func() flo
 	for _, b := range boards {
 		m.boardErrs.WithLabelValues(strconv.Itoa(b))
 		m.boardReboots.WithLabelValues(strconv.Itoa(b))
+		m.boardWatchdogs.WithLabelValues(strconv.Itoa(b))
 	}
 	for _, col := range []prometheus.Collector{m.events, m.alarms, m.hwEvents, m.pickups, m.pulses, m.verifications,
-		m.commands, m.boardErrs, m.boardReboots, m.journalErrors, m.pulseErrors, m.uncertain, m.openNotDetected, m.wrongCodes,
+		m.commands, m.boardErrs, m.boardReboots, m.boardWatchdogs, m.journalErrors, m.pulseErrors, m.uncertain, m.openNotDetected, m.wrongCodes,
 		m.lockouts, m.boardsDown, m.cacheSize, m.leftOpen,
 		gf("journal_backlog", "Events not yet acknowledged by the backend (read from the journal at scrape time).", backlog),
 		gf("code_entry_locked", "1 while PIN entry at the kiosk is locked after too many wrong PINs (brute-force lockout; QR codes still work), else 0.", locked),

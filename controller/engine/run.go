@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"kluis/controller/wire"
@@ -119,6 +118,7 @@ func (e *Engine) inventory(ctx context.Context) error {
 		if detail != "" {
 			e.mu.Lock()
 			e.boardDown[b] = true
+			e.boardAlarmed[b] = true
 			e.mu.Unlock()
 			e.m.boardsDown.Inc()
 			e.alarm(wire.AlarmBoardUnreachable, nil, intPtr(b), detail)
@@ -165,34 +165,14 @@ func (e *Engine) onHardware(ev hardware.Event) error {
 	}
 	switch ev.Kind {
 	case hardware.BoardOffline:
-		e.mu.Lock()
-		was := e.boardDown[ev.Addr.Board]
-		e.boardDown[ev.Addr.Board] = true
-		e.boardErrs[ev.Addr.Board]++
-		e.mu.Unlock()
-		e.m.boardErrs.WithLabelValues(strconv.Itoa(ev.Addr.Board)).Inc()
-		if !was {
-			e.m.boardsDown.Inc()
-			return e.emit(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmBoardUnreachable, Board: intPtr(ev.Addr.Board), Detail: ev.Detail})
-		}
+		e.boardOffline(ev)
 		return nil
 	case hardware.BoardOnline:
-		if !e.configuredBoard(ev.Addr.Board) {
-			return nil
-		}
-		e.mu.Lock()
-		was := e.boardDown[ev.Addr.Board]
-		delete(e.boardDown, ev.Addr.Board)
-		e.mu.Unlock()
-		if was {
-			e.m.boardsDown.Dec()
-			return e.emit(wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmBoardUnreachable, Board: intPtr(ev.Addr.Board)})
-		}
-		return nil
+		return e.boardOnline(ev)
 	case hardware.BoardRebooted:
-		e.m.boardReboots.WithLabelValues(strconv.Itoa(ev.Addr.Board)).Inc()
-		e.log.Warn("board rebooted", "board", ev.Addr.Board)
-		return nil
+		return e.boardRebooted(ev)
+	case hardware.BoardWatchdog:
+		return e.boardWatchdog(ev)
 	case hardware.SlotPresented, hardware.MechanismFault:
 		if ev.Kind == hardware.MechanismFault {
 			if err := e.emit(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmMechanismFault, Board: intPtr(ev.Addr.Board), Detail: ev.Detail}); err != nil {

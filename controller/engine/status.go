@@ -47,7 +47,8 @@ func (e *Engine) Diagnostics(ctx context.Context) Diagnostics {
 		fw[b.Address] = b.Firmware
 	}
 	for _, b := range e.cfg.Hardware.Boards {
-		d.Boards = append(d.Boards, wire.BoardHealth{Address: b, Online: !e.boardDown[b], Firmware: fw[b], Errors: e.boardErrs[b]})
+		d.Boards = append(d.Boards, wire.BoardHealth{Address: b, Online: !e.boardDown[b], Firmware: fw[b], Errors: e.boardErrs[b],
+			Reboots: e.boardRebootN[b], WatchdogRelocks: e.boardWatchdogN[b]})
 	}
 	for _, o := range e.active {
 		d.Busy = append(d.Busy, o.comp.cfg.Number)

@@ -296,7 +296,7 @@ func (w *world) startNodeWithPassword(id, kind, pw string) {
 			fmt.Fprintf(&b, "  - {number: %d, board: 0, channel: %d}\n", i+1, i)
 		}
 	}
-	fmt.Fprintf(&b, "pulse: 300ms\ntimeouts: {door_open_detect: 2s, door_left_open: 2s, grace: 10m, verify: 3s, present: 15s, open_retries: 1}\n")
+	fmt.Fprintf(&b, "pulse: 300ms\ntimeouts: {door_open_detect: 2s, door_left_open: 2s, grace: 10m, verify: 3s, present: 15s, open_retries: 1, board_unreachable: 2s}\n")
 	fmt.Fprintf(&b, "lockout: {max_failures: %d, window: 10m, duration: %s}\n", lockoutAfter, lockoutLength)
 	fmt.Fprintf(&b, "journal_dir: %s\nkiosk: {listen: %s, default_lang: en}\nmetrics_listen: %s\noffline: {public_key_file: %s}\n",
 		filepath.Join(n.dir, "journal"), kioskAddr, n.metrics, w.pubKey)

@@ -75,6 +75,11 @@ type BoardHealth struct {
 	Firmware string `json:"firmware,omitempty"`
 	// Errors counts failed exchanges with the board since kluisd started.
 	Errors int64 `json:"errors"`
+	// Reboots counts the board's restarts kluisd noticed (a new boot id)
+	// and WatchdogRelocks the times the board's own watchdog relocked every
+	// lock (kluisd was silent), both since kluisd started.
+	Reboots         int64 `json:"reboots"`
+	WatchdogRelocks int64 `json:"watchdog_relocks"`
 }
 
 // EventKind names what an Event reports.
@@ -107,13 +112,20 @@ const (
 	// was unsigned, badly signed, signed for another device, expired or
 	// already carried out (detail says which).
 	EvCommandRefused EventKind = "command_refused"
+	// EvBoardRebooted: a lock board restarted (board; detail: the boot
+	// ids). Every lock was relocked and its unread events were lost.
+	EvBoardRebooted EventKind = "board_rebooted"
+	// EvBoardWatchdog: a lock board's own watchdog relocked every lock
+	// because kluisd was silent for its timeout (board).
+	EvBoardWatchdog EventKind = "board_watchdog"
 )
 
 // EventKinds lists every event kind.
 func EventKinds() []EventKind {
 	return []EventKind{EvDoorOpened, EvDoorClosed, EvItemPlaced, EvItemRemoved,
 		EvPickupCompleted, EvPickupNotCollected, EvOpenNotDetected, EvAlarm,
-		EvAlarmCleared, EvLoaded, EvRetrieved, EvLockoutCleared, EvCodeLocked, EvCommandRefused}
+		EvAlarmCleared, EvLoaded, EvRetrieved, EvLockoutCleared, EvCodeLocked, EvCommandRefused,
+		EvBoardRebooted, EvBoardWatchdog}
 }
 
 // AlarmKind names an alarm.
@@ -133,13 +145,16 @@ const (
 	// AlarmJournalDamaged: start-up found a damaged journal record before
 	// the end; the records after it were moved aside (no addr, no board).
 	AlarmJournalDamaged AlarmKind = "journal_damaged"
+	// AlarmBoardRebooting: a lock board restarted 3 times within an hour
+	// (board); cleared after an hour without a restart.
+	AlarmBoardRebooting AlarmKind = "board_rebooting"
 )
 
 // AlarmKinds lists every alarm kind.
 func AlarmKinds() []AlarmKind {
 	return []AlarmKind{AlarmDoorLeftOpen, AlarmForcedDoor, AlarmBoardUnreachable,
 		AlarmSensorDisagreement, AlarmBruteForceLockout, AlarmMechanismFault,
-		AlarmPulseUncertain, AlarmJournalDamaged}
+		AlarmPulseUncertain, AlarmJournalDamaged, AlarmBoardRebooting}
 }
 
 // Method is how a citizen identified: "qr" or "pin".

@@ -120,7 +120,7 @@ func (m *Heartbeat) Validate() error {
 		if b.Address < 0 || b.Address >= hardware.MaxBoards {
 			c.fail("board address %d out of range", b.Address)
 		}
-		if b.Errors < 0 {
+		if b.Errors < 0 || b.Reboots < 0 || b.WatchdogRelocks < 0 {
 			c.fail("negative board errors")
 		}
 		c.text("firmware", b.Firmware, maxSoftware)
@@ -178,6 +178,10 @@ func (m *Event) Validate() error {
 		}
 	case EvCommandRefused:
 		c.id("command_id", m.CommandID)
+	case EvBoardRebooted, EvBoardWatchdog:
+		if m.Board == nil {
+			c.fail("missing board")
+		}
 	case EvAlarm, EvAlarmCleared:
 		if m.Alarm == "" {
 			c.fail("missing alarm")
@@ -185,7 +189,7 @@ func (m *Event) Validate() error {
 		switch m.Alarm {
 		case AlarmDoorLeftOpen, AlarmForcedDoor, AlarmSensorDisagreement, AlarmPulseUncertain:
 			c.addr("addr", m.Addr, true)
-		case AlarmBoardUnreachable:
+		case AlarmBoardUnreachable, AlarmBoardRebooting:
 			if m.Board == nil {
 				c.fail("missing board")
 			}

@@ -439,6 +439,29 @@ func TestBoardRebootIsReportedAndStateReRead(t *testing.T) {
 	_ = reg
 }
 
+// A watchdog relock is reported (not only logged): the engine reports it to
+// the backend and counts it.
+func TestBoardWatchdogRelockIsReported(t *testing.T) {
+	e := newEmulator(t, 8)
+	e.addBoard(0, 24)
+	d, _ := newDriver(t, e, Options{Boards: []int{0}})
+	w := startWatch(t, d)
+	e.setDoor(0, 1, true)
+	w.waitFor(t, time.Second, is(hardware.DoorOpened, 0, 1))
+	e.with(func() { e.boards[0].queue.Push(kluisproto.EvWatchdog, kluisproto.ChannelNone, 0) })
+	evs := w.waitFor(t, 2*time.Second, is(hardware.BoardWatchdog, 0, -1))
+	if evs[0].Detail == "" || evs[0].Seq == 0 {
+		t.Fatalf("%+v", evs[0])
+	}
+	deadline := time.Now().Add(time.Second)
+	for e.queued(0) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the watchdog event was never acknowledged")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func TestBoardOfflineAndOnline(t *testing.T) {
 	e := newEmulator(t, 7)
 	e.addBoard(0, 8)

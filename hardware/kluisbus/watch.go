@@ -316,7 +316,9 @@ func (d *Driver) convertLocked(b int, bd *board, e kluisproto.Event) (hardware.E
 		ev.Detail = "mechanism fault: " + t
 	case kluisproto.EvWatchdog:
 		d.log.Warn("board watchdog relocked everything (the master was silent)", "board", b, "seq", e.Seq)
-		return ev, false
+		ev.Kind = hardware.BoardWatchdog
+		ev.Addr.Channel = -1
+		ev.Detail = "the board's watchdog relocked every lock: the master was silent"
 	default:
 		d.log.Warn("unknown event kind skipped", "board", b, "kind", e.Kind.String(), "seq", e.Seq)
 		return ev, false

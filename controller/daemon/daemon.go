@@ -89,8 +89,11 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("daemon: open driver: %w", err)
 	}
+	var haltedAt time.Time
 	if err := first.Halt(); err != nil {
 		log.Warn("start-up halt failed", "err", err)
+	} else {
+		haltedAt = time.Now()
 	}
 	_ = first.Close()
 	drv, err := o.OpenDriver(ctx, cfg, log, reg)
@@ -152,7 +155,7 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	eng, err = engine.New(engine.Options{Config: cfg, Driver: drv, Journal: j, Replay: recs, Backend: lk, Cache: cache,
-		CommandKey: pub, JournalDamaged: damagedDetail, Logger: log, Registry: reg})
+		CommandKey: pub, StartupHalt: haltedAt, JournalDamaged: damagedDetail, Logger: log, Registry: reg})
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}

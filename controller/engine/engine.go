@@ -103,6 +103,11 @@ type Options struct {
 	// only commands it signed for this device are carried out. Without
 	// one every command is refused.
 	CommandKey ed25519.PublicKey
+	// StartupHalt is when kluisd's start-up relocked every lock (the
+	// daemon halts a fresh driver before the engine starts); zero when it
+	// did not. A pulse journaled shortly before it may have been cut short
+	// by it (see reconcile).
+	StartupHalt time.Time
 	// JournalDamaged, when not empty, says what start-up found damaged in
 	// the journal (records moved aside): raised as alarm journal_damaged.
 	JournalDamaged string

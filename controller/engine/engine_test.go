@@ -117,6 +117,8 @@ type rigOpts struct {
 	priv      ed25519.PrivateKey
 	noBackend bool
 	damaged   string
+	// halt is Options.StartupHalt.
+	halt time.Time
 }
 
 func testConfig(t *testing.T, kind, dir string) *config.Config {
@@ -169,7 +171,7 @@ func newRig(t *testing.T, o rigOpts) *rig {
 	r.cache, err = offline.Open(o.dir, device, o.priv.Public().(ed25519.PublicKey))
 	require.NoError(t, err)
 	eo := Options{Config: r.cfg, Driver: r.f, Journal: j, Replay: recs, Cache: r.cache,
-		CommandKey: o.priv.Public().(ed25519.PublicKey), JournalDamaged: o.damaged, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		CommandKey: o.priv.Public().(ed25519.PublicKey), StartupHalt: o.halt, JournalDamaged: o.damaged, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if !o.noBackend {
 		eo.Backend = r.be
 	}
@@ -1021,6 +1023,74 @@ func TestRestartResolvesUnfinishedPulse(t *testing.T) {
 			})
 		})
 	}
+}
+
+// kluisd died while a pulse was under way and its start-up relock cut it
+// short: the latch may not have released. The board would answer a re-send
+// of the same id with REPEAT and do nothing, so kluisd must not re-send it
+// nor hold the lock waiting: the door counts as not opened at once and the
+// citizen's next attempt pulses with a fresh id.
+func TestStartupRelockCutPulseLetsThePersonRetry(t *testing.T) {
+	for _, done := range []bool{false, true} {
+		t.Run(fmt.Sprintf("done=%v", done), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				dir := t.TempDir()
+				j, _, _, err := journal.Open(journal.Options{Dir: dir, DeviceID: device})
+				require.NoError(t, err)
+				in, err := j.BeginPulse(journal.Intent{Compartment: 2, Board: 0, Channel: 1, Slot: -1, Purpose: PurposePickup,
+					Ref: "doc-c", Method: "qr"})
+				require.NoError(t, err)
+				if done {
+					require.NoError(t, j.EndPulse(in.ID, false))
+				}
+				require.NoError(t, j.Close()) // kluisd dies mid-pulse
+				time.Sleep(200 * time.Millisecond)
+				halt := time.Now() // the start-up relock, 200 ms into a 500 ms pulse
+				f := hardwaretest.New(hardwaretest.Options{Boards: []hardware.BoardInfo{{Address: 0, Channels: 16}, {Address: 1, Channels: 16}}, Caps: dedupe})
+				a := hardware.Address{Board: 0, Channel: 1}
+				f.SetState(hardware.ChannelState{Addr: a, Locked: true, ItemPresent: true})
+				r := newRig(t, rigOpts{caps: dedupe, dir: dir, fake: f, halt: halt})
+				defer r.stop()
+				r.waitFor("not opened", func() bool { return r.hasEvent("open_not_detected") })
+				r.waitFor("ended", func() bool { return len(r.j.Unfinished()) == 0 })
+				require.Empty(t, f.Pulses(), "the cut pulse's id is not re-sent")
+				require.False(t, r.hasEvent("pickup_not_collected"))
+				require.False(t, r.hasEvent("alarm:pulse_uncertain"))
+				for _, ev := range r.events() {
+					if ev.Kind == wire.EvOpenNotDetected {
+						require.Equal(t, "doc-c", ev.DocumentID)
+						require.Contains(t, ev.Detail, "start-up relock")
+					}
+				}
+				// The citizen tries again at once: a fresh id opens the door.
+				r.be.set(func() { r.be.verify["K1.again"] = okAt("doc-c", 1) })
+				s, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.again"})
+				require.NoError(t, err)
+				require.Equal(t, StateOpen, s.State)
+				r.waitFor("pulse", func() bool { return f.PulseCount(a) == 1 })
+				require.NotEqual(t, hardware.CommandID(in.ID), f.Pulses()[0].ID, "a fresh command id")
+				r.citizen(a, true)
+				r.waitFor("collected", func() bool { return r.hasEvent("pickup_completed") })
+			})
+		})
+	}
+	// A pulse journaled long before the start-up relock was over by then:
+	// resumed as before (same id re-sent on deduplicating hardware).
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		j, _, _, err := journal.Open(journal.Options{Dir: dir, DeviceID: device})
+		require.NoError(t, err)
+		in, err := j.BeginPulse(journal.Intent{Compartment: 2, Board: 0, Channel: 1, Slot: -1, Purpose: PurposePickup, Ref: "doc-c"})
+		require.NoError(t, err)
+		require.NoError(t, j.Close())
+		time.Sleep(5 * time.Second)
+		f := hardwaretest.New(hardwaretest.Options{Boards: []hardware.BoardInfo{{Address: 0, Channels: 16}, {Address: 1, Channels: 16}}, Caps: dedupe})
+		f.SetState(hardware.ChannelState{Addr: hardware.Address{Board: 0, Channel: 1}, Locked: true, ItemPresent: true})
+		r := newRig(t, rigOpts{caps: dedupe, dir: dir, fake: f, halt: time.Now()})
+		defer r.stop()
+		r.waitFor("re-sent", func() bool { return len(f.Pulses()) == 1 })
+		require.Equal(t, hardware.CommandID(in.ID), f.Pulses()[0].ID)
+	})
 }
 
 func TestJournalUnwritableKeepsDoorShut(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"kluis/controller/journal"
 	"kluis/controller/wire"
 	"kluis/hardware"
 )
@@ -301,6 +302,22 @@ func (e *Engine) reconcile(ctx context.Context) []func() {
 		e.active[c.lock] = o
 		e.mu.Unlock()
 		resend := false
+		if e.mayHaveBeenCut(p) {
+			// kluisd's own start-up relock may have cut this pulse short:
+			// on real hardware the latch may not have released. Never
+			// re-send its id (a board that carried it out answers REPEAT
+			// and does nothing); unless the door is seen open, the
+			// operation ends as not opened and the person tries again at
+			// once, with a fresh command id.
+			if !p.Done {
+				_ = e.j.EndPulse(in.ID, true)
+			}
+			st, known := states[c.lock]
+			e.log.Info("resuming an operation whose pulse the start-up relock may have cut", "compartment", c.cfg.Number,
+				"purpose", in.Purpose, "done", p.Done)
+			out = append(out, func() { e.resumeCut(ctx, o, st, known) })
+			continue
+		}
 		if !p.Done && !p.Uncertain {
 			age := e.now().Sub(p.At)
 			if e.caps.CommandIDs && age >= 0 && age < e.cfg.Timeouts.ResumeWindow {
@@ -343,6 +360,53 @@ func (e *Engine) releaseOrphanMarks() {
 		e.log.Info("offline code mark without a pulse released", "document", doc)
 		e.setUsed(usedCode{Doc: doc, Released: true})
 	}
+}
+
+// pulseCutSlack is how long after its intent a pulse may still have been
+// under way besides its own duration: the driver's attempts and the
+// exchange's latency.
+const pulseCutSlack = 2 * time.Second
+
+// mayHaveBeenCut reports whether p's pulse may have been under way when
+// kluisd's start-up relocked every lock (Options.StartupHalt).
+func (e *Engine) mayHaveBeenCut(p journal.Pending) bool {
+	h := e.o.StartupHalt
+	if h.IsZero() || p.Uncertain || !p.At.Before(h) {
+		return false
+	}
+	return h.Sub(p.At) < e.cfg.Pulse+pulseCutSlack
+}
+
+// resumeCut continues an operation whose pulse the start-up relock may
+// have cut: the door is followed if it is (or, from the board's queue,
+// was) seen open; otherwise the door counts as not opened: open_not_detected
+// (the backend gives a citizen's code back), the offline mark released, the
+// lock free for a new attempt with a fresh command id. Nothing is pulsed.
+func (e *Engine) resumeCut(ctx context.Context, o *op, st hardware.ChannelState, known bool) {
+	caps := e.Caps()
+	opened := known && caps.DoorSensor && st.DoorOpen
+	if !opened && caps.EventQueue {
+		var live bool
+		if opened, live = waitOpened(ctx, o, resumeSettle); !live {
+			return
+		}
+	}
+	if opened {
+		e.afterOpen(ctx, o)
+		return
+	}
+	if !caps.DoorSensor || e.goalReached(ctx, o) {
+		// Nothing tells whether the door opened, or the item sensor says
+		// the job got done: the outcome is what the sensors say.
+		e.finish(ctx, o, false)
+		return
+	}
+	_ = e.emit(wire.Event{Kind: wire.EvOpenNotDetected, Addr: addrPtr(o.comp.lock), DocumentID: o.docID,
+		StaffID: o.staffID, CommandID: o.commandID, Slot: slotPtr(o.comp),
+		Detail: "pulse cut short by kluisd's start-up relock: the door did not open, try again"})
+	e.m.openNotDetected.Inc()
+	e.unuse(o, time.Time{})
+	e.end(o)
 }
 
 // resumeSettle is how long a resumed operation waits for events the board

@@ -50,6 +50,13 @@ type Denial struct {
 	Err error
 	// LockedUntil is set with ErrDeviceLockedOut.
 	LockedUntil time.Time
+	// Pending is set with ErrAlreadyCollected when the code was accepted
+	// (used) but its document is still loaded or notified at this device:
+	// nobody collected it, the device has not reported on it yet (kluisd
+	// may have died before opening the door; deviceops.Followup gives such
+	// a code back). The kiosk says "try again in a few minutes, or call
+	// 1777" instead of "already collected".
+	Pending bool
 }
 
 // Error implements error.
@@ -108,6 +115,7 @@ type outcome struct {
 	code      *codeRow
 	lockUntil time.Time // PIN entry locked until then
 	started   bool      // this attempt started the lockout
+	pending   bool      // already collected, but the document is still there
 }
 
 // Verify checks an attempt, and on success marks the code used, atomically:
@@ -184,6 +192,17 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 				out.err = pickupcode.ErrAlreadyCollected
 			}
 		}
+		if errors.Is(out.err, pickupcode.ErrAlreadyCollected) && out.code != nil && !out.code.graceOver(now) {
+			// Used, but is the document still there, not collected, and
+			// no other open code of it (a re-issue's) is the one to use?
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM documents WHERE id = $1::uuid AND device_id = $2
+				AND state IN ('loaded', 'notified'))
+				AND NOT EXISTS (SELECT 1 FROM codes WHERE document_id = $1::uuid AND id <> $3
+					AND used_at IS NULL AND revoked_at IS NULL)`,
+				out.code.documentID, a.DeviceID, out.code.id).Scan(&out.pending); err != nil {
+				return fmt.Errorf("pending: %w", err)
+			}
+		}
 		if out.codeFail && out.code != nil {
 			if _, err := tx.Exec(ctx, `UPDATE codes SET failed_attempts = failed_attempts + 1,
 				locked_at = CASE WHEN failed_attempts + 1 >= $2 THEN $3 ELSE locked_at END WHERE id = $1`,
@@ -248,7 +267,7 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 	}
 	if out.err != nil {
 		s.log.Info("code denied", "device", a.DeviceID, "method", method, "reason", pickupcode.Reason(out.err))
-		d := &Denial{Err: out.err}
+		d := &Denial{Err: out.err, Pending: out.pending}
 		if errors.Is(out.err, pickupcode.ErrDeviceLockedOut) {
 			d.LockedUntil = out.lockUntil
 		}

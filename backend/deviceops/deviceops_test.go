@@ -158,14 +158,14 @@ func TestPickupNotCollectedGivesTheCodeBackForTheGracePeriod(t *testing.T) {
 	r := e.qr("k1", cr.QRToken)
 	require.Equal(t, wire.VerifyOK, r.Result)
 	require.Equal(t, doc.ID, r.DocumentID)
-	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr.QRToken).Result, "single use")
+	require.Equal(t, wire.VerifyPending, e.qr("k1", cr.QRToken).Result, "single use")
 
 	require.Empty(t, e.changedDevices())
 	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvPickupNotCollected, Addr: e.addr(doc), DocumentID: doc.ID, Method: wire.MethodQR}))
 	require.Equal(t, []string{"k1"}, e.changedDevices(), "the device's offline cache is resent soon")
 	e.clock.Add(9 * time.Minute)
 	require.Equal(t, wire.VerifyOK, e.pin("k1", cr.PIN, "1990-02-28").Result, "within the grace period, PIN too")
-	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr.QRToken).Result, "still single use")
+	require.Equal(t, wire.VerifyPending, e.qr("k1", cr.QRToken).Result, "still single use")
 
 	// Left again; the grace period runs out.
 	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvPickupNotCollected, Addr: e.addr(doc), DocumentID: doc.ID}))
@@ -197,7 +197,7 @@ func TestOpenNotDetectedGivesTheCitizensCodeBack(t *testing.T) {
 	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvOpenNotDetected, Addr: e.addr(doc), DocumentID: doc.ID, StaffID: "7"}))
 	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvOpenNotDetected, Addr: e.addr(doc), DocumentID: doc.ID, CommandID: wire.NewID(e.clock.Now())}))
 	require.NoError(t, e.event("k2", wire.Event{Kind: wire.EvOpenNotDetected, Addr: e.addr(doc), DocumentID: doc.ID}))
-	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr.QRToken).Result)
+	require.Equal(t, wire.VerifyPending, e.qr("k1", cr.QRToken).Result)
 
 	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvOpenNotDetected, Addr: e.addr(doc), DocumentID: doc.ID}))
 	e.clock.Add(24 * time.Hour)
@@ -332,7 +332,7 @@ func TestRearmDoesNotTrustAnOldEventTime(t *testing.T) {
 	e.clock.Add(3 * time.Hour)
 	require.NoError(t, e.event("k1", wire.Event{Kind: wire.EvOpenNotDetected, Addr: e.addr(doc), DocumentID: doc.ID,
 		At: time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)}))
-	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr.QRToken).Result)
+	require.Equal(t, wire.VerifyPending, e.qr("k1", cr.QRToken).Result)
 }
 
 // The expire transition revokes the codes of a document past its deadline;

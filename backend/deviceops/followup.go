@@ -111,9 +111,14 @@ func (f *Followup) After() time.Duration { return f.after }
 // unfollowed are the codes accepted by a device verification at least
 // `after` ago ($2 = now - after) and within the max age ($3), still used,
 // of a document still loaded or notified at that device, where the device
-// has been online since at least $2 and sent no event naming the document
-// or addressing its compartment since the verification. The window also
-// starts no earlier than the backend did ($4).
+// has been online since at least $2 and, since the verification, sent no
+// event naming the document (kluisd names the document on every event of
+// an operation it knew of, also one it resumed after a restart) and none
+// that says the document may be gone or a pulse may have happened at its
+// compartment (item_removed, alarm pulse_uncertain). Other sensor events at
+// the compartment (a door tugged at, a forced-door alarm, a door sensor's
+// noise) do not hold the code back: the device never pulsed for it. The
+// window also starts no earlier than the backend did ($4).
 const unfollowedQuery = `
 SELECT encode(c.id, 'base64'), c.document_id::text, c.device_id, c.used_at
 FROM codes c
@@ -127,7 +132,9 @@ WHERE c.used_at IS NOT NULL AND c.revoked_at IS NULL AND c.expires_at > $1
                   WHERE e.device_id = c.device_id AND e.received_at >= c.used_at
                     AND (e.payload->>'document_id' = c.document_id::text
                          OR (e.payload->'addr'->>'board' = c.board::text
-                             AND e.payload->'addr'->>'channel' = c.channel::text)))
+                             AND e.payload->'addr'->>'channel' = c.channel::text
+                             AND (e.kind = 'item_removed'
+                                  OR (e.kind = 'alarm' AND e.payload->>'alarm' = 'pulse_uncertain')))))
 ORDER BY c.used_at
 LIMIT 200`
 

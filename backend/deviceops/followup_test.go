@@ -81,7 +81,10 @@ func TestUnfollowedVerificationGivesTheCodeBack(t *testing.T) {
 	require.Equal(t, wire.VerifyOK, e.qr("k1", cr.QRToken).Result)
 	e.clock.Add(deviceops.DefaultUnfollowedAfter - time.Second)
 	require.Zero(t, e.sweep(f), "within the window")
-	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr.QRToken).Result)
+	// Meanwhile the citizen is told the truth: not collected, try again
+	// in a few minutes (not "already collected"), by QR and by PIN.
+	require.Equal(t, wire.VerifyPending, e.qr("k1", cr.QRToken).Result)
+	require.Equal(t, wire.VerifyPending, e.pin("k1", cr.PIN, "1990-02-28").Result)
 
 	e.clock.Add(time.Second)
 	require.Equal(t, 1, e.sweep(f))
@@ -91,48 +94,72 @@ func TestUnfollowedVerificationGivesTheCodeBack(t *testing.T) {
 
 	// The citizen tries again; this time the device acts on it.
 	require.Equal(t, wire.VerifyOK, e.pin("k1", cr.PIN, "1990-02-28").Result)
-	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr.QRToken).Result, "single use")
+	require.Equal(t, wire.VerifyPending, e.qr("k1", cr.QRToken).Result, "single use (the document is still there)")
 	e.clock.Add(time.Second)
 	e.linkEvent("k1", wire.Event{Kind: wire.EvDoorOpened, Addr: e.addr(doc), DocumentID: doc.ID})
 	e.clock.Add(time.Hour)
 	require.Zero(t, e.sweep(f), "the door opened: the code was used")
-	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr.QRToken).Result)
 	e.linkEvent("k1", wire.Event{Kind: wire.EvPickupCompleted, Addr: e.addr(doc), DocumentID: doc.ID})
 	got, err := e.svc.GetDocument(e.ctx, doc.ID)
 	require.NoError(t, err)
 	require.Equal(t, "collected", string(got.State))
+	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr.QRToken).Result, "collected now")
 	require.Len(t, e.auditActions(doc.ID), 1)
 }
 
 // Nothing is given back while the device may still report: offline, just
-// back online, the backend itself just started; nor after any event about
-// the compartment; nor a re-issued or collected document's code.
+// back online (a kluisd restart), the backend itself just started; nor after
+// an event that says the document may be gone or a pulse may have happened
+// at its compartment; nor a re-issued or collected document's code. Door
+// noise at the compartment (the citizen tugging at the shut door: door
+// events without the document, a forced-door alarm) does not hold it back.
 func TestUnfollowedSweepGuards(t *testing.T) {
 	e := newEnv(t)
 	after := 5 * time.Minute
 	e.online("k1", t0.Add(-time.Hour), "offline")
 	e.online("k2", t0.Add(-time.Hour), "online")
+	var comps []store.NewCompartment
+	for ch := 0; ch < 4; ch++ {
+		comps = append(comps, store.NewCompartment{Channel: ch, Size: store.SizeM, HeightCM: 100})
+	}
+	_, err := e.svc.CreateDevice(e.ctx, "user:admin", store.NewDevice{ID: "k3", SiteID: "kortrijk", Kind: store.Locker, Compartments: comps})
+	require.NoError(t, err)
+	e.online("k3", t0.Add(-time.Hour), "online")
 
 	// Offline device: its events may be waiting in its outbox.
 	off, offCr := e.loaded(store.DrivingLicence, "B 100", "k1")
 	require.Equal(t, wire.VerifyOK, e.qr("k1", offCr.QRToken).Result)
-	// A door event at the compartment, without the document's id.
-	door, doorCr := e.loaded(store.DrivingLicence, "B 200", "k2")
-	require.Equal(t, wire.VerifyOK, e.qr("k2", doorCr.QRToken).Result)
+	// The item gone from the compartment, or a pulse that may have
+	// happened there: someone must look.
+	door, doorCr := e.loaded(store.DrivingLicence, "B 200", "k3")
+	require.Equal(t, wire.VerifyOK, e.qr("k3", doorCr.QRToken).Result)
 	e.clock.Add(time.Second)
-	e.linkEvent("k2", wire.Event{Kind: wire.EvDoorOpened, Addr: e.addr(door)})
+	e.linkEvent("k3", wire.Event{Kind: wire.EvItemRemoved, Addr: e.addr(door)})
+	pulsed, pulsedCr := e.loaded(store.DrivingLicence, "B 210", "k3")
+	require.Equal(t, wire.VerifyOK, e.qr("k3", pulsedCr.QRToken).Result)
+	e.clock.Add(time.Second)
+	e.linkEvent("k3", wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmPulseUncertain, Addr: e.addr(pulsed)})
+	// Door noise without the document: not a reason to keep the code.
+	noise, noiseCr := e.loaded(store.DrivingLicence, "B 220", "k3")
+	require.Equal(t, wire.VerifyOK, e.qr("k3", noiseCr.QRToken).Result)
+	e.clock.Add(time.Second)
+	e.linkEvent("k3", wire.Event{Kind: wire.EvDoorOpened, Addr: e.addr(noise)})
+	e.linkEvent("k3", wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: e.addr(noise)})
+	e.linkEvent("k3", wire.Event{Kind: wire.EvDoorClosed, Addr: e.addr(noise)})
 	// Re-issued after the verification: the newest code is not the used one.
 	re, reCr := e.loaded(store.DrivingLicence, "B 300", "k2")
 	require.Equal(t, wire.VerifyOK, e.qr("k2", reCr.QRToken).Result)
-	_, err := e.svc.Reissue(e.ctx, "user:1", re.ID)
+	_, err = e.svc.Reissue(e.ctx, "user:1", re.ID)
 	require.NoError(t, err)
 
 	e.clock.Add(time.Hour)
 	f, _ := e.followup(after)
 	require.Zero(t, e.sweep(f), "the backend just started: events may be on their way")
 	e.clock.Add(after)
-	require.Zero(t, e.sweep(f))
-	for _, d := range []store.Document{off, door, re} {
+	require.Equal(t, 1, e.sweep(f), "only the code behind the door noise")
+	require.Equal(t, wire.VerifyOK, e.qr("k3", noiseCr.QRToken).Result)
+	e.linkEvent("k3", wire.Event{Kind: wire.EvPickupCompleted, Addr: e.addr(noise), DocumentID: noise.ID})
+	for _, d := range []store.Document{off, door, pulsed, re} {
 		require.Empty(t, e.auditActions(d.ID), d.Number)
 	}
 
@@ -143,8 +170,9 @@ func TestUnfollowedSweepGuards(t *testing.T) {
 	e.clock.Add(time.Second)
 	require.Equal(t, 1, e.sweep(f))
 	require.Equal(t, wire.VerifyOK, e.qr("k1", offCr.QRToken).Result)
-	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k2", doorCr.QRToken).Result)
-	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k2", reCr.QRToken).Result, "the replaced code stays used")
+	require.Equal(t, wire.VerifyPending, e.qr("k3", doorCr.QRToken).Result, "not re-armed, still not collected")
+	require.Equal(t, wire.VerifyPending, e.qr("k3", pulsedCr.QRToken).Result)
+	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k2", reCr.QRToken).Result, "the replaced code stays used (not pending: a new code exists)")
 }
 
 // Rearm's own guards hold: a code whose PIN meanwhile belongs to another
@@ -165,5 +193,5 @@ func TestUnfollowedSweepRefusalAuditedOnce(t *testing.T) {
 	e.clock.Add(2 * time.Minute)
 	require.Zero(t, e.sweep(f))
 	require.Equal(t, []string{"code.rearm_refused system pin_taken"}, e.auditActions(doc.ID))
-	require.Equal(t, wire.VerifyAlreadyCollected, e.qr("k1", cr.QRToken).Result)
+	require.Equal(t, wire.VerifyPending, e.qr("k1", cr.QRToken).Result, "still not collected: call 1777")
 }

@@ -66,6 +66,10 @@ func (v *Verifier) Verify(ctx context.Context, deviceID string, req wire.VerifyR
 	case pickupcode.ReasonExpired:
 		return wire.VerifyResponse{Result: wire.VerifyExpired}
 	case pickupcode.ReasonAlreadyCollected:
+		if d.Pending {
+			// Accepted before, the document still there: not collected.
+			return wire.VerifyResponse{Result: wire.VerifyPending}
+		}
 		return wire.VerifyResponse{Result: wire.VerifyAlreadyCollected}
 	case pickupcode.ReasonSecondFactorRequired:
 		return wire.VerifyResponse{Result: wire.VerifySecondFactorRequired}

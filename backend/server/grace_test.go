@@ -74,14 +74,14 @@ func TestPickupNotCollectedGivesTheCodeBackOverMQTT(t *testing.T) {
 	r := dev.verify("v1", pin, "1980-01-02")
 	require.Equal(t, wire.VerifyOK, r.Result)
 	require.Equal(t, id, r.DocumentID)
-	require.Equal(t, wire.VerifyAlreadyCollected, dev.verify("v2", pin, "1980-01-02").Result)
+	require.Equal(t, wire.VerifyPending, dev.verify("v2", pin, "1980-01-02").Result, "used, the document still there")
 
 	acks := func() int { return len(dev.received(wire.KindAck)) }
 	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvPickupNotCollected, At: time.Now().UTC(),
 		Addr: &wire.Address{Board: 0, Channel: 5}, DocumentID: id, Method: wire.MethodPIN})
 	eventually(t, "the event's ack", func() bool { return acks() >= 1 })
 	require.Equal(t, wire.VerifyOK, dev.verify("v3", pin, "1980-01-02").Result, "the code is given back")
-	require.Equal(t, wire.VerifyAlreadyCollected, dev.verify("v4", pin, "1980-01-02").Result, "once")
+	require.Equal(t, wire.VerifyPending, dev.verify("v4", pin, "1980-01-02").Result, "once")
 
 	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvPickupCompleted, At: time.Now().UTC(),
 		Addr: &wire.Address{Board: 0, Channel: 5}, DocumentID: id, Method: wire.MethodPIN})

@@ -34,21 +34,24 @@ const (
 	StateWrongCode        = "wrong_code"
 	StateExpired          = "expired"
 	StateAlreadyCollected = "already_collected"
-	StateLockedOut        = "locked_out"
-	StateOutOfOrder       = "out_of_order"
-	StateBusy             = "busy"
-	StateStaff            = "staff"
-	StateStaffDenied      = "staff_denied"
-	StateLoading          = "loading"
-	StateLoaded           = "loaded"
-	StateLoadEmpty        = "load_empty"
-	StateRetrieving       = "retrieving"
-	StateRetrieved        = "retrieved"
-	StateStillThere       = "still_there"
-	StateNotFound         = "not_found"
-	StateNoCompartment    = "no_compartment"
-	StateTestOpen         = "test_open"
-	StateError            = "error"
+	// StatePending: the code was accepted before but the document is
+	// still there, not yet opened for (the backend answered pending).
+	StatePending       = "pending"
+	StateLockedOut     = "locked_out"
+	StateOutOfOrder    = "out_of_order"
+	StateBusy          = "busy"
+	StateStaff         = "staff"
+	StateStaffDenied   = "staff_denied"
+	StateLoading       = "loading"
+	StateLoaded        = "loaded"
+	StateLoadEmpty     = "load_empty"
+	StateRetrieving    = "retrieving"
+	StateRetrieved     = "retrieved"
+	StateStillThere    = "still_there"
+	StateNotFound      = "not_found"
+	StateNoCompartment = "no_compartment"
+	StateTestOpen      = "test_open"
+	StateError         = "error"
 	// StateLockoutCleared: staff lifted the PIN lockout; StateLockoutCapped:
 	// lifted, but the daily cap still locks PIN entry (retry_after_s).
 	StateLockoutCleared = "lockout_cleared"
@@ -210,11 +213,11 @@ type Engine struct {
 	boardRebootAt                map[int][]time.Time
 	rebootAlarm                  map[int]bool
 
-	active    map[hardware.Address]*op
-	screen    Screen
-	changed   chan struct{}
-	used      map[string]usedCode
-	commands  map[string]time.Time // command id -> expiry
+	active   map[hardware.Address]*op
+	screen   Screen
+	changed  chan struct{}
+	used     map[string]usedCode
+	commands map[string]time.Time // command id -> expiry
 	// refusedAt and refusedN limit command_refused events per minute.
 	refusedAt time.Time
 	refusedN  int

@@ -338,6 +338,29 @@ func TestPickupPINWithBirthDateAndNotCollected(t *testing.T) {
 	})
 }
 
+// A code the backend accepted before while the document is still there
+// (kluisd died before opening the door): the citizen is told the truth in
+// plain words, in every language, not "already collected".
+func TestPendingCodeToldToTryAgainOrCall(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		r.be.set(func() { r.be.verify["K1.pending"] = wire.VerifyResponse{Result: wire.VerifyPending} })
+		s, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.pending", Lang: "fr"})
+		require.NoError(t, err)
+		require.Equal(t, StatePending, s.State)
+		require.Len(t, s.Messages, 4)
+		for lang, m := range s.Messages {
+			require.Contains(t, m, "1777", lang)
+			require.NotEqual(t, Message(StateAlreadyCollected, lang, 0, 0), m, lang)
+		}
+		require.Contains(t, s.Message, "quelques minutes")
+		synctest.Wait()
+		require.Empty(t, r.f.Pulses())
+		require.Zero(t, testutil.ToFloat64(r.e.m.wrongCodes), "not a wrong code")
+	})
+}
+
 func TestBadInput(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, rigOpts{caps: sensors})

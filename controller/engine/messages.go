@@ -66,6 +66,11 @@ var messages = map[string][4]string{
 		"Ce document a déjà été retiré.",
 		"This document has already been collected.",
 		"Dieses Dokument wurde bereits abgeholt."},
+	StatePending: {
+		"Uw document is nog niet afgehaald, maar het vak kan nu niet open. Probeer het over enkele minuten opnieuw of bel 1777.",
+		"Votre document n'a pas encore été retiré, mais le casier ne peut pas s'ouvrir maintenant. Réessayez dans quelques minutes ou appelez le 1777.",
+		"Your document has not been collected yet, but the compartment cannot open right now. Try again in a few minutes or call 1777.",
+		"Ihr Dokument wurde noch nicht abgeholt, aber das Fach kann sich gerade nicht öffnen. Versuchen Sie es in einigen Minuten erneut oder rufen Sie 1777 an."},
 	StateLockedOut: {
 		"Te veel foute pincodes: pincodes kunnen even niet. Scan uw QR-code, probeer later opnieuw of vraag hulp aan het loket.",
 		"Trop de codes PIN erronés : les codes PIN sont bloqués un moment. Scannez votre code QR, réessayez plus tard ou demandez de l'aide au guichet.",

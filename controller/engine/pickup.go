@@ -143,6 +143,8 @@ func (e *Engine) Pickup(ctx context.Context, r PickupRequest) (Screen, error) {
 		return e.setScreen(StateExpired, 0, lang), nil
 	case wire.VerifyAlreadyCollected:
 		return e.setScreen(StateAlreadyCollected, 0, lang), nil
+	case wire.VerifyPending:
+		return e.setScreen(StatePending, 0, lang), nil
 	case wire.VerifyDeviceLockedOut:
 		e.followBackendLock(res.RetryAfterS)
 		return e.setScreen(StateLockedOut, 0, lang), nil

@@ -352,12 +352,18 @@ const (
 	VerifyDeviceLockedOut      VerifyResult = "device_locked_out"
 	VerifySecondFactorRequired VerifyResult = "second_factor_required"
 	VerifyUnavailable          VerifyResult = "unavailable" // backend trouble; try again or use the cache
+	// VerifyPending: the code was accepted before, but its document is
+	// still in its compartment and the device has not reported on it
+	// (kluisd may have died before opening the door); the backend gives
+	// the code back after a few minutes. The kiosk says "try again in a
+	// few minutes, or call 1777".
+	VerifyPending VerifyResult = "pending"
 )
 
 // VerifyResults lists every verification outcome.
 func VerifyResults() []VerifyResult {
 	return []VerifyResult{VerifyOK, VerifyWrongCode, VerifyExpired, VerifyAlreadyCollected,
-		VerifyDeviceLockedOut, VerifySecondFactorRequired, VerifyUnavailable}
+		VerifyDeviceLockedOut, VerifySecondFactorRequired, VerifyUnavailable, VerifyPending}
 }
 
 // VerifyResponse answers a VerifyRequest. With result ok, DocumentID and

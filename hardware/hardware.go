@@ -102,15 +102,15 @@ const (
 	ItemRemoved    EventKind = "item_removed"
 	Unlocked       EventKind = "unlocked" // a pulse was carried out
 	BoardRebooted  EventKind = "board_rebooted"
-	// BoardWatchdog: the board's own watchdog relocked every lock because
-	// the master was silent for its timeout (a pulse in progress was cut).
-	BoardWatchdog  EventKind = "board_watchdog"
 	BoardOnline    EventKind = "board_online"
 	BoardOffline   EventKind = "board_offline" // unreachable after retries
 	SlotPresented  EventKind = "slot_presented"
 	HatchOpened    EventKind = "hatch_opened"
 	HatchClosed    EventKind = "hatch_closed"
 	MechanismFault EventKind = "mechanism_fault"
+	// BoardWatchdog: the board's own watchdog relocked every lock because
+	// the master was silent for its timeout (a pulse in progress was cut).
+	BoardWatchdog EventKind = "board_watchdog"
 )
 
 // Event is something the hardware saw. Addr.Channel is -1 for board-wide

@@ -34,28 +34,28 @@ const (
 	StateWrongCode        = "wrong_code"
 	StateExpired          = "expired"
 	StateAlreadyCollected = "already_collected"
-	// StatePending: the code was accepted before but the document is
-	// still there, not yet opened for (the backend answered pending).
-	StatePending       = "pending"
-	StateLockedOut     = "locked_out"
-	StateOutOfOrder    = "out_of_order"
-	StateBusy          = "busy"
-	StateStaff         = "staff"
-	StateStaffDenied   = "staff_denied"
-	StateLoading       = "loading"
-	StateLoaded        = "loaded"
-	StateLoadEmpty     = "load_empty"
-	StateRetrieving    = "retrieving"
-	StateRetrieved     = "retrieved"
-	StateStillThere    = "still_there"
-	StateNotFound      = "not_found"
-	StateNoCompartment = "no_compartment"
-	StateTestOpen      = "test_open"
-	StateError         = "error"
+	StateLockedOut        = "locked_out"
+	StateOutOfOrder       = "out_of_order"
+	StateBusy             = "busy"
+	StateStaff            = "staff"
+	StateStaffDenied      = "staff_denied"
+	StateLoading          = "loading"
+	StateLoaded           = "loaded"
+	StateLoadEmpty        = "load_empty"
+	StateRetrieving       = "retrieving"
+	StateRetrieved        = "retrieved"
+	StateStillThere       = "still_there"
+	StateNotFound         = "not_found"
+	StateNoCompartment    = "no_compartment"
+	StateTestOpen         = "test_open"
+	StateError            = "error"
 	// StateLockoutCleared: staff lifted the PIN lockout; StateLockoutCapped:
 	// lifted, but the daily cap still locks PIN entry (retry_after_s).
 	StateLockoutCleared = "lockout_cleared"
 	StateLockoutCapped  = "lockout_capped"
+	// StatePending: the code was accepted before but the document is
+	// still there, not yet opened for (the backend answered pending).
+	StatePending = "pending"
 )
 
 // Operation purposes (journal intents).
@@ -201,26 +201,11 @@ type Engine struct {
 	boardDown map[int]bool
 	// boardErrs counts failed exchanges per board (heartbeat BoardHealth.Errors).
 	boardErrs map[int]int64
-	// boardGen changes whenever a board goes offline or comes back, so a
-	// pending board_unreachable debounce knows it is void; boardAlarmed
-	// marks boards whose board_unreachable alarm is raised.
-	boardGen     map[int]int
-	boardAlarmed map[int]bool
-	// boardRebootN and boardWatchdogN count restarts and watchdog relocks
-	// (heartbeat); boardRebootAt keeps the restarts of the last hour and
-	// rebootAlarm the boards whose board_rebooting alarm is raised.
-	boardRebootN, boardWatchdogN map[int]int64
-	boardRebootAt                map[int][]time.Time
-	rebootAlarm                  map[int]bool
-
-	active   map[hardware.Address]*op
-	screen   Screen
-	changed  chan struct{}
-	used     map[string]usedCode
-	commands map[string]time.Time // command id -> expiry
-	// refusedAt and refusedN limit command_refused events per minute.
-	refusedAt time.Time
-	refusedN  int
+	active    map[hardware.Address]*op
+	screen    Screen
+	changed   chan struct{}
+	used      map[string]usedCode
+	commands  map[string]time.Time // command id -> expiry
 	staff     *staffSession
 	ready     bool
 	wg        sync.WaitGroup
@@ -236,6 +221,21 @@ type Engine struct {
 	codeLocks map[string]codeLock
 	// alarms are the most recent alarms, newest last (Diagnostics).
 	alarms []AlarmNote
+
+	// boardGen changes whenever a board goes offline or comes back, so a
+	// pending board_unreachable debounce knows it is void; boardAlarmed
+	// marks boards whose board_unreachable alarm is raised.
+	boardGen     map[int]int
+	boardAlarmed map[int]bool
+	// boardRebootN and boardWatchdogN count restarts and watchdog relocks
+	// (heartbeat); boardRebootAt keeps the restarts of the last hour and
+	// rebootAlarm the boards whose board_rebooting alarm is raised.
+	boardRebootN, boardWatchdogN map[int]int64
+	boardRebootAt                map[int][]time.Time
+	rebootAlarm                  map[int]bool
+	// refusedAt and refusedN limit command_refused events per minute.
+	refusedAt time.Time
+	refusedN  int
 }
 
 // New builds an engine; Run starts it.

@@ -33,9 +33,14 @@
 //     arrives; the backend sends the Ack only after its database commit, and
 //     acknowledges a duplicate again without applying it twice. A broker's
 //     PUBACK is not durability.
-//   - A Command carries an id and an expiry: a device ignores (and reports
-//     with a CommandResult of status "expired" or "duplicate") a command
-//     that is stale or already carried out.
+//   - A Command carries an id, an expiry and the backend's signature for
+//     the device ([SignCommand]; "KC1." claims binding the device id, the
+//     command id and the SHA-256 of the whole command): a device carries
+//     out none that [VerifyCommand] refuses (unsigned, badly signed, for
+//     another device, expired beyond [CommandSkew], issued ahead of its
+//     clock, valid for longer than [MaxCommandLifetime]) or that it carried
+//     out before (ids journaled), answers "rejected", "expired" or
+//     "duplicate" and reports an event command_refused.
 //   - Request/response pairs (verify, staff) carry a correlation id chosen
 //     by the device; the response repeats it.
 //

@@ -182,7 +182,7 @@ func Langs() []string { return append([]string(nil), langs...) }
 // constants.
 func States() []string {
 	return []string{StateIdle, StateVerifying, StateNeedBirthDate, StatePresenting, StateOpen, StateDone,
-		StateNotCollected, StateNotOpened, StateWrongCode, StateExpired, StateAlreadyCollected, StateLockedOut,
+		StateNotCollected, StateNotOpened, StateWrongCode, StateExpired, StateAlreadyCollected, StatePending, StateLockedOut,
 		StateOutOfOrder, StateBusy, StateStaff, StateStaffDenied, StateLoading, StateLoaded, StateLoadEmpty,
 		StateRetrieving, StateRetrieved, StateStillThere, StateNotFound, StateNoCompartment, StateTestOpen, StateLockoutCleared,
 		StateLockoutCapped, StateError}

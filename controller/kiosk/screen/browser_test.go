@@ -369,6 +369,7 @@ func TestScreenMatrix(t *testing.T) {
 	r.be.set(func() {
 		r.be.verify["K1.expired"] = wire.VerifyResponse{Result: wire.VerifyExpired}
 		r.be.verify["K1.used"] = wire.VerifyResponse{Result: wire.VerifyAlreadyCollected}
+		r.be.verify["K1.pending"] = wire.VerifyResponse{Result: wire.VerifyPending}
 		r.be.verify["K1.nowhere"] = okAt("doc-x", 15) // not a compartment of this device
 		r.be.verify["K1.c3"] = okAt("doc-3", 2)
 		r.be.verify["K1.c5"] = okAt("doc-5", 4)
@@ -381,6 +382,8 @@ func TestScreenMatrix(t *testing.T) {
 	m.check("expired", "s-expired", expect{h1: "title.expired", msg: "state.expired", citizen: true})
 	r.pickup(engine.PickupRequest{QR: "K1.used", Lang: "en"})
 	m.check("already_collected", "s-already_collected", expect{h1: "title.already_collected", msg: "state.already_collected", citizen: true})
+	r.pickup(engine.PickupRequest{QR: "K1.pending", Lang: "en"})
+	m.check("pending", "s-pending", expect{h1: "title.pending", msg: "state.pending", citizen: true})
 	r.pickup(engine.PickupRequest{QR: "K1.nowhere", Lang: "en"})
 	m.check("out_of_order", "s-out_of_order", expect{h1: "title.out_of_order", msg: "state.out_of_order", citizen: true})
 	r.be.set(func() { r.be.down = true })
@@ -530,6 +533,8 @@ func TestScreenMatrix(t *testing.T) {
 		}
 		return err
 	})
+	// Test-open is the technician's: the backend says yes for this one.
+	r.be.set(func() { r.be.staff["test_open:"] = wire.StaffResponse{Result: wire.StaffOK} })
 	o = r.opens(11)
 	if _, err := r.e.TestOpen(ctx, 12, "en"); err != nil {
 		t.Fatal(err)

@@ -201,6 +201,7 @@ var uiTexts = map[string][4]string{
 	"title.still_there":      {"Nog in het vak", "Encore dans le casier", "Still in the compartment", "Noch im Fach"},
 	"title.not_found":        {"Niet gevonden", "Introuvable", "Not found", "Nicht gefunden"},
 	"title.no_compartment":   {"Geen vrij vak", "Pas de casier libre", "No free compartment", "Kein freies Fach"},
+	"title.pending":          {"Nog even wachten", "Encore un peu de patience", "Please wait a little", "Bitte noch etwas warten"},
 	"title.lockout_cleared":  {"Blokkering opgeheven", "Blocage levé", "Lockout lifted", "Sperre aufgehoben"},
 	"title.lockout_capped":   {"Nog geblokkeerd", "Encore bloqué", "Still locked", "Noch gesperrt"},
 	"title.test_open":        {"Testopening", "Ouverture de test", "Test opening", "Testöffnung"},
@@ -248,4 +249,5 @@ var uiTexts = map[string][4]string{
 	alarmKey(wire.AlarmMechanismFault):     {"Mechanisme defect", "Mécanisme en panne", "Mechanism fault", "Mechanik defekt"},
 	alarmKey(wire.AlarmPulseUncertain):     {"Niet zeker of de deur openging", "Ouverture incertaine", "Opening uncertain", "Öffnung unsicher"},
 	alarmKey(wire.AlarmJournalDamaged):     {"Logboek beschadigd", "Journal endommagé", "Journal damaged", "Journal beschädigt"},
+	alarmKey(wire.AlarmBoardRebooting):     {"Bord start steeds opnieuw", "La carte redémarre sans cesse", "Board keeps restarting", "Platine startet immer wieder neu"},
 }

@@ -193,6 +193,7 @@ var views = []view{
 	{State: engine.StateWrongCode, Title: "title.wrong_code", Tone: "warn"},
 	{State: engine.StateExpired, Title: "title.expired", Next: "next.expired", Tone: "stop"},
 	{State: engine.StateAlreadyCollected, Title: "title.already_collected", Next: "next.already_collected", Tone: "warn"},
+	{State: engine.StatePending, Title: "title.pending", Tone: "wait"},
 	{State: engine.StateLockedOut, Title: "title.locked_out", Tone: "stop", Retry: true},
 	{State: engine.StateOutOfOrder, Title: "title.out_of_order", Tone: "stop"},
 	{State: engine.StateBusy, Title: "title.wait", Tone: "wait"},

@@ -293,13 +293,25 @@ func TestKioskScreen(t *testing.T) {
 			}
 		}
 		p.expectScreen("s-locked_out", "title.locked_out", "state.locked_out", 0)
-		p.tab.WaitText(t, "#s-locked_out .retry", p.text("retry.one", 0), 5*time.Second)
+		// lockoutLength is 10 minutes: "try again in 10 minutes".
+		p.tab.WaitText(t, "#s-locked_out .retry", p.text("retry.many", 0), 5*time.Second)
 		w.noPulse(lockerID, p0)
-		// The lockout ends: the start screen again (start again), and
-		// codes are taken again.
-		time.Sleep(lockoutLength)
+		// A clerk lifts the lockout at the device: staff login, the lift
+		// button, then the start screen again and PIN entry open.
 		p.click(`footer [data-act=restart]`)
+		p.click(`footer [data-act=staff-login]`)
+		p.expectScreen("v-staff-login", "staff.login.title", "", 0)
+		p.keypad("v-staff-login", w.staffPIN)
+		p.click(`#v-staff-login [data-key=ok]`)
+		p.expectScreen("v-staff-menu", "staff.menu.title", "", 0)
+		p.click(`#v-staff-menu [data-act=unlock]`)
+		p.expectScreen("s-lockout_cleared", "title.lockout_cleared", "state.lockout_cleared", 0)
+		p.click(`footer [data-act=logout]`)
 		p.expectScreen("v-start", "start.title", "state.idle", 0)
+		w.noPulse(lockerID, p0)
+		if d, err := locker.kiosk.Diagnostics(ctx); err != nil || d.LockedUntil != nil {
+			t.Fatalf("after the staff lift the kiosk is locked until %v (%v)", d.LockedUntil, err)
+		}
 	})
 
 }

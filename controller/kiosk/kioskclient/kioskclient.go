@@ -64,6 +64,14 @@ func (c *Client) Session(ctx context.Context) (engine.Screen, error) {
 	return s, err
 }
 
+// Diagnostics returns the device's diagnostics (GET /kiosk/v1/diagnostics):
+// boards, doors, backlog, the PIN lockout, the last alarms.
+func (c *Client) Diagnostics(ctx context.Context) (engine.Diagnostics, error) {
+	var d engine.Diagnostics
+	err := c.do(ctx, http.MethodGet, "/kiosk/v1/diagnostics", nil, &d)
+	return d, err
+}
+
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	u := c.Base + path
 	var body io.Reader

@@ -115,6 +115,12 @@ func TestPickupAndSession(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	require.Equal(t, 1, f.PulseCount(hardware.Address{Channel: 1}))
+
+	d, err := c.Diagnostics(ctx)
+	require.NoError(t, err)
+	require.True(t, d.Ready)
+	require.Nil(t, d.LockedUntil)
+	require.NotEmpty(t, d.Boards)
 }
 
 func TestErrors(t *testing.T) {

@@ -66,6 +66,9 @@ type Options struct {
 	// names the client (for the login throttle); empty: the peer address
 	// is the client and X-Forwarded-For is ignored.
 	TrustedProxies []netip.Prefix
+	// LoginLimits count failed logins; share one with every other login
+	// form of the process (the staff console). Default: a new one.
+	LoginLimits *auth.LoginLimits
 }
 
 // Server is the HTTP API.
@@ -86,7 +89,7 @@ type Server struct {
 	devicePassword DevicePasswordFunc
 	notifications  NotificationsFunc
 	routes         []route
-	logins         *loginThrottle
+	logins         *auth.LoginLimits
 	trusted        []netip.Prefix
 	mux            *http.ServeMux
 	latency        *prometheus.HistogramVec
@@ -138,6 +141,9 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if opts.LoginLimits == nil {
+		opts.LoginLimits = auth.NewLoginLimits()
+	}
 	s := &Server{
 		log:            opts.Logger.With("part", "api"),
 		reg:            opts.Registry,
@@ -147,7 +153,7 @@ func New(opts Options) (*Server, error) {
 		maxBody:        opts.MaxBodyBytes,
 		mappers:        opts.ErrorMappers,
 		mux:            http.NewServeMux(),
-		logins:         newLoginThrottle(),
+		logins:         opts.LoginLimits,
 		trusted:        append([]netip.Prefix(nil), opts.TrustedProxies...),
 		svc:            opts.Service,
 		opener:         opts.Opener,
@@ -422,3 +428,7 @@ func (s *Server) metricsHandler() handlerFunc {
 		return nil
 	}
 }
+
+// ParseTrustedProxies reads a comma list of addresses or CIDR prefixes
+// for Options.TrustedProxies (auth.ParseTrustedProxies).
+func ParseTrustedProxies(s string) ([]netip.Prefix, error) { return auth.ParseTrustedProxies(s) }

@@ -45,18 +45,18 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx := r.Context()
 	now := s.clock()
-	source := clientSource(r, s.trusted)
-	if ref := s.logins.check(req.Username, source, now); ref != nil {
-		secs := int(ref.until.Sub(now).Seconds()) + 1
+	source := auth.ClientSource(r, s.trusted)
+	if ref := s.logins.Check(req.Username, source, now); ref != nil {
+		secs := int(ref.Until.Sub(now).Seconds()) + 1
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
-		if ref.source {
+		if ref.Source {
 			return errorf(http.StatusTooManyRequests, "too_many_attempts", "too many failed logins for this user from your address; try again in %d seconds", secs)
 		}
 		return errorf(http.StatusTooManyRequests, "too_many_attempts", "many failed logins for this user; try again in %d seconds", secs)
 	}
 	iss, err := s.auth.Login(ctx, req.Username, req.Password)
 	if errors.Is(err, auth.ErrInvalidCredentials) {
-		s.logins.fail(req.Username, source, now)
+		s.logins.Fail(req.Username, source, now)
 		e := audit.Entry{Actor: "anonymous", Action: "login.failed", Details: map[string]any{"known_user": false, "source": source}}
 		if u, uerr := s.auth.UserByName(ctx, req.Username); uerr == nil {
 			e.Actor, e.Subject = "user:"+strconv.FormatInt(u.ID, 10), "user:"+strconv.FormatInt(u.ID, 10)
@@ -70,7 +70,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.logins.succeed(req.Username, source, now)
+	s.logins.Succeed(req.Username, source, now)
 	subj := "user:" + strconv.FormatInt(iss.User.ID, 10)
 	if err := s.appendAudit(ctx, audit.Entry{Actor: subj, Action: "login", Subject: subj,
 		Details: map[string]any{"token_id": iss.ID, "source": source}}); err != nil {
@@ -98,7 +98,7 @@ func (s *Server) handleClearLoginLockout(w http.ResponseWriter, r *http.Request)
 	if err != nil {
 		return err
 	}
-	n := s.logins.clear(u.Username)
+	n := s.logins.Clear(u.Username)
 	subj := "user:" + strconv.FormatInt(u.ID, 10)
 	if err := s.appendAudit(r.Context(), audit.Entry{Actor: actor(principal(r.Context())), Action: "login.lockout_cleared", Subject: subj,
 		Details: map[string]any{"reason": strings.TrimSpace(req.Reason), "failures": n}}); err != nil {

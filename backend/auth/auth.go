@@ -69,6 +69,10 @@ type Options struct {
 	KioskKey []byte
 	// KioskTTL is how long a kiosk session lives; default DefaultKioskTTL.
 	KioskTTL time.Duration
+	// WebIdle ends a staff console session after this long without a
+	// request; default DefaultWebIdle. WebMaxAge ends it this long after
+	// the login whatever happens; default DefaultWebMaxAge.
+	WebIdle, WebMaxAge time.Duration
 }
 
 // Service manages users and tokens.
@@ -83,6 +87,8 @@ type Service struct {
 	dummyHash  string
 	kioskKey   []byte
 	kioskTTL   time.Duration
+	webIdle    time.Duration
+	webMaxAge  time.Duration
 }
 
 // New returns a Service over opts.Pool.
@@ -101,6 +107,12 @@ func New(opts Options) (*Service, error) {
 	}
 	if opts.KioskTTL <= 0 {
 		opts.KioskTTL = DefaultKioskTTL
+	}
+	if opts.WebIdle <= 0 {
+		opts.WebIdle = DefaultWebIdle
+	}
+	if opts.WebMaxAge <= 0 {
+		opts.WebMaxAge = DefaultWebMaxAge
 	}
 	if opts.APITokenTTL <= 0 {
 		opts.APITokenTTL = DefaultAPITokenTTL
@@ -129,6 +141,8 @@ func New(opts Options) (*Service, error) {
 		dummyHash:  dummy,
 		kioskKey:   append([]byte(nil), opts.KioskKey...),
 		kioskTTL:   opts.KioskTTL,
+		webIdle:    opts.WebIdle,
+		webMaxAge:  opts.WebMaxAge,
 	}, nil
 }
 
@@ -345,8 +359,21 @@ func (s *Service) SetPassword(ctx context.Context, id int64, password string) er
 
 // Login checks username and password and issues a session token.
 func (s *Service) Login(ctx context.Context, username, password string) (Issued, error) {
+	u, err := s.CheckPassword(ctx, username, password)
+	if err != nil {
+		return Issued{}, err
+	}
+	exp := s.now().Add(s.sessionTTL)
+	return s.issue(ctx, u, "session", "", &exp)
+}
+
+// CheckPassword returns the enabled user with this username and password,
+// or ErrInvalidCredentials (an unknown user costs as much as a wrong
+// password). It issues nothing: Login issues an API session token, the
+// staff console a web session (StartWebSession).
+func (s *Service) CheckPassword(ctx context.Context, username, password string) (User, error) {
 	if len(password) > MaxPasswordLen || len(username) > 64 {
-		return Issued{}, ErrInvalidCredentials
+		return User{}, ErrInvalidCredentials
 	}
 	var u User
 	var role, hash string
@@ -355,21 +382,20 @@ func (s *Service) Login(ctx context.Context, username, password string) (Issued,
 		strings.TrimSpace(username)).Scan(&u.ID, &u.Username, &role, &u.Disabled, &u.CreatedAt, &hash)
 	if errors.Is(err, pgx.ErrNoRows) {
 		_, _ = VerifyPassword(s.dummyHash, password)
-		return Issued{}, ErrInvalidCredentials
+		return User{}, ErrInvalidCredentials
 	}
 	if err != nil {
-		return Issued{}, fmt.Errorf("auth: login: %w", err)
+		return User{}, fmt.Errorf("auth: login: %w", err)
 	}
 	u.Role = Role(role)
 	ok, err := VerifyPassword(hash, password)
 	if err != nil {
-		return Issued{}, fmt.Errorf("auth: login user %d: %w", u.ID, err)
+		return User{}, fmt.Errorf("auth: login user %d: %w", u.ID, err)
 	}
 	if !ok || u.Disabled {
-		return Issued{}, ErrInvalidCredentials
+		return User{}, ErrInvalidCredentials
 	}
-	exp := s.now().Add(s.sessionTTL)
-	return s.issue(ctx, u, "session", "", &exp)
+	return u, nil
 }
 
 // MaxTokenName is the longest token name, in characters.

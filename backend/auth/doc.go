@@ -13,5 +13,12 @@
 // Session tokens (from a password login) expire; API tokens for automation
 // do not, until revoked.
 //
-// The tables live in backend/store/migrations/0040_auth.sql.
+// Staff console logins are web sessions (websession.go): a cookie whose
+// digest is stored in auth_web_sessions with the session's CSRF token, ended
+// by logout, an idle timeout or an absolute lifetime. Every password login,
+// over the API or the console, goes through one LoginLimits
+// (loginlimits.go), which refuses guessing without locking anyone out.
+//
+// The tables live in backend/store/migrations/0040_auth.sql and
+// 0131_web_sessions.sql.
 package auth

@@ -1,4 +1,4 @@
-package api
+package auth
 
 import (
 	"fmt"
@@ -10,10 +10,13 @@ import (
 	"time"
 )
 
-// Login throttling (docs/security.md, "Staff accounts: logins and
-// tokens"). Failed logins are counted twice:
+// Login limits (docs/security.md, "Staff accounts: logins and tokens"),
+// shared by every way in with a password: the REST API's POST
+// /api/v1/sessions and the staff console's login form (backend/web) use
+// one LoginLimits, so a guesser gains nothing by switching. Failed logins
+// are counted twice:
 //
-//   - per username and source (the client address, see clientSource):
+//   - per username and source (the client address, see ClientSource):
 //     after maxSourceFailures within loginWindow that source is refused
 //     for that username (429) until the oldest of them leaves the window.
 //     This locks the guesser's address, not the account.
@@ -41,7 +44,9 @@ const (
 	keepUserFailures = freeFailures + 8
 )
 
-type loginThrottle struct {
+// LoginLimits counts failed logins and refuses guessing (see above). The
+// zero value is not usable: call NewLoginLimits. Safe for concurrent use.
+type LoginLimits struct {
 	mu sync.Mutex
 	// bySource holds failure times per throttleKey(username)+"\x00"+source.
 	bySource map[string][]time.Time
@@ -51,18 +56,20 @@ type loginThrottle struct {
 	known map[string]map[string]time.Time
 }
 
-func newLoginThrottle() *loginThrottle {
-	return &loginThrottle{bySource: map[string][]time.Time{}, byUser: map[string][]time.Time{}, known: map[string]map[string]time.Time{}}
+// NewLoginLimits returns empty login limits.
+func NewLoginLimits() *LoginLimits {
+	return &LoginLimits{bySource: map[string][]time.Time{}, byUser: map[string][]time.Time{}, known: map[string]map[string]time.Time{}}
 }
 
 func throttleKey(username string) string { return strings.ToLower(strings.TrimSpace(username)) }
 
-// refusal says why and until when a login is refused.
-type refusal struct {
-	until time.Time
-	// source is true when the source is locked for the username, false for
-	// the username's back-off.
-	source bool
+// Refusal says why and until when a login is refused.
+type Refusal struct {
+	// Until is when a login may be tried again.
+	Until time.Time
+	// Source is true when the source is locked for the username, false
+	// for the username's back-off.
+	Source bool
 }
 
 // backoff is how long an attempt waits after the latest of n failures.
@@ -77,14 +84,14 @@ func backoff(n int) time.Duration {
 	return min(d, maxBackoff)
 }
 
-// check returns a refusal for a login of username from source at now, or
+// Check returns a refusal for a login of username from source at now, or
 // nil when it may be tried.
-func (l *loginThrottle) check(username, source string, now time.Time) *refusal {
+func (l *LoginLimits) Check(username, source string, now time.Time) *Refusal {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	u := throttleKey(username)
 	if fs := recent(l.bySource, u+"\x00"+source, now); len(fs) >= maxSourceFailures {
-		return &refusal{until: fs[len(fs)-maxSourceFailures].Add(loginWindow), source: true}
+		return &Refusal{Until: fs[len(fs)-maxSourceFailures].Add(loginWindow), Source: true}
 	}
 	if l.isKnown(u, source, now) {
 		return nil
@@ -92,19 +99,19 @@ func (l *loginThrottle) check(username, source string, now time.Time) *refusal {
 	fs := recent(l.byUser, u, now)
 	if d := backoff(len(fs)); d > 0 {
 		if next := fs[len(fs)-1].Add(d); now.Before(next) {
-			return &refusal{until: next}
+			return &Refusal{Until: next}
 		}
 	}
 	return nil
 }
 
-func (l *loginThrottle) isKnown(u, source string, now time.Time) bool {
+func (l *LoginLimits) isKnown(u, source string, now time.Time) bool {
 	at, ok := l.known[u][source]
 	return ok && now.Sub(at) < knownFor
 }
 
-// fail records a failed login.
-func (l *loginThrottle) fail(username, source string, now time.Time) {
+// Fail records a failed login.
+func (l *LoginLimits) Fail(username, source string, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	u := throttleKey(username)
@@ -112,9 +119,9 @@ func (l *loginThrottle) fail(username, source string, now time.Time) {
 	add(l.byUser, u, now, keepUserFailures)
 }
 
-// succeed clears the failures of username from source and remembers the
+// Succeed clears the failures of username from source and remembers the
 // source as one the user logs in from.
-func (l *loginThrottle) succeed(username, source string, now time.Time) {
+func (l *LoginLimits) Succeed(username, source string, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	u := throttleKey(username)
@@ -151,9 +158,9 @@ func (l *loginThrottle) succeed(username, source string, now time.Time) {
 	srcs[source] = now
 }
 
-// clear forgets every failure of username (from every source) and reports
+// Clear forgets every failure of username (from every source) and reports
 // how many were dropped.
-func (l *loginThrottle) clear(username string) int {
+func (l *LoginLimits) Clear(username string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	u := throttleKey(username)
@@ -203,13 +210,13 @@ func add(m map[string][]time.Time, k string, now time.Time, keep int) {
 	m[k] = fs
 }
 
-// clientSource is the address a request comes from, as the login throttle
+// ClientSource is the address a request comes from, as the login throttle
 // counts it: the peer address, or, when the peer is one of the trusted
 // proxies, the right-most X-Forwarded-For address that is not itself a
 // trusted proxy (the left part of the header is whatever the client
 // wrote). IPv6 addresses count per /64, the block a single subscriber
 // usually holds.
-func clientSource(r *http.Request, trusted []netip.Prefix) string {
+func ClientSource(r *http.Request, trusted []netip.Prefix) string {
 	peer := parseAddr(r.RemoteAddr)
 	if !peer.IsValid() {
 		return "unknown"
@@ -259,7 +266,7 @@ func inPrefixes(a netip.Addr, ps []netip.Prefix) bool {
 }
 
 // ParseTrustedProxies reads a comma list of addresses or CIDR prefixes
-// ("10.0.0.5, 10.1.0.0/16, fd00::/8") for Options.TrustedProxies; "" is
+// ("10.0.0.5, 10.1.0.0/16, fd00::/8") for the trusted proxies of ClientSource; "" is
 // none.
 func ParseTrustedProxies(s string) ([]netip.Prefix, error) {
 	var out []netip.Prefix

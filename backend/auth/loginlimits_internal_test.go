@@ -1,4 +1,4 @@
-package api
+package auth
 
 import (
 	"fmt"
@@ -38,7 +38,7 @@ func TestClientSource(t *testing.T) {
 		for _, h := range c.xff {
 			r.Header.Add("X-Forwarded-For", h)
 		}
-		assert.Equal(t, c.want, clientSource(r, c.trusted), c.name)
+		assert.Equal(t, c.want, ClientSource(r, c.trusted), c.name)
 	}
 }
 
@@ -54,19 +54,19 @@ func TestBackoffGrowsToAMinute(t *testing.T) {
 
 // Memory stays bounded under a flood of usernames and sources.
 func TestLoginThrottleBounded(t *testing.T) {
-	l := newLoginThrottle()
+	l := NewLoginLimits()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := 0; i < maxTrackedKeys+500; i++ {
 		u := "u" + string(rune('a'+i%26)) + time.Duration(i).String()
-		l.fail(u, "192.0.2.1", now)
-		l.succeed(u, "192.0.2.1", now)
+		l.Fail(u, "192.0.2.1", now)
+		l.Succeed(u, "192.0.2.1", now)
 	}
 	assert.LessOrEqual(t, len(l.bySource), maxTrackedKeys)
 	assert.LessOrEqual(t, len(l.byUser), maxTrackedKeys)
 	assert.LessOrEqual(t, len(l.known), maxTrackedKeys)
-	l = newLoginThrottle()
+	l = NewLoginLimits()
 	for i := 0; i < 20; i++ {
-		l.succeed("one", netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}).String(), now.Add(time.Duration(i)*time.Second))
+		l.Succeed("one", netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}).String(), now.Add(time.Duration(i)*time.Second))
 	}
 	assert.Len(t, l.known["one"], maxKnownPerUser, "the oldest sources are forgotten")
 	_, newest := l.known["one"]["192.0.2.19"]

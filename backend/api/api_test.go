@@ -110,6 +110,8 @@ var expectedRoles = map[string]string{
 	"GET /api/v1/devices":                                  "staff technician admin",
 	"POST /api/v1/devices":                                 "admin",
 	"GET /api/v1/devices/{id}":                             "staff technician admin",
+	"PATCH /api/v1/devices/{id}":                           "admin",
+	"PATCH /api/v1/devices/{id}/service":                   "technician admin",
 	"POST /api/v1/devices/{id}/mqtt-password":              "admin",
 	"PATCH /api/v1/devices/{id}/compartments/{number}":     "technician admin",
 	"POST /api/v1/devices/{id}/compartments/{number}/open": "technician admin",

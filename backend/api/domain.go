@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -240,6 +241,76 @@ func (s *Server) handleGetDevice(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// deviceUpdateRequest is PATCH /api/v1/devices/{id}: absent fields stay,
+// "layout": null resets the layout to the default grid.
+type deviceUpdateRequest struct {
+	Name       *string           `json:"name"`
+	Directions map[string]string `json:"directions"`
+	Layout     json.RawMessage   `json:"layout"`
+}
+
+func (s *Server) handleUpdateDevice(w http.ResponseWriter, r *http.Request) error {
+	if err := s.needService(); err != nil {
+		return err
+	}
+	var req deviceUpdateRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	u := store.DeviceUpdate{Name: req.Name, Directions: req.Directions}
+	if req.Layout != nil {
+		u.SetLayout = true
+		if string(bytes.TrimSpace(req.Layout)) != "null" {
+			var l store.Layout
+			dec := json.NewDecoder(bytes.NewReader(req.Layout))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&l); err != nil {
+				return &Error{Status: http.StatusBadRequest, Code: "invalid_input", Message: "layout: " + err.Error(),
+					Details: map[string]any{"fields": []store.FieldError{{Field: "layout", Message: err.Error()}}}}
+			}
+			u.Layout = &l
+		}
+	}
+	if u.Name == nil && u.Directions == nil && !u.SetLayout {
+		return errorf(http.StatusBadRequest, "missing_field", "nothing to change: give name, directions or layout")
+	}
+	d, err := s.svc.UpdateDevice(r.Context(), actor(principal(r.Context())), r.PathValue("id"), u)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, s.withPresence(r.Context(), d))
+	return nil
+}
+
+type deviceServiceRequest struct {
+	OutOfService *bool  `json:"out_of_service"`
+	Reason       string `json:"reason"`
+}
+
+// handleDeviceService takes a device out of service (no new reservations)
+// or puts it back; technicians and admins.
+func (s *Server) handleDeviceService(w http.ResponseWriter, r *http.Request) error {
+	if err := s.needService(); err != nil {
+		return err
+	}
+	var req deviceServiceRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.OutOfService == nil {
+		return errorf(http.StatusBadRequest, "missing_field", "out_of_service (true or false) is required")
+	}
+	if err := checkReason(req.Reason, *req.OutOfService); err != nil {
+		return err
+	}
+	d, err := s.svc.SetDeviceOutOfService(r.Context(), actor(principal(r.Context())), r.PathValue("id"), *req.OutOfService, req.Reason)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, s.withPresence(r.Context(), d))
+	return nil
+}
+
 func (s *Server) handleDevicePassword(w http.ResponseWriter, r *http.Request) error {
 	if err := s.needService(); err != nil {
 		return err
@@ -371,38 +442,21 @@ func (s *Server) handleOpen(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	if err := checkReason(req.Reason, true); err != nil {
-		return err
-	}
 	ctx := r.Context()
 	deviceID := r.PathValue("id")
-	if _, err := store.CompartmentByNumber(ctx, s.pool, deviceID, num); err != nil {
-		return err
-	}
-	if s.opener == nil {
-		return errorf(http.StatusServiceUnavailable, "device_link_unavailable", "remote opening needs the device link, which is not running on this server")
-	}
-	p := principal(ctx)
-	details := map[string]any{"compartment": num, "reason": strings.TrimSpace(req.Reason)}
-	openErr := s.opener.OpenCompartment(ctx, deviceID, num, strings.TrimSpace(req.Reason), actor(p))
-	result := "opened"
-	if openErr != nil {
-		result = "failed"
-	}
-	details["result"] = result
-	if err := s.appendAudit(context.WithoutCancel(ctx), audit.Entry{Actor: actor(p), Action: "compartment.remote_open",
-		Subject: "device:" + deviceID, Details: details}); err != nil {
-		return fmt.Errorf("audit remote open: %w", err)
-	}
-	if openErr != nil {
+	err = RemoteOpen(ctx, s.pool, s.opener, actor(principal(ctx)), deviceID, num, req.Reason, s.clock())
+	if of := (*OpenFailed)(nil); errors.As(err, &of) {
 		var ae *Error
-		if errors.As(openErr, &ae) || s.mapsKnown(openErr) {
-			return openErr
+		if errors.As(of.Err, &ae) || s.mapsKnown(of.Err) {
+			return of.Err
 		}
 		return &Error{Status: http.StatusServiceUnavailable, Code: "device_unreachable",
-			Message: "the device did not confirm the opening: " + openErr.Error(), Err: openErr}
+			Message: "the device did not confirm the opening: " + of.Err.Error(), Err: of.Err}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"device_id": deviceID, "number": num, "result": result})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"device_id": deviceID, "number": num, "result": "opened"})
 	return nil
 }
 
@@ -430,6 +484,7 @@ type registerRequest struct {
 	Mobile    string             `json:"mobile"`
 	WantsLow  bool               `json:"wants_low"`
 	SiteID    string             `json:"site_id"`
+	NoContact bool               `json:"no_contact"`
 }
 
 func (s *Server) handleRegisterDocument(w http.ResponseWriter, r *http.Request) error {
@@ -441,7 +496,7 @@ func (s *Server) handleRegisterDocument(w http.ResponseWriter, r *http.Request) 
 		return err
 	}
 	n := store.NewDocument{Kind: req.Kind, Number: req.Number, FirstName: req.FirstName, LastName: req.LastName,
-		Language: req.Language, Email: req.Email, Mobile: req.Mobile, WantsLow: req.WantsLow, SiteID: req.SiteID}
+		Language: req.Language, Email: req.Email, Mobile: req.Mobile, WantsLow: req.WantsLow, SiteID: req.SiteID, NoContact: req.NoContact}
 	if req.BirthDate != "" {
 		d, err := time.Parse(time.DateOnly, req.BirthDate)
 		if err != nil {
@@ -475,8 +530,12 @@ func (s *Server) handleListDocuments(w http.ResponseWriter, r *http.Request) err
 	if off > 1<<31 {
 		return errorf(http.StatusBadRequest, "invalid_cursor", "the cursor is not one this server handed out")
 	}
+	search := q.Get("q")
+	if len(search) > 100 {
+		return errorf(http.StatusBadRequest, "invalid_filter", "q (a document number or a holder's name) is at most 100 bytes")
+	}
 	pg, err := s.svc.ListDocuments(r.Context(), store.DocumentFilter{State: state, DeviceID: q.Get("device"),
-		SiteID: q.Get("site"), Limit: limit, Offset: int(off)})
+		SiteID: q.Get("site"), Query: search, Limit: limit, Offset: int(off)})
 	if err != nil {
 		return err
 	}
@@ -617,18 +676,10 @@ func (s *Server) handleSlip(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if s.slip == nil {
-		return errorf(http.StatusServiceUnavailable, "unavailable", "pickup slips are not configured on this server")
-	}
-	html, err := s.slip(r.Context(), doc)
+	// The slip shows the PIN: who looked at it is audited.
+	html, err := ViewSlip(r.Context(), s.pool, s.slip, actor(principal(r.Context())), doc, s.clock())
 	if err != nil {
 		return err
-	}
-	// The slip shows the PIN: who looked at it is audited.
-	p := principal(r.Context())
-	if err := s.appendAudit(r.Context(), audit.Entry{Actor: actor(p), Action: "document.slip_viewed",
-		Subject: "document:" + doc.ID}); err != nil {
-		return fmt.Errorf("audit slip view: %w", err)
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")

@@ -42,6 +42,8 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/api/v1/devices", roles: anyRole, h: s.handleListDevices},
 		{method: "POST", path: "/api/v1/devices", roles: adminOnly, idempotent: true, h: s.handleCreateDevice},
 		{method: "GET", path: "/api/v1/devices/{id}", roles: anyRole, h: s.handleGetDevice},
+		{method: "PATCH", path: "/api/v1/devices/{id}", roles: adminOnly, h: s.handleUpdateDevice},
+		{method: "PATCH", path: "/api/v1/devices/{id}/service", roles: techRole, h: s.handleDeviceService},
 		// Not idempotent: a replay would have to store the password.
 		{method: "POST", path: "/api/v1/devices/{id}/mqtt-password", roles: adminOnly, h: s.handleDevicePassword},
 		{method: "PATCH", path: "/api/v1/devices/{id}/compartments/{number}", roles: techRole, h: s.handleUpdateCompartment},

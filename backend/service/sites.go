@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -108,6 +109,74 @@ func (s *Service) SetOutOfService(ctx context.Context, actor string, compartment
 		}
 		_, err = audit.Append(ctx, tx, audit.Entry{At: s.clock(), Actor: actor, Action: action,
 			Subject: fmt.Sprintf("compartment:%d", c.ID), Details: map[string]any{"device": c.DeviceID, "number": c.Number}})
+		return err
+	})
+	return res, err
+}
+
+// UpdateDevice changes a device's name, directions or layout (audited
+// device.update with the fields changed).
+func (s *Service) UpdateDevice(ctx context.Context, actor, id string, u store.DeviceUpdate) (store.Device, error) {
+	if err := checkActor(actor); err != nil {
+		return store.Device{}, err
+	}
+	var out store.Device
+	err := s.st.InTx(ctx, func(tx pgx.Tx) error {
+		d, err := store.UpdateDevice(ctx, tx, id, u)
+		if err != nil {
+			return err
+		}
+		out = d
+		var fields []string
+		if u.Name != nil {
+			fields = append(fields, "name")
+		}
+		if u.Directions != nil {
+			fields = append(fields, "directions")
+		}
+		if u.SetLayout {
+			fields = append(fields, "layout")
+		}
+		_, err = audit.Append(ctx, tx, audit.Entry{At: s.clock(), Actor: actor, Action: "device.update",
+			Subject: "device:" + d.ID, Details: map[string]any{"fields": fields}})
+		return err
+	})
+	return out, err
+}
+
+// SetDeviceOutOfService takes a whole device out of service (out, with the
+// technician's reason) or puts it back: a device out of service gets no
+// new reservations, while documents already in it can still be collected
+// and retrieved. A change is audited (device.out_of_service with the
+// reason, device.in_service); asking for the state the device is in
+// changes nothing.
+func (s *Service) SetDeviceOutOfService(ctx context.Context, actor, id string, out bool, reason string) (store.Device, error) {
+	if err := checkActor(actor); err != nil {
+		return store.Device{}, err
+	}
+	reason = strings.TrimSpace(reason)
+	if out && reason == "" {
+		return store.Device{}, &store.ValidationError{Fields: []store.FieldError{{Field: "reason", Message: "is required to take a device out of service"}}}
+	}
+	var res store.Device
+	err := s.st.InTx(ctx, func(tx pgx.Tx) error {
+		now := s.clock()
+		d, changed, err := store.SetDeviceOutOfService(ctx, tx, id, out, reason, now)
+		if err != nil {
+			return err
+		}
+		res = d
+		if !changed {
+			return nil
+		}
+		action, details := "device.in_service", map[string]any{}
+		if out {
+			action = "device.out_of_service"
+		}
+		if reason != "" {
+			details["reason"] = reason
+		}
+		_, err = audit.Append(ctx, tx, audit.Entry{At: now, Actor: actor, Action: action, Subject: "device:" + d.ID, Details: details})
 		return err
 	})
 	return res, err

@@ -4,19 +4,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
-const deviceColumns = "id, site_id, kind, name, directions, created_at"
+const deviceColumns = "id, site_id, kind, name, directions, created_at, layout, out_of_service_at, out_of_service_reason"
 
 func scanDevice(row pgx.Row) (Device, error) {
 	var d Device
-	err := row.Scan(&d.ID, &d.SiteID, &d.Kind, &d.Name, &d.Directions, &d.CreatedAt)
+	var oosAt *time.Time
+	var oosReason string
+	err := row.Scan(&d.ID, &d.SiteID, &d.Kind, &d.Name, &d.Directions, &d.CreatedAt, &d.Layout, &oosAt, &oosReason)
 	d.CreatedAt = d.CreatedAt.UTC()
 	if d.Directions == nil {
 		d.Directions = map[string]string{}
+	}
+	if oosAt != nil {
+		d.OutOfService = &DeviceOutOfService{Since: oosAt.UTC(), Reason: oosReason}
 	}
 	return d, err
 }
@@ -55,8 +62,8 @@ func CreateDevice(ctx context.Context, db DB, n NewDevice, now time.Time) (Devic
 	if _, err := GetSite(ctx, db, n.SiteID); err != nil {
 		return Device{}, err
 	}
-	d, err := scanDevice(db.QueryRow(ctx, `INSERT INTO devices (id, site_id, kind, name, directions, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6) RETURNING `+deviceColumns, n.ID, n.SiteID, n.Kind, n.Name, n.Directions, now.UTC()))
+	d, err := scanDevice(db.QueryRow(ctx, `INSERT INTO devices (id, site_id, kind, name, directions, created_at, layout)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING `+deviceColumns, n.ID, n.SiteID, n.Kind, n.Name, n.Directions, now.UTC(), n.Layout))
 	if IsUniqueViolation(err) {
 		return Device{}, fmt.Errorf("device %q already exists: %w", n.ID, ErrConflict)
 	}
@@ -206,7 +213,7 @@ func PickCompartment(ctx context.Context, tx pgx.Tx, p Pick) (Compartment, error
 	}
 	c, err := scanCompartment(tx.QueryRow(ctx, `SELECT c.id, c.device_id, c.number, c.board, c.channel, c.size, c.height_cm, c.state
 		FROM compartments c JOIN devices d ON d.id = c.device_id
-		WHERE c.state = 'free' AND d.site_id = $1 AND ($2 = '' OR c.device_id = $2)
+		WHERE c.state = 'free' AND d.site_id = $1 AND ($2 = '' OR c.device_id = $2) AND d.out_of_service_at IS NULL
 		  AND (CASE c.size WHEN 'S' THEN 1 WHEN 'M' THEN 2 ELSE 3 END) >= $3
 		  AND (NOT $4 OR c.height_cm <= $5)
 		  AND ($6 = 0 OR (SELECT count(*) FROM documents o WHERE o.device_id = c.device_id
@@ -222,4 +229,89 @@ func PickCompartment(ctx context.Context, tx pgx.Tx, p Pick) (Compartment, error
 		return Compartment{}, fmt.Errorf("store: pick compartment: %w", err)
 	}
 	return c, nil
+}
+
+// DeviceUpdate changes a device's name, directions and layout; nil fields
+// stay as they are.
+type DeviceUpdate struct {
+	// Name replaces the name people read on the device.
+	Name *string `json:"name,omitempty"`
+	// Directions replace all directions (see NewDevice.Directions).
+	Directions map[string]string `json:"directions,omitempty"`
+	// SetLayout replaces the layout with Layout (nil: the default grid).
+	SetLayout bool    `json:"-"`
+	Layout    *Layout `json:"layout,omitempty"`
+}
+
+// UpdateDevice validates u against the device and writes it; ErrNotFound
+// for an unknown device, a *ValidationError for a bad field.
+func UpdateDevice(ctx context.Context, db DB, id string, u DeviceUpdate) (Device, error) {
+	d, err := GetDevice(ctx, db, id)
+	if err != nil {
+		return Device{}, err
+	}
+	var c checker
+	name := d.Name
+	if u.Name != nil {
+		name = strings.TrimSpace(*u.Name)
+		c.text("name", name, false, 200)
+	}
+	dirs := d.Directions
+	if u.Directions != nil {
+		dirs = map[string]string{}
+		for _, l := range sortedKeys(u.Directions) {
+			v := strings.TrimSpace(u.Directions[l])
+			switch {
+			case !ValidLanguage(l):
+				c.add("directions", "language must be nl, fr, en or de, not %q", l)
+			case v != "":
+				c.text("directions."+l, v, false, MaxDirections)
+				dirs[l] = v
+			}
+		}
+	}
+	layout := d.Layout
+	if u.SetLayout {
+		layout = u.Layout
+		if layout != nil {
+			nums := make([]int, len(d.Compartments))
+			for i, cp := range d.Compartments {
+				nums[i] = cp.Number
+			}
+			checkLayout(&c, d.Kind, layout, nums)
+		}
+	}
+	if err := c.err(); err != nil {
+		return Device{}, err
+	}
+	out, err := scanDevice(db.QueryRow(ctx, `UPDATE devices SET name = $2, directions = $3, layout = $4 WHERE id = $1
+		RETURNING `+deviceColumns, id, name, dirs, layout))
+	if err != nil {
+		return Device{}, fmt.Errorf("store: update device: %w", err)
+	}
+	out.Compartments = d.Compartments
+	return out, nil
+}
+
+// SetDeviceOutOfService takes a device out of service (out, with a
+// reason) or puts it back, and reports whether anything changed (taking
+// out a device that is out keeps its first time and reason).
+func SetDeviceOutOfService(ctx context.Context, db DB, id string, out bool, reason string, now time.Time) (Device, bool, error) {
+	var tag pgconn.CommandTag
+	var err error
+	if out {
+		tag, err = db.Exec(ctx, `UPDATE devices SET out_of_service_at = $2, out_of_service_reason = $3
+			WHERE id = $1 AND out_of_service_at IS NULL`, id, now.UTC(), reason)
+	} else {
+		tag, err = db.Exec(ctx, `UPDATE devices SET out_of_service_at = NULL, out_of_service_reason = ''
+			WHERE id = $1 AND out_of_service_at IS NOT NULL`, id)
+	}
+	if err != nil {
+		return Device{}, false, fmt.Errorf("store: device service: %w", err)
+	}
+	d, err := GetDevice(ctx, db, id)
+	if err != nil {
+		return Device{}, false, err
+	}
+	return d, tag.RowsAffected() > 0, nil
 }

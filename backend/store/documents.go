@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -201,6 +202,16 @@ type DocumentFilter struct {
 	DeviceID string
 	// SiteID keeps documents of one site ("" for all).
 	SiteID string
+	// States keeps documents in any of these states (with State: both).
+	States []lifecycle.State
+	// Query keeps documents whose number (compared as DocumentNumberKey)
+	// or holder name (first and last, either order) contains it, without
+	// regard to case; "" for all.
+	Query string
+	// DeadlineBefore keeps documents with a deadline at or before it.
+	DeadlineBefore *time.Time
+	// ByDeadline orders by deadline, earliest first (else newest first).
+	ByDeadline bool
 	// Limit caps the page; default 50, at most 500.
 	Limit int
 	// Offset skips that many rows.
@@ -221,6 +232,21 @@ func ListDocuments(ctx context.Context, db DB, f DocumentFilter) (DocumentPage, 
 	if f.State != "" && !f.State.Valid() {
 		return DocumentPage{}, fmt.Errorf("unknown state %q: %w", f.State, ErrInvalid)
 	}
+	states := make([]string, 0, len(f.States))
+	for _, st := range f.States {
+		if !st.Valid() {
+			return DocumentPage{}, fmt.Errorf("unknown state %q: %w", st, ErrInvalid)
+		}
+		states = append(states, string(st))
+	}
+	f.Query = strings.TrimSpace(f.Query)
+	if len(f.Query) > 100 {
+		return DocumentPage{}, fmt.Errorf("search text longer than 100 bytes: %w", ErrInvalid)
+	}
+	var deadline any
+	if f.DeadlineBefore != nil {
+		deadline = f.DeadlineBefore.UTC()
+	}
 	if f.Limit <= 0 {
 		f.Limit = 50
 	}
@@ -230,13 +256,27 @@ func ListDocuments(ctx context.Context, db DB, f DocumentFilter) (DocumentPage, 
 	if f.Offset < 0 {
 		return DocumentPage{}, fmt.Errorf("negative offset: %w", ErrInvalid)
 	}
-	const where = ` FROM documents WHERE ($1 = '' OR state = $1) AND ($2 = '' OR device_id = $2) AND ($3 = '' OR site_id = $3)`
+	const where = ` FROM documents WHERE ($1 = '' OR state = $1) AND ($2 = '' OR device_id = $2) AND ($3 = '' OR site_id = $3)
+		AND (cardinality($4::text[]) = 0 OR state = ANY($4))
+		AND ($5 = '' OR ($6 <> '' AND number_key LIKE '%' || $6 || '%' ESCAPE '\')
+		     OR coalesce(holder_first_name, '') || ' ' || coalesce(holder_last_name, '') ILIKE '%' || $7 || '%' ESCAPE '\'
+		     OR coalesce(holder_last_name, '') || ' ' || coalesce(holder_first_name, '') ILIKE '%' || $7 || '%' ESCAPE '\')
+		AND ($8::timestamptz IS NULL OR deadline <= $8)`
+	like := func(s string) string {
+		return strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`).Replace(s)
+	}
+	args := []any{string(f.State), f.DeviceID, f.SiteID, states, f.Query, like(DocumentNumberKey(f.Query)),
+		like(strings.Join(strings.Fields(f.Query), " ")), deadline}
 	page := DocumentPage{Documents: []Document{}, Limit: f.Limit, Offset: f.Offset}
-	if err := db.QueryRow(ctx, "SELECT count(*)"+where, string(f.State), f.DeviceID, f.SiteID).Scan(&page.Total); err != nil {
+	if err := db.QueryRow(ctx, "SELECT count(*)"+where, args...).Scan(&page.Total); err != nil {
 		return DocumentPage{}, fmt.Errorf("store: list documents: %w", err)
 	}
-	rows, err := db.Query(ctx, "SELECT "+documentColumns+where+" ORDER BY created_at DESC, id LIMIT $4 OFFSET $5",
-		string(f.State), f.DeviceID, f.SiteID, f.Limit, f.Offset)
+	order := " ORDER BY created_at DESC, id"
+	if f.ByDeadline {
+		order = " ORDER BY deadline NULLS LAST, id"
+	}
+	rows, err := db.Query(ctx, "SELECT "+documentColumns+where+order+" LIMIT $9 OFFSET $10",
+		append(args, f.Limit, f.Offset)...)
 	if err != nil {
 		return DocumentPage{}, fmt.Errorf("store: list documents: %w", err)
 	}

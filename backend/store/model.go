@@ -49,8 +49,20 @@ type Device struct {
 	// the device and how to get there; never nil.
 	Directions map[string]string `json:"directions"`
 	CreatedAt  time.Time         `json:"created_at"`
+	// Layout is the front as people see it (see Layout); nil: the default
+	// grid.
+	Layout *Layout `json:"layout"`
+	// OutOfService is set while a technician has taken the device out of
+	// service: it gets no new reservations.
+	OutOfService *DeviceOutOfService `json:"out_of_service"`
 	// Compartments is filled by GetDevice, in number order.
 	Compartments []Compartment `json:"compartments,omitempty"`
+}
+
+// DeviceOutOfService says since when and why a device is out of service.
+type DeviceOutOfService struct {
+	Since  time.Time `json:"since"`
+	Reason string    `json:"reason"`
 }
 
 // Size is a compartment size, or the smallest size a document needs.

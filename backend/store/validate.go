@@ -192,6 +192,9 @@ type NewDevice struct {
 	// MaxDirections characters each.
 	Directions   map[string]string `json:"directions,omitempty"`
 	Compartments []NewCompartment  `json:"compartments"`
+	// Layout (optional, lockers only) is the front as people see it, for
+	// the staff console's map; nil: the default grid (see Layout).
+	Layout *Layout `json:"layout,omitempty"`
 }
 
 // MaxDirections bounds a device's directions in one language.
@@ -257,7 +260,27 @@ func (n *NewDevice) Validate() error {
 			c.add(f+".height_cm", "must be between 0 and 300")
 		}
 	}
+	if n.Layout != nil && len(c.fields) == 0 {
+		checkLayout(&c, n.Kind, n.Layout, numbersOf(n.Compartments))
+	}
 	return c.err()
+}
+
+// checkLayout adds what is wrong with a device's layout to c.
+func checkLayout(c *checker, kind DeviceKind, l *Layout, numbers []int) {
+	if kind == Automaton {
+		c.add("layout", "an automaton hands everything out at its hatch; a layout is for lockers")
+		return
+	}
+	resolveLayout(c, l, numbers)
+}
+
+func numbersOf(cs []NewCompartment) []int {
+	out := make([]int, len(cs))
+	for i, cp := range cs {
+		out[i] = cp.Number
+	}
+	return out
 }
 
 // NewDocument is the input of RegisterDocument.
@@ -273,6 +296,11 @@ type NewDocument struct {
 	Mobile    string    `json:"mobile"`
 	WantsLow  bool      `json:"wants_low"`
 	SiteID    string    `json:"site_id"`
+	// NoContact says the holder has neither e-mail nor mobile: nobody is
+	// messaged, and when the document is loaded the counter prints a
+	// pickup slip with the codes. Without it an e-mail address or a mobile
+	// number is required.
+	NoContact bool `json:"no_contact"`
 }
 
 // Validate checks and normalises every field (now bounds the birth date)
@@ -321,8 +349,12 @@ func (n *NewDocument) Validate(now time.Time) error {
 		}
 		n.Mobile = m
 	}
-	if n.Email == "" && n.Mobile == "" && !hasField(c.fields, "email") && !hasField(c.fields, "mobile") {
-		c.add("email", "an e-mail address or a mobile number is required")
+	switch {
+	case n.NoContact && (n.Email != "" || n.Mobile != "" || hasField(c.fields, "email") || hasField(c.fields, "mobile")):
+		c.add("no_contact", "is for a holder without e-mail and mobile: leave both empty")
+	case n.NoContact:
+	case n.Email == "" && n.Mobile == "" && !hasField(c.fields, "email") && !hasField(c.fields, "mobile"):
+		c.add("email", "an e-mail address or a mobile number is required (or no_contact: the counter prints a pickup slip)")
 	}
 	c.id("site_id", n.SiteID)
 	return c.err()

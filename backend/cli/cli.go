@@ -340,6 +340,8 @@ func serve(ctx context.Context, args []string, e Env) error {
 	retention := fs.String("retention", envOr(e, "KLUIS_RETENTION", service.DefaultRetention.String()), "how long personal data of collected, retrieved and cancelled documents is kept (env KLUIS_RETENTION)")
 	tokenTTL := fs.String("api-token-ttl", envOr(e, "KLUIS_API_TOKEN_TTL", auth.DefaultAPITokenTTL.String()), "lifetime of an API token created without one (env KLUIS_API_TOKEN_TTL)")
 	proxies := fs.String("trusted-proxies", e.Getenv("KLUIS_TRUSTED_PROXIES"), "reverse proxies (comma list of addresses or CIDR prefixes) whose X-Forwarded-For names the client for the login limits (env KLUIS_TRUSTED_PROXIES); empty: the peer address counts")
+	fs.DurationVar(&o.StaffIdle, "staff-session-idle", auth.DefaultWebIdle, "a staff console session ends after this long without a request")
+	fs.DurationVar(&o.StaffMaxAge, "staff-session-max", auth.DefaultWebMaxAge, "a staff console session ends this long after the login, whatever happens")
 	tokenMaxTTL := fs.String("api-token-max-ttl", envOr(e, "KLUIS_API_TOKEN_MAX_TTL", auth.DefaultAPITokenMaxTTL.String()), "longest lifetime an API token may be given (env KLUIS_API_TOKEN_MAX_TTL)")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,7 @@ import (
 	"kluis/backend/deviceops"
 	"kluis/backend/service"
 	"kluis/backend/store"
+	"kluis/backend/web"
 	"kluis/controller/pickupcode"
 )
 
@@ -128,6 +130,10 @@ type Options struct {
 	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
 	// the client for the login limits; none: the peer address counts.
 	TrustedProxies []netip.Prefix
+	// StaffIdle and StaffMaxAge end a staff console session after that
+	// long without a request, and that long after the login (defaults:
+	// auth.DefaultWebIdle, auth.DefaultWebMaxAge).
+	StaffIdle, StaffMaxAge time.Duration
 
 	// PasswordParams are the argon2id costs of user passwords; default
 	// auth.DefaultParams(). MQTTParams are those of MQTT passwords; default
@@ -165,7 +171,7 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	for name, d := range map[string]time.Duration{"open timeout": o.OpenTimeout, "code grace": o.CodeGrace,
-		"retention": o.Retention} {
+		"retention": o.Retention, "staff session idle timeout": o.StaffIdle, "staff session lifetime": o.StaffMaxAge} {
 		if d < 0 {
 			return nil, fmt.Errorf("server: %s %s is negative", name, d)
 		}
@@ -258,7 +264,8 @@ func (s *Server) Run(ctx context.Context) error {
 	defer st.Close()
 
 	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: log, Clock: o.Clock, Params: o.PasswordParams,
-		KioskKey: DeriveKey(o.Keys, "kiosk staff credentials"), APITokenTTL: o.APITokenTTL, APITokenMaxTTL: o.APITokenMaxTTL})
+		KioskKey: DeriveKey(o.Keys, "kiosk staff credentials"), APITokenTTL: o.APITokenTTL, APITokenMaxTTL: o.APITokenMaxTTL,
+		WebIdle: o.StaffIdle, WebMaxAge: o.StaffMaxAge})
 	if err != nil {
 		return err
 	}
@@ -278,10 +285,23 @@ func (s *Server) Run(ctx context.Context) error {
 	apiOpts := w.api
 	apiOpts.Logger, apiOpts.Registry, apiOpts.Pool, apiOpts.Auth, apiOpts.Clock = log, o.Registry, st.Pool(), as, o.Clock
 	apiOpts.TrustedProxies = o.TrustedProxies
+	// One set of login limits for every password login: the API and the
+	// staff console.
+	apiOpts.LoginLimits = auth.NewLoginLimits()
 	srv, err := api.New(apiOpts)
 	if err != nil {
 		return err
 	}
+	console, err := web.New(web.Options{Pool: st.Pool(), Auth: as, Service: apiOpts.Service, RouteRoles: web.RouteRolesOf(srv.Routes()),
+		Opener: apiOpts.Opener, Slip: apiOpts.Slip, LoginLimits: apiOpts.LoginLimits, TrustedProxies: o.TrustedProxies,
+		SecureCookies: strings.HasPrefix(o.PublicURL, "https://"), Clock: o.Clock, Logger: log, Registerer: o.Registry})
+	if err != nil {
+		return err
+	}
+	w.parts = append(w.parts, part{"staff-console", console.Run})
+	root := http.NewServeMux()
+	root.Handle(web.Prefix, console.Handler())
+	root.Handle("/", srv.Handler())
 	w.parts = append(w.parts, part{"idempotency-prune", func(ctx context.Context) error {
 		return every(ctx, time.Hour, func(ctx context.Context) {
 			if n, err := srv.PruneIdempotency(ctx, api.DefaultIdempotencyRetention); err != nil && ctx.Err() == nil {
@@ -306,13 +326,15 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("listen on %s: %w", o.HTTPAddr, err)
 	}
 	hs := &http.Server{
-		Handler:           srv.Handler(),
+		Handler:           root,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
+	// Live pages end when the server shuts down (Shutdown waits for them).
+	hs.RegisterOnShutdown(console.Close)
 	errs := make(chan error, len(w.parts)+1)
 	go func() { errs <- fmt.Errorf("http server: %w", hs.Serve(ln)) }()
 	var jobs sync.WaitGroup

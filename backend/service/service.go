@@ -256,6 +256,10 @@ func (s *Service) PickupPeriod(k store.DocumentKind) (time.Duration, bool) {
 	return p, ok
 }
 
+// LowMaxHeightCM returns the highest compartment (cm from the floor) that
+// counts as low, for holders who need one (wheelchair users).
+func (s *Service) LowMaxHeightCM() int { return s.lowMax }
+
 // MinSize returns the smallest compartment size a kind needs.
 func (s *Service) MinSize(k store.DocumentKind) store.Size { return s.minSize[k] }
 

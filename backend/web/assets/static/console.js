@@ -1,0 +1,197 @@
+// Kluis staff console: small progressive enhancements. Every text people
+// read comes from the page (data-* attributes rendered from the
+// catalogue); this file holds no words.
+(function () {
+  "use strict";
+
+  // A barcode scanner types the number and presses Enter: in a form, that
+  // moves on to the next field instead of sending a half-filled form.
+  document.addEventListener("keydown", function (e) {
+    var t = e.target;
+    if (e.key !== "Enter" || !t || !t.matches || !t.matches('input[data-scanner="next"]')) {
+      return;
+    }
+    e.preventDefault();
+    var f = t.form;
+    if (!f) {
+      return;
+    }
+    var els = Array.prototype.filter.call(f.elements, function (el) {
+      return !el.disabled && el.type !== "hidden" && el.tabIndex >= 0 && el.tagName !== "FIELDSET";
+    });
+    var i = els.indexOf(t);
+    if (i >= 0 && i + 1 < els.length) {
+      els[i + 1].focus();
+    }
+  });
+
+  // Typing an address or a number chooses that way of reaching the holder.
+  [["f-email", "c-email"], ["f-mobile", "c-mobile"]].forEach(function (p) {
+    var input = document.getElementById(p[0]);
+    var radio = document.getElementById(p[1]);
+    if (input && radio) {
+      input.addEventListener("input", function () {
+        if (input.value !== "") {
+          radio.checked = true;
+        }
+      });
+    }
+  });
+
+  // The error summary takes the focus, so that it is read first.
+  var summary = document.getElementById("errors");
+  if (summary) {
+    summary.focus();
+  }
+
+  document.querySelectorAll("[data-print]").forEach(function (b) {
+    b.addEventListener("click", function () {
+      window.print();
+    });
+  });
+
+  // The fleet table: sort by a column, filter by text and status.
+  var table = document.querySelector("table[data-sortable]");
+  var sortCol = 0;
+  var sortDir = 1;
+  var filterInput = document.getElementById("filter");
+  var showSelect = document.getElementById("show");
+  var sortSelect = document.getElementById("sort");
+  var shown = document.querySelector("[data-shown]");
+
+  function cellValue(row, col, numeric) {
+    var c = row.children[col];
+    var v = c ? c.getAttribute("data-v") || "" : "";
+    return numeric ? parseFloat(v) || 0 : v.toLowerCase();
+  }
+
+  function arrange() {
+    if (!table) {
+      return;
+    }
+    var body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows).filter(function (r) {
+      return r.hasAttribute("data-status");
+    });
+    var btn = table.querySelector('button[data-sort="' + sortCol + '"]');
+    var numeric = btn && btn.hasAttribute("data-num");
+    rows.sort(function (a, b) {
+      var x = cellValue(a, sortCol, numeric);
+      var y = cellValue(b, sortCol, numeric);
+      if (x < y) {
+        return -sortDir;
+      }
+      if (x > y) {
+        return sortDir;
+      }
+      return 0;
+    });
+    rows.forEach(function (r) {
+      body.appendChild(r);
+    });
+    table.querySelectorAll("th[aria-sort]").forEach(function (th) {
+      th.removeAttribute("aria-sort");
+    });
+    if (btn) {
+      btn.parentNode.setAttribute("aria-sort", sortDir > 0 ? "ascending" : "descending");
+    }
+    var text = filterInput ? filterInput.value.trim().toLowerCase() : "";
+    var show = showSelect ? showSelect.value : "all";
+    var n = 0;
+    rows.forEach(function (r) {
+      var ok = (text === "" || (r.getAttribute("data-text") || "").toLowerCase().indexOf(text) >= 0) &&
+        (show === "all" || (" " + r.getAttribute("data-status") + " ").indexOf(" " + show + " ") >= 0);
+      r.hidden = !ok;
+      if (ok) {
+        n++;
+      }
+    });
+    if (shown) {
+      shown.textContent = shown.getAttribute("data-shown").replace("{shown}", n).replace("{total}", rows.length);
+    }
+  }
+
+  if (table) {
+    table.querySelectorAll("button[data-sort]").forEach(function (b) {
+      b.addEventListener("click", function () {
+        var col = parseInt(b.getAttribute("data-sort"), 10);
+        sortDir = col === sortCol ? -sortDir : 1;
+        sortCol = col;
+        if (sortSelect) {
+          sortSelect.value = String(col);
+        }
+        arrange();
+      });
+    });
+    if (sortSelect) {
+      sortSelect.addEventListener("change", function () {
+        sortCol = parseInt(sortSelect.value, 10) || 0;
+        sortDir = 1;
+        arrange();
+      });
+    }
+    if (filterInput) {
+      filterInput.addEventListener("input", arrange);
+    }
+    if (showSelect) {
+      showSelect.addEventListener("change", arrange);
+    }
+    arrange();
+  }
+
+  // Live pages: one stream of server-sent events; each update replaces
+  // the parts it names (by element id). A part holding the keyboard focus
+  // is replaced once the focus leaves it.
+  var live = document.querySelector("[data-live]");
+  var status = document.querySelector("[data-live-status]");
+  if (live && window.EventSource) {
+    var pending = {};
+    var updates = 0;
+    var apply = function (id) {
+      var el = document.getElementById(id);
+      if (!el || pending[id] === undefined) {
+        return;
+      }
+      if (el.contains(document.activeElement) && document.activeElement !== document.body) {
+        return;
+      }
+      el.innerHTML = pending[id];
+      delete pending[id];
+    };
+    document.addEventListener("focusout", function () {
+      window.setTimeout(function () {
+        Object.keys(pending).forEach(apply);
+        arrange();
+      }, 0);
+    });
+    var es = new EventSource(live.getAttribute("data-live"));
+    es.addEventListener("update", function (e) {
+      var parts;
+      try {
+        parts = JSON.parse(e.data);
+      } catch (err) {
+        return;
+      }
+      Object.keys(parts).forEach(function (id) {
+        pending[id] = parts[id];
+        apply(id);
+      });
+      arrange();
+      updates++;
+      document.body.setAttribute("data-live-updates", String(updates));
+    });
+    es.addEventListener("ended", function () {
+      es.close();
+      if (status) {
+        status.textContent = status.getAttribute("data-ended");
+        status.classList.add("stopped");
+      }
+    });
+    es.addEventListener("error", function () {
+      if (es.readyState === EventSource.CLOSED && status && !status.classList.contains("stopped")) {
+        status.textContent = status.getAttribute("data-lost");
+        status.classList.add("stopped");
+      }
+    });
+  }
+})();

@@ -1,0 +1,530 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"kluis/backend/lifecycle"
+	"kluis/backend/store"
+	"kluis/controller/wire"
+	"kluis/hardware"
+)
+
+// presenceRow is a device's stored presence and last heartbeat.
+type presenceRow struct {
+	Online        bool
+	Since         time.Time
+	Software      string
+	LastHeartbeat *time.Time
+	// Heartbeat is the last heartbeat's payload (nil: none yet).
+	Heartbeat []byte
+}
+
+// presenceRows reads every device's presence and last heartbeat. It is
+// the one place that knows where the device link stores them.
+func presenceRows(ctx context.Context, db store.DB) (map[string]presenceRow, error) {
+	rows, err := db.Query(ctx, `SELECT device_id, state, changed_at, software, last_heartbeat_at, heartbeat FROM device_presence`)
+	if err != nil {
+		return nil, fmt.Errorf("web: presence: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]presenceRow{}
+	for rows.Next() {
+		var id, state string
+		var p presenceRow
+		if err := rows.Scan(&id, &state, &p.Since, &p.Software, &p.LastHeartbeat, &p.Heartbeat); err != nil {
+			return nil, fmt.Errorf("web: presence: %w", err)
+		}
+		p.Online = state == string(wire.Online)
+		out[id] = p
+	}
+	return out, rows.Err()
+}
+
+// presenceKey is what makes a presence row different for the live pages.
+func (p presenceRow) key() string {
+	hb := ""
+	if p.LastHeartbeat != nil {
+		hb = p.LastHeartbeat.UTC().Format(time.RFC3339Nano)
+	}
+	return fmt.Sprintf("%t|%s|%s|%s", p.Online, p.Since.UTC().Format(time.RFC3339Nano), p.Software, hb)
+}
+
+// alarm is an active alarm of a device.
+type alarm struct {
+	// Compartment is the number of the compartment at Addr (0: none).
+	Compartment int
+	Kind        wire.AlarmKind
+	Addr        *hardware.Address
+	Board       *int
+	At          time.Time
+	Detail      string
+}
+
+// clearable alarms stay active until the device clears them; the others
+// (the device never clears them) count as active for oneShotAlarm.
+var clearable = map[wire.AlarmKind]bool{wire.AlarmDoorLeftOpen: true, wire.AlarmBoardUnreachable: true}
+
+const (
+	oneShotAlarm = 24 * time.Hour
+	alarmWindow  = 30 * 24 * time.Hour
+)
+
+// activeAlarms reads the alarms in force, per device: for each device,
+// alarm kind and place the latest alarm or alarm_cleared within
+// alarmWindow, when it is an alarm that is not cleared (door left open,
+// board unreachable) or a one-shot alarm younger than oneShotAlarm.
+func activeAlarms(ctx context.Context, db store.DB, now time.Time, deviceID string) (map[string][]alarm, error) {
+	rows, err := db.Query(ctx, `SELECT DISTINCT ON (device_id, payload->>'alarm', coalesce(payload->'addr', 'null'::jsonb), coalesce(payload->'board', 'null'::jsonb))
+			device_id, kind, payload, at
+		FROM device_events
+		WHERE kind IN ('alarm', 'alarm_cleared') AND at > $1 AND ($2 = '' OR device_id = $2)
+		ORDER BY device_id, payload->>'alarm', coalesce(payload->'addr', 'null'::jsonb), coalesce(payload->'board', 'null'::jsonb), at DESC, received_at DESC`,
+		now.Add(-alarmWindow), deviceID)
+	if err != nil {
+		return nil, fmt.Errorf("web: alarms: %w", err)
+	}
+	defer rows.Close()
+	out := map[string][]alarm{}
+	for rows.Next() {
+		var dev, kind string
+		var payload []byte
+		var at time.Time
+		if err := rows.Scan(&dev, &kind, &payload, &at); err != nil {
+			return nil, fmt.Errorf("web: alarms: %w", err)
+		}
+		if kind != string(wire.EvAlarm) {
+			continue
+		}
+		var ev wire.Event
+		if err := json.Unmarshal(payload, &ev); err != nil {
+			continue
+		}
+		if !clearable[ev.Alarm] && now.Sub(at) > oneShotAlarm {
+			continue
+		}
+		out[dev] = append(out[dev], alarm{Kind: ev.Alarm, Addr: ev.Addr, Board: ev.Board, At: at, Detail: ev.Detail})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("web: alarms: %w", err)
+	}
+	for _, as := range out {
+		sort.Slice(as, func(i, j int) bool { return as[i].At.After(as[j].At) })
+	}
+	return out, nil
+}
+
+// health is one device as the fleet page shows it.
+type health struct {
+	store.Device
+	// Known is false when the device never connected.
+	Known    bool
+	Online   bool
+	Since    time.Time
+	Software string
+	// LastHeartbeat is the last telemetry; Late when it is older than
+	// lateAfter while online.
+	LastHeartbeat *time.Time
+	Late          bool
+	// From the last heartbeat (HasHeartbeat false: none).
+	HasHeartbeat  bool
+	Boards        []wire.BoardHealth
+	BoardErrors   int64
+	BoardsOffline int
+	Doors         []hardware.ChannelState
+	DoorsOpen     int
+	Backlog       int
+	UpSince       *time.Time
+	Firmware      string
+	Alarms        []alarm
+}
+
+// lateAfter marks an online device whose heartbeat is overdue.
+const lateAfter = 3 * time.Minute
+
+func makeHealth(d store.Device, p presenceRow, known bool, alarms []alarm, now time.Time) health {
+	h := health{Device: d, Known: known, Alarms: alarms}
+	if !known {
+		return h
+	}
+	h.Online, h.Since, h.Software, h.LastHeartbeat = p.Online, p.Since, p.Software, p.LastHeartbeat
+	h.Late = h.Online && (p.LastHeartbeat == nil && now.Sub(p.Since) > lateAfter || p.LastHeartbeat != nil && now.Sub(*p.LastHeartbeat) > lateAfter)
+	var hb wire.Heartbeat
+	if len(p.Heartbeat) > 0 && json.Unmarshal(p.Heartbeat, &hb) == nil {
+		h.HasHeartbeat = true
+		h.Boards, h.Doors, h.Backlog = hb.Boards, hb.Doors, hb.Backlog
+		var fw []string
+		for _, b := range hb.Boards {
+			h.BoardErrors += b.Errors
+			if !b.Online {
+				h.BoardsOffline++
+			}
+			if b.Firmware != "" && !contains(fw, b.Firmware) {
+				fw = append(fw, b.Firmware)
+			}
+		}
+		h.Firmware = strings.Join(fw, ", ")
+		for _, c := range hb.Doors {
+			if c.DoorOpen {
+				h.DoorsOpen++
+			}
+		}
+		if p.LastHeartbeat != nil && hb.UptimeS >= 0 {
+			up := p.LastHeartbeat.Add(-time.Duration(hb.UptimeS) * time.Second)
+			h.UpSince = &up
+		}
+		if h.Software == "" {
+			h.Software = hb.Software
+		}
+	}
+	return h
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// readFleet reads every device's health; pres are the presence rows
+// (nil: read them).
+func readFleet(ctx context.Context, db store.DB, pres map[string]presenceRow, now time.Time) ([]health, error) {
+	devs, err := store.ListDevices(ctx, db, "")
+	if err != nil {
+		return nil, err
+	}
+	if pres == nil {
+		if pres, err = presenceRows(ctx, db); err != nil {
+			return nil, err
+		}
+	}
+	alarms, err := activeAlarms(ctx, db, now, "")
+	if err != nil {
+		return nil, err
+	}
+	if len(alarms) > 0 {
+		if err := numberAlarms(ctx, db, alarms); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]health, 0, len(devs))
+	for _, d := range devs {
+		p, ok := pres[d.ID]
+		out = append(out, makeHealth(d, p, ok, alarms[d.ID], now))
+	}
+	return out, nil
+}
+
+// numberAlarms fills in the compartment numbers of door alarms on lockers.
+func numberAlarms(ctx context.Context, db store.DB, alarms map[string][]alarm) error {
+	ids := make([]string, 0, len(alarms))
+	for id := range alarms {
+		ids = append(ids, id)
+	}
+	rows, err := db.Query(ctx, `SELECT c.device_id, c.board, c.channel, c.number FROM compartments c
+		JOIN devices d ON d.id = c.device_id WHERE d.kind = 'locker' AND c.device_id = ANY($1)`, ids)
+	if err != nil {
+		return fmt.Errorf("web: alarm compartments: %w", err)
+	}
+	defer rows.Close()
+	num := map[string]int{}
+	for rows.Next() {
+		var dev string
+		var b, c, n int
+		if err := rows.Scan(&dev, &b, &c, &n); err != nil {
+			return fmt.Errorf("web: alarm compartments: %w", err)
+		}
+		num[fmt.Sprintf("%s/%d/%d", dev, b, c)] = n
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("web: alarm compartments: %w", err)
+	}
+	for dev, as := range alarms {
+		for i := range as {
+			if a := as[i].Addr; a != nil {
+				as[i].Compartment = num[fmt.Sprintf("%s/%d/%d", dev, a.Board, a.Channel)]
+			}
+		}
+	}
+	return nil
+}
+
+// Trouble is what the boards column sorts by: boards offline and errors.
+func (h health) Trouble() int64 { return int64(h.BoardsOffline)*1_000_000 + h.BoardErrors }
+
+// compView is a compartment on the map and in the table.
+type compView struct {
+	store.Compartment
+	// Shown is the map state: free, reserved, loaded, expired,
+	// out_of_service.
+	Shown    string
+	DocID    string
+	DocState lifecycle.State
+	Deadline *time.Time
+	DoorOpen bool
+	Alarms   []wire.AlarmKind
+	Low      bool
+}
+
+// detail is one device as its page shows it.
+type detail struct {
+	health
+	Site     store.Site
+	Comps    []compView
+	Layout   store.Layout
+	Timeline []event
+	LowMax   int
+}
+
+// readDetail reads one device's page.
+func readDetail(ctx context.Context, db store.DB, id string, lowMax int, now time.Time) (detail, error) {
+	d, err := store.GetDevice(ctx, db, id)
+	if err != nil {
+		return detail{}, err
+	}
+	site, err := store.GetSite(ctx, db, d.SiteID)
+	if err != nil {
+		return detail{}, err
+	}
+	pres, err := presenceRows(ctx, db)
+	if err != nil {
+		return detail{}, err
+	}
+	alarms, err := activeAlarms(ctx, db, now, id)
+	if err != nil {
+		return detail{}, err
+	}
+	if len(alarms) > 0 {
+		if err := numberAlarms(ctx, db, alarms); err != nil {
+			return detail{}, err
+		}
+	}
+	p, known := pres[id]
+	out := detail{health: makeHealth(d, p, known, alarms[id], now), Site: site, LowMax: lowMax}
+	nums := make([]int, len(d.Compartments))
+	ids := make([]int64, len(d.Compartments))
+	for i, c := range d.Compartments {
+		nums[i], ids[i] = c.Number, c.ID
+	}
+	if d.Kind == store.Locker && d.Layout != nil {
+		out.Layout, err = store.ResolveLayout(d.Layout, nums)
+	} else {
+		out.Layout, err = store.ResolveLayout(nil, nums)
+	}
+	if err != nil {
+		// A stored layout that no longer fits: draw the default.
+		out.Layout, _ = store.ResolveLayout(nil, nums)
+	}
+	docs := map[int64]store.Document{}
+	rows, err := db.Query(ctx, `SELECT id::text, state, compartment_id, deadline FROM documents
+		WHERE compartment_id = ANY($1) AND state IN ('reserved', 'loaded', 'notified', 'expired')`, ids)
+	if err != nil {
+		return detail{}, fmt.Errorf("web: occupants: %w", err)
+	}
+	for rows.Next() {
+		var doc store.Document
+		if err := rows.Scan(&doc.ID, &doc.State, &doc.CompartmentID, &doc.Deadline); err != nil {
+			rows.Close()
+			return detail{}, fmt.Errorf("web: occupants: %w", err)
+		}
+		docs[doc.CompartmentID] = doc
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return detail{}, fmt.Errorf("web: occupants: %w", err)
+	}
+	for _, c := range d.Compartments {
+		v := compView{Compartment: c, Shown: string(c.State), Low: c.HeightCM <= lowMax}
+		if doc, ok := docs[c.ID]; ok {
+			v.DocID, v.DocState, v.Deadline = doc.ID, doc.State, doc.Deadline
+			if doc.State == lifecycle.Expired {
+				v.Shown = "expired"
+			}
+		}
+		for _, ch := range out.Doors {
+			if d.Kind == store.Locker && ch.Addr.Board == c.Board && ch.Addr.Channel == c.Channel && ch.DoorOpen {
+				v.DoorOpen = true
+			}
+		}
+		for _, a := range out.Alarms {
+			if a.Addr != nil && d.Kind == store.Locker && a.Addr.Board == c.Board && a.Addr.Channel == c.Channel {
+				v.Alarms = append(v.Alarms, a.Kind)
+			}
+		}
+		out.Comps = append(out.Comps, v)
+	}
+	out.Timeline, err = deviceTimeline(ctx, db, d)
+	if err != nil {
+		return detail{}, err
+	}
+	return out, nil
+}
+
+// event is one line of a device's timeline, from the audit trail.
+type event struct {
+	Seq         int64
+	At          time.Time
+	Action      string
+	Actor       string
+	Compartment int
+	Alarm       string
+	Reason      string
+	Result      string
+	Detail      string
+	Document    string
+	IsAlarm     bool
+}
+
+// deviceTimeline reads the newest audit records about a device and its
+// compartments.
+func deviceTimeline(ctx context.Context, db store.DB, d store.Device) ([]event, error) {
+	subjects := []string{"device:" + d.ID}
+	byID := map[string]store.Compartment{}
+	addr := map[[2]int]int{}
+	for _, c := range d.Compartments {
+		s := "compartment:" + strconv.FormatInt(c.ID, 10)
+		subjects = append(subjects, s)
+		byID[s] = c
+		addr[[2]int{c.Board, c.Channel}] = c.Number
+	}
+	rows, err := db.Query(ctx, `SELECT a.seq, a.at, a.actor, a.action, a.subject, a.details, coalesce(u.username, '')
+		FROM audit_log a LEFT JOIN auth_users u ON a.actor = 'user:' || u.id::text
+		WHERE a.subject = ANY($1) ORDER BY a.seq DESC LIMIT 60`, subjects)
+	if err != nil {
+		return nil, fmt.Errorf("web: timeline: %w", err)
+	}
+	defer rows.Close()
+	var out []event
+	for rows.Next() {
+		var e event
+		var subject, username string
+		var raw []byte
+		if err := rows.Scan(&e.Seq, &e.At, &e.Actor, &e.Action, &subject, &raw, &username); err != nil {
+			return nil, fmt.Errorf("web: timeline: %w", err)
+		}
+		if username != "" {
+			e.Actor = username
+		}
+		var det struct {
+			Board       *int    `json:"board"`
+			Channel     *int    `json:"channel"`
+			Compartment *int    `json:"compartment"`
+			Number      *int    `json:"number"`
+			Alarm       string  `json:"alarm"`
+			Reason      string  `json:"reason"`
+			Result      string  `json:"result"`
+			Detail      string  `json:"detail"`
+			Document    string  `json:"document"`
+			Method      string  `json:"method"`
+			Op          *string `json:"op"`
+		}
+		_ = json.Unmarshal(raw, &det)
+		switch {
+		case det.Compartment != nil:
+			e.Compartment = *det.Compartment
+		case det.Number != nil:
+			e.Compartment = *det.Number
+		case det.Board != nil && det.Channel != nil && d.Kind == store.Locker:
+			e.Compartment = addr[[2]int{*det.Board, *det.Channel}]
+		}
+		if c, ok := byID[subject]; ok {
+			e.Compartment = c.Number
+		}
+		e.Alarm, e.Reason, e.Result, e.Detail, e.Document = det.Alarm, det.Reason, det.Result, det.Detail, det.Document
+		e.IsAlarm = e.Action == "device.alarm"
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("web: timeline: %w", err)
+	}
+	return out, nil
+}
+
+// changedDevices returns the devices the audit records after seq (up to
+// upTo) are about: a device, one of its compartments, or a document in
+// one of them. ok is false when too much happened to say (everything may
+// have changed).
+func changedDevices(ctx context.Context, db store.DB, after, upTo int64) (map[string]bool, bool, error) {
+	if upTo-after > 5000 {
+		return nil, false, nil
+	}
+	rows, err := db.Query(ctx, `SELECT DISTINCT CASE
+			WHEN a.subject LIKE 'device:%' THEN substr(a.subject, 8)
+			WHEN a.subject ~ '^compartment:[0-9]{1,18}$' THEN
+				(SELECT c.device_id FROM compartments c WHERE c.id = substr(a.subject, 13)::bigint)
+			WHEN a.subject ~ '^document:[0-9a-f-]{36}$' THEN
+				(SELECT d.device_id FROM documents d WHERE d.id = substr(a.subject, 10)::uuid)
+		END
+		FROM audit_log a WHERE a.seq > $1 AND a.seq <= $2`, after, upTo)
+	if err != nil {
+		return nil, false, fmt.Errorf("web: changes: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[*string])
+	if err != nil {
+		return nil, false, fmt.Errorf("web: changes: %w", err)
+	}
+	out := map[string]bool{}
+	for _, id := range ids {
+		if id != nil && *id != "" {
+			out[*id] = true
+		}
+	}
+	return out, true, nil
+}
+
+// auditHead is the newest audit sequence number (0: none).
+func auditHead(ctx context.Context, db store.DB) (int64, error) {
+	var seq *int64
+	if err := db.QueryRow(ctx, `SELECT max(seq) FROM audit_log`).Scan(&seq); err != nil {
+		return 0, fmt.Errorf("web: audit head: %w", err)
+	}
+	if seq == nil {
+		return 0, nil
+	}
+	return *seq, nil
+}
+
+// Text is the event in words.
+func (e event) Text(t *tr) string {
+	key := "timeline." + e.Action
+	if _, ok := t.cat[key]; !ok {
+		return t.F("timeline.other", "action", e.Action)
+	}
+	result := ""
+	if e.Result != "" {
+		result = t.S("result." + e.Result)
+	}
+	alarm := ""
+	if e.Alarm != "" {
+		alarm = t.S("alarm." + e.Alarm)
+	}
+	s := t.F(key, "n", e.Compartment, "alarm", alarm, "result", result)
+	if e.Reason != "" {
+		s += " " + t.F("timeline.reason", "reason", e.Reason)
+	}
+	return s
+}
+
+// Who is who did it, in words.
+func (e event) Who(t *tr) string { return actorName(t, e.Actor) }
+
+// actorName says who an audit actor is; user names are looked up before.
+func actorName(t *tr, a string) string {
+	switch {
+	case a == "system":
+		return t.S("actor.system")
+	case strings.HasPrefix(a, "device:"):
+		return t.F("actor.device", "device", strings.TrimPrefix(a, "device:"))
+	}
+	return a
+}

@@ -1,0 +1,182 @@
+package web
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Hub is the one poller behind every live page of a process: it looks for
+// changes about once a second while a stream is open, and wakes the
+// streams a change concerns (see the package documentation).
+type Hub struct {
+	o hubOptions
+
+	mu   sync.Mutex
+	subs map[*sub]struct{}
+
+	fleet atomic.Pointer[fleetSnap]
+	// open counts the streams, for the bound and the gauge.
+	open atomic.Int64
+}
+
+type hubOptions struct {
+	pool  *pgxpool.Pool
+	every time.Duration
+	clock func() time.Time
+	log   *slog.Logger
+}
+
+// fleetSnap is the fleet as last read.
+type fleetSnap struct {
+	at   time.Time
+	rows []health
+}
+
+// sub is one open stream: device "" for the fleet page.
+type sub struct {
+	device string
+	c      chan struct{}
+	// fresh until its first wake-up, which comes on the next poll.
+	fresh bool
+}
+
+// fullEvery refreshes the fleet even without a change, so that overdue
+// heartbeats show.
+const fullEvery = 30 * time.Second
+
+func newHub(o hubOptions) *Hub { return &Hub{o: o, subs: map[*sub]struct{}{}} }
+
+func (h *Hub) subscribe(device string) *sub {
+	s := &sub{device: device, c: make(chan struct{}, 1), fresh: true}
+	h.mu.Lock()
+	h.subs[s] = struct{}{}
+	h.mu.Unlock()
+	return s
+}
+
+func (h *Hub) unsubscribe(s *sub) {
+	h.mu.Lock()
+	delete(h.subs, s)
+	h.mu.Unlock()
+}
+
+// wake tells s to render; a pending wake-up is enough.
+func (s *sub) wake() {
+	select {
+	case s.c <- struct{}{}:
+	default:
+	}
+}
+
+// snapshot is the fleet as last read (nil before the first poll).
+func (h *Hub) snapshot() *fleetSnap { return h.fleet.Load() }
+
+// Run polls until ctx ends.
+func (h *Hub) Run(ctx context.Context) error {
+	t := time.NewTicker(h.o.every)
+	defer t.Stop()
+	var (
+		lastSeq  int64 = -1
+		lastPres map[string]string
+		lastFull time.Time
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		h.mu.Lock()
+		n := len(h.subs)
+		h.mu.Unlock()
+		if n == 0 {
+			lastSeq, lastPres = -1, nil
+			continue
+		}
+		seq, pres, ok := h.poll(ctx, lastSeq, lastPres, &lastFull)
+		if ok {
+			lastSeq, lastPres = seq, pres
+		}
+	}
+}
+
+// poll looks for changes since lastSeq and lastPres and wakes the streams
+// concerned; ok is false when the database could not be read (the next
+// poll tries again from the same point).
+func (h *Hub) poll(ctx context.Context, lastSeq int64, lastPres map[string]string, lastFull *time.Time) (int64, map[string]string, bool) {
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	now := h.o.clock()
+	seq, err := auditHead(qctx, h.o.pool)
+	if err != nil {
+		h.warn(ctx, err)
+		return 0, nil, false
+	}
+	pres, err := presenceRows(qctx, h.o.pool)
+	if err != nil {
+		h.warn(ctx, err)
+		return 0, nil, false
+	}
+	all := lastSeq < 0
+	changed := map[string]bool{}
+	if !all && seq != lastSeq {
+		var ok bool
+		if changed, ok, err = changedDevices(qctx, h.o.pool, lastSeq, seq); err != nil {
+			h.warn(ctx, err)
+			return 0, nil, false
+		} else if !ok {
+			all, changed = true, map[string]bool{}
+		}
+	}
+	keys := make(map[string]string, len(pres))
+	for id, p := range pres {
+		keys[id] = p.key()
+		if lastPres != nil && lastPres[id] != keys[id] {
+			changed[id] = true
+		}
+	}
+	h.mu.Lock()
+	subs := make([]*sub, 0, len(h.subs))
+	freshFleet := false
+	for s := range h.subs {
+		subs = append(subs, s)
+		if s.fresh && s.device == "" {
+			freshFleet = true
+		}
+	}
+	h.mu.Unlock()
+	snap := h.fleet.Load()
+	readFleetNow := all || len(changed) > 0 || snap == nil || now.Sub(*lastFull) >= fullEvery || freshFleet
+	if readFleetNow {
+		rows, err := readFleet(qctx, h.o.pool, pres, now)
+		if err != nil {
+			h.warn(ctx, err)
+			return 0, nil, false
+		}
+		h.fleet.Store(&fleetSnap{at: now, rows: rows})
+		*lastFull = now
+	}
+	h.mu.Lock()
+	for _, s := range subs {
+		if _, still := h.subs[s]; !still {
+			continue
+		}
+		if s.fresh || (s.device == "" && readFleetNow) || (s.device != "" && (all || changed[s.device])) {
+			s.fresh = false
+			s.wake()
+		}
+	}
+	h.mu.Unlock()
+	return seq, keys, true
+}
+
+func (h *Hub) warn(ctx context.Context, err error) {
+	if ctx.Err() == nil {
+		h.o.log.Warn("live pages: poll failed", "err", err)
+	}
+}

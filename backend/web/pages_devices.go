@@ -1,0 +1,225 @@
+package web
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"kluis/backend/api"
+	"kluis/backend/store"
+)
+
+type devicesData struct {
+	Rows   []health
+	Sites  map[string]string
+	Filter string
+	Show   string
+}
+
+func (w *Web) siteNames(q *req) (map[string]string, error) {
+	sites, err := w.o.Service.ListSites(q.r.Context())
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, s := range sites {
+		out[s.ID] = s.Name
+	}
+	return out, nil
+}
+
+// fleetRows is the fleet as the page shows it: the hub's snapshot when it
+// is recent, else read now.
+func (w *Web) fleetRows(q *req) ([]health, error) {
+	if s := w.hub.snapshot(); s != nil && w.o.Clock().Sub(s.at) < 2*w.o.PollEvery {
+		return s.rows, nil
+	}
+	return readFleet(q.r.Context(), w.o.Pool, nil, w.o.Clock())
+}
+
+func (w *Web) devices(rw http.ResponseWriter, q *req) error {
+	rows, err := w.fleetRows(q)
+	if err != nil {
+		return err
+	}
+	sites, err := w.siteNames(q)
+	if err != nil {
+		return err
+	}
+	show := q.r.URL.Query().Get("show")
+	switch show {
+	case "online", "offline", "alarms", "out_of_service":
+	default:
+		show = "all"
+	}
+	d := devicesData{Rows: rows, Sites: sites, Filter: q.r.URL.Query().Get("filter"), Show: show}
+	w.render(rw, q, http.StatusOK, "devices", q.t.S("devices.title"), d)
+	return nil
+}
+
+func (w *Web) device(rw http.ResponseWriter, q *req) error {
+	highlight, _ := strconv.Atoi(q.r.URL.Query().Get("c"))
+	v, err := w.deviceView(q, q.r.PathValue("id"), highlight)
+	if err != nil {
+		return err
+	}
+	w.render(rw, q, http.StatusOK, "device", q.t.F("device.title", "device", displayName(v.Device)), v)
+	return nil
+}
+
+// displayName is a device's name, or its id when it has none.
+func displayName(d store.Device) string {
+	if d.Name != "" {
+		return d.Name
+	}
+	return d.ID
+}
+
+// compartmentOf reads the {id} and {number} of the path.
+func (w *Web) compartmentOf(q *req) (store.Device, store.Compartment, error) {
+	n, err := strconv.Atoi(q.r.PathValue("number"))
+	if err != nil || n < 1 || n > store.MaxCompartments {
+		return store.Device{}, store.Compartment{}, fail(http.StatusNotFound, "error.not_found")
+	}
+	d, err := w.o.Service.GetDevice(q.r.Context(), q.r.PathValue("id"))
+	if err != nil {
+		return store.Device{}, store.Compartment{}, err
+	}
+	for _, c := range d.Compartments {
+		if c.Number == n {
+			return d, c, nil
+		}
+	}
+	return store.Device{}, store.Compartment{}, fail(http.StatusNotFound, "error.not_found")
+}
+
+// actionData is the data of the reason and confirmation pages.
+type actionData struct {
+	Device  store.Device
+	Comp    store.Compartment
+	Reason  string
+	Error   string
+	Confirm bool
+	// Out is what the service page does: take out (true) or put back.
+	Out bool
+	// Kind is open, comp_service or device_service.
+	Kind   string
+	Action string
+	Back   string
+}
+
+func (w *Web) openForm(rw http.ResponseWriter, q *req) error {
+	d, c, err := w.compartmentOf(q)
+	if err != nil {
+		return err
+	}
+	w.render(rw, q, http.StatusOK, "open", q.t.F("open.title", "n", c.Number, "device", displayName(d)),
+		actionData{Device: d, Comp: c, Kind: "open", Action: q.r.URL.Path, Back: Prefix + "devices/" + d.ID})
+	return nil
+}
+
+// open is the remote open: the first post checks the reason and asks for
+// confirmation, the second (confirm=yes) opens.
+func (w *Web) open(rw http.ResponseWriter, q *req) error {
+	d, c, err := w.compartmentOf(q)
+	if err != nil {
+		return err
+	}
+	reason := strings.TrimSpace(q.r.PostForm.Get("reason"))
+	data := actionData{Device: d, Comp: c, Reason: reason, Kind: "open", Action: q.r.URL.Path, Back: Prefix + "devices/" + d.ID}
+	title := q.t.F("open.title", "n", c.Number, "device", displayName(d))
+	if api.CheckReason(reason, true) != nil {
+		data.Error = q.t.S("open.reason_needed")
+		w.render(rw, q, http.StatusBadRequest, "open", title, data)
+		return nil
+	}
+	if q.r.PostForm.Get("confirm") != "yes" {
+		data.Confirm = true
+		w.render(rw, q, http.StatusOK, "open", title, data)
+		return nil
+	}
+	err = api.RemoteOpen(q.r.Context(), w.o.Pool, w.o.Opener, q.actor(), d.ID, c.Number, reason, w.o.Clock())
+	var of *api.OpenFailed
+	var ae *api.Error
+	switch {
+	case errors.As(err, &of):
+		w.log.Warn("remote open failed", "device", d.ID, "compartment", c.Number, "err", of.Err)
+		return &pageError{status: http.StatusBadGateway, key: "error.open_failed", err: err}
+	case errors.As(err, &ae) && ae.Status == http.StatusServiceUnavailable:
+		return &pageError{status: http.StatusServiceUnavailable, key: "error.no_link", err: err}
+	case err != nil:
+		return err
+	}
+	redirect(rw, q.r, Prefix+"devices/"+d.ID, "notice.opened", "n", strconv.Itoa(c.Number))
+	return nil
+}
+
+func (w *Web) compServiceForm(rw http.ResponseWriter, q *req) error {
+	d, c, err := w.compartmentOf(q)
+	if err != nil {
+		return err
+	}
+	out := c.State != store.CompartmentOutOfService
+	w.render(rw, q, http.StatusOK, "service", q.t.F("service.comp_title", "n", c.Number, "device", displayName(d)),
+		actionData{Device: d, Comp: c, Out: out, Kind: "comp_service", Action: q.r.URL.Path, Back: Prefix + "devices/" + d.ID})
+	return nil
+}
+
+func (w *Web) compService(rw http.ResponseWriter, q *req) error {
+	d, c, err := w.compartmentOf(q)
+	if err != nil {
+		return err
+	}
+	out := q.r.PostForm.Get("out_of_service") == "yes"
+	reason := strings.TrimSpace(q.r.PostForm.Get("reason"))
+	if api.CheckReason(reason, false) != nil {
+		w.render(rw, q, http.StatusBadRequest, "service", q.t.F("service.comp_title", "n", c.Number, "device", displayName(d)),
+			actionData{Device: d, Comp: c, Out: out, Reason: reason, Error: q.t.S("error.reason"), Kind: "comp_service",
+				Action: q.r.URL.Path, Back: Prefix + "devices/" + d.ID})
+		return nil
+	}
+	if _, err := w.o.Service.SetOutOfService(q.r.Context(), q.actor(), c.ID, out); err != nil {
+		return err
+	}
+	notice := "notice.comp_in_service"
+	if out {
+		notice = "notice.comp_out_of_service"
+	}
+	redirect(rw, q.r, Prefix+"devices/"+d.ID, notice, "n", strconv.Itoa(c.Number))
+	return nil
+}
+
+func (w *Web) devServiceForm(rw http.ResponseWriter, q *req) error {
+	d, err := w.o.Service.GetDevice(q.r.Context(), q.r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	w.render(rw, q, http.StatusOK, "service", q.t.F("service.device_title", "device", displayName(d)),
+		actionData{Device: d, Out: d.OutOfService == nil, Kind: "device_service", Action: q.r.URL.Path, Back: Prefix + "devices/" + d.ID})
+	return nil
+}
+
+func (w *Web) devService(rw http.ResponseWriter, q *req) error {
+	d, err := w.o.Service.GetDevice(q.r.Context(), q.r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	out := q.r.PostForm.Get("out_of_service") == "yes"
+	reason := strings.TrimSpace(q.r.PostForm.Get("reason"))
+	if api.CheckReason(reason, out) != nil {
+		w.render(rw, q, http.StatusBadRequest, "service", q.t.F("service.device_title", "device", displayName(d)),
+			actionData{Device: d, Out: out, Reason: reason, Error: q.t.S("error.reason"), Kind: "device_service",
+				Action: q.r.URL.Path, Back: Prefix + "devices/" + d.ID})
+		return nil
+	}
+	if _, err := w.o.Service.SetDeviceOutOfService(q.r.Context(), q.actor(), d.ID, out, reason); err != nil {
+		return err
+	}
+	notice := "notice.in_service"
+	if out {
+		notice = "notice.out_of_service"
+	}
+	redirect(rw, q.r, Prefix+"devices/"+d.ID, notice)
+	return nil
+}

@@ -1,0 +1,477 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"kluis/backend/api"
+	"kluis/backend/audit"
+	"kluis/backend/lifecycle"
+	"kluis/backend/notify"
+	"kluis/backend/service"
+	"kluis/backend/store"
+)
+
+// home sends people to where their role starts: documents for counter
+// staff and admins, the fleet for technicians.
+func (w *Web) home(rw http.ResponseWriter, q *req) error {
+	if q.may("documents.list") {
+		http.Redirect(rw, q.r, Prefix+"documents", http.StatusSeeOther)
+		return nil
+	}
+	http.Redirect(rw, q.r, Prefix+"devices", http.StatusSeeOther)
+	return nil
+}
+
+// docRow is a document in a list.
+type docRow struct {
+	store.Document
+	Device string
+	Comp   int
+}
+
+type documentsData struct {
+	Query    string
+	Searched bool
+	Results  []docRow
+	Total    int
+	Soon     []docRow
+	Expired  []docRow
+	Reserved []docRow
+	SoonDays int
+}
+
+// soonWithin is what "expires soon" means on the documents page.
+const soonWithin = 48 * time.Hour
+
+func (w *Web) documents(rw http.ResponseWriter, q *req) error {
+	ctx := q.r.Context()
+	d := documentsData{Query: strings.TrimSpace(q.r.URL.Query().Get("q")), SoonDays: int(soonWithin.Hours() / 24)}
+	if len(d.Query) > 100 {
+		return fail(http.StatusBadRequest, "error.bad_request")
+	}
+	comps, err := w.compNumbers(ctx)
+	if err != nil {
+		return err
+	}
+	list := func(f store.DocumentFilter) ([]docRow, int, error) {
+		pg, err := w.o.Service.ListDocuments(ctx, f)
+		if err != nil {
+			return nil, 0, err
+		}
+		out := make([]docRow, 0, len(pg.Documents))
+		for _, doc := range pg.Documents {
+			out = append(out, docRow{Document: doc, Device: doc.DeviceID, Comp: comps[doc.CompartmentID]})
+		}
+		return out, pg.Total, nil
+	}
+	if d.Query != "" {
+		d.Searched = true
+		if d.Results, d.Total, err = list(store.DocumentFilter{Query: d.Query, Limit: 50}); err != nil {
+			return err
+		}
+	}
+	soon := w.o.Clock().Add(soonWithin)
+	if d.Soon, _, err = list(store.DocumentFilter{States: []lifecycle.State{lifecycle.Loaded, lifecycle.Notified},
+		DeadlineBefore: &soon, ByDeadline: true, Limit: 100}); err != nil {
+		return err
+	}
+	if d.Expired, _, err = list(store.DocumentFilter{State: lifecycle.Expired, ByDeadline: true, Limit: 200}); err != nil {
+		return err
+	}
+	if d.Reserved, _, err = list(store.DocumentFilter{State: lifecycle.Reserved, Limit: 100}); err != nil {
+		return err
+	}
+	w.render(rw, q, http.StatusOK, "documents", q.t.S("documents.title"), d)
+	return nil
+}
+
+// compNumbers maps compartment ids to the numbers people see.
+func (w *Web) compNumbers(ctx context.Context) (map[int64]int, error) {
+	rows, err := w.o.Pool.Query(ctx, `SELECT id, number FROM compartments`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[int64]int{}
+	for rows.Next() {
+		var id int64
+		var n int
+		if err := rows.Scan(&id, &n); err != nil {
+			return nil, err
+		}
+		out[id] = n
+	}
+	return out, rows.Err()
+}
+
+// registerForm is the register page's form, as typed.
+type registerForm struct {
+	Kind, Number, FirstName, LastName, BirthDate, Language string
+	Contact, Email, Mobile, SiteID, DeviceID               string
+	WantsLow                                               bool
+}
+
+type siteOption struct {
+	store.Site
+	Devices []store.Device
+}
+
+type registerData struct {
+	Form    registerForm
+	Errors  map[string]string
+	Summary []fieldMessage
+	Kinds   []store.DocumentKind
+	Sites   []siteOption
+	LowMax  int
+}
+
+type fieldMessage struct{ Field, Text string }
+
+func (w *Web) registerData(ctx context.Context, q *req, f registerForm) (registerData, error) {
+	d := registerData{Form: f, Errors: map[string]string{}, Kinds: store.DocumentKinds(), LowMax: w.o.Service.LowMaxHeightCM()}
+	sites, err := w.o.Service.ListSites(ctx)
+	if err != nil {
+		return d, err
+	}
+	devs, err := w.o.Service.ListDevices(ctx, "")
+	if err != nil {
+		return d, err
+	}
+	for _, s := range sites {
+		so := siteOption{Site: s}
+		for _, dev := range devs {
+			if dev.SiteID == s.ID {
+				so.Devices = append(so.Devices, dev)
+			}
+		}
+		d.Sites = append(d.Sites, so)
+	}
+	return d, nil
+}
+
+func (w *Web) registerPage(rw http.ResponseWriter, q *req) error {
+	f := registerForm{Contact: "email", Language: q.lang, Kind: string(store.EID)}
+	d, err := w.registerData(q.r.Context(), q, f)
+	if err != nil {
+		return err
+	}
+	if len(d.Sites) > 0 {
+		d.Form.SiteID = d.Sites[0].ID
+	}
+	w.render(rw, q, http.StatusOK, "register", q.t.S("register.title"), d)
+	return nil
+}
+
+// registerFields are the form's fields in page order, for the error
+// summary.
+var registerFields = []string{"kind", "number", "holder_first_name", "holder_last_name", "holder_birth_date", "language",
+	"contact", "email", "mobile", "site_id", "device_id"}
+
+func (w *Web) register(rw http.ResponseWriter, q *req) error {
+	ctx := q.r.Context()
+	pf := q.r.PostForm
+	f := registerForm{Kind: pf.Get("kind"), Number: pf.Get("number"), FirstName: pf.Get("holder_first_name"),
+		LastName: pf.Get("holder_last_name"), BirthDate: pf.Get("holder_birth_date"), Language: pf.Get("language"),
+		Contact: pf.Get("contact"), Email: strings.TrimSpace(pf.Get("email")), Mobile: strings.TrimSpace(pf.Get("mobile")),
+		SiteID: pf.Get("site_id"), DeviceID: pf.Get("device_id"), WantsLow: pf.Get("wants_low") == "yes"}
+	bad := map[string]bool{}
+	n := store.NewDocument{Kind: store.DocumentKind(f.Kind), Number: f.Number, FirstName: f.FirstName, LastName: f.LastName,
+		Language: f.Language, WantsLow: f.WantsLow, SiteID: f.SiteID}
+	switch f.Contact {
+	case "email":
+		n.Email = f.Email
+		if f.Email == "" {
+			bad["email"] = true
+		}
+	case "mobile":
+		n.Mobile = f.Mobile
+		if f.Mobile == "" {
+			bad["mobile"] = true
+		}
+	case "none":
+		n.NoContact = true
+	default:
+		bad["contact"] = true
+	}
+	if f.BirthDate != "" {
+		if bd, err := time.Parse(time.DateOnly, f.BirthDate); err == nil {
+			n.BirthDate = bd
+		} else {
+			bad["holder_birth_date"] = true
+		}
+	}
+	if err := n.Validate(w.o.Clock()); err != nil {
+		var ve *store.ValidationError
+		if !errors.As(err, &ve) {
+			return err
+		}
+		for _, fe := range ve.Fields {
+			field := fe.Field
+			if field == "no_contact" {
+				field = "contact"
+			}
+			if field == "email" && f.Contact != "email" {
+				field = "contact"
+			}
+			bad[field] = true
+		}
+	}
+	var dev store.Device
+	if f.DeviceID != "" {
+		var err error
+		dev, err = w.o.Service.GetDevice(ctx, f.DeviceID)
+		if errors.Is(err, store.ErrNotFound) || err == nil && dev.SiteID != f.SiteID {
+			bad["device_id"] = true
+		} else if err != nil {
+			return err
+		}
+	}
+	if len(bad) > 0 {
+		d, err := w.registerData(ctx, q, f)
+		if err != nil {
+			return err
+		}
+		for _, field := range registerFields {
+			if bad[field] {
+				msg := q.t.S("register.invalid." + field)
+				d.Errors[field] = msg
+				d.Summary = append(d.Summary, fieldMessage{Field: field, Text: msg})
+			}
+		}
+		w.render(rw, q, http.StatusBadRequest, "register", q.t.S("register.title"), d)
+		return nil
+	}
+	doc, err := w.o.Service.RegisterDocument(ctx, q.actor(), n)
+	if errors.Is(err, store.ErrConflict) {
+		d, derr := w.registerData(ctx, q, f)
+		if derr != nil {
+			return derr
+		}
+		msg := q.t.S("register.duplicate")
+		d.Errors["number"] = msg
+		d.Summary = []fieldMessage{{Field: "number", Text: msg}}
+		w.render(rw, q, http.StatusConflict, "register", q.t.S("register.title"), d)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	doc, err = w.o.Service.Reserve(ctx, q.actor(), doc.ID, service.ReserveOptions{DeviceID: f.DeviceID})
+	if errors.Is(err, service.ErrNoCompartment) {
+		redirect(rw, q.r, Prefix+"documents/"+doc.ID, "notice.no_compartment")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	redirect(rw, q.r, Prefix+"documents/"+doc.ID, "notice.registered")
+	return nil
+}
+
+// step is one line of a document's timeline.
+type step struct {
+	At     time.Time
+	Text   string
+	Who    string
+	Detail string
+}
+
+type documentData struct {
+	Doc         store.Document
+	Site        store.Site
+	Device      *store.Device
+	Comp        *store.Compartment
+	Devices     []store.Device
+	Timeline    []step
+	Contact     string
+	SlipOnly    bool
+	CanReserve  bool
+	CanUnres    bool
+	CanCancel   bool
+	CanRenotify bool
+	CanReissue  bool
+	CanSlip     bool
+}
+
+func (w *Web) document(rw http.ResponseWriter, q *req) error {
+	ctx := q.r.Context()
+	doc, err := w.o.Service.GetDocument(ctx, q.r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	d := documentData{Doc: doc, SlipOnly: doc.Email == "" && doc.Mobile == "" && doc.PurgedAt == nil}
+	if d.Site, err = w.o.Service.GetSite(ctx, doc.SiteID); err != nil {
+		return err
+	}
+	if doc.DeviceID != "" {
+		dev, err := w.o.Service.GetDevice(ctx, doc.DeviceID)
+		if err != nil {
+			return err
+		}
+		d.Device = &dev
+		for i := range dev.Compartments {
+			if dev.Compartments[i].ID == doc.CompartmentID {
+				d.Comp = &dev.Compartments[i]
+			}
+		}
+	}
+	if doc.State == lifecycle.Registered {
+		if d.Devices, err = w.o.Service.ListDevices(ctx, doc.SiteID); err != nil {
+			return err
+		}
+	}
+	st := doc.State
+	live := st == lifecycle.Loaded || st == lifecycle.Notified
+	d.CanReserve = st == lifecycle.Registered && q.may("documents.reserve")
+	d.CanUnres = st == lifecycle.Reserved && q.may("documents.unreserve")
+	d.CanCancel = (st == lifecycle.Registered || st == lifecycle.Reserved) && q.may("documents.cancel")
+	d.CanRenotify = st == lifecycle.Notified && !d.SlipOnly && q.may("documents.renotify")
+	d.CanReissue = live && q.may("documents.reissue")
+	d.CanSlip = live && q.may("documents.slip")
+	if d.Timeline, err = w.documentTimeline(ctx, q, doc); err != nil {
+		return err
+	}
+	w.render(rw, q, http.StatusOK, "document", q.t.F("document.title", "number", doc.Number), d)
+	return nil
+}
+
+// documentTimeline merges the history, the notifications and, for those
+// who may read the audit trail, its records about the document, newest
+// first.
+func (w *Web) documentTimeline(ctx context.Context, q *req, doc store.Document) ([]step, error) {
+	hist, err := w.o.Service.History(ctx, doc.ID)
+	if err != nil {
+		return nil, err
+	}
+	notes, err := notify.History(ctx, w.o.Pool, doc.ID)
+	if err != nil {
+		return nil, err
+	}
+	var recs []audit.Record
+	if q.may("audit.view") {
+		if recs, err = audit.List(ctx, w.o.Pool, audit.ListOptions{Subject: "document:" + doc.ID, Limit: 1000}); err != nil {
+			return nil, err
+		}
+	}
+	actors := []string{}
+	for _, h := range hist {
+		actors = append(actors, h.Actor)
+	}
+	for _, r := range recs {
+		actors = append(actors, r.Actor)
+	}
+	names, err := w.actorNames(ctx, q, actors)
+	if err != nil {
+		return nil, err
+	}
+	var out []step
+	for _, h := range hist {
+		s := step{At: h.At, Text: q.t.S("history." + string(h.Action)), Who: names[h.Actor]}
+		if h.Note != "" && h.Action == lifecycle.Cancel {
+			s.Detail = h.Note
+		}
+		out = append(out, s)
+	}
+	for _, n := range notes {
+		out = append(out, step{At: n.At, Text: q.t.F("notification.line", "channel", q.t.S("channel."+n.Channel),
+			"status", q.t.S("notification."+n.Status)), Who: q.t.S("actor.system")})
+	}
+	for _, r := range recs {
+		if strings.HasPrefix(r.Action, "document.") && r.Action != "document.slip_viewed" {
+			continue // the history above says it in words
+		}
+		out = append(out, step{At: r.At, Text: q.t.F("audit.line", "action", r.Action), Who: names[r.Actor]})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].At.After(out[j].At) })
+	return out, nil
+}
+
+// actorNames turns audit actors into what people read: user names,
+// device ids, "Kluis" for the system.
+func (w *Web) actorNames(ctx context.Context, q *req, actors []string) (map[string]string, error) {
+	out := map[string]string{}
+	var ids []int64
+	for _, a := range actors {
+		switch {
+		case a == "system":
+			out[a] = q.t.S("actor.system")
+		case strings.HasPrefix(a, "device:"):
+			out[a] = q.t.F("actor.device", "device", strings.TrimPrefix(a, "device:"))
+		case strings.HasPrefix(a, "user:"):
+			if id, err := strconv.ParseInt(strings.TrimPrefix(a, "user:"), 10, 64); err == nil {
+				ids = append(ids, id)
+			}
+			out[a] = a
+		default:
+			out[a] = a
+		}
+	}
+	if len(ids) > 0 {
+		rows, err := w.o.Pool.Query(ctx, `SELECT id, username FROM auth_users WHERE id = ANY($1)`, ids)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id int64
+			var name string
+			if err := rows.Scan(&id, &name); err != nil {
+				return nil, err
+			}
+			out["user:"+strconv.FormatInt(id, 10)] = name
+		}
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// docActions are the document actions the console posts, with the notice
+// shown after them.
+var docActions = map[string]string{
+	"reserve": "notice.reserved", "unreserve": "notice.unreserved", "cancel": "notice.cancelled",
+	"renotify": "notice.renotified", "reissue": "notice.reissued",
+}
+
+// docAction runs POST /staff/documents/{id}/{action}.
+func (w *Web) docAction(rw http.ResponseWriter, r *http.Request) {
+	action := r.PathValue("action")
+	notice, ok := docActions[action]
+	if !ok {
+		w.page("", func(http.ResponseWriter, *req) error { return fail(http.StatusNotFound, "error.not_found") })(rw, r)
+		return
+	}
+	w.page("documents."+action, func(rw http.ResponseWriter, q *req) error {
+		ctx := r.Context()
+		id, who := r.PathValue("id"), q.actor()
+		var err error
+		switch action {
+		case "reserve":
+			_, err = w.o.Service.Reserve(ctx, who, id, service.ReserveOptions{DeviceID: r.PostForm.Get("device_id")})
+		case "unreserve":
+			_, err = w.o.Service.Unreserve(ctx, who, id)
+		case "cancel":
+			reason := strings.TrimSpace(r.PostForm.Get("reason"))
+			if api.CheckReason(reason, false) != nil {
+				return fail(http.StatusBadRequest, "error.reason")
+			}
+			_, err = w.o.Service.Cancel(ctx, who, id, reason)
+		case "renotify":
+			_, err = w.o.Service.Renotify(ctx, who, id)
+		case "reissue":
+			_, err = w.o.Service.Reissue(ctx, who, id)
+		}
+		if err != nil {
+			return err
+		}
+		redirect(rw, r, Prefix+"documents/"+id, notice)
+		return nil
+	})(rw, r)
+}

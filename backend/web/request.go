@@ -1,0 +1,364 @@
+package web
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"kluis/backend/auth"
+	"kluis/backend/lifecycle"
+	"kluis/backend/service"
+	"kluis/backend/store"
+)
+
+// Cookie names. The session cookie's path is Prefix.
+const (
+	sessionCookie = "kluis_staff"
+	loginCookie   = "kluis_staff_login"
+	langCookie    = "kluis_staff_lang"
+)
+
+// csp allows only the console's own files: no inline script or style, no
+// frames; data: images are the QR codes of pickup slips.
+const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+// req is what a handler knows about its request.
+type req struct {
+	w    *Web
+	r    *http.Request
+	lang string
+	t    *tr
+	// sess is the session (zero on public pages).
+	sess auth.WebSession
+	// loggedIn is false on public pages.
+	loggedIn bool
+}
+
+// actor is the session's user as the audit trail names it.
+func (q *req) actor() string { return fmt.Sprintf("user:%d", q.sess.User.ID) }
+
+// may reports whether the session's role may do action.
+func (q *req) may(action string) bool { return q.loggedIn && q.w.Allowed(action, q.sess.User.Role) }
+
+// handler is a page handler; a returned error becomes an error page.
+type handler func(w http.ResponseWriter, q *req) error
+
+// pageError is an error shown to people: a status and a catalogue key.
+type pageError struct {
+	status int
+	key    string
+	args   []any
+	err    error
+}
+
+func (e *pageError) Error() string {
+	if e.err != nil {
+		return fmt.Sprintf("%d %s: %v", e.status, e.key, e.err)
+	}
+	return fmt.Sprintf("%d %s", e.status, e.key)
+}
+
+func (e *pageError) Unwrap() error { return e.err }
+
+func fail(status int, key string, args ...any) *pageError {
+	return &pageError{status: status, key: key, args: args}
+}
+
+// headers sets the security headers of every answer.
+func headers(h http.Header) {
+	h.Set("Content-Security-Policy", csp)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	h.Set("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
+}
+
+// secure reports whether the answer goes over TLS (directly or through a
+// trusted proxy that says so).
+func (w *Web) secure(r *http.Request) bool {
+	if w.o.SecureCookies || r.TLS != nil {
+		return true
+	}
+	if r.Header.Get("X-Forwarded-Proto") == "https" {
+		if a, ok := peer(r); ok {
+			for _, tp := range w.o.TrustedProxies {
+				if tp.Contains(a) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+func (w *Web) setCookie(rw http.ResponseWriter, r *http.Request, name, value string, maxAge int) {
+	http.SetCookie(rw, &http.Cookie{Name: name, Value: value, Path: Prefix, MaxAge: maxAge, HttpOnly: true,
+		Secure: w.secure(r), SameSite: http.SameSiteLaxMode})
+}
+
+// language returns the language of the request: ?lang= (also remembered
+// in a cookie), the cookie, else Dutch.
+func (w *Web) language(rw http.ResponseWriter, r *http.Request) string {
+	if l := r.URL.Query().Get("lang"); store.ValidLanguage(l) {
+		w.setCookie(rw, r, langCookie, l, 365*24*3600)
+		return l
+	}
+	if c, err := r.Cookie(langCookie); err == nil && store.ValidLanguage(c.Value) {
+		return c.Value
+	}
+	return Languages[0]
+}
+
+// page wraps a handler for signed-in people: headers, language, the
+// session (else the login page), the role for action ("" for any signed-in
+// role), and for POST the cross-origin check, the body limit and the
+// session's CSRF token.
+func (w *Web) page(action string, h handler) http.HandlerFunc {
+	return func(rw http.ResponseWriter, r *http.Request) {
+		headers(rw.Header())
+		rw.Header().Set("Cache-Control", "no-store")
+		q := &req{w: w, r: r}
+		q.lang = w.language(rw, r)
+		q.t = w.tr(q.lang)
+		post := r.Method == http.MethodPost
+		if post {
+			if err := w.cop.Check(r); err != nil {
+				w.fail(rw, q, fail(http.StatusForbidden, "error.forbidden"))
+				return
+			}
+			r.Body = http.MaxBytesReader(rw, r.Body, maxFormBytes)
+		}
+		c, err := r.Cookie(sessionCookie)
+		if err == nil {
+			q.sess, err = w.o.Auth.WebSessionFor(r.Context(), c.Value, true)
+		}
+		if err != nil {
+			if !errors.Is(err, http.ErrNoCookie) && !errors.Is(err, auth.ErrUnauthenticated) {
+				w.fail(rw, q, &pageError{status: http.StatusServiceUnavailable, key: "error.unavailable", err: err})
+				return
+			}
+			next := r.URL.Path
+			if post {
+				next = ""
+			} else if r.URL.RawQuery != "" {
+				next += "?" + r.URL.RawQuery
+			}
+			v := url.Values{}
+			if c != nil {
+				v.Set("ended", "1")
+			}
+			if next != "" && next != Prefix {
+				v.Set("next", next)
+			}
+			target := Prefix + "login"
+			if len(v) > 0 {
+				target += "?" + v.Encode()
+			}
+			http.Redirect(rw, r, target, http.StatusSeeOther)
+			return
+		}
+		q.loggedIn = true
+		if action != "" && !q.may(action) {
+			w.fail(rw, q, fail(http.StatusForbidden, "error.forbidden"))
+			return
+		}
+		if post {
+			if err := r.ParseForm(); err != nil {
+				w.fail(rw, q, fail(http.StatusBadRequest, "error.bad_request"))
+				return
+			}
+			if got := r.PostForm.Get("csrf"); got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(q.sess.CSRF)) != 1 {
+				w.log.Warn("form without a valid CSRF token refused", "path", r.URL.Path, "user_id", q.sess.User.ID)
+				w.fail(rw, q, fail(http.StatusForbidden, "error.csrf"))
+				return
+			}
+		}
+		if err := h(rw, q); err != nil {
+			w.fail(rw, q, err)
+		}
+	}
+}
+
+// public wraps a handler of a page shown without a session (the login).
+func (w *Web) public(h handler) http.HandlerFunc {
+	return func(rw http.ResponseWriter, r *http.Request) {
+		headers(rw.Header())
+		rw.Header().Set("Cache-Control", "no-store")
+		q := &req{w: w, r: r}
+		q.lang = w.language(rw, r)
+		q.t = w.tr(q.lang)
+		if r.Method == http.MethodPost {
+			if err := w.cop.Check(r); err != nil {
+				w.fail(rw, q, fail(http.StatusForbidden, "error.forbidden"))
+				return
+			}
+			r.Body = http.MaxBytesReader(rw, r.Body, maxFormBytes)
+			if err := r.ParseForm(); err != nil {
+				w.fail(rw, q, fail(http.StatusBadRequest, "error.bad_request"))
+				return
+			}
+		}
+		if err := h(rw, q); err != nil {
+			w.fail(rw, q, err)
+		}
+	}
+}
+
+// fail renders err as an error page; unexpected errors are logged.
+func (w *Web) fail(rw http.ResponseWriter, q *req, err error) {
+	pe := toPageError(err)
+	if pe.status >= 500 {
+		w.log.Error("console request failed", "path", q.r.URL.Path, "status", pe.status, "err", err)
+	}
+	w.render(rw, q, pe.status, "error", q.t.S("error.title"), errorData{Message: q.t.F(pe.key, pe.args...), Status: pe.status})
+}
+
+type errorData struct {
+	Message string
+	Status  int
+}
+
+// toPageError maps the use cases' errors to what people read.
+func toPageError(err error) *pageError {
+	var pe *pageError
+	if errors.As(err, &pe) {
+		return pe
+	}
+	switch {
+	case errors.Is(err, service.ErrNoCompartment):
+		return &pageError{status: http.StatusConflict, key: "error.no_compartment", err: err}
+	case errors.Is(err, lifecycle.ErrForbiddenTransition):
+		return &pageError{status: http.StatusConflict, key: "error.wrong_state", err: err}
+	case errors.Is(err, store.ErrNotFound):
+		return &pageError{status: http.StatusNotFound, key: "error.not_found", err: err}
+	case errors.Is(err, store.ErrConflict):
+		return &pageError{status: http.StatusConflict, key: "error.conflict", err: err}
+	case errors.Is(err, store.ErrInvalid):
+		return &pageError{status: http.StatusBadRequest, key: "error.bad_request", err: err}
+	}
+	return &pageError{status: http.StatusInternalServerError, key: "error.internal", err: err}
+}
+
+// plainError answers a request refused before it reached a page.
+func (w *Web) plainError(rw http.ResponseWriter, r *http.Request, status int) {
+	q := &req{w: w, r: r}
+	q.lang = w.language(rw, r)
+	q.t = w.tr(q.lang)
+	headers(rw.Header())
+	w.fail(rw, q, fail(status, "error.forbidden"))
+}
+
+// layout is what every page template gets.
+type layout struct {
+	T        *tr
+	Lang     string
+	Title    string
+	LoggedIn bool
+	User     auth.User
+	CSRF     string
+	Nav      []navItem
+	Langs    []langLink
+	Notice   string
+	// Main is the page's own data.
+	Main any
+	q    *req
+}
+
+// May reports whether the signed-in role may do a console action: pages
+// draw only the buttons the role may use.
+func (l layout) May(action string) bool { return l.q != nil && l.q.may(action) }
+
+type navItem struct {
+	Href, Text string
+	Current    bool
+}
+
+type langLink struct {
+	Href, Code, Name string
+	Current          bool
+}
+
+// render writes page name with main as its data.
+func (w *Web) render(rw http.ResponseWriter, q *req, status int, name, title string, main any) {
+	t := w.pages[name]
+	l := layout{T: q.t, Lang: q.lang, Title: title, LoggedIn: q.loggedIn, Main: main, q: q}
+	if q.loggedIn {
+		l.User, l.CSRF = q.sess.User, q.sess.CSRF
+		l.Nav = w.nav(q)
+	}
+	l.Notice = q.notice()
+	for _, code := range Languages {
+		v := q.r.URL.Query()
+		v.Del("notice")
+		v.Set("lang", code)
+		href := q.r.URL.Path
+		if q.r.Method != http.MethodGet {
+			href = Prefix
+		}
+		l.Langs = append(l.Langs, langLink{Href: href + "?" + v.Encode(), Code: code, Name: w.tr(code).S("lang.name"), Current: code == q.lang})
+	}
+	var b bytes.Buffer
+	if err := t.ExecuteTemplate(&b, "layout", l); err != nil {
+		w.log.Error("render", "page", name, "err", err)
+		http.Error(rw, "internal error", http.StatusInternalServerError)
+		return
+	}
+	rw.Header().Set("Content-Type", "text/html; charset=utf-8")
+	rw.WriteHeader(status)
+	_, _ = rw.Write(b.Bytes())
+}
+
+func (w *Web) nav(q *req) []navItem {
+	var out []navItem
+	add := func(action, href, key string) {
+		if q.may(action) {
+			out = append(out, navItem{Href: href, Text: q.t.S(key), Current: q.r.URL.Path == href ||
+				(href != Prefix && strings.HasPrefix(q.r.URL.Path, href+"/") && href != Prefix+"documents/new")})
+		}
+	}
+	add("documents.list", Prefix+"documents", "nav.documents")
+	add("documents.register", Prefix+"documents/new", "nav.register")
+	add("devices.list", Prefix+"devices", "nav.devices")
+	if len(out) > 1 && out[0].Current && out[1].Current {
+		out[0].Current = false
+	}
+	return out
+}
+
+// notices are the messages a redirect may ask a page to show
+// (?notice=key); anything else is ignored.
+var notices = map[string]bool{
+	"notice.registered": true, "notice.reserved": true, "notice.unreserved": true, "notice.cancelled": true,
+	"notice.renotified": true, "notice.reissued": true, "notice.opened": true, "notice.out_of_service": true,
+	"notice.in_service": true, "notice.comp_out_of_service": true, "notice.comp_in_service": true,
+	"notice.logged_out": true, "notice.no_compartment": true,
+}
+
+func (q *req) notice() string {
+	k := q.r.URL.Query().Get("notice")
+	if !notices[k] {
+		return ""
+	}
+	return q.t.F(k, "n", q.r.URL.Query().Get("n"))
+}
+
+// redirect sends the browser to path with a notice (303 after a form).
+func redirect(rw http.ResponseWriter, r *http.Request, path, notice string, kv ...string) {
+	v := url.Values{}
+	if notice != "" {
+		v.Set("notice", notice)
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		v.Set(kv[i], kv[i+1])
+	}
+	if len(v) > 0 {
+		path += "?" + v.Encode()
+	}
+	http.Redirect(rw, r, path, http.StatusSeeOther)
+}

@@ -1,0 +1,50 @@
+package web
+
+import (
+	"net/http"
+	"strings"
+	"time"
+)
+
+func (w *Web) routes() {
+	m := w.mux
+	static := http.FileServerFS(w.static)
+	m.Handle("GET "+Prefix+"static/", http.StripPrefix(Prefix+"static/", http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		headers(rw.Header())
+		rw.Header().Set("Cache-Control", "no-cache")
+		if strings.HasSuffix(r.URL.Path, "/") || r.URL.Path == "" {
+			w.plainError(rw, r, http.StatusNotFound)
+			return
+		}
+		static.ServeHTTP(rw, r)
+	})))
+	m.HandleFunc("GET "+Prefix+"login", w.public(w.loginForm))
+	m.HandleFunc("POST "+Prefix+"login", w.public(w.login))
+	m.HandleFunc("POST "+Prefix+"logout", w.page("", w.logout))
+	m.HandleFunc("GET "+Prefix+"{$}", w.page("", w.home))
+
+	m.HandleFunc("GET "+Prefix+"documents", w.page("documents.list", w.documents))
+	m.HandleFunc("GET "+Prefix+"documents/new", w.page("documents.register", w.registerPage))
+	m.HandleFunc("POST "+Prefix+"documents", w.page("documents.register", w.register))
+	m.HandleFunc("GET "+Prefix+"documents/{id}", w.page("documents.view", w.document))
+	m.HandleFunc("GET "+Prefix+"documents/{id}/slip", w.page("documents.slip", w.slip))
+	m.HandleFunc("POST "+Prefix+"documents/{id}/{action}", w.docAction)
+
+	m.HandleFunc("GET "+Prefix+"devices", w.page("devices.list", w.devices))
+	m.HandleFunc("GET "+Prefix+"devices/events", w.stream(false))
+	m.HandleFunc("GET "+Prefix+"devices/{id}", w.page("devices.view", w.device))
+	m.HandleFunc("GET "+Prefix+"devices/{id}/events", w.stream(true))
+	m.HandleFunc("GET "+Prefix+"devices/{id}/compartments/{number}/open", w.page("devices.open", w.openForm))
+	m.HandleFunc("POST "+Prefix+"devices/{id}/compartments/{number}/open", w.page("devices.open", w.open))
+	m.HandleFunc("GET "+Prefix+"devices/{id}/compartments/{number}/service", w.page("compartments.service", w.compServiceForm))
+	m.HandleFunc("POST "+Prefix+"devices/{id}/compartments/{number}/service", w.page("compartments.service", w.compService))
+	m.HandleFunc("GET "+Prefix+"devices/{id}/service", w.page("devices.service", w.devServiceForm))
+	m.HandleFunc("POST "+Prefix+"devices/{id}/service", w.page("devices.service", w.devService))
+
+	m.HandleFunc(Prefix, func(rw http.ResponseWriter, r *http.Request) {
+		w.page("", func(http.ResponseWriter, *req) error { return fail(http.StatusNotFound, "error.not_found") })(rw, r)
+	})
+}
+
+// now is the web's clock.
+func (w *Web) now() time.Time { return w.o.Clock() }

@@ -1,0 +1,185 @@
+package web
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"strconv"
+	"time"
+
+	"kluis/backend/auth"
+)
+
+// The live pages' streams: GET /staff/devices/events (the fleet) and GET
+// /staff/devices/{id}/events (one device) send server-sent events whose
+// data is a JSON object of HTML fragments rendered in the reader's
+// language, keyed by the id of the page element they replace. An "ended"
+// event says the session is over (the page asks to sign in again).
+
+const (
+	// streamPing keeps proxies from closing an idle stream.
+	streamPing = 20 * time.Second
+	// streamRecheck is how often a stream checks its session is alive.
+	streamRecheck = 30 * time.Second
+)
+
+// deviceView is a device page's data.
+type deviceView struct {
+	detail
+	Map       template.HTML
+	Highlight int
+}
+
+func (w *Web) deviceView(q *req, id string, highlight int) (deviceView, error) {
+	d, err := readDetail(q.r.Context(), w.o.Pool, id, w.o.Service.LowMaxHeightCM(), w.o.Clock())
+	if err != nil {
+		return deviceView{}, err
+	}
+	return deviceView{detail: d, Map: drawMap(q.t, d, highlight), Highlight: highlight}, nil
+}
+
+// stream serves the events of the fleet (device "") or of one device.
+func (w *Web) stream(deviceStream bool) http.HandlerFunc {
+	return func(rw http.ResponseWriter, r *http.Request) {
+		headers(rw.Header())
+		q := &req{w: w, r: r}
+		q.lang = w.language(rw, r)
+		q.t = w.tr(q.lang)
+		c, err := r.Cookie(sessionCookie)
+		if err == nil {
+			q.sess, err = w.o.Auth.WebSessionFor(r.Context(), c.Value, false)
+		}
+		if err != nil {
+			http.Error(rw, "sign in again", http.StatusUnauthorized)
+			return
+		}
+		q.loggedIn = true
+		action, device := "devices.list", ""
+		if deviceStream {
+			action, device = "devices.view", r.PathValue("id")
+			if _, err := w.o.Service.GetDevice(r.Context(), device); err != nil {
+				http.Error(rw, "no such device", http.StatusNotFound)
+				return
+			}
+		}
+		if !q.may(action) {
+			http.Error(rw, "forbidden", http.StatusForbidden)
+			return
+		}
+		if w.hub.open.Add(1) > int64(w.o.MaxStreams) {
+			w.hub.open.Add(-1)
+			rw.Header().Set("Retry-After", "30")
+			http.Error(rw, "too many live pages are open", http.StatusServiceUnavailable)
+			return
+		}
+		w.streams.Inc()
+		defer func() {
+			w.hub.open.Add(-1)
+			w.streams.Dec()
+		}()
+		rc := http.NewResponseController(rw)
+		_ = rc.SetWriteDeadline(time.Time{}) // a stream outlives the server's write timeout
+		h := rw.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Accel-Buffering", "no")
+		rw.WriteHeader(http.StatusOK)
+		if err := rc.Flush(); err != nil {
+			return
+		}
+		s := w.hub.subscribe(device)
+		defer w.hub.unsubscribe(s)
+		highlight, _ := strconv.Atoi(r.URL.Query().Get("c"))
+		ping := time.NewTicker(streamPing)
+		defer ping.Stop()
+		recheck := time.NewTicker(streamRecheck)
+		defer recheck.Stop()
+		for {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-w.closing:
+				return
+			case <-ping.C:
+				if _, err := fmt.Fprint(rw, ": ping\n\n"); err != nil || rc.Flush() != nil {
+					return
+				}
+			case <-recheck.C:
+				ws, err := w.o.Auth.WebSessionFor(r.Context(), c.Value, false)
+				if errors.Is(err, auth.ErrUnauthenticated) || err == nil && !w.Allowed(action, ws.User.Role) {
+					_, _ = fmt.Fprint(rw, "event: ended\ndata: {}\n\n")
+					_ = rc.Flush()
+					return
+				}
+				if err == nil {
+					q.sess = ws
+				}
+			case <-s.c:
+				q.t = w.tr(q.lang) // the time now, for "ago" texts
+				var parts map[string]string
+				if deviceStream {
+					parts, err = w.deviceParts(q, device, highlight)
+				} else {
+					parts, err = w.fleetParts(q)
+				}
+				if err != nil {
+					w.log.Warn("live page: render", "device", device, "err", err)
+					continue
+				}
+				b, err := json.Marshal(parts)
+				if err != nil {
+					continue
+				}
+				if _, err := fmt.Fprintf(rw, "event: update\ndata: %s\n\n", b); err != nil || rc.Flush() != nil {
+					return
+				}
+			}
+		}
+	}
+}
+
+// fragment renders one named template of a page with q's layout.
+func (w *Web) fragment(q *req, page, name string, main any) (string, error) {
+	l := layout{T: q.t, Lang: q.lang, LoggedIn: true, User: q.sess.User, CSRF: q.sess.CSRF, Main: main, q: q}
+	var b bytes.Buffer
+	if err := w.pages[page].ExecuteTemplate(&b, name, l); err != nil {
+		return "", err
+	}
+	return b.String(), nil
+}
+
+func (w *Web) fleetParts(q *req) (map[string]string, error) {
+	snap := w.hub.snapshot()
+	if snap == nil {
+		return nil, errors.New("no fleet read yet")
+	}
+	sites, err := w.siteNames(q)
+	if err != nil {
+		return nil, err
+	}
+	d := devicesData{Rows: snap.rows, Sites: sites}
+	out := map[string]string{}
+	for id, name := range map[string]string{"fleet-rows": "fleet-rows", "fleet-summary": "fleet-summary"} {
+		if out[id], err = w.fragment(q, "devices", name, d); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (w *Web) deviceParts(q *req, id string, highlight int) (map[string]string, error) {
+	v, err := w.deviceView(q, id, highlight)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, name := range []string{"device-status", "device-map", "device-comps", "device-boards", "device-timeline"} {
+		if out[name], err = w.fragment(q, "device", name, v); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}

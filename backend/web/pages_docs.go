@@ -59,6 +59,14 @@ func (w *Web) documents(rw http.ResponseWriter, q *req) error {
 	if err != nil {
 		return err
 	}
+	devs, err := w.o.Service.ListDevices(ctx, "")
+	if err != nil {
+		return err
+	}
+	names := map[string]string{}
+	for _, d := range devs {
+		names[d.ID] = displayName(d)
+	}
 	list := func(f store.DocumentFilter) ([]docRow, int, error) {
 		pg, err := w.o.Service.ListDocuments(ctx, f)
 		if err != nil {
@@ -66,7 +74,7 @@ func (w *Web) documents(rw http.ResponseWriter, q *req) error {
 		}
 		out := make([]docRow, 0, len(pg.Documents))
 		for _, doc := range pg.Documents {
-			out = append(out, docRow{Document: doc, Device: doc.DeviceID, Comp: comps[doc.CompartmentID]})
+			out = append(out, docRow{Document: doc, Device: names[doc.DeviceID], Comp: comps[doc.CompartmentID]})
 		}
 		return out, pg.Total, nil
 	}

@@ -230,7 +230,6 @@ func Actions() []Action {
 		{"documents.reissue", []string{"POST /api/v1/documents/{id}/reissue"}},
 		{"documents.slip", []string{"GET /api/v1/documents/{id}/slip"}},
 		{"audit.view", []string{"GET /api/v1/audit"}},
-		{"sites.list", []string{"GET /api/v1/sites"}},
 		{"devices.list", []string{"GET /api/v1/devices"}},
 		{"devices.view", []string{"GET /api/v1/devices/{id}"}},
 		{"devices.open", []string{"POST /api/v1/devices/{id}/compartments/{number}/open"}},

@@ -1,0 +1,304 @@
+package web_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/auth"
+	"kluis/backend/server"
+	"kluis/backend/server/servertest"
+	"kluis/controller/wire"
+	"kluis/hardware"
+)
+
+// env is a real backend (in-process, private database, embedded broker)
+// with a site, a locker "k1" whose kluisd is played by a fake device over
+// MQTT, an automaton "a1" that never connected, and a user of each role.
+type env struct {
+	t     *testing.T
+	b     *servertest.Backend
+	users map[auth.Role]string // role -> user name; password = password(role)
+	ids   map[auth.Role]int64
+	dev   *fakeDevice
+}
+
+func password(r auth.Role) string { return "a long " + string(r) + " password" }
+
+const (
+	siteID   = "kortrijk"
+	lockerID = "k1"
+	autoID   = "a1"
+)
+
+func newEnv(t *testing.T, o server.Options) *env {
+	t.Helper()
+	e := &env{t: t, b: servertest.Start(t, o), users: map[auth.Role]string{}, ids: map[auth.Role]int64{}}
+	ctx := context.Background()
+	must := func(err error) {
+		t.Helper()
+		require.NoError(t, err)
+	}
+	for _, r := range auth.Roles() {
+		name := "web-" + string(r)
+		var u struct {
+			ID int64 `json:"id"`
+		}
+		must(e.b.Call(ctx, "POST", "/api/v1/users", map[string]string{"username": name, "password": password(r), "role": string(r)}, &u))
+		e.users[r], e.ids[r] = name, u.ID
+	}
+	must(e.b.Call(ctx, "POST", "/api/v1/sites", map[string]string{"id": siteID, "name": "Stadhuis Kortrijk", "address": "Grote Markt 54"}, nil))
+	var comps []map[string]any
+	for i, h := range []int{40, 80, 110, 150, 170, 190} {
+		comps = append(comps, map[string]any{"number": i + 1, "board": 0, "channel": i, "size": "M", "height_cm": h})
+	}
+	must(e.b.Call(ctx, "POST", "/api/v1/devices", map[string]any{"id": lockerID, "site_id": siteID, "kind": "locker",
+		"name": "Kluis inkomhal", "compartments": comps,
+		"layout": map[string]any{"columns": 3, "rows": 3, "screen": map[string]any{"column": 2, "row": 1, "height": 3}}}, nil))
+	var slots []map[string]any
+	for i := 0; i < 4; i++ {
+		slots = append(slots, map[string]any{"board": 0, "channel": i, "size": "M", "height_cm": 100})
+	}
+	must(e.b.Call(ctx, "POST", "/api/v1/devices", map[string]any{"id": autoID, "site_id": siteID, "kind": "automaton",
+		"name": "Automaat", "compartments": slots}, nil))
+	pw, err := e.b.DevicePassword(ctx, lockerID)
+	must(err)
+	e.dev = connectDevice(t, e.b.Broker, lockerID, pw)
+	e.dev.publish(wire.KindPresence, &wire.Presence{V: 1, State: wire.Online, Software: "kluisd 1.4.2"})
+	e.dev.heartbeat(nil)
+	return e
+}
+
+// fakeDevice speaks the device side of the MQTT contract: it answers every
+// open command "done" and counts them.
+type fakeDevice struct {
+	t  *testing.T
+	c  paho.Client
+	id string
+
+	mu    sync.Mutex
+	opens []wire.Command
+}
+
+func connectDevice(t *testing.T, brokerAddr, id, pass string) *fakeDevice {
+	t.Helper()
+	d := &fakeDevice{t: t, id: id}
+	o := paho.NewClientOptions().AddBroker("tcp://" + brokerAddr).SetClientID(id).SetUsername(id).SetPassword(pass).
+		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second)
+	d.c = paho.NewClient(o)
+	tok := d.c.Connect()
+	require.True(t, tok.WaitTimeout(20*time.Second), "connect timeout")
+	require.NoError(t, tok.Error())
+	t.Cleanup(func() { d.c.Disconnect(100) })
+	topic, err := wire.TopicFor(id, wire.KindCommand)
+	require.NoError(t, err)
+	st := d.c.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) {
+		var c wire.Command
+		if json.Unmarshal(m.Payload(), &c) != nil || c.Kind != wire.CmdOpen {
+			return
+		}
+		d.mu.Lock()
+		d.opens = append(d.opens, c)
+		d.mu.Unlock()
+		go d.publish(wire.KindCmdResult, &wire.CommandResult{V: 1, ID: c.ID, Status: wire.StatusDone, At: time.Now().UTC()})
+	})
+	require.True(t, st.WaitTimeout(20*time.Second))
+	require.NoError(t, st.Error())
+	return d
+}
+
+func (d *fakeDevice) publish(kind wire.Kind, m wire.Message) {
+	b, err := wire.Encode(m)
+	if err != nil {
+		d.t.Errorf("encode: %v", err)
+		return
+	}
+	topic, _ := wire.TopicFor(d.id, kind)
+	tok := d.c.Publish(topic, 1, false, b)
+	if !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+		d.t.Errorf("publish %s: %v", kind, tok.Error())
+	}
+}
+
+// heartbeat reports one board and six doors, those in open open.
+func (d *fakeDevice) heartbeat(open map[int]bool) {
+	var doors []hardware.ChannelState
+	for ch := 0; ch < 6; ch++ {
+		doors = append(doors, hardware.ChannelState{Addr: hardware.Address{Board: 0, Channel: ch}, Locked: !open[ch], DoorOpen: open[ch]})
+	}
+	d.publish(wire.KindHeartbeat, &wire.Heartbeat{V: 1, At: time.Now().UTC(), UptimeS: 3600, Backlog: 2, OfflineCache: 0,
+		Boards: []wire.BoardHealth{{Address: 0, Online: true, Firmware: "kluisfw 2.1", Errors: 3}}, Doors: doors, Software: "kluisd 1.4.2"})
+}
+
+func (d *fakeDevice) event(ev wire.Event) {
+	ev.V = 1
+	if ev.ID == "" {
+		ev.ID = wire.NewID(time.Now())
+	}
+	if ev.At.IsZero() {
+		ev.At = time.Now().UTC()
+	}
+	d.publish(wire.KindEvent, &ev)
+}
+
+func (d *fakeDevice) openCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.opens)
+}
+
+// client is a person's browser without JavaScript: cookies, forms.
+type client struct {
+	t    *testing.T
+	e    *env
+	hc   *http.Client
+	csrf string
+}
+
+func (e *env) client() *client {
+	jar, _ := cookiejar.New(nil)
+	return &client{t: e.t, e: e, hc: &http.Client{Jar: jar, Timeout: 30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+}
+
+// page is an answer.
+type page struct {
+	status   int
+	body     string
+	location string
+	header   http.Header
+}
+
+var csrfField = regexp.MustCompile(`name="(?:csrf|login_token)" value="([^"]+)"`)
+
+func (c *client) do(req *http.Request) page {
+	c.t.Helper()
+	res, err := c.hc.Do(req)
+	require.NoError(c.t, err)
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	p := page{status: res.StatusCode, body: string(b), location: res.Header.Get("Location"), header: res.Header}
+	if m := csrfField.FindStringSubmatch(p.body); m != nil && strings.Contains(m[0], `"csrf"`) {
+		c.csrf = m[1]
+	}
+	return p
+}
+
+func (c *client) get(path string) page {
+	c.t.Helper()
+	req, err := http.NewRequest("GET", c.e.b.URL(path), nil)
+	require.NoError(c.t, err)
+	return c.do(req)
+}
+
+// post sends a form; the session's CSRF token is added unless the form has one.
+func (c *client) post(path string, form url.Values) page {
+	c.t.Helper()
+	copied := url.Values{}
+	for k, v := range form {
+		copied[k] = append([]string(nil), v...)
+	}
+	form = copied
+	if _, ok := form["csrf"]; !ok && c.csrf != "" {
+		form.Set("csrf", c.csrf)
+	}
+	return c.postRaw(path, form, nil)
+}
+
+func (c *client) postRaw(path string, form url.Values, hdr http.Header) page {
+	c.t.Helper()
+	req, err := http.NewRequest("POST", c.e.b.URL(path), strings.NewReader(form.Encode()))
+	require.NoError(c.t, err)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for k, vs := range hdr {
+		req.Header[k] = vs
+	}
+	return c.do(req)
+}
+
+// login signs in as role and opens the start page (for the CSRF token).
+func (c *client) login(role auth.Role) {
+	c.t.Helper()
+	p := c.get("/staff/login")
+	require.Equal(c.t, 200, p.status, p.body)
+	m := csrfField.FindStringSubmatch(p.body)
+	require.NotNil(c.t, m, "login token")
+	p = c.postRaw("/staff/login", url.Values{"login_token": {m[1]}, "username": {c.e.users[role]}, "password": {password(role)}}, nil)
+	require.Equal(c.t, http.StatusSeeOther, p.status, p.body)
+	p = c.get("/staff/devices")
+	require.Equal(c.t, 200, p.status, p.body)
+	require.NotEmpty(c.t, c.csrf)
+}
+
+// eventually polls cond for up to 20 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// register registers a document through the API as admin and reserves it
+// on the locker.
+func (e *env) register(number string, low bool) string {
+	e.t.Helper()
+	ctx := context.Background()
+	var d struct {
+		ID string `json:"id"`
+	}
+	require.NoError(e.t, e.b.Call(ctx, "POST", "/api/v1/documents", map[string]any{"kind": "eid", "number": number,
+		"holder_first_name": "Jan", "holder_last_name": "Peeters", "holder_birth_date": "1980-04-12", "language": "nl",
+		"email": "jan@example.be", "site_id": siteID, "wants_low": low}, &d))
+	require.NoError(e.t, e.b.Call(ctx, "POST", "/api/v1/documents/"+d.ID+"/reserve", map[string]string{"device_id": lockerID}, nil))
+	return d.ID
+}
+
+func (e *env) document(id string) map[string]any {
+	e.t.Helper()
+	var d map[string]any
+	require.NoError(e.t, e.b.Call(context.Background(), "GET", "/api/v1/documents/"+id, nil, &d))
+	return d
+}
+
+func (e *env) audit(subject string) string {
+	e.t.Helper()
+	var v any
+	require.NoError(e.t, e.b.Call(context.Background(), "GET", "/api/v1/audit?limit=200&subject="+url.QueryEscape(subject), nil, &v))
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func (e *env) compartmentOf(id string) int {
+	d := e.document(id)
+	cid := int64(d["compartment_id"].(float64))
+	var dev struct {
+		Compartments []struct {
+			ID     int64 `json:"id"`
+			Number int   `json:"number"`
+		} `json:"compartments"`
+	}
+	require.NoError(e.t, e.b.Call(context.Background(), "GET", "/api/v1/devices/"+lockerID, nil, &dev))
+	for _, c := range dev.Compartments {
+		if c.ID == cid {
+			return c.Number
+		}
+	}
+	e.t.Fatalf("compartment %d not found", cid)
+	return 0
+}

@@ -1,0 +1,520 @@
+package web_test
+
+import (
+	"bufio"
+	"context"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/api"
+	"kluis/backend/auth"
+	"kluis/backend/server"
+	"kluis/backend/server/servertest"
+	"kluis/backend/web"
+	"kluis/controller/wire"
+)
+
+// Signing in and out, the session cookie, the security headers, and the
+// refusal of every form post without the session's CSRF token or from
+// another site.
+func TestLoginSessionCSRFAndHeaders(t *testing.T) {
+	e := newEnv(t, server.Options{})
+	c := e.client()
+	p := c.get("/staff/documents")
+	require.Equal(t, http.StatusSeeOther, p.status)
+	assert.Equal(t, "/staff/login?next=%2Fstaff%2Fdocuments", p.location)
+
+	p = c.get("/staff/login")
+	require.Equal(t, 200, p.status)
+	csp := p.header.Get("Content-Security-Policy")
+	for _, want := range []string{"default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'", "form-action 'self'"} {
+		assert.Contains(t, csp, want)
+	}
+	assert.NotContains(t, csp, "unsafe-inline")
+	assert.Equal(t, "nosniff", p.header.Get("X-Content-Type-Options"))
+	assert.Equal(t, "DENY", p.header.Get("X-Frame-Options"))
+	assert.Equal(t, "no-referrer", p.header.Get("Referrer-Policy"))
+	assert.Equal(t, "no-store", p.header.Get("Cache-Control"))
+	assert.NotRegexp(t, `<script>|<style>| style=| on[a-z]+=`, p.body, "no inline script or style")
+	tok := csrfField.FindStringSubmatch(p.body)[1]
+
+	// The login form has its own token (double submit).
+	p = c.postRaw("/staff/login", url.Values{"username": {e.users[auth.RoleStaff]}, "password": {password(auth.RoleStaff)}}, nil)
+	assert.Equal(t, http.StatusForbidden, p.status)
+	p = c.postRaw("/staff/login", url.Values{"login_token": {tok}, "username": {e.users[auth.RoleStaff]}, "password": {"wrong password!"}}, nil)
+	assert.Equal(t, http.StatusUnauthorized, p.status)
+	assert.Contains(t, p.body, "Verkeerde gebruikersnaam of wachtwoord.")
+	assert.Contains(t, e.audit("user:"+itoa(e.ids[auth.RoleStaff])), `"action":"login.failed"`)
+	tok = csrfField.FindStringSubmatch(p.body)[1]
+	p = c.postRaw("/staff/login", url.Values{"login_token": {tok}, "username": {e.users[auth.RoleStaff]},
+		"password": {password(auth.RoleStaff)}, "next": {"//evil.example/x"}}, nil)
+	require.Equal(t, http.StatusSeeOther, p.status)
+	assert.Equal(t, "/staff/", p.location, "only console pages are followed after the login")
+	cookie := ""
+	for _, sc := range p.header.Values("Set-Cookie") {
+		if strings.HasPrefix(sc, "kluis_staff=") && !strings.Contains(sc, "Max-Age=0") {
+			cookie = sc
+		}
+	}
+	require.NotEmpty(t, cookie)
+	for _, want := range []string{"Path=/staff/", "HttpOnly", "SameSite=Lax"} {
+		assert.Contains(t, cookie, want)
+	}
+	assert.NotContains(t, cookie, "Secure", "plain HTTP here: a Secure cookie would not come back")
+	login := e.audit("user:" + itoa(e.ids[auth.RoleStaff]))
+	assert.Contains(t, login, `"action":"login"`)
+	assert.Contains(t, login, `"via":"console"`)
+
+	p = c.get("/staff/")
+	assert.Equal(t, "/staff/documents", p.location, "counter staff start with documents")
+	p = c.get("/staff/documents/new")
+	require.Equal(t, 200, p.status)
+	require.NotEmpty(t, c.csrf)
+	form := url.Values{"kind": {"eid"}, "number": {"591-0000001-01"}, "holder_first_name": {"Jan"}, "holder_last_name": {"Peeters"},
+		"holder_birth_date": {"1980-04-12"}, "language": {"nl"}, "contact": {"none"}, "site_id": {siteID}}
+
+	// No token, a wrong token, another site: refused, nothing registered.
+	p = c.postRaw("/staff/documents", form, nil)
+	assert.Equal(t, http.StatusForbidden, p.status)
+	form.Set("csrf", "not-the-token")
+	p = c.postRaw("/staff/documents", form, nil)
+	assert.Equal(t, http.StatusForbidden, p.status)
+	form.Set("csrf", c.csrf)
+	p = c.postRaw("/staff/documents", form, http.Header{"Sec-Fetch-Site": {"cross-site"}})
+	assert.Equal(t, http.StatusForbidden, p.status)
+	p = c.postRaw("/staff/documents", form, http.Header{"Origin": {"http://evil.example"}})
+	assert.Equal(t, http.StatusForbidden, p.status)
+	var n int
+	pool := e.pool()
+	require.NoError(t, pool.QueryRow(context.Background(), `SELECT count(*) FROM documents`).Scan(&n))
+	assert.Zero(t, n, "no refused post registered anything")
+	p = c.postRaw("/staff/documents", form, http.Header{"Sec-Fetch-Site": {"same-origin"}})
+	require.Equal(t, http.StatusSeeOther, p.status, p.body)
+	assert.Contains(t, p.location, "notice=notice.registered")
+
+	// The session lives in the database: a restarted backend (or a second
+	// replica) knows it.
+	var sessionValue string
+	for _, ck := range c.hc.Jar.Cookies(mustURL(e.b.URL("/staff/"))) {
+		if ck.Name == "kluis_staff" {
+			sessionValue = ck.Value
+		}
+	}
+	require.NotEmpty(t, sessionValue)
+	second := servertest.Start(t, server.Options{DatabaseURL: e.b.Options.DatabaseURL, Keys: e.b.Options.Keys})
+	req, _ := http.NewRequest("GET", second.URL("/staff/documents"), nil)
+	req.AddCookie(&http.Cookie{Name: "kluis_staff", Value: sessionValue})
+	res, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+	require.NoError(t, err)
+	res.Body.Close()
+	assert.Equal(t, 200, res.StatusCode, "the second backend knows the session")
+
+	// Logout ends it everywhere.
+	p = c.post("/staff/logout", nil)
+	require.Equal(t, http.StatusSeeOther, p.status)
+	p = c.get("/staff/documents")
+	assert.Equal(t, http.StatusSeeOther, p.status)
+	req, _ = http.NewRequest("GET", second.URL("/staff/documents"), nil)
+	req.AddCookie(&http.Cookie{Name: "kluis_staff", Value: sessionValue})
+	res, err = (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+	require.NoError(t, err)
+	res.Body.Close()
+	assert.Equal(t, http.StatusSeeOther, res.StatusCode)
+	assert.Contains(t, res.Header.Get("Location"), "ended=1")
+
+	// Static files carry the same headers.
+	p = c.get("/staff/static/console.js")
+	assert.Equal(t, 200, p.status)
+	assert.Contains(t, p.header.Get("Content-Security-Policy"), "frame-ancestors 'none'")
+	assert.Equal(t, 404, c.get("/staff/static/").status)
+}
+
+// A session ends after the idle timeout and at its absolute lifetime,
+// on the server's clock.
+func TestSessionExpiry(t *testing.T) {
+	clock := &fakeClock{t: time.Now()}
+	e := newEnv(t, server.Options{Clock: clock.Now, StaffIdle: 20 * time.Minute, StaffMaxAge: 2 * time.Hour})
+	c := e.client()
+	c.login(auth.RoleTechnician)
+	clock.Add(15 * time.Minute)
+	assert.Equal(t, 200, c.get("/staff/devices").status)
+	clock.Add(21 * time.Minute)
+	p := c.get("/staff/devices")
+	require.Equal(t, http.StatusSeeOther, p.status, "idle for 21 minutes")
+	assert.Contains(t, p.location, "ended=1")
+	assert.Contains(t, c.get(p.location).body, "Uw sessie is afgelopen.")
+
+	c.login(auth.RoleTechnician)
+	for i := 0; i < 7; i++ {
+		clock.Add(15 * time.Minute)
+		require.Equal(t, 200, c.get("/staff/devices").status, "in use after %d minutes", 15*(i+1))
+	}
+	clock.Add(16 * time.Minute)
+	assert.Equal(t, http.StatusSeeOther, c.get("/staff/devices").status, "past the absolute lifetime")
+}
+
+// The console and the REST API share the login limits: guessing on one
+// locks the other too.
+func TestLoginLimitsAreShared(t *testing.T) {
+	e := newEnv(t, server.Options{})
+	c := e.client()
+	user := e.users[auth.RoleStaff]
+	for i := 0; i < 5; i++ {
+		p := c.get("/staff/login")
+		tok := csrfField.FindStringSubmatch(p.body)[1]
+		p = c.postRaw("/staff/login", url.Values{"login_token": {tok}, "username": {user}, "password": {"wrong password!"}}, nil)
+		require.Equal(t, http.StatusUnauthorized, p.status)
+	}
+	p := c.get("/staff/login")
+	tok := csrfField.FindStringSubmatch(p.body)[1]
+	p = c.postRaw("/staff/login", url.Values{"login_token": {tok}, "username": {user}, "password": {password(auth.RoleStaff)}}, nil)
+	assert.Equal(t, http.StatusTooManyRequests, p.status, "even the right password waits")
+	assert.NotEmpty(t, p.header.Get("Retry-After"))
+	err := e.b.Call(context.Background(), "POST", "/api/v1/sessions", map[string]string{"username": user, "password": password(auth.RoleStaff)}, nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "429")
+}
+
+// Every console action is allowed to exactly the roles the REST API allows
+// on the routes it stands for, checked by requests: a role the API refuses
+// gets 403 from the console too, and does not see the button.
+func TestActionRolesEqualTheRESTRoutes(t *testing.T) {
+	e := newEnv(t, server.Options{})
+	routes := e.apiRoutes()
+	doc := e.register("591-0000002-02", false)
+	type request struct {
+		method, path string
+		form         url.Values
+	}
+	reqs := map[string][]request{
+		"documents.list":       {{"GET", "/staff/documents", nil}},
+		"documents.view":       {{"GET", "/staff/documents/" + doc, nil}},
+		"documents.register":   {{"GET", "/staff/documents/new", nil}, {"POST", "/staff/documents", url.Values{}}},
+		"documents.reserve":    {{"POST", "/staff/documents/" + doc + "/reserve", nil}},
+		"documents.unreserve":  {{"POST", "/staff/documents/00000000-0000-4000-8000-000000000000/unreserve", nil}},
+		"documents.cancel":     {{"POST", "/staff/documents/00000000-0000-4000-8000-000000000000/cancel", nil}},
+		"documents.renotify":   {{"POST", "/staff/documents/" + doc + "/renotify", nil}},
+		"documents.reissue":    {{"POST", "/staff/documents/" + doc + "/reissue", nil}},
+		"documents.slip":       {{"GET", "/staff/documents/" + doc + "/slip", nil}},
+		"devices.list":         {{"GET", "/staff/devices", nil}},
+		"devices.view":         {{"GET", "/staff/devices/" + lockerID, nil}},
+		"devices.open":         {{"GET", "/staff/devices/" + lockerID + "/compartments/1/open", nil}, {"POST", "/staff/devices/" + lockerID + "/compartments/1/open", url.Values{}}},
+		"devices.service":      {{"GET", "/staff/devices/" + lockerID + "/service", nil}, {"POST", "/staff/devices/" + lockerID + "/service", url.Values{}}},
+		"compartments.service": {{"GET", "/staff/devices/" + lockerID + "/compartments/6/service", nil}, {"POST", "/staff/devices/" + lockerID + "/compartments/6/service", url.Values{}}},
+		// audit.view has no page of its own: see the document timeline below.
+		"audit.view": nil,
+	}
+	clients := map[auth.Role]*client{}
+	for _, r := range auth.Roles() {
+		clients[r] = e.client()
+		clients[r].login(r)
+	}
+	for _, a := range web.Actions() {
+		rs, ok := reqs[a.Name]
+		require.True(t, ok, "no request for action %s in the test", a.Name)
+		for _, role := range auth.Roles() {
+			want := true
+			for _, rt := range a.Routes {
+				roles, ok := routes[rt]
+				require.True(t, ok, "%s names %s, which the API does not have", a.Name, rt)
+				want = want && contains(roles, role)
+			}
+			for _, rq := range rs {
+				var p page
+				if rq.method == "GET" {
+					p = clients[role].get(rq.path)
+				} else {
+					p = clients[role].post(rq.path, rq.form)
+				}
+				forbidden := p.status == http.StatusForbidden
+				assert.Equal(t, !want, forbidden, "%s %s as %s (action %s): %d %s", rq.method, rq.path, role, a.Name, p.status, snippet(p.body))
+			}
+		}
+	}
+	// What a role may not use is not drawn.
+	dev := map[auth.Role]string{}
+	for _, r := range auth.Roles() {
+		dev[r] = clients[r].get("/staff/devices/" + lockerID).body
+	}
+	assert.NotContains(t, dev[auth.RoleStaff], "/compartments/1/open", "staff see no remote open")
+	assert.NotContains(t, dev[auth.RoleStaff], "/service\"", "staff see no service buttons")
+	assert.Contains(t, dev[auth.RoleTechnician], "/compartments/1/open")
+	assert.Contains(t, dev[auth.RoleAdmin], "/compartments/1/open")
+	assert.NotContains(t, dev[auth.RoleTechnician], `href="/staff/documents/`, "technicians see no documents")
+	assert.Contains(t, dev[auth.RoleStaff], `href="/staff/documents/`+doc+`"`)
+	assert.NotContains(t, dev[auth.RoleTechnician], `href="/staff/documents"`, "no documents menu for technicians")
+	// The audit records of a document are in the timeline for admins only
+	// (loading issues codes: code.issued).
+	require.NoError(t, e.b.Call(context.Background(), "POST", "/api/v1/documents/"+doc+"/load", nil, nil))
+	adminDoc := clients[auth.RoleAdmin].get("/staff/documents/" + doc).body
+	staffDoc := clients[auth.RoleStaff].get("/staff/documents/" + doc).body
+	assert.Contains(t, adminDoc, "Audit: code.issued")
+	assert.NotContains(t, staffDoc, "Audit:")
+}
+
+// A staff member cannot open remotely: a forged post (with the session's
+// own CSRF token and the confirmation) is refused, nothing is sent to the
+// device, nothing is audited as an opening.
+func TestStaffCannotOpenRemotely(t *testing.T) {
+	e := newEnv(t, server.Options{})
+	c := e.client()
+	c.login(auth.RoleStaff)
+	p := c.post("/staff/devices/"+lockerID+"/compartments/2/open", url.Values{"reason": {"forged"}, "confirm": {"yes"}})
+	require.Equal(t, http.StatusForbidden, p.status)
+	assert.Contains(t, p.body, "Uw rol mag dit niet doen.")
+	time.Sleep(300 * time.Millisecond)
+	assert.Zero(t, e.dev.openCount())
+	assert.NotContains(t, e.audit("device:"+lockerID), "compartment.remote_open")
+}
+
+// Registering through the form (low compartment, slip), searching,
+// remote open with a reason and a confirmation (one command, audited),
+// compartment and device out of service and back.
+func TestRegisterSearchOpenAndService(t *testing.T) {
+	e := newEnv(t, server.Options{})
+	staff := e.client()
+	staff.login(auth.RoleStaff)
+	p := staff.get("/staff/documents/new")
+	require.Equal(t, 200, p.status)
+	form := url.Values{"kind": {"passport"}, "number": {" ep 1234567 "}, "holder_first_name": {"Marie"}, "holder_last_name": {"Dubois"},
+		"holder_birth_date": {"1975-11-30"}, "language": {"fr"}, "contact": {"email"}, "email": {""}, "site_id": {siteID},
+		"device_id": {lockerID}, "wants_low": {"yes"}}
+	p = staff.post("/staff/documents", form)
+	require.Equal(t, http.StatusBadRequest, p.status)
+	assert.Contains(t, p.body, `href="#f-email"`, "the summary links to the field")
+	assert.Contains(t, p.body, `value="Marie"`, "what was typed stays")
+	form.Set("contact", "none")
+	p = staff.post("/staff/documents", form)
+	require.Equal(t, http.StatusSeeOther, p.status, snippet(p.body))
+	docPath := strings.SplitN(p.location, "?", 2)[0]
+	id := strings.TrimPrefix(docPath, "/staff/documents/")
+	d := e.document(id)
+	assert.Equal(t, "reserved", d["state"])
+	assert.Equal(t, "EP 1234567", d["number"])
+	assert.Nil(t, d["email"])
+	n := e.compartmentOf(id)
+	assert.LessOrEqual(t, n, 3, "a low compartment (1-3 are at most 110 cm)")
+	p = staff.get(p.location)
+	assert.Contains(t, p.body, "Het document is geregistreerd en heeft een vak.")
+	assert.Contains(t, p.body, "Gereserveerd")
+	assert.Contains(t, p.body, "Geen telefoon of e-mail: afhaalbewijs")
+	results := func(q string) string {
+		body := staff.get("/staff/documents?q=" + url.QueryEscape(q)).body
+		i, j := strings.Index(body, `id="h-results"`), strings.Index(body, `id="h-expired"`)
+		require.True(t, i > 0 && j > i, "a results section")
+		return body[i:j]
+	}
+	for _, q := range []string{"EP1234567", "dubois", "Marie Dub"} {
+		assert.Contains(t, results(q), docPath, "search %q", q)
+	}
+	assert.NotContains(t, results("nobody"), docPath)
+	assert.Contains(t, staff.get("/staff/documents").body, docPath, "waiting to be loaded")
+	// The same number again is refused at the field.
+	p = staff.post("/staff/documents", form)
+	assert.Equal(t, http.StatusConflict, p.status)
+
+	tech := e.client()
+	tech.login(auth.RoleTechnician)
+	open := "/staff/devices/" + lockerID + "/compartments/5/open"
+	require.Equal(t, 200, tech.get(open).status)
+	p = tech.post(open, url.Values{"reason": {"  "}})
+	assert.Equal(t, http.StatusBadRequest, p.status, "a reason is required")
+	p = tech.post(open, url.Values{"reason": {"ticket 4711"}})
+	require.Equal(t, 200, p.status)
+	assert.Contains(t, p.body, "Vak 5 van Kluis inkomhal nu openen?")
+	assert.Contains(t, p.body, `name="confirm" value="yes"`)
+	time.Sleep(200 * time.Millisecond)
+	assert.Zero(t, e.dev.openCount(), "nothing opens before the confirmation")
+	p = tech.post(open, url.Values{"reason": {"ticket 4711"}, "confirm": {"yes"}})
+	require.Equal(t, http.StatusSeeOther, p.status, snippet(p.body))
+	assert.Contains(t, p.location, "notice=notice.opened")
+	require.Equal(t, 1, e.dev.openCount())
+	e.dev.mu.Lock()
+	cmd := e.dev.opens[0]
+	e.dev.mu.Unlock()
+	assert.Equal(t, wire.Address{Board: 0, Channel: 4}, *cmd.Addr)
+	assert.Equal(t, "ticket 4711", cmd.Reason)
+	assert.Equal(t, "user:"+itoa(e.ids[auth.RoleTechnician]), cmd.By)
+	a := e.audit("device:" + lockerID)
+	assert.Contains(t, a, `"action":"compartment.remote_open"`)
+	assert.Contains(t, a, `"reason":"ticket 4711"`)
+	assert.Contains(t, a, `"result":"opened"`)
+	assert.Contains(t, tech.get(p.location).body, "Vak 5 is geopend.")
+
+	// Compartment 1..6 except the reserved one out of service: nothing fits.
+	for c := 1; c <= 6; c++ {
+		if c == n {
+			continue
+		}
+		p = tech.post("/staff/devices/"+lockerID+"/compartments/"+itoa(int64(c))+"/service", url.Values{"out_of_service": {"yes"}, "reason": {"broken lock"}})
+		require.Equal(t, http.StatusSeeOther, p.status, snippet(p.body))
+	}
+	p = tech.get("/staff/devices/" + lockerID)
+	assert.Equal(t, 5, strings.Count(p.body, `<span class="badge st-out_of_service">`), "five compartments out of service in the table")
+	form.Set("number", "EP7654321")
+	form.Set("wants_low", "")
+	p = staff.post("/staff/documents", form)
+	require.Equal(t, http.StatusSeeOther, p.status)
+	assert.Contains(t, p.location, "notice=notice.no_compartment")
+	// Back in service; then the whole device out of service (reason required).
+	p = tech.post("/staff/devices/"+lockerID+"/compartments/4/service", url.Values{"out_of_service": {"no"}})
+	require.Equal(t, http.StatusSeeOther, p.status)
+	p = tech.post("/staff/devices/"+lockerID+"/service", url.Values{"out_of_service": {"yes"}, "reason": {""}})
+	assert.Equal(t, http.StatusBadRequest, p.status)
+	p = tech.post("/staff/devices/"+lockerID+"/service", url.Values{"out_of_service": {"yes"}, "reason": {"water damage"}})
+	require.Equal(t, http.StatusSeeOther, p.status)
+	assert.Contains(t, tech.get("/staff/devices").body, "Buiten dienst")
+	form.Set("number", "EP7654322")
+	p = staff.post("/staff/documents", form)
+	require.Equal(t, http.StatusSeeOther, p.status)
+	assert.Contains(t, p.location, "notice=notice.no_compartment", "compartment 4 is free, but its device is out of service")
+	p = tech.post("/staff/devices/"+lockerID+"/service", url.Values{"out_of_service": {"no"}})
+	require.Equal(t, http.StatusSeeOther, p.status)
+	assert.Contains(t, e.audit("device:"+lockerID), `"reason":"water damage"`)
+}
+
+// The live stream of the fleet shows a door-left-open alarm within a few
+// seconds, and the device's stream its open door on the map.
+func TestLiveStreams(t *testing.T) {
+	e := newEnv(t, server.Options{})
+	tech := e.client()
+	tech.login(auth.RoleTechnician)
+	fleet := tech.stream(t, "/staff/devices/events")
+	device := tech.stream(t, "/staff/devices/"+lockerID+"/events")
+	start := time.Now()
+	e.dev.event(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmDoorLeftOpen, Addr: &wire.Address{Board: 0, Channel: 3}})
+	e.dev.heartbeat(map[int]bool{3: true})
+	got := fleet.waitFor(t, "Deur blijft open, vak 4", 10*time.Second)
+	assert.Contains(t, got, `"fleet-rows"`)
+	t.Logf("the alarm reached the fleet stream after %s", time.Since(start))
+	got = device.waitFor(t, "door-open", 10*time.Second)
+	assert.Contains(t, got, `data-comp=\"4\"`)
+	e.dev.event(wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmDoorLeftOpen, Addr: &wire.Address{Board: 0, Channel: 3}})
+	e.dev.heartbeat(nil)
+	fleet.waitFor(t, "0 actieve alarmen", 10*time.Second)
+
+	// Staff read the fleet too; an anonymous stream is refused.
+	res, err := http.Get(e.b.URL("/staff/devices/events"))
+	require.NoError(t, err)
+	res.Body.Close()
+	assert.Equal(t, http.StatusUnauthorized, res.StatusCode)
+}
+
+// stream reads server-sent events in the background.
+type stream struct {
+	data chan string
+}
+
+func (c *client) stream(t *testing.T, path string) *stream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, "GET", c.e.b.URL(path), nil)
+	hc := &http.Client{Jar: c.hc.Jar}
+	res, err := hc.Do(req)
+	require.NoError(t, err)
+	require.Equal(t, 200, res.StatusCode)
+	require.Equal(t, "text/event-stream", res.Header.Get("Content-Type"))
+	s := &stream{data: make(chan string, 100)}
+	go func() {
+		defer res.Body.Close()
+		sc := bufio.NewScanner(res.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<22)
+		for sc.Scan() {
+			if line := sc.Text(); strings.HasPrefix(line, "data: ") {
+				s.data <- strings.TrimPrefix(line, "data: ")
+			}
+		}
+		close(s.data)
+	}()
+	return s
+}
+
+func (s *stream) waitFor(t *testing.T, want string, d time.Duration) string {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		select {
+		case msg, ok := <-s.data:
+			if !ok {
+				t.Fatalf("the stream ended before %q", want)
+			}
+			if strings.Contains(msg, want) {
+				return msg
+			}
+		case <-deadline:
+			t.Fatalf("no event with %q within %s", want, d)
+		}
+	}
+}
+
+func (e *env) apiRoutes() map[string][]auth.Role {
+	pool := e.pool()
+	as, err := auth.New(auth.Options{Pool: pool})
+	require.NoError(e.t, err)
+	srv, err := api.New(api.Options{Pool: pool, Auth: as})
+	require.NoError(e.t, err)
+	out := map[string][]auth.Role{}
+	for _, rt := range srv.Routes() {
+		out[rt.Method+" "+rt.Path] = rt.Roles
+	}
+	return out
+}
+
+func (e *env) pool() *pgxpool.Pool {
+	pool, err := pgxpool.New(context.Background(), e.b.Options.DatabaseURL)
+	require.NoError(e.t, err)
+	e.t.Cleanup(pool.Close)
+	return pool
+}
+
+func contains(rs []auth.Role, r auth.Role) bool {
+	for _, x := range rs {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+var tags = regexp.MustCompile(`<[^>]+>`)
+
+func snippet(body string) string {
+	s := strings.Join(strings.Fields(tags.ReplaceAllString(body, " ")), " ")
+	if len(s) > 300 {
+		s = s[:300]
+	}
+	return s
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func mustURL(s string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return u
+}
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}

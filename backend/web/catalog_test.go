@@ -1,0 +1,402 @@
+package web
+
+import (
+	"html/template"
+	"io/fs"
+	"net/http/httptest"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+	"unicode"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/net/html"
+
+	"kluis/backend/auth"
+	"kluis/backend/lifecycle"
+	"kluis/backend/store"
+	"kluis/controller/wire"
+	"kluis/hardware"
+)
+
+var placeholder = regexp.MustCompile(`\{[a-z]+\}`)
+
+// Every key exists in the four languages, none is empty, and each has the
+// same placeholders everywhere; the date layouts are Go layouts.
+func TestCatalogueComplete(t *testing.T) {
+	require.Equal(t, []string{"nl", "fr", "en", "de"}, Languages)
+	ref := catalogue["en"]
+	for _, lang := range Languages {
+		c, ok := catalogue[lang]
+		require.True(t, ok, lang)
+		assert.Len(t, c, len(ref), "%s has another number of keys than en", lang)
+		for k, v := range c {
+			en, ok := ref[k]
+			if !assert.True(t, ok, "%s has %q, en does not", lang, k) {
+				continue
+			}
+			assert.NotEmpty(t, strings.TrimSpace(v), "%s %s is empty", lang, k)
+			assert.Equal(t, sortedMatches(en), sortedMatches(v), "%s %s: placeholders differ from en", lang, k)
+		}
+		for k := range ref {
+			_, ok := c[k]
+			assert.True(t, ok, "%s lacks %q", lang, k)
+		}
+		for _, k := range []string{"fmt.clock", "fmt.datetime", "fmt.date"} {
+			ts := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+			parsed, err := time.Parse(c[k], ts.Format(c[k]))
+			require.NoError(t, err, "%s %s", lang, k)
+			assert.Equal(t, ts.Format(c[k]), parsed.Format(c[k]))
+		}
+	}
+	// The names of every kind, state, alarm and action a page can show.
+	var keys []string
+	for _, k := range store.DocumentKinds() {
+		keys = append(keys, "kind."+string(k), "register.invalid.kind")
+	}
+	for _, s := range lifecycle.States() {
+		keys = append(keys, "state."+string(s))
+	}
+	for _, a := range lifecycle.Actions() {
+		keys = append(keys, "history."+string(a))
+	}
+	keys = append(keys, "history.register")
+	for _, a := range wire.AlarmKinds() {
+		keys = append(keys, "alarm."+string(a))
+	}
+	for _, k := range wire.EventKinds() {
+		keys = append(keys, "timeline.device."+string(k))
+	}
+	for _, r := range auth.Roles() {
+		keys = append(keys, "role."+string(r))
+	}
+	for _, s := range []string{"free", "reserved", "loaded", "expired", "out_of_service"} {
+		keys = append(keys, "map.state."+s, "map.short."+s)
+	}
+	for _, f := range registerFields {
+		keys = append(keys, "register.invalid."+f)
+	}
+	for k := range notices {
+		keys = append(keys, k)
+	}
+	for _, l := range Languages {
+		keys = append(keys, "language."+l)
+	}
+	for _, c := range []string{"email", "sms", "slip"} {
+		keys = append(keys, "channel."+c)
+	}
+	for _, s := range []string{"sent", "failed", "needed"} {
+		keys = append(keys, "notification."+s)
+	}
+	for _, k := range keys {
+		_, ok := ref[k]
+		assert.True(t, ok, "the catalogue lacks %q", k)
+	}
+}
+
+func sortedMatches(s string) []string {
+	m := placeholder.FindAllString(s, -1)
+	sort.Strings(m)
+	return m
+}
+
+var action = regexp.MustCompile(`(?s)\{\{.*?\}\}`)
+
+// The templates hold no words: what is left of every text and every
+// attribute people read (aria-label, title, alt, placeholder, label) once
+// the template actions are taken out has no letter.
+func TestTemplatesHoldNoWords(t *testing.T) {
+	files, err := fs.Glob(assets, "assets/*.html")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		b, err := fs.ReadFile(assets, f)
+		require.NoError(t, err)
+		src := action.ReplaceAllString(string(b), "")
+		z := html.NewTokenizer(strings.NewReader(src))
+		for {
+			tt := z.Next()
+			if tt == html.ErrorToken {
+				break
+			}
+			tok := z.Token()
+			switch tt {
+			case html.TextToken:
+				assert.False(t, hasLetter(tok.Data), "%s: words in the template: %q", f, strings.TrimSpace(tok.Data))
+			case html.StartTagToken, html.SelfClosingTagToken:
+				for _, a := range tok.Attr {
+					switch a.Key {
+					case "aria-label", "title", "alt", "placeholder", "label", "data-lost", "data-ended", "data-shown":
+						assert.False(t, hasLetter(a.Val), "%s: words in %s=%q", f, a.Key, a.Val)
+					}
+				}
+			}
+		}
+	}
+}
+
+func hasLetter(s string) bool {
+	for _, r := range s {
+		if unicode.IsLetter(r) {
+			return true
+		}
+	}
+	return false
+}
+
+var jsString = regexp.MustCompile(`"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'`)
+
+// The script holds no words either: no string in it is a phrase or a text
+// of the catalogue (what it shows comes from data-* attributes).
+func TestScriptHoldsNoWords(t *testing.T) {
+	b, err := fs.ReadFile(assets, "assets/static/console.js")
+	require.NoError(t, err)
+	var code strings.Builder
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "//") {
+			code.WriteString(line + "\n")
+		}
+	}
+	values := map[string]bool{}
+	for _, c := range catalogue {
+		for _, v := range c {
+			values[v] = true
+		}
+	}
+	phrase := regexp.MustCompile(`\pL\s+\pL`)
+	lits := jsString.FindAllString(code.String(), -1)
+	require.NotEmpty(t, lits)
+	for _, lit := range lits {
+		s := lit[1 : len(lit)-1]
+		if s == "use strict" {
+			continue
+		}
+		assert.False(t, phrase.MatchString(s), "a phrase in console.js: %s", lit)
+		assert.False(t, values[s], "a catalogue text in console.js: %s", lit)
+	}
+}
+
+// marker is the text of a key in the marker catalogue.
+func marker(k string) string { return "⟪" + k + "⟫" }
+
+const datum = "⟨d⟩"
+
+// markers are what may show besides catalogue texts: data, the device ids
+// of the fixtures, placeholders the script fills in, compartment sizes, and
+// the raw name of an audit action the catalogue does not know.
+var markers = regexp.MustCompile(`⟪[a-z0-9_.]+⟫|⟨d⟩|\b[ak]1\b|\{[a-z]+\}|\b[SML]\b|something\.new`)
+
+// Every page, rendered with a catalogue whose texts are markers and data
+// that is a marker too, shows nothing else a person reads: every word on
+// every page comes from the catalogue. The same pages in the four real
+// languages miss no key.
+func TestPagesShowOnlyCatalogueWords(t *testing.T) {
+	real := catalogue
+	t.Cleanup(func() { catalogue = real })
+	mk := map[string]map[string]string{}
+	for _, l := range Languages {
+		mk[l] = map[string]string{}
+		for k, v := range real[l] {
+			// The placeholders stay, so that what Go code fills in shows.
+			mk[l][k] = marker(k) + strings.Join(placeholder.FindAllString(v, -1), " ")
+			if strings.HasPrefix(k, "fmt.") {
+				mk[l][k] = v
+			}
+		}
+	}
+	for _, run := range []struct {
+		name string
+		cat  map[string]map[string]string
+	}{{"markers", mk}, {"real", real}} {
+		catalogue = run.cat
+		for _, lang := range Languages {
+			for name, html := range renderAll(t, lang) {
+				require.NotContains(t, html, "⟦", "%s %s: a key missing from the catalogue", lang, name)
+				if run.name != "markers" {
+					continue
+				}
+				for _, text := range visibleTexts(t, html) {
+					rest := markers.ReplaceAllString(text, "")
+					assert.False(t, hasLetter(rest), "%s page %s: words outside the catalogue: %q (in %q)", lang, name, rest, text)
+				}
+			}
+		}
+	}
+}
+
+// visibleTexts are the texts and readable attributes of a page.
+func visibleTexts(t *testing.T, page string) []string {
+	z := html.NewTokenizer(strings.NewReader(page))
+	var out []string
+	skip := 0
+	for {
+		tt := z.Next()
+		if tt == html.ErrorToken {
+			return out
+		}
+		tok := z.Token()
+		switch tt {
+		case html.StartTagToken:
+			if tok.Data == "script" || tok.Data == "style" {
+				skip++
+			}
+		case html.EndTagToken:
+			if tok.Data == "script" || tok.Data == "style" {
+				skip--
+			}
+		case html.TextToken:
+			if skip == 0 && strings.TrimSpace(tok.Data) != "" {
+				out = append(out, tok.Data)
+			}
+		}
+		for _, a := range tok.Attr {
+			switch a.Key {
+			case "aria-label", "title", "alt", "placeholder", "label", "data-lost", "data-ended", "data-shown", "data-label":
+				out = append(out, a.Val)
+			}
+		}
+	}
+}
+
+// renderAll renders every page and live fragment with data of every kind,
+// as an admin (who sees every button).
+func renderAll(t *testing.T, lang string) map[string]string {
+	t.Helper()
+	pages, err := parsePages()
+	require.NoError(t, err)
+	now := time.Date(2026, 3, 4, 9, 30, 0, 0, time.UTC)
+	loc, _ := time.LoadLocation("Europe/Brussels")
+	rules := map[string][]auth.Role{}
+	for _, a := range Actions() {
+		rules[a.Name] = []auth.Role{auth.RoleAdmin}
+	}
+	w := &Web{pages: pages, rules: rules, o: Options{Location: loc, Clock: func() time.Time { return now }}}
+	out := map[string]string{}
+	do := func(name, path, page string, main any, loggedIn bool) {
+		r := httptest.NewRequest("GET", path, nil)
+		q := &req{w: w, r: r, lang: lang, t: w.tr(lang), loggedIn: loggedIn,
+			sess: auth.WebSession{CSRF: "csrf", User: auth.User{ID: 1, Username: datum, Role: auth.RoleAdmin}}}
+		rec := httptest.NewRecorder()
+		w.render(rec, q, 200, page, datum, main)
+		require.Equal(t, 200, rec.Code, name)
+		out[name] = rec.Body.String()
+	}
+	at := now.Add(-time.Hour)
+	dl := now.Add(30 * time.Hour)
+	doc := store.Document{ID: "d1", Kind: store.Passport, Number: datum, FirstName: datum, LastName: datum, BirthDate: &at,
+		Language: "fr", Email: datum, State: lifecycle.Notified, DeviceID: "k1", CompartmentID: 1, Deadline: &dl, WantsLow: true}
+	rows := []docRow{{Document: doc, Device: datum, Comp: 3}}
+	do("login", "/staff/login?notice=notice.logged_out", "login", loginData{Username: datum, Error: datum, Ended: true, Next: "/staff/x", Token: "t"}, false)
+	do("documents", "/staff/documents?q=x", "documents", documentsData{Query: datum, Searched: true, Results: rows, Total: 1, Soon: rows,
+		Expired: rows, Reserved: rows, SoonDays: 2}, true)
+	do("documents-empty", "/staff/documents", "documents", documentsData{SoonDays: 2}, true)
+	dev := store.Device{ID: "k1", SiteID: "s", Kind: store.Locker, Name: datum}
+	oos := dev
+	oos.OutOfService = &store.DeviceOutOfService{Since: at, Reason: datum}
+	rd := registerData{Form: registerForm{Kind: "eid", Contact: "none", Language: "nl", SiteID: "s"}, Errors: map[string]string{},
+		Kinds: store.DocumentKinds(), Sites: []siteOption{{Site: store.Site{ID: "s", Name: datum}, Devices: []store.Device{dev, oos}}}, LowMax: 120}
+	for _, f := range registerFields {
+		rd.Errors[f] = datum
+		rd.Summary = append(rd.Summary, fieldMessage{Field: f, Text: datum})
+	}
+	do("register", "/staff/documents/new", "register", rd, true)
+	comp := store.Compartment{ID: 1, Number: 3}
+	for _, st := range []lifecycle.State{lifecycle.Registered, lifecycle.Notified, lifecycle.Expired} {
+		d := doc
+		d.State = st
+		dd := documentData{Doc: d, Site: store.Site{Name: datum}, Device: &dev, Comp: &comp, Devices: []store.Device{dev, oos},
+			Timeline: []step{{At: at, Text: datum, Who: datum, Detail: datum}}, CanReserve: true, CanUnres: true, CanCancel: true,
+			CanRenotify: true, CanReissue: true, CanSlip: true}
+		if st == lifecycle.Expired {
+			dd = documentData{Doc: d, Site: store.Site{Name: datum}, SlipOnly: true}
+		}
+		do("document-"+string(st), "/staff/documents/d1", "document", dd, true)
+	}
+	for _, paper := range []string{"a4", "80mm"} {
+		do("slip-"+paper, "/staff/documents/d1/slip", "slip", slipData{Doc: "d1", Paper: paper, Body: template.HTML("<p>" + datum + "</p>"), Back: "/staff/documents/d1"}, true)
+	}
+	board := 0
+	hs := []health{
+		{Device: dev, Known: true, Online: true, Since: at, Software: datum, LastHeartbeat: &at, Late: true, HasHeartbeat: true,
+			Boards: []wire.BoardHealth{{Address: 0, Online: true, Firmware: datum, Errors: 2}, {Address: 1}}, BoardErrors: 2, BoardsOffline: 1,
+			DoorsOpen: 1, Backlog: 3, UpSince: &at, Firmware: datum,
+			Alarms: []alarm{{Compartment: 4, Kind: wire.AlarmDoorLeftOpen, At: at}, {Kind: wire.AlarmBoardUnreachable, Board: &board, At: at},
+				{Kind: wire.AlarmJournalDamaged, At: at}}},
+		{Device: oos, Known: true, Since: at},
+		{Device: store.Device{ID: "a1", Kind: store.Automaton, Name: "a1"}},
+	}
+	do("devices", "/staff/devices", "devices", devicesData{Rows: hs, Sites: map[string]string{"s": datum}, Show: "all"}, true)
+	do("devices-empty", "/staff/devices", "devices", devicesData{Show: "alarms"}, true)
+	var comps []compView
+	for i, s := range []string{"free", "reserved", "loaded", "expired", "out_of_service"} {
+		c := compView{Compartment: store.Compartment{ID: int64(i + 1), Number: i + 1, Size: store.SizeM, HeightCM: 40 * (i + 1),
+			State: store.CompartmentState(s)}, Shown: s, Low: i < 3}
+		if s != "free" && s != "out_of_service" {
+			c.DocID, c.DocState = "d1", lifecycle.Loaded
+		}
+		if i == 3 {
+			c.DoorOpen, c.Alarms = true, []wire.AlarmKind{wire.AlarmDoorLeftOpen}
+		}
+		comps = append(comps, c)
+	}
+	var events []event
+	actions := []string{"compartment.remote_open", "compartment.out_of_service", "compartment.in_service", "device.create", "device.update",
+		"device.out_of_service", "device.in_service", "device.pin_locked", "device.pin_unlocked", "device.mqtt_password_set",
+		"kiosk.login", "kiosk.login_failed", "kiosk.denied", "kiosk.test_open", "kiosk.retrieve", "code.used", "code.denied",
+		"code.device_revoked", "something.new"}
+	for _, k := range wire.EventKinds() {
+		actions = append(actions, "device."+string(k))
+	}
+	for i, a := range actions {
+		events = append(events, event{Seq: int64(i), At: at, Action: a, Actor: []string{"system", "device:k1", datum}[i%3], Compartment: 2,
+			Alarm: string(wire.AlarmForcedDoor), Reason: datum, Result: []string{"opened", "failed"}[i%2], Document: "d1", IsAlarm: a == "device.alarm"})
+	}
+	layout, err := store.ResolveLayout(&store.Layout{Columns: 3, Rows: 3, Screen: &store.Place{Column: 2, Row: 1, Height: 2}}, []int{1, 2, 3, 4, 5})
+	require.NoError(t, err)
+	d := detail{health: hs[0], Site: store.Site{Name: datum}, Comps: comps, Layout: layout, Timeline: events, LowMax: 120}
+	d.Doors = []hardware.ChannelState{{Addr: hardware.Address{Channel: 3}, DoorOpen: true}}
+	dv := deviceView{detail: d, Highlight: 2}
+	dv.Map = drawMap(w.tr(lang), d, 2)
+	do("device", "/staff/devices/k1?c=2", "device", dv, true)
+	empty := deviceView{detail: detail{health: hs[2], Site: store.Site{Name: datum}, Layout: layout}}
+	empty.Map = drawMap(w.tr(lang), empty.detail, 0)
+	do("device-never", "/staff/devices/a1", "device", empty, true)
+	for _, confirm := range []bool{false, true} {
+		do("open", "/staff/devices/k1/compartments/3/open", "open", actionData{Device: dev, Comp: comp, Reason: datum, Error: datum,
+			Confirm: confirm, Kind: "open", Action: "/x", Back: "/y"}, true)
+	}
+	for _, kind := range []string{"comp_service", "device_service"} {
+		for _, o := range []bool{true, false} {
+			do("service-"+kind, "/x", "service", actionData{Device: oos, Comp: comp, Out: o, Reason: datum, Error: datum, Kind: kind, Action: "/x", Back: "/y"}, true)
+		}
+	}
+	do("error", "/staff/nope", "error", errorData{Message: datum, Status: 404}, true)
+	// The live fragments, as the streams send them.
+	q := &req{w: w, r: httptest.NewRequest("GET", "/", nil), lang: lang, t: w.tr(lang), loggedIn: true,
+		sess: auth.WebSession{User: auth.User{Role: auth.RoleAdmin}}}
+	for _, name := range []string{"fleet-rows", "fleet-summary"} {
+		s, err := w.fragment(q, "devices", name, devicesData{Rows: hs, Sites: map[string]string{"s": datum}})
+		require.NoError(t, err)
+		out["live-"+name] = "<div>" + s + "</div>"
+	}
+	for _, name := range []string{"device-status", "device-map", "device-comps", "device-boards", "device-timeline"} {
+		s, err := w.fragment(q, "device", name, dv)
+		require.NoError(t, err)
+		out["live-"+name] = "<div>" + s + "</div>"
+	}
+	return out
+}
+
+// The catalogue test above reads the files this one checks exist.
+func TestAssetsExist(t *testing.T) {
+	for _, f := range []string{"console.css", "console.js", "print-a4.css", "print-80mm.css"} {
+		_, err := fs.Stat(assets, "assets/static/"+f)
+		assert.NoError(t, err, f)
+	}
+	_, err := os.Stat("assets/layout.html")
+	assert.NoError(t, err)
+}

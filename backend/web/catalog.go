@@ -10,7 +10,7 @@ package web
 // error.* for error pages; kind.*, state.*, alarm.*, role.* name things.
 var catalogue = map[string]map[string]string{
 	"nl": {
-		"devices.sort": "Sorteren op",
+		"devices.sort":                         "Sorteren op",
 		"lang.name":                            "Nederlands",
 		"app.name":                             "Kluis personeel",
 		"fmt.clock":                            "15:04:05",
@@ -341,7 +341,7 @@ var catalogue = map[string]map[string]string{
 		"service.put_back":                     "Weer in dienst stellen",
 	},
 	"fr": {
-		"devices.sort": "Trier par",
+		"devices.sort":                         "Trier par",
 		"lang.name":                            "Français",
 		"app.name":                             "Kluis personnel",
 		"fmt.clock":                            "15:04:05",
@@ -672,7 +672,7 @@ var catalogue = map[string]map[string]string{
 		"service.put_back":                     "Remettre en service",
 	},
 	"en": {
-		"devices.sort": "Sort by",
+		"devices.sort":                         "Sort by",
 		"lang.name":                            "English",
 		"app.name":                             "Kluis staff",
 		"fmt.clock":                            "15:04:05",
@@ -1003,7 +1003,7 @@ var catalogue = map[string]map[string]string{
 		"service.put_back":                     "Put back in service",
 	},
 	"de": {
-		"devices.sort": "Sortieren nach",
+		"devices.sort":                         "Sortieren nach",
 		"lang.name":                            "Deutsch",
 		"app.name":                             "Kluis Personal",
 		"fmt.clock":                            "15:04:05",

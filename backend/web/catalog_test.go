@@ -317,7 +317,7 @@ func renderAll(t *testing.T, lang string) map[string]string {
 		do("document-"+string(st), "/staff/documents/d1", "document", dd, true)
 	}
 	for _, paper := range []string{"a4", "80mm"} {
-		do("slip-"+paper, "/staff/documents/d1/slip", "slip", slipData{Doc: "d1", Paper: paper, Body: template.HTML("<p>" + datum + "</p>"), Back: "/staff/documents/d1"}, true)
+		do("slip-"+paper, "/staff/documents/d1/slip", "slip", slipData{Doc: "d1", Lang: "fr", Paper: paper, Body: template.HTML("<p>" + datum + "</p>"), Back: "/staff/documents/d1"}, true)
 	}
 	board := 0
 	hs := []health{

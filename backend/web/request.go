@@ -315,19 +315,18 @@ func (w *Web) render(rw http.ResponseWriter, q *req, status int, name, title str
 }
 
 func (w *Web) nav(q *req) []navItem {
+	path := q.r.URL.Path
+	register := path == Prefix+"documents/new" || (q.r.Method == http.MethodPost && path == Prefix+"documents")
 	var out []navItem
-	add := func(action, href, key string) {
+	add := func(action, href, key string, current bool) {
 		if q.may(action) {
-			out = append(out, navItem{Href: href, Text: q.t.S(key), Current: q.r.URL.Path == href ||
-				(href != Prefix && strings.HasPrefix(q.r.URL.Path, href+"/") && href != Prefix+"documents/new")})
+			out = append(out, navItem{Href: href, Text: q.t.S(key), Current: current})
 		}
 	}
-	add("documents.list", Prefix+"documents", "nav.documents")
-	add("documents.register", Prefix+"documents/new", "nav.register")
-	add("devices.list", Prefix+"devices", "nav.devices")
-	if len(out) > 1 && out[0].Current && out[1].Current {
-		out[0].Current = false
-	}
+	add("documents.list", Prefix+"documents", "nav.documents",
+		!register && (path == Prefix+"documents" || strings.HasPrefix(path, Prefix+"documents/")))
+	add("documents.register", Prefix+"documents/new", "nav.register", register)
+	add("devices.list", Prefix+"devices", "nav.devices", path == Prefix+"devices" || strings.HasPrefix(path, Prefix+"devices/"))
 	return out
 }
 

@@ -22,7 +22,9 @@ import (
 // inline style), and only its headings, paragraphs and QR image are kept.
 
 type slipData struct {
-	Doc   string
+	Doc string
+	// Lang is the holder's language, the slip's.
+	Lang  string
 	Paper string
 	Body  template.HTML
 	Back  string
@@ -57,7 +59,7 @@ func (w *Web) slip(rw http.ResponseWriter, q *req) error {
 		return err
 	}
 	w.render(rw, q, http.StatusOK, "slip", q.t.F("slip.title", "number", doc.Number),
-		slipData{Doc: doc.ID, Paper: paper, Body: body, Back: Prefix + "documents/" + doc.ID})
+		slipData{Doc: doc.ID, Lang: doc.Language, Paper: paper, Body: body, Back: Prefix + "documents/" + doc.ID})
 	return nil
 }
 

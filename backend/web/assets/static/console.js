@@ -5,13 +5,31 @@
   "use strict";
 
   // A barcode scanner types the number and presses Enter: in a form, that
-  // moves on to the next field instead of sending a half-filled form.
+  // moves on to the next field instead of sending a half-filled form. The
+  // Enter's keypress (what sends a form) is stopped too, and the next field
+  // gets the focus only when the key is released, after that keypress.
+  var scanned = null;
+  function isEnter(e) {
+    return e.key === "Enter" || e.keyCode === 13;
+  }
   document.addEventListener("keydown", function (e) {
     var t = e.target;
-    if (e.key !== "Enter" || !t || !t.matches || !t.matches('input[data-scanner="next"]')) {
+    if (isEnter(e) && t && t.matches && t.matches('input[data-scanner="next"]')) {
+      e.preventDefault();
+      scanned = t;
+    }
+  });
+  document.addEventListener("keypress", function (e) {
+    if (scanned && isEnter(e)) {
+      e.preventDefault();
+    }
+  });
+  document.addEventListener("keyup", function (e) {
+    if (!scanned || !isEnter(e)) {
       return;
     }
-    e.preventDefault();
+    var t = scanned;
+    scanned = null;
     var f = t.form;
     if (!f) {
       return;

@@ -1,0 +1,236 @@
+package web_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/auth"
+	"kluis/backend/server"
+	"kluis/backend/store"
+	"kluis/controller/wire"
+	"kluis/deploy/dev/browsertest"
+)
+
+// The console and the dashboard in headless Chromium against the real
+// backend: every page at desktop (1280x800) and phone (360x740) widths
+// with zero axe-core WCAG 2.1 A/AA violations and nothing scrolling
+// sideways, a screenshot of each under var/screenshots/console/; a
+// scanner typing the document number and Enter into the register form
+// (the next field opens, nothing is sent), the form sent with real clicks
+// and keys; the fleet table sorted and filtered with clicks; a
+// door-left-open alarm on the fleet page without a reload; a language link.
+func TestConsoleInBrowser(t *testing.T) {
+	e := newEnv(t, server.Options{PickupPeriods: map[store.DocumentKind]time.Duration{store.ResidenceCard: time.Second},
+		HousekeepEvery: 500 * time.Millisecond})
+	ctx := context.Background()
+	// Documents in every list: reserved, ready with a slip, expired.
+	reserved := e.register("591-0000010-10", false)
+	slipDoc := e.registerWith(map[string]any{"kind": "passport", "number": "EP0000011", "holder_first_name": "Marie",
+		"holder_last_name": "Dubois", "holder_birth_date": "1975-11-30", "language": "fr", "no_contact": true, "site_id": siteID})
+	require.NoError(t, e.b.Call(ctx, "POST", "/api/v1/documents/"+slipDoc+"/load", nil, nil))
+	expired := e.registerWith(map[string]any{"kind": "residence_card", "number": "B0000012", "holder_first_name": "Ahmed",
+		"holder_last_name": "El Amrani", "holder_birth_date": "1990-02-03", "language": "en", "email": "a@example.org", "site_id": siteID})
+	require.NoError(t, e.b.Call(ctx, "POST", "/api/v1/documents/"+expired+"/load", nil, nil))
+	eventually(t, "the residence card to expire", func() bool { return e.document(expired)["state"] == "expired" })
+	e.dev.event(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: &wire.Address{Board: 0, Channel: 1}})
+
+	b := browsertest.New(t, browsertest.Options{})
+	desktop := b.NewTab(t, 1280, 800)
+	phone := b.NewTab(t, 360, 740)
+	base := e.b.URL("")
+	check := func(path, name string, wait string) {
+		t.Helper()
+		for _, v := range []struct {
+			tab  *browsertest.Tab
+			size string
+		}{{desktop, "desktop"}, {phone, "phone"}} {
+			v.tab.Do(t, chromedp.Navigate(base+path))
+			v.tab.WaitFor(t, wait, 10*time.Second)
+			v.tab.CheckAxe(t, name+" "+v.size)
+			noSideScroll(t, v.tab, name+" "+v.size)
+			v.tab.Screenshot(t, "console/"+name+"-"+v.size)
+		}
+	}
+
+	// Signed out.
+	check("/staff/login", "login", `!!document.querySelector("#username")`)
+	login(t, desktop, base, e.users[auth.RoleStaff], password(auth.RoleStaff))
+	desktop.WaitFor(t, `location.pathname === "/staff/documents"`, 10*time.Second)
+
+	// A scanner types the number and Enter: the next field opens, nothing is sent.
+	desktop.Do(t, chromedp.Navigate(base+"/staff/documents/new"))
+	desktop.WaitFor(t, `document.activeElement && document.activeElement.id === "f-number"`, 10*time.Second)
+	desktop.Do(t, chromedp.Evaluate[chromedp.Void](`window.sameDocument = true`))
+	desktop.Do(t, chromedp.KeyEvent("591-7654321-98\r"))
+	desktop.WaitFor(t, `document.activeElement.id === "f-holder_first_name"`, 5*time.Second)
+	require.Equal(t, "/staff/documents/new", evalString(t, desktop, `location.pathname`))
+	require.Equal(t, "true", evalString(t, desktop, `String(window.sameDocument === true)`))
+	require.Equal(t, "591-7654321-98", evalString(t, desktop, `document.getElementById("f-number").value`))
+	desktop.Do(t, chromedp.KeyEvent("Lotte"), chromedp.SendKeys(chromedp.CSS("#f-holder_last_name"), "Claes"))
+	desktop.Do(t, chromedp.SetValue(chromedp.CSS("#f-holder_birth_date"), "1988-06-15"))
+	desktop.Do(t, chromedp.Click(chromedp.CSS("#c-mobile")), chromedp.SendKeys(chromedp.CSS("#f-mobile"), "0470 12 34 56"))
+	desktop.Do(t, chromedp.SetValue(chromedp.CSS("#f-device_id"), lockerID), chromedp.Click(chromedp.CSS("#f-wants_low")))
+	desktop.Do(t, chromedp.Click(chromedp.CSS(`form button[type=submit].primary`)))
+	desktop.WaitFor(t, `location.pathname.startsWith("/staff/documents/") && !!document.querySelector(".notice")`, 10*time.Second)
+	assert.Contains(t, desktop.Text(t, ".state-line"), "Gereserveerd")
+	assert.Contains(t, desktop.Text(t, ".state-line"), "Kluis inkomhal, vak")
+	registered := strings.TrimPrefix(evalString(t, desktop, `location.pathname`), "/staff/documents/")
+
+	// Every page of counter staff.
+	check("/staff/documents", "documents", `!!document.querySelector("h1")`)
+	check("/staff/documents?q=dubois", "documents-search", `!!document.querySelector("#h-results")`)
+	check("/staff/documents/new", "register", `!!document.querySelector("#f-number")`)
+	for _, v := range []*browsertest.Tab{desktop, phone} {
+		// The form sent empty: the error summary and the fields.
+		v.Do(t, chromedp.Navigate(base+"/staff/documents/new"))
+		v.WaitFor(t, `!!document.querySelector("#f-number")`, 10*time.Second)
+		v.Do(t, chromedp.Click(chromedp.CSS(`form button[type=submit].primary`)))
+		v.WaitFor(t, `!!document.querySelector(".error-summary")`, 10*time.Second)
+	}
+	desktop.CheckAxe(t, "register-errors desktop")
+	desktop.Screenshot(t, "console/register-errors-desktop")
+	phone.CheckAxe(t, "register-errors phone")
+	noSideScroll(t, phone, "register-errors phone")
+	phone.Screenshot(t, "console/register-errors-phone")
+	check("/staff/documents/"+registered, "document-reserved", `!!document.querySelector(".timeline")`)
+	check("/staff/documents/"+slipDoc, "document-ready", `!!document.querySelector(".timeline")`)
+	check("/staff/documents/"+expired, "document-expired", `!!document.querySelector(".timeline")`)
+	check("/staff/documents/"+slipDoc+"/slip", "slip-a4", `!!document.querySelector("article.slip img")`)
+	check("/staff/documents/"+slipDoc+"/slip?paper=80mm", "slip-80mm", `!!document.querySelector("article.slip img")`)
+	// Printed, only the slip shows.
+	_, err := chromedp.Call(desktop.Ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Media: "print"})
+	require.NoError(t, err)
+	require.Equal(t, "none", evalString(t, desktop, `getComputedStyle(document.querySelector("header.top")).display`))
+	require.Equal(t, "none", evalString(t, desktop, `getComputedStyle(document.querySelector(".no-print")).display`))
+	assert.Regexp(t, `\d{3} \d{3} \d{3}`, desktop.Text(t, "article.slip .slip-pin"), "the PIN is on the slip")
+	assert.Equal(t, "fr", evalString(t, desktop, `document.querySelector("article.slip").lang`), "in the holder's language")
+	desktop.Screenshot(t, "console/slip-80mm-printed")
+	pdf, err := chromedp.Run(desktop.Ctx, chromedp.PrintToPDF(chromedp.PDFPreferCSSPageSize()))
+	require.NoError(t, err)
+	require.True(t, len(pdf) > 1000 && string(pdf[:4]) == "%PDF")
+	_, err = chromedp.Call(desktop.Ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Media: ""})
+	require.NoError(t, err)
+	check("/staff/devices", "devices-staff", `!!document.querySelector("#fleet-rows tr")`)
+	check("/staff/devices/"+lockerID+"?c=2", "device-staff", `!!document.querySelector("svg.map")`)
+	assert.Zero(t, evalInt(t, desktop, `document.querySelectorAll('a[href*="/open"]').length`), "no remote open for staff")
+	check("/staff/nowhere", "not-found", `!!document.querySelector(".error-summary")`)
+
+	// A language link, with a real click.
+	desktop.Do(t, chromedp.Navigate(base+"/staff/documents/"+reserved))
+	desktop.WaitFor(t, `document.documentElement.lang === "nl"`, 10*time.Second)
+	desktop.Do(t, chromedp.Click(chromedp.CSS(`nav.langs a[hreflang="fr"]`)))
+	desktop.WaitFor(t, `document.documentElement.lang === "fr"`, 10*time.Second)
+	assert.Contains(t, desktop.Text(t, ".state-line"), "Réservé")
+	desktop.CheckAxe(t, "document fr")
+	desktop.Do(t, chromedp.Click(chromedp.CSS(`nav.langs a[hreflang="nl"]`)))
+	desktop.WaitFor(t, `document.documentElement.lang === "nl"`, 10*time.Second)
+
+	// A technician.
+	desktop.Do(t, chromedp.Navigate(base+"/staff/devices"))
+	desktop.WaitFor(t, `!!document.querySelector("header form button")`, 10*time.Second)
+	desktop.Do(t, chromedp.Click(chromedp.CSS(`header form button`)))
+	desktop.WaitFor(t, `location.pathname === "/staff/login"`, 10*time.Second)
+	login(t, desktop, base, e.users[auth.RoleTechnician], password(auth.RoleTechnician))
+	desktop.WaitFor(t, `location.pathname === "/staff/devices"`, 10*time.Second)
+	check("/staff/devices", "devices", `!!document.querySelector("#fleet-rows tr")`)
+	check("/staff/devices/"+lockerID, "device", `!!document.querySelector("svg.map")`)
+	check("/staff/devices/"+autoID, "device-never-connected", `!!document.querySelector("svg.map")`)
+	check("/staff/devices/"+lockerID+"/compartments/3/open", "open-reason", `!!document.querySelector("#reason")`)
+	for _, v := range []*browsertest.Tab{desktop, phone} {
+		v.Do(t, chromedp.Navigate(base+"/staff/devices/"+lockerID+"/compartments/3/open"))
+		v.WaitFor(t, `!!document.querySelector("#reason")`, 10*time.Second)
+		v.Do(t, chromedp.SendKeys(chromedp.CSS("#reason"), "ticket 881"), chromedp.Click(chromedp.CSS("button.primary")))
+		v.WaitFor(t, `!!document.querySelector(".confirm")`, 10*time.Second)
+	}
+	desktop.CheckAxe(t, "open-confirm desktop")
+	desktop.Screenshot(t, "console/open-confirm-desktop")
+	phone.CheckAxe(t, "open-confirm phone")
+	noSideScroll(t, phone, "open-confirm phone")
+	phone.Screenshot(t, "console/open-confirm-phone")
+	require.Zero(t, e.dev.openCount(), "nothing opens before the confirmation")
+	check("/staff/devices/"+lockerID+"/compartments/6/service", "compartment-service", `!!document.querySelector("#reason")`)
+	check("/staff/devices/"+lockerID+"/service", "device-service", `!!document.querySelector("#reason")`)
+
+	// Sort and filter the fleet with clicks.
+	desktop.Do(t, chromedp.Navigate(base+"/staff/devices"))
+	desktop.WaitFor(t, `document.querySelectorAll("#fleet-rows tr[data-status]").length === 2`, 10*time.Second)
+	assert.Equal(t, "ascending", evalString(t, desktop, `document.querySelector("th[aria-sort]").getAttribute("aria-sort")`))
+	desktop.Do(t, chromedp.Click(chromedp.CSS(`button[data-sort="0"]`)))
+	assert.Equal(t, "descending", evalString(t, desktop, `document.querySelector("th[aria-sort]").getAttribute("aria-sort")`))
+	assert.Equal(t, lockerID, evalString(t, desktop, `document.querySelector("#fleet-rows tr[data-status] a").getAttribute("href").split("/").pop()`),
+		"Kluis inkomhal before Automaat, descending")
+	desktop.Do(t, chromedp.SetValue(chromedp.CSS("#show"), "alarms"),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById("show").dispatchEvent(new Event("change"))`))
+	assert.Equal(t, 1, evalInt(t, desktop, `document.querySelectorAll("#fleet-rows tr[data-status]:not([hidden])").length`))
+	desktop.Do(t, chromedp.SetValue(chromedp.CSS("#show"), "all"),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById("show").dispatchEvent(new Event("change"))`))
+	desktop.Do(t, chromedp.Click(chromedp.CSS("#filter")), chromedp.KeyEvent("automaat"))
+	desktop.WaitFor(t, `document.querySelectorAll("#fleet-rows tr[data-status]:not([hidden])").length === 1`, 5*time.Second)
+	assert.Contains(t, desktop.Text(t, ".shown"), "1 van 2")
+	desktop.Do(t, chromedp.Navigate(base+"/staff/devices"))
+	desktop.WaitFor(t, `document.querySelectorAll("#fleet-rows tr[data-status]").length === 2`, 10*time.Second)
+
+	// A door left open appears without a reload.
+	desktop.Do(t, chromedp.Evaluate[chromedp.Void](`window.sameDocument = true`))
+	time.Sleep(1500 * time.Millisecond) // the stream is open and has had its first poll
+	e.dev.event(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmDoorLeftOpen, Addr: &wire.Address{Board: 0, Channel: 5}})
+	desktop.WaitText(t, "#fleet-rows", "Deur blijft open, vak 6", 10*time.Second)
+	require.Equal(t, "true", evalString(t, desktop, `String(window.sameDocument === true)`), "no reload")
+	assert.Contains(t, desktop.Text(t, "#fleet-summary"), "actieve alarmen")
+	desktop.CheckAxe(t, "devices after a live update")
+	desktop.Screenshot(t, "console/devices-live-alarm-desktop")
+	phone.Do(t, chromedp.Navigate(base+"/staff/devices/"+lockerID))
+	phone.WaitFor(t, `!!document.querySelector("svg.map .alarmed")`, 10*time.Second)
+	phone.Screenshot(t, "console/device-alarm-phone")
+}
+
+func (e *env) registerWith(body map[string]any) string {
+	e.t.Helper()
+	var d struct {
+		ID string `json:"id"`
+	}
+	require.NoError(e.t, e.b.Call(context.Background(), "POST", "/api/v1/documents", body, &d))
+	require.NoError(e.t, e.b.Call(context.Background(), "POST", "/api/v1/documents/"+d.ID+"/reserve", map[string]string{"device_id": lockerID}, nil))
+	return d.ID
+}
+
+// login signs in through the form, with key presses and a click.
+func login(t *testing.T, tab *browsertest.Tab, base, user, pass string) {
+	t.Helper()
+	tab.Do(t, chromedp.Navigate(base+"/staff/login"))
+	tab.WaitFor(t, `!!document.querySelector("#username")`, 10*time.Second)
+	tab.Do(t, chromedp.Click(chromedp.CSS("#username")), chromedp.KeyEvent(user),
+		chromedp.Click(chromedp.CSS("#password")), chromedp.KeyEvent(pass), chromedp.Click(chromedp.CSS("form button[type=submit]")))
+	tab.WaitFor(t, `location.pathname !== "/staff/login"`, 10*time.Second)
+}
+
+func evalString(t *testing.T, tab *browsertest.Tab, expr string) string {
+	t.Helper()
+	s, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[string](expr))
+	require.NoError(t, err, expr)
+	return s
+}
+
+func evalInt(t *testing.T, tab *browsertest.Tab, expr string) int {
+	t.Helper()
+	n, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[int](expr))
+	require.NoError(t, err, expr)
+	return n
+}
+
+func noSideScroll(t *testing.T, tab *browsertest.Tab, name string) {
+	t.Helper()
+	w := evalString(t, tab, `document.documentElement.scrollWidth + " " + document.documentElement.clientWidth`)
+	var scroll, client int
+	_, err := fmt.Sscan(w, &scroll, &client)
+	require.NoError(t, err)
+	assert.LessOrEqual(t, scroll, client, "%s scrolls sideways (%s)", name, w)
+}

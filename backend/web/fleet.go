@@ -510,7 +510,7 @@ func (e event) Text(t *tr) string {
 	}
 	s := t.F(key, "n", e.Compartment, "alarm", alarm, "result", result)
 	if e.Reason != "" {
-		s += " " + t.F("timeline.reason", "reason", e.Reason)
+		s += " · " + t.F("timeline.reason", "reason", e.Reason)
 	}
 	return s
 }

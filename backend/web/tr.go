@@ -111,3 +111,14 @@ func (t *tr) Ago(ts time.Time) string {
 
 // Lang is the language code.
 func (t *tr) Lang() string { return t.lang }
+
+// Text is the catalogue's text of key in lang with its {name} placeholders
+// filled from kv (name, value, ...); "" when the key does not exist. For
+// tests and tools that check what the pages say.
+func Text(lang, key string, kv ...any) string {
+	s, ok := catalogue[lang][key]
+	if !ok {
+		return ""
+	}
+	return fill(s, kv...)
+}

@@ -11,11 +11,14 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 	"unicode/utf8"
+
+	"gopkg.in/yaml.v3"
 
 	"kluis/backend/store/safetext"
 )
@@ -40,6 +43,8 @@ Commands:
   devices show ID                     a device with its compartments
   devices mqtt-password ID            set a new MQTT password for the device (admin; printed once)
   devices clear-lockout ID -reason TEXT   lift the device's PIN lockout (backend and device; audited)
+  devices layout ID -file F | -reset  set the front the staff console draws (admin): kluisd's layout section, YAML or JSON
+  devices service ID -out-of-service=true|false [-reason TEXT]   take the whole device out of service (reason required) or back (technician, admin)
   compartment DEVICE NUMBER -out-of-service=true|false [-reason TEXT]
   open DEVICE NUMBER -reason TEXT     open a compartment remotely (technician, admin)
   audit verify                        verify the audit hash chain (admin)
@@ -195,8 +200,12 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 			return c.devicePassword(ctx, tail(args))
 		case "clear-lockout":
 			return c.clearLockout(ctx, tail(args))
+		case "layout":
+			return c.deviceLayout(ctx, tail(args))
+		case "service":
+			return c.deviceService(ctx, tail(args))
 		}
-		return usageError{"devices: want list, show, mqtt-password or clear-lockout"}
+		return usageError{"devices: want list, show, mqtt-password, clear-lockout, layout or service"}
 	case "compartment":
 		return c.compartment(ctx, args)
 	case "open":
@@ -1052,5 +1061,85 @@ func (c *cli) tokenRevoke(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "token %d revoked\n", id)
+	return nil
+}
+
+// deviceLayout sets a device's layout from a file holding kluisd's
+// `layout:` section (YAML, with or without the layout: key) or its JSON, or
+// resets it to the default grid.
+func (c *cli) deviceLayout(ctx context.Context, args []string) error {
+	fs := c.flags("devices layout")
+	file := fs.String("file", "", "YAML or JSON file with the layout (kluisd's layout: section; - reads stdin)")
+	reset := fs.Bool("reset", false, "draw the default grid again")
+	pos, err := parse(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	if (*file == "") == !*reset {
+		return usageError{"devices layout: give -file F or -reset"}
+	}
+	var layout any
+	if *file != "" {
+		var b []byte
+		if *file == "-" {
+			b, err = io.ReadAll(c.stdin)
+		} else {
+			b, err = os.ReadFile(*file)
+		}
+		if err != nil {
+			return fmt.Errorf("devices layout: %w", err)
+		}
+		var doc map[string]any
+		if err := yaml.Unmarshal(b, &doc); err != nil {
+			return usageError{fmt.Sprintf("devices layout: %s is neither YAML nor JSON: %v", *file, err)}
+		}
+		if l, ok := doc["layout"]; ok && len(doc) == 1 {
+			layout = l
+		} else {
+			layout = doc
+		}
+	}
+	raw, err := c.call(ctx, "PATCH", "/api/v1/devices/"+url.PathEscape(pos[0]), map[string]any{"layout": layout})
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return c.emitJSON(raw)
+	}
+	fmt.Fprintf(c.stdout, "layout of %s set\n", pos[0])
+	return nil
+}
+
+// deviceService takes a device out of service or puts it back.
+func (c *cli) deviceService(ctx context.Context, args []string) error {
+	fs := c.flags("devices service")
+	out := fs.String("out-of-service", "", "true takes the device out of service (no new reservations), false puts it back")
+	reason := fs.String("reason", "", "why (required to take it out; audited)")
+	pos, err := parse(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	oos, err := strconv.ParseBool(*out)
+	if err != nil {
+		return usageError{"devices service: -out-of-service=true or -out-of-service=false is required"}
+	}
+	if oos && strings.TrimSpace(*reason) == "" {
+		return usageError{"devices service: -reason is required to take a device out of service"}
+	}
+	if err := checkText("devices service: -reason", *reason, 200); err != nil {
+		return err
+	}
+	raw, err := c.call(ctx, "PATCH", "/api/v1/devices/"+url.PathEscape(pos[0])+"/service", map[string]any{"out_of_service": oos, "reason": *reason})
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return c.emitJSON(raw)
+	}
+	if oos {
+		fmt.Fprintf(c.stdout, "%s is out of service\n", pos[0])
+	} else {
+		fmt.Fprintf(c.stdout, "%s is in service\n", pos[0])
+	}
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"net/http/httptest"
 	"regexp"
 	"strings"
@@ -418,4 +420,46 @@ func TestKluisctlClearLockout(t *testing.T) {
 	code, _, errs = h.kctl(h.tokens[auth.RoleStaff], "", nil, "devices", "clear-lockout", "nowhere", "-reason", "x")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errs, "not_found")
+}
+
+// An admin sets a device's layout from kluisd's YAML section (or JSON),
+// and resets it; a technician takes the device out of service and back.
+func TestKluisctlDeviceLayoutAndService(t *testing.T) {
+	h := newHarness(t)
+	admin, tech, staff := h.tokens[auth.RoleAdmin], h.tokens[auth.RoleTechnician], h.tokens[auth.RoleStaff]
+	dir := t.TempDir()
+	yamlFile := filepath.Join(dir, "layout.yaml")
+	require.NoError(t, os.WriteFile(yamlFile, []byte("layout:\n  columns: 2\n  rows: 1\n  places:\n    - {number: 1, column: 2, row: 1}\n"), 0o600))
+	code, out, errs := h.kctl(admin, "", nil, "devices", "layout", "kortrijk-1", "-file", yamlFile)
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, out, "layout of kortrijk-1 set")
+	code, out, errs = h.kctl(admin, "", nil, "-o", "json", "devices", "show", "kortrijk-1")
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, out, `"columns": 2`)
+	code, _, errs = h.kctl(admin, `{"columns": 1, "rows": 1}`, nil, "devices", "layout", "kortrijk-1", "-file", "-")
+	assert.Equal(t, 1, code, "two compartments do not fit in one cell")
+	assert.Contains(t, errs, "invalid_input")
+	code, _, errs = h.kctl(admin, "", nil, "devices", "layout", "kortrijk-1")
+	assert.Equal(t, 2, code, errs)
+	code, _, errs = h.kctl(tech, "", nil, "devices", "layout", "kortrijk-1", "-reset")
+	assert.Equal(t, 1, code, "technicians do not change layouts")
+	assert.Contains(t, errs, "forbidden")
+	code, _, errs = h.kctl(admin, "", nil, "devices", "layout", "kortrijk-1", "-reset")
+	require.Equal(t, 0, code, errs)
+	code, out, _ = h.kctl(admin, "", nil, "-o", "json", "devices", "show", "kortrijk-1")
+	assert.Contains(t, out, `"layout": null`)
+
+	code, _, errs = h.kctl(tech, "", nil, "devices", "service", "kortrijk-1", "-out-of-service=true")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errs, "-reason is required")
+	code, _, errs = h.kctl(staff, "", nil, "devices", "service", "kortrijk-1", "-out-of-service=true", "-reason", "x")
+	assert.Equal(t, 1, code, "staff may not")
+	code, out, errs = h.kctl(tech, "", nil, "devices", "service", "kortrijk-1", "-out-of-service=true", "-reason", "water damage")
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, out, "kortrijk-1 is out of service")
+	code, out, _ = h.kctl(tech, "", nil, "-o", "json", "devices", "show", "kortrijk-1")
+	assert.Contains(t, out, `"reason": "water damage"`)
+	code, out, errs = h.kctl(tech, "", nil, "devices", "service", "kortrijk-1", "-out-of-service=false")
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, out, "kortrijk-1 is in service")
 }

@@ -63,6 +63,7 @@ func run(ctx context.Context, stdout, stderr io.Writer, getenv func(string) stri
 		fmt.Fprintln(stdout, "\nset-up failed: see the FAIL lines above and the logs in var/demo/run/logs")
 		return 1
 	}
+	d.printConsole(stdout, "\nWatch the night in a browser while it runs")
 	runID := time.Now().UTC().Format("150405")
 	d.night(sctx, runID)
 	var hand *citizen
@@ -173,8 +174,22 @@ func (d *demo) printProblems(w io.Writer) {
 	}
 }
 
+// printConsole says where the staff console and the technician dashboard
+// are and who can sign in.
+func (d *demo) printConsole(w io.Writer, title string) {
+	fmt.Fprintln(w, title)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "staff console\t%s/staff/\n", d.apiBase)
+	fmt.Fprintf(tw, "technician dashboard\t%s/staff/devices\n", d.apiBase)
+	for _, p := range d.people {
+		fmt.Fprintf(tw, "  %s\tuser %s  password %s\n", p.role, p.name, p.password)
+	}
+	tw.Flush()
+}
+
 // printServices lists every address the demo started.
 func (d *demo) printServices(w io.Writer) {
+	d.printConsole(w, "\nStaff console and technician dashboard (sign in with these demo users)")
 	fmt.Fprintln(w, "\nServices")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "kluis-backend API\t%s/api/v1 (OpenAPI %s/api/v1/openapi.yaml)\n", d.apiBase, d.apiBase)

@@ -101,8 +101,10 @@ type demo struct {
 	order []string
 
 	admin, staff, tech api
-	staffPIN           string
-	kioskStaff         bool // kiosk staff login works: load through kiosks
+	// people are the demo's users, for signing in to the staff console.
+	people     []person
+	staffPIN   string
+	kioskStaff bool // kiosk staff login works: load through kiosks
 }
 
 // build compiles the binaries into var/demo/bin.
@@ -323,6 +325,7 @@ func (d *demo) startSim(ctx context.Context) error {
 func (d *demo) setupBackendData(ctx context.Context, adminPass string) error {
 	var err error
 	d.admin, err = login(ctx, d.apiBase, "admin", adminPass)
+	adminName := "admin"
 	if err != nil {
 		// A DATABASE_URL with an earlier admin: make a demo admin with the CLI.
 		name := "demo-admin-" + randomHex(3)
@@ -332,6 +335,7 @@ func (d *demo) setupBackendData(ctx context.Context, adminPass string) error {
 		if d.admin, err = login(ctx, d.apiBase, name, adminPass); err != nil {
 			return err
 		}
+		adminName = name
 	}
 	exists := func(err error) error {
 		if apiclient.StatusOf(err) == http.StatusConflict {
@@ -372,6 +376,8 @@ func (d *demo) setupBackendData(ctx context.Context, adminPass string) error {
 	if d.tech, _, err = mk("tom.techniek-"+suffix, "technician"); err != nil {
 		return err
 	}
+	d.people = []person{{"counter staff", "an.balie-" + suffix, pass}, {"technician", "tom.techniek-" + suffix, pass},
+		{"admin", adminName, adminPass}}
 	// The counter clerk's staff PIN for the kiosks (6-12 digits).
 	d.staffPIN = fmt.Sprintf("%06d", 100000+int(time.Now().UnixNano()%899999))
 	if err := d.admin.do(ctx, http.MethodPatch, fmt.Sprintf("/api/v1/users/%d", staffID), map[string]string{"kiosk_pin": d.staffPIN}, nil); err != nil {
@@ -535,3 +541,6 @@ func (d *demo) metric(ctx context.Context, n *node, name, label string) (float64
 	}
 	return 0, sc.Err()
 }
+
+// person is a demo user who can sign in to the staff console.
+type person struct{ role, name, password string }

@@ -377,7 +377,7 @@ func (s *Server) handleUpdateCompartment(w http.ResponseWriter, r *http.Request)
 	if err != nil {
 		return err
 	}
-	c, err = s.svc.SetOutOfService(r.Context(), actor(principal(r.Context())), c.ID, *req.OutOfService)
+	c, err = s.svc.SetOutOfService(r.Context(), actor(principal(r.Context())), c.ID, *req.OutOfService, req.Reason)
 	if err != nil {
 		return err
 	}

@@ -128,7 +128,7 @@ func TestReserveDeviceChoiceAndOutOfService(t *testing.T) {
 	require.ErrorIs(t, err, service.ErrNotFound)
 
 	// Out of service compartments are never chosen.
-	c, err := e.svc.SetOutOfService(e.ctx, "user:tech", a.Compartments[0].ID, true)
+	c, err := e.svc.SetOutOfService(e.ctx, "user:tech", a.Compartments[0].ID, true, "lock jammed")
 	require.NoError(t, err)
 	require.Equal(t, store.CompartmentOutOfService, c.State)
 	_, err = e.svc.Reserve(e.ctx, "user:counter1", doc.ID, service.ReserveOptions{DeviceID: "a"})
@@ -138,16 +138,16 @@ func TestReserveDeviceChoiceAndOutOfService(t *testing.T) {
 	require.Equal(t, "b", r.DeviceID)
 
 	// An occupied compartment cannot go out of service.
-	_, err = e.svc.SetOutOfService(e.ctx, "user:tech", r.CompartmentID, true)
+	_, err = e.svc.SetOutOfService(e.ctx, "user:tech", r.CompartmentID, true, "")
 	require.ErrorIs(t, err, service.ErrConflict)
 	// Back in service, and idempotent.
-	c, err = e.svc.SetOutOfService(e.ctx, "user:tech", a.Compartments[0].ID, false)
+	c, err = e.svc.SetOutOfService(e.ctx, "user:tech", a.Compartments[0].ID, false, "")
 	require.NoError(t, err)
 	require.Equal(t, store.CompartmentFree, c.State)
-	c, err = e.svc.SetOutOfService(e.ctx, "user:tech", a.Compartments[0].ID, false)
+	c, err = e.svc.SetOutOfService(e.ctx, "user:tech", a.Compartments[0].ID, false, "")
 	require.NoError(t, err)
 	require.Equal(t, store.CompartmentFree, c.State)
-	_, err = e.svc.SetOutOfService(e.ctx, "user:tech", 999999, true)
+	_, err = e.svc.SetOutOfService(e.ctx, "user:tech", 999999, true, "")
 	require.ErrorIs(t, err, service.ErrNotFound)
 }
 

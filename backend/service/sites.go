@@ -75,8 +75,9 @@ func (s *Service) ListDevices(ctx context.Context, siteID string) ([]store.Devic
 // SetOutOfService takes a compartment out of service (out true) or puts it
 // back (out false). Only a free compartment can be taken out: a compartment
 // holding a document gives ErrConflict (retrieve or unreserve it first).
-// Putting back a compartment that is in service is a no-op.
-func (s *Service) SetOutOfService(ctx context.Context, actor string, compartmentID int64, out bool) (store.Compartment, error) {
+// Putting back a compartment that is in service is a no-op. A reason, when
+// given, is kept in the audit record.
+func (s *Service) SetOutOfService(ctx context.Context, actor string, compartmentID int64, out bool, reason string) (store.Compartment, error) {
 	if err := checkActor(actor); err != nil {
 		return store.Compartment{}, err
 	}
@@ -107,8 +108,12 @@ func (s *Service) SetOutOfService(ctx context.Context, actor string, compartment
 		if out {
 			action = "compartment.out_of_service"
 		}
+		details := map[string]any{"device": c.DeviceID, "number": c.Number}
+		if r := strings.TrimSpace(reason); r != "" {
+			details["reason"] = r
+		}
 		_, err = audit.Append(ctx, tx, audit.Entry{At: s.clock(), Actor: actor, Action: action,
-			Subject: fmt.Sprintf("compartment:%d", c.ID), Details: map[string]any{"device": c.DeviceID, "number": c.Number}})
+			Subject: fmt.Sprintf("compartment:%d", c.ID), Details: details})
 		return err
 	})
 	return res, err

@@ -179,7 +179,7 @@ func (w *Web) compService(rw http.ResponseWriter, q *req) error {
 				Action: q.r.URL.Path, Back: Prefix + "devices/" + d.ID})
 		return nil
 	}
-	if _, err := w.o.Service.SetOutOfService(q.r.Context(), q.actor(), c.ID, out); err != nil {
+	if _, err := w.o.Service.SetOutOfService(q.r.Context(), q.actor(), c.ID, out, reason); err != nil {
 		return err
 	}
 	notice := "notice.comp_in_service"

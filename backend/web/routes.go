@@ -3,7 +3,6 @@ package web
 import (
 	"net/http"
 	"strings"
-	"time"
 )
 
 func (w *Web) routes() {
@@ -45,6 +44,3 @@ func (w *Web) routes() {
 		w.page("", func(http.ResponseWriter, *req) error { return fail(http.StatusNotFound, "error.not_found") })(rw, r)
 	})
 }
-
-// now is the web's clock.
-func (w *Web) now() time.Time { return w.o.Clock() }

@@ -361,6 +361,7 @@ func TestRegisterSearchOpenAndService(t *testing.T) {
 	}
 	p = tech.get("/staff/devices/" + lockerID)
 	assert.Equal(t, 5, strings.Count(p.body, `<span class="badge st-out_of_service">`), "five compartments out of service in the table")
+	assert.Contains(t, p.body, "Reden: broken lock", "the reason is in the audit trail and on the timeline")
 	form.Set("number", "EP7654321")
 	form.Set("wants_low", "")
 	p = staff.post("/staff/documents", form)

@@ -10,6 +10,9 @@ package web
 // error.* for error pages; kind.*, state.*, alarm.*, role.* name things.
 var catalogue = map[string]map[string]string{
 	"nl": {
+		"timeline.device.lockout_cleared":      "Pincode-blokkering opgeheven door personeel",
+		"timeline.device.code_locked":          "Code offline geblokkeerd na foute geboortedata",
+		"timeline.code.locked":                 "Code geblokkeerd",
 		"devices.sort":                         "Sorteren op",
 		"lang.name":                            "Nederlands",
 		"app.name":                             "Kluis personeel",
@@ -341,6 +344,9 @@ var catalogue = map[string]map[string]string{
 		"service.put_back":                     "Weer in dienst stellen",
 	},
 	"fr": {
+		"timeline.device.lockout_cleared":      "Blocage du PIN levé par le personnel",
+		"timeline.device.code_locked":          "Code bloqué hors ligne après des dates de naissance erronées",
+		"timeline.code.locked":                 "Code bloqué",
 		"devices.sort":                         "Trier par",
 		"lang.name":                            "Français",
 		"app.name":                             "Kluis personnel",
@@ -672,6 +678,9 @@ var catalogue = map[string]map[string]string{
 		"service.put_back":                     "Remettre en service",
 	},
 	"en": {
+		"timeline.device.lockout_cleared":      "PIN lockout lifted by staff",
+		"timeline.device.code_locked":          "Code locked offline after wrong dates of birth",
+		"timeline.code.locked":                 "Code locked",
 		"devices.sort":                         "Sort by",
 		"lang.name":                            "English",
 		"app.name":                             "Kluis staff",
@@ -1003,6 +1012,9 @@ var catalogue = map[string]map[string]string{
 		"service.put_back":                     "Put back in service",
 	},
 	"de": {
+		"timeline.device.lockout_cleared":      "PIN-Sperre vom Personal aufgehoben",
+		"timeline.device.code_locked":          "Code offline gesperrt nach falschen Geburtsdaten",
+		"timeline.code.locked":                 "Code gesperrt",
 		"devices.sort":                         "Sortieren nach",
 		"lang.name":                            "Deutsch",
 		"app.name":                             "Kluis Personal",

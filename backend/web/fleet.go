@@ -27,8 +27,9 @@ type presenceRow struct {
 	Heartbeat []byte
 }
 
-// presenceRows reads every device's presence and last heartbeat. It is
-// the one place that knows where the device link stores them.
+// presenceRows reads every device's presence and last heartbeat. It and
+// presenceKeys are the only places that know where the device link stores
+// them.
 func presenceRows(ctx context.Context, db store.DB) (map[string]presenceRow, error) {
 	rows, err := db.Query(ctx, `SELECT device_id, state, changed_at, software, last_heartbeat_at, heartbeat FROM device_presence`)
 	if err != nil {
@@ -48,13 +49,30 @@ func presenceRows(ctx context.Context, db store.DB) (map[string]presenceRow, err
 	return out, rows.Err()
 }
 
-// presenceKey is what makes a presence row different for the live pages.
-func (p presenceRow) key() string {
-	hb := ""
-	if p.LastHeartbeat != nil {
-		hb = p.LastHeartbeat.UTC().Format(time.RFC3339Nano)
+// presenceKeys reads, per device, what makes its presence different for
+// the live pages (state, since when, software, last heartbeat), without the
+// heartbeats themselves: the poller's cheap question "did anything change?".
+func presenceKeys(ctx context.Context, db store.DB) (map[string]string, error) {
+	rows, err := db.Query(ctx, `SELECT device_id, state, changed_at, software, last_heartbeat_at FROM device_presence`)
+	if err != nil {
+		return nil, fmt.Errorf("web: presence: %w", err)
 	}
-	return fmt.Sprintf("%t|%s|%s|%s", p.Online, p.Since.UTC().Format(time.RFC3339Nano), p.Software, hb)
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var id, state, software string
+		var since time.Time
+		var hb *time.Time
+		if err := rows.Scan(&id, &state, &since, &software, &hb); err != nil {
+			return nil, fmt.Errorf("web: presence: %w", err)
+		}
+		k := state + "|" + since.UTC().Format(time.RFC3339Nano) + "|" + software
+		if hb != nil {
+			k += "|" + hb.UTC().Format(time.RFC3339Nano)
+		}
+		out[id] = k
+	}
+	return out, rows.Err()
 }
 
 // alarm is an active alarm of a device.

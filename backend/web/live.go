@@ -31,10 +31,11 @@ type hubOptions struct {
 	log   *slog.Logger
 }
 
-// fleetSnap is the fleet as last read.
+// fleetSnap is the fleet as last read, with the sites' names.
 type fleetSnap struct {
-	at   time.Time
-	rows []health
+	at    time.Time
+	rows  []health
+	sites map[string]string
 }
 
 // sub is one open stream: device "" for the fleet page.
@@ -117,7 +118,7 @@ func (h *Hub) poll(ctx context.Context, lastSeq int64, lastPres map[string]strin
 		h.warn(ctx, err)
 		return 0, nil, false
 	}
-	pres, err := presenceRows(qctx, h.o.pool)
+	keys, err := presenceKeys(qctx, h.o.pool)
 	if err != nil {
 		h.warn(ctx, err)
 		return 0, nil, false
@@ -133,10 +134,8 @@ func (h *Hub) poll(ctx context.Context, lastSeq int64, lastPres map[string]strin
 			all, changed = true, map[string]bool{}
 		}
 	}
-	keys := make(map[string]string, len(pres))
-	for id, p := range pres {
-		keys[id] = p.key()
-		if lastPres != nil && lastPres[id] != keys[id] {
+	for id, k := range keys {
+		if lastPres != nil && lastPres[id] != k {
 			changed[id] = true
 		}
 	}
@@ -153,12 +152,17 @@ func (h *Hub) poll(ctx context.Context, lastSeq int64, lastPres map[string]strin
 	snap := h.fleet.Load()
 	readFleetNow := all || len(changed) > 0 || snap == nil || now.Sub(*lastFull) >= fullEvery || freshFleet
 	if readFleetNow {
-		rows, err := readFleet(qctx, h.o.pool, pres, now)
+		rows, err := readFleet(qctx, h.o.pool, nil, now)
 		if err != nil {
 			h.warn(ctx, err)
 			return 0, nil, false
 		}
-		h.fleet.Store(&fleetSnap{at: now, rows: rows})
+		sites, err := siteNames(qctx, h.o.pool)
+		if err != nil {
+			h.warn(ctx, err)
+			return 0, nil, false
+		}
+		h.fleet.Store(&fleetSnap{at: now, rows: rows, sites: sites})
 		*lastFull = now
 	}
 	h.mu.Lock()

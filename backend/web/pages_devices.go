@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -17,8 +18,9 @@ type devicesData struct {
 	Show   string
 }
 
-func (w *Web) siteNames(q *req) (map[string]string, error) {
-	sites, err := w.o.Service.ListSites(q.r.Context())
+// siteNames maps site ids to names.
+func siteNames(ctx context.Context, db store.DB) (map[string]string, error) {
+	sites, err := store.ListSites(ctx, db)
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +45,7 @@ func (w *Web) devices(rw http.ResponseWriter, q *req) error {
 	if err != nil {
 		return err
 	}
-	sites, err := w.siteNames(q)
+	sites, err := siteNames(q.r.Context(), w.o.Pool)
 	if err != nil {
 		return err
 	}

@@ -156,12 +156,9 @@ func (w *Web) fleetParts(q *req) (map[string]string, error) {
 	if snap == nil {
 		return nil, errors.New("no fleet read yet")
 	}
-	sites, err := w.siteNames(q)
-	if err != nil {
-		return nil, err
-	}
-	d := devicesData{Rows: snap.rows, Sites: sites}
+	d := devicesData{Rows: snap.rows, Sites: snap.sites}
 	out := map[string]string{}
+	var err error
 	for id, name := range map[string]string{"fleet-rows": "fleet-rows", "fleet-summary": "fleet-summary"} {
 		if out[id], err = w.fragment(q, "devices", name, d); err != nil {
 			return nil, err

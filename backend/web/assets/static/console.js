@@ -173,7 +173,9 @@
       if (el.contains(document.activeElement) && document.activeElement !== document.body) {
         return;
       }
-      el.innerHTML = pending[id];
+      if (el.innerHTML !== pending[id]) {
+        el.innerHTML = pending[id];
+      }
       delete pending[id];
     };
     document.addEventListener("focusout", function () {

@@ -99,7 +99,7 @@ type alarm struct {
 
 // clearable alarms stay active until the device clears them; the others
 // (the device never clears them) count as active for oneShotAlarm.
-var clearable = map[wire.AlarmKind]bool{wire.AlarmDoorLeftOpen: true, wire.AlarmBoardUnreachable: true}
+var clearable = map[wire.AlarmKind]bool{wire.AlarmDoorLeftOpen: true, wire.AlarmBoardUnreachable: true, wire.AlarmBoardRebooting: true}
 
 const (
 	oneShotAlarm = 24 * time.Hour
@@ -167,12 +167,15 @@ type health struct {
 	Boards        []wire.BoardHealth
 	BoardErrors   int64
 	BoardsOffline int
-	Doors         []hardware.ChannelState
-	DoorsOpen     int
-	Backlog       int
-	UpSince       *time.Time
-	Firmware      string
-	Alarms        []alarm
+	// BoardReboots and WatchdogRelocks add up the boards' restarts and
+	// watchdog relocks since kluisd started.
+	BoardReboots, WatchdogRelocks int64
+	Doors                         []hardware.ChannelState
+	DoorsOpen                     int
+	Backlog                       int
+	UpSince                       *time.Time
+	Firmware                      string
+	Alarms                        []alarm
 }
 
 // lateAfter marks an online device whose heartbeat is overdue.
@@ -192,6 +195,8 @@ func makeHealth(d store.Device, p presenceRow, known bool, alarms []alarm, now t
 		var fw []string
 		for _, b := range hb.Boards {
 			h.BoardErrors += b.Errors
+			h.BoardReboots += b.Reboots
+			h.WatchdogRelocks += b.WatchdogRelocks
 			if !b.Online {
 				h.BoardsOffline++
 			}
@@ -288,8 +293,11 @@ func numberAlarms(ctx context.Context, db store.DB, alarms map[string][]alarm) e
 	return nil
 }
 
-// Trouble is what the boards column sorts by: boards offline and errors.
-func (h health) Trouble() int64 { return int64(h.BoardsOffline)*1_000_000 + h.BoardErrors }
+// Trouble is what the boards column sorts by: boards offline, then
+// restarts and watchdog relocks, then errors.
+func (h health) Trouble() int64 {
+	return int64(h.BoardsOffline)*1_000_000_000 + (h.BoardReboots+h.WatchdogRelocks)*1_000 + h.BoardErrors
+}
 
 // compView is a compartment on the map and in the table.
 type compView struct {

@@ -138,7 +138,7 @@ func (d *fakeDevice) heartbeat(open map[int]bool) {
 		doors = append(doors, hardware.ChannelState{Addr: hardware.Address{Board: 0, Channel: ch}, Locked: !open[ch], DoorOpen: open[ch]})
 	}
 	d.publish(wire.KindHeartbeat, &wire.Heartbeat{V: 1, At: time.Now().UTC(), UptimeS: 3600, Backlog: 2, OfflineCache: 0,
-		Boards: []wire.BoardHealth{{Address: 0, Online: true, Firmware: "kluisfw 2.1", Errors: 3}}, Doors: doors, Software: "kluisd 1.4.2"})
+		Boards: []wire.BoardHealth{{Address: 0, Online: true, Firmware: "kluisfw 2.1", Errors: 3, Reboots: 1, WatchdogRelocks: 2}}, Doors: doors, Software: "kluisd 1.4.2"})
 }
 
 func (d *fakeDevice) event(ev wire.Event) {

@@ -390,6 +390,12 @@ func TestLiveStreams(t *testing.T) {
 	e := newEnv(t, server.Options{})
 	tech := e.client()
 	tech.login(auth.RoleTechnician)
+	// The heartbeat's board health: errors, restarts, watchdog relocks.
+	eventually(t, "the heartbeat on the fleet page", func() bool {
+		return strings.Contains(tech.get("/staff/devices").body, "1 · offline: 0 · fouten: 3 · herstarts: 1")
+	})
+	board := tech.get("/staff/devices/" + lockerID).body
+	assert.Regexp(t, `<td data-label="Herstarts">1</td><td data-label="Waakhond-vergrendelingen">2</td>`, board)
 	fleet := tech.stream(t, "/staff/devices/events")
 	device := tech.stream(t, "/staff/devices/"+lockerID+"/events")
 	start := time.Now()

@@ -30,7 +30,11 @@ fuzz:
 ## test: vet, every test with the race detector against real services, then a short run of every fuzz target.
 test: services vet unit fuzz
 
+## bench: kluis-bench measures each figure against its floor (results in bench/results/,
+## summary in docs/performance.md), then the Go micro-benchmarks.
+BENCH ?= all
 bench: services
+	$(GO) run ./cmd/kluis-bench -results bench/results $(BENCH)
 	$(GO) test -run='^$$' -bench=. -benchmem $(PKGS)
 
 ## demo: the whole system on one machine. DATABASE_URL and MQTT_URL are used when set;

@@ -35,7 +35,8 @@ type Module struct {
 
 // Options configure a Driver. Zero values get defaults.
 type Options struct {
-	// Broker is the MQTT URL; default $MQTT_URL or tcp://127.0.0.1:1883.
+	// Broker is the MQTT URL; default tcp://127.0.0.1:1883. The driver
+	// reads no environment: the caller (kluisd's configuration) decides.
 	Broker string
 	// ClientID defaults to "kluis-tasmota-<pid>-<nanotime>".
 	ClientID string
@@ -139,9 +140,6 @@ var (
 func New(o Options) (*Driver, error) {
 	if len(o.Modules) == 0 {
 		return nil, errors.New("tasmota: no modules configured")
-	}
-	if o.Broker == "" {
-		o.Broker = os.Getenv("MQTT_URL")
 	}
 	if o.Broker == "" {
 		o.Broker = "tcp://127.0.0.1:1883"

@@ -52,12 +52,12 @@ func TestResubscribesAfterBrokerRestart(t *testing.T) {
 	addr := freeAddr(t)
 	url := "tcp://" + addr
 	stop := startBroker(t, addr)
-	t.Setenv("MQTT_URL", url)
+	t.Setenv("MQTT_URL", url) // for the test's device (brokerURL)
 	topic := uniqueTopic(t, "restart")
 	// No last will: the offline report can only come from the driver's
 	// own lost connection.
 	dev := newDeviceWill(t, topic, 2, false, false)
-	d, err := New(Options{Modules: []Module{{Topic: topic, Relays: 2}}, Registry: prometheus.NewRegistry(), Timeout: 2 * time.Second})
+	d, err := New(Options{Broker: url, Modules: []Module{{Topic: topic, Relays: 2}}, Registry: prometheus.NewRegistry(), Timeout: 2 * time.Second})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = d.Close() })
 	require.NoError(t, d.Ready(testCtx(t)))

@@ -103,8 +103,9 @@ func New(o Options) (*Link, error) {
 		o.Registry = prometheus.NewRegistry()
 	}
 	if o.Command == nil {
+		// Rejected; commandLoop stamps the result with the clock.
 		o.Command = func(_ context.Context, c wire.Command) wire.CommandResult {
-			return wire.CommandResult{ID: c.ID, Status: wire.StatusRejected, At: time.Now().UTC()}
+			return wire.CommandResult{ID: c.ID, Status: wire.StatusRejected}
 		}
 	}
 	l := &Link{o: o, log: o.Logger.With("part", "link"), pending: map[string]chan wire.Message{},

@@ -114,7 +114,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func startLink(t *testing.T, dev string, j *journal.Journal, cmd func(context.Context, wire.Command) wire.CommandResult) (*Link, func()) {
-	l, err := New(Options{URL: brokerURL(), DeviceID: dev, ClientID: "kluisd-" + dev, Journal: j, Command: cmd,
+	return startLinkClock(t, dev, j, cmd, nil)
+}
+
+func startLinkClock(t *testing.T, dev string, j *journal.Journal, cmd func(context.Context, wire.Command) wire.CommandResult, clock func() time.Time) (*Link, func()) {
+	l, err := New(Options{URL: brokerURL(), DeviceID: dev, ClientID: "kluisd-" + dev, Journal: j, Command: cmd, Clock: clock,
 		HeartbeatEvery: 200 * time.Millisecond, ResendAfter: 500 * time.Millisecond, Software: "test",
 		Heartbeat: func(context.Context) wire.Heartbeat { return wire.Heartbeat{OfflineCache: 3} },
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -217,4 +221,25 @@ func TestVerifyAndCommands(t *testing.T) {
 	mu.Unlock()
 	require.Equal(t, wire.StatusDone, r.res[0].Status)
 	waitFor(t, "invalid counted", func() bool { return testutil.ToFloat64(l.mInvalid) >= 2 })
+}
+
+// Without a command handler every command is rejected, and the result
+// carries the link's clock, not the wall clock.
+func TestCommandWithoutHandlerRejectedAtTheClock(t *testing.T) {
+	dev := fmt.Sprintf("lc-%d", time.Now().UnixNano())
+	r := newResponder(t, dev)
+	j, _, _, err := journal.Open(journal.Options{Dir: t.TempDir(), DeviceID: dev})
+	require.NoError(t, err)
+	defer j.Close()
+	at := time.Date(2031, 2, 3, 4, 5, 6, 0, time.UTC)
+	_, stop := startLinkClock(t, dev, j, nil, func() time.Time { return at })
+	defer stop()
+	now := time.Now()
+	r.pub(wire.KindCommand, &wire.Command{ID: "cmd-none", Kind: wire.CmdOpen, Issued: now, Expires: now.Add(time.Minute), Addr: &wire.Address{}})
+	waitFor(t, "command result", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.res) == 1 })
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	require.Equal(t, "cmd-none", r.res[0].ID)
+	require.Equal(t, wire.StatusRejected, r.res[0].Status)
+	require.True(t, at.Equal(r.res[0].At), "result at %v, want the clock's %v", r.res[0].At, at)
 }

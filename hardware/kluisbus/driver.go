@@ -100,7 +100,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Registry receives the driver's metrics; default a private registry.
 	Registry prometheus.Registerer
-	// Clock stamps events; default time.Now. Line timing uses real time.
+	// Clock stamps events and times the retries of offline boards
+	// (OfflineRetry); default time.Now. Line timing (timeouts, gaps, the
+	// pause between Watch rounds) uses real time.
 	Clock func() time.Time
 	// Open opens the port; default OpenSerial. The port is opened on first
 	// use, not by New.
@@ -644,7 +646,7 @@ func (d *Driver) markOffline(addr int, cause error) {
 	defer d.mu.Unlock()
 	bd := d.boards[addr]
 	d.m.online.WithLabelValues(strconv.Itoa(addr)).Set(0)
-	bd.nextTry = time.Now().Add(d.o.OfflineRetry)
+	bd.nextTry = d.o.Clock().Add(d.o.OfflineRetry)
 	if bd.link == linkOffline {
 		return
 	}

@@ -491,6 +491,43 @@ func TestBoardOfflineAndOnline(t *testing.T) {
 	}
 }
 
+// An offline board is tried again when the driver's clock says
+// OfflineRetry has passed, not the wall clock: with the clock standing
+// still Watch leaves the board alone round after round, however long
+// real time goes on.
+func TestOfflineRetryFollowsTheClock(t *testing.T) {
+	e := newEmulator(t, 17)
+	e.addBoard(0, 8)
+	e.addBoard(1, 8)
+	var mu sync.Mutex
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	d, _ := newDriver(t, e, Options{Boards: []int{0, 1}, Retries: -1, OfflineRetry: time.Hour, Clock: clock})
+	e.setSilent(1, true)
+	w := startWatch(t, d)
+	w.waitFor(t, 2*time.Second, is(hardware.BoardOffline, 1, -1))
+	e.setSilent(1, false)
+	asked := e.framesTo(1)
+	// Two door events on board 0 seen one after the other: Watch went
+	// at least once through a whole round (board 1 included) meanwhile.
+	e.setDoor(0, 2, true)
+	w.waitFor(t, 2*time.Second, is(hardware.DoorOpened, 0, 2))
+	e.setDoor(0, 2, false)
+	w.waitFor(t, 2*time.Second, is(hardware.DoorClosed, 0, 2))
+	if got := e.framesTo(1); got != asked {
+		t.Fatalf("board 1 asked %d times before its retry time", got-asked)
+	}
+	for _, ev := range w.snapshot() {
+		if ev.Kind == hardware.BoardOnline && ev.Addr.Board == 1 {
+			t.Fatalf("board 1 online before its retry time: %+v", ev)
+		}
+	}
+	mu.Lock()
+	now = now.Add(time.Hour)
+	mu.Unlock()
+	w.waitFor(t, 2*time.Second, is(hardware.BoardOnline, 1, -1))
+}
+
 func TestResyncAfterGarbageAndBrokenFrames(t *testing.T) {
 	e := newEmulator(t, 8)
 	e.addBoard(0, 24)

@@ -37,6 +37,7 @@ type emuBoard struct {
 	cooldown           [kluisproto.MaxChannels]time.Time
 	watchdog           uint8
 	watchdogSets       int
+	frames             int // frames addressed to the board, heard or not
 	relocks            int
 	silent             bool
 
@@ -232,6 +233,9 @@ func (e *emulator) badCRC(raw []byte) {
 
 func (e *emulator) handle(f kluisproto.Frame) {
 	b, ok := e.boards[f.Addr]
+	if ok && !f.IsReply() {
+		b.frames++
+	}
 	if !ok || f.IsReply() || b.silent {
 		return
 	}
@@ -427,4 +431,10 @@ func (e *emulator) queued(addr byte) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.boards[addr].queue.Len()
+}
+
+func (e *emulator) framesTo(addr byte) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.boards[addr].frames
 }

@@ -123,7 +123,7 @@ func (d *Driver) deliverPending(fn func(hardware.Event) error) error {
 func (d *Driver) pollBoard(ctx context.Context, b int, fn func(hardware.Event) error) error {
 	d.mu.Lock()
 	bd := d.boards[b]
-	skip := bd.link == linkOffline && time.Now().Before(bd.nextTry)
+	skip := bd.link == linkOffline && d.o.Clock().Before(bd.nextTry)
 	d.mu.Unlock()
 	if skip {
 		return nil

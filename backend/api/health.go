@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"net/http"
 	"time"
 
@@ -21,17 +22,38 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) error {
 }
 
 // ready is the readiness check of /readyz and kluis_api_ready: the
-// database answers within 2 s.
+// database answers within 2 s, and Options.Ready (when set) passes.
 func (s *Server) ready(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	return s.pool.Ping(ctx)
+	if err := s.pool.Ping(ctx); err != nil {
+		return &notReady{code: "database_unavailable", msg: "the database is not reachable", err: err}
+	}
+	if s.readyCheck != nil {
+		if err := s.readyCheck(ctx); err != nil {
+			return &notReady{code: "not_ready", msg: "not ready: " + err.Error(), err: err}
+		}
+	}
+	return nil
 }
+
+// notReady is a failed readiness check.
+type notReady struct {
+	code, msg string
+	err       error
+}
+
+func (e *notReady) Error() string { return e.msg }
+func (e *notReady) Unwrap() error { return e.err }
 
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
 	if err := s.ready(r.Context()); err != nil {
-		s.log.Warn("readiness: database unreachable", "err", err)
-		return errorf(http.StatusServiceUnavailable, "database_unavailable", "the database is not reachable")
+		s.log.Warn("readiness check failed", "err", err)
+		var nr *notReady
+		if errors.As(err, &nr) {
+			return errorf(http.StatusServiceUnavailable, nr.code, "%s", nr.msg)
+		}
+		return errorf(http.StatusServiceUnavailable, "not_ready", "not ready")
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	return nil
@@ -40,7 +62,7 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
 // newReadyGauge is kluis_api_ready, the readiness check run at scrape time.
 func (s *Server) newReadyGauge() prometheus.GaugeFunc {
 	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "kluis", Subsystem: "api", Name: "ready",
-		Help: "1 when this replica's readiness check (as /readyz: the database answers within 2 s) passes at scrape time, else 0."},
+		Help: "1 when this replica's readiness check (as /readyz: the database answers within 2 s and the embedded broker accepts) passes at scrape time, else 0."},
 		func() float64 {
 			if s.ready(context.Background()) != nil {
 				return 0

@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"context"
+	"errors"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -18,7 +20,7 @@ import (
 // 0 without it.
 func TestReadyGauge(t *testing.T) {
 	e := newEnv(t)
-	want := "# HELP kluis_api_ready 1 when this replica's readiness check (as /readyz: the database answers within 2 s) passes at scrape time, else 0.\n# TYPE kluis_api_ready gauge\n"
+	want := "# HELP kluis_api_ready 1 when this replica's readiness check (as /readyz: the database answers within 2 s and the embedded broker accepts) passes at scrape time, else 0.\n# TYPE kluis_api_ready gauge\n"
 	require.NoError(t, testutil.GatherAndCompare(e.reg, strings.NewReader(want+"kluis_api_ready 1\n"), "kluis_api_ready"))
 
 	dead, err := pgxpool.New(context.Background(), "postgres://postgres@127.0.0.1:1/none?sslmode=disable&connect_timeout=2")
@@ -28,4 +30,38 @@ func TestReadyGauge(t *testing.T) {
 	_, err = api.New(api.Options{Logger: quietLogger(), Pool: dead, Auth: e.auth, Registry: reg})
 	require.NoError(t, err)
 	assert.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want+"kluis_api_ready 0\n"), "kluis_api_ready"))
+}
+
+// Options.Ready (the embedded broker accepting) is part of readiness: its
+// error makes /readyz answer 503 not_ready with the reason, and the gauge 0.
+func TestReadyCheck(t *testing.T) {
+	var failing error
+	e := newEnv(t, func(o *api.Options) {
+		o.Ready = func(context.Context) error { return failing }
+	})
+	r := e.do("GET", "/readyz", "", nil)
+	assert.Equal(t, http.StatusOK, r.status)
+	failing = errors.New("broker: not accepting connections: too many open files")
+	r = e.do("GET", "/readyz", "", nil)
+	assert.Equal(t, http.StatusServiceUnavailable, r.status)
+	assert.Contains(t, string(r.body), "not_ready")
+	assert.Contains(t, string(r.body), "too many open files")
+	assert.Contains(t, mustGather(t, e.reg), "kluis_api_ready 0")
+	failing = nil
+	assert.Contains(t, mustGather(t, e.reg), "kluis_api_ready 1")
+}
+
+func mustGather(t *testing.T, reg *prometheus.Registry) string {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == "kluis_api_ready" {
+			if mf.GetMetric()[0].GetGauge().GetValue() == 1 {
+				return "kluis_api_ready 1"
+			}
+			return "kluis_api_ready 0"
+		}
+	}
+	return ""
 }

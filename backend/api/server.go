@@ -57,6 +57,10 @@ type Options struct {
 	Notifications NotificationsFunc
 	// Presence reports devices' connection state; nil: presence is null.
 	Presence PresenceFunc
+	// Ready, when set, is checked by /readyz (and kluis_api_ready) after
+	// the database: an error makes the replica not ready (the embedded
+	// MQTT broker not accepting connections).
+	Ready func(ctx context.Context) error
 	// TrackPage serves the citizen page GET /t/{trackingID} (notify.TrackHandler); nil makes it answer 503.
 	TrackPage http.Handler
 	// ErrorMappers translate domain errors to API errors, tried in order
@@ -86,6 +90,7 @@ type Server struct {
 	slip           SlipFunc
 	track          http.Handler
 	presence       PresenceFunc
+	readyCheck     func(ctx context.Context) error
 	devicePassword DevicePasswordFunc
 	notifications  NotificationsFunc
 	routes         []route
@@ -161,6 +166,7 @@ func New(opts Options) (*Server, error) {
 		slip:           opts.Slip,
 		track:          opts.TrackPage,
 		presence:       opts.Presence,
+		readyCheck:     opts.Ready,
 		devicePassword: opts.DevicePassword,
 		notifications:  opts.Notifications,
 	}

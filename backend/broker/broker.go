@@ -11,7 +11,6 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -37,12 +36,29 @@ type Options struct {
 	Logger *slog.Logger
 	// Registry receives the broker's metrics; default a private registry.
 	Registry prometheus.Registerer
+	// MaxConnections caps the connections held open (authenticated or
+	// not); the excess is refused with CONNACK "server unavailable".
+	// Default: the process's open-file limit minus a reserve (1/32 of it,
+	// 64 to 1,024) for the database, HTTP clients and files.
+	MaxConnections int
+	// ConnectTimeout is how long a new connection may take to send its
+	// CONNECT; default 10 s.
+	ConnectTimeout time.Duration
+	// PendingWrites is the outbound queue of each client (packets waiting
+	// to be written; a full queue drops the packet, counted in
+	// kluis_broker_dropped_total). Default 256: a device receives few
+	// messages, and mochi allocates the whole queue per client (8 bytes a
+	// slot).
+	PendingWrites int
 }
+
+// DefaultPendingWrites is Options.PendingWrites' default.
+const DefaultPendingWrites = 256
 
 // Broker is a running embedded MQTT broker.
 type Broker struct {
 	srv      *mqtt.Server
-	listener *listeners.TCP
+	listener *listener
 	log      *slog.Logger
 	hook     *aclHook
 }
@@ -67,32 +83,56 @@ func New(opts Options) (*Broker, error) {
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
+	if opts.MaxConnections <= 0 {
+		opts.MaxConnections = int(descriptorCap())
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 10 * time.Second
+	}
+	if opts.PendingWrites <= 0 {
+		opts.PendingWrites = DefaultPendingWrites
+	}
 	log := opts.Logger.With("part", "broker")
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = wire.MaxPayload + 64<<10
 	caps.MaximumSessionExpiryInterval = 7 * 24 * 3600
-	caps.MaximumClientWritesPending = 4096
+	caps.MaximumClientWritesPending = int32(opts.PendingWrites)
 	srv := mqtt.New(&mqtt.Options{
-		Capabilities:           caps,
-		Logger:                 log.With("lib", "mochi"),
-		SysTopicResendInterval: 60,
+		Capabilities:             caps,
+		ClientNetReadBufferSize:  1024, // bufio grows past it for larger packets
+		ClientNetWriteBufferSize: 1024,
+		Logger:                   log.With("lib", "mochi"),
+		SysTopicResendInterval:   60,
 	})
+	m := newMetrics(opts.Registry)
 	h := &aclHook{
 		creds:   opts.Credentials,
 		timeout: opts.CheckTimeout,
 		log:     log,
 		ids:     map[string]identity{},
-		m:       newMetrics(opts.Registry),
+		m:       m,
 	}
 	if err := srv.AddHook(h, nil); err != nil {
 		return nil, fmt.Errorf("broker: add hook: %w", err)
 	}
-	l := listeners.NewTCP(listeners.Config{ID: "kluis-tcp", Address: opts.Addr, TLSConfig: opts.TLS})
+	l, err := newListener("kluis-tcp", opts.Addr, opts.TLS, int64(opts.MaxConnections), opts.ConnectTimeout, log, m)
+	if err != nil {
+		return nil, fmt.Errorf("broker: listen on %s: %w", opts.Addr, err)
+	}
 	if err := srv.AddListener(l); err != nil {
+		_ = l.ln.Close()
 		return nil, fmt.Errorf("broker: listen on %s: %w", opts.Addr, err)
 	}
 	return &Broker{srv: srv, listener: l, log: log, hook: h}, nil
 }
+
+// Healthy returns nil while the broker accepts connections; while
+// accepting fails (out of file descriptors, ...) or after Close, an error
+// saying so. It is part of kluis-backend's /readyz.
+func (b *Broker) Healthy() error { return b.listener.Healthy() }
+
+// Connections is the number of client connections held open.
+func (b *Broker) Connections() int { return int(b.listener.Live()) }
 
 // Addr is the address the broker listens on (with the real port when
 // Options.Addr asked for port 0).
@@ -116,9 +156,13 @@ type identity struct {
 }
 
 type metrics struct {
-	authFail  prometheus.Counter
-	denied    *prometheus.CounterVec
-	connected prometheus.Gauge
+	authFail     prometheus.Counter
+	denied       *prometheus.CounterVec
+	connected    prometheus.Gauge
+	open         prometheus.Gauge
+	acceptErrors prometheus.Counter
+	refused      prometheus.Counter
+	dropped      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -130,7 +174,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kluis_broker_clients_connected", Help: "Clients connected to the embedded broker."}),
 	}
-	reg.MustRegister(m.authFail, m.denied, m.connected)
+	m.open = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "kluis_broker_connections_open", Help: "TCP connections held open by the embedded broker, authenticated or not."})
+	m.acceptErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kluis_broker_accept_errors_total", Help: "Failed accepts of the embedded broker's listener (e.g. out of file descriptors); it backs off and accepts again."})
+	m.refused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kluis_broker_connections_refused_total", Help: "Connections refused because the embedded broker holds its maximum (Options.MaxConnections)."})
+	m.dropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kluis_broker_dropped_total", Help: "Packets to a client dropped because its outbound queue was full."})
+	reg.MustRegister(m.authFail, m.denied, m.connected, m.open, m.acceptErrors, m.refused, m.dropped)
 	return m
 }
 
@@ -150,7 +202,7 @@ func (h *aclHook) ID() string { return "kluis-acl" }
 
 func (h *aclHook) Provides(b byte) bool {
 	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck,
-		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnClientExpired}, []byte{b})
+		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnClientExpired, mqtt.OnPublishDropped}, []byte{b})
 }
 
 func (h *aclHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
@@ -213,6 +265,11 @@ func (h *aclHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 }
 
 func (h *aclHook) OnClientExpired(cl *mqtt.Client) { h.forget(cl.ID) }
+
+func (h *aclHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
+	h.m.dropped.Inc()
+	h.log.Warn("packet to a client dropped: its outbound queue is full", "client", safe(cl.ID), "topic", safe(pk.TopicName))
+}
 
 func (h *aclHook) forget(clientID string) {
 	h.mu.Lock()

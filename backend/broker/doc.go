@@ -19,4 +19,16 @@
 // Go statement of them. An unauthorised publish is dropped (MQTT 3.1.1
 // clients are disconnected, as mochi does), an unauthorised subscription
 // refused in the SUBACK.
+//
+// The listener is the broker's own (listener.go), not mochi's, whose
+// accept loop ends on the first error: an accept error such as EMFILE is
+// counted (kluis_broker_accept_errors_total), logged and retried with a
+// back-off, and [Broker.Healthy] (part of /readyz) reports it meanwhile.
+// Connections are capped (Options.MaxConnections, by default the
+// open-file limit less a reserve): the excess gets CONNACK "server
+// unavailable" (kluis_broker_connections_refused_total). A connection
+// must send CONNECT within Options.ConnectTimeout. Each client's outbound
+// queue (Options.PendingWrites) is small, since mochi allocates it whole
+// per client; a packet dropped on a full queue is counted
+// (kluis_broker_dropped_total).
 package broker

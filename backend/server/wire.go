@@ -202,6 +202,7 @@ func (s *Server) startBroker(ctx context.Context, st *store.Store, w *wiring) (u
 		return "", "", fmt.Errorf("embedded MQTT broker: %w", err)
 	}
 	w.closers = append(w.closers, func() { _ = b.Close() })
+	w.api.Ready = func(context.Context) error { return b.Healthy() }
 	w.api.DevicePassword = func(ctx context.Context, id, pw string) error {
 		err := creds.Set(ctx, id, broker.RoleDevice, pw)
 		if errors.Is(err, devicelink.ErrCredential) {

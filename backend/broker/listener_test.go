@@ -1,0 +1,151 @@
+package broker
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// rawConnect writes an MQTT 3.1.1 CONNECT (clean session, keep-alive 30 s)
+// on c and returns the CONNACK's return code.
+func rawConnect(t *testing.T, c net.Conn, clientID, user, pass string) byte {
+	t.Helper()
+	str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
+	body := append(str("MQTT"), 4, 0xC2, 0, 30) // level 4; user, password, clean session
+	body = append(body, str(clientID)...)
+	body = append(body, str(user)...)
+	body = append(body, str(pass)...)
+	require.Less(t, len(body), 128)
+	_, err := c.Write(append([]byte{0x10, byte(len(body))}, body...))
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(wait)))
+	ack := make([]byte, 4)
+	_, err = io.ReadFull(c, ack)
+	require.NoError(t, err)
+	require.Equal(t, []byte{0x20, 0x02}, ack[:2], "a CONNACK")
+	return ack[3]
+}
+
+func gauge(t *testing.T, reg *prometheus.Registry, family string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == family {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("never: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// The broker refuses connections past MaxConnections with CONNACK "server
+// unavailable" and accepts again once one closes.
+func TestConnectionCap(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	b, err := New(Options{Addr: "127.0.0.1:0", Credentials: testCreds, MaxConnections: 1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: reg})
+	require.NoError(t, err)
+	require.NoError(t, b.Start())
+	t.Cleanup(func() { _ = b.Close() })
+
+	devA := connect(t, options(b.Addr(), "dev-a", "dev-a", "pw-dev-a"))
+	assert.Equal(t, 1, b.Connections())
+	assert.Equal(t, 1.0, gauge(t, reg, "kluis_broker_connections_open"))
+
+	c, err := net.Dial("tcp", b.Addr())
+	require.NoError(t, err)
+	assert.Equal(t, byte(3), rawConnect(t, c, "dev-b", "dev-b", "pw-dev-b"), "server unavailable")
+	_ = c.Close()
+	assert.Error(t, connectErr(options(b.Addr(), "dev-b", "dev-b", "pw-dev-b")), "paho sees the refusal")
+	assert.Equal(t, 2.0, metric(t, reg, "kluis_broker_connections_refused_total", "", ""))
+	assert.True(t, devA.IsConnectionOpen(), "the connected device stays")
+	assert.NoError(t, b.Healthy(), "a full broker still accepts (and refuses)")
+
+	devA.Disconnect(100)
+	eventually(t, "the closed connection is given back", func() bool { return b.Connections() == 0 })
+	assert.NoError(t, connectErr(options(b.Addr(), "dev-b", "dev-b", "pw-dev-b")))
+}
+
+// openFiles counts the process's open descriptors.
+func openFiles(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	return len(ents)
+}
+
+// Out of file descriptors, the broker's accept fails (EMFILE): it counts
+// it, /readyz's check says so, and once descriptors are free again it
+// accepts the connection that waited in the kernel's queue.
+func TestAcceptRecoversFromDescriptorExhaustion(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	b, err := New(Options{Addr: "127.0.0.1:0", Credentials: testCreds,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: reg})
+	require.NoError(t, err)
+	require.NoError(t, b.Start())
+	t.Cleanup(func() { _ = b.Close() })
+	require.NoError(t, connectErr(options(b.Addr(), "dev-a", "dev-a", "pw-dev-a")), "positive control")
+	require.NoError(t, b.Healthy())
+	// Its descriptor must be free before the count below.
+	eventually(t, "the control connection closes", func() bool { return b.Connections() == 0 })
+
+	var orig syscall.Rlimit
+	require.NoError(t, syscall.Getrlimit(syscall.RLIMIT_NOFILE, &orig))
+	low := orig
+	low.Cur = uint64(openFiles(t) + 32)
+	require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low))
+	var fillers []*os.File
+	release := func() {
+		for _, f := range fillers {
+			_ = f.Close()
+		}
+		fillers = nil
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &orig)
+	}
+	t.Cleanup(release)
+	for {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			require.True(t, errors.Is(err, syscall.EMFILE), "%v", err)
+			break
+		}
+		fillers = append(fillers, f)
+		require.Less(t, len(fillers), 1000)
+	}
+	// One descriptor for the client's socket; none is left for accept.
+	_ = fillers[len(fillers)-1].Close()
+	fillers = fillers[:len(fillers)-1]
+	c, err := net.Dial("tcp", b.Addr())
+	require.NoError(t, err)
+	defer c.Close()
+	eventually(t, "accept fails", func() bool { return b.Healthy() != nil })
+	eventually(t, "the failure is counted", func() bool {
+		return metric(t, reg, "kluis_broker_accept_errors_total", "", "") >= 1
+	})
+	assert.ErrorIs(t, b.Healthy(), syscall.EMFILE)
+
+	release()
+	assert.Equal(t, byte(0), rawConnect(t, c, "dev-b", "dev-b", "pw-dev-b"), "the waiting connection is served")
+	assert.NoError(t, b.Healthy())
+	assert.NoError(t, connectErr(options(b.Addr(), "dev-a", "dev-a", "pw-dev-a")), "and new ones too")
+}

@@ -131,6 +131,10 @@ type Screen struct {
 	Messages map[string]string `json:"messages"`
 	// Staff is the logged-in staff member's name.
 	Staff string `json:"staff,omitempty"`
+	// StaffRole is the logged-in staff member's role (staff, technician,
+	// admin), for the screen to offer only what that role may do; the
+	// backend decides every operation anyway.
+	StaffRole wire.StaffRole `json:"staff_role,omitempty"`
 	// RetryAfterS is set while locked out.
 	RetryAfterS int `json:"retry_after_s,omitempty"`
 	// Seq increases with every change.
@@ -164,6 +168,7 @@ type op struct {
 
 type staffSession struct {
 	token, id, name string
+	role            wire.StaffRole
 	expires         time.Time
 }
 
@@ -419,7 +424,7 @@ func (e *Engine) Screen() Screen {
 		e.staff = nil
 	}
 	if e.staff != nil {
-		s.Staff = e.staff.name
+		s.Staff, s.StaffRole = e.staff.name, e.staff.role
 	}
 	if s.State != StateIdle && s.State != StateStaff && e.now().Sub(s.At) > e.cfg.Timeouts.Session && !e.busyLocked() {
 		st := StateIdle
@@ -457,7 +462,7 @@ func (e *Engine) setScreenLocked(state string, n int, lang string) Screen {
 		}
 	}
 	if e.staff != nil {
-		e.screen.Staff = e.staff.name
+		e.screen.Staff, e.screen.StaffRole = e.staff.name, e.staff.role
 	}
 	close(e.changed)
 	e.changed = make(chan struct{})

@@ -659,6 +659,8 @@ func TestStaffLoadRetrieveAndTestOpen(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, StateStaff, s.State)
 		require.Equal(t, "An", s.Staff)
+		require.Equal(t, wire.RoleStaff, s.StaffRole, "a login without a role is counter staff")
+		require.Equal(t, wire.RoleStaff, r.e.Screen().StaffRole)
 
 		a := hardware.Address{Board: 0, Channel: 1}
 		s, err = r.e.StaffLoad(context.Background(), "591-123", "en")

@@ -295,6 +295,7 @@ func TestStaffClearLockoutAtKiosk(t *testing.T) {
 		s, err := r.e.StaffLogin(context.Background(), "BADGE-1", "", "en")
 		require.NoError(t, err)
 		require.Equal(t, StateStaff, s.State)
+		require.Equal(t, wire.RoleTechnician, s.StaffRole)
 		// The backend refuses: nothing lifted.
 		s, err = r.e.StaffClearLockout(context.Background(), "en")
 		require.NoError(t, err)

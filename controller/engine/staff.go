@@ -32,10 +32,15 @@ func (e *Engine) StaffLogin(ctx context.Context, badge, pin, lang string) (Scree
 	if res.Result != wire.StaffOK || res.Expires == nil {
 		return e.setScreen(StateStaffDenied, 0, lang), nil
 	}
+	role := res.Role
+	if role == "" {
+		// A backend that names no role gets the least: counter staff.
+		role = wire.RoleStaff
+	}
 	e.mu.Lock()
-	e.staff = &staffSession{token: res.Session, id: res.StaffID, name: res.StaffName, expires: *res.Expires}
+	e.staff = &staffSession{token: res.Session, id: res.StaffID, name: res.StaffName, role: role, expires: *res.Expires}
 	e.mu.Unlock()
-	e.log.Info("staff login", "staff_id", res.StaffID)
+	e.log.Info("staff login", "staff_id", res.StaffID, "role", role)
 	return e.setScreen(StateStaff, 0, lang), nil
 }
 

@@ -185,6 +185,52 @@ func TestScreenBehaviour(t *testing.T) {
 		}
 	})
 
+	t.Run("each role sees its own buttons on the staff menu", func(t *testing.T) {
+		r := newRig(t, rigOptions{})
+		exp := time.Now().Add(time.Hour)
+		r.be.set(func() {
+			r.be.staff["login:4711"] = wire.StaffResponse{Result: wire.StaffOK, Session: "s1", StaffID: "u1",
+				StaffName: "Clerk", Expires: &exp, Role: wire.RoleStaff}
+			r.be.staff["login:8800"] = wire.StaffResponse{Result: wire.StaffOK, Session: "s2", StaffID: "u2",
+				StaffName: "Tech", Expires: &exp, Role: wire.RoleTechnician}
+		})
+		tab := b.NewTab(t, 800, 480)
+		tab.Do(t, chromedp.Navigate(r.base+"/?lang=en"))
+		tab.WaitFor(t, `document.readyState === "complete"`, 10*time.Second)
+		visible := `(function(){var o={};document.querySelectorAll("#v-staff-menu [data-act]").forEach(function(b){o[b.getAttribute("data-act")]=!b.hidden;});return JSON.stringify(o);})()`
+		login := func(pin string) {
+			tab.Do(t, chromedp.Click(`footer [data-act=staff-login]`, chromedp.NodeVisible))
+			tab.WaitFor(t, `!document.getElementById("v-staff-login").hidden`, 10*time.Second)
+			tab.Do(t, chromedp.KeyEvent(pin+"\r"))
+			tab.WaitFor(t, `!document.getElementById("v-staff-menu").hidden`, 10*time.Second)
+		}
+		logout := func() {
+			tab.Do(t, chromedp.Click(`footer [data-act=logout]`, chromedp.NodeVisible))
+			tab.WaitFor(t, `!document.getElementById("v-start").hidden`, 10*time.Second)
+		}
+
+		login("4711")
+		if got, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[string](visible)); err != nil || got != `{"load":true,"retrieve":true,"unlock":true,"tech":false}` {
+			t.Fatalf("counter staff see %s (%v)", got, err)
+		}
+		tab.CheckAxe(t, "staff menu: counter staff")
+		logout()
+
+		login("8800")
+		if got, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[string](visible)); err != nil || got != `{"load":false,"retrieve":false,"unlock":true,"tech":true}` {
+			t.Fatalf("a technician sees %s (%v)", got, err)
+		}
+		tab.Do(t, chromedp.Click(`#v-staff-menu [data-act=tech]`, chromedp.NodeVisible))
+		tab.WaitFor(t, `!document.getElementById("v-tech").hidden && document.querySelector("[data-tech-body]").children.length > 0`, 10*time.Second)
+		tab.CheckAxe(t, "technician diagnostics")
+		tab.Screenshot(t, "kiosk/behaviour/tech-menu")
+		logout()
+		// Logged out, the diagnostics are refused.
+		if code, _, _ := r.get("/screen/tech"); code != http.StatusForbidden {
+			t.Fatalf("/screen/tech without a technician: %d", code)
+		}
+	})
+
 	t.Run("kluisd restarts: the page waits and comes back", func(t *testing.T) {
 		r := newRig(t, rigOptions{})
 		tab := b.NewTab(t, 800, 480)

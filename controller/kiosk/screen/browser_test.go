@@ -444,7 +444,7 @@ func TestScreenMatrix(t *testing.T) {
 	m.check("staff_denied", "s-staff_denied", expect{h1: "title.staff_denied", msg: "state.staff_denied"})
 	exp := time.Now().Add(time.Hour)
 	r.be.set(func() {
-		r.be.staff["login:BADGE-AN"] = wire.StaffResponse{Result: wire.StaffOK, Session: "s1", StaffID: "17", StaffName: "An Peeters", Expires: &exp}
+		r.be.staff["login:BADGE-AN"] = wire.StaffResponse{Result: wire.StaffOK, Session: "s1", StaffID: "17", StaffName: "An Peeters", Expires: &exp, Role: wire.RoleAdmin}
 		r.be.staff["reserve:591-0008"] = wire.StaffResponse{Result: wire.StaffOK, DocumentID: "d8", Addr: &wire.Address{Channel: 7}}
 		r.be.staff["reserve:591-0009"] = wire.StaffResponse{Result: wire.StaffOK, DocumentID: "d9", Addr: &wire.Address{Channel: 8}}
 		r.be.staff["reserve:591-0404"] = wire.StaffResponse{Result: wire.StaffNotFound}

@@ -247,6 +247,7 @@ func TestNoHardCodedText(t *testing.T) {
 				checkNoHardCodedText(t, kind+"/"+st, body)
 			}
 		}
+		src.sc = engine.Screen{State: engine.StateStaff, Lang: "en", Staff: "§staff_name§", StaffRole: wire.RoleTechnician, Seq: 4, At: now}
 		code, body := get(t, s, "/screen/tech?lang=de")
 		require.Equal(t, http.StatusOK, code, body)
 		require.Contains(t, body, "§alarm.forced_door§")
@@ -400,4 +401,65 @@ func TestDoorLeftOpenScreen(t *testing.T) {
 	require.Regexp(t, `<section id="s-left_open" [^>]*aria-labelledby="h-left_open">`, body)
 	require.Contains(t, body, `Please close the door of compartment <span data-fill="n">2</span>.`)
 	require.Regexp(t, `<figure id="drawing" class="drawing">`, body, "the drawing shows which door")
+}
+
+// TestRoles: the staff menu offers each role what it may do (counter
+// staff load and retrieve, technicians the diagnostics, admins both,
+// everyone the lockout lift), and the diagnostics answer 403 to anyone
+// but a technician or an admin logged in at the device.
+func TestRoles(t *testing.T) {
+	src := &fakeSource{}
+	s := newTestScreen(t, config.KindLocker, src, markerCatalog(t))
+	now := time.Now()
+	for _, tc := range []struct {
+		role        wire.StaffRole
+		staff, tech bool
+	}{
+		{wire.RoleStaff, true, false},
+		{"", true, false}, // a backend that names no role: counter staff
+		{wire.RoleTechnician, false, true},
+		{wire.RoleAdmin, true, true},
+	} {
+		src.sc = engine.Screen{State: engine.StateStaff, Lang: "en", Staff: "An", StaffRole: tc.role, Seq: 2, At: now}
+		code, body := get(t, s, "/?lang=en")
+		require.Equal(t, http.StatusOK, code, body)
+		doc, err := html.Parse(strings.NewReader(body))
+		require.NoError(t, err)
+		shown := map[string]bool{}
+		var walk func(n *html.Node)
+		walk = func(n *html.Node) {
+			if n.Type == html.ElementNode && n.Data == "button" {
+				act, hidden, inMenu := "", false, false
+				for _, a := range n.Attr {
+					switch a.Key {
+					case "data-act":
+						act = a.Val
+					case "hidden":
+						hidden = true
+					case "data-roles":
+						inMenu = true
+					}
+				}
+				if inMenu || act == "unlock" {
+					shown[act] = !hidden
+				}
+			}
+			for c := n.FirstChild; c != nil; c = c.NextSibling {
+				walk(c)
+			}
+		}
+		walk(doc)
+		want := map[string]bool{"load": tc.staff, "retrieve": tc.staff, "tech": tc.tech, "unlock": true}
+		require.Equal(t, want, shown, "role %q", tc.role)
+
+		code, _ = get(t, s, "/screen/tech?lang=en")
+		if tc.tech {
+			require.Equal(t, http.StatusOK, code, "role %q", tc.role)
+		} else {
+			require.Equal(t, http.StatusForbidden, code, "role %q", tc.role)
+		}
+	}
+	src.sc = engine.Screen{State: engine.StateIdle, Lang: "en", Seq: 3, At: now}
+	code, _ := get(t, s, "/screen/tech")
+	require.Equal(t, http.StatusForbidden, code, "nobody logged in")
 }

@@ -20,6 +20,7 @@ import (
 
 	"kluis/controller/config"
 	"kluis/controller/engine"
+	"kluis/controller/wire"
 	"kluis/hardware"
 )
 
@@ -395,7 +396,34 @@ type techAlarm struct {
 	IsBoard bool
 }
 
+// roleMay reports whether a staff member with role may use the staff
+// menu's action act: counter staff load and retrieve, technicians open the
+// diagnostics and test-open, admins both; everyone logged in may lift a
+// lockout. The screen offers only these; the backend decides anyway.
+func roleMay(role wire.StaffRole, act string) bool {
+	if role == "" {
+		role = wire.RoleStaff
+	}
+	switch act {
+	case "load", "retrieve":
+		return role == wire.RoleStaff || role == wire.RoleAdmin
+	case "tech":
+		return role == wire.RoleTechnician || role == wire.RoleAdmin
+	}
+	return true
+}
+
+// Allowed reports whether the logged-in staff member may use act (roleMay).
+func (p *page) Allowed(act string) bool {
+	return p.Screen.Staff != "" && roleMay(p.Screen.StaffRole, act)
+}
+
 func (s *Screen) tech(w http.ResponseWriter, r *http.Request) {
+	if sc := s.o.Source.Screen(); sc.Staff == "" || !roleMay(sc.StaffRole, "tech") {
+		// The diagnostics are for a technician logged in at the device.
+		http.Error(w, http.StatusText(http.StatusForbidden), http.StatusForbidden)
+		return
+	}
 	if s.o.OnStaffActivity != nil {
 		s.o.OnStaffActivity()
 	}

@@ -19,6 +19,9 @@
   // States in which something is happening at the device: no idle reset.
   var BUSY = { verifying: 1, presenting: 1, open: 1, loading: 1, retrieving: 1, test_open: 1 };
   var STAFF_VIEWS = { "staff-menu": 1, "staff-load": 1, "staff-retrieve": 1, tech: 1 };
+  // The staff views only some roles may use (the backend decides anyway):
+  // counter staff load and retrieve, technicians test-open, admins both.
+  var VIEW_ROLES = { "staff-load": "staff,admin", "staff-retrieve": "staff,admin", tech: "technician,admin" };
   // A door open this long is left open: "the door is still open".
   var LEFT_OPEN = { open: 1, loading: 1, retrieving: 1, test_open: 1 };
 
@@ -28,6 +31,7 @@
     at: parseInt(body.getAttribute("data-at"), 10) || 0,
     compartment: parseInt(body.getAttribute("data-n"), 10) || 0,
     staff: body.getAttribute("data-staff") || "",
+    role: body.getAttribute("data-role") || "",
     retryUntil: parseInt(body.getAttribute("data-retry-until"), 10) || 0,
     messages: null
   };
@@ -43,6 +47,8 @@
   var birth = { d: "", m: "", y: "" };
   var field = "d";
 
+  function roleMay(roles) { return roles.split(",").indexOf(cur.role || "staff") >= 0; }
+
   function $(sel, from) { return (from || document).querySelector(sel); }
   function $$(sel, from) { return Array.prototype.slice.call((from || document).querySelectorAll(sel)); }
 
@@ -52,7 +58,7 @@
     if (offline) { return "v-offline"; }
     var st = cur.state;
     if (cur.staff) {
-      if (!STAFF_VIEWS[view]) { view = "staff-menu"; }
+      if (!STAFF_VIEWS[view] || (VIEW_ROLES[view] && !roleMay(VIEW_ROLES[view]))) { view = "staff-menu"; }
     } else if (STAFF_VIEWS[view]) {
       view = "start";
     }
@@ -105,6 +111,7 @@
     fig.hidden = !(sec && sec.hasAttribute("data-drawing") && cur.compartment > 0);
     fill();
     var staffMode = !!cur.staff;
+    $$("[data-roles]").forEach(function (b) { b.hidden = !roleMay(b.getAttribute("data-roles")); });
     $$("footer [data-when]").forEach(function (b) {
       var w = b.getAttribute("data-when");
       b.hidden = offline || (w === "staff" ? !staffMode : w === "citizen" ? staffMode : id !== "v-start");
@@ -140,7 +147,7 @@
     var was = cur;
     cur = {
       state: s.state, seq: s.seq, at: Date.parse(s.at) || Date.now(),
-      compartment: s.compartment || 0, staff: s.staff || "", messages: s.messages,
+      compartment: s.compartment || 0, staff: s.staff || "", role: s.staff_role || "", messages: s.messages,
       retryUntil: s.state === "locked_out" && s.retry_after_s ? Date.parse(s.at) + s.retry_after_s * 1000 : 0
     };
     if (fresh && s.seq < was.seq) { dismissed = 0; }

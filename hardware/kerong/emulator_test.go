@@ -4,10 +4,10 @@ import (
 	"math/rand"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/creack/pty"
-	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 )
 
@@ -76,12 +76,12 @@ func newEmulatorTB(t testing.TB, boards ...int) *emulator {
 // a pending Read (pty.Open leaves the master in blocking mode).
 func pollable(t testing.TB, f *os.File) *os.File {
 	t.Helper()
-	fd, err := unix.Dup(int(f.Fd()))
+	fd, err := syscall.Dup(int(f.Fd()))
 	if err != nil {
 		t.Fatalf("dup: %v", err)
 	}
 	_ = f.Close()
-	if err := unix.SetNonblock(fd, true); err != nil {
+	if err := syscall.SetNonblock(fd, true); err != nil {
 		t.Fatalf("nonblock: %v", err)
 	}
 	return os.NewFile(uintptr(fd), "ptmx")

@@ -22,11 +22,12 @@ import (
 	"time"
 
 	"kluis/bench"
+	"kluis/bench/verify"
 )
 
 // defaults are the subcommands `kluis-bench all` runs, in order.
 func defaults() []string {
-	return []string{}
+	return []string{"verify"}
 }
 
 var errUnknown = errors.New("unknown subcommand")
@@ -34,6 +35,8 @@ var errUnknown = errors.New("unknown subcommand")
 // run dispatches one subcommand.
 func run(ctx context.Context, name string, env bench.Env, args []string) (bench.Report, error) {
 	switch name {
+	case "verify":
+		return verify.Run(ctx, env, args)
 	}
 	return bench.Report{}, fmt.Errorf("%w %q", errUnknown, name)
 }

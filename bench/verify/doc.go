@@ -1,0 +1,20 @@
+// Package verify is `kluis-bench verify`: verifications per second through
+// the real backend (backend/server in-process: devicelink, deviceops,
+// codes, PostgreSQL, the embedded MQTT broker) with real single-use claims,
+// against the floor of the same work in PostgreSQL alone.
+//
+// Kluis: N simulated kiosks (paho clients with their own MQTT credentials)
+// each publish verify/req with a fresh signed QR token, wait for verify/res
+// and go on (closed loop, one request in flight per device, as a kiosk).
+// Every answer must be ok: a token is used once.
+//
+// Floor: pgbench with N clients runs the claim transaction on the same
+// database: mark one unused code used (the same codes table, a disjoint set
+// of codes) and insert one audit row of the same shape into a table like
+// audit_log, in one transaction.
+//
+// The two alternate phase by phase, in every round, so that both see the
+// same machine; the figure is the median over the rounds. After the run,
+// the audit chain is verified (audit.Verify, what `kluisctl audit verify`
+// calls) and every claim is checked to be in it.
+package verify

@@ -1,0 +1,588 @@
+package verify
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"kluis/backend/api/apiclient"
+	"kluis/backend/auth"
+	"kluis/backend/codes"
+	"kluis/backend/server"
+	"kluis/bench"
+	"kluis/controller/pickupcode"
+	"kluis/controller/wire"
+)
+
+// Goal is the ratio to the floor aimed for (issue 14).
+const Goal = 0.7
+
+type options struct {
+	devices  []int
+	duration time.Duration
+	warmup   time.Duration
+	rounds   int
+}
+
+func parse(args []string) (options, string, error) {
+	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	devs := fs.String("devices", "8,32", "comma-separated device counts (one phase pair per count and round)")
+	dur := fs.Duration("duration", 5*time.Second, "measured time of one phase")
+	warm := fs.Duration("warmup", time.Second, "unmeasured time at the start of each phase")
+	rounds := fs.Int("rounds", 3, "rounds (each runs every count against its floor, interleaved)")
+	if err := fs.Parse(args); err != nil {
+		return options{}, "", err
+	}
+	o := options{duration: *dur, warmup: *warm, rounds: *rounds}
+	for _, f := range strings.Split(*devs, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 1000 {
+			return options{}, "", fmt.Errorf("verify: -devices: %q is not a count from 1 to 1000", f)
+		}
+		o.devices = append(o.devices, n)
+	}
+	if o.rounds < 1 || o.duration < time.Second || o.warmup < 0 {
+		return options{}, "", errors.New("verify: want -rounds >= 1, -duration >= 1s, -warmup >= 0")
+	}
+	cmd := fmt.Sprintf("go run ./cmd/kluis-bench verify -devices %s -duration %s -warmup %s -rounds %d",
+		*devs, o.duration, o.warmup, o.rounds)
+	return o, cmd, nil
+}
+
+// Run measures; see the package doc.
+func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error) {
+	o, cmd, err := parse(args)
+	if err != nil {
+		return bench.Report{}, err
+	}
+	if _, err := exec.LookPath("pgbench"); err != nil {
+		return bench.Report{}, fmt.Errorf("verify: pgbench is needed for the floor (apt-get install postgresql-client): %w", err)
+	}
+	if env.Out == nil {
+		env.Out = io.Discard
+	}
+	maxDev := 0
+	for _, n := range o.devices {
+		maxDev = max(maxDev, n)
+	}
+	dbURL, drop, err := bench.TempDatabase(ctx, env.AdminURL, "verify")
+	if err != nil {
+		return bench.Report{}, err
+	}
+	defer drop()
+
+	r, err := start(ctx, env, dbURL, maxDev)
+	if err != nil {
+		return bench.Report{}, err
+	}
+	defer r.stop()
+
+	rep := bench.Report{Name: "verify", Command: cmd, Params: map[string]any{
+		"devices": o.devices, "duration": o.duration.String(), "warmup": o.warmup.String(), "rounds": o.rounds,
+		"broker": "embedded", "claim": "QR token, single use"}}
+	kluis := map[int][]float64{}
+	floor := map[int][]float64{}
+	for round := 0; round < o.rounds; round++ {
+		for i := range o.devices {
+			n := o.devices[i]
+			if round%2 == 1 { // alternate the order of the counts...
+				n = o.devices[len(o.devices)-1-i]
+			}
+			// ...and of Kluis and the floor.
+			order := []string{"kluis", "floor"}
+			if (round+i)%2 == 1 {
+				order = []string{"floor", "kluis"}
+			}
+			for _, what := range order {
+				var rate float64
+				var err error
+				if what == "kluis" {
+					rate, err = r.kluisPhase(ctx, n, o)
+					kluis[n] = append(kluis[n], rate)
+				} else {
+					rate, err = r.floorPhase(ctx, n, o)
+					floor[n] = append(floor[n], rate)
+				}
+				if err != nil {
+					return bench.Report{}, fmt.Errorf("verify: round %d, %d devices, %s: %w", round+1, n, what, err)
+				}
+				fmt.Fprintf(env.Out, "verify: round %d, %2d devices, %-5s %7.0f/s\n", round+1, n, what, rate)
+			}
+		}
+	}
+	for _, n := range o.devices {
+		var ratios []string
+		for i := range kluis[n] {
+			ratios = append(ratios, fmt.Sprintf("%.2f", kluis[n][i]/floor[n][i]))
+		}
+		rep.Figures = append(rep.Figures, bench.Figure{
+			Name: fmt.Sprintf("verifications/s, %d devices", n), Unit: "1/s",
+			Value: bench.Median(kluis[n]), Floor: bench.Median(floor[n]), Goal: Goal,
+			Notes: fmt.Sprintf("median of %d rounds; per-round ratios %s; floor: pgbench -c %d, claim transaction", o.rounds, strings.Join(ratios, " "), n)})
+	}
+	note, err := r.checkAudit(ctx)
+	if err != nil {
+		return bench.Report{}, err
+	}
+	rep.Notes = append(rep.Notes, note)
+	return rep, nil
+}
+
+// rig is the running backend, its devices and the floor's script.
+type rig struct {
+	env     bench.Env
+	dbURL   string
+	pool    *pgxpool.Pool
+	keys    codes.Keys
+	api     string
+	token   string
+	devices []*device
+	script  string
+	claims  atomic.Int64 // verifications answered ok
+	floorN  int64        // floor codes created so far
+	stopSrv func() error
+	tmp     string
+}
+
+func start(ctx context.Context, env bench.Env, dbURL string, nDev int) (_ *rig, err error) {
+	keys, err := codes.GenerateKeys()
+	if err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp("", "kluis-bench-verify-")
+	if err != nil {
+		return nil, err
+	}
+	r := &rig{env: env, dbURL: dbURL, keys: keys, tmp: tmp}
+	defer func() {
+		if err != nil {
+			r.stop()
+		}
+	}()
+	var pw [16]byte
+	_, _ = rand.Read(pw[:])
+	adminPW := fmt.Sprintf("%x", pw)
+	// The backend logs at info level as in production, into nothing.
+	logger := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	srv, err := server.New(server.Options{DatabaseURL: dbURL, Keys: keys,
+		HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", SlipDir: filepath.Join(tmp, "slips"),
+		AdminPassword: adminPW, Console: io.Discard, Logger: logger,
+		// Cheap password hashes: logins are not what is measured here.
+		PasswordParams: auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1},
+		MQTTParams:     pickupcode.ArgonParams{Time: 1, MemoryKiB: 1024, Threads: 1},
+		// Jobs that would act on the bench's codes (bundles for the
+		// devices, giving accepted codes back) stay off.
+		CodeSyncEvery: server.Disabled, RearmUnfollowed: server.Disabled, HousekeepEvery: server.Disabled,
+		AuditEvery: server.Disabled})
+	if err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(sctx) }()
+	r.stopSrv = func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			return errors.New("the backend did not stop")
+		}
+	}
+	select {
+	case <-srv.Ready():
+	case err := <-done:
+		return nil, fmt.Errorf("backend: %w", err)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	r.api = "http://" + srv.HTTPAddr()
+	if r.pool, err = pgxpool.New(ctx, dbURL); err != nil {
+		return nil, err
+	}
+	var sess struct {
+		Token string `json:"token"`
+	}
+	if err := r.call(ctx, "POST", "/api/v1/sessions", map[string]string{"username": server.DefaultAdminUser, "password": adminPW}, &sess); err != nil {
+		return nil, fmt.Errorf("admin login: %w", err)
+	}
+	r.token = sess.Token
+	if err := r.call(ctx, "POST", "/api/v1/sites", map[string]any{"id": "bench", "name": "Bench"}, nil); err != nil {
+		return nil, err
+	}
+	for i := 0; i < nDev; i++ {
+		d, err := r.newDevice(ctx, fmt.Sprintf("bench-%03d", i+1), srv.BrokerAddr(), i)
+		if err != nil {
+			return nil, err
+		}
+		r.devices = append(r.devices, d)
+	}
+	if err := r.prepareFloor(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *rig) stop() {
+	for _, d := range r.devices {
+		d.c.Disconnect(100)
+	}
+	if r.pool != nil {
+		r.pool.Close()
+	}
+	if r.stopSrv != nil {
+		if err := r.stopSrv(); err != nil {
+			r.env.Log.Warn("verify: backend stop", "err", err)
+		}
+	}
+	_ = os.RemoveAll(r.tmp)
+}
+
+func (r *rig) call(ctx context.Context, method, path string, in, out any) error {
+	return apiclient.DoJSON(ctx, &http.Client{Timeout: 30 * time.Second}, method, r.api+path, r.token, in, out)
+}
+
+// device is one simulated kiosk.
+type device struct {
+	id                string
+	c                 paho.Client
+	documentID        string
+	documentKind      string
+	compartmentID     int64
+	compartmentNumber int
+	offlineParams     string
+	tokens            []string // unused claims, each a signed QR token
+
+	mu      sync.Mutex
+	waiting map[string]chan wire.VerifyResponse
+}
+
+// newDevice creates the device over the API with one compartment holding a
+// loaded document (whose code gives the compartment's address), gives it
+// MQTT credentials and connects it.
+func (r *rig) newDevice(ctx context.Context, id, broker string, i int) (*device, error) {
+	if err := r.call(ctx, "POST", "/api/v1/devices", map[string]any{"id": id, "site_id": "bench", "kind": "locker",
+		"compartments": []map[string]any{{"board": 0, "channel": 1, "size": "M", "height_cm": 100}}}, nil); err != nil {
+		return nil, fmt.Errorf("device %s: %w", id, err)
+	}
+	var doc struct {
+		ID string `json:"id"`
+	}
+	if err := r.call(ctx, "POST", "/api/v1/documents", map[string]any{"kind": "passport",
+		"number": fmt.Sprintf("BENCH%06d", i+1), "holder_first_name": "Bench", "holder_last_name": "Holder",
+		"holder_birth_date": "1980-01-02", "language": "nl", "site_id": "bench", "no_contact": true}, &doc); err != nil {
+		return nil, fmt.Errorf("document for %s: %w", id, err)
+	}
+	for _, step := range []struct {
+		name string
+		body any
+	}{{"reserve", map[string]string{"device_id": id}}, {"load", nil}} {
+		if err := r.call(ctx, "POST", "/api/v1/documents/"+doc.ID+"/"+step.name, step.body, nil); err != nil {
+			return nil, fmt.Errorf("%s document for %s: %w", step.name, id, err)
+		}
+	}
+	d := &device{id: id, documentID: doc.ID, waiting: map[string]chan wire.VerifyResponse{}}
+	err := r.pool.QueryRow(ctx, `SELECT document_kind, compartment_id, compartment_number, offline_params
+		FROM codes WHERE document_id = $1::uuid AND device_id = $2 LIMIT 1`, doc.ID, id).
+		Scan(&d.documentKind, &d.compartmentID, &d.compartmentNumber, &d.offlineParams)
+	if err != nil {
+		return nil, fmt.Errorf("the loaded document's code on %s: %w", id, err)
+	}
+	var pw struct {
+		Password string `json:"password"`
+	}
+	if err := r.call(ctx, "POST", "/api/v1/devices/"+id+"/mqtt-password", nil, &pw); err != nil {
+		return nil, err
+	}
+	o := paho.NewClientOptions().AddBroker("tcp://" + broker).SetClientID(id).SetUsername(id).SetPassword(pw.Password).
+		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectTimeout(20 * time.Second).SetOrderMatters(false)
+	topic, _ := wire.TopicFor(id, wire.KindVerifyRes)
+	o.SetOnConnectHandler(func(c paho.Client) {
+		c.Subscribe(topic, 1, d.onResponse)
+	})
+	d.c = paho.NewClient(o)
+	tok := d.c.Connect()
+	if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		return nil, fmt.Errorf("device %s: connect: %v", id, tok.Error())
+	}
+	// The subscription is made in OnConnect; make sure it is in place.
+	st := d.c.Subscribe(topic, 1, d.onResponse)
+	if !st.WaitTimeout(30*time.Second) || st.Error() != nil {
+		return nil, fmt.Errorf("device %s: subscribe: %v", id, st.Error())
+	}
+	return d, nil
+}
+
+func (d *device) onResponse(_ paho.Client, m paho.Message) {
+	var res wire.VerifyResponse
+	if err := json.Unmarshal(m.Payload(), &res); err != nil {
+		return
+	}
+	d.mu.Lock()
+	ch := d.waiting[res.ID]
+	delete(d.waiting, res.ID)
+	d.mu.Unlock()
+	if ch != nil {
+		ch <- res
+	}
+}
+
+// verify sends one request and waits for its answer.
+func (d *device) verify(ctx context.Context, token string) (wire.VerifyResponse, error) {
+	id := wire.NewID(time.Now())
+	ch := make(chan wire.VerifyResponse, 1)
+	d.mu.Lock()
+	d.waiting[id] = ch
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		delete(d.waiting, id)
+		d.mu.Unlock()
+	}()
+	b, err := wire.Encode(&wire.VerifyRequest{ID: id, At: time.Now().UTC(), Method: wire.MethodQR, Token: token})
+	if err != nil {
+		return wire.VerifyResponse{}, err
+	}
+	topic, _ := wire.TopicFor(d.id, wire.KindVerifyReq)
+	if tok := d.c.Publish(topic, 1, false, b); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		return wire.VerifyResponse{}, fmt.Errorf("publish: %v", tok.Error())
+	}
+	select {
+	case res := <-ch:
+		return res, nil
+	case <-time.After(30 * time.Second):
+		return wire.VerifyResponse{}, errors.New("no answer within 30 s")
+	case <-ctx.Done():
+		return wire.VerifyResponse{}, ctx.Err()
+	}
+}
+
+// topUp gives every one of the first n devices at least want unused
+// codes: rows in codes like the ones codes.Issue writes (the offline
+// verifier is random bytes: online verification never reads it) and their
+// QR tokens signed with the backend's key.
+func (r *rig) topUp(ctx context.Context, n, want int) error {
+	exp := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second)
+	now := time.Now().UTC()
+	var rows [][]any
+	for _, d := range r.devices[:n] {
+		for len(d.tokens) < want {
+			id := make([]byte, pickupcode.CodeIDSize)
+			pin := make([]byte, 32)
+			ver := make([]byte, 32)
+			_, _ = rand.Read(id)
+			_, _ = rand.Read(pin)
+			_, _ = rand.Read(ver)
+			id[0] = 0xff // disjoint from the floor's codes (0x00...)
+			cid := pickupcode.FormatCodeID(id)
+			tok, err := pickupcode.SignToken(r.keys.Signing, pickupcode.Claims{Version: 1, CodeID: cid, DeviceID: d.id, Expires: exp.Unix()})
+			if err != nil {
+				return err
+			}
+			rows = append(rows, []any{id, d.documentID, d.documentKind, d.id, d.compartmentID, d.compartmentNumber,
+				0, 1, pin, false, ver, d.offlineParams, exp, now})
+			d.tokens = append(d.tokens, tok)
+		}
+	}
+	_, err := r.pool.CopyFrom(ctx, pgx.Identifier{"codes"}, []string{"id", "document_id", "document_kind", "device_id",
+		"compartment_id", "compartment_number", "board", "channel", "pin_digest", "needs_dob", "offline_verifier",
+		"offline_params", "expires_at", "created_at"}, pgx.CopyFromRows(rows))
+	if err != nil {
+		return fmt.Errorf("codes for the devices: %w", err)
+	}
+	_, err = r.pool.Exec(ctx, "ANALYZE codes")
+	return err
+}
+
+// kluisPhase runs n devices for warmup+duration and returns the answered
+// verifications per second within the measured window.
+func (r *rig) kluisPhase(ctx context.Context, n int, o options) (float64, error) {
+	// Enough claims for 5,000 verifications/s per phase.
+	want := int((o.warmup+o.duration+2*time.Second).Seconds()*5000)/n + 10
+	if err := r.topUp(ctx, n, want); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	from, until := start.Add(o.warmup), start.Add(o.warmup+o.duration)
+	var counted atomic.Int64
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for _, d := range r.devices[:n] {
+		wg.Add(1)
+		go func(d *device) {
+			defer wg.Done()
+			for time.Now().Before(until) {
+				if len(d.tokens) == 0 {
+					errs <- fmt.Errorf("%s ran out of claims", d.id)
+					return
+				}
+				tok := d.tokens[0]
+				d.tokens = d.tokens[1:]
+				res, err := d.verify(ctx, tok)
+				if err != nil {
+					errs <- fmt.Errorf("%s: %w", d.id, err)
+					return
+				}
+				if res.Result != wire.VerifyOK {
+					errs <- fmt.Errorf("%s: a fresh claim was answered %q", d.id, res.Result)
+					return
+				}
+				r.claims.Add(1)
+				if t := time.Now(); !t.Before(from) && t.Before(until) {
+					counted.Add(1)
+				}
+			}
+		}(d)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		return 0, err
+	}
+	return float64(counted.Load()) / o.duration.Seconds(), nil
+}
+
+// prepareFloor creates the floor's audit table (audit_log's shape and
+// indexes, no chain) and its pick sequence, and writes the pgbench script.
+func (r *rig) prepareFloor(ctx context.Context) error {
+	if _, err := r.pool.Exec(ctx, `CREATE TABLE bench_floor_audit (LIKE audit_log INCLUDING ALL);
+		CREATE SEQUENCE bench_floor_audit_seq OWNED BY bench_floor_audit.seq;
+		ALTER TABLE bench_floor_audit ALTER seq SET DEFAULT nextval('bench_floor_audit_seq');
+		CREATE SEQUENCE bench_floor_pick`); err != nil {
+		return fmt.Errorf("floor tables: %w", err)
+	}
+	d := r.devices[0]
+	// pgbench reads ":name" as a variable, even in a literal: the colons
+	// are spelt chr(58).
+	colon := func(s string) string { return "'" + strings.ReplaceAll(s, ":", "' || chr(58) || '") + "'" }
+	details := colon(fmt.Sprintf(`{"device":"%s","method":"qr","reason":"ok","code_id":"AAAAAAAAAAAAAAAAAAAAAA"}`, d.id))
+	// One claim: the code with the next number is marked used (exactly one
+	// row: the pick sequence hands each number out once), and one audit row
+	// like the verification's goes in.
+	script := fmt.Sprintf(`BEGIN;
+WITH p AS (SELECT nextval('bench_floor_pick') AS n)
+UPDATE codes c SET used_at = now() FROM p
+  WHERE c.id = decode(lpad(to_hex(p.n), 32, '0'), 'hex') AND c.used_at IS NULL AND c.revoked_at IS NULL;
+INSERT INTO bench_floor_audit (at, actor, action, subject, details, prev_hash, hash)
+  VALUES (now(), %s, 'code.used', %s, CAST(%s AS json), sha256(CAST('prev' AS bytea)), sha256(CAST('hash' AS bytea)));
+END;
+`, colon("device:"+d.id), colon("document:"+d.documentID), details)
+	r.script = filepath.Join(r.tmp, "claim.sql")
+	return os.WriteFile(r.script, []byte(script), 0o644)
+}
+
+// floorCodes makes sure codes numbered 1..upTo exist for the floor.
+func (r *rig) floorCodes(ctx context.Context, upTo int64) error {
+	if upTo <= r.floorN {
+		return nil
+	}
+	d := r.devices[0]
+	_, err := r.pool.Exec(ctx, `INSERT INTO codes (id, document_id, document_kind, device_id, compartment_id,
+		compartment_number, board, channel, pin_digest, needs_dob, offline_verifier, offline_params, expires_at, created_at)
+		SELECT decode(lpad(to_hex(n), 32, '0'), 'hex'), $1::uuid, $2, $3, $4, $5, 0, 1,
+			sha256(('floor' || n)::bytea), false, sha256(('ver' || n)::bytea), $6, now() + interval '2 days', now()
+		FROM generate_series($7::bigint, $8::bigint) n`,
+		d.documentID, d.documentKind, d.id, d.compartmentID, d.compartmentNumber, d.offlineParams, r.floorN+1, upTo)
+	if err != nil {
+		return fmt.Errorf("floor codes: %w", err)
+	}
+	r.floorN = upTo
+	_, err = r.pool.Exec(ctx, "ANALYZE codes")
+	return err
+}
+
+var tpsLine = regexp.MustCompile(`(?m)^tps = ([0-9.]+) \(without initial connection time\)`)
+var txLine = regexp.MustCompile(`(?m)^number of transactions actually processed: ([0-9]+)`)
+
+// floorPhase runs pgbench with n clients for warmup+duration (pgbench's
+// own progress excludes nothing, so the warmup is a separate short run)
+// and returns its transactions per second.
+func (r *rig) floorPhase(ctx context.Context, n int, o options) (float64, error) {
+	var before int64
+	if err := r.pool.QueryRow(ctx, `SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM bench_floor_pick`).Scan(&before); err != nil {
+		return 0, err
+	}
+	if err := r.floorCodes(ctx, before+int64((o.warmup+o.duration+2*time.Second).Seconds()*20000)); err != nil {
+		return 0, err
+	}
+	run := func(d time.Duration) (float64, int64, error) {
+		secs := int(d.Round(time.Second) / time.Second)
+		if secs < 1 {
+			return 0, 0, nil
+		}
+		cmd := exec.CommandContext(ctx, "pgbench", "-n", "-M", "prepared", "-c", strconv.Itoa(n),
+			"-j", strconv.Itoa(min(n, 4)), "-T", strconv.Itoa(secs), "-f", r.script, r.dbURL)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return 0, 0, fmt.Errorf("pgbench: %w\n%s", err, out)
+		}
+		m, t := tpsLine.FindSubmatch(out), txLine.FindSubmatch(out)
+		if m == nil || t == nil {
+			return 0, 0, fmt.Errorf("pgbench: no tps in\n%s", out)
+		}
+		tps, _ := strconv.ParseFloat(string(m[1]), 64)
+		tx, _ := strconv.ParseInt(string(t[1]), 10, 64)
+		return tps, tx, nil
+	}
+	_, wtx, err := run(o.warmup)
+	if err != nil {
+		return 0, err
+	}
+	tps, tx, err := run(o.duration)
+	if err != nil {
+		return 0, err
+	}
+	// Every transaction claimed a code of its own.
+	var used int64
+	if err := r.pool.QueryRow(ctx, `SELECT count(*) FROM codes WHERE id >= decode(lpad(to_hex($1::bigint), 32, '0'), 'hex')
+		AND id <= decode(lpad(to_hex($2::bigint), 32, '0'), 'hex') AND used_at IS NOT NULL`, before+1, r.floorN).Scan(&used); err != nil {
+		return 0, err
+	}
+	if used != wtx+tx {
+		return 0, fmt.Errorf("floor: %d transactions but %d codes claimed (were there enough floor codes?)", wtx+tx, used)
+	}
+	return tps, nil
+}
+
+// checkAudit verifies the chain through the API (what `kluisctl audit
+// verify` does) and counts the claims in it.
+func (r *rig) checkAudit(ctx context.Context) (string, error) {
+	var v struct {
+		OK      bool   `json:"ok"`
+		Records int    `json:"records"`
+		Reason  string `json:"reason"`
+	}
+	if err := r.call(ctx, "GET", "/api/v1/audit/verify", nil, &v); err != nil {
+		return "", fmt.Errorf("audit verify: %w", err)
+	}
+	if !v.OK {
+		return "", fmt.Errorf("audit chain broken after the run: %s", v.Reason)
+	}
+	var used int64
+	if err := r.pool.QueryRow(ctx, `SELECT count(*) FROM audit_log WHERE action = 'code.used' AND actor LIKE 'device:bench-%'`).Scan(&used); err != nil {
+		return "", err
+	}
+	if used != r.claims.Load() {
+		return "", fmt.Errorf("audit: %d verifications answered ok but %d code.used records in the chain", r.claims.Load(), used)
+	}
+	return fmt.Sprintf("audit chain verified after the run (GET /api/v1/audit/verify, as kluisctl audit verify): intact, %d records, every one of the %d claims in it", v.Records, used), nil
+}

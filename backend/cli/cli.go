@@ -7,11 +7,14 @@ package cli
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -322,6 +325,9 @@ func serve(ctx context.Context, args []string, e Env) error {
 	fs.StringVar(&o.MQTTURL, "mqtt-url", e.Getenv("MQTT_URL"), "MQTT broker URL, e.g. tcp://127.0.0.1:1883 (env MQTT_URL); empty starts the embedded broker")
 	fs.StringVar(&o.HTTPAddr, "http-addr", envOr(e, "KLUIS_HTTP_ADDR", server.DefaultHTTPAddr), "HTTP listen address (env KLUIS_HTTP_ADDR)")
 	fs.StringVar(&o.MQTTUsername, "mqtt-username", envOr(e, "MQTT_USERNAME", server.BackendMQTTUser), "user name at an external broker (env MQTT_USERNAME)")
+	caFile := fs.String("mqtt-ca-file", e.Getenv("MQTT_CA_FILE"), "PEM file of the CAs that may sign the broker's certificate, for an ssl:// -mqtt-url; only they are trusted (env MQTT_CA_FILE); empty: the system's CAs")
+	brokerCert := fs.String("mqtt-tls-cert", e.Getenv("KLUIS_MQTT_TLS_CERT"), "PEM certificate (chain) of the embedded broker: it then speaks TLS only (env KLUIS_MQTT_TLS_CERT; with -mqtt-tls-key)")
+	brokerKey := fs.String("mqtt-tls-key", e.Getenv("KLUIS_MQTT_TLS_KEY"), "PEM private key of -mqtt-tls-cert (env KLUIS_MQTT_TLS_KEY)")
 	fs.StringVar(&o.MQTTAddr, "mqtt-addr", envOr(e, "KLUIS_MQTT_ADDR", server.DefaultMQTTAddr), "listen address of the embedded broker (env KLUIS_MQTT_ADDR)")
 	fs.DurationVar(&o.CodeSyncEvery, "code-sync-every", server.DefaultCodeSyncEvery, "how often devices' offline code caches are checked and resent when changed (0 disables code sync)")
 	fs.DurationVar(&o.AuditEvery, "audit-verify-every", server.DefaultAuditEvery, "how often the audit hash chain is verified for the kluis_audit_chain_ok gauge (0 disables)")
@@ -364,6 +370,9 @@ func serve(ctx context.Context, args []string, e Env) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	if o.MQTTTLS, o.BrokerTLS, err = mqttTLS(o.MQTTURL, *caFile, *brokerCert, *brokerKey); err != nil {
+		return err
+	}
 	periods, err := parsePickupPeriods(*pickup)
 	if err != nil {
 		return err
@@ -404,4 +413,38 @@ func serve(ctx context.Context, args []string, e Env) error {
 		}()
 	}
 	return srv.Run(ctx)
+}
+
+// mqttTLS reads the TLS files: a CA file for an external broker's
+// certificate, a certificate and key for the embedded broker.
+func mqttTLS(url, caFile, certFile, keyFile string) (linkTLS, brokerTLS *tls.Config, err error) {
+	external := url != ""
+	if caFile != "" {
+		if !external {
+			return nil, nil, errors.New("-mqtt-ca-file is for an external broker (-mqtt-url ssl://...); the embedded broker takes -mqtt-tls-cert and -mqtt-tls-key")
+		}
+		b, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("-mqtt-ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, nil, fmt.Errorf("-mqtt-ca-file %s holds no PEM certificate", caFile)
+		}
+		linkTLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	if (certFile == "") != (keyFile == "") {
+		return nil, nil, errors.New("-mqtt-tls-cert and -mqtt-tls-key go together")
+	}
+	if certFile != "" {
+		if external {
+			return nil, nil, errors.New("-mqtt-tls-cert and -mqtt-tls-key are for the embedded broker; with -mqtt-url the broker has its own")
+		}
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("-mqtt-tls-cert/-mqtt-tls-key: %w", err)
+		}
+		brokerTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	return linkTLS, brokerTLS, nil
 }

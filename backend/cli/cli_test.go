@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"kluis/backend/broker/mosquittotest"
 	"kluis/backend/codes"
 	"kluis/backend/pgtest"
 	"kluis/backend/server"
@@ -255,4 +256,30 @@ func TestUseraddAndToken(t *testing.T) {
 	e, _, errb = testEnv(map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=2"})
 	assert.Equal(t, 1, Run(ctx, []string{"migrate"}, e))
 	assert.Contains(t, errb.String(), "open database")
+}
+
+// The TLS flags: a CA file for an external broker, a certificate and key
+// for the embedded one; the wrong combinations are refused with the flag's
+// name, unreadable or empty files too.
+func TestMQTTTLSFlags(t *testing.T) {
+	certs := mosquittotest.NewCerts(t)
+	link, brk, err := mqttTLS("ssl://broker:8883", certs.CAFile, "", "")
+	require.NoError(t, err)
+	require.NotNil(t, link.RootCAs)
+	require.Nil(t, brk)
+	link, brk, err = mqttTLS("", "", certs.CertFile, certs.KeyFile)
+	require.NoError(t, err)
+	require.Nil(t, link)
+	require.Len(t, brk.Certificates, 1)
+	for _, c := range []struct{ url, ca, cert, key, want string }{
+		{"", certs.CAFile, "", "", "-mqtt-ca-file"},
+		{"ssl://broker:8883", certs.KeyFile, "", "", "no PEM certificate"},
+		{"ssl://broker:8883", "/nonexistent/ca.crt", "", "", "-mqtt-ca-file"},
+		{"", "", certs.CertFile, "", "go together"},
+		{"ssl://broker:8883", "", certs.CertFile, certs.KeyFile, "embedded broker"},
+		{"", "", certs.CAFile, certs.KeyFile, "-mqtt-tls-cert"},
+	} {
+		_, _, err := mqttTLS(c.url, c.ca, c.cert, c.key)
+		require.ErrorContains(t, err, c.want, "%+v", c)
+	}
 }

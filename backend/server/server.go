@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -76,6 +77,14 @@ type Options struct {
 	// empty starts the embedded broker on MQTTAddr (default DefaultMQTTAddr).
 	MQTTURL, MQTTUsername, MQTTPassword string
 	MQTTAddr                            string
+	// MQTTTLS configures the connection to an external broker with an
+	// ssl:// (tls, mqtts, wss) MQTTURL, e.g. trusting only the city's CA;
+	// nil: the system's CAs.
+	MQTTTLS *tls.Config
+	// BrokerTLS makes the embedded broker's listener speak TLS with its
+	// Certificates; the backend's own link to it then uses TLS too and
+	// accepts exactly that certificate.
+	BrokerTLS *tls.Config
 
 	// AdminUser is the bootstrap admin created when no admin exists;
 	// default DefaultAdminUser. Without AdminPassword a password is

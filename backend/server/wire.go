@@ -1,7 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -118,12 +121,18 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 			part{"housekeeping", func(ctx context.Context) error { return svc.RunHousekeeping(ctx, o.HousekeepEvery) }})
 	}
 
-	url, user, pass := o.MQTTURL, o.MQTTUsername, o.MQTTPassword
+	url, user, pass, linkTLS := o.MQTTURL, o.MQTTUsername, o.MQTTPassword, o.MQTTTLS
 	if url == "" {
 		if user, pass, err = s.startBroker(ctx, st, w); err != nil {
 			return w, err
 		}
 		url = "tcp://" + s.BrokerAddr()
+		if o.BrokerTLS != nil {
+			url = "ssl://" + s.BrokerAddr()
+			if linkTLS, err = pinned(o.BrokerTLS); err != nil {
+				return w, err
+			}
+		}
 	}
 	events, err := deviceops.NewEvents(deviceops.EventsOptions{Service: svc, Pool: st.Pool(), Codes: cs,
 		Grace: o.CodeGrace, Clock: o.Clock, Logger: log, Registerer: reg, CodesChanged: syncer.Mark})
@@ -131,7 +140,7 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 		return w, err
 	}
 	link, err := devicelink.New(devicelink.Options{
-		URL: url, Username: user, Password: pass,
+		URL: url, Username: user, Password: pass, TLS: linkTLS,
 		Pool:     st.Pool(),
 		Events:   events,
 		Verifier: deviceops.NewVerifier(deviceops.VerifierOptions{Codes: cs, Logger: log, Clock: o.Clock}),
@@ -193,7 +202,7 @@ func (s *Server) startBroker(ctx context.Context, st *store.Store, w *wiring) (u
 	if err := creds.Set(ctx, user, broker.RoleBackend, pass); err != nil {
 		return "", "", fmt.Errorf("backend MQTT credential: %w", err)
 	}
-	b, err := broker.New(broker.Options{Addr: o.MQTTAddr, Credentials: creds.Check, Logger: o.Logger, Registry: o.Registry})
+	b, err := broker.New(broker.Options{Addr: o.MQTTAddr, TLS: o.BrokerTLS, Credentials: creds.Check, Logger: o.Logger, Registry: o.Registry})
 	if err != nil {
 		return "", "", fmt.Errorf("embedded MQTT broker: %w", err)
 	}
@@ -215,4 +224,25 @@ func (s *Server) startBroker(ctx context.Context, st *store.Store, w *wiring) (u
 	s.mu.Unlock()
 	o.Logger.Info("embedded MQTT broker listening", "addr", b.Addr())
 	return user, pass, nil
+}
+
+// pinned is the TLS configuration of the backend's own link to its
+// embedded broker: it accepts the broker's own certificate and nothing
+// else (whatever name or CA it has).
+func pinned(broker *tls.Config) (*tls.Config, error) {
+	if len(broker.Certificates) == 0 || len(broker.Certificates[0].Certificate) == 0 {
+		return nil, errors.New("embedded MQTT broker: TLS without a certificate")
+	}
+	own := broker.Certificates[0].Certificate[0]
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// The name is not checked; the certificate itself is, below.
+		InsecureSkipVerify: true,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 || !bytes.Equal(raw[0], own) {
+				return errors.New("embedded MQTT broker: not our own certificate")
+			}
+			return nil
+		},
+	}, nil
 }

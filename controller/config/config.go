@@ -6,6 +6,8 @@ package config
 import (
 	"bytes"
 	"cmp"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -87,6 +89,10 @@ type MQTT struct {
 	Username     string `yaml:"username"`
 	Password     string `yaml:"password"`
 	PasswordFile string `yaml:"password_file"`
+	// CAFile is a PEM file of the CA certificates that may sign the
+	// broker's certificate (an ssl, tls, mqtts or wss URL); only they are
+	// trusted then. Without it a TLS URL trusts the system's CAs.
+	CAFile string `yaml:"ca_file"`
 	// ClientID defaults to the user name (the device id without one). A
 	// broker with use_username_as_clientid (deploy/mosquitto) uses the
 	// user name whatever is sent, so with a user name the client id must
@@ -498,6 +504,9 @@ func (m MQTT) validate() error {
 	if m.Password != "" && m.PasswordFile != "" {
 		return bad("mqtt.password", "set either password or password_file, not both")
 	}
+	if m.CAFile != "" && !tlsScheme(u.Scheme) {
+		return bad("mqtt.ca_file", "is for a TLS URL (ssl, tls, mqtts or wss), not %s", u.Scheme)
+	}
 	if (m.Password != "" || m.PasswordFile != "") && m.Username == "" {
 		return bad("mqtt.username", "must be set when a password is")
 	}
@@ -636,6 +645,28 @@ func (c *Config) Compartment(n int) (Compartment, bool) {
 		}
 	}
 	return Compartment{}, false
+}
+
+func tlsScheme(s string) bool {
+	return s == "ssl" || s == "tls" || s == "mqtts" || s == "wss"
+}
+
+// MQTTTLS returns the TLS configuration of the broker connection: nil
+// without ca_file (plain MQTT, or TLS trusting the system's CAs), else
+// one trusting only the CAs in ca_file, TLS 1.2 at least.
+func (c *Config) MQTTTLS() (*tls.Config, error) {
+	if c.MQTT.CAFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(c.MQTT.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("config: mqtt.ca_file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("config: mqtt.ca_file %s holds no PEM certificate", c.MQTT.CAFile)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 // MQTTPassword returns the MQTT password from Password or PasswordFile

@@ -1,9 +1,16 @@
 package config
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"math"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,6 +91,7 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"  password: s3cret", "  password: s3cret\n  password_file: /x", "mqtt.password"},
 		{"  password: s3cret", "  password: s3cret\n  resend_after: 10ms", "mqtt.resend_after"},
 		{"  password: s3cret", "  password: s3cret\n  heartbeat_every: 1h", "mqtt.heartbeat_every"},
+		{"  password: s3cret", "  password: s3cret\n  ca_file: /etc/kluis/ca.crt", "mqtt.ca_file"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.field, func(t *testing.T) {
@@ -147,6 +155,43 @@ func TestLoadAndPasswordFile(t *testing.T) {
 	require.Equal(t, "from-file", got)
 	_, err = Load(filepath.Join(dir, "missing.yaml"))
 	require.ErrorContains(t, err, "missing.yaml")
+}
+
+// mqtt.ca_file: only that CA is trusted for a TLS URL; a file without a
+// certificate is refused when kluisd starts.
+func TestCAFile(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.crt")
+	in := strings.Replace(good, "url: tcp://127.0.0.1:1883", "url: ssl://127.0.0.1:8883\n  ca_file: "+ca, 1)
+	c, err := Parse([]byte(in), ParseOptions{})
+	require.NoError(t, err)
+	_, err = c.MQTTTLS()
+	require.ErrorContains(t, err, "mqtt.ca_file", "missing file")
+	require.NoError(t, os.WriteFile(ca, []byte("not a certificate\n"), 0o600))
+	_, err = c.MQTTTLS()
+	require.ErrorContains(t, err, "no PEM certificate")
+	require.NoError(t, os.WriteFile(ca, []byte(testCA(t)), 0o600))
+	tc, err := c.MQTTTLS()
+	require.NoError(t, err)
+	require.NotNil(t, tc.RootCAs)
+	require.Len(t, tc.RootCAs.Subjects(), 1) //nolint:staticcheck // one certificate in the pool
+	c, err = Parse([]byte(good), ParseOptions{})
+	require.NoError(t, err)
+	tc, err = c.MQTTTLS()
+	require.NoError(t, err)
+	require.Nil(t, tc, "no ca_file: paho's default")
+}
+
+// testCA is a self-signed CA certificate in PEM made with crypto/x509.
+func testCA(t *testing.T) string {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Kluis test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }
 
 func FuzzParse(f *testing.F) {

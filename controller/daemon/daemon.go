@@ -142,9 +142,13 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	mqttTLS, err := cfg.MQTTTLS()
+	if err != nil {
+		return err
+	}
 	var lk *link.Link
 	lk, err = link.New(link.Options{URL: cfg.MQTT.URL, ClientID: cfg.MQTT.ClientID, Username: cfg.MQTT.Username,
-		Password: password, DeviceID: cfg.DeviceID, Software: o.Software, Journal: j, Logger: log, Registry: reg,
+		Password: password, TLS: mqttTLS, DeviceID: cfg.DeviceID, Software: o.Software, Journal: j, Logger: log, Registry: reg,
 		HeartbeatEvery: cmp.Or(o.HeartbeatEvery, cfg.MQTT.HeartbeatEvery), ResendAfter: cfg.MQTT.ResendAfter,
 		Command: func(ctx context.Context, c wire.Command) wire.CommandResult { return eng.HandleCommand(ctx, c) },
 		Heartbeat: func(ctx context.Context) wire.Heartbeat {

@@ -11,6 +11,7 @@ package link
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,9 +36,12 @@ type Options struct {
 	URL                string
 	ClientID           string
 	Username, Password string
-	DeviceID           string
-	Software           string
-	Journal            *journal.Journal
+	// TLS configures an ssl:// (tls, mqtts, wss) URL; nil: paho's default
+	// (the system's CAs).
+	TLS      *tls.Config
+	DeviceID string
+	Software string
+	Journal  *journal.Journal
 	// Command carries out a command and returns its result (the engine).
 	Command func(ctx context.Context, c wire.Command) wire.CommandResult
 	// Heartbeat fills in a heartbeat's device fields (the engine's
@@ -157,6 +161,9 @@ func (l *Link) Run(ctx context.Context) error {
 			l.setConnected(false)
 			l.log.Warn("broker connection lost", "err", err)
 		})
+	if l.o.TLS != nil {
+		opts.SetTLSConfig(l.o.TLS)
+	}
 	l.client = mqtt.NewClient(opts)
 	l.client.Connect() // retries in the background (SetConnectRetry)
 	var wg sync.WaitGroup

@@ -27,6 +27,23 @@ const backendMQTTUser = "kluis-backend"
 // logging in to Mosquitto with its own user name and password.
 func newMosquittoWorld(t *testing.T) (*world, *mosquittotest.Process) {
 	t.Helper()
+	return newMosquittoWorldWith(t, mosquittoWorldOptions{})
+}
+
+// mosquittoWorldOptions adjust newMosquittoWorldWith.
+type mosquittoWorldOptions struct {
+	// tls uncomments the configuration's TLS listener (certificates made
+	// by the test): the backend and kluisd connect over it, trusting the
+	// test's CA only.
+	tls bool
+	// acl edits the shipped ACL (e.g. to uncomment a replica's block).
+	acl func(string) string
+	// users are more broker users (user name: password).
+	users map[string]string
+}
+
+func newMosquittoWorldWith(t *testing.T, o mosquittoWorldOptions) (*world, *mosquittotest.Process) {
+	t.Helper()
 	root, err := moduleRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -43,11 +60,23 @@ func newMosquittoWorld(t *testing.T) (*world, *mosquittotest.Process) {
 	// With an external broker the backend checks no device credential
 	// itself: Mosquitto's password file is the only place the device's
 	// password has to be.
-	mosq := mosquittotest.Start(t, mosquittotest.Options{
+	mo := mosquittotest.Options{
 		Config: string(conf),
 		ACL:    string(acl),
 		Users:  map[string]string{backendMQTTUser: backendPass, lockerID: devicePass},
-	})
+	}
+	for u, p := range o.users {
+		mo.Users[u] = p
+	}
+	if o.acl != nil {
+		mo.ACL = o.acl(mo.ACL)
+	}
+	var certs *mosquittotest.Certs
+	if o.tls {
+		certs = mosquittotest.NewCerts(t)
+		mo.Config, mo.TLS = mosquittotest.EnableTLS(mo.Config), certs
+	}
+	mosq := mosquittotest.Start(t, mo)
 
 	w := &world{t: t, root: t, dir: t.TempDir(), nodes: map[string]*node{}, runID: randomHex(3)}
 	w.dbURL = pgtest.NewDatabase(t)
@@ -55,10 +84,15 @@ func newMosquittoWorld(t *testing.T) (*world, *mosquittotest.Process) {
 	w.adminPass = "Admin-" + randomHex(10)
 	w.apiBase = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
 	w.mqttAddr = mosq.Addr()
+	brokerURL := mosq.URL()
+	if o.tls {
+		w.mqttAddr, w.mqttCA, brokerURL = mosq.TLSAddr(), certs.CAFile, mosq.TLSURL()
+	}
 	w.env = []string{
 		"DATABASE_URL=" + w.dbURL,
 		"KLUIS_HTTP_ADDR=" + strings.TrimPrefix(w.apiBase, "http://"),
-		"MQTT_URL=" + mosq.URL(),
+		"MQTT_URL=" + brokerURL,
+		"MQTT_CA_FILE=" + w.mqttCA,
 		"MQTT_USERNAME=" + backendMQTTUser,
 		"MQTT_PASSWORD=" + backendPass,
 		"KLUIS_KEY_DIR=" + filepath.Join(w.dir, "keys"),

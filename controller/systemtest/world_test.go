@@ -45,6 +45,7 @@ type world struct {
 	env       []string // the backend's environment
 	apiBase   string
 	mqttAddr  string // the embedded broker
+	mqttCA    string // the CA file when kluisd connects over TLS
 	fieldbus  string // Mosquitto, for the Tasmota module
 	mailDir   string
 	pubKey    string // file with the QR public key
@@ -280,8 +281,12 @@ func (w *world) startNodeWithPassword(id, kind, pw string) {
 	// broker allows): the Tasmota driver's client on the shared field bus
 	// derives its id from it, and two runs at once must not kick each
 	// other off.
-	fmt.Fprintf(&b, "mqtt:\n  url: tcp://%s\n  username: %s\n  client_id: %s.%s\n  password_file: %s\n  resend_after: 2s\n  heartbeat_every: 5s\n",
-		w.mqttAddr, id, id, w.runID, pwFile)
+	scheme, ca := "tcp", ""
+	if w.mqttCA != "" {
+		scheme, ca = "ssl", "  ca_file: "+w.mqttCA+"\n"
+	}
+	fmt.Fprintf(&b, "mqtt:\n  url: %s://%s\n  username: %s\n  client_id: %s.%s\n  password_file: %s\n%s  resend_after: 2s\n  heartbeat_every: 5s\n",
+		scheme, w.mqttAddr, id, id, w.runID, pwFile, ca)
 	if kind == "automaton" {
 		fmt.Fprintf(&b, "hardware:\n  driver: tasmota\n  hatch_channel: 0\n  tasmota:\n    broker: %s\n    modules:\n      - {topic: %s, relays: %d, board: 0}\n",
 			w.fieldbus, "kluis-systest-"+w.runID, 1+autoSlots)

@@ -1,9 +1,12 @@
 package mosquitto
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/stretchr/testify/assert"
@@ -155,4 +158,49 @@ func TestAuthenticationRequired(t *testing.T) {
 	assert.Error(t, mqtttest.ConnectErr(mqtttest.Options(url, "anon", "", "")))
 	assert.Error(t, mqtttest.ConnectErr(mqtttest.Options(url, "dev-a", "dev-a", "wrong")))
 	assert.NoError(t, mqtttest.ConnectErr(mqtttest.Options(url, "dev-a", "dev-a", "pw-a")))
+}
+
+// TLSConfig is the shipped configuration with its TLS listener block
+// uncommented, as README.md tells an operator to do.
+func TLSConfig(t testing.TB) string {
+	t.Helper()
+	conf, err := os.ReadFile("mosquitto.conf")
+	require.NoError(t, err)
+	return mosquittotest.EnableTLS(string(conf))
+}
+
+// The TLS listener of the shipped configuration: a client that trusts the
+// city's CA connects over TLS and talks to its own topics; a client that
+// trusts only the system's CAs, or another CA, or speaks plain MQTT to the
+// TLS port is refused before it can log in.
+func TestTLSListener(t *testing.T) {
+	certs := mosquittotest.NewCerts(t)
+	acl, err := os.ReadFile("acl")
+	require.NoError(t, err)
+	p := mosquittotest.Start(t, mosquittotest.Options{Config: TLSConfig(t), ACL: string(acl), TLS: certs,
+		Users: map[string]string{"dev-a": "pw-a", "kluis-backend": "pw-backend"}})
+	url := p.TLSURL()
+
+	backend := mqtttest.Connect(t, mqtttest.Options(url, "kluis-backend", "kluis-backend", "pw-backend").SetTLSConfig(certs.ClientTLS()))
+	events := mqtttest.NewInbox()
+	assert.Equal(t, byte(1), mqtttest.Subscribe(t, backend, wire.SharedSubscription(wire.BackendShareGroup, wire.KindEvent), events))
+	devA := mqtttest.Connect(t, mqtttest.Options(url, "dev-a", "dev-a", "pw-a").SetTLSConfig(certs.ClientTLS()))
+	mqtttest.Publish(t, devA, "kluis/v1/dev/dev-a/event", 1, false, "over-tls")
+	events.WaitFor(t, "kluis/v1/dev/dev-a/event over-tls")
+
+	// The right password is not enough without the right CA.
+	err = mqtttest.ConnectErr(mqtttest.Options(url, "dev-a", "dev-a", "pw-a").SetTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12}))
+	require.Error(t, err, "a client trusting the system CAs only must not connect")
+	assert.ErrorAs(t, err, new(x509.UnknownAuthorityError))
+	other := mosquittotest.NewCerts(t)
+	err = mqtttest.ConnectErr(mqtttest.Options(url, "dev-a", "dev-a", "pw-a").SetTLSConfig(other.ClientTLS()))
+	require.Error(t, err, "a client trusting another CA must not connect")
+	assert.ErrorAs(t, err, new(x509.UnknownAuthorityError))
+	// Plain MQTT on the TLS port gets no CONNACK.
+	err = mqtttest.ConnectErr(mqtttest.Options("tcp://"+p.TLSAddr(), "dev-a", "dev-a", "pw-a").SetConnectTimeout(3 * time.Second))
+	require.Error(t, err, "plain MQTT on the TLS listener")
+	// A wrong password over TLS is still refused by the password file.
+	err = mqtttest.ConnectErr(mqtttest.Options(url, "dev-a", "dev-a", "wrong").SetTLSConfig(certs.ClientTLS()))
+	require.Error(t, err)
+	assert.True(t, devA.IsConnectionOpen() && backend.IsConnectionOpen())
 }

@@ -1,7 +1,9 @@
 // Package mosquittotest runs a private Mosquitto process for a test: a
-// generated configuration in a temporary directory, a free loopback port,
-// optional password and ACL files, and Kill/Start to simulate a broker
-// crash and restart. It never touches the system broker.
+// generated configuration in a temporary directory, a free loopback port
+// (and a second one for a TLS listener), optional password and ACL files,
+// and Kill/Start to simulate a broker crash and restart. It never touches
+// the system broker. NewCerts makes a CA and a broker certificate for the
+// TLS listener.
 package mosquittotest
 
 import (
@@ -31,14 +33,20 @@ type Options struct {
 	Users map[string]string
 	// ACL is the acl_file content, if any.
 	ACL string
+	// TLS, when set, replaces the cafile, certfile and keyfile lines of
+	// the configuration's second listener (its TLS listener, which gets a
+	// port of its own: TLSURL).
+	TLS *Certs
 }
 
 // Process is one running (or stopped) Mosquitto.
 type Process struct {
-	t    testing.TB
-	dir  string
-	conf string
-	port int
+	t       testing.TB
+	dir     string
+	conf    string
+	port    int
+	tlsPort int
+	hasTLS  bool
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -56,7 +64,7 @@ func Start(t testing.TB, o Options) *Process {
 		t.Fatalf("mosquittotest: %v", err)
 	}
 	dir := t.TempDir()
-	p := &Process{t: t, dir: dir, port: FreePort(t)}
+	p := &Process{t: t, dir: dir, port: FreePort(t), tlsPort: FreePort(t), hasTLS: o.TLS != nil}
 	pw := ""
 	if len(o.Users) > 0 {
 		pw = filepath.Join(dir, "passwd")
@@ -81,7 +89,7 @@ func Start(t testing.TB, o Options) *Process {
 		o.Config = "allow_anonymous true\npersistence false\nset_tcp_nodelay true\nlistener 1883 127.0.0.1\n"
 	}
 	p.conf = filepath.Join(dir, "mosquitto.conf")
-	if err := os.WriteFile(p.conf, []byte(adapt(o.Config, dir, p.port, pw, acl)), 0o600); err != nil {
+	if err := os.WriteFile(p.conf, []byte(adapt(o.Config, dir, p.port, p.tlsPort, pw, acl, o.TLS)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Kill)
@@ -89,10 +97,12 @@ func Start(t testing.TB, o Options) *Process {
 	return p
 }
 
-// adapt rewrites the machine-specific lines of a mosquitto.conf.
-func adapt(conf, dir string, port int, pw, acl string) string {
+// adapt rewrites the machine-specific lines of a mosquitto.conf: the
+// first listener gets port, the second tlsPort (its certificate lines
+// those of certs), further ones are dropped.
+func adapt(conf, dir string, port, tlsPort int, pw, acl string, certs *Certs) string {
 	var out []string
-	listener := false
+	listeners := 0
 	sc := bufio.NewScanner(strings.NewReader(conf))
 	for sc.Scan() {
 		line := sc.Text()
@@ -103,11 +113,18 @@ func adapt(conf, dir string, port int, pw, acl string) string {
 		}
 		switch f[0] {
 		case "listener":
-			if listener {
-				line = "# (mosquittotest: extra listener dropped) " + line
-			} else {
+			listeners++
+			switch listeners {
+			case 1:
 				line = fmt.Sprintf("listener %d 127.0.0.1", port)
-				listener = true
+			case 2:
+				line = fmt.Sprintf("listener %d 127.0.0.1", tlsPort)
+			default:
+				line = "# (mosquittotest: extra listener dropped) " + line
+			}
+		case "cafile", "certfile", "keyfile":
+			if certs != nil {
+				line = f[0] + " " + map[string]string{"cafile": certs.CAFile, "certfile": certs.CertFile, "keyfile": certs.KeyFile}[f[0]]
 			}
 		case "password_file":
 			line = "password_file " + pw
@@ -144,6 +161,12 @@ func (p *Process) Addr() string { return fmt.Sprintf("127.0.0.1:%d", p.port) }
 // URL is "tcp://127.0.0.1:port" for paho.
 func (p *Process) URL() string { return "tcp://" + p.Addr() }
 
+// TLSAddr is "127.0.0.1:port" of the second (TLS) listener.
+func (p *Process) TLSAddr() string { return fmt.Sprintf("127.0.0.1:%d", p.tlsPort) }
+
+// TLSURL is "ssl://127.0.0.1:port" of the second (TLS) listener.
+func (p *Process) TLSURL() string { return "ssl://" + p.TLSAddr() }
+
 // Dir is the temporary directory holding configuration, log and
 // persistence.
 func (p *Process) Dir() string { return p.dir }
@@ -174,6 +197,12 @@ func (p *Process) Start() {
 		c, err := net.DialTimeout("tcp", p.Addr(), time.Second)
 		if err == nil {
 			c.Close()
+			if p.hasTLS {
+				c, err = net.DialTimeout("tcp", p.TLSAddr(), time.Second)
+			}
+		}
+		if err == nil {
+			c.Close()
 			return
 		}
 		select {
@@ -200,4 +229,25 @@ func (p *Process) Kill() {
 	_ = p.cmd.Process.Kill()
 	<-p.exited
 	p.cmd, p.exited = nil, nil
+}
+
+// EnableTLS uncomments the TLS listener block of a mosquitto.conf (the
+// "#listener 8883" line and the commented settings right after it), as
+// deploy/mosquitto/README.md tells an operator to do. Start then rewrites
+// its port and, with Options.TLS, its certificate files.
+func EnableTLS(conf string) string {
+	lines := strings.Split(conf, "\n")
+	in := false
+	for i, l := range lines {
+		switch {
+		case strings.HasPrefix(l, "#listener 8883"):
+			in = true
+		case in && (len(l) < 2 || l[0] != '#' || l[1] == ' ' || l[1] == '#'):
+			in = false
+		}
+		if in {
+			lines[i] = l[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
 }

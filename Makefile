@@ -8,7 +8,7 @@ FUZZTIME ?= 5s
 CMDS    := $(notdir $(wildcard cmd/*))
 DIST    := dist
 
-.PHONY: all build test vet unit fuzz services demo bench dist clean
+.PHONY: all build test vet unit fuzz services demo bench chaos dist clean
 
 all: build
 
@@ -36,6 +36,11 @@ BENCH ?= all
 bench: services
 	$(GO) run ./cmd/kluis-bench -results bench/results $(BENCH)
 	$(GO) test -run='^$$' -bench=. -benchmem $(PKGS)
+
+## chaos: the gauntlet, CHAOS_NIGHTS seeded nights of faults (docs/chaos.md); CHAOS_SEED replays a run.
+CHAOS_NIGHTS ?= 100
+chaos: services
+	CHAOS_NIGHTS=$(CHAOS_NIGHTS) $(GO) test -count=1 -timeout 6h -run '^TestGauntlet$$' -v ./bench/chaos
 
 ## demo: the whole system on one machine. DATABASE_URL and MQTT_URL are used when set;
 ## otherwise a local PostgreSQL (started or created under ./var) and the backend's embedded broker.

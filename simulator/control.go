@@ -116,7 +116,7 @@ type DeviceSummary struct {
 //	GET  /v1/devices/{id}/faults
 //	POST /v1/devices/{id}/faults                         body: Faults JSON
 //	POST /v1/devices/{id}/channels/{n}/{action}?board=B  take|put|close|force|leave-open|pulse|stuck|sensor
-//	POST /v1/devices/{id}/boards/{b}/{action}            present|reboot|jam|fault
+//	POST /v1/devices/{id}/boards/{b}/{action}            present|reboot|watchdog|jam|fault
 func NewControlHandler(f *Fleet) http.Handler {
 	mux := http.NewServeMux()
 	dev := func(r *http.Request) (*Device, error) {
@@ -298,6 +298,10 @@ func boardAction(d *Device, r *http.Request) (any, error) {
 		}
 	case "reboot":
 		err = d.Reboot(b)
+	case "watchdog":
+		// The board's watchdog fires as if the master had gone silent:
+		// every lock relocked, a watchdog event queued.
+		err = d.RelockAll(b, true)
 	case "jam":
 		err = d.JamNext(b)
 	case "fault":
@@ -306,7 +310,7 @@ func boardAction(d *Device, r *http.Request) (any, error) {
 			err = d.SetMechanismFault(b, on)
 		}
 	default:
-		err = fmt.Errorf("board action %q (want present, reboot, jam or fault): %w", r.PathValue("action"), ErrBadInput)
+		err = fmt.Errorf("board action %q (want present, reboot, watchdog, jam or fault): %w", r.PathValue("action"), ErrBadInput)
 	}
 	if err != nil {
 		return nil, err

@@ -135,6 +135,25 @@ func TestExampleFleetAndControlAPI(t *testing.T) {
 	if !st.Channels[2].Stuck || st.Channels[7].Item == "" {
 		t.Fatalf("hall-b state %+v", st.Channels[:8])
 	}
+	// The watchdog fault relocks an energised lock at once and queues a
+	// watchdog event.
+	if code, b := call(t, "POST", base+"/kortrijk-hall-a/channels/9/pulse?ms=5000", ""); code != 200 {
+		t.Fatalf("long pulse: %d %s", code, b)
+	}
+	if c, _ := dev.Channel(0, 9); !c.Energised {
+		t.Fatalf("channel 9 not energised: %+v", c)
+	}
+	q0, _ := dev.Queue(0)
+	if code, b := call(t, "POST", base+"/kortrijk-hall-a/boards/0/watchdog", ""); code != 200 {
+		t.Fatalf("watchdog: %d %s", code, b)
+	}
+	if c, _ := dev.Channel(0, 9); c.Energised {
+		t.Fatalf("channel 9 still energised after the watchdog: %+v", c)
+	}
+	q1, _ := dev.Queue(0)
+	if len(q1.Events) != len(q0.Events)+1 || q1.Events[len(q1.Events)-1].Kind != WatchdogRelock {
+		t.Fatalf("queue after the watchdog: %+v (before %d events)", q1.Events, len(q0.Events))
+	}
 }
 
 func waitFor(t *testing.T, cond func() bool) {

@@ -1,0 +1,231 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"kluis/backend/audit"
+	"kluis/simulator"
+)
+
+// openRetries is kluisd's timeouts.open_retries in the world's
+// configuration: one operation may pulse its lock at most 1+openRetries
+// times.
+const openRetries = 1
+
+// check verifies the invariants after a night (see docs/chaos.md).
+func (g *Gauntlet) check(ctx context.Context) {
+	g.checkPulses(ctx)
+	g.checkEvents(ctx)
+	// Documents and notifications converge after the backlog is empty
+	// (notifications go out after the commit): look again for a while
+	// before calling a difference a violation.
+	var found []Violation
+	_ = waitFor(ctx, 20*time.Second, "documents and notifications consistent", func(ctx context.Context) (bool, string, error) {
+		found = g.checkDocs(ctx)
+		return len(found) == 0, fmt.Sprint(len(found)), nil
+	})
+	for _, v := range found {
+		g.violate(v.Invariant, v.Detail)
+	}
+	g.checkAudit(ctx)
+}
+
+// checkPulses: no door opened without a valid code or a staff or
+// technician action; no compartment pulsed twice for one command; on Kluis
+// boards every pulse has its intent journaled first.
+func (g *Gauntlet) checkPulses(ctx context.Context) {
+	for _, n := range g.w.Nodes {
+		dev := n.Spec.ID
+		ps, err := g.w.Sim.Pulses(ctx, dev)
+		if err != nil {
+			g.harnessErr("pulses of %s: %v", dev, err)
+			continue
+		}
+		byID := map[uint32]int{}
+		perGrant := map[*grant]int{}
+		for _, p := range ps {
+			if p.Via == "api" {
+				continue
+			}
+			if p.CommandID != 0 {
+				byID[p.CommandID]++
+				if byID[p.CommandID] == 2 {
+					g.violate("pulsed twice for one command", fmt.Sprintf("%s b%d/c%d: command id %d pulsed twice", dev, p.Board, p.Channel, p.CommandID))
+				}
+				if !g.scan.intent(dev, p.CommandID) {
+					g.violate("pulse without journaled intent", fmt.Sprintf("%s b%d/c%d: command id %d at %s", dev, p.Board, p.Channel, p.CommandID, p.At.Format(time.RFC3339Nano)))
+				}
+			}
+			gs := g.ledger.covering(dev, p.Board, p.Channel, p.At)
+			if len(gs) == 0 {
+				g.violate("door opened without a valid code or staff action", fmt.Sprintf("%s b%d/c%d pulsed at %s (command %d)", dev, p.Board, p.Channel, p.At.Format(time.RFC3339Nano), p.CommandID))
+				continue
+			}
+			perGrant[gs[len(gs)-1]]++
+		}
+		for gr, k := range perGrant {
+			if k > 1+openRetries {
+				g.violate("pulsed twice for one command", fmt.Sprintf("%s b%d/c%d: %d pulses for %s", dev, gr.board, gr.ch, k, gr.why))
+			}
+		}
+	}
+}
+
+// checkEvents: every journaled event is in the backend exactly once, and
+// no document made the same transition twice.
+func (g *Gauntlet) checkEvents(ctx context.Context) {
+	rows, err := g.w.DB.Query(ctx, `SELECT event_id FROM device_events`)
+	if err != nil {
+		g.harnessErr("device events: %v", err)
+		return
+	}
+	have := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err == nil {
+			have[id] = true
+		}
+	}
+	rows.Close()
+	for id, dev := range g.scan.eventIDs() {
+		if !have[id] {
+			g.violate("journaled event in the backend", fmt.Sprintf("%s: event %s journaled, not in the backend", dev, id))
+		}
+	}
+	rows, err = g.w.DB.Query(ctx, `SELECT document_id::text, to_state, count(*) FROM document_transitions
+		WHERE to_state IN ('loaded', 'collected', 'retrieved', 'expired') GROUP BY 1, 2 HAVING count(*) > 1`)
+	if err != nil {
+		g.harnessErr("transitions: %v", err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, st string
+		var k int
+		if err := rows.Scan(&id, &st, &k); err == nil {
+			g.violate("event applied once", fmt.Sprintf("document %s moved to %s %d times", id, st, k))
+		}
+	}
+}
+
+// where finds every place a label lies in the device: "b0/c3" or "slot 2".
+func whereIs(st simulator.State, label string) []string {
+	var out []string
+	for _, c := range st.Channels {
+		if len(st.Mechanisms) > 0 {
+			break // an automaton's hatch shows the slot at the hatch
+		}
+		if c.Item == label {
+			out = append(out, fmt.Sprintf("b%d/c%d", c.Board, c.Channel))
+		}
+	}
+	for _, m := range st.Mechanisms {
+		for i, s := range m.Slots {
+			if s == label {
+				out = append(out, fmt.Sprintf("b%d/slot %d", m.Board, i))
+			}
+		}
+	}
+	return out
+}
+
+// checkDocs: every document in exactly one state, consistent with its
+// compartment and with what people did; every citizen told of every state
+// change that concerns them.
+func (g *Gauntlet) checkDocs(ctx context.Context) []Violation {
+	var out []Violation
+	bad := func(inv, format string, args ...any) {
+		out = append(out, Violation{Night: g.night, Invariant: inv, Detail: fmt.Sprintf(format, args...)})
+	}
+	states := map[string]simulator.State{}
+	for _, n := range g.w.Nodes {
+		st, err := g.w.Sim.State(ctx, n.Spec.ID)
+		if err != nil {
+			bad("harness", "state of %s: %v", n.Spec.ID, err)
+			return out
+		}
+		states[n.Spec.ID] = st
+	}
+	sent := map[string]map[string]bool{} // document -> notification kinds sent
+	rows, err := g.w.DB.Query(ctx, `SELECT document_id::text, kind FROM notifications WHERE status = 'sent'`)
+	if err != nil {
+		bad("harness", "notifications: %v", err)
+		return out
+	}
+	for rows.Next() {
+		var id, kind string
+		if rows.Scan(&id, &kind) == nil {
+			if sent[id] == nil {
+				sent[id] = map[string]bool{}
+			}
+			sent[id][kind] = true
+		}
+	}
+	rows.Close()
+	for _, d := range g.docs {
+		var state string
+		if err := g.w.DB.QueryRow(ctx, `SELECT state FROM documents WHERE id = $1`, d.ID).Scan(&state); err != nil {
+			bad("harness", "document %s: %v", d.Number, err)
+			continue
+		}
+		var places []string
+		for dev, st := range states {
+			for _, p := range whereIs(st, d.Label) {
+				places = append(places, dev+" "+p)
+			}
+		}
+		switch {
+		case d.Taken:
+			if state != "collected" {
+				bad("document state", "%s was taken by its holder, backend says %s", d.Number, state)
+			}
+		case d.Retrieved:
+			if state != "retrieved" {
+				bad("document state", "%s was taken back by staff, backend says %s", d.Number, state)
+			}
+		case d.Placed:
+			if state != "loaded" && state != "notified" && state != "expired" {
+				bad("document state", "%s lies in %s compartment %d, backend says %s", d.Number, d.Device, d.Comp, state)
+			}
+		default:
+			if state != "registered" && state != "reserved" {
+				bad("document state", "%s was never put in, backend says %s", d.Number, state)
+			}
+		}
+		wantPlaces := 0
+		if d.Placed && !d.Taken && !d.Retrieved {
+			wantPlaces = 1
+		}
+		if len(places) != wantPlaces {
+			bad("document in one place", "%s (%s) lies at [%s], want %d place(s)", d.Number, state, strings.Join(places, ", "), wantPlaces)
+		}
+		// Notifications: ready once loaded, a receipt once collected, a
+		// notice once expired.
+		got := sent[d.ID]
+		if d.Placed && !got["loaded"] {
+			bad("citizen notified", "%s (%s): no ready message sent", d.Number, state)
+		}
+		if state == "collected" && !got["collected"] {
+			bad("citizen notified", "%s: no receipt sent after the pickup", d.Number)
+		}
+		if (state == "expired" || d.Retrieved) && !got["expired"] {
+			bad("citizen notified", "%s (%s): no expiry notice sent", d.Number, state)
+		}
+	}
+	return out
+}
+
+// checkAudit: the audit chain verifies.
+func (g *Gauntlet) checkAudit(ctx context.Context) {
+	r, err := audit.Verify(ctx, g.w.DB)
+	if err != nil {
+		g.harnessErr("audit verify: %v", err)
+		return
+	}
+	if !r.OK() {
+		g.violate("audit chain verifies", r.String())
+	}
+}

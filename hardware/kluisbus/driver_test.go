@@ -305,7 +305,7 @@ func TestWatchDeliversAndAcknowledgesEvents(t *testing.T) {
 	e.addBoard(2, 16)
 	d, _ := newDriver(t, e, Options{Boards: []int{0, 2}})
 	w := startWatch(t, d)
-	time.Sleep(50 * time.Millisecond)
+	e.waitPolled(t, 0, 2)
 
 	if err := d.Pulse(context.Background(), hardware.Address{Board: 2, Channel: 7}, 100*time.Millisecond, 5); err != nil {
 		t.Fatal(err)
@@ -349,10 +349,15 @@ func TestWatchRedeliversWhenCallbackFails(t *testing.T) {
 	e := newEmulator(t, 5)
 	e.addBoard(0, 8)
 	d, _ := newDriver(t, e, Options{Boards: []int{0}})
-	ctx := context.Background()
+	ctx, cancelAll := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancelAll()
 	boom := errors.New("journal full")
 	go func() {
-		time.Sleep(50 * time.Millisecond)
+		// Once Watch polls the board, the doors move.
+		if !eventually(5*time.Second, func() bool { return e.polled(0) }) {
+			t.Error("Watch never polled board 0")
+			return
+		}
 		e.setDoor(0, 1, true)
 		e.setDoor(0, 1, false)
 	}()
@@ -468,7 +473,7 @@ func TestBoardOfflineAndOnline(t *testing.T) {
 	e.addBoard(1, 8)
 	d, _ := newDriver(t, e, Options{Boards: []int{0, 1}, Retries: 1})
 	w := startWatch(t, d)
-	time.Sleep(50 * time.Millisecond)
+	e.waitPolled(t, 0, 1)
 	e.setSilent(1, true)
 	w.waitFor(t, 2*time.Second, is(hardware.BoardOffline, 1, -1))
 	// Board 0 keeps working meanwhile.

@@ -38,6 +38,7 @@ type emuBoard struct {
 	watchdog           uint8
 	watchdogSets       int
 	frames             int // frames addressed to the board, heard or not
+	polls              int // EVENTS requests answered
 	relocks            int
 	silent             bool
 
@@ -296,6 +297,7 @@ func (e *emulator) process(b *emuBoard, req kluisproto.Message) kluisproto.Messa
 		b.ids.Remember(r.ID, reply)
 		return reply
 	case *kluisproto.EventsRequest:
+		b.polls++
 		return b.queue.Reply(b.boot)
 	case *kluisproto.AckRequest:
 		if r.BootID != b.boot {
@@ -439,4 +441,37 @@ func (e *emulator) framesTo(addr byte) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.boards[addr].frames
+}
+
+// polled reports whether every board in addrs was asked for its events at
+// least once: Watch has prepared it (INFO, WATCHDOG, STATUS) and polls it.
+func (e *emulator) polled(addrs ...byte) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, a := range addrs {
+		if e.boards[a].polls == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// waitPolled waits (bounded) until Watch polls every board in addrs.
+func (e *emulator) waitPolled(t *testing.T, addrs ...byte) {
+	t.Helper()
+	if !eventually(5*time.Second, func() bool { return e.polled(addrs...) }) {
+		t.Fatalf("Watch never polled boards %v", addrs)
+	}
+}
+
+// eventually polls cond until it holds or within has passed.
+func eventually(within time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
 }

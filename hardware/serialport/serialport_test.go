@@ -6,8 +6,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/creack/pty"
 	"golang.org/x/term"
@@ -34,6 +38,52 @@ func newPTY(t *testing.T) (*os.File, string) {
 	tty.Close()
 	t.Cleanup(func() { master.Close() })
 	return master, path
+}
+
+// waitInputQueue waits (bounded) until the input queue of the tty at path
+// holds n bytes (ioctl TIOCINQ on a descriptor of its own: every
+// descriptor of a tty sees the same queue).
+func waitInputQueue(t *testing.T, path string, n int) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var q int32
+		if _, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), syscall.TIOCINQ, uintptr(unsafe.Pointer(&q))); errno != 0 {
+			t.Fatalf("TIOCINQ: %v", errno)
+		}
+		if int(q) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d bytes reached the input queue", q, n)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// waitBlockedInRead waits (bounded) until a goroutine is inside Port.Read,
+// down in go.bug.st/serial's wait for input.
+func waitBlockedInRead(t *testing.T) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := runtime.Stack(buf, true)
+		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+			if strings.Contains(g, "serialport.(*Port).Read(") && strings.Contains(g, "unixutils.Select(") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no goroutine ever blocked in Port.Read")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 func readN(t *testing.T, r io.Reader, n int, within time.Duration) []byte {
@@ -107,8 +157,11 @@ func TestFlush(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	master.Write([]byte("stale bytes"))
-	time.Sleep(50 * time.Millisecond)
+	stale := []byte("stale bytes")
+	master.Write(stale)
+	// The bytes reach the port's input queue asynchronously: wait until
+	// they all wait there, so Flush has something to drop.
+	waitInputQueue(t, path, len(stale))
 	if err := p.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +246,7 @@ func TestCloseEndsBlockedRead(t *testing.T) {
 		_, err := p.Read(make([]byte, 1))
 		done <- err
 	}()
-	time.Sleep(50 * time.Millisecond)
+	waitBlockedInRead(t)
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -180,7 +180,9 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// A door left open appears without a reload.
 	desktop.Do(t, chromedp.Evaluate[chromedp.Void](`window.sameDocument = true`))
-	time.Sleep(1500 * time.Millisecond) // the stream is open and has had its first poll
+	// The stream is open and has had its first poll: a fresh stream's
+	// first update comes with it.
+	desktop.WaitFor(t, `document.body.hasAttribute("data-live-updates")`, 10*time.Second)
 	e.dev.event(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmDoorLeftOpen, Addr: &wire.Address{Board: 0, Channel: 5}})
 	desktop.WaitText(t, "#fleet-rows", "Deur blijft open, vak 6", 10*time.Second)
 	require.Equal(t, "true", evalString(t, desktop, `String(window.sameDocument === true)`), "no reload")

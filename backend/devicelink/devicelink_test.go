@@ -268,6 +268,6 @@ func TestPresenceAndHeartbeat(t *testing.T) {
 	assert.True(t, p.Online)
 	require.NotNil(t, p.LastHeartbeatAt)
 	var stored json.RawMessage
-	require.NoError(t, pool.QueryRow(ctx, `SELECT heartbeat FROM device_presence WHERE device_id = $1`, dev).Scan(&stored))
+	require.NoError(t, pool.QueryRow(ctx, `SELECT heartbeat FROM device_diagnostics WHERE device_id = $1`, dev).Scan(&stored))
 	assert.Contains(t, string(stored), `"backlog": 2`)
 }

@@ -5,8 +5,14 @@
 // that subscriptions survive reconnects, through shared subscriptions
 // ($share/kluis-backend/kluis/v1/dev/+/event, ...), so several backend
 // replicas split the devices' messages between them. The paho message
-// handler only copies a message onto a bounded queue (a full queue drops
-// it, counted: devices resend); a few workers do the rest:
+// handler never drops a message: a presence or heartbeat goes to a
+// per-device coalescer (the latest of each per device waits; an older one
+// still waiting is replaced, counted as "coalesced"), anything else onto a
+// bounded queue, the handler waiting while it is full (back-pressure on
+// the broker connection). Answers (acks, verify and staff responses) are
+// published without waiting for the broker's acknowledgement, so that a
+// worker never waits on the reader it is holding up. A few workers do the
+// rest:
 //
 //   - event: inserted into device_events, whose primary key is the event
 //     id, and handed to the EventHandler in the same transaction; after
@@ -22,8 +28,14 @@
 //   - verify/req, staff/req: answered on verify/res and staff/res by the
 //     Verifier and StaffHandler; a repeated request id from the same
 //     device gets the first answer again without asking twice.
-//   - presence, heartbeat: device_presence (online/offline, last
-//     heartbeat) and the kluis_devicelink_devices_online gauge. Every
+//   - presence, heartbeat: written in batches (Options.PresenceBatch
+//     devices per round trip, in arrival order per device; a failed batch
+//     is retried) to device_presence (online/offline, last heartbeat
+//     time) and device_diagnostics (the last heartbeat's payload). The
+//     kluis_devicelink_devices_online gauge is recounted (a partial index)
+//     at most every Options.OnlineRefresh after a change, not per
+//     message. Verify and staff answers are kept for a repeated request id
+//     in a cache that expires oldest first (O(1) per request). Every
 //     device's stored presence is also exported at scrape time, for
 //     alerting on one device: kluis_device_online{device} and
 //     kluis_device_last_heartbeat_timestamp_seconds{device}.

@@ -100,10 +100,21 @@ type Options struct {
 	Verifier Verifier
 	// Staff answers staff/req; nil answers "unavailable".
 	Staff StaffHandler
-	// Workers process messages; default 4. QueueSize bounds the messages
-	// waiting for them; default 1024.
+	// Workers process events, command results and requests; default 4.
+	// QueueSize bounds the messages waiting for them (default 1024): when
+	// it is full, reading from the broker waits (back-pressure); nothing
+	// is dropped.
 	Workers   int
 	QueueSize int
+	// PresenceBatch is how many devices' presence and heartbeat are
+	// recorded in one round trip; default 500. Presence and heartbeats are
+	// never queued behind events: the latest of each per device waits,
+	// an older one still waiting is replaced (coalesced).
+	PresenceBatch int
+	// OnlineRefresh is how often kluis_devicelink_devices_online is
+	// recounted from the database after a presence change (and every 30
+	// times that without one, for other replicas' changes); default 1 s.
+	OnlineRefresh time.Duration
 	// CommandTTL is the expiry SendCommand gives a command without one;
 	// default 5 minutes.
 	CommandTTL time.Duration
@@ -130,10 +141,12 @@ type Link struct {
 	ready  chan struct{}
 	readyO sync.Once
 
-	mu        sync.Mutex
-	client    paho.Client
-	replies   map[string]*reply
-	lastPrune time.Time
+	mu      sync.Mutex
+	client  paho.Client
+	replies *replyCache
+	co      *coalescer
+	stop    chan struct{} // closed when Run's context ends
+	changed chan struct{} // a presence change was recorded (cap 1)
 }
 
 type inbound struct {
@@ -193,6 +206,12 @@ func New(opts Options) (*Link, error) {
 	if opts.ReplyCache <= 0 {
 		opts.ReplyCache = 2 * time.Minute
 	}
+	if opts.PresenceBatch <= 0 {
+		opts.PresenceBatch = 500
+	}
+	if opts.OnlineRefresh <= 0 {
+		opts.OnlineRefresh = time.Second
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -205,7 +224,7 @@ func New(opts Options) (*Link, error) {
 	m := &metrics{
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kluis_devicelink_messages_total",
-			Help: "Messages from devices by topic kind and outcome (ok, duplicate, rejected, malformed, unknown, error, dropped).",
+			Help: "Messages from devices by topic kind and outcome (ok, duplicate, rejected, malformed, unknown, error; coalesced: a presence or heartbeat replaced by a newer one of the same device before it was recorded).",
 		}, []string{"kind", "outcome"}),
 		online: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kluis_devicelink_devices_online", Help: "Devices whose last presence is online."}),
@@ -222,7 +241,10 @@ func New(opts Options) (*Link, error) {
 		m:       m,
 		queue:   make(chan inbound, opts.QueueSize),
 		ready:   make(chan struct{}),
-		replies: map[string]*reply{},
+		replies: newReplyCache(opts.ReplyCache, 10000),
+		co:      newCoalescer(),
+		stop:    make(chan struct{}),
+		changed: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -263,6 +285,9 @@ func (l *Link) Run(ctx context.Context) error {
 	c.Connect() // with ConnectRetry the token completes only on success; OnConnect does the rest
 
 	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); l.recordPresence(ctx) }()
+	go func() { defer wg.Done(); l.countOnline(ctx) }()
 	for range l.o.Workers {
 		wg.Add(1)
 		go func() {
@@ -278,6 +303,7 @@ func (l *Link) Run(ctx context.Context) error {
 		}()
 	}
 	<-ctx.Done()
+	close(l.stop)
 	c.Disconnect(250)
 	l.m.connected.Set(0)
 	wg.Wait()
@@ -309,14 +335,20 @@ func (l *Link) onConnect(c paho.Client) {
 	}
 }
 
-// onMessage never blocks: it queues a copy or drops the message (the
-// device resends what it does not see answered).
+// onMessage hands a presence or heartbeat to the coalescer (never
+// blocking) and queues a copy of any other message, waiting while the
+// queue is full: back-pressure on the broker connection, nothing dropped.
 func (l *Link) onMessage(_ paho.Client, m paho.Message) {
 	msg := inbound{topic: m.Topic(), payload: bytes.Clone(m.Payload())}
+	if t, err := wire.ParseTopic(msg.topic); err == nil && (t.Kind == wire.KindPresence || t.Kind == wire.KindHeartbeat) {
+		if l.co.add(t.Device, t.Kind == wire.KindHeartbeat, msg.payload, l.now()) {
+			l.m.messages.WithLabelValues(string(t.Kind), "coalesced").Inc()
+		}
+		return
+	}
 	select {
 	case l.queue <- msg:
-	default:
-		l.count(msg.topic, "dropped")
+	case <-l.stop:
 	}
 }
 
@@ -362,10 +394,6 @@ func (l *Link) process(ctx context.Context, msg inbound) {
 		outcome = l.handleRequest(ctx, t.Device, m.ID, wire.KindStaffRes, func(ctx context.Context) wire.Message {
 			return l.staff(ctx, t.Device, m)
 		})
-	case *wire.Presence:
-		outcome = l.handlePresence(ctx, t.Device, m)
-	case *wire.Heartbeat:
-		outcome = l.handleHeartbeat(ctx, t.Device, m, msg.payload)
 	default:
 		outcome = "unknown"
 	}
@@ -412,7 +440,7 @@ func (l *Link) handleEvent(ctx context.Context, device string, ev *wire.Event, p
 	if outcome == "duplicate" && owner != device {
 		l.log.Warn("event id already used by another device", "device", device, "owner", owner, "event", ev.ID)
 	}
-	l.publish(ctx, device, &wire.Ack{IDs: []string{ev.ID}})
+	l.reply(device, &wire.Ack{IDs: []string{ev.ID}})
 	return outcome
 }
 
@@ -442,15 +470,7 @@ func (l *Link) handleResult(ctx context.Context, device string, r *wire.CommandR
 // gets the first answer again.
 func (l *Link) handleRequest(ctx context.Context, device, id string, kind wire.Kind, answer func(context.Context) wire.Message) string {
 	key := device + "\x00" + string(kind) + "\x00" + id
-	now := l.now()
-	l.mu.Lock()
-	l.pruneLocked(now)
-	r, seen := l.replies[key]
-	if !seen {
-		r = &reply{done: make(chan struct{}), at: now}
-		l.replies[key] = r
-	}
-	l.mu.Unlock()
+	r, seen := l.replies.get(key, l.now())
 	outcome := "ok"
 	if seen {
 		outcome = "duplicate"
@@ -482,27 +502,8 @@ func (l *Link) handleRequest(ctx context.Context, device, id string, kind wire.K
 		return "error"
 	}
 	topic, _ := wire.TopicFor(device, kind)
-	l.publishRaw(ctx, topic, kind, r.payload)
+	l.send(topic, kind, r.payload)
 	return outcome
-}
-
-// pruneLocked forgets answered requests older than ReplyCache, at most
-// once a second unless the cache is over its bound.
-func (l *Link) pruneLocked(now time.Time) {
-	const max = 10000
-	if now.Sub(l.lastPrune) < time.Second && len(l.replies) <= max {
-		return
-	}
-	l.lastPrune = now
-	for k, r := range l.replies {
-		if now.Sub(r.at) > l.o.ReplyCache || len(l.replies) > max {
-			select {
-			case <-r.done:
-				delete(l.replies, k)
-			default: // still being answered
-			}
-		}
-	}
 }
 
 func (l *Link) verify(ctx context.Context, device string, req *wire.VerifyRequest) wire.Message {
@@ -526,56 +527,36 @@ func (l *Link) staff(ctx context.Context, device string, req *wire.StaffRequest)
 	return &res
 }
 
-func (l *Link) handlePresence(ctx context.Context, device string, p *wire.Presence) string {
-	_, err := l.o.Pool.Exec(ctx, `INSERT INTO device_presence (device_id, state, changed_at, software)
-		VALUES ($1, $2, $3, $4)
-		ON CONFLICT (device_id) DO UPDATE SET state = $2, changed_at = $3,
-			software = CASE WHEN $4 <> '' THEN $4 ELSE device_presence.software END`,
-		device, string(p.State), l.now(), p.Software)
-	if err != nil {
-		l.log.Error("recording presence failed", "device", device, "err", err)
-		return "error"
-	}
-	l.log.Info("device presence", "device", device, "state", p.State)
-	l.refreshOnline(ctx)
-	return "ok"
-}
-
-func (l *Link) handleHeartbeat(ctx context.Context, device string, h *wire.Heartbeat, payload []byte) string {
-	_, err := l.o.Pool.Exec(ctx, `INSERT INTO device_presence (device_id, state, changed_at, software, last_heartbeat_at, heartbeat)
-		VALUES ($1, 'online', $2, $3, $2, $4)
-		ON CONFLICT (device_id) DO UPDATE SET state = 'online',
-			changed_at = CASE WHEN device_presence.state <> 'online' THEN $2 ELSE device_presence.changed_at END,
-			software = CASE WHEN $3 <> '' THEN $3 ELSE device_presence.software END,
-			last_heartbeat_at = $2, heartbeat = $4`,
-		device, l.now(), h.Software, json.RawMessage(payload))
-	if err != nil {
-		l.log.Error("recording a heartbeat failed", "device", device, "err", err)
-		return "error"
-	}
-	l.refreshOnline(ctx)
-	return "ok"
-}
-
-func (l *Link) refreshOnline(ctx context.Context) {
-	var n int
-	if err := l.o.Pool.QueryRow(ctx, `SELECT count(*) FROM device_presence WHERE state = 'online'`).Scan(&n); err == nil {
-		l.m.online.Set(float64(n))
-	}
-}
-
-// publish encodes and sends a message to device, waiting for the broker's
-// acknowledgement.
-func (l *Link) publish(ctx context.Context, device string, m wire.Message) error {
+// reply encodes and sends an answer to device (an ack, a verify or staff
+// response) without waiting for the broker's acknowledgement: a worker
+// must not wait for it, since reading from the broker (and with it that
+// acknowledgement) may itself be waiting for a worker while the queue is
+// full. paho keeps and resends a QoS 1 message until acknowledged; a lost
+// one is asked for again by the device.
+func (l *Link) reply(device string, m wire.Message) {
 	b, err := wire.Encode(m)
 	if err != nil {
-		return err
+		l.log.Error("answer does not encode", "device", device, "kind", m.MessageKind(), "err", err)
+		return
 	}
 	topic, err := wire.TopicFor(device, m.MessageKind())
 	if err != nil {
-		return err
+		l.log.Error("no topic for answer", "device", device, "err", err)
+		return
 	}
-	return l.publishRaw(ctx, topic, m.MessageKind(), b)
+	l.send(topic, m.MessageKind(), b)
+}
+
+// send publishes without waiting (see reply).
+func (l *Link) send(topic string, kind wire.Kind, payload []byte) {
+	l.mu.Lock()
+	c := l.client
+	l.mu.Unlock()
+	if c == nil || !c.IsConnectionOpen() {
+		l.log.Warn("not connected; message not sent", "topic", topic)
+		return
+	}
+	c.Publish(topic, kind.QoS(), kind.Retained(), payload)
 }
 
 func (l *Link) publishRaw(ctx context.Context, topic string, kind wire.Kind, payload []byte) error {

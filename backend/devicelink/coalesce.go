@@ -1,0 +1,87 @@
+package devicelink
+
+import (
+	"sync"
+	"time"
+)
+
+// coalescer holds the presence and heartbeat messages not yet recorded,
+// the latest of each per device: a newer one replaces the older (only the
+// latest state matters), so its size is bounded by the fleet and no
+// message is ever dropped for want of room. Devices are taken in the
+// order they first got pending work.
+type coalescer struct {
+	mu      sync.Mutex
+	seq     uint64
+	pending map[string]*latest
+	order   []string // devices with pending work, oldest first, from head
+	head    int
+	wake    chan struct{}
+}
+
+// latest is a device's pending presence and heartbeat (nil: none), with
+// their arrival times and order.
+type latest struct {
+	device                  string
+	presence, heartbeat     []byte
+	presenceAt, heartbeatAt time.Time
+	presenceSeq, beatSeq    uint64
+}
+
+func newCoalescer() *coalescer {
+	return &coalescer{pending: map[string]*latest{}, wake: make(chan struct{}, 1)}
+}
+
+// add records a presence (heartbeat false) or heartbeat payload of device
+// received at; it reports whether it replaced one not yet recorded.
+func (c *coalescer) add(device string, heartbeat bool, payload []byte, at time.Time) (replaced bool) {
+	c.mu.Lock()
+	c.seq++
+	p := c.pending[device]
+	if p == nil {
+		p = &latest{device: device}
+		c.pending[device] = p
+		c.order = append(c.order, device)
+	}
+	if heartbeat {
+		replaced = p.heartbeat != nil
+		p.heartbeat, p.heartbeatAt, p.beatSeq = payload, at, c.seq
+	} else {
+		replaced = p.presence != nil
+		p.presence, p.presenceAt, p.presenceSeq = payload, at, c.seq
+	}
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return replaced
+}
+
+// take removes and returns the pending work of up to max devices.
+func (c *coalescer) take(max int) []*latest {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*latest
+	for c.head < len(c.order) && len(out) < max {
+		d := c.order[c.head]
+		c.order[c.head] = ""
+		c.head++
+		out = append(out, c.pending[d])
+		delete(c.pending, d)
+	}
+	if c.head == len(c.order) {
+		c.order, c.head = c.order[:0], 0
+	} else if c.head > 1024 && c.head > len(c.order)/2 {
+		c.order = append(c.order[:0], c.order[c.head:]...)
+		c.head = 0
+	}
+	return out
+}
+
+// len is the number of devices with pending work.
+func (c *coalescer) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending)
+}

@@ -12,7 +12,15 @@
 // the broker in the middle of a pickup, SIGKILL of kluisd at seeded points
 // of pickups, and SIGKILL of a private Mosquitto (deploy/mosquitto's
 // configuration, per-device passwords and ACLs) while the backend and
-// kluisd stay up (TestBrokerRestart). TestKioskScreen drives kluisd's
+// kluisd stay up (TestBrokerRestart). TestBrokerTLS runs the same
+// configuration's TLS listener (certificates made by the test) with kluisd
+// and the backend trusting the test's CA only. TestReplicas runs two
+// backend replicas on that broker (shared subscriptions, one database) and
+// SIGKILLs one inside a verification's and inside an event's transaction
+// (found in pg_stat_activity while the test holds the row they wait for)
+// and at seeded moments of pickups (KLUIS_REPLICA_SEED,
+// KLUIS_REPLICA_ROUNDS); TestReplicaJobsRunOnce shows the reminder lock and
+// the expiry sweep hold across replicas. TestKioskScreen drives kluisd's
 // kiosk screen in headless Chromium (deploy/dev/browsertest) as citizens
 // and staff do: clicks on the keypads, keys typed as a keyboard-wedge
 // scanner types them. Every scenario checks the

@@ -30,6 +30,20 @@
 //     and codes locked offline (code_locked). No record holds a PIN, a
 //     date of birth or a QR token.
 //
+// # Group commit
+//
+// Appends are durable when they return (fdatasync), but concurrent appends
+// share their fdatasyncs: a writer numbers its record and writes its line
+// under the journal's lock, then waits. When no fdatasync is running, one
+// waiting writer leads the next: it notes how far the file is written,
+// releases the lock, fdatasyncs (other writers keep writing meanwhile, for
+// the fdatasync after), and back under the lock applies every record the
+// fdatasync covered, in file order, and wakes their writers. A record is
+// applied (seen by Outbox, Unfinished, ...) only once durable. When an
+// fdatasync fails, the file is cut back to the last durable offset and every
+// writer still waiting gets the error: nothing that was not durable is acted
+// upon or comes back at the next start.
+//
 // # Compaction
 //
 // Compact rewrites the live records (unacked events, open intents, records

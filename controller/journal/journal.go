@@ -114,6 +114,10 @@ type Options struct {
 	Keep func(Record) bool
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// SyncDir fsyncs a directory (after creating the journal, after a
+	// compaction's rename, after moving a damaged tail aside); default an
+	// fsync of the opened directory. Tests inject failures through it.
+	SyncDir func(dir string) error
 }
 
 // Journal is the append-only record file. Safe for concurrent use.
@@ -122,9 +126,16 @@ type Journal struct {
 	log  *slog.Logger
 	path string
 
-	mu      sync.Mutex
-	f       *os.File
-	size    int64
+	mu   sync.Mutex
+	cond *sync.Cond // on mu: a group fsync ended
+	f    *os.File
+	// size is what was written to f; durable is the part of it a
+	// completed fsync covers (see "Group commit" in doc.go).
+	size, durable int64
+	// syncing: a writer leads an fsync outside mu; pending are the
+	// records written but not yet durable, in file order.
+	syncing bool
+	pending []*waiter
 	nextSeq uint64
 	records []Record // every live record, in order (replayed + appended)
 	acked   map[string]bool
@@ -156,8 +167,12 @@ func Open(o Options) (*Journal, []Record, Recovery, error) {
 	if o.Keep == nil {
 		o.Keep = func(Record) bool { return false }
 	}
+	if o.SyncDir == nil {
+		o.SyncDir = syncDir
+	}
 	j := &Journal{o: o, log: o.Logger.With("part", "journal"), path: filepath.Join(o.Dir, FileName),
 		nextSeq: 1, acked: map[string]bool{}, done: map[string]bool{}, unsure: map[string]bool{}, ended: map[string]bool{}, events: map[string]bool{}, wake: make(chan struct{})}
+	j.cond = sync.NewCond(&j.mu)
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, nil, Recovery{}, fmt.Errorf("journal: %w", err)
 	}
@@ -168,7 +183,7 @@ func Open(o Options) (*Journal, []Record, Recovery, error) {
 		return nil, nil, Recovery{}, fmt.Errorf("journal: %w", err)
 	}
 	if created {
-		if err := syncDir(o.Dir); err != nil {
+		if err := o.SyncDir(o.Dir); err != nil {
 			f.Close()
 			return nil, nil, Recovery{}, err
 		}
@@ -207,7 +222,7 @@ func Open(o Options) (*Journal, []Record, Recovery, error) {
 		f.Close()
 		return nil, nil, rec, fmt.Errorf("journal: %w", err)
 	}
-	j.f, j.size = f, good
+	j.f, j.size, j.durable = f, good, good
 	for _, r := range recs {
 		j.apply(r)
 	}
@@ -308,13 +323,10 @@ func (j *Journal) saveBad(f *os.File, from int64) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("journal: save damaged tail: %w", err)
 		}
-		return p, syncDir(j.o.Dir)
+		return p, j.o.SyncDir(j.o.Dir)
 	}
 	return "", errors.New("journal: too many damaged-tail files")
 }
-
-// syncDirFunc is syncDir, replaced by tests to inject failures.
-var syncDirFunc = syncDir
 
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
@@ -356,25 +368,56 @@ func (j *Journal) apply(r Record) {
 	j.records = append(j.records, r)
 }
 
-// Append writes r durably (write + fsync) and returns it with Seq and At set.
+// Append writes r durably (write + fdatasync) and returns it with Seq and At
+// set. Concurrent appends share their fdatasyncs (group commit): each
+// returns once an fdatasync that began after its write has completed.
 func (j *Journal) Append(r Record) (Record, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return j.appendLocked(r)
 }
 
+// waiter is an append written to the file and waiting to be durable.
+type waiter struct {
+	r   Record
+	end int64 // file offset after its line
+	// done is set (under mu) once the record is durable and applied, or
+	// err says why it is not and never will be.
+	done bool
+	err  error
+}
+
+// appendLocked writes r, then waits (releasing mu while an fdatasync runs)
+// until it is durable. j.mu held.
 func (j *Journal) appendLocked(r Record) (Record, error) {
+	w, err := j.writeLocked(r)
+	if err != nil {
+		return r, err
+	}
+	j.waitLocked(w)
+	return w.r, w.err
+}
+
+// waitLocked returns once w is durable or failed: it waits for the
+// fdatasync under way, or leads the next one. j.mu held.
+func (j *Journal) waitLocked(w *waiter) {
+	for !w.done {
+		if j.syncing {
+			j.cond.Wait()
+			continue
+		}
+		j.syncLocked()
+	}
+}
+
+// writeLocked numbers r, writes its line after the records already written
+// (durable or not) and queues it for the next fdatasync. j.mu held.
+func (j *Journal) writeLocked(r Record) (*waiter, error) {
 	if j.closed {
-		return r, ErrClosed
+		return nil, ErrClosed
 	}
 	if r.Type == "" {
-		return r, errors.New("journal: record without type")
-	}
-	if j.dirDirty {
-		if err := syncDirFunc(j.o.Dir); err != nil {
-			return r, err
-		}
-		j.dirDirty = false
+		return nil, errors.New("journal: record without type")
 	}
 	r.Seq = j.nextSeq
 	if r.At.IsZero() {
@@ -385,27 +428,88 @@ func (j *Journal) appendLocked(r Record) (Record, error) {
 	}
 	line, err := encodeLine(r)
 	if err != nil {
-		return r, err
+		return nil, err
 	}
 	if _, err := j.f.Write(line); err != nil {
 		// A partial write is a torn tail: cut it off so the next
-		// append starts on a clean line.
+		// append starts on a clean line (the lines written before it
+		// stay; their fdatasync is still to come).
 		_ = j.f.Truncate(j.size)
 		_, _ = j.f.Seek(j.size, io.SeekStart)
-		return r, fmt.Errorf("journal: write: %w", err)
+		return nil, fmt.Errorf("journal: write: %w", err)
 	}
-	if err := j.f.Sync(); err != nil {
-		// Not durable, so not acted upon: cut it off so that it does not
-		// come back at the next start as if it had been.
-		_ = j.f.Truncate(j.size)
-		_, _ = j.f.Seek(j.size, io.SeekStart)
-		return r, fmt.Errorf("journal: fsync: %w", err)
-	}
+	j.nextSeq = r.Seq + 1
 	j.size += int64(len(line))
-	j.apply(r)
+	w := &waiter{r: r, end: j.size}
+	j.pending = append(j.pending, w)
+	return w, nil
+}
+
+// syncLocked leads one group fdatasync: it covers every line written so
+// far, runs without mu (writers keep appending meanwhile, for the next
+// one), then applies the records it made durable, in order, and wakes
+// their writers. When it fails, nothing written after the last durable
+// offset is kept: the file is cut back to it and every pending writer gets
+// the error (not durable, so not acted upon; it must not come back at the
+// next start as if it had been). j.mu held, !j.syncing.
+func (j *Journal) syncLocked() {
+	j.syncing = true
+	target, f, dirty := j.size, j.f, j.dirDirty
+	j.mu.Unlock()
+	var err error
+	if dirty {
+		// A compaction renamed the file but could not fsync the
+		// directory: until it is, a power cut could bring back the old
+		// file and lose what is appended to the new one.
+		err = j.o.SyncDir(j.o.Dir)
+	}
+	if err == nil {
+		if err = datasync(f); err != nil {
+			err = fmt.Errorf("journal: fsync: %w", err)
+		}
+	}
+	j.mu.Lock()
+	j.syncing = false
+	defer j.cond.Broadcast()
+	if err != nil {
+		_ = j.f.Truncate(j.durable)
+		_, _ = j.f.Seek(j.durable, io.SeekStart)
+		j.size = j.durable
+		for _, w := range j.pending {
+			w.err, w.done = err, true
+		}
+		j.pending = nil
+		return
+	}
+	if dirty {
+		j.dirDirty = false
+	}
+	j.durable = target
+	n := 0
+	for n < len(j.pending) && j.pending[n].end <= target {
+		w := j.pending[n]
+		j.apply(w.r)
+		w.done = true
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	j.pending = append(j.pending[:0:0], j.pending[n:]...)
 	close(j.wake)
 	j.wake = make(chan struct{})
-	return r, nil
+}
+
+// quiesceLocked waits until no fdatasync runs and every written record is
+// durable (or failed). j.mu held.
+func (j *Journal) quiesceLocked() {
+	for j.syncing || len(j.pending) > 0 {
+		if j.syncing {
+			j.cond.Wait()
+			continue
+		}
+		j.syncLocked()
+	}
 }
 
 // AppendEvent journals e (its ID is filled in when empty) and returns it.
@@ -427,6 +531,16 @@ func (j *Journal) Ack(id string) error {
 	defer j.mu.Unlock()
 	if !j.events[id] || j.acked[id] {
 		return nil
+	}
+	for _, w := range j.pending {
+		if w.r.Type == TypeAck && w.r.ID == id {
+			// Being acked by another caller: wait for that record.
+			j.waitLocked(w)
+			if w.err == nil {
+				return nil
+			}
+			break
+		}
 	}
 	_, err := j.appendLocked(Record{Type: TypeAck, ID: id})
 	return err
@@ -574,6 +688,10 @@ func (j *Journal) Compact() error {
 	if j.closed {
 		return ErrClosed
 	}
+	// The new file is made of the applied records: make every record
+	// written so far durable and applied first (and let no fdatasync run
+	// on the file about to be replaced).
+	j.quiesceLocked()
 	var keep []Record
 	for _, r := range j.records {
 		if j.live(r) {
@@ -620,7 +738,7 @@ func (j *Journal) Compact() error {
 	// The new file has the journal's name now: append to it whatever
 	// follows (appending to the old one would write to an unlinked file).
 	old := j.f
-	j.f, j.size = f, size
+	j.f, j.size, j.durable = f, size, size
 	_ = old.Close()
 	j.acked, j.done, j.events = map[string]bool{}, map[string]bool{}, map[string]bool{}
 	j.unsure, j.ended = map[string]bool{}, map[string]bool{}
@@ -628,7 +746,7 @@ func (j *Journal) Compact() error {
 	for _, r := range keep {
 		j.apply(r)
 	}
-	if err := syncDirFunc(j.o.Dir); err != nil {
+	if err := j.o.SyncDir(j.o.Dir); err != nil {
 		j.dirDirty = true
 		return err
 	}
@@ -643,6 +761,7 @@ func (j *Journal) Close() error {
 	if j.closed {
 		return nil
 	}
+	j.quiesceLocked()
 	j.closed = true
 	return j.f.Close()
 }

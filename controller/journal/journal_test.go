@@ -231,31 +231,48 @@ func FuzzOpen(f *testing.F) {
 
 // A compaction whose rename succeeded but whose directory fsync failed must
 // not leave appends going to the old, unlinked file: they would vanish at
-// the next start. Appends retry the directory fsync before writing.
+// the next start. Appends retry the directory fsync before they count as
+// durable; when it fails again the append fails, and what it wrote is cut
+// off so that it does not come back at the next start.
 func TestCompactDirSyncFailureLosesNothing(t *testing.T) {
 	dir := t.TempDir()
-	j, _, _ := open(t, dir)
-	e1, err := j.AppendEvent(Event{Kind: "door_opened"})
-	require.NoError(t, err)
-	fail := true
-	syncDirFunc = func(d string) error {
-		if fail {
-			fail = false
+	fails := 0
+	j, _, _, err := Open(Options{Dir: dir, DeviceID: "dev1", SyncDir: func(d string) error {
+		if fails > 0 {
+			fails--
 			return fmt.Errorf("injected fsync dir failure")
 		}
 		return syncDir(d)
-	}
-	t.Cleanup(func() { syncDirFunc = syncDir })
+	}})
+	require.NoError(t, err)
+	defer j.Close()
+	e1, err := j.AppendEvent(Event{Kind: "door_opened"})
+	require.NoError(t, err)
+	fails = 2
 	require.Error(t, j.Compact())
+	_, err = j.AppendEvent(Event{Kind: "lost"})
+	require.ErrorContains(t, err, "injected", "the directory is still not durable: neither is the append")
+	require.Len(t, j.Outbox(), 1, "a failed append is not applied")
 	e2, err := j.AppendEvent(Event{Kind: "door_closed"})
 	require.NoError(t, err)
-	require.False(t, fail, "the append synced the directory first")
+	require.Zero(t, fails, "the append synced the directory first")
 	require.NoError(t, j.Close())
 
-	j2, _, _ := open(t, dir)
+	j2, recs, rec := open(t, dir)
+	require.Zero(t, rec.TornBytes)
 	var ids []string
 	for _, e := range j2.Outbox() {
 		ids = append(ids, e.ID)
 	}
 	require.Equal(t, []string{e1.ID, e2.ID}, ids)
+	for _, r := range recs {
+		require.NotEqual(t, "lost", kindOf(r), "a failed append does not come back")
+	}
+}
+
+func kindOf(r Record) string {
+	if r.Event == nil {
+		return ""
+	}
+	return r.Event.Kind
 }

@@ -2,6 +2,9 @@ package devicelink
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"kluis/backend/broker"
 	"kluis/controller/pickupcode"
@@ -21,6 +25,17 @@ var ErrCredential = errors.New("devicelink: invalid credential")
 
 // Credentials is the mqtt_credentials table: per-device (and backend)
 // passwords for the embedded broker, stored as argon2id hashes.
+//
+// A successful check is remembered in mqtt_credential_checks as an
+// HMAC-SHA256 of the user name and password under CheckKey, so that a
+// reconnecting device costs one HMAC instead of an argon2id verification
+// (a whole fleet reconnecting after a restart). The entry is used only
+// while the credential's password_hash is the one it was checked against,
+// the credential is not disabled and it is younger than CheckTTL: Set and
+// Disable invalidate it at once, on every replica. A failed check is never
+// remembered, so guessing still costs argon2id per attempt. Device
+// passwords are random secrets of 16 bytes or more, for which a keyed
+// hash is as strong as a slow one; the key is not in the database.
 type Credentials struct {
 	pool   *pgxpool.Pool
 	params pickupcode.ArgonParams
@@ -28,6 +43,9 @@ type Credentials struct {
 	log    *slog.Logger
 	dummy  string        // a hash checked for unknown users, so they cost the same
 	slots  chan struct{} // bounds concurrent hashing (memory: MemoryKiB each)
+	key    []byte
+	ttl    time.Duration
+	checks *prometheus.CounterVec
 }
 
 // CredentialsOptions configure Credentials.
@@ -42,6 +60,15 @@ type CredentialsOptions struct {
 	// MaxConcurrent bounds simultaneous password checks, so that a fleet
 	// reconnecting at once cannot exhaust memory; default 4.
 	MaxConcurrent int
+	// CheckKey keys the remembered successful checks (at least 16 bytes;
+	// kluis-backend derives it from its keys so that replicas and restarts
+	// share them). Default: a random key, good for this process only.
+	CheckKey []byte
+	// CheckTTL is how long a successful check is remembered; default 7
+	// days.
+	CheckTTL time.Duration
+	// Registerer receives kluis_mqtt_credential_checks_total; default none.
+	Registerer prometheus.Registerer
 }
 
 // NewCredentials returns the credential store on opts.Pool. Costs outside
@@ -63,8 +90,23 @@ func NewCredentials(opts CredentialsOptions) *Credentials {
 	if opts.MaxConcurrent <= 0 {
 		opts.MaxConcurrent = 4
 	}
+	if len(opts.CheckKey) < 16 {
+		opts.CheckKey = make([]byte, 32)
+		_, _ = rand.Read(opts.CheckKey)
+	}
+	if opts.CheckTTL <= 0 {
+		opts.CheckTTL = 7 * 24 * time.Hour
+	}
 	c := &Credentials{pool: opts.Pool, params: opts.Params, now: opts.Now,
-		log: opts.Logger.With("part", "devicelink-credentials"), slots: make(chan struct{}, opts.MaxConcurrent)}
+		log: opts.Logger.With("part", "devicelink-credentials"), slots: make(chan struct{}, opts.MaxConcurrent),
+		key: append([]byte(nil), opts.CheckKey...), ttl: opts.CheckTTL,
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_mqtt_credential_checks_total",
+			Help: "MQTT password checks of the embedded broker: remembered (one HMAC), verified (argon2id) or refused."}, []string{"result"})}
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(c.checks); err != nil {
+			panic("devicelink: " + err.Error())
+		}
+	}
 	c.dummy = c.hash("not a password")
 	return c
 }
@@ -111,31 +153,64 @@ func (c *Credentials) Disable(ctx context.Context, username string) error {
 // Check verifies a user name and password; it is a broker.CredentialsFunc.
 // A device's id is its user name; the backend's is empty.
 func (c *Credentials) Check(ctx context.Context, username, password string) (string, broker.Role, bool) {
+	var role, hash string
+	var disabled bool
+	var mac []byte
+	var checkedAt *time.Time
+	err := c.pool.QueryRow(ctx, `SELECT c.role, c.password_hash, c.disabled, k.mac, k.checked_at
+		FROM mqtt_credentials c
+		LEFT JOIN mqtt_credential_checks k ON k.username = c.username AND k.password_hash = c.password_hash
+		WHERE c.username = $1`, username).Scan(&role, &hash, &disabled, &mac, &checkedAt)
+	found := err == nil
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		c.log.Error("credential lookup failed", "err", err)
+	}
+	want := c.mac(username, password)
+	if found && !disabled && checkedAt != nil && c.now().Sub(*checkedAt) < c.ttl && hmac.Equal(mac, want) {
+		c.checks.WithLabelValues("remembered").Inc()
+		return c.identity(username, role)
+	}
 	select {
 	case c.slots <- struct{}{}:
 		defer func() { <-c.slots }()
 	case <-ctx.Done():
 		c.log.Warn("password check not started in time", "err", ctx.Err())
+		c.checks.WithLabelValues("refused").Inc()
 		return "", "", false
 	}
-	var role, hash string
-	var disabled bool
-	err := c.pool.QueryRow(ctx, `SELECT role, password_hash, disabled FROM mqtt_credentials WHERE username = $1`,
-		username).Scan(&role, &hash, &disabled)
-	if err != nil {
-		if !errors.Is(err, pgx.ErrNoRows) {
-			c.log.Error("credential lookup failed", "err", err)
-		}
+	if !found {
 		_ = c.verify(c.dummy, password)
+		c.checks.WithLabelValues("refused").Inc()
 		return "", "", false
 	}
 	if !c.verify(hash, password) || disabled {
+		c.checks.WithLabelValues("refused").Inc()
 		return "", "", false
 	}
+	c.checks.WithLabelValues("verified").Inc()
+	if _, err := c.pool.Exec(ctx, `INSERT INTO mqtt_credential_checks (username, password_hash, mac, checked_at)
+		VALUES ($1, $2, $3, $4)
+		ON CONFLICT (username) DO UPDATE SET password_hash = $2, mac = $3, checked_at = $4`,
+		username, hash, want, c.now().UTC()); err != nil {
+		c.log.Warn("remembering a credential check failed", "err", err) // the next connect verifies again
+	}
+	return c.identity(username, role)
+}
+
+func (c *Credentials) identity(username, role string) (string, broker.Role, bool) {
 	if broker.Role(role) == broker.RoleDevice {
 		return username, broker.RoleDevice, true
 	}
 	return "", broker.Role(role), true
+}
+
+// mac is the remembered form of a successful check.
+func (c *Credentials) mac(username, password string) []byte {
+	m := hmac.New(sha256.New, c.key)
+	m.Write([]byte(username))
+	m.Write([]byte{0})
+	m.Write([]byte(password))
+	return m.Sum(nil)
 }
 
 // hash is the PHC string stored for password (pickupcode.HashSecret). The

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -115,4 +116,69 @@ func TestCredentialsCheckBounded(t *testing.T) {
 	<-c.slots
 	_, _, ok = c.Check(ctx, "dev-1", "a-long-device-password")
 	assert.True(t, ok)
+}
+
+// A successful check is remembered (one HMAC for the next connect, across
+// instances sharing the key); a new password or disabling the user
+// forgets it at once; a wrong password is never taken from memory.
+func TestCredentialsRememberedChecks(t *testing.T) {
+	pool := newPool(t)
+	ctx := context.Background()
+	key := []byte("a key of sixteen bytes or more")
+	reg := prometheus.NewRegistry()
+	c := NewCredentials(CredentialsOptions{Pool: pool, Params: cheap, Logger: quiet(), CheckKey: key, Registerer: reg})
+	checks := func(result string) float64 {
+		return metricValue(t, reg, "kluis_mqtt_credential_checks_total", map[string]string{"result": result})
+	}
+	ok := func(c *Credentials, pw string) bool { _, _, ok := c.Check(ctx, "dev-1", pw); return ok }
+
+	require.NoError(t, c.Set(ctx, "dev-1", broker.RoleDevice, "a-long-device-password"))
+	assert.True(t, ok(c, "a-long-device-password"))
+	assert.Equal(t, 1.0, checks("verified"))
+	dev, role, good := c.Check(ctx, "dev-1", "a-long-device-password")
+	assert.True(t, good)
+	assert.Equal(t, "dev-1", dev)
+	assert.Equal(t, broker.RoleDevice, role)
+	assert.Equal(t, 1.0, checks("remembered"))
+	assert.False(t, ok(c, "a-long-device-passworD"), "a wrong password is verified, and refused")
+	assert.Equal(t, 1.0, checks("refused"))
+	var mac []byte
+	require.NoError(t, pool.QueryRow(ctx, `SELECT mac FROM mqtt_credential_checks WHERE username = 'dev-1'`).Scan(&mac))
+	assert.NotContains(t, string(mac), "a-long-device-password")
+
+	// Another instance (a replica, a restart) with the same key uses it;
+	// one with another key verifies.
+	c2 := NewCredentials(CredentialsOptions{Pool: pool, Params: cheap, Logger: quiet(), CheckKey: key})
+	assert.True(t, ok(c2, "a-long-device-password"))
+	reg3 := prometheus.NewRegistry()
+	c3 := NewCredentials(CredentialsOptions{Pool: pool, Params: cheap, Logger: quiet(), Registerer: reg3})
+	assert.True(t, ok(c3, "a-long-device-password"))
+	assert.Equal(t, 1.0, metricValue(t, reg3, "kluis_mqtt_credential_checks_total", map[string]string{"result": "verified"}))
+
+	// A new password invalidates the remembered check.
+	require.NoError(t, c.Set(ctx, "dev-1", broker.RoleDevice, "the-rotated-password"))
+	assert.False(t, ok(c, "a-long-device-password"))
+	assert.False(t, ok(c2, "a-long-device-password"))
+	assert.True(t, ok(c, "the-rotated-password"))
+	assert.True(t, ok(c, "the-rotated-password"))
+	assert.Equal(t, 2.0, checks("remembered"))
+
+	// Disabled: refused although remembered.
+	require.NoError(t, c.Disable(ctx, "dev-1"))
+	assert.False(t, ok(c, "the-rotated-password"))
+	assert.False(t, ok(c2, "the-rotated-password"))
+	assert.Equal(t, 2.0, checks("remembered"))
+
+	// Re-enabled by a new password; an old remembered check expires.
+	now := time.Now()
+	old := NewCredentials(CredentialsOptions{Pool: pool, Params: cheap, Logger: quiet(), CheckKey: key, CheckTTL: time.Hour,
+		Now: func() time.Time { return now }})
+	require.NoError(t, old.Set(ctx, "dev-1", broker.RoleDevice, "a-third-password-here"))
+	assert.True(t, ok(old, "a-third-password-here"))
+	now = now.Add(2 * time.Hour)
+	regOld := prometheus.NewRegistry()
+	later := NewCredentials(CredentialsOptions{Pool: pool, Params: cheap, Logger: quiet(), CheckKey: key, CheckTTL: time.Hour,
+		Now: func() time.Time { return now }, Registerer: regOld})
+	assert.True(t, ok(later, "a-third-password-here"))
+	assert.Equal(t, 1.0, metricValue(t, regOld, "kluis_mqtt_credential_checks_total", map[string]string{"result": "verified"}), "expired: verified again")
 }

@@ -193,7 +193,8 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 // backend's own link, and lets admins set devices' passwords over the API.
 func (s *Server) startBroker(ctx context.Context, st *store.Store, w *wiring) (user, pass string, err error) {
 	o := s.o
-	creds := devicelink.NewCredentials(devicelink.CredentialsOptions{Pool: st.Pool(), Logger: o.Logger, Params: o.MQTTParams})
+	creds := devicelink.NewCredentials(devicelink.CredentialsOptions{Pool: st.Pool(), Logger: o.Logger, Params: o.MQTTParams,
+		CheckKey: DeriveKey(o.Keys, "mqtt credential checks"), Registerer: o.Registry})
 	p, err := RandomPassword()
 	if err != nil {
 		return "", "", err

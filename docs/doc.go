@@ -1,0 +1,6 @@
+// Package docs holds no code: this directory is the project's
+// documentation for people, and its test keeps docs/architecture.md true
+// to the code: the package map names every package of `go list ./...`
+// once and no other, every repository path the page names exists, and
+// every table's writing package is the one the page says.
+package docs

@@ -40,6 +40,8 @@ type mosquittoWorldOptions struct {
 	acl func(string) string
 	// users are more broker users (user name: password).
 	users map[string]string
+	// dbURL is the backend's database; default a new one from pgtest.
+	dbURL string
 }
 
 func newMosquittoWorldWith(t *testing.T, o mosquittoWorldOptions) (*world, *mosquittotest.Process) {
@@ -79,7 +81,10 @@ func newMosquittoWorldWith(t *testing.T, o mosquittoWorldOptions) (*world, *mosq
 	mosq := mosquittotest.Start(t, mo)
 
 	w := &world{t: t, root: t, dir: t.TempDir(), nodes: map[string]*node{}, runID: randomHex(3)}
-	w.dbURL = pgtest.NewDatabase(t)
+	w.dbURL = o.dbURL
+	if w.dbURL == "" {
+		w.dbURL = pgtest.NewDatabase(t)
+	}
 	w.mailDir = filepath.Join(w.dir, "mail")
 	w.adminPass = "Admin-" + randomHex(10)
 	w.apiBase = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))

@@ -20,7 +20,9 @@
 // (found in pg_stat_activity while the test holds the row they wait for)
 // and at seeded moments of pickups (KLUIS_REPLICA_SEED,
 // KLUIS_REPLICA_ROUNDS); TestReplicaJobsRunOnce shows the reminder lock and
-// the expiry sweep hold across replicas. TestKioskScreen drives kluisd's
+// the expiry sweep hold across replicas. TestDatabaseFailover gives the
+// backend a primary and a synchronous standby (backend/pgtest/pgpair),
+// kills the primary during a pickup and promotes the standby. TestKioskScreen drives kluisd's
 // kiosk screen in headless Chromium (deploy/dev/browsertest) as citizens
 // and staff do: clicks on the keypads, keys typed as a keyboard-wedge
 // scanner types them. Every scenario checks the

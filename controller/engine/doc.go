@@ -28,8 +28,9 @@
 // Online first (wire verify/req with a correlation id, timeouts.verify);
 // when the backend does not answer, offline against the cache: signed QR
 // tokens (Ed25519) and argon2id PIN verifiers. Offline single use is
-// journaled ("code_used") before the pulse and released when the door never
-// opened; a pickup_completed marks the code used locally in every case, so
+// journaled with the pulse intent (an offline pickup's intent is its code's
+// mark, so one fsync precedes the pulse) and released ("code_used") when
+// the door never opened; a pickup_completed marks the code used locally in every case, so
 // a replay is refused even while the backend has not yet heard of it. Wrong
 // codes count towards a local lockout (lockout.*), journaled so a restart
 // does not lift it, and raise the brute_force_lockout alarm.

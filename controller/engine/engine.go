@@ -174,9 +174,12 @@ type staffSession struct {
 
 // usedCode is a single-use mark: spent, spent after GraceUntil (an item not
 // taken), or Released (the door never opened). Pending marks an offline
-// code spent before its door opens: the operation's outcome replaces it; one
-// that a restart finds without an unfinished operation (kluisd died before
-// journaling the pulse intent) is released, as nothing was pulsed.
+// code spent before its door opens: the operation's outcome replaces it. It
+// is journaled by the operation's pulse intent (journal.Intent.Offline),
+// held in memory until then; a pending code_used record (journals written
+// before intents carried the mark) that a restart finds without an
+// unfinished operation (kluisd died before journaling the pulse intent) is
+// released, as nothing was pulsed.
 type usedCode struct {
 	Doc string `json:"doc"`
 	// CodeRef names the code an offline pickup used (offline.Match), for
@@ -297,6 +300,13 @@ func (e *Engine) replay(recs []journal.Record) {
 			var u usedCode
 			if json.Unmarshal(r.Data, &u) == nil && u.Doc != "" {
 				e.used[u.Doc] = u
+			}
+		case journal.TypeIntent:
+			// An offline pickup's intent is its code's single-use mark
+			// (journal.Intent.Offline); the marks journaled after it
+			// (outcome, release) replace it.
+			if in := r.Intent; in != nil && in.Offline && in.Purpose == PurposePickup && in.Ref != "" {
+				e.used[in.Ref] = usedCode{Doc: in.Ref, Pending: true, CodeRef: in.CodeRef}
 			}
 		case recPINLimits, recLockout:
 			e.replayPINLimits(r)

@@ -1172,10 +1172,11 @@ func TestPulseTimeoutThenOtherErrorIsUncertain(t *testing.T) {
 	})
 }
 
-// kluisd dying after an offline code was spent and before its pulse intent
-// was journaled pulsed nothing: the restarted daemon must release the mark,
-// or the document could never leave this device (every later attempt,
-// online or offline, would answer already_collected).
+// kluisd dying after an offline code was verified and before its pulse
+// intent (which carries the code's mark) was journaled pulsed nothing: the
+// restarted daemon must not hold the code spent, or the document could never
+// leave this device (every later attempt, online or offline, would answer
+// already_collected).
 func TestOfflineMarkWithoutIntentReleasedAtRestart(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var snapshot []byte
@@ -1205,11 +1206,15 @@ func TestOfflineMarkWithoutIntentReleasedAtRestart(t *testing.T) {
 		r.stop()
 		require.NotEmpty(t, snapshot)
 
-		// The journal as a crash between the mark and the intent left it.
+		// One record (one fsync) before the pulse: the intent carries the
+		// code's mark.
 		lines := bytes.SplitAfter(bytes.TrimSuffix(snapshot, []byte("\n")), []byte("\n"))
 		last := lines[len(lines)-1]
 		require.Contains(t, string(last), `"type":"intent"`)
-		require.Contains(t, string(lines[len(lines)-2]), `"type":"code_used"`)
+		require.Contains(t, string(last), `"offline":true`)
+		require.Contains(t, string(last), `"code_ref":"`+pickupcode.QRHash(cid)+`"`)
+		require.NotContains(t, string(snapshot), `"type":"code_used"`, "no separate mark before the pulse")
+		// The journal as a crash before the intent was durable left it.
 		dir2 := t.TempDir()
 		require.NoError(t, os.WriteFile(filepath.Join(dir2, journal.FileName), snapshot[:len(snapshot)-len(last)-1], 0o600))
 
@@ -1222,5 +1227,66 @@ func TestOfflineMarkWithoutIntentReleasedAtRestart(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, StateOpen, s.State, "nothing was pulsed: the code is still good")
 		r2.waitFor("pulse", func() bool { return r2.f.PulseCount(a) == 1 })
+	})
+}
+
+// kluisd dying with an offline pickup's intent durable and its pulse under
+// way (no done): the intent alone is the code's mark. The restarted daemon
+// treats the code as spent (the same token answers already_collected, never
+// a second pulse), pulses nothing on hardware without command ids, and
+// reports the pickup with the code's reference from the intent.
+func TestOfflineIntentIsTheMarkAfterCrash(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var snapshot []byte
+		var dir string
+		f := hardwaretest.New(hardwaretest.Options{Boards: []hardware.BoardInfo{{Address: 0, Channels: 16}, {Address: 1, Channels: 16}},
+			Caps: sensors, OnPulse: func(hardwaretest.Call) {
+				if b, err := os.ReadFile(filepath.Join(dir, journal.FileName)); err == nil {
+					snapshot = b
+				}
+			}})
+		dir = t.TempDir()
+		r := newRig(t, rigOpts{caps: sensors, fake: f, dir: dir})
+		now := time.Now()
+		tok, cid := signToken(t, r.priv, now.Add(time.Hour))
+		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now,
+			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{
+				{DocumentID: "doc-q", Addr: wire.Address{Board: 0, Channel: 1}, Expires: now.Add(time.Hour), QRHash: pickupcode.QRHash(cid)},
+			}}}))
+		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
+		r.be.set(func() { r.be.unreachable = true })
+		a := hardware.Address{Board: 0, Channel: 1}
+		r.setItem(a, true, false)
+		_, err := r.e.Pickup(context.Background(), PickupRequest{QR: tok})
+		require.NoError(t, err)
+		r.waitFor("pulse", func() bool { return f.PulseCount(a) == 1 })
+		r.stop()
+		require.Contains(t, string(snapshot), `"type":"intent"`)
+
+		// The crash: the journal as it was during the pulse, the cache as
+		// synced; the citizen took the document meanwhile.
+		dir2 := t.TempDir()
+		require.NoError(t, os.WriteFile(filepath.Join(dir2, journal.FileName), snapshot, 0o600))
+		cache, err := os.ReadFile(filepath.Join(dir, offline.FileName))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dir2, offline.FileName), cache, 0o600))
+		f2 := hardwaretest.New(hardwaretest.Options{Boards: []hardware.BoardInfo{{Address: 0, Channels: 16}, {Address: 1, Channels: 16}}, Caps: sensors})
+		f2.SetState(hardware.ChannelState{Addr: a, Locked: true, ItemPresent: false})
+		r2 := newRig(t, rigOpts{caps: sensors, fake: f2, dir: dir2, priv: r.priv})
+		defer r2.stop()
+		r2.be.set(func() { r2.be.unreachable = true })
+		r2.waitFor("outcome", func() bool { return r2.hasEvent("pickup_completed") })
+		require.True(t, r2.hasEvent("alarm:pulse_uncertain"))
+		for _, ev := range r2.events() {
+			if ev.Kind == wire.EvPickupCompleted {
+				require.True(t, ev.Offline)
+				require.Equal(t, pickupcode.QRHash(cid), ev.CodeRef, "the code named from the intent")
+			}
+		}
+		s, err := r2.e.Pickup(context.Background(), PickupRequest{QR: tok})
+		require.NoError(t, err)
+		require.Equal(t, StateAlreadyCollected, s.State)
+		synctest.Wait()
+		require.Zero(t, f2.PulseCount(a), "never pulsed again")
 	})
 }

@@ -97,7 +97,7 @@ func (e *Engine) runOp(ctx context.Context, o *op, resend bool) {
 	if !resend {
 		in, err := e.j.BeginPulse(journal.Intent{Compartment: o.comp.cfg.Number, Board: o.comp.lock.Board,
 			Channel: o.comp.lock.Channel, Slot: o.comp.slot, Purpose: o.purpose, Ref: o.docID, Offline: o.offline,
-			Method: string(o.method), Staff: o.staffID, Command: o.commandID})
+			CodeRef: o.codeRef, Method: string(o.method), Staff: o.staffID, Command: o.commandID})
 		if err != nil {
 			// Not journaled, so not pulsed: keep the door shut.
 			e.log.Error("journal intent failed: door stays shut", "err", err)
@@ -469,6 +469,29 @@ func (e *Engine) setUsed(u usedCode) {
 	e.mu.Lock()
 	e.used[u.Doc] = u
 	e.mu.Unlock()
+}
+
+// holdPending marks u's code spent in memory only (an offline pickup whose
+// pulse intent, journaled next, carries the mark durably) and returns what
+// puts the previous mark back when the operation does not start. It does
+// not touch a mark changed meanwhile.
+func (e *Engine) holdPending(u usedCode) (restore func()) {
+	e.mu.Lock()
+	prev, had := e.used[u.Doc]
+	e.used[u.Doc] = u
+	e.mu.Unlock()
+	return func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.used[u.Doc] != u {
+			return
+		}
+		if had {
+			e.used[u.Doc] = prev
+		} else {
+			delete(e.used, u.Doc)
+		}
+	}
 }
 
 // usedRef returns the code reference of doc's single-use mark.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"kluis/controller/offline"
 	"kluis/controller/pickupcode"
@@ -164,15 +163,18 @@ func (e *Engine) Pickup(ctx context.Context, r PickupRequest) (Screen, error) {
 		return e.setScreen(StateAlreadyCollected, 0, lang), nil
 	}
 	o := &op{purpose: PurposePickup, comp: c, docID: res.DocumentID, method: method, offline: offl, lang: lang, codeRef: codeRef}
+	restore := func() {}
 	if offl {
 		// Single use offline: spent before the door opens, released
-		// again if it does not.
-		e.setUsed(usedCode{Doc: res.DocumentID, Pending: true, CodeRef: codeRef})
+		// again if it does not. Spent in memory now, so that no second
+		// attempt gets past usedNow, and durably by the pulse intent,
+		// which carries the mark (one fdatasync before the pulse, not
+		// two): a crash before the intent pulsed nothing and spent
+		// nothing.
+		restore = e.holdPending(usedCode{Doc: res.DocumentID, Pending: true, CodeRef: codeRef})
 	}
 	if st := e.start(o); st != "" {
-		if offl {
-			e.unuse(o, time.Time{})
-		}
+		restore()
 		return e.setScreen(st, c.cfg.Number, lang), nil
 	}
 	return e.Screen(), nil

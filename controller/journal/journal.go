@@ -65,8 +65,14 @@ type Intent struct {
 	// Ref is the code or document reference the pulse serves (a code id,
 	// never the code itself).
 	Ref string `json:"ref,omitempty"`
-	// Offline is true when the code was verified offline.
+	// Offline is true when the code was verified offline. An offline
+	// pickup's intent is also the code's single-use mark: the code counts
+	// as spent from this record on (the daemon's later marks say
+	// otherwise), so spending the code and journaling the pulse take one
+	// fdatasync.
 	Offline bool `json:"offline,omitempty"`
+	// CodeRef names the code an offline pickup used (its qr_hash).
+	CodeRef string `json:"code_ref,omitempty"`
 	// Method (qr, pin), Staff (staff id) and Command (remote command id)
 	// let a restarted daemon report the operation's outcome completely.
 	Method  string `json:"method,omitempty"`

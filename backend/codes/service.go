@@ -48,7 +48,8 @@ type Options struct {
 	Keys Keys
 	// Config is the policy; zero fields get defaults.
 	Config pickupcode.Config
-	// Argon are the offline verifier costs; default DefaultArgonParams.
+	// Argon are the offline verifier costs; default
+	// pickupcode.OfflineArgonParams.
 	Argon pickupcode.ArgonParams
 	// Clock gives the time; default time.Now.
 	Clock func() time.Time
@@ -94,7 +95,7 @@ func New(opts Options) (*Service, error) {
 		return nil, err
 	}
 	if opts.Argon == (pickupcode.ArgonParams{}) {
-		opts.Argon = pickupcode.DefaultArgonParams
+		opts.Argon = pickupcode.OfflineArgonParams
 	}
 	if err := opts.Argon.Validate(); err != nil {
 		return nil, err

@@ -141,22 +141,63 @@ func TestCheckOfflinePINTag(t *testing.T) {
 	require.Empty(t, none.PINTag, "no material, no tag")
 }
 
-// BenchmarkVerifyOfflineDefaultCost measures one offline PIN check at the
-// production argon2id cost (two hashes: with and without date of birth).
-func BenchmarkVerifyOfflineDefaultCost(b *testing.B) {
-	salt := make([]byte, 16)
-	now := time.Unix(1_800_000_000, 0)
-	enc := base64.RawURLEncoding.EncodeToString
+// A cache holding codes hashed with the former costs and with the current
+// ones (an upgrade: old codes keep their verifiers until they expire):
+// both verify, and a PIN's tag does not depend on the order of the entries.
+func TestCheckOfflineMixedCosts(t *testing.T) {
+	b := base64.RawURLEncoding
+	salt := []byte("0123456789abcdef")
+	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	lanes := ArgonParams{Time: 1, MemoryKiB: 64, Threads: 4}
 	entries := []OfflineEntry{
-		{CodeID: "a", ExpiresAt: now.Add(time.Hour), NeedsDOB: true, Salt: enc(salt), Params: DefaultArgonParams,
-			Verifier: enc(OfflineVerifier(DefaultArgonParams, salt, "d1", "123456789", "1990-02-28"))},
-		{CodeID: "b", ExpiresAt: now.Add(time.Hour), Salt: enc(salt), Params: DefaultArgonParams,
-			Verifier: enc(OfflineVerifier(DefaultArgonParams, salt, "d1", "987654321", ""))},
+		{DocumentID: "old-eid", ExpiresAt: now.Add(time.Hour), NeedsDOB: true, Salt: b.EncodeToString(salt), Params: cheap,
+			Verifier: b.EncodeToString(OfflineVerifier(cheap, salt, "d1", "123456789", "1990-02-28"))},
+		{DocumentID: "new-eid", ExpiresAt: now.Add(time.Hour), NeedsDOB: true, Salt: b.EncodeToString(salt), Params: lanes,
+			Verifier: b.EncodeToString(OfflineVerifier(lanes, salt, "d1", "222333444", "1985-12-31"))},
+		{DocumentID: "new-licence", ExpiresAt: now.Add(time.Hour), Salt: b.EncodeToString(salt), Params: lanes,
+			Verifier: b.EncodeToString(OfflineVerifier(lanes, salt, "d1", "555666777", ""))},
 	}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := VerifyOffline(entries, OfflineAttempt{DeviceID: "d1", PIN: "111111111", BirthDate: "1990-02-28"}, now); err == nil {
-			b.Fatal("a wrong PIN matched")
+	require.NotEqual(t, OfflineVerifier(cheap, salt, "d1", "1", ""), OfflineVerifier(lanes, salt, "d1", "1", ""), "lanes change the hash")
+	reversed := []OfflineEntry{entries[2], entries[1], entries[0]}
+	for _, tc := range []struct{ pin, dob, doc string }{
+		{"123456789", "1990-02-28", "old-eid"}, {"222333444", "1985-12-31", "new-eid"}, {"555666777", "2000-01-01", "new-licence"},
+	} {
+		var tags []string
+		for _, list := range [][]OfflineEntry{entries, reversed} {
+			c, err := CheckOffline(list, OfflineAttempt{DeviceID: "d1", PIN: tc.pin, BirthDate: tc.dob}, now)
+			require.NoError(t, err, tc.doc)
+			require.Equal(t, tc.doc, c.Entry.DocumentID)
+			tags = append(tags, c.PINTag)
+			_, err = CheckOffline(list, OfflineAttempt{DeviceID: "d1", PIN: tc.pin, BirthDate: "1970-01-01"}, now)
+			if tc.doc != "new-licence" {
+				require.ErrorIs(t, err, ErrWrongCode, "wrong date of birth")
+			}
 		}
+		require.Equal(t, tags[0], tags[1], "%s: one tag whatever the order", tc.doc)
+	}
+}
+
+// BenchmarkVerifyOfflineDefaultCost measures one offline PIN check (a wrong
+// PIN: two hashes, with and without date of birth, computed in parallel) at
+// the production cost OfflineArgonParams, and at the former one (the same
+// work in one lane) for comparison.
+func BenchmarkVerifyOfflineDefaultCost(b *testing.B) {
+	for _, p := range []ArgonParams{OfflineArgonParams, DefaultArgonParams} {
+		b.Run(p.String(), func(b *testing.B) {
+			salt := make([]byte, 16)
+			now := time.Unix(1_800_000_000, 0)
+			enc := base64.RawURLEncoding.EncodeToString
+			entries := []OfflineEntry{
+				{CodeID: "a", ExpiresAt: now.Add(time.Hour), NeedsDOB: true, Salt: enc(salt), Params: p,
+					Verifier: enc(OfflineVerifier(p, salt, "d1", "123456789", "1990-02-28"))},
+				{CodeID: "b", ExpiresAt: now.Add(time.Hour), Salt: enc(salt), Params: p,
+					Verifier: enc(OfflineVerifier(p, salt, "d1", "987654321", ""))},
+			}
+			for b.Loop() {
+				if _, err := VerifyOffline(entries, OfflineAttempt{DeviceID: "d1", PIN: "111111111", BirthDate: "1990-02-28"}, now); err == nil {
+					b.Fatal("a wrong PIN matched")
+				}
+			}
+		})
 	}
 }

@@ -42,8 +42,8 @@
 //
 // # Argon2id hash strings
 //
-// [ArgonParams] and [DefaultArgonParams] are the argon2id costs of the
-// offline verifiers and of the MQTT passwords; [HashSecret] and
+// [ArgonParams] are argon2id costs: [OfflineArgonParams] those of the
+// offline verifiers, [DefaultArgonParams] those of the MQTT passwords; [HashSecret] and
 // [VerifySecret] store a secret as a PHC string
 // ("$argon2id$v=19$m=..,t=..,p=..$<salt>$<hash>").
 package pickupcode

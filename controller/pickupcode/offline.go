@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -108,8 +109,9 @@ func VerifyOffline(entries []OfflineEntry, a OfflineAttempt, now time.Time) (Off
 // (callers list valid entries before expired ones, so that a PIN drawn again
 // for a new code finds the new code) and tags the PIN. It computes at most
 // two argon2id hashes per distinct salt and costs (with and without the date
-// of birth) whatever the number of entries. Errors: ErrSecondFactorRequired,
-// ErrWrongCode, ErrExpired (with the matched entry). The caller applies a
+// of birth) whatever the number of entries, all at once in parallel.
+// Errors: ErrSecondFactorRequired, ErrWrongCode, ErrExpired (with the
+// matched entry). The caller applies a
 // [Limiter] before and records failures after, and marks the entry used
 // itself.
 func CheckOffline(entries []OfflineEntry, a OfflineAttempt, now time.Time) (OfflineCheck, error) {
@@ -125,40 +127,84 @@ func CheckOffline(entries []OfflineEntry, a OfflineAttempt, now time.Time) (Offl
 	if err != nil {
 		return out, fmt.Errorf("pickupcode: offline: %w", ErrSecondFactorRequired)
 	}
+	// Every distinct hash the attempt needs (usually two: with and without
+	// the date of birth) is computed at once, in parallel: a kiosk has
+	// several cores, and a citizen waits for the slowest.
 	type key struct {
 		salt, params string
 		dob          bool
 	}
-	cache := map[key][]byte{}
-	hash := func(e OfflineEntry, withDOB bool) ([]byte, bool) {
+	type job struct {
+		p    ArgonParams
+		salt []byte
+		dob  string
+		out  []byte
+	}
+	jobs := map[key]*job{}
+	need := func(e OfflineEntry, withDOB bool) *job {
 		k := key{e.Salt, e.Params.String(), withDOB}
-		if got, ok := cache[k]; ok {
-			return got, true
+		if j, ok := jobs[k]; ok {
+			return j
 		}
 		salt, err := b64.DecodeString(e.Salt)
 		if err != nil || e.Params.Validate() != nil {
+			return nil
+		}
+		j := &job{p: e.Params, salt: salt}
+		if withDOB {
+			j.dob = dob
+		}
+		jobs[k] = j
+		return j
+	}
+	// The tag is the hash without date under the usable entry whose costs
+	// sort first (not the first in the list): the same PIN gets the same
+	// tag whatever the order of a sync, also while the cache holds codes
+	// hashed with old and new costs.
+	var tagEntry *OfflineEntry
+	for i := range entries {
+		e := &entries[i]
+		if _, err := b64.DecodeString(e.Salt); err != nil || e.Params.Validate() != nil {
+			continue
+		}
+		if tagEntry == nil || e.Params.String()+"$"+e.Salt < tagEntry.Params.String()+"$"+tagEntry.Salt {
+			tagEntry = e
+		}
+	}
+	var tagJob *job
+	if tagEntry != nil {
+		tagJob = need(*tagEntry, false)
+	}
+	verify := make([]*job, len(entries))
+	for i, e := range entries {
+		if _, err := b64.DecodeString(e.Verifier); err == nil {
+			verify[i] = need(e, e.NeedsDOB)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			j.out = OfflineVerifier(j.p, j.salt, a.DeviceID, pin, j.dob)
+		}()
+	}
+	wg.Wait()
+	if tagJob != nil {
+		out.PINTag = b64.EncodeToString(tagJob.out[:PINTagBytes])
+	}
+	hash := func(i int) ([]byte, bool) {
+		if verify[i] == nil {
 			return nil, false
 		}
-		d := ""
-		if withDOB {
-			d = dob
-		}
-		got := OfflineVerifier(e.Params, salt, a.DeviceID, pin, d)
-		cache[k] = got
-		return got, true
+		return verify[i].out, true
 	}
-	for _, e := range entries {
-		if tag, ok := hash(e, false); ok {
-			out.PINTag = b64.EncodeToString(tag[:PINTagBytes])
-			break
-		}
-	}
-	for _, e := range entries {
+	for i, e := range entries {
 		want, err := b64.DecodeString(e.Verifier)
 		if err != nil {
 			continue
 		}
-		got, ok := hash(e, e.NeedsDOB)
+		got, ok := hash(i)
 		if !ok {
 			continue
 		}

@@ -24,7 +24,7 @@ func TestSecurityDocMatchesConfig(t *testing.T) {
 		fmt.Sprintf("| wrong dates of birth per code before it is locked | %d |", cfg.CodeMaxFailures),
 		fmt.Sprintf("| burst: failed PIN attempts per device | %d in %s, then PIN entry locked for %s |", cfg.DeviceMaxFailures, cfg.DeviceWindow, cfg.DeviceLockout),
 		fmt.Sprintf("| daily cap: failed PIN attempts per device | %d in any rolling %s |", cfg.DailyMaxFailures, cfg.DailyWindow),
-		fmt.Sprintf("costs t=%d, m=%d KiB, p=%d", DefaultArgonParams.Time, DefaultArgonParams.MemoryKiB, DefaultArgonParams.Threads),
+		fmt.Sprintf("costs t=%d, m=%d KiB, p=%d", OfflineArgonParams.Time, OfflineArgonParams.MemoryKiB, OfflineArgonParams.Threads),
 	} {
 		require.Contains(t, doc, line)
 	}

@@ -8,15 +8,21 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// LockKey is the transaction-level advisory lock key serialising appends
-// (the ASCII of "kluisaud").
+// LockKey is the transaction-level advisory lock key serialising the
+// chainer's transactions (the ASCII of "kluisaud"). Business transactions
+// never take it.
 const LockKey int64 = 0x6b6c756973617564
+
+// DefaultBatch is how many pending records one chain transaction takes at
+// most.
+const DefaultBatch = 1000
 
 // ErrInvalid means an entry was refused (empty actor or action, details not
 // a JSON object).
@@ -52,6 +58,8 @@ type Entry struct {
 
 // Record is a stored audit row.
 type Record struct {
+	// Seq is the record's place in the chain (1, 2, 3, ...); 0 for a
+	// record Append returned, which is not chained yet.
 	Seq      int64
 	At       time.Time
 	Actor    string
@@ -60,6 +68,16 @@ type Record struct {
 	Details  json.RawMessage
 	PrevHash []byte
 	Hash     []byte
+	// Pending is the number Append gave the record in audit_pending
+	// (0 for a record read from the chain).
+	Pending int64
+}
+
+// Beginner starts transactions: a *pgxpool.Pool or a *pgx.Conn. Chain
+// needs one; List and Verify chain pending records first when given one.
+type Beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
 // HashRecord computes a record's hash from prevHash and its fields:
@@ -85,9 +103,12 @@ func HashRecord(prevHash []byte, seq int64, at time.Time, actor, action, subject
 // genesis is the prev_hash of record 1.
 var genesis = make([]byte, sha256.Size)
 
-// Append adds e to the chain inside tx, serialised with every other append
-// by a transaction-level advisory lock held until tx ends. It returns the
-// stored record.
+// Append records e inside tx. The record waits in audit_pending until tx
+// commits and the chainer ([Chain], run by [Chainer] in the backend and by
+// readers before they read) gives it the next seq and its hash: no lock is
+// taken, so concurrent transactions do not queue behind each other. If tx
+// rolls back, the record is gone with it and the chain shows no gap. It
+// returns the record as queued (Seq 0, no hashes; Pending its number).
 func Append(ctx context.Context, tx Tx, e Entry) (Record, error) {
 	if e.Actor == "" || e.Action == "" {
 		return Record{}, fmt.Errorf("%w: actor and action are required", ErrInvalid)
@@ -111,27 +132,131 @@ func Append(ctx context.Context, tx Tx, e Entry) (Record, error) {
 		at = time.Now()
 	}
 	at = at.UTC().Truncate(time.Microsecond)
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", LockKey); err != nil {
-		return Record{}, fmt.Errorf("audit: lock chain: %w", err)
-	}
-	var seq int64
-	prev := genesis
-	err := tx.QueryRow(ctx, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").Scan(&seq, &prev)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return Record{}, fmt.Errorf("audit: read chain head: %w", err)
-	}
-	if errors.Is(err, pgx.ErrNoRows) {
-		prev = genesis
-	}
-	seq++
-	hash := HashRecord(prev, seq, at, e.Actor, e.Action, e.Subject, details)
-	if _, err := tx.Exec(ctx, `INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash)
-		VALUES ($1, $2, $3, $4, $5, $6::text::json, $7, $8)`,
-		seq, at, e.Actor, e.Action, e.Subject, string(details), prev, hash); err != nil {
+	var id int64
+	if err := tx.QueryRow(ctx, `INSERT INTO audit_pending (at, actor, action, subject, details)
+		VALUES ($1, $2, $3, $4, $5::text::json) RETURNING id`,
+		at, e.Actor, e.Action, e.Subject, string(details)).Scan(&id); err != nil {
 		return Record{}, fmt.Errorf("audit: append: %w", err)
 	}
-	return Record{Seq: seq, At: at, Actor: e.Actor, Action: e.Action, Subject: e.Subject,
-		Details: details, PrevHash: prev, Hash: hash}, nil
+	return Record{At: at, Actor: e.Actor, Action: e.Action, Subject: e.Subject, Details: details, Pending: id}, nil
+}
+
+// Chain moves the records committed to audit_pending before the call into
+// the chain, oldest first, in transactions of at most DefaultBatch records
+// serialised by the LockKey advisory lock (so replicas and readers may all
+// call it), and returns how many it chained. Each transaction reads the
+// chain's head, gives every record the next seq and
+// HashRecord(previous hash, ...), inserts them into audit_log and deletes
+// them from audit_pending, atomically: a record is chained exactly once,
+// and a crash leaves it pending for the next call.
+func Chain(ctx context.Context, db Beginner) (int, error) {
+	var upTo *int64
+	if err := db.QueryRow(ctx, "SELECT max(id) FROM audit_pending").Scan(&upTo); err != nil {
+		return 0, fmt.Errorf("audit: chain: %w", err)
+	}
+	if upTo == nil {
+		return 0, nil
+	}
+	total := 0
+	for {
+		n, err := chainBatch(ctx, db, *upTo, DefaultBatch)
+		total += n
+		if err != nil || n < DefaultBatch {
+			return total, err
+		}
+	}
+}
+
+func chainBatch(ctx context.Context, db Beginner, upTo int64, limit int) (int, error) {
+	n := 0
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		// The setting lets audit_pending's trigger accept the deletes.
+		if _, err := tx.Exec(ctx, "SELECT set_config('kluis.audit_chainer', 'on', true), pg_advisory_xact_lock($1)", LockKey); err != nil {
+			return fmt.Errorf("lock chain: %w", err)
+		}
+		var seq int64
+		prev := genesis
+		err := tx.QueryRow(ctx, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").Scan(&seq, &prev)
+		if errors.Is(err, pgx.ErrNoRows) {
+			seq, prev, err = 0, genesis, nil
+		}
+		if err != nil {
+			return fmt.Errorf("read chain head: %w", err)
+		}
+		rows, err := tx.Query(ctx, `DELETE FROM audit_pending WHERE id IN
+			(SELECT id FROM audit_pending WHERE id <= $1 ORDER BY id LIMIT $2)
+			RETURNING id, at, actor, action, subject, details::text`, upTo, limit)
+		if err != nil {
+			return fmt.Errorf("take pending: %w", err)
+		}
+		var recs []Record
+		for rows.Next() {
+			var r Record
+			var details string
+			if err := rows.Scan(&r.Pending, &r.At, &r.Actor, &r.Action, &r.Subject, &details); err != nil {
+				rows.Close()
+				return fmt.Errorf("take pending: %w", err)
+			}
+			r.Details = json.RawMessage(details)
+			recs = append(recs, r)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("take pending: %w", err)
+		}
+		if len(recs) == 0 {
+			return nil
+		}
+		sort.Slice(recs, func(i, j int) bool { return recs[i].Pending < recs[j].Pending })
+		var (
+			seqs                            = make([]int64, len(recs))
+			ats                             = make([]time.Time, len(recs))
+			actors, actions, subjects, dets = make([]string, len(recs)), make([]string, len(recs)), make([]string, len(recs)), make([]string, len(recs))
+			prevs, hashes                   = make([][]byte, len(recs)), make([][]byte, len(recs))
+		)
+		for i, r := range recs {
+			seq++
+			at := r.At.UTC()
+			h := HashRecord(prev, seq, at, r.Actor, r.Action, r.Subject, r.Details)
+			seqs[i], ats[i], actors[i], actions[i], subjects[i], dets[i], prevs[i], hashes[i] =
+				seq, at, r.Actor, r.Action, r.Subject, string(r.Details), prev, h
+			prev = h
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash)
+			SELECT s, a, ac, act, su, d::json, p, h
+			FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::bytea[])
+				AS t(s, a, ac, act, su, d, p, h)`,
+			seqs, ats, actors, actions, subjects, dets, prevs, hashes); err != nil {
+			return fmt.Errorf("append to the chain: %w", err)
+		}
+		n = len(recs)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("audit: chain: %w", err)
+	}
+	return n, nil
+}
+
+// CatchUp chains the pending records before a read of audit_log, so that
+// the reader sees what was committed before: when db can begin
+// transactions of its own (a Beginner); a no-op inside a caller's
+// transaction (that would hold the chain's lock until the caller ends) and
+// on a read-only standby (the primary's chainer does it). List and Verify
+// call it; readers with SQL of their own call it first.
+func CatchUp(ctx context.Context, db DB) error {
+	if _, inTx := db.(pgx.Tx); inTx {
+		return nil
+	}
+	b, ok := db.(Beginner)
+	if !ok {
+		return nil
+	}
+	_, err := Chain(ctx, b)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "25006" {
+		return nil // a read-only standby: the primary's chainer does it
+	}
+	return err
 }
 
 // Report is the result of Verify.
@@ -147,6 +272,13 @@ type Report struct {
 	// keep a copy elsewhere to detect truncation at the end.
 	HeadSeq  int64
 	HeadHash []byte
+	// Pending is how many records were committed but not chained yet when
+	// the walk ended (Verify chains what is pending first, so these came
+	// in meanwhile or could not be chained); OldestPending is when the
+	// oldest of them was queued. Records pending for long mean the chainer
+	// is not running.
+	Pending       int
+	OldestPending time.Time
 }
 
 // OK reports whether the chain verified.
@@ -165,9 +297,13 @@ func scanRecord(rows pgx.Rows) (Record, error) {
 	return r, nil
 }
 
-// Verify walks the chain in seq order and reports the first bad record.
-// The error is only for failures to read the chain.
+// Verify chains the pending records (when db is a Beginner), walks the
+// chain in seq order and reports the first bad record. The error is only
+// for failures to chain or read.
 func Verify(ctx context.Context, db DB) (Report, error) {
+	if err := CatchUp(ctx, db); err != nil {
+		return Report{}, fmt.Errorf("audit: verify: %w", err)
+	}
 	rows, err := db.Query(ctx, selectRecord+" ORDER BY seq")
 	if err != nil {
 		return Report{}, fmt.Errorf("audit: verify: %w", err)
@@ -219,6 +355,24 @@ func Verify(ctx context.Context, db DB) (Report, error) {
 	if err := rows.Err(); err != nil {
 		return Report{}, fmt.Errorf("audit: verify: %w", err)
 	}
+	rows.Close()
+	prow, err := db.Query(ctx, "SELECT count(*), min(queued_at) FROM audit_pending")
+	if err != nil {
+		return Report{}, fmt.Errorf("audit: verify: pending: %w", err)
+	}
+	defer prow.Close()
+	if prow.Next() {
+		var oldest *time.Time
+		if err := prow.Scan(&rep.Pending, &oldest); err != nil {
+			return Report{}, fmt.Errorf("audit: verify: pending: %w", err)
+		}
+		if oldest != nil {
+			rep.OldestPending = oldest.UTC()
+		}
+	}
+	if err := prow.Err(); err != nil {
+		return Report{}, fmt.Errorf("audit: verify: pending: %w", err)
+	}
 	return rep, nil
 }
 
@@ -232,8 +386,13 @@ type ListOptions struct {
 	Limit int
 }
 
-// List returns records in seq order.
+// List returns chained records in seq order, after chaining the pending
+// ones when db is a Beginner (so that a caller sees what it just
+// committed).
 func List(ctx context.Context, db DB, o ListOptions) ([]Record, error) {
+	if err := CatchUp(ctx, db); err != nil {
+		return nil, fmt.Errorf("audit: list: %w", err)
+	}
 	if o.Limit <= 0 {
 		o.Limit = 100
 	}
@@ -264,6 +423,9 @@ func List(ctx context.Context, db DB, o ListOptions) ([]Record, error) {
 // records" or "audit chain broken at record 7: ...".
 func (r Report) String() string {
 	if r.FirstBad == nil {
+		if r.Pending > 0 {
+			return fmt.Sprintf("audit chain intact: %d records (%d more waiting to be chained)", r.Records, r.Pending)
+		}
 		return fmt.Sprintf("audit chain intact: %d records", r.Records)
 	}
 	return fmt.Sprintf("audit chain broken at record %d: %s (%d records read)", *r.FirstBad, r.Reason, r.Records)

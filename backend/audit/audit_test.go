@@ -30,6 +30,8 @@ func appendN(t *testing.T, pool *pgxpool.Pool, n int) {
 		})
 		require.NoError(t, err)
 	}
+	_, err := audit.Chain(ctx, pool)
+	require.NoError(t, err)
 }
 
 // tamper runs sql with triggers disabled, as a superuser could.

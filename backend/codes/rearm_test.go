@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"kluis/backend/audit"
 	"kluis/controller/pickupcode"
 )
 
@@ -75,6 +76,8 @@ func TestRearmAfterNotCollectedGivesAGracePeriod(t *testing.T) {
 	require.False(t, ok, "nor offline")
 
 	var actions []string
+	_, err = audit.Chain(context.Background(), f.pool) // the records reach audit_log through the chain
+	require.NoError(t, err)
 	rows, err := f.pool.Query(context.Background(), `SELECT action FROM audit_log WHERE action LIKE 'code.rearm%' ORDER BY seq`)
 	require.NoError(t, err)
 	actions, err = pgx.CollectRows(rows, pgx.RowTo[string])
@@ -169,6 +172,8 @@ func TestRearmRefusesATakenPIN(t *testing.T) {
 	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: cr.QRToken})
 	require.ErrorIs(t, err, pickupcode.ErrAlreadyCollected)
 	var n int
+	_, err = audit.Chain(ctx, f.pool)
+	require.NoError(t, err)
 	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM audit_log WHERE action = 'code.rearm_refused'
 		AND details->>'reason' = 'pin_taken'`).Scan(&n))
 	require.Equal(t, 1, n)

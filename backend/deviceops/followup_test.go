@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"kluis/backend/audit"
 	"kluis/backend/deviceops"
 	"kluis/backend/store"
 	"kluis/controller/wire"
@@ -59,6 +60,8 @@ func (e *env) sweep(f *deviceops.Followup) int {
 
 func (e *env) auditActions(doc string) []string {
 	e.t.Helper()
+	_, err := audit.Chain(e.ctx, e.st.Pool()) // the records reach audit_log through the chain
+	require.NoError(e.t, err)
 	rows, err := e.st.Pool().Query(e.ctx, `SELECT action || ' ' || actor || ' ' || coalesce(details->>'reason', '')
 		FROM audit_log WHERE subject = $1 AND action LIKE 'code.rearm%' ORDER BY seq`, "document:"+doc)
 	require.NoError(e.t, err)

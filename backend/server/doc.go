@@ -15,7 +15,9 @@
 //     unfollowed verifications (deviceops.Followup);
 //   - housekeeping (expiry and retention purge, backend/service), the
 //     reminder loop (notify.Reminders), the pruning of idempotency keys;
-//   - the audit-chain watcher (audit.Watcher), checked once before serving.
+//   - the audit chainer (audit.Chainer), which moves committed audit
+//     records into the hash chain shortly after their commit, and the
+//     audit-chain watcher (audit.Watcher), checked once before serving.
 //
 // Jobs get the Options' clock, logger and registry. A part that fails
 // stops the server, like kluisd's daemon.

@@ -320,6 +320,13 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		})
 	}})
+	// Audit records reach the hash chain through the chainer, shortly after
+	// their transactions commit; it is always on.
+	chainer, err := audit.NewChainer(audit.ChainerOptions{DB: st.Pool(), Logger: log, Registerer: o.Registry})
+	if err != nil {
+		return err
+	}
+	w.parts = append(w.parts, part{"audit-chainer", chainer.Run})
 	if o.AuditEvery != Disabled {
 		watch, err := audit.NewWatcher(audit.WatcherOptions{DB: st.Pool(), Every: o.AuditEvery, Logger: log, Registerer: o.Registry})
 		if err != nil {

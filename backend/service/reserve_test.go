@@ -192,7 +192,12 @@ func TestRecordEvent(t *testing.T) {
 		Details: map[string]any{"compartment": 3}})
 	require.NoError(t, err)
 	require.Equal(t, t0, rec.At)
-	require.Greater(t, rec.Seq, int64(0))
+	require.Greater(t, rec.Pending, int64(0), "queued for the chain")
+	recs, err := audit.List(e.ctx, e.st.Pool(), audit.ListOptions{Subject: "device:d"}) // chains first
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+	require.Equal(t, "door.forced", recs[0].Action)
+	require.Greater(t, recs[0].Seq, int64(0))
 	_, err = e.svc.RecordEvent(e.ctx, audit.Entry{Actor: "mallory", Action: "x"})
 	require.ErrorIs(t, err, service.ErrInvalid)
 	_, err = e.svc.RecordEvent(e.ctx, audit.Entry{Actor: "system"})

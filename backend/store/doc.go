@@ -11,7 +11,8 @@
 // in the schema_migrations table. Engineers own number ranges so files never
 // collide: 0001-0019 core (sites, devices, compartments, documents,
 // document_transitions, audit_log), 0020-0039 codes and notifications,
-// 0040-0059 users, tokens and idempotency keys, 0060-0079 device link.
+// 0040-0059 users, tokens and idempotency keys, 0060-0079 device link,
+// 0160-0169 the audit records waiting for the chain (backend/audit).
 //
 // # Times
 //

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"kluis/backend/audit"
 	"kluis/backend/lifecycle"
 	"kluis/backend/store"
 	"kluis/controller/wire"
@@ -433,6 +434,9 @@ func deviceTimeline(ctx context.Context, db store.DB, d store.Device) ([]event, 
 		subjects = append(subjects, s)
 		byID[s] = c
 		addr[[2]int{c.Board, c.Channel}] = c.Number
+	}
+	if err := audit.CatchUp(ctx, db); err != nil { // show what was just done
+		return nil, fmt.Errorf("web: timeline: %w", err)
 	}
 	rows, err := db.Query(ctx, `SELECT a.seq, a.at, a.actor, a.action, a.subject, a.details, coalesce(u.username, '')
 		FROM audit_log a LEFT JOIN auth_users u ON a.actor = 'user:' || u.id::text

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -47,6 +48,7 @@ func main() {
 	db := fs.String("db", bench.DefaultAdminURL(), "PostgreSQL server where throw-away databases are created")
 	mqtt := fs.String("mqtt", bench.DefaultMQTTURL(), "external MQTT broker (Mosquitto)")
 	verbose := fs.Bool("v", false, "debug logs")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (the in-process backend included) to this file")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: kluis-bench [flags] <subcommand> [subcommand flags]\n"+
 			"subcommands: all (runs %s), or one of them; <subcommand> -h for its flags\n", strings.Join(defaults(), ", "))
@@ -66,6 +68,17 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "kluis-bench: cpu profile: %v\n", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	names, args := []string{fs.Arg(0)}, fs.Args()[1:]
 	if fs.Arg(0) == "all" {
 		names, args = defaults(), nil
@@ -106,6 +119,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "kluis-bench %s: wrote %s\n", name, strings.Join(paths, ", "))
 	}
 	if failed {
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,20 +33,39 @@ var ErrCredential = errors.New("devicelink: invalid credential")
 // (a whole fleet reconnecting after a restart). The entry is used only
 // while the credential's password_hash is the one it was checked against,
 // the credential is not disabled and it is younger than CheckTTL: Set and
-// Disable invalidate it at once, on every replica. A failed check is never
+// Disable invalidate it at once in this process and in the database. To
+// spare the database a query per CONNECT in a storm, the remembered checks
+// are also held in memory, loaded whole at most every Refresh while
+// devices connect and used while younger than twice that: another
+// replica's Set or Disable takes effect here within 2×Refresh (10 s by
+// default). A failed check is never
 // remembered, so guessing still costs argon2id per attempt. Device
 // passwords are random secrets of 16 bytes or more, for which a keyed
 // hash is as strong as a slow one; the key is not in the database.
 type Credentials struct {
-	pool   *pgxpool.Pool
-	params pickupcode.ArgonParams
-	now    func() time.Time
-	log    *slog.Logger
-	dummy  string        // a hash checked for unknown users, so they cost the same
-	slots  chan struct{} // bounds concurrent hashing (memory: MemoryKiB each)
-	key    []byte
-	ttl    time.Duration
-	checks *prometheus.CounterVec
+	pool    *pgxpool.Pool
+	params  pickupcode.ArgonParams
+	now     func() time.Time
+	log     *slog.Logger
+	dummy   string        // a hash checked for unknown users, so they cost the same
+	slots   chan struct{} // bounds concurrent hashing (memory: MemoryKiB each)
+	key     []byte
+	ttl     time.Duration
+	refresh time.Duration
+	checks  *prometheus.CounterVec
+
+	mu      sync.Mutex
+	mem     map[string]remembered // by user name
+	memAt   time.Time             // when mem was loaded
+	loading bool
+	dropped map[string]bool // forgotten while loading
+}
+
+// remembered is a successful check held in memory.
+type remembered struct {
+	role      string
+	mac       []byte
+	checkedAt time.Time
 }
 
 // CredentialsOptions configure Credentials.
@@ -69,6 +89,9 @@ type CredentialsOptions struct {
 	CheckTTL time.Duration
 	// Registerer receives kluis_mqtt_credential_checks_total; default none.
 	Registerer prometheus.Registerer
+	// Refresh is how often, while devices connect, the remembered checks
+	// are loaded into memory; default 5 s.
+	Refresh time.Duration
 }
 
 // NewCredentials returns the credential store on opts.Pool. Costs outside
@@ -97,9 +120,12 @@ func NewCredentials(opts CredentialsOptions) *Credentials {
 	if opts.CheckTTL <= 0 {
 		opts.CheckTTL = 7 * 24 * time.Hour
 	}
+	if opts.Refresh <= 0 {
+		opts.Refresh = 5 * time.Second
+	}
 	c := &Credentials{pool: opts.Pool, params: opts.Params, now: opts.Now,
 		log: opts.Logger.With("part", "devicelink-credentials"), slots: make(chan struct{}, opts.MaxConcurrent),
-		key: append([]byte(nil), opts.CheckKey...), ttl: opts.CheckTTL,
+		key: append([]byte(nil), opts.CheckKey...), ttl: opts.CheckTTL, refresh: opts.Refresh, mem: map[string]remembered{},
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_mqtt_credential_checks_total",
 			Help: "MQTT password checks of the embedded broker: remembered (one HMAC), verified (argon2id) or refused."}, []string{"result"})}
 	if opts.Registerer != nil {
@@ -137,7 +163,18 @@ func (c *Credentials) Set(ctx context.Context, username string, role broker.Role
 	if tag.RowsAffected() == 0 {
 		return fmt.Errorf("devicelink: user name %q belongs to another role than %s: %w", username, role, ErrCredential)
 	}
+	c.forget(username)
 	return nil
+}
+
+// forget drops username's remembered check from memory.
+func (c *Credentials) forget(username string) {
+	c.mu.Lock()
+	delete(c.mem, username)
+	if c.loading {
+		c.dropped[username] = true
+	}
+	c.mu.Unlock()
 }
 
 // Disable refuses username from now on (connected clients stay until they
@@ -147,12 +184,18 @@ func (c *Credentials) Disable(ctx context.Context, username string) error {
 		username, c.now().UTC()); err != nil {
 		return fmt.Errorf("devicelink: disable credential: %w", err)
 	}
+	c.forget(username)
 	return nil
 }
 
 // Check verifies a user name and password; it is a broker.CredentialsFunc.
 // A device's id is its user name; the backend's is empty.
 func (c *Credentials) Check(ctx context.Context, username, password string) (string, broker.Role, bool) {
+	want := c.mac(username, password)
+	if r, ok := c.fromMemory(username); ok && c.now().Sub(r.checkedAt) < c.ttl && hmac.Equal(r.mac, want) {
+		c.checks.WithLabelValues("remembered").Inc()
+		return c.identity(username, r.role)
+	}
 	var role, hash string
 	var disabled bool
 	var mac []byte
@@ -163,9 +206,12 @@ func (c *Credentials) Check(ctx context.Context, username, password string) (str
 		WHERE c.username = $1`, username).Scan(&role, &hash, &disabled, &mac, &checkedAt)
 	found := err == nil
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		// Nothing to verify against: refuse now (the device retries)
+		// rather than spend a hash on it.
 		c.log.Error("credential lookup failed", "err", err)
+		c.checks.WithLabelValues("error").Inc()
+		return "", "", false
 	}
-	want := c.mac(username, password)
 	if found && !disabled && checkedAt != nil && c.now().Sub(*checkedAt) < c.ttl && hmac.Equal(mac, want) {
 		c.checks.WithLabelValues("remembered").Inc()
 		return c.identity(username, role)
@@ -193,8 +239,68 @@ func (c *Credentials) Check(ctx context.Context, username, password string) (str
 		ON CONFLICT (username) DO UPDATE SET password_hash = $2, mac = $3, checked_at = $4`,
 		username, hash, want, c.now().UTC()); err != nil {
 		c.log.Warn("remembering a credential check failed", "err", err) // the next connect verifies again
+	} else {
+		c.mu.Lock()
+		c.mem[username] = remembered{role: role, mac: want, checkedAt: c.now()}
+		c.mu.Unlock()
 	}
 	return c.identity(username, role)
+}
+
+// fromMemory returns username's remembered check from memory while the
+// memory is fresh (younger than 2×refresh), starting a reload once it is
+// older than refresh.
+func (c *Credentials) fromMemory(username string) (remembered, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	age := c.now().Sub(c.memAt)
+	if age >= c.refresh && !c.loading {
+		c.loading, c.dropped = true, map[string]bool{}
+		go c.load()
+	}
+	if age >= 2*c.refresh {
+		return remembered{}, false
+	}
+	r, ok := c.mem[username]
+	return r, ok
+}
+
+// load reads every valid remembered check into memory.
+func (c *Credentials) load() {
+	start := c.now()
+	mem := map[string]remembered{}
+	err := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		rows, err := c.pool.Query(ctx, `SELECT c.username, c.role, k.mac, k.checked_at
+			FROM mqtt_credentials c
+			JOIN mqtt_credential_checks k ON k.username = c.username AND k.password_hash = c.password_hash
+			WHERE NOT c.disabled`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var u string
+			var r remembered
+			if err := rows.Scan(&u, &r.role, &r.mac, &r.checkedAt); err != nil {
+				return err
+			}
+			mem[u] = r
+		}
+		return rows.Err()
+	}()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.loading = false
+	if err != nil {
+		c.log.Warn("loading remembered credential checks failed", "err", err)
+		return
+	}
+	for u := range c.dropped { // a load may have read them before they changed
+		delete(mem, u)
+	}
+	c.mem, c.memAt = mem, start
 }
 
 func (c *Credentials) identity(username, role string) (string, broker.Role, bool) {

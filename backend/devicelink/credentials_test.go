@@ -2,6 +2,7 @@ package devicelink
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -148,7 +149,8 @@ func TestCredentialsRememberedChecks(t *testing.T) {
 
 	// Another instance (a replica, a restart) with the same key uses it;
 	// one with another key verifies.
-	c2 := NewCredentials(CredentialsOptions{Pool: pool, Params: cheap, Logger: quiet(), CheckKey: key})
+	// (Refresh 1 ns: no memory, every check asks the database.)
+	c2 := NewCredentials(CredentialsOptions{Pool: pool, Params: cheap, Logger: quiet(), CheckKey: key, Refresh: time.Nanosecond})
 	assert.True(t, ok(c2, "a-long-device-password"))
 	reg3 := prometheus.NewRegistry()
 	c3 := NewCredentials(CredentialsOptions{Pool: pool, Params: cheap, Logger: quiet(), Registerer: reg3})
@@ -181,4 +183,48 @@ func TestCredentialsRememberedChecks(t *testing.T) {
 		Now: func() time.Time { return now }, Registerer: regOld})
 	assert.True(t, ok(later, "a-third-password-here"))
 	assert.Equal(t, 1.0, metricValue(t, regOld, "kluis_mqtt_credential_checks_total", map[string]string{"result": "verified"}), "expired: verified again")
+}
+
+// The remembered checks are held in memory (no query per CONNECT): a Set
+// or Disable in the same process takes effect at once, one made elsewhere
+// within two refresh periods.
+func TestCredentialsRememberedInMemory(t *testing.T) {
+	pool := newPool(t)
+	ctx := context.Background()
+	key := []byte("a key of sixteen bytes or more")
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	reg := prometheus.NewRegistry()
+	c := NewCredentials(CredentialsOptions{Pool: pool, Params: cheap, Logger: quiet(), CheckKey: key, Registerer: reg,
+		Refresh: time.Minute, Now: clock})
+	other := NewCredentials(CredentialsOptions{Pool: pool, Params: cheap, Logger: quiet(), CheckKey: key})
+	ok := func(user, pw string) bool { _, _, ok := c.Check(ctx, user, pw); return ok }
+	remembered := func() float64 {
+		return metricValue(t, reg, "kluis_mqtt_credential_checks_total", map[string]string{"result": "remembered"})
+	}
+	loaded := func() bool { c.mu.Lock(); defer c.mu.Unlock(); return !c.memAt.IsZero() && !c.loading }
+
+	for _, u := range []string{"dev-1", "dev-2"} {
+		require.NoError(t, other.Set(ctx, u, broker.RoleDevice, "password-of-"+u))
+		_, _, good := other.Check(ctx, u, "password-of-"+u) // remembered in the database
+		require.True(t, good)
+	}
+	assert.True(t, ok("dev-1", "password-of-dev-1"), "from the database, starting the load")
+	eventually(t, "memory loaded", loaded)
+	_, err := pool.Exec(ctx, `UPDATE mqtt_credential_checks SET mac = 'x' WHERE username = 'dev-2'`)
+	require.NoError(t, err)
+	assert.True(t, ok("dev-2", "password-of-dev-2"), "from memory: the database's entry is no longer asked")
+	assert.False(t, ok("dev-2", "password-of-dev-1"), "a wrong password is never taken from memory")
+	assert.Equal(t, 2.0, remembered())
+
+	require.NoError(t, c.Disable(ctx, "dev-1"))
+	assert.False(t, ok("dev-1", "password-of-dev-1"), "disabled here: at once")
+	require.NoError(t, other.Disable(ctx, "dev-2"))
+	assert.True(t, ok("dev-2", "password-of-dev-2"), "disabled elsewhere: memory still says yes, for a while")
+	advance(2 * time.Minute)
+	assert.False(t, ok("dev-2", "password-of-dev-2"), "after two refresh periods memory is not used")
+	eventually(t, "memory reloaded", loaded)
+	assert.False(t, ok("dev-2", "password-of-dev-2"), "the reload knows it is disabled")
 }

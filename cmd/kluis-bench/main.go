@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"kluis/bench"
+	"kluis/bench/fleet"
 	"kluis/bench/verify"
 )
 
@@ -38,6 +39,8 @@ func run(ctx context.Context, name string, env bench.Env, args []string) (bench.
 	switch name {
 	case "verify":
 		return verify.Run(ctx, env, args)
+	case "fleet":
+		return fleet.Run(ctx, env, args)
 	}
 	return bench.Report{}, fmt.Errorf("%w %q", errUnknown, name)
 }

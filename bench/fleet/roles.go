@@ -1,0 +1,196 @@
+package fleet
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"kluis/backend/auth"
+	"kluis/backend/codes"
+	"kluis/backend/server"
+	"kluis/controller/journal"
+	"kluis/controller/link"
+	"kluis/controller/wire"
+	"kluis/hardware"
+)
+
+// The child processes' role and configuration (JSON) come in these
+// environment variables.
+const (
+	roleEnv = "KLUIS_BENCH_FLEET_ROLE"
+	confEnv = "KLUIS_BENCH_FLEET_CONF"
+)
+
+// backendConf configures the backend child.
+type backendConf struct {
+	DatabaseURL string `json:"db"`
+	Signing     []byte `json:"signing"`
+	PIN         []byte `json:"pin"`
+	MQTTAddr    string `json:"mqtt"`
+	HTTPAddr    string `json:"http"`
+}
+
+// devicesConf configures a devices child.
+type devicesConf struct {
+	URL       string        `json:"url"`
+	Password  string        `json:"password"`
+	From      int           `json:"from"`
+	To        int           `json:"to"`
+	Heartbeat time.Duration `json:"heartbeat"`
+	Rate      int           `json:"rate"` // connects started per second
+	Dir       string        `json:"dir"`
+}
+
+// stat is a devices child's answer to "stat".
+type stat struct {
+	Started   int   `json:"started"`
+	Connected int   `json:"connected"`
+	Beats     int64 `json:"beats"`
+	Done      bool  `json:"done,omitempty"`
+}
+
+// deviceID names device i.
+func deviceID(i int) string { return fmt.Sprintf("fleet-%05d", i) }
+
+// runRole runs this process as a child and returns its exit code.
+func runRole(role string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	var err error
+	switch role {
+	case "backend":
+		err = runBackend(ctx)
+	case "devices":
+		err = runDevices(ctx)
+	default:
+		err = fmt.Errorf("unknown role %q", role)
+	}
+	if err != nil && ctx.Err() == nil {
+		fmt.Fprintf(os.Stderr, "fleet %s: %v\n", role, err)
+		return 1
+	}
+	return 0
+}
+
+func runBackend(ctx context.Context) error {
+	var c backendConf
+	if err := json.Unmarshal([]byte(os.Getenv(confEnv)), &c); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	srv, err := server.New(server.Options{DatabaseURL: c.DatabaseURL,
+		Keys:     codes.Keys{Signing: ed25519.PrivateKey(c.Signing), PIN: c.PIN},
+		HTTPAddr: c.HTTPAddr, MQTTAddr: c.MQTTAddr, SlipDir: filepath.Join(os.TempDir(), "kluis-bench-fleet-slips"),
+		AdminPassword: "bench-admin-password", Console: io.Discard, Logger: log,
+		PasswordParams: auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1},
+		// MQTTParams: production cost (what a reconnect storm is about).
+		CodeSyncEvery: server.Disabled, RearmUnfollowed: server.Disabled, HousekeepEvery: server.Disabled,
+		AuditEvery: server.Disabled})
+	if err != nil {
+		return err
+	}
+	// SIGUSR1: give freed memory back to the OS, so that the parent reads
+	// the memory really held (RSS without garbage not yet returned).
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	go func() {
+		for range usr1 {
+			debug.FreeOSMemory()
+		}
+	}()
+	return srv.Run(ctx)
+}
+
+// heartbeat is a device's heartbeat: two boards and 16 doors, about
+// 1.4 KB like a real locker's.
+func heartbeat(context.Context) wire.Heartbeat {
+	h := wire.Heartbeat{OfflineCache: 40, CacheVersion: 7,
+		Boards: []wire.BoardHealth{{Address: 0, Online: true, Firmware: "kb-2.1"}, {Address: 1, Online: true, Firmware: "kb-2.1"}}}
+	for ch := range 16 {
+		h.Doors = append(h.Doors, hardware.ChannelState{Addr: hardware.Address{Board: ch / 8, Channel: ch % 8}, Locked: true, ItemPresent: ch%3 == 0})
+	}
+	return h
+}
+
+func runDevices(ctx context.Context) error {
+	var c devicesConf
+	if err := json.Unmarshal([]byte(os.Getenv(confEnv)), &c); err != nil {
+		return err
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var beats atomic.Int64
+	var started atomic.Int64
+	var mu sync.Mutex
+	var links []*link.Link
+	var wg sync.WaitGroup
+	hb := func(ctx context.Context) wire.Heartbeat { beats.Add(1); return heartbeat(ctx) }
+	go func() {
+		every := time.Second / time.Duration(max(c.Rate, 1))
+		for i := c.From; i < c.To && ctx.Err() == nil; i++ {
+			id := deviceID(i)
+			j, _, _, err := journal.Open(journal.Options{Dir: filepath.Join(c.Dir, id), DeviceID: id, Logger: quiet})
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "journal %s: %v\n", id, err)
+				continue
+			}
+			l, err := link.New(link.Options{URL: c.URL, Username: id, Password: c.Password, DeviceID: id,
+				Software: "kluisd bench", Journal: j, Heartbeat: hb, HeartbeatEvery: c.Heartbeat, Logger: quiet})
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "link %s: %v\n", id, err)
+				continue
+			}
+			mu.Lock()
+			links = append(links, l)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer j.Close()
+				_ = l.Run(ctx)
+			}()
+			started.Add(1)
+			time.Sleep(every)
+		}
+	}()
+	snapshot := func() stat {
+		mu.Lock()
+		defer mu.Unlock()
+		s := stat{Started: int(started.Load()), Beats: beats.Load()}
+		for _, l := range links {
+			if l.Connected() {
+				s.Connected++
+			}
+		}
+		return s
+	}
+	out := json.NewEncoder(os.Stdout)
+	var outMu sync.Mutex
+	go func() {
+		in := bufio.NewScanner(os.Stdin)
+		for in.Scan() {
+			outMu.Lock()
+			_ = out.Encode(snapshot())
+			outMu.Unlock()
+		}
+	}()
+	<-ctx.Done()
+	wg.Wait() // every link says offline and disconnects
+	s := snapshot()
+	s.Done = true
+	outMu.Lock()
+	_ = out.Encode(s)
+	outMu.Unlock()
+	return nil
+}

@@ -110,6 +110,10 @@ type Options struct {
 	// Retention is how long personal data of finished documents is kept;
 	// default service.DefaultRetention.
 	Retention time.Duration
+	// RedeliverAfter is how long a loaded document whose holder was never
+	// told waits before housekeeping sends new codes; default
+	// service.DefaultRedeliverAfter.
+	RedeliverAfter time.Duration
 
 	// OpenTimeout is how long a remote open waits for the device; default
 	// DefaultOpenTimeout.
@@ -180,7 +184,7 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	for name, d := range map[string]time.Duration{"open timeout": o.OpenTimeout, "code grace": o.CodeGrace,
-		"retention": o.Retention, "staff session idle timeout": o.StaffIdle, "staff session lifetime": o.StaffMaxAge} {
+		"retention": o.Retention, "redeliver delay": o.RedeliverAfter, "staff session idle timeout": o.StaffIdle, "staff session lifetime": o.StaffMaxAge} {
 		if d < 0 {
 			return nil, fmt.Errorf("server: %s %s is negative", name, d)
 		}
@@ -211,6 +215,7 @@ func New(o Options) (*Server, error) {
 		}
 	}
 	durDef(&o.Retention, service.DefaultRetention)
+	durDef(&o.RedeliverAfter, service.DefaultRedeliverAfter)
 	durDef(&o.OpenTimeout, DefaultOpenTimeout)
 	durDef(&o.CodeGrace, DefaultCodeGrace)
 	durDef(&o.RearmUnfollowed, DefaultRearmUnfollowed)

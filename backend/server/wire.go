@@ -81,17 +81,18 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 		return w, fmt.Errorf("notifications: %w", err)
 	}
 	svc, err = service.New(service.Options{
-		Store:         st,
-		Logger:        log,
-		Clock:         o.Clock,
-		PseudonymKey:  DeriveKey(o.Keys, "document-number pseudonym"),
-		MaxPerDevice:  pickupcode.MaxActiveCodesPerDevice,
-		PickupDays:    o.PickupDays,
-		PickupPeriods: o.PickupPeriods,
-		Retention:     o.Retention,
-		Codes:         syncer.Issuer(codes.Issuer{Service: cs}),
-		Notifier:      syncer.Notifier(notifier),
-		Purger:        notifier,
+		Store:          st,
+		Logger:         log,
+		Clock:          o.Clock,
+		PseudonymKey:   DeriveKey(o.Keys, "document-number pseudonym"),
+		MaxPerDevice:   pickupcode.MaxActiveCodesPerDevice,
+		PickupDays:     o.PickupDays,
+		PickupPeriods:  o.PickupPeriods,
+		Retention:      o.Retention,
+		RedeliverAfter: o.RedeliverAfter,
+		Codes:          syncer.Issuer(codes.Issuer{Service: cs}),
+		Notifier:       syncer.Notifier(notifier),
+		Purger:         notifier,
 	})
 	if err != nil {
 		return w, err

@@ -60,3 +60,55 @@ func TestHousekeepingExpiresAndPurges(t *testing.T) {
 	require.NotNil(t, g.PurgedAt)
 	require.Empty(t, g.LastName)
 }
+
+// A holder whose ready message never went out (the gateways failed, or the
+// backend stopped between the commit and the message) gets new codes in a
+// new message once the document has waited RedeliverAfter; a delivered
+// message ends it. Found by the gauntlet (bench/chaos, fault mail_failing).
+func TestHousekeepingRedeliversUndeliveredReady(t *testing.T) {
+	e := newEnv(t, func(o *service.Options) { o.RedeliverAfter = time.Minute })
+	e.device("d", uniform(2, store.SizeS, 150)...)
+	e.notes.Fail = errors.New("gateway down")
+	doc := e.register(store.EID, false)
+	doc, err := e.svc.Reserve(e.ctx, "user:c", doc.ID, service.ReserveOptions{})
+	require.NoError(t, err)
+	doc, err = e.svc.Load(e.ctx, "device:d", doc.ID)
+	require.NoError(t, err)
+	require.Equal(t, "loaded", string(doc.State))
+	sent := len(e.notes.Sent())
+
+	// Not yet: the first message may still be on its way.
+	e.clock.Add(30 * time.Second)
+	r, err := e.svc.Housekeep(e.ctx)
+	require.NoError(t, err)
+	require.Equal(t, 0, r.Redelivered)
+
+	// Still failing: tried again, and again a minute later.
+	e.clock.Add(31 * time.Second)
+	r, err = e.svc.Housekeep(e.ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, r.Redelivered)
+	r, err = e.svc.Housekeep(e.ctx)
+	require.NoError(t, err)
+	require.Equal(t, 0, r.Redelivered, "tried again at once")
+	notes := e.notes.Sent()
+	require.Len(t, notes, sent+1)
+	last := notes[len(notes)-1]
+	require.Equal(t, service.NotifyReissued, last.Kind)
+	require.Equal(t, doc.ID, last.Document.ID)
+	require.NotEmpty(t, last.Secret, "a new ready message carries new codes")
+
+	// Delivered (notify records it as sent): never again.
+	e.notes.Fail = nil
+	e.clock.Add(61 * time.Second)
+	r, err = e.svc.Housekeep(e.ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, r.Redelivered)
+	_, err = e.st.Pool().Exec(e.ctx, `INSERT INTO notifications (document_id, kind, channel, status, created_at)
+		VALUES ($1, 'reissued', 'email', 'sent', $2)`, doc.ID, e.clock.Now())
+	require.NoError(t, err)
+	e.clock.Add(time.Hour)
+	r, err = e.svc.Housekeep(e.ctx)
+	require.NoError(t, err)
+	require.Equal(t, 0, r.Redelivered)
+}

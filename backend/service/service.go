@@ -123,6 +123,11 @@ type Options struct {
 	// Retention is how long personal data of finished documents is kept
 	// (Purge with olderThan 0 uses it); default DefaultRetention.
 	Retention time.Duration
+	// RedeliverAfter is how long a loaded document whose holder was never
+	// told stays untouched before housekeeping gives it new codes and
+	// sends the ready message again (RedeliverReady); default
+	// DefaultRedeliverAfter.
+	RedeliverAfter time.Duration
 	// PseudonymKey keys the document-number pseudonym; nil: none kept.
 	PseudonymKey []byte
 	// Codes issues and revokes codes; nil: none.
@@ -141,24 +146,28 @@ const (
 	MaxPickupDays = 366
 	// DefaultRetention is how long personal data of finished documents is kept.
 	DefaultRetention = 30 * 24 * time.Hour
+	// DefaultRedeliverAfter is how long an undelivered ready message waits
+	// before it is tried again.
+	DefaultRedeliverAfter = 2 * time.Minute
 )
 
 // Service runs the use cases.
 type Service struct {
-	st          *store.Store
-	db          store.DB
-	log         *slog.Logger
-	now         func() time.Time
-	pickupDays  map[store.DocumentKind]int
-	pickupExact map[store.DocumentKind]time.Duration
-	minSize     map[store.DocumentKind]store.Size
-	lowMax      int
-	maxPerDev   int
-	retention   time.Duration
-	pseudoKey   []byte
-	codes       CodeIssuer
-	notifier    Notifier
-	purger      Purger
+	st             *store.Store
+	db             store.DB
+	log            *slog.Logger
+	now            func() time.Time
+	pickupDays     map[store.DocumentKind]int
+	pickupExact    map[store.DocumentKind]time.Duration
+	minSize        map[store.DocumentKind]store.Size
+	lowMax         int
+	maxPerDev      int
+	retention      time.Duration
+	redeliverAfter time.Duration
+	pseudoKey      []byte
+	codes          CodeIssuer
+	notifier       Notifier
+	purger         Purger
 }
 
 // New checks opts, fills defaults and returns a Service.
@@ -181,6 +190,12 @@ func New(opts Options) (*Service, error) {
 	if opts.Retention == 0 {
 		opts.Retention = DefaultRetention
 	}
+	if opts.RedeliverAfter == 0 {
+		opts.RedeliverAfter = DefaultRedeliverAfter
+	}
+	if opts.RedeliverAfter < 0 {
+		return nil, fmt.Errorf("service: negative RedeliverAfter: %w", ErrInvalid)
+	}
 	if opts.MaxPerDevice < 0 {
 		return nil, fmt.Errorf("service: negative MaxPerDevice: %w", ErrInvalid)
 	}
@@ -190,7 +205,7 @@ func New(opts Options) (*Service, error) {
 	s := &Service{
 		st: opts.Store, db: opts.Store.Pool(), log: opts.Logger.With("part", "service"), now: opts.Clock,
 		pickupDays: map[store.DocumentKind]int{}, pickupExact: map[store.DocumentKind]time.Duration{}, minSize: map[store.DocumentKind]store.Size{},
-		lowMax: opts.LowMaxHeightCM, maxPerDev: opts.MaxPerDevice, retention: opts.Retention, pseudoKey: opts.PseudonymKey,
+		lowMax: opts.LowMaxHeightCM, maxPerDev: opts.MaxPerDevice, retention: opts.Retention, redeliverAfter: opts.RedeliverAfter, pseudoKey: opts.PseudonymKey,
 		codes: opts.Codes, notifier: opts.Notifier, purger: opts.Purger,
 	}
 	for _, k := range store.DocumentKinds() {

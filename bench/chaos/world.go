@@ -252,7 +252,7 @@ func Start(ctx context.Context, t testing.TB, o Options) (*World, error) {
 		env := append(append([]string(nil), w.backendEnv...), fmt.Sprintf("KLUIS_HTTP_ADDR=127.0.0.1:%d", port),
 			"MQTT_USERNAME="+u, "MQTT_PASSWORD="+w.mqttPass[u])
 		args := []string{"serve", "-housekeep-every", "1s", "-pickup-period", fmt.Sprintf("%s=%s", o.ExpiryKind, o.ExpiryPeriod),
-			"-code-sync-every", "2s", "-open-timeout", "10s", "-audit-verify-every", "0", "-rearm-unfollowed-after", "6s"}
+			"-code-sync-every", "2s", "-open-timeout", "10s", "-audit-verify-every", "0", "-rearm-unfollowed-after", "6s", "-redeliver-after", "3s"}
 		args = append(args, o.BackendArgs...)
 		b := &Backend{Index: i, APIBase: fmt.Sprintf("http://127.0.0.1:%d", port),
 			Proc: NewProc(w.Dir, fmt.Sprintf("kluis-backend-%d", i), filepath.Join(o.BinDir, "kluis-backend"), args, env, nil)}

@@ -112,3 +112,40 @@ func TestHousekeepingRedeliversUndeliveredReady(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 0, r.Redelivered)
 }
+
+// A receipt that never went out is sent again, once, after RedeliverAfter.
+func TestHousekeepingRedeliversReceipts(t *testing.T) {
+	e := newEnv(t, func(o *service.Options) { o.RedeliverAfter = time.Minute })
+	e.device("d", uniform(2, store.SizeS, 150)...)
+	doc := e.register(store.EID, false)
+	doc, err := e.svc.Reserve(e.ctx, "user:c", doc.ID, service.ReserveOptions{})
+	require.NoError(t, err)
+	doc, err = e.svc.Load(e.ctx, "device:d", doc.ID)
+	require.NoError(t, err)
+	sent := func(kind string) {
+		_, err := e.st.Pool().Exec(e.ctx, `INSERT INTO notifications (document_id, kind, channel, status, created_at)
+			VALUES ($1, $2, 'email', 'sent', $3)`, doc.ID, kind, e.clock.Now())
+		require.NoError(t, err)
+	}
+	sent(service.NotifyLoaded)
+	e.notes.Fail = errors.New("gateway down")
+	_, err = e.svc.Collect(e.ctx, "device:d", doc.ID)
+	require.NoError(t, err)
+	e.notes.Fail = nil
+	before := len(e.notes.Sent())
+	r, err := e.svc.Housekeep(e.ctx)
+	require.NoError(t, err)
+	require.Equal(t, 0, r.Redelivered, "too early")
+	e.clock.Add(61 * time.Second)
+	r, err = e.svc.Housekeep(e.ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, r.Redelivered)
+	notes := e.notes.Sent()
+	require.Len(t, notes, before+1)
+	require.Equal(t, service.NotifyCollected, notes[len(notes)-1].Kind)
+	sent(service.NotifyCollected)
+	e.clock.Add(time.Hour)
+	r, err = e.svc.Housekeep(e.ctx)
+	require.NoError(t, err)
+	require.Equal(t, 0, r.Redelivered)
+}

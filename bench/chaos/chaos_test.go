@@ -98,7 +98,7 @@ func TestGauntletShort(t *testing.T) {
 		t.Skip("set KLUIS_CHAOS_SHORT=1 (joins make test once its findings are fixed)")
 	}
 	nights := 3
-	runGauntlet(t, Config{Seed: envSeed(20261206), Nights: nights, Faults: AllFaults(),
+	runGauntlet(t, Config{Seed: envSeed(20261206), Nights: nights, Faults: AllFaults(), DocsPerDevice: 1,
 		World: Options{Devices: DefaultFleet(1)}})
 }
 

@@ -147,11 +147,13 @@ type brokerKill struct{}
 func (brokerKill) Kind() string         { return "broker_kill" }
 func (brokerKill) Applies(n *Node) bool { return anyNode(n) }
 func (brokerKill) Strike(ctx context.Context, s *Strike) error {
+	down, up := s.Jitter(300*time.Millisecond, 1500*time.Millisecond), s.Jitter(0, 2*time.Second)
+	usePIN := s.Rng.IntN(2) == 0 // drawn here: the pickup runs on another goroutine
 	s.W.Mosq.Kill()
-	s.Sleep(ctx, s.Jitter(300*time.Millisecond, 1500*time.Millisecond))
+	s.Sleep(ctx, down)
 	done := make(chan struct{})
-	go func() { defer close(done); s.Collect(ctx, nil) }()
-	s.Sleep(ctx, s.Jitter(0, 2*time.Second))
+	go func() { defer close(done); s.G.collect(ctx, s.Doc, usePIN, takeAndClose, nil) }()
+	s.Sleep(ctx, up)
 	s.W.Mosq.Start() // on the test's goroutine: it may fail the test
 	<-done
 	return nil
@@ -186,7 +188,7 @@ func (lineNoise) Applies(n *Node) bool { return n.Spec.Serial() }
 func (lineNoise) Strike(ctx context.Context, s *Strike) error {
 	dev := s.Node.Spec.ID
 	before, _ := s.W.Sim.Line(ctx, dev)
-	p := 0.01 + s.Rng.Float64()*0.04
+	p := 0.005 + s.Rng.Float64()*0.025
 	if err := s.W.Sim.SetFaults(ctx, dev, simulator.Faults{Line: simulator.LineFaults{Drop: p, Corrupt: p}}); err != nil {
 		return err
 	}

@@ -25,6 +25,9 @@ type Config struct {
 	// every kind strikes at least once over the run when Nights *
 	// FaultsPerNight >= len(Faults). Default: enough for that.
 	FaultsPerNight int
+	// DocsPerDevice is the most documents loaded per device each evening
+	// (a seeded 1..DocsPerDevice); default 2.
+	DocsPerDevice int
 	// World configures the installation (BinDir is required).
 	World Options
 	// Log receives progress lines; nil discards them.
@@ -35,7 +38,7 @@ type Config struct {
 type Stats struct {
 	Nights, Loaded, Pickups, QRPickups, PINPickups, OfflinePickups int
 	WrongCodes, LeftOpen, LeftBehind, Forced, Expired, Retrieved   int
-	BadFramesHeard                                                 int
+	BadFramesHeard, Reissued                                       int
 	Faults                                                         map[string]int
 }
 
@@ -60,8 +63,8 @@ type Report struct {
 func (r *Report) String() string {
 	var b strings.Builder
 	s := r.Stats
-	fmt.Fprintf(&b, "chaos seed %d: %d nights, %d loaded, %d pickups (%d QR, %d PIN, %d offline), %d wrong codes, %d doors left open, %d items left behind, %d forced doors, %d expired, %d retrieved, %d bad frames heard by boards\n",
-		r.Seed, s.Nights, s.Loaded, s.Pickups, s.QRPickups, s.PINPickups, s.OfflinePickups, s.WrongCodes, s.LeftOpen, s.LeftBehind, s.Forced, s.Expired, s.Retrieved, s.BadFramesHeard)
+	fmt.Fprintf(&b, "chaos seed %d: %d nights, %d loaded, %d pickups (%d QR, %d PIN, %d offline), %d wrong codes, %d doors left open, %d items left behind, %d forced doors, %d expired, %d retrieved, %d codes reissued at the counter, %d bad frames heard by boards\n",
+		r.Seed, s.Nights, s.Loaded, s.Pickups, s.QRPickups, s.PINPickups, s.OfflinePickups, s.WrongCodes, s.LeftOpen, s.LeftBehind, s.Forced, s.Expired, s.Retrieved, s.Reissued, s.BadFramesHeard)
 	var kinds []string
 	for k := range s.Faults {
 		kinds = append(kinds, k)
@@ -131,6 +134,9 @@ func Run(ctx context.Context, t testing.TB, cfg Config) (*Report, error) {
 	}
 	if cfg.FaultsPerNight <= 0 {
 		cfg.FaultsPerNight = (len(cfg.Faults) + cfg.Nights - 1) / cfg.Nights
+	}
+	if cfg.DocsPerDevice <= 0 {
+		cfg.DocsPerDevice = 2
 	}
 	if cfg.World.Seed == 0 {
 		cfg.World.Seed = cfg.Seed
@@ -210,7 +216,7 @@ func (g *Gauntlet) playNight(ctx context.Context, night int, faults []Fault) err
 	nodes := g.w.Nodes
 	expiring := g.rng.IntN(len(nodes))
 	for i, n := range nodes {
-		k := 1 + g.rng.IntN(2)
+		k := 1 + g.rng.IntN(g.cfg.DocsPerDevice)
 		if g.free(n) < k+1 {
 			k = g.free(n) - 1
 		}
@@ -231,6 +237,9 @@ func (g *Gauntlet) playNight(ctx context.Context, night int, faults []Fault) err
 	// Codes arrive by e-mail; the offline caches get them by code sync.
 	var waiting []*Doc
 	for _, d := range g.awaiting() {
+		if d.Failed > 0 && !g.reissue(ctx, d) {
+			continue
+		}
 		if d.QR == "" && !g.readCodes(ctx, d, 20*time.Second) {
 			continue // not told (yet): the checks say whether that is allowed
 		}

@@ -29,6 +29,9 @@ type Doc struct {
 	Placed, Taken, Retrieved bool
 	QR, PIN                  string
 	Night                    int
+	// Failed counts pickups that did not open the door: the citizen asks
+	// the counter, and staff give new codes the next evening.
+	Failed int
 }
 
 // where is the lock to open for the document and its carousel slot.
@@ -195,6 +198,10 @@ func (g *Gauntlet) waitDoor(ctx context.Context, dev string, board, ch int, open
 	})
 }
 
+// doorWait bounds the wait for a door to open after a code or a staff
+// action (a pulse, or a carousel move and a pulse, and one retry).
+const doorWait = 8 * time.Second
+
 // humanPause is how long a person takes to reach in or push a door shut.
 const humanPause = 150 * time.Millisecond
 
@@ -256,7 +263,7 @@ func (g *Gauntlet) load(ctx context.Context, d *Doc) bool {
 		d.Comp = comp
 		board, ch, slot := d.where(n)
 		gr := g.ledger.open(d.Device, board, ch, "load "+d.Number)
-		if err := g.waitDoor(ctx, d.Device, board, ch, true, 20*time.Second); err != nil {
+		if err := g.waitDoor(ctx, d.Device, board, ch, true, doorWait); err != nil {
 			g.ledger.close(gr)
 			g.w.Logf("night %d: load %s: %v", g.night, d.Number, err)
 			_, _ = kioskPost(ctx, n, "/kiosk/v1/staff/logout", nil)
@@ -281,6 +288,35 @@ func (g *Gauntlet) load(ctx context.Context, d *Doc) bool {
 		g.stats.Loaded++
 	}
 	return d.Placed
+}
+
+// reissue is staff giving a citizen whose code did not open the door new
+// codes (the old code may have been used up by a pickup cut short).
+func (g *Gauntlet) reissue(ctx context.Context, d *Doc) bool {
+	old, err := g.mail.to(d.Email)
+	if err != nil {
+		return false
+	}
+	if err := g.w.Staff.Do(ctx, http.MethodPost, "/api/v1/documents/"+url.PathEscape(d.ID)+"/reissue", nil, nil); err != nil {
+		g.w.Logf("night %d: reissue %s: %v", g.night, d.Number, err)
+		return false
+	}
+	g.stats.Reissued++
+	d.Failed = 0
+	err = waitFor(ctx, 20*time.Second, "new codes for "+d.Number, func(context.Context) (bool, string, error) {
+		ms, err := g.mail.to(d.Email)
+		if err != nil {
+			return false, "", err
+		}
+		for _, m := range ms[len(old):] {
+			if m.QR != "" && m.PIN != "" {
+				d.QR, d.PIN = m.QR, m.PIN
+				return true, "", nil
+			}
+		}
+		return false, "", nil
+	})
+	return err == nil
 }
 
 // readCodes waits for the ready e-mail with QR and PIN.
@@ -358,7 +394,7 @@ func (g *Gauntlet) collect(ctx context.Context, d *Doc, usePIN bool, behaviour i
 				continue
 			}
 		}
-		if err := g.waitDoor(ctx, d.Device, board, ch, true, 20*time.Second); err != nil {
+		if err := g.waitDoor(ctx, d.Device, board, ch, true, doorWait); err != nil {
 			g.ledger.close(gr)
 			g.w.Logf("night %d: pickup %s: %v", g.night, d.Number, err)
 			continue
@@ -388,6 +424,9 @@ func (g *Gauntlet) collect(ctx context.Context, d *Doc, usePIN bool, behaviour i
 		_ = g.shut(ctx, d.Device, board, ch)
 		_, _ = waitScreen(ctx, n, 10*time.Second, "done", "idle", "not_collected")
 		g.ledger.close(gr)
+	}
+	if !d.Taken {
+		d.Failed++
 	}
 	if d.Taken {
 		g.stats.Pickups++
@@ -435,7 +474,7 @@ func (g *Gauntlet) retrieve(ctx context.Context, d *Doc) bool {
 				continue
 			}
 		}
-		if err := g.waitDoor(ctx, d.Device, board, ch, true, 20*time.Second); err != nil {
+		if err := g.waitDoor(ctx, d.Device, board, ch, true, doorWait); err != nil {
 			g.ledger.close(gr)
 			_, _ = kioskPost(ctx, n, "/kiosk/v1/staff/logout", nil)
 			continue

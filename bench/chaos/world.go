@@ -188,7 +188,7 @@ func Start(ctx context.Context, t testing.TB, o Options) (*World, error) {
 		}
 	}
 	if o.ExpiryKind == "" {
-		o.ExpiryKind, o.ExpiryPeriod = "residence_card", 20*time.Second
+		o.ExpiryKind, o.ExpiryPeriod = "residence_card", 15*time.Second
 	}
 	w := &World{T: t, Opts: o, Dir: t.TempDir(), RunID: randomHex(3), mqttPass: map[string]string{}, byID: map[string]*Node{}}
 	w.DBURL = pgtest.NewDatabase(t)

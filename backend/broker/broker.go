@@ -61,6 +61,8 @@ type Broker struct {
 	listener *listener
 	log      *slog.Logger
 	hook     *aclHook
+	mu       sync.Mutex
+	subID    int // of the last inline subscription
 }
 
 // ErrNoCredentials: Options.Credentials is nil.
@@ -102,6 +104,7 @@ func New(opts Options) (*Broker, error) {
 		ClientNetReadBufferSize:  1024, // bufio grows past it for larger packets
 		ClientNetWriteBufferSize: 1024,
 		Logger:                   log.With("lib", "mochi"),
+		InlineClient:             true, // Subscribe and Publish
 		SysTopicResendInterval:   60,
 	})
 	m := newMetrics(opts.Registry)
@@ -130,6 +133,37 @@ func New(opts Options) (*Broker, error) {
 // accepting fails (out of file descriptors, ...) or after Close, an error
 // saying so. It is part of kluis-backend's /readyz.
 func (b *Broker) Healthy() error { return b.listener.Healthy() }
+
+// Subscribe delivers every message published on filter (no shared
+// subscriptions: there is one subscriber, in this process) to handler,
+// with a copy of its payload. handler runs in the publishing client's
+// goroutine before the broker reads that client's next packet: a handler
+// that waits slows that one client down (back-pressure on its TCP
+// connection) and nothing is queued or dropped for it. Retained messages
+// matching filter are delivered at once. It is how kluis-backend's device
+// link listens on its own embedded broker.
+func (b *Broker) Subscribe(filter string, handler func(topic string, payload []byte)) error {
+	b.mu.Lock()
+	b.subID++
+	id := b.subID
+	b.mu.Unlock()
+	err := b.srv.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		handler(pk.TopicName, bytes.Clone(pk.Payload))
+	})
+	if err != nil {
+		return fmt.Errorf("broker: subscribe %s: %w", filter, err)
+	}
+	return nil
+}
+
+// Publish sends a message from the broker's own (inline) client, which no
+// ACL restricts: kluis-backend's device link on its embedded broker.
+func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	if err := b.srv.Publish(topic, payload, retain, qos); err != nil {
+		return fmt.Errorf("broker: publish %s: %w", topic, err)
+	}
+	return nil
+}
 
 // Connections is the number of client connections held open.
 func (b *Broker) Connections() int { return int(b.listener.Live()) }

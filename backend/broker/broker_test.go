@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -237,4 +238,39 @@ func TestWithInternalBackend(t *testing.T) {
 	assert.Equal(t, RoleDevice, role)
 	_, _, ok = WithInternalBackend("kluis-backend", "", nil)(ctx, "kluis-backend", "")
 	assert.False(t, ok, "an empty internal password opens nothing")
+}
+
+// The backend's device link uses the embedded broker in-process: Subscribe
+// hands it what devices publish, Publish reaches a device (no ACL applies
+// to the broker's own client).
+func TestInlineSubscribeAndPublish(t *testing.T) {
+	b, _ := start(t)
+	var mu sync.Mutex
+	var got []string
+	require.NoError(t, b.Subscribe("kluis/v1/dev/+/event", func(topic string, payload []byte) {
+		mu.Lock()
+		got = append(got, topic+" "+string(payload))
+		mu.Unlock()
+	}))
+	devA := connect(t, options(b.Addr(), "dev-a", "dev-a", "pw-dev-a"))
+	cmds := newInbox()
+	subscribe(t, devA, "kluis/v1/dev/dev-a/cmd", cmds)
+	publish(t, devA, "kluis/v1/dev/dev-a/event", 1, "e1")
+	publish(t, devA, "kluis/v1/dev/dev-a/heartbeat", 1, "not subscribed")
+	publish(t, devA, "kluis/v1/dev/dev-a/event", 1, "e2")
+	deadline := time.Now().Add(wait)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n >= 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	assert.Equal(t, []string{"kluis/v1/dev/dev-a/event e1", "kluis/v1/dev/dev-a/event e2"}, got)
+	mu.Unlock()
+	require.NoError(t, b.Publish("kluis/v1/dev/dev-a/cmd", []byte("c1"), false, 1))
+	cmds.WaitFor(t, "kluis/v1/dev/dev-a/cmd c1")
 }

@@ -30,5 +30,8 @@
 // must send CONNECT within Options.ConnectTimeout. Each client's outbound
 // queue (Options.PendingWrites) is small, since mochi allocates it whole
 // per client; a packet dropped on a full queue is counted
-// (kluis_broker_dropped_total).
+// (kluis_broker_dropped_total). kluis-backend's own device link does not
+// connect over TCP: [Broker.Subscribe] and [Broker.Publish] serve it
+// in-process (mochi's inline client), so the devices' traffic to the
+// backend never waits in such a queue.
 package broker

@@ -4,7 +4,11 @@
 // A Link is one paho client. It subscribes, in its OnConnect handler so
 // that subscriptions survive reconnects, through shared subscriptions
 // ($share/kluis-backend/kluis/v1/dev/+/event, ...), so several backend
-// replicas split the devices' messages between them. The paho message
+// replicas split the devices' messages between them. On kluis-backend's
+// embedded broker (Options.Embedded) it uses no MQTT connection: it
+// subscribes in-process and its handler runs in the publishing device's
+// goroutine, so a full queue holds back that device alone, and nothing
+// waits in (or is dropped from) a broker queue for the backend. The paho message
 // handler never drops a message: a presence or heartbeat goes to a
 // per-device coalescer (the latest of each per device waits; an older one
 // still waiting is replaced, counted as "coalesced"), anything else onto a

@@ -99,6 +99,14 @@ func (s *slowEvents) count() int {
 // heartbeats are coalesced per device, and after the whole fleet says
 // offline every device is recorded offline and the online count is 0.
 func TestFleetPresenceNothingLost(t *testing.T) {
+	for _, embedded := range []bool{false, true} {
+		t.Run(map[bool]string{false: "over MQTT", true: "embedded"}[embedded], func(t *testing.T) {
+			fleetNothingLost(t, embedded)
+		})
+	}
+}
+
+func fleetNothingLost(t *testing.T, embedded bool) {
 	pool := newPool(t)
 	creds := func(_ context.Context, user, pass string) (string, broker.Role, bool) {
 		if user == "backend" {
@@ -114,8 +122,12 @@ func TestFleetPresenceNothingLost(t *testing.T) {
 
 	reg := prometheus.NewRegistry()
 	events := &slowEvents{ids: map[string]int{}}
-	l, err := New(Options{URL: url, Username: "backend", Password: "backend-password", Pool: pool, Events: events,
-		Logger: quiet(), Registry: reg, Workers: 1, QueueSize: 1, PresenceBatch: 7, OnlineRefresh: 50 * time.Millisecond})
+	o := Options{URL: url, Username: "backend", Password: "backend-password", Pool: pool, Events: events,
+		Logger: quiet(), Registry: reg, Workers: 1, QueueSize: 1, PresenceBatch: 7, OnlineRefresh: 50 * time.Millisecond}
+	if embedded {
+		o.Embedded = b
+	}
+	l, err := New(o)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

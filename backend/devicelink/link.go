@@ -75,8 +75,21 @@ var (
 	ErrNotConnected = errors.New("devicelink: not connected to the broker")
 )
 
+// Embedded is a broker in this process that the link uses directly,
+// without an MQTT connection: kluis-backend's embedded broker
+// (backend/broker.Broker). Its Subscribe handler runs in the publishing
+// device's goroutine, so a full queue holds back that device alone and
+// nothing waits in a broker queue (where it could be dropped).
+type Embedded interface {
+	Subscribe(filter string, handler func(topic string, payload []byte)) error
+	Publish(topic string, payload []byte, retain bool, qos byte) error
+}
+
 // Options configure a Link.
 type Options struct {
+	// Embedded, when set, is used instead of an MQTT connection (URL,
+	// ClientID, Username, Password, TLS and ShareGroup are then unused).
+	Embedded Embedded
 	// URL is the broker, e.g. "tcp://127.0.0.1:1883" (the default) or
 	// "ssl://broker:8883".
 	URL string
@@ -264,6 +277,9 @@ func (l *Link) Ready() <-chan struct{} { return l.ready }
 // Run connects (retrying until the broker answers), serves until ctx ends,
 // then disconnects and waits for its workers.
 func (l *Link) Run(ctx context.Context) error {
+	if l.o.Embedded != nil {
+		return l.runEmbedded(ctx)
+	}
 	co := paho.NewClientOptions().AddBroker(l.o.URL).SetClientID(l.o.ClientID).
 		SetUsername(l.o.Username).SetPassword(l.o.Password).
 		SetCleanSession(true).SetAutoReconnect(true).SetConnectRetry(true).
@@ -283,7 +299,40 @@ func (l *Link) Run(ctx context.Context) error {
 	l.client = c
 	l.mu.Unlock()
 	c.Connect() // with ConnectRetry the token completes only on success; OnConnect does the rest
+	wait := l.work(ctx)
+	<-ctx.Done()
+	close(l.stop)
+	c.Disconnect(250)
+	l.m.connected.Set(0)
+	wait()
+	return ctx.Err()
+}
 
+// runEmbedded is Run on an Embedded broker: it subscribes once (the
+// subscriptions live as long as the broker) and serves until ctx ends.
+func (l *Link) runEmbedded(ctx context.Context) error {
+	wait := l.work(ctx)
+	for _, k := range wire.DeviceKinds() {
+		filter := wire.Root + "/" + l.o.DeviceFilter + "/" + string(k)
+		if err := l.o.Embedded.Subscribe(filter, l.receive); err != nil {
+			close(l.stop)
+			wait()
+			return fmt.Errorf("devicelink: %w", err)
+		}
+	}
+	l.m.connected.Set(1)
+	l.log.Info("subscribed on the embedded broker")
+	l.readyO.Do(func() { close(l.ready) })
+	<-ctx.Done()
+	close(l.stop)
+	l.m.connected.Set(0)
+	wait()
+	return ctx.Err()
+}
+
+// work starts the workers, the presence writer and the online counter
+// until ctx ends; the returned function waits for them.
+func (l *Link) work(ctx context.Context) (wait func()) {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); l.recordPresence(ctx) }()
@@ -302,12 +351,7 @@ func (l *Link) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	<-ctx.Done()
-	close(l.stop)
-	c.Disconnect(250)
-	l.m.connected.Set(0)
-	wg.Wait()
-	return ctx.Err()
+	return wg.Wait
 }
 
 func (l *Link) onConnect(c paho.Client) {
@@ -339,7 +383,12 @@ func (l *Link) onConnect(c paho.Client) {
 // blocking) and queues a copy of any other message, waiting while the
 // queue is full: back-pressure on the broker connection, nothing dropped.
 func (l *Link) onMessage(_ paho.Client, m paho.Message) {
-	msg := inbound{topic: m.Topic(), payload: bytes.Clone(m.Payload())}
+	l.receive(m.Topic(), bytes.Clone(m.Payload()))
+}
+
+// receive is onMessage's work, for a payload the link may keep.
+func (l *Link) receive(topic string, payload []byte) {
+	msg := inbound{topic: topic, payload: payload}
 	if t, err := wire.ParseTopic(msg.topic); err == nil && (t.Kind == wire.KindPresence || t.Kind == wire.KindHeartbeat) {
 		if l.co.add(t.Device, t.Kind == wire.KindHeartbeat, msg.payload, l.now()) {
 			l.m.messages.WithLabelValues(string(t.Kind), "coalesced").Inc()
@@ -549,6 +598,12 @@ func (l *Link) reply(device string, m wire.Message) {
 
 // send publishes without waiting (see reply).
 func (l *Link) send(topic string, kind wire.Kind, payload []byte) {
+	if l.o.Embedded != nil {
+		if err := l.o.Embedded.Publish(topic, payload, kind.Retained(), kind.QoS()); err != nil {
+			l.log.Warn("publish failed", "topic", topic, "err", err)
+		}
+		return
+	}
 	l.mu.Lock()
 	c := l.client
 	l.mu.Unlock()
@@ -560,6 +615,12 @@ func (l *Link) send(topic string, kind wire.Kind, payload []byte) {
 }
 
 func (l *Link) publishRaw(ctx context.Context, topic string, kind wire.Kind, payload []byte) error {
+	if l.o.Embedded != nil {
+		if err := l.o.Embedded.Publish(topic, payload, kind.Retained(), kind.QoS()); err != nil {
+			return fmt.Errorf("devicelink: publish %s: %w", topic, err)
+		}
+		return nil
+	}
 	l.mu.Lock()
 	c := l.client
 	l.mu.Unlock()

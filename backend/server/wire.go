@@ -123,10 +123,13 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 	}
 
 	url, user, pass, linkTLS := o.MQTTURL, o.MQTTUsername, o.MQTTPassword, o.MQTTTLS
+	var embedded devicelink.Embedded // the link uses its embedded broker directly
 	if url == "" {
-		if user, pass, err = s.startBroker(ctx, st, w); err != nil {
+		var b *broker.Broker
+		if user, pass, b, err = s.startBroker(ctx, st, w); err != nil {
 			return w, err
 		}
+		embedded = b
 		url = "tcp://" + s.BrokerAddr()
 		if o.BrokerTLS != nil {
 			url = "ssl://" + s.BrokerAddr()
@@ -141,7 +144,7 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 		return w, err
 	}
 	link, err := devicelink.New(devicelink.Options{
-		URL: url, Username: user, Password: pass, TLS: linkTLS,
+		URL: url, Username: user, Password: pass, TLS: linkTLS, Embedded: embedded,
 		Pool:     st.Pool(),
 		Events:   events,
 		Verifier: deviceops.NewVerifier(deviceops.VerifierOptions{Codes: cs, Logger: log, Clock: o.Clock}),
@@ -191,26 +194,27 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 }
 
 // startBroker starts the embedded broker with a fresh password for the
-// backend's own link, and lets admins set devices' passwords over the API.
-func (s *Server) startBroker(ctx context.Context, st *store.Store, w *wiring) (user, pass string, err error) {
+// backend's own MQTT user (the device link itself uses the broker
+// directly), and lets admins set devices' passwords over the API.
+func (s *Server) startBroker(ctx context.Context, st *store.Store, w *wiring) (user, pass string, _ *broker.Broker, err error) {
 	o := s.o
 	creds := devicelink.NewCredentials(devicelink.CredentialsOptions{Pool: st.Pool(), Logger: o.Logger, Params: o.MQTTParams,
 		CheckKey: DeriveKey(o.Keys, "mqtt credential checks"), Registerer: o.Registry})
 	p, err := RandomPassword()
 	if err != nil {
-		return "", "", err
+		return "", "", nil, err
 	}
 	user, pass = BackendMQTTUser, p+p // 48 characters
 	if err := creds.Set(ctx, user, broker.RoleBackend, pass); err != nil {
-		return "", "", fmt.Errorf("backend MQTT credential: %w", err)
+		return "", "", nil, fmt.Errorf("backend MQTT credential: %w", err)
 	}
 	b, err := broker.New(broker.Options{Addr: o.MQTTAddr, TLS: o.BrokerTLS, Credentials: creds.Check, Logger: o.Logger, Registry: o.Registry})
 	if err != nil {
-		return "", "", fmt.Errorf("embedded MQTT broker: %w", err)
+		return "", "", nil, fmt.Errorf("embedded MQTT broker: %w", err)
 	}
 	if err := b.Start(); err != nil {
 		_ = b.Close()
-		return "", "", fmt.Errorf("embedded MQTT broker: %w", err)
+		return "", "", nil, fmt.Errorf("embedded MQTT broker: %w", err)
 	}
 	w.closers = append(w.closers, func() { _ = b.Close() })
 	w.api.Ready = func(context.Context) error { return b.Healthy() }
@@ -225,7 +229,7 @@ func (s *Server) startBroker(ctx context.Context, st *store.Store, w *wiring) (u
 	s.brokerAddr = b.Addr()
 	s.mu.Unlock()
 	o.Logger.Info("embedded MQTT broker listening", "addr", b.Addr())
-	return user, pass, nil
+	return user, pass, b, nil
 }
 
 // pinned is the TLS configuration of the backend's own link to its

@@ -187,6 +187,7 @@ func (b *Broker) Close() error { return b.srv.Close() }
 type identity struct {
 	device string
 	role   Role
+	cl     *mqtt.Client // the connection it was given to
 }
 
 type metrics struct {
@@ -268,7 +269,7 @@ func (h *aclHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool
 		return refuse("unknown role")
 	}
 	h.mu.Lock()
-	h.ids[cl.ID] = identity{device: device, role: role}
+	h.ids[cl.ID] = identity{device: device, role: role, cl: cl}
 	h.mu.Unlock()
 	return true
 }
@@ -294,20 +295,27 @@ func (h *aclHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) { h.m
 func (h *aclHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	h.m.connected.Dec()
 	if expire && !cl.IsTakenOver() {
-		h.forget(cl.ID)
+		h.forget(cl)
 	}
 }
 
-func (h *aclHook) OnClientExpired(cl *mqtt.Client) { h.forget(cl.ID) }
+func (h *aclHook) OnClientExpired(cl *mqtt.Client) { h.forget(cl) }
 
 func (h *aclHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
 	h.m.dropped.Inc()
 	h.log.Warn("packet to a client dropped: its outbound queue is full", "client", safe(cl.ID), "topic", safe(pk.TopicName))
 }
 
-func (h *aclHook) forget(clientID string) {
+// forget drops cl's identity, unless a newer connection with the same
+// client id has replaced it (a device reconnecting before the broker
+// noticed its old connection was gone: forgetting by client id alone
+// left the new connection without an identity, its subscriptions
+// refused).
+func (h *aclHook) forget(cl *mqtt.Client) {
 	h.mu.Lock()
-	delete(h.ids, clientID)
+	if id, ok := h.ids[cl.ID]; ok && id.cl == cl {
+		delete(h.ids, cl.ID)
+	}
 	h.mu.Unlock()
 }
 

@@ -274,3 +274,21 @@ func TestInlineSubscribeAndPublish(t *testing.T) {
 	require.NoError(t, b.Publish("kluis/v1/dev/dev-a/cmd", []byte("c1"), false, 1))
 	cmds.WaitFor(t, "kluis/v1/dev/dev-a/cmd c1")
 }
+
+// A device that reconnects with the same client id keeps its identity
+// when its old connection goes: the new connection's subscriptions are
+// granted.
+func TestReconnectKeepsIdentity(t *testing.T) {
+	b, _ := start(t)
+	for i := range 5 {
+		old, err := net.Dial("tcp", b.Addr())
+		require.NoError(t, err)
+		require.Equal(t, byte(0), rawConnect(t, old, "dev-a", "dev-a", "pw-dev-a"))
+		c := connect(t, options(b.Addr(), "dev-a", "dev-a", "pw-dev-a"))
+		_ = old.Close() // the old connection ends after the new one logged in
+		time.Sleep(20 * time.Millisecond)
+		in := newInbox()
+		assert.Equal(t, byte(1), subscribe(t, c, "kluis/v1/dev/dev-a/cmd", in), "round %d", i)
+		c.Disconnect(50)
+	}
+}

@@ -58,6 +58,7 @@ type Credentials struct {
 	mem     map[string]remembered // by user name
 	memAt   time.Time             // when mem was loaded
 	loading bool
+	loaded  chan struct{}   // closed when the current load ends
 	dropped map[string]bool // forgotten while loading
 }
 
@@ -192,7 +193,7 @@ func (c *Credentials) Disable(ctx context.Context, username string) error {
 // A device's id is its user name; the backend's is empty.
 func (c *Credentials) Check(ctx context.Context, username, password string) (string, broker.Role, bool) {
 	want := c.mac(username, password)
-	if r, ok := c.fromMemory(username); ok && c.now().Sub(r.checkedAt) < c.ttl && hmac.Equal(r.mac, want) {
+	if r, ok := c.fromMemory(ctx, username); ok && c.now().Sub(r.checkedAt) < c.ttl && hmac.Equal(r.mac, want) {
 		c.checks.WithLabelValues("remembered").Inc()
 		return c.identity(username, r.role)
 	}
@@ -249,19 +250,32 @@ func (c *Credentials) Check(ctx context.Context, username, password string) (str
 
 // fromMemory returns username's remembered check from memory while the
 // memory is fresh (younger than 2×refresh), starting a reload once it is
-// older than refresh.
-func (c *Credentials) fromMemory(username string) (remembered, bool) {
+// older than refresh. While memory is too old and a load runs, it waits
+// for the load (within ctx) rather than let every CONNECT of a storm
+// query the database and starve the load of connections.
+func (c *Credentials) fromMemory(ctx context.Context, username string) (remembered, bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	age := c.now().Sub(c.memAt)
 	if age >= c.refresh && !c.loading {
-		c.loading, c.dropped = true, map[string]bool{}
+		c.loading, c.dropped, c.loaded = true, map[string]bool{}, make(chan struct{})
 		go c.load()
 	}
 	if age >= 2*c.refresh {
-		return remembered{}, false
+		loaded := c.loaded
+		c.mu.Unlock()
+		select {
+		case <-loaded:
+		case <-ctx.Done():
+			return remembered{}, false
+		}
+		c.mu.Lock()
+		if c.now().Sub(c.memAt) >= 2*c.refresh {
+			c.mu.Unlock()
+			return remembered{}, false // the load failed
+		}
 	}
 	r, ok := c.mem[username]
+	c.mu.Unlock()
 	return r, ok
 }
 
@@ -293,6 +307,7 @@ func (c *Credentials) load() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.loading = false
+	defer close(c.loaded)
 	if err != nil {
 		c.log.Warn("loading remembered credential checks failed", "err", err)
 		return

@@ -83,8 +83,9 @@ type Options struct {
 	// BackendArgs are extra serve flags of every backend.
 	BackendArgs []string
 	// BackendMQTTUser names backend i's user at Mosquitto; default
-	// "kluis-backend" for every i (deploy/mosquitto/acl). Users named here
-	// are added to the password file.
+	// "kluis-backend", then "kluis-backend-2", ... (deploy/mosquitto/acl;
+	// a user the ACL does not name gets the backend's rights). Users named
+	// here are added to the password file.
 	BackendMQTTUser func(i int) string
 	// Fieldbus is the MQTT URL of the Tasmota modules; default MQTT_URL
 	// or tcp://127.0.0.1:1883.
@@ -179,7 +180,14 @@ func Start(ctx context.Context, t testing.TB, o Options) (*World, error) {
 		o.Backends = 1
 	}
 	if o.BackendMQTTUser == nil {
-		o.BackendMQTTUser = func(int) string { return "kluis-backend" }
+		// deploy/mosquitto/acl: kluis-backend, and a user of its own for
+		// every further replica (Mosquitto takes the user name as client id).
+		o.BackendMQTTUser = func(i int) string {
+			if i == 0 {
+				return "kluis-backend"
+			}
+			return fmt.Sprintf("kluis-backend-%d", i+1)
+		}
 	}
 	if o.Fieldbus == "" {
 		o.Fieldbus = os.Getenv("MQTT_URL")
@@ -217,16 +225,26 @@ func Start(ctx context.Context, t testing.TB, o Options) (*World, error) {
 	if err != nil {
 		return nil, err
 	}
+	aclText := string(acl)
 	for i := 0; i < o.Backends; i++ {
 		u := o.BackendMQTTUser(i)
 		if w.mqttPass[u] == "" {
 			w.mqttPass[u] = "backend-" + randomHex(12)
 		}
+		if !strings.Contains(aclText, "\nuser "+u+"\n") {
+			// The shipped ACL has the block commented out.
+			block := "user " + u + "\ntopic readwrite #\n"
+			if c := "#user " + u + "\n#topic readwrite #\n"; strings.Contains(aclText, c) {
+				aclText = strings.Replace(aclText, c, block, 1)
+			} else {
+				aclText = block + "\n" + aclText
+			}
+		}
 	}
 	for _, d := range o.Devices {
 		w.mqttPass[d.ID] = "device-" + randomHex(12)
 	}
-	w.Mosq = mosquittotest.Start(t, mosquittotest.Options{Config: string(conf), ACL: string(acl), Users: w.mqttPass})
+	w.Mosq = mosquittotest.Start(t, mosquittotest.Options{Config: string(conf), ACL: aclText, Users: w.mqttPass})
 
 	w.adminPass = "Admin-" + randomHex(10)
 	keyDir := filepath.Join(w.Dir, "keys")

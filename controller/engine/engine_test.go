@@ -567,6 +567,47 @@ func TestOpenNotDetected(t *testing.T) {
 	}
 }
 
+// A board that stops answering right after the pulse (line noise) delivers
+// the door's events late: the pickup still ends collected, not as a forced
+// door. Found by the gauntlet (bench/chaos seed 7, line_noise).
+func TestOpenSeenLateAfterBoardSilence(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: dedupe})
+		defer r.stop()
+		a := hardware.Address{Board: 0, Channel: 2}
+		r.setItem(a, true, false)
+		r.be.set(func() { r.be.verify["K1.good"] = okAt("doc-1", 2) })
+		for i := 0; i < 8; i++ {
+			r.f.FailNext(hardwaretest.OpStates, hardware.ErrTimeout)
+		}
+		_, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
+		require.NoError(t, err)
+		r.waitFor("not detected twice", func() bool {
+			n := 0
+			for _, k := range r.kinds() {
+				if k == "open_not_detected" {
+					n++
+				}
+			}
+			return n == 2
+		})
+		// The board answers again: its queue held the door's events.
+		time.Sleep(time.Second)
+		r.setItem(a, true, true)
+		r.f.Inject(hardware.Event{Kind: hardware.DoorOpened, Addr: a})
+		r.setItem(a, false, true)
+		r.f.Inject(hardware.Event{Kind: hardware.ItemRemoved, Addr: a})
+		r.setItem(a, false, false)
+		r.f.Inject(hardware.Event{Kind: hardware.DoorClosed, Addr: a})
+		r.waitState(StateDone)
+		r.waitFor("completed", func() bool { return r.hasEvent("pickup_completed") })
+		for _, k := range r.kinds() {
+			require.NotEqual(t, "alarm", k, "no forced-door or sensor alarm for the late events")
+		}
+		require.Equal(t, 1, r.f.PulseCount(a))
+	})
+}
+
 func TestAutomatonPickup(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, rigOpts{kind: config.KindAutomaton, caps: sensors})

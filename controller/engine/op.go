@@ -170,10 +170,29 @@ func (e *Engine) runOp(ctx context.Context, o *op, resend bool) {
 		}
 		break
 	}
-	// The door was not seen opening. If the item sensor says the job got
-	// done anyway (the door opened while kluisd was down, or its events
-	// were lost), report the outcome; otherwise the document is still
-	// there and the code was not consumed.
+	// The door was not seen opening. A board that does not answer now (line
+	// noise, a reboot) may still hold the door's events in its queue: wait
+	// for it a while before deciding, taking a late door event as the
+	// operation's. Found by the gauntlet (bench/chaos, line_noise).
+	if _, _, known := e.itemState(ctx, o); !known {
+		deadline := time.Now().Add(max(e.cfg.Timeouts.BoardUnreachable, 10*time.Second))
+		for time.Now().Before(deadline) {
+			opened, live := waitOpened(ctx, o, 500*time.Millisecond)
+			if !live {
+				return
+			}
+			if opened {
+				e.afterOpen(ctx, o)
+				return
+			}
+			if _, _, known := e.itemState(ctx, o); known {
+				break
+			}
+		}
+	}
+	// If the item sensor says the job got done anyway (the door opened
+	// while kluisd was down, or its events were lost), report the outcome;
+	// otherwise the document is still there and the code was not consumed.
 	if e.goalReached(ctx, o) {
 		if !o.resumed {
 			e.alarm(wire.AlarmSensorDisagreement, addrPtr(o.comp.lock), nil,

@@ -24,12 +24,13 @@ import (
 
 	"kluis/bench"
 	"kluis/bench/fleet"
+	benchjournal "kluis/bench/journal"
 	"kluis/bench/verify"
 )
 
 // defaults are the subcommands `kluis-bench all` runs, in order.
 func defaults() []string {
-	return []string{"verify"}
+	return []string{"verify", "journal"}
 }
 
 var errUnknown = errors.New("unknown subcommand")
@@ -41,6 +42,8 @@ func run(ctx context.Context, name string, env bench.Env, args []string) (bench.
 		return verify.Run(ctx, env, args)
 	case "fleet":
 		return fleet.Run(ctx, env, args)
+	case "journal":
+		return benchjournal.Run(ctx, env, args)
 	}
 	return bench.Report{}, fmt.Errorf("%w %q", errUnknown, name)
 }

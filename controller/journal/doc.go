@@ -33,16 +33,23 @@
 // # Group commit
 //
 // Appends are durable when they return (fdatasync), but concurrent appends
-// share their fdatasyncs: a writer numbers its record and writes its line
-// under the journal's lock, then waits. When no fdatasync is running, one
-// waiting writer leads the next: it notes how far the file is written,
-// releases the lock, fdatasyncs (other writers keep writing meanwhile, for
-// the fdatasync after), and back under the lock applies every record the
-// fdatasync covered, in file order, and wakes their writers. A record is
-// applied (seen by Outbox, Unfinished, ...) only once durable. When an
-// fdatasync fails, the file is cut back to the last durable offset and every
-// writer still waiting gets the error: nothing that was not durable is acted
-// upon or comes back at the next start.
+// share their fdatasyncs. A writer encodes its record, then under the
+// journal's lock numbers it and writes its line after those already
+// written; it never holds the lock across an fdatasync. It then waits:
+// when an fdatasync under way began after its line was written, that one
+// covers it; otherwise it starts one itself, covering every line written
+// so far (its own and those of the writers who came meanwhile), unless two
+// are already running, in which case it waits for one to end and the next
+// one covers it. Two at a time keep the disk busy (one running, the next
+// gathering) without an fdatasync per append. Each fdatasync uses its own
+// descriptor of the file: Linux reports a writeback error once per open
+// file description, and two fdatasyncs sharing one could see one fail and
+// the other succeed for the same pages. When an fdatasync ends, every
+// record it made durable is applied (seen by Outbox, Unfinished, ...), in
+// file order, and its writer woken; a record is never applied before it
+// is durable. When an fdatasync fails, the file is cut back to the last
+// durable offset and every writer still waiting gets the error: nothing
+// that was not durable is acted upon or comes back at the next start.
 //
 // # Compaction
 //

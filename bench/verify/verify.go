@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -139,12 +140,48 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 			Value: bench.Median(kluis[n]), Floor: bench.Median(floor[n]), Goal: Goal,
 			Notes: fmt.Sprintf("median of %d rounds; per-round ratios %s; floor: pgbench -c %d, claim transaction", o.rounds, strings.Join(ratios, " "), n)})
 	}
+	for _, n := range o.devices {
+		if c := r.costNote(n); c != "" {
+			rep.Notes = append(rep.Notes, c)
+		}
+	}
 	note, err := r.checkAudit(ctx)
 	if err != nil {
 		return bench.Report{}, err
 	}
 	rep.Notes = append(rep.Notes, note)
 	return rep, nil
+}
+
+// cost is the CPU time spent on the claims of one kind of phase.
+type cost struct {
+	client, server time.Duration // the bench process (Kluis) or pgbench; the database's backends
+	ops            int64
+}
+
+func (r *rig) cost(n int, what string, client, server time.Duration, ops int64) {
+	k := fmt.Sprintf("%d/%s", n, what)
+	c := r.costs[k]
+	if c == nil {
+		c = &cost{}
+		r.costs[k] = c
+	}
+	c.client += client
+	c.server += server
+	c.ops += ops
+}
+
+// costNote says what one claim cost in CPU time on each side.
+func (r *rig) costNote(n int) string {
+	k, f := r.costs[fmt.Sprintf("%d/kluis", n)], r.costs[fmt.Sprintf("%d/floor", n)]
+	if k == nil || f == nil || k.ops == 0 || f.ops == 0 {
+		return ""
+	}
+	per := func(d time.Duration, ops int64) string {
+		return fmt.Sprintf("%.0f µs", float64(d.Microseconds())/float64(ops))
+	}
+	return fmt.Sprintf("%d devices, CPU per claim: Kluis %s in kluis-bench's process (backend, embedded broker and the simulated devices) + %s in PostgreSQL; floor %s in pgbench + %s in PostgreSQL",
+		n, per(k.client, k.ops), per(k.server, k.ops), per(f.client, f.ops), per(f.server, f.ops))
 }
 
 // rig is the running backend, its devices and the floor's script.
@@ -158,7 +195,10 @@ type rig struct {
 	devices []*device
 	script  string
 	claims  atomic.Int64 // verifications answered ok
-	floorN  int64        // floor codes created so far
+	dbName  string
+	best    float64 // the best Kluis rate so far
+	costs   map[string]*cost // by "<devices>/<kluis|floor>"
+	floorN  int64            // floor codes created so far
 	stopSrv func() error
 	tmp     string
 }
@@ -172,7 +212,10 @@ func start(ctx context.Context, env bench.Env, dbURL string, nDev int) (_ *rig, 
 	if err != nil {
 		return nil, err
 	}
-	r := &rig{env: env, dbURL: dbURL, keys: keys, tmp: tmp}
+	r := &rig{env: env, dbURL: dbURL, keys: keys, tmp: tmp, costs: map[string]*cost{}}
+	if u, err := url.Parse(dbURL); err == nil {
+		r.dbName = strings.TrimPrefix(u.Path, "/")
+	}
 	defer func() {
 		if err != nil {
 			r.stop()
@@ -416,11 +459,17 @@ func (r *rig) topUp(ctx context.Context, n, want int) error {
 // kluisPhase runs n devices for warmup+duration and returns the answered
 // verifications per second within the measured window.
 func (r *rig) kluisPhase(ctx context.Context, n int, o options) (float64, error) {
-	// Enough claims for 5,000 verifications/s per phase.
-	want := int((o.warmup+o.duration+2*time.Second).Seconds()*5000)/n + 10
+	// Enough claims for twice the best rate so far (at least 1,500/s): a
+	// device that runs out fails the run.
+	want := int((o.warmup+o.duration+2*time.Second).Seconds()*max(1500, 2*r.best))/n + 10
 	if err := r.topUp(ctx, n, want); err != nil {
 		return 0, err
 	}
+	cpu0, pg := bench.SelfCPU(), bench.StartBackendCPU(r.dbName)
+	before := r.claims.Load()
+	defer func() {
+		r.cost(n, "kluis", bench.SelfCPU()-cpu0, pg.Stop(), r.claims.Load()-before)
+	}()
 	start := time.Now()
 	from, until := start.Add(o.warmup), start.Add(o.warmup+o.duration)
 	var counted atomic.Int64
@@ -458,7 +507,9 @@ func (r *rig) kluisPhase(ctx context.Context, n int, o options) (float64, error)
 	for err := range errs {
 		return 0, err
 	}
-	return float64(counted.Load()) / o.duration.Seconds(), nil
+	rate := float64(counted.Load()) / o.duration.Seconds()
+	r.best = max(r.best, rate)
+	return rate, nil
 }
 
 // prepareFloor creates the floor's audit table (audit_log's shape and
@@ -524,30 +575,36 @@ func (r *rig) floorPhase(ctx context.Context, n int, o options) (float64, error)
 	if err := r.floorCodes(ctx, before+int64((o.warmup+o.duration+2*time.Second).Seconds()*20000)); err != nil {
 		return 0, err
 	}
-	run := func(d time.Duration) (float64, int64, error) {
+	run := func(d time.Duration) (float64, int64, time.Duration, error) {
 		secs := int(d.Round(time.Second) / time.Second)
 		if secs < 1 {
-			return 0, 0, nil
+			return 0, 0, 0, nil
 		}
 		cmd := exec.CommandContext(ctx, "pgbench", "-n", "-M", "prepared", "-c", strconv.Itoa(n),
 			"-j", strconv.Itoa(min(n, 4)), "-T", strconv.Itoa(secs), "-f", r.script, r.dbURL)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			return 0, 0, fmt.Errorf("pgbench: %w\n%s", err, out)
+			return 0, 0, 0, fmt.Errorf("pgbench: %w\n%s", err, out)
 		}
+		cpu := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 		m, t := tpsLine.FindSubmatch(out), txLine.FindSubmatch(out)
 		if m == nil || t == nil {
-			return 0, 0, fmt.Errorf("pgbench: no tps in\n%s", out)
+			return 0, 0, 0, fmt.Errorf("pgbench: no tps in\n%s", out)
 		}
 		tps, _ := strconv.ParseFloat(string(m[1]), 64)
 		tx, _ := strconv.ParseInt(string(t[1]), 10, 64)
-		return tps, tx, nil
+		return tps, tx, cpu, nil
 	}
-	_, wtx, err := run(o.warmup)
+	pg := bench.StartBackendCPU(r.dbName)
+	var client time.Duration
+	_, wtx, wcpu, err := run(o.warmup)
 	if err != nil {
+		pg.Stop()
 		return 0, err
 	}
-	tps, tx, err := run(o.duration)
+	tps, tx, cpu, err := run(o.duration)
+	client = wcpu + cpu
+	r.cost(n, "floor", client, pg.Stop(), wtx+tx)
 	if err != nil {
 		return 0, err
 	}

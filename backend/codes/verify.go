@@ -147,18 +147,26 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 		result Result
 	)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// Serialize the attempts of one device: counting and single use are exact.
-		salt := make([]byte, 16)
-		if _, err := io.ReadFull(s.rand, salt); err != nil {
-			return fmt.Errorf("device salt: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO code_devices (device_id, offline_salt, created_at)
-			SELECT $1, $3::bytea, $2 WHERE EXISTS (SELECT 1 FROM devices WHERE id = $1)
-			ON CONFLICT (device_id) DO NOTHING`, a.DeviceID, now, salt); err != nil {
-			return fmt.Errorf("device row: %w", err)
-		}
+		// Serialize the attempts of one device: counting and single use are
+		// exact. The device's row is made on its first attempt (one
+		// statement less on every later one).
 		var burst, cleared *time.Time
-		err := tx.QueryRow(ctx, `SELECT locked_until, burst_cleared_at FROM code_devices WHERE device_id = $1 FOR NO KEY UPDATE`, a.DeviceID).Scan(&burst, &cleared)
+		lock := func() error {
+			return tx.QueryRow(ctx, `SELECT locked_until, burst_cleared_at FROM code_devices WHERE device_id = $1 FOR NO KEY UPDATE`, a.DeviceID).Scan(&burst, &cleared)
+		}
+		err := lock()
+		if errors.Is(err, pgx.ErrNoRows) {
+			salt := make([]byte, 16)
+			if _, err := io.ReadFull(s.rand, salt); err != nil {
+				return fmt.Errorf("device salt: %w", err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO code_devices (device_id, offline_salt, created_at)
+				SELECT $1, $3::bytea, $2 WHERE EXISTS (SELECT 1 FROM devices WHERE id = $1)
+				ON CONFLICT (device_id) DO NOTHING`, a.DeviceID, now, salt); err != nil {
+				return fmt.Errorf("device row: %w", err)
+			}
+			err = lock()
+		}
 		known := true
 		if errors.Is(err, pgx.ErrNoRows) {
 			// Unknown device: nothing can match. Recorded and audited, not counted.

@@ -588,11 +588,16 @@ func (r *rig) floorPhase(ctx context.Context, n int, o options) (float64, error)
 		}
 		cpu := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 		m, t := tpsLine.FindSubmatch(out), txLine.FindSubmatch(out)
-		if m == nil || t == nil {
-			return 0, 0, 0, fmt.Errorf("pgbench: no tps in\n%s", out)
+		if t == nil {
+			return 0, 0, 0, fmt.Errorf("pgbench: no transaction count in\n%s", out)
+		}
+		tx, _ := strconv.ParseInt(string(t[1]), 10, 64)
+		if m == nil || tx == 0 {
+			// pgbench prints no rate without transactions (a short warmup
+			// on a busy machine can spend itself connecting).
+			return 0, 0, cpu, nil
 		}
 		tps, _ := strconv.ParseFloat(string(m[1]), 64)
-		tx, _ := strconv.ParseInt(string(t[1]), 10, 64)
 		return tps, tx, cpu, nil
 	}
 	pg := bench.StartBackendCPU(r.dbName)
@@ -604,6 +609,9 @@ func (r *rig) floorPhase(ctx context.Context, n int, o options) (float64, error)
 	}
 	tps, tx, cpu, err := run(o.duration)
 	client = wcpu + cpu
+	if err == nil && tx == 0 {
+		err = errors.New("pgbench: no transaction in the measured run")
+	}
 	r.cost(n, "floor", client, pg.Stop(), wtx+tx)
 	if err != nil {
 		return 0, err

@@ -196,7 +196,7 @@ type rig struct {
 	script  string
 	claims  atomic.Int64 // verifications answered ok
 	dbName  string
-	best    float64 // the best Kluis rate so far
+	best    float64          // the best Kluis rate so far
 	costs   map[string]*cost // by "<devices>/<kluis|floor>"
 	floorN  int64            // floor codes created so far
 	stopSrv func() error

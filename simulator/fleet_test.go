@@ -11,14 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-func brokerURL() string {
-	if u := os.Getenv("MQTT_URL"); u != "" {
-		return u
-	}
-	return "tcp://127.0.0.1:1883"
-}
+	"kluis/deploy/dev/testenv"
+)
 
 func call(t *testing.T, method, url string, body string) (int, []byte) {
 	t.Helper()
@@ -45,7 +40,7 @@ func TestExampleFleetAndControlAPI(t *testing.T) {
 	}
 	dir := t.TempDir()
 	cfg.HTTP = "127.0.0.1:0"
-	cfg.Broker = brokerURL()
+	cfg.Broker = testenv.BrokerURL()
 	for i := range cfg.Devices {
 		if cfg.Devices[i].Link != "" {
 			cfg.Devices[i].Link = filepath.Join(dir, cfg.Devices[i].ID)
@@ -87,7 +82,7 @@ func TestExampleFleetAndControlAPI(t *testing.T) {
 		t.Fatalf("pulse: %d %s", code, b)
 	}
 	dev := f.Device("kortrijk-hall-a")
-	waitFor(t, func() bool { c, _ := dev.Channel(0, 4); return c.DoorOpen })
+	testenv.Eventually(t, "the door of channel 4 opens", func() bool { c, _ := dev.Channel(0, 4); return c.DoorOpen })
 	code, b = call(t, "POST", base+"/kortrijk-hall-a/channels/4/take", "")
 	var res ActionResult
 	if code != 200 || json.Unmarshal(b, &res) != nil || res.Item != "driving licence 1234567890 (Peeters)" || res.Channel.Item != "" {
@@ -153,17 +148,6 @@ func TestExampleFleetAndControlAPI(t *testing.T) {
 	q1, _ := dev.Queue(0)
 	if len(q1.Events) != len(q0.Events)+1 || q1.Events[len(q1.Events)-1].Kind != WatchdogRelock {
 		t.Fatalf("queue after the watchdog: %+v (before %d events)", q1.Events, len(q0.Events))
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 10 s")
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"kluis/deploy/dev/testenv"
+
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
@@ -64,7 +66,7 @@ func TestTasmotaAutomatonModule(t *testing.T) {
 	_ = d.Load(0, 0, 2, "ID card in slot 3")
 	ctx := context.Background()
 	var log mqttLog
-	cl := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(brokerURL()).SetClientID(topic + "-test"))
+	cl := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(testenv.BrokerURL()).SetClientID(topic + "-test"))
 	if tk := cl.Connect(); !tk.WaitTimeout(10*time.Second) || tk.Error() != nil {
 		t.Fatalf("connect: %v", tk.Error())
 	}
@@ -72,7 +74,7 @@ func TestTasmotaAutomatonModule(t *testing.T) {
 	if tk := cl.Subscribe("stat/"+topic+"/#", 1, log.add); !tk.WaitTimeout(10*time.Second) || tk.Error() != nil {
 		t.Fatalf("subscribe: %v", tk.Error())
 	}
-	m, err := ServeTasmota(ctx, d, TasmotaOptions{Broker: brokerURL(), Topic: topic, ClearRetainedOnClose: true})
+	m, err := ServeTasmota(ctx, d, TasmotaOptions{Broker: testenv.BrokerURL(), Topic: topic, ClearRetainedOnClose: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"kluis/backend/broker"
 	"kluis/backend/broker/mqtttest"
 	"kluis/controller/pickupcode"
+	"kluis/deploy/dev/testenv"
 )
 
 var cheap = pickupcode.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}
@@ -100,7 +101,7 @@ func TestCredentialsWithEmbeddedBroker(t *testing.T) {
 	d := newDeviceAuth(t, url, "dev-1", "a-long-device-password")
 	ev := d.event(time.Now())
 	d.send(ev)
-	eventually(t, "ack through the embedded broker", func() bool { return d.ackCount(ev.ID) >= 1 })
+	testenv.Eventually(t, "ack through the embedded broker", func() bool { return d.ackCount(ev.ID) >= 1 })
 	assert.Equal(t, 1, rec.count(ev.ID))
 }
 

@@ -14,22 +14,23 @@ import (
 
 	"kluis/backend/broker/mosquittotest"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 )
 
 func TestDuplicateEventAppliedOnceAckedTwice(t *testing.T) {
 	pool := newPool(t)
 	dev := "t" + randHex(6)
 	rec := newRecorder()
-	startLink(t, linkSetup{url: mqttURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool, events: rec})
-	d := newDevice(t, mqttURL(), dev)
+	startLink(t, linkSetup{url: testenv.BrokerURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool, events: rec})
+	d := newDevice(t, testenv.BrokerURL(), dev)
 
 	ev := d.event(time.Now())
 	b, err := wire.Encode(ev)
 	require.NoError(t, err)
 	d.raw(wire.KindEvent, b)
-	eventually(t, "first ack", func() bool { return d.ackCount(ev.ID) >= 1 })
+	testenv.Eventually(t, "first ack", func() bool { return d.ackCount(ev.ID) >= 1 })
 	d.raw(wire.KindEvent, b)
-	eventually(t, "second ack", func() bool { return d.ackCount(ev.ID) >= 2 })
+	testenv.Eventually(t, "second ack", func() bool { return d.ackCount(ev.ID) >= 2 })
 
 	assert.Equal(t, 1, countRows(t, pool, `SELECT count(*) FROM device_events WHERE event_id = $1 AND device_id = $2 AND outcome = 'applied'`, ev.ID, dev))
 	assert.Equal(t, 1, rec.count(ev.ID))
@@ -40,8 +41,8 @@ func TestMalformedCountedAndIgnored(t *testing.T) {
 	dev := "t" + randHex(6)
 	rec := newRecorder()
 	reg := prometheus.NewRegistry()
-	startLink(t, linkSetup{url: mqttURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool, events: rec, reg: reg})
-	d := newDevice(t, mqttURL(), dev)
+	startLink(t, linkSetup{url: testenv.BrokerURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool, events: rec, reg: reg})
+	d := newDevice(t, testenv.BrokerURL(), dev)
 
 	now := time.Now().UTC().Format(time.RFC3339)
 	for _, p := range []string{
@@ -56,8 +57,8 @@ func TestMalformedCountedAndIgnored(t *testing.T) {
 	// Positive control: a valid event after the bad ones is applied and acked.
 	ev := d.event(time.Now())
 	d.send(ev)
-	eventually(t, "ack of the valid event", func() bool { return d.ackCount(ev.ID) >= 1 })
-	eventually(t, "malformed counted", func() bool {
+	testenv.Eventually(t, "ack of the valid event", func() bool { return d.ackCount(ev.ID) >= 1 })
+	testenv.Eventually(t, "malformed counted", func() bool {
 		return metricValue(t, reg, "kluis_devicelink_messages_total", map[string]string{"kind": "event", "outcome": "malformed"}) == 4 &&
 			metricValue(t, reg, "kluis_devicelink_messages_total", map[string]string{"kind": "verify/req", "outcome": "malformed"}) == 1
 	})
@@ -73,8 +74,8 @@ func TestHandlerErrors(t *testing.T) {
 	pool := newPool(t)
 	dev := "t" + randHex(6)
 	rec := newRecorder()
-	startLink(t, linkSetup{url: mqttURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool, events: rec})
-	d := newDevice(t, mqttURL(), dev)
+	startLink(t, linkSetup{url: testenv.BrokerURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool, events: rec})
+	d := newDevice(t, testenv.BrokerURL(), dev)
 
 	transient := d.event(time.Now())
 	rejected := d.event(time.Now())
@@ -87,7 +88,7 @@ func TestHandlerErrors(t *testing.T) {
 	// applied the second time.
 	d.send(transient)
 	d.send(rejected)
-	eventually(t, "both acked", func() bool { return d.ackCount(transient.ID) >= 1 && d.ackCount(rejected.ID) >= 1 })
+	testenv.Eventually(t, "both acked", func() bool { return d.ackCount(transient.ID) >= 1 && d.ackCount(rejected.ID) >= 1 })
 	assert.Equal(t, 1, rec.count(transient.ID))
 	assert.Equal(t, 0, rec.count(rejected.ID))
 	assert.Equal(t, 1, countRows(t, pool, `SELECT count(*) FROM device_events WHERE event_id = $1 AND outcome = 'applied'`, transient.ID))
@@ -99,9 +100,9 @@ func TestTwoInstancesShareTheLoad(t *testing.T) {
 	dev := "t" + randHex(6)
 	group := "kluis-test-" + randHex(4)
 	rec1, rec2 := newRecorder(), newRecorder()
-	startLink(t, linkSetup{url: mqttURL(), group: group, device: dev, pool: pool, events: rec1})
-	startLink(t, linkSetup{url: mqttURL(), group: group, device: dev, pool: pool, events: rec2})
-	d := newDevice(t, mqttURL(), dev)
+	startLink(t, linkSetup{url: testenv.BrokerURL(), group: group, device: dev, pool: pool, events: rec1})
+	startLink(t, linkSetup{url: testenv.BrokerURL(), group: group, device: dev, pool: pool, events: rec2})
+	d := newDevice(t, testenv.BrokerURL(), dev)
 
 	const n = 40
 	ids := make([]string, n)
@@ -110,7 +111,7 @@ func TestTwoInstancesShareTheLoad(t *testing.T) {
 		ids[i] = ev.ID
 		d.send(ev)
 	}
-	eventually(t, "every event acked", func() bool { return d.unacked() == 0 })
+	testenv.Eventually(t, "every event acked", func() bool { return d.unacked() == 0 })
 	assert.Equal(t, n, countRows(t, pool, `SELECT count(*) FROM device_events WHERE device_id = $1`, dev))
 	for _, id := range ids {
 		assert.Equal(t, 1, rec1.count(id)+rec2.count(id), "event %s applied once", id)
@@ -143,7 +144,7 @@ func TestBrokerRestartLosesNoEvent(t *testing.T) {
 		d.send(ev) // kept in the outbox while the broker is down
 	}
 	broker.Start()
-	eventually(t, "every event acked after the restart", func() bool { return d.unacked() == 0 })
+	testenv.Eventually(t, "every event acked after the restart", func() bool { return d.unacked() == 0 })
 	assert.Equal(t, n, countRows(t, pool, `SELECT count(*) FROM device_events WHERE device_id = $1`, dev))
 	for _, id := range sent {
 		assert.Equal(t, 1, rec.count(id), "event %s applied once", id)
@@ -153,13 +154,13 @@ func TestBrokerRestartLosesNoEvent(t *testing.T) {
 func TestCommandsAndResults(t *testing.T) {
 	pool := newPool(t)
 	dev := "t" + randHex(6)
-	l := startLink(t, linkSetup{url: mqttURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool})
-	d := newDevice(t, mqttURL(), dev)
+	l := startLink(t, linkSetup{url: testenv.BrokerURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool})
+	d := newDevice(t, testenv.BrokerURL(), dev)
 	ctx := context.Background()
 
 	id, err := l.SendCommand(ctx, dev, wire.Command{Kind: wire.CmdOpen, Addr: &wire.Address{Board: 0, Channel: 4}, Reason: "ticket 12", By: "tech1"})
 	require.NoError(t, err)
-	eventually(t, "command delivered", func() bool { return len(d.received(wire.KindCommand)) >= 1 })
+	testenv.Eventually(t, "command delivered", func() bool { return len(d.received(wire.KindCommand)) >= 1 })
 	m, err := wire.DecodeKind(wire.KindCommand, d.received(wire.KindCommand)[0])
 	require.NoError(t, err)
 	cmd := m.(*wire.Command)
@@ -172,14 +173,14 @@ func TestCommandsAndResults(t *testing.T) {
 	res, err := wire.Encode(&wire.CommandResult{ID: id, Status: wire.StatusDone, At: time.Now()})
 	require.NoError(t, err)
 	d.raw(wire.KindCmdResult, res)
-	eventually(t, "result recorded", func() bool { s, _ := l.CommandStatus(ctx, id); return s.Status == "done" })
+	testenv.Eventually(t, "result recorded", func() bool { s, _ := l.CommandStatus(ctx, id); return s.Status == "done" })
 	// A later duplicate result does not overwrite the first.
 	dup, err := wire.Encode(&wire.CommandResult{ID: id, Status: wire.StatusDuplicate, At: time.Now()})
 	require.NoError(t, err)
 	d.raw(wire.KindCmdResult, dup)
 	// Positive control after it: a presence message is processed.
 	d.raw(wire.KindPresence, []byte(`{"v":1,"state":"online"}`))
-	eventually(t, "presence recorded", func() bool { p, err := l.Presence(ctx, dev); return err == nil && p.Online })
+	testenv.Eventually(t, "presence recorded", func() bool { p, err := l.Presence(ctx, dev); return err == nil && p.Online })
 	st, err = l.CommandStatus(ctx, id)
 	require.NoError(t, err)
 	assert.Equal(t, "done", st.Status)
@@ -199,8 +200,8 @@ func TestVerifyAnsweredOncePerRequest(t *testing.T) {
 		}
 		return wire.VerifyResponse{Result: wire.VerifyWrongCode}
 	})
-	startLink(t, linkSetup{url: mqttURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool, verifier: v})
-	d := newDevice(t, mqttURL(), dev)
+	startLink(t, linkSetup{url: testenv.BrokerURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool, verifier: v})
+	d := newDevice(t, testenv.BrokerURL(), dev)
 
 	req, err := wire.Encode(&wire.VerifyRequest{ID: "req-1", At: time.Now(), Method: wire.MethodPIN, PIN: "123456"})
 	require.NoError(t, err)
@@ -209,7 +210,7 @@ func TestVerifyAnsweredOncePerRequest(t *testing.T) {
 	wrong, err := wire.Encode(&wire.VerifyRequest{ID: "req-2", At: time.Now(), Method: wire.MethodPIN, PIN: "999999"})
 	require.NoError(t, err)
 	d.raw(wire.KindVerifyReq, wrong)
-	eventually(t, "three answers", func() bool { return len(d.received(wire.KindVerifyRes)) >= 3 })
+	testenv.Eventually(t, "three answers", func() bool { return len(d.received(wire.KindVerifyRes)) >= 3 })
 
 	got := map[string][]wire.VerifyResponse{}
 	for _, b := range d.received(wire.KindVerifyRes) {
@@ -230,12 +231,12 @@ func TestVerifyAnsweredOncePerRequest(t *testing.T) {
 func TestStaffWithoutHandlerUnavailable(t *testing.T) {
 	pool := newPool(t)
 	dev := "t" + randHex(6)
-	startLink(t, linkSetup{url: mqttURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool})
-	d := newDevice(t, mqttURL(), dev)
+	startLink(t, linkSetup{url: testenv.BrokerURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool})
+	d := newDevice(t, testenv.BrokerURL(), dev)
 	req, err := wire.Encode(&wire.StaffRequest{ID: "s-1", Op: wire.StaffLogin, At: time.Now(), Badge: "B-1"})
 	require.NoError(t, err)
 	d.raw(wire.KindStaffReq, req)
-	eventually(t, "answer", func() bool { return len(d.received(wire.KindStaffRes)) == 1 })
+	testenv.Eventually(t, "answer", func() bool { return len(d.received(wire.KindStaffRes)) == 1 })
 	m, err := wire.DecodeKind(wire.KindStaffRes, d.received(wire.KindStaffRes)[0])
 	require.NoError(t, err)
 	assert.Equal(t, &wire.StaffResponse{V: 1, ID: "s-1", Op: wire.StaffLogin, Result: wire.StaffUnavailable}, m)
@@ -245,15 +246,15 @@ func TestPresenceAndHeartbeat(t *testing.T) {
 	pool := newPool(t)
 	dev := "t" + randHex(6)
 	reg := prometheus.NewRegistry()
-	l := startLink(t, linkSetup{url: mqttURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool, reg: reg})
-	d := newDevice(t, mqttURL(), dev)
+	l := startLink(t, linkSetup{url: testenv.BrokerURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool, reg: reg})
+	d := newDevice(t, testenv.BrokerURL(), dev)
 	ctx := context.Background()
 	online := func() float64 { return metricValue(t, reg, "kluis_devicelink_devices_online", nil) }
 
 	d.raw(wire.KindPresence, []byte(`{"v":1,"state":"online","software":"kluisd 1.2"}`))
-	eventually(t, "online", func() bool { return online() == 1 })
+	testenv.Eventually(t, "online", func() bool { return online() == 1 })
 	d.raw(wire.KindPresence, []byte(`{"v":1,"state":"offline"}`))
-	eventually(t, "offline", func() bool { return online() == 0 })
+	testenv.Eventually(t, "offline", func() bool { return online() == 0 })
 	p, err := l.Presence(ctx, dev)
 	require.NoError(t, err)
 	assert.False(t, p.Online)
@@ -262,7 +263,7 @@ func TestPresenceAndHeartbeat(t *testing.T) {
 	hb, err := wire.Encode(&wire.Heartbeat{At: time.Now(), UptimeS: 5, Backlog: 2, OfflineCache: 10})
 	require.NoError(t, err)
 	d.raw(wire.KindHeartbeat, hb)
-	eventually(t, "heartbeat marks online", func() bool { return online() == 1 })
+	testenv.Eventually(t, "heartbeat marks online", func() bool { return online() == 1 })
 	p, err = l.Presence(ctx, dev)
 	require.NoError(t, err)
 	assert.True(t, p.Online)

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 )
 
 // series returns the samples of family by their device label.
@@ -40,24 +41,24 @@ func TestPresenceMetricsPerDevice(t *testing.T) {
 	pool := newPool(t)
 	dev := "t" + randHex(6)
 	reg := prometheus.NewRegistry()
-	startLink(t, linkSetup{url: mqttURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool, reg: reg})
-	d := newDevice(t, mqttURL(), dev)
+	startLink(t, linkSetup{url: testenv.BrokerURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool, reg: reg})
+	d := newDevice(t, testenv.BrokerURL(), dev)
 	online := func() (float64, bool) { v, ok := series(t, reg, "kluis_device_online")[dev]; return v, ok }
 
 	_, ok := online()
 	require.False(t, ok, "a device never seen has no series")
 	d.raw(wire.KindPresence, []byte(`{"v":1,"state":"online","software":"kluisd 1.2"}`))
-	eventually(t, "online", func() bool { v, ok := online(); return ok && v == 1 })
+	testenv.Eventually(t, "online", func() bool { v, ok := online(); return ok && v == 1 })
 	assert.NotContains(t, series(t, reg, "kluis_device_last_heartbeat_timestamp_seconds"), dev, "no heartbeat yet")
 
 	d.raw(wire.KindPresence, []byte(`{"v":1,"state":"offline"}`))
-	eventually(t, "offline", func() bool { v, ok := online(); return ok && v == 0 })
+	testenv.Eventually(t, "offline", func() bool { v, ok := online(); return ok && v == 0 })
 
 	before := time.Now()
 	hb, err := wire.Encode(&wire.Heartbeat{At: time.Now(), UptimeS: 5})
 	require.NoError(t, err)
 	d.raw(wire.KindHeartbeat, hb)
-	eventually(t, "heartbeat", func() bool {
+	testenv.Eventually(t, "heartbeat", func() bool {
 		_, ok := series(t, reg, "kluis_device_last_heartbeat_timestamp_seconds")[dev]
 		return ok
 	})

@@ -19,6 +19,7 @@ import (
 	"kluis/backend/store"
 	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 )
 
 // sent records the commands a CodeSync sends (the devicelink side is
@@ -110,7 +111,7 @@ func TestCodeSyncSendsChangedBundles(t *testing.T) {
 		_, err = iss.Issue(e.ctx, tx, d2, comp)
 		return err
 	}))
-	waitUntil(t, "k2's sync", func() bool { return len(out.to("k2")) > 0 })
+	testenv.Eventually(t, "k2's sync", func() bool { return len(out.to("k2")) > 0 })
 	require.Equal(t, d2.ID, out.to("k2")[0].Codes.Entries[0].DocumentID)
 	cancel()
 	require.ErrorIs(t, <-done, context.Canceled)
@@ -132,16 +133,4 @@ func syncCount(t *testing.T, reg *prometheus.Registry, result string) float64 {
 	}
 	t.Fatalf("no kluis_code_syncs_total{result=%q}", result)
 	return 0
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -25,14 +24,8 @@ import (
 	"kluis/backend/deviceops"
 	"kluis/backend/store"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 )
-
-func brokerURL() string {
-	if u := os.Getenv("MQTT_URL"); u != "" {
-		return u
-	}
-	return "tcp://127.0.0.1:1883"
-}
 
 // lockDevice makes five wrong PIN attempts at device, which locks its PIN
 // entry at the backend.
@@ -109,7 +102,7 @@ func TestClearLockoutBackendAndDevice(t *testing.T) {
 	require.NoError(t, err)
 	e.loaded(store.DrivingLicence, "591-7777777-77", dev) // gives the device its code row
 
-	link, err := devicelink.New(devicelink.Options{URL: brokerURL(), ClientID: "kluis-backend-lo-" + dev, DeviceFilter: dev,
+	link, err := devicelink.New(devicelink.Options{URL: testenv.BrokerURL(), ClientID: "kluis-backend-lo-" + dev, DeviceFilter: dev,
 		Pool: e.st.Pool(), Registry: prometheus.NewRegistry(), Logger: quietLog()})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -136,7 +129,7 @@ func TestClearLockoutBackendAndDevice(t *testing.T) {
 	assert.Equal(t, wire.VerifyWrongCode, e.pin(dev, "000000001", "1990-02-28").Result, "PIN entry open again")
 
 	// Online, answering done.
-	fake, client := connectCommandDevice(t, brokerURL(), dev)
+	fake, client := connectCommandDevice(t, testenv.BrokerURL(), dev)
 	presence, _ := wire.TopicFor(dev, wire.KindPresence)
 	pb, err := wire.Encode(&wire.Presence{State: wire.Online, At: ptr(time.Now().UTC())})
 	require.NoError(t, err)

@@ -18,6 +18,7 @@ import (
 	"kluis/backend/server"
 	"kluis/backend/server/servertest"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 )
 
 // backend is a running kluis-backend for a test, started in-process.
@@ -61,19 +62,6 @@ func (s *backend) metrics() string {
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
 	return string(b)
-}
-
-// eventually polls cond for up to 20 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
 }
 
 // fakeDevice is a paho client speaking the device side of the contract.
@@ -143,7 +131,7 @@ func (d *fakeDevice) received(kind wire.Kind) [][]byte {
 func TestDeviceLinkEndToEnd(t *testing.T) {
 	s := startBackend(t, server.Options{})
 	require.NotEmpty(t, s.Broker, "the embedded broker runs without MQTT_URL")
-	eventually(t, "the backend's link to connect", func() bool {
+	testenv.Eventually(t, "the backend's link to connect", func() bool {
 		return strings.Contains(s.metrics(), "kluis_devicelink_broker_connected 1")
 	})
 
@@ -164,7 +152,7 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	pw := s.call("POST", "/api/v1/devices/k1/mqtt-password", nil, 201)["password"].(string)
 	dev := connectDevice(t, s.Broker, "k1", pw)
 	dev.publish(wire.KindPresence, &wire.Presence{State: wire.Online, Software: "kluisd-test"})
-	eventually(t, "the device to show online", func() bool {
+	testenv.Eventually(t, "the device to show online", func() bool {
 		p, _ := s.call("GET", "/api/v1/devices/k1", nil, 200)["presence"].(map[string]any)
 		return p != nil && p["online"] == true
 	})
@@ -175,7 +163,7 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	go func() {
 		opened <- result{s.call("POST", "/api/v1/devices/k1/compartments/1/open", map[string]string{"reason": "door check"}, 200)}
 	}()
-	eventually(t, "the open command", func() bool { return len(dev.commands(wire.CmdOpen)) > 0 })
+	testenv.Eventually(t, "the open command", func() bool { return len(dev.commands(wire.CmdOpen)) > 0 })
 	cmd := dev.commands(wire.CmdOpen)[0]
 	require.NotNil(t, cmd.Addr)
 	assert.Equal(t, wire.Address{Board: 0, Channel: 3}, *cmd.Addr)
@@ -202,7 +190,7 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	// cache gets them (hashes only) in a full code_sync.
 	s.call("POST", "/api/v1/documents/"+id+"/reissue", nil, 200)
 	var sync *wire.CodeSync
-	eventually(t, "a code sync with the document", func() bool {
+	testenv.Eventually(t, "a code sync with the document", func() bool {
 		for _, c := range dev.commands(wire.CmdCodeSync) {
 			if c.Codes != nil && len(c.Codes.Entries) == 1 && c.Codes.Entries[0].DocumentID == id {
 				sync = c.Codes
@@ -223,7 +211,7 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 
 	// A wrong code is refused.
 	dev.publish(wire.KindVerifyReq, &wire.VerifyRequest{ID: "v1", At: time.Now().UTC(), Method: wire.MethodPIN, PIN: "000000000", BirthDate: "1980-01-02"})
-	eventually(t, "the verify answer", func() bool { return len(dev.received(wire.KindVerifyRes)) > 0 })
+	testenv.Eventually(t, "the verify answer", func() bool { return len(dev.received(wire.KindVerifyRes)) > 0 })
 	var vr wire.VerifyResponse
 	require.NoError(t, json.Unmarshal(dev.received(wire.KindVerifyRes)[0], &vr))
 	assert.Equal(t, "v1", vr.ID)
@@ -233,23 +221,23 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	// refused for good (acknowledged, nothing moves).
 	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvPickupCompleted, At: time.Now().UTC(),
 		Addr: &wire.Address{Board: 0, Channel: 3}, DocumentID: "00000000-0000-4000-8000-000000000000", Method: wire.MethodQR})
-	eventually(t, "the refused event's ack", func() bool { return len(dev.received(wire.KindAck)) > 0 })
+	testenv.Eventually(t, "the refused event's ack", func() bool { return len(dev.received(wire.KindAck)) > 0 })
 	assert.Equal(t, "notified", s.call("GET", "/api/v1/documents/"+id, nil, 200)["state"])
 
 	// The pickup event collects the document; a resend is acknowledged and applied once.
 	ev := &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvPickupCompleted, At: time.Now().UTC(),
 		Addr: &wire.Address{Board: 0, Channel: 3}, DocumentID: id, Method: wire.MethodQR}
 	dev.publish(wire.KindEvent, ev)
-	eventually(t, "the event ack", func() bool { return len(dev.received(wire.KindAck)) > 1 })
+	testenv.Eventually(t, "the event ack", func() bool { return len(dev.received(wire.KindAck)) > 1 })
 	got = s.call("GET", "/api/v1/documents/"+id, nil, 200)
 	assert.Equal(t, "collected", got["state"])
 	dev.publish(wire.KindEvent, ev)
-	eventually(t, "the second ack", func() bool { return len(dev.received(wire.KindAck)) > 2 })
+	testenv.Eventually(t, "the second ack", func() bool { return len(dev.received(wire.KindAck)) > 2 })
 	got = s.call("GET", "/api/v1/documents/"+id, nil, 200)
 	assert.Equal(t, "collected", got["state"])
 	assert.Len(t, got["history"], 6) // register, reserve, load, notify, reissue, collect
 	// The collected document's code leaves the device's offline cache.
-	eventually(t, "an empty code sync after the pickup", func() bool {
+	testenv.Eventually(t, "an empty code sync after the pickup", func() bool {
 		cs := dev.commands(wire.CmdCodeSync)
 		last := cs[len(cs)-1]
 		return last.Codes != nil && len(last.Codes.Entries) == 0 && last.Codes.Version > sync.Version
@@ -258,7 +246,7 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	// A door event lands in the audit trail.
 	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvDoorOpened, At: time.Now().UTC(),
 		Addr: &wire.Address{Board: 0, Channel: 3}})
-	eventually(t, "the door event ack", func() bool { return len(dev.received(wire.KindAck)) > 3 })
+	testenv.Eventually(t, "the door event ack", func() bool { return len(dev.received(wire.KindAck)) > 3 })
 	audit := s.call("GET", "/api/v1/audit?subject=device:k1", nil, 200)
 	var actions []string
 	for _, it := range audit["items"].([]any) {
@@ -270,7 +258,7 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	// A command the device refused is audited as denied.
 	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvCommandRefused, At: time.Now().UTC(),
 		CommandID: "cmd-forged-1", Detail: "open: no sig: wire: command not signed"})
-	eventually(t, "the refusal's ack", func() bool { return len(dev.received(wire.KindAck)) > 4 })
+	testenv.Eventually(t, "the refusal's ack", func() bool { return len(dev.received(wire.KindAck)) > 4 })
 	refusals := 0
 	for _, it := range s.call("GET", "/api/v1/audit?subject=device:k1&limit=200", nil, 200)["items"].([]any) {
 		m := it.(map[string]any)
@@ -293,7 +281,7 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 		"language": "fr", "mobile": "+32470123456", "site_id": "kortrijk"}, 201)
 	staffRes := func(n int) wire.StaffResponse {
 		t.Helper()
-		eventually(t, "a staff answer", func() bool { return len(dev.received(wire.KindStaffRes)) >= n })
+		testenv.Eventually(t, "a staff answer", func() bool { return len(dev.received(wire.KindStaffRes)) >= n })
 		var r wire.StaffResponse
 		require.NoError(t, json.Unmarshal(dev.received(wire.KindStaffRes)[n-1], &r))
 		return r
@@ -325,7 +313,7 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 
 	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvAlarm, At: time.Now().UTC(),
 		Alarm: wire.AlarmDoorLeftOpen, Addr: &wire.Address{Board: 0, Channel: 3}})
-	eventually(t, "the alarm's ack", func() bool { return len(dev.received(wire.KindAck)) > 5 })
+	testenv.Eventually(t, "the alarm's ack", func() bool { return len(dev.received(wire.KindAck)) > 5 })
 
 	m := s.metrics()
 	assert.Contains(t, m, `kluis_device_alarms_total{alarm="door_left_open"} 1`)

@@ -13,6 +13,7 @@ import (
 
 	"kluis/backend/server"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 )
 
 // slipPIN reads the clear PIN from a document's pickup slip.
@@ -36,7 +37,7 @@ func (d *fakeDevice) verify(id, pin, dob string) wire.VerifyResponse {
 	d.t.Helper()
 	d.publish(wire.KindVerifyReq, &wire.VerifyRequest{ID: id, At: time.Now().UTC(), Method: wire.MethodPIN, PIN: pin, BirthDate: dob})
 	var got wire.VerifyResponse
-	eventually(d.t, "the verify answer "+id, func() bool {
+	testenv.Eventually(d.t, "the verify answer "+id, func() bool {
 		for _, b := range d.received(wire.KindVerifyRes) {
 			var r wire.VerifyResponse
 			if json.Unmarshal(b, &r) == nil && r.ID == id {
@@ -54,7 +55,7 @@ func (d *fakeDevice) verify(id, pin, dob string) wire.VerifyResponse {
 // that follows collects the document.
 func TestPickupNotCollectedGivesTheCodeBackOverMQTT(t *testing.T) {
 	s := startBackend(t, server.Options{})
-	eventually(t, "the backend's link to connect", func() bool {
+	testenv.Eventually(t, "the backend's link to connect", func() bool {
 		return strings.Contains(s.metrics(), "kluis_devicelink_broker_connected 1")
 	})
 	s.call("POST", "/api/v1/sites", map[string]any{"id": "kortrijk", "name": "Stadhuis"}, 201)
@@ -79,13 +80,13 @@ func TestPickupNotCollectedGivesTheCodeBackOverMQTT(t *testing.T) {
 	acks := func() int { return len(dev.received(wire.KindAck)) }
 	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvPickupNotCollected, At: time.Now().UTC(),
 		Addr: &wire.Address{Board: 0, Channel: 5}, DocumentID: id, Method: wire.MethodPIN})
-	eventually(t, "the event's ack", func() bool { return acks() >= 1 })
+	testenv.Eventually(t, "the event's ack", func() bool { return acks() >= 1 })
 	require.Equal(t, wire.VerifyOK, dev.verify("v3", pin, "1980-01-02").Result, "the code is given back")
 	require.Equal(t, wire.VerifyPending, dev.verify("v4", pin, "1980-01-02").Result, "once")
 
 	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvPickupCompleted, At: time.Now().UTC(),
 		Addr: &wire.Address{Board: 0, Channel: 5}, DocumentID: id, Method: wire.MethodPIN})
-	eventually(t, "the second ack", func() bool { return acks() >= 2 })
+	testenv.Eventually(t, "the second ack", func() bool { return acks() >= 2 })
 	require.Equal(t, "collected", s.call("GET", "/api/v1/documents/"+id, nil, 200)["state"])
 	audit := s.call("GET", "/api/v1/audit?subject=document:"+id+"&limit=200", nil, 200)
 	var actions []string

@@ -17,6 +17,7 @@ import (
 	"kluis/backend/store"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/browsertest"
+	"kluis/deploy/dev/testenv"
 )
 
 // The console and the dashboard in headless Chromium against the real
@@ -39,7 +40,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	expired := e.registerWith(map[string]any{"kind": "residence_card", "number": "B0000012", "holder_first_name": "Ahmed",
 		"holder_last_name": "El Amrani", "holder_birth_date": "1990-02-03", "language": "en", "email": "a@example.org", "site_id": siteID})
 	require.NoError(t, e.b.Call(ctx, "POST", "/api/v1/documents/"+expired+"/load", nil, nil))
-	eventually(t, "the residence card to expire", func() bool { return e.document(expired)["state"] == "expired" })
+	testenv.Eventually(t, "the residence card to expire", func() bool { return e.document(expired)["state"] == "expired" })
 	e.dev.event(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: &wire.Address{Board: 0, Channel: 1}})
 
 	b := browsertest.New(t, browsertest.Options{})

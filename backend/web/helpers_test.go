@@ -241,19 +241,6 @@ func (c *client) login(role auth.Role) {
 	require.NotEmpty(c.t, c.csrf)
 }
 
-// eventually polls cond for up to 20 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
-
 // register registers a document through the API as admin and reserves it
 // on the locker.
 func (e *env) register(number string, low bool) string {

@@ -22,6 +22,7 @@ import (
 	"kluis/backend/server/servertest"
 	"kluis/backend/web"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 )
 
 // Signing in and out, the session cookie, the security headers, and the
@@ -403,7 +404,7 @@ func TestLiveStreams(t *testing.T) {
 	tech := e.client()
 	tech.login(auth.RoleTechnician)
 	// The heartbeat's board health: errors, restarts, watchdog relocks.
-	eventually(t, "the heartbeat on the fleet page", func() bool {
+	testenv.Eventually(t, "the heartbeat on the fleet page", func() bool {
 		return strings.Contains(tech.get("/staff/devices").body, "1 · offline: 0 · fouten: 3 · herstarts: 1")
 	})
 	board := tech.get("/staff/devices/" + lockerID).body

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -189,37 +188,4 @@ func (s sim) truth(ctx context.Context, dev string, board, ch int) (simulator.Ch
 		}
 	}
 	return simulator.ChannelTruth{}, fmt.Errorf("simulator: %s has no b%d/c%d", dev, board, ch)
-}
-
-// waitFor polls cond every 100 ms until it is true, ctx ends or timeout
-// passes; the error names what was awaited and the last observation.
-func waitFor(ctx context.Context, timeout time.Duration, what string, cond func(ctx context.Context) (bool, string, error)) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var last string
-	var lastErr error
-	for {
-		ok, obs, err := cond(ctx)
-		if err == nil && ok {
-			return obs, nil
-		}
-		if obs != "" {
-			last = obs
-		}
-		if err != nil {
-			lastErr = err
-		}
-		select {
-		case <-ctx.Done():
-			msg := fmt.Sprintf("%s: not within %s", what, timeout)
-			if last != "" {
-				msg += " (last seen: " + last + ")"
-			}
-			if lastErr != nil {
-				msg += " (last error: " + lastErr.Error() + ")"
-			}
-			return last, errors.New(msg)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"kluis/backend/notify/mailread"
 	"kluis/controller/engine"
+	"kluis/deploy/dev/testenv"
 )
 
 // citizen is one document holder of the night and what they will do.
@@ -315,7 +316,7 @@ func (d *demo) waitDoor(ctx context.Context, dev string, board, ch int, open boo
 	if !open {
 		want = "shut"
 	}
-	_, err := waitFor(ctx, 20*time.Second, fmt.Sprintf("door b%d/c%d of %s %s (simulator truth)", board, ch, dev, want), func(ctx context.Context) (bool, string, error) {
+	_, err := testenv.Poll(ctx, 20*time.Second, fmt.Sprintf("door b%d/c%d of %s %s (simulator truth)", board, ch, dev, want), func(ctx context.Context) (bool, string, error) {
 		t, err := d.sim.truth(ctx, dev, board, ch)
 		if err != nil {
 			return false, "", err
@@ -327,7 +328,7 @@ func (d *demo) waitDoor(ctx context.Context, dev string, board, ch int, open boo
 
 // waitPresence waits until the backend shows the device online (or not).
 func (d *demo) waitPresence(ctx context.Context, dev string, online bool) error {
-	_, err := waitFor(ctx, 20*time.Second, fmt.Sprintf("backend shows %s online=%t", dev, online), func(ctx context.Context) (bool, string, error) {
+	_, err := testenv.Poll(ctx, 20*time.Second, fmt.Sprintf("backend shows %s online=%t", dev, online), func(ctx context.Context) (bool, string, error) {
 		info, err := d.staff.device(ctx, dev)
 		if err != nil {
 			return false, "", err
@@ -339,7 +340,7 @@ func (d *demo) waitPresence(ctx context.Context, dev string, online bool) error 
 
 // waitState waits until the backend shows the document in one of states.
 func (d *demo) waitState(ctx context.Context, c *citizen, timeout time.Duration, states ...string) error {
-	_, err := waitFor(ctx, timeout, "document of "+c.who()+" "+strings.Join(states, " or ")+" in the backend", func(ctx context.Context) (bool, string, error) {
+	_, err := testenv.Poll(ctx, timeout, "document of "+c.who()+" "+strings.Join(states, " or ")+" in the backend", func(ctx context.Context) (bool, string, error) {
 		doc, err := d.staff.document(ctx, c.doc.ID)
 		if err != nil {
 			return false, "", err
@@ -481,7 +482,7 @@ func (d *demo) load(ctx context.Context, c *citizen) (string, error) {
 
 // waitAtHatch waits until the automaton's carousel shows slot at the hatch.
 func (d *demo) waitAtHatch(ctx context.Context, dev string, board, slot int) error {
-	_, err := waitFor(ctx, 20*time.Second, fmt.Sprintf("slot %d of %s at the hatch", slot, dev), func(ctx context.Context) (bool, string, error) {
+	_, err := testenv.Poll(ctx, 20*time.Second, fmt.Sprintf("slot %d of %s at the hatch", slot, dev), func(ctx context.Context) (bool, string, error) {
 		st, err := d.sim.state(ctx, dev)
 		if err != nil {
 			return false, "", err
@@ -509,7 +510,7 @@ func (d *demo) readMail(ctx context.Context, cs []*citizen) (int, error) {
 		return 0, errors.New("no document was loaded and notified")
 	}
 	found := 0
-	_, err := waitFor(ctx, 20*time.Second, "a ready e-mail for every loaded document", func(context.Context) (bool, string, error) {
+	_, err := testenv.Poll(ctx, 20*time.Second, "a ready e-mail for every loaded document", func(context.Context) (bool, string, error) {
 		ms, err := mailread.ReadDir(d.mailDir)
 		if err != nil {
 			return false, "", err
@@ -574,7 +575,7 @@ func (d *demo) collect(ctx context.Context, c *citizen, req map[string]string, l
 	}
 	if leaveOpen {
 		a0, _ := d.metric(ctx, n, "kluisd_alarms_total", `alarm="door_left_open"`)
-		obs, err := waitFor(ctx, 20*time.Second, "door_left_open alarm", func(ctx context.Context) (bool, string, error) {
+		obs, err := testenv.Poll(ctx, 20*time.Second, "door_left_open alarm", func(ctx context.Context) (bool, string, error) {
 			m, err := d.metric(ctx, n, "kluisd_alarms_total", `alarm="door_left_open"`)
 			if err != nil {
 				return false, "", err
@@ -850,7 +851,7 @@ func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
 	n := d.nodes[c.Device]
 	// The backend syncs offline codes to the device when they change; the
 	// cut comes once the device holds some.
-	cache, err := waitFor(ctx, 30*time.Second, c.Device+" holds offline codes", func(ctx context.Context) (bool, string, error) {
+	cache, err := testenv.Poll(ctx, 30*time.Second, c.Device+" holds offline codes", func(ctx context.Context) (bool, string, error) {
 		v, err := d.metric(ctx, n, "kluisd_offline_cache_entries", "")
 		return v >= 1, fmt.Sprintf("%v entries", v), err
 	})
@@ -864,7 +865,7 @@ func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
 			n.proxy.Restore()
 		}
 	}()
-	if _, err := waitFor(ctx, 30*time.Second, c.Device+" sees the link down", func(ctx context.Context) (bool, string, error) {
+	if _, err := testenv.Poll(ctx, 30*time.Second, c.Device+" sees the link down", func(ctx context.Context) (bool, string, error) {
 		h, err := d.health(ctx, n)
 		return err == nil && !h.MQTTConnected, fmt.Sprintf("mqtt_connected=%t", h.MQTTConnected), err
 	}); err != nil {
@@ -922,7 +923,7 @@ func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
 	h, _ := d.health(ctx, n)
 	n.proxy.Restore()
 	restored = true
-	if _, err := waitFor(ctx, 60*time.Second, c.Device+" reconnects", func(ctx context.Context) (bool, string, error) {
+	if _, err := testenv.Poll(ctx, 60*time.Second, c.Device+" reconnects", func(ctx context.Context) (bool, string, error) {
 		h, err := d.health(ctx, n)
 		return err == nil && h.MQTTConnected, fmt.Sprintf("mqtt_connected=%t backlog=%d", h.MQTTConnected, h.Backlog), err
 	}); err != nil {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"kluis/deploy/dev/testenv"
+
 	"github.com/stretchr/testify/require"
 )
 
@@ -32,20 +34,6 @@ func TestRedactURL(t *testing.T) {
 	require.Equal(t, "postgres://postgres@127.0.0.1:5432/x", redactURL("postgres://postgres@127.0.0.1:5432/x"))
 }
 
-func TestWaitForTimesOutWithLastObservation(t *testing.T) {
-	n := 0
-	_, err := waitFor(context.Background(), 300*time.Millisecond, "door open", func(context.Context) (bool, string, error) {
-		n++
-		return false, "door_open=false", nil
-	})
-	require.ErrorContains(t, err, "door open: not within 300ms (last seen: door_open=false)")
-	require.Greater(t, n, 1)
-
-	obs, err := waitFor(context.Background(), time.Second, "x", func(context.Context) (bool, string, error) { return true, "fine", nil })
-	require.NoError(t, err)
-	require.Equal(t, "fine", obs)
-}
-
 func TestProcsStopNewestFirstAndLogs(t *testing.T) {
 	dir := t.TempDir()
 	p, err := newProcs(filepath.Join(dir, "logs"), slog.New(slog.DiscardHandler))
@@ -57,7 +45,7 @@ func TestProcsStopNewestFirstAndLogs(t *testing.T) {
 	require.NoError(t, err)
 	_, err = p.start("second", "sh", []string{"-c", script, "second"}, nil)
 	require.NoError(t, err)
-	_, err = waitFor(context.Background(), 10*time.Second, "both started", func(context.Context) (bool, string, error) {
+	_, err = testenv.Poll(context.Background(), 10*time.Second, "both started", func(context.Context) (bool, string, error) {
 		return strings.Contains(p.tail("first", 100), "started") && strings.Contains(p.tail("second", 100), "started"), "", nil
 	})
 	require.NoError(t, err)

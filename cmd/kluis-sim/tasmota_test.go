@@ -6,23 +6,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
-)
 
-func brokerURL() string {
-	if u := os.Getenv("MQTT_URL"); u != "" {
-		return u
-	}
-	return "tcp://127.0.0.1:1883"
-}
+	"kluis/deploy/dev/testenv"
+)
 
 func hostPort(t *testing.T) []string {
 	t.Helper()
-	u, err := url.Parse(brokerURL())
+	u, err := url.Parse(testenv.BrokerURL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +141,7 @@ func TestTasmotaAnswersMosquittoClients(t *testing.T) {
 		}
 	}
 subscribed:
-	r := startSim(t, "tasmota", "--broker", brokerURL(), "--topic", topic, "--relays", "4", "--http", "127.0.0.1:0")
+	r := startSim(t, "tasmota", "--broker", testenv.BrokerURL(), "--topic", topic, "--relays", "4", "--http", "127.0.0.1:0")
 	sub.expect(t, "tele/"+topic+"/LWT Online")
 
 	st := "stat/" + topic + "/"

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,6 +29,7 @@ import (
 	"kluis/controller/journal"
 	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 )
 
@@ -64,13 +64,6 @@ func TestCrashChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // lockedBuffer collects a child's stderr safely.
@@ -162,7 +155,7 @@ func TestKillNineNoLostEventsNoDoublePulse(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 7))
 	dir := t.TempDir()
 	dev := fmt.Sprintf("crash-%d", time.Now().UnixNano())
-	kiosk := freePort(t)
+	kiosk := testenv.FreeAddr(t)
 	var addrs []wire.Address
 	var comps strings.Builder
 	for i := 1; i <= docs; i++ {

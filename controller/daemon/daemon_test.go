@@ -21,20 +21,9 @@ import (
 	"kluis/controller/config"
 	"kluis/controller/daemon/daemontest"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 )
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
 
 func get(t *testing.T, url string) (int, string) {
 	resp, err := http.Get(url)
@@ -57,7 +46,7 @@ func TestOfflinePickupSyncedOverMQTT(t *testing.T) {
 	be := startRealBackend(t, dev, "locker", numbered(wire.Address{Board: 0, Channel: 0}, wire.Address{Board: 0, Channel: 1}), server.Options{})
 	keyFile := filepath.Join(dir, "qr.pub")
 	require.NoError(t, os.WriteFile(keyFile, []byte(be.Options.Keys.PublicBase64()+"\n"), 0o600))
-	kiosk, metrics := freePort(t), freePort(t)
+	kiosk, metrics := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`
 device_id: %s
 site: e2e
@@ -120,11 +109,11 @@ compartments:
 		case <-time.After(20 * time.Second):
 			t.Fatal("daemon did not stop")
 		}
-		waitFor(t, "STOPPING=1", note("STOPPING=1"))
+		testenv.Eventually(t, "STOPPING=1", note("STOPPING=1"))
 	}()
-	waitFor(t, "READY=1", note("READY=1"))
-	waitFor(t, "WATCHDOG=1", note("WATCHDOG=1"))
-	waitFor(t, "healthy", func() bool {
+	testenv.Eventually(t, "READY=1", note("READY=1"))
+	testenv.Eventually(t, "WATCHDOG=1", note("WATCHDOG=1"))
+	testenv.Eventually(t, "healthy", func() bool {
 		resp, err := http.Get("http://" + metrics + "/healthz")
 		if err != nil {
 			return false
@@ -132,7 +121,7 @@ compartments:
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	waitFor(t, "mqtt", func() bool {
+	testenv.Eventually(t, "mqtt", func() bool {
 		_, b := get(t, "http://"+metrics+"/healthz")
 		return strings.Contains(b, `"mqtt_connected":true`)
 	})
@@ -148,16 +137,16 @@ compartments:
 	}
 	require.Equal(t, 1, be.channelOf(doc))
 	tok := tokens[doc]
-	waitFor(t, "the backend's code sync applied", func() bool {
+	testenv.Eventually(t, "the backend's code sync applied", func() bool {
 		_, b := get(t, "http://"+kiosk+"/kiosk/v1/diagnostics")
 		return strings.Contains(b, `"offline_cache":2`)
 	})
 	// The device's result reached the backend: nothing of kluisd's is in
 	// flight when the broker goes (paho's resume of in-flight messages on
 	// reconnect races with its sender: eclipse-paho/paho.mqtt.golang#703).
-	waitFor(t, "the code syncs' results at the backend", func() bool { return be.commandsDone(wire.CmdCodeSync) })
+	testenv.Eventually(t, "the code syncs' results at the backend", func() bool { return be.commandsDone(wire.CmdCodeSync) })
 	be.Stop()
-	waitFor(t, "the link to notice", func() bool {
+	testenv.Eventually(t, "the link to notice", func() bool {
 		_, b := get(t, "http://"+metrics+"/healthz")
 		return strings.Contains(b, `"mqtt_connected":false`)
 	})
@@ -169,16 +158,16 @@ compartments:
 	require.Equal(t, http.StatusOK, resp.StatusCode, string(b))
 	require.Contains(t, string(b), `"compartment":2`)
 
-	waitFor(t, "the pickup completed", func() bool {
+	testenv.Eventually(t, "the pickup completed", func() bool {
 		_, m := get(t, "http://"+metrics+"/metrics")
 		return strings.Contains(m, `kluisd_pickups_total{outcome="pickup_completed"} 1`)
 	})
 	_, health := get(t, "http://"+metrics+"/healthz")
 	require.NotContains(t, health, `"backlog":0`, "the pickup waits in the outbox")
 	be.restart()
-	waitFor(t, "the offline pickup collected at the backend", func() bool { return be.state(doc) == "collected" })
+	testenv.Eventually(t, "the offline pickup collected at the backend", func() bool { return be.state(doc) == "collected" })
 	// The device's record of the pickup is appended after the transition.
-	waitFor(t, "the pickup in the device's audit trail, flagged offline", func() bool {
+	testenv.Eventually(t, "the pickup in the device's audit trail, flagged offline", func() bool {
 		for _, r := range be.audit("device:" + dev) {
 			if r.Action == "device.pickup_completed" {
 				return r.Details["offline"] == true && r.Details["document"] == doc
@@ -186,7 +175,7 @@ compartments:
 		}
 		return false
 	})
-	waitFor(t, "outbox drained", func() bool { _, b := get(t, "http://"+metrics+"/healthz"); return strings.Contains(b, `"backlog":0`) })
+	testenv.Eventually(t, "outbox drained", func() bool { _, b := get(t, "http://"+metrics+"/healthz"); return strings.Contains(b, `"backlog":0`) })
 	code, body := get(t, "http://"+metrics+"/metrics")
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, body, `kluisd_pickups_total{outcome="pickup_completed"} 1`)

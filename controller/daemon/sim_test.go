@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"kluis/backend/server"
 	"kluis/controller/config"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 	"kluis/simulator"
 )
 
@@ -49,12 +49,12 @@ func TestPickupAgainstSimulator(t *testing.T) {
 				defer line.Close()
 				hw = fmt.Sprintf("{driver: kluis, serial: {port: %s, baud: 9600}}", line.Path)
 			} else {
-				mod, err := simulator.ServeTasmota(ctx, sim, simulator.TasmotaOptions{Broker: brokerURL(), Topic: dev + "-bank",
+				mod, err := simulator.ServeTasmota(ctx, sim, simulator.TasmotaOptions{Broker: testenv.BrokerURL(), Topic: dev + "-bank",
 					ClearRetainedOnClose: true})
 				require.NoError(t, err)
 				defer mod.Close()
 				// The relays stay on the shared broker; kluisd's link goes to the backend's.
-				hw = fmt.Sprintf("{driver: tasmota, tasmota: {broker: %s, modules: [{topic: %s-bank, relays: 8, board: 0}]}}", brokerURL(), dev)
+				hw = fmt.Sprintf("{driver: tasmota, tasmota: {broker: %s, modules: [{topic: %s-bank, relays: 8, board: 0}]}}", testenv.BrokerURL(), dev)
 			}
 
 			// The backend's device: compartments 4 and 5 are channels (locker)
@@ -66,7 +66,7 @@ func TestPickupAgainstSimulator(t *testing.T) {
 				comps = "  - {number: 4, board: 0, slot: 3}\n  - {number: 5, board: 0, slot: 4}\n"
 			}
 			dir := t.TempDir()
-			kiosk := freePort(t)
+			kiosk := testenv.FreeAddr(t)
 			cfg, err := config.Parse([]byte(fmt.Sprintf(`
 device_id: %s
 site: sim
@@ -98,7 +98,7 @@ compartments:
 					t.Fatal("daemon did not stop")
 				}
 			}()
-			waitFor(t, "kiosk ready", func() bool {
+			testenv.Eventually(t, "kiosk ready", func() bool {
 				resp, err := http.Get("http://" + kiosk + "/kiosk/v1/diagnostics")
 				if err != nil {
 					return false
@@ -108,7 +108,7 @@ compartments:
 				return strings.Contains(string(b), `"ready":true`)
 			})
 			// The link may still be connecting: retry until the backend answered.
-			waitFor(t, "door opens", func() bool {
+			testenv.Eventually(t, "door opens", func() bool {
 				if len(sim.Pulses()) == 0 {
 					resp, err := http.Post("http://"+kiosk+"/kiosk/v1/pickup", "application/json", strings.NewReader(`{"qr":"`+tokens[doc]+`"}`))
 					if err == nil {
@@ -120,7 +120,7 @@ compartments:
 				return err == nil
 			})
 			require.NoError(t, sim.Close(0, hatchOr(kind, ch)))
-			waitFor(t, "the document collected at the backend", func() bool { return be.state(doc) == "collected" })
+			testenv.Eventually(t, "the document collected at the backend", func() bool { return be.state(doc) == "collected" })
 			pulses := sim.Pulses()
 			require.Len(t, pulses, 1, "exactly one pulse")
 			require.Equal(t, hatchOr(kind, ch), pulses[0].Channel)
@@ -128,7 +128,7 @@ compartments:
 				require.Len(t, sim.Presents(), 1)
 				require.Equal(t, ch, sim.Presents()[0].Slot)
 			}
-			waitFor(t, "the pickup in the device's audit trail", func() bool {
+			testenv.Eventually(t, "the pickup in the device's audit trail", func() bool {
 				return be.auditActions("device:" + dev)["device.pickup_completed"] == 1
 			})
 			for _, r := range be.audit("device:" + dev) {
@@ -145,13 +145,4 @@ func hatchOr(kind string, ch int) int {
 		return 0
 	}
 	return ch
-}
-
-// brokerURL is the shared broker the simulated Tasmota relays use
-// (MQTT_URL, default the local Mosquitto).
-func brokerURL() string {
-	if u := os.Getenv("MQTT_URL"); u != "" {
-		return u
-	}
-	return "tcp://127.0.0.1:1883"
 }

@@ -27,6 +27,7 @@ import (
 	"kluis/controller/offline/offlinetest"
 	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 	"kluis/hardware/hardwaretest"
 )
@@ -197,13 +198,7 @@ func (r *rig) stop() {
 // waitFor waits (in fake time) until cond holds.
 func (r *rig) waitFor(what string, cond func() bool) {
 	r.t.Helper()
-	for i := 0; i < 600; i++ {
-		if cond() {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	r.t.Fatalf("timed out waiting for %s", what)
+	testenv.EventuallyWithin(r.t, time.Minute, what, cond)
 }
 
 func (r *rig) waitState(state string) Screen {

@@ -25,6 +25,7 @@ import (
 	"kluis/controller/offline"
 	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 	"kluis/hardware/hardwaretest"
 	"kluis/hardware/serialport"
@@ -105,18 +106,6 @@ func (r *rig) post(t *testing.T, path, body string) (int, map[string]any) {
 	return resp.StatusCode, out
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
-
 func TestPickupOverHTTP(t *testing.T) {
 	r := newRig(t)
 	tok := r.token(t, "doc-1", 1)
@@ -125,7 +114,7 @@ func TestPickupOverHTTP(t *testing.T) {
 	require.Equal(t, engine.StateOpen, out["state"])
 	require.Equal(t, float64(2), out["compartment"])
 	require.Contains(t, out["message"], "Compartment 2 is open")
-	waitFor(t, "pulse", func() bool { return r.f.PulseCount(hardware.Address{Channel: 1}) == 1 })
+	testenv.Eventually(t, "pulse", func() bool { return r.f.PulseCount(hardware.Address{Channel: 1}) == 1 })
 
 	resp, err := http.Get(r.srv.URL + "/kiosk/v1/session")
 	require.NoError(t, err)
@@ -223,7 +212,7 @@ func TestScannerOnPTY(t *testing.T) {
 	in.WriteString(tok + "\r\n")
 	_, err = master.Write(in.Bytes())
 	require.NoError(t, err)
-	waitFor(t, "pulse from scan", func() bool { return r.f.PulseCount(hardware.Address{Channel: 0}) == 1 })
+	testenv.Eventually(t, "pulse from scan", func() bool { return r.f.PulseCount(hardware.Address{Channel: 0}) == 1 })
 	require.Len(t, r.f.Pulses(), 1)
 	cancel()
 	select {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -17,14 +16,8 @@ import (
 
 	"kluis/controller/journal"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 )
-
-func brokerURL() string {
-	if u := os.Getenv("MQTT_URL"); u != "" {
-		return u
-	}
-	return "tcp://127.0.0.1:1883"
-}
 
 // responder is a minimal backend on the real broker: it acks events (when
 // acking is on), answers verify requests and records what it saw.
@@ -42,7 +35,7 @@ type responder struct {
 
 func newResponder(t *testing.T, dev string) *responder {
 	r := &responder{t: t, dev: dev, ack: true, events: map[string]int{}}
-	opts := mqtt.NewClientOptions().AddBroker(brokerURL()).SetClientID("test-backend-" + dev).SetCleanSession(true)
+	opts := mqtt.NewClientOptions().AddBroker(testenv.BrokerURL()).SetClientID("test-backend-" + dev).SetCleanSession(true)
 	r.c = mqtt.NewClient(opts)
 	tok := r.c.Connect()
 	require.True(t, tok.WaitTimeout(10*time.Second))
@@ -101,24 +94,12 @@ func (r *responder) onMessage(_ mqtt.Client, msg mqtt.Message) {
 	_ = tp
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
-
 func startLink(t *testing.T, dev string, j *journal.Journal, cmd func(context.Context, wire.Command) wire.CommandResult) (*Link, func()) {
 	return startLinkClock(t, dev, j, cmd, nil)
 }
 
 func startLinkClock(t *testing.T, dev string, j *journal.Journal, cmd func(context.Context, wire.Command) wire.CommandResult, clock func() time.Time) (*Link, func()) {
-	l, err := New(Options{URL: brokerURL(), DeviceID: dev, ClientID: "kluisd-" + dev, Journal: j, Command: cmd, Clock: clock,
+	l, err := New(Options{URL: testenv.BrokerURL(), DeviceID: dev, ClientID: "kluisd-" + dev, Journal: j, Command: cmd, Clock: clock,
 		HeartbeatEvery: 200 * time.Millisecond, ResendAfter: 500 * time.Millisecond, Software: "test",
 		Heartbeat: func(context.Context) wire.Heartbeat { return wire.Heartbeat{OfflineCache: 3} },
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -126,7 +107,7 @@ func startLinkClock(t *testing.T, dev string, j *journal.Journal, cmd func(conte
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
-	waitFor(t, "connected", l.Connected)
+	testenv.Eventually(t, "connected", l.Connected)
 	return l, func() { cancel(); require.NoError(t, <-done) }
 }
 
@@ -153,19 +134,19 @@ func TestOutboxUntilAcked(t *testing.T) {
 	_, stop := startLink(t, dev, j, nil)
 	id2 := event(t, j, wire.EvDoorClosed)
 	// Not acked: republished, and still in the outbox.
-	waitFor(t, "republish", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return r.events[id1] >= 2 && r.events[id2] >= 2 })
+	testenv.Eventually(t, "republish", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return r.events[id1] >= 2 && r.events[id2] >= 2 })
 	require.Equal(t, 2, j.OutboxLen())
 	r.mu.Lock()
 	r.ack = true
 	r.mu.Unlock()
-	waitFor(t, "acked", func() bool { return j.OutboxLen() == 0 })
-	waitFor(t, "presence and heartbeat", func() bool {
+	testenv.Eventually(t, "acked", func() bool { return j.OutboxLen() == 0 })
+	testenv.Eventually(t, "presence and heartbeat", func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		return r.hbs > 0 && len(r.pres) > 0 && r.pres[0] == wire.Online
 	})
 	stop()
-	waitFor(t, "offline presence", func() bool {
+	testenv.Eventually(t, "offline presence", func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		return r.pres[len(r.pres)-1] == wire.Offline
@@ -215,12 +196,12 @@ func TestVerifyAndCommands(t *testing.T) {
 	r.c.Publish(tp, 1, false, []byte(`not json`))
 	now := time.Now()
 	r.pub(wire.KindCommand, &wire.Command{ID: "cmd-ok", Kind: wire.CmdOpen, Issued: now, Expires: now.Add(time.Minute), Addr: &wire.Address{}})
-	waitFor(t, "command result", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.res) == 1 })
+	testenv.Eventually(t, "command result", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.res) == 1 })
 	mu.Lock()
 	require.Equal(t, []string{"cmd-ok"}, got)
 	mu.Unlock()
 	require.Equal(t, wire.StatusDone, r.res[0].Status)
-	waitFor(t, "invalid counted", func() bool { return testutil.ToFloat64(l.mInvalid) >= 2 })
+	testenv.Eventually(t, "invalid counted", func() bool { return testutil.ToFloat64(l.mInvalid) >= 2 })
 }
 
 // Without a command handler every command is rejected, and the result

@@ -13,6 +13,7 @@ import (
 
 	"kluis/backend/broker/mosquittotest"
 	"kluis/backend/pgtest"
+	"kluis/deploy/dev/testenv"
 )
 
 // backendMQTTUser is the user kluis-backend logs in with at Mosquitto
@@ -87,7 +88,7 @@ func newMosquittoWorldWith(t *testing.T, o mosquittoWorldOptions) (*world, *mosq
 	}
 	w.mailDir = filepath.Join(w.dir, "mail")
 	w.adminPass = "Admin-" + randomHex(10)
-	w.apiBase = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	w.apiBase = "http://" + testenv.FreeAddr(t)
 	w.mqttAddr = mosq.Addr()
 	brokerURL := mosq.URL()
 	if o.tls {
@@ -132,7 +133,7 @@ func (w *world) waitBackendBroker(connected bool) {
 	if connected {
 		want = 1
 	}
-	waitFor(w.t, 30*time.Second, fmt.Sprintf("kluis-backend broker_connected=%v", want), func(ctx context.Context) (bool, string, error) {
+	testenv.MustPoll(w.t, 30*time.Second, fmt.Sprintf("kluis-backend broker_connected=%v", want), func(ctx context.Context) (bool, string, error) {
 		if !w.backend.running() {
 			w.t.Fatalf("kluis-backend exited:\n%s", w.backend.tail(3000))
 		}
@@ -145,7 +146,7 @@ func (w *world) waitBackendBroker(connected bool) {
 // presence went through the broker to the backend.
 func (w *world) waitOnline(dev string) {
 	w.t.Helper()
-	waitFor(w.t, 30*time.Second, dev+" online in the backend", func(ctx context.Context) (bool, string, error) {
+	testenv.MustPoll(w.t, 30*time.Second, dev+" online in the backend", func(ctx context.Context) (bool, string, error) {
 		var d struct {
 			Presence *struct {
 				Online bool `json:"online"`
@@ -163,7 +164,7 @@ func (w *world) waitOnline(dev string) {
 func (w *world) killBroker(mosq *mosquittotest.Process, n *node) {
 	w.t.Helper()
 	mosq.Kill()
-	waitFor(w.t, 30*time.Second, n.id+" sees the broker gone", func(ctx context.Context) (bool, string, error) {
+	testenv.MustPoll(w.t, 30*time.Second, n.id+" sees the broker gone", func(ctx context.Context) (bool, string, error) {
 		h, err := n.health(ctx)
 		return err == nil && !h.MQTTConnected, fmt.Sprintf("%+v", h), err
 	})

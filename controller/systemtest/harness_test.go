@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -196,16 +195,6 @@ func (p *proc) tail(n int) string {
 	return string(b)
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
@@ -343,33 +332,6 @@ func (s simAPI) truth(ctx context.Context, dev string, board, ch int) (channelTr
 		}
 	}
 	return channelTruth{}, fmt.Errorf("simulator: %s has no b%d/c%d", dev, board, ch)
-}
-
-// waitFor polls cond every 100 ms for up to timeout; it fails t with what
-// was awaited and the last observation.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func(ctx context.Context) (bool, string, error)) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	var last string
-	var lastErr error
-	for {
-		ok, obs, err := cond(ctx)
-		if err == nil && ok {
-			return obs
-		}
-		if obs != "" {
-			last = obs
-		}
-		if err != nil {
-			lastErr = err
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: not within %s (last seen: %s; last error: %v)", what, timeout, last, lastErr)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 // lineWriter hands the first line starting with prefix to a channel.

@@ -13,6 +13,7 @@ import (
 	"kluis/controller/engine"
 	"kluis/controller/kiosk/screen"
 	"kluis/deploy/dev/browsertest"
+	"kluis/deploy/dev/testenv"
 )
 
 // kioskPage is the real kiosk screen of a kluisd in a headless Chromium
@@ -252,7 +253,7 @@ func TestKioskScreen(t *testing.T) {
 		g := w.register("driving_licence", lockerID)
 		w.load(g)
 		n := g.comp.Number
-		waitFor(t, 30*time.Second, "the code in kluisd's offline cache", func(context.Context) (bool, string, error) {
+		testenv.MustPoll(t, 30*time.Second, "the code in kluisd's offline cache", func(context.Context) (bool, string, error) {
 			return locker.inOfflineCache(g.ID), "", nil
 		})
 		before, _ := locker.metric(ctx, "kluisd_verifications_total", `source="offline"`)

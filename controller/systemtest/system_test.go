@@ -15,6 +15,7 @@ import (
 
 	"kluis/controller/engine"
 	"kluis/controller/kiosk/kioskclient"
+	"kluis/deploy/dev/testenv"
 )
 
 // wrongPIN returns a PIN of the same length that is not pin.
@@ -239,7 +240,7 @@ func TestSystem(t *testing.T) {
 		w.load(f2)
 		g := w.register("driving_licence", lockerID)
 		w.load(g)
-		waitFor(t, 30*time.Second, "codes synced to kluisd's offline cache", func(context.Context) (bool, string, error) {
+		testenv.MustPoll(t, 30*time.Second, "codes synced to kluisd's offline cache", func(context.Context) (bool, string, error) {
 			return locker.inOfflineCache(f.ID) && locker.inOfflineCache(f2.ID), "", nil
 		})
 		// g's pickup is verified online; the backend and its embedded
@@ -399,7 +400,7 @@ func TestSystem(t *testing.T) {
 			t.Fatalf("a clerk's test-open: kiosk shows %s, want staff_denied", s.State)
 		}
 		w.noPulse(lockerID, p0)
-		waitFor(t, 30*time.Second, "the clerk's test-open audited as denied", func(ctx context.Context) (bool, string, error) {
+		testenv.MustPoll(t, 30*time.Second, "the clerk's test-open audited as denied", func(ctx context.Context) (bool, string, error) {
 			recs, err := w.admin.audit(ctx, "device:"+lockerID)
 			for _, r := range recs {
 				if r.Action == "kiosk.denied" && r.Details["op"] == "test_open" && r.Details["role"] == "staff" {
@@ -424,7 +425,7 @@ func TestSystem(t *testing.T) {
 		time.Sleep(humanPause)
 		w.act(lockerID, 0, free, "close", nil)
 		w.exactlyOnePulse(lockerID, p0, 0, free)
-		waitFor(t, 30*time.Second, "test-open audited with the staff id", func(ctx context.Context) (bool, string, error) {
+		testenv.MustPoll(t, 30*time.Second, "test-open audited with the staff id", func(ctx context.Context) (bool, string, error) {
 			recs, err := w.admin.audit(ctx, "device:"+lockerID)
 			for _, r := range recs {
 				if r.Action == "device.door_opened" && r.Details["detail"] == "technician test-open" && r.Details["staff_id"] != nil {
@@ -523,7 +524,7 @@ func (w *world) killDuringPickup(n *node, point int, delay time.Duration) {
 	}
 	switch point {
 	case 0:
-		waitFor(t, 20*time.Second, "the pulse", func(context.Context) (bool, string, error) {
+		testenv.MustPoll(t, 20*time.Second, "the pulse", func(context.Context) (bool, string, error) {
 			return len(w.pulsesSince(n.id, p0)) > 0, "", nil
 		})
 	default:
@@ -566,7 +567,7 @@ func (w *world) killDuringPickup(n *node, point int, delay time.Duration) {
 // opening, the door closing and pickup_completed of d's pickup.
 func (w *world) waitPickupEvents(d *doc) {
 	w.t.Helper()
-	waitFor(w.t, 20*time.Second, "door_opened, door_closed and pickup_completed of "+d.number+" audited", func(ctx context.Context) (bool, string, error) {
+	testenv.MustPoll(w.t, 20*time.Second, "door_opened, door_closed and pickup_completed of "+d.number+" audited", func(ctx context.Context) (bool, string, error) {
 		recs, err := w.admin.audit(ctx, "device:"+d.device)
 		if err != nil {
 			return false, "", err

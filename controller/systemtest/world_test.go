@@ -18,6 +18,7 @@ import (
 	"kluis/backend/pgtest"
 	"kluis/controller/engine"
 	"kluis/controller/kiosk/kioskclient"
+	"kluis/deploy/dev/testenv"
 )
 
 // The simulated city hall: a Kluis-protocol locker on a pty and a Tasmota
@@ -72,13 +73,6 @@ type node struct {
 	proc       *proc
 }
 
-func mosquittoURL() string {
-	if u := os.Getenv("MQTT_URL"); u != "" {
-		return u
-	}
-	return "tcp://127.0.0.1:1883"
-}
-
 // worldOptions adjust newWorldWith.
 type worldOptions struct {
 	// lockerOnly leaves the automaton (its simulator module and kluisd)
@@ -98,10 +92,10 @@ func newWorldWith(t *testing.T, o worldOptions) *world {
 	w := &world{t: t, root: t, dir: t.TempDir(), nodes: map[string]*node{}, runID: randomHex(3)}
 	w.dbURL = pgtest.NewDatabase(t)
 	w.mailDir = filepath.Join(w.dir, "mail")
-	w.fieldbus = mosquittoURL()
+	w.fieldbus = testenv.BrokerURL()
 	w.adminPass = "Admin-" + randomHex(10)
-	w.apiBase = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	w.mqttAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	w.apiBase = "http://" + testenv.FreeAddr(t)
+	w.mqttAddr = testenv.FreeAddr(t)
 	keyDir := filepath.Join(w.dir, "keys")
 	w.env = []string{
 		"DATABASE_URL=" + w.dbURL,
@@ -141,7 +135,7 @@ func (w *world) startBackend() {
 	t.Helper()
 	w.backend = startProc(t, w.root, w.dir, "kluis-backend", "kluis-backend",
 		[]string{"serve", "-housekeep-every", "1s", "-pickup-period", fmt.Sprintf("%s=%s", expiryKind, expiryPeriod), "-code-sync-every", "2s", "-open-timeout", "10s", "-audit-verify-every", "0"}, w.env, nil)
-	waitFor(t, 60*time.Second, "kluis-backend ready", func(ctx context.Context) (bool, string, error) {
+	testenv.MustPoll(t, 60*time.Second, "kluis-backend ready", func(ctx context.Context) (bool, string, error) {
 		if !w.backend.running() {
 			t.Fatalf("kluis-backend exited:\n%s", w.backend.tail(3000))
 		}
@@ -272,9 +266,9 @@ func (w *world) startNodeWithPassword(id, kind, pw string) {
 	if err := os.WriteFile(pwFile, []byte(pw+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	kioskAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	kioskAddr := testenv.FreeAddr(t)
 	n.kiosk = &kioskclient.Client{Base: "http://" + kioskAddr, HTTP: httpc}
-	n.metrics = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	n.metrics = testenv.FreeAddr(t)
 	var b strings.Builder
 	fmt.Fprintf(&b, "device_id: %s\nsite: %s\nkind: %s\n", id, siteID, kind)
 	// A client id unique to this run ("{device}.{suffix}" is what the
@@ -377,7 +371,7 @@ func scrapeMetric(ctx context.Context, url, name, label string) (float64, error)
 // waitConnected waits until n's kluisd is ready and connected.
 func (w *world) waitConnected(n *node) {
 	w.t.Helper()
-	waitFor(w.t, 60*time.Second, n.id+" ready and connected", func(ctx context.Context) (bool, string, error) {
+	testenv.MustPoll(w.t, 60*time.Second, n.id+" ready and connected", func(ctx context.Context) (bool, string, error) {
 		if !n.proc.running() {
 			w.t.Fatalf("kluisd %s exited:\n%s", n.id, n.proc.tail(3000))
 		}
@@ -436,7 +430,7 @@ func (w *world) backendDoc(ctx context.Context, d *doc) (document, error) {
 // waitState waits until the backend shows the document in state.
 func (w *world) waitState(d *doc, state string) {
 	w.t.Helper()
-	waitFor(w.t, 30*time.Second, fmt.Sprintf("document %s %s in the backend", d.number, state), func(ctx context.Context) (bool, string, error) {
+	testenv.MustPoll(w.t, 30*time.Second, fmt.Sprintf("document %s %s in the backend", d.number, state), func(ctx context.Context) (bool, string, error) {
 		got, err := w.backendDoc(ctx, d)
 		if err != nil {
 			return false, "", err
@@ -532,7 +526,7 @@ func (w *world) allShut(dev string) {
 // waitDoor waits for the simulator's door to be open (or shut).
 func (w *world) waitDoor(dev string, board, ch int, open bool) {
 	w.t.Helper()
-	waitFor(w.t, 20*time.Second, fmt.Sprintf("door b%d/c%d of %s open=%t", board, ch, dev, open), func(ctx context.Context) (bool, string, error) {
+	testenv.MustPoll(w.t, 20*time.Second, fmt.Sprintf("door b%d/c%d of %s open=%t", board, ch, dev, open), func(ctx context.Context) (bool, string, error) {
 		c, err := w.sim.truth(ctx, dev, board, ch)
 		return err == nil && c.DoorOpen == open, fmt.Sprintf("%+v", c), err
 	})
@@ -541,7 +535,7 @@ func (w *world) waitDoor(dev string, board, ch int, open bool) {
 // waitAtHatch waits until the automaton presents slot at the hatch.
 func (w *world) waitAtHatch(dev string, board, slot int) {
 	w.t.Helper()
-	waitFor(w.t, 20*time.Second, fmt.Sprintf("slot %d at the hatch", slot), func(ctx context.Context) (bool, string, error) {
+	testenv.MustPoll(w.t, 20*time.Second, fmt.Sprintf("slot %d at the hatch", slot), func(ctx context.Context) (bool, string, error) {
 		st, err := w.sim.state(ctx, dev)
 		if err != nil {
 			return false, "", err
@@ -582,7 +576,7 @@ func (w *world) kioskPost(n *node, path string, in any) engine.Screen {
 func (w *world) waitScreen(n *node, states ...string) engine.Screen {
 	w.t.Helper()
 	var s engine.Screen
-	waitFor(w.t, 30*time.Second, n.id+" kiosk shows "+strings.Join(states, "|"), func(ctx context.Context) (bool, string, error) {
+	testenv.MustPoll(w.t, 30*time.Second, n.id+" kiosk shows "+strings.Join(states, "|"), func(ctx context.Context) (bool, string, error) {
 		var err error
 		s, err = n.kiosk.Session(ctx)
 		if err != nil {
@@ -635,7 +629,7 @@ func (w *world) load(d *doc) {
 
 // readMail waits for the document's ready message with QR and PIN.
 func (w *world) readMail(d *doc) {
-	waitFor(w.t, 20*time.Second, "ready e-mail to "+d.email, func(context.Context) (bool, string, error) {
+	testenv.MustPoll(w.t, 20*time.Second, "ready e-mail to "+d.email, func(context.Context) (bool, string, error) {
 		ms, err := mailread.ReadDir(w.mailDir)
 		if err != nil {
 			return false, "", err
@@ -705,7 +699,7 @@ func (w *world) collect(d *doc, req map[string]string) {
 // when alarm is not empty, that alarm kind.
 func (w *world) waitAudit(device, action, alarm string) {
 	w.t.Helper()
-	waitFor(w.t, 30*time.Second, fmt.Sprintf("audit %s %s %s", device, action, alarm), func(ctx context.Context) (bool, string, error) {
+	testenv.MustPoll(w.t, 30*time.Second, fmt.Sprintf("audit %s %s %s", device, action, alarm), func(ctx context.Context) (bool, string, error) {
 		recs, err := w.admin.audit(ctx, "device:"+device)
 		if err != nil {
 			return false, "", err
@@ -722,7 +716,7 @@ func (w *world) waitAudit(device, action, alarm string) {
 // waitMetricAbove waits until a kluisd metric exceeds v.
 func (w *world) waitMetricAbove(n *node, name, label string, v float64) {
 	w.t.Helper()
-	waitFor(w.t, 20*time.Second, fmt.Sprintf("%s%s > %v", name, label, v), func(ctx context.Context) (bool, string, error) {
+	testenv.MustPoll(w.t, 20*time.Second, fmt.Sprintf("%s%s > %v", name, label, v), func(ctx context.Context) (bool, string, error) {
 		got, err := n.metric(ctx, name, label)
 		return got > v, fmt.Sprint(got), err
 	})
@@ -736,7 +730,7 @@ func (w *world) waitExpired(d *doc) {
 	if d.Deadline != nil {
 		wait += max(time.Until(*d.Deadline), 0)
 	}
-	waitFor(w.t, wait, fmt.Sprintf("document %s expired by the backend", d.number), func(ctx context.Context) (bool, string, error) {
+	testenv.MustPoll(w.t, wait, fmt.Sprintf("document %s expired by the backend", d.number), func(ctx context.Context) (bool, string, error) {
 		got, err := w.backendDoc(ctx, d)
 		if err != nil {
 			return false, "", err
@@ -751,7 +745,7 @@ func (w *world) waitExpired(d *doc) {
 func (w *world) killBackend() {
 	w.backend.kill()
 	for _, n := range w.nodes {
-		waitFor(w.t, 30*time.Second, n.id+" sees the broker gone", func(ctx context.Context) (bool, string, error) {
+		testenv.MustPoll(w.t, 30*time.Second, n.id+" sees the broker gone", func(ctx context.Context) (bool, string, error) {
 			h, err := n.health(ctx)
 			return err == nil && !h.MQTTConnected, fmt.Sprintf("%+v", h), err
 		})
@@ -769,7 +763,7 @@ func (w *world) restartBackend() {
 // waitBacklogEmpty waits until the kluisd has every event acknowledged.
 func (w *world) waitBacklogEmpty(n *node) {
 	w.t.Helper()
-	waitFor(w.t, 30*time.Second, n.id+" backlog empty", func(ctx context.Context) (bool, string, error) {
+	testenv.MustPoll(w.t, 30*time.Second, n.id+" backlog empty", func(ctx context.Context) (bool, string, error) {
 		h, err := n.health(ctx)
 		return err == nil && h.Backlog == 0 && h.MQTTConnected, fmt.Sprintf("%+v", h), err
 	})

@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,6 +19,7 @@ import (
 
 	"kluis/controller/config"
 	"kluis/controller/daemon"
+	"kluis/deploy/dev/testenv"
 	"kluis/deploy/grafana"
 	"kluis/deploy/prometheus/promcheck"
 	"kluis/simulator"
@@ -52,21 +51,6 @@ func TestUsedNamesHaveAnOwner(t *testing.T) {
 	}
 }
 
-func mqttURL() string {
-	if u := os.Getenv("MQTT_URL"); u != "" {
-		return u
-	}
-	return "tcp://127.0.0.1:1883"
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // runKluisd runs the real kluisd (daemon.Run) with hardware driver hw
 // against the simulator until it is ready, and returns what its registry
 // exports.
@@ -87,13 +71,13 @@ func runKluisd(t *testing.T, hw string) map[string]bool {
 		defer line.Close()
 		hardware = fmt.Sprintf("{driver: %s, serial: {port: %s}}", hw, line.Path)
 	case config.DriverTasmota:
-		mod, err := simulator.ServeTasmota(ctx, sim, simulator.TasmotaOptions{Broker: mqttURL(), Topic: dev + "-bank",
+		mod, err := simulator.ServeTasmota(ctx, sim, simulator.TasmotaOptions{Broker: testenv.BrokerURL(), Topic: dev + "-bank",
 			ClearRetainedOnClose: true})
 		require.NoError(t, err)
 		defer mod.Close()
 		hardware = fmt.Sprintf("{driver: tasmota, tasmota: {modules: [{topic: %s-bank, relays: 8, board: 0}]}}", dev)
 	}
-	kiosk := freeAddr(t)
+	kiosk := testenv.FreeAddr(t)
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`
 device_id: %s
 site: names
@@ -105,7 +89,7 @@ kiosk: {listen: "%s"}
 metrics_listen: "off"
 compartments:
   - {number: 1, board: 0, channel: 0}
-`, dev, mqttURL(), dev, hardware, filepath.Join(t.TempDir(), "journal"), kiosk)), config.ParseOptions{})
+`, dev, testenv.BrokerURL(), dev, hardware, filepath.Join(t.TempDir(), "journal"), kiosk)), config.ParseOptions{})
 	require.NoError(t, err)
 	reg := promclient.NewRegistry()
 	done := make(chan error, 1)

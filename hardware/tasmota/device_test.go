@@ -11,15 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"kluis/deploy/dev/testenv"
+
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
-
-func brokerURL() string {
-	if u := os.Getenv("MQTT_URL"); u != "" {
-		return u
-	}
-	return "tcp://127.0.0.1:1883"
-}
 
 var uniq atomic.Int64
 
@@ -71,7 +66,7 @@ func newDeviceWill(t *testing.T, topic string, relays int, automaton, will bool)
 	for i := 1; i <= nsw; i++ {
 		dev.sw[i] = false
 	}
-	opts := mqtt.NewClientOptions().AddBroker(brokerURL()).
+	opts := mqtt.NewClientOptions().AddBroker(testenv.BrokerURL()).
 		SetClientID("dev-" + topic).
 		SetCleanSession(true).
 		SetAutoReconnect(false)
@@ -81,7 +76,7 @@ func newDeviceWill(t *testing.T, topic string, relays int, automaton, will bool)
 	dev.client = mqtt.NewClient(opts)
 	tok := dev.client.Connect()
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("device connect to %s: %v", brokerURL(), tok.Error())
+		t.Fatalf("device connect to %s: %v", testenv.BrokerURL(), tok.Error())
 	}
 	sub := dev.client.Subscribe("cmnd/"+topic+"/+", 1, dev.handle)
 	if !sub.WaitTimeout(10*time.Second) || sub.Error() != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 )
 
@@ -24,7 +25,7 @@ func testCtx(t *testing.T) context.Context {
 
 func newDriver(t *testing.T, o Options) *Driver {
 	t.Helper()
-	o.Broker = brokerURL()
+	o.Broker = testenv.BrokerURL()
 	o.ClientID = "drv-" + o.Modules[0].Topic
 	o.Registry = prometheus.NewRegistry()
 	if o.Timeout == 0 {

@@ -2,7 +2,6 @@ package tasmota
 
 import (
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 )
 
@@ -35,21 +35,12 @@ func startBroker(t *testing.T, addr string) func() {
 	return stop
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	return addr
-}
-
 // When the broker goes away every module is reported offline and no pulse
 // is sent, not even later; after the broker restarts, the driver
 // reconnects, subscribes again (a clean session forgets subscriptions),
 // reports the module online and re-reads its switches and relays.
 func TestResubscribesAfterBrokerRestart(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	url := "tcp://" + addr
 	stop := startBroker(t, addr)
 	t.Setenv("MQTT_URL", url) // for the test's device (brokerURL)
@@ -104,14 +95,14 @@ func TestResubscribesAfterBrokerRestart(t *testing.T) {
 func TestHaltOfAFreshDriver(t *testing.T) {
 	topic := uniqueTopic(t, "fresh")
 	dev := newDevice(t, topic, 2, false)
-	d, err := New(Options{Broker: brokerURL(), ClientID: "drv-" + topic, Modules: []Module{{Topic: topic, Relays: 2}},
+	d, err := New(Options{Broker: testenv.BrokerURL(), ClientID: "drv-" + topic, Modules: []Module{{Topic: topic, Relays: 2}},
 		Registry: prometheus.NewRegistry(), Timeout: 10 * time.Second})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = d.Close() })
 	require.NoError(t, d.Halt())
 	require.Eventually(t, func() bool { return dev.offCount(1) == 1 && dev.offCount(2) == 1 }, 15*time.Second, 10*time.Millisecond)
 
-	nobody := "tcp://" + freeAddr(t)
+	nobody := "tcp://" + testenv.FreeAddr(t)
 	d2, err := New(Options{Broker: nobody, Modules: []Module{{Topic: topic, Relays: 2}},
 		Registry: prometheus.NewRegistry(), Timeout: 300 * time.Millisecond})
 	require.NoError(t, err)

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 	"kluis/hardware/kerong"
 	"kluis/hardware/kluisbus"
@@ -17,7 +18,7 @@ func benchDevice(b *testing.B, dc simulator.DeviceConfig) simulator.Endpoint {
 		dc.Link = filepath.Join(b.TempDir(), "tty")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	f, err := simulator.StartFleet(ctx, simulator.Config{Broker: brokerURL(), Devices: []simulator.DeviceConfig{dc}}, simulator.FleetOptions{ClearRetained: true})
+	f, err := simulator.StartFleet(ctx, simulator.Config{Broker: testenv.BrokerURL(), Devices: []simulator.DeviceConfig{dc}}, simulator.FleetOptions{ClearRetained: true})
 	if err != nil {
 		cancel()
 		b.Fatal(err)

@@ -4,22 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 	"kluis/simulator"
 )
-
-func brokerURL() string {
-	if u := os.Getenv("MQTT_URL"); u != "" {
-		return u
-	}
-	return "tcp://127.0.0.1:1883"
-}
 
 // startDevice serves one simulated device and returns it with its endpoint.
 func startDevice(t *testing.T, dc simulator.DeviceConfig) (*simulator.Device, simulator.Endpoint) {
@@ -28,7 +21,7 @@ func startDevice(t *testing.T, dc simulator.DeviceConfig) (*simulator.Device, si
 		dc.Link = filepath.Join(t.TempDir(), "tty")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	f, err := simulator.StartFleet(ctx, simulator.Config{Broker: brokerURL(), Devices: []simulator.DeviceConfig{dc}}, simulator.FleetOptions{ClearRetained: true})
+	f, err := simulator.StartFleet(ctx, simulator.Config{Broker: testenv.BrokerURL(), Devices: []simulator.DeviceConfig{dc}}, simulator.FleetOptions{ClearRetained: true})
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -82,17 +75,6 @@ func watch(t *testing.T, drv hardware.Driver) *events {
 	return &ev
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not in 15 s: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func addrs(boards, channels int) []hardware.Address {
 	var out []hardware.Address
 	for b := 0; b < boards; b++ {
@@ -125,10 +107,10 @@ func openEveryChannel(t *testing.T, drv hardware.Driver, dev *simulator.Device, 
 		}
 	}
 	for _, a := range as {
-		waitFor(t, "door "+a.String()+" open in the world", func() bool { c, _ := dev.Channel(a.Board, a.Channel); return c.DoorOpen })
-		waitFor(t, "door_opened event for "+a.String(), func() bool { return ev.has(hardware.DoorOpened, a) })
+		testenv.Eventually(t, "door "+a.String()+" open in the world", func() bool { c, _ := dev.Channel(a.Board, a.Channel); return c.DoorOpen })
+		testenv.Eventually(t, "door_opened event for "+a.String(), func() bool { return ev.has(hardware.DoorOpened, a) })
 	}
-	waitFor(t, "every lock relocked", func() bool {
+	testenv.Eventually(t, "every lock relocked", func() bool {
 		for _, c := range dev.State().Channels {
 			if c.Energised {
 				return false
@@ -162,9 +144,9 @@ func openEveryChannel(t *testing.T, drv hardware.Driver, dev *simulator.Device, 
 		}
 	}
 	for _, a := range as {
-		waitFor(t, "door_closed event for "+a.String(), func() bool { return ev.has(hardware.DoorClosed, a) })
+		testenv.Eventually(t, "door_closed event for "+a.String(), func() bool { return ev.has(hardware.DoorClosed, a) })
 		if itemSensor {
-			waitFor(t, "item_removed event for "+a.String(), func() bool { return ev.has(hardware.ItemRemoved, a) })
+			testenv.Eventually(t, "item_removed event for "+a.String(), func() bool { return ev.has(hardware.ItemRemoved, a) })
 		}
 	}
 	checkPulses(t, dev, as, true)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 	"kluis/hardware/kluisbus"
 	"kluis/simulator"
@@ -70,7 +71,7 @@ func TestKluisbusAutomaton(t *testing.T) {
 	if err := drv.Present(ctx, 0, 7, 42); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "slot_presented", func() bool {
+	testenv.Eventually(t, "slot_presented", func() bool {
 		ev.mu.Lock()
 		defer ev.mu.Unlock()
 		for _, e := range ev.evs {
@@ -87,7 +88,7 @@ func TestKluisbusAutomaton(t *testing.T) {
 	if err := drv.Pulse(ctx, hardware.Address{}, 300*time.Millisecond, 43); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "hatch_opened", func() bool { return ev.has(hardware.HatchOpened, hardware.Address{}) })
+	testenv.Eventually(t, "hatch_opened", func() bool { return ev.has(hardware.HatchOpened, hardware.Address{}) })
 	if item, err := dev.Take(0, 0); err != nil || item != "ID card" {
 		t.Fatalf("take %q %v", item, err)
 	}
@@ -129,7 +130,7 @@ func TestKluisbusRebootsAndNoise(t *testing.T) {
 			t.Logf("pulse %s: %v", a, err)
 		}
 	}
-	waitFor(t, "board_rebooted for board 1", func() bool {
+	testenv.Eventually(t, "board_rebooted for board 1", func() bool {
 		ev.mu.Lock()
 		defer ev.mu.Unlock()
 		for _, e := range ev.evs {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 	"kluis/hardware/tasmota"
 	"kluis/simulator"
@@ -52,7 +53,7 @@ func TestTasmotaModuleOffline(t *testing.T) {
 		t.Fatal(err)
 	}
 	offlineAt := -1
-	waitFor(t, "board_offline", func() bool {
+	testenv.Eventually(t, "board_offline", func() bool {
 		ev.mu.Lock()
 		defer ev.mu.Unlock()
 		for i, e := range ev.evs {
@@ -69,7 +70,7 @@ func TestTasmotaModuleOffline(t *testing.T) {
 	if err := dev.SetFaults(simulator.Faults{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "board_online", func() bool {
+	testenv.Eventually(t, "board_online", func() bool {
 		ev.mu.Lock()
 		defer ev.mu.Unlock()
 		for _, e := range ev.evs[offlineAt+1:] {
@@ -102,7 +103,7 @@ func TestTasmotaAutomaton(t *testing.T) {
 	if err := drv.Present(ctx, 0, 4, 1); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "slot_presented 4", func() bool {
+	testenv.Eventually(t, "slot_presented 4", func() bool {
 		ev.mu.Lock()
 		defer ev.mu.Unlock()
 		for _, e := range ev.evs {
@@ -112,14 +113,14 @@ func TestTasmotaAutomaton(t *testing.T) {
 		}
 		return false
 	})
-	waitFor(t, "hatch shows slot 4 with the item", func() bool {
+	testenv.Eventually(t, "hatch shows slot 4 with the item", func() bool {
 		h, err := drv.Hatch(ctx, 0)
 		return err == nil && h.Slot == 4 && h.ItemAtHatch && !h.Busy
 	})
 	if err := drv.Pulse(ctx, hardware.Address{}, 300*time.Millisecond, 2); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "hatch_opened", func() bool {
+	testenv.Eventually(t, "hatch_opened", func() bool {
 		ev.mu.Lock()
 		defer ev.mu.Unlock()
 		for _, e := range ev.evs {
@@ -142,7 +143,7 @@ func TestTasmotaAutomaton(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The carousel refuses to move while the hatch lock is energised.
-	waitFor(t, "hatch closed and locked", func() bool {
+	testenv.Eventually(t, "hatch closed and locked", func() bool {
 		h, err := drv.Hatch(ctx, 0)
 		return err == nil && !h.Open && !h.Busy && h.Locked
 	})
@@ -160,7 +161,7 @@ func TestTasmotaAutomaton(t *testing.T) {
 	if err := drv.Present(ctx, 0, 4, 3); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "second slot_presented 4", func() bool { return count() == 2 })
+	testenv.Eventually(t, "second slot_presented 4", func() bool { return count() == 2 })
 	if ps := dev.Presents(); len(ps) != 2 || ps[1].Slot != 4 {
 		t.Fatalf("presents %v", ps)
 	}

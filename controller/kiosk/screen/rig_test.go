@@ -18,6 +18,7 @@ import (
 	"kluis/controller/journal"
 	"kluis/controller/kiosk"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 	"kluis/hardware/hardwaretest"
 )
@@ -250,13 +251,7 @@ func (r *rig) stopServer() {
 
 func (r *rig) waitFor(what string, cond func() bool) {
 	r.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			r.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.Eventually(r.t, what, cond)
 }
 
 // waitState waits until the engine's screen is state.

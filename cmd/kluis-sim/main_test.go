@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"kluis/simulator/simcli"
 )
 
 // buildSim builds kluis-sim into a temporary directory once per test binary.
@@ -205,7 +207,7 @@ func TestKerongFramesFromAnIndependentProgram(t *testing.T) {
 func ctl(t *testing.T, addr string, args ...string) []byte {
 	t.Helper()
 	var out bytes.Buffer
-	if err := runCtl(context.Background(), append([]string{"--addr", addr}, args...), &out); err != nil {
+	if err := simcli.Ctl(context.Background(), append([]string{"--addr", addr}, args...), simcli.Env{Stdout: &out, Stderr: &out}); err != nil {
 		t.Fatalf("ctl %v: %v: %s", args, err, out.String())
 	}
 	return out.Bytes()
@@ -250,10 +252,11 @@ devices:
 		t.Fatalf("take: %s", out)
 	}
 	var buf bytes.Buffer
-	if err := runCtl(context.Background(), []string{"--addr", r.Control, "channel", "bank", "1", "take"}, &buf); err == nil {
+	env := simcli.Env{Stdout: &buf, Stderr: &buf}
+	if err := simcli.Ctl(context.Background(), []string{"--addr", r.Control, "channel", "bank", "1", "take"}, env); err == nil {
 		t.Fatal("a second take succeeded")
 	}
-	if err := runCtl(context.Background(), []string{"--addr", r.Control, "channel", "bank"}, &buf); err == nil {
+	if err := simcli.Ctl(context.Background(), []string{"--addr", r.Control, "channel", "bank"}, env); err == nil {
 		t.Fatal("ctl with missing arguments succeeded")
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"kluis/deploy/dev/testenv"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -47,17 +49,6 @@ func gauge(t *testing.T, reg *prometheus.Registry, family string) float64 {
 	return 0
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("never: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // The broker refuses connections past MaxConnections with CONNACK "server
 // unavailable" and accepts again once one closes.
 func TestConnectionCap(t *testing.T) {
@@ -82,7 +73,7 @@ func TestConnectionCap(t *testing.T) {
 	assert.NoError(t, b.Healthy(), "a full broker still accepts (and refuses)")
 
 	devA.Disconnect(100)
-	eventually(t, "the closed connection is given back", func() bool { return b.Connections() == 0 })
+	testenv.Eventually(t, "the closed connection is given back", func() bool { return b.Connections() == 0 })
 	assert.NoError(t, connectErr(options(b.Addr(), "dev-b", "dev-b", "pw-dev-b")))
 }
 
@@ -107,7 +98,7 @@ func TestAcceptRecoversFromDescriptorExhaustion(t *testing.T) {
 	require.NoError(t, connectErr(options(b.Addr(), "dev-a", "dev-a", "pw-dev-a")), "positive control")
 	require.NoError(t, b.Healthy())
 	// Its descriptor must be free before the count below.
-	eventually(t, "the control connection closes", func() bool { return b.Connections() == 0 })
+	testenv.Eventually(t, "the control connection closes", func() bool { return b.Connections() == 0 })
 
 	var orig syscall.Rlimit
 	require.NoError(t, syscall.Getrlimit(syscall.RLIMIT_NOFILE, &orig))
@@ -138,8 +129,8 @@ func TestAcceptRecoversFromDescriptorExhaustion(t *testing.T) {
 	c, err := net.Dial("tcp", b.Addr())
 	require.NoError(t, err)
 	defer c.Close()
-	eventually(t, "accept fails", func() bool { return b.Healthy() != nil })
-	eventually(t, "the failure is counted", func() bool {
+	testenv.Eventually(t, "accept fails", func() bool { return b.Healthy() != nil })
+	testenv.Eventually(t, "the failure is counted", func() bool {
 		return metric(t, reg, "kluis_broker_accept_errors_total", "", "") >= 1
 	})
 	assert.ErrorIs(t, b.Healthy(), syscall.EMFILE)

@@ -14,6 +14,7 @@ import (
 
 	"kluis/backend/broker"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 )
 
 func TestReplyCacheExpiresOldestFirst(t *testing.T) {
@@ -166,11 +167,11 @@ func fleetNothingLost(t *testing.T, embedded bool) {
 	hb, _ := wire.Encode(&wire.Heartbeat{At: time.Now(), UptimeS: 99})
 	devs[0].raw(wire.KindHeartbeat, hb)
 
-	eventually(t, "every event applied", func() bool { return events.count() == n*evs })
-	eventually(t, "every presence recorded", func() bool {
+	testenv.Eventually(t, "every event applied", func() bool { return events.count() == n*evs })
+	testenv.Eventually(t, "every presence recorded", func() bool {
 		return countRows(t, pool, `SELECT count(*) FROM device_presence WHERE state = 'offline'`) == n-1
 	})
-	eventually(t, "online count exact", func() bool {
+	testenv.Eventually(t, "online count exact", func() bool {
 		return metricValue(t, reg, "kluis_devicelink_devices_online", nil) == 1
 	})
 	assert.Equal(t, 1, countRows(t, pool, `SELECT count(*) FROM device_presence WHERE state = 'online' AND device_id = 'fleet-00'`))
@@ -179,10 +180,10 @@ func fleetNothingLost(t *testing.T, embedded bool) {
 		return metricValue(t, reg, "kluis_devicelink_messages_total", map[string]string{"kind": kind, "outcome": "ok"}) +
 			metricValue(t, reg, "kluis_devicelink_messages_total", map[string]string{"kind": kind, "outcome": "coalesced"})
 	}
-	eventually(t, "every heartbeat recorded or superseded", func() bool { return counted("heartbeat") == n*beats+1 })
+	testenv.Eventually(t, "every heartbeat recorded or superseded", func() bool { return counted("heartbeat") == n*beats+1 })
 	assert.Equal(t, float64(2*n), counted("presence"))
 	assert.Zero(t, metricValue(t, reg, "kluis_devicelink_messages_total", map[string]string{"kind": "event", "outcome": "error"}))
 	for _, d := range devs {
-		eventually(t, "events acknowledged", func() bool { return d.unacked() == 0 })
+		testenv.Eventually(t, "events acknowledged", func() bool { return d.unacked() == 0 })
 	}
 }

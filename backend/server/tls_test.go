@@ -15,6 +15,7 @@ import (
 	"kluis/backend/broker/mqtttest"
 	"kluis/backend/server"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 )
 
 // The embedded broker with a certificate speaks TLS only: the backend's
@@ -26,7 +27,7 @@ func TestEmbeddedBrokerTLS(t *testing.T) {
 	cert, err := tls.LoadX509KeyPair(certs.CertFile, certs.KeyFile)
 	require.NoError(t, err)
 	s := startBackend(t, server.Options{BrokerTLS: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}})
-	eventually(t, "the backend's link to connect over TLS", func() bool {
+	testenv.Eventually(t, "the backend's link to connect over TLS", func() bool {
 		return strings.Contains(s.metrics(), "kluis_devicelink_broker_connected 1")
 	})
 	s.call("POST", "/api/v1/sites", map[string]any{"id": "kortrijk", "name": "Stadhuis"}, 201)

@@ -10,10 +10,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"kluis/deploy/dev/testenv"
 )
 
 // Build compiles kluis-backend, kluis-sim and kluisd from the module that
@@ -175,38 +178,19 @@ func (p *Proc) Tail(n int) string {
 	return string(b)
 }
 
-// FreePort asks the kernel for a free loopback TCP port.
+// FreePort returns a free loopback TCP port (testenv.PickAddr: outside
+// the ephemeral range, never twice).
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := testenv.PickAddr()
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	_, p, _ := net.SplitHostPort(a)
+	return strconv.Atoi(p)
 }
 
-// waitFor polls cond every 100 ms until it holds or timeout passes; the
-// error names what was awaited and the last observation.
+// waitFor is testenv.Poll without the last observation.
 func waitFor(ctx context.Context, timeout time.Duration, what string, cond func(ctx context.Context) (bool, string, error)) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var last string
-	var lastErr error
-	for {
-		ok, obs, err := cond(ctx)
-		if err == nil && ok {
-			return nil
-		}
-		if obs != "" {
-			last = obs
-		}
-		if err != nil {
-			lastErr = err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s: not within %s (last seen: %s; last error: %v)", what, timeout, last, lastErr)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	_, err := testenv.Poll(ctx, timeout, what, cond)
+	return err
 }

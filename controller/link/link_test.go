@@ -217,7 +217,7 @@ func TestCommandWithoutHandlerRejectedAtTheClock(t *testing.T) {
 	defer stop()
 	now := time.Now()
 	r.pub(wire.KindCommand, &wire.Command{ID: "cmd-none", Kind: wire.CmdOpen, Issued: now, Expires: now.Add(time.Minute), Addr: &wire.Address{}})
-	waitFor(t, "command result", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.res) == 1 })
+	testenv.Eventually(t, "command result", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.res) == 1 })
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	require.Equal(t, "cmd-none", r.res[0].ID)

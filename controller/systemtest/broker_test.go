@@ -255,7 +255,7 @@ func TestBrokerRestart(t *testing.T) {
 		w.waitPickupEvents(d)
 		w.waitBacklogEmpty(locker)
 		w.exactlyOnePulse(lockerID, p0, d.comp.Board, d.comp.Channel)
-		c, err := w.sim.truth(ctx, lockerID, d.comp.Board, d.comp.Channel)
+		c, err := w.sim.Truth(ctx, lockerID, d.comp.Board, d.comp.Channel)
 		if err != nil || c.DoorOpen || c.Item != "" {
 			t.Fatalf("after the pickup the simulator shows %+v (%v)", c, err)
 		}

@@ -24,37 +24,6 @@ import (
 	"kluis/backend/api/apiclient"
 )
 
-// The simulator control API's answers (the parts the tests read; see
-// simulator/README.md).
-type simState struct {
-	Channels   []channelTruth   `json:"channels"`
-	Mechanisms []mechanismTruth `json:"mechanisms"`
-}
-
-type channelTruth struct {
-	Board     int    `json:"board"`
-	Channel   int    `json:"channel"`
-	Energised bool   `json:"energised"`
-	DoorOpen  bool   `json:"door_open"`
-	Item      string `json:"item"`
-	Stuck     bool   `json:"stuck"`
-}
-
-type mechanismTruth struct {
-	Board   int      `json:"board"`
-	AtHatch int      `json:"at_hatch"`
-	Busy    bool     `json:"busy"`
-	Fault   bool     `json:"fault"`
-	Slots   []string `json:"slots"`
-}
-
-type simPulse struct {
-	Board     int    `json:"board"`
-	Channel   int    `json:"channel"`
-	CommandID uint32 `json:"command_id"`
-	Via       string `json:"via"`
-}
-
 // binDir holds the binaries TestMain built.
 var binDir string
 
@@ -292,46 +261,6 @@ func (a api) audit(ctx context.Context, subject string) ([]auditRecord, error) {
 		cursor = page.NextCursor
 	}
 	return all, nil
-}
-
-// simAPI is the simulator's control API.
-type simAPI struct{ base string }
-
-func (s simAPI) state(ctx context.Context, dev string) (simState, error) {
-	var st simState
-	err := doJSON(ctx, http.MethodGet, s.base+"/v1/devices/"+dev+"/state", "", nil, &st)
-	return st, err
-}
-
-func (s simAPI) pulses(ctx context.Context, dev string) ([]simPulse, error) {
-	var ps []simPulse
-	err := doJSON(ctx, http.MethodGet, s.base+"/v1/devices/"+dev+"/pulses", "", nil, &ps)
-	return ps, err
-}
-
-// channel runs an action on a door: take, put (label), close, force,
-// stuck (on).
-func (s simAPI) channel(ctx context.Context, dev string, board, ch int, action string, q url.Values) (map[string]any, error) {
-	if q == nil {
-		q = url.Values{}
-	}
-	q.Set("board", fmt.Sprint(board))
-	var out map[string]any
-	err := doJSON(ctx, http.MethodPost, fmt.Sprintf("%s/v1/devices/%s/channels/%d/%s?%s", s.base, dev, ch, action, q.Encode()), "", nil, &out)
-	return out, err
-}
-
-func (s simAPI) truth(ctx context.Context, dev string, board, ch int) (channelTruth, error) {
-	st, err := s.state(ctx, dev)
-	if err != nil {
-		return channelTruth{}, err
-	}
-	for _, c := range st.Channels {
-		if c.Board == board && c.Channel == ch {
-			return c, nil
-		}
-	}
-	return channelTruth{}, fmt.Errorf("simulator: %s has no b%d/c%d", dev, board, ch)
 }
 
 // lineWriter hands the first line starting with prefix to a channel.

@@ -18,6 +18,7 @@ import (
 	"kluis/backend/broker/mosquittotest"
 	"kluis/backend/notify"
 	"kluis/controller/engine"
+	"kluis/deploy/dev/testenv"
 )
 
 // replica is one kluis-backend process of several on one database and one
@@ -59,7 +60,7 @@ func newReplicaWorld(t *testing.T) (*world, *mosquittotest.Process, []*replica) 
 	// The world's backend made the data; the replicas take over.
 	w.backend.stop(10 * time.Second)
 	a := &replica{name: "kluis-replica-a", api: w.apiBase, env: append(slices.Clone(w.env), "PGAPPNAME=kluis-replica-a")}
-	b := &replica{name: "kluis-replica-b", api: fmt.Sprintf("http://127.0.0.1:%d", freePort(t))}
+	b := &replica{name: "kluis-replica-b", api: "http://" + testenv.FreeAddr(t)}
 	b.env = append(slices.Clone(w.env), "PGAPPNAME=kluis-replica-b", "KLUIS_HTTP_ADDR="+strings.TrimPrefix(b.api, "http://"),
 		"MQTT_USERNAME=kluis-backend-2", "MQTT_PASSWORD="+pass2)
 	rs := []*replica{a, b}
@@ -76,7 +77,7 @@ func (w *world) startReplicas(rs ...*replica) {
 		r.proc = startProc(w.t, w.root, w.dir, r.name, "kluis-backend", replicaArgs, r.env, nil)
 	}
 	for _, r := range rs {
-		waitFor(w.t, 60*time.Second, r.name+" ready and on the broker", func(ctx context.Context) (bool, string, error) {
+		testenv.MustPoll(w.t, 60*time.Second, r.name+" ready and on the broker", func(ctx context.Context) (bool, string, error) {
 			if !r.proc.running() {
 				w.t.Fatalf("%s exited:\n%s", r.name, r.proc.tail(3000))
 			}
@@ -131,7 +132,7 @@ func sumMetric(ctx context.Context, url, name, label string) (float64, error) {
 func (w *world) killWaiting(db *pgx.Conn, rs []*replica) *replica {
 	w.t.Helper()
 	var name string
-	waitFor(w.t, 20*time.Second, "a replica waiting inside its transaction", func(ctx context.Context) (bool, string, error) {
+	testenv.MustPoll(w.t, 20*time.Second, "a replica waiting inside its transaction", func(ctx context.Context) (bool, string, error) {
 		err := db.QueryRow(ctx, `SELECT coalesce(min(application_name), '') FROM pg_stat_activity
 			WHERE datname = current_database() AND application_name LIKE 'kluis-replica-%' AND wait_event_type = 'Lock'`).Scan(&name)
 		return err == nil && name != "", name, err
@@ -247,7 +248,7 @@ func TestReplicas(t *testing.T) {
 			w.collectOnce(d, p0)
 		}
 		for _, r := range rs {
-			waitFor(t, 20*time.Second, r.name+" handled device messages", func(ctx context.Context) (bool, string, error) {
+			testenv.MustPoll(t, 20*time.Second, r.name+" handled device messages", func(ctx context.Context) (bool, string, error) {
 				v, err := sumMetric(ctx, r.api+"/metrics", "kluis_devicelink_messages_total", `outcome="ok"`)
 				return v > 0, fmt.Sprint(v), err
 			})
@@ -257,7 +258,7 @@ func TestReplicas(t *testing.T) {
 	step("replica killed inside a verification", func(t *testing.T) {
 		d := w.register("driving_licence", lockerID)
 		w.load(d)
-		waitFor(t, 20*time.Second, "the code in kluisd's offline cache", func(context.Context) (bool, string, error) {
+		testenv.MustPoll(t, 20*time.Second, "the code in kluisd's offline cache", func(context.Context) (bool, string, error) {
 			return locker.inOfflineCache(d.ID), "", nil
 		})
 		// Hold the code's row: the verification stops right before the
@@ -345,7 +346,7 @@ func TestReplicas(t *testing.T) {
 		step(fmt.Sprintf("seed %d round %d: %s killed %v into a pickup", seed, i, victim.name, delay), func(t *testing.T) {
 			d := w.register("driving_licence", lockerID)
 			w.load(d)
-			waitFor(t, 20*time.Second, "the code in kluisd's offline cache", func(context.Context) (bool, string, error) {
+			testenv.MustPoll(t, 20*time.Second, "the code in kluisd's offline cache", func(context.Context) (bool, string, error) {
 				return locker.inOfflineCache(d.ID), "", nil
 			})
 			req := map[string]string{"qr": d.mail.QR}
@@ -365,7 +366,7 @@ func TestReplicas(t *testing.T) {
 			// Whatever the replica had done, a person trying again gets
 			// the door, once (a code accepted by the dead replica whose
 			// answer was lost is given back after -rearm-unfollowed-after).
-			waitFor(t, 30*time.Second, "the door opens for the citizen", func(ctx context.Context) (bool, string, error) {
+			testenv.MustPoll(t, 30*time.Second, "the door opens for the citizen", func(ctx context.Context) (bool, string, error) {
 				if s.State == "open" {
 					return true, s.State, nil
 				}
@@ -432,7 +433,7 @@ func TestReplicaJobsRunOnce(t *testing.T) {
 	}
 	w.startReplicas(rs...)
 	for _, r := range rs {
-		waitFor(t, 20*time.Second, r.name+" skipped its reminder pass", func(ctx context.Context) (bool, string, error) {
+		testenv.MustPoll(t, 20*time.Second, r.name+" skipped its reminder pass", func(ctx context.Context) (bool, string, error) {
 			v, err := scrapeMetric(ctx, r.api+"/metrics", "kluis_reminder_passes_total", `result="skipped"`)
 			return v == 1, fmt.Sprint(v), err
 		})
@@ -448,7 +449,7 @@ func TestReplicaJobsRunOnce(t *testing.T) {
 		r.proc.kill()
 		w.startReplicas(r)
 		w.use(r)
-		waitFor(t, 20*time.Second, r.name+" made its reminder pass", func(ctx context.Context) (bool, string, error) {
+		testenv.MustPoll(t, 20*time.Second, r.name+" made its reminder pass", func(ctx context.Context) (bool, string, error) {
 			v, err := scrapeMetric(ctx, r.api+"/metrics", "kluis_reminder_passes_total", `result="done"`)
 			return v == 1, fmt.Sprint(v), err
 		})

@@ -16,6 +16,7 @@ import (
 	"kluis/controller/engine"
 	"kluis/controller/kiosk/kioskclient"
 	"kluis/deploy/dev/testenv"
+	"kluis/simulator"
 )
 
 // wrongPIN returns a PIN of the same length that is not pin.
@@ -65,7 +66,7 @@ func TestSystem(t *testing.T) {
 	step("staff loading and QR pickup", func(t *testing.T) {
 		a = w.register("driving_licence", lockerID)
 		w.load(a)
-		c, err := w.sim.truth(ctx, lockerID, a.comp.Board, a.comp.Channel)
+		c, err := w.sim.Truth(ctx, lockerID, a.comp.Board, a.comp.Channel)
 		if err != nil || c.Item != a.label || c.DoorOpen {
 			t.Fatalf("loaded compartment in the simulator: %+v (%v)", c, err)
 		}
@@ -107,7 +108,7 @@ func TestSystem(t *testing.T) {
 		w.waitScreen(locker, "not_collected")
 		w.exactlyOnePulse(lockerID, p0, d.comp.Board, d.comp.Channel)
 		w.waitAudit(lockerID, "device.pickup_not_collected", "")
-		if c, err := w.sim.truth(ctx, lockerID, d.comp.Board, d.comp.Channel); err != nil || c.Item != d.label {
+		if c, err := w.sim.Truth(ctx, lockerID, d.comp.Board, d.comp.Channel); err != nil || c.Item != d.label {
 			t.Fatalf("the document must still be there: %+v (%v)", c, err)
 		}
 		if got, err := w.backendDoc(ctx, d); err != nil || got.State != "notified" {
@@ -125,7 +126,7 @@ func TestSystem(t *testing.T) {
 		w.act(lockerID, d.comp.Board, d.comp.Channel, "take", nil)
 		w.waitMetricAbove(locker, "kluisd_alarms_total", `alarm="door_left_open"`, before)
 		w.waitAudit(lockerID, "device.alarm", "door_left_open")
-		if c, err := w.sim.truth(ctx, lockerID, d.comp.Board, d.comp.Channel); err != nil || !c.DoorOpen {
+		if c, err := w.sim.Truth(ctx, lockerID, d.comp.Board, d.comp.Channel); err != nil || !c.DoorOpen {
 			t.Fatalf("the door should still be open: %+v (%v)", c, err)
 		}
 		w.act(lockerID, d.comp.Board, d.comp.Channel, "close", nil)
@@ -165,7 +166,7 @@ func TestSystem(t *testing.T) {
 		if len(ids) != 1 {
 			t.Fatalf("pulses with command ids %v, want one id for one pickup", ids)
 		}
-		c, err := w.sim.truth(ctx, lockerID, e.comp.Board, e.comp.Channel)
+		c, err := w.sim.Truth(ctx, lockerID, e.comp.Board, e.comp.Channel)
 		if err != nil || c.DoorOpen || c.Item != e.label {
 			t.Fatalf("stuck compartment: %+v (%v)", c, err)
 		}
@@ -206,7 +207,7 @@ func TestSystem(t *testing.T) {
 			}
 		}
 		w.noPulse(lockerID, p0)
-		tr, err := w.sim.truth(ctx, lockerID, c.comp.Board, c.comp.Channel)
+		tr, err := w.sim.Truth(ctx, lockerID, c.comp.Board, c.comp.Channel)
 		if err != nil || tr.Item != c.label {
 			t.Fatalf("the expired document must still be in its compartment: %+v (%v)", tr, err)
 		}
@@ -228,7 +229,7 @@ func TestSystem(t *testing.T) {
 			t.Fatalf("retrieved by %q, want device:%s", a, lockerID)
 		}
 		w.kioskPost(locker, "/kiosk/v1/staff/logout", nil)
-		tr, err := w.sim.truth(ctx, lockerID, c.comp.Board, c.comp.Channel)
+		tr, err := w.sim.Truth(ctx, lockerID, c.comp.Board, c.comp.Channel)
 		if err != nil || tr.Item != "" || tr.DoorOpen {
 			t.Fatalf("after the retrieval: %+v (%v)", tr, err)
 		}
@@ -367,12 +368,12 @@ func TestSystem(t *testing.T) {
 	step("automaton over Tasmota: staff loading and QR pickup", func(t *testing.T) {
 		x := w.register("driving_licence", autoID)
 		w.load(x)
-		st, err := w.sim.state(ctx, autoID)
+		st, err := w.sim.State(ctx, autoID)
 		if err != nil || len(st.Mechanisms) != 1 || st.Mechanisms[0].Slots[x.comp.Channel] != x.label {
 			t.Fatalf("automaton after loading: %+v (%v)", st.Mechanisms, err)
 		}
 		w.collect(x, map[string]string{"qr": x.mail.QR})
-		st, err = w.sim.state(ctx, autoID)
+		st, err = w.sim.State(ctx, autoID)
 		if err != nil || st.Mechanisms[0].Slots[x.comp.Channel] != "" {
 			t.Fatalf("automaton after the pickup: %+v (%v)", st.Mechanisms, err)
 		}
@@ -381,7 +382,7 @@ func TestSystem(t *testing.T) {
 		occupied := w.register("driving_licence", lockerID)
 		w.load(occupied)
 		free := 0
-		st, err := w.sim.state(ctx, lockerID)
+		st, err := w.sim.State(ctx, lockerID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -449,12 +450,12 @@ func TestSystem(t *testing.T) {
 	})
 	step("Tasmota module offline: board unreachable, then cleared", func(t *testing.T) {
 		before, _ := auto.metric(ctx, "kluisd_alarms_total", `alarm="board_unreachable"`)
-		if err := doJSON(ctx, "POST", w.sim.base+"/v1/devices/"+autoID+"/faults", "", map[string]any{"offline": true}, nil); err != nil {
+		if _, err := w.sim.SetFaults(ctx, autoID, simulator.Faults{Offline: true}); err != nil {
 			t.Fatal(err)
 		}
 		w.waitMetricAbove(auto, "kluisd_alarms_total", `alarm="board_unreachable"`, before)
 		w.waitAudit(autoID, "device.alarm", "board_unreachable")
-		if err := doJSON(ctx, "POST", w.sim.base+"/v1/devices/"+autoID+"/faults", "", map[string]any{"offline": false}, nil); err != nil {
+		if _, err := w.sim.SetFaults(ctx, autoID, simulator.Faults{}); err != nil {
 			t.Fatal(err)
 		}
 		w.waitAudit(autoID, "device.alarm_cleared", "board_unreachable")
@@ -557,7 +558,7 @@ func (w *world) killDuringPickup(n *node, point int, delay time.Duration) {
 	// No event lost: the door's opening and closing and the outcome reached
 	// the backend, whenever kluisd died.
 	w.waitPickupEvents(d)
-	c, err := w.sim.truth(context.Background(), n.id, board, ch)
+	c, err := w.sim.Truth(context.Background(), n.id, board, ch)
 	if err != nil || c.DoorOpen || c.Item != "" {
 		t.Fatalf("after the pickup: %+v (%v)", c, err)
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"kluis/deploy/dev/testenv"
 )
 
 // TestBrokerTLS runs deploy/mosquitto's configuration with its TLS
@@ -58,7 +60,7 @@ func TestBrokerTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.startKluisd(locker)
-	waitFor(t, 30*time.Second, "kluisd refuses the broker's certificate (the broker logs the alert)", func(ctx context.Context) (bool, string, error) {
+	testenv.MustPoll(t, 30*time.Second, "kluisd refuses the broker's certificate (the broker logs the alert)", func(ctx context.Context) (bool, string, error) {
 		h, err := locker.health(ctx)
 		if err == nil && h.MQTTConnected {
 			t.Fatalf("kluisd without the CA connected: %+v", h)

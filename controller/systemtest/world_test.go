@@ -19,6 +19,8 @@ import (
 	"kluis/controller/engine"
 	"kluis/controller/kiosk/kioskclient"
 	"kluis/deploy/dev/testenv"
+	"kluis/simulator"
+	"kluis/simulator/simclient"
 )
 
 // The simulated city hall: a Kluis-protocol locker on a pty and a Tasmota
@@ -52,7 +54,7 @@ type world struct {
 	pubKey    string // file with the QR public key
 	backend   *proc
 	simProc   *proc
-	sim       simAPI
+	sim       *simclient.Client
 	admin     api
 	staff     api
 	staffPIN  string
@@ -242,7 +244,7 @@ func (w *world) startFleet(fleet string) {
 	if err := json.Unmarshal([]byte(line), &ready); err != nil {
 		t.Fatalf("kluis-sim ready line %q: %v", line, err)
 	}
-	w.sim = simAPI{base: "http://" + ready.Control}
+	w.sim = simclient.New(ready.Control, simclient.Options{})
 	w.simProc = p
 }
 
@@ -469,7 +471,7 @@ func (w *world) compOf(d *doc) {
 
 func (w *world) pulseCount(dev string) int {
 	w.t.Helper()
-	ps, err := w.sim.pulses(context.Background(), dev)
+	ps, err := w.sim.Pulses(context.Background(), dev)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -477,9 +479,9 @@ func (w *world) pulseCount(dev string) int {
 }
 
 // pulsesSince returns the pulses of dev after the first n.
-func (w *world) pulsesSince(dev string, n int) []simPulse {
+func (w *world) pulsesSince(dev string, n int) []simulator.Pulse {
 	w.t.Helper()
-	ps, err := w.sim.pulses(context.Background(), dev)
+	ps, err := w.sim.Pulses(context.Background(), dev)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -512,7 +514,7 @@ func (w *world) noPulse(dev string, n int) {
 
 func (w *world) allShut(dev string) {
 	w.t.Helper()
-	st, err := w.sim.state(context.Background(), dev)
+	st, err := w.sim.State(context.Background(), dev)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -527,7 +529,7 @@ func (w *world) allShut(dev string) {
 func (w *world) waitDoor(dev string, board, ch int, open bool) {
 	w.t.Helper()
 	testenv.MustPoll(w.t, 20*time.Second, fmt.Sprintf("door b%d/c%d of %s open=%t", board, ch, dev, open), func(ctx context.Context) (bool, string, error) {
-		c, err := w.sim.truth(ctx, dev, board, ch)
+		c, err := w.sim.Truth(ctx, dev, board, ch)
 		return err == nil && c.DoorOpen == open, fmt.Sprintf("%+v", c), err
 	})
 }
@@ -536,7 +538,7 @@ func (w *world) waitDoor(dev string, board, ch int, open bool) {
 func (w *world) waitAtHatch(dev string, board, slot int) {
 	w.t.Helper()
 	testenv.MustPoll(w.t, 20*time.Second, fmt.Sprintf("slot %d at the hatch", slot), func(ctx context.Context) (bool, string, error) {
-		st, err := w.sim.state(ctx, dev)
+		st, err := w.sim.State(ctx, dev)
 		if err != nil {
 			return false, "", err
 		}
@@ -550,9 +552,9 @@ func (w *world) waitAtHatch(dev string, board, slot int) {
 }
 
 // act runs a person's action in the simulator.
-func (w *world) act(dev string, board, ch int, action string, q url.Values) map[string]any {
+func (w *world) act(dev string, board, ch int, action string, q url.Values) simulator.ActionResult {
 	w.t.Helper()
-	out, err := w.sim.channel(context.Background(), dev, board, ch, action, q)
+	out, err := w.sim.Channel(context.Background(), dev, board, ch, action, q)
 	if err != nil {
 		w.t.Fatalf("%s b%d/c%d %s: %v", dev, board, ch, action, err)
 	}
@@ -667,7 +669,7 @@ func (w *world) takeAndClose(d *doc) {
 	board, ch, _ := d.place()
 	time.Sleep(humanPause)
 	item := w.act(d.device, board, ch, "take", nil)
-	if got, _ := item["item"].(string); got != d.label {
+	if got := item.Item; got != d.label {
 		t.Fatalf("took %q, want %q", got, d.label)
 	}
 	time.Sleep(humanPause)
@@ -689,7 +691,7 @@ func (w *world) collect(d *doc, req map[string]string) {
 	if a := d.actorOf("collected"); a != "device:"+d.device {
 		t.Fatalf("collected by %q, want device:%s", a, d.device)
 	}
-	c, err := w.sim.truth(context.Background(), d.device, board, ch)
+	c, err := w.sim.Truth(context.Background(), d.device, board, ch)
 	if err != nil || c.DoorOpen || c.Item != "" {
 		t.Fatalf("after the pickup the simulator shows %+v (%v)", c, err)
 	}

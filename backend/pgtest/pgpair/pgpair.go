@@ -12,7 +12,6 @@ package pgpair
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -22,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"kluis/deploy/dev/testenv"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -57,7 +58,7 @@ func Start(t testing.TB) *Pair {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Pair{t: t, bin: bin, dir: dir, PrimaryPort: freePort(t), StandbyPort: freePort(t)}
+	p := &Pair{t: t, bin: bin, dir: dir, PrimaryPort: testenv.FreePort(t), StandbyPort: testenv.FreePort(t)}
 	t.Cleanup(func() {
 		p.kill(p.primary)
 		p.kill(p.standby)
@@ -261,14 +262,4 @@ func appendFile(t testing.TB, path, s string) {
 	if _, err := f.WriteString(s); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

@@ -213,7 +213,7 @@ func TestCredentialsRememberedInMemory(t *testing.T) {
 		require.True(t, good)
 	}
 	assert.True(t, ok("dev-1", "password-of-dev-1"), "from the database, starting the load")
-	eventually(t, "memory loaded", loaded)
+	testenv.Eventually(t, "memory loaded", loaded)
 	_, err := pool.Exec(ctx, `UPDATE mqtt_credential_checks SET mac = 'x' WHERE username = 'dev-2'`)
 	require.NoError(t, err)
 	assert.True(t, ok("dev-2", "password-of-dev-2"), "from memory: the database's entry is no longer asked")
@@ -226,6 +226,6 @@ func TestCredentialsRememberedInMemory(t *testing.T) {
 	assert.True(t, ok("dev-2", "password-of-dev-2"), "disabled elsewhere: memory still says yes, for a while")
 	advance(2 * time.Minute)
 	assert.False(t, ok("dev-2", "password-of-dev-2"), "after two refresh periods memory is not used")
-	eventually(t, "memory reloaded", loaded)
+	testenv.Eventually(t, "memory reloaded", loaded)
 	assert.False(t, ok("dev-2", "password-of-dev-2"), "the reload knows it is disabled")
 }

@@ -30,7 +30,7 @@ import (
 
 // defaults are the subcommands `kluis-bench all` runs, in order.
 func defaults() []string {
-	return []string{"verify", "journal"}
+	return []string{"verify", "journal", "fleet"}
 }
 
 var errUnknown = errors.New("unknown subcommand")

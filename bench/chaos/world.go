@@ -513,8 +513,11 @@ func (w *World) startNode(d DeviceSpec) error {
 	n.Metrics = fmt.Sprintf("127.0.0.1:%d", mp)
 	var b strings.Builder
 	fmt.Fprintf(&b, "device_id: %s\nsite: %s\nkind: %s\n", d.ID, SiteID, d.Kind)
-	fmt.Fprintf(&b, "mqtt:\n  url: tcp://%s\n  username: %s\n  password_file: %s\n  resend_after: 2s\n  heartbeat_every: 5s\n",
-		n.Proxy.Addr(), d.ID, pwFile)
+	// A client id unique to this run: the Tasmota driver's client on the
+	// shared field bus derives its id from it, and two runs at once (make
+	// test elsewhere) must not kick each other off.
+	fmt.Fprintf(&b, "mqtt:\n  url: tcp://%s\n  username: %s\n  client_id: %s.%s\n  password_file: %s\n  resend_after: 2s\n  heartbeat_every: 5s\n",
+		n.Proxy.Addr(), d.ID, d.ID, w.RunID, pwFile)
 	fmt.Fprintf(&b, "hardware:\n  driver: %s\n", d.Hardware)
 	switch {
 	case d.Hardware == HWTasmota && d.Kind == "automaton":

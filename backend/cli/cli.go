@@ -333,7 +333,7 @@ func serve(ctx context.Context, args []string, e Env) error {
 	fs.DurationVar(&o.AuditEvery, "audit-verify-every", server.DefaultAuditEvery, "how often the audit hash chain is verified for the kluis_audit_chain_ok gauge (0 disables)")
 	fs.DurationVar(&o.CodeGrace, "code-grace", server.DefaultCodeGrace, "how long a code stays valid again when the citizen opened the door but left the document (match kluisd's timeouts.grace)")
 	fs.DurationVar(&o.RearmUnfollowed, "rearm-unfollowed-after", server.DefaultRearmUnfollowed, "give a code back when its device, online, reported no door, open or pickup event for the document this long after the backend accepted the code (kluisd died before pulsing); 0 disables")
-	fs.DurationVar(&o.RedeliverAfter, "redeliver-after", service.DefaultRedeliverAfter, "a loaded document whose holder was never told (the mail and SMS gateways failed) gets new codes in a new ready message after this long, and again after each failure")
+	fs.DurationVar(&o.RedeliverAfter, "redeliver-after", server.DefaultRedeliverAfter, "a notification that failed (mail or SMS gateway down or slow) is tried again after this long, then after twice as long each time up to an hour, 12 attempts in all")
 	fs.DurationVar(&o.OpenTimeout, "open-timeout", server.DefaultOpenTimeout, "how long a remote open waits for the device; the command expires then")
 	fs.StringVar(&o.MailURL, "mail-url", e.Getenv("KLUIS_MAIL_URL"), "e-mail: smtp://[user:pass@]host:port or drop:<dir> (env KLUIS_MAIL_URL); empty: no e-mail")
 	fs.StringVar(&o.MailFrom, "mail-from", envOr(e, "KLUIS_MAIL_FROM", server.DefaultMailFrom), "sender address (env KLUIS_MAIL_FROM)")

@@ -26,10 +26,30 @@
 // most two segments: long site and device names are shortened until the
 // text fits ([SMSSegments]).
 //
-// [Notifier] implements service.Notifier: it sends through the holder's
-// channels, or writes a pickup slip for the counter when the holder has
-// neither e-mail nor mobile, and records every notification (never its text,
-// PIN or recipient) in the notifications table.
+// [Notifier] sends through the holder's channels, or writes a pickup slip
+// for the counter when the holder has neither e-mail nor mobile, and records
+// every notification (never its text, PIN or recipient) in the
+// notifications table.
+//
+// # The outbox
+//
+// In kluis-backend nothing is sent from memory: [Outbox] implements
+// service.Outbox, so every transition that tells the holder something
+// inserts a notify_outbox row in its own transaction (the codes of a ready
+// message sealed with AES-256-GCM under a key derived from the backend's
+// keys, bound to the document and kind). [Outbox.Run], on every replica,
+// claims due rows one at a time per worker with FOR UPDATE SKIP LOCKED,
+// renders the message from the document as it is now, sends on the
+// channels not yet done (each send bounded by a timeout), records the
+// attempts in notifications and deletes the row, or schedules a retry with
+// exponential back-off, in the same transaction. Delivery is at least once:
+// a crash after a gateway accepted a message and before that commit sends
+// it again; exactly once cannot be had from an SMTP server or an SMS
+// gateway. After the last attempt the row is kept as gave_up, without its
+// secret, and a ready message that reached nobody becomes a pickup slip. A
+// ready message whose document left its compartment (its codes forgotten
+// by a trigger in that transaction) or got new codes is dropped, and so is
+// a reminder for a document no longer waiting.
 //
 // The track page (/t/{tracking id}, [TrackHandler]) shows the document's
 // state, what to do next and its journey as a timeline from the document

@@ -139,74 +139,10 @@ func messageFor(kind string) (string, bool) {
 
 // Notify tells the holder through e-mail and/or SMS, or writes a slip for
 // the counter when the holder has neither (ready messages only). Every
-// attempt is recorded. It fails when nothing reached the holder.
+// attempt is recorded. It fails when nothing reached the holder. It sends
+// at once, from memory; [Outbox] queues the same messages durably instead.
 func (n *Notifier) Notify(ctx context.Context, note service.Notification) error {
-	msg, ok := messageFor(note.Kind)
-	if !ok {
-		return fmt.Errorf("notify: kind %q: %w", note.Kind, ErrInvalid)
-	}
-	doc := note.Document
-	var cr codes.Credentials
-	if msg == MsgReady {
-		c, ok := note.Secret.(codes.Credentials)
-		if !ok || c.QRToken == "" || c.PIN == "" {
-			return fmt.Errorf("notify: %s for %s without credentials: %w", note.Kind, doc.ID, ErrInvalid)
-		}
-		cr = c
-	}
-	now := n.opts.Clock()
-	lang := Language(doc.Language)
-	site, err := store.GetSite(ctx, n.opts.DB, doc.SiteID)
-	if err != nil {
-		return fmt.Errorf("notify: site of %s: %w", doc.ID, err)
-	}
-	dev := store.Device{ID: doc.DeviceID, Name: doc.DeviceID, Kind: store.Locker}
-	if doc.DeviceID != "" {
-		if d, err := store.GetDevice(ctx, n.opts.DB, doc.DeviceID); err == nil {
-			dev.Kind, dev.Directions = d.Kind, d.Directions
-			if d.Name != "" {
-				dev.Name = d.Name
-			}
-		}
-	}
-	tid, err := TrackingID(ctx, n.opts.DB, doc.ID, now)
-	if err != nil {
-		return err
-	}
-	deadline := time.Time{}
-	if doc.Deadline != nil {
-		deadline = *doc.Deadline
-	} else if !cr.ExpiresAt.IsZero() {
-		deadline = cr.ExpiresAt
-	}
-	when := now
-	if doc.ClosedAt != nil {
-		when = *doc.ClosedAt
-	}
-	number := note.Compartment.Number
-	data := MessageData{
-		FirstName: doc.FirstName, DocumentKind: string(doc.Kind), SiteName: site.Name, SiteAddress: site.Address,
-		DeviceKind: string(dev.Kind), DeviceName: dev.Name, Directions: DirectionsIn(dev.Directions, lang), Compartment: number,
-		Deadline: deadline, When: when, PIN: cr.PIN, TrackURL: n.opts.TrackBaseURL + "/t/" + tid, Sender: n.opts.Sender,
-		Reissued: note.Kind == service.NotifyReissued, Now: now, Location: site.Location(),
-	}
-	var att mailParts
-	if msg == MsgReady {
-		q, err := QRCode(cr.QRToken)
-		if err != nil {
-			return err
-		}
-		att.qr = &q
-		data.QRContentID, data.QRWidth = qrContentID, q.DisplayWidth()
-	}
-	if (msg == MsgReady || msg == MsgReminder) && !deadline.IsZero() {
-		att.ics, err = Calendar(lang, data, CalendarUID(doc.ID, hostOf(n.opts.TrackBaseURL)))
-		if err != nil {
-			return err
-		}
-		data.CalendarAttached = true
-	}
-	r, err := Render(lang, msg, data)
+	p, err := n.prepare(ctx, n.opts.DB, note)
 	if err != nil {
 		return err
 	}
@@ -214,46 +150,144 @@ func (n *Notifier) Notify(ctx context.Context, note service.Notification) error 
 		delivered bool
 		errs      []error
 	)
-	if doc.Email != "" && n.opts.Mail != nil {
-		err := n.sendEmail(ctx, doc.Email, r, att, now)
-		n.record(ctx, doc.ID, note.Kind, ChannelEmail, err)
-		if err == nil {
-			delivered = true
-		} else {
+	for _, ch := range n.channels(p.doc, p.msg) {
+		if err := n.send(ctx, n.opts.DB, p, ch); err != nil {
 			errs = append(errs, err)
+		} else {
+			delivered = true
 		}
 	}
-	if doc.Mobile != "" && n.opts.SMS != nil {
-		err := n.opts.SMS.SendSMS(ctx, doc.Mobile, r.SMS)
-		n.record(ctx, doc.ID, note.Kind, ChannelSMS, err)
-		if err == nil {
-			delivered = true
-		} else {
-			errs = append(errs, err)
-		}
-	}
-	if !delivered && msg == MsgReady && len(errs) == 0 {
-		// No channel at all: the counter hands over a printed slip.
-		err := n.writeSlip(ctx, doc, site, dev, number, deadline, cr, now)
-		n.record(ctx, doc.ID, note.Kind, ChannelSlip, err)
-		if err == nil {
-			delivered = true
-		} else {
-			errs = append(errs, err)
-		}
-	}
-	if delivered && msg == MsgReady && n.opts.OnNotified != nil {
-		if err := n.opts.OnNotified(ctx, doc.ID); err != nil {
-			n.log.Warn("mark notified", "document", doc.ID, "err", err)
+	if delivered && p.msg == MsgReady && n.opts.OnNotified != nil {
+		if err := n.opts.OnNotified(ctx, p.doc.ID); err != nil {
+			n.log.Warn("mark notified", "document", p.doc.ID, "err", err)
 		}
 	}
 	if len(errs) > 0 && !delivered {
-		return fmt.Errorf("notify: %s for %s: %w: %s", note.Kind, doc.ID, ErrNotDelivered, redact(errors.Join(errs...).Error()))
+		return fmt.Errorf("notify: %s for %s: %w: %s", note.Kind, p.doc.ID, ErrNotDelivered, redact(errors.Join(errs...).Error()))
 	}
 	if len(errs) > 0 {
-		n.log.Warn("a channel failed", "document", doc.ID, "kind", note.Kind, "err", redact(errors.Join(errs...).Error()))
+		n.log.Warn("a channel failed", "document", p.doc.ID, "kind", note.Kind, "err", redact(errors.Join(errs...).Error()))
 	}
 	return nil
+}
+
+// prepared is a rendered message, ready to go out on any channel.
+type prepared struct {
+	kind, msg string
+	doc       store.Document
+	site      store.Site
+	dev       store.Device
+	number    int
+	deadline  time.Time
+	cr        codes.Credentials
+	r         Rendered
+	att       mailParts
+	now       time.Time
+}
+
+// prepare renders note's message, reading (and for the tracking id
+// writing) through db.
+func (n *Notifier) prepare(ctx context.Context, db store.DB, note service.Notification) (*prepared, error) {
+	msg, ok := messageFor(note.Kind)
+	if !ok {
+		return nil, fmt.Errorf("notify: kind %q: %w", note.Kind, ErrInvalid)
+	}
+	doc := note.Document
+	p := &prepared{kind: note.Kind, msg: msg, doc: doc, number: note.Compartment.Number, now: n.opts.Clock()}
+	if msg == MsgReady {
+		c, ok := note.Secret.(codes.Credentials)
+		if !ok || c.QRToken == "" || c.PIN == "" {
+			return nil, fmt.Errorf("notify: %s for %s without credentials: %w", note.Kind, doc.ID, ErrInvalid)
+		}
+		p.cr = c
+	}
+	lang := Language(doc.Language)
+	site, err := store.GetSite(ctx, db, doc.SiteID)
+	if err != nil {
+		return nil, fmt.Errorf("notify: site of %s: %w", doc.ID, err)
+	}
+	p.site = site
+	p.dev = store.Device{ID: doc.DeviceID, Name: doc.DeviceID, Kind: store.Locker}
+	if doc.DeviceID != "" {
+		if d, err := store.GetDevice(ctx, db, doc.DeviceID); err == nil {
+			p.dev.Kind, p.dev.Directions = d.Kind, d.Directions
+			if d.Name != "" {
+				p.dev.Name = d.Name
+			}
+		}
+	}
+	tid, err := TrackingID(ctx, db, doc.ID, p.now)
+	if err != nil {
+		return nil, err
+	}
+	if doc.Deadline != nil {
+		p.deadline = *doc.Deadline
+	} else if !p.cr.ExpiresAt.IsZero() {
+		p.deadline = p.cr.ExpiresAt
+	}
+	when := p.now
+	if doc.ClosedAt != nil {
+		when = *doc.ClosedAt
+	}
+	data := MessageData{
+		FirstName: doc.FirstName, DocumentKind: string(doc.Kind), SiteName: site.Name, SiteAddress: site.Address,
+		DeviceKind: string(p.dev.Kind), DeviceName: p.dev.Name, Directions: DirectionsIn(p.dev.Directions, lang), Compartment: p.number,
+		Deadline: p.deadline, When: when, PIN: p.cr.PIN, TrackURL: n.opts.TrackBaseURL + "/t/" + tid, Sender: n.opts.Sender,
+		Reissued: note.Kind == service.NotifyReissued, Now: p.now, Location: site.Location(),
+	}
+	if msg == MsgReady {
+		q, err := QRCode(p.cr.QRToken)
+		if err != nil {
+			return nil, err
+		}
+		p.att.qr = &q
+		data.QRContentID, data.QRWidth = qrContentID, q.DisplayWidth()
+	}
+	if (msg == MsgReady || msg == MsgReminder) && !p.deadline.IsZero() {
+		p.att.ics, err = Calendar(lang, data, CalendarUID(doc.ID, hostOf(n.opts.TrackBaseURL)))
+		if err != nil {
+			return nil, err
+		}
+		data.CalendarAttached = true
+	}
+	if p.r, err = Render(lang, msg, data); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// channels lists the channels that reach doc's holder: e-mail and SMS when
+// the holder has them and they are configured, else, for a ready message,
+// a pickup slip for the counter.
+func (n *Notifier) channels(doc store.Document, msg string) []string {
+	var out []string
+	if doc.Email != "" && n.opts.Mail != nil {
+		out = append(out, ChannelEmail)
+	}
+	if doc.Mobile != "" && n.opts.SMS != nil {
+		out = append(out, ChannelSMS)
+	}
+	if len(out) == 0 && msg == MsgReady {
+		out = append(out, ChannelSlip)
+	}
+	return out
+}
+
+// send sends p on one channel and records the attempt through db.
+func (n *Notifier) send(ctx context.Context, db store.DB, p *prepared, channel string) error {
+	var err error
+	switch channel {
+	case ChannelEmail:
+		err = n.sendEmail(ctx, p.doc.Email, p.r, p.att, p.now)
+	case ChannelSMS:
+		err = n.opts.SMS.SendSMS(ctx, p.doc.Mobile, p.r.SMS)
+	case ChannelSlip:
+		err = n.writeSlip(ctx, p.doc, p.site, p.dev, p.number, p.deadline, p.cr, p.now)
+	default:
+		err = fmt.Errorf("notify: channel %q: %w", channel, ErrInvalid)
+	}
+	n.record(ctx, db, p.doc.ID, p.kind, channel, err)
+	return err
 }
 
 // qrContentID names the inline QR image in the ready e-mail.
@@ -313,8 +347,8 @@ func DirectionsIn(dirs map[string]string, lang string) string {
 	return ""
 }
 
-// record stores one attempt (no text, no recipient) and counts it.
-func (n *Notifier) record(ctx context.Context, documentID, kind, channel string, sendErr error) {
+// record stores one attempt (no text, no recipient) through db and counts it.
+func (n *Notifier) record(ctx context.Context, db store.DB, documentID, kind, channel string, sendErr error) {
 	status, errText := "sent", ""
 	if channel == ChannelSlip {
 		status = "needed"
@@ -326,7 +360,7 @@ func (n *Notifier) record(ctx context.Context, documentID, kind, channel string,
 		}
 	}
 	n.sent.WithLabelValues(channel, status).Inc()
-	if _, err := n.opts.DB.Exec(ctx, `INSERT INTO notifications (document_id, kind, channel, status, error, created_at)
+	if _, err := db.Exec(ctx, `INSERT INTO notifications (document_id, kind, channel, status, error, created_at)
 		VALUES ($1::uuid, $2, $3, $4, $5, $6)`, documentID, kind, channel, status, errText, n.opts.Clock()); err != nil {
 		n.log.Error("record notification", "document", documentID, "channel", channel, "err", err)
 	}
@@ -362,8 +396,8 @@ func History(ctx context.Context, db store.DB, documentID string) ([]Record, err
 }
 
 // PurgeDocuments forgets the tracking ids of purged documents (their track
-// links stop working) and clears stored error texts, inside the purge
-// transaction.
+// links stop working), clears stored error texts and drops their outbox
+// rows, inside the purge transaction.
 func (n *Notifier) PurgeDocuments(ctx context.Context, tx pgx.Tx, documentIDs []string) error {
 	if len(documentIDs) == 0 {
 		return nil
@@ -372,6 +406,9 @@ func (n *Notifier) PurgeDocuments(ctx context.Context, tx pgx.Tx, documentIDs []
 		return fmt.Errorf("notify: purge: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `UPDATE notifications SET error = '' WHERE document_id = ANY($1::uuid[]) AND error <> ''`, documentIDs); err != nil {
+		return fmt.Errorf("notify: purge: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM notify_outbox WHERE document_id = ANY($1::uuid[])`, documentIDs); err != nil {
 		return fmt.Errorf("notify: purge: %w", err)
 	}
 	return nil

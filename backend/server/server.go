@@ -28,6 +28,7 @@ import (
 	"kluis/backend/auth"
 	"kluis/backend/codes"
 	"kluis/backend/deviceops"
+	"kluis/backend/notify"
 	"kluis/backend/service"
 	"kluis/backend/store"
 	"kluis/backend/web"
@@ -50,6 +51,7 @@ const (
 	DefaultAuditEvery      = audit.DefaultWatchEvery
 	DefaultCodeSyncEvery   = deviceops.DefaultCodeSyncEvery
 	DefaultHousekeepEvery  = time.Minute
+	DefaultRedeliverAfter  = notify.DefaultOutboxRetryBase
 	// ShutdownTimeout bounds the HTTP server's graceful shutdown.
 	ShutdownTimeout = 15 * time.Second
 )
@@ -101,6 +103,10 @@ type Options struct {
 	// SlipDir receives pickup slips for holders no channel reaches;
 	// default DefaultSlipDir.
 	SlipDir string
+	// RedeliverAfter is the wait before a notification that failed is
+	// tried again (by the outbox), doubled after each failure up to
+	// notify.DefaultOutboxRetryMax; default DefaultRedeliverAfter.
+	RedeliverAfter time.Duration
 
 	// PickupDays and PickupPeriods are the pickup periods per kind (whole
 	// local days, or an exact period from loading); unlisted kinds get
@@ -110,10 +116,6 @@ type Options struct {
 	// Retention is how long personal data of finished documents is kept;
 	// default service.DefaultRetention.
 	Retention time.Duration
-	// RedeliverAfter is how long a loaded document whose holder was never
-	// told waits before housekeeping sends new codes; default
-	// service.DefaultRedeliverAfter.
-	RedeliverAfter time.Duration
 
 	// OpenTimeout is how long a remote open waits for the device; default
 	// DefaultOpenTimeout.
@@ -184,7 +186,8 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	for name, d := range map[string]time.Duration{"open timeout": o.OpenTimeout, "code grace": o.CodeGrace,
-		"retention": o.Retention, "redeliver delay": o.RedeliverAfter, "staff session idle timeout": o.StaffIdle, "staff session lifetime": o.StaffMaxAge} {
+		"retention": o.Retention, "staff session idle timeout": o.StaffIdle, "staff session lifetime": o.StaffMaxAge,
+		"redeliver delay": o.RedeliverAfter} {
 		if d < 0 {
 			return nil, fmt.Errorf("server: %s %s is negative", name, d)
 		}
@@ -215,7 +218,7 @@ func New(o Options) (*Server, error) {
 		}
 	}
 	durDef(&o.Retention, service.DefaultRetention)
-	durDef(&o.RedeliverAfter, service.DefaultRedeliverAfter)
+	durDef(&o.RedeliverAfter, DefaultRedeliverAfter)
 	durDef(&o.OpenTimeout, DefaultOpenTimeout)
 	durDef(&o.CodeGrace, DefaultCodeGrace)
 	durDef(&o.RearmUnfollowed, DefaultRearmUnfollowed)

@@ -80,19 +80,28 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 	if err != nil {
 		return w, fmt.Errorf("notifications: %w", err)
 	}
+	// Notifications are queued in the transaction of the change they tell
+	// about and sent by the outbox (on every replica), with retries.
+	outbox, err := notify.NewOutbox(notify.OutboxOptions{Pool: st.Pool(), Notifier: notifier,
+		SealKey: DeriveKey(o.Keys, "notification outbox seal"), RetryBase: o.RedeliverAfter,
+		Clock: o.Clock, Logger: log, Registerer: reg})
+	if err != nil {
+		return w, fmt.Errorf("notifications: %w", err)
+	}
+	w.parts = append(w.parts, part{"notify-outbox", outbox.Run})
 	svc, err = service.New(service.Options{
-		Store:          st,
-		Logger:         log,
-		Clock:          o.Clock,
-		PseudonymKey:   DeriveKey(o.Keys, "document-number pseudonym"),
-		MaxPerDevice:   pickupcode.MaxActiveCodesPerDevice,
-		PickupDays:     o.PickupDays,
-		PickupPeriods:  o.PickupPeriods,
-		Retention:      o.Retention,
-		RedeliverAfter: o.RedeliverAfter,
-		Codes:          syncer.Issuer(codes.Issuer{Service: cs}),
-		Notifier:       syncer.Notifier(notifier),
-		Purger:         notifier,
+		Store:         st,
+		Logger:        log,
+		Clock:         o.Clock,
+		PseudonymKey:  DeriveKey(o.Keys, "document-number pseudonym"),
+		MaxPerDevice:  pickupcode.MaxActiveCodesPerDevice,
+		PickupDays:    o.PickupDays,
+		PickupPeriods: o.PickupPeriods,
+		Retention:     o.Retention,
+		Codes:         syncer.Issuer(codes.Issuer{Service: cs}),
+		Outbox:        outbox,
+		Notifier:      syncer.Notifier(outbox), // after commit: wake the sender, mark the device for a code sync
+		Purger:        notifier,
 	})
 	if err != nil {
 		return w, err

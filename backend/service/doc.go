@@ -8,7 +8,10 @@
 // document_transitions row naming who or what made the move ("user:<id>",
 // "device:<id>" or "system") and appends a hash-chained audit record
 // (backend/audit). Hooks for codes and notifications are called inside
-// (CodeIssuer) or after (Notifier) that transaction.
+// (CodeIssuer, Outbox) or after (Notifier) that transaction. With an
+// Outbox (backend/notify's, in kluis-backend) the notification is a row
+// written in the transition's own transaction: it cannot be lost between
+// the commit and the message, and its sender retries a failing gateway.
 //
 // # Compartment choice
 //

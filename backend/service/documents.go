@@ -86,12 +86,13 @@ type change struct {
 	note   string
 	// apply does the side effects inside the transaction and edits st.doc.
 	apply func(ctx context.Context, st *step) error
-	// notify is the notification kind sent after commit ("" for none).
+	// notify is the notification kind queued in the transaction (with an
+	// Outbox) or sent after commit ("" for none).
 	notify string
 }
 
-// do runs a transition: lock, check, apply, write, history, audit, commit,
-// notify.
+// do runs a transition: lock, check, apply, write, history, audit, queue
+// the notification (Outbox), commit, notify.
 func (s *Service) do(ctx context.Context, actor, docID string, ch change) (store.Document, error) {
 	if err := checkActor(actor); err != nil {
 		return store.Document{}, err
@@ -139,9 +140,16 @@ func (s *Service) do(ctx context.Context, actor, docID string, ch change) (store
 		if ch.note != "" {
 			details["note"] = ch.note
 		}
-		_, err = audit.Append(ctx, tx, audit.Entry{At: st.now, Actor: actor, Action: "document." + string(ch.action),
-			Subject: "document:" + doc.ID, Details: details})
-		return err
+		if _, err := audit.Append(ctx, tx, audit.Entry{At: st.now, Actor: actor, Action: "document." + string(ch.action),
+			Subject: "document:" + doc.ID, Details: details}); err != nil {
+			return err
+		}
+		if ch.notify != "" && s.outbox != nil {
+			if err := s.outbox.Enqueue(ctx, tx, Notification{Kind: ch.notify, Document: out, Compartment: st.comp, Secret: st.secret}); err != nil {
+				return fmt.Errorf("service: queue notification: %w", err)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return store.Document{}, err

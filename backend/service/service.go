@@ -82,9 +82,21 @@ type Notification struct {
 // Notifier tells holders what happened (implemented by backend/notify, H5).
 // It is called after commit; its error is logged, never undoes the
 // transition. To record that the holder was told, call Service.MarkNotified.
+// With Options.Outbox set the notification is already queued when the
+// Notifier is called: it is then only a hook after the commit (e.g. to wake
+// the outbox sender) and must not send the message itself.
 // This interface is a stable contract.
 type Notifier interface {
 	Notify(ctx context.Context, n Notification) error
+}
+
+// Outbox queues notifications durably (implemented by backend/notify's
+// Outbox): Enqueue runs inside the transition's transaction, so the
+// notification commits or rolls back with the state change and survives a
+// crash right after the commit; a sender delivers it later, with retries.
+// An Enqueue error rolls the transition back.
+type Outbox interface {
+	Enqueue(ctx context.Context, tx pgx.Tx, n Notification) error
 }
 
 // Purger erases personal data other packages keep about documents (e.g.
@@ -123,17 +135,17 @@ type Options struct {
 	// Retention is how long personal data of finished documents is kept
 	// (Purge with olderThan 0 uses it); default DefaultRetention.
 	Retention time.Duration
-	// RedeliverAfter is how long a loaded document whose holder was never
-	// told stays untouched before housekeeping gives it new codes and
-	// sends the ready message again (RedeliverReady); default
-	// DefaultRedeliverAfter.
-	RedeliverAfter time.Duration
 	// PseudonymKey keys the document-number pseudonym; nil: none kept.
 	PseudonymKey []byte
 	// Codes issues and revokes codes; nil: none.
 	Codes CodeIssuer
-	// Notifier informs holders; nil: none.
+	// Notifier informs holders; nil: none. With Outbox set it is only
+	// called after commit, as a hook (see Notifier).
 	Notifier Notifier
+	// Outbox queues the notifications inside the transitions'
+	// transactions; nil: the Notifier sends them after commit, from memory
+	// (lost if the process dies in between).
+	Outbox Outbox
 	// Purger erases personal data held elsewhere; nil: none.
 	Purger Purger
 }
@@ -146,28 +158,25 @@ const (
 	MaxPickupDays = 366
 	// DefaultRetention is how long personal data of finished documents is kept.
 	DefaultRetention = 30 * 24 * time.Hour
-	// DefaultRedeliverAfter is how long an undelivered ready message waits
-	// before it is tried again.
-	DefaultRedeliverAfter = 2 * time.Minute
 )
 
 // Service runs the use cases.
 type Service struct {
-	st             *store.Store
-	db             store.DB
-	log            *slog.Logger
-	now            func() time.Time
-	pickupDays     map[store.DocumentKind]int
-	pickupExact    map[store.DocumentKind]time.Duration
-	minSize        map[store.DocumentKind]store.Size
-	lowMax         int
-	maxPerDev      int
-	retention      time.Duration
-	redeliverAfter time.Duration
-	pseudoKey      []byte
-	codes          CodeIssuer
-	notifier       Notifier
-	purger         Purger
+	st          *store.Store
+	db          store.DB
+	log         *slog.Logger
+	now         func() time.Time
+	pickupDays  map[store.DocumentKind]int
+	pickupExact map[store.DocumentKind]time.Duration
+	minSize     map[store.DocumentKind]store.Size
+	lowMax      int
+	maxPerDev   int
+	retention   time.Duration
+	pseudoKey   []byte
+	codes       CodeIssuer
+	notifier    Notifier
+	outbox      Outbox
+	purger      Purger
 }
 
 // New checks opts, fills defaults and returns a Service.
@@ -190,12 +199,6 @@ func New(opts Options) (*Service, error) {
 	if opts.Retention == 0 {
 		opts.Retention = DefaultRetention
 	}
-	if opts.RedeliverAfter == 0 {
-		opts.RedeliverAfter = DefaultRedeliverAfter
-	}
-	if opts.RedeliverAfter < 0 {
-		return nil, fmt.Errorf("service: negative RedeliverAfter: %w", ErrInvalid)
-	}
 	if opts.MaxPerDevice < 0 {
 		return nil, fmt.Errorf("service: negative MaxPerDevice: %w", ErrInvalid)
 	}
@@ -205,8 +208,8 @@ func New(opts Options) (*Service, error) {
 	s := &Service{
 		st: opts.Store, db: opts.Store.Pool(), log: opts.Logger.With("part", "service"), now: opts.Clock,
 		pickupDays: map[store.DocumentKind]int{}, pickupExact: map[store.DocumentKind]time.Duration{}, minSize: map[store.DocumentKind]store.Size{},
-		lowMax: opts.LowMaxHeightCM, maxPerDev: opts.MaxPerDevice, retention: opts.Retention, redeliverAfter: opts.RedeliverAfter, pseudoKey: opts.PseudonymKey,
-		codes: opts.Codes, notifier: opts.Notifier, purger: opts.Purger,
+		lowMax: opts.LowMaxHeightCM, maxPerDev: opts.MaxPerDevice, retention: opts.Retention, pseudoKey: opts.PseudonymKey,
+		codes: opts.Codes, notifier: opts.Notifier, outbox: opts.Outbox, purger: opts.Purger,
 	}
 	for _, k := range store.DocumentKinds() {
 		s.pickupDays[k] = DefaultPickupDays

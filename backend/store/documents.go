@@ -340,49 +340,6 @@ func DueForExpiry(ctx context.Context, db DB, now time.Time, limit int) ([]strin
 	return ids, nil
 }
 
-// UndeliveredReady lists (at most limit) loaded documents whose holder was
-// never told they are ready: no ready or reissued message was sent (or a
-// slip written) and the document has not changed since before. A failing
-// gateway, or a backend stopped between the commit and the message, leaves
-// such documents behind.
-func UndeliveredReady(ctx context.Context, db DB, before time.Time, limit int) ([]string, error) {
-	rows, err := db.Query(ctx, `SELECT d.id::text FROM documents d
-		WHERE d.state = 'loaded' AND d.updated_at < $1
-		AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.document_id = d.id
-			AND n.kind IN ('loaded', 'reissued') AND n.status IN ('sent', 'needed'))
-		ORDER BY d.updated_at, d.id LIMIT $2`, before.UTC(), limit)
-	if err != nil {
-		return nil, fmt.Errorf("store: undelivered ready: %w", err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("store: undelivered ready: %w", err)
-	}
-	return ids, nil
-}
-
-// UndeliveredNotices lists (at most limit) documents that moved to state
-// (collected or expired) between since and before and whose holder got no
-// notice of kind (the state's name) sent, with no attempt at or after
-// before: the notice is due again.
-func UndeliveredNotices(ctx context.Context, db DB, state string, since, before time.Time, limit int) ([]string, error) {
-	rows, err := db.Query(ctx, `SELECT d.id::text FROM documents d
-		WHERE d.purged_at IS NULL AND (coalesce(d.email, '') <> '' OR coalesce(d.mobile, '') <> '')
-		AND EXISTS (SELECT 1 FROM document_transitions t WHERE t.document_id = d.id
-			AND t.to_state = $1 AND t.from_state <> $1 AND t.at >= $2 AND t.at < $3)
-		AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.document_id = d.id AND n.kind = $1
-			AND (n.status = 'sent' OR n.created_at >= $3))
-		ORDER BY d.updated_at, d.id LIMIT $4`, state, since.UTC(), before.UTC(), limit)
-	if err != nil {
-		return nil, fmt.Errorf("store: undelivered notices: %w", err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("store: undelivered notices: %w", err)
-	}
-	return ids, nil
-}
-
 // PurgePersonalData erases the personal fields (number, names, birth date,
 // e-mail, mobile) of documents in a final state closed at or before cutoff
 // and not purged yet, setting purged_at to now. The number pseudonym,

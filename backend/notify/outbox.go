@@ -1,0 +1,502 @@
+package notify
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"kluis/backend/codes"
+	"kluis/backend/lifecycle"
+	"kluis/backend/service"
+	"kluis/backend/store"
+)
+
+// Defaults of OutboxOptions.
+const (
+	DefaultOutboxPoll        = 2 * time.Second
+	DefaultOutboxWorkers     = 2
+	DefaultOutboxSendTimeout = 30 * time.Second
+	DefaultOutboxMaxAttempts = 12
+	DefaultOutboxRetryBase   = 30 * time.Second
+	DefaultOutboxRetryMax    = time.Hour
+)
+
+// OutboxOptions configure [NewOutbox].
+type OutboxOptions struct {
+	// Pool is the database (required).
+	Pool *pgxpool.Pool
+	// Notifier renders and sends the messages (required); its OnNotified
+	// is called after a ready message reached the holder.
+	Notifier *Notifier
+	// SealKey (32 bytes, required) seals the codes of queued ready
+	// messages with AES-256-GCM; kluis-backend derives it from its keys.
+	SealKey []byte
+	// Poll is how often the outbox is checked for due rows besides the
+	// wake-ups after a commit; default DefaultOutboxPoll.
+	Poll time.Duration
+	// Workers send in parallel, each holding one row (and one database
+	// connection) at a time; default DefaultOutboxWorkers.
+	Workers int
+	// SendTimeout bounds one channel's send (one SMTP conversation, one
+	// gateway call); default DefaultOutboxSendTimeout.
+	SendTimeout time.Duration
+	// MaxAttempts is how many attempts a message gets before it is given
+	// up; default DefaultOutboxMaxAttempts.
+	MaxAttempts int
+	// RetryBase is the wait after the first failed attempt, doubled after
+	// each further one up to RetryMax (defaults DefaultOutboxRetryBase,
+	// DefaultOutboxRetryMax).
+	RetryBase, RetryMax time.Duration
+	// Clock gives the time rows are queued and due at; default time.Now.
+	Clock func() time.Time
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the outbox metrics; nil: not registered.
+	Registerer prometheus.Registerer
+}
+
+// Outbox queues notifications in the database inside the transaction of
+// the state change they tell about (service.Outbox) and sends them (Run):
+// at least once, never lost by a crash after the commit, retried with
+// back-off while a gateway fails. Every replica runs one; rows are claimed
+// with FOR UPDATE SKIP LOCKED, so two replicas never send the same row at
+// the same time.
+type Outbox struct {
+	pool    *pgxpool.Pool
+	n       *Notifier
+	seal    *sealer
+	poll    time.Duration
+	workers int
+	timeout time.Duration
+	max     int
+	base    time.Duration
+	maxWait time.Duration
+	now     func() time.Time
+	log     *slog.Logger
+	wake    chan struct{}
+
+	pending  prometheus.Gauge
+	oldest   prometheus.Gauge
+	retries  prometheus.Counter
+	finished *prometheus.CounterVec
+}
+
+var (
+	_ service.Outbox   = (*Outbox)(nil)
+	_ service.Notifier = (*Outbox)(nil)
+)
+
+// NewOutbox checks o and returns the outbox.
+func NewOutbox(o OutboxOptions) (*Outbox, error) {
+	if o.Pool == nil || o.Notifier == nil {
+		return nil, fmt.Errorf("notify: the outbox needs a pool and a notifier: %w", ErrInvalid)
+	}
+	s, err := newSealer(o.SealKey)
+	if err != nil {
+		return nil, err
+	}
+	if o.Poll <= 0 {
+		o.Poll = DefaultOutboxPoll
+	}
+	if o.Workers <= 0 {
+		o.Workers = DefaultOutboxWorkers
+	}
+	if o.SendTimeout <= 0 {
+		o.SendTimeout = DefaultOutboxSendTimeout
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = DefaultOutboxMaxAttempts
+	}
+	if o.RetryBase <= 0 {
+		o.RetryBase = DefaultOutboxRetryBase
+	}
+	if o.RetryMax <= 0 {
+		o.RetryMax = DefaultOutboxRetryMax
+	}
+	if o.RetryMax < o.RetryBase {
+		o.RetryMax = o.RetryBase
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	x := &Outbox{pool: o.Pool, n: o.Notifier, seal: s, poll: o.Poll, workers: o.Workers, timeout: o.SendTimeout,
+		max: o.MaxAttempts, base: o.RetryBase, maxWait: o.RetryMax, now: o.Clock,
+		log: o.Logger.With("part", "notify-outbox"), wake: make(chan struct{}, 1),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kluis_notify_outbox_pending",
+			Help: "Notifications queued and not yet sent (including those waiting for a retry), at the last check."}),
+		oldest: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kluis_notify_outbox_oldest_seconds",
+			Help: "Age of the oldest notification not yet sent, at the last check (0: none)."}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{Name: "kluis_notify_outbox_retries_total",
+			Help: "Notification attempts that failed on some channel and were scheduled again."}),
+		finished: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_notify_outbox_finished_total",
+			Help: "Queued notifications finished: delivered (every channel done), obsolete (no longer applies) or gave_up (attempts exhausted)."},
+			[]string{"result"}),
+	}
+	for _, r := range []string{"delivered", "obsolete", "gave_up"} {
+		x.finished.WithLabelValues(r)
+	}
+	if o.Registerer != nil {
+		for _, c := range []prometheus.Collector{x.pending, x.oldest, x.retries, x.finished} {
+			if err := o.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("notify: register metrics: %w", err)
+			}
+		}
+	}
+	return x, nil
+}
+
+// Enqueue implements service.Outbox: it inserts the notification in the
+// transition's transaction. The codes of a ready message are sealed, and
+// the codes of earlier ready messages of the document still queued are
+// forgotten (a reissue revoked them).
+func (x *Outbox) Enqueue(ctx context.Context, tx pgx.Tx, note service.Notification) error {
+	msg, ok := messageFor(note.Kind)
+	if !ok {
+		return fmt.Errorf("notify: kind %q: %w", note.Kind, ErrInvalid)
+	}
+	docID := note.Document.ID
+	var sealed []byte
+	if msg == MsgReady {
+		c, ok := note.Secret.(codes.Credentials)
+		if !ok || c.QRToken == "" || c.PIN == "" {
+			return fmt.Errorf("notify: %s for %s without credentials: %w", note.Kind, docID, ErrInvalid)
+		}
+		plain, err := json.Marshal(c)
+		if err != nil {
+			return fmt.Errorf("notify: queue: %w", err)
+		}
+		if sealed, err = x.seal.seal(plain, docID, note.Kind); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE notify_outbox SET sealed = NULL WHERE document_id = $1::uuid
+			AND kind IN ('loaded', 'reissued') AND sealed IS NOT NULL`, docID); err != nil {
+			return fmt.Errorf("notify: queue: %w", err)
+		}
+	}
+	now := x.now().UTC()
+	if _, err := tx.Exec(ctx, `INSERT INTO notify_outbox (document_id, kind, compartment, sealed, next_at, created_at)
+		VALUES ($1::uuid, $2, $3, $4, $5, $5)`, docID, note.Kind, note.Compartment.Number, sealed, now); err != nil {
+		return fmt.Errorf("notify: queue %s for %s: %w", note.Kind, docID, err)
+	}
+	return nil
+}
+
+// Notify implements service.Notifier as the hook after the commit: it
+// sends the document's due messages (the one Enqueue just queued) at once,
+// as the sender would, so that the holder is told before the use case
+// returns when the gateways work. A failure leaves the message queued for
+// its retry; a crash before or during this call loses nothing (any
+// replica's sender finds the row). It never returns an error.
+func (x *Outbox) Notify(ctx context.Context, note service.Notification) error {
+	for range maxPerDrain {
+		ok, err := x.send(ctx, note.Document.ID)
+		if err != nil {
+			x.log.Warn("outbox: send after commit", "document", note.Document.ID, "err", err)
+			x.Wake()
+			return nil
+		}
+		if !ok {
+			return nil
+		}
+	}
+	return nil
+}
+
+// Wake makes Run look for due rows now.
+func (x *Outbox) Wake() {
+	select {
+	case x.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run sends what is due now, then whenever woken and at least every Poll,
+// until ctx ends; it returns ctx's error.
+func (x *Outbox) Run(ctx context.Context) error {
+	t := time.NewTicker(x.poll)
+	defer t.Stop()
+	for {
+		x.Drain(ctx)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		case <-x.wake:
+		}
+	}
+}
+
+// maxPerDrain bounds the rows one worker handles in one Drain.
+const maxPerDrain = 1000
+
+// Drain sends every row due now with the workers in parallel, refreshes
+// the depth gauges and returns how many rows it handled. Failures are
+// logged; the rows stay for the next pass.
+func (x *Outbox) Drain(ctx context.Context) int {
+	var (
+		wg    sync.WaitGroup
+		total atomic.Int64
+	)
+	for range x.workers {
+		wg.Go(func() {
+			for range maxPerDrain {
+				ok, err := x.SendOne(ctx)
+				if err != nil {
+					if ctx.Err() == nil {
+						x.log.Warn("outbox", "err", err)
+					}
+					return
+				}
+				if !ok {
+					return
+				}
+				total.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	x.refresh(ctx)
+	return int(total.Load())
+}
+
+// refresh sets the depth gauges from the table.
+func (x *Outbox) refresh(ctx context.Context) {
+	var n int
+	var oldest *time.Time
+	if err := x.pool.QueryRow(ctx, `SELECT count(*), min(created_at) FROM notify_outbox WHERE state = 'pending'`).Scan(&n, &oldest); err != nil {
+		if ctx.Err() == nil {
+			x.log.Warn("outbox depth", "err", err)
+		}
+		return
+	}
+	x.pending.Set(float64(n))
+	age := 0.0
+	if oldest != nil {
+		age = max(0, x.now().Sub(*oldest).Seconds())
+	}
+	x.oldest.Set(age)
+}
+
+// row is one claimed outbox row.
+type outboxRow struct {
+	id       int64
+	docID    string
+	kind     string
+	number   int
+	sealed   []byte
+	done     []string
+	attempts int
+}
+
+// SendOne claims one due row (skipping rows other workers or replicas
+// hold), sends it on the channels not yet done, records the attempts in
+// notifications and deletes the row, or schedules a retry, in the same
+// transaction. It reports whether it found a row.
+func (x *Outbox) SendOne(ctx context.Context) (bool, error) { return x.send(ctx, "") }
+
+// send is SendOne for the rows of one document (docID "": any).
+func (x *Outbox) send(ctx context.Context, docID string) (bool, error) {
+	var (
+		found bool
+		after func()
+	)
+	err := pgx.BeginFunc(ctx, x.pool, func(tx pgx.Tx) error {
+		var r outboxRow
+		err := tx.QueryRow(ctx, `SELECT id, document_id::text, kind, compartment, sealed, channels_done, attempts
+			FROM notify_outbox WHERE state = 'pending' AND next_at <= $1 AND ($2 = '' OR document_id::text = $2)
+			ORDER BY next_at, id LIMIT 1 FOR UPDATE SKIP LOCKED`,
+			x.now().UTC(), docID).Scan(&r.id, &r.docID, &r.kind, &r.number, &r.sealed, &r.done, &r.attempts)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("notify: outbox claim: %w", err)
+		}
+		found = true
+		after, err = x.process(ctx, tx, r)
+		return err
+	})
+	if err != nil {
+		return found, err
+	}
+	if after != nil {
+		after()
+	}
+	return found, nil
+}
+
+// live reports whether a document waits in its compartment for its holder.
+func live(s lifecycle.State) bool { return s == lifecycle.Loaded || s == lifecycle.Notified }
+
+// process handles one claimed row inside tx; the returned function runs
+// after the commit.
+func (x *Outbox) process(ctx context.Context, tx pgx.Tx, r outboxRow) (func(), error) {
+	doc, err := store.GetDocument(ctx, tx, r.docID)
+	if err != nil {
+		return nil, fmt.Errorf("notify: outbox document %s: %w", r.docID, err)
+	}
+	msg, ok := messageFor(r.kind)
+	if !ok {
+		return nil, x.giveUp(ctx, tx, r, fmt.Sprintf("unknown kind %q", r.kind))
+	}
+	note := service.Notification{Kind: r.kind, Document: doc, Compartment: store.Compartment{Number: r.number}}
+	switch {
+	case msg == MsgReady:
+		// The codes are forgotten when the document leaves its
+		// compartment or gets new codes: this message no longer applies.
+		if r.sealed == nil || !live(doc.State) {
+			return nil, x.obsolete(ctx, tx, r, doc.State)
+		}
+		plain, err := x.seal.open(r.sealed, r.docID, r.kind)
+		if err != nil {
+			return nil, x.giveUp(ctx, tx, r, err.Error())
+		}
+		var cr codes.Credentials
+		if err := json.Unmarshal(plain, &cr); err != nil {
+			return nil, x.giveUp(ctx, tx, r, "sealed secret unreadable")
+		}
+		note.Secret = cr
+	case msg == MsgReminder && !live(doc.State):
+		return nil, x.obsolete(ctx, tx, r, doc.State)
+	}
+	p, err := x.n.prepare(ctx, tx, note)
+	if err != nil {
+		if errors.Is(err, ErrInvalid) {
+			return nil, x.giveUp(ctx, tx, r, redact(err.Error()))
+		}
+		return nil, x.retry(ctx, tx, r, r.done, redact(err.Error()))
+	}
+	var (
+		sentNow []string
+		again   []string
+		errs    []error
+	)
+	for _, ch := range x.n.channels(doc, msg) {
+		if slices.Contains(r.done, ch) {
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, x.timeout)
+		err := x.n.send(sctx, tx, p, ch)
+		cancel()
+		switch {
+		case err == nil:
+			sentNow = append(sentNow, ch)
+		case errors.Is(err, ErrInvalid):
+			// a wrong address, no slip printer: trying again changes nothing
+			errs = append(errs, err)
+		default:
+			again = append(again, ch)
+			errs = append(errs, err)
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	done := append(slices.Clone(r.done), sentNow...)
+	var afterCommit func()
+	if msg == MsgReady && len(sentNow) > 0 && x.n.opts.OnNotified != nil {
+		afterCommit = func() {
+			if err := x.n.opts.OnNotified(context.WithoutCancel(ctx), r.docID); err != nil && !errors.Is(err, lifecycle.ErrForbiddenTransition) {
+				x.log.Warn("mark notified", "document", r.docID, "err", err)
+			}
+		}
+	}
+	errText := ""
+	if len(errs) > 0 {
+		errText = redact(errors.Join(errs...).Error())
+	}
+	if len(again) > 0 && r.attempts+1 < x.max {
+		x.log.Warn("a channel failed, will retry", "document", r.docID, "kind", r.kind, "attempt", r.attempts+1, "err", errText)
+		return afterCommit, x.retry(ctx, tx, r, done, errText)
+	}
+	if msg == MsgReady && len(done) == 0 {
+		// Nothing reached the holder and nothing will: the counter
+		// hands over a printed slip (or calls them).
+		x.fallbackSlip(ctx, tx, p, r)
+	}
+	if len(again) > 0 {
+		return afterCommit, x.giveUp(ctx, tx, r, errText)
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM notify_outbox WHERE id = $1`, r.id); err != nil {
+		return nil, fmt.Errorf("notify: outbox finish: %w", err)
+	}
+	x.finished.WithLabelValues("delivered").Inc()
+	if errText != "" {
+		x.log.Warn("a channel failed for good", "document", r.docID, "kind", r.kind, "err", errText)
+	}
+	return afterCommit, nil
+}
+
+// fallbackSlip writes a pickup slip for a ready message that reached
+// nobody, when a slip printer is configured and no slip was the channel.
+func (x *Outbox) fallbackSlip(ctx context.Context, tx pgx.Tx, p *prepared, r outboxRow) {
+	if x.n.opts.Slips == nil || slices.Contains(x.n.channels(p.doc, p.msg), ChannelSlip) {
+		return
+	}
+	if err := x.n.send(ctx, tx, p, ChannelSlip); err != nil {
+		x.log.Error("fallback slip", "document", r.docID, "err", redact(err.Error()))
+	}
+}
+
+// backoff is the wait after the attempts-th failed attempt.
+func (x *Outbox) backoff(attempts int) time.Duration {
+	d := x.base
+	for i := 1; i < attempts && d < x.maxWait; i++ {
+		d *= 2
+	}
+	return min(d, x.maxWait)
+}
+
+func (x *Outbox) retry(ctx context.Context, tx pgx.Tx, r outboxRow, done []string, errText string) error {
+	attempts := r.attempts + 1
+	if attempts >= x.max {
+		return x.giveUp(ctx, tx, r, errText)
+	}
+	next := x.now().UTC().Add(x.backoff(attempts))
+	if _, err := tx.Exec(ctx, `UPDATE notify_outbox SET attempts = $2, channels_done = $3, next_at = $4, last_error = $5 WHERE id = $1`,
+		r.id, attempts, done, next, clip(errText)); err != nil {
+		return fmt.Errorf("notify: outbox retry: %w", err)
+	}
+	x.retries.Inc()
+	return nil
+}
+
+func (x *Outbox) giveUp(ctx context.Context, tx pgx.Tx, r outboxRow, errText string) error {
+	if _, err := tx.Exec(ctx, `UPDATE notify_outbox SET state = 'gave_up', sealed = NULL, attempts = attempts + 1,
+		last_error = $2 WHERE id = $1`, r.id, clip(errText)); err != nil {
+		return fmt.Errorf("notify: outbox give up: %w", err)
+	}
+	x.finished.WithLabelValues("gave_up").Inc()
+	x.log.Error("notification given up", "document", r.docID, "kind", r.kind, "attempts", r.attempts+1, "err", errText)
+	return nil
+}
+
+func (x *Outbox) obsolete(ctx context.Context, tx pgx.Tx, r outboxRow, state lifecycle.State) error {
+	if _, err := tx.Exec(ctx, `DELETE FROM notify_outbox WHERE id = $1`, r.id); err != nil {
+		return fmt.Errorf("notify: outbox drop: %w", err)
+	}
+	x.finished.WithLabelValues("obsolete").Inc()
+	x.log.Info("queued notification no longer applies", "document", r.docID, "kind", r.kind, "state", state)
+	return nil
+}
+
+// clip shortens an error text for storage.
+func clip(s string) string {
+	if len(s) > 500 {
+		return s[:500]
+	}
+	return s
+}

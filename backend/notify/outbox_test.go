@@ -1,0 +1,409 @@
+package notify
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/codes"
+	"kluis/backend/notify/notifytest"
+	"kluis/backend/service"
+	"kluis/backend/store"
+	"kluis/backend/store/storetest"
+	"kluis/controller/pickupcode"
+)
+
+// ofix is a backend's notification path on real PostgreSQL: the service
+// with real codes queues into the outbox; senders ("replicas") are made
+// separately, as many as a test wants.
+type ofix struct {
+	ctx   context.Context
+	clock *storetest.Clock
+	st    *store.Store
+	cs    *codes.Service
+	smtp  *notifytest.SMTPServer
+	sms   *notifytest.SMSGateway
+	slips string
+	key   []byte
+	svc   *service.Service
+	quiet *slog.Logger
+	seq   int
+}
+
+func newOfix(t *testing.T, compartments int) *ofix {
+	t.Helper()
+	f := &ofix{ctx: context.Background(), clock: storetest.NewClock(time.Date(2026, 3, 23, 9, 0, 0, 0, time.UTC)),
+		smtp: notifytest.NewSMTPServer(t, notifytest.SMTPOptions{}), sms: notifytest.NewSMSGateway(t),
+		slips: filepath.Join(t.TempDir(), "slips"), key: make([]byte, 32), quiet: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	_, _ = rand.Read(f.key)
+	f.st = storetest.NewWithOptions(t, store.Options{Clock: f.clock.Now})
+	keys, err := codes.GenerateKeys()
+	require.NoError(t, err)
+	f.cs, err = codes.New(codes.Options{Pool: f.st.Pool(), Keys: keys, Clock: f.clock.Now, Logger: f.quiet,
+		Argon: pickupcode.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	require.NoError(t, err)
+	// The transitions' own process: it queues, but neither its hook after
+	// the commit (no Notifier) nor its sender runs: as if it died right
+	// after each commit.
+	_, queue := f.sender(t, OutboxOptions{})
+	f.svc, err = service.New(service.Options{Store: f.st, Clock: f.clock.Now, Logger: f.quiet,
+		Codes: codes.Issuer{Service: f.cs}, Outbox: queue})
+	require.NoError(t, err)
+	_, err = f.svc.CreateSite(f.ctx, "user:admin", store.NewSite{ID: "kortrijk", Name: "Stadhuis Kortrijk", Address: "Grote Markt 54, 8500 Kortrijk"})
+	require.NoError(t, err)
+	comps := make([]store.NewCompartment, compartments)
+	for i := range comps {
+		comps[i] = store.NewCompartment{Channel: i, Size: store.SizeM, HeightCM: 100}
+	}
+	_, err = f.svc.CreateDevice(f.ctx, "user:admin", store.NewDevice{ID: "l1", SiteID: "kortrijk", Kind: store.Locker, Name: "K-Noord",
+		Compartments: comps})
+	require.NoError(t, err)
+	return f
+}
+
+// sender makes one replica's notifier and outbox (same keys, own metrics);
+// its OnNotified marks the document notified through the service.
+func (f *ofix) sender(t *testing.T, o OutboxOptions) (*Notifier, *Outbox) {
+	t.Helper()
+	n, err := New(Options{DB: f.st.Pool(), Mail: &SMTP{Addr: f.smtp.Addr, AllowPlain: true}, SMS: &SMSGateway{URL: f.sms.URL, Token: "t"},
+		Slips: &DirSlips{Dir: f.slips}, From: "Stad Kortrijk <kluis@kortrijk.be>", Clock: f.clock.Now, Logger: f.quiet,
+		OnNotified: func(ctx context.Context, id string) error {
+			_, err := f.svc.MarkNotified(ctx, "system", id)
+			return err
+		}})
+	require.NoError(t, err)
+	o.Pool, o.Notifier, o.Clock, o.Logger = f.st.Pool(), n, f.clock.Now, f.quiet
+	if o.SealKey == nil {
+		o.SealKey = f.key
+	}
+	if o.Registerer == nil {
+		o.Registerer = prometheus.NewRegistry()
+	}
+	x, err := NewOutbox(o)
+	require.NoError(t, err)
+	return n, x
+}
+
+// loaded registers, reserves and loads a passport: the ready message is
+// queued in the load's transaction.
+func (f *ofix) loaded(t *testing.T, email, mobile string) store.Document {
+	t.Helper()
+	f.seq++
+	d, err := f.svc.RegisterDocument(f.ctx, "user:counter", store.NewDocument{Kind: store.Passport, Number: fmt.Sprintf("EP%06d", f.seq),
+		FirstName: "Lotte", LastName: "Claes", BirthDate: time.Date(1985, 6, 1, 0, 0, 0, 0, time.UTC), Language: "en",
+		Email: email, Mobile: mobile, SiteID: "kortrijk"})
+	require.NoError(t, err)
+	_, err = f.svc.Reserve(f.ctx, "user:counter", d.ID, service.ReserveOptions{})
+	require.NoError(t, err)
+	d, err = f.svc.Load(f.ctx, "user:counter", d.ID)
+	require.NoError(t, err)
+	return d
+}
+
+// queued counts the document's rows in the outbox in state.
+func (f *ofix) queued(t *testing.T, docID, state string) int {
+	t.Helper()
+	var n int
+	require.NoError(t, f.st.Pool().QueryRow(f.ctx, `SELECT count(*) FROM notify_outbox WHERE document_id = $1 AND state = $2`, docID, state).Scan(&n))
+	return n
+}
+
+// records lists the document's notifications as "kind/channel/status".
+func (f *ofix) records(t *testing.T, docID string) []string {
+	t.Helper()
+	recs, err := History(f.ctx, f.st.Pool(), docID)
+	require.NoError(t, err)
+	var out []string
+	for _, r := range recs {
+		out = append(out, r.Kind+"/"+r.Channel+"/"+r.Status)
+	}
+	return out
+}
+
+var smsPIN = regexp.MustCompile(`PIN: ([0-9 ]+) \+`)
+
+// The backend commits the load and dies before sending: nothing went out,
+// but the ready message is in the outbox, its codes sealed (neither the PIN
+// nor the QR token readable in the table). Another replica's sender sends
+// it later; the PIN in the SMS and the QR token in the e-mail open the
+// compartment; the document is marked notified, and nothing is sent twice.
+func TestOutboxSurvivesCrashBetweenCommitAndSend(t *testing.T) {
+	t.Parallel()
+	f := newOfix(t, 2)
+	d := f.loaded(t, "lotte@example.org", "+32470123456")
+	require.Empty(t, f.smtp.Messages(), "nothing sent: the process 'died' after the commit")
+	require.Empty(t, f.sms.Received())
+	require.Equal(t, 1, f.queued(t, d.ID, "pending"))
+	var sealed []byte
+	require.NoError(t, f.st.Pool().QueryRow(f.ctx, `SELECT sealed FROM notify_outbox WHERE document_id = $1`, d.ID).Scan(&sealed))
+	require.NotEmpty(t, sealed)
+
+	// Another replica, started later.
+	reg := prometheus.NewRegistry()
+	_, other := f.sender(t, OutboxOptions{Registerer: reg})
+	require.Equal(t, 1, other.Drain(f.ctx))
+	msgs, sms := f.smtp.Messages(), f.sms.Received()
+	require.Len(t, msgs, 1)
+	require.Len(t, sms, 1)
+	m := smsPIN.FindStringSubmatch(sms[0].Text)
+	require.NotNil(t, m, "the SMS carries the PIN: %q", sms[0].Text)
+	pin := strings.ReplaceAll(m[1], " ", "")
+	token := decodeQR(t, parseMail(t, msgs[0].Data).inline["qr@kluis"])
+	for _, secret := range []string{pin, token} {
+		require.False(t, bytes.Contains(sealed, []byte(secret)), "the outbox holds no code in clear")
+	}
+	res, err := f.cs.Verify(f.ctx, codes.Attempt{DeviceID: "l1", PIN: pin, BirthDate: "1985-06-01"})
+	require.NoError(t, err, "the queued PIN is the one issued")
+	require.Equal(t, d.ID, res.DocumentID)
+	_, err = f.cs.Verify(f.ctx, codes.Attempt{DeviceID: "l1", QRToken: token})
+	require.Error(t, err, "one code per document: the PIN used it")
+
+	require.Zero(t, f.queued(t, d.ID, "pending"), "the row left with the send")
+	got, err := f.svc.GetDocument(f.ctx, d.ID)
+	require.NoError(t, err)
+	require.EqualValues(t, "notified", got.State)
+	require.ElementsMatch(t, []string{"loaded/email/sent", "loaded/sms/sent"}, f.records(t, d.ID))
+	require.Zero(t, other.Drain(f.ctx), "sent once")
+	require.Len(t, f.smtp.Messages(), 1)
+	require.InDelta(t, 1, testutil.ToFloat64(other.finished.WithLabelValues("delivered")), 0)
+	require.InDelta(t, 0, testutil.ToFloat64(other.pending), 0)
+
+	// A process that lives on sends from its hook after the commit, before
+	// the use case returns.
+	alive, err := service.New(service.Options{Store: f.st, Clock: f.clock.Now, Logger: f.quiet,
+		Codes: codes.Issuer{Service: f.cs}, Outbox: other, Notifier: other})
+	require.NoError(t, err)
+	f.svc = alive
+	d2 := f.loaded(t, "other@example.org", "")
+	require.Len(t, f.smtp.Messages(), 2)
+	require.Zero(t, f.queued(t, d2.ID, "pending"))
+	got, err = f.svc.GetDocument(f.ctx, d2.ID)
+	require.NoError(t, err)
+	require.EqualValues(t, "notified", got.State)
+}
+
+// A failing SMS gateway: the e-mail goes out, the SMS is tried again after
+// the back-off (not before) and then succeeds; the e-mail is not sent
+// twice. Every attempt is in notifications.
+func TestOutboxRetriesFailingGateway(t *testing.T) {
+	t.Parallel()
+	f := newOfix(t, 2)
+	d := f.loaded(t, "lotte@example.org", "+32470123456")
+	_, x := f.sender(t, OutboxOptions{RetryBase: time.Minute})
+	f.sms.SetStatus(http.StatusBadGateway)
+	require.Equal(t, 1, x.Drain(f.ctx))
+	require.Len(t, f.smtp.Messages(), 1)
+	require.Len(t, f.sms.Received(), 1)
+	require.Equal(t, 1, f.queued(t, d.ID, "pending"), "kept for the SMS")
+	require.InDelta(t, 1, testutil.ToFloat64(x.retries), 0)
+
+	f.clock.Add(59 * time.Second)
+	require.Zero(t, x.Drain(f.ctx), "not before the back-off")
+	require.InDelta(t, 1, testutil.ToFloat64(x.pending), 0)
+	require.InDelta(t, 59, testutil.ToFloat64(x.oldest), 0)
+	f.sms.SetStatus(http.StatusAccepted)
+	f.clock.Add(2 * time.Second)
+	require.Equal(t, 1, x.Drain(f.ctx))
+	require.Len(t, f.sms.Received(), 2)
+	require.Len(t, f.smtp.Messages(), 1, "the e-mail already went out")
+	require.Zero(t, f.queued(t, d.ID, "pending"))
+	require.Equal(t, []string{"loaded/email/sent", "loaded/sms/failed", "loaded/sms/sent"}, f.records(t, d.ID))
+}
+
+// A gateway that keeps failing: after the last attempt the message is given
+// up (counted; its sealed codes erased), and since nothing reached the
+// holder the counter gets a pickup slip to hand over.
+func TestOutboxGivesUpToASlip(t *testing.T) {
+	t.Parallel()
+	f := newOfix(t, 2)
+	d := f.loaded(t, "", "+32470123456")
+	_, x := f.sender(t, OutboxOptions{MaxAttempts: 3, RetryBase: time.Minute})
+	f.sms.SetStatus(http.StatusServiceUnavailable)
+	for range 3 {
+		require.Equal(t, 1, x.Drain(f.ctx))
+		f.clock.Add(time.Hour)
+	}
+	require.Zero(t, x.Drain(f.ctx))
+	require.Len(t, f.sms.Received(), 3)
+	require.Equal(t, 1, f.queued(t, d.ID, "gave_up"))
+	var sealedLeft bool
+	require.NoError(t, f.st.Pool().QueryRow(f.ctx, `SELECT sealed IS NOT NULL FROM notify_outbox WHERE document_id = $1`, d.ID).Scan(&sealedLeft))
+	require.False(t, sealedLeft)
+	require.InDelta(t, 1, testutil.ToFloat64(x.finished.WithLabelValues("gave_up")), 0)
+	require.Equal(t, []string{"loaded/sms/failed", "loaded/sms/failed", "loaded/sms/failed", "loaded/slip/needed"}, f.records(t, d.ID))
+	_, err := os.Stat(filepath.Join(f.slips, d.ID+".html"))
+	require.NoError(t, err, "a slip for the counter")
+}
+
+// Two replicas with two workers each drain one outbox through a slow
+// gateway at the same time: every message goes out exactly once.
+func TestOutboxTwoSendersNeverSendTheSameRow(t *testing.T) {
+	t.Parallel()
+	const docs = 12
+	f := newOfix(t, docs)
+	var (
+		mu       sync.Mutex
+		got      = map[string]int{}
+		inFlight = map[string]bool{}
+		overlap  []string
+	)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var m struct{ To string }
+		_ = json.NewDecoder(r.Body).Decode(&m)
+		mu.Lock()
+		if inFlight[m.To] {
+			overlap = append(overlap, m.To)
+		}
+		inFlight[m.To] = true
+		got[m.To]++
+		mu.Unlock()
+		time.Sleep(30 * time.Millisecond)
+		mu.Lock()
+		inFlight[m.To] = false
+		mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	t.Cleanup(slow.Close)
+	for i := range docs {
+		f.loaded(t, "", fmt.Sprintf("+3247000%04d", i))
+	}
+	var senders [2]*Outbox
+	for i := range senders {
+		n, x := f.sender(t, OutboxOptions{Workers: 2})
+		n.opts.SMS = &SMSGateway{URL: slow.URL}
+		senders[i] = x
+	}
+	var wg sync.WaitGroup
+	var handled [2]int
+	for i, x := range senders {
+		wg.Go(func() { handled[i] = x.Drain(f.ctx) })
+	}
+	wg.Wait()
+	require.Equal(t, docs, handled[0]+handled[1])
+	require.Len(t, got, docs)
+	for to, n := range got {
+		require.Equal(t, 1, n, "%s got %d messages", to, n)
+	}
+	require.Empty(t, overlap)
+	var left int
+	require.NoError(t, f.st.Pool().QueryRow(f.ctx, `SELECT count(*) FROM notify_outbox`).Scan(&left))
+	require.Zero(t, left)
+}
+
+// A document that leaves its compartment before its ready message went out
+// (collected with codes from a reissue, retrieved by staff) takes its
+// sealed codes with it in the same transaction; the sender drops such
+// messages and sends what still applies (the receipt). A reissue forgets
+// the earlier codes the same way.
+func TestOutboxForgetsCodesThatNoLongerApply(t *testing.T) {
+	t.Parallel()
+	f := newOfix(t, 2)
+	d := f.loaded(t, "lotte@example.org", "")
+	_, err := f.svc.Reissue(f.ctx, "user:counter", d.ID)
+	require.NoError(t, err)
+	var sealed []bool
+	rows, err := f.st.Pool().Query(f.ctx, `SELECT sealed IS NOT NULL FROM notify_outbox WHERE document_id = $1 ORDER BY id`, d.ID)
+	require.NoError(t, err)
+	for rows.Next() {
+		var b bool
+		require.NoError(t, rows.Scan(&b))
+		sealed = append(sealed, b)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, []bool{false, true}, sealed, "the first codes are forgotten, the reissued ones kept")
+
+	_, err = f.svc.Collect(f.ctx, "device:l1", d.ID)
+	require.NoError(t, err)
+	var n int
+	require.NoError(t, f.st.Pool().QueryRow(f.ctx, `SELECT count(*) FROM notify_outbox WHERE sealed IS NOT NULL`).Scan(&n))
+	require.Zero(t, n, "collected: no codes left in the outbox")
+
+	_, x := f.sender(t, OutboxOptions{})
+	require.Equal(t, 3, x.Drain(f.ctx))
+	require.Equal(t, []string{"collected/email/sent"}, f.records(t, d.ID))
+	require.InDelta(t, 2, testutil.ToFloat64(x.finished.WithLabelValues("obsolete")), 0)
+
+	// A reminder waiting in the outbox is not queued again by the
+	// reminder loop.
+	d2 := f.loaded(t, "lotte@example.org", "")
+	_, err = f.svc.Renotify(f.ctx, "system", d2.ID)
+	require.ErrorIs(t, err, service.ErrForbiddenTransition, "renotify needs the ready message delivered")
+	_, err = f.svc.MarkNotified(f.ctx, "system", d2.ID)
+	require.NoError(t, err)
+	_, err = f.svc.Renotify(f.ctx, "system", d2.ID)
+	require.NoError(t, err)
+	due, err := DueReminders(f.ctx, f.st.Pool(), f.clock.Now().Add(9*24*time.Hour), 14*24*time.Hour, 10)
+	require.NoError(t, err)
+	require.Empty(t, due)
+}
+
+// The outbox is part of the transition: a ready message that cannot be
+// queued (no codes) rolls the load back.
+func TestOutboxQueueFailureRollsBackTheTransition(t *testing.T) {
+	t.Parallel()
+	f := newOfix(t, 1)
+	_, x := f.sender(t, OutboxOptions{})
+	svc, err := service.New(service.Options{Store: f.st, Clock: f.clock.Now, Logger: f.quiet, Outbox: x})
+	require.NoError(t, err)
+	d, err := svc.RegisterDocument(f.ctx, "user:counter", store.NewDocument{Kind: store.Passport, Number: "EP999999", FirstName: "Lotte",
+		LastName: "Claes", BirthDate: time.Date(1985, 6, 1, 0, 0, 0, 0, time.UTC), Language: "en", Email: "l@example.org", SiteID: "kortrijk"})
+	require.NoError(t, err)
+	_, err = svc.Reserve(f.ctx, "user:counter", d.ID, service.ReserveOptions{})
+	require.NoError(t, err)
+	_, err = svc.Load(f.ctx, "user:counter", d.ID)
+	require.ErrorIs(t, err, ErrInvalid)
+	got, err := svc.GetDocument(f.ctx, d.ID)
+	require.NoError(t, err)
+	require.EqualValues(t, "reserved", got.State)
+	require.Zero(t, f.queued(t, d.ID, "pending"))
+}
+
+// Sealed codes open only under the same key, for the same document and
+// kind, unaltered.
+func TestSealBindsKeyDocumentAndKind(t *testing.T) {
+	t.Parallel()
+	k1, k2 := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	s1, err := newSealer(k1)
+	require.NoError(t, err)
+	s2, err := newSealer(k2)
+	require.NoError(t, err)
+	b, err := s1.seal([]byte(`{"PIN":"123456789"}`), "doc-a", "loaded")
+	require.NoError(t, err)
+	require.False(t, bytes.Contains(b, []byte("123456789")))
+	plain, err := s1.open(b, "doc-a", "loaded")
+	require.NoError(t, err)
+	require.Equal(t, `{"PIN":"123456789"}`, string(plain))
+	for name, open := range map[string]func() ([]byte, error){
+		"other key":      func() ([]byte, error) { return s2.open(b, "doc-a", "loaded") },
+		"other document": func() ([]byte, error) { return s1.open(b, "doc-b", "loaded") },
+		"other kind":     func() ([]byte, error) { return s1.open(b, "doc-a", "reissued") },
+		"altered": func() ([]byte, error) {
+			c := bytes.Clone(b)
+			c[len(c)-1] ^= 1
+			return s1.open(c, "doc-a", "loaded")
+		},
+		"truncated": func() ([]byte, error) { return s1.open(b[:10], "doc-a", "loaded") },
+	} {
+		_, err := open()
+		require.ErrorIs(t, err, errUnsealable, name)
+	}
+	_, err = newSealer(k1[:16])
+	require.ErrorIs(t, err, ErrInvalid)
+}

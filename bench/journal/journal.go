@@ -79,6 +79,17 @@ type phase struct {
 	lat  []time.Duration // one per operation, merged over writers
 	// syncs are the fdatasyncs issued (the journal's, or one per raw op).
 	syncs uint64
+	// cpu is the process's CPU time (user + system) during the phase.
+	cpu time.Duration
+}
+
+// cpuTime is the process's CPU time so far.
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func (p phase) rate() float64 { return float64(p.ops) / p.secs }
@@ -137,17 +148,21 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 		var jr, rr []float64
 		var jl, rl []time.Duration
 		var ratios []string
-		var ops, syncs uint64
+		var ops, syncs, rops uint64
+		var jcpu, rcpu time.Duration
 		for i := range js {
 			ops, syncs = ops+uint64(js[i].ops), syncs+js[i].syncs
+			rops, jcpu, rcpu = rops+uint64(rs[i].ops), jcpu+js[i].cpu, rcpu+rs[i].cpu
 			jr, rr = append(jr, js[i].rate()), append(rr, rs[i].rate())
 			jl, rl = append(jl, js[i].lat...), append(rl, rs[i].lat...)
 			ratios = append(ratios, fmt.Sprintf("%.2f", js[i].rate()/rs[i].rate()))
 		}
 		f := bench.Figure{Name: fmt.Sprintf("journal durable appends/s, %d writers", n), Unit: "1/s",
 			Value: bench.Median(jr), Floor: bench.Median(rr),
-			Notes: fmt.Sprintf("median of %d rounds (ratio per round %s); %.2f appends per journal fdatasync; append latency p50 %s p99 %s, raw write+fdatasync p50 %s p99 %s",
-				len(js), strings.Join(ratios, ", "), float64(ops)/float64(max(syncs, 1)), ms(bench.Percentile(jl, 50)), ms(bench.Percentile(jl, 99)),
+			Notes: fmt.Sprintf("median of %d rounds (ratio per round %s); %.2f appends per journal fdatasync; CPU per append %s, per raw write+fdatasync %s; append latency p50 %s p99 %s, raw p50 %s p99 %s",
+				len(js), strings.Join(ratios, ", "), float64(ops)/float64(max(syncs, 1)),
+				us(jcpu/time.Duration(max(ops, 1))), us(rcpu/time.Duration(max(rops, 1))),
+				ms(bench.Percentile(jl, 50)), ms(bench.Percentile(jl, 99)),
 				ms(bench.Percentile(rl, 50)), ms(bench.Percentile(rl, 99)))}
 		if n >= 4 {
 			f.Goal = Goal
@@ -161,6 +176,7 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond)) }
 
 // sampleEvent is a pickup_completed event as kluisd journals it.
 func sampleEvent() kj.Event {
@@ -204,7 +220,7 @@ func workers(ctx context.Context, n int, d time.Duration, op func(w int, i int64
 		lat   []time.Duration
 		first error
 	)
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	deadline := start.Add(d)
 	for w := 0; w < n; w++ {
 		wg.Add(1)
@@ -233,7 +249,7 @@ func workers(ctx context.Context, n int, d time.Duration, op func(w int, i int64
 		}()
 	}
 	wg.Wait()
-	return phase{ops: ops.Load(), secs: time.Since(start).Seconds(), lat: lat}, first
+	return phase{ops: ops.Load(), secs: time.Since(start).Seconds(), lat: lat, cpu: cpuTime() - cpu0}, first
 }
 
 func runJournal(ctx context.Context, parent string, n int, d time.Duration, ev kj.Event) (phase, error) {

@@ -25,12 +25,13 @@ import (
 	"kluis/bench"
 	"kluis/bench/fleet"
 	benchjournal "kluis/bench/journal"
+	"kluis/bench/tap"
 	"kluis/bench/verify"
 )
 
 // defaults are the subcommands `kluis-bench all` runs, in order.
 func defaults() []string {
-	return []string{"verify", "journal", "fleet"}
+	return []string{"verify", "journal", "tap", "fleet"}
 }
 
 var errUnknown = errors.New("unknown subcommand")
@@ -44,6 +45,8 @@ func run(ctx context.Context, name string, env bench.Env, args []string) (bench.
 		return fleet.Run(ctx, env, args)
 	case "journal":
 		return benchjournal.Run(ctx, env, args)
+	case "tap":
+		return tap.Run(ctx, env, args)
 	}
 	return bench.Report{}, fmt.Errorf("%w %q", errUnknown, name)
 }

@@ -273,3 +273,68 @@ func TestEncodedBeforeNumbered(t *testing.T) {
 		}
 	}
 }
+
+// Concurrent appends while the fdatasync path fails once (a compaction left
+// the directory unsynced and its next fsync fails): every append either
+// returns an error or is in the journal after a reopen, never both, never
+// neither, and the journal goes on.
+func TestConcurrentAppendsWithAFailedSync(t *testing.T) {
+	dir := t.TempDir()
+	var mu sync.Mutex
+	fails := 0
+	j, _, _, err := Open(Options{Dir: dir, DeviceID: "dev1", SyncDir: func(d string) error {
+		mu.Lock()
+		f := fails > 0
+		if f {
+			fails--
+		}
+		mu.Unlock()
+		if f {
+			return fmt.Errorf("injected fsync dir failure")
+		}
+		return syncDir(d)
+	}})
+	require.NoError(t, err)
+	defer j.Close()
+	_, err = j.AppendEvent(Event{Kind: "before"})
+	require.NoError(t, err)
+	mu.Lock()
+	fails = 2 // the compaction's, then the first append fdatasync's
+	mu.Unlock()
+	require.Error(t, j.Compact())
+	const writers = 8
+	var wg sync.WaitGroup
+	var rmu sync.Mutex
+	ok, failed := map[string]bool{}, 0
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 10; i++ {
+				id := fmt.Sprintf("w%d-%d", w, i)
+				_, err := j.AppendEvent(Event{ID: id, Kind: "k"})
+				rmu.Lock()
+				if err == nil {
+					ok[id] = true
+				} else {
+					require.ErrorContains(t, err, "injected")
+					failed++
+				}
+				rmu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	require.Positive(t, failed, "the failed fdatasync failed its writers")
+	require.Len(t, j.Outbox(), len(ok)+1, "failed appends are not applied")
+	require.NoError(t, j.Close())
+	_, recs, rec := open(t, dir)
+	require.False(t, rec.Corrupt)
+	have := map[string]bool{}
+	for _, r := range recs {
+		if r.Type == TypeEvent && r.Event.Kind == "k" {
+			have[r.Event.ID] = true
+		}
+	}
+	require.Equal(t, ok, have, "exactly the appends that returned without error")
+}

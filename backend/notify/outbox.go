@@ -201,6 +201,9 @@ func (x *Outbox) Enqueue(ctx context.Context, tx pgx.Tx, note service.Notificati
 // its retry; a crash before or during this call loses nothing (any
 // replica's sender finds the row). It never returns an error.
 func (x *Outbox) Notify(ctx context.Context, note service.Notification) error {
+	// The caller going away (an HTTP client hanging up) must not cut a
+	// send short: that would only send the message twice.
+	ctx = context.WithoutCancel(ctx)
 	for range maxPerDrain {
 		ok, err := x.send(ctx, note.Document.ID)
 		if err != nil {
@@ -268,8 +271,40 @@ func (x *Outbox) Drain(ctx context.Context) int {
 		})
 	}
 	wg.Wait()
+	x.markTold(ctx)
 	x.refresh(ctx)
 	return int(total.Load())
+}
+
+// markTold marks notified the loaded documents whose ready message did
+// reach the holder: OnNotified runs after the send's commit, so a crash in
+// between leaves them loaded.
+func (x *Outbox) markTold(ctx context.Context) {
+	if x.n.opts.OnNotified == nil {
+		return
+	}
+	rows, err := x.pool.Query(ctx, `SELECT d.id::text FROM documents d WHERE d.state = 'loaded'
+		AND EXISTS (SELECT 1 FROM notifications n WHERE n.document_id = d.id
+			AND n.kind IN ('loaded', 'reissued') AND n.status IN ('sent', 'needed'))
+		ORDER BY d.id LIMIT 100`)
+	if err != nil {
+		if ctx.Err() == nil {
+			x.log.Warn("outbox: told but not marked", "err", err)
+		}
+		return
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		if ctx.Err() == nil {
+			x.log.Warn("outbox: told but not marked", "err", err)
+		}
+		return
+	}
+	for _, id := range ids {
+		if err := x.n.opts.OnNotified(ctx, id); err != nil && !errors.Is(err, lifecycle.ErrForbiddenTransition) && ctx.Err() == nil {
+			x.log.Warn("mark notified", "document", id, "err", err)
+		}
+	}
 }
 
 // refresh sets the depth gauges from the table.

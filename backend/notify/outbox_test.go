@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -155,10 +156,17 @@ func TestOutboxSurvivesCrashBetweenCommitAndSend(t *testing.T) {
 	require.NoError(t, f.st.Pool().QueryRow(f.ctx, `SELECT sealed FROM notify_outbox WHERE document_id = $1`, d.ID).Scan(&sealed))
 	require.NotEmpty(t, sealed)
 
-	// Another replica, started later.
+	// Another replica, started later; it dies after the send's commit,
+	// before marking the document notified.
 	reg := prometheus.NewRegistry()
-	_, other := f.sender(t, OutboxOptions{Registerer: reg})
+	n, other := f.sender(t, OutboxOptions{Registerer: reg})
+	mark := n.opts.OnNotified
+	n.opts.OnNotified = func(context.Context, string) error { return errors.New("killed") }
 	require.Equal(t, 1, other.Drain(f.ctx))
+	got, err := f.svc.GetDocument(f.ctx, d.ID)
+	require.NoError(t, err)
+	require.EqualValues(t, "loaded", got.State)
+	n.opts.OnNotified = mark
 	msgs, sms := f.smtp.Messages(), f.sms.Received()
 	require.Len(t, msgs, 1)
 	require.Len(t, sms, 1)
@@ -176,11 +184,11 @@ func TestOutboxSurvivesCrashBetweenCommitAndSend(t *testing.T) {
 	require.Error(t, err, "one code per document: the PIN used it")
 
 	require.Zero(t, f.queued(t, d.ID, "pending"), "the row left with the send")
-	got, err := f.svc.GetDocument(f.ctx, d.ID)
-	require.NoError(t, err)
-	require.EqualValues(t, "notified", got.State)
 	require.ElementsMatch(t, []string{"loaded/email/sent", "loaded/sms/sent"}, f.records(t, d.ID))
 	require.Zero(t, other.Drain(f.ctx), "sent once")
+	got, err = f.svc.GetDocument(f.ctx, d.ID)
+	require.NoError(t, err)
+	require.EqualValues(t, "notified", got.State, "the next pass marks what was told")
 	require.Len(t, f.smtp.Messages(), 1)
 	require.InDelta(t, 1, testutil.ToFloat64(other.finished.WithLabelValues("delivered")), 0)
 	require.InDelta(t, 0, testutil.ToFloat64(other.pending), 0)

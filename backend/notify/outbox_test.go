@@ -415,3 +415,34 @@ func TestSealBindsKeyDocumentAndKind(t *testing.T) {
 	_, err = newSealer(k1[:16])
 	require.ErrorIs(t, err, ErrInvalid)
 }
+
+// A gateway that hangs costs one send timeout, not the queue: the attempt
+// ends, the e-mail still goes out, the SMS waits for its retry.
+func TestOutboxSlowGatewayTimesOut(t *testing.T) {
+	t.Parallel()
+	f := newOfix(t, 1)
+	release := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() { close(release); hang.Close() })
+	d := f.loaded(t, "lotte@example.org", "+32470123456")
+	n, x := f.sender(t, OutboxOptions{SendTimeout: 300 * time.Millisecond})
+	n.opts.SMS = &SMSGateway{URL: hang.URL}
+	done := make(chan int, 1)
+	go func() { done <- x.Drain(f.ctx) }()
+	select {
+	case handled := <-done:
+		require.Equal(t, 1, handled)
+	case <-time.After(10 * time.Second): // the gateway client's own timeout is 15 s
+		t.Fatal("a hanging gateway blocked the sender beyond its send timeout")
+	}
+	require.Len(t, f.smtp.Messages(), 1)
+	require.Equal(t, 1, f.queued(t, d.ID, "pending"))
+	var lastErr string
+	require.NoError(t, f.st.Pool().QueryRow(f.ctx, `SELECT last_error FROM notify_outbox WHERE document_id = $1`, d.ID).Scan(&lastErr))
+	require.Contains(t, lastErr, "deadline exceeded")
+}

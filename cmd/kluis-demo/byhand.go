@@ -99,8 +99,8 @@ func (d *demo) printByHand(w io.Writer, c *citizen) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "  1. open the kiosk screen\t%s (a browser window of 800x480 or 1080x1920)\n", kioskURL(n))
 	fmt.Fprintf(tw, "  2. touch \"Type your PIN\"\t%s, then the date of birth if asked: %s\n", c.mail.PIN, dobForPeople(c.Birth))
-	fmt.Fprintf(tw, "  3. the door opens: take the document\tcurl -X POST '%s/v1/devices/%s/channels/%d/take?board=%d'\n", d.sim.base, c.Device, ch, board)
-	fmt.Fprintf(tw, "     and close the door\tcurl -X POST '%s/v1/devices/%s/channels/%d/close?board=%d'\n", d.sim.base, c.Device, ch, board)
+	fmt.Fprintf(tw, "  3. the door opens: take the document\tcurl -X POST '%s/v1/devices/%s/channels/%d/take?board=%d'\n", d.simBase(), c.Device, ch, board)
+	fmt.Fprintf(tw, "     and close the door\tcurl -X POST '%s/v1/devices/%s/channels/%d/close?board=%d'\n", d.simBase(), c.Device, ch, board)
 	fmt.Fprintf(tw, "  4. the screen says thank you\tthe backend shows it collected (GET %s/api/v1/documents/%s)\n", d.apiBase, c.doc.ID)
 	fmt.Fprintf(tw, "  the e-mail, with the QR code\t%s\n", filepath.Join(d.mailDir, filepath.Base(c.mail.File)))
 	if d.staffPIN != "" {

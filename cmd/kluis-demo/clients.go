@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"kluis/backend/api/apiclient"
-	"kluis/simulator"
 )
 
 var httpc = &http.Client{Timeout: 30 * time.Second}
@@ -142,50 +141,4 @@ func (a api) audit(ctx context.Context, subject string) ([]auditRecord, error) {
 		cursor = page.NextCursor
 	}
 	return all, nil
-}
-
-// sim is the simulator's control API.
-type sim struct{ base string }
-
-func (s sim) state(ctx context.Context, dev string) (simulator.State, error) {
-	var st simulator.State
-	err := doJSON(ctx, http.MethodGet, s.base+"/v1/devices/"+url.PathEscape(dev)+"/state", "", nil, &st)
-	return st, err
-}
-
-func (s sim) pulses(ctx context.Context, dev string) ([]simulator.Pulse, error) {
-	var ps []simulator.Pulse
-	err := doJSON(ctx, http.MethodGet, s.base+"/v1/devices/"+url.PathEscape(dev)+"/pulses", "", nil, &ps)
-	return ps, err
-}
-
-func (s sim) presents(ctx context.Context, dev string) ([]simulator.Present, error) {
-	var ps []simulator.Present
-	err := doJSON(ctx, http.MethodGet, s.base+"/v1/devices/"+url.PathEscape(dev)+"/presents", "", nil, &ps)
-	return ps, err
-}
-
-// channel runs a person's action on a door: take, put (label), close,
-// leave-open.
-func (s sim) channel(ctx context.Context, dev string, board, ch int, action string, q url.Values) (map[string]any, error) {
-	if q == nil {
-		q = url.Values{}
-	}
-	q.Set("board", fmt.Sprint(board))
-	var out map[string]any
-	err := doJSON(ctx, http.MethodPost, fmt.Sprintf("%s/v1/devices/%s/channels/%d/%s?%s", s.base, url.PathEscape(dev), ch, action, q.Encode()), "", nil, &out)
-	return out, err
-}
-
-func (s sim) truth(ctx context.Context, dev string, board, ch int) (simulator.ChannelTruth, error) {
-	st, err := s.state(ctx, dev)
-	if err != nil {
-		return simulator.ChannelTruth{}, err
-	}
-	for _, c := range st.Channels {
-		if c.Board == board && c.Channel == ch {
-			return c, nil
-		}
-	}
-	return simulator.ChannelTruth{}, fmt.Errorf("simulator: %s has no b%d/c%d", dev, board, ch)
 }

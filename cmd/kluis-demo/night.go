@@ -231,7 +231,7 @@ func (d *demo) reconcile(ctx context.Context, cs []*citizen) {
 		board, ch, slot := d.place(c)
 		item := ""
 		if slot >= 0 {
-			st, err := d.sim.state(ctx, c.Device)
+			st, err := d.sim.State(ctx, c.Device)
 			if err != nil {
 				bad = append(bad, err.Error())
 				continue
@@ -242,7 +242,7 @@ func (d *demo) reconcile(ctx context.Context, cs []*citizen) {
 				}
 			}
 		} else {
-			t, err := d.sim.truth(ctx, c.Device, board, ch)
+			t, err := d.sim.Truth(ctx, c.Device, board, ch)
 			if err != nil {
 				bad = append(bad, err.Error())
 				continue
@@ -317,7 +317,7 @@ func (d *demo) waitDoor(ctx context.Context, dev string, board, ch int, open boo
 		want = "shut"
 	}
 	_, err := testenv.Poll(ctx, 20*time.Second, fmt.Sprintf("door b%d/c%d of %s %s (simulator truth)", board, ch, dev, want), func(ctx context.Context) (bool, string, error) {
-		t, err := d.sim.truth(ctx, dev, board, ch)
+		t, err := d.sim.Truth(ctx, dev, board, ch)
 		if err != nil {
 			return false, "", err
 		}
@@ -358,7 +358,7 @@ func (d *demo) waitState(ctx context.Context, c *citizen, timeout time.Duration,
 
 // newPulses returns the pulses of dev after the first n.
 func (d *demo) pulsesSince(ctx context.Context, dev string, n int) ([]string, int, error) {
-	ps, err := d.sim.pulses(ctx, dev)
+	ps, err := d.sim.Pulses(ctx, dev)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -370,7 +370,7 @@ func (d *demo) pulsesSince(ctx context.Context, dev string, n int) ([]string, in
 }
 
 func (d *demo) pulseCount(ctx context.Context, dev string) (int, error) {
-	ps, err := d.sim.pulses(ctx, dev)
+	ps, err := d.sim.Pulses(ctx, dev)
 	return len(ps), err
 }
 
@@ -440,11 +440,11 @@ func (d *demo) load(ctx context.Context, c *citizen) (string, error) {
 			return "", err
 		}
 	}
-	if _, err := d.sim.channel(ctx, c.Device, board, ch, "put", url.Values{"label": {c.Label}}); err != nil {
+	if _, err := d.sim.Channel(ctx, c.Device, board, ch, "put", url.Values{"label": {c.Label}}); err != nil {
 		return "", fmt.Errorf("put the document in: %w", err)
 	}
 	pause(ctx, humanPause)
-	if _, err := d.sim.channel(ctx, c.Device, board, ch, "close", nil); err != nil {
+	if _, err := d.sim.Channel(ctx, c.Device, board, ch, "close", nil); err != nil {
 		return "", fmt.Errorf("close the door: %w", err)
 	}
 	pulses, err := d.checkPulses(ctx, c.Device, p0, board, ch)
@@ -470,7 +470,7 @@ func (d *demo) load(ctx context.Context, c *citizen) (string, error) {
 		}
 		via += ", kluisd reported loaded"
 	}
-	t, err := d.sim.truth(ctx, c.Device, board, ch)
+	t, err := d.sim.Truth(ctx, c.Device, board, ch)
 	if err != nil {
 		return "", err
 	}
@@ -483,7 +483,7 @@ func (d *demo) load(ctx context.Context, c *citizen) (string, error) {
 // waitAtHatch waits until the automaton's carousel shows slot at the hatch.
 func (d *demo) waitAtHatch(ctx context.Context, dev string, board, slot int) error {
 	_, err := testenv.Poll(ctx, 20*time.Second, fmt.Sprintf("slot %d of %s at the hatch", slot, dev), func(ctx context.Context) (bool, string, error) {
-		st, err := d.sim.state(ctx, dev)
+		st, err := d.sim.State(ctx, dev)
 		if err != nil {
 			return false, "", err
 		}
@@ -566,11 +566,11 @@ func (d *demo) collect(ctx context.Context, c *citizen, req map[string]string, l
 			return "", err
 		}
 	}
-	item, err := d.sim.channel(ctx, c.Device, board, ch, "take", nil)
+	item, err := d.sim.Channel(ctx, c.Device, board, ch, "take", nil)
 	if err != nil {
 		return "", fmt.Errorf("take the document: %w", err)
 	}
-	if got, _ := item["item"].(string); got != c.Label {
+	if got := item.Item; got != c.Label {
 		return "", fmt.Errorf("took %q, want %q", got, c.Label)
 	}
 	if leaveOpen {
@@ -595,14 +595,14 @@ func (d *demo) collect(ctx context.Context, c *citizen, req map[string]string, l
 		if err != nil {
 			return "", err
 		}
-		t, err := d.sim.truth(ctx, c.Device, board, ch)
+		t, err := d.sim.Truth(ctx, c.Device, board, ch)
 		if err != nil || !t.DoorOpen {
 			return "", fmt.Errorf("door should still be open in the simulator (err %v)", err)
 		}
 		extra += "; alarm seen: " + obs
 	}
 	pause(ctx, humanPause)
-	if _, err := d.sim.channel(ctx, c.Device, board, ch, "close", nil); err != nil {
+	if _, err := d.sim.Channel(ctx, c.Device, board, ch, "close", nil); err != nil {
 		return "", fmt.Errorf("close the door: %w", err)
 	}
 	pulses, err := d.checkPulses(ctx, c.Device, p0, board, ch)
@@ -629,7 +629,7 @@ func (d *demo) presentCount(ctx context.Context, c *citizen) (int, error) {
 	if d.nodes[c.Device].spec.Kind != "automaton" {
 		return 0, nil
 	}
-	ps, err := d.sim.presents(ctx, c.Device)
+	ps, err := d.sim.Presents(ctx, c.Device)
 	return len(ps), err
 }
 
@@ -639,7 +639,7 @@ func (d *demo) checkPresents(ctx context.Context, c *citizen, n, board, slot int
 	if slot < 0 {
 		return "", nil
 	}
-	ps, err := d.sim.presents(ctx, c.Device)
+	ps, err := d.sim.Presents(ctx, c.Device)
 	if err != nil {
 		return "", err
 	}
@@ -700,7 +700,7 @@ func (d *demo) wrongPIN(ctx context.Context, c *citizen) (string, error) {
 	if len(got) > 0 {
 		return "", fmt.Errorf("pulses after a wrong PIN: %v", got)
 	}
-	st, err := d.sim.state(ctx, c.Device)
+	st, err := d.sim.State(ctx, c.Device)
 	if err != nil {
 		return "", err
 	}
@@ -812,15 +812,15 @@ func (d *demo) retrieve(ctx context.Context, c *citizen, viaKiosk bool) (string,
 		return "", err
 	}
 	pause(ctx, humanPause)
-	item, err := d.sim.channel(ctx, c.Device, board, ch, "take", nil)
+	item, err := d.sim.Channel(ctx, c.Device, board, ch, "take", nil)
 	if err != nil {
 		return "", fmt.Errorf("take the document out: %w", err)
 	}
-	if got, _ := item["item"].(string); got != c.Label {
+	if got := item.Item; got != c.Label {
 		return "", fmt.Errorf("took %q, want %q", got, c.Label)
 	}
 	pause(ctx, humanPause)
-	if _, err := d.sim.channel(ctx, c.Device, board, ch, "close", nil); err != nil {
+	if _, err := d.sim.Channel(ctx, c.Device, board, ch, "close", nil); err != nil {
 		return "", err
 	}
 	pulses, err := d.checkPulses(ctx, c.Device, p0, board, ch)
@@ -897,15 +897,15 @@ func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
 		return "", err
 	}
 	pause(ctx, humanPause)
-	item, err := d.sim.channel(ctx, c.Device, board, ch, "take", nil)
+	item, err := d.sim.Channel(ctx, c.Device, board, ch, "take", nil)
 	if err != nil {
 		return "", err
 	}
-	if got, _ := item["item"].(string); got != c.Label {
+	if got := item.Item; got != c.Label {
 		return "", fmt.Errorf("took %q, want %q", got, c.Label)
 	}
 	pause(ctx, humanPause)
-	if _, err := d.sim.channel(ctx, c.Device, board, ch, "close", nil); err != nil {
+	if _, err := d.sim.Channel(ctx, c.Device, board, ch, "close", nil); err != nil {
 		return "", err
 	}
 	pulses, err := d.checkPulses(ctx, c.Device, p0, board, ch)

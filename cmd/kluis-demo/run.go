@@ -128,7 +128,7 @@ func (d *demo) setup(ctx context.Context) bool {
 		return false
 	}
 	err = d.startSim(ctx)
-	if !d.tl.check("demo", "start kluis-sim fleet (Kluis pty, Kerong pty, Tasmota MQTT)", "ready", "control API "+d.sim.base, err) {
+	if !d.tl.check("demo", "start kluis-sim fleet (Kluis pty, Kerong pty, Tasmota MQTT)", "ready", "control API "+d.simBase(), err) {
 		return false
 	}
 	d.startNodes(ctx)
@@ -200,7 +200,7 @@ func (d *demo) printServices(w io.Writer) {
 		fmt.Fprintf(tw, "MQTT broker\t%s\n", d.getenv("MQTT_URL"))
 	}
 	fmt.Fprintf(tw, "relay-module MQTT bus\t%s\n", d.fieldbus)
-	fmt.Fprintf(tw, "simulator control API\t%s/v1/devices\n", d.sim.base)
+	fmt.Fprintf(tw, "simulator control API\t%s/v1/devices\n", d.simBase())
 	for _, id := range d.order {
 		n := d.nodes[id]
 		state := "running"

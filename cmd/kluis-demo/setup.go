@@ -24,6 +24,7 @@ import (
 	"kluis/controller/kiosk/kioskclient"
 	"kluis/deploy/dev/testenv"
 	"kluis/simulator"
+	"kluis/simulator/simclient"
 )
 
 // deviceSpec is one simulated device of the demo fleet with its kluisd.
@@ -97,7 +98,7 @@ type demo struct {
 	fieldbus   string // MQTT URL of the Tasmota relay modules
 	fieldSrv   *mqtt.Server
 
-	sim   sim
+	sim   *simclient.Client
 	nodes map[string]*node
 	order []string
 
@@ -153,6 +154,14 @@ func (d *demo) database(ctx context.Context) (string, string, error) {
 		return "", "", fmt.Errorf("create kluis_demo: %w", err)
 	}
 	return "postgres://postgres@127.0.0.1:5432/kluis_demo?sslmode=disable", "fresh database kluis_demo on 127.0.0.1:5432", nil
+}
+
+// simBase is the simulator's control API URL ("" before it started).
+func (d *demo) simBase() string {
+	if d.sim == nil {
+		return ""
+	}
+	return d.sim.Base()
 }
 
 // startBackend starts kluis-backend with the embedded broker (or MQTT_URL)
@@ -315,7 +324,7 @@ func (d *demo) startSim(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w\n--- last lines of kluis-sim.log ---\n%s", err, d.p.tail("kluis-sim", 3000))
 	}
-	d.sim = sim{base: "http://" + ready.Control}
+	d.sim = simclient.New(ready.Control, simclient.Options{HTTP: httpc})
 	return nil
 }
 

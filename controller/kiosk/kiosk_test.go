@@ -3,9 +3,6 @@ package kiosk
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -19,12 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/term"
 
-	"kluis/controller/config"
 	"kluis/controller/engine"
-	"kluis/controller/journal"
-	"kluis/controller/offline"
-	"kluis/controller/pickupcode"
-	"kluis/controller/wire"
+	"kluis/controller/engine/enginetest"
 	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 	"kluis/hardware/hardwaretest"
@@ -34,71 +27,29 @@ import (
 const dev = "kiosk-test"
 
 type rig struct {
-	e    *engine.Engine
-	f    *hardwaretest.Fake
-	priv ed25519.PrivateKey
-	srv  *httptest.Server
+	er  *enginetest.Rig
+	e   *engine.Engine
+	f   *hardwaretest.Fake
+	srv *httptest.Server
 }
 
 func newRig(t testing.TB) *rig { return newRigWith(t, nil) }
 
-// newRigWith starts an engine with backend be (nil: offline only).
+// newRigWith starts an engine with backend be (nil: offline only) behind
+// the kiosk handler.
 func newRigWith(t testing.TB, be engine.Backend) *rig {
-	dir := t.TempDir()
-	cfg, err := config.Parse([]byte(`
-device_id: `+dev+`
-site: test
-kind: locker
-mqtt: {url: tcp://127.0.0.1:1883}
-hardware: {driver: simfile, simfile: /dev/null}
-journal_dir: `+dir+`
-compartments:
-  - {number: 1, board: 0, channel: 0}
-  - {number: 2, board: 0, channel: 1}
-`), config.ParseOptions{AllowTestDrivers: true})
-	require.NoError(t, err)
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	f := hardwaretest.New(hardwaretest.Options{Caps: hardware.Capabilities{DoorSensor: true, ItemSensor: true}})
-	j, recs, _, err := journal.Open(journal.Options{Dir: dir, DeviceID: dev})
-	require.NoError(t, err)
-	cache, err := offline.Open(dir, dev, pub)
-	require.NoError(t, err)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e, err := engine.New(engine.Options{Config: cfg, Driver: f, Journal: j, Replay: recs, Cache: cache, CommandKey: pub, Logger: log, Backend: be})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; j.Close() })
-	deadline := time.Now().Add(10 * time.Second)
-	for !e.Ready() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	srv := httptest.NewServer(Handler(e, log))
+	er := enginetest.Start(t, enginetest.Options{DeviceID: dev, Backend: be})
+	srv := httptest.NewServer(Handler(er.Engine, er.Logger))
 	t.Cleanup(srv.Close)
-	return &rig{e: e, f: f, priv: priv, srv: srv}
+	return &rig{er: er, e: er.Engine, f: er.Driver, srv: srv}
 }
 
 // token syncs a QR code for compartment ch into the offline cache and
 // returns the token.
-func (r *rig) token(t *testing.T, doc string, ch int) string {
-	id := make([]byte, pickupcode.CodeIDSize)
-	_, _ = rand.Read(id)
-	cid := base64.RawURLEncoding.EncodeToString(id)
-	now := time.Now()
-	tok, err := pickupcode.SignToken(r.priv, pickupcode.Claims{CodeID: cid, DeviceID: dev, Expires: now.Add(time.Hour).Unix()})
-	require.NoError(t, err)
-	cmd := wire.Command{ID: wire.NewID(now), Kind: wire.CmdCodeSync, Issued: now,
-		Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: now.UnixNano(), Entries: []wire.CodeEntry{
-			{DocumentID: doc, Addr: wire.Address{Channel: ch}, Expires: now.Add(time.Hour), QRHash: pickupcode.QRHash(cid)}}}}
-	require.NoError(t, wire.SignCommand(r.priv, dev, &cmd))
-	res := r.e.HandleCommand(context.Background(), cmd)
-	require.Equal(t, wire.StatusDone, res.Status, res.Detail)
-	return tok
-}
+func (r *rig) token(t *testing.T, doc string, ch int) string { return r.er.SyncQR(t, doc, ch) }
 
 func (r *rig) post(t *testing.T, path, body string) (int, map[string]any) {
-	resp, err := http.Post(r.srv.URL+path, "application/json", strings.NewReader(body))
+	resp, err := testenv.HTTPClient().Post(r.srv.URL+path, "application/json", strings.NewReader(body))
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	var out map[string]any
@@ -116,7 +67,7 @@ func TestPickupOverHTTP(t *testing.T) {
 	require.Contains(t, out["message"], "Compartment 2 is open")
 	testenv.Eventually(t, "pulse", func() bool { return r.f.PulseCount(hardware.Address{Channel: 1}) == 1 })
 
-	resp, err := http.Get(r.srv.URL + "/kiosk/v1/session")
+	resp, err := testenv.HTTPClient().Get(r.srv.URL + "/kiosk/v1/session")
 	require.NoError(t, err)
 	var scr engine.Screen
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&scr))
@@ -179,7 +130,7 @@ func TestBadRequests(t *testing.T) {
 	Handler(r.e, nil).ServeHTTP(w, req)
 	require.Equal(t, http.StatusForbidden, w.Code)
 
-	resp, err := http.Get(r.srv.URL + "/kiosk/v1/diagnostics")
+	resp, err := testenv.HTTPClient().Get(r.srv.URL + "/kiosk/v1/diagnostics")
 	require.NoError(t, err)
 	var d engine.Diagnostics
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&d))

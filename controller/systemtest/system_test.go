@@ -29,8 +29,11 @@ func wrongPIN(pin string) string {
 }
 
 // TestSystem runs the done-when scenarios of kluisd against the real
-// backend, broker and simulator, sharing one setup. The subtests build on
-// each other (documents move through their life) and run in order.
+// backend, broker and simulator, sharing one setup. Each step is a subtest,
+// run in order and reported on its own. A failed step does not hide the
+// rest: the steps that build on it (the documents it leaves behind) are
+// skipped and say why, every other step runs on a world set straight again
+// (doors shut, faults cleared, staff logged out, the backend up).
 func TestSystem(t *testing.T) {
 	if testing.Short() {
 		t.Skip("system test: starts the backend, the simulator and two kluisd")
@@ -38,16 +41,32 @@ func TestSystem(t *testing.T) {
 	w := newWorld(t)
 	locker, auto := w.nodes[lockerID], w.nodes[autoID]
 	ctx := context.Background()
-	step := func(name string, fn func(t *testing.T)) {
-		if !t.Run(name, func(t *testing.T) {
-			w.t = t
+	// The steps later steps build on.
+	const (
+		loadShort = "staff loading of a document with a short pickup period"
+		loadQR    = "staff loading and QR pickup"
+		expired   = "expired code"
+	)
+	failed := map[string]bool{}
+	// step runs fn as the subtest name, unless a step it needs failed.
+	step := func(name string, needs []string, fn func(t *testing.T)) {
+		ok := t.Run(name, func(st *testing.T) {
+			for _, n := range needs {
+				if failed[n] {
+					failed[name] = true
+					st.Skipf("skipped: it builds on %q, which failed", n)
+				}
+			}
+			w.t = st
 			defer func() { w.t = t }()
-			fn(t)
-		}) {
+			fn(st)
+		})
+		if !ok {
+			failed[name] = true
 			t.Logf("--- kluisd %s ---\n%s", lockerID, locker.proc.tail(4000))
 			t.Logf("--- kluisd %s ---\n%s", autoID, auto.proc.tail(3000))
 			t.Logf("--- kluis-backend ---\n%s", w.backend.tail(4000))
-			t.FailNow() // the next steps build on this one
+			w.setStraight()
 		}
 	}
 
@@ -55,7 +74,7 @@ func TestSystem(t *testing.T) {
 	// (-pickup-period residence_card=expiryPeriod) and is loaded first: the
 	// backend's own housekeeping expires it while the next steps run.
 	var c *doc
-	step("staff loading of a document with a short pickup period", func(t *testing.T) {
+	step(loadShort, nil, func(t *testing.T) {
 		c = w.register(expiryKind, lockerID)
 		w.load(c)
 		if c.Deadline == nil || c.LoadedAt == nil || c.Deadline.Sub(*c.LoadedAt) != expiryPeriod {
@@ -63,7 +82,7 @@ func TestSystem(t *testing.T) {
 		}
 	})
 	var a, b *doc
-	step("staff loading and QR pickup", func(t *testing.T) {
+	step(loadQR, nil, func(t *testing.T) {
 		a = w.register("driving_licence", lockerID)
 		w.load(a)
 		c, err := w.sim.Truth(ctx, lockerID, a.comp.Board, a.comp.Channel)
@@ -72,7 +91,7 @@ func TestSystem(t *testing.T) {
 		}
 		w.collect(a, map[string]string{"qr": a.mail.QR})
 	})
-	step("replayed QR code", func(t *testing.T) {
+	step("replayed QR code", []string{loadQR}, func(t *testing.T) {
 		p0 := w.pulseCount(lockerID)
 		s := w.kioskPost(locker, "/kiosk/v1/pickup", map[string]string{"qr": a.mail.QR})
 		if s.State != "already_collected" {
@@ -80,7 +99,7 @@ func TestSystem(t *testing.T) {
 		}
 		w.noPulse(lockerID, p0)
 	})
-	step("PIN needs the date of birth; wrong PIN; PIN and date of birth", func(t *testing.T) {
+	step("PIN needs the date of birth; wrong PIN; PIN and date of birth", nil, func(t *testing.T) {
 		b = w.register("eid", lockerID)
 		w.load(b)
 		p0 := w.pulseCount(lockerID)
@@ -98,7 +117,7 @@ func TestSystem(t *testing.T) {
 		}
 		w.collect(b, map[string]string{"pin": b.mail.PIN, "birth_date": b.birth})
 	})
-	step("not collected: the code stays valid for the grace period", func(t *testing.T) {
+	step("not collected: the code stays valid for the grace period", nil, func(t *testing.T) {
 		d := w.register("driving_licence", lockerID)
 		w.load(d)
 		p0 := w.pulseCount(lockerID)
@@ -116,7 +135,7 @@ func TestSystem(t *testing.T) {
 		}
 		w.collect(d, map[string]string{"qr": d.mail.QR})
 	})
-	step("door left open", func(t *testing.T) {
+	step("door left open", nil, func(t *testing.T) {
 		d := w.register("driving_licence", lockerID)
 		w.load(d)
 		p0 := w.pulseCount(lockerID)
@@ -134,7 +153,7 @@ func TestSystem(t *testing.T) {
 		w.waitState(d, "collected")
 		w.exactlyOnePulse(lockerID, p0, d.comp.Board, d.comp.Channel)
 	})
-	step("forced door", func(t *testing.T) {
+	step("forced door", []string{loadQR}, func(t *testing.T) {
 		// a's compartment is empty now: someone forces it open.
 		p0 := w.pulseCount(lockerID)
 		before, _ := locker.metric(ctx, "kluisd_alarms_total", `alarm="forced_door"`)
@@ -144,7 +163,7 @@ func TestSystem(t *testing.T) {
 		w.act(lockerID, a.comp.Board, a.comp.Channel, "close", nil)
 		w.noPulse(lockerID, p0)
 	})
-	step("open not detected (stuck lock), then the same code works", func(t *testing.T) {
+	step("open not detected (stuck lock), then the same code works", nil, func(t *testing.T) {
 		e := w.register("driving_licence", lockerID)
 		w.load(e)
 		w.act(lockerID, e.comp.Board, e.comp.Channel, "stuck", url.Values{"on": {"true"}})
@@ -176,7 +195,7 @@ func TestSystem(t *testing.T) {
 		w.act(lockerID, e.comp.Board, e.comp.Channel, "stuck", url.Values{"on": {"false"}})
 		w.collect(e, map[string]string{"qr": e.mail.QR})
 	})
-	step("sensors disagree: broken door sensor, the document still reported collected", func(t *testing.T) {
+	step("sensors disagree: broken door sensor, the document still reported collected", nil, func(t *testing.T) {
 		d := w.register("driving_licence", lockerID)
 		w.load(d)
 		w.act(lockerID, d.comp.Board, d.comp.Channel, "sensor", url.Values{"broken": {"true"}})
@@ -192,7 +211,7 @@ func TestSystem(t *testing.T) {
 		w.waitState(d, "collected")
 		w.exactlyOnePulse(lockerID, p0, d.comp.Board, d.comp.Channel)
 	})
-	step("expired code", func(t *testing.T) {
+	step(expired, []string{loadShort}, func(t *testing.T) {
 		// No clock is moved: the real deadline passes and the backend's
 		// housekeeping (every second) expires the document.
 		w.waitExpired(c)
@@ -212,7 +231,7 @@ func TestSystem(t *testing.T) {
 			t.Fatalf("the expired document must still be in its compartment: %+v (%v)", tr, err)
 		}
 	})
-	step("staff retrieval of the expired document", func(t *testing.T) {
+	step("staff retrieval of the expired document", []string{loadShort, expired}, func(t *testing.T) {
 		p0 := w.pulseCount(lockerID)
 		if s := w.kioskPost(locker, "/kiosk/v1/staff/login", map[string]string{"pin": w.staffPIN}); s.State != "staff" {
 			t.Fatalf("staff login: %s (%s)", s.State, s.Message)
@@ -234,7 +253,7 @@ func TestSystem(t *testing.T) {
 			t.Fatalf("after the retrieval: %+v (%v)", tr, err)
 		}
 	})
-	step("backend and broker killed mid-pickup; offline pickups (QR; PIN and date of birth); all synced after the restart", func(t *testing.T) {
+	step("backend and broker killed mid-pickup; offline pickups (QR; PIN and date of birth); all synced after the restart", nil, func(t *testing.T) {
 		f := w.register("driving_licence", lockerID)
 		w.load(f)
 		f2 := w.register("eid", lockerID)
@@ -299,7 +318,7 @@ func TestSystem(t *testing.T) {
 		}
 		w.noPulse(lockerID, p3)
 	})
-	step("PIN lockout: garbage QR codes do not count, a valid QR code opens during it, staff lift it at the kiosk and remotely", func(t *testing.T) {
+	step("PIN lockout: garbage QR codes do not count, a valid QR code opens during it, staff lift it at the kiosk and remotely", nil, func(t *testing.T) {
 		h := w.register("driving_licence", lockerID)
 		w.load(h)
 		h2 := w.register("driving_licence", lockerID)
@@ -365,7 +384,7 @@ func TestSystem(t *testing.T) {
 		}
 		w.collect(h2, map[string]string{"pin": h2.mail.PIN, "birth_date": h2.birth})
 	})
-	step("automaton over Tasmota: staff loading and QR pickup", func(t *testing.T) {
+	step("automaton over Tasmota: staff loading and QR pickup", nil, func(t *testing.T) {
 		x := w.register("driving_licence", autoID)
 		w.load(x)
 		st, err := w.sim.State(ctx, autoID)
@@ -378,7 +397,7 @@ func TestSystem(t *testing.T) {
 			t.Fatalf("automaton after the pickup: %+v (%v)", st.Mechanisms, err)
 		}
 	})
-	step("technician test-open of a free compartment, audited; a clerk's and an occupied one refused", func(t *testing.T) {
+	step("technician test-open of a free compartment, audited; a clerk's and an occupied one refused", nil, func(t *testing.T) {
 		occupied := w.register("driving_licence", lockerID)
 		w.load(occupied)
 		free := 0
@@ -448,7 +467,7 @@ func TestSystem(t *testing.T) {
 		w.kioskPost(locker, "/kiosk/v1/staff/logout", nil)
 		w.collect(occupied, map[string]string{"qr": occupied.mail.QR})
 	})
-	step("Tasmota module offline: board unreachable, then cleared", func(t *testing.T) {
+	step("Tasmota module offline: board unreachable, then cleared", nil, func(t *testing.T) {
 		before, _ := auto.metric(ctx, "kluisd_alarms_total", `alarm="board_unreachable"`)
 		if _, err := w.sim.SetFaults(ctx, autoID, simulator.Faults{Offline: true}); err != nil {
 			t.Fatal(err)
@@ -461,7 +480,7 @@ func TestSystem(t *testing.T) {
 		w.waitAudit(autoID, "device.alarm_cleared", "board_unreachable")
 		w.waitMetricAbove(auto, "kluisd_board_errors_total", `board="0"`, 0)
 	})
-	step("kill -9 of kluisd during pickups: no lost event, no double pulse", func(t *testing.T) {
+	step("kill -9 of kluisd during pickups: no lost event, no double pulse", nil, func(t *testing.T) {
 		kills, seed := 4, int64(1)
 		if os.Getenv("KLUIS_LONG") == "1" {
 			kills = 100
@@ -479,7 +498,7 @@ func TestSystem(t *testing.T) {
 			w.killDuringPickup(locker, point, time.Duration(rng.IntN(300))*time.Millisecond)
 		}
 	})
-	step("every door shut, audit chain intact", func(t *testing.T) {
+	step("every door shut, audit chain intact", nil, func(t *testing.T) {
 		w.allShut(lockerID)
 		var rep struct {
 			OK     bool   `json:"ok"`

@@ -762,6 +762,44 @@ func (w *world) restartBackend() {
 	}
 }
 
+// setStraight puts the world back after a failed step, so that the steps
+// that do not build on it start as they would have: the backend and every
+// kluisd running and connected, staff logged out at every kiosk, the
+// simulator's device faults cleared, no stuck lock or broken sensor, every
+// door shut.
+func (w *world) setStraight() {
+	w.t.Helper()
+	ctx := context.Background()
+	if !w.backend.running() {
+		w.restartBackend()
+	}
+	for id, n := range w.nodes {
+		if !n.proc.running() {
+			w.startKluisd(n)
+		}
+		w.waitConnected(n)
+		_, _ = n.kiosk.Post(ctx, "/kiosk/v1/staff/logout", nil)
+		if _, err := w.sim.SetFaults(ctx, id, simulator.Faults{}); err != nil {
+			w.t.Fatalf("set the world straight: %v", err)
+		}
+		st, err := w.sim.State(ctx, id)
+		if err != nil {
+			w.t.Fatalf("set the world straight: %v", err)
+		}
+		for _, c := range st.Channels {
+			if c.Stuck {
+				w.act(id, c.Board, c.Channel, "stuck", url.Values{"on": {"false"}})
+			}
+			if c.SensorBroken {
+				w.act(id, c.Board, c.Channel, "sensor", url.Values{"broken": {"false"}})
+			}
+			if c.DoorOpen {
+				w.act(id, c.Board, c.Channel, "close", nil)
+			}
+		}
+	}
+}
+
 // waitBacklogEmpty waits until the kluisd has every event acknowledged.
 func (w *world) waitBacklogEmpty(n *node) {
 	w.t.Helper()

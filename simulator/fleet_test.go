@@ -21,7 +21,7 @@ func call(t *testing.T, method, url string, body string) (int, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testenv.HTTPClient().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"kluis/deploy/dev/testenv"
 	"kluis/hardware/kluisproto"
 )
 
@@ -78,7 +79,7 @@ func TestKluisLineStatsCountBadInput(t *testing.T) {
 	if ps := fl.Device("k").Pulses(); len(ps) != 0 {
 		t.Fatalf("pulses %+v from bad input", ps)
 	}
-	resp, err := http.Get("http://" + fl.ControlAddr() + "/v1/devices/k/line")
+	resp, err := testenv.HTTPClient().Get("http://" + fl.ControlAddr() + "/v1/devices/k/line")
 	if err != nil {
 		t.Fatal(err)
 	}

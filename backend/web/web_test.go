@@ -424,7 +424,7 @@ func TestLiveStreams(t *testing.T) {
 	fleet.waitFor(t, "0 actieve alarmen", 10*time.Second)
 
 	// Staff read the fleet too; an anonymous stream is refused.
-	res, err := http.Get(e.b.URL("/staff/devices/events"))
+	res, err := testenv.HTTPClient().Get(e.b.URL("/staff/devices/events"))
 	require.NoError(t, err)
 	res.Body.Close()
 	assert.Equal(t, http.StatusUnauthorized, res.StatusCode)

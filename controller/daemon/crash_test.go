@@ -101,7 +101,7 @@ func startChild(t *testing.T, cfgPath, kiosk string) *child {
 	go func() { c.done <- cmd.Wait() }()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + kiosk + "/kiosk/v1/diagnostics")
+		resp, err := testenv.HTTPClient().Get("http://" + kiosk + "/kiosk/v1/diagnostics")
 		if err == nil {
 			var d struct {
 				Ready bool `json:"ready"`
@@ -226,7 +226,7 @@ compartments:
 	require.Empty(t, pending(), "every document collected\n%s\n%s", c.stderr.String(), be.Log)
 	var backlog int
 	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + kiosk + "/kiosk/v1/diagnostics")
+		resp, err := testenv.HTTPClient().Get("http://" + kiosk + "/kiosk/v1/diagnostics")
 		require.NoError(t, err)
 		var d struct {
 			Backlog int `json:"backlog"`

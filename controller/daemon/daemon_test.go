@@ -26,7 +26,7 @@ import (
 )
 
 func get(t *testing.T, url string) (int, string) {
-	resp, err := http.Get(url)
+	resp, err := testenv.HTTPClient().Get(url)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
@@ -114,7 +114,7 @@ compartments:
 	testenv.Eventually(t, "READY=1", note("READY=1"))
 	testenv.Eventually(t, "WATCHDOG=1", note("WATCHDOG=1"))
 	testenv.Eventually(t, "healthy", func() bool {
-		resp, err := http.Get("http://" + metrics + "/healthz")
+		resp, err := testenv.HTTPClient().Get("http://" + metrics + "/healthz")
 		if err != nil {
 			return false
 		}
@@ -151,7 +151,7 @@ compartments:
 		return strings.Contains(b, `"mqtt_connected":false`)
 	})
 
-	resp, err := http.Post("http://"+kiosk+"/kiosk/v1/pickup", "application/json", strings.NewReader(`{"qr":"`+tok+`","lang":"en"}`))
+	resp, err := testenv.HTTPClient().Post("http://"+kiosk+"/kiosk/v1/pickup", "application/json", strings.NewReader(`{"qr":"`+tok+`","lang":"en"}`))
 	require.NoError(t, err)
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()

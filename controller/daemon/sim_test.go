@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -99,7 +98,7 @@ compartments:
 				}
 			}()
 			testenv.Eventually(t, "kiosk ready", func() bool {
-				resp, err := http.Get("http://" + kiosk + "/kiosk/v1/diagnostics")
+				resp, err := testenv.HTTPClient().Get("http://" + kiosk + "/kiosk/v1/diagnostics")
 				if err != nil {
 					return false
 				}
@@ -110,7 +109,7 @@ compartments:
 			// The link may still be connecting: retry until the backend answered.
 			testenv.Eventually(t, "door opens", func() bool {
 				if len(sim.Pulses()) == 0 {
-					resp, err := http.Post("http://"+kiosk+"/kiosk/v1/pickup", "application/json", strings.NewReader(`{"qr":"`+tokens[doc]+`"}`))
+					resp, err := testenv.HTTPClient().Post("http://"+kiosk+"/kiosk/v1/pickup", "application/json", strings.NewReader(`{"qr":"`+tokens[doc]+`"}`))
 					if err == nil {
 						resp.Body.Close()
 					}

@@ -21,6 +21,7 @@ import (
 	"kluis/controller/engine"
 	"kluis/controller/journal"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 	"kluis/hardware/hardwaretest"
 )
@@ -156,7 +157,7 @@ func TestEventsFollowTheEngineAndTheIdleTimeout(t *testing.T) {
 	srv.Start()
 	defer srv.Close()
 
-	resp, err := http.Get(srv.URL + "/kiosk/v1/events")
+	resp, err := testenv.HTTPClient().Get(srv.URL + "/kiosk/v1/events")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
@@ -169,7 +170,7 @@ func TestEventsFollowTheEngineAndTheIdleTimeout(t *testing.T) {
 	require.Equal(t, engine.StateIdle, first.State)
 
 	// A pickup at the kiosk: the stream shows the new screen.
-	_, err = http.Post(srv.URL+"/kiosk/v1/pickup", "application/json", strings.NewReader(`{"qr":"K1.nope","lang":"de"}`))
+	_, err = testenv.HTTPClient().Post(srv.URL+"/kiosk/v1/pickup", "application/json", strings.NewReader(`{"qr":"K1.nope","lang":"de"}`))
 	require.NoError(t, err)
 	var s engine.Screen
 	for s = nextScreen(t, evs); s.State == engine.StateVerifying; s = nextScreen(t, evs) {
@@ -200,7 +201,7 @@ func TestLongPolling(t *testing.T) {
 	cur := r.e.Screen()
 
 	get := func(q string) (int, engine.Screen, http.Header) {
-		resp, err := http.Get(srv.URL + "/kiosk/v1/session" + q)
+		resp, err := testenv.HTTPClient().Get(srv.URL + "/kiosk/v1/session" + q)
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		var s engine.Screen
@@ -238,7 +239,7 @@ func TestScreenPageServedWithTheAPI(t *testing.T) {
 	r := newLiveRig(t, "session: 2m")
 	srv := httptest.NewServer(r.s.Handler())
 	defer srv.Close()
-	resp, err := http.Get(srv.URL + "/?lang=en")
+	resp, err := testenv.HTTPClient().Get(srv.URL + "/?lang=en")
 	require.NoError(t, err)
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
@@ -248,7 +249,7 @@ func TestScreenPageServedWithTheAPI(t *testing.T) {
 	// Without a configuration (Handler): the API only.
 	bare := httptest.NewServer(Handler(r.e, nil))
 	defer bare.Close()
-	resp, err = http.Get(bare.URL + "/")
+	resp, err = testenv.HTTPClient().Get(bare.URL + "/")
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)

@@ -11,6 +11,7 @@ import (
 
 	"kluis/controller/engine"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 )
 
 // lockoutBackend answers every PIN wrong, logs in badge STAFF-1 and lets the
@@ -65,7 +66,7 @@ func TestStaffClearLockoutOverHTTP(t *testing.T) {
 	code, out = r.post(t, "/kiosk/v1/staff/clear-lockout", `{"lang":"xx","extra":1}`)
 	require.Equal(t, http.StatusBadRequest, code, out)
 	// No body at all is fine too.
-	resp, err := http.Post(r.srv.URL+"/kiosk/v1/staff/clear-lockout", "", nil)
+	resp, err := testenv.HTTPClient().Post(r.srv.URL+"/kiosk/v1/staff/clear-lockout", "", nil)
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -104,7 +103,7 @@ compartments:
 			t.Fatalf("kluisd (%s) stopped: %v", hw, err)
 		case <-time.After(100 * time.Millisecond):
 		}
-		resp, err := http.Get("http://" + kiosk + "/kiosk/v1/diagnostics")
+		resp, err := testenv.HTTPClient().Get("http://" + kiosk + "/kiosk/v1/diagnostics")
 		if err != nil {
 			continue
 		}

@@ -326,7 +326,7 @@ func okAt(doc string, ch int) wire.VerifyResponse {
 // get fetches a path of the kiosk.
 func (r *rig) get(path string) (int, string, http.Header) {
 	r.t.Helper()
-	resp, err := http.Get(r.base + path)
+	resp, err := testenv.HTTPClient().Get(r.base + path)
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -165,11 +165,34 @@ func (g *Gauntlet) checkDocs(ctx context.Context) []Violation {
 		}
 	}
 	rows.Close()
+	// Compartments: loaded exactly when one waiting document holds it.
+	crows, err := g.w.DB.Query(ctx, `SELECT c.device_id, c.number, c.state, count(d.id) FROM compartments c
+		LEFT JOIN documents d ON d.compartment_id = c.id AND d.state IN ('loaded', 'notified', 'expired')
+		GROUP BY c.id HAVING count(d.id) > 1 OR (c.state = 'loaded' AND count(d.id) = 0)
+			OR (c.state IN ('free', 'reserved') AND count(d.id) > 0)`)
+	if err != nil {
+		bad("harness", "compartments: %v", err)
+		return out
+	}
+	for crows.Next() {
+		var dev, cstate string
+		var num, k int
+		if crows.Scan(&dev, &num, &cstate, &k) == nil {
+			bad("compartment state", "%s compartment %d is %s with %d waiting documents", dev, num, cstate, k)
+		}
+	}
+	crows.Close()
 	for _, d := range g.docs {
 		var state string
-		if err := g.w.DB.QueryRow(ctx, `SELECT state FROM documents WHERE id = $1`, d.ID).Scan(&state); err != nil {
+		var dev *string
+		var comp *int
+		if err := g.w.DB.QueryRow(ctx, `SELECT d.state, c.device_id, c.number FROM documents d
+			LEFT JOIN compartments c ON c.id = d.compartment_id WHERE d.id = $1`, d.ID).Scan(&state, &dev, &comp); err != nil {
 			bad("harness", "document %s: %v", d.Number, err)
 			continue
+		}
+		if d.Placed && !d.Taken && !d.Retrieved && (dev == nil || comp == nil || *dev != d.Device || *comp != d.Comp) {
+			bad("document state", "%s lies in %s compartment %d, backend has it in %v/%v", d.Number, d.Device, d.Comp, deref(dev), deref(comp))
 		}
 		var places []string
 		for dev, st := range states {
@@ -228,4 +251,11 @@ func (g *Gauntlet) checkAudit(ctx context.Context) {
 	if !r.OK() {
 		g.violate("audit chain verifies", r.String())
 	}
+}
+
+func deref[T any](p *T) any {
+	if p == nil {
+		return "none"
+	}
+	return *p
 }

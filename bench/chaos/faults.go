@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/url"
@@ -309,6 +310,9 @@ func (diskFull) Strike(ctx context.Context, s *Strike) error {
 			s.G.violate("pulse on a full disk", fmt.Sprintf("%s b%d/c%d pulsed (id %d) while the journal could not be written; kiosk %s", dev, p.Board, p.Channel, p.CommandID, sc.State))
 		}
 	}
+	if len(after) == len(before) {
+		s.G.stats.DiskFullRefused++
+	}
 	// Whatever the door did, the citizen closes it if it opened.
 	if err := s.G.waitDoor(ctx, dev, board, ch, true, 500*time.Millisecond); err == nil {
 		if item, err := s.G.take(ctx, dev, board, ch); err == nil && item == s.Doc.Label {
@@ -339,7 +343,7 @@ func fill(path string) error {
 	buf := make([]byte, 64<<10)
 	for i := 0; i < 1<<14; i++ {
 		if _, err := f.Write(buf); err != nil {
-			if errIsNoSpace(err) {
+			if errors.Is(err, syscall.ENOSPC) {
 				// The last bytes: fill every remaining block.
 				small := buf[:512]
 				for {
@@ -352,22 +356,6 @@ func fill(path string) error {
 		}
 	}
 	return fmt.Errorf("chaos: %s did not fill up", path)
-}
-
-func errIsNoSpace(err error) bool {
-	var pe *os.PathError
-	if ok := asPathError(err, &pe); ok {
-		return pe.Err == syscall.ENOSPC
-	}
-	return false
-}
-
-func asPathError(err error, pe **os.PathError) bool {
-	p, ok := err.(*os.PathError)
-	if ok {
-		*pe = p
-	}
-	return ok
 }
 
 // mailGateway makes the e-mail and SMS gateways slow or failing while

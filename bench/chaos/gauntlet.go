@@ -38,7 +38,7 @@ type Config struct {
 type Stats struct {
 	Nights, Loaded, Pickups, QRPickups, PINPickups, OfflinePickups int
 	WrongCodes, LeftOpen, LeftBehind, Forced, Expired, Retrieved   int
-	BadFramesHeard, Reissued                                       int
+	BadFramesHeard, Reissued, DiskFullRefused                      int
 	Faults                                                         map[string]int
 }
 
@@ -63,8 +63,8 @@ type Report struct {
 func (r *Report) String() string {
 	var b strings.Builder
 	s := r.Stats
-	fmt.Fprintf(&b, "chaos seed %d: %d nights, %d loaded, %d pickups (%d QR, %d PIN, %d offline), %d wrong codes, %d doors left open, %d items left behind, %d forced doors, %d expired, %d retrieved, %d codes reissued at the counter, %d bad frames heard by boards\n",
-		r.Seed, s.Nights, s.Loaded, s.Pickups, s.QRPickups, s.PINPickups, s.OfflinePickups, s.WrongCodes, s.LeftOpen, s.LeftBehind, s.Forced, s.Expired, s.Retrieved, s.Reissued, s.BadFramesHeard)
+	fmt.Fprintf(&b, "chaos seed %d: %d nights, %d loaded, %d pickups (%d QR, %d PIN, %d offline), %d wrong codes, %d doors left open, %d items left behind, %d forced doors, %d expired, %d retrieved, %d codes reissued at the counter, %d bad frames heard by boards, %d pickups kept shut on a full disk\n",
+		r.Seed, s.Nights, s.Loaded, s.Pickups, s.QRPickups, s.PINPickups, s.OfflinePickups, s.WrongCodes, s.LeftOpen, s.LeftBehind, s.Forced, s.Expired, s.Retrieved, s.Reissued, s.BadFramesHeard, s.DiskFullRefused)
 	var kinds []string
 	for k := range s.Faults {
 		kinds = append(kinds, k)

@@ -559,23 +559,19 @@ type Health struct {
 	Backlog       int  `json:"backlog"`
 }
 
-// Health reads the node's /healthz.
+// Health reads the node's /healthz (its body answers with 200 and 503).
 func (n *Node) Health(ctx context.Context) (Health, error) {
 	var h Health
-	err := apiclient.DoJSON(ctx, httpc, http.MethodGet, "http://"+n.Metrics+"/healthz", "", nil, &h)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.Metrics+"/healthz", nil)
 	if err != nil {
-		var se *apiclient.StatusError
-		if errors.As(err, &se) {
-			// 503 carries the same body; read it again without the status check.
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.Metrics+"/healthz", nil)
-			resp, err2 := httpc.Do(req)
-			if err2 != nil {
-				return h, err2
-			}
-			defer resp.Body.Close()
-			return h, json.NewDecoder(resp.Body).Decode(&h)
-		}
+		return h, err
 	}
+	resp, err := httpc.Do(req)
+	if err != nil {
+		return h, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&h)
 	return h, err
 }
 

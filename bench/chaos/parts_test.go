@@ -1,0 +1,162 @@
+package chaos
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"kluis/backend/notify"
+	"kluis/backend/notify/mailread"
+)
+
+// The SMTP gateway stores what the backend's SMTP sender sends, byte for
+// byte as mailread reads it, and refuses or delays on command.
+func TestSMTPGateway(t *testing.T) {
+	g, err := NewSMTPGateway(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	addr := strings.TrimSuffix(strings.TrimPrefix(g.URL(), "smtp://"), "?plain=1")
+	s := &notify.SMTP{Addr: addr, AllowPlain: true, Timeout: 5 * time.Second}
+	msg := "To: holder@example.org\r\nSubject: test\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n.leading dot\r\nbody\r\n"
+	ctx := context.Background()
+	if err := s.SendMail(ctx, "kluis@example.org", []string{"holder@example.org"}, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	mb := &mailbox{dir: g.Dir}
+	got, err := mb.to("holder@example.org")
+	if err != nil || len(got) != 1 || !strings.Contains(got[0].Text, ".leading dot") {
+		t.Fatalf("stored %+v (%v)", got, err)
+	}
+	g.SetMode(GatewayFailing, 0)
+	if err := s.SendMail(ctx, "kluis@example.org", []string{"holder@example.org"}, []byte(msg)); err == nil {
+		t.Fatal("a failing gateway accepted the message")
+	}
+	g.SetMode(GatewaySlow, 300*time.Millisecond)
+	t0 := time.Now()
+	if err := s.SendMail(ctx, "kluis@example.org", []string{"holder@example.org"}, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(t0) < 300*time.Millisecond {
+		t.Fatal("the slow gateway answered at once")
+	}
+	if all, _ := mailread.ReadDir(g.Dir); len(all) != 2 {
+		t.Fatalf("%d messages stored, want 2 (the refused one is not)", len(all))
+	}
+}
+
+// The SMS gateway takes {"to","text"} and refuses in failing mode.
+func TestSMSGateway(t *testing.T) {
+	g, err := NewSMSGateway()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	post := func() int {
+		b, _ := json.Marshal(map[string]string{"to": "+32470000000", "text": "hallo"})
+		resp, err := http.Post(g.URL(), "application/json", bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if c := post(); c != http.StatusOK {
+		t.Fatalf("status %d", c)
+	}
+	g.SetMode(GatewayFailing, 0)
+	if c := post(); c != http.StatusServiceUnavailable {
+		t.Fatalf("failing gateway answered %d", c)
+	}
+	if got := g.Texts(); len(got) != 1 || got[0].To != "+32470000000" {
+		t.Fatalf("texts %+v", got)
+	}
+}
+
+// A cut closes the relayed connections and refuses new ones; a restore
+// lets them through again.
+func TestCutProxy(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+	p, err := NewCutProxy(ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	echo := func(c net.Conn) error {
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := io.WriteString(c, "ping\n"); err != nil {
+			return err
+		}
+		_, err := bufio.NewReader(c).ReadString('\n')
+		return err
+	}
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := echo(c); err != nil {
+		t.Fatal(err)
+	}
+	p.Cut()
+	if err := echo(c); err == nil {
+		t.Fatal("a relayed connection survived the cut")
+	}
+	if c2, err := net.Dial("tcp", p.Addr()); err == nil {
+		if echo(c2) == nil {
+			t.Fatal("a new connection got through the cut")
+		}
+		c2.Close()
+	}
+	p.Restore()
+	c3, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c3.Close()
+	if err := echo(c3); err != nil {
+		t.Fatalf("after the restore: %v", err)
+	}
+}
+
+// A pulse belongs to a grant of its lock that covers its time, with a
+// little slack either side; nothing else covers it.
+func TestLedger(t *testing.T) {
+	var l ledger
+	g := l.open("kb1", 0, 3, "pickup")
+	time.Sleep(20 * time.Millisecond)
+	l.close(g)
+	now := time.Now()
+	if len(l.covering("kb1", 0, 3, now)) != 1 {
+		t.Fatal("a pulse just after the grant is not covered")
+	}
+	if len(l.covering("kb1", 0, 4, now)) != 0 || len(l.covering("kr1", 0, 3, now)) != 0 {
+		t.Fatal("another lock is covered")
+	}
+	if len(l.covering("kb1", 0, 3, now.Add(2*pulseSlack))) != 0 {
+		t.Fatal("a pulse long after the grant is covered")
+	}
+	if len(l.covering("kb1", 0, 3, g.from.Add(-2*pulseSlack))) != 0 {
+		t.Fatal("a pulse long before the grant is covered")
+	}
+}

@@ -391,6 +391,10 @@ func (g *Gauntlet) collect(ctx context.Context, d *Doc, usePIN bool, behaviour i
 				if s.State == "already_collected" || s.State == "expired" {
 					return false
 				}
+				if s.State == "locked_out" {
+					// PIN entry paused: the citizen scans the QR code instead.
+					req = map[string]string{"qr": d.QR}
+				}
 				continue
 			}
 		}

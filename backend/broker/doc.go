@@ -1,5 +1,12 @@
-// Package broker is kluis-backend's embedded MQTT broker (mochi-mqtt), the
-// zero-setup default when no external Mosquitto is configured.
+// Package broker is kluis-backend's embedded MQTT 3.1.1 broker, the
+// zero-setup default when no external Mosquitto is configured. It is its
+// own lean server (server.go, packet.go), built to hold a whole fleet on
+// one backend: each connection costs one goroutine reading it through a
+// 512-byte buffer, its identity and subscriptions; nothing is queued per
+// client. A message is written to its subscribers by the goroutine that
+// publishes it, under each client's write lock with a write deadline
+// (Options.WriteTimeout): a client that does not take it in time is
+// disconnected and the message counted in kluis_broker_dropped_total.
 //
 // Every client authenticates with a user name and password, checked by the
 // Credentials function (backend/devicelink's credential table in
@@ -16,22 +23,31 @@
 //     ($share/kluis-backend/...).
 //
 // These are the same rules as deploy/mosquitto/acl; [Allowed] is the single
-// Go statement of them. An unauthorised publish is dropped (MQTT 3.1.1
-// clients are disconnected, as mochi does), an unauthorised subscription
-// refused in the SUBACK.
+// Go statement of them. An unauthorised QoS 0 publish is dropped, an
+// unauthorised QoS 1 or 2 publish costs the connection (MQTT 3.1.1 has no
+// negative acknowledgement), an unauthorised subscription is refused in
+// the SUBACK.
 //
-// The listener is the broker's own (listener.go), not mochi's, whose
-// accept loop ends on the first error: an accept error such as EMFILE is
+// What it speaks: MQTT 3.1.1 (and 3.1); QoS 0, 1 (PUBACK after the
+// message is handed to every subscriber) and 2 (PUBREC/PUBREL/PUBCOMP,
+// delivered once), subscriptions granted at most QoS 1; retained messages
+// (presence); last wills, sent when a connection ends without DISCONNECT
+// (keep-alive: 1.5 times the client's) unless a new connection with the
+// same client id took the session over; shared subscriptions
+// ($share/{group}/{filter}, one member of a group gets each message).
+// Sessions are not kept past a connection: every client (kluisd, the
+// Tasmota driver, devicelink) connects with a clean session, and the
+// CONNACK never claims a session present; QoS 1 messages not acknowledged
+// when a connection ends are not resent. A malformed packet closes the
+// connection (FuzzDecode fuzzes the decoder).
+//
+// The listener (listener.go) never stops accepting: an accept error such as EMFILE is
 // counted (kluis_broker_accept_errors_total), logged and retried with a
 // back-off, and [Broker.Healthy] (part of /readyz) reports it meanwhile.
 // Connections are capped (Options.MaxConnections, by default the
 // open-file limit less a reserve): the excess gets CONNACK "server
 // unavailable" (kluis_broker_connections_refused_total). A connection
-// must send CONNECT within Options.ConnectTimeout. Each client's outbound
-// queue (Options.PendingWrites) is small, since mochi allocates it whole
-// per client; a packet dropped on a full queue is counted
-// (kluis_broker_dropped_total). kluis-backend's own device link does not
-// connect over TCP: [Broker.Subscribe] and [Broker.Publish] serve it
-// in-process (mochi's inline client), so the devices' traffic to the
-// backend never waits in such a queue.
+// must send CONNECT within Options.ConnectTimeout. kluis-backend's own
+// device link does not connect over TCP: [Broker.Subscribe] and
+// [Broker.Publish] serve it in-process.
 package broker

@@ -11,12 +11,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/mochi-mqtt/server/v2/listeners"
 )
 
-// listener is the broker's TCP listener. Unlike mochi's listeners.TCP,
-// whose accept loop ends on the first error, it never stops accepting
+// listener is the broker's TCP listener. It never stops accepting
 // until closed: an accept error (EMFILE "too many open files", ENFILE,
 // ENOBUFS, ...) is counted, logged and retried after a back-off (5 ms
 // doubling to 1 s), and Healthy reports it meanwhile. It also caps the
@@ -58,17 +55,8 @@ func newListener(id, addr string, tlsConf *tls.Config, max int64, connect time.D
 		sleep: time.Sleep, refusing: make(chan struct{}, maxRefusing)}, nil
 }
 
-// ID implements listeners.Listener.
-func (l *listener) ID() string { return l.id }
-
-// Address implements listeners.Listener.
+// Address is the address listened on.
 func (l *listener) Address() string { return l.ln.Addr().String() }
-
-// Protocol implements listeners.Listener.
-func (l *listener) Protocol() string { return "tcp" }
-
-// Init implements listeners.Listener; the socket is bound by newListener.
-func (l *listener) Init(*slog.Logger) error { return nil }
 
 // Healthy returns nil while the listener accepts connections, else an
 // error wrapping errAcceptFailing with the last accept error.
@@ -88,8 +76,9 @@ func (l *listener) Healthy() error {
 // authenticated).
 func (l *listener) Live() int64 { return l.live.Load() }
 
-// Serve implements listeners.Listener: it accepts until Close.
-func (l *listener) Serve(establish listeners.EstablishFn) {
+// Serve accepts until Close, running serve in a goroutine of its own for
+// each connection (with the CONNECT deadline set).
+func (l *listener) Serve(serve func(net.Conn)) {
 	var backoff time.Duration
 	var lastLog time.Time
 	for {
@@ -131,16 +120,12 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 		}
 		l.m.open.Inc()
 		c := &countedConn{Conn: conn, l: l}
-		_ = c.SetDeadline(time.Now().Add(l.connect)) // mochi sets the keep-alive deadline after CONNECT
+		_ = c.SetDeadline(time.Now().Add(l.connect)) // the server sets the keep-alive deadline after CONNECT
 		var nc net.Conn = c
 		if l.tls != nil {
 			nc = tls.Server(c, l.tls)
 		}
-		go func() {
-			if err := establish(l.id, nc); err != nil && !errors.Is(err, io.EOF) {
-				l.log.Debug("client connection ended", "err", err)
-			}
-		}()
+		go serve(nc)
 	}
 }
 
@@ -201,11 +186,10 @@ func connectVersion(b []byte) byte {
 	return b[i]
 }
 
-// Close implements listeners.Listener: it stops accepting and closes
-// every client.
-func (l *listener) Close(closeClients listeners.CloseFn) {
+// Close stops accepting and calls closeClients (once).
+func (l *listener) Close(closeClients func()) {
 	if l.end.CompareAndSwap(false, true) {
-		closeClients(l.id)
+		closeClients()
 	}
 	_ = l.ln.Close()
 }

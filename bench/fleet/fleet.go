@@ -93,7 +93,7 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 	defer r.stopAll()
 	rep := bench.Report{Name: "fleet", Command: cmd, Params: map[string]any{
 		"devices": o.devices, "per_worker": o.perWorker, "cold": o.cold, "heartbeat": o.heartbeat.String(),
-		"measure": o.measure.String(), "broker": "embedded (mochi-mqtt, backend/broker)", "mqtt_password": "argon2id " + fmt.Sprint(pickupcode.DefaultArgonParams)}}
+		"measure": o.measure.String(), "broker": "embedded (backend/broker, its own MQTT 3.1.1 server)", "mqtt_password": "argon2id " + fmt.Sprint(pickupcode.DefaultArgonParams)}}
 
 	// The backend, idle.
 	if err := r.startBackend(ctx); err != nil {

@@ -67,6 +67,10 @@ type client struct {
 	nextID uint16 // of the last QoS 1 PUBLISH sent
 }
 
+// maxConnectSize bounds the first packet, read before the client is
+// authenticated.
+const maxConnectSize = 64 << 10
+
 // readBufferSize is each connection's bufio.Reader: the packets of a
 // device are small; larger ones are read past it.
 const readBufferSize = 512
@@ -97,7 +101,7 @@ func (s *server) serve(conn net.Conn) {
 		s.mu.Unlock()
 	}()
 	r := bufio.NewReaderSize(conn, readBufferSize)
-	hdr, body, err := readPacket(r, s.maxPacket)
+	hdr, body, err := readPacket(r, min(s.maxPacket, maxConnectSize))
 	if err != nil {
 		s.ended(conn, err)
 		return
@@ -209,9 +213,11 @@ func (s *server) attach(c *client) bool {
 }
 
 // detach forgets c and its subscriptions, and sends its last will if it
-// went without DISCONNECT and was not replaced.
+// went without DISCONNECT and was not replaced, unless the broker is
+// closing (the device did not go; the broker did).
 func (s *server) detach(c *client) {
 	s.mu.Lock()
+	closing := s.closed
 	if s.clients[c.id] == c {
 		delete(s.clients, c.id)
 	}
@@ -220,7 +226,7 @@ func (s *server) detach(c *client) {
 	}
 	c.subs = nil
 	s.mu.Unlock()
-	if c.will != nil && !c.graceful && !c.replaced.Load() {
+	if c.will != nil && !c.graceful && !c.replaced.Load() && !closing {
 		w := *c.will
 		s.publish(w)
 	}

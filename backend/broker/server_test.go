@@ -96,6 +96,7 @@ func TestMalformedPacketsCloseTheConnection(t *testing.T) {
 		"CONNECT cut short":         {packet(pktConnect<<4, str("MQTT"), []byte{4, 2})},
 		"remaining length 5 bytes":  {{0x10, 0xff, 0xff, 0xff, 0xff, 0x01}},
 		"packet over the limit":     {{0x30, 0xff, 0xff, 0xff, 0x7f}},
+		"CONNECT over 64 KB":        {{0x10, 0x80, 0x80, 0x08}},
 		"password without user":     {packet(pktConnect<<4, str("MQTT"), []byte{4, 0x42, 0, 30}, str("dev-a"), str("pw"))},
 		"second CONNECT":            {login, login},
 		"packet type 0":             {login, {0x00, 0x00}},

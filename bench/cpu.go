@@ -3,7 +3,6 @@ package bench
 import (
 	"bytes"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,11 +35,17 @@ type BackendCPU struct {
 	mu    sync.Mutex
 	first map[int]int64 // ticks when first seen (0 for backends started meanwhile)
 	last  map[int]int64
+	// other holds the processes known not to be this database's backends
+	// (only read by the sampling goroutine): their command line is read
+	// once, not every 50 ms. Reading every process's command line through
+	// filepath.Glob (a directory read per process) every 50 ms cost this
+	// process more CPU than the backend it measured.
+	other map[int]bool
 }
 
 // StartBackendCPU starts sampling every 50 ms the backends of database db.
 func StartBackendCPU(db string) *BackendCPU {
-	s := &BackendCPU{db: db, stop: make(chan struct{}), done: make(chan struct{}), first: map[int]int64{}, last: map[int]int64{}}
+	s := &BackendCPU{db: db, stop: make(chan struct{}), done: make(chan struct{}), first: map[int]int64{}, last: map[int]int64{}, other: map[int]bool{}}
 	s.sample(true)
 	go func() {
 		defer close(s.done)
@@ -74,20 +79,41 @@ func (s *BackendCPU) Stop() time.Duration {
 }
 
 func (s *BackendCPU) sample(initial bool) {
-	dirs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	d, err := os.Open("/proc")
+	if err != nil {
+		return
+	}
+	names, _ := d.Readdirnames(-1)
+	d.Close()
 	want := []byte(" " + s.db + " ")
+	alive := make(map[int]bool, len(names))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, p := range dirs {
-		cmd, err := os.ReadFile(p)
-		if err != nil || !bytes.HasPrefix(cmd, []byte("postgres: ")) || !bytes.Contains(cmd, want) {
-			continue
-		}
-		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+	for _, name := range names {
+		pid, err := strconv.Atoi(name)
 		if err != nil {
 			continue
 		}
-		t, ok := procTicks(filepath.Join(filepath.Dir(p), "stat"))
+		alive[pid] = true
+		if s.other[pid] {
+			continue
+		}
+		dir := "/proc/" + name
+		if _, ours := s.last[pid]; !ours {
+			cmd, err := os.ReadFile(dir + "/cmdline")
+			if err != nil {
+				continue
+			}
+			if !bytes.HasPrefix(cmd, []byte("postgres: ")) || !bytes.Contains(cmd, want) {
+				// A backend just forked still shows the postmaster's
+				// command line until it sets its title: look again.
+				if !bytes.Contains(cmd, []byte("postgres")) || bytes.HasPrefix(cmd, []byte("postgres: ")) {
+					s.other[pid] = true
+				}
+				continue
+			}
+		}
+		t, ok := procTicks(dir + "/stat")
 		if !ok {
 			continue
 		}
@@ -99,6 +125,12 @@ func (s *BackendCPU) sample(initial bool) {
 			}
 		}
 		s.last[pid] = t
+	}
+	// A number that disappeared may come back as another process.
+	for pid := range s.other {
+		if !alive[pid] {
+			delete(s.other, pid)
+		}
 	}
 }
 

@@ -512,3 +512,49 @@ func TestOfflineBundle(t *testing.T) {
 	require.ErrorIs(t, err, pickupcode.ErrInvalid)
 	require.True(t, strings.HasPrefix(testArgon.String(), "t=1"))
 }
+
+// Wrong PINs sent at once to one device count exactly: each attempt reads
+// the device's failures after taking its lock (the reads go in one
+// pipeline with the lock), so no more than the burst limit are judged and
+// the lockout starts once.
+func TestConcurrentWrongPINsCountExactly(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	_, _, cr := f.issue("eid", "l1", 1)
+	// The device's row exists before the burst (made on a first attempt).
+	_, err := f.verify(Attempt{DeviceID: "l1", PIN: cr.PIN})
+	require.ErrorIs(t, err, pickupcode.ErrSecondFactorRequired)
+	n := pickupcode.DeviceMaxFailures + 4
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := f.verify(Attempt{DeviceID: "l1", PIN: wrongPIN(cr.PIN), BirthDate: "1990-02-28"})
+			mu.Lock()
+			defer mu.Unlock()
+			errs = append(errs, err)
+		}()
+	}
+	wg.Wait()
+	var wrong, locked int
+	for _, err := range errs {
+		switch {
+		case errors.Is(err, pickupcode.ErrWrongCode):
+			wrong++
+		case errors.Is(err, pickupcode.ErrDeviceLockedOut):
+			locked++
+		default:
+			t.Fatalf("unexpected result %v", err)
+		}
+	}
+	require.Equal(t, pickupcode.DeviceMaxFailures, wrong)
+	require.Equal(t, n-pickupcode.DeviceMaxFailures, locked)
+	f.mu.Lock()
+	require.Equal(t, []string{"l1"}, f.lockout, "the alarm fires once")
+	f.mu.Unlock()
+}

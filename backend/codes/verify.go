@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"kluis/controller/pickupcode"
 )
@@ -142,20 +143,22 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 		return Result{}, &Denial{Err: fmt.Errorf("give a QR token or a PIN, not both: %w", pickupcode.ErrInvalid)}
 	}
 	now := s.clock()
+	// Everything that needs no database is decided first, outside the
+	// transaction: the token's signature, the PIN's digest.
+	look := s.lookup(a, method, now)
 	var (
 		out    outcome
 		result Result
 	)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// Serialize the attempts of one device: counting and single use are
-		// exact. The device's row is made on its first attempt (one
-		// statement less on every later one).
-		var burst, cleared *time.Time
-		lock := func() error {
-			return tx.QueryRow(ctx, `SELECT locked_until, burst_cleared_at FROM code_devices WHERE device_id = $1 FOR NO KEY UPDATE`, a.DeviceID).Scan(&burst, &cleared)
-		}
-		err := lock()
-		if errors.Is(err, pgx.ErrNoRows) {
+		// exact. The device lock, the recent failures and the code go in
+		// one pipeline (one round trip); each statement runs after the one
+		// before and sees what committed until then, so the failures and
+		// the code are read under the lock. The device's row is made on its
+		// first attempt (one statement less on every later one).
+		r, err := s.read(ctx, tx, a.DeviceID, now, look)
+		if err == nil && !r.known {
 			salt := make([]byte, 16)
 			if _, err := io.ReadFull(s.rand, salt); err != nil {
 				return fmt.Errorf("device salt: %w", err)
@@ -165,40 +168,38 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 				ON CONFLICT (device_id) DO NOTHING`, a.DeviceID, now, salt); err != nil {
 				return fmt.Errorf("device row: %w", err)
 			}
-			err = lock()
-		}
-		known := true
-		if errors.Is(err, pgx.ErrNoRows) {
-			// Unknown device: nothing can match. Recorded and audited, not counted.
-			known, err = false, nil
+			r, err = s.read(ctx, tx, a.DeviceID, now, look)
 		}
 		if err != nil {
-			return fmt.Errorf("lock device: %w", err)
+			return err
 		}
 		burstUntil := time.Time{}
-		if burst != nil {
-			burstUntil = *burst
+		if r.burst != nil {
+			burstUntil = *r.burst
 		}
-		var failures []time.Time
-		if known {
-			if failures, err = s.recentFailures(ctx, tx, a.DeviceID, now); err != nil {
-				return err
-			}
-			out = s.decide(ctx, tx, a, method, now, burstUntil, failures)
+		failures := r.failures
+		if r.known {
+			out = s.decide(a, method, now, burstUntil, failures, look, r)
 		} else {
+			// Unknown device: nothing can match. Recorded and audited, not counted.
 			out = outcome{err: pickupcode.ErrWrongCode}
 		}
 		if out.err == nil && out.code == nil {
 			return fmt.Errorf("internal: no code")
 		}
+		// The writes of a granted attempt (mark used, the attempt row) go
+		// out in one pipeline with the audit record.
+		p := &pipeTx{Tx: tx}
 		if out.err == nil {
-			tag, err := tx.Exec(ctx, `UPDATE codes SET used_at = $2 WHERE id = $1 AND used_at IS NULL AND revoked_at IS NULL`, out.code.id, now)
-			if err != nil {
-				return fmt.Errorf("mark used: %w", err)
-			}
-			if tag.RowsAffected() != 1 {
-				out.err = pickupcode.ErrAlreadyCollected
-			}
+			// The code's row is locked since the read: nobody else can
+			// have used or revoked it meanwhile.
+			p.queue(`UPDATE codes SET used_at = $2 WHERE id = $1 AND used_at IS NULL AND revoked_at IS NULL`,
+				func(tag pgconn.CommandTag) error {
+					if tag.RowsAffected() != 1 {
+						return fmt.Errorf("mark used: %d rows, want 1", tag.RowsAffected())
+					}
+					return nil
+				}, out.code.id, now)
 		}
 		if errors.Is(out.err, pickupcode.ErrAlreadyCollected) && out.code != nil && !out.code.graceOver(now) {
 			// Used, but is the document still there, not collected, and
@@ -219,7 +220,7 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 			}
 		}
 		if out.counted {
-			if b := s.cfg.BurstAfterFailure(since(append(failures, now), cleared), now); !b.IsZero() {
+			if b := s.cfg.BurstAfterFailure(since(append(failures, now), r.cleared), now); !b.IsZero() {
 				if _, err := tx.Exec(ctx, `UPDATE code_devices SET locked_until = $2 WHERE device_id = $1`, a.DeviceID, b); err != nil {
 					return fmt.Errorf("lock device: %w", err)
 				}
@@ -233,10 +234,8 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 		if out.code != nil {
 			codeID = out.code.id
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO code_attempts (device_id, at, method, reason, counted, code_id)
-			VALUES ($1, $2, $3, $4, $5, $6)`, a.DeviceID, now, method, pickupcode.Reason(out.err), out.counted, codeID); err != nil {
-			return fmt.Errorf("record attempt: %w", err)
-		}
+		p.queue(`INSERT INTO code_attempts (device_id, at, method, reason, counted, code_id)
+			VALUES ($1, $2, $3, $4, $5, $6)`, nil, a.DeviceID, now, method, pickupcode.Reason(out.err), out.counted, codeID)
 		ev := AuditEvent{Actor: "device:" + a.DeviceID, Action: "code.used", Subject: "device:" + a.DeviceID,
 			Details: map[string]any{"device": a.DeviceID, "method": method, "reason": pickupcode.Reason(out.err)}}
 		if out.code != nil {
@@ -246,7 +245,10 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 		if out.err != nil {
 			ev.Action = "code.denied"
 		}
-		if err := s.appendAudit(ctx, tx, ev); err != nil {
+		if err := s.appendAudit(ctx, p, ev); err != nil {
+			return err
+		}
+		if err := p.flush(ctx); err != nil {
 			return err
 		}
 		if out.started {
@@ -301,17 +303,102 @@ func (s *Service) recentFailures(ctx context.Context, tx pgx.Tx, deviceID string
 	return ts, nil
 }
 
-// decide looks at the attempt and the code it names, without changing
-// anything.
-func (s *Service) decide(ctx context.Context, tx pgx.Tx, a Attempt, method string, now, burstUntil time.Time, failures []time.Time) outcome {
+// codeLookup is how an attempt finds its code, known before the
+// transaction: the code id of a QR token whose signature holds, the digest
+// of a well-formed PIN.
+type codeLookup struct {
+	early  *outcome // decided without the database (an invalid token)
+	tokErr error    // pickupcode.ErrExpired from a token past its expiry, else nil
+	sql    string   // empty: no code to read
+	args   []any
+}
+
+func (s *Service) lookup(a Attempt, method string, now time.Time) codeLookup {
 	if method == "qr" {
-		return s.decideQR(ctx, tx, a, now)
+		claims, err := pickupcode.VerifyToken(s.keys.Public(), a.QRToken, a.DeviceID, now)
+		if err != nil && !errors.Is(err, pickupcode.ErrExpired) {
+			if errors.Is(err, pickupcode.ErrWrongDevice) {
+				return codeLookup{early: &outcome{err: pickupcode.ErrWrongDevice}}
+			}
+			return codeLookup{early: &outcome{err: pickupcode.ErrWrongCode}}
+		}
+		id, _ := pickupcode.ParseCodeID(claims.CodeID) // checked by pickupcode.VerifyToken
+		return codeLookup{tokErr: err, sql: `SELECT ` + codeColumns + ` FROM codes WHERE id = $1 FOR NO KEY UPDATE`, args: []any{id}}
+	}
+	pin, err := pickupcode.NormalizePIN(a.PIN, s.cfg.PINDigits)
+	if err != nil || strings.TrimSpace(a.BirthDate) == "" {
+		return codeLookup{}
+	}
+	if _, err := pickupcode.ParseBirthDate(a.BirthDate); err != nil {
+		return codeLookup{}
+	}
+	return codeLookup{sql: `SELECT ` + codeColumns + ` FROM codes
+		WHERE device_id = $1 AND pin_digest = $2
+		ORDER BY (used_at IS NULL AND revoked_at IS NULL) DESC, created_at DESC LIMIT 1 FOR NO KEY UPDATE`,
+		args: []any{a.DeviceID, PINDigest(s.keys.PIN, a.DeviceID, pin)}}
+}
+
+// reading is what the transaction's first round trip read: the device's
+// lock state, its recent failures and the code (each after the device's
+// row lock was taken).
+type reading struct {
+	known          bool // the device has its code_devices row (locked)
+	burst, cleared *time.Time
+	failures       []time.Time
+	code           codeRow
+	codeErr        error // pgx.ErrNoRows: no such code; also set when none was looked up
+}
+
+func (s *Service) read(ctx context.Context, tx pgx.Tx, deviceID string, now time.Time, look codeLookup) (reading, error) {
+	r := reading{codeErr: pgx.ErrNoRows}
+	b := &pgx.Batch{}
+	b.Queue(`SELECT locked_until, burst_cleared_at FROM code_devices WHERE device_id = $1 FOR NO KEY UPDATE`, deviceID)
+	b.Queue(`SELECT at FROM code_attempts WHERE device_id = $1 AND counted
+		AND at > $2 AND at <= $3 ORDER BY at DESC LIMIT $4`,
+		deviceID, now.Add(-s.cfg.DailyWindow), now, s.cfg.DailyMaxFailures+s.cfg.DeviceMaxFailures)
+	if look.sql != "" {
+		b.Queue(look.sql, look.args...)
+	}
+	br := tx.SendBatch(ctx, b)
+	defer br.Close()
+	err := br.QueryRow().Scan(&r.burst, &r.cleared)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		// No row, nothing locked: what else was read does not count.
+		return r, br.Close()
+	case err != nil:
+		return r, fmt.Errorf("lock device: %w", err)
+	}
+	r.known = true
+	rows, err := br.Query()
+	if err == nil {
+		r.failures, err = pgx.CollectRows(rows, pgx.RowTo[time.Time])
+	}
+	if err != nil {
+		return r, fmt.Errorf("recent failures: %w", err)
+	}
+	if look.sql != "" {
+		r.code, r.codeErr = scanCode(br.QueryRow())
+		if r.codeErr != nil && !errors.Is(r.codeErr, pgx.ErrNoRows) {
+			return r, fmt.Errorf("code: %w", r.codeErr)
+		}
+	}
+	if err := br.Close(); err != nil {
+		return r, fmt.Errorf("read: %w", err)
+	}
+	return r, nil
+}
+
+// decide looks at the attempt and the code it names (read under the
+// device's lock), without changing anything.
+func (s *Service) decide(a Attempt, method string, now, burstUntil time.Time, failures []time.Time, look codeLookup, r reading) outcome {
+	if method == "qr" {
+		return s.decideQR(a, now, look, r)
 	}
 	if u := s.cfg.LockUntil(burstUntil, failures, now); !u.IsZero() {
 		return outcome{err: pickupcode.ErrDeviceLockedOut, lockUntil: u}
 	}
-	pin, err := pickupcode.NormalizePIN(a.PIN, s.cfg.PINDigits)
-	if err != nil {
+	if _, err := pickupcode.NormalizePIN(a.PIN, s.cfg.PINDigits); err != nil {
 		return outcome{err: pickupcode.ErrWrongCode, counted: true}
 	}
 	// Asked for every well-formed PIN, before any lookup: reveals nothing.
@@ -322,12 +409,9 @@ func (s *Service) decide(ctx context.Context, tx pgx.Tx, a Attempt, method strin
 	if err != nil {
 		return outcome{err: pickupcode.ErrSecondFactorRequired}
 	}
-	c, err := scanCode(tx.QueryRow(ctx, `SELECT `+codeColumns+` FROM codes
-		WHERE device_id = $1 AND pin_digest = $2
-		ORDER BY (used_at IS NULL AND revoked_at IS NULL) DESC, created_at DESC LIMIT 1`,
-		a.DeviceID, PINDigest(s.keys.PIN, a.DeviceID, pin)))
-	if err != nil {
-		// No such PIN (or a database hiccup, refused the same way).
+	c := r.code
+	if r.codeErr != nil {
+		// No such PIN.
 		return outcome{err: pickupcode.ErrWrongCode, counted: true}
 	}
 	// An expired code (also one revoked by the expire transition) is not
@@ -353,19 +437,14 @@ func (s *Service) decide(ctx context.Context, tx pgx.Tx, a Attempt, method strin
 	return outcome{code: &c}
 }
 
-func (s *Service) decideQR(ctx context.Context, tx pgx.Tx, a Attempt, now time.Time) outcome {
-	claims, err := pickupcode.VerifyToken(s.keys.Public(), a.QRToken, a.DeviceID, now)
-	if err != nil && !errors.Is(err, pickupcode.ErrExpired) {
-		if errors.Is(err, pickupcode.ErrWrongDevice) {
-			return outcome{err: pickupcode.ErrWrongDevice}
-		}
+func (s *Service) decideQR(a Attempt, now time.Time, look codeLookup, r reading) outcome {
+	if look.early != nil {
+		return *look.early
+	}
+	if r.codeErr != nil {
 		return outcome{err: pickupcode.ErrWrongCode}
 	}
-	id, _ := pickupcode.ParseCodeID(claims.CodeID) // checked by pickupcode.VerifyToken
-	c, qerr := scanCode(tx.QueryRow(ctx, `SELECT `+codeColumns+` FROM codes WHERE id = $1`, id))
-	if qerr != nil {
-		return outcome{err: pickupcode.ErrWrongCode}
-	}
+	c, err := r.code, look.tokErr
 	// The token's expiry is the code's (both the pickup deadline).
 	expired := c.diedOfExpiry(now) || (err != nil && (c.revokedAt == nil || !c.revokedAt.Before(c.expiresAt)))
 	switch {
@@ -383,6 +462,104 @@ func (s *Service) decideQR(ctx context.Context, tx pgx.Tx, a Attempt, now time.T
 		return outcome{err: pickupcode.ErrExpired, code: &c}
 	}
 	return outcome{code: &c}
+}
+
+// pipeTx is a transaction whose queued statements go out in one pipeline
+// with the next statement that returns something (the audit record's
+// insert), or with flush: one round trip instead of one per statement.
+// The statements run in order; their results are checked before the
+// next statement's. Only Exec and QueryRow take the queue along: whoever
+// is handed a pipeTx (an AuditFunc) must not read what is queued.
+type pipeTx struct {
+	pgx.Tx
+	b      *pgx.Batch
+	checks []func(pgconn.CommandTag) error
+}
+
+// queue adds a statement; check (optional) judges its command tag.
+func (p *pipeTx) queue(sql string, check func(pgconn.CommandTag) error, args ...any) {
+	if p.b == nil {
+		p.b = &pgx.Batch{}
+	}
+	p.b.Queue(sql, args...)
+	p.checks = append(p.checks, check)
+}
+
+// send sends the queued statements and then sql (if any), checks the
+// queued ones' results and returns the batch positioned at sql's result.
+func (p *pipeTx) send(ctx context.Context, sql string, args ...any) (pgx.BatchResults, error) {
+	if sql != "" {
+		p.b.Queue(sql, args...)
+	}
+	checks := p.checks
+	br := p.Tx.SendBatch(ctx, p.b) // reads p.b until closed: a new one for the next queue
+	p.b, p.checks = nil, nil
+	for _, check := range checks {
+		tag, err := br.Exec()
+		if err == nil && check != nil {
+			err = check(tag)
+		}
+		if err != nil {
+			br.Close()
+			return nil, err
+		}
+	}
+	return br, nil
+}
+
+// flush sends what is queued.
+func (p *pipeTx) flush(ctx context.Context) error {
+	if len(p.checks) == 0 {
+		return nil
+	}
+	br, err := p.send(ctx, "")
+	if err != nil {
+		return err
+	}
+	return br.Close()
+}
+
+// Exec implements pgx.Tx: the queued statements, then sql.
+func (p *pipeTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if len(p.checks) == 0 {
+		return p.Tx.Exec(ctx, sql, args...)
+	}
+	br, err := p.send(ctx, sql, args...)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return tag, err
+}
+
+// QueryRow implements pgx.Tx: the queued statements, then sql.
+func (p *pipeTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	if len(p.checks) == 0 {
+		return p.Tx.QueryRow(ctx, sql, args...)
+	}
+	br, err := p.send(ctx, sql, args...)
+	if err != nil {
+		return errRow{err}
+	}
+	return batchRow{br}
+}
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+// batchRow is the last result of a batch; Scan closes the batch.
+type batchRow struct{ br pgx.BatchResults }
+
+func (r batchRow) Scan(dest ...any) error {
+	err := r.br.QueryRow().Scan(dest...)
+	if cerr := r.br.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // LockedUntil reports until when PIN entry is locked on a device (zero: open).

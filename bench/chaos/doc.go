@@ -10,7 +10,7 @@
 //   - [World] starts and owns the processes (binaries built by [Build]),
 //     the cut proxies between each kluisd and the broker, the journal
 //     mounts, the SMTP and SMS gateways the backend sends through, and the
-//     clients of every API. [World.Backends] holds one or more backend
+//     clients of every API (the simulator through simulator/simclient). [World.Backends] holds one or more backend
 //     processes: a fault may kill and restart any of them.
 //   - [Fault] is one kind of fault: it is injected at a seeded moment of a
 //     night and healed before the night's checks. [Kinds] lists every kind;

@@ -190,11 +190,11 @@ func (lineNoise) Strike(ctx context.Context, s *Strike) error {
 	dev := s.Node.Spec.ID
 	before, _ := s.W.Sim.Line(ctx, dev)
 	p := 0.005 + s.Rng.Float64()*0.025
-	if err := s.W.Sim.SetFaults(ctx, dev, simulator.Faults{Line: simulator.LineFaults{Drop: p, Corrupt: p}}); err != nil {
+	if _, err := s.W.Sim.SetFaults(ctx, dev, simulator.Faults{Line: simulator.LineFaults{Drop: p, Corrupt: p}}); err != nil {
 		return err
 	}
 	s.Collect(ctx, nil)
-	if err := s.W.Sim.SetFaults(ctx, dev, simulator.Faults{}); err != nil {
+	if _, err := s.W.Sim.SetFaults(ctx, dev, simulator.Faults{}); err != nil {
 		return err
 	}
 	after, _ := s.W.Sim.Line(ctx, dev)
@@ -212,7 +212,7 @@ func (boardReboot) Strike(ctx context.Context, s *Strike) error {
 	var err error
 	s.Collect(ctx, func(ctx context.Context) {
 		s.Sleep(ctx, delay)
-		err = s.W.Sim.Board(ctx, s.Node.Spec.ID, 0, "reboot", nil)
+		_, err = s.W.Sim.Board(ctx, s.Node.Spec.ID, 0, "reboot", nil)
 	})
 	return err
 }
@@ -228,7 +228,7 @@ func (watchdogRelock) Strike(ctx context.Context, s *Strike) error {
 	var err error
 	s.Collect(ctx, func(ctx context.Context) {
 		s.Sleep(ctx, delay)
-		err = s.W.Sim.Board(ctx, s.Node.Spec.ID, 0, "watchdog", nil)
+		_, err = s.W.Sim.Board(ctx, s.Node.Spec.ID, 0, "watchdog", nil)
 	})
 	return err
 }

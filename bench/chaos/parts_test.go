@@ -14,6 +14,7 @@ import (
 
 	"kluis/backend/notify"
 	"kluis/backend/notify/mailread"
+	"kluis/deploy/dev/testenv"
 )
 
 // The SMTP gateway stores what the backend's SMTP sender sends, byte for
@@ -62,7 +63,7 @@ func TestSMSGateway(t *testing.T) {
 	defer g.Close()
 	post := func() int {
 		b, _ := json.Marshal(map[string]string{"to": "+32470000000", "text": "hallo"})
-		resp, err := http.Post(g.URL(), "application/json", bytes.NewReader(b))
+		resp, err := testenv.HTTPClient().Post(g.URL(), "application/json", bytes.NewReader(b))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -25,6 +25,8 @@ import (
 	"kluis/backend/broker/mosquittotest"
 	"kluis/backend/pgtest"
 	"kluis/controller/kiosk/kioskclient"
+	"kluis/deploy/dev/testenv"
+	"kluis/simulator/simclient"
 )
 
 // Hardware names of kluis-sim and kluisd.
@@ -129,7 +131,7 @@ type World struct {
 	DB       *pgxpool.Pool
 	Mosq     *mosquittotest.Process
 	Backends []*Backend
-	Sim      *SimClient
+	Sim      *simclient.Client
 	SimProc  *Proc
 	Nodes    []*Node
 	Mail     *SMTPGateway
@@ -190,10 +192,7 @@ func Start(ctx context.Context, t testing.TB, o Options) (*World, error) {
 		}
 	}
 	if o.Fieldbus == "" {
-		o.Fieldbus = os.Getenv("MQTT_URL")
-		if o.Fieldbus == "" {
-			o.Fieldbus = "tcp://127.0.0.1:1883"
-		}
+		o.Fieldbus = testenv.BrokerURL()
 	}
 	if o.ExpiryKind == "" {
 		o.ExpiryKind, o.ExpiryPeriod = "residence_card", 15*time.Second
@@ -468,7 +467,7 @@ func (w *World) startSim(ctx context.Context) error {
 	if err := json.Unmarshal([]byte(line), &ready); err != nil {
 		return fmt.Errorf("kluis-sim ready line %q: %w", line, err)
 	}
-	w.Sim = &SimClient{Base: "http://" + ready.Control}
+	w.Sim = simclient.New(ready.Control, simclient.Options{HTTP: httpc})
 	return nil
 }
 

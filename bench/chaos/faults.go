@@ -170,7 +170,7 @@ func (netCut) Strike(ctx context.Context, s *Strike) error {
 	s.Node.Proxy.Cut()
 	defer s.Node.Proxy.Restore()
 	_ = waitFor(ctx, 20*time.Second, s.Node.Spec.ID+" sees the link down", func(ctx context.Context) (bool, string, error) {
-		h, err := s.Node.Health(ctx)
+		h, err := s.Node.Kluisd.Health(ctx)
 		return err == nil && !h.MQTTConnected, "", err
 	})
 	if s.Collect(ctx, nil) {

@@ -512,7 +512,7 @@ func (g *Gauntlet) force(ctx context.Context, n *Node, board, ch int) {
 // waitNodeUp waits (bounded) until the node's kluisd answers its kiosk.
 func (g *Gauntlet) waitNodeUp(ctx context.Context, n *Node) {
 	_ = waitFor(ctx, 30*time.Second, n.Spec.ID+" kiosk up", func(ctx context.Context) (bool, string, error) {
-		h, err := n.Health(ctx)
+		h, err := n.Kluisd.Health(ctx)
 		return err == nil && h.Ready, "", err
 	})
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,6 +23,7 @@ import (
 	"kluis/backend/api/apiclient"
 	"kluis/backend/broker/mosquittotest"
 	"kluis/backend/pgtest"
+	"kluis/controller/daemon/daemonclient"
 	"kluis/controller/kiosk/kioskclient"
 	"kluis/deploy/dev/testenv"
 	"kluis/simulator/simclient"
@@ -113,7 +113,8 @@ type Node struct {
 	JournalDir string
 	ConfigPath string
 	Kiosk      *kioskclient.Client
-	Metrics    string // host:port
+	Metrics    string               // host:port
+	Kluisd     *daemonclient.Client // health and metrics at Metrics
 	Proxy      *CutProxy
 	Proc       *Proc
 	// Mounted is true when JournalDir is a small tmpfs of its own (the
@@ -365,17 +366,11 @@ func (a API) Do(ctx context.Context, method, path string, in, out any) error {
 }
 
 func (w *World) login(ctx context.Context, user, pass string) (API, error) {
-	var tok struct {
-		Token string `json:"token"`
-	}
-	if err := apiclient.DoJSON(ctx, httpc, http.MethodPost, w.LiveBackend().APIBase+"/api/v1/sessions", "",
-		map[string]string{"username": user, "password": pass}, &tok); err != nil {
+	s, err := apiclient.Login(ctx, httpc, w.LiveBackend().APIBase, user, pass)
+	if err != nil {
 		return API{}, err
 	}
-	if tok.Token == "" {
-		return API{}, errors.New("login: no token")
-	}
-	return API{w: w, token: tok.Token}, nil
+	return API{w: w, token: s.Token}, nil
 }
 
 func (w *World) setupBackendData(ctx context.Context) error {
@@ -510,6 +505,7 @@ func (w *World) startNode(d DeviceSpec) error {
 	}
 	n.Kiosk = &kioskclient.Client{Base: fmt.Sprintf("http://127.0.0.1:%d", kp), HTTP: httpc}
 	n.Metrics = fmt.Sprintf("127.0.0.1:%d", mp)
+	n.Kluisd = daemonclient.New(n.Metrics, daemonclient.Options{HTTP: httpc})
 	var b strings.Builder
 	fmt.Fprintf(&b, "device_id: %s\nsite: %s\nkind: %s\n", d.ID, SiteID, d.Kind)
 	// A client id unique to this run: the Tasmota driver's client on the
@@ -551,36 +547,13 @@ func (w *World) startNode(d DeviceSpec) error {
 	return n.Proc.Start()
 }
 
-// Health is kluisd's /healthz.
-type Health struct {
-	Ready         bool `json:"ready"`
-	MQTTConnected bool `json:"mqtt_connected"`
-	Backlog       int  `json:"backlog"`
-}
-
-// Health reads the node's /healthz (its body answers with 200 and 503).
-func (n *Node) Health(ctx context.Context) (Health, error) {
-	var h Health
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.Metrics+"/healthz", nil)
-	if err != nil {
-		return h, err
-	}
-	resp, err := httpc.Do(req)
-	if err != nil {
-		return h, err
-	}
-	defer resp.Body.Close()
-	err = json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&h)
-	return h, err
-}
-
 // WaitConnected waits until n's kluisd is ready and connected.
 func (w *World) WaitConnected(ctx context.Context, n *Node) error {
 	return waitFor(ctx, 60*time.Second, n.Spec.ID+" ready and connected", func(ctx context.Context) (bool, string, error) {
 		if !n.Proc.Running() {
 			return false, "", fmt.Errorf("kluisd %s exited:\n%s", n.Spec.ID, n.Proc.Tail(3000))
 		}
-		h, err := n.Health(ctx)
+		h, err := n.Kluisd.Health(ctx)
 		return h.Ready && h.MQTTConnected, fmt.Sprintf("%+v", h), err
 	})
 }
@@ -588,7 +561,7 @@ func (w *World) WaitConnected(ctx context.Context, n *Node) error {
 // WaitBacklogEmpty waits until n's kluisd has every event acknowledged.
 func (w *World) WaitBacklogEmpty(ctx context.Context, n *Node, timeout time.Duration) error {
 	return waitFor(ctx, timeout, n.Spec.ID+" backlog empty", func(ctx context.Context) (bool, string, error) {
-		h, err := n.Health(ctx)
+		h, err := n.Kluisd.Health(ctx)
 		return err == nil && h.Backlog == 0 && h.MQTTConnected, fmt.Sprintf("%+v", h), err
 	})
 }

@@ -62,7 +62,7 @@ func (d *demo) leaveForYou(ctx context.Context, run string) *citizen {
 	c := &citizen{First: "Karel", Last: "Vermeulen", Birth: "1947-06-15", Kind: "eid", Device: handDevice, Plan: "by-hand",
 		Number: fmt.Sprintf("591-%s-99", run), Email: "karel.vermeulen@example.org"}
 	c.Label = fmt.Sprintf("%s %s (%s %s)", c.Kind, c.Number, c.First, c.Last)
-	err := d.staff.do(ctx, http.MethodPost, "/api/v1/documents", map[string]any{"kind": c.Kind, "number": c.Number,
+	err := d.staff.Do(ctx, http.MethodPost, "/api/v1/documents", map[string]any{"kind": c.Kind, "number": c.Number,
 		"holder_first_name": c.First, "holder_last_name": c.Last, "holder_birth_date": c.Birth, "language": "en",
 		"email": c.Email, "site_id": siteID}, &c.doc)
 	if !d.tl.check("staff", "register a document left for you to collect by hand", "registered", "document "+short(c.doc.ID), err) {

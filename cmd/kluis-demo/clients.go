@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"net/http"
 	"net/url"
 	"time"
@@ -14,11 +13,6 @@ import (
 
 var httpc = &http.Client{Timeout: 30 * time.Second}
 
-// doJSON is apiclient.DoJSON with this package's HTTP client.
-func doJSON(ctx context.Context, method, u, bearer string, in, out any) error {
-	return apiclient.DoJSON(ctx, httpc, method, u, bearer, in, out)
-}
-
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
@@ -26,28 +20,16 @@ func randomHex(n int) string {
 }
 
 // api is kluis-backend's REST API as one user.
-type api struct {
-	base  string // http://host:port
-	token string
-}
-
-func (a api) do(ctx context.Context, method, path string, in, out any) error {
-	return doJSON(ctx, method, a.base+path, a.token, in, out)
-}
+type api struct{ apiclient.Session }
 
 // login opens a session for username.
 func login(ctx context.Context, base, username, password string) (api, error) {
-	var tok struct {
-		Token string `json:"token"`
-	}
-	if err := doJSON(ctx, http.MethodPost, base+"/api/v1/sessions", "", map[string]string{"username": username, "password": password}, &tok); err != nil {
-		return api{}, err
-	}
-	if tok.Token == "" {
-		return api{}, fmt.Errorf("login %s: no token in the answer", username)
-	}
-	return api{base: base, token: tok.Token}, nil
+	s, err := apiclient.Login(ctx, httpc, base, username, password)
+	return api{s}, err
 }
+
+// maxAudit bounds the audit records the demo reads about one subject.
+const maxAudit = 40000
 
 // document is the part of the API's document the demo reads.
 type document struct {
@@ -99,46 +81,12 @@ func (d deviceInfo) online() bool { return d.Presence != nil && d.Presence.Onlin
 
 func (a api) document(ctx context.Context, id string) (document, error) {
 	var d document
-	err := a.do(ctx, http.MethodGet, "/api/v1/documents/"+url.PathEscape(id), nil, &d)
+	err := a.Do(ctx, http.MethodGet, "/api/v1/documents/"+url.PathEscape(id), nil, &d)
 	return d, err
 }
 
 func (a api) device(ctx context.Context, id string) (deviceInfo, error) {
 	var d deviceInfo
-	err := a.do(ctx, http.MethodGet, "/api/v1/devices/"+url.PathEscape(id), nil, &d)
+	err := a.Do(ctx, http.MethodGet, "/api/v1/devices/"+url.PathEscape(id), nil, &d)
 	return d, err
-}
-
-type auditRecord struct {
-	Seq     int64          `json:"seq"`
-	At      time.Time      `json:"at"`
-	Actor   string         `json:"actor"`
-	Action  string         `json:"action"`
-	Subject string         `json:"subject"`
-	Details map[string]any `json:"details"`
-}
-
-// audit returns up to 1000 audit records about subject.
-func (a api) audit(ctx context.Context, subject string) ([]auditRecord, error) {
-	var all []auditRecord
-	cursor := ""
-	for i := 0; i < 5; i++ {
-		var page struct {
-			Items      []auditRecord `json:"items"`
-			NextCursor string        `json:"next_cursor"`
-		}
-		q := url.Values{"subject": {subject}, "limit": {"200"}}
-		if cursor != "" {
-			q.Set("cursor", cursor)
-		}
-		if err := a.do(ctx, http.MethodGet, "/api/v1/audit?"+q.Encode(), nil, &page); err != nil {
-			return nil, err
-		}
-		all = append(all, page.Items...)
-		if page.NextCursor == "" {
-			break
-		}
-		cursor = page.NextCursor
-	}
-	return all, nil
 }

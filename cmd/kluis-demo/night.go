@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"kluis/backend/api/apiclient"
 	"kluis/backend/notify/mailread"
 	"kluis/controller/engine"
 	"kluis/deploy/dev/testenv"
@@ -94,7 +95,7 @@ func (d *demo) night(ctx context.Context, runID string) {
 		if ctx.Err() != nil {
 			return
 		}
-		err := d.staff.do(ctx, http.MethodPost, "/api/v1/documents", map[string]any{"kind": c.Kind, "number": c.Number,
+		err := d.staff.Do(ctx, http.MethodPost, "/api/v1/documents", map[string]any{"kind": c.Kind, "number": c.Number,
 			"holder_first_name": c.First, "holder_last_name": c.Last, "holder_birth_date": c.Birth, "language": "en",
 			"email": c.Email, "site_id": siteID}, &c.doc)
 		if err == nil && c.doc.State != "registered" {
@@ -273,7 +274,7 @@ func (d *demo) reconcile(ctx context.Context, cs []*citizen) {
 		Records int    `json:"records"`
 		Reason  string `json:"reason"`
 	}
-	err = d.admin.do(ctx, http.MethodGet, "/api/v1/audit/verify", nil, &rep)
+	err = d.admin.Do(ctx, http.MethodGet, "/api/v1/audit/verify", nil, &rep)
 	if err == nil && !rep.OK {
 		err = fmt.Errorf("audit chain broken: %s", rep.Reason)
 	}
@@ -419,13 +420,13 @@ func (d *demo) load(ctx context.Context, c *citizen) (string, error) {
 		}
 	} else {
 		via = "REST reserve + remote open + REST load"
-		if err := d.staff.do(ctx, http.MethodPost, "/api/v1/documents/"+c.doc.ID+"/reserve", map[string]string{"device_id": c.Device}, &c.doc); err != nil {
+		if err := d.staff.Do(ctx, http.MethodPost, "/api/v1/documents/"+c.doc.ID+"/reserve", map[string]string{"device_id": c.Device}, &c.doc); err != nil {
 			return "", err
 		}
 		if err := d.compOf(ctx, c); err != nil {
 			return "", err
 		}
-		if err := d.tech.do(ctx, http.MethodPost, fmt.Sprintf("/api/v1/devices/%s/compartments/%d/open", c.Device, c.comp.Number),
+		if err := d.tech.Do(ctx, http.MethodPost, fmt.Sprintf("/api/v1/devices/%s/compartments/%d/open", c.Device, c.comp.Number),
 			map[string]string{"reason": "load " + c.Number}, nil); err != nil {
 			return "", err
 		}
@@ -457,7 +458,7 @@ func (d *demo) load(ctx context.Context, c *citizen) (string, error) {
 	}
 	pulses += presented
 	if !d.kioskStaff {
-		if err := d.staff.do(ctx, http.MethodPost, "/api/v1/documents/"+c.doc.ID+"/load", map[string]any{}, &c.doc); err != nil {
+		if err := d.staff.Do(ctx, http.MethodPost, "/api/v1/documents/"+c.doc.ID+"/load", map[string]any{}, &c.doc); err != nil {
 			return "", err
 		}
 	}
@@ -574,13 +575,13 @@ func (d *demo) collect(ctx context.Context, c *citizen, req map[string]string, l
 		return "", fmt.Errorf("took %q, want %q", got, c.Label)
 	}
 	if leaveOpen {
-		a0, _ := d.metric(ctx, n, "kluisd_alarms_total", `alarm="door_left_open"`)
+		a0, _ := n.kluisd.Metric(ctx, "kluisd_alarms_total", `alarm="door_left_open"`)
 		obs, err := testenv.Poll(ctx, 20*time.Second, "door_left_open alarm", func(ctx context.Context) (bool, string, error) {
-			m, err := d.metric(ctx, n, "kluisd_alarms_total", `alarm="door_left_open"`)
+			m, err := n.kluisd.Metric(ctx, "kluisd_alarms_total", `alarm="door_left_open"`)
 			if err != nil {
 				return false, "", err
 			}
-			recs, err := d.admin.audit(ctx, "device:"+c.Device)
+			recs, err := d.admin.Audit(ctx, apiclient.AuditQuery{Subject: "device:" + c.Device, Max: maxAudit})
 			if err != nil {
 				return false, "", err
 			}
@@ -803,7 +804,7 @@ func (d *demo) retrieve(ctx context.Context, c *citizen, viaKiosk bool) (string,
 		}
 	} else {
 		via = "remote open + REST retrieve"
-		if err := d.tech.do(ctx, http.MethodPost, fmt.Sprintf("/api/v1/devices/%s/compartments/%d/open", c.Device, c.comp.Number),
+		if err := d.tech.Do(ctx, http.MethodPost, fmt.Sprintf("/api/v1/devices/%s/compartments/%d/open", c.Device, c.comp.Number),
 			map[string]string{"reason": "retrieve expired " + c.Number}, nil); err != nil {
 			return "", err
 		}
@@ -828,7 +829,7 @@ func (d *demo) retrieve(ctx context.Context, c *citizen, viaKiosk bool) (string,
 		return "", err
 	}
 	if !viaKiosk {
-		if err := d.staff.do(ctx, http.MethodPost, "/api/v1/documents/"+c.doc.ID+"/retrieve", map[string]any{}, nil); err != nil {
+		if err := d.staff.Do(ctx, http.MethodPost, "/api/v1/documents/"+c.doc.ID+"/retrieve", map[string]any{}, nil); err != nil {
 			return "", err
 		}
 	}
@@ -852,7 +853,7 @@ func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
 	// The backend syncs offline codes to the device when they change; the
 	// cut comes once the device holds some.
 	cache, err := testenv.Poll(ctx, 30*time.Second, c.Device+" holds offline codes", func(ctx context.Context) (bool, string, error) {
-		v, err := d.metric(ctx, n, "kluisd_offline_cache_entries", "")
+		v, err := n.kluisd.Metric(ctx, "kluisd_offline_cache_entries", "")
 		return v >= 1, fmt.Sprintf("%v entries", v), err
 	})
 	if err != nil {
@@ -866,7 +867,7 @@ func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
 		}
 	}()
 	if _, err := testenv.Poll(ctx, 30*time.Second, c.Device+" sees the link down", func(ctx context.Context) (bool, string, error) {
-		h, err := d.health(ctx, n)
+		h, err := n.kluisd.Health(ctx)
 		return err == nil && !h.MQTTConnected, fmt.Sprintf("mqtt_connected=%t", h.MQTTConnected), err
 	}); err != nil {
 		return "", err
@@ -879,7 +880,7 @@ func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	off0, err := d.metric(ctx, n, "kluisd_verifications_total", `result="ok",source="offline"`)
+	off0, err := n.kluisd.Metric(ctx, "kluisd_verifications_total", `result="ok",source="offline"`)
 	if err != nil {
 		return "", err
 	}
@@ -890,7 +891,7 @@ func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
 	if scr.State != "open" {
 		return "", fmt.Errorf("offline: kiosk shows %s: %s", scr.State, scr.Message)
 	}
-	if off, err := d.metric(ctx, n, "kluisd_verifications_total", `result="ok",source="offline"`); err != nil || off != off0+1 {
+	if off, err := n.kluisd.Metric(ctx, "kluisd_verifications_total", `result="ok",source="offline"`); err != nil || off != off0+1 {
 		return "", fmt.Errorf("kluisd_verifications_total{result=ok,source=offline} went from %v to %v (err %v), want one more", off0, off, err)
 	}
 	if err := d.waitDoor(ctx, c.Device, board, ch, true); err != nil {
@@ -920,11 +921,11 @@ func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
 	if doc.State != "notified" {
 		return "", fmt.Errorf("backend already shows %s during the cut", doc.State)
 	}
-	h, _ := d.health(ctx, n)
+	h, _ := n.kluisd.Health(ctx)
 	n.proxy.Restore()
 	restored = true
 	if _, err := testenv.Poll(ctx, 60*time.Second, c.Device+" reconnects", func(ctx context.Context) (bool, string, error) {
-		h, err := d.health(ctx, n)
+		h, err := n.kluisd.Health(ctx)
 		return err == nil && h.MQTTConnected, fmt.Sprintf("mqtt_connected=%t backlog=%d", h.MQTTConnected, h.Backlog), err
 	}); err != nil {
 		return "", err

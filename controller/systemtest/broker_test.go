@@ -13,6 +13,7 @@ import (
 
 	"kluis/backend/broker/mosquittotest"
 	"kluis/backend/pgtest"
+	"kluis/controller/daemon/daemonclient"
 	"kluis/deploy/dev/testenv"
 )
 
@@ -137,7 +138,8 @@ func (w *world) waitBackendBroker(connected bool) {
 		if !w.backend.running() {
 			w.t.Fatalf("kluis-backend exited:\n%s", w.backend.tail(3000))
 		}
-		v, err := scrapeMetric(ctx, w.apiBase+"/metrics", "kluis_devicelink_broker_connected", "")
+		s, err := daemonclient.Scrape(ctx, httpc, w.apiBase+"/metrics")
+		v := s.Value("kluis_devicelink_broker_connected", "")
 		return err == nil && v == want, fmt.Sprint(v), err
 	})
 }
@@ -152,7 +154,7 @@ func (w *world) waitOnline(dev string) {
 				Online bool `json:"online"`
 			} `json:"presence"`
 		}
-		if err := w.admin.do(ctx, http.MethodGet, "/api/v1/devices/"+dev, nil, &d); err != nil {
+		if err := w.admin.Do(ctx, http.MethodGet, "/api/v1/devices/"+dev, nil, &d); err != nil {
 			return false, "", err
 		}
 		return d.Presence != nil && d.Presence.Online, fmt.Sprintf("%+v", d.Presence), nil
@@ -165,7 +167,7 @@ func (w *world) killBroker(mosq *mosquittotest.Process, n *node) {
 	w.t.Helper()
 	mosq.Kill()
 	testenv.MustPoll(w.t, 30*time.Second, n.id+" sees the broker gone", func(ctx context.Context) (bool, string, error) {
-		h, err := n.health(ctx)
+		h, err := n.kluisd.Health(ctx)
 		return err == nil && !h.MQTTConnected, fmt.Sprintf("%+v", h), err
 	})
 	w.waitBackendBroker(false)
@@ -198,7 +200,7 @@ func (w *world) stillUp(n *node) {
 func (w *world) heldInOutbox(n *node, d *doc, state string) {
 	w.t.Helper()
 	ctx := context.Background()
-	if h, err := n.health(ctx); err != nil || h.Backlog == 0 || h.MQTTConnected {
+	if h, err := n.kluisd.Health(ctx); err != nil || h.Backlog == 0 || h.MQTTConnected {
 		w.t.Fatalf("during the outage kluisd's events must wait in the outbox: %+v (%v)", h, err)
 	} else {
 		w.t.Logf("broker down: %d events in kluisd's outbox", h.Backlog)
@@ -302,7 +304,7 @@ func TestBrokerRestart(t *testing.T) {
 			OK     bool   `json:"ok"`
 			Reason string `json:"reason"`
 		}
-		if err := w.admin.do(ctx, http.MethodGet, "/api/v1/audit/verify", nil, &rep); err != nil || !rep.OK {
+		if err := w.admin.Do(ctx, http.MethodGet, "/api/v1/audit/verify", nil, &rep); err != nil || !rep.OK {
 			t.Fatalf("audit chain: %+v (%v)", rep, err)
 		}
 		w.allShut(lockerID)

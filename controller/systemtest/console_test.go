@@ -43,7 +43,7 @@ func TestConsole(t *testing.T) {
 	users := map[string]string{"staff": "console.staff", "technician": "console.tech"}
 	pass := "Console-" + randomHex(8)
 	for role, name := range users {
-		must(w.admin.do(ctx, http.MethodPost, "/api/v1/users", map[string]string{"username": name, "password": pass, "role": role}, nil))
+		must(w.admin.Do(ctx, http.MethodPost, "/api/v1/users", map[string]string{"username": name, "password": pass, "role": role}, nil))
 	}
 	b := browsertest.New(t, browsertest.Options{})
 	desktop := b.NewTab(t, 1280, 800)

@@ -81,7 +81,7 @@ func TestDatabaseFailover(t *testing.T) {
 		OK     bool   `json:"ok"`
 		Reason string `json:"reason"`
 	}
-	if err := w.admin.do(ctx, http.MethodGet, "/api/v1/audit/verify", nil, &rep); err != nil || !rep.OK {
+	if err := w.admin.Do(ctx, http.MethodGet, "/api/v1/audit/verify", nil, &rep); err != nil || !rep.OK {
 		t.Fatalf("audit chain: %+v (%v)", rep, err)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -178,26 +177,14 @@ func doJSON(ctx context.Context, method, u, bearer string, in, out any) error {
 }
 
 // api is the backend's REST API as one user.
-type api struct {
-	base, token string
-}
-
-func (a api) do(ctx context.Context, method, path string, in, out any) error {
-	return doJSON(ctx, method, a.base+path, a.token, in, out)
-}
+type api = apiclient.Session
 
 func login(ctx context.Context, base, user, pass string) (api, error) {
-	var tok struct {
-		Token string `json:"token"`
-	}
-	if err := doJSON(ctx, http.MethodPost, base+"/api/v1/sessions", "", map[string]string{"username": user, "password": pass}, &tok); err != nil {
-		return api{}, err
-	}
-	if tok.Token == "" {
-		return api{}, errors.New("login: no token")
-	}
-	return api{base: base, token: tok.Token}, nil
+	return apiclient.Login(ctx, httpc, base, user, pass)
 }
+
+// maxAudit bounds the audit records a test reads about one subject.
+const maxAudit = 40000
 
 // document is the part of the backend's document the tests read.
 type document struct {
@@ -229,38 +216,6 @@ type compartment struct {
 	Number  int   `json:"number"`
 	Board   int   `json:"board"`
 	Channel int   `json:"channel"`
-}
-
-type auditRecord struct {
-	Action  string         `json:"action"`
-	Actor   string         `json:"actor"`
-	Subject string         `json:"subject"`
-	Details map[string]any `json:"details"`
-}
-
-// audit returns up to 40000 audit records about subject, oldest first.
-func (a api) audit(ctx context.Context, subject string) ([]auditRecord, error) {
-	var all []auditRecord
-	cursor := ""
-	for i := 0; i < 200; i++ {
-		var page struct {
-			Items      []auditRecord `json:"items"`
-			NextCursor string        `json:"next_cursor"`
-		}
-		q := url.Values{"subject": {subject}, "limit": {"200"}}
-		if cursor != "" {
-			q.Set("cursor", cursor)
-		}
-		if err := a.do(ctx, http.MethodGet, "/api/v1/audit?"+q.Encode(), nil, &page); err != nil {
-			return nil, err
-		}
-		all = append(all, page.Items...)
-		if page.NextCursor == "" {
-			break
-		}
-		cursor = page.NextCursor
-	}
-	return all, nil
 }
 
 // lineWriter hands the first line starting with prefix to a channel.

@@ -1,7 +1,6 @@
 package systemtest
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -17,6 +16,7 @@ import (
 
 	"kluis/backend/broker/mosquittotest"
 	"kluis/backend/notify"
+	"kluis/controller/daemon/daemonclient"
 	"kluis/controller/engine"
 	"kluis/deploy/dev/testenv"
 )
@@ -81,7 +81,8 @@ func (w *world) startReplicas(rs ...*replica) {
 			if !r.proc.running() {
 				w.t.Fatalf("%s exited:\n%s", r.name, r.proc.tail(3000))
 			}
-			v, err := scrapeMetric(ctx, r.api+"/metrics", "kluis_devicelink_broker_connected", "")
+			s, err := daemonclient.Scrape(ctx, httpc, r.api+"/metrics")
+			v := s.Value("kluis_devicelink_broker_connected", "")
 			return err == nil && v == 1, fmt.Sprint(v), err
 		})
 	}
@@ -89,7 +90,7 @@ func (w *world) startReplicas(rs ...*replica) {
 
 // use sends the test's REST calls to r.
 func (w *world) use(r *replica) {
-	w.apiBase, w.admin.base, w.staff.base = r.api, r.api, r.api
+	w.apiBase, w.admin.Base, w.staff.Base = r.api, r.api, r.api
 }
 
 // other is the replica that is not r.
@@ -98,32 +99,6 @@ func other(rs []*replica, r *replica) *replica {
 		return rs[1]
 	}
 	return rs[0]
-}
-
-// sumMetric adds every sample of name whose labels contain label.
-func sumMetric(ctx context.Context, url, name, label string) (float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := httpc.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		key, val, ok := strings.Cut(sc.Text(), " ")
-		if !ok || !strings.HasPrefix(key, name) || !strings.Contains(key, label) {
-			continue
-		}
-		if v, err := strconv.ParseFloat(val, 64); err == nil {
-			sum += v
-		}
-	}
-	return sum, sc.Err()
 }
 
 // killWaiting waits until a replica's database session waits for a lock
@@ -249,7 +224,8 @@ func TestReplicas(t *testing.T) {
 		}
 		for _, r := range rs {
 			testenv.MustPoll(t, 20*time.Second, r.name+" handled device messages", func(ctx context.Context) (bool, string, error) {
-				v, err := sumMetric(ctx, r.api+"/metrics", "kluis_devicelink_messages_total", `outcome="ok"`)
+				s, err := daemonclient.Scrape(ctx, httpc, r.api+"/metrics")
+				v := s.Sum("kluis_devicelink_messages_total", `outcome="ok"`)
 				return v > 0, fmt.Sprint(v), err
 			})
 		}
@@ -387,7 +363,7 @@ func TestReplicas(t *testing.T) {
 			OK     bool   `json:"ok"`
 			Reason string `json:"reason"`
 		}
-		if err := w.admin.do(ctx, http.MethodGet, "/api/v1/audit/verify", nil, &rep); err != nil || !rep.OK {
+		if err := w.admin.Do(ctx, http.MethodGet, "/api/v1/audit/verify", nil, &rep); err != nil || !rep.OK {
 			t.Fatalf("audit chain: %+v (%v)", rep, err)
 		}
 		w.allShut(lockerID)
@@ -434,7 +410,8 @@ func TestReplicaJobsRunOnce(t *testing.T) {
 	w.startReplicas(rs...)
 	for _, r := range rs {
 		testenv.MustPoll(t, 20*time.Second, r.name+" skipped its reminder pass", func(ctx context.Context) (bool, string, error) {
-			v, err := scrapeMetric(ctx, r.api+"/metrics", "kluis_reminder_passes_total", `result="skipped"`)
+			s, err := daemonclient.Scrape(ctx, httpc, r.api+"/metrics")
+			v := s.Value("kluis_reminder_passes_total", `result="skipped"`)
 			return v == 1, fmt.Sprint(v), err
 		})
 	}
@@ -450,7 +427,8 @@ func TestReplicaJobsRunOnce(t *testing.T) {
 		w.startReplicas(r)
 		w.use(r)
 		testenv.MustPoll(t, 20*time.Second, r.name+" made its reminder pass", func(ctx context.Context) (bool, string, error) {
-			v, err := scrapeMetric(ctx, r.api+"/metrics", "kluis_reminder_passes_total", `result="done"`)
+			s, err := daemonclient.Scrape(ctx, httpc, r.api+"/metrics")
+			v := s.Value("kluis_reminder_passes_total", `result="done"`)
 			return v == 1, fmt.Sprint(v), err
 		})
 		if n := notificationCount(t, db, due, "reminder"); n != 1 {

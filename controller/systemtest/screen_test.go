@@ -256,7 +256,7 @@ func TestKioskScreen(t *testing.T) {
 		testenv.MustPoll(t, 30*time.Second, "the code in kluisd's offline cache", func(context.Context) (bool, string, error) {
 			return locker.inOfflineCache(g.ID), "", nil
 		})
-		before, _ := locker.metric(ctx, "kluisd_verifications_total", `source="offline"`)
+		before, _ := locker.kluisd.Metric(ctx, "kluisd_verifications_total", `source="offline"`)
 		w.killBackend()
 		p.click(`footer [data-act=restart]`)
 		p0 := w.pulseCount(lockerID)

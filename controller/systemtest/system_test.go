@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"kluis/backend/api/apiclient"
 	"kluis/controller/engine"
 	"kluis/controller/kiosk/kioskclient"
 	"kluis/deploy/dev/testenv"
@@ -139,7 +140,7 @@ func TestSystem(t *testing.T) {
 		d := w.register("driving_licence", lockerID)
 		w.load(d)
 		p0 := w.pulseCount(lockerID)
-		before, _ := locker.metric(ctx, "kluisd_alarms_total", `alarm="door_left_open"`)
+		before, _ := locker.kluisd.Metric(ctx, "kluisd_alarms_total", `alarm="door_left_open"`)
 		w.pickupOpens(d, map[string]string{"qr": d.mail.QR})
 		time.Sleep(humanPause)
 		w.act(lockerID, d.comp.Board, d.comp.Channel, "take", nil)
@@ -156,7 +157,7 @@ func TestSystem(t *testing.T) {
 	step("forced door", []string{loadQR}, func(t *testing.T) {
 		// a's compartment is empty now: someone forces it open.
 		p0 := w.pulseCount(lockerID)
-		before, _ := locker.metric(ctx, "kluisd_alarms_total", `alarm="forced_door"`)
+		before, _ := locker.kluisd.Metric(ctx, "kluisd_alarms_total", `alarm="forced_door"`)
 		w.act(lockerID, a.comp.Board, a.comp.Channel, "force", nil)
 		w.waitMetricAbove(locker, "kluisd_alarms_total", `alarm="forced_door"`, before)
 		w.waitAudit(lockerID, "device.alarm", "forced_door")
@@ -200,7 +201,7 @@ func TestSystem(t *testing.T) {
 		w.load(d)
 		w.act(lockerID, d.comp.Board, d.comp.Channel, "sensor", url.Values{"broken": {"true"}})
 		defer w.act(lockerID, d.comp.Board, d.comp.Channel, "sensor", url.Values{"broken": {"false"}})
-		before, _ := locker.metric(ctx, "kluisd_alarms_total", `alarm="sensor_disagreement"`)
+		before, _ := locker.kluisd.Metric(ctx, "kluisd_alarms_total", `alarm="sensor_disagreement"`)
 		p0 := w.pulseCount(lockerID)
 		// The door opens, but its sensor keeps saying "closed".
 		w.pickupOpens(d, map[string]string{"qr": d.mail.QR})
@@ -290,7 +291,7 @@ func TestSystem(t *testing.T) {
 		w.takeAndClose(f)
 		w.waitScreen(locker, "done")
 		w.exactlyOnePulse(lockerID, p0, f.comp.Board, f.comp.Channel)
-		if h, err := locker.health(ctx); err != nil || h.Backlog == 0 {
+		if h, err := locker.kluisd.Health(ctx); err != nil || h.Backlog == 0 {
 			t.Fatalf("the pickups must wait in the outbox: %+v (%v)", h, err)
 		}
 		// The code is single use offline too.
@@ -375,7 +376,7 @@ func TestSystem(t *testing.T) {
 				Status, Detail string
 			} `json:"device"`
 		}
-		if err := w.admin.do(ctx, http.MethodPost, "/api/v1/devices/"+lockerID+"/clear-lockout",
+		if err := w.admin.Do(ctx, http.MethodPost, "/api/v1/devices/"+lockerID+"/clear-lockout",
 			map[string]string{"reason": "system test: citizen at the counter"}, &out); err != nil {
 			t.Fatal(err)
 		}
@@ -421,7 +422,7 @@ func TestSystem(t *testing.T) {
 		}
 		w.noPulse(lockerID, p0)
 		testenv.MustPoll(t, 30*time.Second, "the clerk's test-open audited as denied", func(ctx context.Context) (bool, string, error) {
-			recs, err := w.admin.audit(ctx, "device:"+lockerID)
+			recs, err := w.admin.Audit(ctx, apiclient.AuditQuery{Subject: "device:" + lockerID, Max: maxAudit})
 			for _, r := range recs {
 				if r.Action == "kiosk.denied" && r.Details["op"] == "test_open" && r.Details["role"] == "staff" {
 					return true, "", nil
@@ -446,7 +447,7 @@ func TestSystem(t *testing.T) {
 		w.act(lockerID, 0, free, "close", nil)
 		w.exactlyOnePulse(lockerID, p0, 0, free)
 		testenv.MustPoll(t, 30*time.Second, "test-open audited with the staff id", func(ctx context.Context) (bool, string, error) {
-			recs, err := w.admin.audit(ctx, "device:"+lockerID)
+			recs, err := w.admin.Audit(ctx, apiclient.AuditQuery{Subject: "device:" + lockerID, Max: maxAudit})
 			for _, r := range recs {
 				if r.Action == "device.door_opened" && r.Details["detail"] == "technician test-open" && r.Details["staff_id"] != nil {
 					return true, "", nil
@@ -468,7 +469,7 @@ func TestSystem(t *testing.T) {
 		w.collect(occupied, map[string]string{"qr": occupied.mail.QR})
 	})
 	step("Tasmota module offline: board unreachable, then cleared", nil, func(t *testing.T) {
-		before, _ := auto.metric(ctx, "kluisd_alarms_total", `alarm="board_unreachable"`)
+		before, _ := auto.kluisd.Metric(ctx, "kluisd_alarms_total", `alarm="board_unreachable"`)
 		if _, err := w.sim.SetFaults(ctx, autoID, simulator.Faults{Offline: true}); err != nil {
 			t.Fatal(err)
 		}
@@ -504,7 +505,7 @@ func TestSystem(t *testing.T) {
 			OK     bool   `json:"ok"`
 			Reason string `json:"reason"`
 		}
-		if err := w.admin.do(ctx, "GET", "/api/v1/audit/verify", nil, &rep); err != nil || !rep.OK {
+		if err := w.admin.Do(ctx, "GET", "/api/v1/audit/verify", nil, &rep); err != nil || !rep.OK {
 			t.Fatalf("audit chain: %+v (%v)", rep, err)
 		}
 		for _, n := range w.nodes {
@@ -588,7 +589,7 @@ func (w *world) killDuringPickup(n *node, point int, delay time.Duration) {
 func (w *world) waitPickupEvents(d *doc) {
 	w.t.Helper()
 	testenv.MustPoll(w.t, 20*time.Second, "door_opened, door_closed and pickup_completed of "+d.number+" audited", func(ctx context.Context) (bool, string, error) {
-		recs, err := w.admin.audit(ctx, "device:"+d.device)
+		recs, err := w.admin.Audit(ctx, apiclient.AuditQuery{Subject: "device:" + d.device, Max: maxAudit})
 		if err != nil {
 			return false, "", err
 		}

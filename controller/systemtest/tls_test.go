@@ -36,7 +36,7 @@ func TestBrokerTLS(t *testing.T) {
 	d := w.register("driving_licence", lockerID)
 	w.load(d)
 	online := func() float64 {
-		v, _ := locker.metric(context.Background(), "kluisd_verifications_total", `result="ok",source="online"`)
+		v, _ := locker.kluisd.Metric(context.Background(), "kluisd_verifications_total", `result="ok",source="online"`)
 		return v
 	}
 	before := online()
@@ -61,14 +61,14 @@ func TestBrokerTLS(t *testing.T) {
 	}
 	w.startKluisd(locker)
 	testenv.MustPoll(t, 30*time.Second, "kluisd refuses the broker's certificate (the broker logs the alert)", func(ctx context.Context) (bool, string, error) {
-		h, err := locker.health(ctx)
+		h, err := locker.kluisd.Health(ctx)
 		if err == nil && h.MQTTConnected {
 			t.Fatalf("kluisd without the CA connected: %+v", h)
 		}
 		return strings.Contains(mosq.Log(), "alert bad certificate"), fmt.Sprintf("%+v", h), err
 	})
 	time.Sleep(2 * time.Second)
-	if h, err := locker.health(context.Background()); err != nil || h.MQTTConnected {
+	if h, err := locker.kluisd.Health(context.Background()); err != nil || h.MQTTConnected {
 		t.Fatalf("kluisd without the CA: %+v (%v)", h, err)
 	}
 

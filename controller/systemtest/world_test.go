@@ -1,7 +1,6 @@
 package systemtest
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,8 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"kluis/backend/api/apiclient"
 	"kluis/backend/notify/mailread"
 	"kluis/backend/pgtest"
+	"kluis/controller/daemon/daemonclient"
 	"kluis/controller/engine"
 	"kluis/controller/kiosk/kioskclient"
 	"kluis/deploy/dev/testenv"
@@ -72,6 +73,7 @@ type node struct {
 	configPath string
 	kiosk      *kioskclient.Client
 	metrics    string
+	kluisd     *daemonclient.Client // health and metrics at metrics
 	proc       *proc
 }
 
@@ -174,7 +176,7 @@ func (w *world) setupBackendData() {
 			t.Fatal(err)
 		}
 	}
-	must(w.admin.do(ctx, http.MethodPost, "/api/v1/sites", map[string]string{"id": siteID, "name": "Stadhuis (system test)",
+	must(w.admin.Do(ctx, http.MethodPost, "/api/v1/sites", map[string]string{"id": siteID, "name": "Stadhuis (system test)",
 		"time_zone": "Europe/Brussels", "address": "Grote Markt 54, 8500 Kortrijk"}, nil))
 	for _, d := range []struct {
 		id, kind string
@@ -185,26 +187,26 @@ func (w *world) setupBackendData() {
 			// On an automaton the backend's channel is the carousel slot.
 			comps = append(comps, map[string]any{"number": i + 1, "board": 0, "channel": i, "size": "M"})
 		}
-		must(w.admin.do(ctx, http.MethodPost, "/api/v1/devices", map[string]any{"id": d.id, "site_id": siteID,
+		must(w.admin.Do(ctx, http.MethodPost, "/api/v1/devices", map[string]any{"id": d.id, "site_id": siteID,
 			"kind": d.kind, "name": d.id, "compartments": comps}, nil))
 	}
 	pass := "Staff-" + randomHex(8)
 	var u struct {
 		ID int64 `json:"id"`
 	}
-	must(w.admin.do(ctx, http.MethodPost, "/api/v1/users", map[string]string{"username": "an.balie", "password": pass, "role": "staff"}, &u))
+	must(w.admin.Do(ctx, http.MethodPost, "/api/v1/users", map[string]string{"username": "an.balie", "password": pass, "role": "staff"}, &u))
 	w.staff, err = login(ctx, w.apiBase, "an.balie", pass)
 	must(err)
 	w.staffPIN = "482913"
-	must(w.admin.do(ctx, http.MethodPatch, fmt.Sprintf("/api/v1/users/%d", u.ID), map[string]string{"kiosk_pin": w.staffPIN}, nil))
+	must(w.admin.Do(ctx, http.MethodPatch, fmt.Sprintf("/api/v1/users/%d", u.ID), map[string]string{"kiosk_pin": w.staffPIN}, nil))
 	// A technician with a kiosk PIN of their own: test-opens are theirs.
 	var tech struct {
 		ID int64 `json:"id"`
 	}
-	must(w.admin.do(ctx, http.MethodPost, "/api/v1/users", map[string]string{"username": "piet.techniek",
+	must(w.admin.Do(ctx, http.MethodPost, "/api/v1/users", map[string]string{"username": "piet.techniek",
 		"password": "Tech-" + randomHex(8), "role": "technician"}, &tech))
 	w.techPIN = "731946"
-	must(w.admin.do(ctx, http.MethodPatch, fmt.Sprintf("/api/v1/users/%d", tech.ID), map[string]string{"kiosk_pin": w.techPIN}, nil))
+	must(w.admin.Do(ctx, http.MethodPatch, fmt.Sprintf("/api/v1/users/%d", tech.ID), map[string]string{"kiosk_pin": w.techPIN}, nil))
 }
 
 // startSim starts kluis-sim fleet with the locker and (unless lockerOnly)
@@ -271,6 +273,7 @@ func (w *world) startNodeWithPassword(id, kind, pw string) {
 	kioskAddr := testenv.FreeAddr(t)
 	n.kiosk = &kioskclient.Client{Base: "http://" + kioskAddr, HTTP: httpc}
 	n.metrics = testenv.FreeAddr(t)
+	n.kluisd = daemonclient.New(n.metrics, daemonclient.Options{HTTP: httpc})
 	var b strings.Builder
 	fmt.Fprintf(&b, "device_id: %s\nsite: %s\nkind: %s\n", id, siteID, kind)
 	// A client id unique to this run ("{device}.{suffix}" is what the
@@ -313,63 +316,6 @@ func (w *world) startKluisd(n *node) {
 	n.proc = startProc(w.t, w.root, w.dir, "kluisd-"+n.id, "kluisd", []string{"--config", n.configPath}, nil, nil)
 }
 
-type health struct {
-	Ready         bool `json:"ready"`
-	MQTTConnected bool `json:"mqtt_connected"`
-	Backlog       int  `json:"backlog"`
-}
-
-func (n *node) health(ctx context.Context) (health, error) {
-	var h health
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.metrics+"/healthz", nil)
-	if err != nil {
-		return h, err
-	}
-	resp, err := httpc.Do(req)
-	if err != nil {
-		return h, err
-	}
-	defer resp.Body.Close()
-	err = json.NewDecoder(resp.Body).Decode(&h)
-	return h, err
-}
-
-// metric reads the first sample of name whose labels contain label.
-func (n *node) metric(ctx context.Context, name, label string) (float64, error) {
-	return scrapeMetric(ctx, "http://"+n.metrics+"/metrics", name, label)
-}
-
-// scrapeMetric reads the first sample of name whose labels contain label
-// from a Prometheus text endpoint.
-func scrapeMetric(ctx context.Context, url, name, label string) (float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := httpc.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) {
-			continue
-		}
-		key, val, ok := strings.Cut(line, " ")
-		if !ok || !strings.Contains(key, label) {
-			continue
-		}
-		var v float64
-		if _, err := fmt.Sscan(val, &v); err == nil {
-			return v, nil
-		}
-	}
-	return 0, sc.Err()
-}
-
 // waitConnected waits until n's kluisd is ready and connected.
 func (w *world) waitConnected(n *node) {
 	w.t.Helper()
@@ -377,7 +323,7 @@ func (w *world) waitConnected(n *node) {
 		if !n.proc.running() {
 			w.t.Fatalf("kluisd %s exited:\n%s", n.id, n.proc.tail(3000))
 		}
-		h, err := n.health(ctx)
+		h, err := n.kluisd.Health(ctx)
 		return h.Ready && h.MQTTConnected, fmt.Sprintf("%+v", h), err
 	})
 }
@@ -410,7 +356,7 @@ func (w *world) register(kind, device string) *doc {
 	d.number = fmt.Sprintf("591-%s-%02d", w.runID, w.docSeq)
 	d.email = fmt.Sprintf("holder%02d.%s@example.org", w.docSeq, w.runID)
 	d.label = kind + " " + d.number
-	err := w.staff.do(context.Background(), http.MethodPost, "/api/v1/documents", map[string]any{"kind": kind, "number": d.number,
+	err := w.staff.Do(context.Background(), http.MethodPost, "/api/v1/documents", map[string]any{"kind": kind, "number": d.number,
 		"holder_first_name": "Holder", "holder_last_name": fmt.Sprintf("Nr%d", w.docSeq), "holder_birth_date": d.birth,
 		"language": "en", "email": d.email, "site_id": siteID}, &d.document)
 	if err != nil {
@@ -425,7 +371,7 @@ func (w *world) register(kind, device string) *doc {
 // backendDoc reads the document from the backend.
 func (w *world) backendDoc(ctx context.Context, d *doc) (document, error) {
 	var got document
-	err := w.staff.do(ctx, http.MethodGet, "/api/v1/documents/"+url.PathEscape(d.ID), nil, &got)
+	err := w.staff.Do(ctx, http.MethodGet, "/api/v1/documents/"+url.PathEscape(d.ID), nil, &got)
 	return got, err
 }
 
@@ -457,7 +403,7 @@ func (w *world) compOf(d *doc) {
 	var dev struct {
 		Compartments []compartment `json:"compartments"`
 	}
-	if err := w.staff.do(ctx, http.MethodGet, "/api/v1/devices/"+d.device, nil, &dev); err != nil {
+	if err := w.staff.Do(ctx, http.MethodGet, "/api/v1/devices/"+d.device, nil, &dev); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range dev.Compartments {
@@ -702,7 +648,7 @@ func (w *world) collect(d *doc, req map[string]string) {
 func (w *world) waitAudit(device, action, alarm string) {
 	w.t.Helper()
 	testenv.MustPoll(w.t, 30*time.Second, fmt.Sprintf("audit %s %s %s", device, action, alarm), func(ctx context.Context) (bool, string, error) {
-		recs, err := w.admin.audit(ctx, "device:"+device)
+		recs, err := w.admin.Audit(ctx, apiclient.AuditQuery{Subject: "device:" + device, Max: maxAudit})
 		if err != nil {
 			return false, "", err
 		}
@@ -719,7 +665,7 @@ func (w *world) waitAudit(device, action, alarm string) {
 func (w *world) waitMetricAbove(n *node, name, label string, v float64) {
 	w.t.Helper()
 	testenv.MustPoll(w.t, 20*time.Second, fmt.Sprintf("%s%s > %v", name, label, v), func(ctx context.Context) (bool, string, error) {
-		got, err := n.metric(ctx, name, label)
+		got, err := n.kluisd.Metric(ctx, name, label)
 		return got > v, fmt.Sprint(got), err
 	})
 }
@@ -748,7 +694,7 @@ func (w *world) killBackend() {
 	w.backend.kill()
 	for _, n := range w.nodes {
 		testenv.MustPoll(w.t, 30*time.Second, n.id+" sees the broker gone", func(ctx context.Context) (bool, string, error) {
-			h, err := n.health(ctx)
+			h, err := n.kluisd.Health(ctx)
 			return err == nil && !h.MQTTConnected, fmt.Sprintf("%+v", h), err
 		})
 	}
@@ -804,7 +750,7 @@ func (w *world) setStraight() {
 func (w *world) waitBacklogEmpty(n *node) {
 	w.t.Helper()
 	testenv.MustPoll(w.t, 30*time.Second, n.id+" backlog empty", func(ctx context.Context) (bool, string, error) {
-		h, err := n.health(ctx)
+		h, err := n.kluisd.Health(ctx)
 		return err == nil && h.Backlog == 0 && h.MQTTConnected, fmt.Sprintf("%+v", h), err
 	})
 }

@@ -4,10 +4,11 @@
 // commands it received, its event queues, serial line statistics and
 // faults, and the actions of people and technicians on doors and boards.
 //
-// The demo (cmd/kluis-demo), the system tests (controller/systemtest) and
-// `kluis-sim ctl` (simulator/simcli) all use it. Every call takes a context
-// and the client's HTTP calls have a timeout. An answer other than 200
-// comes back as an *Error with the status and the API's message.
+// The demo (cmd/kluis-demo), the system tests (controller/systemtest), the
+// chaos gauntlet (bench/chaos) and `kluis-sim ctl` (simulator/simcli) all
+// use it. Every call takes a context and the client's HTTP calls have a
+// timeout. An answer other than 200 comes back as an *Error with the status
+// and the API's message.
 package simclient
 
 import (
@@ -255,10 +256,11 @@ func (c *Client) Channel(ctx context.Context, dev string, board, ch int, action 
 
 // Board actions (POST .../boards/{b}/{action}).
 const (
-	PresentSlot = "present" // present slot q["slot"] at the hatch
-	Reboot      = "reboot"  // reboot the board
-	Jam         = "jam"     // the next carousel move jams
-	Fault       = "fault"   // q["on"]: raise or clear a mechanism fault
+	PresentSlot = "present"  // present slot q["slot"] at the hatch
+	Reboot      = "reboot"   // reboot the board
+	Watchdog    = "watchdog" // the board's watchdog fires: every lock relocked
+	Jam         = "jam"      // the next carousel move jams
+	Fault       = "fault"    // q["on"]: raise or clear a mechanism fault
 )
 
 // Board carries out an action on a board (see the constants) with its

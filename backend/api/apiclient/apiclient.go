@@ -1,9 +1,10 @@
 // Package apiclient sends JSON over HTTP the way kluis-backend's REST API
 // expects it: a bearer token, a JSON body, a fresh Idempotency-Key on every
 // POST under /api/v1/, and non-2xx answers as a *StatusError that keeps the
-// status and the body (the API's {"error":{"code","message"}}). The demo and
-// the system tests use it for the API and for other local JSON endpoints
-// (the simulator's control API).
+// status and the body (the API's {"error":{"code","message"}}). Login opens
+// a Session (the API as one user) and Session.Audit pages through the audit
+// chain. The demo, the system tests and the chaos gauntlet use it for the
+// API; DoJSON serves other local JSON endpoints too.
 package apiclient
 
 import (

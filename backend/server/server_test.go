@@ -13,6 +13,7 @@ import (
 	"kluis/backend/pgtest"
 	"kluis/backend/server"
 	"kluis/backend/server/servertest"
+	"kluis/deploy/dev/testenv"
 )
 
 func TestNewRefusesWhatCannotWork(t *testing.T) {
@@ -56,10 +57,7 @@ func TestRunFailsCleanlyWhenItCannotListen(t *testing.T) {
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer taken.Close()
-	free, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	brokerAddr := free.Addr().String()
-	require.NoError(t, free.Close())
+	brokerAddr := testenv.FreeAddr(t)
 
 	k, err := codes.GenerateKeys()
 	require.NoError(t, err)

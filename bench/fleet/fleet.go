@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +25,7 @@ import (
 	"kluis/backend/server"
 	"kluis/bench"
 	"kluis/controller/pickupcode"
+	"kluis/deploy/dev/testenv"
 )
 
 // Goals (issue 14).
@@ -88,8 +88,14 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 	if err != nil {
 		return bench.Report{}, err
 	}
+	var addrs [2]string
+	for i := range addrs {
+		if addrs[i], err = testenv.PickAddr(); err != nil {
+			return bench.Report{}, err
+		}
+	}
 	r := &rig{env: env, say: say, conf: backendConf{DatabaseURL: dbURL, Signing: keys.Signing, PIN: keys.PIN,
-		MQTTAddr: freeAddr(), HTTPAddr: freeAddr()}}
+		MQTTAddr: addrs[0], HTTPAddr: addrs[1]}}
 	defer r.stopAll()
 	rep := bench.Report{Name: "fleet", Command: cmd, Params: map[string]any{
 		"devices": o.devices, "per_worker": o.perWorker, "cold": o.cold, "heartbeat": o.heartbeat.String(),
@@ -247,15 +253,6 @@ type worker struct {
 	cmd *exec.Cmd
 	in  io.WriteCloser
 	out *bufio.Scanner
-}
-
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "127.0.0.1:0"
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func child(role string, conf any) (*exec.Cmd, error) {

@@ -93,9 +93,7 @@ timeouts: {`+timeouts+`}
 	go func() { defer wg.Done(); _ = r.e.Run(ctx) }()
 	go func() { defer wg.Done(); _ = r.s.Run(ctx) }()
 	t.Cleanup(func() { cancel(); wg.Wait(); j.Close() })
-	for !r.e.Ready() {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.EventuallyWithin(t, 10*time.Second, "the engine ready", r.e.Ready)
 	return r
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 	"kluis/hardware/kluisproto"
 )
@@ -354,8 +355,10 @@ func TestWatchRedeliversWhenCallbackFails(t *testing.T) {
 	boom := errors.New("journal full")
 	go func() {
 		// Once Watch polls the board, the doors move.
-		if !eventually(5*time.Second, func() bool { return e.polled(0) }) {
-			t.Error("Watch never polled board 0")
+		if _, err := testenv.Poll(ctx, 5*time.Second, "Watch polling board 0", func(context.Context) (bool, string, error) {
+			return e.polled(0), "", nil
+		}); err != nil {
+			t.Error(err)
 			return
 		}
 		e.setDoor(0, 1, true)

@@ -1,6 +1,7 @@
 package kluisbus
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"github.com/creack/pty"
 	"golang.org/x/term"
 
+	"kluis/deploy/dev/testenv"
 	"kluis/hardware/kluisproto"
 )
 
@@ -459,19 +461,5 @@ func (e *emulator) polled(addrs ...byte) bool {
 // waitPolled waits (bounded) until Watch polls every board in addrs.
 func (e *emulator) waitPolled(t *testing.T, addrs ...byte) {
 	t.Helper()
-	if !eventually(5*time.Second, func() bool { return e.polled(addrs...) }) {
-		t.Fatalf("Watch never polled boards %v", addrs)
-	}
-}
-
-// eventually polls cond until it holds or within has passed.
-func eventually(within time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return true
+	testenv.EventuallyWithin(t, 5*time.Second, fmt.Sprintf("Watch polling boards %v", addrs), func() bool { return e.polled(addrs...) })
 }

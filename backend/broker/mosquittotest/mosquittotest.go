@@ -9,6 +9,7 @@ package mosquittotest
 import (
 	"bufio"
 	"fmt"
+	"kluis/deploy/dev/testenv"
 	"net"
 	"os"
 	"os/exec"
@@ -64,7 +65,7 @@ func Start(t testing.TB, o Options) *Process {
 		t.Fatalf("mosquittotest: %v", err)
 	}
 	dir := t.TempDir()
-	p := &Process{t: t, dir: dir, port: FreePort(t), tlsPort: FreePort(t), hasTLS: o.TLS != nil}
+	p := &Process{t: t, dir: dir, port: testenv.FreePort(t), tlsPort: testenv.FreePort(t), hasTLS: o.TLS != nil}
 	pw := ""
 	if len(o.Users) > 0 {
 		pw = filepath.Join(dir, "passwd")
@@ -142,17 +143,6 @@ func adapt(conf, dir string, port, tlsPort int, pw, acl string, certs *Certs) st
 		out = append(out, "user "+u.Username)
 	}
 	return strings.Join(out, "\n") + "\n"
-}
-
-// FreePort returns a loopback TCP port that was free a moment ago.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("mosquittotest: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // Addr is "127.0.0.1:port".

@@ -5,11 +5,13 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -330,4 +332,33 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A client that does not read what it is sent is disconnected once a
+// write to it takes longer than Options.WriteTimeout; the message is
+// counted as dropped and the other clients are served on.
+func TestSlowClientIsDisconnected(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	b, err := New(Options{Addr: "127.0.0.1:0", Credentials: testCreds, WriteTimeout: 200 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: reg})
+	require.NoError(t, err)
+	require.NoError(t, b.Start())
+	t.Cleanup(func() { _ = b.Close() })
+	slow := dialRaw(t, b.Addr())
+	slow.login("dev-a", "dev-a", "pw-dev-a", 0, "", "")
+	slow.send(packet(pktSubscribe<<4|2, []byte{0, 1}, str("kluis/v1/dev/dev-a/cmd"), []byte{0}))
+	hdr, _ := slow.next()
+	require.Equal(t, byte(pktSuback<<4), hdr)
+	devB := connect(t, options(b.Addr(), "dev-b", "dev-b", "pw-dev-b"))
+	cmds := newInbox()
+	subscribe(t, devB, "kluis/v1/dev/dev-b/cmd", cmds)
+
+	big := make([]byte, 256<<10)
+	for i := 0; metric(t, reg, "kluis_broker_dropped_total", "", "") == 0; i++ {
+		require.Less(t, i, 4096, "the slow client's buffers never filled")
+		require.NoError(t, b.Publish("kluis/v1/dev/dev-a/cmd", big, false, 0))
+	}
+	testenv.Eventually(t, "the slow client's connection is given back", func() bool { return b.Connections() == 1 })
+	require.NoError(t, b.Publish("kluis/v1/dev/dev-b/cmd", []byte("still served"), false, 1))
+	cmds.WaitFor(t, "kluis/v1/dev/dev-b/cmd still served")
 }

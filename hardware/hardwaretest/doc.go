@@ -20,4 +20,8 @@
 //   - Play replays a Script: expected calls in order, with the events and
 //     states to produce when they arrive. Recording returns what happened so
 //     far as such a script, so a session can be recorded once and replayed.
+//
+// For the tests of the real drivers (kluisbus, kerong, tasmota), StartWatch
+// runs a driver's Watch in the background and keeps its events, to wait for
+// (WaitEvent, WaitFor, both bounded), count and look at.
 package hardwaretest

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"kluis/hardware"
+	"kluis/hardware/hardwaretest"
 )
 
 func testCtx(t *testing.T) context.Context {
@@ -41,62 +41,6 @@ func newDriver(t *testing.T, o Options) (*Driver, *prometheus.Registry) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = d.Close() })
 	return d, reg
-}
-
-// watcher runs Watch in the background and collects events.
-type watcher struct {
-	mu     sync.Mutex
-	events []hardware.Event
-	cancel context.CancelFunc
-	done   chan error
-}
-
-func startWatch(t *testing.T, d *Driver) *watcher {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	w := &watcher{cancel: cancel, done: make(chan error, 1)}
-	go func() {
-		w.done <- d.Watch(ctx, func(ev hardware.Event) error {
-			w.mu.Lock()
-			w.events = append(w.events, ev)
-			w.mu.Unlock()
-			return nil
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-w.done:
-		case <-time.After(10 * time.Second):
-			t.Error("watch did not stop")
-		}
-	})
-	return w
-}
-
-// waitEvent waits until an event matching want has been seen.
-func (w *watcher) waitEvent(t *testing.T, kind hardware.EventKind, addr hardware.Address) hardware.Event {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		w.mu.Lock()
-		for _, ev := range w.events {
-			if ev.Kind == kind && ev.Addr == addr {
-				w.mu.Unlock()
-				return ev
-			}
-		}
-		w.mu.Unlock()
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("no %s event for %s; saw %v", kind, addr, w.snapshot())
-	return hardware.Event{}
-}
-
-func (w *watcher) snapshot() []hardware.Event {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]hardware.Event(nil), w.events...)
 }
 
 func TestOpenEveryChannelAndReadStates(t *testing.T) {
@@ -161,7 +105,7 @@ func TestStatusFrameAnswersUnlock(t *testing.T) {
 func TestDoorAndItemEventsFromPolling(t *testing.T) {
 	emu := newEmulator(t, 0, 1)
 	d, _ := newDriver(t, Options{Port: emu.path(), Boards: []int{0, 1}})
-	w := startWatch(t, d)
+	w := hardwaretest.StartWatch(t, d)
 	a := hardware.Address{Board: 1, Channel: 9}
 
 	// Let the first poll set the baseline.
@@ -172,20 +116,20 @@ func TestDoorAndItemEventsFromPolling(t *testing.T) {
 	}, 15*time.Second, 10*time.Millisecond)
 
 	emu.set(func(b map[int]*Status) { b[1].SetLockBit(9, false) })
-	w.waitEvent(t, hardware.DoorOpened, a)
+	w.WaitEvent(t, hardware.DoorOpened, a)
 	emu.set(func(b map[int]*Status) { b[1].SetIRBit(9, true) })
-	w.waitEvent(t, hardware.ItemPlaced, a)
+	w.WaitEvent(t, hardware.ItemPlaced, a)
 	emu.set(func(b map[int]*Status) { b[1].SetLockBit(9, true); b[1].SetIRBit(9, false) })
-	w.waitEvent(t, hardware.DoorClosed, a)
-	w.waitEvent(t, hardware.ItemRemoved, a)
+	w.WaitEvent(t, hardware.DoorClosed, a)
+	w.WaitEvent(t, hardware.ItemRemoved, a)
 
 	// A pulse shows as Unlocked and then the door opening.
 	u := hardware.Address{Board: 0, Channel: 4}
 	require.NoError(t, d.Pulse(testCtx(t), u, time.Second, 0))
-	w.waitEvent(t, hardware.Unlocked, u)
-	w.waitEvent(t, hardware.DoorOpened, u)
+	w.WaitEvent(t, hardware.Unlocked, u)
+	w.WaitEvent(t, hardware.DoorOpened, u)
 
-	for _, ev := range w.snapshot() {
+	for _, ev := range w.Events() {
 		assert.NotEqual(t, hardware.BoardOffline, ev.Kind)
 		if ev.Addr != a && ev.Addr != u {
 			t.Errorf("unexpected event %+v", ev)
@@ -289,7 +233,7 @@ func TestOfflineAndOnline(t *testing.T) {
 	// Generous timeouts: board 0 must not miss three answers in a row on a
 	// loaded machine, only the silent board 1 goes offline.
 	d, _ := newDriver(t, Options{Port: emu.path(), Boards: []int{0, 1}, Timeout: 400 * time.Millisecond, Retries: 2})
-	w := startWatch(t, d)
+	w := hardwaretest.StartWatch(t, d)
 	b1 := hardware.Address{Board: 1, Channel: -1}
 	require.Eventually(t, func() bool {
 		d.mu.Lock()
@@ -299,14 +243,14 @@ func TestOfflineAndOnline(t *testing.T) {
 	emu.mu.Lock()
 	emu.silent[1] = true
 	emu.mu.Unlock()
-	w.waitEvent(t, hardware.BoardOffline, b1)
+	w.WaitEvent(t, hardware.BoardOffline, b1)
 	_, err := d.States(testCtx(t))
 	require.ErrorIs(t, err, hardware.ErrTimeout)
 	emu.mu.Lock()
 	emu.silent[1] = false
 	emu.mu.Unlock()
-	w.waitEvent(t, hardware.BoardOnline, b1)
-	for _, ev := range w.snapshot() {
+	w.WaitEvent(t, hardware.BoardOnline, b1)
+	for _, ev := range w.Events() {
 		if ev.Kind == hardware.BoardOffline {
 			assert.Equal(t, b1, ev.Addr, "board 0 never went offline")
 		}
@@ -346,7 +290,7 @@ func TestCorruptedLineNeverDoublePulses(t *testing.T) {
 	emu.mu.Unlock()
 	d, _ := newDriver(t, Options{Port: emu.path(), Boards: []int{0, 1}, Timeout: 150 * time.Millisecond})
 	ctx := testCtx(t)
-	w := startWatch(t, d)
+	w := hardwaretest.StartWatch(t, d)
 	// Every lock of board 0 and the even locks of board 1 are asked once,
 	// while Watch polls in between; the odd locks of board 1 never are.
 	asked := map[[2]int]error{}

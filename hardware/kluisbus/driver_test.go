@@ -13,6 +13,7 @@ import (
 
 	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
+	"kluis/hardware/hardwaretest"
 	"kluis/hardware/kluisproto"
 )
 
@@ -36,67 +37,6 @@ func newDriver(t *testing.T, e *emulator, o Options) (*Driver, *prometheus.Regis
 	}
 	t.Cleanup(func() { d.Close() })
 	return d, reg
-}
-
-// watcher runs Watch and collects the events.
-type watcher struct {
-	mu     sync.Mutex
-	events []hardware.Event
-	cancel context.CancelFunc
-	done   chan error
-}
-
-func startWatch(t *testing.T, d *Driver) *watcher {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	w := &watcher{cancel: cancel, done: make(chan error, 1)}
-	go func() {
-		w.done <- d.Watch(ctx, func(ev hardware.Event) error {
-			w.mu.Lock()
-			w.events = append(w.events, ev)
-			w.mu.Unlock()
-			return nil
-		})
-	}()
-	t.Cleanup(w.stop)
-	return w
-}
-
-func (w *watcher) stop() {
-	w.cancel()
-	<-w.done
-	w.done <- context.Canceled // so stop can run twice
-}
-
-func (w *watcher) snapshot() []hardware.Event {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]hardware.Event(nil), w.events...)
-}
-
-// waitFor waits until the events seen contain want, in this order (other
-// events may come between), and returns the matches.
-func (w *watcher) waitFor(t *testing.T, within time.Duration, want ...func(hardware.Event) bool) []hardware.Event {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		evs := w.snapshot()
-		var got []hardware.Event
-		i := 0
-		for _, ev := range evs {
-			if i < len(want) && want[i](ev) {
-				got = append(got, ev)
-				i++
-			}
-		}
-		if i == len(want) {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("matched %d of %d wanted events; saw %+v", i, len(want), evs)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func is(kind hardware.EventKind, board, ch int) func(hardware.Event) bool {
@@ -305,7 +245,7 @@ func TestWatchDeliversAndAcknowledgesEvents(t *testing.T) {
 	e.addBoard(0, 24)
 	e.addBoard(2, 16)
 	d, _ := newDriver(t, e, Options{Boards: []int{0, 2}})
-	w := startWatch(t, d)
+	w := hardwaretest.StartWatch(t, d)
 	e.waitPolled(t, 0, 2)
 
 	if err := d.Pulse(context.Background(), hardware.Address{Board: 2, Channel: 7}, 100*time.Millisecond, 5); err != nil {
@@ -316,14 +256,14 @@ func TestWatchDeliversAndAcknowledgesEvents(t *testing.T) {
 	e.setItem(2, 8, true)
 	e.setDoor(2, 7, false)
 	e.setDoor(0, 0, true)
-	evs := w.waitFor(t, 2*time.Second,
+	evs := w.WaitFor(t, 2*time.Second,
 		is(hardware.Unlocked, 2, 7), is(hardware.DoorOpened, 2, 7), is(hardware.ItemPlaced, 2, 8), is(hardware.DoorClosed, 2, 7))
 	for i := 1; i < len(evs); i++ {
 		if evs[i].Seq != evs[i-1].Seq+1 {
 			t.Fatalf("sequence numbers %+v", evs)
 		}
 	}
-	w.waitFor(t, time.Second, is(hardware.DoorOpened, 0, 0))
+	w.WaitFor(t, time.Second, is(hardware.DoorOpened, 0, 0))
 	deadline := time.Now().Add(time.Second)
 	for e.queued(0)+e.queued(2) > 0 {
 		if time.Now().After(deadline) {
@@ -333,7 +273,7 @@ func TestWatchDeliversAndAcknowledgesEvents(t *testing.T) {
 	}
 	// Nothing twice.
 	seen := map[string]bool{}
-	for _, ev := range w.snapshot() {
+	for _, ev := range w.Events() {
 		k := fmt.Sprintf("%s %v %d", ev.Kind, ev.Addr, ev.Seq)
 		if seen[k] {
 			t.Fatalf("delivered twice: %s", k)
@@ -403,9 +343,9 @@ func TestBoardRebootIsReportedAndStateReRead(t *testing.T) {
 	e.addBoard(0, 24)
 	e.addBoard(1, 24)
 	d, reg := newDriver(t, e, Options{Boards: []int{0, 1}})
-	w := startWatch(t, d)
+	w := hardwaretest.StartWatch(t, d)
 	e.setDoor(0, 5, true)
-	w.waitFor(t, time.Second, is(hardware.DoorOpened, 0, 5))
+	w.WaitFor(t, time.Second, is(hardware.DoorOpened, 0, 5))
 	var sets int
 	e.with(func() { sets = e.boards[0].watchdogSets })
 	if sets != 1 {
@@ -423,14 +363,14 @@ func TestBoardRebootIsReportedAndStateReRead(t *testing.T) {
 		e.rebootLocked(0)
 	})
 	e.setDoor(0, 6, true) // after the restart: a real event of the new boot
-	w.waitFor(t, 2*time.Second, is(hardware.BoardRebooted, 0, -1), is(hardware.DoorClosed, 0, 5), is(hardware.ItemPlaced, 0, 9))
-	w.waitFor(t, time.Second, is(hardware.DoorOpened, 0, 6))
+	w.WaitFor(t, 2*time.Second, is(hardware.BoardRebooted, 0, -1), is(hardware.DoorClosed, 0, 5), is(hardware.ItemPlaced, 0, 9))
+	w.WaitFor(t, time.Second, is(hardware.DoorOpened, 0, 6))
 	e.with(func() { sets = e.boards[0].watchdogSets })
 	if sets != 2 {
 		t.Fatalf("watchdog set %d times after the reboot", sets)
 	}
 	n := 0
-	for _, ev := range w.snapshot() {
+	for _, ev := range w.Events() {
 		if ev.Kind == hardware.DoorOpened && ev.Addr.Channel == 6 {
 			n++
 		}
@@ -453,11 +393,11 @@ func TestBoardWatchdogRelockIsReported(t *testing.T) {
 	e := newEmulator(t, 8)
 	e.addBoard(0, 24)
 	d, _ := newDriver(t, e, Options{Boards: []int{0}})
-	w := startWatch(t, d)
+	w := hardwaretest.StartWatch(t, d)
 	e.setDoor(0, 1, true)
-	w.waitFor(t, time.Second, is(hardware.DoorOpened, 0, 1))
+	w.WaitFor(t, time.Second, is(hardware.DoorOpened, 0, 1))
 	e.with(func() { e.boards[0].queue.Push(kluisproto.EvWatchdog, kluisproto.ChannelNone, 0) })
-	evs := w.waitFor(t, 2*time.Second, is(hardware.BoardWatchdog, 0, -1))
+	evs := w.WaitFor(t, 2*time.Second, is(hardware.BoardWatchdog, 0, -1))
 	if evs[0].Detail == "" || evs[0].Seq == 0 {
 		t.Fatalf("%+v", evs[0])
 	}
@@ -475,21 +415,21 @@ func TestBoardOfflineAndOnline(t *testing.T) {
 	e.addBoard(0, 8)
 	e.addBoard(1, 8)
 	d, _ := newDriver(t, e, Options{Boards: []int{0, 1}, Retries: 1})
-	w := startWatch(t, d)
+	w := hardwaretest.StartWatch(t, d)
 	e.waitPolled(t, 0, 1)
 	e.setSilent(1, true)
-	w.waitFor(t, 2*time.Second, is(hardware.BoardOffline, 1, -1))
+	w.WaitFor(t, 2*time.Second, is(hardware.BoardOffline, 1, -1))
 	// Board 0 keeps working meanwhile.
 	e.setDoor(0, 2, true)
-	w.waitFor(t, 2*time.Second, is(hardware.DoorOpened, 0, 2))
+	w.WaitFor(t, 2*time.Second, is(hardware.DoorOpened, 0, 2))
 	if err := d.Pulse(context.Background(), hardware.Address{Board: 1, Channel: 0}, time.Second, 9); !errors.Is(err, hardware.ErrTimeout) {
 		t.Fatalf("pulse to a silent board: %v", err)
 	}
 	e.setDoor(1, 3, true) // queued on the board while offline
 	e.setSilent(1, false)
-	w.waitFor(t, 3*time.Second, is(hardware.BoardOnline, 1, -1), is(hardware.DoorOpened, 1, 3))
+	w.WaitFor(t, 3*time.Second, is(hardware.BoardOnline, 1, -1), is(hardware.DoorOpened, 1, 3))
 	offline := 0
-	for _, ev := range w.snapshot() {
+	for _, ev := range w.Events() {
 		if ev.Kind == hardware.BoardOffline {
 			offline++
 		}
@@ -512,20 +452,20 @@ func TestOfflineRetryFollowsTheClock(t *testing.T) {
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	d, _ := newDriver(t, e, Options{Boards: []int{0, 1}, Retries: -1, OfflineRetry: time.Hour, Clock: clock})
 	e.setSilent(1, true)
-	w := startWatch(t, d)
-	w.waitFor(t, 2*time.Second, is(hardware.BoardOffline, 1, -1))
+	w := hardwaretest.StartWatch(t, d)
+	w.WaitFor(t, 2*time.Second, is(hardware.BoardOffline, 1, -1))
 	e.setSilent(1, false)
 	asked := e.framesTo(1)
 	// Two door events on board 0 seen one after the other: Watch went
 	// at least once through a whole round (board 1 included) meanwhile.
 	e.setDoor(0, 2, true)
-	w.waitFor(t, 2*time.Second, is(hardware.DoorOpened, 0, 2))
+	w.WaitFor(t, 2*time.Second, is(hardware.DoorOpened, 0, 2))
 	e.setDoor(0, 2, false)
-	w.waitFor(t, 2*time.Second, is(hardware.DoorClosed, 0, 2))
+	w.WaitFor(t, 2*time.Second, is(hardware.DoorClosed, 0, 2))
 	if got := e.framesTo(1); got != asked {
 		t.Fatalf("board 1 asked %d times before its retry time", got-asked)
 	}
-	for _, ev := range w.snapshot() {
+	for _, ev := range w.Events() {
 		if ev.Kind == hardware.BoardOnline && ev.Addr.Board == 1 {
 			t.Fatalf("board 1 online before its retry time: %+v", ev)
 		}
@@ -533,7 +473,7 @@ func TestOfflineRetryFollowsTheClock(t *testing.T) {
 	mu.Lock()
 	now = now.Add(time.Hour)
 	mu.Unlock()
-	w.waitFor(t, 2*time.Second, is(hardware.BoardOnline, 1, -1))
+	w.WaitFor(t, 2*time.Second, is(hardware.BoardOnline, 1, -1))
 }
 
 func TestResyncAfterGarbageAndBrokenFrames(t *testing.T) {
@@ -592,7 +532,7 @@ func TestNoisyLine(t *testing.T) {
 	e.addBoard(1, 24)
 	e.with(func() { e.corrupt = 0.01 })
 	d, _ := newDriver(t, e, Options{Boards: []int{0, 1}, Retries: 3})
-	w := startWatch(t, d)
+	w := hardwaretest.StartWatch(t, d)
 	ctx := context.Background()
 
 	asked := map[uint32]pulseRec{}
@@ -640,8 +580,8 @@ func TestNoisyLine(t *testing.T) {
 			want = append(want, is(hardware.DoorOpened, b, ch))
 		}
 	}
-	w.waitFor(t, 10*time.Second, want[:4]...)
-	w.waitFor(t, 10*time.Second, want[4:]...)
+	w.WaitFor(t, 10*time.Second, want[:4]...)
+	w.WaitFor(t, 10*time.Second, want[4:]...)
 	fe := d.FrameErrors()
 	total := uint64(0)
 	for _, v := range fe {
@@ -661,7 +601,7 @@ func TestMechanism(t *testing.T) {
 	if _, err := d.Describe(ctx); err != nil {
 		t.Fatal(err)
 	}
-	w := startWatch(t, d)
+	w := hardwaretest.StartWatch(t, d)
 	// Describe before Watch: Watch still sets the watchdog.
 	deadline := time.Now().Add(5 * time.Second)
 	for sets := 0; sets == 0; {
@@ -684,7 +624,7 @@ func TestMechanism(t *testing.T) {
 	if err := d.Present(ctx, 5, 40, 0xA002); !errors.Is(err, hardware.ErrOutOfRange) {
 		t.Fatalf("slot 40 of 40: %v", err)
 	}
-	evs := w.waitFor(t, 2*time.Second, is(hardware.SlotPresented, 5, -1))
+	evs := w.WaitFor(t, 2*time.Second, is(hardware.SlotPresented, 5, -1))
 	if evs[0].Slot != 17 {
 		t.Fatalf("%+v", evs[0])
 	}
@@ -702,7 +642,7 @@ func TestMechanism(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.setDoor(5, 0, true)
-	w.waitFor(t, time.Second, is(hardware.HatchOpened, 5, 0))
+	w.WaitFor(t, time.Second, is(hardware.HatchOpened, 5, 0))
 	e.with(func() { e.boards[5].fault = kluisproto.FaultJam })
 	e.setDoor(5, 0, false)
 	if err := d.Present(ctx, 5, 3, 0xA003); !errors.Is(err, hardware.ErrFault) {
@@ -711,7 +651,7 @@ func TestMechanism(t *testing.T) {
 	e.with(func() {
 		e.boards[5].queue.Push(kluisproto.EvMechanismFault, kluisproto.ChannelNone, kluisproto.FaultJam)
 	})
-	evs = w.waitFor(t, time.Second, is(hardware.HatchClosed, 5, 0), is(hardware.MechanismFault, 5, -1))
+	evs = w.WaitFor(t, time.Second, is(hardware.HatchClosed, 5, 0), is(hardware.MechanismFault, 5, -1))
 	if evs[1].Detail != "mechanism fault: jam" {
 		t.Fatalf("%+v", evs[1])
 	}

@@ -3,7 +3,6 @@ package tasmota
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 
 	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
+	"kluis/hardware/hardwaretest"
 )
 
 func testCtx(t *testing.T) context.Context {
@@ -36,66 +36,6 @@ func newDriver(t *testing.T, o Options) *Driver {
 	t.Cleanup(func() { _ = d.Close() })
 	require.NoError(t, d.Ready(testCtx(t)))
 	return d
-}
-
-type watcher struct {
-	mu     sync.Mutex
-	events []hardware.Event
-}
-
-func startWatch(t *testing.T, d *Driver) *watcher {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	w := &watcher{}
-	done := make(chan error, 1)
-	go func() {
-		done <- d.Watch(ctx, func(ev hardware.Event) error {
-			w.mu.Lock()
-			w.events = append(w.events, ev)
-			w.mu.Unlock()
-			return nil
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("watch did not stop")
-		}
-	})
-	return w
-}
-
-func (w *watcher) snapshot() []hardware.Event {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]hardware.Event(nil), w.events...)
-}
-
-func (w *watcher) count(kind hardware.EventKind, addr hardware.Address) int {
-	n := 0
-	for _, ev := range w.snapshot() {
-		if ev.Kind == kind && ev.Addr == addr {
-			n++
-		}
-	}
-	return n
-}
-
-func (w *watcher) waitEvent(t *testing.T, kind hardware.EventKind, addr hardware.Address) hardware.Event {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, ev := range w.snapshot() {
-			if ev.Kind == kind && ev.Addr == addr {
-				return ev
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("no %s event for %s; saw %+v", kind, addr, w.snapshot())
-	return hardware.Event{}
 }
 
 // settle makes sure every message published by dev before it has been
@@ -133,7 +73,7 @@ func TestOpenEveryChannelAndReadStates(t *testing.T) {
 		assert.Equal(t, i == 1, s.ItemPresent, "channel %d", i)
 	}
 
-	w := startWatch(t, d)
+	w := hardwaretest.StartWatch(t, d)
 	for i := 0; i < 4; i++ {
 		require.NoError(t, d.Pulse(ctx, hardware.Address{Board: 2, Channel: i}, 100*time.Millisecond, 0))
 	}
@@ -141,8 +81,8 @@ func TestOpenEveryChannelAndReadStates(t *testing.T) {
 		a := hardware.Address{Board: 2, Channel: i}
 		assert.Equal(t, 1, dev.onCount(i+1), "relay %d", i+1)
 		assert.Equal(t, 1, dev.pulseTimeOf(i+1), "100 ms is PulseTime 1")
-		w.waitEvent(t, hardware.Unlocked, a)
-		w.waitEvent(t, hardware.DoorOpened, a)
+		w.WaitEvent(t, hardware.Unlocked, a)
+		w.WaitEvent(t, hardware.DoorOpened, a)
 	}
 	// The hardware-timed pulse ends by itself: every lock reads locked.
 	require.Eventually(t, func() bool {
@@ -170,20 +110,20 @@ func TestDoorEventsAreDeduplicated(t *testing.T) {
 	dev := newDevice(t, topic, 2, false)
 	d := newDriver(t, Options{Modules: []Module{{Topic: topic, Relays: 2, Board: 0}}})
 	settle(t, d) // baseline
-	w := startWatch(t, d)
+	w := hardwaretest.StartWatch(t, d)
 	a := hardware.Address{Board: 0, Channel: 1}
 
 	dev.setSwitch(2, true)
 	dev.setSwitch(2, true) // a QoS 1 duplicate or a repeated report
-	w.waitEvent(t, hardware.DoorOpened, a)
+	w.WaitEvent(t, hardware.DoorOpened, a)
 	dev.setSwitch(4, true) // item sensor of channel 1
-	w.waitEvent(t, hardware.ItemPlaced, a)
+	w.WaitEvent(t, hardware.ItemPlaced, a)
 	dev.setSwitch(2, false)
-	w.waitEvent(t, hardware.DoorClosed, a)
+	w.WaitEvent(t, hardware.DoorClosed, a)
 	settle(t, d)
-	assert.Equal(t, 1, w.count(hardware.DoorOpened, a))
-	assert.Equal(t, 1, w.count(hardware.DoorClosed, a))
-	assert.Len(t, w.snapshot(), 3)
+	assert.Equal(t, 1, w.Count(hardware.DoorOpened, a))
+	assert.Equal(t, 1, w.Count(hardware.DoorClosed, a))
+	assert.Len(t, w.Events(), 3)
 }
 
 func TestLWTOfflineAndOnline(t *testing.T) {
@@ -191,11 +131,11 @@ func TestLWTOfflineAndOnline(t *testing.T) {
 	dev := newDevice(t, topic, 2, false)
 	d := newDriver(t, Options{Modules: []Module{{Topic: topic, Relays: 2, Board: 5}}, Timeout: 2 * time.Second})
 	settle(t, d)
-	w := startWatch(t, d)
+	w := hardwaretest.StartWatch(t, d)
 	b := hardware.Address{Board: 5, Channel: -1}
 
 	dev.lwt("Offline")
-	w.waitEvent(t, hardware.BoardOffline, b)
+	w.WaitEvent(t, hardware.BoardOffline, b)
 	err := d.Pulse(testCtx(t), hardware.Address{Board: 5, Channel: 0}, time.Second, 0)
 	require.ErrorIs(t, err, hardware.ErrTimeout)
 	_, err = d.States(testCtx(t))
@@ -204,10 +144,10 @@ func TestLWTOfflineAndOnline(t *testing.T) {
 	// A door opened while the module was away is found by the re-read.
 	dev.setSwitchQuiet(1, true)
 	dev.lwt("Online")
-	w.waitEvent(t, hardware.BoardOnline, b)
-	w.waitEvent(t, hardware.DoorOpened, hardware.Address{Board: 5, Channel: 0})
+	w.WaitEvent(t, hardware.BoardOnline, b)
+	w.WaitEvent(t, hardware.DoorOpened, hardware.Address{Board: 5, Channel: 0})
 	assert.Equal(t, 0, dev.onCount(1), "nothing was sent to the offline module")
-	assert.Equal(t, 1, w.count(hardware.BoardOffline, b))
+	assert.Equal(t, 1, w.Count(hardware.BoardOffline, b))
 }
 
 func TestMalformedPayloadsAreCountedAndIgnored(t *testing.T) {
@@ -215,7 +155,7 @@ func TestMalformedPayloadsAreCountedAndIgnored(t *testing.T) {
 	dev := newDevice(t, topic, 2, false)
 	d := newDriver(t, Options{Modules: []Module{{Topic: topic, Relays: 2, Board: 0}}})
 	settle(t, d)
-	w := startWatch(t, d)
+	w := hardwaretest.StartWatch(t, d)
 
 	dev.raw("stat/"+topic+"/RESULT", `{"Switch1":`)
 	dev.raw("stat/"+topic+"/RESULT", `{"Switch1":{"Action":"SIDEWAYS"}}`)
@@ -223,9 +163,9 @@ func TestMalformedPayloadsAreCountedAndIgnored(t *testing.T) {
 	dev.raw("stat/"+topic+"/STATUS10", `[1,2]`)
 	dev.raw("tele/"+topic+"/LWT", `Zombie`)
 	dev.setSwitch(2, true)
-	w.waitEvent(t, hardware.DoorOpened, hardware.Address{Board: 0, Channel: 1})
+	w.WaitEvent(t, hardware.DoorOpened, hardware.Address{Board: 0, Channel: 1})
 	assert.Equal(t, 5.0, testutil.ToFloat64(d.m.messages.WithLabelValues("malformed")))
-	evs := w.snapshot()
+	evs := w.Events()
 	require.Len(t, evs, 1, "the junk caused no event: %+v", evs)
 	st, err := d.States(testCtx(t))
 	require.NoError(t, err)
@@ -275,8 +215,8 @@ func TestWatchRedeliversRefusedEvent(t *testing.T) {
 		return refuse
 	})
 	require.ErrorIs(t, err, refuse)
-	w := startWatch(t, d)
-	w.waitEvent(t, hardware.DoorOpened, hardware.Address{})
+	w := hardwaretest.StartWatch(t, d)
+	w.WaitEvent(t, hardware.DoorOpened, hardware.Address{})
 }
 
 func TestAutomaton(t *testing.T) {
@@ -289,7 +229,7 @@ func TestAutomaton(t *testing.T) {
 	assert.True(t, info.Caps.Mechanism)
 	assert.Equal(t, []hardware.BoardInfo{{Address: 1, Channels: 1, Slots: 4}}, info.Boards)
 	settle(t, d)
-	w := startWatch(t, d)
+	w := hardwaretest.StartWatch(t, d)
 	board := hardware.Address{Board: 1, Channel: -1}
 	hatch := hardware.Address{Board: 1, Channel: 0}
 
@@ -297,9 +237,9 @@ func TestAutomaton(t *testing.T) {
 	require.ErrorIs(t, d.Present(ctx, 0, 0, 0), hardware.ErrOutOfRange)
 	require.NoError(t, d.Present(ctx, 1, 2, 0))
 	assert.Equal(t, 1, dev.onCount(4), "slot 2 is POWER4")
-	ev := w.waitEvent(t, hardware.SlotPresented, board)
+	ev := w.WaitEvent(t, hardware.SlotPresented, board)
 	assert.Equal(t, 2, ev.Slot)
-	w.waitEvent(t, hardware.ItemPlaced, hatch)
+	w.WaitEvent(t, hardware.ItemPlaced, hatch)
 	h, err := d.Hatch(ctx, 1)
 	require.NoError(t, err)
 	assert.Equal(t, 2, h.Slot)
@@ -311,16 +251,16 @@ func TestAutomaton(t *testing.T) {
 	dev.mu.Unlock()
 	require.NoError(t, d.Pulse(ctx, hatch, 200*time.Millisecond, 0))
 	assert.Equal(t, 1, dev.onCount(1))
-	w.waitEvent(t, hardware.HatchOpened, hatch)
+	w.WaitEvent(t, hardware.HatchOpened, hatch)
 	require.ErrorIs(t, d.Pulse(ctx, hardware.Address{Board: 1, Channel: 1}, time.Second, 0), hardware.ErrOutOfRange)
 
 	dev.mu.Lock()
 	dev.faultOnPresent = true
 	dev.mu.Unlock()
 	require.NoError(t, d.Present(ctx, 1, 0, 0))
-	w.waitEvent(t, hardware.MechanismFault, board)
+	w.WaitEvent(t, hardware.MechanismFault, board)
 	settle(t, d)
-	assert.Equal(t, 1, w.count(hardware.SlotPresented, board), "a faulted present is not presented")
+	assert.Equal(t, 1, w.Count(hardware.SlotPresented, board), "a faulted present is not presented")
 	require.ErrorIs(t, d.Present(ctx, 1, 1, 0), hardware.ErrFault)
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
+	"kluis/hardware/hardwaretest"
 )
 
 // startBroker serves an embedded broker on addr and returns its stop
@@ -53,11 +54,11 @@ func TestResubscribesAfterBrokerRestart(t *testing.T) {
 	t.Cleanup(func() { _ = d.Close() })
 	require.NoError(t, d.Ready(testCtx(t)))
 	settle(t, d)
-	w := startWatch(t, d)
+	w := hardwaretest.StartWatch(t, d)
 
 	stop()
 	dev.client.Disconnect(0)
-	off := w.waitEvent(t, hardware.BoardOffline, hardware.Address{Channel: -1})
+	off := w.WaitEvent(t, hardware.BoardOffline, hardware.Address{Channel: -1})
 	require.Equal(t, "broker connection lost", off.Detail)
 	// A pulse while the broker is away is refused and never sent later.
 	perr := d.Pulse(testCtx(t), hardware.Address{Channel: 0}, time.Second, 1)
@@ -68,9 +69,9 @@ func TestResubscribesAfterBrokerRestart(t *testing.T) {
 	dev2 := newDevice(t, topic, 2, false)
 	dev2.setSwitchQuiet(2, true)
 	dev2.setPowerQuiet(2, true)
-	w.waitEvent(t, hardware.BoardOnline, hardware.Address{Channel: -1})
+	w.WaitEvent(t, hardware.BoardOnline, hardware.Address{Channel: -1})
 	// The driver's Status 10 on reconnect finds the open door...
-	w.waitEvent(t, hardware.DoorOpened, hardware.Address{Channel: 1})
+	w.WaitEvent(t, hardware.DoorOpened, hardware.Address{Channel: 1})
 	// ...its POWER2 query the energised relay...
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -85,7 +86,7 @@ func TestResubscribesAfterBrokerRestart(t *testing.T) {
 	}
 	// ...and live reports arrive again through the new subscription.
 	dev2.setSwitch(1, true)
-	w.waitEvent(t, hardware.DoorOpened, hardware.Address{Channel: 0})
+	w.WaitEvent(t, hardware.DoorOpened, hardware.Address{Channel: 0})
 	require.Zero(t, dev2.onCount(1), "the pulse refused during the outage reached the module")
 }
 

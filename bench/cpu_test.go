@@ -1,0 +1,44 @@
+package bench
+
+import (
+	"context"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+)
+
+// BackendCPU counts the CPU of its own database's backends, also of one
+// that connects after it started, and not another database's.
+func TestBackendCPUCountsItsDatabaseOnly(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dbName := func(u string) string {
+		p, err := url.Parse(u)
+		require.NoError(t, err)
+		return strings.TrimPrefix(p.Path, "/")
+	}
+	busyURL, dropBusy, err := TempDatabase(ctx, DefaultAdminURL(), "cpubusy")
+	require.NoError(t, err)
+	defer dropBusy()
+	idleURL, dropIdle, err := TempDatabase(ctx, DefaultAdminURL(), "cpuidle")
+	require.NoError(t, err)
+	defer dropIdle()
+	idle, err := pgx.Connect(ctx, idleURL)
+	require.NoError(t, err)
+	defer idle.Close(context.Background())
+
+	busyCPU, idleCPU := StartBackendCPU(dbName(busyURL)), StartBackendCPU(dbName(idleURL))
+	busy, err := pgx.Connect(ctx, busyURL) // after the start: counted from its first sample
+	require.NoError(t, err)
+	defer busy.Close(context.Background())
+	var n int64
+	require.NoError(t, busy.QueryRow(ctx, "SELECT count(*) FROM generate_series(1, 4000000)").Scan(&n))
+	require.Equal(t, int64(4000000), n)
+	used, other := busyCPU.Stop(), idleCPU.Stop() // Stop samples once more
+	require.GreaterOrEqual(t, used, 50*time.Millisecond, "4 million rows counted take CPU")
+	require.Less(t, other, 30*time.Millisecond, "the idle database's backend did nothing")
+}

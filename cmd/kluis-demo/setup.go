@@ -16,11 +16,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"kluis/backend/api/apiclient"
+	"kluis/backend/broker"
 	"kluis/controller/daemon/daemonclient"
 	"kluis/controller/kiosk/kioskclient"
 	"kluis/deploy/dev/testenv"
@@ -98,7 +96,7 @@ type demo struct {
 	apiBase    string
 	brokerAddr string // where devices connect (embedded broker or MQTT_URL host)
 	fieldbus   string // MQTT URL of the Tasmota relay modules
-	fieldSrv   *mqtt.Server
+	fieldSrv   *broker.Broker
 
 	sim   *simclient.Client
 	nodes map[string]*node
@@ -254,19 +252,18 @@ func (d *demo) startFieldbus() error {
 		d.fieldbus = u
 		return nil
 	}
-	srv := mqtt.New(&mqtt.Options{InlineClient: false, Logger: slog.New(slog.DiscardHandler)})
-	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+	// The field bus is the device's own local network: every module and
+	// kluisd on it may use every topic (the backend role's ACL).
+	srv, err := broker.New(broker.Options{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler),
+		Credentials: func(context.Context, string, string) (string, broker.Role, bool) { return "", broker.RoleBackend, true }})
+	if err != nil {
 		return fmt.Errorf("fieldbus broker: %w", err)
 	}
-	l := listeners.NewTCP(listeners.Config{ID: "fieldbus", Address: "127.0.0.1:0"})
-	if err := srv.AddListener(l); err != nil {
-		return fmt.Errorf("fieldbus broker: %w", err)
-	}
-	if err := srv.Serve(); err != nil {
+	if err := srv.Start(); err != nil {
 		return fmt.Errorf("fieldbus broker: %w", err)
 	}
 	d.fieldSrv = srv
-	d.fieldbus = "tcp://" + l.Address()
+	d.fieldbus = "tcp://" + srv.Addr()
 	return nil
 }
 

@@ -1,16 +1,15 @@
 package tasmota
 
 import (
+	"context"
 	"log/slog"
 	"testing"
 	"time"
 
-	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"kluis/backend/broker"
 	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 	"kluis/hardware/hardwaretest"
@@ -20,11 +19,12 @@ import (
 // function.
 func startBroker(t *testing.T, addr string) func() {
 	t.Helper()
-	s := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, s.AddHook(new(auth.AllowHook), nil))
-	require.NoError(t, s.AddListener(listeners.NewTCP(listeners.Config{ID: "t", Address: addr})))
-	errc := make(chan error, 1)
-	go func() { errc <- s.Serve() }()
+	// Kluis's embedded broker with every client allowed every topic (the
+	// modules' local network).
+	s, err := broker.New(broker.Options{Addr: addr, Logger: slog.New(slog.DiscardHandler),
+		Credentials: func(context.Context, string, string) (string, broker.Role, bool) { return "", broker.RoleBackend, true }})
+	require.NoError(t, err)
+	require.NoError(t, s.Start())
 	stopped := false
 	stop := func() {
 		if !stopped {

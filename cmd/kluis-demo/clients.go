@@ -31,31 +31,8 @@ func login(ctx context.Context, base, username, password string) (api, error) {
 // maxAudit bounds the audit records the demo reads about one subject.
 const maxAudit = 40000
 
-// document is the part of the API's document the demo reads.
-type document struct {
-	ID            string     `json:"id"`
-	Kind          string     `json:"kind"`
-	Number        string     `json:"number"`
-	State         string     `json:"state"`
-	DeviceID      string     `json:"device_id"`
-	CompartmentID int64      `json:"compartment_id"`
-	Deadline      *time.Time `json:"deadline"`
-	LoadedAt      *time.Time `json:"loaded_at"`
-	History       []struct {
-		To    string `json:"to"`
-		Actor string `json:"actor"`
-	} `json:"history"`
-}
-
-// actorOf returns who moved the document into state ("" when it never was).
-func (d document) actorOf(state string) string {
-	for i := len(d.History) - 1; i >= 0; i-- {
-		if d.History[i].To == state {
-			return d.History[i].Actor
-		}
-	}
-	return ""
-}
+// document is the API's document.
+type document = apiclient.Document
 
 type compartment struct {
 	ID      int64  `json:"id"`
@@ -78,12 +55,6 @@ type deviceInfo struct {
 
 // online reports the backend's view of the device's link.
 func (d deviceInfo) online() bool { return d.Presence != nil && d.Presence.Online }
-
-func (a api) document(ctx context.Context, id string) (document, error) {
-	var d document
-	err := a.Do(ctx, http.MethodGet, "/api/v1/documents/"+url.PathEscape(id), nil, &d)
-	return d, err
-}
 
 func (a api) device(ctx context.Context, id string) (deviceInfo, error) {
 	var d deviceInfo

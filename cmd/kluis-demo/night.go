@@ -224,7 +224,7 @@ func (d *demo) reconcile(ctx context.Context, cs []*citizen) {
 		if c.doc.ID == "" || c.comp.ID == 0 {
 			continue
 		}
-		doc, err := d.staff.document(ctx, c.doc.ID)
+		doc, err := d.staff.Document(ctx, c.doc.ID)
 		if err != nil {
 			bad = append(bad, err.Error())
 			continue
@@ -290,7 +290,7 @@ func short(id string) string {
 
 // comp finds a document's compartment through the API.
 func (d *demo) compOf(ctx context.Context, c *citizen) error {
-	doc, err := d.staff.document(ctx, c.doc.ID)
+	doc, err := d.staff.Document(ctx, c.doc.ID)
 	if err != nil {
 		return err
 	}
@@ -342,7 +342,7 @@ func (d *demo) waitPresence(ctx context.Context, dev string, online bool) error 
 // waitState waits until the backend shows the document in one of states.
 func (d *demo) waitState(ctx context.Context, c *citizen, timeout time.Duration, states ...string) error {
 	_, err := testenv.Poll(ctx, timeout, "document of "+c.who()+" "+strings.Join(states, " or ")+" in the backend", func(ctx context.Context) (bool, string, error) {
-		doc, err := d.staff.document(ctx, c.doc.ID)
+		doc, err := d.staff.Document(ctx, c.doc.ID)
 		if err != nil {
 			return false, "", err
 		}
@@ -466,7 +466,7 @@ func (d *demo) load(ctx context.Context, c *citizen) (string, error) {
 		return "", err
 	}
 	if d.kioskStaff {
-		if a := c.doc.actorOf("loaded"); a != "device:"+c.Device {
+		if a := c.doc.ActorOf("loaded"); a != "device:"+c.Device {
 			return "", fmt.Errorf("loaded by %q, want the kluisd report (device:%s)", a, c.Device)
 		}
 		via += ", kluisd reported loaded"
@@ -618,7 +618,7 @@ func (d *demo) collect(ctx context.Context, c *citizen, req map[string]string, l
 	if err := d.waitState(ctx, c, 20*time.Second, "collected"); err != nil {
 		return "", err
 	}
-	if a := c.doc.actorOf("collected"); a != "device:"+c.Device {
+	if a := c.doc.ActorOf("collected"); a != "device:"+c.Device {
 		return "", fmt.Errorf("collected by %q, want the kluisd report (device:%s)", a, c.Device)
 	}
 	return fmt.Sprintf("compartment %d, %s, took %q, backend: collected by device:%s%s", c.comp.Number, pulses, c.Label, c.Device, extra), nil
@@ -710,7 +710,7 @@ func (d *demo) wrongPIN(ctx context.Context, c *citizen) (string, error) {
 			return "", fmt.Errorf("door b%d/c%d is open", t.Board, t.Channel)
 		}
 	}
-	doc, err := d.staff.document(ctx, c.doc.ID)
+	doc, err := d.staff.Document(ctx, c.doc.ID)
 	if err != nil {
 		return "", err
 	}
@@ -728,7 +728,7 @@ func (d *demo) expire(ctx context.Context, c *citizen) (string, error) {
 	if c.Kind != expiryKind {
 		return "", fmt.Errorf("kind %s has no short pickup period in the demo (only %s)", c.Kind, expiryKind)
 	}
-	doc, err := d.staff.document(ctx, c.doc.ID)
+	doc, err := d.staff.Document(ctx, c.doc.ID)
 	if err != nil {
 		return "", err
 	}
@@ -744,11 +744,11 @@ func (d *demo) expire(ctx context.Context, c *citizen) (string, error) {
 	if err := d.waitState(ctx, c, wait+20*time.Second, "expired"); err != nil {
 		return "", err
 	}
-	doc, err = d.staff.document(ctx, c.doc.ID)
+	doc, err = d.staff.Document(ctx, c.doc.ID)
 	if err != nil {
 		return "", err
 	}
-	if a := doc.actorOf("expired"); a != "system" {
+	if a := doc.ActorOf("expired"); a != "system" {
 		return "", fmt.Errorf("expired by %q, want system (housekeeping)", a)
 	}
 	n := d.nodes[c.Device]
@@ -837,7 +837,7 @@ func (d *demo) retrieve(ctx context.Context, c *citizen, viaKiosk bool) (string,
 		return "", err
 	}
 	if viaKiosk {
-		if a := c.doc.actorOf("retrieved"); a != "device:"+c.Device {
+		if a := c.doc.ActorOf("retrieved"); a != "device:"+c.Device {
 			return "", fmt.Errorf("retrieved by %q, want the kluisd report (device:%s)", a, c.Device)
 		}
 		via += ", kluisd reported retrieved"
@@ -914,7 +914,7 @@ func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
 		return "", err
 	}
 	time.Sleep(time.Second)
-	doc, err := d.staff.document(ctx, c.doc.ID)
+	doc, err := d.staff.Document(ctx, c.doc.ID)
 	if err != nil {
 		return "", err
 	}
@@ -936,7 +936,7 @@ func (d *demo) offline(ctx context.Context, c *citizen) (string, error) {
 	if err := d.waitState(ctx, c, 30*time.Second, "collected"); err != nil {
 		return "", err
 	}
-	if a := c.doc.actorOf("collected"); a != "device:"+c.Device {
+	if a := c.doc.ActorOf("collected"); a != "device:"+c.Device {
 		return "", fmt.Errorf("collected by %q, want the kluisd report (device:%s)", a, c.Device)
 	}
 	return fmt.Sprintf("offline cache %s; compartment %d opened after an offline check of the QR code%s, %s; backend saw the device offline and the document still notified (kluisd backlog %d); after reconnect: online, collected",

@@ -205,7 +205,7 @@ func (w *world) heldInOutbox(n *node, d *doc, state string) {
 	} else {
 		w.t.Logf("broker down: %d events in kluisd's outbox", h.Backlog)
 	}
-	got, err := w.backendDoc(ctx, d)
+	got, err := w.staff.Document(ctx, d.ID)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -251,7 +251,7 @@ func TestBrokerRestart(t *testing.T) {
 		w.heldInOutbox(locker, d, "collected")
 		w.restartBroker(mosq, locker)
 		w.waitState(d, "collected")
-		if a := d.actorOf("collected"); a != "device:"+lockerID {
+		if a := d.ActorOf("collected"); a != "device:"+lockerID {
 			t.Fatalf("collected by %q, want device:%s", a, lockerID)
 		}
 		w.waitPickupEvents(d)
@@ -285,7 +285,7 @@ func TestBrokerRestart(t *testing.T) {
 		w.heldInOutbox(locker, d, "loaded")
 		w.restartBroker(mosq, locker)
 		w.waitState(d, "notified")
-		if a := d.actorOf("loaded"); a != "device:"+lockerID {
+		if a := d.ActorOf("loaded"); a != "device:"+lockerID {
 			t.Fatalf("loaded by %q, want device:%s", a, lockerID)
 		}
 		w.kioskPost(locker, "/kiosk/v1/staff/logout", nil)

@@ -206,7 +206,7 @@ func TestConsole(t *testing.T) {
 		t.Fatalf("a post without the CSRF token answered %s, want 403", s)
 	}
 	w.noPulse(lockerID, p0)
-	if got, err := w.backendDoc(ctx, d); err != nil || got.State != "notified" {
+	if got, err := w.staff.Document(ctx, d.ID); err != nil || got.State != "notified" {
 		t.Fatalf("after the refused posts the document is %q (%v)", got.State, err)
 	}
 	check("/staff/documents", "documents", `!!document.querySelector("h1")`)

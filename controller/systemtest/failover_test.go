@@ -63,7 +63,7 @@ func TestDatabaseFailover(t *testing.T) {
 		d     *doc
 		state string
 	}{{before, "collected"}, {waiting, "registered"}} {
-		got, err := w.backendDoc(ctx, x.d)
+		got, err := w.staff.Document(ctx, x.d.ID)
 		if err != nil || got.State != x.state {
 			t.Fatalf("after the failover %s is %q (%v), want %s", x.d.number, got.State, err, x.state)
 		}

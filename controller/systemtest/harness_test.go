@@ -186,30 +186,8 @@ func login(ctx context.Context, base, user, pass string) (api, error) {
 // maxAudit bounds the audit records a test reads about one subject.
 const maxAudit = 40000
 
-// document is the part of the backend's document the tests read.
-type document struct {
-	ID            string     `json:"id"`
-	Number        string     `json:"number"`
-	State         string     `json:"state"`
-	DeviceID      string     `json:"device_id"`
-	CompartmentID int64      `json:"compartment_id"`
-	Deadline      *time.Time `json:"deadline"`
-	LoadedAt      *time.Time `json:"loaded_at"`
-	History       []struct {
-		To    string `json:"to"`
-		Actor string `json:"actor"`
-	} `json:"history"`
-}
-
-// actorOf returns who moved the document into state.
-func (d document) actorOf(state string) string {
-	for i := len(d.History) - 1; i >= 0; i-- {
-		if d.History[i].To == state {
-			return d.History[i].Actor
-		}
-	}
-	return ""
-}
+// document is the backend's document.
+type document = apiclient.Document
 
 type compartment struct {
 	ID      int64 `json:"id"`

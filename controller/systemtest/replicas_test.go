@@ -126,7 +126,7 @@ func (w *world) killWaiting(db *pgx.Conn, rs []*replica) *replica {
 // historyCount counts the document's transitions into state.
 func (w *world) historyCount(d *doc, state string) int {
 	w.t.Helper()
-	got, err := w.backendDoc(context.Background(), d)
+	got, err := w.staff.Document(context.Background(), d.ID)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func (w *world) collectOnce(d *doc, p0 int) {
 	if n := w.historyCount(d, "collected"); n != 1 {
 		w.t.Fatalf("document %s collected %d times", d.number, n)
 	}
-	if a := d.actorOf("collected"); a != "device:"+d.device {
+	if a := d.ActorOf("collected"); a != "device:"+d.device {
 		w.t.Fatalf("collected by %q, want device:%s", a, d.device)
 	}
 }

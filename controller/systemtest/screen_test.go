@@ -176,7 +176,7 @@ func TestKioskScreen(t *testing.T) {
 		p.expectScreen("s-loaded", "title.loaded", "state.loaded", n)
 		w.exactlyOnePulse(lockerID, p0, loaded.comp.Board, loaded.comp.Channel)
 		w.waitState(loaded, "notified")
-		if a := loaded.actorOf("loaded"); a != "device:"+lockerID {
+		if a := loaded.ActorOf("loaded"); a != "device:"+lockerID {
 			t.Fatalf("loaded by %q, want device:%s", a, lockerID)
 		}
 		p.click(`footer [data-act=logout]`)

@@ -113,7 +113,7 @@ func TestSystem(t *testing.T) {
 			t.Fatalf("wrong PIN: kiosk shows %s (%s)", s.State, s.Message)
 		}
 		w.noPulse(lockerID, p0)
-		if got, err := w.backendDoc(ctx, b); err != nil || got.State != "notified" {
+		if got, err := w.staff.Document(ctx, b.ID); err != nil || got.State != "notified" {
 			t.Fatalf("after a wrong PIN the backend shows %+v (%v)", got.State, err)
 		}
 		w.collect(b, map[string]string{"pin": b.mail.PIN, "birth_date": b.birth})
@@ -131,7 +131,7 @@ func TestSystem(t *testing.T) {
 		if c, err := w.sim.Truth(ctx, lockerID, d.comp.Board, d.comp.Channel); err != nil || c.Item != d.label {
 			t.Fatalf("the document must still be there: %+v (%v)", c, err)
 		}
-		if got, err := w.backendDoc(ctx, d); err != nil || got.State != "notified" {
+		if got, err := w.staff.Document(ctx, d.ID); err != nil || got.State != "notified" {
 			t.Fatalf("not collected: backend shows %s (%v)", got.State, err)
 		}
 		w.collect(d, map[string]string{"qr": d.mail.QR})
@@ -190,7 +190,7 @@ func TestSystem(t *testing.T) {
 		if err != nil || c.DoorOpen || c.Item != e.label {
 			t.Fatalf("stuck compartment: %+v (%v)", c, err)
 		}
-		if got, err := w.backendDoc(ctx, e); err != nil || got.State != "notified" {
+		if got, err := w.staff.Document(ctx, e.ID); err != nil || got.State != "notified" {
 			t.Fatalf("after open_not_detected the backend shows %s (%v)", got.State, err)
 		}
 		w.act(lockerID, e.comp.Board, e.comp.Channel, "stuck", url.Values{"on": {"false"}})
@@ -216,7 +216,7 @@ func TestSystem(t *testing.T) {
 		// No clock is moved: the real deadline passes and the backend's
 		// housekeeping (every second) expires the document.
 		w.waitExpired(c)
-		if a := c.actorOf("expired"); a != "system" {
+		if a := c.ActorOf("expired"); a != "system" {
 			t.Fatalf("expired by %q, want system (housekeeping)", a)
 		}
 		p0 := w.pulseCount(lockerID)
@@ -245,7 +245,7 @@ func TestSystem(t *testing.T) {
 		w.waitScreen(locker, "retrieved")
 		w.exactlyOnePulse(lockerID, p0, c.comp.Board, c.comp.Channel)
 		w.waitState(c, "retrieved")
-		if a := c.actorOf("retrieved"); a != "device:"+lockerID {
+		if a := c.ActorOf("retrieved"); a != "device:"+lockerID {
 			t.Fatalf("retrieved by %q, want device:%s", a, lockerID)
 		}
 		w.kioskPost(locker, "/kiosk/v1/staff/logout", nil)
@@ -303,7 +303,7 @@ func TestSystem(t *testing.T) {
 		w.restartBackend()
 		for _, x := range []*doc{g, f, f2} {
 			w.waitState(x, "collected")
-			if a := x.actorOf("collected"); a != "device:"+lockerID {
+			if a := x.ActorOf("collected"); a != "device:"+lockerID {
 				t.Fatalf("collected by %q", a)
 			}
 			w.waitPickupEvents(x)

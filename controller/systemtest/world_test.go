@@ -368,18 +368,11 @@ func (w *world) register(kind, device string) *doc {
 	return d
 }
 
-// backendDoc reads the document from the backend.
-func (w *world) backendDoc(ctx context.Context, d *doc) (document, error) {
-	var got document
-	err := w.staff.Do(ctx, http.MethodGet, "/api/v1/documents/"+url.PathEscape(d.ID), nil, &got)
-	return got, err
-}
-
 // waitState waits until the backend shows the document in state.
 func (w *world) waitState(d *doc, state string) {
 	w.t.Helper()
 	testenv.MustPoll(w.t, 30*time.Second, fmt.Sprintf("document %s %s in the backend", d.number, state), func(ctx context.Context) (bool, string, error) {
-		got, err := w.backendDoc(ctx, d)
+		got, err := w.staff.Document(ctx, d.ID)
 		if err != nil {
 			return false, "", err
 		}
@@ -393,7 +386,7 @@ func (w *world) compOf(d *doc) {
 	t := w.t
 	t.Helper()
 	ctx := context.Background()
-	got, err := w.backendDoc(ctx, d)
+	got, err := w.staff.Document(ctx, d.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -568,7 +561,7 @@ func (w *world) load(d *doc) {
 	w.waitScreen(n, "loaded")
 	w.exactlyOnePulse(d.device, p0, board, ch)
 	w.waitState(d, "notified")
-	if a := d.actorOf("loaded"); a != "device:"+d.device {
+	if a := d.ActorOf("loaded"); a != "device:"+d.device {
 		t.Fatalf("loaded by %q, want the kluisd report (device:%s)", a, d.device)
 	}
 	w.kioskPost(n, "/kiosk/v1/staff/logout", nil)
@@ -634,7 +627,7 @@ func (w *world) collect(d *doc, req map[string]string) {
 	board, ch, _ := d.place()
 	w.exactlyOnePulse(d.device, p0, board, ch)
 	w.waitState(d, "collected")
-	if a := d.actorOf("collected"); a != "device:"+d.device {
+	if a := d.ActorOf("collected"); a != "device:"+d.device {
 		t.Fatalf("collected by %q, want device:%s", a, d.device)
 	}
 	c, err := w.sim.Truth(context.Background(), d.device, board, ch)
@@ -679,7 +672,7 @@ func (w *world) waitExpired(d *doc) {
 		wait += max(time.Until(*d.Deadline), 0)
 	}
 	testenv.MustPoll(w.t, wait, fmt.Sprintf("document %s expired by the backend", d.number), func(ctx context.Context) (bool, string, error) {
-		got, err := w.backendDoc(ctx, d)
+		got, err := w.staff.Document(ctx, d.ID)
 		if err != nil {
 			return false, "", err
 		}

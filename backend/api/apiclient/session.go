@@ -114,3 +114,47 @@ func (s Session) Audit(ctx context.Context, q AuditQuery) ([]AuditRecord, error)
 		cursor = page.NextCursor
 	}
 }
+
+// Document is a document as the API answers it (GET
+// /api/v1/documents/{id}, and the transitions that return it): the fields
+// the demo and the tests read; docs/api.md has them all.
+type Document struct {
+	ID            string     `json:"id"`
+	Kind          string     `json:"kind"`
+	Number        string     `json:"number"`
+	State         string     `json:"state"`
+	DeviceID      string     `json:"device_id"`
+	CompartmentID int64      `json:"compartment_id"`
+	Deadline      *time.Time `json:"deadline"`
+	LoadedAt      *time.Time `json:"loaded_at"`
+	// History is every transition, oldest first (only in GET's answer).
+	History []Transition `json:"history"`
+}
+
+// Transition is one step of a document's life.
+type Transition struct {
+	At     time.Time `json:"at"`
+	Action string    `json:"action"`
+	From   string    `json:"from"`
+	To     string    `json:"to"`
+	// Actor is who did it: "user:ID", "device:ID" or "system".
+	Actor string `json:"actor"`
+}
+
+// ActorOf returns who last moved the document into state ("" when it never
+// was).
+func (d Document) ActorOf(state string) string {
+	for i := len(d.History) - 1; i >= 0; i-- {
+		if d.History[i].To == state {
+			return d.History[i].Actor
+		}
+	}
+	return ""
+}
+
+// Document reads a document with its history.
+func (s Session) Document(ctx context.Context, id string) (Document, error) {
+	var d Document
+	err := s.Do(ctx, http.MethodGet, "/api/v1/documents/"+url.PathEscape(id), nil, &d)
+	return d, err
+}

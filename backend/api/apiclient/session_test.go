@@ -70,4 +70,23 @@ func TestSessionAndAuditAgainstTheBackend(t *testing.T) {
 	require.ErrorIs(t, err, apiclient.ErrTooManyRecords)
 	_, err = s.Audit(ctx, apiclient.AuditQuery{Subject: subject})
 	require.ErrorContains(t, err, "Max")
+
+	// A document: registered by the admin, read back with its history.
+	require.NoError(t, s.Do(ctx, http.MethodPost, "/api/v1/sites", map[string]string{"id": "ac", "name": "Apiclient",
+		"time_zone": "Europe/Brussels", "address": "Grote Markt 54, 8500 Kortrijk"}, nil))
+	var reg apiclient.Document
+	require.NoError(t, s.Do(ctx, http.MethodPost, "/api/v1/documents", map[string]any{"kind": "eid", "number": "591-0000001-01",
+		"holder_first_name": "An", "holder_last_name": "Peeters", "holder_birth_date": "1950-01-01", "language": "nl",
+		"email": "an@example.org", "site_id": "ac"}, &reg))
+	require.Equal(t, "registered", reg.State)
+	d, err := s.Document(ctx, reg.ID)
+	require.NoError(t, err)
+	require.Equal(t, reg.ID, d.ID)
+	require.Equal(t, "eid", d.Kind)
+	require.NotEmpty(t, d.History)
+	require.Equal(t, "registered", d.History[len(d.History)-1].To)
+	require.Equal(t, subject, d.ActorOf("registered"), "the admin registered it")
+	require.Empty(t, d.ActorOf("collected"))
+	_, err = s.Document(ctx, "00000000-0000-0000-0000-000000000000")
+	require.Equal(t, http.StatusNotFound, apiclient.StatusOf(err))
 }

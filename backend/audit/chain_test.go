@@ -14,6 +14,7 @@ import (
 
 	"kluis/backend/audit"
 	"kluis/backend/store/storetest"
+	"kluis/deploy/dev/testenv"
 )
 
 func appendOne(t *testing.T, pool *pgxpool.Pool, subject string) audit.Record {
@@ -215,10 +216,7 @@ func TestChainerRuns(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	appendOne(t, s.Pool(), "document:1")
-	deadline := time.Now().Add(10 * time.Second)
-	for count(t, s.Pool(), "audit_log") < 1 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.EventuallyWithin(t, 10*time.Second, "the record chained", func() bool { return count(t, s.Pool(), "audit_log") >= 1 })
 	require.Equal(t, 1, count(t, s.Pool(), "audit_log"), "chained without being asked")
 	appendOne(t, s.Pool(), "document:2")
 	cancel()

@@ -14,6 +14,7 @@ import (
 
 	"kluis/backend/audit"
 	"kluis/backend/store/storetest"
+	"kluis/deploy/dev/testenv"
 )
 
 type lockedBuf struct {
@@ -65,10 +66,7 @@ func TestWatcherExportsTheChainState(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 	tamper(t, s.Pool(), `UPDATE audit_log SET actor = 'user:mallory' WHERE seq = 2`)
-	deadline := time.Now().Add(20 * time.Second)
-	for gauge("kluis_audit_chain_ok") != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.EventuallyWithin(t, 20*time.Second, "the watcher to see the altered record", func() bool { return gauge("kluis_audit_chain_ok") == 0 })
 	require.Equal(t, 0.0, gauge("kluis_audit_chain_ok"), "the periodic run saw the altered record")
 	require.Contains(t, logs.String(), "audit chain broken")
 	require.Contains(t, logs.String(), "first_bad=2")

@@ -134,15 +134,10 @@ func TestClearLockoutBackendAndDevice(t *testing.T) {
 	pb, err := wire.Encode(&wire.Presence{State: wire.Online, At: ptr(time.Now().UTC())})
 	require.NoError(t, err)
 	mqtttest.Publish(t, client, presence, 1, false, string(pb))
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testenv.EventuallyWithin(t, 20*time.Second, "the presence recorded", func() bool {
 		p, err := link.Presence(e.ctx, dev)
-		if err == nil && p.Online {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "presence never recorded")
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil && p.Online
+	})
 	fake.answer(wire.StatusDone)
 	e.lockDevice(dev)
 	res, err = lo.ClearLockout(e.ctx, dev, "ticket 12", "user:8")

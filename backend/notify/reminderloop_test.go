@@ -14,6 +14,7 @@ import (
 	"kluis/backend/service"
 	"kluis/backend/store"
 	"kluis/backend/store/storetest"
+	"kluis/deploy/dev/testenv"
 )
 
 // A replica skips the reminders while another one is sending them (so no
@@ -94,10 +95,9 @@ func TestRemindOneReplicaAtATime(t *testing.T) {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(rctx) }()
-	deadline := time.Now().Add(20 * time.Second)
-	for testutil.ToFloat64(r.passes.WithLabelValues("done")) < 3 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.EventuallyWithin(t, 20*time.Second, "three reminder passes", func() bool {
+		return testutil.ToFloat64(r.passes.WithLabelValues("done")) >= 3
+	})
 	require.Equal(t, 3.0, testutil.ToFloat64(r.passes.WithLabelValues("done")))
 	cancel()
 	require.ErrorIs(t, <-done, context.Canceled)

@@ -44,14 +44,13 @@ func TestEmbeddedBrokerTLS(t *testing.T) {
 	reqTopic, _ := wire.TopicFor("k1", wire.KindVerifyReq)
 	mqtttest.Publish(t, dev, reqTopic, 1, false, string(req))
 	var got wire.VerifyResponse
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) && got.ID == "" {
+	testenv.EventuallyWithin(t, 20*time.Second, "the backend's answer over TLS", func() bool {
 		for _, m := range answers.All() {
 			_, payload, _ := strings.Cut(m, " ")
 			_ = json.Unmarshal([]byte(payload), &got)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return got.ID != ""
+	})
 	assert.Equal(t, "tls-1", got.ID, "the backend answered over TLS")
 	assert.Equal(t, wire.VerifyWrongCode, got.Result)
 

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 	"kluis/hardware/kerong"
 )
@@ -51,17 +53,10 @@ func TestKerongPolarityDefaultsAgree(t *testing.T) {
 			if err := drv.Pulse(ctx, lock3, 500*time.Millisecond, 1); err != nil {
 				t.Fatal(err)
 			}
-			deadline := time.Now().Add(15 * time.Second)
-			for {
+			testenv.MustPoll(t, 15*time.Second, "lock 3 read open", func(ctx context.Context) (bool, string, error) {
 				st, err = drv.States(ctx)
-				if err == nil && len(st) == 16 && st[2].DoorOpen {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("lock 3 never read open: %+v, %v", st, err)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+				return err == nil && len(st) == 16 && st[2].DoorOpen, fmt.Sprintf("%+v", st), err
+			})
 			for _, s := range st {
 				if s.Addr != lock3 && s.DoorOpen {
 					t.Errorf("%+v reads open, only lock 3 was pulsed", s)

@@ -99,25 +99,17 @@ func TestDescribePulseEveryChannelAndStates(t *testing.T) {
 
 	e.setDoor(1, 47, true)
 	e.setItem(0, 3, true)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.MustPoll(t, 10*time.Second, "the pulses ended (every lock locked)", func(ctx context.Context) (bool, string, error) {
 		if states, err = d.States(ctx); err != nil {
 			t.Fatal(err)
 		}
-		locked := 0
 		for _, s := range states {
-			if s.Locked {
-				locked++
+			if !s.Locked {
+				return false, fmt.Sprintf("%+v", states), nil
 			}
 		}
-		if locked == len(states) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pulses never ended: %+v", states)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return true, "", nil
+	})
 	for _, s := range states {
 		wantDoor := s.Addr == hardware.Address{Board: 1, Channel: 47}
 		wantItem := s.Addr == hardware.Address{Board: 0, Channel: 3}
@@ -264,13 +256,7 @@ func TestWatchDeliversAndAcknowledgesEvents(t *testing.T) {
 		}
 	}
 	w.WaitFor(t, time.Second, is(hardware.DoorOpened, 0, 0))
-	deadline := time.Now().Add(time.Second)
-	for e.queued(0)+e.queued(2) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("events never acknowledged")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.EventuallyWithin(t, time.Second, "the events acknowledged", func() bool { return e.queued(0)+e.queued(2) == 0 })
 	// Nothing twice.
 	seen := map[string]bool{}
 	for _, ev := range w.Events() {
@@ -401,13 +387,7 @@ func TestBoardWatchdogRelockIsReported(t *testing.T) {
 	if evs[0].Detail == "" || evs[0].Seq == 0 {
 		t.Fatalf("%+v", evs[0])
 	}
-	deadline := time.Now().Add(time.Second)
-	for e.queued(0) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the watchdog event was never acknowledged")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.EventuallyWithin(t, time.Second, "the watchdog event acknowledged", func() bool { return e.queued(0) == 0 })
 }
 
 func TestBoardOfflineAndOnline(t *testing.T) {
@@ -603,14 +583,11 @@ func TestMechanism(t *testing.T) {
 	}
 	w := hardwaretest.StartWatch(t, d)
 	// Describe before Watch: Watch still sets the watchdog.
-	deadline := time.Now().Add(5 * time.Second)
-	for sets := 0; sets == 0; {
+	testenv.EventuallyWithin(t, 5*time.Second, "the watchdog set", func() bool {
+		sets := 0
 		e.with(func() { sets = e.boards[5].watchdogSets })
-		if time.Now().After(deadline) {
-			t.Fatal("watchdog never set")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return sets > 0
+	})
 	hs, err := d.Hatch(ctx, 5)
 	if err != nil || hs.Slot != -1 || !hs.Locked || hs.Busy {
 		t.Fatalf("hatch %+v %v", hs, err)

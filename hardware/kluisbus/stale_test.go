@@ -2,6 +2,7 @@ package kluisbus
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 )
 
@@ -45,17 +47,10 @@ func TestStalePortIsReopened(t *testing.T) {
 	}
 	e1.stop()
 
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testenv.MustPoll(t, 15*time.Second, "the new device read", func(ctx context.Context) (bool, string, error) {
 		st, err := d.States(ctx)
-		if err == nil && len(st) == 8 && st[3].DoorOpen {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the new device was never read: %+v, %v", st, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil && len(st) == 8 && st[3].DoorOpen, fmt.Sprintf("%+v", st), err
+	})
 	if err := d.Pulse(ctx, hardware.Address{Channel: 2}, 100*time.Millisecond, 77); err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package tasmota
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -73,17 +74,10 @@ func TestResubscribesAfterBrokerRestart(t *testing.T) {
 	// The driver's Status 10 on reconnect finds the open door...
 	w.WaitEvent(t, hardware.DoorOpened, hardware.Address{Channel: 1})
 	// ...its POWER2 query the energised relay...
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		st, err := d.States(testCtx(t))
-		if err == nil && len(st) == 2 && !st[1].Locked {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("relay 2 never read as on after the reconnect: %+v, %v", st, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.MustPoll(t, 15*time.Second, "relay 2 read as on after the reconnect", func(ctx context.Context) (bool, string, error) {
+		st, err := d.States(ctx)
+		return err == nil && len(st) == 2 && !st[1].Locked, fmt.Sprintf("%+v", st), err
+	})
 	// ...and live reports arrive again through the new subscription.
 	dev2.setSwitch(1, true)
 	w.WaitEvent(t, hardware.DoorOpened, hardware.Address{Channel: 0})

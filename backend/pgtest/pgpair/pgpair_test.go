@@ -2,6 +2,7 @@ package pgpair
 
 import (
 	"context"
+	"kluis/deploy/dev/testenv"
 	"testing"
 	"time"
 
@@ -31,16 +32,11 @@ func TestFailoverKeepsAcknowledgedCommits(t *testing.T) {
 	}
 	p.KillPrimary()
 	p.Promote()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, err = pool.Exec(ctx, "INSERT INTO acked VALUES ($1)", n)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no write after the failover: %v\n%s", err, p.Log("standby"))
-		}
-		time.Sleep(100 * time.Millisecond)
+	if _, err := testenv.Poll(ctx, 30*time.Second, "a write after the failover", func(ctx context.Context) (bool, string, error) {
+		_, err := pool.Exec(ctx, "INSERT INTO acked VALUES ($1)", n)
+		return err == nil, "", err
+	}); err != nil {
+		t.Fatalf("%v\n%s", err, p.Log("standby"))
 	}
 	var got int
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM acked").Scan(&got); err != nil {

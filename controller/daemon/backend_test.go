@@ -13,10 +13,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"kluis/backend/api/apiclient"
 	"kluis/backend/notify/mailread"
 	"kluis/backend/server"
 	"kluis/backend/server/servertest"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 )
 
 // realBackend is kluis-backend itself, started in-process on a private
@@ -100,8 +102,7 @@ func (b *realBackend) loadDocuments(n int) ([]string, map[string]string) {
 		byMail[mail] = doc.ID
 	}
 	tokens := map[string]string{}
-	deadline := time.Now().Add(30 * time.Second)
-	for len(tokens) < n && time.Now().Before(deadline) {
+	testenv.EventuallyWithin(b.t, 30*time.Second, "a QR code e-mailed for every document", func() bool {
 		mails, err := mailread.ReadDir(b.mails)
 		require.NoError(b.t, err)
 		for _, m := range mails {
@@ -109,9 +110,8 @@ func (b *realBackend) loadDocuments(n int) ([]string, map[string]string) {
 				tokens[id] = m.QR
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	require.Len(b.t, tokens, n, "a QR code e-mailed for every document")
+		return len(tokens) == n
+	})
 	return ids, tokens
 }
 
@@ -176,18 +176,11 @@ func (b *realBackend) channelOf(id string) int {
 }
 
 // audit returns the audit records about subject, oldest first.
-func (b *realBackend) audit(subject string) []auditRecord {
+func (b *realBackend) audit(subject string) []apiclient.AuditRecord {
 	b.t.Helper()
-	var page struct {
-		Items []auditRecord `json:"items"`
-	}
-	require.NoError(b.t, b.Call(context.Background(), http.MethodGet, "/api/v1/audit?subject="+subject+"&limit=200", nil, &page))
-	return page.Items
-}
-
-type auditRecord struct {
-	Action  string         `json:"action"`
-	Details map[string]any `json:"details"`
+	recs, err := b.Session().Audit(context.Background(), apiclient.AuditQuery{Subject: subject, Max: 10000})
+	require.NoError(b.t, err)
+	return recs
 }
 
 // auditActions counts the audit actions about subject.

@@ -137,6 +137,12 @@ func (b *Backend) Call(ctx context.Context, method, path string, in, out any) er
 	return apiclient.DoJSON(ctx, &http.Client{Timeout: 30 * time.Second}, method, b.URL(path), b.Token, in, out)
 }
 
+// Session is the API as the admin (Token), for apiclient's calls such as
+// the audit pager.
+func (b *Backend) Session() apiclient.Session {
+	return apiclient.Session{Base: b.URL(""), Token: b.Token, HTTP: &http.Client{Timeout: 30 * time.Second}}
+}
+
 // DevicePassword gives device a new MQTT password for the embedded broker
 // and returns it.
 func (b *Backend) DevicePassword(ctx context.Context, device string) (string, error) {

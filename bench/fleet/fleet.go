@@ -24,6 +24,7 @@ import (
 	"kluis/backend/codes"
 	"kluis/backend/server"
 	"kluis/bench"
+	"kluis/controller/daemon/daemonclient"
 	"kluis/controller/pickupcode"
 	"kluis/deploy/dev/testenv"
 )
@@ -547,29 +548,16 @@ func (r *rig) backendCPU() float64 {
 	return (ut + st) / 100 // USER_HZ
 }
 
-// metric sums the samples of family whose labels contain match.
+// metric sums the samples of family whose labels contain match (0 when
+// the backend does not answer).
 func (r *rig) metric(family, match string) float64 {
-	resp, err := http.Get("http://" + r.conf.HTTPAddr + "/metrics")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := daemonclient.Scrape(ctx, nil, "http://"+r.conf.HTTPAddr+"/metrics")
 	if err != nil {
 		return 0
 	}
-	defer resp.Body.Close()
-	sum := 0.0
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, family) || (len(line) > len(family) && line[len(family)] != '{' && line[len(family)] != ' ') {
-			continue
-		}
-		if match != "" && !strings.Contains(line, match) {
-			continue
-		}
-		f := strings.Fields(line)
-		v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-		sum += v
-	}
-	return sum
+	return s.Sum(family, match)
 }
 
 func (r *rig) beatsRecorded() float64 {

@@ -262,11 +262,9 @@ func start(ctx context.Context, env bench.Env, dbURL string, nDev int) (_ *rig, 
 	if r.pool, err = pgxpool.New(ctx, dbURL); err != nil {
 		return nil, err
 	}
-	var sess struct {
-		Token string `json:"token"`
-	}
-	if err := r.call(ctx, "POST", "/api/v1/sessions", map[string]string{"username": server.DefaultAdminUser, "password": adminPW}, &sess); err != nil {
-		return nil, fmt.Errorf("admin login: %w", err)
+	sess, err := apiclient.Login(ctx, &http.Client{Timeout: 30 * time.Second}, r.api, server.DefaultAdminUser, adminPW)
+	if err != nil {
+		return nil, fmt.Errorf("admin %w", err)
 	}
 	r.token = sess.Token
 	if err := r.call(ctx, "POST", "/api/v1/sites", map[string]any{"id": "bench", "name": "Bench"}, nil); err != nil {

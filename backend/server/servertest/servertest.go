@@ -113,12 +113,9 @@ func Start(t testing.TB, o server.Options) *Backend {
 		t.Fatalf("servertest: the backend did not start in time\n%s", b.Log)
 	}
 	b.HTTP, b.Broker = srv.HTTPAddr(), srv.BrokerAddr()
-	var sess struct {
-		Token string `json:"token"`
-	}
-	if err := b.Call(context.Background(), http.MethodPost, "/api/v1/sessions",
-		map[string]string{"username": o.AdminUser, "password": o.AdminPassword}, &sess); err != nil {
-		t.Fatalf("servertest: admin login: %v", err)
+	sess, err := apiclient.Login(context.Background(), &http.Client{Timeout: 30 * time.Second}, b.URL(""), o.AdminUser, o.AdminPassword)
+	if err != nil {
+		t.Fatalf("servertest: admin %v", err)
 	}
 	b.Token = sess.Token
 	return b

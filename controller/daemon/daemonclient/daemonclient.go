@@ -5,8 +5,8 @@
 // Scrape and Samples read any Prometheus text endpoint (kluis-backend's
 // /metrics too).
 //
-// The demo (cmd/kluis-demo), the system tests (controller/systemtest) and
-// the chaos gauntlet (bench/chaos) use it. Every call takes a context and
+// The demo (cmd/kluis-demo), the system tests (controller/systemtest), the
+// chaos gauntlet (bench/chaos) and the fleet bench (bench/fleet) use it. Every call takes a context and
 // the client's HTTP calls have a timeout.
 package daemonclient
 

@@ -28,8 +28,7 @@ func (l *mqttLog) add(_ mqtt.Client, m mqtt.Message) {
 // any order, and returns the position after the last one.
 func (l *mqttLog) wait(t *testing.T, from int, want ...string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testenv.MustPoll(t, 15*time.Second, fmt.Sprintf("%q after message %d", want, from), func(context.Context) (bool, string, error) {
 		l.mu.Lock()
 		got := append([]string(nil), l.msgs[from:]...)
 		l.mu.Unlock()
@@ -45,14 +44,8 @@ func (l *mqttLog) wait(t *testing.T, from int, want ...string) {
 				}
 			}
 		}
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("missing %v in %q", left, got)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return len(left) == 0, fmt.Sprintf("missing %v in %q", left, got), nil
+	})
 }
 
 func (l *mqttLog) len() int { l.mu.Lock(); defer l.mu.Unlock(); return len(l.msgs) }
@@ -116,26 +109,19 @@ func TestTasmotaAutomatonModule(t *testing.T) {
 	}
 	pub("Status", "10")
 	log.wait(t, pos, tp+"RESULT {\"Switch3\":{\"Action\":\"OFF\"}}")
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	var s10 string
+	testenv.EventuallyWithin(t, 15*time.Second, "a STATUS10", func() bool {
 		log.mu.Lock()
-		var s10 string
+		defer log.mu.Unlock()
 		for _, x := range log.msgs[pos:] {
 			if strings.HasPrefix(x, tp+"STATUS10 ") {
 				s10 = x
 			}
 		}
-		log.mu.Unlock()
-		if s10 != "" {
-			if !strings.Contains(s10, `"Switch1":"ON","Switch2":"OFF","Switch3":"OFF","Switch4":"OFF"}}`) {
-				t.Fatalf("status10 %s", s10)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no STATUS10")
-		}
-		time.Sleep(10 * time.Millisecond)
+		return s10 != ""
+	})
+	if !strings.Contains(s10, `"Switch1":"ON","Switch2":"OFF","Switch3":"OFF","Switch4":"OFF"}}`) {
+		t.Fatalf("status10 %s", s10)
 	}
 	// the carousel does not move with the hatch open
 	pub("POWER3", "ON")

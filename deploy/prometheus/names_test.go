@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -96,22 +97,24 @@ compartments:
 		done <- daemon.Run(ctx, daemon.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 			Software: "names-test", Registry: reg})
 	}()
-	ready := false
-	for deadline := time.Now().Add(30 * time.Second); !ready && time.Now().Before(deadline); {
+	testenv.MustPoll(t, 30*time.Second, "kluisd ("+hw+") ready", func(ctx context.Context) (bool, string, error) {
 		select {
 		case err := <-done:
 			t.Fatalf("kluisd (%s) stopped: %v", hw, err)
-		case <-time.After(100 * time.Millisecond):
+		default:
 		}
-		resp, err := testenv.HTTPClient().Get("http://" + kiosk + "/kiosk/v1/diagnostics")
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+kiosk+"/kiosk/v1/diagnostics", nil)
 		if err != nil {
-			continue
+			return false, "", err
+		}
+		resp, err := testenv.HTTPClient().Do(req)
+		if err != nil {
+			return false, "", err
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		ready = strings.Contains(string(body), `"ready":true`)
-	}
-	require.True(t, ready, "kluisd (%s) never became ready", hw)
+		return strings.Contains(string(body), `"ready":true`), string(body), nil
+	})
 	exported, err := promcheck.Exported(reg)
 	require.NoError(t, err)
 	cancel()

@@ -52,6 +52,7 @@ const (
 	DefaultCodeSyncEvery   = deviceops.DefaultCodeSyncEvery
 	DefaultHousekeepEvery  = time.Minute
 	DefaultRedeliverAfter  = notify.DefaultOutboxRetryBase
+	DefaultRedeliverMax    = notify.DefaultOutboxRetryMax
 	// ShutdownTimeout bounds the HTTP server's graceful shutdown.
 	ShutdownTimeout = 15 * time.Second
 )
@@ -105,8 +106,11 @@ type Options struct {
 	SlipDir string
 	// RedeliverAfter is the wait before a notification that failed is
 	// tried again (by the outbox), doubled after each failure up to
-	// notify.DefaultOutboxRetryMax; default DefaultRedeliverAfter.
+	// RedeliverMax; default DefaultRedeliverAfter.
 	RedeliverAfter time.Duration
+	// RedeliverMax caps the wait between two attempts of a notification;
+	// default DefaultRedeliverMax (an hour; the gauntlet compresses it).
+	RedeliverMax time.Duration
 
 	// PickupDays and PickupPeriods are the pickup periods per kind (whole
 	// local days, or an exact period from loading); unlisted kinds get
@@ -187,7 +191,7 @@ func New(o Options) (*Server, error) {
 	}
 	for name, d := range map[string]time.Duration{"open timeout": o.OpenTimeout, "code grace": o.CodeGrace,
 		"retention": o.Retention, "staff session idle timeout": o.StaffIdle, "staff session lifetime": o.StaffMaxAge,
-		"redeliver delay": o.RedeliverAfter} {
+		"redeliver delay": o.RedeliverAfter, "redeliver cap": o.RedeliverMax} {
 		if d < 0 {
 			return nil, fmt.Errorf("server: %s %s is negative", name, d)
 		}
@@ -219,6 +223,7 @@ func New(o Options) (*Server, error) {
 	}
 	durDef(&o.Retention, service.DefaultRetention)
 	durDef(&o.RedeliverAfter, DefaultRedeliverAfter)
+	durDef(&o.RedeliverMax, DefaultRedeliverMax)
 	durDef(&o.OpenTimeout, DefaultOpenTimeout)
 	durDef(&o.CodeGrace, DefaultCodeGrace)
 	durDef(&o.RearmUnfollowed, DefaultRearmUnfollowed)

@@ -198,7 +198,16 @@ func Start(ctx context.Context, t testing.TB, o Options) (*World, error) {
 	if o.ExpiryKind == "" {
 		o.ExpiryKind, o.ExpiryPeriod = "residence_card", 15*time.Second
 	}
-	w := &World{T: t, Opts: o, Dir: t.TempDir(), RunID: randomHex(3), mqttPass: map[string]string{}, byID: map[string]*Node{}}
+	dir := t.TempDir()
+	if keep := os.Getenv("CHAOS_KEEP"); keep != "" {
+		// A replay keeps the processes' logs, journals and mail for reading.
+		dir = filepath.Join(keep, fmt.Sprintf("run-%d", time.Now().Unix()))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("chaos: CHAOS_KEEP: %w", err)
+		}
+		t.Logf("CHAOS_KEEP: logs in %s", dir)
+	}
+	w := &World{T: t, Opts: o, Dir: dir, RunID: randomHex(3), mqttPass: map[string]string{}, byID: map[string]*Node{}}
 	w.DBURL = pgtest.NewDatabase(t)
 	w.MailDir = filepath.Join(w.Dir, "mail")
 	var err error
@@ -270,7 +279,7 @@ func Start(ctx context.Context, t testing.TB, o Options) (*World, error) {
 		env := append(append([]string(nil), w.backendEnv...), fmt.Sprintf("KLUIS_HTTP_ADDR=127.0.0.1:%d", port),
 			"MQTT_USERNAME="+u, "MQTT_PASSWORD="+w.mqttPass[u])
 		args := []string{"serve", "-housekeep-every", "1s", "-pickup-period", fmt.Sprintf("%s=%s", o.ExpiryKind, o.ExpiryPeriod),
-			"-code-sync-every", "2s", "-open-timeout", "10s", "-audit-verify-every", "0", "-rearm-unfollowed-after", "6s", "-redeliver-after", "3s"}
+			"-code-sync-every", "2s", "-open-timeout", "10s", "-audit-verify-every", "0", "-rearm-unfollowed-after", "6s", "-redeliver-after", "3s", "-redeliver-max", "6s"}
 		args = append(args, o.BackendArgs...)
 		b := &Backend{Index: i, APIBase: fmt.Sprintf("http://127.0.0.1:%d", port),
 			Proc: NewProc(w.Dir, fmt.Sprintf("kluis-backend-%d", i), filepath.Join(o.BinDir, "kluis-backend"), args, env, nil)}

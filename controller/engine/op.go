@@ -174,7 +174,8 @@ func (e *Engine) runOp(ctx context.Context, o *op, resend bool) {
 	// noise, a reboot) may still hold the door's events in its queue: wait
 	// for it a while before deciding, taking a late door event as the
 	// operation's. Found by the gauntlet (bench/chaos, line_noise).
-	if _, _, known := e.itemState(ctx, o); !known {
+	present, _, known := e.itemState(ctx, o)
+	if !known {
 		deadline := time.Now().Add(max(e.cfg.Timeouts.BoardUnreachable, 10*time.Second))
 		for time.Now().Before(deadline) {
 			opened, live := waitOpened(ctx, o, 500*time.Millisecond)
@@ -185,7 +186,7 @@ func (e *Engine) runOp(ctx context.Context, o *op, resend bool) {
 				e.afterOpen(ctx, o)
 				return
 			}
-			if _, _, known := e.itemState(ctx, o); known {
+			if present, _, known = e.itemState(ctx, o); known {
 				break
 			}
 		}
@@ -193,7 +194,12 @@ func (e *Engine) runOp(ctx context.Context, o *op, resend bool) {
 	// If the item sensor says the job got done anyway (the door opened
 	// while kluisd was down, or its events were lost), report the outcome;
 	// otherwise the document is still there and the code was not consumed.
-	if e.goalReached(ctx, o) {
+	// The decision uses the reading the wait ended on: on a noisy line the
+	// next read may fail again, and a failed read is no proof that the
+	// item is still there (the gauntlet, seed 1796531315030483771,
+	// line_noise: the citizen's pickup was called not opened and the
+	// board's late events a forced door).
+	if known && e.goalFrom(o, present) {
 		if !o.resumed {
 			e.alarm(wire.AlarmSensorDisagreement, addrPtr(o.comp.lock), nil,
 				fmt.Sprintf("compartment %d: item changed but the door was never seen open", o.comp.cfg.Number))
@@ -535,9 +541,12 @@ func (e *Engine) usedNow(doc string) bool {
 // item gone after a pickup or retrieval, present after a load.
 func (e *Engine) goalReached(ctx context.Context, o *op) bool {
 	present, _, known := e.itemState(ctx, o)
-	if !known {
-		return false
-	}
+	return known && e.goalFrom(o, present)
+}
+
+// goalFrom reports whether an item sensor reading present says o's job
+// is done (the item out for a pickup or retrieval, in for a load).
+func (e *Engine) goalFrom(o *op, present bool) bool {
 	switch o.purpose {
 	case PurposePickup, PurposeRetrieve:
 		return !present

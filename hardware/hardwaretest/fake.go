@@ -146,6 +146,12 @@ func (f *Fake) begin(c *Call) error {
 	if errs := f.failNext[c.Op]; len(errs) > 0 {
 		err = errs[0]
 		f.failNext[c.Op] = errs[1:]
+		if err == errPass {
+			err = nil
+			if f.closed {
+				err = fmt.Errorf("fake %s: closed: %w", c.Op, hardware.ErrHalted)
+			}
+		}
 	} else if f.closed {
 		err = fmt.Errorf("fake %s: closed: %w", c.Op, hardware.ErrHalted)
 	}
@@ -343,8 +349,10 @@ func (f *Fake) Halt() error {
 	c := Call{Op: OpHalt, Addr: hardware.Address{Channel: -1}}
 	if errs := f.failNext[OpHalt]; len(errs) > 0 {
 		f.failNext[OpHalt] = errs[1:]
-		c.At = f.clock()
-		return f.finish(c, errs[0])
+		if errs[0] != errPass {
+			c.At = f.clock()
+			return f.finish(c, errs[0])
+		}
 	}
 	c.At = f.clock()
 	f.halted = true
@@ -523,6 +531,19 @@ func (f *Fake) FailNext(op string, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.failNext[op] = append(f.failNext[op], err)
+}
+
+// errPass marks a call queued by SucceedNext.
+var errPass = errors.New("hardwaretest: pass")
+
+// SucceedNext queues one call of op that works normally among the
+// failures FailNext queued: FailNext, SucceedNext, FailNext fails the next
+// call, lets the one after it through and fails the third (a noisy line
+// that answers once in a while).
+func (f *Fake) SucceedNext(op string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failNext[op] = append(f.failNext[op], errPass)
 }
 
 // Calls returns a copy of every recorded call, in order.

@@ -115,7 +115,7 @@ func Start(t testing.TB, o server.Options) *Backend {
 	b.HTTP, b.Broker = srv.HTTPAddr(), srv.BrokerAddr()
 	sess, err := apiclient.Login(context.Background(), &http.Client{Timeout: 30 * time.Second}, b.URL(""), o.AdminUser, o.AdminPassword)
 	if err != nil {
-		t.Fatalf("servertest: admin %v", err)
+		t.Fatalf("servertest: admin %v\n%s", err, b.Log)
 	}
 	b.Token = sess.Token
 	return b

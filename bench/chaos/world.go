@@ -25,6 +25,7 @@ import (
 	"kluis/backend/pgtest"
 	"kluis/controller/daemon/daemonclient"
 	"kluis/controller/kiosk/kioskclient"
+	"kluis/deploy/dev/cutproxy"
 	"kluis/deploy/dev/testenv"
 	"kluis/simulator/simclient"
 )
@@ -115,7 +116,7 @@ type Node struct {
 	Kiosk      *kioskclient.Client
 	Metrics    string               // host:port
 	Kluisd     *daemonclient.Client // health and metrics at Metrics
-	Proxy      *CutProxy
+	Proxy      *cutproxy.Proxy
 	Proc       *Proc
 	// Mounted is true when JournalDir is a small tmpfs of its own (the
 	// full-disk fault needs it).
@@ -500,7 +501,7 @@ func (w *World) startNode(d DeviceSpec) error {
 		return err
 	}
 	var err error
-	if n.Proxy, err = NewCutProxy(w.Mosq.Addr()); err != nil {
+	if n.Proxy, err = cutproxy.New(context.Background(), w.Mosq.Addr(), nil); err != nil {
 		return err
 	}
 	w.T.Cleanup(func() { n.Proxy.Close() })

@@ -21,6 +21,7 @@ import (
 	"kluis/backend/broker"
 	"kluis/controller/daemon/daemonclient"
 	"kluis/controller/kiosk/kioskclient"
+	"kluis/deploy/dev/cutproxy"
 	"kluis/deploy/dev/testenv"
 	"kluis/simulator"
 	"kluis/simulator/simclient"
@@ -75,7 +76,7 @@ type node struct {
 	kioskAddr  string
 	metrics    string               // host:port
 	kluisd     *daemonclient.Client // its health and metrics at metrics
-	proxy      *cutProxy
+	proxy      *cutproxy.Proxy
 	ready      bool
 	err        error
 }
@@ -419,7 +420,7 @@ func (d *demo) startNode(ctx context.Context, n *node, pub string) error {
 		return err
 	}
 	var err error
-	n.proxy, err = newCutProxy(ctx, d.brokerAddr, d.log.With("part", "proxy", "device", n.spec.ID))
+	n.proxy, err = cutproxy.New(ctx, d.brokerAddr, d.log.With("part", "proxy", "device", n.spec.ID))
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,6 @@
-package main
+// Package cutproxy is a TCP relay that can be cut and restored, for the
+// demo's and the gauntlet's network cuts between a kluisd and its broker.
+package cutproxy
 
 import (
 	"context"
@@ -11,11 +13,11 @@ import (
 	"time"
 )
 
-// cutProxy is a TCP relay between one kluisd and the MQTT broker that the
-// demo can cut and restore: the network cut of the scripted night. While
-// cut, every open connection is closed and new ones are closed at once, as
-// when the city hall's uplink goes down.
-type cutProxy struct {
+// Proxy is a TCP relay between one kluisd and the MQTT broker that can be
+// cut and restored: the network cut of the demo's scripted night and of the
+// gauntlet's net_cut fault. While cut, every open connection is closed and
+// new ones are closed at once, as when a city hall's uplink goes down.
+type Proxy struct {
 	ln     net.Listener
 	target string
 	log    *slog.Logger
@@ -26,24 +28,28 @@ type cutProxy struct {
 	wg    sync.WaitGroup
 }
 
-// newCutProxy listens on a free loopback port and relays to target.
-func newCutProxy(ctx context.Context, target string, log *slog.Logger) (*cutProxy, error) {
+// New listens on a free loopback port and relays to target; a nil log
+// discards.
+func New(ctx context.Context, target string, log *slog.Logger) (*Proxy, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("cut proxy: %w", err)
 	}
-	p := &cutProxy{ln: ln, target: target, log: log, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, target: target, log: log, conns: map[net.Conn]struct{}{}}
 	p.wg.Add(1)
 	go p.serve()
 	return p, nil
 }
 
 // Addr is the proxy's listen address (host:port).
-func (p *cutProxy) Addr() string { return p.ln.Addr().String() }
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 
 // Cut closes every relayed connection and refuses new ones until Restore.
-func (p *cutProxy) Cut() {
+func (p *Proxy) Cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.cut = true
@@ -53,21 +59,21 @@ func (p *cutProxy) Cut() {
 }
 
 // Restore lets connections through again.
-func (p *cutProxy) Restore() {
+func (p *Proxy) Restore() {
 	p.mu.Lock()
 	p.cut = false
 	p.mu.Unlock()
 }
 
 // IsCut reports whether the link is cut.
-func (p *cutProxy) IsCut() bool {
+func (p *Proxy) IsCut() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.cut
 }
 
 // Close stops listening and closes every connection.
-func (p *cutProxy) Close() error {
+func (p *Proxy) Close() error {
 	err := p.ln.Close()
 	p.mu.Lock()
 	for c := range p.conns {
@@ -78,15 +84,18 @@ func (p *cutProxy) Close() error {
 	return err
 }
 
-func (p *cutProxy) serve() {
+func (p *Proxy) serve() {
 	defer p.wg.Done()
 	for {
 		c, err := p.ln.Accept()
 		if err != nil {
-			if !errors.Is(err, net.ErrClosed) {
-				p.log.Warn("cut proxy accept", "err", err)
+			if errors.Is(err, net.ErrClosed) {
+				return
 			}
-			return
+			// A transient error (out of descriptors): keep accepting.
+			p.log.Warn("cut proxy accept", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
 		}
 		p.mu.Lock()
 		if p.cut {
@@ -101,7 +110,7 @@ func (p *cutProxy) serve() {
 	}
 }
 
-func (p *cutProxy) track(c net.Conn) bool {
+func (p *Proxy) track(c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cut {
@@ -111,7 +120,7 @@ func (p *cutProxy) track(c net.Conn) bool {
 	return true
 }
 
-func (p *cutProxy) untrack(cs ...net.Conn) {
+func (p *Proxy) untrack(cs ...net.Conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range cs {
@@ -120,7 +129,7 @@ func (p *cutProxy) untrack(cs ...net.Conn) {
 	}
 }
 
-func (p *cutProxy) relay(in net.Conn) {
+func (p *Proxy) relay(in net.Conn) {
 	defer p.wg.Done()
 	out, err := net.DialTimeout("tcp", p.target, 5*time.Second)
 	if err != nil {

@@ -37,10 +37,12 @@ bench: services
 	$(GO) run ./cmd/kluis-bench -results bench/results $(BENCH)
 	$(GO) test -run='^$$' -bench=. -benchmem $(PKGS)
 
-## chaos: the gauntlet, CHAOS_NIGHTS seeded nights of faults (docs/chaos.md); CHAOS_SEED replays a run.
+## chaos: the gauntlet, CHAOS_NIGHTS seeded nights of faults (docs/chaos.md); CHAOS_SEED replays a run;
+## CHAOS_BROKER is mosquitto-tls (the production shape), mosquitto or embedded.
 CHAOS_NIGHTS ?= 100
+CHAOS_BROKER ?= mosquitto-tls
 chaos: services
-	CHAOS_NIGHTS=$(CHAOS_NIGHTS) $(GO) test -count=1 -timeout 6h -run '^TestGauntlet$$' -v ./bench/chaos
+	CHAOS_NIGHTS=$(CHAOS_NIGHTS) CHAOS_BROKER=$(CHAOS_BROKER) $(GO) test -count=1 -timeout 6h -run '^TestGauntlet$$' -v ./bench/chaos
 
 ## demo: the whole system on one machine. DATABASE_URL and MQTT_URL are used when set;
 ## otherwise a local PostgreSQL (started or created under ./var) and the backend's embedded broker.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -61,19 +62,39 @@ func (l logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func runGauntlet(t *testing.T, cfg Config) {
+// faultsHere is every fault kind this machine can strike: the full disk
+// needs a small tmpfs of its own per journal (mount, as root).
+func faultsHere() []Fault {
+	var out []Fault
+	for _, f := range AllFaults() {
+		if f.Kind() != "disk_full" || os.Geteuid() == 0 {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// envBroker is CHAOS_BROKER, default the production shape (Mosquitto
+// with TLS).
+func envBroker(t *testing.T) string {
+	b := os.Getenv("CHAOS_BROKER")
+	if b == "" {
+		return BrokerMosquittoTLS
+	}
+	for _, m := range BrokerModes() {
+		if b == m {
+			return b
+		}
+	}
+	t.Fatalf("CHAOS_BROKER=%q: want one of %v", b, BrokerModes())
+	return ""
+}
+
+func runGauntlet(t *testing.T, cfg Config) *Report {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Hour)
 	defer cancel()
 	if os.Geteuid() != 0 {
-		// The full disk needs a small tmpfs of its own per journal (mount).
-		var keep []Fault
-		for _, f := range cfg.Faults {
-			if f.Kind() != "disk_full" {
-				keep = append(keep, f)
-			}
-		}
 		t.Logf("not root: no journal tmpfs, the disk_full fault is left out")
-		cfg.Faults = keep
 	}
 	cfg.World.BinDir = binDir
 	cfg.Log = logWriter{t}
@@ -88,25 +109,30 @@ func runGauntlet(t *testing.T, cfg Config) {
 		t.Fatal(err)
 	}
 	if len(rep.Violations) > 0 {
-		t.Fatalf("%d violations; replay with CHAOS_SEED=%d", len(rep.Violations), rep.Seed)
+		t.Fatalf("%d violations; replay with CHAOS_SEED=%d CHAOS_BROKER=%s", len(rep.Violations), rep.Seed, cfg.World.Broker)
 	}
-	perNight := cfg.FaultsPerNight
-	if perNight == 0 {
-		perNight = (len(cfg.Faults) + cfg.Nights - 1) / cfg.Nights
-	}
-	if cfg.Nights*perNight < len(cfg.Faults) {
-		return // too few nights for every kind
-	}
-	for _, f := range cfg.Faults {
-		if rep.Stats.Faults[f.Kind()] == 0 {
-			t.Errorf("fault %s never struck", f.Kind())
+	// Every kind the run planned struck.
+	for _, night := range FaultPlan(cfg) {
+		for _, k := range night {
+			if rep.Stats.Faults[k] == 0 {
+				t.Errorf("fault %s never struck", k)
+			}
 		}
 	}
+	return rep
+}
+
+// shortRun is TestGauntletShort's configuration: seed 20261206 (or
+// CHAOS_SEED), two nights on one device of each driver, every fault kind
+// at least once, on Mosquitto with the shipped configuration, ACL and TLS.
+func shortRun() Config {
+	return Config{Seed: envSeed(20261206), Nights: 2, Faults: faultsHere(), DocsPerDevice: 1,
+		World: Options{Devices: DefaultFleet(1), Broker: BrokerMosquittoTLS}}
 }
 
 // TestGauntletShort is the short seeded run inside `make test`: a few
 // compressed nights on one device of each driver, every fault kind at
-// least once.
+// least once, on the production shape of the broker (Mosquitto, TLS).
 func TestGauntletShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("gauntlet: starts the backend, Mosquitto, the simulator and four kluisd")
@@ -114,19 +140,52 @@ func TestGauntletShort(t *testing.T) {
 	if os.Getenv("CHAOS_NIGHTS") != "" {
 		t.Skip("CHAOS_NIGHTS set: TestGauntlet runs")
 	}
-	nights := 2
-	runGauntlet(t, Config{Seed: envSeed(20261206), Nights: nights, Faults: AllFaults(), DocsPerDevice: 1,
-		World: Options{Devices: DefaultFleet(1)}})
+	runGauntlet(t, shortRun())
+}
+
+// TestGauntletEmbedded plays the same night on the embedded broker: the
+// first night of TestGauntletShort (same seed, fleet, documents, people
+// and faults, broker_kill and net_cut among them), on one kluis-backend
+// whose own broker speaks TLS, the devices provisioned through the admin
+// API. broker_kill kills that backend, broker and all.
+func TestGauntletEmbedded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("gauntlet: starts the backend, the simulator and four kluisd")
+	}
+	if os.Getenv("CHAOS_NIGHTS") != "" {
+		t.Skip("CHAOS_NIGHTS set: TestGauntlet runs")
+	}
+	short := shortRun()
+	cfg := short
+	cfg.Nights = 1
+	cfg.FaultsPerNight = len(FaultPlan(short)[0])
+	cfg.World.Broker = BrokerEmbedded
+	want, got := FaultPlan(short)[0], FaultPlan(cfg)[0]
+	if !slices.Equal(got, want) {
+		t.Fatalf("night 1 on the embedded broker plans faults %v, the short run %v", got, want)
+	}
+	for _, k := range []string{"broker_kill", "net_cut", "backend_kill"} {
+		if !slices.Contains(got, k) {
+			t.Fatalf("seed %d: night 1 has no %s (faults %v): pick a seed whose first night has", cfg.Seed, k, got)
+		}
+	}
+	runGauntlet(t, cfg)
 }
 
 // TestGauntlet is `make chaos`: CHAOS_NIGHTS nights (100 there) on two
-// devices of each driver, seed CHAOS_SEED (default: the time).
+// devices of each driver, seed CHAOS_SEED (default: the time), broker
+// CHAOS_BROKER (default mosquitto-tls; embedded runs one backend).
 func TestGauntlet(t *testing.T) {
 	nights := envInt("CHAOS_NIGHTS", 0)
 	if nights == 0 {
 		t.Skip("set CHAOS_NIGHTS (make chaos)")
 	}
 	seed := envSeed(uint64(time.Now().UnixNano()))
-	runGauntlet(t, Config{Seed: seed, Nights: nights, Faults: AllFaults(), FaultsPerNight: 3,
-		World: Options{Devices: DefaultFleet(envInt("CHAOS_PER_DRIVER", 2)), Backends: envInt("CHAOS_BACKENDS", 2)}})
+	broker := envBroker(t)
+	backends := envInt("CHAOS_BACKENDS", 2)
+	if broker == BrokerEmbedded {
+		backends = envInt("CHAOS_BACKENDS", 1)
+	}
+	runGauntlet(t, Config{Seed: seed, Nights: nights, Faults: faultsHere(), FaultsPerNight: 3,
+		World: Options{Devices: DefaultFleet(envInt("CHAOS_PER_DRIVER", 2)), Backends: backends, Broker: broker}})
 }

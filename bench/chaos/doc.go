@@ -1,6 +1,7 @@
 // Package chaos is the gauntlet: a deterministic, seeded run of many
 // compressed nights of a whole Kluis installation (kluis-backend on
-// PostgreSQL, a private Mosquitto with the shipped configuration, kluis-sim
+// PostgreSQL, a broker (a private Mosquitto with the shipped configuration,
+// ACL and TLS, or the backend's embedded broker: [Options.Broker]), kluis-sim
 // with several devices of every driver, one kluisd per device) while
 // faults are injected at seeded moments, with invariants checked after
 // every night against the simulator's physical truth and the database.

@@ -142,7 +142,9 @@ func (kluisdKillPulse) Strike(ctx context.Context, s *Strike) error {
 	return err
 }
 
-// brokerKill is kill -9 of Mosquitto during a pickup and its restart.
+// brokerKill is kill -9 of the broker during a pickup and its restart:
+// Mosquitto, or with the embedded broker the backend process that runs it
+// (World.KillBroker).
 type brokerKill struct{}
 
 func (brokerKill) Kind() string         { return "broker_kill" }
@@ -150,14 +152,14 @@ func (brokerKill) Applies(n *Node) bool { return anyNode(n) }
 func (brokerKill) Strike(ctx context.Context, s *Strike) error {
 	down, up := s.Jitter(300*time.Millisecond, 1500*time.Millisecond), s.Jitter(0, 2*time.Second)
 	usePIN := s.Rng.IntN(2) == 0 // drawn here: the pickup runs on another goroutine
-	s.W.Mosq.Kill()
+	s.W.KillBroker()
 	s.Sleep(ctx, down)
 	done := make(chan struct{})
 	go func() { defer close(done); s.G.collect(ctx, s.Doc, usePIN, takeAndClose, nil) }()
 	s.Sleep(ctx, up)
-	s.W.Mosq.Start() // on the test's goroutine: it may fail the test
+	err := s.W.StartBroker(ctx) // on the test's goroutine: it may fail the test
 	<-done
-	return nil
+	return err
 }
 
 // netCut cuts the network between the device and the broker for a

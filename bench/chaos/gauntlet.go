@@ -127,15 +127,7 @@ func (g *Gauntlet) harnessErr(format string, args ...any) {
 // Run starts a world and plays the nights. It returns the report; the
 // caller fails the test on violations.
 func Run(ctx context.Context, t testing.TB, cfg Config) (*Report, error) {
-	if cfg.Nights <= 0 {
-		cfg.Nights = 3
-	}
-	if len(cfg.Faults) == 0 {
-		cfg.Faults = AllFaults()
-	}
-	if cfg.FaultsPerNight <= 0 {
-		cfg.FaultsPerNight = (len(cfg.Faults) + cfg.Nights - 1) / cfg.Nights
-	}
+	cfg.defaults()
 	if cfg.DocsPerDevice <= 0 {
 		cfg.DocsPerDevice = 2
 	}
@@ -154,22 +146,57 @@ func Run(ctx context.Context, t testing.TB, cfg Config) (*Report, error) {
 	g.stats.Faults = map[string]int{}
 	stop := g.scanJournals(ctx)
 	defer stop()
-	// The order in which fault kinds strike: seeded, every kind once
-	// before any kind twice.
-	order := rand.New(rand.NewPCG(cfg.Seed, 0)).Perm(len(cfg.Faults))
-	next := 0
+	plan := cfg.plan()
 	for night := 1; night <= cfg.Nights && ctx.Err() == nil; night++ {
-		var faults []Fault
-		for i := 0; i < cfg.FaultsPerNight; i++ {
-			faults = append(faults, cfg.Faults[order[next%len(order)]])
-			next++
-		}
-		if err := g.playNight(ctx, night, faults); err != nil {
+		if err := g.playNight(ctx, night, plan[night-1]); err != nil {
 			return &g.report, err
 		}
 	}
 	g.report.Stats = g.stats
 	return &g.report, nil
+}
+
+func (cfg *Config) defaults() {
+	if cfg.Nights <= 0 {
+		cfg.Nights = 3
+	}
+	if len(cfg.Faults) == 0 {
+		cfg.Faults = AllFaults()
+	}
+	if cfg.FaultsPerNight <= 0 {
+		cfg.FaultsPerNight = (len(cfg.Faults) + cfg.Nights - 1) / cfg.Nights
+	}
+}
+
+// plan is the faults of each night, in the order in which kinds strike:
+// seeded, every kind once before any kind twice.
+func (cfg Config) plan() [][]Fault {
+	order := rand.New(rand.NewPCG(cfg.Seed, 0)).Perm(len(cfg.Faults))
+	out := make([][]Fault, cfg.Nights)
+	next := 0
+	for night := range out {
+		for i := 0; i < cfg.FaultsPerNight; i++ {
+			out[night] = append(out[night], cfg.Faults[order[next%len(order)]])
+			next++
+		}
+	}
+	return out
+}
+
+// FaultPlan names the fault kinds of each night of cfg, as Run plays
+// them (defaults filled in): two configurations with the same seed, fleet
+// and plan for a night play the same night, whatever the broker.
+func FaultPlan(cfg Config) [][]string {
+	cfg.defaults()
+	var out [][]string
+	for _, night := range cfg.plan() {
+		var kinds []string
+		for _, f := range night {
+			kinds = append(kinds, f.Kind())
+		}
+		out = append(out, kinds)
+	}
+	return out
 }
 
 // scanJournals reads every node's journal every 200 ms until stopped.

@@ -72,10 +72,32 @@ func DefaultFleet(perDriver int) []DeviceSpec {
 	return out
 }
 
+// Broker modes of a world (Options.Broker).
+const (
+	// BrokerMosquittoTLS is the production shape: a private Mosquitto with
+	// deploy/mosquitto's configuration and ACL and its TLS listener
+	// enabled (a CA and a broker certificate made for the run); every
+	// kluisd and every backend connects over TLS, trusting that CA only.
+	BrokerMosquittoTLS = "mosquitto-tls"
+	// BrokerMosquitto is the same Mosquitto over plain MQTT.
+	BrokerMosquitto = "mosquitto"
+	// BrokerEmbedded is kluis-backend's own broker (backend/broker), in
+	// the one backend process, speaking TLS only (-mqtt-tls-cert with the
+	// run's certificate); each device's password is set through the admin
+	// API as production provisions it. A broker kill is a backend kill.
+	BrokerEmbedded = "embedded"
+)
+
+// BrokerModes lists the broker modes.
+func BrokerModes() []string { return []string{BrokerMosquittoTLS, BrokerMosquitto, BrokerEmbedded} }
+
 // Options configure Start.
 type Options struct {
 	// BinDir holds kluis-backend, kluis-sim and kluisd (Build).
 	BinDir string
+	// Broker is the broker mode: BrokerMosquittoTLS (default),
+	// BrokerMosquitto or BrokerEmbedded (one backend only).
+	Broker string
 	// Seed seeds the simulator's faults.
 	Seed uint64
 	// Devices is the fleet; default DefaultFleet(1).
@@ -125,13 +147,21 @@ type Node struct {
 
 // World is a running installation.
 type World struct {
-	T        testing.TB
-	Opts     Options
-	Dir      string
-	RunID    string
-	DBURL    string
-	DB       *pgxpool.Pool
-	Mosq     *mosquittotest.Process
+	T     testing.TB
+	Opts  Options
+	Dir   string
+	RunID string
+	DBURL string
+	DB    *pgxpool.Pool
+	// Mosq is the Mosquitto of the Mosquitto modes (nil with the
+	// embedded broker).
+	Mosq *mosquittotest.Process
+	// BrokerAddr is where every kluisd's cut proxy connects: Mosquitto's
+	// TLS or plain listener, or the embedded broker.
+	BrokerAddr string
+	// CAFile is the run's CA when the devices' link is TLS (kluisd's
+	// mqtt.ca_file, the backend's MQTT_CA_FILE); empty for plain MQTT.
+	CAFile   string
 	Backends []*Backend
 	Sim      *simclient.Client
 	SimProc  *Proc
@@ -183,6 +213,19 @@ func Start(ctx context.Context, t testing.TB, o Options) (*World, error) {
 	if o.Backends <= 0 {
 		o.Backends = 1
 	}
+	switch o.Broker {
+	case "":
+		o.Broker = BrokerMosquittoTLS
+	case BrokerMosquittoTLS, BrokerMosquitto:
+	case BrokerEmbedded:
+		if o.Backends > 1 {
+			// Each replica would be a broker of its own: a device reaches
+			// one of them only.
+			return nil, fmt.Errorf("chaos: the embedded broker runs with one backend, not %d", o.Backends)
+		}
+	default:
+		return nil, fmt.Errorf("chaos: broker %q: want one of %s", o.Broker, strings.Join(BrokerModes(), ", "))
+	}
 	if o.BackendMQTTUser == nil {
 		// deploy/mosquitto/acl: kluis-backend, and a user of its own for
 		// every further replica (Mosquitto takes the user name as client id).
@@ -221,46 +264,22 @@ func Start(ctx context.Context, t testing.TB, o Options) (*World, error) {
 	}
 	t.Cleanup(func() { w.SMS.Close() })
 
-	// The broker: deploy/mosquitto's configuration and ACL, one user per
-	// device and per backend user.
-	root, err := ModuleRoot()
-	if err != nil {
-		return nil, err
+	// The broker: Mosquitto (deploy/mosquitto's configuration and ACL,
+	// one user per device and per backend user), or the backend's own.
+	var certs *mosquittotest.Certs
+	if o.Broker != BrokerMosquitto {
+		certs = mosquittotest.NewCerts(t)
+		w.CAFile = certs.CAFile
 	}
-	conf, err := os.ReadFile(filepath.Join(root, "deploy", "mosquitto", "mosquitto.conf"))
-	if err != nil {
-		return nil, err
-	}
-	acl, err := os.ReadFile(filepath.Join(root, "deploy", "mosquitto", "acl"))
-	if err != nil {
-		return nil, err
-	}
-	aclText := string(acl)
-	for i := 0; i < o.Backends; i++ {
-		u := o.BackendMQTTUser(i)
-		if w.mqttPass[u] == "" {
-			w.mqttPass[u] = "backend-" + randomHex(12)
-		}
-		if !strings.Contains(aclText, "\nuser "+u+"\n") {
-			// The shipped ACL has the block commented out.
-			block := "user " + u + "\ntopic readwrite #\n"
-			if c := "#user " + u + "\n#topic readwrite #\n"; strings.Contains(aclText, c) {
-				aclText = strings.Replace(aclText, c, block, 1)
-			} else {
-				aclText = block + "\n" + aclText
-			}
+	if o.Broker != BrokerEmbedded {
+		if err := w.startMosquitto(certs); err != nil {
+			return nil, err
 		}
 	}
-	for _, d := range o.Devices {
-		w.mqttPass[d.ID] = "device-" + randomHex(12)
-	}
-	w.Mosq = mosquittotest.Start(t, mosquittotest.Options{Config: string(conf), ACL: aclText, Users: w.mqttPass})
-
 	w.adminPass = "Admin-" + randomHex(10)
 	keyDir := filepath.Join(w.Dir, "keys")
 	w.backendEnv = []string{
 		"DATABASE_URL=" + w.DBURL,
-		"MQTT_URL=" + w.Mosq.URL(),
 		"KLUIS_KEY_DIR=" + keyDir,
 		"KLUIS_MAIL_URL=" + w.Mail.URL(),
 		"KLUIS_SMS_URL=" + w.SMS.URL(),
@@ -271,14 +290,32 @@ func Start(ctx context.Context, t testing.TB, o Options) (*World, error) {
 		"KLUIS_INSECURE_FAST_HASH=1",
 		"KLUIS_PUBLIC_URL=http://kluis.example",
 	}
+	switch o.Broker {
+	case BrokerEmbedded:
+		port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		w.BrokerAddr = fmt.Sprintf("127.0.0.1:%d", port)
+		w.backendEnv = append(w.backendEnv, "MQTT_URL=", "KLUIS_MQTT_ADDR="+w.BrokerAddr,
+			"KLUIS_MQTT_TLS_CERT="+certs.CertFile, "KLUIS_MQTT_TLS_KEY="+certs.KeyFile)
+	case BrokerMosquittoTLS:
+		w.BrokerAddr = w.Mosq.TLSAddr()
+		w.backendEnv = append(w.backendEnv, "MQTT_URL="+w.Mosq.TLSURL(), "MQTT_CA_FILE="+w.CAFile)
+	default:
+		w.BrokerAddr = w.Mosq.Addr()
+		w.backendEnv = append(w.backendEnv, "MQTT_URL="+w.Mosq.URL())
+	}
 	for i := 0; i < o.Backends; i++ {
 		port, err := FreePort()
 		if err != nil {
 			return nil, err
 		}
-		u := o.BackendMQTTUser(i)
-		env := append(append([]string(nil), w.backendEnv...), fmt.Sprintf("KLUIS_HTTP_ADDR=127.0.0.1:%d", port),
-			"MQTT_USERNAME="+u, "MQTT_PASSWORD="+w.mqttPass[u])
+		env := append(append([]string(nil), w.backendEnv...), fmt.Sprintf("KLUIS_HTTP_ADDR=127.0.0.1:%d", port))
+		if w.Mosq != nil {
+			u := o.BackendMQTTUser(i)
+			env = append(env, "MQTT_USERNAME="+u, "MQTT_PASSWORD="+w.mqttPass[u])
+		}
 		args := []string{"serve", "-housekeep-every", "1s", "-pickup-period", fmt.Sprintf("%s=%s", o.ExpiryKind, o.ExpiryPeriod),
 			"-code-sync-every", "2s", "-open-timeout", "10s", "-audit-verify-every", "0", "-rearm-unfollowed-after", "6s", "-redeliver-after", "3s", "-redeliver-max", "6s"}
 		args = append(args, o.BackendArgs...)
@@ -305,6 +342,19 @@ func Start(ctx context.Context, t testing.TB, o Options) (*World, error) {
 	}
 	if err := w.setupBackendData(ctx); err != nil {
 		return nil, err
+	}
+	if o.Broker == BrokerEmbedded {
+		// Each device's password at the embedded broker, as an admin sets
+		// it (kluisctl devices mqtt-password).
+		for _, d := range o.Devices {
+			var pw struct {
+				Password string `json:"password"`
+			}
+			if err := w.Admin.Do(ctx, http.MethodPost, "/api/v1/devices/"+d.ID+"/mqtt-password", nil, &pw); err != nil {
+				return nil, fmt.Errorf("device %s: mqtt password: %w", d.ID, err)
+			}
+			w.mqttPass[d.ID] = pw.Password
+		}
 	}
 	if err := w.startSim(ctx); err != nil {
 		return nil, err
@@ -336,6 +386,73 @@ func (w *World) StartBackend(ctx context.Context, i int) error {
 		err := apiclient.DoJSON(ctx, httpc, http.MethodGet, b.APIBase+"/readyz", "", nil, nil)
 		return err == nil, "", err
 	})
+}
+
+// startMosquitto starts a private Mosquitto with deploy/mosquitto's
+// configuration and ACL, every backend user and device in its password
+// file, and its TLS listener enabled with certs when certs is not nil.
+func (w *World) startMosquitto(certs *mosquittotest.Certs) error {
+	o := w.Opts
+	root, err := ModuleRoot()
+	if err != nil {
+		return err
+	}
+	conf, err := os.ReadFile(filepath.Join(root, "deploy", "mosquitto", "mosquitto.conf"))
+	if err != nil {
+		return err
+	}
+	acl, err := os.ReadFile(filepath.Join(root, "deploy", "mosquitto", "acl"))
+	if err != nil {
+		return err
+	}
+	aclText := string(acl)
+	for i := 0; i < o.Backends; i++ {
+		u := o.BackendMQTTUser(i)
+		if w.mqttPass[u] == "" {
+			w.mqttPass[u] = "backend-" + randomHex(12)
+		}
+		if !strings.Contains(aclText, "\nuser "+u+"\n") {
+			// The shipped ACL has the block commented out.
+			block := "user " + u + "\ntopic readwrite #\n"
+			if c := "#user " + u + "\n#topic readwrite #\n"; strings.Contains(aclText, c) {
+				aclText = strings.Replace(aclText, c, block, 1)
+			} else {
+				aclText = block + "\n" + aclText
+			}
+		}
+	}
+	for _, d := range o.Devices {
+		w.mqttPass[d.ID] = "device-" + randomHex(12)
+	}
+	mo := mosquittotest.Options{Config: string(conf), ACL: aclText, Users: w.mqttPass}
+	if certs != nil {
+		// The shipped TLS listener, uncommented as deploy/mosquitto's
+		// README tells an operator to.
+		mo.Config, mo.TLS = mosquittotest.EnableTLS(mo.Config), certs
+	}
+	w.Mosq = mosquittotest.Start(w.T, mo)
+	return nil
+}
+
+// KillBroker kills the broker with SIGKILL: Mosquitto, or with the
+// embedded broker the backend process that runs it.
+func (w *World) KillBroker() {
+	if w.Mosq == nil {
+		w.Backends[0].Proc.Kill()
+		return
+	}
+	w.Mosq.Kill()
+}
+
+// StartBroker starts the broker again after KillBroker and waits until it
+// listens (the backend until it is ready). Call it on the test's
+// goroutine: Mosquitto's start fails the test.
+func (w *World) StartBroker(ctx context.Context) error {
+	if w.Mosq == nil {
+		return w.StartBackend(ctx, 0)
+	}
+	w.Mosq.Start()
+	return nil
 }
 
 // LiveBackend returns a running backend (the first), for API calls.
@@ -501,7 +618,7 @@ func (w *World) startNode(d DeviceSpec) error {
 		return err
 	}
 	var err error
-	if n.Proxy, err = cutproxy.New(context.Background(), w.Mosq.Addr(), nil); err != nil {
+	if n.Proxy, err = cutproxy.New(context.Background(), w.BrokerAddr, nil); err != nil {
 		return err
 	}
 	w.T.Cleanup(func() { n.Proxy.Close() })
@@ -521,8 +638,14 @@ func (w *World) startNode(d DeviceSpec) error {
 	// A client id unique to this run: the Tasmota driver's client on the
 	// shared field bus derives its id from it, and two runs at once (make
 	// test elsewhere) must not kick each other off.
-	fmt.Fprintf(&b, "mqtt:\n  url: tcp://%s\n  username: %s\n  client_id: %s.%s\n  password_file: %s\n  resend_after: 2s\n  heartbeat_every: 5s\n",
-		n.Proxy.Addr(), d.ID, d.ID, w.RunID, pwFile)
+	// Over TLS the proxy passes the handshake through: kluisd checks the
+	// broker's certificate (made for 127.0.0.1) against the run's CA only.
+	scheme, ca := "tcp", ""
+	if w.CAFile != "" {
+		scheme, ca = "ssl", "  ca_file: "+w.CAFile+"\n"
+	}
+	fmt.Fprintf(&b, "mqtt:\n  url: %s://%s\n  username: %s\n  client_id: %s.%s\n  password_file: %s\n%s  resend_after: 2s\n  heartbeat_every: 5s\n",
+		scheme, n.Proxy.Addr(), d.ID, d.ID, w.RunID, pwFile, ca)
 	fmt.Fprintf(&b, "hardware:\n  driver: %s\n", d.Hardware)
 	switch {
 	case d.Hardware == HWTasmota && d.Kind == "automaton":

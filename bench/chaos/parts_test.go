@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -98,5 +99,48 @@ func TestLedger(t *testing.T) {
 	}
 	if len(l.covering("kb1", 0, 3, g.from.Add(-2*pulseSlack))) != 0 {
 		t.Fatal("a pulse long before the grant is covered")
+	}
+}
+
+// The fault plan strikes every kind once before any kind twice, the same
+// for the same seed, and a night of a longer run is that night of a
+// shorter one with the same faults a night (what TestGauntletEmbedded
+// relies on).
+func TestFaultPlan(t *testing.T) {
+	cfg := Config{Seed: 42, Nights: 2}
+	plan := FaultPlan(cfg)
+	if len(plan) != 2 || len(plan[0]) != 7 || len(plan[1]) != 7 {
+		t.Fatalf("plan %v: want 2 nights of 7 faults (14 kinds)", plan)
+	}
+	seen := map[string]bool{}
+	for _, night := range plan {
+		for _, k := range night {
+			if seen[k] {
+				t.Fatalf("plan %v: %s twice before every kind once", plan, k)
+			}
+			seen[k] = true
+		}
+	}
+	if len(seen) != len(AllFaults()) {
+		t.Fatalf("plan %v covers %d kinds, want %d", plan, len(seen), len(AllFaults()))
+	}
+	one := FaultPlan(Config{Seed: 42, Nights: 1, FaultsPerNight: 7})
+	if !slices.Equal(one[0], plan[0]) {
+		t.Fatalf("night 1 alone %v, of two nights %v", one[0], plan[0])
+	}
+	if other := FaultPlan(Config{Seed: 43, Nights: 2}); slices.Equal(other[0], plan[0]) && slices.Equal(other[1], plan[1]) {
+		t.Fatalf("seeds 42 and 43 plan the same faults %v", plan)
+	}
+}
+
+// A world refuses an unknown broker mode and replicas on the embedded
+// broker (each would be a broker of its own) before it starts anything.
+func TestStartRefusesBadBroker(t *testing.T) {
+	ctx := context.Background()
+	if _, err := Start(ctx, t, Options{Broker: "emqx"}); err == nil || !strings.Contains(err.Error(), "mosquitto-tls") {
+		t.Fatalf("unknown broker: %v", err)
+	}
+	if _, err := Start(ctx, t, Options{Broker: BrokerEmbedded, Backends: 2}); err == nil || !strings.Contains(err.Error(), "one backend") {
+		t.Fatalf("two backends on the embedded broker: %v", err)
 	}
 }

@@ -204,5 +204,11 @@ func FormatTime(lang string, t, now time.Time) string {
 // relative to now for the year: a deadline at midnight is the end of the
 // day before ("tot en met dinsdag 15 december (tot middernacht)").
 func FormatDeadline(lang string, deadline, now time.Time) string {
-	return newTr(catalogue, lang, Brussels, now).until(deadline)
+	return FormatDeadlineIn(lang, deadline, now, Brussels)
+}
+
+// FormatDeadlineIn is FormatDeadline in the time zone loc (nil: Brussels),
+// for the staff console, which words a deadline as citizens read it.
+func FormatDeadlineIn(lang string, deadline, now time.Time, loc *time.Location) string {
+	return newTr(catalogue, lang, loc, now).until(deadline)
 }

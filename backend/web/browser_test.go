@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/auth"
+	"kluis/backend/notify"
 	"kluis/backend/server"
 	"kluis/backend/store"
 	"kluis/controller/wire"
@@ -103,11 +104,16 @@ func TestConsoleInBrowser(t *testing.T) {
 	phone.Screenshot(t, "console/register-errors-phone")
 	check("/staff/documents/"+registered, "document-reserved", `!!document.querySelector(".timeline")`)
 	check("/staff/documents/"+slipDoc, "document-ready", `!!document.querySelector(".timeline")`)
+	// The deadline as the holder's messages word it (midnight: the end of the day before).
+	deadline, err := time.Parse(time.RFC3339, fmt.Sprint(e.document(slipDoc)["deadline"]))
+	require.NoError(t, err)
+	assert.Equal(t, notify.FormatDeadline("nl", deadline, time.Now()), phone.Text(t, "dl.details time"))
+	assert.Contains(t, phone.Text(t, "dl.details time"), "(tot middernacht)")
 	check("/staff/documents/"+expired, "document-expired", `!!document.querySelector(".timeline")`)
 	check("/staff/documents/"+slipDoc+"/slip", "slip-a4", `!!document.querySelector("article.slip img")`)
 	check("/staff/documents/"+slipDoc+"/slip?paper=80mm", "slip-80mm", `!!document.querySelector("article.slip img")`)
 	// Printed, only the slip shows.
-	_, err := chromedp.Call(desktop.Ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Media: "print"})
+	_, err = chromedp.Call(desktop.Ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Media: "print"})
 	require.NoError(t, err)
 	require.Equal(t, "none", evalString(t, desktop, `getComputedStyle(document.querySelector("header.top")).display`))
 	require.Equal(t, "none", evalString(t, desktop, `getComputedStyle(document.querySelector(".no-print")).display`))

@@ -18,6 +18,7 @@ import (
 
 	"kluis/backend/auth"
 	"kluis/backend/lifecycle"
+	"kluis/backend/notify"
 	"kluis/backend/store"
 	"kluis/controller/wire"
 	"kluis/hardware"
@@ -219,8 +220,11 @@ func TestPagesShowOnlyCatalogueWords(t *testing.T) {
 				if run.name != "markers" {
 					continue
 				}
+				// A pickup deadline is worded by notify's catalogue, shared
+				// with the citizen's messages (TestDeadlineAsCitizensReadIt).
+				until := notify.FormatDeadlineIn(lang, fixtureDeadline, fixtureNow, brussels(t))
 				for _, text := range visibleTexts(t, html) {
-					rest := markers.ReplaceAllString(text, "")
+					rest := markers.ReplaceAllString(strings.ReplaceAll(text, until, ""), "")
 					assert.False(t, hasLetter(rest), "%s page %s: words outside the catalogue: %q (in %q)", lang, name, rest, text)
 				}
 			}
@@ -262,14 +266,50 @@ func visibleTexts(t *testing.T, page string) []string {
 	}
 }
 
+// The fixtures' clock and a pickup deadline at midnight in Brussels: the
+// end of Thursday 5 March.
+var (
+	fixtureNow      = time.Date(2026, 3, 4, 9, 30, 0, 0, time.UTC)
+	fixtureDeadline = time.Date(2026, 3, 5, 23, 0, 0, 0, time.UTC)
+)
+
+func brussels(t *testing.T) *time.Location {
+	t.Helper()
+	loc, err := time.LoadLocation("Europe/Brussels")
+	require.NoError(t, err)
+	return loc
+}
+
+// A deadline at midnight shows as the citizen's e-mail and SMS word it, the
+// end of the day before, in each language; never as "06-03-2026 00:00",
+// which a clerk reads as the 6th. Both the document page and the lists.
+func TestDeadlineAsCitizensReadIt(t *testing.T) {
+	want := map[string]string{
+		"nl": "tot en met donderdag 5 maart (tot middernacht)",
+		"fr": "jusqu'au jeudi 5 mars inclus (jusqu'à minuit)",
+		"en": "until midnight on Thursday 5 March",
+		"de": "bis einschließlich Donnerstag, 5. März (bis Mitternacht)",
+	}
+	for _, lang := range Languages {
+		require.Equal(t, want[lang], notify.FormatDeadlineIn(lang, fixtureDeadline, fixtureNow, brussels(t)), lang)
+		pages := renderAll(t, lang)
+		for _, name := range []string{"document-notified", "documents"} {
+			texts := strings.Join(visibleTexts(t, pages[name]), "\n")
+			assert.Contains(t, texts, want[lang], "%s %s", lang, name)
+			assert.NotContains(t, texts, "00:00", "%s %s", lang, name)
+			assert.NotContains(t, texts, "06-03-2026", "%s %s", lang, name)
+		}
+		assert.Contains(t, pages["document-notified"], `datetime="2026-03-05T23:00:00Z"`, "machine-readable for the browser")
+	}
+}
+
 // renderAll renders every page and live fragment with data of every kind,
 // as an admin (who sees every button).
 func renderAll(t *testing.T, lang string) map[string]string {
 	t.Helper()
 	pages, err := parsePages()
 	require.NoError(t, err)
-	now := time.Date(2026, 3, 4, 9, 30, 0, 0, time.UTC)
-	loc, _ := time.LoadLocation("Europe/Brussels")
+	now, loc := fixtureNow, brussels(t)
 	rules := map[string][]auth.Role{}
 	for _, a := range Actions() {
 		rules[a.Name] = []auth.Role{auth.RoleAdmin}
@@ -286,7 +326,7 @@ func renderAll(t *testing.T, lang string) map[string]string {
 		out[name] = rec.Body.String()
 	}
 	at := now.Add(-time.Hour)
-	dl := now.Add(30 * time.Hour)
+	dl := fixtureDeadline
 	doc := store.Document{ID: "d1", Kind: store.Passport, Number: datum, FirstName: datum, LastName: datum, BirthDate: &at,
 		Language: "fr", Email: datum, State: lifecycle.Notified, DeviceID: "k1", CompartmentID: 1, Deadline: &dl, WantsLow: true}
 	rows := []docRow{{Document: doc, Device: datum, Comp: 3}}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"kluis/backend/notify"
 )
 
 // Languages are the console's languages; the first is the default
@@ -71,6 +73,17 @@ func (t *tr) TimeP(ts *time.Time) string {
 		return ""
 	}
 	return t.Time(*ts)
+}
+
+// Deadline is a pickup deadline as the citizen's messages word it ("" for
+// nil): one at midnight is the end of the day before ("tot en met dinsdag
+// 15 december (tot middernacht)"), never "16-12-2026 00:00", which reads
+// as the 16th. The words are notify's catalogue's, shared, not copied.
+func (t *tr) Deadline(ts *time.Time) string {
+	if ts == nil {
+		return ""
+	}
+	return notify.FormatDeadlineIn(t.lang, *ts, t.now, t.loc)
 }
 
 // Date is a calendar day ("" for nil).

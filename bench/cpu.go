@@ -153,3 +153,26 @@ func procTicks(path string) (int64, bool) {
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return u + st, true
 }
+
+// ProcCPU is the CPU time (user + system) process pid has used so far
+// (0 when it cannot be read).
+func ProcCPU(pid int) time.Duration {
+	t, _ := procTicks("/proc/" + strconv.Itoa(pid) + "/stat")
+	return time.Duration(t) * time.Second / clockTick
+}
+
+// ProcRSS is process pid's resident memory in bytes (VmRSS; 0 when it
+// cannot be read).
+func ProcRSS(pid int) float64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -41,4 +42,24 @@ func TestBackendCPUCountsItsDatabaseOnly(t *testing.T) {
 	used, other := busyCPU.Stop(), idleCPU.Stop() // Stop samples once more
 	require.GreaterOrEqual(t, used, 50*time.Millisecond, "4 million rows counted take CPU")
 	require.Less(t, other, 30*time.Millisecond, "the idle database's backend did nothing")
+}
+
+// ProcCPU and ProcRSS read a process's own figures: this one's, which
+// burns CPU and holds memory, and nothing for a process that is gone.
+func TestProcCPUAndRSS(t *testing.T) {
+	pid := os.Getpid()
+	before := ProcCPU(pid)
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for x := 0; time.Now().Before(deadline); x++ {
+		_ = x * x
+	}
+	require.Greater(t, ProcCPU(pid), before, "a 300 ms busy loop shows in /proc")
+	held := make([]byte, 64<<20)
+	for i := range held {
+		held[i] = 1
+	}
+	require.Greater(t, ProcRSS(pid), float64(64<<20), "64 MB touched are resident")
+	require.Equal(t, byte(1), held[len(held)-1])
+	require.Zero(t, ProcRSS(1<<30), "no such process")
+	require.Zero(t, ProcCPU(1<<30), "no such process")
 }

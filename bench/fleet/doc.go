@@ -28,6 +28,14 @@
 //  5. the whole fleet disconnects (each device says offline); the time
 //     until the online count (database and gauge) is exactly 0.
 //
+// With -broker mosquitto the devices connect to a private Mosquitto
+// instead (deploy/mosquitto's configuration and ACL, on a free port, its
+// open-file limit raised to the hard limit), every device with a user and
+// password of its own, and the backend is Mosquitto's client; the storm is
+// a Mosquitto crash (SIGKILL) and restart, over when every device's new
+// online presence is in the database. Mosquitto's CPU and resident memory
+// are measured next to the backend's.
+//
 // Workers talk to the parent over stdin/stdout: "stat" asks for a JSON
 // line of counters; SIGTERM stops them (each device says offline).
 package fleet

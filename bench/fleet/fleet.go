@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -39,7 +38,14 @@ const (
 type options struct {
 	devices, perWorker, cold, rate int
 	heartbeat, measure             time.Duration
+	broker                         string
 }
+
+// The brokers the fleet can run on.
+const (
+	brokerEmbedded  = "embedded"
+	brokerMosquitto = "mosquitto"
+)
 
 func parse(args []string) (options, string, error) {
 	fs := flag.NewFlagSet("fleet", flag.ContinueOnError)
@@ -49,16 +55,24 @@ func parse(args []string) (options, string, error) {
 	rate := fs.Int("rate", 400, "connects started per second per worker")
 	hb := fs.Duration("heartbeat", 30*time.Second, "heartbeat interval of every device")
 	measure := fs.Duration("measure", 2*time.Minute, "steady-state measuring time")
+	brk := fs.String("broker", brokerEmbedded, "embedded: the backend's own broker; mosquitto: a private Mosquitto with deploy/mosquitto's configuration, the backend its client (-cold does not apply)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, "", err
 	}
-	o := options{devices: *n, perWorker: *per, cold: *cold, rate: *rate, heartbeat: *hb, measure: *measure}
+	o := options{devices: *n, perWorker: *per, cold: *cold, rate: *rate, heartbeat: *hb, measure: *measure, broker: *brk}
+	if o.broker == brokerMosquitto {
+		o.cold = 0
+	}
 	if o.devices < 1 || o.perWorker < 1 || o.perWorker > 9000 || o.cold < 0 || o.cold > o.devices || o.rate < 1 ||
-		o.heartbeat < time.Second || o.measure < o.heartbeat {
-		return options{}, "", errors.New("fleet: want -devices >= 1, 1 <= -per-worker <= 9000, 0 <= -cold <= -devices, -rate >= 1, -heartbeat >= 1s, -measure >= -heartbeat")
+		o.heartbeat < time.Second || o.measure < o.heartbeat || (o.broker != brokerEmbedded && o.broker != brokerMosquitto) {
+		return options{}, "", errors.New("fleet: want -devices >= 1, 1 <= -per-worker <= 9000, 0 <= -cold <= -devices, -rate >= 1, -heartbeat >= 1s, -measure >= -heartbeat, -broker embedded or mosquitto")
 	}
 	cmd := fmt.Sprintf("go run ./cmd/kluis-bench fleet -devices %d -per-worker %d -cold %d -rate %d -heartbeat %s -measure %s",
 		o.devices, o.perWorker, o.cold, o.rate, o.heartbeat, o.measure)
+	if o.broker == brokerMosquitto {
+		cmd = fmt.Sprintf("go run ./cmd/kluis-bench fleet -broker mosquitto -devices %d -per-worker %d -rate %d -heartbeat %s -measure %s",
+			o.devices, o.perWorker, o.rate, o.heartbeat, o.measure)
+	}
 	return o, cmd, nil
 }
 
@@ -75,6 +89,9 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 	o, cmd, err := parse(args)
 	if err != nil {
 		return bench.Report{}, err
+	}
+	if o.broker == brokerMosquitto {
+		return runMosquitto(ctx, env, o, cmd)
 	}
 	if env.Out == nil {
 		env.Out = io.Discard
@@ -176,12 +193,7 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 	rss := r.heldRSS()
 	perDevice := (rss - idle) / float64(o.devices) / 1024
 	sent, recorded := float64(sent1-sent0), recv1-recv0
-	var stale int
-	if err := r.pool.QueryRow(ctx, `SELECT count(*) FROM device_presence p LEFT JOIN device_diagnostics d USING (device_id)
-		WHERE p.device_id LIKE 'fleet-%' AND (p.last_heartbeat_at IS NULL OR p.last_heartbeat_at < now() - $1::interval OR d.at IS NULL)`,
-		fmt.Sprintf("%d milliseconds", (o.heartbeat+10*time.Second).Milliseconds())).Scan(&stale); err != nil {
-		return rep, err
-	}
+	stale := r.stale(ctx, o)
 	dead := r.deadTuples(ctx)
 	say("steady: %.2f cores, RSS %.0f MB (%.1f KB/device over idle), heartbeats %0.f sent / %.0f recorded, %d devices without a recent heartbeat, dead tuples %s",
 		cores, rss/1e6, perDevice, sent, recorded, stale, dead)
@@ -511,19 +523,7 @@ func (r *rig) credentials(ctx context.Context, o options, checkKey []byte) error
 }
 
 // backendRSS is the backend's resident memory in bytes.
-func (r *rig) backendRSS() float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", r.backend.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb * 1024
-		}
-	}
-	return 0
-}
+func (r *rig) backendRSS() float64 { return bench.ProcRSS(r.backend.Process.Pid) }
 
 // heldRSS is backendRSS after the backend gave freed memory back to the OS.
 func (r *rig) heldRSS() float64 {
@@ -533,20 +533,7 @@ func (r *rig) heldRSS() float64 {
 }
 
 // backendCPU is the backend's user+system CPU time in seconds.
-func (r *rig) backendCPU() float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", r.backend.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ
-}
+func (r *rig) backendCPU() float64 { return bench.ProcCPU(r.backend.Process.Pid).Seconds() }
 
 // metric sums the samples of family whose labels contain match (0 when
 // the backend does not answer).

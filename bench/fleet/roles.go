@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"context"
 	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -40,17 +43,25 @@ type backendConf struct {
 	PIN         []byte `json:"pin"`
 	MQTTAddr    string `json:"mqtt"`
 	HTTPAddr    string `json:"http"`
+	// MQTTURL, MQTTUsername, MQTTPassword: an external broker (Mosquitto)
+	// instead of the embedded one.
+	MQTTURL      string `json:"mqtt_url,omitempty"`
+	MQTTUsername string `json:"mqtt_user,omitempty"`
+	MQTTPassword string `json:"mqtt_password,omitempty"`
 }
 
 // devicesConf configures a devices child.
 type devicesConf struct {
-	URL       string        `json:"url"`
-	Password  string        `json:"password"`
-	From      int           `json:"from"`
-	To        int           `json:"to"`
-	Heartbeat time.Duration `json:"heartbeat"`
-	Rate      int           `json:"rate"` // connects started per second
-	Dir       string        `json:"dir"`
+	URL      string `json:"url"`
+	Password string `json:"password"`
+	// PasswordKey, when set, gives every device a password of its own
+	// (devicePassword) instead of Password.
+	PasswordKey []byte        `json:"password_key,omitempty"`
+	From        int           `json:"from"`
+	To          int           `json:"to"`
+	Heartbeat   time.Duration `json:"heartbeat"`
+	Rate        int           `json:"rate"` // connects started per second
+	Dir         string        `json:"dir"`
 }
 
 // stat is a devices child's answer to "stat".
@@ -63,6 +74,13 @@ type stat struct {
 
 // deviceID names device i.
 func deviceID(i int) string { return fmt.Sprintf("fleet-%05d", i) }
+
+// devicePassword is device id's own MQTT password under key.
+func devicePassword(key []byte, id string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(id))
+	return hex.EncodeToString(m.Sum(nil)[:16])
+}
 
 // runRole runs this process as a child and returns its exit code.
 func runRole(role string) int {
@@ -92,7 +110,7 @@ func runBackend(ctx context.Context) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	srv, err := server.New(server.Options{DatabaseURL: c.DatabaseURL,
 		Keys:     codes.Keys{Signing: ed25519.PrivateKey(c.Signing), PIN: c.PIN},
-		HTTPAddr: c.HTTPAddr, MQTTAddr: c.MQTTAddr, SlipDir: filepath.Join(os.TempDir(), "kluis-bench-fleet-slips"),
+		HTTPAddr: c.HTTPAddr, MQTTAddr: c.MQTTAddr, MQTTURL: c.MQTTURL, MQTTUsername: c.MQTTUsername, MQTTPassword: c.MQTTPassword, SlipDir: filepath.Join(os.TempDir(), "kluis-bench-fleet-slips"),
 		AdminPassword: "bench-admin-password", Console: io.Discard, Logger: log,
 		PasswordParams: auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1},
 		// MQTTParams: production cost (what a reconnect storm is about).
@@ -145,7 +163,11 @@ func runDevices(ctx context.Context) error {
 				fmt.Fprintf(os.Stderr, "journal %s: %v\n", id, err)
 				continue
 			}
-			l, err := link.New(link.Options{URL: c.URL, Username: id, Password: c.Password, DeviceID: id,
+			pw := c.Password
+			if len(c.PasswordKey) > 0 {
+				pw = devicePassword(c.PasswordKey, id)
+			}
+			l, err := link.New(link.Options{URL: c.URL, Username: id, Password: pw, DeviceID: id,
 				Software: "kluisd bench", Journal: j, Heartbeat: hb, HeartbeatEvery: c.Heartbeat, Logger: quiet})
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "link %s: %v\n", id, err)

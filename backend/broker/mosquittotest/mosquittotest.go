@@ -3,7 +3,8 @@
 // (and a second one for a TLS listener), optional password and ACL files,
 // and Kill/Start to simulate a broker crash and restart. It never touches
 // the system broker. NewCerts makes a CA and a broker certificate for the
-// TLS listener.
+// TLS listener. Outside a test (kluis-bench), Launch runs the same broker
+// and returns errors instead.
 package mosquittotest
 
 import (
@@ -19,6 +20,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Options describe the broker to run.
@@ -30,7 +33,7 @@ type Options struct {
 	// persistence.
 	Config string
 	// Users are user names and passwords written to the password file
-	// with mosquitto_passwd -b.
+	// (in clear, then hashed by one mosquitto_passwd -U).
 	Users map[string]string
 	// ACL is the acl_file content, if any.
 	ACL string
@@ -38,6 +41,10 @@ type Options struct {
 	// the configuration's second listener (its TLS listener, which gets a
 	// port of its own: TLSURL).
 	TLS *Certs
+	// NoFile, when set, is the broker's open-file limit (RLIMIT_NOFILE,
+	// soft and hard; at most the hard limit unless run as root): one
+	// descriptor per client.
+	NoFile uint64
 }
 
 // Process is one running (or stopped) Mosquitto.
@@ -48,6 +55,7 @@ type Process struct {
 	port    int
 	tlsPort int
 	hasTLS  bool
+	noFile  uint64
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -61,29 +69,79 @@ const Binary = "mosquitto"
 // broker does not listen within 10 s. The process is killed when t ends.
 func Start(t testing.TB, o Options) *Process {
 	t.Helper()
-	if _, err := exec.LookPath(Binary); err != nil {
+	port, tlsPort := testenv.FreePort(t), testenv.FreePort(t)
+	p, err := prepare(t.TempDir(), o, port, tlsPort)
+	if err != nil {
 		t.Fatalf("mosquittotest: %v", err)
 	}
-	dir := t.TempDir()
-	p := &Process{t: t, dir: dir, port: testenv.FreePort(t), tlsPort: testenv.FreePort(t), hasTLS: o.TLS != nil}
+	p.t = t
+	t.Cleanup(p.Kill)
+	p.Start()
+	return p
+}
+
+// Launch is Start outside a test: the files go to a new directory under
+// parent ("" for the temporary directory), the broker is started and
+// listens when Launch returns. Close kills it and removes the directory.
+func Launch(parent string, o Options) (_ *Process, err error) {
+	var ports [2]int
+	for i := range ports {
+		a, err := testenv.PickAddr()
+		if err != nil {
+			return nil, fmt.Errorf("mosquittotest: %w", err)
+		}
+		_, ps, _ := net.SplitHostPort(a)
+		fmt.Sscan(ps, &ports[i])
+	}
+	dir, err := os.MkdirTemp(parent, "mosquitto-")
+	if err != nil {
+		return nil, fmt.Errorf("mosquittotest: %w", err)
+	}
+	p, err := prepare(dir, o, ports[0], ports[1])
+	if err == nil {
+		err = p.Run()
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return p, nil
+}
+
+// Close kills the broker and removes its directory (a Launch's).
+func (p *Process) Close() {
+	p.Kill()
+	os.RemoveAll(p.dir)
+}
+
+// prepare writes the configuration, password and ACL files into dir.
+func prepare(dir string, o Options, port, tlsPort int) (*Process, error) {
+	if _, err := exec.LookPath(Binary); err != nil {
+		return nil, err
+	}
+	p := &Process{dir: dir, port: port, tlsPort: tlsPort, hasTLS: o.TLS != nil, noFile: o.NoFile}
 	pw := ""
 	if len(o.Users) > 0 {
 		pw = filepath.Join(dir, "passwd")
-		if err := os.WriteFile(pw, nil, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		var b strings.Builder
 		for u, pass := range o.Users {
-			out, err := exec.Command("mosquitto_passwd", "-b", pw, u, pass).CombinedOutput()
-			if err != nil {
-				t.Fatalf("mosquittotest: mosquitto_passwd: %v: %s", err, out)
+			if strings.ContainsAny(u, ":\n") || strings.Contains(pass, "\n") {
+				return nil, fmt.Errorf("user %q: no ':' or newline in a user name, no newline in a password", u)
 			}
+			b.WriteString(u + ":" + pass + "\n")
+		}
+		if err := os.WriteFile(pw, []byte(b.String()), 0o600); err != nil {
+			return nil, err
+		}
+		if out, err := exec.Command("mosquitto_passwd", "-U", pw).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("mosquitto_passwd -U: %v: %s", err, out)
 		}
 	}
 	acl := ""
 	if o.ACL != "" {
 		acl = filepath.Join(dir, "acl")
 		if err := os.WriteFile(acl, []byte(o.ACL), 0o600); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 	}
 	if o.Config == "" {
@@ -91,11 +149,9 @@ func Start(t testing.TB, o Options) *Process {
 	}
 	p.conf = filepath.Join(dir, "mosquitto.conf")
 	if err := os.WriteFile(p.conf, []byte(adapt(o.Config, dir, p.port, p.tlsPort, pw, acl, o.TLS)), 0o600); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	t.Cleanup(p.Kill)
-	p.Start()
-	return p
+	return p, nil
 }
 
 // adapt rewrites the machine-specific lines of a mosquitto.conf: the
@@ -167,21 +223,40 @@ func (p *Process) Log() string {
 	return string(b)
 }
 
-// Start (re)starts the broker on the same port and waits until it listens.
+// Start (re)starts the broker on the same port and waits until it
+// listens; it fails the test when it does not (a Launch's Process: use Run).
 func (p *Process) Start() {
 	p.t.Helper()
+	if err := p.Run(); err != nil {
+		p.t.Fatalf("%v", err)
+	}
+}
+
+// Run (re)starts the broker on the same port and waits until it listens
+// (at most 10 s).
+func (p *Process) Run() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cmd != nil {
-		return
+		return nil
 	}
 	cmd := exec.Command(Binary, "-c", p.conf)
 	if err := cmd.Start(); err != nil {
-		p.t.Fatalf("mosquittotest: start: %v", err)
+		return fmt.Errorf("mosquittotest: start: %w", err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	p.cmd, p.exited = cmd, exited
+	if p.noFile > 0 {
+		// Before any client can connect: the broker has just been forked.
+		lim := unix.Rlimit{Cur: p.noFile, Max: p.noFile}
+		if err := unix.Prlimit(cmd.Process.Pid, unix.RLIMIT_NOFILE, &lim, nil); err != nil {
+			_ = cmd.Process.Kill()
+			<-exited
+			p.cmd, p.exited = nil, nil
+			return fmt.Errorf("mosquittotest: open-file limit %d: %w", p.noFile, err)
+		}
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", p.Addr(), time.Second)
@@ -193,19 +268,29 @@ func (p *Process) Start() {
 		}
 		if err == nil {
 			c.Close()
-			return
+			return nil
 		}
 		select {
 		case err := <-exited:
 			p.cmd, p.exited = nil, nil
-			p.t.Fatalf("mosquittotest: mosquitto exited: %v\n%s", err, p.Log())
+			return fmt.Errorf("mosquittotest: mosquitto exited: %v\n%s", err, p.Log())
 		default:
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("mosquittotest: not listening on %s after 10 s\n%s", p.Addr(), p.Log())
+			return fmt.Errorf("mosquittotest: not listening on %s after 10 s\n%s", p.Addr(), p.Log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Pid is the running broker's process id (0 when stopped).
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
 }
 
 // Kill stops the broker abruptly (SIGKILL, like a crash) and waits for it

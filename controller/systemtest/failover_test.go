@@ -30,8 +30,8 @@ func TestDatabaseFailover(t *testing.T) {
 	ctx := context.Background()
 	defer func() {
 		if t.Failed() {
-			t.Logf("--- kluisd ---\n%s\n--- kluis-backend ---\n%s\n--- mosquitto ---\n%s\n--- standby ---\n%s",
-				locker.proc.tail(3000), w.backend.tail(6000), mosq.Log(), pair.Log("standby"))
+			t.Logf("--- kluisd ---\n%s\n--- kluis-backend ---\n%s\n--- mosquitto ---\n%s\n--- primary ---\n%s\n--- standby ---\n%s",
+				locker.proc.tail(3000), w.backend.tail(6000), mosq.Log(), pair.Log("primary"), pair.Log("standby"))
 		}
 	}()
 

@@ -5,8 +5,10 @@
 // synchronous_standby_names = '*' and synchronous_commit = on, so a
 // commit the primary acknowledged is on the standby too. KillPrimary
 // kills the primary's whole process group (SIGKILL, like a lost machine);
-// Promote makes the standby the new primary. Nothing touches the system
-// PostgreSQL.
+// Promote makes the standby the new primary; Rebuild then makes a new
+// synchronous standby of it in the dead primary's place (a new machine
+// from a fresh base backup), so that a long test can fail over again and
+// again. Nothing touches the system PostgreSQL.
 package pgpair
 
 import (
@@ -37,9 +39,16 @@ type Pair struct {
 	bin  string
 	dir  string
 	cred *syscall.Credential
-	// PrimaryPort and StandbyPort are the loopback ports.
+	// PrimaryPort and StandbyPort are the loopback ports of the current
+	// primary and standby (Promote and Rebuild swap them).
 	PrimaryPort, StandbyPort int
 	primary, standby         *exec.Cmd
+	// primaryDir and standbyDir are the data directories' names under
+	// dir (their logs are name.log); nodes counts the ones made.
+	primaryDir, standbyDir string
+	nodes                  int
+	// promoted: Promote ran and no Rebuild since.
+	promoted bool
 }
 
 // Start makes and starts the pair and waits until the standby streams
@@ -58,7 +67,8 @@ func Start(t testing.TB) *Pair {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Pair{t: t, bin: bin, dir: dir, PrimaryPort: testenv.FreePort(t), StandbyPort: testenv.FreePort(t)}
+	p := &Pair{t: t, bin: bin, dir: dir, PrimaryPort: testenv.FreePort(t), StandbyPort: testenv.FreePort(t),
+		primaryDir: "primary", standbyDir: "standby"}
 	t.Cleanup(func() {
 		p.kill(p.primary)
 		p.kill(p.standby)
@@ -77,7 +87,7 @@ func Start(t testing.TB) *Pair {
 			t.Fatal(err)
 		}
 	}
-	primary, standby := filepath.Join(dir, "primary"), filepath.Join(dir, "standby")
+	primary := filepath.Join(dir, p.primaryDir)
 	p.run("initdb", "-D", primary, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
 	conf := fmt.Sprintf(`
 listen_addresses = '127.0.0.1'
@@ -95,12 +105,20 @@ log_min_messages = warning
 `, p.PrimaryPort, dir)
 	appendFile(t, filepath.Join(primary, "postgresql.auto.conf"), conf)
 	appendFile(t, filepath.Join(primary, "pg_hba.conf"), "host replication postgres 127.0.0.1/32 trust\n")
-	p.primary = p.start(primary, "primary")
-	p.run("pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(p.PrimaryPort), "-U", "postgres", "-D", standby, "-R", "-X", "stream", "--no-sync")
-	appendFile(t, filepath.Join(standby, "postgresql.auto.conf"), fmt.Sprintf("port = %d\n", p.StandbyPort))
-	p.standby = p.start(standby, "standby")
+	p.primary = p.start(p.primaryDir, p.PrimaryPort)
+	p.standby = p.baseBackup(p.standbyDir, p.StandbyPort)
 	p.waitSync()
 	return p
+}
+
+// baseBackup makes data directory name a streaming standby of the
+// current primary (pg_basebackup -R), listening on port, and starts it.
+func (p *Pair) baseBackup(name string, port int) *exec.Cmd {
+	p.t.Helper()
+	d := filepath.Join(p.dir, name)
+	p.run("pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(p.PrimaryPort), "-U", "postgres", "-D", d, "-R", "-X", "stream", "--checkpoint=fast", "--no-sync")
+	appendFile(p.t, filepath.Join(d, "postgresql.auto.conf"), fmt.Sprintf("port = %d\n", port))
+	return p.start(name, port)
 }
 
 // URL is a multi-host URL of the pair for database db with
@@ -147,17 +165,55 @@ func (p *Pair) KillPrimary() {
 // replication off on it: it inherited synchronous_standby_names = '*'
 // from the primary's base backup and would otherwise wait for ever for a
 // standby at every commit.
+//
+// After Promote the standby is the primary: PrimaryPort and StandbyPort
+// are swapped (StandbyPort names the dead machine until Rebuild).
 func (p *Pair) Promote() {
 	p.t.Helper()
-	p.run("pg_ctl", "promote", "-w", "-t", "30", "-D", filepath.Join(p.dir, "standby"))
+	if p.promoted {
+		p.t.Fatal("pgpair: Promote twice without Rebuild: there is no standby")
+	}
+	p.run("pg_ctl", "promote", "-w", "-t", "30", "-D", filepath.Join(p.dir, p.standbyDir))
+	p.setSync(p.StandbyPort, "")
+	p.primary, p.standby = p.standby, p.primary
+	p.primaryDir, p.standbyDir = p.standbyDir, p.primaryDir
+	p.PrimaryPort, p.StandbyPort = p.StandbyPort, p.PrimaryPort
+	p.promoted = true
+}
+
+// Rebuild replaces the dead former primary after KillPrimary and Promote
+// by a new synchronous standby of the current primary, on the same port
+// (a new machine in the lost one's place, from a fresh base backup), and
+// waits until it streams synchronously: the pair can fail over again.
+func (p *Pair) Rebuild() {
+	p.t.Helper()
+	if !p.promoted {
+		p.t.Fatal("pgpair: Rebuild without Promote")
+	}
+	p.kill(p.standby) // the dead machine, should it still run
+	old := filepath.Join(p.dir, p.standbyDir)
+	if err := os.RemoveAll(old); err != nil {
+		p.t.Fatalf("pgpair: %v", err)
+	}
+	p.nodes++
+	p.standbyDir = fmt.Sprintf("node%d", p.nodes)
+	p.standby = p.baseBackup(p.standbyDir, p.StandbyPort)
+	p.setSync(p.PrimaryPort, "*")
+	p.waitSync()
+	p.promoted = false
+}
+
+// setSync sets synchronous_standby_names on the server at port.
+func (p *Pair) setSync(port int, names string) {
+	p.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := pgx.Connect(ctx, p.StandbyURL("postgres"))
+	c, err := pgx.Connect(ctx, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port))
 	if err != nil {
 		p.t.Fatalf("pgpair: %v", err)
 	}
 	defer c.Close(context.Background())
-	for _, q := range []string{"ALTER SYSTEM SET synchronous_standby_names = ''", "SELECT pg_reload_conf()"} {
+	for _, q := range []string{"ALTER SYSTEM SET synchronous_standby_names = '" + names + "'", "SELECT pg_reload_conf()"} {
 		if _, err := c.Exec(ctx, q); err != nil {
 			p.t.Fatalf("pgpair: %s: %v", q, err)
 		}
@@ -188,10 +244,11 @@ func (p *Pair) run(name string, args ...string) {
 	}
 }
 
-// start runs postgres on data directory d (its log in d.log) and waits
-// until it accepts connections.
-func (p *Pair) start(d, name string) *exec.Cmd {
+// start runs postgres on data directory name (its log in name.log) and
+// waits until it accepts connections on port.
+func (p *Pair) start(name string, port int) *exec.Cmd {
 	p.t.Helper()
+	d := filepath.Join(p.dir, name)
 	logf, err := os.Create(filepath.Join(p.dir, name+".log"))
 	if err != nil {
 		p.t.Fatal(err)
@@ -200,10 +257,6 @@ func (p *Pair) start(d, name string) *exec.Cmd {
 	c.Stdout, c.Stderr = logf, logf
 	if err := c.Start(); err != nil {
 		p.t.Fatalf("pgpair: start %s: %v", name, err)
-	}
-	port := p.PrimaryPort
-	if name == "standby" {
-		port = p.StandbyPort
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -246,10 +299,27 @@ func (p *Pair) waitSync() {
 	}
 }
 
-// Log returns the server log of "primary" or "standby".
-func (p *Pair) Log(name string) string {
+// Log returns the server log of the current "primary" or "standby".
+func (p *Pair) Log(role string) string {
+	name := p.primaryDir
+	if role == "standby" {
+		name = p.standbyDir
+	}
 	b, _ := os.ReadFile(filepath.Join(p.dir, name+".log"))
 	return string(b)
+}
+
+// Available reports why Start would skip (no PostgreSQL server binaries),
+// or nil: a caller that can go on without a pair asks first.
+func Available() error {
+	bin := os.Getenv("KLUIS_PG_BIN")
+	if bin == "" {
+		bin = BinDir
+	}
+	if _, err := os.Stat(filepath.Join(bin, "pg_basebackup")); err != nil {
+		return fmt.Errorf("pgpair: no PostgreSQL server binaries in %s (KLUIS_PG_BIN): %w", bin, err)
+	}
+	return nil
 }
 
 func appendFile(t testing.TB, path, s string) {

@@ -131,7 +131,7 @@ func (e *Engine) rebootQuiet(ctx context.Context, b int) {
 	}
 	e.mu.Unlock()
 	if quiet {
-		_ = e.emit(wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmBoardRebooting, Board: intPtr(b)})
+		e.emitKept(wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmBoardRebooting, Board: intPtr(b)})
 	}
 }
 

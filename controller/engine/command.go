@@ -107,7 +107,7 @@ func (e *Engine) refuseCommand(c wire.Command, res wire.CommandResult, why strin
 	if len(detail) > 200 {
 		detail = detail[:200]
 	}
-	_ = e.emit(wire.Event{Kind: wire.EvCommandRefused, CommandID: c.ID, Detail: detail})
+	e.emitKept(wire.Event{Kind: wire.EvCommandRefused, CommandID: c.ID, Detail: detail})
 }
 
 func optID(s string) string {

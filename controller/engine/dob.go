@@ -121,6 +121,6 @@ func (e *Engine) lockCode(m offline.Match) {
 	e.codeLocks[l.Key] = l
 	e.mu.Unlock()
 	e.log.Warn("code locked offline after too many wrong dates of birth", "document", m.DocumentID)
-	_ = e.emit(wire.Event{Kind: wire.EvCodeLocked, DocumentID: m.DocumentID, CodeRef: m.CodeRef, Method: wire.MethodPIN,
+	e.emitKept(wire.Event{Kind: wire.EvCodeLocked, DocumentID: m.DocumentID, CodeRef: m.CodeRef, Method: wire.MethodPIN,
 		Offline: true, Detail: "too many wrong dates of birth with its PIN, offline"})
 }

@@ -244,6 +244,21 @@ type Engine struct {
 	// refusedAt and refusedN limit command_refused events per minute.
 	refusedAt time.Time
 	refusedN  int
+
+	// kept are journal writes the journal refused (a full disk) that must
+	// not be forgotten (an operation's outcome event, then its end),
+	// oldest first; keepLoop writes them as soon as the journal takes
+	// writes again (see emitKept). Under keptMu, which is held across a
+	// write so that they go out in order.
+	keptMu   sync.Mutex
+	kept     []keptWrite
+	keptWake chan struct{}
+}
+
+// keptWrite is a journal write kept for later.
+type keptWrite struct {
+	what  string
+	write func() error
 }
 
 // New builds an engine; Run starts it.
@@ -261,7 +276,7 @@ func New(o Options) (*Engine, error) {
 		o.Registry = prometheus.NewRegistry()
 	}
 	e := &Engine{o: o, cfg: o.Config, log: o.Logger.With("part", "engine"), now: o.Clock, drv: o.Driver, j: o.Journal,
-		boardDown: map[int]bool{}, boardErrs: map[int]int64{}, boardGen: map[int]int{}, boardAlarmed: map[int]bool{},
+		keptWake: make(chan struct{}, 1), boardDown: map[int]bool{}, boardErrs: map[int]int64{}, boardGen: map[int]int{}, boardAlarmed: map[int]bool{},
 		boardRebootN: map[int]int64{}, boardWatchdogN: map[int]int64{}, boardRebootAt: map[int][]time.Time{}, rebootAlarm: map[int]bool{},
 		active: map[hardware.Address]*op{}, changed: make(chan struct{}),
 		used: map[string]usedCode{}, commands: map[string]time.Time{}, codeLocks: map[string]codeLock{}}
@@ -480,17 +495,139 @@ func (e *Engine) setScreenLocked(state string, n int, lang string) Screen {
 }
 
 // emit journals a wire event durably (and so queues it for the backend).
+// A journal failure is returned: the caller keeps what the event reports
+// (the driver delivers a hardware event again). Events that nobody would
+// report again go through emitKept.
 func (e *Engine) emit(ev wire.Event) error {
+	ev, b, err := e.stamp(ev)
+	if err != nil {
+		return err
+	}
+	if err := e.journalEvent(ev, b); err != nil {
+		e.log.Error("journal append failed", "kind", ev.Kind, "err", err)
+		e.m.journalErrors.Inc()
+		return err
+	}
+	return nil
+}
+
+// stamp gives ev its id and time and encodes it.
+func (e *Engine) stamp(ev wire.Event) (wire.Event, []byte, error) {
 	ev.ID = wire.NewID(e.now())
 	ev.At = e.now().UTC()
 	b, err := wire.Encode(&ev)
 	if err != nil {
 		e.log.Error("event does not encode", "kind", ev.Kind, "err", err)
-		return fmt.Errorf("engine: %w", err)
+		return ev, nil, fmt.Errorf("engine: %w", err)
 	}
-	if _, err := e.j.AppendEvent(journal.Event{ID: ev.ID, Kind: string(ev.Kind), At: ev.At, Payload: b}); err != nil {
-		e.log.Error("journal append failed", "kind", ev.Kind, "err", err)
+	return ev, b, nil
+}
+
+// maxKept bounds the journal writes kept in memory while the journal
+// refuses writes; beyond it an event is lost (logged).
+const maxKept = 10000
+
+// emitKept journals ev like emit, but an event the journal refuses (a
+// full disk) is kept in memory, with its id and time, and journaled (and
+// so sent) as soon as the journal takes writes again, after the writes
+// kept before it: an operation's outcome is decided once and nobody
+// reports it again, so it must not be dropped. Found by the gauntlet
+// (bench/chaos, seed 303, disk_full): a pickup whose intent still fitted
+// on the full disk lost its pickup_completed, and the backend kept the
+// taken document waiting. A kluisd killed meanwhile loses the kept
+// events, but then the operation's intent is still open (its end is kept
+// after them) and the restart decides the operation again.
+func (e *Engine) emitKept(ev wire.Event) {
+	ev, b, err := e.stamp(ev)
+	if err != nil {
+		return
+	}
+	e.keep(string(ev.Kind), func() error { return e.journalEvent(ev, b) })
+}
+
+// keep runs write now, unless earlier writes are kept (it goes after
+// them), and keeps it for keepLoop when the journal refuses it.
+func (e *Engine) keep(what string, write func() error) {
+	e.keptMu.Lock()
+	defer e.keptMu.Unlock()
+	if len(e.kept) == 0 {
+		err := write()
+		if err == nil {
+			return
+		}
+		e.log.Error("journal write failed: kept in memory until the journal takes writes again", "what", what, "err", err)
 		e.m.journalErrors.Inc()
+	}
+	if len(e.kept) >= maxKept {
+		e.log.Error("journal write lost: too many kept writes", "what", what, "kept", len(e.kept))
+		return
+	}
+	e.kept = append(e.kept, keptWrite{what: what, write: write})
+	select {
+	case e.keptWake <- struct{}{}:
+	default:
+	}
+}
+
+// flushKept writes the kept journal writes in order until one fails; it
+// reports whether none is left.
+func (e *Engine) flushKept() bool {
+	e.keptMu.Lock()
+	defer e.keptMu.Unlock()
+	n := 0
+	for len(e.kept) > 0 {
+		if err := e.kept[0].write(); err != nil {
+			break
+		}
+		e.kept = e.kept[1:]
+		n++
+	}
+	if n > 0 {
+		e.log.Warn("kept journal writes written", "written", n, "still_kept", len(e.kept))
+	}
+	return len(e.kept) == 0
+}
+
+// keepLoop retries the kept journal writes every keepRetry until ctx
+// ends.
+func (e *Engine) keepLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			e.keptMu.Lock()
+			if n := len(e.kept); n > 0 {
+				e.log.Error("stopping with journal writes kept in memory: lost (unfinished operations are decided again at the next start)", "kept", n)
+			}
+			e.keptMu.Unlock()
+			return
+		case <-e.keptWake:
+		}
+		for !e.flushKept() {
+			select {
+			case <-ctx.Done():
+			case <-time.After(keepRetry):
+			}
+			if ctx.Err() != nil {
+				break
+			}
+		}
+	}
+}
+
+// keepRetry is how often kept journal writes are tried again.
+const keepRetry = 500 * time.Millisecond
+
+// KeptWrites is how many journal writes wait in memory for the journal to
+// take writes again (a full disk); 0 normally.
+func (e *Engine) KeptWrites() int {
+	e.keptMu.Lock()
+	defer e.keptMu.Unlock()
+	return len(e.kept)
+}
+
+// journalEvent appends an encoded event to the journal and counts it.
+func (e *Engine) journalEvent(ev wire.Event, b []byte) error {
+	if _, err := e.j.AppendEvent(journal.Event{ID: ev.ID, Kind: string(ev.Kind), At: ev.At, Payload: b}); err != nil {
 		return err
 	}
 	e.m.events.WithLabelValues(string(ev.Kind)).Inc()
@@ -503,7 +640,7 @@ func (e *Engine) emit(ev wire.Event) error {
 }
 
 func (e *Engine) alarm(kind wire.AlarmKind, addr *hardware.Address, board *int, detail string) {
-	_ = e.emit(wire.Event{Kind: wire.EvAlarm, Alarm: kind, Addr: addr, Board: board, Detail: detail})
+	e.emitKept(wire.Event{Kind: wire.EvAlarm, Alarm: kind, Addr: addr, Board: board, Detail: detail})
 }
 
 func (e *Engine) appendData(typ string, v any) error {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -120,6 +121,8 @@ type rigOpts struct {
 	damaged   string
 	// halt is Options.StartupHalt.
 	halt time.Time
+	// write is the journal's Options.Write (a full disk).
+	write func(f *os.File, line []byte) (int, error)
 }
 
 func testConfig(t *testing.T, kind, dir string) *config.Config {
@@ -166,7 +169,7 @@ func newRig(t *testing.T, o rigOpts) *rig {
 	r := &rig{t: t, f: o.fake, dir: o.dir, priv: o.priv, cfg: testConfig(t, o.kind, o.dir),
 		be: &backend{verify: map[string]wire.VerifyResponse{}, staff: map[string]wire.StaffResponse{}}}
 	var e *Engine
-	j, recs, _, err := journal.Open(journal.Options{Dir: o.dir, DeviceID: device, Keep: func(rec journal.Record) bool { return e.Keep(rec) }})
+	j, recs, _, err := journal.Open(journal.Options{Dir: o.dir, DeviceID: device, Keep: func(rec journal.Record) bool { return e.Keep(rec) }, Write: o.write})
 	require.NoError(t, err)
 	r.j = j
 	r.cache, err = offline.Open(o.dir, device, o.priv.Public().(ed25519.PublicKey))
@@ -1214,6 +1217,58 @@ func TestJournalUnwritableKeepsDoorShut(t *testing.T) {
 }
 
 var _ = json.Marshal
+
+// TestSeed303PickupOnAFullDiskIsNotLost: the gauntlet's seed 303 (night
+// 13, disk_full) saw a document taken by its holder that the backend kept
+// as waiting for ever. The pickup's intent still fitted on the full disk,
+// the door opened and the citizen took the document; the door events and
+// the outcome no longer fitted. The engine dropped the pickup_completed
+// the journal refused, so nobody ever reported the pickup. Now the
+// outcome (and the end of the operation after it) waits in memory and is
+// journaled once the disk has room again.
+func TestSeed303PickupOnAFullDiskIsNotLost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var full sync.Mutex
+		isFull := false
+		r := newRig(t, rigOpts{caps: sensors, write: func(f *os.File, line []byte) (int, error) {
+			full.Lock()
+			defer full.Unlock()
+			if isFull {
+				return 0, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
+			}
+			return f.Write(line)
+		}})
+		defer r.stop()
+		setFull := func(v bool) { full.Lock(); isFull = v; full.Unlock() }
+		a := hardware.Address{Board: 0, Channel: 2}
+		r.setItem(a, true, false)
+		r.be.set(func() { r.be.verify["K1.good"] = okAt("doc-1", 2) })
+		_, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
+		require.NoError(t, err)
+		r.waitFor("pulse", func() bool { return len(r.f.Pulses()) == 1 })
+		// The intent is journaled and the lock pulsed; now the disk is full.
+		setFull(true)
+		r.citizen(a, true)
+		r.waitState(StateDone) // the sensors say the document is gone
+		synctest.Wait()
+		require.False(t, r.hasEvent("pickup_completed"), "nothing is journaled on a full disk")
+		require.NotEmpty(t, r.j.Unfinished(), "the operation's end is not journaled either: a restart would decide it again")
+
+		setFull(false)
+		r.waitFor("the kept outcome journaled", func() bool { return r.e.KeptWrites() == 0 && r.hasEvent("pickup_completed") })
+		completed := 0
+		for _, ev := range r.events() {
+			if ev.Kind == wire.EvPickupCompleted {
+				completed++
+				require.Equal(t, "doc-1", ev.DocumentID)
+			}
+			require.NotEqual(t, wire.EvPickupNotCollected, ev.Kind)
+		}
+		require.Equal(t, 1, completed, "%v", r.kinds())
+		r.waitFor("operation ended in the journal", func() bool { return len(r.j.Unfinished()) == 0 })
+		require.Equal(t, 1, r.f.PulseCount(a))
+	})
+}
 
 func TestJournalDamagedAlarm(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {

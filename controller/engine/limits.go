@@ -170,9 +170,9 @@ func (e *Engine) liftPINLock(ev wire.Event, why string) (pinLift, error) {
 	e.pin.lim.Store(next)
 	e.pin.mu.Unlock()
 	ev.Kind, ev.Detail = wire.EvLockoutCleared, why+": "+l.detail()
-	_ = e.emit(ev)
+	e.emitKept(ev)
 	if l.WasLocked && l.StillUntil.IsZero() {
-		_ = e.emit(wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmBruteForceLockout, StaffID: ev.StaffID, CommandID: ev.CommandID})
+		e.emitKept(wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmBruteForceLockout, StaffID: ev.StaffID, CommandID: ev.CommandID})
 	}
 	e.log.Info("PIN lockout lifted by staff", "staff_id", ev.StaffID, "command_id", ev.CommandID,
 		"was_locked", l.WasLocked, "still_until", l.StillUntil)

@@ -64,9 +64,11 @@ func (e *Engine) release(o *op) {
 // end closes o in the journal and frees its lock.
 func (e *Engine) end(o *op) {
 	if o.intent.ID != 0 {
-		if err := e.j.EndOp(o.intent.ID); err != nil {
-			e.log.Error("journal end failed", "err", err)
-		}
+		// After the outcome event, should that be kept (emitKept): until
+		// both are written the intent stays open, and a restart decides
+		// the operation again.
+		id := o.intent.ID
+		e.keep("end of operation", func() error { return e.j.EndOp(id) })
 	}
 	e.release(o)
 }
@@ -157,7 +159,7 @@ func (e *Engine) runOp(ctx context.Context, o *op, resend bool) {
 			e.afterOpen(ctx, o)
 			return
 		}
-		_ = e.emit(wire.Event{Kind: wire.EvOpenNotDetected, Addr: addrPtr(o.comp.lock), DocumentID: o.docID,
+		e.emitKept(wire.Event{Kind: wire.EvOpenNotDetected, Addr: addrPtr(o.comp.lock), DocumentID: o.docID,
 			StaffID: o.staffID, CommandID: o.commandID, Slot: slotPtr(o.comp), Detail: fmt.Sprintf("attempt %d", attempt+1)})
 		e.m.openNotDetected.Inc()
 		if caps.CommandIDs && attempt < retries {
@@ -368,7 +370,7 @@ func (e *Engine) afterOpen(ctx context.Context, o *op) {
 				sawPlaced = true
 			case hardware.DoorClosed:
 				if alarmed {
-					_ = e.emit(wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmDoorLeftOpen, Addr: addrPtr(o.comp.lock)})
+					e.emitKept(wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmDoorLeftOpen, Addr: addrPtr(o.comp.lock)})
 				}
 				e.finishSeen(ctx, o, sawRemoved, sawPlaced)
 				return
@@ -442,14 +444,14 @@ func (e *Engine) finishSeen(ctx context.Context, o *op, sawRemoved, sawPlaced bo
 			state = StateDone
 		}
 		e.m.pickups.WithLabelValues(string(ev.Kind)).Inc()
-		_ = e.emit(ev)
+		e.emitKept(ev)
 	case PurposeLoad:
 		if known && !present {
 			state = StateLoadEmpty
 		} else {
 			ev := base
 			ev.Kind = wire.EvLoaded
-			_ = e.emit(ev)
+			e.emitKept(ev)
 			state = StateLoaded
 		}
 	case PurposeRetrieve:
@@ -458,7 +460,7 @@ func (e *Engine) finishSeen(ctx context.Context, o *op, sawRemoved, sawPlaced bo
 		} else {
 			ev := base
 			ev.Kind = wire.EvRetrieved
-			_ = e.emit(ev)
+			e.emitKept(ev)
 			state = StateRetrieved
 		}
 	default:

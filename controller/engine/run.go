@@ -40,6 +40,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	// check); they run once Watch is on.
 	resume := e.reconcile(ctx)
 	e.releaseOrphanMarks()
+	e.wg.Add(1)
+	go func() { defer e.wg.Done(); e.keepLoop(ctx) }()
 	watchErr := make(chan error, 1)
 	go func() { watchErr <- e.watch(ctx) }()
 	for _, fn := range resume {
@@ -401,7 +403,7 @@ func (e *Engine) resumeCut(ctx context.Context, o *op, st hardware.ChannelState,
 		e.finish(ctx, o, false)
 		return
 	}
-	_ = e.emit(wire.Event{Kind: wire.EvOpenNotDetected, Addr: addrPtr(o.comp.lock), DocumentID: o.docID,
+	e.emitKept(wire.Event{Kind: wire.EvOpenNotDetected, Addr: addrPtr(o.comp.lock), DocumentID: o.docID,
 		StaffID: o.staffID, CommandID: o.commandID, Slot: slotPtr(o.comp),
 		Detail: "pulse cut short by kluisd's start-up relock: the door did not open, try again"})
 	e.m.openNotDetected.Inc()

@@ -125,6 +125,9 @@ type Options struct {
 	// compaction's rename, after moving a damaged tail aside); default an
 	// fsync of the opened directory. Tests inject failures through it.
 	SyncDir func(dir string) error
+	// Write writes a record's line to the journal file; default f.Write.
+	// Tests inject a full disk (ENOSPC) through it.
+	Write func(f *os.File, line []byte) (int, error)
 }
 
 // Journal is the append-only record file. Safe for concurrent use.
@@ -184,6 +187,9 @@ func Open(o Options) (*Journal, []Record, Recovery, error) {
 	}
 	if o.SyncDir == nil {
 		o.SyncDir = syncDir
+	}
+	if o.Write == nil {
+		o.Write = (*os.File).Write
 	}
 	j := &Journal{o: o, log: o.Logger.With("part", "journal"), path: filepath.Join(o.Dir, FileName),
 		nextSeq: 1, acked: map[string]bool{}, done: map[string]bool{}, unsure: map[string]bool{}, ended: map[string]bool{}, events: map[string]bool{}, wake: make(chan struct{})}
@@ -496,7 +502,7 @@ func (j *Journal) writeLocked(r Record, pre []byte) (*waiter, error) {
 			return nil, err
 		}
 	}
-	if _, err := j.f.Write(line); err != nil {
+	if _, err := j.o.Write(j.f, line); err != nil {
 		// A partial write is a torn tail: cut it off so the next
 		// append starts on a clean line (the lines written before it
 		// stay; their fdatasync is still to come).

@@ -38,11 +38,13 @@ bench: services
 	$(GO) test -run='^$$' -bench=. -benchmem $(PKGS)
 
 ## chaos: the gauntlet, CHAOS_NIGHTS seeded nights of faults (docs/chaos.md); CHAOS_SEED replays a run;
-## CHAOS_BROKER is mosquitto-tls (the production shape), mosquitto or embedded.
+## CHAOS_BROKER is mosquitto-tls (the production shape), mosquitto or embedded;
+## CHAOS_FAILOVER=1 puts the database on a primary and a standby and adds the db_failover fault.
 CHAOS_NIGHTS ?= 100
 CHAOS_BROKER ?= mosquitto-tls
+CHAOS_FAILOVER ?= 1
 chaos: services
-	CHAOS_NIGHTS=$(CHAOS_NIGHTS) CHAOS_BROKER=$(CHAOS_BROKER) $(GO) test -count=1 -timeout 6h -run '^TestGauntlet$$' -v ./bench/chaos
+	CHAOS_NIGHTS=$(CHAOS_NIGHTS) CHAOS_BROKER=$(CHAOS_BROKER) CHAOS_FAILOVER=$(CHAOS_FAILOVER) $(GO) test -count=1 -timeout 6h -run '^TestGauntlet$$' -v ./bench/chaos
 
 ## demo: the whole system on one machine. DATABASE_URL and MQTT_URL are used when set;
 ## otherwise a local PostgreSQL (started or created under ./var) and the backend's embedded broker.

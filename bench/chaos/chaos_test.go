@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"kluis/backend/pgtest/pgpair"
 )
 
 // binDir holds the binaries TestMain built.
@@ -74,6 +76,17 @@ func faultsHere() []Fault {
 	return out
 }
 
+// withFailover adds db_failover to faults when the world can run on a
+// PostgreSQL pair (the server binaries are there); it reports whether it
+// did.
+func withFailover(t *testing.T, faults []Fault) ([]Fault, bool) {
+	if err := pgpair.Available(); err != nil {
+		t.Logf("%v: the db_failover fault is left out", err)
+		return faults, false
+	}
+	return append(append([]Fault(nil), faults...), DBFailover{}), true
+}
+
 // envBroker is CHAOS_BROKER, default the production shape (Mosquitto
 // with TLS).
 func envBroker(t *testing.T) string {
@@ -109,7 +122,11 @@ func runGauntlet(t *testing.T, cfg Config) *Report {
 		t.Fatal(err)
 	}
 	if len(rep.Violations) > 0 {
-		t.Fatalf("%d violations; replay with CHAOS_SEED=%d CHAOS_BROKER=%s", len(rep.Violations), rep.Seed, cfg.World.Broker)
+		failover := 0
+		if cfg.World.Failover {
+			failover = 1
+		}
+		t.Fatalf("%d violations; replay with CHAOS_SEED=%d CHAOS_BROKER=%s CHAOS_FAILOVER=%d", len(rep.Violations), rep.Seed, cfg.World.Broker, failover)
 	}
 	// Every kind the run planned struck.
 	for _, night := range FaultPlan(cfg) {
@@ -172,9 +189,32 @@ func TestGauntletEmbedded(t *testing.T) {
 	runGauntlet(t, cfg)
 }
 
+// TestGauntletFailover is the short seeded run of db_failover: one night
+// on one device of each driver and two backend replicas, on a private
+// PostgreSQL primary and synchronous standby; the primary's machine is
+// lost twice during pickups (the second time after a new standby was made
+// from the promoted one). TestGauntletShort keeps its own seeded plan of
+// the other kinds.
+func TestGauntletFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("gauntlet: starts two PostgreSQL clusters, two backends, Mosquitto, the simulator and four kluisd")
+	}
+	if os.Getenv("CHAOS_NIGHTS") != "" {
+		t.Skip("CHAOS_NIGHTS set: TestGauntlet runs")
+	}
+	faults, ok := withFailover(t, nil)
+	if !ok {
+		t.Skip("no PostgreSQL server binaries for a standby")
+	}
+	runGauntlet(t, Config{Seed: envSeed(20261208), Nights: 1, Faults: faults, FaultsPerNight: 2, DocsPerDevice: 1,
+		World: Options{Devices: DefaultFleet(1), Broker: BrokerMosquittoTLS, Backends: 2, Failover: true}})
+}
+
 // TestGauntlet is `make chaos`: CHAOS_NIGHTS nights (100 there) on two
 // devices of each driver, seed CHAOS_SEED (default: the time), broker
-// CHAOS_BROKER (default mosquitto-tls; embedded runs one backend).
+// CHAOS_BROKER (default mosquitto-tls; embedded runs one backend); with
+// CHAOS_FAILOVER=1 (make chaos's default) the database is a primary and
+// a standby and db_failover is one of the faults.
 func TestGauntlet(t *testing.T) {
 	nights := envInt("CHAOS_NIGHTS", 0)
 	if nights == 0 {
@@ -186,6 +226,10 @@ func TestGauntlet(t *testing.T) {
 	if broker == BrokerEmbedded {
 		backends = envInt("CHAOS_BACKENDS", 1)
 	}
-	runGauntlet(t, Config{Seed: seed, Nights: nights, Faults: faultsHere(), FaultsPerNight: 3,
-		World: Options{Devices: DefaultFleet(envInt("CHAOS_PER_DRIVER", 2)), Backends: backends, Broker: broker}})
+	faults, failover := faultsHere(), false
+	if os.Getenv("CHAOS_FAILOVER") == "1" {
+		faults, failover = withFailover(t, faults)
+	}
+	runGauntlet(t, Config{Seed: seed, Nights: nights, Faults: faults, FaultsPerNight: 3,
+		World: Options{Devices: DefaultFleet(envInt("CHAOS_PER_DRIVER", 2)), Backends: backends, Broker: broker, Failover: failover}})
 }

@@ -419,3 +419,54 @@ func (BackendKill) Strike(ctx context.Context, s *Strike) error {
 	}
 	return err
 }
+
+// DBFailover loses the database's machine during a pickup: the
+// PostgreSQL primary is killed (SIGKILL of its whole process group) a
+// seeded moment into the pickup and the synchronous standby promoted a
+// seeded moment later, as a failover manager would; the backends find the
+// new primary by themselves (both hosts, target_session_attrs=read-write).
+// Then a new standby is made from a fresh base backup in the lost
+// machine's place, so that the next db_failover has one. Only in a world
+// on a pair (Options.Failover); the night's checks read the promoted
+// primary.
+type DBFailover struct{}
+
+// Kind names the fault.
+func (DBFailover) Kind() string { return "db_failover" }
+
+// Applies to every node: the database serves them all.
+func (DBFailover) Applies(n *Node) bool { return anyNode(n) }
+
+// Strike fails the database over during a pickup and gives the new
+// primary a standby.
+func (DBFailover) Strike(ctx context.Context, s *Strike) error {
+	pair := s.W.Pair
+	if pair == nil {
+		return errors.New("db_failover: the world has no standby (Options.Failover, CHAOS_FAILOVER=1)")
+	}
+	delay := s.Jitter(0, 300*time.Millisecond)
+	down := s.Jitter(500*time.Millisecond, 2*time.Second)
+	usePIN := s.Rng.IntN(2) == 0 // drawn here: the pickup runs on another goroutine
+	done := make(chan struct{})
+	go func() { defer close(done); s.G.collect(ctx, s.Doc, usePIN, takeAndClose, nil) }()
+	// pgpair fails the test on its own errors: on the test's goroutine.
+	s.Sleep(ctx, delay)
+	standby := pair.StandbyPort
+	pair.KillPrimary()
+	s.Sleep(ctx, down)
+	pair.Promote()
+	<-done
+	pair.Rebuild()
+	// The harness's connections went down with the primary: the checks
+	// read the promoted one.
+	s.W.DB.Reset()
+	var port int
+	var recovery bool
+	if err := s.W.DB.QueryRow(ctx, `SELECT current_setting('port')::int, pg_is_in_recovery()`).Scan(&port, &recovery); err != nil {
+		return fmt.Errorf("db_failover: the promoted primary: %w", err)
+	}
+	if port != standby || recovery {
+		return fmt.Errorf("db_failover: the checks read port %d (in recovery: %v), want the promoted standby's %d", port, recovery, standby)
+	}
+	return nil
+}

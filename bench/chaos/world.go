@@ -23,6 +23,7 @@ import (
 	"kluis/backend/api/apiclient"
 	"kluis/backend/broker/mosquittotest"
 	"kluis/backend/pgtest"
+	"kluis/backend/pgtest/pgpair"
 	"kluis/controller/daemon/daemonclient"
 	"kluis/controller/kiosk/kioskclient"
 	"kluis/deploy/dev/cutproxy"
@@ -118,6 +119,11 @@ type Options struct {
 	// ExpiryKind gets the short exact pickup period ExpiryPeriod.
 	ExpiryKind   string
 	ExpiryPeriod time.Duration
+	// Failover puts the database on a private PostgreSQL primary and
+	// synchronous standby (backend/pgtest/pgpair) instead of the system
+	// PostgreSQL, the backends given both hosts (target_session_attrs=
+	// read-write): the db_failover fault needs it.
+	Failover bool
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
 }
@@ -153,6 +159,9 @@ type World struct {
 	RunID string
 	DBURL string
 	DB    *pgxpool.Pool
+	// Pair is the database's primary and standby with Options.Failover
+	// (nil otherwise).
+	Pair *pgpair.Pair
 	// Mosq is the Mosquitto of the Mosquitto modes (nil with the
 	// embedded broker).
 	Mosq *mosquittotest.Process
@@ -252,7 +261,13 @@ func Start(ctx context.Context, t testing.TB, o Options) (*World, error) {
 		t.Logf("CHAOS_KEEP: logs in %s", dir)
 	}
 	w := &World{T: t, Opts: o, Dir: dir, RunID: randomHex(3), mqttPass: map[string]string{}, byID: map[string]*Node{}}
-	w.DBURL = pgtest.NewDatabase(t)
+	if o.Failover {
+		w.Pair = pgpair.Start(t)
+		w.Pair.CreateDatabase("kluis")
+		w.DBURL = w.Pair.URL("kluis")
+	} else {
+		w.DBURL = pgtest.NewDatabase(t)
+	}
 	w.MailDir = filepath.Join(w.Dir, "mail")
 	var err error
 	if w.Mail, err = NewSMTPGateway(w.MailDir); err != nil {

@@ -535,3 +535,49 @@ func clip(s string) string {
 	}
 	return s
 }
+
+// Undelivered is a queued notification that has not reached its holder
+// after at least one attempt: still waiting for its next try, or given up.
+type Undelivered struct {
+	DocumentID string
+	// Number and the holder's names are empty once the document is purged.
+	Number, FirstName, LastName string
+	DocumentState               lifecycle.State
+	// Kind is the service.Notify* kind (loaded, reissued, reminder,
+	// collected, expired).
+	Kind string
+	// GaveUp: every attempt failed; nothing will try again. A given-up
+	// ready message ended as a pickup slip for the counter.
+	GaveUp   bool
+	Attempts int
+	// NextAt is when a waiting message is tried again.
+	NextAt    time.Time
+	CreatedAt time.Time
+}
+
+// ListUndelivered lists the notifications staff may have to act on, at
+// most limit, given up first, then by next try: the rows waiting for a
+// retry after a failed attempt, and the given-up rows of documents still
+// in their compartment (the holder has no codes: hand over the slip or
+// make new codes). A row not yet tried is not listed (it is being sent),
+// nor a given-up one of a document that left its compartment.
+func ListUndelivered(ctx context.Context, db store.DB, limit int) ([]Undelivered, error) {
+	rows, err := db.Query(ctx, `SELECT o.document_id::text, coalesce(d.number, ''), coalesce(d.holder_first_name, ''),
+		coalesce(d.holder_last_name, ''), d.state, o.kind, o.state = 'gave_up', o.attempts, o.next_at, o.created_at
+		FROM notify_outbox o JOIN documents d ON d.id = o.document_id
+		WHERE (o.state = 'pending' AND o.attempts > 0) OR (o.state = 'gave_up' AND d.state IN ('loaded', 'notified'))
+		ORDER BY o.state = 'gave_up' DESC, o.next_at, o.id LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("notify: undelivered: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Undelivered, error) {
+		var u Undelivered
+		err := r.Scan(&u.DocumentID, &u.Number, &u.FirstName, &u.LastName, &u.DocumentState, &u.Kind, &u.GaveUp,
+			&u.Attempts, &u.NextAt, &u.CreatedAt)
+		return u, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("notify: undelivered: %w", err)
+	}
+	return out, nil
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/codes"
+	"kluis/backend/lifecycle"
 	"kluis/backend/notify/notifytest"
 	"kluis/backend/service"
 	"kluis/backend/store"
@@ -258,6 +259,55 @@ func TestOutboxGivesUpToASlip(t *testing.T) {
 	require.Equal(t, []string{"loaded/sms/failed", "loaded/sms/failed", "loaded/sms/failed", "loaded/slip/needed"}, f.records(t, d.ID))
 	_, err := os.Stat(filepath.Join(f.slips, d.ID+".html"))
 	require.NoError(t, err, "a slip for the counter")
+}
+
+// What staff see of the outbox: nothing while a message has not been
+// tried; a failed one waiting with its attempts and next try; a given-up
+// ready message of a document still in its compartment; nothing of a
+// given-up message once its document is collected.
+func TestListUndelivered(t *testing.T) {
+	t.Parallel()
+	f := newOfix(t, 2)
+	list := func() []Undelivered {
+		t.Helper()
+		u, err := ListUndelivered(f.ctx, f.st.Pool(), 10)
+		require.NoError(t, err)
+		return u
+	}
+	d := f.loaded(t, "", "+32470123456")
+	require.Empty(t, list(), "not tried yet: being sent")
+	_, x := f.sender(t, OutboxOptions{MaxAttempts: 2, RetryBase: time.Minute})
+	f.sms.SetStatus(http.StatusServiceUnavailable)
+	require.Equal(t, 1, x.Drain(f.ctx))
+	u := list()
+	require.Len(t, u, 1)
+	require.Equal(t, Undelivered{DocumentID: d.ID, Number: d.Number, FirstName: "Lotte", LastName: "Claes", DocumentState: lifecycle.Loaded,
+		Kind: service.NotifyLoaded, Attempts: 1, NextAt: f.clock.Now().Add(time.Minute), CreatedAt: f.clock.Now()},
+		normalise(u[0]))
+	f.clock.Add(time.Hour)
+	require.Equal(t, 1, x.Drain(f.ctx))
+	u = list()
+	require.Len(t, u, 1)
+	require.True(t, u[0].GaveUp)
+	require.Equal(t, 2, u[0].Attempts)
+	// A second document waits for its retry; the given-up one comes first.
+	d2 := f.loaded(t, "", "+32470123457")
+	require.Equal(t, 1, x.Drain(f.ctx))
+	u = list()
+	require.Len(t, u, 2)
+	require.Equal(t, []string{d.ID, d2.ID}, []string{u[0].DocumentID, u[1].DocumentID})
+	require.False(t, u[1].GaveUp)
+	_, err := f.svc.Collect(f.ctx, "device:l1", d.ID)
+	require.NoError(t, err)
+	u = list()
+	require.Len(t, u, 1, "collected: its given-up message is no longer staff's concern")
+	require.Equal(t, d2.ID, u[0].DocumentID)
+}
+
+// normalise puts the times of u in UTC for comparison.
+func normalise(u Undelivered) Undelivered {
+	u.NextAt, u.CreatedAt = u.NextAt.UTC(), u.CreatedAt.UTC()
+	return u
 }
 
 // Two replicas with two workers each drain one outbox through a slow

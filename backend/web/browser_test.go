@@ -86,8 +86,18 @@ func TestConsoleInBrowser(t *testing.T) {
 	assert.Contains(t, desktop.Text(t, ".state-line"), "Kluis inkomhal, vak")
 	registered := strings.TrimPrefix(evalString(t, desktop, `location.pathname`), "/staff/documents/")
 
+	// Messages that did not reach their holder: the slip document's ready
+	// message given up, a reminder waiting for its next try.
+	_, err := e.pool().Exec(ctx, `INSERT INTO notify_outbox (document_id, kind, state, attempts, next_at, created_at)
+		VALUES ($1, 'loaded', 'gave_up', 12, now(), now()), ($2, 'reminder', 'pending', 2, now() + interval '1 hour', now())`, slipDoc, expired)
+	require.NoError(t, err)
+
 	// Every page of counter staff.
-	check("/staff/documents", "documents", `!!document.querySelector("h1")`)
+	check("/staff/documents", "documents", `!!document.querySelector("#h-undelivered")`)
+	assert.Equal(t, 2, evalInt(t, phone, `document.querySelectorAll("table.undelivered tbody tr").length`))
+	assert.Contains(t, phone.Text(t, "table.undelivered tr[data-gave-up]"), "EP0000011")
+	assert.Contains(t, phone.Text(t, "table.undelivered tr[data-gave-up]"), "Opgegeven (pogingen: 12)")
+	assert.Contains(t, phone.Text(t, "table.undelivered tbody tr:not([data-gave-up])"), "Nieuwe poging")
 	check("/staff/documents?q=dubois", "documents-search", `!!document.querySelector("#h-results")`)
 	check("/staff/documents/new", "register", `!!document.querySelector("#f-number")`)
 	for _, v := range []*browsertest.Tab{desktop, phone} {

@@ -19,6 +19,7 @@ import (
 	"kluis/backend/auth"
 	"kluis/backend/lifecycle"
 	"kluis/backend/notify"
+	"kluis/backend/service"
 	"kluis/backend/store"
 	"kluis/controller/wire"
 	"kluis/hardware"
@@ -86,6 +87,9 @@ func TestCatalogueComplete(t *testing.T) {
 	}
 	for _, l := range Languages {
 		keys = append(keys, "language."+l)
+	}
+	for _, k := range []string{service.NotifyLoaded, service.NotifyReissued, service.NotifyReminder, service.NotifyCollected, service.NotifyExpired} {
+		keys = append(keys, "undelivered.kind."+k)
 	}
 	for _, c := range []string{"email", "sms", "slip"} {
 		keys = append(keys, "channel."+c)
@@ -303,6 +307,40 @@ func TestDeadlineAsCitizensReadIt(t *testing.T) {
 	}
 }
 
+// fixtureUndelivered: a ready message and a reminder given up, a receipt
+// waiting for its next try (at 11:30 Brussels time, today for the fixtures).
+var fixtureUndelivered = []notify.Undelivered{
+	{DocumentID: "d1", Number: datum, FirstName: datum, LastName: datum, Kind: "loaded", GaveUp: true, Attempts: 12},
+	{DocumentID: "d2", Number: datum, FirstName: datum, LastName: datum, Kind: "reminder", GaveUp: true, Attempts: 12},
+	{DocumentID: "d3", Kind: "collected", Attempts: 2, NextAt: fixtureNow.Add(time.Hour)},
+}
+
+// The documents page lists the messages that did not reach their holder:
+// what failed, whether it waits or was given up, and what staff do.
+func TestDocumentsListUndelivered(t *testing.T) {
+	want := map[string][]string{
+		"en": {"Messages that did not arrive", "Ready for pickup, with the codes", "Given up (attempts: 12)",
+			"The holder has no codes: hand over the pickup slip or make new codes.", "Reminder", "Call the holder if need be.",
+			"Collection receipt", "Next try 11:30:00 (failed attempts: 2)", "Nothing: it is tried again by itself.", "(erased)"},
+		"nl": {"Berichten die niet aankwamen", "Opgegeven (pogingen: 12)", "Nieuwe poging 11:30:00 (mislukte pogingen: 2)",
+			"De houder heeft geen codes: geef het afhaalbewijs af of maak nieuwe codes."},
+		"fr": {"Messages non arrivés", "Abandonné (essais : 12)", "Nouvel essai 11:30:00 (essais échoués : 2)"},
+		"de": {"Nicht angekommene Nachrichten", "Aufgegeben (Versuche: 12)", "Neuer Versuch 11:30:00 (fehlgeschlagene Versuche: 2)"},
+	}
+	for _, lang := range Languages {
+		page := renderAll(t, lang)["documents"]
+		texts := strings.Join(visibleTexts(t, page), "\n")
+		for _, w := range want[lang] {
+			assert.Contains(t, texts, w, lang)
+		}
+		for _, id := range []string{"d1", "d2", "d3"} {
+			assert.Contains(t, page, `href="/staff/documents/`+id+`"`, "%s: links to the document, where the slip and new codes are", lang)
+		}
+		assert.Equal(t, 2, strings.Count(page, "data-gave-up"), lang)
+		assert.Less(t, strings.Index(page, `id="h-undelivered"`), strings.Index(page, `id="h-expired"`), "%s: first, since it asks for action", lang)
+	}
+}
+
 // renderAll renders every page and live fragment with data of every kind,
 // as an admin (who sees every button).
 func renderAll(t *testing.T, lang string) map[string]string {
@@ -332,7 +370,7 @@ func renderAll(t *testing.T, lang string) map[string]string {
 	rows := []docRow{{Document: doc, Device: datum, Comp: 3}}
 	do("login", "/staff/login?notice=notice.logged_out", "login", loginData{Username: datum, Error: datum, Ended: true, Next: "/staff/x", Token: "t"}, false)
 	do("documents", "/staff/documents?q=x", "documents", documentsData{Query: datum, Searched: true, Results: rows, Total: 1, Soon: rows,
-		Expired: rows, Reserved: rows, SoonDays: 2}, true)
+		Expired: rows, Reserved: rows, SoonDays: 2, Undelivered: fixtureUndelivered}, true)
 	do("documents-empty", "/staff/documents", "documents", documentsData{SoonDays: 2}, true)
 	dev := store.Device{ID: "k1", SiteID: "s", Kind: store.Locker, Name: datum}
 	oos := dev

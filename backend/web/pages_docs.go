@@ -44,6 +44,9 @@ type documentsData struct {
 	Expired  []docRow
 	Reserved []docRow
 	SoonDays int
+	// Undelivered are the messages to holders that failed (waiting for a
+	// retry, or given up: the counter hands over a slip or new codes).
+	Undelivered []notify.Undelivered
 }
 
 // soonWithin is what "expires soon" means on the documents page.
@@ -93,6 +96,9 @@ func (w *Web) documents(rw http.ResponseWriter, q *req) error {
 		return err
 	}
 	if d.Reserved, _, err = list(store.DocumentFilter{State: lifecycle.Reserved, Limit: 100}); err != nil {
+		return err
+	}
+	if d.Undelivered, err = notify.ListUndelivered(ctx, w.o.Pool, 100); err != nil {
 		return err
 	}
 	w.render(rw, q, http.StatusOK, "documents", q.t.S("documents.title"), d)

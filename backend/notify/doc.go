@@ -42,7 +42,9 @@
 // renders the message from the document as it is now, sends on the
 // channels not yet done (each send bounded by a timeout), records the
 // attempts in notifications and deletes the row, or schedules a retry with
-// exponential back-off, in the same transaction. Delivery is at least once:
+// exponential back-off (each wait shortened at random by up to
+// OutboxOptions.Jitter, so that messages that failed together do not come
+// back together), in the same transaction. Delivery is at least once:
 // a crash after a gateway accepted a message and before that commit sends
 // it again; exactly once cannot be had from an SMTP server or an SMS
 // gateway. After the last attempt the row is kept as gave_up, without its

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,7 @@ const (
 	DefaultOutboxMaxAttempts = 12
 	DefaultOutboxRetryBase   = 30 * time.Second
 	DefaultOutboxRetryMax    = time.Hour
+	DefaultOutboxJitter      = 0.2
 )
 
 // OutboxOptions configure [NewOutbox].
@@ -57,6 +59,15 @@ type OutboxOptions struct {
 	// each further one up to RetryMax (defaults DefaultOutboxRetryBase,
 	// DefaultOutboxRetryMax).
 	RetryBase, RetryMax time.Duration
+	// Jitter spreads the retries of messages that failed together (a
+	// gateway down for a while), so that they do not all come back in the
+	// same second: each wait is shortened by up to this fraction of its
+	// back-off, never lengthened (RetryMax stays the longest wait). At
+	// most 0.5; default DefaultOutboxJitter; negative: none.
+	Jitter float64
+	// Rand returns a number in [0, 1) that chooses the jitter of one wait;
+	// default math/rand/v2's Float64.
+	Rand func() float64
 	// Clock gives the time rows are queued and due at; default time.Now.
 	Clock func() time.Time
 	// Logger; default slog.Default().
@@ -81,6 +92,8 @@ type Outbox struct {
 	max     int
 	base    time.Duration
 	maxWait time.Duration
+	jitter  float64
+	rand    func() float64
 	now     func() time.Time
 	log     *slog.Logger
 	wake    chan struct{}
@@ -126,13 +139,24 @@ func NewOutbox(o OutboxOptions) (*Outbox, error) {
 	if o.RetryMax < o.RetryBase {
 		o.RetryMax = o.RetryBase
 	}
+	switch {
+	case o.Jitter > 0.5:
+		return nil, fmt.Errorf("notify: outbox jitter %g above 0.5: %w", o.Jitter, ErrInvalid)
+	case o.Jitter == 0:
+		o.Jitter = DefaultOutboxJitter
+	case o.Jitter < 0:
+		o.Jitter = 0
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Float64
+	}
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	x := &Outbox{pool: o.Pool, n: o.Notifier, seal: s, poll: o.Poll, workers: o.Workers, timeout: o.SendTimeout,
+	x := &Outbox{jitter: o.Jitter, rand: o.Rand, pool: o.Pool, n: o.Notifier, seal: s, poll: o.Poll, workers: o.Workers, timeout: o.SendTimeout,
 		max: o.MaxAttempts, base: o.RetryBase, maxWait: o.RetryMax, now: o.Clock,
 		log: o.Logger.With("part", "notify-outbox"), wake: make(chan struct{}, 1),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kluis_notify_outbox_pending",
@@ -486,13 +510,17 @@ func (x *Outbox) fallbackSlip(ctx context.Context, tx pgx.Tx, p *prepared, r out
 	}
 }
 
-// backoff is the wait after the attempts-th failed attempt.
+// backoff is the wait after the attempts-th failed attempt: RetryBase
+// doubled per attempt up to RetryMax, shortened by a random part of at
+// most Jitter of it.
 func (x *Outbox) backoff(attempts int) time.Duration {
 	d := x.base
 	for i := 1; i < attempts && d < x.maxWait; i++ {
 		d *= 2
 	}
-	return min(d, x.maxWait)
+	d = min(d, x.maxWait)
+	r := min(max(x.rand(), 0), 1)
+	return d - time.Duration(x.jitter*r*float64(d))
 }
 
 func (x *Outbox) retry(ctx context.Context, tx pgx.Tx, r outboxRow, done []string, errText string) error {

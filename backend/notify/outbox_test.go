@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -97,6 +98,9 @@ func (f *ofix) sender(t *testing.T, o OutboxOptions) (*Notifier, *Outbox) {
 	}
 	if o.Registerer == nil {
 		o.Registerer = prometheus.NewRegistry()
+	}
+	if o.Rand == nil {
+		o.Rand = func() float64 { return 0 } // no jitter: the waits are the back-off (TestOutboxBackoffJitter)
 	}
 	x, err := NewOutbox(o)
 	require.NoError(t, err)
@@ -259,6 +263,57 @@ func TestOutboxGivesUpToASlip(t *testing.T) {
 	require.Equal(t, []string{"loaded/sms/failed", "loaded/sms/failed", "loaded/sms/failed", "loaded/slip/needed"}, f.records(t, d.ID))
 	_, err := os.Stat(filepath.Join(f.slips, d.ID+".html"))
 	require.NoError(t, err, "a slip for the counter")
+}
+
+// The waits double from RetryBase up to RetryMax, each shortened by a
+// random part of at most Jitter of it, never lengthened: messages that
+// failed together come back spread out, and RetryMax stays the longest
+// wait. The seam chooses; a seeded source spreads; a failed row's next
+// try is now plus the jittered wait.
+func TestOutboxBackoffJitter(t *testing.T) {
+	t.Parallel()
+	f := newOfix(t, 1)
+	var r float64
+	_, x := f.sender(t, OutboxOptions{RetryBase: time.Minute, RetryMax: 10 * time.Minute, Jitter: 0.25, Rand: func() float64 { return r }})
+	for _, c := range []struct {
+		attempts int
+		r        float64
+		want     time.Duration
+	}{
+		{1, 0, time.Minute}, {1, 0.5, 52500 * time.Millisecond}, {1, 0.999999, 45*time.Second + 15*time.Microsecond},
+		{2, 0, 2 * time.Minute}, {4, 0, 8 * time.Minute}, {5, 0, 10 * time.Minute}, {5, 1, 7*time.Minute + 30*time.Second},
+		{40, 0.5, 8*time.Minute + 45*time.Second},
+		{1, 7, 45 * time.Second}, {1, -3, time.Minute}, // a seam out of range is held to [0, 1]
+	} {
+		r = c.r
+		require.Equal(t, c.want, x.backoff(c.attempts), "attempts %d, r %g", c.attempts, c.r)
+	}
+
+	// A seeded source: within the bounds, and spread.
+	src := mrand.New(mrand.NewPCG(1, 2))
+	_, x = f.sender(t, OutboxOptions{RetryBase: time.Minute, RetryMax: 10 * time.Minute, Rand: src.Float64})
+	seen := map[time.Duration]bool{}
+	for range 200 {
+		d := x.backoff(12)
+		require.GreaterOrEqual(t, d, 8*time.Minute, "at most DefaultOutboxJitter shorter")
+		require.LessOrEqual(t, d, 10*time.Minute, "never longer than RetryMax")
+		seen[d.Truncate(time.Second)] = true
+	}
+	require.Greater(t, len(seen), 50, "spread over the two minutes")
+	_, x = f.sender(t, OutboxOptions{RetryBase: time.Minute, Jitter: -1, Rand: src.Float64})
+	require.Equal(t, time.Minute, x.backoff(1), "negative: no jitter")
+	_, err := NewOutbox(OutboxOptions{Pool: f.st.Pool(), Notifier: &Notifier{}, SealKey: f.key, Jitter: 0.6})
+	require.ErrorIs(t, err, ErrInvalid)
+
+	// A failed row is due again after the jittered wait.
+	d := f.loaded(t, "", "+32470123456")
+	r = 0.5
+	_, x = f.sender(t, OutboxOptions{RetryBase: time.Minute, Jitter: 0.2, Rand: func() float64 { return r }})
+	f.sms.SetStatus(http.StatusBadGateway)
+	require.Equal(t, 1, x.Drain(f.ctx))
+	var next time.Time
+	require.NoError(t, f.st.Pool().QueryRow(f.ctx, `SELECT next_at FROM notify_outbox WHERE document_id = $1`, d.ID).Scan(&next))
+	require.Equal(t, f.clock.Now().Add(54*time.Second).UTC(), next.UTC())
 }
 
 // What staff see of the outbox: nothing while a message has not been

@@ -103,25 +103,21 @@ func HashRecord(prevHash []byte, seq int64, at time.Time, actor, action, subject
 // genesis is the prev_hash of record 1.
 var genesis = make([]byte, sha256.Size)
 
-// Append records e inside tx. The record waits in audit_pending until tx
-// commits and the chainer ([Chain], run by [Chainer] in the backend and by
-// readers before they read) gives it the next seq and its hash: no lock is
-// taken, so concurrent transactions do not queue behind each other. If tx
-// rolls back, the record is gone with it and the chain shows no gap. It
-// returns the record as queued (Seq 0, no hashes; Pending its number).
-func Append(ctx context.Context, tx Tx, e Entry) (Record, error) {
+// entryFields checks e and returns its time (UTC, µs) and details (a JSON
+// object's text).
+func entryFields(e Entry) (time.Time, []byte, error) {
 	if e.Actor == "" || e.Action == "" {
-		return Record{}, fmt.Errorf("%w: actor and action are required", ErrInvalid)
+		return time.Time{}, nil, fmt.Errorf("%w: actor and action are required", ErrInvalid)
 	}
 	details := []byte("{}")
 	if e.Details != nil {
 		b, err := json.Marshal(e.Details)
 		if err != nil {
-			return Record{}, fmt.Errorf("%w: details: %v", ErrInvalid, err)
+			return time.Time{}, nil, fmt.Errorf("%w: details: %v", ErrInvalid, err)
 		}
 		if len(b) == 0 || b[0] != '{' {
 			if !bytes.Equal(b, []byte("null")) {
-				return Record{}, fmt.Errorf("%w: details must be a JSON object", ErrInvalid)
+				return time.Time{}, nil, fmt.Errorf("%w: details must be a JSON object", ErrInvalid)
 			}
 		} else {
 			details = b
@@ -131,7 +127,48 @@ func Append(ctx context.Context, tx Tx, e Entry) (Record, error) {
 	if at.IsZero() {
 		at = time.Now()
 	}
-	at = at.UTC().Truncate(time.Microsecond)
+	return at.UTC().Truncate(time.Microsecond), details, nil
+}
+
+// QueueAppend queues on b one statement that records every entry, in
+// order, like [Append] does one: the records wait in audit_pending until
+// the transaction b runs in commits. It is for callers that send several
+// statements in one round trip (a pgx.Batch inside their transaction);
+// the statement's result is a command tag ("INSERT 0 n"). An invalid entry
+// queues nothing and returns ErrInvalid.
+func QueueAppend(b *pgx.Batch, entries []Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	ats := make([]time.Time, len(entries))
+	actors, actions, subjects, dets := make([]string, len(entries)), make([]string, len(entries)),
+		make([]string, len(entries)), make([]string, len(entries))
+	for i, e := range entries {
+		at, details, err := entryFields(e)
+		if err != nil {
+			return err
+		}
+		ats[i], actors[i], actions[i], subjects[i], dets[i] = at, e.Actor, e.Action, e.Subject, string(details)
+	}
+	// unnest keeps the arrays' order: the records are numbered in it.
+	b.Queue(`INSERT INTO audit_pending (at, actor, action, subject, details)
+		SELECT a, ac, act, su, d::json
+		FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[]) AS t(a, ac, act, su, d)`,
+		ats, actors, actions, subjects, dets)
+	return nil
+}
+
+// Append records e inside tx. The record waits in audit_pending until tx
+// commits and the chainer ([Chain], run by [Chainer] in the backend and by
+// readers before they read) gives it the next seq and its hash: no lock is
+// taken, so concurrent transactions do not queue behind each other. If tx
+// rolls back, the record is gone with it and the chain shows no gap. It
+// returns the record as queued (Seq 0, no hashes; Pending its number).
+func Append(ctx context.Context, tx Tx, e Entry) (Record, error) {
+	at, details, err := entryFields(e)
+	if err != nil {
+		return Record{}, err
+	}
 	var id int64
 	if err := tx.QueryRow(ctx, `INSERT INTO audit_pending (at, actor, action, subject, details)
 		VALUES ($1, $2, $3, $4, $5::text::json) RETURNING id`,

@@ -63,6 +63,16 @@ type Options struct {
 	Audit AuditFunc
 	// OnLockout raises the alarm of a device lockout; nil: log only.
 	OnLockout LockoutFunc
+	// VerifyBatch is the most QR verifications (of as many devices)
+	// decided and recorded in one transaction (batch.go); default 64; 1
+	// gives every verification a transaction of its own. Batching is off
+	// with an Audit function of the caller's.
+	VerifyBatch int
+	// VerifyBatches is how many such transactions run at once; default 1
+	// (one writer: while its transaction runs, the next batch gathers).
+	VerifyBatches int
+	// VerifyTimeout bounds one batch's transaction; default 10 s.
+	VerifyTimeout time.Duration
 }
 
 // Service issues and verifies codes.
@@ -76,8 +86,11 @@ type Service struct {
 	log       *slog.Logger
 	audit     AuditFunc
 	onLockout LockoutFunc
+	batch     *batcher // nil: no batching
 
 	verified *prometheus.CounterVec
+	batches  *prometheus.CounterVec // by outcome: ok, error
+	batched  prometheus.Counter
 	issued   prometheus.Counter
 	lockouts prometheus.Counter
 }
@@ -109,8 +122,18 @@ func New(opts Options) (*Service, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	batching := opts.Audit == nil
 	if opts.Audit == nil {
 		opts.Audit = AuditLog(opts.Clock)
+	}
+	if opts.VerifyBatch <= 0 {
+		opts.VerifyBatch = 64
+	}
+	if opts.VerifyBatches <= 0 {
+		opts.VerifyBatches = 1
+	}
+	if opts.VerifyTimeout <= 0 {
+		opts.VerifyTimeout = 10 * time.Second
 	}
 	s := &Service{
 		pool: opts.Pool, keys: opts.Keys, cfg: cfg, argon: opts.Argon,
@@ -120,6 +143,14 @@ func New(opts Options) (*Service, error) {
 			Name: "kluis_codes_verifications_total",
 			Help: "Code verifications by outcome (reason ok or the kiosk-safe denial reason).",
 		}, []string{"reason"}),
+		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kluis_codes_verify_batches_total",
+			Help: "Transactions that decided a batch of QR verifications, by outcome (ok; error: none of its attempts claimed).",
+		}, []string{"outcome"}),
+		batched: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kluis_codes_verify_batched_total",
+			Help: "QR verifications that went into a batch (divided by kluis_codes_verify_batches_total: the mean batch size).",
+		}),
 		issued: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kluis_codes_issued_total", Help: "Codes issued.",
 		}),
@@ -127,8 +158,11 @@ func New(opts Options) (*Service, error) {
 			Name: "kluis_codes_device_lockouts_total", Help: "Times a device's PIN entry was locked.",
 		}),
 	}
+	if batching && opts.VerifyBatch > 1 {
+		s.batch = &batcher{s: s, max: opts.VerifyBatch, concurrent: opts.VerifyBatches, timeout: opts.VerifyTimeout}
+	}
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.verified, s.issued, s.lockouts} {
+		for _, c := range []prometheus.Collector{s.verified, s.batches, s.batched, s.issued, s.lockouts} {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("codes: register metrics: %w", err)
 			}

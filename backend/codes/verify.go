@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"kluis/backend/audit"
 	"kluis/controller/pickupcode"
 )
 
@@ -146,6 +147,30 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 	// Everything that needs no database is decided first, outside the
 	// transaction: the token's signature, the PIN's digest.
 	look := s.lookup(a, method, now)
+	if s.batch != nil && method == "qr" && look.early == nil && look.sql != "" {
+		// A QR token whose signature holds: claimed in a transaction shared
+		// with other devices' (batch.go).
+		it := &batchItem{a: a, look: look, id: look.args[0].([]byte), done: make(chan struct{})}
+		if err := s.batch.verify(ctx, it); err != nil {
+			return Result{}, fmt.Errorf("codes: verify: %w", err)
+		}
+		switch {
+		case it.err != nil:
+			return Result{}, fmt.Errorf("codes: verify: %w", it.err)
+		case !it.alone:
+			return s.finish(ctx, a, method, it.out, it.res)
+		}
+		// Left out of the batch (its device or code busy, its device new): alone.
+	}
+	out, result, err := s.verifyTx(ctx, a, method, now, look)
+	if err != nil {
+		return Result{}, fmt.Errorf("codes: verify: %w", err)
+	}
+	return s.finish(ctx, a, method, out, result)
+}
+
+// verifyTx decides and records one attempt in a transaction of its own.
+func (s *Service) verifyTx(ctx context.Context, a Attempt, method string, now time.Time, look codeLookup) (outcome, Result, error) {
 	var (
 		out    outcome
 		result Result
@@ -204,11 +229,7 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 		if errors.Is(out.err, pickupcode.ErrAlreadyCollected) && out.code != nil && !out.code.graceOver(now) {
 			// Used, but is the document still there, not collected, and
 			// no other open code of it (a re-issue's) is the one to use?
-			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM documents WHERE id = $1::uuid AND device_id = $2
-				AND state IN ('loaded', 'notified'))
-				AND NOT EXISTS (SELECT 1 FROM codes WHERE document_id = $1::uuid AND id <> $3
-					AND used_at IS NULL AND revoked_at IS NULL)`,
-				out.code.documentID, a.DeviceID, out.code.id).Scan(&out.pending); err != nil {
+			if err := tx.QueryRow(ctx, pendingSQL, out.code.documentID, a.DeviceID, out.code.id).Scan(&out.pending); err != nil {
 				return fmt.Errorf("pending: %w", err)
 			}
 		}
@@ -236,15 +257,8 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 		}
 		p.queue(`INSERT INTO code_attempts (device_id, at, method, reason, counted, code_id)
 			VALUES ($1, $2, $3, $4, $5, $6)`, nil, a.DeviceID, now, method, pickupcode.Reason(out.err), out.counted, codeID)
-		ev := AuditEvent{Actor: "device:" + a.DeviceID, Action: "code.used", Subject: "device:" + a.DeviceID,
-			Details: map[string]any{"device": a.DeviceID, "method": method, "reason": pickupcode.Reason(out.err)}}
-		if out.code != nil {
-			ev.Subject = "document:" + out.code.documentID
-			ev.Details["code_id"] = pickupcode.FormatCodeID(out.code.id)
-		}
-		if out.err != nil {
-			ev.Action = "code.denied"
-		}
+		e := s.attemptEvent(a.DeviceID, method, out, now)
+		ev := AuditEvent{Actor: e.Actor, Action: e.Action, Subject: e.Subject, Details: e.Details.(map[string]any)}
 		if err := s.appendAudit(ctx, p, ev); err != nil {
 			return err
 		}
@@ -258,16 +272,47 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 			}
 		}
 		if out.err == nil {
-			c := out.code
-			result = Result{CodeID: pickupcode.FormatCodeID(c.id), DocumentID: c.documentID, DeviceID: c.deviceID,
-				CompartmentID: c.compartmentID, CompartmentNumber: c.compartmentNumber, Board: c.board,
-				Channel: c.channel, UsedAt: now}
+			result = resultOf(out.code, now)
 		}
 		return nil
 	})
-	if err != nil {
-		return Result{}, fmt.Errorf("codes: verify: %w", err)
+	return out, result, err
+}
+
+// pendingSQL asks, for a used code ($3) of a document ($1) at a device
+// ($2): is the document still there, not collected, and no other open code
+// of it (a re-issue's) the one to use?
+const pendingSQL = `SELECT EXISTS (SELECT 1 FROM documents WHERE id = $1::uuid AND device_id = $2
+	AND state IN ('loaded', 'notified'))
+	AND NOT EXISTS (SELECT 1 FROM codes WHERE document_id = $1::uuid AND id <> $3
+		AND used_at IS NULL AND revoked_at IS NULL)`
+
+// resultOf is the answer to a granted attempt on c.
+func resultOf(c *codeRow, now time.Time) Result {
+	return Result{CodeID: pickupcode.FormatCodeID(c.id), DocumentID: c.documentID, DeviceID: c.deviceID,
+		CompartmentID: c.compartmentID, CompartmentNumber: c.compartmentNumber, Board: c.board,
+		Channel: c.channel, UsedAt: now}
+}
+
+// attemptEvent is the audit record of an attempt: code.used or
+// code.denied with the reason (Details is a map[string]any).
+func (s *Service) attemptEvent(deviceID, method string, out outcome, now time.Time) audit.Entry {
+	e := audit.Entry{At: now, Actor: "device:" + deviceID, Action: "code.used", Subject: "device:" + deviceID}
+	details := map[string]any{"device": deviceID, "method": method, "reason": pickupcode.Reason(out.err)}
+	if out.code != nil {
+		e.Subject = "document:" + out.code.documentID
+		details["code_id"] = pickupcode.FormatCodeID(out.code.id)
 	}
+	if out.err != nil {
+		e.Action = "code.denied"
+	}
+	e.Details = details
+	return e
+}
+
+// finish does what follows a decided attempt's commit: the lockout's
+// alarm, the log line, the answer.
+func (s *Service) finish(ctx context.Context, a Attempt, method string, out outcome, result Result) (Result, error) {
 	if out.started {
 		s.lockouts.Inc()
 		s.log.Warn("device PIN entry locked", "device", a.DeviceID, "until", out.lockUntil)

@@ -113,12 +113,18 @@ type Options struct {
 	Verifier Verifier
 	// Staff answers staff/req; nil answers "unavailable".
 	Staff StaffHandler
-	// Workers process events, command results and requests; default 4.
+	// Workers process events and command results; default 4.
 	// QueueSize bounds the messages waiting for them (default 1024): when
 	// it is full, reading from the broker waits (back-pressure); nothing
 	// is dropped.
 	Workers   int
 	QueueSize int
+	// RequestWorkers answer verify and staff requests, from a queue of
+	// their own (QueueSize too), so that a kiosk's question never waits
+	// behind events; default 64. A worker mostly waits (a verification
+	// waits for its batch's transaction, backend/codes): as many
+	// verifications as workers can share one transaction.
+	RequestWorkers int
 	// PresenceBatch is how many devices' presence and heartbeat are
 	// recorded in one round trip; default 500. Presence and heartbeats are
 	// never queued behind events: the latest of each per device waits,
@@ -151,6 +157,7 @@ type Link struct {
 	log    *slog.Logger
 	m      *metrics
 	queue  chan inbound
+	reqs   chan inbound // verify and staff requests
 	ready  chan struct{}
 	readyO sync.Once
 
@@ -207,6 +214,9 @@ func New(opts Options) (*Link, error) {
 	if opts.Workers <= 0 {
 		opts.Workers = 4
 	}
+	if opts.RequestWorkers <= 0 {
+		opts.RequestWorkers = 64
+	}
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 1024
 	}
@@ -253,6 +263,7 @@ func New(opts Options) (*Link, error) {
 		log:     opts.Logger.With("part", "devicelink"),
 		m:       m,
 		queue:   make(chan inbound, opts.QueueSize),
+		reqs:    make(chan inbound, opts.QueueSize),
 		ready:   make(chan struct{}),
 		replies: newReplyCache(opts.ReplyCache, 10000),
 		co:      newCoalescer(),
@@ -337,19 +348,24 @@ func (l *Link) work(ctx context.Context) (wait func()) {
 	wg.Add(2)
 	go func() { defer wg.Done(); l.recordPresence(ctx) }()
 	go func() { defer wg.Done(); l.countOnline(ctx) }()
+	serve := func(q chan inbound) {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case msg := <-q:
+				l.process(ctx, msg)
+			}
+		}
+	}
 	for range l.o.Workers {
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case msg := <-l.queue:
-					l.process(ctx, msg)
-				}
-			}
-		}()
+		go serve(l.queue)
+	}
+	for range l.o.RequestWorkers {
+		wg.Add(1)
+		go serve(l.reqs)
 	}
 	return wg.Wait
 }
@@ -389,14 +405,20 @@ func (l *Link) onMessage(_ paho.Client, m paho.Message) {
 // receive is onMessage's work, for a payload the link may keep.
 func (l *Link) receive(topic string, payload []byte) {
 	msg := inbound{topic: topic, payload: payload}
-	if t, err := wire.ParseTopic(msg.topic); err == nil && (t.Kind == wire.KindPresence || t.Kind == wire.KindHeartbeat) {
-		if l.co.add(t.Device, t.Kind == wire.KindHeartbeat, msg.payload, l.now()) {
-			l.m.messages.WithLabelValues(string(t.Kind), "coalesced").Inc()
+	q := l.queue
+	if t, err := wire.ParseTopic(msg.topic); err == nil {
+		switch t.Kind {
+		case wire.KindPresence, wire.KindHeartbeat:
+			if l.co.add(t.Device, t.Kind == wire.KindHeartbeat, msg.payload, l.now()) {
+				l.m.messages.WithLabelValues(string(t.Kind), "coalesced").Inc()
+			}
+			return
+		case wire.KindVerifyReq, wire.KindStaffReq:
+			q = l.reqs
 		}
-		return
 	}
 	select {
-	case l.queue <- msg:
+	case q <- msg:
 	case <-l.stop:
 	}
 }

@@ -30,6 +30,7 @@ import (
 	"kluis/backend/codes"
 	"kluis/backend/server"
 	"kluis/bench"
+	"kluis/controller/daemon/daemonclient"
 	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
 )
@@ -155,8 +156,9 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 
 // cost is the CPU time spent on the claims of one kind of phase.
 type cost struct {
-	client, server time.Duration // the bench process (Kluis) or pgbench; the database's backends
-	ops            int64
+	client, server   time.Duration // the bench process (Kluis) or pgbench; the database's backends
+	ops              int64
+	batches, batched float64 // Kluis: the backend's verification batches and the attempts in them
 }
 
 func (r *rig) cost(n int, what string, client, server time.Duration, ops int64) {
@@ -180,8 +182,12 @@ func (r *rig) costNote(n int) string {
 	per := func(d time.Duration, ops int64) string {
 		return fmt.Sprintf("%.0f µs", float64(d.Microseconds())/float64(ops))
 	}
-	return fmt.Sprintf("%d devices, CPU per claim: Kluis %s in kluis-bench's process (backend, embedded broker and the simulated devices) + %s in PostgreSQL; floor %s in pgbench + %s in PostgreSQL",
-		n, per(k.client, k.ops), per(k.server, k.ops), per(f.client, f.ops), per(f.server, f.ops))
+	batch := ""
+	if k.batches > 0 {
+		batch = fmt.Sprintf("; %.1f verifications per transaction (kluis_codes_verify_batched_total / kluis_codes_verify_batches_total)", k.batched/k.batches)
+	}
+	return fmt.Sprintf("%d devices, CPU per claim: Kluis %s in kluis-bench's process (backend, embedded broker and the simulated devices) + %s in PostgreSQL; floor %s in pgbench + %s in PostgreSQL%s",
+		n, per(k.client, k.ops), per(k.server, k.ops), per(f.client, f.ops), per(f.server, f.ops), batch)
 }
 
 // rig is the running backend, its devices and the floor's script.
@@ -454,6 +460,26 @@ func (r *rig) topUp(ctx context.Context, n, want int) error {
 	return err
 }
 
+// batchMetrics reads the backend's verification batches (ok and failed)
+// and the attempts in them from its /metrics; zeros when it cannot.
+func (r *rig) batchMetrics(ctx context.Context) [2]float64 {
+	ss, err := daemonclient.Scrape(ctx, nil, r.api+"/metrics")
+	if err != nil {
+		r.env.Log.Warn("verify: metrics", "err", err)
+		return [2]float64{}
+	}
+	var out [2]float64
+	for _, s := range ss {
+		switch s.Name {
+		case "kluis_codes_verify_batches_total":
+			out[0] += s.Value
+		case "kluis_codes_verify_batched_total":
+			out[1] += s.Value
+		}
+	}
+	return out
+}
+
 // kluisPhase runs n devices for warmup+duration and returns the answered
 // verifications per second within the measured window.
 func (r *rig) kluisPhase(ctx context.Context, n int, o options) (float64, error) {
@@ -463,10 +489,15 @@ func (r *rig) kluisPhase(ctx context.Context, n int, o options) (float64, error)
 	if err := r.topUp(ctx, n, want); err != nil {
 		return 0, err
 	}
+	m0 := r.batchMetrics(ctx)
 	cpu0, pg := bench.SelfCPU(), bench.StartBackendCPU(r.dbName)
 	before := r.claims.Load()
 	defer func() {
 		r.cost(n, "kluis", bench.SelfCPU()-cpu0, pg.Stop(), r.claims.Load()-before)
+		m1 := r.batchMetrics(ctx)
+		c := r.costs[fmt.Sprintf("%d/kluis", n)]
+		c.batches += m1[0] - m0[0]
+		c.batched += m1[1] - m0[1]
 	}()
 	start := time.Now()
 	from, until := start.Add(o.warmup), start.Add(o.warmup+o.duration)

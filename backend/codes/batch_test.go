@@ -1,0 +1,336 @@
+package codes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/audit"
+	"kluis/controller/pickupcode"
+	"kluis/deploy/dev/testenv"
+)
+
+// moreDevices adds devices d1..dn to the fixture's site, one compartment
+// each, and gives each its code_devices row (as a first attempt would).
+func (f *fixture) moreDevices(n int) []string {
+	f.t.Helper()
+	ctx := context.Background()
+	var ids []string
+	for i := 1; i <= n; i++ {
+		id := fmt.Sprintf("d%d", i)
+		_, err := f.pool.Exec(ctx, `INSERT INTO devices (id, site_id, kind, created_at) VALUES ($1, 'kortrijk', 'locker', now())`, id)
+		require.NoError(f.t, err)
+		_, err = f.pool.Exec(ctx, `INSERT INTO compartments (device_id, number, board, channel, size, height_cm) VALUES ($1, 1, 0, 0, 'M', 30)`, id)
+		require.NoError(f.t, err)
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// item is a batch entry for a QR attempt, looked up as Verify does.
+func (f *fixture) item(dev, token string) *batchItem {
+	f.t.Helper()
+	a := Attempt{DeviceID: dev, QRToken: token}
+	look := f.svc.lookup(a, "qr", f.svc.clock())
+	require.Nil(f.t, look.early, "a token whose signature holds")
+	return &batchItem{a: a, look: look, id: look.args[0].([]byte), done: make(chan struct{})}
+}
+
+// counts returns the number of used codes, attempts, and audit records
+// (pending or chained) of the given action.
+func (f *fixture) counts(action string) (used, attempts, records int) {
+	f.t.Helper()
+	ctx := context.Background()
+	require.NoError(f.t, f.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM codes WHERE used_at IS NOT NULL),
+		(SELECT count(*) FROM code_attempts),
+		(SELECT count(*) FROM audit_pending WHERE action = $1) + (SELECT count(*) FROM audit_log WHERE action = $1)`, action).
+		Scan(&used, &attempts, &records))
+	return used, attempts, records
+}
+
+func TestBatchConcurrentClaimsOfOneCode(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	_, _, cr := f.issue("driving_licence", "l1", 7)
+	_, _, other := f.issue("driving_licence", "l2", 1)
+	// Both devices have their rows: every attempt can go into a batch.
+	_, err := f.verify(Attempt{DeviceID: "l2", QRToken: other.QRToken})
+	require.NoError(t, err)
+	const n = 16
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		wins int
+		errs = map[string]int{}
+	)
+	for i := 0; i < 2*n; i++ {
+		dev := []string{"l1", "l2"}[i%2] // l2 is the wrong device for the token
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := f.verify(Attempt{DeviceID: dev, QRToken: cr.QRToken})
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				wins++
+				return
+			}
+			var d *Denial
+			if !errors.As(err, &d) {
+				t.Errorf("not a denial: %v", err)
+				return
+			}
+			errs[pickupcode.Reason(err)]++
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, 1, wins, "exactly one attempt claims the code")
+	require.Equal(t, map[string]int{pickupcode.ReasonAlreadyCollected: n - 1, pickupcode.ReasonWrongDevice: n}, errs)
+	used, attempts, denied := f.counts("code.denied")
+	require.Equal(t, 2, used)
+	require.Equal(t, 2*n+1, attempts, "every attempt recorded")
+	require.Equal(t, 2*n-1, denied, "every denial audited")
+	_, _, granted := f.counts("code.used")
+	require.Equal(t, 2, granted)
+	rep, err := audit.Verify(context.Background(), f.pool)
+	require.NoError(t, err)
+	require.True(t, rep.OK(), rep.String())
+}
+
+func TestBatchOfMixedCodes(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	devs := f.moreDevices(4)
+	var tokens []string
+	var docs []string
+	for _, d := range devs {
+		doc, _, cr := f.issue("driving_licence", d, 1)
+		tokens, docs = append(tokens, cr.QRToken), append(docs, doc)
+		// The device's row, as after a first attempt.
+		_, err := f.verify(Attempt{DeviceID: d, QRToken: "K1.not-a-token"})
+		require.ErrorIs(t, err, pickupcode.ErrWrongCode)
+	}
+	// d2's code is used already, d3's expired (its document's deadline
+	// moved, the code with it), d4's revoked by a re-issue.
+	_, err := f.verify(Attempt{DeviceID: devs[1], QRToken: tokens[1]})
+	require.NoError(t, err)
+	_, err = f.pool.Exec(ctx, `UPDATE codes SET expires_at = $2 WHERE device_id = $1`, devs[2], f.clock.Now().Add(-time.Minute))
+	require.NoError(t, err)
+	_, err = f.pool.Exec(ctx, `UPDATE codes SET revoked_at = $2 WHERE device_id = $1`, devs[3], f.clock.Now())
+	require.NoError(t, err)
+	used0, attempts0, _ := f.counts("")
+
+	items := []*batchItem{f.item(devs[0], tokens[0]), f.item(devs[1], tokens[1]), f.item(devs[2], tokens[2]), f.item(devs[3], tokens[3])}
+	require.NoError(t, f.svc.claimBatch(ctx, items))
+	for _, it := range items {
+		require.False(t, it.alone, it.a.DeviceID)
+	}
+	require.NoError(t, items[0].out.err)
+	require.Equal(t, docs[0], items[0].res.DocumentID)
+	require.ErrorIs(t, items[1].out.err, pickupcode.ErrAlreadyCollected)
+	require.True(t, items[1].out.pending, "used, the document still loaded: pending")
+	require.ErrorIs(t, items[2].out.err, pickupcode.ErrExpired)
+	require.ErrorIs(t, items[3].out.err, pickupcode.ErrWrongCode)
+
+	used, attempts, _ := f.counts("")
+	require.Equal(t, used0+1, used, "the good code alone was claimed")
+	require.Equal(t, attempts0+4, attempts)
+	var reasons []string
+	require.NoError(t, pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT reason FROM code_attempts ORDER BY id DESC LIMIT 4`)
+		if err != nil {
+			return err
+		}
+		reasons, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	}))
+	require.ElementsMatch(t, []string{"ok", "already_collected", "expired", "wrong_code"}, reasons)
+	recs, err := audit.List(ctx, f.pool, audit.ListOptions{})
+	require.NoError(t, err)
+	byDevice := map[string]string{}
+	for _, r := range recs[len(recs)-4:] {
+		byDevice[r.Actor] = r.Action
+	}
+	require.Equal(t, map[string]string{"device:d1": "code.used", "device:d2": "code.denied", "device:d3": "code.denied",
+		"device:d4": "code.denied"}, byDevice, "every verification and denial audited")
+	rep, err := audit.Verify(ctx, f.pool)
+	require.NoError(t, err)
+	require.True(t, rep.OK(), rep.String())
+
+	// A device without a row yet, and a code that is not there, go alone.
+	items = []*batchItem{f.item("l1", f.sign("l1", make([]byte, pickupcode.CodeIDSize))),
+		f.item(devs[0], f.sign(devs[0], make([]byte, pickupcode.CodeIDSize)))}
+	require.NoError(t, f.svc.claimBatch(ctx, items))
+	require.True(t, items[0].alone)
+	require.True(t, items[1].alone)
+	_, attempts2, _ := f.counts("")
+	require.Equal(t, attempts, attempts2, "nothing recorded for them in the batch")
+}
+
+// sign makes a token for a code id that was never issued.
+func (f *fixture) sign(dev string, id []byte) string {
+	f.t.Helper()
+	tok, err := pickupcode.SignToken(f.keys.Signing, pickupcode.Claims{Version: 1, CodeID: pickupcode.FormatCodeID(id),
+		DeviceID: dev, Expires: f.clock.Now().Add(time.Hour).Unix()})
+	require.NoError(f.t, err)
+	return tok
+}
+
+func TestBatchFailsAsAWhole(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	devs := f.moreDevices(3)
+	var tokens []string
+	for _, d := range devs {
+		_, _, cr := f.issue("driving_licence", d, 1)
+		tokens = append(tokens, cr.QRToken)
+		_, err := f.verify(Attempt{DeviceID: d, QRToken: "K1.not-a-token"})
+		require.ErrorIs(t, err, pickupcode.ErrWrongCode)
+	}
+	used0, attempts0, _ := f.counts("")
+	var pending0 int
+	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM audit_pending`).Scan(&pending0))
+	// The database refuses d2's attempt row: after the codes were marked
+	// used in the same transaction.
+	_, err := f.pool.Exec(ctx, `CREATE FUNCTION refuse_d2() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN IF NEW.device_id = 'd2' THEN RAISE EXCEPTION 'refused for the test'; END IF; RETURN NEW; END $$;
+		CREATE TRIGGER refuse_d2 BEFORE INSERT ON code_attempts FOR EACH ROW EXECUTE FUNCTION refuse_d2()`)
+	require.NoError(t, err)
+	items := []*batchItem{f.item(devs[0], tokens[0]), f.item(devs[1], tokens[1]), f.item(devs[2], tokens[2])}
+	err = f.svc.claimBatch(ctx, items)
+	require.ErrorContains(t, err, "refused for the test")
+	used, attempts, _ := f.counts("")
+	require.Equal(t, used0, used, "no code claimed")
+	require.Equal(t, attempts0, attempts, "no attempt recorded")
+	var pending int
+	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM audit_pending`).Scan(&pending))
+	require.Equal(t, pending0, pending, "no audit record")
+
+	// Through Verify: every attempt of the failed batch gets the error,
+	// none is a denial, none is claimed.
+	var wg sync.WaitGroup
+	errs := make([]error, len(devs))
+	for i := range devs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = f.verify(Attempt{DeviceID: devs[i], QRToken: tokens[i]})
+		}()
+	}
+	wg.Wait()
+	require.Error(t, errs[1])
+	for _, err := range errs {
+		var d *Denial
+		require.False(t, errors.As(err, &d), "an infrastructure failure is not a denial: %v", err)
+	}
+	// The batch's connection went back clean (or was dropped): with the
+	// trigger gone, each code is still there to claim once.
+	_, err = f.pool.Exec(ctx, `DROP TRIGGER refuse_d2 ON code_attempts`)
+	require.NoError(t, err)
+	for i, d := range devs {
+		if errs[i] == nil {
+			continue // its batch did not hold d2's attempt
+		}
+		_, err := f.verify(Attempt{DeviceID: d, QRToken: tokens[i]})
+		require.NoError(t, err, d)
+	}
+	used, _, _ = f.counts("")
+	require.Equal(t, used0+len(devs), used)
+	require.Positive(t, testutil.ToFloat64(f.svc.batches.WithLabelValues("error")))
+	rep, err := audit.Verify(ctx, f.pool)
+	require.NoError(t, err)
+	require.True(t, rep.OK(), rep.String())
+}
+
+func TestBatchGathersWhileOneRuns(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	devs := f.moreDevices(8)
+	var tokens []string
+	for _, d := range devs {
+		_, _, cr := f.issue("driving_licence", d, 1)
+		tokens = append(tokens, cr.QRToken)
+		_, err := f.verify(Attempt{DeviceID: d, QRToken: "K1.not-a-token"})
+		require.ErrorIs(t, err, pickupcode.ErrWrongCode)
+	}
+	batches0 := testutil.ToFloat64(f.svc.batches.WithLabelValues("ok"))
+	batched0 := testutil.ToFloat64(f.svc.batched)
+	// Hold the audit queue: the first batch waits in its writes.
+	hold, err := f.pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = hold.Exec(ctx, `LOCK TABLE audit_pending IN EXCLUSIVE MODE`)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	errs := make([]error, len(devs))
+	verify := func(i int) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = f.verify(Attempt{DeviceID: devs[i], QRToken: tokens[i]})
+		}()
+	}
+	verify(0)
+	queued := func() int {
+		f.svc.batch.mu.Lock()
+		defer f.svc.batch.mu.Unlock()
+		return len(f.svc.batch.queue)
+	}
+	testenv.EventuallyWithin(t, 10*time.Second, "the first batch took its attempt", func() bool { return queued() == 0 })
+	for i := 1; i < len(devs); i++ {
+		verify(i)
+	}
+	testenv.EventuallyWithin(t, 10*time.Second, "the others wait for the next batch", func() bool { return queued() == len(devs)-1 })
+	require.NoError(t, hold.Rollback(ctx))
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	require.Equal(t, 2.0, testutil.ToFloat64(f.svc.batches.WithLabelValues("ok"))-batches0, "one batch, then one for the rest")
+	require.Equal(t, float64(len(devs)), testutil.ToFloat64(f.svc.batched)-batched0)
+}
+
+func TestBatchIsNotHeldUpByABusyDevice(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	devs := f.moreDevices(2)
+	var tokens []string
+	for _, d := range devs {
+		_, _, cr := f.issue("driving_licence", d, 1)
+		tokens = append(tokens, cr.QRToken)
+		_, err := f.verify(Attempt{DeviceID: d, QRToken: "K1.not-a-token"})
+		require.ErrorIs(t, err, pickupcode.ErrWrongCode)
+	}
+	// Another transaction holds d1's row (an issue on that device, say).
+	hold, err := f.pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = hold.Exec(ctx, `SELECT 1 FROM code_devices WHERE device_id = 'd1' FOR NO KEY UPDATE`)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.verify(Attempt{DeviceID: devs[0], QRToken: tokens[0]})
+		done <- err
+	}()
+	// d2's verification is answered while d1's waits for its lock alone.
+	_, err = f.verify(Attempt{DeviceID: devs[1], QRToken: tokens[1]})
+	require.NoError(t, err)
+	select {
+	case err := <-done:
+		t.Fatalf("d1 answered while its row was held: %v", err)
+	default:
+	}
+	require.NoError(t, hold.Rollback(ctx))
+	require.NoError(t, <-done, "then d1's code is claimed")
+	used, _, _ := f.counts("")
+	require.Equal(t, 2, used)
+}

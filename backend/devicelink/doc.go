@@ -16,7 +16,10 @@
 // the broker connection). Answers (acks, verify and staff responses) are
 // published without waiting for the broker's acknowledgement, so that a
 // worker never waits on the reader it is holding up. A few workers do the
-// rest:
+// rest; verify and staff requests have a queue and more workers of their
+// own (Options.RequestWorkers), so that a kiosk's question never waits
+// behind events, and many verifications can share one transaction
+// (backend/codes batches them):
 //
 //   - event: inserted into device_events, whose primary key is the event
 //     id, and handed to the EventHandler in the same transaction; after

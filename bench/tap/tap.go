@@ -22,6 +22,21 @@
 // baud timing, so the frame time is added to the measured tap as well:
 // both figures are what a real RS485 line would give. The goal (issue 14)
 // is a QR p99 at most twice its floor.
+//
+// Online (-online, the default; online.go): kluisd itself (./cmd/kluisd,
+// built by the bench) with the simulator's board on a pty, kluis-backend
+// in-process on a throw-away database, and a private Mosquitto with
+// deploy/mosquitto's configuration between them. A tap is a POST
+// /kiosk/v1/pickup with a fresh code (issued by the backend's
+// codes.Service before the tap, untimed; kluisd gets no offline codes, so
+// it must verify online) up to the board receiving the pulse. Its floor:
+// one MQTT round trip on the same broker (QoS 1 there and back between
+// two clients), the claim transaction on the same database (a fresh code
+// marked used and an audit record of the verification's shape, in one
+// transaction) and the frame time. Each round taps offline QR, offline
+// PIN, online QR, online PIN, every tap followed by its floor samples.
+// kluisd's start (exec to a ready /healthz, and to READY=1) and its
+// resident memory are measured on the way.
 package tap
 
 import (
@@ -67,6 +82,7 @@ type options struct {
 	rounds int
 	baud   int
 	dir    string
+	online bool
 }
 
 func parse(args []string) (options, string, error) {
@@ -75,16 +91,20 @@ func parse(args []string) (options, string, error) {
 	rounds := fs.Int("rounds", 3, "rounds (each taps QR codes, then PINs, each tap followed by its floor samples)")
 	baud := fs.Int("baud", 9600, "the lock boards' baud rate (kluisd's hardware.serial.baud; frame time)")
 	dir := fs.String("dir", os.TempDir(), "directory under which kluisd's journal and the floor's file are made")
+	onl := fs.Bool("online", true, "also tap online: kluisd (built from ./cmd/kluisd) verifying with the backend over Mosquitto")
 	if err := fs.Parse(args); err != nil {
 		return options{}, "", err
 	}
-	o := options{taps: *taps, rounds: *rounds, baud: *baud, dir: *dir}
+	o := options{taps: *taps, rounds: *rounds, baud: *baud, dir: *dir, online: *onl}
 	if o.taps < 1 || o.rounds < 1 || o.baud < 1200 {
 		return options{}, "", errors.New("tap: want -taps >= 1, -rounds >= 1, -baud >= 1200")
 	}
 	cmd := fmt.Sprintf("go run ./cmd/kluis-bench tap -taps %d -rounds %d -baud %d", o.taps, o.rounds, o.baud)
 	if *dir != os.TempDir() {
 		cmd += " -dir " + *dir
+	}
+	if !o.online {
+		cmd += " -online=false"
 	}
 	return o, cmd, nil
 }
@@ -97,10 +117,94 @@ type code struct {
 	secondFac bool
 }
 
+// board is the simulator's lock board (16 channels) on a pseudo-terminal:
+// kluisd's driver opens its Path, the simulated board records when each
+// UNLOCK frame arrives; a door closes again by itself 40 ms after it
+// opened (the simulated citizen leaves the document).
+type board struct {
+	dev  *simulator.Device
+	line *simulator.Line
+}
+
+func openBoard(ctx context.Context, id string) (*board, error) {
+	dev, err := simulator.New(simulator.Options{ID: id, Boards: 1, Channels: comps, AutoClose: 40 * time.Millisecond})
+	if err != nil {
+		return nil, err
+	}
+	line, err := simulator.ServeSerial(ctx, dev, simulator.SerialOptions{Protocol: simulator.ProtoKluis})
+	if err != nil {
+		return nil, err
+	}
+	return &board{dev: dev, line: line}, nil
+}
+
+func (b *board) close() {
+	if b != nil && b.line != nil {
+		b.line.Close()
+	}
+}
+
+// yaml is kluisd's configuration for this board: one compartment per
+// channel, mqtt and extra (more top-level YAML lines) as given.
+func (b *board) yaml(device, mqtt string, baud int, journalDir, extra string) string {
+	var y strings.Builder
+	fmt.Fprintf(&y, "device_id: %s\nsite: bench\nkind: locker\nmqtt: %s\n%s", device, mqtt, extra)
+	fmt.Fprintf(&y, "hardware: {driver: kluis, boards: [0], serial: {port: %s, baud: %d}}\njournal_dir: %s\ncompartments:\n", b.line.Path, baud, journalDir)
+	for c := 0; c < comps; c++ {
+		fmt.Fprintf(&y, "  - {number: %d, board: 0, channel: %d}\n", c+1, c)
+	}
+	return y.String()
+}
+
+// tap runs pickup (a citizen's tap for compartment comp) and returns the
+// time until the board received the pulse, after the operation it started
+// has ended (ended reports it: door closed again, kluisd idle).
+func (b *board) tap(ctx context.Context, comp int, pickup func(context.Context) (engine.Screen, error), ended func() bool) (time.Duration, error) {
+	before := len(b.dev.Pulses())
+	t0 := time.Now()
+	s, err := pickup(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("tap: pickup: %w", err)
+	}
+	if s.State != engine.StateOpen {
+		return 0, fmt.Errorf("tap: compartment %d: screen %q (%s), want %q", comp, s.State, s.Message, engine.StateOpen)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var at time.Time
+	for {
+		if ps := b.dev.Pulses(); len(ps) > before {
+			at = ps[len(ps)-1].At
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("tap: compartment %d: no pulse within 10s", comp)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	// The simulated citizen leaves the document; the door closes by
+	// itself (AutoClose) and the operation ends.
+	for !ended() {
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("tap: compartment %d: operation did not end within 10s", comp)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return at.Sub(t0), nil
+}
+
+// unlockFrame is the UNLOCK frame the driver sends for a pulse and its
+// time on the wire at baud (10 bits a byte).
+func unlockFrame(baud int) (int, time.Duration, error) {
+	frame, err := kluisproto.EncodeMessage(0, &kluisproto.UnlockRequest{Channel: 1, DurationMS: 500, ID: 12345})
+	if err != nil {
+		return 0, 0, err
+	}
+	return len(frame), time.Duration(len(frame)) * 10 * time.Second / time.Duration(baud), nil
+}
+
 // rig is the running kluisd engine and simulated boards.
 type rig struct {
-	dev    *simulator.Device
-	line   *simulator.Line
+	*board
 	drv    interface{ Close() error }
 	e      *engine.Engine
 	j      *journal.Journal
@@ -125,12 +229,19 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 		return bench.Report{}, err
 	}
 	defer r.stop()
+	var on *online
+	if o.online {
+		fmt.Fprintf(env.Out, "tap: starting kluisd, kluis-backend and Mosquitto for the online taps\n")
+		if on, err = startOnline(ctx, env, o); err != nil {
+			return bench.Report{}, err
+		}
+		defer on.stop()
+	}
 
-	frame, err := kluisproto.EncodeMessage(0, &kluisproto.UnlockRequest{Channel: 1, DurationMS: 500, ID: 12345})
+	frameLen, frameTime, err := unlockFrame(o.baud)
 	if err != nil {
 		return bench.Report{}, err
 	}
-	frameTime := time.Duration(len(frame)) * 10 * time.Second / time.Duration(o.baud)
 	intent, err := intentLine(o.dir)
 	if err != nil {
 		return bench.Report{}, err
@@ -153,6 +264,11 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 	// The same without the frame time: what the pty shows of kluisd's
 	// own part against the fsync (and hash) alone.
 	var qrSoft, qrSoftFloor, pinSoft, pinSoftFloor []time.Duration
+	// Online: per method the taps and their floors, with and without the
+	// frame time; the floor's parts.
+	type series struct{ taps, floor, soft, softFloor []time.Duration }
+	var onQR, onPIN series
+	var rtts, claims, onSyncs []time.Duration
 	next := 0
 	for round := 0; round < o.rounds; round++ {
 		for _, method := range []wire.Method{wire.MethodQR, wire.MethodPIN} {
@@ -191,11 +307,47 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 			}
 			fmt.Fprintf(env.Out, "tap: round %d, %s: %d taps\n", round+1, method, o.taps)
 		}
+		if on == nil {
+			continue
+		}
+		for _, method := range []wire.Method{wire.MethodQR, wire.MethodPIN} {
+			for i := 0; i < o.taps; i++ {
+				if err := ctx.Err(); err != nil {
+					return bench.Report{}, err
+				}
+				d := on.docs[next%len(on.docs)]
+				next++
+				t, err := on.tap(ctx, d, method)
+				if err != nil {
+					return bench.Report{}, fmt.Errorf("%w\n%s", err, on.kluisdLog())
+				}
+				rtt, err := on.rtt(ctx)
+				if err != nil {
+					return bench.Report{}, err
+				}
+				claim, err := on.claim(ctx, d)
+				if err != nil {
+					return bench.Report{}, err
+				}
+				s, err := fsync()
+				if err != nil {
+					return bench.Report{}, fmt.Errorf("tap: floor write+fdatasync: %w", err)
+				}
+				onl := &onQR
+				if method == wire.MethodPIN {
+					onl = &onPIN
+				}
+				onl.taps, onl.floor = append(onl.taps, t+frameTime), append(onl.floor, rtt+claim+frameTime)
+				onl.soft, onl.softFloor = append(onl.soft, t), append(onl.softFloor, rtt+claim)
+				rtts, claims, onSyncs = append(rtts, rtt), append(claims, claim), append(onSyncs, s)
+			}
+			fmt.Fprintf(env.Out, "tap: round %d, online %s: %d taps\n", round+1, method, o.taps)
+		}
 	}
 
 	p := pickupcode.OfflineArgonParams
 	rep := bench.Report{Name: "tap", Command: cmd,
-		Params: map[string]any{"taps": o.taps, "rounds": o.rounds, "baud": o.baud, "frame_bytes": len(frame),
+		Params: map[string]any{"taps": o.taps, "rounds": o.rounds, "baud": o.baud, "frame_bytes": frameLen,
 			"argon2id": p.String(), "compartments": comps}}
 	fig := func(name string, vals, floor []time.Duration, pct float64, goal float64) bench.Figure {
 		return bench.Figure{Name: name, Unit: "ms", LowerIsBetter: true, Goal: goal,
@@ -211,49 +363,41 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 		fig("offline PIN, kluisd's part on the pty (no frame time) p99", pinSoft, pinSoftFloor, 99, 0))
 	rep.Notes = append(rep.Notes,
 		fmt.Sprintf("floor parts: intent fsync (raw write+fdatasync of %d bytes, sampled after each tap) p50 %s p99 %s; UNLOCK frame %d bytes at %d baud = %s (added to the measured taps too: the pseudo-terminal has no baud timing); offline PIN check (%s, two hashes at once) p50 %s p99 %s",
-			len(intent), ms(bench.Percentile(syncs, 50)), ms(bench.Percentile(syncs, 99)), len(frame), o.baud, ms(frameTime),
+			len(intent), ms(bench.Percentile(syncs, 50)), ms(bench.Percentile(syncs, 99)), frameLen, o.baud, ms(frameTime),
 			p, ms(bench.Percentile(hashes, 50)), ms(bench.Percentile(hashes, 99))),
 		"measured: engine.Pickup called (what the kiosk API does on a tap) to the simulated board receiving the UNLOCK frame through the production driver and a pty; kluisd without backend verifies offline at once",
 		"the offline path journals one record before the pulse: the intent, which carries the code's single-use mark")
+	if on == nil {
+		return rep, nil
+	}
+	rep.Params["online"] = "kluisd process (./cmd/kluisd), kluis-backend in-process, Mosquitto (deploy/mosquitto) between them"
+	rep.Figures = append(rep.Figures,
+		fig("online QR tap-to-pulse p50", onQR.taps, onQR.floor, 50, 0),
+		fig("online QR tap-to-pulse p99", onQR.taps, onQR.floor, 99, 0),
+		fig("online PIN tap-to-pulse p50", onPIN.taps, onPIN.floor, 50, 0),
+		fig("online PIN tap-to-pulse p99", onPIN.taps, onPIN.floor, 99, 0),
+		fig("online QR, on the pty (no frame time) p99", onQR.soft, onQR.softFloor, 99, 0),
+		fig("online PIN, on the pty (no frame time) p99", onPIN.soft, onPIN.softFloor, 99, 0),
+		bench.Figure{Name: "kluisd start (exec to a ready /healthz)", Unit: "ms", LowerIsBetter: true, Goal: 1, Value: msf(on.started), Floor: 10,
+			Notes: fmt.Sprintf("one start, /healthz polled every 2 ms; READY=1 (sd_notify, what systemd waits for) after %s; floor: issue 14's figure (keep it there)", ms(on.notified))},
+		bench.Figure{Name: "kluisd resident memory after the taps", Unit: "MB", LowerIsBetter: true, Goal: 1, Value: on.rss() / 1e6, Floor: 14,
+			Notes: fmt.Sprintf("%.1f MB at READY=1; floor: issue 14's figure (keep it there)", on.readyRSS/1e6)})
+	rep.Notes = append(rep.Notes,
+		fmt.Sprintf("online floor parts: MQTT round trip on the same Mosquitto (QoS 1 there and back between two clients) p50 %s p99 %s; claim transaction on the same database (mark a fresh code used, insert an audit record of the verification's shape) p50 %s p99 %s; UNLOCK frame %s; not in the floor: kluisd's pulse-intent fsync before the pulse (sampled: p50 %s p99 %s)",
+			ms(bench.Percentile(rtts, 50)), ms(bench.Percentile(rtts, 99)), ms(bench.Percentile(claims, 50)), ms(bench.Percentile(claims, 99)),
+			ms(frameTime), ms(bench.Percentile(onSyncs, 50)), ms(bench.Percentile(onSyncs, 99))),
+		"online: a POST /kiosk/v1/pickup at kluisd's kiosk API with a fresh code (issued by the backend's codes.Service before the tap, untimed) to the simulated board receiving the UNLOCK frame; kluisd has no offline codes (no bundle is sent), so every opened door was verified online")
 	return rep, nil
 }
 
 func msf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 func ms(d time.Duration) string   { return fmt.Sprintf("%.2f ms", msf(d)) }
 
-// tap taps req for c and returns the time until the board received the
-// pulse, after the operation it started has ended (door closed again).
+// tap taps req for c on the in-process engine.
 func (r *rig) tap(ctx context.Context, c code, req engine.PickupRequest) (time.Duration, error) {
-	before := len(r.dev.Pulses())
-	t0 := time.Now()
-	s, err := r.e.Pickup(ctx, req)
-	if err != nil {
-		return 0, fmt.Errorf("tap: pickup: %w", err)
-	}
-	if s.State != engine.StateOpen {
-		return 0, fmt.Errorf("tap: compartment %d: screen %q, want %q", c.comp, s.State, engine.StateOpen)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	var at time.Time
-	for {
-		if ps := r.dev.Pulses(); len(ps) > before {
-			at = ps[len(ps)-1].At
-			break
-		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("tap: compartment %d: no pulse within 10s", c.comp)
-		}
-		time.Sleep(200 * time.Microsecond)
-	}
-	// The simulated citizen leaves the document; the door closes by
-	// itself (AutoClose) and the operation ends.
-	for len(r.j.Unfinished()) > 0 {
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("tap: compartment %d: operation did not end within 10s", c.comp)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return at.Sub(t0), nil
+	return r.board.tap(ctx, c.comp,
+		func(ctx context.Context) (engine.Screen, error) { return r.e.Pickup(ctx, req) },
+		func() bool { return len(r.j.Unfinished()) == 0 })
 }
 
 func start(ctx context.Context, o options) (_ *rig, err error) {
@@ -268,26 +412,17 @@ func start(ctx context.Context, o options) (_ *rig, err error) {
 		}
 	}()
 	quiet := slog.New(slog.DiscardHandler)
-	r.dev, err = simulator.New(simulator.Options{ID: device, Boards: 1, Channels: comps, AutoClose: 40 * time.Millisecond})
-	if err != nil {
-		return r, err
-	}
 	rctx, cancel := context.WithCancel(ctx)
 	r.cancel = cancel
-	r.line, err = simulator.ServeSerial(rctx, r.dev, simulator.SerialOptions{Protocol: simulator.ProtoKluis})
-	if err != nil {
+	if r.board, err = openBoard(rctx, device); err != nil {
 		return r, err
 	}
-	var y strings.Builder
-	fmt.Fprintf(&y, "device_id: %s\nsite: bench\nkind: locker\nmqtt: {url: tcp://127.0.0.1:1}\n", device)
-	fmt.Fprintf(&y, "hardware: {driver: kluis, boards: [0], serial: {port: %s, baud: %d}}\njournal_dir: %s\ncompartments:\n", r.line.Path, o.baud, dir)
 	for c := 0; c < comps; c++ {
-		fmt.Fprintf(&y, "  - {number: %d, board: 0, channel: %d}\n", c+1, c)
 		if err := r.dev.Load(0, c, 0, fmt.Sprintf("doc-%d", c)); err != nil {
 			return r, err
 		}
 	}
-	cfg, err := config.Parse([]byte(y.String()), config.ParseOptions{})
+	cfg, err := config.Parse([]byte(r.yaml(device, "{url: tcp://127.0.0.1:1}", o.baud, dir, "")), config.ParseOptions{})
 	if err != nil {
 		return r, fmt.Errorf("tap: kluisd config: %w", err)
 	}
@@ -405,8 +540,6 @@ func (r *rig) stop() {
 	if r.j != nil {
 		r.j.Close()
 	}
-	if r.line != nil {
-		r.line.Close()
-	}
+	r.board.close()
 	os.RemoveAll(r.dir)
 }

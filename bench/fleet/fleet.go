@@ -39,6 +39,7 @@ type options struct {
 	devices, perWorker, cold, rate int
 	heartbeat, measure             time.Duration
 	broker                         string
+	nice                           int
 }
 
 // The brokers the fleet can run on.
@@ -56,10 +57,11 @@ func parse(args []string) (options, string, error) {
 	hb := fs.Duration("heartbeat", 30*time.Second, "heartbeat interval of every device")
 	measure := fs.Duration("measure", 2*time.Minute, "steady-state measuring time")
 	brk := fs.String("broker", brokerEmbedded, "embedded: the backend's own broker; mosquitto: a private Mosquitto with deploy/mosquitto's configuration, the backend its client (-cold does not apply)")
+	nice := fs.Int("mosquitto-nice", 0, "with -broker mosquitto: Mosquitto's niceness (-20..19; it serves every client from one thread)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, "", err
 	}
-	o := options{devices: *n, perWorker: *per, cold: *cold, rate: *rate, heartbeat: *hb, measure: *measure, broker: *brk}
+	o := options{devices: *n, perWorker: *per, cold: *cold, rate: *rate, heartbeat: *hb, measure: *measure, broker: *brk, nice: *nice}
 	if o.broker == brokerMosquitto {
 		o.cold = 0
 	}
@@ -72,6 +74,9 @@ func parse(args []string) (options, string, error) {
 	if o.broker == brokerMosquitto {
 		cmd = fmt.Sprintf("go run ./cmd/kluis-bench fleet -broker mosquitto -devices %d -per-worker %d -rate %d -heartbeat %s -measure %s",
 			o.devices, o.perWorker, o.rate, o.heartbeat, o.measure)
+		if o.nice != 0 {
+			cmd += fmt.Sprintf(" -mosquitto-nice %d", o.nice)
+		}
 	}
 	return o, cmd, nil
 }

@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sys/unix"
@@ -49,6 +52,7 @@ func runMosquitto(ctx context.Context, env bench.Env, o options, cmd string) (be
 	_, _ = rand.Read(backendPW)
 	users := make(map[string]string, o.devices+1)
 	users[backendUser] = hex.EncodeToString(backendPW)
+	users[sysUser] = hex.EncodeToString(pwKey[:12])
 	for i := range o.devices {
 		users[deviceID(i)] = devicePassword(pwKey, deviceID(i))
 	}
@@ -60,7 +64,7 @@ func runMosquitto(ctx context.Context, env bench.Env, o options, cmd string) (be
 		return rep, fmt.Errorf("fleet: %d devices need %d descriptors in Mosquitto; the hard limit is %d", o.devices, o.devices+64, lim.Max)
 	}
 	t0 := time.Now()
-	mosq, err := mosquittotest.Launch("", mosquittotest.Options{Config: mosquitto.Config(), ACL: mosquitto.ACL(), Users: users, NoFile: lim.Max})
+	mosq, err := mosquittotest.Launch("", mosquittotest.Options{Config: mosquitto.Config(), ACL: mosquitto.ACL() + "\n# kluis-bench: Mosquitto's own counters\nuser " + sysUser + "\ntopic read $SYS/#\n", Users: users, NoFile: lim.Max, Nice: o.nice})
 	if err != nil {
 		return rep, err
 	}
@@ -68,6 +72,7 @@ func runMosquitto(ctx context.Context, env bench.Env, o options, cmd string) (be
 	say("mosquitto on %s (pid %d, %d users hashed and started in %s, open-file limit %d)", mosq.Addr(), mosq.Pid(), len(users),
 		time.Since(t0).Round(time.Millisecond), lim.Max)
 	rep.Params["mosquitto_nofile"] = lim.Max
+	rep.Params["mosquitto_nice"] = o.nice
 
 	httpAddr, err := testenv.PickAddr()
 	if err != nil {
@@ -79,6 +84,11 @@ func runMosquitto(ctx context.Context, env bench.Env, o options, cmd string) (be
 	if err := r.startBackend(ctx); err != nil {
 		return rep, err
 	}
+	sys, err := watchDropped(mosq.URL(), users[sysUser])
+	if err != nil {
+		return rep, err
+	}
+	defer sys.close()
 	if r.pool, err = pgxpool.New(ctx, dbURL); err != nil {
 		return rep, err
 	}
@@ -138,6 +148,7 @@ func runMosquitto(ctx context.Context, env bench.Env, o options, cmd string) (be
 		cores, rss/1e6, perDevice, mcores, mrss/1e6, mPerDevice, sent, recorded, stale)
 
 	// Reconnect storm: Mosquitto crashes and restarts on the same port.
+	steadyDropped := sys.value()
 	t0 = time.Now()
 	mosq.Kill()
 	if err := mosq.Run(); err != nil {
@@ -181,7 +192,9 @@ func runMosquitto(ctx context.Context, env bench.Env, o options, cmd string) (be
 		{Name: "devices recorded offline after the fleet disconnected", Value: float64(o.devices - online), Floor: float64(o.devices), Goal: 1,
 			Notes: fmt.Sprintf("online count %d in the database, gauge %.0f, %.1f s after the disconnect", online, gauge, offline.Seconds())},
 	}
+	time.Sleep(11 * time.Second) // $SYS is published every 10 s
 	rep.Notes = append(rep.Notes, "dead tuples after the run: "+dead,
+		fmt.Sprintf("Mosquitto's $SYS/broker/publish/messages/dropped (messages it dropped for a client whose queue was full): %s when the steady window ended, %s at the end of the restarted broker", steadyDropped, sys.value()),
 		fmt.Sprintf("Mosquitto's log: %d warnings of dropped messages %q", len(drops), drops[:min(len(drops), 3)]))
 	if stormErr != nil {
 		rep.Notes = append(rep.Notes, "storm: "+stormErr.Error())
@@ -191,6 +204,44 @@ func runMosquitto(ctx context.Context, env bench.Env, o options, cmd string) (be
 	}
 	return rep, nil
 }
+
+// sysUser reads Mosquitto's $SYS counters.
+const sysUser = "bench-sys"
+
+// dropped follows Mosquitto's count of dropped messages (it starts at 0
+// again when Mosquitto restarts).
+type dropped struct {
+	c    paho.Client
+	mu   sync.Mutex
+	last string
+}
+
+func watchDropped(url, password string) (*dropped, error) {
+	d := &dropped{last: "unknown"}
+	const topic = "$SYS/broker/publish/messages/dropped"
+	o := paho.NewClientOptions().AddBroker(url).SetClientID(sysUser).SetUsername(sysUser).SetPassword(password).
+		SetProtocolVersion(4).SetAutoReconnect(true).SetConnectRetry(true).SetMaxReconnectInterval(time.Second).
+		SetOnConnectHandler(func(c paho.Client) {
+			c.Subscribe(topic, 0, func(_ paho.Client, m paho.Message) {
+				d.mu.Lock()
+				d.last = string(m.Payload())
+				d.mu.Unlock()
+			})
+		})
+	d.c = paho.NewClient(o)
+	if tok := d.c.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		return nil, fmt.Errorf("fleet: $SYS reader: %v", tok.Error())
+	}
+	return d, nil
+}
+
+func (d *dropped) value() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.last
+}
+
+func (d *dropped) close() { d.c.Disconnect(100) }
 
 // stale counts the devices whose last heartbeat in the database is older
 // than one interval (and 10 s).

@@ -45,6 +45,10 @@ type Options struct {
 	// soft and hard; at most the hard limit unless run as root): one
 	// descriptor per client.
 	NoFile uint64
+	// Nice, when not 0, is the broker's scheduling niceness (-20..19; below
+	// 0 needs root): Mosquitto serves every client from one thread, and a
+	// benchmark on a shared machine may give it its own share of a core.
+	Nice int
 }
 
 // Process is one running (or stopped) Mosquitto.
@@ -56,6 +60,7 @@ type Process struct {
 	tlsPort int
 	hasTLS  bool
 	noFile  uint64
+	nice    int
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -119,7 +124,7 @@ func prepare(dir string, o Options, port, tlsPort int) (*Process, error) {
 	if _, err := exec.LookPath(Binary); err != nil {
 		return nil, err
 	}
-	p := &Process{dir: dir, port: port, tlsPort: tlsPort, hasTLS: o.TLS != nil, noFile: o.NoFile}
+	p := &Process{dir: dir, port: port, tlsPort: tlsPort, hasTLS: o.TLS != nil, noFile: o.NoFile, nice: o.Nice}
 	pw := ""
 	if len(o.Users) > 0 {
 		pw = filepath.Join(dir, "passwd")
@@ -255,6 +260,14 @@ func (p *Process) Run() error {
 			<-exited
 			p.cmd, p.exited = nil, nil
 			return fmt.Errorf("mosquittotest: open-file limit %d: %w", p.noFile, err)
+		}
+	}
+	if p.nice != 0 {
+		if err := unix.Setpriority(unix.PRIO_PROCESS, cmd.Process.Pid, p.nice); err != nil {
+			_ = cmd.Process.Kill()
+			<-exited
+			p.cmd, p.exited = nil, nil
+			return fmt.Errorf("mosquittotest: niceness %d: %w", p.nice, err)
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)

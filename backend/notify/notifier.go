@@ -151,7 +151,7 @@ func (n *Notifier) Notify(ctx context.Context, note service.Notification) error 
 		errs      []error
 	)
 	for _, ch := range n.channels(p.doc, p.msg) {
-		if err := n.send(ctx, n.opts.DB, p, ch); err != nil {
+		if err := n.send(ctx, n.opts.DB, p, ch, 0); err != nil {
 			errs = append(errs, err)
 		} else {
 			delivered = true
@@ -273,16 +273,24 @@ func (n *Notifier) channels(doc store.Document, msg string) []string {
 	return out
 }
 
-// send sends p on one channel and records the attempt through db.
-func (n *Notifier) send(ctx context.Context, db store.DB, p *prepared, channel string) error {
+// send sends p on one channel, bounded by timeout (0: only by ctx), and
+// records the attempt through db under ctx: a send that ran out of time is
+// recorded as failed, and the record does not break db's transaction.
+func (n *Notifier) send(ctx context.Context, db store.DB, p *prepared, channel string, timeout time.Duration) error {
+	sctx := ctx
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		sctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	var err error
 	switch channel {
 	case ChannelEmail:
-		err = n.sendEmail(ctx, p.doc.Email, p.r, p.att, p.now)
+		err = n.sendEmail(sctx, p.doc.Email, p.r, p.att, p.now)
 	case ChannelSMS:
-		err = n.opts.SMS.SendSMS(ctx, p.doc.Mobile, p.r.SMS)
+		err = n.opts.SMS.SendSMS(sctx, p.doc.Mobile, p.r.SMS)
 	case ChannelSlip:
-		err = n.writeSlip(ctx, p.doc, p.site, p.dev, p.number, p.deadline, p.cr, p.now)
+		err = n.writeSlip(sctx, p.doc, p.site, p.dev, p.number, p.deadline, p.cr, p.now)
 	default:
 		err = fmt.Errorf("notify: channel %q: %w", channel, ErrInvalid)
 	}

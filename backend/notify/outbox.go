@@ -447,9 +447,7 @@ func (x *Outbox) process(ctx context.Context, tx pgx.Tx, r outboxRow) (func(), e
 		if slices.Contains(r.done, ch) {
 			continue
 		}
-		sctx, cancel := context.WithTimeout(ctx, x.timeout)
-		err := x.n.send(sctx, tx, p, ch)
-		cancel()
+		err := x.n.send(ctx, tx, p, ch, x.timeout)
 		switch {
 		case err == nil:
 			sentNow = append(sentNow, ch)
@@ -505,7 +503,7 @@ func (x *Outbox) fallbackSlip(ctx context.Context, tx pgx.Tx, p *prepared, r out
 	if x.n.opts.Slips == nil || slices.Contains(x.n.channels(p.doc, p.msg), ChannelSlip) {
 		return
 	}
-	if err := x.n.send(ctx, tx, p, ChannelSlip); err != nil {
+	if err := x.n.send(ctx, tx, p, ChannelSlip, x.timeout); err != nil {
 		x.log.Error("fallback slip", "document", r.docID, "err", redact(err.Error()))
 	}
 }

@@ -550,4 +550,6 @@ func TestOutboxSlowGatewayTimesOut(t *testing.T) {
 	var lastErr string
 	require.NoError(t, f.st.Pool().QueryRow(f.ctx, `SELECT last_error FROM notify_outbox WHERE document_id = $1`, d.ID).Scan(&lastErr))
 	require.Contains(t, lastErr, "deadline exceeded")
+	require.Equal(t, []string{"loaded/email/sent", "loaded/sms/failed"}, f.records(t, d.ID),
+		"the timed-out attempt is recorded: the send's timeout does not bound its record")
 }

@@ -217,19 +217,27 @@ func useradd(ctx context.Context, args []string, e Env) error {
 	})
 }
 
+// token creates an API token for a user and prints it; it lives
+// -api-token-ttl, as one created through the API without a lifetime.
 func token(ctx context.Context, args []string, e Env) error {
-	var username, name string
+	var (
+		username, name string
+		ttl, maxTTL    time.Duration
+	)
 	return withStore(ctx, "token", args, e, func(fs *flag.FlagSet) func() error {
 		fs.StringVar(&username, "username", "", "owner of the token (required)")
 		fs.StringVar(&name, "name", "automation", "what the token is for")
+		lifetimes := tokenLifetimeFlags(fs, e)
 		return func() error {
 			if username == "" {
 				return errors.New("-username is required")
 			}
-			return nil
+			var err error
+			ttl, maxTTL, err = lifetimes()
+			return err
 		}
 	}, func(st *store.Store, log *slog.Logger) error {
-		as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: log, Params: hashParams(e)})
+		as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: log, Params: hashParams(e), APITokenTTL: ttl, APITokenMaxTTL: maxTTL})
 		if err != nil {
 			return err
 		}
@@ -244,6 +252,28 @@ func token(ctx context.Context, args []string, e Env) error {
 		fmt.Fprintln(e.Stdout, iss.Token)
 		return nil
 	})
+}
+
+// tokenLifetimeFlags adds -api-token-ttl and -api-token-max-ttl (serve and
+// token share them); the returned function, called after parsing, checks
+// them and returns the lifetime and the longest lifetime.
+func tokenLifetimeFlags(fs *flag.FlagSet, e Env) func() (ttl, maxTTL time.Duration, err error) {
+	ttlFlag := fs.String("api-token-ttl", envOr(e, "KLUIS_API_TOKEN_TTL", auth.DefaultAPITokenTTL.String()), "lifetime of an API token created without one (env KLUIS_API_TOKEN_TTL)")
+	maxFlag := fs.String("api-token-max-ttl", envOr(e, "KLUIS_API_TOKEN_MAX_TTL", auth.DefaultAPITokenMaxTTL.String()), "longest lifetime an API token may be given (env KLUIS_API_TOKEN_MAX_TTL)")
+	return func() (ttl, maxTTL time.Duration, err error) {
+		for _, d := range []struct {
+			flag, v string
+			to      *time.Duration
+		}{{"api-token-ttl", *ttlFlag, &ttl}, {"api-token-max-ttl", *maxFlag, &maxTTL}} {
+			if *d.to, err = time.ParseDuration(d.v); err != nil || *d.to <= 0 {
+				return 0, 0, fmt.Errorf("-%s %q: want a positive Go duration such as 2160h", d.flag, d.v)
+			}
+		}
+		if ttl > maxTTL {
+			return 0, 0, fmt.Errorf("-api-token-ttl %s is above -api-token-max-ttl %s", ttl, maxTTL)
+		}
+		return ttl, maxTTL, nil
+	}
 }
 
 // mqttpasswd sets a device's password for the embedded broker: from
@@ -346,28 +376,19 @@ func serve(ctx context.Context, args []string, e Env) error {
 	fs.StringVar(&o.AdminUser, "admin-user", envOr(e, "KLUIS_ADMIN_USER", server.DefaultAdminUser), "bootstrap admin created when no admin exists (env KLUIS_ADMIN_USER)")
 	pickup := fs.String("pickup-period", e.Getenv("KLUIS_PICKUP_PERIOD"), fmt.Sprintf("pickup periods per kind, comma list of kind=value: whole days (10 or 10d: until the end of the N-th local day) or an exact Go duration (90s, 48h: load time plus it); unlisted kinds get %d days (env KLUIS_PICKUP_PERIOD)", service.DefaultPickupDays))
 	retention := fs.String("retention", envOr(e, "KLUIS_RETENTION", service.DefaultRetention.String()), "how long personal data of collected, retrieved and cancelled documents is kept (env KLUIS_RETENTION)")
-	tokenTTL := fs.String("api-token-ttl", envOr(e, "KLUIS_API_TOKEN_TTL", auth.DefaultAPITokenTTL.String()), "lifetime of an API token created without one (env KLUIS_API_TOKEN_TTL)")
+	lifetimes := tokenLifetimeFlags(fs, e)
 	proxies := fs.String("trusted-proxies", e.Getenv("KLUIS_TRUSTED_PROXIES"), "reverse proxies (comma list of addresses or CIDR prefixes) whose X-Forwarded-For names the client for the login limits (env KLUIS_TRUSTED_PROXIES); empty: the peer address counts")
 	fs.DurationVar(&o.StaffIdle, "staff-session-idle", auth.DefaultWebIdle, "a staff console session ends after this long without a request")
 	fs.DurationVar(&o.StaffMaxAge, "staff-session-max", auth.DefaultWebMaxAge, "a staff console session ends this long after the login, whatever happens")
-	tokenMaxTTL := fs.String("api-token-max-ttl", envOr(e, "KLUIS_API_TOKEN_MAX_TTL", auth.DefaultAPITokenMaxTTL.String()), "longest lifetime an API token may be given (env KLUIS_API_TOKEN_MAX_TTL)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	var err error
-	for _, d := range []struct {
-		flag, v string
-		to      *time.Duration
-	}{{"api-token-ttl", *tokenTTL, &o.APITokenTTL}, {"api-token-max-ttl", *tokenMaxTTL, &o.APITokenMaxTTL}} {
-		if *d.to, err = time.ParseDuration(d.v); err != nil || *d.to <= 0 {
-			return fmt.Errorf("-%s %q: want a positive Go duration such as 2160h", d.flag, d.v)
-		}
+	if o.APITokenTTL, o.APITokenMaxTTL, err = lifetimes(); err != nil {
+		return err
 	}
 	if o.TrustedProxies, err = api.ParseTrustedProxies(*proxies); err != nil {
 		return fmt.Errorf("-trusted-proxies: %w", err)
-	}
-	if o.APITokenTTL > o.APITokenMaxTTL {
-		return fmt.Errorf("-api-token-ttl %s is above -api-token-max-ttl %s", o.APITokenTTL, o.APITokenMaxTTL)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())

@@ -8,7 +8,8 @@
 // Every door operation (pickup, load, retrieve, test, remote) runs the same
 // state machine, one per lock:
 //
-//	verify code -> [automaton: Present slot, wait SlotPresented]
+//	verify code -> [automaton: Present slot, wait SlotPresented; a pickup
+//	   or retrieval also waits for the item at the hatch, else alarm]
 //	-> journal intent (fsync) -> Pulse -> journal done
 //	-> wait DoorOpened (timeouts.door_open_detect; on hardware that
 //	   deduplicates command ids, re-pulse with the SAME id up to

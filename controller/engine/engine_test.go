@@ -664,6 +664,7 @@ func TestAutomatonPickup(t *testing.T) {
 		r.waitFor("present", func() bool { return len(r.f.Presents()) == 1 })
 		require.Equal(t, 5, r.f.Presents()[0].Slot)
 		require.Empty(t, r.f.Pulses(), "hatch stays shut until the slot is there")
+		r.f.SetHatch(0, hardware.HatchState{Busy: true, Locked: true, Slot: -1, ItemAtHatch: true}) // the slot arrives, the document in it
 		r.f.CompletePresent(0, 5)
 		r.waitFor("hatch pulse", func() bool { return len(r.f.Pulses()) == 1 })
 		hatch := hardware.Address{Board: 0, Channel: 0}
@@ -697,6 +698,52 @@ func TestAutomatonBackendAddressIsSlot(t *testing.T) {
 		require.Equal(t, 2, s.Compartment)
 		r.waitFor("present", func() bool { return len(r.f.Presents()) == 1 })
 		require.Equal(t, 5, r.f.Presents()[0].Slot)
+	})
+}
+
+// A carousel whose slot is reported at the hatch without the document
+// there (a Tasmota module's busy output went off because its controller
+// rebooted half-way, and the driver has no position feedback) keeps the
+// hatch shut, raises a mechanism alarm and gives the code back; the
+// citizen's next attempt moves the carousel again instead of trusting the
+// reported position, and then opens. Found by the gauntlet (bench/chaos
+// seed 1796538706995782264, night 6, board_reboot on a Tasmota automaton:
+// the hatch opened onto nothing and the empty hatch's close was taken for
+// a completed pickup of a document still in its slot).
+func TestSeed1796538706995782264SlotReportedWithoutItemKeepsHatchShut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{kind: config.KindAutomaton, caps: sensors})
+		defer r.stop()
+		r.f.SetHatch(0, hardware.HatchState{Locked: true, Slot: 2}) // another slot, empty, at the hatch
+		r.be.set(func() {
+			r.be.verify["K1.auto"] = wire.VerifyResponse{Result: wire.VerifyOK, DocumentID: "doc-a",
+				Addr: &wire.Address{Board: 0, Channel: 5}}
+		})
+		_, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.auto"})
+		require.NoError(t, err)
+		r.waitFor("present", func() bool { return len(r.f.Presents()) == 1 })
+		// The mechanism stops half-way: busy goes off, the driver reports
+		// slot 5 at the hatch, the item sensor sees nothing.
+		r.f.CompletePresent(0, 5)
+		r.waitState(StateOutOfOrder)
+		require.Empty(t, r.f.Pulses(), "the hatch stays shut")
+		require.True(t, r.hasEvent("alarm:mechanism_fault"), "alarm raised: %v", r.kinds())
+		require.False(t, r.hasEvent("pickup_completed"), "events %v", r.kinds())
+
+		// The citizen tries again: the driver still says slot 5 is at the
+		// hatch, but without the item the carousel is moved again.
+		_, err = r.e.Pickup(context.Background(), PickupRequest{QR: "K1.auto"})
+		require.NoError(t, err)
+		r.waitFor("second present", func() bool { return len(r.f.Presents()) == 2 })
+		require.Empty(t, r.f.Pulses())
+		r.f.SetHatch(0, hardware.HatchState{Busy: true, Locked: true, Slot: -1, ItemAtHatch: true})
+		r.f.CompletePresent(0, 5)
+		r.waitFor("hatch pulse", func() bool { return len(r.f.Pulses()) == 1 })
+		r.f.SetHatch(0, hardware.HatchState{Open: true, Slot: 5, ItemAtHatch: true})
+		r.f.Inject(hardware.Event{Kind: hardware.HatchOpened, Addr: hardware.Address{Board: 0, Channel: -1}})
+		r.f.SetHatch(0, hardware.HatchState{Locked: true, Slot: 5})
+		r.f.Inject(hardware.Event{Kind: hardware.HatchClosed, Addr: hardware.Address{Board: 0, Channel: -1}})
+		r.waitFor("completed", func() bool { return r.hasEvent("pickup_completed") })
 	})
 }
 

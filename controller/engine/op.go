@@ -282,10 +282,16 @@ func slotPtr(c *comp) *int {
 // present brings an automaton's slot to the hatch. False means o is over.
 func (e *Engine) present(ctx context.Context, o *op) bool {
 	id := hardware.CommandID(o.intent.ID)
+	// A pickup or a retrieval takes the document out of the slot: the
+	// hatch opens only onto it (see holdsItem).
+	takesOut := o.purpose == PurposePickup || o.purpose == PurposeRetrieve
 	// The slot may already be at the hatch (just loaded, or a retry): a
 	// mechanism that does not move reports nothing on every driver, so
-	// do not ask it to.
-	if h, err := e.mech.Hatch(ctx, o.comp.cfg.Board); err == nil && h.Slot == o.comp.slot && h.Locked && !h.Open && !h.Busy && !h.Fault {
+	// do not ask it to. A document to take out must be seen there too: a
+	// driver without position feedback may believe a slot is at the hatch
+	// that never arrived.
+	if h, err := e.mech.Hatch(ctx, o.comp.cfg.Board); err == nil && h.Slot == o.comp.slot && h.Locked && !h.Open && !h.Busy && !h.Fault &&
+		(!takesOut || h.ItemAtHatch) {
 		e.log.Info("slot already at the hatch", "compartment", o.comp.cfg.Number, "slot", o.comp.slot)
 		return true
 	}
@@ -324,6 +330,12 @@ func (e *Engine) present(ctx context.Context, o *op) bool {
 		case ev := <-o.events:
 			switch {
 			case ev.Kind == hardware.SlotPresented && ev.Slot == o.comp.slot:
+				if takesOut && !e.holdsItem(ctx, o) {
+					if ctx.Err() != nil {
+						return false
+					}
+					return fail(fmt.Sprintf("slot %d reported at the hatch, but no item there: the hatch stays shut", o.comp.slot))
+				}
 				return true
 			case ev.Kind == hardware.SlotPresented:
 				return fail(fmt.Sprintf("slot %d presented instead of %d", ev.Slot, o.comp.slot))
@@ -333,6 +345,41 @@ func (e *Engine) present(ctx context.Context, o *op) bool {
 				e.end(o)
 				e.show(o, StateOutOfOrder)
 				return false
+			}
+		}
+	}
+}
+
+// itemSettle is how long holdsItem waits for the item sensor at the hatch
+// after the slot was reported there: a module may report the end of the
+// move before the sensor's change.
+const itemSettle = 2 * time.Second
+
+// holdsItem reports whether the item sensor at the hatch sees an item once
+// o's slot was reported there, waiting up to itemSettle for it. A Tasmota
+// carousel has no position feedback: its driver takes "busy" going off as
+// the slot's arrival, and a mechanism that stops half-way (a reboot of its
+// controller) looks the same. Opening the hatch then shows the citizen an
+// empty hatch, and the closed hatch without an item reads as a completed
+// pickup of a document still inside. Found by the gauntlet (bench/chaos
+// seed 1796538706995782264, night 6, board_reboot on a Tasmota automaton:
+// the backend called the document collected while it lay in its slot).
+func (e *Engine) holdsItem(ctx context.Context, o *op) bool {
+	timer := time.NewTimer(itemSettle)
+	defer timer.Stop()
+	for {
+		if h, err := e.mech.Hatch(ctx, o.comp.cfg.Board); err == nil && h.ItemAtHatch {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-timer.C:
+			h, err := e.mech.Hatch(ctx, o.comp.cfg.Board)
+			return err == nil && h.ItemAtHatch
+		case ev := <-o.events:
+			if ev.Kind == hardware.ItemPlaced {
+				return true
 			}
 		}
 	}

@@ -126,7 +126,7 @@ func runGauntlet(t *testing.T, cfg Config) *Report {
 		if cfg.World.Failover {
 			failover = 1
 		}
-		t.Fatalf("%d violations; replay with CHAOS_SEED=%d CHAOS_BROKER=%s CHAOS_FAILOVER=%d", len(rep.Violations), rep.Seed, cfg.World.Broker, failover)
+		t.Fatalf("%d violations; replay with CHAOS_SEED=%d CHAOS_BROKER=%s CHAOS_FAILOVER=%d", len(rep.Violations), rep.Seed, rep.Broker, failover)
 	}
 	// Every kind the run planned struck.
 	for _, night := range FaultPlan(cfg) {

@@ -52,6 +52,7 @@ type Violation struct {
 // Report is the outcome of a run.
 type Report struct {
 	Seed       uint64
+	Broker     string // the world's broker mode (Options.Broker)
 	Stats      Stats
 	Violations []Violation
 	// Errors are faults or steps the gauntlet could not carry out (not
@@ -63,8 +64,8 @@ type Report struct {
 func (r *Report) String() string {
 	var b strings.Builder
 	s := r.Stats
-	fmt.Fprintf(&b, "chaos seed %d: %d nights, %d loaded, %d pickups (%d QR, %d PIN, %d offline), %d wrong codes, %d doors left open, %d items left behind, %d forced doors, %d expired, %d retrieved, %d codes reissued at the counter, %d bad frames heard by boards, %d pickups kept shut on a full disk\n",
-		r.Seed, s.Nights, s.Loaded, s.Pickups, s.QRPickups, s.PINPickups, s.OfflinePickups, s.WrongCodes, s.LeftOpen, s.LeftBehind, s.Forced, s.Expired, s.Retrieved, s.Reissued, s.BadFramesHeard, s.DiskFullRefused)
+	fmt.Fprintf(&b, "chaos seed %d, broker %s: %d nights, %d loaded, %d pickups (%d QR, %d PIN, %d offline), %d wrong codes, %d doors left open, %d items left behind, %d forced doors, %d expired, %d retrieved, %d codes reissued at the counter, %d bad frames heard by boards, %d pickups kept shut on a full disk\n",
+		r.Seed, r.Broker, s.Nights, s.Loaded, s.Pickups, s.QRPickups, s.PINPickups, s.OfflinePickups, s.WrongCodes, s.LeftOpen, s.LeftBehind, s.Forced, s.Expired, s.Retrieved, s.Reissued, s.BadFramesHeard, s.DiskFullRefused)
 	var kinds []string
 	for k := range s.Faults {
 		kinds = append(kinds, k)
@@ -76,7 +77,7 @@ func (r *Report) String() string {
 	}
 	fmt.Fprintf(&b, "\nviolations: %d\n", len(r.Violations))
 	for _, v := range r.Violations {
-		fmt.Fprintf(&b, "  night %d: %s: %s (replay: CHAOS_SEED=%d CHAOS_NIGHTS=%d)\n", v.Night, v.Invariant, v.Detail, r.Seed, v.Night)
+		fmt.Fprintf(&b, "  night %d: %s: %s (replay: CHAOS_SEED=%d CHAOS_NIGHTS=%d CHAOS_BROKER=%s)\n", v.Night, v.Invariant, v.Detail, r.Seed, v.Night, r.Broker)
 	}
 	if len(r.Errors) > 0 {
 		fmt.Fprintf(&b, "harness errors: %d\n", len(r.Errors))
@@ -142,7 +143,7 @@ func Run(ctx context.Context, t testing.TB, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	g := &Gauntlet{w: w, cfg: cfg, mail: &mailbox{dir: w.MailDir}, scan: newJournalScan()}
-	g.report.Seed = cfg.Seed
+	g.report.Seed, g.report.Broker = cfg.Seed, w.Opts.Broker
 	g.stats.Faults = map[string]int{}
 	stop := g.scanJournals(ctx)
 	defer stop()

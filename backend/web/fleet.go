@@ -31,19 +31,10 @@ type presenceRow struct {
 // presenceRows reads every device's presence and last heartbeat. It and
 // presenceKeys are the only places that know where the device link stores
 // them: the presence in device_presence, the last heartbeat's payload in
-// its heartbeat column, or, once the device link keeps heartbeats in a
-// table of their own (device_diagnostics, the fleet work), there.
+// device_diagnostics (migration 0120).
 func presenceRows(ctx context.Context, db store.DB) (map[string]presenceRow, error) {
-	q := `SELECT device_id, state, changed_at, software, last_heartbeat_at, heartbeat FROM device_presence`
-	var separate bool
-	if err := db.QueryRow(ctx, `SELECT to_regclass('device_diagnostics') IS NOT NULL`).Scan(&separate); err != nil {
-		return nil, fmt.Errorf("web: presence: %w", err)
-	}
-	if separate {
-		q = `SELECT p.device_id, p.state, p.changed_at, p.software, p.last_heartbeat_at, d.heartbeat
-			FROM device_presence p LEFT JOIN device_diagnostics d ON d.device_id = p.device_id`
-	}
-	rows, err := db.Query(ctx, q)
+	rows, err := db.Query(ctx, `SELECT p.device_id, p.state, p.changed_at, p.software, p.last_heartbeat_at, d.heartbeat
+		FROM device_presence p LEFT JOIN device_diagnostics d ON d.device_id = p.device_id`)
 	if err != nil {
 		return nil, fmt.Errorf("web: presence: %w", err)
 	}

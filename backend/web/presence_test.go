@@ -26,6 +26,14 @@ func TestPresenceRowsFollowTheHeartbeat(t *testing.T) {
 	p := rows["k1"]
 	require.True(t, p.Online)
 	require.JSONEq(t, hb, string(p.Heartbeat))
+	// A device whose heartbeat has not come yet: its presence, no payload.
+	_, err = db.Exec(ctx, `INSERT INTO device_presence (device_id, state, changed_at, software) VALUES ('k2', 'offline', $1, 'kluisd 2')`, at)
+	require.NoError(t, err)
+	rows, err = presenceRows(ctx, db)
+	require.NoError(t, err)
+	require.False(t, rows["k2"].Online)
+	require.Nil(t, rows["k2"].Heartbeat)
+	require.Nil(t, rows["k2"].LastHeartbeat)
 	keys, err := presenceKeys(ctx, db)
 	require.NoError(t, err)
 	require.Contains(t, keys["k1"], "online|")

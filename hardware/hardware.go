@@ -185,4 +185,11 @@ var (
 	ErrHalted      = errors.New("hardware: halted")
 	ErrProtocol    = errors.New("hardware: protocol error")
 	ErrUnsupported = errors.New("hardware: not supported by this hardware")
+	// ErrRebooted: the board restarted since an earlier attempt of this
+	// command id went out, which may have been carried out (and cut short
+	// by the restart); the restarted board has forgotten the id, so the
+	// driver did not send it again. Nothing was done by this call. The
+	// caller decides from the sensors (a door not seen open stays shut)
+	// and, for a new try, uses a new command id.
+	ErrRebooted = errors.New("hardware: the board restarted since this command id was sent")
 )

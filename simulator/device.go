@@ -65,6 +65,11 @@ type Options struct {
 	AutoClose time.Duration
 	// Seed feeds every random choice of this device (faults, boot ids).
 	Seed uint64
+	// NoBootCheck makes the Kluis boards firmware from before the boot
+	// check (firmware-protocol.md 4.3.1): INFO does not advertise
+	// CapBootCheck and an UNLOCK or PRESENT carrying a boot id is refused
+	// with BAD_LENGTH.
+	NoBootCheck bool
 	// Clock drives time; default RealClock.
 	Clock Clock
 	// Logger receives debug lines; default discards.

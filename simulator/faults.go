@@ -36,6 +36,13 @@ type Faults struct {
 	RebootProb float64 `json:"reboot_prob,omitempty" yaml:"reboot_prob"`
 	// Offline takes a networked module off the network.
 	Offline bool `json:"offline,omitempty" yaml:"offline"`
+	// RebootAfterCommand reboots the Kluis board that carries out the next
+	// UNLOCK or PRESENT right after it did (the lock energised, the
+	// carousel started), before its reply goes out: the reply is lost and
+	// the remembered command ids with it. It is a one-shot: the first
+	// command carried out clears it. It is the worst moment for a reboot
+	// (firmware-protocol.md 4.3.1).
+	RebootAfterCommand bool `json:"reboot_after_command,omitempty" yaml:"reboot_after_command"`
 }
 
 func validProb(name string, p float64) error {
@@ -167,6 +174,20 @@ func (d *Device) MaybeReboot(b int) bool {
 	if d.rng.Float64() >= d.faults.RebootProb {
 		return false
 	}
+	d.rebootLocked(b)
+	return true
+}
+
+// rebootAfterCommand reboots board b when the one-shot fault
+// RebootAfterCommand is set, clearing it; it reports whether it did.
+func (d *Device) rebootAfterCommand(b int) bool {
+	d.mu.Lock()
+	defer d.flush()
+	defer d.mu.Unlock()
+	if b < 0 || b >= len(d.boards) || !d.faults.RebootAfterCommand {
+		return false
+	}
+	d.faults.RebootAfterCommand = false
 	d.rebootLocked(b)
 	return true
 }

@@ -54,6 +54,9 @@ type DeviceConfig struct {
 	AutoClose time.Duration `yaml:"auto_close" json:"auto_close"`
 	// MaxEnergised bounds the locks energised at once per board (0: none).
 	MaxEnergised int `yaml:"max_energised" json:"max_energised"`
+	// NoBootCheck: Kluis boards with firmware from before the boot check
+	// of UNLOCK and PRESENT (firmware-protocol.md 4.3.1).
+	NoBootCheck bool `yaml:"no_boot_check" json:"no_boot_check,omitempty"`
 	// KerongOpenBitClear inverts the Kerong lock-bit polarity.
 	KerongOpenBitClear bool `yaml:"kerong_open_bit_clear" json:"kerong_open_bit_clear"`
 	// KerongPulse is the Kerong board's unlock time; default 500ms.
@@ -194,7 +197,7 @@ func StartFleet(ctx context.Context, cfg Config, o FleetOptions) (*Fleet, error)
 			seed = *dc.Seed
 		}
 		dev, err := New(Options{ID: dc.ID, Kind: dc.Kind, Boards: dc.Boards, Channels: dc.Channels, Slots: dc.Slots,
-			MoveTime: dc.MoveTime, MechDelay: dc.MechDelay, Cooldown: dc.Cooldown, AutoClose: dc.AutoClose, MaxEnergised: dc.MaxEnergised,
+			MoveTime: dc.MoveTime, MechDelay: dc.MechDelay, Cooldown: dc.Cooldown, AutoClose: dc.AutoClose, MaxEnergised: dc.MaxEnergised, NoBootCheck: dc.NoBootCheck,
 			Seed: seed, Clock: o.Clock, Logger: o.Logger})
 		if err != nil {
 			return nil, fmt.Errorf("device %s: %w", dc.ID, err)

@@ -211,6 +211,9 @@ func (k *Kluis) frame(f kluisproto.Frame) {
 	switch m := req.(type) {
 	case *kluisproto.InfoRequest:
 		caps := kluisproto.CapDoorSensor | kluisproto.CapItemSensor
+		if !k.dev.Options().NoBootCheck {
+			caps |= kluisproto.CapBootCheck
+		}
 		if auto {
 			caps |= kluisproto.CapMechanism
 		}
@@ -278,7 +281,29 @@ func (k *Kluis) frame(f kluisproto.Frame) {
 	}
 }
 
+// staleBoot applies the boot check of UNLOCK and PRESENT
+// (firmware-protocol.md 4.3.1) and answers the NAK it calls for: BAD_LENGTH
+// from firmware without it, STALE_BOOT for a boot id that is not this
+// boot's. It reports whether the request was refused.
+func (k *Kluis) staleBoot(f kluisproto.Frame, kb *kluisBoard, boot uint32) bool {
+	if boot == 0 {
+		return false
+	}
+	if k.dev.Options().NoBootCheck {
+		k.nak(f.Addr, f.Cmd, kluisproto.CodeBadLength, 0)
+		return true
+	}
+	if boot != kb.bootID {
+		k.nak(f.Addr, f.Cmd, kluisproto.CodeStaleBoot, 0)
+		return true
+	}
+	return false
+}
+
 func (k *Kluis) unlock(f kluisproto.Frame, b int, kb *kluisBoard, m *kluisproto.UnlockRequest, auto bool) {
+	if k.staleBoot(f, kb, m.BootID) {
+		return
+	}
 	if prev, err := kb.ids.Lookup(kluisproto.CmdUnlock, m.ID); err != nil {
 		k.nak(f.Addr, f.Cmd, kluisproto.CodeBadArgument, 0)
 		return
@@ -316,10 +341,17 @@ func (k *Kluis) unlock(f kluisproto.Frame, b int, kb *kluisBoard, m *kluisproto.
 	}
 	r := &kluisproto.UnlockReply{Channel: m.Channel, DurationMS: m.DurationMS, ID: m.ID}
 	kb.ids.Remember(m.ID, r)
+	if k.dev.rebootAfterCommand(b) {
+		k.sync(b) // the restart forgets the ids; the reply never goes out
+		return
+	}
 	k.reply(f.Addr, r)
 }
 
 func (k *Kluis) present(f kluisproto.Frame, b int, kb *kluisBoard, m *kluisproto.PresentRequest) {
+	if k.staleBoot(f, kb, m.BootID) {
+		return
+	}
 	if prev, err := kb.ids.Lookup(kluisproto.CmdPresent, m.ID); err != nil {
 		k.nak(f.Addr, f.Cmd, kluisproto.CodeBadArgument, 0)
 		return
@@ -349,6 +381,10 @@ func (k *Kluis) present(f kluisproto.Frame, b int, kb *kluisBoard, m *kluisproto
 	}
 	r := &kluisproto.PresentReply{Slot: m.Slot, ID: m.ID}
 	kb.ids.Remember(m.ID, r)
+	if k.dev.rebootAfterCommand(b) {
+		k.sync(b)
+		return
+	}
 	k.reply(f.Addr, r)
 }
 

@@ -122,7 +122,7 @@ func TestKluisSpecExamples(t *testing.T) {
 func TestKluisEventsAckRebootBusy(t *testing.T) {
 	d, k, clk := newKluisBoard(t, Options{Boards: 1, Channels: 8, Cooldown: time.Second})
 	info := parseReplies(t, k.Handle(request(t, 0, &kluisproto.InfoRequest{})))[0].(*kluisproto.InfoReply)
-	if info.Channels != 8 || info.Caps != kluisproto.CapDoorSensor|kluisproto.CapItemSensor || info.BootID == 0 {
+	if info.Channels != 8 || info.Caps != kluisproto.CapDoorSensor|kluisproto.CapItemSensor|kluisproto.CapBootCheck || info.BootID == 0 {
 		t.Fatalf("info %+v", info)
 	}
 	_ = d.Load(0, 2, 0, "licence")

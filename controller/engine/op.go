@@ -164,7 +164,12 @@ func (e *Engine) runOp(ctx context.Context, o *op, resend bool) {
 		e.m.openNotDetected.Inc()
 		if caps.CommandIDs && attempt < retries {
 			// Same id: if the first pulse was carried out the hardware
-			// ignores this one; if it was lost, this one unlocks.
+			// ignores this one; if it was lost, this one unlocks. If the
+			// board restarted since (the gauntlet, seed 20261206101,
+			// board_reboot: the restart cut the pulse and forgot the id,
+			// so the same id pulsed a second time), the driver refuses
+			// with ErrRebooted and nothing is pulsed: the door not seen
+			// open stays shut and the person tries again with a new id.
 			if err := e.drv.Pulse(ctx, o.comp.lock, e.cfg.Pulse, id); err != nil {
 				e.log.Warn("retry pulse failed", "err", err)
 			}
@@ -255,13 +260,17 @@ func (e *Engine) pulse(ctx context.Context, o *op, id hardware.CommandID, caps h
 		if err == nil {
 			return pulseOK
 		}
-		maybe = maybe || errors.Is(err, hardware.ErrTimeout)
+		// ErrRebooted: an attempt may have pulsed before the board
+		// restarted, which forgot the id; the driver sends it no more
+		// (firmware-protocol.md 4.3.1). Uncertain, like no answer.
+		rebooted := errors.Is(err, hardware.ErrRebooted)
+		maybe = maybe || rebooted || errors.Is(err, hardware.ErrTimeout)
 		if ctx.Err() != nil {
 			return pulseCancelled
 		}
 		e.log.Warn("pulse failed", "compartment", o.comp.cfg.Number, "attempt", attempt+1, "err", err)
 		e.boardError(o.comp.lock.Board)
-		if !caps.CommandIDs || errors.Is(err, hardware.ErrHalted) || errors.Is(err, hardware.ErrOutOfRange) {
+		if !caps.CommandIDs || rebooted || errors.Is(err, hardware.ErrHalted) || errors.Is(err, hardware.ErrOutOfRange) {
 			break
 		}
 	}
@@ -301,7 +310,7 @@ func (e *Engine) present(ctx context.Context, o *op) bool {
 		if err != nil && ctx.Err() == nil {
 			e.boardError(o.comp.cfg.Board)
 		}
-		if err == nil || !e.Caps().CommandIDs || errors.Is(err, hardware.ErrFault) {
+		if err == nil || !e.Caps().CommandIDs || errors.Is(err, hardware.ErrFault) || errors.Is(err, hardware.ErrRebooted) {
 			break
 		}
 	}

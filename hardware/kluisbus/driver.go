@@ -141,7 +141,20 @@ type board struct {
 	// watchdogSet: WATCHDOG was set in this boot.
 	watchdogSet bool
 	nextTry     time.Time
+	// bootCheck: the board's INFO advertised CapBootCheck (kept across a
+	// reboot; a refusal of the longer form clears it).
+	bootCheck bool
+	// sent binds the UNLOCK and PRESENT command ids that may have been
+	// carried out to the boot id they were sent to (firmware-protocol.md
+	// 4.3.1), the most recent sentMax of them; sentOrder is their order.
+	sent      map[uint32]uint32
+	sentOrder []uint32
 }
+
+// sentMax is how many command ids a board's binding keeps: more than the
+// board remembers (kluisproto.IDCacheSize) and more than an operation's
+// retries need.
+const sentMax = 256
 
 type metrics struct {
 	frameErrors *prometheus.CounterVec
@@ -387,7 +400,49 @@ func (d *Driver) exchange(ctx context.Context, addr int, req kluisproto.Message)
 	return d.exchangeN(ctx, addr, req, d.o.Retries)
 }
 
+// cmdTrace follows one UNLOCK or PRESENT through exchangeN's attempts.
+type cmdTrace struct {
+	// unanswered: an attempt went out and got no valid answer, so the
+	// board may have carried it out.
+	unanswered bool
+	// legacyBoot, for a board without CapBootCheck: the boot id the
+	// command is bound to. Before every re-send (and before the first
+	// send when checkFirst) STATUS is read; if the board's boot id is not
+	// legacyBoot the command is not sent (errRebootedCmd).
+	legacyBoot uint32
+	checkFirst bool
+}
+
+// errRebootedCmd: the board restarted since the command may have been
+// carried out.
+var errRebootedCmd = fmt.Errorf("kluisbus: %w", hardware.ErrRebooted)
+
 func (d *Driver) exchangeN(ctx context.Context, addr int, req kluisproto.Message, retries int) (kluisproto.Message, error) {
+	return d.exchangeT(ctx, addr, req, retries, nil)
+}
+
+// bootMovedLocked reads STATUS once (the fallback boot check of boards
+// without CapBootCheck) and reports whether the board's boot id is no
+// longer want. No answer is not proof of a restart: false.
+func (d *Driver) bootMovedLocked(ctx context.Context, addr int, want uint32) bool {
+	req := &kluisproto.StatusRequest{}
+	raw, err := kluisproto.EncodeMessage(byte(addr), req)
+	if err != nil {
+		return false
+	}
+	reply, err := d.attemptLocked(ctx, addr, req, raw)
+	if err != nil {
+		return false
+	}
+	st, ok := reply.(*kluisproto.StatusReply)
+	if !ok {
+		return false
+	}
+	d.noteBoot(addr, st.BootID)
+	return st.BootID != want
+}
+
+func (d *Driver) exchangeT(ctx context.Context, addr int, req kluisproto.Message, retries int, tr *cmdTrace) (kluisproto.Message, error) {
 	raw, err := kluisproto.EncodeMessage(byte(addr), req)
 	if err != nil {
 		return nil, fmt.Errorf("kluisbus: encode: %w", err)
@@ -402,11 +457,20 @@ func (d *Driver) exchangeN(ctx context.Context, addr int, req kluisproto.Message
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		if tr != nil && tr.legacyBoot != 0 && (tr.unanswered || (attempt == 0 && tr.checkFirst)) &&
+			d.bootMovedLocked(ctx, addr, tr.legacyBoot) {
+			d.log.Warn("board restarted since the command may have been carried out: not sent again", "board", addr,
+				"cmd", kluisproto.CmdName(req.Command()))
+			return nil, fmt.Errorf("kluisbus: board %d: %s: %w", addr, kluisproto.CmdName(req.Command()), errRebootedCmd)
+		}
 		if attempt > 0 {
 			d.m.retries.Inc()
 			d.log.Debug("retry", "board", addr, "cmd", kluisproto.CmdName(req.Command()), "attempt", attempt+1, "after", last)
 		}
 		reply, err := d.attemptLocked(ctx, addr, req, raw)
+		if err != nil && tr != nil {
+			tr.unanswered = true
+		}
 		if err == nil {
 			if nak, ok := reply.(*kluisproto.Nak); ok && nak.Code == kluisproto.CodeBadCRC {
 				last = fmt.Errorf("kluisbus: board %d: %w", addr, nak)
@@ -561,7 +625,11 @@ func (d *Driver) request(ctx context.Context, addr int, req kluisproto.Message) 
 }
 
 func (d *Driver) requestN(ctx context.Context, addr int, req kluisproto.Message, retries int) (kluisproto.Message, error) {
-	reply, err := d.exchangeN(ctx, addr, req, retries)
+	return d.requestT(ctx, addr, req, retries, nil)
+}
+
+func (d *Driver) requestT(ctx context.Context, addr int, req kluisproto.Message, retries int, tr *cmdTrace) (kluisproto.Message, error) {
+	reply, err := d.exchangeT(ctx, addr, req, retries, tr)
 	if err != nil {
 		if errors.Is(err, hardware.ErrTimeout) && ctx.Err() == nil {
 			d.markOffline(addr, err)
@@ -574,6 +642,7 @@ func (d *Driver) requestN(ctx context.Context, addr int, req kluisproto.Message,
 		d.noteBoot(addr, r.BootID)
 		d.mu.Lock()
 		d.boards[addr].info, d.boards[addr].haveInfo = *r, true
+		d.boards[addr].bootCheck = r.Caps&kluisproto.CapBootCheck != 0
 		d.mu.Unlock()
 	case *kluisproto.StatusReply:
 		d.noteBoot(addr, r.BootID)
@@ -599,6 +668,8 @@ func nakErr(addr int, nak *kluisproto.Nak) error {
 		base = hardware.ErrOutOfRange
 	case kluisproto.CodeUnknownCmd:
 		base = hardware.ErrUnsupported
+	case kluisproto.CodeStaleBoot:
+		base = hardware.ErrRebooted
 	default:
 		base = hardware.ErrProtocol
 	}
@@ -810,7 +881,15 @@ func (d *Driver) Pulse(ctx context.Context, addr hardware.Address, dur time.Dura
 	}
 	d.mu.Unlock()
 	req := &kluisproto.UnlockRequest{Channel: byte(addr.Channel), DurationMS: uint16(ms), ID: uint32(id)}
-	reply, err := d.request(ctx, addr.Board, req)
+	reply, err := d.command(ctx, addr.Board, req.ID, func(boot uint32) kluisproto.Message {
+		r := *req
+		r.BootID = boot
+		return &r
+	})
+	if errors.Is(err, hardware.ErrRebooted) {
+		d.m.unlocks.WithLabelValues("rebooted").Inc()
+		return err
+	}
 	if err != nil {
 		d.m.unlocks.WithLabelValues("timeout").Inc()
 		return err
@@ -832,6 +911,113 @@ func (d *Driver) Pulse(ctx context.Context, addr hardware.Address, dur time.Dura
 		d.m.unlocks.WithLabelValues("ok").Inc()
 	}
 	return nil
+}
+
+// command sends an UNLOCK or PRESENT with command id id to board b (mk
+// builds it for a boot id, 0 for the short form without one) so that a
+// restart of the board can never turn a re-send of id into a second pulse
+// or move (firmware-protocol.md 4.3.1). Once an attempt of id went out
+// unanswered or was accepted, id is bound to the boot id it was sent to:
+//
+//   - a board with CapBootCheck gets that boot id in every later send of
+//     id (the driver's own retries and the caller's): a restarted board
+//     answers STALE_BOOT and does nothing, and command returns
+//     hardware.ErrRebooted. A STALE_BOOT for an id that cannot have been
+//     carried out (only refused so far) just means the driver had not yet
+//     seen the restart: STATUS is read and id is sent bound to the new
+//     boot;
+//   - a board without it gets the short form, but STATUS is read before
+//     every re-send of a bound id, and a new boot id stops the re-send
+//     (hardware.ErrRebooted). That narrows the hole to a restart between
+//     that STATUS and the re-send.
+func (d *Driver) command(ctx context.Context, b int, id uint32, mk func(boot uint32) kluisproto.Message) (kluisproto.Message, error) {
+	for round := 0; round < 3; round++ {
+		d.mu.Lock()
+		bd := d.boards[b]
+		bound, maybe := bd.sent[id]
+		check, cur, haveBoot := bd.bootCheck, bd.bootID, bd.haveBoot
+		d.mu.Unlock()
+		boot := bound
+		if !maybe && haveBoot {
+			boot = cur
+		}
+		if maybe && !check && haveBoot && bound != 0 && cur != bound {
+			return nil, fmt.Errorf("kluisbus: board %d: command id %#x sent to boot %d, board now at boot %d: %w", b, id, bound, cur, errRebootedCmd)
+		}
+		tr := &cmdTrace{}
+		var req kluisproto.Message
+		if check && boot != 0 {
+			req = mk(boot)
+		} else {
+			req = mk(0)
+			tr.legacyBoot, tr.checkFirst = boot, maybe
+		}
+		reply, err := d.requestT(ctx, b, req, d.o.Retries, tr)
+		if tr.unanswered {
+			d.bindID(b, id, boot)
+		}
+		if err != nil {
+			return nil, err
+		}
+		nak, _ := reply.(*kluisproto.Nak)
+		switch {
+		case nak != nil && nak.Code == kluisproto.CodeStaleBoot:
+			if maybe || tr.unanswered {
+				d.log.Warn("board restarted since the command may have been carried out: not sent again", "board", b,
+					"cmd", kluisproto.CmdName(req.Command()), "id", id, "boot", boot)
+				return nil, fmt.Errorf("kluisbus: board %d: command id %#x: %w", b, id, errRebootedCmd)
+			}
+			if _, err := d.readStatus(ctx, b); err != nil {
+				return nil, err
+			}
+			continue
+		case nak != nil && nak.Code == kluisproto.CodeBadLength && check && boot != 0:
+			// firmware without the boot check after all (a downgrade):
+			// the refused request did nothing; use the short form
+			d.log.Warn("board refused the boot-checked form: falling back", "board", b)
+			d.mu.Lock()
+			bd.bootCheck = false
+			d.mu.Unlock()
+			continue
+		case nak == nil:
+			d.bindID(b, id, boot)
+		}
+		return reply, nil
+	}
+	return nil, fmt.Errorf("kluisbus: board %d: command id %#x: the board kept restarting: %w", b, id, hardware.ErrProtocol)
+}
+
+// BootCheck reports whether board b advertised CapBootCheck in its last
+// INFO: UNLOCK and PRESENT then carry the boot id they are meant for.
+func (d *Driver) BootCheck(b int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	bd, ok := d.boards[b]
+	return ok && bd.bootCheck
+}
+
+// bindID binds command id to boot (firmware-protocol.md 4.3.1): the board
+// may have carried it out in that boot. An unknown boot (0) binds to the
+// boot id known now. The first binding stays.
+func (d *Driver) bindID(b int, id, boot uint32) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	bd := d.boards[b]
+	if _, ok := bd.sent[id]; ok {
+		return
+	}
+	if boot == 0 && bd.haveBoot {
+		boot = bd.bootID
+	}
+	if bd.sent == nil {
+		bd.sent = map[uint32]uint32{}
+	}
+	if len(bd.sentOrder) >= sentMax {
+		delete(bd.sent, bd.sentOrder[0])
+		bd.sentOrder = bd.sentOrder[1:]
+	}
+	bd.sent[id] = boot
+	bd.sentOrder = append(bd.sentOrder, id)
 }
 
 // Halt sends RELOCK_ALL to every board: every lock de-energised, every
@@ -924,7 +1110,11 @@ func (d *Driver) Present(ctx context.Context, b, slot int, id hardware.CommandID
 	}
 	d.mu.Unlock()
 	req := &kluisproto.PresentRequest{Slot: byte(slot), ID: uint32(id)}
-	reply, err := d.request(ctx, b, req)
+	reply, err := d.command(ctx, b, req.ID, func(boot uint32) kluisproto.Message {
+		r := *req
+		r.BootID = boot
+		return &r
+	})
 	if err != nil {
 		return err
 	}

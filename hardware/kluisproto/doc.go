@@ -23,12 +23,12 @@
 //
 //	InfoRequest      InfoReply{Protocol, FwMajor, FwMinor, FwPatch, Channels, Caps, Slots, BootID}
 //	StatusRequest    StatusReply{BootID, Channels, Locked, DoorOpen, ItemPresent Bitmap}
-//	UnlockRequest{Channel, DurationMS, ID}   UnlockReply{Channel, DurationMS, ID, Repeat}
+//	UnlockRequest{Channel, DurationMS, ID, BootID} UnlockReply{Channel, DurationMS, ID, Repeat}
 //	EventsRequest    EventsReply{BootID, Pending, Flags, Events []Event{Seq, Kind, Channel, Arg}}
 //	AckRequest{BootID, Seq}                  AckReply{BootID, Pending}
 //	WatchdogRequest{TimeoutS}                WatchdogReply{BootID, TimeoutS}
 //	RelockAllRequest RelockAllReply
-//	PresentRequest{Slot, ID}                 PresentReply{Slot, ID, Repeat}
+//	PresentRequest{Slot, ID, BootID}           PresentReply{Slot, ID, Repeat}
 //	HatchRequest     HatchReply{Open, Locked, Busy, Fault, ItemAtHatch, Slot, FaultCode}
 //	Nak{Cmd, Code ErrorCode, Arg}            (also an error; errors.Is(nak, CodeBusy))
 //

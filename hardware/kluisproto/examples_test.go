@@ -72,6 +72,12 @@ var examples = map[string]example{
 	"nak-busy":                 {Addr: 3, Msg: &Nak{Cmd: CmdUnlock, Code: CodeBusy, Arg: 5}},
 	"nak-fault":                {Addr: 5, Msg: &Nak{Cmd: CmdPresent, Code: CodeFault, Arg: FaultJam}},
 	"nak-boot-mismatch":        {Addr: 3, Msg: &Nak{Cmd: CmdAck, Code: CodeBootMismatch}},
+
+	"info-reply-boot-check":    {Addr: 3, Msg: &InfoReply{Protocol: 1, FwMajor: 1, FwMinor: 3, FwPatch: 0, Channels: 24, Caps: CapDoorSensor | CapItemSensor | CapBootCheck, Slots: 0, BootID: boot3}},
+	"unlock-request-boot":      {Addr: 3, Msg: &UnlockRequest{Channel: 4, DurationMS: 500, ID: 0x12345678, BootID: boot3}, Request: true},
+	"present-request-boot":     {Addr: 5, Msg: &PresentRequest{Slot: 17, ID: 0x0000A001, BootID: boot5}, Request: true},
+	"nak-stale-boot":           {Addr: 3, Msg: &Nak{Cmd: CmdUnlock, Code: CodeStaleBoot}},
+	"unlock-request-boot-zero": {Addr: 3, Raw: &Frame{Addr: 3, Cmd: CmdUnlock, Payload: []byte{0x04, 0xF4, 0x01, 0x78, 0x56, 0x34, 0x12, 0, 0, 0, 0}}, Request: true, WantErr: CodeBadArgument},
 	"oversize-frame":           {WantErr: ErrOversize},
 	"resync-stream":            {Addr: 3, Msg: &InfoRequest{}, Request: true},
 }

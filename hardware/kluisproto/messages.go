@@ -54,12 +54,13 @@ const (
 	CodeBusy         ErrorCode = 0x06 // cooling down, too many locks energised, mechanism moving; Arg = retry after, 100 ms units
 	CodeFault        ErrorCode = 0x07 // mechanism fault; Arg = fault code
 	CodeBootMismatch ErrorCode = 0x08 // ACK for another boot id
+	CodeStaleBoot    ErrorCode = 0x09 // UNLOCK or PRESENT for another boot id (CapBootCheck): nothing done
 )
 
 var codeNames = map[ErrorCode]string{
 	CodeBadCRC: "BAD_CRC", CodeUnknownCmd: "UNKNOWN_COMMAND", CodeBadLength: "BAD_LENGTH",
 	CodeOutOfRange: "OUT_OF_RANGE", CodeBadArgument: "BAD_ARGUMENT", CodeBusy: "BUSY",
-	CodeFault: "FAULT", CodeBootMismatch: "BOOT_MISMATCH",
+	CodeFault: "FAULT", CodeBootMismatch: "BOOT_MISMATCH", CodeStaleBoot: "STALE_BOOT",
 }
 
 func (c ErrorCode) String() string {
@@ -201,6 +202,10 @@ const (
 	CapDoorSensor byte = 1 << 0 // every channel has a door sensor
 	CapItemSensor byte = 1 << 1 // every channel has an item-present sensor
 	CapMechanism  byte = 1 << 2 // automaton: carousel + hatch (PRESENT, HATCH)
+	// CapBootCheck: UNLOCK and PRESENT may carry the boot id they are
+	// meant for; a board whose boot id differs answers NAK STALE_BOOT and
+	// does nothing (firmware-protocol.md 4.3.1).
+	CapBootCheck byte = 1 << 3
 )
 
 // InfoReply describes a board. Payload (11 bytes): protocol, firmware
@@ -322,23 +327,37 @@ const (
 )
 
 // UnlockRequest energises one lock for DurationMS, once per ID. Payload (7
-// bytes): channel, duration ms (u16 LE), command id (u32 LE).
+// bytes): channel, duration ms (u16 LE), command id (u32 LE); with a
+// non-zero BootID (11 bytes, boards with CapBootCheck) the boot id the
+// command is meant for follows (u32 LE): a board whose boot id differs
+// answers NAK STALE_BOOT and does nothing.
 type UnlockRequest struct {
 	Channel    uint8
 	DurationMS uint16
 	ID         uint32
+	BootID     uint32 // 0: not carried (the 7-byte form)
 }
 
 func (UnlockRequest) Command() byte { return CmdUnlock }
 func (m UnlockRequest) MarshalBinary() ([]byte, error) {
 	p := le.AppendUint16([]byte{m.Channel}, m.DurationMS)
-	return le.AppendUint32(p, m.ID), nil
+	p = le.AppendUint32(p, m.ID)
+	if m.BootID != 0 {
+		p = le.AppendUint32(p, m.BootID)
+	}
+	return p, nil
 }
 func (m *UnlockRequest) UnmarshalBinary(p []byte) error {
-	if err := wantLen(p, 7); err != nil {
-		return err
+	if len(p) != 7 && len(p) != 11 {
+		return CodeBadLength
 	}
-	*m = UnlockRequest{p[0], le.Uint16(p[1:]), le.Uint32(p[3:])}
+	*m = UnlockRequest{Channel: p[0], DurationMS: le.Uint16(p[1:]), ID: le.Uint32(p[3:])}
+	if len(p) == 11 {
+		m.BootID = le.Uint32(p[7:])
+		if m.BootID == 0 {
+			return CodeBadArgument // boot ids are never 0
+		}
+	}
 	return nil
 }
 
@@ -589,21 +608,34 @@ func (*RelockAllReply) UnmarshalBinary(p []byte) error { return wantLen(p, 0) }
 // ---- PRESENT 0x08 ----
 
 // PresentRequest starts bringing Slot to the hatch, once per ID. Payload (5
-// bytes): slot, command id (u32 LE).
+// bytes): slot, command id (u32 LE); with a non-zero BootID (9 bytes,
+// boards with CapBootCheck) the boot id it is meant for follows, as for
+// UnlockRequest.
 type PresentRequest struct {
-	Slot uint8
-	ID   uint32
+	Slot   uint8
+	ID     uint32
+	BootID uint32 // 0: not carried (the 5-byte form)
 }
 
 func (PresentRequest) Command() byte { return CmdPresent }
 func (m PresentRequest) MarshalBinary() ([]byte, error) {
-	return le.AppendUint32([]byte{m.Slot}, m.ID), nil
+	p := le.AppendUint32([]byte{m.Slot}, m.ID)
+	if m.BootID != 0 {
+		p = le.AppendUint32(p, m.BootID)
+	}
+	return p, nil
 }
 func (m *PresentRequest) UnmarshalBinary(p []byte) error {
-	if err := wantLen(p, 5); err != nil {
-		return err
+	if len(p) != 5 && len(p) != 9 {
+		return CodeBadLength
 	}
-	*m = PresentRequest{p[0], le.Uint32(p[1:])}
+	*m = PresentRequest{Slot: p[0], ID: le.Uint32(p[1:])}
+	if len(p) == 9 {
+		m.BootID = le.Uint32(p[5:])
+		if m.BootID == 0 {
+			return CodeBadArgument
+		}
+	}
 	return nil
 }
 

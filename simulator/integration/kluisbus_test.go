@@ -97,10 +97,10 @@ func TestKluisbusAutomaton(t *testing.T) {
 	}
 }
 
-// Board reboots on top of line noise: the driver sees every reboot, and no
-// lock is ever pulsed that was not asked for. (A retry that reaches a board
-// restarted since the original may pulse again: the protocol's documented
-// residual risk, so "at most once" is not asserted here.)
+// Board reboots on top of line noise: the driver sees every reboot, no
+// lock is ever pulsed that was not asked for, and no command id is pulsed
+// twice: a retry that reaches a board restarted since the original is
+// refused by the boot check (firmware-protocol.md 4.3.1).
 func TestKluisbusRebootsAndNoise(t *testing.T) {
 	seed := uint64(99)
 	dev, ep := startDevice(t, simulator.DeviceConfig{ID: "kluis-reboot", Hardware: simulator.ProtoKluis, Boards: 2, Channels: 6, Seed: &seed,
@@ -144,9 +144,13 @@ func TestKluisbusRebootsAndNoise(t *testing.T) {
 	for _, a := range as {
 		want[a] = true
 	}
+	ids := map[uint32]int{}
 	for _, p := range dev.Pulses() {
 		if !want[hardware.Address{Board: p.Board, Channel: p.Channel}] {
 			t.Errorf("pulse %+v never asked for", p)
+		}
+		if ids[p.CommandID]++; ids[p.CommandID] == 2 {
+			t.Errorf("command id %d pulsed twice", p.CommandID)
 		}
 	}
 }

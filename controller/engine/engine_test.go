@@ -1472,3 +1472,74 @@ func TestOfflineIntentIsTheMarkAfterCrash(t *testing.T) {
 		require.Zero(t, f2.PulseCount(a), "never pulsed again")
 	})
 }
+
+// The gauntlet, seed 20261206101, night 3 (board_reboot on kb1): the pulse
+// went out, the board restarted (cutting it and forgetting the id), the
+// door was not seen open and the open_not_detected retry re-sent the same
+// id, which the new boot carried out: two pulses for one command. The
+// driver now refuses that re-send with ErrRebooted (firmware-protocol.md
+// 4.3.1): nothing more is pulsed, the door stays shut, the operation ends as
+// not opened (the code given back) and the citizen's next attempt pulses
+// with a fresh id.
+func TestSeed20261206101OpenRetryAfterRebootPulsesNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: dedupe})
+		defer r.stop()
+		a := hardware.Address{Board: 0, Channel: 1}
+		r.setItem(a, true, false)
+		r.be.set(func() { r.be.verify["K1.good"] = okAt("doc-1", 1) })
+		_, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
+		require.NoError(t, err)
+		r.waitFor("pulse", func() bool { return r.f.PulseCount(a) == 1 })
+		first := r.f.Pulses()[0].ID
+		// the board restarts now: the driver refuses every re-send of first
+		r.f.FailNext(hardwaretest.OpPulse, fmt.Errorf("board restarted: %w", hardware.ErrRebooted))
+		r.waitFor("not opened", func() bool { return r.e.Screen().State == StateNotOpened })
+		require.True(t, r.hasEvent("open_not_detected"))
+		require.False(t, r.hasEvent("pickup_completed"))
+		require.Equal(t, 1, r.f.PulseCount(a), "nothing pulsed after the restart")
+		var retries int
+		for _, c := range r.f.Calls() {
+			if c.Op == hardwaretest.OpPulse && c.ID == first {
+				retries++
+			}
+		}
+		require.Equal(t, 2, retries, "the open retry was tried once, with the same id, and refused")
+		require.Empty(t, r.j.Unfinished())
+		// The citizen tries again: a fresh id opens the door.
+		_, err = r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
+		require.NoError(t, err)
+		r.waitFor("second pulse", func() bool { return r.f.PulseCount(a) == 2 })
+		require.NotEqual(t, first, r.f.Pulses()[1].ID, "a fresh command id")
+		r.citizen(a, true)
+		r.waitFor("collected", func() bool { return r.hasEvent("pickup_completed") })
+	})
+}
+
+// ErrRebooted on the first pulse (the restart came between the pulse and
+// its reply): the pulse may have happened, so the result is uncertain
+// (pulse_uncertain, the door followed), and the engine does not retry it.
+func TestSeed20261206101RebootedPulseIsUncertain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: dedupe})
+		defer r.stop()
+		a := hardware.Address{Board: 0, Channel: 1}
+		r.setItem(a, true, false)
+		r.be.set(func() { r.be.verify["K1.good"] = okAt("doc-1", 1) })
+		r.f.FailNext(hardwaretest.OpPulse, fmt.Errorf("board restarted: %w", hardware.ErrRebooted))
+		r.f.FailNext(hardwaretest.OpPulse, fmt.Errorf("board restarted: %w", hardware.ErrRebooted))
+		_, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
+		require.NoError(t, err)
+		r.waitFor("uncertain alarm", func() bool { return r.hasEvent("alarm:pulse_uncertain") })
+		r.waitFor("not opened", func() bool { return r.e.Screen().State == StateNotOpened })
+		require.Zero(t, r.f.PulseCount(a))
+		n := 0
+		for _, c := range r.f.Calls() {
+			if c.Op == hardwaretest.OpPulse {
+				n++
+			}
+		}
+		require.Equal(t, 2, n, "one pulse call, not retried; then the open retry, refused")
+		require.False(t, r.hasEvent("pickup_completed"))
+	})
+}

@@ -497,11 +497,17 @@ func (e *Engine) setScreenLocked(state string, n int, lang string) Screen {
 // emit journals a wire event durably (and so queues it for the backend).
 // A journal failure is returned: the caller keeps what the event reports
 // (the driver delivers a hardware event again). Events that nobody would
-// report again go through emitKept.
+// report again go through emitKept. While journal writes are kept, emit
+// refuses (errJournalBehind) so that nothing is journaled before them.
 func (e *Engine) emit(ev wire.Event) error {
 	ev, b, err := e.stamp(ev)
 	if err != nil {
 		return err
+	}
+	e.keptMu.Lock()
+	defer e.keptMu.Unlock()
+	if n := len(e.kept); n > 0 {
+		return fmt.Errorf("engine: %s waits for %d kept journal writes: %w", ev.Kind, n, errJournalBehind)
 	}
 	if err := e.journalEvent(ev, b); err != nil {
 		e.log.Error("journal append failed", "kind", ev.Kind, "err", err)
@@ -522,6 +528,10 @@ func (e *Engine) stamp(ev wire.Event) (wire.Event, []byte, error) {
 	}
 	return ev, b, nil
 }
+
+// errJournalBehind is emit's answer while earlier journal writes are
+// kept in memory (a full disk): the event is journaled after them.
+var errJournalBehind = errors.New("earlier journal writes are kept in memory")
 
 // maxKept bounds the journal writes kept in memory while the journal
 // refuses writes; beyond it an event is lost (logged).

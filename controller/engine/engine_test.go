@@ -1317,6 +1317,115 @@ func TestSeed303PickupOnAFullDiskIsNotLost(t *testing.T) {
 	})
 }
 
+// fullDiskRig is a rig whose journal refuses every write (ENOSPC) while
+// the returned setFull(true) holds.
+func fullDiskRig(t *testing.T, o rigOpts) (*rig, func(bool)) {
+	var mu sync.Mutex
+	full := false
+	o.write = func(f *os.File, line []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if full {
+			return 0, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
+		}
+		return f.Write(line)
+	}
+	return newRig(t, o), func(v bool) { mu.Lock(); full = v; mu.Unlock() }
+}
+
+// TestSeed20261206101DoorOpenedOnAFullDisk: the gauntlet's seed
+// 20261206101 (nights 21 and 26, disk_full, a Kerong board) saw a document
+// its holder took recorded as not opened, and a forced-door alarm. The
+// disk filled up after the pickup's intent: the door_opened the journal
+// refused went back to the driver, whose watch restarted with a growing
+// back-off, and the operation's door timeout ran out meanwhile:
+// open_not_detected (kept, sent later), the backend kept the document
+// waiting, and the door_opened delivered again found no operation:
+// forced_door and sensor_disagreement. Now an operation follows its door's
+// events whether or not the journal takes them; the events wait in memory,
+// in order, and each is sent once.
+func TestSeed20261206101DoorOpenedOnAFullDisk(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r, setFull := fullDiskRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		a := hardware.Address{Board: 0, Channel: 2}
+		r.setItem(a, true, false)
+		r.be.set(func() { r.be.verify["K1.good"] = okAt("doc-1", 2) })
+		_, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
+		require.NoError(t, err)
+		r.waitFor("pulse", func() bool { return len(r.f.Pulses()) == 1 })
+		r.waitFor("pulse done journaled", func() bool {
+			u := r.j.Unfinished()
+			return len(u) == 1 && u[0].Done
+		})
+		setFull(true)
+		r.setItem(a, true, true)
+		r.f.Inject(hardware.Event{Kind: hardware.DoorOpened, Addr: a})
+		// The disk stays full past the door timeout (door_open_detect 10s).
+		time.Sleep(r.cfg.Timeouts.DoorOpenDetect + 2*time.Second)
+		synctest.Wait()
+		require.Equal(t, StateOpen, r.e.Screen().State, "the door opened: the operation follows it")
+		r.setItem(a, false, true)
+		r.f.Inject(hardware.Event{Kind: hardware.ItemRemoved, Addr: a})
+		r.setItem(a, false, false)
+		r.f.Inject(hardware.Event{Kind: hardware.DoorClosed, Addr: a})
+		r.waitState(StateDone)
+		synctest.Wait()
+		require.False(t, r.hasEvent("pickup_completed"), "nothing is journaled on a full disk")
+		require.NotEmpty(t, r.j.Unfinished())
+
+		setFull(false)
+		r.waitFor("the kept writes journaled", func() bool {
+			return r.e.KeptWrites() == 0 && len(r.j.Unfinished()) == 0
+		})
+		time.Sleep(10 * time.Second) // any event delivered again would be here by now
+		synctest.Wait()
+		require.Equal(t, []string{"door_opened", "item_removed", "door_closed", "pickup_completed"}, r.kinds())
+		ids := map[string]bool{}
+		for _, ev := range r.events() {
+			require.False(t, ids[ev.ID], "event %s sent twice", ev.ID)
+			ids[ev.ID] = true
+			require.Equal(t, "doc-1", ev.DocumentID, "%s belongs to the pickup", ev.Kind)
+		}
+		require.Equal(t, 1, r.f.PulseCount(a))
+		require.True(t, r.e.usedNow("doc-1"), "the code is spent")
+	})
+}
+
+// A kluisd killed while a pickup's events and outcome wait in memory for
+// a full disk: the intent is still open, and the restart decides the
+// pickup from the sensors (the document is gone: pickup_completed), with
+// no second pulse and no forced-door alarm. The door events went with the
+// killed process (the driver had handed them over); the outcome did not.
+func TestSeed20261206101RestartWhileEventsAreKept(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r, setFull := fullDiskRig(t, rigOpts{caps: sensors})
+		a := hardware.Address{Board: 0, Channel: 2}
+		r.setItem(a, true, false)
+		r.be.set(func() { r.be.verify["K1.good"] = okAt("doc-1", 2) })
+		_, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
+		require.NoError(t, err)
+		r.waitFor("pulse done journaled", func() bool {
+			u := r.j.Unfinished()
+			return len(r.f.Pulses()) == 1 && len(u) == 1 && u[0].Done
+		})
+		setFull(true)
+		r.citizen(a, true)
+		r.waitState(StateDone)
+		synctest.Wait()
+		require.Greater(t, r.e.KeptWrites(), 0)
+		r.stop() // the kept writes are lost, as with kill -9
+		f := r.f
+
+		r = newRig(t, rigOpts{caps: sensors, dir: r.dir, fake: f, priv: r.priv})
+		defer r.stop()
+		r.waitFor("decided again", func() bool { return r.hasEvent("pickup_completed") && len(r.j.Unfinished()) == 0 })
+		synctest.Wait()
+		require.Equal(t, []string{"pickup_completed"}, r.kinds())
+		require.Equal(t, 1, f.PulseCount(a))
+	})
+}
+
 func TestJournalDamagedAlarm(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, rigOpts{caps: sensors, damaged: "records moved to journal.log.bad-1"})

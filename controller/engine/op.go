@@ -545,10 +545,10 @@ func (e *Engine) markUsed(doc string) {
 	}
 }
 
+// setUsed records u in memory now and in the journal in order with the
+// kept writes (a full disk keeps it until the journal takes writes).
 func (e *Engine) setUsed(u usedCode) {
-	if err := e.appendData(recCodeUsed, u); err != nil {
-		e.log.Error("journal code mark failed", "err", err)
-	}
+	e.keep("code mark", func() error { return e.appendData(recCodeUsed, u) })
 	e.mu.Lock()
 	e.used[u.Doc] = u
 	e.mu.Unlock()

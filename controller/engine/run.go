@@ -156,8 +156,9 @@ func (e *Engine) watch(ctx context.Context) error {
 }
 
 // onHardware journals what the hardware saw and hands it to the operation
-// waiting for it. A journal failure returns an error so the driver keeps
-// the event and delivers it again.
+// waiting for it. An event on a door no operation has that the journal
+// refuses returns an error so the driver keeps it and delivers it again;
+// an operation's event is kept in memory (emitKept) and followed at once.
 func (e *Engine) onHardware(ev hardware.Event) error {
 	e.m.hwEvents.WithLabelValues(string(ev.Kind)).Inc()
 	switch ev.Kind {
@@ -215,21 +216,38 @@ func (e *Engine) onHardware(ev hardware.Event) error {
 			we.Detail = "remote open"
 		}
 	}
+	if o != nil {
+		// An operation has this door: it follows the event now, whether
+		// or not the journal takes it. A journal that refuses writes (a
+		// full disk) keeps the event in memory, in order, and journals
+		// it once it has room (emitKept); it must not stall the watch
+		// while the operation's door timeout runs out. Found by the
+		// gauntlet (bench/chaos, seed 20261206101, disk_full): a refused
+		// door_opened was left with the driver, the operation ended as
+		// open_not_detected while the citizen took the document, and the
+		// re-delivered door_opened read as a forced door. A kluisd killed
+		// while the event is kept leaves the operation's intent open: the
+		// restart decides it from the sensors (docs/kluisd.md).
+		e.emitKept(we)
+		e.dispatch(ev.Addr, ev)
+		return nil
+	}
+	// No operation: a journal failure leaves the event with the driver,
+	// which delivers it again (a board's queue survives a crash, kept
+	// memory does not). The alarm it raises is kept once the event is
+	// journaled, so the event is not journaled twice.
 	if err := e.emit(we); err != nil {
 		return err
 	}
-	if o == nil && ev.Kind == hardware.DoorOpened {
-		return e.emit(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: addrPtr(ev.Addr),
+	switch ev.Kind {
+	case hardware.DoorOpened:
+		e.emitKept(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: addrPtr(ev.Addr),
 			Detail: "door opened without a command"})
-	}
-	if o == nil && ev.Kind == hardware.ItemRemoved {
+	case hardware.ItemRemoved:
 		// A document vanishing with no operation: a forced door or a
 		// faulty sensor, either way someone must look.
-		return e.emit(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmSensorDisagreement, Addr: addrPtr(ev.Addr),
+		e.emitKept(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmSensorDisagreement, Addr: addrPtr(ev.Addr),
 			Detail: "item removed while no operation had the door open"})
-	}
-	if o != nil {
-		e.dispatch(ev.Addr, ev)
 	}
 	return nil
 }

@@ -1426,6 +1426,43 @@ func TestSeed20261206101RestartWhileEventsAreKept(t *testing.T) {
 	})
 }
 
+// The watch's back-off starts again from 100 ms once a watch ran for a
+// while: the gauntlet's seed 20261206101 found it at 3.2 s at night 26,
+// grown by the full disk of night 21.
+func TestWatchBackoffStartsAgainAfterASteadyWatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r, setFull := fullDiskRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		watches := func() int {
+			n := 0
+			for _, c := range r.f.Calls() {
+				if c.Op == hardwaretest.OpWatch {
+					n++
+				}
+			}
+			return n
+		}
+		a := hardware.Address{Board: 0, Channel: 2}
+		setFull(true)
+		r.f.Inject(hardware.Event{Kind: hardware.DoorOpened, Addr: a}) // no operation: stays with the driver
+		time.Sleep(20 * time.Second)                                   // the back-off grows to 5 s
+		setFull(false)
+		r.waitFor("the forced door journaled", func() bool { return r.hasEvent("alarm:forced_door") })
+		time.Sleep(watchSteady + time.Second)
+		synctest.Wait()
+		setFull(true)
+		r.f.Inject(hardware.Event{Kind: hardware.DoorClosed, Addr: a})
+		synctest.Wait()
+		n := watches()
+		time.Sleep(watchBackoff + 10*time.Millisecond)
+		synctest.Wait()
+		require.Greater(t, watches(), n, "the watch restarted after %v, not after the back-off of the full disk before", watchBackoff)
+		setFull(false)
+		r.waitFor("the door's close journaled", func() bool { return r.hasEvent("door_closed") })
+		require.Equal(t, []string{"door_opened", "alarm:forced_door", "door_closed"}, r.kinds())
+	})
+}
+
 func TestJournalDamagedAlarm(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, rigOpts{caps: sensors, damaged: "records moved to journal.log.bad-1"})

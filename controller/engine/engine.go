@@ -163,7 +163,11 @@ type op struct {
 	codeRef string
 	intent  journal.Intent
 	resumed bool
-	events  chan hardware.Event
+	// pulseRecorded: a resumed operation's journal held its pulse's done
+	// or uncertain record (on an automaton: the slot had been presented
+	// and the hatch pulsed, or tried).
+	pulseRecorded bool
+	events        chan hardware.Event
 }
 
 type staffSession struct {

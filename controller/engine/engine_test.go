@@ -747,6 +747,41 @@ func TestSeed1796538706995782264SlotReportedWithoutItemKeepsHatchShut(t *testing
 	})
 }
 
+// kluisd stopped while a Tasmota carousel presented the citizen's slot
+// (nothing journaled after the intent, the hatch never pulsed): after the
+// restart the driver knows no slot at the hatch, and the empty reading of
+// whatever slot is there says nothing about the document. The operation
+// ends as not opened (the code given back), never as a completed pickup;
+// the next attempt presents the slot again. Found while fixing gauntlet
+// seed 1796538706995782264 (the same reading, reached through a restart).
+func TestSeed1796538706995782264RestartDuringPresentIsNoPickup(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{kind: config.KindAutomaton, caps: sensors})
+		r.f.SetHatch(0, hardware.HatchState{Locked: true, Slot: 2})
+		r.be.set(func() {
+			r.be.verify["K1.auto"] = wire.VerifyResponse{Result: wire.VerifyOK, DocumentID: "doc-a",
+				Addr: &wire.Address{Board: 0, Channel: 5}}
+		})
+		_, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.auto"})
+		require.NoError(t, err)
+		r.waitFor("present", func() bool { return len(r.f.Presents()) == 1 })
+		r = r.restart(rigOpts{kind: config.KindAutomaton, caps: sensors})
+		defer r.stop()
+		r.f.SetHatch(0, hardware.HatchState{Locked: true, Slot: -1}) // a restarted driver knows no slot
+		r.waitFor("the operation ends", func() bool { return r.hasEvent("open_not_detected") })
+		require.False(t, r.hasEvent("pickup_completed"), "events %v", r.kinds())
+		require.Empty(t, r.f.Pulses(), "the hatch was never pulsed")
+
+		r.be.set(func() {
+			r.be.verify["K1.auto"] = wire.VerifyResponse{Result: wire.VerifyOK, DocumentID: "doc-a",
+				Addr: &wire.Address{Board: 0, Channel: 5}}
+		})
+		_, err = r.e.Pickup(context.Background(), PickupRequest{QR: "K1.auto"})
+		require.NoError(t, err)
+		r.waitFor("presented again", func() bool { return len(r.f.Presents()) == 2 })
+	})
+}
+
 // A slot already at the hatch (the mechanism idle, the hatch locked) is not
 // presented again: the hatch opens at once.
 func TestAutomatonSlotAlreadyAtHatch(t *testing.T) {

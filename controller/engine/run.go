@@ -323,7 +323,7 @@ func (e *Engine) reconcile(ctx context.Context) []func() {
 			_ = e.j.EndOp(in.ID)
 			continue
 		}
-		o := &op{purpose: in.Purpose, comp: c, docID: in.Ref, offline: in.Offline, intent: in, resumed: true,
+		o := &op{purpose: in.Purpose, comp: c, docID: in.Ref, offline: in.Offline, intent: in, resumed: true, pulseRecorded: p.Done || p.Uncertain,
 			method: wire.Method(in.Method), staffID: in.Staff, commandID: in.Command,
 			events: make(chan hardware.Event, 64), lang: e.cfg.Kiosk.DefaultLang}
 		e.mu.Lock()
@@ -428,18 +428,40 @@ func (e *Engine) resumeCut(ctx context.Context, o *op, st hardware.ChannelState,
 		e.afterOpen(ctx, o)
 		return
 	}
-	if !caps.DoorSensor || e.goalReached(ctx, o) {
+	if !e.slotUnsure(ctx, o) && (!caps.DoorSensor || e.goalReached(ctx, o)) {
 		// Nothing tells whether the door opened, or the item sensor says
 		// the job got done: the outcome is what the sensors say.
 		e.finish(ctx, o, false)
 		return
 	}
+	e.notOpenedAfterRestart(o, "pulse cut short by kluisd's start-up relock: the door did not open, try again")
+}
+
+// notOpenedAfterRestart ends a resumed operation whose door was not seen
+// open as not opened: open_not_detected (the backend gives a citizen's code
+// back), the offline mark released, the lock free for a new attempt.
+func (e *Engine) notOpenedAfterRestart(o *op, detail string) {
 	e.emitKept(wire.Event{Kind: wire.EvOpenNotDetected, Addr: addrPtr(o.comp.lock), DocumentID: o.docID,
-		StaffID: o.staffID, CommandID: o.commandID, Slot: slotPtr(o.comp),
-		Detail: "pulse cut short by kluisd's start-up relock: the door did not open, try again"})
+		StaffID: o.staffID, CommandID: o.commandID, Slot: slotPtr(o.comp), Detail: detail})
 	e.m.openNotDetected.Inc()
 	e.unuse(o, time.Time{})
 	e.end(o)
+}
+
+// slotUnsure reports whether the item sensor at an automaton's hatch says
+// nothing about a resumed pickup or retrieval: its journal has no record of
+// the hatch pulse (kluisd stopped while the slot was being presented, or
+// before the pulse) and the driver does not know the slot to be at the
+// hatch (a Tasmota carousel has no position feedback: after a restart its
+// driver knows no slot). The hatch then holds another slot, or none, whose
+// empty reading would call the document collected while it lies in its
+// slot. Found while fixing gauntlet seed 1796538706995782264.
+func (e *Engine) slotUnsure(ctx context.Context, o *op) bool {
+	if o.comp.slot < 0 || o.pulseRecorded || (o.purpose != PurposePickup && o.purpose != PurposeRetrieve) {
+		return false
+	}
+	h, err := e.mech.Hatch(ctx, o.comp.cfg.Board)
+	return err != nil || h.Slot != o.comp.slot || h.Busy
 }
 
 // resumeSettle is how long a resumed operation waits for events the board
@@ -466,6 +488,10 @@ func (e *Engine) resume(ctx context.Context, o *op, resend bool, st hardware.Cha
 	}
 	if opened {
 		e.afterOpen(ctx, o)
+		return
+	}
+	if e.slotUnsure(ctx, o) {
+		e.notOpenedAfterRestart(o, "kluisd restarted before the hatch was opened onto the slot: try again")
 		return
 	}
 	// Door shut: the outcome is what the item sensor says now.

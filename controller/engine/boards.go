@@ -76,7 +76,10 @@ func (e *Engine) boardOnline(ev hardware.Event) error {
 		return nil
 	}
 	e.m.boardsDown.Dec()
-	return e.emit(wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmBoardUnreachable, Board: intPtr(b)})
+	// Kept, not refused: the board is already marked online, so the same
+	// event delivered again would clear nothing.
+	e.emitKept(wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmBoardUnreachable, Board: intPtr(b)})
+	return nil
 }
 
 // boardRebooted reports a board restart to the backend, counts it and

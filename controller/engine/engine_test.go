@@ -1498,6 +1498,26 @@ func TestWatchBackoffStartsAgainAfterASteadyWatch(t *testing.T) {
 	})
 }
 
+// A board back online while the journal refuses writes still clears its
+// board_unreachable alarm once the disk has room (the board was marked
+// online before the refusal, so the event delivered again cleared nothing).
+func TestBoardUnreachableClearedAfterAFullDisk(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r, setFull := fullDiskRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		b0 := hardware.Address{Board: 0, Channel: -1}
+		r.f.Inject(hardware.Event{Kind: hardware.BoardOffline, Addr: b0})
+		r.waitFor("board_unreachable", func() bool { return r.hasEvent("alarm:board_unreachable") })
+		setFull(true)
+		r.f.Inject(hardware.Event{Kind: hardware.BoardOnline, Addr: b0})
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		setFull(false)
+		r.waitFor("cleared", func() bool { return r.hasEvent("alarm_cleared:board_unreachable") })
+		require.Equal(t, []string{"alarm:board_unreachable", "alarm_cleared:board_unreachable"}, r.kinds())
+	})
+}
+
 func TestJournalDamagedAlarm(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, rigOpts{caps: sensors, damaged: "records moved to journal.log.bad-1"})

@@ -1,50 +1,22 @@
 package store
 
 import (
-	"fmt"
-	"sort"
+	"errors"
+
+	"kluis/controller/layoutgrid"
 )
 
-// Layout is the front of a locker as people see it: a grid of Columns by
-// Rows cells in which every compartment has a place. The staff console and
-// the technician dashboard draw a device's compartments on it, and the
-// kiosk screen draws the same front from kluisd's configuration (its
-// `layout:` section, controller/config) with the same fields and the same
-// default, so the two drawings agree:
-//
-//	{"columns": 3, "rows": 6,
-//	 "screen": {"column": 2, "row": 2, "height": 2},
-//	 "places": [{"number": 1, "column": 1, "row": 1, "height": 2}]}
-//
-// Compartments without a place fill the free cells column by column (top
-// to bottom, then the next column to the right) in number order. Without a
-// layout (nil) a device is drawn in columns of at most six. The height of
-// a compartment above the floor, which decides whether it is low enough
-// for a wheelchair user, is the compartment's height_cm, not the drawing.
-type Layout struct {
-	// Columns and Rows of the grid, 1-40 each; when both are 0 they are
-	// derived from the number of compartments (columns of at most 6).
-	Columns int `json:"columns"`
-	Rows    int `json:"rows"`
-	// Screen is where the kiosk screen sits in the grid; optional.
-	Screen *Place `json:"screen,omitempty"`
-	// Places put compartments at a grid position.
-	Places []Place `json:"places,omitempty"`
-}
+// Layout is the front of a locker as people see it (layoutgrid.Layout):
+// the staff console and the technician dashboard draw a device's
+// compartments on it, and the kiosk screen draws the same front from
+// kluisd's configuration, resolved by the same code, so the two agree.
+type Layout = layoutgrid.Layout
 
-// Place is a rectangle of the layout grid: Column and Row of its top left
-// cell, from 1, and its Width and Height in cells (default 1).
-type Place struct {
-	// Number is the compartment (0 for the screen).
-	Number int `json:"number,omitempty"`
-	Column int `json:"column"`
-	Row    int `json:"row"`
-	Width  int `json:"width,omitempty"`
-	Height int `json:"height,omitempty"`
-}
+// Place is a rectangle of the layout grid (layoutgrid.Place).
+type Place = layoutgrid.Place
 
 // MaxLayoutGrid bounds a layout's columns and rows.
-const MaxLayoutGrid = 40
+const MaxLayoutGrid = layoutgrid.MaxGrid
 
 // ResolveLayout returns l (nil: the default) with a place for every
 // compartment number, in number order, or a *ValidationError naming the
@@ -59,137 +31,19 @@ func ResolveLayout(l *Layout, numbers []int) (Layout, error) {
 }
 
 func resolveLayout(c *checker, in *Layout, numbers []int) (Layout, bool) {
-	var l Layout
-	if in != nil {
-		l = *in
-		l.Places = append([]Place(nil), in.Places...)
-		if in.Screen != nil {
-			s := *in.Screen
-			l.Screen = &s
-		}
-	}
-	bad := func(field, format string, args ...any) (Layout, bool) {
-		c.add(field, format, args...)
+	if in != nil && len(in.Places) > MaxCompartments {
+		c.add("layout.places", "at most %d places", MaxCompartments)
 		return Layout{}, false
 	}
-	n := len(numbers)
-	if n == 0 {
-		return bad("compartments", "a device needs at least one compartment")
-	}
-	if l.Columns < 0 || l.Columns > MaxLayoutGrid {
-		return bad("layout.columns", "must be 1-%d", MaxLayoutGrid)
-	}
-	if l.Rows < 0 || l.Rows > MaxLayoutGrid {
-		return bad("layout.rows", "must be 1-%d", MaxLayoutGrid)
-	}
-	if len(l.Places) > MaxCompartments {
-		return bad("layout.places", "at most %d places", MaxCompartments)
-	}
-	// Cells taken by explicit places count towards a derived size.
-	cells := n
-	for _, p := range l.Places {
-		if p.Width > 1 || p.Height > 1 {
-			cells += min(max(p.Width, 1)*max(p.Height, 1), MaxLayoutGrid*MaxLayoutGrid) - 1
+	l, err := layoutgrid.Resolve(in, numbers)
+	if err != nil {
+		var e *layoutgrid.Error
+		if errors.As(err, &e) {
+			c.add(e.Field, "%s", e.Message)
+		} else {
+			c.add("layout", "%v", err)
 		}
+		return Layout{}, false
 	}
-	if l.Screen != nil {
-		cells += min(max(l.Screen.Width, 1)*max(l.Screen.Height, 1), MaxLayoutGrid*MaxLayoutGrid)
-	}
-	switch {
-	case l.Columns == 0 && l.Rows == 0:
-		l.Columns = (cells + 5) / 6
-		l.Rows = (cells + l.Columns - 1) / l.Columns
-	case l.Columns == 0:
-		l.Columns = (cells + l.Rows - 1) / l.Rows
-	case l.Rows == 0:
-		l.Rows = (cells + l.Columns - 1) / l.Columns
-	}
-	if l.Columns > MaxLayoutGrid || l.Rows > MaxLayoutGrid {
-		return bad("layout", "%d compartments need a grid larger than %dx%d: set columns and rows", n, MaxLayoutGrid, MaxLayoutGrid)
-	}
-	taken := make([][]string, l.Rows)
-	for r := range taken {
-		taken[r] = make([]string, l.Columns)
-	}
-	claim := func(field string, p *Place, what string) bool {
-		if p.Width == 0 {
-			p.Width = 1
-		}
-		if p.Height == 0 {
-			p.Height = 1
-		}
-		switch {
-		case p.Column < 1 || p.Column > l.Columns:
-			c.add(field+".column", "%d must be 1-%d (the layout's columns)", p.Column, l.Columns)
-			return false
-		case p.Row < 1 || p.Row > l.Rows:
-			c.add(field+".row", "%d must be 1-%d (the layout's rows)", p.Row, l.Rows)
-			return false
-		case p.Width < 1 || p.Column+p.Width-1 > l.Columns:
-			c.add(field+".width", "%d does not fit: column %d of %d", p.Width, p.Column, l.Columns)
-			return false
-		case p.Height < 1 || p.Row+p.Height-1 > l.Rows:
-			c.add(field+".height", "%d does not fit: row %d of %d", p.Height, p.Row, l.Rows)
-			return false
-		}
-		for r := p.Row - 1; r < p.Row-1+p.Height; r++ {
-			for col := p.Column - 1; col < p.Column-1+p.Width; col++ {
-				if taken[r][col] != "" {
-					c.add(field, "column %d row %d is taken by %s", col+1, r+1, taken[r][col])
-					return false
-				}
-				taken[r][col] = what
-			}
-		}
-		return true
-	}
-	if l.Screen != nil {
-		if l.Screen.Number != 0 {
-			return bad("layout.screen.number", "the screen is not a compartment")
-		}
-		if !claim("layout.screen", l.Screen, "the screen") {
-			return Layout{}, false
-		}
-	}
-	exists := make(map[int]bool, n)
-	for _, num := range numbers {
-		exists[num] = true
-	}
-	placed := map[int]bool{}
-	for i := range l.Places {
-		p := &l.Places[i]
-		f := fmt.Sprintf("layout.places[%d]", i)
-		if !exists[p.Number] {
-			return bad(f+".number", "there is no compartment %d", p.Number)
-		}
-		if placed[p.Number] {
-			return bad(f+".number", "compartment %d placed twice", p.Number)
-		}
-		placed[p.Number] = true
-		if !claim(f, p, fmt.Sprintf("compartment %d", p.Number)) {
-			return Layout{}, false
-		}
-	}
-	var rest []int
-	for _, num := range numbers {
-		if !placed[num] {
-			rest = append(rest, num)
-		}
-	}
-	sort.Ints(rest)
-	for col := 0; col < l.Columns && len(rest) > 0; col++ {
-		for r := 0; r < l.Rows && len(rest) > 0; r++ {
-			if taken[r][col] != "" {
-				continue
-			}
-			taken[r][col] = fmt.Sprintf("compartment %d", rest[0])
-			l.Places = append(l.Places, Place{Number: rest[0], Column: col + 1, Row: r + 1, Width: 1, Height: 1})
-			rest = rest[1:]
-		}
-	}
-	if len(rest) > 0 {
-		return bad("layout", "%d compartments do not fit in %d columns by %d rows", len(rest), l.Columns, l.Rows)
-	}
-	sort.Slice(l.Places, func(i, j int) bool { return l.Places[i].Number < l.Places[j].Number })
 	return l, true
 }

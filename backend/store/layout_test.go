@@ -5,18 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
-	"go.yaml.in/yaml/v3"
 
 	"kluis/backend/lifecycle"
 	"kluis/backend/store"
 	"kluis/backend/store/storetest"
-	"kluis/controller/config"
 )
 
 func upTo(n int) []int {
@@ -206,64 +203,4 @@ func TestDeviceLayoutServiceAndSearch(t *testing.T) {
 		BirthDate: time.Date(1980, 1, 2, 0, 0, 0, 0, time.UTC), Language: "nl", SiteID: "k", NoContact: true, Mobile: "0470123456"}, "", now)
 	require.ErrorAs(t, err, &ve)
 	require.Equal(t, "no_contact", ve.Fields[0].Field, fmt.Sprint(ve.Fields))
-}
-
-// The backend resolves a layout exactly as kluisd does for its kiosk
-// screen (controller/config), so the staff console's map and the screen's
-// drawing agree: the same section, given to both, places every
-// compartment in the same cell; a section kluisd refuses, the backend
-// refuses too.
-func TestLayoutAgreesWithKluisd(t *testing.T) {
-	kluisd := func(n int, section string) (*config.Layout, error) {
-		var b strings.Builder
-		b.WriteString("device_id: l1\nsite: s\nkind: locker\nmqtt: {url: tcp://127.0.0.1:1883}\n")
-		b.WriteString("hardware: {driver: kluis, serial: {port: /dev/ttyUSB0, baud: 9600}}\ncompartments:\n")
-		for i := 1; i <= n; i++ {
-			fmt.Fprintf(&b, "  - {number: %d, board: 0, channel: %d}\n", i, i-1)
-		}
-		if section != "" {
-			b.WriteString("layout: " + section + "\n")
-		}
-		c, err := config.Parse([]byte(b.String()), config.ParseOptions{})
-		if err != nil {
-			return nil, err
-		}
-		return c.ResolvedLayout()
-	}
-	for _, tc := range []struct {
-		n       int
-		section string
-	}{
-		{1, ""}, {7, ""}, {24, ""}, {30, ""},
-		{7, `{columns: 3, rows: 4, screen: {column: 2, row: 1, height: 2}, places: [{number: 5, column: 3, row: 3, height: 2}]}`},
-		{10, `{columns: 5}`}, {10, `{rows: 3}`}, {6, `{columns: 3, rows: 3, screen: {column: 2, row: 1, height: 3}}`},
-		{4, `{columns: 2, rows: 3, places: [{number: 4, column: 1, row: 1, width: 2}]}`},
-		{3, `{columns: 1, rows: 2}`}, {3, `{columns: 2, rows: 2, places: [{number: 1, column: 1, row: 1, height: 2}, {number: 2, column: 1, row: 2}]}`},
-	} {
-		want, kerr := kluisd(tc.n, tc.section)
-		var in *store.Layout
-		if tc.section != "" {
-			var m map[string]any
-			require.NoError(t, yaml.Unmarshal([]byte(tc.section), &m))
-			js, err := json.Marshal(m)
-			require.NoError(t, err)
-			in = &store.Layout{}
-			require.NoError(t, json.Unmarshal(js, in))
-		}
-		got, err := store.ResolveLayout(in, upTo(tc.n))
-		if kerr != nil {
-			require.Error(t, err, "kluisd refuses %q (%v); so must the backend", tc.section, kerr)
-			continue
-		}
-		require.NoError(t, err, tc.section)
-		require.Equal(t, [2]int{want.Columns, want.Rows}, [2]int{got.Columns, got.Rows}, tc.section)
-		require.Len(t, got.Places, len(want.Places))
-		for i, p := range want.Places {
-			require.Equal(t, store.Place{Number: p.Number, Column: p.Column, Row: p.Row, Width: p.Width, Height: p.Height}, got.Places[i],
-				"%d compartments, %q", tc.n, tc.section)
-		}
-		if want.Screen != nil {
-			require.Equal(t, store.Place{Column: want.Screen.Column, Row: want.Screen.Row, Width: want.Screen.Width, Height: want.Screen.Height}, *got.Screen)
-		}
-	}
 }

@@ -166,6 +166,21 @@ type HatchState struct {
 	ItemAtHatch bool `json:"item_at_hatch"`
 }
 
+// BootBinder is implemented by drivers whose boards have boot ids and
+// refuse a command id meant for another boot (kluisbus,
+// firmware-protocol.md 4.3.1). A daemon that journals its pulse intents
+// records Boot with each; after its own restart it calls BindBoot with the
+// journaled boot id before re-sending the intent's id, so a board that
+// restarted in between refuses the re-send instead of pulsing a second
+// time.
+type BootBinder interface {
+	// Boot returns board's boot id as last seen, 0 when not known.
+	Boot(board int) uint32
+	// BindBoot tells the driver that id may have been carried out by
+	// board in boot boot: it sends id only to that boot. 0 does nothing.
+	BindBoot(board int, id CommandID, boot uint32)
+}
+
 // Mechanism is implemented by drivers of automatons (Caps.Mechanism): slots
 // behind one hatch per board.
 type Mechanism interface {

@@ -1744,3 +1744,51 @@ func TestSeed20261206101RebootedPulseIsUncertain(t *testing.T) {
 		require.False(t, r.hasEvent("pickup_completed"))
 	})
 }
+
+// The boot id goes into the journaled intent, and a re-send after kluisd
+// restarted is bound to it (hardware.BootBinder), so a board that restarted
+// in between refuses it rather than pulsing a second time
+// (firmware-protocol.md 4.3.1; the gauntlet, seed 20261206101).
+func TestSeed20261206101IntentCarriesTheBootID(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		f := hardwaretest.New(hardwaretest.Options{Boards: []hardware.BoardInfo{{Address: 0, Channels: 16}, {Address: 1, Channels: 16}}, Caps: dedupe})
+		f.SetBoot(0, 77)
+		a := hardware.Address{Board: 0, Channel: 1}
+		f.SetState(hardware.ChannelState{Addr: a, Locked: true, ItemPresent: true})
+		r := newRig(t, rigOpts{caps: dedupe, dir: dir, fake: f})
+		r.be.set(func() { r.be.verify["K1.good"] = okAt("doc-1", 1) })
+		_, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
+		require.NoError(t, err)
+		r.waitFor("pulse", func() bool { return f.PulseCount(a) == 1 })
+		r.stop()
+		b, err := os.ReadFile(filepath.Join(dir, journal.FileName))
+		require.NoError(t, err)
+		require.Contains(t, string(b), `"boot":77`)
+
+		// A journaled intent without its done, resumed by a new kluisd:
+		// the same id is re-sent, bound to the journaled boot.
+		dir2 := t.TempDir()
+		j, _, _, err := journal.Open(journal.Options{Dir: dir2, DeviceID: device})
+		require.NoError(t, err)
+		in, err := j.BeginPulse(journal.Intent{Compartment: 2, Board: 0, Channel: 1, Slot: -1, Purpose: PurposePickup, Ref: "doc-c", Boot: 77})
+		require.NoError(t, err)
+		require.NoError(t, j.Close())
+		f2 := hardwaretest.New(hardwaretest.Options{Boards: []hardware.BoardInfo{{Address: 0, Channels: 16}, {Address: 1, Channels: 16}}, Caps: dedupe})
+		f2.SetBoot(0, 78) // the board restarted meanwhile
+		f2.SetState(hardware.ChannelState{Addr: a, Locked: true, ItemPresent: true})
+		r2 := newRig(t, rigOpts{caps: dedupe, dir: dir2, fake: f2})
+		defer r2.stop()
+		r2.waitFor("re-sent", func() bool {
+			for _, c := range f2.Calls() {
+				if c.Op == hardwaretest.OpPulse && c.ID == hardware.CommandID(in.ID) {
+					return true
+				}
+			}
+			return false
+		})
+		boot, ok := f2.Bound(hardware.CommandID(in.ID))
+		require.True(t, ok, "the re-sent id was bound")
+		require.Equal(t, uint32(77), boot, "to the journaled boot, not the board's current one")
+	})
+}

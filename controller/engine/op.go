@@ -96,10 +96,22 @@ func (e *Engine) openState(o *op) string {
 // runOp journals the intent (unless resending one), presents the slot on
 // an automaton, pulses the lock and follows the door.
 func (e *Engine) runOp(ctx context.Context, o *op, resend bool) {
+	bb, _ := e.drv.(hardware.BootBinder)
+	if resend && bb != nil && o.intent.Boot != 0 {
+		// The intent's id may have been carried out before kluisd
+		// restarted: send it only to the boot it was meant for, so a board
+		// that restarted since refuses it (ErrRebooted) instead of pulsing
+		// a second time.
+		bb.BindBoot(o.comp.lock.Board, hardware.CommandID(o.intent.ID), o.intent.Boot)
+	}
 	if !resend {
+		var boot uint32
+		if bb != nil {
+			boot = bb.Boot(o.comp.lock.Board)
+		}
 		in, err := e.j.BeginPulse(journal.Intent{Compartment: o.comp.cfg.Number, Board: o.comp.lock.Board,
 			Channel: o.comp.lock.Channel, Slot: o.comp.slot, Purpose: o.purpose, Ref: o.docID, Offline: o.offline,
-			CodeRef: o.codeRef, Method: string(o.method), Staff: o.staffID, Command: o.commandID})
+			CodeRef: o.codeRef, Method: string(o.method), Staff: o.staffID, Command: o.commandID, Boot: boot})
 		if err != nil {
 			// Not journaled, so not pulsed: keep the door shut.
 			e.log.Error("journal intent failed: door stays shut", "err", err)

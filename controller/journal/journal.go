@@ -79,6 +79,10 @@ type Intent struct {
 	Method  string `json:"method,omitempty"`
 	Staff   string `json:"staff,omitempty"`
 	Command string `json:"command,omitempty"`
+	// Boot is the board's boot id when the intent was journaled (drivers
+	// implementing hardware.BootBinder), 0 when not known: a re-send after
+	// a restart goes only to that boot (firmware-protocol.md 4.3.1).
+	Boot uint32 `json:"boot,omitempty"`
 }
 
 // Record is one line of the journal.

@@ -82,6 +82,8 @@ type Fake struct {
 	acked    []hardware.Event
 	seenIDs  map[hardware.CommandID]bool
 	failNext map[string][]error
+	boots    map[int]uint32
+	bound    map[hardware.CommandID]uint32
 	halted   bool
 	closed   bool
 	watching bool
@@ -112,6 +114,8 @@ func New(o Options) *Fake {
 		hatches:  map[int]hardware.HatchState{},
 		seenIDs:  map[hardware.CommandID]bool{},
 		failNext: map[string][]error{},
+		boots:    map[int]uint32{},
+		bound:    map[hardware.CommandID]uint32{},
 		hooks:    map[string]func(Call){OpPulse: o.OnPulse, OpPresent: o.OnPresent},
 	}
 	for _, b := range f.boards {
@@ -519,6 +523,39 @@ func (f *Fake) injectLocked(ev hardware.Event) {
 	evc := ev
 	f.recorded = append(f.recorded, Step{Event: &evc})
 	f.notifyLocked()
+}
+
+// Boot implements hardware.BootBinder: the boot id SetBoot gave board, 0
+// when none.
+func (f *Fake) Boot(board int) uint32 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.boots[board]
+}
+
+// SetBoot sets the boot id Boot reports for board.
+func (f *Fake) SetBoot(board int, boot uint32) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.boots[board] = boot
+}
+
+// BindBoot implements hardware.BootBinder by recording the binding (Bound
+// reads it); the fake does not act on it.
+func (f *Fake) BindBoot(board int, id hardware.CommandID, boot uint32) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if boot != 0 {
+		f.bound[id] = boot
+	}
+}
+
+// Bound returns the boot id BindBoot bound id to.
+func (f *Fake) Bound(id hardware.CommandID) (uint32, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.bound[id]
+	return b, ok
 }
 
 // FailNext makes the next call of op (one of the Op constants) return err,

@@ -996,6 +996,33 @@ func (d *Driver) BootCheck(b int) bool {
 	return ok && bd.bootCheck
 }
 
+// Boot implements hardware.BootBinder: board b's boot id as last seen, 0
+// when not known.
+func (d *Driver) Boot(b int) uint32 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	bd, ok := d.boards[b]
+	if !ok || !bd.haveBoot {
+		return 0
+	}
+	return bd.bootID
+}
+
+// BindBoot implements hardware.BootBinder: id may have been carried out by
+// board b in boot boot (a journaled intent re-sent after kluisd restarted);
+// Pulse and Present send it only to that boot.
+func (d *Driver) BindBoot(b int, id hardware.CommandID, boot uint32) {
+	if boot == 0 || id == 0 {
+		return
+	}
+	d.mu.Lock()
+	_, ok := d.boards[b]
+	d.mu.Unlock()
+	if ok {
+		d.bindID(b, uint32(id), boot)
+	}
+}
+
 // bindID binds command id to boot (firmware-protocol.md 4.3.1): the board
 // may have carried it out in that boot. An unknown boot (0) binds to the
 // boot id known now. The first binding stays.

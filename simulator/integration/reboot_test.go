@@ -221,3 +221,61 @@ func TestKluisStaleBootOnTheWire(t *testing.T) {
 		t.Fatalf("old firmware pulsed: %v", old.Pulses())
 	}
 }
+
+// The re-send of a journaled intent after kluisd restarted goes through a
+// new driver that never sent the id: kluisd binds it to the boot id it
+// journaled (hardware.BootBinder), so a board that restarted in between
+// refuses it; one that did not answers REPEAT as before.
+func TestSeed20261206101ResendAfterKluisdRestartHonoursTheJournaledBoot(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		noCheck bool
+	}{{"boot-checked firmware", false}, {"firmware without the boot check", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dev, ep := startDevice(t, simulator.DeviceConfig{ID: "kb1-restart", Hardware: simulator.ProtoKluis, Boards: 1, Channels: 4,
+				NoBootCheck: tc.noCheck})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			a := hardware.Address{Board: 0, Channel: 3}
+			before := kluisDriver(t, ep, 1)
+			if _, err := before.Describe(ctx); err != nil {
+				t.Fatal(err)
+			}
+			boot := before.Boot(0)
+			if boot == 0 {
+				t.Fatal("no boot id known after Describe")
+			}
+			b := hardware.Address{Board: 0, Channel: 2}
+			if err := before.Pulse(ctx, b, 300*time.Millisecond, 300); err != nil {
+				t.Fatal(err)
+			}
+			if err := before.Pulse(ctx, a, 300*time.Millisecond, 301); err != nil {
+				t.Fatal(err)
+			}
+			before.Close() // kluisd dies (its driver relocks)
+
+			// not restarted: the re-send is answered REPEAT, no pulse
+			after := kluisDriver(t, ep, 1)
+			if _, err := after.Describe(ctx); err != nil {
+				t.Fatal(err)
+			}
+			after.BindBoot(0, 300, boot)
+			if err := after.Pulse(ctx, b, 300*time.Millisecond, 300); err != nil {
+				t.Fatalf("re-send to the same boot: %v", err)
+			}
+			// restarted: the re-send is refused
+			if err := dev.Reboot(0); err != nil {
+				t.Fatal(err)
+			}
+			after.BindBoot(0, 301, boot)
+			if err := after.Pulse(ctx, a, 300*time.Millisecond, 301); !errors.Is(err, hardware.ErrRebooted) {
+				t.Fatalf("re-send to a restarted board: %v, want ErrRebooted", err)
+			}
+			for _, id := range []hardware.CommandID{300, 301} {
+				if n := pulsesOf(dev, id); n != 1 {
+					t.Fatalf("command %d pulsed %d times, want 1", id, n)
+				}
+			}
+		})
+	}
+}

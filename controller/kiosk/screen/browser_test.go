@@ -560,7 +560,7 @@ func TestScreenMatrix(t *testing.T) {
 	aut.be.set(func() { aut.be.verify["K1.a2"] = okAt("doc-a2", 1) })
 	aut.pickup(engine.PickupRequest{QR: "K1.a2", Lang: "en"})
 	m.check("presenting", "s-presenting", expect{h1: "title.wait", msg: "state.presenting", hatch: true, citizen: true})
-	aut.f.CompletePresent(0, 1)
+	aut.arrive(0, 1)
 	m.check("open-automaton", "s-open", expect{h1: "title.open", msg: "hatch.open", hatch: true, citizen: true})
 
 	// kluisd gone: the page says so and waits.

@@ -183,7 +183,7 @@ kiosk: {default_lang: nl}
 			}
 			go func() {
 				time.Sleep(200 * time.Millisecond)
-				r.f.CompletePresent(c.Addr.Board, c.Slot)
+				r.arrive(c.Addr.Board, c.Slot)
 			}()
 		}})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -269,6 +269,13 @@ func (r *rig) setOpenOnPulse(on bool) {
 }
 
 // item sets whether compartment ch holds a document (door shut).
+// arrive brings slot to board's hatch with its document in it: kluisd
+// opens the hatch only when the item sensor there sees the document.
+func (r *rig) arrive(board, slot int) {
+	r.f.SetHatch(board, hardware.HatchState{Busy: true, Locked: true, Slot: -1, ItemAtHatch: true})
+	r.f.CompletePresent(board, slot)
+}
+
 func (r *rig) item(ch int, present bool) {
 	a := hardware.Address{Channel: ch}
 	st, _ := r.f.State(a)

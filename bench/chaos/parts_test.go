@@ -144,3 +144,20 @@ func TestStartRefusesBadBroker(t *testing.T) {
 		t.Fatalf("two backends on the embedded broker: %v", err)
 	}
 }
+
+// A long run registers thousands of holders: none may be born in the
+// future (the API refuses it; seed 20261206102 stopped at night 61, its
+// 754th document), and the first 600 keep the dates earlier runs had, so
+// their seeds replay unchanged.
+func TestBirthDateNeverInTheFuture(t *testing.T) {
+	today := time.Now().UTC().Format(time.DateOnly)
+	for seq := 1; seq <= 10000; seq++ {
+		b := birthDate(seq)
+		if b >= today || b < "1950-01-01" {
+			t.Fatalf("document %d: holder born %s (today %s)", seq, b, today)
+		}
+	}
+	if got, want := birthDate(265), time.Date(1950, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, 37*265).Format(time.DateOnly); got != want {
+		t.Fatalf("document 265: %s, want %s as before", got, want)
+	}
+}

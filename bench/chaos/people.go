@@ -116,10 +116,18 @@ type backendDoc struct {
 }
 
 // register registers a document through the REST API as staff.
+// birthDate is the holder's date of birth of the seq-th document: 37 days
+// apart, starting again after 600 holders (from 1950 to 2010), so that a
+// long run never registers a holder born in the future (the API refuses
+// it: a 100-night run stopped at night 61, its 754th document).
+func birthDate(seq int) string {
+	return time.Date(1950, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, 37*(seq%600)).Format(time.DateOnly)
+}
+
 func (g *Gauntlet) register(ctx context.Context, kind, device string) (*Doc, error) {
 	g.docSeq++
 	d := &Doc{Kind: kind, Device: device, Night: g.night, Slot: -1,
-		Birth: time.Date(1950, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, 37*g.docSeq).Format(time.DateOnly)}
+		Birth: birthDate(g.docSeq)}
 	d.Number = fmt.Sprintf("C%s%05d", strings.ToUpper(g.w.RunID), g.docSeq)
 	d.Email = fmt.Sprintf("holder%05d.%s@example.org", g.docSeq, g.w.RunID)
 	if g.rng.IntN(3) == 0 {

@@ -146,8 +146,8 @@ func TestStartRefusesBadBroker(t *testing.T) {
 }
 
 // A long run registers thousands of holders: none may be born in the
-// future (the API refuses it; seed 20261206102 stopped at night 61, its
-// 754th document), and the first 600 keep the dates earlier runs had, so
+// future (the API refuses it; seed 20261206102 stopped at night 61, past
+// its 753rd document), and the first 600 keep the dates earlier runs had, so
 // their seeds replay unchanged.
 func TestBirthDateNeverInTheFuture(t *testing.T) {
 	today := time.Now().UTC().Format(time.DateOnly)

@@ -119,7 +119,7 @@ type backendDoc struct {
 // birthDate is the holder's date of birth of the seq-th document: 37 days
 // apart, starting again after 600 holders (from 1950 to 2010), so that a
 // long run never registers a holder born in the future (the API refuses
-// it: a 100-night run stopped at night 61, its 754th document).
+// it: a 100-night run stopped at night 61, past its 753rd document).
 func birthDate(seq int) string {
 	return time.Date(1950, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, 37*(seq%600)).Format(time.DateOnly)
 }

@@ -268,6 +268,9 @@ func TestBatchGathersWhileOneRuns(t *testing.T) {
 	// Hold the audit queue: the first batch waits in its writes.
 	hold, err := f.pool.Begin(ctx)
 	require.NoError(t, err)
+	// Released first on any failure below, so that the blocked attempts
+	// end and the pool can close (a failed check used to hang here).
+	t.Cleanup(func() { _ = hold.Rollback(context.Background()) })
 	_, err = hold.Exec(ctx, `LOCK TABLE audit_pending IN EXCLUSIVE MODE`)
 	require.NoError(t, err)
 	var wg sync.WaitGroup
@@ -285,7 +288,16 @@ func TestBatchGathersWhileOneRuns(t *testing.T) {
 		defer f.svc.batch.mu.Unlock()
 		return len(f.svc.batch.queue)
 	}
-	testenv.EventuallyWithin(t, 10*time.Second, "the first batch took its attempt", func() bool { return queued() == 0 })
+	// The first batch has taken its attempt when its writes wait for the
+	// held lock (an empty queue alone may be seen before the attempt was
+	// even queued, and the others would then join the first batch).
+	blocked := func() bool {
+		var n int
+		err := f.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE '%audit_pending%'`).Scan(&n)
+		return err == nil && n > 0
+	}
+	testenv.EventuallyWithin(t, 10*time.Second, "the first batch took its attempt", func() bool { return queued() == 0 && blocked() })
 	for i := 1; i < len(devs); i++ {
 		verify(i)
 	}

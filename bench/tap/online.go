@@ -115,7 +115,7 @@ func startOnline(ctx context.Context, env bench.Env, o options) (_ *online, err 
 
 	// The backend, in-process: what kluisd's verification reaches.
 	adminPW := secret()
-	srv, err := server.New(server.Options{DatabaseURL: dbURL, Keys: keys,
+	srv, stop, err := bench.StartBackend(ctx, server.Options{DatabaseURL: dbURL, Keys: keys,
 		HTTPAddr: "127.0.0.1:0", MQTTURL: r.mosq.URL(), MQTTUsername: backendUser, MQTTPassword: users[backendUser],
 		SlipDir: filepath.Join(r.dir, "slips"), AdminPassword: adminPW, Console: io.Discard,
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})),
@@ -125,25 +125,7 @@ func startOnline(ctx context.Context, env bench.Env, o options) (_ *online, err 
 	if err != nil {
 		return r, err
 	}
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(sctx) }()
-	r.stopSrv = func() error {
-		cancel()
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(30 * time.Second):
-			return errors.New("the backend did not stop")
-		}
-	}
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		return r, fmt.Errorf("tap: backend: %w", err)
-	case <-ctx.Done():
-		return r, ctx.Err()
-	}
+	r.stopSrv = stop
 	if r.pool, err = pgxpool.New(ctx, dbURL); err != nil {
 		return r, err
 	}

@@ -232,7 +232,7 @@ func start(ctx context.Context, env bench.Env, dbURL string, nDev int) (_ *rig, 
 	adminPW := fmt.Sprintf("%x", pw)
 	// The backend logs at info level as in production, into nothing.
 	logger := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	srv, err := server.New(server.Options{DatabaseURL: dbURL, Keys: keys,
+	srv, stop, err := bench.StartBackend(ctx, server.Options{DatabaseURL: dbURL, Keys: keys,
 		HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", SlipDir: filepath.Join(tmp, "slips"),
 		AdminPassword: adminPW, Console: io.Discard, Logger: logger,
 		// Cheap password hashes: logins are not what is measured here.
@@ -245,25 +245,7 @@ func start(ctx context.Context, env bench.Env, dbURL string, nDev int) (_ *rig, 
 	if err != nil {
 		return nil, err
 	}
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(sctx) }()
-	r.stopSrv = func() error {
-		cancel()
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(30 * time.Second):
-			return errors.New("the backend did not stop")
-		}
-	}
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		return nil, fmt.Errorf("backend: %w", err)
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	r.stopSrv = stop
 	r.api = "http://" + srv.HTTPAddr()
 	if r.pool, err = pgxpool.New(ctx, dbURL); err != nil {
 		return nil, err

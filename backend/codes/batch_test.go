@@ -18,7 +18,7 @@ import (
 )
 
 // moreDevices adds devices d1..dn to the fixture's site, one compartment
-// each, and gives each its code_devices row (as a first attempt would).
+// each.
 func (f *fixture) moreDevices(n int) []string {
 	f.t.Helper()
 	ctx := context.Background()
@@ -32,6 +32,22 @@ func (f *fixture) moreDevices(n int) []string {
 		ids = append(ids, id)
 	}
 	return ids
+}
+
+// devicesWithCodes adds n devices (moreDevices), issues a code for a
+// document in each and gives each device its code_devices row, as a
+// first (wrong) attempt does: the batch leaves a new device's attempt
+// alone. It returns the devices, the documents and their QR tokens.
+func (f *fixture) devicesWithCodes(n int) (devs, docs, tokens []string) {
+	f.t.Helper()
+	devs = f.moreDevices(n)
+	for _, d := range devs {
+		doc, _, cr := f.issue("driving_licence", d, 1)
+		tokens, docs = append(tokens, cr.QRToken), append(docs, doc)
+		_, err := f.verify(Attempt{DeviceID: d, QRToken: "K1.not-a-token"})
+		require.ErrorIs(f.t, err, pickupcode.ErrWrongCode)
+	}
+	return devs, docs, tokens
 }
 
 // item is a batch entry for a QR attempt, looked up as Verify does.
@@ -108,16 +124,7 @@ func TestBatchOfMixedCodes(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	ctx := context.Background()
-	devs := f.moreDevices(4)
-	var tokens []string
-	var docs []string
-	for _, d := range devs {
-		doc, _, cr := f.issue("driving_licence", d, 1)
-		tokens, docs = append(tokens, cr.QRToken), append(docs, doc)
-		// The device's row, as after a first attempt.
-		_, err := f.verify(Attempt{DeviceID: d, QRToken: "K1.not-a-token"})
-		require.ErrorIs(t, err, pickupcode.ErrWrongCode)
-	}
+	devs, docs, tokens := f.devicesWithCodes(4)
 	// d2's code is used already, d3's expired (its document's deadline
 	// moved, the code with it), d4's revoked by a re-issue.
 	_, err := f.verify(Attempt{DeviceID: devs[1], QRToken: tokens[1]})
@@ -188,14 +195,7 @@ func TestBatchFailsAsAWhole(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	ctx := context.Background()
-	devs := f.moreDevices(3)
-	var tokens []string
-	for _, d := range devs {
-		_, _, cr := f.issue("driving_licence", d, 1)
-		tokens = append(tokens, cr.QRToken)
-		_, err := f.verify(Attempt{DeviceID: d, QRToken: "K1.not-a-token"})
-		require.ErrorIs(t, err, pickupcode.ErrWrongCode)
-	}
+	devs, _, tokens := f.devicesWithCodes(3)
 	used0, attempts0, _ := f.counts("")
 	var pending0 int
 	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM audit_pending`).Scan(&pending0))
@@ -255,14 +255,7 @@ func TestBatchGathersWhileOneRuns(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	ctx := context.Background()
-	devs := f.moreDevices(8)
-	var tokens []string
-	for _, d := range devs {
-		_, _, cr := f.issue("driving_licence", d, 1)
-		tokens = append(tokens, cr.QRToken)
-		_, err := f.verify(Attempt{DeviceID: d, QRToken: "K1.not-a-token"})
-		require.ErrorIs(t, err, pickupcode.ErrWrongCode)
-	}
+	devs, _, tokens := f.devicesWithCodes(8)
 	batches0 := testutil.ToFloat64(f.svc.batches.WithLabelValues("ok"))
 	batched0 := testutil.ToFloat64(f.svc.batched)
 	// Hold the audit queue: the first batch waits in its writes.
@@ -315,14 +308,7 @@ func TestBatchIsNotHeldUpByABusyDevice(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	ctx := context.Background()
-	devs := f.moreDevices(2)
-	var tokens []string
-	for _, d := range devs {
-		_, _, cr := f.issue("driving_licence", d, 1)
-		tokens = append(tokens, cr.QRToken)
-		_, err := f.verify(Attempt{DeviceID: d, QRToken: "K1.not-a-token"})
-		require.ErrorIs(t, err, pickupcode.ErrWrongCode)
-	}
+	devs, _, tokens := f.devicesWithCodes(2)
 	// Another transaction holds d1's row (an issue on that device, say).
 	hold, err := f.pool.Begin(ctx)
 	require.NoError(t, err)

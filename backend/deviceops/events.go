@@ -188,6 +188,9 @@ func (h *Events) HandleEvent(ctx context.Context, tx pgx.Tx, deviceID string, ev
 	if ev.CommandID != "" {
 		details["command_id"] = ev.CommandID
 	}
+	if ev.RequestID != "" {
+		details["request_id"] = ev.RequestID
+	}
 	details["event_id"] = ev.ID
 	if _, err := audit.Append(ctx, tx, audit.Entry{At: ev.At, Actor: actor, Action: "device." + string(ev.Kind),
 		Subject: "device:" + deviceID, Details: details}); err != nil {

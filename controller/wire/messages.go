@@ -112,6 +112,11 @@ const (
 	// was unsigned, badly signed, signed for another device, expired or
 	// already carried out (detail says which).
 	EvCommandRefused EventKind = "command_refused"
+	// EvResponseRefused: the device refused the backend's answer
+	// (request_id) to its own verify or staff request because it was
+	// unsigned, badly signed, signed for another device or request,
+	// changed or expired (detail says which); it acted on nothing.
+	EvResponseRefused EventKind = "response_refused"
 	// EvBoardRebooted: a lock board restarted (board; detail: the boot
 	// ids). Every lock was relocked and its unread events were lost.
 	EvBoardRebooted EventKind = "board_rebooted"
@@ -125,7 +130,7 @@ func EventKinds() []EventKind {
 	return []EventKind{EvDoorOpened, EvDoorClosed, EvItemPlaced, EvItemRemoved,
 		EvPickupCompleted, EvPickupNotCollected, EvOpenNotDetected, EvAlarm,
 		EvAlarmCleared, EvLoaded, EvRetrieved, EvLockoutCleared, EvCodeLocked, EvCommandRefused,
-		EvBoardRebooted, EvBoardWatchdog}
+		EvBoardRebooted, EvBoardWatchdog, EvResponseRefused}
 }
 
 // AlarmKind names an alarm.
@@ -176,6 +181,8 @@ const (
 //	alarm, alarm_cleared: alarm (addr for door alarms, board for board_unreachable)
 //	lockout_cleared: staff_id or command_id
 //	code_locked: document_id (code_ref optional)
+//	command_refused: command_id
+//	response_refused: request_id
 type Event struct {
 	V    int       `json:"v"`
 	ID   string    `json:"id"`
@@ -201,6 +208,9 @@ type Event struct {
 	StaffID string `json:"staff_id,omitempty"`
 	// CommandID is the command that caused the event, if one did.
 	CommandID string `json:"command_id,omitempty"`
+	// RequestID is the device's verify or staff request whose answer was
+	// refused (response_refused).
+	RequestID string `json:"request_id,omitempty"`
 	// Alarm is the alarm kind (alarm, alarm_cleared).
 	Alarm AlarmKind `json:"alarm,omitempty"`
 	// Detail is a short human text; never a secret.
@@ -377,6 +387,10 @@ type VerifyResponse struct {
 	Slot       *int         `json:"slot,omitempty"`
 	// RetryAfterS is how long a locked-out device should refuse codes.
 	RetryAfterS int `json:"retry_after_s,omitempty"`
+	// Sig is the backend's signature of this answer for this device and
+	// request (SignResponse, "KR1.<claims>.<signature>"). kluisd acts on
+	// no answer without a valid one (VerifyResponseSig).
+	Sig string `json:"sig,omitempty"`
 }
 
 // StaffOp is a staff operation at the kiosk.
@@ -478,6 +492,9 @@ type StaffResponse struct {
 	// the kiosk to offer what the backend will allow: staff load and
 	// retrieve, technicians test-open, admins both. The backend decides.
 	Role StaffRole `json:"role,omitempty"`
+	// Sig is the backend's signature of this answer, as on a
+	// VerifyResponse.
+	Sig string `json:"sig,omitempty"`
 }
 
 // LogValue redacts the session token.

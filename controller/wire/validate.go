@@ -150,6 +150,7 @@ func (m *Event) Validate() error {
 	c.optID("document_id", m.DocumentID)
 	c.optID("staff_id", m.StaffID)
 	c.optID("command_id", m.CommandID)
+	c.optID("request_id", m.RequestID)
 	if m.Method != "" {
 		oneOf(c, "method", m.Method, []Method{MethodQR, MethodPIN})
 	}
@@ -178,6 +179,8 @@ func (m *Event) Validate() error {
 		}
 	case EvCommandRefused:
 		c.id("command_id", m.CommandID)
+	case EvResponseRefused:
+		c.id("request_id", m.RequestID)
 	case EvBoardRebooted, EvBoardWatchdog:
 		if m.Board == nil {
 			c.fail("missing board")
@@ -364,6 +367,7 @@ func (m *VerifyResponse) Validate() error {
 	if m.RetryAfterS < 0 {
 		c.fail("negative retry_after_s")
 	}
+	c.text("sig", m.Sig, MaxResponseSig)
 	return c.err
 }
 
@@ -418,6 +422,7 @@ func (m *StaffResponse) Validate() error {
 	}
 	c.addr("addr", m.Addr, false)
 	c.slot(m.Slot)
+	c.text("sig", m.Sig, MaxResponseSig)
 	if m.Expires != nil {
 		c.time("expires", *m.Expires)
 	}

@@ -216,6 +216,13 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	require.NoError(t, json.Unmarshal(dev.received(wire.KindVerifyRes)[0], &vr))
 	assert.Equal(t, "v1", vr.ID)
 	assert.Equal(t, wire.VerifyWrongCode, vr.Result)
+	// Signed for k1 and this request: kluisd acts on no other answer.
+	require.NoError(t, wire.VerifyResponseSig(pub, "k1", "v1", &vr, time.Now()), "the verify answer is signed for k1 and v1")
+	assert.ErrorIs(t, wire.VerifyResponseSig(pub, "k2", "v1", &vr, time.Now()), wire.ErrResponseOtherDevice)
+	assert.ErrorIs(t, wire.VerifyResponseSig(pub, "k1", "v2", &vr, time.Now()), wire.ErrResponseOtherRequest)
+	forged := vr
+	forged.Result, forged.DocumentID, forged.Addr = wire.VerifyOK, id, &wire.Address{Board: 0, Channel: 3}
+	assert.ErrorIs(t, wire.VerifyResponseSig(pub, "k1", "v1", &forged, time.Now()), wire.ErrBadResponseSig)
 
 	// A pickup naming another document than the compartment holds is
 	// refused for good (acknowledged, nothing moves).
@@ -282,13 +289,16 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	staffRes := func(n int) wire.StaffResponse {
 		t.Helper()
 		testenv.Eventually(t, "a staff answer", func() bool { return len(dev.received(wire.KindStaffRes)) >= n })
-		var r wire.StaffResponse
-		require.NoError(t, json.Unmarshal(dev.received(wire.KindStaffRes)[n-1], &r))
+		m, err := wire.DecodeKind(wire.KindStaffRes, dev.received(wire.KindStaffRes)[n-1])
+		require.NoError(t, err)
+		r := *m.(*wire.StaffResponse)
+		require.NoError(t, wire.VerifyResponseSig(pub, "k1", r.ID, &r, time.Now()), "staff answer %s is signed", r.ID)
 		return r
 	}
 	dev.publish(wire.KindStaffReq, &wire.StaffRequest{ID: "s1", Op: wire.StaffLogin, At: time.Now().UTC(), PIN: "482916"})
 	login := staffRes(1)
 	require.Equal(t, wire.StaffOK, login.Result)
+	assert.Equal(t, "s1", login.ID)
 	assert.Equal(t, "an", login.StaffName)
 	assert.Equal(t, strconv.Itoa(int(staff["id"].(float64))), login.StaffID)
 	require.NotEmpty(t, login.Session)

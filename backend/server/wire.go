@@ -152,12 +152,18 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 	if err != nil {
 		return w, err
 	}
+	// Every answer to a device's request is signed for that device and
+	// request: kluisd acts on no other (see docs/security.md).
+	answers, err := deviceops.NewAnswerSigner(deviceops.AnswerSignerOptions{Key: o.Keys.Signing, Clock: o.Clock, Logger: log})
+	if err != nil {
+		return w, err
+	}
 	link, err := devicelink.New(devicelink.Options{
 		URL: url, Username: user, Password: pass, TLS: linkTLS, Embedded: embedded,
 		Pool:     st.Pool(),
 		Events:   events,
-		Verifier: deviceops.NewVerifier(deviceops.VerifierOptions{Codes: cs, Logger: log, Clock: o.Clock}),
-		Staff:    deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: svc, Pool: st.Pool(), Logger: log, Clock: o.Clock, Codes: cs}),
+		Verifier: answers.Verifier(deviceops.NewVerifier(deviceops.VerifierOptions{Codes: cs, Logger: log, Clock: o.Clock})),
+		Staff:    answers.Staff(deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: svc, Pool: st.Pool(), Logger: log, Clock: o.Clock, Codes: cs})),
 		Logger:   log,
 		Registry: reg,
 	})

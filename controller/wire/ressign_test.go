@@ -175,3 +175,33 @@ func FuzzVerifyResponseSig(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkSignResponse is what signing adds to each answer on the
+// backend's verify path (docs/performance.md).
+func BenchmarkSignResponse(b *testing.B) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	exp := time.Now().Add(ResponseTTL)
+	for b.Loop() {
+		r := VerifyResponse{ID: "0190f3a2-7c1e-7a3b-9d2e-3f4a5b6c7d92", Result: VerifyOK, DocumentID: "6f1c2b7e-0000-4000-8000-000000000001",
+			Addr: &Address{Board: 0, Channel: 3}}
+		if err := SignResponse(priv, "kortrijk-stadhuis-1", &r, exp); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkVerifyResponseSig is what checking adds on the device.
+func BenchmarkVerifyResponseSig(b *testing.B) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	now := time.Now()
+	r := VerifyResponse{ID: "0190f3a2-7c1e-7a3b-9d2e-3f4a5b6c7d92", Result: VerifyOK, DocumentID: "6f1c2b7e-0000-4000-8000-000000000001",
+		Addr: &Address{Board: 0, Channel: 3}}
+	if err := SignResponse(priv, "kortrijk-stadhuis-1", &r, now.Add(ResponseTTL)); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if err := VerifyResponseSig(pub, "kortrijk-stadhuis-1", r.ID, &r, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -576,9 +578,32 @@ type Undelivered struct {
 	// ready message ended as a pickup slip for the counter.
 	GaveUp   bool
 	Attempts int
+	// Channels are the channels (email, sms, slip) whose attempts at this
+	// message failed and that have not reached the holder since, sorted.
+	Channels []string
+	// LastError is the last attempt's failure in a form safe to show
+	// staff (see SafeError); "" when none was stored.
+	LastError string
 	// NextAt is when a waiting message is tried again.
 	NextAt    time.Time
 	CreatedAt time.Time
+}
+
+// undeliveredColumns are what scanUndelivered reads, from notify_outbox o
+// joined with documents d.
+const undeliveredColumns = `o.document_id::text, coalesce(d.number, ''), coalesce(d.holder_first_name, ''),
+	coalesce(d.holder_last_name, ''), d.state, o.kind, o.state = 'gave_up', o.attempts,
+	coalesce((SELECT array_agg(DISTINCT n.channel ORDER BY n.channel) FROM notifications n
+		WHERE n.document_id = o.document_id AND n.kind = o.kind AND n.status = 'failed' AND n.created_at >= o.created_at
+		AND NOT n.channel = ANY(o.channels_done)), '{}'),
+	o.last_error, o.next_at, o.created_at`
+
+func scanUndelivered(r pgx.CollectableRow) (Undelivered, error) {
+	var u Undelivered
+	err := r.Scan(&u.DocumentID, &u.Number, &u.FirstName, &u.LastName, &u.DocumentState, &u.Kind, &u.GaveUp,
+		&u.Attempts, &u.Channels, &u.LastError, &u.NextAt, &u.CreatedAt)
+	u.LastError = SafeError(u.LastError)
+	return u, err
 }
 
 // ListUndelivered lists the notifications staff may have to act on, at
@@ -586,24 +611,59 @@ type Undelivered struct {
 // retry after a failed attempt, and the given-up rows of documents still
 // in their compartment (the holder has no codes: hand over the slip or
 // make new codes). A row not yet tried is not listed (it is being sent),
-// nor a given-up one of a document that left its compartment.
+// nor a given-up one of a document that left its compartment (the
+// document's own page, ListUndeliveredOf, still shows it).
 func ListUndelivered(ctx context.Context, db store.DB, limit int) ([]Undelivered, error) {
-	rows, err := db.Query(ctx, `SELECT o.document_id::text, coalesce(d.number, ''), coalesce(d.holder_first_name, ''),
-		coalesce(d.holder_last_name, ''), d.state, o.kind, o.state = 'gave_up', o.attempts, o.next_at, o.created_at
+	rows, err := db.Query(ctx, `SELECT `+undeliveredColumns+`
 		FROM notify_outbox o JOIN documents d ON d.id = o.document_id
 		WHERE (o.state = 'pending' AND o.attempts > 0) OR (o.state = 'gave_up' AND d.state IN ('loaded', 'notified'))
 		ORDER BY o.state = 'gave_up' DESC, o.next_at, o.id LIMIT $1`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("notify: undelivered: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Undelivered, error) {
-		var u Undelivered
-		err := r.Scan(&u.DocumentID, &u.Number, &u.FirstName, &u.LastName, &u.DocumentState, &u.Kind, &u.GaveUp,
-			&u.Attempts, &u.NextAt, &u.CreatedAt)
-		return u, err
-	})
+	out, err := pgx.CollectRows(rows, scanUndelivered)
 	if err != nil {
 		return nil, fmt.Errorf("notify: undelivered: %w", err)
 	}
 	return out, nil
+}
+
+// ListUndeliveredOf lists one document's messages that did not reach its
+// holder, oldest first: those waiting for a retry after a failed attempt
+// and those given up, whatever the document's state, while their rows are
+// kept.
+func ListUndeliveredOf(ctx context.Context, db store.DB, documentID string) ([]Undelivered, error) {
+	rows, err := db.Query(ctx, `SELECT `+undeliveredColumns+`
+		FROM notify_outbox o JOIN documents d ON d.id = o.document_id
+		WHERE o.document_id = $1::uuid AND (o.state = 'gave_up' OR o.attempts > 0)
+		ORDER BY o.created_at, o.id`, documentID)
+	if err != nil {
+		return nil, fmt.Errorf("notify: undelivered of %s: %w", documentID, err)
+	}
+	out, err := pgx.CollectRows(rows, scanUndelivered)
+	if err != nil {
+		return nil, fmt.Errorf("notify: undelivered of %s: %w", documentID, err)
+	}
+	return out, nil
+}
+
+var (
+	digitsRe = regexp.MustCompile(`[0-9]{4,}|[0-9]{3}[ .-][0-9]{3}(?:[ .-][0-9]{3})*`)
+	tokenRe  = regexp.MustCompile(`[A-Za-z0-9_-]{20,}`)
+)
+
+// SafeError turns a stored failure text into what staff may read: e-mail
+// addresses and phone numbers out (as when it was stored), and also runs
+// of four or more digits and groups of three (a PIN, as "123 456 789",
+// a gateway might echo) and long token-like
+// words (a QR token, a track id, a key), shortened to 200 bytes. SMTP
+// status codes (550, 5.1.1) stay.
+func SafeError(s string) string {
+	s = redact(s)
+	s = tokenRe.ReplaceAllString(s, "[hidden]")
+	s = digitsRe.ReplaceAllString(s, "[digits]")
+	if len(s) > 200 {
+		s = strings.ToValidUTF8(s[:200], "") + "…"
+	}
+	return s
 }

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -336,8 +337,11 @@ func TestListUndelivered(t *testing.T) {
 	require.Equal(t, 1, x.Drain(f.ctx))
 	u := list()
 	require.Len(t, u, 1)
+	require.NotEmpty(t, u[0].LastError)
+	require.NotContains(t, u[0].LastError, "470123456", "no phone number")
 	require.Equal(t, Undelivered{DocumentID: d.ID, Number: d.Number, FirstName: "Lotte", LastName: "Claes", DocumentState: lifecycle.Loaded,
-		Kind: service.NotifyLoaded, Attempts: 1, NextAt: f.clock.Now().Add(time.Minute), CreatedAt: f.clock.Now()},
+		Kind: service.NotifyLoaded, Attempts: 1, Channels: []string{"sms"}, LastError: u[0].LastError,
+		NextAt: f.clock.Now().Add(time.Minute), CreatedAt: f.clock.Now()},
 		normalise(u[0]))
 	f.clock.Add(time.Hour)
 	require.Equal(t, 1, x.Drain(f.ctx))
@@ -357,6 +361,63 @@ func TestListUndelivered(t *testing.T) {
 	u = list()
 	require.Len(t, u, 1, "collected: its given-up message is no longer staff's concern")
 	require.Equal(t, d2.ID, u[0].DocumentID)
+}
+
+// One document's page: its messages that failed, with the channel that
+// failed (not the one that worked), the attempts and the error in a safe
+// form; a given-up one stays after the document left its compartment;
+// another document's are not shown.
+func TestListUndeliveredOf(t *testing.T) {
+	t.Parallel()
+	f := newOfix(t, 2)
+	of := func(id string) []Undelivered {
+		t.Helper()
+		u, err := ListUndeliveredOf(f.ctx, f.st.Pool(), id)
+		require.NoError(t, err)
+		return u
+	}
+	d := f.loaded(t, "lotte@example.org", "+32470123456")
+	other := f.loaded(t, "", "+32470123457")
+	require.Empty(t, of(d.ID), "not tried yet")
+	_, x := f.sender(t, OutboxOptions{MaxAttempts: 2, RetryBase: time.Minute})
+	f.sms.SetStatus(http.StatusServiceUnavailable)
+	require.Equal(t, 2, x.Drain(f.ctx))
+	u := of(d.ID)
+	require.Len(t, u, 1)
+	require.Equal(t, d.ID, u[0].DocumentID)
+	require.Equal(t, []string{"sms"}, u[0].Channels, "the e-mail went out; the SMS did not")
+	require.Equal(t, 1, u[0].Attempts)
+	require.False(t, u[0].GaveUp)
+	require.NotEmpty(t, u[0].LastError)
+	f.clock.Add(time.Hour)
+	require.Equal(t, 2, x.Drain(f.ctx))
+	_, err := f.svc.Collect(f.ctx, "device:l1", d.ID)
+	require.NoError(t, err)
+	u = of(d.ID)
+	require.Len(t, u, 1, "given up, and still shown on its page after the collection")
+	require.True(t, u[0].GaveUp)
+	require.Equal(t, 2, u[0].Attempts)
+	require.EqualValues(t, "collected", u[0].DocumentState)
+	require.Len(t, of(other.ID), 1)
+	require.Equal(t, other.ID, of(other.ID)[0].DocumentID)
+}
+
+// What staff read of a stored failure: no address, number, PIN or token.
+func TestSafeError(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"smtp: 550 5.1.1 <lotte@example.org>: unknown user":            "smtp: 550 5.1.1 <[address]>: unknown user",
+		"sms gateway: 503: +32 470 12 34 56 unreachable":               "sms gateway: 503: [number] unreachable",
+		"gateway echoed: your PIN is 123 456 789":                      "gateway echoed: your PIN is [number]",
+		"gateway echoed: PIN 123 456, 1234":                            "gateway echoed: PIN [digits], [digits]",
+		"link https://kluis.example/t/AbCdEfGhIjKlMnOpQrStUv rejected": "link https://kluis.example/t/[hidden] rejected",
+		"": "",
+	} {
+		require.Equal(t, want, SafeError(in), in)
+	}
+	long := SafeError(strings.Repeat("é", 300))
+	require.LessOrEqual(t, len(long), 204)
+	require.True(t, utf8.ValidString(long))
 }
 
 // normalise puts the times of u in UTC for comparison.

@@ -28,7 +28,8 @@ import (
 // scanner typing the document number and Enter into the register form
 // (the next field opens, nothing is sent), the form sent with real clicks
 // and keys; the fleet table sorted and filtered with clicks; a
-// door-left-open alarm on the fleet page without a reload; a language link.
+// door-left-open alarm on the fleet page without a reload; a language link;
+// a document's page with its own messages that did not reach the holder.
 func TestConsoleInBrowser(t *testing.T) {
 	e := newEnv(t, server.Options{PickupPeriods: map[store.DocumentKind]time.Duration{store.ResidenceCard: time.Second},
 		HousekeepEvery: 500 * time.Millisecond})
@@ -88,8 +89,15 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// Messages that did not reach their holder: the slip document's ready
 	// message given up, a reminder waiting for its next try.
-	_, err := e.pool().Exec(ctx, `INSERT INTO notify_outbox (document_id, kind, state, attempts, next_at, created_at)
-		VALUES ($1, 'loaded', 'gave_up', 12, now(), now()), ($2, 'reminder', 'pending', 2, now() + interval '1 hour', now())`, slipDoc, expired)
+	// The reminder's stored error carries what a server might echo: an
+	// address and a PIN; the document's page shows neither.
+	_, err := e.pool().Exec(ctx, `INSERT INTO notify_outbox (document_id, kind, state, attempts, next_at, created_at, last_error)
+		VALUES ($1, 'loaded', 'gave_up', 12, now(), now() - interval '1 hour', 'no slip printer'),
+		($2, 'reminder', 'pending', 2, now() + interval '1 hour', now() - interval '1 hour',
+			'smtp: 451 4.3.0 <a@example.org> try later (message: PIN 123 456 789)')`, slipDoc, expired)
+	require.NoError(t, err)
+	_, err = e.pool().Exec(ctx, `INSERT INTO notifications (document_id, kind, channel, status, error, created_at)
+		VALUES ($1, 'loaded', 'slip', 'failed', 'no slip printer', now()), ($2, 'reminder', 'email', 'failed', 'smtp: 451', now())`, slipDoc, expired)
 	require.NoError(t, err)
 
 	// Every page of counter staff.
@@ -114,12 +122,26 @@ func TestConsoleInBrowser(t *testing.T) {
 	phone.Screenshot(t, "console/register-errors-phone")
 	check("/staff/documents/"+registered, "document-reserved", `!!document.querySelector(".timeline")`)
 	check("/staff/documents/"+slipDoc, "document-ready", `!!document.querySelector(".timeline")`)
+	assert.Contains(t, phone.Text(t, "table.undelivered tr[data-gave-up]"), "afhaalbewijs")
+	assert.Contains(t, phone.Text(t, "table.undelivered tr[data-gave-up]"), "geef het afhaalbewijs af")
 	// The deadline as the holder's messages word it (midnight: the end of the day before).
 	deadline, err := time.Parse(time.RFC3339, fmt.Sprint(e.document(slipDoc)["deadline"]))
 	require.NoError(t, err)
 	assert.Equal(t, notify.FormatDeadline("nl", deadline, time.Now()), phone.Text(t, "dl.details time"))
 	assert.Contains(t, phone.Text(t, "dl.details time"), "(tot middernacht)")
 	check("/staff/documents/"+expired, "document-expired", `!!document.querySelector(".timeline")`)
+	// Its own message that did not reach the holder: the channel, the
+	// attempts, the last error without address or PIN.
+	for _, v := range []*browsertest.Tab{desktop, phone} {
+		undelivered := v.Text(t, "table.undelivered tbody")
+		assert.Contains(t, undelivered, "Herinnering")
+		assert.Contains(t, undelivered, "e-mail")
+		assert.Contains(t, undelivered, "mislukte pogingen: 2")
+		assert.Contains(t, undelivered, "smtp: 451 4.3.0 <[address]> try later (message: PIN [number])")
+		assert.NotContains(t, undelivered, "a@example.org")
+		assert.NotContains(t, undelivered, "123 456 789")
+	}
+	assert.Equal(t, 1, evalInt(t, phone, `document.querySelectorAll("table.undelivered tbody tr").length`))
 	check("/staff/documents/"+slipDoc+"/slip", "slip-a4", `!!document.querySelector("article.slip img")`)
 	check("/staff/documents/"+slipDoc+"/slip?paper=80mm", "slip-80mm", `!!document.querySelector("article.slip img")`)
 	// Printed, only the slip shows.

@@ -341,6 +341,44 @@ func TestDocumentsListUndelivered(t *testing.T) {
 	}
 }
 
+// fixtureDocUndelivered: one document's ready message given up on SMS,
+// its reminder waiting for a retry on e-mail and SMS.
+var fixtureDocUndelivered = []notify.Undelivered{
+	{DocumentID: "d1", Kind: "loaded", GaveUp: true, Attempts: 12, Channels: []string{"sms"}, LastError: datum},
+	{DocumentID: "d1", Kind: "reminder", Attempts: 2, Channels: []string{"email", "sms"}, NextAt: fixtureNow.Add(time.Hour)},
+}
+
+// A document's page shows its own messages that did not reach the holder:
+// the channel, the attempts, the last error and what to do; a given-up
+// ready message of a document that left its compartment asks nothing.
+func TestDocumentUndelivered(t *testing.T) {
+	want := map[string][]string{
+		"en": {"Messages to this holder that did not arrive", "Ready for pickup, with the codes", "text message",
+			"Given up (attempts: 12)",
+			"The holder has no codes: hand over the pickup slip or make new codes.", "Reminder", "e-mail, text message",
+			"Next try 11:30:00 (failed attempts: 2)", "no error text", "Nothing: it is tried again by itself."},
+		"nl": {"Berichten aan deze houder die niet aankwamen", "Kanaal", "Laatste fout", "sms", "Opgegeven (pogingen: 12)", "geen foutmelding"},
+		"fr": {"Messages non arrivés à ce titulaire", "Canal", "Dernière erreur", "Abandonné (essais : 12)", "aucun message d'erreur"},
+		"de": {"Nicht angekommene Nachrichten an diesen Inhaber", "Kanal", "Letzter Fehler", "Aufgegeben (Versuche: 12)", "keine Fehlermeldung"},
+	}
+	left := map[string]string{"en": "Nothing any more: the document is no longer in the device.",
+		"nl": "Niets meer: het document is niet meer in het toestel.", "fr": "Plus rien : le document n'est plus dans l'appareil.",
+		"de": "Nichts mehr: das Dokument ist nicht mehr im Gerät."}
+	for _, lang := range Languages {
+		pages := renderAll(t, lang)
+		page := pages["document-notified"]
+		texts := strings.Join(visibleTexts(t, page), "\n")
+		for _, w := range want[lang] {
+			assert.Contains(t, texts, w, lang)
+		}
+		assert.Equal(t, 1, strings.Count(page, "data-gave-up"), lang)
+		assert.Contains(t, page, `<code>`+datum+`</code>`, "%s: the last error, as stored (made safe by notify)", lang)
+		assert.Less(t, strings.Index(page, `id="h-undelivered"`), strings.Index(page, `id="h-details"`), "%s: on top, since it asks for action", lang)
+		assert.Contains(t, strings.Join(visibleTexts(t, pages["document-expired"]), "\n"), left[lang], lang)
+		assert.NotContains(t, pages["document-registered"], `id="h-undelivered"`, "%s: nothing failed, no section", lang)
+	}
+}
+
 // renderAll renders every page and live fragment with data of every kind,
 // as an admin (who sees every button).
 func renderAll(t *testing.T, lang string) map[string]string {
@@ -389,8 +427,11 @@ func renderAll(t *testing.T, lang string) map[string]string {
 		dd := documentData{Doc: d, Site: store.Site{Name: datum}, Device: &dev, Comp: &comp, Devices: []store.Device{dev, oos},
 			Timeline: []step{{At: at, Text: datum, Who: datum, Detail: datum}}, CanReserve: true, CanUnres: true, CanCancel: true,
 			CanRenotify: true, CanReissue: true, CanSlip: true}
+		if st == lifecycle.Notified {
+			dd.Undelivered = fixtureDocUndelivered
+		}
 		if st == lifecycle.Expired {
-			dd = documentData{Doc: d, Site: store.Site{Name: datum}, SlipOnly: true}
+			dd = documentData{Doc: d, Site: store.Site{Name: datum}, SlipOnly: true, Undelivered: fixtureDocUndelivered[:1]}
 		}
 		do("document-"+string(st), "/staff/documents/d1", "document", dd, true)
 	}

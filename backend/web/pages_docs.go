@@ -303,6 +303,9 @@ type documentData struct {
 	Comp        *store.Compartment
 	Devices     []store.Device
 	Timeline    []step
+	// Undelivered are this document's messages that did not reach its
+	// holder: waiting for a retry, or given up (until pruned).
+	Undelivered []notify.Undelivered
 	Contact     string
 	SlipOnly    bool
 	CanReserve  bool
@@ -349,6 +352,9 @@ func (w *Web) document(rw http.ResponseWriter, q *req) error {
 	d.CanReissue = live && q.may("documents.reissue")
 	d.CanSlip = live && q.may("documents.slip")
 	if d.Timeline, err = w.documentTimeline(ctx, q, doc); err != nil {
+		return err
+	}
+	if d.Undelivered, err = notify.ListUndeliveredOf(ctx, w.o.Pool, doc.ID); err != nil {
 		return err
 	}
 	w.render(rw, q, http.StatusOK, "document", q.t.F("document.title", "number", doc.Number), d)

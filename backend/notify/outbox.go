@@ -539,7 +539,7 @@ func (x *Outbox) retry(ctx context.Context, tx pgx.Tx, r outboxRow, done []strin
 
 func (x *Outbox) giveUp(ctx context.Context, tx pgx.Tx, r outboxRow, errText string) error {
 	if _, err := tx.Exec(ctx, `UPDATE notify_outbox SET state = 'gave_up', sealed = NULL, attempts = attempts + 1,
-		last_error = $2 WHERE id = $1`, r.id, clip(errText)); err != nil {
+		last_error = $2, gave_up_at = $3 WHERE id = $1`, r.id, clip(errText), x.now().UTC()); err != nil {
 		return fmt.Errorf("notify: outbox give up: %w", err)
 	}
 	x.finished.WithLabelValues("gave_up").Inc()
@@ -630,8 +630,8 @@ func ListUndelivered(ctx context.Context, db store.DB, limit int) ([]Undelivered
 
 // ListUndeliveredOf lists one document's messages that did not reach its
 // holder, oldest first: those waiting for a retry after a failed attempt
-// and those given up, whatever the document's state, while their rows are
-// kept.
+// and those given up, whatever the document's state, until PruneGivenUp
+// deletes them or the document is purged.
 func ListUndeliveredOf(ctx context.Context, db store.DB, documentID string) ([]Undelivered, error) {
 	rows, err := db.Query(ctx, `SELECT `+undeliveredColumns+`
 		FROM notify_outbox o JOIN documents d ON d.id = o.document_id
@@ -666,4 +666,29 @@ func SafeError(s string) string {
 		s = strings.ToValidUTF8(s[:200], "") + "…"
 	}
 	return s
+}
+
+// DefaultGaveUpRetention is how long a given-up notification is kept for
+// staff after it was given up (and after its document left its
+// compartment) before PruneGivenUp deletes it.
+const DefaultGaveUpRetention = 30 * 24 * time.Hour
+
+// PruneGivenUp deletes, at most limit at a time, the given-up outbox rows
+// given up at or before cutoff whose document is no longer in its
+// compartment, and returns how many it deleted. The rows of a document
+// still loaded or notified stay whatever their age: staff must still see
+// that its holder was not reached, and a given-up reminder must keep the
+// reminder pass from queueing another one. Pending rows are never touched.
+func PruneGivenUp(ctx context.Context, db store.DB, cutoff time.Time, limit int) (int, error) {
+	if limit <= 0 || limit > 10000 {
+		limit = 10000
+	}
+	tag, err := db.Exec(ctx, `DELETE FROM notify_outbox WHERE id IN (SELECT o.id FROM notify_outbox o
+		JOIN documents d ON d.id = o.document_id
+		WHERE o.state = 'gave_up' AND o.gave_up_at <= $1 AND d.state NOT IN ('loaded', 'notified')
+		ORDER BY o.gave_up_at, o.id LIMIT $2)`, cutoff.UTC(), limit)
+	if err != nil {
+		return 0, fmt.Errorf("notify: prune given-up notifications: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
 }

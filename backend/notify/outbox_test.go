@@ -402,6 +402,68 @@ func TestListUndeliveredOf(t *testing.T) {
 	require.Equal(t, other.ID, of(other.ID)[0].DocumentID)
 }
 
+// A given-up row is out of the sender's due index (partial on pending
+// rows), records when it was given up, and is deleted by the reminder pass
+// once given up longer than the retention ago and its document left its
+// compartment: not before, not while the document is still loaded, and a
+// pending row never. Until then its document's page shows it.
+func TestPruneGivenUp(t *testing.T) {
+	t.Parallel()
+	f := newOfix(t, 3)
+	var pred string
+	require.NoError(t, f.st.Pool().QueryRow(f.ctx, `SELECT pg_get_expr(indpred, indrelid) FROM pg_index
+		WHERE indexrelid = 'notify_outbox_due_idx'::regclass`).Scan(&pred))
+	require.Equal(t, "(state = 'pending'::text)", pred, "given-up rows are not in the retry index")
+
+	loaded := f.loaded(t, "", "+32470123456")
+	collected := f.loaded(t, "", "+32470123457")
+	_, once := f.sender(t, OutboxOptions{MaxAttempts: 1})
+	f.sms.SetStatus(http.StatusServiceUnavailable)
+	require.Equal(t, 2, once.Drain(f.ctx))
+	gaveUp := f.clock.Now().UTC()
+	waiting := f.loaded(t, "", "+32470123458")
+	_, patient := f.sender(t, OutboxOptions{MaxAttempts: 5, RetryBase: time.Hour, RetryMax: time.Hour})
+	require.Equal(t, 1, patient.Drain(f.ctx))
+	for _, id := range []string{collected.ID, waiting.ID} {
+		_, err := f.svc.Collect(f.ctx, "device:l1", id)
+		require.NoError(t, err)
+	}
+	var at time.Time
+	require.NoError(t, f.st.Pool().QueryRow(f.ctx, `SELECT gave_up_at FROM notify_outbox WHERE document_id = $1`, collected.ID).Scan(&at))
+	require.Equal(t, gaveUp, at.UTC())
+	_, err := f.st.Pool().Exec(f.ctx, `UPDATE notify_outbox SET gave_up_at = NULL WHERE document_id = $1`, collected.ID)
+	require.Error(t, err, "a given-up row always says when")
+
+	pending := f.queued(t, waiting.ID, "pending") // its ready message, and the receipt of the collection
+	require.Equal(t, 2, pending)
+	r, err := NewReminders(RemindersOptions{Pool: f.st.Pool(), Service: f.svc, GaveUpRetention: 30 * 24 * time.Hour,
+		Clock: f.clock.Now, Logger: f.quiet})
+	require.NoError(t, err)
+	f.clock.Add(30*24*time.Hour - time.Second)
+	require.True(t, r.Pass(f.ctx))
+	require.Equal(t, 1, f.queued(t, collected.ID, "gave_up"), "kept for the retention")
+	u, err := ListUndeliveredOf(f.ctx, f.st.Pool(), collected.ID)
+	require.NoError(t, err)
+	require.Len(t, u, 1, "and shown on its page meanwhile")
+
+	f.clock.Add(time.Second)
+	require.True(t, r.Pass(f.ctx))
+	require.Zero(t, f.queued(t, collected.ID, "gave_up"), "pruned after the retention")
+	u, err = ListUndeliveredOf(f.ctx, f.st.Pool(), collected.ID)
+	require.NoError(t, err)
+	require.Empty(t, u)
+	require.Equal(t, 1, f.queued(t, loaded.ID, "gave_up"), "still in its compartment: kept")
+	require.Equal(t, pending, f.queued(t, waiting.ID, "pending"), "a pending row is never pruned")
+
+	_, err = f.svc.Collect(f.ctx, "device:l1", loaded.ID)
+	require.NoError(t, err)
+	n, err := PruneGivenUp(f.ctx, f.st.Pool(), f.clock.Now().Add(-30*24*time.Hour), 0)
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "gone once its document left, the retention long past")
+	require.Zero(t, f.queued(t, loaded.ID, "gave_up"))
+	require.Equal(t, pending, f.queued(t, waiting.ID, "pending"))
+}
+
 // What staff read of a stored failure: no address, number, PIN or token.
 func TestSafeError(t *testing.T) {
 	t.Parallel()

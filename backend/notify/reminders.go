@@ -73,6 +73,10 @@ type RemindersOptions struct {
 	Lead time.Duration
 	// Batch is the most documents reminded in one pass; default 200.
 	Batch int
+	// GaveUpRetention is how long a given-up notification of a document no
+	// longer in its compartment is kept before the pass deletes it
+	// (PruneGivenUp); default DefaultGaveUpRetention.
+	GaveUpRetention time.Duration
 	// Clock gives the time the due reminders are computed at; default time.Now.
 	Clock func() time.Time
 	// Logger; default slog.Default().
@@ -82,7 +86,8 @@ type RemindersOptions struct {
 }
 
 // Reminders sends the reminders that fall due: documents close to their
-// deadline whose holder got none yet. One replica at a time: a pass that
+// deadline whose holder got none yet; and prunes the outbox's given-up
+// notifications past their retention. One replica at a time: a pass that
 // finds another replica's lock taken is skipped.
 type Reminders struct {
 	pool   *pgxpool.Pool
@@ -90,6 +95,7 @@ type Reminders struct {
 	every  time.Duration
 	lead   time.Duration
 	batch  int
+	keep   time.Duration
 	now    func() time.Time
 	log    *slog.Logger
 	passes *prometheus.CounterVec
@@ -109,13 +115,16 @@ func NewReminders(o RemindersOptions) (*Reminders, error) {
 	if o.Batch <= 0 {
 		o.Batch = 200
 	}
+	if o.GaveUpRetention <= 0 {
+		o.GaveUpRetention = DefaultGaveUpRetention
+	}
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	r := &Reminders{pool: o.Pool, svc: o.Service, every: o.Every, lead: o.Lead, batch: o.Batch, now: o.Clock,
+	r := &Reminders{pool: o.Pool, svc: o.Service, every: o.Every, lead: o.Lead, batch: o.Batch, keep: o.GaveUpRetention, now: o.Clock,
 		log: o.Logger.With("part", "reminders"),
 		passes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_reminder_passes_total",
 			Help: "Reminder passes by result: done, skipped (another replica held the lock) or failed."}, []string{"result"})}
@@ -145,9 +154,10 @@ func (r *Reminders) Run(ctx context.Context) error {
 	}
 }
 
-// Pass sends the reminders due now, unless another replica is sending
-// reminders at the same time, and reports whether it ran. Failures are
-// logged: the next pass retries.
+// Pass sends the reminders due now and prunes the given-up notifications
+// past their retention, unless another replica is making a pass at the
+// same time, and reports whether it ran. Failures are logged: the next
+// pass retries.
 func (r *Reminders) Pass(ctx context.Context) bool {
 	conn, err := r.pool.Acquire(ctx)
 	if err != nil {
@@ -169,7 +179,14 @@ func (r *Reminders) Pass(ctx context.Context) bool {
 			r.log.Warn("unlock", "err", err)
 		}
 	}()
-	ids, err := DueReminders(ctx, r.pool, r.now().UTC(), r.lead, r.batch)
+	now := r.now().UTC()
+	if n, err := PruneGivenUp(ctx, r.pool, now.Add(-r.keep), 0); err != nil {
+		r.fail(ctx, "prune given-up notifications", err)
+		return false
+	} else if n > 0 {
+		r.log.Info("given-up notifications pruned", "count", n)
+	}
+	ids, err := DueReminders(ctx, r.pool, now, r.lead, r.batch)
 	if err != nil {
 		r.fail(ctx, "due reminders", err)
 		return false

@@ -91,10 +91,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	// message given up, a reminder waiting for its next try.
 	// The reminder's stored error carries what a server might echo: an
 	// address and a PIN; the document's page shows neither.
-	_, err := e.pool().Exec(ctx, `INSERT INTO notify_outbox (document_id, kind, state, attempts, next_at, created_at, last_error)
-		VALUES ($1, 'loaded', 'gave_up', 12, now(), now() - interval '1 hour', 'no slip printer'),
+	_, err := e.pool().Exec(ctx, `INSERT INTO notify_outbox (document_id, kind, state, attempts, next_at, created_at, last_error, gave_up_at)
+		VALUES ($1, 'loaded', 'gave_up', 12, now(), now() - interval '1 hour', 'no slip printer', now()),
 		($2, 'reminder', 'pending', 2, now() + interval '1 hour', now() - interval '1 hour',
-			'smtp: 451 4.3.0 <a@example.org> try later (message: PIN 123 456 789)')`, slipDoc, expired)
+			'smtp: 451 4.3.0 <a@example.org> try later (message: PIN 123 456 789)', NULL)`, slipDoc, expired)
 	require.NoError(t, err)
 	_, err = e.pool().Exec(ctx, `INSERT INTO notifications (document_id, kind, channel, status, error, created_at)
 		VALUES ($1, 'loaded', 'slip', 'failed', 'no slip printer', now()), ($2, 'reminder', 'email', 'failed', 'smtp: 451', now())`, slipDoc, expired)

@@ -297,12 +297,12 @@ type step struct {
 }
 
 type documentData struct {
-	Doc         store.Document
-	Site        store.Site
-	Device      *store.Device
-	Comp        *store.Compartment
-	Devices     []store.Device
-	Timeline    []step
+	Doc      store.Document
+	Site     store.Site
+	Device   *store.Device
+	Comp     *store.Compartment
+	Devices  []store.Device
+	Timeline []step
 	// Undelivered are this document's messages that did not reach its
 	// holder: waiting for a retry, or given up (until pruned).
 	Undelivered []notify.Undelivered

@@ -603,8 +603,13 @@ func (e *Engine) flushKept() bool {
 }
 
 // keepLoop retries the kept journal writes every keepRetry until ctx
-// ends.
+// ends. It waits on one timer of its own (stopped on the way out), like
+// the engine's other waits, so that a test's synctest bubble drives it:
+// the engine's Clock tells the time, it makes no timers.
 func (e *Engine) keepLoop(ctx context.Context) {
+	retry := time.NewTimer(keepRetry)
+	retry.Stop()
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -617,9 +622,10 @@ func (e *Engine) keepLoop(ctx context.Context) {
 		case <-e.keptWake:
 		}
 		for !e.flushKept() {
+			retry.Reset(keepRetry)
 			select {
 			case <-ctx.Done():
-			case <-time.After(keepRetry):
+			case <-retry.C:
 			}
 			if ctx.Err() != nil {
 				break

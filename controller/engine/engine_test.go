@@ -1427,6 +1427,60 @@ func TestSeed20261206101DoorOpenedOnAFullDisk(t *testing.T) {
 	})
 }
 
+// Kept journal writes are tried again every keepRetry while the disk is
+// full (not in a busy loop, not once and then never), and written at the
+// first retry after it has room again, not before; in order, each once.
+func TestKeptWritesRetriedEveryKeepRetry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var (
+			mu       sync.Mutex
+			full     bool
+			refusals int
+		)
+		r := newRig(t, rigOpts{caps: sensors, write: func(f *os.File, line []byte) (int, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if full {
+				refusals++
+				return 0, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
+			}
+			return f.Write(line)
+		}})
+		defer r.stop()
+		setFull := func(v bool) { mu.Lock(); full = v; mu.Unlock() }
+		refused := func() int { mu.Lock(); defer mu.Unlock(); return refusals }
+		synctest.Wait()
+		before := len(r.events())
+
+		setFull(true)
+		r.e.emitKept(wire.Event{Kind: wire.EvCommandRefused, CommandID: "c-1", Detail: "one"})
+		r.e.emitKept(wire.Event{Kind: wire.EvCommandRefused, CommandID: "c-2", Detail: "two"})
+		synctest.Wait() // keepLoop tried once more and waits for its timer
+		require.Equal(t, 2, r.e.KeptWrites())
+		n := refused()
+		require.Equal(t, 2, n, "the first write refused, then keepLoop's first try (the second waits behind the first)")
+		time.Sleep(5 * keepRetry)
+		synctest.Wait()
+		require.Equal(t, n+5, refused(), "one try every keepRetry while the disk is full")
+		require.Equal(t, 2, r.e.KeptWrites())
+
+		setFull(false)
+		time.Sleep(keepRetry - time.Millisecond)
+		synctest.Wait()
+		require.Equal(t, 2, r.e.KeptWrites(), "not before the next retry")
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		require.Zero(t, r.e.KeptWrites(), "written at the next retry")
+		evs := r.events()[before:]
+		require.Len(t, evs, 2)
+		require.Equal(t, []string{"c-1", "c-2"}, []string{evs[0].CommandID, evs[1].CommandID}, "in order, once each")
+		time.Sleep(10 * keepRetry)
+		synctest.Wait()
+		require.Len(t, r.events()[before:], 2)
+		require.Equal(t, n+5, refused())
+	})
+}
+
 // A kluisd killed while a pickup's events and outcome wait in memory for
 // a full disk: the intent is still open, and the restart decides the
 // pickup from the sensors (the document is gone: pickup_completed), with

@@ -47,6 +47,8 @@ func run(ctx context.Context, name string, env bench.Env, args []string) (bench.
 		return benchjournal.Run(ctx, env, args)
 	case "tap":
 		return tap.Run(ctx, env, args)
+	case "start":
+		return tap.RunStart(ctx, env, args)
 	}
 	return bench.Report{}, fmt.Errorf("%w %q", errUnknown, name)
 }

@@ -1,0 +1,381 @@
+package tap
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"kluis/bench"
+	"kluis/bench/chaos"
+	"kluis/controller/daemon/daemonclient"
+	"kluis/controller/engine"
+	"kluis/controller/kiosk/kioskclient"
+	"kluis/controller/offline"
+	"kluis/controller/pickupcode"
+	"kluis/deploy/dev/testenv"
+)
+
+// startOptions are the flags of "kluis-bench start".
+type startOptions struct {
+	runs int
+	taps int
+	baud int
+	dir  string
+	bins []string
+	env  []string
+	keep bool
+}
+
+func parseStart(args []string) (startOptions, string, error) {
+	fs := flag.NewFlagSet("start", flag.ContinueOnError)
+	runs := fs.Int("runs", 20, "kluisd starts (each binary starts this many times, the binaries taking turns)")
+	taps := fs.Int("taps", 48, "offline QR taps through the kiosk API after each start, before the second RSS reading (0: none)")
+	baud := fs.Int("baud", 9600, "the lock board's baud rate (kluisd's hardware.serial.baud)")
+	dir := fs.String("dir", os.TempDir(), "directory under which kluisd's journal is made")
+	bins := fs.String("bin", "", "comma-separated kluisd binaries to compare, started in turn (paired runs); default: ./cmd/kluisd built as `make dist` does (CGO_ENABLED=0, -trimpath)")
+	env := fs.String("env", "", "comma-separated NAME=value pairs added to kluisd's environment (e.g. GOGC=50 or GODEBUG=inittrace=1)")
+	keep := fs.Bool("keep", false, "keep the run directories (kluisd's logs and journals) under -dir and print where")
+	if err := fs.Parse(args); err != nil {
+		return startOptions{}, "", err
+	}
+	o := startOptions{runs: *runs, taps: *taps, baud: *baud, dir: *dir, keep: *keep}
+	if *bins != "" {
+		o.bins = strings.Split(*bins, ",")
+	}
+	if *env != "" {
+		o.env = strings.Split(*env, ",")
+	}
+	if o.runs < 1 || o.taps < 0 || o.baud < 1200 {
+		return startOptions{}, "", errors.New("start: want -runs >= 1, -taps >= 0, -baud >= 1200")
+	}
+	cmd := fmt.Sprintf("go run ./cmd/kluis-bench start -runs %d -taps %d -baud %d", o.runs, o.taps, o.baud)
+	if *bins != "" {
+		cmd += " -bin " + *bins
+	}
+	if *env != "" {
+		cmd += " -env " + *env
+	}
+	return o, cmd, nil
+}
+
+// startSample is one start of kluisd.
+type startSample struct {
+	notified time.Duration // exec to READY=1 (sd_notify)
+	healthy  time.Duration // exec to the first /healthz that says ready
+	readyRSS float64       // resident memory when READY=1 arrived
+	anon     float64       // of which anonymous (heap, stacks, runtime), the rest file-backed (the binary's pages)
+	tapRSS   float64       // resident memory after the taps
+}
+
+// RunStart is kluis-bench's "start" subcommand: kluisd's start and memory,
+// repeated so that the figure is not one sample on a busy machine.
+//
+// Each run starts kluisd (the production build) with a fresh journal
+// directory, the simulator's lock board on a fresh pseudo-terminal at the
+// configured baud rate, an offline cache of 16 codes and a broker address
+// that refuses connections (kluisd's readiness does not wait for the
+// broker: docs/kluisd.md, "Start-up"). It measures exec to READY=1
+// (sd_notify, what systemd's Type=notify waits for), exec to the first
+// /healthz that says ready (polled every 2 ms), the resident memory when
+// READY=1 arrived, and again after -taps offline QR taps through the kiosk
+// API (each opens a door; the simulated citizen closes it). With several
+// -bin the binaries take turns, so a comparison is paired: both see the
+// same machine load.
+func RunStart(ctx context.Context, env bench.Env, args []string) (bench.Report, error) {
+	o, cmdline, err := parseStart(args)
+	if err != nil {
+		return bench.Report{}, err
+	}
+	if env.Out == nil {
+		env.Out = io.Discard
+	}
+	dir, err := os.MkdirTemp(o.dir, "kluis-bench-start-")
+	if err != nil {
+		return bench.Report{}, fmt.Errorf("start: %w", err)
+	}
+	if o.keep {
+		fmt.Fprintf(env.Out, "start: keeping %s\n", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	bins := o.bins
+	if len(bins) == 0 {
+		bin := filepath.Join(dir, "kluisd")
+		if err := buildShipped(ctx, bin); err != nil {
+			return bench.Report{}, err
+		}
+		bins = []string{bin}
+	}
+	load0 := loadAvg()
+	samples := make([][]startSample, len(bins))
+	for run := 0; run < o.runs; run++ {
+		for i, bin := range bins {
+			s, err := startOnce(ctx, o, filepath.Join(dir, fmt.Sprintf("run-%d-%d", run, i)), bin)
+			if err != nil {
+				return bench.Report{}, fmt.Errorf("start: %s, run %d: %w", bin, run+1, err)
+			}
+			samples[i] = append(samples[i], s)
+			fmt.Fprintf(env.Out, "start: %s run %d: READY=1 %s, /healthz %s, RSS %.1f MB at READY=1 (%.1f MB anonymous), %.1f MB after %d taps\n",
+				filepath.Base(bin), run+1, ms(s.notified), ms(s.healthy), s.readyRSS/1e6, s.anon/1e6, s.tapRSS/1e6, o.taps)
+		}
+	}
+	load1 := loadAvg()
+	rep := bench.Report{Name: "start", Command: cmdline,
+		Params: map[string]any{"runs": o.runs, "taps": o.taps, "baud": o.baud, "binaries": strings.Join(bins, ","), "env": strings.Join(o.env, ",")}}
+	for i, bin := range bins {
+		var notified, healthy []time.Duration
+		var ready, anon, tapped []float64
+		for _, s := range samples[i] {
+			notified, healthy = append(notified, s.notified), append(healthy, s.healthy)
+			ready, anon, tapped = append(ready, s.readyRSS/1e6), append(anon, s.anon/1e6), append(tapped, s.tapRSS/1e6)
+		}
+		name := ""
+		if len(bins) > 1 {
+			name = fmt.Sprintf(" [%s]", bin)
+		}
+		rep.Figures = append(rep.Figures,
+			bench.Figure{Name: "kluisd start, exec to READY=1, median" + name, Unit: "ms", LowerIsBetter: true, Goal: 1,
+				Value: msf(bench.Percentile(notified, 50)), Floor: 10,
+				Notes: fmt.Sprintf("p90 %s, min %s, max %s over %d starts; /healthz ready: median %s, p90 %s; floor: issue 14's figure",
+					ms(bench.Percentile(notified, 90)), ms(bench.Percentile(notified, 0)), ms(bench.Percentile(notified, 100)), len(notified),
+					ms(bench.Percentile(healthy, 50)), ms(bench.Percentile(healthy, 90)))},
+			bench.Figure{Name: "kluisd resident memory at READY=1, median" + name, Unit: "MB", LowerIsBetter: true, Goal: 1,
+				Value: bench.Median(ready), Floor: 14,
+				Notes: fmt.Sprintf("%s; anonymous (heap, stacks, runtime) median %.1f MB, the rest the binary's file-backed pages", minMax(ready), bench.Median(anon))},
+			bench.Figure{Name: fmt.Sprintf("kluisd resident memory after %d offline QR taps, median%s", o.taps, name), Unit: "MB", LowerIsBetter: true, Goal: 1,
+				Value: bench.Median(tapped), Floor: 14, Notes: minMax(tapped)})
+	}
+	rep.Notes = append(rep.Notes,
+		fmt.Sprintf("load average (1, 5, 15 min) before: %s; after: %s", load0, load1),
+		"each start: a fresh journal directory with an offline cache of 16 codes, the simulator's Kluis lock board on a fresh pty, MQTT at a port that refuses (readiness does not wait for the broker); READY=1 read from a NOTIFY_SOCKET, /healthz polled every 2 ms, RSS from /proc/<pid>/status")
+	return rep, nil
+}
+
+// minMax notes the spread of xs (MB) for a memory figure.
+func minMax(xs []float64) string {
+	lo, hi := xs[0], xs[0]
+	for _, x := range xs {
+		lo, hi = min(lo, x), max(hi, x)
+	}
+	return fmt.Sprintf("min %.1f, max %.1f MB over %d starts; floor: issue 14's figure", lo, hi, len(xs))
+}
+
+// loadAvg is /proc/loadavg's first three fields.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// buildShipped builds ./cmd/kluisd to out the way `make dist` builds what
+// is shipped: CGO_ENABLED=0 (a static binary: no libc, no dynamic loader)
+// and -trimpath. The default build links libc dynamically (net and os/user
+// use cgo), which adds about 1.7 MB of resident memory and the loader's
+// work to every start.
+func buildShipped(ctx context.Context, out string) error {
+	root, err := chaos.ModuleRoot()
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "./cmd/kluisd")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("start: go build: %w\n%s", err, b)
+	}
+	return nil
+}
+
+// startOnce starts bin in dir once, measures, taps and stops it.
+func startOnce(ctx context.Context, o startOptions, dir, bin string) (s startSample, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return s, err
+	}
+	bctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	b, err := openBoard(bctx, device)
+	if err != nil {
+		return s, err
+	}
+	defer b.close()
+	for c := 0; c < comps; c++ {
+		if err := b.dev.Load(0, c, 0, fmt.Sprintf("doc-%d", c)); err != nil {
+			return s, err
+		}
+	}
+	// The offline cache kluisd finds in its journal directory, and the key
+	// its QR codes are signed with.
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return s, err
+	}
+	keyFile := filepath.Join(dir, "offline.pub")
+	if err := os.WriteFile(keyFile, []byte(pickupcode.FormatPublicKey(pub)+"\n"), 0o600); err != nil {
+		return s, err
+	}
+	journalDir := filepath.Join(dir, "journal")
+	if err := os.MkdirAll(journalDir, 0o700); err != nil {
+		return s, err
+	}
+	cache, err := offline.Open(journalDir, device, pub)
+	if err != nil {
+		return s, err
+	}
+	r := &rig{}
+	sync, err := r.makeCodes(priv)
+	if err != nil {
+		return s, err
+	}
+	if err := cache.Apply(sync); err != nil {
+		return s, err
+	}
+	var addrs [2]string
+	for i := range addrs {
+		if addrs[i], err = testenv.PickAddr(); err != nil {
+			return s, err
+		}
+	}
+	y := b.yaml(device, "{url: tcp://127.0.0.1:1}", o.baud, journalDir,
+		fmt.Sprintf("kiosk: {listen: %q}\nmetrics_listen: %q\noffline: {public_key_file: %s}\n", addrs[0], addrs[1], keyFile))
+	conf := filepath.Join(dir, "kluisd.yaml")
+	if err := os.WriteFile(conf, []byte(y), 0o600); err != nil {
+		return s, err
+	}
+	sock := filepath.Join(dir, "notify.sock")
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		return s, fmt.Errorf("notify socket: %w", err)
+	}
+	defer notify.Close()
+	logPath := filepath.Join(dir, "kluisd.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return s, err
+	}
+	defer logf.Close()
+	logTail := func() string {
+		b, _ := os.ReadFile(logPath)
+		if len(b) > 4000 {
+			b = b[len(b)-4000:]
+		}
+		return string(b)
+	}
+	cmd := exec.Command(bin, "-config", conf)
+	cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET="+sock), o.env...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		return s, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+			if err == nil {
+				err = errors.New("kluisd did not stop within 15 s of SIGINT")
+			}
+		}
+	}()
+	type note struct {
+		at        time.Duration
+		rss, anon float64
+	}
+	notified := make(chan note, 1)
+	go func() {
+		_ = notify.SetReadDeadline(time.Now().Add(30 * time.Second))
+		buf := make([]byte, 256)
+		for {
+			n, err := notify.Read(buf)
+			if err != nil {
+				notified <- note{}
+				return
+			}
+			if strings.Contains(string(buf[:n]), "READY=1") {
+				at := time.Since(t0)
+				notified <- note{at, bench.ProcRSS(cmd.Process.Pid), procStatus(cmd.Process.Pid, "RssAnon:")}
+				return
+			}
+		}
+	}()
+	health := daemonclient.New(addrs[1], daemonclient.Options{HTTP: &http.Client{Timeout: 2 * time.Second}})
+	for {
+		if h, err := health.Health(ctx); err == nil && h.Ready {
+			break
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			return s, fmt.Errorf("kluisd exited before it was ready: %v\n%s", err, logTail())
+		default:
+		}
+		if time.Since(t0) > 30*time.Second {
+			return s, fmt.Errorf("kluisd not ready within 30 s\n%s", logTail())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	s.healthy = time.Since(t0)
+	n := <-notified
+	if n.at == 0 {
+		return s, fmt.Errorf("kluisd sent no READY=1 within 30 s\n%s", logTail())
+	}
+	s.notified, s.readyRSS, s.anon = n.at, n.rss, n.anon
+	kc := kioskclient.New("http://" + addrs[0])
+	for i := 0; i < o.taps; i++ {
+		c := r.codes[i%len(r.codes)]
+		if _, err := b.tap(ctx, c.comp,
+			func(ctx context.Context) (engine.Screen, error) {
+				return kc.Post(ctx, "/kiosk/v1/pickup", map[string]string{"qr": c.token})
+			},
+			func() bool {
+				dg, err := kc.Diagnostics(ctx)
+				if err != nil || len(dg.Busy) > 0 {
+					time.Sleep(5 * time.Millisecond)
+					return false
+				}
+				return true
+			}); err != nil {
+			return s, fmt.Errorf("tap %d: %w\n%s", i+1, err, logTail())
+		}
+	}
+	s.tapRSS = bench.ProcRSS(cmd.Process.Pid)
+	return s, nil
+}
+
+// procStatus is a memory field of /proc/<pid>/status (kB) in bytes; 0 when
+// unknown.
+func procStatus(pid int, field string) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}

@@ -240,7 +240,7 @@ func Run(ctx context.Context, o Options) error {
 	run("sd_notify", func() error {
 		// Healthy: the engine's and the journal's locks can be taken (a
 		// deadlock stops the pings and systemd restarts kluisd).
-		sd.watchdog(ctx, o.Watchdog, eng.Ready, func() bool { _ = j.OutboxLen(); return eng.Ready() })
+		sd.watchdog(ctx, o.Watchdog, eng.ReadyC(), func() bool { _ = j.OutboxLen(); return eng.Ready() })
 		return nil
 	})
 	log.Info("kluisd started", "kiosk", kioskLn.Addr().String(), "kind", cfg.Kind, "compartments", len(cfg.Compartments))

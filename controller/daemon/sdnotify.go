@@ -34,24 +34,20 @@ func (n notifier) send(state string) error {
 	return nil
 }
 
-// watchdog sends READY=1 when ready() first holds, then WATCHDOG=1 every
-// interval/2 while healthy() holds (a stuck engine stops the pings and
-// systemd restarts kluisd), until ctx ends.
-func (n notifier) watchdog(ctx context.Context, interval time.Duration, ready, healthy func() bool) {
+// watchdog sends READY=1 as soon as ready is closed (start-up complete),
+// then WATCHDOG=1 every interval/2 while healthy() holds (a stuck engine
+// stops the pings and systemd restarts kluisd), until ctx ends.
+func (n notifier) watchdog(ctx context.Context, interval time.Duration, ready <-chan struct{}, healthy func() bool) {
 	if n.socket == "" {
 		return
 	}
-	// Looked at every 5 ms: kluisd is ready a few milliseconds after its
-	// start, and systemd counts the start until READY=1 (a 100 ms tick
-	// made a 10 ms start look like 110 ms: kluis-bench tap).
-	t := time.NewTicker(5 * time.Millisecond)
-	defer t.Stop()
-	for !ready() {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	// Waited for, not polled: systemd counts the start until READY=1, and
+	// a polling tick (100 ms, later 5 ms) added up to a tick to every
+	// start (kluis-bench start).
+	select {
+	case <-ctx.Done():
+		return
+	case <-ready:
 	}
 	_ = n.send("READY=1")
 	if interval <= 0 {

@@ -220,6 +220,7 @@ type Engine struct {
 	commands  map[string]time.Time // command id -> expiry
 	staff     *staffSession
 	ready     bool
+	readyC    chan struct{} // closed when ready becomes true
 	wg        sync.WaitGroup
 	runCtx    context.Context
 
@@ -282,7 +283,7 @@ func New(o Options) (*Engine, error) {
 	e := &Engine{o: o, cfg: o.Config, log: o.Logger.With("part", "engine"), now: o.Clock, drv: o.Driver, j: o.Journal,
 		keptWake: make(chan struct{}, 1), boardDown: map[int]bool{}, boardErrs: map[int]int64{}, boardGen: map[int]int{}, boardAlarmed: map[int]bool{},
 		boardRebootN: map[int]int64{}, boardWatchdogN: map[int]int64{}, boardRebootAt: map[int][]time.Time{}, rebootAlarm: map[int]bool{},
-		active: map[hardware.Address]*op{}, changed: make(chan struct{}),
+		active: map[hardware.Address]*op{}, changed: make(chan struct{}), readyC: make(chan struct{}),
 		used: map[string]usedCode{}, commands: map[string]time.Time{}, codeLocks: map[string]codeLock{}}
 	e.pin.lim.Store(pickupcode.NewLimiter(o.Config.Lockout.Limits(), pickupcode.LimiterState{}))
 	e.mech, _ = o.Driver.(hardware.Mechanism)

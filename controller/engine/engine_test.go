@@ -1846,3 +1846,41 @@ func TestSeed20261206101IntentCarriesTheBootID(t *testing.T) {
 		require.Equal(t, uint32(77), boot, "to the journaled boot, not the board's current one")
 	})
 }
+
+// ReadyC is closed exactly when start-up is complete: not before Run, and
+// with Ready true once it is closed (kluisd sends systemd's READY=1 on it).
+func TestReadyC(t *testing.T) {
+	dir := t.TempDir()
+	j, recs, _, err := journal.Open(journal.Options{Dir: dir, DeviceID: device})
+	require.NoError(t, err)
+	defer j.Close()
+	f := hardwaretest.New(hardwaretest.Options{Boards: []hardware.BoardInfo{{Address: 0, Channels: 16}, {Address: 1, Channels: 16}}})
+	e, err := New(Options{Config: testConfig(t, config.KindLocker, dir), Driver: f, Journal: j, Replay: recs,
+		Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	select {
+	case <-e.ReadyC():
+		t.Fatal("ReadyC closed before Run")
+	default:
+	}
+	require.False(t, e.Ready())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	select {
+	case <-e.ReadyC():
+	case err := <-done:
+		t.Fatalf("Run ended before ready: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("ReadyC not closed within 10 s")
+	}
+	require.True(t, e.Ready())
+	// The inventory ran before: the boards were described.
+	described := false
+	for _, c := range f.Calls() {
+		described = described || c.Op == hardwaretest.OpDescribe
+	}
+	require.True(t, described, "Describe called before ready")
+	cancel()
+	require.NoError(t, <-done)
+}

@@ -52,7 +52,10 @@ func (e *Engine) Run(ctx context.Context) error {
 		}()
 	}
 	e.mu.Lock()
-	e.ready = true
+	if !e.ready {
+		e.ready = true
+		close(e.readyC)
+	}
 	e.mu.Unlock()
 	e.log.Info("kluisd engine running", "compartments", len(e.comps), "driver", e.info.Kind)
 	select {
@@ -70,6 +73,10 @@ func (e *Engine) Ready() bool {
 	defer e.mu.Unlock()
 	return e.ready
 }
+
+// ReadyC is closed when start-up is complete (Ready turns true), so that
+// kluisd can tell systemd at once (READY=1) instead of polling Ready.
+func (e *Engine) ReadyC() <-chan struct{} { return e.readyC }
 
 // inventory compares the boards the driver found with the configuration
 // (and reports a damaged journal first).

@@ -215,11 +215,14 @@ type Driver struct {
 	log *slog.Logger
 	m   *metrics
 
-	lineMu sync.Mutex // serialises the line; guards port, dec, lastRx, errCounts
+	lineMu sync.Mutex // serialises the line; guards port, dec, lastRx, relocked, errCounts
 	port   Port
 	dec    kluisproto.Decoder
 	lastRx time.Time
 	buf    [256]byte
+	// relocked holds the boards that acknowledged RELOCK_ALL with no other
+	// frame written to the line since: Close need not relock them again.
+	relocked map[int]bool
 
 	cmu       sync.Mutex // guards errCounts (read by FrameErrors without the line)
 	errCounts map[string]uint64
@@ -300,6 +303,7 @@ func New(o Options) (*Driver, error) {
 		m:         m,
 		boards:    map[int]*board{},
 		errCounts: map[string]uint64{},
+		relocked:  map[int]bool{},
 	}
 	for _, b := range o.Boards {
 		d.boards[b] = &board{addr: b}
@@ -476,6 +480,9 @@ func (d *Driver) exchangeT(ctx context.Context, addr int, req kluisproto.Message
 				last = fmt.Errorf("kluisbus: board %d: %w", addr, nak)
 				continue
 			}
+			if _, ok := reply.(*kluisproto.RelockAllReply); ok {
+				d.relocked[addr] = true
+			}
 			return reply, nil
 		}
 		if ctx.Err() != nil {
@@ -510,6 +517,11 @@ func (d *Driver) attemptLocked(ctx context.Context, addr int, req kluisproto.Mes
 	// Bytes still waiting belong to an earlier exchange (a late answer).
 	d.drainLocked(p)
 	defer func() { d.lastRx = time.Now() }()
+	if _, ok := req.(*kluisproto.RelockAllRequest); !ok {
+		// Any other frame (an UNLOCK among them) makes every board's last
+		// relock stale.
+		clear(d.relocked)
+	}
 	if _, err := p.Write(raw); err != nil {
 		return nil, fmt.Errorf("kluisbus: write: %w", err)
 	}
@@ -1084,15 +1096,48 @@ func (d *Driver) Halt() error {
 	return errors.Join(errs...)
 }
 
-// Close halts every board and closes the port. Safe to call more than
-// once; Watch returns an error wrapping hardware.ErrHalted.
+// Close halts every board and closes the port; a board that acknowledged
+// Halt's relock with no frame on the line since is not relocked again.
+// Safe to call more than once; Watch returns an error wrapping
+// hardware.ErrHalted.
 func (d *Driver) Close() error {
+	// No command is accepted from here on.
+	d.mu.Lock()
+	wasHalted := d.halted
+	d.halted = true
+	d.mu.Unlock()
+	// Every board acknowledged a relock and nothing went out on the line
+	// since (kluisd's start-up halts a fresh driver, then closes it): the
+	// port is closed under the same hold of the line, so no frame can slip
+	// in, and relocking again would only cost an exchange and the
+	// inter-frame gap (4 ms at 9600 baud).
+	d.lineMu.Lock()
+	clean := true
+	for _, b := range d.o.Boards {
+		clean = clean && d.relocked[b]
+	}
+	if clean {
+		defer d.lineMu.Unlock()
+		d.mu.Lock()
+		d.closed = true
+		d.mu.Unlock()
+		return d.closePortLocked(nil)
+	}
+	d.lineMu.Unlock()
+	if !wasHalted {
+		d.log.Info("halting: relocking every board")
+	}
 	herr := d.Halt()
 	d.mu.Lock()
 	d.closed = true
 	d.mu.Unlock()
 	d.lineMu.Lock()
 	defer d.lineMu.Unlock()
+	return d.closePortLocked(herr)
+}
+
+// closePortLocked closes the port (under lineMu), joining its error to herr.
+func (d *Driver) closePortLocked(herr error) error {
 	if d.port == nil {
 		return herr
 	}

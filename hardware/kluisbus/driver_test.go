@@ -686,6 +686,85 @@ func TestHaltAndClose(t *testing.T) {
 	}
 }
 
+// Close relocks again unless every board acknowledged a relock with no
+// frame on the line since (kluisd's start-up: Halt, then Close): a frame
+// after the halt, a board that did not answer it, or no halt at all make
+// Close relock.
+func TestCloseRelocksUnlessJustHalted(t *testing.T) {
+	ctx := context.Background()
+	relocks := func(e *emulator, a byte) (n int) {
+		e.with(func() { n = e.boards[a].relocks })
+		return n
+	}
+	e := newEmulator(t, 11)
+	e.addBoard(0, 8)
+	e.addBoard(3, 8)
+
+	// Halted, nothing since: Close closes without a second relock.
+	d, _ := newDriver(t, e, Options{Boards: []int{0, 3}})
+	if err := d.Pulse(ctx, hardware.Address{Board: 3, Channel: 1}, 5*time.Second, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Halt(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if relocks(e, 0) != 1 || relocks(e, 3) != 1 {
+		t.Fatalf("relocks after Halt and Close: %d, %d; want 1, 1", relocks(e, 0), relocks(e, 3))
+	}
+	e.with(func() {
+		if !e.boards[3].locked.Get(1) {
+			t.Error("lock still energised after Halt and Close")
+		}
+	})
+
+	// A frame after the halt (a status read): Close relocks again.
+	d, _ = newDriver(t, e, Options{Boards: []int{0, 3}})
+	if err := d.Halt(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.States(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if relocks(e, 0) != 3 || relocks(e, 3) != 3 {
+		t.Fatalf("relocks with a frame between Halt and Close: %d, %d; want 3, 3", relocks(e, 0), relocks(e, 3))
+	}
+
+	// No halt before: Close relocks (and a pulse under way ends).
+	d, _ = newDriver(t, e, Options{Boards: []int{0, 3}})
+	if err := d.Pulse(ctx, hardware.Address{Board: 0, Channel: 2}, 5*time.Second, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if relocks(e, 0) != 4 || relocks(e, 3) != 4 {
+		t.Fatalf("relocks by Close alone: %d, %d; want 4, 4", relocks(e, 0), relocks(e, 3))
+	}
+	e.with(func() {
+		if !e.boards[0].locked.Get(2) {
+			t.Error("lock still energised after Close")
+		}
+	})
+
+	// A board that did not answer the halt: Close relocks the bus again.
+	d, _ = newDriver(t, e, Options{Boards: []int{0, 3, 5}})
+	if err := d.Halt(); err == nil {
+		t.Fatal("Halt with board 5 missing: no error")
+	}
+	if err := d.Close(); err == nil {
+		t.Fatal("Close with board 5 missing: no error")
+	}
+	if relocks(e, 0) != 6 || relocks(e, 3) != 6 {
+		t.Fatalf("relocks with a board missing: %d, %d; want 6, 6", relocks(e, 0), relocks(e, 3))
+	}
+}
+
 func TestNewValidates(t *testing.T) {
 	if _, err := New(Options{}); err == nil {
 		t.Fatal("no port accepted")

@@ -275,6 +275,19 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 1, refusals, "device.command_refused audited")
+	// So is an answer the device refused (a forged verify/res).
+	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvResponseRefused, At: time.Now().UTC(),
+		RequestID: "req-forged-1", Detail: "verify/res: no sig: wire: answer not signed"})
+	testenv.Eventually(t, "the answer refusal's ack", func() bool { return len(dev.received(wire.KindAck)) > 5 })
+	refusals = 0
+	for _, it := range s.call("GET", "/api/v1/audit?subject=device:k1&limit=200", nil, 200)["items"].([]any) {
+		m := it.(map[string]any)
+		if m["action"] == "device.response_refused" {
+			assert.Equal(t, "req-forged-1", m["details"].(map[string]any)["request_id"])
+			refusals++
+		}
+	}
+	assert.Equal(t, 1, refusals, "device.response_refused audited")
 	v := s.call("GET", "/api/v1/audit/verify", nil, 200)
 	assert.Equal(t, true, v["ok"])
 
@@ -323,7 +336,7 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 
 	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvAlarm, At: time.Now().UTC(),
 		Alarm: wire.AlarmDoorLeftOpen, Addr: &wire.Address{Board: 0, Channel: 3}})
-	testenv.Eventually(t, "the alarm's ack", func() bool { return len(dev.received(wire.KindAck)) > 5 })
+	testenv.Eventually(t, "the alarm's ack", func() bool { return len(dev.received(wire.KindAck)) > 6 })
 
 	m := s.metrics()
 	assert.Contains(t, m, `kluis_device_alarms_total{alarm="door_left_open"} 1`)

@@ -33,6 +33,9 @@ type realBackend struct {
 	// password is dev's MQTT password, in passwordFile.
 	password, passwordFile string
 	mails                  string
+	// pubKeyFile holds the backend's signing.pub, kluisd's
+	// offline.public_key_file: without it kluisd acts on no answer.
+	pubKeyFile string
 }
 
 // compartment is one of a device's compartments as the backend knows it:
@@ -72,12 +75,20 @@ func startRealBackend(t *testing.T, dev, kind string, comps []compartment, o ser
 	require.NoError(t, err)
 	b.password, b.passwordFile = pw, filepath.Join(dir, "mqtt.pw")
 	require.NoError(t, os.WriteFile(b.passwordFile, []byte(pw+"\n"), 0o600))
+	b.pubKeyFile = filepath.Join(dir, "signing.pub")
+	require.NoError(t, os.WriteFile(b.pubKeyFile, []byte(b.Options.Keys.PublicBase64()+"\n"), 0o600))
 	return b
 }
 
 // mqttConfig is kluisd's mqtt section for this backend.
 func (b *realBackend) mqttConfig() string {
 	return fmt.Sprintf("{url: tcp://%s, username: %s, password_file: %s}", b.Broker, b.dev, b.passwordFile)
+}
+
+// offlineConfig is kluisd's offline section for this backend: its public
+// key, which checks commands, answers and QR tokens.
+func (b *realBackend) offlineConfig() string {
+	return fmt.Sprintf("{public_key_file: %s}", b.pubKeyFile)
 }
 
 // loadDocuments registers, reserves and loads n documents (one per

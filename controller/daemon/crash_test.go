@@ -175,9 +175,10 @@ hardware: {driver: simfile, simfile: %s}
 journal_dir: %s
 kiosk: {listen: "%s"}
 metrics_listen: "off"
+offline: %s
 timeouts: {door_open_detect: 2s, verify: 2s, resume_window: 60s}
 compartments:
-%s`, dev, be.mqttConfig(), filepath.Join(dir, "board.sim"), filepath.Join(dir, "journal"), kiosk, comps.String())), 0o600))
+%s`, dev, be.mqttConfig(), filepath.Join(dir, "board.sim"), filepath.Join(dir, "journal"), kiosk, be.offlineConfig(), comps.String())), 0o600))
 
 	pending := func() []string {
 		var out []string

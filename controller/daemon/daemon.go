@@ -151,6 +151,11 @@ func Run(ctx context.Context, o Options) error {
 		Password: password, TLS: mqttTLS, DeviceID: cfg.DeviceID, Software: o.Software, Journal: j, Logger: log, Registry: reg,
 		HeartbeatEvery: cmp.Or(o.HeartbeatEvery, cfg.MQTT.HeartbeatEvery), ResendAfter: cfg.MQTT.ResendAfter,
 		Command: func(ctx context.Context, c wire.Command) wire.CommandResult { return eng.HandleCommand(ctx, c) },
+		// Only answers the backend signed for this device and request are
+		// acted on; without the key none is (every pickup is then checked
+		// offline, staff cannot log in).
+		ResponseKey: pub,
+		Refused:     func(k wire.Kind, id, why string) { eng.RefuseResponse(k, id, why) },
 		Heartbeat: func(ctx context.Context) wire.Heartbeat {
 			d := eng.Diagnostics(ctx)
 			return wire.Heartbeat{Boards: d.Boards, Doors: d.Doors, OfflineCache: d.OfflineCache, CacheVersion: d.CacheVersion}

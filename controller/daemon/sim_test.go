@@ -75,9 +75,10 @@ hardware: %s
 journal_dir: %s
 kiosk: {listen: "%s"}
 metrics_listen: "off"
+offline: %s
 timeouts: {door_open_detect: 5s, verify: 3s, present: 10s}
 compartments:
-%s`, dev, kind, be.mqttConfig(), hw, filepath.Join(dir, "journal"), kiosk, comps)), config.ParseOptions{})
+%s`, dev, kind, be.mqttConfig(), hw, filepath.Join(dir, "journal"), kiosk, be.offlineConfig(), comps)), config.ParseOptions{})
 			require.NoError(t, err)
 			ids, tokens := be.loadDocuments(1)
 			doc := ids[0]

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"kluis/controller/offline"
@@ -83,8 +84,9 @@ func (e *Engine) HandleCommand(ctx context.Context, c wire.Command) wire.Command
 	return res
 }
 
-// refusedEventsPerMinute bounds the command_refused events a flood of bad
-// commands can put in the journal; the metric counts every refusal.
+// refusedEventsPerMinute bounds the command_refused and response_refused
+// events (together) a flood of bad commands or answers can put in the
+// journal; the metrics count every refusal.
 const refusedEventsPerMinute = 10
 
 // refuseCommand counts, logs and (within refusedEventsPerMinute) reports a
@@ -92,22 +94,43 @@ const refusedEventsPerMinute = 10
 func (e *Engine) refuseCommand(c wire.Command, res wire.CommandResult, why string) {
 	e.m.commands.WithLabelValues(string(c.Kind), string(res.Status)).Inc()
 	e.log.Warn("command refused", "id", c.ID, "kind", c.Kind, "status", res.Status, "why", why)
+	if !e.reportRefusal() {
+		return
+	}
+	e.emitKept(wire.Event{Kind: wire.EvCommandRefused, CommandID: c.ID, Detail: refusalDetail(string(c.Kind), why)})
+}
+
+// RefuseResponse reports (within refusedEventsPerMinute) an answer to this
+// device's own verify or staff request that was refused (kind verify/res or
+// staff/res, the request's id, why) as a response_refused event for the
+// backend's audit trail. The link refused it before anything was done on
+// it (controller/link counts every one); nothing is opened.
+func (e *Engine) RefuseResponse(kind wire.Kind, requestID, why string) {
+	if wire.ValidID(requestID) != nil || !e.reportRefusal() {
+		return
+	}
+	e.emitKept(wire.Event{Kind: wire.EvResponseRefused, RequestID: requestID, Detail: refusalDetail(string(kind), why)})
+}
+
+// reportRefusal reports whether another refusal event fits in this
+// minute's budget, and counts it.
+func (e *Engine) reportRefusal() bool {
 	now := e.now()
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	if now.Sub(e.refusedAt) >= time.Minute {
 		e.refusedAt, e.refusedN = now, 0
 	}
 	e.refusedN++
-	report := e.refusedN <= refusedEventsPerMinute
-	e.mu.Unlock()
-	if !report {
-		return
-	}
-	detail := string(c.Kind) + ": " + why
+	return e.refusedN <= refusedEventsPerMinute
+}
+
+func refusalDetail(what, why string) string {
+	detail := what + ": " + why
 	if len(detail) > 200 {
-		detail = detail[:200]
+		detail = strings.ToValidUTF8(detail[:200], "")
 	}
-	e.emitKept(wire.Event{Kind: wire.EvCommandRefused, CommandID: c.ID, Detail: detail})
+	return detail
 }
 
 func optID(s string) string {

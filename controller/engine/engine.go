@@ -246,7 +246,8 @@ type Engine struct {
 	boardRebootN, boardWatchdogN map[int]int64
 	boardRebootAt                map[int][]time.Time
 	rebootAlarm                  map[int]bool
-	// refusedAt and refusedN limit command_refused events per minute.
+	// refusedAt and refusedN limit command_refused and response_refused
+	// events per minute.
 	refusedAt time.Time
 	refusedN  int
 

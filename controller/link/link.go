@@ -6,11 +6,16 @@
 // timeout), and hands commands to the engine, publishing their results.
 //
 // Every received payload goes through wire.Decode; an invalid one is
-// counted, logged without its content and otherwise ignored.
+// counted, logged without its content and otherwise ignored. An answer to a
+// request is handed over only when it carries the backend's signature for
+// this device, that request and that very answer (wire.VerifyResponseSig);
+// otherwise the request fails as unanswered (ErrResponseRefused) and the
+// refusal is counted and reported (Options.Refused).
 package link
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -30,6 +35,12 @@ import (
 // answer in time. The engine then falls back to offline verification.
 var ErrUnavailable = errors.New("link: backend unavailable")
 
+// ErrResponseRefused is wrapped (with ErrUnavailable) by Verify and Staff
+// when the answer to the request was not signed by the backend for this
+// device, this request and this answer, or its signature expired: nothing
+// may be done on it, as if the backend had not answered.
+var ErrResponseRefused = errors.New("link: backend answer refused")
+
 // Options configure New.
 type Options struct {
 	// URL of the broker, e.g. tcp://127.0.0.1:1883.
@@ -44,6 +55,15 @@ type Options struct {
 	Journal  *journal.Journal
 	// Command carries out a command and returns its result (the engine).
 	Command func(ctx context.Context, c wire.Command) wire.CommandResult
+	// ResponseKey is the backend's public key (offline.public_key_file):
+	// only answers it signed for this device and the pending request are
+	// handed over. Without one every answer is refused.
+	ResponseKey ed25519.PublicKey
+	// Refused, when set, is told of every refused answer (kind verify/res
+	// or staff/res, the request id, why), for the engine to report it as a
+	// response_refused event. It runs in the MQTT client's message
+	// handler: keep it short.
+	Refused func(kind wire.Kind, requestID, why string)
 	// Heartbeat fills in a heartbeat's device fields (the engine's
 	// diagnostics); At and UptimeS are set by the link.
 	Heartbeat func(ctx context.Context) wire.Heartbeat
@@ -65,7 +85,7 @@ type Link struct {
 	cmds    chan wire.Command
 
 	mu        sync.Mutex
-	pending   map[string]chan wire.Message
+	pending   map[string]chan answer
 	lastSent  map[string]time.Time
 	connGen   int
 	connected bool
@@ -73,6 +93,14 @@ type Link struct {
 
 	mPublished, mAcked, mInvalid prometheus.Counter
 	mConnected                   prometheus.Gauge
+	mRefused                     *prometheus.CounterVec
+}
+
+// answer is what a pending request gets: the backend's answer, or why it
+// was refused.
+type answer struct {
+	m   wire.Message
+	err error
 }
 
 // New prepares the link; Run connects.
@@ -112,7 +140,7 @@ func New(o Options) (*Link, error) {
 			return wire.CommandResult{ID: c.ID, Status: wire.StatusRejected}
 		}
 	}
-	l := &Link{o: o, log: o.Logger.With("part", "link"), pending: map[string]chan wire.Message{},
+	l := &Link{o: o, log: o.Logger.With("part", "link"), pending: map[string]chan answer{},
 		lastSent: map[string]time.Time{}, cmds: make(chan wire.Command, 64), wake: make(chan struct{}, 1)}
 	c := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kluisd", Subsystem: "mqtt", Name: name, Help: help})
@@ -121,7 +149,13 @@ func New(o Options) (*Link, error) {
 	l.mAcked = c("events_acked_total", "Event ids acknowledged by the backend.")
 	l.mInvalid = c("invalid_messages_total", "Received payloads that failed wire validation.")
 	l.mConnected = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kluisd", Subsystem: "mqtt", Name: "connected", Help: "1 while connected to the broker."})
-	for _, col := range []prometheus.Collector{l.mPublished, l.mAcked, l.mInvalid, l.mConnected} {
+	l.mRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kluisd", Subsystem: "mqtt", Name: "responses_refused_total",
+		Help: "Answers to this device's verify and staff requests refused: unsigned, badly signed, for another device or request, changed or expired."},
+		[]string{"kind"})
+	for _, k := range []wire.Kind{wire.KindVerifyRes, wire.KindStaffRes} {
+		l.mRefused.WithLabelValues(string(k))
+	}
+	for _, col := range []prometheus.Collector{l.mPublished, l.mAcked, l.mInvalid, l.mConnected, l.mRefused} {
 		if err := o.Registry.Register(col); err != nil {
 			return nil, err
 		}
@@ -265,6 +299,12 @@ func (l *Link) onMessage(_ mqtt.Client, msg mqtt.Message) {
 	}
 }
 
+// deliver matches an answer to its pending request: the one place answers
+// are accepted. The answer is handed over only when its signature verifies
+// for this device, that request and this answer; otherwise the request
+// fails with ErrResponseRefused (the engine acts as if the backend had not
+// answered) and the refusal is counted, logged and reported. An answer
+// without a pending request (late, repeated, or guessed) is dropped.
 func (l *Link) deliver(id string, m wire.Message) {
 	l.mu.Lock()
 	ch := l.pending[id]
@@ -274,7 +314,17 @@ func (l *Link) deliver(id string, m wire.Message) {
 		l.log.Warn("response without request (late or duplicate)", "id", id)
 		return
 	}
-	ch <- m
+	if err := wire.VerifyResponseSig(l.o.ResponseKey, l.o.DeviceID, id, m, l.o.Clock()); err != nil {
+		kind := m.MessageKind()
+		l.mRefused.WithLabelValues(string(kind)).Inc()
+		l.log.Warn("backend answer refused", "kind", kind, "id", id, "err", err)
+		if l.o.Refused != nil {
+			l.o.Refused(kind, id, err.Error())
+		}
+		ch <- answer{err: fmt.Errorf("%w: %w: %w", ErrUnavailable, ErrResponseRefused, err)}
+		return
+	}
+	ch <- answer{m: m}
 }
 
 func (l *Link) commandLoop(ctx context.Context) {
@@ -370,7 +420,7 @@ func (l *Link) request(ctx context.Context, kind wire.Kind, id string, m wire.Me
 	if err != nil {
 		return nil, err
 	}
-	ch := make(chan wire.Message, 1)
+	ch := make(chan answer, 1)
 	l.mu.Lock()
 	l.pending[id] = ch
 	l.mu.Unlock()
@@ -382,7 +432,7 @@ func (l *Link) request(ctx context.Context, kind wire.Kind, id string, m wire.Me
 	l.client.Publish(l.topic(kind), 1, false, b)
 	select {
 	case r := <-ch:
-		return r, nil
+		return r.m, r.err
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
 	}

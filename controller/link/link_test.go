@@ -2,6 +2,8 @@ package link
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -19,8 +21,13 @@ import (
 	"kluis/deploy/dev/testenv"
 )
 
+// backendKey is the test backend's signing key; the links under test hold
+// its public half.
+var backendKey = ed25519.NewKeyFromSeed(func() []byte { s := sha256.Sum256([]byte("link test backend key")); return s[:] }())
+
 // responder is a minimal backend on the real broker: it acks events (when
-// acking is on), answers verify requests and records what it saw.
+// acking is on), answers verify requests (signed with backendKey, or forged
+// as the token asks: see forge) and records what it saw.
 type responder struct {
 	t      *testing.T
 	c      mqtt.Client
@@ -31,6 +38,10 @@ type responder struct {
 	pres   []wire.PresenceState
 	hbs    int
 	res    []wire.CommandResult
+	// granted is the last genuine grant sent (for a replay).
+	granted *wire.VerifyResponse
+	// grantAddr is the compartment grants name; default board 0 channel 3.
+	grantAddr *wire.Address
 }
 
 func newResponder(t *testing.T, dev string) *responder {
@@ -83,15 +94,74 @@ func (r *responder) onMessage(_ mqtt.Client, msg mqtt.Message) {
 	case *wire.CommandResult:
 		r.res = append(r.res, *v)
 	case *wire.VerifyRequest:
-		res := &wire.VerifyResponse{ID: v.ID, Result: wire.VerifyWrongCode}
-		if v.Token == "K1.good" {
-			res = &wire.VerifyResponse{ID: v.ID, Result: wire.VerifyOK, DocumentID: "doc-1", Addr: &wire.Address{Board: 0, Channel: 3}}
-		}
 		if v.Token != "K1.silent" {
+			res := r.forge(v)
 			go r.pub(wire.KindVerifyRes, res)
 		}
+	case *wire.StaffRequest:
+		// A forged login: "ok" without a signature.
+		res := &wire.StaffResponse{ID: v.ID, Op: v.Op, Result: wire.StaffOK, Session: "forged", StaffID: "u-1",
+			Expires: ptr(time.Now().Add(time.Hour).UTC())}
+		go r.pub(wire.KindStaffRes, res)
 	}
 	_ = tp
+}
+
+// forge answers a verify request (r.mu held): K1.good is granted and signed
+// for this device and request; K1.bad is refused, signed; the other tokens
+// name a forged or misdirected grant of the same compartment.
+func (r *responder) forge(v *wire.VerifyRequest) *wire.VerifyResponse {
+	grant := func() *wire.VerifyResponse {
+		addr := wire.Address{Board: 0, Channel: 3}
+		if r.grantAddr != nil {
+			addr = *r.grantAddr
+		}
+		return &wire.VerifyResponse{ID: v.ID, Result: wire.VerifyOK, DocumentID: "doc-1", Addr: &addr}
+	}
+	sign := func(m *wire.VerifyResponse, key ed25519.PrivateKey, dev string, exp time.Time) *wire.VerifyResponse {
+		if err := wire.SignResponse(key, dev, m, exp); err != nil {
+			panic(err)
+		}
+		return m
+	}
+	exp := time.Now().Add(wire.ResponseTTL)
+	switch v.Token {
+	case "K1.good":
+		g := sign(grant(), backendKey, r.dev, exp)
+		r.granted = g
+		return g
+	case "K1.unsigned":
+		return grant()
+	case "K1.otherkey":
+		_, other, _ := ed25519.GenerateKey(nil)
+		return sign(grant(), other, r.dev, exp)
+	case "K1.otherdevice":
+		return sign(grant(), backendKey, r.dev+"-x", exp)
+	case "K1.otherrequest":
+		g := grant()
+		g.ID = "another-request"
+		sign(g, backendKey, r.dev, exp)
+		g.ID = v.ID
+		return g
+	case "K1.tampered":
+		g := sign(grant(), backendKey, r.dev, exp)
+		g.Addr = &wire.Address{Board: 0, Channel: 4}
+		return g
+	case "K1.expired":
+		return sign(grant(), backendKey, r.dev, time.Now().Add(-wire.CommandSkew-time.Second))
+	case "K1.replay":
+		// The genuine grant of an earlier request, under this request's id.
+		g := *r.granted
+		g.ID = v.ID
+		return &g
+	case "K1.denied":
+		// A genuine refusal turned into a grant.
+		d := sign(&wire.VerifyResponse{ID: v.ID, Result: wire.VerifyWrongCode}, backendKey, r.dev, exp)
+		g := grant()
+		g.Sig = d.Sig
+		return g
+	}
+	return sign(&wire.VerifyResponse{ID: v.ID, Result: wire.VerifyWrongCode}, backendKey, r.dev, exp)
 }
 
 func startLink(t *testing.T, dev string, j *journal.Journal, cmd func(context.Context, wire.Command) wire.CommandResult) (*Link, func()) {
@@ -99,7 +169,20 @@ func startLink(t *testing.T, dev string, j *journal.Journal, cmd func(context.Co
 }
 
 func startLinkClock(t *testing.T, dev string, j *journal.Journal, cmd func(context.Context, wire.Command) wire.CommandResult, clock func() time.Time) (*Link, func()) {
+	return startLinkWith(t, Options{DeviceID: dev, Journal: j, Command: cmd, Clock: clock})
+}
+
+// startLinkWith starts a link on the test broker with o's device, journal,
+// command handler, clock and refusal callback; it holds backendKey's
+// public half.
+func startLinkWith(t *testing.T, o Options) (*Link, func()) {
+	dev, j, cmd, clock := o.DeviceID, o.Journal, o.Command, o.Clock
+	key := o.ResponseKey
+	if key == nil {
+		key = backendKey.Public().(ed25519.PublicKey)
+	}
 	l, err := New(Options{URL: testenv.BrokerURL(), DeviceID: dev, ClientID: "kluisd-" + dev, Journal: j, Command: cmd, Clock: clock,
+		ResponseKey: key, Refused: o.Refused,
 		HeartbeatEvery: 200 * time.Millisecond, ResendAfter: 500 * time.Millisecond, Software: "test",
 		Heartbeat: func(context.Context) wire.Heartbeat { return wire.Heartbeat{OfflineCache: 3} },
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil))})

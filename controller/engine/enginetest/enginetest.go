@@ -34,6 +34,9 @@ type Options struct {
 	// Backend answers verifications and staff requests; nil: none, every
 	// code is checked offline.
 	Backend engine.Backend
+	// Key is the backend's signing key (commands, QR tokens, answers);
+	// default a fresh one.
+	Key ed25519.PrivateKey
 	// Logger; default discards.
 	Logger *slog.Logger
 }
@@ -74,10 +77,14 @@ compartments:
 	if err != nil {
 		t.Fatalf("enginetest: config: %v", err)
 	}
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
+	priv := o.Key
+	if priv == nil {
+		var err error
+		if _, priv, err = ed25519.GenerateKey(rand.Reader); err != nil {
+			t.Fatal(err)
+		}
 	}
+	pub := priv.Public().(ed25519.PublicKey)
 	f := hardwaretest.New(hardwaretest.Options{Caps: hardware.Capabilities{DoorSensor: true, ItemSensor: true}})
 	j, recs, _, err := journal.Open(journal.Options{Dir: dir, DeviceID: o.DeviceID})
 	if err != nil {

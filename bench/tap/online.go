@@ -75,6 +75,9 @@ type online struct {
 	started  time.Duration // exec to the first ready /healthz
 	notified time.Duration // exec to READY=1 (sd_notify)
 	readyRSS float64
+	// pubKey is the backend's public key (base64), kluisd's
+	// offline.public_key_file: it acts on no answer without it.
+	pubKey string
 }
 
 // startOnline starts the online rig; its board runs under ctx.
@@ -102,6 +105,7 @@ func startOnline(ctx context.Context, env bench.Env, o options) (_ *online, err 
 	if err != nil {
 		return r, err
 	}
+	r.pubKey = keys.PublicBase64()
 	secret := func() string {
 		b := make([]byte, 18)
 		_, _ = rand.Read(b)
@@ -254,9 +258,13 @@ func (r *online) startKluisd(ctx context.Context, bin, password string, baud int
 		}
 		addrs[i] = a
 	}
+	pubFile := filepath.Join(r.dir, "signing.pub")
+	if err := os.WriteFile(pubFile, []byte(r.pubKey+"\n"), 0o600); err != nil {
+		return err
+	}
 	journal := filepath.Join(r.dir, "journal")
 	y := r.yaml(device, fmt.Sprintf("{url: %s, username: %s, password_file: %s}", r.mosq.URL(), device, pwFile), baud, journal,
-		fmt.Sprintf("kiosk: {listen: %q}\nmetrics_listen: %q\n", addrs[0], addrs[1]))
+		fmt.Sprintf("kiosk: {listen: %q}\nmetrics_listen: %q\noffline: {public_key_file: %q}\n", addrs[0], addrs[1], pubFile))
 	conf := filepath.Join(r.dir, "kluisd.yaml")
 	if err := os.WriteFile(conf, []byte(y), 0o600); err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"kluis/backend/pgtest/pgpair"
+	"kluis/deploy/dev/procrun"
 )
 
 // binDir holds the binaries TestMain built.
@@ -29,7 +30,7 @@ func runMain(m *testing.M) int {
 	// The processes run without the race detector even under -race: the
 	// short run must stay short on a loaded machine (the packages' own
 	// tests run them with it).
-	if err := Build(ctx, dir, false); err != nil {
+	if err := procrun.Build(ctx, dir, false); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -1,7 +1,6 @@
 package chaos
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -27,6 +26,7 @@ import (
 	"kluis/controller/daemon/daemonclient"
 	"kluis/controller/kiosk/kioskclient"
 	"kluis/deploy/dev/cutproxy"
+	"kluis/deploy/dev/procrun"
 	"kluis/deploy/dev/testenv"
 	"kluis/simulator/simclient"
 )
@@ -132,7 +132,7 @@ type Options struct {
 type Backend struct {
 	Index   int
 	APIBase string
-	Proc    *Proc
+	Proc    *procrun.Proc
 }
 
 // Node is one device: its simulator twin and its kluisd.
@@ -145,7 +145,7 @@ type Node struct {
 	Metrics    string               // host:port
 	Kluisd     *daemonclient.Client // health and metrics at Metrics
 	Proxy      *cutproxy.Proxy
-	Proc       *Proc
+	Proc       *procrun.Proc
 	// Mounted is true when JournalDir is a small tmpfs of its own (the
 	// full-disk fault needs it).
 	Mounted bool
@@ -173,7 +173,7 @@ type World struct {
 	CAFile   string
 	Backends []*Backend
 	Sim      *simclient.Client
-	SimProc  *Proc
+	SimProc  *procrun.Proc
 	Nodes    []*Node
 	Mail     *SMTPGateway
 	SMS      *SMSGateway
@@ -335,7 +335,7 @@ func Start(ctx context.Context, t testing.TB, o Options) (*World, error) {
 			"-code-sync-every", "2s", "-open-timeout", "10s", "-audit-verify-every", "0", "-rearm-unfollowed-after", "6s", "-redeliver-after", "3s", "-redeliver-max", "6s"}
 		args = append(args, o.BackendArgs...)
 		b := &Backend{Index: i, APIBase: fmt.Sprintf("http://127.0.0.1:%d", port),
-			Proc: NewProc(w.Dir, fmt.Sprintf("kluis-backend-%d", i), filepath.Join(o.BinDir, "kluis-backend"), args, env, nil)}
+			Proc: procrun.New(w.Dir, fmt.Sprintf("kluis-backend-%d", i), filepath.Join(o.BinDir, "kluis-backend"), args, env, nil)}
 		w.Backends = append(w.Backends, b)
 		t.Cleanup(func() { b.Proc.Stop(10 * time.Second) })
 		// The first one migrates the database alone.
@@ -408,7 +408,7 @@ func (w *World) StartBackend(ctx context.Context, i int) error {
 // file, and its TLS listener enabled with certs when certs is not nil.
 func (w *World) startMosquitto(certs *mosquittotest.Certs) error {
 	o := w.Opts
-	root, err := ModuleRoot()
+	root, err := procrun.ModuleRoot()
 	if err != nil {
 		return err
 	}
@@ -584,15 +584,15 @@ func (w *World) startSim(ctx context.Context) error {
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 		return err
 	}
-	lw := &lineWriter{prefix: `{"control"`, ch: make(chan string, 1)}
-	w.SimProc = NewProc(w.Dir, "kluis-sim", filepath.Join(w.Opts.BinDir, "kluis-sim"), []string{"fleet", "--config", path}, nil, lw)
+	lw := procrun.NewLineWriter(`{"control"`)
+	w.SimProc = procrun.New(w.Dir, "kluis-sim", filepath.Join(w.Opts.BinDir, "kluis-sim"), []string{"fleet", "--config", path}, nil, lw)
 	if err := w.SimProc.Start(); err != nil {
 		return err
 	}
 	w.T.Cleanup(func() { w.SimProc.Stop(10 * time.Second) })
 	var line string
 	select {
-	case line = <-lw.ch:
+	case line = <-lw.C:
 	case <-time.After(30 * time.Second):
 		return fmt.Errorf("kluis-sim: no ready line:\n%s", w.SimProc.Tail(3000))
 	case <-ctx.Done():
@@ -688,7 +688,7 @@ func (w *World) startNode(d DeviceSpec) error {
 	if err := os.WriteFile(n.ConfigPath, []byte(b.String()), 0o600); err != nil {
 		return err
 	}
-	n.Proc = NewProc(w.Dir, "kluisd-"+d.ID, filepath.Join(w.Opts.BinDir, "kluisd"), []string{"--config", n.ConfigPath}, nil, nil)
+	n.Proc = procrun.New(w.Dir, "kluisd-"+d.ID, filepath.Join(w.Opts.BinDir, "kluisd"), []string{"--config", n.ConfigPath}, nil, nil)
 	w.T.Cleanup(func() { n.Proc.Stop(10 * time.Second) })
 	w.Nodes = append(w.Nodes, n)
 	w.byID[d.ID] = n
@@ -712,32 +712,4 @@ func (w *World) WaitBacklogEmpty(ctx context.Context, n *Node, timeout time.Dura
 		h, err := n.Kluisd.Health(ctx)
 		return err == nil && h.Backlog == 0 && h.MQTTConnected, fmt.Sprintf("%+v", h), err
 	})
-}
-
-// lineWriter hands the first line starting with prefix to a channel.
-type lineWriter struct {
-	mu     sync.Mutex
-	buf    []byte
-	prefix string
-	ch     chan string
-	sent   bool
-}
-
-func (w *lineWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.sent {
-		return len(p), nil
-	}
-	w.buf = append(w.buf, p...)
-	sc := bufio.NewScanner(strings.NewReader(string(w.buf)))
-	for sc.Scan() {
-		if strings.HasPrefix(sc.Text(), w.prefix) && strings.Contains(string(w.buf), sc.Text()+"\n") {
-			w.sent = true
-			w.ch <- sc.Text()
-			w.buf = nil
-			break
-		}
-	}
-	return len(p), nil
 }

@@ -27,12 +27,12 @@ import (
 	"kluis/backend/codes"
 	"kluis/backend/server"
 	"kluis/bench"
-	"kluis/bench/chaos"
 	"kluis/controller/daemon/daemonclient"
 	"kluis/controller/engine"
 	"kluis/controller/kiosk/kioskclient"
 	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/procrun"
 	"kluis/deploy/dev/testenv"
 	"kluis/deploy/mosquitto"
 )
@@ -93,7 +93,7 @@ func startOnline(ctx context.Context, env bench.Env, o options) (_ *online, err 
 	}
 	// kluisd, the production build (no race detector).
 	bin := filepath.Join(r.dir, "bin")
-	if err := chaos.Build(ctx, bin, false); err != nil {
+	if err := procrun.Build(ctx, bin, false); err != nil {
 		return r, err
 	}
 	dbURL, drop, err := bench.TempDatabase(ctx, env.AdminURL, "tap")

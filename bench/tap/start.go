@@ -18,12 +18,12 @@ import (
 	"time"
 
 	"kluis/bench"
-	"kluis/bench/chaos"
 	"kluis/controller/daemon/daemonclient"
 	"kluis/controller/engine"
 	"kluis/controller/kiosk/kioskclient"
 	"kluis/controller/offline"
 	"kluis/controller/pickupcode"
+	"kluis/deploy/dev/procrun"
 	"kluis/deploy/dev/testenv"
 )
 
@@ -191,7 +191,7 @@ func loadAvg() string {
 // use cgo), which adds about 1.7 MB of resident memory and the loader's
 // work to every start.
 func buildShipped(ctx context.Context, out string) error {
-	root, err := chaos.ModuleRoot()
+	root, err := procrun.ModuleRoot()
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"kluis/backend/broker/mosquittotest"
 	"kluis/backend/pgtest"
 	"kluis/controller/daemon/daemonclient"
+	"kluis/deploy/dev/procrun"
 	"kluis/deploy/dev/testenv"
 )
 
@@ -48,7 +49,7 @@ type mosquittoWorldOptions struct {
 
 func newMosquittoWorldWith(t *testing.T, o mosquittoWorldOptions) (*world, *mosquittotest.Process) {
 	t.Helper()
-	root, err := moduleRoot()
+	root, err := procrun.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,8 +136,8 @@ func (w *world) waitBackendBroker(connected bool) {
 		want = 1
 	}
 	testenv.MustPoll(w.t, 30*time.Second, fmt.Sprintf("kluis-backend broker_connected=%v", want), func(ctx context.Context) (bool, string, error) {
-		if !w.backend.running() {
-			w.t.Fatalf("kluis-backend exited:\n%s", w.backend.tail(3000))
+		if !w.backend.Running() {
+			w.t.Fatalf("kluis-backend exited:\n%s", w.backend.Tail(3000))
 		}
 		s, err := daemonclient.Scrape(ctx, httpc, w.apiBase+"/metrics")
 		v := s.Value("kluis_devicelink_broker_connected", "")
@@ -186,11 +187,11 @@ func (w *world) restartBroker(mosq *mosquittotest.Process, n *node) {
 func (w *world) stillUp(n *node) {
 	w.t.Helper()
 	for _, p := range []*proc{w.backend, n.proc, w.simProc} {
-		if !p.running() {
-			w.t.Fatalf("%s exited:\n%s", p.name, p.tail(3000))
+		if !p.Running() {
+			w.t.Fatalf("%s exited:\n%s", p.Name, p.Tail(3000))
 		}
-		if c := strings.Count(p.tail(1<<30), "=== start "); c != 1 {
-			w.t.Fatalf("%s was started %d times", p.name, c)
+		if c := strings.Count(p.Tail(1<<30), "=== start "); c != 1 {
+			w.t.Fatalf("%s was started %d times", p.Name, c)
 		}
 	}
 }
@@ -232,8 +233,8 @@ func TestBrokerRestart(t *testing.T) {
 			defer func() { w.t = t }()
 			fn(t)
 		}) {
-			t.Logf("--- kluisd %s ---\n%s", lockerID, locker.proc.tail(4000))
-			t.Logf("--- kluis-backend ---\n%s", w.backend.tail(4000))
+			t.Logf("--- kluisd %s ---\n%s", lockerID, locker.proc.Tail(4000))
+			t.Logf("--- kluis-backend ---\n%s", w.backend.Tail(4000))
 			t.Logf("--- mosquitto ---\n%s", mosq.Log())
 			t.FailNow()
 		}
@@ -308,8 +309,8 @@ func TestBrokerRestart(t *testing.T) {
 			t.Fatalf("audit chain: %+v (%v)", rep, err)
 		}
 		w.allShut(lockerID)
-		if strings.Contains(locker.proc.tail(1<<30), "WARNING: DATA RACE") {
-			t.Errorf("kluisd reported a data race:\n%s", locker.proc.tail(8000))
+		if strings.Contains(locker.proc.Tail(1<<30), "WARNING: DATA RACE") {
+			t.Errorf("kluisd reported a data race:\n%s", locker.proc.Tail(8000))
 		}
 	})
 }

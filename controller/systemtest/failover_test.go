@@ -31,7 +31,7 @@ func TestDatabaseFailover(t *testing.T) {
 	defer func() {
 		if t.Failed() {
 			t.Logf("--- kluisd ---\n%s\n--- kluis-backend ---\n%s\n--- mosquitto ---\n%s\n--- primary ---\n%s\n--- standby ---\n%s",
-				locker.proc.tail(3000), w.backend.tail(6000), mosq.Log(), pair.Log("primary"), pair.Log("standby"))
+				locker.proc.Tail(3000), w.backend.Tail(6000), mosq.Log(), pair.Log("primary"), pair.Log("standby"))
 		}
 	}()
 
@@ -51,7 +51,7 @@ func TestDatabaseFailover(t *testing.T) {
 	pair.Promote()
 
 	w.waitState(d, "collected")
-	if !strings.Contains(w.backend.tail(1<<30), "event not applied; not acknowledged") {
+	if !strings.Contains(w.backend.Tail(1<<30), "event not applied; not acknowledged") {
 		t.Fatal("the backend never met the dead primary: the failover was not exercised")
 	}
 	w.waitBacklogEmpty(locker)
@@ -68,7 +68,7 @@ func TestDatabaseFailover(t *testing.T) {
 			t.Fatalf("after the failover %s is %q (%v), want %s", x.d.number, got.State, err, x.state)
 		}
 	}
-	if !w.backend.running() {
+	if !w.backend.Running() {
 		t.Fatal("kluis-backend exited with the primary")
 	}
 	if err := doJSON(ctx, http.MethodGet, w.apiBase+"/readyz", "", nil, nil); err != nil {

@@ -58,7 +58,7 @@ func newReplicaWorld(t *testing.T) (*world, *mosquittotest.Process, []*replica) 
 		users: map[string]string{"kluis-backend-2": pass2},
 	})
 	// The world's backend made the data; the replicas take over.
-	w.backend.stop(10 * time.Second)
+	w.backend.Stop(10 * time.Second)
 	a := &replica{name: "kluis-replica-a", api: w.apiBase, env: append(slices.Clone(w.env), "PGAPPNAME=kluis-replica-a")}
 	b := &replica{name: "kluis-replica-b", api: "http://" + testenv.FreeAddr(t)}
 	b.env = append(slices.Clone(w.env), "PGAPPNAME=kluis-replica-b", "KLUIS_HTTP_ADDR="+strings.TrimPrefix(b.api, "http://"),
@@ -78,8 +78,8 @@ func (w *world) startReplicas(rs ...*replica) {
 	}
 	for _, r := range rs {
 		testenv.MustPoll(w.t, 60*time.Second, r.name+" ready and on the broker", func(ctx context.Context) (bool, string, error) {
-			if !r.proc.running() {
-				w.t.Fatalf("%s exited:\n%s", r.name, r.proc.tail(3000))
+			if !r.proc.Running() {
+				w.t.Fatalf("%s exited:\n%s", r.name, r.proc.Tail(3000))
 			}
 			s, err := daemonclient.Scrape(ctx, httpc, r.api+"/metrics")
 			v := s.Value("kluis_devicelink_broker_connected", "")
@@ -114,7 +114,7 @@ func (w *world) killWaiting(db *pgx.Conn, rs []*replica) *replica {
 	})
 	for _, r := range rs {
 		if r.name == name {
-			r.proc.kill()
+			r.proc.Kill()
 			w.t.Logf("%s killed inside its transaction", name)
 			return r
 		}
@@ -205,9 +205,9 @@ func TestReplicas(t *testing.T) {
 			defer func() { w.t = t }()
 			fn(t)
 		}) {
-			t.Logf("--- kluisd ---\n%s", locker.proc.tail(4000))
+			t.Logf("--- kluisd ---\n%s", locker.proc.Tail(4000))
 			for _, r := range rs {
-				t.Logf("--- %s ---\n%s", r.name, r.proc.tail(4000))
+				t.Logf("--- %s ---\n%s", r.name, r.proc.Tail(4000))
 			}
 			t.Logf("--- mosquitto ---\n%s", mosq.Log())
 			t.FailNow()
@@ -337,7 +337,7 @@ func TestReplicas(t *testing.T) {
 				screen <- s
 			}()
 			time.Sleep(delay)
-			victim.proc.kill()
+			victim.proc.Kill()
 			s := <-screen
 			// Whatever the replica had done, a person trying again gets
 			// the door, once (a code accepted by the dead replica whose
@@ -390,7 +390,7 @@ func TestReplicaJobsRunOnce(t *testing.T) {
 	defer func() {
 		if t.Failed() {
 			for _, r := range rs {
-				t.Logf("--- %s ---\n%s", r.name, r.proc.tail(4000))
+				t.Logf("--- %s ---\n%s", r.name, r.proc.Tail(4000))
 			}
 		}
 	}()
@@ -405,7 +405,7 @@ func TestReplicaJobsRunOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range rs {
-		r.proc.kill()
+		r.proc.Kill()
 	}
 	w.startReplicas(rs...)
 	for _, r := range rs {
@@ -423,7 +423,7 @@ func TestReplicaJobsRunOnce(t *testing.T) {
 	}
 	// A replica restarted now reminds; the other one after it finds nothing due.
 	for _, r := range rs {
-		r.proc.kill()
+		r.proc.Kill()
 		w.startReplicas(r)
 		w.use(r)
 		testenv.MustPoll(t, 20*time.Second, r.name+" made its reminder pass", func(ctx context.Context) (bool, string, error) {

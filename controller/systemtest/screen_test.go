@@ -141,8 +141,8 @@ func TestKioskScreen(t *testing.T) {
 			defer func() { w.t = t }()
 			fn(t)
 		}) {
-			t.Logf("--- kluisd %s ---\n%s", lockerID, locker.proc.tail(4000))
-			t.Logf("--- kluis-backend ---\n%s", w.backend.tail(3000))
+			t.Logf("--- kluisd %s ---\n%s", lockerID, locker.proc.Tail(4000))
+			t.Logf("--- kluis-backend ---\n%s", w.backend.Tail(3000))
 			t.FailNow()
 		}
 	}

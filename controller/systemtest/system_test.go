@@ -64,9 +64,9 @@ func TestSystem(t *testing.T) {
 		})
 		if !ok {
 			failed[name] = true
-			t.Logf("--- kluisd %s ---\n%s", lockerID, locker.proc.tail(4000))
-			t.Logf("--- kluisd %s ---\n%s", autoID, auto.proc.tail(3000))
-			t.Logf("--- kluis-backend ---\n%s", w.backend.tail(4000))
+			t.Logf("--- kluisd %s ---\n%s", lockerID, locker.proc.Tail(4000))
+			t.Logf("--- kluisd %s ---\n%s", autoID, auto.proc.Tail(3000))
+			t.Logf("--- kluis-backend ---\n%s", w.backend.Tail(4000))
 			w.setStraight()
 		}
 	}
@@ -513,13 +513,13 @@ func TestSystem(t *testing.T) {
 		}
 		// Built with -race under go test -race: kluisd must have no race.
 		for _, n := range w.nodes {
-			if strings.Contains(n.proc.tail(1<<30), "WARNING: DATA RACE") {
-				t.Errorf("kluisd %s reported a data race:\n%s", n.id, n.proc.tail(8000))
+			if strings.Contains(n.proc.Tail(1<<30), "WARNING: DATA RACE") {
+				t.Errorf("kluisd %s reported a data race:\n%s", n.id, n.proc.Tail(8000))
 			}
 		}
 		for _, p := range []*proc{w.backend, w.simProc} {
-			if strings.Contains(p.tail(1<<30), "WARNING: DATA RACE") {
-				t.Logf("%s reported a data race (not kluisd's):\n%s", p.name, p.tail(8000))
+			if strings.Contains(p.Tail(1<<30), "WARNING: DATA RACE") {
+				t.Logf("%s reported a data race (not kluisd's):\n%s", p.Name, p.Tail(8000))
 			}
 		}
 	})
@@ -560,7 +560,7 @@ func (w *world) killDuringPickup(n *node, point int, delay time.Duration) {
 		}
 	}
 	time.Sleep(delay)
-	n.proc.kill()
+	n.proc.Kill()
 	w.startKluisd(n)
 	w.waitConnected(n)
 	// The citizen finishes whatever is left: take the document, shut the door.

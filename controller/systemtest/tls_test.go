@@ -25,7 +25,7 @@ func TestBrokerTLS(t *testing.T) {
 	locker := w.nodes[lockerID]
 	fail := func() {
 		t.Logf("--- kluisd ---\n%s\n--- kluis-backend ---\n%s\n--- mosquitto ---\n%s",
-			locker.proc.tail(3000), w.backend.tail(3000), mosq.Log())
+			locker.proc.Tail(3000), w.backend.Tail(3000), mosq.Log())
 	}
 	defer func() {
 		if t.Failed() {
@@ -47,7 +47,7 @@ func TestBrokerTLS(t *testing.T) {
 	w.waitBacklogEmpty(locker)
 
 	// The same kluisd without ca_file trusts the system's CAs only.
-	locker.proc.stop(10 * time.Second)
+	locker.proc.Stop(10 * time.Second)
 	conf, err := os.ReadFile(locker.configPath)
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +73,7 @@ func TestBrokerTLS(t *testing.T) {
 	}
 
 	// With the CA again it connects and works.
-	locker.proc.stop(10 * time.Second)
+	locker.proc.Stop(10 * time.Second)
 	if err := os.WriteFile(locker.configPath, conf, 0o600); err != nil {
 		t.Fatal(err)
 	}

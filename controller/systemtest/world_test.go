@@ -19,6 +19,7 @@ import (
 	"kluis/controller/daemon/daemonclient"
 	"kluis/controller/engine"
 	"kluis/controller/kiosk/kioskclient"
+	"kluis/deploy/dev/procrun"
 	"kluis/deploy/dev/testenv"
 	"kluis/simulator"
 	"kluis/simulator/simclient"
@@ -140,8 +141,8 @@ func (w *world) startBackend() {
 	w.backend = startProc(t, w.root, w.dir, "kluis-backend", "kluis-backend",
 		[]string{"serve", "-housekeep-every", "1s", "-pickup-period", fmt.Sprintf("%s=%s", expiryKind, expiryPeriod), "-code-sync-every", "2s", "-open-timeout", "10s", "-audit-verify-every", "0"}, w.env, nil)
 	testenv.MustPoll(t, 60*time.Second, "kluis-backend ready", func(ctx context.Context) (bool, string, error) {
-		if !w.backend.running() {
-			t.Fatalf("kluis-backend exited:\n%s", w.backend.tail(3000))
+		if !w.backend.Running() {
+			t.Fatalf("kluis-backend exited:\n%s", w.backend.Tail(3000))
 		}
 		err := doJSON(ctx, http.MethodGet, w.apiBase+"/readyz", "", nil, nil)
 		return err == nil, "", err
@@ -232,13 +233,13 @@ func (w *world) startFleet(fleet string) {
 	if err := os.WriteFile(path, []byte(fleet), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	lw := &lineWriter{prefix: `{"control"`, ch: make(chan string, 1)}
+	lw := procrun.NewLineWriter(`{"control"`)
 	p := startProc(t, w.root, w.dir, "kluis-sim", "kluis-sim", []string{"fleet", "--config", path}, nil, lw)
 	var line string
 	select {
-	case line = <-lw.ch:
+	case line = <-lw.C:
 	case <-time.After(30 * time.Second):
-		t.Fatalf("kluis-sim: no ready line:\n%s", p.tail(3000))
+		t.Fatalf("kluis-sim: no ready line:\n%s", p.Tail(3000))
 	}
 	var ready struct {
 		Control string `json:"control"`
@@ -320,8 +321,8 @@ func (w *world) startKluisd(n *node) {
 func (w *world) waitConnected(n *node) {
 	w.t.Helper()
 	testenv.MustPoll(w.t, 60*time.Second, n.id+" ready and connected", func(ctx context.Context) (bool, string, error) {
-		if !n.proc.running() {
-			w.t.Fatalf("kluisd %s exited:\n%s", n.id, n.proc.tail(3000))
+		if !n.proc.Running() {
+			w.t.Fatalf("kluisd %s exited:\n%s", n.id, n.proc.Tail(3000))
 		}
 		h, err := n.kluisd.Health(ctx)
 		return h.Ready && h.MQTTConnected, fmt.Sprintf("%+v", h), err
@@ -684,7 +685,7 @@ func (w *world) waitExpired(d *doc) {
 // killBackend kills the backend, and with it the embedded broker, with
 // SIGKILL, and waits until every kluisd sees the link down.
 func (w *world) killBackend() {
-	w.backend.kill()
+	w.backend.Kill()
 	for _, n := range w.nodes {
 		testenv.MustPoll(w.t, 30*time.Second, n.id+" sees the broker gone", func(ctx context.Context) (bool, string, error) {
 			h, err := n.kluisd.Health(ctx)
@@ -709,11 +710,11 @@ func (w *world) restartBackend() {
 func (w *world) setStraight() {
 	w.t.Helper()
 	ctx := context.Background()
-	if !w.backend.running() {
+	if !w.backend.Running() {
 		w.restartBackend()
 	}
 	for id, n := range w.nodes {
-		if !n.proc.running() {
+		if !n.proc.Running() {
 			w.startKluisd(n)
 		}
 		w.waitConnected(n)

@@ -42,7 +42,12 @@
 //     out before (ids journaled), answers "rejected", "expired" or
 //     "duplicate" and reports an event command_refused.
 //   - Request/response pairs (verify, staff) carry a correlation id chosen
-//     by the device; the response repeats it.
+//     by the device; the response repeats it and carries the backend's
+//     signature ([SignResponse]; "KR1." claims binding the device id, the
+//     request id, the SHA-256 of the whole answer and an expiry of
+//     [ResponseTTL]): a device acts on no answer that [VerifyResponseSig]
+//     refuses, treats the request as unanswered and reports an event
+//     response_refused.
 //
 // # Payloads
 //

@@ -1884,3 +1884,46 @@ func TestReadyC(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 }
+
+// An answer the link refused is reported as response_refused with its
+// request id; command and answer refusals share one budget of
+// refusedEventsPerMinute events a minute, so a flood of forgeries cannot
+// fill the journal, and the budget comes back after a minute.
+func TestRefusedAnswersReportedWithinTheBudget(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		count := func(kind wire.EventKind) int {
+			n := 0
+			for _, ev := range r.events() {
+				if ev.Kind == kind {
+					n++
+				}
+			}
+			return n
+		}
+		r.e.RefuseResponse(wire.KindVerifyRes, "req-1", "no sig: wire: answer not signed")
+		r.waitFor("the refusal reported", func() bool { return count(wire.EvResponseRefused) == 1 })
+		for _, ev := range r.events() {
+			if ev.Kind == wire.EvResponseRefused {
+				require.Equal(t, "req-1", ev.RequestID)
+				require.Equal(t, "verify/res: no sig: wire: answer not signed", ev.Detail)
+			}
+		}
+		r.e.RefuseResponse(wire.KindStaffRes, "bad id/with a slash", "x") // not an id: not reported
+		unsigned := wire.Command{ID: "cmd-unsigned", Kind: wire.CmdOpen, Issued: time.Now(), Expires: time.Now().Add(15 * time.Second),
+			Addr: &wire.Address{}}
+		require.Equal(t, wire.StatusRejected, r.e.HandleCommand(context.Background(), unsigned).Status)
+		for i := range 20 {
+			r.e.RefuseResponse(wire.KindVerifyRes, fmt.Sprintf("req-flood-%d", i), "no sig")
+		}
+		synctest.Wait()
+		require.Equal(t, refusedEventsPerMinute, count(wire.EvResponseRefused)+count(wire.EvCommandRefused),
+			"one budget for both kinds")
+		time.Sleep(time.Minute)
+		r.e.RefuseResponse(wire.KindVerifyRes, "req-later", "no sig")
+		r.waitFor("reported again a minute later", func() bool {
+			return count(wire.EvResponseRefused)+count(wire.EvCommandRefused) == refusedEventsPerMinute+1
+		})
+	})
+}

@@ -1481,6 +1481,81 @@ func TestKeptWritesRetriedEveryKeepRetry(t *testing.T) {
 	})
 }
 
+// kluisd killed after a pickup's pulse and started again: the resumed
+// operation follows the door if it is open now (door sensor) or was
+// opened meanwhile (the board's event queue), and the pickup completes
+// from what the sensors say: no second pulse, no forced-door alarm, no
+// open_not_detected. Both ways of resuming (resume, and resumeCut after a
+// start-up relock) look at the door the same way (resumeOpenDoor).
+func TestResumeFollowsTheDoorOpenedWhileDown(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		caps hardware.Capabilities
+		// down is what happens while kluisd is down.
+		down func(r *rig, a hardware.Address)
+		// after is what the citizen does once it runs again.
+		after func(r *rig, a hardware.Address)
+		halt  bool
+	}{
+		{name: "open now by its sensor", caps: sensors,
+			down: func(r *rig, a hardware.Address) { r.setItem(a, true, true) },
+			after: func(r *rig, a hardware.Address) {
+				r.setItem(a, false, true)
+				r.f.Inject(hardware.Event{Kind: hardware.ItemRemoved, Addr: a})
+				r.setItem(a, false, false)
+				r.f.Inject(hardware.Event{Kind: hardware.DoorClosed, Addr: a})
+			}},
+		{name: "opened meanwhile, from the board's queue", caps: hardware.Capabilities{DoorSensor: true, ItemSensor: true, EventQueue: true},
+			down: func(r *rig, a hardware.Address) { r.f.Inject(hardware.Event{Kind: hardware.DoorOpened, Addr: a}) },
+			after: func(r *rig, a hardware.Address) {
+				r.setItem(a, false, true)
+				r.f.Inject(hardware.Event{Kind: hardware.ItemRemoved, Addr: a})
+				r.setItem(a, false, false)
+				r.f.Inject(hardware.Event{Kind: hardware.DoorClosed, Addr: a})
+			}},
+		{name: "open now, after a start-up relock cut the pulse", caps: sensors, halt: true,
+			down: func(r *rig, a hardware.Address) { r.setItem(a, true, true) },
+			after: func(r *rig, a hardware.Address) {
+				r.setItem(a, false, true)
+				r.f.Inject(hardware.Event{Kind: hardware.ItemRemoved, Addr: a})
+				r.setItem(a, false, false)
+				r.f.Inject(hardware.Event{Kind: hardware.DoorClosed, Addr: a})
+			}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r := newRig(t, rigOpts{caps: c.caps})
+				a := hardware.Address{Board: 0, Channel: 2}
+				r.setItem(a, true, false)
+				r.be.set(func() { r.be.verify["K1.good"] = okAt("doc-1", 2) })
+				_, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
+				require.NoError(t, err)
+				r.waitFor("pulse done journaled", func() bool {
+					u := r.j.Unfinished()
+					return len(r.f.Pulses()) == 1 && len(u) == 1 && u[0].Done
+				})
+				r.stop() // as with kill -9 after the pulse
+				f := r.f
+				c.down(r, a)
+				var halt time.Time
+				if c.halt {
+					halt = time.Now() // right after the pulse: it may have been cut
+				}
+				r = newRig(t, rigOpts{caps: c.caps, dir: r.dir, fake: f, priv: r.priv, halt: halt})
+				defer r.stop()
+				synctest.Wait() // the resumed operation follows the door
+				c.after(r, a)
+				r.waitFor("decided", func() bool { return r.hasEvent("pickup_completed") && len(r.j.Unfinished()) == 0 })
+				synctest.Wait()
+				for _, k := range r.kinds() {
+					require.NotContains(t, []string{"open_not_detected", "pickup_not_collected", "alarm"}, k, "%v", r.kinds())
+				}
+				require.Equal(t, 1, f.PulseCount(a), "never pulsed again")
+			})
+		})
+	}
+}
+
 // A kluisd killed while a pickup's events and outcome wait in memory for
 // a full disk: the intent is still open, and the restart decides the
 // pickup from the sensors (the document is gone: pickup_completed), with

@@ -423,18 +423,10 @@ func (e *Engine) mayHaveBeenCut(p journal.Pending) bool {
 // (the backend gives a citizen's code back), the offline mark released, the
 // lock free for a new attempt with a fresh command id. Nothing is pulsed.
 func (e *Engine) resumeCut(ctx context.Context, o *op, st hardware.ChannelState, known bool) {
-	caps := e.Caps()
-	opened := known && caps.DoorSensor && st.DoorOpen
-	if !opened && caps.EventQueue {
-		var live bool
-		if opened, live = waitOpened(ctx, o, resumeSettle); !live {
-			return
-		}
-	}
-	if opened {
-		e.afterOpen(ctx, o)
+	if e.resumeOpenDoor(ctx, o, st, known) {
 		return
 	}
+	caps := e.Caps()
 	if !e.slotUnsure(ctx, o) && (!caps.DoorSensor || e.goalReached(ctx, o)) {
 		// Nothing tells whether the door opened, or the item sensor says
 		// the job got done: the outcome is what the sensors say.
@@ -471,6 +463,29 @@ func (e *Engine) slotUnsure(ctx context.Context, o *op) bool {
 	return err != nil || h.Slot != o.comp.slot || h.Busy
 }
 
+// resumeOpenDoor is where a resumed operation whose pulse was (or may
+// have been) carried out looks at its door: open now by its sensor, or,
+// from the board's queue, opened while kluisd was down (waiting up to
+// resumeSettle). If so it follows the door (afterOpen). It reports
+// whether the operation is handled: the door followed, or ctx ended
+// meanwhile; false: the door was not seen open, and the caller decides.
+// Never pulses.
+func (e *Engine) resumeOpenDoor(ctx context.Context, o *op, st hardware.ChannelState, known bool) (handled bool) {
+	caps := e.Caps()
+	opened := known && caps.DoorSensor && st.DoorOpen
+	if !opened && caps.EventQueue {
+		var live bool
+		if opened, live = waitOpened(ctx, o, resumeSettle); !live {
+			return true
+		}
+	}
+	if opened {
+		e.afterOpen(ctx, o)
+		return true
+	}
+	return false
+}
+
 // resumeSettle is how long a resumed operation waits for events the board
 // queued while kluisd was down (door used meanwhile), so that they are
 // matched to it instead of raising forced-door alarms.
@@ -485,16 +500,7 @@ func (e *Engine) resume(ctx context.Context, o *op, resend bool, st hardware.Cha
 	}
 	// The pulse was carried out (or may have been): follow the door from
 	// what the board queued and what the sensors say; never pulse again.
-	caps := e.Caps()
-	opened := known && caps.DoorSensor && st.DoorOpen
-	if !opened && caps.EventQueue {
-		var live bool
-		if opened, live = waitOpened(ctx, o, resumeSettle); !live {
-			return
-		}
-	}
-	if opened {
-		e.afterOpen(ctx, o)
+	if e.resumeOpenDoor(ctx, o, st, known) {
 		return
 	}
 	if e.slotUnsure(ctx, o) {

@@ -22,7 +22,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,12 +54,9 @@ func parse(args []string) (options, string, error) {
 		return options{}, "", err
 	}
 	o := options{duration: *dur, rounds: *rounds, dir: *dir}
-	for _, f := range strings.Split(*ws, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 || n > 256 {
-			return options{}, "", fmt.Errorf("journal: -writers: %q is not a count from 1 to 256", f)
-		}
-		o.writers = append(o.writers, n)
+	var err error
+	if o.writers, err = bench.ParseCounts(*ws, 256); err != nil {
+		return options{}, "", fmt.Errorf("journal: -writers: %w", err)
 	}
 	if o.rounds < 1 || o.duration < 100*time.Millisecond {
 		return options{}, "", errors.New("journal: want -rounds >= 1, -duration >= 100ms")

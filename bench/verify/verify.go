@@ -55,12 +55,9 @@ func parse(args []string) (options, string, error) {
 		return options{}, "", err
 	}
 	o := options{duration: *dur, warmup: *warm, rounds: *rounds}
-	for _, f := range strings.Split(*devs, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 || n > 1000 {
-			return options{}, "", fmt.Errorf("verify: -devices: %q is not a count from 1 to 1000", f)
-		}
-		o.devices = append(o.devices, n)
+	var err error
+	if o.devices, err = bench.ParseCounts(*devs, 1000); err != nil {
+		return options{}, "", fmt.Errorf("verify: -devices: %w", err)
 	}
 	if o.rounds < 1 || o.duration < time.Second || o.warmup < 0 {
 		return options{}, "", errors.New("verify: want -rounds >= 1, -duration >= 1s, -warmup >= 0")

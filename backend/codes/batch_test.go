@@ -332,3 +332,127 @@ func TestBatchIsNotHeldUpByABusyDevice(t *testing.T) {
 	used, _, _ := f.counts("")
 	require.Equal(t, 2, used)
 }
+
+// TestBatchWaitersGiveUpWhileQueued: attempts queued behind a running
+// batch whose contexts end leave the queue untouched (nothing claimed,
+// nothing recorded); the others are answered in the next batch.
+func TestBatchWaitersGiveUpWhileQueued(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	f.svc.batch.concurrent = 1 // one batch at a time: the others queue
+	devs, _, tokens := f.devicesWithCodes(9)
+	_, attempts0, _ := f.counts("")
+	batches0 := testutil.ToFloat64(f.svc.batches.WithLabelValues("ok"))
+	hold, err := f.pool.Begin(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = hold.Rollback(context.Background()) })
+	_, err = hold.Exec(ctx, `LOCK TABLE audit_pending IN EXCLUSIVE MODE`)
+	require.NoError(t, err)
+	queued := func() int {
+		f.svc.batch.mu.Lock()
+		defer f.svc.batch.mu.Unlock()
+		return len(f.svc.batch.queue)
+	}
+	blocked := func() bool {
+		var n int
+		err := f.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE '%audit_pending%'`).Scan(&n)
+		return err == nil && n > 0
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(devs))
+	cancels := make([]context.CancelFunc, len(devs))
+	verify := func(i int) {
+		vctx, cancel := context.WithCancel(ctx)
+		cancels[i] = cancel
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = f.svc.Verify(vctx, Attempt{DeviceID: devs[i], QRToken: tokens[i]})
+		}()
+	}
+	verify(0)
+	testenv.EventuallyWithin(t, 10*time.Second, "the first batch waits in its writes", func() bool { return queued() == 0 && blocked() })
+	for i := 1; i < len(devs); i++ {
+		verify(i)
+	}
+	testenv.EventuallyWithin(t, 10*time.Second, "the others are queued", func() bool { return queued() == len(devs)-1 })
+	// The waiters 1, 3, 5, 7 give up (among them the oldest).
+	for i := 1; i < len(devs); i += 2 {
+		cancels[i]()
+	}
+	testenv.EventuallyWithin(t, 10*time.Second, "those who gave up left the queue", func() bool { return queued() == len(devs)/2 })
+	require.NoError(t, hold.Rollback(ctx))
+	wg.Wait()
+	for i, err := range errs {
+		if i%2 == 1 {
+			require.ErrorIs(t, err, context.Canceled, "attempt %d", i)
+		} else {
+			require.NoError(t, err, "attempt %d", i)
+		}
+		cancels[i]()
+	}
+	used, attempts, _ := f.counts("")
+	require.Equal(t, len(devs)/2+1, used, "the codes of those who waited, and no other")
+	require.Equal(t, len(devs)/2+1, attempts-attempts0, "only their attempts recorded")
+	require.Equal(t, 2.0, testutil.ToFloat64(f.svc.batches.WithLabelValues("ok"))-batches0, "the first batch, then one for the rest")
+	f.noLeaderLeft()
+	// Those who gave up claim their codes now.
+	for i := 1; i < len(devs); i += 2 {
+		_, err := f.verify(Attempt{DeviceID: devs[i], QRToken: tokens[i]})
+		require.NoError(t, err, "attempt %d again", i)
+	}
+}
+
+// TestBatchLeadersUnderCancellation: many attempts at once, each with a
+// deadline that may end at any point; every one is either answered (and
+// its code claimed) or ends with its context's error (nothing claimed,
+// nothing recorded), and no batch leader is left behind.
+func TestBatchLeadersUnderCancellation(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	devs, _, tokens := f.devicesWithCodes(24)
+	_, attempts0, _ := f.counts("")
+	var wg sync.WaitGroup
+	errs := make([]error, len(devs))
+	for i := range devs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i%6)*time.Millisecond)
+			defer cancel()
+			_, errs[i] = f.svc.Verify(ctx, Attempt{DeviceID: devs[i], QRToken: tokens[i]})
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for i, err := range errs {
+		if err == nil {
+			ok++
+			continue
+		}
+		require.ErrorIs(t, err, context.DeadlineExceeded, "attempt %d", i)
+	}
+	used, attempts, _ := f.counts("")
+	require.Equal(t, ok, used, "a code claimed for every answered attempt, and no other")
+	require.Equal(t, ok, attempts-attempts0, "an attempt recorded for every answered one, and no other")
+	f.noLeaderLeft()
+	for i, err := range errs {
+		if err != nil {
+			_, err := f.verify(Attempt{DeviceID: devs[i], QRToken: tokens[i]})
+			require.NoError(t, err, "attempt %d again", i)
+		}
+	}
+}
+
+// noLeaderLeft waits until the batcher has no leader and an empty queue
+// (a leader leaves after it has answered its last batch).
+func (f *fixture) noLeaderLeft() {
+	f.t.Helper()
+	testenv.EventuallyWithin(f.t, 10*time.Second, "no batch leader left, nothing queued", func() bool {
+		f.svc.batch.mu.Lock()
+		defer f.svc.batch.mu.Unlock()
+		return f.svc.batch.running == 0 && len(f.svc.batch.queue) == 0
+	})
+}

@@ -462,9 +462,9 @@ func (r *rig) batchMetrics(ctx context.Context) [2]float64 {
 // kluisPhase runs n devices for warmup+duration and returns the answered
 // verifications per second within the measured window.
 func (r *rig) kluisPhase(ctx context.Context, n int, o options) (float64, error) {
-	// Enough claims for twice the best rate so far (at least 1,500/s): a
+	// Enough claims for twice the best rate so far (at least 5,000/s): a
 	// device that runs out fails the run.
-	want := int((o.warmup+o.duration+2*time.Second).Seconds()*max(1500, 2*r.best))/n + 10
+	want := int((o.warmup+o.duration+2*time.Second).Seconds()*max(5000, 2*r.best))/n + 10
 	if err := r.topUp(ctx, n, want); err != nil {
 		return 0, err
 	}

@@ -9,8 +9,9 @@
 // counted, logged without its content and otherwise ignored. An answer to a
 // request is handed over only when it carries the backend's signature for
 // this device, that request and that very answer (wire.VerifyResponseSig);
-// otherwise the request fails as unanswered (ErrResponseRefused) and the
-// refusal is counted and reported (Options.Refused).
+// a refused one is counted and reported (Options.Refused) and the request
+// goes on waiting for the genuine answer; without one in time it fails as
+// unanswered (ErrResponseRefused).
 package link
 
 import (
@@ -36,9 +37,9 @@ import (
 var ErrUnavailable = errors.New("link: backend unavailable")
 
 // ErrResponseRefused is wrapped (with ErrUnavailable) by Verify and Staff
-// when the answer to the request was not signed by the backend for this
-// device, this request and this answer, or its signature expired: nothing
-// may be done on it, as if the backend had not answered.
+// when no genuine answer came in time and an answer was refused: not
+// signed by the backend for this device, this request and this answer, or
+// expired. Nothing was done on it, as if the backend had not answered.
 var ErrResponseRefused = errors.New("link: backend answer refused")
 
 // Options configure New.
@@ -85,7 +86,7 @@ type Link struct {
 	cmds    chan wire.Command
 
 	mu        sync.Mutex
-	pending   map[string]chan answer
+	pending   map[string]*pendingReq
 	lastSent  map[string]time.Time
 	connGen   int
 	connected bool
@@ -96,11 +97,11 @@ type Link struct {
 	mRefused                     *prometheus.CounterVec
 }
 
-// answer is what a pending request gets: the backend's answer, or why it
-// was refused.
-type answer struct {
-	m   wire.Message
-	err error
+// pendingReq is a request waiting for its answer: ch gets the accepted
+// answer; refused (under Link.mu) is why the last refused one was refused.
+type pendingReq struct {
+	ch      chan wire.Message
+	refused error
 }
 
 // New prepares the link; Run connects.
@@ -140,7 +141,7 @@ func New(o Options) (*Link, error) {
 			return wire.CommandResult{ID: c.ID, Status: wire.StatusRejected}
 		}
 	}
-	l := &Link{o: o, log: o.Logger.With("part", "link"), pending: map[string]chan answer{},
+	l := &Link{o: o, log: o.Logger.With("part", "link"), pending: map[string]*pendingReq{},
 		lastSent: map[string]time.Time{}, cmds: make(chan wire.Command, 64), wake: make(chan struct{}, 1)}
 	c := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kluisd", Subsystem: "mqtt", Name: name, Help: help})
@@ -301,16 +302,17 @@ func (l *Link) onMessage(_ mqtt.Client, msg mqtt.Message) {
 
 // deliver matches an answer to its pending request: the one place answers
 // are accepted. The answer is handed over only when its signature verifies
-// for this device, that request and this answer; otherwise the request
-// fails with ErrResponseRefused (the engine acts as if the backend had not
-// answered) and the refusal is counted, logged and reported. An answer
-// without a pending request (late, repeated, or guessed) is dropped.
+// for this device, that request and this answer. A refused one is counted,
+// logged and reported, and the request goes on waiting: a forgery can
+// neither open a door nor push the genuine answer aside. A request that
+// gets no genuine answer in time fails with ErrResponseRefused (the
+// engine acts as if the backend had not answered). An answer without a
+// pending request (late, repeated, or guessed) is dropped.
 func (l *Link) deliver(id string, m wire.Message) {
 	l.mu.Lock()
-	ch := l.pending[id]
-	delete(l.pending, id)
+	p := l.pending[id]
 	l.mu.Unlock()
-	if ch == nil {
+	if p == nil {
 		l.log.Warn("response without request (late or duplicate)", "id", id)
 		return
 	}
@@ -318,13 +320,23 @@ func (l *Link) deliver(id string, m wire.Message) {
 		kind := m.MessageKind()
 		l.mRefused.WithLabelValues(string(kind)).Inc()
 		l.log.Warn("backend answer refused", "kind", kind, "id", id, "err", err)
+		l.mu.Lock()
+		p.refused = err
+		l.mu.Unlock()
 		if l.o.Refused != nil {
 			l.o.Refused(kind, id, err.Error())
 		}
-		ch <- answer{err: fmt.Errorf("%w: %w: %w", ErrUnavailable, ErrResponseRefused, err)}
 		return
 	}
-	ch <- answer{m: m}
+	l.mu.Lock()
+	mine := l.pending[id] == p
+	if mine {
+		delete(l.pending, id)
+	}
+	l.mu.Unlock()
+	if mine { // a duplicate of the genuine answer is dropped
+		p.ch <- m
+	}
 }
 
 func (l *Link) commandLoop(ctx context.Context) {
@@ -420,9 +432,9 @@ func (l *Link) request(ctx context.Context, kind wire.Kind, id string, m wire.Me
 	if err != nil {
 		return nil, err
 	}
-	ch := make(chan answer, 1)
+	p := &pendingReq{ch: make(chan wire.Message, 1)}
 	l.mu.Lock()
-	l.pending[id] = ch
+	l.pending[id] = p
 	l.mu.Unlock()
 	defer func() {
 		l.mu.Lock()
@@ -431,9 +443,15 @@ func (l *Link) request(ctx context.Context, kind wire.Kind, id string, m wire.Me
 	}()
 	l.client.Publish(l.topic(kind), 1, false, b)
 	select {
-	case r := <-ch:
-		return r.m, r.err
+	case r := <-p.ch:
+		return r, nil
 	case <-ctx.Done():
+		l.mu.Lock()
+		refused := p.refused
+		l.mu.Unlock()
+		if refused != nil {
+			return nil, fmt.Errorf("%w: %w: %w (%v)", ErrUnavailable, ErrResponseRefused, refused, ctx.Err())
+		}
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
 	}
 }

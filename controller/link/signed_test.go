@@ -18,6 +18,7 @@ import (
 	"kluis/controller/engine/enginetest"
 	"kluis/controller/journal"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 )
 
 // refusals records what a link reported as refused.
@@ -42,11 +43,35 @@ func (r *refusals) has(kind wire.Kind, id string) bool {
 // grant of a compartment.
 var forgeries = []string{"K1.unsigned", "K1.otherkey", "K1.otherdevice", "K1.otherrequest", "K1.tampered", "K1.expired", "K1.denied"}
 
+// refusedThenCancelled runs call (a request with id) until the link has
+// reported its answer refused, then ends it, and returns its error.
+func refusedThenCancelled[T any](t *testing.T, rf *refusals, kind wire.Kind, id string, call func(context.Context) (T, error)) (T, error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() { v, err := call(ctx); done <- result{v, err} }()
+	testenv.Eventually(t, "the answer refused and reported", func() bool { return rf.has(kind, id) })
+	select {
+	case r := <-done:
+		t.Fatalf("the request ended on a refused answer: %v %v", r.v, r.err)
+	default:
+	}
+	cancel()
+	r := <-done
+	return r.v, r.err
+}
+
 // Over the real broker, the link hands over only the answer the backend
 // signed for this device and request: an unsigned, otherwise signed, other
 // device's, other request's, changed, expired or replayed grant, and an
-// unsigned staff login, fail the request as unanswered
-// (ErrResponseRefused, ErrUnavailable), each counted and reported.
+// unsigned staff login, are each counted and reported, and the request
+// keeps waiting for the genuine answer; without one it fails as unanswered
+// (ErrResponseRefused, ErrUnavailable).
 func TestAnswersRefusedUnlessSigned(t *testing.T) {
 	dev := fmt.Sprintf("ls-%d", time.Now().UnixNano())
 	newResponder(t, dev)
@@ -63,6 +88,13 @@ func TestAnswersRefusedUnlessSigned(t *testing.T) {
 		res, err := l.Verify(ctx, wire.VerifyRequest{ID: id, At: time.Now().UTC(), Method: wire.MethodQR, Token: token})
 		return id, res, err
 	}
+	refusedVerify := func(token string) (string, wire.VerifyResponse, error) {
+		id := wire.NewID(time.Now())
+		res, err := refusedThenCancelled(t, &rf, wire.KindVerifyRes, id, func(ctx context.Context) (wire.VerifyResponse, error) {
+			return l.Verify(ctx, wire.VerifyRequest{ID: id, At: time.Now().UTC(), Method: wire.MethodQR, Token: token})
+		})
+		return id, res, err
+	}
 	_, res, err := verify("K1.good")
 	require.NoError(t, err, "the genuine grant")
 	require.Equal(t, wire.VerifyOK, res.Result)
@@ -70,16 +102,16 @@ func TestAnswersRefusedUnlessSigned(t *testing.T) {
 	require.NoError(t, err, "a genuine refusal")
 	require.Equal(t, wire.VerifyWrongCode, res.Result)
 	for _, tok := range append(slices.Clone(forgeries), "K1.replay") {
-		id, res, err := verify(tok)
+		_, res, err := refusedVerify(tok)
 		require.ErrorIs(t, err, ErrResponseRefused, tok)
 		require.ErrorIs(t, err, ErrUnavailable, tok)
 		assert.Equal(t, wire.VerifyResponse{}, res, "%s: nothing handed over", tok)
-		assert.True(t, rf.has(wire.KindVerifyRes, id), "%s reported", tok)
 	}
 	id := wire.NewID(time.Now())
-	_, err = l.Staff(ctx, wire.StaffRequest{ID: id, Op: wire.StaffLogin, At: time.Now().UTC(), PIN: "123456"})
+	_, err = refusedThenCancelled(t, &rf, wire.KindStaffRes, id, func(ctx context.Context) (wire.StaffResponse, error) {
+		return l.Staff(ctx, wire.StaffRequest{ID: id, Op: wire.StaffLogin, At: time.Now().UTC(), PIN: "123456"})
+	})
 	require.ErrorIs(t, err, ErrResponseRefused, "an unsigned staff login")
-	assert.True(t, rf.has(wire.KindStaffRes, id))
 	assert.Equal(t, float64(len(forgeries)+1), testutil.ToFloat64(l.mRefused.WithLabelValues(string(wire.KindVerifyRes))))
 	assert.Equal(t, 1.0, testutil.ToFloat64(l.mRefused.WithLabelValues(string(wire.KindStaffRes))))
 }
@@ -95,20 +127,51 @@ func TestAnswersRefusedWithoutKey(t *testing.T) {
 	var rf refusals
 	l, stop := startLinkWith(t, Options{DeviceID: dev, Journal: j, Refused: rf.add, ResponseKey: ed25519.PublicKey{}})
 	defer stop()
+	id := wire.NewID(time.Now())
+	_, err = refusedThenCancelled(t, &rf, wire.KindVerifyRes, id, func(ctx context.Context) (wire.VerifyResponse, error) {
+		return l.Verify(ctx, wire.VerifyRequest{ID: id, At: time.Now().UTC(), Method: wire.MethodQR, Token: "K1.good"})
+	})
+	require.ErrorIs(t, err, ErrResponseRefused)
+	require.ErrorIs(t, err, wire.ErrResponseUnsigned)
+}
+
+// A forged grant that reaches the device first does not push the genuine
+// answer aside: it is refused and reported, and the request takes the
+// backend's signed answer that follows (here a refusal).
+func TestForgeryFirstThenTheGenuineAnswer(t *testing.T) {
+	dev := fmt.Sprintf("lf-%d", time.Now().UnixNano())
+	r := newResponder(t, dev)
+	j, _, _, err := journal.Open(journal.Options{Dir: t.TempDir(), DeviceID: dev})
+	require.NoError(t, err)
+	defer j.Close()
+	var rf refusals
+	l, stop := startLinkWith(t, Options{DeviceID: dev, Journal: j, Refused: rf.add})
+	defer stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	id := wire.NewID(time.Now())
-	_, err = l.Verify(ctx, wire.VerifyRequest{ID: id, At: time.Now().UTC(), Method: wire.MethodQR, Token: "K1.good"})
-	require.ErrorIs(t, err, ErrResponseRefused)
-	require.ErrorIs(t, err, wire.ErrResponseUnsigned)
-	assert.True(t, rf.has(wire.KindVerifyRes, id))
+	type result struct {
+		res wire.VerifyResponse
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := l.Verify(ctx, wire.VerifyRequest{ID: id, At: time.Now().UTC(), Method: wire.MethodQR, Token: "K1.unsigned"})
+		done <- result{res, err}
+	}()
+	testenv.Eventually(t, "the forged grant refused", func() bool { return rf.has(wire.KindVerifyRes, id) })
+	genuine := &wire.VerifyResponse{ID: id, Result: wire.VerifyWrongCode}
+	require.NoError(t, wire.SignResponse(backendKey, dev, genuine, time.Now().Add(wire.ResponseTTL)))
+	r.pub(wire.KindVerifyRes, genuine)
+	got := <-done
+	require.NoError(t, got.err)
+	assert.Equal(t, wire.VerifyWrongCode, got.res.Result, "the genuine answer, not the forged grant")
 }
 
 // The whole path of a citizen's QR code on the real broker, kluisd's engine
 // asking through the link: a forged grant of an existing compartment opens
-// nothing (the engine checks offline, finds nothing, the kiosk says so) and
-// is journaled as a response_refused event for the backend's audit; the
-// genuine grant then opens that compartment.
+// nothing and is journaled as a response_refused event for the backend's
+// audit; the genuine grant then opens that compartment.
 func TestForgedGrantKeepsTheDoorShut(t *testing.T) {
 	dev := fmt.Sprintf("le-%d", time.Now().UnixNano())
 	r := newResponder(t, dev)
@@ -132,20 +195,30 @@ func TestForgedGrantKeepsTheDoorShut(t *testing.T) {
 	engMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, tok := range forgeries {
-		sc, err := rig.Engine.Pickup(ctx, engine.PickupRequest{QR: tok})
-		require.NoError(t, err, tok)
-		assert.Contains(t, []string{engine.StateWrongCode, engine.StateError}, sc.State, "%s: the kiosk shows no opening", tok)
-		require.Empty(t, rig.Driver.Pulses(), "%s: no lock pulsed", tok)
-	}
-	var refused []wire.Event
-	for _, e := range rig.Journal.Outbox() {
-		var ev wire.Event
-		require.NoError(t, json.Unmarshal(e.Payload, &ev))
-		if ev.Kind == wire.EvResponseRefused {
-			refused = append(refused, ev)
+	refusedEvents := func() []wire.Event {
+		var out []wire.Event
+		for _, e := range rig.Journal.Outbox() {
+			var ev wire.Event
+			require.NoError(t, json.Unmarshal(e.Payload, &ev))
+			if ev.Kind == wire.EvResponseRefused {
+				out = append(out, ev)
+			}
 		}
+		return out
 	}
+	for i, tok := range forgeries {
+		// The engine waits for the genuine answer (timeouts.verify, then
+		// offline); the citizen walks away once the forgery is reported.
+		pctx, pcancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { _, err := rig.Engine.Pickup(pctx, engine.PickupRequest{QR: tok}); done <- err }()
+		testenv.Eventually(t, tok+" reported", func() bool { return len(refusedEvents()) == i+1 })
+		pcancel()
+		require.ErrorIs(t, <-done, context.Canceled, tok)
+		require.Empty(t, rig.Driver.Pulses(), "%s: no lock pulsed", tok)
+		assert.Equal(t, engine.StateIdle, rig.Engine.Screen().State, "%s: the kiosk shows no opening", tok)
+	}
+	refused := refusedEvents()
 	require.Len(t, refused, len(forgeries), "every forged grant reported")
 	for _, ev := range refused {
 		assert.NotEmpty(t, ev.RequestID)

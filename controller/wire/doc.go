@@ -46,8 +46,8 @@
 //     signature ([SignResponse]; "KR1." claims binding the device id, the
 //     request id, the SHA-256 of the whole answer and an expiry of
 //     [ResponseTTL]): a device acts on no answer that [VerifyResponseSig]
-//     refuses, treats the request as unanswered and reports an event
-//     response_refused.
+//     refuses, waits on for the genuine one (unanswered in the end if none
+//     comes) and reports an event response_refused.
 //
 // # Payloads
 //

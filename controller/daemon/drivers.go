@@ -20,10 +20,10 @@ func OpenDriver(ctx context.Context, cfg *config.Config, log *slog.Logger, reg p
 	switch h.Driver {
 	case config.DriverKluis:
 		return kluisbus.New(kluisbus.Options{Port: h.Serial.Port, Baud: h.Serial.Baud, Boards: h.Boards,
-			Logger: log.With("part", "kluisbus"), Registry: reg})
+			Logger: log, Registry: reg})
 	case config.DriverKerong:
 		return kerong.New(kerong.Options{Port: h.Serial.Port, Baud: h.Serial.Baud, Boards: h.Boards,
-			Logger: log.With("part", "kerong"), Registry: reg})
+			Logger: log, Registry: reg})
 	case config.DriverTasmota:
 		pw, err := cfg.MQTTPassword()
 		if err != nil {
@@ -35,7 +35,7 @@ func OpenDriver(ctx context.Context, cfg *config.Config, log *slog.Logger, reg p
 		}
 		return tasmota.New(tasmota.Options{Broker: h.Tasmota.Broker, ClientID: cfg.MQTT.ClientID + "-tasmota",
 			Username: cfg.MQTT.Username, Password: pw, Modules: mods, Automaton: cfg.Kind == config.KindAutomaton,
-			Logger: log.With("part", "tasmota"), Registry: reg})
+			Logger: log, Registry: reg})
 	}
 	return nil, fmt.Errorf("daemon: driver %q is not a production driver: %w", h.Driver, hardware.ErrUnsupported)
 }

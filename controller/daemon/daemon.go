@@ -169,23 +169,6 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("daemon: %w", err)
 	}
 
-	ks, err := kiosk.New(kiosk.Options{Engine: eng, Config: cfg, Logger: log})
-	if err != nil {
-		return fmt.Errorf("daemon: %w", err)
-	}
-	kioskLn, err := net.Listen("tcp", cfg.Kiosk.Listen)
-	if err != nil {
-		return fmt.Errorf("daemon: kiosk.listen: %w", err)
-	}
-	var metricsLn net.Listener
-	if cfg.MetricsListen != "off" {
-		metricsLn, err = net.Listen("tcp", cfg.MetricsListen)
-		if err != nil {
-			kioskLn.Close()
-			return fmt.Errorf("daemon: metrics_listen: %w", err)
-		}
-	}
-
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -200,7 +183,11 @@ func Run(ctx context.Context, o Options) error {
 		}()
 	}
 	// The engine runs in its own context so that it stops (and halts the
-	// locks) before the link says goodbye.
+	// locks) before the link says goodbye. It starts first: its start-up
+	// (describing the boards over the serial line, reconciling the
+	// journal) mostly waits for the line, while the kiosk's screen is
+	// built meanwhile (templates, catalogue, drawings). Nothing is served
+	// and READY=1 is not sent before both are done.
 	engCtx, engCancel := context.WithCancel(ctx)
 	engDone := make(chan struct{})
 	run("engine", func() error {
@@ -211,6 +198,32 @@ func Run(ctx context.Context, o Options) error {
 		}
 		return err
 	})
+	// abort stops the engine (it halts the locks) after a start-up error.
+	abort := func(err error) error {
+		engCancel()
+		<-engDone
+		cancel()
+		wg.Wait()
+		return err
+	}
+
+	ks, err := kiosk.New(kiosk.Options{Engine: eng, Config: cfg, Logger: log})
+	if err != nil {
+		return abort(fmt.Errorf("daemon: %w", err))
+	}
+	kioskLn, err := net.Listen("tcp", cfg.Kiosk.Listen)
+	if err != nil {
+		return abort(fmt.Errorf("daemon: kiosk.listen: %w", err))
+	}
+	var metricsLn net.Listener
+	if cfg.MetricsListen != "off" {
+		metricsLn, err = net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			kioskLn.Close()
+			return abort(fmt.Errorf("daemon: metrics_listen: %w", err))
+		}
+	}
+
 	linkCtx, linkCancel := context.WithCancel(context.Background())
 	run("link", func() error { return lk.Run(linkCtx) })
 

@@ -338,3 +338,53 @@ func TestConcurrentAppendsWithAFailedSync(t *testing.T) {
 	}
 	require.Equal(t, ok, have, "exactly the appends that returned without error")
 }
+
+// BenchmarkOpen measures opening (reading, checking and applying every
+// record of) a journal grown to kluisd's compaction threshold (256 KiB since
+// kluis-bench start; 4 MiB before), every event acknowledged as the
+// backend does when online: the part of kluisd's start, and of its heap,
+// that grows with the journal (kluis-bench start measures a fresh one).
+func BenchmarkOpen(b *testing.B) {
+	for _, size := range []int64{256 << 10, 4 << 20} {
+		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
+			dir := b.TempDir()
+			j, _, _, err := Open(Options{Dir: dir, DeviceID: "bench"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			payload := []byte(`{"id":"0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b","kind":"pickup_completed","at":"2026-12-06T03:24:38Z","document_id":"0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c","addr":{"board":0,"channel":7},"method":"qr","offline":true}`)
+			var wg sync.WaitGroup
+			for w := 0; w < 16; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for j.Size() < size {
+						e, err := j.AppendEvent(Event{Kind: "pickup_completed", Payload: payload})
+						if err == nil {
+							err = j.Ack(e.ID)
+						}
+						if err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			if err := j.Close(); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				j, recs, _, err := Open(Options{Dir: dir, DeviceID: "bench"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if i == 0 {
+					b.ReportMetric(float64(len(recs)), "records")
+				}
+				j.Close()
+			}
+		})
+	}
+}

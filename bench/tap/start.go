@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"kluis/bench"
 	"kluis/controller/daemon/daemonclient"
 	"kluis/controller/engine"
+	"kluis/controller/journal"
 	"kluis/controller/kiosk/kioskclient"
 	"kluis/controller/offline"
 	"kluis/controller/pickupcode"
@@ -36,6 +38,9 @@ type startOptions struct {
 	bins []string
 	env  []string
 	keep bool
+	// journalKiB pre-fills kluisd's journal with acknowledged events up to
+	// this size before each start.
+	journalKiB int
 }
 
 func parseStart(args []string) (startOptions, string, error) {
@@ -46,21 +51,25 @@ func parseStart(args []string) (startOptions, string, error) {
 	dir := fs.String("dir", os.TempDir(), "directory under which kluisd's journal is made")
 	bins := fs.String("bin", "", "comma-separated kluisd binaries to compare, started in turn (paired runs); default: ./cmd/kluisd built as `make dist` does (CGO_ENABLED=0, -trimpath)")
 	env := fs.String("env", "", "comma-separated NAME=value pairs added to kluisd's environment (e.g. GOGC=50 or GODEBUG=inittrace=1)")
+	journalKiB := fs.Int("journal-kib", 0, "before each start, fill kluisd's journal with acknowledged events up to this many KiB (a device's journal between compactions; 0: a fresh journal)")
 	keep := fs.Bool("keep", false, "keep the run directories (kluisd's logs and journals) under -dir and print where")
 	if err := fs.Parse(args); err != nil {
 		return startOptions{}, "", err
 	}
-	o := startOptions{runs: *runs, taps: *taps, baud: *baud, dir: *dir, keep: *keep}
+	o := startOptions{runs: *runs, taps: *taps, baud: *baud, dir: *dir, keep: *keep, journalKiB: *journalKiB}
 	if *bins != "" {
 		o.bins = strings.Split(*bins, ",")
 	}
 	if *env != "" {
 		o.env = strings.Split(*env, ",")
 	}
-	if o.runs < 1 || o.taps < 0 || o.baud < 1200 {
-		return startOptions{}, "", errors.New("start: want -runs >= 1, -taps >= 0, -baud >= 1200")
+	if o.runs < 1 || o.taps < 0 || o.baud < 1200 || o.journalKiB < 0 {
+		return startOptions{}, "", errors.New("start: want -runs >= 1, -taps >= 0, -baud >= 1200, -journal-kib >= 0")
 	}
 	cmd := fmt.Sprintf("go run ./cmd/kluis-bench start -runs %d -taps %d -baud %d", o.runs, o.taps, o.baud)
+	if o.journalKiB > 0 {
+		cmd += fmt.Sprintf(" -journal-kib %d", o.journalKiB)
+	}
 	if *bins != "" {
 		cmd += " -bin " + *bins
 	}
@@ -77,6 +86,7 @@ type startSample struct {
 	readyRSS float64       // resident memory when READY=1 arrived
 	anon     float64       // of which anonymous (heap, stacks, runtime), the rest file-backed (the binary's pages)
 	tapRSS   float64       // resident memory after the taps
+	tapAnon  float64       // of which anonymous
 }
 
 // RunStart is kluis-bench's "start" subcommand: kluisd's start and memory,
@@ -127,19 +137,20 @@ func RunStart(ctx context.Context, env bench.Env, args []string) (bench.Report, 
 				return bench.Report{}, fmt.Errorf("start: %s, run %d: %w", bin, run+1, err)
 			}
 			samples[i] = append(samples[i], s)
-			fmt.Fprintf(env.Out, "start: %s run %d: READY=1 %s, /healthz %s, RSS %.1f MB at READY=1 (%.1f MB anonymous), %.1f MB after %d taps\n",
-				filepath.Base(bin), run+1, ms(s.notified), ms(s.healthy), s.readyRSS/1e6, s.anon/1e6, s.tapRSS/1e6, o.taps)
+			fmt.Fprintf(env.Out, "start: %s run %d: READY=1 %s, /healthz %s, RSS %.1f MB at READY=1 (%.1f MB anonymous), %.1f MB after %d taps (%.1f MB anonymous)\n",
+				filepath.Base(bin), run+1, ms(s.notified), ms(s.healthy), s.readyRSS/1e6, s.anon/1e6, s.tapRSS/1e6, o.taps, s.tapAnon/1e6)
 		}
 	}
 	load1 := loadAvg()
 	rep := bench.Report{Name: "start", Command: cmdline,
-		Params: map[string]any{"runs": o.runs, "taps": o.taps, "baud": o.baud, "binaries": strings.Join(bins, ","), "env": strings.Join(o.env, ",")}}
+		Params: map[string]any{"runs": o.runs, "taps": o.taps, "journal_kib": o.journalKiB, "baud": o.baud, "binaries": strings.Join(bins, ","), "env": strings.Join(o.env, ",")}}
 	for i, bin := range bins {
 		var notified, healthy []time.Duration
-		var ready, anon, tapped []float64
+		var ready, anon, tapped, tappedAnon []float64
 		for _, s := range samples[i] {
 			notified, healthy = append(notified, s.notified), append(healthy, s.healthy)
 			ready, anon, tapped = append(ready, s.readyRSS/1e6), append(anon, s.anon/1e6), append(tapped, s.tapRSS/1e6)
+			tappedAnon = append(tappedAnon, s.tapAnon/1e6)
 		}
 		name := ""
 		if len(bins) > 1 {
@@ -155,11 +166,11 @@ func RunStart(ctx context.Context, env bench.Env, args []string) (bench.Report, 
 				Value: bench.Median(ready), Floor: 14,
 				Notes: fmt.Sprintf("%s; anonymous (heap, stacks, runtime) median %.1f MB, the rest the binary's file-backed pages", minMax(ready), bench.Median(anon))},
 			bench.Figure{Name: fmt.Sprintf("kluisd resident memory after %d offline QR taps, median%s", o.taps, name), Unit: "MB", LowerIsBetter: true, Goal: 1,
-				Value: bench.Median(tapped), Floor: 14, Notes: minMax(tapped)})
+				Value: bench.Median(tapped), Floor: 14, Notes: fmt.Sprintf("%s; anonymous median %.1f MB", minMax(tapped), bench.Median(tappedAnon))})
 	}
 	rep.Notes = append(rep.Notes,
 		fmt.Sprintf("load average (1, 5, 15 min) before: %s; after: %s", load0, load1),
-		"each start: a fresh journal directory with an offline cache of 16 codes, the simulator's Kluis lock board on a fresh pty, MQTT at a port that refuses (readiness does not wait for the broker); READY=1 read from a NOTIFY_SOCKET, /healthz polled every 2 ms, RSS from /proc/<pid>/status")
+		"each start: a fresh journal directory (filled with -journal-kib of acknowledged events) with an offline cache of 16 codes, the simulator's Kluis lock board on a fresh pty, MQTT at a port that refuses (readiness does not wait for the broker); READY=1 read from a NOTIFY_SOCKET, /healthz polled every 2 ms, RSS from /proc/<pid>/status")
 	return rep, nil
 }
 
@@ -183,6 +194,31 @@ func loadAvg() string {
 		return "unknown"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// fillJournal appends acknowledged events (a pickup's, as the backend
+// acknowledges them when online) to the journal in dir until it holds size
+// bytes.
+func fillJournal(dir string, size int64) error {
+	if size <= 0 {
+		return nil
+	}
+	j, _, _, err := journal.Open(journal.Options{Dir: dir, DeviceID: device, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return err
+	}
+	payload := []byte(`{"id":"0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b","kind":"pickup_completed","at":"2026-12-06T03:24:38Z","document_id":"0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c","addr":{"board":0,"channel":7},"method":"qr","offline":true}`)
+	for j.Size() < size {
+		e, err := j.AppendEvent(journal.Event{Kind: "pickup_completed", Payload: payload})
+		if err == nil {
+			err = j.Ack(e.ID)
+		}
+		if err != nil {
+			j.Close()
+			return err
+		}
+	}
+	return j.Close()
 }
 
 // buildShipped builds ./cmd/kluisd to out the way `make dist` builds what
@@ -233,6 +269,9 @@ func startOnce(ctx context.Context, o startOptions, dir, bin string) (s startSam
 	}
 	journalDir := filepath.Join(dir, "journal")
 	if err := os.MkdirAll(journalDir, 0o700); err != nil {
+		return s, err
+	}
+	if err := fillJournal(journalDir, int64(o.journalKiB)<<10); err != nil {
 		return s, err
 	}
 	cache, err := offline.Open(journalDir, device, pub)
@@ -360,7 +399,7 @@ func startOnce(ctx context.Context, o startOptions, dir, bin string) (s startSam
 			return s, fmt.Errorf("tap %d: %w\n%s", i+1, err, logTail())
 		}
 	}
-	s.tapRSS = bench.ProcRSS(cmd.Process.Pid)
+	s.tapRSS, s.tapAnon = bench.ProcRSS(cmd.Process.Pid), procStatus(cmd.Process.Pid, "RssAnon:")
 	return s, nil
 }
 

@@ -56,6 +56,7 @@ type batchItem struct {
 	look codeLookup
 	id   []byte // the code id the token names
 	done chan struct{}
+	at   time.Time // queued then (monotonic, for the wait's metric)
 
 	// Set by the batch before done is closed.
 	out   outcome
@@ -83,6 +84,7 @@ type batcher struct {
 // batch has started, its outcome is waited for (the batch is bounded by
 // its own timeout), so that an answer is never lost for a claimed code.
 func (b *batcher) verify(ctx context.Context, it *batchItem) error {
+	it.at = time.Now()
 	b.mu.Lock()
 	b.queue = append(b.queue, it)
 	if b.running < b.concurrent {
@@ -117,7 +119,12 @@ func (b *batcher) lead() {
 			return
 		}
 		b.mu.Unlock()
+		start := time.Now()
+		for _, it := range items {
+			b.s.waited.Observe(start.Sub(it.at).Seconds())
+		}
 		b.run(items)
+		b.s.batchDur.Observe(time.Since(start).Seconds())
 		for _, it := range items {
 			close(it.done)
 		}

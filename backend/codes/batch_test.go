@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/audit"
@@ -258,6 +260,7 @@ func TestBatchGathersWhileOneRuns(t *testing.T) {
 	devs, _, tokens := f.devicesWithCodes(8)
 	batches0 := testutil.ToFloat64(f.svc.batches.WithLabelValues("ok"))
 	batched0 := testutil.ToFloat64(f.svc.batched)
+	waited0, took0 := histogram(t, f.svc.waited), histogram(t, f.svc.batchDur)
 	// Hold the audit queue: the first batch waits in its writes.
 	hold, err := f.pool.Begin(ctx)
 	require.NoError(t, err)
@@ -302,6 +305,19 @@ func TestBatchGathersWhileOneRuns(t *testing.T) {
 	}
 	require.Equal(t, 2.0, testutil.ToFloat64(f.svc.batches.WithLabelValues("ok"))-batches0, "one batch, then one for the rest")
 	require.Equal(t, float64(len(devs)), testutil.ToFloat64(f.svc.batched)-batched0)
+	waited, took := histogram(t, f.svc.waited), histogram(t, f.svc.batchDur)
+	require.Equal(t, uint64(len(devs)), waited.GetSampleCount()-waited0.GetSampleCount(), "every attempt's wait for its batch")
+	require.Equal(t, uint64(2), took.GetSampleCount()-took0.GetSampleCount(), "each batch's transaction")
+	require.Greater(t, waited.GetSampleSum()-waited0.GetSampleSum(), 0.0)
+	require.Greater(t, took.GetSampleSum()-took0.GetSampleSum(), 0.0)
+}
+
+// histogram reads a histogram's count and sum.
+func histogram(t *testing.T, h prometheus.Histogram) *dto.Histogram {
+	t.Helper()
+	var m dto.Metric
+	require.NoError(t, h.Write(&m))
+	return m.GetHistogram()
 }
 
 func TestBatchIsNotHeldUpByABusyDevice(t *testing.T) {

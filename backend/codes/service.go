@@ -91,8 +91,16 @@ type Service struct {
 	verified *prometheus.CounterVec
 	batches  *prometheus.CounterVec // by outcome: ok, error
 	batched  prometheus.Counter
+	waited   prometheus.Histogram // an attempt's wait for its batch
+	batchDur prometheus.Histogram // a batch's transaction
 	issued   prometheus.Counter
 	lockouts prometheus.Counter
+}
+
+// batchBuckets are the verification batches' histogram buckets (seconds):
+// a batch is a few milliseconds on a quiet server.
+func batchBuckets() []float64 {
+	return []float64{0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1, 2, 5, 10}
 }
 
 // New checks opts and returns a Service.
@@ -151,6 +159,16 @@ func New(opts Options) (*Service, error) {
 			Name: "kluis_codes_verify_batched_total",
 			Help: "QR verifications that went into a batch (divided by kluis_codes_verify_batches_total: the mean batch size).",
 		}),
+		waited: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "kluis_codes_verify_batch_wait_seconds",
+			Help:    "How long a batched QR verification waited in the queue before its batch's transaction began.",
+			Buckets: batchBuckets(),
+		}),
+		batchDur: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "kluis_codes_verify_batch_seconds",
+			Help:    "How long a batch's transaction took, from taking a connection to the commit's answer.",
+			Buckets: batchBuckets(),
+		}),
 		issued: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kluis_codes_issued_total", Help: "Codes issued.",
 		}),
@@ -162,7 +180,7 @@ func New(opts Options) (*Service, error) {
 		s.batch = &batcher{s: s, max: opts.VerifyBatch, concurrent: opts.VerifyBatches, timeout: opts.VerifyTimeout}
 	}
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.verified, s.batches, s.batched, s.issued, s.lockouts} {
+		for _, c := range []prometheus.Collector{s.verified, s.batches, s.batched, s.waited, s.batchDur, s.issued, s.lockouts} {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("codes: register metrics: %w", err)
 			}

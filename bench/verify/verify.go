@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -142,6 +143,9 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 		if c := r.costNote(n); c != "" {
 			rep.Notes = append(rep.Notes, c)
 		}
+		if c := r.latencyNote(n); c != "" {
+			rep.Notes = append(rep.Notes, c)
+		}
 	}
 	note, err := r.checkAudit(ctx)
 	if err != nil {
@@ -153,9 +157,10 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 
 // cost is the CPU time spent on the claims of one kind of phase.
 type cost struct {
-	client, server   time.Duration // the bench process (Kluis) or pgbench; the database's backends
-	ops              int64
-	batches, batched float64 // Kluis: the backend's verification batches and the attempts in them
+	client, server time.Duration // the bench process (Kluis) or pgbench; the database's backends
+	ops            int64
+	m              backendMetrics  // Kluis: what the backend's batches did
+	rtt            []time.Duration // Kluis: each verification's round trip at the kiosk
 }
 
 func (r *rig) cost(n int, what string, client, server time.Duration, ops int64) {
@@ -180,11 +185,36 @@ func (r *rig) costNote(n int) string {
 		return fmt.Sprintf("%.0f µs", float64(d.Microseconds())/float64(ops))
 	}
 	batch := ""
-	if k.batches > 0 {
-		batch = fmt.Sprintf("; %.1f verifications per transaction (kluis_codes_verify_batched_total / kluis_codes_verify_batches_total)", k.batched/k.batches)
+	if k.m.batches > 0 {
+		batch = fmt.Sprintf("; %.1f verifications per transaction (kluis_codes_verify_batched_total / kluis_codes_verify_batches_total)", k.m.batched/k.m.batches)
 	}
 	return fmt.Sprintf("%d devices, CPU per claim: Kluis %s in kluis-bench's process (backend, embedded broker and the simulated devices) + %s in PostgreSQL; floor %s in pgbench + %s in PostgreSQL%s",
 		n, per(k.client, k.ops), per(k.server, k.ops), per(f.client, f.ops), per(f.server, f.ops), batch)
+}
+
+// latencyNote says where a verification's time went at the kiosk: its
+// round trip, the wait for a batch and the batch's transaction (means
+// from the backend's histograms), and the rest (MQTT both ways,
+// devicelink, the token's signature check).
+func (r *rig) latencyNote(n int) string {
+	k := r.costs[fmt.Sprintf("%d/kluis", n)]
+	if k == nil || len(k.rtt) == 0 || k.m.waits == 0 || k.m.batches == 0 {
+		return ""
+	}
+	rtt := slices.Clone(k.rtt)
+	slices.Sort(rtt)
+	var sum time.Duration
+	for _, d := range rtt {
+		sum += d
+	}
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
+	mean := sum / time.Duration(len(rtt))
+	wait := time.Duration(k.m.waitSum / k.m.waits * float64(time.Second))
+	took := time.Duration(k.m.batchSum / k.m.batches * float64(time.Second))
+	return fmt.Sprintf("%d devices, a verification's round trip at the kiosk (verify/req published to verify/res received): mean %s, p50 %s, p99 %s; "+
+		"of the mean, waiting for a batch's transaction to begin %s (mean per attempt) and a batch's transaction (connection, 2 round trips, commit) %s (mean per batch) "+
+		"(kluis_codes_verify_batch_wait_seconds, kluis_codes_verify_batch_seconds), the rest (MQTT both ways, devicelink, the token's signature) %s",
+		n, ms(mean), ms(rtt[len(rtt)/2]), ms(rtt[len(rtt)*99/100]), ms(wait), ms(took), ms(mean-wait-took))
 }
 
 // rig is the running backend, its devices and the floor's script.
@@ -439,21 +469,43 @@ func (r *rig) topUp(ctx context.Context, n, want int) error {
 	return err
 }
 
-// batchMetrics reads the backend's verification batches (ok and failed)
-// and the attempts in them from its /metrics; zeros when it cannot.
-func (r *rig) batchMetrics(ctx context.Context) [2]float64 {
+// backendMetrics is what the backend's verification batches did.
+type backendMetrics struct {
+	batches, batched float64 // batches (ok and failed) and the attempts in them
+	batchSum         float64 // seconds in the batches' transactions (over batches: the mean)
+	waits, waitSum   float64 // attempts that waited for a batch and the seconds they waited
+}
+
+func (m backendMetrics) minus(o backendMetrics) backendMetrics {
+	return backendMetrics{m.batches - o.batches, m.batched - o.batched, m.batchSum - o.batchSum, m.waits - o.waits, m.waitSum - o.waitSum}
+}
+
+func (m *backendMetrics) add(o backendMetrics) {
+	m.batches, m.batched, m.batchSum = m.batches+o.batches, m.batched+o.batched, m.batchSum+o.batchSum
+	m.waits, m.waitSum = m.waits+o.waits, m.waitSum+o.waitSum
+}
+
+// batchMetrics reads the backend's verification batches from its
+// /metrics; zeros when it cannot.
+func (r *rig) batchMetrics(ctx context.Context) backendMetrics {
 	ss, err := daemonclient.Scrape(ctx, nil, r.api+"/metrics")
 	if err != nil {
 		r.env.Log.Warn("verify: metrics", "err", err)
-		return [2]float64{}
+		return backendMetrics{}
 	}
-	var out [2]float64
+	var out backendMetrics
 	for _, s := range ss {
 		switch s.Name {
 		case "kluis_codes_verify_batches_total":
-			out[0] += s.Value
+			out.batches += s.Value
 		case "kluis_codes_verify_batched_total":
-			out[1] += s.Value
+			out.batched += s.Value
+		case "kluis_codes_verify_batch_seconds_sum":
+			out.batchSum += s.Value
+		case "kluis_codes_verify_batch_wait_seconds_count":
+			out.waits += s.Value
+		case "kluis_codes_verify_batch_wait_seconds_sum":
+			out.waitSum += s.Value
 		}
 	}
 	return out
@@ -471,12 +523,15 @@ func (r *rig) kluisPhase(ctx context.Context, n int, o options) (float64, error)
 	m0 := r.batchMetrics(ctx)
 	cpu0, pg := bench.SelfCPU(), bench.StartBackendCPU(r.dbName)
 	before := r.claims.Load()
+	var (
+		rttMu sync.Mutex
+		rtt   []time.Duration // the measured window's round trips
+	)
 	defer func() {
 		r.cost(n, "kluis", bench.SelfCPU()-cpu0, pg.Stop(), r.claims.Load()-before)
-		m1 := r.batchMetrics(ctx)
 		c := r.costs[fmt.Sprintf("%d/kluis", n)]
-		c.batches += m1[0] - m0[0]
-		c.batched += m1[1] - m0[1]
+		c.m.add(r.batchMetrics(ctx).minus(m0))
+		c.rtt = append(c.rtt, rtt...)
 	}()
 	start := time.Now()
 	from, until := start.Add(o.warmup), start.Add(o.warmup+o.duration)
@@ -494,7 +549,9 @@ func (r *rig) kluisPhase(ctx context.Context, n int, o options) (float64, error)
 				}
 				tok := d.tokens[0]
 				d.tokens = d.tokens[1:]
+				sent := time.Now()
 				res, err := d.verify(ctx, tok)
+				took := time.Since(sent)
 				if err != nil {
 					errs <- fmt.Errorf("%s: %w", d.id, err)
 					return
@@ -506,6 +563,9 @@ func (r *rig) kluisPhase(ctx context.Context, n int, o options) (float64, error)
 				r.claims.Add(1)
 				if t := time.Now(); !t.Before(from) && t.Before(until) {
 					counted.Add(1)
+					rttMu.Lock()
+					rtt = append(rtt, took)
+					rttMu.Unlock()
 				}
 			}
 		}(d)

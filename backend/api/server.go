@@ -147,7 +147,7 @@ func New(opts Options) (*Server, error) {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if opts.LoginLimits == nil {
-		opts.LoginLimits = auth.NewLoginLimits()
+		opts.LoginLimits = auth.NewLoginLimits(opts.Pool)
 	}
 	s := &Server{
 		log:            opts.Logger.With("part", "api"),

@@ -46,7 +46,12 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	now := s.clock()
 	source := auth.ClientSource(r, s.trusted)
-	if ref := s.logins.Check(req.Username, source, now); ref != nil {
+	ref, err := s.logins.Begin(ctx, req.Username, source, now)
+	if err != nil {
+		s.log.Error("login limits unavailable: login refused", "source", source, "err", err)
+		return errorf(http.StatusServiceUnavailable, "login_unavailable", "logins are not possible right now (the login limits cannot be checked); try again later")
+	}
+	if ref != nil {
 		secs := int(ref.Until.Sub(now).Seconds()) + 1
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
 		if ref.Source {
@@ -56,7 +61,6 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	}
 	iss, err := s.auth.Login(ctx, req.Username, req.Password)
 	if errors.Is(err, auth.ErrInvalidCredentials) {
-		s.logins.Fail(req.Username, source, now)
 		e := audit.Entry{Actor: "anonymous", Action: "login.failed", Details: map[string]any{"known_user": false, "source": source}}
 		if u, uerr := s.auth.UserByName(ctx, req.Username); uerr == nil {
 			e.Actor, e.Subject = "user:"+strconv.FormatInt(u.ID, 10), "user:"+strconv.FormatInt(u.ID, 10)
@@ -70,7 +74,10 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.logins.Succeed(req.Username, source, now)
+	if err := s.logins.Succeed(ctx, req.Username, source, now); err != nil {
+		// The session is issued; the attempt stays counted as a failure.
+		s.log.Warn("login limits: success not recorded", "source", source, "err", err)
+	}
 	subj := "user:" + strconv.FormatInt(iss.User.ID, 10)
 	if err := s.appendAudit(ctx, audit.Entry{Actor: subj, Action: "login", Subject: subj,
 		Details: map[string]any{"token_id": iss.ID, "source": source}}); err != nil {
@@ -98,7 +105,10 @@ func (s *Server) handleClearLoginLockout(w http.ResponseWriter, r *http.Request)
 	if err != nil {
 		return err
 	}
-	n := s.logins.Clear(u.Username)
+	n, err := s.logins.Clear(r.Context(), u.Username)
+	if err != nil {
+		return err
+	}
 	subj := "user:" + strconv.FormatInt(u.ID, 10)
 	if err := s.appendAudit(r.Context(), audit.Entry{Actor: actor(principal(r.Context())), Action: "login.lockout_cleared", Subject: subj,
 		Details: map[string]any{"reason": strings.TrimSpace(req.Reason), "failures": n}}); err != nil {

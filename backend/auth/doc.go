@@ -17,8 +17,9 @@
 // digest is stored in auth_web_sessions with the session's CSRF token, ended
 // by logout, an idle timeout or an absolute lifetime. Every password login,
 // over the API or the console, goes through one LoginLimits
-// (loginlimits.go), which refuses guessing without locking anyone out.
+// (loginlimits.go), which refuses guessing without locking anyone out; its
+// counts are in PostgreSQL, shared by every replica.
 //
-// The tables live in backend/store/migrations/0040_auth.sql and
-// 0131_web_sessions.sql.
+// The tables live in backend/store/migrations/0040_auth.sql,
+// 0131_web_sessions.sql and 0180_login_limits.sql.
 package auth

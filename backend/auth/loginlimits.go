@@ -1,20 +1,26 @@
 package auth
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Login limits (docs/security.md, "Staff accounts: logins and tokens"),
 // shared by every way in with a password: the REST API's POST
 // /api/v1/sessions and the staff console's login form (backend/web) use
-// one LoginLimits, so a guesser gains nothing by switching. Failed logins
-// are counted twice:
+// one LoginLimits, so a guesser gains nothing by switching. The counts live
+// in PostgreSQL (auth_login_failures, auth_login_sources; migration 0180),
+// so every backend replica sees the same counts and a restart keeps them.
+// Attempts that did not succeed are counted twice:
 //
 //   - per username and source (the client address, see ClientSource):
 //     after maxSourceFailures within loginWindow that source is refused
@@ -27,10 +33,20 @@ import (
 //     source that logged in successfully as that user within knownFor does
 //     not wait at all (it still has its own per-source limit).
 //
-// A success clears its own (username, source) failures and remembers the
-// source; an admin clears everything of a username
-// (POST /api/v1/users/{id}/clear-login-lockout). The counts live in the
-// memory of this process and are bounded.
+// An attempt is counted when Begin lets it through, before the password is
+// checked, under a per-username transaction lock, so concurrent attempts
+// on any number of replicas cannot overrun a limit; Succeed forgets the
+// attempts of its (username, source), the successful one included, and
+// remembers the source; an admin clears everything of a username
+// (POST /api/v1/users/{id}/clear-login-lockout). An attempt whose outcome
+// never arrives (a crash, a database error) stays counted as a failure.
+// Rows older than the window are deleted by every write (at most
+// pruneBatch at a time), so the table holds about the attempts of the
+// last loginWindow, each of which cost an argon2id verification.
+//
+// When the database cannot be reached Begin returns an error and the
+// caller refuses the login (ErrLimitsUnavailable): no guessing without a
+// count. The password check needs the database anyway.
 const (
 	maxSourceFailures = 5
 	freeFailures      = 10
@@ -39,26 +55,28 @@ const (
 	maxBackoff        = time.Minute
 	knownFor          = 30 * 24 * time.Hour
 	maxKnownPerUser   = 8
-	maxTrackedKeys    = 10000
-	// keepUserFailures is enough failures to reach maxBackoff.
+	// keepUserFailures is enough failures to reach maxBackoff: the check
+	// reads no more.
 	keepUserFailures = freeFailures + 8
+	// pruneBatch is how many expired rows a write deletes at most.
+	pruneBatch = 100
 )
 
-// LoginLimits counts failed logins and refuses guessing (see above). The
-// zero value is not usable: call NewLoginLimits. Safe for concurrent use.
+// ErrLimitsUnavailable is returned when the login limits cannot be read or
+// written (the database is down): the login is refused.
+var ErrLimitsUnavailable = errors.New("auth: login limits unavailable")
+
+// LoginLimits counts failed logins in PostgreSQL and refuses guessing (see
+// above). Create it with NewLoginLimits. Safe for concurrent use, by any
+// number of processes on one database.
 type LoginLimits struct {
-	mu sync.Mutex
-	// bySource holds failure times per throttleKey(username)+"\x00"+source.
-	bySource map[string][]time.Time
-	// byUser holds the latest failure times per throttleKey(username).
-	byUser map[string][]time.Time
-	// known holds, per username, the sources of successful logins.
-	known map[string]map[string]time.Time
+	pool *pgxpool.Pool
 }
 
-// NewLoginLimits returns empty login limits.
-func NewLoginLimits() *LoginLimits {
-	return &LoginLimits{bySource: map[string][]time.Time{}, byUser: map[string][]time.Time{}, known: map[string]map[string]time.Time{}}
+// NewLoginLimits returns login limits kept in pool's database (migration
+// 0180).
+func NewLoginLimits(pool *pgxpool.Pool) *LoginLimits {
+	return &LoginLimits{pool: pool}
 }
 
 func throttleKey(username string) string { return strings.ToLower(strings.TrimSpace(username)) }
@@ -84,130 +102,98 @@ func backoff(n int) time.Duration {
 	return min(d, maxBackoff)
 }
 
-// Check returns a refusal for a login of username from source at now, or
-// nil when it may be tried.
-func (l *LoginLimits) Check(username, source string, now time.Time) *Refusal {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// Begin decides a login of username from source at now: a refusal, or nil
+// after counting the attempt as a failure until Succeed says otherwise.
+// An error (wrapping ErrLimitsUnavailable) means the login must be refused.
+func (l *LoginLimits) Begin(ctx context.Context, username, source string, now time.Time) (*Refusal, error) {
 	u := throttleKey(username)
-	if fs := recent(l.bySource, u+"\x00"+source, now); len(fs) >= maxSourceFailures {
-		return &Refusal{Until: fs[len(fs)-maxSourceFailures].Add(loginWindow), Source: true}
-	}
-	if l.isKnown(u, source, now) {
-		return nil
-	}
-	fs := recent(l.byUser, u, now)
-	if d := backoff(len(fs)); d > 0 {
-		if next := fs[len(fs)-1].Add(d); now.Before(next) {
-			return &Refusal{Until: next}
+	now = now.UTC()
+	var ref *Refusal
+	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('kluis login ' || $1, 0))`, u); err != nil {
+			return err
 		}
+		since := now.Add(-loginWindow)
+		var (
+			srcN, userN int
+			srcOldest   *time.Time
+			userLatest  *time.Time
+			known       bool
+		)
+		err := tx.QueryRow(ctx, `
+SELECT (SELECT count(*) FROM (SELECT 1 FROM auth_login_failures WHERE username = $1 AND source = $2 AND at > $3 LIMIT $4) s),
+       (SELECT min(at) FROM (SELECT at FROM auth_login_failures WHERE username = $1 AND source = $2 AND at > $3 ORDER BY at DESC LIMIT $4) s),
+       (SELECT count(*) FROM (SELECT 1 FROM auth_login_failures WHERE username = $1 AND at > $3 LIMIT $5) s),
+       (SELECT max(at) FROM auth_login_failures WHERE username = $1 AND at > $3),
+       EXISTS (SELECT 1 FROM auth_login_sources WHERE username = $1 AND source = $2 AND last_login_at > $6)`,
+			u, source, since, maxSourceFailures, keepUserFailures, now.Add(-knownFor)).Scan(&srcN, &srcOldest, &userN, &userLatest, &known)
+		if err != nil {
+			return err
+		}
+		if srcN >= maxSourceFailures {
+			ref = &Refusal{Until: srcOldest.UTC().Add(loginWindow), Source: true}
+			return nil
+		}
+		if !known {
+			if d := backoff(userN); d > 0 {
+				if next := userLatest.UTC().Add(d); now.Before(next) {
+					ref = &Refusal{Until: next}
+					return nil
+				}
+			}
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO auth_login_failures (username, source, at) VALUES ($1, $2, $3)`, u, source, now); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `DELETE FROM auth_login_failures WHERE id IN
+    (SELECT id FROM auth_login_failures WHERE at <= $1 ORDER BY at LIMIT $2)`, since, pruneBatch)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrLimitsUnavailable, err)
+	}
+	return ref, nil
+}
+
+// Succeed records that the attempt Begin let through succeeded: the
+// failures of username from source (this attempt's included) are
+// forgotten and the source is remembered as one the user logs in from.
+func (l *LoginLimits) Succeed(ctx context.Context, username, source string, now time.Time) error {
+	u := throttleKey(username)
+	now = now.UTC()
+	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('kluis login ' || $1, 0))`, u); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM auth_login_failures WHERE username = $1 AND source = $2`, u, source); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO auth_login_sources (username, source, last_login_at) VALUES ($1, $2, $3)
+ON CONFLICT (username, source) DO UPDATE SET last_login_at = greatest(auth_login_sources.last_login_at, EXCLUDED.last_login_at)`, u, source, now); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM auth_login_sources WHERE username = $1 AND source NOT IN
+    (SELECT source FROM auth_login_sources WHERE username = $1 ORDER BY last_login_at DESC, source LIMIT $2)`, u, maxKnownPerUser); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM auth_login_sources WHERE (username, source) IN
+    (SELECT username, source FROM auth_login_sources WHERE last_login_at <= $1 ORDER BY last_login_at LIMIT $2)`, now.Add(-knownFor), pruneBatch)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrLimitsUnavailable, err)
 	}
 	return nil
 }
 
-func (l *LoginLimits) isKnown(u, source string, now time.Time) bool {
-	at, ok := l.known[u][source]
-	return ok && now.Sub(at) < knownFor
-}
-
-// Fail records a failed login.
-func (l *LoginLimits) Fail(username, source string, now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	u := throttleKey(username)
-	add(l.bySource, u+"\x00"+source, now, maxSourceFailures)
-	add(l.byUser, u, now, keepUserFailures)
-}
-
-// Succeed clears the failures of username from source and remembers the
-// source as one the user logs in from.
-func (l *LoginLimits) Succeed(username, source string, now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	u := throttleKey(username)
-	delete(l.bySource, u+"\x00"+source)
-	srcs := l.known[u]
-	if srcs == nil {
-		if len(l.known) >= maxTrackedKeys {
-			for k, m := range l.known {
-				for s, at := range m {
-					if now.Sub(at) >= knownFor {
-						delete(m, s)
-					}
-				}
-				if len(m) == 0 {
-					delete(l.known, k)
-				}
-			}
-			if len(l.known) >= maxTrackedKeys {
-				return // bounded memory; the user then waits at most maxBackoff
-			}
-		}
-		srcs = map[string]time.Time{}
-		l.known[u] = srcs
+// Clear forgets every counted attempt of username (from every source) and
+// reports how many were dropped.
+func (l *LoginLimits) Clear(ctx context.Context, username string) (int, error) {
+	tag, err := l.pool.Exec(ctx, `DELETE FROM auth_login_failures WHERE username = $1`, throttleKey(username))
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrLimitsUnavailable, err)
 	}
-	if _, ok := srcs[source]; !ok && len(srcs) >= maxKnownPerUser {
-		oldest := ""
-		for s, at := range srcs {
-			if oldest == "" || at.Before(srcs[oldest]) {
-				oldest = s
-			}
-		}
-		delete(srcs, oldest)
-	}
-	srcs[source] = now
-}
-
-// Clear forgets every failure of username (from every source) and reports
-// how many were dropped.
-func (l *LoginLimits) Clear(username string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	u := throttleKey(username)
-	n := len(l.byUser[u])
-	delete(l.byUser, u)
-	for k := range l.bySource {
-		if strings.HasPrefix(k, u+"\x00") {
-			delete(l.bySource, k)
-		}
-	}
-	return n
-}
-
-// recent drops failures outside the window from m[k] and returns the rest;
-// the caller holds the lock.
-func recent(m map[string][]time.Time, k string, now time.Time) []time.Time {
-	fs := m[k]
-	i := 0
-	for i < len(fs) && !fs[i].After(now.Add(-loginWindow)) {
-		i++
-	}
-	fs = fs[i:]
-	if len(fs) == 0 {
-		delete(m, k)
-		return nil
-	}
-	m[k] = fs
-	return fs
-}
-
-// add appends now to m[k], keeping the last keep entries; under a flood of
-// new keys memory stays bounded (the argon2id cost still applies).
-func add(m map[string][]time.Time, k string, now time.Time, keep int) {
-	fs := recent(m, k, now)
-	if fs == nil && len(m) >= maxTrackedKeys {
-		for key := range m {
-			recent(m, key, now)
-		}
-		if len(m) >= maxTrackedKeys {
-			return
-		}
-	}
-	fs = append(fs, now)
-	if len(fs) > keep {
-		fs = fs[len(fs)-keep:]
-	}
-	m[k] = fs
+	return int(tag.RowsAffected()), nil
 }
 
 // ClientSource is the address a request comes from, as the login throttle

@@ -52,27 +52,6 @@ func TestBackoffGrowsToAMinute(t *testing.T) {
 	assert.Equal(t, time.Minute, backoff(1000))
 }
 
-// Memory stays bounded under a flood of usernames and sources.
-func TestLoginThrottleBounded(t *testing.T) {
-	l := NewLoginLimits()
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	for i := 0; i < maxTrackedKeys+500; i++ {
-		u := "u" + string(rune('a'+i%26)) + time.Duration(i).String()
-		l.Fail(u, "192.0.2.1", now)
-		l.Succeed(u, "192.0.2.1", now)
-	}
-	assert.LessOrEqual(t, len(l.bySource), maxTrackedKeys)
-	assert.LessOrEqual(t, len(l.byUser), maxTrackedKeys)
-	assert.LessOrEqual(t, len(l.known), maxTrackedKeys)
-	l = NewLoginLimits()
-	for i := 0; i < 20; i++ {
-		l.Succeed("one", netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}).String(), now.Add(time.Duration(i)*time.Second))
-	}
-	assert.Len(t, l.known["one"], maxKnownPerUser, "the oldest sources are forgotten")
-	_, newest := l.known["one"]["192.0.2.19"]
-	assert.True(t, newest)
-}
-
 func TestParseTrustedProxies(t *testing.T) {
 	ps, err := ParseTrustedProxies(" 10.0.0.5, 10.1.2.3/16 ,fd00::/8,::ffff:192.0.2.1,")
 	assert.NoError(t, err)
@@ -99,7 +78,6 @@ func TestSecurityDocMatchesLoginLimits(t *testing.T) {
 		fmt.Sprintf("| per username, all addresses | from %d failures in %d min: each attempt waits %d s", freeFailures, int(loginWindow.Minutes()), int(firstBackoff.Seconds())),
 		fmt.Sprintf("at most %d s |", int(maxBackoff.Seconds())),
 		fmt.Sprintf("in the last %d days (at most %d per user)", int(knownFor.Hours()/24), maxKnownPerUser),
-		fmt.Sprintf("(%d,%03d usernames", maxTrackedKeys/1000, maxTrackedKeys%1000),
 	} {
 		assert.Contains(t, doc, want)
 	}

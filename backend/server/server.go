@@ -308,8 +308,8 @@ func (s *Server) Run(ctx context.Context) error {
 	apiOpts.Logger, apiOpts.Registry, apiOpts.Pool, apiOpts.Auth, apiOpts.Clock = log, o.Registry, st.Pool(), as, o.Clock
 	apiOpts.TrustedProxies = o.TrustedProxies
 	// One set of login limits for every password login: the API and the
-	// staff console.
-	apiOpts.LoginLimits = auth.NewLoginLimits()
+	// staff console, kept in PostgreSQL so that every replica shares them.
+	apiOpts.LoginLimits = auth.NewLoginLimits(st.Pool())
 	srv, err := api.New(apiOpts)
 	if err != nil {
 		return err

@@ -75,7 +75,13 @@ func (w *Web) login(rw http.ResponseWriter, q *req) error {
 	ctx := r.Context()
 	now := w.o.Clock()
 	source := auth.ClientSource(r, w.o.TrustedProxies)
-	if ref := w.o.LoginLimits.Check(d.Username, source, now); ref != nil {
+	ref, err := w.o.LoginLimits.Begin(ctx, d.Username, source, now)
+	if err != nil {
+		w.log.Error("login limits unavailable: login refused", "source", source, "err", err)
+		d.Error = q.t.S("login.unavailable")
+		return w.showLogin(rw, q, http.StatusServiceUnavailable, d)
+	}
+	if ref != nil {
 		secs := int(ref.Until.Sub(now).Seconds()) + 1
 		rw.Header().Set("Retry-After", strconv.Itoa(secs))
 		d.Error = q.t.F("login.too_many", "n", (secs+59)/60)
@@ -83,7 +89,6 @@ func (w *Web) login(rw http.ResponseWriter, q *req) error {
 	}
 	u, err := w.o.Auth.CheckPassword(ctx, d.Username, password)
 	if errors.Is(err, auth.ErrInvalidCredentials) {
-		w.o.LoginLimits.Fail(d.Username, source, now)
 		e := audit.Entry{At: now, Actor: "anonymous", Action: "login.failed", Details: map[string]any{"known_user": false, "source": source, "via": "console"}}
 		if known, uerr := w.o.Auth.UserByName(ctx, d.Username); uerr == nil {
 			subj := "user:" + strconv.FormatInt(known.ID, 10)
@@ -99,7 +104,9 @@ func (w *Web) login(rw http.ResponseWriter, q *req) error {
 	if err != nil {
 		return err
 	}
-	w.o.LoginLimits.Succeed(d.Username, source, now)
+	if err := w.o.LoginLimits.Succeed(ctx, d.Username, source, now); err != nil {
+		w.log.Warn("login limits: success not recorded", "source", source, "err", err)
+	}
 	ws, err := w.o.Auth.StartWebSession(ctx, u, source)
 	if err != nil {
 		return err

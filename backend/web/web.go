@@ -118,7 +118,7 @@ func New(o Options) (*Web, error) {
 		return nil, errors.New("web: Options.Pool, Auth, Service and RouteRoles are required")
 	}
 	if o.LoginLimits == nil {
-		o.LoginLimits = auth.NewLoginLimits()
+		o.LoginLimits = auth.NewLoginLimits(o.Pool)
 	}
 	if o.Clock == nil {
 		o.Clock = time.Now

@@ -37,6 +37,9 @@
 // PIN, online QR, online PIN, every tap followed by its floor samples.
 // kluisd's start (exec to a ready /healthz, and to READY=1) and its
 // resident memory are measured on the way.
+//
+// The "start" subcommand (RunStart, start.go) measures kluisd's start and
+// memory on their own, over repeated starts of the shipped build.
 package tap
 
 import (

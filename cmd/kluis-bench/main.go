@@ -31,7 +31,7 @@ import (
 
 // defaults are the subcommands `kluis-bench all` runs, in order.
 func defaults() []string {
-	return []string{"verify", "journal", "tap", "fleet"}
+	return []string{"verify", "journal", "tap", "start", "fleet"}
 }
 
 var errUnknown = errors.New("unknown subcommand")

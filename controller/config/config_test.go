@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -273,4 +275,25 @@ func TestOfflineBoundInSecurityDoc(t *testing.T) {
 func sci(p float64) string {
 	exp := int(math.Floor(math.Log10(p)))
 	return fmt.Sprintf("%.2fe%d", p/math.Pow(10, float64(exp)), exp)
+}
+
+// validID accepts exactly what ^[a-z0-9][a-z0-9_-]{0,63}$ matches (the
+// expression it replaces): edge cases and random strings over an alphabet
+// with the characters around the allowed ranges.
+func TestValidIDMatchesTheExpression(t *testing.T) {
+	re := regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+	cases := []string{"", "a", "0", "-", "_", "a-", "a_", "-a", "_a", "A", "kortrijk-1", "Kortrijk 1", "é", "a\n", "a\x00",
+		strings.Repeat("a", 63), strings.Repeat("a", 64), strings.Repeat("a", 65), "a" + strings.Repeat("-", 63), "a" + strings.Repeat("_", 64)}
+	const alphabet = "az09_-az09_-az09_-az09_-az09_-`{/:@[AZ .\x00" // mostly allowed characters
+	rng := mrand.New(mrand.NewPCG(1, 2))
+	for i := 0; i < 20000; i++ {
+		b := make([]byte, rng.IntN(70))
+		for k := range b {
+			b[k] = alphabet[rng.IntN(len(alphabet))]
+		}
+		cases = append(cases, string(b))
+	}
+	for _, c := range cases {
+		require.Equal(t, re.MatchString(c), validID(c), "%q", c)
+	}
 }

@@ -67,6 +67,10 @@ type Options struct {
 	// KioskKey keys the digests of staff PINs and badges; nil disables
 	// kiosk logins (see kiosk.go).
 	KioskKey []byte
+	// PreviousKioskKey, optional, is KioskKey before a rotation of the
+	// backend's PIN key: staff PINs and badges set before it still log in
+	// (never used to store a new one).
+	PreviousKioskKey []byte
 	// KioskTTL is how long a kiosk session lives; default DefaultKioskTTL.
 	KioskTTL time.Duration
 	// WebIdle ends a staff console session after this long without a
@@ -86,6 +90,7 @@ type Service struct {
 	apiMaxTTL  time.Duration
 	dummyHash  string
 	kioskKey   []byte
+	kioskPrev  []byte // nil: no rotation under way
 	kioskTTL   time.Duration
 	webIdle    time.Duration
 	webMaxAge  time.Duration
@@ -140,6 +145,7 @@ func New(opts Options) (*Service, error) {
 		apiMaxTTL:  opts.APITokenMaxTTL,
 		dummyHash:  dummy,
 		kioskKey:   append([]byte(nil), opts.KioskKey...),
+		kioskPrev:  append([]byte(nil), opts.PreviousKioskKey...),
 		kioskTTL:   opts.KioskTTL,
 		webIdle:    opts.WebIdle,
 		webMaxAge:  opts.WebMaxAge,

@@ -39,9 +39,23 @@ var (
 const DefaultKioskTTL = 15 * time.Minute
 
 func (s *Service) kioskDigest(kind, secret string) []byte {
-	m := hmac.New(sha256.New, s.kioskKey)
+	return kioskDigestUnder(s.kioskKey, kind, secret)
+}
+
+func kioskDigestUnder(key []byte, kind, secret string) []byte {
+	m := hmac.New(sha256.New, key)
 	m.Write([]byte(kind + "\x00" + secret))
 	return m.Sum(nil)
+}
+
+// kioskDigests are the digests a PIN or badge may be stored under: the
+// kiosk key's and, during a rotation, the previous key's.
+func (s *Service) kioskDigests(kind, secret string) [][]byte {
+	out := [][]byte{s.kioskDigest(kind, secret)}
+	if len(s.kioskPrev) > 0 {
+		out = append(out, kioskDigestUnder(s.kioskPrev, kind, secret))
+	}
+	return out
 }
 
 // SetKioskCredentials sets (non-empty), clears ("") or leaves alone (nil)
@@ -62,6 +76,27 @@ func (s *Service) SetKioskCredentials(ctx context.Context, userID int64, pin, ba
 			return ErrInvalidBadge
 		}
 		badgeD = s.kioskDigest("badge", *badge)
+	}
+	if len(s.kioskPrev) > 0 {
+		// During a rotation the unique indexes cannot see another user's
+		// PIN or badge stored under the previous key: a login must never
+		// find two users.
+		var taken bool
+		var prevPIN, prevBadge []byte
+		if pinD != nil {
+			prevPIN = kioskDigestUnder(s.kioskPrev, "pin", *pin)
+		}
+		if badgeD != nil {
+			prevBadge = kioskDigestUnder(s.kioskPrev, "badge", *badge)
+		}
+		if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM auth_users WHERE id <> $1
+			AND (($2::bytea IS NOT NULL AND kiosk_pin_digest = $2) OR ($3::bytea IS NOT NULL AND badge_digest = $3)))`,
+			userID, prevPIN, prevBadge).Scan(&taken); err != nil {
+			return fmt.Errorf("auth: set kiosk credentials: %w", err)
+		}
+		if taken {
+			return ErrKioskCredentialTaken
+		}
 	}
 	tag, err := s.pool.Exec(ctx, `UPDATE auth_users SET
 		kiosk_pin_digest = CASE WHEN $2 THEN $3::bytea ELSE kiosk_pin_digest END,
@@ -90,16 +125,19 @@ func (s *Service) KioskLogin(ctx context.Context, pin, badge string) (Issued, er
 		return Issued{}, ErrKioskDisabled
 	}
 	var col string
-	var digest []byte
+	var digests [][]byte
 	switch {
 	case pin != "" && kioskPINRule.MatchString(pin):
-		col, digest = "kiosk_pin_digest", s.kioskDigest("pin", pin)
+		col, digests = "kiosk_pin_digest", s.kioskDigests("pin", pin)
 	case pin == "" && badge != "" && badgeRule.MatchString(badge):
-		col, digest = "badge_digest", s.kioskDigest("badge", badge)
+		col, digests = "badge_digest", s.kioskDigests("badge", badge)
 	default:
 		return Issued{}, ErrInvalidCredentials
 	}
-	u, err := scanUser(s.pool.QueryRow(ctx, `SELECT `+userCols+` FROM auth_users WHERE `+col+` = $1`, digest))
+	// The current key's digest first; SetKioskCredentials keeps one user
+	// per PIN or badge across both keys.
+	u, err := scanUser(s.pool.QueryRow(ctx, `SELECT `+userCols+` FROM auth_users WHERE `+col+` = ANY($1)
+		ORDER BY `+col+` = $2 DESC LIMIT 1`, digests, digests[0]))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Issued{}, ErrInvalidCredentials
 	}

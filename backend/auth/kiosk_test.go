@@ -82,3 +82,50 @@ func TestKioskLogin(t *testing.T) {
 	_, err = off.KioskLogin(ctx, "", "BADGE-0042")
 	assert.ErrorIs(t, err, auth.ErrKioskDisabled)
 }
+
+// After a rotation of the backend's PIN key (from which the kiosk key is
+// derived), staff PINs and badges set before it still log in through the
+// previous key; new ones are stored under the new key; and a PIN or badge
+// stored under the previous key is not given to another user.
+func TestKioskLoginAcrossKeyRotation(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.New(t)
+	oldKey, newKey := []byte("0123456789abcdef0123456789abcdef"), []byte("fedcba9876543210fedcba9876543210")
+	mk := func(key, prev []byte) *auth.Service {
+		svc, err := auth.New(auth.Options{Pool: st.Pool(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Params: cheap, KioskKey: key, PreviousKioskKey: prev})
+		require.NoError(t, err)
+		return svc
+	}
+	before := mk(oldKey, nil)
+	an, err := before.CreateUser(ctx, "an", "a long enough password", auth.RoleStaff)
+	require.NoError(t, err)
+	tom, err := before.CreateUser(ctx, "tom", "a long enough password", auth.RoleTechnician)
+	require.NoError(t, err)
+	require.NoError(t, before.SetKioskCredentials(ctx, an.ID, ptr("482916"), ptr("BADGE-0042")))
+
+	_, err = mk(newKey, nil).KioskLogin(ctx, "482916", "")
+	assert.ErrorIs(t, err, auth.ErrInvalidCredentials, "the new key alone does not know the PINs set before")
+
+	during := mk(newKey, oldKey)
+	iss, err := during.KioskLogin(ctx, "482916", "")
+	require.NoError(t, err, "set before the rotation: logs in through the previous key")
+	assert.Equal(t, an.ID, iss.User.ID)
+	iss, err = during.KioskLogin(ctx, "", "BADGE-0042")
+	require.NoError(t, err)
+	assert.Equal(t, an.ID, iss.User.ID)
+	assert.ErrorIs(t, during.SetKioskCredentials(ctx, tom.ID, ptr("482916"), nil), auth.ErrKioskCredentialTaken,
+		"another user's PIN under the previous key is taken")
+	assert.ErrorIs(t, during.SetKioskCredentials(ctx, tom.ID, nil, ptr("BADGE-0042")), auth.ErrKioskCredentialTaken)
+	require.NoError(t, during.SetKioskCredentials(ctx, tom.ID, ptr("777777"), nil))
+	require.NoError(t, during.SetKioskCredentials(ctx, an.ID, ptr("482916"), nil), "re-setting one's own PIN stores it under the new key")
+
+	after := mk(newKey, nil)
+	for pin, want := range map[string]int64{"482916": an.ID, "777777": tom.ID} {
+		iss, err := after.KioskLogin(ctx, pin, "")
+		require.NoError(t, err, "set during the rotation: under the new key")
+		assert.Equal(t, want, iss.User.ID)
+	}
+	_, err = after.KioskLogin(ctx, "", "BADGE-0042")
+	assert.ErrorIs(t, err, auth.ErrInvalidCredentials, "a badge not set again is gone once the previous key is dropped")
+}

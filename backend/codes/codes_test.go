@@ -94,3 +94,39 @@ func TestKeysFromEnv(t *testing.T) {
 	_, _, err = KeysFromEnv(func(n string) string { return env[n] })
 	require.ErrorIs(t, err, pickupcode.ErrInvalid)
 }
+
+// The previous PIN key of a rotation is read from pin.key.previous (mode
+// 0600) or KLUIS_CODES_PIN_KEY_PREVIOUS; it is optional.
+func TestPreviousPINKeyLoaded(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "keys")
+	k, err := LoadOrCreateKeys(dir)
+	require.NoError(t, err)
+	require.Nil(t, k.PreviousPIN)
+	require.Len(t, k.PINKeys(), 1)
+	old := bytes.Repeat([]byte{7}, 32)
+	prev := filepath.Join(dir, PreviousPINKeyFile)
+	require.NoError(t, os.WriteFile(prev, []byte(base64.StdEncoding.EncodeToString(old)+"\n"), 0o600))
+	got, err := LoadKeys(dir)
+	require.NoError(t, err)
+	require.Equal(t, old, got.PreviousPIN)
+	require.Equal(t, [][]byte{k.PIN, old}, got.PINKeys(), "the current key first")
+	require.NoError(t, os.Chmod(prev, 0o644))
+	_, err = LoadKeys(dir)
+	require.ErrorIs(t, err, pickupcode.ErrInvalid, "a readable previous key is refused like the others")
+
+	env := map[string]string{
+		EnvSigningKey:     base64.StdEncoding.EncodeToString(k.Signing.Seed()),
+		EnvPINKey:         base64.StdEncoding.EncodeToString(k.PIN),
+		EnvPreviousPINKey: base64.StdEncoding.EncodeToString(old),
+	}
+	got, ok, err := KeysFromEnv(func(n string) string { return env[n] })
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, old, got.PreviousPIN)
+	env[EnvPreviousPINKey] = env[EnvPINKey]
+	_, _, err = KeysFromEnv(func(n string) string { return env[n] })
+	require.ErrorIs(t, err, pickupcode.ErrInvalid, "the same key twice")
+	env[EnvPreviousPINKey] = "c2hvcnQ="
+	_, _, err = KeysFromEnv(func(n string) string { return env[n] })
+	require.ErrorIs(t, err, pickupcode.ErrInvalid)
+}

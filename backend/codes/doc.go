@@ -22,7 +22,10 @@
 // whatever the document, so that the question never reveals whether a PIN
 // exists; the date is checked for the kinds in pickupcode.Config.DOBKinds
 // (identity documents by default) and ignored otherwise. It is stored only
-// as an HMAC bound to the code id.
+// as an HMAC bound to the code id. During a rotation of the PIN key
+// (Keys.PreviousPIN) both digests are looked up and Issue keeps a PIN unique
+// on its device under both keys; nothing new is made under the previous
+// key.
 //
 // # Limits
 //

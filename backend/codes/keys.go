@@ -21,6 +21,9 @@ const (
 	SigningKeyFile = "signing.key"
 	PINKeyFile     = "pin.key"
 	PublicKeyFile  = "signing.pub"
+	// PreviousPINKeyFile, optional, holds the PIN key before a rotation
+	// (docs/operations.md, "Rotating the PIN key").
+	PreviousPINKeyFile = "pin.key.previous"
 )
 
 // Keys are the backend's code secrets.
@@ -29,6 +32,11 @@ type Keys struct {
 	Signing ed25519.PrivateKey
 	// PIN keys the PIN and date-of-birth HMACs.
 	PIN []byte
+	// PreviousPIN, optional, is the PIN key before a rotation. It is only
+	// used to verify and open what was made with it (the PIN and
+	// date-of-birth digests of codes issued before the rotation, the
+	// sealed codes of queued notifications), never to make anything new.
+	PreviousPIN []byte
 }
 
 // Public returns the key devices verify tokens with.
@@ -43,6 +51,12 @@ func (k Keys) Validate() error {
 	}
 	if len(k.PIN) < 32 {
 		return fmt.Errorf("codes: PIN key has %d bytes, want at least 32: %w", len(k.PIN), pickupcode.ErrInvalid)
+	}
+	if k.PreviousPIN != nil && len(k.PreviousPIN) < 32 {
+		return fmt.Errorf("codes: previous PIN key has %d bytes, want at least 32: %w", len(k.PreviousPIN), pickupcode.ErrInvalid)
+	}
+	if k.PreviousPIN != nil && string(k.PreviousPIN) == string(k.PIN) {
+		return fmt.Errorf("codes: the previous PIN key is the PIN key itself: %w", pickupcode.ErrInvalid)
 	}
 	return nil
 }
@@ -60,8 +74,18 @@ func GenerateKeys() (Keys, error) {
 	return Keys{Signing: priv, PIN: pin}, nil
 }
 
-// LoadKeys reads the keys from dir (see SigningKeyFile, PINKeyFile).
-// It refuses key files readable by group or others.
+// PINKeys are the PIN key and, during a rotation, the previous one (see
+// PreviousPIN): what to verify or open with, the current key first.
+func (k Keys) PINKeys() [][]byte {
+	if k.PreviousPIN == nil {
+		return [][]byte{k.PIN}
+	}
+	return [][]byte{k.PIN, k.PreviousPIN}
+}
+
+// LoadKeys reads the keys from dir (see SigningKeyFile, PINKeyFile, and
+// the optional PreviousPINKeyFile). It refuses key files readable by group
+// or others.
 func LoadKeys(dir string) (Keys, error) {
 	seed, err := readKeyFile(filepath.Join(dir, SigningKeyFile), ed25519.SeedSize)
 	if err != nil {
@@ -71,7 +95,13 @@ func LoadKeys(dir string) (Keys, error) {
 	if err != nil {
 		return Keys{}, err
 	}
-	return Keys{Signing: ed25519.NewKeyFromSeed(seed), PIN: pin}, nil
+	k := Keys{Signing: ed25519.NewKeyFromSeed(seed), PIN: pin}
+	if _, err := os.Stat(filepath.Join(dir, PreviousPINKeyFile)); err == nil {
+		if k.PreviousPIN, err = readKeyFile(filepath.Join(dir, PreviousPINKeyFile), 32); err != nil {
+			return Keys{}, err
+		}
+	}
+	return k, k.Validate()
 }
 
 // LoadOrCreateKeys loads the keys from dir, or, when neither key file
@@ -147,6 +177,9 @@ func readKeyFile(path string, size int) ([]byte, error) {
 const (
 	EnvSigningKey = "KLUIS_CODES_SIGNING_KEY"
 	EnvPINKey     = "KLUIS_CODES_PIN_KEY"
+	// EnvPreviousPINKey, optional, is the PIN key before a rotation (see
+	// Keys.PreviousPIN).
+	EnvPreviousPINKey = "KLUIS_CODES_PIN_KEY_PREVIOUS"
 )
 
 // KeysFromEnv reads the keys from EnvSigningKey and EnvPINKey through
@@ -167,7 +200,15 @@ func KeysFromEnv(getenv func(string) string) (k Keys, ok bool, err error) {
 	if err != nil || len(pin) < 32 {
 		return Keys{}, true, fmt.Errorf("codes: %s: want base64 of at least 32 bytes: %w", EnvPINKey, pickupcode.ErrInvalid)
 	}
-	return Keys{Signing: ed25519.NewKeyFromSeed(seed), PIN: pin}, true, nil
+	k = Keys{Signing: ed25519.NewKeyFromSeed(seed), PIN: pin}
+	if prev := strings.TrimSpace(getenv(EnvPreviousPINKey)); prev != "" {
+		b, err := base64.StdEncoding.DecodeString(prev)
+		if err != nil || len(b) < 32 {
+			return Keys{}, true, fmt.Errorf("codes: %s: want base64 of at least 32 bytes: %w", EnvPreviousPINKey, pickupcode.ErrInvalid)
+		}
+		k.PreviousPIN = b
+	}
+	return k, true, k.Validate()
 }
 
 // PublicBase64 is the public key in the form pickupcode.ParsePublicKey reads, for

@@ -55,3 +55,24 @@ func dobDigest(key, codeID []byte, date string) []byte {
 	m.Write([]byte(date))
 	return m.Sum(nil)
 }
+
+// pinDigests are the digests a typed PIN may be stored under: the PIN key's
+// and, during a rotation, the previous key's (Keys.PreviousPIN). Issue
+// keeps a PIN unique on its device across both.
+func (s *Service) pinDigests(deviceID, pin string) [][]byte {
+	var out [][]byte
+	for _, k := range s.keys.PINKeys() {
+		out = append(out, PINDigest(k, deviceID, pin))
+	}
+	return out
+}
+
+// sameDOB reports whether date is the one stored for the code, under the
+// PIN key or the previous one.
+func (s *Service) sameDOB(stored, codeID []byte, date string) bool {
+	ok := false
+	for _, k := range s.keys.PINKeys() {
+		ok = sameDigest(stored, dobDigest(k, codeID, date)) || ok
+	}
+	return ok
+}

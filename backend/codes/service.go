@@ -305,6 +305,19 @@ func (s *Service) Issue(ctx context.Context, tx pgx.Tx, req IssueRequest) (Crede
 		if needsDOB {
 			dobD = dobDigest(s.keys.PIN, id, dob)
 		}
+		if s.keys.PreviousPIN != nil {
+			// During a PIN key rotation the unique index cannot see a code
+			// of the device with this PIN under the previous key: draw
+			// again if one may still be open (or re-armed).
+			var taken bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM codes WHERE device_id = $1 AND pin_digest = $2
+				AND revoked_at IS NULL)`, req.DeviceID, PINDigest(s.keys.PreviousPIN, req.DeviceID, pin)).Scan(&taken); err != nil {
+				return Credentials{}, fmt.Errorf("codes: issue: PIN under the previous key: %w", err)
+			}
+			if taken {
+				continue
+			}
+		}
 		verifier := pickupcode.OfflineVerifier(s.argon, salt, req.DeviceID, pin, dob)
 		err = pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { // savepoint: a PIN collision only undoes this insert
 			_, err := sp.Exec(ctx, `INSERT INTO codes (id, document_id, document_kind, device_id, compartment_id,

@@ -378,9 +378,9 @@ func (s *Service) lookup(a Attempt, method string, now time.Time) codeLookup {
 		return codeLookup{}
 	}
 	return codeLookup{sql: `SELECT ` + codeColumns + ` FROM codes
-		WHERE device_id = $1 AND pin_digest = $2
+		WHERE device_id = $1 AND pin_digest = ANY($2)
 		ORDER BY (used_at IS NULL AND revoked_at IS NULL) DESC, created_at DESC LIMIT 1 FOR NO KEY UPDATE`,
-		args: []any{a.DeviceID, PINDigest(s.keys.PIN, a.DeviceID, pin)}}
+		args: []any{a.DeviceID, s.pinDigests(a.DeviceID, pin)}}
 }
 
 // reading is what the transaction's first round trip read: the device's
@@ -476,7 +476,7 @@ func (s *Service) decide(a Attempt, method string, now, burstUntil time.Time, fa
 	case c.diedOfExpiry(now):
 		return outcome{err: pickupcode.ErrExpired, code: &c}
 	}
-	if c.needsDOB && !sameDigest(c.dobDigest, dobDigest(s.keys.PIN, c.id, dob)) {
+	if c.needsDOB && !s.sameDOB(c.dobDigest, c.id, dob) {
 		return outcome{err: pickupcode.ErrWrongCode, counted: true, codeFail: true, code: &c}
 	}
 	return outcome{code: &c}

@@ -45,6 +45,10 @@ type OutboxOptions struct {
 	// SealKey (32 bytes, required) seals the codes of queued ready
 	// messages with AES-256-GCM; kluis-backend derives it from its keys.
 	SealKey []byte
+	// PreviousSealKey (32 bytes, optional) opens, never seals, what was
+	// sealed before a rotation of the backend's PIN key, so that messages
+	// queued then are still sent.
+	PreviousSealKey []byte
 	// Poll is how often the outbox is checked for due rows besides the
 	// wake-ups after a commit; default DefaultOutboxPoll.
 	Poll time.Duration
@@ -116,7 +120,7 @@ func NewOutbox(o OutboxOptions) (*Outbox, error) {
 	if o.Pool == nil || o.Notifier == nil {
 		return nil, fmt.Errorf("notify: the outbox needs a pool and a notifier: %w", ErrInvalid)
 	}
-	s, err := newSealer(o.SealKey)
+	s, err := newSealer(o.SealKey, o.PreviousSealKey)
 	if err != nil {
 		return nil, err
 	}

@@ -46,6 +46,7 @@ type ofix struct {
 	sms   *notifytest.SMSGateway
 	slips string
 	key   []byte
+	keys  codes.Keys
 	svc   *service.Service
 	quiet *slog.Logger
 	seq   int
@@ -60,6 +61,7 @@ func newOfix(t *testing.T, compartments int) *ofix {
 	f.st = storetest.NewWithOptions(t, store.Options{Clock: f.clock.Now})
 	keys, err := codes.GenerateKeys()
 	require.NoError(t, err)
+	f.keys = keys
 	f.cs, err = codes.New(codes.Options{Pool: f.st.Pool(), Keys: keys, Clock: f.clock.Now, Logger: f.quiet,
 		Argon: pickupcode.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}})
 	require.NoError(t, err)
@@ -616,9 +618,9 @@ func TestOutboxQueueFailureRollsBackTheTransition(t *testing.T) {
 func TestSealBindsKeyDocumentAndKind(t *testing.T) {
 	t.Parallel()
 	k1, k2 := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
-	s1, err := newSealer(k1)
+	s1, err := newSealer(k1, nil)
 	require.NoError(t, err)
-	s2, err := newSealer(k2)
+	s2, err := newSealer(k2, nil)
 	require.NoError(t, err)
 	b, err := s1.seal([]byte(`{"PIN":"123456789"}`), "doc-a", "loaded")
 	require.NoError(t, err)
@@ -640,8 +642,25 @@ func TestSealBindsKeyDocumentAndKind(t *testing.T) {
 		_, err := open()
 		require.ErrorIs(t, err, errUnsealable, name)
 	}
-	_, err = newSealer(k1[:16])
+	_, err = newSealer(k1[:16], nil)
 	require.ErrorIs(t, err, ErrInvalid)
+	_, err = newSealer(k2, k1[:16])
+	require.ErrorIs(t, err, ErrInvalid)
+
+	// After a rotation the previous key opens, never seals.
+	rotated, err := newSealer(k2, k1)
+	require.NoError(t, err)
+	plain, err = rotated.open(b, "doc-a", "loaded")
+	require.NoError(t, err, "sealed before the rotation")
+	require.Equal(t, `{"PIN":"123456789"}`, string(plain))
+	_, err = rotated.open(b, "doc-b", "loaded")
+	require.ErrorIs(t, err, errUnsealable, "still bound to the document")
+	nb, err := rotated.seal([]byte("x"), "doc-a", "loaded")
+	require.NoError(t, err)
+	_, err = s1.open(nb, "doc-a", "loaded")
+	require.ErrorIs(t, err, errUnsealable, "new seals are under the new key only")
+	_, err = s2.open(nb, "doc-a", "loaded")
+	require.NoError(t, err)
 }
 
 // A gateway that hangs costs one send timeout, not the queue: the attempt
@@ -675,4 +694,67 @@ func TestOutboxSlowGatewayTimesOut(t *testing.T) {
 	require.Contains(t, lastErr, "deadline exceeded")
 	require.Equal(t, []string{"loaded/email/sent", "loaded/sms/failed"}, f.records(t, d.ID),
 		"the timed-out attempt is recorded: the send's timeout does not bound its record")
+}
+
+// Rotating the PIN key: a message queued before the rotation is given up
+// by a backend with the new key alone (its sealed codes do not open); with
+// the previous key configured (codes.Keys.PreviousPIN, PreviousSealKey) it
+// is sent, and its PIN and date of birth still open the compartment, while
+// new codes are made under the new key only.
+func TestOutboxSurvivesPINKeyRotation(t *testing.T) {
+	t.Parallel()
+	f := newOfix(t, 3)
+	lost := f.loaded(t, "", "+32470123456")
+	kept := f.loaded(t, "", "+32470123457")
+	newKeys, err := codes.GenerateKeys()
+	require.NoError(t, err)
+	newSeal := make([]byte, 32)
+	_, _ = rand.Read(newSeal)
+
+	_, alone := f.sender(t, OutboxOptions{SealKey: newSeal})
+	require.NoError(t, f.st.Pool().QueryRow(f.ctx, `SELECT 1 FROM notify_outbox WHERE document_id = $1`, lost.ID).Scan(new(int)))
+	_, err = f.st.Pool().Exec(f.ctx, `UPDATE notify_outbox SET next_at = next_at + interval '1 year' WHERE document_id = $1`, kept.ID)
+	require.NoError(t, err)
+	require.Equal(t, 1, alone.Drain(f.ctx))
+	require.Equal(t, 1, f.queued(t, lost.ID, "gave_up"), "the new key alone cannot open the codes queued before")
+	require.Empty(t, f.sms.Received())
+	_, err = f.st.Pool().Exec(f.ctx, `UPDATE notify_outbox SET next_at = next_at - interval '1 year' WHERE document_id = $1`, kept.ID)
+	require.NoError(t, err)
+
+	rotated := codes.Keys{Signing: f.keys.Signing, PIN: newKeys.PIN, PreviousPIN: f.keys.PIN}
+	cs, err := codes.New(codes.Options{Pool: f.st.Pool(), Keys: rotated, Clock: f.clock.Now, Logger: f.quiet,
+		Argon: pickupcode.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	require.NoError(t, err)
+	_, x := f.sender(t, OutboxOptions{SealKey: newSeal, PreviousSealKey: f.key})
+	require.Equal(t, 1, x.Drain(f.ctx))
+	sms := f.sms.Received()
+	require.Len(t, sms, 1, "the message queued before the rotation is sent")
+	m := smsPIN.FindStringSubmatch(sms[0].Text)
+	require.NotNil(t, m, sms[0].Text)
+	pin := strings.ReplaceAll(m[1], " ", "")
+	_, err = cs.Verify(f.ctx, codes.Attempt{DeviceID: "l1", PIN: pin, BirthDate: "1985-06-02"})
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode, "the date of birth is still checked")
+	res, err := cs.Verify(f.ctx, codes.Attempt{DeviceID: "l1", PIN: pin, BirthDate: "1985-06-01"})
+	require.NoError(t, err, "the PIN made under the previous key opens")
+	require.Equal(t, kept.ID, res.DocumentID)
+	_, err = f.cs.Verify(f.ctx, codes.Attempt{DeviceID: "l1", PIN: pin, BirthDate: "1985-06-01"})
+	require.ErrorIs(t, err, pickupcode.ErrAlreadyCollected, "single use")
+
+	// New codes are made under the new key only: a backend that has the
+	// old key alone does not know them.
+	f.svc, err = service.New(service.Options{Store: f.st, Clock: f.clock.Now, Logger: f.quiet,
+		Codes: codes.Issuer{Service: cs}, Outbox: x})
+	require.NoError(t, err)
+	fresh := f.loaded(t, "", "+32470123458")
+	require.Equal(t, 1, x.Drain(f.ctx))
+	sms = f.sms.Received()
+	require.Len(t, sms, 2)
+	m = smsPIN.FindStringSubmatch(sms[1].Text)
+	require.NotNil(t, m, sms[1].Text)
+	pin = strings.ReplaceAll(m[1], " ", "")
+	_, err = f.cs.Verify(f.ctx, codes.Attempt{DeviceID: "l1", PIN: pin, BirthDate: "1985-06-01"})
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode, "the old key does not know the new PIN")
+	res, err = cs.Verify(f.ctx, codes.Attempt{DeviceID: "l1", PIN: pin, BirthDate: "1985-06-01"})
+	require.NoError(t, err)
+	require.Equal(t, fresh.ID, res.DocumentID)
 }

@@ -18,9 +18,28 @@ var errUnsealable = errors.New("sealed secret cannot be opened (keys changed or 
 
 // sealer seals the codes of queued ready messages, so that the outbox never
 // holds a PIN or QR token in clear.
-type sealer struct{ aead cipher.AEAD }
+// During a key rotation it also opens, never seals, under the previous key.
+type sealer struct {
+	aead cipher.AEAD
+	// previous opens what was sealed before a key rotation; nil: none.
+	previous cipher.AEAD
+}
 
-func newSealer(key []byte) (*sealer, error) {
+func newSealer(key, previous []byte) (*sealer, error) {
+	g, err := newAEAD(key)
+	if err != nil {
+		return nil, err
+	}
+	s := &sealer{aead: g}
+	if previous != nil {
+		if s.previous, err = newAEAD(previous); err != nil {
+			return nil, fmt.Errorf("previous: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func newAEAD(key []byte) (cipher.AEAD, error) {
 	if len(key) != 32 {
 		return nil, fmt.Errorf("notify: outbox seal key has %d bytes, want 32: %w", len(key), ErrInvalid)
 	}
@@ -32,7 +51,7 @@ func newSealer(key []byte) (*sealer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("notify: outbox seal key: %w", err)
 	}
-	return &sealer{aead: g}, nil
+	return g, nil
 }
 
 // sealAAD binds a sealed secret to its document and kind: a blob copied
@@ -55,7 +74,11 @@ func (s *sealer) open(sealed []byte, documentID, kind string) ([]byte, error) {
 	if len(sealed) < 1+ns+s.aead.Overhead() || sealed[0] != sealVersion {
 		return nil, errUnsealable
 	}
-	plain, err := s.aead.Open(nil, sealed[1:1+ns], sealed[1+ns:], sealAAD(documentID, kind))
+	aad := sealAAD(documentID, kind)
+	plain, err := s.aead.Open(nil, sealed[1:1+ns], sealed[1+ns:], aad)
+	if err != nil && s.previous != nil {
+		plain, err = s.previous.Open(nil, sealed[1:1+ns], sealed[1+ns:], aad)
+	}
 	if err != nil {
 		return nil, errUnsealable
 	}

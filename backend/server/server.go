@@ -286,7 +286,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer st.Close()
 
 	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: log, Clock: o.Clock, Params: o.PasswordParams,
-		KioskKey: DeriveKey(o.Keys, "kiosk staff credentials"), APITokenTTL: o.APITokenTTL, APITokenMaxTTL: o.APITokenMaxTTL,
+		KioskKey: DeriveKey(o.Keys, "kiosk staff credentials"), PreviousKioskKey: derivePrevious(o.Keys, "kiosk staff credentials"), APITokenTTL: o.APITokenTTL, APITokenMaxTTL: o.APITokenMaxTTL,
 		WebIdle: o.StaffIdle, WebMaxAge: o.StaffMaxAge})
 	if err != nil {
 		return err
@@ -380,6 +380,9 @@ func (s *Server) Run(ctx context.Context) error {
 	s.httpAddr = ln.Addr().String()
 	s.mu.Unlock()
 	log.Info("listening", "addr", ln.Addr().String())
+	if o.Keys.PreviousPIN != nil {
+		log.Info("PIN key rotation: the previous PIN key is configured; it only verifies and opens what was made with it (docs/operations.md, Rotating the PIN key)")
+	}
 	close(s.ready)
 
 	var failure error
@@ -450,6 +453,16 @@ func DeriveKey(k codes.Keys, purpose string) []byte {
 	m := hmac.New(sha256.New, k.PIN)
 	m.Write([]byte("kluis " + purpose + " v1"))
 	return m.Sum(nil)
+}
+
+// derivePrevious is DeriveKey under the previous PIN key during a rotation
+// (codes.Keys.PreviousPIN), nil without one: for opening what was made
+// before the rotation only.
+func derivePrevious(k codes.Keys, purpose string) []byte {
+	if k.PreviousPIN == nil {
+		return nil
+	}
+	return DeriveKey(codes.Keys{PIN: k.PreviousPIN}, purpose)
 }
 
 // RandomPassword is 24 characters from crypto/rand (144 bits).

@@ -83,7 +83,7 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 	// Notifications are queued in the transaction of the change they tell
 	// about and sent by the outbox (on every replica), with retries.
 	outbox, err := notify.NewOutbox(notify.OutboxOptions{Pool: st.Pool(), Notifier: notifier,
-		SealKey: DeriveKey(o.Keys, "notification outbox seal"), RetryBase: o.RedeliverAfter, RetryMax: o.RedeliverMax,
+		SealKey: DeriveKey(o.Keys, "notification outbox seal"), PreviousSealKey: derivePrevious(o.Keys, "notification outbox seal"), RetryBase: o.RedeliverAfter, RetryMax: o.RedeliverMax,
 		Clock: o.Clock, Logger: log, Registerer: reg})
 	if err != nil {
 		return w, fmt.Errorf("notifications: %w", err)

@@ -24,6 +24,7 @@
 //     Notifier wrappers and Events mark the device), and a periodic check
 //     that resends a changed or old bundle.
 //   - Opener sends remote-open commands and waits for the device's answer.
-//   - Staff answers kiosk staff logins (PIN or badge, throttled per device)
+//   - Staff answers kiosk staff logins (PIN or badge, throttled per device
+//     in PostgreSQL, kiosklimit.go, so that every replica counts together)
 //     and reservations of a scanned document at the kiosk's device.
 package deviceops

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -64,7 +63,7 @@ func NewStaff(o StaffOptions) *Staff {
 		o.Clock = time.Now
 	}
 	return &Staff{codes: o.Codes, auth: o.Auth, svc: o.Service, pool: o.Pool, log: o.Logger.With("part", "kiosk-staff"), now: o.Clock,
-		throttle: newDeviceThrottle()}
+		throttle: &deviceThrottle{pool: o.Pool}}
 }
 
 // HandleStaff implements devicelink.StaffHandler.
@@ -102,7 +101,12 @@ func (h *Staff) audit(ctx context.Context, actor, action, deviceID string, detai
 
 func (h *Staff) login(ctx context.Context, deviceID string, req wire.StaffRequest, resp *wire.StaffResponse) wire.StaffResult {
 	now := h.now()
-	if h.throttle.blocked(deviceID, now) {
+	locked, err := h.throttle.begin(ctx, deviceID, now)
+	if err != nil {
+		h.log.Error("kiosk staff login limits unavailable: login refused", "device", deviceID, "err", err)
+		return wire.StaffUnavailable
+	}
+	if locked {
 		return wire.StaffDenied
 	}
 	method := "pin"
@@ -112,7 +116,7 @@ func (h *Staff) login(ctx context.Context, deviceID string, req wire.StaffReques
 	iss, err := h.auth.KioskLogin(ctx, req.PIN, req.Badge)
 	switch {
 	case errors.Is(err, auth.ErrInvalidCredentials):
-		if h.throttle.fail(deviceID, now) {
+		if h.throttle.lockedNow(ctx, deviceID, now) {
 			h.log.Warn("kiosk staff logins locked on device after repeated failures", "device", deviceID)
 		}
 		h.audit(ctx, "device:"+deviceID, "kiosk.login_failed", deviceID, map[string]any{"method": method})
@@ -121,7 +125,9 @@ func (h *Staff) login(ctx context.Context, deviceID string, req wire.StaffReques
 		h.log.Warn("kiosk login", "device", deviceID, "err", err)
 		return wire.StaffUnavailable
 	}
-	h.throttle.clear(deviceID)
+	if err := h.throttle.succeed(ctx, deviceID); err != nil {
+		h.log.Warn("kiosk staff login limits: success not recorded", "device", deviceID, "err", err)
+	}
 	actor := "user:" + strconv.FormatInt(iss.User.ID, 10)
 	h.audit(ctx, actor, "kiosk.login", deviceID, map[string]any{"method": method, "token_id": iss.ID})
 	// The staff id on the wire is the numeric user id (wire ids allow no ':').
@@ -287,60 +293,4 @@ func (h *Staff) retrieve(ctx context.Context, deviceID string, req wire.StaffReq
 	resp.DocumentID = doc.ID
 	resp.Addr = &wire.Address{Board: c.Board, Channel: c.Channel}
 	return wire.StaffOK
-}
-
-// deviceThrottle locks kiosk staff logins on a device after
-// maxKioskFailures failures within kioskWindow.
-type deviceThrottle struct {
-	mu       sync.Mutex
-	failures map[string][]time.Time
-}
-
-const (
-	maxKioskFailures = 5
-	kioskWindow      = 15 * time.Minute
-	maxKioskDevices  = 10000
-)
-
-func newDeviceThrottle() *deviceThrottle { return &deviceThrottle{failures: map[string][]time.Time{}} }
-
-func (t *deviceThrottle) recent(device string, now time.Time) []time.Time {
-	fs := t.failures[device]
-	for len(fs) > 0 && !fs[0].After(now.Add(-kioskWindow)) {
-		fs = fs[1:]
-	}
-	if len(fs) == 0 {
-		delete(t.failures, device)
-		return nil
-	}
-	t.failures[device] = fs
-	return fs
-}
-
-func (t *deviceThrottle) blocked(device string, now time.Time) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.recent(device, now)) >= maxKioskFailures
-}
-
-// fail records a failure and reports whether the device is now locked.
-func (t *deviceThrottle) fail(device string, now time.Time) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	fs := t.recent(device, now)
-	if fs == nil && len(t.failures) >= maxKioskDevices {
-		return false
-	}
-	fs = append(fs, now)
-	if len(fs) > maxKioskFailures {
-		fs = fs[len(fs)-maxKioskFailures:]
-	}
-	t.failures[device] = fs
-	return len(fs) >= maxKioskFailures
-}
-
-func (t *deviceThrottle) clear(device string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	delete(t.failures, device)
 }

@@ -1,0 +1,85 @@
+package deviceops_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/auth"
+	"kluis/backend/deviceops"
+	"kluis/controller/wire"
+)
+
+// Kiosk staff logins are limited per device (5 failures in 15 minutes),
+// and the count is shared by every backend replica (the broker hands a
+// device's requests to any of them) and kept over a restart.
+func TestKioskLoginLimitSharedByReplicas(t *testing.T) {
+	e := newEnv(t)
+	as, err := auth.New(auth.Options{Pool: e.st.Pool(), Clock: e.clock.Now, KioskKey: []byte("kiosk-key-0123456789"),
+		Params: auth.Params{Time: 1, MemoryKiB: 64, Threads: 1}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	u, err := as.CreateUser(e.ctx, "an", "counter password 1", auth.RoleStaff)
+	require.NoError(t, err)
+	pin := "482916"
+	require.NoError(t, as.SetKioskCredentials(e.ctx, u.ID, &pin, nil))
+	replica := func() *deviceops.Staff {
+		return deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: e.svc, Pool: e.st.Pool(), Clock: e.clock.Now})
+	}
+	login := func(h *deviceops.Staff, dev, p string) wire.StaffResult {
+		return h.HandleStaff(e.ctx, dev, wire.StaffRequest{ID: wire.NewID(e.clock.Now()), Op: wire.StaffLogin, At: e.clock.Now(), PIN: p}).Result
+	}
+	a, b := replica(), replica()
+	for i := 0; i < 5; i++ {
+		require.Equal(t, wire.StaffDenied, login([]*deviceops.Staff{a, b}[i%2], "k1", "111111"), "attempt %d", i+1)
+	}
+	for _, h := range []*deviceops.Staff{a, b, replica()} {
+		assert.Equal(t, wire.StaffDenied, login(h, "k1", pin), "5 failures over two replicas lock k1's staff logins everywhere, after a restart too")
+	}
+	assert.Equal(t, wire.StaffOK, login(b, "k2", pin), "another device is not locked")
+	e.clock.Add(15*time.Minute + time.Second)
+	assert.Equal(t, wire.StaffOK, login(a, "k1", pin), "after the window")
+
+	// Concurrent wrong PINs on two replicas: exactly five are tried.
+	var wg sync.WaitGroup
+	before := auditCount(t, e, "kiosk.login_failed")
+	for i := 0; i < 12; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			login([]*deviceops.Staff{a, b}[i%2], "k1", "222222")
+		}()
+	}
+	wg.Wait()
+	tried := auditCount(t, e, "kiosk.login_failed") - before
+	assert.Equal(t, 5, tried, "each evaluated wrong PIN is audited; the others were refused before")
+}
+
+// Without the database a kiosk staff login is answered unavailable, not
+// tried uncounted.
+func TestKioskLoginUnavailableWithoutTheDatabase(t *testing.T) {
+	e := newEnv(t)
+	down, err := pgxpool.New(context.Background(), e.st.Pool().Config().ConnString())
+	require.NoError(t, err)
+	down.Close()
+	as, err := auth.New(auth.Options{Pool: e.st.Pool(), Clock: e.clock.Now, KioskKey: []byte("kiosk-key-0123456789"),
+		Params: auth.Params{Time: 1, MemoryKiB: 64, Threads: 1}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	h := deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: e.svc, Pool: down, Clock: e.clock.Now,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	r := h.HandleStaff(e.ctx, "k1", wire.StaffRequest{ID: wire.NewID(e.clock.Now()), Op: wire.StaffLogin, At: e.clock.Now(), PIN: "111111"})
+	assert.Equal(t, wire.StaffUnavailable, r.Result)
+}
+
+func auditCount(t *testing.T, e *env, action string) int {
+	t.Helper()
+	var n int
+	require.NoError(t, e.st.Pool().QueryRow(e.ctx, `SELECT (SELECT count(*) FROM audit_log WHERE action = $1) + (SELECT count(*) FROM audit_pending WHERE action = $1)`, action).Scan(&n))
+	return n
+}

@@ -176,3 +176,18 @@ func ProcRSS(pid int) float64 {
 	}
 	return 0
 }
+
+// LoadAvg is /proc/loadavg's 1-, 5- and 15-minute load averages, e.g.
+// "3.10 5.22 6.01" ("unknown" when it cannot be read). Runs note it: on a
+// shared machine a figure means little without the load it was taken at.
+func LoadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -62,4 +63,15 @@ func TestProcCPUAndRSS(t *testing.T) {
 	require.Equal(t, byte(1), held[len(held)-1])
 	require.Zero(t, ProcRSS(1<<30), "no such process")
 	require.Zero(t, ProcCPU(1<<30), "no such process")
+}
+
+// LoadAvg gives the three load averages as numbers.
+func TestLoadAvgIsThreeNumbers(t *testing.T) {
+	f := strings.Fields(LoadAvg())
+	require.Len(t, f, 3)
+	for _, s := range f {
+		v, err := strconv.ParseFloat(s, 64)
+		require.NoError(t, err, s)
+		require.GreaterOrEqual(t, v, 0.0)
+	}
 }

@@ -34,7 +34,11 @@
 // password of its own, and the backend is Mosquitto's client; the storm is
 // a Mosquitto crash (SIGKILL) and restart, over when every device's new
 // online presence is in the database. Mosquitto's CPU and resident memory
-// are measured next to the backend's.
+// are measured next to the backend's; the report counts what Mosquitto's
+// log says about its clients before the crash and after the restart
+// (connects, keepalive timeouts, take-overs, dropped-message warnings),
+// its $SYS count of dropped messages, and the machine's load average at
+// the end of each phase (-mosquitto-log keeps the whole log).
 //
 // Workers talk to the parent over stdin/stdout: "stat" asks for a JSON
 // line of counters; SIGTERM stops them (each device says offline).

@@ -40,6 +40,7 @@ type options struct {
 	heartbeat, measure             time.Duration
 	broker                         string
 	nice                           int
+	mosqLog                        string
 }
 
 // The brokers the fleet can run on.
@@ -58,10 +59,11 @@ func parse(args []string) (options, string, error) {
 	measure := fs.Duration("measure", 2*time.Minute, "steady-state measuring time")
 	brk := fs.String("broker", brokerEmbedded, "embedded: the backend's own broker; mosquitto: a private Mosquitto with deploy/mosquitto's configuration, the backend its client (-cold does not apply)")
 	nice := fs.Int("mosquitto-nice", 0, "with -broker mosquitto: Mosquitto's niceness (-20..19; it serves every client from one thread)")
+	mosqLog := fs.String("mosquitto-log", "", "with -broker mosquitto: keep a copy of Mosquitto's log (both runs, before and after the crash) in this file")
 	if err := fs.Parse(args); err != nil {
 		return options{}, "", err
 	}
-	o := options{devices: *n, perWorker: *per, cold: *cold, rate: *rate, heartbeat: *hb, measure: *measure, broker: *brk, nice: *nice}
+	o := options{devices: *n, perWorker: *per, cold: *cold, rate: *rate, heartbeat: *hb, measure: *measure, broker: *brk, nice: *nice, mosqLog: *mosqLog}
 	if o.broker == brokerMosquitto {
 		o.cold = 0
 	}

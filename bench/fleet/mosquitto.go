@@ -35,6 +35,9 @@ func runMosquitto(ctx context.Context, env bench.Env, o options, cmd string) (be
 		"devices": o.devices, "per_worker": o.perWorker, "heartbeat": o.heartbeat.String(), "measure": o.measure.String(),
 		"broker":        "mosquitto (deploy/mosquitto/mosquitto.conf and acl, a private process on a free port; the backend is its client)",
 		"mqtt_password": "one per device, mosquitto_passwd -U (PBKDF2-SHA512, its default 101 iterations)"}}
+	var loads []string // the machine's load average at each phase's end
+	load := func(phase string) { loads = append(loads, phase+" "+bench.LoadAvg()) }
+	load("start")
 	dbURL, drop, err := bench.TempDatabase(ctx, env.AdminURL, "fleet")
 	if err != nil {
 		return rep, err
@@ -119,6 +122,7 @@ func runMosquitto(ctx context.Context, env bench.Env, o options, cmd string) (be
 		return rep, err
 	}
 	say("fleet connected: %d devices in %s", o.devices, time.Since(t0).Round(time.Second))
+	load("fleet connected")
 
 	// Steady state.
 	time.Sleep(o.heartbeat)
@@ -144,6 +148,7 @@ func runMosquitto(ctx context.Context, env bench.Env, o options, cmd string) (be
 	sent, recorded := float64(sent1-sent0), recv1-recv0
 	stale := r.stale(ctx, o)
 	dead := r.deadTuples(ctx)
+	load("steady window")
 	say("steady: backend %.2f cores, RSS %.0f MB (%.1f KB/device over idle); mosquitto %.2f cores, RSS %.0f MB (%.1f KB/device); heartbeats %.0f sent / %.0f recorded, %d devices without a recent heartbeat",
 		cores, rss/1e6, perDevice, mcores, mrss/1e6, mPerDevice, sent, recorded, stale)
 
@@ -151,12 +156,14 @@ func runMosquitto(ctx context.Context, env bench.Env, o options, cmd string) (be
 	steadyDropped := sys.value()
 	t0 = time.Now()
 	mosq.Kill()
+	crashLog := len(mosq.Log())
 	if err := mosq.Run(); err != nil {
 		return rep, err
 	}
 	stormErr := r.waitFresh(ctx, o.devices, t0, 10*time.Minute)
 	storm := time.Since(t0)
 	say("storm: %d devices back in %s, err %v", o.devices, storm.Round(time.Millisecond), stormErr)
+	load("storm")
 
 	// The whole fleet disconnects.
 	t0 = time.Now()
@@ -167,6 +174,12 @@ func runMosquitto(ctx context.Context, env bench.Env, o options, cmd string) (be
 	time.Sleep(2 * time.Second) // the gauge is recounted within a second
 	gauge := r.metric("kluis_devicelink_devices_online", "")
 	say("disconnect: online %d (gauge %.0f) after %s, err %v", online, gauge, offline.Round(time.Millisecond), offErr)
+	load("disconnect")
+	if o.mosqLog != "" {
+		if err := os.WriteFile(o.mosqLog, []byte(mosq.Log()), 0o644); err != nil {
+			say("mosquitto log not kept: %v", err)
+		}
+	}
 	// Mosquitto warns "Outgoing messages are being dropped for client
 	// ..." when a client's queue (max_queued_messages) overflows.
 	var drops []string
@@ -196,6 +209,11 @@ func runMosquitto(ctx context.Context, env bench.Env, o options, cmd string) (be
 	rep.Notes = append(rep.Notes, "dead tuples after the run: "+dead,
 		fmt.Sprintf("Mosquitto's $SYS/broker/publish/messages/dropped (messages it dropped for a client whose queue was full): %s when the steady window ended, %s at the end of the restarted broker", steadyDropped, sys.value()),
 		fmt.Sprintf("Mosquitto's log: %d warnings of dropped messages %q", len(drops), drops[:min(len(drops), 3)]))
+	if all := mosq.Log(); len(all) >= crashLog {
+		rep.Notes = append(rep.Notes, "Mosquitto's log before the crash: "+mosquittoLog(all[:crashLog]).String(),
+			"Mosquitto's log after the restart (the storm and the disconnect): "+mosquittoLog(all[crashLog:]).String())
+	}
+	rep.Notes = append(rep.Notes, "load average (1, 5, 15 min) at the end of each phase: "+strings.Join(loads, "; "))
 	if stormErr != nil {
 		rep.Notes = append(rep.Notes, "storm: "+stormErr.Error())
 	}

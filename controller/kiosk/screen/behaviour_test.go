@@ -84,7 +84,7 @@ func TestScreenBehaviour(t *testing.T) {
 		r.close(3, false)
 		m.check("done", "s-done", expect{h1: "title.done", msg: "state.done"})
 		r.pickup(engine.PickupRequest{QR: "K1.lock"})
-		m.check("locked_out", "s-locked_out", expect{h1: "title.locked_out", msg: "state.locked_out"})
+		m.check("locked_out", "s-locked_out", expect{h1: "title.locked_out", msg: "state.locked_out", next: "next.closed"})
 	})
 
 	t.Run("keyboard alone: PIN and date of birth", func(t *testing.T) {

@@ -152,6 +152,7 @@ type pageState struct {
 	Shown      string   `json:"shown"`
 	H1         string   `json:"h1"`
 	Msg        string   `json:"msg"`
+	Next       string   `json:"next"`
 	Fig        bool     `json:"fig"`
 	Caption    string   `json:"caption"`
 	Marked     []string `json:"marked"`
@@ -177,6 +178,7 @@ const readState = `(function(){
    shown: sec.map(function(x){ return x.id; }).join(","),
    h1: s && s.querySelector("h1") ? s.querySelector("h1").textContent.trim() : "",
    msg: msg ? msg.textContent.trim() : "",
+   next: s && s.querySelector(".next") ? s.querySelector(".next").textContent.trim() : "",
    fig: !fig.hidden,
    caption: fig.querySelector("figcaption").textContent.trim(),
    marked: Array.prototype.map.call(document.querySelectorAll(".device .comp.hl"), function(g){ return g.getAttribute("data-comp"); }),
@@ -190,9 +192,12 @@ const readState = `(function(){
 // expect says what a screen must show.
 type expect struct {
 	h1, msg string // catalogue keys ("" not checked); msg "state.x" is the engine's
-	n       int    // the compartment in the message and on the drawing (0: no drawing)
-	hatch   bool   // the automaton's hatch is marked
-	citizen bool   // must fit 800x480 without scrolling
+	// next is the catalogue key of the "what to do now" line; "" means
+	// the screen has none.
+	next    string
+	n       int  // the compartment in the message and on the drawing (0: no drawing)
+	hatch   bool // the automaton's hatch is marked
+	citizen bool // must fit 800x480 without scrolling
 }
 
 // check waits until every tab shows the section id, then checks its text
@@ -225,6 +230,13 @@ func (m *matrix) check(name, id string, ex expect) {
 		}
 		if ex.msg != "" && st.Msg != text(ex.msg, ex.n) {
 			problems = append(problems, fmt.Sprintf("message %q, want %q", st.Msg, text(ex.msg, ex.n)))
+		}
+		wantNext := ""
+		if ex.next != "" {
+			wantNext = text(ex.next, ex.n)
+		}
+		if st.Next != wantNext {
+			problems = append(problems, fmt.Sprintf("next step %q, want %q", st.Next, wantNext))
 		}
 		switch {
 		case ex.hatch:
@@ -379,17 +391,17 @@ func TestScreenMatrix(t *testing.T) {
 		r.be.verify["K1.lock"] = wire.VerifyResponse{Result: wire.VerifyDeviceLockedOut, RetryAfterS: 600}
 	})
 	r.pickup(engine.PickupRequest{QR: "K1.expired", Lang: "en"})
-	m.check("expired", "s-expired", expect{h1: "title.expired", msg: "state.expired", citizen: true})
+	m.check("expired", "s-expired", expect{h1: "title.expired", msg: "state.expired", next: "next.expired", citizen: true})
 	r.pickup(engine.PickupRequest{QR: "K1.used", Lang: "en"})
-	m.check("already_collected", "s-already_collected", expect{h1: "title.already_collected", msg: "state.already_collected", citizen: true})
+	m.check("already_collected", "s-already_collected", expect{h1: "title.already_collected", msg: "state.already_collected", next: "next.already_collected", citizen: true})
 	r.pickup(engine.PickupRequest{QR: "K1.pending", Lang: "en"})
 	m.check("pending", "s-pending", expect{h1: "title.pending", msg: "state.pending", citizen: true})
 	r.pickup(engine.PickupRequest{QR: "K1.nowhere", Lang: "en"})
-	m.check("out_of_order", "s-out_of_order", expect{h1: "title.out_of_order", msg: "state.out_of_order", citizen: true})
+	m.check("out_of_order", "s-out_of_order", expect{h1: "title.out_of_order", msg: "state.out_of_order", next: "next.closed", citizen: true})
 	r.be.set(func() { r.be.down = true })
 	r.pickup(engine.PickupRequest{QR: "K1.c3", Lang: "en"}) // no answer and nothing to verify offline with
 	r.be.set(func() { r.be.down = false })
-	m.check("error", "s-error", expect{h1: "title.problem", msg: "state.error", citizen: true})
+	m.check("error", "s-error", expect{h1: "title.problem", msg: "state.error", next: "next.closed", citizen: true})
 
 	r.item(2, true)
 	o := r.opens(2)
@@ -404,7 +416,7 @@ func TestScreenMatrix(t *testing.T) {
 	r.pickup(engine.PickupRequest{QR: "K1.c5", Lang: "en"})
 	r.waitOpened(4, o)
 	r.close(4, true)
-	m.check("not_collected", "s-not_collected", expect{h1: "title.not_collected", msg: "state.not_collected", n: 5, citizen: true})
+	m.check("not_collected", "s-not_collected", expect{h1: "title.not_collected", msg: "state.not_collected", next: "next.not_collected", n: 5, citizen: true})
 
 	r.item(5, true)
 	o = r.opens(5)
@@ -418,11 +430,11 @@ func TestScreenMatrix(t *testing.T) {
 	r.setOpenOnPulse(false)
 	r.item(6, true)
 	r.pickup(engine.PickupRequest{QR: "K1.c7", Lang: "en"})
-	m.check("not_opened", "s-not_opened", expect{h1: "title.problem", msg: "state.not_opened", n: 7, citizen: true})
+	m.check("not_opened", "s-not_opened", expect{h1: "title.problem", msg: "state.not_opened", next: "next.closed", n: 7, citizen: true})
 	r.setOpenOnPulse(true)
 
 	r.pickup(engine.PickupRequest{QR: "K1.lock", Lang: "en"})
-	m.check("locked_out", "s-locked_out", expect{h1: "title.locked_out", msg: "state.locked_out", citizen: true})
+	m.check("locked_out", "s-locked_out", expect{h1: "title.locked_out", msg: "state.locked_out", next: "next.closed", citizen: true})
 	m.each("time to try again", func(mt *mtab) error {
 		want, _ := m.cat.Text("retry.many", mt.lang)
 		want = strings.ReplaceAll(want, "{m}", "10")
@@ -441,7 +453,7 @@ func TestScreenMatrix(t *testing.T) {
 	if _, err := r.e.StaffLogin(ctx, "BADGE-NOBODY", "", "en"); err != nil {
 		t.Fatal(err)
 	}
-	m.check("staff_denied", "s-staff_denied", expect{h1: "title.staff_denied", msg: "state.staff_denied"})
+	m.check("staff_denied", "s-staff_denied", expect{h1: "title.staff_denied", msg: "state.staff_denied", next: "next.staff.staff_denied"})
 	exp := time.Now().Add(time.Hour)
 	r.be.set(func() {
 		r.be.staff["login:BADGE-AN"] = wire.StaffResponse{Result: wire.StaffOK, Session: "s1", StaffID: "17", StaffName: "An Peeters", Expires: &exp, Role: wire.RoleAdmin}
@@ -494,9 +506,9 @@ func TestScreenMatrix(t *testing.T) {
 	staffDo(r.e.StaffLoad, "591-0009")
 	r.waitOpened(8, o)
 	r.close(8, false)
-	m.check("load_empty", "s-load_empty", expect{h1: "title.load_empty", msg: "state.load_empty", n: 9})
+	m.check("load_empty", "s-load_empty", expect{h1: "title.load_empty", msg: "state.load_empty", next: "next.staff.load_empty", n: 9})
 	staffDo(r.e.StaffLoad, "591-0404")
-	m.check("not_found", "s-not_found", expect{h1: "title.not_found", msg: "state.not_found"})
+	m.check("not_found", "s-not_found", expect{h1: "title.not_found", msg: "state.not_found", next: "next.staff.not_found"})
 	staffDo(r.e.StaffLoad, "591-0000")
 	m.check("no_compartment", "s-no_compartment", expect{h1: "title.no_compartment", msg: "state.no_compartment"})
 	m.click(`footer [data-act=staff-menu]`)
@@ -513,7 +525,7 @@ func TestScreenMatrix(t *testing.T) {
 	staffDo(r.e.StaffRetrieve, "591-0010")
 	r.waitOpened(9, o)
 	r.close(9, true)
-	m.check("still_there", "s-still_there", expect{h1: "title.still_there", msg: "state.still_there", n: 10})
+	m.check("still_there", "s-still_there", expect{h1: "title.still_there", msg: "state.still_there", next: "next.staff.still_there", n: 10})
 
 	// The technician: a forced door first, so there is an alarm to list.
 	r.f.Inject(hardware.Event{Kind: hardware.DoorOpened, Addr: hardware.Address{Channel: 11}})

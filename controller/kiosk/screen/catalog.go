@@ -110,7 +110,7 @@ var uiTexts = map[string][4]string{
 
 	// The start screen.
 	"start.title": {"Haal hier uw document af", "Retirez ici votre document", "Collect your document here", "Holen Sie hier Ihr Dokument ab"},
-	"start.scan": {"Houd de QR-code uit uw e-mail of brief onder de scanner.", "Tenez le code QR de votre e-mail ou lettre sous le scanner.",
+	"start.scan": {"Houd de QR-code uit uw e-mail of brief onder de scanner.", "Tenez le code QR de votre e-mail ou de votre lettre sous le scanner.",
 		"Hold the QR code from your e-mail or letter under the scanner.", "Halten Sie den QR-Code aus Ihrer E-Mail oder Ihrem Brief unter den Scanner."},
 	"start.pin": {"Pincode intikken", "Taper le code PIN", "Type your PIN", "PIN eingeben"},
 
@@ -122,7 +122,7 @@ var uiTexts = map[string][4]string{
 
 	// PIN.
 	"pin.title": {"Uw pincode", "Votre code PIN", "Your PIN", "Ihre PIN"},
-	"pin.hint": {"Uw pincode staat in de e-mail of brief die u kreeg.", "Votre code PIN est dans l'e-mail ou la lettre que vous avez reçu.",
+	"pin.hint": {"Uw pincode staat in de e-mail of brief die u kreeg.", "Votre code PIN se trouve dans votre e-mail ou votre lettre.",
 		"Your PIN is in the e-mail or letter you received.", "Ihre PIN steht in der E-Mail oder dem Brief, den Sie bekommen haben."},
 	"pin.typed": {"Getypte cijfers", "Chiffres tapés", "Digits typed", "Eingegebene Ziffern"},
 	"pin.short": {"Een pincode heeft minstens 4 cijfers.", "Un code PIN a au moins 4 chiffres.",
@@ -160,6 +160,10 @@ var uiTexts = map[string][4]string{
 		"Call 1777. We will help you.", "Rufen Sie 1777 an. Wir helfen Ihnen weiter."},
 	"next.already_collected": {"Klopt dit niet? Bel 1777.", "Ce n'est pas correct ? Appelez le 1777.",
 		"Is this not right? Call 1777.", "Stimmt das nicht? Rufen Sie 1777 an."},
+	// A citizen sent to the counter at night finds it closed: say whom to
+	// call (the city's desk) on every screen that sends them there.
+	"next.closed": {"Is het loket gesloten? Bel 1777.", "Le guichet est fermé ? Appelez le 1777.",
+		"Is the counter closed? Call 1777.", "Ist der Schalter geschlossen? Rufen Sie 1777 an."},
 	"retry.one": {"U kunt het over 1 minuut opnieuw proberen.", "Vous pourrez réessayer dans 1 minute.",
 		"You can try again in 1 minute.", "Sie können es in 1 Minute noch einmal versuchen."},
 	"retry.many": {"U kunt het over {m} minuten opnieuw proberen.", "Vous pourrez réessayer dans {m} minutes.",

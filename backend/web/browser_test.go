@@ -181,6 +181,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	desktop.WaitFor(t, `location.pathname === "/staff/devices"`, 10*time.Second)
 	check("/staff/devices", "devices", `!!document.querySelector("#fleet-rows tr")`)
 	check("/staff/devices/"+lockerID, "device", `!!document.querySelector("svg.map")`)
+	// Board 0 on the wire is board 1 for people, as on the kiosk's screen.
+	assert.Equal(t, "1", desktop.Text(t, "table.boards tbody th"), "boards counted from 1")
 	check("/staff/devices/"+autoID, "device-never-connected", `!!document.querySelector("svg.map")`)
 	check("/staff/devices/"+lockerID+"/compartments/3/open", "open-reason", `!!document.querySelector("#reason")`)
 	for _, v := range []*browsertest.Tab{desktop, phone} {

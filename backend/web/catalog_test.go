@@ -519,3 +519,20 @@ func TestAssetsExist(t *testing.T) {
 	_, err := os.Stat("assets/layout.html")
 	assert.NoError(t, err)
 }
+
+// TestBoardsCountedFromOneForPeople: boards are 0 on the wire and 1 for
+// people, as on the kiosk's technician screen ("Board 1"), so a technician
+// at the device and one at the console name the same board: the board
+// table and a board's alarm say board 1 for address 0, in every language.
+func TestBoardsCountedFromOneForPeople(t *testing.T) {
+	for _, lang := range []string{"nl", "fr", "en", "de"} {
+		pages := renderAll(t, lang)
+		label := template.HTMLEscapeString(Text(lang, "board.address"))
+		for i, want := range []string{"1", "2"} { // the fixture's boards 0 and 1
+			assert.Contains(t, pages["device"], `<th scope="row" data-label="`+label+`">`+want+`</th>`, "%s board %d", lang, i)
+		}
+		assert.NotContains(t, pages["device"], `<th scope="row" data-label="`+label+`">0</th>`, lang)
+		alarm := Text(lang, "alarm.at_board", "alarm", Text(lang, "alarm."+string(wire.AlarmBoardUnreachable)), "n", 1)
+		assert.Contains(t, pages["devices"], template.HTMLEscapeString(alarm), lang)
+	}
+}

@@ -294,6 +294,8 @@ func parsePages() (map[string]*template.Template, error) {
 var funcs = template.FuncMap{
 	"lower": strings.ToLower,
 	"list":  func(s ...string) []string { return s },
+	// human is a board address (0 on the wire) as people count it.
+	"human": func(n int) int { return n + 1 },
 	"deref": func(t *time.Time) time.Time {
 		if t == nil {
 			return time.Time{}
@@ -336,7 +338,9 @@ var funcs = template.FuncMap{
 		case a.Compartment > 0:
 			return t.F("alarm.at_compartment", "alarm", name, "n", a.Compartment)
 		case a.Board != nil:
-			return t.F("alarm.at_board", "alarm", name, "n", *a.Board)
+			// Boards are counted from 0 on the wire, from 1 for people (as
+			// on the kiosk's technician screen).
+			return t.F("alarm.at_board", "alarm", name, "n", *a.Board+1)
 		}
 		return name
 	},

@@ -377,6 +377,18 @@ func TestScreenMatrix(t *testing.T) {
 	close(hold) // the backend does not know the code
 	r.waitState(engine.StateWrongCode)
 	m.check("wrong_code", "s-wrong_code", expect{h1: "title.wrong_code", msg: "state.wrong_code", citizen: true})
+	// The way on is on the screen itself, not only in the footer: "Try
+	// again" (a real click) goes back to the start to scan or type again.
+	m.each("try again", func(mt *mtab) error {
+		want, _ := m.cat.Text("again", mt.lang)
+		got, err := eval[string](mt, `document.querySelector("#s-wrong_code .acts [data-act=restart]").textContent.trim()`)
+		if err == nil && got != want {
+			err = fmt.Errorf("button %q, want %q", got, want)
+		}
+		return err
+	})
+	m.click(`#s-wrong_code [data-act=restart]`)
+	m.check("wrong_code-again", "v-start", expect{h1: "start.title", msg: "state.idle", citizen: true})
 
 	r.be.set(func() {
 		r.be.verify["K1.expired"] = wire.VerifyResponse{Result: wire.VerifyExpired}

@@ -101,6 +101,7 @@ var uiTexts = map[string][4]string{
 	"lang.de":     {"Deutsch", "Deutsch", "Deutsch", "Deutsch"},
 	"help":        {"Hulp? Bel 1777.", "Aide ? Appelez le 1777.", "Help? Call 1777.", "Hilfe? Rufen Sie 1777 an."},
 	"restart":     {"Opnieuw beginnen", "Recommencer", "Start again", "Neu beginnen"},
+	"again":       {"Opnieuw proberen", "Réessayer", "Try again", "Erneut versuchen"},
 	"large":       {"Grote letters", "Grands caractères", "Large text", "Große Schrift"},
 	"staff.entry": {"Personeel", "Personnel", "Staff", "Personal"},
 	"err.input": {"Dat lukte niet. Probeer het opnieuw.", "Cela n'a pas marché. Réessayez.",

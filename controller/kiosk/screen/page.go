@@ -173,8 +173,9 @@ type view struct {
 	Tone    string
 	Drawing bool
 	Retry   bool
-	// Act is the section's own button: "staff-next", "staff-login",
-	// "tech" or "".
+	// Act is the section's own button: "restart" (back to the start
+	// screen, to scan or type the code again), "staff-next",
+	// "staff-login", "tech", "staff-menu" or "".
 	Act, ActLabel string
 	// Hatch is the catalogue key of the message an automaton shows
 	// instead of the engine's (people see a hatch, not compartments).
@@ -191,7 +192,7 @@ var views = []view{
 	{State: engine.StateDone, Title: "title.done", Tone: "ok"},
 	{State: engine.StateNotCollected, Title: "title.not_collected", Next: "next.not_collected", Tone: "warn", Drawing: true},
 	{State: engine.StateNotOpened, Title: "title.problem", Next: "next.closed", Tone: "stop", Drawing: true},
-	{State: engine.StateWrongCode, Title: "title.wrong_code", Tone: "warn"},
+	{State: engine.StateWrongCode, Title: "title.wrong_code", Tone: "warn", Act: "restart", ActLabel: "again"},
 	{State: engine.StateExpired, Title: "title.expired", Next: "next.expired", Tone: "stop"},
 	{State: engine.StateAlreadyCollected, Title: "title.already_collected", Next: "next.already_collected", Tone: "warn"},
 	{State: engine.StatePending, Title: "title.pending", Tone: "wait"},

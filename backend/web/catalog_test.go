@@ -447,6 +447,7 @@ func renderAll(t *testing.T, lang string) map[string]string {
 				{Kind: wire.AlarmJournalDamaged, At: at}}},
 		{Device: oos, Known: true, Since: at},
 		{Device: store.Device{ID: "a1", Kind: store.Automaton, Name: "a1"}},
+		{Device: dev, Known: true, Since: at}, // offline, in service
 	}
 	do("devices", "/staff/devices", "devices", devicesData{Rows: hs, Sites: map[string]string{"s": datum}, Show: "all"}, true)
 	do("devices-empty", "/staff/devices", "devices", devicesData{Show: "alarms"}, true)
@@ -534,5 +535,41 @@ func TestBoardsCountedFromOneForPeople(t *testing.T) {
 		assert.NotContains(t, pages["device"], `<th scope="row" data-label="`+label+`">0</th>`, lang)
 		alarm := Text(lang, "alarm.at_board", "alarm", Text(lang, "alarm."+string(wire.AlarmBoardUnreachable)), "n", 1)
 		assert.Contains(t, pages["devices"], template.HTMLEscapeString(alarm), lang)
+	}
+}
+
+// TestFleetMarksDevicesThatNeedAttention: on the fleet page a technician
+// sees at a glance which device needs them: a row with an alarm has the
+// red mark, a device in service that is offline, late or has a board
+// offline the orange one; a device never connected or out of service on
+// purpose has none.
+func TestFleetMarksDevicesThatNeedAttention(t *testing.T) {
+	at := fixtureNow
+	dev := store.Device{ID: "k1"}
+	oos := dev
+	oos.OutOfService = &store.DeviceOutOfService{Since: at, Reason: "works"}
+	for _, c := range []struct {
+		name string
+		h    health
+		want bool
+	}{
+		{"online", health{Device: dev, Known: true, Online: true}, false},
+		{"offline", health{Device: dev, Known: true}, true},
+		{"late", health{Device: dev, Known: true, Online: true, Late: true}, true},
+		{"board offline", health{Device: dev, Known: true, Online: true, BoardsOffline: 1}, true},
+		{"never connected", health{Device: dev}, false},
+		{"out of service, offline", health{Device: oos, Known: true}, false},
+	} {
+		assert.Equal(t, c.want, c.h.NeedsAttention(), c.name)
+	}
+	row := regexp.MustCompile(`<tr data-status="[^"]*" data-text="(\w+) [^"]*"(?: class="([\w-]+)")?>`)
+	for _, lang := range []string{"nl", "fr", "en", "de"} {
+		var got []string
+		for _, m := range row.FindAllStringSubmatch(renderAll(t, lang)["devices"], -1) {
+			got = append(got, m[1]+" "+m[2])
+		}
+		// k1 online, late, with alarms; k1 out of service; a1 never
+		// connected; k1 offline, in service.
+		assert.Equal(t, []string{"k1 has-alarm", "k1 ", "a1 ", "k1 attention"}, got, lang)
 	}
 }

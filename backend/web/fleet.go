@@ -170,6 +170,15 @@ type health struct {
 	Alarms                        []alarm
 }
 
+// NeedsAttention reports a device in service that cannot serve citizens
+// as it should and has no alarm to say so: offline after it was seen, its
+// heartbeat overdue, or a lock board unreachable. The fleet page marks its
+// row (alarms have their own mark); a device never connected or taken out
+// of service on purpose is not marked.
+func (h health) NeedsAttention() bool {
+	return h.Known && h.OutOfService == nil && (!h.Online || h.Late || h.BoardsOffline > 0)
+}
+
 // lateAfter marks an online device whose heartbeat is overdue.
 const lateAfter = 3 * time.Minute
 

@@ -577,6 +577,10 @@ func TestScreenMatrix(t *testing.T) {
 	lo.pickup(engine.PickupRequest{QR: "K1.lo", Lang: "en"})
 	lo.waitOpened(1, o)
 	m.check("door_left_open", "s-left_open", expect{h1: "title.left_open", msg: "left_open.msg", n: 2, citizen: true})
+	// "Start again" (a real click) does not hide an open door: the page
+	// still asks to close compartment 2.
+	m.click(`footer [data-act=restart]`)
+	m.check("door_left_open-restart", "s-left_open", expect{h1: "title.left_open", msg: "left_open.msg", n: 2, citizen: true})
 	lo.close(1, false)
 
 	// The automaton: its carousel brings the slot, then the hatch opens.

@@ -62,9 +62,11 @@
     } else if (STAFF_VIEWS[view]) {
       view = "start";
     }
+    // A door left open is said even after "start again" or "back to the
+    // menu": nobody walks away from an open door without being told.
+    if (LEFT_OPEN[st] && leftOpenMS > 0 && Date.now() >= cur.at + leftOpenMS) { return "s-left_open"; }
     if (cur.seq > dismissed) {
       if (st === "need_birth_date") { return "v-birth"; }
-      if (LEFT_OPEN[st] && leftOpenMS > 0 && Date.now() >= cur.at + leftOpenMS) { return "s-left_open"; }
       if (st !== "idle" && st !== "staff") {
         return $("#s-" + st) ? "s-" + st : "s-error";
       }

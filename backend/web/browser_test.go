@@ -200,14 +200,37 @@ func TestConsoleInBrowser(t *testing.T) {
 	check("/staff/devices/"+lockerID+"/compartments/6/service", "compartment-service", `!!document.querySelector("#reason")`)
 	check("/staff/devices/"+lockerID+"/service", "device-service", `!!document.querySelector("#reason")`)
 
-	// Sort and filter the fleet with clicks.
+	// Sort and filter the fleet with clicks. By default what needs a
+	// technician comes first: the locker with its forced-door alarm
+	// before Automaat (never connected), though A sorts before K by name.
+	first := `document.querySelector("#fleet-rows tr[data-status]:not([hidden]) a").getAttribute("href").split("/").pop()`
 	desktop.Do(t, chromedp.Navigate(base+"/staff/devices"))
 	desktop.WaitFor(t, `document.querySelectorAll("#fleet-rows tr[data-status]").length === 2`, 10*time.Second)
+	assert.Equal(t, "attention", evalString(t, desktop, `document.getElementById("sort").value`))
+	assert.Zero(t, evalInt(t, desktop, `document.querySelectorAll("th[aria-sort]").length`), "sorted by no single column")
+	assert.Contains(t, desktop.Text(t, "#sort-note"), "ernstigste eerst")
+	assert.Equal(t, lockerID, evalString(t, desktop, first), "the alarm first")
+	assert.Contains(t, desktop.Text(t, "#fleet-summary"), "1 online, 0 offline, 1 nooit verbonden", "never connected is not offline")
+	desktop.CheckAxe(t, "devices attention first")
+	desktop.Screenshot(t, "console/devices-attention-first-desktop")
+	desktop.Do(t, chromedp.Click(chromedp.CSS(`button[data-sort="0"]`)))
 	assert.Equal(t, "ascending", evalString(t, desktop, `document.querySelector("th[aria-sort]").getAttribute("aria-sort")`))
+	assert.Equal(t, "0", evalString(t, desktop, `document.getElementById("sort").value`))
+	assert.Equal(t, autoID, evalString(t, desktop, first), "Automaat before Kluis inkomhal by name")
 	desktop.Do(t, chromedp.Click(chromedp.CSS(`button[data-sort="0"]`)))
 	assert.Equal(t, "descending", evalString(t, desktop, `document.querySelector("th[aria-sort]").getAttribute("aria-sort")`))
-	assert.Equal(t, lockerID, evalString(t, desktop, `document.querySelector("#fleet-rows tr[data-status] a").getAttribute("href").split("/").pop()`),
-		"Kluis inkomhal before Automaat, descending")
+	assert.Equal(t, lockerID, evalString(t, desktop, first), "Kluis inkomhal before Automaat, descending")
+	desktop.Do(t, chromedp.SetValue(chromedp.CSS("#sort"), "attention"),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById("sort").dispatchEvent(new Event("change"))`))
+	assert.Zero(t, evalInt(t, desktop, `document.querySelectorAll("th[aria-sort]").length`))
+	assert.Equal(t, lockerID, evalString(t, desktop, first), "back to what needs attention first")
+	desktop.Do(t, chromedp.SetValue(chromedp.CSS("#show"), "never"),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById("show").dispatchEvent(new Event("change"))`))
+	assert.Equal(t, 1, evalInt(t, desktop, `document.querySelectorAll("#fleet-rows tr[data-status]:not([hidden])").length`))
+	assert.Equal(t, autoID, evalString(t, desktop, first), "never connected")
+	desktop.Do(t, chromedp.SetValue(chromedp.CSS("#show"), "offline"),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById("show").dispatchEvent(new Event("change"))`))
+	assert.Zero(t, evalInt(t, desktop, `document.querySelectorAll("#fleet-rows tr[data-status]:not([hidden])").length`), "never connected is not offline")
 	desktop.Do(t, chromedp.SetValue(chromedp.CSS("#show"), "alarms"),
 		chromedp.Evaluate[chromedp.Void](`document.getElementById("show").dispatchEvent(new Event("change"))`))
 	assert.Equal(t, 1, evalInt(t, desktop, `document.querySelectorAll("#fleet-rows tr[data-status]:not([hidden])").length`))

@@ -482,7 +482,13 @@ func renderAll(t *testing.T, lang string) map[string]string {
 	dv := deviceView{detail: d, Highlight: 2}
 	dv.Map = drawMap(w.tr(lang), d, 2)
 	do("device", "/staff/devices/k1?c=2", "device", dv, true)
-	empty := deviceView{detail: detail{health: hs[2], Site: store.Site{Name: datum}, Layout: layout}}
+	// A device registered with its compartments that never connected.
+	var free []compView
+	for _, c := range comps {
+		free = append(free, compView{Compartment: c.Compartment, Shown: "free", Low: c.Low})
+		free[len(free)-1].State = store.CompartmentFree
+	}
+	empty := deviceView{detail: detail{health: hs[2], Site: store.Site{Name: datum}, Comps: free, Layout: layout}}
 	empty.Map = drawMap(w.tr(lang), empty.detail, 0)
 	do("device-never", "/staff/devices/a1", "device", empty, true)
 	for _, confirm := range []bool{false, true} {
@@ -562,14 +568,15 @@ func TestFleetMarksDevicesThatNeedAttention(t *testing.T) {
 	} {
 		assert.Equal(t, c.want, c.h.NeedsAttention(), c.name)
 	}
-	row := regexp.MustCompile(`<tr data-status="[^"]*" data-text="(\w+) [^"]*"(?: class="([\w-]+)")?>`)
+	row := regexp.MustCompile(`<tr data-status="[^"]*" data-rank="\d+" data-text="(\w+) [^"]*"(?: class="([\w-]+)")?>`)
 	for _, lang := range []string{"nl", "fr", "en", "de"} {
 		var got []string
 		for _, m := range row.FindAllStringSubmatch(renderAll(t, lang)["devices"], -1) {
 			got = append(got, m[1]+" "+m[2])
 		}
-		// k1 online, late, with alarms; k1 out of service; a1 never
-		// connected; k1 offline, in service.
-		assert.Equal(t, []string{"k1 has-alarm", "k1 ", "a1 ", "k1 attention"}, got, lang)
+		// Needs attention first: k1 online, late, with alarms; k1
+		// offline, in service; then by name a1 never connected and k1 out
+		// of service.
+		assert.Equal(t, []string{"k1 has-alarm", "k1 attention", "a1 ", "k1 "}, got, lang)
 	}
 }

@@ -569,3 +569,58 @@ func actorName(t *tr, a string) string {
 	}
 	return a
 }
+
+// alarmSeverity ranks alarm kinds for the fleet page's default order, most
+// severe first (lower is more severe): a door that may stand open to the
+// street, then faults that stop compartments from serving, then the rest.
+// A kind not listed ranks after the listed ones.
+var alarmSeverity = map[wire.AlarmKind]int{
+	wire.AlarmForcedDoor:         0,
+	wire.AlarmDoorLeftOpen:       1,
+	wire.AlarmPulseUncertain:     2,
+	wire.AlarmSensorDisagreement: 3,
+	wire.AlarmMechanismFault:     4,
+	wire.AlarmBoardUnreachable:   5,
+	wire.AlarmBoardRebooting:     6,
+	wire.AlarmJournalDamaged:     7,
+	wire.AlarmBruteForceLockout:  8,
+}
+
+// AttentionRank is the fleet page's default order, lowest first: a device
+// with an open alarm (0-9 by its most severe alarm), then one that
+// NeedsAttention (offline or late in service, a board offline: 10), then
+// the others (11).
+func (h health) AttentionRank() int {
+	if len(h.Alarms) > 0 {
+		best := len(alarmSeverity)
+		for _, a := range h.Alarms {
+			if s, ok := alarmSeverity[a.Kind]; ok && s < best {
+				best = s
+			}
+		}
+		return best
+	}
+	if h.NeedsAttention() {
+		return len(alarmSeverity) + 1
+	}
+	return len(alarmSeverity) + 2
+}
+
+// byAttention returns the rows in the fleet page's default order: by
+// AttentionRank, then by name (the id when it has none), then by id. It
+// sorts a copy: rows may be the hub's shared snapshot.
+func byAttention(rows []health) []health {
+	out := append([]health(nil), rows...)
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if ra, rb := a.AttentionRank(), b.AttentionRank(); ra != rb {
+			return ra < rb
+		}
+		na, nb := strings.ToLower(displayName(a.Device)), strings.ToLower(displayName(b.Device))
+		if na != nb {
+			return na < nb
+		}
+		return a.ID < b.ID
+	})
+	return out
+}

@@ -318,14 +318,25 @@ var funcs = template.FuncMap{
 		}
 		return n
 	},
+	// offline counts devices seen before and offline now; a device that
+	// never connected counts under never, as its row says.
 	"offline": func(hs []health) (n int) {
 		for _, h := range hs {
-			if !h.Online {
+			if h.Known && !h.Online {
 				n++
 			}
 		}
 		return n
 	},
+	"never": func(hs []health) (n int) {
+		for _, h := range hs {
+			if !h.Known {
+				n++
+			}
+		}
+		return n
+	},
+	"byAttention": byAttention,
 	"alarmCount": func(hs []health) (n int) {
 		for _, h := range hs {
 			n += len(h.Alarms)

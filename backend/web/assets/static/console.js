@@ -68,9 +68,11 @@
     });
   });
 
-  // The fleet table: sort by a column, filter by text and status.
+  // The fleet table: sort by a column, filter by text and status. By
+  // default (sortCol -1) it keeps the server's order: what needs a
+  // technician first (data-rank), then by name.
   var table = document.querySelector("table[data-sortable]");
-  var sortCol = 0;
+  var sortCol = -1;
   var sortDir = 1;
   var filterInput = document.getElementById("filter");
   var showSelect = document.getElementById("show");
@@ -83,6 +85,10 @@
     return numeric ? parseFloat(v) || 0 : v.toLowerCase();
   }
 
+  function rankValue(row) {
+    return parseInt(row.getAttribute("data-rank"), 10) || 0;
+  }
+
   function arrange() {
     if (!table) {
       return;
@@ -91,11 +97,15 @@
     var rows = Array.prototype.slice.call(body.rows).filter(function (r) {
       return r.hasAttribute("data-status");
     });
-    var btn = table.querySelector('button[data-sort="' + sortCol + '"]');
+    var btn = sortCol < 0 ? null : table.querySelector('button[data-sort="' + sortCol + '"]');
     var numeric = btn && btn.hasAttribute("data-num");
     rows.sort(function (a, b) {
-      var x = cellValue(a, sortCol, numeric);
-      var y = cellValue(b, sortCol, numeric);
+      var x = sortCol < 0 ? rankValue(a) : cellValue(a, sortCol, numeric);
+      var y = sortCol < 0 ? rankValue(b) : cellValue(b, sortCol, numeric);
+      if (sortCol < 0 && x === y) {
+        x = cellValue(a, 0, false);
+        y = cellValue(b, 0, false);
+      }
       if (x < y) {
         return -sortDir;
       }
@@ -143,7 +153,7 @@
     });
     if (sortSelect) {
       sortSelect.addEventListener("change", function () {
-        sortCol = parseInt(sortSelect.value, 10) || 0;
+        sortCol = sortSelect.value === "attention" ? -1 : parseInt(sortSelect.value, 10) || 0;
         sortDir = 1;
         arrange();
       });

@@ -1,0 +1,81 @@
+package web
+
+import (
+	"html/template"
+	"net/http/httptest"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/auth"
+	"kluis/backend/store"
+	"kluis/controller/wire"
+)
+
+// TestFleetPutsWhatNeedsATechnicianFirst: the fleet page lists, before any
+// choice of sort, devices with an open alarm (most severe first), then
+// devices in service that are offline, late or have a board offline, then
+// the others, by name within a group; it says so, and the summary counts a
+// device that never connected apart from the offline ones, in nl/fr/en/de.
+func TestFleetPutsWhatNeedsATechnicianFirst(t *testing.T) {
+	at := fixtureNow
+	dev := func(name string) store.Device { return store.Device{ID: name, Name: name, SiteID: "s"} }
+	oos := dev("h-out")
+	oos.OutOfService = &store.DeviceOutOfService{Since: at, Reason: "works"}
+	hs := []health{ // in name order, as the store lists them
+		{Device: dev("a-healthy"), Known: true, Online: true, Since: at},
+		{Device: dev("b-journal"), Known: true, Online: true, Since: at, Alarms: []alarm{{Kind: wire.AlarmJournalDamaged, At: at}}},
+		{Device: dev("c-offline"), Known: true, Since: at},
+		{Device: dev("d-forced"), Known: true, Online: true, Since: at,
+			Alarms: []alarm{{Kind: wire.AlarmBruteForceLockout, At: at}, {Kind: wire.AlarmForcedDoor, At: at}}},
+		{Device: dev("e-never")},
+		{Device: dev("f-late"), Known: true, Online: true, Late: true, Since: at},
+		{Device: dev("g-board"), Known: true, Online: true, BoardsOffline: 1, Since: at},
+		{Device: oos, Known: true, Since: at},
+		{Device: dev("i-open"), Known: true, Online: true, Since: at, Alarms: []alarm{{Kind: wire.AlarmDoorLeftOpen, At: at}}},
+	}
+	want := []string{"d-forced", "i-open", "b-journal", "c-offline", "f-late", "g-board", "a-healthy", "e-never", "h-out"}
+	var got []string
+	for _, h := range byAttention(hs) {
+		got = append(got, h.ID)
+	}
+	assert.Equal(t, want, got, "byAttention")
+	assert.Equal(t, "a-healthy", hs[0].ID, "byAttention sorts a copy")
+
+	pages, err := parsePages()
+	require.NoError(t, err)
+	rules := map[string][]auth.Role{}
+	for _, a := range Actions() {
+		rules[a.Name] = []auth.Role{auth.RoleAdmin}
+	}
+	w := &Web{pages: pages, rules: rules, o: Options{Location: brussels(t), Clock: func() time.Time { return at }}}
+	row := regexp.MustCompile(`<tr data-status="([^"]*)" data-rank="\d+" data-text="([\w-]+) `)
+	for _, lang := range []string{"nl", "fr", "en", "de"} {
+		r := httptest.NewRequest("GET", "/staff/devices", nil)
+		q := &req{w: w, r: r, lang: lang, t: w.tr(lang), loggedIn: true,
+			sess: auth.WebSession{CSRF: "csrf", User: auth.User{ID: 1, Username: "u", Role: auth.RoleAdmin}}}
+		rec := httptest.NewRecorder()
+		w.render(rec, q, 200, "devices", "x", devicesData{Rows: hs, Sites: map[string]string{"s": "Stadhuis"}, Show: "all"})
+		page := rec.Body.String()
+		got = nil
+		status := map[string]string{}
+		for _, m := range row.FindAllStringSubmatch(page, -1) {
+			got = append(got, m[2])
+			status[m[2]] = m[1]
+		}
+		assert.Equal(t, want, got, lang)
+		assert.Equal(t, "never", status["e-never"], lang)
+		assert.Equal(t, "out_of_service offline", status["h-out"], lang)
+		// The default sort is "needs attention first", and the page says what that means.
+		assert.Contains(t, page, `<option value="attention" selected>`+template.HTMLEscapeString(Text(lang, "devices.sort.attention"))+`</option>`, lang)
+		assert.Contains(t, page, template.HTMLEscapeString(Text(lang, "devices.sort.note")), lang)
+		assert.NotContains(t, page, `aria-sort=`, lang)
+		// 6 online (a, b, d, f, g, i), 2 offline (c and h), 1 never connected.
+		sum := Text(lang, "devices.summary", "online", 6, "offline", 2, "never", 1, "alarms", 4, "total", 9)
+		assert.Contains(t, page, template.HTMLEscapeString(sum), lang)
+		assert.Contains(t, page, `<option value="never">`+template.HTMLEscapeString(Text(lang, "devices.show.never"))+`</option>`, lang)
+	}
+}

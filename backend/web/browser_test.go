@@ -184,6 +184,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	// Board 0 on the wire is board 1 for people, as on the kiosk's screen.
 	assert.Equal(t, "1", desktop.Text(t, "table.boards tbody th"), "boards counted from 1")
 	check("/staff/devices/"+autoID, "device-never-connected", `!!document.querySelector("svg.map")`)
+	// A device that never connected offers no remote open and says why.
+	assert.Zero(t, evalInt(t, desktop, `document.querySelectorAll('a[href*="/open"]').length`), "no remote open before the device connected")
+	assert.Contains(t, desktop.Text(t, "#open-never"), "alleen verlopen")
+	desktop.Screenshot(t, "console/device-never-connected-no-open-desktop")
 	check("/staff/devices/"+lockerID+"/compartments/3/open", "open-reason", `!!document.querySelector("#reason")`)
 	for _, v := range []*browsertest.Tab{desktop, phone} {
 		v.Do(t, chromedp.Navigate(base+"/staff/devices/"+lockerID+"/compartments/3/open"))

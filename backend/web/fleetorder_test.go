@@ -79,3 +79,17 @@ func TestFleetPutsWhatNeedsATechnicianFirst(t *testing.T) {
 		assert.Contains(t, page, `<option value="never">`+template.HTMLEscapeString(Text(lang, "devices.show.never"))+`</option>`, lang)
 	}
 }
+
+// TestNoRemoteOpenToANeverConnectedDevice: the device page of a device
+// that never connected offers no remote open and says why; one that did
+// offers it, in nl/fr/en/de.
+func TestNoRemoteOpenToANeverConnectedDevice(t *testing.T) {
+	for _, lang := range []string{"nl", "fr", "en", "de"} {
+		pages := renderAll(t, lang)
+		why := template.HTMLEscapeString(Text(lang, "device.open_never"))
+		assert.Contains(t, pages["device-never"], why, lang)
+		assert.NotContains(t, pages["device-never"], `/open"`, lang)
+		assert.Contains(t, pages["device"], `/compartments/3/open"`, lang)
+		assert.NotContains(t, pages["device"], why, lang)
+	}
+}

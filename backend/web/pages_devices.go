@@ -111,9 +111,26 @@ type actionData struct {
 	Back   string
 }
 
+// refuseNeverConnected refuses a remote open to a device that never
+// connected: the command would never reach it and could only expire, so
+// the console does not offer it (the device page says why).
+func (w *Web) refuseNeverConnected(q *req, id string) error {
+	pres, err := presenceKeys(q.r.Context(), w.o.Pool)
+	if err != nil {
+		return err
+	}
+	if _, known := pres[id]; !known {
+		return fail(http.StatusConflict, "error.never_connected")
+	}
+	return nil
+}
+
 func (w *Web) openForm(rw http.ResponseWriter, q *req) error {
 	d, c, err := w.compartmentOf(q)
 	if err != nil {
+		return err
+	}
+	if err := w.refuseNeverConnected(q, d.ID); err != nil {
 		return err
 	}
 	w.render(rw, q, http.StatusOK, "open", q.t.F("open.title", "n", c.Number, "device", displayName(d)),
@@ -126,6 +143,9 @@ func (w *Web) openForm(rw http.ResponseWriter, q *req) error {
 func (w *Web) open(rw http.ResponseWriter, q *req) error {
 	d, c, err := w.compartmentOf(q)
 	if err != nil {
+		return err
+	}
+	if err := w.refuseNeverConnected(q, d.ID); err != nil {
 		return err
 	}
 	reason := strings.TrimSpace(q.r.PostForm.Get("reason"))

@@ -538,3 +538,28 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.t = c.t.Add(d)
 	c.mu.Unlock()
 }
+
+// A device that never connected is offered no remote open (its page says
+// why), and a post made anyway is refused with that reason and sends or
+// audits nothing: the command could only expire.
+func TestNoRemoteOpenBeforeTheDeviceConnected(t *testing.T) {
+	e := newEnv(t, server.Options{})
+	tech := e.client()
+	tech.login(auth.RoleTechnician)
+	why := "Dit toestel heeft nog nooit verbonden. Op afstand openen kan niet"
+	p := tech.get("/staff/devices/" + autoID)
+	require.Equal(t, 200, p.status)
+	assert.Contains(t, p.body, why)
+	assert.NotContains(t, p.body, "/compartments/1/open\"")
+	p = tech.get("/staff/devices/" + lockerID)
+	assert.Contains(t, p.body, "/compartments/1/open\"", "a device that connected keeps its buttons")
+	assert.NotContains(t, p.body, why)
+	open := "/staff/devices/" + autoID + "/compartments/1/open"
+	p = tech.get(open)
+	assert.Equal(t, http.StatusConflict, p.status)
+	assert.Contains(t, p.body, "Dit toestel heeft nog nooit verbonden: een opdracht om op afstand te openen zou alleen verlopen.")
+	p = tech.post(open, url.Values{"reason": {"ticket 9"}, "confirm": {"yes"}})
+	assert.Equal(t, http.StatusConflict, p.status)
+	assert.Zero(t, e.dev.openCount())
+	assert.NotContains(t, e.audit("device:"+autoID), `"action":"compartment.remote_open"`)
+}

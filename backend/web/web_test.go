@@ -421,7 +421,7 @@ func TestLiveStreams(t *testing.T) {
 	assert.Contains(t, got, `data-comp=\"4\"`)
 	e.dev.event(wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmDoorLeftOpen, Addr: &wire.Address{Board: 0, Channel: 3}})
 	e.dev.heartbeat(nil)
-	fleet.waitFor(t, "0 actieve alarmen", 10*time.Second)
+	fleet.waitFor(t, "actieve alarmen: 0", 10*time.Second)
 
 	// Staff read the fleet too; an anonymous stream is refused.
 	res, err := testenv.HTTPClient().Get(e.b.URL("/staff/devices/events"))

@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -115,11 +116,11 @@ type actionData struct {
 // connected: the command would never reach it and could only expire, so
 // the console does not offer it (the device page says why).
 func (w *Web) refuseNeverConnected(q *req, id string) error {
-	pres, err := presenceKeys(q.r.Context(), w.o.Pool)
-	if err != nil {
-		return err
+	var known bool
+	if err := w.o.Pool.QueryRow(q.r.Context(), `SELECT EXISTS (SELECT 1 FROM device_presence WHERE device_id = $1)`, id).Scan(&known); err != nil {
+		return fmt.Errorf("web: presence of %s: %w", id, err)
 	}
-	if _, known := pres[id]; !known {
+	if !known {
 		return fail(http.StatusConflict, "error.never_connected")
 	}
 	return nil

@@ -128,7 +128,7 @@ func RunStart(ctx context.Context, env bench.Env, args []string) (bench.Report, 
 		}
 		bins = []string{bin}
 	}
-	load0 := loadAvg()
+	load0 := bench.LoadAvg()
 	samples := make([][]startSample, len(bins))
 	for run := 0; run < o.runs; run++ {
 		for i, bin := range bins {
@@ -141,7 +141,7 @@ func RunStart(ctx context.Context, env bench.Env, args []string) (bench.Report, 
 				filepath.Base(bin), run+1, ms(s.notified), ms(s.healthy), s.readyRSS/1e6, s.anon/1e6, s.tapRSS/1e6, o.taps, s.tapAnon/1e6)
 		}
 	}
-	load1 := loadAvg()
+	load1 := bench.LoadAvg()
 	rep := bench.Report{Name: "start", Command: cmdline,
 		Params: map[string]any{"runs": o.runs, "taps": o.taps, "journal_kib": o.journalKiB, "baud": o.baud, "binaries": strings.Join(bins, ","), "env": strings.Join(o.env, ",")}}
 	for i, bin := range bins {
@@ -181,19 +181,6 @@ func minMax(xs []float64) string {
 		lo, hi = min(lo, x), max(hi, x)
 	}
 	return fmt.Sprintf("min %.1f, max %.1f MB over %d starts; floor: issue 14's figure", lo, hi, len(xs))
-}
-
-// loadAvg is /proc/loadavg's first three fields.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 // fillJournal appends acknowledged events (a pickup's, as the backend

@@ -112,7 +112,7 @@ func SignResponse(priv ed25519.PrivateKey, device string, m Message, expires tim
 	if err := ValidDeviceID(device); err != nil {
 		return err
 	}
-	_, sig, err := responseFields(m)
+	id, sig, err := responseFields(m)
 	if err != nil {
 		return err
 	}
@@ -125,7 +125,6 @@ func SignResponse(priv ed25519.PrivateKey, device string, m Message, expires tim
 	if err != nil {
 		return err
 	}
-	id, _, _ := responseFields(m)
 	p, err := json.Marshal(ResponseClaims{V: 1, Device: device, Kind: m.MessageKind(), ID: id, Sum: sum, Exp: expires.Unix()})
 	if err != nil {
 		return fmt.Errorf("wire: sign answer: %w", err)

@@ -79,6 +79,7 @@ type Options struct {
 type Service struct {
 	pool      *pgxpool.Pool
 	keys      Keys
+	ownCheck  bool // the signing key signs deterministically: tokens are checked by signing again (pickupcode.VerifyOwnToken)
 	cfg       pickupcode.Config
 	argon     pickupcode.ArgonParams
 	now       func() time.Time
@@ -144,7 +145,7 @@ func New(opts Options) (*Service, error) {
 		opts.VerifyTimeout = 10 * time.Second
 	}
 	s := &Service{
-		pool: opts.Pool, keys: opts.Keys, cfg: cfg, argon: opts.Argon,
+		pool: opts.Pool, keys: opts.Keys, ownCheck: pickupcode.Deterministic(opts.Keys.Signing), cfg: cfg, argon: opts.Argon,
 		now: opts.Clock, rand: opts.Rand, log: opts.Logger.With("part", "codes"),
 		audit: opts.Audit, onLockout: opts.OnLockout,
 		verified: prometheus.NewCounterVec(prometheus.CounterOpts{

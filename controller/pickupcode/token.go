@@ -3,6 +3,7 @@ package pickupcode
 import (
 	"crypto/ed25519"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -43,6 +44,43 @@ func Open(pub ed25519.PublicKey, prefix, msg string, maxLen int) ([]byte, error)
 	if len(pub) != ed25519.PublicKeySize {
 		return nil, fmt.Errorf("pickupcode: open: bad public key: %w", ErrInvalid)
 	}
+	return open(prefix, msg, maxLen, func(head, sig []byte) bool { return ed25519.Verify(pub, head, sig) })
+}
+
+// OpenOwn is [Open] for the holder of the private key, the backend, which
+// checks the tokens it issued: instead of verifying the signature (two
+// scalar multiplications, about 75 µs) it signs the message again with
+// priv (one fixed-base multiplication, about 30 µs) and compares the two
+// signatures in constant time. Ed25519 signing is deterministic (RFC 8032:
+// the nonce is a hash of the key and the message), so every message [Sign]
+// made with priv is accepted exactly as Open with priv's public key
+// accepts it. A signature Open would accept that is not the deterministic
+// one can only be made with the private key and another nonce, never by
+// Sign: OpenOwn refuses it, so it accepts a subset of what Open accepts.
+// Callers check [Deterministic] once before relying on it.
+func OpenOwn(priv ed25519.PrivateKey, prefix, msg string, maxLen int) ([]byte, error) {
+	if len(priv) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("pickupcode: open: bad private key: %w", ErrInvalid)
+	}
+	return open(prefix, msg, maxLen, func(head, sig []byte) bool {
+		return subtle.ConstantTimeCompare(ed25519.Sign(priv, head), sig) == 1
+	})
+}
+
+// Deterministic reports whether priv signs the same message twice with
+// the same signature and that signature verifies: what [OpenOwn] relies on.
+// It costs three signature operations; check once per key.
+func Deterministic(priv ed25519.PrivateKey) bool {
+	if len(priv) != ed25519.PrivateKeySize {
+		return false
+	}
+	msg := []byte("kluis: deterministic signature check")
+	a, b := ed25519.Sign(priv, msg), ed25519.Sign(priv, msg)
+	return subtle.ConstantTimeCompare(a, b) == 1 && ed25519.Verify(priv.Public().(ed25519.PublicKey), msg, a)
+}
+
+// open parses a signed message and checks its signature with valid.
+func open(prefix, msg string, maxLen int, valid func(head, sig []byte) bool) ([]byte, error) {
 	if len(msg) > maxLen || !strings.HasPrefix(msg, prefix) {
 		return nil, fmt.Errorf("pickupcode: not a %q message: %w", prefix, ErrBadSignature)
 	}
@@ -55,7 +93,7 @@ func Open(pub ed25519.PublicKey, prefix, msg string, maxLen int) ([]byte, error)
 	if err != nil || len(sig) != ed25519.SignatureSize || b64.EncodeToString(sig) != sigText {
 		return nil, fmt.Errorf("pickupcode: signature malformed: %w", ErrBadSignature)
 	}
-	if !ed25519.Verify(pub, []byte(head), sig) {
+	if !valid([]byte(head), sig) {
 		return nil, fmt.Errorf("pickupcode: signature invalid: %w", ErrBadSignature)
 	}
 	p, err := b64.DecodeString(head[len(prefix):])
@@ -146,7 +184,24 @@ func LooksLikeToken(s string) bool { return strings.HasPrefix(s, TokenPrefix) }
 // (malformed, bad signature), ErrWrongDevice, ErrExpired (the claims are
 // returned with these two), ErrInvalid (bad public key).
 func VerifyToken(pub ed25519.PublicKey, token, deviceID string, now time.Time) (Claims, error) {
+	if len(pub) != ed25519.PublicKeySize {
+		return Claims{}, fmt.Errorf("pickupcode: open: bad public key: %w", ErrInvalid)
+	}
 	p, err := Open(pub, TokenPrefix, token, MaxTokenLen)
+	return tokenClaims(p, err, deviceID, now)
+}
+
+// VerifyOwnToken is [VerifyToken] for the token's issuer, who holds priv:
+// the signature is checked with [OpenOwn] (about half the CPU time).
+// Every token [SignToken] made with priv gets VerifyToken's answer with
+// priv's public key.
+func VerifyOwnToken(priv ed25519.PrivateKey, token, deviceID string, now time.Time) (Claims, error) {
+	p, err := OpenOwn(priv, TokenPrefix, token, MaxTokenLen)
+	return tokenClaims(p, err, deviceID, now)
+}
+
+// tokenClaims decodes and checks an opened token's payload.
+func tokenClaims(p []byte, err error, deviceID string, now time.Time) (Claims, error) {
 	if errors.Is(err, ErrBadSignature) {
 		return Claims{}, fmt.Errorf("%w: %w", err, ErrWrongCode)
 	}

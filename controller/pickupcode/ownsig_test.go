@@ -1,0 +1,154 @@
+package pickupcode
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha512"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"filippo.io/edwards25519"
+	"github.com/stretchr/testify/require"
+)
+
+// sameAnswer fails unless the issuer's check and the public check agree:
+// the same claims and the same kind of error.
+func sameAnswer(t testing.TB, pub ed25519.PublicKey, priv ed25519.PrivateKey, tok, device string, now time.Time) error {
+	t.Helper()
+	want, wantErr := VerifyToken(pub, tok, device, now)
+	got, gotErr := VerifyOwnToken(priv, tok, device, now)
+	if want != got {
+		t.Fatalf("token %q: claims %+v, VerifyToken gave %+v", tok, got, want)
+	}
+	for _, kind := range []error{nil, ErrWrongCode, ErrWrongDevice, ErrExpired, ErrInvalid} {
+		if kind == nil {
+			if (wantErr == nil) != (gotErr == nil) {
+				t.Fatalf("token %q: error %v, VerifyToken gave %v", tok, gotErr, wantErr)
+			}
+			continue
+		}
+		if errors.Is(wantErr, kind) != errors.Is(gotErr, kind) {
+			t.Fatalf("token %q: error %v, VerifyToken gave %v", tok, gotErr, wantErr)
+		}
+	}
+	return gotErr
+}
+
+func TestVerifyOwnTokenAnswersLikeVerifyToken(t *testing.T) {
+	pub, priv := newKey(t)
+	require.True(t, Deterministic(priv))
+	now := time.Date(2026, 12, 6, 22, 0, 0, 0, time.UTC)
+	c := Claims{CodeID: FormatCodeID(bytes.Repeat([]byte{9}, 16)), DeviceID: "kortrijk-l1", Expires: now.Add(time.Hour).Unix()}
+	tok, err := SignToken(priv, c)
+	require.NoError(t, err)
+
+	require.NoError(t, sameAnswer(t, pub, priv, tok, "kortrijk-l1", now))
+	require.ErrorIs(t, sameAnswer(t, pub, priv, tok, "kortrijk-l2", now), ErrWrongDevice)
+	require.ErrorIs(t, sameAnswer(t, pub, priv, tok, "kortrijk-l1", now.Add(time.Hour)), ErrExpired)
+
+	// Another issuer's token, a forged payload under a real signature,
+	// other spellings and garbage: all wrong codes, for both.
+	_, otherPriv := newKey(t)
+	other, err := SignToken(otherPriv, c)
+	require.NoError(t, err)
+	parts := strings.Split(tok, ".")
+	later, err := SignToken(otherPriv, Claims{CodeID: c.CodeID, DeviceID: c.DeviceID, Expires: c.Expires + 86400})
+	require.NoError(t, err)
+	fp := strings.Split(later, ".")
+	last := tok[len(tok)-1]
+	short, err := SignToken(priv, Claims{CodeID: "c2hvcnQ", DeviceID: "kortrijk-l1", Expires: c.Expires})
+	require.NoError(t, err)
+	for _, bad := range []string{other, parts[0] + "." + fp[1] + "." + parts[2], tok[:len(tok)-1] + string(last^1),
+		"", "K1.", "K1..", "K1.abc.def", "X1.a.b", strings.Repeat("K1.", 300), tok + "x", tok[:10] + "\n" + tok[10:], short} {
+		require.ErrorIs(t, sameAnswer(t, pub, priv, bad, "kortrijk-l1", now), ErrWrongCode, bad)
+	}
+
+	_, err = VerifyOwnToken(ed25519.PrivateKey{1}, tok, "kortrijk-l1", now)
+	require.ErrorIs(t, err, ErrInvalid)
+	require.False(t, Deterministic(ed25519.PrivateKey{1}))
+}
+
+// signWithNonce makes a valid Ed25519 signature of msg with priv but a nonce
+// of its own instead of RFC 8032's deterministic one: what only the key's
+// holder can make, and Sign never does.
+func signWithNonce(t *testing.T, priv ed25519.PrivateKey, msg []byte) []byte {
+	t.Helper()
+	h := sha512.Sum512(priv.Seed())
+	a, err := edwards25519.NewScalar().SetBytesWithClamping(h[:32])
+	require.NoError(t, err)
+	nonce := make([]byte, 64)
+	_, err = rand.Read(nonce)
+	require.NoError(t, err)
+	r, err := edwards25519.NewScalar().SetUniformBytes(nonce)
+	require.NoError(t, err)
+	R := new(edwards25519.Point).ScalarBaseMult(r).Bytes()
+	kh := sha512.New()
+	kh.Write(R)
+	kh.Write(priv.Public().(ed25519.PublicKey))
+	kh.Write(msg)
+	k, err := edwards25519.NewScalar().SetUniformBytes(kh.Sum(nil))
+	require.NoError(t, err)
+	S := edwards25519.NewScalar().MultiplyAdd(k, a, r)
+	return append(R, S.Bytes()...)
+}
+
+// The one difference: a signature that verifies under the public key but
+// is not the deterministic one is refused by the issuer's check. Nobody
+// without the private key can make one, and the issuer never does.
+func TestVerifyOwnTokenRefusesAnotherNonce(t *testing.T) {
+	pub, priv := newKey(t)
+	now := time.Date(2026, 12, 6, 22, 0, 0, 0, time.UTC)
+	tok, err := SignToken(priv, Claims{CodeID: FormatCodeID(bytes.Repeat([]byte{3}, 16)), DeviceID: "d1", Expires: now.Add(time.Hour).Unix()})
+	require.NoError(t, err)
+	head := tok[:strings.LastIndexByte(tok, '.')]
+	sig := signWithNonce(t, priv, []byte(head))
+	require.True(t, ed25519.Verify(pub, []byte(head), sig), "the test's signature is valid")
+	alt := head + "." + b64.EncodeToString(sig)
+	require.NotEqual(t, tok, alt)
+
+	_, err = VerifyToken(pub, alt, "d1", now)
+	require.NoError(t, err, "the public check accepts any valid signature")
+	_, err = VerifyOwnToken(priv, alt, "d1", now)
+	require.ErrorIs(t, err, ErrWrongCode)
+	_, err = VerifyOwnToken(priv, tok, "d1", now)
+	require.NoError(t, err)
+}
+
+func FuzzVerifyOwnToken(f *testing.F) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	tok, _ := SignToken(priv, Claims{CodeID: FormatCodeID(make([]byte, 16)), DeviceID: "d1", Expires: now.Unix() + 60})
+	f.Add(tok)
+	f.Add("K1.e30.AAAA")
+	f.Fuzz(func(t *testing.T, s string) {
+		if err := sameAnswer(t, pub, priv, s, "d1", now); err == nil && s != tok {
+			t.Fatalf("accepted a token that was not signed: %q", s)
+		}
+	})
+}
+
+func BenchmarkVerifyToken(b *testing.B) {
+	pub, priv := newKey(b)
+	now := time.Unix(1_800_000_000, 0)
+	tok, _ := SignToken(priv, Claims{CodeID: FormatCodeID(make([]byte, 16)), DeviceID: "d1", Expires: now.Unix() + 60})
+	b.Run("public", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := VerifyToken(pub, tok, "d1", now); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("issuer", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := VerifyOwnToken(priv, tok, "d1", now); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

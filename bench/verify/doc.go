@@ -6,7 +6,14 @@
 // Kluis: N simulated kiosks (paho clients with their own MQTT credentials)
 // each publish verify/req with a fresh signed QR token, wait for verify/res
 // and go on (closed loop, one request in flight per device, as a kiosk).
-// Every answer must be ok: a token is used once.
+// Every answer must be ok: a token is used once. Every answer's signature
+// must hold as kluisd checks it (wire.VerifyResponseSig): checked after
+// each phase, since in production that check runs on the kiosk's CPU.
+//
+// The process's CPU per claim is also split by a CPU profile of each Kluis
+// phase, by the goroutines' label (part=backend: the backend and its
+// embedded broker; part=devices: the simulated kiosks; unlabelled: the Go
+// runtime's scheduler and collector, and the bench itself).
 //
 // Floor: pgbench with N clients runs the claim transaction on the same
 // database: mark one unused code used (the same codes table, a disjoint set

@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -15,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +25,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/google/pprof/profile"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -159,8 +162,9 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 type cost struct {
 	client, server time.Duration // the bench process (Kluis) or pgbench; the database's backends
 	ops            int64
-	m              backendMetrics  // Kluis: what the backend's batches did
-	rtt            []time.Duration // Kluis: each verification's round trip at the kiosk
+	m              backendMetrics           // Kluis: what the backend's batches did
+	parts          map[string]time.Duration // Kluis: the process's CPU by part, sampled (see sampleParts)
+	rtt            []time.Duration          // Kluis: each verification's round trip at the kiosk
 }
 
 func (r *rig) cost(n int, what string, client, server time.Duration, ops int64) {
@@ -188,8 +192,13 @@ func (r *rig) costNote(n int) string {
 	if k.m.batches > 0 {
 		batch = fmt.Sprintf("; %.1f verifications per transaction (kluis_codes_verify_batched_total / kluis_codes_verify_batches_total)", k.m.batched/k.m.batches)
 	}
-	return fmt.Sprintf("%d devices, CPU per claim: Kluis %s in kluis-bench's process (backend, embedded broker and the simulated devices) + %s in PostgreSQL; floor %s in pgbench + %s in PostgreSQL%s",
-		n, per(k.client, k.ops), per(k.server, k.ops), per(f.client, f.ops), per(f.server, f.ops), batch)
+	split := ""
+	if len(k.parts) > 0 {
+		split = fmt.Sprintf(" (sampled: the backend and its broker %s, the simulated devices %s, the runtime and the rest %s)",
+			per(k.parts[partBackend], k.ops), per(k.parts[partDevices], k.ops), per(k.parts[""], k.ops))
+	}
+	return fmt.Sprintf("%d devices, CPU per claim: Kluis %s in kluis-bench's process%s + %s in PostgreSQL; floor %s in pgbench + %s in PostgreSQL%s",
+		n, per(k.client, k.ops), split, per(k.server, k.ops), per(f.client, f.ops), per(f.server, f.ops), batch)
 }
 
 // latencyNote says where a verification's time went at the kiosk: its
@@ -259,16 +268,25 @@ func start(ctx context.Context, env bench.Env, dbURL string, nDev int) (_ *rig, 
 	adminPW := fmt.Sprintf("%x", pw)
 	// The backend logs at info level as in production, into nothing.
 	logger := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	srv, stop, err := bench.StartBackend(ctx, server.Options{DatabaseURL: dbURL, Keys: keys,
-		HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", SlipDir: filepath.Join(tmp, "slips"),
-		AdminPassword: adminPW, Console: io.Discard, Logger: logger,
-		// Cheap password hashes: logins are not what is measured here.
-		PasswordParams: auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1},
-		MQTTParams:     pickupcode.ArgonParams{Time: 1, MemoryKiB: 1024, Threads: 1},
-		// Jobs that would act on the bench's codes (bundles for the
-		// devices, giving accepted codes back) stay off.
-		CodeSyncEvery: server.Disabled, RearmUnfollowed: server.Disabled, HousekeepEvery: server.Disabled,
-		AuditEvery: server.Disabled})
+	// The backend's goroutines (its broker's included) carry the label
+	// part=backend, the simulated devices' part=devices: the CPU profile
+	// of each Kluis phase is split by it (sampleParts).
+	var (
+		srv  *server.Server
+		stop func() error
+	)
+	pprof.Do(ctx, pprof.Labels(partLabel, partBackend), func(ctx context.Context) {
+		srv, stop, err = bench.StartBackend(ctx, server.Options{DatabaseURL: dbURL, Keys: keys,
+			HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", SlipDir: filepath.Join(tmp, "slips"),
+			AdminPassword: adminPW, Console: io.Discard, Logger: logger,
+			// Cheap password hashes: logins are not what is measured here.
+			PasswordParams: auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1},
+			MQTTParams:     pickupcode.ArgonParams{Time: 1, MemoryKiB: 1024, Threads: 1},
+			// Jobs that would act on the bench's codes (bundles for the
+			// devices, giving accepted codes back) stay off.
+			CodeSyncEvery: server.Disabled, RearmUnfollowed: server.Disabled, HousekeepEvery: server.Disabled,
+			AuditEvery: server.Disabled})
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +304,10 @@ func start(ctx context.Context, env bench.Env, dbURL string, nDev int) (_ *rig, 
 		return nil, err
 	}
 	for i := 0; i < nDev; i++ {
-		d, err := r.newDevice(ctx, fmt.Sprintf("bench-%03d", i+1), srv.BrokerAddr(), i)
+		var d *device
+		pprof.Do(ctx, pprof.Labels(partLabel, partDevices), func(ctx context.Context) {
+			d, err = r.newDevice(ctx, fmt.Sprintf("bench-%03d", i+1), srv.BrokerAddr(), i)
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -402,8 +423,9 @@ func (d *device) onResponse(_ paho.Client, m paho.Message) {
 	}
 }
 
-// verify sends one request and waits for its answer.
-func (d *device) verify(ctx context.Context, token string) (wire.VerifyResponse, error) {
+// verify sends one request and waits for its answer; it returns the
+// request's id and the answer.
+func (d *device) verify(ctx context.Context, token string) (string, wire.VerifyResponse, error) {
 	id := wire.NewID(time.Now())
 	ch := make(chan wire.VerifyResponse, 1)
 	d.mu.Lock()
@@ -416,20 +438,79 @@ func (d *device) verify(ctx context.Context, token string) (wire.VerifyResponse,
 	}()
 	b, err := wire.Encode(&wire.VerifyRequest{ID: id, At: time.Now().UTC(), Method: wire.MethodQR, Token: token})
 	if err != nil {
-		return wire.VerifyResponse{}, err
+		return id, wire.VerifyResponse{}, err
 	}
 	topic, _ := wire.TopicFor(d.id, wire.KindVerifyReq)
 	if tok := d.c.Publish(topic, 1, false, b); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		return wire.VerifyResponse{}, fmt.Errorf("publish: %v", tok.Error())
+		return id, wire.VerifyResponse{}, fmt.Errorf("publish: %v", tok.Error())
 	}
 	select {
 	case res := <-ch:
-		return res, nil
+		return id, res, nil
 	case <-time.After(30 * time.Second):
-		return wire.VerifyResponse{}, errors.New("no answer within 30 s")
+		return id, wire.VerifyResponse{}, errors.New("no answer within 30 s")
 	case <-ctx.Done():
-		return wire.VerifyResponse{}, ctx.Err()
+		return id, wire.VerifyResponse{}, ctx.Err()
 	}
+}
+
+// answer is one answer a simulated device received, kept for the check
+// of its signature after the phase.
+type answer struct {
+	device, request string
+	res             wire.VerifyResponse
+	at              time.Time // received
+}
+
+// The profile label that tells the process's parts apart.
+const (
+	partLabel   = "part"
+	partBackend = "backend" // the backend and its embedded broker
+	partDevices = "devices" // the simulated devices (paho clients)
+)
+
+// sampling is a CPU profile of one Kluis phase, nil when another profile
+// is running (kluis-bench -cpuprofile).
+type sampling struct{ buf *bytes.Buffer }
+
+func startSampling() sampling {
+	buf := &bytes.Buffer{}
+	if err := pprof.StartCPUProfile(buf); err != nil {
+		return sampling{}
+	}
+	return sampling{buf: buf}
+}
+
+// stop ends the profile and returns the sampled CPU time by part ("" for
+// goroutines without the label: the runtime's, the bench's own); nil when
+// there was no profile or it cannot be read.
+func (p sampling) stop() map[string]time.Duration {
+	if p.buf == nil {
+		return nil
+	}
+	pprof.StopCPUProfile()
+	prof, err := profile.Parse(p.buf)
+	if err != nil {
+		return nil
+	}
+	ix := -1
+	for i, st := range prof.SampleType {
+		if st.Type == "cpu" {
+			ix = i
+		}
+	}
+	if ix < 0 {
+		return nil
+	}
+	out := map[string]time.Duration{}
+	for _, smp := range prof.Sample {
+		part := ""
+		if v := smp.Label[partLabel]; len(v) > 0 {
+			part = v[0]
+		}
+		out[part] += time.Duration(smp.Value[ix])
+	}
+	return out
 }
 
 // topUp gives every one of the first n devices at least want unused
@@ -521,26 +602,37 @@ func (r *rig) kluisPhase(ctx context.Context, n int, o options) (float64, error)
 		return 0, err
 	}
 	m0 := r.batchMetrics(ctx)
+	prof := startSampling()
 	cpu0, pg := bench.SelfCPU(), bench.StartBackendCPU(r.dbName)
 	before := r.claims.Load()
 	var (
-		rttMu sync.Mutex
-		rtt   []time.Duration // the measured window's round trips
+		rttMu   sync.Mutex
+		rtt     []time.Duration // the measured window's round trips
+		answers []answer        // every answer, its signature checked after the phase
 	)
 	defer func() {
 		r.cost(n, "kluis", bench.SelfCPU()-cpu0, pg.Stop(), r.claims.Load()-before)
+		parts := prof.stop()
 		c := r.costs[fmt.Sprintf("%d/kluis", n)]
 		c.m.add(r.batchMetrics(ctx).minus(m0))
 		c.rtt = append(c.rtt, rtt...)
+		if parts != nil {
+			if c.parts == nil {
+				c.parts = map[string]time.Duration{}
+			}
+			for k, v := range parts {
+				c.parts[k] += v
+			}
+		}
 	}()
 	start := time.Now()
 	from, until := start.Add(o.warmup), start.Add(o.warmup+o.duration)
-	var counted atomic.Int64
+	var counts atomic.Int64
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
 	for _, d := range r.devices[:n] {
 		wg.Add(1)
-		go func(d *device) {
+		go pprof.Do(ctx, pprof.Labels(partLabel, partDevices), func(ctx context.Context) {
 			defer wg.Done()
 			for time.Now().Before(until) {
 				if len(d.tokens) == 0 {
@@ -550,7 +642,7 @@ func (r *rig) kluisPhase(ctx context.Context, n int, o options) (float64, error)
 				tok := d.tokens[0]
 				d.tokens = d.tokens[1:]
 				sent := time.Now()
-				res, err := d.verify(ctx, tok)
+				req, res, err := d.verify(ctx, tok)
 				took := time.Since(sent)
 				if err != nil {
 					errs <- fmt.Errorf("%s: %w", d.id, err)
@@ -561,21 +653,34 @@ func (r *rig) kluisPhase(ctx context.Context, n int, o options) (float64, error)
 					return
 				}
 				r.claims.Add(1)
-				if t := time.Now(); !t.Before(from) && t.Before(until) {
-					counted.Add(1)
-					rttMu.Lock()
+				t := time.Now()
+				counted := !t.Before(from) && t.Before(until)
+				rttMu.Lock()
+				if counted {
 					rtt = append(rtt, took)
-					rttMu.Unlock()
+				}
+				answers = append(answers, answer{device: d.id, request: req, res: res, at: t})
+				rttMu.Unlock()
+				if counted {
+					counts.Add(1)
 				}
 			}
-		}(d)
+		})
 	}
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		return 0, err
 	}
-	rate := float64(counted.Load()) / o.duration.Seconds()
+	// kluisd acts on no answer whose signature does not hold: neither do
+	// the simulated devices. They check after the phase, so that the
+	// checks (on the kiosks' own CPU in production) are not measured.
+	for _, a := range answers {
+		if err := wire.VerifyResponseSig(r.keys.Public(), a.device, a.request, &a.res, a.at); err != nil {
+			return 0, fmt.Errorf("%s: answer to %s: %w", a.device, a.request, err)
+		}
+	}
+	rate := float64(counts.Load()) / o.duration.Seconds()
 	r.best = max(r.best, rate)
 	return rate, nil
 }

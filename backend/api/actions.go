@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -32,12 +33,39 @@ func (e *OpenFailed) Error() string { return "remote open failed: " + e.Err.Erro
 // Unwrap returns the cause.
 func (e *OpenFailed) Unwrap() error { return e.Err }
 
+// ErrNeverConnected is the cause of the 409 *Error (code never_connected)
+// of RefuseNeverConnected and RemoteOpen.
+var ErrNeverConnected = errors.New("the device has never connected")
+
+// RefuseNeverConnected returns a 409 *Error (code never_connected,
+// wrapping ErrNeverConnected) when device never connected: it has no
+// device_presence row (the device link writes one at the device's first
+// presence or heartbeat and never deletes it). A command to such a device
+// would never reach it and could only expire. It is the one test of
+// "never connected" before a remote open: RemoteOpen (REST API and staff
+// console) calls it, and the console asks it before offering the open
+// form.
+func RefuseNeverConnected(ctx context.Context, db store.DB, deviceID string) error {
+	var known bool
+	if err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM device_presence WHERE device_id = $1)`, deviceID).Scan(&known); err != nil {
+		return fmt.Errorf("api: presence of %s: %w", deviceID, err)
+	}
+	if !known {
+		return &Error{Status: http.StatusConflict, Code: "never_connected",
+			Message: "the device has never connected: a remote open would never reach it and could only expire", Err: ErrNeverConnected}
+	}
+	return nil
+}
+
 // RemoteOpen opens compartment number of a device through opener (the
 // device link's signed-command path) for actor with a reason, and audits
 // compartment.remote_open with the reason and the result (opened or
-// failed). The reason is required (CheckReason). Errors: a 400 *Error for
-// the reason, store.ErrNotFound for an unknown compartment, a 503 *Error
-// without a device link, *OpenFailed when the device did not confirm.
+// failed). The reason is required (CheckReason). A request refused before
+// anything is sent is not audited: errors are a 400 *Error for the reason,
+// store.ErrNotFound for an unknown compartment, a 503 *Error without a
+// device link, a 409 *Error (RefuseNeverConnected) for a device that never
+// connected; then *OpenFailed (audited as failed) when the device did not
+// confirm.
 func RemoteOpen(ctx context.Context, pool *pgxpool.Pool, opener Opener, actor, deviceID string, number int, reason string, now time.Time) error {
 	if err := checkReason(reason, true); err != nil {
 		return err
@@ -48,6 +76,9 @@ func RemoteOpen(ctx context.Context, pool *pgxpool.Pool, opener Opener, actor, d
 	}
 	if opener == nil {
 		return errorf(http.StatusServiceUnavailable, "device_link_unavailable", "remote opening needs the device link, which is not running on this server")
+	}
+	if err := RefuseNeverConnected(ctx, pool, deviceID); err != nil {
+		return err
 	}
 	details := map[string]any{"compartment": number, "reason": reason}
 	openErr := opener.OpenCompartment(ctx, deviceID, number, reason, actor)

@@ -339,6 +339,16 @@ func TestCompartmentServiceAndRemoteOpen(t *testing.T) {
 	assert.Equal(t, 404, r.status)
 	require.Empty(t, opener.snapshot(), "refused requests must not reach the device")
 
+	// A device that never connected (no presence row) is refused: the
+	// command could only expire. Nothing is sent and nothing audited.
+	r = e.do("POST", "/api/v1/devices/kortrijk-1/compartments/1/open", tech, map[string]any{"reason": "door check"})
+	assert.Equal(t, 409, r.status)
+	assert.Equal(t, "never_connected", r.errCode())
+	require.Empty(t, opener.snapshot(), "an open to a device that never connected must not be sent")
+	// Once it connected, offline now or not, the open is sent as before.
+	_, err := e.st.Pool().Exec(context.Background(), `INSERT INTO device_presence (device_id, state, changed_at) VALUES ('kortrijk-1', 'offline', now())`)
+	require.NoError(t, err)
+
 	r = e.do("POST", "/api/v1/devices/kortrijk-1/compartments/1/open", tech, map[string]any{"reason": "door check"})
 	require.Equal(t, 200, r.status, string(r.body))
 	calls := opener.snapshot()

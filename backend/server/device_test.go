@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -343,4 +345,70 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	assert.Contains(t, m, `kluis_device_alarms_total{alarm="forced_door"} 0`)
 	assert.Contains(t, m, `kluis_codes_verifications_total{reason="wrong_code"} 1`)
 	assert.Contains(t, m, `kluis_documents{state="collected"} 1`)
+}
+
+// A remote open over the REST API to a device that never connected (no
+// presence row) is refused with 409 never_connected, as the staff console
+// refuses it: no command is stored or sent, nothing is audited. A device
+// that connected once and is offline now keeps the old behaviour: the
+// command is stored and sent, expires unanswered, and the failure is
+// audited.
+func TestRESTRemoteOpenRefusedBeforeTheDeviceConnected(t *testing.T) {
+	s := startBackend(t, server.Options{OpenTimeout: 2 * time.Second})
+	testenv.Eventually(t, "the backend's link to connect", func() bool {
+		return strings.Contains(s.metrics(), "kluis_devicelink_broker_connected 1")
+	})
+	s.call("POST", "/api/v1/sites", map[string]any{"id": "kortrijk", "name": "Stadhuis"}, 201)
+	for _, id := range []string{"never", "once"} {
+		s.call("POST", "/api/v1/devices", map[string]any{"id": id, "site_id": "kortrijk", "kind": "locker",
+			"compartments": []map[string]any{{"board": 0, "channel": 1, "size": "M", "height_cm": 100}}}, 201)
+	}
+	ctx := context.Background()
+	db, err := pgx.Connect(ctx, s.Options.DatabaseURL)
+	require.NoError(t, err)
+	defer db.Close(ctx)
+	commands := func(device string) (n int) {
+		t.Helper()
+		require.NoError(t, db.QueryRow(ctx, `SELECT count(*) FROM device_commands WHERE device_id = $1 AND kind = 'open'`, device).Scan(&n))
+		return n
+	}
+	opens := func(device string) (details []string) {
+		t.Helper()
+		page := s.call("GET", "/api/v1/audit?subject=device:"+device, nil, 200)
+		for _, it := range page["items"].([]any) {
+			rec := it.(map[string]any)
+			if rec["action"] == "compartment.remote_open" {
+				b, _ := json.Marshal(rec["details"])
+				details = append(details, string(b))
+			}
+		}
+		return details
+	}
+
+	refused := s.call("POST", "/api/v1/devices/never/compartments/1/open", map[string]string{"reason": "door check"}, 409)
+	e, _ := refused["error"].(map[string]any)
+	require.NotNil(t, e, "a JSON error body: %v", refused)
+	assert.Equal(t, "never_connected", e["code"])
+	assert.Contains(t, e["message"], "never connected")
+	assert.Zero(t, commands("never"), "nothing queued for a device that never connected")
+	assert.Empty(t, opens("never"), "a refused open is not audited, as in the console")
+
+	// "once" connects, then goes away.
+	pw := s.call("POST", "/api/v1/devices/once/mqtt-password", nil, 201)["password"].(string)
+	dev := connectDevice(t, s.Broker, "once", pw)
+	dev.publish(wire.KindPresence, &wire.Presence{State: wire.Online, Software: "kluisd-test"})
+	dev.publish(wire.KindPresence, &wire.Presence{State: wire.Offline})
+	dev.c.Disconnect(100)
+	testenv.Eventually(t, "the device to show offline", func() bool {
+		p, _ := s.call("GET", "/api/v1/devices/once", nil, 200)["presence"].(map[string]any)
+		return p != nil && p["online"] == false
+	})
+	failed := s.call("POST", "/api/v1/devices/once/compartments/1/open", map[string]string{"reason": "door check"}, 503)
+	e, _ = failed["error"].(map[string]any)
+	require.NotNil(t, e, "a JSON error body: %v", failed)
+	assert.Equal(t, "device_unreachable", e["code"])
+	assert.Equal(t, 1, commands("once"), "the command is stored for a device that connected once")
+	got := opens("once")
+	require.Len(t, got, 1)
+	assert.Contains(t, got[0], `"result":"failed"`)
 }

@@ -29,9 +29,11 @@ type presenceRow struct {
 }
 
 // presenceRows reads every device's presence and last heartbeat. It and
-// presenceKeys are the only places that know where the device link stores
-// them: the presence in device_presence, the last heartbeat's payload in
-// device_diagnostics (migration 0120).
+// presenceKeys are the console's only places that know where the device
+// link stores them: the presence in device_presence, the last heartbeat's
+// payload in device_diagnostics (migration 0120). Whether one device may
+// be opened remotely is api.RefuseNeverConnected's (the same test: no
+// presence row).
 func presenceRows(ctx context.Context, db store.DB) (map[string]presenceRow, error) {
 	rows, err := db.Query(ctx, `SELECT p.device_id, p.state, p.changed_at, p.software, p.last_heartbeat_at, d.heartbeat
 		FROM device_presence p LEFT JOIN device_diagnostics d ON d.device_id = p.device_id`)

@@ -3,7 +3,6 @@ package web
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -114,16 +113,14 @@ type actionData struct {
 
 // refuseNeverConnected refuses a remote open to a device that never
 // connected: the command would never reach it and could only expire, so
-// the console does not offer it (the device page says why).
+// the console does not offer it (the device page says why). The test is
+// the API's (api.RefuseNeverConnected), which api.RemoteOpen applies too.
 func (w *Web) refuseNeverConnected(q *req, id string) error {
-	var known bool
-	if err := w.o.Pool.QueryRow(q.r.Context(), `SELECT EXISTS (SELECT 1 FROM device_presence WHERE device_id = $1)`, id).Scan(&known); err != nil {
-		return fmt.Errorf("web: presence of %s: %w", id, err)
-	}
-	if !known {
+	err := api.RefuseNeverConnected(q.r.Context(), w.o.Pool, id)
+	if errors.Is(err, api.ErrNeverConnected) {
 		return fail(http.StatusConflict, "error.never_connected")
 	}
-	return nil
+	return err
 }
 
 func (w *Web) openForm(rw http.ResponseWriter, q *req) error {

@@ -37,7 +37,8 @@ type EventsOptions struct {
 	Clock func() time.Time
 	// Logger; default slog.Default().
 	Logger *slog.Logger
-	// Registerer receives kluis_device_alarms_total; nil: not registered.
+	// Registerer receives kluis_device_alarms_total and
+	// kluis_device_commands_refused_total; nil: not registered.
 	Registerer prometheus.Registerer
 	// CodesChanged is told the device whose open codes a re-arm changed
 	// (e.g. to resend its offline cache soon; it is called before the
@@ -61,6 +62,9 @@ type Events struct {
 	changed func(deviceID string)
 	// alarms counts alarm events by kind (a bounded wire enum).
 	alarms *prometheus.CounterVec
+	// refused counts command_refused events by
+	// wire.CommandRefusalReason (bounded; never the device's text).
+	refused *prometheus.CounterVec
 }
 
 // NewEvents checks o and returns an Events handler.
@@ -87,7 +91,30 @@ func NewEvents(o EventsOptions) (*Events, error) {
 		return nil, err
 	}
 	h.alarms = c
+	if h.refused, err = newRefusedCounter(o.Registerer); err != nil {
+		return nil, err
+	}
 	return h, nil
+}
+
+// newRefusedCounter is kluis_device_commands_refused_total{reason}, every
+// reason from 0 so that an alert sees the first refusal. No device label
+// (like kluis_device_alarms_total): the audit trail names the device.
+func newRefusedCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kluis_device_commands_refused_total",
+		Help: "Commands devices refused, by reason (command_refused events received: unsigned, bad_signature, other_device, expired, not_yet_valid, duplicate, other).",
+	}, []string{"reason"})
+	for _, r := range wire.CommandRefusalReasons() {
+		c.WithLabelValues(r)
+	}
+	if reg == nil {
+		return c, nil
+	}
+	if err := reg.Register(c); err != nil {
+		return nil, fmt.Errorf("register refused-command counter: %w", err)
+	}
+	return c, nil
 }
 
 func newAlarmCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
@@ -201,6 +228,16 @@ func (h *Events) HandleEvent(ctx context.Context, tx pgx.Tx, deviceID string, ev
 		// counted again, which errs on the side of alerting.
 		h.alarms.WithLabelValues(string(ev.Alarm)).Inc()
 		h.log.Warn("device alarm", "device", deviceID, "alarm", ev.Alarm)
+	}
+	if ev.Kind == wire.EvCommandRefused && h.refused != nil {
+		// Counted like an alarm, before the commit (a rolled-back event
+		// is counted again when resent). The device's text stays in the
+		// audit record and the log; the label is the bounded reason.
+		reason := wire.CommandRefusalReason(ev.Detail)
+		h.refused.WithLabelValues(reason).Inc()
+		if reason != wire.RefusedDuplicate {
+			h.log.Warn("device refused a command", "device", deviceID, "command", ev.CommandID, "reason", reason)
+		}
 	}
 	return nil
 }

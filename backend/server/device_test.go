@@ -339,10 +339,19 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvAlarm, At: time.Now().UTC(),
 		Alarm: wire.AlarmDoorLeftOpen, Addr: &wire.Address{Board: 0, Channel: 3}})
 	testenv.Eventually(t, "the alarm's ack", func() bool { return len(dev.received(wire.KindAck)) > 6 })
+	// A refused redelivery (duplicate) is counted apart from the refusals
+	// an alert is about (the unsigned command above).
+	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvCommandRefused, At: time.Now().UTC(),
+		CommandID: "cmd-again-1", Detail: "open: " + wire.CommandDuplicateWhy})
+	testenv.Eventually(t, "the duplicate's ack", func() bool { return len(dev.received(wire.KindAck)) > 7 })
 
 	m := s.metrics()
 	assert.Contains(t, m, `kluis_device_alarms_total{alarm="door_left_open"} 1`)
 	assert.Contains(t, m, `kluis_device_alarms_total{alarm="forced_door"} 0`)
+	assert.Contains(t, m, `kluis_device_commands_refused_total{reason="unsigned"} 1`)
+	assert.Contains(t, m, `kluis_device_commands_refused_total{reason="duplicate"} 1`)
+	assert.Contains(t, m, `kluis_device_commands_refused_total{reason="expired"} 0`)
+	assert.NotContains(t, m, `cmd-forged-1`, "no command id or device text in a label")
 	assert.Contains(t, m, `kluis_codes_verifications_total{reason="wrong_code"} 1`)
 	assert.Contains(t, m, `kluis_documents{state="collected"} 1`)
 }

@@ -37,7 +37,7 @@ func (e *Engine) HandleCommand(ctx context.Context, c wire.Command) wire.Command
 	e.mu.Unlock()
 	if seen {
 		res.Status, res.Detail = wire.StatusDuplicate, "already carried out"
-		e.refuseCommand(c, res, "duplicate: already carried out")
+		e.refuseCommand(c, res, wire.CommandDuplicateWhy)
 		return res
 	}
 	// Journal the id before acting so a restart never repeats it (Keep

@@ -1090,13 +1090,15 @@ func TestCommandsMustBeSigned(t *testing.T) {
 		base := wire.Command{Kind: wire.CmdOpen, Issued: now, Expires: now.Add(15 * time.Second),
 			Addr: &wire.Address{Board: 0, Channel: 0}, Reason: "ticket 7", By: "user:7"}
 		_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
-		refused := func(id string, c wire.Command, want wire.CommandStatus) {
+		// Each refusal is reported with a detail the backend classifies
+		// into the bounded reason it counts (wire.CommandRefusalReason).
+		refused := func(id string, c wire.Command, want wire.CommandStatus, reason string) {
 			t.Helper()
 			res := r.e.HandleCommand(context.Background(), c)
 			require.Equal(t, want, res.Status, res.Detail)
-			r.waitFor("refusal reported", func() bool {
+			r.waitFor("refusal reported as "+reason, func() bool {
 				for _, ev := range r.events() {
-					if ev.Kind == wire.EvCommandRefused && ev.CommandID == id {
+					if ev.Kind == wire.EvCommandRefused && ev.CommandID == id && wire.CommandRefusalReason(ev.Detail) == reason {
 						return true
 					}
 				}
@@ -1105,31 +1107,35 @@ func TestCommandsMustBeSigned(t *testing.T) {
 		}
 		unsigned := base
 		unsigned.ID = "cmd-unsigned"
-		refused("cmd-unsigned", unsigned, wire.StatusRejected)
+		refused("cmd-unsigned", unsigned, wire.StatusRejected, wire.RefusedUnsigned)
 
 		forged := base
 		forged.ID = "cmd-forged"
 		require.NoError(t, wire.SignCommand(otherKey, device, &forged))
-		refused("cmd-forged", forged, wire.StatusRejected)
+		refused("cmd-forged", forged, wire.StatusRejected, wire.RefusedBadSignature)
 
 		elsewhere := base
 		elsewhere.ID = "cmd-elsewhere"
 		require.NoError(t, wire.SignCommand(r.priv, "dev-other", &elsewhere))
-		refused("cmd-elsewhere", elsewhere, wire.StatusRejected)
+		refused("cmd-elsewhere", elsewhere, wire.StatusRejected, wire.RefusedOtherDevice)
 
 		tampered := base
 		tampered.ID = "cmd-tampered"
 		tampered = r.signed(tampered)
 		tampered.Addr = &wire.Address{Board: 0, Channel: 1} // signed for compartment 1, asks for 2
-		refused("cmd-tampered", tampered, wire.StatusRejected)
+		refused("cmd-tampered", tampered, wire.StatusRejected, wire.RefusedBadSignature)
+
+		ahead := base
+		ahead.ID, ahead.Issued, ahead.Expires = "cmd-ahead", now.Add(2*wire.CommandSkew), now.Add(2*wire.CommandSkew+15*time.Second)
+		refused("cmd-ahead", r.signed(ahead), wire.StatusRejected, wire.RefusedNotYetValid)
 
 		// clear_lockout and code_sync are refused unsigned too.
 		cl := wire.Command{ID: "cmd-clear", Kind: wire.CmdClearLockout, Issued: now, Expires: now.Add(15 * time.Second),
 			Reason: "mistyped", By: "user:7"}
-		refused("cmd-clear", cl, wire.StatusRejected)
+		refused("cmd-clear", cl, wire.StatusRejected, wire.RefusedUnsigned)
 		cs := wire.Command{ID: "cmd-sync", Kind: wire.CmdCodeSync, Issued: now, Expires: now.Add(time.Minute),
 			Codes: &wire.CodeSync{Version: 9, Full: true, Entries: []wire.CodeEntry{}}}
-		refused("cmd-sync", cs, wire.StatusRejected)
+		refused("cmd-sync", cs, wire.StatusRejected, wire.RefusedUnsigned)
 		require.Zero(t, r.cache.Version(), "an unsigned code sync changes nothing")
 
 		synctest.Wait()
@@ -1144,7 +1150,7 @@ func TestCommandsMustBeSigned(t *testing.T) {
 		r.waitFor("pulse", func() bool { return len(r.f.Pulses()) == 1 })
 		r.citizen(hardware.Address{}, false)
 		r.waitFor("ended", func() bool { return len(r.j.Unfinished()) == 0 })
-		refused("cmd-good", good, wire.StatusDuplicate)
+		refused("cmd-good", good, wire.StatusDuplicate, wire.RefusedDuplicate)
 		require.NoError(t, r.j.Compact())
 		f := r.f
 		r.stop()
@@ -1152,9 +1158,9 @@ func TestCommandsMustBeSigned(t *testing.T) {
 		time.Sleep(10 * time.Second) // still valid (15 s + skew)
 		r = newRig(t, rigOpts{caps: sensors, dir: r.dir, fake: f, priv: r.priv})
 		defer r.stop()
-		refused("cmd-good", good, wire.StatusDuplicate)
+		refused("cmd-good", good, wire.StatusDuplicate, wire.RefusedDuplicate)
 		time.Sleep(15*time.Second + wire.CommandSkew)
-		refused("cmd-good", good, wire.StatusExpired)
+		refused("cmd-good", good, wire.StatusExpired, wire.RefusedExpired)
 		synctest.Wait()
 		require.Len(t, r.f.Pulses(), 1)
 	})

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"kluis/controller/pickupcode"
@@ -153,4 +154,53 @@ func VerifyCommand(pub ed25519.PublicKey, device string, c Command, now time.Tim
 		return fmt.Errorf("expired at %s: %w", c.Expires.UTC().Format(time.RFC3339), ErrCommandExpired)
 	}
 	return nil
+}
+
+// CommandDuplicateWhy is why kluisd refuses a command it already carried
+// out (the same id, e.g. a QoS-1 redelivery): the end of a command_refused
+// event's detail and of its cmdres detail. A duplicate is normal, not an
+// attack.
+const CommandDuplicateWhy = "duplicate: already carried out"
+
+// The reasons CommandRefusalReason returns: bounded, so that the backend
+// can count command_refused events by reason in a metric label.
+const (
+	RefusedUnsigned     = "unsigned"
+	RefusedBadSignature = "bad_signature"
+	RefusedOtherDevice  = "other_device"
+	RefusedExpired      = "expired"
+	RefusedNotYetValid  = "not_yet_valid"
+	RefusedDuplicate    = "duplicate"
+	// RefusedOther: a detail none of the above matches (another kluisd
+	// version's wording, or cut at 200 bytes).
+	RefusedOther = "other"
+)
+
+// CommandRefusalReasons lists every reason CommandRefusalReason returns.
+func CommandRefusalReasons() []string {
+	return []string{RefusedUnsigned, RefusedBadSignature, RefusedOtherDevice, RefusedExpired,
+		RefusedNotYetValid, RefusedDuplicate, RefusedOther}
+}
+
+// CommandRefusalReason classifies the detail of a command_refused event
+// ("<kind>: <why>", why being VerifyCommand's error or
+// CommandDuplicateWhy) into one of CommandRefusalReasons. The detail is
+// the device's text: only the bounded reason should reach a metric label.
+func CommandRefusalReason(detail string) string {
+	_, why, _ := strings.Cut(detail, ": ")
+	switch {
+	case why == CommandDuplicateWhy:
+		return RefusedDuplicate
+	case strings.HasSuffix(why, ErrUnsigned.Error()):
+		return RefusedUnsigned
+	case strings.HasSuffix(why, ErrBadCommandSig.Error()):
+		return RefusedBadSignature
+	case strings.HasSuffix(why, ErrOtherDevice.Error()):
+		return RefusedOtherDevice
+	case strings.HasSuffix(why, ErrCommandExpired.Error()):
+		return RefusedExpired
+	case strings.HasSuffix(why, ErrCommandNotYetValid.Error()):
+		return RefusedNotYetValid
+	}
+	return RefusedOther
 }

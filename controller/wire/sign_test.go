@@ -110,3 +110,34 @@ func TestCommandSignature(t *testing.T) {
 		t.Fatalf("long-lived command signed: %v", err)
 	}
 }
+
+// The reason of a command_refused event is one of a bounded set, whatever
+// the device wrote: anything unknown is "other", never the text itself.
+func TestCommandRefusalReason(t *testing.T) {
+	for detail, want := range map[string]string{
+		"open: no sig: wire: command not signed":                                   RefusedUnsigned,
+		"code_sync: claims unreadable: wire: command signature invalid":            RefusedBadSignature,
+		`open: signed for device "k2": wire: command signed for another device`:    RefusedOtherDevice,
+		"open: expired at 2026-12-06T10:00:00Z: wire: command expired":             RefusedExpired,
+		"open: valid for 2h0m0s, at most 1h0m0s: " + ErrCommandNotYetValid.Error(): RefusedNotYetValid,
+		"open: " + CommandDuplicateWhy:                                             RefusedDuplicate,
+		"open: duplicate: already carried out, or not":                             RefusedOther,
+		"open: no sig: wire: command not sig":                                      RefusedOther,
+		"":                                                                         RefusedOther,
+		"drop table; {device=\"x\"}":                                               RefusedOther,
+	} {
+		if got := CommandRefusalReason(detail); got != want {
+			t.Errorf("CommandRefusalReason(%q) = %q, want %q", detail, got, want)
+		}
+	}
+	seen := map[string]bool{}
+	for _, r := range CommandRefusalReasons() {
+		if seen[r] {
+			t.Errorf("reason %q listed twice", r)
+		}
+		seen[r] = true
+	}
+	if len(seen) != 7 {
+		t.Errorf("reasons: %v", CommandRefusalReasons())
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -271,4 +272,55 @@ func TestPresenceAndHeartbeat(t *testing.T) {
 	var stored json.RawMessage
 	require.NoError(t, pool.QueryRow(ctx, `SELECT heartbeat FROM device_diagnostics WHERE device_id = $1`, dev).Scan(&stored))
 	assert.Contains(t, string(stored), `"backlog": 2`)
+}
+
+// observed records what a PresenceObserver is told.
+type observed struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (o *observed) ObservePresence(device string, p wire.Presence, at time.Time) {
+	o.add(fmt.Sprintf("%s presence %s %t", device, p.State, !at.IsZero()))
+}
+
+func (o *observed) ObserveHeartbeat(device string, hb wire.Heartbeat, at time.Time) {
+	o.add(fmt.Sprintf("%s heartbeat v%d %t", device, hb.CacheVersion, !at.IsZero()))
+}
+
+func (o *observed) add(s string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.got = append(o.got, s)
+}
+
+func (o *observed) list() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]string(nil), o.got...)
+}
+
+// The Observer is told of every presence and heartbeat once it is
+// recorded, in arrival order, with the time it arrived; a malformed one is
+// not passed on.
+func TestObserverToldOfRecordedPresence(t *testing.T) {
+	pool := newPool(t)
+	dev := "t" + randHex(6)
+	obs := &observed{}
+	l := startLink(t, linkSetup{url: testenv.BrokerURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool, observer: obs})
+	d := newDevice(t, testenv.BrokerURL(), dev)
+
+	d.raw(wire.KindPresence, []byte(`{"v":1,"state":"online"}`))
+	testenv.Eventually(t, "the presence observed", func() bool { return len(obs.list()) == 1 })
+	p, err := l.Presence(context.Background(), dev)
+	require.NoError(t, err, "recorded before it is observed")
+	assert.True(t, p.Online)
+	d.raw(wire.KindHeartbeat, []byte(`{"v":1,"state":"online"}`)) // not a heartbeat
+	hb, err := wire.Encode(&wire.Heartbeat{At: time.Now(), CacheVersion: 17})
+	require.NoError(t, err)
+	d.raw(wire.KindHeartbeat, hb)
+	testenv.Eventually(t, "the heartbeat observed", func() bool { return len(obs.list()) == 2 })
+	d.raw(wire.KindPresence, []byte(`{"v":1,"state":"offline"}`))
+	testenv.Eventually(t, "the offline presence observed", func() bool { return len(obs.list()) == 3 })
+	assert.Equal(t, []string{dev + " presence online true", dev + " heartbeat v17 true", dev + " presence offline true"}, obs.list())
 }

@@ -45,7 +45,11 @@
 //     in a cache that expires oldest first (O(1) per request). Every
 //     device's stored presence is also exported at scrape time, for
 //     alerting on one device: kluis_device_online{device} and
-//     kluis_device_last_heartbeat_timestamp_seconds{device}.
+//     kluis_device_last_heartbeat_timestamp_seconds{device}. Once
+//     recorded, each presence and heartbeat is told to the
+//     Options.Observer (deviceops.CodeSync: a device back online gets its
+//     offline codes at once; a heartbeat's cache_version confirms a code
+//     sync or shows a cache the device lost).
 //
 // A message that does not decode (wire.Decode) is counted in
 // kluis_devicelink_messages_total{outcome="malformed"}, logged without its

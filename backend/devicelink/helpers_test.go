@@ -75,6 +75,7 @@ type linkSetup struct {
 	events             EventHandler
 	verifier           Verifier
 	staff              StaffHandler
+	observer           PresenceObserver
 	reg                *prometheus.Registry
 }
 
@@ -86,7 +87,7 @@ func startLink(t *testing.T, s linkSetup) *Link {
 	}
 	l, err := New(Options{URL: s.url, ClientID: "kluis-backend-test-" + randHex(4), ShareGroup: s.group,
 		DeviceFilter: s.device, Pool: s.pool, Events: s.events, Verifier: s.verifier, Staff: s.staff,
-		Logger: quiet(), Registry: s.reg, Workers: 3})
+		Observer: s.observer, Logger: quiet(), Registry: s.reg, Workers: 3})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -66,6 +66,16 @@ func (f VerifierFunc) Verify(ctx context.Context, deviceID string, req wire.Veri
 	return f(ctx, deviceID, req)
 }
 
+// PresenceObserver is told of every presence and heartbeat once it is
+// recorded (in arrival order per device, with the time the link received
+// it). It runs in the presence writer's goroutine: it must not block.
+// deviceops.CodeSync uses it to send a device that comes back online its
+// offline codes at once and to learn which code sync a device holds.
+type PresenceObserver interface {
+	ObservePresence(device string, p wire.Presence, at time.Time)
+	ObserveHeartbeat(device string, hb wire.Heartbeat, at time.Time)
+}
+
 // Errors.
 var (
 	// ErrRejected is wrapped by an EventHandler that refuses an event for
@@ -113,6 +123,9 @@ type Options struct {
 	Verifier Verifier
 	// Staff answers staff/req; nil answers "unavailable".
 	Staff StaffHandler
+	// Observer, when set, is told of every presence and heartbeat this
+	// link recorded (another replica's share is told to its own).
+	Observer PresenceObserver
 	// Workers process events and command results; default 4.
 	// QueueSize bounds the messages waiting for them (default 1024): when
 	// it is full, reading from the broker waits (back-pressure); nothing

@@ -61,6 +61,8 @@ type presenceOp struct {
 	device string
 	sql    string
 	args   []any
+	at     time.Time    // when the link received it
+	msg    wire.Message // the decoded presence or heartbeat, for the Observer
 }
 
 // flushPresence records one batch, retrying while the database is
@@ -113,8 +115,22 @@ func (l *Link) flushPresence(ctx context.Context) {
 	}
 	for _, op := range ops {
 		l.m.messages.WithLabelValues(string(op.kind), "ok").Inc()
+		l.observe(op)
 	}
 	l.presenceChanged()
+}
+
+// observe tells the Observer of a recorded presence or heartbeat.
+func (l *Link) observe(op presenceOp) {
+	if l.o.Observer == nil {
+		return
+	}
+	switch m := op.msg.(type) {
+	case *wire.Presence:
+		l.o.Observer.ObservePresence(op.device, *m, op.at)
+	case *wire.Heartbeat:
+		l.o.Observer.ObserveHeartbeat(op.device, *m, op.at)
+	}
 }
 
 // presenceChanged tells countOnline to recount.
@@ -150,6 +166,7 @@ func (l *Link) execEach(ctx context.Context, ops []presenceOp) {
 			continue
 		}
 		l.m.messages.WithLabelValues(string(op.kind), "ok").Inc()
+		l.observe(op)
 	}
 }
 
@@ -171,7 +188,7 @@ func (l *Link) presenceOp(p *latest) *presenceOp {
 		l.log.Info("device presence", "device", p.device, "state", pr.State)
 	}
 	return &presenceOp{kind: wire.KindPresence, device: p.device, sql: sqlPresence,
-		args: []any{p.device, string(pr.State), p.presenceAt, pr.Software}}
+		args: []any{p.device, string(pr.State), p.presenceAt, pr.Software}, at: p.presenceAt, msg: pr}
 }
 
 // heartbeatOp is presenceOp for p's heartbeat.
@@ -188,7 +205,7 @@ func (l *Link) heartbeatOp(p *latest) *presenceOp {
 		return nil
 	}
 	return &presenceOp{kind: wire.KindHeartbeat, device: p.device, sql: sqlHeartbeat,
-		args: []any{p.device, p.heartbeatAt, h.Software, json.RawMessage(p.heartbeat)}}
+		args: []any{p.device, p.heartbeatAt, h.Software, json.RawMessage(p.heartbeat)}, at: p.heartbeatAt, msg: h}
 }
 
 // countOnline keeps kluis_devicelink_devices_online: it recounts at most

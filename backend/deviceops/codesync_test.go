@@ -2,19 +2,24 @@ package deviceops_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
-	"io"
-	"log/slog"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"kluis/backend/broker/mqtttest"
 	"kluis/backend/codes"
+	"kluis/backend/devicelink"
 	"kluis/backend/deviceops"
 	"kluis/backend/store"
 	"kluis/controller/pickupcode"
@@ -22,40 +27,87 @@ import (
 	"kluis/deploy/dev/testenv"
 )
 
-// sent records the commands a CodeSync sends (the devicelink side is
-// tested over MQTT in backend/server).
-type sent struct {
-	mu   sync.Mutex
-	cmds map[string][]wire.Command
-	fail bool
+// fakeLink records the commands a CodeSync sends and answers their status
+// and the devices' presence as the test sets them (the MQTT side is tested
+// below on Mosquitto, and in backend/server).
+type fakeLink struct {
+	mu      sync.Mutex
+	cmds    map[string][]wire.Command
+	status  map[string]string // command id → status; absent: "sent"
+	offline map[string]bool
+	fail    bool
+	n       int
 }
 
-func (s *sent) SendCommand(_ context.Context, device string, cmd wire.Command) (string, error) {
+func newFakeLink() *fakeLink {
+	return &fakeLink{cmds: map[string][]wire.Command{}, status: map[string]string{}, offline: map[string]bool{}}
+}
+
+func (s *fakeLink) SendCommand(_ context.Context, device string, cmd wire.Command) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.fail {
 		return "", errors.New("broker down")
 	}
+	s.n++
+	cmd.ID = fmt.Sprintf("c%d", s.n)
 	s.cmds[device] = append(s.cmds[device], cmd)
-	return "id", nil
+	return cmd.ID, nil
 }
 
-func (s *sent) to(device string) []wire.Command {
+func (s *fakeLink) CommandStatus(_ context.Context, id string) (devicelink.CommandState, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.status[id]
+	if !ok {
+		st = "sent"
+	}
+	return devicelink.CommandState{ID: id, Status: st}, nil
+}
+
+func (s *fakeLink) Presence(_ context.Context, device string) (devicelink.PresenceState, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if off, known := s.offline[device]; known {
+		return devicelink.PresenceState{DeviceID: device, Online: !off}, nil
+	}
+	return devicelink.PresenceState{}, fmt.Errorf("presence of %s: %w", device, pgx.ErrNoRows)
+}
+
+func (s *fakeLink) to(device string) []wire.Command {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]wire.Command(nil), s.cmds[device]...)
 }
 
+func (s *fakeLink) last(device string) wire.Command {
+	c := s.to(device)
+	return c[len(c)-1]
+}
+
+func (s *fakeLink) answer(id, status string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status[id] = status
+}
+
+func (s *fakeLink) set(f func(*fakeLink)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(s)
+}
+
 // The code sync sends a device its offline material (hashes only) as a
-// full code_sync, not again while unchanged, again when it changed or got
-// old, promptly after a mark, and to every device on the periodic check.
+// full code_sync, not again while unchanged and confirmed, again when it
+// changed or got old, promptly after a mark, and to every device on the
+// periodic check.
 func TestCodeSyncSendsChangedBundles(t *testing.T) {
 	e := newEnv(t)
-	out := &sent{cmds: map[string][]wire.Command{}}
+	out := newFakeLink()
 	reg := prometheus.NewRegistry()
-	cs, err := deviceops.NewCodeSync(deviceops.CodeSyncOptions{Codes: e.codes, Devices: e.svc, Sender: out,
+	cs, err := deviceops.NewCodeSync(deviceops.CodeSyncOptions{Codes: e.codes, Devices: e.svc, Link: out,
 		Every: 50 * time.Millisecond, Pause: 10 * time.Millisecond, Clock: e.clock.Now,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: reg})
+		Logger: quietLog(), Registerer: reg})
 	require.NoError(t, err)
 
 	doc, cr := e.loaded(store.EID, "591-1234567-89", "k1")
@@ -78,21 +130,22 @@ func TestCodeSyncSendsChangedBundles(t *testing.T) {
 	_, err = wire.Encode(&c)
 	require.NoError(t, err, "the command is valid on the wire")
 
-	require.False(t, cs.Sync(e.ctx, "k1"), "unchanged: not sent again")
+	require.False(t, cs.Sync(e.ctx, "k1"), "unchanged and awaiting the answer: not sent again")
+	out.answer(c.ID, "done")
+	require.False(t, cs.Sync(e.ctx, "k1"), "unchanged and confirmed: not sent again")
+	require.Equal(t, 1.0, syncCount(t, reg, "delivered"))
 	e.clock.Add(deviceops.DefaultCodeSyncRefresh)
 	require.True(t, cs.Sync(e.ctx, "k1"), "unchanged but old: sent again")
+	require.Greater(t, out.last("k1").Codes.Version, c.Codes.Version)
+	out.answer(out.last("k1").ID, "done")
 
 	// A failed send is retried by the next sync.
 	_, _ = e.loaded(store.DrivingLicence, "B1234567", "k1")
-	out.mu.Lock()
-	out.fail = true
-	out.mu.Unlock()
+	out.set(func(l *fakeLink) { l.fail = true })
 	require.False(t, cs.Sync(e.ctx, "k1"))
-	out.mu.Lock()
-	out.fail = false
-	out.mu.Unlock()
+	out.set(func(l *fakeLink) { l.fail = false })
 	require.True(t, cs.Sync(e.ctx, "k1"))
-	require.Len(t, out.to("k1")[2].Codes.Entries, 2)
+	require.Len(t, out.last("k1").Codes.Entries, 2)
 	require.Equal(t, 3.0, syncCount(t, reg, "sent"))
 	require.Equal(t, 1.0, syncCount(t, reg, "failed"))
 
@@ -117,7 +170,291 @@ func TestCodeSyncSendsChangedBundles(t *testing.T) {
 	require.ErrorIs(t, <-done, context.Canceled)
 
 	_, err = deviceops.NewCodeSync(deviceops.CodeSyncOptions{Codes: e.codes, Devices: e.svc})
-	require.Error(t, err, "a sender is required")
+	require.Error(t, err, "a link is required")
+}
+
+// A code sync counts as delivered only when the device confirmed it: one
+// it does not answer is sent again after the retry interval (doubling while
+// unanswered), one it refuses (an older version than its cache) at once
+// with a higher version, one its heartbeat reports is confirmed, one it
+// lost (a heartbeat reports an older version) is sent again, and nothing is
+// sent to a device known to be offline. Versions only increase, whatever
+// the clock does.
+func TestCodeSyncDeliveredOnlyWhenConfirmed(t *testing.T) {
+	e := newEnv(t)
+	out := newFakeLink()
+	reg := prometheus.NewRegistry()
+	retry := 30 * time.Second
+	cs, err := deviceops.NewCodeSync(deviceops.CodeSyncOptions{Codes: e.codes, Devices: e.svc, Link: out,
+		Retry: retry, Clock: e.clock.Now, Logger: quietLog(), Registerer: reg})
+	require.NoError(t, err)
+	e.loaded(store.EID, "591-1234567-89", "k1")
+
+	// Lost: not answered.
+	require.True(t, cs.Sync(e.ctx, "k1"))
+	first := out.last("k1")
+	e.clock.Add(retry - time.Second)
+	require.False(t, cs.Sync(e.ctx, "k1"), "within the retry interval")
+	e.clock.Add(time.Second)
+	require.True(t, cs.Sync(e.ctx, "k1"), "unanswered: sent again")
+	second := out.last("k1")
+	require.Greater(t, second.Codes.Version, first.Codes.Version)
+	require.Equal(t, first.Codes.Entries, second.Codes.Entries)
+	require.Equal(t, 1.0, syncCount(t, reg, "unanswered"))
+	e.clock.Add(retry)
+	require.False(t, cs.Sync(e.ctx, "k1"), "the second wait is twice as long")
+	e.clock.Add(retry)
+	require.True(t, cs.Sync(e.ctx, "k1"))
+	require.Len(t, out.to("k1"), 3)
+
+	// A late answer to an earlier one changes nothing: the latest is awaited.
+	out.answer(first.ID, "done")
+	require.False(t, cs.Sync(e.ctx, "k1"))
+
+	// Refused (another replica's newer version, say): sent again at once.
+	out.answer(out.last("k1").ID, "rejected")
+	require.True(t, cs.Sync(e.ctx, "k1"))
+	require.Equal(t, 1.0, syncCount(t, reg, "refused"))
+	require.Len(t, out.to("k1"), 4)
+	// The clock is frozen, versions still increase.
+	v := out.last("k1").Codes.Version
+	require.Greater(t, v, out.to("k1")[2].Codes.Version)
+
+	// Confirmed by the heartbeat that reports its version (the result was lost).
+	cs.ObserveHeartbeat("k1", wire.Heartbeat{CacheVersion: v - 1}, e.clock.Now())
+	require.False(t, cs.Sync(e.ctx, "k1"), "an older version confirms nothing")
+	cs.ObserveHeartbeat("k1", wire.Heartbeat{CacheVersion: v}, e.clock.Now())
+	require.Equal(t, 1.0, syncCount(t, reg, "delivered"))
+	e.clock.Add(time.Hour / 2)
+	out.answer(out.last("k1").ID, "done") // ignored: confirmed already
+	e.clock.Add(-time.Hour / 2)
+	require.False(t, cs.Sync(e.ctx, "k1"))
+	require.Len(t, out.to("k1"), 4)
+
+	// A device that lost its cache (restored from an old backup) gets it again.
+	cs.ObserveHeartbeat("k1", wire.Heartbeat{}, e.clock.Now())
+	require.True(t, cs.Sync(e.ctx, "k1"))
+	require.Len(t, out.to("k1"), 5)
+	// A heartbeat reporting a version above every one sent here (another
+	// replica's) raises the next one above it.
+	out.answer(out.last("k1").ID, "done")
+	cs.ObserveHeartbeat("k1", wire.Heartbeat{CacheVersion: v + 1000}, e.clock.Now())
+
+	// Offline: nothing is sent, whatever changes.
+	out.set(func(l *fakeLink) { l.offline["k1"] = true })
+	e.loaded(store.DrivingLicence, "B1234567", "k1")
+	require.False(t, cs.Sync(e.ctx, "k1"))
+	require.Len(t, out.to("k1"), 5)
+	// Back online (the presence): sent at once by Run.
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan error, 1)
+	go func() { done <- cs.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	out.set(func(l *fakeLink) { l.offline["k1"] = false })
+	cs.ObservePresence("k1", wire.Presence{State: wire.Online}, e.clock.Now())
+	testenv.Eventually(t, "the sync of the device back online", func() bool { return len(out.to("k1")) == 6 })
+	require.Len(t, out.last("k1").Codes.Entries, 2)
+	require.Greater(t, out.last("k1").Codes.Version, v+1000)
+	// An offline presence sends nothing.
+	cs.ObservePresence("k1", wire.Presence{State: wire.Offline}, e.clock.Now())
+
+	// A duplicate of that presence (QoS 1) sends nothing more: the sync
+	// went out after it.
+	cs.ObservePresence("k1", wire.Presence{State: wire.Online}, e.clock.Now())
+	// Back online again before answering: the unanswered sync is sent
+	// again at once, not after the retry interval.
+	e.clock.Add(time.Second)
+	cs.ObservePresence("k1", wire.Presence{State: wire.Online}, e.clock.Now())
+	testenv.Eventually(t, "the unanswered sync resent on reconnect", func() bool { return len(out.to("k1")) == 7 })
+	out.answer(out.last("k1").ID, "done")
+	// A confirmed device coming online gets nothing new.
+	cs.ObservePresence("k1", wire.Presence{State: wire.Online}, e.clock.Now())
+	cs.Mark("k2") // something to wait for behind it
+	testenv.Eventually(t, "k2's sync", func() bool { return len(out.to("k2")) > 0 })
+	require.Len(t, out.to("k1"), 7)
+}
+
+// The queue runs devices whose codes changed before devices synced for
+// other reasons, once each however often they are marked, and Workers
+// devices at a time at most Rate sends per second.
+func TestCodeSyncPacedAndPrioritised(t *testing.T) {
+	e := newEnv(t)
+	out := &orderLink{fakeLink: newFakeLink()}
+	cs, err := deviceops.NewCodeSync(deviceops.CodeSyncOptions{Codes: e.codes, Devices: e.svc, Link: out,
+		Every: time.Hour, Pause: time.Millisecond, Workers: 2, Rate: 20, Clock: e.clock.Now, Logger: quietLog()})
+	require.NoError(t, err)
+	// Twelve devices back online, then k2's codes change (twice).
+	var devs []string
+	for i := range 12 {
+		devs = append(devs, fmt.Sprintf("p%02d", i))
+	}
+	for _, d := range devs {
+		cs.ObservePresence(d, wire.Presence{State: wire.Online}, e.clock.Now())
+		cs.ObservePresence(d, wire.Presence{State: wire.Online}, e.clock.Now()) // a QoS 1 duplicate
+	}
+	cs.Mark("k2")
+	cs.Mark("k2")
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- cs.Run(ctx) }()
+	testenv.Eventually(t, "every device synced", func() bool { return out.total() == 13 })
+	took := time.Since(start)
+	cancel()
+	<-done
+	order := out.order()
+	require.Len(t, order, 13, "once each: %v", order)
+	assert.Contains(t, order[:3], "k2", "the changed codes go before the backlog: %v", order)
+	assert.LessOrEqual(t, out.maxInFlight(), 2)
+	// 13 sends at 20/s with a burst of 2: at least 11 intervals of 50 ms.
+	assert.GreaterOrEqual(t, took, 500*time.Millisecond, "paced")
+}
+
+// orderLink is a fakeLink that records the order of the sends and how many
+// overlap.
+type orderLink struct {
+	*fakeLink
+	mu       sync.Mutex
+	sends    []string
+	now, top int
+}
+
+func (o *orderLink) SendCommand(ctx context.Context, device string, cmd wire.Command) (string, error) {
+	o.mu.Lock()
+	o.now++
+	o.top = max(o.top, o.now)
+	o.sends = append(o.sends, device)
+	o.mu.Unlock()
+	time.Sleep(5 * time.Millisecond)
+	defer func() { o.mu.Lock(); o.now--; o.mu.Unlock() }()
+	return o.fakeLink.SendCommand(ctx, device, cmd)
+}
+
+func (o *orderLink) order() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]string(nil), o.sends...)
+}
+
+func (o *orderLink) total() int { return len(o.order()) }
+
+func (o *orderLink) maxInFlight() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.top
+}
+
+// lateLink is a device link bound after the code sync that observes it.
+type lateLink struct{ l *devicelink.Link }
+
+func (l *lateLink) SendCommand(ctx context.Context, device string, cmd wire.Command) (string, error) {
+	return l.l.SendCommand(ctx, device, cmd)
+}
+
+func (l *lateLink) CommandStatus(ctx context.Context, id string) (devicelink.CommandState, error) {
+	return l.l.CommandStatus(ctx, id)
+}
+
+func (l *lateLink) Presence(ctx context.Context, device string) (devicelink.PresenceState, error) {
+	return l.l.Presence(ctx, device)
+}
+
+// On Mosquitto, with the real device link: a device that is away while its
+// codes change gets them as soon as it is back (its online presence), not
+// after the refresh or check interval; a code sync whose publish is lost
+// (the device silent) is sent again after the retry interval and counts as
+// delivered once the device answers.
+func TestCodeSyncReachesADeviceBackOnlineOverMQTT(t *testing.T) {
+	e := newEnv(t)
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	dev := "cs-" + hex.EncodeToString(b)
+	_, err := e.svc.CreateDevice(e.ctx, "user:admin", store.NewDevice{ID: dev, SiteID: "kortrijk", Kind: store.Locker,
+		Compartments: []store.NewCompartment{{Channel: 0, Size: store.SizeM, HeightCM: 100}, {Channel: 1, Size: store.SizeM, HeightCM: 100},
+			{Channel: 2, Size: store.SizeM, HeightCM: 100}}})
+	require.NoError(t, err)
+	reg := prometheus.NewRegistry()
+	ll := &lateLink{}
+	// Every and Refresh far beyond the test: only the presence and the
+	// retry make it send.
+	cs, err := deviceops.NewCodeSync(deviceops.CodeSyncOptions{Codes: e.codes, Devices: e.svc, Link: ll,
+		Every: time.Hour, Refresh: time.Hour, Retry: 500 * time.Millisecond, Pause: 10 * time.Millisecond,
+		Logger: quietLog(), Registerer: reg})
+	require.NoError(t, err)
+	ll.l, err = devicelink.New(devicelink.Options{URL: testenv.BrokerURL(), ClientID: "kluis-backend-cs-" + dev, DeviceFilter: dev,
+		Pool: e.st.Pool(), Registry: prometheus.NewRegistry(), Logger: quietLog(), Observer: cs})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { done <- ll.l.Run(ctx) }()
+	go func() { done <- cs.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; <-done })
+	select {
+	case <-ll.l.Ready():
+	case <-time.After(20 * time.Second):
+		t.Fatal("link never ready")
+	}
+	presence, _ := wire.TopicFor(dev, wire.KindPresence)
+	announce := func(c paho.Client, state wire.PresenceState) {
+		pb, err := wire.Encode(&wire.Presence{State: state, At: ptr(time.Now().UTC())})
+		require.NoError(t, err)
+		mqtttest.Publish(t, c, presence, 1, false, string(pb))
+	}
+	syncsWith := func(d *commandDevice, doc string) []wire.Command {
+		var out []wire.Command
+		for _, c := range d.commands() {
+			for _, en := range c.Codes.Entries {
+				if en.DocumentID == doc {
+					out = append(out, c)
+				}
+			}
+		}
+		return out
+	}
+
+	// Online: the presence brings the (empty) bundle; the answer makes it delivered.
+	fake, client := connectCommandDevice(t, testenv.BrokerURL(), dev)
+	fake.answer(wire.StatusDone)
+	announce(client, wire.Online)
+	testenv.Eventually(t, "the first code sync", func() bool { return len(fake.commands()) == 1 })
+	require.Equal(t, wire.CmdCodeSync, fake.commands()[0].Kind)
+	testenv.Eventually(t, "delivered", func() bool { return syncCount(t, reg, "delivered") == 1 })
+
+	// Away (its last will) while a document is loaded.
+	announce(client, wire.Offline)
+	client.Disconnect(100)
+	testenv.Eventually(t, "the offline presence recorded", func() bool {
+		p, err := ll.l.Presence(e.ctx, dev)
+		return err == nil && !p.Online
+	})
+	doc, _ := e.loaded(store.EID, "591-1234567-89", dev)
+	cs.Mark(dev)
+
+	// Back: the document's code reaches it at once.
+	fake, client = connectCommandDevice(t, testenv.BrokerURL(), dev)
+	t.Cleanup(func() { client.Disconnect(100) })
+	fake.answer(wire.StatusDone)
+	announce(client, wire.Online)
+	testenv.Eventually(t, "the code sync with the document after the reconnect", func() bool { return len(syncsWith(fake, doc.ID)) == 1 })
+	testenv.Eventually(t, "delivered", func() bool { return syncCount(t, reg, "delivered") == 2 })
+	require.Equal(t, 2.0, syncCount(t, reg, "sent"), "nothing was sent while it was away")
+
+	// A lost publish (the device silent): sent again after the retry
+	// interval, delivered once answered.
+	fake.answer("")
+	doc2, _ := e.loaded(store.DrivingLicence, "B1234567", dev)
+	cs.Mark(dev)
+	testenv.Eventually(t, "the code sync with the second document", func() bool { return len(syncsWith(fake, doc2.ID)) == 1 })
+	fake.answer(wire.StatusDone)
+	testenv.Eventually(t, "sent again", func() bool { return len(syncsWith(fake, doc2.ID)) == 2 })
+	again := syncsWith(fake, doc2.ID)
+	require.Greater(t, again[1].Codes.Version, again[0].Codes.Version)
+	require.Len(t, again[1].Codes.Entries, 2)
+	testenv.Eventually(t, "delivered", func() bool { return syncCount(t, reg, "delivered") == 3 })
+	require.Equal(t, 1.0, syncCount(t, reg, "unanswered"))
+	st, err := ll.l.CommandStatus(e.ctx, again[0].ID)
+	require.NoError(t, err)
+	require.Equal(t, "sent", st.Status, "the lost one stays unanswered")
 }
 
 func syncCount(t *testing.T, reg *prometheus.Registry, result string) float64 {

@@ -21,8 +21,13 @@
 //     document and its compartment since the verification.
 //   - CodeSync keeps every device's offline code cache current: a full
 //     code_sync soon after a device's codes changed (its Issuer and
-//     Notifier wrappers and Events mark the device), and a periodic check
-//     that resends a changed or old bundle.
+//     Notifier wrappers and Events mark the device), at once when the
+//     device comes back online (it is devicelink's PresenceObserver), and a
+//     periodic check. A bundle counts as delivered only when the device
+//     answered done for that command or reported its version in a
+//     heartbeat; an unanswered one is sent again (after a retry interval
+//     that doubles, at once on reconnect), a refused or lost one at once.
+//     Workers and a send rate bound the load when a fleet reconnects.
 //   - Opener sends remote-open commands and waits for the device's answer.
 //   - Staff answers kiosk staff logins (PIN or badge, throttled per device
 //     in PostgreSQL, kiosklimit.go, so that every replica counts together)

@@ -50,6 +50,16 @@ func (l *late) SendCommand(ctx context.Context, device string, cmd wire.Command)
 	return l.link.SendCommand(ctx, device, cmd)
 }
 
+// CommandStatus implements deviceops.CommandLink.
+func (l *late) CommandStatus(ctx context.Context, id string) (devicelink.CommandState, error) {
+	return l.link.CommandStatus(ctx, id)
+}
+
+// Presence implements deviceops.CommandLink.
+func (l *late) Presence(ctx context.Context, device string) (devicelink.PresenceState, error) {
+	return l.link.Presence(ctx, device)
+}
+
 // ListDevices implements deviceops.DeviceLister.
 func (l *late) ListDevices(ctx context.Context, siteID string) ([]store.Device, error) {
 	return l.svc.ListDevices(ctx, siteID)
@@ -65,7 +75,7 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 		return w, err
 	}
 	lt := &late{}
-	syncer, err := deviceops.NewCodeSync(deviceops.CodeSyncOptions{Codes: cs, Sender: lt, Devices: lt,
+	syncer, err := deviceops.NewCodeSync(deviceops.CodeSyncOptions{Codes: cs, Link: lt, Devices: lt,
 		Every: o.CodeSyncEvery, Clock: o.Clock, Logger: log, Registerer: reg})
 	if err != nil {
 		return w, err
@@ -164,6 +174,7 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 		Events:   events,
 		Verifier: answers.Verifier(deviceops.NewVerifier(deviceops.VerifierOptions{Codes: cs, Logger: log, Clock: o.Clock})),
 		Staff:    answers.Staff(deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: svc, Pool: st.Pool(), Logger: log, Clock: o.Clock, Codes: cs})),
+		Observer: syncer, // a device back online gets its offline codes at once; heartbeats confirm them
 		Logger:   log,
 		Registry: reg,
 	})

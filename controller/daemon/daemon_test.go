@@ -128,8 +128,8 @@ compartments:
 
 	// Documents loaded while kluisd is connected: the backend sends the
 	// code_sync at once (a command published while kluisd is away is not
-	// kept by the broker; the periodic check resends only a changed or
-	// old bundle).
+	// kept by the broker: the backend sends it again when kluisd's online
+	// presence arrives, TestKluisdBackOnlineGetsItsCodesAtOnce).
 	ids, tokens := be.loadDocuments(2)
 	doc := ids[0]
 	if be.channelOf(doc) != 1 {

@@ -41,8 +41,10 @@ import (
 // (POST /api/v1/users/{id}/clear-login-lockout). An attempt whose outcome
 // never arrives (a crash, a database error) stays counted as a failure.
 // Rows older than the window are deleted by every write (at most
-// pruneBatch at a time), so the table holds about the attempts of the
-// last loginWindow, each of which cost an argon2id verification.
+// pruneBatch at a time) and by Prune, which the backend runs periodically
+// (backend/server, at the housekeeping interval) so that they also go when
+// no login comes; the table holds about the attempts of the last
+// loginWindow, each of which cost an argon2id verification.
 //
 // When the database cannot be reached Begin returns an error and the
 // caller refuses the login (ErrLimitsUnavailable): no guessing without a
@@ -184,6 +186,37 @@ ON CONFLICT (username, source) DO UPDATE SET last_login_at = greatest(auth_login
 		return fmt.Errorf("%w: %w", ErrLimitsUnavailable, err)
 	}
 	return nil
+}
+
+// Prune deletes the failures older than the window and the addresses not
+// logged in from for knownFor, as of now, pruneBatch rows per statement
+// until none is left, and reports how many rows it deleted. Begin and
+// Succeed prune a batch on every write; Prune does it when nobody logs in.
+// Safe beside them and on every replica at once.
+func (l *LoginLimits) Prune(ctx context.Context, now time.Time) (int, error) {
+	now = now.UTC()
+	total := 0
+	for _, q := range []struct {
+		sql    string
+		before time.Time
+	}{
+		{`DELETE FROM auth_login_failures WHERE id IN
+    (SELECT id FROM auth_login_failures WHERE at <= $1 ORDER BY at LIMIT $2)`, now.Add(-loginWindow)},
+		{`DELETE FROM auth_login_sources WHERE (username, source) IN
+    (SELECT username, source FROM auth_login_sources WHERE last_login_at <= $1 ORDER BY last_login_at LIMIT $2)`, now.Add(-knownFor)},
+	} {
+		for {
+			tag, err := l.pool.Exec(ctx, q.sql, q.before, pruneBatch)
+			if err != nil {
+				return total, fmt.Errorf("auth: prune login limits: %w", err)
+			}
+			total += int(tag.RowsAffected())
+			if tag.RowsAffected() < pruneBatch {
+				break
+			}
+		}
+	}
+	return total, nil
 }
 
 // Clear forgets every counted attempt of username (from every source) and

@@ -158,3 +158,51 @@ func TestLoginLimitsDatabaseDown(t *testing.T) {
 	_, err = l.Clear(context.Background(), "an.desmet")
 	assert.ErrorIs(t, err, auth.ErrLimitsUnavailable)
 }
+
+// Prune removes what writes would have removed had a login come: after a
+// burst and silence, the failures older than the window (more than one
+// batch of them) and the addresses not used for 30 days go, as of the
+// time it is given; the window's rows and recent addresses stay, and the
+// limits they carry still hold.
+func TestLoginLimitsPrunedWithoutLogins(t *testing.T) {
+	st := storetest.New(t)
+	l := auth.NewLoginLimits(st.Pool())
+	ctx := context.Background()
+	now := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	for i := 0; i < 230; i++ {
+		require.Equal(t, "failed", try(t, l, fmt.Sprintf("spray%d", i), "203.0.113.9", now, false))
+	}
+	for i := 0; i < 4; i++ {
+		require.Equal(t, "failed", try(t, l, "an", "198.51.100.1", now.Add(10*time.Minute), false))
+	}
+	// (In this order: a login prunes the addresses older than its own
+	// time's 30 days.)
+	require.Equal(t, "ok", try(t, l, "recent", "192.0.2.2", now.Add(-24*time.Hour), true))
+	require.Equal(t, "ok", try(t, l, "old", "192.0.2.1", now.Add(-31*24*time.Hour), true))
+	count := func(table string) int {
+		var n int
+		require.NoError(t, st.Pool().QueryRow(ctx, "SELECT count(*) FROM "+table).Scan(&n))
+		return n
+	}
+	require.Equal(t, 234, count("auth_login_failures"))
+	require.Equal(t, 2, count("auth_login_sources"))
+
+	n, err := l.Prune(ctx, now.Add(10*time.Minute))
+	require.NoError(t, err)
+	assert.Equal(t, 1, n, "within the window only the 31-day-old address goes")
+	assert.Equal(t, 234, count("auth_login_failures"))
+
+	n, err = l.Prune(ctx, now.Add(16*time.Minute))
+	require.NoError(t, err)
+	assert.Equal(t, 230, n, "every failure older than the window, beyond one batch")
+	assert.Equal(t, 4, count("auth_login_failures"), "the window's failures stay")
+	assert.Equal(t, 1, count("auth_login_sources"), "the address used yesterday stays")
+	require.Equal(t, "failed", try(t, l, "an", "198.51.100.1", now.Add(16*time.Minute), false))
+	assert.Equal(t, "source", try(t, l, "an", "198.51.100.1", now.Add(16*time.Minute), false),
+		"the failures kept still lock the address")
+
+	n, err = l.Prune(ctx, now.Add(time.Hour))
+	require.NoError(t, err)
+	assert.Equal(t, 5, n)
+	assert.Zero(t, count("auth_login_failures"))
+}

@@ -372,7 +372,7 @@ func serve(ctx context.Context, args []string, e Env) error {
 	fs.StringVar(&o.SlipDir, "slip-dir", envOr(e, "KLUIS_SLIP_DIR", server.DefaultSlipDir), "pickup slips for holders without e-mail or SMS (env KLUIS_SLIP_DIR)")
 	fs.StringVar(&o.PublicURL, "public-url", e.Getenv("KLUIS_PUBLIC_URL"), "base URL of the citizen track links (env KLUIS_PUBLIC_URL; default http://<http-addr>)")
 	fs.StringVar(&keyDir, "key-dir", envOr(e, "KLUIS_KEY_DIR", "var/keys"), "directory of the QR signing and PIN keys, created at first start (env KLUIS_KEY_DIR)")
-	fs.DurationVar(&o.HousekeepEvery, "housekeep-every", server.DefaultHousekeepEvery, "interval of the expiry sweep and retention purge (0 disables)")
+	fs.DurationVar(&o.HousekeepEvery, "housekeep-every", server.DefaultHousekeepEvery, "interval of the expiry sweep, retention purge and pruning of expired login-limit rows (0 disables)")
 	fs.StringVar(&o.AdminUser, "admin-user", envOr(e, "KLUIS_ADMIN_USER", server.DefaultAdminUser), "bootstrap admin created when no admin exists (env KLUIS_ADMIN_USER)")
 	pickup := fs.String("pickup-period", e.Getenv("KLUIS_PICKUP_PERIOD"), fmt.Sprintf("pickup periods per kind, comma list of kind=value: whole days (10 or 10d: until the end of the N-th local day) or an exact Go duration (90s, 48h: load time plus it); unlisted kinds get %d days (env KLUIS_PICKUP_PERIOD)", service.DefaultPickupDays))
 	retention := fs.String("retention", envOr(e, "KLUIS_RETENTION", service.DefaultRetention.String()), "how long personal data of collected, retrieved and cancelled documents is kept (env KLUIS_RETENTION)")

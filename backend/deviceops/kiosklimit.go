@@ -18,7 +18,9 @@ import (
 // counted when begin lets it through, before the credential is checked,
 // under a per-device transaction lock: concurrent attempts on any replicas
 // cannot overrun the limit. A successful login clears the device's count.
-// Every write deletes up to pruneBatch rows older than the window.
+// Every write deletes up to pruneBatch rows older than the window, and
+// PruneKioskLogins deletes them all (the backend runs it periodically, so
+// they also go when no kiosk login comes).
 type deviceThrottle struct {
 	pool *pgxpool.Pool
 }
@@ -68,6 +70,25 @@ func (t *deviceThrottle) lockedNow(ctx context.Context, device string, now time.
 	err := t.pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM kiosk_login_failures
 		WHERE device_id = $1 AND at > $2 LIMIT $3) f`, device, now.UTC().Add(-kioskWindow), maxKioskFailures).Scan(&n)
 	return err == nil && n >= maxKioskFailures
+}
+
+// PruneKioskLogins deletes the kiosk staff login failures older than the
+// window as of now, pruneBatch rows per statement until none is left, and
+// reports how many it deleted. Safe beside logins and on every replica at
+// once.
+func PruneKioskLogins(ctx context.Context, pool *pgxpool.Pool, now time.Time) (int, error) {
+	total := 0
+	for {
+		tag, err := pool.Exec(ctx, `DELETE FROM kiosk_login_failures WHERE id IN
+			(SELECT id FROM kiosk_login_failures WHERE at <= $1 ORDER BY at LIMIT $2)`, now.UTC().Add(-kioskWindow), pruneBatch)
+		if err != nil {
+			return total, fmt.Errorf("deviceops: prune kiosk login limits: %w", err)
+		}
+		total += int(tag.RowsAffected())
+		if tag.RowsAffected() < pruneBatch {
+			return total, nil
+		}
+	}
 }
 
 // succeed clears the device's count after a successful login.

@@ -83,3 +83,40 @@ func auditCount(t *testing.T, e *env, action string) int {
 	require.NoError(t, e.st.Pool().QueryRow(e.ctx, `SELECT (SELECT count(*) FROM audit_log WHERE action = $1) + (SELECT count(*) FROM audit_pending WHERE action = $1)`, action).Scan(&n))
 	return n
 }
+
+// PruneKioskLogins removes the failures older than the window as of the
+// time it is given (more than one batch), and keeps the window's, whose
+// lock still holds.
+func TestKioskLoginFailuresPrunedWithoutLogins(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	now := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	_, err := e.st.Pool().Exec(ctx, `INSERT INTO kiosk_login_failures (device_id, at)
+		SELECT 'k' || g, $1 FROM generate_series(1, 230) g`, now)
+	require.NoError(t, err)
+	_, err = e.st.Pool().Exec(ctx, `INSERT INTO kiosk_login_failures (device_id, at)
+		SELECT 'k-locked', $1 FROM generate_series(1, 5) g`, now.Add(10*time.Minute))
+	require.NoError(t, err)
+	count := func() (n int) {
+		require.NoError(t, e.st.Pool().QueryRow(ctx, `SELECT count(*) FROM kiosk_login_failures`).Scan(&n))
+		return n
+	}
+	n, err := deviceops.PruneKioskLogins(ctx, e.st.Pool(), now.Add(15*time.Minute-time.Second))
+	require.NoError(t, err)
+	assert.Zero(t, n, "nothing has left the window yet")
+	n, err = deviceops.PruneKioskLogins(ctx, e.st.Pool(), now.Add(15*time.Minute))
+	require.NoError(t, err)
+	assert.Equal(t, 230, n)
+	assert.Equal(t, 5, count())
+
+	e.clock.Set(now.Add(16 * time.Minute))
+	h := deviceops.NewStaff(deviceops.StaffOptions{Service: e.svc, Pool: e.st.Pool(), Clock: e.clock.Now})
+	res := h.HandleStaff(ctx, "k-locked", wire.StaffRequest{ID: wire.NewID(e.clock.Now()), Op: wire.StaffLogin, At: e.clock.Now(), PIN: "482916"})
+	assert.Equal(t, wire.StaffDenied, res.Result, "the kept failures still lock the device's staff logins")
+
+	down, err := pgxpool.New(ctx, e.st.Pool().Config().ConnString())
+	require.NoError(t, err)
+	down.Close()
+	_, err = deviceops.PruneKioskLogins(ctx, down, now)
+	assert.Error(t, err)
+}

@@ -138,8 +138,10 @@ type Options struct {
 	// CodeSyncEvery is how often every device's offline codes are checked;
 	// default DefaultCodeSyncEvery; Disabled: no code sync at all.
 	CodeSyncEvery time.Duration
-	// HousekeepEvery is the interval of expiry and retention purge;
-	// default DefaultHousekeepEvery; Disabled also stops the reminders.
+	// HousekeepEvery is the interval of expiry and retention purge and of
+	// the pruning of expired login-limit rows; default
+	// DefaultHousekeepEvery; Disabled also stops the reminders (and the
+	// login limits are then pruned by logins only).
 	HousekeepEvery time.Duration
 
 	// APITokenTTL is the lifetime of an API token created without one;
@@ -333,6 +335,28 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		})
 	}})
+	// Login-limit rows (the password logins' and the kiosks') are pruned
+	// by every login; this prunes them when no login comes, at the
+	// housekeeping interval.
+	if o.HousekeepEvery != Disabled {
+		limits := apiOpts.LoginLimits
+		w.parts = append(w.parts, part{"login-limits-prune", func(ctx context.Context) error {
+			return every(ctx, o.HousekeepEvery, func(ctx context.Context) {
+				now := o.Clock()
+				n, err := limits.Prune(ctx, now)
+				if err == nil {
+					var k int
+					k, err = deviceops.PruneKioskLogins(ctx, st.Pool(), now)
+					n += k
+				}
+				if err != nil && ctx.Err() == nil {
+					log.Warn("prune login limits", "err", err)
+				} else if n > 0 {
+					log.Debug("pruned login limits", "rows", n)
+				}
+			})
+		}})
+	}
 	// Audit records reach the hash chain through the chainer, shortly after
 	// their transactions commit; it is always on.
 	chainer, err := audit.NewChainer(audit.ChainerOptions{DB: st.Pool(), Logger: log, Registerer: o.Registry})

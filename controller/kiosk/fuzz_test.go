@@ -20,6 +20,7 @@ func FuzzPickupBody(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body string) {
 		req := httptest.NewRequest(http.MethodPost, "/kiosk/v1/pickup", strings.NewReader(body))
 		req.RemoteAddr = "127.0.0.1:40000"
+		req.Host = "127.0.0.1:8088"
 		req.Header.Set("Content-Type", "application/json")
 		w := httptest.NewRecorder()
 		Handler(r.e, slog.New(slog.NewTextHandler(io.Discard, nil))).ServeHTTP(w, req)

@@ -160,6 +160,19 @@ func (s *Server) lastStaffAction() time.Time {
 // loopbackOnly refuses requests from anywhere but loopback (the listener is
 // on loopback too; this is the second lock on the door).
 func loopbackOnly(h http.Handler) http.Handler {
+	// A web page in any browser on the kiosk's machine can reach
+	// 127.0.0.1: a cross-site POST (a "no-cors" fetch with an untyped
+	// body needs no preflight) would type PINs and lock PIN entry, or act
+	// in a staff session. Go's cross-origin protection refuses unsafe
+	// requests that a browser marks cross-origin (Sec-Fetch-Site, else
+	// Origin against Host); clients that are not browsers send neither
+	// header and pass.
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		writeErr(w, http.StatusForbidden, "cross-origin request refused")
+	}))
+	inner := cop.Handler(h)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host, _, err := net.SplitHostPort(r.RemoteAddr)
 		ip := net.ParseIP(host)
@@ -167,9 +180,33 @@ func loopbackOnly(h http.Handler) http.Handler {
 			writeErr(w, http.StatusForbidden, "kiosk API is for the local kiosk only")
 			return
 		}
+		// DNS rebinding: a page from evil.example whose name now
+		// resolves to 127.0.0.1 is same-origin with the kiosk for its
+		// browser, so only the Host it asked for tells it apart.
+		if !LoopbackHost(r.Host) {
+			writeErr(w, http.StatusMisdirectedRequest, "kiosk API answers only to a loopback host name")
+			return
+		}
 		w.Header().Set("Cache-Control", "no-store")
-		h.ServeHTTP(w, r)
+		inner.ServeHTTP(w, r)
 	})
+}
+
+// LoopbackHost reports whether a request's Host names the loopback
+// interface: a loopback IP address or "localhost", with or without a
+// port. Anything else (a name that a rebinding DNS server points at
+// 127.0.0.1) is refused by the kiosk.
+func LoopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -184,7 +221,9 @@ func writeErr(w http.ResponseWriter, status int, msg string) {
 
 // decode reads a strict JSON body into v.
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+	// An empty Content-Type is refused too: a browser sends none for an
+	// untyped body, which a cross-site page may post without a preflight.
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 		writeErr(w, http.StatusUnsupportedMediaType, "send application/json")
 		return false
 	}

@@ -220,6 +220,11 @@ func (s *Server) Routes() []RouteInfo {
 
 // serve answers unmatched requests with JSON 404/405 and hands the rest to the mux.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	// Every /api/v1 answer is personal or secret (tokens, holders, device
+	// passwords) or tells who may see what: no cache may keep one.
+	if strings.HasPrefix(r.URL.Path, "/api/") {
+		w.Header().Set("Cache-Control", "no-store")
+	}
 	h, pattern := s.mux.Handler(r)
 	if pattern != "" {
 		s.mux.ServeHTTP(w, r)

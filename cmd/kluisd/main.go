@@ -52,8 +52,14 @@ func main() {
 	if us, err := strconv.ParseInt(os.Getenv("WATCHDOG_USEC"), 10, 64); err == nil && us > 0 {
 		watchdog = time.Duration(us) * time.Microsecond
 	}
+	// From READY=1 on the heap's goal is 1.5 times its live part (at
+	// least 2 MB rather than 4), unless the unit sets GOGC itself.
+	gcPercent := 50
+	if os.Getenv("GOGC") != "" {
+		gcPercent = 0
+	}
 	if err := daemon.Run(ctx, daemon.Options{Config: cfg, Logger: log, Software: "kluisd " + version,
-		NotifySocket: os.Getenv("NOTIFY_SOCKET"), Watchdog: watchdog}); err != nil {
+		NotifySocket: os.Getenv("NOTIFY_SOCKET"), Watchdog: watchdog, GCPercent: gcPercent}); err != nil {
 		log.Error("kluisd failed", "err", err)
 		os.Exit(1)
 	}

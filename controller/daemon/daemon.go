@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 
 	"kluis/controller/config"
 	"kluis/controller/engine"
+	"kluis/controller/idlemem"
 	"kluis/controller/journal"
 	"kluis/controller/kiosk"
 	"kluis/controller/link"
@@ -58,6 +60,19 @@ type Options struct {
 	NotifySocket string
 	// Watchdog is systemd's WatchdogSec ($WATCHDOG_USEC); 0 disables.
 	Watchdog time.Duration
+	// IdleMemory is how long the kiosk's screen must stay unchanged
+	// before the heap's free memory is returned to the OS (idlemem: once
+	// after the start, then once per quiet period after activity);
+	// default idlemem.DefaultQuiet (30s).
+	IdleMemory time.Duration
+	// GCPercent, when positive, is set as the collector's percentage
+	// (debug.SetGCPercent: process-wide) once the engine is ready: 50
+	// makes the heap's goal 1.5 times its live part, at least 2 MB
+	// instead of Go's 4 MB, so kluisd's heap grows less between
+	// collections while it serves taps (docs/performance.md, "kluisd's
+	// start and memory"). The start keeps GOGC's (an earlier collection
+	// there costs time and memory at READY=1). 0 leaves GOGC's.
+	GCPercent int
 	// Registry receives every metric /metrics serves (Go and process
 	// collectors, driver, journal, engine, link); default a new one. Tests
 	// pass their own to see what kluisd exports.
@@ -258,6 +273,18 @@ func Run(ctx context.Context, o Options) error {
 		run("scanner", func() error { return scanLoop(ctx, cfg.Kiosk.Scanner, eng, log) })
 	}
 	run("compactor", func() error { compactLoop(ctx, j, o.CompactAbove, eng.ReadyC(), log); return nil })
+	run("memory", func() error {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-eng.ReadyC():
+		}
+		if o.GCPercent > 0 {
+			debug.SetGCPercent(o.GCPercent)
+		}
+		idlemem.Run(ctx, idlemem.Options{Changed: eng.Changed, Quiet: o.IdleMemory, Logger: log})
+		return nil
+	})
 	sd := notifier{socket: o.NotifySocket}
 	run("sd_notify", func() error {
 		// Healthy: the engine's and the journal's locks can be taken (a

@@ -38,6 +38,9 @@ type startOptions struct {
 	bins []string
 	env  []string
 	keep bool
+	// settle is how long after the last tap the settled memory is read
+	// (0: not read).
+	settle time.Duration
 	// journalKiB pre-fills kluisd's journal with acknowledged events up to
 	// this size before each start.
 	journalKiB int
@@ -52,21 +55,22 @@ func parseStart(args []string) (startOptions, string, error) {
 	bins := fs.String("bin", "", "comma-separated kluisd binaries to compare, started in turn (paired runs); default: ./cmd/kluisd built as `make dist` does (CGO_ENABLED=0, -trimpath)")
 	env := fs.String("env", "", "comma-separated NAME=value pairs added to kluisd's environment (e.g. GOGC=50 or GODEBUG=inittrace=1)")
 	journalKiB := fs.Int("journal-kib", 0, "before each start, fill kluisd's journal with acknowledged events up to this many KiB (a device's journal between compactions; 0: a fresh journal)")
+	settle := fs.Duration("settle", 35*time.Second, "after the taps, wait this long with nothing happening and read the resident memory again (kluisd returns free heap memory after 30 s with no screen change: controller/idlemem); 0: not read")
 	keep := fs.Bool("keep", false, "keep the run directories (kluisd's logs and journals) under -dir and print where")
 	if err := fs.Parse(args); err != nil {
 		return startOptions{}, "", err
 	}
-	o := startOptions{runs: *runs, taps: *taps, baud: *baud, dir: *dir, keep: *keep, journalKiB: *journalKiB}
+	o := startOptions{runs: *runs, taps: *taps, baud: *baud, dir: *dir, keep: *keep, journalKiB: *journalKiB, settle: *settle}
 	if *bins != "" {
 		o.bins = strings.Split(*bins, ",")
 	}
 	if *env != "" {
 		o.env = strings.Split(*env, ",")
 	}
-	if o.runs < 1 || o.taps < 0 || o.baud < 1200 || o.journalKiB < 0 {
-		return startOptions{}, "", errors.New("start: want -runs >= 1, -taps >= 0, -baud >= 1200, -journal-kib >= 0")
+	if o.runs < 1 || o.taps < 0 || o.baud < 1200 || o.journalKiB < 0 || o.settle < 0 {
+		return startOptions{}, "", errors.New("start: want -runs >= 1, -taps >= 0, -baud >= 1200, -journal-kib >= 0, -settle >= 0")
 	}
-	cmd := fmt.Sprintf("go run ./cmd/kluis-bench start -runs %d -taps %d -baud %d", o.runs, o.taps, o.baud)
+	cmd := fmt.Sprintf("go run ./cmd/kluis-bench start -runs %d -taps %d -baud %d -settle %s", o.runs, o.taps, o.baud, o.settle)
 	if o.journalKiB > 0 {
 		cmd += fmt.Sprintf(" -journal-kib %d", o.journalKiB)
 	}
@@ -85,8 +89,10 @@ type startSample struct {
 	healthy  time.Duration // exec to the first /healthz that says ready
 	readyRSS float64       // resident memory when READY=1 arrived
 	anon     float64       // of which anonymous (heap, stacks, runtime), the rest file-backed (the binary's pages)
-	tapRSS   float64       // resident memory after the taps
+	tapRSS   float64       // resident memory right after the taps
 	tapAnon  float64       // of which anonymous
+	// settled: resident memory -settle after the last tap (0: not read)
+	settledRSS, settledAnon float64
 }
 
 // RunStart is kluis-bench's "start" subcommand: kluisd's start and memory,
@@ -99,8 +105,11 @@ type startSample struct {
 // broker: docs/kluisd.md, "Start-up"). It measures exec to READY=1
 // (sd_notify, what systemd's Type=notify waits for), exec to the first
 // /healthz that says ready (polled every 2 ms), the resident memory when
-// READY=1 arrived, and again after -taps offline QR taps through the kiosk
-// API (each opens a door; the simulated citizen closes it). With several
+// READY=1 arrived, right after -taps offline QR taps through the kiosk
+// API (each opens a door; the simulated citizen closes it) and, settled,
+// -settle after the last tap with nothing happening meanwhile (kluisd
+// returns its free heap memory after 30 s without a screen change:
+// controller/idlemem). With several
 // -bin the binaries take turns, so a comparison is paired: both see the
 // same machine load.
 func RunStart(ctx context.Context, env bench.Env, args []string) (bench.Report, error) {
@@ -137,8 +146,12 @@ func RunStart(ctx context.Context, env bench.Env, args []string) (bench.Report, 
 				return bench.Report{}, fmt.Errorf("start: %s, run %d: %w", bin, run+1, err)
 			}
 			samples[i] = append(samples[i], s)
-			fmt.Fprintf(env.Out, "start: %s run %d: READY=1 %s, /healthz %s, RSS %.1f MB at READY=1 (%.1f MB anonymous), %.1f MB after %d taps (%.1f MB anonymous)\n",
-				filepath.Base(bin), run+1, ms(s.notified), ms(s.healthy), s.readyRSS/1e6, s.anon/1e6, s.tapRSS/1e6, o.taps, s.tapAnon/1e6)
+			settled := ""
+			if o.settle > 0 {
+				settled = fmt.Sprintf(", %.1f MB %s later (%.1f MB anonymous)", s.settledRSS/1e6, o.settle, s.settledAnon/1e6)
+			}
+			fmt.Fprintf(env.Out, "start: %s run %d: READY=1 %s, /healthz %s, RSS %.1f MB at READY=1 (%.1f MB anonymous), %.1f MB right after %d taps (%.1f MB anonymous)%s\n",
+				filepath.Base(bin), run+1, ms(s.notified), ms(s.healthy), s.readyRSS/1e6, s.anon/1e6, s.tapRSS/1e6, o.taps, s.tapAnon/1e6, settled)
 		}
 	}
 	load1 := bench.LoadAvg()
@@ -146,11 +159,12 @@ func RunStart(ctx context.Context, env bench.Env, args []string) (bench.Report, 
 		Params: map[string]any{"runs": o.runs, "taps": o.taps, "journal_kib": o.journalKiB, "baud": o.baud, "binaries": strings.Join(bins, ","), "env": strings.Join(o.env, ",")}}
 	for i, bin := range bins {
 		var notified, healthy []time.Duration
-		var ready, anon, tapped, tappedAnon []float64
+		var ready, anon, tapped, tappedAnon, settled, settledAnon []float64
 		for _, s := range samples[i] {
 			notified, healthy = append(notified, s.notified), append(healthy, s.healthy)
 			ready, anon, tapped = append(ready, s.readyRSS/1e6), append(anon, s.anon/1e6), append(tapped, s.tapRSS/1e6)
 			tappedAnon = append(tappedAnon, s.tapAnon/1e6)
+			settled, settledAnon = append(settled, s.settledRSS/1e6), append(settledAnon, s.settledAnon/1e6)
 		}
 		name := ""
 		if len(bins) > 1 {
@@ -165,12 +179,17 @@ func RunStart(ctx context.Context, env bench.Env, args []string) (bench.Report, 
 			bench.Figure{Name: "kluisd resident memory at READY=1, median" + name, Unit: "MB", LowerIsBetter: true, Goal: 1,
 				Value: bench.Median(ready), Floor: 14,
 				Notes: fmt.Sprintf("%s; anonymous (heap, stacks, runtime) median %.1f MB, the rest the binary's file-backed pages", minMax(ready), bench.Median(anon))},
-			bench.Figure{Name: fmt.Sprintf("kluisd resident memory after %d offline QR taps, median%s", o.taps, name), Unit: "MB", LowerIsBetter: true, Goal: 1,
+			bench.Figure{Name: fmt.Sprintf("kluisd resident memory right after %d offline QR taps, median%s", o.taps, name), Unit: "MB", LowerIsBetter: true, Goal: 1,
 				Value: bench.Median(tapped), Floor: 14, Notes: fmt.Sprintf("%s; anonymous median %.1f MB", minMax(tapped), bench.Median(tappedAnon))})
+		if o.settle > 0 {
+			rep.Figures = append(rep.Figures,
+				bench.Figure{Name: fmt.Sprintf("kluisd resident memory %s after the last of %d taps (quiet: settled), median%s", o.settle, o.taps, name), Unit: "MB", LowerIsBetter: true, Goal: 1,
+					Value: bench.Median(settled), Floor: 14, Notes: fmt.Sprintf("%s; anonymous median %.1f MB; nothing happens meanwhile (kluisd returns its free heap memory after 30 s without a screen change)", minMax(settled), bench.Median(settledAnon))})
+		}
 	}
 	rep.Notes = append(rep.Notes,
 		fmt.Sprintf("load average (1, 5, 15 min) before: %s; after: %s", load0, load1),
-		"each start: a fresh journal directory (filled with -journal-kib of acknowledged events) with an offline cache of 16 codes, the simulator's Kluis lock board on a fresh pty, MQTT at a port that refuses (readiness does not wait for the broker); READY=1 read from a NOTIFY_SOCKET, /healthz polled every 2 ms, RSS from /proc/<pid>/status")
+		"each start: a fresh journal directory (filled with -journal-kib of acknowledged events) with an offline cache of 16 codes, the simulator's Kluis lock board on a fresh pty, MQTT at a port that refuses (readiness does not wait for the broker); READY=1 read from a NOTIFY_SOCKET, /healthz polled every 2 ms, RSS from /proc/<pid>/status at READY=1, right after the last tap (its door closed) and -settle after it")
 	return rep, nil
 }
 
@@ -387,6 +406,17 @@ func startOnce(ctx context.Context, o startOptions, dir, bin string) (s startSam
 		}
 	}
 	s.tapRSS, s.tapAnon = bench.ProcRSS(cmd.Process.Pid), procStatus(cmd.Process.Pid, "RssAnon:")
+	if o.settle > 0 {
+		select {
+		case <-ctx.Done():
+			return s, ctx.Err()
+		case err := <-exited:
+			exited <- err
+			return s, fmt.Errorf("kluisd exited while settling: %v\n%s", err, logTail())
+		case <-time.After(o.settle):
+		}
+		s.settledRSS, s.settledAnon = bench.ProcRSS(cmd.Process.Pid), procStatus(cmd.Process.Pid, "RssAnon:")
+	}
 	return s, nil
 }
 

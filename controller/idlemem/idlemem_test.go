@@ -33,9 +33,9 @@ func (a *activity) change() {
 }
 
 // Memory is returned once after the start-up's quiet period, not again
-// while nothing happens, not while activity keeps coming more often than
-// the quiet period, and once after each burst has been followed by a
-// quiet period.
+// while nothing happens (the heap does not grow), not while activity keeps
+// coming more often than the quiet period, and once after each burst has
+// been followed by a quiet period.
 func TestReturnsOncePerQuietPeriod(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -51,7 +51,7 @@ func TestReturnsOncePerQuietPeriod(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			Run(ctx, Options{Changed: a.Changed, Quiet: 30 * time.Second, Free: func() {
+			Run(ctx, Options{Changed: a.Changed, Quiet: 30 * time.Second, Heap: func() uint64 { return 3 << 20 }, Free: func() {
 				mu.Lock()
 				defer mu.Unlock()
 				freed = append(freed, time.Since(t0))
@@ -106,5 +106,59 @@ func TestStopsWithItsContext(t *testing.T) {
 		cancel()
 		<-done
 		require.Empty(t, freed)
+	})
+}
+
+// During a long quiet period the background work's garbage is returned
+// too: once the heap has grown by Slack since the last return, at the
+// next check (every Quiet), and not before.
+func TestReturnsAgainWhenTheHeapGrowsWhileQuiet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var mu sync.Mutex
+		heap, frees := uint64(1<<20), 0
+		grow := func(n uint64) {
+			mu.Lock()
+			defer mu.Unlock()
+			heap += n
+		}
+		count := func() int {
+			mu.Lock()
+			defer mu.Unlock()
+			return frees
+		}
+		go Run(ctx, Options{Changed: newActivity().Changed, Quiet: 30 * time.Second, Slack: 1 << 20,
+			Heap: func() uint64 {
+				mu.Lock()
+				defer mu.Unlock()
+				return heap
+			},
+			Free: func() {
+				mu.Lock()
+				defer mu.Unlock()
+				frees++
+				heap = 1 << 20 // the live part
+			}})
+		time.Sleep(31 * time.Second)
+		synctest.Wait()
+		require.Equal(t, 1, count(), "after the start")
+
+		grow(1<<20 - 1)
+		time.Sleep(5 * time.Minute)
+		synctest.Wait()
+		require.Equal(t, 1, count(), "grown by less than the slack")
+
+		grow(1) // at 5 min 31 s; checks every 30 s from the start
+		time.Sleep(28 * time.Second)
+		synctest.Wait()
+		require.Equal(t, 1, count(), "not before the next check")
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		require.Equal(t, 2, count(), "grown by the slack: returned at the next check")
+
+		time.Sleep(10 * time.Minute)
+		synctest.Wait()
+		require.Equal(t, 2, count(), "back to the live part: nothing more")
 	})
 }

@@ -57,4 +57,37 @@
 // the caller's Keep function wants) into journal.log.tmp, fsyncs it, renames
 // it over journal.log and fsyncs the directory. A meta record first in the
 // new file carries the next sequence number so ids never repeat.
+//
+// # A full disk
+//
+// The journal owns a reserve of disk space: journal.reserve in its
+// directory (Options.Reserve bytes, 1 MiB by default), allocated with
+// fallocate (zeros written where that is not supported) and fsynced at
+// Open. It holds nothing and is never read; its name does not start with
+// journal.log, so it is never taken for the journal, a compaction's
+// temporary file or a damaged tail. Open completes a reserve a crash left
+// half made (allocating is idempotent) and cuts one larger than asked.
+//
+// When the file system says it is full (ENOSPC, EDQUOT) on a record's
+// write or fdatasync, the journal gives the reserve up: the file is cut to
+// nothing and the cut fsynced (a file system frees the blocks once the cut
+// is committed), and the record is written again in that room (a failed
+// record was cut off or never applied, so nothing doubles; every writer a
+// failed fdatasync covered writes again). The journal is then "low"
+// (Space): BeginPulse refuses with ErrNoSpace, so no new door is opened
+// that the journal might not be able to follow, while the records of the
+// operations under way (outcome events, done, end, alarms, code marks) go
+// on being written, durably, in the reserve's room: nothing has to be kept
+// in memory, and a kill or a power cut loses nothing that was reported
+// written. An intent that itself meets the full disk gives the reserve up
+// and is refused. Acknowledgements stop (ErrNoSpace) once half of the
+// reserve's room is used: the event stays in the outbox and is sent and
+// acknowledged again later. Compaction whose new file meets the full disk
+// gives the reserve up too and writes the file again; the old file's room
+// comes back at the rename.
+//
+// Restore makes the reserve again once the file system has room for it
+// twice over (statfs; so that the next record does not give it up at
+// once); the journal is then no longer low. A disk too full for the
+// reserve at Open still opens the journal (reading needs no room), low.
 package journal

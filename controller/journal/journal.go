@@ -132,6 +132,11 @@ type Options struct {
 	// Write writes a record's line to the journal file; default f.Write.
 	// Tests inject a full disk (ENOSPC) through it.
 	Write func(f *os.File, line []byte) (int, error)
+	// Reserve is the disk space, in bytes, the journal keeps in
+	// ReserveName for the records it must not lose when the disk is full
+	// (see "A full disk" in doc.go); 0 means DefaultReserve, a negative
+	// value none (a full disk then only fails appends).
+	Reserve int64
 }
 
 // Journal is the append-only record file. Safe for concurrent use.
@@ -171,6 +176,14 @@ type Journal struct {
 	// failed; appends sync the directory first (else a power cut could
 	// bring back the old file and lose them).
 	dirDirty bool
+	// reserve is the reserve's size (0: none); low is true while it is
+	// not held (space.go), lowUsed counts the bytes appended since, and
+	// spaceWake is closed when low changes.
+	reserve   int64
+	low       bool
+	lowUsed   int64
+	releases  uint64 // times the reserve was given up
+	spaceWake chan struct{}
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -195,8 +208,12 @@ func Open(o Options) (*Journal, []Record, Recovery, error) {
 	if o.Write == nil {
 		o.Write = (*os.File).Write
 	}
+	if o.Reserve == 0 {
+		o.Reserve = DefaultReserve
+	}
 	j := &Journal{o: o, log: o.Logger.With("part", "journal"), path: filepath.Join(o.Dir, FileName),
-		nextSeq: 1, acked: map[string]bool{}, done: map[string]bool{}, unsure: map[string]bool{}, ended: map[string]bool{}, events: map[string]bool{}, wake: make(chan struct{})}
+		nextSeq: 1, acked: map[string]bool{}, done: map[string]bool{}, unsure: map[string]bool{}, ended: map[string]bool{}, events: map[string]bool{}, wake: make(chan struct{}),
+		reserve: max(o.Reserve, 0), spaceWake: make(chan struct{})}
 	j.cond = sync.NewCond(&j.mu)
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, nil, Recovery{}, fmt.Errorf("journal: %w", err)
@@ -252,6 +269,16 @@ func Open(o Options) (*Journal, []Record, Recovery, error) {
 		j.apply(r)
 	}
 	rec.Records = len(recs)
+	if j.reserve > 0 {
+		// After the journal is read (and a torn tail cut, which can only
+		// free room): a disk too full for the reserve still lets the
+		// daemon start, finish what the journal says is unfinished and
+		// raise its alarm, but no new door operation starts.
+		if err := j.makeReserve(); err != nil {
+			j.low = true
+			j.log.Error("journal: no room for the reserve: no new door operation until there is", "reserve_bytes", j.reserve, "err", err)
+		}
+	}
 	return j, recs, rec, nil
 }
 
@@ -444,6 +471,27 @@ func (j *Journal) Append(r Record) (Record, error) {
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	return j.appendRoomLocked(r, pre)
+}
+
+// appendRoomLocked writes r (pre as for writeLocked) and waits until it is
+// durable. When the disk is full it gives up the reserve (once) and writes
+// r again in the room that made: a record that failed was cut off (write)
+// or never applied (fdatasync), so writing it again doubles nothing. j.mu
+// held.
+func (j *Journal) appendRoomLocked(r Record, pre []byte) (Record, error) {
+	releases := j.releases
+	out, err := j.appendOnceLocked(r, pre)
+	// A failed fdatasync fails every writer it covered: the first one
+	// gives the reserve up, each of them writes again.
+	if err != nil && isNoSpace(err) && (j.releaseLocked(err) || j.releases != releases) {
+		out, err = j.appendOnceLocked(r, pre)
+	}
+	return out, err
+}
+
+// appendOnceLocked writes r and waits until it is durable. j.mu held.
+func (j *Journal) appendOnceLocked(r Record, pre []byte) (Record, error) {
 	w, err := j.writeLocked(r, pre)
 	if err != nil {
 		return r, err
@@ -472,12 +520,7 @@ func (w *waiter) finish(err error) {
 // appendLocked writes r, then waits (releasing mu while an fdatasync runs)
 // until it is durable. j.mu held.
 func (j *Journal) appendLocked(r Record) (Record, error) {
-	w, err := j.writeLocked(r, nil)
-	if err != nil {
-		return r, err
-	}
-	j.waitLocked(w)
-	return w.r, w.err
+	return j.appendRoomLocked(r, nil)
 }
 
 // writeLocked numbers r, writes its line after the records already written
@@ -516,6 +559,9 @@ func (j *Journal) writeLocked(r Record, pre []byte) (*waiter, error) {
 	}
 	j.nextSeq = r.Seq + 1
 	j.size += int64(len(line))
+	if j.low {
+		j.lowUsed += int64(len(line))
+	}
 	w := &waiter{r: r, end: j.size, ready: make(chan struct{})}
 	j.pending = append(j.pending, w)
 	return w, nil
@@ -687,6 +733,11 @@ func (j *Journal) Ack(id string) error {
 	if !j.events[id] || j.acked[id] {
 		return nil
 	}
+	if j.low && j.lowUsed >= j.reserve/2 {
+		// The rest of the reserve's room is for outcomes and alarms; the
+		// event stays in the outbox and is acknowledged again later.
+		return ErrNoSpace
+	}
 	for _, w := range j.pending {
 		if w.r.Type == TypeAck && w.r.ID == id {
 			// Being acked by another caller: wait for that record.
@@ -703,15 +754,27 @@ func (j *Journal) Ack(id string) error {
 
 // BeginPulse journals a pulse intent durably and returns its command id
 // (fresh, non-zero, derived from the record's sequence number).
+//
+// While the reserve is given up (a full disk, see Space) it refuses with
+// ErrNoSpace: the room left is for ending the operations under way, so no
+// new door opens. An intent the full disk refuses gives the reserve up
+// and is refused too.
 func (j *Journal) BeginPulse(in Intent) (Intent, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if j.low {
+		return in, ErrNoSpace
+	}
 	in.ID = uint32(j.nextSeq)
 	if in.ID == 0 {
 		j.nextSeq++
 		in.ID = uint32(j.nextSeq)
 	}
-	_, err := j.appendLocked(Record{Type: TypeIntent, Intent: &in})
+	_, err := j.appendOnceLocked(Record{Type: TypeIntent, Intent: &in}, nil)
+	if err != nil && isNoSpace(err) {
+		j.releaseLocked(err)
+		return in, fmt.Errorf("%w: %w", ErrNoSpace, err)
+	}
 	return in, err
 }
 
@@ -864,35 +927,28 @@ func (j *Journal) Compact() error {
 	}
 	sort.SliceStable(keep, func(a, b int) bool { return keep[a].Seq < keep[b].Seq })
 	tmp := j.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("journal: compact: %w", err)
-	}
 	var buf bytes.Buffer
 	meta, err := encodeLine(Record{Seq: 0, Type: TypeMeta, At: j.o.Clock().UTC(), NextSeq: j.nextSeq})
 	if err != nil {
-		f.Close()
 		return err
 	}
 	buf.Write(meta)
 	for _, r := range keep {
 		line, err := encodeLine(r)
 		if err != nil {
-			f.Close()
 			return err
 		}
 		buf.Write(line)
 	}
 	size := int64(buf.Len())
-	if _, err := f.Write(buf.Bytes()); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("journal: compact: %w", err)
+	f, err := writeTmp(tmp, buf.Bytes())
+	if err != nil && isNoSpace(err) && j.releaseLocked(err) {
+		// The new file needs room until the old one is gone: the
+		// reserve's (Restore makes it again once the disk has room).
+		f, err = writeTmp(tmp, buf.Bytes())
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("journal: compact fsync: %w", err)
+	if err != nil {
+		return err
 	}
 	if err := os.Rename(tmp, j.path); err != nil {
 		f.Close()
@@ -916,6 +972,26 @@ func (j *Journal) Compact() error {
 	}
 	j.log.Info("journal compacted", "records", len(keep), "bytes", size)
 	return nil
+}
+
+// writeTmp writes b into a new file tmp and fsyncs it; on failure the file
+// is removed.
+func writeTmp(tmp string, b []byte) (*os.File, error) {
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("journal: compact: %w", err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("journal: compact: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("journal: compact fsync: %w", err)
+	}
+	return f, nil
 }
 
 // Close closes the file. Appends fail afterwards.

@@ -137,6 +137,10 @@ type Options struct {
 	// (see "A full disk" in doc.go); 0 means DefaultReserve, a negative
 	// value none (a full disk then only fails appends).
 	Reserve int64
+	// Allocate gives the reserve file its disk space; default fallocate
+	// (zeros written where it is not supported). Tests inject a full
+	// disk through it.
+	Allocate func(f *os.File, size int64) error
 }
 
 // Journal is the append-only record file. Safe for concurrent use.
@@ -210,6 +214,9 @@ func Open(o Options) (*Journal, []Record, Recovery, error) {
 	}
 	if o.Reserve == 0 {
 		o.Reserve = DefaultReserve
+	}
+	if o.Allocate == nil {
+		o.Allocate = allocate
 	}
 	j := &Journal{o: o, log: o.Logger.With("part", "journal"), path: filepath.Join(o.Dir, FileName),
 		nextSeq: 1, acked: map[string]bool{}, done: map[string]bool{}, unsure: map[string]bool{}, ended: map[string]bool{}, events: map[string]bool{}, wake: make(chan struct{}),

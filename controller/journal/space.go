@@ -76,7 +76,7 @@ func (j *Journal) makeReserve() error {
 	if err != nil {
 		return fmt.Errorf("journal: reserve: %w", err)
 	}
-	err = allocate(f, j.reserve)
+	err = j.o.Allocate(f, j.reserve)
 	if err == nil {
 		err = f.Sync()
 	}

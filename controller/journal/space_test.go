@@ -77,7 +77,13 @@ func fullDisk(dir string, full *atomic.Bool) func(*os.File, []byte) (int, error)
 func TestFullDiskUsesReserve(t *testing.T) {
 	dir := t.TempDir()
 	var full atomic.Bool
-	o := Options{Dir: dir, DeviceID: "d", Reserve: 8 << 10, Write: fullDisk(dir, &full)}
+	o := Options{Dir: dir, DeviceID: "d", Reserve: 8 << 10, Write: fullDisk(dir, &full),
+		Allocate: func(f *os.File, size int64) error {
+			if full.Load() {
+				return syscall.ENOSPC
+			}
+			return allocate(f, size)
+		}}
 	j, _, _, err := Open(o)
 	require.NoError(t, err)
 	in, err := j.BeginPulse(Intent{Compartment: 1, Purpose: "pickup"})
@@ -118,6 +124,16 @@ func TestFullDiskUsesReserve(t *testing.T) {
 	}
 	require.Less(t, acked, len(ids))
 	require.Equal(t, len(ids)+1-acked, j.OutboxLen())
+	require.ErrorIs(t, j.Restore(), ErrNoSpace, "still full")
+
+	// A restart on the full disk: it opens without a reserve, low.
+	require.NoError(t, j.Close())
+	j, _, _, err = Open(o)
+	require.NoError(t, err)
+	st, _ = j.Space()
+	require.True(t, st.Low)
+	_, err = j.BeginPulse(Intent{Compartment: 2, Purpose: "pickup"})
+	require.ErrorIs(t, err, ErrNoSpace)
 
 	full.Store(false)
 	require.NoError(t, j.Restore())

@@ -93,7 +93,8 @@ type alarm struct {
 
 // clearable alarms stay active until the device clears them; the others
 // (the device never clears them) count as active for oneShotAlarm.
-var clearable = map[wire.AlarmKind]bool{wire.AlarmDoorLeftOpen: true, wire.AlarmBoardUnreachable: true, wire.AlarmBoardRebooting: true}
+var clearable = map[wire.AlarmKind]bool{wire.AlarmDoorLeftOpen: true, wire.AlarmBoardUnreachable: true, wire.AlarmBoardRebooting: true,
+	wire.AlarmJournalFull: true}
 
 const (
 	oneShotAlarm = 24 * time.Hour
@@ -582,10 +583,11 @@ var alarmSeverity = map[wire.AlarmKind]int{
 	wire.AlarmPulseUncertain:     2,
 	wire.AlarmSensorDisagreement: 3,
 	wire.AlarmMechanismFault:     4,
-	wire.AlarmBoardUnreachable:   5,
-	wire.AlarmBoardRebooting:     6,
-	wire.AlarmJournalDamaged:     7,
-	wire.AlarmBruteForceLockout:  8,
+	wire.AlarmJournalFull:        5,
+	wire.AlarmBoardUnreachable:   6,
+	wire.AlarmBoardRebooting:     7,
+	wire.AlarmJournalDamaged:     8,
+	wire.AlarmBruteForceLockout:  9,
 }
 
 // AttentionRank is the fleet page's default order, lowest first: a device

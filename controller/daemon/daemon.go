@@ -338,9 +338,10 @@ func scanLoop(ctx context.Context, s config.Serial, eng *engine.Engine, log *slo
 	return nil
 }
 
-// compactLoop compacts the journal when it has grown (shouldCompact): once
-// the engine is ready (a journal left large by a previous version is
-// compacted at once, not a minute later), then every minute.
+// compactLoop compacts the journal when it has grown (shouldCompact), or
+// at all while its disk is full: once the engine is ready (a journal left
+// large by a previous version is compacted at once, not a minute later),
+// then every minute.
 func compactLoop(ctx context.Context, j *journal.Journal, above int64, ready <-chan struct{}, log *slog.Logger) {
 	select {
 	case <-ctx.Done():
@@ -349,7 +350,10 @@ func compactLoop(ctx context.Context, j *journal.Journal, above int64, ready <-c
 	}
 	var last int64
 	check := func() {
-		if !shouldCompact(j.Size(), above, last) {
+		// On a full disk (the journal's reserve given up) whatever the
+		// journal holds beyond its live records is room to win back.
+		st, _ := j.Space()
+		if !shouldCompact(j.Size(), above, last) && !(st.Low && j.Size() > last) {
 			return
 		}
 		if err := j.Compact(); err != nil {

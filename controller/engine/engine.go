@@ -259,6 +259,9 @@ type Engine struct {
 	keptMu   sync.Mutex
 	kept     []keptWrite
 	keptWake chan struct{}
+
+	// fullAlarm: journal_full is raised (space.go; under mu).
+	fullAlarm bool
 }
 
 // keptWrite is a journal write kept for later.
@@ -303,6 +306,12 @@ func New(o Options) (*Engine, error) {
 				return 1
 			}
 			return 0
+		},
+		func() float64 {
+			if e.journalLow() {
+				return 1
+			}
+			return 0
 		})
 	if err != nil {
 		return nil, err
@@ -317,6 +326,8 @@ func New(o Options) (*Engine, error) {
 func (e *Engine) replay(recs []journal.Record) {
 	for _, r := range recs {
 		switch r.Type {
+		case recJournalFull:
+			e.replayJournalFull(r)
 		case recCodeUsed:
 			var u usedCode
 			if json.Unmarshal(r.Data, &u) == nil && u.Doc != "" {
@@ -368,6 +379,8 @@ func (e *Engine) Keep(r journal.Record) bool {
 		return e.keepPINLimits(r)
 	case recDOBFailure, recCodeLocked:
 		return e.keepDOB(r)
+	case recJournalFull:
+		return e.keepJournalFull(r)
 	case recCommand:
 		var c struct {
 			Expires time.Time `json:"expires"`

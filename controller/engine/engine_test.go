@@ -123,6 +123,10 @@ type rigOpts struct {
 	halt time.Time
 	// write is the journal's Options.Write (a full disk).
 	write func(f *os.File, line []byte) (int, error)
+	// reserve and alloc are the journal's Options.Reserve (0: its
+	// default) and Options.Allocate.
+	reserve int64
+	alloc   func(f *os.File, size int64) error
 }
 
 func testConfig(t *testing.T, kind, dir string) *config.Config {
@@ -169,7 +173,7 @@ func newRig(t *testing.T, o rigOpts) *rig {
 	r := &rig{t: t, f: o.fake, dir: o.dir, priv: o.priv, cfg: testConfig(t, o.kind, o.dir),
 		be: &backend{verify: map[string]wire.VerifyResponse{}, staff: map[string]wire.StaffResponse{}}}
 	var e *Engine
-	j, recs, _, err := journal.Open(journal.Options{Dir: o.dir, DeviceID: device, Keep: func(rec journal.Record) bool { return e.Keep(rec) }, Write: o.write})
+	j, recs, _, err := journal.Open(journal.Options{Dir: o.dir, DeviceID: device, Keep: func(rec journal.Record) bool { return e.Keep(rec) }, Write: o.write, Reserve: o.reserve, Allocate: o.alloc})
 	require.NoError(t, err)
 	r.j = j
 	r.cache, err = offline.Open(o.dir, device, o.priv.Public().(ed25519.PublicKey))
@@ -1318,7 +1322,7 @@ func TestSeed303PickupOnAFullDiskIsNotLost(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var full sync.Mutex
 		isFull := false
-		r := newRig(t, rigOpts{caps: sensors, write: func(f *os.File, line []byte) (int, error) {
+		r := newRig(t, rigOpts{caps: sensors, reserve: -1, write: func(f *os.File, line []byte) (int, error) {
 			full.Lock()
 			defer full.Unlock()
 			if isFull {
@@ -1359,8 +1363,11 @@ func TestSeed303PickupOnAFullDiskIsNotLost(t *testing.T) {
 }
 
 // fullDiskRig is a rig whose journal refuses every write (ENOSPC) while
-// the returned setFull(true) holds.
+// the returned setFull(true) holds. Its journal has no reserve: a disk
+// full beyond the reserve, where the writes wait in memory (the last
+// resort; TestFullDiskReserve is the usual case).
 func fullDiskRig(t *testing.T, o rigOpts) (*rig, func(bool)) {
+	o.reserve = -1
 	var mu sync.Mutex
 	full := false
 	o.write = func(f *os.File, line []byte) (int, error) {
@@ -1443,7 +1450,7 @@ func TestKeptWritesRetriedEveryKeepRetry(t *testing.T) {
 			full     bool
 			refusals int
 		)
-		r := newRig(t, rigOpts{caps: sensors, write: func(f *os.File, line []byte) (int, error) {
+		r := newRig(t, rigOpts{caps: sensors, reserve: -1, write: func(f *os.File, line []byte) (int, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			if full {

@@ -17,7 +17,7 @@ type metrics struct {
 // newMetrics registers the engine's metrics. Label values known in advance
 // (every alarm kind, every configured board) start at 0, so that an alert on
 // increase() sees the first one. backlog and locked are read at scrape time.
-func newMetrics(r *prometheus.Registry, boards []int, backlog, locked func() float64) (*metrics, error) {
+func newMetrics(r *prometheus.Registry, boards []int, backlog, locked, diskFull func() float64) (*metrics, error) {
 	cv := func(name, help string, labels ...string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kluisd", Name: name, Help: help}, labels)
 	}
@@ -63,6 +63,7 @@ func newMetrics(r *prometheus.Registry, boards []int, backlog, locked func() flo
 		m.commands, m.boardErrs, m.boardReboots, m.boardWatchdogs, m.journalErrors, m.pulseErrors, m.uncertain, m.openNotDetected, m.wrongCodes,
 		m.lockouts, m.boardsDown, m.cacheSize, m.leftOpen,
 		gf("journal_backlog", "Events not yet acknowledged by the backend (read from the journal at scrape time).", backlog),
+		gf("journal_disk_full", "1 while the journal's disk is full: its reserve of disk space is in use (or could not be made at start-up) and no door operation starts, else 0.", diskFull),
 		gf("code_entry_locked", "1 while PIN entry at the kiosk is locked after too many wrong PINs (brute-force lockout; QR codes still work), else 0.", locked),
 	} {
 		if err := r.Register(col); err != nil {

@@ -18,14 +18,20 @@ const hatchBit = 1 << 31
 
 // start reserves o's lock, shows the opening screen and runs o in the
 // background. It returns "" or, when o cannot run, the state to show
-// (StateBusy or StateOutOfOrder).
+// (StateBusy or StateOutOfOrder, also while the journal's disk is full).
 func (e *Engine) start(o *op) string {
+	low := e.journalLow() // not under e.mu: compaction's Keep takes e.mu under the journal's lock
 	e.mu.Lock()
 	ctx := e.runCtx
 	switch {
 	case ctx == nil || !e.ready || ctx.Err() != nil:
 		e.mu.Unlock()
 		return StateBusy
+	case low:
+		// A full disk: the journal's room is for ending the
+		// operations under way; the door stays shut.
+		e.mu.Unlock()
+		return StateOutOfOrder
 	case e.boardDown[o.comp.cfg.Board]:
 		e.mu.Unlock()
 		return StateOutOfOrder

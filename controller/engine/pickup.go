@@ -85,6 +85,12 @@ func (e *Engine) Pickup(ctx context.Context, r PickupRequest) (Screen, error) {
 	if lang == "" {
 		lang = e.cfg.Kiosk.DefaultLang
 	}
+	if e.journalLow() {
+		// No door opens on a full disk: not verified (nothing asked of
+		// the backend, no PIN attempt counted), the compartment "cannot
+		// open right now" (the screen's help: call 1777).
+		return e.setScreen(StateOutOfOrder, 0, lang), nil
+	}
 	method := wire.MethodQR
 	if r.PIN != "" {
 		method = wire.MethodPIN

@@ -153,13 +153,18 @@ const (
 	// AlarmBoardRebooting: a lock board restarted 3 times within an hour
 	// (board); cleared after an hour without a restart.
 	AlarmBoardRebooting AlarmKind = "board_rebooting"
+	// AlarmJournalFull: the journal's disk is full; it gave up its reserve
+	// of disk space (or could not make it at start-up), so no door
+	// operation starts (no addr, no board); cleared when the reserve is
+	// made again.
+	AlarmJournalFull AlarmKind = "journal_full"
 )
 
 // AlarmKinds lists every alarm kind.
 func AlarmKinds() []AlarmKind {
 	return []AlarmKind{AlarmDoorLeftOpen, AlarmForcedDoor, AlarmBoardUnreachable,
 		AlarmSensorDisagreement, AlarmBruteForceLockout, AlarmMechanismFault,
-		AlarmPulseUncertain, AlarmJournalDamaged, AlarmBoardRebooting}
+		AlarmPulseUncertain, AlarmJournalDamaged, AlarmBoardRebooting, AlarmJournalFull}
 }
 
 // Method is how a citizen identified: "qr" or "pin".

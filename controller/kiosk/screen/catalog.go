@@ -255,4 +255,5 @@ var uiTexts = map[string][4]string{
 	alarmKey(wire.AlarmPulseUncertain):     {"Niet zeker of de deur openging", "Ouverture incertaine", "Opening uncertain", "Öffnung unsicher"},
 	alarmKey(wire.AlarmJournalDamaged):     {"Logboek beschadigd", "Journal endommagé", "Journal damaged", "Journal beschädigt"},
 	alarmKey(wire.AlarmBoardRebooting):     {"Bord start steeds opnieuw", "La carte redémarre sans cesse", "Board keeps restarting", "Platine startet immer wieder neu"},
+	alarmKey(wire.AlarmJournalFull):        {"Schijf vol: geen deur gaat open", "Disque plein : aucune porte ne s'ouvre", "Disk full: no door opens", "Datenträger voll: keine Tür öffnet"},
 }

@@ -1,0 +1,108 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"kluis/controller/journal"
+	"kluis/controller/wire"
+)
+
+// recJournalFull marks the journal_full alarm raised or cleared, so that a
+// restart clears an alarm raised before it: {"raised": bool}, the latest
+// counts; kept by compaction while the alarm is raised.
+const recJournalFull = "journal_full"
+
+type journalFullMark struct {
+	Raised bool `json:"raised"`
+}
+
+// spaceRetry is how often, while the journal's disk is full, the engine
+// asks the journal to make its reserve again.
+const spaceRetry = 5 * time.Second
+
+// journalLow reports whether the journal has given up its reserve (a full
+// disk): no door operation starts then (see "A full disk" in
+// controller/journal's doc.go).
+func (e *Engine) journalLow() bool {
+	st, _ := e.j.Space()
+	return st.Low
+}
+
+// spaceLoop follows the journal's space: it raises journal_full when the
+// journal gives up its reserve (or could not make it at start-up), tries
+// to make the reserve again every spaceRetry once no journal write waits
+// in memory, and clears the alarm when the reserve is back. Like keepLoop
+// it waits on one timer of its own, so a synctest bubble drives it.
+func (e *Engine) spaceLoop(ctx context.Context) {
+	retry := time.NewTimer(spaceRetry)
+	retry.Stop()
+	defer retry.Stop()
+	for {
+		st, changed := e.j.Space()
+		e.noteSpace(st.Low)
+		var tick <-chan time.Time
+		if st.Low {
+			retry.Reset(spaceRetry)
+			tick = retry.C
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+			retry.Stop()
+		case <-tick:
+			// Kept writes first: they go before anything new, and the
+			// reserve is only made again with room to spare.
+			if e.KeptWrites() == 0 {
+				if err := e.j.Restore(); err != nil {
+					e.log.Debug("journal reserve not made yet", "err", err)
+				}
+			}
+		}
+	}
+}
+
+// noteSpace raises or clears journal_full when low differs from what was
+// reported last. The mark goes before the alarm and after the clear, so a
+// crash in between clears once too often, never too seldom.
+func (e *Engine) noteSpace(low bool) {
+	e.mu.Lock()
+	was := e.fullAlarm
+	e.fullAlarm = low
+	e.mu.Unlock()
+	if low == was {
+		return
+	}
+	mark := func(raised bool) {
+		e.keep(recJournalFull, func() error { return e.appendData(recJournalFull, journalFullMark{Raised: raised}) })
+	}
+	if low {
+		mark(true)
+		e.alarm(wire.AlarmJournalFull, nil, nil, "disk full: the journal's reserve is in use; no door opens until there is room again")
+		return
+	}
+	e.emitKept(wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmJournalFull})
+	mark(false)
+}
+
+// replayJournalFull takes a journal_full mark from the journal.
+func (e *Engine) replayJournalFull(r journal.Record) {
+	var m journalFullMark
+	if json.Unmarshal(r.Data, &m) == nil {
+		e.fullAlarm = m.Raised
+	}
+}
+
+// keepJournalFull: a raised mark survives compaction while the alarm is
+// raised.
+func (e *Engine) keepJournalFull(r journal.Record) bool {
+	var m journalFullMark
+	if json.Unmarshal(r.Data, &m) != nil || !m.Raised {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.fullAlarm
+}

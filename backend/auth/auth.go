@@ -77,6 +77,11 @@ type Options struct {
 	// request; default DefaultWebIdle. WebMaxAge ends it this long after
 	// the login whatever happens; default DefaultWebMaxAge.
 	WebIdle, WebMaxAge time.Duration
+	// MaxConcurrentHashes bounds simultaneous argon2id password hashes
+	// and checks (each holds Params.MemoryKiB of memory), so that a
+	// flood of logins (every new username is let through by the login
+	// limits) waits in line instead of exhausting memory; default 4.
+	MaxConcurrentHashes int
 }
 
 // Service manages users and tokens.
@@ -94,6 +99,7 @@ type Service struct {
 	kioskTTL   time.Duration
 	webIdle    time.Duration
 	webMaxAge  time.Duration
+	slots      chan struct{} // bounds concurrent argon2id (memory: Params.MemoryKiB each)
 }
 
 // New returns a Service over opts.Pool.
@@ -128,6 +134,9 @@ func New(opts Options) (*Service, error) {
 	if opts.APITokenTTL > opts.APITokenMaxTTL {
 		return nil, fmt.Errorf("auth: the default API token lifetime %s is above the maximum %s", opts.APITokenTTL, opts.APITokenMaxTTL)
 	}
+	if opts.MaxConcurrentHashes <= 0 {
+		opts.MaxConcurrentHashes = 4
+	}
 	opts.Params = opts.Params.withDefaults()
 	// A hash to verify against when the user does not exist, so that a
 	// login for an unknown user costs as much as a wrong password.
@@ -149,6 +158,7 @@ func New(opts Options) (*Service, error) {
 		kioskTTL:   opts.KioskTTL,
 		webIdle:    opts.WebIdle,
 		webMaxAge:  opts.WebMaxAge,
+		slots:      make(chan struct{}, opts.MaxConcurrentHashes),
 	}, nil
 }
 
@@ -239,7 +249,7 @@ func (s *Service) CreateUser(ctx context.Context, username, password string, rol
 	if err := ValidatePassword(password); err != nil {
 		return User{}, err
 	}
-	hash, err := HashPassword(password, s.params)
+	hash, err := s.hashPassword(ctx, password)
 	if err != nil {
 		return User{}, err
 	}
@@ -349,7 +359,7 @@ func (s *Service) SetPassword(ctx context.Context, id int64, password string) er
 	if err := ValidatePassword(password); err != nil {
 		return err
 	}
-	hash, err := HashPassword(password, s.params)
+	hash, err := s.hashPassword(ctx, password)
 	if err != nil {
 		return err
 	}
@@ -386,12 +396,17 @@ func (s *Service) CheckPassword(ctx context.Context, username, password string) 
 	err := s.pool.QueryRow(ctx,
 		`SELECT id, username, role, disabled, created_at, password_hash FROM auth_users WHERE username = $1`,
 		strings.TrimSpace(username)).Scan(&u.ID, &u.Username, &role, &u.Disabled, &u.CreatedAt, &hash)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return User{}, fmt.Errorf("auth: login: %w", err)
+	}
+	release, serr := s.slot(ctx)
+	if serr != nil {
+		return User{}, fmt.Errorf("auth: login: %w", serr)
+	}
+	defer release()
 	if errors.Is(err, pgx.ErrNoRows) {
 		_, _ = VerifyPassword(s.dummyHash, password)
 		return User{}, ErrInvalidCredentials
-	}
-	if err != nil {
-		return User{}, fmt.Errorf("auth: login: %w", err)
 	}
 	u.Role = Role(role)
 	ok, err := VerifyPassword(hash, password)
@@ -402,6 +417,28 @@ func (s *Service) CheckPassword(ctx context.Context, username, password string) 
 		return User{}, ErrInvalidCredentials
 	}
 	return u, nil
+}
+
+// slot waits for one of the MaxConcurrentHashes argon2id slots (or for
+// ctx) and returns its release. Nothing else is held while waiting (no
+// database connection), so a flood of logins queues here in little memory.
+func (s *Service) slot(ctx context.Context) (func(), error) {
+	select {
+	case s.slots <- struct{}{}:
+		return func() { <-s.slots }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for a password hashing slot: %w", ctx.Err())
+	}
+}
+
+// hashPassword is HashPassword with s's costs, within the slots.
+func (s *Service) hashPassword(ctx context.Context, password string) (string, error) {
+	release, err := s.slot(ctx)
+	if err != nil {
+		return "", fmt.Errorf("auth: %w", err)
+	}
+	defer release()
+	return HashPassword(password, s.params)
 }
 
 // MaxTokenName is the longest token name, in characters.

@@ -2015,3 +2015,68 @@ func TestRefusedAnswersReportedWithinTheBudget(t *testing.T) {
 		})
 	})
 }
+
+// A compartment staff load or empty at this device no longer opens for
+// another document's code offline, before the backend's code sync (which
+// revokes those codes) arrives: loading doc-9 forgets doc-old's entry there
+// (its document was taken out, another one lies there now), retrieving
+// doc-9 forgets doc-9's; other compartments keep theirs.
+func TestStaffLoadAndRetrieveForgetOfflineCodes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		now := time.Now()
+		exp := now.Add(time.Hour)
+		a, other := wire.Address{Board: 0, Channel: 1}, wire.Address{Board: 0, Channel: 2}
+		oldTok, oldCID := signToken(t, r.priv, exp)
+		newTok, newCID := signToken(t, r.priv, exp)
+		otherTok, otherCID := signToken(t, r.priv, exp)
+		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now,
+			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{
+				{DocumentID: "doc-old", Addr: a, Expires: exp, QRHash: pickupcode.QRHash(oldCID)},
+				{DocumentID: "doc-9", Addr: a, Expires: exp, QRHash: pickupcode.QRHash(newCID)},
+				{DocumentID: "doc-x", Addr: other, Expires: exp, QRHash: pickupcode.QRHash(otherCID)},
+			}}}))
+		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
+		r.be.set(func() {
+			r.be.staff["login:BADGE-7"] = wire.StaffResponse{Op: wire.StaffLogin, Result: wire.StaffOK, Session: "s",
+				StaffID: "u7", StaffName: "An", Expires: &exp}
+			r.be.staff["reserve:591-123"] = wire.StaffResponse{Op: wire.StaffReserve, Result: wire.StaffOK, DocumentID: "doc-9", Addr: &a}
+			r.be.staff["retrieve:591-123"] = wire.StaffResponse{Op: wire.StaffRetrieve, Result: wire.StaffOK, DocumentID: "doc-9", Addr: &a}
+		})
+		s, err := r.e.StaffLogin(context.Background(), "BADGE-7", "", "en")
+		require.NoError(t, err)
+		require.Equal(t, StateStaff, s.State)
+		offlineQR := func(tok string) string {
+			r.be.set(func() { r.be.unreachable = true })
+			defer r.be.set(func() { r.be.unreachable = false })
+			s, err := r.e.Pickup(context.Background(), PickupRequest{QR: tok})
+			require.NoError(t, err)
+			return s.State
+		}
+
+		_, err = r.e.StaffLoad(context.Background(), "591-123", "en")
+		require.NoError(t, err)
+		r.waitFor("pulse", func() bool { return r.f.PulseCount(a) == 1 })
+		r.f.Inject(hardware.Event{Kind: hardware.DoorOpened, Addr: a})
+		r.setItem(a, true, false)
+		r.f.Inject(hardware.Event{Kind: hardware.ItemPlaced, Addr: a})
+		r.f.Inject(hardware.Event{Kind: hardware.DoorClosed, Addr: a})
+		r.waitState(StateLoaded)
+		require.Equal(t, StateWrongCode, offlineQR(oldTok), "doc-old's code no longer opens doc-9's compartment")
+		require.Equal(t, 2, r.cache.Len())
+		require.Equal(t, int64(1), r.cache.Version(), "the backend's version stays")
+
+		r.waitFor("idle lock", func() bool { return len(r.e.Diagnostics(context.Background()).Busy) == 0 })
+		_, err = r.e.StaffRetrieve(context.Background(), "591-123", "en")
+		require.NoError(t, err)
+		r.waitFor("pulse", func() bool { return r.f.PulseCount(a) == 2 })
+		r.citizen(a, true)
+		r.waitState(StateRetrieved)
+		require.Equal(t, StateWrongCode, offlineQR(newTok), "the retrieved document's code opens nothing")
+		require.Equal(t, 2, r.f.PulseCount(a))
+		require.Equal(t, 1, r.cache.Len())
+		r.e.StaffLogout(context.Background())
+		require.Equal(t, StateOpen, offlineQR(otherTok), "another compartment's code still opens it")
+	})
+}

@@ -526,6 +526,7 @@ func (e *Engine) finishSeen(ctx context.Context, o *op, sawRemoved, sawPlaced bo
 			ev := base
 			ev.Kind = wire.EvLoaded
 			e.emitKept(ev)
+			e.forgetCodes(o.comp, o.docID)
 			state = StateLoaded
 		}
 	case PurposeRetrieve:
@@ -535,6 +536,7 @@ func (e *Engine) finishSeen(ctx context.Context, o *op, sawRemoved, sawPlaced bo
 			ev := base
 			ev.Kind = wire.EvRetrieved
 			e.emitKept(ev)
+			e.forgetCodes(o.comp, "")
 			state = StateRetrieved
 		}
 	default:
@@ -546,6 +548,25 @@ func (e *Engine) finishSeen(ctx context.Context, o *op, sawRemoved, sawPlaced bo
 		return
 	}
 	e.show(o, state)
+}
+
+// forgetCodes drops from the offline cache the entries of c other than
+// keep's ("" all): staff emptied c or loaded keep into it, so no other
+// document's code may open it offline, even before the backend's code sync
+// (which revokes them) arrives (offline.Cache.Forget).
+func (e *Engine) forgetCodes(c *comp, keep string) {
+	if e.o.Cache == nil {
+		return
+	}
+	n, err := e.o.Cache.Forget(c.wireAddr(), keep)
+	if err != nil {
+		e.log.Error("forgetting the offline codes of an emptied or reloaded compartment failed", "compartment", c.cfg.Number, "err", err)
+		return
+	}
+	if n > 0 {
+		e.log.Info("offline codes of an emptied or reloaded compartment forgotten", "compartment", c.cfg.Number, "entries", n)
+		e.m.cacheSize.Set(float64(e.o.Cache.Len()))
+	}
 }
 
 // unuse releases an offline single-use mark: the code may be used again

@@ -191,6 +191,37 @@ func (c *Cache) ApplyAt(s wire.CodeSync, now time.Time) error {
 	return nil
 }
 
+// Forget removes the entries of compartment addr (as in CodeEntry.Addr)
+// except those of document keep ("" removes them all), durably, and
+// returns how many it removed. The cache keeps its version: the backend's
+// next sync replaces it whole anyway. kluisd calls it when staff emptied
+// (retrieved) or loaded a compartment at this device: the backend revokes
+// the codes of a retrieved document, and a document loaded in its place
+// means any other document's code for that compartment is stale, but the
+// backend's sync saying so may not arrive before the network goes; until it
+// does, such a code would open a compartment that now holds someone else's
+// document. Removed entries are not kept as expired (they answer wrong_code).
+func (c *Cache) Forget(addr wire.Address, keep string) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	next := file{Version: c.f.Version, Expired: c.f.Expired}
+	for _, e := range c.f.Entries {
+		if e.Addr == addr && (keep == "" || e.DocumentID != keep) {
+			continue
+		}
+		next.Entries = append(next.Entries, e)
+	}
+	n := len(c.f.Entries) - len(next.Entries)
+	if n == 0 {
+		return 0, nil
+	}
+	if err := c.save(next); err != nil {
+		return 0, err
+	}
+	c.f = next
+	return n, nil
+}
+
 // expiredAfter returns the expired entries to keep once the cache's entries
 // become next: the old expired ones within the retention, plus the old
 // entries no longer in next whose expiry passed, without duplicates.

@@ -124,3 +124,51 @@ func TestExpiredEntriesKept(t *testing.T) {
 	_, err = c2.VerifyPIN("111222333", "1990-02-03", late)
 	require.ErrorIs(t, err, offline.ErrNoMaterial, "past the retention: forgotten (doc-new was revoked, not expired)")
 }
+
+// Forget drops a compartment's entries but one document's, durably and
+// keeping the version: their codes open nothing offline any more.
+func TestForgetACompartmentsCodes(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	dir := t.TempDir()
+	c, err := offline.Open(dir, "dev1", pub)
+	require.NoError(t, err)
+	a, b := wire.Address{Board: 0, Channel: 3}, wire.Address{Board: 0, Channel: 4}
+	oldTok, oldCID := token(t, priv, "dev1", t0.Add(time.Hour))
+	newTok, newCID := token(t, priv, "dev1", t0.Add(time.Hour))
+	otherTok, otherCID := token(t, priv, "dev1", t0.Add(time.Hour))
+	require.NoError(t, c.Apply(wire.CodeSync{Version: 7, Full: true, Entries: []wire.CodeEntry{
+		{DocumentID: "doc-old", Addr: a, Expires: t0.Add(time.Hour), QRHash: pickupcode.QRHash(oldCID)},
+		{DocumentID: "doc-new", Addr: a, Expires: t0.Add(time.Hour), QRHash: pickupcode.QRHash(newCID)},
+		{DocumentID: "doc-b", Addr: b, Expires: t0.Add(time.Hour), QRHash: pickupcode.QRHash(otherCID)},
+	}}))
+
+	// doc-new loaded into a: doc-old's code goes.
+	n, err := c.Forget(a, "doc-new")
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	_, err = c.VerifyQR(oldTok, t0)
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode)
+	m, err := c.VerifyQR(newTok, t0)
+	require.NoError(t, err)
+	require.Equal(t, "doc-new", m.DocumentID)
+	n, err = c.Forget(a, "doc-new")
+	require.NoError(t, err)
+	require.Zero(t, n, "nothing more to forget")
+
+	// Reopened: forgotten for good, version kept.
+	c, err = offline.Open(dir, "dev1", pub)
+	require.NoError(t, err)
+	require.Equal(t, int64(7), c.Version())
+	_, err = c.VerifyQR(oldTok, t0)
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode)
+
+	// a emptied: everything of a goes, b stays.
+	n, err = c.Forget(a, "")
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	_, err = c.VerifyQR(newTok, t0)
+	require.ErrorIs(t, err, pickupcode.ErrWrongCode)
+	_, err = c.VerifyQR(otherTok, t0)
+	require.NoError(t, err)
+	require.Equal(t, 1, c.Len())
+}

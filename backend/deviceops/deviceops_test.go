@@ -51,7 +51,7 @@ func (s *secrets) of(id string) codes.Credentials {
 }
 
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	ctx    context.Context
 	st     *store.Store
 	clock  *storetest.Clock
@@ -72,7 +72,7 @@ func (e *env) changedDevices() []string {
 	return append([]string(nil), e.changed...)
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{t: t, ctx: context.Background(), clock: storetest.NewClock(t0), creds: &secrets{got: map[string]codes.Credentials{}},
 		reg: prometheus.NewRegistry()}

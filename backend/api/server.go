@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,6 +74,11 @@ type Options struct {
 	// LoginLimits count failed logins; share one with every other login
 	// form of the process (the staff console). Default: a new one.
 	LoginLimits *auth.LoginLimits
+	// MetricsToken, when not empty, is the bearer token GET /metrics
+	// requires (compared in constant time): the listener also serves
+	// citizens' track pages, and the metrics tell which devices are
+	// offline and which alarms are active. Empty: /metrics is public.
+	MetricsToken string
 }
 
 // Server is the HTTP API.
@@ -96,6 +102,7 @@ type Server struct {
 	routes         []route
 	logins         *auth.LoginLimits
 	trusted        []netip.Prefix
+	metricsToken   string
 	mux            *http.ServeMux
 	latency        *prometheus.HistogramVec
 	panics         prometheus.Counter
@@ -160,6 +167,7 @@ func New(opts Options) (*Server, error) {
 		mux:            http.NewServeMux(),
 		logins:         opts.LoginLimits,
 		trusted:        append([]netip.Prefix(nil), opts.TrustedProxies...),
+		metricsToken:   opts.MetricsToken,
 		svc:            opts.Service,
 		opener:         opts.Opener,
 		lockouts:       opts.Lockouts,
@@ -431,10 +439,18 @@ func (b *bufferWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// metricsHandler serves the registry.
+// metricsHandler serves the registry, to the holder of
+// Options.MetricsToken when one is set.
 func (s *Server) metricsHandler() handlerFunc {
 	h := promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})
+	want := []byte(s.metricsToken)
 	return func(w http.ResponseWriter, r *http.Request) error {
+		if len(want) > 0 {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
+				return errorf(http.StatusUnauthorized, "invalid_token", "/metrics needs the metrics token (-metrics-token-file)")
+			}
+		}
 		h.ServeHTTP(w, r)
 		return nil
 	}

@@ -378,6 +378,7 @@ func serve(ctx context.Context, args []string, e Env) error {
 	retention := fs.String("retention", envOr(e, "KLUIS_RETENTION", service.DefaultRetention.String()), "how long personal data of collected, retrieved and cancelled documents is kept (env KLUIS_RETENTION)")
 	lifetimes := tokenLifetimeFlags(fs, e)
 	proxies := fs.String("trusted-proxies", e.Getenv("KLUIS_TRUSTED_PROXIES"), "reverse proxies (comma list of addresses or CIDR prefixes) whose X-Forwarded-For names the client for the login limits (env KLUIS_TRUSTED_PROXIES); empty: the peer address counts")
+	metricsTokenFile := fs.String("metrics-token-file", e.Getenv("KLUIS_METRICS_TOKEN_FILE"), "file holding the bearer token GET /metrics requires (env KLUIS_METRICS_TOKEN_FILE); empty: /metrics is public")
 	fs.DurationVar(&o.StaffIdle, "staff-session-idle", auth.DefaultWebIdle, "a staff console session ends after this long without a request")
 	fs.DurationVar(&o.StaffMaxAge, "staff-session-max", auth.DefaultWebMaxAge, "a staff console session ends this long after the login, whatever happens")
 	if err := fs.Parse(args); err != nil {
@@ -389,6 +390,9 @@ func serve(ctx context.Context, args []string, e Env) error {
 	}
 	if o.TrustedProxies, err = api.ParseTrustedProxies(*proxies); err != nil {
 		return fmt.Errorf("-trusted-proxies: %w", err)
+	}
+	if o.MetricsToken, err = readMetricsToken(*metricsTokenFile); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -470,4 +474,21 @@ func mqttTLS(url, caFile, certFile, keyFile string) (linkTLS, brokerTLS *tls.Con
 		brokerTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	return linkTLS, brokerTLS, nil
+}
+
+// readMetricsToken reads -metrics-token-file: one line, at least 16
+// characters; no file, no token.
+func readMetricsToken(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("-metrics-token-file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if len(tok) < 16 || strings.ContainsAny(tok, " \t\r\n") {
+		return "", fmt.Errorf("-metrics-token-file %s: the token must be one word of at least 16 characters", path)
+	}
+	return tok, nil
 }

@@ -151,6 +151,9 @@ type Options struct {
 	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
 	// the client for the login limits; none: the peer address counts.
 	TrustedProxies []netip.Prefix
+	// MetricsToken, when not empty, is the bearer token GET /metrics
+	// requires (api.Options.MetricsToken); empty: /metrics is public.
+	MetricsToken string
 	// StaffIdle and StaffMaxAge end a staff console session after that
 	// long without a request, and that long after the login (defaults:
 	// auth.DefaultWebIdle, auth.DefaultWebMaxAge).
@@ -309,6 +312,7 @@ func (s *Server) Run(ctx context.Context) error {
 	apiOpts := w.api
 	apiOpts.Logger, apiOpts.Registry, apiOpts.Pool, apiOpts.Auth, apiOpts.Clock = log, o.Registry, st.Pool(), as, o.Clock
 	apiOpts.TrustedProxies = o.TrustedProxies
+	apiOpts.MetricsToken = o.MetricsToken
 	// One set of login limits for every password login: the API and the
 	// staff console, kept in PostgreSQL so that every replica shares them.
 	apiOpts.LoginLimits = auth.NewLoginLimits(st.Pool())

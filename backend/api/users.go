@@ -57,6 +57,9 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		if ref.Source {
 			return errorf(http.StatusTooManyRequests, "too_many_attempts", "too many failed logins for this user from your address; try again in %d seconds", secs)
 		}
+		if ref.Address {
+			return errorf(http.StatusTooManyRequests, "too_many_attempts", "many failed logins from your address; try again in %d seconds", secs)
+		}
 		return errorf(http.StatusTooManyRequests, "too_many_attempts", "many failed logins for this user; try again in %d seconds", secs)
 	}
 	iss, err := s.auth.Login(ctx, req.Username, req.Password)

@@ -21,5 +21,6 @@
 // counts are in PostgreSQL, shared by every replica.
 //
 // The tables live in backend/store/migrations/0040_auth.sql,
-// 0131_web_sessions.sql and 0180_login_limits.sql.
+// 0131_web_sessions.sql, 0180_login_limits.sql and
+// 0182_login_address_limit.sql.
 package auth

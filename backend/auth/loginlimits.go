@@ -32,9 +32,18 @@ import (
 //     maxBackoff. Never a lock: anyone waits at most maxBackoff, and a
 //     source that logged in successfully as that user within knownFor does
 //     not wait at all (it still has its own per-source limit).
+//   - per source over all usernames (password spraying: one address
+//     trying a common password on many usernames, each within its own
+//     limits): from freeAddressFailures failures within loginWindow on,
+//     an attempt for a username the source has not logged in as within
+//     knownFor waits the same back-off after the source's latest failure
+//     (firstBackoff doubling, at most maxBackoff). Never a lock either:
+//     colleagues behind one office NAT keep logging in as themselves,
+//     and a newcomer there waits at most maxBackoff.
 //
 // An attempt is counted when Begin lets it through, before the password is
-// checked, under a per-username transaction lock, so concurrent attempts
+// checked, under a per-username and a per-source transaction lock (taken
+// in that order), so concurrent attempts
 // on any number of replicas cannot overrun a limit; Succeed forgets the
 // attempts of its (username, source), the successful one included, and
 // remembers the source; an admin clears everything of a username
@@ -52,14 +61,20 @@ import (
 const (
 	maxSourceFailures = 5
 	freeFailures      = 10
-	loginWindow       = 15 * time.Minute
-	firstBackoff      = time.Second
-	maxBackoff        = time.Minute
-	knownFor          = 30 * 24 * time.Hour
-	maxKnownPerUser   = 8
+	// freeAddressFailures is how many failures one source may have over
+	// all usernames within loginWindow before its attempts for usernames
+	// it never logged in as wait the back-off.
+	freeAddressFailures = 20
+	loginWindow         = 15 * time.Minute
+	firstBackoff        = time.Second
+	maxBackoff          = time.Minute
+	knownFor            = 30 * 24 * time.Hour
+	maxKnownPerUser     = 8
 	// keepUserFailures is enough failures to reach maxBackoff: the check
 	// reads no more.
 	keepUserFailures = freeFailures + 8
+	// keepAddressFailures likewise for a source.
+	keepAddressFailures = freeAddressFailures + 8
 	// pruneBatch is how many expired rows a write deletes at most.
 	pruneBatch = 100
 )
@@ -88,17 +103,25 @@ type Refusal struct {
 	// Until is when a login may be tried again.
 	Until time.Time
 	// Source is true when the source is locked for the username, false
-	// for the username's back-off.
+	// for a back-off.
 	Source bool
+	// Address is true when the back-off is the source's (many failures
+	// from it over all usernames), false when it is the username's.
+	Address bool
 }
 
-// backoff is how long an attempt waits after the latest of n failures.
-func backoff(n int) time.Duration {
-	if n < freeFailures {
+// backoff is how long an attempt waits after the latest of n failures of
+// its username.
+func backoff(n int) time.Duration { return backoffAfter(n, freeFailures) }
+
+// backoffAfter is how long an attempt waits after the latest of n
+// failures when free of them are let through without waiting.
+func backoffAfter(n, free int) time.Duration {
+	if n < free {
 		return 0
 	}
 	d := firstBackoff
-	for i := freeFailures; i < n && d < maxBackoff; i++ {
+	for i := free; i < n && d < maxBackoff; i++ {
 		d *= 2
 	}
 	return min(d, maxBackoff)
@@ -115,20 +138,29 @@ func (l *LoginLimits) Begin(ctx context.Context, username, source string, now ti
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('kluis login ' || $1, 0))`, u); err != nil {
 			return err
 		}
+		// Then the source's, so that concurrent attempts for many
+		// usernames from one source cannot overrun its back-off (always
+		// after the username's: no lock order cycle).
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('kluis login source ' || $1, 0))`, source); err != nil {
+			return err
+		}
 		since := now.Add(-loginWindow)
 		var (
-			srcN, userN int
-			srcOldest   *time.Time
-			userLatest  *time.Time
-			known       bool
+			srcN, userN, addrN     int
+			srcOldest              *time.Time
+			userLatest, addrLatest *time.Time
+			known                  bool
 		)
 		err := tx.QueryRow(ctx, `
 SELECT (SELECT count(*) FROM (SELECT 1 FROM auth_login_failures WHERE username = $1 AND source = $2 AND at > $3 LIMIT $4) s),
        (SELECT min(at) FROM (SELECT at FROM auth_login_failures WHERE username = $1 AND source = $2 AND at > $3 ORDER BY at DESC LIMIT $4) s),
        (SELECT count(*) FROM (SELECT 1 FROM auth_login_failures WHERE username = $1 AND at > $3 LIMIT $5) s),
        (SELECT max(at) FROM auth_login_failures WHERE username = $1 AND at > $3),
-       EXISTS (SELECT 1 FROM auth_login_sources WHERE username = $1 AND source = $2 AND last_login_at > $6)`,
-			u, source, since, maxSourceFailures, keepUserFailures, now.Add(-knownFor)).Scan(&srcN, &srcOldest, &userN, &userLatest, &known)
+       EXISTS (SELECT 1 FROM auth_login_sources WHERE username = $1 AND source = $2 AND last_login_at > $6),
+       (SELECT count(*) FROM (SELECT 1 FROM auth_login_failures WHERE source = $2 AND at > $3 LIMIT $7) s),
+       (SELECT max(at) FROM auth_login_failures WHERE source = $2 AND at > $3)`,
+			u, source, since, maxSourceFailures, keepUserFailures, now.Add(-knownFor), keepAddressFailures).Scan(
+			&srcN, &srcOldest, &userN, &userLatest, &known, &addrN, &addrLatest)
 		if err != nil {
 			return err
 		}
@@ -140,8 +172,15 @@ SELECT (SELECT count(*) FROM (SELECT 1 FROM auth_login_failures WHERE username =
 			if d := backoff(userN); d > 0 {
 				if next := userLatest.UTC().Add(d); now.Before(next) {
 					ref = &Refusal{Until: next}
-					return nil
 				}
+			}
+			if d := backoffAfter(addrN, freeAddressFailures); d > 0 {
+				if next := addrLatest.UTC().Add(d); now.Before(next) && (ref == nil || next.After(ref.Until)) {
+					ref = &Refusal{Until: next, Address: true}
+				}
+			}
+			if ref != nil {
+				return nil
 			}
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO auth_login_failures (username, source, at) VALUES ($1, $2, $3)`, u, source, now); err != nil {

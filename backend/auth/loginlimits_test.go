@@ -170,7 +170,7 @@ func TestLoginLimitsPrunedWithoutLogins(t *testing.T) {
 	ctx := context.Background()
 	now := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
 	for i := 0; i < 230; i++ {
-		require.Equal(t, "failed", try(t, l, fmt.Sprintf("spray%d", i), "203.0.113.9", now, false))
+		require.Equal(t, "failed", try(t, l, fmt.Sprintf("spray%d", i), fmt.Sprintf("203.0.%d.%d", i/200, i%200), now, false))
 	}
 	for i := 0; i < 4; i++ {
 		require.Equal(t, "failed", try(t, l, "an", "198.51.100.1", now.Add(10*time.Minute), false))

@@ -266,7 +266,7 @@ func Run(ctx context.Context, o Options) error {
 			w.WriteHeader(status)
 			fmt.Fprintf(w, `{"ready":%t,"mqtt_connected":%t,"backlog":%d}`+"\n", eng.Ready(), lk.Connected(), j.OutboxLen())
 		})
-		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		metricsSrv = &http.Server{Handler: kiosk.LoopbackHostOnly(mux), ReadHeaderTimeout: 5 * time.Second}
 		run("metrics", func() error { return metricsSrv.Serve(metricsLn) })
 	}
 	if cfg.Kiosk.Scanner.Port != "" {

@@ -181,6 +181,19 @@ compartments:
 	require.Contains(t, body, `kluisd_pickups_total{outcome="pickup_completed"} 1`)
 	require.Contains(t, body, `kluisd_verifications_total{result="ok",source="offline"} 1`)
 	require.NotContains(t, body, tok)
+	// A DNS-rebinding page (its own name resolving to 127.0.0.1) reads
+	// neither listener: both answer only to a loopback Host.
+	for _, addr := range []string{metrics + "/metrics", metrics + "/healthz", kiosk + "/kiosk/v1/diagnostics"} {
+		req, err := http.NewRequest(http.MethodGet, "http://"+addr, nil)
+		require.NoError(t, err)
+		req.Host = "rebind.evil.example"
+		resp, err := testenv.HTTPClient().Do(req)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, http.StatusMisdirectedRequest, resp.StatusCode, addr)
+		require.NotContains(t, string(b), "kluisd_", addr)
+	}
 	recs, err := daemontest.ReadFile(filepath.Join(dir, "board.sim"))
 	require.NoError(t, err)
 	n := 0

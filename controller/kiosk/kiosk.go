@@ -192,6 +192,19 @@ func loopbackOnly(h http.Handler) http.Handler {
 	})
 }
 
+// LoopbackHostOnly answers 421 to a request whose Host is not a loopback
+// name (LoopbackHost): for kluisd's other loopback listener (/metrics,
+// /healthz), which a DNS-rebinding page could otherwise read.
+func LoopbackHostOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !LoopbackHost(r.Host) {
+			http.Error(w, "answers only to a loopback host name", http.StatusMisdirectedRequest)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 // LoopbackHost reports whether a request's Host names the loopback
 // interface: a loopback IP address or "localhost", with or without a
 // port. Anything else (a name that a rebinding DNS server points at

@@ -1,11 +1,11 @@
 // Package idlemem gives the Go heap's free pages back to the operating
 // system once kluisd has been quiet for a while.
 //
-// Go's heap grows to its goal (at least 4 MB) between collections and the
-// runtime's background scavenger keeps about that much resident, so after
-// a burst of taps kluisd holds about 4 MB more than at start-up although
-// its live heap stays under 1 MB (docs/performance.md, "kluisd's start and
-// memory"). A kiosk is quiet most of the day and all night: after Quiet
+// Go's heap grows to its goal (at least 4 MB by default, 2 MB with the
+// percentage kluisd sets once ready) between collections and the runtime's
+// background scavenger keeps about that much resident, so after a burst
+// of taps kluisd holds 3-4 MB more than at start-up although its live heap
+// stays under 1 MB (docs/performance.md, "kluisd's start and memory"). A kiosk is quiet most of the day and all night: after Quiet
 // without activity (the engine's screen not changing), Run collects and
 // returns every free page (debug.FreeOSMemory). While it stays quiet the
 // background work (board polls, heartbeats) still makes garbage: every

@@ -242,10 +242,18 @@ func (s *Server) handleUpdateUser(w http.ResponseWriter, r *http.Request) error 
 	}
 	changes := map[string]any{}
 	if req.Password != nil {
-		if err := s.auth.SetPassword(r.Context(), id, *req.Password); err != nil {
+		// Every login session of the user ends (whoever knew the old
+		// password is signed out), except the caller's own.
+		keep := int64(0)
+		if id == p.ID {
+			keep = p.TokenID
+		}
+		n, err := s.auth.ChangePassword(r.Context(), id, *req.Password, keep)
+		if err != nil {
 			return err
 		}
 		changes["password"] = "changed"
+		changes["sessions_ended"] = n
 	}
 	if req.KioskPIN != nil || req.Badge != nil {
 		if err := s.auth.SetKioskCredentials(r.Context(), id, req.KioskPIN, req.Badge); err != nil {

@@ -354,23 +354,62 @@ func (s *Service) SetDisabled(ctx context.Context, id int64, disabled bool) (Use
 	return s.GetUser(ctx, id)
 }
 
-// SetPassword replaces a user's password.
+// SetPassword replaces a user's password and ends every login session of
+// the user (ChangePassword keeping none).
 func (s *Service) SetPassword(ctx context.Context, id int64, password string) error {
+	_, err := s.ChangePassword(ctx, id, password, 0)
+	return err
+}
+
+// ChangePassword replaces a user's password and, in the same transaction,
+// ends the user's login sessions: API session tokens (revoked) and staff
+// console sessions (ended), except the API token keepToken (the caller's
+// own when users change their own password; 0: none). Whoever knew the
+// old password (the reason for a reset) is signed out at once. API tokens
+// (kind api, for automation) stay valid: list and revoke them apart. It
+// reports how many sessions it ended.
+func (s *Service) ChangePassword(ctx context.Context, id int64, password string, keepToken int64) (int, error) {
 	if err := ValidatePassword(password); err != nil {
-		return err
+		return 0, err
 	}
 	hash, err := s.hashPassword(ctx, password)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	tag, err := s.pool.Exec(ctx, `UPDATE auth_users SET password_hash = $2 WHERE id = $1`, id, hash)
+	ended := 0
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE auth_users SET password_hash = $2 WHERE id = $1`, id, hash)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("%w: user %d", ErrNotFound, id)
+		}
+		now := s.now()
+		tag, err = tx.Exec(ctx, `UPDATE auth_tokens SET revoked_at = $2
+WHERE user_id = $1 AND kind = 'session' AND revoked_at IS NULL AND id <> $3 AND (expires_at IS NULL OR expires_at > $2)`, id, now, keepToken)
+		if err != nil {
+			return err
+		}
+		ended += int(tag.RowsAffected())
+		tag, err = tx.Exec(ctx, `UPDATE auth_web_sessions SET ended_at = $2
+WHERE user_id = $1 AND ended_at IS NULL AND expires_at > $2`, id, now)
+		if err != nil {
+			return err
+		}
+		ended += int(tag.RowsAffected())
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("auth: set password: %w", err)
+		if errors.Is(err, ErrNotFound) {
+			return 0, err
+		}
+		return 0, fmt.Errorf("auth: set password: %w", err)
 	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("%w: user %d", ErrNotFound, id)
+	if ended > 0 {
+		s.log.Info("password changed: sessions ended", "user_id", id, "sessions", ended)
 	}
-	return nil
+	return ended, nil
 }
 
 // Login checks username and password and issues a session token.

@@ -19,6 +19,7 @@
 //     records into the hash chain shortly after their commit, and the
 //     audit-chain watcher (audit.Watcher), checked once before serving.
 //
-// Jobs get the Options' clock, logger and registry. A part that fails
-// stops the server, like kluisd's daemon.
+// Jobs get the Options' clock, logger and registry; every periodic one
+// runs its passes with backend/internal/periodic. A part that fails stops
+// the server, like kluisd's daemon.
 package server

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"kluis/backend/codes"
+	"kluis/backend/internal/periodic"
 	"kluis/backend/lifecycle"
 	"kluis/backend/service"
 	"kluis/backend/store"
@@ -259,17 +260,7 @@ func (x *Outbox) Wake() {
 // Run sends what is due now, then whenever woken and at least every Poll,
 // until ctx ends; it returns ctx's error.
 func (x *Outbox) Run(ctx context.Context) error {
-	t := time.NewTicker(x.poll)
-	defer t.Stop()
-	for {
-		x.Drain(ctx)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		case <-x.wake:
-		}
-	}
+	return periodic.Loop{Every: x.poll, Wake: x.wake}.Run(ctx, func(ctx context.Context) { x.Drain(ctx) })
 }
 
 // maxPerDrain bounds the rows one worker handles in one Drain.

@@ -32,6 +32,7 @@ import (
 	"kluis/backend/store"
 	"kluis/backend/store/storetest"
 	"kluis/controller/pickupcode"
+	"kluis/deploy/dev/testenv"
 )
 
 // ofix is a backend's notification path on real PostgreSQL: the service
@@ -757,4 +758,28 @@ func TestOutboxSurvivesPINKeyRotation(t *testing.T) {
 	res, err = cs.Verify(f.ctx, codes.Attempt{DeviceID: "l1", PIN: pin, BirthDate: "1985-06-01"})
 	require.NoError(t, err)
 	require.Equal(t, fresh.ID, res.DocumentID)
+}
+
+// Run sends what is due at once, then whenever woken (here long before its
+// poll interval of an hour), and returns ctx's error when it ends.
+func TestOutboxRunSendsAtOnceAndWhenWoken(t *testing.T) {
+	f := newOfix(t, 2)
+	first := f.loaded(t, "lotte@example.be", "")
+	_, x := f.sender(t, OutboxOptions{Poll: time.Hour})
+	ctx, cancel := context.WithCancel(f.ctx)
+	done := make(chan error, 1)
+	go func() { done <- x.Run(ctx) }()
+	sent := func(id string) func() bool {
+		return func() bool { return f.queued(t, id, "pending") == 0 }
+	}
+	testenv.Eventually(t, "the first pass sends what was queued before the start", sent(first.ID))
+	require.Equal(t, []string{"loaded/email/sent"}, f.records(t, first.ID))
+
+	second := f.loaded(t, "jan@example.be", "")
+	require.Equal(t, 1, f.queued(t, second.ID, "pending"))
+	x.Wake()
+	testenv.Eventually(t, "a wake-up sends at once", sent(second.ID))
+	require.Equal(t, []string{"loaded/email/sent"}, f.records(t, second.ID))
+	cancel()
+	require.ErrorIs(t, <-done, context.Canceled)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"kluis/backend/internal/periodic"
 	"kluis/backend/lifecycle"
 	"kluis/backend/store"
 )
@@ -142,16 +143,7 @@ func NewReminders(o RemindersOptions) (*Reminders, error) {
 // Run makes a pass now and then every interval until ctx ends; it returns
 // ctx's error.
 func (r *Reminders) Run(ctx context.Context) error {
-	t := time.NewTicker(r.every)
-	defer t.Stop()
-	for {
-		r.Pass(ctx)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
+	return periodic.Loop{Every: r.every}.Run(ctx, func(ctx context.Context) { r.Pass(ctx) })
 }
 
 // Pass sends the reminders due now and prunes the given-up notifications

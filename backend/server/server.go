@@ -28,6 +28,7 @@ import (
 	"kluis/backend/auth"
 	"kluis/backend/codes"
 	"kluis/backend/deviceops"
+	"kluis/backend/internal/periodic"
 	"kluis/backend/notify"
 	"kluis/backend/service"
 	"kluis/backend/store"
@@ -331,7 +332,7 @@ func (s *Server) Run(ctx context.Context) error {
 	root.Handle(web.Prefix, console.Handler())
 	root.Handle("/", srv.Handler())
 	w.parts = append(w.parts, part{"idempotency-prune", func(ctx context.Context) error {
-		return every(ctx, time.Hour, func(ctx context.Context) {
+		return periodic.Loop{Every: time.Hour}.Run(ctx, func(ctx context.Context) {
 			if n, err := srv.PruneIdempotency(ctx, api.DefaultIdempotencyRetention); err != nil && ctx.Err() == nil {
 				log.Warn("prune idempotency keys", "err", err)
 			} else if n > 0 {
@@ -345,7 +346,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if o.HousekeepEvery != Disabled {
 		limits := apiOpts.LoginLimits
 		w.parts = append(w.parts, part{"login-limits-prune", func(ctx context.Context) error {
-			return every(ctx, o.HousekeepEvery, func(ctx context.Context) {
+			return periodic.Loop{Every: o.HousekeepEvery}.Run(ctx, func(ctx context.Context) {
 				now := o.Clock()
 				n, err := limits.Prune(ctx, now)
 				if err == nil {
@@ -434,21 +435,6 @@ func (s *Server) Run(ctx context.Context) error {
 type part struct {
 	name string
 	run  func(ctx context.Context) error
-}
-
-// every runs fn now and then every interval until ctx ends; it returns
-// ctx's error.
-func every(ctx context.Context, interval time.Duration, fn func(ctx context.Context)) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		fn(ctx)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
 }
 
 func (s *Server) bootstrapAdmin(ctx context.Context, as *auth.Service) error {

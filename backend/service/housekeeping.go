@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"kluis/backend/internal/periodic"
 )
 
 // HousekeepResult says what one Housekeep pass did.
@@ -37,16 +39,9 @@ func (s *Service) RunHousekeeping(ctx context.Context, every time.Duration) erro
 	if every <= 0 {
 		every = time.Minute
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
+	return periodic.Loop{Every: every}.Run(ctx, func(ctx context.Context) {
 		if _, err := s.Housekeep(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("housekeeping failed", "err", err)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
+	})
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"kluis/backend/internal/periodic"
 )
 
 // Hub is the one poller behind every live page of a process: it looks for
@@ -77,33 +79,28 @@ func (s *sub) wake() {
 // snapshot is the fleet as last read (nil before the first poll).
 func (h *Hub) snapshot() *fleetSnap { return h.fleet.Load() }
 
-// Run polls until ctx ends.
+// Run polls every interval (the first after one) until ctx ends, and
+// returns nil.
 func (h *Hub) Run(ctx context.Context) error {
-	t := time.NewTicker(h.o.every)
-	defer t.Stop()
 	var (
 		lastSeq  int64 = -1
 		lastPres map[string]string
 		lastFull time.Time
 	)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	_ = periodic.Loop{Every: h.o.every, Delayed: true}.Run(ctx, func(ctx context.Context) {
 		h.mu.Lock()
 		n := len(h.subs)
 		h.mu.Unlock()
 		if n == 0 {
 			lastSeq, lastPres = -1, nil
-			continue
+			return
 		}
 		seq, pres, ok := h.poll(ctx, lastSeq, lastPres, &lastFull)
 		if ok {
 			lastSeq, lastPres = seq, pres
 		}
-	}
+	})
+	return nil
 }
 
 // poll looks for changes since lastSeq and lastPres and wakes the streams

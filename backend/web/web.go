@@ -21,6 +21,7 @@ import (
 
 	"kluis/backend/api"
 	"kluis/backend/auth"
+	"kluis/backend/internal/periodic"
 	"kluis/backend/service"
 	"kluis/backend/store"
 )
@@ -170,24 +171,20 @@ func New(o Options) (*Web, error) {
 // Handler serves everything under Prefix.
 func (w *Web) Handler() http.Handler { return w.mux }
 
-// Run polls for the live pages and prunes old sessions until ctx ends.
+// Run polls for the live pages and prunes old sessions (now, then every
+// hour) until ctx ends; it returns nil once both have stopped.
 func (w *Web) Run(ctx context.Context) error {
-	go func() {
-		t := time.NewTicker(time.Hour)
-		defer t.Stop()
-		for {
+	var prune sync.WaitGroup
+	defer prune.Wait()
+	prune.Go(func() {
+		_ = periodic.Loop{Every: time.Hour}.Run(ctx, func(ctx context.Context) {
 			if n, err := w.o.Auth.PruneWebSessions(ctx); err != nil && ctx.Err() == nil {
 				w.log.Warn("prune web sessions", "err", err)
 			} else if n > 0 {
 				w.log.Info("pruned web sessions", "count", n)
 			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
+		})
+	})
 	return w.hub.Run(ctx)
 }
 

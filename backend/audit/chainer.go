@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"kluis/backend/internal/periodic"
 )
 
 // DefaultChainEvery is how often a Chainer looks for pending records by
@@ -72,22 +74,15 @@ func NewChainer(o ChainerOptions) (*Chainer, error) {
 	return c, nil
 }
 
-// Run chains until ctx ends, then makes a last pass so that a clean stop
-// leaves nothing pending, and returns nil.
+// Run chains every interval (the first pass after one) until ctx ends,
+// then makes a last pass so that a clean stop leaves nothing pending, and
+// returns nil.
 func (c *Chainer) Run(ctx context.Context) error {
-	t := time.NewTicker(c.every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			c.Pass(fctx)
-			cancel()
-			return nil
-		case <-t.C:
-			c.Pass(ctx)
-		}
-	}
+	_ = periodic.Loop{Every: c.every, Delayed: true}.Run(ctx, c.Pass)
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	c.Pass(fctx)
+	return nil
 }
 
 // Pass chains what is pending now and updates the metrics; failures are

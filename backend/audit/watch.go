@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"kluis/backend/internal/periodic"
 )
 
 // DefaultWatchEvery is how often a Watcher verifies the chain by default.
@@ -87,14 +89,5 @@ func (w *Watcher) Check(ctx context.Context) Report {
 // The first check comes after one interval: call Check before Run for a
 // result from the start.
 func (w *Watcher) Run(ctx context.Context) error {
-	t := time.NewTicker(w.every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-			w.Check(ctx)
-		}
-	}
+	return periodic.Loop{Every: w.every, Delayed: true}.Run(ctx, func(ctx context.Context) { w.Check(ctx) })
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"kluis/backend/internal/periodic"
 	"kluis/controller/wire"
 )
 
@@ -208,26 +209,22 @@ func (l *Link) heartbeatOp(p *latest) *presenceOp {
 		args: []any{p.device, p.heartbeatAt, h.Software, json.RawMessage(p.heartbeat)}, at: p.heartbeatAt, msg: h}
 }
 
-// countOnline keeps kluis_devicelink_devices_online: it recounts at most
-// every OnlineRefresh after this link recorded presence, and every 30
-// OnlineRefresh anyway (other replicas record presence too). The count
-// reads the partial index of online devices.
+// countOnline keeps kluis_devicelink_devices_online: every OnlineRefresh
+// (the first after one) it recounts if this link recorded presence since
+// the last count (l.changed), and every 30 OnlineRefresh anyway (other
+// replicas record presence too). The count reads the partial index of
+// online devices.
 func (l *Link) countOnline(ctx context.Context) {
-	tick := time.NewTicker(l.o.OnlineRefresh)
-	defer tick.Stop()
 	dirty, idle := true, 0
-	for {
+	_ = periodic.Loop{Every: l.o.OnlineRefresh, Delayed: true}.Run(ctx, func(ctx context.Context) {
 		select {
-		case <-ctx.Done():
-			return
 		case <-l.changed:
 			dirty = true
-			continue
-		case <-tick.C:
+		default:
 		}
 		idle++
 		if !dirty && idle < 30 {
-			continue
+			return
 		}
 		var n int
 		qctx, cancel := context.WithTimeout(ctx, l.o.Timeout)
@@ -235,9 +232,9 @@ func (l *Link) countOnline(ctx context.Context) {
 		cancel()
 		if err != nil {
 			l.log.Warn("counting online devices failed", "err", err)
-			continue
+			return
 		}
 		l.m.online.Set(float64(n))
 		dirty, idle = false, 0
-	}
+	})
 }

@@ -15,6 +15,7 @@ import (
 
 	"kluis/backend/codes"
 	"kluis/backend/devicelink"
+	"kluis/backend/internal/periodic"
 	"kluis/backend/service"
 	"kluis/backend/store"
 	"kluis/controller/pickupcode"
@@ -279,37 +280,28 @@ func (s *CodeSync) wakeLocked() {
 // error.
 func (s *CodeSync) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	for range s.workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.work(ctx)
-		}()
-	}
 	defer wg.Wait()
-	tick := time.NewTicker(s.every)
-	defer tick.Stop()
+	for range s.workers {
+		wg.Go(func() { s.work(ctx) })
+	}
 	// Unanswered syncs are looked at a few times per retry interval.
-	retry := time.NewTicker(max(s.retry/4, 10*time.Millisecond))
-	defer retry.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-retry.C:
-			s.queueRetries()
-		case <-tick.C:
-			devs, err := s.devices.ListDevices(ctx, "")
-			if err != nil {
-				if ctx.Err() == nil {
-					s.log.Warn("list devices", "err", err)
-				}
-				continue
-			}
-			for _, d := range devs {
-				s.enqueue(d.ID, reason{prio: prioPeriodic}, time.Time{})
-			}
+	wg.Go(func() {
+		_ = periodic.Loop{Every: max(s.retry/4, 10*time.Millisecond), Delayed: true}.Run(ctx, func(context.Context) { s.queueRetries() })
+	})
+	return periodic.Loop{Every: s.every, Delayed: true}.Run(ctx, s.queueAll)
+}
+
+// queueAll queues every device for a periodic check.
+func (s *CodeSync) queueAll(ctx context.Context) {
+	devs, err := s.devices.ListDevices(ctx, "")
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("list devices", "err", err)
 		}
+		return
+	}
+	for _, d := range devs {
+		s.enqueue(d.ID, reason{prio: prioPeriodic}, time.Time{})
 	}
 }
 

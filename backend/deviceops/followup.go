@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"kluis/backend/codes"
+	"kluis/backend/internal/periodic"
 )
 
 // DefaultUnfollowedAfter is how long the backend waits for a device to act
@@ -214,19 +215,12 @@ func (f *Followup) prune(now time.Time) {
 	}
 }
 
-// Run sweeps every interval until ctx ends; errors are logged. It returns
-// ctx's error.
+// Run sweeps every interval (the first after one) until ctx ends; errors
+// are logged. It returns ctx's error.
 func (f *Followup) Run(ctx context.Context) error {
-	t := time.NewTicker(f.every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
+	return periodic.Loop{Every: f.every, Delayed: true}.Run(ctx, func(ctx context.Context) {
 		if _, err := f.Sweep(ctx); err != nil && ctx.Err() == nil {
 			f.log.Error("unfollowed verification sweep failed", "err", err)
 		}
-	}
+	})
 }

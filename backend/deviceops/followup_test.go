@@ -1,6 +1,7 @@
 package deviceops_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -197,4 +198,32 @@ func TestUnfollowedSweepRefusalAuditedOnce(t *testing.T) {
 	require.Zero(t, e.sweep(f))
 	require.Equal(t, []string{"code.rearm_refused system pin_taken"}, e.auditActions(doc.ID))
 	require.Equal(t, wire.VerifyPending, e.qr("k1", cr.QRToken).Result, "still not collected: call 1777")
+}
+
+// Run sweeps on its own, every interval (the first after one): a code
+// whose verification was never followed is given back without anyone
+// calling Sweep, and Run returns ctx's error when it ends.
+func TestFollowupRunSweepsEveryInterval(t *testing.T) {
+	e := newEnv(t)
+	e.online("k1", t0.Add(-time.Hour), "online")
+	changed := make(chan string, 10)
+	f, err := deviceops.NewFollowup(deviceops.FollowupOptions{Pool: e.st.Pool(), Codes: e.codes, Every: 20 * time.Millisecond,
+		Clock: e.clock.Now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), CodesChanged: func(dev string) { changed <- dev }})
+	require.NoError(t, err)
+	doc, cr := e.loaded(store.EID, "591-5555555-55", "k1")
+	require.Equal(t, wire.VerifyOK, e.qr("k1", cr.QRToken).Result)
+	e.clock.Add(deviceops.DefaultUnfollowedAfter)
+
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	select {
+	case dev := <-changed:
+		require.Equal(t, "k1", dev)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run never swept")
+	}
+	cancel()
+	require.ErrorIs(t, <-done, context.Canceled)
+	require.Equal(t, []string{"code.rearmed system " + deviceops.ReasonUnfollowed}, e.auditActions(doc.ID))
 }

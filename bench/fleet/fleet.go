@@ -397,27 +397,47 @@ func (r *rig) beatsSent() (int64, error) {
 }
 
 func (r *rig) waitConnected(ctx context.Context, n int, limit time.Duration) error {
+	return r.waitFor(ctx, limit, 200*time.Millisecond, func() (waitState, error) {
+		c, err := r.connected()
+		return waitState{done: c >= n, progress: fmt.Sprintf("%d of %d devices connected", c, n),
+			failure: fmt.Sprintf("%d of %d devices connected after %s", c, n, limit)}, err
+	})
+}
+
+// waitState is what one look of waitFor saw.
+type waitState struct {
+	done bool
+	// progress is said every 10 s while waiting ("": nothing is said).
+	progress string
+	// failure is the error's text once the limit has passed.
+	failure string
+}
+
+// waitFor looks with check every interval until check says done or fails,
+// ctx ends or limit has passed (then it returns the last look's failure,
+// after "fleet: ").
+func (r *rig) waitFor(ctx context.Context, limit, interval time.Duration, check func() (waitState, error)) error {
 	deadline := time.Now().Add(limit)
 	last := time.Now()
 	for {
-		c, err := r.connected()
+		st, err := check()
 		if err != nil {
 			return err
 		}
-		if c >= n {
+		if st.done {
 			return nil
 		}
-		if time.Since(last) > 10*time.Second {
-			r.say("%d of %d devices connected", c, n)
+		if st.progress != "" && time.Since(last) > 10*time.Second {
+			r.say("%s", st.progress)
 			last = time.Now()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("fleet: %d of %d devices connected after %s", c, n, limit)
+			return errors.New("fleet: " + st.failure)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(interval):
 		}
 	}
 }
@@ -429,51 +449,26 @@ func (r *rig) online(ctx context.Context) int {
 }
 
 func (r *rig) waitOnline(ctx context.Context, n int, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for {
+	return r.waitFor(ctx, limit, 100*time.Millisecond, func() (waitState, error) {
 		got := r.online(ctx)
-		if got == n {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("fleet: %d devices online after %s, want %d", got, limit, n)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+		return waitState{done: got == n, failure: fmt.Sprintf("%d devices online after %s, want %d", got, limit, n)}, nil
+	})
 }
 
 // waitStorm waits until every device is connected to the new backend and
 // its presence recorded by it.
 func (r *rig) waitStorm(ctx context.Context, n int, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	last := time.Now()
-	for {
+	return r.waitFor(ctx, limit, 200*time.Millisecond, func() (waitState, error) {
 		c, err := r.connected()
 		if err != nil {
-			return err
+			return waitState{}, err
 		}
 		p := r.metric("kluis_devicelink_messages_total", `kind="presence",outcome="ok"`) +
 			r.metric("kluis_devicelink_messages_total", `kind="presence",outcome="coalesced"`)
-		if c >= n && int(p) >= n && r.online(ctx) == n {
-			return nil
-		}
-		if time.Since(last) > 10*time.Second {
-			r.say("storm: %d connected, %.0f presences recorded", c, p)
-			last = time.Now()
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("fleet: after %s %d of %d devices connected, %.0f presences recorded", limit, c, n, p)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+		return waitState{done: c >= n && int(p) >= n && r.online(ctx) == n,
+			progress: fmt.Sprintf("storm: %d connected, %.0f presences recorded", c, p),
+			failure:  fmt.Sprintf("after %s %d of %d devices connected, %.0f presences recorded", limit, c, n, p)}, nil
+	})
 }
 
 func (r *rig) stopWorkers() {

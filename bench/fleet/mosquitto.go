@@ -276,30 +276,16 @@ func (r *rig) stale(ctx context.Context, o options) int {
 // waitFresh waits until every device is connected and the database holds
 // an online presence of each sent after since.
 func (r *rig) waitFresh(ctx context.Context, n int, since time.Time, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	last := time.Now()
-	for {
+	return r.waitFor(ctx, limit, 200*time.Millisecond, func() (waitState, error) {
 		c, err := r.connected()
 		if err != nil {
-			return err
+			return waitState{}, err
 		}
 		var fresh int
 		_ = r.pool.QueryRow(ctx, `SELECT count(*) FROM device_presence WHERE state = 'online' AND device_id LIKE 'fleet-%'
 			AND changed_at >= $1`, since).Scan(&fresh)
-		if c >= n && fresh == n {
-			return nil
-		}
-		if time.Since(last) > 10*time.Second {
-			r.say("storm: %d connected, %d presences since the crash recorded", c, fresh)
-			last = time.Now()
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("fleet: after %s %d of %d devices connected, %d presences since the crash recorded", limit, c, n, fresh)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+		return waitState{done: c >= n && fresh == n,
+			progress: fmt.Sprintf("storm: %d connected, %d presences since the crash recorded", c, fresh),
+			failure:  fmt.Sprintf("after %s %d of %d devices connected, %d presences since the crash recorded", limit, c, n, fresh)}, nil
+	})
 }

@@ -105,8 +105,10 @@ func TestCodeSyncSendsChangedBundles(t *testing.T) {
 	e := newEnv(t)
 	out := newFakeLink()
 	reg := prometheus.NewRegistry()
+	// No periodic check during the test (Every an hour): only the marks
+	// made by the wrapped issuer may make Run sync a device below.
 	cs, err := deviceops.NewCodeSync(deviceops.CodeSyncOptions{Codes: e.codes, Devices: e.svc, Link: out,
-		Every: 50 * time.Millisecond, Pause: 10 * time.Millisecond, Clock: e.clock.Now,
+		Every: time.Hour, Pause: 10 * time.Millisecond, Clock: e.clock.Now,
 		Logger: quietLog(), Registerer: reg})
 	require.NoError(t, err)
 

@@ -137,6 +137,10 @@ type Screen struct {
 	StaffRole wire.StaffRole `json:"staff_role,omitempty"`
 	// RetryAfterS is set while locked out.
 	RetryAfterS int `json:"retry_after_s,omitempty"`
+	// Method is how the citizen gave the code that was refused ("qr" or
+	// "pin"), set on wrong_code only: the screen offers to try the same way
+	// again, and the other way after a refused QR code.
+	Method wire.Method `json:"method,omitempty"`
 	// Seq increases with every change.
 	Seq uint64    `json:"seq"`
 	At  time.Time `json:"at"`
@@ -487,6 +491,15 @@ func (e *Engine) setScreen(state string, n int, lang string) Screen {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.setScreenLocked(state, n, lang)
+}
+
+// setWrongCode shows wrong_code with the way the refused code was given.
+func (e *Engine) setWrongCode(method wire.Method, lang string) Screen {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.setScreenLocked(StateWrongCode, 0, lang)
+	e.screen.Method = method
+	return e.screen
 }
 
 func (e *Engine) setScreenLocked(state string, n int, lang string) Screen {

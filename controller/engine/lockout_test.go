@@ -69,15 +69,21 @@ func TestWrongExpiredLockout(t *testing.T) {
 		}
 		// A sticker held to the scanner ten times: wrong, never locked.
 		for i := 0; i < 10; i++ {
-			require.Equal(t, StateWrongCode, r.pickup(PickupRequest{QR: fmt.Sprintf("K1.bad%d", i)}).State)
+			s := r.pickup(PickupRequest{QR: fmt.Sprintf("K1.bad%d", i)})
+			require.Equal(t, StateWrongCode, s.State)
+			require.Equal(t, wire.MethodQR, s.Method, "the screen knows a QR code was refused")
 		}
 		require.False(t, r.hasEvent("alarm:brute_force_lockout"))
 		for i := 0; i < 2; i++ {
-			require.Equal(t, StateWrongCode, r.pickup(PickupRequest{PIN: fmt.Sprintf("11111111%d", i), BirthDate: "1990-01-01"}).State)
+			s := r.pickup(PickupRequest{PIN: fmt.Sprintf("11111111%d", i), BirthDate: "1990-01-01"})
+			require.Equal(t, StateWrongCode, s.State)
+			require.Equal(t, wire.MethodPIN, s.Method, "the screen knows a PIN was refused")
+			require.Equal(t, wire.MethodPIN, r.e.Screen().Method)
 		}
 		s := r.pickup(PickupRequest{PIN: "111111119", BirthDate: "1990-01-01"})
 		require.Equal(t, StateLockedOut, s.State)
 		require.Equal(t, 15*60+1, s.RetryAfterS)
+		require.Empty(t, s.Method, "method is wrong_code's only")
 		require.Contains(t, s.Messages["en"], "Scan your QR code", "the lockout screen invites a QR scan")
 		require.True(t, r.hasEvent("alarm:brute_force_lockout"))
 		require.NotNil(t, r.e.Diagnostics(context.Background()).LockedUntil)

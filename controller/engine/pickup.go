@@ -141,7 +141,7 @@ func (e *Engine) Pickup(ctx context.Context, r PickupRequest) (Screen, error) {
 		if method == wire.MethodPIN && !e.pinFailed().IsZero() {
 			return e.setScreen(StateLockedOut, 0, lang), nil
 		}
-		return e.setScreen(StateWrongCode, 0, lang), nil
+		return e.setWrongCode(method, lang), nil
 	case wire.VerifySecondFactorRequired:
 		return e.setScreen(StateNeedBirthDate, 0, lang), nil
 	case wire.VerifyExpired:

@@ -90,6 +90,19 @@ func (p *kioskPage) click(sel string) {
 	p.tab.Do(p.w.t, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
 }
 
+// toStart goes back to the start screen: a real click on "Start again"
+// where the page offers it (the start screen itself has none, and the
+// engine may have gone back to idle by itself meanwhile).
+func (p *kioskPage) toStart() {
+	p.w.t.Helper()
+	if shown, _ := chromedp.Run(p.tab.Ctx, chromedp.Evaluate[bool](`!document.querySelector("footer [data-act=restart]").hidden`)); shown {
+		ctx, cancel := context.WithTimeout(p.tab.Ctx, 10*time.Second)
+		_ = chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`footer [data-act=restart]`), chromedp.NodeVisible))
+		cancel()
+	}
+	p.expectScreen("v-start", "start.title", "state.idle", 0)
+}
+
 // keypad types digits on the on-screen keypad of section id (real clicks).
 func (p *kioskPage) keypad(id, digits string) {
 	p.w.t.Helper()
@@ -208,7 +221,7 @@ func TestKioskScreen(t *testing.T) {
 		w.load(e)
 		n := e.comp.Number
 		p0 := w.pulseCount(lockerID)
-		p.click(`footer [data-act=restart]`)
+		p.toStart()
 		p.click(`#v-start [data-act=pin]`)
 		p.keypad("v-pin", e.mail.PIN)
 		p.click(`#v-pin [data-key=ok]`)
@@ -227,7 +240,7 @@ func TestKioskScreen(t *testing.T) {
 		f := w.register("driving_licence", lockerID)
 		w.load(f)
 		n := f.comp.Number
-		p.click(`footer [data-act=restart]`)
+		p.toStart()
 		p.click(`a[data-lang=fr]`)
 		p.lang = "fr"
 		p.tab.WaitFor(t, `document.documentElement.lang === "fr" && document.readyState === "complete"`, 20*time.Second)
@@ -258,7 +271,7 @@ func TestKioskScreen(t *testing.T) {
 		})
 		before, _ := locker.kluisd.Metric(ctx, "kluisd_verifications_total", `source="offline"`)
 		w.killBackend()
-		p.click(`footer [data-act=restart]`)
+		p.toStart()
 		p0 := w.pulseCount(lockerID)
 		p.tab.Do(t, chromedp.KeyEvent(g.mail.QR+"\r"))
 		p.expectScreen("s-open", "title.open", "state.open", n)
@@ -276,9 +289,9 @@ func TestKioskScreen(t *testing.T) {
 	})
 	step("a wrong PIN, then the lockout screen", func(t *testing.T) {
 		p0 := w.pulseCount(lockerID)
-		p.click(`footer [data-act=restart]`)
+		p.toStart()
+		p.click(`#v-start [data-act=pin]`)
 		for i := 0; i < lockoutAfter; i++ {
-			p.click(`#v-start [data-act=pin]`)
 			p.expectScreen("v-pin", "pin.title", "", 0)
 			p.keypad("v-pin", wrongPIN(e.mail.PIN))
 			p.click(`#v-pin [data-key=ok]`)
@@ -290,7 +303,8 @@ func TestKioskScreen(t *testing.T) {
 			}
 			if i < lockoutAfter-1 {
 				p.expectScreen("s-wrong_code", "title.wrong_code", "state.wrong_code", 0)
-				p.click(`footer [data-act=restart]`)
+				// "Try again" after a refused PIN: the PIN keypad, empty.
+				p.click(`#s-wrong_code [data-act=again]`)
 			}
 		}
 		p.expectScreen("s-locked_out", "title.locked_out", "state.locked_out", 0)
@@ -299,7 +313,7 @@ func TestKioskScreen(t *testing.T) {
 		w.noPulse(lockerID, p0)
 		// A clerk lifts the lockout at the device: staff login, the lift
 		// button, then the start screen again and PIN entry open.
-		p.click(`footer [data-act=restart]`)
+		p.toStart()
 		p.click(`footer [data-act=staff-login]`)
 		p.expectScreen("v-staff-login", "staff.login.title", "", 0)
 		p.keypad("v-staff-login", w.staffPIN)

@@ -377,17 +377,18 @@ func TestScreenMatrix(t *testing.T) {
 	close(hold) // the backend does not know the code
 	r.waitState(engine.StateWrongCode)
 	m.check("wrong_code", "s-wrong_code", expect{h1: "title.wrong_code", msg: "state.wrong_code", citizen: true})
-	// The way on is on the screen itself, not only in the footer: "Try
-	// again" (a real click) goes back to the start to scan or type again.
+	// The way on is on the screen itself: "Try again" (a real click) after
+	// a refused QR code goes back to the start to scan again
+	// (TestWrongCodeOffersOneWayOn has the rest).
 	m.each("try again", func(mt *mtab) error {
 		want, _ := m.cat.Text("again", mt.lang)
-		got, err := eval[string](mt, `document.querySelector("#s-wrong_code .acts [data-act=restart]").textContent.trim()`)
+		got, err := eval[string](mt, `document.querySelector("#s-wrong_code .acts [data-act=again]").textContent.trim()`)
 		if err == nil && got != want {
 			err = fmt.Errorf("button %q, want %q", got, want)
 		}
 		return err
 	})
-	m.click(`#s-wrong_code [data-act=restart]`)
+	m.click(`#s-wrong_code [data-act=again]`)
 	m.check("wrong_code-again", "v-start", expect{h1: "start.title", msg: "state.idle", citizen: true})
 
 	r.be.set(func() {
@@ -420,6 +421,9 @@ func TestScreenMatrix(t *testing.T) {
 	r.pickup(engine.PickupRequest{QR: "K1.c3", Lang: "en"})
 	r.waitOpened(2, o)
 	m.check("open", "s-open", expect{h1: "title.open", msg: "state.open", n: 3, citizen: true})
+	m.each("no start again while the door is open", func(mt *mtab) error {
+		return waitJS(mt, `document.querySelector("footer [data-act=restart]").hidden`)
+	})
 	r.close(2, false)
 	m.check("done", "s-done", expect{h1: "title.done", msg: "state.done", citizen: true})
 
@@ -577,10 +581,11 @@ func TestScreenMatrix(t *testing.T) {
 	lo.pickup(engine.PickupRequest{QR: "K1.lo", Lang: "en"})
 	lo.waitOpened(1, o)
 	m.check("door_left_open", "s-left_open", expect{h1: "title.left_open", msg: "left_open.msg", n: 2, citizen: true})
-	// "Start again" (a real click) does not hide an open door: the page
-	// still asks to close compartment 2.
-	m.click(`footer [data-act=restart]`)
-	m.check("door_left_open-restart", "s-left_open", expect{h1: "title.left_open", msg: "left_open.msg", n: 2, citizen: true})
+	// Nothing hides an open door: there is no "Start again" while it is
+	// open (the engine goes on; the start screen would only hide it).
+	m.each("no start again at an open door", func(mt *mtab) error {
+		return waitJS(mt, `document.querySelector("footer [data-act=restart]").hidden`)
+	})
 	lo.close(1, false)
 
 	// The automaton: its carousel brings the slot, then the hatch opens.

@@ -173,10 +173,16 @@ type view struct {
 	Tone    string
 	Drawing bool
 	Retry   bool
-	// Act is the section's own button: "restart" (back to the start
-	// screen, to scan or type the code again), "staff-next",
-	// "staff-login", "tech", "staff-menu" or "".
+	// Act is the section's own button: "again" (the way the refused code
+	// was given: the PIN keypad after a PIN, the start screen to scan
+	// after a QR code), "staff-next", "staff-login", "tech", "staff-menu"
+	// or "".
 	Act, ActLabel string
+	// Alt is a second, distinct way on, shown only after a refused QR
+	// code: "pin" (type the PIN instead) or "". A section with its own
+	// way on (Act "again") hides the footer's "Start again", which would
+	// do the same.
+	Alt, AltLabel string
 	// Hatch is the catalogue key of the message an automaton shows
 	// instead of the engine's (people see a hatch, not compartments).
 	Hatch string
@@ -192,7 +198,7 @@ var views = []view{
 	{State: engine.StateDone, Title: "title.done", Tone: "ok"},
 	{State: engine.StateNotCollected, Title: "title.not_collected", Next: "next.not_collected", Tone: "warn", Drawing: true},
 	{State: engine.StateNotOpened, Title: "title.problem", Next: "next.closed", Tone: "stop", Drawing: true},
-	{State: engine.StateWrongCode, Title: "title.wrong_code", Tone: "warn", Act: "restart", ActLabel: "again"},
+	{State: engine.StateWrongCode, Title: "title.wrong_code", Tone: "warn", Act: "again", ActLabel: "again", Alt: "pin", AltLabel: "start.pin"},
 	{State: engine.StateExpired, Title: "title.expired", Next: "next.expired", Tone: "stop"},
 	{State: engine.StateAlreadyCollected, Title: "title.already_collected", Next: "next.already_collected", Tone: "warn"},
 	{State: engine.StatePending, Title: "title.pending", Tone: "wait"},

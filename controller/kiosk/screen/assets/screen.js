@@ -33,6 +33,7 @@
     staff: body.getAttribute("data-staff") || "",
     role: body.getAttribute("data-role") || "",
     retryUntil: parseInt(body.getAttribute("data-retry-until"), 10) || 0,
+    method: body.getAttribute("data-method") || "",
     messages: null
   };
   var view = cur.staff ? "staff-menu" : "start"; // the person's own screen
@@ -114,9 +115,18 @@
     fill();
     var staffMode = !!cur.staff;
     $$("[data-roles]").forEach(function (b) { b.hidden = !roleMay(b.getAttribute("data-roles")); });
+    // After a refused PIN "Try again" is the PIN keypad: typing the PIN
+    // instead is offered only after a refused QR code.
+    $$("[data-after]").forEach(function (b) { b.hidden = cur.method === "pin"; });
+    // "Start again" is not offered where it would do nothing: on the start
+    // screen, while the code is checked or a door is open for the citizen
+    // (the engine goes on; the screen would only hide which door), or
+    // where the screen's own "Try again" does the same.
+    var ownRestart = id === "v-start" || id === "s-left_open" || (!cur.staff && !!BUSY[cur.state] && id.indexOf("s-") === 0) ||
+      !!(sec && sec.hasAttribute("data-own-restart"));
     $$("footer [data-when]").forEach(function (b) {
       var w = b.getAttribute("data-when");
-      b.hidden = offline || (w === "staff" ? !staffMode : w === "citizen" ? staffMode : id !== "v-start");
+      b.hidden = offline || (w === "staff" ? !staffMode : w === "citizen" ? staffMode || ownRestart : id !== "v-start");
     });
     if (changed) {
       clearErrors();
@@ -150,6 +160,7 @@
     cur = {
       state: s.state, seq: s.seq, at: Date.parse(s.at) || Date.now(),
       compartment: s.compartment || 0, staff: s.staff || "", role: s.staff_role || "", messages: s.messages,
+      method: s.method || "",
       retryUntil: s.state === "locked_out" && s.retry_after_s ? Date.parse(s.at) + s.retry_after_s * 1000 : 0
     };
     if (fresh && s.seq < was.seq) { dismissed = 0; }
@@ -414,6 +425,9 @@
 
   var ACTIONS = {
     restart: function () { forget(); goView(cur.staff ? "staff-menu" : "start"); },
+    // Try again the way the refused code was given: the PIN keypad after
+    // a PIN, the start screen (scan the QR code) otherwise.
+    again: function () { forget(); goView(cur.method === "pin" ? "pin" : "start"); },
     pin: function () { forget(); goView("pin"); },
     large: function () { go("/?lang=" + encodeURIComponent(lang) + (large ? "" : "&large=1")); },
     "staff-login": function () { forget(); goView("staff-login"); },

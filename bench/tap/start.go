@@ -41,6 +41,9 @@ type startOptions struct {
 	// settle is how long after the last tap the settled memory is read
 	// (0: not read).
 	settle time.Duration
+	// settleRuns is how many of the starts (the first ones) read the
+	// settled memory: each waits settle.
+	settleRuns int
 	// journalKiB pre-fills kluisd's journal with acknowledged events up to
 	// this size before each start.
 	journalKiB int
@@ -56,21 +59,25 @@ func parseStart(args []string) (startOptions, string, error) {
 	env := fs.String("env", "", "comma-separated NAME=value pairs added to kluisd's environment (e.g. GOGC=50 or GODEBUG=inittrace=1)")
 	journalKiB := fs.Int("journal-kib", 0, "before each start, fill kluisd's journal with acknowledged events up to this many KiB (a device's journal between compactions; 0: a fresh journal)")
 	settle := fs.Duration("settle", 35*time.Second, "after the taps, wait this long with nothing happening and read the resident memory again (kluisd returns free heap memory after 30 s with no screen change: controller/idlemem); 0: not read")
+	settleRuns := fs.Int("settle-runs", 3, "how many starts (the first of each binary) wait -settle and read the settled memory")
 	keep := fs.Bool("keep", false, "keep the run directories (kluisd's logs and journals) under -dir and print where")
 	if err := fs.Parse(args); err != nil {
 		return startOptions{}, "", err
 	}
-	o := startOptions{runs: *runs, taps: *taps, baud: *baud, dir: *dir, keep: *keep, journalKiB: *journalKiB, settle: *settle}
+	o := startOptions{runs: *runs, taps: *taps, baud: *baud, dir: *dir, keep: *keep, journalKiB: *journalKiB, settle: *settle, settleRuns: *settleRuns}
 	if *bins != "" {
 		o.bins = strings.Split(*bins, ",")
 	}
 	if *env != "" {
 		o.env = strings.Split(*env, ",")
 	}
-	if o.runs < 1 || o.taps < 0 || o.baud < 1200 || o.journalKiB < 0 || o.settle < 0 {
-		return startOptions{}, "", errors.New("start: want -runs >= 1, -taps >= 0, -baud >= 1200, -journal-kib >= 0, -settle >= 0")
+	if o.runs < 1 || o.taps < 0 || o.baud < 1200 || o.journalKiB < 0 || o.settle < 0 || o.settleRuns < 0 {
+		return startOptions{}, "", errors.New("start: want -runs >= 1, -taps >= 0, -baud >= 1200, -journal-kib >= 0, -settle >= 0, -settle-runs >= 0")
 	}
-	cmd := fmt.Sprintf("go run ./cmd/kluis-bench start -runs %d -taps %d -baud %d -settle %s", o.runs, o.taps, o.baud, o.settle)
+	if o.settleRuns == 0 {
+		o.settle = 0
+	}
+	cmd := fmt.Sprintf("go run ./cmd/kluis-bench start -runs %d -taps %d -baud %d -settle %s -settle-runs %d", o.runs, o.taps, o.baud, o.settle, o.settleRuns)
 	if o.journalKiB > 0 {
 		cmd += fmt.Sprintf(" -journal-kib %d", o.journalKiB)
 	}
@@ -141,13 +148,17 @@ func RunStart(ctx context.Context, env bench.Env, args []string) (bench.Report, 
 	samples := make([][]startSample, len(bins))
 	for run := 0; run < o.runs; run++ {
 		for i, bin := range bins {
-			s, err := startOnce(ctx, o, filepath.Join(dir, fmt.Sprintf("run-%d-%d", run, i)), bin)
+			oo := o
+			if run >= o.settleRuns {
+				oo.settle = 0
+			}
+			s, err := startOnce(ctx, oo, filepath.Join(dir, fmt.Sprintf("run-%d-%d", run, i)), bin)
 			if err != nil {
 				return bench.Report{}, fmt.Errorf("start: %s, run %d: %w", bin, run+1, err)
 			}
 			samples[i] = append(samples[i], s)
 			settled := ""
-			if o.settle > 0 {
+			if oo.settle > 0 {
 				settled = fmt.Sprintf(", %.1f MB %s later (%.1f MB anonymous)", s.settledRSS/1e6, o.settle, s.settledAnon/1e6)
 			}
 			fmt.Fprintf(env.Out, "start: %s run %d: READY=1 %s, /healthz %s, RSS %.1f MB at READY=1 (%.1f MB anonymous), %.1f MB right after %d taps (%.1f MB anonymous)%s\n",
@@ -164,7 +175,9 @@ func RunStart(ctx context.Context, env bench.Env, args []string) (bench.Report, 
 			notified, healthy = append(notified, s.notified), append(healthy, s.healthy)
 			ready, anon, tapped = append(ready, s.readyRSS/1e6), append(anon, s.anon/1e6), append(tapped, s.tapRSS/1e6)
 			tappedAnon = append(tappedAnon, s.tapAnon/1e6)
-			settled, settledAnon = append(settled, s.settledRSS/1e6), append(settledAnon, s.settledAnon/1e6)
+			if s.settledRSS > 0 {
+				settled, settledAnon = append(settled, s.settledRSS/1e6), append(settledAnon, s.settledAnon/1e6)
+			}
 		}
 		name := ""
 		if len(bins) > 1 {
@@ -181,10 +194,10 @@ func RunStart(ctx context.Context, env bench.Env, args []string) (bench.Report, 
 				Notes: fmt.Sprintf("%s; anonymous (heap, stacks, runtime) median %.1f MB, the rest the binary's file-backed pages", minMax(ready), bench.Median(anon))},
 			bench.Figure{Name: fmt.Sprintf("kluisd resident memory right after %d offline QR taps, median%s", o.taps, name), Unit: "MB", LowerIsBetter: true, Goal: 1,
 				Value: bench.Median(tapped), Floor: 14, Notes: fmt.Sprintf("%s; anonymous median %.1f MB", minMax(tapped), bench.Median(tappedAnon))})
-		if o.settle > 0 {
+		if len(settled) > 0 {
 			rep.Figures = append(rep.Figures,
 				bench.Figure{Name: fmt.Sprintf("kluisd resident memory %s after the last of %d taps (quiet: settled), median%s", o.settle, o.taps, name), Unit: "MB", LowerIsBetter: true, Goal: 1,
-					Value: bench.Median(settled), Floor: 14, Notes: fmt.Sprintf("%s; anonymous median %.1f MB; nothing happens meanwhile (kluisd returns its free heap memory after 30 s without a screen change)", minMax(settled), bench.Median(settledAnon))})
+					Value: bench.Median(settled), Floor: 14, Notes: fmt.Sprintf("%s over the first %d starts; anonymous median %.1f MB; nothing happens meanwhile (kluisd returns its free heap memory after 30 s without a screen change)", minMax(settled), len(settled), bench.Median(settledAnon))})
 		}
 	}
 	rep.Notes = append(rep.Notes,

@@ -774,6 +774,16 @@ func (c *cli) clearLockout(ctx context.Context, args []string) error {
 	return nil
 }
 
+// idArg reads the id of a user or token (what) given to cmd: a number of 1
+// or more, as `kluisctl users list` or `kluisctl tokens list` shows it.
+func idArg(cmd, what, arg string) (int, error) {
+	id, err := strconv.Atoi(arg)
+	if err != nil || id < 1 {
+		return 0, usageError{fmt.Sprintf("%s: %s id %q: want a number (see kluisctl %ss list)", cmd, what, arg, what)}
+	}
+	return id, nil
+}
+
 func compartmentArgs(pos []string) (string, int, error) {
 	n, err := strconv.Atoi(pos[1])
 	if err != nil || n < 1 {
@@ -903,9 +913,9 @@ func (c *cli) userUpdate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	id, err := strconv.Atoi(pos[0])
-	if err != nil || id < 1 {
-		return usageError{fmt.Sprintf("users update: user id %q: want a number (see kluisctl users list)", pos[0])}
+	id, err := idArg("users update", "user", pos[0])
+	if err != nil {
+		return err
 	}
 	body := map[string]any{}
 	if *disabled != "" {
@@ -947,9 +957,9 @@ func (c *cli) userUnlock(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	id, err := strconv.Atoi(pos[0])
-	if err != nil || id < 1 {
-		return usageError{fmt.Sprintf("users unlock: user id %q: want a number (see kluisctl users list)", pos[0])}
+	id, err := idArg("users unlock", "user", pos[0])
+	if err != nil {
+		return err
 	}
 	if err := checkText("users unlock: -reason", *reason, 200); err != nil {
 		return err
@@ -1046,9 +1056,9 @@ func (c *cli) tokenRevoke(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	id, err := strconv.Atoi(pos[0])
-	if err != nil || id < 1 {
-		return usageError{fmt.Sprintf("tokens revoke: token id %q: want a number (see kluisctl tokens list)", pos[0])}
+	id, err := idArg("tokens revoke", "token", pos[0])
+	if err != nil {
+		return err
 	}
 	base, err := userFlag("tokens revoke", *user)
 	if err != nil {

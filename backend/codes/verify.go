@@ -335,9 +335,12 @@ func (s *Service) finish(ctx context.Context, a Attempt, method string, out outc
 // recentFailures returns the counted failures of the device within the daily
 // window (at most a little above the cap: attempts are refused beyond it).
 func (s *Service) recentFailures(ctx context.Context, tx pgx.Tx, deviceID string, now time.Time) ([]time.Time, error) {
+	// No upper bound at now: a failure recorded by an attempt that took
+	// the device's lock first may carry a slightly later time than this
+	// attempt's (read before it waited for the lock), and must count.
 	rows, err := tx.Query(ctx, `SELECT at FROM code_attempts WHERE device_id = $1 AND counted
-		AND at > $2 AND at <= $3 ORDER BY at DESC LIMIT $4`,
-		deviceID, now.Add(-s.cfg.DailyWindow), now, s.cfg.DailyMaxFailures+s.cfg.DeviceMaxFailures)
+		AND at > $2 ORDER BY at DESC LIMIT $3`,
+		deviceID, now.Add(-s.cfg.DailyWindow), s.cfg.DailyMaxFailures+s.cfg.DeviceMaxFailures)
 	if err != nil {
 		return nil, fmt.Errorf("recent failures: %w", err)
 	}
@@ -410,9 +413,12 @@ func (s *Service) read(ctx context.Context, tx pgx.Tx, deviceID string, now time
 	r := reading{codeErr: pgx.ErrNoRows}
 	b := &pgx.Batch{}
 	b.Queue(`SELECT locked_until, burst_cleared_at FROM code_devices WHERE device_id = $1 FOR NO KEY UPDATE`, deviceID)
+	// Every counted failure of the window, also those timed a little
+	// after now: an attempt that took the lock before this one may have
+	// read the clock after it (see recentFailures).
 	b.Queue(`SELECT at FROM code_attempts WHERE device_id = $1 AND counted
-		AND at > $2 AND at <= $3 ORDER BY at DESC LIMIT $4`,
-		deviceID, now.Add(-s.cfg.DailyWindow), now, s.cfg.DailyMaxFailures+s.cfg.DeviceMaxFailures)
+		AND at > $2 ORDER BY at DESC LIMIT $3`,
+		deviceID, now.Add(-s.cfg.DailyWindow), s.cfg.DailyMaxFailures+s.cfg.DeviceMaxFailures)
 	if look.sql != "" {
 		b.Queue(look.sql, look.args...)
 	}

@@ -167,16 +167,7 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 
 	// 2. The rest of the fleet.
 	t0 := time.Now()
-	for from := o.cold; from < o.devices; from += o.perWorker {
-		if err := r.startWorker(ctx, devicesConf{URL: url, Password: password, From: from, To: min(from+o.perWorker, o.devices),
-			Heartbeat: o.heartbeat, Rate: o.rate, Dir: dir}); err != nil {
-			return rep, err
-		}
-	}
-	if err := r.waitConnected(ctx, o.devices, 20*time.Minute); err != nil {
-		return rep, err
-	}
-	if err := r.waitOnline(ctx, o.devices, 5*time.Minute); err != nil {
+	if err := r.startFleet(ctx, o, o.cold, devicesConf{URL: url, Password: password, Heartbeat: o.heartbeat, Rate: o.rate, Dir: dir}); err != nil {
 		return rep, err
 	}
 	say("fleet connected: %d devices in %s", o.devices, time.Since(t0).Round(time.Second))
@@ -333,6 +324,22 @@ func (r *rig) stopBackend() error {
 	}
 	r.backend = nil
 	return nil
+}
+
+// startFleet starts the workers of the devices from from up to o.devices
+// (o.perWorker each, connecting as c says) and waits until every device of
+// the fleet is connected and recorded online.
+func (r *rig) startFleet(ctx context.Context, o options, from int, c devicesConf) error {
+	for ; from < o.devices; from += o.perWorker {
+		c.From, c.To = from, min(from+o.perWorker, o.devices)
+		if err := r.startWorker(ctx, c); err != nil {
+			return err
+		}
+	}
+	if err := r.waitConnected(ctx, o.devices, 20*time.Minute); err != nil {
+		return err
+	}
+	return r.waitOnline(ctx, o.devices, 5*time.Minute)
 }
 
 func (r *rig) startWorker(ctx context.Context, c devicesConf) error {

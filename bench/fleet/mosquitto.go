@@ -109,16 +109,7 @@ func runMosquitto(ctx context.Context, env bench.Env, o options, cmd string) (be
 	}
 	defer os.RemoveAll(dir)
 	t0 = time.Now()
-	for from := 0; from < o.devices; from += o.perWorker {
-		if err := r.startWorker(ctx, devicesConf{URL: mosq.URL(), PasswordKey: pwKey, From: from, To: min(from+o.perWorker, o.devices),
-			Heartbeat: o.heartbeat, Rate: o.rate, Dir: dir}); err != nil {
-			return rep, err
-		}
-	}
-	if err := r.waitConnected(ctx, o.devices, 20*time.Minute); err != nil {
-		return rep, err
-	}
-	if err := r.waitOnline(ctx, o.devices, 5*time.Minute); err != nil {
+	if err := r.startFleet(ctx, o, 0, devicesConf{URL: mosq.URL(), PasswordKey: pwKey, Heartbeat: o.heartbeat, Rate: o.rate, Dir: dir}); err != nil {
 		return rep, err
 	}
 	say("fleet connected: %d devices in %s", o.devices, time.Since(t0).Round(time.Second))

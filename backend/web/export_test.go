@@ -1,0 +1,14 @@
+package web
+
+import "sort"
+
+// CatalogueKeys are the catalogue's keys, sorted, for the tests of
+// package web_test.
+func CatalogueKeys() []string {
+	ks := make([]string, 0, len(catalogue[Languages[0]]))
+	for k := range catalogue[Languages[0]] {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}

@@ -37,5 +37,6 @@
 // change renders the fleet table once per open stream, and a device's
 // detail only on that device's streams: the cost grows with changes and
 // open pages, not with their product. The number of open streams is
-// bounded (Options.MaxStreams).
+// bounded (Options.MaxStreams), and so is one user's
+// (Options.MaxStreamsPerUser), so that one account cannot take them all.
 package web

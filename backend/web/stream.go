@@ -69,6 +69,24 @@ func (w *Web) stream(deviceStream bool) http.HandlerFunc {
 			http.Error(rw, "forbidden", http.StatusForbidden)
 			return
 		}
+		// One user may not take every stream of the process.
+		uid := q.sess.User.ID
+		w.userMu.Lock()
+		if w.userStreams[uid] >= w.o.MaxStreamsPerUser {
+			w.userMu.Unlock()
+			rw.Header().Set("Retry-After", "30")
+			http.Error(rw, "too many live pages are open for this user", http.StatusTooManyRequests)
+			return
+		}
+		w.userStreams[uid]++
+		w.userMu.Unlock()
+		defer func() {
+			w.userMu.Lock()
+			if w.userStreams[uid]--; w.userStreams[uid] <= 0 {
+				delete(w.userStreams, uid)
+			}
+			w.userMu.Unlock()
+		}()
 		if w.hub.open.Add(1) > int64(w.o.MaxStreams) {
 			w.hub.open.Add(-1)
 			rw.Header().Set("Retry-After", "30")

@@ -33,6 +33,9 @@ const Prefix = "/staff/"
 const (
 	DefaultPollEvery  = time.Second
 	DefaultMaxStreams = 500
+	// DefaultMaxStreamsPerUser bounds one user's live streams (tabs on a
+	// desk and a phone), so that one account cannot take every stream.
+	DefaultMaxStreamsPerUser = 16
 	// maxFormBytes bounds a form post.
 	maxFormBytes = 64 << 10
 )
@@ -91,6 +94,9 @@ type Options struct {
 	PollEvery time.Duration
 	// MaxStreams bounds the open live streams; default DefaultMaxStreams.
 	MaxStreams int
+	// MaxStreamsPerUser bounds the open live streams of one user (all
+	// their sessions); default DefaultMaxStreamsPerUser.
+	MaxStreamsPerUser int
 	// Location is the time zone times are shown in; default
 	// Europe/Brussels.
 	Location *time.Location
@@ -107,6 +113,9 @@ type Web struct {
 	hub     *Hub
 	cop     *http.CrossOriginProtection
 	streams prometheus.Gauge
+
+	userMu      sync.Mutex
+	userStreams map[int64]int // open live streams by user id
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -133,6 +142,9 @@ func New(o Options) (*Web, error) {
 	if o.MaxStreams <= 0 {
 		o.MaxStreams = DefaultMaxStreams
 	}
+	if o.MaxStreamsPerUser <= 0 {
+		o.MaxStreamsPerUser = DefaultMaxStreamsPerUser
+	}
 	if o.Location == nil {
 		loc, err := time.LoadLocation("Europe/Brussels")
 		if err != nil {
@@ -140,7 +152,8 @@ func New(o Options) (*Web, error) {
 		}
 		o.Location = loc
 	}
-	w := &Web{o: o, log: o.Logger.With("part", "web"), mux: http.NewServeMux(), closing: make(chan struct{})}
+	w := &Web{o: o, log: o.Logger.With("part", "web"), mux: http.NewServeMux(), closing: make(chan struct{}),
+		userStreams: map[int64]int{}}
 	rules, err := actionRoles(o.RouteRoles)
 	if err != nil {
 		return nil, err

@@ -5,7 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"kluis/controller/engine"
 	"kluis/controller/kiosk/screen"
+	"kluis/controller/wire"
 	"kluis/deploy/dev/browsertest"
 )
 
@@ -67,6 +69,24 @@ func TestPINScreenFitsTheSmallPanel(t *testing.T) {
 	})
 	m.check("pin-short", "v-pin", expect{h1: "pin.title", citizen: true})
 	fits("the short-PIN error")
+
+	// The date of birth the backend asks for next, a whole date typed,
+	// then one that does not exist (its error shown).
+	r.be.set(func() { r.be.verify["11223344/"] = wire.VerifyResponse{Result: wire.VerifySecondFactorRequired} })
+	r.pickup(engine.PickupRequest{PIN: "11223344", Lang: "en"})
+	m.keys("24121961")
+	m.check("birth", "v-birth", expect{h1: "birth.title", msg: "state.need_birth_date", citizen: true})
+	fits("the date of birth")
+	for range 8 {
+		m.click(`#v-birth [data-key=del]`)
+	}
+	m.keys("31021990") // 31 February
+	m.click(`#v-birth [data-key=ok]`)
+	m.each("the invalid-date error", func(mt *mtab) error {
+		return waitJS(mt, `!document.querySelector("#v-birth [data-err=invalid]").hidden`)
+	})
+	m.check("birth-invalid", "v-birth", expect{h1: "birth.title", msg: "state.need_birth_date", citizen: true})
+	fits("the invalid-date error")
 }
 
 // noClippedLabels fails when a visible button's or link's text is wider

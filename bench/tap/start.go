@@ -197,7 +197,7 @@ func RunStart(ctx context.Context, env bench.Env, args []string) (bench.Report, 
 		if len(settled) > 0 {
 			rep.Figures = append(rep.Figures,
 				bench.Figure{Name: fmt.Sprintf("kluisd resident memory %s after the last of %d taps (quiet: settled), median%s", o.settle, o.taps, name), Unit: "MB", LowerIsBetter: true, Goal: 1,
-					Value: bench.Median(settled), Floor: 14, Notes: fmt.Sprintf("%s over the first %d starts; anonymous median %.1f MB; nothing happens meanwhile (kluisd returns its free heap memory after 30 s without a screen change)", minMax(settled), len(settled), bench.Median(settledAnon))})
+					Value: bench.Median(settled), Floor: 14, Notes: fmt.Sprintf("%s (the first starts); anonymous median %.1f MB; nothing happens meanwhile (kluisd returns its free heap memory after 30 s without a screen change)", minMax(settled), bench.Median(settledAnon))})
 		}
 	}
 	rep.Notes = append(rep.Notes,

@@ -51,11 +51,7 @@ func TestKillNineOnAFullDisk(t *testing.T) {
 	if os.Getenv(childEnv) != "" {
 		t.Skip("child")
 	}
-	mnt := t.TempDir()
-	if err := syscall.Mount("kluis-daemon-test", mnt, "tmpfs", 0, "size=8m,mode=0700"); err != nil {
-		t.Skipf("cannot mount a small tmpfs (needs root): %v", err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(mnt, syscall.MNT_DETACH) })
+	mnt := testenv.SmallDisk(t, 8<<20)
 	const docs = 6
 	dir := t.TempDir()
 	dev := fmt.Sprintf("full-%d", time.Now().UnixNano())

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +15,7 @@ import (
 
 	"kluis/controller/journal"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 )
 
@@ -123,38 +123,11 @@ func TestFullDiskReserve(t *testing.T) {
 	})
 }
 
-// mountTmpfs mounts a tmpfs of size bytes (root only) or skips.
-func mountTmpfs(t *testing.T, size int64) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("kluis-engine-test", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
-		t.Skipf("cannot mount a small tmpfs (needs root): %v", err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
-	return dir
-}
-
-// fillDisk writes dir/name until the file system is full.
-func fillDisk(t *testing.T, dir, name string) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	f, err := os.Create(p)
-	require.NoError(t, err)
-	defer f.Close()
-	buf := make([]byte, 4096)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			require.ErrorIs(t, err, syscall.ENOSPC)
-			return p
-		}
-	}
-}
-
 // The same on a real small file system, with a restart on the full disk:
 // the restarted engine opens its journal without a reserve, refuses doors,
 // does not raise journal_full twice, and clears it once there is room.
 func TestFullTmpfsAcrossARestart(t *testing.T) {
-	mnt := mountTmpfs(t, 4<<20)
+	mnt := testenv.SmallDisk(t, 4<<20)
 	synctest.Test(t, func(t *testing.T) {
 		dir := filepath.Join(mnt, "kluisd")
 		require.NoError(t, os.Mkdir(dir, 0o700))
@@ -168,7 +141,7 @@ func TestFullTmpfsAcrossARestart(t *testing.T) {
 		_, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
 		require.NoError(t, err)
 		r.waitFor("pulse", func() bool { return len(r.f.Pulses()) == 1 })
-		filler := fillDisk(t, mnt, "filler")
+		filler := testenv.FillDisk(t, mnt, "filler")
 		// Other journal writes fill what is left of the journal file's
 		// last page (a record type nobody keeps), up to the one that
 		// meets the full disk and gives the reserve up.

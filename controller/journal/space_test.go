@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"kluis/deploy/dev/testenv"
 )
 
 func reserveSize(t *testing.T, dir string) int64 {
@@ -164,37 +166,9 @@ func TestFullDiskUsesReserve(t *testing.T) {
 	require.Equal(t, []uint32{in.ID, in2.ID}, intents)
 }
 
-// mountTmpfs mounts a tmpfs of size bytes (root only) and returns its
-// directory, or skips.
-func mountTmpfs(t *testing.T, size int64) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("kluis-journal-test", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
-		t.Skipf("cannot mount a small tmpfs (needs root): %v", err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
-	return dir
-}
-
-// fill writes file name in dir until the file system is full.
-func fill(t *testing.T, dir, name string) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	f, err := os.Create(p)
-	require.NoError(t, err)
-	defer f.Close()
-	buf := make([]byte, 4096)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			require.ErrorIs(t, err, syscall.ENOSPC)
-			return p
-		}
-	}
-}
-
 // The same on a real, small file system filled up by something else.
 func TestFullTmpfs(t *testing.T) {
-	dir := filepath.Join(mountTmpfs(t, 4<<20), "journal")
+	dir := filepath.Join(testenv.SmallDisk(t, 4<<20), "journal")
 	o := Options{Dir: dir, DeviceID: "d", Reserve: 256 << 10}
 	j, _, _, err := Open(o)
 	require.NoError(t, err)
@@ -207,7 +181,7 @@ func TestFullTmpfs(t *testing.T) {
 	}
 	in, err := j.BeginPulse(Intent{Compartment: 1, Purpose: "pickup"})
 	require.NoError(t, err)
-	filler := fill(t, filepath.Dir(dir), "filler")
+	filler := testenv.FillDisk(t, filepath.Dir(dir), "filler")
 
 	var kept []string
 	for i := 0; i < 50; i++ {
@@ -240,7 +214,7 @@ func TestFullTmpfs(t *testing.T) {
 	// everything, refuses new intents; room comes back, so does the
 	// reserve.
 	require.NoError(t, os.Remove(filepath.Join(dir, ReserveName)))
-	f2 := fill(t, filepath.Dir(dir), "filler2")
+	f2 := testenv.FillDisk(t, filepath.Dir(dir), "filler2")
 	j, recs, _, err := Open(o)
 	require.NoError(t, err)
 	have := map[string]bool{}
@@ -274,12 +248,12 @@ func TestKillOnFullDisk(t *testing.T) {
 		fullKillChild(dir)
 		return
 	}
-	dir := filepath.Join(mountTmpfs(t, 2<<20), "journal")
+	dir := filepath.Join(testenv.SmallDisk(t, 2<<20), "journal")
 	o := Options{Dir: dir, DeviceID: "kill", Reserve: 256 << 10}
 	j, _, _, err := Open(o)
 	require.NoError(t, err)
 	require.NoError(t, j.Close())
-	filler := fill(t, filepath.Dir(dir), "filler")
+	filler := testenv.FillDisk(t, filepath.Dir(dir), "filler")
 
 	exe, err := os.Executable()
 	require.NoError(t, err)

@@ -18,7 +18,6 @@ import (
 	"kluis/backend/store"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/browsertest"
-	"kluis/deploy/dev/testenv"
 )
 
 // The console and the dashboard in headless Chromium against the real
@@ -34,16 +33,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	e := newEnv(t, server.Options{PickupPeriods: map[store.DocumentKind]time.Duration{store.ResidenceCard: time.Second},
 		HousekeepEvery: 500 * time.Millisecond})
 	ctx := context.Background()
-	// Documents in every list: reserved, ready with a slip, expired.
-	reserved := e.register("591-0000010-10", false)
-	slipDoc := e.registerWith(map[string]any{"kind": "passport", "number": "EP0000011", "holder_first_name": "Marie",
-		"holder_last_name": "Dubois", "holder_birth_date": "1975-11-30", "language": "fr", "no_contact": true, "site_id": siteID})
-	require.NoError(t, e.b.Call(ctx, "POST", "/api/v1/documents/"+slipDoc+"/load", nil, nil))
-	expired := e.registerWith(map[string]any{"kind": "residence_card", "number": "B0000012", "holder_first_name": "Ahmed",
-		"holder_last_name": "El Amrani", "holder_birth_date": "1990-02-03", "language": "en", "email": "a@example.org", "site_id": siteID})
-	require.NoError(t, e.b.Call(ctx, "POST", "/api/v1/documents/"+expired+"/load", nil, nil))
-	testenv.Eventually(t, "the residence card to expire", func() bool { return e.document(expired)["state"] == "expired" })
-	e.dev.event(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: &wire.Address{Board: 0, Channel: 1}})
+	reserved, slipDoc, expired := e.consoleDocuments(t, 1)
 
 	b := browsertest.New(t, browsertest.Options{})
 	desktop := b.NewTab(t, 1280, 800)

@@ -3,6 +3,7 @@ package web_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -20,6 +21,7 @@ import (
 	"kluis/backend/server"
 	"kluis/backend/server/servertest"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 )
 
@@ -288,4 +290,24 @@ func (e *env) compartmentOf(id string) int {
 	}
 	e.t.Fatalf("compartment %d not found", cid)
 	return 0
+}
+
+// consoleDocuments registers what every list of the console shows (the
+// env needs PickupPeriods of a second for residence cards): a reserved
+// eid, a passport ready with a slip and a residence card that expired,
+// and raises a forced-door alarm on the device. n (1-9) keeps the
+// document numbers of different tests apart.
+func (e *env) consoleDocuments(t *testing.T, n int) (reserved, slipDoc, expired string) {
+	t.Helper()
+	ctx := context.Background()
+	reserved = e.register(fmt.Sprintf("591-00000%d0-%d0", n, n), false)
+	slipDoc = e.registerWith(map[string]any{"kind": "passport", "number": fmt.Sprintf("EP00000%d1", n), "holder_first_name": "Marie",
+		"holder_last_name": "Dubois", "holder_birth_date": "1975-11-30", "language": "fr", "no_contact": true, "site_id": siteID})
+	require.NoError(t, e.b.Call(ctx, "POST", "/api/v1/documents/"+slipDoc+"/load", nil, nil))
+	expired = e.registerWith(map[string]any{"kind": "residence_card", "number": fmt.Sprintf("B00000%d2", n), "holder_first_name": "Ahmed",
+		"holder_last_name": "El Amrani", "holder_birth_date": "1990-02-03", "language": "en", "email": "a@example.org", "site_id": siteID})
+	require.NoError(t, e.b.Call(ctx, "POST", "/api/v1/documents/"+expired+"/load", nil, nil))
+	testenv.Eventually(t, "the residence card to expire", func() bool { return e.document(expired)["state"] == "expired" })
+	e.dev.event(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: &wire.Address{Board: 0, Channel: 1}})
+	return reserved, slipDoc, expired
 }

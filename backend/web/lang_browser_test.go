@@ -17,7 +17,6 @@ import (
 	"kluis/backend/web"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/browsertest"
-	"kluis/deploy/dev/testenv"
 )
 
 // TestConsoleInEveryLanguage takes the console's screenshot set in nl, fr,
@@ -31,15 +30,7 @@ func TestConsoleInEveryLanguage(t *testing.T) {
 	e := newEnv(t, server.Options{PickupPeriods: map[store.DocumentKind]time.Duration{store.ResidenceCard: time.Second},
 		HousekeepEvery: 500 * time.Millisecond})
 	ctx := context.Background()
-	reserved := e.register("591-0000020-20", false)
-	slipDoc := e.registerWith(map[string]any{"kind": "passport", "number": "EP0000021", "holder_first_name": "Marie",
-		"holder_last_name": "Dubois", "holder_birth_date": "1975-11-30", "language": "fr", "no_contact": true, "site_id": siteID})
-	require.NoError(t, e.b.Call(ctx, "POST", "/api/v1/documents/"+slipDoc+"/load", nil, nil))
-	expired := e.registerWith(map[string]any{"kind": "residence_card", "number": "B0000022", "holder_first_name": "Ahmed",
-		"holder_last_name": "El Amrani", "holder_birth_date": "1990-02-03", "language": "en", "email": "a@example.org", "site_id": siteID})
-	require.NoError(t, e.b.Call(ctx, "POST", "/api/v1/documents/"+expired+"/load", nil, nil))
-	testenv.Eventually(t, "the residence card to expire", func() bool { return e.document(expired)["state"] == "expired" })
-	e.dev.event(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: &wire.Address{Board: 0, Channel: 1}})
+	reserved, slipDoc, expired := e.consoleDocuments(t, 2)
 	e.dev.event(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmDoorLeftOpen, Addr: &wire.Address{Board: 0, Channel: 5}})
 	_, err := e.pool().Exec(ctx, `INSERT INTO notify_outbox (document_id, kind, state, attempts, next_at, created_at, last_error, gave_up_at)
 		VALUES ($1, 'loaded', 'gave_up', 12, now(), now() - interval '1 hour', 'no slip printer', now()),

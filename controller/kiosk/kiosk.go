@@ -174,6 +174,10 @@ func loopbackOnly(h http.Handler) http.Handler {
 	}))
 	inner := cop.Handler(h)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Every answer, refusals included: a browser must take a
+		// JSON answer or an error text for what its Content-Type
+		// says, never sniff it into HTML or script.
+		w.Header().Set("X-Content-Type-Options", "nosniff")
 		host, _, err := net.SplitHostPort(r.RemoteAddr)
 		ip := net.ParseIP(host)
 		if err != nil || ip == nil || !ip.IsLoopback() {

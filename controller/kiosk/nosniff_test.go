@@ -1,0 +1,64 @@
+package kiosk
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"kluis/deploy/dev/testenv"
+)
+
+// Every answer of the kiosk's listener, the screen's page and files, the
+// API, the event stream and each refusal, tells the browser not to sniff
+// the type (X-Content-Type-Options: nosniff).
+func TestKioskAnswersSayNosniff(t *testing.T) {
+	r := newLiveRig(t, "session: 60s")
+	srv := httptest.NewServer(r.s.Handler())
+	t.Cleanup(srv.Close)
+	for _, c := range []struct {
+		method, path, host, body string
+		hdr                      map[string]string
+		code                     int
+	}{
+		{"GET", "/", "", "", nil, http.StatusOK},
+		{"GET", "/?lang=de&large=1", "", "", nil, http.StatusOK},
+		{"GET", "/screen/static/screen.js", "", "", nil, http.StatusOK},
+		{"GET", "/screen/static/screen.css", "", "", nil, http.StatusOK},
+		{"GET", "/screen/static/nothing.js", "", "", nil, http.StatusNotFound},
+		{"GET", "/screen/tech", "", "", nil, http.StatusForbidden},
+		{"GET", "/kiosk/v1/session", "", "", nil, http.StatusOK},
+		{"GET", "/kiosk/v1/session?wait=x", "", "", nil, http.StatusBadRequest},
+		{"GET", "/kiosk/v1/diagnostics", "", "", nil, http.StatusOK},
+		{"GET", "/kiosk/v1/events", "", "", nil, http.StatusOK},
+		{"POST", "/kiosk/v1/pickup", "", `{"qr":"K1.x.y"}`, map[string]string{"Content-Type": "application/json"}, http.StatusOK},
+		{"POST", "/kiosk/v1/pickup", "", `{"qr":`, map[string]string{"Content-Type": "application/json"}, http.StatusBadRequest},
+		{"POST", "/kiosk/v1/pickup", "", `{"qr":"K1.x.y"}`, nil, http.StatusUnsupportedMediaType},
+		{"POST", "/kiosk/v1/pickup", "", `{"qr":"K1.x.y"}`, map[string]string{"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
+		{"GET", "/kiosk/v1/session", "evil.example", "", nil, http.StatusMisdirectedRequest},
+		{"GET", "/kiosk/v1/nothing", "", "", nil, http.StatusNotFound},
+		{"DELETE", "/kiosk/v1/session", "", "", nil, http.StatusMethodNotAllowed},
+	} {
+		var body io.Reader
+		if c.body != "" {
+			body = strings.NewReader(c.body)
+		}
+		req, err := http.NewRequest(c.method, srv.URL+c.path, body)
+		require.NoError(t, err)
+		if c.host != "" {
+			req.Host = c.host
+		}
+		for k, v := range c.hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := testenv.HTTPClient().Do(req)
+		require.NoError(t, err, "%s %s", c.method, c.path)
+		// The event stream does not end: its headers are enough.
+		resp.Body.Close()
+		require.Equal(t, c.code, resp.StatusCode, "%s %s (Host %q)", c.method, c.path, c.host)
+		require.Equal(t, "nosniff", resp.Header.Get("X-Content-Type-Options"), "%s %s (Host %q)", c.method, c.path, c.host)
+	}
+}

@@ -17,7 +17,9 @@
 //	GET  /kiosk/v1/diagnostics
 //
 // Every API answer is JSON. A malformed request gets 400 with {"error":
-// ...}; codes, PINs and badges are never logged. Server.Run brings the
+// ...}; codes, PINs and badges are never logged. At most
+// Options.MaxStreams event streams are open, and as many long polls wait,
+// at once; more get 503 with Retry-After. Server.Run brings the
 // screen back to idle after timeouts.session (pushing the change to the
 // event streams) and logs staff out after kiosk.staff_idle without a staff
 // action.
@@ -67,7 +69,21 @@ type Options struct {
 	KeepAlive time.Duration
 	// LongPoll bounds GET /kiosk/v1/session?wait=; default 25s.
 	LongPoll time.Duration
+	// MaxStreams bounds the event streams open at once, and separately
+	// the long polls waiting at once; default DefaultMaxStreams. More
+	// answer 503 with Retry-After (the screen tries again by itself).
+	MaxStreams int
 }
+
+// DefaultMaxStreams bounds the kiosk's open event streams (and its
+// waiting long polls): the screen needs one, a few more are a technician's
+// tools. Each holds a goroutine and a connection; a local process opened
+// thousands (100 MB) before the bound.
+const DefaultMaxStreams = 32
+
+// retryAfter is what a refused stream or long poll is told to wait, in
+// seconds.
+const retryAfter = "5"
 
 // Server is the kiosk: API, event stream, screen and idle rules.
 type Server struct {
@@ -84,6 +100,8 @@ type Server struct {
 
 	mu        sync.Mutex
 	staffSeen time.Time // last staff action
+	streams   int       // open event streams
+	polls     int       // waiting long polls
 }
 
 // New builds the kiosk server.
@@ -102,6 +120,9 @@ func New(o Options) (*Server, error) {
 	}
 	if o.LongPoll <= 0 {
 		o.LongPoll = 25 * time.Second
+	}
+	if o.MaxStreams <= 0 {
+		o.MaxStreams = DefaultMaxStreams
 	}
 	s := &Server{o: o, e: o.Engine, log: o.Logger.With("part", "kiosk"), now: o.Clock,
 		closing: make(chan struct{}), poke: make(chan struct{}, 1)}
@@ -149,6 +170,28 @@ func (s *Server) staffActed() {
 	case s.poke <- struct{}{}:
 	default:
 	}
+}
+
+// hold takes one of the MaxStreams places counted by n (streams or
+// polls), or answers 503 with Retry-After and returns false. release
+// gives the place back.
+func (s *Server) hold(w http.ResponseWriter, n *int, what string) bool {
+	s.mu.Lock()
+	if *n >= s.o.MaxStreams {
+		s.mu.Unlock()
+		w.Header().Set("Retry-After", retryAfter)
+		writeErr(w, http.StatusServiceUnavailable, fmt.Sprintf("too many %s open (at most %d)", what, s.o.MaxStreams))
+		return false
+	}
+	*n++
+	s.mu.Unlock()
+	return true
+}
+
+func (s *Server) release(n *int) {
+	s.mu.Lock()
+	*n--
+	s.mu.Unlock()
 }
 
 func (s *Server) lastStaffAction() time.Time {

@@ -19,7 +19,12 @@ const writeWait = 10 * time.Second
 // screen's build, then "screen" (engine.Screen as JSON) now and at every
 // change of seq, woken by the engine (no polling); a comment line every
 // KeepAlive. The browser's EventSource reconnects by itself (retry 1 s).
+// At most Options.MaxStreams are open at once (503 beyond).
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	if !s.hold(w, &s.streams, "event streams") {
+		return
+	}
+	defer s.release(&s.streams)
 	rc := http.NewResponseController(w)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -69,7 +74,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 
 // session answers what the screen shows; with ?wait=<seq> it waits (up to
 // LongPoll) until the screen's seq differs from it: the long-polling
-// fallback of the event stream.
+// fallback of the event stream. At most Options.MaxStreams wait at once
+// (503 beyond).
 func (s *Server) session(w http.ResponseWriter, r *http.Request) {
 	if s.build != "" {
 		w.Header().Set("X-Kluis-Build", s.build)
@@ -84,6 +90,10 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, "wait must be a screen seq")
 		return
 	}
+	if !s.hold(w, &s.polls, "long polls") {
+		return
+	}
+	defer s.release(&s.polls)
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.o.LongPoll + writeWait))
 	timer := time.NewTimer(s.o.LongPoll)
 	defer timer.Stop()

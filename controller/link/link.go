@@ -92,6 +92,8 @@ type Link struct {
 	connected bool
 	wake      chan struct{}
 
+	acks ackLog
+
 	mPublished, mAcked, mInvalid prometheus.Counter
 	mConnected                   prometheus.Gauge
 	mRefused                     *prometheus.CounterVec
@@ -279,9 +281,10 @@ func (l *Link) onMessage(_ mqtt.Client, msg mqtt.Message) {
 	case *wire.Ack:
 		for _, id := range v.IDs {
 			if err := l.o.Journal.Ack(id); err != nil {
-				l.log.Error("journal ack failed", "err", err)
+				l.acks.failed(l.log, l.o.Clock(), err)
 				return
 			}
+			l.acks.worked(l.log, l.o.Clock())
 			l.mAcked.Inc()
 			l.mu.Lock()
 			delete(l.lastSent, id)
@@ -298,6 +301,47 @@ func (l *Link) onMessage(_ mqtt.Client, msg mqtt.Message) {
 	case *wire.StaffResponse:
 		l.deliver(v.ID, v)
 	}
+}
+
+// ackLogEvery is how often a journal that keeps refusing acks (a full
+// disk: every ack batch of the night) is logged again.
+const ackLogEvery = time.Minute
+
+// ackLog throttles "journal ack failed": the first failure is logged at
+// Error, then at most once every ackLogEvery with the number of failures
+// left out since the last line, and "journal acks work again" at Info
+// (with the failures left out) when an ack is journaled again.
+type ackLog struct {
+	mu         sync.Mutex
+	failing    bool
+	since      time.Time // the first failure
+	logged     time.Time // the last line
+	suppressed int
+}
+
+func (a *ackLog) failed(log *slog.Logger, now time.Time, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case !a.failing:
+		a.failing, a.since, a.logged, a.suppressed = true, now, now, 0
+		log.Error("journal ack failed", "err", err)
+	case now.Sub(a.logged) >= ackLogEvery:
+		log.Error("journal ack failed", "err", err, "suppressed", a.suppressed, "failing_since", a.since)
+		a.logged, a.suppressed = now, 0
+	default:
+		a.suppressed++
+	}
+}
+
+func (a *ackLog) worked(log *slog.Logger, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.failing {
+		return
+	}
+	log.Info("journal acks work again", "suppressed", a.suppressed, "failing_for", now.Sub(a.since).Round(time.Second))
+	a.failing, a.suppressed = false, 0
 }
 
 // deliver matches an answer to its pending request: the one place answers

@@ -96,7 +96,7 @@ func TestScreenBehaviour(t *testing.T) {
 		r.item(0, true)
 		tab := b.NewTab(t, 800, 480)
 		tab.Do(t, chromedp.Navigate(r.base+"/?lang=en"))
-		tab.WaitFor(t, `document.readyState === "complete"`, 10*time.Second)
+		tab.WaitFor(t, `document.readyState === "complete"`, 20*time.Second)
 		// Tab through the language switch to "Type your PIN".
 		for i := 0; i < 10; i++ {
 			tab.Do(t, chromedp.KeyEvent("\t"))
@@ -113,15 +113,15 @@ func TestScreenBehaviour(t *testing.T) {
 			t.Fatalf("focus outline %q (%v)", outline, err)
 		}
 		tab.Do(t, chromedp.KeyEvent("\r"))
-		tab.WaitFor(t, `!document.getElementById("v-pin").hidden`, 10*time.Second)
+		tab.WaitFor(t, `!document.getElementById("v-pin").hidden`, 20*time.Second)
 		tab.Do(t, chromedp.KeyEvent("2468135799"))
 		tab.Do(t, chromedp.KeyEvent("\b")) // one digit too many: deleted
-		tab.WaitText(t, `[data-out=pin]`, "246 813 579", 5*time.Second)
+		tab.WaitText(t, `[data-out=pin]`, "246 813 579", 10*time.Second)
 		tab.Do(t, chromedp.KeyEvent("\r"))
-		tab.WaitFor(t, `!document.getElementById("v-birth").hidden`, 10*time.Second)
+		tab.WaitFor(t, `!document.getElementById("v-birth").hidden`, 20*time.Second)
 		tab.Do(t, chromedp.KeyEvent("24121961\r"))
-		tab.WaitFor(t, `!document.getElementById("s-open").hidden`, 10*time.Second)
-		tab.WaitText(t, `#s-open .msg`, "Compartment 1 is open", 5*time.Second)
+		tab.WaitFor(t, `!document.getElementById("s-open").hidden`, 20*time.Second)
+		tab.WaitText(t, `#s-open .msg`, "Compartment 1 is open", 10*time.Second)
 		// The screen turns to "open" as the engine sends the pulse: the
 		// fake board may record it a moment later.
 		for deadline := time.Now().Add(5 * time.Second); len(r.f.Pulses()) == 0 && time.Now().Before(deadline); {
@@ -139,28 +139,28 @@ func TestScreenBehaviour(t *testing.T) {
 		r.item(1, true)
 		tab := b.NewTab(t, 1080, 1920)
 		tab.Do(t, chromedp.Navigate(r.base+"/?lang=nl"))
-		tab.WaitFor(t, `document.readyState === "complete" && document.activeElement === document.body || document.activeElement.tagName === "H1"`, 10*time.Second)
+		tab.WaitFor(t, `document.readyState === "complete" && document.activeElement === document.body || document.activeElement.tagName === "H1"`, 20*time.Second)
 		tab.Do(t, chromedp.KeyEvent("K1.Scanned-Token_9\r"))
-		tab.WaitFor(t, `!document.getElementById("s-open").hidden`, 10*time.Second)
-		tab.WaitText(t, `#s-open .msg`, "Vak 2 is open", 5*time.Second)
-		tab.WaitText(t, `#drawing figcaption`, "Vak 2", 5*time.Second)
+		tab.WaitFor(t, `!document.getElementById("s-open").hidden`, 20*time.Second)
+		tab.WaitText(t, `#s-open .msg`, "Vak 2 is open", 10*time.Second)
+		tab.WaitText(t, `#drawing figcaption`, "Vak 2", 10*time.Second)
 
 		// A date that does not exist is refused on the page.
 		r.be.set(func() { r.be.verify["13572468/"] = wire.VerifyResponse{Result: wire.VerifySecondFactorRequired} })
 		r.close(1, false)
-		tab.WaitFor(t, `!document.getElementById("s-done").hidden`, 10*time.Second)
+		tab.WaitFor(t, `!document.getElementById("s-done").hidden`, 20*time.Second)
 		tab.Do(t, chromedp.Click(chromedp.CSS(`footer [data-act=restart]`), chromedp.NodeVisible))
 		tab.Do(t, chromedp.Click(chromedp.CSS(`[data-act=pin]`), chromedp.NodeVisible))
 		for _, k := range "13572468" {
 			tab.Do(t, chromedp.Click(chromedp.CSS(`#v-pin [data-key="`+string(k)+`"]`), chromedp.NodeVisible))
 		}
 		tab.Do(t, chromedp.Click(chromedp.CSS(`#v-pin [data-key=ok]`), chromedp.NodeVisible))
-		tab.WaitFor(t, `!document.getElementById("v-birth").hidden`, 10*time.Second)
+		tab.WaitFor(t, `!document.getElementById("v-birth").hidden`, 20*time.Second)
 		for _, k := range "31021990" {
 			tab.Do(t, chromedp.Click(chromedp.CSS(`#v-birth [data-key="`+string(k)+`"]`), chromedp.NodeVisible))
 		}
 		tab.Do(t, chromedp.Click(chromedp.CSS(`#v-birth [data-key=ok]`), chromedp.NodeVisible))
-		tab.WaitFor(t, `!document.querySelector("#v-birth [data-err=invalid]").hidden`, 5*time.Second)
+		tab.WaitFor(t, `!document.querySelector("#v-birth [data-err=invalid]").hidden`, 10*time.Second)
 		tab.Screenshot(t, "kiosk/behaviour/invalid-date")
 		tab.CheckAxe(t, "invalid date")
 	})
@@ -169,12 +169,12 @@ func TestScreenBehaviour(t *testing.T) {
 		r := newRig(t, rigOptions{session: "3s"})
 		tab := b.NewTab(t, 800, 480)
 		tab.Do(t, chromedp.Navigate(r.base+"/?lang=nl"))
-		tab.WaitFor(t, `document.readyState === "complete"`, 10*time.Second)
+		tab.WaitFor(t, `document.readyState === "complete"`, 20*time.Second)
 		// A citizen switches to French, starts typing a PIN, walks away.
 		// (On a slow machine the page may already have gone back: the
 		// end is what counts.)
 		tab.Do(t, chromedp.Click(chromedp.CSS(`a[data-lang=fr]`), chromedp.NodeVisible))
-		tab.WaitFor(t, `document.documentElement.lang === "fr" && document.readyState === "complete"`, 10*time.Second)
+		tab.WaitFor(t, `document.documentElement.lang === "fr" && document.readyState === "complete"`, 20*time.Second)
 		tab.Do(t, chromedp.Click(chromedp.CSS(`[data-act=pin]`), chromedp.NodeVisible))
 		tab.Do(t, chromedp.KeyEvent("1234"))
 		tab.WaitFor(t, `document.documentElement.lang === "nl" && document.readyState === "complete" && !document.getElementById("v-start").hidden`, 30*time.Second)
@@ -183,7 +183,7 @@ func TestScreenBehaviour(t *testing.T) {
 		}
 		// A result screen goes back too (kluisd's timer, pushed to the page).
 		r.pickup(engine.PickupRequest{QR: "K1.wrong", Lang: "de"})
-		tab.WaitFor(t, `!document.getElementById("s-wrong_code").hidden`, 10*time.Second)
+		tab.WaitFor(t, `!document.getElementById("s-wrong_code").hidden`, 20*time.Second)
 		tab.WaitFor(t, `!document.getElementById("v-start").hidden`, 30*time.Second)
 		if s := r.e.Screen(); s.State != engine.StateIdle || s.Lang != "nl" {
 			t.Fatalf("engine %s in %s after the idle timeout", s.State, s.Lang)
@@ -201,17 +201,17 @@ func TestScreenBehaviour(t *testing.T) {
 		})
 		tab := b.NewTab(t, 800, 480)
 		tab.Do(t, chromedp.Navigate(r.base+"/?lang=en"))
-		tab.WaitFor(t, `document.readyState === "complete"`, 10*time.Second)
+		tab.WaitFor(t, `document.readyState === "complete"`, 20*time.Second)
 		visible := `(function(){var o={};document.querySelectorAll("#v-staff-menu [data-act]").forEach(function(b){o[b.getAttribute("data-act")]=!b.hidden;});return JSON.stringify(o);})()`
 		login := func(pin string) {
 			tab.Do(t, chromedp.Click(`footer [data-act=staff-login]`, chromedp.NodeVisible))
-			tab.WaitFor(t, `!document.getElementById("v-staff-login").hidden`, 10*time.Second)
+			tab.WaitFor(t, `!document.getElementById("v-staff-login").hidden`, 20*time.Second)
 			tab.Do(t, chromedp.KeyEvent(pin+"\r"))
-			tab.WaitFor(t, `!document.getElementById("v-staff-menu").hidden`, 10*time.Second)
+			tab.WaitFor(t, `!document.getElementById("v-staff-menu").hidden`, 20*time.Second)
 		}
 		logout := func() {
 			tab.Do(t, chromedp.Click(`footer [data-act=logout]`, chromedp.NodeVisible))
-			tab.WaitFor(t, `!document.getElementById("v-start").hidden`, 10*time.Second)
+			tab.WaitFor(t, `!document.getElementById("v-start").hidden`, 20*time.Second)
 		}
 
 		login("4711")
@@ -226,7 +226,7 @@ func TestScreenBehaviour(t *testing.T) {
 			t.Fatalf("a technician sees %s (%v)", got, err)
 		}
 		tab.Do(t, chromedp.Click(`#v-staff-menu [data-act=tech]`, chromedp.NodeVisible))
-		tab.WaitFor(t, `!document.getElementById("v-tech").hidden && document.querySelector("[data-tech-body]").children.length > 0`, 10*time.Second)
+		tab.WaitFor(t, `!document.getElementById("v-tech").hidden && document.querySelector("[data-tech-body]").children.length > 0`, 20*time.Second)
 		tab.CheckAxe(t, "technician diagnostics")
 		tab.Screenshot(t, "kiosk/behaviour/tech-menu")
 		logout()
@@ -240,10 +240,10 @@ func TestScreenBehaviour(t *testing.T) {
 		r := newRig(t, rigOptions{})
 		tab := b.NewTab(t, 800, 480)
 		tab.Do(t, chromedp.Navigate(r.base+"/?lang=en"))
-		tab.WaitFor(t, `document.readyState === "complete"`, 10*time.Second)
+		tab.WaitFor(t, `document.readyState === "complete"`, 20*time.Second)
 		tab.Do(t, chromedp.Evaluate[chromedp.Void](`window.sameDocument = true`))
 		r.pickup(engine.PickupRequest{QR: "K1.wrong"})
-		tab.WaitFor(t, `!document.getElementById("s-wrong_code").hidden`, 10*time.Second)
+		tab.WaitFor(t, `!document.getElementById("s-wrong_code").hidden`, 20*time.Second)
 		addr := strings.TrimPrefix(r.base, "http://")
 		r.stopServer()
 		tab.WaitFor(t, `!document.getElementById("v-offline").hidden`, 20*time.Second)
@@ -259,7 +259,7 @@ func TestScreenBehaviour(t *testing.T) {
 		r2.be.set(func() { r2.be.verify["K1.after"] = okAt("doc-after", 4) })
 		r2.item(4, true)
 		r2.pickup(engine.PickupRequest{QR: "K1.after"})
-		tab.WaitText(t, `#s-open .msg`, "Compartment 5 is open", 10*time.Second)
+		tab.WaitText(t, `#s-open .msg`, "Compartment 5 is open", 20*time.Second)
 		r2.stopServer()
 
 		// Another build: the page reloads itself (once the server answers).
@@ -277,6 +277,6 @@ func TestScreenBehaviour(t *testing.T) {
 		go srv.Serve(l)
 		t.Cleanup(func() { r3.ks.CloseStreams(); srv.Close() })
 		tab.WaitFor(t, `window.sameDocument === undefined && document.readyState === "complete"`, 30*time.Second)
-		tab.WaitFor(t, `!document.getElementById("v-start").hidden`, 10*time.Second)
+		tab.WaitFor(t, `!document.getElementById("v-start").hidden`, 20*time.Second)
 	})
 }

@@ -266,7 +266,7 @@ func Run(ctx context.Context, o Options) error {
 			w.WriteHeader(status)
 			fmt.Fprintf(w, `{"ready":%t,"mqtt_connected":%t,"backlog":%d}`+"\n", eng.Ready(), lk.Connected(), j.OutboxLen())
 		})
-		metricsSrv = &http.Server{Handler: kiosk.LoopbackHostOnly(mux), ReadHeaderTimeout: 5 * time.Second}
+		metricsSrv = &http.Server{Handler: nosniff(kiosk.LoopbackHostOnly(mux)), ReadHeaderTimeout: 5 * time.Second}
 		run("metrics", func() error { return metricsSrv.Serve(metricsLn) })
 	}
 	if cfg.Kiosk.Scanner.Port != "" {
@@ -316,6 +316,16 @@ func Run(ctx context.Context, o Options) error {
 	wg.Wait()
 	log.Info("kluisd stopped")
 	return firstErr
+}
+
+// nosniff tells a browser, in every answer of h (refusals included), to
+// take it for what its Content-Type says: a page on the kiosk's machine
+// must not load /metrics or /healthz as a script or a style sheet.
+func nosniff(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		h.ServeHTTP(w, r)
+	})
 }
 
 // scanLoop reads the serial barcode scanner, reopening it after errors.

@@ -1,0 +1,108 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"kluis/controller/config"
+	"kluis/controller/daemon/daemontest"
+	"kluis/deploy/dev/testenv"
+	"kluis/hardware"
+)
+
+// localDaemon is kluisd in-process on the SimFile driver with no backend
+// (its link retries an unreachable broker), serving its kiosk and its
+// metrics listener on loopback.
+type localDaemon struct {
+	kiosk, metrics string
+}
+
+// startLocalDaemon runs kluisd with o (Config, OpenDriver and, unless
+// given, Logger filled in) until the test ends, and waits until its
+// /healthz says ready.
+func startLocalDaemon(t *testing.T, o Options) localDaemon {
+	t.Helper()
+	dir := t.TempDir()
+	d := localDaemon{kiosk: testenv.FreeAddr(t), metrics: testenv.FreeAddr(t)}
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+device_id: local-%d
+site: test
+kind: locker
+mqtt: {url: tcp://127.0.0.1:1}
+hardware: {driver: simfile, simfile: %s}
+journal_dir: %s
+kiosk: {listen: "%s"}
+metrics_listen: "%s"
+compartments:
+  - {number: 1, board: 0, channel: 0}
+`, time.Now().UnixNano(), filepath.Join(dir, "board.sim"), filepath.Join(dir, "journal"), d.kiosk, d.metrics)),
+		config.ParseOptions{AllowTestDrivers: true})
+	require.NoError(t, err)
+	o.Config = cfg
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	o.OpenDriver = func(context.Context, *config.Config, *slog.Logger, prometheus.Registerer) (hardware.Driver, error) {
+		return daemontest.Open(cfg.Hardware.SimFile, 1, 8)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, o) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(20 * time.Second):
+			t.Fatal("kluisd did not stop")
+		}
+	})
+	testenv.Eventually(t, "kluisd ready", func() bool {
+		resp, err := testenv.HTTPClient().Get("http://" + d.metrics + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return d
+}
+
+// Every answer of kluisd's metrics listener, the refusals included, tells
+// a browser not to sniff its type (X-Content-Type-Options: nosniff): a
+// page must not run /metrics or /healthz as a script or read it as HTML.
+func TestMetricsListenerAnswersSayNosniff(t *testing.T) {
+	d := startLocalDaemon(t, Options{})
+	for _, c := range []struct {
+		method, path, host string
+		code               int
+	}{
+		{http.MethodGet, "/metrics", "", http.StatusOK},
+		{http.MethodGet, "/healthz", "", http.StatusOK},
+		{http.MethodGet, "/nothing", "", http.StatusNotFound},
+		{http.MethodPost, "/healthz", "", http.StatusMethodNotAllowed},
+		{http.MethodGet, "/metrics", "rebind.evil.example", http.StatusMisdirectedRequest},
+		{http.MethodGet, "/healthz", "rebind.evil.example", http.StatusMisdirectedRequest},
+	} {
+		req, err := http.NewRequest(c.method, "http://"+d.metrics+c.path, nil)
+		require.NoError(t, err)
+		if c.host != "" {
+			req.Host = c.host
+		}
+		resp, err := testenv.HTTPClient().Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		require.Equal(t, c.code, resp.StatusCode, "%s %s (Host %q)", c.method, c.path, c.host)
+		require.Equal(t, "nosniff", resp.Header.Get("X-Content-Type-Options"), "%s %s (Host %q)", c.method, c.path, c.host)
+	}
+}

@@ -84,9 +84,9 @@ func auditCount(t *testing.T, e *env, action string) int {
 	return n
 }
 
-// PruneKioskLogins removes the failures older than the window as of the
-// time it is given (more than one batch), and keeps the window's, whose
-// lock still holds.
+// PruneKioskLogins removes the failures older than the daily window as of
+// the time it is given (more than one batch), and keeps the window's,
+// whose lock still holds.
 func TestKioskLoginFailuresPrunedWithoutLogins(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
@@ -95,21 +95,21 @@ func TestKioskLoginFailuresPrunedWithoutLogins(t *testing.T) {
 		SELECT 'k' || g, $1 FROM generate_series(1, 230) g`, now)
 	require.NoError(t, err)
 	_, err = e.st.Pool().Exec(ctx, `INSERT INTO kiosk_login_failures (device_id, at)
-		SELECT 'k-locked', $1 FROM generate_series(1, 5) g`, now.Add(10*time.Minute))
+		SELECT 'k-locked', $1 FROM generate_series(1, 10) g`, now.Add(10*time.Minute))
 	require.NoError(t, err)
 	count := func() (n int) {
 		require.NoError(t, e.st.Pool().QueryRow(ctx, `SELECT count(*) FROM kiosk_login_failures`).Scan(&n))
 		return n
 	}
-	n, err := deviceops.PruneKioskLogins(ctx, e.st.Pool(), now.Add(15*time.Minute-time.Second))
+	n, err := deviceops.PruneKioskLogins(ctx, e.st.Pool(), now.Add(24*time.Hour-time.Second))
 	require.NoError(t, err)
-	assert.Zero(t, n, "nothing has left the window yet")
-	n, err = deviceops.PruneKioskLogins(ctx, e.st.Pool(), now.Add(15*time.Minute))
+	assert.Zero(t, n, "nothing has left the daily window yet")
+	n, err = deviceops.PruneKioskLogins(ctx, e.st.Pool(), now.Add(24*time.Hour))
 	require.NoError(t, err)
 	assert.Equal(t, 230, n)
-	assert.Equal(t, 5, count())
+	assert.Equal(t, 10, count())
 
-	e.clock.Set(now.Add(16 * time.Minute))
+	e.clock.Set(now.Add(24 * time.Hour))
 	h := deviceops.NewStaff(deviceops.StaffOptions{Service: e.svc, Pool: e.st.Pool(), Clock: e.clock.Now})
 	res := h.HandleStaff(ctx, "k-locked", wire.StaffRequest{ID: wire.NewID(e.clock.Now()), Op: wire.StaffLogin, At: e.clock.Now(), PIN: "482916"})
 	assert.Equal(t, wire.StaffDenied, res.Result, "the kept failures still lock the device's staff logins")
@@ -119,4 +119,52 @@ func TestKioskLoginFailuresPrunedWithoutLogins(t *testing.T) {
 	down.Close()
 	_, err = deviceops.PruneKioskLogins(ctx, down, now)
 	assert.Error(t, err)
+}
+
+// A guesser at one kiosk typing staff PINs 5 at a time, waiting out each
+// 15-minute lock, had 480 guesses a day without end (found black-box: 5
+// refused, then the lock, then 5 more after 15 minutes, and a rightful
+// login in between forgot them all). Now the device refuses staff logins
+// after 10 failures in 24 hours, the rightful staff's login in between
+// does not give the guesser a new day, and successful logins use up
+// nothing.
+func TestKioskStaffPINGuessingHasADailyCap(t *testing.T) {
+	e := newEnv(t)
+	as, err := auth.New(auth.Options{Pool: e.st.Pool(), Clock: e.clock.Now, KioskKey: []byte("kiosk-key-0123456789"),
+		Params: auth.Params{Time: 1, MemoryKiB: 64, Threads: 1}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	u, err := as.CreateUser(e.ctx, "an", "counter password 1", auth.RoleStaff)
+	require.NoError(t, err)
+	pin := "482916"
+	require.NoError(t, as.SetKioskCredentials(e.ctx, u.ID, &pin, nil))
+	h := deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: e.svc, Pool: e.st.Pool(), Clock: e.clock.Now})
+	login := func(dev, p string) wire.StaffResult {
+		return h.HandleStaff(e.ctx, dev, wire.StaffRequest{ID: wire.NewID(e.clock.Now()), Op: wire.StaffLogin, At: e.clock.Now(), PIN: p}).Result
+	}
+
+	for i := 0; i < 12; i++ {
+		require.Equal(t, wire.StaffOK, login("k1", pin), "successful login %d counts towards no cap", i+1)
+	}
+	before := auditCount(t, e, "kiosk.login_failed")
+	for i := 0; i < 4; i++ {
+		require.Equal(t, wire.StaffDenied, login("k1", "111111"))
+	}
+	require.Equal(t, wire.StaffOK, login("k1", pin), "the rightful staff member logs in between")
+	for i := 0; i < 5; i++ {
+		require.Equal(t, wire.StaffDenied, login("k1", "111111"))
+	}
+	e.clock.Add(15*time.Minute + time.Second)
+	require.Equal(t, wire.StaffDenied, login("k1", "111111"), "the burst lock is over: the tenth failure of the day is tried")
+	assert.Equal(t, 10, auditCount(t, e, "kiosk.login_failed")-before)
+	for _, step := range []time.Duration{0, 15*time.Minute + time.Second, 12 * time.Hour} {
+		e.clock.Add(step)
+		assert.Equal(t, wire.StaffDenied, login("k1", pin), "the daily cap refuses even the right PIN, untried")
+	}
+	assert.Equal(t, 10, auditCount(t, e, "kiosk.login_failed")-before, "nothing was tried under the cap")
+	assert.Equal(t, wire.StaffOK, login("k2", pin), "another device is not locked")
+
+	// 24 hours after the first nine failures they have left the window
+	// (one is left): the device lets logins through again.
+	e.clock.Add(12*time.Hour - 30*time.Minute)
+	assert.Equal(t, wire.StaffOK, login("k1", pin))
 }

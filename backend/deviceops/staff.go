@@ -101,7 +101,7 @@ func (h *Staff) audit(ctx context.Context, actor, action, deviceID string, detai
 
 func (h *Staff) login(ctx context.Context, deviceID string, req wire.StaffRequest, resp *wire.StaffResponse) wire.StaffResult {
 	now := h.now()
-	locked, err := h.throttle.begin(ctx, deviceID, now)
+	locked, attempt, err := h.throttle.begin(ctx, deviceID, now)
 	if err != nil {
 		h.log.Error("kiosk staff login limits unavailable: login refused", "device", deviceID, "err", err)
 		return wire.StaffUnavailable
@@ -125,7 +125,7 @@ func (h *Staff) login(ctx context.Context, deviceID string, req wire.StaffReques
 		h.log.Warn("kiosk login", "device", deviceID, "err", err)
 		return wire.StaffUnavailable
 	}
-	if err := h.throttle.succeed(ctx, deviceID); err != nil {
+	if err := h.throttle.succeed(ctx, deviceID, attempt); err != nil {
 		h.log.Warn("kiosk staff login limits: success not recorded", "device", deviceID, "err", err)
 	}
 	actor := "user:" + strconv.FormatInt(iss.User.ID, 10)

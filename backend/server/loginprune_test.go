@@ -32,8 +32,9 @@ func TestLoginLimitsPrunedPeriodically(t *testing.T) {
 	_, err = db.Exec(ctx, `INSERT INTO auth_login_sources (username, source, last_login_at) VALUES
 		('an', '192.0.2.1', $1), ('an', '192.0.2.2', $2)`, now.Add(-31*24*time.Hour), now.Add(-24*time.Hour))
 	require.NoError(t, err)
+	// Kiosk staff login failures count for a day (the daily cap).
 	_, err = db.Exec(ctx, `INSERT INTO kiosk_login_failures (device_id, at) VALUES ('k1', $1), ('k1', $2)`,
-		now.Add(-20*time.Minute), now.Add(-5*time.Minute))
+		now.Add(-24*time.Hour-20*time.Minute), now.Add(-24*time.Hour+5*time.Minute))
 	require.NoError(t, err)
 	counts := func() [3]int {
 		var c [3]int

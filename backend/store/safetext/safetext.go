@@ -11,7 +11,14 @@
 //   - every other invisible format character (Unicode Cf: zero-width
 //     space, soft hyphen, byte order mark, tags, ...), except the
 //     zero-width joiner and non-joiner (U+200C, U+200D) that some scripts
-//     and emoji need.
+//     and emoji need;
+//   - the other default-ignorable characters that are not format
+//     characters but show as nothing all the same (Unicode
+//     Other_Default_Ignorable_Code_Point: the Hangul fillers U+115F,
+//     U+1160, U+3164, U+FFA0, the combining grapheme joiner U+034F, the
+//     Khmer inherent vowels U+17B4, U+17B5, unassigned U+2065, U+FFF0-U+FFF8
+//     and the rest of the tag block): a name of Hangul fillers is blank
+//     on the screen and "An\u3164" passes for "An".
 //
 // Invalid UTF-8 is refused as well. The backend's store, its API and
 // kluisctl all call [Check]; kluisctl prints names from the server through
@@ -53,7 +60,7 @@ func Refused(r rune) bool {
 	case r == 0x200C, r == 0x200D:
 		return false
 	}
-	return unicode.Is(unicode.Cf, r)
+	return unicode.Is(unicode.Cf, r) || unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r)
 }
 
 // Check returns nil when s is valid UTF-8 of at most max characters

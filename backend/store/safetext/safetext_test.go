@@ -32,6 +32,13 @@ func TestCheck(t *testing.T) {
 		"repl\uFFFDacement":      "replacement character (U+FFFD)",
 		"tag\U000E0041":          "invisible format character (U+E0041)",
 		"c1\u0085control":        "control character (U+0085)",
+		"An\u3164":               "invisible format character (U+3164)",
+		"\u115F\u1160":           "invisible format character (U+115F)",
+		"half\uFFA0width":        "invisible format character (U+FFA0)",
+		"cgj\u034F":              "invisible format character (U+034F)",
+		"khmer\u17B4":            "invisible format character (U+17B4)",
+		"unassigned\u2065":       "invisible format character (U+2065)",
+		"tagx\U000E0080":         "invisible format character (U+E0080)",
 		strings.Repeat("é", 101): "longer than 100 characters",
 	} {
 		err := Check(s, 100)
@@ -52,7 +59,7 @@ func TestEscape(t *testing.T) {
 	assert.Equal(t, `bad\xFFutf8 ok`, Escape("bad\xffutf8 ok"))
 	assert.Equal(t, "می\u200cخواهم", Escape("می\u200cخواهم"))
 	// Whatever goes in, what comes out passes Check.
-	for _, s := range []string{"\u202E\u2066\x00\xff\xfe", "a\u200Bb", "\U000E0041"} {
+	for _, s := range []string{"\u202E\u2066\x00\xff\xfe", "a\u200Bb", "\U000E0041", "\u3164\u034F"} {
 		out := Escape(s)
 		assert.True(t, utf8.ValidString(out))
 		assert.NoError(t, Check(out, 0), "%q -> %q", s, out)

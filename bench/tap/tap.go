@@ -57,7 +57,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"kluis/bench"
@@ -67,6 +66,7 @@ import (
 	"kluis/controller/journal"
 	"kluis/controller/offline"
 	"kluis/controller/pickupcode"
+	"kluis/controller/promtext"
 	"kluis/controller/wire"
 	"kluis/hardware/kluisproto"
 	"kluis/simulator"
@@ -429,7 +429,7 @@ func start(ctx context.Context, o options) (_ *rig, err error) {
 	if err != nil {
 		return r, fmt.Errorf("tap: kluisd config: %w", err)
 	}
-	drv, err := daemon.OpenDriver(rctx, cfg, quiet, prometheus.NewRegistry())
+	drv, err := daemon.OpenDriver(rctx, cfg, quiet, promtext.NewRegistry())
 	if err != nil {
 		return r, err
 	}
@@ -456,7 +456,7 @@ func start(ctx context.Context, o options) (_ *rig, err error) {
 		return r, err
 	}
 	e, err = engine.New(engine.Options{Config: cfg, Driver: drv, Journal: r.j, Replay: recs, Cache: r.cache,
-		CommandKey: pub, Logger: quiet, Registry: prometheus.NewRegistry()})
+		CommandKey: pub, Logger: quiet, Registry: promtext.NewRegistry()})
 	if err != nil {
 		return r, err
 	}

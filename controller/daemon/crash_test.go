@@ -20,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/server"
@@ -28,6 +27,7 @@ import (
 	"kluis/controller/daemon/daemontest"
 	"kluis/controller/journal"
 	"kluis/controller/pickupcode"
+	"kluis/controller/promtext"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
@@ -54,7 +54,7 @@ func TestCrashChild(t *testing.T) {
 	defer stop()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	err = Run(ctx, Options{Config: cfg, Logger: log, Software: "crash-test", HeartbeatEvery: time.Second,
-		OpenDriver: func(ctx context.Context, cfg *config.Config, _ *slog.Logger, _ prometheus.Registerer) (hardware.Driver, error) {
+		OpenDriver: func(ctx context.Context, cfg *config.Config, _ *slog.Logger, _ promtext.Registerer) (hardware.Driver, error) {
 			d, err := daemontest.Open(cfg.Hardware.SimFile, len(cfg.Hardware.Boards), hardware.MaxChannels)
 			if d != nil {
 				d.Latency = 30 * time.Millisecond

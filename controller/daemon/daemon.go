@@ -18,10 +18,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"kluis/controller/config"
 	"kluis/controller/engine"
 	"kluis/controller/idlemem"
@@ -30,13 +26,14 @@ import (
 	"kluis/controller/link"
 	"kluis/controller/offline"
 	"kluis/controller/pickupcode"
+	"kluis/controller/promtext"
 	"kluis/controller/wire"
 	"kluis/hardware"
 	"kluis/hardware/serialport"
 )
 
 // OpenDriverFunc opens the configured hardware driver.
-type OpenDriverFunc func(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (hardware.Driver, error)
+type OpenDriverFunc func(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promtext.Registerer) (hardware.Driver, error)
 
 // Options configure Run.
 type Options struct {
@@ -76,7 +73,7 @@ type Options struct {
 	// Registry receives every metric /metrics serves (Go and process
 	// collectors, driver, journal, engine, link); default a new one. Tests
 	// pass their own to see what kluisd exports.
-	Registry *prometheus.Registry
+	Registry *promtext.Registry
 }
 
 // Run runs kluisd until ctx ends (SIGTERM), then shuts down: servers stop,
@@ -98,13 +95,13 @@ func Run(ctx context.Context, o Options) error {
 	log := o.Logger.With("device", cfg.DeviceID)
 	reg := o.Registry
 	if reg == nil {
-		reg = prometheus.NewRegistry()
+		reg = promtext.NewRegistry()
 	}
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(promtext.NewGoCollector(), promtext.NewProcessCollector())
 
 	// Every lock inert: a fresh driver is halted (de-energising anything a
 	// crashed predecessor left energised) and closed, then opened for use.
-	first, err := o.OpenDriver(ctx, cfg, log, prometheus.NewRegistry())
+	first, err := o.OpenDriver(ctx, cfg, log, promtext.NewRegistry())
 	if err != nil {
 		return fmt.Errorf("daemon: open driver: %w", err)
 	}
@@ -128,7 +125,7 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	defer j.Close()
-	damaged := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kluisd", Name: "journal_damaged",
+	damaged := promtext.NewGauge(promtext.GaugeOpts{Namespace: "kluisd", Name: "journal_damaged",
 		Help: "1 when start-up found a damaged journal record before the end (moved aside for forensics)."})
 	reg.MustRegister(damaged)
 	damagedDetail := ""
@@ -256,7 +253,7 @@ func Run(ctx context.Context, o Options) error {
 	var metricsSrv *http.Server
 	if metricsLn != nil {
 		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		mux.Handle("GET /metrics", reg)
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			status := http.StatusOK

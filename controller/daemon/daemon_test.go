@@ -14,12 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/server"
 	"kluis/controller/config"
 	"kluis/controller/daemon/daemontest"
+	"kluis/controller/promtext"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
@@ -90,7 +90,7 @@ compartments:
 	go func() {
 		done <- Run(ctx, Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Software: "e2e",
 			HeartbeatEvery: 200 * time.Millisecond, NotifySocket: filepath.Join(dir, "notify"), Watchdog: 200 * time.Millisecond,
-			OpenDriver: func(context.Context, *config.Config, *slog.Logger, prometheus.Registerer) (hardware.Driver, error) {
+			OpenDriver: func(context.Context, *config.Config, *slog.Logger, promtext.Registerer) (hardware.Driver, error) {
 				return daemontest.Open(cfg.Hardware.SimFile, 1, 16)
 			}})
 	}()

@@ -5,9 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"kluis/controller/config"
+	"kluis/controller/promtext"
 	"kluis/hardware"
 	"kluis/hardware/kerong"
 	"kluis/hardware/kluisbus"
@@ -15,7 +14,7 @@ import (
 )
 
 // OpenDriver opens the production driver the configuration names.
-func OpenDriver(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (hardware.Driver, error) {
+func OpenDriver(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promtext.Registerer) (hardware.Driver, error) {
 	h := cfg.Hardware
 	switch h.Driver {
 	case config.DriverKluis:

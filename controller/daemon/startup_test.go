@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"kluis/controller/config"
+	"kluis/controller/promtext"
 	"kluis/hardware"
 	"kluis/simulator"
 )
@@ -52,7 +52,7 @@ compartments:
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-			OpenDriver: func(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (hardware.Driver, error) {
+			OpenDriver: func(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promtext.Registerer) (hardware.Driver, error) {
 				d, err := OpenDriver(ctx, cfg, log, reg)
 				drv = d // the second one is the engine's
 				return d, err

@@ -11,12 +11,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"kluis/controller/config"
 	"kluis/controller/journal"
 	"kluis/controller/offline"
 	"kluis/controller/pickupcode"
+	"kluis/controller/promtext"
 	"kluis/controller/wire"
 	"kluis/hardware"
 )
@@ -117,7 +116,7 @@ type Options struct {
 	// Clock; default time.Now.
 	Clock    func() time.Time
 	Logger   *slog.Logger
-	Registry *prometheus.Registry
+	Registry *promtext.Registry
 }
 
 // Screen is what the kiosk shows.
@@ -286,7 +285,7 @@ func New(o Options) (*Engine, error) {
 		o.Logger = slog.Default()
 	}
 	if o.Registry == nil {
-		o.Registry = prometheus.NewRegistry()
+		o.Registry = promtext.NewRegistry()
 	}
 	e := &Engine{o: o, cfg: o.Config, log: o.Logger.With("part", "engine"), now: o.Clock, drv: o.Driver, j: o.Journal,
 		keptWake: make(chan struct{}, 1), boardDown: map[int]bool{}, boardErrs: map[int]int64{}, boardGen: map[int]int{}, boardAlarmed: map[int]bool{},

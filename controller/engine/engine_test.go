@@ -19,7 +19,6 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"kluis/controller/config"
@@ -359,7 +358,7 @@ func TestPendingCodeToldToTryAgainOrCall(t *testing.T) {
 		require.Contains(t, s.Message, "quelques minutes")
 		synctest.Wait()
 		require.Empty(t, r.f.Pulses())
-		require.Zero(t, testutil.ToFloat64(r.e.m.wrongCodes), "not a wrong code")
+		require.Zero(t, r.e.m.wrongCodes.Value(), "not a wrong code")
 	})
 }
 
@@ -1026,8 +1025,8 @@ func TestBoardRebootsAndWatchdogRelocksReported(t *testing.T) {
 		require.Equal(t, int64(3), d.Boards[1].Reboots)
 		require.Equal(t, int64(1), d.Boards[1].WatchdogRelocks)
 		require.Equal(t, int64(0), d.Boards[0].Reboots)
-		require.Equal(t, 3.0, testutil.ToFloat64(r.e.m.boardReboots.WithLabelValues("1")))
-		require.Equal(t, 1.0, testutil.ToFloat64(r.e.m.boardWatchdogs.WithLabelValues("1")))
+		require.Equal(t, 3.0, r.e.m.boardReboots.WithLabelValues("1").Value())
+		require.Equal(t, 1.0, r.e.m.boardWatchdogs.WithLabelValues("1").Value())
 		// Another restart within the hour: no second alarm; an hour
 		// after the last one: cleared.
 		time.Sleep(30 * time.Minute)

@@ -3,32 +3,31 @@ package engine
 import (
 	"strconv"
 
-	"github.com/prometheus/client_golang/prometheus"
-
+	"kluis/controller/promtext"
 	"kluis/controller/wire"
 )
 
 type metrics struct {
-	events, alarms, hwEvents, pickups, pulses, verifications, commands, boardErrs, boardReboots, boardWatchdogs *prometheus.CounterVec
-	journalErrors, pulseErrors, uncertain, openNotDetected, wrongCodes, lockouts                                prometheus.Counter
-	boardsDown, cacheSize, leftOpen                                                                             prometheus.Gauge
+	events, alarms, hwEvents, pickups, pulses, verifications, commands, boardErrs, boardReboots, boardWatchdogs *promtext.CounterVec
+	journalErrors, pulseErrors, uncertain, openNotDetected, wrongCodes, lockouts                                *promtext.Counter
+	boardsDown, cacheSize, leftOpen                                                                             *promtext.Gauge
 }
 
 // newMetrics registers the engine's metrics. Label values known in advance
 // (every alarm kind, every configured board) start at 0, so that an alert on
 // increase() sees the first one. backlog and locked are read at scrape time.
-func newMetrics(r *prometheus.Registry, boards []int, backlog, locked, diskFull func() float64) (*metrics, error) {
-	cv := func(name, help string, labels ...string) *prometheus.CounterVec {
-		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kluisd", Name: name, Help: help}, labels)
+func newMetrics(r *promtext.Registry, boards []int, backlog, locked, diskFull func() float64) (*metrics, error) {
+	cv := func(name, help string, labels ...string) *promtext.CounterVec {
+		return promtext.NewCounterVec(promtext.CounterOpts{Namespace: "kluisd", Name: name, Help: help}, labels)
 	}
-	c := func(name, help string) prometheus.Counter {
-		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kluisd", Name: name, Help: help})
+	c := func(name, help string) *promtext.Counter {
+		return promtext.NewCounter(promtext.CounterOpts{Namespace: "kluisd", Name: name, Help: help})
 	}
-	g := func(name, help string) prometheus.Gauge {
-		return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kluisd", Name: name, Help: help})
+	g := func(name, help string) *promtext.Gauge {
+		return promtext.NewGauge(promtext.GaugeOpts{Namespace: "kluisd", Name: name, Help: help})
 	}
-	gf := func(name, help string, fn func() float64) prometheus.GaugeFunc {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "kluisd", Name: name, Help: help}, fn)
+	gf := func(name, help string, fn func() float64) *promtext.GaugeFunc {
+		return promtext.NewGaugeFunc(promtext.GaugeOpts{Namespace: "kluisd", Name: name, Help: help}, fn)
 	}
 	m := &metrics{
 		events:          cv("events_total", "Events journaled for the backend, by kind.", "kind"),
@@ -59,7 +58,7 @@ func newMetrics(r *prometheus.Registry, boards []int, backlog, locked, diskFull 
 		m.boardReboots.WithLabelValues(strconv.Itoa(b))
 		m.boardWatchdogs.WithLabelValues(strconv.Itoa(b))
 	}
-	for _, col := range []prometheus.Collector{m.events, m.alarms, m.hwEvents, m.pickups, m.pulses, m.verifications,
+	for _, col := range []promtext.Collector{m.events, m.alarms, m.hwEvents, m.pickups, m.pulses, m.verifications,
 		m.commands, m.boardErrs, m.boardReboots, m.boardWatchdogs, m.journalErrors, m.pulseErrors, m.uncertain, m.openNotDetected, m.wrongCodes,
 		m.lockouts, m.boardsDown, m.cacheSize, m.leftOpen,
 		gf("journal_backlog", "Events not yet acknowledged by the backend (read from the journal at scrape time).", backlog),

@@ -7,9 +7,9 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"kluis/controller/promtext/promtexttest"
 	"kluis/controller/wire"
 	"kluis/hardware"
 )
@@ -18,7 +18,7 @@ import (
 // ok is false when the series does not exist.
 func (r *rig) metric(name string, labels ...string) (v float64, ok bool) {
 	r.t.Helper()
-	return gatherValue(r.t, r.e.o.Registry, name, labels...)
+	return promtexttest.Value(r.t, r.e.o.Registry, name, labels...)
 }
 
 func (r *rig) mustMetric(name string, labels ...string) float64 {
@@ -26,36 +26,6 @@ func (r *rig) mustMetric(name string, labels ...string) float64 {
 	v, ok := r.metric(name, labels...)
 	require.True(r.t, ok, "series %s%v exists", name, labels)
 	return v
-}
-
-func gatherValue(t *testing.T, g prometheus.Gatherer, name string, labels ...string) (float64, bool) {
-	t.Helper()
-	fams, err := g.Gather()
-	require.NoError(t, err)
-	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range f.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue next
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				return m.Counter.GetValue(), true
-			case m.Gauge != nil:
-				return m.Gauge.GetValue(), true
-			}
-		}
-	}
-	return 0, false
 }
 
 // Every alarm kind and every configured board has its series from the

@@ -25,10 +25,10 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"kluis/controller/journal"
 	"kluis/controller/link/pahostore"
+	"kluis/controller/promtext"
 	"kluis/controller/wire"
 )
 
@@ -74,7 +74,7 @@ type Options struct {
 	ResendAfter time.Duration
 	Clock       func() time.Time
 	Logger      *slog.Logger
-	Registry    *prometheus.Registry
+	Registry    *promtext.Registry
 }
 
 // Link is the device's MQTT connection.
@@ -94,9 +94,9 @@ type Link struct {
 
 	acks ackLog
 
-	mPublished, mAcked, mInvalid prometheus.Counter
-	mConnected                   prometheus.Gauge
-	mRefused                     *prometheus.CounterVec
+	mPublished, mAcked, mInvalid *promtext.Counter
+	mConnected                   *promtext.Gauge
+	mRefused                     *promtext.CounterVec
 }
 
 // pendingReq is a request waiting for its answer: ch gets the accepted
@@ -135,7 +135,7 @@ func New(o Options) (*Link, error) {
 		o.Logger = slog.Default()
 	}
 	if o.Registry == nil {
-		o.Registry = prometheus.NewRegistry()
+		o.Registry = promtext.NewRegistry()
 	}
 	if o.Command == nil {
 		// Rejected; commandLoop stamps the result with the clock.
@@ -145,20 +145,20 @@ func New(o Options) (*Link, error) {
 	}
 	l := &Link{o: o, log: o.Logger.With("part", "link"), pending: map[string]*pendingReq{},
 		lastSent: map[string]time.Time{}, cmds: make(chan wire.Command, 64), wake: make(chan struct{}, 1)}
-	c := func(name, help string) prometheus.Counter {
-		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kluisd", Subsystem: "mqtt", Name: name, Help: help})
+	c := func(name, help string) *promtext.Counter {
+		return promtext.NewCounter(promtext.CounterOpts{Namespace: "kluisd", Subsystem: "mqtt", Name: name, Help: help})
 	}
 	l.mPublished = c("events_published_total", "Event publications (including republications).")
 	l.mAcked = c("events_acked_total", "Event ids acknowledged by the backend.")
 	l.mInvalid = c("invalid_messages_total", "Received payloads that failed wire validation.")
-	l.mConnected = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kluisd", Subsystem: "mqtt", Name: "connected", Help: "1 while connected to the broker."})
-	l.mRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kluisd", Subsystem: "mqtt", Name: "responses_refused_total",
+	l.mConnected = promtext.NewGauge(promtext.GaugeOpts{Namespace: "kluisd", Subsystem: "mqtt", Name: "connected", Help: "1 while connected to the broker."})
+	l.mRefused = promtext.NewCounterVec(promtext.CounterOpts{Namespace: "kluisd", Subsystem: "mqtt", Name: "responses_refused_total",
 		Help: "Answers to this device's verify and staff requests refused: unsigned, badly signed, for another device or request, changed or expired."},
 		[]string{"kind"})
 	for _, k := range []wire.Kind{wire.KindVerifyRes, wire.KindStaffRes} {
 		l.mRefused.WithLabelValues(string(k))
 	}
-	for _, col := range []prometheus.Collector{l.mPublished, l.mAcked, l.mInvalid, l.mConnected, l.mRefused} {
+	for _, col := range []promtext.Collector{l.mPublished, l.mAcked, l.mInvalid, l.mConnected, l.mRefused} {
 		if err := o.Registry.Register(col); err != nil {
 			return nil, err
 		}

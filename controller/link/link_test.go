@@ -13,7 +13,6 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"kluis/controller/journal"
@@ -284,7 +283,7 @@ func TestVerifyAndCommands(t *testing.T) {
 	require.Equal(t, []string{"cmd-ok"}, got)
 	mu.Unlock()
 	require.Equal(t, wire.StatusDone, r.res[0].Status)
-	testenv.Eventually(t, "invalid counted", func() bool { return testutil.ToFloat64(l.mInvalid) >= 2 })
+	testenv.Eventually(t, "invalid counted", func() bool { return l.mInvalid.Value() >= 2 })
 }
 
 // Without a command handler every command is rejected, and the result

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -112,8 +111,8 @@ func TestAnswersRefusedUnlessSigned(t *testing.T) {
 		return l.Staff(ctx, wire.StaffRequest{ID: id, Op: wire.StaffLogin, At: time.Now().UTC(), PIN: "123456"})
 	})
 	require.ErrorIs(t, err, ErrResponseRefused, "an unsigned staff login")
-	assert.Equal(t, float64(len(forgeries)+1), testutil.ToFloat64(l.mRefused.WithLabelValues(string(wire.KindVerifyRes))))
-	assert.Equal(t, 1.0, testutil.ToFloat64(l.mRefused.WithLabelValues(string(wire.KindStaffRes))))
+	assert.Equal(t, float64(len(forgeries)+1), l.mRefused.WithLabelValues(string(wire.KindVerifyRes)).Value())
+	assert.Equal(t, 1.0, l.mRefused.WithLabelValues(string(wire.KindStaffRes)).Value())
 }
 
 // A link without the backend's public key refuses every answer, the

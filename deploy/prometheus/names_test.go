@@ -13,12 +13,12 @@ import (
 	"testing"
 	"time"
 
-	promclient "github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"kluis/controller/config"
 	"kluis/controller/daemon"
+	"kluis/controller/promtext"
 	"kluis/deploy/dev/testenv"
 	"kluis/deploy/grafana"
 	"kluis/deploy/prometheus/promcheck"
@@ -91,7 +91,7 @@ compartments:
   - {number: 1, board: 0, channel: 0}
 `, dev, testenv.BrokerURL(), dev, hardware, filepath.Join(t.TempDir(), "journal"), kiosk)), config.ParseOptions{})
 	require.NoError(t, err)
-	reg := promclient.NewRegistry()
+	reg := promtext.NewRegistry()
 	done := make(chan error, 1)
 	go func() {
 		done <- daemon.Run(ctx, daemon.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -115,8 +115,7 @@ compartments:
 		resp.Body.Close()
 		return strings.Contains(string(body), `"ready":true`), string(body), nil
 	})
-	exported, err := promcheck.Exported(reg)
-	require.NoError(t, err)
+	exported := promcheck.ExportedText(reg)
 	cancel()
 	select {
 	case err := <-done:

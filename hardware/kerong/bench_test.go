@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"kluis/controller/promtext"
 )
 
 func BenchmarkDecodeStatusReply(b *testing.B) {
@@ -37,7 +37,7 @@ func BenchmarkReaderStream(b *testing.B) {
 // real pseudo-terminal against the test emulator.
 func BenchmarkStatusOverPty(b *testing.B) {
 	emu := newEmulatorTB(b, 0)
-	d, err := New(Options{Port: emu.path(), Registry: prometheus.NewRegistry(), Timeout: time.Second})
+	d, err := New(Options{Port: emu.path(), Registry: promtext.NewRegistry(), Timeout: time.Second})
 	if err != nil {
 		b.Fatal(err)
 	}

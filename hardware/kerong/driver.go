@@ -10,8 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
+	"kluis/controller/promtext"
 	"kluis/hardware"
 	"kluis/hardware/internal/evqueue"
 )
@@ -54,7 +53,7 @@ type Options struct {
 	// Logger defaults to a discarding logger.
 	Logger *slog.Logger
 	// Registry receives the driver's metrics; default a private registry.
-	Registry prometheus.Registerer
+	Registry promtext.Registerer
 	// Clock stamps events; default time.Now.
 	Clock func() time.Time
 	// Open opens the port; default OpenSerial.
@@ -73,31 +72,31 @@ const (
 )
 
 type metrics struct {
-	frames   *prometheus.CounterVec
-	timeouts prometheus.Counter
-	unlocks  *prometheus.CounterVec
-	reopens  prometheus.Counter
-	dropped  prometheus.Counter
-	online   *prometheus.GaugeVec
+	frames   *promtext.CounterVec
+	timeouts *promtext.Counter
+	unlocks  *promtext.CounterVec
+	reopens  *promtext.Counter
+	dropped  *promtext.Counter
+	online   *promtext.GaugeVec
 }
 
-func newMetrics(reg prometheus.Registerer, bus string) (*metrics, error) {
-	cl := prometheus.Labels{"bus": bus}
+func newMetrics(reg promtext.Registerer, bus string) (*metrics, error) {
+	cl := promtext.Labels{"bus": bus}
 	m := &metrics{
-		frames: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_kerong_frames_total",
+		frames: promtext.NewCounterVec(promtext.CounterOpts{Name: "kluis_kerong_frames_total",
 			Help: "Frames read from Kerong boards by result (ok, garbage, unknown_command, framing, checksum, truncated, unexpected).", ConstLabels: cl}, []string{"result"}),
-		timeouts: prometheus.NewCounter(prometheus.CounterOpts{Name: "kluis_kerong_timeouts_total",
+		timeouts: promtext.NewCounter(promtext.CounterOpts{Name: "kluis_kerong_timeouts_total",
 			Help: "Requests to Kerong boards that got no answer in time.", ConstLabels: cl}),
-		unlocks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_kerong_unlocks_total",
+		unlocks: promtext.NewCounterVec(promtext.CounterOpts{Name: "kluis_kerong_unlocks_total",
 			Help: "Unlock commands by outcome (ok, confirmed_by_status, uncertain, not_sent).", ConstLabels: cl}, []string{"result"}),
-		reopens: prometheus.NewCounter(prometheus.CounterOpts{Name: "kluis_kerong_port_reopens_total",
+		reopens: promtext.NewCounter(promtext.CounterOpts{Name: "kluis_kerong_port_reopens_total",
 			Help: "Times the serial port was (re)opened.", ConstLabels: cl}),
-		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "kluis_kerong_events_dropped_total",
+		dropped: promtext.NewCounter(promtext.CounterOpts{Name: "kluis_kerong_events_dropped_total",
 			Help: "Events dropped because the queue for Watch was full.", ConstLabels: cl}),
-		online: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kluis_kerong_board_online",
+		online: promtext.NewGaugeVec(promtext.GaugeOpts{Name: "kluis_kerong_board_online",
 			Help: "1 when the board answered its last status request.", ConstLabels: cl}, []string{"board"}),
 	}
-	for _, c := range []prometheus.Collector{m.frames, m.timeouts, m.unlocks, m.reopens, m.dropped, m.online} {
+	for _, c := range []promtext.Collector{m.frames, m.timeouts, m.unlocks, m.reopens, m.dropped, m.online} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("kerong: register metrics: %w", err)
 		}
@@ -171,7 +170,7 @@ func New(o Options) (*Driver, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Registry == nil {
-		o.Registry = prometheus.NewRegistry()
+		o.Registry = promtext.NewRegistry()
 	}
 	if o.Clock == nil {
 		o.Clock = time.Now

@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"kluis/controller/promtext"
+	"kluis/controller/promtext/promtexttest"
 	"kluis/hardware"
 	"kluis/hardware/hardwaretest"
 )
@@ -24,9 +24,9 @@ func testCtx(t *testing.T) context.Context {
 	return c
 }
 
-func newDriver(t *testing.T, o Options) (*Driver, *prometheus.Registry) {
+func newDriver(t *testing.T, o Options) (*Driver, *promtext.Registry) {
 	t.Helper()
-	reg := prometheus.NewRegistry()
+	reg := promtext.NewRegistry()
 	o.Registry = reg
 	if !o.OpenBitSet {
 		o.OpenBitClear = true // the emulator's polarity
@@ -80,7 +80,7 @@ func TestOpenEveryChannelAndReadStates(t *testing.T) {
 		assert.True(t, s.DoorOpen, s.Addr.String())
 		assert.False(t, s.Locked, s.Addr.String())
 	}
-	assert.Equal(t, 32.0, testutil.ToFloat64(d.m.unlocks.WithLabelValues("ok")))
+	assert.Equal(t, 32.0, d.m.unlocks.WithLabelValues("ok").Value())
 	_ = reg
 
 	// Out of range or unknown boards are refused without a byte sent.
@@ -184,13 +184,11 @@ func TestNoiseIsCountedAndSkipped(t *testing.T) {
 	st := d.Stats()
 	assert.NotZero(t, st.Garbage)
 	assert.NotZero(t, st.Framing+st.Checksum+st.Unknown, "the truncated frame is a framing error")
-	unexpected := testutil.ToFloat64(d.m.frames.WithLabelValues("unexpected"))
+	unexpected := d.m.frames.WithLabelValues("unexpected").Value()
 	assert.GreaterOrEqual(t, unexpected, 6.0, "frames of boards not asked are skipped")
-	truncated := testutil.ToFloat64(d.m.frames.WithLabelValues("truncated"))
+	truncated := d.m.frames.WithLabelValues("truncated").Value()
 	assert.NotZero(t, truncated, "a partial frame left after an answer is counted when the next request drops it")
-	n, err := testutil.GatherAndCount(reg, "kluis_kerong_frames_total")
-	require.NoError(t, err)
-	assert.NotZero(t, n)
+	assert.NotZero(t, promtexttest.Count(t, reg, "kluis_kerong_frames_total"))
 }
 
 func TestLostUnlockAnswerIsNeverRetransmitted(t *testing.T) {
@@ -205,7 +203,7 @@ func TestLostUnlockAnswerIsNeverRetransmitted(t *testing.T) {
 	a := hardware.Address{Channel: 5}
 	require.NoError(t, d.Pulse(ctx, a, time.Second, 0))
 	assert.Equal(t, 1, emu.pulseCount(0, 5))
-	assert.Equal(t, 1.0, testutil.ToFloat64(d.m.unlocks.WithLabelValues("confirmed_by_status")))
+	assert.Equal(t, 1.0, d.m.unlocks.WithLabelValues("confirmed_by_status").Value())
 
 	// The board took the unlock but the lock stays closed (jammed): the
 	// outcome is uncertain, reported as such, and not repeated.
@@ -217,7 +215,7 @@ func TestLostUnlockAnswerIsNeverRetransmitted(t *testing.T) {
 	require.ErrorIs(t, err, ErrUncertain)
 	require.ErrorIs(t, err, hardware.ErrTimeout)
 	assert.Equal(t, 1, emu.pulseCount(0, 6))
-	assert.Equal(t, 1.0, testutil.ToFloat64(d.m.unlocks.WithLabelValues("uncertain")))
+	assert.Equal(t, 1.0, d.m.unlocks.WithLabelValues("uncertain").Value())
 
 	// A board that is silent altogether: uncertain, and sent exactly once.
 	emu.mu.Lock()
@@ -280,7 +278,7 @@ func TestStalePortIsReopened(t *testing.T) {
 		return err == nil
 	}, 15*time.Second, 20*time.Millisecond)
 	assert.True(t, st[3].DoorOpen, "states come from the new port")
-	assert.GreaterOrEqual(t, testutil.ToFloat64(d.m.reopens), 2.0)
+	assert.GreaterOrEqual(t, d.m.reopens.Value(), 2.0)
 }
 
 func TestCorruptedLineNeverDoublePulses(t *testing.T) {
@@ -320,12 +318,12 @@ func TestCorruptedLineNeverDoublePulses(t *testing.T) {
 	}
 	t.Logf("ok %d of %d; unlocks ok=%v by_status=%v uncertain=%v not_sent=%v; decode errors %+v",
 		okCount, len(asked),
-		testutil.ToFloat64(d.m.unlocks.WithLabelValues("ok")),
-		testutil.ToFloat64(d.m.unlocks.WithLabelValues("confirmed_by_status")),
-		testutil.ToFloat64(d.m.unlocks.WithLabelValues("uncertain")),
-		testutil.ToFloat64(d.m.unlocks.WithLabelValues("not_sent")), d.Stats())
+		d.m.unlocks.WithLabelValues("ok").Value(),
+		d.m.unlocks.WithLabelValues("confirmed_by_status").Value(),
+		d.m.unlocks.WithLabelValues("uncertain").Value(),
+		d.m.unlocks.WithLabelValues("not_sent").Value(), d.Stats())
 	assert.Len(t, asked, 24)
 	assert.Greater(t, okCount, 12, "most unlocks still succeed on a 1%% noisy line")
-	assert.NotZero(t, d.Stats().Errors()+uint64(testutil.ToFloat64(d.m.timeouts)))
+	assert.NotZero(t, d.Stats().Errors()+uint64(d.m.timeouts.Value()))
 	_ = w
 }

@@ -38,8 +38,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
+	"kluis/controller/promtext"
 	"kluis/hardware"
 	"kluis/hardware/kluisproto"
 	"kluis/hardware/serialport"
@@ -99,7 +98,7 @@ type Options struct {
 	// Logger defaults to a discarding logger.
 	Logger *slog.Logger
 	// Registry receives the driver's metrics; default a private registry.
-	Registry prometheus.Registerer
+	Registry promtext.Registerer
 	// Clock stamps events and times the retries of offline boards
 	// (OfflineRetry); default time.Now. Line timing (timeouts, gaps, the
 	// pause between Watch rounds) uses real time.
@@ -157,14 +156,14 @@ type board struct {
 const sentMax = 256
 
 type metrics struct {
-	frameErrors *prometheus.CounterVec
-	frames      prometheus.Counter
-	timeouts    prometheus.Counter
-	retries     prometheus.Counter
-	unlocks     *prometheus.CounterVec
-	events      prometheus.Counter
-	reboots     prometheus.Counter
-	online      *prometheus.GaugeVec
+	frameErrors *promtext.CounterVec
+	frames      *promtext.Counter
+	timeouts    *promtext.Counter
+	retries     *promtext.Counter
+	unlocks     *promtext.CounterVec
+	events      *promtext.Counter
+	reboots     *promtext.Counter
+	online      *promtext.GaugeVec
 }
 
 // Frame error kinds counted in kluis_kluisbus_frame_errors_total{kind}.
@@ -178,27 +177,27 @@ const (
 	ErrKindMalformed    = "malformed"
 )
 
-func newMetrics(reg prometheus.Registerer, bus string) (*metrics, error) {
-	cl := prometheus.Labels{"bus": bus}
+func newMetrics(reg promtext.Registerer, bus string) (*metrics, error) {
+	cl := promtext.Labels{"bus": bus}
 	m := &metrics{
-		frameErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_kluisbus_frame_errors_total",
+		frameErrors: promtext.NewCounterVec(promtext.CounterOpts{Name: "kluis_kluisbus_frame_errors_total",
 			Help: "Bad input on the Kluis bus by kind (bad_crc, oversize, truncated, garbage, wrong_address, unexpected, malformed); all skipped.", ConstLabels: cl}, []string{"kind"}),
-		frames: prometheus.NewCounter(prometheus.CounterOpts{Name: "kluis_kluisbus_frames_total",
+		frames: promtext.NewCounter(promtext.CounterOpts{Name: "kluis_kluisbus_frames_total",
 			Help: "Valid frames received on the Kluis bus.", ConstLabels: cl}),
-		timeouts: prometheus.NewCounter(prometheus.CounterOpts{Name: "kluis_kluisbus_timeouts_total",
+		timeouts: promtext.NewCounter(promtext.CounterOpts{Name: "kluis_kluisbus_timeouts_total",
 			Help: "Attempts that got no valid answer in time.", ConstLabels: cl}),
-		retries: prometheus.NewCounter(prometheus.CounterOpts{Name: "kluis_kluisbus_retries_total",
+		retries: promtext.NewCounter(promtext.CounterOpts{Name: "kluis_kluisbus_retries_total",
 			Help: "Requests sent again (same bytes, same command id).", ConstLabels: cl}),
-		unlocks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_kluisbus_unlocks_total",
+		unlocks: promtext.NewCounterVec(promtext.CounterOpts{Name: "kluis_kluisbus_unlocks_total",
 			Help: "UNLOCK commands by result (ok, repeat, nak, timeout).", ConstLabels: cl}, []string{"result"}),
-		events: prometheus.NewCounter(prometheus.CounterOpts{Name: "kluis_kluisbus_events_total",
+		events: promtext.NewCounter(promtext.CounterOpts{Name: "kluis_kluisbus_events_total",
 			Help: "Board events delivered and acknowledged.", ConstLabels: cl}),
-		reboots: prometheus.NewCounter(prometheus.CounterOpts{Name: "kluis_kluisbus_board_reboots_total",
+		reboots: promtext.NewCounter(promtext.CounterOpts{Name: "kluis_kluisbus_board_reboots_total",
 			Help: "Board reboots detected (boot id changed).", ConstLabels: cl}),
-		online: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kluis_kluisbus_board_online",
+		online: promtext.NewGaugeVec(promtext.GaugeOpts{Name: "kluis_kluisbus_board_online",
 			Help: "1 when the board answered its last request, 0 when it is offline.", ConstLabels: cl}, []string{"board"}),
 	}
-	for _, c := range []prometheus.Collector{m.frameErrors, m.frames, m.timeouts, m.retries, m.unlocks, m.events, m.reboots, m.online} {
+	for _, c := range []promtext.Collector{m.frameErrors, m.frames, m.timeouts, m.retries, m.unlocks, m.events, m.reboots, m.online} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("kluisbus: register metrics: %w", err)
 		}
@@ -285,7 +284,7 @@ func New(o Options) (*Driver, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Registry == nil {
-		o.Registry = prometheus.NewRegistry()
+		o.Registry = promtext.NewRegistry()
 	}
 	if o.Clock == nil {
 		o.Clock = time.Now

@@ -8,18 +8,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
+	"kluis/controller/promtext"
+	"kluis/controller/promtext/promtexttest"
 	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 	"kluis/hardware/hardwaretest"
 	"kluis/hardware/kluisproto"
 )
 
-func newDriver(t *testing.T, e *emulator, o Options) (*Driver, *prometheus.Registry) {
+func newDriver(t *testing.T, e *emulator, o Options) (*Driver, *promtext.Registry) {
 	t.Helper()
-	reg := prometheus.NewRegistry()
+	reg := promtext.NewRegistry()
 	o.Port = e.path
 	o.Registry = reg
 	if o.Timeout == 0 {
@@ -189,14 +188,14 @@ func TestPulseRetriesSameIDWhenTheAnswerIsLost(t *testing.T) {
 	if log := e.pulseLog(); len(log) != 1 || log[0] != (pulseRec{0, 2, 77}) {
 		t.Fatalf("pulses %+v", log)
 	}
-	if v := testutil.ToFloat64(d.m.unlocks.WithLabelValues("repeat")); v != 1 {
+	if v := d.m.unlocks.WithLabelValues("repeat").Value(); v != 1 {
 		t.Fatalf("repeat unlocks %v", v)
 	}
-	if v := testutil.ToFloat64(d.m.retries); v != 1 {
+	if v := d.m.retries.Value(); v != 1 {
 		t.Fatalf("retries %v", v)
 	}
-	if n, err := testutil.GatherAndCount(reg, "kluis_kluisbus_unlocks_total"); err != nil || n == 0 {
-		t.Fatalf("metrics: %d %v", n, err)
+	if n := promtexttest.Count(t, reg, "kluis_kluisbus_unlocks_total"); n == 0 {
+		t.Fatalf("metrics: %d series", n)
 	}
 }
 
@@ -367,7 +366,7 @@ func TestBoardRebootIsReportedAndStateReRead(t *testing.T) {
 	if n != 1 {
 		t.Fatalf("door 6 opened reported %d times", n)
 	}
-	if v := testutil.ToFloat64(d.m.reboots); v != 1 {
+	if v := d.m.reboots.Value(); v != 1 {
 		t.Fatalf("reboots metric %v", v)
 	}
 	_ = reg
@@ -495,12 +494,12 @@ func TestResyncAfterGarbageAndBrokenFrames(t *testing.T) {
 		if fe[k] == 0 {
 			t.Errorf("no %s counted: %v", k, fe)
 		}
-		if v := testutil.ToFloat64(d.m.frameErrors.WithLabelValues(k)); v != float64(fe[k]) {
+		if v := d.m.frameErrors.WithLabelValues(k).Value(); v != float64(fe[k]) {
 			t.Errorf("metric %s = %v, FrameErrors %d", k, v, fe[k])
 		}
 	}
-	if n, err := testutil.GatherAndCount(reg, "kluis_kluisbus_frame_errors_total"); err != nil || n == 0 {
-		t.Fatalf("metrics: %d %v", n, err)
+	if n := promtexttest.Count(t, reg, "kluis_kluisbus_frame_errors_total"); n == 0 {
+		t.Fatalf("metrics: %d series", n)
 	}
 }
 
@@ -570,7 +569,7 @@ func TestNoisyLine(t *testing.T) {
 	if total == 0 {
 		t.Fatal("1% noise and no frame error counted")
 	}
-	t.Logf("frame errors %v, retries %v", fe, testutil.ToFloat64(d.m.retries))
+	t.Logf("frame errors %v, retries %v", fe, d.m.retries.Value())
 }
 
 func TestMechanism(t *testing.T) {

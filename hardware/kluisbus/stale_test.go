@@ -8,8 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
+	"kluis/controller/promtext"
 	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 )
@@ -24,7 +23,7 @@ func TestStalePortIsReopened(t *testing.T) {
 	if err := os.Symlink(e1.path, link); err != nil {
 		t.Fatal(err)
 	}
-	d, err := New(Options{Port: link, Timeout: 100 * time.Millisecond, Registry: prometheus.NewRegistry()})
+	d, err := New(Options{Port: link, Timeout: 100 * time.Millisecond, Registry: promtext.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/prometheus/client_golang/prometheus"
 
+	"kluis/controller/promtext"
 	"kluis/hardware"
 	"kluis/hardware/internal/evqueue"
 )
@@ -57,7 +57,7 @@ type Options struct {
 	// Logger defaults to a discarding logger.
 	Logger *slog.Logger
 	// Registry receives the metrics; default a private registry.
-	Registry prometheus.Registerer
+	Registry promtext.Registerer
 	// Clock stamps events; default time.Now.
 	Clock func() time.Time
 	// QueueLimit bounds both the incoming-message queue and the events
@@ -97,10 +97,10 @@ type inMsg struct {
 }
 
 type metrics struct {
-	messages *prometheus.CounterVec
-	pulses   *prometheus.CounterVec
-	dropped  prometheus.Counter
-	online   *prometheus.GaugeVec
+	messages *promtext.CounterVec
+	pulses   *promtext.CounterVec
+	dropped  *promtext.Counter
+	online   *promtext.GaugeVec
 }
 
 // Driver drives Tasmota relay modules over MQTT. It implements
@@ -157,7 +157,7 @@ func New(o Options) (*Driver, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Registry == nil {
-		o.Registry = prometheus.NewRegistry()
+		o.Registry = promtext.NewRegistry()
 	}
 	if o.Clock == nil {
 		o.Clock = time.Now
@@ -230,18 +230,18 @@ func New(o Options) (*Driver, error) {
 }
 
 func (d *Driver) newMetrics() error {
-	cl := prometheus.Labels{"client": d.o.ClientID}
+	cl := promtext.Labels{"client": d.o.ClientID}
 	d.m = metrics{
-		messages: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_tasmota_messages_total",
+		messages: promtext.NewCounterVec(promtext.CounterOpts{Name: "kluis_tasmota_messages_total",
 			Help: "Messages from Tasmota modules by result (ok, malformed, unknown).", ConstLabels: cl}, []string{"result"}),
-		pulses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_tasmota_pulses_total",
+		pulses: promtext.NewCounterVec(promtext.CounterOpts{Name: "kluis_tasmota_pulses_total",
 			Help: "Pulse and present commands by result (ok, unconfirmed, offline, refused).", ConstLabels: cl}, []string{"result"}),
-		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "kluis_tasmota_dropped_total",
+		dropped: promtext.NewCounter(promtext.CounterOpts{Name: "kluis_tasmota_dropped_total",
 			Help: "Messages or events dropped because a queue was full.", ConstLabels: cl}),
-		online: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kluis_tasmota_module_online",
+		online: promtext.NewGaugeVec(promtext.GaugeOpts{Name: "kluis_tasmota_module_online",
 			Help: "1 while the module's LWT says Online.", ConstLabels: cl}, []string{"module"}),
 	}
-	for _, c := range []prometheus.Collector{d.m.messages, d.m.pulses, d.m.dropped, d.m.online} {
+	for _, c := range []promtext.Collector{d.m.messages, d.m.pulses, d.m.dropped, d.m.online} {
 		if err := d.o.Registry.Register(c); err != nil {
 			return fmt.Errorf("tasmota: register metrics: %w", err)
 		}

@@ -6,11 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"kluis/controller/promtext"
 	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 	"kluis/hardware/hardwaretest"
@@ -27,7 +26,7 @@ func newDriver(t *testing.T, o Options) *Driver {
 	t.Helper()
 	o.Broker = testenv.BrokerURL()
 	o.ClientID = "drv-" + o.Modules[0].Topic
-	o.Registry = prometheus.NewRegistry()
+	o.Registry = promtext.NewRegistry()
 	if o.Timeout == 0 {
 		o.Timeout = 5 * time.Second
 	}
@@ -164,7 +163,7 @@ func TestMalformedPayloadsAreCountedAndIgnored(t *testing.T) {
 	dev.raw("tele/"+topic+"/LWT", `Zombie`)
 	dev.setSwitch(2, true)
 	w.WaitEvent(t, hardware.DoorOpened, hardware.Address{Board: 0, Channel: 1})
-	assert.Equal(t, 5.0, testutil.ToFloat64(d.m.messages.WithLabelValues("malformed")))
+	assert.Equal(t, 5.0, d.m.messages.WithLabelValues("malformed").Value())
 	evs := w.Events()
 	require.Len(t, evs, 1, "the junk caused no event: %+v", evs)
 	st, err := d.States(testCtx(t))
@@ -184,7 +183,7 @@ func TestUnconfirmedPulseTimeNeverSwitchesTheRelay(t *testing.T) {
 	require.ErrorIs(t, err, hardware.ErrTimeout)
 	settle(t, d)
 	assert.Equal(t, 0, dev.onCount(1))
-	assert.Equal(t, 1.0, testutil.ToFloat64(d.m.pulses.WithLabelValues("unconfirmed")))
+	assert.Equal(t, 1.0, d.m.pulses.WithLabelValues("unconfirmed").Value())
 }
 
 func TestHaltSwitchesEveryRelayOff(t *testing.T) {

@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/broker"
+	"kluis/controller/promtext"
 	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 	"kluis/hardware/hardwaretest"
@@ -50,7 +50,7 @@ func TestResubscribesAfterBrokerRestart(t *testing.T) {
 	// No last will: the offline report can only come from the driver's
 	// own lost connection.
 	dev := newDeviceWill(t, topic, 2, false, false)
-	d, err := New(Options{Broker: url, Modules: []Module{{Topic: topic, Relays: 2}}, Registry: prometheus.NewRegistry(), Timeout: 2 * time.Second})
+	d, err := New(Options{Broker: url, Modules: []Module{{Topic: topic, Relays: 2}}, Registry: promtext.NewRegistry(), Timeout: 2 * time.Second})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = d.Close() })
 	require.NoError(t, d.Ready(testCtx(t)))
@@ -91,7 +91,7 @@ func TestHaltOfAFreshDriver(t *testing.T) {
 	topic := uniqueTopic(t, "fresh")
 	dev := newDevice(t, topic, 2, false)
 	d, err := New(Options{Broker: testenv.BrokerURL(), ClientID: "drv-" + topic, Modules: []Module{{Topic: topic, Relays: 2}},
-		Registry: prometheus.NewRegistry(), Timeout: 10 * time.Second})
+		Registry: promtext.NewRegistry(), Timeout: 10 * time.Second})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = d.Close() })
 	require.NoError(t, d.Halt())
@@ -99,7 +99,7 @@ func TestHaltOfAFreshDriver(t *testing.T) {
 
 	nobody := "tcp://" + testenv.FreeAddr(t)
 	d2, err := New(Options{Broker: nobody, Modules: []Module{{Topic: topic, Relays: 2}},
-		Registry: prometheus.NewRegistry(), Timeout: 300 * time.Millisecond})
+		Registry: promtext.NewRegistry(), Timeout: 300 * time.Millisecond})
 	require.NoError(t, err)
 	require.ErrorIs(t, d2.Halt(), hardware.ErrTimeout)
 	require.ErrorIs(t, d2.Close(), hardware.ErrTimeout, "Close halts too, and says the relays were not switched off")

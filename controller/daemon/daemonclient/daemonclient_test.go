@@ -10,13 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"kluis/controller/config"
 	"kluis/controller/daemon"
 	"kluis/controller/daemon/daemonclient"
 	"kluis/controller/daemon/daemontest"
+	"kluis/controller/promtext"
 	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 )
@@ -47,7 +47,7 @@ compartments:
 	done := make(chan error, 1)
 	go func() {
 		done <- daemon.Run(ctx, daemon.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Software: "dc",
-			OpenDriver: func(context.Context, *config.Config, *slog.Logger, prometheus.Registerer) (hardware.Driver, error) {
+			OpenDriver: func(context.Context, *config.Config, *slog.Logger, promtext.Registerer) (hardware.Driver, error) {
 				return daemontest.Open(cfg.Hardware.SimFile, 1, 16)
 			}})
 	}()

@@ -23,6 +23,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"go.yaml.in/yaml/v3"
+
+	"kluis/controller/promtext"
 )
 
 // keywords are PromQL words that are not metric names when they are not
@@ -381,6 +383,25 @@ func DashboardNames(u Used, fsys fs.FS) error {
 		}
 	}
 	return nil
+}
+
+// ExportedText returns the sample names a promtext registry (kluisd's)
+// exports: every registered family, also vectors without series yet, and
+// for histograms and summaries their _bucket (histograms), _sum and
+// _count series.
+func ExportedText(reg *promtext.Registry) map[string]bool {
+	out := map[string]bool{}
+	for _, d := range reg.Describe() {
+		switch d.Type {
+		case promtext.TypeHistogram:
+			out[d.Name+"_bucket"], out[d.Name+"_sum"], out[d.Name+"_count"] = true, true, true
+		case promtext.TypeSummary:
+			out[d.Name], out[d.Name+"_sum"], out[d.Name+"_count"] = true, true, true
+		default:
+			out[d.Name] = true
+		}
+	}
+	return out
 }
 
 var descName = regexp.MustCompile(`^Desc\{fqName: "([^"]+)"`)

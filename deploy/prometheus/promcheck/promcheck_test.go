@@ -8,6 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"kluis/controller/promtext"
 )
 
 func TestMetricNames(t *testing.T) {
@@ -105,6 +107,26 @@ func TestExportedSeesVectorsWithoutChildren(t *testing.T) {
 		assert.True(t, got[n], n)
 	}
 	for _, n := range []string{"b_bucket", "c_seconds", "d"} {
+		assert.False(t, got[n], n)
+	}
+}
+
+// The same for kluisd's registry (promtext): vectors without series
+// count, histograms and summaries bring their series' suffixes.
+func TestExportedTextSeesVectorsWithoutChildren(t *testing.T) {
+	reg := promtext.NewRegistry()
+	reg.MustRegister(
+		promtext.NewCounterVec(promtext.CounterOpts{Name: "a_total", Help: "h"}, []string{"l"}),
+		promtext.NewGauge(promtext.GaugeOpts{Name: "b", Help: "h"}),
+		promtext.NewHistogram(promtext.HistogramOpts{Name: "c_seconds", Help: "h"}),
+		promtext.NewGoCollector(),
+	)
+	got := ExportedText(reg)
+	for _, n := range []string{"a_total", "b", "c_seconds_bucket", "c_seconds_sum", "c_seconds_count", "go_goroutines",
+		"go_gc_duration_seconds", "go_gc_duration_seconds_count"} {
+		assert.True(t, got[n], n)
+	}
+	for _, n := range []string{"b_bucket", "c_seconds", "d", "go_gc_duration_seconds_bucket"} {
 		assert.False(t, got[n], n)
 	}
 }

@@ -52,3 +52,18 @@ func TestLinksNoBackendCode(t *testing.T) {
 		require.NotContains(t, d, "jackc/pgx", "kluisd links %s", d)
 	}
 }
+
+// kluisd's metrics are controller/promtext's: the Prometheus client
+// library, protobuf and procfs stay out of the binary (about 2 MB of pages
+// resident all the time; docs/performance.md, "kluisd's start and memory").
+func TestLinksNoPrometheusClient(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	require.NoError(t, err, string(out))
+	deps := strings.Fields(string(out))
+	require.Contains(t, deps, "kluis/controller/promtext", "kluisd's metrics")
+	for _, d := range deps {
+		for _, no := range []string{"github.com/prometheus/", "google.golang.org/protobuf"} {
+			require.False(t, strings.HasPrefix(d, no), "kluisd links %s", d)
+		}
+	}
+}

@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"kluis/controller/config"
 	"kluis/controller/daemon/daemontest"
+	"kluis/controller/promtext"
 	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 )
@@ -51,7 +51,7 @@ compartments:
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	o.OpenDriver = func(context.Context, *config.Config, *slog.Logger, prometheus.Registerer) (hardware.Driver, error) {
+	o.OpenDriver = func(context.Context, *config.Config, *slog.Logger, promtext.Registerer) (hardware.Driver, error) {
 		return daemontest.Open(cfg.Hardware.SimFile, 1, 8)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -49,6 +49,23 @@ import (
 //
 // PIN attempts, invalid tokens and services with an audit function of
 // their own (Options.Audit) are never batched.
+//
+// Staggered batches (BatchStagger): a batch has two phases, reading
+// (taking the queued attempts, a connection, round trip 1, deciding) and
+// committing (round trip 2: the writes and the COMMIT with its WAL
+// flush). At most Options.VerifyBatches batches read at a time and at most
+// as many commit at a time, so at most twice that many overlap (with the
+// default of 1: one batch reading while the one before it commits). A
+// batch hands the lead on as soon as its second round trip is on the
+// wire: the next batch's first round trip runs during the previous
+// commit instead of after it, and the batches are not halved as with
+// two unstaggered writers. Nothing else changes: the rows the committing
+// batch holds are SKIP LOCKED by the next one (those attempts go alone
+// and wait for the commit), and the audit records wait in audit_pending
+// for the chainer as every concurrent transaction's do. A batch waits
+// for the commit before it (a commit slot) before it sends its own, so
+// commits never pile up. With BatchOne a leader reads and commits its
+// batch before it takes the next.
 
 // batchItem is one QR attempt waiting for, or in, a batch.
 type batchItem struct {
@@ -65,17 +82,58 @@ type batchItem struct {
 	err   error // the batch failed; nothing of it was committed
 }
 
-// batcher queues QR attempts and runs them in batches, at most concurrent
-// batches at a time, each of at most max attempts.
+// BatchMode says whether a verification batch may begin while the one
+// before it commits (see batch.go).
+type BatchMode int
+
+const (
+	// BatchDefault is BatchOne.
+	BatchDefault BatchMode = iota
+	// BatchOne: a leader reads and commits its batch before the next
+	// batch is taken (Options.VerifyBatches leaders at a time).
+	BatchOne
+	// BatchStagger: the next batch is taken and read while the previous
+	// one commits.
+	BatchStagger
+)
+
+func (m BatchMode) String() string {
+	switch m {
+	case BatchDefault:
+		return "default"
+	case BatchOne:
+		return "one"
+	case BatchStagger:
+		return "stagger"
+	}
+	return fmt.Sprintf("BatchMode(%d)", int(m))
+}
+
+// batcher queues QR attempts and runs them in batches, each of at most
+// max attempts: at most concurrent batches reading at a time and (commits,
+// a semaphore) at most concurrent committing.
 type batcher struct {
 	s          *Service
 	max        int
 	concurrent int
 	timeout    time.Duration
+	mode       func() BatchMode // read once per batch; nil: BatchDefault
+	commits    chan struct{}    // a slot per committing batch (cap concurrent)
 
 	mu      sync.Mutex
 	queue   []*batchItem
-	running int // leaders
+	running int // leaders: batches gathering or reading (not yet committing)
+}
+
+func newBatcher(s *Service, max, concurrent int, timeout time.Duration, mode func() BatchMode) *batcher {
+	return &batcher{s: s, max: max, concurrent: concurrent, timeout: timeout, mode: mode,
+		commits: make(chan struct{}, concurrent)}
+}
+
+// staggered says whether this batch hands the lead on when its commit is
+// sent.
+func (b *batcher) staggered() bool {
+	return b.mode != nil && b.mode() == BatchStagger
 }
 
 // verify queues it and waits until its batch has run (then it.done is
@@ -108,7 +166,9 @@ func (b *batcher) verify(ctx context.Context, it *batchItem) error {
 	return nil
 }
 
-// lead runs batches while attempts are queued.
+// lead runs batches while attempts are queued, until it has handed the
+// lead on (a staggered batch whose commit was sent): then it answers its
+// batch and ends.
 func (b *batcher) lead() {
 	for {
 		b.mu.Lock()
@@ -123,12 +183,72 @@ func (b *batcher) lead() {
 		for _, it := range items {
 			b.s.waited.Observe(start.Sub(it.at).Seconds())
 		}
-		b.run(items)
+		t := &turn{b: b, stagger: b.staggered()}
+		b.run(items, t)
 		b.s.batchDur.Observe(time.Since(start).Seconds())
 		for _, it := range items {
 			close(it.done)
 		}
+		if t.handed {
+			return
+		}
 	}
+}
+
+// handOver ends a leader's lead while its batch commits: a new leader
+// takes what is queued, if any, and a leader is free again.
+func (b *batcher) handOver() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.running--
+	if len(b.queue) > 0 && b.running < b.concurrent {
+		b.running++
+		go b.lead()
+	}
+}
+
+// turn is one batch's passage through the commit: it holds a commit slot
+// from before its commit is sent until the commit's answer (or the
+// batch's failure), and, staggered, hands the lead on once the commit is
+// sent. A nil turn (a batch run by a test without a batcher) does
+// neither.
+type turn struct {
+	b       *batcher
+	stagger bool
+	slot    bool // holds a commit slot
+	handed  bool // handed the lead on
+}
+
+// enter waits for a commit slot (the batch's ctx bounds the wait).
+func (t *turn) enter(ctx context.Context) error {
+	if t == nil {
+		return nil
+	}
+	select {
+	case t.b.commits <- struct{}{}:
+		t.slot = true
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the commit before: %w", ctx.Err())
+	}
+}
+
+// sent: the batch's commit is on the wire.
+func (t *turn) sent() {
+	if t == nil || !t.stagger || t.handed {
+		return
+	}
+	t.handed = true
+	t.b.handOver()
+}
+
+// leave gives the commit slot back.
+func (t *turn) leave() {
+	if t == nil || !t.slot {
+		return
+	}
+	t.slot = false
+	<-t.b.commits
 }
 
 // take removes the next batch from the queue (b.mu held): the oldest
@@ -154,10 +274,11 @@ func (b *batcher) take() []*batchItem {
 
 // run decides and records one batch; on an error every attempt of it
 // carries the error.
-func (b *batcher) run(items []*batchItem) {
+func (b *batcher) run(items []*batchItem, t *turn) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	defer cancel()
-	err := b.s.claimBatch(ctx, items)
+	err := b.s.claimBatch(ctx, items, t)
+	t.leave()
 	b.s.batched.Add(float64(len(items)))
 	if err == nil {
 		b.s.batches.WithLabelValues("ok").Inc()
@@ -170,8 +291,10 @@ func (b *batcher) run(items []*batchItem) {
 	}
 }
 
-// claimBatch is the batch's transaction (see the comment at the top).
-func (s *Service) claimBatch(ctx context.Context, items []*batchItem) (err error) {
+// claimBatch is the batch's transaction (see the comment at the top). t
+// (nil: none) is entered before the commit is sent and told when it is;
+// the caller leaves it.
+func (s *Service) claimBatch(ctx context.Context, items []*batchItem, t *turn) (err error) {
 	now := s.clock()
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
@@ -302,7 +425,13 @@ func (s *Service) claimBatch(ctx context.Context, items []*batchItem) (err error
 		wb.Queue(pendingSQL, it.out.code.documentID, it.a.DeviceID, it.out.code.id)
 	}
 	wb.Queue("COMMIT")
+	if err := t.enter(ctx); err != nil {
+		return fmt.Errorf("batch: %w", err)
+	}
+	// SendBatch returns once the batch is written (its pipeline's Sync
+	// flushes): from here on the next batch may read (staggered).
 	br := conn.SendBatch(ctx, wb)
+	t.sent()
 	defer br.Close()
 	if len(used) > 0 {
 		var n int64

@@ -138,7 +138,7 @@ func TestBatchOfMixedCodes(t *testing.T) {
 	used0, attempts0, _ := f.counts("")
 
 	items := []*batchItem{f.item(devs[0], tokens[0]), f.item(devs[1], tokens[1]), f.item(devs[2], tokens[2]), f.item(devs[3], tokens[3])}
-	require.NoError(t, f.svc.claimBatch(ctx, items))
+	require.NoError(t, f.svc.claimBatch(ctx, items, nil))
 	for _, it := range items {
 		require.False(t, it.alone, it.a.DeviceID)
 	}
@@ -177,7 +177,7 @@ func TestBatchOfMixedCodes(t *testing.T) {
 	// A device without a row yet, and a code that is not there, go alone.
 	items = []*batchItem{f.item("l1", f.sign("l1", make([]byte, pickupcode.CodeIDSize))),
 		f.item(devs[0], f.sign(devs[0], make([]byte, pickupcode.CodeIDSize)))}
-	require.NoError(t, f.svc.claimBatch(ctx, items))
+	require.NoError(t, f.svc.claimBatch(ctx, items, nil))
 	require.True(t, items[0].alone)
 	require.True(t, items[1].alone)
 	_, attempts2, _ := f.counts("")
@@ -208,7 +208,7 @@ func TestBatchFailsAsAWhole(t *testing.T) {
 		CREATE TRIGGER refuse_d2 BEFORE INSERT ON code_attempts FOR EACH ROW EXECUTE FUNCTION refuse_d2()`)
 	require.NoError(t, err)
 	items := []*batchItem{f.item(devs[0], tokens[0]), f.item(devs[1], tokens[1]), f.item(devs[2], tokens[2])}
-	err = f.svc.claimBatch(ctx, items)
+	err = f.svc.claimBatch(ctx, items, nil)
 	require.ErrorContains(t, err, "refused for the test")
 	used, attempts, _ := f.counts("")
 	require.Equal(t, used0, used, "no code claimed")
@@ -427,7 +427,17 @@ func TestBatchWaitersGiveUpWhileQueued(t *testing.T) {
 // nothing recorded), and no batch leader is left behind.
 func TestBatchLeadersUnderCancellation(t *testing.T) {
 	t.Parallel()
+	for _, mode := range []BatchMode{BatchOne, BatchStagger} {
+		t.Run(mode.String(), func(t *testing.T) {
+			t.Parallel()
+			leadersUnderCancellation(t, mode)
+		})
+	}
+}
+
+func leadersUnderCancellation(t *testing.T, mode BatchMode) {
 	f := newFixture(t)
+	f.svc.batch.mode = func() BatchMode { return mode }
 	devs, _, tokens := f.devicesWithCodes(24)
 	_, attempts0, _ := f.counts("")
 	var wg sync.WaitGroup
@@ -462,13 +472,246 @@ func TestBatchLeadersUnderCancellation(t *testing.T) {
 	}
 }
 
-// noLeaderLeft waits until the batcher has no leader and an empty queue
-// (a leader leaves after it has answered its last batch).
+// noLeaderLeft waits until the batcher has no leader, no batch
+// committing and an empty queue (a leader leaves after it has answered
+// its last batch).
 func (f *fixture) noLeaderLeft() {
 	f.t.Helper()
 	testenv.EventuallyWithin(f.t, 10*time.Second, "no batch leader left, nothing queued", func() bool {
 		f.svc.batch.mu.Lock()
 		defer f.svc.batch.mu.Unlock()
-		return f.svc.batch.running == 0 && len(f.svc.batch.queue) == 0
+		return f.svc.batch.running == 0 && len(f.svc.batch.queue) == 0 && len(f.svc.batch.commits) == 0
 	})
+}
+
+// staggered switches the fixture's batcher to BatchStagger (before any
+// verification).
+func (f *fixture) staggered() {
+	f.svc.batch.mode = func() BatchMode { return BatchStagger }
+}
+
+// holdWrites makes every insert into code_attempts (a batch's writes,
+// sent with its commit) wait until the returned function (also run at
+// cleanup) releases them: a trigger takes a shared advisory lock the test
+// holds. Unlike a lock on a table, it does not hold up the preparation
+// of a connection's first batch (which pgx sends before the batch).
+func (f *fixture) holdWrites() (release func()) {
+	f.t.Helper()
+	ctx := context.Background()
+	_, err := f.pool.Exec(ctx, `CREATE FUNCTION hold_attempts() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN PERFORM pg_advisory_xact_lock_shared(4242); RETURN NULL; END $$;
+		CREATE TRIGGER hold_attempts BEFORE INSERT ON code_attempts FOR EACH STATEMENT EXECUTE FUNCTION hold_attempts()`)
+	require.NoError(f.t, err)
+	conn, err := f.pool.Acquire(ctx)
+	require.NoError(f.t, err)
+	_, err = conn.Exec(ctx, `SELECT pg_advisory_lock(4242)`)
+	require.NoError(f.t, err)
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			_, err := conn.Exec(context.Background(), `SELECT pg_advisory_unlock(4242)`)
+			conn.Release()
+			require.NoError(f.t, err)
+		})
+	}
+	f.t.Cleanup(release)
+	return release
+}
+
+// commitBlocked says whether a transaction waits in holdWrites' trigger
+// (a batch's commit, sent).
+func (f *fixture) commitBlocked() bool {
+	var n int
+	err := f.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'`).Scan(&n)
+	return err == nil && n > 0
+}
+
+// rowWaits counts the transactions that wait for a row lock.
+func (f *fixture) rowWaits() int {
+	var n int
+	err := f.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event IN ('transactionid', 'tuple')`).Scan(&n)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// batchRead counts the batches that have read their codes and wait
+// between their round trips (idle in their transactions): without taking
+// a lock that their reads would skip.
+func (f *fixture) batchRead() int {
+	var n int
+	err := f.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND state = 'idle in transaction' AND query LIKE '%FROM codes WHERE id = ANY($1::bytea[])%'`).Scan(&n)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// rowHeld says whether another transaction holds device dev's
+// code_devices row (FOR NO KEY UPDATE, as a batch's first round trip
+// takes it).
+func (f *fixture) rowHeld(dev string) bool {
+	f.t.Helper()
+	ctx := context.Background()
+	var held bool
+	require.NoError(f.t, pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+		var n int
+		err := tx.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM code_devices WHERE device_id = $1
+			FOR NO KEY UPDATE SKIP LOCKED) t`, dev).Scan(&n)
+		held = n == 0
+		return err
+	}))
+	return held
+}
+
+func (f *fixture) queued() int {
+	f.svc.batch.mu.Lock()
+	defer f.svc.batch.mu.Unlock()
+	return len(f.svc.batch.queue)
+}
+
+// TestBatchStaggered: while a batch commits (its writes held by
+// holdWrites), the next batch takes the queued attempts and reads
+// (it holds its devices' rows): two batches overlap. A third waits:
+// one batch reading, one committing, no more. An attempt on the device
+// and code the committing batch holds (a retry) is skipped by its batch,
+// goes alone and is decided after that commit (already collected).
+// Everything is answered, recorded and audited once the writes go on.
+func TestBatchStaggered(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.staggered()
+	// Batch A waits for the whole test: its own timeout (10 s by
+	// default) must not end it on a loaded machine.
+	f.svc.batch.timeout = 2 * time.Minute
+	ctx := context.Background()
+	devs, _, tokens := f.devicesWithCodes(6)
+	_, attempts0, denied0 := f.counts("code.denied")
+	batches0 := testutil.ToFloat64(f.svc.batches.WithLabelValues("ok"))
+	release := f.holdWrites()
+	type answer struct {
+		i   int
+		err error
+	}
+	answers := make(chan answer, 8)
+	verify := func(i int, dev, token string) {
+		go func() {
+			_, err := f.verify(Attempt{DeviceID: dev, QRToken: token})
+			answers <- answer{i, err}
+		}()
+	}
+	// Batch A: d1's attempt, its commit sent and waiting for the lock.
+	verify(0, devs[0], tokens[0])
+	testenv.EventuallyWithin(t, 10*time.Second, "batch A commits", func() bool { return f.queued() == 0 && f.commitBlocked() })
+	require.True(t, f.rowHeld(devs[0]), "batch A holds d1's row")
+	// d1's attempt again (a kiosk's retry): the device and code A holds.
+	// Its batch skips them: it goes alone and waits for d1's row.
+	verify(1, devs[0], tokens[0])
+	testenv.EventuallyWithin(t, 10*time.Second, "d1's retry waits alone", func() bool { return f.queued() == 0 && f.rowWaits() == 1 })
+	// Batch B: d2's attempt. B reads while A commits.
+	verify(2, devs[1], tokens[1])
+	testenv.EventuallyWithin(t, 10*time.Second, "batch B read while A commits", func() bool { return f.queued() == 0 && f.batchRead() == 1 })
+	require.True(t, f.rowHeld(devs[1]), "batch B holds d2's row")
+	require.True(t, f.commitBlocked(), "A still commits")
+	// Batch C would be the third: it waits, queued, until B commits.
+	verify(3, devs[2], tokens[2])
+	verify(4, devs[3], tokens[3])
+	testenv.EventuallyWithin(t, 10*time.Second, "C queued", func() bool { return f.queued() == 2 })
+	f.svc.batch.mu.Lock()
+	running, committing := f.svc.batch.running, len(f.svc.batch.commits)
+	f.svc.batch.mu.Unlock()
+	require.Equal(t, 1, running, "one batch reading (B, waiting for A's commit)")
+	require.Equal(t, 1, committing, "one committing (A)")
+	require.False(t, f.rowHeld(devs[2]), "C has not read")
+	select {
+	case a := <-answers:
+		t.Fatalf("attempt %d answered while A's commit is held: %v", a.i, a.err)
+	default:
+	}
+	release()
+	errs := map[int]error{}
+	for range 5 {
+		select {
+		case a := <-answers:
+			errs[a.i] = a.err
+		case <-time.After(time.Minute): // a bound reached only when the test fails
+			t.Fatal("not every attempt answered")
+		}
+	}
+	for _, i := range []int{0, 2, 3, 4} {
+		require.NoError(t, errs[i], "attempt %d", i)
+	}
+	require.ErrorIs(t, errs[1], pickupcode.ErrAlreadyCollected, "d1's retry, decided alone after A's commit")
+	require.Equal(t, 4.0, testutil.ToFloat64(f.svc.batches.WithLabelValues("ok"))-batches0,
+		"A, the retry's (which committed nothing), B and C")
+	used, attempts, _ := f.counts("")
+	require.Equal(t, 4, used)
+	require.Equal(t, 5, attempts-attempts0, "every attempt recorded once")
+	_, _, denied := f.counts("code.denied")
+	require.Equal(t, 1, denied-denied0, "the retry's denial audited")
+	f.noLeaderLeft()
+	rep, err := audit.Verify(ctx, f.pool)
+	require.NoError(t, err)
+	require.True(t, rep.OK(), rep.String())
+}
+
+// TestBatchStaggeredClaimsOfFewCodes: many attempts at once on few codes,
+// from their own devices and from others, staggered: exactly one claim per
+// code, every attempt recorded and audited, the chain intact, no leader
+// left.
+func TestBatchStaggeredClaimsOfFewCodes(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.staggered()
+	devs, _, tokens := f.devicesWithCodes(4)
+	_, attempts0, denied0 := f.counts("code.denied")
+	const rounds = 12
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		wins = map[int]int{}
+		errs = map[string]int{}
+	)
+	for r := 0; r < rounds; r++ {
+		for c := range tokens {
+			for _, d := range []int{c, (c + 1) % len(devs)} { // its own device, then the wrong one
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					_, err := f.verify(Attempt{DeviceID: devs[d], QRToken: tokens[c]})
+					mu.Lock()
+					defer mu.Unlock()
+					if err == nil {
+						wins[c]++
+						return
+					}
+					var dn *Denial
+					if !errors.As(err, &dn) {
+						t.Errorf("not a denial: %v", err)
+						return
+					}
+					errs[pickupcode.Reason(err)]++
+				}()
+			}
+		}
+	}
+	wg.Wait()
+	require.Equal(t, map[int]int{0: 1, 1: 1, 2: 1, 3: 1}, wins, "one claim per code")
+	require.Equal(t, map[string]int{pickupcode.ReasonAlreadyCollected: (rounds - 1) * len(tokens),
+		pickupcode.ReasonWrongDevice: rounds * len(tokens)}, errs)
+	n := 2 * rounds * len(tokens)
+	used, attempts, denied := f.counts("code.denied")
+	require.Equal(t, len(tokens), used)
+	require.Equal(t, n, attempts-attempts0, "every attempt recorded")
+	_, _, granted := f.counts("code.used")
+	require.Equal(t, len(tokens), granted)
+	require.Equal(t, n-len(tokens), denied-denied0, "every denial audited")
+	f.noLeaderLeft()
+	rep, err := audit.Verify(context.Background(), f.pool)
+	require.NoError(t, err)
+	require.True(t, rep.OK(), rep.String())
 }

@@ -70,9 +70,16 @@ type Options struct {
 	VerifyBatch int
 	// VerifyBatches is how many such transactions run at once; default 1
 	// (one writer: while its transaction runs, the next batch gathers).
+	// Staggered (VerifyMode), it is how many batches read at once and how
+	// many commit at once: at most twice as many transactions overlap.
 	VerifyBatches int
 	// VerifyTimeout bounds one batch's transaction; default 10 s.
 	VerifyTimeout time.Duration
+	// VerifyMode, read once per batch, says whether the next batch may
+	// be read while the previous one commits (BatchStagger; batch.go);
+	// nil or BatchDefault: BatchOne. A function so that a benchmark can
+	// pair the modes in one process.
+	VerifyMode func() BatchMode
 }
 
 // Service issues and verifies codes.
@@ -178,7 +185,7 @@ func New(opts Options) (*Service, error) {
 		}),
 	}
 	if batching && opts.VerifyBatch > 1 {
-		s.batch = &batcher{s: s, max: opts.VerifyBatch, concurrent: opts.VerifyBatches, timeout: opts.VerifyTimeout}
+		s.batch = newBatcher(s, opts.VerifyBatch, opts.VerifyBatches, opts.VerifyTimeout, opts.VerifyMode)
 	}
 	if opts.Registerer != nil {
 		for _, c := range []prometheus.Collector{s.verified, s.batches, s.batched, s.waited, s.batchDur, s.issued, s.lockouts} {

@@ -144,6 +144,9 @@ type Options struct {
 	// DefaultHousekeepEvery; Disabled also stops the reminders (and the
 	// login limits are then pruned by logins only).
 	HousekeepEvery time.Duration
+	// VerifyMode is codes.Options.VerifyMode (whether QR verification
+	// batches are staggered); nil: codes' default.
+	VerifyMode func() codes.BatchMode
 
 	// APITokenTTL is the lifetime of an API token created without one;
 	// APITokenMaxTTL the longest an API token may be given (defaults:

@@ -70,7 +70,8 @@ func (l *late) ListDevices(ctx context.Context, siteID string) ([]store.Device, 
 func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*wiring, error) {
 	o, log, reg := s.o, s.o.Logger, s.o.Registry
 	w := &wiring{}
-	cs, err := codes.New(codes.Options{Pool: st.Pool(), Keys: o.Keys, Clock: o.Clock, Logger: log, Registerer: reg})
+	cs, err := codes.New(codes.Options{Pool: st.Pool(), Keys: o.Keys, Clock: o.Clock, Logger: log, Registerer: reg,
+		VerifyMode: o.VerifyMode})
 	if err != nil {
 		return w, err
 	}

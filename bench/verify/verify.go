@@ -47,7 +47,11 @@ type options struct {
 	duration time.Duration
 	warmup   time.Duration
 	rounds   int
+	modes    []string // the backend's batch modes, paired phase by phase (modeNames)
 }
+
+// modeNames are -batch-mode's values: codes.Options.VerifyMode.
+var modeNames = map[string]codes.BatchMode{"default": codes.BatchDefault, "one": codes.BatchOne, "stagger": codes.BatchStagger}
 
 func parse(args []string) (options, string, error) {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
@@ -55,10 +59,20 @@ func parse(args []string) (options, string, error) {
 	dur := fs.Duration("duration", 5*time.Second, "measured time of one phase")
 	warm := fs.Duration("warmup", time.Second, "unmeasured time at the start of each phase")
 	rounds := fs.Int("rounds", 3, "rounds (each runs every count against its floor, interleaved)")
+	mode := fs.String("batch-mode", "default", "the backend's QR batch mode (codes.Options.VerifyMode): default, one or stagger; "+
+		"comma-separated to pair them: each round then runs a Kluis phase per mode and one floor, interleaved")
 	if err := fs.Parse(args); err != nil {
 		return options{}, "", err
 	}
-	o := options{duration: *dur, warmup: *warm, rounds: *rounds}
+	o := options{duration: *dur, warmup: *warm, rounds: *rounds, modes: strings.Split(*mode, ",")}
+	for _, m := range o.modes {
+		if _, ok := modeNames[m]; !ok {
+			return options{}, "", fmt.Errorf("verify: -batch-mode: %q is not default, one or stagger", m)
+		}
+	}
+	if len(o.modes) != len(slices.Compact(slices.Sorted(slices.Values(o.modes)))) {
+		return options{}, "", fmt.Errorf("verify: -batch-mode %q names a mode twice", *mode)
+	}
 	var err error
 	if o.devices, err = bench.ParseCounts(*devs, 1000); err != nil {
 		return options{}, "", fmt.Errorf("verify: -devices: %w", err)
@@ -68,6 +82,9 @@ func parse(args []string) (options, string, error) {
 	}
 	cmd := fmt.Sprintf("go run ./cmd/kluis-bench verify -devices %s -duration %s -warmup %s -rounds %d",
 		*devs, o.duration, o.warmup, o.rounds)
+	if *mode != "default" {
+		cmd += " -batch-mode " + *mode
+	}
 	return o, cmd, nil
 }
 
@@ -101,53 +118,69 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 
 	rep := bench.Report{Name: "verify", Command: cmd, Params: map[string]any{
 		"devices": o.devices, "duration": o.duration.String(), "warmup": o.warmup.String(), "rounds": o.rounds,
-		"broker": "embedded", "claim": "QR token, single use"}}
-	kluis := map[int][]float64{}
-	floor := map[int][]float64{}
+		"broker": "embedded", "claim": "QR token, single use", "batch_mode": strings.Join(o.modes, ",")}}
+	// The phases of a round: a Kluis phase per batch mode ("kluis" with
+	// one mode, "kluis:<mode>" with several) and the floor.
+	var phases []string
+	for _, m := range o.modes {
+		phases = append(phases, kluisPhaseName(o.modes, m))
+	}
+	phases = append(phases, "floor")
+	rates := map[string][]float64{} // by "<devices>/<phase>"
 	for round := 0; round < o.rounds; round++ {
 		for i := range o.devices {
 			n := o.devices[i]
 			if round%2 == 1 { // alternate the order of the counts...
 				n = o.devices[len(o.devices)-1-i]
 			}
-			// ...and of Kluis and the floor.
-			order := []string{"kluis", "floor"}
-			if (round+i)%2 == 1 {
-				order = []string{"floor", "kluis"}
-			}
+			// ...and rotate the phases' order.
+			k := (round + i) % len(phases)
+			order := append(slices.Clone(phases[k:]), phases[:k]...)
 			for _, what := range order {
 				var rate float64
 				var err error
-				if what == "kluis" {
-					rate, err = r.kluisPhase(ctx, n, o)
-					kluis[n] = append(kluis[n], rate)
-				} else {
+				if what == "floor" {
 					rate, err = r.floorPhase(ctx, n, o)
-					floor[n] = append(floor[n], rate)
+				} else {
+					r.mode.Store(int32(modeNames[strings.TrimPrefix(strings.TrimPrefix(what, "kluis"), ":")]))
+					rate, err = r.kluisPhase(ctx, n, o, what)
 				}
 				if err != nil {
 					return bench.Report{}, fmt.Errorf("verify: round %d, %d devices, %s: %w", round+1, n, what, err)
 				}
-				fmt.Fprintf(env.Out, "verify: round %d, %2d devices, %-5s %7.0f/s\n", round+1, n, what, rate)
+				rates[fmt.Sprintf("%d/%s", n, what)] = append(rates[fmt.Sprintf("%d/%s", n, what)], rate)
+				fmt.Fprintf(env.Out, "verify: round %d, %2d devices, %-13s %7.0f/s\n", round+1, n, what, rate)
 			}
 		}
 	}
 	for _, n := range o.devices {
-		var ratios []string
-		for i := range kluis[n] {
-			ratios = append(ratios, fmt.Sprintf("%.2f", kluis[n][i]/floor[n][i]))
+		floor := rates[fmt.Sprintf("%d/floor", n)]
+		for _, m := range o.modes {
+			what := kluisPhaseName(o.modes, m)
+			kluis := rates[fmt.Sprintf("%d/%s", n, what)]
+			var ratios []string
+			for i := range kluis {
+				ratios = append(ratios, fmt.Sprintf("%.2f", kluis[i]/floor[i]))
+			}
+			name := fmt.Sprintf("verifications/s, %d devices", n)
+			if len(o.modes) > 1 {
+				name += ", batch mode " + m
+			}
+			rep.Figures = append(rep.Figures, bench.Figure{
+				Name: name, Unit: "1/s",
+				Value: bench.Median(kluis), Floor: bench.Median(floor), Goal: Goal,
+				Notes: fmt.Sprintf("median of %d rounds; per-round ratios %s; floor: pgbench -c %d, claim transaction", o.rounds, strings.Join(ratios, " "), n)})
 		}
-		rep.Figures = append(rep.Figures, bench.Figure{
-			Name: fmt.Sprintf("verifications/s, %d devices", n), Unit: "1/s",
-			Value: bench.Median(kluis[n]), Floor: bench.Median(floor[n]), Goal: Goal,
-			Notes: fmt.Sprintf("median of %d rounds; per-round ratios %s; floor: pgbench -c %d, claim transaction", o.rounds, strings.Join(ratios, " "), n)})
 	}
 	for _, n := range o.devices {
-		if c := r.costNote(n); c != "" {
-			rep.Notes = append(rep.Notes, c)
-		}
-		if c := r.latencyNote(n); c != "" {
-			rep.Notes = append(rep.Notes, c)
+		for _, m := range o.modes {
+			what := kluisPhaseName(o.modes, m)
+			if c := r.costNote(n, what); c != "" {
+				rep.Notes = append(rep.Notes, c)
+			}
+			if c := r.latencyNote(n, what); c != "" {
+				rep.Notes = append(rep.Notes, c)
+			}
 		}
 	}
 	note, err := r.checkAudit(ctx)
@@ -156,6 +189,15 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 	}
 	rep.Notes = append(rep.Notes, note)
 	return rep, nil
+}
+
+// kluisPhaseName names the Kluis phase of batch mode m: "kluis" when it is
+// the only mode, else "kluis:<mode>".
+func kluisPhaseName(modes []string, m string) string {
+	if len(modes) == 1 {
+		return "kluis"
+	}
+	return "kluis:" + m
 }
 
 // cost is the CPU time spent on the claims of one kind of phase.
@@ -180,8 +222,8 @@ func (r *rig) cost(n int, what string, client, server time.Duration, ops int64) 
 }
 
 // costNote says what one claim cost in CPU time on each side.
-func (r *rig) costNote(n int) string {
-	k, f := r.costs[fmt.Sprintf("%d/kluis", n)], r.costs[fmt.Sprintf("%d/floor", n)]
+func (r *rig) costNote(n int, what string) string {
+	k, f := r.costs[fmt.Sprintf("%d/%s", n, what)], r.costs[fmt.Sprintf("%d/floor", n)]
 	if k == nil || f == nil || k.ops == 0 || f.ops == 0 {
 		return ""
 	}
@@ -197,16 +239,16 @@ func (r *rig) costNote(n int) string {
 		split = fmt.Sprintf(" (sampled: the backend and its broker %s, the simulated devices %s, the runtime and the rest %s)",
 			per(k.parts[partBackend], k.ops), per(k.parts[partDevices], k.ops), per(k.parts[""], k.ops))
 	}
-	return fmt.Sprintf("%d devices, CPU per claim: Kluis %s in kluis-bench's process%s + %s in PostgreSQL; floor %s in pgbench + %s in PostgreSQL%s",
-		n, per(k.client, k.ops), split, per(k.server, k.ops), per(f.client, f.ops), per(f.server, f.ops), batch)
+	return fmt.Sprintf("%d devices, CPU per claim: %s %s in kluis-bench's process%s + %s in PostgreSQL; floor %s in pgbench + %s in PostgreSQL%s",
+		n, phaseTitle(what), per(k.client, k.ops), split, per(k.server, k.ops), per(f.client, f.ops), per(f.server, f.ops), batch)
 }
 
 // latencyNote says where a verification's time went at the kiosk: its
 // round trip, the wait for a batch and the batch's transaction (means
 // from the backend's histograms), and the rest (MQTT both ways,
 // devicelink, the token's signature check).
-func (r *rig) latencyNote(n int) string {
-	k := r.costs[fmt.Sprintf("%d/kluis", n)]
+func (r *rig) latencyNote(n int, what string) string {
+	k := r.costs[fmt.Sprintf("%d/%s", n, what)]
 	if k == nil || len(k.rtt) == 0 || k.m.waits == 0 || k.m.batches == 0 {
 		return ""
 	}
@@ -220,10 +262,19 @@ func (r *rig) latencyNote(n int) string {
 	mean := sum / time.Duration(len(rtt))
 	wait := time.Duration(k.m.waitSum / k.m.waits * float64(time.Second))
 	took := time.Duration(k.m.batchSum / k.m.batches * float64(time.Second))
-	return fmt.Sprintf("%d devices, a verification's round trip at the kiosk (verify/req published to verify/res received): mean %s, p50 %s, p99 %s; "+
+	return fmt.Sprintf("%d devices, %s: a verification's round trip at the kiosk (verify/req published to verify/res received): mean %s, p50 %s, p99 %s; "+
 		"of the mean, waiting for a batch's transaction to begin %s (mean per attempt) and a batch's transaction (connection, 2 round trips, commit) %s (mean per batch) "+
 		"(kluis_codes_verify_batch_wait_seconds, kluis_codes_verify_batch_seconds), the rest (MQTT both ways, devicelink, the token's signature) %s",
-		n, ms(mean), ms(rtt[len(rtt)/2]), ms(rtt[len(rtt)*99/100]), ms(wait), ms(took), ms(mean-wait-took))
+		n, phaseTitle(what), ms(mean), ms(rtt[len(rtt)/2]), ms(rtt[len(rtt)*99/100]), ms(wait), ms(took), ms(mean-wait-took))
+}
+
+// phaseTitle is a Kluis phase's name in the notes: "Kluis", or "Kluis
+// (batch mode <mode>)".
+func phaseTitle(what string) string {
+	if m, ok := strings.CutPrefix(what, "kluis:"); ok {
+		return "Kluis (batch mode " + m + ")"
+	}
+	return "Kluis"
 }
 
 // rig is the running backend, its devices and the floor's script.
@@ -239,7 +290,8 @@ type rig struct {
 	claims  atomic.Int64 // verifications answered ok
 	dbName  string
 	best    float64          // the best Kluis rate so far
-	costs   map[string]*cost // by "<devices>/<kluis|floor>"
+	costs   map[string]*cost // by "<devices>/<phase>" (kluisPhaseName or floor)
+	mode    atomic.Int32     // the backend's batch mode (codes.BatchMode), set before each Kluis phase
 	floorN  int64            // floor codes created so far
 	stopSrv func() error
 	tmp     string
@@ -285,7 +337,8 @@ func start(ctx context.Context, env bench.Env, dbURL string, nDev int) (_ *rig, 
 			// Jobs that would act on the bench's codes (bundles for the
 			// devices, giving accepted codes back) stay off.
 			CodeSyncEvery: server.Disabled, RearmUnfollowed: server.Disabled, HousekeepEvery: server.Disabled,
-			AuditEvery: server.Disabled})
+			AuditEvery: server.Disabled,
+			VerifyMode: func() codes.BatchMode { return codes.BatchMode(r.mode.Load()) }})
 	})
 	if err != nil {
 		return nil, err
@@ -594,14 +647,14 @@ func (r *rig) batchMetrics(ctx context.Context) backendMetrics {
 
 // kluisPhase runs n devices for warmup+duration and returns the answered
 // verifications per second within the measured window.
-func (r *rig) kluisPhase(ctx context.Context, n int, o options) (float64, error) {
+func (r *rig) kluisPhase(ctx context.Context, n int, o options, what string) (float64, error) {
 	// Enough claims for twice the best rate so far (at least 5,000/s): a
 	// device that runs out fails the run.
 	want := int((o.warmup+o.duration+2*time.Second).Seconds()*max(5000, 2*r.best))/n + 10
 	if err := r.topUp(ctx, n, want); err != nil {
 		return 0, err
 	}
-	rate, answers, err := r.kluisRun(ctx, n, o)
+	rate, answers, err := r.kluisRun(ctx, n, o, what)
 	if err != nil {
 		return 0, err
 	}
@@ -618,7 +671,7 @@ func (r *rig) kluisPhase(ctx context.Context, n int, o options) (float64, error)
 }
 
 // kluisRun is kluisPhase's measured part: the rate and every answer.
-func (r *rig) kluisRun(ctx context.Context, n int, o options) (float64, []answer, error) {
+func (r *rig) kluisRun(ctx context.Context, n int, o options, what string) (float64, []answer, error) {
 	m0 := r.batchMetrics(ctx)
 	prof := startSampling()
 	cpu0, pg := bench.SelfCPU(), bench.StartBackendCPU(r.dbName)
@@ -629,9 +682,9 @@ func (r *rig) kluisRun(ctx context.Context, n int, o options) (float64, []answer
 		answers []answer        // every answer, its signature checked after the phase
 	)
 	defer func() {
-		r.cost(n, "kluis", bench.SelfCPU()-cpu0, pg.Stop(), r.claims.Load()-before)
+		r.cost(n, what, bench.SelfCPU()-cpu0, pg.Stop(), r.claims.Load()-before)
 		parts := prof.stop()
-		c := r.costs[fmt.Sprintf("%d/kluis", n)]
+		c := r.costs[fmt.Sprintf("%d/%s", n, what)]
 		c.m.add(r.batchMetrics(ctx).minus(m0))
 		c.rtt = append(c.rtt, rtt...)
 		if parts != nil {

@@ -1,6 +1,8 @@
 package api_test
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -50,4 +52,24 @@ func TestLoginSprayFromOneAddressWaits(t *testing.T) {
 	clock.Set(clock.Now().Add(time.Duration(secs) * time.Second))
 	assert.Equal(t, 401, e.login(office, "user40", "Winter2026!").status, "after the wait one more guess")
 	assert.Equal(t, 429, e.login(office, "user41", "Winter2026!").status)
+}
+
+// A username no user can have still gets the answer of a wrong password,
+// counted like one. Found black-box: a login with a 900 KB username (or
+// 20 KB of random letters) made the login limits' SQL fail (an index row
+// over PostgreSQL's maximum), and any client got 503 "logins are not
+// possible right now" and an error logged, at will.
+func TestLoginWithAnOversizedUsernameIsAWrongPassword(t *testing.T) {
+	e := newEnv(t)
+	b := make([]byte, 20000)
+	_, err := rand.Read(b)
+	require.NoError(t, err)
+	long := hex.EncodeToString(b)
+	for i := 0; i < 5; i++ {
+		r := e.login("203.0.113.60", long, "Winter2026!")
+		require.Equal(t, 401, r.status, string(r.body))
+		assert.Equal(t, "invalid_credentials", r.errCode())
+	}
+	assert.Equal(t, 429, e.login("203.0.113.60", long, "Winter2026!").status, "counted: five failures lock the address for that name")
+	assert.Equal(t, 201, e.login("203.0.113.60", "test-staff", "password-of-staff").status, "and only for that name")
 }

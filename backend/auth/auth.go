@@ -47,6 +47,9 @@ var (
 
 var usernameRule = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 
+// maxUsernameLen is the longest username usernameRule allows, in bytes.
+const maxUsernameLen = 64
+
 // Options configure [New]. Zero values get defaults.
 type Options struct {
 	// Pool is the database holding the auth_users and auth_tokens tables; required.
@@ -427,8 +430,9 @@ func (s *Service) Login(ctx context.Context, username, password string) (Issued,
 // password). It issues nothing: Login issues an API session token, the
 // staff console a web session (StartWebSession).
 func (s *Service) CheckPassword(ctx context.Context, username, password string) (User, error) {
-	if len(password) > MaxPasswordLen || len(username) > 64 {
-		return User{}, ErrInvalidCredentials
+	if len(password) > MaxPasswordLen || len(username) > maxUsernameLen ||
+		!utf8.ValidString(username) || strings.ContainsRune(username, 0) {
+		return User{}, ErrInvalidCredentials // no user has such a name (PostgreSQL text cannot even hold it)
 	}
 	var u User
 	var role, hash string

@@ -2,6 +2,8 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -96,7 +98,21 @@ func NewLoginLimits(pool *pgxpool.Pool) *LoginLimits {
 	return &LoginLimits{pool: pool}
 }
 
-func throttleKey(username string) string { return strings.ToLower(strings.TrimSpace(username)) }
+// throttleKey is the name a login attempt is counted under: the username
+// in lower case without surrounding space. Whatever a client sends, it is
+// text PostgreSQL stores and indexes: invalid UTF-8 and NUL become U+FFFD,
+// and a name longer than any user's (64 bytes) is counted under "long:"
+// and its SHA-256, which no username can be. Before, a NUL or a long
+// random username made the limits' SQL fail, and an unauthenticated
+// client got "logins unavailable" (503) and an error logged at will.
+func throttleKey(username string) string {
+	k := strings.ToLower(strings.TrimSpace(strings.ToValidUTF8(strings.ReplaceAll(username, "\x00", "\uFFFD"), "\uFFFD")))
+	if len(k) > maxUsernameLen {
+		sum := sha256.Sum256([]byte(k))
+		return "long:" + hex.EncodeToString(sum[:])
+	}
+	return k
+}
 
 // Refusal says why and until when a login is refused.
 type Refusal struct {

@@ -206,3 +206,31 @@ func TestLoginLimitsPrunedWithoutLogins(t *testing.T) {
 	assert.Equal(t, 5, n)
 	assert.Zero(t, count("auth_login_failures"))
 }
+
+// Names PostgreSQL cannot store or index (NUL, invalid UTF-8, longer than
+// an index row) are counted like any other and never make the limits
+// fail; the password check refuses them as wrong credentials. Before, the
+// console's login with a username "%00x" answered 503 "logins
+// unavailable" and with "%ffx" 500, each logged as an error.
+func TestLoginLimitsTakeAnyUsername(t *testing.T) {
+	st := storetest.New(t)
+	l := auth.NewLoginLimits(st.Pool())
+	now := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	long := make([]byte, 12000)
+	for i := range long {
+		long[i] = byte('a' + (i*7919)%26)
+	}
+	for _, name := range []string{"a\x00b", "\xffx", string(long), "\x00"} {
+		for i := 0; i < 5; i++ {
+			require.Equal(t, "failed", try(t, l, name, "203.0.113.9", now, false), "%.20q", name)
+		}
+		assert.Equal(t, "source", try(t, l, name, "203.0.113.9", now, false), "%.20q counted", name)
+		assert.Equal(t, "ok", try(t, l, name, "198.51.100.7", now, true), "%.20q from elsewhere", name)
+	}
+	svc, err := auth.New(auth.Options{Pool: st.Pool(), Params: cheap})
+	require.NoError(t, err)
+	for _, name := range []string{"a\x00b", "\xffx", string(long)} {
+		_, err := svc.CheckPassword(context.Background(), name, "Winter2026!")
+		assert.ErrorIs(t, err, auth.ErrInvalidCredentials, "%.20q", name)
+	}
+}

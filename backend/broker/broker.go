@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -15,8 +17,28 @@ import (
 )
 
 // CredentialsFunc checks a user name and password. It returns the device id
-// (for RoleDevice; it must equal user) and the role, or ok false.
+// (for RoleDevice; it must equal user) and the role, or ok false. The
+// broker's ctx carries the connecting client's address ([ClientAddr]).
 type CredentialsFunc func(ctx context.Context, user, password string) (deviceID string, role Role, ok bool)
+
+type clientAddrKey struct{}
+
+// withClientAddr returns ctx carrying the address of the client conn
+// comes from.
+func withClientAddr(ctx context.Context, conn net.Conn) context.Context {
+	ap, err := netip.ParseAddrPort(conn.RemoteAddr().String())
+	if err != nil {
+		return ctx
+	}
+	return context.WithValue(ctx, clientAddrKey{}, ap.Addr().Unmap())
+}
+
+// ClientAddr is the address of the client whose CONNECT a CredentialsFunc
+// is checking (ok false outside one, or for a client that is not on TCP).
+func ClientAddr(ctx context.Context) (netip.Addr, bool) {
+	a, ok := ctx.Value(clientAddrKey{}).(netip.Addr)
+	return a, ok
+}
 
 // Options configure a Broker.
 type Options struct {

@@ -157,7 +157,7 @@ func (s *server) authenticate(c *client, p *connectPacket) byte {
 	if p.clientID == "" && !p.clean {
 		return refuse(connBadClientID, "empty client id without clean session")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.checkTimeout)
+	ctx, cancel := context.WithTimeout(withClientAddr(context.Background(), c.conn), s.checkTimeout)
 	device, role, ok := s.creds(ctx, p.user, p.password)
 	cancel()
 	if !ok {

@@ -53,6 +53,9 @@ type Credentials struct {
 	ttl     time.Duration
 	refresh time.Duration
 	checks  *prometheus.CounterVec
+	// throttle refuses the checks of an address with many failures
+	// before they cost a hash.
+	throttle *addressThrottle
 
 	mu      sync.Mutex
 	mem     map[string]remembered // by user name
@@ -93,6 +96,12 @@ type CredentialsOptions struct {
 	// Refresh is how often, while devices connect, the remembered checks
 	// are loaded into memory; default 5 s.
 	Refresh time.Duration
+	// MaxFailuresPerAddress failed checks from one client address (IPv6:
+	// per /64) within FailureWindow, counted from its first, refuse its
+	// further checks until the window ends, without a hash (a remembered
+	// successful check still passes); defaults 10 and 1 minute.
+	MaxFailuresPerAddress int
+	FailureWindow         time.Duration
 }
 
 // NewCredentials returns the credential store on opts.Pool. Costs outside
@@ -124,11 +133,18 @@ func NewCredentials(opts CredentialsOptions) *Credentials {
 	if opts.Refresh <= 0 {
 		opts.Refresh = 5 * time.Second
 	}
+	if opts.MaxFailuresPerAddress <= 0 {
+		opts.MaxFailuresPerAddress = defaultMaxFailuresPerAddress
+	}
+	if opts.FailureWindow <= 0 {
+		opts.FailureWindow = defaultFailureWindow
+	}
 	c := &Credentials{pool: opts.Pool, params: opts.Params, now: opts.Now,
 		log: opts.Logger.With("part", "devicelink-credentials"), slots: make(chan struct{}, opts.MaxConcurrent),
 		key: append([]byte(nil), opts.CheckKey...), ttl: opts.CheckTTL, refresh: opts.Refresh, mem: map[string]remembered{},
+		throttle: newAddressThrottle(opts.MaxFailuresPerAddress, opts.FailureWindow),
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_mqtt_credential_checks_total",
-			Help: "MQTT password checks of the embedded broker: remembered (one HMAC), verified (argon2id) or refused."}, []string{"result"})}
+			Help: "MQTT password checks of the embedded broker: remembered (one HMAC), verified (argon2id), refused, or throttled (refused unhashed: too many failures from the client's address)."}, []string{"result"})}
 	if opts.Registerer != nil {
 		if err := opts.Registerer.Register(c.checks); err != nil {
 			panic("devicelink: " + err.Error())
@@ -217,6 +233,18 @@ func (c *Credentials) Check(ctx context.Context, username, password string) (str
 		c.checks.WithLabelValues("remembered").Inc()
 		return c.identity(username, role)
 	}
+	addr, hasAddr := broker.ClientAddr(ctx)
+	if hasAddr && c.throttle.refused(addr, c.now()) {
+		c.checks.WithLabelValues("throttled").Inc()
+		return "", "", false
+	}
+	fail := func() (string, broker.Role, bool) {
+		c.checks.WithLabelValues("refused").Inc()
+		if hasAddr {
+			c.throttle.failed(addr, c.now())
+		}
+		return "", "", false
+	}
 	select {
 	case c.slots <- struct{}{}:
 		defer func() { <-c.slots }()
@@ -227,12 +255,10 @@ func (c *Credentials) Check(ctx context.Context, username, password string) (str
 	}
 	if !found {
 		_ = c.verify(c.dummy, password)
-		c.checks.WithLabelValues("refused").Inc()
-		return "", "", false
+		return fail()
 	}
 	if !c.verify(hash, password) || disabled {
-		c.checks.WithLabelValues("refused").Inc()
-		return "", "", false
+		return fail()
 	}
 	c.checks.WithLabelValues("verified").Inc()
 	if _, err := c.pool.Exec(ctx, `INSERT INTO mqtt_credential_checks (username, password_hash, mac, checked_at)

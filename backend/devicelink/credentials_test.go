@@ -2,6 +2,7 @@ package devicelink
 
 import (
 	"context"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 
 	"kluis/backend/broker"
 	"kluis/backend/broker/mqtttest"
+	"kluis/backend/store/storetest"
 	"kluis/controller/pickupcode"
 	"kluis/deploy/dev/testenv"
 )
@@ -228,4 +230,79 @@ func TestCredentialsRememberedInMemory(t *testing.T) {
 	assert.False(t, ok("dev-2", "password-of-dev-2"), "after two refresh periods memory is not used")
 	testenv.Eventually(t, "memory reloaded", loaded)
 	assert.False(t, ok("dev-2", "password-of-dev-2"), "the reload knows it is disabled")
+}
+
+// Failed password checks are bounded per client address. Found black-box:
+// 16 clients sending CONNECTs with a wrong password to the embedded broker
+// from one address had 5,096 checks refused in 20 s, each an argon2id
+// verification (at the demo's test cost 0.42 cores; at the production
+// cost every one of the four hashing slots busy), with no limit at all.
+// Now an address's 11th failure within a minute of its first is refused
+// without a hash until the minute is over; a device whose successful
+// check is remembered still connects from there at once.
+func TestCredentialsFailuresThrottledPerAddress(t *testing.T) {
+	pool := newPool(t)
+	ctx := context.Background()
+	clock := storetest.NewClock(time.Now())
+	reg := prometheus.NewRegistry()
+	c := NewCredentials(CredentialsOptions{Pool: pool, Params: cheap, Logger: quiet(), Now: clock.Now, Registerer: reg})
+	require.NoError(t, c.Set(ctx, "dev-1", broker.RoleDevice, "a-long-device-password"))
+	require.NoError(t, c.Set(ctx, "dev-2", broker.RoleDevice, "another-device-password"))
+	b, err := broker.New(broker.Options{Addr: "127.0.0.1:0", Credentials: c.Check, Logger: quiet()})
+	require.NoError(t, err)
+	require.NoError(t, b.Start())
+	t.Cleanup(func() { _ = b.Close() })
+	url := "tcp://" + b.Addr()
+	checks := func(result string) float64 {
+		return metricValue(t, reg, "kluis_mqtt_credential_checks_total", map[string]string{"result": result})
+	}
+
+	require.NoError(t, mqtttest.ConnectErr(mqtttest.Options(url, "dev-1", "dev-1", "a-long-device-password")))
+	for i := 0; i < 10; i++ {
+		require.Error(t, mqtttest.ConnectErr(mqtttest.Options(url, "dev-1", "dev-1", "wrong-password-here")))
+	}
+	require.Equal(t, 10.0, checks("refused"), "ten wrong passwords hashed and refused")
+	for i := 0; i < 5; i++ {
+		require.Error(t, mqtttest.ConnectErr(mqtttest.Options(url, "dev-1", "dev-1", "wrong-password-here")))
+		require.Error(t, mqtttest.ConnectErr(mqtttest.Options(url, "nobody", "nobody", "wrong-password-here")))
+	}
+	assert.Equal(t, 10.0, checks("refused"), "no more hashes from that address")
+	assert.Equal(t, 10.0, checks("throttled"))
+	assert.NoError(t, mqtttest.ConnectErr(mqtttest.Options(url, "dev-1", "dev-1", "a-long-device-password")),
+		"a remembered device still connects from there")
+	assert.Error(t, mqtttest.ConnectErr(mqtttest.Options(url, "dev-2", "dev-2", "another-device-password")),
+		"a device never checked waits for the window, like the guesser")
+
+	clock.Add(time.Minute)
+	assert.NoError(t, mqtttest.ConnectErr(mqtttest.Options(url, "dev-2", "dev-2", "another-device-password")))
+	assert.Error(t, mqtttest.ConnectErr(mqtttest.Options(url, "dev-1", "dev-1", "wrong-password-here")))
+	assert.Equal(t, 11.0, checks("refused"), "a new window: hashed again")
+}
+
+// The throttle counts IPv6 per /64, forgets a window once it is over and
+// keeps at most maxThrottledAddresses addresses.
+func TestAddressThrottle(t *testing.T) {
+	now := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	th := newAddressThrottle(2, time.Minute)
+	a, same64 := netip.MustParseAddr("2001:db8:1:2::1"), netip.MustParseAddr("2001:db8:1:2:ffff::9")
+	th.failed(a, now)
+	assert.False(t, th.refused(same64, now))
+	th.failed(same64, now)
+	assert.True(t, th.refused(a, now), "one /64")
+	assert.False(t, th.refused(netip.MustParseAddr("2001:db8:1:3::1"), now), "another /64")
+	assert.False(t, th.refused(a, now.Add(time.Minute)), "the window is over")
+	th.failed(a, now.Add(time.Minute))
+	assert.False(t, th.refused(a, now.Add(time.Minute)), "a new window starts with one failure")
+
+	v4 := netip.MustParseAddr("192.0.2.1")
+	for i := 0; len(th.byAddr) < maxThrottledAddresses; i++ {
+		th.failed(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), now)
+	}
+	th.failed(v4, now)
+	th.failed(v4, now)
+	assert.False(t, th.refused(v4, now), "full of live windows: a new address is not tracked")
+	assert.LessOrEqual(t, len(th.byAddr), maxThrottledAddresses)
+	th.failed(v4, now.Add(2*time.Minute))
+	th.failed(v4, now.Add(2*time.Minute))
+	assert.True(t, th.refused(v4, now.Add(2*time.Minute)), "expired windows are swept to make room")
 }

@@ -27,6 +27,7 @@ type server struct {
 	writeTimeout time.Duration
 	maxPacket    int
 	log          *slog.Logger
+	warn         *logLimiter // what clients can cause at will
 	m            *metrics
 
 	rr atomic.Uint64 // round robin over shared subscriptions
@@ -80,7 +81,7 @@ var errDenied = errors.New("broker: publish denied")
 
 func newServer(creds CredentialsFunc, checkTimeout, writeTimeout time.Duration, maxPacket int, log *slog.Logger, m *metrics) *server {
 	return &server{creds: creds, checkTimeout: checkTimeout, writeTimeout: writeTimeout, maxPacket: maxPacket,
-		log: log, m: m, clients: map[string]*client{}, pending: map[*client]struct{}{},
+		log: log, warn: newLogLimiter(log, time.Now), m: m, clients: map[string]*client{}, pending: map[*client]struct{}{},
 		exact: map[string][]*sub{}, retained: map[string]message{}}
 }
 
@@ -140,7 +141,7 @@ func (s *server) ended(conn net.Conn, err error) {
 	switch {
 	case err == nil, errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
 	case errors.Is(err, errMalformed):
-		s.log.Warn("closing a connection: protocol violation", "err", err, "remote", conn.RemoteAddr().String())
+		s.warn.warn("closing a connection: protocol violation", "err", err, "remote", conn.RemoteAddr().String())
 	default:
 		s.log.Debug("client connection ended", "err", err, "remote", conn.RemoteAddr().String())
 	}
@@ -151,7 +152,7 @@ func (s *server) ended(conn net.Conn, err error) {
 func (s *server) authenticate(c *client, p *connectPacket) byte {
 	refuse := func(code byte, why string) byte {
 		s.m.authFail.Inc()
-		s.log.Warn("connection refused", "reason", why, "user", safe(p.user), "remote", c.conn.RemoteAddr().String())
+		s.warn.warn("connection refused", "reason", why, "user", safe(p.user), "remote", c.conn.RemoteAddr().String())
 		return code
 	}
 	if p.clientID == "" && !p.clean {
@@ -303,7 +304,7 @@ func (c *client) handlePublish(hdr byte, body []byte) error {
 	}
 	if !Allowed(c.role, c.device, p.topic, true) {
 		s.m.denied.WithLabelValues("write").Inc()
-		s.log.Warn("acl denied", "client", safe(c.id), "device", c.device, "access", "write", "topic", safe(p.topic))
+		s.warn.warn("acl denied", "client", safe(c.id), "device", c.device, "access", "write", "topic", safe(p.topic))
 		if p.qos > 0 {
 			return errDenied // MQTT 3.1.1 has no way to refuse it: the connection goes
 		}
@@ -347,7 +348,7 @@ func (c *client) handleSubscribe(hdr byte, body []byte) error {
 		}
 		if !Allowed(c.role, c.device, f.filter, false) {
 			s.m.denied.WithLabelValues("read").Inc()
-			s.log.Warn("acl denied", "client", safe(c.id), "device", c.device, "access", "read", "topic", safe(f.filter))
+			s.warn.warn("acl denied", "client", safe(c.id), "device", c.device, "access", "read", "topic", safe(f.filter))
 			codes[i] = subackFailure
 			continue
 		}

@@ -13,7 +13,9 @@
 // The process's CPU per claim is also split by a CPU profile of each Kluis
 // phase, by the goroutines' label (part=backend: the backend and its
 // embedded broker; part=devices: the simulated kiosks; unlabelled: the Go
-// runtime's scheduler and collector, and the bench itself).
+// runtime's scheduler and collector, and the bench itself). With -profile
+// DIR each of those profiles is also written to DIR, for `go tool pprof
+// -tagfocus=part=backend`.
 //
 // Floor: pgbench with N clients runs the claim transaction on the same
 // database: mark one unused code used (the same codes table, a disjoint set

@@ -48,6 +48,7 @@ type options struct {
 	warmup   time.Duration
 	rounds   int
 	modes    []string // the backend's batch modes, paired phase by phase (modeNames)
+	profile  string   // directory for each Kluis phase's CPU profile, "" for none
 }
 
 // modeNames are -batch-mode's values: codes.Options.VerifyMode.
@@ -61,10 +62,11 @@ func parse(args []string) (options, string, error) {
 	rounds := fs.Int("rounds", 3, "rounds (each runs every count against its floor, interleaved)")
 	mode := fs.String("batch-mode", "default", "the backend's QR batch mode (codes.Options.VerifyMode): default, one or stagger; "+
 		"comma-separated to pair them: each round then runs a Kluis phase per mode and one floor, interleaved")
+	profile := fs.String("profile", "", "directory to write each Kluis phase's CPU profile to (<devices>dev-<phase>-<n>.pprof, labelled part=backend/devices)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, "", err
 	}
-	o := options{duration: *dur, warmup: *warm, rounds: *rounds, modes: strings.Split(*mode, ",")}
+	o := options{duration: *dur, warmup: *warm, rounds: *rounds, modes: strings.Split(*mode, ","), profile: *profile}
 	for _, m := range o.modes {
 		if _, ok := modeNames[m]; !ok {
 			return options{}, "", fmt.Errorf("verify: -batch-mode: %q is not default, one or stagger", m)
@@ -99,6 +101,11 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 	}
 	if env.Out == nil {
 		env.Out = io.Discard
+	}
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			return bench.Report{}, fmt.Errorf("verify: -profile: %w", err)
+		}
 	}
 	maxDev := 0
 	for _, n := range o.devices {
@@ -293,6 +300,7 @@ type rig struct {
 	costs   map[string]*cost // by "<devices>/<phase>" (kluisPhaseName or floor)
 	mode    atomic.Int32     // the backend's batch mode (codes.BatchMode), set before each Kluis phase
 	floorN  int64            // floor codes created so far
+	phases  int              // Kluis phases run so far (-profile's file names)
 	stopSrv func() error
 	tmp     string
 }
@@ -536,12 +544,16 @@ func startSampling() sampling {
 
 // stop ends the profile and returns the sampled CPU time by part ("" for
 // goroutines without the label: the runtime's, the bench's own); nil when
-// there was no profile or it cannot be read.
-func (p sampling) stop() map[string]time.Duration {
+// there was no profile or it cannot be read. With save set, the profile
+// itself is written there too.
+func (p sampling) stop(save string) map[string]time.Duration {
 	if p.buf == nil {
 		return nil
 	}
 	pprof.StopCPUProfile()
+	if save != "" {
+		_ = os.WriteFile(save, p.buf.Bytes(), 0o644) // a look at the profile, not a figure: best effort
+	}
 	prof, err := profile.Parse(p.buf)
 	if err != nil {
 		return nil
@@ -683,7 +695,12 @@ func (r *rig) kluisRun(ctx context.Context, n int, o options, what string) (floa
 	)
 	defer func() {
 		r.cost(n, what, bench.SelfCPU()-cpu0, pg.Stop(), r.claims.Load()-before)
-		parts := prof.stop()
+		save := ""
+		if o.profile != "" {
+			r.phases++
+			save = filepath.Join(o.profile, fmt.Sprintf("%ddev-%s-%d.pprof", n, strings.ReplaceAll(what, ":", "-"), r.phases))
+		}
+		parts := prof.stop(save)
 		c := r.costs[fmt.Sprintf("%d/%s", n, what)]
 		c.m.add(r.batchMetrics(ctx).minus(m0))
 		c.rtt = append(c.rtt, rtt...)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -83,7 +84,24 @@ func Decode(topic string, payload []byte) (Topic, Message, error) {
 }
 
 // DecodeKind is Decode for a payload whose kind is known.
+//
+// A flat payload (an object of strings, numbers, booleans and nulls, every
+// key plain and once: a verify request, a verify or staff answer) is read
+// once, into its message; anything else, and every payload the flat path
+// does not accept, goes through decodeChecked, which reads it twice (as
+// generic JSON for the version, the required and nested keys, then into
+// its message). Both accept the same payloads with the same message, and
+// every error comes from decodeChecked (FuzzDecodeFlat checks it).
 func DecodeKind(k Kind, payload []byte) (Message, error) {
+	if m := decodeFlat(k, payload); m != nil {
+		return m, nil
+	}
+	return decodeChecked(k, payload)
+}
+
+// decodeChecked is DecodeKind's full path, the one that explains what is
+// wrong with a payload.
+func decodeChecked(k Kind, payload []byte) (Message, error) {
 	m, err := newMessage(k)
 	if err != nil {
 		return nil, err
@@ -120,6 +138,159 @@ func DecodeKind(k Kind, payload []byte) (Message, error) {
 	}
 	return m, nil
 }
+
+// maxFlatKeys bounds the keys decodeFlat looks at (a message has at most
+// a dozen fields).
+const maxFlatKeys = 16
+
+// flatField is one key of a flat payload and its value's JSON text.
+type flatField struct{ key, val []byte }
+
+// decodeFlat reads a flat payload once and returns its message, or nil
+// when decodeChecked must decide (the payload is not flat, or it is not
+// acceptable). It accepts a payload only where decodeChecked would accept
+// it with the same message: the same size limit; a JSON object (the typed
+// decoding checks the syntax, the rest must be white space); "v" a number
+// equal to Version read as decodeChecked reads it (a float64); the
+// required keys present and not null; no key decodeChecked would look
+// inside (nestedRequired), no value an object or array, no key twice or
+// spelt with escapes (so that the keys are decodeChecked's map keys).
+func decodeFlat(k Kind, payload []byte) Message {
+	if len(payload) > MaxSize(k) {
+		return nil
+	}
+	var buf [maxFlatKeys]flatField
+	fields, ok := flatFields(payload, buf[:0])
+	if !ok {
+		return nil
+	}
+	version := false
+	for i, f := range fields {
+		for _, g := range fields[:i] {
+			if string(f.key) == string(g.key) {
+				return nil
+			}
+		}
+		if _, nested := nestedRequired[string(f.key)]; nested && string(f.val) != "null" {
+			return nil
+		}
+		if string(f.key) == "v" {
+			v, err := strconv.ParseFloat(string(f.val), 64)
+			version = err == nil && v == Version
+		}
+	}
+	if !version {
+		return nil
+	}
+	for _, key := range required[k] {
+		present := false
+		for _, f := range fields {
+			if string(f.key) == key {
+				present = string(f.val) != "null"
+				break
+			}
+		}
+		if !present {
+			return nil
+		}
+	}
+	m, err := newMessage(k)
+	if err != nil {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(m); err != nil {
+		return nil
+	}
+	if !jsonSpace(payload[dec.InputOffset():]) || m.Validate() != nil {
+		return nil
+	}
+	return m
+}
+
+// flatFields splits a JSON object whose values are all strings, numbers,
+// true, false or null into its keys and values (appended to fields); ok
+// is false for anything else, for a key with an escape or a byte outside
+// printable ASCII, and for more than maxFlatKeys keys. It does not
+// validate the values: decodeFlat's typed decoding does.
+func flatFields(p []byte, fields []flatField) (_ []flatField, ok bool) {
+	i := skipSpace(p, 0)
+	if i >= len(p) || p[i] != '{' {
+		return nil, false
+	}
+	i = skipSpace(p, i+1)
+	if i < len(p) && p[i] == '}' {
+		return fields, true
+	}
+	for {
+		if i >= len(p) || p[i] != '"' || len(fields) == maxFlatKeys {
+			return nil, false
+		}
+		start := i + 1
+		for i = start; i < len(p) && p[i] != '"'; i++ {
+			if p[i] == '\\' || p[i] < 0x20 || p[i] >= 0x7f {
+				return nil, false
+			}
+		}
+		if i >= len(p) {
+			return nil, false
+		}
+		key := p[start:i]
+		i = skipSpace(p, i+1)
+		if i >= len(p) || p[i] != ':' {
+			return nil, false
+		}
+		i = skipSpace(p, i+1)
+		if i >= len(p) {
+			return nil, false
+		}
+		start = i
+		switch p[i] {
+		case '{', '[':
+			return nil, false
+		case '"':
+			for i++; i < len(p) && p[i] != '"'; i++ {
+				if p[i] == '\\' {
+					i++
+				}
+			}
+			if i >= len(p) {
+				return nil, false
+			}
+			i++
+		default:
+			for i < len(p) && p[i] != ',' && p[i] != '}' && !isSpace(p[i]) {
+				i++
+			}
+		}
+		fields = append(fields, flatField{key: key, val: p[start:i]})
+		i = skipSpace(p, i)
+		if i >= len(p) {
+			return nil, false
+		}
+		switch p[i] {
+		case ',':
+			i = skipSpace(p, i+1)
+		case '}':
+			return fields, true
+		default:
+			return nil, false
+		}
+	}
+}
+
+// isSpace reports JSON's white space.
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+func skipSpace(p []byte, i int) int {
+	for i < len(p) && isSpace(p[i]) {
+		i++
+	}
+	return i
+}
+
+func jsonSpace(p []byte) bool { return skipSpace(p, 0) == len(p) }
 
 // checkNested walks the decoded JSON and checks nestedRequired.
 func checkNested(v any, depth int) error {

@@ -43,9 +43,7 @@ func TestCheckFlag(t *testing.T) {
 // through controller/pickupcode and links none of the backend itself (its
 // store, audit trail or PostgreSQL driver).
 func TestLinksNoBackendCode(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
-	require.NoError(t, err, string(out))
-	deps := strings.Fields(string(out))
+	deps := deps(t)
 	require.Contains(t, deps, "kluis/controller/pickupcode", "the shared code formats")
 	for _, d := range deps {
 		require.False(t, strings.HasPrefix(d, "kluis/backend"), "kluisd links %s", d)
@@ -57,13 +55,19 @@ func TestLinksNoBackendCode(t *testing.T) {
 // library, protobuf and procfs stay out of the binary (about 2 MB of pages
 // resident all the time; docs/performance.md, "kluisd's start and memory").
 func TestLinksNoPrometheusClient(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
-	require.NoError(t, err, string(out))
-	deps := strings.Fields(string(out))
+	deps := deps(t)
 	require.Contains(t, deps, "kluis/controller/promtext", "kluisd's metrics")
 	for _, d := range deps {
 		for _, no := range []string{"github.com/prometheus/", "google.golang.org/protobuf"} {
 			require.False(t, strings.HasPrefix(d, no), "kluisd links %s", d)
 		}
 	}
+}
+
+// deps lists the packages kluisd's binary links (go list -deps).
+func deps(t *testing.T) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	require.NoError(t, err, string(out))
+	return strings.Fields(string(out))
 }

@@ -98,8 +98,9 @@ type CredentialsOptions struct {
 	Refresh time.Duration
 	// MaxFailuresPerAddress failed checks from one client address (IPv6:
 	// per /64) within FailureWindow, counted from its first, refuse its
-	// further checks until the window ends, without a hash (a remembered
-	// successful check still passes); defaults 10 and 1 minute.
+	// further checks until the window ends, without a database query or a
+	// hash (a successful check remembered in memory still passes);
+	// defaults 10 and 1 minute.
 	MaxFailuresPerAddress int
 	FailureWindow         time.Duration
 }
@@ -213,6 +214,20 @@ func (c *Credentials) Check(ctx context.Context, username, password string) (str
 		c.checks.WithLabelValues("remembered").Inc()
 		return c.identity(username, r.role)
 	}
+	// An address with many failures is refused before the database is
+	// asked and before a hash: a remembered device (above) still passes.
+	addr, hasAddr := broker.ClientAddr(ctx)
+	if hasAddr && c.throttle.refused(addr, c.now()) {
+		c.checks.WithLabelValues("throttled").Inc()
+		return "", "", false
+	}
+	fail := func() (string, broker.Role, bool) {
+		c.checks.WithLabelValues("refused").Inc()
+		if hasAddr {
+			c.throttle.failed(addr, c.now())
+		}
+		return "", "", false
+	}
 	var role, hash string
 	var disabled bool
 	var mac []byte
@@ -232,18 +247,6 @@ func (c *Credentials) Check(ctx context.Context, username, password string) (str
 	if found && !disabled && checkedAt != nil && c.now().Sub(*checkedAt) < c.ttl && hmac.Equal(mac, want) {
 		c.checks.WithLabelValues("remembered").Inc()
 		return c.identity(username, role)
-	}
-	addr, hasAddr := broker.ClientAddr(ctx)
-	if hasAddr && c.throttle.refused(addr, c.now()) {
-		c.checks.WithLabelValues("throttled").Inc()
-		return "", "", false
-	}
-	fail := func() (string, broker.Role, bool) {
-		c.checks.WithLabelValues("refused").Inc()
-		if hasAddr {
-			c.throttle.failed(addr, c.now())
-		}
-		return "", "", false
 	}
 	select {
 	case c.slots <- struct{}{}:

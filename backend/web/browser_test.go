@@ -26,7 +26,8 @@ import (
 // sideways, a screenshot of each under var/screenshots/console/; a
 // scanner typing the document number and Enter into the register form
 // (the next field opens, nothing is sent), the form sent with real clicks
-// and keys; the fleet table sorted and filtered with clicks; a
+// and keys (the date of birth typed day, month, year, and stored as
+// typed); the fleet table sorted and filtered with clicks; a
 // door-left-open alarm on the fleet page without a reload; a language link;
 // a document's page with its own messages that did not reach the holder.
 func TestConsoleInBrowser(t *testing.T) {
@@ -68,7 +69,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.Equal(t, "true", evalString(t, desktop, `String(window.sameDocument === true)`))
 	require.Equal(t, "591-7654321-98", evalString(t, desktop, `document.getElementById("f-number").value`))
 	desktop.Do(t, chromedp.KeyEvent("Lotte"), chromedp.SendKeys(chromedp.CSS("#f-holder_last_name"), "Claes"))
-	desktop.Do(t, chromedp.SetValue(chromedp.CSS("#f-holder_birth_date"), "1988-06-15"))
+	// The date of birth in three fields, day first as Dutch writes it, in
+	// an English browser: typed, Tab between the fields.
+	desktop.Do(t, chromedp.Click(chromedp.CSS("#f-holder_birth_date")), chromedp.KeyEvent("15\t6\t1988"))
+	require.Equal(t, "f-holder_birth_date-year", evalString(t, desktop, `document.activeElement.id`))
 	desktop.Do(t, chromedp.Click(chromedp.CSS("#c-mobile")), chromedp.SendKeys(chromedp.CSS("#f-mobile"), "0470 12 34 56"))
 	desktop.Do(t, chromedp.SetValue(chromedp.CSS("#f-device_id"), lockerID), chromedp.Click(chromedp.CSS("#f-wants_low")))
 	desktop.Do(t, chromedp.Click(chromedp.CSS(`form button[type=submit].primary`)))
@@ -76,6 +80,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	assert.Contains(t, desktop.Text(t, ".state-line"), "Gereserveerd")
 	assert.Contains(t, desktop.Text(t, ".state-line"), "Kluis inkomhal, vak")
 	registered := strings.TrimPrefix(evalString(t, desktop, `location.pathname`), "/staff/documents/")
+	assert.Equal(t, "1988-06-15T00:00:00Z", e.document(registered)["holder_birth_date"])
+	assert.Contains(t, desktop.Text(t, "dl.details"), "15-06-1988")
 
 	// Messages that did not reach their holder: the slip document's ready
 	// message given up, a reminder waiting for its next try.

@@ -82,6 +82,11 @@ func TestCatalogueComplete(t *testing.T) {
 	for _, f := range registerFields {
 		keys = append(keys, "register.invalid."+f)
 	}
+	for _, k := range birthMissingKeys {
+		keys = append(keys, k)
+	}
+	keys = append(keys, birthMissing, birthBadDay, birthBadMonth, birthBadYear, birthNotReal, birthTooOld, birthFuture, birthInvalid,
+		"register.birth.hint", "register.birth.day", "register.birth.month", "register.birth.year")
 	for k := range notices {
 		keys = append(keys, k)
 	}

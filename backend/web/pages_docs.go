@@ -126,9 +126,11 @@ func (w *Web) compNumbers(ctx context.Context) (map[int64]int, error) {
 
 // registerForm is the register page's form, as typed.
 type registerForm struct {
-	Kind, Number, FirstName, LastName, BirthDate, Language string
-	Contact, Email, Mobile, SiteID, DeviceID               string
-	WantsLow                                               bool
+	Kind, Number, FirstName, LastName, Language string
+	// Birth is the date of birth as typed: day, month, year.
+	Birth                                    dateInput
+	Contact, Email, Mobile, SiteID, DeviceID string
+	WantsLow                                 bool
 }
 
 type siteOption struct {
@@ -137,14 +139,18 @@ type siteOption struct {
 }
 
 type registerData struct {
-	Form    registerForm
-	Errors  map[string]string
-	Summary []fieldMessage
-	Kinds   []store.DocumentKind
-	Sites   []siteOption
-	LowMax  int
+	Form   registerForm
+	Errors map[string]string
+	// BirthBad marks the date of birth's fields to correct.
+	BirthBad dateProblem
+	Summary  []fieldMessage
+	Kinds    []store.DocumentKind
+	Sites    []siteOption
+	LowMax   int
 }
 
+// fieldMessage is a line of the error summary: Field is the id (after
+// "f-") of the input it links to.
 type fieldMessage struct{ Field, Text string }
 
 func (w *Web) registerData(ctx context.Context, q *req, f registerForm) (registerData, error) {
@@ -191,34 +197,35 @@ func (w *Web) register(rw http.ResponseWriter, q *req) error {
 	ctx := q.r.Context()
 	pf := q.r.PostForm
 	f := registerForm{Kind: pf.Get("kind"), Number: pf.Get("number"), FirstName: pf.Get("holder_first_name"),
-		LastName: pf.Get("holder_last_name"), BirthDate: pf.Get("holder_birth_date"), Language: pf.Get("language"),
+		LastName: pf.Get("holder_last_name"), Language: pf.Get("language"),
+		Birth:   dateInput{Day: pf.Get("holder_birth_date_day"), Month: pf.Get("holder_birth_date_month"), Year: pf.Get("holder_birth_date_year")},
 		Contact: pf.Get("contact"), Email: strings.TrimSpace(pf.Get("email")), Mobile: strings.TrimSpace(pf.Get("mobile")),
 		SiteID: pf.Get("site_id"), DeviceID: pf.Get("device_id"), WantsLow: pf.Get("wants_low") == "yes"}
-	bad := map[string]bool{}
+	// bad maps the fields to correct to their message's key ("" for
+	// register.invalid.<field>).
+	bad := map[string]string{}
 	n := store.NewDocument{Kind: store.DocumentKind(f.Kind), Number: f.Number, FirstName: f.FirstName, LastName: f.LastName,
 		Language: f.Language, WantsLow: f.WantsLow, SiteID: f.SiteID}
 	switch f.Contact {
 	case "email":
 		n.Email = f.Email
 		if f.Email == "" {
-			bad["email"] = true
+			bad["email"] = ""
 		}
 	case "mobile":
 		n.Mobile = f.Mobile
 		if f.Mobile == "" {
-			bad["mobile"] = true
+			bad["mobile"] = ""
 		}
 	case "none":
 		n.NoContact = true
 	default:
-		bad["contact"] = true
+		bad["contact"] = ""
 	}
-	if f.BirthDate != "" {
-		if bd, err := time.Parse(time.DateOnly, f.BirthDate); err == nil {
-			n.BirthDate = bd
-		} else {
-			bad["holder_birth_date"] = true
-		}
+	birth, birthBad := parseBirthDate(f.Birth, w.o.Clock())
+	n.BirthDate = birth
+	if birthBad != nil {
+		bad["holder_birth_date"] = birthBad.Key
 	}
 	if err := n.Validate(w.o.Clock()); err != nil {
 		var ve *store.ValidationError
@@ -233,7 +240,9 @@ func (w *Web) register(rw http.ResponseWriter, q *req) error {
 			if field == "email" && f.Contact != "email" {
 				field = "contact"
 			}
-			bad[field] = true
+			if _, ok := bad[field]; !ok {
+				bad[field] = ""
+			}
 		}
 	}
 	var dev store.Device
@@ -241,7 +250,7 @@ func (w *Web) register(rw http.ResponseWriter, q *req) error {
 		var err error
 		dev, err = w.o.Service.GetDevice(ctx, f.DeviceID)
 		if errors.Is(err, store.ErrNotFound) || err == nil && dev.SiteID != f.SiteID {
-			bad["device_id"] = true
+			bad["device_id"] = ""
 		} else if err != nil {
 			return err
 		}
@@ -251,12 +260,26 @@ func (w *Web) register(rw http.ResponseWriter, q *req) error {
 		if err != nil {
 			return err
 		}
+		if birthBad != nil {
+			d.BirthBad = *birthBad
+		} else if _, ok := bad["holder_birth_date"]; ok {
+			d.BirthBad = dateProblem{Day: true, Month: true, Year: true}
+		}
 		for _, field := range registerFields {
-			if bad[field] {
-				msg := q.t.S("register.invalid." + field)
-				d.Errors[field] = msg
-				d.Summary = append(d.Summary, fieldMessage{Field: field, Text: msg})
+			key, ok := bad[field]
+			if !ok {
+				continue
 			}
+			if key == "" {
+				key = "register.invalid." + field
+			}
+			msg := q.t.S(key)
+			d.Errors[field] = msg
+			anchor := field
+			if field == "holder_birth_date" {
+				anchor = d.BirthBad.Anchor(field)
+			}
+			d.Summary = append(d.Summary, fieldMessage{Field: anchor, Text: msg})
 		}
 		w.render(rw, q, http.StatusBadRequest, "register", q.t.S("register.title"), d)
 		return nil

@@ -82,7 +82,7 @@ func TestLoginSessionCSRFAndHeaders(t *testing.T) {
 	require.Equal(t, 200, p.status)
 	require.NotEmpty(t, c.csrf)
 	form := url.Values{"kind": {"eid"}, "number": {"591-0000001-01"}, "holder_first_name": {"Jan"}, "holder_last_name": {"Peeters"},
-		"holder_birth_date": {"1980-04-12"}, "language": {"nl"}, "contact": {"none"}, "site_id": {siteID}}
+		"holder_birth_date_day": {"12"}, "holder_birth_date_month": {"4"}, "holder_birth_date_year": {"1980"}, "language": {"nl"}, "contact": {"none"}, "site_id": {siteID}}
 
 	// No token, a wrong token, another site: refused, nothing registered.
 	p = c.postRaw("/staff/documents", form, nil)
@@ -298,7 +298,7 @@ func TestRegisterSearchOpenAndService(t *testing.T) {
 	p := staff.get("/staff/documents/new")
 	require.Equal(t, 200, p.status)
 	form := url.Values{"kind": {"passport"}, "number": {" ep 1234567 "}, "holder_first_name": {"Marie"}, "holder_last_name": {"Dubois"},
-		"holder_birth_date": {"1975-11-30"}, "language": {"fr"}, "contact": {"email"}, "email": {""}, "site_id": {siteID},
+		"holder_birth_date_day": {"30"}, "holder_birth_date_month": {"11"}, "holder_birth_date_year": {"1975"}, "language": {"fr"}, "contact": {"email"}, "email": {""}, "site_id": {siteID},
 		"device_id": {lockerID}, "wants_low": {"yes"}}
 	p = staff.post("/staff/documents", form)
 	require.Equal(t, http.StatusBadRequest, p.status)
@@ -562,4 +562,64 @@ func TestNoRemoteOpenBeforeTheDeviceConnected(t *testing.T) {
 	assert.Equal(t, http.StatusConflict, p.status)
 	assert.Zero(t, e.dev.openCount())
 	assert.NotContains(t, e.audit("device:"+autoID), `"action":"compartment.remote_open"`)
+}
+
+// The date of birth as three fields (day, month, year): each refused date
+// is sent back with a message in the page's language that says what to
+// correct, what was typed kept, the fields to correct marked and the
+// summary linking to the first of them; nothing is registered. A good date
+// reaches the document as the single date field did before.
+func TestRegisterBirthDateFields(t *testing.T) {
+	e := newEnv(t, server.Options{})
+	staff := e.client()
+	staff.login(auth.RoleStaff)
+	form := func(number, d, m, y string) url.Values {
+		return url.Values{"kind": {"eid"}, "number": {number}, "holder_first_name": {"Lotte"}, "holder_last_name": {"Claes"},
+			"holder_birth_date_day": {d}, "holder_birth_date_month": {m}, "holder_birth_date_year": {y},
+			"language": {"nl"}, "contact": {"none"}, "site_id": {siteID}}
+	}
+	marked := regexp.MustCompile(`id="f-holder_birth_date(?:-month|-year)?"[^>]*aria-invalid="true"`)
+	for _, c := range []struct {
+		lang, d, m, y, want, anchor string
+		bad                         []string
+	}{
+		{"nl", "31", "2", "1988", "Deze datum bestaat niet: kijk de dag en de maand na.", "f-holder_birth_date", []string{`id="f-holder_birth_date"`}},
+		{"fr", "31", "2", "1988", "Cette date n&#39;existe pas : vérifiez le jour et le mois.", "f-holder_birth_date", []string{`id="f-holder_birth_date"`}},
+		{"nl", "15", "6", "88", "Het jaar heeft 4 cijfers, zoals 1985.", "f-holder_birth_date-year", []string{`id="f-holder_birth_date-year"`}},
+		{"de", "15", "6", "88", "Das Jahr hat 4 Ziffern, zum Beispiel 1985.", "f-holder_birth_date-year", []string{`id="f-holder_birth_date-year"`}},
+		{"en", "15", "6", "2099", "The date of birth cannot be in the future.", "f-holder_birth_date",
+			[]string{`id="f-holder_birth_date"`, `id="f-holder_birth_date-month"`, `id="f-holder_birth_date-year"`}},
+		{"nl", "", "", "", "Vul de geboortedatum in.", "f-holder_birth_date",
+			[]string{`id="f-holder_birth_date"`, `id="f-holder_birth_date-month"`, `id="f-holder_birth_date-year"`}},
+		{"fr", "15", "", "1988", "Il manque le mois de la date de naissance.", "f-holder_birth_date-month", []string{`id="f-holder_birth_date-month"`}},
+		{"en", "15", "13", "1988", "The month must be a number from 1 to 12.", "f-holder_birth_date-month", []string{`id="f-holder_birth_date-month"`}},
+		{"de", "15", "6", "1899", "Das Geburtsjahr muss 1900 oder später sein.", "f-holder_birth_date-year", []string{`id="f-holder_birth_date-year"`}},
+	} {
+		name := c.lang + " " + c.d + "-" + c.m + "-" + c.y
+		require.Equal(t, 200, staff.get("/staff/documents/new?lang="+c.lang).status)
+		p := staff.post("/staff/documents", form("591-0000009-99", c.d, c.m, c.y))
+		require.Equal(t, http.StatusBadRequest, p.status, name)
+		assert.Contains(t, p.body, `<p class="field-error" id="e-holder_birth_date">`+c.want+`</p>`, name)
+		assert.Contains(t, p.body, `<a href="#`+c.anchor+`">`+c.want+`</a>`, name)
+		assert.Contains(t, p.body, `aria-describedby="h-holder_birth_date e-holder_birth_date"`, name)
+		for _, v := range []struct{ field, value string }{{"day", c.d}, {"month", c.m}, {"year", c.y}} {
+			assert.Regexp(t, `name="holder_birth_date_`+v.field+`"[^>]*value="`+regexp.QuoteMeta(v.value)+`"`, p.body, "%s: what was typed stays", name)
+		}
+		var got []string
+		for _, m := range marked.FindAllString(p.body, -1) {
+			got = append(got, m[:strings.Index(m, " ")])
+		}
+		assert.Equal(t, c.bad, got, "%s: the fields to correct", name)
+	}
+	var n int
+	require.NoError(t, e.pool().QueryRow(context.Background(), `SELECT count(*) FROM documents`).Scan(&n))
+	assert.Zero(t, n, "nothing registered")
+
+	// Typed with leading zeros and spaces, in French: the date.
+	require.Equal(t, 200, staff.get("/staff/documents/new?lang=fr").status)
+	p := staff.post("/staff/documents", form("591-0000009-99", " 05", "06 ", "1988"))
+	require.Equal(t, http.StatusSeeOther, p.status, snippet(p.body))
+	id := strings.TrimPrefix(strings.SplitN(p.location, "?", 2)[0], "/staff/documents/")
+	assert.Equal(t, "1988-06-05T00:00:00Z", e.document(id)["holder_birth_date"])
+	assert.Contains(t, staff.get("/staff/documents/"+id).body, "<dd>05/06/1988</dd>", "shown as French writes dates")
 }

@@ -101,7 +101,7 @@ func TestConsole(t *testing.T) {
 		t.Fatalf("the scanner's Enter sent the form: at %s", p)
 	}
 	desktop.Do(t, chromedp.KeyEvent("Lotte"), chromedp.SendKeys(chromedp.CSS("#f-holder_last_name"), "Claes"),
-		chromedp.SetValue(chromedp.CSS("#f-holder_birth_date"), "1988-06-15"),
+		chromedp.Click(chromedp.CSS("#f-holder_birth_date")), chromedp.KeyEvent("15\t6\t1988"),
 		chromedp.Click(chromedp.CSS("#c-none")), chromedp.SetValue(chromedp.CSS("#f-device_id"), lockerID))
 	desktop.Screenshot(t, "console/e2e/register-filled-desktop")
 	desktop.Do(t, chromedp.Click(chromedp.CSS(`form button[type=submit].primary`)))

@@ -40,7 +40,9 @@ type compartment struct {
 	Board   int    `json:"board"`
 	Channel int    `json:"channel"`
 	Size    string `json:"size"`
-	State   string `json:"state"`
+	// HeightCM is the height of the compartment's middle above the floor.
+	HeightCM int    `json:"height_cm"`
+	State    string `json:"state"`
 }
 
 type deviceInfo struct {

@@ -21,6 +21,7 @@ import (
 	"kluis/backend/broker"
 	"kluis/controller/daemon/daemonclient"
 	"kluis/controller/kiosk/kioskclient"
+	"kluis/controller/layoutgrid"
 	"kluis/deploy/dev/cutproxy"
 	"kluis/deploy/dev/testenv"
 	"kluis/simulator"
@@ -36,35 +37,143 @@ type deviceSpec struct {
 	Boards   int
 	Channels int // lockers
 	Slots    int // automatons
+	// Layout is a locker's front as people see it: the same in kluisd's
+	// layout: section (the kiosk screen's drawing) and in the backend's
+	// device record (the console's map). Compartments drawn larger than
+	// one cell are size L, the others M. Automatons have none.
+	Layout *layoutgrid.Layout
 }
 
 // fleet is the demo's city hall: a 24-door Kluis-protocol bank, a 16-door
-// Kerong bank and a small automaton behind a Tasmota relay module.
+// Kerong bank and a small automaton behind a Tasmota relay module. Each
+// bank has its touchscreen at eye level, two cells wide, and a row of
+// large compartments for parcels at the bottom, two cells high and
+// numbered last; the other compartments are numbered column by column,
+// top to bottom, as the layout fills them.
 var fleet = []deviceSpec{
-	{ID: "kortrijk-hall-a", Name: "Hal A", Kind: "locker", Hardware: "kluis", Boards: 1, Channels: 24},
-	{ID: "kortrijk-hall-b", Name: "Hal B", Kind: "locker", Hardware: "kerong-cu16", Boards: 1, Channels: 16},
+	{ID: "kortrijk-hall-a", Name: "Hal A", Kind: "locker", Hardware: "kluis", Boards: 1, Channels: 24,
+		Layout: bank(4, 8, 3, 21)},
+	{ID: "kortrijk-hall-b", Name: "Hal B", Kind: "locker", Hardware: "kerong-cu16", Boards: 1, Channels: 16,
+		Layout: bank(4, 6, 2, 13)},
 	{ID: "kortrijk-automaton", Name: "Automaat", Kind: "automaton", Hardware: "tasmota", Boards: 1, Slots: 8},
+}
+
+// bank is the layout of a locker bank of columns by rows cells: the
+// screen in the middle two columns from screenRow, two rows high; one large
+// compartment per column in the bottom two rows, numbered from firstLarge
+// left to right; the compartments before firstLarge fill the other cells.
+func bank(columns, rows, screenRow, firstLarge int) *layoutgrid.Layout {
+	l := &layoutgrid.Layout{Columns: columns, Rows: rows,
+		Screen: &layoutgrid.Place{Column: (columns-2)/2 + 1, Row: screenRow, Width: 2, Height: 2}}
+	for c := 1; c <= columns; c++ {
+		l.Places = append(l.Places, layoutgrid.Place{Number: firstLarge + c - 1, Column: c, Row: rows - 1, Height: 2})
+	}
+	return l
 }
 
 const siteID = "kortrijk-stadhuis"
 
+// Heights of the demo's fronts: a locker bank stands on a plinth and is
+// this tall; the automaton hands everything out at its hatch.
+const (
+	plinthCM = 20
+	bankCM   = 200
+	hatchCM  = 95
+)
+
 // compartments lists a device's compartments as the backend and kluisd
 // number them: lockers by channel, automatons by slot (the backend's
-// channel is the slot).
+// channel is the slot). A locker's compartments drawn larger than a cell
+// are L, the others M, and each is as high above the floor as its place
+// in the layout (its middle); an automaton's every fourth slot is L, all
+// at the hatch's height.
 func (d deviceSpec) compartments() []compartment {
-	var out []compartment
 	n := d.Channels
 	if d.Kind == "automaton" {
 		n = d.Slots
 	}
-	for i := 0; i < n; i++ {
-		size := "M"
-		if i%4 == 3 {
-			size = "L"
+	numbers := make([]int, n)
+	for i := range numbers {
+		numbers[i] = i + 1
+	}
+	var places map[int]layoutgrid.Place
+	rowCM := 0
+	if d.Layout != nil {
+		l, err := layoutgrid.Resolve(d.Layout, numbers)
+		if err != nil {
+			panic(fmt.Sprintf("the demo's layout of %s: %v", d.ID, err)) // fleet is fixed: TestFleetLayoutsAgree
 		}
-		out = append(out, compartment{Number: i + 1, Board: 0, Channel: i, Size: size})
+		places = map[int]layoutgrid.Place{}
+		for _, p := range l.Places {
+			places[p.Number] = p
+		}
+		rowCM = (bankCM - plinthCM) / l.Rows
+	}
+	out := make([]compartment, 0, n)
+	for i := 0; i < n; i++ {
+		c := compartment{Number: i + 1, Board: 0, Channel: i, Size: "M", HeightCM: hatchCM}
+		if p, ok := places[c.Number]; ok {
+			if p.Width > 1 || p.Height > 1 {
+				c.Size = "L"
+			}
+			rows := d.Layout.Rows
+			below := rows - (p.Row + p.Height - 1) // whole rows under it
+			c.HeightCM = plinthCM + below*rowCM + p.Height*rowCM/2
+		} else if i%4 == 3 {
+			c.Size = "L"
+		}
+		out = append(out, c)
 	}
 	return out
+}
+
+// deviceRequest is the body of POST /api/v1/devices for d.
+func (d deviceSpec) deviceRequest() map[string]any {
+	var comps []map[string]any
+	for _, c := range d.compartments() {
+		comps = append(comps, map[string]any{"number": c.Number, "board": c.Board, "channel": c.Channel, "size": c.Size,
+			"height_cm": c.HeightCM})
+	}
+	req := map[string]any{"id": d.ID, "site_id": siteID, "kind": d.Kind, "name": d.Name, "compartments": comps}
+	if d.Layout != nil {
+		req["layout"] = d.Layout
+	}
+	return req
+}
+
+// layoutYAML is d's layout: section for kluisd.yaml ("" without one).
+func (d deviceSpec) layoutYAML() string {
+	l := d.Layout
+	if l == nil {
+		return ""
+	}
+	place := func(p layoutgrid.Place) string {
+		var b strings.Builder
+		b.WriteString("{")
+		if p.Number != 0 {
+			fmt.Fprintf(&b, "number: %d, ", p.Number)
+		}
+		fmt.Fprintf(&b, "column: %d, row: %d", p.Column, p.Row)
+		if p.Width != 0 {
+			fmt.Fprintf(&b, ", width: %d", p.Width)
+		}
+		if p.Height != 0 {
+			fmt.Fprintf(&b, ", height: %d", p.Height)
+		}
+		return b.String() + "}"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "layout:                 # the same as the backend's device record\n  columns: %d\n  rows: %d\n", l.Columns, l.Rows)
+	if l.Screen != nil {
+		fmt.Fprintf(&b, "  screen: %s\n", place(*l.Screen))
+	}
+	if len(l.Places) > 0 {
+		b.WriteString("  places:\n")
+		for _, p := range l.Places {
+			fmt.Fprintf(&b, "    - %s\n", place(p))
+		}
+	}
+	return b.String()
 }
 
 // node is one running device: its kluisd and how to reach it.
@@ -356,12 +465,15 @@ func (d *demo) setupBackendData(ctx context.Context, adminPass string) error {
 		return fmt.Errorf("create site: %w", err)
 	}
 	for _, s := range fleet {
-		var comps []map[string]any
-		for _, c := range s.compartments() {
-			comps = append(comps, map[string]any{"number": c.Number, "board": c.Board, "channel": c.Channel, "size": c.Size})
+		err := d.admin.Do(ctx, http.MethodPost, "/api/v1/devices", s.deviceRequest(), nil)
+		if apiclient.StatusOf(err) == http.StatusConflict && s.Layout != nil {
+			// A DATABASE_URL with the device from an earlier run: its
+			// layout as kluisd's, when its compartments allow it.
+			if perr := d.admin.Do(ctx, http.MethodPatch, "/api/v1/devices/"+s.ID, map[string]any{"layout": s.Layout}, nil); perr != nil {
+				d.log.Warn("the existing device keeps its layout", "device", s.ID, "err", perr)
+			}
 		}
-		if err := exists(d.admin.Do(ctx, http.MethodPost, "/api/v1/devices", map[string]any{"id": s.ID, "site_id": siteID,
-			"kind": s.Kind, "name": s.Name, "compartments": comps}, nil)); err != nil {
+		if err := exists(err); err != nil {
 			return fmt.Errorf("create device %s: %w", s.ID, err)
 		}
 	}
@@ -432,10 +544,25 @@ func (d *demo) startNode(ctx context.Context, n *node, pub string) error {
 	}
 	n.kiosk = kioskclient.New("http://" + n.kioskAddr)
 	n.kluisd = daemonclient.New(n.metrics, daemonclient.Options{HTTP: httpc})
+	n.configPath = filepath.Join(n.dir, "kluisd.yaml")
+	if err := os.WriteFile(n.configPath, []byte(d.kluisdConfig(n, n.proxy.Addr(), pwFile, pub)), 0o600); err != nil {
+		return err
+	}
+	name := "kluisd-" + n.spec.ID
+	if _, err := d.p.start(name, filepath.Join(d.bin, "kluisd"), []string{"--config", n.configPath}, nil); err != nil {
+		return err
+	}
+	return nil
+}
+
+// kluisdConfig is n's kluisd.yaml: MQTT through its cut proxy at
+// proxyAddr with the password in pwFile, its hardware, compartments and
+// layout, the backend's public key pub.
+func (d *demo) kluisdConfig(n *node, proxyAddr, pwFile, pub string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Generated by kluis-demo for %s.\ndevice_id: %s\nsite: %s\nkind: %s\n", n.spec.Name, n.spec.ID, siteID, n.spec.Kind)
 	fmt.Fprintf(&b, "mqtt:\n  url: tcp://%s   # through the demo's cut proxy to the broker at %s\n  username: %s\n  password_file: %s\n",
-		n.proxy.Addr(), d.brokerAddr, n.spec.ID, pwFile)
+		proxyAddr, d.brokerAddr, n.spec.ID, pwFile)
 	fmt.Fprintf(&b, "hardware:\n  driver: %s\n", n.spec.Hardware)
 	switch n.spec.Hardware {
 	case "tasmota":
@@ -460,15 +587,8 @@ func (d *demo) startNode(ctx context.Context, n *node, pub string) error {
 	fmt.Fprintf(&b, "timeouts:\n  door_open_detect: 5s\n  door_left_open: 3s\n  present: 15s\n")
 	fmt.Fprintf(&b, "journal_dir: %s\nkiosk:\n  listen: %s\n  default_lang: en\nmetrics_listen: %s\noffline:\n  public_key_file: %s\n",
 		filepath.Join(n.dir, "journal"), n.kioskAddr, n.metrics, pub)
-	n.configPath = filepath.Join(n.dir, "kluisd.yaml")
-	if err := os.WriteFile(n.configPath, []byte(b.String()), 0o600); err != nil {
-		return err
-	}
-	name := "kluisd-" + n.spec.ID
-	if _, err := d.p.start(name, filepath.Join(d.bin, "kluisd"), []string{"--config", n.configPath}, nil); err != nil {
-		return err
-	}
-	return nil
+	b.WriteString(n.spec.layoutYAML())
+	return b.String()
 }
 
 // waitNode waits until a kluisd is ready and connected to the broker.

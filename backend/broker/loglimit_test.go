@@ -1,10 +1,8 @@
 package broker
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,25 +10,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"kluis/deploy/dev/testenv"
 )
 
-// syncBuffer is a log destination safe for the broker's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) count(sub string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Count(s.b.String(), sub)
-}
+// count is how often sub was written to logs.
+func count(logs *testenv.SyncBuffer, sub string) int { return strings.Count(logs.String(), sub) }
 
 // Refused CONNECTs and protocol violations, which anyone who reaches the
 // port can send, are logged at most 20 times per 10 s each. Found
@@ -38,7 +22,7 @@ func (s *syncBuffer) count(sub string) int {
 // warnings (0.9 MB) to the backend's log, and a refusal without a hash
 // costs the sender next to nothing. The metric counts every one.
 func TestClientCausedWarningsAreBounded(t *testing.T) {
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	reg := prometheus.NewRegistry()
 	b, err := New(Options{Addr: "127.0.0.1:0", Credentials: testCreds,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Registry: reg})
@@ -57,8 +41,8 @@ func TestClientCausedWarningsAreBounded(t *testing.T) {
 		assert.True(t, rc.closed())
 	}
 	assert.Equal(t, 60.0, testutil.ToFloat64(b.srv.m.authFail), "every refusal counted")
-	assert.Equal(t, logBurst, logs.count(`msg="connection refused"`))
-	assert.Equal(t, logBurst, logs.count(`msg="closing a connection: protocol violation"`))
+	assert.Equal(t, logBurst, count(&logs, `msg="connection refused"`))
+	assert.Equal(t, logBurst, count(&logs, `msg="closing a connection: protocol violation"`))
 	// A genuine device still connects, and the broker goes on.
 	rc := dialRaw(t, b.Addr())
 	rc.login("dev-a", "dev-a", "pw-dev-a", 30, "", "")
@@ -67,17 +51,17 @@ func TestClientCausedWarningsAreBounded(t *testing.T) {
 // After the window the suppressed lines are summed up in one, and the
 // message is logged again.
 func TestLogLimiterSummarises(t *testing.T) {
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	now := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
 	l := newLogLimiter(slog.New(slog.NewTextHandler(&logs, nil)), func() time.Time { return now })
 	for i := 0; i < logBurst+7; i++ {
 		l.warn("connection refused", "i", i)
 		l.warn("acl denied", "i", i)
 	}
-	assert.Equal(t, logBurst, logs.count(`msg="connection refused"`))
-	assert.Equal(t, logBurst, logs.count(`msg="acl denied"`), "each message has its own count")
+	assert.Equal(t, logBurst, count(&logs, `msg="connection refused"`))
+	assert.Equal(t, logBurst, count(&logs, `msg="acl denied"`), "each message has its own count")
 	now = now.Add(logWindow)
 	l.warn("connection refused", "i", -1)
-	assert.Equal(t, 1, logs.count(`msg="more of the same not logged" what="connection refused" count=7`))
-	assert.Equal(t, logBurst+1, logs.count(`msg="connection refused"`))
+	assert.Equal(t, 1, count(&logs, `msg="more of the same not logged" what="connection refused" count=7`))
+	assert.Equal(t, logBurst+1, count(&logs, `msg="connection refused"`))
 }

@@ -256,13 +256,8 @@ func fmtPIN(i int) string {
 // document, normalising the scanned number; nothing else is released.
 func TestStaffRetrieve(t *testing.T) {
 	e := newEnv(t)
-	as, err := auth.New(auth.Options{Pool: e.st.Pool(), Clock: e.clock.Now, KioskKey: []byte("kiosk-key-0123456789"),
-		Params: auth.Params{Time: 1, MemoryKiB: 64, Threads: 1}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
-	u, err := as.CreateUser(e.ctx, "an", "counter password 1", auth.RoleStaff)
-	require.NoError(t, err)
-	pin := "482916"
-	require.NoError(t, as.SetKioskCredentials(e.ctx, u.ID, &pin, nil))
+	as := e.kioskAuth(t)
+	pin := e.counterClerk(t, as)
 	h := deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: e.svc, Pool: e.st.Pool(), Clock: e.clock.Now})
 
 	doc, _ := e.loaded(store.EID, "591-1234567-89", "k1")
@@ -368,9 +363,7 @@ func TestExpiredDocumentsCodeAnswersExpired(t *testing.T) {
 // test-opens are audited.
 func TestKioskRolesDecideServerSide(t *testing.T) {
 	e := newEnv(t)
-	as, err := auth.New(auth.Options{Pool: e.st.Pool(), Clock: e.clock.Now, KioskKey: []byte("kiosk-key-0123456789"),
-		Params: auth.Params{Time: 1, MemoryKiB: 64, Threads: 1}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
+	as := e.kioskAuth(t)
 	h := deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: e.svc, Pool: e.st.Pool(), Clock: e.clock.Now,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	pins := map[auth.Role]string{auth.RoleStaff: "482916", auth.RoleTechnician: "739154", auth.RoleAdmin: "615283"}

@@ -22,13 +22,8 @@ import (
 // device's requests to any of them) and kept over a restart.
 func TestKioskLoginLimitSharedByReplicas(t *testing.T) {
 	e := newEnv(t)
-	as, err := auth.New(auth.Options{Pool: e.st.Pool(), Clock: e.clock.Now, KioskKey: []byte("kiosk-key-0123456789"),
-		Params: auth.Params{Time: 1, MemoryKiB: 64, Threads: 1}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
-	u, err := as.CreateUser(e.ctx, "an", "counter password 1", auth.RoleStaff)
-	require.NoError(t, err)
-	pin := "482916"
-	require.NoError(t, as.SetKioskCredentials(e.ctx, u.ID, &pin, nil))
+	as := e.kioskAuth(t)
+	pin := e.counterClerk(t, as)
 	replica := func() *deviceops.Staff {
 		return deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: e.svc, Pool: e.st.Pool(), Clock: e.clock.Now})
 	}
@@ -68,9 +63,7 @@ func TestKioskLoginUnavailableWithoutTheDatabase(t *testing.T) {
 	down, err := pgxpool.New(context.Background(), e.st.Pool().Config().ConnString())
 	require.NoError(t, err)
 	down.Close()
-	as, err := auth.New(auth.Options{Pool: e.st.Pool(), Clock: e.clock.Now, KioskKey: []byte("kiosk-key-0123456789"),
-		Params: auth.Params{Time: 1, MemoryKiB: 64, Threads: 1}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
+	as := e.kioskAuth(t)
 	h := deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: e.svc, Pool: down, Clock: e.clock.Now,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	r := h.HandleStaff(e.ctx, "k1", wire.StaffRequest{ID: wire.NewID(e.clock.Now()), Op: wire.StaffLogin, At: e.clock.Now(), PIN: "111111"})
@@ -130,13 +123,8 @@ func TestKioskLoginFailuresPrunedWithoutLogins(t *testing.T) {
 // nothing.
 func TestKioskStaffPINGuessingHasADailyCap(t *testing.T) {
 	e := newEnv(t)
-	as, err := auth.New(auth.Options{Pool: e.st.Pool(), Clock: e.clock.Now, KioskKey: []byte("kiosk-key-0123456789"),
-		Params: auth.Params{Time: 1, MemoryKiB: 64, Threads: 1}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
-	u, err := as.CreateUser(e.ctx, "an", "counter password 1", auth.RoleStaff)
-	require.NoError(t, err)
-	pin := "482916"
-	require.NoError(t, as.SetKioskCredentials(e.ctx, u.ID, &pin, nil))
+	as := e.kioskAuth(t)
+	pin := e.counterClerk(t, as)
 	h := deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: e.svc, Pool: e.st.Pool(), Clock: e.clock.Now})
 	login := func(dev, p string) wire.StaffResult {
 		return h.HandleStaff(e.ctx, dev, wire.StaffRequest{ID: wire.NewID(e.clock.Now()), Op: wire.StaffLogin, At: e.clock.Now(), PIN: p}).Result
@@ -167,4 +155,24 @@ func TestKioskStaffPINGuessingHasADailyCap(t *testing.T) {
 	// (one is left): the device lets logins through again.
 	e.clock.Add(12*time.Hour - 30*time.Minute)
 	assert.Equal(t, wire.StaffOK, login("k1", pin))
+}
+
+// kioskAuth is the auth service of kiosk staff logins at test cost.
+func (e *env) kioskAuth(t *testing.T) *auth.Service {
+	t.Helper()
+	as, err := auth.New(auth.Options{Pool: e.st.Pool(), Clock: e.clock.Now, KioskKey: []byte("kiosk-key-0123456789"),
+		Params: auth.Params{Time: 1, MemoryKiB: 64, Threads: 1}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	return as
+}
+
+// counterClerk creates the counter clerk "an" (staff) with a kiosk staff
+// PIN and returns the PIN.
+func (e *env) counterClerk(t *testing.T, as *auth.Service) string {
+	t.Helper()
+	u, err := as.CreateUser(e.ctx, "an", "counter password 1", auth.RoleStaff)
+	require.NoError(t, err)
+	pin := "482916"
+	require.NoError(t, as.SetKioskCredentials(e.ctx, u.ID, &pin, nil))
+	return pin
 }

@@ -206,9 +206,7 @@ func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, n
 // audited device.pin_unlocked with the user and the reason.
 func TestKioskStaffClearsTheLockout(t *testing.T) {
 	e := newEnv(t)
-	as, err := auth.New(auth.Options{Pool: e.st.Pool(), Clock: e.clock.Now, KioskKey: []byte("kiosk-key-0123456789"),
-		Params: auth.Params{Time: 1, MemoryKiB: 64, Threads: 1}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
+	as := e.kioskAuth(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	h := deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: e.svc, Pool: e.st.Pool(), Clock: e.clock.Now, Logger: log, Codes: e.codes})
 	u, err := as.CreateUser(e.ctx, "kiosk-tech", "a long enough password", auth.RoleTechnician)

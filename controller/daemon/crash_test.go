@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -66,34 +65,16 @@ func TestCrashChild(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects a child's stderr safely.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type child struct {
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testenv.SyncBuffer
 	done   chan error
 }
 
 func startChild(t *testing.T, cfgPath, kiosk string) *child {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
 	cmd.Env = append(os.Environ(), childEnv+"="+cfgPath)
-	stderr := &lockedBuffer{}
+	stderr := &testenv.SyncBuffer{}
 	cmd.Stderr = stderr
 	cmd.Stdout = io.Discard
 	require.NoError(t, cmd.Start())

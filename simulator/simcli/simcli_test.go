@@ -11,30 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"kluis/deploy/dev/testenv"
 )
-
-// syncBuffer is a bytes.Buffer safe for the simulator's logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // start runs Main(args) in the background until the test ends, and
 // returns its ready line.
@@ -42,7 +23,7 @@ func start(t *testing.T, args ...string) Ready {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
-	var stderr syncBuffer
+	var stderr testenv.SyncBuffer
 	code := make(chan int, 1)
 	go func() {
 		code <- Main(ctx, args, Env{Stdout: pw, Stderr: &stderr})

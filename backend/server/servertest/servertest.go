@@ -6,7 +6,6 @@
 package servertest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -21,6 +20,7 @@ import (
 	"kluis/backend/pgtest"
 	"kluis/backend/server"
 	"kluis/controller/pickupcode"
+	"kluis/deploy/dev/testenv"
 )
 
 // AdminPassword is the bootstrap admin's password unless Options set one.
@@ -156,21 +156,4 @@ func (b *Backend) DevicePassword(ctx context.Context, device string) (string, er
 }
 
 // SyncBuffer is a bytes.Buffer safe for concurrent use.
-type SyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-// Write implements io.Writer.
-func (s *SyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// String returns what was written.
-func (s *SyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type SyncBuffer = testenv.SyncBuffer

@@ -76,11 +76,7 @@ func TestCredentialsWithEmbeddedBroker(t *testing.T) {
 	c := NewCredentials(CredentialsOptions{Pool: pool, Params: cheap, Logger: quiet()})
 	require.NoError(t, c.Set(ctx, "dev-1", broker.RoleDevice, "a-long-device-password"))
 	require.NoError(t, c.Set(ctx, "kluis-backend", broker.RoleBackend, "a-long-backend-password"))
-	b, err := broker.New(broker.Options{Addr: "127.0.0.1:0", Credentials: c.Check, Logger: quiet()})
-	require.NoError(t, err)
-	require.NoError(t, b.Start())
-	t.Cleanup(func() { _ = b.Close() })
-	url := "tcp://" + b.Addr()
+	url := startBroker(t, c)
 
 	assert.NoError(t, mqtttest.ConnectErr(mqtttest.Options(url, "dev-1", "dev-1", "a-long-device-password")))
 	assert.Error(t, mqtttest.ConnectErr(mqtttest.Options(url, "dev-1", "dev-1", "wrong-password-here")))
@@ -248,11 +244,7 @@ func TestCredentialsFailuresThrottledPerAddress(t *testing.T) {
 	c := NewCredentials(CredentialsOptions{Pool: pool, Params: cheap, Logger: quiet(), Now: clock.Now, Registerer: reg})
 	require.NoError(t, c.Set(ctx, "dev-1", broker.RoleDevice, "a-long-device-password"))
 	require.NoError(t, c.Set(ctx, "dev-2", broker.RoleDevice, "another-device-password"))
-	b, err := broker.New(broker.Options{Addr: "127.0.0.1:0", Credentials: c.Check, Logger: quiet()})
-	require.NoError(t, err)
-	require.NoError(t, b.Start())
-	t.Cleanup(func() { _ = b.Close() })
-	url := "tcp://" + b.Addr()
+	url := startBroker(t, c)
 	checks := func(result string) float64 {
 		return metricValue(t, reg, "kluis_mqtt_credential_checks_total", map[string]string{"result": result})
 	}
@@ -305,4 +297,15 @@ func TestAddressThrottle(t *testing.T) {
 	th.failed(v4, now.Add(2*time.Minute))
 	th.failed(v4, now.Add(2*time.Minute))
 	assert.True(t, th.refused(v4, now.Add(2*time.Minute)), "expired windows are swept to make room")
+}
+
+// startBroker starts an embedded broker checking passwords with c until
+// the test ends and returns its URL.
+func startBroker(t *testing.T, c *Credentials) string {
+	t.Helper()
+	b, err := broker.New(broker.Options{Addr: "127.0.0.1:0", Credentials: c.Check, Logger: quiet()})
+	require.NoError(t, err)
+	require.NoError(t, b.Start())
+	t.Cleanup(func() { _ = b.Close() })
+	return "tcp://" + b.Addr()
 }

@@ -73,6 +73,32 @@ func (f *fixture) counts(action string) (used, attempts, records int) {
 	return used, attempts, records
 }
 
+// tally counts the outcomes of verifications made at once: the claims
+// by code (an index of the test's) and the denials by reason.
+type tally struct {
+	mu      sync.Mutex
+	wins    map[int]int
+	reasons map[string]int
+}
+
+func newTally() *tally { return &tally{wins: map[int]int{}, reasons: map[string]int{}} }
+
+// add counts one verification of code c that ended with err.
+func (ta *tally) add(t *testing.T, c int, err error) {
+	ta.mu.Lock()
+	defer ta.mu.Unlock()
+	if err == nil {
+		ta.wins[c]++
+		return
+	}
+	var d *Denial
+	if !errors.As(err, &d) {
+		t.Errorf("not a denial: %v", err)
+		return
+	}
+	ta.reasons[pickupcode.Reason(err)]++
+}
+
 func TestBatchConcurrentClaimsOfOneCode(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
@@ -83,10 +109,8 @@ func TestBatchConcurrentClaimsOfOneCode(t *testing.T) {
 	require.NoError(t, err)
 	const n = 16
 	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		wins int
-		errs = map[string]int{}
+		wg sync.WaitGroup
+		ta = newTally()
 	)
 	for i := 0; i < 2*n; i++ {
 		dev := []string{"l1", "l2"}[i%2] // l2 is the wrong device for the token
@@ -94,23 +118,12 @@ func TestBatchConcurrentClaimsOfOneCode(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			_, err := f.verify(Attempt{DeviceID: dev, QRToken: cr.QRToken})
-			mu.Lock()
-			defer mu.Unlock()
-			if err == nil {
-				wins++
-				return
-			}
-			var d *Denial
-			if !errors.As(err, &d) {
-				t.Errorf("not a denial: %v", err)
-				return
-			}
-			errs[pickupcode.Reason(err)]++
+			ta.add(t, 0, err)
 		}()
 	}
 	wg.Wait()
-	require.Equal(t, 1, wins, "exactly one attempt claims the code")
-	require.Equal(t, map[string]int{pickupcode.ReasonAlreadyCollected: n - 1, pickupcode.ReasonWrongDevice: n}, errs)
+	require.Equal(t, map[int]int{0: 1}, ta.wins, "exactly one attempt claims the code")
+	require.Equal(t, map[string]int{pickupcode.ReasonAlreadyCollected: n - 1, pickupcode.ReasonWrongDevice: n}, ta.reasons)
 	used, attempts, denied := f.counts("code.denied")
 	require.Equal(t, 2, used)
 	require.Equal(t, 2*n+1, attempts, "every attempt recorded")
@@ -671,10 +684,8 @@ func TestBatchStaggeredClaimsOfFewCodes(t *testing.T) {
 	_, attempts0, denied0 := f.counts("code.denied")
 	const rounds = 12
 	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		wins = map[int]int{}
-		errs = map[string]int{}
+		wg sync.WaitGroup
+		ta = newTally()
 	)
 	for r := 0; r < rounds; r++ {
 		for c := range tokens {
@@ -683,26 +694,15 @@ func TestBatchStaggeredClaimsOfFewCodes(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					_, err := f.verify(Attempt{DeviceID: devs[d], QRToken: tokens[c]})
-					mu.Lock()
-					defer mu.Unlock()
-					if err == nil {
-						wins[c]++
-						return
-					}
-					var dn *Denial
-					if !errors.As(err, &dn) {
-						t.Errorf("not a denial: %v", err)
-						return
-					}
-					errs[pickupcode.Reason(err)]++
+					ta.add(t, c, err)
 				}()
 			}
 		}
 	}
 	wg.Wait()
-	require.Equal(t, map[int]int{0: 1, 1: 1, 2: 1, 3: 1}, wins, "one claim per code")
+	require.Equal(t, map[int]int{0: 1, 1: 1, 2: 1, 3: 1}, ta.wins, "one claim per code")
 	require.Equal(t, map[string]int{pickupcode.ReasonAlreadyCollected: (rounds - 1) * len(tokens),
-		pickupcode.ReasonWrongDevice: rounds * len(tokens)}, errs)
+		pickupcode.ReasonWrongDevice: rounds * len(tokens)}, ta.reasons)
 	n := 2 * rounds * len(tokens)
 	used, attempts, denied := f.counts("code.denied")
 	require.Equal(t, len(tokens), used)

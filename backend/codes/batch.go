@@ -64,8 +64,8 @@ import (
 // and wait for the commit), and the audit records wait in audit_pending
 // for the chainer as every concurrent transaction's do. A batch waits
 // for the commit before it (a commit slot) before it sends its own, so
-// commits never pile up. With BatchOne a leader reads and commits its
-// batch before it takes the next.
+// commits never pile up. Staggered is the default; with BatchOne a
+// leader reads and commits its batch before it takes the next.
 
 // batchItem is one QR attempt waiting for, or in, a batch.
 type batchItem struct {
@@ -87,13 +87,13 @@ type batchItem struct {
 type BatchMode int
 
 const (
-	// BatchDefault is BatchOne.
+	// BatchDefault is BatchStagger.
 	BatchDefault BatchMode = iota
 	// BatchOne: a leader reads and commits its batch before the next
 	// batch is taken (Options.VerifyBatches leaders at a time).
 	BatchOne
 	// BatchStagger: the next batch is taken and read while the previous
-	// one commits.
+	// one commits (the default).
 	BatchStagger
 )
 
@@ -133,7 +133,11 @@ func newBatcher(s *Service, max, concurrent int, timeout time.Duration, mode fun
 // staggered says whether this batch hands the lead on when its commit is
 // sent.
 func (b *batcher) staggered() bool {
-	return b.mode != nil && b.mode() == BatchStagger
+	if b.mode == nil {
+		return true
+	}
+	m := b.mode()
+	return m == BatchStagger || m == BatchDefault
 }
 
 // verify queues it and waits until its batch has run (then it.done is

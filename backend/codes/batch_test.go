@@ -269,6 +269,9 @@ func TestBatchFailsAsAWhole(t *testing.T) {
 func TestBatchGathersWhileOneRuns(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
+	// One batch at a time (staggered, the next batch would read while
+	// the first one's writes wait).
+	f.svc.batch.mode = func() BatchMode { return BatchOne }
 	ctx := context.Background()
 	devs, _, tokens := f.devicesWithCodes(8)
 	batches0 := testutil.ToFloat64(f.svc.batches.WithLabelValues("ok"))
@@ -370,6 +373,7 @@ func TestBatchWaitersGiveUpWhileQueued(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	f.svc.batch.concurrent = 1 // one batch at a time: the others queue
+	f.svc.batch.mode = func() BatchMode { return BatchOne }
 	devs, _, tokens := f.devicesWithCodes(9)
 	_, attempts0, _ := f.counts("")
 	batches0 := testutil.ToFloat64(f.svc.batches.WithLabelValues("ok"))

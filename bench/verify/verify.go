@@ -140,9 +140,13 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 			if round%2 == 1 { // alternate the order of the counts...
 				n = o.devices[len(o.devices)-1-i]
 			}
-			// ...and rotate the phases' order.
+			// ...and rotate the phases' order, reversed every other
+			// round (with three phases, so that each follows each).
 			k := (round + i) % len(phases)
 			order := append(slices.Clone(phases[k:]), phases[:k]...)
+			if round%2 == 1 {
+				slices.Reverse(order)
+			}
 			for _, what := range order {
 				var rate float64
 				var err error

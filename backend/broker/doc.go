@@ -17,7 +17,9 @@
 //     topics and subscribe only its own ack, cmd, verify/res and staff/res
 //     topics (exact topics, no wildcards); its last will must be its own
 //     presence topic; its client id must be the device id, "kluisd-{device}"
-//     or start with "{device}." so that one device cannot take over
+//     or start with "{device}.", and a session is its client id within
+//     its identity (a device named "kluisd-{device}" has the id
+//     "kluisd-{device}" too), so that one device cannot take over
 //     another's session.
 //   - RoleBackend: may do everything, including shared subscriptions
 //     ($share/kluis-backend/...).
@@ -32,8 +34,8 @@
 // message is handed to every subscriber) and 2 (PUBREC/PUBREL/PUBCOMP,
 // delivered once), subscriptions granted at most QoS 1; retained messages
 // (presence); last wills, sent when a connection ends without DISCONNECT
-// (keep-alive: 1.5 times the client's) unless a new connection with the
-// same client id took the session over or the broker is closing; shared subscriptions
+// (keep-alive: 1.5 times the client's) unless a new connection of the
+// same identity with the same client id took the session over or the broker is closing; shared subscriptions
 // ($share/{group}/{filter}, one member of a group gets each message).
 // Sessions are not kept past a connection: every client (kluisd, the
 // Tasmota driver, devicelink) connects with a clean session, and the

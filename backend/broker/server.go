@@ -34,7 +34,7 @@ type server struct {
 
 	mu       sync.RWMutex
 	closed   bool
-	clients  map[string]*client   // connected, by client id
+	clients  map[string]*client   // connected, by sessionKey
 	pending  map[*client]struct{} // not yet connected (before CONNACK)
 	exact    map[string][]*sub    // subscriptions without wildcards, by filter
 	wild     []*sub               // subscriptions with wildcards
@@ -191,6 +191,16 @@ func (s *server) authenticate(c *client, p *connectPacket) byte {
 	return connAccepted
 }
 
+// sessionKey is what makes two connections the same session: the client
+// id within the identity that authenticated it (the backend, or one
+// device). A device's client id may be "kluisd-{device}", which is also
+// the id of a device named "kluisd-{device}": keyed by client id alone,
+// either device's credentials could close the other's connection (and
+// spare its last will) by connecting with that id.
+func (c *client) sessionKey() string {
+	return string(c.role) + "\x00" + c.device + "\x00" + c.id
+}
+
 // attach makes c the connection of its client id, closing the one it
 // replaces (a device reconnecting before its old connection was seen to
 // go; the old one's last will is not sent). It returns false when the
@@ -201,8 +211,8 @@ func (s *server) attach(c *client) bool {
 		s.mu.Unlock()
 		return false
 	}
-	old := s.clients[c.id]
-	s.clients[c.id] = c
+	old := s.clients[c.sessionKey()]
+	s.clients[c.sessionKey()] = c
 	delete(s.pending, c)
 	s.mu.Unlock()
 	if old != nil {
@@ -219,8 +229,8 @@ func (s *server) attach(c *client) bool {
 func (s *server) detach(c *client) {
 	s.mu.Lock()
 	closing := s.closed
-	if s.clients[c.id] == c {
-		delete(s.clients, c.id)
+	if s.clients[c.sessionKey()] == c {
+		delete(s.clients, c.sessionKey())
 	}
 	for _, sb := range c.subs {
 		s.removeLocked(sb)

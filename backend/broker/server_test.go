@@ -3,6 +3,7 @@ package broker
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -361,4 +362,35 @@ func TestSlowClientIsDisconnected(t *testing.T) {
 	testenv.Eventually(t, "the slow client's connection is given back", func() bool { return b.Connections() == 1 })
 	require.NoError(t, b.Publish("kluis/v1/dev/dev-b/cmd", []byte("still served"), false, 1))
 	cmds.WaitFor(t, "kluis/v1/dev/dev-b/cmd still served")
+}
+
+// A session is one identity's: device "a" may use the client id
+// "kluisd-a", which is also the client id of a device named "kluisd-a".
+// Keyed by client id alone, "a" connecting with it closed the other
+// device's connection and spared its last will (found reading the ACL
+// while attacking it with a device's credentials); now both stay
+// connected, and the same device with the same id still takes over.
+func TestNoTakeoverAcrossDevices(t *testing.T) {
+	creds := func(_ context.Context, user, pass string) (string, Role, bool) {
+		if (user == "a" || user == "kluisd-a") && pass == "pw-"+user {
+			return user, RoleDevice, true
+		}
+		return "", "", false
+	}
+	b, err := New(Options{Addr: "127.0.0.1:0", Credentials: creds, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	require.NoError(t, b.Start())
+	t.Cleanup(func() { _ = b.Close() })
+	victim := dialRaw(t, b.Addr())
+	victim.login("kluisd-a", "kluisd-a", "pw-kluisd-a", 30, "kluis/v1/dev/kluisd-a/presence", "offline")
+	other := dialRaw(t, b.Addr())
+	other.login("kluisd-a", "a", "pw-a", 30, "", "")
+	for _, rc := range []*rawClient{victim, other} {
+		rc.send(packet(pktPingreq << 4))
+		hdr, _ := rc.next()
+		assert.Equal(t, byte(pktPingresp<<4), hdr, "still connected")
+	}
+	again := dialRaw(t, b.Addr())
+	again.login("kluisd-a", "a", "pw-a", 30, "", "")
+	assert.True(t, other.closed(), "the same device with the same id takes its session over")
 }

@@ -212,15 +212,16 @@ func loopbackOnly(h http.Handler) http.Handler {
 	// header and pass.
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "no-store")
 		writeErr(w, http.StatusForbidden, "cross-origin request refused")
 	}))
 	inner := cop.Handler(h)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Every answer, refusals included: a browser must take a
 		// JSON answer or an error text for what its Content-Type
-		// says, never sniff it into HTML or script.
+		// says, never sniff it into HTML or script, and keep none
+		// of them (a PIN's answer, a staff session's screen).
 		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Cache-Control", "no-store")
 		host, _, err := net.SplitHostPort(r.RemoteAddr)
 		ip := net.ParseIP(host)
 		if err != nil || ip == nil || !ip.IsLoopback() {
@@ -234,10 +235,36 @@ func loopbackOnly(h http.Handler) http.Handler {
 			writeErr(w, http.StatusMisdirectedRequest, "kiosk API answers only to a loopback host name")
 			return
 		}
-		w.Header().Set("Cache-Control", "no-store")
-		inner.ServeHTTP(w, r)
+		inner.ServeHTTP(&noStoreWriter{ResponseWriter: w}, r)
 	})
 }
+
+// noStoreWriter puts Cache-Control: no-store back on an answer whose
+// handler took it off: http.FileServer's errors (the screen's files, a
+// 404) delete it since Go 1.23.
+type noStoreWriter struct {
+	http.ResponseWriter
+	sent bool
+}
+
+func (w *noStoreWriter) WriteHeader(code int) {
+	if !w.sent && code >= http.StatusOK {
+		w.sent = true
+		w.Header().Set("Cache-Control", "no-store")
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *noStoreWriter) Write(b []byte) (int, error) {
+	if !w.sent {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection (the event
+// stream's flushes and write deadlines).
+func (w *noStoreWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // LoopbackHostOnly answers 421 to a request whose Host is not a loopback
 // name (LoopbackHost): for kluisd's other loopback listener (/metrics,

@@ -14,7 +14,9 @@ import (
 
 // Every answer of the kiosk's listener, the screen's page and files, the
 // API, the event stream and each refusal, tells the browser not to sniff
-// the type (X-Content-Type-Options: nosniff).
+// the type (X-Content-Type-Options: nosniff) and not to keep it
+// (Cache-Control: no-store): the 403 (cross-origin) and 421 (a
+// rebinding page's Host) refusals as much as the API's answers.
 func TestKioskAnswersSayNosniff(t *testing.T) {
 	r := newLiveRig(t, "session: 60s")
 	srv := httptest.NewServer(r.s.Handler())
@@ -60,5 +62,15 @@ func TestKioskAnswersSayNosniff(t *testing.T) {
 		resp.Body.Close()
 		require.Equal(t, c.code, resp.StatusCode, "%s %s (Host %q)", c.method, c.path, c.host)
 		require.Equal(t, "nosniff", resp.Header.Get("X-Content-Type-Options"), "%s %s (Host %q)", c.method, c.path, c.host)
+		require.Equal(t, "no-store", resp.Header.Get("Cache-Control"), "%s %s (Host %q)", c.method, c.path, c.host)
 	}
+	// A peer that is not on loopback (the listener is, so only a
+	// misconfiguration lets one in) is refused with both headers too.
+	req := httptest.NewRequest(http.MethodGet, "/kiosk/v1/session", nil)
+	req.RemoteAddr = "192.0.2.7:40000"
+	rec := httptest.NewRecorder()
+	r.s.Handler().ServeHTTP(rec, req)
+	require.Equal(t, http.StatusForbidden, rec.Code)
+	require.Equal(t, "nosniff", rec.Header().Get("X-Content-Type-Options"))
+	require.Equal(t, "no-store", rec.Header().Get("Cache-Control"))
 }

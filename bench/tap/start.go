@@ -230,7 +230,7 @@ func fillJournal(dir string, size int64) error {
 	for j.Size() < size {
 		e, err := j.AppendEvent(journal.Event{Kind: "pickup_completed", Payload: payload})
 		if err == nil {
-			err = j.Ack(e.ID)
+			_, err = j.Ack(e.ID)
 		}
 		if err != nil {
 			j.Close()

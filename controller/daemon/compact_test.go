@@ -38,7 +38,8 @@ func TestCompactLoopCompactsOnceReady(t *testing.T) {
 	for j.Size() < 64<<10 {
 		e, err := j.AppendEvent(journal.Event{Kind: "pickup_completed", Payload: []byte(`{"addr":{"board":0,"channel":7}}`)})
 		require.NoError(t, err)
-		require.NoError(t, j.Ack(e.ID))
+		_, err = j.Ack(e.ID)
+		require.NoError(t, err)
 	}
 	_, err = j.AppendEvent(journal.Event{Kind: "door_closed", Payload: []byte(`{}`)})
 	require.NoError(t, err)

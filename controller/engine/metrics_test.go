@@ -114,7 +114,8 @@ func TestMetricsJournalBacklogLive(t *testing.T) {
 		evs := r.events()
 		require.Greater(t, len(evs), start)
 		require.Equal(t, float64(len(evs)), r.mustMetric("kluisd_journal_backlog"))
-		require.NoError(t, r.j.Ack(evs[0].ID))
+		_, err := r.j.Ack(evs[0].ID)
+		require.NoError(t, err)
 		require.Equal(t, float64(len(evs)-1), r.mustMetric("kluisd_journal_backlog"))
 	})
 }

@@ -51,7 +51,7 @@ func TestConcurrentAppendsGroupCommit(t *testing.T) {
 						var ag sync.WaitGroup
 						for k := 0; k < 2; k++ {
 							ag.Add(1)
-							go func() { defer ag.Done(); require.NoError(t, j.Ack(e.ID)) }()
+							go func() { defer ag.Done(); require.NoError(t, ackErr(j.Ack(e.ID))) }()
 						}
 						ag.Wait()
 					}
@@ -218,7 +218,7 @@ func killChild(dir string) {
 				_ = w.Flush()
 				out.Unlock()
 				if i%5 == 0 {
-					_ = j.Ack(e.ID)
+					_, _ = j.Ack(e.ID)
 				}
 			}
 		}()
@@ -361,7 +361,7 @@ func BenchmarkOpen(b *testing.B) {
 					for j.Size() < size {
 						e, err := j.AppendEvent(Event{Kind: "pickup_completed", Payload: payload})
 						if err == nil {
-							err = j.Ack(e.ID)
+							_, err = j.Ack(e.ID)
 						}
 						if err != nil {
 							b.Error(err)

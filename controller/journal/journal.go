@@ -733,30 +733,35 @@ func (j *Journal) AppendEvent(e Event) (Event, error) {
 }
 
 // Ack records that the backend acknowledged event id. Unknown or already
-// acked ids are ignored (acks can be repeated).
-func (j *Journal) Ack(id string) error {
+// acked ids are ignored (acks can be repeated). journaled reports whether
+// this call made an ack record durable: only that shows the journal takes
+// writes (a repeated ack writes nothing, on a full disk as anywhere).
+func (j *Journal) Ack(id string) (journaled bool, err error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if !j.events[id] || j.acked[id] {
-		return nil
+		return false, nil
 	}
 	if j.low && j.lowUsed >= j.reserve/2 {
 		// The rest of the reserve's room is for outcomes and alarms; the
 		// event stays in the outbox and is acknowledged again later.
-		return ErrNoSpace
+		return false, ErrNoSpace
 	}
 	for _, w := range j.pending {
 		if w.r.Type == TypeAck && w.r.ID == id {
-			// Being acked by another caller: wait for that record.
+			// Being acked by another caller: wait for that record (its
+			// caller reports it journaled).
 			j.waitLocked(w)
 			if w.err == nil {
-				return nil
+				return false, nil
 			}
 			break
 		}
 	}
-	_, err := j.appendLocked(Record{Type: TypeAck, ID: id})
-	return err
+	if _, err := j.appendLocked(Record{Type: TypeAck, ID: id}); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // BeginPulse journals a pulse intent durably and returns its command id

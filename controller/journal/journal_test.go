@@ -19,6 +19,9 @@ func open(t *testing.T, dir string) (*Journal, []Record, Recovery) {
 	return j, recs, rec
 }
 
+// ackErr is Ack's error (for require.NoError).
+func ackErr(_ bool, err error) error { return err }
+
 func TestAppendReopenOutboxAck(t *testing.T) {
 	dir := t.TempDir()
 	j, _, _ := open(t, dir)
@@ -28,9 +31,14 @@ func TestAppendReopenOutboxAck(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEqual(t, e1.ID, e2.ID)
 	require.Len(t, j.Outbox(), 2)
-	require.NoError(t, j.Ack(e1.ID))
-	require.NoError(t, j.Ack(e1.ID)) // repeated ack: no second record
-	require.NoError(t, j.Ack("nonsense"))
+	for _, c := range []struct {
+		id        string
+		journaled bool
+	}{{e1.ID, true}, {e1.ID, false}, {"nonsense", false}} { // a repeated ack writes no second record
+		journaled, err := j.Ack(c.id)
+		require.NoError(t, err)
+		require.Equal(t, c.journaled, journaled, c.id)
+	}
 	in, err := j.BeginPulse(Intent{Compartment: 3, Board: 0, Channel: 2, Slot: -1, Purpose: "pickup"})
 	require.NoError(t, err)
 	require.NotZero(t, in.ID)
@@ -140,7 +148,7 @@ func TestCompactKeepsLiveRecords(t *testing.T) {
 		ids = append(ids, e.ID)
 	}
 	for _, id := range ids[:8] {
-		require.NoError(t, j.Ack(id))
+		require.NoError(t, ackErr(j.Ack(id)))
 	}
 	openIn, err := j.BeginPulse(Intent{Compartment: 1, Slot: -1, Purpose: "pickup"})
 	require.NoError(t, err)
@@ -178,7 +186,7 @@ func TestCompactKeepsLiveRecords(t *testing.T) {
 	require.Empty(t, j2.Unfinished())
 	// Sequence numbers continue: no id reuse even if everything was acked.
 	for _, id := range append(ids, e.ID) {
-		require.NoError(t, j2.Ack(id))
+		require.NoError(t, ackErr(j2.Ack(id)))
 	}
 	require.NoError(t, j2.Compact())
 	require.NoError(t, j2.Close())

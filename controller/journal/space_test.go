@@ -71,6 +71,19 @@ func fullDisk(dir string, full *atomic.Bool) func(*os.File, []byte) (int, error)
 	}
 }
 
+// fullDiskOptions are a journal's in dir with an 8 KiB reserve on a disk
+// that is full while full is set: writes fail (fullDisk) and the reserve
+// cannot be made.
+func fullDiskOptions(dir string, full *atomic.Bool) Options {
+	return Options{Dir: dir, DeviceID: "d", Reserve: 8 << 10, Write: fullDisk(dir, full),
+		Allocate: func(f *os.File, size int64) error {
+			if full.Load() {
+				return syscall.ENOSPC
+			}
+			return allocate(f, size)
+		}}
+}
+
 // A full disk (injected): the record that met it is written in the
 // reserve's room, the journal says it is low, new pulse intents are
 // refused (the door stays shut), the operation under way ends, acks stop
@@ -79,13 +92,7 @@ func fullDisk(dir string, full *atomic.Bool) func(*os.File, []byte) (int, error)
 func TestFullDiskUsesReserve(t *testing.T) {
 	dir := t.TempDir()
 	var full atomic.Bool
-	o := Options{Dir: dir, DeviceID: "d", Reserve: 8 << 10, Write: fullDisk(dir, &full),
-		Allocate: func(f *os.File, size int64) error {
-			if full.Load() {
-				return syscall.ENOSPC
-			}
-			return allocate(f, size)
-		}}
+	o := fullDiskOptions(dir, &full)
 	j, _, _, err := Open(o)
 	require.NoError(t, err)
 	in, err := j.BeginPulse(Intent{Compartment: 1, Purpose: "pickup"})
@@ -118,7 +125,7 @@ func TestFullDiskUsesReserve(t *testing.T) {
 	}
 	acked := 0
 	for _, id := range ids {
-		if err := j.Ack(id); err != nil {
+		if _, err := j.Ack(id); err != nil {
 			require.ErrorIs(t, err, ErrNoSpace)
 			break
 		}
@@ -177,7 +184,7 @@ func TestFullTmpfs(t *testing.T) {
 	for i := 0; i < 1500; i++ {
 		e, err := j.AppendEvent(Event{Kind: "k", Payload: payload})
 		require.NoError(t, err)
-		require.NoError(t, j.Ack(e.ID))
+		require.NoError(t, ackErr(j.Ack(e.ID)))
 	}
 	in, err := j.BeginPulse(Intent{Compartment: 1, Purpose: "pickup"})
 	require.NoError(t, err)
@@ -341,4 +348,74 @@ func fullKillChild(dir string) {
 	}
 	time.Sleep(30 * time.Second) // killed long before
 	os.Exit(3)
+}
+
+// On a full disk (injected ENOSPC) Ack reports journaled only for an ack
+// it made durable: a repeated ack of an event acked before, or of an
+// unknown id, writes nothing and says so, so that nobody takes it for a
+// sign that the journal takes writes again; once the reserve is back a
+// new ack is journaled (and is there after a reopen).
+func TestAckJournaledOnlyWhenWritten(t *testing.T) {
+	dir := t.TempDir()
+	var full atomic.Bool
+	o := fullDiskOptions(dir, &full)
+	j, _, _, err := Open(o)
+	require.NoError(t, err)
+	var ids []string
+	for range 100 {
+		e, err := j.AppendEvent(Event{Kind: "alarm"})
+		require.NoError(t, err)
+		ids = append(ids, e.ID)
+	}
+	journaled, err := j.Ack(ids[0])
+	require.NoError(t, err)
+	require.True(t, journaled)
+
+	// The disk fills: acks are journaled in the reserve's room until half
+	// of it is used, then refused.
+	full.Store(true)
+	_, err = j.AppendEvent(Event{Kind: "pickup_completed"})
+	require.NoError(t, err)
+	st, _ := j.Space()
+	require.True(t, st.Low)
+	refused := -1
+	for i, id := range ids[1:] {
+		journaled, err := j.Ack(id)
+		if err != nil {
+			require.ErrorIs(t, err, ErrNoSpace)
+			require.False(t, journaled)
+			refused = i + 1
+			break
+		}
+		require.True(t, journaled, "ack %d in the reserve's room", i+1)
+	}
+	require.Positive(t, refused, "acks were never refused")
+	size := j.Size()
+
+	// Still full: acks of events acked before (on the full disk or
+	// before it) and of unknown ids succeed, but journal nothing.
+	for _, id := range []string{ids[0], ids[refused-1], "nonsense"} {
+		journaled, err := j.Ack(id)
+		require.NoError(t, err, id)
+		require.False(t, journaled, "%s: nothing written", id)
+	}
+	require.Equal(t, size, j.Size(), "no record written")
+	journaled, err = j.Ack(ids[refused])
+	require.ErrorIs(t, err, ErrNoSpace, "a new ack is still refused")
+	require.False(t, journaled)
+
+	// Room again: the refused ack is journaled now.
+	full.Store(false)
+	require.NoError(t, j.Restore())
+	journaled, err = j.Ack(ids[refused])
+	require.NoError(t, err)
+	require.True(t, journaled)
+	journaled, err = j.Ack(ids[refused])
+	require.NoError(t, err)
+	require.False(t, journaled, "repeated")
+	require.NoError(t, j.Close())
+	j, _, _, err = Open(o)
+	require.NoError(t, err)
+	require.Equal(t, len(ids)-refused-1+1, j.OutboxLen(), "the acked events left the outbox; the pickup_completed stays")
+	require.NoError(t, j.Close())
 }

@@ -72,7 +72,8 @@ func (m ackMsg) Ack()              {}
 // While the disk is full the journal refuses acks, and the backend acks
 // every batch again all night: "journal ack failed" is logged at Error
 // the first time, then at most once a minute with the number left out,
-// and "journal acks work again" at Info once an ack is journaled again.
+// and "journal acks work again" at Info once an ack is journaled again
+// (not when a repeated ack, which writes nothing, succeeds).
 func TestAckFailuresLoggedOncePerMinute(t *testing.T) {
 	dir := t.TempDir()
 	var full atomic.Bool
@@ -107,6 +108,12 @@ func TestAckFailuresLoggedOncePerMinute(t *testing.T) {
 		l.onMessage(nil, ackMsg{topic: l.topic(wire.KindAck), payload: b})
 	}
 
+	// An event acked while there is room.
+	early, err := j.AppendEvent(journal.Event{Kind: "alarm"})
+	require.NoError(t, err)
+	ack(early.ID)
+	require.Empty(t, logs.take())
+
 	// The disk fills: the reserve's room takes the events, acks stop at
 	// half of it.
 	full.Store(true)
@@ -131,6 +138,12 @@ func TestAckFailuresLoggedOncePerMinute(t *testing.T) {
 	require.Len(t, got, 1, "the first refusal")
 	require.Equal(t, slog.LevelError, got[0].Level)
 	require.Equal(t, "journal ack failed", got[0].Message)
+
+	// The backend repeats an ack the journal took before the disk
+	// filled: nothing is written, the disk is still full, and "journal
+	// acks work again" would be a lie.
+	ack(early.ID)
+	require.Empty(t, logs.take(), "a repeated ack proves nothing")
 
 	// The backend acks again and again, every 5 s for 10 minutes: a line
 	// a minute, counting the refusals left out since the last one.

@@ -280,11 +280,16 @@ func (l *Link) onMessage(_ mqtt.Client, msg mqtt.Message) {
 	switch v := m.(type) {
 	case *wire.Ack:
 		for _, id := range v.IDs {
-			if err := l.o.Journal.Ack(id); err != nil {
+			journaled, err := l.o.Journal.Ack(id)
+			if err != nil {
 				l.acks.failed(l.log, l.o.Clock(), err)
 				return
 			}
-			l.acks.worked(l.log, l.o.Clock())
+			if journaled {
+				// Only an ack written now shows that the journal takes
+				// writes again: a repeated one writes nothing.
+				l.acks.worked(l.log, l.o.Clock())
+			}
 			l.mAcked.Inc()
 			l.mu.Lock()
 			delete(l.lastSent, id)

@@ -31,6 +31,15 @@ type localDaemon struct {
 // /healthz says ready.
 func startLocalDaemon(t *testing.T, o Options) localDaemon {
 	t.Helper()
+	d := runLocalDaemon(t, o, nil)
+	d.waitReady(t)
+	return d
+}
+
+// runLocalDaemon is startLocalDaemon without the wait; wrap, when not
+// nil, wraps each SimFile driver kluisd opens.
+func runLocalDaemon(t *testing.T, o Options, wrap func(*daemontest.SimFile) hardware.Driver) localDaemon {
+	t.Helper()
 	dir := t.TempDir()
 	d := localDaemon{kiosk: testenv.FreeAddr(t), metrics: testenv.FreeAddr(t)}
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`
@@ -52,7 +61,11 @@ compartments:
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	o.OpenDriver = func(context.Context, *config.Config, *slog.Logger, promtext.Registerer) (hardware.Driver, error) {
-		return daemontest.Open(cfg.Hardware.SimFile, 1, 8)
+		d, err := daemontest.Open(cfg.Hardware.SimFile, 1, 8)
+		if err != nil || wrap == nil {
+			return d, err
+		}
+		return wrap(d), nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -66,6 +79,12 @@ compartments:
 			t.Fatal("kluisd did not stop")
 		}
 	})
+	return d
+}
+
+// waitReady waits until kluisd's /healthz says ready.
+func (d localDaemon) waitReady(t *testing.T) {
+	t.Helper()
 	testenv.Eventually(t, "kluisd ready", func() bool {
 		resp, err := testenv.HTTPClient().Get("http://" + d.metrics + "/healthz")
 		if err != nil {
@@ -74,7 +93,6 @@ compartments:
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	return d
 }
 
 // Every answer of kluisd's metrics listener, the refusals included, tells

@@ -72,6 +72,9 @@ func (e *Engine) HandleCommand(ctx context.Context, c wire.Command) wire.Command
 		o := &op{purpose: PurposeRemote, comp: comp, commandID: c.ID, staffID: optID(c.By), lang: e.cfg.Kiosk.DefaultLang}
 		if st := e.start(o); st != "" {
 			res.Status, res.Detail = wire.StatusFailed, "compartment "+st
+			if st == StateDeviceOutOfOrder {
+				res.Detail = "device out of order: disk full"
+			}
 		}
 		e.log.Info("remote open", "id", c.ID, "compartment", comp.cfg.Number, "reason", c.Reason, "status", res.Status)
 	case wire.CmdClearLockout:

@@ -35,6 +35,9 @@ const (
 	StateAlreadyCollected = "already_collected"
 	StateLockedOut        = "locked_out"
 	StateOutOfOrder       = "out_of_order"
+	// StateDeviceOutOfOrder: no door of the device opens (its disk is
+	// full: the journal gave up its reserve), not just this compartment's.
+	StateDeviceOutOfOrder = "device_out_of_order"
 	StateBusy             = "busy"
 	StateStaff            = "staff"
 	StateStaffDenied      = "staff_denied"

@@ -81,6 +81,11 @@ var messages = map[string][4]string{
 		"Ce casier ne peut pas s'ouvrir maintenant. Demandez de l'aide au guichet.",
 		"This compartment cannot open right now. Please ask for help at the counter.",
 		"Dieses Fach kann gerade nicht geöffnet werden. Bitte fragen Sie am Schalter."},
+	StateDeviceOutOfOrder: {
+		"Dit toestel is buiten gebruik. Bel 1777, wij helpen u verder.",
+		"Cet appareil est hors service. Appelez le 1777, nous vous aiderons.",
+		"This machine is out of order. Please call 1777 for help.",
+		"Dieses Gerät ist außer Betrieb. Bitte rufen Sie 1777 an, wir helfen Ihnen weiter."},
 	StateBusy: {
 		"Een ogenblik, het toestel is bezig.",
 		"Un instant, l'appareil est occupé.",
@@ -211,7 +216,7 @@ func Langs() []string { return append([]string(nil), langs...) }
 func States() []string {
 	return []string{StateIdle, StateVerifying, StateNeedBirthDate, StatePresenting, StateOpen, StateDone,
 		StateNotCollected, StateNotOpened, StateWrongCode, StateExpired, StateAlreadyCollected, StatePending, StateLockedOut,
-		StateOutOfOrder, StateBusy, StateStaff, StateStaffDenied, StateLoading, StateLoaded, StateLoadEmpty,
+		StateOutOfOrder, StateDeviceOutOfOrder, StateBusy, StateStaff, StateStaffDenied, StateLoading, StateLoaded, StateLoadEmpty,
 		StateRetrieving, StateRetrieved, StateStillThere, StateNotFound, StateNoCompartment, StateTestOpen, StateLockoutCleared,
 		StateLockoutCapped, StateError}
 }

@@ -18,7 +18,8 @@ const hatchBit = 1 << 31
 
 // start reserves o's lock, shows the opening screen and runs o in the
 // background. It returns "" or, when o cannot run, the state to show
-// (StateBusy or StateOutOfOrder, also while the journal's disk is full).
+// (StateBusy, StateOutOfOrder, or StateDeviceOutOfOrder while the
+// journal's disk is full).
 func (e *Engine) start(o *op) string {
 	low := e.journalLow() // not under e.mu: compaction's Keep takes e.mu under the journal's lock
 	e.mu.Lock()
@@ -29,9 +30,10 @@ func (e *Engine) start(o *op) string {
 		return StateBusy
 	case low:
 		// A full disk: the journal's room is for ending the
-		// operations under way; the door stays shut.
+		// operations under way; the door stays shut, and every other
+		// door too.
 		e.mu.Unlock()
-		return StateOutOfOrder
+		return StateDeviceOutOfOrder
 	case e.boardDown[o.comp.cfg.Board]:
 		e.mu.Unlock()
 		return StateOutOfOrder

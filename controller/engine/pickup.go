@@ -87,9 +87,9 @@ func (e *Engine) Pickup(ctx context.Context, r PickupRequest) (Screen, error) {
 	}
 	if e.journalLow() {
 		// No door opens on a full disk: not verified (nothing asked of
-		// the backend, no PIN attempt counted), the compartment "cannot
-		// open right now" (the screen's help: call 1777).
-		return e.setScreen(StateOutOfOrder, 0, lang), nil
+		// the backend, no PIN attempt counted), the whole machine is
+		// out of order (call 1777), not just one compartment.
+		return e.setScreen(StateDeviceOutOfOrder, 0, lang), nil
 	}
 	method := wire.MethodQR
 	if r.PIN != "" {

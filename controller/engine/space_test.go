@@ -54,7 +54,8 @@ func reserveDisk(dir string) (func(*os.File, []byte) (int, error), func(*os.File
 // A disk that fills up during a pickup: the pickup's outcome and end are
 // journaled at once in the reserve's room (nothing waits in memory, so a
 // kill loses nothing), journal_full is raised, a new pickup is refused
-// before it is verified (door shut, "cannot open right now"), staff and
+// before it is verified (door shut, "this machine is out of order, call
+// 1777"), staff and
 // remote opens too; once the disk has room the reserve is made again,
 // the alarm cleared and doors open again.
 func TestFullDiskReserve(t *testing.T) {
@@ -88,11 +89,18 @@ func TestFullDiskReserve(t *testing.T) {
 		before := calls()
 		s, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K2.good"})
 		require.NoError(t, err)
-		require.Equal(t, StateOutOfOrder, s.State)
+		require.Equal(t, StateDeviceOutOfOrder, s.State)
+		// The whole machine is out of order, not "this compartment":
+		// the citizen is told to call 1777, in every language.
+		for _, l := range Langs() {
+			require.Contains(t, s.Messages[l], "1777", l)
+		}
+		require.Equal(t, "This machine is out of order. Please call 1777 for help.", s.Messages["en"])
 		require.Equal(t, before, calls(), "not verified: no door opens on a full disk")
 		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "cmd-full", Kind: wire.CmdOpen, Addr: &wire.Address{Board: 0, Channel: 1},
 			Issued: time.Now(), Expires: time.Now().Add(time.Minute), Reason: "test"}))
 		require.Equal(t, wire.StatusFailed, res.Status)
+		require.Equal(t, "device out of order: disk full", res.Detail)
 		synctest.Wait()
 		require.Len(t, r.f.Pulses(), 1, "no second pulse")
 
@@ -170,7 +178,7 @@ func TestFullTmpfsAcrossARestart(t *testing.T) {
 		require.Equal(t, 1.0, r.mustMetric("kluisd_journal_disk_full"), "no room for the reserve at start-up")
 		s, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K2.good"})
 		require.NoError(t, err)
-		require.Equal(t, StateOutOfOrder, s.State)
+		require.Equal(t, StateDeviceOutOfOrder, s.State)
 		synctest.Wait()
 		require.Len(t, f.Pulses(), 1)
 		n := 0

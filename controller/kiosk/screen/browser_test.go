@@ -588,6 +588,31 @@ func TestScreenMatrix(t *testing.T) {
 	})
 	lo.close(1, false)
 
+	// A full disk (no room for the journal's reserve): no door of the
+	// machine opens, and the citizen is told that the machine is out of
+	// order and to call 1777, not that "this compartment" cannot open.
+	full := newRig(t, rigOptions{diskFull: true})
+	m.open(full)
+	full.be.set(func() { full.be.verify["K1.full"] = okAt("doc-full", 1) })
+	full.pickup(engine.PickupRequest{QR: "K1.full", Lang: "en"})
+	m.check("device_out_of_order", "s-device_out_of_order", expect{h1: "title.out_of_order", msg: "state.device_out_of_order", citizen: true})
+	m.each("the machine out of order, call 1777", func(mt *mtab) error {
+		want := map[string]string{
+			"nl": "Dit toestel is buiten gebruik. Bel 1777, wij helpen u verder.",
+			"fr": "Cet appareil est hors service. Appelez le 1777, nous vous aiderons.",
+			"en": "This machine is out of order. Please call 1777 for help.",
+			"de": "Dieses Gerät ist außer Betrieb. Bitte rufen Sie 1777 an, wir helfen Ihnen weiter.",
+		}[mt.lang]
+		got, err := eval[string](mt, `document.querySelector("#s-device_out_of_order").innerText`)
+		if err == nil && !strings.Contains(got, want) {
+			err = fmt.Errorf("screen %q, want %q", got, want)
+		}
+		return err
+	})
+	if n := len(full.f.Pulses()); n != 0 {
+		t.Fatalf("%d pulses on a full disk", n)
+	}
+
 	// The automaton: its carousel brings the slot, then the hatch opens.
 	m.open(aut)
 	aut.be.set(func() { aut.be.verify["K1.a2"] = okAt("doc-a2", 1) })

@@ -204,6 +204,8 @@ var views = []view{
 	{State: engine.StatePending, Title: "title.pending", Tone: "wait"},
 	{State: engine.StateLockedOut, Title: "title.locked_out", Next: "next.closed", Tone: "stop", Retry: true},
 	{State: engine.StateOutOfOrder, Title: "title.out_of_order", Next: "next.closed", Tone: "stop"},
+	// The whole machine (a full disk): its message says to call 1777.
+	{State: engine.StateDeviceOutOfOrder, Title: "title.out_of_order", Tone: "stop"},
 	{State: engine.StateBusy, Title: "title.wait", Tone: "wait"},
 	{State: engine.StateError, Title: "title.problem", Next: "next.closed", Tone: "stop"},
 	{State: engine.StateStaffDenied, Title: "title.staff_denied", Next: "next.staff.staff_denied", Tone: "warn", Act: "staff-login", ActLabel: "staff.again"},

@@ -8,8 +8,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -125,6 +127,9 @@ type rigOptions struct {
 	leftOpen string
 	// listen serves the kiosk on this address instead of a random one.
 	listen string
+	// diskFull: the journal's disk has no room for its reserve (from
+	// the start, and it never gets any): no door of the device opens.
+	diskFull bool
 }
 
 func newRig(t testing.TB, o rigOptions) *rig {
@@ -187,7 +192,11 @@ kiosk: {default_lang: nl}
 			}()
 		}})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	j, recs, _, err := journal.Open(journal.Options{Dir: dir, DeviceID: device})
+	jo := journal.Options{Dir: dir, DeviceID: device}
+	if o.diskFull {
+		jo.Allocate = func(*os.File, int64) error { return syscall.ENOSPC }
+	}
+	j, recs, _, err := journal.Open(jo)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -112,8 +112,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(append(b, '\n'))
 }
 
-// writeAPIError writes e as the JSON error body.
+// writeAPIError writes e as the JSON error body. No cache keeps an error
+// (the /api/ answers say so anyway; this covers the unmatched ones
+// outside it, such as /api itself).
 func writeAPIError(w http.ResponseWriter, e *Error) {
+	w.Header().Set("Cache-Control", "no-store")
 	if e.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="kluis"`)
 	}

@@ -20,9 +20,10 @@ import (
 )
 
 // Every route, fed malformed, oversized or nonsensical input by an
-// authorised user, answers a 4xx JSON error with a code: never a 5xx,
-// never a panic. Each request carries a fresh admin token (a route may
-// revoke the one it is called with) and must not answer 401 or 403: a
+// authorised user, answers a 4xx JSON error with a code, not to be
+// cached (Cache-Control: no-store): never a 5xx, never a panic. Each
+// request carries a fresh admin token (a route may revoke the one it is
+// called with) and must not answer 401 or 403: a
 // walk that lost its token would test nothing.
 func TestHostileInputOnEveryRouteIsA4xx(t *testing.T) {
 	e := newEnv(t, func(o *api.Options) {
@@ -98,6 +99,9 @@ func check(t *testing.T, what string, r resp) {
 	}
 	if r.errCode() == "" {
 		t.Errorf("%s: status %d without an error code: %.300s", what, r.status, r.body)
+	}
+	if r.header.Get("Cache-Control") != "no-store" {
+		t.Errorf("%s: status %d with Cache-Control %q, want no-store", what, r.status, r.header.Get("Cache-Control"))
 	}
 }
 

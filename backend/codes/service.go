@@ -77,7 +77,7 @@ type Options struct {
 	VerifyTimeout time.Duration
 	// VerifyMode, read once per batch, says whether the next batch may
 	// be read while the previous one commits (BatchStagger; batch.go);
-	// nil or BatchDefault: BatchStagger. A function so that a benchmark
+	// nil or BatchDefault: BatchOne. A function so that a benchmark
 	// can pair the modes in one process.
 	VerifyMode func() BatchMode
 }

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,39 +20,13 @@ import (
 	"kluis/backend/service"
 	"kluis/backend/store"
 	"kluis/backend/store/storetest"
+	"kluis/deploy/dev/testenv"
 )
-
-// logSink keeps the error-level lines logged by the server under test.
-type logSink struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-// Write implements io.Writer for a slog handler.
-func (l *logSink) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-// String returns what was logged so far.
-func (l *logSink) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// Reset forgets what was logged.
-func (l *logSink) Reset() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf.Reset()
-}
 
 // env is one API server on a private database.
 type env struct {
 	// errors holds every error-level line the server, auth and service logged.
-	errors *logSink
+	errors *testenv.SyncBuffer
 	t      *testing.T
 	st     *store.Store
 	auth   *auth.Service
@@ -69,7 +42,7 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 func newEnv(t *testing.T, mutate ...func(*api.Options)) *env {
 	t.Helper()
 	st := storetest.New(t)
-	sink := &logSink{}
+	sink := &testenv.SyncBuffer{}
 	logger := slog.New(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: slog.LevelError}))
 	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: logger, Params: auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1},
 		KioskKey: []byte("kiosk-test-key-0123456789abcdef")})

@@ -1,10 +1,8 @@
 package audit_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,23 +15,6 @@ import (
 	"kluis/deploy/dev/testenv"
 )
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // The watcher's gauges follow the chain: intact at the first check, broken
 // once a record is altered behind the trigger's back, noticed by the
 // periodic run; and the break is logged with the first bad record.
@@ -41,7 +22,7 @@ func TestWatcherExportsTheChainState(t *testing.T) {
 	s := storetest.New(t)
 	appendN(t, s.Pool(), 3)
 	reg := prometheus.NewRegistry()
-	var logs lockedBuf
+	var logs testenv.SyncBuffer
 	w, err := audit.NewWatcher(audit.WatcherOptions{DB: s.Pool(), Every: 20 * time.Millisecond, Registerer: reg,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	require.NoError(t, err)

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,27 +19,11 @@ import (
 	"kluis/backend/codes"
 	"kluis/backend/pgtest"
 	"kluis/backend/server"
+	"kluis/deploy/dev/testenv"
 )
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func testEnv(vars map[string]string) (Env, *syncBuf, *syncBuf) {
-	out, errb := &syncBuf{}, &syncBuf{}
+func testEnv(vars map[string]string) (Env, *testenv.SyncBuffer, *testenv.SyncBuffer) {
+	out, errb := &testenv.SyncBuffer{}, &testenv.SyncBuffer{}
 	return Env{
 		Stdin: strings.NewReader(""), Stdout: out, Stderr: errb,
 		Getenv: func(k string) string { return vars[k] },

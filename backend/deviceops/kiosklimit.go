@@ -38,37 +38,63 @@ const (
 	pruneBatch            = 100
 )
 
-// kioskLockedSQL counts a device's failures ($1) that lock it: true when
-// the uncleared ones since $2 (the burst window) reach $3 or all of them
-// since $4 (the daily window) reach $5.
-const kioskLockedSQL = `SELECT
-	(SELECT count(*) FROM (SELECT 1 FROM kiosk_login_failures
-		WHERE device_id = $1 AND at > $2 AND NOT cleared LIMIT $3) f) >= $3
-	OR (SELECT count(*) FROM (SELECT 1 FROM kiosk_login_failures
-		WHERE device_id = $1 AND at > $4 LIMIT $5) f) >= $5`
-
-// kioskLocked reports whether the device's staff logins are locked at now.
-func kioskLocked(ctx context.Context, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}, device string, now time.Time) (bool, error) {
-	var locked bool
-	err := q.QueryRow(ctx, kioskLockedSQL, device, now.Add(-kioskWindow), maxKioskFailures,
-		now.Add(-kioskDailyWindow), maxKioskDailyFailures).Scan(&locked)
-	return locked, err
+// kioskLock is a lock of a device's staff logins: when it ends and
+// whether it is the daily cap (else the burst lock). The zero value is no
+// lock.
+type kioskLock struct {
+	until time.Time
+	daily bool
 }
 
-// begin reports whether the device's staff logins are locked; when not, it
-// counts this attempt as a failure (attempt is its row) until succeed
+// locked reports whether there is a lock.
+func (l kioskLock) locked() bool { return !l.until.IsZero() }
+
+// kioskLockSQL finds the failures of a device ($1) whose leaving a window
+// ends a lock: the $3-th newest uncleared one since $2 (the burst window)
+// and the $5-th newest of all since $4 (the daily window); NULL when
+// there are fewer, i.e. no lock. The count in a window reaches the limit
+// exactly while that failure is in it.
+const kioskLockSQL = `SELECT
+	(SELECT at FROM kiosk_login_failures
+		WHERE device_id = $1 AND at > $2 AND NOT cleared ORDER BY at DESC OFFSET $3 LIMIT 1),
+	(SELECT at FROM kiosk_login_failures
+		WHERE device_id = $1 AND at > $4 ORDER BY at DESC OFFSET $5 LIMIT 1)`
+
+// kioskLocked reports the lock of the device's staff logins at now: the
+// later end when both hold, the daily cap's when it holds.
+func kioskLocked(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, device string, now time.Time) (kioskLock, error) {
+	var burst, daily *time.Time
+	if err := q.QueryRow(ctx, kioskLockSQL, device, now.Add(-kioskWindow), maxKioskFailures-1,
+		now.Add(-kioskDailyWindow), maxKioskDailyFailures-1).Scan(&burst, &daily); err != nil {
+		return kioskLock{}, err
+	}
+	var l kioskLock
+	if burst != nil {
+		l.until = burst.Add(kioskWindow).UTC()
+	}
+	if daily != nil {
+		if end := daily.Add(kioskDailyWindow).UTC(); end.After(l.until) {
+			l.until = end
+		}
+		l.daily = true
+	}
+	return l, nil
+}
+
+// begin reports the lock of the device's staff logins; when there is none,
+// it counts this attempt as a failure (attempt is its row) until succeed
 // forgets it. An error means the login must be refused (the database is
 // unreachable).
-func (t *deviceThrottle) begin(ctx context.Context, device string, now time.Time) (locked bool, attempt int64, err error) {
+func (t *deviceThrottle) begin(ctx context.Context, device string, now time.Time) (lock kioskLock, attempt int64, err error) {
 	now = now.UTC()
 	err = pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('kluis kiosk login ' || $1, 0))`, device); err != nil {
 			return err
 		}
 		var err error
-		if locked, err = kioskLocked(ctx, tx, device, now); err != nil || locked {
+		if lock, err = kioskLocked(ctx, tx, device, now); err != nil || lock.locked() {
 			return err
 		}
 		if err := tx.QueryRow(ctx, `INSERT INTO kiosk_login_failures (device_id, at) VALUES ($1, $2) RETURNING id`,
@@ -80,16 +106,19 @@ func (t *deviceThrottle) begin(ctx context.Context, device string, now time.Time
 		return err
 	})
 	if err != nil {
-		return false, 0, fmt.Errorf("deviceops: kiosk login limits: %w", err)
+		return kioskLock{}, 0, fmt.Errorf("deviceops: kiosk login limits: %w", err)
 	}
-	return locked, attempt, nil
+	return lock, attempt, nil
 }
 
-// lockedNow reports whether the device's failures (this one's included)
-// reached the limit, for the log; false when it cannot tell.
-func (t *deviceThrottle) lockedNow(ctx context.Context, device string, now time.Time) bool {
-	locked, err := kioskLocked(ctx, t.pool, device, now.UTC())
-	return err == nil && locked
+// lockedNow reports the lock the device's failures (this one's included)
+// make, for the log and the answer; no lock when it cannot tell.
+func (t *deviceThrottle) lockedNow(ctx context.Context, device string, now time.Time) kioskLock {
+	lock, err := kioskLocked(ctx, t.pool, device, now.UTC())
+	if err != nil {
+		return kioskLock{}
+	}
+	return lock
 }
 
 // PruneKioskLogins deletes the kiosk staff login failures older than the

@@ -176,3 +176,50 @@ func (e *env) counterClerk(t *testing.T, as *auth.Service) string {
 	require.NoError(t, as.SetKioskCredentials(e.ctx, u.ID, &pin, nil))
 	return pin
 }
+
+// A refused kiosk staff login under a lock says when the lock ends, in
+// expires (a field every kluisd knows: an older one shows its plain
+// refusal), for the kiosk to tell the burst lock (at most 15 minutes)
+// from the daily cap; the failure that makes the lock says it already.
+// Wrong credentials without a lock carry no expires, and the answers
+// for a right and a wrong PIN under a lock are the same.
+func TestKioskStaffLoginRefusalSaysWhenTheLockEnds(t *testing.T) {
+	e := newEnv(t)
+	as := e.kioskAuth(t)
+	pin := e.counterClerk(t, as)
+	h := deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: e.svc, Pool: e.st.Pool(), Clock: e.clock.Now})
+	login := func(p string) wire.StaffResponse {
+		return h.HandleStaff(e.ctx, "k1", wire.StaffRequest{ID: wire.NewID(e.clock.Now()), Op: wire.StaffLogin, At: e.clock.Now(), PIN: p})
+	}
+	lockEnd := func(r wire.StaffResponse) time.Duration {
+		t.Helper()
+		require.Equal(t, wire.StaffDenied, r.Result)
+		require.NotNil(t, r.Expires, "a refusal under a lock says when it ends")
+		assert.Zero(t, r.Expires.Nanosecond(), "whole seconds")
+		return r.Expires.Sub(e.clock.Now())
+	}
+
+	for i := 0; i < 4; i++ {
+		r := login("111111")
+		require.Equal(t, wire.StaffDenied, r.Result)
+		assert.Nil(t, r.Expires, "a wrong PIN without a lock says nothing more (failure %d)", i+1)
+	}
+	first := lockEnd(login("111111"))
+	assert.True(t, first > 14*time.Minute && first <= 15*time.Minute+time.Second, "the fifth failure makes the burst lock: %v", first)
+	right, wrong := login(pin), login("111111")
+	assert.Equal(t, right.Expires, wrong.Expires, "under the lock a right and a wrong PIN get the same answer")
+	assert.Equal(t, right.Result, wrong.Result)
+	assert.True(t, lockEnd(right) <= 15*time.Minute+time.Second)
+
+	// Five more failures after the burst lock: the daily cap, which ends 24
+	// hours after the first of the day's ten.
+	e.clock.Add(15*time.Minute + time.Second)
+	for i := 0; i < 4; i++ {
+		require.Nil(t, login("111111").Expires)
+	}
+	daily := lockEnd(login("111111"))
+	assert.True(t, daily > 23*time.Hour && daily <= 24*time.Hour-15*time.Minute, "the tenth failure makes the daily cap: %v", daily)
+	e.clock.Add(15*time.Minute + time.Second)
+	later := lockEnd(login(pin))
+	assert.Equal(t, daily-15*time.Minute-time.Second, later, "the daily cap's end stays put")
+}

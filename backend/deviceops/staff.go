@@ -101,12 +101,13 @@ func (h *Staff) audit(ctx context.Context, actor, action, deviceID string, detai
 
 func (h *Staff) login(ctx context.Context, deviceID string, req wire.StaffRequest, resp *wire.StaffResponse) wire.StaffResult {
 	now := h.now()
-	locked, attempt, err := h.throttle.begin(ctx, deviceID, now)
+	lock, attempt, err := h.throttle.begin(ctx, deviceID, now)
 	if err != nil {
 		h.log.Error("kiosk staff login limits unavailable: login refused", "device", deviceID, "err", err)
 		return wire.StaffUnavailable
 	}
-	if locked {
+	if lock.locked() {
+		tellLock(resp, lock)
 		return wire.StaffDenied
 	}
 	method := "pin"
@@ -116,8 +117,10 @@ func (h *Staff) login(ctx context.Context, deviceID string, req wire.StaffReques
 	iss, err := h.auth.KioskLogin(ctx, req.PIN, req.Badge)
 	switch {
 	case errors.Is(err, auth.ErrInvalidCredentials):
-		if h.throttle.lockedNow(ctx, deviceID, now) {
-			h.log.Warn("kiosk staff logins locked on device after repeated failures", "device", deviceID)
+		if lock := h.throttle.lockedNow(ctx, deviceID, now); lock.locked() {
+			h.log.Warn("kiosk staff logins locked on device after repeated failures", "device", deviceID,
+				"daily_cap", lock.daily, "until", lock.until)
+			tellLock(resp, lock)
 		}
 		h.audit(ctx, "device:"+deviceID, "kiosk.login_failed", deviceID, map[string]any{"method": method})
 		return wire.StaffDenied
@@ -134,6 +137,18 @@ func (h *Staff) login(ctx context.Context, deviceID string, req wire.StaffReques
 	resp.Session, resp.StaffID, resp.StaffName, resp.Expires = iss.Token, strconv.FormatInt(iss.User.ID, 10), iss.User.Username, iss.ExpiresAt
 	resp.Role = wire.StaffRole(iss.User.Role)
 	return wire.StaffOK
+}
+
+// tellLock puts the end of the device's staff login lock in a denied
+// login's expires, for the kiosk to say which lock holds and when it ends
+// (docs/asyncapi.yaml, StaffResponse). It is a field every kluisd knows: one
+// that does not read it on a denial still shows its plain refusal (wire
+// decoding is strict, so a new field would make an older kluisd drop the
+// whole answer). The lock is the device's, whatever the credential: it
+// tells nothing about a PIN, badge or user.
+func tellLock(resp *wire.StaffResponse, lock kioskLock) {
+	until := lock.until.Add(time.Second - 1).Truncate(time.Second) // whole seconds, never early
+	resp.Expires = &until
 }
 
 // kioskSession checks the kiosk session of req and whether its user's

@@ -479,20 +479,26 @@ func StaffResults() []StaffResult {
 }
 
 // StaffResponse answers a StaffRequest. A login that succeeds carries
-// Session, StaffID, StaffName, Expires and Role; a reserve or retrieve that
-// succeeds carries DocumentID and Addr.
+// Session, StaffID, StaffName, Expires and Role; a login denied under a
+// lock of the device's staff logins carries Expires, when the lock ends; a
+// reserve or retrieve that succeeds carries DocumentID and Addr.
 type StaffResponse struct {
-	V          int         `json:"v"`
-	ID         string      `json:"id"`
-	Op         StaffOp     `json:"op"`
-	Result     StaffResult `json:"result"`
-	Session    string      `json:"session,omitempty"`
-	StaffID    string      `json:"staff_id,omitempty"`
-	StaffName  string      `json:"staff_name,omitempty"`
-	Expires    *time.Time  `json:"expires,omitempty"`
-	DocumentID string      `json:"document_id,omitempty"`
-	Addr       *Address    `json:"addr,omitempty"`
-	Slot       *int        `json:"slot,omitempty"`
+	V         int         `json:"v"`
+	ID        string      `json:"id"`
+	Op        StaffOp     `json:"op"`
+	Result    StaffResult `json:"result"`
+	Session   string      `json:"session,omitempty"`
+	StaffID   string      `json:"staff_id,omitempty"`
+	StaffName string      `json:"staff_name,omitempty"`
+	// Expires: on a login ok, when the session ends; on a login denied
+	// because the device's staff logins are locked (too many failures),
+	// when that lock ends. It is not a field of its own because decoding
+	// is strict: an older kluisd, which ignores expires on a denial and
+	// shows its plain refusal, would drop an answer with a new field.
+	Expires    *time.Time `json:"expires,omitempty"`
+	DocumentID string     `json:"document_id,omitempty"`
+	Addr       *Address   `json:"addr,omitempty"`
+	Slot       *int       `json:"slot,omitempty"`
 	// Role is the logged-in user's role (staff, technician, admin), for
 	// the kiosk to offer what the backend will allow: staff load and
 	// retrieve, technicians test-open, admins both. The backend decides.

@@ -41,6 +41,11 @@ const (
 	StateBusy             = "busy"
 	StateStaff            = "staff"
 	StateStaffDenied      = "staff_denied"
+	// StateStaffLocked: a staff login refused because the device's staff
+	// logins are locked after repeated failures (the backend's 15-minute
+	// lock); StateStaffLockedToday: by the daily cap.
+	StateStaffLocked      = "staff_locked"
+	StateStaffLockedToday = "staff_locked_today"
 	StateLoading          = "loading"
 	StateLoaded           = "loaded"
 	StateLoadEmpty        = "load_empty"

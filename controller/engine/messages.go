@@ -101,6 +101,16 @@ var messages = map[string][4]string{
 		"Connexion refusée.",
 		"Login refused.",
 		"Anmeldung abgelehnt."},
+	StateStaffLocked: {
+		"Te veel mislukte aanmeldingen op dit toestel. Probeer opnieuw over 15 minuten.",
+		"Trop de connexions échouées sur cet appareil. Réessayez dans 15 minutes.",
+		"Too many failed logins on this machine. Try again in 15 minutes.",
+		"Zu viele fehlgeschlagene Anmeldungen an diesem Gerät. Versuchen Sie es in 15 Minuten erneut."},
+	StateStaffLockedToday: {
+		"Te veel mislukte aanmeldingen op dit toestel vandaag. Aanmelden is hier tot 24 uur geblokkeerd: gebruik de personeelsconsole of bel de servicedesk.",
+		"Trop de connexions échouées sur cet appareil aujourd'hui. La connexion est bloquée ici jusqu'à 24 heures : utilisez la console du personnel ou appelez le service desk.",
+		"Too many failed logins on this machine today. Login here is blocked for up to 24 hours: use the staff console or call the service desk.",
+		"Zu viele fehlgeschlagene Anmeldungen an diesem Gerät heute. Die Anmeldung ist hier bis zu 24 Stunden gesperrt: nutzen Sie die Personalkonsole oder rufen Sie den Servicedesk an."},
 	StateLoading: {
 		"Leg het document in vak {n} en sluit de deur.",
 		"Placez le document dans le casier {n} et fermez la porte.",
@@ -216,7 +226,7 @@ func Langs() []string { return append([]string(nil), langs...) }
 func States() []string {
 	return []string{StateIdle, StateVerifying, StateNeedBirthDate, StatePresenting, StateOpen, StateDone,
 		StateNotCollected, StateNotOpened, StateWrongCode, StateExpired, StateAlreadyCollected, StatePending, StateLockedOut,
-		StateOutOfOrder, StateDeviceOutOfOrder, StateBusy, StateStaff, StateStaffDenied, StateLoading, StateLoaded, StateLoadEmpty,
+		StateOutOfOrder, StateDeviceOutOfOrder, StateBusy, StateStaff, StateStaffDenied, StateStaffLocked, StateStaffLockedToday, StateLoading, StateLoaded, StateLoadEmpty,
 		StateRetrieving, StateRetrieved, StateStillThere, StateNotFound, StateNoCompartment, StateTestOpen, StateLockoutCleared,
 		StateLockoutCapped, StateError}
 }

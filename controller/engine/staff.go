@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"kluis/controller/wire"
 )
@@ -30,7 +31,7 @@ func (e *Engine) StaffLogin(ctx context.Context, badge, pin, lang string) (Scree
 		return e.setScreen(StateError, 0, lang), nil
 	}
 	if res.Result != wire.StaffOK || res.Expires == nil {
-		return e.setScreen(StateStaffDenied, 0, lang), nil
+		return e.setScreen(staffRefusal(res, e.now()), 0, lang), nil
 	}
 	role := res.Role
 	if role == "" {
@@ -42,6 +43,26 @@ func (e *Engine) StaffLogin(ctx context.Context, badge, pin, lang string) (Scree
 	e.mu.Unlock()
 	e.log.Info("staff login", "staff_id", res.StaffID, "role", role)
 	return e.setScreen(StateStaff, 0, lang), nil
+}
+
+// staffLockBurstMax is the longest the backend's burst lock of a device's
+// staff logins lasts (15 minutes) and a minute for the clocks' skew: a
+// lock that ends later is the daily cap.
+const staffLockBurstMax = 16 * time.Minute
+
+// staffRefusal is the screen of a refused staff login: staff_locked or
+// staff_locked_today when the backend's denial says when a lock of the
+// device's staff logins ends (expires, docs/asyncapi.yaml StaffResponse),
+// staff_denied for any other refusal, from a backend that says nothing
+// more too.
+func staffRefusal(res wire.StaffResponse, now time.Time) string {
+	if res.Result != wire.StaffDenied || res.Expires == nil || !res.Expires.After(now) {
+		return StateStaffDenied
+	}
+	if res.Expires.Sub(now) > staffLockBurstMax {
+		return StateStaffLockedToday
+	}
+	return StateStaffLocked
 }
 
 // StaffLogout ends staff mode.

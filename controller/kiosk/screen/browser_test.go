@@ -470,6 +470,14 @@ func TestScreenMatrix(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.check("staff_denied", "s-staff_denied", expect{h1: "title.staff_denied", msg: "state.staff_denied", next: "next.staff.staff_denied"})
+	// The device's staff logins under the daily cap: the backend's denial
+	// says when it ends (expires), the screen says which lock holds.
+	locked := time.Now().Add(20 * time.Hour)
+	r.be.set(func() { r.be.staff["login:BADGE-LOCKED"] = wire.StaffResponse{Result: wire.StaffDenied, Expires: &locked} })
+	if _, err := r.e.StaffLogin(ctx, "BADGE-LOCKED", "", "en"); err != nil {
+		t.Fatal(err)
+	}
+	m.check("staff_locked_today", "s-staff_locked_today", expect{h1: "title.staff_locked", msg: "state.staff_locked_today"})
 	exp := time.Now().Add(time.Hour)
 	r.be.set(func() {
 		r.be.staff["login:BADGE-AN"] = wire.StaffResponse{Result: wire.StaffOK, Session: "s1", StaffID: "17", StaffName: "An Peeters", Expires: &exp, Role: wire.RoleAdmin}

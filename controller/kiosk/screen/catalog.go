@@ -199,6 +199,7 @@ var uiTexts = map[string][4]string{
 	"staff.back":             {"Terug naar het menu", "Retour au menu", "Back to the menu", "Zurück zum Menü"},
 	"staff.again":            {"Opnieuw aanmelden", "Se reconnecter", "Log in again", "Erneut anmelden"},
 	"title.staff_denied":     {"Niet aangemeld", "Non connecté", "Not logged in", "Nicht angemeldet"},
+	"title.staff_locked":     {"Aanmelden geblokkeerd", "Connexion bloquée", "Login blocked", "Anmeldung gesperrt"},
 	"title.door_open":        {"De deur is open", "La porte est ouverte", "The door is open", "Die Tür ist offen"},
 	"title.loaded":           {"Geladen", "Chargé", "Loaded", "Eingelegt"},
 	"title.load_empty":       {"Niet geladen", "Non chargé", "Not loaded", "Nicht eingelegt"},

@@ -463,3 +463,47 @@ func TestRoles(t *testing.T) {
 	code, _ := get(t, s, "/screen/tech")
 	require.Equal(t, http.StatusForbidden, code, "nobody logged in")
 }
+
+// The screens of a locked staff login (the 15-minute lock, the daily cap)
+// say so in nl, fr, en and de, each its own text and neither the plain
+// refusal, under a title of their own.
+func TestStaffLockScreensInEveryLanguage(t *testing.T) {
+	src := &fakeSource{}
+	s := newTestScreen(t, config.KindLocker, src, nil)
+	cat, err := NewCatalog()
+	require.NoError(t, err)
+	want := map[string]map[string]string{
+		engine.StateStaffLocked: {
+			"nl": "Te veel mislukte aanmeldingen op dit toestel. Probeer opnieuw over 15 minuten.",
+			"en": "Too many failed logins on this machine. Try again in 15 minutes.",
+		},
+		engine.StateStaffLockedToday: {
+			"fr": "Trop de connexions échouées sur cet appareil aujourd'hui. La connexion est bloquée ici jusqu'à 24 heures : utilisez la console du personnel ou appelez le service desk.",
+			"de": "Zu viele fehlgeschlagene Anmeldungen an diesem Gerät heute. Die Anmeldung ist hier bis zu 24 Stunden gesperrt: nutzen Sie die Personalkonsole oder rufen Sie den Servicedesk an.",
+		},
+	}
+	for _, st := range []string{engine.StateStaffLocked, engine.StateStaffLockedToday} {
+		for _, l := range Langs() {
+			msg, err := cat.Text("state."+st, l)
+			require.NoError(t, err, "%s in %s", st, l)
+			if w, ok := want[st][l]; ok {
+				require.Equal(t, w, msg, "%s in %s", st, l)
+			}
+			refused, _ := cat.Text("state."+engine.StateStaffDenied, l)
+			require.NotEqual(t, refused, msg, "%s in %s", st, l)
+			other := engine.StateStaffLocked
+			if st == other {
+				other = engine.StateStaffLockedToday
+			}
+			o, _ := cat.Text("state."+other, l)
+			require.NotEqual(t, o, msg, "%s in %s", st, l)
+
+			src.sc = engine.Screen{State: st, Lang: l, Seq: 1, At: time.Now()}
+			code, body := get(t, s, "/?lang="+l)
+			require.Equal(t, http.StatusOK, code)
+			require.Contains(t, body, html.EscapeString(msg), "%s in %s", st, l)
+			title, _ := cat.Text("title.staff_locked", l)
+			require.Contains(t, body, html.EscapeString(title), "%s in %s", st, l)
+		}
+	}
+}

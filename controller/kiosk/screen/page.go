@@ -209,6 +209,10 @@ var views = []view{
 	{State: engine.StateBusy, Title: "title.wait", Tone: "wait"},
 	{State: engine.StateError, Title: "title.problem", Next: "next.closed", Tone: "stop"},
 	{State: engine.StateStaffDenied, Title: "title.staff_denied", Next: "next.staff.staff_denied", Tone: "warn", Act: "staff-login", ActLabel: "staff.again"},
+	// A lock of the device's staff logins: the message says for how long
+	// and what to do; trying again at once is no use.
+	{State: engine.StateStaffLocked, Title: "title.staff_locked", Tone: "stop"},
+	{State: engine.StateStaffLockedToday, Title: "title.staff_locked", Tone: "stop"},
 	{State: engine.StateLoading, Title: "title.door_open", Tone: "ok", Drawing: true},
 	{State: engine.StateLoaded, Title: "title.loaded", Tone: "ok", Drawing: true, Act: "staff-next", ActLabel: "staff.next"},
 	{State: engine.StateLoadEmpty, Title: "title.load_empty", Next: "next.staff.load_empty", Tone: "warn", Drawing: true, Act: "staff-next", ActLabel: "staff.next"},

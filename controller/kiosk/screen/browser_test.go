@@ -473,7 +473,9 @@ func TestScreenMatrix(t *testing.T) {
 	// The device's staff logins under the daily cap: the backend's denial
 	// says when it ends (expires), the screen says which lock holds.
 	locked := time.Now().Add(20 * time.Hour)
-	r.be.set(func() { r.be.staff["login:BADGE-LOCKED"] = wire.StaffResponse{Result: wire.StaffDenied, Expires: &locked} })
+	r.be.set(func() {
+		r.be.staff["login:BADGE-LOCKED"] = wire.StaffResponse{Result: wire.StaffDenied, Expires: &locked}
+	})
 	if _, err := r.e.StaffLogin(ctx, "BADGE-LOCKED", "", "en"); err != nil {
 		t.Fatal(err)
 	}

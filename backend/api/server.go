@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"path"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -234,7 +235,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 	}
 	h, pattern := s.mux.Handler(r)
-	if pattern != "" {
+	if pattern != "" && cleanPath(r) {
 		s.mux.ServeHTTP(w, r)
 		return
 	}
@@ -253,6 +254,23 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	writeAPIError(w, e)
 	s.latency.WithLabelValues("unmatched", strconv.Itoa(e.Status)).Observe(time.Since(start).Seconds())
+}
+
+// cleanPath reports whether the request's path is the one ServeMux
+// serves without redirecting: no empty, "." or ".." segment. For any
+// other path the mux (whose Handler then still names the pattern the
+// clean path matches) would answer a redirect, not the API's JSON; serve
+// answers 404 with the clean path instead.
+func cleanPath(r *http.Request) bool {
+	p := r.URL.EscapedPath()
+	if r.Method == http.MethodConnect || p == "" {
+		return true // the mux does not clean CONNECT's path; "" is its own 404
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
 }
 
 type principalKey struct{}

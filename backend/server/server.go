@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -331,9 +332,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	w.parts = append(w.parts, part{"staff-console", console.Run})
-	root := http.NewServeMux()
-	root.Handle(web.Prefix, console.Handler())
-	root.Handle("/", srv.Handler())
+	root := rootHandler(console.Handler(), srv.Handler())
 	w.parts = append(w.parts, part{"idempotency-prune", func(ctx context.Context) error {
 		return periodic.Loop{Every: time.Hour}.Run(ctx, func(ctx context.Context) {
 			if n, err := srv.PruneIdempotency(ctx, api.DefaultIdempotencyRetention); err != nil && ctx.Err() == nil {
@@ -489,4 +488,27 @@ func RandomPassword() (string, error) {
 		return "", err
 	}
 	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// rootHandler sends what is under the console's prefix (web.Prefix, and
+// the prefix without its slash) to the console and everything else to the
+// API, deciding by the cleaned path. It is not a ServeMux: a mux answers
+// a path that is not clean (/api/v1//users, /api/v1/./me) with a redirect
+// to the clean one, and every API answer, an error included, is JSON
+// that no cache keeps (the API answers such paths itself, with a JSON
+// 404). The console's own mux still redirects its unclean paths and
+// /staff to /staff/, for browsers.
+func rootHandler(console, api http.Handler) http.Handler {
+	bare := strings.TrimSuffix(web.Prefix, "/")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		if p != "" && p[0] == '/' {
+			p = path.Clean(p)
+		}
+		if p == bare || strings.HasPrefix(p, web.Prefix) {
+			console.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
 }

@@ -60,7 +60,7 @@ func parseStart(args []string) (startOptions, string, error) {
 	journalKiB := fs.Int("journal-kib", 0, "before each start, fill kluisd's journal with acknowledged events up to this many KiB (a device's journal between compactions; 0: a fresh journal)")
 	settle := fs.Duration("settle", 35*time.Second, "after the taps, wait this long with nothing happening and read the resident memory again (kluisd returns free heap memory after 30 s with no screen change: controller/idlemem); 0: not read")
 	settleRuns := fs.Int("settle-runs", 3, "how many starts (the first of each binary) wait -settle and read the settled memory")
-	keep := fs.Bool("keep", false, "keep the run directories (kluisd's logs and journals) under -dir and print where")
+	keep := fs.Bool("keep", false, "keep the run directories (kluisd's logs and journals, and its smaps and /metrics at each memory reading) under -dir and print where")
 	if err := fs.Parse(args); err != nil {
 		return startOptions{}, "", err
 	}
@@ -100,6 +100,13 @@ type startSample struct {
 	tapAnon  float64       // of which anonymous
 	// settled: resident memory -settle after the last tap (0: not read)
 	settledRSS, settledAnon float64
+	// minflt, majflt: kluisd's page faults when READY=1 arrived
+	minflt, majflt int64
+	// The floor, measured right before this start: an empty Go
+	// program's start, the same binary's --version, and what a page
+	// fault costs.
+	empty, version execSample
+	cost           faultCost
 }
 
 // RunStart is kluis-bench's "start" subcommand: kluisd's start and memory,
@@ -144,6 +151,10 @@ func RunStart(ctx context.Context, env bench.Env, args []string) (bench.Report, 
 		}
 		bins = []string{bin}
 	}
+	empty := filepath.Join(dir, "empty-go")
+	if err := buildEmpty(ctx, empty); err != nil {
+		return bench.Report{}, err
+	}
 	load0 := bench.LoadAvg()
 	samples := make([][]startSample, len(bins))
 	for run := 0; run < o.runs; run++ {
@@ -152,17 +163,29 @@ func RunStart(ctx context.Context, env bench.Env, args []string) (bench.Report, 
 			if run >= o.settleRuns {
 				oo.settle = 0
 			}
+			var fl startSample
+			if fl.empty, err = execOnce(ctx, empty); err != nil {
+				return bench.Report{}, err
+			}
+			if fl.version, err = execOnce(ctx, bin, "--version"); err != nil {
+				return bench.Report{}, err
+			}
+			if fl.cost, err = measureFaultCost(bin, faultPages); err != nil {
+				return bench.Report{}, err
+			}
 			s, err := startOnce(ctx, oo, filepath.Join(dir, fmt.Sprintf("run-%d-%d", run, i)), bin)
 			if err != nil {
 				return bench.Report{}, fmt.Errorf("start: %s, run %d: %w", bin, run+1, err)
 			}
+			s.empty, s.version, s.cost = fl.empty, fl.version, fl.cost
 			samples[i] = append(samples[i], s)
 			settled := ""
 			if oo.settle > 0 {
 				settled = fmt.Sprintf(", %.1f MB %s later (%.1f MB anonymous)", s.settledRSS/1e6, o.settle, s.settledAnon/1e6)
 			}
-			fmt.Fprintf(env.Out, "start: %s run %d: READY=1 %s, /healthz %s, RSS %.1f MB at READY=1 (%.1f MB anonymous), %.1f MB right after %d taps (%.1f MB anonymous)%s\n",
-				filepath.Base(bin), run+1, ms(s.notified), ms(s.healthy), s.readyRSS/1e6, s.anon/1e6, s.tapRSS/1e6, o.taps, s.tapAnon/1e6, settled)
+			fmt.Fprintf(env.Out, "start: %s run %d: READY=1 %s after %d minor faults (floor: empty Go %s, %d faults; --version %s, %d faults; a fault %s anonymous, %s file-backed (the binary)), /healthz %s, RSS %.1f MB at READY=1 (%.1f MB anonymous), %.1f MB right after %d taps (%.1f MB anonymous)%s\n",
+				filepath.Base(bin), run+1, ms(s.notified), s.minflt, ms(s.empty.wall), s.empty.minflt, ms(s.version.wall), s.version.minflt,
+				us(s.cost.anon), us(s.cost.file), ms(s.healthy), s.readyRSS/1e6, s.anon/1e6, s.tapRSS/1e6, o.taps, s.tapAnon/1e6, settled)
 		}
 	}
 	load1 := bench.LoadAvg()
@@ -194,6 +217,7 @@ func RunStart(ctx context.Context, env bench.Env, args []string) (bench.Report, 
 				Notes: fmt.Sprintf("%s; anonymous (heap, stacks, runtime) median %.1f MB, the rest the binary's file-backed pages", minMax(ready), bench.Median(anon))},
 			bench.Figure{Name: fmt.Sprintf("kluisd resident memory right after %d offline QR taps, median%s", o.taps, name), Unit: "MB", LowerIsBetter: true, Goal: 1,
 				Value: bench.Median(tapped), Floor: 14, Notes: fmt.Sprintf("%s; anonymous median %.1f MB", minMax(tapped), bench.Median(tappedAnon))})
+		rep.Figures = append(rep.Figures, floorFigures(name, samples[i])...)
 		if len(settled) > 0 {
 			rep.Figures = append(rep.Figures,
 				bench.Figure{Name: fmt.Sprintf("kluisd resident memory %s after the last of %d taps (quiet: settled), median%s", o.settle, o.taps, name), Unit: "MB", LowerIsBetter: true, Goal: 1,
@@ -358,8 +382,9 @@ func startOnce(ctx context.Context, o startOptions, dir, bin string) (s startSam
 		}
 	}()
 	type note struct {
-		at        time.Duration
-		rss, anon float64
+		at             time.Duration
+		rss, anon      float64
+		minflt, majflt int64
 	}
 	notified := make(chan note, 1)
 	go func() {
@@ -373,7 +398,8 @@ func startOnce(ctx context.Context, o startOptions, dir, bin string) (s startSam
 			}
 			if strings.Contains(string(buf[:n]), "READY=1") {
 				at := time.Since(t0)
-				notified <- note{at, bench.ProcRSS(cmd.Process.Pid), procStatus(cmd.Process.Pid, "RssAnon:")}
+				minflt, majflt, _ := procFaults(cmd.Process.Pid)
+				notified <- note{at, bench.ProcRSS(cmd.Process.Pid), procStatus(cmd.Process.Pid, "RssAnon:"), minflt, majflt}
 				return
 			}
 		}
@@ -399,7 +425,10 @@ func startOnce(ctx context.Context, o startOptions, dir, bin string) (s startSam
 	if n.at == 0 {
 		return s, fmt.Errorf("kluisd sent no READY=1 within 30 s\n%s", logTail())
 	}
-	s.notified, s.readyRSS, s.anon = n.at, n.rss, n.anon
+	s.notified, s.readyRSS, s.anon, s.minflt, s.majflt = n.at, n.rss, n.anon, n.minflt, n.majflt
+	if o.keep {
+		keepMemory(ctx, dir, "ready", cmd.Process.Pid, addrs[1])
+	}
 	kc := kioskclient.New("http://" + addrs[0])
 	for i := 0; i < o.taps; i++ {
 		c := r.codes[i%len(r.codes)]
@@ -419,6 +448,9 @@ func startOnce(ctx context.Context, o startOptions, dir, bin string) (s startSam
 		}
 	}
 	s.tapRSS, s.tapAnon = bench.ProcRSS(cmd.Process.Pid), procStatus(cmd.Process.Pid, "RssAnon:")
+	if o.keep {
+		keepMemory(ctx, dir, "taps", cmd.Process.Pid, addrs[1])
+	}
 	if o.settle > 0 {
 		select {
 		case <-ctx.Done():
@@ -429,6 +461,9 @@ func startOnce(ctx context.Context, o startOptions, dir, bin string) (s startSam
 		case <-time.After(o.settle):
 		}
 		s.settledRSS, s.settledAnon = bench.ProcRSS(cmd.Process.Pid), procStatus(cmd.Process.Pid, "RssAnon:")
+		if o.keep {
+			keepMemory(ctx, dir, "settled", cmd.Process.Pid, addrs[1])
+		}
 	}
 	return s, nil
 }
@@ -447,4 +482,26 @@ func procStatus(pid int, field string) float64 {
 		}
 	}
 	return 0
+}
+
+// keepMemory copies kluisd's /proc/<pid>/smaps and /metrics (the Go
+// runtime's memory classes) into dir as <label>.smaps and
+// <label>.metrics, for -keep: where the resident memory is at each
+// reading. It is read after the RSS figure, so it does not change it.
+func keepMemory(ctx context.Context, dir, label string, pid int, metricsAddr string) {
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid)); err == nil {
+		_ = os.WriteFile(filepath.Join(dir, label+".smaps"), b, 0o600)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+metricsAddr+"/metrics", nil)
+	if err != nil {
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	if b, err := io.ReadAll(resp.Body); err == nil {
+		_ = os.WriteFile(filepath.Join(dir, label+".metrics"), b, 0o600)
+	}
 }

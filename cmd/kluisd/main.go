@@ -4,6 +4,7 @@
 //
 //	kluisd --config /etc/kluis/kluisd.yaml
 //	kluisd --config /etc/kluis/kluisd.yaml --check   # validate and exit
+//	kluisd --version                                  # print the version and exit
 //
 // See docs/kluisd.md.
 package main
@@ -30,7 +31,12 @@ func main() {
 	configPath := flag.String("config", "/etc/kluis/kluisd.yaml", "configuration file")
 	check := flag.Bool("check", false, "validate the configuration and exit")
 	debug := flag.Bool("debug", false, "log at debug level")
+	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *showVersion {
+		fmt.Println("kluisd " + version)
+		return
+	}
 	level := slog.LevelInfo
 	if *debug {
 		level = slog.LevelDebug

@@ -37,6 +37,12 @@ func TestCheckFlag(t *testing.T) {
 	require.Error(t, err)
 	require.Equal(t, 2, cmd.ProcessState.ExitCode())
 	require.Contains(t, string(out), "kiosk.listen")
+
+	// --version reads no configuration (kluis-bench start times it as
+	// the floor of kluisd's start: exec, runtime and package init).
+	out, err = exec.Command(bin, "--version", "--config", filepath.Join(dir, "missing.yaml")).CombinedOutput()
+	require.NoError(t, err, string(out))
+	require.Equal(t, "kluisd dev\n", string(out))
 }
 
 // kluisd is the edge binary: it shares the code formats with the backend

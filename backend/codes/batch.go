@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"kluis/backend/audit"
 	"kluis/controller/pickupcode"
@@ -50,24 +53,30 @@ import (
 // PIN attempts, invalid tokens and services with an audit function of
 // their own (Options.Audit) are never batched.
 //
-// Staggered batches (BatchStagger): a batch has two phases, reading
-// (taking the queued attempts, a connection, round trip 1, deciding) and
-// committing (round trip 2: the writes and the COMMIT with its WAL
-// flush). At most Options.VerifyBatches batches read at a time and at most
-// as many commit at a time, so at most twice that many overlap (with the
-// default of 1: one batch reading while the one before it commits). A
-// batch hands the lead on as soon as its second round trip is on the
-// wire: the next batch's first round trip runs during the previous
-// commit instead of after it, and the batches are not halved as with
-// two unstaggered writers. Nothing else changes: the rows the committing
-// batch holds are SKIP LOCKED by the next one (those attempts go alone
-// and wait for the commit), and the audit records wait in audit_pending
-// for the chainer as every concurrent transaction's do. A batch waits
-// for the commit before it (a commit slot) before it sends its own, so
-// commits never pile up. One batch at a time (BatchOne) is the default:
-// on a quiet machine it beat staggering in every paired round at 8 and
-// at 32 devices (docs/performance.md, "Staggered batches"); with it a
-// leader reads and commits its batch before it takes the next.
+// One round trip per batch (BatchOneRT): the code of an attempt that has
+// to wait for a batch (a batch runs) is read before its batch, without a transaction or a lock (an optimistic read: one
+// statement for every attempt that arrived meanwhile, by one reader at a
+// time, while the batch before runs). The
+// batch is then decided in Go from what was read and sent in ONE
+// pipeline: BEGIN; lock the devices (SKIP LOCKED) and fail unless every
+// one was locked; lock the codes (SKIP LOCKED) and fail unless every one
+// was locked and is the very row version that was read (its xmin: any
+// change to a row, an update or a delete and insert, makes a new version
+// with the changing transaction's id, and an id comes round again only
+// after 2^32 transactions, far beyond a batch's timeout); the writes;
+// COMMIT. A failed check
+// fails the statement (the cast trick below), so nothing after it runs
+// and nothing commits: the batch is rolled back and redone the two-round-
+// trip way above, which decides on rows read under the lock and leaves
+// busy ones alone (kluis_codes_verify_batch_redone_total counts these).
+// The rows a batch commits are locked and unchanged since they were read,
+// so every decision is the one the two-round-trip batch would have made
+// at that moment: single use, the attempt and audit rows, SKIP LOCKED and
+// the batch's failure as a whole are the same. An attempt whose read
+// found no code is left alone by its batch (so is, after the redo, one
+// whose device has no row yet); a batch with
+// an attempt whose read failed takes two round trips. The default,
+// BatchOne, reads nothing ahead.
 
 // batchItem is one QR attempt waiting for, or in, a batch.
 type batchItem struct {
@@ -77,6 +86,14 @@ type batchItem struct {
 	done chan struct{}
 	at   time.Time // queued then (monotonic, for the wait's metric)
 
+	// BatchOneRT: what the optimistic read found (nil: not read, or the
+	// read failed); reading while the reader has it; gaveUp when its
+	// caller's ctx ended meanwhile (the reader drops it). b.mu guards
+	// reading and gaveUp.
+	read    *codeRead
+	reading bool
+	gaveUp  bool
+
 	// Set by the batch before done is closed.
 	out   outcome
 	res   Result
@@ -84,19 +101,27 @@ type batchItem struct {
 	err   error // the batch failed; nothing of it was committed
 }
 
-// BatchMode says whether a verification batch may begin while the one
-// before it commits (see batch.go).
+// codeRead is an optimistic read of an attempt's code.
+type codeRead struct {
+	found bool    // the code is there
+	code  codeRow // if found
+	xmin  string  // the code row's version (its xmin) when found
+}
+
+// BatchMode says how a verification batch reads its rows (see batch.go).
 type BatchMode int
 
 const (
 	// BatchDefault is BatchOne.
 	BatchDefault BatchMode = iota
-	// BatchOne: a leader reads and commits its batch before the next
-	// batch is taken (Options.VerifyBatches leaders at a time).
+	// BatchOne: a leader reads and locks its batch's rows (round trip 1),
+	// then writes and commits (round trip 2) before the next batch is
+	// taken (Options.VerifyBatches leaders at a time).
 	BatchOne
-	// BatchStagger: the next batch is taken and read while the previous
-	// one commits (the default).
-	BatchStagger
+	// BatchOneRT: the rows are read before the batch, without locks; the
+	// batch locks, checks they are unchanged, writes and commits in one
+	// round trip (redone as BatchOne if they changed).
+	BatchOneRT
 )
 
 func (m BatchMode) String() string {
@@ -105,51 +130,58 @@ func (m BatchMode) String() string {
 		return "default"
 	case BatchOne:
 		return "one"
-	case BatchStagger:
-		return "stagger"
+	case BatchOneRT:
+		return "onert"
 	}
 	return fmt.Sprintf("BatchMode(%d)", int(m))
 }
 
 // batcher queues QR attempts and runs them in batches, each of at most
-// max attempts: at most concurrent batches reading at a time and (commits,
-// a semaphore) at most concurrent committing.
+// max attempts, at most concurrent batches at a time.
 type batcher struct {
 	s          *Service
 	max        int
 	concurrent int
 	timeout    time.Duration
-	mode       func() BatchMode // read once per batch; nil: BatchDefault
-	commits    chan struct{}    // a slot per committing batch (cap concurrent)
+	mode       func() BatchMode // read once per attempt; nil: BatchDefault
 
 	mu      sync.Mutex
+	unread  []*batchItem // BatchOneRT: waiting for the optimistic read
+	readers int          // reading (at most one)
 	queue   []*batchItem
-	running int // leaders: batches gathering or reading (not yet committing)
+	running int // leaders
 }
 
 func newBatcher(s *Service, max, concurrent int, timeout time.Duration, mode func() BatchMode) *batcher {
-	return &batcher{s: s, max: max, concurrent: concurrent, timeout: timeout, mode: mode,
-		commits: make(chan struct{}, concurrent)}
+	return &batcher{s: s, max: max, concurrent: concurrent, timeout: timeout, mode: mode}
 }
 
-// staggered says whether this batch hands the lead on when its commit is
-// sent.
-func (b *batcher) staggered() bool {
-	return b.mode != nil && b.mode() == BatchStagger
+// oneRT says whether an attempt arriving now is read ahead (BatchOneRT).
+func (b *batcher) oneRT() bool {
+	return b.mode != nil && b.mode() == BatchOneRT
 }
 
 // verify queues it and waits until its batch has run (then it.done is
 // closed and the outcome is in it). If ctx ends first while it is still
-// queued, it is taken out untouched and ctx's error returned; once its
-// batch has started, its outcome is waited for (the batch is bounded by
-// its own timeout), so that an answer is never lost for a claimed code.
+// queued (read or not), it is taken out untouched and ctx's error
+// returned; while it is being read, it is dropped after the read
+// (nothing was written); once its batch has started, its outcome is
+// waited for (the batch is bounded by its own timeout), so that an
+// answer is never lost for a claimed code.
 func (b *batcher) verify(ctx context.Context, it *batchItem) error {
 	it.at = time.Now()
 	b.mu.Lock()
-	b.queue = append(b.queue, it)
-	if b.running < b.concurrent {
-		b.running++
-		go b.lead()
+	// Read ahead only what would wait for a batch anyway: an attempt
+	// that finds a leader free and nothing before it goes at once, in two
+	// round trips, without a statement more.
+	if b.oneRT() && (b.running >= b.concurrent || len(b.queue) > 0 || len(b.unread) > 0 || b.readers > 0) {
+		b.unread = append(b.unread, it)
+		if b.readers == 0 {
+			b.readers++
+			go b.readAhead()
+		}
+	} else {
+		b.enqueue(it)
 	}
 	b.mu.Unlock()
 	select {
@@ -158,19 +190,71 @@ func (b *batcher) verify(ctx context.Context, it *batchItem) error {
 	case <-ctx.Done():
 	}
 	b.mu.Lock()
-	if i := slices.Index(b.queue, it); i >= 0 {
-		b.queue = slices.Delete(b.queue, i, i+1)
-		b.mu.Unlock()
-		return ctx.Err()
+	for _, q := range []*[]*batchItem{&b.unread, &b.queue} {
+		if i := slices.Index(*q, it); i >= 0 {
+			*q = slices.Delete(*q, i, i+1)
+			b.mu.Unlock()
+			return ctx.Err()
+		}
+	}
+	if it.reading {
+		it.gaveUp = true
 	}
 	b.mu.Unlock()
 	<-it.done
+	if it.gaveUp {
+		return ctx.Err()
+	}
 	return nil
 }
 
-// lead runs batches while attempts are queued, until it has handed the
-// lead on (a staggered batch whose commit was sent): then it answers its
-// batch and ends.
+// enqueue queues it for a batch and starts a leader if one is free
+// (b.mu held).
+func (b *batcher) enqueue(it *batchItem) {
+	b.queue = append(b.queue, it)
+	if b.running < b.concurrent {
+		b.running++
+		go b.lead()
+	}
+}
+
+// readAhead reads the unread attempts' codes and devices, at most max at
+// a time, and queues them, until none is left unread.
+func (b *batcher) readAhead() {
+	for {
+		b.mu.Lock()
+		n := min(len(b.unread), b.max)
+		if n == 0 {
+			b.readers--
+			b.mu.Unlock()
+			return
+		}
+		items := slices.Clone(b.unread[:n])
+		b.unread = slices.Delete(b.unread, 0, n)
+		for _, it := range items {
+			it.reading = true
+		}
+		b.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+		if err := b.s.readCodes(ctx, items); err != nil {
+			// Those attempts go the two-round-trip way.
+			b.s.log.Warn("reading codes ahead of their batch failed", "attempts", len(items), "err", err)
+		}
+		cancel()
+		b.mu.Lock()
+		for _, it := range items {
+			it.reading = false
+			if it.gaveUp {
+				close(it.done)
+				continue
+			}
+			b.enqueue(it)
+		}
+		b.mu.Unlock()
+	}
+}
+
+// lead runs batches while attempts are queued.
 func (b *batcher) lead() {
 	for {
 		b.mu.Lock()
@@ -185,72 +269,12 @@ func (b *batcher) lead() {
 		for _, it := range items {
 			b.s.waited.Observe(start.Sub(it.at).Seconds())
 		}
-		t := &turn{b: b, stagger: b.staggered()}
-		b.run(items, t)
+		b.run(items)
 		b.s.batchDur.Observe(time.Since(start).Seconds())
 		for _, it := range items {
 			close(it.done)
 		}
-		if t.handed {
-			return
-		}
 	}
-}
-
-// handOver ends a leader's lead while its batch commits: a new leader
-// takes what is queued, if any, and a leader is free again.
-func (b *batcher) handOver() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.running--
-	if len(b.queue) > 0 && b.running < b.concurrent {
-		b.running++
-		go b.lead()
-	}
-}
-
-// turn is one batch's passage through the commit: it holds a commit slot
-// from before its commit is sent until the commit's answer (or the
-// batch's failure), and, staggered, hands the lead on once the commit is
-// sent. A nil turn (a batch run by a test without a batcher) does
-// neither.
-type turn struct {
-	b       *batcher
-	stagger bool
-	slot    bool // holds a commit slot
-	handed  bool // handed the lead on
-}
-
-// enter waits for a commit slot (the batch's ctx bounds the wait).
-func (t *turn) enter(ctx context.Context) error {
-	if t == nil {
-		return nil
-	}
-	select {
-	case t.b.commits <- struct{}{}:
-		t.slot = true
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("waiting for the commit before: %w", ctx.Err())
-	}
-}
-
-// sent: the batch's commit is on the wire.
-func (t *turn) sent() {
-	if t == nil || !t.stagger || t.handed {
-		return
-	}
-	t.handed = true
-	t.b.handOver()
-}
-
-// leave gives the commit slot back.
-func (t *turn) leave() {
-	if t == nil || !t.slot {
-		return
-	}
-	t.slot = false
-	<-t.b.commits
 }
 
 // take removes the next batch from the queue (b.mu held): the oldest
@@ -276,11 +300,22 @@ func (b *batcher) take() []*batchItem {
 
 // run decides and records one batch; on an error every attempt of it
 // carries the error.
-func (b *batcher) run(items []*batchItem, t *turn) {
+func (b *batcher) run(items []*batchItem) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	defer cancel()
-	err := b.s.claimBatch(ctx, items, t)
-	t.leave()
+	var err error
+	if slices.ContainsFunc(items, func(it *batchItem) bool { return it.read == nil }) {
+		err = b.s.claimBatch(ctx, items)
+	} else {
+		err = b.s.claimBatchOneRT(ctx, items)
+		if errors.Is(err, errStale) {
+			b.s.redone.Inc()
+			for _, it := range items {
+				it.out, it.res, it.alone, it.err = outcome{}, Result{}, false, nil
+			}
+			err = b.s.claimBatch(ctx, items)
+		}
+	}
 	b.s.batched.Add(float64(len(items)))
 	if err == nil {
 		b.s.batches.WithLabelValues("ok").Inc()
@@ -293,25 +328,183 @@ func (b *batcher) run(items []*batchItem, t *turn) {
 	}
 }
 
-// claimBatch is the batch's transaction (see the comment at the top). t
-// (nil: none) is entered before the commit is sent and told when it is;
-// the caller leaves it.
-func (s *Service) claimBatch(ctx context.Context, items []*batchItem, t *turn) (err error) {
-	now := s.clock()
+// errStale: a one-round-trip batch found a row changed or busy since its
+// optimistic read; nothing of it was committed.
+var errStale = errors.New("batch: rows changed since they were read")
+
+// staleMark is in the text of the failed cast that reports a stale read.
+const staleMark = "kluis: stale batch read"
+
+// readCodes is the optimistic read of BatchOneRT: every item's code with
+// its row version, in one statement, without a transaction or a lock. It
+// sets it.read of every item (on an error, of none). A code's device has
+// its code_devices row (codes references it); whether the attempt's
+// device has one is left to the batch's lock (if not, the batch is
+// redone, and the attempt goes alone, where its row is made).
+func (s *Service) readCodes(ctx context.Context, items []*batchItem) error {
+	ids := make([][]byte, len(items))
+	for i, it := range items {
+		ids[i] = it.id
+	}
+	rows, err := s.pool.Query(ctx, `SELECT xmin::text, `+codeColumns+` FROM codes WHERE id = ANY($1::bytea[])`, ids)
+	if err != nil {
+		return fmt.Errorf("read codes: %w", err)
+	}
+	found := map[string]codeRead{}
+	for rows.Next() {
+		r := codeRead{found: true}
+		c := &r.code
+		if err := rows.Scan(&r.xmin, &c.id, &c.documentID, &c.deviceID, &c.compartmentID, &c.compartmentNumber, &c.board,
+			&c.channel, &c.needsDOB, &c.dobDigest, &c.expiresAt, &c.usedAt, &c.revokedAt, &c.lockedAt, &c.failed, &c.graceUntil); err != nil {
+			rows.Close()
+			return fmt.Errorf("read codes: %w", err)
+		}
+		found[string(c.id)] = r
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read codes: %w", err)
+	}
+	for _, it := range items {
+		r := found[string(it.id)]
+		it.read = &r
+	}
+	return nil
+}
+
+// batchPlan is a batch's decisions and the writes that record them.
+type batchPlan struct {
+	used               [][]byte // codes granted
+	devices            []string // the devices decided in the batch
+	codes              [][]byte // and their codes
+	aDevices, aReasons []string
+	aCodes             [][]byte
+	entries            []audit.Entry
+	pending            []*batchItem
+}
+
+// decide decides each attempt of the batch as if alone (one per device
+// and code) on its code c, or leaves it alone (ok false: its device has
+// no row or its code is not there or busy).
+func (s *Service) decideBatch(items []*batchItem, now time.Time, code func(it *batchItem) (codeRow, bool)) (*batchPlan, error) {
+	p := &batchPlan{}
+	for _, it := range items {
+		c, ok := code(it)
+		if !ok {
+			it.alone = true
+			continue
+		}
+		p.devices, p.codes = append(p.devices, it.a.DeviceID), append(p.codes, c.id)
+		it.out = s.decideQR(it.a, now, it.look, reading{known: true, code: c})
+		var codeID []byte
+		if it.out.code != nil {
+			codeID = it.out.code.id
+		}
+		if it.out.err == nil {
+			if it.out.code == nil {
+				return nil, errors.New("batch: internal: no code")
+			}
+			p.used = append(p.used, codeID)
+			it.res = resultOf(it.out.code, now)
+		}
+		if errors.Is(it.out.err, pickupcode.ErrAlreadyCollected) && it.out.code != nil && !it.out.code.graceOver(now) {
+			p.pending = append(p.pending, it)
+		}
+		reason := pickupcode.Reason(it.out.err)
+		p.aDevices, p.aReasons, p.aCodes = append(p.aDevices, it.a.DeviceID), append(p.aReasons, reason), append(p.aCodes, codeID)
+		p.entries = append(p.entries, s.attemptEvent(it.a.DeviceID, "qr", it.out, now))
+	}
+	return p, nil
+}
+
+// queueWrites queues the plan's writes, its pending checks and the COMMIT.
+func (s *Service) queueWrites(wb *pgx.Batch, p *batchPlan, now time.Time) error {
+	if len(p.used) > 0 {
+		// The codes are locked since the read: the update cannot miss.
+		// Should it anyway, the failed cast (its text says what happened)
+		// fails the transaction before the COMMIT queued behind it.
+		wb.Queue(`WITH u AS (UPDATE codes SET used_at = $2 WHERE id = ANY($1::bytea[]) AND used_at IS NULL AND revoked_at IS NULL RETURNING 1)
+			SELECT CASE WHEN count(*) = $3 THEN count(*)
+				ELSE ('mark used: ' || count(*) || ' rows, want ' || $3)::bigint END FROM u`, p.used, now, int64(len(p.used)))
+	}
+	wb.Queue(`INSERT INTO code_attempts (device_id, at, method, reason, counted, code_id)
+		SELECT d, $2, 'qr', r, false, c FROM unnest($1::text[], $3::text[], $4::bytea[]) AS t(d, r, c)`,
+		p.aDevices, now, p.aReasons, p.aCodes)
+	if err := audit.QueueAppend(wb, p.entries); err != nil {
+		return fmt.Errorf("batch: audit: %w", err)
+	}
+	for _, it := range p.pending {
+		wb.Queue(pendingSQL, it.out.code.documentID, it.a.DeviceID, it.out.code.id)
+	}
+	wb.Queue("COMMIT")
+	return nil
+}
+
+// readWrites reads the results of queueWrites' statements and checks the
+// commit.
+func readWrites(conn *pgxpool.Conn, br pgx.BatchResults, p *batchPlan) error {
+	if len(p.used) > 0 {
+		var n int64
+		if err := br.QueryRow().Scan(&n); err != nil {
+			return fmt.Errorf("batch: mark used: %w", err)
+		}
+	}
+	if _, err := br.Exec(); err != nil {
+		return fmt.Errorf("batch: attempts: %w", err)
+	}
+	if _, err := br.Exec(); err != nil {
+		return fmt.Errorf("batch: audit: %w", err)
+	}
+	for _, it := range p.pending {
+		if err := br.QueryRow().Scan(&it.out.pending); err != nil {
+			return fmt.Errorf("batch: pending: %w", err)
+		}
+	}
+	switch tag, err := br.Exec(); {
+	case err != nil:
+		return fmt.Errorf("batch: commit: %w", err)
+	case tag.String() != "COMMIT":
+		return fmt.Errorf("batch: commit answered %q", tag.String())
+	}
+	if err := br.Close(); err != nil {
+		return fmt.Errorf("batch: commit: %w", err)
+	}
+	if st := conn.Conn().PgConn().TxStatus(); st != 'I' {
+		return fmt.Errorf("batch: commit: transaction status %q after COMMIT", st)
+	}
+	return nil
+}
+
+// acquire takes a connection for a batch's transaction; release gives it
+// back, rolled back first (best effort) if the batch failed inside its
+// transaction.
+func (s *Service) acquire(ctx context.Context) (*pgxpool.Conn, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return fmt.Errorf("batch: %w", err)
+		return nil, fmt.Errorf("batch: %w", err)
 	}
-	defer func() {
-		if err != nil && conn.Conn().PgConn().TxStatus() != 'I' && !conn.Conn().IsClosed() {
-			// Best effort; a connection still in a transaction is
-			// closed by the pool on release, which rolls it back too.
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-			_, _ = conn.Exec(rctx, "ROLLBACK")
-			cancel()
-		}
-		conn.Release()
-	}()
+	return conn, nil
+}
+
+func release(ctx context.Context, conn *pgxpool.Conn, err error) {
+	if err != nil && conn.Conn().PgConn().TxStatus() != 'I' && !conn.Conn().IsClosed() {
+		// Best effort; a connection still in a transaction is closed by
+		// the pool on release, which rolls it back too.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		_, _ = conn.Exec(rctx, "ROLLBACK")
+		cancel()
+	}
+	conn.Release()
+}
+
+// claimBatch is the batch's two-round-trip transaction (see the comment
+// at the top).
+func (s *Service) claimBatch(ctx context.Context, items []*batchItem) (err error) {
+	now := s.clock()
+	conn, err := s.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { release(ctx, conn, err) }()
 
 	devices := make([]string, 0, len(items))
 	ids := make([][]byte, 0, len(items))
@@ -368,40 +561,14 @@ func (s *Service) claimBatch(ctx context.Context, items []*batchItem, t *turn) (
 		return fmt.Errorf("batch: %w", err)
 	}
 
-	// Decide each attempt as if alone (one per device and code).
-	var (
-		used               [][]byte
-		aDevices, aReasons []string
-		aCodes             [][]byte
-		entries            []audit.Entry
-		pending            []*batchItem
-	)
-	for _, it := range items {
+	p, err := s.decideBatch(items, now, func(it *batchItem) (codeRow, bool) {
 		c, ok := found[string(it.id)]
-		if !known[it.a.DeviceID] || !ok {
-			it.alone = true
-			continue
-		}
-		it.out = s.decideQR(it.a, now, it.look, reading{known: true, code: c})
-		var codeID []byte
-		if it.out.code != nil {
-			codeID = it.out.code.id
-		}
-		if it.out.err == nil {
-			if it.out.code == nil {
-				return errors.New("batch: internal: no code")
-			}
-			used = append(used, codeID)
-			it.res = resultOf(it.out.code, now)
-		}
-		if errors.Is(it.out.err, pickupcode.ErrAlreadyCollected) && it.out.code != nil && !it.out.code.graceOver(now) {
-			pending = append(pending, it)
-		}
-		reason := pickupcode.Reason(it.out.err)
-		aDevices, aReasons, aCodes = append(aDevices, it.a.DeviceID), append(aReasons, reason), append(aCodes, codeID)
-		entries = append(entries, s.attemptEvent(it.a.DeviceID, "qr", it.out, now))
+		return c, ok && known[it.a.DeviceID]
+	})
+	if err != nil {
+		return err
 	}
-	if len(entries) == 0 {
+	if len(p.entries) == 0 {
 		// Every attempt goes alone: nothing to record here.
 		_, err := conn.Exec(ctx, "ROLLBACK")
 		return err
@@ -409,60 +576,78 @@ func (s *Service) claimBatch(ctx context.Context, items []*batchItem, t *turn) (
 
 	// Round trip 2: the writes, the pending checks, commit.
 	wb := &pgx.Batch{}
-	if len(used) > 0 {
-		// The codes are locked since the read: the update cannot miss.
-		// Should it anyway, the failed cast (its text says what happened)
-		// fails the transaction before the COMMIT queued behind it.
-		wb.Queue(`WITH u AS (UPDATE codes SET used_at = $2 WHERE id = ANY($1::bytea[]) AND used_at IS NULL AND revoked_at IS NULL RETURNING 1)
-			SELECT CASE WHEN count(*) = $3 THEN count(*)
-				ELSE ('mark used: ' || count(*) || ' rows, want ' || $3)::bigint END FROM u`, used, now, int64(len(used)))
+	if err := s.queueWrites(wb, p, now); err != nil {
+		return err
 	}
-	wb.Queue(`INSERT INTO code_attempts (device_id, at, method, reason, counted, code_id)
-		SELECT d, $2, 'qr', r, false, c FROM unnest($1::text[], $3::text[], $4::bytea[]) AS t(d, r, c)`,
-		aDevices, now, aReasons, aCodes)
-	if err := audit.QueueAppend(wb, entries); err != nil {
-		return fmt.Errorf("batch: audit: %w", err)
-	}
-	for _, it := range pending {
-		wb.Queue(pendingSQL, it.out.code.documentID, it.a.DeviceID, it.out.code.id)
-	}
-	wb.Queue("COMMIT")
-	if err := t.enter(ctx); err != nil {
-		return fmt.Errorf("batch: %w", err)
-	}
-	// SendBatch returns once the batch is written (its pipeline's Sync
-	// flushes): from here on the next batch may read (staggered).
 	br := conn.SendBatch(ctx, wb)
-	t.sent()
 	defer br.Close()
-	if len(used) > 0 {
+	return readWrites(conn, br, p)
+}
+
+// claimBatchOneRT is the batch's one-round-trip transaction on what
+// readCodes read (see the comment at the top): errStale if a row changed
+// or is busy (nothing committed; the caller redoes the batch with
+// claimBatch).
+func (s *Service) claimBatchOneRT(ctx context.Context, items []*batchItem) (err error) {
+	now := s.clock()
+	var xmins []string
+	p, err := s.decideBatch(items, now, func(it *batchItem) (codeRow, bool) {
+		if !it.read.found {
+			return codeRow{}, false
+		}
+		xmins = append(xmins, it.read.xmin)
+		return it.read.code, true
+	})
+	if err != nil {
+		return err
+	}
+	if len(p.entries) == 0 {
+		return nil // every attempt goes alone: no transaction
+	}
+	conn, err := s.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { release(ctx, conn, err) }()
+
+	wb := &pgx.Batch{}
+	wb.Queue("BEGIN")
+	// Lock the devices and the codes as claimBatch does (devices first,
+	// each in order, SKIP LOCKED), and fail unless every device's row was
+	// locked and every code's row was locked in the version that was read.
+	wb.Queue(`WITH l AS MATERIALIZED (SELECT device_id FROM code_devices WHERE device_id = ANY($1::text[]) ORDER BY device_id
+			FOR NO KEY UPDATE SKIP LOCKED)
+		SELECT CASE WHEN count(*) = $2 THEN count(*)
+			ELSE ('`+staleMark+`: ' || count(*) || ' of ' || $2 || ' devices locked')::bigint END FROM l`,
+		p.devices, int64(len(p.devices)))
+	wb.Queue(`WITH l AS MATERIALIZED (SELECT id, xmin FROM codes WHERE id = ANY($1::bytea[]) ORDER BY id
+			FOR NO KEY UPDATE SKIP LOCKED)
+		SELECT CASE WHEN count(*) = $3 THEN count(*)
+			ELSE ('`+staleMark+`: ' || count(*) || ' of ' || $3 || ' codes locked as read')::bigint END
+		FROM l JOIN unnest($1::bytea[], $2::text[]) AS t(id, x) ON l.id = t.id AND l.xmin::text = t.x`,
+		p.codes, xmins, int64(len(p.codes)))
+	if err := s.queueWrites(wb, p, now); err != nil {
+		return err
+	}
+	br := conn.SendBatch(ctx, wb)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return fmt.Errorf("batch: begin: %w", err)
+	}
+	for _, what := range []string{"devices", "codes"} {
 		var n int64
 		if err := br.QueryRow().Scan(&n); err != nil {
-			return fmt.Errorf("batch: mark used: %w", err)
+			if isStale(err) {
+				return fmt.Errorf("%w: %w", errStale, err)
+			}
+			return fmt.Errorf("batch: lock %s: %w", what, err)
 		}
 	}
-	if _, err := br.Exec(); err != nil {
-		return fmt.Errorf("batch: attempts: %w", err)
-	}
-	if _, err := br.Exec(); err != nil {
-		return fmt.Errorf("batch: audit: %w", err)
-	}
-	for _, it := range pending {
-		if err := br.QueryRow().Scan(&it.out.pending); err != nil {
-			return fmt.Errorf("batch: pending: %w", err)
-		}
-	}
-	switch tag, err := br.Exec(); {
-	case err != nil:
-		return fmt.Errorf("batch: commit: %w", err)
-	case tag.String() != "COMMIT":
-		return fmt.Errorf("batch: commit answered %q", tag.String())
-	}
-	if err := br.Close(); err != nil {
-		return fmt.Errorf("batch: commit: %w", err)
-	}
-	if st := conn.Conn().PgConn().TxStatus(); st != 'I' {
-		return fmt.Errorf("batch: commit: transaction status %q after COMMIT", st)
-	}
-	return nil
+	return readWrites(conn, br, p)
+}
+
+// isStale says whether err is the failed cast of a stale read's check.
+func isStale(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "22P02" && strings.Contains(pe.Message, staleMark)
 }

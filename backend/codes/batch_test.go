@@ -73,6 +73,26 @@ func (f *fixture) counts(action string) (used, attempts, records int) {
 	return used, attempts, records
 }
 
+// batchWrites counts what a batch writes: used codes, attempt rows, audit
+// records waiting for the chainer.
+type batchWrites struct{ used, attempts, pending int }
+
+func (f *fixture) writes() batchWrites {
+	f.t.Helper()
+	var w batchWrites
+	require.NoError(f.t, f.pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM codes WHERE used_at IS NOT NULL),
+		(SELECT count(*) FROM code_attempts), (SELECT count(*) FROM audit_pending)`).Scan(&w.used, &w.attempts, &w.pending))
+	return w
+}
+
+// chainIntact checks the audit chain (what kluisctl audit verify does).
+func (f *fixture) chainIntact() {
+	f.t.Helper()
+	rep, err := audit.Verify(context.Background(), f.pool)
+	require.NoError(f.t, err)
+	require.True(f.t, rep.OK(), rep.String())
+}
+
 // tally counts the outcomes of verifications made at once: the claims
 // by code (an index of the test's) and the denials by reason.
 type tally struct {
@@ -130,9 +150,7 @@ func TestBatchConcurrentClaimsOfOneCode(t *testing.T) {
 	require.Equal(t, 2*n-1, denied, "every denial audited")
 	_, _, granted := f.counts("code.used")
 	require.Equal(t, 2, granted)
-	rep, err := audit.Verify(context.Background(), f.pool)
-	require.NoError(t, err)
-	require.True(t, rep.OK(), rep.String())
+	f.chainIntact()
 }
 
 func TestBatchOfMixedCodes(t *testing.T) {
@@ -151,7 +169,7 @@ func TestBatchOfMixedCodes(t *testing.T) {
 	used0, attempts0, _ := f.counts("")
 
 	items := []*batchItem{f.item(devs[0], tokens[0]), f.item(devs[1], tokens[1]), f.item(devs[2], tokens[2]), f.item(devs[3], tokens[3])}
-	require.NoError(t, f.svc.claimBatch(ctx, items, nil))
+	require.NoError(t, f.svc.claimBatch(ctx, items))
 	for _, it := range items {
 		require.False(t, it.alone, it.a.DeviceID)
 	}
@@ -183,14 +201,12 @@ func TestBatchOfMixedCodes(t *testing.T) {
 	}
 	require.Equal(t, map[string]string{"device:d1": "code.used", "device:d2": "code.denied", "device:d3": "code.denied",
 		"device:d4": "code.denied"}, byDevice, "every verification and denial audited")
-	rep, err := audit.Verify(ctx, f.pool)
-	require.NoError(t, err)
-	require.True(t, rep.OK(), rep.String())
+	f.chainIntact()
 
 	// A device without a row yet, and a code that is not there, go alone.
 	items = []*batchItem{f.item("l1", f.sign("l1", make([]byte, pickupcode.CodeIDSize))),
 		f.item(devs[0], f.sign(devs[0], make([]byte, pickupcode.CodeIDSize)))}
-	require.NoError(t, f.svc.claimBatch(ctx, items, nil))
+	require.NoError(t, f.svc.claimBatch(ctx, items))
 	require.True(t, items[0].alone)
 	require.True(t, items[1].alone)
 	_, attempts2, _ := f.counts("")
@@ -211,9 +227,8 @@ func TestBatchFailsAsAWhole(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	devs, _, tokens := f.devicesWithCodes(3)
-	used0, attempts0, _ := f.counts("")
-	var pending0 int
-	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM audit_pending`).Scan(&pending0))
+	used0, _, _ := f.counts("")
+	before := f.writes()
 	// The database refuses d2's attempt row: after the codes were marked
 	// used in the same transaction.
 	_, err := f.pool.Exec(ctx, `CREATE FUNCTION refuse_d2() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -221,14 +236,9 @@ func TestBatchFailsAsAWhole(t *testing.T) {
 		CREATE TRIGGER refuse_d2 BEFORE INSERT ON code_attempts FOR EACH ROW EXECUTE FUNCTION refuse_d2()`)
 	require.NoError(t, err)
 	items := []*batchItem{f.item(devs[0], tokens[0]), f.item(devs[1], tokens[1]), f.item(devs[2], tokens[2])}
-	err = f.svc.claimBatch(ctx, items, nil)
+	err = f.svc.claimBatch(ctx, items)
 	require.ErrorContains(t, err, "refused for the test")
-	used, attempts, _ := f.counts("")
-	require.Equal(t, used0, used, "no code claimed")
-	require.Equal(t, attempts0, attempts, "no attempt recorded")
-	var pending int
-	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM audit_pending`).Scan(&pending))
-	require.Equal(t, pending0, pending, "no audit record")
+	require.Equal(t, before, f.writes(), "no code claimed, no attempt recorded, no audit record")
 
 	// Through Verify: every attempt of the failed batch gets the error,
 	// none is a denial, none is claimed.
@@ -258,19 +268,16 @@ func TestBatchFailsAsAWhole(t *testing.T) {
 		_, err := f.verify(Attempt{DeviceID: d, QRToken: tokens[i]})
 		require.NoError(t, err, d)
 	}
-	used, _, _ = f.counts("")
+	used, _, _ := f.counts("")
 	require.Equal(t, used0+len(devs), used)
 	require.Positive(t, testutil.ToFloat64(f.svc.batches.WithLabelValues("error")))
-	rep, err := audit.Verify(ctx, f.pool)
-	require.NoError(t, err)
-	require.True(t, rep.OK(), rep.String())
+	f.chainIntact()
 }
 
 func TestBatchGathersWhileOneRuns(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	// One batch at a time (staggered, the next batch would read while
-	// the first one's writes wait).
+	// Two round trips per batch (the test counts the batches).
 	f.svc.batch.mode = func() BatchMode { return BatchOne }
 	ctx := context.Background()
 	devs, _, tokens := f.devicesWithCodes(8)
@@ -338,7 +345,19 @@ func histogram(t *testing.T, h prometheus.Histogram) *dto.Histogram {
 
 func TestBatchIsNotHeldUpByABusyDevice(t *testing.T) {
 	t.Parallel()
+	for _, mode := range []BatchMode{BatchOne, BatchOneRT} {
+		t.Run(mode.String(), func(t *testing.T) {
+			t.Parallel()
+			notHeldUpByABusyDevice(t, mode)
+		})
+	}
+}
+
+// notHeldUpByABusyDevice: in BatchOneRT, d1's read sees its row, its
+// batch's lock skips it (redone: then d1 goes alone).
+func notHeldUpByABusyDevice(t *testing.T, mode BatchMode) {
 	f := newFixture(t)
+	f.svc.batch.mode = func() BatchMode { return mode }
 	ctx := context.Background()
 	devs, _, tokens := f.devicesWithCodes(2)
 	// Another transaction holds d1's row (an issue on that device, say).
@@ -444,7 +463,7 @@ func TestBatchWaitersGiveUpWhileQueued(t *testing.T) {
 // nothing recorded), and no batch leader is left behind.
 func TestBatchLeadersUnderCancellation(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []BatchMode{BatchOne, BatchStagger} {
+	for _, mode := range []BatchMode{BatchOne, BatchOneRT} {
 		t.Run(mode.String(), func(t *testing.T) {
 			t.Parallel()
 			leadersUnderCancellation(t, mode)
@@ -489,22 +508,21 @@ func leadersUnderCancellation(t *testing.T, mode BatchMode) {
 	}
 }
 
-// noLeaderLeft waits until the batcher has no leader, no batch
-// committing and an empty queue (a leader leaves after it has answered
-// its last batch).
+// noLeaderLeft waits until the batcher has no leader, no reader and
+// empty queues (a leader leaves after it has answered its last batch).
 func (f *fixture) noLeaderLeft() {
 	f.t.Helper()
 	testenv.EventuallyWithin(f.t, 10*time.Second, "no batch leader left, nothing queued", func() bool {
 		f.svc.batch.mu.Lock()
 		defer f.svc.batch.mu.Unlock()
-		return f.svc.batch.running == 0 && len(f.svc.batch.queue) == 0 && len(f.svc.batch.commits) == 0
+		return f.svc.batch.running == 0 && f.svc.batch.readers == 0 && len(f.svc.batch.queue) == 0 && len(f.svc.batch.unread) == 0
 	})
 }
 
-// staggered switches the fixture's batcher to BatchStagger (before any
+// oneRT switches the fixture's batcher to BatchOneRT (before any
 // verification).
-func (f *fixture) staggered() {
-	f.svc.batch.mode = func() BatchMode { return BatchStagger }
+func (f *fixture) oneRT() {
+	f.svc.batch.mode = func() BatchMode { return BatchOneRT }
 }
 
 // holdWrites makes every insert into code_attempts (a batch's writes,
@@ -555,19 +573,6 @@ func (f *fixture) rowWaits() int {
 	return n
 }
 
-// batchRead counts the batches that have read their codes and wait
-// between their round trips (idle in their transactions): without taking
-// a lock that their reads would skip.
-func (f *fixture) batchRead() int {
-	var n int
-	err := f.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
-		WHERE datname = current_database() AND state = 'idle in transaction' AND query LIKE '%FROM codes WHERE id = ANY($1::bytea[])%'`).Scan(&n)
-	if err != nil {
-		return -1
-	}
-	return n
-}
-
 // rowHeld says whether another transaction holds device dev's
 // code_devices row (FOR NO KEY UPDATE, as a batch's first round trip
 // takes it).
@@ -591,99 +596,16 @@ func (f *fixture) queued() int {
 	return len(f.svc.batch.queue)
 }
 
-// TestBatchStaggered: while a batch commits (its writes held by
-// holdWrites), the next batch takes the queued attempts and reads
-// (it holds its devices' rows): two batches overlap. A third waits:
-// one batch reading, one committing, no more. An attempt on the device
-// and code the committing batch holds (a retry) is skipped by its batch,
-// goes alone and is decided after that commit (already collected).
-// Everything is answered, recorded and audited once the writes go on.
-func TestBatchStaggered(t *testing.T) {
+// TestBatchOneRTClaimsOfFewCodes: many attempts at once on few codes,
+// from their own devices and from others, each batch in one round trip on
+// rows read ahead: exactly one claim per code, every attempt recorded and
+// audited, the chain intact, no leader left. Most attempts' reads see a
+// code that another batch claims before theirs commits: their batches
+// are redone.
+func TestBatchOneRTClaimsOfFewCodes(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	f.staggered()
-	// Batch A waits for the whole test: its own timeout (10 s by
-	// default) must not end it on a loaded machine.
-	f.svc.batch.timeout = 2 * time.Minute
-	ctx := context.Background()
-	devs, _, tokens := f.devicesWithCodes(6)
-	_, attempts0, denied0 := f.counts("code.denied")
-	batches0 := testutil.ToFloat64(f.svc.batches.WithLabelValues("ok"))
-	release := f.holdWrites()
-	type answer struct {
-		i   int
-		err error
-	}
-	answers := make(chan answer, 8)
-	verify := func(i int, dev, token string) {
-		go func() {
-			_, err := f.verify(Attempt{DeviceID: dev, QRToken: token})
-			answers <- answer{i, err}
-		}()
-	}
-	// Batch A: d1's attempt, its commit sent and waiting for the lock.
-	verify(0, devs[0], tokens[0])
-	testenv.EventuallyWithin(t, 10*time.Second, "batch A commits", func() bool { return f.queued() == 0 && f.commitBlocked() })
-	require.True(t, f.rowHeld(devs[0]), "batch A holds d1's row")
-	// d1's attempt again (a kiosk's retry): the device and code A holds.
-	// Its batch skips them: it goes alone and waits for d1's row.
-	verify(1, devs[0], tokens[0])
-	testenv.EventuallyWithin(t, 10*time.Second, "d1's retry waits alone", func() bool { return f.queued() == 0 && f.rowWaits() == 1 })
-	// Batch B: d2's attempt. B reads while A commits.
-	verify(2, devs[1], tokens[1])
-	testenv.EventuallyWithin(t, 10*time.Second, "batch B read while A commits", func() bool { return f.queued() == 0 && f.batchRead() == 1 })
-	require.True(t, f.rowHeld(devs[1]), "batch B holds d2's row")
-	require.True(t, f.commitBlocked(), "A still commits")
-	// Batch C would be the third: it waits, queued, until B commits.
-	verify(3, devs[2], tokens[2])
-	verify(4, devs[3], tokens[3])
-	testenv.EventuallyWithin(t, 10*time.Second, "C queued", func() bool { return f.queued() == 2 })
-	f.svc.batch.mu.Lock()
-	running, committing := f.svc.batch.running, len(f.svc.batch.commits)
-	f.svc.batch.mu.Unlock()
-	require.Equal(t, 1, running, "one batch reading (B, waiting for A's commit)")
-	require.Equal(t, 1, committing, "one committing (A)")
-	require.False(t, f.rowHeld(devs[2]), "C has not read")
-	select {
-	case a := <-answers:
-		t.Fatalf("attempt %d answered while A's commit is held: %v", a.i, a.err)
-	default:
-	}
-	release()
-	errs := map[int]error{}
-	for range 5 {
-		select {
-		case a := <-answers:
-			errs[a.i] = a.err
-		case <-time.After(time.Minute): // a bound reached only when the test fails
-			t.Fatal("not every attempt answered")
-		}
-	}
-	for _, i := range []int{0, 2, 3, 4} {
-		require.NoError(t, errs[i], "attempt %d", i)
-	}
-	require.ErrorIs(t, errs[1], pickupcode.ErrAlreadyCollected, "d1's retry, decided alone after A's commit")
-	require.Equal(t, 4.0, testutil.ToFloat64(f.svc.batches.WithLabelValues("ok"))-batches0,
-		"A, the retry's (which committed nothing), B and C")
-	used, attempts, _ := f.counts("")
-	require.Equal(t, 4, used)
-	require.Equal(t, 5, attempts-attempts0, "every attempt recorded once")
-	_, _, denied := f.counts("code.denied")
-	require.Equal(t, 1, denied-denied0, "the retry's denial audited")
-	f.noLeaderLeft()
-	rep, err := audit.Verify(ctx, f.pool)
-	require.NoError(t, err)
-	require.True(t, rep.OK(), rep.String())
-}
-
-// TestBatchStaggeredClaimsOfFewCodes: many attempts at once on few codes,
-// from their own devices and from others, staggered: exactly one claim per
-// code, every attempt recorded and audited, the chain intact, no leader
-// left.
-func TestBatchStaggeredClaimsOfFewCodes(t *testing.T) {
-	t.Parallel()
-	f := newFixture(t)
-	f.staggered()
+	f.oneRT()
 	devs, _, tokens := f.devicesWithCodes(4)
 	_, attempts0, denied0 := f.counts("code.denied")
 	const rounds = 12
@@ -715,7 +637,5 @@ func TestBatchStaggeredClaimsOfFewCodes(t *testing.T) {
 	require.Equal(t, len(tokens), granted)
 	require.Equal(t, n-len(tokens), denied-denied0, "every denial audited")
 	f.noLeaderLeft()
-	rep, err := audit.Verify(context.Background(), f.pool)
-	require.NoError(t, err)
-	require.True(t, rep.OK(), rep.String())
+	f.chainIntact()
 }

@@ -70,15 +70,14 @@ type Options struct {
 	VerifyBatch int
 	// VerifyBatches is how many such transactions run at once; default 1
 	// (one writer: while its transaction runs, the next batch gathers).
-	// Staggered (VerifyMode), it is how many batches read at once and how
-	// many commit at once: at most twice as many transactions overlap.
 	VerifyBatches int
 	// VerifyTimeout bounds one batch's transaction; default 10 s.
 	VerifyTimeout time.Duration
-	// VerifyMode, read once per batch, says whether the next batch may
-	// be read while the previous one commits (BatchStagger; batch.go);
-	// nil or BatchDefault: BatchOne. A function so that a benchmark
-	// can pair the modes in one process.
+	// VerifyMode, read once per attempt, says whether a batch's rows are
+	// read before it, without locks, and the batch then takes one round
+	// trip instead of two (BatchOneRT; batch.go); nil or BatchDefault:
+	// BatchOne. A function so that a benchmark can pair the modes in one
+	// process.
 	VerifyMode func() BatchMode
 }
 
@@ -99,6 +98,7 @@ type Service struct {
 	verified *prometheus.CounterVec
 	batches  *prometheus.CounterVec // by outcome: ok, error
 	batched  prometheus.Counter
+	redone   prometheus.Counter   // one-round-trip batches redone in two
 	waited   prometheus.Histogram // an attempt's wait for its batch
 	batchDur prometheus.Histogram // a batch's transaction
 	issued   prometheus.Counter
@@ -167,6 +167,10 @@ func New(opts Options) (*Service, error) {
 			Name: "kluis_codes_verify_batched_total",
 			Help: "QR verifications that went into a batch (divided by kluis_codes_verify_batches_total: the mean batch size).",
 		}),
+		redone: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kluis_codes_verify_batch_redone_total",
+			Help: "One-round-trip QR verification batches whose rows changed or were busy since they were read ahead; none committed, each redone in two round trips.",
+		}),
 		waited: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "kluis_codes_verify_batch_wait_seconds",
 			Help:    "How long a batched QR verification waited in the queue before its batch's transaction began.",
@@ -188,7 +192,7 @@ func New(opts Options) (*Service, error) {
 		s.batch = newBatcher(s, opts.VerifyBatch, opts.VerifyBatches, opts.VerifyTimeout, opts.VerifyMode)
 	}
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.verified, s.batches, s.batched, s.waited, s.batchDur, s.issued, s.lockouts} {
+		for _, c := range []prometheus.Collector{s.verified, s.batches, s.batched, s.redone, s.waited, s.batchDur, s.issued, s.lockouts} {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("codes: register metrics: %w", err)
 			}

@@ -146,7 +146,8 @@ type Options struct {
 	// login limits are then pruned by logins only).
 	HousekeepEvery time.Duration
 	// VerifyMode is codes.Options.VerifyMode (whether QR verification
-	// batches are staggered); nil: codes' default.
+	// batches read their rows ahead and take one round trip); nil: codes'
+	// default.
 	VerifyMode func() codes.BatchMode
 
 	// APITokenTTL is the lifetime of an API token created without one;

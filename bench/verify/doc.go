@@ -24,7 +24,7 @@
 //
 // The two alternate phase by phase, in every round, so that both see the
 // same machine; the figure is the median over the rounds. -batch-mode
-// one,stagger pairs the backend's batch modes (codes.Options.VerifyMode,
+// one,onert pairs the backend's batch modes (codes.Options.VerifyMode,
 // switched between phases in the one backend): each round then runs a
 // Kluis phase per mode and one floor phase, in a rotating order. After the run,
 // the audit chain is verified (audit.Verify, what `kluisctl audit verify`

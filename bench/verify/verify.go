@@ -52,7 +52,7 @@ type options struct {
 }
 
 // modeNames are -batch-mode's values: codes.Options.VerifyMode.
-var modeNames = map[string]codes.BatchMode{"default": codes.BatchDefault, "one": codes.BatchOne, "stagger": codes.BatchStagger}
+var modeNames = map[string]codes.BatchMode{"default": codes.BatchDefault, "one": codes.BatchOne, "onert": codes.BatchOneRT}
 
 func parse(args []string) (options, string, error) {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
@@ -60,7 +60,7 @@ func parse(args []string) (options, string, error) {
 	dur := fs.Duration("duration", 5*time.Second, "measured time of one phase")
 	warm := fs.Duration("warmup", time.Second, "unmeasured time at the start of each phase")
 	rounds := fs.Int("rounds", 3, "rounds (each runs every count against its floor, interleaved)")
-	mode := fs.String("batch-mode", "default", "the backend's QR batch mode (codes.Options.VerifyMode): default, one or stagger; "+
+	mode := fs.String("batch-mode", "default", "the backend's QR batch mode (codes.Options.VerifyMode): default, one or onert; "+
 		"comma-separated to pair them: each round then runs a Kluis phase per mode and one floor, interleaved")
 	profile := fs.String("profile", "", "directory to write each Kluis phase's CPU profile to (<devices>dev-<phase>-<n>.pprof, labelled part=backend/devices)")
 	if err := fs.Parse(args); err != nil {
@@ -69,7 +69,7 @@ func parse(args []string) (options, string, error) {
 	o := options{duration: *dur, warmup: *warm, rounds: *rounds, modes: strings.Split(*mode, ","), profile: *profile}
 	for _, m := range o.modes {
 		if _, ok := modeNames[m]; !ok {
-			return options{}, "", fmt.Errorf("verify: -batch-mode: %q is not default, one or stagger", m)
+			return options{}, "", fmt.Errorf("verify: -batch-mode: %q is not default, one or onert", m)
 		}
 	}
 	if len(o.modes) != len(slices.Compact(slices.Sorted(slices.Values(o.modes)))) {
@@ -244,6 +244,9 @@ func (r *rig) costNote(n int, what string) string {
 	batch := ""
 	if k.m.batches > 0 {
 		batch = fmt.Sprintf("; %.1f verifications per transaction (kluis_codes_verify_batched_total / kluis_codes_verify_batches_total)", k.m.batched/k.m.batches)
+		if k.m.redone > 0 {
+			batch += fmt.Sprintf("; %.1f%% of the batches redone in two round trips (kluis_codes_verify_batch_redone_total)", 100*k.m.redone/k.m.batches)
+		}
 	}
 	split := ""
 	if len(k.parts) > 0 {
@@ -274,8 +277,8 @@ func (r *rig) latencyNote(n int, what string) string {
 	wait := time.Duration(k.m.waitSum / k.m.waits * float64(time.Second))
 	took := time.Duration(k.m.batchSum / k.m.batches * float64(time.Second))
 	return fmt.Sprintf("%d devices, %s: a verification's round trip at the kiosk (verify/req published to verify/res received): mean %s, p50 %s, p99 %s; "+
-		"of the mean, waiting for a batch's transaction to begin %s (mean per attempt) and a batch's transaction (connection, 2 round trips, commit) %s (mean per batch) "+
-		"(kluis_codes_verify_batch_wait_seconds, kluis_codes_verify_batch_seconds), the rest (MQTT both ways, devicelink, the token's signature) %s",
+		"of the mean, waiting for a batch's transaction to begin %s (mean per attempt) and a batch's transaction (connection, its round trips, commit) %s (mean per batch) "+
+		"(kluis_codes_verify_batch_wait_seconds, which in batch mode onert includes the read ahead; kluis_codes_verify_batch_seconds), the rest (MQTT both ways, devicelink, the token's signature) %s",
 		n, phaseTitle(what), ms(mean), ms(rtt[len(rtt)/2]), ms(rtt[len(rtt)*99/100]), ms(wait), ms(took), ms(mean-wait-took))
 }
 
@@ -624,15 +627,17 @@ type backendMetrics struct {
 	batches, batched float64 // batches (ok and failed) and the attempts in them
 	batchSum         float64 // seconds in the batches' transactions (over batches: the mean)
 	waits, waitSum   float64 // attempts that waited for a batch and the seconds they waited
+	redone           float64 // one-round-trip batches redone in two (rows changed since read)
 }
 
 func (m backendMetrics) minus(o backendMetrics) backendMetrics {
-	return backendMetrics{m.batches - o.batches, m.batched - o.batched, m.batchSum - o.batchSum, m.waits - o.waits, m.waitSum - o.waitSum}
+	return backendMetrics{m.batches - o.batches, m.batched - o.batched, m.batchSum - o.batchSum, m.waits - o.waits, m.waitSum - o.waitSum,
+		m.redone - o.redone}
 }
 
 func (m *backendMetrics) add(o backendMetrics) {
 	m.batches, m.batched, m.batchSum = m.batches+o.batches, m.batched+o.batched, m.batchSum+o.batchSum
-	m.waits, m.waitSum = m.waits+o.waits, m.waitSum+o.waitSum
+	m.waits, m.waitSum, m.redone = m.waits+o.waits, m.waitSum+o.waitSum, m.redone+o.redone
 }
 
 // batchMetrics reads the backend's verification batches from its
@@ -656,6 +661,8 @@ func (r *rig) batchMetrics(ctx context.Context) backendMetrics {
 			out.waits += s.Value
 		case "kluis_codes_verify_batch_wait_seconds_sum":
 			out.waitSum += s.Value
+		case "kluis_codes_verify_batch_redone_total":
+			out.redone += s.Value
 		}
 	}
 	return out

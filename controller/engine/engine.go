@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -144,6 +145,10 @@ type Screen struct {
 	StaffRole wire.StaffRole `json:"staff_role,omitempty"`
 	// RetryAfterS is set while locked out.
 	RetryAfterS int `json:"retry_after_s,omitempty"`
+	// Until is when the lock the screen tells of ends (staff_locked,
+	// staff_locked_today: the backend's lock of the device's staff
+	// logins); the messages say it in the device's local time.
+	Until *time.Time `json:"until,omitempty"`
 	// Method is how the citizen gave the code that was refused ("qr" or
 	// "pin"), set on wrong_code only: the screen offers to try the same way
 	// again, and the other way after a refused QR code.
@@ -506,6 +511,22 @@ func (e *Engine) setWrongCode(method wire.Method, lang string) Screen {
 	defer e.mu.Unlock()
 	e.setScreenLocked(StateWrongCode, 0, lang)
 	e.screen.Method = method
+	return e.screen
+}
+
+// setScreenUntil shows state, whose messages say when a lock ends: at
+// until ({t}, UntilText).
+func (e *Engine) setScreenUntil(state string, until time.Time, lang string) Screen {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.setScreenLocked(state, 0, lang)
+	now := e.now().In(time.Local) // the device's local time
+	for l, m := range e.screen.Messages {
+		e.screen.Messages[l] = strings.ReplaceAll(m, "{t}", UntilText(l, until, now))
+	}
+	e.screen.Message = e.screen.Messages[e.screen.Lang]
+	u := until.UTC()
+	e.screen.Until = &u
 	return e.screen
 }
 

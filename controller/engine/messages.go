@@ -1,15 +1,18 @@
 package engine
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Langs are the languages of kiosk messages.
 var langs = []string{"nl", "fr", "en", "de"}
 
 // messages holds what the kiosk screen says per state, in nl, fr, en, de.
-// "{n}" is the compartment number, "{m}" minutes.
+// "{n}" is the compartment number, "{m}" minutes, "{t}" when a lock ends
+// (Screen.Until, UntilText).
 var messages = map[string][4]string{
 	StateIdle: {
 		"Scan uw QR-code of tik uw pincode in.",
@@ -101,16 +104,18 @@ var messages = map[string][4]string{
 		"Connexion refusée.",
 		"Login refused.",
 		"Anmeldung abgelehnt."},
+	// {t} is when the lock ends, in the device's local time (UntilText):
+	// "17:42", or "tomorrow 17:42", as each language writes it.
 	StateStaffLocked: {
-		"Te veel mislukte aanmeldingen op dit toestel. Probeer opnieuw over 15 minuten.",
-		"Trop de connexions échouées sur cet appareil. Réessayez dans 15 minutes.",
-		"Too many failed logins on this machine. Try again in 15 minutes.",
-		"Zu viele fehlgeschlagene Anmeldungen an diesem Gerät. Versuchen Sie es in 15 Minuten erneut."},
+		"Te veel mislukte aanmeldingen op dit toestel. Aanmelden is hier geblokkeerd tot {t}.",
+		"Trop de connexions échouées sur cet appareil. La connexion est bloquée ici jusqu'à {t}.",
+		"Too many failed logins on this machine. Login here is blocked until {t}.",
+		"Zu viele fehlgeschlagene Anmeldungen an diesem Gerät. Die Anmeldung ist hier bis {t} gesperrt."},
 	StateStaffLockedToday: {
-		"Te veel mislukte aanmeldingen op dit toestel vandaag. Aanmelden is hier tot 24 uur geblokkeerd: gebruik de personeelsconsole of bel de servicedesk.",
-		"Trop de connexions échouées sur cet appareil aujourd'hui. La connexion est bloquée ici jusqu'à 24 heures : utilisez la console du personnel ou appelez le service desk.",
-		"Too many failed logins on this machine today. Login here is blocked for up to 24 hours: use the staff console or call the service desk.",
-		"Zu viele fehlgeschlagene Anmeldungen an diesem Gerät heute. Die Anmeldung ist hier bis zu 24 Stunden gesperrt: nutzen Sie die Personalkonsole oder rufen Sie den Servicedesk an."},
+		"Te veel mislukte aanmeldingen op dit toestel vandaag. Aanmelden is hier geblokkeerd tot {t}: gebruik de personeelsconsole of bel de servicedesk.",
+		"Trop de connexions échouées sur cet appareil aujourd'hui. La connexion est bloquée ici jusqu'à {t} : utilisez la console du personnel ou appelez le service desk.",
+		"Too many failed logins on this machine today. Login here is blocked until {t}: use the staff console or call the service desk.",
+		"Zu viele fehlgeschlagene Anmeldungen an diesem Gerät heute. Die Anmeldung ist hier bis {t} gesperrt: nutzen Sie die Personalkonsole oder rufen Sie den Servicedesk an."},
 	StateLoading: {
 		"Leg het document in vak {n} en sluit de deur.",
 		"Placez le document dans le casier {n} et fermez la porte.",
@@ -215,6 +220,39 @@ func fillNM(t string, n, m int) string {
 		b.WriteByte(t[i])
 	}
 	return b.String()
+}
+
+// UntilText is when a lock that ends at until ends, as people at the
+// device read it at now, in now's location (the device's local time: pass
+// time.Now() or now.In(time.Local)): the time of day in the convention of
+// lang (nl "17.42 uur", fr "17 h 42", en "17:42", de "17:42 Uhr"), after
+// "tomorrow" when that is tomorrow there, after the date when later still.
+func UntilText(lang string, until, now time.Time) string {
+	u, n := until.In(now.Location()), now
+	var clock string
+	switch lang {
+	case "nl":
+		clock = u.Format("15.04") + " uur"
+	case "fr":
+		clock = fmt.Sprintf("%d\u00a0h\u00a0%02d", u.Hour(), u.Minute()) // non-breaking spaces
+	case "de":
+		clock = u.Format("15:04") + " Uhr"
+	default:
+		clock = u.Format("15:04")
+	}
+	uy, um, ud := u.Date()
+	ny, nm, nd := n.Date()
+	ty, tm, td := n.AddDate(0, 0, 1).Date()
+	switch {
+	case uy == ny && um == nm && ud == nd:
+		return clock
+	case uy == ty && um == tm && ud == td:
+		return map[string]string{"nl": "morgen ", "fr": "demain ", "en": "tomorrow ", "de": "morgen "}[lang] + clock
+	}
+	if lang == "de" {
+		return u.Format("2.1.") + " " + clock
+	}
+	return u.Format("2/1") + " " + clock
 }
 
 // Langs returns the languages of kiosk messages: nl, fr, en, de (the

@@ -31,7 +31,10 @@ func (e *Engine) StaffLogin(ctx context.Context, badge, pin, lang string) (Scree
 		return e.setScreen(StateError, 0, lang), nil
 	}
 	if res.Result != wire.StaffOK || res.Expires == nil {
-		return e.setScreen(staffRefusal(res, e.now()), 0, lang), nil
+		if st := staffRefusal(res, e.now()); st != StateStaffDenied {
+			return e.setScreenUntil(st, *res.Expires, lang), nil
+		}
+		return e.setScreen(StateStaffDenied, 0, lang), nil
 	}
 	role := res.Role
 	if role == "" {
@@ -48,6 +51,14 @@ func (e *Engine) StaffLogin(ctx context.Context, badge, pin, lang string) (Scree
 // staffLockBurstMax is the longest the backend's burst lock of a device's
 // staff logins lasts (15 minutes) and a minute for the clocks' skew: a
 // lock that ends later is the daily cap.
+//
+// The distance is the only signal the contract has: a field or result of
+// its own would make an older kluisd drop the whole answer (decoding is
+// strict), and every existing field means something else on a denial
+// (result unavailable is "cannot check now"). Both screens say the lock's
+// actual end ({t}); the distance picks only the advice (wait, or use the
+// staff console), so a daily cap that ends within 16 minutes showing the
+// burst lock's text is still true.
 const staffLockBurstMax = 16 * time.Minute
 
 // staffRefusal is the screen of a refused staff login: staff_locked or

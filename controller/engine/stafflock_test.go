@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -29,15 +30,16 @@ func TestStaffLoginRefusalNamesTheLock(t *testing.T) {
 		}{
 			{"wrong credential or older backend", nil, StateStaffDenied, "Login refused."},
 			{"lock already over", ptr(-time.Second), StateStaffDenied, "Login refused."},
-			{"burst lock", ptr(10 * time.Minute), StateStaffLocked, "Too many failed logins on this machine. Try again in 15 minutes."},
-			{"burst lock made now, whole seconds", ptr(15*time.Minute + time.Second), StateStaffLocked, "Too many failed logins on this machine. Try again in 15 minutes."},
+			{"burst lock", ptr(10 * time.Minute), StateStaffLocked, "Too many failed logins on this machine. Login here is blocked until {t}."},
+			{"burst lock made now, whole seconds", ptr(15*time.Minute + time.Second), StateStaffLocked, "Too many failed logins on this machine. Login here is blocked until {t}."},
 			{"daily cap", ptr(20 * time.Hour), StateStaffLockedToday,
-				"Too many failed logins on this machine today. Login here is blocked for up to 24 hours: use the staff console or call the service desk."},
+				"Too many failed logins on this machine today. Login here is blocked until {t}: use the staff console or call the service desk."},
 			{"daily cap near its end", ptr(17 * time.Minute), StateStaffLockedToday, ""},
 		} {
 			res := wire.StaffResponse{Op: wire.StaffLogin, Result: wire.StaffDenied}
+			var until time.Time
 			if c.in != nil {
-				until := time.Now().Add(*c.in)
+				until = time.Now().Add(*c.in).Truncate(time.Second)
 				res.Expires = &until
 			}
 			r.be.set(func() { r.be.staff["login:BADGE-7"] = res })
@@ -45,7 +47,17 @@ func TestStaffLoginRefusalNamesTheLock(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, c.state, s.State, c.name)
 			if c.en != "" {
-				require.Equal(t, c.en, s.Message, c.name)
+				require.Equal(t, strings.ReplaceAll(c.en, "{t}", UntilText("en", until, time.Now())), s.Message, c.name)
+			}
+			if c.state != StateStaffDenied {
+				require.NotNil(t, s.Until, c.name)
+				require.True(t, s.Until.Equal(until), "%s: until %v, want %v", c.name, s.Until, until)
+				for _, l := range langs {
+					require.Contains(t, s.Messages[l], UntilText(l, until, time.Now()), "%s in %s: the lock's end", c.name, l)
+					require.NotContains(t, s.Messages[l], "{t}", "%s in %s", c.name, l)
+				}
+			} else {
+				require.Nil(t, s.Until, c.name)
 			}
 			seen := map[string]string{}
 			for _, l := range langs {
@@ -64,3 +76,32 @@ func TestStaffLoginRefusalNamesTheLock(t *testing.T) {
 }
 
 func ptr(d time.Duration) *time.Duration { return &d }
+
+// UntilText says when a lock ends in the device's local time as each
+// language writes the time of day: today's time alone, tomorrow's after
+// "tomorrow", a later one after its date. Midnight and the turn of a
+// month and a year are days like others.
+func TestUntilTextInEveryLanguage(t *testing.T) {
+	brussels := time.FixedZone("CET", 3600)
+	at := func(s string) time.Time {
+		v, err := time.ParseInLocation("2006-01-02 15:04", s, brussels)
+		require.NoError(t, err)
+		return v
+	}
+	for _, c := range []struct {
+		now, until     string
+		nl, fr, en, de string
+	}{
+		{"2026-12-06 02:59", "2026-12-06 03:15", "03.15 uur", "3\u00a0h\u00a015", "03:15", "03:15 Uhr"},
+		{"2026-12-06 17:58", "2026-12-07 17:42", "morgen 17.42 uur", "demain 17\u00a0h\u00a042", "tomorrow 17:42", "morgen 17:42 Uhr"},
+		{"2026-12-31 23:50", "2027-01-01 00:05", "morgen 00.05 uur", "demain 0\u00a0h\u00a005", "tomorrow 00:05", "morgen 00:05 Uhr"},
+		{"2026-12-06 10:00", "2026-12-08 09:30", "8/12 09.30 uur", "8/12 9\u00a0h\u00a030", "8/12 09:30", "8.12. 09:30 Uhr"},
+	} {
+		now := at(c.now)
+		// The end as the backend sends it (UTC) is said in the device's time.
+		until := at(c.until).UTC()
+		for l, want := range map[string]string{"nl": c.nl, "fr": c.fr, "en": c.en, "de": c.de} {
+			require.Equal(t, want, UntilText(l, until, now), "%s in %s", c.until, l)
+		}
+	}
+}

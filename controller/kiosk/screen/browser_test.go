@@ -198,6 +198,9 @@ type expect struct {
 	n       int  // the compartment in the message and on the drawing (0: no drawing)
 	hatch   bool // the automaton's hatch is marked
 	citizen bool // must fit 800x480 without scrolling
+	// until is the end of the lock the message tells of ({t}, in the
+	// device's local time).
+	until time.Time
 }
 
 // check waits until every tab shows the section id, then checks its text
@@ -223,7 +226,11 @@ func (m *matrix) check(name, id string, ex expect) {
 			if err != nil {
 				problems = append(problems, err.Error())
 			}
-			return strings.NewReplacer("{n}", fmt.Sprint(n), "{m}", "10").Replace(s)
+			t := ""
+			if !ex.until.IsZero() {
+				t = engine.UntilText(mt.lang, ex.until, time.Now())
+			}
+			return strings.NewReplacer("{n}", fmt.Sprint(n), "{m}", "10", "{t}", t).Replace(s)
 		}
 		if ex.h1 != "" && st.H1 != text(ex.h1, ex.n) {
 			problems = append(problems, fmt.Sprintf("heading %q, want %q", st.H1, text(ex.h1, ex.n)))
@@ -470,16 +477,34 @@ func TestScreenMatrix(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.check("staff_denied", "s-staff_denied", expect{h1: "title.staff_denied", msg: "state.staff_denied", next: "next.staff.staff_denied"})
-	// The device's staff logins under the daily cap: the backend's denial
-	// says when it ends (expires), the screen says which lock holds.
-	locked := time.Now().Add(20 * time.Hour)
+	// The device's staff logins under the 15-minute lock: a PIN typed
+	// with real keys and Enter, the backend's denial says when the lock
+	// ends (expires), the screen says until when, in the device's local
+	// time and each language's way of writing it.
+	burst := time.Now().Add(10 * time.Minute).Truncate(time.Second)
+	r.be.set(func() {
+		r.be.staff["login:4321"] = wire.StaffResponse{Result: wire.StaffDenied, Expires: &burst}
+	})
+	m.click(`#s-staff_denied [data-act=staff-login]`)
+	m.check("staff-login-again", "v-staff-login", expect{h1: "staff.login.title"})
+	m.keys("4321\r")
+	m.check("staff_locked", "s-staff_locked", expect{h1: "title.staff_locked", msg: "state.staff_locked", until: burst})
+	// Under the daily cap: the advice is the staff console or the desk.
+	locked := time.Now().Add(20 * time.Hour).Truncate(time.Second)
 	r.be.set(func() {
 		r.be.staff["login:BADGE-LOCKED"] = wire.StaffResponse{Result: wire.StaffDenied, Expires: &locked}
 	})
 	if _, err := r.e.StaffLogin(ctx, "BADGE-LOCKED", "", "en"); err != nil {
 		t.Fatal(err)
 	}
-	m.check("staff_locked_today", "s-staff_locked_today", expect{h1: "title.staff_locked", msg: "state.staff_locked_today"})
+	m.check("staff_locked_today", "s-staff_locked_today", expect{h1: "title.staff_locked", msg: "state.staff_locked_today", until: locked})
+	m.each("the lock's end, not a duration", func(mt *mtab) error {
+		got, err := eval[string](mt, `document.querySelector("#s-staff_locked_today [data-msg]").textContent`)
+		if err == nil && !strings.Contains(got, locked.In(time.Local).Format("04")) {
+			err = fmt.Errorf("message %q: want the end %v", got, locked.In(time.Local))
+		}
+		return err
+	})
 	exp := time.Now().Add(time.Hour)
 	r.be.set(func() {
 		r.be.staff["login:BADGE-AN"] = wire.StaffResponse{Result: wire.StaffOK, Session: "s1", StaffID: "17", StaffName: "An Peeters", Expires: &exp, Role: wire.RoleAdmin}

@@ -303,7 +303,8 @@ func TestPageShowsTheEngineStateInTheChosenLanguage(t *testing.T) {
 		require.Equal(t, 1, len(all)-len(hidden), "%s: one section shown", st)
 		msg, _ := cat.Text("state."+st, "de")
 		if strings.HasPrefix(id, "s-") {
-			require.Contains(t, body, html.EscapeString(fill(msg, 3, 10, "")), st)
+			// No lock's end ({t}) on this screen: said as nothing.
+			require.Contains(t, body, html.EscapeString(strings.ReplaceAll(fill(msg, 3, 10, ""), "{t}", "")), st)
 		}
 	}
 	// An unknown language is the default one; the page is never cached
@@ -466,7 +467,8 @@ func TestRoles(t *testing.T) {
 
 // The screens of a locked staff login (the 15-minute lock, the daily cap)
 // say so in nl, fr, en and de, each its own text and neither the plain
-// refusal, under a title of their own.
+// refusal, under a title of their own, with when the lock ends in the
+// device's local time.
 func TestStaffLockScreensInEveryLanguage(t *testing.T) {
 	src := &fakeSource{}
 	s := newTestScreen(t, config.KindLocker, src, nil)
@@ -474,14 +476,15 @@ func TestStaffLockScreensInEveryLanguage(t *testing.T) {
 	require.NoError(t, err)
 	want := map[string]map[string]string{
 		engine.StateStaffLocked: {
-			"nl": "Te veel mislukte aanmeldingen op dit toestel. Probeer opnieuw over 15 minuten.",
-			"en": "Too many failed logins on this machine. Try again in 15 minutes.",
+			"nl": "Te veel mislukte aanmeldingen op dit toestel. Aanmelden is hier geblokkeerd tot {t}.",
+			"en": "Too many failed logins on this machine. Login here is blocked until {t}.",
 		},
 		engine.StateStaffLockedToday: {
-			"fr": "Trop de connexions échouées sur cet appareil aujourd'hui. La connexion est bloquée ici jusqu'à 24 heures : utilisez la console du personnel ou appelez le service desk.",
-			"de": "Zu viele fehlgeschlagene Anmeldungen an diesem Gerät heute. Die Anmeldung ist hier bis zu 24 Stunden gesperrt: nutzen Sie die Personalkonsole oder rufen Sie den Servicedesk an.",
+			"fr": "Trop de connexions échouées sur cet appareil aujourd'hui. La connexion est bloquée ici jusqu'à {t} : utilisez la console du personnel ou appelez le service desk.",
+			"de": "Zu viele fehlgeschlagene Anmeldungen an diesem Gerät heute. Die Anmeldung ist hier bis {t} gesperrt: nutzen Sie die Personalkonsole oder rufen Sie den Servicedesk an.",
 		},
 	}
+	until := time.Now().Add(20 * time.Hour).Truncate(time.Second)
 	for _, st := range []string{engine.StateStaffLocked, engine.StateStaffLockedToday} {
 		for _, l := range Langs() {
 			msg, err := cat.Text("state."+st, l)
@@ -489,6 +492,7 @@ func TestStaffLockScreensInEveryLanguage(t *testing.T) {
 			if w, ok := want[st][l]; ok {
 				require.Equal(t, w, msg, "%s in %s", st, l)
 			}
+			require.Contains(t, msg, "{t}", "%s in %s says when the lock ends", st, l)
 			refused, _ := cat.Text("state."+engine.StateStaffDenied, l)
 			require.NotEqual(t, refused, msg, "%s in %s", st, l)
 			other := engine.StateStaffLocked
@@ -498,10 +502,12 @@ func TestStaffLockScreensInEveryLanguage(t *testing.T) {
 			o, _ := cat.Text("state."+other, l)
 			require.NotEqual(t, o, msg, "%s in %s", st, l)
 
-			src.sc = engine.Screen{State: st, Lang: l, Seq: 1, At: time.Now()}
+			src.sc = engine.Screen{State: st, Lang: l, Seq: 1, At: time.Now(), Until: &until}
 			code, body := get(t, s, "/?lang="+l)
 			require.Equal(t, http.StatusOK, code)
-			require.Contains(t, body, html.EscapeString(msg), "%s in %s", st, l)
+			filled := strings.ReplaceAll(msg, "{t}", engine.UntilText(l, until, time.Now()))
+			require.Contains(t, body, html.EscapeString(filled), "%s in %s", st, l)
+			require.NotContains(t, body, "{t}", "%s in %s", st, l)
 			title, _ := cat.Text("title.staff_locked", l)
 			require.Contains(t, body, html.EscapeString(title), "%s in %s", st, l)
 		}

@@ -298,7 +298,17 @@ func (p *page) Msg(state string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return fill(t, p.Screen.Compartment, int(p.s.o.Config.Timeouts.Grace/time.Minute), p.Screen.Staff), nil
+	t = fill(t, p.Screen.Compartment, int(p.s.o.Config.Timeouts.Grace/time.Minute), p.Screen.Staff)
+	if strings.Contains(t, "{t}") {
+		// When a lock ends: known for the engine's screen (the script
+		// shows the engine's message, with its end, when another comes).
+		until := ""
+		if state == p.Screen.State && p.Screen.Until != nil {
+			until = engine.UntilText(p.Lang, *p.Screen.Until, p.s.o.Clock().In(time.Local))
+		}
+		t = strings.ReplaceAll(t, "{t}", until)
+	}
+	return t, nil
 }
 
 // Fill is a catalogue text with {n} replaced by n.

@@ -115,8 +115,8 @@ func TestScreenBehaviour(t *testing.T) {
 		tab.Do(t, chromedp.KeyEvent("\r"))
 		tab.WaitFor(t, `!document.getElementById("v-pin").hidden`, 20*time.Second)
 		tab.Do(t, chromedp.KeyEvent("2468135799"))
-		tab.Do(t, chromedp.KeyEvent("\b")) // one digit too many: deleted
-		tab.WaitText(t, `[data-out=pin]`, "246 813 579", 10*time.Second)
+		tab.Do(t, chromedp.KeyEvent("\b"))                                                                            // one digit too many: deleted
+		tab.WaitText(t, `[data-out=pin]`, "\u2022\u2022\u2022 \u2022\u2022\u2022 \u2022\u2022\u2022", 10*time.Second) // masked: 9 digits
 		tab.Do(t, chromedp.KeyEvent("\r"))
 		tab.WaitFor(t, `!document.getElementById("v-birth").hidden`, 20*time.Second)
 		tab.Do(t, chromedp.KeyEvent("24121961\r"))

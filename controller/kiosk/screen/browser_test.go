@@ -327,6 +327,54 @@ func (m *matrix) click(sel string) {
 	})
 }
 
+// typed checks in every tab what the display of the PIN keypad pad (pin,
+// staff-pin) shows, want, and its show-digits toggle's aria-pressed; the
+// secrets (the PIN as typed and as grouped) must then be nowhere in the
+// page: not in its text, not in its HTML (nor in the value of the
+// output, which is its text).
+func (m *matrix) typed(what, pad, want, pressed string, secrets ...string) {
+	m.t.Helper()
+	m.each(what, func(mt *mtab) error {
+		sel := jsString(`[data-out="` + pad + `"]`)
+		if err := waitJS(mt, `document.querySelector(`+sel+`).textContent === `+jsString(want)); err != nil {
+			got, _ := eval[string](mt, `document.querySelector(`+sel+`).textContent`)
+			return fmt.Errorf("the PIN shows %q, want %q", got, want)
+		}
+		sec := jsString(`[data-pad="` + pad + `"]`)
+		got, err := eval[string](mt, `document.querySelector(`+sec+`).closest("section").querySelector("[data-act=reveal]").getAttribute("aria-pressed")`)
+		if err == nil && got != pressed {
+			err = fmt.Errorf("show digits aria-pressed %q, want %q", got, pressed)
+		}
+		if err != nil {
+			return err
+		}
+		for _, sc := range secrets {
+			if sc == "" {
+				continue
+			}
+			found, err := eval[bool](mt, `(function(s){
+				if (document.body.innerText.indexOf(s) >= 0) { return true; }
+				// The page's HTML, without the keys of the keypads (1 2 3 ...),
+				// the script and style, and the times and build id.
+				var d = document.documentElement.cloneNode(true);
+				d.querySelectorAll("[data-pad], script, link").forEach(function(e){ e.remove(); });
+				["data-at", "data-build", "data-seq", "data-retry-until"].forEach(function(a){
+					d.removeAttribute(a);
+					d.querySelectorAll("[" + a + "]").forEach(function(e){ e.removeAttribute(a); });
+				});
+				return d.outerHTML.indexOf(s) >= 0;
+			})(`+jsString(sc)+`)`)
+			if err == nil && found {
+				err = fmt.Errorf("the masked PIN %q is in the page", sc)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // keys types on the keyboard in every tab (nothing has focus but the
 // page).
 func (m *matrix) keys(k string) {
@@ -363,13 +411,14 @@ func TestScreenMatrix(t *testing.T) {
 	m.click(`[data-act=pin]`)
 	m.keys("12345678")
 	m.check("pin", "v-pin", expect{h1: "pin.title", citizen: true})
-	m.each("PIN in groups", func(mt *mtab) error {
-		got, err := eval[string](mt, `document.querySelector("[data-out=pin]").textContent`)
-		if err == nil && got != "123 456 78" {
-			err = fmt.Errorf("the PIN shows %q, want 123 456 78", got)
-		}
-		return err
-	})
+	// Masked as dots in groups; the toggle shows the digits, and masks
+	// them again (TestPINScreenFitsTheSmallPanel has the rest).
+	m.typed("the PIN masked", "pin", "••• ••• ••", "false", "12345678", "123 456")
+	m.click(`#v-pin [data-act=reveal]`)
+	m.typed("the PIN shown", "pin", "123 456 78", "true", "", "")
+	m.check("pin-shown", "v-pin", expect{h1: "pin.title", citizen: true})
+	m.click(`#v-pin [data-act=reveal]`)
+	m.typed("the PIN masked again", "pin", "••• ••• ••", "false", "12345678", "123 456")
 
 	r.be.set(func() { r.be.verify["11223344/"] = wire.VerifyResponse{Result: wire.VerifySecondFactorRequired} })
 	r.pickup(engine.PickupRequest{PIN: "11223344", Lang: "en"})
@@ -473,6 +522,11 @@ func TestScreenMatrix(t *testing.T) {
 	m.click(`footer [data-act=staff-login]`)
 	m.keys("4321")
 	m.check("staff-login", "v-staff-login", expect{h1: "staff.login.title"})
+	m.typed("the staff PIN masked", "staff-pin", "••••", "false", "4321", "")
+	m.click(`#v-staff-login [data-act=reveal]`)
+	m.typed("the staff PIN shown", "staff-pin", "4321", "true", "", "")
+	m.click(`#v-staff-login [data-act=reveal]`)
+	m.typed("the staff PIN masked again", "staff-pin", "••••", "false", "4321", "")
 	if _, err := r.e.StaffLogin(ctx, "BADGE-NOBODY", "", "en"); err != nil {
 		t.Fatal(err)
 	}

@@ -125,6 +125,9 @@ var uiTexts = map[string][4]string{
 	"pin.title": {"Uw pincode", "Votre code PIN", "Your PIN", "Ihre PIN"},
 	"pin.hint": {"Uw pincode staat in de e-mail of brief die u kreeg.", "Votre code PIN se trouve dans votre e-mail ou votre lettre.",
 		"Your PIN is in the e-mail or letter you received.", "Ihre PIN steht in der E-Mail oder dem Brief, den Sie bekommen haben."},
+	// The toggle beside a typed PIN (masked as dots by default): pressed,
+	// the digits show.
+	"pin.show":  {"Cijfers tonen", "Voir les chiffres", "Show digits", "Ziffern zeigen"},
 	"pin.typed": {"Getypte cijfers", "Chiffres tapés", "Digits typed", "Eingegebene Ziffern"},
 	"pin.short": {"Een pincode heeft minstens 4 cijfers.", "Un code PIN a au moins 4 chiffres.",
 		"A PIN has at least 4 digits.", "Eine PIN hat mindestens 4 Ziffern."},

@@ -500,6 +500,18 @@ func icon(tone string) template.HTML {
 	return template.HTML(`<svg class="icon" viewBox="0 0 48 48" aria-hidden="true" focusable="false"><use href="#i-` + template.HTMLEscapeString(tone) + `"/></svg>`)
 }
 
+// Reveal is the button beside a typed PIN that shows its digits instead
+// of dots (aria-pressed), for people who want to check what they typed;
+// the PIN is masked again with every new PIN (screen.js).
+func (p *page) Reveal() (template.HTML, error) {
+	label, err := p.T("pin.show")
+	if err != nil {
+		return "", err
+	}
+	return template.HTML(fmt.Sprintf(`<button type="button" class="btn reveal" data-act="reveal" aria-pressed="false"><svg class="icon" viewBox="0 0 48 48" aria-hidden="true" focusable="false"><use href="#i-eye"/></svg>%s</button>`,
+		template.HTMLEscapeString(label))), nil
+}
+
 // Keypad is an on-screen number pad for the field name (pin, birth,
 // staff-pin, load, retrieve); dash adds a "-" key for document numbers
 // (four columns: 1 2 3 delete, 4 5 6 -, 7 8 9 0, then confirm).

@@ -55,6 +55,25 @@ func TestPINScreenFitsTheSmallPanel(t *testing.T) {
 		})
 	}
 	fits("the PIN")
+	// Masked by default: dots, the digits nowhere in the page (the
+	// screenshot pin.png shows dots); the toggle (a real click) shows
+	// them, fitting the panel too, and masks them again.
+	dots := "••• ••• ••• •••"
+	m.typed("the PIN masked", "pin", dots, "false", "123456789012", "123 456 789 012", "123 456")
+	m.click(`#v-pin [data-act=reveal]`)
+	m.typed("the PIN shown", "pin", "123 456 789 012", "true")
+	m.check("pin-shown", "v-pin", expect{h1: "pin.title", citizen: true})
+	m.each("the toggle's name", func(mt *mtab) error {
+		want, _ := m.cat.Text("pin.show", mt.lang)
+		got, err := eval[string](mt, `document.querySelector("#v-pin [data-act=reveal]").textContent.trim()`)
+		if err == nil && got != want {
+			err = fmt.Errorf("toggle %q, want %q", got, want)
+		}
+		return err
+	})
+	fits("the PIN shown")
+	m.click(`#v-pin [data-act=reveal]`)
+	m.typed("the PIN masked again", "pin", dots, "false", "123456789012", "123 456 789 012", "123 456")
 	// Too short: the error shows, and still nothing scrolls.
 	for range 12 {
 		m.click(`#v-pin [data-key=del]`)

@@ -47,6 +47,10 @@
   var staffPin = "";
   var birth = { d: "", m: "", y: "" };
   var field = "d";
+  // reveal: the typed PIN shows as digits instead of dots (the toggle
+  // beside it); every new PIN starts masked. Masked, the digits are
+  // nowhere in the page.
+  var reveal = false;
 
   function roleMay(roles) { return roles.split(",").indexOf(cur.role || "staff") >= 0; }
 
@@ -184,6 +188,7 @@
 
   function forget() {
     pin = ""; staffPin = ""; birth = { d: "", m: "", y: "" }; field = "d";
+    reveal = false;
     showTyped();
   }
 
@@ -293,13 +298,15 @@
 
   // ---- keypads -------------------------------------------------------------
 
-  function group(s) { return s.replace(/(\d{3})(?=\d)/g, "$1 "); }
+  function group(s) { return s.replace(/(.{3})(?=.)/g, "$1 "); }
+  function masked(s) { return reveal ? s : s.replace(/./g, "\u2022"); }
 
   function showTyped() {
     var o = $("[data-out=pin]");
-    if (o) { o.textContent = group(pin); }
+    if (o) { o.textContent = group(masked(pin)); }
     o = $("[data-out=staff-pin]");
-    if (o) { o.textContent = staffPin.replace(/./g, "\u2022"); }
+    if (o) { o.textContent = masked(staffPin); }
+    $$("[data-act=reveal]").forEach(function (b) { b.setAttribute("aria-pressed", reveal ? "true" : "false"); });
     ["d", "m", "y"].forEach(function (f) {
       var v = $("[data-val=" + f + "]");
       if (v) { v.textContent = birth[f]; }
@@ -438,6 +445,7 @@
     tech: function () { goView("tech"); },
     unlock: function () { post("/kiosk/v1/staff/clear-lockout", { lang: lang }).catch(function () { showError("input"); }); },
     "tech-refresh": function () { loadTech(); },
+    reveal: function () { reveal = !reveal; showTyped(); },
     logout: function () { post("/kiosk/v1/staff/logout", {}).catch(function () { showError("input"); }); }
   };
 

@@ -156,6 +156,25 @@ type Options struct {
 	// ReplyCache is how long a verify or staff answer is kept for a
 	// repeated request id; default 2 minutes.
 	ReplyCache time.Duration
+	// VerifyBudget bounds each device's verify and staff requests
+	// together (a token bucket per device); zero: DefaultVerifyBudget. A
+	// request over budget is answered "unavailable" (signed with
+	// SignAnswer), not put to the Verifier or StaffHandler.
+	VerifyBudget Budget
+	// EventBudget bounds each device's events; zero: DefaultEventBudget.
+	// An event over budget is not stored nor acknowledged: the device
+	// keeps it in its journal and sends it again (kluisd after
+	// mqtt.resend_after, 30 s by default).
+	EventBudget Budget
+	// ThrottleQuiet ends a device's episode over a budget: a refusal after
+	// this long without one is a new episode (a new warning and
+	// device.throttled audit record); default DefaultThrottleQuiet.
+	ThrottleQuiet time.Duration
+	// SignAnswer signs an answer the link makes itself (a request over
+	// budget answered "unavailable") as the Verifier's and StaffHandler's
+	// answers are signed (deviceops.AnswerSigner.Sign); nil: sent
+	// unsigned (kluisd then refuses it and waits for its timeout).
+	SignAnswer func(device string, m wire.Message) error
 	// Now defaults to time.Now.
 	Now func() time.Time
 	// Logger defaults to slog.Default().
@@ -178,13 +197,19 @@ type Link struct {
 	client  paho.Client
 	replies *replyCache
 	co      *coalescer
-	stop    chan struct{} // closed when Run's context ends
-	changed chan struct{} // a presence change was recorded (cap 1)
+	budgets *budgets
+	// episodes are the devices' episodes over budget not yet audited.
+	episodes *episodeLog
+	stop     chan struct{} // closed when Run's context ends
+	changed  chan struct{} // a presence change was recorded (cap 1)
 }
 
 type inbound struct {
 	topic   string
 	payload []byte
+	// overBudget: a request over its device's budget, answered
+	// "unavailable" without asking the Verifier or StaffHandler.
+	overBudget bool
 }
 
 type reply struct {
@@ -196,6 +221,7 @@ type reply struct {
 
 type metrics struct {
 	messages  *prometheus.CounterVec
+	episodes  *prometheus.CounterVec
 	online    prometheus.Gauge
 	connected prometheus.Gauge
 }
@@ -251,6 +277,21 @@ func New(opts Options) (*Link, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.ThrottleQuiet <= 0 {
+		opts.ThrottleQuiet = DefaultThrottleQuiet
+	}
+	for _, b := range []struct {
+		name string
+		b    *Budget
+		def  Budget
+	}{{"VerifyBudget", &opts.VerifyBudget, DefaultVerifyBudget()}, {"EventBudget", &opts.EventBudget, DefaultEventBudget()}} {
+		if *b.b == (Budget{}) {
+			*b.b = b.def
+		}
+		if !(b.b.Rate > 0) || b.b.Burst < 1 {
+			return nil, fmt.Errorf("devicelink: Options.%s: want a rate above 0 and a burst of at least 1, got %v and %d", b.name, b.b.Rate, b.b.Burst)
+		}
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -260,28 +301,44 @@ func New(opts Options) (*Link, error) {
 	m := &metrics{
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kluis_devicelink_messages_total",
-			Help: "Messages from devices by topic kind and outcome (ok, duplicate, rejected, malformed, unknown, error; coalesced: a presence or heartbeat replaced by a newer one of the same device before it was recorded).",
+			Help: "Messages from devices by topic kind and outcome (ok, duplicate, rejected, malformed, unknown, error; coalesced: a presence or heartbeat replaced by a newer one of the same device before it was recorded; throttled: over the device's budget, an event not acknowledged, a request answered unavailable).",
 		}, []string{"kind", "outcome"}),
+		episodes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kluis_devicelink_throttle_episodes_total",
+			Help: "Episodes of a device over its budget (verify: verify and staff requests; event: events); the log and the audit trail (device.throttled) name the device.",
+		}, []string{"budget"}),
 		online: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kluis_devicelink_devices_online", Help: "Devices whose last presence is online."}),
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kluis_devicelink_broker_connected", Help: "1 while this replica is connected to the broker."}),
 	}
-	if err := registerAll(opts.Registry, m.messages, m.online, m.connected,
-		newPresenceMetrics(opts.Pool, opts.DeviceFilter, opts.Timeout, opts.Logger.With("part", "devicelink"))); err != nil {
+	bud := newBudgets(opts.VerifyBudget, opts.EventBudget, opts.ThrottleQuiet)
+	cs := []prometheus.Collector{m.messages, m.episodes, m.online, m.connected,
+		newPresenceMetrics(opts.Pool, opts.DeviceFilter, opts.Timeout, opts.Logger.With("part", "devicelink"))}
+	for _, k := range []budgetKind{budgetVerify, budgetEvent} {
+		m.episodes.WithLabelValues(k.String())
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "kluis_devicelink_devices_throttled",
+			Help:        "Devices in an episode over their budget (refused within Options.ThrottleQuiet), by budget.",
+			ConstLabels: prometheus.Labels{"budget": k.String()},
+		}, func() float64 { return float64(bud.throttled(k, opts.Now())) }))
+	}
+	if err := registerAll(opts.Registry, cs...); err != nil {
 		return nil, fmt.Errorf("devicelink: metrics: %w", err)
 	}
 	return &Link{
-		o:       opts,
-		log:     opts.Logger.With("part", "devicelink"),
-		m:       m,
-		queue:   make(chan inbound, opts.QueueSize),
-		reqs:    make(chan inbound, opts.QueueSize),
-		ready:   make(chan struct{}),
-		replies: newReplyCache(opts.ReplyCache, 10000),
-		co:      newCoalescer(),
-		stop:    make(chan struct{}),
-		changed: make(chan struct{}, 1),
+		budgets:  bud,
+		episodes: newEpisodeLog(),
+		o:        opts,
+		log:      opts.Logger.With("part", "devicelink"),
+		m:        m,
+		queue:    make(chan inbound, opts.QueueSize),
+		reqs:     make(chan inbound, opts.QueueSize),
+		ready:    make(chan struct{}),
+		replies:  newReplyCache(opts.ReplyCache, 10000),
+		co:       newCoalescer(),
+		stop:     make(chan struct{}),
+		changed:  make(chan struct{}, 1),
 	}, nil
 }
 
@@ -358,9 +415,10 @@ func (l *Link) runEmbedded(ctx context.Context) error {
 // until ctx ends; the returned function waits for them.
 func (l *Link) work(ctx context.Context) (wait func()) {
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); l.recordPresence(ctx) }()
 	go func() { defer wg.Done(); l.countOnline(ctx) }()
+	go func() { defer wg.Done(); l.recordEpisodes(ctx) }()
 	serve := func(q chan inbound) {
 		defer wg.Done()
 		for {
@@ -428,6 +486,16 @@ func (l *Link) receive(topic string, payload []byte) {
 			return
 		case wire.KindVerifyReq, wire.KindStaffReq:
 			q = l.reqs
+			// Queued all the same: it is answered "unavailable", or
+			// with its first answer when it repeats an answered id.
+			msg.overBudget = !l.allow(t.Device, budgetVerify)
+		case wire.KindEvent:
+			if !l.allow(t.Device, budgetEvent) {
+				// Not stored, not acknowledged: the device keeps it
+				// and sends it again later. Nothing is lost.
+				l.m.messages.WithLabelValues(string(t.Kind), "throttled").Inc()
+				return
+			}
 		}
 	}
 	select {
@@ -472,16 +540,65 @@ func (l *Link) process(ctx context.Context, msg inbound) {
 		outcome = l.handleResult(ctx, t.Device, m)
 	case *wire.VerifyRequest:
 		outcome = l.handleRequest(ctx, t.Device, m.ID, wire.KindVerifyRes, func(ctx context.Context) wire.Message {
+			if msg.overBudget {
+				return l.unavailable(t.Device, &wire.VerifyResponse{ID: m.ID, Result: wire.VerifyUnavailable})
+			}
 			return l.verify(ctx, t.Device, m)
 		})
 	case *wire.StaffRequest:
 		outcome = l.handleRequest(ctx, t.Device, m.ID, wire.KindStaffRes, func(ctx context.Context) wire.Message {
+			if msg.overBudget {
+				return l.unavailable(t.Device, &wire.StaffResponse{ID: m.ID, Op: m.Op, Result: wire.StaffUnavailable})
+			}
 			return l.staff(ctx, t.Device, m)
 		})
 	default:
 		outcome = "unknown"
 	}
+	if outcome == "ok" && msg.overBudget {
+		outcome = "throttled" // answered unavailable; a repeated id keeps its first answer
+	}
 	l.m.messages.WithLabelValues(string(t.Kind), outcome).Inc()
+}
+
+// allow spends one token of device's kind budget; over budget it warns
+// (once when an episode begins, then at most every minute with the
+// refusals since), counts the episode and queues its audit record.
+func (l *Link) allow(device string, kind budgetKind) bool {
+	now := l.now()
+	v := l.budgets.spend(device, kind, now)
+	if v.ok {
+		return true
+	}
+	b := l.budgets.of[kind]
+	what := "verify and staff requests answered unavailable"
+	if kind == budgetEvent {
+		what = "events not acknowledged (the device sends them again later)"
+	}
+	switch {
+	case v.started:
+		l.m.episodes.WithLabelValues(kind.String()).Inc()
+		l.log.Warn("device over its budget: "+what, "device", device, "budget", kind.String(),
+			"rate_per_s", b.Rate, "burst", b.Burst)
+		if l.episodes.add(episode{device: device, kind: kind, at: now, budget: b}) {
+			l.log.Warn("too many episodes over budget waiting to be audited; the oldest dropped")
+		}
+	case v.report:
+		l.log.Warn("device still over its budget: "+what, "device", device, "budget", kind.String(),
+			"refused", v.refused, "since", v.since)
+	}
+	return false
+}
+
+// unavailable is the link's own answer to a request over budget, signed
+// like the handlers' answers.
+func (l *Link) unavailable(device string, m wire.Message) wire.Message {
+	if l.o.SignAnswer != nil {
+		if err := l.o.SignAnswer(device, m); err != nil {
+			l.log.Error("answer to a request over budget not signed", "device", device, "kind", m.MessageKind(), "err", err)
+		}
+	}
+	return m
 }
 
 func (l *Link) now() time.Time { return l.o.Now().UTC() }

@@ -1,0 +1,190 @@
+package devicelink
+
+import (
+	"sync"
+	"time"
+)
+
+// Budget is a per-device token bucket: a device may send Burst messages
+// at once, and Rate more per second after that. A message over budget is
+// refused (an event is not acknowledged, a request is answered
+// "unavailable"); see Options.VerifyBudget and Options.EventBudget.
+type Budget struct {
+	// Rate is how many messages a second refill the bucket.
+	Rate float64
+	// Burst is the bucket's size: how many messages a device that was
+	// quiet may send at once.
+	Burst int
+}
+
+// The default budgets, well above a real device's worst honest use. A
+// busy evening is a citizen every few seconds, each with one
+// verification or a few (a mistyped PIN, a date of birth); a staff member
+// logs in now and then: 2 a second sustained is several times that, and
+// 60 at once is more than a queue of citizens can type. A citizen's
+// pickup makes a handful of events (verified, door opened and closed,
+// collected): 10 a second sustained is several times a busy evening, and
+// 600 at once lets a kluisd that was offline for a while replay its
+// journal in one go; a longer journal drains at the rate (kluisd sends an
+// unacknowledged event again, by default 30 s later), none is lost.
+const (
+	DefaultVerifyRate  = 2.0
+	DefaultVerifyBurst = 60
+	DefaultEventRate   = 10.0
+	DefaultEventBurst  = 600
+	// DefaultThrottleQuiet ends an episode of a device over budget: the
+	// next refusal after this long without one starts a new episode (a
+	// new audit record and a new first warning).
+	DefaultThrottleQuiet = 10 * time.Minute
+	// throttleLogEvery is how often a device still over budget is logged
+	// again (with the refusals since the last line).
+	throttleLogEvery = time.Minute
+	// sweepEvery is how many budget checks pass between sweeps of the
+	// devices whose buckets are full again (no longer worth remembering).
+	sweepEvery = 4096
+)
+
+// DefaultVerifyBudget bounds a device's verify and staff requests.
+func DefaultVerifyBudget() Budget { return Budget{Rate: DefaultVerifyRate, Burst: DefaultVerifyBurst} }
+
+// DefaultEventBudget bounds a device's events.
+func DefaultEventBudget() Budget { return Budget{Rate: DefaultEventRate, Burst: DefaultEventBurst} }
+
+// budgetKind is which of a device's budgets a message spends.
+type budgetKind uint8
+
+const (
+	budgetVerify budgetKind = iota // verify/req and staff/req
+	budgetEvent                    // event
+)
+
+func (k budgetKind) String() string {
+	if k == budgetEvent {
+		return "event"
+	}
+	return "verify"
+}
+
+type bucketKey struct {
+	device string
+	kind   budgetKind
+}
+
+// bucket is one device's budget of one kind, and its episode over budget.
+type bucket struct {
+	tokens float64
+	at     time.Time // tokens as of at
+	// refusedAt is the last refusal (zero: none); an episode lasts while
+	// refusals come less than quiet apart.
+	refusedAt time.Time
+	// since is the episode's start; refused counts the refusals since
+	// the last log line, at loggedAt.
+	since    time.Time
+	refused  int
+	loggedAt time.Time
+}
+
+// verdict is what a budget check decided, and what to tell about it.
+type verdict struct {
+	ok bool
+	// started: this refusal begins an episode (log, count, audit once).
+	started bool
+	// report: the episode goes on and is due another log line, with
+	// refused refusals since the last one and the episode's start.
+	report  bool
+	refused int
+	since   time.Time
+}
+
+// budgets keeps every device's token buckets. Its size is bounded by the
+// devices that sent something lately: a bucket that is full again, with
+// no episode going on, is swept (it is the same as a fresh one).
+type budgets struct {
+	of    [2]Budget
+	quiet time.Duration
+
+	mu      sync.Mutex
+	buckets map[bucketKey]*bucket
+	checks  int
+}
+
+func newBudgets(verify, event Budget, quiet time.Duration) *budgets {
+	return &budgets{of: [2]Budget{budgetVerify: verify, budgetEvent: event}, quiet: quiet, buckets: map[bucketKey]*bucket{}}
+}
+
+// spend takes one token of device's kind budget at now.
+func (b *budgets) spend(device string, kind budgetKind, now time.Time) verdict {
+	bud := b.of[kind]
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.checks++
+	if b.checks%sweepEvery == 0 {
+		b.sweepLocked(now)
+	}
+	k := bucketKey{device, kind}
+	bk := b.buckets[k]
+	if bk == nil {
+		bk = &bucket{tokens: float64(bud.Burst), at: now}
+		b.buckets[k] = bk
+	}
+	bk.refill(bud, now)
+	if bk.tokens >= 1 {
+		bk.tokens--
+		return verdict{ok: true}
+	}
+	v := verdict{}
+	if bk.refusedAt.IsZero() || now.Sub(bk.refusedAt) >= b.quiet {
+		bk.since, bk.loggedAt, bk.refused = now, now, 0
+		v.started = true
+	} else {
+		bk.refused++
+		if now.Sub(bk.loggedAt) >= throttleLogEvery {
+			v.report, v.refused = true, bk.refused
+			bk.loggedAt, bk.refused = now, 0
+		}
+	}
+	bk.refusedAt = now
+	v.since = bk.since
+	return v
+}
+
+// refill adds the tokens earned since bk.at (none while the clock goes
+// back), up to the burst.
+func (bk *bucket) refill(bud Budget, now time.Time) {
+	if d := now.Sub(bk.at); d > 0 {
+		bk.tokens = min(float64(bud.Burst), bk.tokens+d.Seconds()*bud.Rate)
+		bk.at = now
+	}
+}
+
+// sweepLocked forgets the buckets that are full again at now and whose
+// episode (if any) is over.
+func (b *budgets) sweepLocked(now time.Time) {
+	for k, bk := range b.buckets {
+		bk.refill(b.of[k.kind], now)
+		if bk.tokens >= float64(b.of[k.kind].Burst) && (bk.refusedAt.IsZero() || now.Sub(bk.refusedAt) >= b.quiet) {
+			delete(b.buckets, k)
+		}
+	}
+}
+
+// throttled reports how many devices are in an episode over budget of
+// kind at now.
+func (b *budgets) throttled(kind budgetKind, now time.Time) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for k, bk := range b.buckets {
+		if k.kind == kind && !bk.refusedAt.IsZero() && now.Sub(bk.refusedAt) < b.quiet {
+			n++
+		}
+	}
+	return n
+}
+
+// size is the number of buckets remembered.
+func (b *budgets) size() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.buckets)
+}

@@ -1,0 +1,363 @@
+package devicelink
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/broker"
+	"kluis/controller/journal"
+	kluisdlink "kluis/controller/link"
+	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
+)
+
+// testClock is a clock the test moves.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newTestClock() *testClock {
+	return &testClock{now: time.Date(2026, 12, 6, 18, 0, 0, 0, time.UTC)}
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func TestBudgetTokenBucket(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	b := newBudgets(Budget{Rate: 1, Burst: 3}, Budget{Rate: 10, Burst: 2}, 10*time.Minute)
+	for i := range 3 {
+		assert.True(t, b.spend("a", budgetVerify, t0).ok, "burst %d", i)
+	}
+	v := b.spend("a", budgetVerify, t0)
+	assert.False(t, v.ok)
+	assert.True(t, v.started, "the first refusal begins an episode")
+	assert.True(t, b.spend("b", budgetVerify, t0).ok, "another device has its own bucket")
+	assert.True(t, b.spend("a", budgetEvent, t0).ok, "and so has another kind")
+	assert.Equal(t, 1, b.throttled(budgetVerify, t0))
+	assert.Zero(t, b.throttled(budgetEvent, t0))
+
+	// Refilled at the rate: one token a second, never past the burst.
+	assert.True(t, b.spend("a", budgetVerify, t0.Add(time.Second)).ok)
+	v = b.spend("a", budgetVerify, t0.Add(time.Second))
+	assert.False(t, v.ok)
+	assert.False(t, v.started, "the same episode")
+	assert.False(t, v.report, "logged less than a minute ago")
+	v = b.spend("a", budgetVerify, t0.Add(61*time.Second).Add(-time.Millisecond))
+	assert.True(t, v.ok, "59.999 s refilled 3 tokens (the burst)")
+	for range 2 {
+		require.True(t, b.spend("a", budgetVerify, t0.Add(61*time.Second)).ok)
+	}
+	v = b.spend("a", budgetVerify, t0.Add(61*time.Second))
+	assert.False(t, v.ok)
+	assert.True(t, v.report, "still over budget a minute later: logged again")
+	assert.Equal(t, 2, v.refused, "with the refusals since the last line (at 1 s and now)")
+	assert.Equal(t, t0, v.since)
+
+	// A clock that goes back refills nothing.
+	assert.False(t, b.spend("a", budgetVerify, t0).ok)
+
+	// Quiet for 10 minutes: the episode is over, the next refusal begins
+	// another; meanwhile the full buckets are swept.
+	later := t0.Add(61*time.Second + 10*time.Minute)
+	assert.Zero(t, b.throttled(budgetVerify, later))
+	b.mu.Lock()
+	b.sweepLocked(later)
+	b.mu.Unlock()
+	assert.Zero(t, b.size(), "full buckets without an episode are forgotten")
+	for range 3 {
+		require.True(t, b.spend("a", budgetVerify, later).ok)
+	}
+	assert.True(t, b.spend("a", budgetVerify, later).started)
+}
+
+func TestBudgetOptionsChecked(t *testing.T) {
+	pool := newPool(t)
+	_, err := New(Options{Pool: pool, VerifyBudget: Budget{Rate: 0, Burst: 5}})
+	assert.Error(t, err)
+	_, err = New(Options{Pool: pool, EventBudget: Budget{Rate: 5}})
+	assert.Error(t, err)
+	l, err := New(Options{Pool: pool})
+	require.NoError(t, err)
+	assert.Equal(t, DefaultVerifyBudget(), l.o.VerifyBudget)
+	assert.Equal(t, DefaultEventBudget(), l.o.EventBudget)
+}
+
+// startEmbedded runs a Link with o on a real embedded broker (devices log
+// in with "pw-" + their id); it returns the link, the broker's URL and the
+// metrics.
+func startEmbedded(t *testing.T, o Options) (*Link, string, *prometheus.Registry) {
+	t.Helper()
+	creds := func(_ context.Context, user, pass string) (string, broker.Role, bool) {
+		return user, broker.RoleDevice, pass == "pw-"+user
+	}
+	b, err := broker.New(broker.Options{Addr: "127.0.0.1:0", Credentials: creds, Logger: quiet()})
+	require.NoError(t, err)
+	require.NoError(t, b.Start())
+	t.Cleanup(func() { _ = b.Close() })
+	reg := prometheus.NewRegistry()
+	o.Embedded, o.Registry = b, reg
+	if o.Logger == nil {
+		o.Logger = quiet()
+	}
+	l, err := New(o)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-l.Ready():
+	case <-time.After(wait):
+		t.Fatal("link never ready")
+	}
+	return l, "tcp://" + b.Addr(), reg
+}
+
+func verifyAnswers(t *testing.T, d *device) map[string][]*wire.VerifyResponse {
+	t.Helper()
+	got := map[string][]*wire.VerifyResponse{}
+	for _, b := range d.received(wire.KindVerifyRes) {
+		m, err := wire.DecodeKind(wire.KindVerifyRes, b)
+		require.NoError(t, err)
+		r := m.(*wire.VerifyResponse)
+		got[r.ID] = append(got[r.ID], r)
+	}
+	return got
+}
+
+func countAnswers(got map[string][]*wire.VerifyResponse) int {
+	n := 0
+	for _, rs := range got {
+		n += len(rs)
+	}
+	return n
+}
+
+// A device over its verify budget gets "unavailable", signed for it and
+// its request, without the Verifier being asked (no attempt is recorded);
+// another device is not held up; a repeated request id keeps its first
+// answer, within budget or not; the episode is counted, logged with the
+// device and audited once.
+func TestVerifyOverBudgetAnsweredUnavailable(t *testing.T) {
+	pool := newPool(t)
+	clock := newTestClock()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	var calls sync.Map // device -> *atomic.Int32
+	v := VerifierFunc(func(_ context.Context, device string, req wire.VerifyRequest) wire.VerifyResponse {
+		c, _ := calls.LoadOrStore(device, new(atomic.Int32))
+		c.(*atomic.Int32).Add(1)
+		res := wire.VerifyResponse{ID: req.ID, Result: wire.VerifyWrongCode}
+		require.NoError(t, wire.SignResponse(priv, device, &res, clock.Now().Add(time.Minute)))
+		return res
+	})
+	called := func(device string) int32 {
+		c, ok := calls.Load(device)
+		if !ok {
+			return 0
+		}
+		return c.(*atomic.Int32).Load()
+	}
+	logs := &testenv.SyncBuffer{}
+	_, url, reg := startEmbedded(t, Options{Pool: pool, Verifier: v, Now: clock.Now,
+		Logger:       slog.New(slog.NewTextHandler(logs, nil)),
+		VerifyBudget: Budget{Rate: 1, Burst: 3},
+		SignAnswer: func(device string, m wire.Message) error {
+			return wire.SignResponse(priv, device, m, clock.Now().Add(time.Minute))
+		}})
+	a := newDeviceAuth(t, url, "dev-a", "pw-dev-a")
+	b := newDeviceAuth(t, url, "dev-b", "pw-dev-b")
+
+	ask := func(d *device, id string) {
+		req, err := wire.Encode(&wire.VerifyRequest{ID: id, At: clock.Now(), Method: wire.MethodPIN, PIN: "123456789"})
+		require.NoError(t, err)
+		d.raw(wire.KindVerifyReq, req)
+	}
+	for i := range 6 {
+		ask(a, fmt.Sprint("a-", i))
+	}
+	ask(a, "a-0") // a QoS 1 redelivery of an answered request, over budget
+	ask(a, "a-4") // and of one answered unavailable
+	for i := range 3 {
+		ask(b, fmt.Sprint("b-", i))
+	}
+	testenv.Eventually(t, "every request answered", func() bool {
+		return countAnswers(verifyAnswers(t, a)) == 8 && countAnswers(verifyAnswers(t, b)) == 3
+	})
+	got := verifyAnswers(t, a)
+	for i := range 6 {
+		id := fmt.Sprint("a-", i)
+		want := wire.VerifyWrongCode
+		if i >= 3 {
+			want = wire.VerifyUnavailable
+		}
+		require.NotEmpty(t, got[id], id)
+		for _, r := range got[id] {
+			assert.Equal(t, want, r.Result, id)
+			assert.NoError(t, wire.VerifyResponseSig(pub, "dev-a", id, r, clock.Now()), "signed for the device and request: kluisd takes it")
+		}
+	}
+	assert.Len(t, got["a-0"], 2, "the redelivery got its first answer again")
+	assert.Len(t, got["a-4"], 2)
+	assert.Equal(t, int32(3), called("dev-a"), "over budget the verifier is not asked: no attempt, no hash")
+	assert.Equal(t, int32(3), called("dev-b"), "another device is not throttled")
+	for _, r := range verifyAnswers(t, b) {
+		assert.Equal(t, wire.VerifyWrongCode, r[0].Result)
+	}
+	// Counted per outcome, no device label.
+	assert.Equal(t, 3.0, metricValue(t, reg, "kluis_devicelink_messages_total", map[string]string{"kind": "verify/req", "outcome": "throttled"}))
+	assert.Equal(t, 2.0, metricValue(t, reg, "kluis_devicelink_messages_total", map[string]string{"kind": "verify/req", "outcome": "duplicate"}))
+	assert.Equal(t, 1.0, metricValue(t, reg, "kluis_devicelink_throttle_episodes_total", map[string]string{"budget": "verify"}))
+	assert.Equal(t, 1.0, metricValue(t, reg, "kluis_devicelink_devices_throttled", map[string]string{"budget": "verify"}))
+	assert.Zero(t, metricValue(t, reg, "kluis_devicelink_devices_throttled", map[string]string{"budget": "event"}))
+	// Audited once for the episode, naming the device.
+	throttledAudits := func(dev string) int {
+		return countRows(t, pool, `SELECT count(*) FROM audit_pending WHERE action = 'device.throttled' AND subject = $1 AND actor = 'system'`, "device:"+dev)
+	}
+	testenv.Eventually(t, "episode audited", func() bool { return throttledAudits("dev-a") == 1 })
+	assert.Zero(t, throttledAudits("dev-b"))
+	assert.Equal(t, 1, strings.Count(logs.String(), "device over its budget"), "warned once")
+	assert.Contains(t, logs.String(), "device=dev-a")
+
+	// A second later one more is verified; still the same episode.
+	clock.Add(time.Second)
+	ask(a, "a-6")
+	testenv.Eventually(t, "answered", func() bool { return len(verifyAnswers(t, a)["a-6"]) == 1 })
+	assert.Equal(t, wire.VerifyWrongCode, verifyAnswers(t, a)["a-6"][0].Result)
+	ask(a, "a-7")
+	testenv.Eventually(t, "answered", func() bool { return len(verifyAnswers(t, a)["a-7"]) == 1 })
+	assert.Equal(t, wire.VerifyUnavailable, verifyAnswers(t, a)["a-7"][0].Result)
+	assert.Equal(t, 1.0, metricValue(t, reg, "kluis_devicelink_throttle_episodes_total", map[string]string{"budget": "verify"}))
+
+	// Staff requests share the budget: over it, "unavailable" with the op.
+	sreq, err := wire.Encode(&wire.StaffRequest{ID: "s-1", Op: wire.StaffLogin, At: clock.Now(), Badge: "B-1"})
+	require.NoError(t, err)
+	a.raw(wire.KindStaffReq, sreq)
+	testenv.Eventually(t, "staff answer", func() bool { return len(a.received(wire.KindStaffRes)) == 1 })
+	m, err := wire.DecodeKind(wire.KindStaffRes, a.received(wire.KindStaffRes)[0])
+	require.NoError(t, err)
+	sr := m.(*wire.StaffResponse)
+	assert.Equal(t, wire.StaffUnavailable, sr.Result)
+	assert.Equal(t, wire.StaffLogin, sr.Op)
+	assert.NoError(t, wire.VerifyResponseSig(pub, "dev-a", "s-1", sr, clock.Now()))
+
+	// Quiet for the episode's end, then over budget again: a new episode.
+	clock.Add(DefaultThrottleQuiet + time.Second)
+	assert.Zero(t, metricValue(t, reg, "kluis_devicelink_devices_throttled", map[string]string{"budget": "verify"}))
+	for i := range 4 {
+		ask(a, fmt.Sprint("c-", i))
+	}
+	testenv.Eventually(t, "second episode audited", func() bool { return throttledAudits("dev-a") == 2 })
+	assert.Equal(t, 2.0, metricValue(t, reg, "kluis_devicelink_throttle_episodes_total", map[string]string{"budget": "verify"}))
+}
+
+// Events over a device's budget are neither stored nor acknowledged; the
+// device's resends deliver them once the budget refills: none lost, each
+// applied once. Another device's events go through meanwhile.
+func TestEventsOverBudgetDeliveredLater(t *testing.T) {
+	pool := newPool(t)
+	clock := newTestClock()
+	rec := newRecorder()
+	_, url, reg := startEmbedded(t, Options{Pool: pool, Events: rec, Now: clock.Now, EventBudget: Budget{Rate: 1, Burst: 5}})
+	a := newDeviceAuth(t, url, "dev-a", "pw-dev-a")
+	b := newDeviceAuth(t, url, "dev-b", "pw-dev-b")
+
+	const n = 20
+	var ids []string
+	for range n {
+		ev := a.event(time.Now())
+		ids = append(ids, ev.ID)
+		a.send(ev) // kept until acknowledged, resent every 200 ms
+	}
+	throttled := func() float64 {
+		return metricValue(t, reg, "kluis_devicelink_messages_total", map[string]string{"kind": "event", "outcome": "throttled"})
+	}
+	// Every event was seen: five within budget, the rest refused (and
+	// refused again when resent: the clock stands still).
+	testenv.Eventually(t, "the events over budget refused", func() bool { return throttled() >= n-5 })
+	testenv.Eventually(t, "five applied and acknowledged", func() bool { return a.unacked() == n-5 })
+	assert.Equal(t, 5, countRows(t, pool, `SELECT count(*) FROM device_events WHERE device_id = 'dev-a'`))
+
+	ev := b.event(time.Now())
+	b.send(ev)
+	testenv.Eventually(t, "another device's event acknowledged", func() bool { return b.ackCount(ev.ID) == 1 })
+
+	// The budget refills, at most the burst at a time: five more events
+	// each time, from the device's resends.
+	for left := n - 5; left > 0; left -= 5 {
+		clock.Add(10 * time.Second)
+		testenv.Eventually(t, "five more delivered", func() bool { return a.unacked() == left-5 })
+	}
+	assert.Equal(t, n, countRows(t, pool, `SELECT count(*) FROM device_events WHERE device_id = 'dev-a'`))
+	for _, id := range ids {
+		assert.Equal(t, 1, rec.count(id), "applied once")
+		assert.GreaterOrEqual(t, a.ackCount(id), 1)
+	}
+	assert.Equal(t, 1.0, metricValue(t, reg, "kluis_devicelink_throttle_episodes_total", map[string]string{"budget": "event"}))
+	testenv.Eventually(t, "episode audited", func() bool {
+		return countRows(t, pool, `SELECT count(*) FROM audit_pending WHERE action = 'device.throttled' AND subject = 'device:dev-a'
+			AND details->>'budget' = 'event'`) == 1
+	})
+}
+
+// kluisd's own link (controller/link) with its journal replays a backlog
+// far over the event budget: it drains in a few resend rounds, every
+// event applied once and acknowledged, the journal's outbox empty.
+func TestJournalReplayDrainsOverBudget(t *testing.T) {
+	pool := newPool(t)
+	rec := newRecorder()
+	_, url, reg := startEmbedded(t, Options{Pool: pool, Events: rec, EventBudget: Budget{Rate: 200, Burst: 50}})
+	j, _, _, err := journal.Open(journal.Options{Dir: t.TempDir(), DeviceID: "dev-r"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = j.Close() })
+	const n = 400
+	var ids []string
+	for range n { // journaled while the device was offline
+		ev := wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvDoorOpened, At: time.Now().UTC(), Addr: &wire.Address{Board: 0, Channel: 1}}
+		b, err := wire.Encode(&ev)
+		require.NoError(t, err)
+		_, err = j.AppendEvent(journal.Event{ID: ev.ID, Kind: string(ev.Kind), At: ev.At, Payload: b})
+		require.NoError(t, err)
+		ids = append(ids, ev.ID)
+	}
+	kl, err := kluisdlink.New(kluisdlink.Options{URL: url, DeviceID: "dev-r", Username: "dev-r", Password: "pw-dev-r",
+		Journal: j, ResendAfter: 300 * time.Millisecond, HeartbeatEvery: time.Hour, Software: "test",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- kl.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	testenv.Eventually(t, "the journal drained", func() bool { return j.OutboxLen() == 0 })
+	assert.Equal(t, n, countRows(t, pool, `SELECT count(*) FROM device_events WHERE device_id = 'dev-r'`))
+	for _, id := range ids {
+		assert.Equal(t, 1, rec.count(id), "applied once")
+	}
+	assert.Greater(t, metricValue(t, reg, "kluis_devicelink_messages_total", map[string]string{"kind": "event", "outcome": "throttled"}), 0.0,
+		"the replay went over the budget (and drained all the same)")
+}

@@ -6,8 +6,16 @@ import (
 	"fmt"
 	"time"
 
+	"kluis/backend/devicelink"
 	"kluis/backend/server"
 )
+
+// Unthrottled is a per-device budget no bench device reaches: kluis-bench
+// verify's devices verify back to back (hundreds a second each) and tap's
+// one kiosk taps without pause, far above a real device's use and the
+// default budgets (devicelink.DefaultVerifyBudget, DefaultEventBudget).
+// The budget is still checked for every message, as in production.
+func Unthrottled() devicelink.Budget { return devicelink.Budget{Rate: 1e9, Burst: 1 << 30} }
 
 // StartBackend builds a kluis-backend from o, runs it in-process and waits
 // until it is ready. stop ends it (waiting up to 30 s) and returns what

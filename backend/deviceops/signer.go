@@ -160,3 +160,14 @@ func (s *AnswerSigner) Staff(h devicelink.StaffHandler) devicelink.StaffHandler 
 func (s *AnswerSigner) sign(device string, m wire.Message) error {
 	return wire.SignResponse(s.key, device, m, s.now().Add(s.ttl))
 }
+
+// Sign signs an answer (a *wire.VerifyResponse or *wire.StaffResponse
+// with its request's id) for device, as Verifier and Staff sign theirs:
+// devicelink.Options.SignAnswer, for the link's own answers (a request
+// over the device's budget answered "unavailable").
+func (s *AnswerSigner) Sign(device string, m wire.Message) error {
+	if err := s.sign(device, m); err != nil {
+		return fmt.Errorf("deviceops: sign answer: %w", err)
+	}
+	return nil
+}

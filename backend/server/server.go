@@ -28,6 +28,7 @@ import (
 	"kluis/backend/audit"
 	"kluis/backend/auth"
 	"kluis/backend/codes"
+	"kluis/backend/devicelink"
 	"kluis/backend/deviceops"
 	"kluis/backend/internal/periodic"
 	"kluis/backend/notify"
@@ -149,6 +150,13 @@ type Options struct {
 	// batches read their rows ahead and take one round trip); nil: codes'
 	// default.
 	VerifyMode func() codes.BatchMode
+	// DeviceVerifyBudget and DeviceEventBudget bound each device's verify
+	// and staff requests and its events (devicelink.Options.VerifyBudget,
+	// EventBudget: a token bucket per device against a stolen device
+	// password); zero: devicelink.DefaultVerifyBudget and
+	// DefaultEventBudget. kluis-bench verify sets a higher verify budget
+	// (its devices verify back to back).
+	DeviceVerifyBudget, DeviceEventBudget devicelink.Budget
 
 	// APITokenTTL is the lifetime of an API token created without one;
 	// APITokenMaxTTL the longest an API token may be given (defaults:

@@ -176,6 +176,9 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 		Verifier: answers.Verifier(deviceops.NewVerifier(deviceops.VerifierOptions{Codes: cs, Logger: log, Clock: o.Clock})),
 		Staff:    answers.Staff(deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: svc, Pool: st.Pool(), Logger: log, Clock: o.Clock, Codes: cs})),
 		Observer: syncer, // a device back online gets its offline codes at once; heartbeats confirm them
+		// Per-device budgets; a request over budget is answered
+		// "unavailable", signed like every answer.
+		VerifyBudget: o.DeviceVerifyBudget, EventBudget: o.DeviceEventBudget, SignAnswer: answers.Sign,
 		Logger:   log,
 		Registry: reg,
 	})

@@ -52,3 +52,21 @@ func TestAnswerSignerSignsEveryAnswer(t *testing.T) {
 	assert.Equal(t, wire.StaffReserve, sr.Op, "the op is the request's")
 	assert.ErrorIs(t, wire.VerifyResponseSig(pub, "locker-2", "req-3", &sr, now), wire.ErrResponseOtherDevice)
 }
+
+// Sign signs the link's own answers (a request over the device's budget)
+// like the handlers' answers; it refuses what is not an answer.
+func TestAnswerSignerSignsTheLinksOwnAnswers(t *testing.T) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	now := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	s, err := NewAnswerSigner(AnswerSignerOptions{Key: priv, Clock: func() time.Time { return now }})
+	require.NoError(t, err)
+	r := &wire.VerifyResponse{ID: "req-1", Result: wire.VerifyUnavailable}
+	require.NoError(t, s.Sign("locker-1", r))
+	require.NoError(t, wire.VerifyResponseSig(pub, "locker-1", "req-1", r, now))
+	assert.ErrorIs(t, wire.VerifyResponseSig(pub, "locker-2", "req-1", r, now), wire.ErrResponseOtherDevice)
+	sr := &wire.StaffResponse{ID: "req-2", Op: wire.StaffLogin, Result: wire.StaffUnavailable}
+	require.NoError(t, s.Sign("locker-1", sr))
+	require.NoError(t, wire.VerifyResponseSig(pub, "locker-1", "req-2", sr, now))
+	assert.Error(t, s.Sign("locker-1", &wire.Ack{IDs: []string{"e-1"}}), "not an answer")
+}

@@ -18,32 +18,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/broker"
+	"kluis/backend/store/storetest"
 	"kluis/controller/journal"
 	kluisdlink "kluis/controller/link"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/testenv"
 )
 
-// testClock is a clock the test moves.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newTestClock() *testClock {
-	return &testClock{now: time.Date(2026, 12, 6, 18, 0, 0, 0, time.UTC)}
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
+func newTestClock() *storetest.Clock {
+	return storetest.NewClock(time.Date(2026, 12, 6, 18, 0, 0, 0, time.UTC))
 }
 
 func TestBudgetTokenBucket(t *testing.T) {
@@ -123,17 +106,7 @@ func startEmbedded(t *testing.T, o Options) (*Link, string, *prometheus.Registry
 	if o.Logger == nil {
 		o.Logger = quiet()
 	}
-	l, err := New(o)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- l.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-l.Ready():
-	case <-time.After(wait):
-		t.Fatal("link never ready")
-	}
+	l := runLink(t, o)
 	return l, "tcp://" + b.Addr(), reg
 }
 

@@ -128,17 +128,7 @@ func fleetNothingLost(t *testing.T, embedded bool) {
 	if embedded {
 		o.Embedded = b
 	}
-	l, err := New(o)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- l.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-l.Ready():
-	case <-time.After(wait):
-		t.Fatal("link never ready")
-	}
+	runLink(t, o)
 
 	const n, beats, evs = 30, 4, 3
 	devs := make([]*device, n)

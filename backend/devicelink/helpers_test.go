@@ -85,9 +85,15 @@ func startLink(t *testing.T, s linkSetup) *Link {
 	if s.reg == nil {
 		s.reg = prometheus.NewRegistry()
 	}
-	l, err := New(Options{URL: s.url, ClientID: "kluis-backend-test-" + randHex(4), ShareGroup: s.group,
+	return runLink(t, Options{URL: s.url, ClientID: "kluis-backend-test-" + randHex(4), ShareGroup: s.group,
 		DeviceFilter: s.device, Pool: s.pool, Events: s.events, Verifier: s.verifier, Staff: s.staff,
 		Observer: s.observer, Logger: quiet(), Registry: s.reg, Workers: 3})
+}
+
+// runLink runs a Link with o until the test ends, once it is ready.
+func runLink(t *testing.T, o Options) *Link {
+	t.Helper()
+	l, err := New(o)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -333,4 +335,20 @@ func TestJournalReplayDrainsOverBudget(t *testing.T) {
 	}
 	assert.Greater(t, metricValue(t, reg, "kluis_devicelink_messages_total", map[string]string{"kind": "event", "outcome": "throttled"}), 0.0,
 		"the replay went over the budget (and drained all the same)")
+}
+
+// docs/security.md and docs/asyncapi.yaml state the default budgets.
+func TestDocsStateTheDefaultBudgets(t *testing.T) {
+	rate := func(r float64) string { return strconv.FormatFloat(r, 'f', -1, 64) }
+	sec, err := os.ReadFile("../../docs/security.md")
+	require.NoError(t, err)
+	assert.Contains(t, string(sec), fmt.Sprintf("| verify | %s a second, %d at once |", rate(DefaultVerifyRate), DefaultVerifyBurst))
+	assert.Contains(t, string(sec), fmt.Sprintf("| event | %s a second, %d at once |", rate(DefaultEventRate), DefaultEventBurst))
+	assert.Contains(t, strings.Join(strings.Fields(string(sec)), " "),
+		fmt.Sprintf("(a refusal after %d minutes without one)", int(DefaultThrottleQuiet/time.Minute)))
+	api, err := os.ReadFile("../../docs/asyncapi.yaml")
+	require.NoError(t, err)
+	flat := strings.Join(strings.Fields(string(api)), " ")
+	assert.Contains(t, flat, fmt.Sprintf("defaults: %s verify and staff requests a second together, %d at once; %s events a second, %d at once",
+		rate(DefaultVerifyRate), DefaultVerifyBurst, rate(DefaultEventRate), DefaultEventBurst))
 }

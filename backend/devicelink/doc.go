@@ -51,6 +51,16 @@
 //     offline codes at once; a heartbeat's cache_version confirms a code
 //     sync or shows a cache the device lost).
 //
+// Each device has two budgets (token buckets, budget.go; Options.VerifyBudget
+// and EventBudget), checked as a message arrives, before it is queued: a
+// verify or staff request over budget is answered "unavailable" (signed by
+// Options.SignAnswer) without asking the Verifier or StaffHandler, and that
+// answer is kept for its request id like any other; an event over budget is
+// neither stored nor acknowledged, so the device sends it again later and
+// none is lost. Refusals are counted (outcome "throttled"); the first of an
+// episode is logged with the device, counted in
+// kluis_devicelink_throttle_episodes_total and audited as device.throttled.
+//
 // A message that does not decode (wire.Decode) is counted in
 // kluis_devicelink_messages_total{outcome="malformed"}, logged without its
 // payload, and otherwise ignored.

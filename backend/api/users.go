@@ -46,12 +46,12 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	now := s.clock()
 	source := auth.ClientSource(r, s.trusted)
-	ref, err := s.logins.Begin(ctx, req.Username, source, now)
+	att, err := s.logins.BeginAttempt(ctx, req.Username, source, now)
 	if err != nil {
 		s.log.Error("login limits unavailable: login refused", "source", source, "err", err)
 		return errorf(http.StatusServiceUnavailable, "login_unavailable", "logins are not possible right now (the login limits cannot be checked); try again later")
 	}
-	if ref != nil {
+	if ref := att.Refusal; ref != nil {
 		secs := int(ref.Until.Sub(now).Seconds()) + 1
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
 		if ref.Source {
@@ -62,7 +62,15 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		}
 		return errorf(http.StatusTooManyRequests, "too_many_attempts", "many failed logins for this user; try again in %d seconds", secs)
 	}
-	iss, err := s.auth.Login(ctx, req.Username, req.Password)
+	iss, err := s.auth.Login(ctx, req.Username, req.Password, att.From(source))
+	if errors.Is(err, auth.ErrLoginBusy) {
+		// Nothing was checked: no guess to count.
+		if aerr := s.logins.Abandon(ctx, att); aerr != nil {
+			s.log.Warn("login limits: refused attempt still counted", "source", source, "err", aerr)
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(int(auth.LoginBusyRetry/time.Second)))
+		return errorf(http.StatusTooManyRequests, "login_busy", "too many logins are being checked right now (or one from your address already is); try again in %d seconds", int(auth.LoginBusyRetry/time.Second))
+	}
 	if errors.Is(err, auth.ErrInvalidCredentials) {
 		e := audit.Entry{Actor: "anonymous", Action: "login.failed", Details: map[string]any{"known_user": false, "source": source}}
 		if u, uerr := s.auth.UserByName(ctx, req.Username); uerr == nil {

@@ -85,6 +85,10 @@ type Options struct {
 	// flood of logins (every new username is let through by the login
 	// limits) waits in line instead of exhausting memory; default 4.
 	MaxConcurrentHashes int
+	// MaxQueuedHashes bounds each of the two lines of password logins
+	// waiting for a hashing slot (hashgate.go): one more is refused at
+	// once with ErrLoginBusy; default 4 × MaxConcurrentHashes.
+	MaxQueuedHashes int
 }
 
 // Service manages users and tokens.
@@ -102,7 +106,7 @@ type Service struct {
 	kioskTTL   time.Duration
 	webIdle    time.Duration
 	webMaxAge  time.Duration
-	slots      chan struct{} // bounds concurrent argon2id (memory: Params.MemoryKiB each)
+	gate       *hashGate // bounds concurrent argon2id (memory: Params.MemoryKiB each), fairly
 }
 
 // New returns a Service over opts.Pool.
@@ -140,6 +144,9 @@ func New(opts Options) (*Service, error) {
 	if opts.MaxConcurrentHashes <= 0 {
 		opts.MaxConcurrentHashes = 4
 	}
+	if opts.MaxQueuedHashes <= 0 {
+		opts.MaxQueuedHashes = 4 * opts.MaxConcurrentHashes
+	}
 	opts.Params = opts.Params.withDefaults()
 	// A hash to verify against when the user does not exist, so that a
 	// login for an unknown user costs as much as a wrong password.
@@ -161,7 +168,7 @@ func New(opts Options) (*Service, error) {
 		kioskTTL:   opts.KioskTTL,
 		webIdle:    opts.WebIdle,
 		webMaxAge:  opts.WebMaxAge,
-		slots:      make(chan struct{}, opts.MaxConcurrentHashes),
+		gate:       newHashGate(opts.MaxConcurrentHashes, opts.MaxQueuedHashes),
 	}, nil
 }
 
@@ -416,8 +423,8 @@ WHERE user_id = $1 AND ended_at IS NULL AND expires_at > $2`, id, now)
 }
 
 // Login checks username and password and issues a session token.
-func (s *Service) Login(ctx context.Context, username, password string) (Issued, error) {
-	u, err := s.CheckPassword(ctx, username, password)
+func (s *Service) Login(ctx context.Context, username, password string, from LoginFrom) (Issued, error) {
+	u, err := s.CheckPassword(ctx, username, password, from)
 	if err != nil {
 		return Issued{}, err
 	}
@@ -428,8 +435,10 @@ func (s *Service) Login(ctx context.Context, username, password string) (Issued,
 // CheckPassword returns the enabled user with this username and password,
 // or ErrInvalidCredentials (an unknown user costs as much as a wrong
 // password). It issues nothing: Login issues an API session token, the
-// staff console a web session (StartWebSession).
-func (s *Service) CheckPassword(ctx context.Context, username, password string) (User, error) {
+// staff console a web session (StartWebSession). The check waits for a
+// hashing slot in from's line, or is refused at once with ErrLoginBusy
+// (hashgate.go).
+func (s *Service) CheckPassword(ctx context.Context, username, password string, from LoginFrom) (User, error) {
 	if len(password) > MaxPasswordLen || len(username) > maxUsernameLen ||
 		!utf8.ValidString(username) || strings.ContainsRune(username, 0) {
 		return User{}, ErrInvalidCredentials // no user has such a name (PostgreSQL text cannot even hold it)
@@ -442,7 +451,7 @@ func (s *Service) CheckPassword(ctx context.Context, username, password string) 
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return User{}, fmt.Errorf("auth: login: %w", err)
 	}
-	release, serr := s.slot(ctx)
+	release, serr := s.gate.acquire(ctx, gateKey(from, username), from.Known)
 	if serr != nil {
 		return User{}, fmt.Errorf("auth: login: %w", serr)
 	}
@@ -462,21 +471,11 @@ func (s *Service) CheckPassword(ctx context.Context, username, password string) 
 	return u, nil
 }
 
-// slot waits for one of the MaxConcurrentHashes argon2id slots (or for
-// ctx) and returns its release. Nothing else is held while waiting (no
-// database connection), so a flood of logins queues here in little memory.
-func (s *Service) slot(ctx context.Context) (func(), error) {
-	select {
-	case s.slots <- struct{}{}:
-		return func() { <-s.slots }, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("waiting for a password hashing slot: %w", ctx.Err())
-	}
-}
-
-// hashPassword is HashPassword with s's costs, within the slots.
+// hashPassword is HashPassword with s's costs, within the slots (first
+// line: its callers are authenticated). Nothing else is held while
+// waiting (no database connection).
 func (s *Service) hashPassword(ctx context.Context, password string) (string, error) {
-	release, err := s.slot(ctx)
+	release, err := s.gate.acquire(ctx, "", true)
 	if err != nil {
 		return "", fmt.Errorf("auth: %w", err)
 	}

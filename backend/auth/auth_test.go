@@ -84,12 +84,12 @@ func TestUsersLoginAndTokens(t *testing.T) {
 	_, err = svc.CreateUser(ctx, "bert", "a long enough password", auth.Role("root"))
 	assert.ErrorIs(t, err, auth.ErrInvalidRole)
 
-	_, err = svc.Login(ctx, "an.desmet", "wrong password!!")
+	_, err = svc.Login(ctx, "an.desmet", "wrong password!!", auth.LoginFrom{})
 	assert.ErrorIs(t, err, auth.ErrInvalidCredentials)
-	_, err = svc.Login(ctx, "nobody", "a long enough password")
+	_, err = svc.Login(ctx, "nobody", "a long enough password", auth.LoginFrom{})
 	assert.ErrorIs(t, err, auth.ErrInvalidCredentials)
 
-	sess, err := svc.Login(ctx, "an.desmet", "a long enough password")
+	sess, err := svc.Login(ctx, "an.desmet", "a long enough password", auth.LoginFrom{})
 	require.NoError(t, err)
 	assert.True(t, strings.HasPrefix(sess.Token, auth.TokenPrefix))
 	require.NotNil(t, sess.ExpiresAt)
@@ -142,7 +142,7 @@ func TestUsersLoginAndTokens(t *testing.T) {
 	require.NoError(t, err)
 	_, err = svc.Authenticate(ctx, api2.Token)
 	assert.ErrorIs(t, err, auth.ErrUnauthenticated)
-	_, err = svc.Login(ctx, "an.desmet", "a long enough password")
+	_, err = svc.Login(ctx, "an.desmet", "a long enough password", auth.LoginFrom{})
 	assert.ErrorIs(t, err, auth.ErrInvalidCredentials)
 	_, err = svc.SetDisabled(ctx, u.ID, false)
 	require.NoError(t, err)
@@ -150,9 +150,9 @@ func TestUsersLoginAndTokens(t *testing.T) {
 	assert.ErrorIs(t, err, auth.ErrUnauthenticated, "tokens revoked by disabling stay revoked")
 
 	require.NoError(t, svc.SetPassword(ctx, u.ID, "a brand new password"))
-	_, err = svc.Login(ctx, "an.desmet", "a long enough password")
+	_, err = svc.Login(ctx, "an.desmet", "a long enough password", auth.LoginFrom{})
 	assert.ErrorIs(t, err, auth.ErrInvalidCredentials)
-	_, err = svc.Login(ctx, "an.desmet", "a brand new password")
+	_, err = svc.Login(ctx, "an.desmet", "a brand new password", auth.LoginFrom{})
 	require.NoError(t, err)
 }
 

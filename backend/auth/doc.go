@@ -18,7 +18,10 @@
 // by logout, an idle timeout or an absolute lifetime. Every password login,
 // over the API or the console, goes through one LoginLimits
 // (loginlimits.go), which refuses guessing without locking anyone out; its
-// counts are in PostgreSQL, shared by every replica.
+// counts are in PostgreSQL, shared by every replica. The password checks
+// share a few argon2id slots fairly (hashgate.go): one place per client
+// source, a bounded line, a line of its own for known sources; the excess
+// is refused at once with ErrLoginBusy.
 //
 // The tables live in backend/store/migrations/0040_auth.sql,
 // 0131_web_sessions.sql, 0180_login_limits.sql and

@@ -147,9 +147,31 @@ func backoffAfter(n, free int) time.Duration {
 // after counting the attempt as a failure until Succeed says otherwise.
 // An error (wrapping ErrLimitsUnavailable) means the login must be refused.
 func (l *LoginLimits) Begin(ctx context.Context, username, source string, now time.Time) (*Refusal, error) {
+	a, err := l.BeginAttempt(ctx, username, source, now)
+	return a.Refusal, err
+}
+
+// Attempt is what BeginAttempt decided.
+type Attempt struct {
+	// Refusal is why the login is refused; nil: it is let through and
+	// counted.
+	Refusal *Refusal
+	// Known is true when source logged in as the username within
+	// knownFor: the login waits in the first line for a hashing slot
+	// (LoginFrom.Known).
+	Known bool
+	id    int64 // the counted row; 0 when refused
+}
+
+// From is where the attempt's password check waits for a hashing slot.
+func (a Attempt) From(source string) LoginFrom { return LoginFrom{Source: source, Known: a.Known} }
+
+// BeginAttempt is Begin that also tells whether the source is known for
+// the username, and lets Abandon uncount the attempt.
+func (l *LoginLimits) BeginAttempt(ctx context.Context, username, source string, now time.Time) (Attempt, error) {
 	u := throttleKey(username)
 	now = now.UTC()
-	var ref *Refusal
+	var a Attempt
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('kluis login ' || $1, 0))`, u); err != nil {
 			return err
@@ -180,11 +202,13 @@ SELECT (SELECT count(*) FROM (SELECT 1 FROM auth_login_failures WHERE username =
 		if err != nil {
 			return err
 		}
+		a.Known = known
 		if srcN >= maxSourceFailures {
-			ref = &Refusal{Until: srcOldest.UTC().Add(loginWindow), Source: true}
+			a.Refusal = &Refusal{Until: srcOldest.UTC().Add(loginWindow), Source: true}
 			return nil
 		}
 		if !known {
+			var ref *Refusal
 			if d := backoff(userN); d > 0 {
 				if next := userLatest.UTC().Add(d); now.Before(next) {
 					ref = &Refusal{Until: next}
@@ -196,10 +220,12 @@ SELECT (SELECT count(*) FROM (SELECT 1 FROM auth_login_failures WHERE username =
 				}
 			}
 			if ref != nil {
+				a.Refusal = ref
 				return nil
 			}
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO auth_login_failures (username, source, at) VALUES ($1, $2, $3)`, u, source, now); err != nil {
+		if err := tx.QueryRow(ctx, `INSERT INTO auth_login_failures (username, source, at) VALUES ($1, $2, $3) RETURNING id`,
+			u, source, now).Scan(&a.id); err != nil {
 			return err
 		}
 		_, err = tx.Exec(ctx, `DELETE FROM auth_login_failures WHERE id IN
@@ -207,9 +233,21 @@ SELECT (SELECT count(*) FROM (SELECT 1 FROM auth_login_failures WHERE username =
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrLimitsUnavailable, err)
+		return Attempt{}, fmt.Errorf("%w: %w", ErrLimitsUnavailable, err)
 	}
-	return ref, nil
+	return a, nil
+}
+
+// Abandon uncounts an attempt BeginAttempt let through whose password was
+// never checked (ErrLoginBusy): it was no guess.
+func (l *LoginLimits) Abandon(ctx context.Context, a Attempt) error {
+	if a.id == 0 {
+		return nil
+	}
+	if _, err := l.pool.Exec(ctx, `DELETE FROM auth_login_failures WHERE id = $1`, a.id); err != nil {
+		return fmt.Errorf("%w: %w", ErrLimitsUnavailable, err)
+	}
+	return nil
 }
 
 // Succeed records that the attempt Begin let through succeeded: the

@@ -230,7 +230,7 @@ func TestLoginLimitsTakeAnyUsername(t *testing.T) {
 	svc, err := auth.New(auth.Options{Pool: st.Pool(), Params: cheap})
 	require.NoError(t, err)
 	for _, name := range []string{"a\x00b", "\xffx", string(long)} {
-		_, err := svc.CheckPassword(context.Background(), name, "Winter2026!")
+		_, err := svc.CheckPassword(context.Background(), name, "Winter2026!", auth.LoginFrom{})
 		assert.ErrorIs(t, err, auth.ErrInvalidCredentials, "%.20q", name)
 	}
 }

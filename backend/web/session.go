@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -75,19 +76,28 @@ func (w *Web) login(rw http.ResponseWriter, q *req) error {
 	ctx := r.Context()
 	now := w.o.Clock()
 	source := auth.ClientSource(r, w.o.TrustedProxies)
-	ref, err := w.o.LoginLimits.Begin(ctx, d.Username, source, now)
+	att, err := w.o.LoginLimits.BeginAttempt(ctx, d.Username, source, now)
 	if err != nil {
 		w.log.Error("login limits unavailable: login refused", "source", source, "err", err)
 		d.Error = q.t.S("login.unavailable")
 		return w.showLogin(rw, q, http.StatusServiceUnavailable, d)
 	}
-	if ref != nil {
+	if ref := att.Refusal; ref != nil {
 		secs := int(ref.Until.Sub(now).Seconds()) + 1
 		rw.Header().Set("Retry-After", strconv.Itoa(secs))
 		d.Error = q.t.F("login.too_many", "n", (secs+59)/60)
 		return w.showLogin(rw, q, http.StatusTooManyRequests, d)
 	}
-	u, err := w.o.Auth.CheckPassword(ctx, d.Username, password)
+	u, err := w.o.Auth.CheckPassword(ctx, d.Username, password, att.From(source))
+	if errors.Is(err, auth.ErrLoginBusy) {
+		// Nothing was checked: no guess to count.
+		if aerr := w.o.LoginLimits.Abandon(ctx, att); aerr != nil {
+			w.log.Warn("login limits: refused attempt still counted", "source", source, "err", aerr)
+		}
+		rw.Header().Set("Retry-After", strconv.Itoa(int(auth.LoginBusyRetry/time.Second)))
+		d.Error = q.t.S("login.busy")
+		return w.showLogin(rw, q, http.StatusTooManyRequests, d)
+	}
 	if errors.Is(err, auth.ErrInvalidCredentials) {
 		e := audit.Entry{At: now, Actor: "anonymous", Action: "login.failed", Details: map[string]any{"known_user": false, "source": source, "via": "console"}}
 		if known, uerr := w.o.Auth.UserByName(ctx, d.Username); uerr == nil {

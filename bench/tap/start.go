@@ -226,6 +226,7 @@ func RunStart(ctx context.Context, env bench.Env, args []string) (bench.Report, 
 	}
 	rep.Notes = append(rep.Notes,
 		fmt.Sprintf("load average (1, 5, 15 min) before: %s; after: %s", load0, load1),
+		"the floor, measured before each start (interleaved): an empty Go program built by the bench (CGO_ENABLED=0, -trimpath) and `kluisd --version`, each exec to exit with its minor faults (rusage); a page fault's cost from writing 1024 fresh anonymous pages and reading the binary's pages (mapped privately), each divided by the thread's faults; kluisd's faults from /proc/<pid>/stat at READY=1",
 		"each start: a fresh journal directory (filled with -journal-kib of acknowledged events) with an offline cache of 16 codes, the simulator's Kluis lock board on a fresh pty, MQTT at a port that refuses (readiness does not wait for the broker); READY=1 read from a NOTIFY_SOCKET, /healthz polled every 2 ms, RSS from /proc/<pid>/status at READY=1, right after the last tap (its door closed) and -settle after it")
 	return rep, nil
 }

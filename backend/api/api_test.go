@@ -650,15 +650,15 @@ func TestKioskCredentialsAndTokens(t *testing.T) {
 	r := e.do("PATCH", path, admin, map[string]string{"kiosk_pin": "12x456"})
 	assert.Equal(t, 400, r.status)
 	assert.Equal(t, "invalid_kiosk_pin", r.errCode())
-	r = e.do("PATCH", path, admin, map[string]string{"kiosk_pin": "482916", "badge": "BADGE-1"})
+	r = e.do("PATCH", path, admin, map[string]string{"kiosk_pin": "48291637", "badge": "BADGE-1"})
 	require.Equal(t, 200, r.status, string(r.body))
-	assert.NotContains(t, string(r.body), "482916")
-	r = e.do("PATCH", fmt.Sprintf("/api/v1/users/%d", e.users[auth.RoleAdmin].ID), admin, map[string]string{"kiosk_pin": "482916"})
+	assert.NotContains(t, string(r.body), "48291637")
+	r = e.do("PATCH", fmt.Sprintf("/api/v1/users/%d", e.users[auth.RoleAdmin].ID), admin, map[string]string{"kiosk_pin": "48291637"})
 	assert.Equal(t, 409, r.status)
 	assert.Equal(t, "kiosk_credential_taken", r.errCode())
 
 	// A kiosk session works at the kiosk, never on the HTTP API.
-	iss, err := e.auth.KioskLogin(context.Background(), "482916", "")
+	iss, err := e.auth.KioskLogin(context.Background(), "48291637", "")
 	require.NoError(t, err)
 	r = e.do("GET", "/api/v1/me", iss.Token, nil)
 	assert.Equal(t, 401, r.status)
@@ -669,7 +669,7 @@ func TestKioskCredentialsAndTokens(t *testing.T) {
 	require.NotEmpty(t, recs)
 	last := recs[len(recs)-1]
 	assert.Equal(t, "user.update", last.Action)
-	assert.NotContains(t, string(last.Details), "482916")
+	assert.NotContains(t, string(last.Details), "48291637")
 	assert.NotContains(t, string(last.Details), "BADGE-1")
 }
 

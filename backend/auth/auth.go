@@ -184,6 +184,10 @@ type User struct {
 	Disabled bool `json:"disabled"`
 	// CreatedAt is when the account was created.
 	CreatedAt time.Time `json:"created_at"`
+	// KioskPINShort is true when the user's staff PIN has fewer than
+	// MinKioskPINDigits digits (set before the rule): it still logs in,
+	// and the console asks for a new one.
+	KioskPINShort bool `json:"kiosk_pin_short"`
 }
 
 // Principal is the authenticated caller of a request.
@@ -294,12 +298,16 @@ func (s *Service) EnsureAdmin(ctx context.Context, username, password string) (b
 	return true, nil
 }
 
-const userCols = `id, username, role, disabled, created_at`
+// pinShortCol is User.KioskPINShort in SQL over auth_users (no alias;
+// 8 is MinKioskPINDigits, as in WebSessionFor and CountShortKioskPINs).
+const pinShortCol = `coalesce(kiosk_pin_digits < 8, false)`
+
+const userCols = `id, username, role, disabled, created_at, ` + pinShortCol
 
 func scanUser(row pgx.Row) (User, error) {
 	var u User
 	var role string
-	if err := row.Scan(&u.ID, &u.Username, &role, &u.Disabled, &u.CreatedAt); err != nil {
+	if err := row.Scan(&u.ID, &u.Username, &role, &u.Disabled, &u.CreatedAt, &u.KioskPINShort); err != nil {
 		return User{}, err
 	}
 	u.Role = Role(role)
@@ -446,8 +454,8 @@ func (s *Service) CheckPassword(ctx context.Context, username, password string, 
 	var u User
 	var role, hash string
 	err := s.pool.QueryRow(ctx,
-		`SELECT id, username, role, disabled, created_at, password_hash FROM auth_users WHERE username = $1`,
-		strings.TrimSpace(username)).Scan(&u.ID, &u.Username, &role, &u.Disabled, &u.CreatedAt, &hash)
+		`SELECT `+userCols+`, password_hash FROM auth_users WHERE username = $1`,
+		strings.TrimSpace(username)).Scan(&u.ID, &u.Username, &role, &u.Disabled, &u.CreatedAt, &u.KioskPINShort, &hash)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return User{}, fmt.Errorf("auth: login: %w", err)
 	}

@@ -18,12 +18,19 @@ import (
 // (HMAC-SHA256 under Options.KioskKey) so that a login can find its user;
 // the key never leaves the backend. A kiosk login issues a short-lived
 // token of kind "kiosk", which the HTTP API refuses.
+//
+// A PIN set from now on has MinKioskPINDigits digits or more; PINs set
+// before, of 6 or 7 digits, keep logging in. The digest hides the PIN's
+// length, so it is kept beside it (auth_users.kiosk_pin_digits, migration
+// 0184): stored when a PIN is set, and learnt when a PIN set before the
+// migration is next used. User.KioskPINShort tells the console whom to
+// ask for a new one.
 
 var (
 	// ErrKioskDisabled means no kiosk key is configured.
 	ErrKioskDisabled = errors.New("auth: kiosk logins are not configured")
-	// ErrInvalidKioskPIN means the staff PIN is not 6 to 12 digits.
-	ErrInvalidKioskPIN = errors.New("auth: a staff PIN must be 6 to 12 digits")
+	// ErrInvalidKioskPIN means a new staff PIN is not 8 to 12 digits.
+	ErrInvalidKioskPIN = errors.New("auth: a staff PIN must be 8 to 12 digits")
 	// ErrInvalidBadge means the badge id is not 4 to 128 printable characters.
 	ErrInvalidBadge = errors.New("auth: a badge id must be 4 to 128 printable characters")
 	// ErrKioskCredentialTaken means another user already has this PIN or badge.
@@ -31,9 +38,15 @@ var (
 )
 
 var (
-	kioskPINRule = regexp.MustCompile(`^[0-9]{6,12}$`)
+	// newPINRule is what a PIN set from now on must be; loginPINRule
+	// what a login may give (PINs set before the rule keep working).
+	newPINRule   = regexp.MustCompile(`^[0-9]{8,12}$`)
+	loginPINRule = regexp.MustCompile(`^[0-9]{6,12}$`)
 	badgeRule    = regexp.MustCompile(`^[\x21-\x7e]{4,128}$`)
 )
+
+// MinKioskPINDigits is the shortest staff PIN that may be set.
+const MinKioskPINDigits = 8
 
 // DefaultKioskTTL is how long a kiosk session lasts.
 const DefaultKioskTTL = 15 * time.Minute
@@ -65,11 +78,14 @@ func (s *Service) SetKioskCredentials(ctx context.Context, userID int64, pin, ba
 		return ErrKioskDisabled
 	}
 	var pinD, badgeD []byte
+	var pinDigits *int
 	if pin != nil && *pin != "" {
-		if !kioskPINRule.MatchString(*pin) {
+		if !newPINRule.MatchString(*pin) {
 			return ErrInvalidKioskPIN
 		}
 		pinD = s.kioskDigest("pin", *pin)
+		n := len(*pin)
+		pinDigits = &n
 	}
 	if badge != nil && *badge != "" {
 		if !badgeRule.MatchString(*badge) {
@@ -100,8 +116,9 @@ func (s *Service) SetKioskCredentials(ctx context.Context, userID int64, pin, ba
 	}
 	tag, err := s.pool.Exec(ctx, `UPDATE auth_users SET
 		kiosk_pin_digest = CASE WHEN $2 THEN $3::bytea ELSE kiosk_pin_digest END,
+		kiosk_pin_digits = CASE WHEN $2 THEN $6::smallint ELSE kiosk_pin_digits END,
 		badge_digest = CASE WHEN $4 THEN $5::bytea ELSE badge_digest END
-		WHERE id = $1`, userID, pin != nil, pinD, badge != nil, badgeD)
+		WHERE id = $1`, userID, pin != nil, pinD, badge != nil, badgeD, pinDigits)
 	if err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23505" {
@@ -127,7 +144,7 @@ func (s *Service) KioskLogin(ctx context.Context, pin, badge string) (Issued, er
 	var col string
 	var digests [][]byte
 	switch {
-	case pin != "" && kioskPINRule.MatchString(pin):
+	case pin != "" && loginPINRule.MatchString(pin):
 		col, digests = "kiosk_pin_digest", s.kioskDigests("pin", pin)
 	case pin == "" && badge != "" && badgeRule.MatchString(badge):
 		col, digests = "badge_digest", s.kioskDigests("badge", badge)
@@ -147,6 +164,27 @@ func (s *Service) KioskLogin(ctx context.Context, pin, badge string) (Issued, er
 	if u.Disabled {
 		return Issued{}, ErrInvalidCredentials
 	}
+	if col == "kiosk_pin_digest" {
+		// The PIN's length, for a PIN set before it was kept (a no-op
+		// otherwise: the same PIN has the same length).
+		if _, err := s.pool.Exec(ctx, `UPDATE auth_users SET kiosk_pin_digits = $2
+			WHERE id = $1 AND kiosk_pin_digits IS DISTINCT FROM $2`, u.ID, len(pin)); err != nil {
+			return Issued{}, fmt.Errorf("auth: kiosk login: %w", err)
+		}
+		u.KioskPINShort = len(pin) < MinKioskPINDigits
+	}
 	exp := s.now().Add(s.kioskTTL)
 	return s.issue(ctx, u, "kiosk", "", &exp)
+}
+
+// CountShortKioskPINs counts the enabled users whose staff PIN has fewer
+// than MinKioskPINDigits digits (set before the rule), for the admins'
+// notice on the console.
+func (s *Service) CountShortKioskPINs(ctx context.Context) (int, error) {
+	var n int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM auth_users
+		WHERE kiosk_pin_digits < 8 AND kiosk_pin_digest IS NOT NULL AND NOT disabled`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("auth: count short kiosk PINs: %w", err)
+	}
+	return n, nil
 }

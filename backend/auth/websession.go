@@ -93,11 +93,11 @@ func (s *Service) WebSessionFor(ctx context.Context, token string, touch bool) (
 	var ended *time.Time
 	err := s.pool.QueryRow(ctx, `
 		SELECT w.id, w.csrf_token, w.created_at, w.last_seen_at, w.expires_at, w.ended_at,
-		       u.id, u.username, u.role, u.disabled, u.created_at
+		       u.id, u.username, u.role, u.disabled, u.created_at, coalesce(u.kiosk_pin_digits < 8, false)
 		FROM auth_web_sessions w JOIN auth_users u ON u.id = w.user_id
 		WHERE w.token_hash = $1`, HashToken(token)).
 		Scan(&ws.ID, &ws.CSRF, &ws.CreatedAt, &ws.LastSeenAt, &ws.ExpiresAt, &ended,
-			&ws.User.ID, &ws.User.Username, &role, &ws.User.Disabled, &ws.User.CreatedAt)
+			&ws.User.ID, &ws.User.Username, &role, &ws.User.Disabled, &ws.User.CreatedAt, &ws.User.KioskPINShort)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return WebSession{}, ErrUnauthenticated
 	}

@@ -366,7 +366,7 @@ func TestKioskRolesDecideServerSide(t *testing.T) {
 	as := e.kioskAuth(t)
 	h := deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: e.svc, Pool: e.st.Pool(), Clock: e.clock.Now,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	pins := map[auth.Role]string{auth.RoleStaff: "482916", auth.RoleTechnician: "739154", auth.RoleAdmin: "615283"}
+	pins := map[auth.Role]string{auth.RoleStaff: "48291637", auth.RoleTechnician: "73915462", auth.RoleAdmin: "61528374"}
 	users := map[auth.Role]auth.User{}
 	for role, pin := range pins {
 		u, err := as.CreateUser(e.ctx, "kiosk-"+string(role), "a long enough password", role)

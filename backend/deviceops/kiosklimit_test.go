@@ -104,7 +104,7 @@ func TestKioskLoginFailuresPrunedWithoutLogins(t *testing.T) {
 
 	e.clock.Set(now.Add(24 * time.Hour))
 	h := deviceops.NewStaff(deviceops.StaffOptions{Service: e.svc, Pool: e.st.Pool(), Clock: e.clock.Now})
-	res := h.HandleStaff(ctx, "k-locked", wire.StaffRequest{ID: wire.NewID(e.clock.Now()), Op: wire.StaffLogin, At: e.clock.Now(), PIN: "482916"})
+	res := h.HandleStaff(ctx, "k-locked", wire.StaffRequest{ID: wire.NewID(e.clock.Now()), Op: wire.StaffLogin, At: e.clock.Now(), PIN: "48291637"})
 	assert.Equal(t, wire.StaffDenied, res.Result, "the kept failures still lock the device's staff logins")
 
 	down, err := pgxpool.New(ctx, e.st.Pool().Config().ConnString())
@@ -172,7 +172,7 @@ func (e *env) counterClerk(t *testing.T, as *auth.Service) string {
 	t.Helper()
 	u, err := as.CreateUser(e.ctx, "an", "counter password 1", auth.RoleStaff)
 	require.NoError(t, err)
-	pin := "482916"
+	pin := "48291637"
 	require.NoError(t, as.SetKioskCredentials(e.ctx, u.ID, &pin, nil))
 	return pin
 }

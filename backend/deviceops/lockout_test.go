@@ -211,7 +211,7 @@ func TestKioskStaffClearsTheLockout(t *testing.T) {
 	h := deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: e.svc, Pool: e.st.Pool(), Clock: e.clock.Now, Logger: log, Codes: e.codes})
 	u, err := as.CreateUser(e.ctx, "kiosk-tech", "a long enough password", auth.RoleTechnician)
 	require.NoError(t, err)
-	pin := "739154"
+	pin := "73915462"
 	require.NoError(t, as.SetKioskCredentials(e.ctx, u.ID, &pin, nil))
 	ask := func(h *deviceops.Staff, req wire.StaffRequest) wire.StaffResponse {
 		req.ID, req.At = wire.NewID(e.clock.Now()), e.clock.Now()

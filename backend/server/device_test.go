@@ -297,7 +297,7 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	// staff member logs in and scans a new document, which gets the free
 	// compartment of this device.
 	staff := s.call("POST", "/api/v1/users", map[string]string{"username": "an", "password": "counter password 1", "role": "staff"}, 201)
-	s.call("PATCH", "/api/v1/users/"+strconv.Itoa(int(staff["id"].(float64))), map[string]string{"kiosk_pin": "482916"}, 200)
+	s.call("PATCH", "/api/v1/users/"+strconv.Itoa(int(staff["id"].(float64))), map[string]string{"kiosk_pin": "48291637"}, 200)
 	doc2 := s.call("POST", "/api/v1/documents", map[string]any{"kind": "eid", "number": "591-7654321-00",
 		"holder_first_name": "Els", "holder_last_name": "Claes", "holder_birth_date": "1990-03-04",
 		"language": "fr", "mobile": "+32470123456", "site_id": "kortrijk"}, 201)
@@ -310,7 +310,7 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 		require.NoError(t, wire.VerifyResponseSig(pub, "k1", r.ID, &r, time.Now()), "staff answer %s is signed", r.ID)
 		return r
 	}
-	dev.publish(wire.KindStaffReq, &wire.StaffRequest{ID: "s1", Op: wire.StaffLogin, At: time.Now().UTC(), PIN: "482916"})
+	dev.publish(wire.KindStaffReq, &wire.StaffRequest{ID: "s1", Op: wire.StaffLogin, At: time.Now().UTC(), PIN: "48291637"})
 	login := staffRes(1)
 	require.Equal(t, wire.StaffOK, login.Result)
 	assert.Equal(t, "s1", login.ID)
@@ -333,7 +333,7 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 		dev.publish(wire.KindStaffReq, &wire.StaffRequest{ID: "g" + strconv.Itoa(i), Op: wire.StaffLogin, At: time.Now().UTC(), PIN: "11111" + strconv.Itoa(i)})
 		assert.Equal(t, wire.StaffDenied, staffRes(6+i).Result)
 	}
-	dev.publish(wire.KindStaffReq, &wire.StaffRequest{ID: "s6", Op: wire.StaffLogin, At: time.Now().UTC(), PIN: "482916"})
+	dev.publish(wire.KindStaffReq, &wire.StaffRequest{ID: "s6", Op: wire.StaffLogin, At: time.Now().UTC(), PIN: "48291637"})
 	assert.Equal(t, wire.StaffDenied, staffRes(11).Result)
 
 	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvAlarm, At: time.Now().UTC(),

@@ -400,7 +400,7 @@ func renderAll(t *testing.T, lang string) map[string]string {
 	do := func(name, path, page string, main any, loggedIn bool) {
 		r := httptest.NewRequest("GET", path, nil)
 		q := &req{w: w, r: r, lang: lang, t: w.tr(lang), loggedIn: loggedIn,
-			sess: auth.WebSession{CSRF: "csrf", User: auth.User{ID: 1, Username: datum, Role: auth.RoleAdmin}}}
+			sess: auth.WebSession{CSRF: "csrf", User: auth.User{ID: 1, Username: datum, Role: auth.RoleAdmin, KioskPINShort: true}}}
 		rec := httptest.NewRecorder()
 		w.render(rec, q, 200, page, datum, main)
 		require.Equal(t, 200, rec.Code, name)

@@ -265,6 +265,9 @@ type layout struct {
 	Nav      []navItem
 	Langs    []langLink
 	Notice   string
+	// PINNotices ask for staff PINs of 8 digits: the signed-in person's
+	// own, and for an admin everyone's (pinNotices).
+	PINNotices []string
 	// Main is the page's own data.
 	Main any
 	q    *req
@@ -291,6 +294,7 @@ func (w *Web) render(rw http.ResponseWriter, q *req, status int, name, title str
 	if q.loggedIn {
 		l.User, l.CSRF = q.sess.User, q.sess.CSRF
 		l.Nav = w.nav(q)
+		l.PINNotices = w.pinNotices(q)
 	}
 	l.Notice = q.notice()
 	for _, code := range Languages {
@@ -312,6 +316,26 @@ func (w *Web) render(rw http.ResponseWriter, q *req, status int, name, title str
 	rw.Header().Set("Content-Type", "text/html; charset=utf-8")
 	rw.WriteHeader(status)
 	_, _ = rw.Write(b.Bytes())
+}
+
+// pinNotices ask for new staff PINs where one has fewer than
+// auth.MinKioskPINDigits digits (set before the rule; it still logs in):
+// the holder is asked to get a new one, an admin is told how many users
+// still have one.
+func (w *Web) pinNotices(q *req) []string {
+	var out []string
+	if q.sess.User.KioskPINShort {
+		out = append(out, q.t.F("notice.pin_short", "n", auth.MinKioskPINDigits))
+	}
+	if q.sess.User.Role == auth.RoleAdmin && w.o.Auth != nil {
+		n, err := w.o.Auth.CountShortKioskPINs(q.r.Context())
+		if err != nil {
+			w.log.Warn("count short staff PINs", "err", err)
+		} else if n > 0 {
+			out = append(out, q.t.F("notice.pins_short_admin", "count", n, "n", auth.MinKioskPINDigits))
+		}
+	}
+	return out
 }
 
 func (w *Web) nav(q *req) []navItem {

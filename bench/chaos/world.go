@@ -544,7 +544,7 @@ func (w *World) setupBackendData(ctx context.Context) error {
 	if w.Staff, err = w.login(ctx, "an.balie", pass); err != nil {
 		return err
 	}
-	w.StaffPIN = "482913"
+	w.StaffPIN = "48291357"
 	if err := w.Admin.Do(ctx, http.MethodPatch, fmt.Sprintf("/api/v1/users/%d", u.ID), map[string]string{"kiosk_pin": w.StaffPIN}, nil); err != nil {
 		return err
 	}
@@ -555,7 +555,7 @@ func (w *World) setupBackendData(ctx context.Context) error {
 		"password": "Tech-" + randomHex(8), "role": "technician"}, &tech); err != nil {
 		return err
 	}
-	w.TechPIN = "731946"
+	w.TechPIN = "73194628"
 	return w.Admin.Do(ctx, http.MethodPatch, fmt.Sprintf("/api/v1/users/%d", tech.ID), map[string]string{"kiosk_pin": w.TechPIN}, nil)
 }
 

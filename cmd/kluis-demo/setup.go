@@ -498,8 +498,8 @@ func (d *demo) setupBackendData(ctx context.Context, adminPass string) error {
 	}
 	d.people = []person{{"counter staff", "an.balie-" + suffix, pass}, {"technician", "tom.techniek-" + suffix, pass},
 		{"admin", adminName, adminPass}}
-	// The counter clerk's staff PIN for the kiosks (6-12 digits).
-	d.staffPIN = fmt.Sprintf("%06d", 100000+int(time.Now().UnixNano()%899999))
+	// The counter clerk's staff PIN for the kiosks (8-12 digits).
+	d.staffPIN = fmt.Sprintf("%08d", 10000000+int(time.Now().UnixNano()%89999999))
 	if err := d.admin.Do(ctx, http.MethodPatch, fmt.Sprintf("/api/v1/users/%d", staffID), map[string]string{"kiosk_pin": d.staffPIN}, nil); err != nil {
 		d.log.Warn("staff kiosk PIN not set; loads go through the REST API", "err", err)
 		d.staffPIN = ""

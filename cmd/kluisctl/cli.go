@@ -928,7 +928,7 @@ func (c *cli) userUpdate(ctx context.Context, args []string) error {
 	if *kioskPIN {
 		pin := c.getenv("KLUIS_KIOSK_PIN")
 		if pin == "" {
-			fmt.Fprint(c.stderr, "staff PIN (6-12 digits): ")
+			fmt.Fprint(c.stderr, "staff PIN (8-12 digits): ")
 			line, err := c.stdin.ReadString('\n')
 			if err != nil && !errors.Is(err, io.EOF) {
 				return fmt.Errorf("read PIN: %w", err)

@@ -198,7 +198,7 @@ func (w *world) setupBackendData() {
 	must(w.admin.Do(ctx, http.MethodPost, "/api/v1/users", map[string]string{"username": "an.balie", "password": pass, "role": "staff"}, &u))
 	w.staff, err = login(ctx, w.apiBase, "an.balie", pass)
 	must(err)
-	w.staffPIN = "482913"
+	w.staffPIN = "48291357"
 	must(w.admin.Do(ctx, http.MethodPatch, fmt.Sprintf("/api/v1/users/%d", u.ID), map[string]string{"kiosk_pin": w.staffPIN}, nil))
 	// A technician with a kiosk PIN of their own: test-opens are theirs.
 	var tech struct {
@@ -206,7 +206,7 @@ func (w *world) setupBackendData() {
 	}
 	must(w.admin.Do(ctx, http.MethodPost, "/api/v1/users", map[string]string{"username": "piet.techniek",
 		"password": "Tech-" + randomHex(8), "role": "technician"}, &tech))
-	w.techPIN = "731946"
+	w.techPIN = "73194628"
 	must(w.admin.Do(ctx, http.MethodPatch, fmt.Sprintf("/api/v1/users/%d", tech.ID), map[string]string{"kiosk_pin": w.techPIN}, nil))
 }
 

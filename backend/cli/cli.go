@@ -381,6 +381,9 @@ func serve(ctx context.Context, args []string, e Env) error {
 	metricsTokenFile := fs.String("metrics-token-file", e.Getenv("KLUIS_METRICS_TOKEN_FILE"), "file holding the bearer token GET /metrics requires (env KLUIS_METRICS_TOKEN_FILE); empty: /metrics is public")
 	fs.DurationVar(&o.StaffIdle, "staff-session-idle", auth.DefaultWebIdle, "a staff console session ends after this long without a request")
 	fs.DurationVar(&o.StaffMaxAge, "staff-session-max", auth.DefaultWebMaxAge, "a staff console session ends this long after the login, whatever happens")
+	o.DeviceVerifyBudget, o.DeviceEventBudget = devicelink.DefaultVerifyBudget(), devicelink.DefaultEventBudget()
+	fs.Var(&o.DeviceVerifyBudget, "device-verify-budget", "each device's budget of verify and staff requests, RATE/BURST: RATE a second, BURST at once; over it a request is answered unavailable")
+	fs.Var(&o.DeviceEventBudget, "device-event-budget", "each device's budget of events, RATE/BURST: RATE a second, BURST at once; over it an event is not acknowledged yet (the device sends it again)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -1,6 +1,9 @@
 package devicelink
 
 import (
+	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -15,6 +18,36 @@ type Budget struct {
 	// Burst is the bucket's size: how many messages a device that was
 	// quiet may send at once.
 	Burst int
+}
+
+// String is the budget as RATE/BURST, e.g. "2/60" (flag.Value).
+func (b *Budget) String() string {
+	return strconv.FormatFloat(b.Rate, 'f', -1, 64) + "/" + strconv.Itoa(b.Burst)
+}
+
+// Set parses RATE/BURST (flag.Value): RATE messages a second (above 0,
+// a fraction allowed), BURST at once (at least 1).
+func (b *Budget) Set(s string) error {
+	r, n, ok := strings.Cut(s, "/")
+	if !ok {
+		return fmt.Errorf("budget %q: want RATE/BURST, e.g. 2/60", s)
+	}
+	rate, err := strconv.ParseFloat(r, 64)
+	if err != nil {
+		return fmt.Errorf("budget %q: rate: %w", s, err)
+	}
+	if !(rate > 0) || rate > 1e9 {
+		return fmt.Errorf("budget %q: the rate (a second) must be above 0", s)
+	}
+	burst, err := strconv.Atoi(n)
+	if err != nil {
+		return fmt.Errorf("budget %q: burst: %w", s, err)
+	}
+	if burst < 1 {
+		return fmt.Errorf("budget %q: the burst must be at least 1", s)
+	}
+	b.Rate, b.Burst = rate, burst
+	return nil
 }
 
 // The default budgets, well above a real device's worst honest use. A

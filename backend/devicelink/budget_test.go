@@ -373,3 +373,18 @@ func TestBudgetFlag(t *testing.T) {
 	}
 	assert.Equal(t, Budget{Rate: 0.5, Burst: 20}, b, "unchanged by a bad value")
 }
+
+// BenchmarkBudgetSpend is one budget check (docs/performance.md): 1,000
+// devices, never over budget.
+func BenchmarkBudgetSpend(b *testing.B) {
+	bud := newBudgets(Budget{Rate: 1e9, Burst: 1 << 30}, DefaultEventBudget(), DefaultThrottleQuiet)
+	devs := make([]string, 1000)
+	for i := range devs {
+		devs[i] = fmt.Sprintf("dev-%04d", i)
+	}
+	now := time.Now()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		bud.spend(devs[i%len(devs)], budgetVerify, now)
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"kluis/controller/idlemem"
 	"kluis/controller/journal"
 	"kluis/controller/kiosk"
+	"kluis/controller/kiosk/screen"
 	"kluis/controller/link"
 	"kluis/controller/offline"
 	"kluis/controller/pickupcode"
@@ -98,6 +99,20 @@ func Run(ctx context.Context, o Options) error {
 		reg = promtext.NewRegistry()
 	}
 	reg.MustRegister(promtext.NewGoCollector(), promtext.NewProcessCollector())
+	// The kiosk screen's templates, catalogue and drawings need only the
+	// configuration: they are prepared while the driver halts and the
+	// journal opens (both wait on the line or the disk) instead of after
+	// them, on the way to READY=1 (docs/performance.md, "The start's
+	// floor").
+	type prepared struct {
+		a   *screen.Assets
+		err error
+	}
+	screenAssets := make(chan prepared, 1)
+	go func() {
+		a, err := screen.Prepare(cfg, nil)
+		screenAssets <- prepared{a, err}
+	}()
 
 	// Every lock inert: a fresh driver is halted (de-energising anything a
 	// crashed predecessor left energised) and closed, then opened for use.
@@ -223,7 +238,11 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 
-	ks, err := kiosk.New(kiosk.Options{Engine: eng, Config: cfg, Logger: log})
+	sa := <-screenAssets
+	if sa.err != nil {
+		return abort(fmt.Errorf("daemon: kiosk: %w", sa.err))
+	}
+	ks, err := kiosk.New(kiosk.Options{Engine: eng, Config: cfg, ScreenAssets: sa.a, Logger: log})
 	if err != nil {
 		return abort(fmt.Errorf("daemon: %w", err))
 	}

@@ -61,7 +61,10 @@ type Options struct {
 	// (timeouts.session, kiosk.staff_idle); nil serves the API and the
 	// event stream only.
 	Config *config.Config
-	Logger *slog.Logger
+	// ScreenAssets are the screen's, prepared for Config
+	// (screen.Prepare); default: prepared by New.
+	ScreenAssets *screen.Assets
+	Logger       *slog.Logger
 	// Clock; default time.Now (the engine's clock).
 	Clock func() time.Time
 	// KeepAlive is how often an idle event stream gets a comment line;
@@ -138,7 +141,7 @@ func New(o Options) (*Server, error) {
 	mux.HandleFunc("POST /kiosk/v1/tech/test-open", s.testOpen)
 	mux.HandleFunc("GET /kiosk/v1/diagnostics", s.diagnostics)
 	if o.Config != nil {
-		scr, err := screen.New(screen.Options{Source: o.Engine, Config: o.Config, Clock: o.Clock, Logger: o.Logger,
+		scr, err := screen.New(screen.Options{Source: o.Engine, Config: o.Config, Assets: o.ScreenAssets, Clock: o.Clock, Logger: o.Logger,
 			OnStaffActivity: s.staffActed})
 		if err != nil {
 			return nil, fmt.Errorf("kiosk: %w", err)

@@ -5,10 +5,14 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"runtime/debug"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"kluis/controller/config"
+	"kluis/controller/engine"
 )
 
 // The build ID hashes what it always hashed (each embedded file's path,
@@ -50,4 +54,28 @@ func TestBuildIDHashesFilesCatalogueAndRevision(t *testing.T) {
 	changed, err := buildID(other)
 	require.NoError(t, err)
 	require.NotEqual(t, got, changed)
+}
+
+// Assets prepared before the engine exists (kluisd prepares them while
+// its driver halts) make the same screen as New preparing them itself.
+func TestPreparedAssetsMakeTheSameScreen(t *testing.T) {
+	for _, kind := range []string{config.KindLocker, config.KindAutomaton} {
+		cfg := testConfig(t, kind)
+		a, err := Prepare(cfg, nil)
+		require.NoError(t, err)
+		src := &fakeSource{sc: engine.Screen{State: engine.StateIdle, Seq: 1}}
+		pre, err := New(Options{Source: src, Config: cfg, Assets: a})
+		require.NoError(t, err)
+		own, err := New(Options{Source: src, Config: cfg})
+		require.NoError(t, err)
+		require.Equal(t, own.Build(), pre.Build(), kind)
+		for _, path := range []string{"/?lang=fr", "/screen/static/screen.css"} {
+			code, body := get(t, pre, path)
+			require.Equal(t, http.StatusOK, code, path)
+			_, want := get(t, own, path)
+			require.Equal(t, want, body, "%s %s", kind, path)
+		}
+	}
+	_, err := Prepare(nil, nil)
+	require.Error(t, err)
 }

@@ -41,8 +41,10 @@ type Source interface {
 type Options struct {
 	Source Source
 	Config *config.Config
-	// Catalog; default NewCatalog().
+	// Catalog; default NewCatalog(). Unused with Assets (they hold theirs).
 	Catalog *Catalog
+	// Assets prepared for Config (Prepare); default: prepared by New.
+	Assets *Assets
 	// Clock; default time.Now.
 	Clock  func() time.Time
 	Logger *slog.Logger
@@ -53,8 +55,17 @@ type Options struct {
 
 // Screen serves the kiosk page.
 type Screen struct {
-	o       Options
-	log     *slog.Logger
+	o   Options
+	log *slog.Logger
+	*Assets
+}
+
+// Assets are the parts of the screen that depend on the configuration
+// alone: the catalogue, the parsed templates, the static files, the
+// layout, the drawing in each language and the build ID. kluisd prepares
+// them while its driver halts and its journal opens (Prepare), so that
+// they are not on the start's path after those.
+type Assets struct {
 	cat     *Catalog
 	tmpl    *template.Template
 	static  http.Handler
@@ -63,7 +74,58 @@ type Screen struct {
 	drawing map[string]template.HTML // by language
 }
 
-// New parses the templates and draws the device.
+// Prepare parses the templates and draws the device of cfg; cat is the
+// catalogue (nil: NewCatalog()).
+func Prepare(cfg *config.Config, cat *Catalog) (*Assets, error) {
+	if cfg == nil {
+		return nil, errors.New("screen: config is required")
+	}
+	if cat == nil {
+		c, err := NewCatalog()
+		if err != nil {
+			return nil, err
+		}
+		cat = c
+	}
+	a := &Assets{cat: cat, drawing: map[string]template.HTML{}}
+	t, err := template.New("").Funcs(template.FuncMap{"icon": icon, "list": func(s ...string) []string { return s }}).ParseFS(assets, "assets/*.html")
+	if err != nil {
+		return nil, fmt.Errorf("screen: %w", err)
+	}
+	a.tmpl = t
+	sub, err := fs.Sub(assets, "assets")
+	if err != nil {
+		return nil, err
+	}
+	a.static = http.StripPrefix("/screen/static/", http.FileServerFS(sub))
+	a.layout, err = cfg.ResolvedLayout()
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range Langs() {
+		here, err := cat.Text("drawing.here", l)
+		if err != nil {
+			return nil, err
+		}
+		if a.layout != nil {
+			a.drawing[l] = drawLocker(a.layout, here)
+			continue
+		}
+		hatch, err := cat.Text("drawing.hatch", l)
+		if err != nil {
+			return nil, err
+		}
+		a.drawing[l] = drawAutomaton(here, hatch)
+	}
+	a.build, err = buildID(cat)
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// New makes the screen: with o.Assets (prepared for o.Config) as they
+// are, else it prepares them.
 func New(o Options) (*Screen, error) {
 	if o.Source == nil || o.Config == nil {
 		return nil, errors.New("screen: source and config are required")
@@ -74,45 +136,15 @@ func New(o Options) (*Screen, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.Catalog == nil {
-		c, err := NewCatalog()
-		if err != nil {
+	a := o.Assets
+	if a == nil {
+		var err error
+		if a, err = Prepare(o.Config, o.Catalog); err != nil {
 			return nil, err
 		}
-		o.Catalog = c
 	}
-	s := &Screen{o: o, log: o.Logger.With("part", "screen"), cat: o.Catalog, drawing: map[string]template.HTML{}}
-	t, err := template.New("").Funcs(template.FuncMap{"icon": icon, "list": func(s ...string) []string { return s }}).ParseFS(assets, "assets/*.html")
-	if err != nil {
-		return nil, fmt.Errorf("screen: %w", err)
-	}
-	s.tmpl = t
-	sub, err := fs.Sub(assets, "assets")
-	if err != nil {
-		return nil, err
-	}
-	s.static = http.StripPrefix("/screen/static/", http.FileServerFS(sub))
-	s.layout, err = o.Config.ResolvedLayout()
-	if err != nil {
-		return nil, err
-	}
-	for _, l := range Langs() {
-		here, err := s.cat.Text("drawing.here", l)
-		if err != nil {
-			return nil, err
-		}
-		if s.layout != nil {
-			s.drawing[l] = drawLocker(s.layout, here)
-			continue
-		}
-		hatch, err := s.cat.Text("drawing.hatch", l)
-		if err != nil {
-			return nil, err
-		}
-		s.drawing[l] = drawAutomaton(here, hatch)
-	}
-	s.build, err = buildID(s.cat)
-	return s, err
+	o.Catalog = a.cat
+	return &Screen{o: o, log: o.Logger.With("part", "screen"), Assets: a}, nil
 }
 
 // Build identifies what this kluisd serves: the page reloads itself when

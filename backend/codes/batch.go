@@ -144,6 +144,7 @@ type batcher struct {
 	concurrent int
 	timeout    time.Duration
 	mode       func() BatchMode // read once per attempt; nil: BatchDefault
+	leaders    func() int       // read once per attempt; nil or <= 0: concurrent
 
 	mu      sync.Mutex
 	unread  []*batchItem // BatchOneRT: waiting for the optimistic read
@@ -154,6 +155,16 @@ type batcher struct {
 
 func newBatcher(s *Service, max, concurrent int, timeout time.Duration, mode func() BatchMode) *batcher {
 	return &batcher{s: s, max: max, concurrent: concurrent, timeout: timeout, mode: mode}
+}
+
+// limit is how many leaders may run now.
+func (b *batcher) limit() int {
+	if b.leaders != nil {
+		if n := b.leaders(); n > 0 {
+			return n
+		}
+	}
+	return b.concurrent
 }
 
 // oneRT says whether an attempt arriving now is read ahead (BatchOneRT).
@@ -174,7 +185,7 @@ func (b *batcher) verify(ctx context.Context, it *batchItem) error {
 	// Read ahead only what would wait for a batch anyway: an attempt
 	// that finds a leader free and nothing before it goes at once, in two
 	// round trips, without a statement more.
-	if b.oneRT() && (b.running >= b.concurrent || len(b.queue) > 0 || len(b.unread) > 0 || b.readers > 0) {
+	if b.oneRT() && (b.running >= b.limit() || len(b.queue) > 0 || len(b.unread) > 0 || b.readers > 0) {
 		b.unread = append(b.unread, it)
 		if b.readers == 0 {
 			b.readers++
@@ -212,7 +223,7 @@ func (b *batcher) verify(ctx context.Context, it *batchItem) error {
 // (b.mu held).
 func (b *batcher) enqueue(it *batchItem) {
 	b.queue = append(b.queue, it)
-	if b.running < b.concurrent {
+	if b.running < b.limit() {
 		b.running++
 		go b.lead()
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -638,4 +639,45 @@ func TestBatchOneRTClaimsOfFewCodes(t *testing.T) {
 	require.Equal(t, n-len(tokens), denied-denied0, "every denial audited")
 	f.noLeaderLeft()
 	f.chainIntact()
+}
+
+// TestBatchVerifyLeaders: Options.VerifyLeaders, read per attempt,
+// overrides VerifyBatches: with 2, a second batch runs while the first
+// one's writes wait; with 1 (the default), the second attempt waits in the
+// queue.
+func TestBatchVerifyLeaders(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.svc.batch.timeout = 2 * time.Minute
+	var leaders atomic.Int32
+	f.svc.batch.leaders = func() int { return int(leaders.Load()) }
+	devs, _, tokens := f.devicesWithCodes(3)
+	release := f.holdWrites()
+	waiting := func() int {
+		var n int
+		require.NoError(t, f.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'`).Scan(&n))
+		return n
+	}
+	errs := make(chan error, len(devs))
+	verify := func(i int) {
+		go func() {
+			_, err := f.verify(Attempt{DeviceID: devs[i], QRToken: tokens[i]})
+			errs <- err
+		}()
+	}
+	leaders.Store(2)
+	verify(0)
+	testenv.EventuallyWithin(t, 10*time.Second, "the first batch's writes wait", func() bool { return waiting() == 1 })
+	verify(1)
+	testenv.EventuallyWithin(t, 10*time.Second, "a second batch runs beside it", func() bool { return waiting() == 2 })
+	leaders.Store(0) // VerifyBatches: 1
+	verify(2)
+	testenv.EventuallyWithin(t, 10*time.Second, "the third attempt is queued", func() bool { return f.queued() == 1 })
+	require.Equal(t, 2, waiting())
+	release()
+	for range devs {
+		require.NoError(t, <-errs)
+	}
+	f.noLeaderLeft()
 }

@@ -79,6 +79,10 @@ type Options struct {
 	// BatchOne. A function so that a benchmark can pair the modes in one
 	// process.
 	VerifyMode func() BatchMode
+	// VerifyLeaders, read once per attempt, overrides VerifyBatches when
+	// it returns more than 0; nil: VerifyBatches. A function so that a
+	// benchmark can pair one and two writers in one process.
+	VerifyLeaders func() int
 }
 
 // Service issues and verifies codes.
@@ -190,6 +194,7 @@ func New(opts Options) (*Service, error) {
 	}
 	if batching && opts.VerifyBatch > 1 {
 		s.batch = newBatcher(s, opts.VerifyBatch, opts.VerifyBatches, opts.VerifyTimeout, opts.VerifyMode)
+		s.batch.leaders = opts.VerifyLeaders
 	}
 	if opts.Registerer != nil {
 		for _, c := range []prometheus.Collector{s.verified, s.batches, s.batched, s.redone, s.waited, s.batchDur, s.issued, s.lockouts} {

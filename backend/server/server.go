@@ -150,6 +150,9 @@ type Options struct {
 	// batches read their rows ahead and take one round trip); nil: codes'
 	// default.
 	VerifyMode func() codes.BatchMode
+	// VerifyLeaders is codes.Options.VerifyLeaders (how many verification
+	// batches run at once); nil: codes' default.
+	VerifyLeaders func() int
 	// DeviceVerifyBudget and DeviceEventBudget bound each device's verify
 	// and staff requests and its events (devicelink.Options.VerifyBudget,
 	// EventBudget: a token bucket per device against a stolen device

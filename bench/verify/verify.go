@@ -51,8 +51,16 @@ type options struct {
 	profile  string   // directory for each Kluis phase's CPU profile, "" for none
 }
 
-// modeNames are -batch-mode's values: codes.Options.VerifyMode.
-var modeNames = map[string]codes.BatchMode{"default": codes.BatchDefault, "one": codes.BatchOne, "onert": codes.BatchOneRT}
+// batchSetting is a -batch-mode value: codes.Options.VerifyMode and
+// VerifyLeaders (0: the backend's default).
+type batchSetting struct {
+	mode    codes.BatchMode
+	leaders int
+}
+
+// modeNames are -batch-mode's values; a trailing 2: two batches at once.
+var modeNames = map[string]batchSetting{"default": {codes.BatchDefault, 0}, "one": {codes.BatchOne, 0}, "onert": {codes.BatchOneRT, 0},
+	"one2": {codes.BatchOne, 2}, "onert2": {codes.BatchOneRT, 2}}
 
 func parse(args []string) (options, string, error) {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
@@ -60,7 +68,7 @@ func parse(args []string) (options, string, error) {
 	dur := fs.Duration("duration", 5*time.Second, "measured time of one phase")
 	warm := fs.Duration("warmup", time.Second, "unmeasured time at the start of each phase")
 	rounds := fs.Int("rounds", 3, "rounds (each runs every count against its floor, interleaved)")
-	mode := fs.String("batch-mode", "default", "the backend's QR batch mode (codes.Options.VerifyMode): default, one or onert; "+
+	mode := fs.String("batch-mode", "default", "the backend's QR batch mode (codes.Options.VerifyMode): default, one or onert, or one2 or onert2 with two batches at once (VerifyLeaders); "+
 		"comma-separated to pair them: each round then runs a Kluis phase per mode and one floor, interleaved")
 	profile := fs.String("profile", "", "directory to write each Kluis phase's CPU profile to (<devices>dev-<phase>-<n>.pprof, labelled part=backend/devices)")
 	if err := fs.Parse(args); err != nil {
@@ -69,7 +77,7 @@ func parse(args []string) (options, string, error) {
 	o := options{duration: *dur, warmup: *warm, rounds: *rounds, modes: strings.Split(*mode, ","), profile: *profile}
 	for _, m := range o.modes {
 		if _, ok := modeNames[m]; !ok {
-			return options{}, "", fmt.Errorf("verify: -batch-mode: %q is not default, one or onert", m)
+			return options{}, "", fmt.Errorf("verify: -batch-mode: %q is not default, one, onert, one2 or onert2", m)
 		}
 	}
 	if len(o.modes) != len(slices.Compact(slices.Sorted(slices.Values(o.modes)))) {
@@ -153,7 +161,9 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 				if what == "floor" {
 					rate, err = r.floorPhase(ctx, n, o)
 				} else {
-					r.mode.Store(int32(modeNames[strings.TrimPrefix(strings.TrimPrefix(what, "kluis"), ":")]))
+					set := modeNames[strings.TrimPrefix(strings.TrimPrefix(what, "kluis"), ":")]
+					r.mode.Store(int32(set.mode))
+					r.leaders.Store(int32(set.leaders))
 					rate, err = r.kluisPhase(ctx, n, o, what)
 				}
 				if err != nil {
@@ -306,6 +316,7 @@ type rig struct {
 	best    float64          // the best Kluis rate so far
 	costs   map[string]*cost // by "<devices>/<phase>" (kluisPhaseName or floor)
 	mode    atomic.Int32     // the backend's batch mode (codes.BatchMode), set before each Kluis phase
+	leaders atomic.Int32     // the backend's batches at once (0: its default), set before each Kluis phase
 	floorN  int64            // floor codes created so far
 	phases  int              // Kluis phases run so far (-profile's file names)
 	stopSrv func() error
@@ -354,8 +365,9 @@ func start(ctx context.Context, env bench.Env, dbURL string, nDev int) (_ *rig, 
 			// Jobs that would act on the bench's codes (bundles for the
 			// devices, giving accepted codes back) stay off.
 			CodeSyncEvery: server.Disabled, RearmUnfollowed: server.Disabled, HousekeepEvery: server.Disabled,
-			AuditEvery: server.Disabled,
-			VerifyMode: func() codes.BatchMode { return codes.BatchMode(r.mode.Load()) }})
+			AuditEvery:    server.Disabled,
+			VerifyMode:    func() codes.BatchMode { return codes.BatchMode(r.mode.Load()) },
+			VerifyLeaders: func() int { return int(r.leaders.Load()) }})
 	})
 	if err != nil {
 		return nil, err

@@ -126,12 +126,23 @@ func (t *deviceThrottle) lockedNow(ctx context.Context, device string, now time.
 // left, and reports how many it deleted. Safe beside logins and on every replica at
 // once.
 func PruneKioskLogins(ctx context.Context, pool *pgxpool.Pool, now time.Time) (int, error) {
+	n, err := pruneBefore(ctx, pool, "kiosk_login_failures", now.UTC().Add(-kioskDailyWindow))
+	if err != nil {
+		return n, fmt.Errorf("deviceops: prune kiosk login limits: %w", err)
+	}
+	return n, nil
+}
+
+// pruneBefore deletes the rows of table (kiosk_login_failures or
+// kiosk_lookup_misses: an id and an at) at or before before, pruneBatch
+// rows per statement until none is left, and reports how many it deleted.
+func pruneBefore(ctx context.Context, pool *pgxpool.Pool, table string, before time.Time) (int, error) {
 	total := 0
 	for {
-		tag, err := pool.Exec(ctx, `DELETE FROM kiosk_login_failures WHERE id IN
-			(SELECT id FROM kiosk_login_failures WHERE at <= $1 ORDER BY at LIMIT $2)`, now.UTC().Add(-kioskDailyWindow), pruneBatch)
+		tag, err := pool.Exec(ctx, `DELETE FROM `+table+` WHERE id IN
+			(SELECT id FROM `+table+` WHERE at <= $1 ORDER BY at LIMIT $2)`, before, pruneBatch)
 		if err != nil {
-			return total, fmt.Errorf("deviceops: prune kiosk login limits: %w", err)
+			return total, err
 		}
 		total += int(tag.RowsAffected())
 		if tag.RowsAffected() < pruneBatch {

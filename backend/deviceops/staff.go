@@ -52,6 +52,7 @@ type Staff struct {
 	log      *slog.Logger
 	now      func() time.Time
 	throttle *deviceThrottle
+	lookups  *lookupThrottle
 }
 
 // NewStaff returns a Staff handler.
@@ -63,7 +64,7 @@ func NewStaff(o StaffOptions) *Staff {
 		o.Clock = time.Now
 	}
 	return &Staff{codes: o.Codes, auth: o.Auth, svc: o.Service, pool: o.Pool, log: o.Logger.With("part", "kiosk-staff"), now: o.Clock,
-		throttle: &deviceThrottle{pool: o.Pool}}
+		throttle: &deviceThrottle{pool: o.Pool}, lookups: &lookupThrottle{pool: o.Pool}}
 }
 
 // HandleStaff implements devicelink.StaffHandler.
@@ -146,27 +147,37 @@ func (h *Staff) login(ctx context.Context, deviceID string, req wire.StaffReques
 // decoding is strict, so a new field would make an older kluisd drop the
 // whole answer). The lock is the device's, whatever the credential: it
 // tells nothing about a PIN, badge or user.
-func tellLock(resp *wire.StaffResponse, lock kioskLock) {
-	until := lock.until.Add(time.Second - 1).Truncate(time.Second) // whole seconds, never early
+func tellLock(resp *wire.StaffResponse, lock kioskLock) { tellUntil(resp, lock.until) }
+
+// tellUntil puts the end of a lock or pause in a refusal's expires, in
+// whole seconds, never early.
+func tellUntil(resp *wire.StaffResponse, end time.Time) {
+	until := end.Add(time.Second - 1).Truncate(time.Second)
 	resp.Expires = &until
 }
 
 // kioskSession checks the kiosk session of req and whether its user's
 // role may do op at the kiosk (a refusal is audited kiosk.denied).
 func (h *Staff) kioskSession(ctx context.Context, op, deviceID string, req wire.StaffRequest, may ...auth.Role) (actor string, res wire.StaffResult) {
+	_, actor, res = h.kioskPrincipal(ctx, op, deviceID, req, may...)
+	return actor, res
+}
+
+// kioskPrincipal is kioskSession with the session's principal.
+func (h *Staff) kioskPrincipal(ctx context.Context, op, deviceID string, req wire.StaffRequest, may ...auth.Role) (p auth.Principal, actor string, res wire.StaffResult) {
 	p, err := h.auth.Authenticate(ctx, req.Session)
 	if err != nil || p.TokenKind != "kiosk" {
-		return "", wire.StaffSessionExpired
+		return p, "", wire.StaffSessionExpired
 	}
 	actor = "user:" + strconv.FormatInt(p.ID, 10)
 	for _, r := range may {
 		if p.Role == r {
-			return actor, wire.StaffOK
+			return p, actor, wire.StaffOK
 		}
 	}
 	h.log.Info("kiosk operation refused for the role", "device", deviceID, "op", op, "role", p.Role)
 	h.audit(ctx, actor, "kiosk.denied", deviceID, map[string]any{"op": op, "role": string(p.Role)})
-	return actor, wire.StaffDenied
+	return p, actor, wire.StaffDenied
 }
 
 // testOpen authorises a technician's test-open of the compartment at
@@ -224,33 +235,86 @@ func (h *Staff) clearLockout(ctx context.Context, deviceID string, req wire.Staf
 
 // scanned checks the kiosk session of req and finds the document with the
 // scanned number at the device's site. A result other than StaffOK ends
-// the operation.
-func (h *Staff) scanned(ctx context.Context, op, deviceID string, req wire.StaffRequest) (actor string, doc store.Document, res wire.StaffResult) {
+// the operation. The lookups are bounded (lookupThrottle): under the
+// device's pause none is made (denied, with the pause's end in expires);
+// a miss is audited kiosk.lookup_miss and counted, and may end the
+// session or pause the device (lookupMiss).
+func (h *Staff) scanned(ctx context.Context, op, deviceID string, req wire.StaffRequest, resp *wire.StaffResponse) (actor string, p auth.Principal, doc store.Document, res wire.StaffResult) {
 	// Documents are for counter staff (and admins), not technicians.
-	actor, res = h.kioskSession(ctx, op, deviceID, req, auth.RoleStaff, auth.RoleAdmin)
+	p, actor, res = h.kioskPrincipal(ctx, op, deviceID, req, auth.RoleStaff, auth.RoleAdmin)
 	if res != wire.StaffOK {
-		return "", doc, res
+		return "", p, doc, res
+	}
+	until, err := h.lookups.paused(ctx, deviceID, h.now())
+	if err != nil {
+		h.log.Warn("kiosk "+op+": lookup limits unavailable: refused", "device", deviceID, "err", err)
+		return "", p, doc, wire.StaffUnavailable
+	}
+	if !until.IsZero() {
+		h.audit(ctx, actor, "kiosk.lookup_refused", deviceID, map[string]any{"op": op, "paused_until": until})
+		tellUntil(resp, until)
+		return "", p, doc, wire.StaffDenied
 	}
 	dev, err := h.svc.GetDevice(ctx, deviceID)
 	if err != nil {
 		h.log.Warn("kiosk "+op+": device", "device", deviceID, "err", err)
-		return "", doc, wire.StaffUnavailable
+		return "", p, doc, wire.StaffUnavailable
 	}
 	doc, err = h.svc.FindActiveByNumber(ctx, req.DocumentNumber, dev.SiteID)
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
-		return "", doc, wire.StaffNotFound
+		return "", p, doc, h.lookupMiss(ctx, op, deviceID, actor, p, resp)
 	case errors.Is(err, store.ErrConflict):
-		return "", doc, wire.StaffWrongState
+		return "", p, doc, wire.StaffWrongState
 	case err != nil:
 		h.log.Warn("kiosk "+op+": find", "device", deviceID, "err", err)
-		return "", doc, wire.StaffUnavailable
+		return "", p, doc, wire.StaffUnavailable
 	}
-	return actor, doc, wire.StaffOK
+	return actor, p, doc, wire.StaffOK
+}
+
+// lookupMiss audits and counts a lookup of session p that found nothing
+// (kiosk.lookup_miss, with the session's and the device's count; not the
+// number typed, which may be someone's document) and answers it:
+// session_expired with expires (when the session ended) for the session's
+// last miss, whose session is revoked (audited kiosk.session_ended);
+// denied with expires (when the pause ends) for the miss that pauses the
+// device's lookups; not_found otherwise. An older kluisd, which reads
+// neither expires, shows its plain refusal (and for session_expired logs
+// the staff member out).
+func (h *Staff) lookupMiss(ctx context.Context, op, deviceID, actor string, p auth.Principal, resp *wire.StaffResponse) wire.StaffResult {
+	now := h.now()
+	v, err := h.lookups.miss(ctx, deviceID, p.TokenID, now)
+	if err != nil {
+		h.log.Warn("kiosk "+op+": lookup limits unavailable: miss not counted, refused", "device", deviceID, "err", err)
+		h.audit(ctx, actor, "kiosk.lookup_miss", deviceID, map[string]any{"op": op})
+		return wire.StaffUnavailable
+	}
+	h.audit(ctx, actor, "kiosk.lookup_miss", deviceID, map[string]any{"op": op,
+		"session_misses": v.sessionMisses, "device_misses": v.deviceMisses})
+	switch {
+	case v.sessionEnded:
+		if err := h.auth.Revoke(ctx, p.ID, p.TokenID); err != nil {
+			h.log.Error("kiosk session not ended after too many lookup misses", "device", deviceID, "err", err)
+			return wire.StaffUnavailable
+		}
+		h.log.Warn("kiosk staff session ended after too many document lookups that found nothing", "device", deviceID,
+			"actor", actor, "misses", v.sessionMisses)
+		h.audit(ctx, actor, "kiosk.session_ended", deviceID, map[string]any{"reason": "lookup_misses", "misses": v.sessionMisses})
+		ended := now.UTC().Truncate(time.Second)
+		resp.Expires = &ended
+		return wire.StaffSessionExpired
+	case !v.pausedUntil.IsZero():
+		h.log.Warn("kiosk document lookups paused on device after too many that found nothing", "device", deviceID,
+			"misses", v.deviceMisses, "until", v.pausedUntil)
+		tellUntil(resp, v.pausedUntil)
+		return wire.StaffDenied
+	}
+	return wire.StaffNotFound
 }
 
 func (h *Staff) reserve(ctx context.Context, deviceID string, req wire.StaffRequest, resp *wire.StaffResponse) wire.StaffResult {
-	actor, doc, res := h.scanned(ctx, "reserve", deviceID, req)
+	actor, _, doc, res := h.scanned(ctx, "reserve", deviceID, req, resp)
 	if res != wire.StaffOK {
 		return res
 	}
@@ -287,7 +351,7 @@ func (h *Staff) reserve(ctx context.Context, deviceID string, req wire.StaffRequ
 // state here: the device's retrieved event (the compartment empty after the
 // door closed) does the transition.
 func (h *Staff) retrieve(ctx context.Context, deviceID string, req wire.StaffRequest, resp *wire.StaffResponse) wire.StaffResult {
-	actor, doc, res := h.scanned(ctx, "retrieve", deviceID, req)
+	actor, p, doc, res := h.scanned(ctx, "retrieve", deviceID, req, resp)
 	if res != wire.StaffOK {
 		return res
 	}
@@ -297,7 +361,7 @@ func (h *Staff) retrieve(ctx context.Context, deviceID string, req wire.StaffReq
 		return wire.StaffWrongState
 	}
 	if doc.DeviceID != deviceID {
-		return wire.StaffNotFound // in another device
+		return h.lookupMiss(ctx, "retrieve", deviceID, actor, p, resp) // in another device
 	}
 	c, err := store.GetCompartment(ctx, h.pool, doc.CompartmentID)
 	if err != nil {

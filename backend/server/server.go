@@ -355,8 +355,8 @@ func (s *Server) Run(ctx context.Context) error {
 		})
 	}})
 	// Login-limit rows (the password logins' and the kiosks') are pruned
-	// by every login; this prunes them when no login comes, at the
-	// housekeeping interval.
+	// by every login, the kiosks' lookup misses by every miss; this prunes
+	// them when none comes, at the housekeeping interval.
 	if o.HousekeepEvery != Disabled {
 		limits := apiOpts.LoginLimits
 		w.parts = append(w.parts, part{"login-limits-prune", func(ctx context.Context) error {
@@ -366,6 +366,11 @@ func (s *Server) Run(ctx context.Context) error {
 				if err == nil {
 					var k int
 					k, err = deviceops.PruneKioskLogins(ctx, st.Pool(), now)
+					n += k
+				}
+				if err == nil {
+					var k int
+					k, err = deviceops.PruneKioskLookups(ctx, st.Pool(), now)
 					n += k
 				}
 				if err != nil && ctx.Err() == nil {

@@ -47,16 +47,21 @@ const (
 	// lock); StateStaffLockedToday: by the daily cap.
 	StateStaffLocked      = "staff_locked"
 	StateStaffLockedToday = "staff_locked_today"
-	StateLoading          = "loading"
-	StateLoaded           = "loaded"
-	StateLoadEmpty        = "load_empty"
-	StateRetrieving       = "retrieving"
-	StateRetrieved        = "retrieved"
-	StateStillThere       = "still_there"
-	StateNotFound         = "not_found"
-	StateNoCompartment    = "no_compartment"
-	StateTestOpen         = "test_open"
-	StateError            = "error"
+	// StateLookupsEnded: the backend ended the staff session after too
+	// many document lookups that found nothing; StateLookupsPaused: it
+	// paused the device's document lookups (until Screen.Until).
+	StateLookupsEnded  = "lookups_ended"
+	StateLookupsPaused = "lookups_paused"
+	StateLoading       = "loading"
+	StateLoaded        = "loaded"
+	StateLoadEmpty     = "load_empty"
+	StateRetrieving    = "retrieving"
+	StateRetrieved     = "retrieved"
+	StateStillThere    = "still_there"
+	StateNotFound      = "not_found"
+	StateNoCompartment = "no_compartment"
+	StateTestOpen      = "test_open"
+	StateError         = "error"
 	// StateLockoutCleared: staff lifted the PIN lockout; StateLockoutCapped:
 	// lifted, but the daily cap still locks PIN entry (retry_after_s).
 	StateLockoutCleared = "lockout_cleared"
@@ -147,7 +152,8 @@ type Screen struct {
 	RetryAfterS int `json:"retry_after_s,omitempty"`
 	// Until is when the lock the screen tells of ends (staff_locked,
 	// staff_locked_today: the backend's lock of the device's staff
-	// logins); the messages say it in the device's local time.
+	// logins; lookups_paused: its pause of the device's document
+	// lookups); the messages say it in the device's local time.
 	Until *time.Time `json:"until,omitempty"`
 	// Method is how the citizen gave the code that was refused ("qr" or
 	// "pin"), set on wrong_code only: the screen offers to try the same way

@@ -116,6 +116,16 @@ var messages = map[string][4]string{
 		"Trop de connexions échouées sur cet appareil aujourd'hui. La connexion est bloquée ici jusqu'à {t} : utilisez la console du personnel ou appelez le service desk.",
 		"Too many failed logins on this machine today. Login here is blocked until {t}: use the staff console or call the service desk.",
 		"Zu viele fehlgeschlagene Anmeldungen an diesem Gerät heute. Die Anmeldung ist hier bis {t} gesperrt: nutzen Sie die Personalkonsole oder rufen Sie den Servicedesk an."},
+	StateLookupsEnded: {
+		"Te veel documentnummers niet gevonden. Voor de veiligheid bent u afgemeld. Meld u opnieuw aan of gebruik de personeelsconsole.",
+		"Trop de numéros de document introuvables. Par sécurité, vous êtes déconnecté. Reconnectez-vous ou utilisez la console du personnel.",
+		"Too many document numbers not found. For safety you are logged out. Log in again or use the staff console.",
+		"Zu viele Dokumentnummern nicht gefunden. Zur Sicherheit wurden Sie abgemeldet. Melden Sie sich erneut an oder nutzen Sie die Personalkonsole."},
+	StateLookupsPaused: {
+		"Te veel documentnummers niet gevonden op dit toestel. Documenten opzoeken is hier gepauzeerd tot {t}: gebruik de personeelsconsole of bel de servicedesk.",
+		"Trop de numéros de document introuvables sur cet appareil. La recherche de documents est suspendue ici jusqu'à {t} : utilisez la console du personnel ou appelez le service desk.",
+		"Too many document numbers not found on this machine. Looking up documents here is paused until {t}: use the staff console or call the service desk.",
+		"Zu viele Dokumentnummern an diesem Gerät nicht gefunden. Die Dokumentsuche ist hier bis {t} angehalten: nutzen Sie die Personalkonsole oder rufen Sie den Servicedesk an."},
 	StateLoading: {
 		"Leg het document in vak {n} en sluit de deur.",
 		"Placez le document dans le casier {n} et fermez la porte.",
@@ -264,7 +274,8 @@ func Langs() []string { return append([]string(nil), langs...) }
 func States() []string {
 	return []string{StateIdle, StateVerifying, StateNeedBirthDate, StatePresenting, StateOpen, StateDone,
 		StateNotCollected, StateNotOpened, StateWrongCode, StateExpired, StateAlreadyCollected, StatePending, StateLockedOut,
-		StateOutOfOrder, StateDeviceOutOfOrder, StateBusy, StateStaff, StateStaffDenied, StateStaffLocked, StateStaffLockedToday, StateLoading, StateLoaded, StateLoadEmpty,
+		StateOutOfOrder, StateDeviceOutOfOrder, StateBusy, StateStaff, StateStaffDenied, StateStaffLocked, StateStaffLockedToday,
+		StateLookupsEnded, StateLookupsPaused, StateLoading, StateLoaded, StateLoadEmpty,
 		StateRetrieving, StateRetrieved, StateStillThere, StateNotFound, StateNoCompartment, StateTestOpen, StateLockoutCleared,
 		StateLockoutCapped, StateError}
 }

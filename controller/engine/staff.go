@@ -151,12 +151,22 @@ func (e *Engine) staffDoor(ctx context.Context, number, lang, purpose string) (S
 		e.mu.Lock()
 		e.staff = nil
 		e.mu.Unlock()
+		if res.Expires != nil {
+			// Ended by the backend after too many lookups that found
+			// nothing (docs/asyncapi.yaml StaffResponse).
+			e.log.Warn("staff session ended by the backend: too many document numbers not found", "staff_id", s.id)
+			return e.setScreen(StateLookupsEnded, 0, lang), nil
+		}
 		return e.setScreen(StateStaffDenied, 0, lang), nil
 	case wire.StaffNotFound, wire.StaffWrongState:
 		return e.setScreen(StateNotFound, 0, lang), nil
 	case wire.StaffNoCompartment:
 		return e.setScreen(StateNoCompartment, 0, lang), nil
 	case wire.StaffDenied:
+		if res.Expires != nil && res.Expires.After(e.now()) {
+			// The device's lookups paused until expires.
+			return e.setScreenUntil(StateLookupsPaused, *res.Expires, lang), nil
+		}
 		return e.setScreen(StateStaffDenied, 0, lang), nil
 	default:
 		return e.setScreen(StateError, 0, lang), nil

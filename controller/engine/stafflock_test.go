@@ -105,3 +105,64 @@ func TestUntilTextInEveryLanguage(t *testing.T) {
 		}
 	}
 }
+
+// The backend bounds a staff session's document lookups: a miss is
+// not_found; the session's last miss is session_expired with expires (the
+// session ended: staff are logged out and told why, lookups_ended); a
+// denial with expires ahead is the device's pause (lookups_paused, until
+// expires, the session goes on). A plain session_expired or denial is
+// the plain refusal, as from an older backend.
+func TestStaffLookupBoundsAreSaid(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		exp := time.Now().Add(time.Hour)
+		login := func() {
+			t.Helper()
+			s, err := r.e.StaffLogin(context.Background(), "BADGE-7", "", "en")
+			require.NoError(t, err)
+			require.Equal(t, StateStaff, s.State)
+		}
+		ended := time.Now().Truncate(time.Second)
+		pause := time.Now().Add(40 * time.Minute).Truncate(time.Second)
+		r.be.set(func() {
+			r.be.staff["login:BADGE-7"] = wire.StaffResponse{Op: wire.StaffLogin, Result: wire.StaffOK, Session: "s", StaffID: "u7", StaffName: "An", Expires: &exp}
+			r.be.staff["retrieve:591-0001"] = wire.StaffResponse{Result: wire.StaffNotFound}
+			r.be.staff["retrieve:591-0005"] = wire.StaffResponse{Result: wire.StaffSessionExpired, Expires: &ended}
+			r.be.staff["reserve:591-0012"] = wire.StaffResponse{Result: wire.StaffDenied, Expires: &pause}
+			r.be.staff["reserve:591-0013"] = wire.StaffResponse{Result: wire.StaffDenied}
+			r.be.staff["reserve:591-0014"] = wire.StaffResponse{Result: wire.StaffSessionExpired}
+		})
+		login()
+		s, err := r.e.StaffRetrieve(context.Background(), "591-0001", "en")
+		require.NoError(t, err)
+		require.Equal(t, StateNotFound, s.State)
+
+		s, err = r.e.StaffRetrieve(context.Background(), "591-0005", "en")
+		require.NoError(t, err)
+		require.Equal(t, StateLookupsEnded, s.State)
+		require.Equal(t, "Too many document numbers not found. For safety you are logged out. Log in again or use the staff console.", s.Message)
+		require.Empty(t, s.Staff, "logged out")
+		_, err = r.e.StaffRetrieve(context.Background(), "591-0001", "en")
+		require.ErrorIs(t, err, ErrNoStaff)
+
+		login()
+		s, err = r.e.StaffLoad(context.Background(), "591-0012", "de")
+		require.NoError(t, err)
+		require.Equal(t, StateLookupsPaused, s.State)
+		require.NotNil(t, s.Until)
+		require.True(t, s.Until.Equal(pause))
+		for _, l := range langs {
+			require.Contains(t, s.Messages[l], UntilText(l, pause, time.Now()), l)
+		}
+		require.Equal(t, "An", s.Staff, "the session goes on")
+
+		s, err = r.e.StaffLoad(context.Background(), "591-0013", "en")
+		require.NoError(t, err)
+		require.Equal(t, StateStaffDenied, s.State, "a plain denial")
+		s, err = r.e.StaffLoad(context.Background(), "591-0014", "en")
+		require.NoError(t, err)
+		require.Equal(t, StateStaffDenied, s.State, "a plain expiry")
+		require.Empty(t, s.Staff)
+	})
+}

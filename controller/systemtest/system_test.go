@@ -499,6 +499,40 @@ func TestSystem(t *testing.T) {
 			w.killDuringPickup(locker, point, time.Duration(rng.IntN(300))*time.Millisecond)
 		}
 	})
+	step("staff document lookups bounded: 5 numbers not found end the session, each miss audited", nil, func(t *testing.T) {
+		if s := w.kioskPost(locker, "/kiosk/v1/staff/login", map[string]string{"pin": w.staffPIN}); s.State != "staff" {
+			t.Fatalf("staff login: %s", s.State)
+		}
+		p0 := w.pulseCount(lockerID)
+		for i := 1; i <= 4; i++ {
+			if s := w.kioskPost(locker, "/kiosk/v1/staff/retrieve", map[string]string{"document_number": fmt.Sprintf("591-0000000-%02d", i)}); s.State != "not_found" {
+				t.Fatalf("miss %d: kiosk shows %s, want not_found", i, s.State)
+			}
+		}
+		s := w.kioskPost(locker, "/kiosk/v1/staff/retrieve", map[string]string{"document_number": "591-0000000-05"})
+		if s.State != "lookups_ended" || s.Staff != "" {
+			t.Fatalf("the fifth miss: kiosk shows %s (staff %q), want lookups_ended and logged out", s.State, s.Staff)
+		}
+		w.noPulse(lockerID, p0)
+		testenv.MustPoll(t, 30*time.Second, "every miss and the session's end audited", func(ctx context.Context) (bool, string, error) {
+			recs, err := w.admin.Audit(ctx, apiclient.AuditQuery{Subject: "device:" + lockerID, Max: maxAudit})
+			misses, ended := 0, 0
+			for _, r := range recs {
+				switch r.Action {
+				case "kiosk.lookup_miss":
+					misses++
+				case "kiosk.session_ended":
+					ended++
+				}
+			}
+			return misses == 5 && ended == 1, fmt.Sprintf("%d misses, %d ended", misses, ended), err
+		})
+		// The staff member logs in again (the session's bound, not theirs).
+		if s := w.kioskPost(locker, "/kiosk/v1/staff/login", map[string]string{"pin": w.staffPIN}); s.State != "staff" {
+			t.Fatalf("staff login again: %s", s.State)
+		}
+		w.kioskPost(locker, "/kiosk/v1/staff/logout", nil)
+	})
 	step("every door shut, audit chain intact", nil, func(t *testing.T) {
 		w.allShut(lockerID)
 		var rep struct {

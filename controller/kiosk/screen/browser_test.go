@@ -616,6 +616,14 @@ func TestScreenMatrix(t *testing.T) {
 	m.check("not_found", "s-not_found", expect{h1: "title.not_found", msg: "state.not_found", next: "next.staff.not_found"})
 	staffDo(r.e.StaffLoad, "591-0000")
 	m.check("no_compartment", "s-no_compartment", expect{h1: "title.no_compartment", msg: "state.no_compartment"})
+	// The backend paused the device's document lookups (too many numbers
+	// not found): until when, in the device's time; the session goes on.
+	pauseEnd := time.Now().Add(40 * time.Minute).Truncate(time.Second)
+	r.be.set(func() {
+		r.be.staff["reserve:591-0777"] = wire.StaffResponse{Result: wire.StaffDenied, Expires: &pauseEnd}
+	})
+	staffDo(r.e.StaffLoad, "591-0777")
+	m.check("lookups_paused", "s-lookups_paused", expect{h1: "title.lookups_paused", msg: "state.lookups_paused", until: pauseEnd})
 	m.click(`footer [data-act=staff-menu]`)
 	m.click(`[data-act=retrieve]`)
 	m.check("staff-retrieve", "v-staff-retrieve", expect{h1: "staff.retrieve"})
@@ -631,6 +639,21 @@ func TestScreenMatrix(t *testing.T) {
 	r.waitOpened(9, o)
 	r.close(9, true)
 	m.check("still_there", "s-still_there", expect{h1: "title.still_there", msg: "state.still_there", next: "next.staff.still_there", n: 10})
+	// The backend ended the session after too many numbers not found:
+	// logged out, told why, "Log in again"; then logged in again.
+	ended := time.Now().Truncate(time.Second)
+	r.be.set(func() {
+		r.be.staff["retrieve:591-0666"] = wire.StaffResponse{Result: wire.StaffSessionExpired, Expires: &ended}
+	})
+	staffDo(r.e.StaffRetrieve, "591-0666")
+	m.check("lookups_ended", "s-lookups_ended", expect{h1: "title.lookups_ended", msg: "state.lookups_ended"})
+	m.each("logged out", func(mt *mtab) error {
+		return waitJS(mt, `document.querySelector("footer [data-act=logout]").hidden && !document.querySelector("#s-lookups_ended [data-act=staff-login]").hidden`)
+	})
+	if _, err := r.e.StaffLogin(ctx, "BADGE-AN", "", "en"); err != nil {
+		t.Fatal(err)
+	}
+	m.check("staff-again", "v-staff-menu", expect{h1: "staff.menu.title"})
 
 	// The technician: a forced door first, so there is an alarm to list.
 	r.f.Inject(hardware.Event{Kind: hardware.DoorOpened, Addr: hardware.Address{Channel: 11}})

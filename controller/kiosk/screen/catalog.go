@@ -203,6 +203,8 @@ var uiTexts = map[string][4]string{
 	"staff.again":            {"Opnieuw aanmelden", "Se reconnecter", "Log in again", "Erneut anmelden"},
 	"title.staff_denied":     {"Niet aangemeld", "Non connecté", "Not logged in", "Nicht angemeldet"},
 	"title.staff_locked":     {"Aanmelden geblokkeerd", "Connexion bloquée", "Login blocked", "Anmeldung gesperrt"},
+	"title.lookups_ended":    {"Afgemeld", "Déconnecté", "Logged out", "Abgemeldet"},
+	"title.lookups_paused":   {"Opzoeken gepauzeerd", "Recherche suspendue", "Lookups paused", "Suche angehalten"},
 	"title.door_open":        {"De deur is open", "La porte est ouverte", "The door is open", "Die Tür ist offen"},
 	"title.loaded":           {"Geladen", "Chargé", "Loaded", "Eingelegt"},
 	"title.load_empty":       {"Niet geladen", "Non chargé", "Not loaded", "Nicht eingelegt"},

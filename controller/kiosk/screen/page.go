@@ -269,6 +269,10 @@ var views = []view{
 	// and what to do; trying again at once is no use.
 	{State: engine.StateStaffLocked, Title: "title.staff_locked", Tone: "stop"},
 	{State: engine.StateStaffLockedToday, Title: "title.staff_locked", Tone: "stop"},
+	// The backend bounds document lookups: a session with too many that
+	// found nothing is ended (log in again), the device's are paused.
+	{State: engine.StateLookupsEnded, Title: "title.lookups_ended", Tone: "stop", Act: "staff-login", ActLabel: "staff.again"},
+	{State: engine.StateLookupsPaused, Title: "title.lookups_paused", Tone: "stop", Act: "staff-menu", ActLabel: "staff.back"},
 	{State: engine.StateLoading, Title: "title.door_open", Tone: "ok", Drawing: true},
 	{State: engine.StateLoaded, Title: "title.loaded", Tone: "ok", Drawing: true, Act: "staff-next", ActLabel: "staff.next"},
 	{State: engine.StateLoadEmpty, Title: "title.load_empty", Next: "next.staff.load_empty", Tone: "warn", Drawing: true, Act: "staff-next", ActLabel: "staff.next"},

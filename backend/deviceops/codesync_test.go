@@ -279,11 +279,20 @@ func TestCodeSyncDeliveredOnlyWhenConfirmed(t *testing.T) {
 // The queue runs devices whose codes changed before devices synced for
 // other reasons, once each however often they are marked, and Workers
 // devices at a time at most Rate sends per second.
+//
+// What is asserted is the order in which the queue hands the devices out,
+// not how long a sync takes: every send waits at a gate that the test
+// opens only while both workers hold one, so that each send that arrives
+// after the first two is the next device the queue handed out. (Without
+// the gate, a worker whose bundle read waits for a new database
+// connection, some 100 ms under load, is overtaken by the other worker's
+// sends of lower priority: send order is not queue order.)
 func TestCodeSyncPacedAndPrioritised(t *testing.T) {
 	e := newEnv(t)
-	out := &orderLink{fakeLink: newFakeLink()}
+	out := &gateLink{fakeLink: newFakeLink(), open: make(chan struct{})}
+	const workers, rate, pause = 2, 20, time.Millisecond
 	cs, err := deviceops.NewCodeSync(deviceops.CodeSyncOptions{Codes: e.codes, Devices: e.svc, Link: out,
-		Every: time.Hour, Pause: time.Millisecond, Workers: 2, Rate: 20, Clock: e.clock.Now, Logger: quietLog()})
+		Every: time.Hour, Pause: pause, Workers: workers, Rate: rate, Clock: e.clock.Now, Logger: quietLog()})
 	require.NoError(t, err)
 	// Twelve devices back online, then k2's codes change (twice).
 	var devs []string
@@ -296,54 +305,79 @@ func TestCodeSyncPacedAndPrioritised(t *testing.T) {
 	}
 	cs.Mark("k2")
 	cs.Mark("k2")
+	// k2 is ready once its pause is over: wait that out before the workers
+	// start, so that it is ready for the first of them (a wait for a
+	// condition of the monotonic clock, not on how fast anything runs).
+	time.Sleep(pause)
 	ctx, cancel := context.WithCancel(e.ctx)
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() { done <- cs.Run(ctx) }()
-	testenv.Eventually(t, "every device synced", func() bool { return out.total() == 13 })
+	n := len(devs) + 1
+	for opened := range n {
+		// Both workers hold a device at the gate (the last one alone):
+		// one more arrived since the last opening.
+		want := min(opened+workers, n)
+		testenv.Eventually(t, fmt.Sprintf("%d sends at the gate", want), func() bool { return out.arrivals() >= want })
+		require.Equal(t, want, out.arrivals(), "no more than %d workers: %v", workers, out.order())
+		out.open <- struct{}{}
+	}
 	took := time.Since(start)
 	cancel()
-	<-done
+	require.ErrorIs(t, <-done, context.Canceled)
 	order := out.order()
-	require.Len(t, order, 13, "once each: %v", order)
-	assert.Contains(t, order[:3], "k2", "the changed codes go before the backlog: %v", order)
-	assert.LessOrEqual(t, out.maxInFlight(), 2)
-	// 13 sends at 20/s with a burst of 2: at least 11 intervals of 50 ms.
-	assert.GreaterOrEqual(t, took, 500*time.Millisecond, "paced")
+	require.Len(t, order, n, "once each: %v", order)
+	assert.ElementsMatch(t, []string{"k2", "p00"}, order[:2], "the changed codes first (the other worker takes the next): %v", order)
+	assert.Equal(t, devs[1:], order[2:], "then the backlog, first come first served: %v", order)
+	assert.Equal(t, workers, out.maxHeld(), "%d devices at once", workers)
+	for _, d := range append(devs, "k2") {
+		assert.Len(t, out.to(d), 1, "%s synced once", d)
+	}
+	// The pacer grants the first sends at once (a burst of workers, and
+	// one), then one every 1/rate: 13 sends at 20/s cannot go out in less
+	// than 10 intervals of 50 ms, however fast or slow the rest is (a lower
+	// bound only; the exact schedule is TestPacer's).
+	assert.GreaterOrEqual(t, took, time.Duration(n-workers-1)*time.Second/rate, "paced")
 }
 
-// orderLink is a fakeLink that records the order of the sends and how many
-// overlap.
-type orderLink struct {
+// gateLink is a fakeLink whose sends wait until the test opens the gate
+// for one of them; it records the order in which they arrive and how many
+// are held at once.
+type gateLink struct {
 	*fakeLink
-	mu       sync.Mutex
-	sends    []string
-	now, top int
+	open      chan struct{}
+	mu        sync.Mutex
+	sends     []string
+	held, top int
 }
 
-func (o *orderLink) SendCommand(ctx context.Context, device string, cmd wire.Command) (string, error) {
-	o.mu.Lock()
-	o.now++
-	o.top = max(o.top, o.now)
-	o.sends = append(o.sends, device)
-	o.mu.Unlock()
-	time.Sleep(5 * time.Millisecond)
-	defer func() { o.mu.Lock(); o.now--; o.mu.Unlock() }()
-	return o.fakeLink.SendCommand(ctx, device, cmd)
+func (g *gateLink) SendCommand(ctx context.Context, device string, cmd wire.Command) (string, error) {
+	g.mu.Lock()
+	g.held++
+	g.top = max(g.top, g.held)
+	g.sends = append(g.sends, device)
+	g.mu.Unlock()
+	defer func() { g.mu.Lock(); g.held--; g.mu.Unlock() }()
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	return g.fakeLink.SendCommand(ctx, device, cmd)
 }
 
-func (o *orderLink) order() []string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return append([]string(nil), o.sends...)
+func (g *gateLink) order() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]string(nil), g.sends...)
 }
 
-func (o *orderLink) total() int { return len(o.order()) }
+func (g *gateLink) arrivals() int { return len(g.order()) }
 
-func (o *orderLink) maxInFlight() int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.top
+func (g *gateLink) maxHeld() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.top
 }
 
 // lateLink is a device link bound after the code sync that observes it.

@@ -229,7 +229,7 @@ func (b *batcher) enqueue(it *batchItem) {
 	}
 }
 
-// readAhead reads the unread attempts' codes and devices, at most max at
+// readAhead reads the unread attempts' codes (readCodes), at most max at
 // a time, and queues them, until none is left unread.
 func (b *batcher) readAhead() {
 	for {

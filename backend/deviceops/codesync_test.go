@@ -22,6 +22,7 @@ import (
 	"kluis/backend/devicelink"
 	"kluis/backend/deviceops"
 	"kluis/backend/store"
+	"kluis/backend/store/storetest"
 	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/testenv"
@@ -400,6 +401,10 @@ func (l *lateLink) Presence(ctx context.Context, device string) (devicelink.Pres
 // after the refresh or check interval; a code sync whose publish is lost
 // (the device silent) is sent again after the retry interval and counts as
 // delivered once the device answers.
+//
+// The retry interval runs on a fake clock the test moves only once the
+// device's answer is recorded: a slow round trip under load can neither
+// make a sync count as unanswered nor send it again.
 func TestCodeSyncReachesADeviceBackOnlineOverMQTT(t *testing.T) {
 	e := newEnv(t)
 	b := make([]byte, 4)
@@ -411,10 +416,14 @@ func TestCodeSyncReachesADeviceBackOnlineOverMQTT(t *testing.T) {
 	require.NoError(t, err)
 	reg := prometheus.NewRegistry()
 	ll := &lateLink{}
+	// Ahead of the link's presence times, as a sync sent after a presence
+	// is on a real clock: a duplicate presence sends nothing again.
+	clock := storetest.NewClock(time.Now().Add(time.Hour))
 	// Every and Refresh far beyond the test: only the presence and the
 	// retry make it send.
+	retry := 500 * time.Millisecond
 	cs, err := deviceops.NewCodeSync(deviceops.CodeSyncOptions{Codes: e.codes, Devices: e.svc, Link: ll,
-		Every: time.Hour, Refresh: time.Hour, Retry: 500 * time.Millisecond, Pause: 10 * time.Millisecond,
+		Every: time.Hour, Refresh: time.Hour, Retry: retry, Pause: 10 * time.Millisecond, Clock: clock.Now,
 		Logger: quietLog(), Registerer: reg})
 	require.NoError(t, err)
 	ll.l, err = devicelink.New(devicelink.Options{URL: testenv.BrokerURL(), ClientID: "kluis-backend-cs-" + dev, DeviceFilter: dev,
@@ -436,6 +445,15 @@ func TestCodeSyncReachesADeviceBackOnlineOverMQTT(t *testing.T) {
 		require.NoError(t, err)
 		mqtttest.Publish(t, c, presence, 1, false, string(pb))
 	}
+	// The device's answer to cmd is recorded; after the retry interval
+	// the code sync reads it.
+	answered := func(cmd wire.Command, after time.Duration) {
+		testenv.Eventually(t, "the answer recorded", func() bool {
+			st, err := ll.l.CommandStatus(e.ctx, cmd.ID)
+			return err == nil && st.Status == string(wire.StatusDone)
+		})
+		clock.Add(after)
+	}
 	syncsWith := func(d *commandDevice, doc string) []wire.Command {
 		var out []wire.Command
 		for _, c := range d.commands() {
@@ -454,6 +472,7 @@ func TestCodeSyncReachesADeviceBackOnlineOverMQTT(t *testing.T) {
 	announce(client, wire.Online)
 	testenv.Eventually(t, "the first code sync", func() bool { return len(fake.commands()) == 1 })
 	require.Equal(t, wire.CmdCodeSync, fake.commands()[0].Kind)
+	answered(fake.commands()[0], retry)
 	testenv.Eventually(t, "delivered", func() bool { return syncCount(t, reg, "delivered") == 1 })
 
 	// Away (its last will) while a document is loaded.
@@ -472,6 +491,7 @@ func TestCodeSyncReachesADeviceBackOnlineOverMQTT(t *testing.T) {
 	fake.answer(wire.StatusDone)
 	announce(client, wire.Online)
 	testenv.Eventually(t, "the code sync with the document after the reconnect", func() bool { return len(syncsWith(fake, doc.ID)) == 1 })
+	answered(syncsWith(fake, doc.ID)[0], retry)
 	testenv.Eventually(t, "delivered", func() bool { return syncCount(t, reg, "delivered") == 2 })
 	require.Equal(t, 2.0, syncCount(t, reg, "sent"), "nothing was sent while it was away")
 
@@ -482,8 +502,10 @@ func TestCodeSyncReachesADeviceBackOnlineOverMQTT(t *testing.T) {
 	cs.Mark(dev)
 	testenv.Eventually(t, "the code sync with the second document", func() bool { return len(syncsWith(fake, doc2.ID)) == 1 })
 	fake.answer(wire.StatusDone)
+	clock.Add(retry)
 	testenv.Eventually(t, "sent again", func() bool { return len(syncsWith(fake, doc2.ID)) == 2 })
 	again := syncsWith(fake, doc2.ID)
+	answered(again[1], 2*retry) // the second wait is twice as long
 	require.Greater(t, again[1].Codes.Version, again[0].Codes.Version)
 	require.Len(t, again[1].Codes.Entries, 2)
 	testenv.Eventually(t, "delivered", func() bool { return syncCount(t, reg, "delivered") == 3 })

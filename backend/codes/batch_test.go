@@ -278,8 +278,6 @@ func TestBatchFailsAsAWhole(t *testing.T) {
 func TestBatchGathersWhileOneRuns(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	// Two round trips per batch (the test counts the batches).
-	f.svc.batch.mode = func() BatchMode { return BatchOne }
 	ctx := context.Background()
 	devs, _, tokens := f.devicesWithCodes(8)
 	batches0 := testutil.ToFloat64(f.svc.batches.WithLabelValues("ok"))
@@ -346,19 +344,7 @@ func histogram(t *testing.T, h prometheus.Histogram) *dto.Histogram {
 
 func TestBatchIsNotHeldUpByABusyDevice(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []BatchMode{BatchOne, BatchOneRT} {
-		t.Run(mode.String(), func(t *testing.T) {
-			t.Parallel()
-			notHeldUpByABusyDevice(t, mode)
-		})
-	}
-}
-
-// notHeldUpByABusyDevice: in BatchOneRT, d1's read sees its row, its
-// batch's lock skips it (redone: then d1 goes alone).
-func notHeldUpByABusyDevice(t *testing.T, mode BatchMode) {
 	f := newFixture(t)
-	f.svc.batch.mode = func() BatchMode { return mode }
 	ctx := context.Background()
 	devs, _, tokens := f.devicesWithCodes(2)
 	// Another transaction holds d1's row (an issue on that device, say).
@@ -393,7 +379,6 @@ func TestBatchWaitersGiveUpWhileQueued(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	f.svc.batch.concurrent = 1 // one batch at a time: the others queue
-	f.svc.batch.mode = func() BatchMode { return BatchOne }
 	devs, _, tokens := f.devicesWithCodes(9)
 	_, attempts0, _ := f.counts("")
 	batches0 := testutil.ToFloat64(f.svc.batches.WithLabelValues("ok"))
@@ -464,17 +449,7 @@ func TestBatchWaitersGiveUpWhileQueued(t *testing.T) {
 // nothing recorded), and no batch leader is left behind.
 func TestBatchLeadersUnderCancellation(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []BatchMode{BatchOne, BatchOneRT} {
-		t.Run(mode.String(), func(t *testing.T) {
-			t.Parallel()
-			leadersUnderCancellation(t, mode)
-		})
-	}
-}
-
-func leadersUnderCancellation(t *testing.T, mode BatchMode) {
 	f := newFixture(t)
-	f.svc.batch.mode = func() BatchMode { return mode }
 	devs, _, tokens := f.devicesWithCodes(24)
 	_, attempts0, _ := f.counts("")
 	var wg sync.WaitGroup
@@ -509,21 +484,15 @@ func leadersUnderCancellation(t *testing.T, mode BatchMode) {
 	}
 }
 
-// noLeaderLeft waits until the batcher has no leader, no reader and
-// empty queues (a leader leaves after it has answered its last batch).
+// noLeaderLeft waits until the batcher has no leader and an empty
+// queue (a leader leaves after it has answered its last batch).
 func (f *fixture) noLeaderLeft() {
 	f.t.Helper()
 	testenv.EventuallyWithin(f.t, 10*time.Second, "no batch leader left, nothing queued", func() bool {
 		f.svc.batch.mu.Lock()
 		defer f.svc.batch.mu.Unlock()
-		return f.svc.batch.running == 0 && f.svc.batch.readers == 0 && len(f.svc.batch.queue) == 0 && len(f.svc.batch.unread) == 0
+		return f.svc.batch.running == 0 && len(f.svc.batch.queue) == 0
 	})
-}
-
-// oneRT switches the fixture's batcher to BatchOneRT (before any
-// verification).
-func (f *fixture) oneRT() {
-	f.svc.batch.mode = func() BatchMode { return BatchOneRT }
 }
 
 // holdWrites makes every insert into code_attempts (a batch's writes,
@@ -597,16 +566,12 @@ func (f *fixture) queued() int {
 	return len(f.svc.batch.queue)
 }
 
-// TestBatchOneRTClaimsOfFewCodes: many attempts at once on few codes,
-// from their own devices and from others, each batch in one round trip on
-// rows read ahead: exactly one claim per code, every attempt recorded and
-// audited, the chain intact, no leader left. Most attempts' reads see a
-// code that another batch claims before theirs commits: their batches
-// are redone.
-func TestBatchOneRTClaimsOfFewCodes(t *testing.T) {
+// TestBatchClaimsOfFewCodes: many attempts at once on few codes, from
+// their own devices and from others: exactly one claim per code, every
+// attempt recorded and audited, the chain intact, no leader left.
+func TestBatchClaimsOfFewCodes(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	f.oneRT()
 	devs, _, tokens := f.devicesWithCodes(4)
 	_, attempts0, denied0 := f.counts("code.denied")
 	const rounds = 12

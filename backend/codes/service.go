@@ -73,12 +73,6 @@ type Options struct {
 	VerifyBatches int
 	// VerifyTimeout bounds one batch's transaction; default 10 s.
 	VerifyTimeout time.Duration
-	// VerifyMode, read once per attempt, says whether a batch's rows are
-	// read before it, without locks, and the batch then takes one round
-	// trip instead of two (BatchOneRT; batch.go); nil or BatchDefault:
-	// BatchOne. A function so that a benchmark can pair the modes in one
-	// process.
-	VerifyMode func() BatchMode
 	// VerifyLeaders, read once per attempt, overrides VerifyBatches when
 	// it returns more than 0; nil: VerifyBatches. A function so that a
 	// benchmark can pair one and two writers in one process.
@@ -102,7 +96,6 @@ type Service struct {
 	verified *prometheus.CounterVec
 	batches  *prometheus.CounterVec // by outcome: ok, error
 	batched  prometheus.Counter
-	redone   prometheus.Counter   // one-round-trip batches redone in two
 	waited   prometheus.Histogram // an attempt's wait for its batch
 	batchDur prometheus.Histogram // a batch's transaction
 	issued   prometheus.Counter
@@ -171,10 +164,6 @@ func New(opts Options) (*Service, error) {
 			Name: "kluis_codes_verify_batched_total",
 			Help: "QR verifications that went into a batch (divided by kluis_codes_verify_batches_total: the mean batch size).",
 		}),
-		redone: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "kluis_codes_verify_batch_redone_total",
-			Help: "One-round-trip QR verification batches whose rows changed or were busy since they were read ahead; none committed, each redone in two round trips.",
-		}),
 		waited: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "kluis_codes_verify_batch_wait_seconds",
 			Help:    "How long a batched QR verification waited in the queue before its batch's transaction began.",
@@ -193,11 +182,11 @@ func New(opts Options) (*Service, error) {
 		}),
 	}
 	if batching && opts.VerifyBatch > 1 {
-		s.batch = newBatcher(s, opts.VerifyBatch, opts.VerifyBatches, opts.VerifyTimeout, opts.VerifyMode)
+		s.batch = newBatcher(s, opts.VerifyBatch, opts.VerifyBatches, opts.VerifyTimeout)
 		s.batch.leaders = opts.VerifyLeaders
 	}
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.verified, s.batches, s.batched, s.redone, s.waited, s.batchDur, s.issued, s.lockouts} {
+		for _, c := range []prometheus.Collector{s.verified, s.batches, s.batched, s.waited, s.batchDur, s.issued, s.lockouts} {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("codes: register metrics: %w", err)
 			}

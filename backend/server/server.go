@@ -146,10 +146,6 @@ type Options struct {
 	// DefaultHousekeepEvery; Disabled also stops the reminders (and the
 	// login limits are then pruned by logins only).
 	HousekeepEvery time.Duration
-	// VerifyMode is codes.Options.VerifyMode (whether QR verification
-	// batches read their rows ahead and take one round trip); nil: codes'
-	// default.
-	VerifyMode func() codes.BatchMode
 	// VerifyLeaders is codes.Options.VerifyLeaders (how many verification
 	// batches run at once); nil: codes' default.
 	VerifyLeaders func() int

@@ -71,7 +71,7 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 	o, log, reg := s.o, s.o.Logger, s.o.Registry
 	w := &wiring{}
 	cs, err := codes.New(codes.Options{Pool: st.Pool(), Keys: o.Keys, Clock: o.Clock, Logger: log, Registerer: reg,
-		VerifyMode: o.VerifyMode, VerifyLeaders: o.VerifyLeaders})
+		VerifyLeaders: o.VerifyLeaders})
 	if err != nil {
 		return w, err
 	}

@@ -24,8 +24,9 @@
 //
 // The two alternate phase by phase, in every round, so that both see the
 // same machine; the figure is the median over the rounds. -batch-mode
-// one,onert pairs the backend's batch modes (codes.Options.VerifyMode,
-// switched between phases in the one backend): each round then runs a
+// one,one2 pairs one batch at a time with two at once
+// (codes.Options.VerifyLeaders, switched between phases in the one
+// backend): each round then runs a
 // Kluis phase per mode and one floor phase, in a rotating order. After the run,
 // the audit chain is verified (audit.Verify, what `kluisctl audit verify`
 // calls) and every claim is checked to be in it.

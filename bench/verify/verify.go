@@ -51,16 +51,9 @@ type options struct {
 	profile  string   // directory for each Kluis phase's CPU profile, "" for none
 }
 
-// batchSetting is a -batch-mode value: codes.Options.VerifyMode and
-// VerifyLeaders (0: the backend's default).
-type batchSetting struct {
-	mode    codes.BatchMode
-	leaders int
-}
-
-// modeNames are -batch-mode's values; a trailing 2: two batches at once.
-var modeNames = map[string]batchSetting{"default": {codes.BatchDefault, 0}, "one": {codes.BatchOne, 0}, "onert": {codes.BatchOneRT, 0},
-	"one2": {codes.BatchOne, 2}, "onert2": {codes.BatchOneRT, 2}}
+// modeNames are -batch-mode's values: how many batches run at once
+// (codes.Options.VerifyLeaders; 0: the backend's default).
+var modeNames = map[string]int{"default": 0, "one": 1, "one2": 2}
 
 func parse(args []string) (options, string, error) {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
@@ -68,7 +61,7 @@ func parse(args []string) (options, string, error) {
 	dur := fs.Duration("duration", 5*time.Second, "measured time of one phase")
 	warm := fs.Duration("warmup", time.Second, "unmeasured time at the start of each phase")
 	rounds := fs.Int("rounds", 3, "rounds (each runs every count against its floor, interleaved)")
-	mode := fs.String("batch-mode", "default", "the backend's QR batch mode (codes.Options.VerifyMode): default, one or onert, or one2 or onert2 with two batches at once (VerifyLeaders); "+
+	mode := fs.String("batch-mode", "default", "the backend's QR batches: default, one (one batch at a time) or one2 (two at once: codes.Options.VerifyLeaders); "+
 		"comma-separated to pair them: each round then runs a Kluis phase per mode and one floor, interleaved")
 	profile := fs.String("profile", "", "directory to write each Kluis phase's CPU profile to (<devices>dev-<phase>-<n>.pprof, labelled part=backend/devices)")
 	if err := fs.Parse(args); err != nil {
@@ -77,7 +70,7 @@ func parse(args []string) (options, string, error) {
 	o := options{duration: *dur, warmup: *warm, rounds: *rounds, modes: strings.Split(*mode, ","), profile: *profile}
 	for _, m := range o.modes {
 		if _, ok := modeNames[m]; !ok {
-			return options{}, "", fmt.Errorf("verify: -batch-mode: %q is not default, one, onert, one2 or onert2", m)
+			return options{}, "", fmt.Errorf("verify: -batch-mode: %q is not default, one or one2", m)
 		}
 	}
 	if len(o.modes) != len(slices.Compact(slices.Sorted(slices.Values(o.modes)))) {
@@ -161,9 +154,11 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 				if what == "floor" {
 					rate, err = r.floorPhase(ctx, n, o)
 				} else {
-					set := modeNames[strings.TrimPrefix(strings.TrimPrefix(what, "kluis"), ":")]
-					r.mode.Store(int32(set.mode))
-					r.leaders.Store(int32(set.leaders))
+					m := strings.TrimPrefix(what, "kluis:")
+					if what == "kluis" { // the only mode
+						m = o.modes[0]
+					}
+					r.leaders.Store(int32(modeNames[m]))
 					rate, err = r.kluisPhase(ctx, n, o, what)
 				}
 				if err != nil {
@@ -254,9 +249,6 @@ func (r *rig) costNote(n int, what string) string {
 	batch := ""
 	if k.m.batches > 0 {
 		batch = fmt.Sprintf("; %.1f verifications per transaction (kluis_codes_verify_batched_total / kluis_codes_verify_batches_total)", k.m.batched/k.m.batches)
-		if k.m.redone > 0 {
-			batch += fmt.Sprintf("; %.1f%% of the batches redone in two round trips (kluis_codes_verify_batch_redone_total)", 100*k.m.redone/k.m.batches)
-		}
 	}
 	split := ""
 	if len(k.parts) > 0 {
@@ -288,7 +280,7 @@ func (r *rig) latencyNote(n int, what string) string {
 	took := time.Duration(k.m.batchSum / k.m.batches * float64(time.Second))
 	return fmt.Sprintf("%d devices, %s: a verification's round trip at the kiosk (verify/req published to verify/res received): mean %s, p50 %s, p99 %s; "+
 		"of the mean, waiting for a batch's transaction to begin %s (mean per attempt) and a batch's transaction (connection, its round trips, commit) %s (mean per batch) "+
-		"(kluis_codes_verify_batch_wait_seconds, which in batch mode onert includes the read ahead; kluis_codes_verify_batch_seconds), the rest (MQTT both ways, devicelink, the token's signature) %s",
+		"(kluis_codes_verify_batch_wait_seconds; kluis_codes_verify_batch_seconds), the rest (MQTT both ways, devicelink, the token's signature) %s",
 		n, phaseTitle(what), ms(mean), ms(rtt[len(rtt)/2]), ms(rtt[len(rtt)*99/100]), ms(wait), ms(took), ms(mean-wait-took))
 }
 
@@ -315,7 +307,6 @@ type rig struct {
 	dbName  string
 	best    float64          // the best Kluis rate so far
 	costs   map[string]*cost // by "<devices>/<phase>" (kluisPhaseName or floor)
-	mode    atomic.Int32     // the backend's batch mode (codes.BatchMode), set before each Kluis phase
 	leaders atomic.Int32     // the backend's batches at once (0: its default), set before each Kluis phase
 	floorN  int64            // floor codes created so far
 	phases  int              // Kluis phases run so far (-profile's file names)
@@ -366,7 +357,6 @@ func start(ctx context.Context, env bench.Env, dbURL string, nDev int) (_ *rig, 
 			// devices, giving accepted codes back) stay off.
 			CodeSyncEvery: server.Disabled, RearmUnfollowed: server.Disabled, HousekeepEvery: server.Disabled,
 			AuditEvery:    server.Disabled,
-			VerifyMode:    func() codes.BatchMode { return codes.BatchMode(r.mode.Load()) },
 			VerifyLeaders: func() int { return int(r.leaders.Load()) }})
 	})
 	if err != nil {
@@ -641,17 +631,15 @@ type backendMetrics struct {
 	batches, batched float64 // batches (ok and failed) and the attempts in them
 	batchSum         float64 // seconds in the batches' transactions (over batches: the mean)
 	waits, waitSum   float64 // attempts that waited for a batch and the seconds they waited
-	redone           float64 // one-round-trip batches redone in two (rows changed since read)
 }
 
 func (m backendMetrics) minus(o backendMetrics) backendMetrics {
-	return backendMetrics{m.batches - o.batches, m.batched - o.batched, m.batchSum - o.batchSum, m.waits - o.waits, m.waitSum - o.waitSum,
-		m.redone - o.redone}
+	return backendMetrics{m.batches - o.batches, m.batched - o.batched, m.batchSum - o.batchSum, m.waits - o.waits, m.waitSum - o.waitSum}
 }
 
 func (m *backendMetrics) add(o backendMetrics) {
 	m.batches, m.batched, m.batchSum = m.batches+o.batches, m.batched+o.batched, m.batchSum+o.batchSum
-	m.waits, m.waitSum, m.redone = m.waits+o.waits, m.waitSum+o.waitSum, m.redone+o.redone
+	m.waits, m.waitSum = m.waits+o.waits, m.waitSum+o.waitSum
 }
 
 // batchMetrics reads the backend's verification batches from its
@@ -675,8 +663,6 @@ func (r *rig) batchMetrics(ctx context.Context) backendMetrics {
 			out.waits += s.Value
 		case "kluis_codes_verify_batch_wait_seconds_sum":
 			out.waitSum += s.Value
-		case "kluis_codes_verify_batch_redone_total":
-			out.redone += s.Value
 		}
 	}
 	return out

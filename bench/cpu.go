@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -134,19 +135,30 @@ func (s *BackendCPU) sample(initial bool) {
 	}
 }
 
+// StatFields splits a /proc/<pid>/stat line into its fields after the
+// command name (field 2, which may hold spaces and parentheses): the
+// first is field 3 (state), so field n of proc(5) is at n-3. It is an
+// error unless at least min fields follow the name.
+func StatFields(stat string, min int) ([]string, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("stat: no command name in %q", stat)
+	}
+	f := strings.Fields(stat[i+1:])
+	if len(f) < min {
+		return nil, fmt.Errorf("stat: %d fields after the command name, want %d", len(f), min)
+	}
+	return f, nil
+}
+
 // procTicks is utime + stime of /proc/<pid>/stat.
 func procTicks(path string) (int64, bool) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, false
 	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 { // state(0) ... utime(11) stime(12)
+	f, err := StatFields(string(b), 13) // state(0) ... utime(11) stime(12)
+	if err != nil {
 		return 0, false
 	}
 	u, _ := strconv.ParseInt(f[11], 10, 64)

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -200,16 +199,11 @@ func procFaults(pid int) (minflt, majflt int64, err error) {
 }
 
 // parseStatFaults reads minflt and majflt (fields 10 and 12) from a
-// /proc/<pid>/stat line; the command name (field 2) may hold spaces and
-// parentheses, so fields are counted after its last ')'.
+// /proc/<pid>/stat line.
 func parseStatFaults(stat string) (minflt, majflt int64, err error) {
-	i := strings.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, 0, fmt.Errorf("stat: no command name in %q", stat)
-	}
-	f := strings.Fields(stat[i+1:])
-	if len(f) < 10 {
-		return 0, 0, fmt.Errorf("stat: %d fields after the command name", len(f))
+	f, err := bench.StatFields(stat, 10)
+	if err != nil {
+		return 0, 0, err
 	}
 	// f[0] is field 3 (state): minflt is field 10, majflt field 12.
 	if minflt, err = strconv.ParseInt(f[7], 10, 64); err != nil {

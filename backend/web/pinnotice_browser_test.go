@@ -54,6 +54,7 @@ func TestShortStaffPINNotice(t *testing.T) {
 		tab.WaitFor(t, `!!document.querySelector("p.pin-notice")`, 10*time.Second)
 		tab.CheckAxe(t, "short PIN notice "+lang)
 		noSideScroll(t, tab, "short PIN notice "+lang)
+		tab.Screenshot(t, "console/pin-notice-phone-"+lang)
 	}
 
 	path := fmt.Sprintf("/api/v1/users/%d", staffID)

@@ -82,7 +82,7 @@ func (s *Server) toAPIError(err error) *Error {
 	case errors.Is(err, auth.ErrInvalidRole):
 		return &Error{Status: http.StatusBadRequest, Code: "invalid_role", Message: "role must be staff, technician or admin", Err: err}
 	case errors.Is(err, auth.ErrInvalidKioskPIN):
-		return &Error{Status: http.StatusBadRequest, Code: "invalid_kiosk_pin", Message: "a staff PIN must be 8 to 12 digits", Err: err}
+		return &Error{Status: http.StatusBadRequest, Code: "invalid_kiosk_pin", Message: fmt.Sprintf("a staff PIN must be %d to %d digits", auth.MinKioskPINDigits, auth.MaxKioskPINDigits), Err: err}
 	case errors.Is(err, auth.ErrInvalidBadge):
 		return &Error{Status: http.StatusBadRequest, Code: "invalid_badge", Message: "a badge id must be 4 to 128 printable characters", Err: err}
 	case errors.Is(err, auth.ErrKioskCredentialTaken):

@@ -298,11 +298,19 @@ func (s *Service) EnsureAdmin(ctx context.Context, username, password string) (b
 	return true, nil
 }
 
-// pinShortCol is User.KioskPINShort in SQL over auth_users (no alias;
-// 8 is MinKioskPINDigits, as in WebSessionFor and CountShortKioskPINs).
-const pinShortCol = `coalesce(kiosk_pin_digits < 8, false)`
+// pinShortCol is User.KioskPINShort in SQL over auth_users (alias, when
+// not empty, is the table's with its dot): the query's parameter $param
+// must be MinKioskPINDigits, so that one constant rules the Go code and
+// every SQL text (WebSessionFor, CountShortKioskPINs, userCols).
+func pinShortCol(alias string, param int) string {
+	return fmt.Sprintf(`coalesce(%skiosk_pin_digits < $%d::int, false)`, alias, param)
+}
 
-const userCols = `id, username, role, disabled, created_at, ` + pinShortCol
+// userCols are the columns scanUser reads, over auth_users (no alias); the
+// query's parameter $param must be MinKioskPINDigits (pinShortCol).
+func userCols(param int) string {
+	return `id, username, role, disabled, created_at, ` + pinShortCol("", param)
+}
 
 func scanUser(row pgx.Row) (User, error) {
 	var u User
@@ -316,7 +324,7 @@ func scanUser(row pgx.Row) (User, error) {
 
 // GetUser returns one user.
 func (s *Service) GetUser(ctx context.Context, id int64) (User, error) {
-	u, err := scanUser(s.pool.QueryRow(ctx, `SELECT `+userCols+` FROM auth_users WHERE id = $1`, id))
+	u, err := scanUser(s.pool.QueryRow(ctx, `SELECT `+userCols(2)+` FROM auth_users WHERE id = $1`, id, MinKioskPINDigits))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return User{}, fmt.Errorf("%w: user %d", ErrNotFound, id)
 	}
@@ -328,7 +336,7 @@ func (s *Service) GetUser(ctx context.Context, id int64) (User, error) {
 
 // ListUsers returns up to limit users with id greater than afterID, by id.
 func (s *Service) ListUsers(ctx context.Context, afterID int64, limit int) ([]User, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+userCols+` FROM auth_users WHERE id > $1 ORDER BY id LIMIT $2`, afterID, limit)
+	rows, err := s.pool.Query(ctx, `SELECT `+userCols(3)+` FROM auth_users WHERE id > $1 ORDER BY id LIMIT $2`, afterID, limit, MinKioskPINDigits)
 	if err != nil {
 		return nil, fmt.Errorf("auth: list users: %w", err)
 	}
@@ -454,8 +462,8 @@ func (s *Service) CheckPassword(ctx context.Context, username, password string, 
 	var u User
 	var role, hash string
 	err := s.pool.QueryRow(ctx,
-		`SELECT `+userCols+`, password_hash FROM auth_users WHERE username = $1`,
-		strings.TrimSpace(username)).Scan(&u.ID, &u.Username, &role, &u.Disabled, &u.CreatedAt, &u.KioskPINShort, &hash)
+		`SELECT `+userCols(2)+`, password_hash FROM auth_users WHERE username = $1`,
+		strings.TrimSpace(username), MinKioskPINDigits).Scan(&u.ID, &u.Username, &role, &u.Disabled, &u.CreatedAt, &u.KioskPINShort, &hash)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return User{}, fmt.Errorf("auth: login: %w", err)
 	}
@@ -632,7 +640,7 @@ func (s *Service) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
 // UserByName returns the user with the given username.
 func (s *Service) UserByName(ctx context.Context, username string) (User, error) {
-	u, err := scanUser(s.pool.QueryRow(ctx, `SELECT `+userCols+` FROM auth_users WHERE username = $1`, username))
+	u, err := scanUser(s.pool.QueryRow(ctx, `SELECT `+userCols(2)+` FROM auth_users WHERE username = $1`, username, MinKioskPINDigits))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return User{}, fmt.Errorf("%w: user %q", ErrNotFound, username)
 	}

@@ -30,7 +30,7 @@ var (
 	// ErrKioskDisabled means no kiosk key is configured.
 	ErrKioskDisabled = errors.New("auth: kiosk logins are not configured")
 	// ErrInvalidKioskPIN means a new staff PIN is not 8 to 12 digits.
-	ErrInvalidKioskPIN = errors.New("auth: a staff PIN must be 8 to 12 digits")
+	ErrInvalidKioskPIN = fmt.Errorf("auth: a staff PIN must be %d to %d digits", MinKioskPINDigits, MaxKioskPINDigits)
 	// ErrInvalidBadge means the badge id is not 4 to 128 printable characters.
 	ErrInvalidBadge = errors.New("auth: a badge id must be 4 to 128 printable characters")
 	// ErrKioskCredentialTaken means another user already has this PIN or badge.
@@ -40,13 +40,18 @@ var (
 var (
 	// newPINRule is what a PIN set from now on must be; loginPINRule
 	// what a login may give (PINs set before the rule keep working).
-	newPINRule   = regexp.MustCompile(`^[0-9]{8,12}$`)
+	newPINRule   = regexp.MustCompile(fmt.Sprintf(`^[0-9]{%d,%d}$`, MinKioskPINDigits, MaxKioskPINDigits))
 	loginPINRule = regexp.MustCompile(`^[0-9]{6,12}$`)
 	badgeRule    = regexp.MustCompile(`^[\x21-\x7e]{4,128}$`)
 )
 
-// MinKioskPINDigits is the shortest staff PIN that may be set.
-const MinKioskPINDigits = 8
+// MinKioskPINDigits is the shortest staff PIN that may be set; the SQL
+// texts that tell a short PIN take it as a parameter (pinShortCol).
+// MaxKioskPINDigits is the longest.
+const (
+	MinKioskPINDigits = 8
+	MaxKioskPINDigits = 12
+)
 
 // DefaultKioskTTL is how long a kiosk session lasts.
 const DefaultKioskTTL = 15 * time.Minute
@@ -153,8 +158,8 @@ func (s *Service) KioskLogin(ctx context.Context, pin, badge string) (Issued, er
 	}
 	// The current key's digest first; SetKioskCredentials keeps one user
 	// per PIN or badge across both keys.
-	u, err := scanUser(s.pool.QueryRow(ctx, `SELECT `+userCols+` FROM auth_users WHERE `+col+` = ANY($1)
-		ORDER BY `+col+` = $2 DESC LIMIT 1`, digests, digests[0]))
+	u, err := scanUser(s.pool.QueryRow(ctx, `SELECT `+userCols(3)+` FROM auth_users WHERE `+col+` = ANY($1)
+		ORDER BY `+col+` = $2 DESC LIMIT 1`, digests, digests[0], MinKioskPINDigits))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Issued{}, ErrInvalidCredentials
 	}
@@ -183,8 +188,24 @@ func (s *Service) KioskLogin(ctx context.Context, pin, badge string) (Issued, er
 func (s *Service) CountShortKioskPINs(ctx context.Context) (int, error) {
 	var n int
 	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM auth_users
-		WHERE kiosk_pin_digits < 8 AND kiosk_pin_digest IS NOT NULL AND NOT disabled`).Scan(&n); err != nil {
+		WHERE kiosk_pin_digits < $1 AND kiosk_pin_digest IS NOT NULL AND NOT disabled`, MinKioskPINDigits).Scan(&n); err != nil {
 		return 0, fmt.Errorf("auth: count short kiosk PINs: %w", err)
 	}
 	return n, nil
+}
+
+// ShortKioskPINUsers returns up to limit of the users CountShortKioskPINs
+// counts, by username, for the admins' notice to name them.
+func (s *Service) ShortKioskPINUsers(ctx context.Context, limit int) ([]User, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+userCols(1)+` FROM auth_users
+		WHERE kiosk_pin_digits < $1 AND kiosk_pin_digest IS NOT NULL AND NOT disabled
+		ORDER BY username LIMIT $2`, MinKioskPINDigits, limit)
+	if err != nil {
+		return nil, fmt.Errorf("auth: short kiosk PINs: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (User, error) { return scanUser(r) })
+	if err != nil {
+		return nil, fmt.Errorf("auth: short kiosk PINs: %w", err)
+	}
+	return out, nil
 }

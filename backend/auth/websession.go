@@ -93,9 +93,9 @@ func (s *Service) WebSessionFor(ctx context.Context, token string, touch bool) (
 	var ended *time.Time
 	err := s.pool.QueryRow(ctx, `
 		SELECT w.id, w.csrf_token, w.created_at, w.last_seen_at, w.expires_at, w.ended_at,
-		       u.id, u.username, u.role, u.disabled, u.created_at, coalesce(u.kiosk_pin_digits < 8, false)
+		       u.id, u.username, u.role, u.disabled, u.created_at, `+pinShortCol("u.", 2)+`
 		FROM auth_web_sessions w JOIN auth_users u ON u.id = w.user_id
-		WHERE w.token_hash = $1`, HashToken(token)).
+		WHERE w.token_hash = $1`, HashToken(token), MinKioskPINDigits).
 		Scan(&ws.ID, &ws.CSRF, &ws.CreatedAt, &ws.LastSeenAt, &ws.ExpiresAt, &ended,
 			&ws.User.ID, &ws.User.Username, &role, &ws.User.Disabled, &ws.User.CreatedAt, &ws.User.KioskPINShort)
 	if errors.Is(err, pgx.ErrNoRows) {

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"kluis/backend/store/safetext"
 )
@@ -89,6 +90,10 @@ type Options struct {
 	// waiting for a hashing slot (hashgate.go): one more is refused at
 	// once with ErrLoginBusy; default 4 × MaxConcurrentHashes.
 	MaxQueuedHashes int
+	// Registerer receives kluis_auth_login_busy_total (the password
+	// logins refused at once by the hashing slots, hashgate.go); nil:
+	// not registered.
+	Registerer prometheus.Registerer
 }
 
 // Service manages users and tokens.
@@ -154,6 +159,12 @@ func New(opts Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	gate := newHashGate(opts.MaxConcurrentHashes, opts.MaxQueuedHashes)
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(gate.busy); err != nil {
+			return nil, fmt.Errorf("auth: register metrics: %w", err)
+		}
+	}
 	return &Service{
 		pool:       opts.Pool,
 		log:        opts.Logger.With("part", "auth"),
@@ -168,7 +179,7 @@ func New(opts Options) (*Service, error) {
 		kioskTTL:   opts.KioskTTL,
 		webIdle:    opts.WebIdle,
 		webMaxAge:  opts.WebMaxAge,
-		gate:       newHashGate(opts.MaxConcurrentHashes, opts.MaxQueuedHashes),
+		gate:       gate,
 	}, nil
 }
 

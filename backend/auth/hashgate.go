@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The argon2id hashing slots, shared fairly (docs/security.md, "Staff
@@ -53,6 +55,11 @@ type LoginFrom struct {
 
 // hashGate hands out the hashing slots (see above).
 type hashGate struct {
+	// busy counts the refusals by reason: busyHeld (the key already
+	// holds a place) and busyLine (its line is full). Never a user or an
+	// address.
+	busy *prometheus.CounterVec
+
 	mu      sync.Mutex
 	free    int                 // slots not held
 	maxLine int                 // places in each line
@@ -65,8 +72,19 @@ type hashWaiter struct {
 	granted bool          // under mu
 }
 
+// Reasons of kluis_auth_login_busy_total.
+const (
+	busyHeld = "source_busy" // the source (or known user and source) already has a login being checked
+	busyLine = "line_full"   // the login's line held MaxQueuedHashes
+)
+
 func newHashGate(slots, line int) *hashGate {
-	return &hashGate{free: slots, maxLine: line, held: map[string]struct{}{}}
+	busy := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_auth_login_busy_total",
+		Help: "Password logins refused at once (429 login_busy) before their check, by reason: source_busy (a login from the same source is being checked) or line_full (too many wait for the argon2id slots)."},
+		[]string{"reason"})
+	busy.WithLabelValues(busyHeld)
+	busy.WithLabelValues(busyLine)
+	return &hashGate{busy: busy, free: slots, maxLine: line, held: map[string]struct{}{}}
 }
 
 // gateKey is where a login's place is counted.
@@ -90,6 +108,7 @@ func (g *hashGate) acquire(ctx context.Context, key string, first bool) (func(),
 	if key != "" {
 		if _, ok := g.held[key]; ok {
 			g.mu.Unlock()
+			g.busy.WithLabelValues(busyHeld).Inc()
 			return nil, ErrLoginBusy
 		}
 	}
@@ -104,6 +123,7 @@ func (g *hashGate) acquire(ctx context.Context, key string, first bool) (func(),
 	}
 	if key != "" && len(g.lines[line]) >= g.maxLine {
 		g.mu.Unlock()
+		g.busy.WithLabelValues(busyLine).Inc()
 		return nil, ErrLoginBusy
 	}
 	w := &hashWaiter{ready: make(chan struct{})}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/store/storetest"
@@ -137,11 +138,14 @@ func TestHashingSlotsAreSharedFairly(t *testing.T) {
 	require.ErrorIs(t, err, ErrLoginBusy, "a second login from the same source")
 	_, err = g.acquire(ctx, gateKey(LoginFrom{Source: "203.0.113.7"}, "other.name"), false)
 	require.ErrorIs(t, err, ErrLoginBusy, "whatever username it names")
+	require.Equal(t, 2.0, testutil.ToFloat64(g.busy.WithLabelValues(busyHeld)), "each refusal counted")
+	require.Zero(t, testutil.ToFloat64(g.busy.WithLabelValues(busyLine)))
 
 	wait("newcomer", gateKey(LoginFrom{Source: "198.51.100.9"}, "tom"), false)
 	testenv.Eventually(t, "two wait", func() bool { _, n := g.waiting(); return n == 2 })
 	_, err = g.acquire(ctx, gateKey(LoginFrom{Source: "203.0.113.8"}, "y"), false)
 	require.ErrorIs(t, err, ErrLoginBusy, "the line is full")
+	require.Equal(t, 1.0, testutil.ToFloat64(g.busy.WithLabelValues(busyLine)), "counted as line_full")
 
 	// Known pairs: their own line, one place per username and source, so
 	// colleagues behind the flood's address are not refused by it.
@@ -150,6 +154,7 @@ func TestHashingSlotsAreSharedFairly(t *testing.T) {
 	testenv.Eventually(t, "two known wait", func() bool { n, _ := g.waiting(); return n == 2 })
 	_, err = g.acquire(ctx, gateKey(LoginFrom{Source: "203.0.113.7", Known: true}, "An"), true)
 	require.ErrorIs(t, err, ErrLoginBusy, "one place per username and source")
+	require.Equal(t, 3.0, testutil.ToFloat64(g.busy.WithLabelValues(busyHeld)))
 
 	next := func() string {
 		t.Helper()

@@ -305,7 +305,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: log, Clock: o.Clock, Params: o.PasswordParams,
 		KioskKey: DeriveKey(o.Keys, "kiosk staff credentials"), PreviousKioskKey: derivePrevious(o.Keys, "kiosk staff credentials"), APITokenTTL: o.APITokenTTL, APITokenMaxTTL: o.APITokenMaxTTL,
-		WebIdle: o.StaffIdle, WebMaxAge: o.StaffMaxAge})
+		WebIdle: o.StaffIdle, WebMaxAge: o.StaffMaxAge, Registerer: o.Registry})
 	if err != nil {
 		return err
 	}

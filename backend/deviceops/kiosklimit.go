@@ -28,6 +28,19 @@ import (
 // comes).
 type deviceThrottle struct {
 	pool *pgxpool.Pool
+	// burst and daily are the two bounds, on one table: the burst counts
+	// the failures a success has not cleared, the daily cap all of them.
+	// The daily window, the longer, is the one kept (pruned).
+	burst, daily failureWindow
+}
+
+// newDeviceThrottle returns the kiosk staff login bounds kept in pool.
+func newDeviceThrottle(pool *pgxpool.Pool) *deviceThrottle {
+	return &deviceThrottle{pool: pool,
+		burst: failureWindow{table: "kiosk_login_failures", lockName: "kiosk login", only: "NOT cleared",
+			max: maxKioskFailures, window: kioskWindow},
+		daily: failureWindow{table: "kiosk_login_failures", lockName: "kiosk login",
+			max: maxKioskDailyFailures, window: kioskDailyWindow}}
 }
 
 const (
@@ -49,34 +62,21 @@ type kioskLock struct {
 // locked reports whether there is a lock.
 func (l kioskLock) locked() bool { return !l.until.IsZero() }
 
-// kioskLockSQL finds the failures of a device ($1) whose leaving a window
-// ends a lock: the $3-th newest uncleared one since $2 (the burst window)
-// and the $5-th newest of all since $4 (the daily window); NULL when
-// there are fewer, i.e. no lock. The count in a window reaches the limit
-// exactly while that failure is in it.
-const kioskLockSQL = `SELECT
-	(SELECT at FROM kiosk_login_failures
-		WHERE device_id = $1 AND at > $2 AND NOT cleared ORDER BY at DESC OFFSET $3 LIMIT 1),
-	(SELECT at FROM kiosk_login_failures
-		WHERE device_id = $1 AND at > $4 ORDER BY at DESC OFFSET $5 LIMIT 1)`
-
-// kioskLocked reports the lock of the device's staff logins at now: the
+// locked reports the lock of the device's staff logins at now: the
 // later end when both hold, the daily cap's when it holds.
-func kioskLocked(ctx context.Context, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}, device string, now time.Time) (kioskLock, error) {
-	var burst, daily *time.Time
-	if err := q.QueryRow(ctx, kioskLockSQL, device, now.Add(-kioskWindow), maxKioskFailures-1,
-		now.Add(-kioskDailyWindow), maxKioskDailyFailures-1).Scan(&burst, &daily); err != nil {
+func (t *deviceThrottle) locked(ctx context.Context, q querier, device string, now time.Time) (kioskLock, error) {
+	burst, err := t.burst.lockedUntil(ctx, q, device, now)
+	if err != nil {
 		return kioskLock{}, err
 	}
-	var l kioskLock
-	if burst != nil {
-		l.until = burst.Add(kioskWindow).UTC()
+	daily, err := t.daily.lockedUntil(ctx, q, device, now)
+	if err != nil {
+		return kioskLock{}, err
 	}
-	if daily != nil {
-		if end := daily.Add(kioskDailyWindow).UTC(); end.After(l.until) {
-			l.until = end
+	l := kioskLock{until: burst}
+	if !daily.IsZero() {
+		if daily.After(l.until) {
+			l.until = daily
 		}
 		l.daily = true
 	}
@@ -90,19 +90,18 @@ func kioskLocked(ctx context.Context, q interface {
 func (t *deviceThrottle) begin(ctx context.Context, device string, now time.Time) (lock kioskLock, attempt int64, err error) {
 	now = now.UTC()
 	err = pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('kluis kiosk login ' || $1, 0))`, device); err != nil {
+		if err := t.daily.lock(ctx, tx, device); err != nil {
 			return err
 		}
 		var err error
-		if lock, err = kioskLocked(ctx, tx, device, now); err != nil || lock.locked() {
+		if lock, err = t.locked(ctx, tx, device, now); err != nil || lock.locked() {
 			return err
 		}
 		if err := tx.QueryRow(ctx, `INSERT INTO kiosk_login_failures (device_id, at) VALUES ($1, $2) RETURNING id`,
 			device, now).Scan(&attempt); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `DELETE FROM kiosk_login_failures WHERE id IN
-			(SELECT id FROM kiosk_login_failures WHERE at <= $1 ORDER BY at LIMIT $2)`, now.Add(-kioskDailyWindow), pruneBatch)
+		_, err = t.daily.pruneSome(ctx, tx, now)
 		return err
 	})
 	if err != nil {
@@ -114,7 +113,7 @@ func (t *deviceThrottle) begin(ctx context.Context, device string, now time.Time
 // lockedNow reports the lock the device's failures (this one's included)
 // make, for the log and the answer; no lock when it cannot tell.
 func (t *deviceThrottle) lockedNow(ctx context.Context, device string, now time.Time) kioskLock {
-	lock, err := kioskLocked(ctx, t.pool, device, now.UTC())
+	lock, err := t.locked(ctx, t.pool, device, now.UTC())
 	if err != nil {
 		return kioskLock{}
 	}
@@ -126,29 +125,11 @@ func (t *deviceThrottle) lockedNow(ctx context.Context, device string, now time.
 // left, and reports how many it deleted. Safe beside logins and on every replica at
 // once.
 func PruneKioskLogins(ctx context.Context, pool *pgxpool.Pool, now time.Time) (int, error) {
-	n, err := pruneBefore(ctx, pool, "kiosk_login_failures", now.UTC().Add(-kioskDailyWindow))
+	n, err := newDeviceThrottle(pool).daily.prune(ctx, pool, now.UTC())
 	if err != nil {
 		return n, fmt.Errorf("deviceops: prune kiosk login limits: %w", err)
 	}
 	return n, nil
-}
-
-// pruneBefore deletes the rows of table (kiosk_login_failures or
-// kiosk_lookup_misses: an id and an at) at or before before, pruneBatch
-// rows per statement until none is left, and reports how many it deleted.
-func pruneBefore(ctx context.Context, pool *pgxpool.Pool, table string, before time.Time) (int, error) {
-	total := 0
-	for {
-		tag, err := pool.Exec(ctx, `DELETE FROM `+table+` WHERE id IN
-			(SELECT id FROM `+table+` WHERE at <= $1 ORDER BY at LIMIT $2)`, before, pruneBatch)
-		if err != nil {
-			return total, err
-		}
-		total += int(tag.RowsAffected())
-		if tag.RowsAffected() < pruneBatch {
-			return total, nil
-		}
-	}
 }
 
 // succeed forgets the successful attempt (begin's row) and clears the

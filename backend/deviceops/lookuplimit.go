@@ -12,17 +12,23 @@ import (
 // lookupThrottle bounds the document lookups (reserve, retrieve by the
 // number) of kiosk staff sessions, against probing document numbers from a
 // kiosk (docs/security.md, "Staff accounts: logins and tokens"): every
-// lookup that finds nothing is a miss; maxSessionMisses misses in one
-// kiosk session end it, and maxDeviceMisses misses on one device within
-// lookupWindow pause every lookup there until the oldest of them leaves
-// the window. The misses are kept in PostgreSQL (kiosk_lookup_misses,
-// migration 0185), so every backend replica, which the broker may hand any
-// of the device's requests, counts together, and a restart keeps them;
-// the misses of a device are counted under a per-device transaction lock,
-// so each sees the count of those before it on any replica. A found
+// lookup that does not find a document the session may act on is a miss,
+// whether nothing was found (or, for retrieve, one in another device) or
+// the document exists in a state the session may not act on (wrong_state:
+// uncounted, it would tell a prober for free that a number exists);
+// maxSessionMisses misses in one kiosk session end it, and maxDeviceMisses
+// misses on one device within lookupWindow pause every lookup there until
+// the oldest of them leaves the window. The misses are kept in PostgreSQL
+// (kiosk_lookup_misses, migration 0185), so every backend replica, which
+// the broker may hand any of the device's requests, counts together, and a
+// restart keeps them. The pause check, the lookup itself and the count of
+// its miss are one transaction under the device's lock (lookup), so
+// concurrent lookups on any replicas cannot overrun either bound. A found
 // document takes nothing back: the bounds are of misses.
 type lookupThrottle struct {
 	pool *pgxpool.Pool
+	// device is the device's bound (its misses in the hour).
+	device failureWindow
 }
 
 const (
@@ -31,11 +37,49 @@ const (
 	lookupWindow     = time.Hour
 )
 
+// newLookupThrottle returns the kiosk lookup bounds kept in pool.
+func newLookupThrottle(pool *pgxpool.Pool) *lookupThrottle {
+	return &lookupThrottle{pool: pool, device: failureWindow{table: "kiosk_lookup_misses", lockName: "kiosk lookup",
+		max: maxDeviceMisses, window: lookupWindow}}
+}
+
+// lookupOutcome is what a lookup found, as the bounds see it.
+type lookupOutcome int
+
+const (
+	// lookupFound: a document the session may act on; counts for nothing.
+	lookupFound lookupOutcome = iota
+	// lookupNotFound: no such document (or one the session may not see):
+	// a miss.
+	lookupNotFound
+	// lookupWrongState: the document exists but is not in a state the
+	// session may act on: a miss too, for it tells that the number exists.
+	lookupWrongState
+)
+
+// String names the outcome for the audit.
+func (o lookupOutcome) String() string {
+	switch o {
+	case lookupFound:
+		return "found"
+	case lookupWrongState:
+		return "wrong_state"
+	}
+	return "not_found"
+}
+
 // lookupVerdict is what the bounds say of a lookup.
 type lookupVerdict struct {
+	// outcome is what the lookup found (when it was made).
+	outcome lookupOutcome
 	// pausedUntil, when not zero, is when the device's pause ends: the
-	// lookup is not made (or, after a miss, the device is paused now).
+	// lookup was not made (refused), or its miss paused the device.
 	pausedUntil time.Time
+	// refused: the device's lookups were paused, so none was made.
+	refused bool
+	// sessionOver: the session had already used its misses (another
+	// lookup of it, concurrent, ended it): no lookup was made.
+	sessionOver bool
 	// sessionEnded: this miss was the session's last (the caller
 	// revokes it).
 	sessionEnded bool
@@ -44,71 +88,62 @@ type lookupVerdict struct {
 	sessionMisses, deviceMisses int
 }
 
-// lookupPauseSQL finds the miss of a device ($1) whose leaving the window
-// (since $2) ends its pause: the $3-th newest; NULL when there are fewer.
-const lookupPauseSQL = `SELECT at FROM kiosk_lookup_misses
-	WHERE device_id = $1 AND at > $2 ORDER BY at DESC OFFSET $3 LIMIT 1`
-
-func devicePause(ctx context.Context, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}, device string, now time.Time) (time.Time, error) {
-	var at time.Time
-	err := q.QueryRow(ctx, lookupPauseSQL, device, now.Add(-lookupWindow), maxDeviceMisses-1).Scan(&at)
-	switch {
-	case err == pgx.ErrNoRows:
-		return time.Time{}, nil
-	case err != nil:
-		return time.Time{}, err
-	}
-	return at.Add(lookupWindow).UTC(), nil
+// missed reports whether the lookup was made and counted as a miss.
+func (v lookupVerdict) missed() bool {
+	return !v.refused && !v.sessionOver && v.outcome != lookupFound
 }
 
-// lookupLock takes the device's lookup lock in tx.
-func lookupLock(ctx context.Context, tx pgx.Tx, device string) error {
-	_, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('kluis kiosk lookup ' || $1, 0))`, device)
-	return err
-}
-
-// paused reports when the device's lookup pause ends (zero: none). An
-// error means the lookup must be refused (the database is unreachable).
-func (t *lookupThrottle) paused(ctx context.Context, device string, now time.Time) (time.Time, error) {
-	until, err := devicePause(ctx, t.pool, device, now.UTC())
-	if err != nil {
-		return time.Time{}, fmt.Errorf("deviceops: kiosk lookup limits: %w", err)
-	}
-	return until, nil
-}
-
-// miss counts a lookup of session token on device that found nothing and
-// says what the bounds make of it.
-func (t *lookupThrottle) miss(ctx context.Context, device string, token int64, now time.Time) (v lookupVerdict, err error) {
+// lookup makes a lookup of session token on device with find, within
+// the bounds, and says what they make of it: under the device's lock and
+// in one transaction it checks the pause and the session's misses (when
+// either is used up, find is not called), calls find with the transaction
+// (it reads the document there, and must write nothing), and counts its
+// miss. An error means the lookup must be refused (the database is
+// unreachable); the verdict then says whether find found a miss, if it
+// got that far (the miss is not counted).
+func (t *lookupThrottle) lookup(ctx context.Context, device string, token int64, now time.Time,
+	find func(pgx.Tx) (lookupOutcome, error)) (v lookupVerdict, err error) {
 	now = now.UTC()
 	err = pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
-		if err := lookupLock(ctx, tx, device); err != nil {
+		v = lookupVerdict{}
+		if err := t.device.lock(ctx, tx, device); err != nil {
 			return err
 		}
+		var err error
+		if v.pausedUntil, err = t.device.lockedUntil(ctx, tx, device, now); err != nil || !v.pausedUntil.IsZero() {
+			v.refused = err == nil
+			return err
+		}
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM kiosk_lookup_misses WHERE token_id = $1`, token).Scan(&v.sessionMisses); err != nil {
+			return err
+		}
+		if v.sessionMisses >= maxSessionMisses {
+			v.sessionOver = true
+			return nil
+		}
+		out, err := find(tx)
+		if err != nil || out == lookupFound {
+			return err
+		}
+		v.outcome = out
 		if _, err := tx.Exec(ctx, `INSERT INTO kiosk_lookup_misses (device_id, token_id, at) VALUES ($1, $2, $3)`,
 			device, token, now); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM kiosk_lookup_misses WHERE id IN
-			(SELECT id FROM kiosk_lookup_misses WHERE at <= $1 ORDER BY at LIMIT $2)`, now.Add(-lookupWindow), pruneBatch); err != nil {
+		if _, err := t.device.pruneSome(ctx, tx, now); err != nil {
 			return err
 		}
-		if err := tx.QueryRow(ctx, `SELECT
-			(SELECT count(*) FROM kiosk_lookup_misses WHERE token_id = $1),
-			(SELECT count(*) FROM kiosk_lookup_misses WHERE device_id = $2 AND at > $3)`,
-			token, device, now.Add(-lookupWindow)).Scan(&v.sessionMisses, &v.deviceMisses); err != nil {
+		v.sessionMisses++
+		if v.deviceMisses, err = t.device.count(ctx, tx, device, now); err != nil {
 			return err
 		}
-		var err error
-		v.pausedUntil, err = devicePause(ctx, tx, device, now)
+		v.pausedUntil, err = t.device.lockedUntil(ctx, tx, device, now)
 		return err
 	})
 	if err != nil {
-		return lookupVerdict{}, fmt.Errorf("deviceops: kiosk lookup limits: %w", err)
+		return lookupVerdict{outcome: v.outcome}, fmt.Errorf("deviceops: kiosk lookup limits: %w", err)
 	}
-	v.sessionEnded = v.sessionMisses >= maxSessionMisses
+	v.sessionEnded = v.missed() && v.sessionMisses >= maxSessionMisses
 	return v, nil
 }
 
@@ -117,7 +152,7 @@ func (t *lookupThrottle) miss(ctx context.Context, device string, token int64, n
 // reports how many it deleted. A session's misses go with them: a kiosk
 // session lives 15 minutes (auth.DefaultKioskTTL), well inside the window.
 func PruneKioskLookups(ctx context.Context, pool *pgxpool.Pool, now time.Time) (int, error) {
-	n, err := pruneBefore(ctx, pool, "kiosk_lookup_misses", now.UTC().Add(-lookupWindow))
+	n, err := newLookupThrottle(pool).device.prune(ctx, pool, now.UTC())
 	if err != nil {
 		return n, fmt.Errorf("deviceops: prune kiosk lookup limits: %w", err)
 	}

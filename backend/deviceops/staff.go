@@ -3,6 +3,7 @@ package deviceops
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
@@ -64,7 +65,7 @@ func NewStaff(o StaffOptions) *Staff {
 		o.Clock = time.Now
 	}
 	return &Staff{codes: o.Codes, auth: o.Auth, svc: o.Service, pool: o.Pool, log: o.Logger.With("part", "kiosk-staff"), now: o.Clock,
-		throttle: &deviceThrottle{pool: o.Pool}, lookups: &lookupThrottle{pool: o.Pool}}
+		throttle: newDeviceThrottle(o.Pool), lookups: newLookupThrottle(o.Pool)}
 }
 
 // HandleStaff implements devicelink.StaffHandler.
@@ -234,63 +235,73 @@ func (h *Staff) clearLockout(ctx context.Context, deviceID string, req wire.Staf
 }
 
 // scanned checks the kiosk session of req and finds the document with the
-// scanned number at the device's site. A result other than StaffOK ends
-// the operation. The lookups are bounded (lookupThrottle): under the
-// device's pause none is made (denied, with the pause's end in expires);
-// a miss is audited kiosk.lookup_miss and counted, and may end the
-// session or pause the device (lookupMiss).
-func (h *Staff) scanned(ctx context.Context, op, deviceID string, req wire.StaffRequest, resp *wire.StaffResponse) (actor string, p auth.Principal, doc store.Document, res wire.StaffResult) {
+// scanned number at the device's site, which may says the session may act
+// on (lookupFound), or not (lookupWrongState: it exists in another state;
+// lookupNotFound: the session is not to see it). A result other than
+// StaffOK ends the operation. The lookups are bounded (lookupThrottle):
+// under the device's pause none is made (denied, with the pause's end in
+// expires, audited kiosk.lookup_refused), nor after the session's last
+// miss (session_expired); a lookup that does not find a document the
+// session may act on is a miss, audited kiosk.lookup_miss and counted, and
+// may end the session or pause the device (lookupMiss). The pause check,
+// the lookup and the count are one transaction under the device's lock.
+func (h *Staff) scanned(ctx context.Context, op, deviceID string, req wire.StaffRequest, resp *wire.StaffResponse,
+	may func(store.Document) lookupOutcome) (actor string, doc store.Document, res wire.StaffResult) {
 	// Documents are for counter staff (and admins), not technicians.
-	p, actor, res = h.kioskPrincipal(ctx, op, deviceID, req, auth.RoleStaff, auth.RoleAdmin)
+	p, actor, res := h.kioskPrincipal(ctx, op, deviceID, req, auth.RoleStaff, auth.RoleAdmin)
 	if res != wire.StaffOK {
-		return "", p, doc, res
+		return "", doc, res
 	}
-	until, err := h.lookups.paused(ctx, deviceID, h.now())
-	if err != nil {
-		h.log.Warn("kiosk "+op+": lookup limits unavailable: refused", "device", deviceID, "err", err)
-		return "", p, doc, wire.StaffUnavailable
-	}
-	if !until.IsZero() {
-		h.audit(ctx, actor, "kiosk.lookup_refused", deviceID, map[string]any{"op": op, "paused_until": until})
-		tellUntil(resp, until)
-		return "", p, doc, wire.StaffDenied
-	}
-	dev, err := h.svc.GetDevice(ctx, deviceID)
-	if err != nil {
-		h.log.Warn("kiosk "+op+": device", "device", deviceID, "err", err)
-		return "", p, doc, wire.StaffUnavailable
-	}
-	doc, err = h.svc.FindActiveByNumber(ctx, req.DocumentNumber, dev.SiteID)
+	now := h.now()
+	v, err := h.lookups.lookup(ctx, deviceID, p.TokenID, now, func(tx pgx.Tx) (lookupOutcome, error) {
+		dev, err := store.GetDevice(ctx, tx, deviceID)
+		if err != nil {
+			return lookupFound, fmt.Errorf("device: %w", err)
+		}
+		doc, err = store.FindActiveByNumber(ctx, tx, req.DocumentNumber, dev.SiteID)
+		switch {
+		case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
+			return lookupNotFound, nil
+		case errors.Is(err, store.ErrConflict):
+			return lookupWrongState, nil // documents of several kinds share the number
+		case err != nil:
+			return lookupFound, fmt.Errorf("find: %w", err)
+		}
+		return may(doc), nil
+	})
 	switch {
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
-		return "", p, doc, h.lookupMiss(ctx, op, deviceID, actor, p, resp)
-	case errors.Is(err, store.ErrConflict):
-		return "", p, doc, wire.StaffWrongState
 	case err != nil:
-		h.log.Warn("kiosk "+op+": find", "device", deviceID, "err", err)
-		return "", p, doc, wire.StaffUnavailable
+		h.log.Warn("kiosk "+op+": lookup limits unavailable: refused", "device", deviceID, "err", err)
+		if v.outcome != lookupFound {
+			h.audit(ctx, actor, "kiosk.lookup_miss", deviceID, map[string]any{"op": op, "outcome": v.outcome.String()})
+		}
+		return "", doc, wire.StaffUnavailable
+	case v.refused:
+		h.audit(ctx, actor, "kiosk.lookup_refused", deviceID, map[string]any{"op": op, "paused_until": v.pausedUntil})
+		tellUntil(resp, v.pausedUntil)
+		return "", doc, wire.StaffDenied
+	case v.sessionOver:
+		return "", doc, wire.StaffSessionExpired
+	case v.outcome == lookupFound:
+		return actor, doc, wire.StaffOK
 	}
-	return actor, p, doc, wire.StaffOK
+	return "", doc, h.lookupMiss(ctx, op, deviceID, actor, p, v, now, resp)
 }
 
-// lookupMiss audits and counts a lookup of session p that found nothing
-// (kiosk.lookup_miss, with the session's and the device's count; not the
-// number typed, which may be someone's document) and answers it:
+// lookupMiss audits a lookup of session p that did not find a document
+// it may act on, counted in v (kiosk.lookup_miss, with the outcome,
+// not_found or wrong_state, and the session's and the device's count; not
+// the number typed, which may be someone's document) and answers it:
 // session_expired with expires (when the session ended) for the session's
 // last miss, whose session is revoked (audited kiosk.session_ended);
 // denied with expires (when the pause ends) for the miss that pauses the
-// device's lookups; not_found otherwise. An older kluisd, which reads
-// neither expires, shows its plain refusal (and for session_expired logs
-// the staff member out).
-func (h *Staff) lookupMiss(ctx context.Context, op, deviceID, actor string, p auth.Principal, resp *wire.StaffResponse) wire.StaffResult {
-	now := h.now()
-	v, err := h.lookups.miss(ctx, deviceID, p.TokenID, now)
-	if err != nil {
-		h.log.Warn("kiosk "+op+": lookup limits unavailable: miss not counted, refused", "device", deviceID, "err", err)
-		h.audit(ctx, actor, "kiosk.lookup_miss", deviceID, map[string]any{"op": op})
-		return wire.StaffUnavailable
-	}
-	h.audit(ctx, actor, "kiosk.lookup_miss", deviceID, map[string]any{"op": op,
+// device's lookups; else not_found, or wrong_state for a document that
+// exists (the staff member typed a real number: the kiosk need not send
+// them checking it). An older kluisd, which reads neither expires, shows
+// its plain refusal (and for session_expired logs the staff member out).
+func (h *Staff) lookupMiss(ctx context.Context, op, deviceID, actor string, p auth.Principal, v lookupVerdict, now time.Time,
+	resp *wire.StaffResponse) wire.StaffResult {
+	h.audit(ctx, actor, "kiosk.lookup_miss", deviceID, map[string]any{"op": op, "outcome": v.outcome.String(),
 		"session_misses": v.sessionMisses, "device_misses": v.deviceMisses})
 	switch {
 	case v.sessionEnded:
@@ -309,12 +320,42 @@ func (h *Staff) lookupMiss(ctx context.Context, op, deviceID, actor string, p au
 			"misses", v.deviceMisses, "until", v.pausedUntil)
 		tellUntil(resp, v.pausedUntil)
 		return wire.StaffDenied
+	case v.outcome == lookupWrongState:
+		return wire.StaffWrongState
 	}
 	return wire.StaffNotFound
 }
 
+// reserveMay is what a reserve may act on at device: a registered
+// document, or one already reserved there (a repeated scan).
+func reserveMay(deviceID string) func(store.Document) lookupOutcome {
+	return func(doc store.Document) lookupOutcome {
+		if doc.State == lifecycle.Registered || doc.State == lifecycle.Reserved && doc.DeviceID == deviceID {
+			return lookupFound
+		}
+		return lookupWrongState
+	}
+}
+
+// retrieveMay is what a retrieve may act on at device: a loaded, notified
+// or expired document in it. One in another device is not for this
+// kiosk's session to see (not found).
+func retrieveMay(deviceID string) func(store.Document) lookupOutcome {
+	return func(doc store.Document) lookupOutcome {
+		switch doc.State {
+		case lifecycle.Loaded, lifecycle.Notified, lifecycle.Expired:
+		default:
+			return lookupWrongState
+		}
+		if doc.DeviceID != deviceID {
+			return lookupNotFound
+		}
+		return lookupFound
+	}
+}
+
 func (h *Staff) reserve(ctx context.Context, deviceID string, req wire.StaffRequest, resp *wire.StaffResponse) wire.StaffResult {
-	actor, _, doc, res := h.scanned(ctx, "reserve", deviceID, req, resp)
+	actor, doc, res := h.scanned(ctx, "reserve", deviceID, req, resp, reserveMay(deviceID))
 	if res != wire.StaffOK {
 		return res
 	}
@@ -351,17 +392,9 @@ func (h *Staff) reserve(ctx context.Context, deviceID string, req wire.StaffRequ
 // state here: the device's retrieved event (the compartment empty after the
 // door closed) does the transition.
 func (h *Staff) retrieve(ctx context.Context, deviceID string, req wire.StaffRequest, resp *wire.StaffResponse) wire.StaffResult {
-	actor, p, doc, res := h.scanned(ctx, "retrieve", deviceID, req, resp)
+	actor, doc, res := h.scanned(ctx, "retrieve", deviceID, req, resp, retrieveMay(deviceID))
 	if res != wire.StaffOK {
 		return res
-	}
-	switch doc.State {
-	case lifecycle.Loaded, lifecycle.Notified, lifecycle.Expired:
-	default:
-		return wire.StaffWrongState
-	}
-	if doc.DeviceID != deviceID {
-		return h.lookupMiss(ctx, "retrieve", deviceID, actor, p, resp) // in another device
 	}
 	c, err := store.GetCompartment(ctx, h.pool, doc.CompartmentID)
 	if err != nil {

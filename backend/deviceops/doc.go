@@ -31,5 +31,10 @@
 //   - Opener sends remote-open commands and waits for the device's answer.
 //   - Staff answers kiosk staff logins (PIN or badge, throttled per device
 //     in PostgreSQL, kiosklimit.go, so that every replica counts together)
-//     and reservations of a scanned document at the kiosk's device.
+//     and reservations of a scanned document at the kiosk's device. Its
+//     document lookups are bounded per session and per device
+//     (lookuplimit.go: the pause check, the lookup and the count of a miss
+//     in one transaction under the device's lock). Both throttles count
+//     with failureWindow (failurewindow.go): a per-device table of
+//     failures whose max-th newest, leaving the window, ends the lock.
 package deviceops

@@ -142,12 +142,7 @@ func TestKioskLookupMissesEndTheSessionAndPauseTheDevice(t *testing.T) {
 // refused (paused) or finds its session ended, never made.
 func TestKioskLookupBoundsExactUnderConcurrency(t *testing.T) {
 	e := newEnv(t)
-	as := e.kioskAuth(t)
-	pin := e.counterClerk(t, as)
-	replica := func() *deviceops.Staff {
-		return deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: e.svc, Pool: e.st.Pool(), Clock: e.clock.Now,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	}
+	pin, replica := e.kioskStaff(t)
 	hs := []*deviceops.Staff{replica(), replica()}
 	ask := func(i int, req wire.StaffRequest) wire.StaffResponse {
 		req.ID, req.At = wire.NewID(e.clock.Now()), e.clock.Now()
@@ -203,10 +198,8 @@ func TestKioskLookupBoundsExactUnderConcurrency(t *testing.T) {
 // wrong_state, which tells the staff member the number is right.
 func TestKioskLookupWrongStateIsAMiss(t *testing.T) {
 	e := newEnv(t)
-	as := e.kioskAuth(t)
-	pin := e.counterClerk(t, as)
-	h := deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: e.svc, Pool: e.st.Pool(), Clock: e.clock.Now,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	pin, replica := e.kioskStaff(t)
+	h := replica()
 	ask := func(req wire.StaffRequest) wire.StaffResponse {
 		req.ID, req.At = wire.NewID(e.clock.Now()), e.clock.Now()
 		return h.HandleStaff(e.ctx, "k1", req)
@@ -248,4 +241,16 @@ func TestKioskLookupWrongStateIsAMiss(t *testing.T) {
 		}
 	}
 	assert.Equal(t, map[string]int{"wrong_state": 5}, outcomes)
+}
+
+// kioskStaff creates the counter clerk (kioskAuth, counterClerk) and
+// returns the PIN and a maker of backend replicas' kiosk staff handlers.
+func (e *env) kioskStaff(t *testing.T) (pin string, replica func() *deviceops.Staff) {
+	t.Helper()
+	as := e.kioskAuth(t)
+	pin = e.counterClerk(t, as)
+	return pin, func() *deviceops.Staff {
+		return deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: e.svc, Pool: e.st.Pool(), Clock: e.clock.Now,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	}
 }

@@ -127,8 +127,14 @@ var uiTexts = map[string][4]string{
 		"Your PIN is in the e-mail or letter you received.", "Ihre PIN steht in der E-Mail oder dem Brief, den Sie bekommen haben."},
 	// The toggle beside a typed PIN (masked as dots by default): pressed,
 	// the digits show.
-	"pin.show":  {"Cijfers tonen", "Voir les chiffres", "Show digits", "Ziffern zeigen"},
-	"pin.typed": {"Getypte cijfers", "Chiffres tapés", "Digits typed", "Eingegebene Ziffern"},
+	"pin.show": {"Cijfers tonen", "Voir les chiffres", "Show digits", "Ziffern zeigen"},
+	// What a screen reader says of a typed PIN, instead of its dots
+	// (Typed): how many digits, and the digits themselves only while they
+	// are shown.
+	"pin.said.none":   {"Nog geen cijfers ingetypt", "Aucun chiffre saisi", "No digits entered", "Noch keine Ziffern eingegeben"},
+	"pin.said.one":    {"1 cijfer ingetypt", "1 chiffre saisi", "1 digit entered", "1 Ziffer eingegeben"},
+	"pin.said.many":   {"{n} cijfers ingetypt", "{n} chiffres saisis", "{n} digits entered", "{n} Ziffern eingegeben"},
+	"pin.said.digits": {"Cijfers: {d}", "Chiffres : {d}", "Digits: {d}", "Ziffern: {d}"},
 	"pin.short": {"Een pincode heeft minstens 4 cijfers.", "Un code PIN a au moins 4 chiffres.",
 		"A PIN has at least 4 digits.", "Eine PIN hat mindestens 4 Ziffern."},
 

@@ -572,6 +572,28 @@ func (p *page) Reveal() (template.HTML, error) {
 		template.HTMLEscapeString(label))), nil
 }
 
+// Typed is the display of the PIN typed on the keypad pad (pin,
+// staff-pin): the digits, or a dot for each (data-out, filled by
+// screen.js), hidden from assistive technology, which would read the dots
+// as "bullet bullet"; and for it a status (a polite live region, data-say)
+// saying how many digits are typed, and which while they are shown (the
+// Reveal toggle), in the page's language from the catalogue's templates
+// (pin.said.*). The digits are never in it while masked.
+func (p *page) Typed(pad string) (template.HTML, error) {
+	var txt [4]string
+	for i, k := range []string{"pin.said.none", "pin.said.one", "pin.said.many", "pin.said.digits"} {
+		t, err := p.T(k)
+		if err != nil {
+			return "", err
+		}
+		txt[i] = template.HTMLEscapeString(t)
+	}
+	pad = template.HTMLEscapeString(pad)
+	return template.HTML(fmt.Sprintf(`<output class="digits" data-out="%s" aria-hidden="true"></output>`+
+		`<span class="sr-only" role="status" data-say="%s" data-none="%s" data-one="%s" data-many="%s" data-digits="%s">%s</span>`,
+		pad, pad, txt[0], txt[1], txt[2], txt[3], txt[0])), nil
+}
+
 // Keypad is an on-screen number pad for the field name (pin, birth,
 // staff-pin, load, retrieve); dash adds a "-" key for document numbers
 // (four columns: 1 2 3 delete, 4 5 6 -, 7 8 9 0, then confirm).

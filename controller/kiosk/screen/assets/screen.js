@@ -301,11 +301,26 @@
   function group(s) { return s.replace(/(.{3})(?=.)/g, "$1 "); }
   function masked(s) { return reveal ? s : s.replace(/./g, "\u2022"); }
 
+  // say is what a screen reader reads of a typed PIN (the dots are
+  // hidden from it): how many digits, and which while they are shown,
+  // one by one; from the catalogue's templates on the element.
+  function say(pad, s) {
+    var e = $("[data-say=" + pad + "]");
+    if (!e) { return; }
+    var n = s.length;
+    var t = n === 0 ? e.getAttribute("data-none") : n === 1 ? e.getAttribute("data-one") :
+      e.getAttribute("data-many").split("{n}").join(String(n));
+    if (reveal && n > 0) { t += ". " + e.getAttribute("data-digits").split("{d}").join(s.split("").join(" ")); }
+    if (e.textContent !== t) { e.textContent = t; }
+  }
+
   function showTyped() {
     var o = $("[data-out=pin]");
     if (o) { o.textContent = group(masked(pin)); }
+    say("pin", pin);
     o = $("[data-out=staff-pin]");
     if (o) { o.textContent = masked(staffPin); }
+    say("staff-pin", staffPin);
     $$("[data-act=reveal]").forEach(function (b) { b.setAttribute("aria-pressed", reveal ? "true" : "false"); });
     ["d", "m", "y"].forEach(function (f) {
       var v = $("[data-val=" + f + "]");

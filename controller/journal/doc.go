@@ -30,6 +30,13 @@
 //     and codes locked offline (code_locked). No record holds a PIN, a
 //     date of birth or a QR token.
 //
+// The outbox is indexed in memory (outbox.go), made from the records as
+// they are applied: an ack takes its event out by id (O(1), not a walk of
+// the outbox), and OutboxNext reads the oldest events of a lane, the
+// urgent ones (Options.Urgent: kluisd's alarms) ahead of the rest,
+// without walking the acknowledged ones. Nothing of it is written: after
+// a restart or a kill it is made again from the file, the truth.
+//
 // # Group commit
 //
 // Appends are durable when they return (fdatasync), but concurrent appends

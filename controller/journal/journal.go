@@ -141,6 +141,10 @@ type Options struct {
 	// (zeros written where it is not supported). Tests inject a full
 	// disk through it.
 	Allocate func(f *os.File, size int64) error
+	// Urgent says whether events of a kind go ahead of the others
+	// (OutboxNext): kluisd's alarms. Default none. It only orders the
+	// in-memory index; what is written is the same.
+	Urgent func(kind string) bool
 }
 
 // Journal is the append-only record file. Safe for concurrent use.
@@ -174,8 +178,10 @@ type Journal struct {
 	unsure    map[string]bool // uncertain
 	ended     map[string]bool
 	events    map[string]bool // event ids present
-	closed    bool
-	wake      chan struct{}
+	// outbox indexes the unacknowledged events (see outboxIndex).
+	outbox outboxIndex
+	closed bool
+	wake   chan struct{}
 	// dirDirty: a compaction renamed the file but the directory's fsync
 	// failed; appends sync the directory first (else a power cut could
 	// bring back the old file and lose them).
@@ -218,9 +224,12 @@ func Open(o Options) (*Journal, []Record, Recovery, error) {
 	if o.Allocate == nil {
 		o.Allocate = allocate
 	}
+	if o.Urgent == nil {
+		o.Urgent = func(string) bool { return false }
+	}
 	j := &Journal{o: o, log: o.Logger.With("part", "journal"), path: filepath.Join(o.Dir, FileName),
 		nextSeq: 1, acked: map[string]bool{}, done: map[string]bool{}, unsure: map[string]bool{}, ended: map[string]bool{}, events: map[string]bool{}, wake: make(chan struct{}),
-		reserve: max(o.Reserve, 0), spaceWake: make(chan struct{})}
+		reserve: max(o.Reserve, 0), spaceWake: make(chan struct{}), outbox: newOutboxIndex()}
 	j.cond = sync.NewCond(&j.mu)
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, nil, Recovery{}, fmt.Errorf("journal: %w", err)
@@ -438,6 +447,7 @@ func (j *Journal) apply(r Record) {
 		return
 	case TypeAck:
 		j.acked[r.ID] = true
+		j.outbox.remove(r.ID)
 	case TypeDone, TypeUncertain:
 		j.done[r.ID] = true
 		if r.Type == TypeUncertain {
@@ -448,6 +458,9 @@ func (j *Journal) apply(r Record) {
 	case TypeEvent:
 		if r.Event != nil {
 			j.events[r.Event.ID] = true
+			if !j.acked[r.Event.ID] {
+				j.outbox.add(r.Seq, *r.Event, j.o.Urgent(r.Event.Kind))
+			}
 		}
 	}
 	j.records = append(j.records, r)
@@ -805,26 +818,33 @@ func (j *Journal) EndPulse(id uint32, uncertain bool) error {
 func (j *Journal) Outbox() []Event {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	var out []Event
-	for _, r := range j.records {
-		if r.Type == TypeEvent && r.Event != nil && !j.acked[r.Event.ID] {
-			out = append(out, *r.Event)
-		}
-	}
-	return out
+	return j.outbox.all()
+}
+
+// OutboxNext returns up to n events not yet acknowledged that skip (nil:
+// none) does not leave out, oldest first, of one lane: the urgent events
+// (Options.Urgent) or the others. It walks only the lane's events up to
+// the n-th one taken: a sender that skips its few events in flight reads
+// a long backlog in O(window), not O(backlog).
+func (j *Journal) OutboxNext(urgent bool, n int, skip func(id string) bool) []Event {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.outbox.next(urgent, n, skip)
 }
 
 // OutboxLen returns the number of unacknowledged events.
 func (j *Journal) OutboxLen() int {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	n := 0
-	for id := range j.events {
-		if !j.acked[id] {
-			n++
-		}
-	}
-	return n
+	return len(j.outbox.at)
+}
+
+// OutboxUrgent returns the number of unacknowledged urgent events
+// (Options.Urgent).
+func (j *Journal) OutboxUrgent() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.outbox.lanes[1].Len()
 }
 
 // Changed returns a channel closed at the next append.
@@ -974,6 +994,7 @@ func (j *Journal) Compact() error {
 	_ = old.Close()
 	j.acked, j.done, j.events = map[string]bool{}, map[string]bool{}, map[string]bool{}
 	j.unsure, j.ended = map[string]bool{}, map[string]bool{}
+	j.outbox = newOutboxIndex()
 	j.records = nil
 	for _, r := range keep {
 		j.apply(r)

@@ -135,7 +135,7 @@ func Run(ctx context.Context, o Options) error {
 
 	var eng *engine.Engine
 	j, recs, rec, err := journal.Open(journal.Options{Dir: cfg.JournalDir, DeviceID: cfg.DeviceID, Logger: log,
-		Keep: func(r journal.Record) bool { return eng != nil && eng.Keep(r) }})
+		Keep: func(r journal.Record) bool { return eng != nil && eng.Keep(r) }, Urgent: link.Urgent})
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}

@@ -70,11 +70,16 @@ type Options struct {
 	Heartbeat func(ctx context.Context) wire.Heartbeat
 	// HeartbeatEvery; default 30s.
 	HeartbeatEvery time.Duration
-	// ResendAfter republishes an unacknowledged event; default 30s.
+	// ResendAfter republishes an event in flight not acknowledged this
+	// long after it was published; default 30s.
 	ResendAfter time.Duration
-	Clock       func() time.Time
-	Logger      *slog.Logger
-	Registry    *promtext.Registry
+	// EventPace and AlarmPace bound the outbox's sending (window.go):
+	// the alarm lane (Urgent events, the journal's urgent lane) goes
+	// first; zero: DefaultEventPace, DefaultAlarmPace.
+	EventPace, AlarmPace Pace
+	Clock                func() time.Time
+	Logger               *slog.Logger
+	Registry             *promtext.Registry
 }
 
 // Link is the device's MQTT connection.
@@ -87,16 +92,17 @@ type Link struct {
 
 	mu        sync.Mutex
 	pending   map[string]*pendingReq
-	lastSent  map[string]time.Time
+	win       *window
 	connGen   int
 	connected bool
 	wake      chan struct{}
 
 	acks ackLog
 
-	mPublished, mAcked, mInvalid *promtext.Counter
-	mConnected                   *promtext.Gauge
-	mRefused                     *promtext.CounterVec
+	mPublished, mResent, mAcked, mInvalid *promtext.Counter
+	mConnected                            *promtext.Gauge
+	mInFlight, mBacklog                   *promtext.GaugeVec
+	mRefused                              *promtext.CounterVec
 }
 
 // pendingReq is a request waiting for its answer: ch gets the accepted
@@ -128,6 +134,18 @@ func New(o Options) (*Link, error) {
 	if o.ResendAfter == 0 {
 		o.ResendAfter = 30 * time.Second
 	}
+	for _, p := range []struct {
+		name string
+		p    *Pace
+		def  Pace
+	}{{"EventPace", &o.EventPace, DefaultEventPace}, {"AlarmPace", &o.AlarmPace, DefaultAlarmPace}} {
+		if *p.p == (Pace{}) {
+			*p.p = p.def
+		}
+		if p.p.Window < 1 || !(p.p.Rate > 0) || p.p.Burst < 1 {
+			return nil, fmt.Errorf("link: %s: want a window and a burst of at least 1 and a rate above 0, got %+v", p.name, *p.p)
+		}
+	}
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
@@ -144,11 +162,12 @@ func New(o Options) (*Link, error) {
 		}
 	}
 	l := &Link{o: o, log: o.Logger.With("part", "link"), pending: map[string]*pendingReq{},
-		lastSent: map[string]time.Time{}, cmds: make(chan wire.Command, 64), wake: make(chan struct{}, 1)}
+		win: newWindow(o.EventPace, o.AlarmPace, o.ResendAfter), cmds: make(chan wire.Command, 64), wake: make(chan struct{}, 1)}
 	c := func(name, help string) *promtext.Counter {
 		return promtext.NewCounter(promtext.CounterOpts{Namespace: "kluisd", Subsystem: "mqtt", Name: name, Help: help})
 	}
 	l.mPublished = c("events_published_total", "Event publications (including republications).")
+	l.mResent = c("events_resent_total", "Event republications: in flight, not acknowledged within mqtt.resend_after.")
 	l.mAcked = c("events_acked_total", "Event ids acknowledged by the backend.")
 	l.mInvalid = c("invalid_messages_total", "Received payloads that failed wire validation.")
 	l.mConnected = promtext.NewGauge(promtext.GaugeOpts{Namespace: "kluisd", Subsystem: "mqtt", Name: "connected", Help: "1 while connected to the broker."})
@@ -158,7 +177,19 @@ func New(o Options) (*Link, error) {
 	for _, k := range []wire.Kind{wire.KindVerifyRes, wire.KindStaffRes} {
 		l.mRefused.WithLabelValues(string(k))
 	}
-	for _, col := range []promtext.Collector{l.mPublished, l.mAcked, l.mInvalid, l.mConnected, l.mRefused} {
+	cols := []promtext.Collector{l.mPublished, l.mResent, l.mAcked, l.mInvalid, l.mConnected, l.mRefused}
+	l.mInFlight = promtext.NewGaugeVec(promtext.GaugeOpts{Namespace: "kluisd", Subsystem: "mqtt", Name: "events_in_flight",
+		Help: "Events published and not yet acknowledged, by lane (alarm: alarms and their clearing, sent first; event: the rest); at most the lane's window."},
+		[]string{"lane"})
+	l.mBacklog = promtext.NewGaugeVec(promtext.GaugeOpts{Namespace: "kluisd", Subsystem: "mqtt", Name: "events_backlog",
+		Help: "Events not yet acknowledged, in flight or waiting for room in the window, by lane (as of the link's last look at the outbox: every append, ack and reconnection)."},
+		[]string{"lane"})
+	for i := range l.win.lanes {
+		l.mInFlight.WithLabelValues(laneName(i))
+		l.mBacklog.WithLabelValues(laneName(i))
+	}
+	cols = append(cols, l.mInFlight, l.mBacklog)
+	for _, col := range cols {
 		if err := o.Registry.Register(col); err != nil {
 			return nil, err
 		}
@@ -226,7 +257,7 @@ func (l *Link) setConnected(v bool) {
 	l.connected = v
 	if v {
 		l.connGen++
-		l.lastSent = map[string]time.Time{} // republish everything unacked
+		l.win.reset() // everything unacked goes again, oldest first, at the pace
 	}
 	l.mu.Unlock()
 	if v {
@@ -292,8 +323,11 @@ func (l *Link) onMessage(_ mqtt.Client, msg mqtt.Message) {
 			}
 			l.mAcked.Inc()
 			l.mu.Lock()
-			delete(l.lastSent, id)
+			freed := l.win.acked(id)
 			l.mu.Unlock()
+			if freed {
+				l.poke() // room in the window for the next event
+			}
 		}
 	case *wire.Command:
 		select {
@@ -409,44 +443,63 @@ func (l *Link) commandLoop(ctx context.Context) {
 	}
 }
 
-// pump publishes the outbox and heartbeats.
+// pump publishes the outbox (window.go: a bounded window in flight,
+// alarms first, paced under the backend's budget) and heartbeats.
 func (l *Link) pump(ctx context.Context) {
 	hb := time.NewTicker(l.o.HeartbeatEvery)
 	defer hb.Stop()
-	resend := time.NewTicker(max(l.o.ResendAfter/4, 100*time.Millisecond))
-	defer resend.Stop()
+	next := time.NewTimer(time.Hour)
+	defer next.Stop()
 	for {
 		changed := l.o.Journal.Changed()
-		l.publishOutbox()
+		wait := l.publishOutbox()
+		if wait <= 0 {
+			wait = time.Hour // until an ack, an event or a reconnection
+		}
+		next.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return
 		case <-changed:
 		case <-l.wake:
-		case <-resend.C:
+		case <-next.C:
 		case <-hb.C:
 			l.heartbeat(ctx)
 		}
 	}
 }
 
-func (l *Link) publishOutbox() {
+// publishOutbox publishes what the window lets out now and returns how
+// long until it has more to do (0: nothing but an ack, a new event or a
+// reconnection).
+func (l *Link) publishOutbox() time.Duration {
+	defer l.gauges()
 	if !l.Connected() {
-		return
+		return 0
 	}
-	now := l.o.Clock()
-	for _, e := range l.o.Journal.Outbox() {
-		l.mu.Lock()
-		last, sent := l.lastSent[e.ID]
-		if sent && now.Sub(last) < l.o.ResendAfter {
-			l.mu.Unlock()
-			continue
-		}
-		l.lastSent[e.ID] = now
-		l.mu.Unlock()
-		l.client.Publish(l.topic(wire.KindEvent), 1, false, []byte(e.Payload))
+	l.mu.Lock()
+	sends, wait := l.win.plan(l.o.Clock(), l.o.Journal)
+	l.mu.Unlock()
+	for _, s := range sends {
+		l.client.Publish(l.topic(wire.KindEvent), 1, false, []byte(s.ev.Payload))
 		l.mPublished.Inc()
+		if s.resend {
+			l.mResent.Inc()
+		}
 	}
+	return wait
+}
+
+// gauges sets the window's gauges (in flight, backlog: O(1) each).
+func (l *Link) gauges() {
+	l.mu.Lock()
+	ev, al := l.win.inFlight(laneEvent), l.win.inFlight(laneAlarm)
+	l.mu.Unlock()
+	l.mInFlight.WithLabelValues(laneName(laneEvent)).Set(float64(ev))
+	l.mInFlight.WithLabelValues(laneName(laneAlarm)).Set(float64(al))
+	u := l.o.Journal.OutboxUrgent()
+	l.mBacklog.WithLabelValues(laneName(laneAlarm)).Set(float64(u))
+	l.mBacklog.WithLabelValues(laneName(laneEvent)).Set(float64(l.o.Journal.OutboxLen() - u))
 }
 
 func (l *Link) heartbeat(ctx context.Context) {

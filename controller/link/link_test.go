@@ -181,7 +181,7 @@ func startLinkWith(t *testing.T, o Options) (*Link, func()) {
 		key = backendKey.Public().(ed25519.PublicKey)
 	}
 	l, err := New(Options{URL: testenv.BrokerURL(), DeviceID: dev, ClientID: "kluisd-" + dev, Journal: j, Command: cmd, Clock: clock,
-		ResponseKey: key, Refused: o.Refused,
+		ResponseKey: key, Refused: o.Refused, EventPace: o.EventPace, AlarmPace: o.AlarmPace,
 		HeartbeatEvery: 200 * time.Millisecond, ResendAfter: 500 * time.Millisecond, Software: "test",
 		Heartbeat: func(context.Context) wire.Heartbeat { return wire.Heartbeat{OfflineCache: 3} },
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -195,6 +195,9 @@ func startLinkWith(t *testing.T, o Options) (*Link, func()) {
 
 func event(t *testing.T, j *journal.Journal, kind wire.EventKind) string {
 	ev := wire.Event{ID: wire.NewID(time.Now()), Kind: kind, At: time.Now().UTC(), Addr: &wire.Address{Board: 0, Channel: 1}}
+	if kind == wire.EvAlarm || kind == wire.EvAlarmCleared {
+		ev.Alarm = wire.AlarmForcedDoor
+	}
 	b, err := wire.Encode(&ev)
 	require.NoError(t, err)
 	_, err = j.AppendEvent(journal.Event{ID: ev.ID, Kind: string(kind), At: ev.At, Payload: b})
@@ -305,4 +308,79 @@ func TestCommandWithoutHandlerRejectedAtTheClock(t *testing.T) {
 	require.Equal(t, "cmd-none", r.res[0].ID)
 	require.Equal(t, wire.StatusRejected, r.res[0].Status)
 	require.True(t, at.Equal(r.res[0].At), "result at %v, want the clock's %v", r.res[0].At, at)
+}
+
+// On the real broker, a backlog goes out a window at a time: while the
+// backend acknowledges nothing, only the window's oldest events are
+// published (again and again, every resend_after), never the rest; an
+// alarm journaled behind them goes out at once. After a restart (the
+// journal reopened: it is the truth, the window is memory) and with acks,
+// everything drains, every event published.
+func TestWindowedOutboxOnTheBroker(t *testing.T) {
+	dev := fmt.Sprintf("lw-%d", time.Now().UnixNano())
+	r := newResponder(t, dev)
+	r.mu.Lock()
+	r.ack = false
+	r.mu.Unlock()
+	dir := t.TempDir()
+	jo := journal.Options{Dir: dir, DeviceID: dev, Urgent: Urgent}
+	j, _, _, err := journal.Open(jo)
+	require.NoError(t, err)
+	var ids []string
+	for range 150 { // journaled while offline
+		ids = append(ids, event(t, j, wire.EvDoorOpened))
+	}
+	const window = 40
+	pace := Pace{Window: window, Rate: 1000, Burst: 1000}
+	l, stop := startLinkWith(t, Options{DeviceID: dev, Journal: j, EventPace: pace})
+	seen := func() (old, rest int) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for i, id := range ids {
+			if r.events[id] > 0 {
+				if i < window {
+					old++
+				} else {
+					rest++
+				}
+			}
+		}
+		return old, rest
+	}
+	testenv.Eventually(t, "the window's oldest events published again", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, id := range ids[:window] {
+			if r.events[id] < 2 {
+				return false
+			}
+		}
+		return true
+	})
+	alarm := event(t, j, wire.EvAlarm)
+	testenv.Eventually(t, "the alarm published ahead of the backlog", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return r.events[alarm] > 0 })
+	old, rest := seen()
+	require.Equal(t, window, old)
+	require.Zero(t, rest, "nothing beyond the window without an ack")
+	require.Equal(t, float64(window), l.mInFlight.WithLabelValues("event").Value())
+	require.Equal(t, float64(len(ids)), l.mBacklog.WithLabelValues("event").Value(), "in flight or waiting")
+	require.Equal(t, 1.0, l.mBacklog.WithLabelValues("alarm").Value())
+	stop()
+	require.NoError(t, j.Close())
+
+	j2, _, _, err := journal.Open(jo)
+	require.NoError(t, err)
+	defer j2.Close()
+	require.Equal(t, len(ids)+1, j2.OutboxLen(), "nothing acknowledged, nothing lost")
+	r.mu.Lock()
+	r.ack = true
+	r.mu.Unlock()
+	l2, stop2 := startLinkWith(t, Options{DeviceID: dev, Journal: j2, EventPace: pace})
+	defer stop2()
+	testenv.Eventually(t, "drained", func() bool { return j2.OutboxLen() == 0 })
+	old, rest = seen()
+	require.Equal(t, len(ids), old+rest, "every event published")
+	testenv.Eventually(t, "gauges at zero", func() bool {
+		return l2.mInFlight.WithLabelValues("event").Value() == 0 && l2.mBacklog.WithLabelValues("event").Value() == 0
+	})
 }

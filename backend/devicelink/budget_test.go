@@ -305,43 +305,59 @@ func TestEventsOverBudgetDeliveredLater(t *testing.T) {
 }
 
 // kluisd's own link (controller/link) with its journal replays a backlog
-// far over the event budget: it drains in a few resend rounds, every
-// event applied once and acknowledged, the journal's outbox empty.
+// longer than the event budget's burst. Paced under the budget (as
+// kluisd's default pace is under the default budget), nothing is refused;
+// paced over it (a misconfigured device), the refused events are sent
+// again later. Either way every event is applied once and acknowledged,
+// the journal's outbox empty.
 func TestJournalReplayDrainsOverBudget(t *testing.T) {
-	pool := newPool(t)
-	rec := newRecorder()
-	_, url, reg := startEmbedded(t, Options{Pool: pool, Events: rec, EventBudget: Budget{Rate: 50, Burst: 100}})
-	j, _, _, err := journal.Open(journal.Options{Dir: t.TempDir(), DeviceID: "dev-r"})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = j.Close() })
-	// Over budget unless kluisd took 4 s to publish them; drained in about
-	// 4 s of resend rounds.
-	const n = 300
-	var ids []string
-	for range n { // journaled while the device was offline
-		ev := wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvDoorOpened, At: time.Now().UTC(), Addr: &wire.Address{Board: 0, Channel: 1}}
-		b, err := wire.Encode(&ev)
-		require.NoError(t, err)
-		_, err = j.AppendEvent(journal.Event{ID: ev.ID, Kind: string(ev.Kind), At: ev.At, Payload: b})
-		require.NoError(t, err)
-		ids = append(ids, ev.ID)
-	}
-	kl, err := kluisdlink.New(kluisdlink.Options{URL: url, DeviceID: "dev-r", Username: "dev-r", Password: "pw-dev-r",
-		Journal: j, ResendAfter: 300 * time.Millisecond, HeartbeatEvery: time.Hour, Software: "test",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- kl.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	for _, c := range []struct {
+		name      string
+		pace      kluisdlink.Pace
+		throttled bool
+	}{
+		{"paced under the budget", kluisdlink.Pace{Window: 50, Rate: 40, Burst: 80}, false},
+		{"paced over the budget", kluisdlink.Pace{Window: 300, Rate: 1000, Burst: 1000}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pool := newPool(t)
+			rec := newRecorder()
+			_, url, reg := startEmbedded(t, Options{Pool: pool, Events: rec, EventBudget: Budget{Rate: 50, Burst: 100}})
+			j, _, _, err := journal.Open(journal.Options{Dir: t.TempDir(), DeviceID: "dev-r", Urgent: kluisdlink.Urgent})
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = j.Close() })
+			const n = 200
+			var ids []string
+			for range n { // journaled while the device was offline
+				ev := wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvDoorOpened, At: time.Now().UTC(), Addr: &wire.Address{Board: 0, Channel: 1}}
+				b, err := wire.Encode(&ev)
+				require.NoError(t, err)
+				_, err = j.AppendEvent(journal.Event{ID: ev.ID, Kind: string(ev.Kind), At: ev.At, Payload: b})
+				require.NoError(t, err)
+				ids = append(ids, ev.ID)
+			}
+			kl, err := kluisdlink.New(kluisdlink.Options{URL: url, DeviceID: "dev-r", Username: "dev-r", Password: "pw-dev-r",
+				Journal: j, ResendAfter: 300 * time.Millisecond, HeartbeatEvery: time.Hour, Software: "test", EventPace: c.pace,
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			require.NoError(t, err)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- kl.Run(ctx) }()
+			t.Cleanup(func() { cancel(); <-done })
 
-	testenv.Eventually(t, "the journal drained", func() bool { return j.OutboxLen() == 0 })
-	assert.Equal(t, n, countRows(t, pool, `SELECT count(*) FROM device_events WHERE device_id = 'dev-r'`))
-	for _, id := range ids {
-		assert.Equal(t, 1, rec.count(id), "applied once")
+			testenv.Eventually(t, "the journal drained", func() bool { return j.OutboxLen() == 0 })
+			assert.Equal(t, n, countRows(t, pool, `SELECT count(*) FROM device_events WHERE device_id = 'dev-r'`))
+			for _, id := range ids {
+				assert.Equal(t, 1, rec.count(id), "applied once")
+			}
+			throttled := metricValue(t, reg, "kluis_devicelink_messages_total", map[string]string{"kind": "event", "outcome": "throttled"})
+			if c.throttled {
+				assert.Greater(t, throttled, 0.0, "the replay went over the budget (and drained all the same)")
+			} else {
+				assert.Zero(t, throttled, "paced under the budget, nothing refused")
+			}
+		})
 	}
-	assert.Greater(t, metricValue(t, reg, "kluis_devicelink_messages_total", map[string]string{"kind": "event", "outcome": "throttled"}), 0.0,
-		"the replay went over the budget (and drained all the same)")
 }
 
 // docs/security.md and docs/asyncapi.yaml state the default budgets.

@@ -61,6 +61,13 @@ func newResponder(t *testing.T, dev string) *responder {
 	return r
 }
 
+// setAck turns acknowledging events on or off.
+func (r *responder) setAck(on bool) {
+	r.mu.Lock()
+	r.ack = on
+	r.mu.Unlock()
+}
+
 func (r *responder) pub(k wire.Kind, m wire.Message) {
 	b, err := wire.Encode(m)
 	if err != nil {
@@ -208,9 +215,7 @@ func event(t *testing.T, j *journal.Journal, kind wire.EventKind) string {
 func TestOutboxUntilAcked(t *testing.T) {
 	dev := fmt.Sprintf("lt-%d", time.Now().UnixNano())
 	r := newResponder(t, dev)
-	r.mu.Lock()
-	r.ack = false
-	r.mu.Unlock()
+	r.setAck(false)
 	dir := t.TempDir()
 	j, _, _, err := journal.Open(journal.Options{Dir: dir, DeviceID: dev})
 	require.NoError(t, err)
@@ -221,9 +226,7 @@ func TestOutboxUntilAcked(t *testing.T) {
 	// Not acked: republished, and still in the outbox.
 	testenv.Eventually(t, "republish", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return r.events[id1] >= 2 && r.events[id2] >= 2 })
 	require.Equal(t, 2, j.OutboxLen())
-	r.mu.Lock()
-	r.ack = true
-	r.mu.Unlock()
+	r.setAck(true)
 	testenv.Eventually(t, "acked", func() bool { return j.OutboxLen() == 0 })
 	testenv.Eventually(t, "presence and heartbeat", func() bool {
 		r.mu.Lock()
@@ -319,9 +322,7 @@ func TestCommandWithoutHandlerRejectedAtTheClock(t *testing.T) {
 func TestWindowedOutboxOnTheBroker(t *testing.T) {
 	dev := fmt.Sprintf("lw-%d", time.Now().UnixNano())
 	r := newResponder(t, dev)
-	r.mu.Lock()
-	r.ack = false
-	r.mu.Unlock()
+	r.setAck(false)
 	dir := t.TempDir()
 	jo := journal.Options{Dir: dir, DeviceID: dev, Urgent: Urgent}
 	j, _, _, err := journal.Open(jo)
@@ -372,9 +373,7 @@ func TestWindowedOutboxOnTheBroker(t *testing.T) {
 	require.NoError(t, err)
 	defer j2.Close()
 	require.Equal(t, len(ids)+1, j2.OutboxLen(), "nothing acknowledged, nothing lost")
-	r.mu.Lock()
-	r.ack = true
-	r.mu.Unlock()
+	r.setAck(true)
 	l2, stop2 := startLinkWith(t, Options{DeviceID: dev, Journal: j2, EventPace: pace})
 	defer stop2()
 	testenv.Eventually(t, "drained", func() bool { return j2.OutboxLen() == 0 })

@@ -94,6 +94,7 @@ var expectedRoles = map[string]string{
 	"POST /api/v1/sessions":                                "public",
 	"DELETE /api/v1/sessions/current":                      "staff technician admin",
 	"GET /api/v1/me":                                       "staff technician admin",
+	"POST /api/v1/me/kiosk-pin":                            "staff technician admin",
 	"GET /api/v1/users":                                    "admin",
 	"POST /api/v1/users":                                   "admin",
 	"GET /api/v1/users/{id}":                               "admin",

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"kluis/backend/audit"
 	"kluis/backend/auth"
@@ -22,7 +23,12 @@ func (s *Server) appendAudit(ctx context.Context, e audit.Entry) error {
 	if e.At.IsZero() {
 		e.At = s.clock()
 	}
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	return appendAuditTo(ctx, s.pool, e)
+}
+
+// appendAuditTo records e in its own transaction on pool.
+func appendAuditTo(ctx context.Context, pool *pgxpool.Pool, e audit.Entry) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		_, err := audit.Append(ctx, tx, e)
 		return err
 	})
@@ -147,6 +153,47 @@ type meResponse struct {
 func (s *Server) handleMe(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r.Context())
 	writeJSON(w, http.StatusOK, meResponse{User: p.User, TokenID: p.TokenID, TokenKind: p.TokenKind})
+	return nil
+}
+
+type ownKioskPINRequest struct {
+	CurrentPassword string `json:"current_password"`
+	KioskPIN        string `json:"kiosk_pin"`
+}
+
+// kioskPINs sets staff PINs with the server's parts (KioskPINs, shared
+// with the staff console).
+func (s *Server) kioskPINs() KioskPINs {
+	return KioskPINs{Pool: s.pool, Auth: s.auth, Logins: s.logins, Clock: s.clock, Log: s.log}
+}
+
+// handleSetOwnKioskPIN lets any user set their own staff PIN with their
+// current password.
+func (s *Server) handleSetOwnKioskPIN(w http.ResponseWriter, r *http.Request) error {
+	var req ownKioskPINRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.CurrentPassword == "" || req.KioskPIN == "" {
+		return errorf(http.StatusBadRequest, "missing_field", "current_password and kiosk_pin are required")
+	}
+	p := principal(r.Context())
+	err := s.kioskPINs().SetOwn(r.Context(), p.User, req.CurrentPassword, req.KioskPIN, auth.ClientSource(r, s.trusted), "api")
+	var tma *TooManyAttempts
+	switch {
+	case errors.As(err, &tma):
+		w.Header().Set("Retry-After", strconv.Itoa(int(tma.RetryAfter/time.Second)))
+	case errors.Is(err, auth.ErrLoginBusy):
+		w.Header().Set("Retry-After", strconv.Itoa(int(auth.LoginBusyRetry/time.Second)))
+	}
+	if err != nil {
+		return err
+	}
+	u, err := s.auth.GetUser(r.Context(), p.ID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, u)
 	return nil
 }
 

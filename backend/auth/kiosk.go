@@ -209,3 +209,14 @@ func (s *Service) ShortKioskPINUsers(ctx context.Context, limit int) ([]User, er
 	}
 	return out, nil
 }
+
+// ValidateKioskPIN checks the rule for a new staff PIN (MinKioskPINDigits
+// to MaxKioskPINDigits digits): ErrInvalidKioskPIN otherwise.
+// SetKioskCredentials applies it too; callers check first to refuse before
+// any other work (a password check, a form's other fields).
+func ValidateKioskPIN(pin string) error {
+	if !newPINRule.MatchString(pin) {
+		return ErrInvalidKioskPIN
+	}
+	return nil
+}

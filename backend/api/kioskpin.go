@@ -1,0 +1,187 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"kluis/backend/audit"
+	"kluis/backend/auth"
+)
+
+// Staff PINs are set in one place for the REST API and the staff console
+// (which calls KioskPINs in-process): the rule is auth's
+// (auth.ValidateKioskPIN, one user per PIN), the audit record the same
+// (user.update {"kiosk_pin": "changed"}, never the PIN).
+//
+// A user sets their own PIN with their current password (POST
+// /api/v1/me/kiosk-pin): the check goes through the login limits and the
+// hashing slots as a login does, so a session left open cannot be used to
+// guess the password. A new PIN that another user already has is refused
+// (a login finds its user by the PIN alone), which tells the person that
+// someone has it: such refusals are audited (user.kiosk_pin_taken, without
+// the PIN) and after MaxOwnPINTaken of them in 24 hours a user's own PIN
+// changes are refused until an admin sets one, so that nobody can probe
+// for a colleague's PIN. An admin sets anyone's (PATCH /api/v1/users/{id})
+// without those limits.
+
+// MaxOwnPINTaken is how many times in 24 hours a user's own new staff
+// PIN may be refused as another user's before their own changes are
+// refused (ErrOwnPINTakenTooOften).
+const MaxOwnPINTaken = 3
+
+var (
+	// ErrWrongPassword means the current password given to set one's own
+	// staff PIN is wrong (403 wrong_password).
+	ErrWrongPassword = errors.New("api: the current password is wrong")
+	// ErrOwnPINTakenTooOften means the user's own new PINs were refused
+	// as taken MaxOwnPINTaken times in 24 hours (429 too_many_attempts).
+	ErrOwnPINTakenTooOften = errors.New("api: too many new staff PINs refused as taken; ask an administrator")
+	// ErrLoginLimitsUnavailable means the login limits could not be
+	// read: the password check is refused (503 login_unavailable).
+	ErrLoginLimitsUnavailable = errors.New("api: the login limits cannot be checked")
+)
+
+// TooManyAttempts is a refusal of the login limits: try again after
+// RetryAfter (429 too_many_attempts with Retry-After).
+type TooManyAttempts struct {
+	RetryAfter time.Duration
+}
+
+func (e *TooManyAttempts) Error() string {
+	return fmt.Sprintf("api: too many failed password checks; try again in %s", e.RetryAfter)
+}
+
+// KioskPINs sets staff PINs (see above).
+type KioskPINs struct {
+	Pool   *pgxpool.Pool
+	Auth   *auth.Service
+	Logins *auth.LoginLimits
+	Clock  func() time.Time
+	Log    *slog.Logger
+}
+
+// SetOwn sets u's own staff PIN after checking password, u's current
+// password, from source; via ("api" or "console") goes in the audit
+// record. Errors: auth.ErrInvalidKioskPIN (before anything else),
+// ErrOwnPINTakenTooOften, *TooManyAttempts, auth.ErrLoginBusy,
+// ErrLoginLimitsUnavailable, ErrWrongPassword,
+// auth.ErrKioskCredentialTaken, auth.ErrKioskDisabled, each wrapped in the
+// API's *Error.
+func (k KioskPINs) SetOwn(ctx context.Context, u auth.User, password, pin, source, via string) error {
+	if err := auth.ValidateKioskPIN(pin); err != nil {
+		return err
+	}
+	subj := "user:" + strconv.FormatInt(u.ID, 10)
+	now := k.Clock()
+	n, err := k.takenSince(ctx, subj, now.Add(-24*time.Hour))
+	if err != nil {
+		return err
+	}
+	if n >= MaxOwnPINTaken {
+		return &Error{Status: http.StatusTooManyRequests, Code: "too_many_attempts",
+			Message: "too many of your new staff PINs were refused as in use today; ask an administrator to set one", Err: ErrOwnPINTakenTooOften}
+	}
+	if err := k.checkPassword(ctx, u, password, source, now, via); err != nil {
+		return err
+	}
+	err = k.Auth.SetKioskCredentials(ctx, u.ID, &pin, nil)
+	if errors.Is(err, auth.ErrKioskCredentialTaken) {
+		k.Log.Warn("own staff PIN refused: another user has it", "user_id", u.ID, "refused_today", n+1)
+		if aerr := k.audit(ctx, audit.Entry{At: now, Actor: subj, Action: "user.kiosk_pin_taken", Subject: subj,
+			Details: map[string]any{"via": via, "source": source}}); aerr != nil {
+			return fmt.Errorf("audit own staff PIN taken: %w", aerr)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if err := k.audit(ctx, audit.Entry{At: now, Actor: subj, Action: "user.update", Subject: subj,
+		Details: map[string]any{"kiosk_pin": "changed", "own": true, "via": via}}); err != nil {
+		return fmt.Errorf("audit user update: %w", err)
+	}
+	return nil
+}
+
+// SetFor is an admin (actor) setting user id's staff PIN: the same rule
+// and audit record as PATCH /api/v1/users/{id} {"kiosk_pin"}.
+func (k KioskPINs) SetFor(ctx context.Context, actor auth.User, id int64, pin, via string) error {
+	if err := auth.ValidateKioskPIN(pin); err != nil {
+		return err
+	}
+	if _, err := k.Auth.GetUser(ctx, id); err != nil {
+		return err
+	}
+	if err := k.Auth.SetKioskCredentials(ctx, id, &pin, nil); err != nil {
+		return err
+	}
+	if err := k.audit(ctx, audit.Entry{At: k.Clock(), Actor: "user:" + strconv.FormatInt(actor.ID, 10), Action: "user.update",
+		Subject: "user:" + strconv.FormatInt(id, 10), Details: map[string]any{"kiosk_pin": "changed", "via": via}}); err != nil {
+		return fmt.Errorf("audit user update: %w", err)
+	}
+	return nil
+}
+
+// checkPassword is a login's password check for u without a session:
+// the login limits (a wrong password counts as a failed login of u) and
+// the hashing slots.
+func (k KioskPINs) checkPassword(ctx context.Context, u auth.User, password, source string, now time.Time, via string) error {
+	att, err := k.Logins.BeginAttempt(ctx, u.Username, source, now)
+	if err != nil {
+		k.Log.Error("login limits unavailable: password check refused", "source", source, "err", err)
+		return &Error{Status: http.StatusServiceUnavailable, Code: "login_unavailable",
+			Message: "the password cannot be checked right now (the login limits cannot be read); try again later", Err: ErrLoginLimitsUnavailable}
+	}
+	if ref := att.Refusal; ref != nil {
+		wait := ref.Until.Sub(now).Truncate(time.Second) + time.Second
+		return &Error{Status: http.StatusTooManyRequests, Code: "too_many_attempts",
+			Message: fmt.Sprintf("too many failed password checks; try again in %d seconds", int(wait/time.Second)), Err: &TooManyAttempts{RetryAfter: wait}}
+	}
+	got, err := k.Auth.CheckPassword(ctx, u.Username, password, att.From(source))
+	if errors.Is(err, auth.ErrLoginBusy) {
+		if aerr := k.Logins.Abandon(ctx, att); aerr != nil {
+			k.Log.Warn("login limits: refused attempt still counted", "source", source, "err", aerr)
+		}
+		return &Error{Status: http.StatusTooManyRequests, Code: "login_busy",
+			Message: fmt.Sprintf("too many passwords are being checked right now; try again in %d seconds", int(auth.LoginBusyRetry/time.Second)), Err: err}
+	}
+	if errors.Is(err, auth.ErrInvalidCredentials) || (err == nil && got.ID != u.ID) {
+		subj := "user:" + strconv.FormatInt(u.ID, 10)
+		if aerr := k.audit(ctx, audit.Entry{At: now, Actor: subj, Action: "login.failed", Subject: subj,
+			Details: map[string]any{"known_user": true, "source": source, "via": via, "for": "kiosk_pin"}}); aerr != nil {
+			return fmt.Errorf("audit failed password check: %w", aerr)
+		}
+		return &Error{Status: http.StatusForbidden, Code: "wrong_password", Message: "the current password is wrong", Err: ErrWrongPassword}
+	}
+	if err != nil {
+		return err
+	}
+	if err := k.Logins.Succeed(ctx, u.Username, source, now); err != nil {
+		k.Log.Warn("login limits: success not recorded", "source", source, "err", err)
+	}
+	return nil
+}
+
+// takenSince counts u's own new PINs refused as taken since (chained and
+// pending audit records).
+func (k KioskPINs) takenSince(ctx context.Context, subj string, since time.Time) (int, error) {
+	var n int
+	err := k.Pool.QueryRow(ctx, `SELECT
+		(SELECT count(*) FROM audit_log WHERE subject = $1 AND action = 'user.kiosk_pin_taken' AND at > $2) +
+		(SELECT count(*) FROM audit_pending WHERE subject = $1 AND action = 'user.kiosk_pin_taken' AND at > $2)`,
+		subj, since).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("api: count refused staff PINs: %w", err)
+	}
+	return n, nil
+}
+
+func (k KioskPINs) audit(ctx context.Context, e audit.Entry) error {
+	return appendAuditTo(ctx, k.Pool, e)
+}

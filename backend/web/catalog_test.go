@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"html/template"
 	"io/fs"
 	"net/http/httptest"
@@ -396,6 +397,10 @@ func renderAll(t *testing.T, lang string) map[string]string {
 		rules[a.Name] = []auth.Role{auth.RoleAdmin}
 	}
 	w := &Web{pages: pages, rules: rules, o: Options{Location: loc, Clock: func() time.Time { return now }}}
+	// Holders of short staff PINs: more than the admins' notice names.
+	w.shortPINs = func(context.Context, int) (int, []auth.User, error) {
+		return 25, []auth.User{{ID: 7, Username: datum}, {ID: 8, Username: datum}}, nil
+	}
 	out := map[string]string{}
 	do := func(name, path, page string, main any, loggedIn bool) {
 		r := httptest.NewRequest("GET", path, nil)
@@ -505,6 +510,11 @@ func renderAll(t *testing.T, lang string) map[string]string {
 			do("service-"+kind, "/x", "service", actionData{Device: oos, Comp: comp, Out: o, Reason: datum, Error: datum, Kind: kind, Action: "/x", Back: "/y"}, true)
 		}
 	}
+	pinErrs := map[string]string{"current_password": datum, "kiosk_pin": datum, "kiosk_pin_again": datum}
+	do("kioskpin-own", "/staff/account/kiosk-pin?notice=notice.kiosk_pin_set", "kioskpin",
+		kioskPINData{Own: true, Username: datum, Action: "/x", Errors: pinErrs, Min: 8, Max: 12}, true)
+	do("kioskpin-user", "/staff/users/7/kiosk-pin", "kioskpin", kioskPINData{Username: datum, Action: "/x", Errors: pinErrs, Min: 8, Max: 12}, true)
+	do("kioskpin-clean", "/staff/users/7/kiosk-pin", "kioskpin", kioskPINData{Username: datum, Action: "/x", Min: 8, Max: 12}, true)
 	do("error", "/staff/nope", "error", errorData{Message: datum, Status: 404}, true)
 	// The live fragments, as the streams send them.
 	q := &req{w: w, r: httptest.NewRequest("GET", "/", nil), lang: lang, t: w.tr(lang), loggedIn: true,

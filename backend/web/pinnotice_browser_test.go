@@ -51,7 +51,7 @@ func TestShortStaffPINNotice(t *testing.T) {
 	login(t, tab, base, e.users[auth.RoleAdmin], password(auth.RoleAdmin))
 	for _, lang := range []string{"nl", "en"} {
 		tab.Do(t, chromedp.Navigate(base+"/staff/devices?lang="+lang))
-		tab.WaitFor(t, `!!document.querySelector("p.pin-notice")`, 10*time.Second)
+		tab.WaitFor(t, `!!document.querySelector(".pin-notice")`, 10*time.Second)
 		tab.CheckAxe(t, "short PIN notice "+lang)
 		noSideScroll(t, tab, "short PIN notice "+lang)
 		tab.Screenshot(t, "console/pin-notice-phone-"+lang)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"kluis/backend/auth"
@@ -267,7 +268,7 @@ type layout struct {
 	Notice   string
 	// PINNotices ask for staff PINs of 8 digits: the signed-in person's
 	// own, and for an admin everyone's (pinNotices).
-	PINNotices []string
+	PINNotices []pinNotice
 	// Main is the page's own data.
 	Main any
 	q    *req
@@ -318,21 +319,47 @@ func (w *Web) render(rw http.ResponseWriter, q *req, status int, name, title str
 	_, _ = rw.Write(b.Bytes())
 }
 
+// pinNotice asks for a new staff PIN: the holder's own (Link to the
+// form), or for an admin the holders (Users, each linked to their form;
+// More not named).
+type pinNotice struct {
+	Text, Link, LinkText string
+	Users                []pinHolder
+	More                 string
+}
+
+type pinHolder struct{ Name, Href string }
+
+// maxPINHolders is how many holders of a short PIN the admins' notice
+// names.
+const maxPINHolders = 20
+
 // pinNotices ask for new staff PINs where one has fewer than
 // auth.MinKioskPINDigits digits (set before the rule; it still logs in):
-// the holder is asked to get a new one, an admin is told how many users
-// still have one.
-func (w *Web) pinNotices(q *req) []string {
-	var out []string
+// the holder is asked to set a new one, an admin is told who still has
+// one.
+func (w *Web) pinNotices(q *req) []pinNotice {
+	var out []pinNotice
 	if q.sess.User.KioskPINShort {
-		out = append(out, q.t.F("notice.pin_short", "n", auth.MinKioskPINDigits))
+		n := pinNotice{Text: q.t.F("notice.pin_short", "n", auth.MinKioskPINDigits)}
+		if q.may("me.kiosk_pin") && q.r.URL.Path != Prefix+"account/kiosk-pin" {
+			n.Link, n.LinkText = Prefix+"account/kiosk-pin", q.t.S("notice.pin_short_link")
+		}
+		out = append(out, n)
 	}
-	if q.sess.User.Role == auth.RoleAdmin && w.o.Auth != nil {
-		n, err := w.o.Auth.CountShortKioskPINs(q.r.Context())
+	if q.may("users.kiosk_pin") && w.shortPINs != nil {
+		count, users, err := w.shortPINs(q.r.Context(), maxPINHolders)
 		if err != nil {
-			w.log.Warn("count short staff PINs", "err", err)
-		} else if n > 0 {
-			out = append(out, q.t.F("notice.pins_short_admin", "count", n, "n", auth.MinKioskPINDigits))
+			w.log.Warn("short staff PINs", "err", err)
+		} else if count > 0 {
+			n := pinNotice{Text: q.t.F("notice.pins_short_admin", "count", count, "n", auth.MinKioskPINDigits)}
+			for _, u := range users {
+				n.Users = append(n.Users, pinHolder{Name: u.Username, Href: Prefix + "users/" + strconv.FormatInt(u.ID, 10) + "/kiosk-pin"})
+			}
+			if more := count - len(users); more > 0 {
+				n.More = q.t.F("notice.pins_short_more", "count", more)
+			}
+			out = append(out, n)
 		}
 	}
 	return out
@@ -360,7 +387,7 @@ var notices = map[string]bool{
 	"notice.registered": true, "notice.reserved": true, "notice.unreserved": true, "notice.cancelled": true,
 	"notice.renotified": true, "notice.reissued": true, "notice.opened": true, "notice.out_of_service": true,
 	"notice.in_service": true, "notice.comp_out_of_service": true, "notice.comp_in_service": true,
-	"notice.logged_out": true, "notice.no_compartment": true,
+	"notice.logged_out": true, "notice.no_compartment": true, "notice.kiosk_pin_set": true,
 }
 
 func (q *req) notice() string {

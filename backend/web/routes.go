@@ -40,6 +40,11 @@ func (w *Web) routes() {
 	m.HandleFunc("GET "+Prefix+"devices/{id}/service", w.page("devices.service", w.devServiceForm))
 	m.HandleFunc("POST "+Prefix+"devices/{id}/service", w.page("devices.service", w.devService))
 
+	m.HandleFunc("GET "+Prefix+"account/kiosk-pin", w.page("me.kiosk_pin", w.ownPINForm))
+	m.HandleFunc("POST "+Prefix+"account/kiosk-pin", w.page("me.kiosk_pin", w.ownPIN))
+	m.HandleFunc("GET "+Prefix+"users/{id}/kiosk-pin", w.page("users.kiosk_pin", w.userPINForm))
+	m.HandleFunc("POST "+Prefix+"users/{id}/kiosk-pin", w.page("users.kiosk_pin", w.userPIN))
+
 	m.HandleFunc(Prefix, func(rw http.ResponseWriter, r *http.Request) {
 		w.page("", func(http.ResponseWriter, *req) error { return fail(http.StatusNotFound, "error.not_found") })(rw, r)
 	})

@@ -104,15 +104,18 @@ type Options struct {
 
 // Web is the console and dashboard.
 type Web struct {
-	o       Options
-	log     *slog.Logger
-	mux     *http.ServeMux
-	pages   map[string]*template.Template
-	static  fs.FS
-	rules   map[string][]auth.Role
-	hub     *Hub
-	cop     *http.CrossOriginProtection
-	streams prometheus.Gauge
+	o      Options
+	log    *slog.Logger
+	mux    *http.ServeMux
+	pages  map[string]*template.Template
+	static fs.FS
+	rules  map[string][]auth.Role
+	hub    *Hub
+	// shortPINs returns how many users have a short staff PIN and up to
+	// limit of them (auth.Service's; a fixture in the catalogue tests).
+	shortPINs func(ctx context.Context, limit int) (int, []auth.User, error)
+	cop       *http.CrossOriginProtection
+	streams   prometheus.Gauge
 
 	userMu      sync.Mutex
 	userStreams map[int64]int // open live streams by user id
@@ -159,6 +162,14 @@ func New(o Options) (*Web, error) {
 		return nil, err
 	}
 	w.rules = rules
+	w.shortPINs = func(ctx context.Context, limit int) (int, []auth.User, error) {
+		n, err := o.Auth.CountShortKioskPINs(ctx)
+		if err != nil || n == 0 {
+			return n, nil, err
+		}
+		us, err := o.Auth.ShortKioskPINUsers(ctx, limit)
+		return n, us, err
+	}
 	if w.pages, err = parsePages(); err != nil {
 		return nil, err
 	}
@@ -245,6 +256,10 @@ func Actions() []Action {
 		{"devices.open", []string{"POST /api/v1/devices/{id}/compartments/{number}/open"}},
 		{"devices.service", []string{"PATCH /api/v1/devices/{id}/service"}},
 		{"compartments.service", []string{"PATCH /api/v1/devices/{id}/compartments/{number}"}},
+		{"me.kiosk_pin", []string{"POST /api/v1/me/kiosk-pin"}},
+		// An admin's staff PIN form, and the names in the short-PIN
+		// notice (the user list).
+		{"users.kiosk_pin", []string{"PATCH /api/v1/users/{id}", "GET /api/v1/users"}},
 	}
 }
 
@@ -287,7 +302,7 @@ func intersect(a, b []auth.Role) []auth.Role {
 // pageFiles are the page templates; each is parsed with layout.html and
 // the shared fragments.
 var pageFiles = []string{"login", "home", "documents", "register", "document", "slip", "devices", "device",
-	"open", "service", "error"}
+	"open", "service", "kioskpin", "error"}
 
 func parsePages() (map[string]*template.Template, error) {
 	out := map[string]*template.Template{}

@@ -107,6 +107,7 @@ func TestConsoleInEveryLanguage(t *testing.T) {
 		check("/staff/devices", "devices-staff", `!!document.querySelector("#fleet-rows tr")`)
 		check("/staff/devices/"+lockerID+"?c=2", "device-staff", `!!document.querySelector("svg.map")`)
 		check("/staff/nowhere", "not-found", `!!document.querySelector(".error-summary")`)
+		check("/staff/account/kiosk-pin", "kiosk-pin", `!!document.querySelector("#kiosk_pin")`)
 
 		desktop.Do(t, chromedp.Navigate(base+"/staff/devices"))
 		desktop.WaitFor(t, `!!document.querySelector("header form button")`, 10*time.Second)

@@ -278,6 +278,10 @@ type layout struct {
 // draw only the buttons the role may use.
 func (l layout) May(action string) bool { return l.q != nil && l.q.may(action) }
 
+// Current reports whether the page is path (a link to it is marked
+// aria-current).
+func (l layout) Current(path string) bool { return l.q != nil && l.q.r.URL.Path == path }
+
 type navItem struct {
 	Href, Text string
 	Current    bool

@@ -3,6 +3,7 @@ package web_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -212,6 +213,9 @@ func TestActionRolesEqualTheRESTRoutes(t *testing.T) {
 		"devices.open":         {{"GET", "/staff/devices/" + lockerID + "/compartments/1/open", nil}, {"POST", "/staff/devices/" + lockerID + "/compartments/1/open", url.Values{}}},
 		"devices.service":      {{"GET", "/staff/devices/" + lockerID + "/service", nil}, {"POST", "/staff/devices/" + lockerID + "/service", url.Values{}}},
 		"compartments.service": {{"GET", "/staff/devices/" + lockerID + "/compartments/6/service", nil}, {"POST", "/staff/devices/" + lockerID + "/compartments/6/service", url.Values{}}},
+		"me.kiosk_pin":         {{"GET", "/staff/account/kiosk-pin", nil}, {"POST", "/staff/account/kiosk-pin", url.Values{}}},
+		"users.kiosk_pin": {{"GET", fmt.Sprintf("/staff/users/%d/kiosk-pin", e.ids[auth.RoleStaff]), nil},
+			{"POST", fmt.Sprintf("/staff/users/%d/kiosk-pin", e.ids[auth.RoleStaff]), url.Values{}}},
 		// audit.view has no page of its own: see the document timeline below.
 		"audit.view": nil,
 	}

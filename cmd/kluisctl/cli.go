@@ -31,6 +31,7 @@ Commands:
   login USERNAME                      log in (password from KLUIS_PASSWORD or stdin); prints a session token
   logout                              revoke the current token
   whoami                              show the current user
+  kiosk-pin                           set your own staff PIN for the kiosks (current password from KLUIS_PASSWORD, then the PIN from KLUIS_KIOSK_PIN, each else one stdin line)
   documents list [-state S] [-site S] [-device D] [-limit N] [-all]
   documents show ID                   one document with its history
   documents register -kind K -number N -first F -last L -birth YYYY-MM-DD -lang nl|fr|en|de -site S [-email E] [-mobile M] [-low] [-key IDEMPOTENCY-KEY]
@@ -181,6 +182,8 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		return c.simple(ctx, "DELETE", "/api/v1/sessions/current", args, "logged out")
 	case "whoami":
 		return c.whoami(ctx, args)
+	case "kiosk-pin":
+		return c.ownKioskPIN(ctx, args)
 	case "documents", "docs", "document":
 		return c.documents(ctx, sub, tail(args))
 	case "reissue":
@@ -553,6 +556,26 @@ func (c *cli) login(ctx context.Context, args []string) error {
 	fmt.Fprintf(c.stdout, "export KLUIS_TOKEN=%s\n", iss.Token)
 	fmt.Fprintf(c.stderr, "logged in as %s until %s\n", pos[0], iss.ExpiresAt)
 	return nil
+}
+
+// ownKioskPIN sets the caller's own staff PIN (POST /api/v1/me/kiosk-pin).
+func (c *cli) ownKioskPIN(ctx context.Context, args []string) error {
+	if _, err := parse(c.flags("kiosk-pin"), args, 0); err != nil {
+		return err
+	}
+	pw, err := c.readSecret("KLUIS_PASSWORD", "current password: ")
+	if err != nil {
+		return err
+	}
+	pin, err := c.readSecret("KLUIS_KIOSK_PIN", "new staff PIN (8-12 digits): ")
+	if err != nil {
+		return err
+	}
+	raw, err := c.call(ctx, "POST", "/api/v1/me/kiosk-pin", map[string]string{"current_password": pw, "kiosk_pin": strings.TrimSpace(pin)})
+	if err != nil {
+		return err
+	}
+	return c.emitOne(raw, userCols)
 }
 
 func (c *cli) whoami(ctx context.Context, args []string) error {

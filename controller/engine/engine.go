@@ -59,6 +59,11 @@ const (
 	StateRetrieved     = "retrieved"
 	StateStillThere    = "still_there"
 	StateNotFound      = "not_found"
+	// StateWrongState: the backend found the document, but in a state
+	// this operation cannot act on (not yet loaded for a retrieve, already
+	// loaded for a load): the number is right, so staff are not sent to
+	// check it (the backend counts it as a miss all the same).
+	StateWrongState    = "wrong_state"
 	StateNoCompartment = "no_compartment"
 	StateTestOpen      = "test_open"
 	StateError         = "error"

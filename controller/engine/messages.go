@@ -161,6 +161,11 @@ var messages = map[string][4]string{
 		"Document introuvable pour cet appareil.",
 		"Document not found for this machine.",
 		"Dokument für dieses Gerät nicht gefunden."},
+	StateWrongState: {
+		"Dit document kan hier nu niet geladen of teruggenomen worden.",
+		"Ce document ne peut pas être chargé ou repris ici maintenant.",
+		"This document cannot be loaded or taken back here now.",
+		"Dieses Dokument kann hier jetzt nicht eingelegt oder zurückgenommen werden."},
 	StateNoCompartment: {
 		"Geen vrij vak beschikbaar.",
 		"Aucun casier libre.",
@@ -276,7 +281,7 @@ func States() []string {
 		StateNotCollected, StateNotOpened, StateWrongCode, StateExpired, StateAlreadyCollected, StatePending, StateLockedOut,
 		StateOutOfOrder, StateDeviceOutOfOrder, StateBusy, StateStaff, StateStaffDenied, StateStaffLocked, StateStaffLockedToday,
 		StateLookupsEnded, StateLookupsPaused, StateLoading, StateLoaded, StateLoadEmpty,
-		StateRetrieving, StateRetrieved, StateStillThere, StateNotFound, StateNoCompartment, StateTestOpen, StateLockoutCleared,
+		StateRetrieving, StateRetrieved, StateStillThere, StateNotFound, StateWrongState, StateNoCompartment, StateTestOpen, StateLockoutCleared,
 		StateLockoutCapped, StateError}
 }
 

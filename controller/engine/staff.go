@@ -158,8 +158,10 @@ func (e *Engine) staffDoor(ctx context.Context, number, lang, purpose string) (S
 			return e.setScreen(StateLookupsEnded, 0, lang), nil
 		}
 		return e.setScreen(StateStaffDenied, 0, lang), nil
-	case wire.StaffNotFound, wire.StaffWrongState:
+	case wire.StaffNotFound:
 		return e.setScreen(StateNotFound, 0, lang), nil
+	case wire.StaffWrongState:
+		return e.setScreen(StateWrongState, 0, lang), nil
 	case wire.StaffNoCompartment:
 		return e.setScreen(StateNoCompartment, 0, lang), nil
 	case wire.StaffDenied:

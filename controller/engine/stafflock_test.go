@@ -107,7 +107,7 @@ func TestUntilTextInEveryLanguage(t *testing.T) {
 }
 
 // The backend bounds a staff session's document lookups: a miss is
-// not_found; the session's last miss is session_expired with expires (the
+// not_found (or wrong_state, a number that exists: its own screen); the session's last miss is session_expired with expires (the
 // session ended: staff are logged out and told why, lookups_ended); a
 // denial with expires ahead is the device's pause (lookups_paused, until
 // expires, the session goes on). A plain session_expired or denial is
@@ -128,6 +128,7 @@ func TestStaffLookupBoundsAreSaid(t *testing.T) {
 		r.be.set(func() {
 			r.be.staff["login:BADGE-7"] = wire.StaffResponse{Op: wire.StaffLogin, Result: wire.StaffOK, Session: "s", StaffID: "u7", StaffName: "An", Expires: &exp}
 			r.be.staff["retrieve:591-0001"] = wire.StaffResponse{Result: wire.StaffNotFound}
+			r.be.staff["retrieve:591-0002"] = wire.StaffResponse{Result: wire.StaffWrongState}
 			r.be.staff["retrieve:591-0005"] = wire.StaffResponse{Result: wire.StaffSessionExpired, Expires: &ended}
 			r.be.staff["reserve:591-0012"] = wire.StaffResponse{Result: wire.StaffDenied, Expires: &pause}
 			r.be.staff["reserve:591-0013"] = wire.StaffResponse{Result: wire.StaffDenied}
@@ -137,6 +138,10 @@ func TestStaffLookupBoundsAreSaid(t *testing.T) {
 		s, err := r.e.StaffRetrieve(context.Background(), "591-0001", "en")
 		require.NoError(t, err)
 		require.Equal(t, StateNotFound, s.State)
+		s, err = r.e.StaffRetrieve(context.Background(), "591-0002", "en")
+		require.NoError(t, err)
+		require.Equal(t, StateWrongState, s.State, "the document exists, not in a state to retrieve: the number is right")
+		require.Equal(t, "An", s.Staff, "the session goes on")
 
 		s, err = r.e.StaffRetrieve(context.Background(), "591-0005", "en")
 		require.NoError(t, err)

@@ -565,6 +565,7 @@ func TestScreenMatrix(t *testing.T) {
 		r.be.staff["reserve:591-0008"] = wire.StaffResponse{Result: wire.StaffOK, DocumentID: "d8", Addr: &wire.Address{Channel: 7}}
 		r.be.staff["reserve:591-0009"] = wire.StaffResponse{Result: wire.StaffOK, DocumentID: "d9", Addr: &wire.Address{Channel: 8}}
 		r.be.staff["reserve:591-0404"] = wire.StaffResponse{Result: wire.StaffNotFound}
+		r.be.staff["reserve:591-0409"] = wire.StaffResponse{Result: wire.StaffWrongState}
 		r.be.staff["reserve:591-0000"] = wire.StaffResponse{Result: wire.StaffNoCompartment}
 		r.be.staff["retrieve:591-0008"] = wire.StaffResponse{Result: wire.StaffOK, DocumentID: "d8", Addr: &wire.Address{Channel: 7}}
 		r.be.staff["retrieve:591-0010"] = wire.StaffResponse{Result: wire.StaffOK, DocumentID: "d10", Addr: &wire.Address{Channel: 9}}
@@ -614,6 +615,8 @@ func TestScreenMatrix(t *testing.T) {
 	m.check("load_empty", "s-load_empty", expect{h1: "title.load_empty", msg: "state.load_empty", next: "next.staff.load_empty", n: 9})
 	staffDo(r.e.StaffLoad, "591-0404")
 	m.check("not_found", "s-not_found", expect{h1: "title.not_found", msg: "state.not_found", next: "next.staff.not_found"})
+	staffDo(r.e.StaffLoad, "591-0409")
+	m.check("wrong_state", "s-wrong_state", expect{h1: "title.wrong_state", msg: "state.wrong_state", next: "next.staff.wrong_state"})
 	staffDo(r.e.StaffLoad, "591-0000")
 	m.check("no_compartment", "s-no_compartment", expect{h1: "title.no_compartment", msg: "state.no_compartment"})
 	// The backend paused the device's document lookups (too many numbers

@@ -280,6 +280,7 @@ var views = []view{
 	{State: engine.StateRetrieved, Title: "title.retrieved", Tone: "ok", Drawing: true, Act: "staff-next", ActLabel: "staff.next"},
 	{State: engine.StateStillThere, Title: "title.still_there", Next: "next.staff.still_there", Tone: "warn", Drawing: true, Act: "staff-next", ActLabel: "staff.next"},
 	{State: engine.StateNotFound, Title: "title.not_found", Next: "next.staff.not_found", Tone: "warn", Act: "staff-next", ActLabel: "staff.next"},
+	{State: engine.StateWrongState, Title: "title.wrong_state", Next: "next.staff.wrong_state", Tone: "warn", Act: "staff-next", ActLabel: "staff.next"},
 	{State: engine.StateNoCompartment, Title: "title.no_compartment", Tone: "warn", Act: "staff-next", ActLabel: "staff.next"},
 	{State: engine.StateTestOpen, Title: "title.test_open", Tone: "ok", Drawing: true, Act: "tech", ActLabel: "tech.title"},
 	{State: engine.StateLockoutCleared, Title: "title.lockout_cleared", Tone: "ok", Act: "staff-menu", ActLabel: "staff.back"},

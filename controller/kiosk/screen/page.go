@@ -573,6 +573,19 @@ func (p *page) Reveal() (template.HTML, error) {
 		template.HTMLEscapeString(label))), nil
 }
 
+// escaped is the texts of keys in the page's language, HTML-escaped.
+func (p *page) escaped(keys ...string) ([]string, error) {
+	txt := make([]string, len(keys))
+	for i, k := range keys {
+		t, err := p.T(k)
+		if err != nil {
+			return nil, err
+		}
+		txt[i] = template.HTMLEscapeString(t)
+	}
+	return txt, nil
+}
+
 // Typed is the display of the PIN typed on the keypad pad (pin,
 // staff-pin): the digits, or a dot for each (data-out, filled by
 // screen.js), hidden from assistive technology, which would read the dots
@@ -581,13 +594,9 @@ func (p *page) Reveal() (template.HTML, error) {
 // Reveal toggle), in the page's language from the catalogue's templates
 // (pin.said.*). The digits are never in it while masked.
 func (p *page) Typed(pad string) (template.HTML, error) {
-	var txt [4]string
-	for i, k := range []string{"pin.said.none", "pin.said.one", "pin.said.many", "pin.said.digits"} {
-		t, err := p.T(k)
-		if err != nil {
-			return "", err
-		}
-		txt[i] = template.HTMLEscapeString(t)
+	txt, err := p.escaped("pin.said.none", "pin.said.one", "pin.said.many", "pin.said.digits")
+	if err != nil {
+		return "", err
 	}
 	pad = template.HTMLEscapeString(pad)
 	return template.HTML(fmt.Sprintf(`<output class="digits" data-out="%s" aria-hidden="true"></output>`+
@@ -599,13 +608,9 @@ func (p *page) Typed(pad string) (template.HTML, error) {
 // staff-pin, load, retrieve); dash adds a "-" key for document numbers
 // (four columns: 1 2 3 delete, 4 5 6 -, 7 8 9 0, then confirm).
 func (p *page) Keypad(name string, dash bool) (template.HTML, error) {
-	var txt [4]string
-	for i, k := range []string{"keypad.label", "key.delete", "key.ok", "key.dash"} {
-		t, err := p.T(k)
-		if err != nil {
-			return "", err
-		}
-		txt[i] = template.HTMLEscapeString(t)
+	txt, err := p.escaped("keypad.label", "key.delete", "key.ok", "key.dash")
+	if err != nil {
+		return "", err
 	}
 	label, del, ok, dashLabel := txt[0], txt[1], txt[2], txt[3]
 	digit := func(k string) string {

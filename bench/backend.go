@@ -13,7 +13,8 @@ import (
 // Unthrottled is a per-device budget no bench device reaches: kluis-bench
 // verify's devices verify back to back (hundreds a second each) and tap's
 // one kiosk taps without pause, far above a real device's use and the
-// default budgets (devicelink.DefaultVerifyBudget, DefaultEventBudget).
+// default budgets (devicelink.DefaultVerifyBudget, DefaultEventBudget,
+// DefaultAlarmBudget, DefaultResultBudget).
 // The budget is still checked for every message, as in production.
 func Unthrottled() devicelink.Budget { return devicelink.Budget{Rate: 1e9, Burst: 1 << 30} }
 

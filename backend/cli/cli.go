@@ -383,7 +383,10 @@ func serve(ctx context.Context, args []string, e Env) error {
 	fs.DurationVar(&o.StaffMaxAge, "staff-session-max", auth.DefaultWebMaxAge, "a staff console session ends this long after the login, whatever happens")
 	o.DeviceVerifyBudget, o.DeviceEventBudget = devicelink.DefaultVerifyBudget(), devicelink.DefaultEventBudget()
 	fs.Var(&o.DeviceVerifyBudget, "device-verify-budget", "each device's budget of verify and staff requests, RATE/BURST: RATE a second, BURST at once; over it a request is answered unavailable")
-	fs.Var(&o.DeviceEventBudget, "device-event-budget", "each device's budget of events, RATE/BURST: RATE a second, BURST at once; over it an event is not acknowledged yet (the device sends it again)")
+	fs.Var(&o.DeviceEventBudget, "device-event-budget", "each device's budget of events but alarms, RATE/BURST: RATE a second, BURST at once; over it an event is not acknowledged yet (the device sends it again)")
+	o.DeviceAlarmBudget, o.DeviceResultBudget = devicelink.DefaultAlarmBudget(), devicelink.DefaultResultBudget()
+	fs.Var(&o.DeviceAlarmBudget, "device-alarm-budget", "each device's budget of alarms and their clearing, apart from its other events, RATE/BURST; over it an alarm is not acknowledged yet (the device sends it again)")
+	fs.Var(&o.DeviceResultBudget, "device-result-budget", "each device's budget of command results, RATE/BURST; over it a result is not recorded")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -11,7 +11,8 @@ import (
 // Budget is a per-device token bucket: a device may send Burst messages
 // at once, and Rate more per second after that. A message over budget is
 // refused (an event is not acknowledged, a request is answered
-// "unavailable"); see Options.VerifyBudget and Options.EventBudget.
+// "unavailable", a command result is not recorded); see
+// Options.VerifyBudget, EventBudget, AlarmBudget and ResultBudget.
 type Budget struct {
 	// Rate is how many messages a second refill the bucket.
 	Rate float64
@@ -59,12 +60,24 @@ func (b *Budget) Set(s string) error {
 // collected): 10 a second sustained is several times a busy evening, and
 // 600 at once lets a kluisd that was offline for a while replay its
 // journal in one go; a longer journal drains at the rate (kluisd sends an
-// unacknowledged event again, by default 30 s later), none is lost.
+// unacknowledged event again, by default 30 s later), none is lost;
+// kluisd paces its sending under it (controller/link.DefaultEventPace).
+// Alarms and their clearing (wire.EventKind.Urgent) spend a budget of
+// their own, so that a backlog spending the event budget holds back no
+// alarm: a device raises a few an hour at worst, and 60 at once covers
+// every door of a locker forced at once; 1 a second is what a stolen
+// password can add to the event budget with them, no more. Command
+// results answer the backend's own commands, one each, and share the
+// verify budget's values.
 const (
 	DefaultVerifyRate  = 2.0
 	DefaultVerifyBurst = 60
 	DefaultEventRate   = 10.0
 	DefaultEventBurst  = 600
+	DefaultAlarmRate   = 1.0
+	DefaultAlarmBurst  = 60
+	DefaultResultRate  = 2.0
+	DefaultResultBurst = 60
 	// DefaultThrottleQuiet ends an episode of a device over budget: the
 	// next refusal after this long without one starts a new episode (a
 	// new audit record and a new first warning).
@@ -80,20 +93,34 @@ const (
 // DefaultVerifyBudget bounds a device's verify and staff requests.
 func DefaultVerifyBudget() Budget { return Budget{Rate: DefaultVerifyRate, Burst: DefaultVerifyBurst} }
 
-// DefaultEventBudget bounds a device's events.
+// DefaultEventBudget bounds a device's events but its alarms.
 func DefaultEventBudget() Budget { return Budget{Rate: DefaultEventRate, Burst: DefaultEventBurst} }
+
+// DefaultAlarmBudget bounds a device's alarms and their clearing.
+func DefaultAlarmBudget() Budget { return Budget{Rate: DefaultAlarmRate, Burst: DefaultAlarmBurst} }
+
+// DefaultResultBudget bounds a device's command results.
+func DefaultResultBudget() Budget { return Budget{Rate: DefaultResultRate, Burst: DefaultResultBurst} }
 
 // budgetKind is which of a device's budgets a message spends.
 type budgetKind uint8
 
 const (
 	budgetVerify budgetKind = iota // verify/req and staff/req
-	budgetEvent                    // event
+	budgetEvent                    // event (but alarms)
+	budgetAlarm                    // event of an urgent kind: alarm, alarm_cleared
+	budgetResult                   // cmdres
+	budgetKinds
 )
 
 func (k budgetKind) String() string {
-	if k == budgetEvent {
+	switch k {
+	case budgetEvent:
 		return "event"
+	case budgetAlarm:
+		return "alarm"
+	case budgetResult:
+		return "cmdres"
 	}
 	return "verify"
 }
@@ -133,7 +160,7 @@ type verdict struct {
 // devices that sent something lately: a bucket that is full again, with
 // no episode going on, is swept (it is the same as a fresh one).
 type budgets struct {
-	of    [2]Budget
+	of    [budgetKinds]Budget
 	quiet time.Duration
 
 	mu      sync.Mutex
@@ -141,8 +168,8 @@ type budgets struct {
 	checks  int
 }
 
-func newBudgets(verify, event Budget, quiet time.Duration) *budgets {
-	return &budgets{of: [2]Budget{budgetVerify: verify, budgetEvent: event}, quiet: quiet, buckets: map[bucketKey]*bucket{}}
+func newBudgets(of [budgetKinds]Budget, quiet time.Duration) *budgets {
+	return &budgets{of: of, quiet: quiet, buckets: map[bucketKey]*bucket{}}
 }
 
 // spend takes one token of device's kind budget at now.

@@ -33,7 +33,7 @@ func newTestClock() *storetest.Clock {
 
 func TestBudgetTokenBucket(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	b := newBudgets(Budget{Rate: 1, Burst: 3}, Budget{Rate: 10, Burst: 2}, 10*time.Minute)
+	b := newBudgets([budgetKinds]Budget{Budget{Rate: 1, Burst: 3}, Budget{Rate: 10, Burst: 2}, Budget{Rate: 1, Burst: 1}, Budget{Rate: 1, Burst: 1}}, 10*time.Minute)
 	for i := range 3 {
 		assert.True(t, b.spend("a", budgetVerify, t0).ok, "burst %d", i)
 	}
@@ -393,7 +393,7 @@ func TestBudgetFlag(t *testing.T) {
 // BenchmarkBudgetSpend is one budget check (docs/performance.md): 1,000
 // devices, never over budget.
 func BenchmarkBudgetSpend(b *testing.B) {
-	bud := newBudgets(Budget{Rate: 1e9, Burst: 1 << 30}, DefaultEventBudget(), DefaultThrottleQuiet)
+	bud := newBudgets([budgetKinds]Budget{Budget{Rate: 1e9, Burst: 1 << 30}, DefaultEventBudget(), DefaultAlarmBudget(), DefaultResultBudget()}, DefaultThrottleQuiet)
 	devs := make([]string, 1000)
 	for i := range devs {
 		devs[i] = fmt.Sprintf("dev-%04d", i)

@@ -166,6 +166,17 @@ type Options struct {
 	// keeps it in its journal and sends it again (kluisd after
 	// mqtt.resend_after, 30 s by default).
 	EventBudget Budget
+	// AlarmBudget bounds each device's alarms and their clearing (the
+	// events of a wire.EventKind.Urgent kind, told apart before decoding
+	// by wire.PeekEventKind) instead of EventBudget, so that a backlog
+	// over the event budget holds back no alarm; zero:
+	// DefaultAlarmBudget. An event that spent it and decodes as another
+	// kind is refused as malformed (neither stored nor acknowledged).
+	AlarmBudget Budget
+	// ResultBudget bounds each device's command results; zero:
+	// DefaultResultBudget. A result over budget is not recorded (the
+	// command stays unanswered until it expires).
+	ResultBudget Budget
 	// ThrottleQuiet ends a device's episode over a budget: a refusal after
 	// this long without one is a new episode (a new warning and
 	// device.throttled audit record); default DefaultThrottleQuiet.
@@ -210,6 +221,9 @@ type inbound struct {
 	// overBudget: a request over its device's budget, answered
 	// "unavailable" without asking the Verifier or StaffHandler.
 	overBudget bool
+	// alarm: an event that spent the alarm budget (its payload's kind
+	// peeked as urgent); it must decode as such.
+	alarm bool
 }
 
 type reply struct {
@@ -284,7 +298,8 @@ func New(opts Options) (*Link, error) {
 		name string
 		b    *Budget
 		def  Budget
-	}{{"VerifyBudget", &opts.VerifyBudget, DefaultVerifyBudget()}, {"EventBudget", &opts.EventBudget, DefaultEventBudget()}} {
+	}{{"VerifyBudget", &opts.VerifyBudget, DefaultVerifyBudget()}, {"EventBudget", &opts.EventBudget, DefaultEventBudget()},
+		{"AlarmBudget", &opts.AlarmBudget, DefaultAlarmBudget()}, {"ResultBudget", &opts.ResultBudget, DefaultResultBudget()}} {
 		if *b.b == (Budget{}) {
 			*b.b = b.def
 		}
@@ -305,17 +320,18 @@ func New(opts Options) (*Link, error) {
 		}, []string{"kind", "outcome"}),
 		episodes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kluis_devicelink_throttle_episodes_total",
-			Help: "Episodes of a device over its budget (verify: verify and staff requests; event: events); the log and the audit trail (device.throttled) name the device.",
+			Help: "Episodes of a device over its budget (verify: verify and staff requests; event: events but alarms; alarm: alarms and their clearing; cmdres: command results); the log and the audit trail (device.throttled) name the device.",
 		}, []string{"budget"}),
 		online: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kluis_devicelink_devices_online", Help: "Devices whose last presence is online."}),
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kluis_devicelink_broker_connected", Help: "1 while this replica is connected to the broker."}),
 	}
-	bud := newBudgets(opts.VerifyBudget, opts.EventBudget, opts.ThrottleQuiet)
+	bud := newBudgets([budgetKinds]Budget{budgetVerify: opts.VerifyBudget, budgetEvent: opts.EventBudget,
+		budgetAlarm: opts.AlarmBudget, budgetResult: opts.ResultBudget}, opts.ThrottleQuiet)
 	cs := []prometheus.Collector{m.messages, m.episodes, m.online, m.connected,
 		newPresenceMetrics(opts.Pool, opts.DeviceFilter, opts.Timeout, opts.Logger.With("part", "devicelink"))}
-	for _, k := range []budgetKind{budgetVerify, budgetEvent} {
+	for k := range budgetKinds {
 		m.episodes.WithLabelValues(k.String())
 		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "kluis_devicelink_devices_throttled",
@@ -490,9 +506,18 @@ func (l *Link) receive(topic string, payload []byte) {
 			// with its first answer when it repeats an answered id.
 			msg.overBudget = !l.allow(t.Device, budgetVerify)
 		case wire.KindEvent:
-			if !l.allow(t.Device, budgetEvent) {
+			b := budgetEvent
+			if k, ok := wire.PeekEventKind(payload); ok && k.Urgent() {
+				b, msg.alarm = budgetAlarm, true
+			}
+			if !l.allow(t.Device, b) {
 				// Not stored, not acknowledged: the device keeps it
 				// and sends it again later. Nothing is lost.
+				l.m.messages.WithLabelValues(string(t.Kind), "throttled").Inc()
+				return
+			}
+		case wire.KindCmdResult:
+			if !l.allow(t.Device, budgetResult) {
 				l.m.messages.WithLabelValues(string(t.Kind), "throttled").Inc()
 				return
 			}
@@ -535,6 +560,13 @@ func (l *Link) process(ctx context.Context, msg inbound) {
 	var outcome string
 	switch m := m.(type) {
 	case *wire.Event:
+		if msg.alarm && !m.Kind.Urgent() {
+			// Let in on the alarm budget by a first "kind" the decoded
+			// event does not have: no honest device sends that.
+			l.count(msg.topic, "malformed")
+			l.log.Warn("event let in as an alarm is none: ignored", "device", t.Device, "kind", m.Kind)
+			return
+		}
 		outcome = l.handleEvent(ctx, t.Device, m, msg.payload)
 	case *wire.CommandResult:
 		outcome = l.handleResult(ctx, t.Device, m)
@@ -572,8 +604,11 @@ func (l *Link) allow(device string, kind budgetKind) bool {
 	}
 	b := l.budgets.of[kind]
 	what := "verify and staff requests answered unavailable"
-	if kind == budgetEvent {
-		what = "events not acknowledged (the device sends them again later)"
+	switch kind {
+	case budgetEvent, budgetAlarm:
+		what = kind.String() + "s not acknowledged (the device sends them again later)"
+	case budgetResult:
+		what = "command results not recorded"
 	}
 	switch {
 	case v.started:

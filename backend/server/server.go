@@ -154,8 +154,12 @@ type Options struct {
 	// EventBudget: a token bucket per device against a stolen device
 	// password); zero: devicelink.DefaultVerifyBudget and
 	// DefaultEventBudget. kluis-bench verify sets a higher verify budget
-	// (its devices verify back to back).
+	// (its devices verify back to back). DeviceAlarmBudget and
+	// DeviceResultBudget bound each device's alarms (apart from its other
+	// events) and command results (devicelink.Options.AlarmBudget,
+	// ResultBudget); zero: their defaults.
 	DeviceVerifyBudget, DeviceEventBudget devicelink.Budget
+	DeviceAlarmBudget, DeviceResultBudget devicelink.Budget
 
 	// APITokenTTL is the lifetime of an API token created without one;
 	// APITokenMaxTTL the longest an API token may be given (defaults:

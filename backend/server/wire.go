@@ -179,6 +179,7 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 		// Per-device budgets; a request over budget is answered
 		// "unavailable", signed like every answer.
 		VerifyBudget: o.DeviceVerifyBudget, EventBudget: o.DeviceEventBudget, SignAnswer: answers.Sign,
+		AlarmBudget: o.DeviceAlarmBudget, ResultBudget: o.DeviceResultBudget,
 		Logger:   log,
 		Registry: reg,
 	})

@@ -127,6 +127,7 @@ func startOnline(ctx context.Context, env bench.Env, o options) (_ *online, err 
 		PasswordParams: auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1},
 		// Far above the default per-device budgets (docs/performance.md).
 		DeviceVerifyBudget: bench.Unthrottled(), DeviceEventBudget: bench.Unthrottled(),
+		DeviceAlarmBudget: bench.Unthrottled(), DeviceResultBudget: bench.Unthrottled(),
 		// No code bundles for kluisd: every tap is verified online.
 		CodeSyncEvery: server.Disabled, RearmUnfollowed: server.Disabled, HousekeepEvery: server.Disabled, AuditEvery: server.Disabled})
 	if err != nil {

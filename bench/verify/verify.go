@@ -353,6 +353,7 @@ func start(ctx context.Context, env bench.Env, dbURL string, nDev int) (_ *rig, 
 			MQTTParams:     pickupcode.ArgonParams{Time: 1, MemoryKiB: 1024, Threads: 1},
 			// Far above the default per-device budgets (docs/performance.md).
 			DeviceVerifyBudget: bench.Unthrottled(), DeviceEventBudget: bench.Unthrottled(),
+			DeviceAlarmBudget: bench.Unthrottled(), DeviceResultBudget: bench.Unthrottled(),
 			// Jobs that would act on the bench's codes (bundles for the
 			// devices, giving accepted codes back) stay off.
 			CodeSyncEvery: server.Disabled, RearmUnfollowed: server.Disabled, HousekeepEvery: server.Disabled,

@@ -31,13 +31,11 @@ var (
 )
 
 // Urgent reports whether events of kind go ahead of the backlog (the
-// journal's urgent lane, the link's alarm pace): alarms and their
-// clearing, so that a technician hears of a forced door at once, not
-// after a week's backlog, and an alarm and its clearing keep their
-// order. It is the journal's Options.Urgent for kluisd.
-func Urgent(kind string) bool {
-	return kind == string(wire.EvAlarm) || kind == string(wire.EvAlarmCleared)
-}
+// journal's urgent lane, the link's alarm pace): wire.EventKind.Urgent,
+// alarms and their clearing, so that a technician hears of a forced door
+// at once, not after a week's backlog. It is the journal's
+// Options.Urgent for kluisd.
+func Urgent(kind string) bool { return wire.EventKind(kind).Urgent() }
 
 // lane indexes the window's lanes.
 const (

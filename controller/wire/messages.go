@@ -133,6 +133,13 @@ func EventKinds() []EventKind {
 		EvBoardRebooted, EvBoardWatchdog, EvResponseRefused}
 }
 
+// Urgent reports whether events of kind go ahead of a device's backlog:
+// alarms and their clearing (so that they keep their order). kluisd sends
+// them first, at a pace of their own; kluis-backend counts them against a
+// budget of their own (PeekEventKind), so a week's backlog of other
+// events holds back no alarm.
+func (k EventKind) Urgent() bool { return k == EvAlarm || k == EvAlarmCleared }
+
 // AlarmKind names an alarm.
 type AlarmKind string
 

@@ -367,13 +367,16 @@ func TestDocsStateTheDefaultBudgets(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, string(sec), fmt.Sprintf("| verify | %s a second, %d at once |", rate(DefaultVerifyRate), DefaultVerifyBurst))
 	assert.Contains(t, string(sec), fmt.Sprintf("| event | %s a second, %d at once |", rate(DefaultEventRate), DefaultEventBurst))
+	assert.Contains(t, string(sec), fmt.Sprintf("| alarm | %s a second, %d at once |", rate(DefaultAlarmRate), DefaultAlarmBurst))
+	assert.Contains(t, string(sec), fmt.Sprintf("| cmdres | %s a second, %d at once |", rate(DefaultResultRate), DefaultResultBurst))
 	assert.Contains(t, strings.Join(strings.Fields(string(sec)), " "),
 		fmt.Sprintf("(a refusal after %d minutes without one)", int(DefaultThrottleQuiet/time.Minute)))
 	api, err := os.ReadFile("../../docs/asyncapi.yaml")
 	require.NoError(t, err)
 	flat := strings.Join(strings.Fields(string(api)), " ")
-	assert.Contains(t, flat, fmt.Sprintf("defaults: %s verify and staff requests a second together, %d at once; %s events a second, %d at once",
-		rate(DefaultVerifyRate), DefaultVerifyBurst, rate(DefaultEventRate), DefaultEventBurst))
+	assert.Contains(t, flat, fmt.Sprintf("defaults: %s verify and staff requests a second together, %d at once; %s events a second, %d at once; alarms apart, %s a second, %d at once; command results %s a second, %d at once",
+		rate(DefaultVerifyRate), DefaultVerifyBurst, rate(DefaultEventRate), DefaultEventBurst,
+		rate(DefaultAlarmRate), DefaultAlarmBurst, rate(DefaultResultRate), DefaultResultBurst))
 }
 
 // A Budget is a flag.Value: RATE/BURST.

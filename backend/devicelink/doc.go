@@ -51,13 +51,19 @@
 //     offline codes at once; a heartbeat's cache_version confirms a code
 //     sync or shows a cache the device lost).
 //
-// Each device has two budgets (token buckets, budget.go; Options.VerifyBudget
-// and EventBudget), checked as a message arrives, before it is queued: a
-// verify or staff request over budget is answered "unavailable" (signed by
-// Options.SignAnswer) without asking the Verifier or StaffHandler, and that
-// answer is kept for its request id like any other; an event over budget is
-// neither stored nor acknowledged, so the device sends it again later and
-// none is lost. Refusals are counted (outcome "throttled"); the first of an
+// Each device has four budgets (token buckets, budget.go; Options.VerifyBudget,
+// EventBudget, AlarmBudget and ResultBudget), checked as a message arrives,
+// before it is queued: a verify or staff request over budget is answered
+// "unavailable" (signed by Options.SignAnswer) without asking the Verifier
+// or StaffHandler, and that answer is kept for its request id like any
+// other; an event over budget is neither stored nor acknowledged, so the
+// device sends it again later and none is lost; a command result over
+// budget is not recorded. Alarms and their clearing spend the alarm budget
+// instead of the event budget, told apart before decoding by the payload's
+// first top-level kind (wire.PeekEventKind): a backlog over the event
+// budget holds back no alarm, and an event let in as an alarm that decodes
+// as another kind is refused as malformed, so a stolen password gains no
+// more than the alarm budget. Refusals are counted (outcome "throttled"); the first of an
 // episode is logged with the device, counted in
 // kluis_devicelink_throttle_episodes_total and audited as device.throttled.
 //

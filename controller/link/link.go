@@ -1,7 +1,8 @@
 // Package link is kluisd's side of the MQTT contract (controller/wire): it
 // announces presence (retained, with an "offline" last will), publishes the
 // journal's outbox with QoS 1 until the backend acknowledges each event
-// (acks are journaled), sends heartbeats, asks the backend to verify codes
+// (acks are journaled) a window at a time, paced under the backend's
+// budget, alarms first (window.go), sends heartbeats, asks the backend to verify codes
 // and staff credentials (request/response with correlation ids and a
 // timeout), and hands commands to the engine, publishing their results.
 //

@@ -132,26 +132,22 @@ func (k KioskPINs) SetFor(ctx context.Context, actor auth.User, id int64, pin, v
 // the login limits (a wrong password counts as a failed login of u) and
 // the hashing slots.
 func (k KioskPINs) checkPassword(ctx context.Context, u auth.User, password, source string, now time.Time, via string) error {
-	att, err := k.Logins.BeginAttempt(ctx, u.Username, source, now)
-	if err != nil {
+	_, err := auth.PasswordCheck{Auth: k.Auth, Limits: k.Logins, Log: k.Log}.Check(ctx,
+		auth.PasswordAttempt{Username: u.Username, Password: password, Source: source, Now: now, UserID: u.ID})
+	var refused *auth.LimitsRefusal
+	switch {
+	case errors.Is(err, auth.ErrLimitsUnavailable):
 		k.Log.Error("login limits unavailable: password check refused", "source", source, "err", err)
 		return &Error{Status: http.StatusServiceUnavailable, Code: "login_unavailable",
 			Message: "the password cannot be checked right now (the login limits cannot be read); try again later", Err: ErrLoginLimitsUnavailable}
-	}
-	if ref := att.Refusal; ref != nil {
-		wait := ref.Until.Sub(now).Truncate(time.Second) + time.Second
+	case errors.As(err, &refused):
+		wait := refused.Until.Sub(now).Truncate(time.Second) + time.Second
 		return &Error{Status: http.StatusTooManyRequests, Code: "too_many_attempts",
 			Message: fmt.Sprintf("too many failed password checks; try again in %d seconds", int(wait/time.Second)), Err: &TooManyAttempts{RetryAfter: wait}}
-	}
-	got, err := k.Auth.CheckPassword(ctx, u.Username, password, att.From(source))
-	if errors.Is(err, auth.ErrLoginBusy) {
-		if aerr := k.Logins.Abandon(ctx, att); aerr != nil {
-			k.Log.Warn("login limits: refused attempt still counted", "source", source, "err", aerr)
-		}
+	case errors.Is(err, auth.ErrLoginBusy):
 		return &Error{Status: http.StatusTooManyRequests, Code: "login_busy",
 			Message: fmt.Sprintf("too many passwords are being checked right now; try again in %d seconds", int(auth.LoginBusyRetry/time.Second)), Err: err}
-	}
-	if errors.Is(err, auth.ErrInvalidCredentials) || (err == nil && got.ID != u.ID) {
+	case errors.Is(err, auth.ErrInvalidCredentials):
 		subj := "user:" + strconv.FormatInt(u.ID, 10)
 		if aerr := k.audit(ctx, audit.Entry{At: now, Actor: subj, Action: "login.failed", Subject: subj,
 			Details: map[string]any{"known_user": true, "source": source, "via": via, "for": "kiosk_pin"}}); aerr != nil {
@@ -159,13 +155,7 @@ func (k KioskPINs) checkPassword(ctx context.Context, u auth.User, password, sou
 		}
 		return &Error{Status: http.StatusForbidden, Code: "wrong_password", Message: "the current password is wrong", Err: ErrWrongPassword}
 	}
-	if err != nil {
-		return err
-	}
-	if err := k.Logins.Succeed(ctx, u.Username, source, now); err != nil {
-		k.Log.Warn("login limits: success not recorded", "source", source, "err", err)
-	}
-	return nil
+	return err
 }
 
 // takenSince counts u's own new PINs refused as taken since (chained and

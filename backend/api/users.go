@@ -52,32 +52,26 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	now := s.clock()
 	source := auth.ClientSource(r, s.trusted)
-	att, err := s.logins.BeginAttempt(ctx, req.Username, source, now)
-	if err != nil {
+	u, err := s.passwordCheck().Check(ctx, auth.PasswordAttempt{Username: req.Username, Password: req.Password, Source: source, Now: now})
+	var refused *auth.LimitsRefusal
+	switch {
+	case errors.Is(err, auth.ErrLimitsUnavailable):
 		s.log.Error("login limits unavailable: login refused", "source", source, "err", err)
 		return errorf(http.StatusServiceUnavailable, "login_unavailable", "logins are not possible right now (the login limits cannot be checked); try again later")
-	}
-	if ref := att.Refusal; ref != nil {
-		secs := int(ref.Until.Sub(now).Seconds()) + 1
+	case errors.As(err, &refused):
+		secs := int(refused.Until.Sub(now).Seconds()) + 1
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
-		if ref.Source {
+		if refused.Source {
 			return errorf(http.StatusTooManyRequests, "too_many_attempts", "too many failed logins for this user from your address; try again in %d seconds", secs)
 		}
-		if ref.Address {
+		if refused.Address {
 			return errorf(http.StatusTooManyRequests, "too_many_attempts", "many failed logins from your address; try again in %d seconds", secs)
 		}
 		return errorf(http.StatusTooManyRequests, "too_many_attempts", "many failed logins for this user; try again in %d seconds", secs)
-	}
-	iss, err := s.auth.Login(ctx, req.Username, req.Password, att.From(source))
-	if errors.Is(err, auth.ErrLoginBusy) {
-		// Nothing was checked: no guess to count.
-		if aerr := s.logins.Abandon(ctx, att); aerr != nil {
-			s.log.Warn("login limits: refused attempt still counted", "source", source, "err", aerr)
-		}
+	case errors.Is(err, auth.ErrLoginBusy):
 		w.Header().Set("Retry-After", strconv.Itoa(int(auth.LoginBusyRetry/time.Second)))
 		return errorf(http.StatusTooManyRequests, "login_busy", "too many logins are being checked right now (or one from your address already is); try again in %d seconds", int(auth.LoginBusyRetry/time.Second))
-	}
-	if errors.Is(err, auth.ErrInvalidCredentials) {
+	case errors.Is(err, auth.ErrInvalidCredentials):
 		e := audit.Entry{Actor: "anonymous", Action: "login.failed", Details: map[string]any{"known_user": false, "source": source}}
 		if u, uerr := s.auth.UserByName(ctx, req.Username); uerr == nil {
 			e.Actor, e.Subject = "user:"+strconv.FormatInt(u.ID, 10), "user:"+strconv.FormatInt(u.ID, 10)
@@ -87,13 +81,12 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 			return fmt.Errorf("audit failed login: %w", aerr)
 		}
 		return errorf(http.StatusUnauthorized, "invalid_credentials", "wrong username or password")
-	}
-	if err != nil {
+	case err != nil:
 		return err
 	}
-	if err := s.logins.Succeed(ctx, req.Username, source, now); err != nil {
-		// The session is issued; the attempt stays counted as a failure.
-		s.log.Warn("login limits: success not recorded", "source", source, "err", err)
+	iss, err := s.auth.IssueSession(ctx, u)
+	if err != nil {
+		return err
 	}
 	subj := "user:" + strconv.FormatInt(iss.User.ID, 10)
 	if err := s.appendAudit(ctx, audit.Entry{Actor: subj, Action: "login", Subject: subj,
@@ -159,6 +152,12 @@ func (s *Server) handleMe(w http.ResponseWriter, r *http.Request) error {
 type ownKioskPINRequest struct {
 	CurrentPassword string `json:"current_password"`
 	KioskPIN        string `json:"kiosk_pin"`
+}
+
+// passwordCheck checks passwords the one way every door does (the login
+// limits, the hashing slots), logging to the API's logger.
+func (s *Server) passwordCheck() auth.PasswordCheck {
+	return auth.PasswordCheck{Auth: s.auth, Limits: s.logins, Log: s.log}
 }
 
 // kioskPINs sets staff PINs with the server's parts (KioskPINs, shared

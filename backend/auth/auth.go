@@ -455,6 +455,12 @@ func (s *Service) Login(ctx context.Context, username, password string, from Log
 	if err != nil {
 		return Issued{}, err
 	}
+	return s.IssueSession(ctx, u)
+}
+
+// IssueSession issues an API session token for u, whose password was
+// checked (PasswordCheck).
+func (s *Service) IssueSession(ctx context.Context, u User) (Issued, error) {
 	exp := s.now().Add(s.sessionTTL)
 	return s.issue(ctx, u, "session", "", &exp)
 }

@@ -76,29 +76,24 @@ func (w *Web) login(rw http.ResponseWriter, q *req) error {
 	ctx := r.Context()
 	now := w.o.Clock()
 	source := auth.ClientSource(r, w.o.TrustedProxies)
-	att, err := w.o.LoginLimits.BeginAttempt(ctx, d.Username, source, now)
-	if err != nil {
+	u, err := auth.PasswordCheck{Auth: w.o.Auth, Limits: w.o.LoginLimits, Log: w.log}.Check(ctx,
+		auth.PasswordAttempt{Username: d.Username, Password: password, Source: source, Now: now})
+	var refused *auth.LimitsRefusal
+	switch {
+	case errors.Is(err, auth.ErrLimitsUnavailable):
 		w.log.Error("login limits unavailable: login refused", "source", source, "err", err)
 		d.Error = q.t.S("login.unavailable")
 		return w.showLogin(rw, q, http.StatusServiceUnavailable, d)
-	}
-	if ref := att.Refusal; ref != nil {
-		secs := int(ref.Until.Sub(now).Seconds()) + 1
+	case errors.As(err, &refused):
+		secs := int(refused.Until.Sub(now).Seconds()) + 1
 		rw.Header().Set("Retry-After", strconv.Itoa(secs))
 		d.Error = q.t.F("login.too_many", "n", (secs+59)/60)
 		return w.showLogin(rw, q, http.StatusTooManyRequests, d)
-	}
-	u, err := w.o.Auth.CheckPassword(ctx, d.Username, password, att.From(source))
-	if errors.Is(err, auth.ErrLoginBusy) {
-		// Nothing was checked: no guess to count.
-		if aerr := w.o.LoginLimits.Abandon(ctx, att); aerr != nil {
-			w.log.Warn("login limits: refused attempt still counted", "source", source, "err", aerr)
-		}
+	case errors.Is(err, auth.ErrLoginBusy):
 		rw.Header().Set("Retry-After", strconv.Itoa(int(auth.LoginBusyRetry/time.Second)))
 		d.Error = q.t.S("login.busy")
 		return w.showLogin(rw, q, http.StatusTooManyRequests, d)
-	}
-	if errors.Is(err, auth.ErrInvalidCredentials) {
+	case errors.Is(err, auth.ErrInvalidCredentials):
 		e := audit.Entry{At: now, Actor: "anonymous", Action: "login.failed", Details: map[string]any{"known_user": false, "source": source, "via": "console"}}
 		if known, uerr := w.o.Auth.UserByName(ctx, d.Username); uerr == nil {
 			subj := "user:" + strconv.FormatInt(known.ID, 10)
@@ -110,12 +105,8 @@ func (w *Web) login(rw http.ResponseWriter, q *req) error {
 		}
 		d.Error = q.t.S("login.invalid")
 		return w.showLogin(rw, q, http.StatusUnauthorized, d)
-	}
-	if err != nil {
+	case err != nil:
 		return err
-	}
-	if err := w.o.LoginLimits.Succeed(ctx, d.Username, source, now); err != nil {
-		w.log.Warn("login limits: success not recorded", "source", source, "err", err)
 	}
 	ws, err := w.o.Auth.StartWebSession(ctx, u, source)
 	if err != nil {

@@ -224,6 +224,7 @@ func TestBrokerRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("system test: starts Mosquitto, the backend, the simulator and kluisd")
 	}
+	parallelWorld(t)
 	w, mosq := newMosquittoWorld(t)
 	locker := w.nodes[lockerID]
 	ctx := context.Background()

@@ -32,6 +32,7 @@ func TestConsole(t *testing.T) {
 	if testing.Short() {
 		t.Skip("system test: starts the backend, the simulator and two kluisd")
 	}
+	parallelWorld(t)
 	w := newWorld(t)
 	ctx := context.Background()
 	must := func(err error) {

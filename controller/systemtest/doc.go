@@ -29,6 +29,12 @@
 // simulator's physical truth (pulses, doors, items) and the backend's
 // document state.
 //
+// Each test starts its own world (database, backend, broker ports,
+// simulator, kluisd) and none shares anything with another: they run in
+// parallel, two at a time (maxWorlds, for PostgreSQL's shared 100
+// connections), so that one test's waits for doors, timeouts and
+// processes overlap another's.
+//
 // The binaries are built once per test binary (TestMain), with -race when
 // the tests run with -race (the build cache is then shared with `go test
 // -race ./...`). There is nothing to import here.

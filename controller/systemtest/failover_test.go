@@ -23,6 +23,7 @@ func TestDatabaseFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("system test: starts two PostgreSQL clusters, Mosquitto, the backend, the simulator and kluisd")
 	}
+	parallelWorld(t)
 	pair := pgpair.Start(t)
 	pair.CreateDatabase("kluis")
 	w, mosq := newMosquittoWorldWith(t, mosquittoWorldOptions{dbURL: pair.URL("kluis")})

@@ -19,6 +19,23 @@ import (
 // binDir holds the binaries TestMain built.
 var binDir string
 
+// maxWorlds is how many tests run their world at once: each has its own
+// database, backend (a pool of up to 10 PostgreSQL connections; two for
+// the replica tests), broker ports and processes, and the PostgreSQL
+// server's 100 connections are shared with every other test.
+const maxWorlds = 2
+
+// worlds holds a place for each test running its world.
+var worlds = make(chan struct{}, maxWorlds)
+
+// parallelWorld runs t in parallel with the package's other tests, at
+// most maxWorlds at once whatever go test's -parallel.
+func parallelWorld(t *testing.T) {
+	t.Parallel()
+	worlds <- struct{}{}
+	t.Cleanup(func() { <-worlds })
+}
+
 func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
 }

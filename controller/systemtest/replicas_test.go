@@ -191,6 +191,7 @@ func TestReplicas(t *testing.T) {
 	if testing.Short() {
 		t.Skip("system test: starts Mosquitto, two backends, the simulator and kluisd")
 	}
+	parallelWorld(t)
 	w, mosq, rs := newReplicaWorld(t)
 	locker := w.nodes[lockerID]
 	ctx := context.Background()
@@ -380,6 +381,7 @@ func TestReplicaJobsRunOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("system test: starts Mosquitto, two backends, the simulator and kluisd")
 	}
+	parallelWorld(t)
 	w, _, rs := newReplicaWorld(t)
 	ctx := context.Background()
 	db, err := pgx.Connect(ctx, w.dbURL)

@@ -139,6 +139,7 @@ func TestKioskScreen(t *testing.T) {
 	if testing.Short() {
 		t.Skip("system test: starts the backend, the simulator, kluisd and a browser")
 	}
+	parallelWorld(t)
 	w := newWorldWith(t, worldOptions{lockerOnly: true})
 	locker := w.nodes[lockerID]
 	b := browsertest.New(t, browsertest.Options{Timeout: 10 * time.Minute})

@@ -39,6 +39,7 @@ func TestSystem(t *testing.T) {
 	if testing.Short() {
 		t.Skip("system test: starts the backend, the simulator and two kluisd")
 	}
+	parallelWorld(t)
 	w := newWorld(t)
 	locker, auto := w.nodes[lockerID], w.nodes[autoID]
 	ctx := context.Background()

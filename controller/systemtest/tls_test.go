@@ -21,6 +21,7 @@ func TestBrokerTLS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("system test: starts Mosquitto, the backend, the simulator and kluisd")
 	}
+	parallelWorld(t)
 	w, mosq := newMosquittoWorldWith(t, mosquittoWorldOptions{tls: true})
 	locker := w.nodes[lockerID]
 	fail := func() {

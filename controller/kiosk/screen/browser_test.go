@@ -41,8 +41,15 @@ type mtab struct {
 	host   int // which of the rig's servers
 }
 
-// matrix drives tabs in parallel (two at a time: the machine has two
-// cores) and collects their failures for the test goroutine.
+// tabsAtOnce is how many tabs a matrix drives at once. A tab spends
+// much of a step waiting (for kluisd's event, for axe-core's promise, for
+// a screenshot): four at a time keep a two-core machine busier than two
+// did (TestScreenMatrix took 301 s instead of 366 s on one loaded
+// machine, load 34).
+const tabsAtOnce = 4
+
+// matrix drives tabs in parallel (tabsAtOnce at a time) and collects
+// their failures for the test goroutine.
 type matrix struct {
 	t    *testing.T
 	cat  *screen.Catalog
@@ -51,6 +58,15 @@ type matrix struct {
 	// fit: at 800x480 (no zoom, normal text) a citizen's screen must fit
 	// without scrolling.
 	checkFit bool
+	// queue holds the steps of inTurn, not yet run.
+	queue    []tabStep
+	queueing bool
+}
+
+// tabStep is one step of every tab.
+type tabStep struct {
+	what string
+	fn   func(mt *mtab) error
 }
 
 func newMatrix(t *testing.T) *matrix {
@@ -65,13 +81,17 @@ func newMatrix(t *testing.T) *matrix {
 	return &matrix{t: t, cat: cat, axe: src}
 }
 
-// each runs fn on every tab, two at a time, and fails the test with every
-// error.
+// each runs fn on every tab, tabsAtOnce at a time, and fails the test with every
+// error. Inside inTurn it only queues fn.
 func (m *matrix) each(what string, fn func(mt *mtab) error) {
 	m.t.Helper()
+	if m.queueing {
+		m.queue = append(m.queue, tabStep{what, fn})
+		return
+	}
 	var mu sync.Mutex
 	var errs []string
-	sem := make(chan struct{}, 2)
+	sem := make(chan struct{}, tabsAtOnce)
 	var wg sync.WaitGroup
 	for _, mt := range m.tabs {
 		wg.Add(1)
@@ -93,6 +113,33 @@ func (m *matrix) each(what string, fn func(mt *mtab) error) {
 	if len(errs) > 0 {
 		m.t.FailNow()
 	}
+}
+
+// inTurn runs the steps that steps queues (check, click, keys, typed,
+// each) in every tab in their order, but each tab on its own: a tab goes
+// on to its next step without waiting for the others to finish theirs.
+// Only for what happens in the page alone (a view of the page, keys typed
+// but not sent, checks): nothing that changes kluisd's state, which every
+// tab shows, and no step of the test's own between them (steps runs them
+// all before the first tab starts).
+func (m *matrix) inTurn(what string, steps func()) {
+	m.t.Helper()
+	if m.queueing {
+		m.t.Fatal("inTurn inside inTurn")
+	}
+	m.queueing = true
+	steps()
+	m.queueing = false
+	q := m.queue
+	m.queue = nil
+	m.each(what, func(mt *mtab) error {
+		for _, st := range q {
+			if err := st.fn(mt); err != nil {
+				return fmt.Errorf("%s: %w", st.what, err)
+			}
+		}
+		return nil
+	})
 }
 
 func eval[T any](mt *mtab, expr string) (T, error) {
@@ -327,6 +374,21 @@ func (m *matrix) click(sel string) {
 	})
 }
 
+// clicks clicks sel n times in every tab, each tab on its own (real
+// mouse clicks, one after the other; the tabs do not wait for each other
+// between clicks).
+func (m *matrix) clicks(sel string, n int) {
+	m.t.Helper()
+	m.each(fmt.Sprintf("click %s %d times", sel, n), func(mt *mtab) error {
+		for i := range n {
+			if err := do(mt, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible)); err != nil {
+				return fmt.Errorf("click %d: %w", i+1, err)
+			}
+		}
+		return nil
+	})
+}
+
 // typed checks in every tab what the display of the PIN keypad pad (pin,
 // staff-pin) shows, want, and its show-digits toggle's aria-pressed; the
 // secrets (the PIN as typed and as grouped) must then be nowhere in the
@@ -407,18 +469,20 @@ func TestScreenMatrix(t *testing.T) {
 	m.open(r)
 
 	// The citizen's screens.
-	m.check("start", "v-start", expect{h1: "start.title", msg: "state.idle", citizen: true})
-	m.click(`[data-act=pin]`)
-	m.keys("12345678")
-	m.check("pin", "v-pin", expect{h1: "pin.title", citizen: true})
-	// Masked as dots in groups; the toggle shows the digits, and masks
-	// them again (TestPINScreenFitsTheSmallPanel has the rest).
-	m.typed("the PIN masked", "pin", "••• ••• ••", "false", "12345678", "123 456")
-	m.click(`#v-pin [data-act=reveal]`)
-	m.typed("the PIN shown", "pin", "123 456 78", "true", "", "")
-	m.check("pin-shown", "v-pin", expect{h1: "pin.title", citizen: true})
-	m.click(`#v-pin [data-act=reveal]`)
-	m.typed("the PIN masked again", "pin", "••• ••• ••", "false", "12345678", "123 456")
+	m.inTurn("the PIN keypad", func() {
+		m.check("start", "v-start", expect{h1: "start.title", msg: "state.idle", citizen: true})
+		m.click(`[data-act=pin]`)
+		m.keys("12345678")
+		m.check("pin", "v-pin", expect{h1: "pin.title", citizen: true})
+		// Masked as dots in groups; the toggle shows the digits, and masks
+		// them again (TestPINScreenFitsTheSmallPanel has the rest).
+		m.typed("the PIN masked", "pin", "••• ••• ••", "false", "12345678", "123 456")
+		m.click(`#v-pin [data-act=reveal]`)
+		m.typed("the PIN shown", "pin", "123 456 78", "true", "", "")
+		m.check("pin-shown", "v-pin", expect{h1: "pin.title", citizen: true})
+		m.click(`#v-pin [data-act=reveal]`)
+		m.typed("the PIN masked again", "pin", "••• ••• ••", "false", "12345678", "123 456")
+	})
 
 	r.be.set(func() { r.be.verify["11223344/"] = wire.VerifyResponse{Result: wire.VerifySecondFactorRequired} })
 	r.pickup(engine.PickupRequest{PIN: "11223344", Lang: "en"})
@@ -432,20 +496,22 @@ func TestScreenMatrix(t *testing.T) {
 	m.check("verifying", "s-verifying", expect{h1: "title.wait", msg: "state.verifying", citizen: true})
 	close(hold) // the backend does not know the code
 	r.waitState(engine.StateWrongCode)
-	m.check("wrong_code", "s-wrong_code", expect{h1: "title.wrong_code", msg: "state.wrong_code", citizen: true})
-	// The way on is on the screen itself: "Try again" (a real click) after
-	// a refused QR code goes back to the start to scan again
-	// (TestWrongCodeOffersOneWayOn has the rest).
-	m.each("try again", func(mt *mtab) error {
-		want, _ := m.cat.Text("again", mt.lang)
-		got, err := eval[string](mt, `document.querySelector("#s-wrong_code .acts [data-act=again]").textContent.trim()`)
-		if err == nil && got != want {
-			err = fmt.Errorf("button %q, want %q", got, want)
-		}
-		return err
+	m.inTurn("wrong code, try again", func() {
+		m.check("wrong_code", "s-wrong_code", expect{h1: "title.wrong_code", msg: "state.wrong_code", citizen: true})
+		// The way on is on the screen itself: "Try again" (a real click) after
+		// a refused QR code goes back to the start to scan again
+		// (TestWrongCodeOffersOneWayOn has the rest).
+		m.each("try again", func(mt *mtab) error {
+			want, _ := m.cat.Text("again", mt.lang)
+			got, err := eval[string](mt, `document.querySelector("#s-wrong_code .acts [data-act=again]").textContent.trim()`)
+			if err == nil && got != want {
+				err = fmt.Errorf("button %q, want %q", got, want)
+			}
+			return err
+		})
+		m.click(`#s-wrong_code [data-act=again]`)
+		m.check("wrong_code-again", "v-start", expect{h1: "start.title", msg: "state.idle", citizen: true})
 	})
-	m.click(`#s-wrong_code [data-act=again]`)
-	m.check("wrong_code-again", "v-start", expect{h1: "start.title", msg: "state.idle", citizen: true})
 
 	r.be.set(func() {
 		r.be.verify["K1.expired"] = wire.VerifyResponse{Result: wire.VerifyExpired}
@@ -476,9 +542,11 @@ func TestScreenMatrix(t *testing.T) {
 	o := r.opens(2)
 	r.pickup(engine.PickupRequest{QR: "K1.c3", Lang: "en"})
 	r.waitOpened(2, o)
-	m.check("open", "s-open", expect{h1: "title.open", msg: "state.open", n: 3, citizen: true})
-	m.each("no start again while the door is open", func(mt *mtab) error {
-		return waitJS(mt, `document.querySelector("footer [data-act=restart]").hidden`)
+	m.inTurn("open", func() {
+		m.check("open", "s-open", expect{h1: "title.open", msg: "state.open", n: 3, citizen: true})
+		m.each("no start again while the door is open", func(mt *mtab) error {
+			return waitJS(mt, `document.querySelector("footer [data-act=restart]").hidden`)
+		})
 	})
 	r.close(2, false)
 	m.check("done", "s-done", expect{h1: "title.done", msg: "state.done", citizen: true})
@@ -506,27 +574,29 @@ func TestScreenMatrix(t *testing.T) {
 	r.setOpenOnPulse(true)
 
 	r.pickup(engine.PickupRequest{QR: "K1.lock", Lang: "en"})
-	m.check("locked_out", "s-locked_out", expect{h1: "title.locked_out", msg: "state.locked_out", next: "next.closed", citizen: true})
-	m.each("time to try again", func(mt *mtab) error {
-		want, _ := m.cat.Text("retry.many", mt.lang)
-		want = strings.ReplaceAll(want, "{m}", "10")
-		got, err := eval[string](mt, `document.querySelector("#s-locked_out .retry").innerText.trim()`)
-		if err == nil && got != want {
-			err = fmt.Errorf("retry line %q, want %q", got, want)
-		}
-		return err
-	})
+	m.inTurn("locked out; the staff PIN keypad", func() {
+		m.check("locked_out", "s-locked_out", expect{h1: "title.locked_out", msg: "state.locked_out", next: "next.closed", citizen: true})
+		m.each("time to try again", func(mt *mtab) error {
+			want, _ := m.cat.Text("retry.many", mt.lang)
+			want = strings.ReplaceAll(want, "{m}", "10")
+			got, err := eval[string](mt, `document.querySelector("#s-locked_out .retry").innerText.trim()`)
+			if err == nil && got != want {
+				err = fmt.Errorf("retry line %q, want %q", got, want)
+			}
+			return err
+		})
 
-	// Staff at the device.
-	m.click(`footer [data-act=restart]`)
-	m.click(`footer [data-act=staff-login]`)
-	m.keys("4321")
-	m.check("staff-login", "v-staff-login", expect{h1: "staff.login.title"})
-	m.typed("the staff PIN masked", "staff-pin", "••••", "false", "4321", "")
-	m.click(`#v-staff-login [data-act=reveal]`)
-	m.typed("the staff PIN shown", "staff-pin", "4321", "true", "", "")
-	m.click(`#v-staff-login [data-act=reveal]`)
-	m.typed("the staff PIN masked again", "staff-pin", "••••", "false", "4321", "")
+		// Staff at the device.
+		m.click(`footer [data-act=restart]`)
+		m.click(`footer [data-act=staff-login]`)
+		m.keys("4321")
+		m.check("staff-login", "v-staff-login", expect{h1: "staff.login.title"})
+		m.typed("the staff PIN masked", "staff-pin", "••••", "false", "4321", "")
+		m.click(`#v-staff-login [data-act=reveal]`)
+		m.typed("the staff PIN shown", "staff-pin", "4321", "true", "", "")
+		m.click(`#v-staff-login [data-act=reveal]`)
+		m.typed("the staff PIN masked again", "staff-pin", "••••", "false", "4321", "")
+	})
 	if _, err := r.e.StaffLogin(ctx, "BADGE-NOBODY", "", "en"); err != nil {
 		t.Fatal(err)
 	}
@@ -539,8 +609,10 @@ func TestScreenMatrix(t *testing.T) {
 	r.be.set(func() {
 		r.be.staff["login:4321"] = wire.StaffResponse{Result: wire.StaffDenied, Expires: &burst}
 	})
-	m.click(`#s-staff_denied [data-act=staff-login]`)
-	m.check("staff-login-again", "v-staff-login", expect{h1: "staff.login.title"})
+	m.inTurn("the staff PIN keypad again", func() {
+		m.click(`#s-staff_denied [data-act=staff-login]`)
+		m.check("staff-login-again", "v-staff-login", expect{h1: "staff.login.title"})
+	})
 	m.keys("4321\r")
 	m.check("staff_locked", "s-staff_locked", expect{h1: "title.staff_locked", msg: "state.staff_locked", until: burst})
 	// Under the daily cap: the advice is the staff console or the desk.
@@ -551,13 +623,15 @@ func TestScreenMatrix(t *testing.T) {
 	if _, err := r.e.StaffLogin(ctx, "BADGE-LOCKED", "", "en"); err != nil {
 		t.Fatal(err)
 	}
-	m.check("staff_locked_today", "s-staff_locked_today", expect{h1: "title.staff_locked", msg: "state.staff_locked_today", until: locked})
-	m.each("the lock's end, not a duration", func(mt *mtab) error {
-		got, err := eval[string](mt, `document.querySelector("#s-staff_locked_today [data-msg]").textContent`)
-		if err == nil && !strings.Contains(got, locked.In(time.Local).Format("04")) {
-			err = fmt.Errorf("message %q: want the end %v", got, locked.In(time.Local))
-		}
-		return err
+	m.inTurn("locked for today", func() {
+		m.check("staff_locked_today", "s-staff_locked_today", expect{h1: "title.staff_locked", msg: "state.staff_locked_today", until: locked})
+		m.each("the lock's end, not a duration", func(mt *mtab) error {
+			got, err := eval[string](mt, `document.querySelector("#s-staff_locked_today [data-msg]").textContent`)
+			if err == nil && !strings.Contains(got, locked.In(time.Local).Format("04")) {
+				err = fmt.Errorf("message %q: want the end %v", got, locked.In(time.Local))
+			}
+			return err
+		})
 	})
 	exp := time.Now().Add(time.Hour)
 	r.be.set(func() {
@@ -573,15 +647,17 @@ func TestScreenMatrix(t *testing.T) {
 	if _, err := r.e.StaffLogin(ctx, "BADGE-AN", "", "en"); err != nil {
 		t.Fatal(err)
 	}
-	m.check("staff", "v-staff-menu", expect{h1: "staff.menu.title"})
-	m.each("staff name", func(mt *mtab) error {
-		want, _ := m.cat.Text("staff.as", mt.lang)
-		want = strings.ReplaceAll(want, "{s}", "An Peeters")
-		got, err := eval[string](mt, `document.querySelector("#v-staff-menu p").textContent.trim()`)
-		if err == nil && got != want {
-			err = fmt.Errorf("%q, want %q", got, want)
-		}
-		return err
+	m.inTurn("the staff menu", func() {
+		m.check("staff", "v-staff-menu", expect{h1: "staff.menu.title"})
+		m.each("staff name", func(mt *mtab) error {
+			want, _ := m.cat.Text("staff.as", mt.lang)
+			want = strings.ReplaceAll(want, "{s}", "An Peeters")
+			got, err := eval[string](mt, `document.querySelector("#v-staff-menu p").textContent.trim()`)
+			if err == nil && got != want {
+				err = fmt.Errorf("%q, want %q", got, want)
+			}
+			return err
+		})
 	})
 	// Staff lift the PIN lockout of the locked_out step above.
 	r.be.set(func() { r.be.staff["clear_lockout:"] = wire.StaffResponse{Result: wire.StaffOK} })
@@ -589,13 +665,15 @@ func TestScreenMatrix(t *testing.T) {
 	if err := do(m.tabs[0], chromedp.Click(chromedp.CSS(`#v-staff-menu [data-act=unlock]`), chromedp.NodeVisible)); err != nil {
 		t.Fatal(err)
 	}
-	m.check("lockout_cleared", "s-lockout_cleared", expect{h1: "title.lockout_cleared", msg: "state.lockout_cleared"})
+	m.inTurn("lockout cleared; the load screen", func() {
+		m.check("lockout_cleared", "s-lockout_cleared", expect{h1: "title.lockout_cleared", msg: "state.lockout_cleared"})
+		m.click(`#s-lockout_cleared [data-act=staff-menu]`)
+		m.click(`[data-act=load]`)
+		m.check("staff-load", "v-staff-load", expect{h1: "staff.load"})
+	})
 	if d := r.e.Diagnostics(ctx); d.LockedUntil != nil {
 		t.Fatalf("PIN entry still locked until %v after the staff lift", d.LockedUntil)
 	}
-	m.click(`#s-lockout_cleared [data-act=staff-menu]`)
-	m.click(`[data-act=load]`)
-	m.check("staff-load", "v-staff-load", expect{h1: "staff.load"})
 	staffDo := func(fn func(context.Context, string, string) (engine.Screen, error), nr string) {
 		t.Helper()
 		if _, err := fn(ctx, nr, "en"); err != nil {
@@ -626,10 +704,12 @@ func TestScreenMatrix(t *testing.T) {
 		r.be.staff["reserve:591-0777"] = wire.StaffResponse{Result: wire.StaffDenied, Expires: &pauseEnd}
 	})
 	staffDo(r.e.StaffLoad, "591-0777")
-	m.check("lookups_paused", "s-lookups_paused", expect{h1: "title.lookups_paused", msg: "state.lookups_paused", until: pauseEnd})
-	m.click(`footer [data-act=staff-menu]`)
-	m.click(`[data-act=retrieve]`)
-	m.check("staff-retrieve", "v-staff-retrieve", expect{h1: "staff.retrieve"})
+	m.inTurn("lookups paused; the retrieve screen", func() {
+		m.check("lookups_paused", "s-lookups_paused", expect{h1: "title.lookups_paused", msg: "state.lookups_paused", until: pauseEnd})
+		m.click(`footer [data-act=staff-menu]`)
+		m.click(`[data-act=retrieve]`)
+		m.check("staff-retrieve", "v-staff-retrieve", expect{h1: "staff.retrieve"})
+	})
 	o = r.opens(7)
 	staffDo(r.e.StaffRetrieve, "591-0008")
 	r.waitOpened(7, o)
@@ -649,9 +729,11 @@ func TestScreenMatrix(t *testing.T) {
 		r.be.staff["retrieve:591-0666"] = wire.StaffResponse{Result: wire.StaffSessionExpired, Expires: &ended}
 	})
 	staffDo(r.e.StaffRetrieve, "591-0666")
-	m.check("lookups_ended", "s-lookups_ended", expect{h1: "title.lookups_ended", msg: "state.lookups_ended"})
-	m.each("logged out", func(mt *mtab) error {
-		return waitJS(mt, `document.querySelector("footer [data-act=logout]").hidden && !document.querySelector("#s-lookups_ended [data-act=staff-login]").hidden`)
+	m.inTurn("lookups ended", func() {
+		m.check("lookups_ended", "s-lookups_ended", expect{h1: "title.lookups_ended", msg: "state.lookups_ended"})
+		m.each("logged out", func(mt *mtab) error {
+			return waitJS(mt, `document.querySelector("footer [data-act=logout]").hidden && !document.querySelector("#s-lookups_ended [data-act=staff-login]").hidden`)
+		})
 	})
 	if _, err := r.e.StaffLogin(ctx, "BADGE-AN", "", "en"); err != nil {
 		t.Fatal(err)
@@ -662,19 +744,21 @@ func TestScreenMatrix(t *testing.T) {
 	r.f.Inject(hardware.Event{Kind: hardware.DoorOpened, Addr: hardware.Address{Channel: 11}})
 	r.waitFor("forced door alarm", func() bool { return len(r.e.Diagnostics(ctx).Alarms) > 0 })
 	r.f.Inject(hardware.Event{Kind: hardware.DoorClosed, Addr: hardware.Address{Channel: 11}})
-	m.click(`footer [data-act=staff-menu]`)
-	m.click(`#v-staff-menu [data-act=tech]`)
-	m.each("diagnostics", func(mt *mtab) error {
-		return waitJS(mt, `!!document.querySelector("[data-tech-body] table.alarms") && !!document.querySelector("[data-act=test-open][data-comp='12']")`)
-	})
-	m.check("tech", "v-tech", expect{h1: "tech.title"})
-	m.each("alarm listed", func(mt *mtab) error {
-		want, _ := m.cat.Text("alarm.forced_door", mt.lang)
-		got, err := eval[string](mt, `document.querySelector("table.alarms tbody").innerText`)
-		if err == nil && !strings.Contains(got, want) {
-			err = fmt.Errorf("alarms %q, want %q", got, want)
-		}
-		return err
+	m.inTurn("the technician's screen", func() {
+		m.click(`footer [data-act=staff-menu]`)
+		m.click(`#v-staff-menu [data-act=tech]`)
+		m.each("diagnostics", func(mt *mtab) error {
+			return waitJS(mt, `!!document.querySelector("[data-tech-body] table.alarms") && !!document.querySelector("[data-act=test-open][data-comp='12']")`)
+		})
+		m.check("tech", "v-tech", expect{h1: "tech.title"})
+		m.each("alarm listed", func(mt *mtab) error {
+			want, _ := m.cat.Text("alarm.forced_door", mt.lang)
+			got, err := eval[string](mt, `document.querySelector("table.alarms tbody").innerText`)
+			if err == nil && !strings.Contains(got, want) {
+				err = fmt.Errorf("alarms %q, want %q", got, want)
+			}
+			return err
+		})
 	})
 	// Test-open is the technician's: the backend says yes for this one.
 	r.be.set(func() { r.be.staff["test_open:"] = wire.StaffResponse{Result: wire.StaffOK} })
@@ -695,11 +779,13 @@ func TestScreenMatrix(t *testing.T) {
 	o = lo.opens(1)
 	lo.pickup(engine.PickupRequest{QR: "K1.lo", Lang: "en"})
 	lo.waitOpened(1, o)
-	m.check("door_left_open", "s-left_open", expect{h1: "title.left_open", msg: "left_open.msg", n: 2, citizen: true})
-	// Nothing hides an open door: there is no "Start again" while it is
-	// open (the engine goes on; the start screen would only hide it).
-	m.each("no start again at an open door", func(mt *mtab) error {
-		return waitJS(mt, `document.querySelector("footer [data-act=restart]").hidden`)
+	m.inTurn("door left open", func() {
+		m.check("door_left_open", "s-left_open", expect{h1: "title.left_open", msg: "left_open.msg", n: 2, citizen: true})
+		// Nothing hides an open door: there is no "Start again" while it is
+		// open (the engine goes on; the start screen would only hide it).
+		m.each("no start again at an open door", func(mt *mtab) error {
+			return waitJS(mt, `document.querySelector("footer [data-act=restart]").hidden`)
+		})
 	})
 	lo.close(1, false)
 
@@ -710,19 +796,21 @@ func TestScreenMatrix(t *testing.T) {
 	m.open(full)
 	full.be.set(func() { full.be.verify["K1.full"] = okAt("doc-full", 1) })
 	full.pickup(engine.PickupRequest{QR: "K1.full", Lang: "en"})
-	m.check("device_out_of_order", "s-device_out_of_order", expect{h1: "title.out_of_order", msg: "state.device_out_of_order", citizen: true})
-	m.each("the machine out of order, call 1777", func(mt *mtab) error {
-		want := map[string]string{
-			"nl": "Dit toestel is buiten gebruik. Bel 1777, wij helpen u verder.",
-			"fr": "Cet appareil est hors service. Appelez le 1777, nous vous aiderons.",
-			"en": "This machine is out of order. Please call 1777 for help.",
-			"de": "Dieses Gerät ist außer Betrieb. Bitte rufen Sie 1777 an, wir helfen Ihnen weiter.",
-		}[mt.lang]
-		got, err := eval[string](mt, `document.querySelector("#s-device_out_of_order").innerText`)
-		if err == nil && !strings.Contains(got, want) {
-			err = fmt.Errorf("screen %q, want %q", got, want)
-		}
-		return err
+	m.inTurn("device out of order", func() {
+		m.check("device_out_of_order", "s-device_out_of_order", expect{h1: "title.out_of_order", msg: "state.device_out_of_order", citizen: true})
+		m.each("the machine out of order, call 1777", func(mt *mtab) error {
+			want := map[string]string{
+				"nl": "Dit toestel is buiten gebruik. Bel 1777, wij helpen u verder.",
+				"fr": "Cet appareil est hors service. Appelez le 1777, nous vous aiderons.",
+				"en": "This machine is out of order. Please call 1777 for help.",
+				"de": "Dieses Gerät ist außer Betrieb. Bitte rufen Sie 1777 an, wir helfen Ihnen weiter.",
+			}[mt.lang]
+			got, err := eval[string](mt, `document.querySelector("#s-device_out_of_order").innerText`)
+			if err == nil && !strings.Contains(got, want) {
+				err = fmt.Errorf("screen %q, want %q", got, want)
+			}
+			return err
+		})
 	})
 	if n := len(full.f.Pulses()); n != 0 {
 		t.Fatalf("%d pulses on a full disk", n)

@@ -75,9 +75,7 @@ func TestPINScreenFitsTheSmallPanel(t *testing.T) {
 	m.click(`#v-pin [data-act=reveal]`)
 	m.typed("the PIN masked again", "pin", dots, "false", "123456789012", "123 456 789 012", "123 456")
 	// Too short: the error shows, and still nothing scrolls.
-	for range 12 {
-		m.click(`#v-pin [data-key=del]`)
-	}
+	m.clicks(`#v-pin [data-key=del]`, 12)
 	m.each("the PIN deleted", func(mt *mtab) error {
 		return waitJS(mt, `document.querySelector("[data-out=pin]").textContent === ""`)
 	})
@@ -96,9 +94,7 @@ func TestPINScreenFitsTheSmallPanel(t *testing.T) {
 	m.keys("24121961")
 	m.check("birth", "v-birth", expect{h1: "birth.title", msg: "state.need_birth_date", citizen: true})
 	fits("the date of birth")
-	for range 8 {
-		m.click(`#v-birth [data-key=del]`)
-	}
+	m.clicks(`#v-birth [data-key=del]`, 8)
 	m.keys("31021990") // 31 February
 	m.click(`#v-birth [data-key=ok]`)
 	m.each("the invalid-date error", func(mt *mtab) error {

@@ -18,7 +18,8 @@ import (
 // "Try again" goes to the start screen (to scan again) and "Type your PIN"
 // opens the PIN keypad; after a PIN typed on the keypad and refused, "Try
 // again" opens an empty PIN keypad and there is no PIN button (it would be
-// the same thing).
+// the same thing). The eight subtests run in parallel, each with its own
+// kiosk and tab of the one browser.
 func TestWrongCodeOffersOneWayOn(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser")
@@ -35,6 +36,7 @@ func TestWrongCodeOffersOneWayOn(t *testing.T) {
 				folder += "-large"
 			}
 			t.Run(folder+"/"+l, func(t *testing.T) {
+				t.Parallel() // its own rig and tab; go test runs -parallel at once
 				r := newRig(t, rigOptions{})
 				m := newMatrix(t)
 				m.checkFit = true

@@ -485,13 +485,65 @@ func procStatus(pid int, field string) float64 {
 	return 0
 }
 
+// residentBinaryPages lists the virtual addresses (hex, one a line) of
+// the pages of kluisd's own binary mapped in its address space and
+// present, from /proc/<pid>/maps and /proc/<pid>/pagemap (bit 63:
+// present): which of the binary's pages count in its RSS, to be matched
+// against its sections and symbols (readelf -S, go tool nm -size).
+func residentBinaryPages(pid int) ([]byte, error) {
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		return nil, err
+	}
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return nil, err
+	}
+	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	if err != nil {
+		return nil, err
+	}
+	defer pm.Close()
+	const page = 4096
+	var out strings.Builder
+	for _, line := range strings.Split(string(maps), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 || f[5] != exe {
+			continue
+		}
+		lo, hi, ok := strings.Cut(f[0], "-")
+		if !ok {
+			continue
+		}
+		start, err1 := strconv.ParseUint(lo, 16, 64)
+		end, err2 := strconv.ParseUint(hi, 16, 64)
+		if err1 != nil || err2 != nil || end <= start {
+			continue
+		}
+		buf := make([]byte, (end-start)/page*8)
+		if _, err := pm.ReadAt(buf, int64(start/page*8)); err != nil {
+			return nil, err
+		}
+		for i := 0; i < len(buf); i += 8 {
+			if buf[i+7]&0x80 != 0 {
+				fmt.Fprintf(&out, "%x\n", start+uint64(i/8)*page)
+			}
+		}
+	}
+	return []byte(out.String()), nil
+}
+
 // keepMemory copies kluisd's /proc/<pid>/smaps and /metrics (the Go
 // runtime's memory classes) into dir as <label>.smaps and
-// <label>.metrics, for -keep: where the resident memory is at each
+// <label>.metrics, and the resident pages of its binary as <label>.pages
+// (residentBinaryPages), for -keep: where the resident memory is at each
 // reading. It is read after the RSS figure, so it does not change it.
 func keepMemory(ctx context.Context, dir, label string, pid int, metricsAddr string) {
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid)); err == nil {
 		_ = os.WriteFile(filepath.Join(dir, label+".smaps"), b, 0o600)
+	}
+	if b, err := residentBinaryPages(pid); err == nil {
+		_ = os.WriteFile(filepath.Join(dir, label+".pages"), b, 0o600)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+metricsAddr+"/metrics", nil)
 	if err != nil {

@@ -70,6 +70,29 @@ func TestLinksNoPrometheusClient(t *testing.T) {
 	}
 }
 
+// kluisd looks no method up by name (reflect's Method and MethodByName):
+// a binary that can must keep every exported method of every type it could
+// reach through an interface, and text/template's executor, which does,
+// kept about 2 MB more of kluisd resident (docs/performance.md, "The
+// binary's pages"). The kiosk screen executes its templates with
+// controller/kiosk/screen/pagetmpl instead.
+func TestNoMethodLookupByName(t *testing.T) {
+	for _, d := range deps(t) {
+		require.NotContains(t, []string{"text/template", "html/template"}, d, "kluisd links %s", d)
+	}
+	bin := filepath.Join(t.TempDir(), "kluisd")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, string(out))
+	out, err = exec.Command("go", "tool", "nm", bin).CombinedOutput()
+	require.NoError(t, err, string(out))
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 3 && (f[2] == "reflect.Value.MethodByName" || f[2] == "reflect.Value.Method") {
+			t.Errorf("kluisd links %s", f[2])
+		}
+	}
+}
+
 // deps lists the packages kluisd's binary links (go list -deps).
 func deps(t *testing.T) []string {
 	t.Helper()

@@ -3,9 +3,13 @@
 // kluisd on its loopback kiosk listener and shown full screen on the
 // device's touchscreen.
 //
-// The page is rendered with html/template from files embedded in the
-// binary: no build step, no network, no CDN, so it works with the device
-// offline. It holds every screen (the start screen, the PIN and
+// The page is rendered from templates embedded in the binary (no network,
+// no CDN, so it works with the device offline): assets/*.html, escaped by
+// html/template at build time (go generate writes escaped.tmpl; a test
+// fails when it is stale) and executed by pagetmpl, which renders every
+// page byte for byte as html/template does (a test compares them) without
+// linking text/template's executor and its method lookup by name (about
+// 2 MB of kluisd's resident memory; pagetmpl's doc). It holds every screen (the start screen, the PIN and
 // date-of-birth keypads, one section per engine state, staff and
 // technician screens) in the chosen language; a little plain JavaScript
 // (assets/screen.js) shows the one that matches the engine's state, which

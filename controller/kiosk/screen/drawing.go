@@ -2,10 +2,10 @@ package screen
 
 import (
 	"fmt"
-	"html/template"
 	"strings"
 
 	"kluis/controller/config"
+	"kluis/controller/kiosk/screen/pagetmpl"
 )
 
 // Drawing units: one layout cell is cellW by cellH, with a margin around
@@ -21,7 +21,7 @@ const (
 // rectangle per compartment with its number (data-comp, for the page to
 // highlight) and the screen's place labelled here. The result is trusted
 // SVG: every text in it is escaped.
-func drawLocker(l *config.Layout, here string) template.HTML {
+func drawLocker(l *config.Layout, here string) pagetmpl.HTML {
 	w := l.Columns*cellW + 2*margin
 	h := l.Rows*cellH + 2*margin
 	var b strings.Builder
@@ -45,12 +45,12 @@ func drawLocker(l *config.Layout, here string) template.HTML {
 		fmt.Fprintf(&b, `<text class="num" x="%d" y="%d">%d</text></g>`, x+rw/2-4, y+rh/2+10, p.Number)
 	}
 	b.WriteString(`</svg>`)
-	return template.HTML(b.String())
+	return pagetmpl.HTML(b.String())
 }
 
 // drawAutomaton draws a vending automaton: its screen (here) and the hatch
 // (data-comp="hatch") where every document comes out.
-func drawAutomaton(here, hatch string) template.HTML {
+func drawAutomaton(here, hatch string) pagetmpl.HTML {
 	var b strings.Builder
 	b.WriteString(`<svg class="device" viewBox="0 0 240 360" preserveAspectRatio="xMidYMid meet" focusable="false" aria-hidden="true">`)
 	b.WriteString(`<rect class="cabinet" x="1" y="1" width="238" height="358" rx="10"/>`)
@@ -61,7 +61,7 @@ func drawAutomaton(here, hatch string) template.HTML {
 	b.WriteString(`<rect class="handle" x="100" y="272" width="40" height="8" rx="4"/>`)
 	b.WriteString(label(120, 248, 150, 20, hatch))
 	b.WriteString(`</g></svg>`)
-	return template.HTML(b.String())
+	return pagetmpl.HTML(b.String())
 }
 
 // label is an SVG text centred at x, y, squeezed into width when long.
@@ -71,5 +71,5 @@ func label(x, y, width, size int, s string) string {
 	if len([]rune(s))*size*55/100 > width {
 		fit = fmt.Sprintf(` textLength="%d" lengthAdjust="spacingAndGlyphs"`, width)
 	}
-	return fmt.Sprintf(`<text class="label" x="%d" y="%d" font-size="%d"%s>%s</text>`, x, y, size, fit, template.HTMLEscapeString(s))
+	return fmt.Sprintf(`<text class="label" x="%d" y="%d" font-size="%d"%s>%s</text>`, x, y, size, fit, pagetmpl.HTMLEscapeString(s))
 }

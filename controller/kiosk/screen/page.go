@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"html/template"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -22,12 +21,20 @@ import (
 
 	"kluis/controller/config"
 	"kluis/controller/engine"
+	"kluis/controller/kiosk/screen/pagetmpl"
 	"kluis/controller/wire"
 	"kluis/hardware"
 )
 
 //go:embed assets
 var assets embed.FS
+
+// escapedTemplates are assets/*.html escaped by html/template at build
+// time (pagetmpl's doc says why; a test keeps the file up to date).
+//
+//go:generate go run ./internal/genescaped
+//go:embed escaped.tmpl
+var escapedTemplates string
 
 // Source is what the screen shows: the engine.
 type Source interface {
@@ -67,11 +74,11 @@ type Screen struct {
 // they are not on the start's path after those.
 type Assets struct {
 	cat     *Catalog
-	tmpl    *template.Template
+	tmpl    *pagetmpl.Set
 	static  http.Handler
 	build   string
 	layout  *config.Layout
-	drawing map[string]template.HTML // by language
+	drawing map[string]pagetmpl.HTML // by language
 }
 
 // Prepare parses the templates and draws the device of cfg; cat is the
@@ -87,8 +94,8 @@ func Prepare(cfg *config.Config, cat *Catalog) (*Assets, error) {
 		}
 		cat = c
 	}
-	a := &Assets{cat: cat, drawing: map[string]template.HTML{}}
-	t, err := template.New("").Funcs(template.FuncMap{"icon": icon, "list": func(s ...string) []string { return s }}).ParseFS(assets, "assets/*.html")
+	a := &Assets{cat: cat, drawing: map[string]pagetmpl.HTML{}}
+	t, err := parseTemplates()
 	if err != nil {
 		return nil, fmt.Errorf("screen: %w", err)
 	}
@@ -318,7 +325,7 @@ type page struct {
 	Show       string
 	Views      []view
 	Langs      []langLink
-	Drawing    template.HTML
+	Drawing    pagetmpl.HTML
 	ShowFig    bool
 	RetryUntil int64
 	RetryMin   int
@@ -337,17 +344,17 @@ func (p *page) T(key string) (string, error) { return p.s.cat.Text(key, p.Lang) 
 
 // TN is T with the placeholders as elements the script can update:
 // {n} the compartment, {m} minutes, {s} the staff member.
-func (p *page) TN(key string) (template.HTML, error) {
+func (p *page) TN(key string) (pagetmpl.HTML, error) {
 	t, err := p.T(key)
 	if err != nil {
 		return "", err
 	}
-	esc := template.HTMLEscapeString(t)
+	esc := pagetmpl.HTMLEscapeString(t)
 	r := strings.NewReplacer(
 		"{n}", fmt.Sprintf(`<span data-fill="n">%d</span>`, p.Screen.Compartment),
 		"{m}", fmt.Sprintf(`<span data-fill="m">%d</span>`, p.RetryMin),
-		"{s}", `<span data-fill="s">`+template.HTMLEscapeString(p.Screen.Staff)+`</span>`)
-	return template.HTML(r.Replace(esc)), nil
+		"{s}", `<span data-fill="s">`+pagetmpl.HTMLEscapeString(p.Screen.Staff)+`</span>`)
+	return pagetmpl.HTML(r.Replace(esc)), nil
 }
 
 // Tpl is the raw text of key, for data-tpl attributes the script fills.
@@ -441,7 +448,7 @@ func (s *Screen) page(w http.ResponseWriter, r *http.Request) {
 
 func (s *Screen) render(w http.ResponseWriter, name string, p *page) {
 	var b strings.Builder
-	if err := s.tmpl.ExecuteTemplate(&b, name, p); err != nil {
+	if err := s.tmpl.Execute(&b, name, p); err != nil {
 		s.log.Error("screen template failed", "template", name, "err", err)
 		http.Error(w, "screen template failed", http.StatusInternalServerError)
 		return
@@ -511,9 +518,14 @@ func (s *Screen) tech(w http.ResponseWriter, r *http.Request) {
 	if s.o.OnStaffActivity != nil {
 		s.o.OnStaffActivity()
 	}
-	p := s.newPage(r)
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
+	s.render(w, "tech", s.techPage(ctx, r))
+}
+
+// techPage is the technician's diagnostics page for r.
+func (s *Screen) techPage(ctx context.Context, r *http.Request) *page {
+	p := s.newPage(r)
 	d := s.o.Source.Diagnostics(ctx)
 	td := &techData{Backlog: d.Backlog}
 	for _, b := range d.Boards {
@@ -547,7 +559,7 @@ func (s *Screen) tech(w http.ResponseWriter, r *http.Request) {
 		td.Alarms = append(td.Alarms, ta)
 	}
 	p.Tech = td
-	s.render(w, "tech", p)
+	return p
 }
 
 // retryMinutes is the wait in whole minutes as people read it: rounded
@@ -557,20 +569,20 @@ func retryMinutes(d time.Duration) int {
 }
 
 // icon is the inline SVG of a tone (aria-hidden: the heading says it).
-func icon(tone string) template.HTML {
-	return template.HTML(`<svg class="icon" viewBox="0 0 48 48" aria-hidden="true" focusable="false"><use href="#i-` + template.HTMLEscapeString(tone) + `"/></svg>`)
+func icon(tone string) pagetmpl.HTML {
+	return pagetmpl.HTML(`<svg class="icon" viewBox="0 0 48 48" aria-hidden="true" focusable="false"><use href="#i-` + pagetmpl.HTMLEscapeString(tone) + `"/></svg>`)
 }
 
 // Reveal is the button beside a typed PIN that shows its digits instead
 // of dots (aria-pressed), for people who want to check what they typed;
 // the PIN is masked again with every new PIN (screen.js).
-func (p *page) Reveal() (template.HTML, error) {
+func (p *page) Reveal() (pagetmpl.HTML, error) {
 	label, err := p.T("pin.show")
 	if err != nil {
 		return "", err
 	}
-	return template.HTML(fmt.Sprintf(`<button type="button" class="btn reveal" data-act="reveal" aria-pressed="false"><svg class="icon" viewBox="0 0 48 48" aria-hidden="true" focusable="false"><use href="#i-eye"/></svg>%s</button>`,
-		template.HTMLEscapeString(label))), nil
+	return pagetmpl.HTML(fmt.Sprintf(`<button type="button" class="btn reveal" data-act="reveal" aria-pressed="false"><svg class="icon" viewBox="0 0 48 48" aria-hidden="true" focusable="false"><use href="#i-eye"/></svg>%s</button>`,
+		pagetmpl.HTMLEscapeString(label))), nil
 }
 
 // escaped is the texts of keys in the page's language, HTML-escaped.
@@ -581,7 +593,7 @@ func (p *page) escaped(keys ...string) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		txt[i] = template.HTMLEscapeString(t)
+		txt[i] = pagetmpl.HTMLEscapeString(t)
 	}
 	return txt, nil
 }
@@ -593,13 +605,13 @@ func (p *page) escaped(keys ...string) ([]string, error) {
 // saying how many digits are typed, and which while they are shown (the
 // Reveal toggle), in the page's language from the catalogue's templates
 // (pin.said.*). The digits are never in it while masked.
-func (p *page) Typed(pad string) (template.HTML, error) {
+func (p *page) Typed(pad string) (pagetmpl.HTML, error) {
 	txt, err := p.escaped("pin.said.none", "pin.said.one", "pin.said.many", "pin.said.digits")
 	if err != nil {
 		return "", err
 	}
-	pad = template.HTMLEscapeString(pad)
-	return template.HTML(fmt.Sprintf(`<output class="digits" data-out="%s" aria-hidden="true"></output>`+
+	pad = pagetmpl.HTMLEscapeString(pad)
+	return pagetmpl.HTML(fmt.Sprintf(`<output class="digits" data-out="%s" aria-hidden="true"></output>`+
 		`<span class="sr-only" role="status" data-say="%s" data-none="%s" data-one="%s" data-many="%s" data-digits="%s">%s</span>`,
 		pad, pad, txt[0], txt[1], txt[2], txt[3], txt[0])), nil
 }
@@ -607,7 +619,7 @@ func (p *page) Typed(pad string) (template.HTML, error) {
 // Keypad is an on-screen number pad for the field name (pin, birth,
 // staff-pin, load, retrieve); dash adds a "-" key for document numbers
 // (four columns: 1 2 3 delete, 4 5 6 -, 7 8 9 0, then confirm).
-func (p *page) Keypad(name string, dash bool) (template.HTML, error) {
+func (p *page) Keypad(name string, dash bool) (pagetmpl.HTML, error) {
 	txt, err := p.escaped("keypad.label", "key.delete", "key.ok", "key.dash")
 	if err != nil {
 		return "", err
@@ -635,6 +647,6 @@ func (p *page) Keypad(name string, dash bool) (template.HTML, error) {
 	if dash {
 		class += " four"
 	}
-	return template.HTML(fmt.Sprintf(`<div class="%s" role="group" aria-label="%s" data-pad="%s">%s</div>`,
-		class, label, template.HTMLEscapeString(name), strings.Join(keys, ""))), nil
+	return pagetmpl.HTML(fmt.Sprintf(`<div class="%s" role="group" aria-label="%s" data-pad="%s">%s</div>`,
+		class, label, pagetmpl.HTMLEscapeString(name), strings.Join(keys, ""))), nil
 }

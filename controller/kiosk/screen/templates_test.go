@@ -6,8 +6,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
+	"text/template/parse"
 	"time"
 
 	"github.com/stretchr/testify/require"
@@ -136,4 +138,75 @@ func TestTemplatesRenderAsHTMLTemplateDoes(t *testing.T) {
 		}
 	}
 	t.Logf("%d pages compared", pages)
+}
+
+// Every name the templates look up is a field of the data they are given
+// or a method pageMethods calls: pagetmpl finds no method by itself, so a
+// template calling a method not named in templates.go would fail on the
+// page, even in a branch the comparison above does not reach.
+func TestEveryNameInTheTemplatesResolves(t *testing.T) {
+	known := map[string]bool{}
+	for _, v := range []any{page{}, view{}, langLink{}, techData{}, techBoard{}, techComp{}, techAlarm{}, engine.Screen{}} {
+		rt := reflect.TypeOf(v)
+		for i := 0; i < rt.NumField(); i++ {
+			if rt.Field(i).IsExported() {
+				known[rt.Field(i).Name] = true
+			}
+		}
+	}
+	trees, err := parse.Parse("escaped", escapedTemplates, "", "", map[string]any{
+		"and": 1, "not": 1, "eq": 1, "ne": 1, "printf": 1, "icon": 1, "list": 1,
+		"_html_template_htmlescaper": 1, "_html_template_attrescaper": 1, "_html_template_rcdataescaper": 1,
+		"_html_template_urlescaper": 1, "_html_template_urlnormalizer": 1, "_html_template_urlfilter": 1,
+	})
+	require.NoError(t, err)
+	names := map[string]bool{}
+	var walk func(n parse.Node)
+	walk = func(n parse.Node) {
+		switch n := n.(type) {
+		case *parse.ListNode:
+			if n != nil {
+				for _, c := range n.Nodes {
+					walk(c)
+				}
+			}
+		case *parse.ActionNode:
+			walk(n.Pipe)
+		case *parse.IfNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		case *parse.RangeNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		case *parse.PipeNode:
+			for _, c := range n.Cmds {
+				for _, a := range c.Args {
+					walk(a)
+				}
+			}
+		case *parse.FieldNode:
+			for _, id := range n.Ident {
+				names[id] = true
+			}
+		case *parse.VariableNode:
+			for _, id := range n.Ident[1:] {
+				names[id] = true
+			}
+		case *parse.ChainNode:
+			t.Errorf("chain %s: not supported by pagetmpl", n)
+		}
+	}
+	for _, tr := range trees {
+		walk(tr.Root)
+	}
+	require.NotEmpty(t, names)
+	s := newTestScreen(t, config.KindLocker, &fakeSource{}, nil)
+	p := s.newPage(httptest.NewRequest(http.MethodGet, "/", nil))
+	for n := range names {
+		_, isPageMethod, _ := pageMethods(p, n, nil)
+		_, isTimeMethod, _ := pageMethods(time.Time{}, n, nil)
+		require.True(t, known[n] || isPageMethod || isTimeMethod, "the templates use %q: neither a field nor a method in pageMethods", n)
+	}
 }

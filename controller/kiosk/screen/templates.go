@@ -40,7 +40,7 @@ func pageMethods(recv any, name string, a []any) (any, bool, error) {
 			err error
 		)
 		switch name {
-		case "T", "TN", "Tpl", "Msg", "Allowed":
+		case "T", "TN", "Tpl", "Msg", "Allowed", "Typed":
 			var k string
 			if k, err = argString(name, a, 0, 1); err != nil {
 				return nil, true, err
@@ -56,6 +56,8 @@ func pageMethods(recv any, name string, a []any) (any, bool, error) {
 				v, err = r.Msg(k)
 			case "Allowed":
 				v = r.Allowed(k)
+			case "Typed":
+				v, err = r.Typed(k)
 			}
 		case "Fill":
 			var k string

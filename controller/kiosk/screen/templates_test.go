@@ -46,6 +46,11 @@ func (r refPage) Reveal() (template.HTML, error) {
 	return template.HTML(h), err
 }
 
+func (r refPage) Typed(pad string) (template.HTML, error) {
+	h, err := r.page.Typed(pad)
+	return template.HTML(h), err
+}
+
 func (r refPage) Keypad(name string, dash bool) (template.HTML, error) {
 	h, err := r.page.Keypad(name, dash)
 	return template.HTML(h), err

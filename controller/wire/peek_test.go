@@ -35,6 +35,8 @@ func TestPeekEventKind(t *testing.T) {
 		{`not json`, "", false},
 		{``, "", false},
 		{`{"v":1,"detail":"` + strings.Repeat("x", MaxSize(KindEvent)) + `","kind":"alarm"}`, "", false},
+		{`{"v":1,"detail":"` + strings.Repeat("x", PeekWithin) + `","kind":"alarm"}`, "", false}, // beyond the peek: an event like any
+		{`{"v":1,"id":"0190f3a2-7c1e-7a3b-9d2e-3f4a5b6c7d8f","kind":"alarm","detail":"` + strings.Repeat("x", MaxSize(KindEvent)/2) + `"}`, EvAlarm, true},
 	} {
 		k, ok := PeekEventKind([]byte(c.payload))
 		assert.Equal(t, c.ok, ok, c.payload)

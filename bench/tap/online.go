@@ -267,7 +267,10 @@ func (r *online) startKluisd(ctx context.Context, bin, password string, baud int
 		return err
 	}
 	journal := filepath.Join(r.dir, "journal")
-	y := r.yaml(device, fmt.Sprintf("{url: %s, username: %s, password_file: %s}", r.mosq.URL(), device, pwFile), baud, journal,
+	// kluisd's outbox unpaced, as the backend's budgets are unthrottled:
+	// the kiosk taps without pause, far above the default pace.
+	y := r.yaml(device, fmt.Sprintf("{url: %s, username: %s, password_file: %s, pace: {window: 1000, rate: 1e6, burst: 1000000}}",
+		r.mosq.URL(), device, pwFile), baud, journal,
 		fmt.Sprintf("kiosk: {listen: %q}\nmetrics_listen: %q\noffline: {public_key_file: %q}\n", addrs[0], addrs[1], pubFile))
 	conf := filepath.Join(r.dir, "kluisd.yaml")
 	if err := os.WriteFile(conf, []byte(y), 0o600); err != nil {

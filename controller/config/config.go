@@ -103,6 +103,37 @@ type MQTT struct {
 	ResendAfter time.Duration `yaml:"resend_after"`
 	// HeartbeatEvery is the heartbeat interval; default 30s, 1s-10m.
 	HeartbeatEvery time.Duration `yaml:"heartbeat_every"`
+	// Pace and AlarmPace bound the sending of the outbox's events and of
+	// its alarms (docs/kluisd.md, "Sending the outbox"); left out: the
+	// link's defaults, under kluis-backend's default budgets. Set them
+	// lower when the backend's budgets are lower, higher only with higher
+	// budgets (kluis-bench tap runs both unthrottled).
+	Pace      Pace `yaml:"pace"`
+	AlarmPace Pace `yaml:"alarm_pace"`
+}
+
+// Pace is a window of events in flight and a token bucket of rate
+// publications a second, burst at once (controller/link.Pace).
+type Pace struct {
+	Window int     `yaml:"window"`
+	Rate   float64 `yaml:"rate"`
+	Burst  int     `yaml:"burst"`
+}
+
+func (p Pace) validate(field string) error {
+	if p == (Pace{}) {
+		return nil
+	}
+	if p.Window < 1 || p.Window > 100000 {
+		return bad(field+".window", "%d must be between 1 and 100000", p.Window)
+	}
+	if !(p.Rate > 0) || p.Rate > 1e9 {
+		return bad(field+".rate", "%v must be above 0 (events a second)", p.Rate)
+	}
+	if p.Burst < 1 {
+		return bad(field+".burst", "%d must be at least 1", p.Burst)
+	}
+	return nil
 }
 
 // Hardware configures the driver.
@@ -518,6 +549,12 @@ func (m MQTT) validate() error {
 	}
 	if m.HeartbeatEvery < time.Second || m.HeartbeatEvery > 10*time.Minute {
 		return bad("mqtt.heartbeat_every", "%v must be between 1s and 10m", m.HeartbeatEvery)
+	}
+	if err := m.Pace.validate("mqtt.pace"); err != nil {
+		return err
+	}
+	if err := m.AlarmPace.validate("mqtt.alarm_pace"); err != nil {
+		return err
 	}
 	if m.Password != "" && m.PasswordFile != "" {
 		return bad("mqtt.password", "set either password or password_file, not both")

@@ -2,6 +2,7 @@ package link
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -142,4 +143,60 @@ func TestWindowAlarmsGoFirst(t *testing.T) {
 		assert.Equal(t, laneAlarm, s.lane)
 	}
 	assert.Equal(t, 2, j.OutboxUrgent())
+}
+
+// longJournal is a journal holding n unacknowledged events, appended by
+// several writers at once (they share fdatasyncs: group commit).
+func longJournal(b *testing.B, n int) *journal.Journal {
+	j, _, _, err := journal.Open(journal.Options{Dir: b.TempDir(), DeviceID: "dev-b", Reserve: -1, Urgent: Urgent})
+	require.NoError(b, err)
+	b.Cleanup(func() { _ = j.Close() })
+	const writers = 32
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += writers {
+				_, err := j.AppendEvent(journal.Event{ID: fmt.Sprintf("e-%06d", i), Kind: "door_opened", At: time.Now()})
+				if err != nil {
+					panic(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return j
+}
+
+// BenchmarkPlanAfterAckLongBacklog is what an ack costs the sender with
+// 10,000 events waiting: its slot freed, the next event found past the
+// window's (docs/performance.md). BenchmarkOutboxCopyLongBacklog is what
+// it cost before the window: the whole outbox read at every ack.
+func BenchmarkPlanAfterAckLongBacklog(b *testing.B) {
+	j := longJournal(b, 10000)
+	w := newWindow(Pace{Window: 100, Rate: 1e12, Burst: 1 << 30}, DefaultAlarmPace, time.Hour)
+	t0 := time.Now()
+	out, _ := w.plan(t0, j)
+	require.Len(b, out, 100)
+	freed := out[0].ev.ID
+	b.ResetTimer()
+	for range b.N {
+		w.acked(freed)
+		out, _ = w.plan(t0, j)
+		if len(out) != 1 {
+			b.Fatalf("sent %d", len(out))
+		}
+		freed = out[0].ev.ID
+	}
+}
+
+func BenchmarkOutboxCopyLongBacklog(b *testing.B) {
+	j := longJournal(b, 10000)
+	b.ResetTimer()
+	for range b.N {
+		if len(j.Outbox()) != 10000 {
+			b.Fatal("outbox")
+		}
+	}
 }

@@ -45,6 +45,22 @@ func TestBackendCPUCountsItsDatabaseOnly(t *testing.T) {
 	require.Less(t, other, 30*time.Millisecond, "the idle database's backend did nothing")
 }
 
+// Own is the sampling thread's CPU time alone: some (it lists /proc every
+// 50 ms), and not the time another goroutine of the process burns
+// meanwhile.
+func TestBackendCPUOwnIsTheSamplersAlone(t *testing.T) {
+	s := StartBackendCPU("kluis_bench_no_such_database")
+	self0 := SelfCPU()
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for x := 0; time.Now().Before(deadline); x++ {
+		_ = x * x
+	}
+	s.Stop()
+	burnt := SelfCPU() - self0
+	require.Greater(t, s.Own(), time.Duration(0), "listing /proc takes some CPU")
+	require.Less(t, s.Own(), burnt/2, "the busy loop is not the sampler's")
+}
+
 // ProcCPU and ProcRSS read a process's own figures: this one's, which
 // burns CPU and holds memory, and nothing for a process that is gone.
 func TestProcCPUAndRSS(t *testing.T) {

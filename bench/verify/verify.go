@@ -223,6 +223,7 @@ type cost struct {
 	m              backendMetrics           // Kluis: what the backend's batches did
 	parts          map[string]time.Duration // Kluis: the process's CPU by part, sampled (see sampleParts)
 	rtt            []time.Duration          // Kluis: each verification's round trip at the kiosk
+	sampler        time.Duration            // Kluis: the PostgreSQL CPU sampler's own thread, left out of client
 }
 
 func (r *rig) cost(n int, what string, client, server time.Duration, ops int64) {
@@ -255,8 +256,8 @@ func (r *rig) costNote(n int, what string) string {
 		split = fmt.Sprintf(" (sampled: the backend and its broker %s, the simulated devices %s, the runtime and the rest %s)",
 			per(k.parts[partBackend], k.ops), per(k.parts[partDevices], k.ops), per(k.parts[""], k.ops))
 	}
-	return fmt.Sprintf("%d devices, CPU per claim: %s %s in kluis-bench's process%s + %s in PostgreSQL; floor %s in pgbench + %s in PostgreSQL%s",
-		n, phaseTitle(what), per(k.client, k.ops), split, per(k.server, k.ops), per(f.client, f.ops), per(f.server, f.ops), batch)
+	return fmt.Sprintf("%d devices, CPU per claim: %s %s in kluis-bench's process (less its PostgreSQL CPU sampler's thread, %s)%s + %s in PostgreSQL; floor %s in pgbench + %s in PostgreSQL%s",
+		n, phaseTitle(what), per(k.client, k.ops), per(k.sampler, k.ops), split, per(k.server, k.ops), per(f.client, f.ops), per(f.server, f.ops), batch)
 }
 
 // latencyNote says where a verification's time went at the kiosk: its
@@ -706,7 +707,9 @@ func (r *rig) kluisRun(ctx context.Context, n int, o options, what string) (floa
 		answers []answer        // every answer, its signature checked after the phase
 	)
 	defer func() {
-		r.cost(n, what, bench.SelfCPU()-cpu0, pg.Stop(), r.claims.Load()-before)
+		server := pg.Stop()
+		r.cost(n, what, bench.SelfCPU()-cpu0-pg.Own(), server, r.claims.Load()-before)
+		r.costs[fmt.Sprintf("%d/%s", n, what)].sampler += pg.Own()
 		save := ""
 		if o.profile != "" {
 			r.phases++

@@ -90,6 +90,13 @@ type Options struct {
 	// waiting for a hashing slot (hashgate.go): one more is refused at
 	// once with ErrLoginBusy; default 4 × MaxConcurrentHashes.
 	MaxQueuedHashes int
+	// MaxLoginDBConns bounds the database connections held at once by
+	// the password logins not known to come from their usual source
+	// (hashgate.go, PasswordCheck): their login limits and user lookup
+	// wait for one of these places, fairly, before they take a
+	// connection, so a flood of logins cannot queue the staff out of the
+	// pool; default a quarter of Pool's connections, at least 1.
+	MaxLoginDBConns int
 	// Registerer receives kluis_auth_login_busy_total (the password
 	// logins refused at once by the hashing slots, hashgate.go); nil:
 	// not registered.
@@ -112,6 +119,7 @@ type Service struct {
 	webIdle    time.Duration
 	webMaxAge  time.Duration
 	gate       *hashGate // bounds concurrent argon2id (memory: Params.MemoryKiB each), fairly
+	dbGate     *hashGate // bounds the database work of logins from sources not known, fairly
 }
 
 // New returns a Service over opts.Pool.
@@ -159,6 +167,9 @@ func New(opts Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.MaxLoginDBConns <= 0 {
+		opts.MaxLoginDBConns = max(1, int(opts.Pool.Config().MaxConns)/4)
+	}
 	gate := newHashGate(opts.MaxConcurrentHashes, opts.MaxQueuedHashes)
 	if opts.Registerer != nil {
 		if err := opts.Registerer.Register(gate.busy); err != nil {
@@ -180,6 +191,7 @@ func New(opts Options) (*Service, error) {
 		webIdle:    opts.WebIdle,
 		webMaxAge:  opts.WebMaxAge,
 		gate:       gate,
+		dbGate:     gate.sibling(opts.MaxLoginDBConns, opts.MaxQueuedHashes),
 	}, nil
 }
 
@@ -472,36 +484,63 @@ func (s *Service) IssueSession(ctx context.Context, u User) (Issued, error) {
 // hashing slot in from's line, or is refused at once with ErrLoginBusy
 // (hashgate.go).
 func (s *Service) CheckPassword(ctx context.Context, username, password string, from LoginFrom) (User, error) {
+	f, err := s.findLogin(ctx, username, password)
+	if err != nil {
+		return User{}, err
+	}
+	return s.verifyLogin(ctx, f, password, from)
+}
+
+// loginUser is what findLogin found of a login's user.
+type loginUser struct {
+	u     User
+	hash  string
+	found bool // false: no such user, checked against dummyHash
+	key   string
+}
+
+// findLogin reads the user a login names (the database part of
+// CheckPassword): ErrInvalidCredentials at once for a name or password
+// no user can have.
+func (s *Service) findLogin(ctx context.Context, username, password string) (loginUser, error) {
 	if len(password) > MaxPasswordLen || len(username) > maxUsernameLen ||
 		!utf8.ValidString(username) || strings.ContainsRune(username, 0) {
-		return User{}, ErrInvalidCredentials // no user has such a name (PostgreSQL text cannot even hold it)
+		return loginUser{}, ErrInvalidCredentials // no user has such a name (PostgreSQL text cannot even hold it)
 	}
-	var u User
-	var role, hash string
+	f := loginUser{key: username}
+	var role string
 	err := s.pool.QueryRow(ctx,
 		`SELECT `+userCols(2)+`, password_hash FROM auth_users WHERE username = $1`,
-		strings.TrimSpace(username), MinKioskPINDigits).Scan(&u.ID, &u.Username, &role, &u.Disabled, &u.CreatedAt, &u.KioskPINShort, &hash)
+		strings.TrimSpace(username), MinKioskPINDigits).Scan(&f.u.ID, &f.u.Username, &role, &f.u.Disabled, &f.u.CreatedAt, &f.u.KioskPINShort, &f.hash)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return User{}, fmt.Errorf("auth: login: %w", err)
+		return loginUser{}, fmt.Errorf("auth: login: %w", err)
 	}
-	release, serr := s.gate.acquire(ctx, gateKey(from, username), from.Known)
+	f.found = err == nil
+	f.u.Role = Role(role)
+	return f, nil
+}
+
+// verifyLogin waits for a hashing slot in from's line (or is refused at
+// once with ErrLoginBusy) and verifies password against f (the argon2id
+// part of CheckPassword). No database connection is held.
+func (s *Service) verifyLogin(ctx context.Context, f loginUser, password string, from LoginFrom) (User, error) {
+	release, serr := s.gate.acquire(ctx, gateKey(from, f.key), from.Known)
 	if serr != nil {
 		return User{}, fmt.Errorf("auth: login: %w", serr)
 	}
 	defer release()
-	if errors.Is(err, pgx.ErrNoRows) {
+	if !f.found {
 		_, _ = VerifyPassword(s.dummyHash, password)
 		return User{}, ErrInvalidCredentials
 	}
-	u.Role = Role(role)
-	ok, err := VerifyPassword(hash, password)
+	ok, err := VerifyPassword(f.hash, password)
 	if err != nil {
-		return User{}, fmt.Errorf("auth: login user %d: %w", u.ID, err)
+		return User{}, fmt.Errorf("auth: login user %d: %w", f.u.ID, err)
 	}
-	if !ok || u.Disabled {
+	if !ok || f.u.Disabled {
 		return User{}, ErrInvalidCredentials
 	}
-	return u, nil
+	return f.u, nil
 }
 
 // hashPassword is HashPassword with s's costs, within the slots (first

@@ -21,7 +21,11 @@
 // counts are in PostgreSQL, shared by every replica. The password checks
 // share a few argon2id slots fairly (hashgate.go): one place per client
 // source, a bounded line, a line of its own for known sources; the excess
-// is refused at once with ErrLoginBusy.
+// is refused at once with ErrLoginBusy. One sequence checks every password
+// (PasswordCheck, passwordcheck.go): the login limits, the slots, argon2id;
+// a login not known to come from its usual source first takes a place
+// among a share of the database pool by the same fair rules, so that a
+// flood cannot queue the staff out of the pool.
 //
 // The tables live in backend/store/migrations/0040_auth.sql,
 // 0131_web_sessions.sql, 0180_login_limits.sql and

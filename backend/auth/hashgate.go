@@ -87,6 +87,12 @@ func newHashGate(slots, line int) *hashGate {
 	return &hashGate{busy: busy, free: slots, maxLine: line, held: map[string]struct{}{}}
 }
 
+// sibling is another gate of slots places and lines of line each whose
+// refusals count in g's kluis_auth_login_busy_total (the same reasons).
+func (g *hashGate) sibling(slots, line int) *hashGate {
+	return &hashGate{busy: g.busy, free: slots, maxLine: line, held: map[string]struct{}{}}
+}
+
 // gateKey is where a login's place is counted.
 func gateKey(f LoginFrom, username string) string {
 	if f.Known {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -89,13 +90,111 @@ var ErrLimitsUnavailable = errors.New("auth: login limits unavailable")
 // above). Create it with NewLoginLimits. Safe for concurrent use, by any
 // number of processes on one database.
 type LoginLimits struct {
-	pool *pgxpool.Pool
+	pool  *pgxpool.Pool
+	known knownPairs
 }
+
+// knownPairs is this process's memory of the (username, source) pairs
+// that logged in lately (auth_login_sources): where a login waits before
+// its database work (PasswordCheck), read without the database. Only a
+// successful login makes a pair known, so a guesser cannot put one in.
+// It learns of this process's successes at once and of the other
+// replicas' (and of the time before a restart) by reading the table again
+// every knownReread; the limits themselves read the table.
+type knownPairs struct {
+	mu      sync.Mutex
+	at      map[string]time.Time // throttleKey(username) NUL source -> latest login
+	read    time.Time            // when the table was last read; zero: never
+	reading bool                 // one reader at a time; the others use what is known
+}
+
+const (
+	// knownReread is how often the known pairs are read again.
+	knownReread = 30 * time.Second
+	// maxKnownPairs bounds the memory of known pairs (the table holds
+	// at most maxKnownPerUser per user).
+	maxKnownPairs = 100_000
+	// knownReadTimeout bounds one reading of the table: a login never
+	// waits longer for it.
+	knownReadTimeout = 5 * time.Second
+)
 
 // NewLoginLimits returns login limits kept in pool's database (migration
 // 0180).
 func NewLoginLimits(pool *pgxpool.Pool) *LoginLimits {
-	return &LoginLimits{pool: pool}
+	return &LoginLimits{pool: pool, known: knownPairs{at: map[string]time.Time{}}}
+}
+
+func knownPair(username, source string) string { return throttleKey(username) + "\x00" + source }
+
+// KnownHint tells, from memory, whether source logged in as username
+// within knownFor (see knownPairs): a hint for where the login waits,
+// never a decision of the limits (Attempt.Known is). The first call, and
+// one every knownReread, reads the table (at most one at a time).
+func (l *LoginLimits) KnownHint(ctx context.Context, username, source string, now time.Time) bool {
+	now = now.UTC()
+	k := &l.known
+	k.mu.Lock()
+	reread := !k.reading && (k.read.IsZero() || now.Sub(k.read) >= knownReread || now.Before(k.read))
+	if reread {
+		k.reading = true
+	}
+	k.mu.Unlock()
+	if reread {
+		l.readKnown(ctx, now)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	at, ok := k.at[knownPair(username, source)]
+	return ok && at.After(now.Add(-knownFor))
+}
+
+// readKnown reads the pairs known at now into l.known; on failure it
+// keeps what it knew and tries again after knownReread.
+func (l *LoginLimits) readKnown(ctx context.Context, now time.Time) {
+	got := map[string]time.Time{}
+	ctx, cancel := context.WithTimeout(ctx, knownReadTimeout)
+	defer cancel()
+	rows, err := l.pool.Query(ctx, `SELECT username, source, last_login_at FROM auth_login_sources
+WHERE last_login_at > $1 ORDER BY last_login_at DESC LIMIT $2`, now.Add(-knownFor), maxKnownPairs)
+	if err == nil {
+		for rows.Next() {
+			var u, src string
+			var at time.Time
+			if err = rows.Scan(&u, &src, &at); err != nil {
+				break
+			}
+			got[u+"\x00"+src] = at
+		}
+		rows.Close()
+		if err == nil {
+			err = rows.Err()
+		}
+	}
+	k := &l.known
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.reading, k.read = false, now
+	if err != nil {
+		return
+	}
+	for p, at := range k.at { // learnt while reading, or in no row yet
+		if at.After(now.Add(-knownFor)) && len(got) < maxKnownPairs && at.After(got[p]) {
+			got[p] = at
+		}
+	}
+	k.at = got
+}
+
+// rememberKnown notes that source logged in as username at now.
+func (l *LoginLimits) rememberKnown(username, source string, now time.Time) {
+	k := &l.known
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	p := knownPair(username, source)
+	if _, ok := k.at[p]; ok || len(k.at) < maxKnownPairs {
+		k.at[p] = now.UTC()
+	}
 }
 
 // throttleKey is the name a login attempt is counted under: the username
@@ -278,6 +377,7 @@ ON CONFLICT (username, source) DO UPDATE SET last_login_at = greatest(auth_login
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrLimitsUnavailable, err)
 	}
+	l.rememberKnown(username, source, now)
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 )
 
@@ -16,15 +17,25 @@ import (
 // wrong_password) and writes its own audit records, but the steps and
 // their order are the same, so a guesser gains nothing by switching:
 //
-//  1. the login limits (LoginLimits.BeginAttempt) count the attempt as a
+//  1. a login not known to come from its usual source (LoginFrom.Known,
+//     as LoginLimits.KnownHint remembers it, without the database) first
+//     takes a place among the logins' share of the database pool
+//     (Options.MaxLoginDBConns), fairly as at the hashing slots: one
+//     place per source, a bounded line, the excess refused at once
+//     (ErrLoginBusy, nothing counted). So a flood from many addresses
+//     holds at most that share of the pool, and a staff member's login
+//     does not wait behind it for a connection; a known one goes
+//     straight on;
+//  2. the login limits (LoginLimits.BeginAttempt) count the attempt as a
 //     failure, or refuse it (*LimitsRefusal; ErrLimitsUnavailable when
 //     they cannot be read: no guessing without a count);
-//  2. the password waits for a fair hashing slot (hashgate.go), or is
-//     refused at once (ErrLoginBusy): nothing was checked, so the attempt
-//     is uncounted (LoginLimits.Abandon);
-//  3. argon2id verifies it (Service.CheckPassword): a wrong password, an
-//     unknown or disabled user stays counted (ErrInvalidCredentials);
-//  4. a success forgets the failures of the username from the source and
+//  3. the user is read, and the place of step 1 given back;
+//  4. the password waits for a fair hashing slot (hashgate.go), known
+//     pairs first, or is refused at once (ErrLoginBusy): nothing was
+//     checked, so the attempt is uncounted (LoginLimits.Abandon);
+//  5. argon2id verifies it: a wrong password, an unknown or disabled
+//     user stays counted (ErrInvalidCredentials);
+//  6. a success forgets the failures of the username from the source and
 //     remembers the source (LoginLimits.Succeed).
 
 // LimitsRefusal is the error of a password check the login limits
@@ -74,6 +85,18 @@ type PasswordAttempt struct {
 //     login.failed);
 //   - any other: the check failed (the attempt stays counted).
 func (c PasswordCheck) Check(ctx context.Context, a PasswordAttempt) (User, error) {
+	releaseDB := func() {}
+	if !c.Limits.KnownHint(ctx, a.Username, a.Source, a.Now) {
+		// Before any database work: a place among the logins' share of
+		// the pool, one per source, in a bounded line (or ErrLoginBusy
+		// at once, nothing counted).
+		rel, err := c.Auth.dbGate.acquire(ctx, gateKey(LoginFrom{Source: a.Source}, a.Username), false)
+		if err != nil {
+			return User{}, fmt.Errorf("auth: login: %w", err)
+		}
+		releaseDB = sync.OnceFunc(rel)
+		defer releaseDB()
+	}
 	att, err := c.Limits.BeginAttempt(ctx, a.Username, a.Source, a.Now)
 	if err != nil {
 		return User{}, err
@@ -81,7 +104,12 @@ func (c PasswordCheck) Check(ctx context.Context, a PasswordAttempt) (User, erro
 	if att.Refusal != nil {
 		return User{}, &LimitsRefusal{Refusal: *att.Refusal}
 	}
-	u, err := c.Auth.CheckPassword(ctx, a.Username, a.Password, att.From(a.Source))
+	f, err := c.Auth.findLogin(ctx, a.Username, a.Password)
+	releaseDB() // the hashing slot is waited for without it
+	if err != nil {
+		return User{}, err
+	}
+	u, err := c.Auth.verifyLogin(ctx, f, a.Password, att.From(a.Source))
 	if errors.Is(err, ErrLoginBusy) {
 		// Nothing was checked: no guess to count.
 		if aerr := c.Limits.Abandon(ctx, att); aerr != nil {

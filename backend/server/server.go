@@ -68,6 +68,10 @@ const BackendMQTTUser = store.ReservedDeviceID
 type Options struct {
 	// DatabaseURL is the PostgreSQL URL (required); Run migrates the schema.
 	DatabaseURL string
+	// DatabaseMaxConns caps the database pool; default store's (10).
+	// The password logins not known to come from their usual source
+	// hold at most a quarter of it (auth.Options.MaxLoginDBConns).
+	DatabaseMaxConns int32
 	// Keys sign QR tokens and key PIN digests (required); keys for kiosk
 	// staff credentials and document-number pseudonyms are derived from them.
 	Keys codes.Keys
@@ -300,7 +304,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	o, log := s.o, s.o.Logger
 	octx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	st, err := store.Open(octx, o.DatabaseURL, store.Options{Logger: log, Clock: o.Clock})
+	st, err := store.Open(octx, o.DatabaseURL, store.Options{Logger: log, Clock: o.Clock, MaxConns: o.DatabaseMaxConns})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("open database: %w", err)

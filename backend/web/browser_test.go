@@ -31,6 +31,7 @@ import (
 // door-left-open alarm on the fleet page without a reload; a language link;
 // a document's page with its own messages that did not reach the holder.
 func TestConsoleInBrowser(t *testing.T) {
+	t.Parallel() // its own backend and database
 	e := newEnv(t, server.Options{PickupPeriods: map[store.DocumentKind]time.Duration{store.ResidenceCard: time.Second},
 		HousekeepEvery: 500 * time.Millisecond})
 	ctx := context.Background()

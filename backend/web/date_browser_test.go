@@ -23,6 +23,7 @@ import (
 // only the day marked, axe-core clean; the summary's link leads to the
 // day; corrected, the document registers with that date of birth.
 func TestBirthDateTypedInBrowser(t *testing.T) {
+	t.Parallel() // its own backend and database
 	e := newEnv(t, server.Options{})
 	b := browsertest.New(t, browsertest.Options{})
 	desktop := b.NewTab(t, 1280, 800)

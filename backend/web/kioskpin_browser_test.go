@@ -30,6 +30,7 @@ import (
 // is axe-core clean and fits a phone; no PIN is written into a page, the
 // audit trail or the server's log (at debug level).
 func TestKioskPINForms(t *testing.T) {
+	t.Parallel() // its own backend and database
 	logs := &servertest.SyncBuffer{}
 	e := newEnv(t, server.Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	ctx := context.Background()
@@ -175,6 +176,7 @@ func TestKioskPINForms(t *testing.T) {
 // session's CSRF token refused; and the rule is the API's, worded per
 // language.
 func TestKioskPINFormRules(t *testing.T) {
+	t.Parallel() // its own backend and database
 	e := newEnv(t, server.Options{})
 	for _, r := range auth.Roles() {
 		c := e.client()

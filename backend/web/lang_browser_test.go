@@ -25,8 +25,9 @@ import (
 // technician. On each page: the page's language, axe-core clean, nothing
 // scrolling sideways, no button or link label cut off at its edges, no
 // missing catalogue key, and (in fr, en, de) no Dutch catalogue text left
-// on the page.
+// on the page. The languages run in parallel, each in its own browser.
 func TestConsoleInEveryLanguage(t *testing.T) {
+	t.Parallel() // its own backend and database
 	e := newEnv(t, server.Options{PickupPeriods: map[store.DocumentKind]time.Duration{store.ResidenceCard: time.Second},
 		HousekeepEvery: 500 * time.Millisecond})
 	ctx := context.Background()
@@ -51,81 +52,92 @@ func TestConsoleInEveryLanguage(t *testing.T) {
 		}
 	}
 
+	base := e.b.URL("")
+	// One browser per language (its own cookies: the language and the
+	// session), the languages in parallel on the one backend.
+	for _, l := range web.Languages {
+		t.Run(l, func(t *testing.T) {
+			t.Parallel()
+			consoleInLanguage(t, e, l, base, dutch[l], reserved, slipDoc, expired)
+		})
+	}
+}
+
+// consoleInLanguage is TestConsoleInEveryLanguage in language l, with its
+// own browser; dutch are the Dutch texts that must not be on its pages.
+func consoleInLanguage(t *testing.T, e *env, l, base string, dutch []string, reserved, slipDoc, expired string) {
 	b := browsertest.New(t, browsertest.Options{Timeout: 15 * time.Minute})
 	desktop := b.NewTab(t, 1280, 800)
 	phone := b.NewTab(t, 360, 740)
-	base := e.b.URL("")
-	for _, l := range web.Languages {
-		check := func(path, name, wait string) {
-			t.Helper()
-			for _, v := range []struct {
-				tab  *browsertest.Tab
-				size string
-			}{{desktop, "desktop"}, {phone, "phone"}} {
-				v.tab.Do(t, chromedp.Navigate(base+path))
-				v.tab.WaitFor(t, wait, 10*time.Second)
-				what := l + " " + name + " " + v.size
-				assert.Equal(t, l, evalString(t, v.tab, `document.documentElement.lang`), what)
-				v.tab.CheckAxe(t, what)
-				noSideScroll(t, v.tab, what)
-				noClippedLabels(t, v.tab, what)
-				if v.size == "desktop" {
-					noBrokenWords(t, v.tab, what)
-				}
-				text := evalString(t, v.tab, `document.body.innerText`)
-				assert.NotContains(t, text, "⟦", "%s: a catalogue key without text", what)
-				for _, nl := range dutch[l] {
-					assert.NotContains(t, text, nl, "%s: Dutch text left untranslated", what)
-				}
-				v.tab.Screenshot(t, "console/"+l+"/"+name+"-"+v.size)
+	check := func(path, name, wait string) {
+		t.Helper()
+		for _, v := range []struct {
+			tab  *browsertest.Tab
+			size string
+		}{{desktop, "desktop"}, {phone, "phone"}} {
+			v.tab.Do(t, chromedp.Navigate(base+path))
+			v.tab.WaitFor(t, wait, 10*time.Second)
+			what := l + " " + name + " " + v.size
+			assert.Equal(t, l, evalString(t, v.tab, `document.documentElement.lang`), what)
+			v.tab.CheckAxe(t, what)
+			noSideScroll(t, v.tab, what)
+			noClippedLabels(t, v.tab, what)
+			if v.size == "desktop" {
+				noBrokenWords(t, v.tab, what)
 			}
+			text := evalString(t, v.tab, `document.body.innerText`)
+			assert.NotContains(t, text, "⟦", "%s: a catalogue key without text", what)
+			for _, nl := range dutch {
+				assert.NotContains(t, text, nl, "%s: Dutch text left untranslated", what)
+			}
+			v.tab.Screenshot(t, "console/"+l+"/"+name+"-"+v.size)
 		}
-		// The language is chosen on the login page and kept (a cookie).
-		desktop.Do(t, chromedp.Navigate(base+"/staff/login?lang="+l))
-		desktop.WaitFor(t, `!!document.querySelector("#username")`, 10*time.Second)
-		check("/staff/login", "login", `!!document.querySelector("#username")`)
-		login(t, desktop, base, e.users[auth.RoleStaff], password(auth.RoleStaff))
-
-		check("/staff/documents", "documents", `!!document.querySelector("#h-undelivered")`)
-		check("/staff/documents?q=dubois", "documents-search", `!!document.querySelector("#h-results")`)
-		check("/staff/documents/new", "register", `!!document.querySelector("#f-number")`)
-		for _, v := range []*browsertest.Tab{desktop, phone} {
-			v.Do(t, chromedp.Navigate(base+"/staff/documents/new"))
-			v.WaitFor(t, `!!document.querySelector("#f-number")`, 10*time.Second)
-			v.Do(t, chromedp.Click(chromedp.CSS(`form button[type=submit].primary`)))
-			v.WaitFor(t, `!!document.querySelector(".error-summary")`, 10*time.Second)
-		}
-		desktop.CheckAxe(t, l+" register-errors desktop")
-		noClippedLabels(t, desktop, l+" register-errors desktop")
-		desktop.Screenshot(t, "console/"+l+"/register-errors-desktop")
-		phone.CheckAxe(t, l+" register-errors phone")
-		noSideScroll(t, phone, l+" register-errors phone")
-		phone.Screenshot(t, "console/"+l+"/register-errors-phone")
-		check("/staff/documents/"+reserved, "document-reserved", `!!document.querySelector(".timeline")`)
-		check("/staff/documents/"+slipDoc, "document-ready", `!!document.querySelector(".timeline")`)
-		check("/staff/documents/"+expired, "document-expired", `!!document.querySelector(".timeline")`)
-		check("/staff/devices", "devices-staff", `!!document.querySelector("#fleet-rows tr")`)
-		check("/staff/devices/"+lockerID+"?c=2", "device-staff", `!!document.querySelector("svg.map")`)
-		check("/staff/nowhere", "not-found", `!!document.querySelector(".error-summary")`)
-		check("/staff/account/kiosk-pin", "kiosk-pin", `!!document.querySelector("#kiosk_pin")`)
-
-		desktop.Do(t, chromedp.Navigate(base+"/staff/devices"))
-		desktop.WaitFor(t, `!!document.querySelector("header form button")`, 10*time.Second)
-		desktop.Do(t, chromedp.Click(chromedp.CSS(`header form button`)))
-		desktop.WaitFor(t, `location.pathname === "/staff/login"`, 10*time.Second)
-		login(t, desktop, base, e.users[auth.RoleTechnician], password(auth.RoleTechnician))
-		check("/staff/devices", "devices", `!!document.querySelector("#fleet-rows tr")`)
-		check("/staff/devices/"+lockerID, "device", `!!document.querySelector("svg.map")`)
-		check("/staff/devices/"+autoID, "device-never-connected", `!!document.querySelector("svg.map")`)
-		check("/staff/devices/"+lockerID+"/compartments/3/open", "open-reason", `!!document.querySelector("#reason")`)
-		check("/staff/devices/"+lockerID+"/compartments/6/service", "compartment-service", `!!document.querySelector("#reason")`)
-		check("/staff/devices/"+lockerID+"/service", "device-service", `!!document.querySelector("#reason")`)
-
-		desktop.Do(t, chromedp.Navigate(base+"/staff/devices"))
-		desktop.WaitFor(t, `!!document.querySelector("header form button")`, 10*time.Second)
-		desktop.Do(t, chromedp.Click(chromedp.CSS(`header form button`)))
-		desktop.WaitFor(t, `location.pathname === "/staff/login"`, 10*time.Second)
 	}
+	// The language is chosen on the login page and kept (a cookie).
+	desktop.Do(t, chromedp.Navigate(base+"/staff/login?lang="+l))
+	desktop.WaitFor(t, `!!document.querySelector("#username")`, 10*time.Second)
+	check("/staff/login", "login", `!!document.querySelector("#username")`)
+	login(t, desktop, base, e.users[auth.RoleStaff], password(auth.RoleStaff))
+
+	check("/staff/documents", "documents", `!!document.querySelector("#h-undelivered")`)
+	check("/staff/documents?q=dubois", "documents-search", `!!document.querySelector("#h-results")`)
+	check("/staff/documents/new", "register", `!!document.querySelector("#f-number")`)
+	for _, v := range []*browsertest.Tab{desktop, phone} {
+		v.Do(t, chromedp.Navigate(base+"/staff/documents/new"))
+		v.WaitFor(t, `!!document.querySelector("#f-number")`, 10*time.Second)
+		v.Do(t, chromedp.Click(chromedp.CSS(`form button[type=submit].primary`)))
+		v.WaitFor(t, `!!document.querySelector(".error-summary")`, 10*time.Second)
+	}
+	desktop.CheckAxe(t, l+" register-errors desktop")
+	noClippedLabels(t, desktop, l+" register-errors desktop")
+	desktop.Screenshot(t, "console/"+l+"/register-errors-desktop")
+	phone.CheckAxe(t, l+" register-errors phone")
+	noSideScroll(t, phone, l+" register-errors phone")
+	phone.Screenshot(t, "console/"+l+"/register-errors-phone")
+	check("/staff/documents/"+reserved, "document-reserved", `!!document.querySelector(".timeline")`)
+	check("/staff/documents/"+slipDoc, "document-ready", `!!document.querySelector(".timeline")`)
+	check("/staff/documents/"+expired, "document-expired", `!!document.querySelector(".timeline")`)
+	check("/staff/devices", "devices-staff", `!!document.querySelector("#fleet-rows tr")`)
+	check("/staff/devices/"+lockerID+"?c=2", "device-staff", `!!document.querySelector("svg.map")`)
+	check("/staff/nowhere", "not-found", `!!document.querySelector(".error-summary")`)
+	check("/staff/account/kiosk-pin", "kiosk-pin", `!!document.querySelector("#kiosk_pin")`)
+
+	desktop.Do(t, chromedp.Navigate(base+"/staff/devices"))
+	desktop.WaitFor(t, `!!document.querySelector("header form button")`, 10*time.Second)
+	desktop.Do(t, chromedp.Click(chromedp.CSS(`header form button`)))
+	desktop.WaitFor(t, `location.pathname === "/staff/login"`, 10*time.Second)
+	login(t, desktop, base, e.users[auth.RoleTechnician], password(auth.RoleTechnician))
+	check("/staff/devices", "devices", `!!document.querySelector("#fleet-rows tr")`)
+	check("/staff/devices/"+lockerID, "device", `!!document.querySelector("svg.map")`)
+	check("/staff/devices/"+autoID, "device-never-connected", `!!document.querySelector("svg.map")`)
+	check("/staff/devices/"+lockerID+"/compartments/3/open", "open-reason", `!!document.querySelector("#reason")`)
+	check("/staff/devices/"+lockerID+"/compartments/6/service", "compartment-service", `!!document.querySelector("#reason")`)
+	check("/staff/devices/"+lockerID+"/service", "device-service", `!!document.querySelector("#reason")`)
+
+	desktop.Do(t, chromedp.Navigate(base+"/staff/devices"))
+	desktop.WaitFor(t, `!!document.querySelector("header form button")`, 10*time.Second)
+	desktop.Do(t, chromedp.Click(chromedp.CSS(`header form button`)))
+	desktop.WaitFor(t, `location.pathname === "/staff/login"`, 10*time.Second)
 }
 
 // noClippedLabels fails t when the text of a visible button, link or

@@ -25,6 +25,7 @@ import (
 // invalid_kiosk_pin); a new one of 8 ends the notices. The pages with the
 // notice are axe-core clean in Chromium.
 func TestShortStaffPINNotice(t *testing.T) {
+	t.Parallel() // its own backend and database
 	e := newEnv(t, server.Options{})
 	ctx := context.Background()
 	staffID := e.ids[auth.RoleStaff]

@@ -18,6 +18,7 @@ import (
 // most web.DefaultMaxStreamsPerUser open (429 beyond, with Retry-After);
 // another user still gets theirs.
 func TestLiveStreamsPerUserBound(t *testing.T) {
+	t.Parallel() // its own backend and database
 	e := newEnv(t, server.Options{})
 	tech := e.client()
 	tech.login(auth.RoleTechnician)

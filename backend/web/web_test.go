@@ -30,6 +30,7 @@ import (
 // refusal of every form post without the session's CSRF token or from
 // another site.
 func TestLoginSessionCSRFAndHeaders(t *testing.T) {
+	t.Parallel() // its own backend and database
 	e := newEnv(t, server.Options{})
 	c := e.client()
 	p := c.get("/staff/documents")
@@ -144,6 +145,7 @@ func TestLoginSessionCSRFAndHeaders(t *testing.T) {
 // A session ends after the idle timeout and at its absolute lifetime,
 // on the server's clock.
 func TestSessionExpiry(t *testing.T) {
+	t.Parallel() // its own backend and database
 	clock := &fakeClock{t: time.Now()}
 	e := newEnv(t, server.Options{Clock: clock.Now, StaffIdle: 20 * time.Minute, StaffMaxAge: 2 * time.Hour})
 	c := e.client()
@@ -168,6 +170,7 @@ func TestSessionExpiry(t *testing.T) {
 // The console and the REST API share the login limits: guessing on one
 // locks the other too.
 func TestLoginLimitsAreShared(t *testing.T) {
+	t.Parallel() // its own backend and database
 	e := newEnv(t, server.Options{})
 	c := e.client()
 	user := e.users[auth.RoleStaff]
@@ -191,6 +194,7 @@ func TestLoginLimitsAreShared(t *testing.T) {
 // on the routes it stands for, checked by requests: a role the API refuses
 // gets 403 from the console too, and does not see the button.
 func TestActionRolesEqualTheRESTRoutes(t *testing.T) {
+	t.Parallel() // its own backend and database
 	e := newEnv(t, server.Options{})
 	routes := e.apiRoutes()
 	doc := e.register("591-0000002-02", false)
@@ -271,6 +275,7 @@ func TestActionRolesEqualTheRESTRoutes(t *testing.T) {
 // own CSRF token and the confirmation) is refused, nothing is sent to the
 // device, nothing is audited as an opening.
 func TestStaffCannotOpenRemotely(t *testing.T) {
+	t.Parallel() // its own backend and database
 	e := newEnv(t, server.Options{})
 	c := e.client()
 	c.login(auth.RoleStaff)
@@ -296,6 +301,7 @@ func TestStaffCannotOpenRemotely(t *testing.T) {
 // remote open with a reason and a confirmation (one command, audited),
 // compartment and device out of service and back.
 func TestRegisterSearchOpenAndService(t *testing.T) {
+	t.Parallel() // its own backend and database
 	e := newEnv(t, server.Options{})
 	staff := e.client()
 	staff.login(auth.RoleStaff)
@@ -404,6 +410,7 @@ func TestRegisterSearchOpenAndService(t *testing.T) {
 // The live stream of the fleet shows a door-left-open alarm within a few
 // seconds, and the device's stream its open door on the map.
 func TestLiveStreams(t *testing.T) {
+	t.Parallel() // its own backend and database
 	e := newEnv(t, server.Options{})
 	tech := e.client()
 	tech.login(auth.RoleTechnician)
@@ -547,6 +554,7 @@ func (c *fakeClock) Add(d time.Duration) {
 // why), and a post made anyway is refused with that reason and sends or
 // audits nothing: the command could only expire.
 func TestNoRemoteOpenBeforeTheDeviceConnected(t *testing.T) {
+	t.Parallel() // its own backend and database
 	e := newEnv(t, server.Options{})
 	tech := e.client()
 	tech.login(auth.RoleTechnician)
@@ -574,6 +582,7 @@ func TestNoRemoteOpenBeforeTheDeviceConnected(t *testing.T) {
 // summary linking to the first of them; nothing is registered. A good date
 // reaches the document as the single date field did before.
 func TestRegisterBirthDateFields(t *testing.T) {
+	t.Parallel() // its own backend and database
 	e := newEnv(t, server.Options{})
 	staff := e.client()
 	staff.login(auth.RoleStaff)

@@ -17,7 +17,9 @@ import (
 
 // TestScreenBehaviour drives the page in headless Chromium as people do:
 // large text and 200% zoom, the keyboard alone, the idle timeout and a
-// kluisd restart. One browser for all.
+// kluisd restart. One browser for all; each subtest has its own kiosk and
+// tabs, and all but the idle one (its 3 s timeout wants no company) run in
+// parallel after it.
 func TestScreenBehaviour(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser")
@@ -25,6 +27,7 @@ func TestScreenBehaviour(t *testing.T) {
 	b := browsertest.New(t, browsertest.Options{Timeout: 10 * time.Minute})
 
 	t.Run("large text and 200% zoom", func(t *testing.T) {
+		t.Parallel()
 		r := newRig(t, rigOptions{})
 		m := newMatrix(t)
 		for i, lay := range layouts {
@@ -88,6 +91,7 @@ func TestScreenBehaviour(t *testing.T) {
 	})
 
 	t.Run("keyboard alone: PIN and date of birth", func(t *testing.T) {
+		t.Parallel()
 		r := newRig(t, rigOptions{})
 		r.be.set(func() {
 			r.be.verify["246813579/"] = wire.VerifyResponse{Result: wire.VerifySecondFactorRequired}
@@ -134,6 +138,7 @@ func TestScreenBehaviour(t *testing.T) {
 	})
 
 	t.Run("keyboard-wedge scanner without focus, and a wrong date", func(t *testing.T) {
+		t.Parallel()
 		r := newRig(t, rigOptions{})
 		r.be.set(func() { r.be.verify["K1.Scanned-Token_9"] = okAt("doc-scan", 1) })
 		r.item(1, true)
@@ -191,6 +196,7 @@ func TestScreenBehaviour(t *testing.T) {
 	})
 
 	t.Run("each role sees its own buttons on the staff menu", func(t *testing.T) {
+		t.Parallel()
 		r := newRig(t, rigOptions{})
 		exp := time.Now().Add(time.Hour)
 		r.be.set(func() {
@@ -237,6 +243,7 @@ func TestScreenBehaviour(t *testing.T) {
 	})
 
 	t.Run("kluisd restarts: the page waits and comes back", func(t *testing.T) {
+		t.Parallel()
 		r := newRig(t, rigOptions{})
 		tab := b.NewTab(t, 800, 480)
 		tab.Do(t, chromedp.Navigate(r.base+"/?lang=en"))

@@ -103,6 +103,10 @@ func (w *window) plan(now time.Time, j *journal.Journal) (out []send, wait time.
 		// lane's oldest.
 		var overdue []*flight
 		for _, f := range ls.inflight {
+			// A clock set back (an injected one: time.Now's readings
+			// compare by the monotonic clock) delays a resend by
+			// resendAfter at most, not by the step.
+			f.last = earliest(f.last, now)
 			if d := f.last.Add(w.resendAfter); d.After(now) {
 				wait = shorter(wait, d.Sub(now))
 			} else {
@@ -146,6 +150,13 @@ func (w *window) plan(now time.Time, j *journal.Journal) (out []send, wait time.
 	return out, wait
 }
 
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
 func (ls *laneState) busy(id string) bool { _, ok := ls.inflight[id]; return ok }
 
 // acked takes id out of flight (its slot is free for the next event);
@@ -177,10 +188,10 @@ func (ls *laneState) refill(now time.Time) {
 		ls.at = now
 		return
 	}
-	if d := now.Sub(ls.at); d > 0 {
-		ls.tokens = min(float64(ls.pace.Burst), ls.tokens+d.Seconds()*ls.pace.Rate)
-		ls.at = now
-	}
+	// A clock set back earns nothing for the step, and stalls nothing.
+	d := now.Sub(ls.at)
+	ls.tokens = min(float64(ls.pace.Burst), ls.tokens+max(d, 0).Seconds()*ls.pace.Rate)
+	ls.at = now
 }
 
 // untilToken is how long until the lane has a whole token.

@@ -74,6 +74,12 @@ func TestWindowBoundsWhatIsInFlight(t *testing.T) {
 	out, _ = w.plan(t0.Add(32*time.Second), j)
 	require.Equal(t, ids[100:110], sentIDs(out))
 
+	out, wait = w.plan(t0.Add(-time.Hour), j) // the clock set back an hour
+	assert.Empty(t, out)
+	assert.Equal(t, 30*time.Second, wait, "the resend due resendAfter later, not an hour")
+	out, _ = w.plan(t0.Add(-time.Hour+30*time.Second), j)
+	assert.Len(t, out, 100, "all in flight sent again")
+
 	w.reset() // a new connection
 	out, _ = w.plan(t0.Add(33*time.Second), j)
 	require.Len(t, out, 100)

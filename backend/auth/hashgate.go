@@ -80,7 +80,7 @@ const (
 
 func newHashGate(slots, line int) *hashGate {
 	busy := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_auth_login_busy_total",
-		Help: "Password logins refused at once (429 login_busy) before their check, by reason: source_busy (a login from the same source is being checked) or line_full (too many wait for the argon2id slots)."},
+		Help: "Password logins refused at once (429 login_busy) before their check, by reason: source_busy (a login from the same source is being checked) or line_full (too many wait for the argon2id slots, or for the database share of logins from unknown addresses)."},
 		[]string{"reason"})
 	busy.WithLabelValues(busyHeld)
 	busy.WithLabelValues(busyLine)

@@ -363,9 +363,13 @@ func TestWindowedOutboxOnTheBroker(t *testing.T) {
 	old, rest := seen()
 	require.Equal(t, window, old)
 	require.Zero(t, rest, "nothing beyond the window without an ack")
-	require.Equal(t, float64(window), l.mInFlight.WithLabelValues("event").Value())
-	require.Equal(t, float64(len(ids)), l.mBacklog.WithLabelValues("event").Value(), "in flight or waiting")
-	require.Equal(t, 1.0, l.mBacklog.WithLabelValues("alarm").Value())
+	// The gauges are set once the link has published (in flight, or
+	// waiting: the backlog counts both).
+	testenv.Eventually(t, "the window's gauges", func() bool {
+		return l.mInFlight.WithLabelValues("event").Value() == float64(window) &&
+			l.mBacklog.WithLabelValues("event").Value() == float64(len(ids)) &&
+			l.mInFlight.WithLabelValues("alarm").Value() == 1 && l.mBacklog.WithLabelValues("alarm").Value() == 1
+	})
 	stop()
 	require.NoError(t, j.Close())
 

@@ -416,18 +416,31 @@ func alarmEvent(kind wire.EventKind, at time.Time) *wire.Event {
 // holds none back. The alarm budget is smaller and bounded too; an event
 // that gets onto it with a first "kind" of alarm but decodes as another
 // kind (a forged payload: no kluisd sends that) is neither stored nor
-// acknowledged.
+// acknowledged. The clock stands still: no budget refills unless the test
+// moves it.
 func TestAlarmsHaveABudgetOfTheirOwn(t *testing.T) {
 	pool := newPool(t)
 	clock := newTestClock()
 	rec := newRecorder()
+	const alarmBurst = 10
 	_, url, reg := startEmbedded(t, Options{Pool: pool, Events: rec, Now: clock.Now,
-		EventBudget: Budget{Rate: 1, Burst: 5}, AlarmBudget: Budget{Rate: 1, Burst: 3}})
+		EventBudget: Budget{Rate: 1, Burst: 5}, AlarmBudget: Budget{Rate: 1, Burst: alarmBurst}})
 	a := newDeviceAuth(t, url, "dev-a", "pw-dev-a")
 	metric := func(family string, labels map[string]string) float64 { return metricValue(t, reg, family, labels) }
 	throttled := func() float64 {
 		return metric("kluis_devicelink_messages_total", map[string]string{"kind": "event", "outcome": "throttled"})
 	}
+
+	// A door_opened dressed as an alarm for the budget check: it spends
+	// an alarm token and is refused when decoded.
+	forged := fmt.Sprintf(`{"v":1,"id":"forged-1","kind":"alarm","at":%q,"addr":{"board":0,"channel":2},"kind":"door_opened"}`,
+		time.Now().UTC().Format(time.RFC3339Nano))
+	a.raw(wire.KindEvent, []byte(forged))
+	testenv.Eventually(t, "refused as malformed", func() bool {
+		return metric("kluis_devicelink_messages_total", map[string]string{"kind": "event", "outcome": "malformed"}) == 1
+	})
+	assert.Zero(t, a.ackCount("forged-1"))
+	assert.Zero(t, countRows(t, pool, `SELECT count(*) FROM device_events WHERE event_id = 'forged-1'`))
 
 	for range 20 {
 		a.send(a.event(time.Now()))
@@ -444,21 +457,18 @@ func TestAlarmsHaveABudgetOfTheirOwn(t *testing.T) {
 	assert.Equal(t, 1, rec.count(cleared.ID))
 	assert.Zero(t, metric("kluis_devicelink_throttle_episodes_total", map[string]string{"budget": "alarm"}))
 
-	// A door_opened dressed as an alarm for the budget check: it spends
-	// the alarm budget's last token and is refused when decoded.
-	forged := fmt.Sprintf(`{"v":1,"id":"forged-1","kind":"alarm","at":%q,"addr":{"board":0,"channel":2},"kind":"door_opened"}`,
-		time.Now().UTC().Format(time.RFC3339Nano))
-	a.raw(wire.KindEvent, []byte(forged))
-	testenv.Eventually(t, "refused as malformed", func() bool {
-		return metric("kluis_devicelink_messages_total", map[string]string{"kind": "event", "outcome": "malformed"}) == 1
-	})
-	assert.Zero(t, a.ackCount("forged-1"))
-	assert.Zero(t, countRows(t, pool, `SELECT count(*) FROM device_events WHERE event_id = 'forged-1'`))
-
-	// The alarm budget is spent: an alarm waits like any event over
-	// budget, and goes through once it refills.
-	late := alarmEvent(wire.EvAlarm, time.Now())
+	// A flood of alarms (published once each) spends the alarm budget;
+	// then an alarm waits like any event over budget, and goes through
+	// once the budget refills.
 	before := throttled()
+	for range alarmBurst {
+		b, err := wire.Encode(alarmEvent(wire.EvAlarm, time.Now()))
+		require.NoError(t, err)
+		a.raw(wire.KindEvent, b)
+	}
+	testenv.Eventually(t, "the alarm budget spent", func() bool { return throttled() > before })
+	late := alarmEvent(wire.EvAlarm, time.Now())
+	before = throttled()
 	a.send(late)
 	testenv.Eventually(t, "the alarm over the alarm budget refused", func() bool { return throttled() > before })
 	assert.Zero(t, a.ackCount(late.ID))

@@ -112,6 +112,11 @@ type channel struct {
 	sensorBroken bool
 	cooldownTill time.Time
 	releaseAt    time.Time
+	// pulseAt is when the current pulse began; springGen the pulse whose
+	// mechanical delay was already decided (the door sprang, or could
+	// not), so that a pulse springs its door at most once.
+	pulseAt   time.Time
+	springGen int
 	// last sensor readings reported (edges produce changes)
 	seenDoor, seenItem bool
 }
@@ -288,6 +293,7 @@ func (d *Device) Pulse(r PulseRequest) error {
 	}
 	ch.energised = true
 	ch.releaseAt = now.Add(r.Duration)
+	ch.pulseAt = now
 	ch.pulseGen++
 	gen := ch.pulseGen
 	d.pulses = append(d.pulses, Pulse{At: now, Board: r.Board, Channel: r.Channel, Duration: r.Duration, CommandID: r.CommandID, Via: r.Via})
@@ -306,23 +312,48 @@ func (d *Device) Pulse(r PulseRequest) error {
 func (d *Device) spring(b, c, gen int) {
 	d.mu.Lock()
 	bd, ch, _ := d.channelLocked(b, c)
-	if ch.energised && ch.pulseGen == gen && !ch.stuck && !ch.doorOpen {
-		if d.kind == Automaton && bd.busy {
-			// the hatch is mechanically blocked while the carousel moves
-		} else {
-			ch.doorOpen = true
-			d.senseLocked(bd, c)
-			d.scheduleAutoCloseLocked(b, c)
-		}
+	if ch.energised && ch.pulseGen == gen {
+		d.springLocked(bd, b, c, ch)
 	}
 	d.mu.Unlock()
 	d.flush()
 }
 
+// springLocked opens the door of an energised lock whose mechanical delay
+// ran out, once per pulse: not when the lock is stuck, the door already
+// open or an automaton's carousel moving.
+func (d *Device) springLocked(bd *board, b, c int, ch *channel) {
+	if ch.springGen == ch.pulseGen {
+		return
+	}
+	ch.springGen = ch.pulseGen
+	if ch.stuck || ch.doorOpen {
+		return
+	}
+	if d.kind == Automaton && bd.busy {
+		return // the hatch is mechanically blocked while the carousel moves
+	}
+	ch.doorOpen = true
+	d.senseLocked(bd, c)
+	d.scheduleAutoCloseLocked(b, c)
+}
+
+// springDueLocked springs the door of an energised lock about to be
+// de-energised at now if its pulse lasted the mechanical delay: the door
+// opens by the clock, not by which of the spring's and the relock's timer
+// goroutines a loaded machine happens to run first.
+func (d *Device) springDueLocked(bd *board, b, c int, ch *channel, now time.Time) {
+	if ch.energised && d.opt.MechDelay < ch.releaseAt.Sub(ch.pulseAt) && !now.Before(ch.pulseAt.Add(d.opt.MechDelay)) {
+		d.springLocked(bd, b, c, ch)
+	}
+}
+
 func (d *Device) release(b, c, gen int) {
 	d.mu.Lock()
-	_, ch, _ := d.channelLocked(b, c)
+	defer d.flush()
+	bd, ch, _ := d.channelLocked(b, c)
 	if ch.pulseGen == gen && ch.energised {
+		d.springDueLocked(bd, b, c, ch, d.clk.Now())
 		ch.energised = false
 		ch.cooldownTill = d.clk.Now().Add(d.opt.Cooldown)
 	}
@@ -538,8 +569,9 @@ func (d *Device) RelockAll(b int, watchdog bool) error {
 	}
 	bd := d.boards[b]
 	now := d.clk.Now()
-	for _, ch := range bd.channels {
+	for i, ch := range bd.channels {
 		if ch.energised {
+			d.springDueLocked(bd, b, i, ch, now)
 			ch.energised = false
 			ch.pulseGen++
 			ch.cooldownTill = now.Add(d.opt.Cooldown)

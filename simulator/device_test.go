@@ -310,3 +310,85 @@ func TestRebootAndSeededFaultsReplay(t *testing.T) {
 		t.Fatalf("probability 2: %v", err)
 	}
 }
+
+// stalledClock is a clock whose timers have not run yet: the state of a
+// loaded machine where the goroutines of due timers wait for a CPU. fns
+// holds the pending timer functions in the order they were set.
+type stalledClock struct {
+	mu  sync.Mutex
+	now time.Time
+	fns []func()
+}
+
+func (c *stalledClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *stalledClock) AfterFunc(_ time.Duration, f func()) func() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.fns = append(c.fns, f)
+	return func() bool { return false }
+}
+func (c *stalledClock) advance(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
+
+// A relock or the pulse's own end that runs before the spring's timer
+// goroutine still finds the door sprung when the pulse lasted the
+// mechanical delay (a loaded machine once left a door shut this way, and
+// the system test's kill -9 waited for it in vain); a relock within the
+// delay cuts the pulse and the door stays shut; a pulse springs its door
+// once, whichever runs first.
+func TestDoorSpringsByTheClockNotByTimerOrder(t *testing.T) {
+	// pulsed returns a locker (mechanical delay 30 ms) whose lock b0/c1 is
+	// in a 300 ms pulse, advanced by after with no timer run yet.
+	pulsed := func(t *testing.T, after time.Duration) (*stalledClock, *Device) {
+		t.Helper()
+		clk := &stalledClock{now: time.Unix(0, 0)}
+		d := newLocker(t, Options{Channels: 2, MechDelay: 30 * time.Millisecond, Clock: clk})
+		if err := d.Pulse(PulseRequest{Board: 0, Channel: 1, Duration: 300 * time.Millisecond, CommandID: 1, Via: "api"}); err != nil {
+			t.Fatal(err)
+		}
+		clk.advance(after)
+		return clk, d
+	}
+	open := func(d *Device) bool { ch, _ := d.Channel(0, 1); return ch.DoorOpen }
+	relock := func(t *testing.T, d *Device) {
+		t.Helper()
+		if err := d.RelockAll(0, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("relock after the delay", func(t *testing.T) {
+		_, d := pulsed(t, 100*time.Millisecond)
+		relock(t, d)
+		if !open(d) {
+			t.Fatal("door shut after a relock 100 ms into the pulse, want open (mechanical delay 30 ms)")
+		}
+	})
+	t.Run("relock within the delay", func(t *testing.T) {
+		clk, d := pulsed(t, 10*time.Millisecond)
+		relock(t, d)
+		for _, f := range clk.fns {
+			f() // late timers of the cut pulse change nothing
+		}
+		if open(d) {
+			t.Fatal("door open after a relock 10 ms into the pulse, want shut (mechanical delay 30 ms)")
+		}
+	})
+	t.Run("pulse end before the spring's goroutine", func(t *testing.T) {
+		clk, d := pulsed(t, 300*time.Millisecond)
+		clk.fns[1]() // release
+		if !open(d) {
+			t.Fatal("door shut after a 300 ms pulse whose spring ran late, want open")
+		}
+	})
+	t.Run("one spring per pulse", func(t *testing.T) {
+		clk, d := pulsed(t, 50*time.Millisecond)
+		clk.fns[0]() // spring
+		if err := d.Close(0, 1); err != nil {
+			t.Fatal(err)
+		}
+		clk.advance(250 * time.Millisecond)
+		clk.fns[1]() // release
+		if open(d) {
+			t.Fatal("door closed during the pulse opened again at its end")
+		}
+	})
+}

@@ -497,8 +497,12 @@ func TestSystem(t *testing.T) {
 			if i >= 4 {
 				point = rng.IntN(4)
 			}
-			w.killDuringPickup(locker, point, time.Duration(rng.IntN(300))*time.Millisecond)
+			w.killDuringPickup(locker, point, time.Duration(rng.IntN(300))*time.Millisecond, false)
 		}
+		// The latch holds through the pulse (as when kluisd's start-up
+		// relock cuts it short before the latch releases): the door stays
+		// shut, the code is given back and the citizen's retry opens it.
+		w.killDuringPickup(locker, 0, 65*time.Millisecond, true)
 	})
 	step("staff document lookups bounded: 5 numbers not found end the session, each miss audited", nil, func(t *testing.T) {
 		if s := w.kioskPost(locker, "/kiosk/v1/staff/login", map[string]string{"pin": w.staffPIN}); s.State != "staff" {
@@ -565,15 +569,32 @@ var killPoints = []string{"right after the pulse", "door open", "document taken,
 
 // killDuringPickup runs a QR pickup at n and kills its kluisd with SIGKILL
 // at point (after delay), restarts it, lets the citizen finish and checks:
-// exactly one pulse at the right door, the document collected by the
-// device, the outbox empty.
-func (w *world) killDuringPickup(n *node, point int, delay time.Duration) {
+// exactly one pulse at the right door per attempt, the document collected
+// by the device, the outbox empty.
+//
+// A kill right after the pulse may be followed by the new kluisd's
+// start-up relock before the latch released (on the simulator: before its
+// mechanical delay ran out, which a loaded machine can stretch). The door
+// then stays shut and, as docs/kluisd.md "Pulse safety" says, kluisd
+// re-sends nothing, reports the door not opened (open_not_detected; or,
+// when its restart came too late for the relock to have cut the pulse,
+// pickup_not_collected from the item sensor), raises no pulse_uncertain,
+// and the backend keeps the code usable: the citizen tries again and that
+// attempt pulses once, with a fresh command id. held forces this case: the
+// lock is stuck through the pulse and freed before the retry.
+func (w *world) killDuringPickup(n *node, point int, delay time.Duration, held bool) {
 	t := w.t
 	t.Helper()
 	d := w.register("driving_licence", n.id)
 	w.load(d)
-	t.Logf("kill at %q +%v (compartment %d)", killPoints[point], delay, d.comp.Number)
+	t.Logf("kill at %q +%v (compartment %d, latch held %t)", killPoints[point], delay, d.comp.Number, held)
 	board, ch, _ := d.place()
+	if held {
+		if point != 0 {
+			t.Fatalf("a held latch needs kill point 0, not %d", point)
+		}
+		w.act(n.id, board, ch, "stuck", url.Values{"on": {"true"}})
+	}
 	p0 := w.pulseCount(n.id)
 	if s := w.kioskPost(n, "/kiosk/v1/pickup", map[string]string{"qr": d.mail.QR}); s.State != "open" && s.State != "presenting" {
 		t.Fatalf("pickup: kiosk shows %s (%s)", s.State, s.Message)
@@ -598,6 +619,19 @@ func (w *world) killDuringPickup(n *node, point int, delay time.Duration) {
 	n.proc.Kill()
 	w.startKluisd(n)
 	w.waitConnected(n)
+	pulses, firstID := p0, uint32(0)
+	if point == 0 && w.latchHeld(n, d, board, ch, held) {
+		// The first attempt pulsed once and ended with the door shut.
+		w.exactlyOnePulse(n.id, p0, board, ch)
+		if held {
+			w.act(n.id, board, ch, "stuck", url.Values{"on": {"false"}})
+		}
+		firstID = w.pulsesSince(n.id, p0)[0].CommandID
+		pulses = w.pulseCount(n.id)
+		if s := w.kioskPost(n, "/kiosk/v1/pickup", map[string]string{"qr": d.mail.QR}); s.State != "open" {
+			t.Fatalf("retry after the door stayed shut: kiosk shows %s (%s)", s.State, s.Message)
+		}
+	}
 	// The citizen finishes whatever is left: take the document, shut the door.
 	w.waitDoor(n.id, board, ch, point < 3)
 	if point < 3 {
@@ -609,7 +643,10 @@ func (w *world) killDuringPickup(n *node, point int, delay time.Duration) {
 	}
 	w.waitState(d, "collected")
 	w.waitBacklogEmpty(n)
-	w.exactlyOnePulse(n.id, p0, board, ch)
+	w.exactlyOnePulse(n.id, pulses, board, ch)
+	if p := w.pulsesSince(n.id, pulses)[0]; pulses != p0 && p.CommandID == firstID {
+		t.Fatalf("the retry pulsed with the first attempt's command id %d: want a fresh one", firstID)
+	}
 	// No event lost: the door's opening and closing and the outcome reached
 	// the backend, whenever kluisd died.
 	w.waitPickupEvents(d)
@@ -617,6 +654,62 @@ func (w *world) killDuringPickup(n *node, point int, delay time.Duration) {
 	if err != nil || c.DoorOpen || c.Item != "" {
 		t.Fatalf("after the pickup: %+v (%v)", c, err)
 	}
+}
+
+// latchHeld waits, after a kill right after d's pulse and kluisd's
+// restart, until the door is open or kluisd has ended the pickup with the
+// door shut (open_not_detected or pickup_not_collected audited for d), and
+// reports the latter. With the door shut it checks what the design
+// promises: the document still in its compartment, no pulse_uncertain
+// alarm, the code still usable. held says the latch was made to hold: the
+// door must then stay shut.
+func (w *world) latchHeld(n *node, d *doc, board, ch int, held bool) bool {
+	t := w.t
+	t.Helper()
+	shut, notOpened := false, false
+	testenv.MustPoll(t, 2*time.Minute, "door of "+d.number+" open, or its pickup ended with the door shut", func(ctx context.Context) (bool, string, error) {
+		c, err := w.sim.Truth(ctx, n.id, board, ch)
+		if err != nil {
+			return false, "", err
+		}
+		if c.DoorOpen {
+			return true, "", nil
+		}
+		recs, err := w.admin.Audit(ctx, apiclient.AuditQuery{Subject: "device:" + d.device, Max: maxAudit})
+		if err != nil {
+			return false, "", err
+		}
+		for _, r := range recs {
+			if r.Details["document"] == d.ID && (r.Action == "device.open_not_detected" || r.Action == "device.pickup_not_collected") {
+				shut, notOpened = true, r.Action == "device.open_not_detected"
+				return true, "", nil
+			}
+		}
+		return false, fmt.Sprintf("door shut, %d audit records, none ending the pickup", len(recs)), nil
+	})
+	if held && !shut {
+		t.Fatalf("door of %s open although its latch was held", d.number)
+	}
+	if !shut {
+		return false
+	}
+	t.Logf("the pulse did not open the door of %s before kluisd's restart: pickup ended with the door shut", d.number)
+	c, err := w.sim.Truth(context.Background(), n.id, board, ch)
+	if err != nil || c.DoorOpen || c.Item != d.label {
+		t.Fatalf("after the pickup ended with the door shut: %+v (%v), want shut with %q inside", c, err, d.label)
+	}
+	// Door not opened (the relock may have cut the pulse, or the same id
+	// was re-sent and the board did not pulse twice): no pulse_uncertain.
+	// pickup_not_collected follows a restart too late for the relock to
+	// have cut the pulse: the item sensor decides, and an intent without
+	// done older than resume_window is uncertain and alarmed by design.
+	if got, err := n.kluisd.Metric(context.Background(), "kluisd_alarms_total", `alarm="pulse_uncertain"`); notOpened && (err != nil || got != 0) {
+		t.Fatalf("pulse_uncertain alarms after the restart: %v (%v), want none", got, err)
+	}
+	if got, err := w.staff.Document(context.Background(), d.ID); err != nil || got.State != "notified" {
+		t.Fatalf("after the pickup ended with the door shut the backend shows %s (%v), want notified", got.State, err)
+	}
+	return true
 }
 
 // waitPickupEvents waits until the backend's audit trail has the door

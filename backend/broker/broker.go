@@ -68,7 +68,25 @@ type Options struct {
 	// it in time is disconnected and the packet dropped, counted in
 	// kluis_broker_dropped_total. Default 10 s.
 	WriteTimeout time.Duration
+	// MaxDeviceConnections caps the connections one device's credentials
+	// hold at once (each client id a session of its own: "{device}",
+	// "kluisd-{device}", "{device}.{anything}"); the next is refused with
+	// CONNACK "server unavailable". Taking over a session of the device's
+	// own (the same client id) is not a new one. Default 8; a kluisd holds
+	// one.
+	MaxDeviceConnections int
+	// MaxKeepAlive is the longest keep-alive a client may ask for, in
+	// seconds; a CONNECT with a longer one, or with 0 (never time out), is
+	// refused with CONNACK "identifier rejected", as Mosquitto's
+	// max_keepalive does (deploy/mosquitto/mosquitto.conf). Default 300.
+	MaxKeepAlive uint16
 }
+
+// Defaults of Options.
+const (
+	defaultMaxDeviceConnections = 8
+	defaultMaxKeepAlive         = 300
+)
 
 // Broker is a running embedded MQTT broker.
 type Broker struct {
@@ -107,9 +125,16 @@ func New(opts Options) (*Broker, error) {
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 10 * time.Second
 	}
+	if opts.MaxDeviceConnections <= 0 {
+		opts.MaxDeviceConnections = defaultMaxDeviceConnections
+	}
+	if opts.MaxKeepAlive == 0 {
+		opts.MaxKeepAlive = defaultMaxKeepAlive
+	}
 	log := opts.Logger.With("part", "broker")
 	m := newMetrics(opts.Registry)
 	srv := newServer(opts.Credentials, opts.CheckTimeout, opts.WriteTimeout, wire.MaxPayload+64<<10, log, m)
+	srv.maxPerDevice, srv.maxKeepAlive = opts.MaxDeviceConnections, opts.MaxKeepAlive
 	l, err := newListener("kluis-tcp", opts.Addr, opts.TLS, int64(opts.MaxConnections), opts.ConnectTimeout, log, m)
 	if err != nil {
 		return nil, fmt.Errorf("broker: listen on %s: %w", opts.Addr, err)
@@ -186,7 +211,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		authFail: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "kluis_broker_auth_failures_total", Help: "Connections refused by the embedded broker (bad credentials, client id or will)."}),
+			Name: "kluis_broker_auth_failures_total", Help: "Connections refused by the embedded broker (bad credentials, client id, will or keep-alive, or a device holding its maximum of connections)."}),
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kluis_broker_acl_denied_total", Help: "Publishes (write) and subscriptions or deliveries (read) refused by the ACL."}, []string{"access"}),
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{

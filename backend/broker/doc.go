@@ -41,7 +41,21 @@
 // Tasmota driver, devicelink) connects with a clean session, and the
 // CONNACK never claims a session present; QoS 1 messages not acknowledged
 // when a connection ends are not resent. A malformed packet closes the
-// connection (FuzzDecode fuzzes the decoder).
+// connection (FuzzDecode fuzzes the decoder). A packet's remaining length
+// is a promise, not bytes: a body over 4 KB grows as it arrives, so a
+// client that announces the limit and stalls costs what it sent; the
+// keep-alive (1.5 times the client's) bounds the wait for each whole
+// packet.
+//
+// What one client can hold is bounded, as Mosquitto's configuration
+// bounds it (deploy/mosquitto/mosquitto.conf): a keep-alive of 0 (never
+// time out) or over Options.MaxKeepAlive (300 s, max_keepalive) is
+// refused with CONNACK "identifier rejected", so a connection whose peer
+// vanished goes within 450 s; one device's credentials hold at most
+// Options.MaxDeviceConnections (8) connections at once, each client id a
+// session (Mosquitto, which takes the user name as client id, gives a
+// device one), the next refused "server unavailable", so a stolen device
+// password cannot take the whole fleet's places.
 //
 // The listener (listener.go) never stops accepting: an accept error such as EMFILE is
 // counted (kluis_broker_accept_errors_total), logged and retried with a

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -71,12 +72,32 @@ func readPacket(r *bufio.Reader, max int) (byte, []byte, error) {
 	if n > max {
 		return 0, nil, malformed("packet of %d bytes over the limit of %d", n, max)
 	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
+	if n <= eagerBody {
+		body := make([]byte, n)
+		if _, err := io.ReadFull(r, body); err != nil {
+			return 0, nil, unexpected(err)
+		}
+		return hdr, body, nil
+	}
+	// A remaining length is a promise, not bytes: the body grows with what
+	// arrives, so that a client announcing the limit and sending nothing
+	// more costs what it sent (at most twice over), not the limit.
+	var buf bytes.Buffer
+	buf.Grow(eagerBody)
+	got, err := io.CopyN(&buf, r, int64(n))
+	if got < int64(n) {
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
 		return 0, nil, unexpected(err)
 	}
-	return hdr, body, nil
+	return hdr, buf.Bytes(), nil
 }
+
+// eagerBody: a body up to this size is allocated whole before it is read
+// (every packet of a device but a code sync's result or a large event);
+// a larger one grows as it arrives.
+const eagerBody = 4 << 10
 
 func unexpected(err error) error {
 	if errors.Is(err, io.EOF) {

@@ -26,6 +26,8 @@ type server struct {
 	checkTimeout time.Duration
 	writeTimeout time.Duration
 	maxPacket    int
+	maxPerDevice int    // connections one device may hold (Options.MaxDeviceConnections)
+	maxKeepAlive uint16 // seconds (Options.MaxKeepAlive)
 	log          *slog.Logger
 	warn         *logLimiter // what clients can cause at will
 	m            *metrics
@@ -35,6 +37,7 @@ type server struct {
 	mu       sync.RWMutex
 	closed   bool
 	clients  map[string]*client   // connected, by sessionKey
+	devices  map[string]int       // connections held by each device (RoleDevice)
 	pending  map[*client]struct{} // not yet connected (before CONNACK)
 	exact    map[string][]*sub    // subscriptions without wildcards, by filter
 	wild     []*sub               // subscriptions with wildcards
@@ -81,7 +84,7 @@ var errDenied = errors.New("broker: publish denied")
 
 func newServer(creds CredentialsFunc, checkTimeout, writeTimeout time.Duration, maxPacket int, log *slog.Logger, m *metrics) *server {
 	return &server{creds: creds, checkTimeout: checkTimeout, writeTimeout: writeTimeout, maxPacket: maxPacket,
-		log: log, warn: newLogLimiter(log, time.Now), m: m, clients: map[string]*client{}, pending: map[*client]struct{}{},
+		log: log, warn: newLogLimiter(log, time.Now), m: m, clients: map[string]*client{}, devices: map[string]int{}, pending: map[*client]struct{}{},
 		exact: map[string][]*sub{}, retained: map[string]message{}}
 }
 
@@ -124,7 +127,10 @@ func (s *server) serve(conn net.Conn) {
 		_ = c.write([]byte{pktConnack << 4, 2, 0, code})
 		return
 	}
-	if !s.attach(c) {
+	if code := s.attach(c); code != connAccepted {
+		if code == connUnavailable {
+			_ = c.write([]byte{pktConnack << 4, 2, 0, code})
+		}
 		return
 	}
 	s.m.connected.Inc()
@@ -157,6 +163,9 @@ func (s *server) authenticate(c *client, p *connectPacket) byte {
 	}
 	if p.clientID == "" && !p.clean {
 		return refuse(connBadClientID, "empty client id without clean session")
+	}
+	if p.keepAlive == 0 || p.keepAlive > s.maxKeepAlive {
+		return refuse(connBadClientID, "keep-alive 0 or over the maximum")
 	}
 	ctx, cancel := context.WithTimeout(withClientAddr(context.Background(), c.conn), s.checkTimeout)
 	device, role, ok := s.creds(ctx, p.user, p.password)
@@ -203,15 +212,27 @@ func (c *client) sessionKey() string {
 
 // attach makes c the connection of its client id, closing the one it
 // replaces (a device reconnecting before its old connection was seen to
-// go; the old one's last will is not sent). It returns false when the
+// go; the old one's last will is not sent). It returns connUnavailable
+// when c's device holds its maximum of connections already (one it
+// replaces does not count), connAccepted otherwise, and 0xff when the
 // server is closed.
-func (s *server) attach(c *client) bool {
+func (s *server) attach(c *client) byte {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return false
+		return 0xff
 	}
 	old := s.clients[c.sessionKey()]
+	if c.role == RoleDevice && old == nil {
+		if s.devices[c.device] >= s.maxPerDevice {
+			s.mu.Unlock()
+			s.m.authFail.Inc()
+			s.warn.warn("connection refused", "reason", "the device holds its maximum of connections",
+				"device", c.device, "max", s.maxPerDevice, "remote", c.conn.RemoteAddr().String())
+			return connUnavailable
+		}
+		s.devices[c.device]++
+	}
 	s.clients[c.sessionKey()] = c
 	delete(s.pending, c)
 	s.mu.Unlock()
@@ -220,7 +241,7 @@ func (s *server) attach(c *client) bool {
 		_ = old.conn.Close()
 		s.log.Info("session taken over by a new connection", "client", safe(c.id))
 	}
-	return true
+	return connAccepted
 }
 
 // detach forgets c and its subscriptions, and sends its last will if it
@@ -231,6 +252,11 @@ func (s *server) detach(c *client) {
 	closing := s.closed
 	if s.clients[c.sessionKey()] == c {
 		delete(s.clients, c.sessionKey())
+		if c.role == RoleDevice {
+			if s.devices[c.device]--; s.devices[c.device] <= 0 {
+				delete(s.devices, c.device)
+			}
+		}
 	}
 	for _, sb := range c.subs {
 		s.removeLocked(sb)

@@ -111,16 +111,23 @@ func TestMalformedPacketsCloseTheConnection(t *testing.T) {
 		"PUBLISH QoS 1 id 0":        {login, packet(pktPublish<<4|2, str("kluis/v1/dev/dev-a/event"), []byte{0, 0})},
 		"PINGREQ with a body":       {login, packet(pktPingreq<<4, []byte{1})},
 	}
+	closesEach(t, b.Addr(), cases)
+	assert.NoError(t, connectErr(options(b.Addr(), "dev-a", "dev-a", "pw-dev-a")), "and still serves")
+}
+
+// closesEach sends each case's packets on a connection of its own and
+// expects the broker to close it.
+func closesEach(t *testing.T, addr string, cases map[string][][]byte) {
+	t.Helper()
 	for name, pkts := range cases {
 		t.Run(name, func(t *testing.T) {
-			rc := dialRaw(t, b.Addr())
+			rc := dialRaw(t, addr)
 			for _, p := range pkts {
 				_, _ = rc.c.Write(p)
 			}
 			assert.True(t, rc.closed(), "the broker closes the connection")
 		})
 	}
-	assert.NoError(t, connectErr(options(b.Addr(), "dev-a", "dev-a", "pw-dev-a")), "and still serves")
 }
 
 // An MQTT 5 CONNECT gets "unacceptable protocol version".
@@ -297,14 +304,15 @@ func FuzzDecode(f *testing.F) {
 	f.Add(packet(pktSubscribe<<4|2, []byte{0, 1}, str("a/+"), []byte{1}, str("$share/g/b/#"), []byte{0}))
 	f.Add(packet(pktUnsubscribe<<4|2, []byte{0, 1}, str("a/+")))
 	f.Add([]byte{0x10, 0xff, 0xff, 0xff, 0x7f})
+	f.Add(appendPublish(nil, "kluis/v1/dev/a/heartbeat", bytes.Repeat([]byte("h"), eagerBody+1), 0, false, false, 0))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bufio.NewReaderSize(bytes.NewReader(data), 16)
 		for {
-			hdr, body, err := readPacket(r, 4096)
+			hdr, body, err := readPacket(r, 2*eagerBody) // both ways of reading a body
 			if err != nil {
 				return
 			}
-			if len(body) > 4096 {
+			if len(body) > 2*eagerBody {
 				t.Fatalf("body of %d bytes over the limit", len(body))
 			}
 			switch hdr >> 4 {
@@ -346,7 +354,7 @@ func TestSlowClientIsDisconnected(t *testing.T) {
 	require.NoError(t, b.Start())
 	t.Cleanup(func() { _ = b.Close() })
 	slow := dialRaw(t, b.Addr())
-	slow.login("dev-a", "dev-a", "pw-dev-a", 0, "", "")
+	slow.login("dev-a", "dev-a", "pw-dev-a", 30, "", "")
 	slow.send(packet(pktSubscribe<<4|2, []byte{0, 1}, str("kluis/v1/dev/dev-a/cmd"), []byte{0}))
 	hdr, _ := slow.next()
 	require.Equal(t, byte(pktSuback<<4), hdr)

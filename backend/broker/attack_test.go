@@ -1,0 +1,182 @@
+package broker
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"kluis/deploy/dev/testenv"
+)
+
+// These tests come from attacking the broker at the packet level with a
+// raw TCP client (docs/security.md, "Probed and held").
+
+// stallingReader gives its bytes, then reports that nothing more came
+// (a client that announced a large packet and stopped sending).
+type stallingReader struct{ b []byte }
+
+func (s *stallingReader) Read(p []byte) (int, error) {
+	if len(s.b) == 0 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	n := copy(p, s.b)
+	s.b = s.b[n:]
+	return n, nil
+}
+
+// A remaining length is a promise, not bytes: a client that announced a
+// packet of 1 MB and sent 100 bytes of it cost the broker 1 MB at once
+// (the body was allocated before it was read), so a device's credentials
+// opening connections that each announce the limit and stall held
+// gigabytes (before CONNECT too: 64 KB each, for anyone). What a packet
+// costs now grows with what arrives.
+func TestAnnouncedLengthIsNotAllocated(t *testing.T) {
+	const announced = 1 << 20
+	hdr := appendLength([]byte{pktPublish << 4}, announced)
+	in := append(hdr, make([]byte, 100)...)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, _, err := readPacket(bufio.NewReaderSize(&stallingReader{b: in}, readBufferSize), announced)
+	runtime.ReadMemStats(&after)
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	assert.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(64<<10), "bytes allocated for 100 bytes received")
+
+	// and a whole packet still reads whole, in any chunks
+	body := bytes.Repeat([]byte("kluis"), 50_000)
+	whole := append(appendLength([]byte{pktPublish << 4}, len(body)), body...)
+	h, got, err := readPacket(bufio.NewReaderSize(io.MultiReader(bytes.NewReader(whole[:7]), bytes.NewReader(whole[7:])), 16), len(body))
+	require.NoError(t, err)
+	assert.Equal(t, byte(pktPublish<<4), h)
+	assert.Equal(t, body, got)
+}
+
+// One device's credentials held any number of connections, each with a
+// client id of its own ("{device}.1", "{device}.2", ...), up to the
+// broker's cap: the whole fleet's. Now a device holds at most
+// MaxDeviceConnections at once; the next is refused "server unavailable"
+// while another device still connects, and taking over one of its own
+// sessions (the same client id) is not a new connection.
+func TestDeviceConnectionsAreCapped(t *testing.T) {
+	b, _ := start(t)
+	held := make([]*rawClient, 0, defaultMaxDeviceConnections)
+	for i := range defaultMaxDeviceConnections {
+		rc := dialRaw(t, b.Addr())
+		rc.login(fmt.Sprintf("dev-a.%d", i), "dev-a", "pw-dev-a", 30, "", "")
+		held = append(held, rc)
+	}
+	over := dialRaw(t, b.Addr())
+	over.send(connectPkt("dev-a.extra", "dev-a", "pw-dev-a", 30, "", ""))
+	hdr, body := over.next()
+	assert.Equal(t, byte(pktConnack<<4), hdr)
+	assert.Equal(t, []byte{0, connUnavailable}, body, "one connection too many for dev-a")
+	assert.True(t, over.closed())
+
+	dialRaw(t, b.Addr()).login("dev-b", "dev-b", "pw-dev-b", 30, "", "")
+	again := dialRaw(t, b.Addr())
+	again.login("dev-a.0", "dev-a", "pw-dev-a", 30, "", "")
+	assert.True(t, held[0].closed(), "taken over")
+
+	_ = held[1].c.Close()
+	testenv.Eventually(t, "a place is free again", func() bool {
+		rc := dialRaw(t, b.Addr())
+		rc.send(connectPkt("dev-a.later", "dev-a", "pw-dev-a", 30, "", ""))
+		_, body := rc.next()
+		return body[1] == connAccepted
+	})
+}
+
+// A keep-alive of 0 (never time out) or beyond MaxKeepAlive let a
+// connection whose peer vanished without a FIN hold its place and its
+// device's session for hours or for ever. Refused, as Mosquitto does with
+// max_keepalive (deploy/mosquitto/mosquitto.conf): "identifier rejected".
+func TestKeepAliveIsBounded(t *testing.T) {
+	b, _ := start(t)
+	for _, ka := range []uint16{0, defaultMaxKeepAlive + 1, 65535} {
+		rc := dialRaw(t, b.Addr())
+		rc.send(connectPkt("dev-a", "dev-a", "pw-dev-a", ka, "", ""))
+		hdr, body := rc.next()
+		assert.Equal(t, byte(pktConnack<<4), hdr)
+		assert.Equal(t, []byte{0, connBadClientID}, body, "keep-alive %d", ka)
+		assert.True(t, rc.closed())
+	}
+	dialRaw(t, b.Addr()).login("dev-a", "dev-a", "pw-dev-a", defaultMaxKeepAlive, "", "")
+}
+
+// Probes that held (kept as tests so that they keep holding).
+func TestProbedAndHeld(t *testing.T) {
+	b, _ := start(t)
+	login := connectPkt("dev-a", "dev-a", "pw-dev-a", 30, "", "")
+	closes := map[string][][]byte{
+		"U+0000 in a PUBLISH topic":       {login, packet(pktPublish<<4, str("kluis/v1/dev/dev-a/event\x00"), []byte("x"))},
+		"U+0000 in a topic filter":        {login, packet(pktSubscribe<<4|2, []byte{0, 1}, str("kluis/\x00/#"), []byte{0})},
+		"surrogate half in a topic":       {login, packet(pktPublish<<4, str("kluis/\xed\xa0\x80"), []byte("x"))},
+		"SUBSCRIBE packet id 0":           {login, packet(pktSubscribe<<4|2, []byte{0, 0}, str("kluis/v1/dev/dev-a/cmd"), []byte{1})},
+		"SUBSCRIBE QoS 3":                 {login, packet(pktSubscribe<<4|2, []byte{0, 1}, str("kluis/v1/dev/dev-a/cmd"), []byte{3})},
+		"PUBLISH QoS 2 id 0":              {login, packet(pktPublish<<4|4, str("kluis/v1/dev/dev-a/event"), []byte{0, 0})},
+		"PUBLISH QoS 1 to another device": {login, packet(pktPublish<<4|2, str("kluis/v1/dev/dev-b/event"), []byte{0, 1})},
+		"PUBLISH QoS 1 on $SYS":           {login, packet(pktPublish<<4|2, str("$SYS/broker/x"), []byte{0, 1})},
+		"CONNECT level 3 named MQTT":      {packet(pktConnect<<4, str("MQTT"), []byte{3, 0xC2, 0, 30}, str("dev-a"), str("dev-a"), str("pw-dev-a"))},
+		"CONNECT will QoS 3":              {packet(pktConnect<<4, str("MQTT"), []byte{4, 0xC2 | 0x04 | 3<<3, 0, 30}, str("dev-a"), str("t"), str("w"), str("dev-a"), str("pw-dev-a"))},
+		"packet type 15 (MQTT 5 AUTH)":    {login, {0xf0, 0x00}},
+		"CONNECT with a 70 KB client id":  {connectPkt("dev-a."+strings.Repeat("x", 70<<10), "dev-a", "pw-dev-a", 30, "", "")},
+		"CONNECT trailing bytes":          {packet(pktConnect<<4, str("MQTT"), []byte{4, 0xC2, 0, 30}, str("dev-a"), str("dev-a"), str("pw-dev-a"), []byte{0})},
+	}
+	closesEach(t, b.Addr(), closes)
+
+	// client ids: empty (a device: not authorized); 60 KB under the
+	// device's prefix (accepted: bounded by the CONNECT's 64 KB and the
+	// device's connections)
+	empty := dialRaw(t, b.Addr())
+	empty.send(connectPkt("", "dev-a", "pw-dev-a", 30, "", ""))
+	_, body := empty.next()
+	assert.Equal(t, []byte{0, connNotAuthorized}, body, "empty client id")
+	dialRaw(t, b.Addr()).login("dev-a."+strings.Repeat("x", 60<<10), "dev-a", "pw-dev-a", 30, "", "")
+
+	// a remaining length or a body cut short waits for the rest no longer
+	// than the keep-alive allows
+	for _, part := range [][]byte{{pktPingreq << 4, 0x80}, {pktPublish << 4, 0x7f, 0, 1}} {
+		rc := dialRaw(t, b.Addr())
+		rc.login("dev-a.short", "dev-a", "pw-dev-a", 1, "", "")
+		rc.send(part)
+		assert.True(t, rc.closed(), "% x", part)
+	}
+
+	rc := dialRaw(t, b.Addr())
+	rc.login("dev-a", "dev-a", "pw-dev-a", 30, "", "")
+	// acknowledgements of nothing are ignored or answered, never fatal
+	rc.send(packet(pktPuback<<4, []byte{0x55, 0x55}))
+	rc.send(packet(pktPubcomp<<4, []byte{0x55, 0x56}))
+	rc.send(packet(pktPubrel<<4|2, []byte{0x55, 0x57}))
+	hdr, body := rc.next()
+	assert.Equal(t, byte(pktPubcomp<<4), hdr)
+	assert.Equal(t, []byte{0x55, 0x57}, body)
+	// thousands of filters in one SUBSCRIBE, every one outside dev-a's
+	// ACL: each refused, the connection kept, no subscription made
+	const n = 5000
+	filters := make([][]byte, 0, 2*n+1)
+	filters = append(filters, []byte{0, 2})
+	for i := range n {
+		f := []string{"#", "+/+/+/+/+", "kluis/v1/dev/dev-b/cmd", "$SYS/#", "$share/g/kluis/v1/dev/dev-a/cmd",
+			"kluis/v1/dev/+/cmd", "kluis/v1/dev/dev-a/#", "kluis/v1/dev/dev-a/event"}[i%8]
+		filters = append(filters, str(f), []byte{1})
+	}
+	rc.send(packet(pktSubscribe<<4|2, filters...))
+	hdr, body = rc.next()
+	require.Equal(t, byte(pktSuback<<4), hdr)
+	assert.Equal(t, append([]byte{0, 2}, bytes.Repeat([]byte{subackFailure}, n)...), body)
+	b.srv.mu.RLock()
+	assert.Empty(t, b.srv.wild, "no wildcard subscription")
+	assert.Empty(t, b.srv.exact, "no subscription")
+	b.srv.mu.RUnlock()
+	rc.send(packet(pktPingreq << 4))
+	hdr, _ = rc.next()
+	assert.Equal(t, byte(pktPingresp<<4), hdr, "still connected")
+}

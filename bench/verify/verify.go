@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -224,6 +225,23 @@ type cost struct {
 	parts          map[string]time.Duration // Kluis: the process's CPU by part, sampled (see sampleParts)
 	rtt            []time.Duration          // Kluis: each verification's round trip at the kiosk
 	sampler        time.Duration            // Kluis: the PostgreSQL CPU sampler's own thread, left out of client
+	heap           heapCounts               // Kluis: the process's heap allocations and collections
+}
+
+// heapCounts are the Go runtime's cumulative heap allocations (objects
+// and bytes) and completed collections (runtime/metrics).
+type heapCounts struct{ objects, bytes, gcs uint64 }
+
+func readHeapCounts() heapCounts {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}, {Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	var v [3]uint64
+	for i := range s {
+		if s[i].Value.Kind() == metrics.KindUint64 {
+			v[i] = s[i].Value.Uint64()
+		}
+	}
+	return heapCounts{v[0], v[1], v[2]}
 }
 
 func (r *rig) cost(n int, what string, client, server time.Duration, ops int64) {
@@ -251,13 +269,18 @@ func (r *rig) costNote(n int, what string) string {
 	if k.m.batches > 0 {
 		batch = fmt.Sprintf("; %.1f verifications per transaction (kluis_codes_verify_batched_total / kluis_codes_verify_batches_total)", k.m.batched/k.m.batches)
 	}
+	heap := ""
+	if k.heap.objects > 0 {
+		heap = fmt.Sprintf("; the process allocated %.0f objects (%.1f KB) per claim, %d collections in the phases",
+			float64(k.heap.objects)/float64(k.ops), float64(k.heap.bytes)/1000/float64(k.ops), k.heap.gcs)
+	}
 	split := ""
 	if len(k.parts) > 0 {
 		split = fmt.Sprintf(" (sampled: the backend and its broker %s, the simulated devices %s, the runtime and the rest %s)",
 			per(k.parts[partBackend], k.ops), per(k.parts[partDevices], k.ops), per(k.parts[""], k.ops))
 	}
-	return fmt.Sprintf("%d devices, CPU per claim: %s %s in kluis-bench's process (less its PostgreSQL CPU sampler's thread, %s)%s + %s in PostgreSQL; floor %s in pgbench + %s in PostgreSQL%s",
-		n, phaseTitle(what), per(k.client, k.ops), per(k.sampler, k.ops), split, per(k.server, k.ops), per(f.client, f.ops), per(f.server, f.ops), batch)
+	return fmt.Sprintf("%d devices, CPU per claim: %s %s in kluis-bench's process (less its PostgreSQL CPU sampler's thread, %s)%s + %s in PostgreSQL%s; floor %s in pgbench + %s in PostgreSQL%s",
+		n, phaseTitle(what), per(k.client, k.ops), per(k.sampler, k.ops), split, per(k.server, k.ops), heap, per(f.client, f.ops), per(f.server, f.ops), batch)
 }
 
 // latencyNote says where a verification's time went at the kiosk: its
@@ -700,6 +723,7 @@ func (r *rig) kluisRun(ctx context.Context, n int, o options, what string) (floa
 	m0 := r.batchMetrics(ctx)
 	prof := startSampling()
 	cpu0, pg := bench.SelfCPU(), bench.StartBackendCPU(r.dbName)
+	heap0 := readHeapCounts()
 	before := r.claims.Load()
 	var (
 		rttMu   sync.Mutex
@@ -708,15 +732,19 @@ func (r *rig) kluisRun(ctx context.Context, n int, o options, what string) (floa
 	)
 	defer func() {
 		server := pg.Stop()
+		heap1 := readHeapCounts()
 		r.cost(n, what, bench.SelfCPU()-cpu0-pg.Own(), server, r.claims.Load()-before)
-		r.costs[fmt.Sprintf("%d/%s", n, what)].sampler += pg.Own()
+		c := r.costs[fmt.Sprintf("%d/%s", n, what)]
+		c.sampler += pg.Own()
+		c.heap.objects += heap1.objects - heap0.objects
+		c.heap.bytes += heap1.bytes - heap0.bytes
+		c.heap.gcs += heap1.gcs - heap0.gcs
 		save := ""
 		if o.profile != "" {
 			r.phases++
 			save = filepath.Join(o.profile, fmt.Sprintf("%ddev-%s-%d.pprof", n, strings.ReplaceAll(what, ":", "-"), r.phases))
 		}
 		parts := prof.stop(save)
-		c := r.costs[fmt.Sprintf("%d/%s", n, what)]
 		c.m.add(r.batchMetrics(ctx).minus(m0))
 		c.rtt = append(c.rtt, rtt...)
 		if parts != nil {

@@ -18,15 +18,7 @@ import (
 // sockets), then measures Publish to one of them (docs/performance.md,
 // fleet).
 func BenchmarkSessions(b *testing.B) {
-	br, err := New(Options{Addr: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Credentials: func(_ context.Context, user, _ string) (string, Role, bool) { return user, RoleDevice, true }})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := br.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer br.Close()
+	br := startBenchBroker(b)
 	for _, k := range []string{"presence", "heartbeat", "event"} {
 		if err := br.Subscribe("kluis/v1/dev/+/"+k, func(string, []byte) {}); err != nil {
 			b.Fatal(err)
@@ -84,4 +76,109 @@ func BenchmarkSessions(b *testing.B) {
 	}
 	b.ReportMetric(per(after.HeapInuse, before.HeapInuse), "heap-B/session") // after b.Loop, which resets them
 	b.ReportMetric(per(after.StackInuse, before.StackInuse), "stack-B/session")
+}
+
+// startBenchBroker starts a broker that lets every device in, closed when
+// b ends.
+func startBenchBroker(b *testing.B) *Broker {
+	br, err := New(Options{Addr: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Credentials: func(_ context.Context, user, _ string) (string, Role, bool) { return user, RoleDevice, true }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := br.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = br.Close() })
+	return br
+}
+
+// BenchmarkRequestAnswer is one kiosk's verification as the broker carries
+// it (docs/performance.md, "Eighth pass"): a device publishes verify/req
+// at QoS 1 over TCP, the in-process subscriber hands it to a worker
+// goroutine (as devicelink does), the worker publishes verify/res at QoS
+// 1 to the device, and the device reads the PUBACK and the answer and
+// acknowledges the answer. Allocations are the whole process's, the
+// hand-written client's included (it allocates nothing per request).
+func BenchmarkRequestAnswer(b *testing.B) {
+	br := startBenchBroker(b)
+	const dev = "bench-001"
+	answer := []byte(`{"v":1,"id":"0190a0b0-0000-7000-8000-000000000000","result":"ok","document_id":"0190a0b0-0000-7000-8000-000000000001",` +
+		`"addr":{"board":0,"channel":1},"slot":1,"sig":"KR1.` + string(make([]byte, 220)) + `"}`)
+	for i := range answer {
+		if answer[i] == 0 {
+			answer[i] = 'A'
+		}
+	}
+	reqs := make(chan []byte, 64)
+	defer close(reqs)
+	go func() {
+		for range reqs {
+			if err := br.Publish("kluis/v1/dev/"+dev+"/verify/res", answer, false, 1); err != nil {
+				b.Error(err)
+			}
+		}
+	}()
+	if err := br.Subscribe("kluis/v1/dev/+/verify/req", func(_ string, p []byte) { reqs <- p }); err != nil {
+		b.Fatal(err)
+	}
+	c, err := net.Dial("tcp", br.Addr())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	step := func(p []byte) {
+		if _, err := c.Write(p); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := readPacket(r, 1<<20); err != nil {
+			b.Fatal(err)
+		}
+	}
+	step(connectPkt("kluisd-"+dev, dev, "pw", 30, "", ""))
+	step(packet(pktSubscribe<<4|2, []byte{0, 1}, str("kluis/v1/dev/"+dev+"/verify/res"), []byte{1}))
+	req := packet(pktPublish<<4|2, str("kluis/v1/dev/"+dev+"/verify/req"), []byte{0, 7},
+		[]byte(`{"v":1,"id":"0190a0b0-0000-7000-8000-000000000000","at":"2026-12-06T23:00:00.123456789Z","method":"qr","token":"K1.`+
+			string(make([]byte, 180))+`"}`))
+	ack := appendAck(nil, pktPuback<<4, 0)
+	var buf [1024]byte
+	read := func() (byte, []byte) {
+		hdr, err := r.ReadByte()
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, mult := 0, 1
+		for {
+			x, err := r.ReadByte()
+			if err != nil {
+				b.Fatal(err)
+			}
+			n += int(x&0x7f) * mult
+			if x&0x80 == 0 {
+				break
+			}
+			mult *= 128
+		}
+		if _, err := io.ReadFull(r, buf[:n]); err != nil {
+			b.Fatal(err)
+		}
+		return hdr, buf[:n]
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		for got := 0; got < 2; got++ {
+			hdr, body := read()
+			if hdr>>4 == pktPublish {
+				tl := int(body[0])<<8 | int(body[1])
+				ack[2], ack[3] = body[2+tl], body[3+tl]
+				if _, err := c.Write(ack); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
 }

@@ -6,16 +6,24 @@
 // Kluis: N simulated kiosks (paho clients with their own MQTT credentials)
 // each publish verify/req with a fresh signed QR token, wait for verify/res
 // and go on (closed loop, one request in flight per device, as a kiosk).
+// Like kluisd, a kiosk waits for the answer, not for the broker's PUBACK
+// of its request; unlike kluisd, and only where that costs the kiosk
+// alone, it reads its connection through a buffer and takes its answers
+// in paho's router goroutine (ordered) instead of a goroutine per answer.
 // Every answer must be ok: a token is used once. Every answer's signature
 // must hold as kluisd checks it (wire.VerifyResponseSig): checked after
 // each phase, since in production that check runs on the kiosk's CPU.
+//
+// The process's heap allocations per claim (objects and bytes, from
+// runtime/metrics) are reported beside its CPU per claim.
 //
 // The process's CPU per claim is also split by a CPU profile of each Kluis
 // phase, by the goroutines' label (part=backend: the backend and its
 // embedded broker; part=devices: the simulated kiosks; unlabelled: the Go
 // runtime's scheduler and collector, and the bench itself). With -profile
 // DIR each of those profiles is also written to DIR, for `go tool pprof
-// -tagfocus=part=backend`.
+// -tagfocus=part=backend`, with the allocation profiles before and after
+// the phase (`go tool pprof -sample_index=alloc_space -base`).
 //
 // Floor: pgbench with N clients runs the claim transaction on the same
 // database: mark one unused code used (the same codes table, a disjoint set

@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -64,7 +66,8 @@ func parse(args []string) (options, string, error) {
 	rounds := fs.Int("rounds", 3, "rounds (each runs every count against its floor, interleaved)")
 	mode := fs.String("batch-mode", "default", "the backend's QR batches: default, one (one batch at a time) or one2 (two at once: codes.Options.VerifyLeaders); "+
 		"comma-separated to pair them: each round then runs a Kluis phase per mode and one floor, interleaved")
-	profile := fs.String("profile", "", "directory to write each Kluis phase's CPU profile to (<devices>dev-<phase>-<n>.pprof, labelled part=backend/devices)")
+	profile := fs.String("profile", "", "directory to write each Kluis phase's CPU profile to (<devices>dev-<phase>-<n>.pprof, labelled part=backend/devices), "+
+		"and the allocation profiles before and after it (...allocs-before.pprof, ...allocs-after.pprof: pprof -base)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, "", err
 	}
@@ -448,6 +451,7 @@ type device struct {
 
 	mu      sync.Mutex
 	waiting map[string]chan wire.VerifyResponse
+	timeout *time.Timer // a request's 30 s, reused (the device's loop only)
 }
 
 // newDevice creates the device over the API with one compartment holding a
@@ -474,7 +478,8 @@ func (r *rig) newDevice(ctx context.Context, id, broker string, i int) (*device,
 			return nil, fmt.Errorf("%s document for %s: %w", step.name, id, err)
 		}
 	}
-	d := &device{id: id, documentID: doc.ID, waiting: map[string]chan wire.VerifyResponse{}}
+	d := &device{id: id, documentID: doc.ID, waiting: map[string]chan wire.VerifyResponse{}, timeout: time.NewTimer(time.Hour)}
+	d.timeout.Stop()
 	err := r.pool.QueryRow(ctx, `SELECT document_kind, compartment_id, compartment_number, offline_params
 		FROM codes WHERE document_id = $1::uuid AND device_id = $2 LIMIT 1`, doc.ID, id).
 		Scan(&d.documentKind, &d.compartmentID, &d.compartmentNumber, &d.offlineParams)
@@ -487,8 +492,15 @@ func (r *rig) newDevice(ctx context.Context, id, broker string, i int) (*device,
 	if err := r.call(ctx, "POST", "/api/v1/devices/"+id+"/mqtt-password", nil, &pw); err != nil {
 		return nil, err
 	}
+	// The kiosk's client does what kluisd's does (controller/link) and no
+	// more, cheaper where that costs the kiosk alone: it reads its
+	// connection through a buffer (paho reads a packet's header a byte at
+	// a time: three read system calls a packet without one) and runs its
+	// answer handler, which never blocks, in paho's router goroutine
+	// (ordered) rather than in a goroutine of its own per answer.
 	o := paho.NewClientOptions().AddBroker("tcp://" + broker).SetClientID(id).SetUsername(id).SetPassword(pw.Password).
-		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectTimeout(20 * time.Second).SetOrderMatters(false)
+		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectTimeout(20 * time.Second).SetOrderMatters(true).
+		SetCustomOpenConnectionFn(dialBuffered)
 	topic, _ := wire.TopicFor(id, wire.KindVerifyRes)
 	o.SetOnConnectHandler(func(c paho.Client) {
 		c.Subscribe(topic, 1, d.onResponse)
@@ -506,6 +518,30 @@ func (r *rig) newDevice(ctx context.Context, id, broker string, i int) (*device,
 	return d, nil
 }
 
+// dialBuffered is the kiosks' paho connection: TCP read through a
+// buffer (bufConn).
+func dialBuffered(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
+	d := net.Dialer{Timeout: o.ConnectTimeout}
+	c, err := d.Dial("tcp", uri.Host)
+	if err != nil {
+		return nil, err
+	}
+	return &bufConn{Conn: c, r: bufio.NewReaderSize(c, 4096)}, nil
+}
+
+// bufConn reads a connection through a buffer.
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// onResponse runs in paho's router goroutine and never blocks (one
+// waiter per request id, its channel buffered). It reads the answer with
+// encoding/json alone; kluisd's wire.Decode also checks its shape
+// (an answer with an address is not flat: read twice), which a kiosk pays
+// and the signature check after the phase makes moot here.
 func (d *device) onResponse(_ paho.Client, m paho.Message) {
 	var res wire.VerifyResponse
 	if err := json.Unmarshal(m.Payload(), &res); err != nil {
@@ -521,7 +557,10 @@ func (d *device) onResponse(_ paho.Client, m paho.Message) {
 }
 
 // verify sends one request and waits for its answer; it returns the
-// request's id and the answer.
+// request's id and the answer. Like kluisd (controller/link's request),
+// it waits for the answer, not for the broker's PUBACK of the request
+// (the PUBACK comes first; waiting for it too woke the kiosk twice);
+// a publish that failed is reported when no answer came.
 func (d *device) verify(ctx context.Context, token string) (string, wire.VerifyResponse, error) {
 	id := wire.NewID(time.Now())
 	ch := make(chan wire.VerifyResponse, 1)
@@ -538,13 +577,16 @@ func (d *device) verify(ctx context.Context, token string) (string, wire.VerifyR
 		return id, wire.VerifyResponse{}, err
 	}
 	topic, _ := wire.TopicFor(d.id, wire.KindVerifyReq)
-	if tok := d.c.Publish(topic, 1, false, b); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		return id, wire.VerifyResponse{}, fmt.Errorf("publish: %v", tok.Error())
-	}
+	tok := d.c.Publish(topic, 1, false, b)
+	d.timeout.Reset(30 * time.Second)
+	defer d.timeout.Stop()
 	select {
 	case res := <-ch:
 		return id, res, nil
-	case <-time.After(30 * time.Second):
+	case <-d.timeout.C:
+		if tok.Error() != nil {
+			return id, wire.VerifyResponse{}, fmt.Errorf("publish: %w", tok.Error())
+		}
 		return id, wire.VerifyResponse{}, errors.New("no answer within 30 s")
 	case <-ctx.Done():
 		return id, wire.VerifyResponse{}, ctx.Err()
@@ -721,6 +763,10 @@ func (r *rig) kluisPhase(ctx context.Context, n int, o options, what string) (fl
 // kluisRun is kluisPhase's measured part: the rate and every answer.
 func (r *rig) kluisRun(ctx context.Context, n int, o options, what string) (float64, []answer, error) {
 	m0 := r.batchMetrics(ctx)
+	var allocs0 bytes.Buffer // with -profile: the allocation profile before the phase
+	if o.profile != "" {
+		_ = pprof.Lookup("allocs").WriteTo(&allocs0, 0)
+	}
 	prof := startSampling()
 	cpu0, pg := bench.SelfCPU(), bench.StartBackendCPU(r.dbName)
 	heap0 := readHeapCounts()
@@ -743,6 +789,15 @@ func (r *rig) kluisRun(ctx context.Context, n int, o options, what string) (floa
 		if o.profile != "" {
 			r.phases++
 			save = filepath.Join(o.profile, fmt.Sprintf("%ddev-%s-%d.pprof", n, strings.ReplaceAll(what, ":", "-"), r.phases))
+			// The allocation profiles before and after the phase, for
+			// go tool pprof -sample_index=alloc_space -base <before> <after>
+			// (best effort, like the CPU profile).
+			var allocs1 bytes.Buffer
+			if pprof.Lookup("allocs").WriteTo(&allocs1, 0) == nil {
+				base := strings.TrimSuffix(save, ".pprof")
+				_ = os.WriteFile(base+".allocs-before.pprof", allocs0.Bytes(), 0o644)
+				_ = os.WriteFile(base+".allocs-after.pprof", allocs1.Bytes(), 0o644)
+			}
 		}
 		parts := prof.stop(save)
 		c.m.add(r.batchMetrics(ctx).minus(m0))

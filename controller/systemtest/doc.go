@@ -10,7 +10,7 @@
 // simulator's control API, the mail drop (QR images decoded with gozxing,
 // PINs read from the text) and signals: SIGKILL of a backend that is also
 // the broker in the middle of a pickup, SIGKILL of kluisd at seeded points
-// of pickups, and SIGKILL of a private Mosquitto (deploy/mosquitto's
+// of pickups (TestKluisdKill), and SIGKILL of a private Mosquitto (deploy/mosquitto's
 // configuration, per-device passwords and ACLs) while the backend and
 // kluisd stay up (TestBrokerRestart). TestBrokerTLS runs the same
 // configuration's TLS listener (certificates made by the test) with kluisd

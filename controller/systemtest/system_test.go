@@ -49,28 +49,7 @@ func TestSystem(t *testing.T) {
 		loadQR    = "staff loading and QR pickup"
 		expired   = "expired code"
 	)
-	failed := map[string]bool{}
-	// step runs fn as the subtest name, unless a step it needs failed.
-	step := func(name string, needs []string, fn func(t *testing.T)) {
-		ok := t.Run(name, func(st *testing.T) {
-			for _, n := range needs {
-				if failed[n] {
-					failed[name] = true
-					st.Skipf("skipped: it builds on %q, which failed", n)
-				}
-			}
-			w.t = st
-			defer func() { w.t = t }()
-			fn(st)
-		})
-		if !ok {
-			failed[name] = true
-			t.Logf("--- kluisd %s ---\n%s", lockerID, locker.proc.Tail(4000))
-			t.Logf("--- kluisd %s ---\n%s", autoID, auto.proc.Tail(3000))
-			t.Logf("--- kluis-backend ---\n%s", w.backend.Tail(4000))
-			w.setStraight()
-		}
-	}
+	step := w.steps(t)
 
 	// The only residence card gets the backend's short exact pickup period
 	// (-pickup-period residence_card=expiryPeriod) and is loaded first: the
@@ -482,28 +461,6 @@ func TestSystem(t *testing.T) {
 		w.waitAudit(autoID, "device.alarm_cleared", "board_unreachable")
 		w.waitMetricAbove(auto, "kluisd_board_errors_total", `board="0"`, 0)
 	})
-	step("kill -9 of kluisd during pickups: no lost event, no double pulse", nil, func(t *testing.T) {
-		kills, seed := 4, int64(1)
-		if os.Getenv("KLUIS_LONG") == "1" {
-			kills = 100
-		}
-		if v, err := strconv.ParseInt(os.Getenv("KLUIS_SEED"), 10, 64); err == nil {
-			seed = v
-		}
-		t.Logf("%d kills, KLUIS_SEED=%d", kills, seed)
-		rng := rand.New(rand.NewPCG(uint64(seed), 0x6b6c756973))
-		for i := 0; i < kills; i++ {
-			point := i % 4
-			if i >= 4 {
-				point = rng.IntN(4)
-			}
-			w.killDuringPickup(locker, point, time.Duration(rng.IntN(300))*time.Millisecond, false)
-		}
-		// The latch holds through the pulse (as when kluisd's start-up
-		// relock cuts it short before the latch releases): the door stays
-		// shut, the code is given back and the citizen's retry opens it.
-		w.killDuringPickup(locker, 0, 65*time.Millisecond, true)
-	})
 	step("staff document lookups bounded: 5 numbers not found end the session, each miss audited", nil, func(t *testing.T) {
 		if s := w.kioskPost(locker, "/kiosk/v1/staff/login", map[string]string{"pin": w.staffPIN}); s.State != "staff" {
 			t.Fatalf("staff login: %s", s.State)
@@ -538,30 +495,110 @@ func TestSystem(t *testing.T) {
 		}
 		w.kioskPost(locker, "/kiosk/v1/staff/logout", nil)
 	})
-	step("every door shut, audit chain intact", nil, func(t *testing.T) {
-		w.allShut(lockerID)
-		var rep struct {
-			OK     bool   `json:"ok"`
-			Reason string `json:"reason"`
-		}
-		if err := w.admin.Do(ctx, "GET", "/api/v1/audit/verify", nil, &rep); err != nil || !rep.OK {
-			t.Fatalf("audit chain: %+v (%v)", rep, err)
-		}
-		for _, n := range w.nodes {
-			w.waitBacklogEmpty(n)
-		}
-		// Built with -race under go test -race: kluisd must have no race.
-		for _, n := range w.nodes {
-			if strings.Contains(n.proc.Tail(1<<30), "WARNING: DATA RACE") {
-				t.Errorf("kluisd %s reported a data race:\n%s", n.id, n.proc.Tail(8000))
+	step("every door shut, audit chain intact", nil, w.endChecks)
+}
+
+// steps returns the step runner of a test sharing one world w: step runs
+// fn as a subtest of t named name, unless a step it needs failed (then it
+// is skipped and says why). A failed step logs the end of every process's
+// log and sets the world straight, so the steps that do not build on it
+// still run.
+func (w *world) steps(t *testing.T) func(name string, needs []string, fn func(t *testing.T)) {
+	failed := map[string]bool{}
+	return func(name string, needs []string, fn func(t *testing.T)) {
+		ok := t.Run(name, func(st *testing.T) {
+			for _, n := range needs {
+				if failed[n] {
+					failed[name] = true
+					st.Skipf("skipped: it builds on %q, which failed", n)
+				}
 			}
-		}
-		for _, p := range []*proc{w.backend, w.simProc} {
-			if strings.Contains(p.Tail(1<<30), "WARNING: DATA RACE") {
-				t.Logf("%s reported a data race (not kluisd's):\n%s", p.Name, p.Tail(8000))
+			w.t = st
+			defer func() { w.t = t }()
+			fn(st)
+		})
+		if !ok {
+			failed[name] = true
+			for _, id := range []string{lockerID, autoID} {
+				if n := w.nodes[id]; n != nil {
+					t.Logf("--- kluisd %s ---\n%s", id, n.proc.Tail(4000))
+				}
 			}
+			t.Logf("--- kluis-backend ---\n%s", w.backend.Tail(4000))
+			w.setStraight()
 		}
+	}
+}
+
+// endChecks is the last step of a test sharing one world: every door of
+// the locker shut, the audit chain intact, every kluisd's outbox empty,
+// and no data race reported by the -race built kluisd (in the whole log,
+// across restarts).
+func (w *world) endChecks(t *testing.T) {
+	ctx := context.Background()
+	w.allShut(lockerID)
+	var rep struct {
+		OK     bool   `json:"ok"`
+		Reason string `json:"reason"`
+	}
+	if err := w.admin.Do(ctx, "GET", "/api/v1/audit/verify", nil, &rep); err != nil || !rep.OK {
+		t.Fatalf("audit chain: %+v (%v)", rep, err)
+	}
+	for _, n := range w.nodes {
+		w.waitBacklogEmpty(n)
+	}
+	// Built with -race under go test -race: kluisd must have no race.
+	for _, n := range w.nodes {
+		if strings.Contains(n.proc.Tail(1<<30), "WARNING: DATA RACE") {
+			t.Errorf("kluisd %s reported a data race:\n%s", n.id, n.proc.Tail(8000))
+		}
+	}
+	for _, p := range []*proc{w.backend, w.simProc} {
+		if strings.Contains(p.Tail(1<<30), "WARNING: DATA RACE") {
+			t.Logf("%s reported a data race (not kluisd's):\n%s", p.Name, p.Tail(8000))
+		}
+	}
+}
+
+// TestKluisdKill kills the locker's kluisd with SIGKILL at seeded points
+// of pickups (right after the pulse, door open, document taken, door
+// closed; then once with the latch held through the pulse), restarts it
+// and checks each time: exactly one pulse per attempt at the right door,
+// the document collected by the device, no event lost, the outbox empty.
+// It was a step of TestSystem; on a world of its own (the locker alone) it
+// runs beside it, so that the package's parallel tests balance.
+// KLUIS_LONG=1 runs 100 kills, KLUIS_SEED replays a run.
+func TestKluisdKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("system test: starts the backend, the simulator and kluisd")
+	}
+	parallelWorld(t)
+	w := newWorldWith(t, worldOptions{lockerOnly: true})
+	locker := w.nodes[lockerID]
+	step := w.steps(t)
+	step("kill -9 of kluisd during pickups: no lost event, no double pulse", nil, func(t *testing.T) {
+		kills, seed := 4, int64(1)
+		if os.Getenv("KLUIS_LONG") == "1" {
+			kills = 100
+		}
+		if v, err := strconv.ParseInt(os.Getenv("KLUIS_SEED"), 10, 64); err == nil {
+			seed = v
+		}
+		t.Logf("%d kills, KLUIS_SEED=%d", kills, seed)
+		rng := rand.New(rand.NewPCG(uint64(seed), 0x6b6c756973))
+		for i := 0; i < kills; i++ {
+			point := i % 4
+			if i >= 4 {
+				point = rng.IntN(4)
+			}
+			w.killDuringPickup(locker, point, time.Duration(rng.IntN(300))*time.Millisecond, false)
+		}
+		// The latch holds through the pulse (as when kluisd's start-up
+		// relock cuts it short before the latch releases): the door stays
+		// shut, the code is given back and the citizen's retry opens it.
+		w.killDuringPickup(locker, 0, 65*time.Millisecond, true)
 	})
+	step("every door shut, audit chain intact", nil, w.endChecks)
 }
 
 // Kill points of killDuringPickup.

@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
@@ -606,6 +607,7 @@ const (
 	partLabel   = "part"
 	partBackend = "backend" // the backend and its embedded broker
 	partDevices = "devices" // the simulated devices (paho clients)
+	partSampler = "sampler" // the bench's PostgreSQL CPU sampler (left out of the process's figure)
 )
 
 // sampling is a CPU profile of one Kluis phase, nil when another profile
@@ -765,10 +767,16 @@ func (r *rig) kluisRun(ctx context.Context, n int, o options, what string) (floa
 	m0 := r.batchMetrics(ctx)
 	var allocs0 bytes.Buffer // with -profile: the allocation profile before the phase
 	if o.profile != "" {
+		runtime.GC() // the allocation profile is as of the last collection: make it now
 		_ = pprof.Lookup("allocs").WriteTo(&allocs0, 0)
 	}
 	prof := startSampling()
-	cpu0, pg := bench.SelfCPU(), bench.StartBackendCPU(r.dbName)
+	cpu0 := bench.SelfCPU()
+	var pg *bench.BackendCPU
+	// The sampler's goroutine carries its own label, so that the profile's
+	// unlabelled part ("the runtime and the rest") leaves it out, as the
+	// process's CPU per claim does.
+	pprof.Do(ctx, pprof.Labels(partLabel, partSampler), func(context.Context) { pg = bench.StartBackendCPU(r.dbName) })
 	heap0 := readHeapCounts()
 	before := r.claims.Load()
 	var (
@@ -793,6 +801,7 @@ func (r *rig) kluisRun(ctx context.Context, n int, o options, what string) (floa
 			// go tool pprof -sample_index=alloc_space -base <before> <after>
 			// (best effort, like the CPU profile).
 			var allocs1 bytes.Buffer
+			runtime.GC()
 			if pprof.Lookup("allocs").WriteTo(&allocs1, 0) == nil {
 				base := strings.TrimSuffix(save, ".pprof")
 				_ = os.WriteFile(base+".allocs-before.pprof", allocs0.Bytes(), 0o644)

@@ -5,9 +5,15 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"log/slog"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -179,4 +185,91 @@ func TestProbedAndHeld(t *testing.T) {
 	rc.send(packet(pktPingreq << 4))
 	hdr, _ = rc.next()
 	assert.Equal(t, byte(pktPingresp<<4), hdr, "still connected")
+}
+
+// A device that floods requests and never reads its answers held every
+// worker that answers for the whole fleet: the first answer it did not
+// take blocked its worker for Options.WriteTimeout, and every other
+// worker that picked one of its requests waited behind that one for the
+// client's write lock, so another device's request waited as long (the
+// backend's device link answers with 64 workers from one queue, which a
+// flood fills). Now a message that cannot have the client's write lock
+// within a second is dropped (counted in kluis_broker_dropped_total), and
+// one for a client whose write has been stuck that long is dropped at
+// once: a stuck client holds one publisher, the rest go on.
+func TestStalledReaderDoesNotHoldThePublishers(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	b, err := New(Options{Addr: "127.0.0.1:0", Credentials: testCreds, WriteTimeout: time.Minute,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: reg})
+	require.NoError(t, err)
+	require.NoError(t, b.Start())
+	t.Cleanup(func() { _ = b.Close() })
+
+	// the device link in small: a queue and workers answering each request
+	const workers = 4
+	queue := make(chan string, 4)
+	stop := make(chan struct{})
+	var busySince [workers]atomic.Int64 // when a worker's answer began, 0 when idle
+	big := make([]byte, 1<<20)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { close(stop); _ = b.Close(); wg.Wait() })
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				case topic := <-queue:
+					answer := []byte("ok")
+					if strings.Contains(topic, "/dev-a/") {
+						answer = big
+					}
+					busySince[w].Store(time.Now().UnixNano())
+					_ = b.Publish(strings.TrimSuffix(topic, "/req")+"/res", answer, false, 1)
+					busySince[w].Store(0)
+				}
+			}
+		}()
+	}
+	require.NoError(t, b.Subscribe("kluis/v1/dev/+/verify/req", func(topic string, _ []byte) {
+		select {
+		case queue <- topic:
+		case <-stop:
+		}
+	}))
+
+	flooder := dialRaw(t, b.Addr())
+	flooder.login("dev-a", "dev-a", "pw-dev-a", 30, "", "")
+	flooder.send(packet(pktSubscribe<<4|2, []byte{0, 1}, str("kluis/v1/dev/dev-a/verify/res"), []byte{1}))
+	hdr, _ := flooder.next()
+	require.Equal(t, byte(pktSuback<<4), hdr)
+	go func() { // and never reads again
+		req := packet(pktPublish<<4, str("kluis/v1/dev/dev-a/verify/req"), []byte(`{"v":1}`))
+		for range 200 {
+			if _, err := flooder.c.Write(req); err != nil {
+				return
+			}
+		}
+	}()
+	testenv.Eventually(t, "an answer to the flooder is stuck", func() bool {
+		for w := range workers {
+			if s := busySince[w].Load(); s != 0 && time.Since(time.Unix(0, s)) > 2*time.Second {
+				return true
+			}
+		}
+		return false
+	})
+
+	other := dialRaw(t, b.Addr())
+	other.login("dev-b", "dev-b", "pw-dev-b", 30, "", "")
+	other.send(packet(pktSubscribe<<4|2, []byte{0, 1}, str("kluis/v1/dev/dev-b/verify/res"), []byte{1}))
+	hdr, _ = other.next()
+	require.Equal(t, byte(pktSuback<<4), hdr)
+	other.send(packet(pktPublish<<4, str("kluis/v1/dev/dev-b/verify/req"), []byte(`{"v":1}`)))
+	hdr, body := other.next() // within mqtttest.Wait, long before the flooder's write times out
+	assert.Equal(t, byte(pktPublish<<4|2), hdr)
+	assert.True(t, bytes.HasSuffix(body, []byte("ok")), "dev-b's answer")
+	assert.Positive(t, metric(t, reg, "kluis_broker_dropped_total", "", ""), "the flooder's answers dropped")
 }

@@ -7,6 +7,11 @@
 // publishes it, under each client's write lock with a write deadline
 // (Options.WriteTimeout): a client that does not take it in time is
 // disconnected and the message counted in kluis_broker_dropped_total.
+// A publisher waits at most a second for that lock, and not at all once
+// the write holding it has been stuck for a second: its message to that
+// client is dropped (counted the same), so a client that floods requests
+// and reads no answers holds one of the goroutines that answer the fleet,
+// not all of them.
 //
 // Every client authenticates with a user name and password, checked by the
 // Credentials function (backend/devicelink's credential table in

@@ -66,10 +66,44 @@ type client struct {
 	subs     []*sub              // guarded by s.mu
 	replaced atomic.Bool         // a newer connection took its client id
 
-	wmu    sync.Mutex
-	dead   bool   // a write failed; the connection is closed
-	nextID uint16 // of the last QoS 1 PUBLISH sent
+	wlock   chan struct{} // the write lock (capacity 1); see lock
+	writing atomic.Int64  // when the write under way began (Unix ns), 0 when none
+	dead    bool          // a write failed; the connection is closed (under wlock)
+	nextID  uint16        // of the last QoS 1 PUBLISH sent (under wlock)
 }
+
+// lockWait bounds the wait for a client's write lock. A write that holds
+// it longer is stuck on a client that does not read: whoever has a message
+// for that client then drops it (errCongested) instead of waiting for the
+// write timeout behind it, so a client that floods requests and reads no
+// answers holds one publisher, not every one that answers it.
+const lockWait = time.Second
+
+// errCongested: the client's write lock was not free within lockWait.
+var errCongested = errors.New("broker: a write to the client has been stuck for over a second")
+
+// lock takes c's write lock, or returns false when a write to c has been
+// under way for lockWait already or does not end within it.
+func (c *client) lock() bool {
+	select {
+	case c.wlock <- struct{}{}:
+		return true
+	default:
+	}
+	if since := c.writing.Load(); since != 0 && time.Since(time.Unix(0, since)) >= lockWait {
+		return false
+	}
+	t := time.NewTimer(lockWait)
+	defer t.Stop()
+	select {
+	case c.wlock <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+func (c *client) unlock() { <-c.wlock }
 
 // maxConnectSize bounds the first packet, read before the client is
 // authenticated.
@@ -90,7 +124,7 @@ func newServer(creds CredentialsFunc, checkTimeout, writeTimeout time.Duration, 
 
 // serve runs one connection until it ends.
 func (s *server) serve(conn net.Conn) {
-	c := &client{s: s, conn: conn}
+	c := &client{s: s, conn: conn, wlock: make(chan struct{}, 1)}
 	defer conn.Close()
 	s.mu.Lock()
 	if s.closed {
@@ -540,6 +574,11 @@ func (s *server) publish(m message) {
 		}
 		if err := t.c.deliver(m.topic, m.payload, min(m.qos, t.qos), false); err != nil {
 			s.m.dropped.Inc()
+			if errors.Is(err, errCongested) {
+				s.warn.warn("message to a client dropped: a write to it is stuck (it does not read); it is disconnected when that write times out",
+					"client", safe(t.c.id), "topic", safe(m.topic))
+				continue
+			}
 			s.log.Warn("message to a client dropped: writing to it failed; it is disconnected",
 				"client", safe(t.c.id), "topic", safe(m.topic), "err", err)
 		}
@@ -578,10 +617,12 @@ func (s *server) pickShared(targets []*sub) []*sub {
 
 // deliver writes one PUBLISH to c.
 func (c *client) deliver(topic string, payload []byte, qos byte, retain bool) error {
+	if !c.lock() {
+		return errCongested
+	}
+	defer c.unlock()
 	bp := packetPool.Get().(*[]byte)
 	defer packetPool.Put(bp)
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	var id uint16
 	if qos > 0 {
 		c.nextID++
@@ -598,8 +639,10 @@ func (c *client) deliver(topic string, payload []byte, qos byte, retain bool) er
 var packetPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 func (c *client) write(b []byte) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	if !c.lock() {
+		return errCongested
+	}
+	defer c.unlock()
 	return c.writeLocked(b)
 }
 
@@ -607,8 +650,12 @@ func (c *client) writeLocked(b []byte) error {
 	if c.dead {
 		return net.ErrClosed
 	}
-	_ = c.conn.SetWriteDeadline(time.Now().Add(c.s.writeTimeout))
-	if _, err := c.conn.Write(b); err != nil {
+	now := time.Now()
+	_ = c.conn.SetWriteDeadline(now.Add(c.s.writeTimeout))
+	c.writing.Store(now.UnixNano())
+	_, err := c.conn.Write(b)
+	c.writing.Store(0)
+	if err != nil {
 		c.dead = true
 		_ = c.conn.Close()
 		return err

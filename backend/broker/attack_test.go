@@ -273,3 +273,13 @@ func TestStalledReaderDoesNotHoldThePublishers(t *testing.T) {
 	assert.True(t, bytes.HasSuffix(body, []byte("ok")), "dev-b's answer")
 	assert.Positive(t, metric(t, reg, "kluis_broker_dropped_total", "", ""), "the flooder's answers dropped")
 }
+
+// Topics that look like a device's own but are not: refused both ways.
+func TestAllowedRefusesLookalikes(t *testing.T) {
+	for _, tp := range []string{"kluis/v1/dev/dev-a/event/", "kluis/v1/dev/dev-a/verify/req/x", "kluis//v1/dev/dev-a/event",
+		"/kluis/v1/dev/dev-a/event", "kluis/v1/dev/dev-a/../dev-b/event", "kluis/v1/dev/dev-a/verify",
+		"kluis/v1/dev/DEV-A/event", "kluis/v1/dev/dev-a/event\u200b", "kluis/v2/dev/dev-a/event"} {
+		assert.False(t, Allowed(RoleDevice, "dev-a", tp, true), tp)
+		assert.False(t, Allowed(RoleDevice, "dev-a", tp, false), tp)
+	}
+}

@@ -324,3 +324,47 @@ func TestObserverToldOfRecordedPresence(t *testing.T) {
 	testenv.Eventually(t, "the offline presence observed", func() bool { return len(obs.list()) == 3 })
 	assert.Equal(t, []string{dev + " presence online true", dev + " heartbeat v17 true", dev + " presence offline true"}, obs.list())
 }
+
+// An event's time is the device's clock, which reaches back (an event
+// journaled offline a week ago is reported when the device is back) but
+// cannot run ahead of the backend's: an event dated 9999 (a device's
+// stolen password, or a real-time clock reset to a far year before NTP)
+// was recorded and audited at that date, and the fleet page takes a
+// device's latest alarm or alarm_cleared by that time, so one
+// alarm_cleared dated 9999 hid every later alarm of the same kind and
+// place from the technicians for good. An event dated more than
+// wire.CommandSkew ahead is recorded and handed on at the time it
+// arrived; its payload keeps what the device said.
+func TestEventDatedAheadIsRecordedWhenItArrived(t *testing.T) {
+	pool := newPool(t)
+	dev := "t" + randHex(6)
+	startLink(t, linkSetup{url: testenv.BrokerURL(), group: "kluis-test-" + randHex(4), device: dev, pool: pool, events: newRecorder()})
+	d := newDevice(t, testenv.BrokerURL(), dev)
+
+	now := time.Now().UTC()
+	far := time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)
+	ahead := d.event(far)
+	ahead.ID = wire.NewID(now)
+	slightly := d.event(now.Add(wire.CommandSkew / 2))
+	weekAgo := d.event(now.Add(-7 * 24 * time.Hour))
+	for _, ev := range []*wire.Event{ahead, slightly, weekAgo} {
+		d.send(ev)
+	}
+	testenv.Eventually(t, "every event acknowledged", func() bool {
+		return d.ackCount(ahead.ID) > 0 && d.ackCount(slightly.ID) > 0 && d.ackCount(weekAgo.ID) > 0
+	})
+	at := func(id string) (time.Time, time.Time) {
+		var at, received time.Time
+		require.NoError(t, pool.QueryRow(t.Context(), `SELECT at, received_at FROM device_events WHERE event_id = $1`, id).Scan(&at, &received))
+		return at, received
+	}
+	a, received := at(ahead.ID)
+	assert.Equal(t, received, a, "an event dated 9999 is recorded when it arrived")
+	var said string
+	require.NoError(t, pool.QueryRow(t.Context(), `SELECT payload->>'at' FROM device_events WHERE event_id = $1`, ahead.ID).Scan(&said))
+	assert.Equal(t, "9999-12-31T00:00:00Z", said, "the payload keeps the device's word")
+	s, _ := at(slightly.ID)
+	assert.WithinDuration(t, slightly.At, s, time.Millisecond, "within the skew: the device's time")
+	w, _ := at(weekAgo.ID)
+	assert.WithinDuration(t, weekAgo.At, w, time.Millisecond, "the past: the device's time")
+}

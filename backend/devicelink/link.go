@@ -642,10 +642,12 @@ func (l *Link) now() time.Time { return l.o.Now().UTC() }
 func (l *Link) handleEvent(ctx context.Context, device string, ev *wire.Event, payload []byte) string {
 	outcome := "ok"
 	var owner string
+	received := l.now()
+	ev.At = l.deviceTime(device, "event", ev.ID, ev.At, received)
 	err := pgx.BeginFunc(ctx, l.o.Pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `INSERT INTO device_events (event_id, device_id, kind, at, received_at, outcome, payload)
 			VALUES ($1, $2, $3, $4, $5, 'applied', $6) ON CONFLICT (event_id) DO NOTHING`,
-			ev.ID, device, string(ev.Kind), ev.At, l.now(), json.RawMessage(payload))
+			ev.ID, device, string(ev.Kind), ev.At, received, json.RawMessage(payload))
 		if err != nil {
 			return fmt.Errorf("insert event: %w", err)
 		}
@@ -680,8 +682,24 @@ func (l *Link) handleEvent(ctx context.Context, device string, ev *wire.Event, p
 	return outcome
 }
 
+// deviceTime is the time a device gave a message (what) that arrived at
+// received. A device's clock may reach back (events journaled offline),
+// not ahead: a time more than wire.CommandSkew after received would be
+// recorded, audited and ordered (the fleet page's latest alarm of a
+// kind and place) at that date, so it counts from the arrival instead;
+// the stored payload keeps the device's word.
+func (l *Link) deviceTime(device, what, id string, at, received time.Time) time.Time {
+	if !at.After(received.Add(wire.CommandSkew)) {
+		return at
+	}
+	l.log.Warn("device time ahead of the backend's clock; taken as the arrival", "device", device,
+		"what", what, "id", id, "at", at, "received", received)
+	return received
+}
+
 // handleResult records a command's first result.
 func (l *Link) handleResult(ctx context.Context, device string, r *wire.CommandResult) string {
+	r.At = l.deviceTime(device, "command result", r.ID, r.At, l.now())
 	tag, err := l.o.Pool.Exec(ctx, `UPDATE device_commands SET status = $3, result_at = $4, result_detail = $5
 		WHERE command_id = $1 AND device_id = $2 AND status IN ('pending', 'sent')`,
 		r.ID, device, string(r.Status), r.At, r.Detail)

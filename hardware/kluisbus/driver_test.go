@@ -783,3 +783,83 @@ func TestNewValidates(t *testing.T) {
 		t.Fatal("states from a missing port")
 	}
 }
+
+// A flood of unsolicited frames on the line while the driver works (a
+// misbehaving board, a second master): status replies "every door open"
+// from an address the driver does not drive, the same with a broken CRC
+// from a board it drives, unlock replies from that board for ids never
+// sent, and garbage, written without pause. Every exchange still takes
+// its own board's answer or times out (no call hangs), the one pulse
+// asked for is the one carried out, and no door is reported open: the
+// doors are all shut (docs/security.md, "The device-facing side,
+// probed").
+func TestFloodOfUnsolicitedFrames(t *testing.T) {
+	e := newEmulator(t, 11)
+	e.addBoard(0, 24)
+	d, _ := newDriver(t, e, Options{Boards: []int{0}, Retries: 3})
+	w := hardwaretest.StartWatch(t, d)
+	ctx := context.Background()
+
+	allOpen := kluisproto.Bitmap(1<<24 - 1)
+	foreign, _ := kluisproto.EncodeMessage(7, &kluisproto.StatusReply{BootID: 1, Channels: 24, DoorOpen: allOpen})
+	forged, _ := kluisproto.EncodeMessage(0, &kluisproto.StatusReply{BootID: 1, Channels: 24, DoorOpen: allOpen})
+	forged[len(forged)-1] ^= 0xFF // bad CRC
+	stray, _ := kluisproto.EncodeMessage(0, &kluisproto.UnlockReply{Channel: 5, DurationMS: 100, ID: 999_999})
+	flood := [][]byte{foreign, forged, stray, {0x00, 0xFF, kluisproto.SOF, 0x13}}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	quiet := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := e.master.Write(flood[i%len(flood)]); err != nil {
+				return
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+	}()
+	defer quiet()
+
+	for round := range 20 {
+		states, err := d.States(ctx)
+		if err != nil && !errors.Is(err, hardware.ErrTimeout) {
+			t.Fatalf("round %d: states: %v", round, err)
+		}
+		for _, s := range states {
+			if s.DoorOpen {
+				t.Fatalf("round %d: door %s reported open; every door is shut", round, s.Addr)
+			}
+		}
+	}
+	var err error
+	for try := 0; try < 10; try++ { // the caller's own retries keep the id
+		if err = d.Pulse(ctx, hardware.Address{Board: 0, Channel: 3}, 100*time.Millisecond, hardware.CommandID(4242)); err == nil || !errors.Is(err, hardware.ErrTimeout) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("pulse under the flood: %v", err)
+	}
+	if log := e.pulseLog(); len(log) != 1 || log[0] != (pulseRec{0, 3, 4242}) {
+		t.Fatalf("pulses %+v, want the one asked for", log)
+	}
+	quiet()
+	e.waitPolled(t, 0)
+	for _, ev := range w.Events() {
+		if ev.Kind == hardware.DoorOpened {
+			t.Fatalf("door reported open: %+v", ev)
+		}
+	}
+	fe := d.FrameErrors()
+	for _, k := range []string{ErrKindWrongAddress, ErrKindBadCRC, ErrKindGarbage} {
+		if fe[k] == 0 {
+			t.Errorf("no %s counted under the flood: %v", k, fe)
+		}
+	}
+}

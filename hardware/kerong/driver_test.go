@@ -327,3 +327,40 @@ func TestCorruptedLineNeverDoublePulses(t *testing.T) {
 	assert.NotZero(t, d.Stats().Errors()+uint64(d.m.timeouts.Value()))
 	_ = w
 }
+
+// A flood of unsolicited frames while the driver works: status frames
+// "every lock open" from a board it does not drive, the same with a bad
+// checksum from the board it drives, unlock answers for another lock of
+// that board, garbage, without pause. Every request still takes its own
+// board's answer or times out, the one unlock asked for is the one
+// carried out, and no door is reported open (docs/security.md, "The
+// device-facing side, probed").
+func TestFloodOfUnsolicitedFrames(t *testing.T) {
+	emu := newEmulator(t, 0)
+	d, _ := newDriver(t, Options{Port: emu.path()})
+	w := hardwaretest.StartWatch(t, d)
+	ctx := testCtx(t)
+
+	foreign := Encode(StatusReply(Status{Board: 5})) // lock bits clear: open, in the emulator's polarity
+	forged := Encode(StatusReply(Status{Board: 0}))
+	forged[len(forged)-1] ^= 0xFF
+	other, err := Addr(0, 9)
+	require.NoError(t, err)
+	stray := Encode(Frame{Addr: other, Cmd: CmdUnlockReply, Data: []byte{0}})
+	flood := [][]byte{foreign, forged, stray, {0x00, 0xFF, 0x02, 0x13}}
+	quiet := hardwaretest.Flood(t, emu.master, flood)
+
+	hardwaretest.StatesShut(t, d, 200)
+	require.NoError(t, d.Pulse(ctx, hardware.Address{Channel: 2}, time.Second, 0))
+	assert.Equal(t, map[[2]int]int{{0, 2}: 1}, emu.totalPulses(), "the one unlock asked for")
+	quiet()
+	for _, ev := range w.Events() {
+		if ev.Kind == hardware.DoorOpened && ev.Addr.Channel != 2 {
+			t.Fatalf("door reported open: %+v", ev)
+		}
+	}
+	assert.NotZero(t, d.m.frames.WithLabelValues("unexpected").Value(), "the other board's frames skipped")
+	st := d.Stats()
+	t.Logf("stats %+v unexpected %v", st, d.m.frames.WithLabelValues("unexpected").Value())
+	assert.NotZero(t, st.Errors(), "the broken frames refused")
+}

@@ -806,37 +806,9 @@ func TestFloodOfUnsolicitedFrames(t *testing.T) {
 	forged[len(forged)-1] ^= 0xFF // bad CRC
 	stray, _ := kluisproto.EncodeMessage(0, &kluisproto.UnlockReply{Channel: 5, DurationMS: 100, ID: 999_999})
 	flood := [][]byte{foreign, forged, stray, {0x00, 0xFF, kluisproto.SOF, 0x13}}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	quiet := sync.OnceFunc(func() { close(stop); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := e.master.Write(flood[i%len(flood)]); err != nil {
-				return
-			}
-			time.Sleep(200 * time.Microsecond)
-		}
-	}()
-	defer quiet()
+	quiet := hardwaretest.Flood(t, e.master, flood)
 
-	for round := range 20 {
-		states, err := d.States(ctx)
-		if err != nil && !errors.Is(err, hardware.ErrTimeout) {
-			t.Fatalf("round %d: states: %v", round, err)
-		}
-		for _, s := range states {
-			if s.DoorOpen {
-				t.Fatalf("round %d: door %s reported open; every door is shut", round, s.Addr)
-			}
-		}
-	}
+	hardwaretest.StatesShut(t, d, 200)
 	var err error
 	for try := 0; try < 10; try++ { // the caller's own retries keep the id
 		if err = d.Pulse(ctx, hardware.Address{Board: 0, Channel: 3}, 100*time.Millisecond, hardware.CommandID(4242)); err == nil || !errors.Is(err, hardware.ErrTimeout) {

@@ -155,6 +155,14 @@ func TestProbedAndHeld(t *testing.T) {
 		assert.True(t, rc.closed(), "% x", part)
 	}
 
+	// QoS 2 messages never released: at most 1,024 held, the next closes
+	q2 := dialRaw(t, b.Addr())
+	q2.login("dev-a.q2", "dev-a", "pw-dev-a", 30, "", "")
+	for id := 1; id <= 1025; id++ {
+		q2.send(packet(pktPublish<<4|4, str("kluis/v1/dev/dev-a/event"), []byte{byte(id >> 8), byte(id)}, []byte("x")))
+	}
+	assert.True(t, q2.closed(), "the 1,025th unreleased QoS 2 message")
+
 	rc := dialRaw(t, b.Addr())
 	rc.login("dev-a", "dev-a", "pw-dev-a", 30, "", "")
 	// acknowledgements of nothing are ignored or answered, never fatal

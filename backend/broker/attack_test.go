@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"kluis/controller/wire"
 	"kluis/deploy/dev/testenv"
 )
 
@@ -163,13 +164,29 @@ func TestProbedAndHeld(t *testing.T) {
 	}
 	assert.True(t, q2.closed(), "the 1,025th unreleased QoS 2 message")
 
+	// a flood of retained messages: one kept per topic, on the device's
+	// own six topics only
+	rf := dialRaw(t, b.Addr())
+	rf.login("dev-a.retain", "dev-a", "pw-dev-a", 30, "", "")
+	for i := range 600 {
+		kind := wire.DeviceKinds()[i%len(wire.DeviceKinds())]
+		rf.send(packet(pktPublish<<4|1, str("kluis/v1/dev/dev-a/"+string(kind)), []byte(fmt.Sprint(i))))
+		rf.send(packet(pktPublish<<4|1, str(fmt.Sprintf("kluis/v1/dev/dev-%d/presence", i)), []byte("x"))) // dropped: not its own
+	}
+	rf.send(packet(pktPingreq << 4))
+	hdr, _ := rf.next()
+	require.Equal(t, byte(pktPingresp<<4), hdr)
+	b.srv.mu.RLock()
+	assert.Len(t, b.srv.retained, len(wire.DeviceKinds()), "one retained message per own topic")
+	b.srv.mu.RUnlock()
+
 	rc := dialRaw(t, b.Addr())
 	rc.login("dev-a", "dev-a", "pw-dev-a", 30, "", "")
 	// acknowledgements of nothing are ignored or answered, never fatal
 	rc.send(packet(pktPuback<<4, []byte{0x55, 0x55}))
 	rc.send(packet(pktPubcomp<<4, []byte{0x55, 0x56}))
 	rc.send(packet(pktPubrel<<4|2, []byte{0x55, 0x57}))
-	hdr, body := rc.next()
+	hdr, body = rc.next()
 	assert.Equal(t, byte(pktPubcomp<<4), hdr)
 	assert.Equal(t, []byte{0x55, 0x57}, body)
 	// thousands of filters in one SUBSCRIBE, every one outside dev-a's

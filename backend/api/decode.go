@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+
+	"kluis/controller/jsonkeys"
 )
 
 // decodeJSON reads the request body (already limited by the server) into
@@ -45,6 +47,11 @@ func readBody(r *http.Request) ([]byte, error) {
 func decodeBytes(body []byte, dst any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return errorf(http.StatusBadRequest, "empty_body", "a JSON object is required in the request body")
+	}
+	if key, ok := jsonkeys.Repeated(body); ok {
+		// encoding/json would keep the last one (matching names
+		// case-insensitively); another reader may keep the first.
+		return errorf(http.StatusBadRequest, "duplicate_key", "the key %q appears twice in one JSON object (names are matched ignoring case)", key)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()

@@ -26,6 +26,7 @@
 package kiosk
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -41,6 +42,7 @@ import (
 
 	"kluis/controller/config"
 	"kluis/controller/engine"
+	"kluis/controller/jsonkeys"
 	"kluis/controller/kiosk/screen"
 )
 
@@ -317,14 +319,25 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 		writeErr(w, http.StatusUnsupportedMediaType, "send application/json")
 		return false
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			writeErr(w, http.StatusRequestEntityTooLarge, "request body too large")
 			return false
 		}
+		writeErr(w, http.StatusBadRequest, "unreadable body")
+		return false
+	}
+	// encoding/json keeps the last of repeated keys and matches names
+	// ignoring case ({"pin":…,"PIN":…}); another reader keeps the first.
+	if _, ok := jsonkeys.Repeated(body); ok {
+		writeErr(w, http.StatusBadRequest, "invalid JSON: a key twice in one object (names match ignoring case)")
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
 		writeErr(w, http.StatusBadRequest, "invalid JSON: "+cleanJSONErr(err))
 		return false
 	}

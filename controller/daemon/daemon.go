@@ -77,6 +77,17 @@ type Options struct {
 	Registry *promtext.Registry
 }
 
+// What one connection to kluisd's loopback listeners (kiosk, metrics) may
+// hold: headers of at most listenerMaxHeader bytes (the screen's and a
+// scraper's are a few hundred; Go's default of 1 MB let a local process
+// take 622 MB with 300 connections), and an idle connection at most
+// listenerIdle (without it, the metrics listener kept every idle
+// connection open for good: 3,000 took 56 MB).
+const (
+	listenerMaxHeader = 16 << 10
+	listenerIdle      = 10 * time.Second
+)
+
 // Run runs kluisd until ctx ends (SIGTERM), then shuts down: servers stop,
 // every lock is halted, presence goes "offline", the journal is closed.
 func Run(ctx context.Context, o Options) error {
@@ -266,7 +277,8 @@ func Run(ctx context.Context, o Options) error {
 	// The screen's event streams extend their own write deadlines and end
 	// when the server shuts down (the browser reconnects to the next one).
 	kioskSrv := &http.Server{Handler: ks.Handler(), ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second,
+		IdleTimeout: listenerIdle, MaxHeaderBytes: listenerMaxHeader}
 	kioskSrv.RegisterOnShutdown(ks.CloseStreams)
 	run("kiosk", func() error { return kioskSrv.Serve(kioskLn) })
 	run("kiosk-idle", func() error { return ks.Run(ctx) })
@@ -283,7 +295,9 @@ func Run(ctx context.Context, o Options) error {
 			w.WriteHeader(status)
 			fmt.Fprintf(w, `{"ready":%t,"mqtt_connected":%t,"backlog":%d}`+"\n", eng.Ready(), lk.Connected(), j.OutboxLen())
 		})
-		metricsSrv = &http.Server{Handler: nosniff(kiosk.LoopbackHostOnly(mux)), ReadHeaderTimeout: 5 * time.Second}
+		metricsSrv = &http.Server{Handler: nosniff(kiosk.LoopbackHostOnly(mux)), ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second,
+			IdleTimeout: listenerIdle, MaxHeaderBytes: listenerMaxHeader}
 		run("metrics", func() error { return metricsSrv.Serve(metricsLn) })
 	}
 	if cfg.Kiosk.Scanner.Port != "" {

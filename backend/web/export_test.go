@@ -12,3 +12,7 @@ func CatalogueKeys() []string {
 	sort.Strings(ks)
 	return ks
 }
+
+// CatalogueText is a catalogue entry as written (before its arguments),
+// for the tests of package web_test.
+func CatalogueText(lang, key string) string { return catalogue[lang][key] }

@@ -252,7 +252,11 @@ func (w *Web) plainError(rw http.ResponseWriter, r *http.Request, status int) {
 	q.lang = w.language(rw, r)
 	q.t = w.tr(q.lang)
 	headers(rw.Header())
-	w.fail(rw, q, fail(status, "error.forbidden"))
+	key := "error.forbidden"
+	if status == http.StatusNotFound {
+		key = "error.not_found"
+	}
+	w.fail(rw, q, fail(status, key))
 }
 
 // layout is what every page template gets.

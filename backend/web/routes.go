@@ -1,6 +1,7 @@
 package web
 
 import (
+	"io/fs"
 	"net/http"
 	"strings"
 )
@@ -11,7 +12,9 @@ func (w *Web) routes() {
 	m.Handle("GET "+Prefix+"static/", http.StripPrefix(Prefix+"static/", http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		headers(rw.Header())
 		rw.Header().Set("Cache-Control", "no-cache")
-		if strings.HasSuffix(r.URL.Path, "/") || r.URL.Path == "" {
+		// Only files: a folder or a missing file is the console's own
+		// 404 page in the person's language, not Go's text.
+		if fi, err := fs.Stat(w.static, r.URL.Path); strings.HasSuffix(r.URL.Path, "/") || err != nil || fi.IsDir() {
 			w.plainError(rw, r, http.StatusNotFound)
 			return
 		}

@@ -48,11 +48,6 @@ func decodeBytes(body []byte, dst any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return errorf(http.StatusBadRequest, "empty_body", "a JSON object is required in the request body")
 	}
-	if key, ok := jsonkeys.Repeated(body); ok {
-		// encoding/json would keep the last one (matching names
-		// case-insensitively); another reader may keep the first.
-		return errorf(http.StatusBadRequest, "duplicate_key", "the key %q appears twice in one JSON object (names are matched ignoring case)", key)
-	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
@@ -63,6 +58,12 @@ func decodeBytes(body []byte, dst any) error {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return errorf(http.StatusBadRequest, "malformed_json", "unexpected data after the JSON object")
+	}
+	// Only now, on a body the decoder took (valid, not too deep): it kept
+	// the last of a repeated key (matching names ignoring case), where
+	// another reader may keep the first. dst is the caller's to drop.
+	if key, ok := jsonkeys.Repeated(body); ok {
+		return errorf(http.StatusBadRequest, "duplicate_key", "the key %q appears twice in one JSON object (names are matched ignoring case)", key)
 	}
 	if field, ok := findNUL(reflect.ValueOf(dst), ""); ok {
 		// PostgreSQL text refuses NUL ("invalid byte sequence"): refused

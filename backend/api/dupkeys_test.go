@@ -36,9 +36,16 @@ func TestRepeatedJSONKeysAreRefused(t *testing.T) {
 		_, err := e.auth.UserByName(ctx, name)
 		require.ErrorIs(t, err, auth.ErrNotFound, "user %s was created", name)
 	}
-	// Nested objects are checked too; the same key in two objects is fine.
-	r := e.do(http.MethodPost, "/api/v1/sessions", "", `{"username":"test-admin","password":"password-of-admin","x":{"a":1,"A":2}}`)
+	// Nested objects are checked too (a device's compartments); the same
+	// key in two objects is fine.
+	r := e.do(http.MethodPost, "/api/v1/sites", e.tokens[auth.RoleAdmin], `{"id":"kortrijk","name":"Stadhuis Kortrijk"}`)
+	require.Equal(t, http.StatusCreated, r.status, "%s", r.body)
+	r = e.do(http.MethodPost, "/api/v1/devices", e.tokens[auth.RoleAdmin], `{"id":"kortrijk-1","site_id":"kortrijk","kind":"locker",`+
+		`"compartments":[{"channel":0,"size":"M","height_cm":150},{"channel":1,"size":"M","height_cm":150,"Height_CM":60}]}`)
 	assert.Equal(t, "duplicate_key", r.errCode(), "%s", r.body)
+	r = e.do(http.MethodPost, "/api/v1/devices", e.tokens[auth.RoleAdmin], `{"id":"kortrijk-1","site_id":"kortrijk","kind":"locker",`+
+		`"compartments":[{"channel":0,"size":"M","height_cm":150},{"channel":1,"size":"M","height_cm":150}]}`)
+	require.Equal(t, http.StatusCreated, r.status, "%s", r.body)
 	r = e.do(http.MethodPost, "/api/v1/users", e.tokens[auth.RoleAdmin],
 		`{"username":"dup-f","password":"a-long-password-1","role":"staff"}`)
 	require.Equal(t, http.StatusCreated, r.status, "%s", r.body)

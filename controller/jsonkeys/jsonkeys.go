@@ -6,7 +6,7 @@
 // the same body (a proxy, a log, a person reviewing a request, another
 // parser) may keep the first: {"role":"staff","ROLE":"admin"} reads as
 // staff to one and creates an admin for the other. The REST API and the
-// kiosk API refuse such bodies (400) before decoding them.
+// kiosk API refuse such bodies (400) before acting on them.
 package jsonkeys
 
 import (
@@ -18,9 +18,16 @@ import (
 	"unicode"
 )
 
+// maxDepth is encoding/json's own bound on nesting: deeper input is
+// malformed to it, so Repeated need not look further.
+const maxDepth = 10000
+
 // Repeated returns the first key found a second time within one object
 // of data (at any depth), and true; "" and false when there is none or
-// data is not valid JSON (the decoder that follows says why).
+// data is not valid JSON or nested deeper than encoding/json takes (the
+// decoder says why). Run it after encoding/json decoded data without an
+// error: then data is valid, and its cost is bounded by what the decoder
+// already took.
 func Repeated(data []byte) (string, bool) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
@@ -47,6 +54,9 @@ func Repeated(data []byte) (string, bool) {
 				var seen map[string]bool
 				if d == '{' {
 					seen = map[string]bool{}
+				}
+				if len(stack) >= maxDepth {
+					return "", false
 				}
 				stack = append(stack, seen)
 				expectKey = append(expectKey, d == '{')

@@ -2,6 +2,7 @@ package jsonkeys
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -32,6 +33,23 @@ func TestRepeated(t *testing.T) {
 		if got != c.want || ok != c.ok {
 			t.Errorf("Repeated(%s) = %q, %t; want %q, %t", c.in, got, ok, c.want, c.ok)
 		}
+	}
+}
+
+// Nesting deeper than encoding/json takes is not followed (the decoder
+// refuses it), so a deep body costs no more than the decoder's own walk.
+func TestRepeatedStopsAtEncodingJSONsDepth(t *testing.T) {
+	deep := strings.Repeat(`{"a":`, maxDepth+1) + `{"b":1,"b":2}` + strings.Repeat("}", maxDepth+2)
+	if k, ok := Repeated([]byte(deep)); ok {
+		t.Errorf("followed past depth %d: %q", maxDepth, k)
+	}
+	var v any
+	if err := json.Unmarshal([]byte(deep), &v); err == nil {
+		t.Error("encoding/json took the deep body: maxDepth is not its bound")
+	}
+	ok := strings.Repeat(`{"a":`, 100) + `{"b":1,"b":2}` + strings.Repeat("}", 101)
+	if k, found := Repeated([]byte(ok)); !found || k != "b" {
+		t.Errorf("Repeated at depth 101 = %q, %t", k, found)
 	}
 }
 

@@ -329,12 +329,6 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 		writeErr(w, http.StatusBadRequest, "unreadable body")
 		return false
 	}
-	// encoding/json keeps the last of repeated keys and matches names
-	// ignoring case ({"pin":…,"PIN":…}); another reader keeps the first.
-	if _, ok := jsonkeys.Repeated(body); ok {
-		writeErr(w, http.StatusBadRequest, "invalid JSON: a key twice in one object (names match ignoring case)")
-		return false
-	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -347,6 +341,14 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		writeErr(w, http.StatusBadRequest, "invalid JSON: trailing data")
+		return false
+	}
+	// Checked on a body the decoder took (valid, bounded depth): it kept
+	// the last of a repeated key, matching names ignoring case
+	// ({"pin":…,"PIN":…}); another reader keeps the first. Nothing was
+	// acted on yet.
+	if _, ok := jsonkeys.Repeated(body); ok {
+		writeErr(w, http.StatusBadRequest, "invalid JSON: a key twice in one object (names match ignoring case)")
 		return false
 	}
 	return true

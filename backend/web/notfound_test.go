@@ -3,10 +3,14 @@ package web_test
 import (
 	"html"
 	"net/http"
+	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
+	"kluis/backend/auth"
 	"kluis/backend/server"
 	"kluis/backend/web"
 )
@@ -31,4 +35,35 @@ func TestMissingStaticFilesSayNotFound(t *testing.T) {
 	}
 	p := c.get("/staff/static/console.js")
 	assert.Equal(t, http.StatusOK, p.status)
+}
+
+// A holder's name refused for what cannot be seen in it (a direction
+// override, a zero-width space, pasted along with the name) or for its
+// length is told so: the form said "Fill in the first name." under a
+// field that was filled in (found black-box), so the clerk could not
+// tell what to correct.
+func TestRegisterSaysWhyANameIsRefused(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e := newEnv(t, server.Options{})
+	c := e.client()
+	c.login(auth.RoleStaff)
+	for _, lang := range web.Languages {
+		require.NotEmpty(t, web.CatalogueText(lang, "register.name_text.first"))
+		require.NotEmpty(t, web.CatalogueText(lang, "register.name_text.last"))
+		for _, first := range []string{"Jan\u202egnp.exe", "Jan\u200b", strings.Repeat("J", 101)} {
+			form := url.Values{"kind": {"eid"}, "number": {"591-0000009-01"}, "holder_first_name": {first}, "holder_last_name": {"Pee\u2066ters"},
+				"holder_birth_date_day": {"12"}, "holder_birth_date_month": {"4"}, "holder_birth_date_year": {"1980"},
+				"language": {"nl"}, "contact": {"none"}, "site_id": {siteID}}
+			p := c.post("/staff/documents?lang="+lang, form)
+			require.Equal(t, http.StatusBadRequest, p.status)
+			body := html.UnescapeString(p.body)
+			assert.Contains(t, body, web.CatalogueText(lang, "register.name_text.first"), "%q in %s", first, lang)
+			assert.Contains(t, body, web.CatalogueText(lang, "register.name_text.last"), lang)
+			assert.NotContains(t, body, web.CatalogueText(lang, "register.invalid.holder_first_name"), "%q in %s", first, lang)
+		}
+		// Empty is still "fill in".
+		p := c.post("/staff/documents?lang="+lang, url.Values{"kind": {"eid"}, "holder_first_name": {"  "}, "site_id": {siteID}})
+		require.Equal(t, http.StatusBadRequest, p.status)
+		assert.Contains(t, html.UnescapeString(p.body), web.CatalogueText(lang, "register.invalid.holder_first_name"), lang)
+	}
 }

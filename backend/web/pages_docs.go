@@ -188,6 +188,10 @@ func (w *Web) registerPage(rw http.ResponseWriter, q *req) error {
 	return nil
 }
 
+// nameTextKey is the message of a holder's name that is filled in but
+// refused (too long, or holding a character that cannot be seen).
+var nameTextKey = map[string]string{"holder_first_name": "register.name_text.first", "holder_last_name": "register.name_text.last"}
+
 // registerFields are the form's fields in page order, for the error
 // summary.
 var registerFields = []string{"kind", "number", "holder_first_name", "holder_last_name", "holder_birth_date", "language",
@@ -242,6 +246,14 @@ func (w *Web) register(rw http.ResponseWriter, q *req) error {
 			}
 			if _, ok := bad[field]; !ok {
 				bad[field] = ""
+			}
+		}
+		// A name that is filled in but refused (too long, or holding
+		// what cannot be seen: a direction override, a zero-width
+		// space, often pasted along) is told so, not "fill in".
+		for field, v := range map[string]string{"holder_first_name": f.FirstName, "holder_last_name": f.LastName} {
+			if key, ok := bad[field]; ok && key == "" && strings.TrimSpace(v) != "" {
+				bad[field] = nameTextKey[field]
 			}
 		}
 	}

@@ -234,6 +234,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/api/") {
 		w.Header().Set("Cache-Control", "no-store")
 	}
+	// No answer is to be taken for another type than it says (/metrics'
+	// text and the OpenAPI YAML included).
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	h, pattern := s.mux.Handler(r)
 	if pattern != "" && cleanPath(r) {
 		s.mux.ServeHTTP(w, r)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -158,7 +160,7 @@ type stepView struct {
 // headings in order, the journey as an ordered list, the current and the
 // upcoming steps named in words (not by colour or shape alone), contrast
 // above 7:1 for text and 3:1 for the marks.
-var trackTmpl = htmltemplate.Must(htmltemplate.New("track").Parse(`<!DOCTYPE html>
+const trackSrc = `<!DOCTYPE html>
 <html lang="{{.Lang}}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex">
@@ -225,7 +227,26 @@ p { margin: 0 0 0.75rem; }
 </section>
 </main>
 </div></body></html>
-`))
+`
+
+var trackTmpl = htmltemplate.Must(htmltemplate.New("track").Parse(trackSrc))
+
+// trackCSP allows the page's one style element by its hash, not any
+// inline style ('unsafe-inline' before): no script, no framing, no
+// form, images only as data:.
+var trackCSP = "default-src 'none'; style-src '" + styleHash(trackSrc) + "'; img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+
+// styleHash is the CSP source of the text of src's first <style>
+// element ('sha256-...'), as a browser hashes it.
+func styleHash(src string) string {
+	_, rest, ok := strings.Cut(src, "<style>")
+	css, _, ok2 := strings.Cut(rest, "</style>")
+	if !ok || !ok2 {
+		panic("notify: no <style> element to hash")
+	}
+	sum := sha256.Sum256([]byte(css))
+	return "sha256-" + base64.StdEncoding.EncodeToString(sum[:])
+}
 
 // Track page messages for RenderTrackPage's v == nil.
 const (
@@ -455,7 +476,7 @@ func (h *TrackHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("X-Robots-Tag", "noindex")
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("X-Frame-Options", "DENY")
-	hdr.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+	hdr.Set("Content-Security-Policy", trackCSP)
 	now := time.Now()
 	if h.Clock != nil {
 		now = h.Clock()

@@ -165,3 +165,16 @@ func noSideScroll(t *testing.T, tab *browsertest.Tab, name string) {
 	require.NoError(t, err)
 	require.LessOrEqual(t, scroll, client, "%s scrolls sideways (%s)", name, strings.TrimSpace(w))
 }
+
+// In a real browser, the track page's style applies under its CSP (the
+// style element's hash, no 'unsafe-inline'): the body's font is 1.25rem.
+func TestTrackPageStyleAppliesUnderItsCSP(t *testing.T) {
+	f := newJourney(t)
+	srv := httptest.NewServer(f.page)
+	t.Cleanup(srv.Close)
+	b := browsertest.New(t, browsertest.Options{})
+	tab := b.NewTab(t, 360, 800)
+	tab.Do(t, chromedp.Navigate(srv.URL+"/t/AAAAAAAAAAAAAAAAAAAAAA?lang=en"))
+	tab.WaitFor(t, `document.documentElement.lang === "en"`, 5*time.Second)
+	tab.WaitFor(t, `getComputedStyle(document.body).fontSize === "20px" && getComputedStyle(document.querySelector(".page")).maxWidth === "640px"`, 5*time.Second)
+}

@@ -2,6 +2,8 @@ package notify
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"html"
 	"io"
@@ -343,3 +345,29 @@ func (failingDB) QueryRow(context.Context, string, ...any) pgx.Row        { retu
 type failingRow struct{}
 
 func (failingRow) Scan(...any) error { return errGone }
+
+// The track page's CSP allows its one style element by hash, not any
+// inline style ('unsafe-inline' before; found black-box): the hash is
+// the one of the style the page is served with, in every state.
+func TestTrackPageCSPAllowsOnlyItsOwnStyle(t *testing.T) {
+	t.Parallel()
+	f := newJourney(t)
+	doc := f.register(t, "nl", "lotte@example.org", "")
+	tid, err := TrackingID(context.Background(), f.st.Pool(), doc.ID, f.clock.Now())
+	require.NoError(t, err)
+	for _, path := range []string{"/t/" + tid, "/t/AAAAAAAAAAAAAAAAAAAAAA?lang=fr"} {
+		rec := httptest.NewRecorder()
+		f.page.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		csp := rec.Header().Get("Content-Security-Policy")
+		require.NotContains(t, csp, "unsafe-inline", path)
+		body := rec.Body.String()
+		_, rest, ok := strings.Cut(body, "<style>")
+		require.True(t, ok, path)
+		css, _, ok := strings.Cut(rest, "</style>")
+		require.True(t, ok, path)
+		sum := sha256.Sum256([]byte(css))
+		require.Contains(t, csp, "style-src 'sha256-"+base64.StdEncoding.EncodeToString(sum[:])+"'", path)
+		require.Equal(t, 1, strings.Count(body, "<style"), "one style element")
+		require.NotContains(t, body, " style=", "no style attribute: the hash would not allow it")
+	}
+}

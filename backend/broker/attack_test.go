@@ -132,6 +132,7 @@ func TestProbedAndHeld(t *testing.T) {
 		"PUBLISH QoS 1 on $SYS":           {login, packet(pktPublish<<4|2, str("$SYS/broker/x"), []byte{0, 1})},
 		"CONNECT level 3 named MQTT":      {packet(pktConnect<<4, str("MQTT"), []byte{3, 0xC2, 0, 30}, str("dev-a"), str("dev-a"), str("pw-dev-a"))},
 		"CONNECT will QoS 3":              {packet(pktConnect<<4, str("MQTT"), []byte{4, 0xC2 | 0x04 | 3<<3, 0, 30}, str("dev-a"), str("t"), str("w"), str("dev-a"), str("pw-dev-a"))},
+		"CONNECT reserved flag":           {packet(pktConnect<<4, str("MQTT"), []byte{4, 0xC3, 0, 30}, str("dev-a"), str("dev-a"), str("pw-dev-a"))},
 		"packet type 15 (MQTT 5 AUTH)":    {login, {0xf0, 0x00}},
 		"CONNECT with a 70 KB client id":  {connectPkt("dev-a."+strings.Repeat("x", 70<<10), "dev-a", "pw-dev-a", 30, "", "")},
 		"CONNECT trailing bytes":          {packet(pktConnect<<4, str("MQTT"), []byte{4, 0xC2, 0, 30}, str("dev-a"), str("dev-a"), str("pw-dev-a"), []byte{0})},

@@ -67,3 +67,23 @@ func TestRegisterSaysWhyANameIsRefused(t *testing.T) {
 		assert.Contains(t, html.UnescapeString(p.body), web.CatalogueText(lang, "register.invalid.holder_first_name"), lang)
 	}
 }
+
+// A staff action's reason refused for a character that cannot be seen (a
+// zero-width space, a direction override, often pasted along) is told
+// so: the message spoke only of length and lines (found black-box).
+func TestReasonRefusalNamesInvisibleCharacters(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e := newEnv(t, server.Options{})
+	c := e.client()
+	c.login(auth.RoleTechnician)
+	marker := map[string]string{"nl": "onzichtba", "fr": "invisible", "en": "invisible", "de": "unsichtbar"}
+	for _, lang := range web.Languages {
+		msg := web.CatalogueText(lang, "error.reason")
+		require.Contains(t, msg, marker[lang], lang)
+		for _, reason := range []string{"door\u200bcheck", "door \u202echeck"} {
+			p := c.post("/staff/devices/"+lockerID+"/service?lang="+lang, url.Values{"out_of_service": {"yes"}, "reason": {reason}})
+			require.Equal(t, http.StatusBadRequest, p.status, p.body)
+			assert.Contains(t, html.UnescapeString(p.body), msg, "%q in %s", reason, lang)
+		}
+	}
+}

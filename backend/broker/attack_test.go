@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"runtime"
 	"strings"
 	"sync"
@@ -308,4 +309,56 @@ func TestAllowedRefusesLookalikes(t *testing.T) {
 		assert.False(t, Allowed(RoleDevice, "dev-a", tp, true), tp)
 		assert.False(t, Allowed(RoleDevice, "dev-a", tp, false), tp)
 	}
+}
+
+// FuzzSession drives a whole connection: a device (or, for an odd first
+// byte, the backend) logs in, then any bytes follow. Whatever they are,
+// the connection ends when they do, without a panic, and leaves nothing
+// behind: no session, no subscription, no place counted for its device.
+func FuzzSession(f *testing.F) {
+	own := func(k string) []byte { return str("kluis/v1/dev/dev-a/" + k) }
+	f.Add(bytes.Join([][]byte{{0},
+		packet(pktSubscribe<<4|2, []byte{0, 1}, own("cmd"), []byte{1}, str("#"), []byte{0}),
+		packet(pktPublish<<4|2, own("event"), []byte{0, 2}, []byte(`{"v":1}`)),
+		packet(pktPublish<<4|4|1, own("presence"), []byte{0, 3}, []byte("on")),
+		packet(pktPubrel<<4|2, []byte{0, 3}),
+		packet(pktUnsubscribe<<4|2, []byte{0, 4}, own("cmd")),
+		packet(pktPingreq << 4),
+		packet(pktDisconnect << 4)}, nil))
+	f.Add(bytes.Join([][]byte{{1},
+		packet(pktSubscribe<<4|2, []byte{0, 1}, str("$share/g/kluis/v1/dev/+/event"), []byte{1}, str("kluis/#"), []byte{2}),
+		packet(pktPublish<<4|2, str("kluis/v1/dev/dev-a/cmd"), []byte{0, 2}, []byte("c")),
+		packet(pktUnsubscribe<<4|2, []byte{0, 4}, str("$share/g/kluis/v1/dev/+/event"))}, nil))
+	f.Add([]byte{0, pktPublish << 4, 0x7f, 0, 1})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) == 0 {
+			return
+		}
+		s := newServer(testCreds, time.Second, 200*time.Millisecond, 64<<10,
+			slog.New(slog.NewTextHandler(io.Discard, nil)), newMetrics(prometheus.NewRegistry()))
+		s.maxPerDevice, s.maxKeepAlive = defaultMaxDeviceConnections, defaultMaxKeepAlive
+		if err := s.subscribeFunc("#", func(string, []byte) {}); err != nil {
+			t.Fatal(err)
+		}
+		login := connectPkt("dev-a", "dev-a", "pw-dev-a", 1, "kluis/v1/dev/dev-a/presence", "gone")
+		if data[0]&1 == 1 {
+			login = connectPkt("backend-1", "backend", "pw-backend", 1, "", "")
+		}
+		srv, cl := net.Pipe()
+		done := make(chan struct{})
+		go func() { defer close(done); s.serve(srv) }()
+		go func() { _, _ = io.Copy(io.Discard, cl) }()
+		_, _ = cl.Write(login)
+		_, _ = cl.Write(data[1:])
+		_ = cl.Close()
+		<-done
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		if len(s.clients) != 0 || len(s.pending) != 0 || len(s.devices) != 0 {
+			t.Fatalf("left behind: %d sessions, %d pending, %d devices counted", len(s.clients), len(s.pending), len(s.devices))
+		}
+		if len(s.wild) != 1 || len(s.exact) != 0 {
+			t.Fatalf("left behind: %d wildcard and %d exact subscriptions besides the in-process one", len(s.wild)-1, len(s.exact))
+		}
+	})
 }

@@ -46,7 +46,8 @@
 // Tasmota driver, devicelink) connects with a clean session, and the
 // CONNACK never claims a session present; QoS 1 messages not acknowledged
 // when a connection ends are not resent. A malformed packet closes the
-// connection (FuzzDecode fuzzes the decoder). A packet's remaining length
+// connection (FuzzDecode fuzzes the decoder, FuzzSession a whole
+// connection after its CONNECT). A packet's remaining length
 // is a promise, not bytes: a body over 4 KB grows as it arrives, so a
 // client that announces the limit and stalls costs what it sent; the
 // keep-alive (1.5 times the client's) bounds the wait for each whole

@@ -207,7 +207,7 @@ func TestKioskScreen(t *testing.T) {
 		p0 := w.pulseCount(lockerID)
 		// Nothing has focus: the scanner types into the page.
 		p.tab.Do(t, chromedp.Evaluate[chromedp.Void](`document.activeElement && document.activeElement.blur()`))
-		p.tab.Do(t, chromedp.KeyEvent(d.mail.QR+"\r"))
+		p.tab.Do(t, browsertest.Scan(d.mail.QR+"\r"))
 		p.expectScreen("s-open", "title.open", "state.open", n)
 		w.waitDoor(lockerID, d.comp.Board, d.comp.Channel, true)
 		w.takeAndClose(d)
@@ -248,7 +248,7 @@ func TestKioskScreen(t *testing.T) {
 		p.expectScreen("v-start", "start.title", "state.idle", 0)
 		p.tab.WaitText(t, "footer .help", "Appelez le 1777", 5*time.Second)
 		p0 := w.pulseCount(lockerID)
-		p.tab.Do(t, chromedp.KeyEvent(f.mail.QR+"\r"))
+		p.tab.Do(t, browsertest.Scan(f.mail.QR+"\r"))
 		p.expectScreen("s-open", "title.open", "state.open", n)
 		if s, err := locker.kiosk.Session(ctx); err != nil || s.Lang != "fr" {
 			t.Fatalf("kluisd's screen in %q (%v), want fr", s.Lang, err)
@@ -274,7 +274,7 @@ func TestKioskScreen(t *testing.T) {
 		w.killBackend()
 		p.toStart()
 		p0 := w.pulseCount(lockerID)
-		p.tab.Do(t, chromedp.KeyEvent(g.mail.QR+"\r"))
+		p.tab.Do(t, browsertest.Scan(g.mail.QR+"\r"))
 		p.expectScreen("s-open", "title.open", "state.open", n)
 		w.waitDoor(lockerID, g.comp.Board, g.comp.Channel, true)
 		w.takeAndClose(g)

@@ -145,13 +145,18 @@ func TestScreenBehaviour(t *testing.T) {
 		tab := b.NewTab(t, 1080, 1920)
 		tab.Do(t, chromedp.Navigate(r.base+"/?lang=nl"))
 		tab.WaitFor(t, `document.readyState === "complete" && document.activeElement === document.body || document.activeElement.tagName === "H1"`, 20*time.Second)
-		tab.Do(t, chromedp.KeyEvent("K1.Scanned-Token_9\r"))
+		o := r.opens(1)
+		tab.Do(t, browsertest.Scan("K1.Scanned-Token_9\r"))
 		tab.WaitFor(t, `!document.getElementById("s-open").hidden`, 20*time.Second)
 		tab.WaitText(t, `#s-open .msg`, "Vak 2 is open", 10*time.Second)
 		tab.WaitText(t, `#drawing figcaption`, "Vak 2", 10*time.Second)
 
 		// A date that does not exist is refused on the page.
 		r.be.set(func() { r.be.verify["13572468/"] = wire.VerifyResponse{Result: wire.VerifySecondFactorRequired} })
+		// The screen says "open" as the engine journals the pulse: the
+		// door is shut only after the engine has taken its opening (a
+		// close before it would leave the engine waiting for the door).
+		r.waitOpened(1, o)
 		r.close(1, false)
 		tab.WaitFor(t, `!document.getElementById("s-done").hidden`, 20*time.Second)
 		tab.Do(t, chromedp.Click(chromedp.CSS(`footer [data-act=restart]`), chromedp.NodeVisible))

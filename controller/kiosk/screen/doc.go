@@ -15,7 +15,9 @@
 // (assets/screen.js) shows the one that matches the engine's state, which
 // it follows live over server-sent events (/kiosk/v1/events, long polling
 // as the fallback), captures keyboard-wedge QR scanners without a focused
-// field, drives the keypads and returns to the start screen and the
+// field (a burst of keys ending in Enter, told from typing by the gaps
+// between the key events' own time stamps, so a busy kiosk that hands the
+// keys over late does not split a scan), drives the keypads and returns to the start screen and the
 // default language when idle. The script holds no text: every string a
 // person reads comes from the Catalog (nl, fr, en, de), which takes the
 // engine's state messages from controller/engine.

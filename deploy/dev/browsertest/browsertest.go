@@ -14,8 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 )
 
 // ChromiumPath is where Debian's chromium package puts the browser.
@@ -256,4 +259,30 @@ func (tab *Tab) Screenshot(t testing.TB, name string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// ScanGap is the time between two keys of [Scan]: a keyboard-wedge
+// scanner types a whole code in a few milliseconds.
+const ScanGap = 5 * time.Millisecond
+
+// Scan types keys as a keyboard-wedge scanner does, into whatever has the
+// focus: each key event is stamped [ScanGap] after the one before (the
+// time the key was pressed, which the page reads as the event's
+// timeStamp), the last one now, however long a busy machine then takes
+// to hand them to the page one by one. A page that tells a scan from
+// typing by the gaps between key presses sees a scan.
+func Scan(keys string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		at := time.Now().Add(-time.Duration(len([]rune(keys))) * ScanGap)
+		for _, r := range keys {
+			at = at.Add(ScanGap)
+			for _, k := range kb.Encode(r) {
+				k.Timestamp = input.TimeSinceEpoch(float64(at.UnixNano()) / 1e9)
+				if _, err := cdp.Call(ctx, tg, input.DispatchKeyEvent, *k); err != nil {
+					return fmt.Errorf("browsertest: scan: %w", err)
+				}
+			}
+		}
+		return nil
+	})
 }

@@ -2,6 +2,7 @@ package browsertest
 
 import (
 	"bytes"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -16,8 +17,9 @@ const cleanPage = `<!doctype html><html lang="en"><head><meta charset="utf-8"><t
 <body><main><h1>Hello</h1><p id="out"></p>
 <button id="b" type="button">Press</button></main>
 <script>
-var typed = "";
+var typed = "", stamps = [];
 document.addEventListener("keydown", function (e) {
+  stamps.push(e.timeStamp);
   if (e.key.length === 1) { typed += e.key; }
   if (e.key === "Enter") { document.getElementById("out").textContent = "scanned " + typed; typed = ""; }
 });
@@ -93,6 +95,27 @@ func TestKeysReachThePageWithoutFocusAndClicksWork(t *testing.T) {
 	png, err := os.ReadFile(path)
 	if err != nil || !bytes.HasPrefix(png, []byte("\x89PNG")) {
 		t.Fatalf("screenshot %s: %v (%d bytes)", path, err, len(png))
+	}
+}
+
+func TestScanStampsKeysAsAScannerTypesThem(t *testing.T) {
+	base := serve(t)
+	b := New(t, Options{})
+	tab := b.NewTab(t, 800, 480)
+	tab.Do(t, chromedp.Navigate(base+"/clean"))
+	tab.Do(t, Scan("K1.Scanned-Token_9\r"))
+	tab.WaitText(t, "#out", "scanned K1.Scanned-Token_9", 5*time.Second)
+	// Every key down ScanGap after the one before by its own time stamp,
+	// whenever the page got it.
+	stamps, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[[]float64](`stamps`))
+	if err != nil || len(stamps) != 19 {
+		t.Fatalf("key down stamps %v (%v), want 19", stamps, err)
+	}
+	gap := float64(ScanGap) / float64(time.Millisecond)
+	for i := 1; i < len(stamps); i++ {
+		if d := stamps[i] - stamps[i-1]; math.Abs(d-gap) > 0.5 {
+			t.Fatalf("key %d down %.2f ms after the one before, want %.0f ms: %v", i, d, gap, stamps)
+		}
 	}
 }
 

@@ -494,9 +494,13 @@
   // whatever has focus: here usually nothing. A burst is a scan when it has
   // a character that is not a digit (a QR code, a badge) or is longer than
   // any PIN; digits typed on a keypad screen are that keypad's.
+  // The gap between keys is measured by each key event's own time stamp
+  // (when the key was pressed), not by when this handler runs: a busy
+  // machine may hand a fast burst over late and with pauses between keys,
+  // yet it is still one scan.
   var burst = "";
   var lastKey = 0;
-  var BURST_GAP = 1500; // generous: a loaded machine delays keys; a pause this long starts over
+  var BURST_GAP = 1500; // a pause this long between key presses starts over
 
   function padOf(id) {
     return { "v-pin": "pin", "v-birth": "birth", "v-staff-login": "staff-pin" }[id] || "";
@@ -505,7 +509,7 @@
   document.addEventListener("keydown", function (e) {
     if (e.ctrlKey || e.altKey || e.metaKey) { return; }
     activity();
-    var now = Date.now();
+    var now = e.timeStamp;
     if (now - lastKey > BURST_GAP) { burst = ""; }
     lastKey = now;
     var t = e.target;

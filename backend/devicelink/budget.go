@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"kluis/internal/tokenbucket"
 )
 
 // Budget is a per-device token bucket: a device may send Burst messages
@@ -132,8 +134,7 @@ type bucketKey struct {
 
 // bucket is one device's budget of one kind, and its episode over budget.
 type bucket struct {
-	tokens float64
-	at     time.Time // tokens as of at
+	tokens tokenbucket.Bucket
 	// refusedAt is the last refusal (zero: none); an episode lasts while
 	// refusals come less than quiet apart.
 	refusedAt time.Time
@@ -184,12 +185,10 @@ func (b *budgets) spend(device string, kind budgetKind, now time.Time) verdict {
 	k := bucketKey{device, kind}
 	bk := b.buckets[k]
 	if bk == nil {
-		bk = &bucket{tokens: float64(bud.Burst), at: now}
+		bk = &bucket{tokens: tokenbucket.New(bud.Rate, bud.Burst)}
 		b.buckets[k] = bk
 	}
-	bk.refill(bud, now)
-	if bk.tokens >= 1 {
-		bk.tokens--
+	if bk.tokens.Take(now) {
 		return verdict{ok: true}
 	}
 	v := verdict{}
@@ -208,21 +207,11 @@ func (b *budgets) spend(device string, kind budgetKind, now time.Time) verdict {
 	return v
 }
 
-// refill adds the tokens earned since bk.at (none while the clock goes
-// back), up to the burst.
-func (bk *bucket) refill(bud Budget, now time.Time) {
-	if d := now.Sub(bk.at); d > 0 {
-		bk.tokens = min(float64(bud.Burst), bk.tokens+d.Seconds()*bud.Rate)
-		bk.at = now
-	}
-}
-
 // sweepLocked forgets the buckets that are full again at now and whose
 // episode (if any) is over.
 func (b *budgets) sweepLocked(now time.Time) {
 	for k, bk := range b.buckets {
-		bk.refill(b.of[k.kind], now)
-		if bk.tokens >= float64(b.of[k.kind].Burst) && (bk.refusedAt.IsZero() || now.Sub(bk.refusedAt) >= b.quiet) {
+		if bk.tokens.Full(now) && (bk.refusedAt.IsZero() || now.Sub(bk.refusedAt) >= b.quiet) {
 			delete(b.buckets, k)
 		}
 	}

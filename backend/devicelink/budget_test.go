@@ -79,6 +79,20 @@ func TestBudgetTokenBucket(t *testing.T) {
 	assert.True(t, b.spend("a", budgetVerify, later).started)
 }
 
+// An injected clock set back (an hour) earns nothing for the step and
+// stalls nothing: the device's next token comes a second (the rate) after
+// the earlier time, not an hour later.
+func TestBudgetClockSetBack(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	one := Budget{Rate: 1, Burst: 1}
+	b := newBudgets([budgetKinds]Budget{one, one, one, one}, 10*time.Minute)
+	require.True(t, b.spend("a", budgetEvent, t0).ok)
+	back := t0.Add(-time.Hour)
+	assert.False(t, b.spend("a", budgetEvent, back).ok, "the step back earned nothing")
+	assert.True(t, b.spend("a", budgetEvent, back.Add(time.Second)).ok, "a second after the step back: a token")
+	assert.False(t, b.spend("a", budgetEvent, back.Add(time.Second)).ok, "one, no more")
+}
+
 func TestBudgetOptionsChecked(t *testing.T) {
 	pool := newPool(t)
 	_, err := New(Options{Pool: pool, VerifyBudget: Budget{Rate: 0, Burst: 5}})

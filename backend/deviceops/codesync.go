@@ -20,6 +20,7 @@ import (
 	"kluis/backend/store"
 	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
+	"kluis/internal/tokenbucket"
 )
 
 // Defaults of CodeSyncOptions.
@@ -187,7 +188,7 @@ func NewCodeSync(o CodeSyncOptions) (*CodeSync, error) {
 		o.Logger = slog.Default()
 	}
 	s := &CodeSync{codes: o.Codes, devices: o.Devices, link: o.Link, every: o.Every, refresh: o.Refresh,
-		pause: o.Pause, retry: o.Retry, workers: o.Workers, pace: newPacer(o.Rate, o.Workers),
+		pause: o.Pause, retry: o.Retry, workers: o.Workers, pace: newPacer(o.Rate, o.Workers, time.Now),
 		now: o.Clock, log: o.Logger.With("part", "code-sync"),
 		syncs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_code_syncs_total",
 			Help: "Offline code bundles: sent to a device, not sent after an error (failed), confirmed by the device (delivered), " +
@@ -601,30 +602,27 @@ func remove(l []string, i int) []string {
 // done ends device's sync.
 func (q *syncQueue) done(device string) { delete(q.busy, device) }
 
-// pacer spaces sends to at most rate per second, allowing a burst.
+// pacer spaces sends to at most rate per second after a burst: a token
+// bucket (internal/tokenbucket) that callers reserve from, each waiting
+// for its own token. It paces real sends, so it waits on its own clock
+// (time.Now in CodeSync: line timing, not the commands' versions).
 type pacer struct {
-	mu    sync.Mutex
-	every time.Duration
-	burst time.Duration
-	next  time.Time
+	mu  sync.Mutex
+	now func() time.Time
+	b   tokenbucket.Bucket
 }
 
-func newPacer(rate float64, burst int) *pacer {
-	every := time.Duration(float64(time.Second) / rate)
-	return &pacer{every: every, burst: time.Duration(burst) * every}
+// newPacer paces at rate sends a second, burst+1 at once (a burst for
+// each worker, and one).
+func newPacer(rate float64, burst int, now func() time.Time) *pacer {
+	return &pacer{now: now, b: tokenbucket.New(rate, burst+1)}
 }
 
 // wait returns when the next send may go (or ctx's error).
 func (p *pacer) wait(ctx context.Context) error {
 	p.mu.Lock()
-	now := time.Now()
-	at := p.next
-	if floor := now.Add(-p.burst); at.Before(floor) {
-		at = floor
-	}
-	p.next = at.Add(p.every)
+	d := p.b.Reserve(p.now())
 	p.mu.Unlock()
-	d := at.Sub(now)
 	if d <= 0 {
 		return nil
 	}

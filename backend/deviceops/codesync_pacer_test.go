@@ -3,6 +3,7 @@ package deviceops
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -19,7 +20,7 @@ func TestPacer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const rate, workers, each = 20, 2, 6
 		every := time.Second / rate
-		p := newPacer(rate, workers)
+		p := newPacer(rate, workers, time.Now)
 		start := time.Now()
 		var mu sync.Mutex
 		var at []time.Duration
@@ -54,5 +55,26 @@ func TestPacer(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		go func() { time.Sleep(every / 2); cancel() }()
 		assert.ErrorIs(t, p.wait(ctx), context.Canceled, "the next grant is %s away", every)
+	})
+}
+
+// A pacer's clock set back (an hour) stalls nothing and earns nothing:
+// the next sends come at the rate from the earlier time, not an hour
+// later. On synctest's clock.
+func TestPacerClockSetBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const rate = 10
+		every := time.Second / rate
+		var back atomic.Int64 // how far the pacer's clock is set back
+		p := newPacer(rate, 0, func() time.Time { return time.Now().Add(-time.Duration(back.Load())) })
+		require.NoError(t, p.wait(t.Context()), "the burst of one")
+		back.Store(int64(time.Hour))
+		start := time.Now()
+		var at []time.Duration
+		for range 3 {
+			require.NoError(t, p.wait(t.Context()))
+			at = append(at, time.Since(start))
+		}
+		assert.Equal(t, []time.Duration{every, 2 * every, 3 * every}, at, "one every %s, the step back neither waited for nor earned", every)
 	})
 }

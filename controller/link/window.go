@@ -1,12 +1,12 @@
 package link
 
 import (
-	"math"
 	"sort"
 	"time"
 
 	"kluis/controller/journal"
 	"kluis/controller/wire"
+	"kluis/internal/tokenbucket"
 )
 
 // Pace bounds one lane of the outbox's sending: at most Window events in
@@ -65,8 +65,7 @@ type window struct {
 type laneState struct {
 	pace     Pace
 	inflight map[string]*flight
-	tokens   float64
-	at       time.Time // tokens as of at; zero: full
+	tokens   tokenbucket.Bucket
 }
 
 // flight is an event in flight and when it was last published.
@@ -78,7 +77,7 @@ type flight struct {
 func newWindow(event, alarm Pace, resendAfter time.Duration) *window {
 	w := &window{resendAfter: resendAfter}
 	for i, p := range [2]Pace{laneEvent: event, laneAlarm: alarm} {
-		w.lanes[i] = laneState{pace: p, inflight: map[string]*flight{}, tokens: float64(p.Burst)}
+		w.lanes[i] = laneState{pace: p, inflight: map[string]*flight{}, tokens: tokenbucket.New(p.Rate, p.Burst)}
 	}
 	return w
 }
@@ -98,7 +97,6 @@ type send struct {
 func (w *window) plan(now time.Time, j *journal.Journal) (out []send, wait time.Duration) {
 	for _, i := range []int{laneAlarm, laneEvent} {
 		ls := &w.lanes[i]
-		ls.refill(now)
 		// Resendings first, oldest first: the events in flight are the
 		// lane's oldest.
 		var overdue []*flight
@@ -118,11 +116,10 @@ func (w *window) plan(now time.Time, j *journal.Journal) (out []send, wait time.
 			return x.At.Before(y.At) || x.At.Equal(y.At) && x.ID < y.ID
 		})
 		for _, f := range overdue {
-			if ls.tokens < 1 {
-				wait = shorter(wait, ls.untilToken())
+			if !ls.tokens.Take(now) {
+				wait = shorter(wait, ls.tokens.Until(now))
 				break
 			}
-			ls.tokens--
 			f.last = now
 			out = append(out, send{ev: f.ev, lane: i, resend: true})
 			wait = shorter(wait, w.resendAfter)
@@ -132,19 +129,19 @@ func (w *window) plan(now time.Time, j *journal.Journal) (out []send, wait time.
 			continue
 		}
 		urgent := i == laneAlarm
-		n := min(free, int(ls.tokens))
+		n := min(free, ls.tokens.Available(now))
 		var evs []journal.Event
 		if n > 0 {
 			evs = j.OutboxNext(urgent, n, ls.busy)
 		}
 		for _, e := range evs {
-			ls.tokens--
+			ls.tokens.Take(now)
 			ls.inflight[e.ID] = &flight{ev: e, last: now}
 			out = append(out, send{ev: e, lane: i})
 			wait = shorter(wait, w.resendAfter)
 		}
 		if len(evs) == n && n < free && j.OutboxNext(urgent, 1, ls.busy) != nil {
-			wait = shorter(wait, ls.untilToken()) // more to send once a token comes
+			wait = shorter(wait, ls.tokens.Until(now)) // more to send once a token comes
 		}
 	}
 	return out, wait
@@ -182,25 +179,6 @@ func (w *window) reset() {
 
 // inFlight is the number of events in flight in lane i.
 func (w *window) inFlight(i int) int { return len(w.lanes[i].inflight) }
-
-func (ls *laneState) refill(now time.Time) {
-	if ls.at.IsZero() {
-		ls.at = now
-		return
-	}
-	// A clock set back earns nothing for the step, and stalls nothing.
-	d := now.Sub(ls.at)
-	ls.tokens = min(float64(ls.pace.Burst), ls.tokens+max(d, 0).Seconds()*ls.pace.Rate)
-	ls.at = now
-}
-
-// untilToken is how long until the lane has a whole token.
-func (ls *laneState) untilToken() time.Duration {
-	if ls.tokens >= 1 {
-		return 0
-	}
-	return time.Duration(math.Ceil((1 - ls.tokens) / ls.pace.Rate * float64(time.Second)))
-}
 
 // shorter is the shorter of two waits, 0 meaning none.
 func shorter(a, b time.Duration) time.Duration {

@@ -324,7 +324,7 @@ func (s *Service) EnsureAdmin(ctx context.Context, username, password string) (b
 // pinShortCol is User.KioskPINShort in SQL over auth_users (alias, when
 // not empty, is the table's with its dot): the query's parameter $param
 // must be MinKioskPINDigits, so that one constant rules the Go code and
-// every SQL text (WebSessionFor, CountShortKioskPINs, userCols).
+// every SQL text (WebSessionFor, ShortKioskPINs, userCols).
 func pinShortCol(alias string, param int) string {
 	return fmt.Sprintf(`coalesce(%skiosk_pin_digits < $%d::int, false)`, alias, param)
 }
@@ -335,10 +335,11 @@ func userCols(param int) string {
 	return `id, username, role, disabled, created_at, ` + pinShortCol("", param)
 }
 
-func scanUser(row pgx.Row) (User, error) {
+// scanUser scans userCols, then the query's further columns into extra.
+func scanUser(row pgx.Row, extra ...any) (User, error) {
 	var u User
 	var role string
-	if err := row.Scan(&u.ID, &u.Username, &role, &u.Disabled, &u.CreatedAt, &u.KioskPINShort); err != nil {
+	if err := row.Scan(append([]any{&u.ID, &u.Username, &role, &u.Disabled, &u.CreatedAt, &u.KioskPINShort}, extra...)...); err != nil {
 		return User{}, err
 	}
 	u.Role = Role(role)

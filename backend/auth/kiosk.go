@@ -182,32 +182,24 @@ func (s *Service) KioskLogin(ctx context.Context, pin, badge string) (Issued, er
 	return s.issue(ctx, u, "kiosk", "", &exp)
 }
 
-// CountShortKioskPINs counts the enabled users whose staff PIN has fewer
-// than MinKioskPINDigits digits (set before the rule), for the admins'
-// notice on the console.
-func (s *Service) CountShortKioskPINs(ctx context.Context) (int, error) {
-	var n int
-	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM auth_users
-		WHERE kiosk_pin_digits < $1 AND kiosk_pin_digest IS NOT NULL AND NOT disabled`, MinKioskPINDigits).Scan(&n); err != nil {
-		return 0, fmt.Errorf("auth: count short kiosk PINs: %w", err)
-	}
-	return n, nil
-}
-
-// ShortKioskPINUsers returns up to limit of the users CountShortKioskPINs
-// counts, by username, for the admins' notice to name them.
-func (s *Service) ShortKioskPINUsers(ctx context.Context, limit int) ([]User, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+userCols(1)+` FROM auth_users
+// ShortKioskPINs returns how many enabled users have a staff PIN of
+// fewer than MinKioskPINDigits digits (set before the rule) and up to
+// limit (at least 1) of them by username, for the admins' notice on the
+// console. One query: the count is over every such user, before the
+// limit (count(*) OVER ()).
+func (s *Service) ShortKioskPINs(ctx context.Context, limit int) (int, []User, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+userCols(1)+`, count(*) OVER () FROM auth_users
 		WHERE kiosk_pin_digits < $1 AND kiosk_pin_digest IS NOT NULL AND NOT disabled
-		ORDER BY username LIMIT $2`, MinKioskPINDigits, limit)
+		ORDER BY username LIMIT $2`, MinKioskPINDigits, max(limit, 1))
 	if err != nil {
-		return nil, fmt.Errorf("auth: short kiosk PINs: %w", err)
+		return 0, nil, fmt.Errorf("auth: short kiosk PINs: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (User, error) { return scanUser(r) })
+	n := 0
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (User, error) { return scanUser(r, &n) })
 	if err != nil {
-		return nil, fmt.Errorf("auth: short kiosk PINs: %w", err)
+		return 0, nil, fmt.Errorf("auth: short kiosk PINs: %w", err)
 	}
-	return out, nil
+	return n, out, nil
 }
 
 // ValidateKioskPIN checks the rule for a new staff PIN (MinKioskPINDigits

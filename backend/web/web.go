@@ -162,14 +162,7 @@ func New(o Options) (*Web, error) {
 		return nil, err
 	}
 	w.rules = rules
-	w.shortPINs = func(ctx context.Context, limit int) (int, []auth.User, error) {
-		n, err := o.Auth.CountShortKioskPINs(ctx)
-		if err != nil || n == 0 {
-			return n, nil, err
-		}
-		us, err := o.Auth.ShortKioskPINUsers(ctx, limit)
-		return n, us, err
-	}
+	w.shortPINs = o.Auth.ShortKioskPINs
 	if w.pages, err = parsePages(); err != nil {
 		return nil, err
 	}

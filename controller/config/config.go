@@ -161,11 +161,20 @@ type Serial struct {
 	Baud int    `yaml:"baud"`
 }
 
-// Tasmota configures relay modules on an MQTT broker (the credentials are
-// those of mqtt).
+// Tasmota configures relay modules on an MQTT broker of the device's own
+// network (never kluis-backend's: its embedded broker refuses the client id
+// and gives a device user no Tasmota topics, and a broker taking the user
+// name as client id, deploy/mosquitto, would have the link and the relay
+// connection of one device take each other over).
 type Tasmota struct {
-	// Broker URL; default the device's MQTT URL.
+	// Broker URL of the relay modules' broker; required for driver tasmota.
 	Broker string `yaml:"broker"`
+	// Username and PasswordFile are the credentials on that broker, if it
+	// asks for any (none by default: not those of mqtt).
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
+	// ClientID defaults to mqtt.client_id with "-tasmota" appended.
+	ClientID string `yaml:"client_id"`
 	// Modules are the Tasmota devices, one per board.
 	Modules []TasmotaModule `yaml:"modules"`
 }
@@ -376,8 +385,8 @@ func (c *Config) fillDefaults() {
 	if c.Hardware.Serial.Port != "" && c.Hardware.Serial.Baud == 0 {
 		c.Hardware.Serial.Baud = 9600
 	}
-	if c.Hardware.Tasmota.Broker == "" {
-		c.Hardware.Tasmota.Broker = c.MQTT.URL
+	if c.Hardware.Driver == DriverTasmota && c.Hardware.Tasmota.ClientID == "" {
+		c.Hardware.Tasmota.ClientID = c.MQTT.ClientID + "-tasmota"
 	}
 	if len(c.Hardware.Boards) == 0 {
 		seen := map[int]bool{}
@@ -528,21 +537,31 @@ func (l Lockout) validate() error {
 	return nil
 }
 
-func (m MQTT) validate() error {
-	u, err := url.Parse(m.URL)
-	if err != nil || m.URL == "" {
-		return bad("mqtt.url", "%q must be a URL like tcp://host:1883", m.URL)
+// brokerURL parses and checks the broker URL raw of field; creds names the
+// fields that carry the credentials instead.
+func brokerURL(field, raw, creds string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil || raw == "" {
+		return nil, bad(field, "%q must be a URL like tcp://host:1883", raw)
 	}
 	switch u.Scheme {
 	case "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss":
 	default:
-		return bad("mqtt.url", "scheme %q must be tcp, ssl, tls, mqtt, mqtts, ws or wss", u.Scheme)
+		return nil, bad(field, "scheme %q must be tcp, ssl, tls, mqtt, mqtts, ws or wss", u.Scheme)
 	}
 	if u.Host == "" {
-		return bad("mqtt.url", "%q has no host", m.URL)
+		return nil, bad(field, "%q has no host", raw)
 	}
 	if u.User != nil {
-		return bad("mqtt.url", "must not carry credentials; use mqtt.username and mqtt.password_file")
+		return nil, bad(field, "must not carry credentials; use %s", creds)
+	}
+	return u, nil
+}
+
+func (m MQTT) validate() error {
+	u, err := brokerURL("mqtt.url", m.URL, "mqtt.username and mqtt.password_file")
+	if err != nil {
+		return err
 	}
 	if m.ResendAfter < time.Second || m.ResendAfter > 10*time.Minute {
 		return bad("mqtt.resend_after", "%v must be between 1s and 10m", m.ResendAfter)
@@ -602,8 +621,8 @@ func (c *Config) validateHardware(o ParseOptions) error {
 			}
 			seen[m.Board] = true
 		}
-		if u, err := url.Parse(h.Tasmota.Broker); err != nil || u.Host == "" || u.User != nil {
-			return bad("hardware.tasmota.broker", "must be a broker URL without credentials")
+		if err := h.Tasmota.validate(); err != nil {
+			return err
 		}
 	case DriverSimFile:
 		if !o.AllowTestDrivers {
@@ -724,15 +743,48 @@ func (c *Config) MQTTTLS() (*tls.Config, error) {
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
+// validate checks the relay modules' broker connection.
+func (t Tasmota) validate() error {
+	if t.Broker == "" {
+		return bad("hardware.tasmota.broker", "must be set for driver tasmota: the URL of the relay modules' MQTT broker "+
+			"on the device's own network (e.g. tcp://127.0.0.1:1883), not mqtt.url (kluis-backend's broker)")
+	}
+	if _, err := brokerURL("hardware.tasmota.broker", t.Broker, "hardware.tasmota.username and password_file"); err != nil {
+		return err
+	}
+	if t.PasswordFile != "" && t.Username == "" {
+		return bad("hardware.tasmota.username", "must be set when password_file is")
+	}
+	if len(t.ClientID) > 64 || strings.IndexFunc(t.ClientID, func(r rune) bool { return r <= ' ' || r >= 0x7f }) >= 0 {
+		return bad("hardware.tasmota.client_id", "must be 1-64 printable ASCII characters without spaces")
+	}
+	return nil
+}
+
+// TasmotaPassword returns the password on the relay modules' broker from
+// hardware.tasmota.password_file (trailing newline removed), "" without one.
+func (c *Config) TasmotaPassword() (string, error) {
+	return readSecret("hardware.tasmota.password_file", c.Hardware.Tasmota.PasswordFile)
+}
+
+// readSecret reads the secret in file path of field, trailing newline
+// removed; "" without a file.
+func readSecret(field, path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("config: %s: %w", field, err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
 // MQTTPassword returns the MQTT password from Password or PasswordFile
 // (trailing newline removed).
 func (c *Config) MQTTPassword() (string, error) {
 	if c.MQTT.PasswordFile == "" {
 		return c.MQTT.Password, nil
 	}
-	b, err := os.ReadFile(c.MQTT.PasswordFile)
-	if err != nil {
-		return "", fmt.Errorf("config: mqtt.password_file: %w", err)
-	}
-	return strings.TrimRight(string(b), "\r\n"), nil
+	return readSecret("mqtt.password_file", c.MQTT.PasswordFile)
 }

@@ -24,7 +24,7 @@ func OpenDriver(ctx context.Context, cfg *config.Config, log *slog.Logger, reg p
 		return kerong.New(kerong.Options{Port: h.Serial.Port, Baud: h.Serial.Baud, Boards: h.Boards,
 			Logger: log, Registry: reg})
 	case config.DriverTasmota:
-		pw, err := cfg.MQTTPassword()
+		pw, err := cfg.TasmotaPassword()
 		if err != nil {
 			return nil, err
 		}
@@ -32,8 +32,8 @@ func OpenDriver(ctx context.Context, cfg *config.Config, log *slog.Logger, reg p
 		for _, m := range h.Tasmota.Modules {
 			mods = append(mods, tasmota.Module{Topic: m.Topic, Relays: m.Relays, Board: m.Board})
 		}
-		return tasmota.New(tasmota.Options{Broker: h.Tasmota.Broker, ClientID: cfg.MQTT.ClientID + "-tasmota",
-			Username: cfg.MQTT.Username, Password: pw, Modules: mods, Automaton: cfg.Kind == config.KindAutomaton,
+		return tasmota.New(tasmota.Options{Broker: h.Tasmota.Broker, ClientID: h.Tasmota.ClientID,
+			Username: h.Tasmota.Username, Password: pw, Modules: mods, Automaton: cfg.Kind == config.KindAutomaton,
 			Logger: log, Registry: reg})
 	}
 	return nil, fmt.Errorf("daemon: driver %q is not a production driver: %w", h.Driver, hardware.ErrUnsupported)

@@ -75,7 +75,8 @@ func runKluisd(t *testing.T, hw string) map[string]bool {
 			ClearRetainedOnClose: true})
 		require.NoError(t, err)
 		defer mod.Close()
-		hardware = fmt.Sprintf("{driver: tasmota, tasmota: {modules: [{topic: %s-bank, relays: 8, board: 0}]}}", dev)
+		hardware = fmt.Sprintf("{driver: tasmota, tasmota: {broker: %s, modules: [{topic: %s-bank, relays: 8, board: 0}]}}",
+			testenv.BrokerURL(), dev)
 	}
 	kiosk := testenv.FreeAddr(t)
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`

@@ -134,20 +134,10 @@ func (k KioskPINs) SetFor(ctx context.Context, actor auth.User, id int64, pin, v
 func (k KioskPINs) checkPassword(ctx context.Context, u auth.User, password, source string, now time.Time, via string) error {
 	_, err := auth.PasswordCheck{Auth: k.Auth, Limits: k.Logins, Log: k.Log}.Check(ctx,
 		auth.PasswordAttempt{Username: u.Username, Password: password, Source: source, Now: now, UserID: u.ID})
-	var refused *auth.LimitsRefusal
-	switch {
-	case errors.Is(err, auth.ErrLimitsUnavailable):
-		k.Log.Error("login limits unavailable: password check refused", "source", source, "err", err)
-		return &Error{Status: http.StatusServiceUnavailable, Code: "login_unavailable",
-			Message: "the password cannot be checked right now (the login limits cannot be read); try again later", Err: ErrLoginLimitsUnavailable}
-	case errors.As(err, &refused):
-		wait := refused.Until.Sub(now).Truncate(time.Second) + time.Second
-		return &Error{Status: http.StatusTooManyRequests, Code: "too_many_attempts",
-			Message: fmt.Sprintf("too many failed password checks; try again in %d seconds", int(wait/time.Second)), Err: &TooManyAttempts{RetryAfter: wait}}
-	case errors.Is(err, auth.ErrLoginBusy):
-		return &Error{Status: http.StatusTooManyRequests, Code: "login_busy",
-			Message: fmt.Sprintf("too many passwords are being checked right now; try again in %d seconds", int(auth.LoginBusyRetry/time.Second)), Err: err}
-	case errors.Is(err, auth.ErrInvalidCredentials):
+	if ae := passwordRefusal(k.Log, err, source, now); ae != nil {
+		return ae
+	}
+	if errors.Is(err, auth.ErrInvalidCredentials) {
 		subj := "user:" + strconv.FormatInt(u.ID, 10)
 		if aerr := k.audit(ctx, audit.Entry{At: now, Actor: subj, Action: "login.failed", Subject: subj,
 			Details: map[string]any{"known_user": true, "source": source, "via": via, "for": "kiosk_pin"}}); aerr != nil {
@@ -156,6 +146,50 @@ func (k KioskPINs) checkPassword(ctx context.Context, u auth.User, password, sou
 		return &Error{Status: http.StatusForbidden, Code: "wrong_password", Message: "the current password is wrong", Err: ErrWrongPassword}
 	}
 	return err
+}
+
+// passwordRefusal is the answer of every door that checks a password (a
+// login, setting one's own staff PIN) when auth.PasswordCheck refused to
+// check it: 503 login_unavailable (ErrLoginLimitsUnavailable; logged),
+// 429 too_many_attempts (a *TooManyAttempts) or 429 login_busy
+// (auth.ErrLoginBusy); nil for any other err. now is the attempt's time;
+// setRetryAfter sets the 429s' Retry-After.
+func passwordRefusal(log *slog.Logger, err error, source string, now time.Time) *Error {
+	var refused *auth.LimitsRefusal
+	switch {
+	case errors.Is(err, auth.ErrLimitsUnavailable):
+		log.Error("login limits unavailable: password check refused", "source", source, "err", err)
+		return &Error{Status: http.StatusServiceUnavailable, Code: "login_unavailable",
+			Message: "passwords cannot be checked right now (the login limits cannot be read); try again later", Err: ErrLoginLimitsUnavailable}
+	case errors.As(err, &refused):
+		wait := refused.Until.Sub(now).Truncate(time.Second) + time.Second
+		msg := "many failed logins for this user; try again in %d seconds"
+		switch {
+		case refused.Source:
+			msg = "too many failed logins for this user from your address; try again in %d seconds"
+		case refused.Address:
+			msg = "many failed logins from your address; try again in %d seconds"
+		}
+		return &Error{Status: http.StatusTooManyRequests, Code: "too_many_attempts",
+			Message: fmt.Sprintf(msg, int(wait/time.Second)), Err: &TooManyAttempts{RetryAfter: wait}}
+	case errors.Is(err, auth.ErrLoginBusy):
+		return &Error{Status: http.StatusTooManyRequests, Code: "login_busy",
+			Message: fmt.Sprintf("too many passwords are being checked right now (or one from your address already is); try again in %d seconds",
+				int(auth.LoginBusyRetry/time.Second)), Err: err}
+	}
+	return nil
+}
+
+// setRetryAfter sets Retry-After for an answer that says when to try
+// again (passwordRefusal's 429s).
+func setRetryAfter(w http.ResponseWriter, err error) {
+	var tma *TooManyAttempts
+	switch {
+	case errors.As(err, &tma):
+		w.Header().Set("Retry-After", strconv.Itoa(int(tma.RetryAfter/time.Second)))
+	case errors.Is(err, auth.ErrLoginBusy):
+		w.Header().Set("Retry-After", strconv.Itoa(int(auth.LoginBusyRetry/time.Second)))
+	}
 }
 
 // takenSince counts u's own new PINs refused as taken since (chained and

@@ -53,24 +53,11 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	now := s.clock()
 	source := auth.ClientSource(r, s.trusted)
 	u, err := s.passwordCheck().Check(ctx, auth.PasswordAttempt{Username: req.Username, Password: req.Password, Source: source, Now: now})
-	var refused *auth.LimitsRefusal
+	if ae := passwordRefusal(s.log, err, source, now); ae != nil {
+		setRetryAfter(w, ae)
+		return ae
+	}
 	switch {
-	case errors.Is(err, auth.ErrLimitsUnavailable):
-		s.log.Error("login limits unavailable: login refused", "source", source, "err", err)
-		return errorf(http.StatusServiceUnavailable, "login_unavailable", "logins are not possible right now (the login limits cannot be checked); try again later")
-	case errors.As(err, &refused):
-		secs := int(refused.Until.Sub(now).Seconds()) + 1
-		w.Header().Set("Retry-After", strconv.Itoa(secs))
-		if refused.Source {
-			return errorf(http.StatusTooManyRequests, "too_many_attempts", "too many failed logins for this user from your address; try again in %d seconds", secs)
-		}
-		if refused.Address {
-			return errorf(http.StatusTooManyRequests, "too_many_attempts", "many failed logins from your address; try again in %d seconds", secs)
-		}
-		return errorf(http.StatusTooManyRequests, "too_many_attempts", "many failed logins for this user; try again in %d seconds", secs)
-	case errors.Is(err, auth.ErrLoginBusy):
-		w.Header().Set("Retry-After", strconv.Itoa(int(auth.LoginBusyRetry/time.Second)))
-		return errorf(http.StatusTooManyRequests, "login_busy", "too many logins are being checked right now (or one from your address already is); try again in %d seconds", int(auth.LoginBusyRetry/time.Second))
 	case errors.Is(err, auth.ErrInvalidCredentials):
 		e := audit.Entry{Actor: "anonymous", Action: "login.failed", Details: map[string]any{"known_user": false, "source": source}}
 		if u, uerr := s.auth.UserByName(ctx, req.Username); uerr == nil {
@@ -178,13 +165,7 @@ func (s *Server) handleSetOwnKioskPIN(w http.ResponseWriter, r *http.Request) er
 	}
 	p := principal(r.Context())
 	err := s.kioskPINs().SetOwn(r.Context(), p.User, req.CurrentPassword, req.KioskPIN, auth.ClientSource(r, s.trusted), "api")
-	var tma *TooManyAttempts
-	switch {
-	case errors.As(err, &tma):
-		w.Header().Set("Retry-After", strconv.Itoa(int(tma.RetryAfter/time.Second)))
-	case errors.Is(err, auth.ErrLoginBusy):
-		w.Header().Set("Retry-After", strconv.Itoa(int(auth.LoginBusyRetry/time.Second)))
-	}
+	setRetryAfter(w, err)
 	if err != nil {
 		return err
 	}

@@ -386,7 +386,7 @@ func serve(ctx context.Context, args []string, e Env) error {
 	fs.Var(&o.DeviceEventBudget, "device-event-budget", "each device's budget of events but alarms, RATE/BURST: RATE a second, BURST at once; over it an event is not acknowledged yet (the device sends it again)")
 	o.DeviceAlarmBudget, o.DeviceResultBudget = devicelink.DefaultAlarmBudget(), devicelink.DefaultResultBudget()
 	fs.Var(&o.DeviceAlarmBudget, "device-alarm-budget", "each device's budget of alarms and their clearing, apart from its other events, RATE/BURST; over it an alarm is not acknowledged yet (the device sends it again)")
-	fs.Var(&o.DeviceResultBudget, "device-result-budget", "each device's budget of command results, RATE/BURST; over it a result is not recorded")
+	fs.Var(&o.DeviceResultBudget, "device-result-budget", "each device's budget of command results, RATE/BURST; over it a result is not recorded yet (not acknowledged: the device sends it again)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

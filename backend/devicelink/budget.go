@@ -13,7 +13,8 @@ import (
 // Budget is a per-device token bucket: a device may send Burst messages
 // at once, and Rate more per second after that. A message over budget is
 // refused (an event is not acknowledged, a request is answered
-// "unavailable", a command result is not recorded); see
+// "unavailable", a command result is neither recorded nor acknowledged);
+// see
 // Options.VerifyBudget, EventBudget, AlarmBudget and ResultBudget.
 type Budget struct {
 	// Rate is how many messages a second refill the bucket.

@@ -493,7 +493,8 @@ func TestAlarmsHaveABudgetOfTheirOwn(t *testing.T) {
 	assert.Equal(t, 1, rec.count(late.ID))
 }
 
-// Command results have a budget too: over it a result is not recorded,
+// Command results have a budget too: over it a result is neither recorded
+// nor acknowledged,
 // counted as throttled, and the episode counted once.
 func TestCommandResultsOverBudget(t *testing.T) {
 	pool := newPool(t)
@@ -512,6 +513,30 @@ func TestCommandResultsOverBudget(t *testing.T) {
 	assert.Equal(t, 3.0, count("throttled"))
 	assert.Equal(t, 2.0, count("unknown"), "within budget: looked up (no such command)")
 	assert.Equal(t, 1.0, metricValue(t, reg, "kluis_devicelink_throttle_episodes_total", map[string]string{"budget": "cmdres"}))
+	// Looked up, acknowledged (sending it again would not help); over
+	// budget, not acknowledged: the device sends those again.
+	testenv.Eventually(t, "the results within budget acknowledged", func() bool { return a.ackCount("cmd-0") == 1 && a.ackCount("cmd-1") == 1 })
+	for i := 2; i < 5; i++ {
+		assert.Zero(t, a.ackCount(fmt.Sprint("cmd-", i)), "over budget: not acknowledged")
+	}
+	// Sent again as the budget refills (2 at once): taken and acknowledged.
+	for _, ids := range [][]string{{"cmd-2", "cmd-3"}, {"cmd-4"}} {
+		clock.Set(clock.Now().Add(2 * time.Second))
+		for _, id := range ids {
+			b, err := wire.Encode(&wire.CommandResult{ID: id, Status: wire.StatusDone, At: clock.Now()})
+			require.NoError(t, err)
+			a.raw(wire.KindCmdResult, b)
+		}
+		testenv.Eventually(t, "the results sent again acknowledged", func() bool {
+			for _, id := range ids {
+				if a.ackCount(id) != 1 {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	assert.Equal(t, 3.0, count("throttled"), "none refused again")
 }
 
 // The budgets hold on the Mosquitto path too (the backend attached to

@@ -175,6 +175,7 @@ func TestCommandsAndResults(t *testing.T) {
 	require.NoError(t, err)
 	d.raw(wire.KindCmdResult, res)
 	testenv.Eventually(t, "result recorded", func() bool { s, _ := l.CommandStatus(ctx, id); return s.Status == "done" })
+	testenv.Eventually(t, "result acknowledged with the command's id", func() bool { return d.ackCount(id) == 1 })
 	// A later duplicate result does not overwrite the first.
 	dup, err := wire.Encode(&wire.CommandResult{ID: id, Status: wire.StatusDuplicate, At: time.Now()})
 	require.NoError(t, err)
@@ -185,6 +186,7 @@ func TestCommandsAndResults(t *testing.T) {
 	st, err = l.CommandStatus(ctx, id)
 	require.NoError(t, err)
 	assert.Equal(t, "done", st.Status)
+	testenv.Eventually(t, "the duplicate acknowledged too", func() bool { return d.ackCount(id) == 2 })
 
 	_, err = l.SendCommand(ctx, dev, wire.Command{Kind: wire.CmdOpen})
 	assert.ErrorIs(t, err, wire.ErrInvalid, "open without address")

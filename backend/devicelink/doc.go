@@ -30,7 +30,11 @@
 //     device must stop resending it); any other error rolls back and does
 //     not acknowledge, so the device sends the event again later.
 //   - cmdres: recorded on the command's device_commands row (the first
-//     result wins). Commands are sent with Link.SendCommand, each with an
+//     result wins), then acknowledged on the device's ack topic with the
+//     command's id (a repeated result, and one of an unknown command,
+//     too), so that the device stops sending it again; a result over
+//     budget or not recorded is not acknowledged, and the device sends it
+//     again later. Commands are sent with Link.SendCommand, each with an
 //     id and an expiry, and stored before they are published.
 //   - verify/req, staff/req: answered on verify/res and staff/res by the
 //     Verifier and StaffHandler; a repeated request id from the same
@@ -58,7 +62,8 @@
 // or StaffHandler, and that answer is kept for its request id like any
 // other; an event over budget is neither stored nor acknowledged, so the
 // device sends it again later and none is lost; a command result over
-// budget is not recorded. Alarms and their clearing spend the alarm budget
+// budget is neither recorded nor acknowledged, and the device sends it
+// again later too. Alarms and their clearing spend the alarm budget
 // instead of the event budget, told apart before decoding by the payload's
 // first top-level kind (wire.PeekEventKind): a backlog over the event
 // budget holds back no alarm, and an event let in as an alarm that decodes

@@ -174,8 +174,9 @@ type Options struct {
 	// kind is refused as malformed (neither stored nor acknowledged).
 	AlarmBudget Budget
 	// ResultBudget bounds each device's command results; zero:
-	// DefaultResultBudget. A result over budget is not recorded (the
-	// command stays unanswered until it expires).
+	// DefaultResultBudget. A result over budget is neither recorded nor
+	// acknowledged: the device sends it again (kluisd after
+	// mqtt.resend_after).
 	ResultBudget Budget
 	// ThrottleQuiet ends a device's episode over a budget: a refusal after
 	// this long without one is a new episode (a new warning and
@@ -697,27 +698,37 @@ func (l *Link) deviceTime(device, what, id string, at, received time.Time) time.
 	return received
 }
 
-// handleResult records a command's first result.
+// handleResult records a command's first result, then acknowledges it
+// on the device's ack topic (its command id), as it does a repeated one
+// and one of a command it does not know (sending it again would not
+// help); a result it could not record is not acknowledged, and the device
+// sends it again.
 func (l *Link) handleResult(ctx context.Context, device string, r *wire.CommandResult) string {
 	r.At = l.deviceTime(device, "command result", r.ID, r.At, l.now())
 	tag, err := l.o.Pool.Exec(ctx, `UPDATE device_commands SET status = $3, result_at = $4, result_detail = $5
 		WHERE command_id = $1 AND device_id = $2 AND status IN ('pending', 'sent')`,
 		r.ID, device, string(r.Status), r.At, r.Detail)
 	if err != nil {
-		l.log.Error("recording a command result failed", "device", device, "command", r.ID, "err", err)
+		l.log.Error("recording a command result failed; not acknowledged", "device", device, "command", r.ID, "err", err)
 		return "error"
 	}
+	outcome := "ok"
 	if tag.RowsAffected() == 1 {
 		l.log.Info("command result", "device", device, "command", r.ID, "status", r.Status)
-		return "ok"
+	} else {
+		var n int
+		if err := l.o.Pool.QueryRow(ctx, `SELECT count(*) FROM device_commands WHERE command_id = $1 AND device_id = $2`, r.ID, device).Scan(&n); err != nil {
+			l.log.Error("looking up a command result failed; not acknowledged", "device", device, "command", r.ID, "err", err)
+			return "error"
+		}
+		outcome = "duplicate"
+		if n == 0 {
+			outcome = "unknown"
+			l.log.Warn("result of an unknown command", "device", device, "command", r.ID)
+		}
 	}
-	var n int
-	_ = l.o.Pool.QueryRow(ctx, `SELECT count(*) FROM device_commands WHERE command_id = $1 AND device_id = $2`, r.ID, device).Scan(&n)
-	if n > 0 {
-		return "duplicate"
-	}
-	l.log.Warn("result of an unknown command", "device", device, "command", r.ID)
-	return "unknown"
+	l.reply(device, &wire.Ack{IDs: []string{r.ID}})
+	return outcome
 }
 
 // handleRequest answers a request once per (device, id): a repeated id

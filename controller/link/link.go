@@ -4,7 +4,8 @@
 // (acks are journaled) a window at a time, paced under the backend's
 // budget, alarms first (window.go), sends heartbeats, asks the backend to verify codes
 // and staff credentials (request/response with correlation ids and a
-// timeout), and hands commands to the engine, publishing their results.
+// timeout), and hands commands to the engine, publishing their results
+// until the backend acknowledges each (results.go).
 //
 // Every received payload goes through wire.Decode; an invalid one is
 // counted, logged without its content and otherwise ignored. An answer to a
@@ -94,6 +95,7 @@ type Link struct {
 	mu        sync.Mutex
 	pending   map[string]*pendingReq
 	win       *window
+	results   heldResults
 	connGen   int
 	connected bool
 	wake      chan struct{}
@@ -101,6 +103,7 @@ type Link struct {
 	acks ackLog
 
 	mPublished, mResent, mAcked, mInvalid *promtext.Counter
+	mResultsResent                        *promtext.Counter
 	mConnected                            *promtext.Gauge
 	mInFlight, mBacklog                   *promtext.GaugeVec
 	mRefused                              *promtext.CounterVec
@@ -171,6 +174,7 @@ func New(o Options) (*Link, error) {
 	l.mResent = c("events_resent_total", "Event republications: in flight, not acknowledged within mqtt.resend_after.")
 	l.mAcked = c("events_acked_total", "Event ids acknowledged by the backend.")
 	l.mInvalid = c("invalid_messages_total", "Received payloads that failed wire validation.")
+	l.mResultsResent = c("command_results_resent_total", "Command result republications: not acknowledged by the backend within mqtt.resend_after.")
 	l.mConnected = promtext.NewGauge(promtext.GaugeOpts{Namespace: "kluisd", Subsystem: "mqtt", Name: "connected", Help: "1 while connected to the broker."})
 	l.mRefused = promtext.NewCounterVec(promtext.CounterOpts{Namespace: "kluisd", Subsystem: "mqtt", Name: "responses_refused_total",
 		Help: "Answers to this device's verify and staff requests refused: unsigned, badly signed, for another device or request, changed or expired."},
@@ -178,7 +182,7 @@ func New(o Options) (*Link, error) {
 	for _, k := range []wire.Kind{wire.KindVerifyRes, wire.KindStaffRes} {
 		l.mRefused.WithLabelValues(string(k))
 	}
-	cols := []promtext.Collector{l.mPublished, l.mResent, l.mAcked, l.mInvalid, l.mConnected, l.mRefused}
+	cols := []promtext.Collector{l.mPublished, l.mResent, l.mAcked, l.mInvalid, l.mResultsResent, l.mConnected, l.mRefused}
 	l.mInFlight = promtext.NewGaugeVec(promtext.GaugeOpts{Namespace: "kluisd", Subsystem: "mqtt", Name: "events_in_flight",
 		Help: "Events published and not yet acknowledged, by lane (alarm: alarms and their clearing, sent first; event: the rest); at most the lane's window."},
 		[]string{"lane"})
@@ -259,6 +263,7 @@ func (l *Link) setConnected(v bool) {
 	if v {
 		l.connGen++
 		l.win.reset() // everything unacked goes again, oldest first, at the pace
+		l.results.reconnected()
 	}
 	l.mu.Unlock()
 	if v {
@@ -312,6 +317,12 @@ func (l *Link) onMessage(_ mqtt.Client, msg mqtt.Message) {
 	switch v := m.(type) {
 	case *wire.Ack:
 		for _, id := range v.IDs {
+			l.mu.Lock()
+			result := l.results.acked(id)
+			l.mu.Unlock()
+			if result {
+				continue // a command's result, recorded by the backend
+			}
 			journaled, err := l.o.Journal.Ack(id)
 			if err != nil {
 				l.acks.failed(l.log, l.o.Clock(), err)
@@ -439,7 +450,15 @@ func (l *Link) commandLoop(ctx context.Context) {
 				l.log.Error("command result does not encode", "err", err)
 				continue
 			}
+			// Held until the backend acknowledges it (results.go).
+			l.mu.Lock()
+			dropped := l.results.hold(res.ID, b, l.o.Clock())
+			l.mu.Unlock()
+			if dropped != "" {
+				l.log.Warn("too many command results unacknowledged: the oldest no longer sent again", "id", dropped)
+			}
 			l.client.Publish(l.topic(wire.KindCmdResult), 1, false, b)
+			l.poke() // the pump sends it again unless acknowledged
 		}
 	}
 }
@@ -478,9 +497,16 @@ func (l *Link) publishOutbox() time.Duration {
 	if !l.Connected() {
 		return 0
 	}
+	now := l.o.Clock()
 	l.mu.Lock()
-	sends, wait := l.win.plan(l.o.Clock(), l.o.Journal)
+	sends, wait := l.win.plan(now, l.o.Journal)
+	again, until := l.results.due(now, l.o.ResendAfter)
 	l.mu.Unlock()
+	wait = shorter(wait, until)
+	for _, b := range again {
+		l.client.Publish(l.topic(wire.KindCmdResult), 1, false, b)
+		l.mResultsResent.Inc()
+	}
 	for _, s := range sends {
 		l.client.Publish(l.topic(wire.KindEvent), 1, false, []byte(s.ev.Payload))
 		l.mPublished.Inc()

@@ -99,6 +99,9 @@ func (r *responder) onMessage(_ mqtt.Client, msg mqtt.Message) {
 		r.hbs++
 	case *wire.CommandResult:
 		r.res = append(r.res, *v)
+		if r.ack {
+			go r.pub(wire.KindAck, &wire.Ack{IDs: []string{v.ID}})
+		}
 	case *wire.VerifyRequest:
 		if v.Token != "K1.silent" {
 			res := r.forge(v)
@@ -284,11 +287,13 @@ func TestVerifyAndCommands(t *testing.T) {
 	r.c.Publish(tp, 1, false, []byte(`not json`))
 	now := time.Now()
 	r.pub(wire.KindCommand, &wire.Command{ID: "cmd-ok", Kind: wire.CmdOpen, Issued: now, Expires: now.Add(time.Minute), Addr: &wire.Address{}})
-	testenv.Eventually(t, "command result", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.res) == 1 })
+	testenv.Eventually(t, "command result", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.res) >= 1 })
 	mu.Lock()
 	require.Equal(t, []string{"cmd-ok"}, got)
 	mu.Unlock()
+	r.mu.Lock()
 	require.Equal(t, wire.StatusDone, r.res[0].Status)
+	r.mu.Unlock()
 	testenv.Eventually(t, "invalid counted", func() bool { return l.mInvalid.Value() >= 2 })
 }
 
@@ -305,12 +310,54 @@ func TestCommandWithoutHandlerRejectedAtTheClock(t *testing.T) {
 	defer stop()
 	now := time.Now()
 	r.pub(wire.KindCommand, &wire.Command{ID: "cmd-none", Kind: wire.CmdOpen, Issued: now, Expires: now.Add(time.Minute), Addr: &wire.Address{}})
-	testenv.Eventually(t, "command result", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.res) == 1 })
+	testenv.Eventually(t, "command result", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.res) >= 1 })
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	require.Equal(t, "cmd-none", r.res[0].ID)
 	require.Equal(t, wire.StatusRejected, r.res[0].Status)
 	require.True(t, at.Equal(r.res[0].At), "result at %v, want the clock's %v", r.res[0].At, at)
+}
+
+// A command's result is published again every resend_after while the
+// backend does not acknowledge it (a result over the backend's budget is
+// not recorded, and not acknowledged), and no longer once an ack names the
+// command; the ack touches no journal event.
+func TestCommandResultUntilAcked(t *testing.T) {
+	dev := fmt.Sprintf("lr-%d", time.Now().UnixNano())
+	r := newResponder(t, dev)
+	r.setAck(false)
+	j, _, _, err := journal.Open(journal.Options{Dir: t.TempDir(), DeviceID: dev})
+	require.NoError(t, err)
+	defer j.Close()
+	l, stop := startLink(t, dev, j, func(_ context.Context, c wire.Command) wire.CommandResult {
+		return wire.CommandResult{ID: c.ID, Status: wire.StatusDone}
+	})
+	defer stop()
+	results := func() int {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.res)
+	}
+	held := func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.results.count()
+	}
+	now := time.Now()
+	r.pub(wire.KindCommand, &wire.Command{ID: "cmd-held", Kind: wire.CmdOpen, Issued: now, Expires: now.Add(time.Minute), Addr: &wire.Address{}})
+	testenv.Eventually(t, "the result sent again while not acknowledged", func() bool { return results() >= 3 })
+	require.Equal(t, 1, held())
+	require.GreaterOrEqual(t, l.mResultsResent.Value(), 2.0)
+	r.mu.Lock()
+	for _, res := range r.res {
+		require.Equal(t, "cmd-held", res.ID)
+		require.Equal(t, wire.StatusDone, res.Status)
+	}
+	r.mu.Unlock()
+
+	r.pub(wire.KindAck, &wire.Ack{IDs: []string{"cmd-held"}})
+	testenv.Eventually(t, "the acknowledged result no longer held", func() bool { return held() == 0 })
+	require.Zero(t, l.mAcked.Value(), "no event acknowledged")
 }
 
 // On the real broker, a backlog goes out a window at a time: while the

@@ -32,7 +32,9 @@
 //   - An edge keeps each Event in its journal until an Ack naming its id
 //     arrives; the backend sends the Ack only after its database commit, and
 //     acknowledges a duplicate again without applying it twice. A broker's
-//     PUBACK is not durability.
+//     PUBACK is not durability. A CommandResult is kept and sent again the
+//     same way until an Ack names its command id; the backend records the
+//     first result of a command and acknowledges every copy.
 //   - A Command carries an id, an expiry and the backend's signature for
 //     the device ([SignCommand]; "KC1." claims binding the device id, the
 //     command id and the SHA-256 of the whole command): a device carries

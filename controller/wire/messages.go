@@ -229,8 +229,11 @@ type Event struct {
 	Detail string `json:"detail,omitempty"`
 }
 
-// Ack acknowledges events at application level: each id named was committed
-// by the backend (now or before) and may leave the device's journal.
+// Ack acknowledges events and command results at application level: each
+// id named is an event the backend committed (now or before), which may
+// leave the device's journal, or a command whose result the backend
+// recorded (or had recorded, or does not know), which the device no longer
+// sends again. A device ignores an id it does not hold.
 type Ack struct {
 	V   int      `json:"v"`
 	IDs []string `json:"ids"`

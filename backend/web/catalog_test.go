@@ -330,7 +330,7 @@ func TestDocumentsListUndelivered(t *testing.T) {
 			"Collection receipt", "Next try 11:30:00 (failed attempts: 2)", "Nothing: it is tried again by itself.", "(erased)"},
 		"nl": {"Berichten die niet aankwamen", "Opgegeven (pogingen: 12)", "Nieuwe poging 11:30:00 (mislukte pogingen: 2)",
 			"De houder heeft geen codes: geef het afhaalbewijs af of maak nieuwe codes."},
-		"fr": {"Messages non arrivés", "Abandonné (essais : 12)", "Nouvel essai 11:30:00 (essais échoués : 2)"},
+		"fr": {"Messages non arrivés", "Abandonné (essais\u00a0: 12)", "Nouvel essai 11:30:00 (essais échoués\u00a0: 2)"},
 		"de": {"Nicht angekommene Nachrichten", "Aufgegeben (Versuche: 12)", "Neuer Versuch 11:30:00 (fehlgeschlagene Versuche: 2)"},
 	}
 	for _, lang := range Languages {
@@ -364,12 +364,12 @@ func TestDocumentUndelivered(t *testing.T) {
 			"The holder has no codes: hand over the pickup slip or make new codes.", "Reminder", "e-mail, text message",
 			"Next try 11:30:00 (failed attempts: 2)", "no error text", "Nothing: it is tried again by itself."},
 		"nl": {"Berichten aan deze houder die niet aankwamen", "Kanaal", "Laatste fout", "sms", "Opgegeven (pogingen: 12)", "geen foutmelding"},
-		"fr": {"Messages non arrivés à ce titulaire", "Canal", "Dernière erreur", "Abandonné (essais : 12)", "aucun message d'erreur"},
+		"fr": {"Messages non arrivés à ce titulaire", "Canal", "Dernière erreur", "Abandonné (essais\u00a0: 12)", "aucun message d'erreur"},
 		"de": {"Nicht angekommene Nachrichten an diesen Inhaber", "Kanal", "Letzter Fehler", "Aufgegeben (Versuche: 12)", "keine Fehlermeldung"},
 	}
 	left := map[string]string{"en": "Nothing any more: the document is no longer in the device.",
-		"nl": "Niets meer: het document is niet meer in het toestel.", "fr": "Plus rien : le document n'est plus dans l'appareil.",
-		"de": "Nichts mehr: das Dokument ist nicht mehr im Gerät."}
+		"nl": "Niets meer: het document is niet meer in het toestel.", "fr": "Plus rien\u00a0: le document n'est plus dans l'appareil.",
+		"de": "Nichts mehr: Das Dokument ist nicht mehr im Gerät."}
 	for _, lang := range Languages {
 		pages := renderAll(t, lang)
 		page := pages["document-notified"]
@@ -593,5 +593,18 @@ func TestFleetMarksDevicesThatNeedAttention(t *testing.T) {
 		// offline, in service; then by name a1 never connected and k1 out
 		// of service.
 		assert.Equal(t, []string{"k1 has-alarm", "k1 attention", "a1 ", "k1 "}, got, lang)
+	}
+}
+
+// frenchPunct is a plain space before a French double punctuation mark:
+// a line may break there and start with ":" or "?" ("redémarrages" /
+// ": 1" in the fleet table). French puts a non-breaking space there.
+var frenchPunct = regexp.MustCompile(` [:?!;]`)
+
+// TestFrenchPunctuationStaysWithItsWord: every French text of the console
+// has a non-breaking space (U+00A0) before : ? ! and ;, never a plain one.
+func TestFrenchPunctuationStaysWithItsWord(t *testing.T) {
+	for k, s := range catalogue["fr"] {
+		assert.False(t, frenchPunct.MatchString(s), "fr %s: %q has a plain space before a punctuation mark", k, s)
 	}
 }

@@ -36,7 +36,7 @@ func TestBirthDateTypedInBrowser(t *testing.T) {
 	for _, c := range []struct {
 		lang, notReal, legend string
 	}{
-		{"fr", "Cette date n'existe pas : vérifiez le jour et le mois.", "Date de naissance"},
+		{"fr", "Cette date n'existe pas\u00a0: vérifiez le jour et le mois.", "Date de naissance"},
 		{"de", "Dieses Datum gibt es nicht: Prüfen Sie Tag und Monat.", "Geburtsdatum"},
 	} {
 		for _, v := range []struct {

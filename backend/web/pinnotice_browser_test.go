@@ -43,7 +43,7 @@ func TestShortStaffPINNotice(t *testing.T) {
 	admin := e.client()
 	admin.login(auth.RoleAdmin)
 	p = admin.get("/staff/devices?lang=fr")
-	assert.Contains(t, p.body, "Utilisateurs dont le code PIN du personnel a moins de 8 chiffres : 1.")
+	assert.Contains(t, p.body, "Utilisateurs dont le code PIN du personnel a moins de 8 chiffres\u00a0: 1.")
 	assert.NotContains(t, p.body, "Votre code PIN", "the admin's own PIN is not short")
 
 	b := browsertest.New(t, browsertest.Options{})

@@ -597,7 +597,7 @@ func TestRegisterBirthDateFields(t *testing.T) {
 		bad                         []string
 	}{
 		{"nl", "31", "2", "1988", "Deze datum bestaat niet: kijk de dag en de maand na.", "f-holder_birth_date", []string{`id="f-holder_birth_date"`}},
-		{"fr", "31", "2", "1988", "Cette date n&#39;existe pas : vérifiez le jour et le mois.", "f-holder_birth_date", []string{`id="f-holder_birth_date"`}},
+		{"fr", "31", "2", "1988", "Cette date n&#39;existe pas\u00a0: vérifiez le jour et le mois.", "f-holder_birth_date", []string{`id="f-holder_birth_date"`}},
 		{"nl", "15", "6", "88", "Het jaar heeft 4 cijfers, zoals 1985.", "f-holder_birth_date-year", []string{`id="f-holder_birth_date-year"`}},
 		{"de", "15", "6", "88", "Das Jahr hat 4 Ziffern, zum Beispiel 1985.", "f-holder_birth_date-year", []string{`id="f-holder_birth_date-year"`}},
 		{"en", "15", "6", "2099", "The date of birth cannot be in the future.", "f-holder_birth_date",

@@ -41,7 +41,7 @@ var messages = map[string][4]string{
 		"Fach {n} ist offen. Nehmen Sie Ihr Dokument und schließen Sie die Tür."},
 	StateDone: {
 		"Dank u. Uw document is afgehaald. Tot ziens!",
-		"Merci. Votre document a été retiré. Au revoir !",
+		"Merci. Votre document a été retiré. Au revoir\u00a0!",
 		"Thank you. You have collected your document. Goodbye!",
 		"Danke. Sie haben Ihr Dokument abgeholt. Auf Wiedersehen!"},
 	StateNotCollected: {
@@ -76,9 +76,9 @@ var messages = map[string][4]string{
 		"Ihr Dokument wurde noch nicht abgeholt, aber das Fach kann sich gerade nicht öffnen. Versuchen Sie es in einigen Minuten erneut oder rufen Sie 1777 an."},
 	StateLockedOut: {
 		"Te veel foute pincodes: pincodes kunnen even niet. Scan uw QR-code, probeer later opnieuw of vraag hulp aan het loket.",
-		"Trop de codes PIN erronés : les codes PIN sont bloqués un moment. Scannez votre code QR, réessayez plus tard ou demandez de l'aide au guichet.",
+		"Trop de codes PIN erronés\u00a0: les codes PIN sont bloqués un moment. Scannez votre code QR, réessayez plus tard ou demandez de l'aide au guichet.",
 		"Too many wrong PINs: PIN entry is paused for a while. Scan your QR code, try again later or ask for help at the counter.",
-		"Zu viele falsche PINs: die PIN-Eingabe ist kurz gesperrt. Scannen Sie Ihren QR-Code, versuchen Sie es später oder fragen Sie am Schalter."},
+		"Zu viele falsche PINs: Die PIN-Eingabe ist kurz gesperrt. Scannen Sie Ihren QR-Code, versuchen Sie es später noch einmal oder fragen Sie am Schalter."},
 	StateOutOfOrder: {
 		"Dit vak kan nu niet open. Vraag hulp aan het loket.",
 		"Ce casier ne peut pas s'ouvrir maintenant. Demandez de l'aide au guichet.",
@@ -95,8 +95,8 @@ var messages = map[string][4]string{
 		"One moment, the machine is busy.",
 		"Einen Moment, das Gerät ist beschäftigt."},
 	StateStaff: {
-		"Personeel: scan een document om het te laden of terug te nemen.",
-		"Personnel : scannez un document pour le charger ou le reprendre.",
+		"Personeel: scan een document om het in te laden of terug te nemen.",
+		"Personnel\u00a0: scannez un document pour le déposer ou le reprendre.",
 		"Staff: scan a document to load or retrieve it.",
 		"Personal: Dokument scannen, um es einzulegen oder zu entnehmen."},
 	StateStaffDenied: {
@@ -113,9 +113,9 @@ var messages = map[string][4]string{
 		"Zu viele fehlgeschlagene Anmeldungen an diesem Gerät. Die Anmeldung ist hier bis {t} gesperrt."},
 	StateStaffLockedToday: {
 		"Te veel mislukte aanmeldingen op dit toestel vandaag. Aanmelden is hier geblokkeerd tot {t}: gebruik de personeelsconsole of bel de servicedesk.",
-		"Trop de connexions échouées sur cet appareil aujourd'hui. La connexion est bloquée ici jusqu'à {t} : utilisez la console du personnel ou appelez le service desk.",
+		"Trop de connexions échouées sur cet appareil aujourd'hui. La connexion est bloquée ici jusqu'à {t}\u00a0: utilisez la console du personnel ou appelez le service desk.",
 		"Too many failed logins on this machine today. Login here is blocked until {t}: use the staff console or call the service desk.",
-		"Zu viele fehlgeschlagene Anmeldungen an diesem Gerät heute. Die Anmeldung ist hier bis {t} gesperrt: nutzen Sie die Personalkonsole oder rufen Sie den Servicedesk an."},
+		"Zu viele fehlgeschlagene Anmeldungen an diesem Gerät heute. Die Anmeldung ist hier bis {t} gesperrt: Nutzen Sie die Personalkonsole oder rufen Sie den Servicedesk an."},
 	StateLookupsEnded: {
 		"Te veel documentnummers niet gevonden. Voor de veiligheid bent u afgemeld. Meld u opnieuw aan of gebruik de personeelsconsole.",
 		"Trop de numéros de document introuvables. Par sécurité, vous êtes déconnecté. Reconnectez-vous ou utilisez la console du personnel.",
@@ -123,24 +123,24 @@ var messages = map[string][4]string{
 		"Zu viele Dokumentnummern nicht gefunden. Zur Sicherheit wurden Sie abgemeldet. Melden Sie sich erneut an oder nutzen Sie die Personalkonsole."},
 	StateLookupsPaused: {
 		"Te veel documentnummers niet gevonden op dit toestel. Documenten opzoeken is hier gepauzeerd tot {t}: gebruik de personeelsconsole of bel de servicedesk.",
-		"Trop de numéros de document introuvables sur cet appareil. La recherche de documents est suspendue ici jusqu'à {t} : utilisez la console du personnel ou appelez le service desk.",
+		"Trop de numéros de document introuvables sur cet appareil. La recherche de documents est suspendue ici jusqu'à {t}\u00a0: utilisez la console du personnel ou appelez le service desk.",
 		"Too many document numbers not found on this machine. Looking up documents here is paused until {t}: use the staff console or call the service desk.",
-		"Zu viele Dokumentnummern an diesem Gerät nicht gefunden. Die Dokumentsuche ist hier bis {t} angehalten: nutzen Sie die Personalkonsole oder rufen Sie den Servicedesk an."},
+		"Zu viele Dokumentnummern an diesem Gerät nicht gefunden. Die Dokumentsuche ist hier bis {t} angehalten: Nutzen Sie die Personalkonsole oder rufen Sie den Servicedesk an."},
 	StateLoading: {
 		"Leg het document in vak {n} en sluit de deur.",
 		"Placez le document dans le casier {n} et fermez la porte.",
 		"Put the document in compartment {n} and close the door.",
 		"Legen Sie das Dokument in Fach {n} und schließen Sie die Tür."},
 	StateLoaded: {
-		"Document geladen in vak {n}.",
-		"Document chargé dans le casier {n}.",
+		"Document ingeladen in vak {n}.",
+		"Document déposé dans le casier {n}.",
 		"Document loaded in compartment {n}.",
 		"Dokument in Fach {n} eingelegt."},
 	StateLoadEmpty: {
-		"Vak {n} is leeg: het document werd niet geladen.",
-		"Le casier {n} est vide : le document n'a pas été chargé.",
+		"Vak {n} is leeg: het document werd niet ingeladen.",
+		"Le casier {n} est vide\u00a0: le document n'a pas été déposé.",
 		"Compartment {n} is empty: the document was not loaded.",
-		"Fach {n} ist leer: das Dokument wurde nicht eingelegt."},
+		"Fach {n} ist leer: Das Dokument wurde nicht eingelegt."},
 	StateRetrieving: {
 		"Neem het document uit vak {n} en sluit de deur.",
 		"Prenez le document du casier {n} et fermez la porte.",
@@ -162,8 +162,8 @@ var messages = map[string][4]string{
 		"Document not found for this machine.",
 		"Dokument für dieses Gerät nicht gefunden."},
 	StateWrongState: {
-		"Dit document kan hier nu niet geladen of teruggenomen worden.",
-		"Ce document ne peut pas être chargé ou repris ici maintenant.",
+		"Dit document kan hier nu niet ingeladen of teruggenomen worden.",
+		"Ce document ne peut pas être déposé ou repris ici maintenant.",
 		"This document cannot be loaded or taken back here now.",
 		"Dieses Dokument kann hier jetzt nicht eingelegt oder zurückgenommen werden."},
 	StateNoCompartment: {
@@ -183,9 +183,9 @@ var messages = map[string][4]string{
 		"Die Sperre der PIN-Eingabe ist aufgehoben."},
 	StateLockoutCapped: {
 		"De blokkering is opgeheven, maar het dagmaximum aan foute pincodes is bereikt: pincodes blijven nog even geblokkeerd. QR-codes werken.",
-		"Le blocage est levé, mais le maximum journalier de codes PIN erronés est atteint : les codes PIN restent bloqués un moment. Les codes QR fonctionnent.",
+		"Le blocage est levé, mais le maximum journalier de codes PIN erronés est atteint\u00a0: les codes PIN restent bloqués un moment. Les codes QR fonctionnent.",
 		"The lockout is lifted, but the daily limit of wrong PINs is reached: PIN entry stays locked for a while. QR codes work.",
-		"Die Sperre ist aufgehoben, aber das Tageslimit falscher PINs ist erreicht: die PIN-Eingabe bleibt noch gesperrt. QR-Codes funktionieren."},
+		"Die Sperre ist aufgehoben, aber das Tageslimit falscher PINs ist erreicht: Die PIN-Eingabe bleibt noch gesperrt. QR-Codes funktionieren."},
 	StateError: {
 		"Er ging iets mis. Vraag hulp aan het loket.",
 		"Un problème est survenu. Demandez de l'aide au guichet.",

@@ -480,8 +480,8 @@ func TestStaffLockScreensInEveryLanguage(t *testing.T) {
 			"en": "Too many failed logins on this machine. Login here is blocked until {t}.",
 		},
 		engine.StateStaffLockedToday: {
-			"fr": "Trop de connexions échouées sur cet appareil aujourd'hui. La connexion est bloquée ici jusqu'à {t} : utilisez la console du personnel ou appelez le service desk.",
-			"de": "Zu viele fehlgeschlagene Anmeldungen an diesem Gerät heute. Die Anmeldung ist hier bis {t} gesperrt: nutzen Sie die Personalkonsole oder rufen Sie den Servicedesk an.",
+			"fr": "Trop de connexions échouées sur cet appareil aujourd'hui. La connexion est bloquée ici jusqu'à {t}\u00a0: utilisez la console du personnel ou appelez le service desk.",
+			"de": "Zu viele fehlgeschlagene Anmeldungen an diesem Gerät heute. Die Anmeldung ist hier bis {t} gesperrt: Nutzen Sie die Personalkonsole oder rufen Sie den Servicedesk an.",
 		},
 	}
 	until := time.Now().Add(20 * time.Hour).Truncate(time.Second)
@@ -510,6 +510,27 @@ func TestStaffLockScreensInEveryLanguage(t *testing.T) {
 			require.NotContains(t, body, "{t}", "%s in %s", st, l)
 			title, _ := cat.Text("title.staff_locked", l)
 			require.Contains(t, body, html.EscapeString(title), "%s in %s", st, l)
+		}
+	}
+}
+
+// TestFrenchPunctuationStaysWithItsWord: every French text of the screen
+// (the engine's messages too) has a non-breaking space (U+00A0) before
+// : ? ! and ;, never a plain one, where a line could break and start
+// with "?" ("Aide" / "? Appelez le 1777.").
+func TestFrenchPunctuationStaysWithItsWord(t *testing.T) {
+	cat, err := NewCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := regexp.MustCompile(` [:?!;]`)
+	for _, k := range cat.Keys() {
+		s, err := cat.Text(k, "fr")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if plain.MatchString(s) {
+			t.Errorf("fr %s: %q has a plain space before a punctuation mark", k, s)
 		}
 	}
 }

@@ -2,7 +2,9 @@ package web_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -90,6 +92,16 @@ func consoleInLanguage(t *testing.T, e *env, l, base string, dutch []string, res
 			for _, nl := range dutch {
 				assert.NotContains(t, text, nl, "%s: Dutch text left untranslated", what)
 			}
+			if l == "fr" {
+				// A non-breaking space before : ? ! ; (no line starts with ":"),
+				// also in the labels a phone shows before each cell of a card.
+				assert.Empty(t, frenchPlainSpace.FindAllString(text, 5), "%s: a plain space before a French punctuation mark", what)
+				if v.size == "phone" {
+					labels := evalString(t, v.tab, `Array.prototype.filter.call(document.querySelectorAll("table td[data-label], table th[data-label]"), function(c){ return c.offsetParent !== null; })
+						.map(function(c){ return getComputedStyle(c, "::before").content; }).filter(function(s){ return s !== "none" && !/\u00a0: "$/.test(s); }).join(" | ")`)
+					assert.Empty(t, labels, "%s: card labels without a non-breaking space before the colon", what)
+				}
+			}
 			v.tab.Screenshot(t, "console/"+l+"/"+name+"-"+v.size)
 		}
 	}
@@ -129,6 +141,9 @@ func consoleInLanguage(t *testing.T, e *env, l, base string, dutch []string, res
 	login(t, desktop, base, e.users[auth.RoleTechnician], password(auth.RoleTechnician))
 	check("/staff/devices", "devices", `!!document.querySelector("#fleet-rows tr")`)
 	check("/staff/devices/"+lockerID, "device", `!!document.querySelector("svg.map")`)
+	for _, v := range []*browsertest.Tab{desktop, phone} {
+		deviceReadsApart(t, v, l)
+	}
 	check("/staff/devices/"+autoID, "device-never-connected", `!!document.querySelector("svg.map")`)
 	check("/staff/devices/"+lockerID+"/compartments/3/open", "open-reason", `!!document.querySelector("#reason")`)
 	check("/staff/devices/"+lockerID+"/compartments/6/service", "compartment-service", `!!document.querySelector("#reason")`)
@@ -186,4 +201,33 @@ func noBrokenWords(t *testing.T, tab *browsertest.Tab, name string) {
 		return out.join(", ");
 	})()`)
 	assert.Empty(t, broken, fmt.Sprintf("%s: words split over two lines in a table", name))
+}
+
+// frenchPlainSpace is a plain space before a French double punctuation
+// mark, where a line can break.
+var frenchPlainSpace = regexp.MustCompile(`.{0,20} [:?!;]`)
+
+// deviceReadsApart checks a device page (with an active alarm) in
+// language l: an alarm's time is set apart from its compartment number
+// ("Door left open, compartment 6 (since 01:02:47)", not "compartment 6
+// 01:02:47"), and the status list and its out-of-service button, the map
+// with its legend and the compartments below, do not touch.
+func deviceReadsApart(t *testing.T, tab *browsertest.Tab, l string) {
+	t.Helper()
+	since, _, _ := strings.Cut(web.Text(l, "device.since"), "{time}")
+	times := evalString(t, tab, `JSON.stringify(Array.prototype.map.call(document.querySelectorAll("#device-status li.alarm time"), function(e){ return e.textContent; }))`)
+	var got []string
+	require.NoError(t, json.Unmarshal([]byte(times), &got))
+	require.NotEmpty(t, got, "%s: no alarm on the device page", l)
+	for _, s := range got {
+		assert.True(t, strings.HasPrefix(s, "("+since) && strings.HasSuffix(s, ")") && len(s) > len(since)+2,
+			"%s: alarm time %q, want it as (%s…)", l, s, since)
+	}
+	for _, p := range [][2]string{
+		{`document.getElementById("device-status")`, `document.querySelector("#h-status").parentElement.querySelector("a.button")`},
+		{`document.querySelector(".map-wrap")`, `document.getElementById("device-comps")`},
+	} {
+		gap := evalInt(t, tab, `Math.floor(`+p[1]+`.getBoundingClientRect().top - `+p[0]+`.getBoundingClientRect().bottom)`)
+		assert.GreaterOrEqual(t, gap, 12, "%s: %s touches %s (%d px apart)", l, p[0], p[1], gap)
+	}
 }

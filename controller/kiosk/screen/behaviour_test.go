@@ -191,10 +191,12 @@ func TestScreenBehaviour(t *testing.T) {
 		if got := tab.Text(t, `[data-out=pin]`); got != "" {
 			t.Fatalf("the PIN %q is still on the page", got)
 		}
+		tab.Screenshot(t, "kiosk/behaviour/idle-back-to-start")
 		// A result screen goes back too (kluisd's timer, pushed to the page).
 		r.pickup(engine.PickupRequest{QR: "K1.wrong", Lang: "de"})
 		tab.WaitFor(t, `!document.getElementById("s-wrong_code").hidden`, 20*time.Second)
 		tab.WaitFor(t, `!document.getElementById("v-start").hidden`, 30*time.Second)
+		tab.Screenshot(t, "kiosk/behaviour/idle-result-back-to-start")
 		if s := r.e.Screen(); s.State != engine.StateIdle || s.Lang != "nl" {
 			t.Fatalf("engine %s in %s after the idle timeout", s.State, s.Lang)
 		}

@@ -260,7 +260,10 @@ var views = []view{
 	{State: engine.StateOpen, Title: "title.open", Tone: "ok", Drawing: true, Hatch: "hatch.open"},
 	{State: engine.StateDone, Title: "title.done", Tone: "ok"},
 	{State: engine.StateNotCollected, Title: "title.not_collected", Next: "next.not_collected", Tone: "warn", Drawing: true},
-	{State: engine.StateNotOpened, Title: "title.problem", Next: "next.closed", Tone: "stop", Drawing: true},
+	// The door did not open and the code was not used: the message says
+	// to try again, so the screen offers it (to the start screen: scan
+	// again or type the PIN).
+	{State: engine.StateNotOpened, Title: "title.problem", Next: "next.closed", Tone: "stop", Drawing: true, Act: "again", ActLabel: "again"},
 	{State: engine.StateWrongCode, Title: "title.wrong_code", Tone: "warn", Act: "again", ActLabel: "again", Alt: "pin", AltLabel: "start.pin"},
 	{State: engine.StateExpired, Title: "title.expired", Next: "next.expired", Tone: "stop"},
 	{State: engine.StateAlreadyCollected, Title: "title.already_collected", Next: "next.already_collected", Tone: "warn"},

@@ -4,7 +4,6 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -46,22 +45,4 @@ func TestClientCausedWarningsAreBounded(t *testing.T) {
 	// A genuine device still connects, and the broker goes on.
 	rc := dialRaw(t, b.Addr())
 	rc.login("dev-a", "dev-a", "pw-dev-a", 30, "", "")
-}
-
-// After the window the suppressed lines are summed up in one, and the
-// message is logged again.
-func TestLogLimiterSummarises(t *testing.T) {
-	var logs testenv.SyncBuffer
-	now := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
-	l := newLogLimiter(slog.New(slog.NewTextHandler(&logs, nil)), func() time.Time { return now })
-	for i := 0; i < logBurst+7; i++ {
-		l.warn("connection refused", "i", i)
-		l.warn("acl denied", "i", i)
-	}
-	assert.Equal(t, logBurst, count(&logs, `msg="connection refused"`))
-	assert.Equal(t, logBurst, count(&logs, `msg="acl denied"`), "each message has its own count")
-	now = now.Add(logWindow)
-	l.warn("connection refused", "i", -1)
-	assert.Equal(t, 1, count(&logs, `msg="more of the same not logged" what="connection refused" count=7`))
-	assert.Equal(t, logBurst+1, count(&logs, `msg="connection refused"`))
 }

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"kluis/internal/loglimit"
 )
 
 // server is the MQTT 3.1.1 broker itself: one goroutine per connection
@@ -29,7 +31,7 @@ type server struct {
 	maxPerDevice int    // connections one device may hold (Options.MaxDeviceConnections)
 	maxKeepAlive uint16 // seconds (Options.MaxKeepAlive)
 	log          *slog.Logger
-	warn         *logLimiter // what clients can cause at will
+	warn         *loglimit.Limiter // what clients can cause at will
 	m            *metrics
 
 	rr atomic.Uint64 // round robin over shared subscriptions
@@ -118,7 +120,7 @@ var errDenied = errors.New("broker: publish denied")
 
 func newServer(creds CredentialsFunc, checkTimeout, writeTimeout time.Duration, maxPacket int, log *slog.Logger, m *metrics) *server {
 	return &server{creds: creds, checkTimeout: checkTimeout, writeTimeout: writeTimeout, maxPacket: maxPacket,
-		log: log, warn: newLogLimiter(log, time.Now), m: m, clients: map[string]*client{}, devices: map[string]int{}, pending: map[*client]struct{}{},
+		log: log, warn: loglimit.New(log, logBurst, logWindow, time.Now), m: m, clients: map[string]*client{}, devices: map[string]int{}, pending: map[*client]struct{}{},
 		exact: map[string][]*sub{}, retained: map[string]message{}}
 }
 
@@ -181,7 +183,7 @@ func (s *server) ended(conn net.Conn, err error) {
 	switch {
 	case err == nil, errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
 	case errors.Is(err, errMalformed):
-		s.warn.warn("closing a connection: protocol violation", "err", err, "remote", conn.RemoteAddr().String())
+		s.warn.Warn("closing a connection: protocol violation", "err", err, "remote", conn.RemoteAddr().String())
 	default:
 		s.log.Debug("client connection ended", "err", err, "remote", conn.RemoteAddr().String())
 	}
@@ -192,7 +194,7 @@ func (s *server) ended(conn net.Conn, err error) {
 func (s *server) authenticate(c *client, p *connectPacket) byte {
 	refuse := func(code byte, why string) byte {
 		s.m.authFail.Inc()
-		s.warn.warn("connection refused", "reason", why, "user", safe(p.user), "remote", c.conn.RemoteAddr().String())
+		s.warn.Warn("connection refused", "reason", why, "user", safe(p.user), "remote", c.conn.RemoteAddr().String())
 		return code
 	}
 	if p.clientID == "" && !p.clean {
@@ -261,7 +263,7 @@ func (s *server) attach(c *client) byte {
 		if s.devices[c.device] >= s.maxPerDevice {
 			s.mu.Unlock()
 			s.m.authFail.Inc()
-			s.warn.warn("connection refused", "reason", "the device holds its maximum of connections",
+			s.warn.Warn("connection refused", "reason", "the device holds its maximum of connections",
 				"device", c.device, "max", s.maxPerDevice, "remote", c.conn.RemoteAddr().String())
 			return connUnavailable
 		}
@@ -374,7 +376,7 @@ func (c *client) handlePublish(hdr byte, body []byte) error {
 	}
 	if !Allowed(c.role, c.device, p.topic, true) {
 		s.m.denied.WithLabelValues("write").Inc()
-		s.warn.warn("acl denied", "client", safe(c.id), "device", c.device, "access", "write", "topic", safe(p.topic))
+		s.warn.Warn("acl denied", "client", safe(c.id), "device", c.device, "access", "write", "topic", safe(p.topic))
 		if p.qos > 0 {
 			return errDenied // MQTT 3.1.1 has no way to refuse it: the connection goes
 		}
@@ -418,7 +420,7 @@ func (c *client) handleSubscribe(hdr byte, body []byte) error {
 		}
 		if !Allowed(c.role, c.device, f.filter, false) {
 			s.m.denied.WithLabelValues("read").Inc()
-			s.warn.warn("acl denied", "client", safe(c.id), "device", c.device, "access", "read", "topic", safe(f.filter))
+			s.warn.Warn("acl denied", "client", safe(c.id), "device", c.device, "access", "read", "topic", safe(f.filter))
 			codes[i] = subackFailure
 			continue
 		}
@@ -575,7 +577,7 @@ func (s *server) publish(m message) {
 		if err := t.c.deliver(m.topic, m.payload, min(m.qos, t.qos), false); err != nil {
 			s.m.dropped.Inc()
 			if errors.Is(err, errCongested) {
-				s.warn.warn("message to a client dropped: a write to it is stuck (it does not read); it is disconnected when that write times out",
+				s.warn.Warn("message to a client dropped: a write to it is stuck (it does not read); it is disconnected when that write times out",
 					"client", safe(t.c.id), "topic", safe(m.topic))
 				continue
 			}

@@ -24,7 +24,10 @@
 //
 // Frame errors (bad CRC, oversize, truncated, garbage, wrong address,
 // unexpected or malformed replies) are counted in
-// kluis_kluisbus_frame_errors_total{kind} and by FrameErrors, and skipped.
+// kluis_kluisbus_frame_errors_total{kind} and by FrameErrors, and skipped;
+// a malformed reply is logged too, the first of an episode and then at most
+// a summary and one line a minute (internal/loglimit), however many a
+// board's firmware sends.
 package kluisbus
 
 import (
@@ -42,6 +45,7 @@ import (
 	"kluis/hardware"
 	"kluis/hardware/kluisproto"
 	"kluis/hardware/serialport"
+	"kluis/internal/loglimit"
 )
 
 // Kind is the driver kind reported by Describe.
@@ -213,6 +217,10 @@ type Driver struct {
 	o   Options
 	log *slog.Logger
 	m   *metrics
+	// warn logs what a board's firmware can repeat on every exchange (a
+	// malformed reply): the first of an episode, then at most one summary
+	// and one line a minute; the metrics count every one.
+	warn *loglimit.Limiter
 
 	lineMu sync.Mutex // serialises the line; guards port, dec, lastRx, relocked, errCounts
 	port   Port
@@ -296,10 +304,12 @@ func New(o Options) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
+	log := o.Logger.With("part", "kluisbus", "port", o.Port)
 	d := &Driver{
 		o:         o,
-		log:       o.Logger.With("part", "kluisbus", "port", o.Port),
+		log:       log,
 		m:         m,
+		warn:      loglimit.New(log, 1, badReplyLogWindow, o.Clock),
 		boards:    map[int]*board{},
 		errCounts: map[string]uint64{},
 		relocked:  map[int]bool{},
@@ -327,6 +337,10 @@ func New(o Options) (*Driver, error) {
 func Open(path string, baud int, boards ...int) (*Driver, error) {
 	return New(Options{Port: path, Baud: baud, Boards: boards})
 }
+
+// badReplyLogWindow is how often at most a board's malformed replies are
+// logged (a summary and one line), however many arrive.
+const badReplyLogWindow = time.Minute
 
 func (d *Driver) countErr(kind string) {
 	d.m.frameErrors.WithLabelValues(kind).Inc()
@@ -605,7 +619,7 @@ func (d *Driver) match(f kluisproto.Frame, addr int, req kluisproto.Message) (kl
 	m, err := kluisproto.ParseReply(f)
 	if err != nil {
 		d.countErr(ErrKindMalformed)
-		d.log.Warn("malformed reply", "board", addr, "frame", f.String(), "err", err)
+		d.warn.Warn("malformed reply", "board", addr, "frame", f.String(), "err", err)
 		return nil, false
 	}
 	if nak, ok := m.(*kluisproto.Nak); ok && nak.Cmd != cmd {

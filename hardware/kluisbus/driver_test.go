@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -833,5 +835,63 @@ func TestFloodOfUnsolicitedFrames(t *testing.T) {
 		if fe[k] == 0 {
 			t.Errorf("no %s counted under the flood: %v", k, fe)
 		}
+	}
+}
+
+// A board whose firmware answers every request with a malformed NAK
+// before the real reply: every malformed frame is counted, and the log
+// gets the first one, then nothing more within the minute, then one
+// summary (with the count left out) and one line once the minute is over.
+func TestMalformedRepliesAreCountedButLoggedBounded(t *testing.T) {
+	e := newEmulator(t, 12)
+	e.addBoard(0, 24)
+	bad, err := kluisproto.Frame{Addr: 0, Cmd: kluisproto.CmdNak, Payload: []byte{1}}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := 0
+	e.mu.Lock()
+	e.prefix = func() []byte { sent++; return bad } // e.mu held
+	e.mu.Unlock()
+	var logs testenv.SyncBuffer
+	var clockMu sync.Mutex
+	now := time.Date(2026, 12, 7, 1, 0, 0, 0, time.UTC)
+	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+	d, _ := newDriver(t, e, Options{Boards: []int{0}, Timeout: 2 * time.Second, Clock: clock,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ctx := context.Background()
+	const n = 40
+	for i := 0; i < n; i++ {
+		if _, err := d.States(ctx); err != nil {
+			t.Fatalf("states %d: %v", i, err)
+		}
+	}
+	lines := func(sub string) int { return strings.Count(logs.String(), sub) }
+	e.mu.Lock()
+	first := sent
+	e.mu.Unlock()
+	if got := d.FrameErrors()[ErrKindMalformed]; got != uint64(first) || first < n {
+		t.Fatalf("malformed counted %d, sent %d (at least %d)", got, first, n)
+	}
+	if got := lines(`msg="malformed reply"`); got != 1 {
+		t.Fatalf("%d malformed reply lines within a minute, want 1:\n%s", got, logs.String())
+	}
+	clockMu.Lock()
+	now = now.Add(badReplyLogWindow)
+	clockMu.Unlock()
+	if _, err := d.States(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.mu.Lock()
+	total := sent
+	e.mu.Unlock()
+	if got := d.FrameErrors()[ErrKindMalformed]; got != uint64(total) {
+		t.Fatalf("malformed counted %d, sent %d", got, total)
+	}
+	if got := lines(`msg="malformed reply"`); got != 2 || lines(`more of the same not logged`) != 1 {
+		t.Fatalf("%d malformed reply lines, want 2:\n%s", got, logs.String())
+	}
+	if got := lines(fmt.Sprintf(`what="malformed reply" count=%d `, first-1)); got != 1 {
+		t.Fatalf("no summary of the %d left out:\n%s", first-1, logs.String())
 	}
 }

@@ -210,7 +210,7 @@ var frenchPlainSpace = regexp.MustCompile(`.{0,20} [:?!;]`)
 // deviceReadsApart checks a device page (with an active alarm) in
 // language l: an alarm's time is set apart from its compartment number
 // ("Door left open, compartment 6 (since 01:02:47)", not "compartment 6
-// 01:02:47"), and the status list and its out-of-service button, the map
+// 01:02:47") and on one line, and the status list and its out-of-service button, the map
 // with its legend and the compartments below, do not touch.
 func deviceReadsApart(t *testing.T, tab *browsertest.Tab, l string) {
 	t.Helper()
@@ -223,6 +223,12 @@ func deviceReadsApart(t *testing.T, tab *browsertest.Tab, l string) {
 		assert.True(t, strings.HasPrefix(s, "("+since) && strings.HasSuffix(s, ")") && len(s) > len(since)+2,
 			"%s: alarm time %q, want it as (%s…)", l, s, since)
 	}
+	split := evalInt(t, tab, `Array.prototype.filter.call(document.querySelectorAll("#device-status li.alarm time"), function(e){
+		var tops = {};
+		Array.prototype.forEach.call(e.getClientRects(), function(r){ if (r.width > 0) { tops[Math.round(r.top)] = 1; } });
+		return Object.keys(tops).length > 1;
+	}).length`)
+	assert.Zero(t, split, "%s: an alarm's time split over two lines", l)
 	for _, p := range [][2]string{
 		{`document.getElementById("device-status")`, `document.querySelector("#h-status").parentElement.querySelector("a.button")`},
 		{`document.querySelector(".map-wrap")`, `document.getElementById("device-comps")`},

@@ -7,9 +7,10 @@
 // each publish verify/req with a fresh signed QR token, wait for verify/res
 // and go on (closed loop, one request in flight per device, as a kiosk).
 // Like kluisd, a kiosk waits for the answer, not for the broker's PUBACK
-// of its request; unlike kluisd, and only where that costs the kiosk
-// alone, it reads its connection through a buffer and takes its answers
-// in paho's router goroutine (ordered) instead of a goroutine per answer.
+// of its request, and reads its connection through a buffer
+// (internal/mqttconn); unlike kluisd, and only where that costs the kiosk
+// alone, it takes its answers in paho's router goroutine (ordered)
+// instead of a goroutine per answer.
 // Every answer must be ok: a token is used once. Every answer's signature
 // must hold as kluisd checks it (wire.VerifyResponseSig): checked after
 // each phase, since in production that check runs on the kiosk's CPU.

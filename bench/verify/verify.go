@@ -1,7 +1,6 @@
 package verify
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -11,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -41,6 +39,7 @@ import (
 	"kluis/controller/daemon/daemonclient"
 	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
+	"kluis/internal/mqttconn"
 )
 
 // Goal is the ratio to the floor aimed for (issue 14).
@@ -494,14 +493,15 @@ func (r *rig) newDevice(ctx context.Context, id, broker string, i int) (*device,
 		return nil, err
 	}
 	// The kiosk's client does what kluisd's does (controller/link) and no
-	// more, cheaper where that costs the kiosk alone: it reads its
-	// connection through a buffer (paho reads a packet's header a byte at
-	// a time: three read system calls a packet without one) and runs its
-	// answer handler, which never blocks, in paho's router goroutine
-	// (ordered) rather than in a goroutine of its own per answer.
+	// more: like it, it reads its connection through a buffer
+	// (internal/mqttconn; paho reads a packet's header a byte at a time:
+	// three read system calls a packet without one); cheaper where that
+	// costs the kiosk alone, it runs its answer handler, which never
+	// blocks, in paho's router goroutine (ordered) rather than in a
+	// goroutine of its own per answer.
 	o := paho.NewClientOptions().AddBroker("tcp://" + broker).SetClientID(id).SetUsername(id).SetPassword(pw.Password).
 		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectTimeout(20 * time.Second).SetOrderMatters(true).
-		SetCustomOpenConnectionFn(dialBuffered)
+		SetCustomOpenConnectionFn(mqttconn.Open)
 	topic, _ := wire.TopicFor(id, wire.KindVerifyRes)
 	o.SetOnConnectHandler(func(c paho.Client) {
 		c.Subscribe(topic, 1, d.onResponse)
@@ -518,25 +518,6 @@ func (r *rig) newDevice(ctx context.Context, id, broker string, i int) (*device,
 	}
 	return d, nil
 }
-
-// dialBuffered is the kiosks' paho connection: TCP read through a
-// buffer (bufConn).
-func dialBuffered(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
-	d := net.Dialer{Timeout: o.ConnectTimeout}
-	c, err := d.Dial("tcp", uri.Host)
-	if err != nil {
-		return nil, err
-	}
-	return &bufConn{Conn: c, r: bufio.NewReaderSize(c, 4096)}, nil
-}
-
-// bufConn reads a connection through a buffer.
-type bufConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // onResponse runs in paho's router goroutine and never blocks (one
 // waiter per request id, its channel buffered). It reads the answer with

@@ -32,6 +32,7 @@ import (
 	"kluis/controller/link/pahostore"
 	"kluis/controller/promtext"
 	"kluis/controller/wire"
+	"kluis/internal/mqttconn"
 )
 
 // ErrUnavailable is returned by Verify and Staff without a connection or
@@ -230,6 +231,9 @@ func (l *Link) Run(ctx context.Context) error {
 		SetOnConnectHandler(l.onConnect).
 		// paho's MemoryStore races with its own writer on reconnect (see pahostore).
 		SetStore(pahostore.New()).
+		// Read through a buffer (paho reads a fixed header byte by byte),
+		// TLS included: internal/mqttconn.
+		SetCustomOpenConnectionFn(mqttconn.Open).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			l.setConnected(false)
 			l.log.Warn("broker connection lost", "err", err)

@@ -74,5 +74,7 @@
 // BoardOffline (Detail "broker connection lost") for every module at once;
 // after the reconnection a module is online again with its retained LWT
 // Online or its first answer. Malformed payloads are counted in
-// kluis_tasmota_messages_total{result="malformed"} and ignored.
+// kluis_tasmota_messages_total{result="malformed"} and ignored; they are
+// logged bounded (internal/loglimit): the first of an episode, then at
+// most a summary and one line a minute.
 package tasmota

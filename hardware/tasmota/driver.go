@@ -17,6 +17,7 @@ import (
 	"kluis/controller/promtext"
 	"kluis/hardware"
 	"kluis/hardware/internal/evqueue"
+	"kluis/internal/loglimit"
 )
 
 // Kind is the driver kind reported by Describe.
@@ -107,8 +108,12 @@ type metrics struct {
 // hardware.Driver and hardware.Mechanism (the latter only with
 // Options.Automaton).
 type Driver struct {
-	o      Options
-	log    *slog.Logger
+	o   Options
+	log *slog.Logger
+	// warn logs what a module (or anything else on its broker) can repeat
+	// at will (a malformed message): the first of an episode, then at most
+	// one summary and one line a minute; the metrics count every one.
+	warn   *loglimit.Limiter
 	m      metrics
 	client mqtt.Client
 	in     chan inMsg
@@ -165,9 +170,11 @@ func New(o Options) (*Driver, error) {
 	if o.QueueLimit <= 0 {
 		o.QueueLimit = 4096
 	}
+	log := o.Logger.With("part", "tasmota")
 	d := &Driver{
 		o:       o,
-		log:     o.Logger.With("part", "tasmota"),
+		log:     log,
+		warn:    loglimit.New(log, 1, time.Minute, o.Clock),
 		in:      make(chan inMsg, o.QueueLimit),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
@@ -393,7 +400,7 @@ func (d *Driver) apply(msg inMsg) {
 	switch {
 	case errors.Is(err, ErrMalformed):
 		d.m.messages.WithLabelValues("malformed").Inc()
-		d.log.Warn("ignored malformed message", "topic", msg.topic, "err", err)
+		d.warn.Warn("ignored malformed message", "topic", msg.topic, "err", err)
 	case err != nil:
 		d.m.messages.WithLabelValues("unknown").Inc()
 	default:

@@ -3,6 +3,8 @@ package tasmota
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -152,7 +154,9 @@ func TestLWTOfflineAndOnline(t *testing.T) {
 func TestMalformedPayloadsAreCountedAndIgnored(t *testing.T) {
 	topic := uniqueTopic(t, "junk")
 	dev := newDevice(t, topic, 2, false)
-	d := newDriver(t, Options{Modules: []Module{{Topic: topic, Relays: 2, Board: 0}}})
+	var logs testenv.SyncBuffer
+	d := newDriver(t, Options{Modules: []Module{{Topic: topic, Relays: 2, Board: 0}},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	settle(t, d)
 	w := hardwaretest.StartWatch(t, d)
 
@@ -164,6 +168,8 @@ func TestMalformedPayloadsAreCountedAndIgnored(t *testing.T) {
 	dev.setSwitch(2, true)
 	w.WaitEvent(t, hardware.DoorOpened, hardware.Address{Board: 0, Channel: 1})
 	assert.Equal(t, 5.0, d.m.messages.WithLabelValues("malformed").Value())
+	assert.Equal(t, 1, strings.Count(logs.String(), `msg="ignored malformed message"`),
+		"every one counted, the first logged (then a summary and one a minute at most): %s", logs.String())
 	evs := w.Events()
 	require.Len(t, evs, 1, "the junk caused no event: %+v", evs)
 	st, err := d.States(testCtx(t))

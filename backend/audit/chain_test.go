@@ -73,7 +73,9 @@ func TestAppendQueuesAndChainLinks(t *testing.T) {
 }
 
 // Nobody but the chainer takes records out of audit_pending, and nobody
-// changes them.
+// changes them. The guard refuses the statement as a whole (it checks once
+// per statement), also one that would match no row, one inside a
+// writable CTE, and an UPDATE even in the chainer's transaction.
 func TestPendingRecordsAreGuarded(t *testing.T) {
 	s := storetest.New(t)
 	ctx := context.Background()
@@ -82,6 +84,9 @@ func TestPendingRecordsAreGuarded(t *testing.T) {
 		"UPDATE audit_pending SET actor = 'user:mallory'",
 		"DELETE FROM audit_pending",
 		"TRUNCATE audit_pending",
+		"DELETE FROM audit_pending WHERE false",
+		"WITH d AS (DELETE FROM audit_pending RETURNING id) SELECT count(*) FROM d",
+		"SELECT set_config('kluis.audit_chainer', 'on', true); UPDATE audit_pending SET actor = 'user:mallory'",
 	} {
 		_, err := s.Pool().Exec(ctx, sql)
 		require.ErrorContains(t, err, "only the audit chainer", sql)

@@ -77,16 +77,15 @@ func TestPickupNotCollectedGivesTheCodeBackOverMQTT(t *testing.T) {
 	require.Equal(t, id, r.DocumentID)
 	require.Equal(t, wire.VerifyPending, dev.verify("v2", pin, "1980-01-02").Result, "used, the document still there")
 
-	acks := func() int { return len(dev.received(wire.KindAck)) }
 	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvPickupNotCollected, At: time.Now().UTC(),
 		Addr: &wire.Address{Board: 0, Channel: 5}, DocumentID: id, Method: wire.MethodPIN})
-	testenv.Eventually(t, "the event's ack", func() bool { return acks() >= 1 })
+	testenv.Eventually(t, "the event's ack", func() bool { return dev.acksCaughtUp() })
 	require.Equal(t, wire.VerifyOK, dev.verify("v3", pin, "1980-01-02").Result, "the code is given back")
 	require.Equal(t, wire.VerifyPending, dev.verify("v4", pin, "1980-01-02").Result, "once")
 
 	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvPickupCompleted, At: time.Now().UTC(),
 		Addr: &wire.Address{Board: 0, Channel: 5}, DocumentID: id, Method: wire.MethodPIN})
-	testenv.Eventually(t, "the second ack", func() bool { return acks() >= 2 })
+	testenv.Eventually(t, "the second ack", func() bool { return dev.acksCaughtUp() })
 	require.Equal(t, "collected", s.call("GET", "/api/v1/documents/"+id, nil, 200)["state"])
 	audit := s.call("GET", "/api/v1/audit?subject=document:"+id+"&limit=200", nil, 200)
 	var actions []string

@@ -27,7 +27,8 @@
 // kluis_kluisbus_frame_errors_total{kind} and by FrameErrors, and skipped;
 // a malformed reply is logged too, the first of an episode and then at most
 // a summary and one line a minute (internal/loglimit), however many a
-// board's firmware sends.
+// board's firmware sends; so are a refused EVENTS poll and an event of a
+// kind this driver does not know (skipped and acknowledged).
 package kluisbus
 
 import (

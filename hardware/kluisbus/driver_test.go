@@ -391,6 +391,30 @@ func TestBoardWatchdogRelockIsReported(t *testing.T) {
 	testenv.EventuallyWithin(t, time.Second, "the watchdog event acknowledged", func() bool { return e.queued(0) == 0 })
 }
 
+// A board whose firmware sends events of a kind this driver does not know
+// (newer firmware, or a bug) on every poll: each is skipped and
+// acknowledged, and the log gets one line for the lot within the minute.
+func TestUnknownEventKindsAreLoggedBounded(t *testing.T) {
+	e := newEmulator(t, 8)
+	e.addBoard(0, 24)
+	var logs testenv.SyncBuffer
+	now := time.Date(2026, 12, 7, 2, 0, 0, 0, time.UTC)
+	d, _ := newDriver(t, e, Options{Boards: []int{0}, Clock: func() time.Time { return now },
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	w := hardwaretest.StartWatch(t, d)
+	const n = 12
+	for i := 0; i < n; i++ {
+		e.with(func() { e.boards[0].queue.Push(kluisproto.EventKind(0xEE), 1, 0) })
+		testenv.EventuallyWithin(t, 2*time.Second, "the unknown event acknowledged", func() bool { return e.queued(0) == 0 })
+	}
+	// A known event after them is still delivered.
+	e.setDoor(0, 1, true)
+	w.WaitFor(t, 2*time.Second, is(hardware.DoorOpened, 0, 1))
+	if got := strings.Count(logs.String(), `msg="unknown event kind skipped"`); got != 1 {
+		t.Fatalf("%d lines for %d unknown events within a minute, want 1:\n%s", got, n, logs.String())
+	}
+}
+
 func TestBoardOfflineAndOnline(t *testing.T) {
 	e := newEmulator(t, 7)
 	e.addBoard(0, 8)

@@ -142,7 +142,7 @@ func (d *Driver) pollBoard(ctx context.Context, b int, fn func(hardware.Event) e
 		}
 		r, err := expect[*kluisproto.EventsReply](b, reply)
 		if err != nil {
-			d.log.Warn("EVENTS refused", "board", b, "err", err)
+			d.warn.Warn("EVENTS refused", "board", b, "err", err)
 			return err
 		}
 		d.mu.Lock()
@@ -320,7 +320,7 @@ func (d *Driver) convertLocked(b int, bd *board, e kluisproto.Event) (hardware.E
 		ev.Addr.Channel = -1
 		ev.Detail = "the board's watchdog relocked every lock: the master was silent"
 	default:
-		d.log.Warn("unknown event kind skipped", "board", b, "kind", e.Kind.String(), "seq", e.Seq)
+		d.warn.Warn("unknown event kind skipped", "board", b, "kind", e.Kind.String(), "seq", e.Seq)
 		return ev, false
 	}
 	return ev, true

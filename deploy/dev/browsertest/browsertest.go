@@ -268,12 +268,25 @@ const ScanGap = 5 * time.Millisecond
 // Scan types keys as a keyboard-wedge scanner does, into whatever has the
 // focus: each key event is stamped [ScanGap] after the one before (the
 // time the key was pressed, which the page reads as the event's
-// timeStamp), the last one now, however long a busy machine then takes
+// timeStamp), all of them after Scan was called and before the keys are
+// sent (it waits for that span first), however long a busy machine then takes
 // to hand them to the page one by one. A page that tells a scan from
 // typing by the gaps between key presses sees a scan.
 func Scan(keys string) chromedp.Action[chromedp.Void] {
 	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-		at := time.Now().Add(-time.Duration(len([]rune(keys))) * ScanGap)
+		// The stamps run from now to the last key's, and the keys are sent
+		// once that is past: a stamp earlier than the page's load or the
+		// previous input event would be raised to it by the browser (three
+		// keys stamped alike right after a navigation), one in the future
+		// lowered to the moment it arrives.
+		at := time.Now()
+		span := time.Duration(len([]rune(keys))) * ScanGap
+		select {
+		case <-time.After(span):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		at = at.Add(-ScanGap)
 		for _, r := range keys {
 			at = at.Add(ScanGap)
 			for _, k := range kb.Encode(r) {

@@ -355,6 +355,8 @@ func (e *Engine) replay(recs []journal.Record) {
 		switch r.Type {
 		case recJournalFull:
 			e.replayJournalFull(r)
+		case journal.TypeEvent:
+			e.replayJournalFullEvent(r)
 		case recCodeUsed:
 			var u usedCode
 			if json.Unmarshal(r.Data, &u) == nil && u.Doc != "" {

@@ -65,8 +65,15 @@ func (e *Engine) spaceLoop(ctx context.Context) {
 }
 
 // noteSpace raises or clears journal_full when low differs from what was
-// reported last. The mark goes before the alarm and after the clear, so a
-// crash in between clears once too often, never too seldom.
+// reported last. The alarm and the clear are journaled before their mark,
+// and replay takes a journaled journal_full alarm or clear as a mark too
+// (replayJournalFullEvent), so a crash in between loses nothing: a raise
+// that never reached the journal is raised again by the restarted engine
+// (the mark behind it was kept in memory with it), one that did is known
+// raised and cleared once there is room. (With the mark first, a crash
+// after the mark but before the alarm was journaled, as when something
+// else took the reserve's room, lost the raise for good.) A raised mark
+// outlives its compacted alarm.
 func (e *Engine) noteSpace(low bool) {
 	e.mu.Lock()
 	was := e.fullAlarm
@@ -79,8 +86,8 @@ func (e *Engine) noteSpace(low bool) {
 		e.keep(recJournalFull, func() error { return e.appendData(recJournalFull, journalFullMark{Raised: raised}) })
 	}
 	if low {
-		mark(true)
 		e.alarm(wire.AlarmJournalFull, nil, nil, "disk full: the journal's reserve is in use; no door opens until there is room again")
+		mark(true)
 		return
 	}
 	e.emitKept(wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmJournalFull})
@@ -92,6 +99,21 @@ func (e *Engine) replayJournalFull(r journal.Record) {
 	var m journalFullMark
 	if json.Unmarshal(r.Data, &m) == nil {
 		e.fullAlarm = m.Raised
+	}
+}
+
+// replayJournalFullEvent takes a journaled journal_full alarm or clear as
+// its mark (see noteSpace).
+func (e *Engine) replayJournalFullEvent(r journal.Record) {
+	ev := r.Event
+	if ev == nil || (ev.Kind != string(wire.EvAlarm) && ev.Kind != string(wire.EvAlarmCleared)) {
+		return
+	}
+	var a struct {
+		Alarm wire.AlarmKind `json:"alarm"`
+	}
+	if json.Unmarshal(ev.Payload, &a) == nil && a.Alarm == wire.AlarmJournalFull {
+		e.fullAlarm = ev.Kind == string(wire.EvAlarm)
 	}
 }
 

@@ -200,3 +200,31 @@ func TestFullTmpfsAcrossARestart(t *testing.T) {
 		r.waitFor("second pulse", func() bool { return len(f.Pulses()) == 2 })
 	})
 }
+
+// A crash after journal_full's alarm was journaled but before its mark:
+// the restarted engine takes the journaled alarm as raised and clears it
+// once there is room (before, it knew of no raise, and the backend kept
+// an alarm nobody would clear).
+func TestJournalFullAlarmJournaledWithoutItsMark(t *testing.T) {
+	dir := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors, dir: dir})
+		r.e.alarm(wire.AlarmJournalFull, nil, nil, "disk full (the crash comes before the mark)")
+		synctest.Wait()
+		require.True(t, r.hasEvent("alarm:journal_full"), "%v", r.kinds())
+		f, priv := r.f, r.priv
+		r.stop()
+		f.Resume()
+		r = newRig(t, rigOpts{caps: sensors, dir: dir, fake: f, priv: priv})
+		defer r.stop()
+		synctest.Wait()
+		require.Zero(t, r.mustMetric("kluisd_journal_disk_full"))
+		n := 0
+		for _, k := range r.kinds() {
+			if k == "alarm_cleared:journal_full" {
+				n++
+			}
+		}
+		require.Equal(t, 1, n, "the journaled raise is cleared once: %v", r.kinds())
+	})
+}

@@ -82,6 +82,14 @@ type Options struct {
 	// PublicURL is the base of the citizens' track links; default
 	// "http://" + HTTPAddr.
 	PublicURL string
+	// HTTPMaxConnections caps the connections the HTTP listener (API,
+	// console, track pages, /metrics) holds open; past it a connection is
+	// answered 503 with Retry-After and closed, counted in
+	// kluis_http_connections_refused_total. Default
+	// DefaultHTTPMaxConnections: a quarter of the open-file limit, at most
+	// 4,096, so that a flood of connections leaves the database pool and
+	// the embedded broker their descriptors.
+	HTTPMaxConnections int
 
 	// MQTTURL is an external broker (MQTTUsername, MQTTPassword log in);
 	// empty starts the embedded broker on MQTTAddr (default DefaultMQTTAddr).
@@ -402,9 +410,14 @@ func (s *Server) Run(ctx context.Context) error {
 		w.parts = append(w.parts, part{"audit-watch", watch.Run})
 	}
 
-	ln, err := net.Listen("tcp", o.HTTPAddr)
+	tcpLn, err := net.Listen("tcp", o.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", o.HTTPAddr, err)
+	}
+	ln, err := capConnections(tcpLn, o.HTTPMaxConnections, log, o.Registry)
+	if err != nil {
+		tcpLn.Close()
+		return err
 	}
 	hs := &http.Server{
 		Handler:           root,

@@ -73,6 +73,9 @@ type Config struct {
 	// MetricsListen serves /metrics and /healthz; loopback only; default
 	// 127.0.0.1:9108; "off" disables it.
 	MetricsListen string `yaml:"metrics_listen"`
+	// MetricsMaxConnections caps the connections the metrics listener
+	// holds open (past it: 503 with Retry-After); default 16, 1-10000.
+	MetricsMaxConnections int `yaml:"metrics_max_connections"`
 	// Offline verification material.
 	Offline Offline `yaml:"offline"`
 	// Layout is the front of a locker as the kiosk screen draws it;
@@ -275,6 +278,10 @@ type Kiosk struct {
 	// StaffIdle logs a staff member out of the kiosk after this long
 	// without a staff action; default 2m, 1s-1h.
 	StaffIdle time.Duration `yaml:"staff_idle"`
+	// MaxConnections caps the connections the kiosk listener holds open
+	// (past it: 503 with Retry-After, the screen retries); default 128,
+	// 8-10000.
+	MaxConnections int `yaml:"max_connections"`
 }
 
 // Offline configures offline verification.
@@ -367,6 +374,12 @@ func (c *Config) fillDefaults() {
 		c.Kiosk.DefaultLang = "nl"
 	}
 	def(&c.Kiosk.StaffIdle, 2*time.Minute)
+	if c.Kiosk.MaxConnections == 0 {
+		c.Kiosk.MaxConnections = 128
+	}
+	if c.MetricsMaxConnections == 0 {
+		c.MetricsMaxConnections = 16
+	}
 	if c.Kiosk.Scanner.Port != "" && c.Kiosk.Scanner.Baud == 0 {
 		c.Kiosk.Scanner.Baud = 9600
 	}
@@ -502,6 +515,12 @@ func (c *Config) Validate(o ParseOptions) error {
 	}
 	if c.Kiosk.StaffIdle < time.Second || c.Kiosk.StaffIdle > time.Hour {
 		return bad("kiosk.staff_idle", "%v must be between 1s and 1h", c.Kiosk.StaffIdle)
+	}
+	if c.Kiosk.MaxConnections < 8 || c.Kiosk.MaxConnections > 10000 {
+		return bad("kiosk.max_connections", "%d must be between 8 and 10000", c.Kiosk.MaxConnections)
+	}
+	if c.MetricsMaxConnections < 1 || c.MetricsMaxConnections > 10000 {
+		return bad("metrics_max_connections", "%d must be between 1 and 10000", c.MetricsMaxConnections)
 	}
 	if c.Timeouts.Session < time.Second {
 		return bad("timeouts.session", "%v must be at least 1s", c.Timeouts.Session)

@@ -31,6 +31,7 @@ import (
 	"kluis/controller/wire"
 	"kluis/hardware"
 	"kluis/hardware/serialport"
+	"kluis/internal/connlimit"
 )
 
 // OpenDriverFunc opens the configured hardware driver.
@@ -258,17 +259,29 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return abort(fmt.Errorf("daemon: %w", err))
 	}
-	kioskLn, err := net.Listen("tcp", cfg.Kiosk.Listen)
+	connsOpen := promtext.NewGaugeVec(promtext.GaugeOpts{Namespace: "kluisd", Name: "http_connections_open",
+		Help: "Connections a loopback listener (kiosk, metrics) holds open."}, []string{"listener"})
+	connsRefused := promtext.NewCounterVec(promtext.CounterOpts{Namespace: "kluisd", Name: "http_connections_refused_total",
+		Help: "Connections a loopback listener refused (503) because it held its maximum (kiosk.max_connections, metrics_max_connections)."}, []string{"listener"})
+	reg.MustRegister(connsOpen, connsRefused)
+	capped := func(ln net.Listener, name string, max int) net.Listener {
+		open, refused := connsOpen.WithLabelValues(name), connsRefused.WithLabelValues(name)
+		return connlimit.New(ln, connlimit.Options{Max: max, Name: name, Logger: log, OnRefuse: refused.Inc,
+			OnOpen: func(n int64) { open.Set(float64(n)) }})
+	}
+	kioskTCP, err := net.Listen("tcp", cfg.Kiosk.Listen)
 	if err != nil {
 		return abort(fmt.Errorf("daemon: kiosk.listen: %w", err))
 	}
+	kioskLn := capped(kioskTCP, "kiosk", cfg.Kiosk.MaxConnections)
 	var metricsLn net.Listener
 	if cfg.MetricsListen != "off" {
-		metricsLn, err = net.Listen("tcp", cfg.MetricsListen)
+		metricsTCP, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
 			kioskLn.Close()
 			return abort(fmt.Errorf("daemon: metrics_listen: %w", err))
 		}
+		metricsLn = capped(metricsTCP, "metrics", cfg.MetricsMaxConnections)
 	}
 
 	linkCtx, linkCancel := context.WithCancel(context.Background())

@@ -18,6 +18,7 @@ import (
 	"kluis/controller/config"
 	"kluis/controller/daemon/daemontest"
 	"kluis/controller/promtext"
+	"kluis/controller/promtext/promtexttest"
 	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 )
@@ -168,5 +169,62 @@ func TestLoopbackListenersBoundHeadersAndIdleConnections(t *testing.T) {
 			_, err = br.ReadByte()
 			require.ErrorIs(t, err, io.EOF, "an idle connection must be closed by kluisd (a timeout here means it was kept)")
 		})
+	}
+}
+
+// Each loopback listener holds at most its cap of connections
+// (kiosk.max_connections 128, metrics_max_connections 16 by default):
+// more are answered 503 with Retry-After and counted, instead of each
+// taking a descriptor and memory for its idle time (before, a local
+// process could open connections until kluisd ran out of descriptors,
+// and its journal, serial line and MQTT link with it). Once they close,
+// the listener serves again.
+func TestLoopbackListenersCapConnections(t *testing.T) {
+	reg := promtext.NewRegistry()
+	d := startLocalDaemon(t, Options{Registry: reg})
+	for _, l := range []struct {
+		name, addr, path string
+		max              int
+	}{{"kiosk", d.kiosk, "/kiosk/v1/session", 128}, {"metrics", d.metrics, "/healthz", 16}} {
+		var held []net.Conn
+		ok, refused := 0, 0
+		for i := range l.max + 24 {
+			c, err := net.DialTimeout("tcp", l.addr, 10*time.Second)
+			require.NoError(t, err)
+			held = append(held, c)
+			require.NoError(t, c.SetDeadline(time.Now().Add(30*time.Second)))
+			_, err = fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", l.path)
+			require.NoError(t, err, "%s connection %d", l.name, i)
+			res, err := http.ReadResponse(bufio.NewReader(c), nil)
+			require.NoError(t, err, "%s connection %d", l.name, i)
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			switch res.StatusCode {
+			case http.StatusOK:
+				ok++
+			case http.StatusServiceUnavailable:
+				refused++
+				require.Equal(t, "1", res.Header.Get("Retry-After"))
+				c.Close()
+			default:
+				t.Fatalf("%s connection %d: status %d", l.name, i, res.StatusCode)
+			}
+		}
+		require.LessOrEqual(t, ok, l.max, "%s: connections served past the cap", l.name)
+		require.GreaterOrEqual(t, refused, 24, l.name)
+		n, found := promtexttest.Value(t, reg, "kluisd_http_connections_refused_total", "listener", l.name)
+		require.True(t, found, l.name)
+		require.Equal(t, float64(refused), n, l.name)
+		for _, c := range held {
+			c.Close()
+		}
+		require.Eventually(t, func() bool {
+			res, err := http.Get("http://" + l.addr + l.path)
+			if err != nil {
+				return false
+			}
+			res.Body.Close()
+			return res.StatusCode == http.StatusOK
+		}, 20*time.Second, 50*time.Millisecond, l.name)
 	}
 }

@@ -117,6 +117,8 @@ var expectedRoles = map[string]string{
 	"PATCH /api/v1/devices/{id}/compartments/{number}":     "technician admin",
 	"POST /api/v1/devices/{id}/compartments/{number}/open": "technician admin",
 	"POST /api/v1/devices/{id}/clear-lockout":              "staff technician admin",
+	"GET /api/v1/devices/{id}/alarms":                      "staff technician admin",
+	"POST /api/v1/devices/{id}/alarms/{alarm}/ack":         "technician admin",
 	"GET /api/v1/documents":                                "staff admin",
 	"POST /api/v1/documents":                               "staff admin",
 	"GET /api/v1/documents/{id}":                           "staff admin",
@@ -135,7 +137,7 @@ var expectedRoles = map[string]string{
 }
 
 func concrete(path string) string {
-	r := strings.NewReplacer("{id}", "1", "{token}", "1", "{trackingID}", "unknown-tracking", "{number}", "1", "{device}", "d1", "{site}", "s1")
+	r := strings.NewReplacer("{id}", "1", "{token}", "1", "{trackingID}", "unknown-tracking", "{number}", "1", "{alarm}", "a1", "{device}", "d1", "{site}", "s1")
 	return r.Replace(path)
 }
 

@@ -50,6 +50,9 @@ func (s *Server) routeTable() []route {
 		{method: "PATCH", path: "/api/v1/devices/{id}/compartments/{number}", roles: techRole, h: s.handleUpdateCompartment},
 		{method: "POST", path: "/api/v1/devices/{id}/compartments/{number}/open", roles: techRole, h: s.handleOpen},
 		{method: "POST", path: "/api/v1/devices/{id}/clear-lockout", roles: anyRole, h: s.handleClearLockout},
+		{method: "GET", path: "/api/v1/devices/{id}/alarms", roles: anyRole, h: s.handleListAlarms},
+		// Idempotent by nature: a second acknowledgement records nothing.
+		{method: "POST", path: "/api/v1/devices/{id}/alarms/{alarm}/ack", roles: techRole, h: s.handleAckAlarm},
 
 		{method: "GET", path: "/api/v1/documents", roles: staffRole, h: s.handleListDocuments},
 		{method: "POST", path: "/api/v1/documents", roles: staffRole, idempotent: true, h: s.handleRegisterDocument},

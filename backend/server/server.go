@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"kluis/backend/alarms"
 	"kluis/backend/api"
 	"kluis/backend/audit"
 	"kluis/backend/auth"
@@ -356,6 +357,11 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	w.parts = append(w.parts, part{"staff-console", console.Run})
+	// The open alarms and whether someone acknowledged them, read from
+	// the database at scrape time like the presence metrics.
+	if err := o.Registry.Register(alarms.NewMetrics(st.Pool(), o.Clock, 10*time.Second, log)); err != nil {
+		return fmt.Errorf("server: register alarm metrics: %w", err)
+	}
 	root := rootHandler(console.Handler(), srv.Handler())
 	w.parts = append(w.parts, part{"idempotency-prune", func(ctx context.Context) error {
 		return periodic.Loop{Every: time.Hour}.Run(ctx, func(ctx context.Context) {

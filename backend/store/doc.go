@@ -13,7 +13,8 @@
 // document_transitions, audit_log), 0020-0039 codes and notifications,
 // 0040-0059 users, tokens and idempotency keys, 0060-0079 device link,
 // 0160-0169 the audit records waiting for the chain (backend/audit),
-// 0180-0189 the staff login limits (backend/auth, kiosk: backend/deviceops).
+// 0180-0189 the staff login limits (backend/auth, kiosk: backend/deviceops),
+// 0200-0209 alarm acknowledgements (backend/alarms).
 //
 // # Times
 //

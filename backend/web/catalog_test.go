@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/html"
 
+	"kluis/backend/alarms"
 	"kluis/backend/auth"
 	"kluis/backend/lifecycle"
 	"kluis/backend/notify"
@@ -454,7 +455,8 @@ func renderAll(t *testing.T, lang string) map[string]string {
 			Boards: []wire.BoardHealth{{Address: 0, Online: true, Firmware: datum, Errors: 2}, {Address: 1}}, BoardErrors: 2, BoardsOffline: 1,
 			DoorsOpen: 1, Backlog: 3, UpSince: &at, Firmware: datum,
 			Alarms: []alarm{{Compartment: 4, Kind: wire.AlarmDoorLeftOpen, At: at}, {Kind: wire.AlarmBoardUnreachable, Board: &board, At: at},
-				{Kind: wire.AlarmJournalDamaged, At: at}}},
+				{Kind: wire.AlarmJournalDamaged, At: at},
+				{ID: "e9", Device: "k1", Kind: wire.AlarmForcedDoor, Compartment: 2, At: at, Ack: &alarms.Ack{By: datum, At: at, Note: datum}}}},
 		{Device: oos, Known: true, Since: at},
 		{Device: store.Device{ID: "a1", Kind: store.Automaton, Name: "a1"}},
 		{Device: dev, Known: true, Since: at}, // offline, in service
@@ -477,13 +479,16 @@ func renderAll(t *testing.T, lang string) map[string]string {
 	actions := []string{"compartment.remote_open", "compartment.out_of_service", "compartment.in_service", "device.create", "device.update",
 		"device.out_of_service", "device.in_service", "device.pin_locked", "device.pin_unlocked", "device.mqtt_password_set",
 		"kiosk.login", "kiosk.login_failed", "kiosk.denied", "kiosk.test_open", "kiosk.retrieve", "code.used", "code.denied",
-		"code.device_revoked", "code.locked", "something.new"}
+		"code.device_revoked", "code.locked", "alarm.acknowledged", "something.new"}
 	for _, k := range wire.EventKinds() {
 		actions = append(actions, "device."+string(k))
 	}
 	for i, a := range actions {
 		events = append(events, event{Seq: int64(i), At: at, Action: a, Actor: []string{"system", "device:k1", datum}[i%3], Compartment: 2,
 			Alarm: string(wire.AlarmForcedDoor), Reason: datum, Result: []string{"opened", "failed"}[i%2], Document: "d1", IsAlarm: a == "device.alarm"})
+		if a == "alarm.acknowledged" {
+			events[len(events)-1].Note = datum
+		}
 	}
 	layout, err := store.ResolveLayout(&store.Layout{Columns: 3, Rows: 3, Screen: &store.Place{Column: 2, Row: 1, Height: 2}}, []int{1, 2, 3, 4, 5})
 	require.NoError(t, err)
@@ -492,6 +497,11 @@ func renderAll(t *testing.T, lang string) map[string]string {
 	dv := deviceView{detail: d, Highlight: 2}
 	dv.Map = drawMap(w.tr(lang), d, 2)
 	do("device", "/staff/devices/k1?c=2", "device", dv, true)
+	do("device-acked", "/staff/devices/k1?notice=notice.alarm_acked", "device", dv, true)
+	do("device-already-acked", "/staff/devices/k1?notice=notice.alarm_already_acked", "device", dv, true)
+	open := alarm{ID: "e1", Device: "k1", Kind: wire.AlarmDoorLeftOpen, Compartment: 4, At: at}
+	do("ack", "/staff/devices/k1/alarms/e1/ack", "ack", ackData{Device: dev, Alarm: open, Note: datum, Error: datum, Action: "/x", Back: "/y"}, true)
+	do("ack-done", "/staff/devices/k1/alarms/e9/ack", "ack", ackData{Device: dev, Alarm: hs[0].Alarms[3], Action: "/x", Back: "/y"}, true)
 	// A device registered with its compartments that never connected.
 	var free []compView
 	for _, c := range comps {

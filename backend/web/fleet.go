@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"kluis/backend/alarms"
 	"kluis/backend/audit"
 	"kluis/backend/lifecycle"
 	"kluis/backend/store"
@@ -80,67 +81,16 @@ func presenceKeys(ctx context.Context, db store.DB) (map[string]string, error) {
 	return out, rows.Err()
 }
 
-// alarm is an active alarm of a device.
-type alarm struct {
-	// Compartment is the number of the compartment at Addr (0: none).
-	Compartment int
-	Kind        wire.AlarmKind
-	Addr        *hardware.Address
-	Board       *int
-	At          time.Time
-	Detail      string
-}
+// alarm is an open alarm of a device, with its acknowledgement.
+type alarm = alarms.Alarm
 
-// clearable alarms stay active until the device clears them; the others
-// (the device never clears them) count as active for oneShotAlarm.
-var clearable = map[wire.AlarmKind]bool{wire.AlarmDoorLeftOpen: true, wire.AlarmBoardUnreachable: true, wire.AlarmBoardRebooting: true,
-	wire.AlarmJournalFull: true}
-
-const (
-	oneShotAlarm = 24 * time.Hour
-	alarmWindow  = 30 * 24 * time.Hour
-)
-
-// activeAlarms reads the alarms in force, per device: for each device,
-// alarm kind and place the latest alarm or alarm_cleared within
-// alarmWindow, when it is an alarm that is not cleared (door left open,
-// board unreachable) or a one-shot alarm younger than oneShotAlarm.
+// activeAlarms reads the open alarms per device (backend/alarms: the
+// latest alarm or alarm_cleared of each device, kind and place), each
+// device's not acknowledged first.
 func activeAlarms(ctx context.Context, db store.DB, now time.Time, deviceID string) (map[string][]alarm, error) {
-	rows, err := db.Query(ctx, `SELECT DISTINCT ON (device_id, payload->>'alarm', coalesce(payload->'addr', 'null'::jsonb), coalesce(payload->'board', 'null'::jsonb))
-			device_id, kind, payload, at
-		FROM device_events
-		WHERE kind IN ('alarm', 'alarm_cleared') AND at > $1 AND ($2 = '' OR device_id = $2)
-		ORDER BY device_id, payload->>'alarm', coalesce(payload->'addr', 'null'::jsonb), coalesce(payload->'board', 'null'::jsonb), at DESC, received_at DESC`,
-		now.Add(-alarmWindow), deviceID)
+	out, err := alarms.Open(ctx, db, now, deviceID)
 	if err != nil {
-		return nil, fmt.Errorf("web: alarms: %w", err)
-	}
-	defer rows.Close()
-	out := map[string][]alarm{}
-	for rows.Next() {
-		var dev, kind string
-		var payload []byte
-		var at time.Time
-		if err := rows.Scan(&dev, &kind, &payload, &at); err != nil {
-			return nil, fmt.Errorf("web: alarms: %w", err)
-		}
-		if kind != string(wire.EvAlarm) {
-			continue
-		}
-		var ev wire.Event
-		if err := json.Unmarshal(payload, &ev); err != nil {
-			continue
-		}
-		if !clearable[ev.Alarm] && now.Sub(at) > oneShotAlarm {
-			continue
-		}
-		out[dev] = append(out[dev], alarm{Kind: ev.Alarm, Addr: ev.Addr, Board: ev.Board, At: at, Detail: ev.Detail})
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("web: alarms: %w", err)
-	}
-	for _, as := range out {
-		sort.Slice(as, func(i, j int) bool { return as[i].At.After(as[j].At) })
+		return nil, fmt.Errorf("web: %w", err)
 	}
 	return out, nil
 }
@@ -423,7 +373,9 @@ type event struct {
 	Result      string
 	Detail      string
 	Document    string
-	IsAlarm     bool
+	// Note is an alarm acknowledgement's note.
+	Note    string
+	IsAlarm bool
 }
 
 // deviceTimeline reads the newest audit records about a device and its
@@ -469,6 +421,7 @@ func deviceTimeline(ctx context.Context, db store.DB, d store.Device) ([]event, 
 			Result      string  `json:"result"`
 			Detail      string  `json:"detail"`
 			Document    string  `json:"document"`
+			Note        string  `json:"note"`
 			Method      string  `json:"method"`
 			Op          *string `json:"op"`
 		}
@@ -484,7 +437,7 @@ func deviceTimeline(ctx context.Context, db store.DB, d store.Device) ([]event, 
 		if c, ok := byID[subject]; ok {
 			e.Compartment = c.Number
 		}
-		e.Alarm, e.Reason, e.Result, e.Detail, e.Document = det.Alarm, det.Reason, det.Result, det.Detail, det.Document
+		e.Alarm, e.Reason, e.Result, e.Detail, e.Document, e.Note = det.Alarm, det.Reason, det.Result, det.Detail, det.Document, det.Note
 		e.IsAlarm = e.Action == "device.alarm"
 		out = append(out, e)
 	}
@@ -556,6 +509,9 @@ func (e event) Text(t *tr) string {
 	if e.Reason != "" {
 		s += " · " + t.F("timeline.reason", "reason", e.Reason)
 	}
+	if e.Note != "" {
+		s += " · " + t.F("alarm.ack_note", "note", e.Note)
+	}
 	return s
 }
 
@@ -591,23 +547,46 @@ var alarmSeverity = map[wire.AlarmKind]int{
 }
 
 // AttentionRank is the fleet page's default order, lowest first: a device
-// with an open alarm (0-9 by its most severe alarm), then one that
-// NeedsAttention (offline or late in service, a board offline: 10), then
-// the others (11).
+// with an open alarm nobody acknowledged (0-10 by its most severe such
+// alarm), then one whose open alarms are all acknowledged (11-21 by its
+// most severe: someone handles them, they stay listed), then one that
+// NeedsAttention (offline or late in service, a board offline: 22), then
+// the others (23).
 func (h health) AttentionRank() int {
+	n := len(alarmSeverity)
 	if len(h.Alarms) > 0 {
-		best := len(alarmSeverity)
+		best, acked := n, true
 		for _, a := range h.Alarms {
+			if !a.Acknowledged() && acked {
+				best, acked = n, false
+			}
+			if a.Acknowledged() && !acked {
+				continue
+			}
 			if s, ok := alarmSeverity[a.Kind]; ok && s < best {
 				best = s
 			}
 		}
+		if acked {
+			return n + 1 + best
+		}
 		return best
 	}
 	if h.NeedsAttention() {
-		return len(alarmSeverity) + 1
+		return 2*n + 2
 	}
-	return len(alarmSeverity) + 2
+	return 2*n + 3
+}
+
+// Unacknowledged counts the open alarms nobody acknowledged.
+func (h health) Unacknowledged() int {
+	c := 0
+	for _, a := range h.Alarms {
+		if !a.Acknowledged() {
+			c++
+		}
+	}
+	return c
 }
 
 // byAttention returns the rows in the fleet page's default order: by

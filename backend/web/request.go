@@ -396,6 +396,7 @@ var notices = map[string]bool{
 	"notice.renotified": true, "notice.reissued": true, "notice.opened": true, "notice.out_of_service": true,
 	"notice.in_service": true, "notice.comp_out_of_service": true, "notice.comp_in_service": true,
 	"notice.logged_out": true, "notice.no_compartment": true, "notice.kiosk_pin_set": true,
+	"notice.alarm_acked": true, "notice.alarm_already_acked": true,
 }
 
 func (q *req) notice() string {

@@ -40,6 +40,8 @@ func (w *Web) routes() {
 	m.HandleFunc("POST "+Prefix+"devices/{id}/compartments/{number}/open", w.page("devices.open", w.open))
 	m.HandleFunc("GET "+Prefix+"devices/{id}/compartments/{number}/service", w.page("compartments.service", w.compServiceForm))
 	m.HandleFunc("POST "+Prefix+"devices/{id}/compartments/{number}/service", w.page("compartments.service", w.compService))
+	m.HandleFunc("GET "+Prefix+"devices/{id}/alarms/{alarm}/ack", w.page("alarms.ack", w.ackForm))
+	m.HandleFunc("POST "+Prefix+"devices/{id}/alarms/{alarm}/ack", w.page("alarms.ack", w.ack))
 	m.HandleFunc("GET "+Prefix+"devices/{id}/service", w.page("devices.service", w.devServiceForm))
 	m.HandleFunc("POST "+Prefix+"devices/{id}/service", w.page("devices.service", w.devService))
 

@@ -249,6 +249,7 @@ func Actions() []Action {
 		{"devices.open", []string{"POST /api/v1/devices/{id}/compartments/{number}/open"}},
 		{"devices.service", []string{"PATCH /api/v1/devices/{id}/service"}},
 		{"compartments.service", []string{"PATCH /api/v1/devices/{id}/compartments/{number}"}},
+		{"alarms.ack", []string{"POST /api/v1/devices/{id}/alarms/{alarm}/ack"}},
 		{"me.kiosk_pin", []string{"POST /api/v1/me/kiosk-pin"}},
 		// An admin's staff PIN form, and the names in the short-PIN
 		// notice (the user list).
@@ -295,7 +296,7 @@ func intersect(a, b []auth.Role) []auth.Role {
 // pageFiles are the page templates; each is parsed with layout.html and
 // the shared fragments.
 var pageFiles = []string{"login", "home", "documents", "register", "document", "slip", "devices", "device",
-	"open", "service", "kioskpin", "error"}
+	"open", "service", "ack", "kioskpin", "error"}
 
 func parsePages() (map[string]*template.Template, error) {
 	out := map[string]*template.Template{}
@@ -373,6 +374,9 @@ var funcs = template.FuncMap{
 		}
 		return name
 	},
+	// alarmItem is one open alarm in a list (fragments.html): its
+	// acknowledgement, or the link to acknowledge it.
+	"alarmItem": func(l layout, a alarm) alarmItemData { return alarmItemData{L: l, A: a} },
 	"docTable": func(l layout, rows []docRow, caption string) docTableData {
 		return docTableData{L: l, Rows: rows, Caption: caption}
 	},
@@ -383,6 +387,11 @@ var funcs = template.FuncMap{
 		}
 		return out
 	},
+}
+
+type alarmItemData struct {
+	L layout
+	A alarm
 }
 
 type docTableData struct {

@@ -1,0 +1,388 @@
+// Package alarms is what the backend knows of the alarms devices raise:
+// which are open (read from device_events, which backend/devicelink
+// writes) and who acknowledged them (alarm_acks, which this package
+// alone writes).
+//
+// An alarm is the device event that raised it: for each device, alarm
+// kind and place (compartment address or board), the latest alarm or
+// alarm_cleared within Window decides; an alarm is open when that latest
+// event is the alarm, and, for the kinds the device never clears
+// (forced_door, pulse_uncertain, ...), while it is younger than OneShot.
+// Its id is the raising event's id, so an alarm that clears and is raised
+// again is a new alarm, not acknowledged.
+//
+// Acknowledge records who acknowledged an open alarm, when, and an
+// optional note (at most MaxNote characters), once: the row in alarm_acks
+// and the audit record alarm.acknowledged are written in one
+// transaction, and a second acknowledgement of the same alarm records
+// nothing and answers the first. The staff console, the REST API and the
+// metrics (kluis_device_alarms_open) read the same Open.
+package alarms
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"kluis/backend/audit"
+	"kluis/backend/store"
+	"kluis/backend/store/safetext"
+	"kluis/controller/wire"
+	"kluis/hardware"
+)
+
+// How long alarms stay open without a clearing event.
+const (
+	// OneShot is how long an alarm the device never clears stays open.
+	OneShot = 24 * time.Hour
+	// Window is how far back alarms are read: an alarm older than this
+	// is no longer open, cleared or not.
+	Window = 30 * 24 * time.Hour
+	// MaxNote is the longest acknowledgement note, in characters.
+	MaxNote = 200
+)
+
+// Errors of Acknowledge.
+var (
+	// ErrNotFound: the device raised no alarm with this id.
+	ErrNotFound = errors.New("alarms: no such alarm on this device")
+	// ErrNotOpen: the alarm is no longer open (cleared by the device,
+	// superseded by a newer alarm of the same kind and place, or past
+	// OneShot or Window); nothing was recorded.
+	ErrNotOpen = errors.New("alarms: the alarm is no longer open")
+	// ErrNote: the note is not one line of at most MaxNote characters
+	// under the rule for text people read.
+	ErrNote = errors.New("alarms: the note must be one line of at most 200 characters, without control, bidirectional-control or invisible format characters")
+)
+
+// clearable are the kinds the device clears (alarm_cleared); the others
+// are open for OneShot.
+var clearable = map[wire.AlarmKind]bool{wire.AlarmDoorLeftOpen: true, wire.AlarmBoardUnreachable: true,
+	wire.AlarmBoardRebooting: true, wire.AlarmJournalFull: true}
+
+// Clearable reports whether the device clears alarms of kind k.
+func Clearable(k wire.AlarmKind) bool { return clearable[k] }
+
+// Ack is an alarm's acknowledgement.
+type Ack struct {
+	// Actor is the audit actor, "user:<id>".
+	Actor string `json:"-"`
+	// By is the user name (the actor when the user is gone).
+	By   string    `json:"by"`
+	At   time.Time `json:"at"`
+	Note string    `json:"note"`
+}
+
+// Alarm is an open alarm of a device.
+type Alarm struct {
+	// ID is the id of the event that raised it.
+	ID     string            `json:"id"`
+	Device string            `json:"device"`
+	Kind   wire.AlarmKind    `json:"alarm"`
+	Addr   *hardware.Address `json:"addr,omitempty"`
+	Board  *int              `json:"board,omitempty"`
+	// At is when the device raised it (its clock).
+	At     time.Time `json:"at"`
+	Detail string    `json:"detail,omitempty"`
+	// Compartment is the number of the compartment at Addr (0: none or
+	// not filled in; the staff console fills it in).
+	Compartment int `json:"-"`
+	// Ack is its acknowledgement; nil: not acknowledged.
+	Ack *Ack `json:"acknowledged"`
+}
+
+// Acknowledged reports whether someone acknowledged the alarm.
+func (a Alarm) Acknowledged() bool { return a.Ack != nil }
+
+// CheckNote checks an acknowledgement note (already trimmed): empty, or
+// one line of at most MaxNote characters without refused characters.
+func CheckNote(note string) error {
+	if err := safetext.Check(note, MaxNote); err != nil {
+		return fmt.Errorf("%w (%w)", ErrNote, err)
+	}
+	return nil
+}
+
+// openSQL selects, per device, alarm kind and place, the latest alarm or
+// alarm_cleared within the window (device_events_alarms_idx), with its
+// acknowledgement.
+const openSQL = `SELECT l.event_id, l.device_id, l.kind, l.payload, l.at,
+		k.actor, coalesce(u.username, ''), k.acked_at, k.note
+	FROM (SELECT DISTINCT ON (device_id, payload->>'alarm', coalesce(payload->'addr', 'null'::jsonb), coalesce(payload->'board', 'null'::jsonb))
+			event_id, device_id, kind, payload, at
+		FROM device_events
+		WHERE kind IN ('alarm', 'alarm_cleared') AND at > $1 AND ($2 = '' OR device_id = $2)
+		ORDER BY device_id, payload->>'alarm', coalesce(payload->'addr', 'null'::jsonb), coalesce(payload->'board', 'null'::jsonb), at DESC, received_at DESC) l
+	LEFT JOIN alarm_acks k ON k.event_id = l.event_id
+	LEFT JOIN auth_users u ON k.actor = 'user:' || u.id::text
+	WHERE l.kind = 'alarm'`
+
+// Open reads the open alarms, per device (deviceID "": every device),
+// each device's not acknowledged first, then the newest first.
+func Open(ctx context.Context, db store.DB, now time.Time, deviceID string) (map[string][]Alarm, error) {
+	rows, err := db.Query(ctx, openSQL, now.Add(-Window), deviceID)
+	if err != nil {
+		return nil, fmt.Errorf("alarms: open: %w", err)
+	}
+	defer rows.Close()
+	out := map[string][]Alarm{}
+	for rows.Next() {
+		var id, dev, kind, by string
+		var payload []byte
+		var at time.Time
+		var actor, note *string
+		var ackedAt *time.Time
+		if err := rows.Scan(&id, &dev, &kind, &payload, &at, &actor, &by, &ackedAt, &note); err != nil {
+			return nil, fmt.Errorf("alarms: open: %w", err)
+		}
+		a, ok := fromEvent(id, dev, payload, at, now)
+		if !ok {
+			continue
+		}
+		if actor != nil && ackedAt != nil && note != nil {
+			a.Ack = &Ack{Actor: *actor, By: by, At: *ackedAt, Note: *note}
+			if a.Ack.By == "" {
+				a.Ack.By = *actor
+			}
+		}
+		out[dev] = append(out[dev], a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("alarms: open: %w", err)
+	}
+	for _, as := range out {
+		Sort(as)
+	}
+	return out, nil
+}
+
+// Sort orders one device's alarms as the pages show them: not
+// acknowledged first, then the newest first.
+func Sort(as []Alarm) {
+	sort.SliceStable(as, func(i, j int) bool {
+		if ai, aj := as[i].Acknowledged(), as[j].Acknowledged(); ai != aj {
+			return !ai
+		}
+		return as[i].At.After(as[j].At)
+	})
+}
+
+// fromEvent decodes an alarm event; ok is false when it does not decode
+// or is a one-shot alarm past OneShot.
+func fromEvent(id, dev string, payload []byte, at, now time.Time) (Alarm, bool) {
+	var ev wire.Event
+	if err := json.Unmarshal(payload, &ev); err != nil || ev.Alarm == "" {
+		return Alarm{}, false
+	}
+	if !clearable[ev.Alarm] && now.Sub(at) > OneShot {
+		return Alarm{}, false
+	}
+	return Alarm{ID: id, Device: dev, Kind: ev.Alarm, Addr: ev.Addr, Board: ev.Board, At: at, Detail: ev.Detail}, true
+}
+
+// AckRequest is an acknowledgement to record.
+type AckRequest struct {
+	Device string
+	// ID is the alarm's id (its raising event's).
+	ID string
+	// Actor is "user:<id>".
+	Actor string
+	// Note is optional; it is trimmed, then checked with CheckNote.
+	Note string
+	At   time.Time
+}
+
+// AckResult is what Acknowledge did.
+type AckResult struct {
+	// Alarm is the alarm with its acknowledgement: this one, or the
+	// first one when it was acknowledged before.
+	Alarm Alarm
+	// Recorded is false when the alarm was acknowledged before: nothing
+	// was written (the note given now is not kept).
+	Recorded bool
+}
+
+// Acknowledge records r's acknowledgement of an open alarm and its audit
+// record alarm.acknowledged (subject the device; details: the alarm kind,
+// its id, its place and the note) in one transaction. An alarm
+// acknowledged before answers its first acknowledgement with Recorded
+// false, and nothing is written. Errors: ErrNote, ErrNotFound (no alarm
+// event with this id on this device), ErrNotOpen (cleared, superseded or
+// expired: nothing written).
+func Acknowledge(ctx context.Context, pool *pgxpool.Pool, r AckRequest) (AckResult, error) {
+	r.Note = strings.TrimSpace(r.Note)
+	if err := CheckNote(r.Note); err != nil {
+		return AckResult{}, err
+	}
+	if r.At.IsZero() {
+		r.At = time.Now()
+	}
+	var res AckResult
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		var payload []byte
+		var at, received time.Time
+		err := tx.QueryRow(ctx, `SELECT payload, at, received_at FROM device_events
+			WHERE event_id = $1 AND device_id = $2 AND kind = 'alarm'`, r.ID, r.Device).Scan(&payload, &at, &received)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("alarms: read alarm: %w", err)
+		}
+		a, ok := fromEvent(r.ID, r.Device, payload, at, r.At)
+		if !ok {
+			if a.Kind == "" && !json.Valid(payload) {
+				return ErrNotFound
+			}
+			return ErrNotOpen
+		}
+		if r.At.Sub(at) > Window {
+			return ErrNotOpen
+		}
+		// A later alarm or alarm_cleared of the same kind and place (in
+		// Open's order) closes this one.
+		var later bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM device_events
+			WHERE device_id = $1 AND kind IN ('alarm', 'alarm_cleared') AND event_id <> $2
+			  AND payload->>'alarm' = $3
+			  AND coalesce(payload->'addr', 'null'::jsonb) = coalesce($4::jsonb, 'null'::jsonb)
+			  AND coalesce(payload->'board', 'null'::jsonb) = coalesce($5::jsonb, 'null'::jsonb)
+			  AND (at, received_at) > ($6, $7))`,
+			r.Device, r.ID, string(a.Kind), rawField(payload, "addr"), rawField(payload, "board"), at, received).Scan(&later); err != nil {
+			return fmt.Errorf("alarms: later events: %w", err)
+		}
+		if later {
+			return ErrNotOpen
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO alarm_acks (event_id, device_id, actor, acked_at, note)
+			VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING`, r.ID, r.Device, r.Actor, r.At.UTC(), r.Note)
+		if err != nil {
+			return fmt.Errorf("alarms: record acknowledgement: %w", err)
+		}
+		res.Recorded = tag.RowsAffected() == 1
+		if res.Recorded {
+			details := map[string]any{"alarm": string(a.Kind), "alarm_id": r.ID, "note": r.Note}
+			if a.Addr != nil {
+				details["board"], details["channel"] = a.Addr.Board, a.Addr.Channel
+			} else if a.Board != nil {
+				details["board"] = *a.Board
+			}
+			if _, err := audit.Append(ctx, tx, audit.Entry{At: r.At, Actor: r.Actor, Action: "alarm.acknowledged",
+				Subject: "device:" + r.Device, Details: details}); err != nil {
+				return fmt.Errorf("alarms: audit acknowledgement: %w", err)
+			}
+		}
+		ack := Ack{}
+		if err := tx.QueryRow(ctx, `SELECT k.actor, coalesce(u.username, ''), k.acked_at, k.note FROM alarm_acks k
+			LEFT JOIN auth_users u ON k.actor = 'user:' || u.id::text WHERE k.event_id = $1`, r.ID).Scan(&ack.Actor, &ack.By, &ack.At, &ack.Note); err != nil {
+			return fmt.Errorf("alarms: read acknowledgement: %w", err)
+		}
+		if ack.By == "" {
+			ack.By = ack.Actor
+		}
+		a.Ack = &ack
+		res.Alarm = a
+		return nil
+	})
+	if err != nil {
+		return AckResult{}, err
+	}
+	return res, nil
+}
+
+// rawField returns a payload's top-level field as JSON text (nil when
+// absent or null), compared as jsonb with Open's key.
+func rawField(payload []byte, name string) *string {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(payload, &m) != nil {
+		return nil
+	}
+	v, ok := m[name]
+	if !ok || string(v) == "null" {
+		return nil
+	}
+	s := string(v)
+	return &s
+}
+
+// Metrics exports kluis_device_alarms_open{device, alarm, acknowledged}:
+// the open alarms (Open) by device, kind and whether someone acknowledged
+// them ("yes", "no"), read from the database at scrape time, so that
+// every replica reports the whole fleet. Only counts above zero are
+// series: the alert rules page on a device's alarm unless the backend
+// knows it acknowledged and none of its kind unacknowledged.
+type Metrics struct {
+	pool    *pgxpool.Pool
+	clock   func() time.Time
+	timeout time.Duration
+	log     *slog.Logger
+	desc    *prometheus.Desc
+}
+
+// NewMetrics returns the collector; register it on the backend's
+// registry. clock nil: time.Now; timeout bounds a scrape's query.
+func NewMetrics(pool *pgxpool.Pool, clock func() time.Time, timeout time.Duration, log *slog.Logger) *Metrics {
+	if clock == nil {
+		clock = time.Now
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Metrics{pool: pool, clock: clock, timeout: timeout, log: log.With("part", "alarms"),
+		desc: prometheus.NewDesc("kluis_device_alarms_open",
+			"Open alarms (as the dashboard shows them) by device, kind and whether a technician acknowledged them (yes, no); read from the database at scrape time, only counts above zero.",
+			[]string{"device", "alarm", "acknowledged"}, nil)}
+}
+
+// Describe implements prometheus.Collector.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) { ch <- m.desc }
+
+// Collect implements prometheus.Collector. A database error is logged
+// and the scrape carries no series.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), m.timeout)
+	defer cancel()
+	open, err := Open(ctx, m.pool, m.clock(), "")
+	if err != nil {
+		m.log.Warn("alarm metrics: read failed", "err", err)
+		return
+	}
+	type key struct {
+		dev  string
+		kind wire.AlarmKind
+		ack  string
+	}
+	n := map[key]int{}
+	for dev, as := range open {
+		for _, a := range as {
+			k := key{dev, a.Kind, "no"}
+			if a.Acknowledged() {
+				k.ack = "yes"
+			}
+			n[k]++
+		}
+	}
+	for k, v := range n {
+		ch <- prometheus.MustNewConstMetric(m.desc, prometheus.GaugeValue, float64(v), k.dev, string(k.kind), k.ack)
+	}
+}
+
+// Raised reports whether the device raised an alarm with this id (open
+// or not).
+func Raised(ctx context.Context, db store.DB, deviceID, id string) (bool, error) {
+	var ok bool
+	if err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM device_events WHERE event_id = $1 AND device_id = $2 AND kind = 'alarm')`,
+		id, deviceID).Scan(&ok); err != nil {
+		return false, fmt.Errorf("alarms: raised: %w", err)
+	}
+	return ok, nil
+}

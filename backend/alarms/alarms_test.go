@@ -1,0 +1,193 @@
+package alarms_test
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/alarms"
+	"kluis/backend/audit"
+	"kluis/backend/store/storetest"
+	"kluis/controller/wire"
+	"kluis/hardware"
+)
+
+var t0 = time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
+
+// event stores a device event as the device link does (the test stands
+// in for backend/devicelink, the table's owner).
+func event(t *testing.T, pool *pgxpool.Pool, id, dev string, ev wire.Event) {
+	t.Helper()
+	ev.ID = id
+	b, err := json.Marshal(ev)
+	require.NoError(t, err)
+	_, err = pool.Exec(context.Background(), `INSERT INTO device_events (event_id, device_id, kind, at, received_at, outcome, payload)
+		VALUES ($1, $2, $3, $4, $4, 'applied', $5)`, id, dev, string(ev.Kind), ev.At, b)
+	require.NoError(t, err)
+}
+
+func user(t *testing.T, pool *pgxpool.Pool, name, role string) string {
+	t.Helper()
+	var id int64
+	require.NoError(t, pool.QueryRow(context.Background(), `INSERT INTO auth_users (username, role, password_hash, created_at)
+		VALUES ($1, $2, 'x', now()) RETURNING id`, name, role).Scan(&id))
+	return "user:" + strconv.FormatInt(id, 10)
+}
+
+func acks(t *testing.T, pool *pgxpool.Pool) []audit.Record {
+	t.Helper()
+	recs, err := audit.List(context.Background(), pool, audit.ListOptions{})
+	require.NoError(t, err)
+	var out []audit.Record
+	for _, r := range recs {
+		if r.Action == "alarm.acknowledged" {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// TestAcknowledgeOnceAuditedAndNewAfterAClear: an open alarm is
+// acknowledged once (the row and one audit record with who, when and the
+// note); a second acknowledgement, also a concurrent one, records nothing
+// and answers the first; an alarm that clears is refused (nothing
+// written), and raised again it is a new alarm, not acknowledged; an
+// unknown id, another device's alarm and a bad note are refused.
+func TestAcknowledgeOnceAuditedAndNewAfterAClear(t *testing.T) {
+	ctx := context.Background()
+	pool := storetest.New(t).Pool()
+	tech := user(t, pool, "tech", "technician")
+	admin := user(t, pool, "boss", "admin")
+	door := &hardware.Address{Board: 0, Channel: 5}
+	event(t, pool, "ev-1", "k1", wire.Event{Kind: wire.EvAlarm, At: t0, Alarm: wire.AlarmDoorLeftOpen, Addr: door})
+	event(t, pool, "ev-2", "k1", wire.Event{Kind: wire.EvAlarm, At: t0.Add(time.Second), Alarm: wire.AlarmForcedDoor, Addr: door})
+	event(t, pool, "ev-x", "k2", wire.Event{Kind: wire.EvAlarm, At: t0, Alarm: wire.AlarmForcedDoor, Addr: door})
+
+	now := t0.Add(time.Minute)
+	open, err := alarms.Open(ctx, pool, now, "k1")
+	require.NoError(t, err)
+	require.Len(t, open["k1"], 2)
+	assert.Equal(t, "ev-2", open["k1"][0].ID, "newest first while none is acknowledged")
+	assert.False(t, open["k1"][0].Acknowledged())
+
+	// Refused before anything is written.
+	_, err = alarms.Acknowledge(ctx, pool, alarms.AckRequest{Device: "k1", ID: "ev-1", Actor: tech, Note: strings.Repeat("x", 201), At: now})
+	assert.ErrorIs(t, err, alarms.ErrNote)
+	_, err = alarms.Acknowledge(ctx, pool, alarms.AckRequest{Device: "k1", ID: "ev-1", Actor: tech, Note: "two\nlines", At: now})
+	assert.ErrorIs(t, err, alarms.ErrNote)
+	_, err = alarms.Acknowledge(ctx, pool, alarms.AckRequest{Device: "k1", ID: "nope", Actor: tech, At: now})
+	assert.ErrorIs(t, err, alarms.ErrNotFound)
+	_, err = alarms.Acknowledge(ctx, pool, alarms.AckRequest{Device: "k1", ID: "ev-x", Actor: tech, At: now})
+	assert.ErrorIs(t, err, alarms.ErrNotFound, "another device's alarm")
+	assert.Empty(t, acks(t, pool))
+
+	// The first acknowledgement, with a note of exactly 200 characters.
+	note := "  " + strings.Repeat("é", 199) + "!  "
+	res, err := alarms.Acknowledge(ctx, pool, alarms.AckRequest{Device: "k1", ID: "ev-1", Actor: tech, Note: note, At: now})
+	require.NoError(t, err)
+	assert.True(t, res.Recorded)
+	require.NotNil(t, res.Alarm.Ack)
+	assert.Equal(t, "tech", res.Alarm.Ack.By)
+	assert.Equal(t, strings.TrimSpace(note), res.Alarm.Ack.Note)
+	assert.True(t, now.Equal(res.Alarm.Ack.At))
+
+	// Twice more, one of them at the same time as a third: recorded once.
+	var wg sync.WaitGroup
+	results := make([]alarms.AckResult, 3)
+	errs := make([]error, 3)
+	for i := range 3 {
+		wg.Go(func() {
+			results[i], errs[i] = alarms.Acknowledge(ctx, pool, alarms.AckRequest{Device: "k1", ID: "ev-1", Actor: admin, Note: "again",
+				At: now.Add(time.Minute)})
+		})
+	}
+	wg.Wait()
+	for i := range 3 {
+		require.NoError(t, errs[i])
+		assert.False(t, results[i].Recorded)
+		assert.Equal(t, "tech", results[i].Alarm.Ack.By, "the first acknowledgement is answered")
+		assert.Equal(t, strings.TrimSpace(note), results[i].Alarm.Ack.Note)
+	}
+	recs := acks(t, pool)
+	require.Len(t, recs, 1, "audited once")
+	assert.Equal(t, tech, recs[0].Actor)
+	assert.Equal(t, "device:k1", recs[0].Subject)
+	assert.True(t, now.Equal(recs[0].At))
+	var det map[string]any
+	require.NoError(t, json.Unmarshal(recs[0].Details, &det))
+	assert.Equal(t, map[string]any{"alarm": "door_left_open", "alarm_id": "ev-1", "note": strings.TrimSpace(note),
+		"board": float64(0), "channel": float64(5)}, det)
+
+	// Open: the unacknowledged first, the acknowledged one with who and when.
+	open, err = alarms.Open(ctx, pool, now, "")
+	require.NoError(t, err)
+	require.Len(t, open["k1"], 2)
+	assert.Equal(t, "ev-2", open["k1"][0].ID)
+	assert.Equal(t, "ev-1", open["k1"][1].ID)
+	require.NotNil(t, open["k1"][1].Ack)
+	assert.Equal(t, "tech", open["k1"][1].Ack.By)
+	assert.Len(t, open["k2"], 1)
+
+	// The device clears it: no longer open, refused, nothing written.
+	event(t, pool, "ev-3", "k1", wire.Event{Kind: wire.EvAlarmCleared, At: t0.Add(2 * time.Minute), Alarm: wire.AlarmDoorLeftOpen, Addr: door})
+	_, err = alarms.Acknowledge(ctx, pool, alarms.AckRequest{Device: "k1", ID: "ev-1", Actor: tech, At: now.Add(2 * time.Minute)})
+	assert.ErrorIs(t, err, alarms.ErrNotOpen)
+	// Raised again: a new alarm, not acknowledged.
+	event(t, pool, "ev-4", "k1", wire.Event{Kind: wire.EvAlarm, At: t0.Add(3 * time.Minute), Alarm: wire.AlarmDoorLeftOpen, Addr: door})
+	open, err = alarms.Open(ctx, pool, t0.Add(4*time.Minute), "k1")
+	require.NoError(t, err)
+	require.Len(t, open["k1"], 2)
+	assert.Equal(t, "ev-4", open["k1"][0].ID)
+	assert.Nil(t, open["k1"][0].Ack, "raised again after a clear: a new alarm")
+	_, err = alarms.Acknowledge(ctx, pool, alarms.AckRequest{Device: "k1", ID: "ev-1", Actor: tech, At: t0.Add(4 * time.Minute)})
+	assert.ErrorIs(t, err, alarms.ErrNotOpen, "the old one stays closed")
+	assert.Len(t, acks(t, pool), 1)
+
+	// A one-shot alarm (forced_door) is open for a day, then refused.
+	_, err = alarms.Acknowledge(ctx, pool, alarms.AckRequest{Device: "k1", ID: "ev-2", Actor: tech, At: t0.Add(alarms.OneShot + 2*time.Second)})
+	assert.ErrorIs(t, err, alarms.ErrNotOpen)
+	res, err = alarms.Acknowledge(ctx, pool, alarms.AckRequest{Device: "k1", ID: "ev-2", Actor: admin, At: t0.Add(5 * time.Minute)})
+	require.NoError(t, err)
+	assert.True(t, res.Recorded)
+	assert.Equal(t, "", res.Alarm.Ack.Note)
+	assert.Equal(t, "boss", res.Alarm.Ack.By)
+
+	report, err := audit.Verify(ctx, pool)
+	require.NoError(t, err)
+	assert.Nil(t, report.FirstBad, "the audit chain stays intact")
+}
+
+// TestOpenAlarmsMetric: kluis_device_alarms_open counts the open alarms
+// by device, kind and acknowledged, read at scrape time.
+func TestOpenAlarmsMetric(t *testing.T) {
+	ctx := context.Background()
+	pool := storetest.New(t).Pool()
+	tech := user(t, pool, "tech", "technician")
+	b0, b1 := 0, 1
+	event(t, pool, "m-1", "k1", wire.Event{Kind: wire.EvAlarm, At: t0, Alarm: wire.AlarmBoardUnreachable, Board: &b0})
+	event(t, pool, "m-2", "k1", wire.Event{Kind: wire.EvAlarm, At: t0, Alarm: wire.AlarmBoardUnreachable, Board: &b1})
+	event(t, pool, "m-3", "k2", wire.Event{Kind: wire.EvAlarm, At: t0, Alarm: wire.AlarmForcedDoor, Addr: &hardware.Address{Channel: 1}})
+	now := t0.Add(time.Minute)
+	_, err := alarms.Acknowledge(ctx, pool, alarms.AckRequest{Device: "k1", ID: "m-1", Actor: tech, At: now})
+	require.NoError(t, err)
+
+	reg := prometheus.NewRegistry()
+	require.NoError(t, reg.Register(alarms.NewMetrics(pool, func() time.Time { return now }, 10*time.Second, nil)))
+	want := `# HELP kluis_device_alarms_open Open alarms (as the dashboard shows them) by device, kind and whether a technician acknowledged them (yes, no); read from the database at scrape time, only counts above zero.
+# TYPE kluis_device_alarms_open gauge
+kluis_device_alarms_open{acknowledged="no",alarm="board_unreachable",device="k1"} 1
+kluis_device_alarms_open{acknowledged="no",alarm="forced_door",device="k2"} 1
+kluis_device_alarms_open{acknowledged="yes",alarm="board_unreachable",device="k1"} 1
+`
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want), "kluis_device_alarms_open"))
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"kluis/backend/alarms"
 	"kluis/backend/auth"
 	"kluis/backend/store"
 	"kluis/controller/wire"
@@ -25,6 +26,7 @@ func TestFleetPutsWhatNeedsATechnicianFirst(t *testing.T) {
 	dev := func(name string) store.Device { return store.Device{ID: name, Name: name, SiteID: "s"} }
 	oos := dev("h-out")
 	oos.OutOfService = &store.DeviceOutOfService{Since: at, Reason: "works"}
+	ack := &alarms.Ack{By: "tech", At: at}
 	hs := []health{ // in name order, as the store lists them
 		{Device: dev("a-healthy"), Known: true, Online: true, Since: at},
 		{Device: dev("b-journal"), Known: true, Online: true, Since: at, Alarms: []alarm{{Kind: wire.AlarmJournalDamaged, At: at}}},
@@ -36,8 +38,13 @@ func TestFleetPutsWhatNeedsATechnicianFirst(t *testing.T) {
 		{Device: dev("g-board"), Known: true, Online: true, BoardsOffline: 1, Since: at},
 		{Device: oos, Known: true, Since: at},
 		{Device: dev("i-open"), Known: true, Online: true, Since: at, Alarms: []alarm{{Kind: wire.AlarmDoorLeftOpen, At: at}}},
+		// Acknowledged alarms: after every alarm nobody acknowledged, before the rest.
+		{Device: dev("j-acked"), Known: true, Online: true, Since: at, Alarms: []alarm{{Kind: wire.AlarmForcedDoor, At: at, Ack: ack}}},
+		// One acknowledged forced door, one board nobody acknowledged: ranked by the latter.
+		{Device: dev("k-mixed"), Known: true, Online: true, Since: at,
+			Alarms: []alarm{{Kind: wire.AlarmForcedDoor, At: at, Ack: ack}, {Kind: wire.AlarmBoardUnreachable, At: at}}},
 	}
-	want := []string{"d-forced", "i-open", "b-journal", "c-offline", "f-late", "g-board", "a-healthy", "e-never", "h-out"}
+	want := []string{"d-forced", "i-open", "k-mixed", "b-journal", "j-acked", "c-offline", "f-late", "g-board", "a-healthy", "e-never", "h-out"}
 	var got []string
 	for _, h := range byAttention(hs) {
 		got = append(got, h.ID)
@@ -73,8 +80,8 @@ func TestFleetPutsWhatNeedsATechnicianFirst(t *testing.T) {
 		assert.Contains(t, page, `<option value="attention" selected>`+template.HTMLEscapeString(Text(lang, "devices.sort.attention"))+`</option>`, lang)
 		assert.Contains(t, page, template.HTMLEscapeString(Text(lang, "devices.sort.note")), lang)
 		assert.NotContains(t, page, `aria-sort=`, lang)
-		// 6 online (a, b, d, f, g, i), 2 offline (c and h), 1 never connected.
-		sum := Text(lang, "devices.summary", "online", 6, "offline", 2, "never", 1, "alarms", 4, "total", 9)
+		// 8 online (a, b, d, f, g, i, j, k), 2 offline (c and h), 1 never connected.
+		sum := Text(lang, "devices.summary", "online", 8, "offline", 2, "never", 1, "alarms", 7, "total", 11)
 		assert.Contains(t, page, template.HTMLEscapeString(sum), lang)
 		assert.Contains(t, page, `<option value="never">`+template.HTMLEscapeString(Text(lang, "devices.show.never"))+`</option>`, lang)
 	}

@@ -198,6 +198,7 @@ func TestActionRolesEqualTheRESTRoutes(t *testing.T) {
 	e := newEnv(t, server.Options{})
 	routes := e.apiRoutes()
 	doc := e.register("591-0000002-02", false)
+	ackPath := "/staff/devices/" + lockerID + "/alarms/" + e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: &wire.Address{Board: 0, Channel: 1}}) + "/ack"
 	type request struct {
 		method, path string
 		form         url.Values
@@ -218,6 +219,7 @@ func TestActionRolesEqualTheRESTRoutes(t *testing.T) {
 		"devices.service":      {{"GET", "/staff/devices/" + lockerID + "/service", nil}, {"POST", "/staff/devices/" + lockerID + "/service", url.Values{}}},
 		"compartments.service": {{"GET", "/staff/devices/" + lockerID + "/compartments/6/service", nil}, {"POST", "/staff/devices/" + lockerID + "/compartments/6/service", url.Values{}}},
 		"me.kiosk_pin":         {{"GET", "/staff/account/kiosk-pin", nil}, {"POST", "/staff/account/kiosk-pin", url.Values{}}},
+		"alarms.ack":           {{"GET", ackPath, nil}, {"POST", ackPath, url.Values{}}},
 		"users.kiosk_pin": {{"GET", fmt.Sprintf("/staff/users/%d/kiosk-pin", e.ids[auth.RoleStaff]), nil},
 			{"POST", fmt.Sprintf("/staff/users/%d/kiosk-pin", e.ids[auth.RoleStaff]), url.Values{}}},
 		// audit.view has no page of its own: see the document timeline below.
@@ -257,6 +259,7 @@ func TestActionRolesEqualTheRESTRoutes(t *testing.T) {
 	}
 	assert.NotContains(t, dev[auth.RoleStaff], "/compartments/1/open", "staff see no remote open")
 	assert.NotContains(t, dev[auth.RoleStaff], "/service\"", "staff see no service buttons")
+	assert.NotContains(t, dev[auth.RoleStaff], "/ack\"", "staff see no acknowledge buttons")
 	assert.Contains(t, dev[auth.RoleTechnician], "/compartments/1/open")
 	assert.Contains(t, dev[auth.RoleAdmin], "/compartments/1/open")
 	assert.NotContains(t, dev[auth.RoleTechnician], `href="/staff/documents/`, "technicians see no documents")

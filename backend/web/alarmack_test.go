@@ -35,7 +35,9 @@ func (e *env) raise(ev wire.Event) string {
 	return ev.ID
 }
 
-func esc(lang, key string, kv ...any) string { return template.HTMLEscapeString(web.Text(lang, key, kv...)) }
+func esc(lang, key string, kv ...any) string {
+	return template.HTMLEscapeString(web.Text(lang, key, kv...))
+}
 
 // TestAcknowledgeAnAlarmWithoutJavaScript: a technician acknowledges an
 // open alarm from the device page with plain forms: the alarm is listed

@@ -63,6 +63,16 @@ type Options struct {
 	// ConnectTimeout is how long a new connection may take to send its
 	// CONNECT; default 10 s.
 	ConnectTimeout time.Duration
+	// MaxPendingPerAddress caps the connections one client address (IPv6:
+	// its /64) holds before their first packet (the CONNECT) has arrived;
+	// the next is refused with CONNACK "server unavailable" and counted in
+	// kluis_broker_pending_refused_total. A connection leaves the count
+	// once its CONNECT is read (authenticated or not), so a fleet
+	// connecting from one address (a NAT, kluis-bench on 127.0.0.1) is
+	// not held to it, while idle connections from one address can no
+	// longer take every place for ConnectTimeout each. Default 1,024 (at
+	// most MaxConnections).
+	MaxPendingPerAddress int
 	// WriteTimeout bounds writing one packet to a client (there is no
 	// outbound queue: the publisher writes); a client that does not take
 	// it in time is disconnected and the packet dropped, counted in
@@ -86,6 +96,7 @@ type Options struct {
 const (
 	defaultMaxDeviceConnections = 8
 	defaultMaxKeepAlive         = 300
+	defaultMaxPendingPerAddress = 1024
 )
 
 // Broker is a running embedded MQTT broker.
@@ -122,6 +133,9 @@ func New(opts Options) (*Broker, error) {
 	if opts.ConnectTimeout <= 0 {
 		opts.ConnectTimeout = 10 * time.Second
 	}
+	if opts.MaxPendingPerAddress <= 0 {
+		opts.MaxPendingPerAddress = min(defaultMaxPendingPerAddress, opts.MaxConnections)
+	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 10 * time.Second
 	}
@@ -135,7 +149,7 @@ func New(opts Options) (*Broker, error) {
 	m := newMetrics(opts.Registry)
 	srv := newServer(opts.Credentials, opts.CheckTimeout, opts.WriteTimeout, wire.MaxPayload+64<<10, log, m)
 	srv.maxPerDevice, srv.maxKeepAlive = opts.MaxDeviceConnections, opts.MaxKeepAlive
-	l, err := newListener("kluis-tcp", opts.Addr, opts.TLS, int64(opts.MaxConnections), opts.ConnectTimeout, log, m)
+	l, err := newListener("kluis-tcp", opts.Addr, opts.TLS, int64(opts.MaxConnections), int64(opts.MaxPendingPerAddress), opts.ConnectTimeout, log, m)
 	if err != nil {
 		return nil, fmt.Errorf("broker: listen on %s: %w", opts.Addr, err)
 	}
@@ -205,6 +219,7 @@ type metrics struct {
 	open         prometheus.Gauge
 	acceptErrors prometheus.Counter
 	refused      prometheus.Counter
+	pendRefused  prometheus.Counter
 	dropped      prometheus.Counter
 }
 
@@ -223,9 +238,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "kluis_broker_accept_errors_total", Help: "Failed accepts of the embedded broker's listener (e.g. out of file descriptors); it backs off and accepts again."})
 	m.refused = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "kluis_broker_connections_refused_total", Help: "Connections refused because the embedded broker holds its maximum (Options.MaxConnections)."})
+	m.pendRefused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kluis_broker_pending_refused_total", Help: "Connections refused because their client address (IPv6: its /64) held its maximum of connections that had not sent CONNECT yet (Options.MaxPendingPerAddress)."})
 	m.dropped = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "kluis_broker_dropped_total", Help: "Messages to a client dropped because writing to it failed or timed out (it is disconnected)."})
-	reg.MustRegister(m.authFail, m.denied, m.connected, m.open, m.acceptErrors, m.refused, m.dropped)
+	reg.MustRegister(m.authFail, m.denied, m.connected, m.open, m.acceptErrors, m.refused, m.pendRefused, m.dropped)
 	return m
 }
 

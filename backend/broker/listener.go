@@ -7,10 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"kluis/internal/loglimit"
 )
 
 // listener is the broker's TCP listener. It never stops accepting
@@ -25,17 +28,21 @@ type listener struct {
 	tls      *tls.Config
 	ln       net.Listener
 	max      int64
+	pendMax  int64         // connections an address may hold before their CONNECT
 	connect  time.Duration // deadline to send CONNECT
 	log      *slog.Logger
 	m        *metrics
 	sleep    func(time.Duration)
 	refusing chan struct{} // bounds refusals in progress
 
-	live   atomic.Int64
-	end    atomic.Bool
-	mu     sync.Mutex
-	failed error     // the accept error since the last success, nil when accepting
-	since  time.Time // when failed began
+	live    atomic.Int64
+	pendMu  sync.Mutex
+	pending map[netip.Prefix]int64 // connections whose CONNECT has not arrived, by address
+	warn    *loglimit.Limiter
+	end     atomic.Bool
+	mu      sync.Mutex
+	failed  error     // the accept error since the last success, nil when accepting
+	since   time.Time // when failed began
 }
 
 // maxRefusing bounds the connections being refused at once (each holds a
@@ -46,13 +53,14 @@ const maxRefusing = 32
 // errAcceptFailing is what Healthy wraps while accepting fails.
 var errAcceptFailing = errors.New("broker: not accepting connections")
 
-func newListener(id, addr string, tlsConf *tls.Config, max int64, connect time.Duration, log *slog.Logger, m *metrics) (*listener, error) {
+func newListener(id, addr string, tlsConf *tls.Config, max, pendMax int64, connect time.Duration, log *slog.Logger, m *metrics) (*listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	return &listener{id: id, tls: tlsConf, ln: ln, max: max, connect: connect, log: log, m: m,
-		sleep: time.Sleep, refusing: make(chan struct{}, maxRefusing)}, nil
+	return &listener{id: id, tls: tlsConf, ln: ln, max: max, pendMax: pendMax, connect: connect, log: log, m: m,
+		sleep: time.Sleep, refusing: make(chan struct{}, maxRefusing), pending: map[netip.Prefix]int64{},
+		warn: loglimit.New(log, 1, time.Minute, time.Now)}, nil
 }
 
 // Address is the address listened on.
@@ -118,14 +126,74 @@ func (l *listener) Serve(serve func(net.Conn)) {
 			l.refuse(conn)
 			continue
 		}
+		key, ok := l.waitForConnect(conn)
+		if !ok {
+			l.live.Add(-1)
+			l.m.pendRefused.Inc()
+			l.warn.Warn("connection refused: its address holds its maximum of connections that have not sent CONNECT",
+				"max", l.pendMax, "remote", conn.RemoteAddr().String())
+			l.refuse(conn)
+			continue
+		}
 		l.m.open.Inc()
-		c := &countedConn{Conn: conn, l: l}
+		c := &countedConn{Conn: conn, l: l, key: key}
 		_ = c.SetDeadline(time.Now().Add(l.connect)) // the server sets the keep-alive deadline after CONNECT
 		var nc net.Conn = c
 		if l.tls != nil {
 			nc = tls.Server(c, l.tls)
 		}
 		go serve(nc)
+	}
+}
+
+// waitForConnect counts conn among its address's connections that have
+// not sent CONNECT, unless the address holds pendMax of them already.
+func (l *listener) waitForConnect(conn net.Conn) (netip.Prefix, bool) {
+	key := addressKey(conn.RemoteAddr())
+	l.pendMu.Lock()
+	defer l.pendMu.Unlock()
+	if l.pending[key] >= l.pendMax {
+		return key, false
+	}
+	l.pending[key]++
+	return key, true
+}
+
+// connectArrived takes a connection out of its address's count of those
+// that have not sent CONNECT.
+func (l *listener) connectArrived(key netip.Prefix) {
+	l.pendMu.Lock()
+	defer l.pendMu.Unlock()
+	if l.pending[key]--; l.pending[key] <= 0 {
+		delete(l.pending, key)
+	}
+}
+
+// addressKey is the block a client address counts in: itself, or its /64
+// for IPv6 (the block one subscriber gets).
+func addressKey(a net.Addr) netip.Prefix {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Prefix{}
+	}
+	ip := ap.Addr().Unmap()
+	bits := ip.BitLen()
+	if ip.Is6() {
+		bits = 64
+	}
+	p, _ := ip.Prefix(bits)
+	return p
+}
+
+// firstPacketRead tells conn's listener that its first packet has been
+// read (or reading it failed): the connection no longer counts against
+// its address's connections waiting for CONNECT.
+func firstPacketRead(conn net.Conn) {
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn = tc.NetConn()
+	}
+	if c, ok := conn.(*countedConn); ok {
+		c.arrived.Do(func() { c.l.connectArrived(c.key) })
 	}
 }
 
@@ -198,12 +266,15 @@ func (l *listener) Close(closeClients func()) {
 // closed (once).
 type countedConn struct {
 	net.Conn
-	l    *listener
-	once sync.Once
+	l       *listener
+	key     netip.Prefix // the client's address block
+	arrived sync.Once    // out of the count waiting for CONNECT
+	once    sync.Once
 }
 
 func (c *countedConn) Close() error {
 	err := c.Conn.Close()
+	c.arrived.Do(func() { c.l.connectArrived(c.key) })
 	c.once.Do(func() {
 		c.l.live.Add(-1)
 		c.l.m.open.Dec()

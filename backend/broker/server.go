@@ -142,6 +142,7 @@ func (s *server) serve(conn net.Conn) {
 	}()
 	r := bufio.NewReaderSize(conn, readBufferSize)
 	hdr, body, err := readPacket(r, min(s.maxPacket, maxConnectSize))
+	firstPacketRead(conn)
 	if err != nil {
 		s.ended(conn, err)
 		return

@@ -144,7 +144,7 @@ type Hardware struct {
 	// Driver is kluis, kerong-cu16 or tasmota.
 	Driver string `yaml:"driver"`
 	// Serial is used by the kluis and kerong-cu16 drivers.
-	Serial Serial `yaml:"serial"`
+	Serial BusSerial `yaml:"serial"`
 	// Boards lists the board addresses the device must have; a board in
 	// this list that Describe does not find raises an alarm and its
 	// channels are not used. Default: every board named in compartments.
@@ -162,6 +162,52 @@ type Hardware struct {
 type Serial struct {
 	Port string `yaml:"port"`
 	Baud int    `yaml:"baud"`
+}
+
+// BusSerial is the serial line to the lock boards: the port and how long
+// the driver waits for a board before it counts the board as offline.
+type BusSerial struct {
+	Serial `yaml:",inline"`
+	// Timeout is how long the driver waits for a board's answer to one
+	// request; default the driver's (kluis 200ms, kerong-cu16 300ms). At
+	// least a board's longest reply at the baud rate
+	// (MinSerialTimeout), at most 2s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Retries is how many times a request without a valid answer is sent
+	// again (byte for byte; kerong-cu16 repeats status reads only, never
+	// an unlock) before the board is reported offline; default 2 (three
+	// attempts), 0-5. Timeout times (Retries+1) is at most 5s.
+	Retries *int `yaml:"retries"`
+}
+
+// Bounds of hardware.serial.timeout and .retries. A board that does not
+// answer holds the half-duplex line for Timeout x (Retries+1) (the other
+// boards are not polled meanwhile) every time it is tried; maxSerialSilence
+// keeps that to half of the Kluis boards' default 10 s watchdog, so one
+// dead board cannot starve the others into relocking.
+const (
+	maxSerialTimeout = 2 * time.Second
+	maxSerialRetries = 5
+	maxSerialSilence = 5 * time.Second
+)
+
+// Driver defaults of hardware.serial (hardware/kluisbus, hardware/kerong).
+const (
+	defaultKluisTimeout  = 200 * time.Millisecond
+	defaultKerongTimeout = 300 * time.Millisecond
+	defaultSerialRetries = 2
+)
+
+// MinSerialTimeout is the shortest hardware.serial.timeout at baud: a
+// board's longest reply must fit (firmware-protocol.md, section 6: 10 ms
+// turnaround + 70 characters + 20 ms, 103 ms at 9600 baud), and never
+// under 50 ms.
+func MinSerialTimeout(baud int) time.Duration {
+	if baud <= 0 {
+		return 50 * time.Millisecond
+	}
+	d := 30*time.Millisecond + time.Duration(70*10*float64(time.Second)/float64(baud))
+	return max(d.Round(time.Millisecond), 50*time.Millisecond)
 }
 
 // Tasmota configures relay modules on an MQTT broker of the device's own
@@ -398,6 +444,16 @@ func (c *Config) fillDefaults() {
 	if c.Hardware.Serial.Port != "" && c.Hardware.Serial.Baud == 0 {
 		c.Hardware.Serial.Baud = 9600
 	}
+	switch c.Hardware.Driver {
+	case DriverKluis:
+		def(&c.Hardware.Serial.Timeout, defaultKluisTimeout)
+	case DriverKerong:
+		def(&c.Hardware.Serial.Timeout, defaultKerongTimeout)
+	}
+	if c.Hardware.Serial.Retries == nil {
+		r := defaultSerialRetries
+		c.Hardware.Serial.Retries = &r
+	}
 	if c.Hardware.Driver == DriverTasmota && c.Hardware.Tasmota.ClientID == "" {
 		c.Hardware.Tasmota.ClientID = c.MQTT.ClientID + "-tasmota"
 	}
@@ -610,6 +666,23 @@ func (m MQTT) validate() error {
 	return nil
 }
 
+// validateTiming checks timeout and retries (filled by fillDefaults).
+func (s BusSerial) validateTiming() error {
+	if lo := MinSerialTimeout(s.Baud); s.Timeout < lo || s.Timeout > maxSerialTimeout {
+		return bad("hardware.serial.timeout", "%v must be between %v (a board's longest reply at %d baud) and %v",
+			s.Timeout, lo, s.Baud, maxSerialTimeout)
+	}
+	r := *s.Retries
+	if r < 0 || r > maxSerialRetries {
+		return bad("hardware.serial.retries", "%d must be 0-%d", r, maxSerialRetries)
+	}
+	if silence := s.Timeout * time.Duration(r+1); silence > maxSerialSilence {
+		return bad("hardware.serial.timeout", "%v x %d attempts (retries %d) is %v, more than %v: a board that does not answer "+
+			"would keep the line from the other boards that long every time it is tried", s.Timeout, r+1, r, silence, maxSerialSilence)
+	}
+	return nil
+}
+
 func (c *Config) validateHardware(o ParseOptions) error {
 	h := c.Hardware
 	switch h.Driver {
@@ -621,6 +694,9 @@ func (c *Config) validateHardware(o ParseOptions) error {
 		case 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200:
 		default:
 			return bad("hardware.serial.baud", "%d is not a standard baud rate", h.Serial.Baud)
+		}
+		if err := h.Serial.validateTiming(); err != nil {
+			return err
 		}
 	case DriverTasmota:
 		if len(h.Tasmota.Modules) == 0 {

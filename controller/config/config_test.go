@@ -117,6 +117,55 @@ func TestParseErrorsNameTheField(t *testing.T) {
 	}
 }
 
+// The serial line's response timeout and retries: the drivers' defaults
+// when left out (the production behaviour unchanged), a wider value where
+// a board may be slow to answer (a simulator on a loaded machine), and a
+// clear error naming the field for values a board's line cannot honour.
+func TestSerialTimeoutAndRetries(t *testing.T) {
+	c, err := Parse([]byte(good), ParseOptions{})
+	require.NoError(t, err)
+	require.Equal(t, 200*time.Millisecond, c.Hardware.Serial.Timeout, "kluis driver's default")
+	require.Equal(t, 2, *c.Hardware.Serial.Retries, "default: three attempts")
+	kerong, err := Parse([]byte(strings.Replace(good, "driver: kluis", "driver: kerong-cu16", 1)), ParseOptions{})
+	require.NoError(t, err)
+	require.Equal(t, 300*time.Millisecond, kerong.Hardware.Serial.Timeout, "kerong-cu16 driver's default")
+
+	set := func(extra string) string {
+		return strings.Replace(good, "serial: {port: /dev/ttyUSB0, baud: 19200}", "serial: {port: /dev/ttyUSB0, baud: 19200, "+extra+"}", 1)
+	}
+	wide, err := Parse([]byte(set("timeout: 1s, retries: 3")), ParseOptions{})
+	require.NoError(t, err)
+	require.Equal(t, time.Second, wide.Hardware.Serial.Timeout)
+	require.Equal(t, 3, *wide.Hardware.Serial.Retries)
+	none, err := Parse([]byte(set("retries: 0")), ParseOptions{})
+	require.NoError(t, err)
+	require.Equal(t, 0, *none.Hardware.Serial.Retries, "0 is no retry, not the default")
+
+	require.Equal(t, 103*time.Millisecond, MinSerialTimeout(9600), "firmware-protocol.md section 6")
+	require.Equal(t, 66*time.Millisecond, MinSerialTimeout(19200))
+	require.Equal(t, 50*time.Millisecond, MinSerialTimeout(115200), "never under 50ms")
+	for _, tc := range []struct{ extra, field, says string }{
+		{"timeout: 60ms", "hardware.serial.timeout", "66ms"},
+		{"timeout: 3s", "hardware.serial.timeout", "2s"},
+		{"timeout: -1s", "hardware.serial.timeout", "between"},
+		{"timeout: soon", "serial", "time.Duration"},
+		{"retries: -1", "hardware.serial.retries", "0-5"},
+		{"retries: 6", "hardware.serial.retries", "0-5"},
+		{"timeout: 2s, retries: 2", "hardware.serial.timeout", "6s"},
+		{"timeouts: 1s", "timeouts", "not found"},
+	} {
+		t.Run(tc.extra, func(t *testing.T) {
+			_, err := Parse([]byte(set(tc.extra)), ParseOptions{})
+			require.ErrorIs(t, err, ErrInvalid)
+			require.ErrorContains(t, err, tc.field)
+			require.ErrorContains(t, err, tc.says)
+		})
+	}
+	// The scanner's line has no such settings.
+	_, err = Parse([]byte(strings.Replace(good, "  listen: 127.0.0.1:8088", "  listen: 127.0.0.1:8088\n  scanner: {port: /dev/ttyACM0, timeout: 1s}", 1)), ParseOptions{})
+	require.ErrorIs(t, err, ErrInvalid)
+}
+
 func TestAutomaton(t *testing.T) {
 	in := strings.Replace(good, "kind: locker", "kind: automaton", 1)
 	in = strings.NewReplacer("{number: 1, board: 0, channel: 0}", "{number: 1, board: 0, slot: 0}",

@@ -16,13 +16,19 @@ import (
 // OpenDriver opens the production driver the configuration names.
 func OpenDriver(ctx context.Context, cfg *config.Config, log *slog.Logger, reg promtext.Registerer) (hardware.Driver, error) {
 	h := cfg.Hardware
+	// The drivers read Retries 0 as their default and a negative number as
+	// none; the configuration's 0 means none.
+	retries := -1
+	if h.Serial.Retries != nil && *h.Serial.Retries > 0 {
+		retries = *h.Serial.Retries
+	}
 	switch h.Driver {
 	case config.DriverKluis:
 		return kluisbus.New(kluisbus.Options{Port: h.Serial.Port, Baud: h.Serial.Baud, Boards: h.Boards,
-			Logger: log, Registry: reg})
+			Timeout: h.Serial.Timeout, Retries: retries, Logger: log, Registry: reg})
 	case config.DriverKerong:
 		return kerong.New(kerong.Options{Port: h.Serial.Port, Baud: h.Serial.Baud, Boards: h.Boards,
-			Logger: log, Registry: reg})
+			Timeout: h.Serial.Timeout, Retries: retries, Logger: log, Registry: reg})
 	case config.DriverTasmota:
 		pw, err := cfg.TasmotaPassword()
 		if err != nil {

@@ -461,6 +461,22 @@ func TestSystem(t *testing.T) {
 		w.waitAudit(autoID, "device.alarm_cleared", "board_unreachable")
 		w.waitMetricAbove(auto, "kluisd_board_errors_total", `board="0"`, 0)
 	})
+	step("Kluis board gone (its line dead): board unreachable with the wider serial timeout too, then cleared", nil, func(t *testing.T) {
+		before, _ := locker.kluisd.Metric(ctx, "kluisd_alarms_total", `alarm="board_unreachable"`)
+		if _, err := w.sim.SetFaults(ctx, lockerID, simulator.Faults{Line: simulator.LineFaults{Drop: 1}}); err != nil {
+			t.Fatal(err)
+		}
+		w.waitMetricAbove(locker, "kluisd_alarms_total", `alarm="board_unreachable"`, before)
+		w.waitAudit(lockerID, "device.alarm", "board_unreachable")
+		if _, err := w.sim.SetFaults(ctx, lockerID, simulator.Faults{}); err != nil {
+			t.Fatal(err)
+		}
+		w.waitAudit(lockerID, "device.alarm_cleared", "board_unreachable")
+		testenv.MustPoll(t, 20*time.Second, "the locker's board back", func(ctx context.Context) (bool, string, error) {
+			down, err := locker.kluisd.Metric(ctx, "kluisd_boards_down", "")
+			return err == nil && down == 0, fmt.Sprint(down), err
+		})
+	})
 	step("staff document lookups bounded: 5 numbers not found end the session, each miss audited", nil, func(t *testing.T) {
 		if s := w.kioskPost(locker, "/kiosk/v1/staff/login", map[string]string{"pin": w.staffPIN}); s.State != "staff" {
 			t.Fatalf("staff login: %s", s.State)

@@ -295,7 +295,13 @@ func (w *world) startNodeWithPassword(id, kind, pw string) {
 			fmt.Fprintf(&b, "  - {number: %d, board: 0, slot: %d}\n", i+1, i)
 		}
 	} else {
-		fmt.Fprintf(&b, "hardware:\n  driver: kluis\n  serial: {port: %s, baud: 115200}\n", filepath.Join(w.dir, "tty-locker"))
+		// The simulated board is a race-built process on a pty: on a loaded
+		// machine it can miss the production default's three 200 ms
+		// attempts (TestDatabaseFailover saw the board offline and the kiosk
+		// out of order); three 1 s attempts give it room. TestSystem's
+		// "offline" step shows a board that really goes away is still
+		// reported.
+		fmt.Fprintf(&b, "hardware:\n  driver: kluis\n  serial: {port: %s, baud: 115200, timeout: 1s}\n", filepath.Join(w.dir, "tty-locker"))
 		b.WriteString("compartments:\n")
 		for i := 0; i < lockerDoors; i++ {
 			fmt.Fprintf(&b, "  - {number: %d, board: 0, channel: %d}\n", i+1, i)

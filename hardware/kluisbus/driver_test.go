@@ -444,6 +444,51 @@ func TestBoardOfflineAndOnline(t *testing.T) {
 	}
 }
 
+// A board that answers every request late, as a simulator starved of the
+// CPU on a loaded machine does, is reported offline by a driver whose
+// response timeout is shorter than the lag: with the production default
+// (200 ms, three attempts) a 600 ms lag is an outage (the systemtest flake
+// of TestDatabaseFailover: three EVENTS polls unanswered, the kiosk out of
+// order). With a longer timeout (kluisd's hardware.serial.timeout) every
+// late answer is taken and the board stays online; the same driver still
+// reports a board that really goes silent.
+func TestResponseTimeoutAgainstALateBoard(t *testing.T) {
+	const lag = 600 * time.Millisecond
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration
+		offline bool
+	}{
+		{"default 200ms", 200 * time.Millisecond, true},
+		{"1.5s", 1500 * time.Millisecond, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEmulator(t, 23)
+			e.addBoard(0, 8)
+			d, _ := newDriver(t, e, Options{Boards: []int{0}, Timeout: tc.timeout})
+			w := hardwaretest.StartWatch(t, d)
+			e.waitPolled(t, 0)
+			e.setLag(lag)
+			if tc.offline {
+				w.WaitFor(t, 10*time.Second, is(hardware.BoardOffline, 0, -1))
+				e.setLag(0)
+				return
+			}
+			// Three exchanges answered late, then a door event after them:
+			// an offline report would have come before it.
+			testenv.EventuallyWithin(t, 20*time.Second, "three late replies", func() bool { return e.laggedReplies() >= 3 })
+			e.setLag(0)
+			e.setDoor(0, 2, true)
+			w.WaitFor(t, 10*time.Second, is(hardware.DoorOpened, 0, 2))
+			if n := w.Count(hardware.BoardOffline, boardAddr(0)); n != 0 {
+				t.Fatalf("a board answering within the timeout reported offline %d times: %v", n, w.Events())
+			}
+			e.setSilent(0, true)
+			w.WaitFor(t, 3*tc.timeout+5*time.Second, is(hardware.BoardOffline, 0, -1))
+		})
+	}
+}
+
 // An offline board is tried again when the driver's clock says
 // OfflineRetry has passed, not the wall clock: with the clock standing
 // still Watch leaves the board alone round after round, however long

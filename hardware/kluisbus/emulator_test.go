@@ -70,10 +70,14 @@ type emulator struct {
 	// dropReplies swallows the next n replies (the board acts, the answer
 	// is lost).
 	dropReplies int
-	nextBoot    uint32
-	dec         kluisproto.Decoder
-	out         [][]byte
-	done        chan struct{}
+	// lag holds every reply back this long (a board process starved of
+	// the CPU answers late); lagged counts the replies sent after it.
+	lag      time.Duration
+	lagged   int
+	nextBoot uint32
+	dec      kluisproto.Decoder
+	out      [][]byte
+	done     chan struct{}
 	// stop closes the pty: the device vanishes (an unplugged adapter).
 	stop func()
 }
@@ -176,11 +180,17 @@ func (e *emulator) run() {
 			}
 			out := e.out
 			e.out = nil
+			lag := e.lag
 			e.mu.Unlock()
 			for _, b := range out {
-				time.Sleep(time.Millisecond) // turnaround
+				time.Sleep(time.Millisecond + lag) // turnaround
 				if _, err := e.master.Write(b); err != nil {
 					return
+				}
+				if lag > 0 {
+					e.mu.Lock()
+					e.lagged++
+					e.mu.Unlock()
 				}
 			}
 			quiet.Reset(20 * time.Millisecond)
@@ -419,6 +429,20 @@ func (e *emulator) setSilent(addr byte, silent bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.boards[addr].silent = silent
+}
+
+// setLag holds every reply back by lag from now on.
+func (e *emulator) setLag(lag time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.lag = lag
+}
+
+// laggedReplies returns how many replies went out held back.
+func (e *emulator) laggedReplies() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.lagged
 }
 
 func (e *emulator) with(f func()) {

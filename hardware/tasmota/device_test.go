@@ -38,6 +38,10 @@ type device struct {
 	sw        map[int]bool
 	powerOn   map[int]int // POWERn ON commands received
 	powerOff  map[int]int
+	// commands counts every command received and qos1 those that arrived
+	// at QoS 1 (the device subscribes at QoS 1: a command arrives at the
+	// QoS it was published with).
+	commands, qos1 int
 	// autoOpen: a locker door springs open when its lock is pulsed.
 	autoOpen bool
 	// ignorePulseTime: the module does not answer PulseTime commands.
@@ -152,6 +156,12 @@ func (dev *device) setPower(n int, on bool) {
 func (dev *device) handle(_ mqtt.Client, m mqtt.Message) {
 	cmd := m.Topic()[strings.LastIndexByte(m.Topic(), '/')+1:]
 	payload := strings.TrimSpace(string(m.Payload()))
+	dev.mu.Lock()
+	dev.commands++
+	if m.Qos() > 0 {
+		dev.qos1++
+	}
+	dev.mu.Unlock()
 	switch {
 	case strings.EqualFold(cmd, "Status") && payload == "10":
 		dev.mu.Lock()
@@ -244,6 +254,13 @@ func (dev *device) onCount(n int) int {
 	dev.mu.Lock()
 	defer dev.mu.Unlock()
 	return dev.powerOn[n]
+}
+
+// qos returns how many commands arrived, and how many of them at QoS 1.
+func (dev *device) qos() (commands, qos1 int) {
+	dev.mu.Lock()
+	defer dev.mu.Unlock()
+	return dev.commands, dev.qos1
 }
 
 func (dev *device) offCount(n int) int {

@@ -13,13 +13,21 @@
 //	stat/<topic>/STATUS10      {"StatusSNS":{"Time":"...","Switch1":"ON","Switch2":"OFF"}}
 //	tele/<topic>/LWT           "Online" | "Offline" (retained)
 //
-// Commands are published with QoS 1, not retained, except POWER<n> ON,
-// which is published with QoS 0 and only while the broker connection is
-// open: paho stores QoS 1 messages published while it reconnects and sends
-// them after the reconnection, which would pulse a lock long after the
-// caller was told the pulse failed. At most once is the right guarantee
-// for an unlock; the stat POWER<n> ON confirmation tells whether it
-// arrived.
+// Commands are published with QoS 0 (at most once), not retained, and
+// only while the broker connection is open; otherwise nothing is sent, not
+// even later. paho stores QoS 1 messages (published while it reconnects,
+// or not yet acknowledged when the connection drops) and sends them after
+// the reconnection: a relay ON long after the caller was told the pulse
+// failed, and a resend that races with paho's writer of the same packet
+// (eclipse-paho/paho.mqtt.golang#703, seen under -race in
+// TestResubscribesAfterBrokerRestart). The driver relies on its own
+// confirmations instead: PulseTime and POWER<n> ON are confirmed by the
+// module (a pulse refused while disconnected is counted "offline", one
+// without confirmation "unconfirmed"), the queries are asked again at
+// every connection and every LWT Online, and a halted driver switches
+// every relay OFF again at every (re)connection, before it subscribes, so
+// an OFF of Halt that could not be sent (the broker away) or was lost with
+// the connection is not lost for good: when in doubt, the doors stay shut.
 //
 // # Kluis mapping (the simulator implements exactly this)
 //

@@ -257,8 +257,18 @@ func (d *Driver) newMetrics() error {
 }
 
 // onConnect subscribes (subscriptions vanish with a clean session on every
-// reconnect) and asks every module for its switches.
+// reconnect) and asks every module for its switches. A halted driver
+// switches every relay off again first: the OFFs of its Halt may not have
+// been sent (the broker was away) or may have been lost with the
+// connection, and nothing is stored to be sent later.
 func (d *Driver) onConnect(c mqtt.Client) {
+	d.mu.Lock()
+	halted, closed := d.halted, d.closed
+	d.mu.Unlock()
+	if halted && !closed {
+		d.log.Info("reconnected while halted: switching every relay off again")
+		d.relaysOff()
+	}
 	filters := map[string]byte{}
 	for topic := range d.mods {
 		filters["stat/"+topic+"/+"] = 1
@@ -287,11 +297,29 @@ func (d *Driver) onConnect(c mqtt.Client) {
 
 // query asks mod for its switches (Status 10) and every relay's state
 // (POWERn without payload, which Tasmota answers with stat/.../POWERn).
+// Not connected, nothing is sent: the next connection asks again.
 func (d *Driver) query(mod *module) {
-	d.publish("cmnd/"+mod.Topic+"/Status", "10")
+	_, _ = d.publish("cmnd/"+mod.Topic+"/Status", "10")
 	for n := 1; n <= mod.Relays; n++ {
-		d.publish("cmnd/"+mod.Topic+"/POWER"+strconv.Itoa(n), "")
+		_, _ = d.publish("cmnd/"+mod.Topic+"/POWER"+strconv.Itoa(n), "")
 	}
+}
+
+// relaysOff publishes POWERn OFF for every relay of every module and
+// returns the tokens of those sent; errNotSent when the connection is
+// down (nothing sent).
+func (d *Driver) relaysOff() ([]mqtt.Token, error) {
+	var toks []mqtt.Token
+	for _, m := range d.o.Modules {
+		for n := 1; n <= m.Relays; n++ {
+			tok, err := d.publish("cmnd/"+m.Topic+"/POWER"+strconv.Itoa(n), "OFF")
+			if err != nil {
+				return toks, err
+			}
+			toks = append(toks, tok)
+		}
+	}
+	return toks, nil
 }
 
 // onConnectionLost marks every module offline: while the driver cannot
@@ -336,21 +364,24 @@ func (d *Driver) Ready(ctx context.Context) error {
 	}
 }
 
-// publish sends at QoS 1: for queries, PulseTime and OFF, which are
-// harmless to repeat.
-func (d *Driver) publish(topic, payload string) mqtt.Token {
-	return d.client.Publish(topic, 1, false, payload)
-}
-
 // errNotSent marks a command that certainly did not leave the driver.
 var errNotSent = errors.New("tasmota: not connected to the broker, nothing sent")
 
-// publishOnce sends a command that must never arrive twice or late (a
-// relay ON) at QoS 0: at most once. paho stores QoS 1 messages published
-// while it reconnects and sends them after the reconnection, when the
-// caller has long been told the pulse failed; QoS 0 is never stored or
-// resent, and nothing is published while the connection is down.
-func (d *Driver) publishOnce(topic, payload string) (mqtt.Token, error) {
+// publish sends a command at QoS 0 (at most once), and only while the
+// broker connection is open; otherwise it sends nothing and returns
+// errNotSent. paho stores every QoS 1 message (published while it
+// reconnects, or not yet acknowledged when the connection drops) and sends
+// it again after the reconnection, late: a relay ON long after the caller
+// was told the pulse failed. Its resend also races with the writer of the
+// same packet (eclipse-paho/paho.mqtt.golang#703: resume sets DUP on a
+// stored PUBLISH while the outgoing goroutine encodes it; a QoS 1 query
+// from OnConnect meets the resume of that very reconnection). Nothing the
+// driver sends relies on paho's store: PulseTime and ON are confirmed by
+// the module (no confirmation: the relay is not switched, or the pulse is
+// reported unconfirmed), queries are asked again at every connection and
+// every LWT Online, and a halted driver switches every relay off again at
+// every connection (onConnect).
+func (d *Driver) publish(topic, payload string) (mqtt.Token, error) {
 	if !d.client.IsConnectionOpen() {
 		return nil, errNotSent
 	}
@@ -702,20 +733,15 @@ func (d *Driver) waitFor(ctx context.Context, key string, ch chan struct{}) erro
 	}
 }
 
-// sendAndWait publishes payload to topic and waits for the confirmation
-// key. once publishes at most once (publishOnce); an error wrapping
+// sendAndWait publishes payload to topic (publish: at most once, only
+// while connected) and waits for the confirmation key; an error wrapping
 // errNotSent means nothing was published.
-func (d *Driver) sendAndWait(ctx context.Context, topic, payload, key string, once bool) error {
+func (d *Driver) sendAndWait(ctx context.Context, topic, payload, key string) error {
 	ch := d.expect(key)
-	var tok mqtt.Token
-	if once {
-		var err error
-		if tok, err = d.publishOnce(topic, payload); err != nil {
-			d.forget(key, ch)
-			return err
-		}
-	} else {
-		tok = d.publish(topic, payload)
+	tok, err := d.publish(topic, payload)
+	if err != nil {
+		d.forget(key, ch)
+		return err
 	}
 	if !tok.WaitTimeout(d.o.Timeout) {
 		d.forget(key, ch)
@@ -730,7 +756,7 @@ func (d *Driver) sendAndWait(ctx context.Context, topic, payload, key string, on
 
 // readSwitches asks mod for Status 10 and waits for the answer.
 func (d *Driver) readSwitches(ctx context.Context, mod *module) error {
-	return d.sendAndWait(ctx, "cmnd/"+mod.Topic+"/Status", "10", statusKey(mod.Topic), false)
+	return d.sendAndWait(ctx, "cmnd/"+mod.Topic+"/Status", "10", statusKey(mod.Topic))
 }
 
 // States asks every module for its switches and returns every channel.
@@ -816,7 +842,11 @@ func (d *Driver) pulseRelay(ctx context.Context, mod *module, n int, dur time.Du
 		return err
 	}
 	base := "cmnd/" + mod.Topic + "/"
-	if err := d.sendAndWait(ctx, base+"PulseTime"+strconv.Itoa(n), strconv.Itoa(v), pulseTimeKey(mod.Topic, n, v), false); err != nil {
+	if err := d.sendAndWait(ctx, base+"PulseTime"+strconv.Itoa(n), strconv.Itoa(v), pulseTimeKey(mod.Topic, n, v)); err != nil {
+		if errors.Is(err, errNotSent) {
+			d.m.pulses.WithLabelValues("offline").Inc()
+			return fmt.Errorf("tasmota: PulseTime%d on %s: %w: %w", n, mod.Topic, err, hardware.ErrTimeout)
+		}
 		d.m.pulses.WithLabelValues("unconfirmed").Inc()
 		return fmt.Errorf("tasmota: PulseTime%d on %s not confirmed, relay not switched: %w", n, mod.Topic, err)
 	}
@@ -827,7 +857,7 @@ func (d *Driver) pulseRelay(ctx context.Context, mod *module, n int, dur time.Du
 		d.m.pulses.WithLabelValues("refused").Inc()
 		return fmt.Errorf("tasmota: %w", hardware.ErrHalted)
 	}
-	if err := d.sendAndWait(ctx, base+"POWER"+strconv.Itoa(n), "ON", powerKey(mod.Topic, n), true); err != nil {
+	if err := d.sendAndWait(ctx, base+"POWER"+strconv.Itoa(n), "ON", powerKey(mod.Topic, n)); err != nil {
 		if errors.Is(err, errNotSent) {
 			d.m.pulses.WithLabelValues("offline").Inc()
 			return fmt.Errorf("tasmota: POWER%d ON on %s: %w: %w", n, mod.Topic, err, hardware.ErrTimeout)
@@ -943,7 +973,9 @@ func (d *Driver) Watch(ctx context.Context, fn func(hardware.Event) error) error
 // that has not connected yet (a fresh one, halted at start-up) is given
 // Options.Timeout to connect first; when the broker cannot be reached the
 // error wraps hardware.ErrTimeout: the relays were not switched off, but
-// every pulse still ends by itself. After Close, Halt does nothing.
+// every pulse still ends by itself, and a halted driver switches them off
+// again at every (re)connection until it is closed. After Close, Halt
+// does nothing.
 func (d *Driver) Halt() error {
 	d.mu.Lock()
 	already, closed, ready := d.halted, d.closed, d.isReady
@@ -960,14 +992,10 @@ func (d *Driver) Halt() error {
 		_ = d.Ready(ctx)
 		cancel()
 	}
-	if !d.client.IsConnectionOpen() {
-		return fmt.Errorf("tasmota: halt: not connected to %s, relays not switched off (their pulses end by themselves): %w", d.o.Broker, hardware.ErrTimeout)
-	}
-	var toks []mqtt.Token
-	for _, m := range d.o.Modules {
-		for n := 1; n <= m.Relays; n++ {
-			toks = append(toks, d.publish("cmnd/"+m.Topic+"/POWER"+strconv.Itoa(n), "OFF"))
-		}
+	toks, err := d.relaysOff()
+	if err != nil {
+		return fmt.Errorf("tasmota: halt: not connected to %s, relays not switched off (their pulses end by themselves; "+
+			"switched off again at the next connection unless closed): %w", d.o.Broker, hardware.ErrTimeout)
 	}
 	var errs []error
 	for _, t := range toks {

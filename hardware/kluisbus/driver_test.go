@@ -447,20 +447,24 @@ func TestBoardOfflineAndOnline(t *testing.T) {
 // A board that answers every request late, as a simulator starved of the
 // CPU on a loaded machine does, is reported offline by a driver whose
 // response timeout is shorter than the lag: with the production default
-// (200 ms, three attempts) a 600 ms lag is an outage (the systemtest flake
+// (200 ms, three attempts) a 1.5 s lag is an outage (the systemtest flake
 // of TestDatabaseFailover: three EVENTS polls unanswered, the kiosk out of
 // order). With a longer timeout (kluisd's hardware.serial.timeout) every
 // late answer is taken and the board stays online; the same driver still
 // reports a board that really goes silent.
 func TestResponseTimeoutAgainstALateBoard(t *testing.T) {
-	const lag = 600 * time.Millisecond
+	// Longer than the default's three attempts (about 620 ms) by far: a
+	// late answer that lands inside the third attempt is taken as its
+	// answer (an EVENTS request carries no id), so a shorter lag would
+	// make the default's outcome depend on the machine's load.
+	const lag = 1500 * time.Millisecond
 	for _, tc := range []struct {
 		name    string
 		timeout time.Duration
 		offline bool
 	}{
 		{"default 200ms", 200 * time.Millisecond, true},
-		{"1.5s", 1500 * time.Millisecond, false},
+		{"3s", 3 * time.Second, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEmulator(t, 23)

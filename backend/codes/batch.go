@@ -325,11 +325,18 @@ func release(ctx context.Context, conn *pgxpool.Conn, err error) {
 // at the top).
 func (s *Service) claimBatch(ctx context.Context, items []*batchItem) (err error) {
 	now := s.clock()
+	mark := time.Now()
+	stage := func(name string) { // the time since the last stage's end
+		t := time.Now()
+		s.batchStage.WithLabelValues(name).Observe(t.Sub(mark).Seconds())
+		mark = t
+	}
 	conn, err := s.acquire(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { release(ctx, conn, err) }()
+	stage("connect")
 
 	devices := make([]string, 0, len(items))
 	ids := make([][]byte, 0, len(items))
@@ -397,6 +404,7 @@ func (s *Service) claimBatch(ctx context.Context, items []*batchItem) (err error
 	}(); err != nil {
 		return fmt.Errorf("batch: %w", err)
 	}
+	stage("read")
 
 	p, err := s.decideBatch(items, now, func(it *batchItem) (codeRow, bool) {
 		c, ok := found[string(it.id)]
@@ -416,7 +424,12 @@ func (s *Service) claimBatch(ctx context.Context, items []*batchItem) (err error
 	if err := s.queueWrites(wb, p, now); err != nil {
 		return err
 	}
+	stage("decide")
 	br := conn.SendBatch(ctx, wb)
 	defer br.Close()
-	return readWrites(conn, br, p)
+	if err := readWrites(conn, br, p); err != nil {
+		return err
+	}
+	stage("write")
+	return nil
 }

@@ -283,6 +283,10 @@ func TestBatchGathersWhileOneRuns(t *testing.T) {
 	batches0 := testutil.ToFloat64(f.svc.batches.WithLabelValues("ok"))
 	batched0 := testutil.ToFloat64(f.svc.batched)
 	waited0, took0 := histogram(t, f.svc.waited), histogram(t, f.svc.batchDur)
+	stages0 := map[string]*dto.Histogram{}
+	for _, st := range []string{"connect", "read", "decide", "write"} {
+		stages0[st] = histogram(t, f.svc.batchStage.WithLabelValues(st).(prometheus.Histogram))
+	}
 	// Hold the audit queue: the first batch waits in its writes.
 	hold, err := f.pool.Begin(ctx)
 	require.NoError(t, err)
@@ -332,6 +336,16 @@ func TestBatchGathersWhileOneRuns(t *testing.T) {
 	require.Equal(t, uint64(2), took.GetSampleCount()-took0.GetSampleCount(), "each batch's transaction")
 	require.Greater(t, waited.GetSampleSum()-waited0.GetSampleSum(), 0.0)
 	require.Greater(t, took.GetSampleSum()-took0.GetSampleSum(), 0.0)
+	// Each batch's stages, the held writes in the write stage.
+	stages := map[string]float64{}
+	for st, h0 := range stages0 {
+		h := histogram(t, f.svc.batchStage.WithLabelValues(st).(prometheus.Histogram))
+		require.Equal(t, uint64(2), h.GetSampleCount()-h0.GetSampleCount(), "each batch's %s stage", st)
+		stages[st] = h.GetSampleSum() - h0.GetSampleSum()
+	}
+	require.Greater(t, stages["write"], stages["connect"]+stages["read"]+stages["decide"], "the writes waited for the held lock: %v", stages)
+	require.InDelta(t, took.GetSampleSum()-took0.GetSampleSum(), stages["connect"]+stages["read"]+stages["decide"]+stages["write"], 0.05,
+		"the stages make up the batches' transactions")
 }
 
 // histogram reads a histogram's count and sum.

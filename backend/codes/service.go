@@ -98,8 +98,10 @@ type Service struct {
 	batched  prometheus.Counter
 	waited   prometheus.Histogram // an attempt's wait for its batch
 	batchDur prometheus.Histogram // a batch's transaction
-	issued   prometheus.Counter
-	lockouts prometheus.Counter
+	// batchStage is a batch's transaction by stage (batchStages).
+	batchStage *prometheus.HistogramVec
+	issued     prometheus.Counter
+	lockouts   prometheus.Counter
 }
 
 // batchBuckets are the verification batches' histogram buckets (seconds):
@@ -174,6 +176,12 @@ func New(opts Options) (*Service, error) {
 			Help:    "How long a batch's transaction took, from taking a connection to the commit's answer.",
 			Buckets: batchBuckets(),
 		}),
+		batchStage: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "kluis_codes_verify_batch_stage_seconds",
+			Help: "A batch's transaction by stage: connect (taking a pooled connection), read (the first round trip: begin, lock the devices, read and lock the codes), " +
+				"decide (deciding and building the writes, in the backend), write (the second round trip: the writes and the commit with its WAL flush).",
+			Buckets: batchBuckets(),
+		}, []string{"stage"}),
 		issued: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kluis_codes_issued_total", Help: "Codes issued.",
 		}),
@@ -186,7 +194,7 @@ func New(opts Options) (*Service, error) {
 		s.batch.leaders = opts.VerifyLeaders
 	}
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.verified, s.batches, s.batched, s.waited, s.batchDur, s.issued, s.lockouts} {
+		for _, c := range []prometheus.Collector{s.verified, s.batches, s.batched, s.waited, s.batchDur, s.batchStage, s.issued, s.lockouts} {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("codes: register metrics: %w", err)
 			}

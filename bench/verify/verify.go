@@ -50,8 +50,9 @@ type options struct {
 	duration time.Duration
 	warmup   time.Duration
 	rounds   int
-	modes    []string // the backend's batch modes, paired phase by phase (modeNames)
-	profile  string   // directory for each Kluis phase's CPU profile, "" for none
+	modes    []string      // the backend's batch modes, paired phase by phase (modeNames)
+	profile  string        // directory for each Kluis phase's CPU profile, "" for none
+	pgWaits  time.Duration // pg_stat_activity's sampling interval (-pg-waits), 0 for none
 }
 
 // modeNames are -batch-mode's values: how many batches run at once
@@ -68,10 +69,12 @@ func parse(args []string) (options, string, error) {
 		"comma-separated to pair them: each round then runs a Kluis phase per mode and one floor, interleaved")
 	profile := fs.String("profile", "", "directory to write each Kluis phase's CPU profile to (<devices>dev-<phase>-<n>.pprof, labelled part=backend/devices), "+
 		"and the allocation profiles before and after it (...allocs-before.pprof, ...allocs-after.pprof: pprof -base)")
+	pgWaits := fs.Duration("pg-waits", 0, "sample pg_stat_activity this often during each phase and report what the bench database's backends were doing and waiting on "+
+		"(their statement, state, wait event; 0: not sampled). The sampler's queries take CPU from the machine (not from the figures' processes)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, "", err
 	}
-	o := options{duration: *dur, warmup: *warm, rounds: *rounds, modes: strings.Split(*mode, ","), profile: *profile}
+	o := options{duration: *dur, warmup: *warm, rounds: *rounds, modes: strings.Split(*mode, ","), profile: *profile, pgWaits: *pgWaits}
 	for _, m := range o.modes {
 		if _, ok := modeNames[m]; !ok {
 			return options{}, "", fmt.Errorf("verify: -batch-mode: %q is not default, one or one2", m)
@@ -91,6 +94,9 @@ func parse(args []string) (options, string, error) {
 		*devs, o.duration, o.warmup, o.rounds)
 	if *mode != "default" {
 		cmd += " -batch-mode " + *mode
+	}
+	if o.pgWaits > 0 {
+		cmd += " -pg-waits " + o.pgWaits.String()
 	}
 	return o, cmd, nil
 }
@@ -202,6 +208,15 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 				rep.Notes = append(rep.Notes, c)
 			}
 		}
+		for _, what := range phases {
+			k := fmt.Sprintf("%d devices, %s", n, phaseTitle(what))
+			if what == "floor" {
+				k = fmt.Sprintf("%d clients, the floor (pgbench)", n)
+			}
+			if c := waitsNote(k, r.waitSamples[fmt.Sprintf("%d/%s", n, what)], r.waits[fmt.Sprintf("%d/%s", n, what)], r.wal[fmt.Sprintf("%d/%s", n, what)]); c != "" {
+				rep.Notes = append(rep.Notes, c)
+			}
+		}
 	}
 	note, err := r.checkAudit(ctx)
 	if err != nil {
@@ -305,10 +320,20 @@ func (r *rig) latencyNote(n int, what string) string {
 	mean := sum / time.Duration(len(rtt))
 	wait := time.Duration(k.m.waitSum / k.m.waits * float64(time.Second))
 	took := time.Duration(k.m.batchSum / k.m.batches * float64(time.Second))
+	var stages []string
+	for i, st := range batchStages {
+		if k.m.stageCount[i] > 0 {
+			stages = append(stages, fmt.Sprintf("%s %.3f ms", st, k.m.stageSum[i]/k.m.stageCount[i]*1000))
+		}
+	}
+	split := ""
+	if len(stages) > 0 {
+		split = " (" + strings.Join(stages, ", ") + ": kluis_codes_verify_batch_stage_seconds, mean per batch)"
+	}
 	return fmt.Sprintf("%d devices, %s: a verification's round trip at the kiosk (verify/req published to verify/res received): mean %s, p50 %s, p99 %s; "+
-		"of the mean, waiting for a batch's transaction to begin %s (mean per attempt) and a batch's transaction (connection, its round trips, commit) %s (mean per batch) "+
+		"of the mean, waiting for a batch's transaction to begin %s (mean per attempt) and a batch's transaction (connection, its round trips, commit) %s (mean per batch)%s "+
 		"(kluis_codes_verify_batch_wait_seconds; kluis_codes_verify_batch_seconds), the rest (MQTT both ways, devicelink, the token's signature) %s",
-		n, phaseTitle(what), ms(mean), ms(rtt[len(rtt)/2]), ms(rtt[len(rtt)*99/100]), ms(wait), ms(took), ms(mean-wait-took))
+		n, phaseTitle(what), ms(mean), ms(rtt[len(rtt)/2]), ms(rtt[len(rtt)*99/100]), ms(wait), ms(took), split, ms(mean-wait-took))
 }
 
 // phaseTitle is a Kluis phase's name in the notes: "Kluis", or "Kluis
@@ -322,23 +347,26 @@ func phaseTitle(what string) string {
 
 // rig is the running backend, its devices and the floor's script.
 type rig struct {
-	env     bench.Env
-	dbURL   string
-	pool    *pgxpool.Pool
-	keys    codes.Keys
-	api     string
-	token   string
-	devices []*device
-	script  string
-	claims  atomic.Int64 // verifications answered ok
-	dbName  string
-	best    float64          // the best Kluis rate so far
-	costs   map[string]*cost // by "<devices>/<phase>" (kluisPhaseName or floor)
-	leaders atomic.Int32     // the backend's batches at once (0: its default), set before each Kluis phase
-	floorN  int64            // floor codes created so far
-	phases  int              // Kluis phases run so far (-profile's file names)
-	stopSrv func() error
-	tmp     string
+	env         bench.Env
+	dbURL       string
+	pool        *pgxpool.Pool
+	keys        codes.Keys
+	api         string
+	token       string
+	devices     []*device
+	script      string
+	claims      atomic.Int64 // verifications answered ok
+	dbName      string
+	best        float64                   // the best Kluis rate so far
+	costs       map[string]*cost          // by "<devices>/<phase>" (kluisPhaseName or floor)
+	waits       map[string]map[string]int // -pg-waits: backends seen in each state, by "<devices>/<phase>"
+	waitSamples map[string]int            // -pg-waits: samples taken, by "<devices>/<phase>"
+	wal         map[string]walCounts      // -pg-waits: WAL flushes and commits, by "<devices>/<phase>"
+	leaders     atomic.Int32              // the backend's batches at once (0: its default), set before each Kluis phase
+	floorN      int64                     // floor codes created so far
+	phases      int                       // Kluis phases run so far (-profile's file names)
+	stopSrv     func() error
+	tmp         string
 }
 
 func start(ctx context.Context, env bench.Env, dbURL string, nDev int) (_ *rig, err error) {
@@ -350,7 +378,8 @@ func start(ctx context.Context, env bench.Env, dbURL string, nDev int) (_ *rig, 
 	if err != nil {
 		return nil, err
 	}
-	r := &rig{env: env, dbURL: dbURL, keys: keys, tmp: tmp, costs: map[string]*cost{}}
+	r := &rig{env: env, dbURL: dbURL, keys: keys, tmp: tmp, costs: map[string]*cost{},
+		waits: map[string]map[string]int{}, waitSamples: map[string]int{}, wal: map[string]walCounts{}}
 	if u, err := url.Parse(dbURL); err == nil {
 		r.dbName = strings.TrimPrefix(u.Path, "/")
 	}
@@ -681,15 +710,31 @@ type backendMetrics struct {
 	batches, batched float64 // batches (ok and failed) and the attempts in them
 	batchSum         float64 // seconds in the batches' transactions (over batches: the mean)
 	waits, waitSum   float64 // attempts that waited for a batch and the seconds they waited
+	// seconds in each stage of the batches' transactions, and how many
+	// batches reached it (kluis_codes_verify_batch_stage_seconds)
+	stageSum, stageCount [len(batchStages)]float64
 }
 
+// batchStages are kluis_codes_verify_batch_stage_seconds' stages, in order.
+var batchStages = [...]string{"connect", "read", "decide", "write"}
+
 func (m backendMetrics) minus(o backendMetrics) backendMetrics {
-	return backendMetrics{m.batches - o.batches, m.batched - o.batched, m.batchSum - o.batchSum, m.waits - o.waits, m.waitSum - o.waitSum}
+	d := backendMetrics{m.batches - o.batches, m.batched - o.batched, m.batchSum - o.batchSum, m.waits - o.waits, m.waitSum - o.waitSum,
+		m.stageSum, m.stageCount}
+	for i := range batchStages {
+		d.stageSum[i] -= o.stageSum[i]
+		d.stageCount[i] -= o.stageCount[i]
+	}
+	return d
 }
 
 func (m *backendMetrics) add(o backendMetrics) {
 	m.batches, m.batched, m.batchSum = m.batches+o.batches, m.batched+o.batched, m.batchSum+o.batchSum
 	m.waits, m.waitSum = m.waits+o.waits, m.waitSum+o.waitSum
+	for i := range batchStages {
+		m.stageSum[i] += o.stageSum[i]
+		m.stageCount[i] += o.stageCount[i]
+	}
 }
 
 // batchMetrics reads the backend's verification batches from its
@@ -713,9 +758,44 @@ func (r *rig) batchMetrics(ctx context.Context) backendMetrics {
 			out.waits += s.Value
 		case "kluis_codes_verify_batch_wait_seconds_sum":
 			out.waitSum += s.Value
+		case "kluis_codes_verify_batch_stage_seconds_sum", "kluis_codes_verify_batch_stage_seconds_count":
+			for i, st := range batchStages {
+				if strings.Contains(s.Labels, `stage="`+st+`"`) {
+					if strings.HasSuffix(s.Name, "_sum") {
+						out.stageSum[i] += s.Value
+					} else {
+						out.stageCount[i] += s.Value
+					}
+				}
+			}
 		}
 	}
 	return out
+}
+
+// sampleWaits starts -pg-waits' sampler for a phase; the function it
+// returns stops it and adds its counts to the phase's. Without -pg-waits
+// both do nothing.
+func (r *rig) sampleWaits(ctx context.Context, o options, n int, what string) (func(), error) {
+	if o.pgWaits <= 0 {
+		return func() {}, nil
+	}
+	w, err := startWaits(ctx, r.env.AdminURL, r.dbName, o.pgWaits)
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		samples, counts, wal := w.end()
+		k := fmt.Sprintf("%d/%s", n, what)
+		r.waitSamples[k] += samples
+		r.wal[k] = walCounts{r.wal[k].syncs + wal.syncs, r.wal[k].commits + wal.commits, r.wal[k].bytes + wal.bytes, r.wal[k].took + wal.took}
+		if r.waits[k] == nil {
+			r.waits[k] = map[string]int{}
+		}
+		for s, c := range counts {
+			r.waits[k][s] += c
+		}
+	}, nil
 }
 
 // kluisPhase runs n devices for warmup+duration and returns the answered
@@ -727,7 +807,12 @@ func (r *rig) kluisPhase(ctx context.Context, n int, o options, what string) (fl
 	if err := r.topUp(ctx, n, want); err != nil {
 		return 0, err
 	}
+	endWaits, err := r.sampleWaits(ctx, o, n, what)
+	if err != nil {
+		return 0, err
+	}
 	rate, answers, err := r.kluisRun(ctx, n, o, what)
+	endWaits()
 	if err != nil {
 		return 0, err
 	}
@@ -939,6 +1024,11 @@ func (r *rig) floorPhase(ctx context.Context, n int, o options) (float64, error)
 		tps, _ := strconv.ParseFloat(string(m[1]), 64)
 		return tps, tx, cpu, nil
 	}
+	endWaits, err := r.sampleWaits(ctx, o, n, "floor")
+	if err != nil {
+		return 0, err
+	}
+	defer endWaits()
 	pg := bench.StartBackendCPU(r.dbName)
 	var client time.Duration
 	_, wtx, wcpu, err := run(o.warmup)

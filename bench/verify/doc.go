@@ -39,4 +39,10 @@
 // Kluis phase per mode and one floor phase, in a rotating order. After the run,
 // the audit chain is verified (audit.Verify, what `kluisctl audit verify`
 // calls) and every claim is checked to be in it.
+//
+// -pg-waits 1ms samples pg_stat_activity from a connection to the admin
+// database during every phase and reports, per kind of phase, how many of
+// the bench database's backends were on average in each state (statement,
+// state, wait event), with the WAL flushes (pg_stat_wal, the whole
+// server's) and the bench database's commits in the phases.
 package verify

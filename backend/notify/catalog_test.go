@@ -68,17 +68,52 @@ func TestCatalogueComplete(t *testing.T) {
 	}
 }
 
-// The SMS texts themselves are GSM-7 (names are folded when rendering).
+// The SMS texts themselves are GSM-7 (names are folded when rendering),
+// but for the non-breaking spaces the catalogue's rules ask for (French
+// punctuation, the help number): GSM-7 has none, and rendering folds
+// them to plain spaces (toGSM), which the rendered SMS shows.
 func TestSMSTextsAreGSM7(t *testing.T) {
 	for _, lang := range Languages {
 		for k, src := range catalogue[lang] {
 			if !strings.HasSuffix(k, ".sms") && !strings.HasPrefix(k, "sms.") {
 				continue
 			}
-			_, ucs2 := SMSSegments(placeholderRe.ReplaceAllString(src, ""))
+			_, ucs2 := SMSSegments(strings.ReplaceAll(placeholderRe.ReplaceAllString(src, ""), "\u00a0", " "))
 			require.False(t, ucs2, "%s/%s is not GSM-7: %q", lang, k, src)
+			_, ucs2 = SMSSegments(toGSM(src))
+			require.False(t, ucs2, "%s/%s is not GSM-7 once folded: %q", lang, k, toGSM(src))
 		}
 	}
+}
+
+// TestFrenchPunctuationStaysWithItsWord: every French text of the
+// catalogue has a non-breaking space (U+00A0) before : ? ! and ;, never a
+// plain one, where a line could break and start with ":" ("Votre document
+// est prêt" / ": eID"), as the kiosk's and the console's catalogues do.
+func TestFrenchPunctuationStaysWithItsWord(t *testing.T) {
+	plain := regexp.MustCompile(` [:?!;]`)
+	for _, k := range keys(catalogue["fr"]) {
+		if s := catalogue["fr"][k]; plain.MatchString(s) {
+			t.Errorf("fr %s: %q has a plain space before a punctuation mark", k, s)
+		}
+	}
+}
+
+// TestHelpNumberStaysWithItsWord: in every language the help line's
+// number 1777 follows a non-breaking space, never a plain one, so that
+// "Appelez le" / "1777" cannot break over two lines.
+func TestHelpNumberStaysWithItsWord(t *testing.T) {
+	n := 0
+	for _, lang := range Languages {
+		for _, k := range keys(catalogue[lang]) {
+			s := catalogue[lang][k]
+			n += strings.Count(s, "1777")
+			if strings.Contains(s, " 1777") {
+				t.Errorf("%s %s: %q has a plain space before 1777", lang, k, s)
+			}
+		}
+	}
+	require.Greater(t, n, 0, "the catalogue names the help number")
 }
 
 // marked is the catalogue with every text replaced by a marker: a page

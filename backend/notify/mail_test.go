@@ -167,7 +167,7 @@ func TestEmailOverSMTPAndDrop(t *testing.T) {
 	require.Equal(t, "auto-generated", pm.header.Get("Auto-Submitted"))
 	subj, err := new(mime.WordDecoder).DecodeHeader(pm.header.Get("Subject"))
 	require.NoError(t, err)
-	require.Equal(t, "Votre document est prêt : eID", subj)
+	require.Equal(t, "Votre document est prêt\u00a0: eID", subj)
 	require.Contains(t, pm.text, "123 456 789")
 	require.Contains(t, pm.text, "Vous avez jusqu'au mardi 15 décembre inclus (jusqu'à minuit).")
 	require.Contains(t, pm.html, `src="cid:qr@kluis"`)

@@ -259,7 +259,7 @@ func TestSlipRender(t *testing.T) {
 func TestReadyMailEveryLanguage(t *testing.T) {
 	t.Parallel()
 	f := newNfix(t)
-	subjects := map[string]string{"nl": "Uw eID ligt klaar om op te halen", "fr": "Votre document est prêt : eID",
+	subjects := map[string]string{"nl": "Uw eID ligt klaar om op te halen", "fr": "Votre document est prêt\u00a0: eID",
 		"en": "Your eID is ready to collect", "de": "Ihr Dokument liegt zur Abholung bereit: eID"}
 	for i, lang := range Languages {
 		d, c := f.doc(t, lang, lang+"@example.org", "")

@@ -161,7 +161,7 @@ func TestReadyTextOrder(t *testing.T) {
 	order := []string{"Dear Ann,", "Your electronic identity card (eID) is ready.", "Until when?",
 		"You have until midnight on Tuesday 15 December.", "How to open the compartment", "Type your PIN: 123 456 789",
 		"Then type your date of birth.", "Where?", "Locker K1, compartment 12", "In de inkomhal", "What to bring",
-		"Follow your document", "See where your document is\nhttps://kluis.kortrijk.be/t/abc", "Need help?", "Call 1777 for free.",
+		"Follow your document", "See where your document is\nhttps://kluis.kortrijk.be/t/abc", "Need help?", "Call\u00a01777 for free.",
 		"Kind regards\nStad Kortrijk"}
 	at := 0
 	for _, s := range order {

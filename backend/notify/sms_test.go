@@ -90,7 +90,7 @@ func TestSMSFitsTwoSegments(t *testing.T) {
 	d := sampleData()
 	r, err := Render("fr", MsgReady, d)
 	require.NoError(t, err)
-	require.Contains(t, r.SMS, "Stadhuis Kortrijk, casier K1 case 12")
+	require.Contains(t, r.SMS, "Stadhuis Kortrijk, consigne K1 casier 12")
 	// A name in another script: its letters are left out, the SMS stays GSM-7.
 	d.SiteName = "Ратуша Kortrijk"
 	r, err = Render("en", MsgReminder, d)

@@ -199,7 +199,7 @@ func TestTrackPageJourney(t *testing.T) {
 	}
 	require.Contains(t, page, "You have collected your passport.")
 	require.Contains(t, page, "You do not need to do anything else.")
-	require.Contains(t, page, "Was this not you? Call 1777 at once.")
+	require.Contains(t, page, "Was this not you? Call\u00a01777 at once.")
 	require.NotContains(t, page, "Last chance to collect", "no deadline once collected")
 
 	// Nothing for a stranger: no last name, document number, codes, who did
@@ -212,7 +212,7 @@ func TestTrackPageJourney(t *testing.T) {
 	// Each language: the same steps, in that language.
 	for lang, want := range map[string][]string{
 		"nl": {"Aangemeld aan de balie", "In de afhaalkluis gelegd", "Bericht met uw codes verstuurd", "Herinnering verstuurd", "Document opgehaald Nu"},
-		"fr": {"Enregistré au guichet", "Déposé dans le casier", "Message avec vos codes envoyé", "Rappel envoyé", "Document retiré Maintenant"},
+		"fr": {"Enregistré au guichet", "Déposé dans la consigne", "Message avec vos codes envoyé", "Rappel envoyé", "Document retiré Maintenant"},
 		"de": {"Am Schalter registriert", "In den Abholschrank gelegt", "Nachricht mit Ihren Codes gesendet", "Erinnerung gesendet", "Dokument abgeholt Jetzt"},
 	} {
 		_, page := f.get(t, "/t/"+tid+"?lang="+lang)
@@ -324,7 +324,7 @@ func TestTrackPageUnknownLeaksNothing(t *testing.T) {
 	rec := httptest.NewRecorder()
 	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/t/"+tid+"?lang=en", nil))
 	require.Equal(t, 503, rec.Code)
-	require.Contains(t, rec.Body.String(), "This page does not work right now. Try again later or call 1777 for free.")
+	require.Contains(t, rec.Body.String(), "This page does not work right now. Try again later or call\u00a01777 for free.")
 	require.NotContains(t, rec.Body.String(), "connection refused")
 	require.Equal(t, "no-store", rec.Header().Get("Cache-Control"))
 	require.Equal(t, "no-referrer", rec.Header().Get("Referrer-Policy"))

@@ -70,10 +70,10 @@ var messages = map[string][4]string{
 		"This document has already been collected.",
 		"Dieses Dokument wurde bereits abgeholt."},
 	StatePending: {
-		"Uw document is nog niet afgehaald, maar het vak kan nu niet open. Probeer het over enkele minuten opnieuw of bel 1777.",
-		"Votre document n'a pas encore été retiré, mais le casier ne peut pas s'ouvrir maintenant. Réessayez dans quelques minutes ou appelez le 1777.",
-		"Your document has not been collected yet, but the compartment cannot open right now. Try again in a few minutes or call 1777.",
-		"Ihr Dokument wurde noch nicht abgeholt, aber das Fach kann sich gerade nicht öffnen. Versuchen Sie es in einigen Minuten erneut oder rufen Sie 1777 an."},
+		"Uw document is nog niet afgehaald, maar het vak kan nu niet open. Probeer het over enkele minuten opnieuw of bel\u00a01777.",
+		"Votre document n'a pas encore été retiré, mais le casier ne peut pas s'ouvrir maintenant. Réessayez dans quelques minutes ou appelez le\u00a01777.",
+		"Your document has not been collected yet, but the compartment cannot open right now. Try again in a few minutes or call\u00a01777.",
+		"Ihr Dokument wurde noch nicht abgeholt, aber das Fach kann sich gerade nicht öffnen. Versuchen Sie es in einigen Minuten erneut oder rufen Sie\u00a01777\u00a0an."},
 	StateLockedOut: {
 		"Te veel foute pincodes: pincodes kunnen even niet. Scan uw QR-code, probeer later opnieuw of vraag hulp aan het loket.",
 		"Trop de codes PIN erronés\u00a0: les codes PIN sont bloqués un moment. Scannez votre code QR, réessayez plus tard ou demandez de l'aide au guichet.",
@@ -85,10 +85,10 @@ var messages = map[string][4]string{
 		"This compartment cannot open right now. Please ask for help at the counter.",
 		"Dieses Fach kann gerade nicht geöffnet werden. Bitte fragen Sie am Schalter."},
 	StateDeviceOutOfOrder: {
-		"Dit toestel is buiten gebruik. Bel 1777, wij helpen u verder.",
-		"Cet appareil est hors service. Appelez le 1777, nous vous aiderons.",
-		"This machine is out of order. Please call 1777 for help.",
-		"Dieses Gerät ist außer Betrieb. Bitte rufen Sie 1777 an, wir helfen Ihnen weiter."},
+		"Dit toestel is buiten gebruik. Bel\u00a01777, wij helpen u verder.",
+		"Cet appareil est hors service. Appelez le\u00a01777, nous vous aiderons.",
+		"This machine is out of order. Please call\u00a01777 for help.",
+		"Dieses Gerät ist außer Betrieb. Bitte rufen Sie\u00a01777\u00a0an, wir helfen Ihnen weiter."},
 	StateBusy: {
 		"Een ogenblik, het toestel is bezig.",
 		"Un instant, l'appareil est occupé.",

@@ -95,7 +95,7 @@ func TestFullDiskReserve(t *testing.T) {
 		for _, l := range Langs() {
 			require.Contains(t, s.Messages[l], "1777", l)
 		}
-		require.Equal(t, "This machine is out of order. Please call 1777 for help.", s.Messages["en"])
+		require.Equal(t, "This machine is out of order. Please call\u00a01777 for help.", s.Messages["en"])
 		require.Equal(t, before, calls(), "not verified: no door opens on a full disk")
 		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "cmd-full", Kind: wire.CmdOpen, Addr: &wire.Address{Board: 0, Channel: 1},
 			Issued: time.Now(), Expires: time.Now().Add(time.Minute), Reason: "test"}))

@@ -246,7 +246,7 @@ func TestKioskScreen(t *testing.T) {
 		p.lang = "fr"
 		p.tab.WaitFor(t, `document.documentElement.lang === "fr" && document.readyState === "complete"`, 20*time.Second)
 		p.expectScreen("v-start", "start.title", "state.idle", 0)
-		p.tab.WaitText(t, "footer .help", "Appelez le 1777", 5*time.Second)
+		p.tab.WaitText(t, "footer .help", "Appelez le\u00a01777", 5*time.Second)
 		p0 := w.pulseCount(lockerID)
 		p.tab.Do(t, browsertest.Scan(f.mail.QR+"\r"))
 		p.expectScreen("s-open", "title.open", "state.open", n)

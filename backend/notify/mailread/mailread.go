@@ -197,8 +197,9 @@ func resample(img image.Image, w int) image.Image {
 }
 
 // pinRE finds the PIN in the ready message of any language ("PIN: 123 456",
-// "pincode: 123 456", "code PIN : 123 456").
-var pinRE = regexp.MustCompile(`(?i)(?:PIN|pincode)\s*:\s*([0-9][0-9 ]{2,20}[0-9])`)
+// "pincode: 123 456", "code PIN\u00a0: 123 456": French puts a
+// non-breaking space before the colon, which \s does not match).
+var pinRE = regexp.MustCompile(`(?i)(?:PIN|pincode)[\s\x{00a0}]*:\s*([0-9][0-9 ]{2,20}[0-9])`)
 
 // PIN returns the PIN named in a ready message's text, digits only, or ""
 // when the text names none.

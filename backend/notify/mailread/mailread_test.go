@@ -97,6 +97,7 @@ func TestPIN(t *testing.T) {
 		"Of typ uw pincode: 12 34 56. Typ daarna":                      "123456",
 		"Ou tapez votre code PIN : 654 321. Tapez":                     "654321",
 		"Tapez alors votre code PIN :\n\n654 321 987\n":                "654321987",
+		"Tapez alors votre code PIN\u00a0:\n\n654 321 987\n":           "654321987",
 		"Dann tippen Sie Ihre PIN: 111 222 333\nTippen Sie danach":     "111222333",
 		"Your QR code and your PIN no longer work.":                    "",
 		"no code": "",

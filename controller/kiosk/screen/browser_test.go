@@ -800,10 +800,10 @@ func TestScreenMatrix(t *testing.T) {
 		m.check("device_out_of_order", "s-device_out_of_order", expect{h1: "title.out_of_order", msg: "state.device_out_of_order", citizen: true})
 		m.each("the machine out of order, call 1777", func(mt *mtab) error {
 			want := map[string]string{
-				"nl": "Dit toestel is buiten gebruik. Bel 1777, wij helpen u verder.",
-				"fr": "Cet appareil est hors service. Appelez le 1777, nous vous aiderons.",
-				"en": "This machine is out of order. Please call 1777 for help.",
-				"de": "Dieses Gerät ist außer Betrieb. Bitte rufen Sie 1777 an, wir helfen Ihnen weiter.",
+				"nl": "Dit toestel is buiten gebruik. Bel\u00a01777, wij helpen u verder.",
+				"fr": "Cet appareil est hors service. Appelez le\u00a01777, nous vous aiderons.",
+				"en": "This machine is out of order. Please call\u00a01777 for help.",
+				"de": "Dieses Gerät ist außer Betrieb. Bitte rufen Sie\u00a01777\u00a0an, wir helfen Ihnen weiter.",
 			}[mt.lang]
 			got, err := eval[string](mt, `document.querySelector("#s-device_out_of_order").innerText`)
 			if err == nil && !strings.Contains(got, want) {

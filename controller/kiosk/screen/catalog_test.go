@@ -534,3 +534,31 @@ func TestFrenchPunctuationStaysWithItsWord(t *testing.T) {
 		}
 	}
 }
+
+// TestHelpNumberStaysWithItsWord: in every language, every text of the
+// screen (the engine's messages too) that names the help line 1777 has a
+// non-breaking space before it, never a plain one, so that "Appelez le"
+// and "1777" cannot end up on two lines; German keeps "1777 an" together
+// too.
+func TestHelpNumberStaysWithItsWord(t *testing.T) {
+	cat, err := NewCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, k := range cat.Keys() {
+		for _, l := range Langs() {
+			s, err := cat.Text(k, l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += strings.Count(s, "1777")
+			if strings.Contains(s, " 1777") || strings.Contains(s, "1777 an") {
+				t.Errorf("%s %s: %q has a plain space beside 1777", l, k, s)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no text names the help line")
+	}
+}

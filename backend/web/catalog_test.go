@@ -618,3 +618,32 @@ func TestFrenchPunctuationStaysWithItsWord(t *testing.T) {
 		assert.False(t, frenchPunct.MatchString(s), "fr %s: %q has a plain space before a punctuation mark", k, s)
 	}
 }
+
+// TestLateDeviceDoesNotReadOnline: a device whose heartbeat is overdue
+// shows the late state, never "Online" beside it, on the fleet page and
+// on its own page; a device without alarms says so with the word that
+// agrees with "alarms" (French "aucune", not "aucun").
+func TestLateDeviceDoesNotReadOnline(t *testing.T) {
+	for _, lang := range []string{"nl", "fr", "en", "de"} {
+		pages := renderAll(t, lang)
+		status := template.HTMLEscapeString(Text(lang, "devices.col.status"))
+		late := template.HTMLEscapeString(Text(lang, "status.late"))
+		online := template.HTMLEscapeString(Text(lang, "status.online"))
+		// The first row is k1: online, heartbeat late, alarms.
+		cell := regexp.MustCompile(`<td data-label="` + regexp.QuoteMeta(status) + `" data-v="\d">(.*?)</td>`).FindStringSubmatch(pages["devices"])
+		require.NotNil(t, cell, lang)
+		assert.Contains(t, cell[1], late, "%s: fleet row", lang)
+		assert.NotContains(t, cell[1], online, "%s: fleet row %q", lang, cell[1])
+		dd := regexp.MustCompile(`<dt>` + regexp.QuoteMeta(status) + `</dt><dd>(.*?)</dd>`).FindStringSubmatch(pages["device"])
+		require.NotNil(t, dd, lang)
+		assert.Contains(t, dd[1], late, "%s: device page", lang)
+		assert.NotContains(t, dd[1], online, "%s: device page %q", lang, dd[1])
+
+		alarms := template.HTMLEscapeString(Text(lang, "devices.col.alarms"))
+		none := regexp.MustCompile(`<td data-label="` + regexp.QuoteMeta(alarms) + `" data-v="0">([^<]*)</td>`).FindStringSubmatch(pages["devices"])
+		require.NotNil(t, none, lang)
+		assert.Equal(t, template.HTMLEscapeString(Text(lang, "none.alarms")), none[1], lang)
+	}
+	assert.Equal(t, "aucune", Text("fr", "none.alarms"))
+	assert.Equal(t, "keine", Text("de", "none.alarms"))
+}

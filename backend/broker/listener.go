@@ -123,6 +123,7 @@ func (l *listener) Serve(serve func(net.Conn)) {
 		}
 		if l.live.Add(1) > l.max {
 			l.live.Add(-1)
+			l.m.refused.Inc()
 			l.refuse(conn)
 			continue
 		}
@@ -197,12 +198,11 @@ func firstPacketRead(conn net.Conn) {
 	}
 }
 
-// refuse answers a connection past the cap with CONNACK "server
+// refuse answers a connection past a cap with CONNACK "server
 // unavailable" (MQTT 3.1.1 return code 3, or MQTT 5 reason 0x88) after
 // reading its CONNECT, then closes it; with too many refusals in progress
 // it closes at once.
 func (l *listener) refuse(conn net.Conn) {
-	l.m.refused.Inc()
 	select {
 	case l.refusing <- struct{}{}:
 	default:

@@ -186,6 +186,7 @@ func TestPendingConnectionsCappedPerAddress(t *testing.T) {
 	c := dialFrom("127.0.0.1")
 	assert.Equal(t, byte(3), rawConnect(t, c, "d40", "d40", "pw"), "server unavailable")
 	assert.Equal(t, 1.0, metric(t, reg, "kluis_broker_pending_refused_total", "", ""))
+	assert.Equal(t, 0.0, metric(t, reg, "kluis_broker_connections_refused_total", "", ""), "the broker is not full")
 	// ... another address connects,
 	assert.Equal(t, byte(0), rawConnect(t, dialFrom("127.0.0.2"), "d41", "d41", "pw"))
 	// ... and an idle connection that sends its CONNECT makes room.

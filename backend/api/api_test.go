@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -781,4 +782,29 @@ func TestAPITokenExpiryAndAdminRevoke(t *testing.T) {
 	r = e.do("GET", "/api/v1/me", staffTok.Token, nil)
 	assert.Equal(t, 401, r.status)
 	assert.Equal(t, "invalid_token", r.errCode())
+}
+
+// A JSON body must say so: without a Content-Type (it was read as JSON
+// before) or with another type it is 415 unsupported_media_type with a
+// message naming the header, and nothing is done; a route whose body is
+// optional still takes an empty one without a Content-Type.
+func TestJSONBodyNeedsItsContentType(t *testing.T) {
+	e := newEnv(t)
+	admin := e.tokens[auth.RoleAdmin]
+	body := `{"username":"ctype1","password":"long password 1","role":"staff"}`
+	for _, ct := range []string{"", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"} {
+		r := e.do("POST", "/api/v1/users", admin, body, "Content-Type", ct)
+		assert.Equal(t, http.StatusUnsupportedMediaType, r.status, "%q: %s", ct, r.body)
+		assert.Equal(t, "unsupported_media_type", r.errCode(), ct)
+		assert.Contains(t, string(r.body), "Content-Type: application/json", ct)
+	}
+	r := e.do("GET", "/api/v1/users?limit=200", admin, nil)
+	assert.NotContains(t, string(r.body), "ctype1", "nothing created")
+
+	r = e.do("POST", "/api/v1/users", admin, body, "Content-Type", "application/json; charset=utf-8")
+	assert.Equal(t, http.StatusCreated, r.status, string(r.body))
+	var u struct{ ID int64 }
+	require.NoError(t, json.Unmarshal(r.body, &u))
+	r = e.do("POST", fmt.Sprintf("/api/v1/users/%d/clear-login-lockout", u.ID), admin, "", "Content-Type", "")
+	assert.Equal(t, http.StatusOK, r.status, "an optional body left empty: %s", r.body)
 }

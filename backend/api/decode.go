@@ -15,13 +15,17 @@ import (
 )
 
 // decodeJSON reads the request body (already limited by the server) into
-// dst: a single JSON object, no unknown fields, no trailing data.
+// dst: a single JSON object, no unknown fields, no trailing data, sent as
+// Content-Type application/json (or a +json type): a body without a
+// Content-Type, or with another, is 415 unsupported_media_type.
 func decodeJSON(r *http.Request, dst any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-			return errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "the request body must be application/json")
-		}
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "the request body must be sent with Content-Type: application/json (none was given)")
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+		return errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "the request body must be sent with Content-Type: application/json")
 	}
 	body, err := readBody(r)
 	if err != nil {

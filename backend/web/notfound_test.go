@@ -87,3 +87,55 @@ func TestReasonRefusalNamesInvisibleCharacters(t *testing.T) {
 		}
 	}
 }
+
+// A console page asked with a method it does not take is 405 with the
+// methods it takes in Allow, in the person's language, signed in or not,
+// and nothing is done; a path that does not exist stays 404. Before, every
+// wrong method was 404 (found black-box).
+func TestWrongMethodIs405WithAllow(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e := newEnv(t, server.Options{})
+	c := e.client()
+	method := func(m, path string) page {
+		req, err := http.NewRequest(m, e.b.URL(path), strings.NewReader("csrf="+c.csrf))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		return c.do(req)
+	}
+	cases := []struct{ method, path, allow string }{
+		{"PUT", "/staff/documents", "GET, HEAD, POST"},
+		{"DELETE", "/staff/login", "GET, HEAD, POST"},
+		{"GET", "/staff/logout", "POST"},
+		{"TRACE", "/staff/", "GET, HEAD"},
+		{"POST", "/staff/documents/new", "GET, HEAD"},
+		{"PATCH", "/staff/devices/k1/service", "GET, HEAD, POST"},
+		{"GET", "/staff/documents/1/cancel", "POST"},
+		{"PUT", "/staff/static/console.js", "GET, HEAD"},
+	}
+	for _, signedIn := range []bool{false, true} {
+		if signedIn {
+			c.login(auth.RoleAdmin)
+		}
+		for _, lang := range web.Languages {
+			for _, k := range cases {
+				p := method(k.method, k.path+"?lang="+lang)
+				assert.Equal(t, http.StatusMethodNotAllowed, p.status, "%s %s", k.method, k.path)
+				assert.Equal(t, k.allow, p.header.Get("Allow"), "%s %s", k.method, k.path)
+				assert.Contains(t, html.UnescapeString(p.body), web.CatalogueText(lang, "error.method"), "%s %s in %s", k.method, k.path, lang)
+				assert.Equal(t, "no-store", p.header.Get("Cache-Control"), k.path)
+				assert.Contains(t, p.header.Get("Content-Security-Policy"), "frame-ancestors 'none'", k.path)
+			}
+		}
+		for _, m := range []string{"PUT", "DELETE", "GET"} {
+			p := method(m, "/staff/nothing-here")
+			if !signedIn {
+				assert.Equal(t, http.StatusSeeOther, p.status, "%s: to the login", m)
+				continue
+			}
+			assert.Equal(t, http.StatusNotFound, p.status, m)
+			assert.Empty(t, p.header.Get("Allow"), m)
+		}
+	}
+	// GET /staff/logout did not sign out.
+	assert.Equal(t, http.StatusOK, c.get("/staff/devices").status)
+}

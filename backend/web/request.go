@@ -253,8 +253,11 @@ func (w *Web) plainError(rw http.ResponseWriter, r *http.Request, status int) {
 	q.t = w.tr(q.lang)
 	headers(rw.Header())
 	key := "error.forbidden"
-	if status == http.StatusNotFound {
+	switch status {
+	case http.StatusNotFound:
 		key = "error.not_found"
+	case http.StatusMethodNotAllowed:
+		key = "error.method"
 	}
 	w.fail(rw, q, fail(status, key))
 }

@@ -51,6 +51,32 @@ func (w *Web) routes() {
 	m.HandleFunc("POST "+Prefix+"users/{id}/kiosk-pin", w.page("users.kiosk_pin", w.userPIN))
 
 	m.HandleFunc(Prefix, func(rw http.ResponseWriter, r *http.Request) {
+		if allow := w.allowedMethods(r); allow != "" {
+			// A page asked with a method it does not take: 405 with the
+			// methods it takes, before any session (nothing is done).
+			rw.Header().Set("Allow", allow)
+			rw.Header().Set("Cache-Control", "no-store")
+			w.plainError(rw, r, http.StatusMethodNotAllowed)
+			return
+		}
 		w.page("", func(http.ResponseWriter, *req) error { return fail(http.StatusNotFound, "error.not_found") })(rw, r)
 	})
+}
+
+// allowedMethods lists the methods (GET and HEAD, POST) another route of
+// the console takes r's path with, "" when none does (the path does not
+// exist).
+func (w *Web) allowedMethods(r *http.Request) string {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost} {
+		other := *r
+		other.Method = m
+		if _, pattern := w.mux.Handler(&other); pattern != "" && pattern != Prefix {
+			allow = append(allow, m)
+			if m == http.MethodGet {
+				allow = append(allow, http.MethodHead)
+			}
+		}
+	}
+	return strings.Join(allow, ", ")
 }

@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
 # Runs every Go fuzz target in the module for FUZZTIME (default 5s) each.
 #
+# Each package's fuzz-instrumented test binary is built once (`go test -c
+# -fuzz`, the same build `go test -fuzz` makes) and run once per target, from
+# the package's directory and with go test's fuzz cache, as `go test -fuzz`
+# runs it: the targets, their time, seeds, cache and the inputs written
+# under testdata/fuzz/ are the same, without one link and go command per
+# target (about 13 s each on a loaded 2-core machine; the targets run one
+# after the other, each with the whole machine).
+#
 # Go 1.26's fuzz coordinator can report a bare "context deadline exceeded"
 # at the end of -fuzztime when a worker is still busy on a loaded machine
 # (golang/go#75804, fixed in Go 1.27): no input failed and none is written.
@@ -11,14 +19,19 @@
 set -euo pipefail
 fuzztime=${FUZZTIME:-5s}
 cd "$(dirname "$0")/../.."
+root=$PWD
+module=$(go list -m)
+fuzzcache=$(go env GOCACHE)/fuzz
 status=0
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+work=$(mktemp -d)
+out=$work/out
+trap 'rm -rf "$work"' EXIT
 
-# fuzz_once DIR FN: 0 passed, 1 failed, 2 the coordinator's deadline race.
+# fuzz_once DIR BIN FN: 0 passed, 1 failed, 2 the coordinator's deadline race.
 fuzz_once() {
-	local dir=$1 fn=$2
-	if go test -run='^$' -fuzz="^${fn}\$" -fuzztime="$fuzztime" "./$dir" 2>&1 | tee "$out"; then
+	local dir=$1 bin=$2 fn=$3
+	if (cd "$root/$dir" && "$bin" -test.paniconexit0 -test.timeout=10m0s -test.run='^$' -test.fuzz="^${fn}\$" \
+		-test.fuzztime="$fuzztime" -test.fuzzcachedir="$fuzzcache/$module/$dir") 2>&1 | tee "$out"; then
 		return 0
 	fi
 	if grep -q 'Failing input written' "$out" || ! grep -q '^    context deadline exceeded$' "$out"; then
@@ -27,16 +40,23 @@ fuzz_once() {
 	return 2
 }
 
-while IFS= read -r file; do
-	dir=$(dirname "$file")
-	for fn in $(grep -oE '^func (Fuzz[A-Za-z0-9_]+)\(' "$file" | sed -E 's/^func (Fuzz[A-Za-z0-9_]+)\(/\1/'); do
+while IFS= read -r dir; do
+	fns=$(grep -hoE '^func (Fuzz[A-Za-z0-9_]+)\(' "$dir"/*_test.go | sed -E 's/^func (Fuzz[A-Za-z0-9_]+)\(/\1/' | sort)
+	bin=$work/$(echo "$dir" | tr / _).test
+	echo "fuzz: build ./$dir"
+	if ! go test -c -fuzz=. -o "$bin" "./$dir"; then
+		echo "fuzz: ./$dir FAILED to build"
+		status=1
+		continue
+	fi
+	for fn in $fns; do
 		echo "fuzz: ./$dir $fn ($fuzztime)"
 		rc=0
-		fuzz_once "$dir" "$fn" || rc=$?
+		fuzz_once "$dir" "$bin" "$fn" || rc=$?
 		if [ "$rc" -eq 2 ]; then
 			echo "fuzz: ./$dir $fn: the coordinator's deadline race (golang/go#75804), no failing input; once more"
 			rc=0
-			fuzz_once "$dir" "$fn" || rc=$?
+			fuzz_once "$dir" "$bin" "$fn" || rc=$?
 		fi
 		if [ "$rc" -eq 2 ]; then
 			echo "fuzz: ./$dir $fn: the deadline race again; replaying its corpus as a test"
@@ -48,5 +68,5 @@ while IFS= read -r file; do
 			status=1
 		fi
 	done
-done < <(grep -rlE '^func Fuzz' --include='*_test.go' . | sed 's|^\./||' | sort)
+done < <(grep -rlE '^func Fuzz' --include='*_test.go' . | sed 's|^\./||' | xargs -n1 dirname | sort -u)
 exit $status

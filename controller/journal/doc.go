@@ -18,6 +18,11 @@
 //   - events (door opened, collected, alarms, ...) that make up the outbox:
 //     an event stays in the outbox until an ack record for its id is
 //     appended after the backend acknowledged it;
+//   - command results (results.go): the answer to a backend command, as
+//     published on cmdres, held until an ack record names the command's
+//     id (the backend acknowledges events and results on one ack topic);
+//     a restart sends the held ones again. The caller bounds them
+//     (ForgetResult: nothing written, the next compaction drops it);
 //   - pulse intents and their outcome: "intent id=X channel=C" is fsynced
 //     before the lock is energised and "done X" after the driver accepted
 //     the command. An intent without done after a restart is an unfinished

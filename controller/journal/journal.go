@@ -180,8 +180,11 @@ type Journal struct {
 	events    map[string]bool // event ids present
 	// outbox indexes the unacknowledged events (see outboxIndex).
 	outbox outboxIndex
-	closed bool
-	wake   chan struct{}
+	// results are the command results held until acknowledged, by
+	// command id (results.go).
+	results map[string]*Result
+	closed  bool
+	wake    chan struct{}
 	// dirDirty: a compaction renamed the file but the directory's fsync
 	// failed; appends sync the directory first (else a power cut could
 	// bring back the old file and lose them).
@@ -229,7 +232,7 @@ func Open(o Options) (*Journal, []Record, Recovery, error) {
 	}
 	j := &Journal{o: o, log: o.Logger.With("part", "journal"), path: filepath.Join(o.Dir, FileName),
 		nextSeq: 1, acked: map[string]bool{}, done: map[string]bool{}, unsure: map[string]bool{}, ended: map[string]bool{}, events: map[string]bool{}, wake: make(chan struct{}),
-		reserve: max(o.Reserve, 0), spaceWake: make(chan struct{}), outbox: newOutboxIndex()}
+		reserve: max(o.Reserve, 0), spaceWake: make(chan struct{}), outbox: newOutboxIndex(), results: map[string]*Result{}}
 	j.cond = sync.NewCond(&j.mu)
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, nil, Recovery{}, fmt.Errorf("journal: %w", err)
@@ -448,6 +451,9 @@ func (j *Journal) apply(r Record) {
 	case TypeAck:
 		j.acked[r.ID] = true
 		j.outbox.remove(r.ID)
+		delete(j.results, r.ID)
+	case TypeResult:
+		j.applyResult(r)
 	case TypeDone, TypeUncertain:
 		j.done[r.ID] = true
 		if r.Type == TypeUncertain {
@@ -745,14 +751,15 @@ func (j *Journal) AppendEvent(e Event) (Event, error) {
 	return *r.Event, nil
 }
 
-// Ack records that the backend acknowledged event id. Unknown or already
-// acked ids are ignored (acks can be repeated). journaled reports whether
+// Ack records that the backend acknowledged event id, or the result of
+// command id (HoldResult). Unknown or already acked ids are ignored (acks
+// can be repeated). journaled reports whether
 // this call made an ack record durable: only that shows the journal takes
 // writes (a repeated ack writes nothing, on a full disk as anywhere).
 func (j *Journal) Ack(id string) (journaled bool, err error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if !j.events[id] || j.acked[id] {
+	if j.results[id] == nil && (!j.events[id] || j.acked[id]) {
 		return false, nil
 	}
 	if j.low && j.lowUsed >= j.reserve/2 {
@@ -933,6 +940,8 @@ func (j *Journal) live(r Record) bool {
 		return r.Intent != nil && !j.ended[fmt.Sprint(r.Intent.ID)]
 	case TypeDone, TypeUncertain:
 		return !j.ended[r.ID]
+	case TypeResult:
+		return j.liveResult(r)
 	case TypeAck, TypeEnd, TypeMeta:
 		return false
 	}
@@ -995,6 +1004,7 @@ func (j *Journal) Compact() error {
 	j.acked, j.done, j.events = map[string]bool{}, map[string]bool{}, map[string]bool{}
 	j.unsure, j.ended = map[string]bool{}, map[string]bool{}
 	j.outbox = newOutboxIndex()
+	j.results = map[string]*Result{}
 	j.records = nil
 	for _, r := range keep {
 		j.apply(r)

@@ -105,6 +105,7 @@ type Link struct {
 
 	mPublished, mResent, mAcked, mInvalid *promtext.Counter
 	mResultsResent                        *promtext.Counter
+	mResultsGivenUp                       *promtext.CounterVec
 	mConnected                            *promtext.Gauge
 	mInFlight, mBacklog                   *promtext.GaugeVec
 	mRefused                              *promtext.CounterVec
@@ -183,7 +184,16 @@ func New(o Options) (*Link, error) {
 	for _, k := range []wire.Kind{wire.KindVerifyRes, wire.KindStaffRes} {
 		l.mRefused.WithLabelValues(string(k))
 	}
-	cols := []promtext.Collector{l.mPublished, l.mResent, l.mAcked, l.mInvalid, l.mResultsResent, l.mConnected, l.mRefused}
+	l.mResultsGivenUp = promtext.NewCounterVec(promtext.CounterOpts{Namespace: "kluisd", Subsystem: "mqtt", Name: "command_results_given_up_total",
+		Help: "Command results no longer sent again without the backend's ack: count (more than 32 held, the oldest) or age (sent for an hour without an ack)."},
+		[]string{"reason"})
+	for _, r := range []string{givenUpCount, givenUpAge} {
+		l.mResultsGivenUp.WithLabelValues(r)
+	}
+	held := promtext.NewGaugeFunc(promtext.GaugeOpts{Namespace: "kluisd", Subsystem: "mqtt", Name: "command_results_held",
+		Help: "Command results journaled and not yet acknowledged by the backend (sent again every mqtt.resend_after)."},
+		func() float64 { l.mu.Lock(); defer l.mu.Unlock(); return float64(l.results.count()) })
+	cols := []promtext.Collector{l.mPublished, l.mResent, l.mAcked, l.mInvalid, l.mResultsResent, l.mResultsGivenUp, held, l.mConnected, l.mRefused}
 	l.mInFlight = promtext.NewGaugeVec(promtext.GaugeOpts{Namespace: "kluisd", Subsystem: "mqtt", Name: "events_in_flight",
 		Help: "Events published and not yet acknowledged, by lane (alarm: alarms and their clearing, sent first; event: the rest); at most the lane's window."},
 		[]string{"lane"})
@@ -200,7 +210,29 @@ func New(o Options) (*Link, error) {
 			return nil, err
 		}
 	}
+	// The results a previous run journaled and the backend did not
+	// acknowledge: sent once connected.
+	rs := o.Journal.Results()
+	for _, id := range l.results.load(rs) {
+		l.givenUp(id, givenUpCount)
+	}
+	if len(rs) > 0 {
+		l.log.Info("command results held from before the restart, sent again once connected", "results", l.results.count())
+	}
 	return l, nil
+}
+
+// givenUp stops sending the held result of command id (a bound, why:
+// givenUpCount or givenUpAge): counted, logged, and no longer held by the
+// journal either (its next compaction drops it).
+func (l *Link) givenUp(id, why string) {
+	l.mResultsGivenUp.WithLabelValues(why).Inc()
+	l.o.Journal.ForgetResult(id)
+	msg := "too many command results unacknowledged: the oldest no longer sent again"
+	if why == givenUpAge {
+		msg = "command result unacknowledged for an hour: no longer sent again"
+	}
+	l.log.Warn(msg, "id", id, "held_at_most", maxHeldResults, "resent_for", maxHoldResult)
 }
 
 func (l *Link) topic(k wire.Kind) string {
@@ -324,18 +356,26 @@ func (l *Link) onMessage(_ mqtt.Client, msg mqtt.Message) {
 			l.mu.Lock()
 			result := l.results.acked(id)
 			l.mu.Unlock()
-			if result {
-				continue // a command's result, recorded by the backend
-			}
+			// An event's id or a command's (its result recorded by the
+			// backend): the journal ends either.
 			journaled, err := l.o.Journal.Ack(id)
 			if err != nil {
 				l.acks.failed(l.log, l.o.Clock(), err)
+				if result {
+					// Recorded by the backend all the same: at worst
+					// sent once more after a restart.
+					l.o.Journal.ForgetResult(id)
+					continue
+				}
 				return
 			}
 			if journaled {
 				// Only an ack written now shows that the journal takes
 				// writes again: a repeated one writes nothing.
 				l.acks.worked(l.log, l.o.Clock())
+			}
+			if result {
+				continue
 			}
 			l.mAcked.Inc()
 			l.mu.Lock()
@@ -454,14 +494,30 @@ func (l *Link) commandLoop(ctx context.Context) {
 				l.log.Error("command result does not encode", "err", err)
 				continue
 			}
-			// Held until the backend acknowledges it (results.go).
 			l.mu.Lock()
-			dropped := l.results.hold(res.ID, b, l.o.Clock())
-			l.mu.Unlock()
-			if dropped != "" {
-				l.log.Warn("too many command results unacknowledged: the oldest no longer sent again", "id", dropped)
+			first := !l.results.has(res.ID)
+			if !first {
+				// A command delivered twice (QoS 1): its first result
+				// is held, and is the one the backend records; it goes
+				// again now.
+				l.results.again(res.ID)
 			}
-			l.client.Publish(l.topic(wire.KindCmdResult), 1, false, b)
+			l.mu.Unlock()
+			if first {
+				// Journaled before it is published, held until the
+				// backend acknowledges it (results.go): a restart
+				// sends it again.
+				if err := l.o.Journal.HoldResult(res.ID, b); err != nil {
+					l.log.Error("command result not journaled: held in memory only, lost if kluisd stops before the backend's ack", "id", res.ID, "err", err)
+				}
+				l.mu.Lock()
+				dropped := l.results.hold(res.ID, b, l.o.Clock())
+				l.mu.Unlock()
+				if dropped != "" {
+					l.givenUp(dropped, givenUpCount)
+				}
+				l.client.Publish(l.topic(wire.KindCmdResult), 1, false, b)
+			}
 			l.poke() // the pump sends it again unless acknowledged
 		}
 	}
@@ -504,9 +560,12 @@ func (l *Link) publishOutbox() time.Duration {
 	now := l.o.Clock()
 	l.mu.Lock()
 	sends, wait := l.win.plan(now, l.o.Journal)
-	again, until := l.results.due(now, l.o.ResendAfter)
+	again, expired, until := l.results.due(now, l.o.ResendAfter)
 	l.mu.Unlock()
 	wait = shorter(wait, until)
+	for _, id := range expired {
+		l.givenUp(id, givenUpAge)
+	}
 	for _, b := range again {
 		l.client.Publish(l.topic(wire.KindCmdResult), 1, false, b)
 		l.mResultsResent.Inc()

@@ -358,6 +358,70 @@ func TestCommandResultUntilAcked(t *testing.T) {
 	r.pub(wire.KindAck, &wire.Ack{IDs: []string{"cmd-held"}})
 	testenv.Eventually(t, "the acknowledged result no longer held", func() bool { return held() == 0 })
 	require.Zero(t, l.mAcked.Value(), "no event acknowledged")
+	testenv.Eventually(t, "the ack journaled", func() bool { return len(j.Results()) == 0 })
+}
+
+// A held result survives a restart: journaled before it was published, it
+// is loaded by the next link on the reopened journal and sent once
+// connected, with its first status (a command delivered again answers
+// "duplicate", which is not what the backend records), until the backend
+// acknowledges it; the ack is journaled, so the next restart sends
+// nothing.
+func TestCommandResultHeldAcrossRestart(t *testing.T) {
+	dev := fmt.Sprintf("lk-%d", time.Now().UnixNano())
+	r := newResponder(t, dev)
+	r.setAck(false)
+	dir := t.TempDir()
+	j, _, _, err := journal.Open(journal.Options{Dir: dir, DeviceID: dev})
+	require.NoError(t, err)
+	var calls int
+	var mu sync.Mutex
+	cmd := func(_ context.Context, c wire.Command) wire.CommandResult {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if calls > 1 {
+			return wire.CommandResult{ID: c.ID, Status: wire.StatusDuplicate}
+		}
+		return wire.CommandResult{ID: c.ID, Status: wire.StatusDone}
+	}
+	_, stop := startLink(t, dev, j, cmd)
+	now := time.Now()
+	c := &wire.Command{ID: "cmd-kept", Kind: wire.CmdOpen, Issued: now, Expires: now.Add(time.Minute), Addr: &wire.Address{}}
+	r.pub(wire.KindCommand, c)
+	results := func() []wire.CommandResult {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return append([]wire.CommandResult(nil), r.res...)
+	}
+	testenv.Eventually(t, "the result sent", func() bool { return len(results()) >= 1 })
+	r.pub(wire.KindCommand, c) // delivered again
+	testenv.Eventually(t, "the second delivery answered", func() bool { mu.Lock(); defer mu.Unlock(); return calls == 2 })
+	testenv.Eventually(t, "the first result sent again", func() bool { return len(results()) >= 3 })
+	stop()
+	require.NoError(t, j.Close())
+
+	j, _, _, err = journal.Open(journal.Options{Dir: dir, DeviceID: dev})
+	require.NoError(t, err)
+	require.Len(t, j.Results(), 1, "journaled")
+	r.mu.Lock()
+	r.res = nil
+	r.ack = true
+	r.mu.Unlock()
+	l, stop := startLink(t, dev, j, cmd)
+	testenv.Eventually(t, "the held result sent after the restart", func() bool { return len(results()) >= 1 })
+	testenv.Eventually(t, "acknowledged", func() bool { l.mu.Lock(); defer l.mu.Unlock(); return l.results.count() == 0 })
+	for _, res := range results() {
+		require.Equal(t, "cmd-kept", res.ID)
+		require.Equal(t, wire.StatusDone, res.Status, "the first result, never the duplicate's")
+	}
+	testenv.Eventually(t, "the ack journaled", func() bool { return len(j.Results()) == 0 })
+	stop()
+	require.NoError(t, j.Close())
+	j, _, _, err = journal.Open(journal.Options{Dir: dir, DeviceID: dev})
+	require.NoError(t, err)
+	defer j.Close()
+	require.Empty(t, j.Results(), "nothing held after the ack")
 }
 
 // On the real broker, a backlog goes out a window at a time: while the

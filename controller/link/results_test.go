@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"kluis/controller/journal"
 )
 
 // Held results: due again every resendAfter and at once after a
@@ -17,28 +19,28 @@ func TestHeldResults(t *testing.T) {
 	const after = 30 * time.Second
 	var h heldResults
 	require.Empty(t, h.hold("a", []byte("A"), t0))
-	again, wait := h.due(t0, after)
+	again, _, wait := h.due(t0, after)
 	require.Empty(t, again)
 	require.Equal(t, after, wait)
-	again, wait = h.due(t0.Add(after), after)
+	again, _, wait = h.due(t0.Add(after), after)
 	require.Equal(t, [][]byte{[]byte("A")}, again)
 	require.Equal(t, after, wait)
 
 	h.reconnected()
-	again, _ = h.due(t0.Add(after+time.Second), after)
+	again, _, _ = h.due(t0.Add(after+time.Second), after)
 	require.Equal(t, [][]byte{[]byte("A")}, again, "at once after a reconnection")
 
 	// The clock set back a day: due again resendAfter later, not a day.
 	back := t0.Add(-24 * time.Hour)
-	again, wait = h.due(back, after)
+	again, _, wait = h.due(back, after)
 	require.Empty(t, again)
 	require.Equal(t, after, wait)
-	again, _ = h.due(back.Add(after), after)
+	again, _, _ = h.due(back.Add(after), after)
 	require.Len(t, again, 1)
 
 	require.True(t, h.acked("a"))
 	require.False(t, h.acked("a"), "once")
-	again, wait = h.due(back.Add(2*after), after)
+	again, _, wait = h.due(back.Add(2*after), after)
 	require.Empty(t, again)
 	require.Zero(t, wait, "nothing held: nothing to wait for")
 
@@ -47,6 +49,41 @@ func TestHeldResults(t *testing.T) {
 	}
 	require.Equal(t, "r0", h.hold("one-more", nil, t0.Add(time.Hour/2)), "the oldest given up")
 	require.Equal(t, maxHeldResults, h.count())
-	h.due(t0.Add(maxHoldResult+maxHeldResults*time.Second), after)
+	_, expired, _ := h.due(t0.Add(maxHoldResult+maxHeldResults*time.Second), after)
 	require.Equal(t, 1, h.count(), "held an hour at most")
+	require.Len(t, expired, maxHeldResults-1)
+}
+
+// Results held by a previous run (journal.Results, oldest first) are due
+// at the first look once connected, and their hour starts then, not when
+// they were journaled: a kluisd offline for three nights still sends
+// them. Beyond maxHeldResults the oldest are given up. A command
+// delivered twice keeps its first result.
+func TestHeldResultsLoaded(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 1, 0, 0, 0, time.UTC)
+	const after = 30 * time.Second
+	var rs []journal.Result
+	for i := range maxHeldResults + 2 {
+		rs = append(rs, journal.Result{ID: fmt.Sprint("r", i), Payload: []byte(fmt.Sprint(i)), At: t0.Add(-72 * time.Hour)})
+	}
+	var h heldResults
+	require.Equal(t, []string{"r0", "r1"}, h.load(rs), "the oldest given up")
+	require.Equal(t, maxHeldResults, h.count())
+	now := t0
+	again, expired, wait := h.due(now, after)
+	require.Len(t, again, maxHeldResults, "every loaded result sent at once")
+	require.Empty(t, expired, "three nights offline do not count")
+	require.Equal(t, after, wait)
+	again, expired, _ = h.due(now.Add(maxHoldResult), after)
+	require.Len(t, again, maxHeldResults)
+	require.Empty(t, expired)
+	_, expired, _ = h.due(now.Add(maxHoldResult+time.Second), after)
+	require.Len(t, expired, maxHeldResults, "an hour after they were first sent")
+	require.Zero(t, h.count())
+
+	require.Empty(t, h.hold("x", []byte("first"), now))
+	require.True(t, h.has("x"))
+	h.again("x")
+	again, _, _ = h.due(now.Add(time.Second), after)
+	require.Equal(t, [][]byte{[]byte("first")}, again, "due again at once")
 }

@@ -1,0 +1,163 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/devicelink"
+	"kluis/backend/server"
+	"kluis/controller/daemon/daemontest"
+	"kluis/controller/journal"
+	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
+	"kluis/hardware"
+)
+
+// metricValue reads an unlabelled metric from kluisd's /metrics (-1 when
+// it does not answer or has no such line).
+func metricValue(metrics, name string) float64 {
+	resp, err := testenv.HTTPClient().Get("http://" + metrics + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
+}
+
+// commandStatuses are the statuses of the commands of kind sent to dev.
+func (b *realBackend) commandStatuses(kind wire.CommandKind) map[string]string {
+	b.t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, b.Options.DatabaseURL)
+	require.NoError(b.t, err)
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT command_id, status FROM device_commands WHERE device_id = $1 AND kind = $2`, b.dev, string(kind))
+	require.NoError(b.t, err)
+	out := map[string]string{}
+	for rows.Next() {
+		var id, st string
+		require.NoError(b.t, rows.Scan(&id, &st))
+		out[id] = st
+	}
+	require.NoError(b.t, rows.Err())
+	return out
+}
+
+// kluisd as a real process, killed with SIGKILL while the results of the
+// backend's remote opens wait for the backend's ack (its result budget,
+// one result, refused the others: not recorded, not acknowledged), then
+// restarted against the backend restarted with its default budget: the
+// results journaled before the kill are sent again and recorded, every
+// open "done" at the backend, each door pulsed once, and nothing held in
+// the journal afterwards (the acks journaled).
+func TestKillNineKeepsCommandResults(t *testing.T) {
+	if os.Getenv(childEnv) != "" {
+		t.Skip("child")
+	}
+	const doors = 3
+	dir := t.TempDir()
+	dev := fmt.Sprintf("cmdres-%d", time.Now().UnixNano())
+	kiosk, metrics := testenv.FreeAddr(t), testenv.FreeAddr(t)
+	var addrs []wire.Address
+	var comps strings.Builder
+	for i := 1; i <= doors; i++ {
+		addrs = append(addrs, wire.Address{Board: 0, Channel: i - 1})
+		fmt.Fprintf(&comps, "  - {number: %d, board: 0, channel: %d}\n", i, i-1)
+	}
+	be := startRealBackend(t, dev, "locker", numbered(addrs...),
+		server.Options{DeviceResultBudget: devicelink.Budget{Rate: 0.0001, Burst: 1}})
+	cfgPath := filepath.Join(dir, "kluisd.yaml")
+	require.NoError(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+device_id: %s
+site: cmdres
+kind: locker
+mqtt: %s
+hardware: {driver: simfile, simfile: %s}
+journal_dir: %s
+kiosk: {listen: "%s"}
+metrics_listen: "%s"
+offline: %s
+timeouts: {door_open_detect: 2s, verify: 2s}
+compartments:
+%s`, dev, be.mqttConfig(), filepath.Join(dir, "board.sim"), filepath.Join(dir, "journal"), kiosk, metrics, be.offlineConfig(), comps.String())), 0o600))
+	pulses := func() map[hardware.Address]int {
+		recs, err := daemontest.ReadFile(filepath.Join(dir, "board.sim"))
+		require.NoError(t, err)
+		out := map[hardware.Address]int{}
+		for _, r := range recs {
+			if r.T == "pulse" && !r.Dup {
+				out[hardware.Address{Board: r.B, Channel: r.C}]++
+			}
+		}
+		return out
+	}
+
+	c := startChild(t, cfgPath, kiosk)
+	testenv.EventuallyWithin(t, 30*time.Second, "kluisd connected", func() bool { return metricValue(metrics, "kluisd_mqtt_connected") == 1 })
+	for n := 1; n <= doors; n++ {
+		// The API waits for the result, which the budget refuses: it
+		// answers after its timeout; the command is carried out at once.
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			_ = be.Call(ctx, http.MethodPost, fmt.Sprintf("/api/v1/devices/%s/compartments/%d/open", dev, n), map[string]any{"reason": "kill test"}, nil)
+		}()
+	}
+	testenv.EventuallyWithin(t, 30*time.Second, "every door pulsed", func() bool { return len(pulses()) == doors })
+	testenv.EventuallyWithin(t, 30*time.Second, "the refused results held", func() bool {
+		return metricValue(metrics, "kluisd_mqtt_command_results_held") >= 1 && len(be.commandStatuses(wire.CmdOpen)) == doors
+	})
+	sent := 0
+	for _, st := range be.commandStatuses(wire.CmdOpen) {
+		if st == "sent" {
+			sent++
+		}
+	}
+	require.GreaterOrEqual(t, sent, 1, "a result not recorded before the kill: %v", be.commandStatuses(wire.CmdOpen))
+	require.NoError(t, c.cmd.Process.Signal(syscall.SIGKILL))
+	<-c.done
+	t.Logf("killed with %d open results not recorded by the backend", sent)
+
+	be.Options.DeviceResultBudget = devicelink.Budget{}
+	be.restart()
+	c = startChild(t, cfgPath, kiosk)
+	testenv.EventuallyWithin(t, 60*time.Second, "every open's result recorded after the restart", func() bool {
+		return be.commandsDone(wire.CmdOpen)
+	})
+	testenv.EventuallyWithin(t, 30*time.Second, "no result held", func() bool { return metricValue(metrics, "kluisd_mqtt_command_results_held") == 0 })
+	require.NoError(t, c.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-c.done:
+		require.NoError(t, err, c.stderr.String())
+	case <-time.After(20 * time.Second):
+		t.Fatal("kluisd did not stop on SIGTERM")
+	}
+	for a, n := range pulses() {
+		require.Equal(t, 1, n, "channel %s pulsed %d times", a, n)
+	}
+	j, _, _, err := journal.Open(journal.Options{Dir: filepath.Join(dir, "journal"), DeviceID: dev})
+	require.NoError(t, err)
+	defer j.Close()
+	require.Empty(t, j.Results(), "the acks journaled")
+}

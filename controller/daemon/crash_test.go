@@ -103,6 +103,33 @@ func startChild(t *testing.T, cfgPath, kiosk string) *child {
 	return nil
 }
 
+// stopChild stops kluisd with SIGTERM and requires a clean exit.
+func stopChild(t *testing.T, c *child) {
+	t.Helper()
+	require.NoError(t, c.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-c.done:
+		require.NoError(t, err, c.stderr.String())
+	case <-time.After(20 * time.Second):
+		t.Fatal("kluisd did not stop on SIGTERM")
+	}
+}
+
+// simPulses counts the pulses (re-sent command ids left out) the SimFile
+// board at path carried out, by address.
+func simPulses(t *testing.T, path string) map[hardware.Address]int {
+	t.Helper()
+	recs, err := daemontest.ReadFile(path)
+	require.NoError(t, err)
+	out := map[hardware.Address]int{}
+	for _, r := range recs {
+		if r.T == "pulse" && !r.Dup {
+			out[hardware.Address{Board: r.B, Channel: r.C}]++
+		}
+	}
+	return out
+}
+
 func pickup(kiosk, token string) {
 	c := http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Post("http://"+kiosk+"/kiosk/v1/pickup", "application/json", strings.NewReader(`{"qr":"`+token+`"}`))
@@ -221,13 +248,7 @@ compartments:
 		time.Sleep(50 * time.Millisecond)
 	}
 	require.Zero(t, backlog, "outbox drained")
-	require.NoError(t, c.cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-c.done:
-		require.NoError(t, err, c.stderr.String())
-	case <-time.After(20 * time.Second):
-		t.Fatal("kluisd did not stop on SIGTERM")
-	}
+	stopChild(t, c)
 
 	// Zero double pulses: every channel pulsed at most once (duplicates of
 	// the same command id are ignored by the board).

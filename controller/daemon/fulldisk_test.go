@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/server"
-	"kluis/controller/daemon/daemontest"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
@@ -22,21 +20,13 @@ import (
 // diskFull reads kluisd_journal_disk_full from kluisd's /metrics (-1 when
 // it does not answer).
 func diskFull(metrics string) int {
-	resp, err := testenv.HTTPClient().Get("http://" + metrics + "/metrics")
-	if err != nil {
+	switch metricValue(metrics, "kluisd_journal_disk_full") {
+	case -1:
 		return -1
+	case 1:
+		return 1
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "kluisd_journal_disk_full "); ok {
-			if v == "1" {
-				return 1
-			}
-			return 0
-		}
-	}
-	return -1
+	return 0
 }
 
 // kluisd as a real process with its journal on a small tmpfs that fills
@@ -88,17 +78,7 @@ compartments:
 		}
 		return n
 	}
-	pulses := func() map[hardware.Address]int {
-		recs, err := daemontest.ReadFile(filepath.Join(dir, "board.sim"))
-		require.NoError(t, err)
-		out := map[hardware.Address]int{}
-		for _, r := range recs {
-			if r.T == "pulse" && !r.Dup {
-				out[hardware.Address{Board: r.B, Channel: r.C}]++
-			}
-		}
-		return out
-	}
+	pulses := func() map[hardware.Address]int { return simPulses(t, filepath.Join(dir, "board.sim")) }
 
 	c := startChild(t, cfgPath, kiosk)
 	require.Equal(t, 0, diskFull(metrics))
@@ -174,13 +154,7 @@ compartments:
 		time.Sleep(100 * time.Millisecond)
 	}
 	require.Equal(t, [2]int{1, 1}, [2]int{raised, cleared}, "journal_full raised and cleared once each")
-	require.NoError(t, c.cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-c.done:
-		require.NoError(t, err, c.stderr.String())
-	case <-time.After(20 * time.Second):
-		t.Fatal("kluisd did not stop on SIGTERM")
-	}
+	stopChild(t, c)
 	for a, n := range pulses() {
 		require.Equal(t, 1, n, "channel %s pulsed %d times", a, n)
 	}

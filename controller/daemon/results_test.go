@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,7 +19,6 @@ import (
 
 	"kluis/backend/devicelink"
 	"kluis/backend/server"
-	"kluis/controller/daemon/daemontest"
 	"kluis/controller/journal"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/testenv"
@@ -45,6 +45,14 @@ func metricValue(metrics, name string) float64 {
 	return -1
 }
 
+// tail is the end of s, at most n bytes.
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
 // commandStatuses are the statuses of the commands of kind sent to dev.
 func (b *realBackend) commandStatuses(kind wire.CommandKind) map[string]string {
 	b.t.Helper()
@@ -69,8 +77,8 @@ func (b *realBackend) commandStatuses(kind wire.CommandKind) map[string]string {
 // one result, refused the others: not recorded, not acknowledged), then
 // restarted against the backend restarted with its default budget: the
 // results journaled before the kill are sent again and recorded, every
-// open "done" at the backend, each door pulsed once, and nothing held in
-// the journal afterwards (the acks journaled).
+// open "done" at the backend, each door pulsed once, and no open's result
+// held in the journal afterwards (the acks journaled).
 func TestKillNineKeepsCommandResults(t *testing.T) {
 	if os.Getenv(childEnv) != "" {
 		t.Skip("child")
@@ -101,25 +109,34 @@ offline: %s
 timeouts: {door_open_detect: 2s, verify: 2s}
 compartments:
 %s`, dev, be.mqttConfig(), filepath.Join(dir, "board.sim"), filepath.Join(dir, "journal"), kiosk, metrics, be.offlineConfig(), comps.String())), 0o600))
-	pulses := func() map[hardware.Address]int {
-		recs, err := daemontest.ReadFile(filepath.Join(dir, "board.sim"))
-		require.NoError(t, err)
-		out := map[hardware.Address]int{}
-		for _, r := range recs {
-			if r.T == "pulse" && !r.Dup {
-				out[hardware.Address{Board: r.B, Channel: r.C}]++
-			}
-		}
-		return out
-	}
+	pulses := func() map[hardware.Address]int { return simPulses(t, filepath.Join(dir, "board.sim")) }
 
 	c := startChild(t, cfgPath, kiosk)
-	testenv.EventuallyWithin(t, 30*time.Second, "kluisd connected", func() bool { return metricValue(metrics, "kluisd_mqtt_connected") == 1 })
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("kluisd's log:\n%s\nthe backend's log (end):\n%s", c.stderr.String(), tail(be.Log.String(), 8000))
+		}
+	})
+	// The backend refuses a remote open for a device it never saw online.
+	testenv.EventuallyWithin(t, 30*time.Second, "kluisd online at the backend", func() bool {
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, be.Options.DatabaseURL)
+		require.NoError(t, err)
+		defer conn.Close(ctx)
+		var n int
+		require.NoError(t, conn.QueryRow(ctx, `SELECT count(*) FROM device_presence WHERE device_id = $1 AND state = 'online'`, dev).Scan(&n))
+		return n == 1
+	})
+	var calls sync.WaitGroup
 	for n := 1; n <= doors; n++ {
-		// The API waits for the result, which the budget refuses: it
-		// answers after its timeout; the command is carried out at once.
+		// The API waits for the result, which the budget refuses: the
+		// call is given up (the handler ends with it, so the backend's
+		// restart below does not wait for it); the command is carried
+		// out all the same.
+		calls.Add(1)
 		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer calls.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			defer cancel()
 			_ = be.Call(ctx, http.MethodPost, fmt.Sprintf("/api/v1/devices/%s/compartments/%d/open", dev, n), map[string]any{"reason": "kill test"}, nil)
 		}()
@@ -139,6 +156,7 @@ compartments:
 	<-c.done
 	t.Logf("killed with %d open results not recorded by the backend", sent)
 
+	calls.Wait()
 	be.Options.DeviceResultBudget = devicelink.Budget{}
 	be.restart()
 	c = startChild(t, cfgPath, kiosk)
@@ -146,18 +164,17 @@ compartments:
 		return be.commandsDone(wire.CmdOpen)
 	})
 	testenv.EventuallyWithin(t, 30*time.Second, "no result held", func() bool { return metricValue(metrics, "kluisd_mqtt_command_results_held") == 0 })
-	require.NoError(t, c.cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-c.done:
-		require.NoError(t, err, c.stderr.String())
-	case <-time.After(20 * time.Second):
-		t.Fatal("kluisd did not stop on SIGTERM")
-	}
+	stopChild(t, c)
 	for a, n := range pulses() {
 		require.Equal(t, 1, n, "channel %s pulsed %d times", a, n)
 	}
 	j, _, _, err := journal.Open(journal.Options{Dir: filepath.Join(dir, "journal"), DeviceID: dev})
 	require.NoError(t, err)
 	defer j.Close()
-	require.Empty(t, j.Results(), "the acks journaled")
+	opens := be.commandStatuses(wire.CmdOpen)
+	for _, r := range j.Results() {
+		// A code_sync the backend sent at the restart may still wait
+		// for its ack; no open's result does.
+		require.NotContains(t, opens, r.ID, "an open's result still held: its ack not journaled")
+	}
 }

@@ -27,7 +27,8 @@ const ChromiumPath = "/usr/bin/chromium"
 // Browser is one headless Chromium with a fresh profile, closed when the test
 // that started it ends.
 type Browser struct {
-	ctx context.Context
+	ctx  context.Context
+	step time.Duration
 }
 
 // Options tune [New]. The zero value is what most tests want.
@@ -35,8 +36,33 @@ type Options struct {
 	// ExecPath is the browser binary; default: chromium on PATH, else
 	// [ChromiumPath].
 	ExecPath string
-	// Timeout bounds the whole browser's life; default 5 minutes.
+	// Timeout bounds the whole browser's life. Default: until
+	// deadlineMargin before the test binary's deadline (go test -timeout),
+	// or 5 minutes without one. How long a whole test takes says how
+	// loaded the machine is, not whether it hangs: a step that hangs is
+	// caught by StepTimeout (Do, Text) or its own wait (WaitFor,
+	// WaitText), with its name.
 	Timeout time.Duration
+	// Step bounds one Do or Text call (a navigation, a click waiting for
+	// its element, a script); default StepTimeout.
+	Step time.Duration
+}
+
+// StepTimeout is the default of Options.Step.
+const StepTimeout = 2 * time.Minute
+
+// deadlineMargin is left between the browser's end and the test binary's
+// deadline, for the failure to be reported and the cleanups to run.
+const deadlineMargin = 30 * time.Second
+
+// lifetime is the default of Options.Timeout for t.
+func lifetime(t testing.TB) time.Duration {
+	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if at, ok := d.Deadline(); ok {
+			return max(time.Until(at)-deadlineMargin, time.Minute)
+		}
+	}
+	return 5 * time.Minute
 }
 
 // New starts a headless Chromium for t. It fails t (it does not skip) when
@@ -51,7 +77,10 @@ func New(t testing.TB, opts Options) *Browser {
 		}
 	}
 	if opts.Timeout <= 0 {
-		opts.Timeout = 5 * time.Minute
+		opts.Timeout = lifetime(t)
+	}
+	if opts.Step <= 0 {
+		opts.Step = StepTimeout
 	}
 	if _, err := os.Stat(opts.ExecPath); err != nil {
 		t.Fatalf("browsertest: no browser at %s (run `make services`, which installs Debian's chromium): %v", opts.ExecPath, err)
@@ -86,7 +115,7 @@ func New(t testing.TB, opts Options) *Browser {
 		cancelAlloc()
 		cancelTimeout()
 	})
-	return &Browser{ctx: bctx}
+	return &Browser{ctx: bctx, step: opts.Step}
 }
 
 // Tab is one browser tab. Ctx runs chromedp actions in it.
@@ -94,6 +123,7 @@ type Tab struct {
 	// Ctx is the chromedp context of the tab.
 	Ctx context.Context
 
+	step       time.Duration
 	mu         sync.Mutex
 	exceptions []string
 }
@@ -103,7 +133,7 @@ type Tab struct {
 func (b *Browser) NewTab(t testing.TB, width, height int64) *Tab {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(b.ctx)
-	tab := &Tab{Ctx: ctx}
+	tab := &Tab{Ctx: ctx, step: b.step}
 	if err := chromedp.Do(ctx, chromedp.EmulateViewport(width, height)); err != nil {
 		cancel()
 		t.Fatalf("browsertest: new tab: %v", err)
@@ -148,19 +178,24 @@ func exceptionText(e *runtime.EventExceptionThrown) string {
 	return fmt.Sprintf("%s (%s:%d:%d)", s, d.URL, d.LineNumber, d.ColumnNumber)
 }
 
-// Do runs actions in the tab, failing t on error.
+// Do runs actions in the tab, failing t on error or when they take longer
+// than Options.Step.
 func (tab *Tab) Do(t testing.TB, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	if err := chromedp.Do(tab.Ctx, actions...); err != nil {
+	ctx, cancel := context.WithTimeout(tab.Ctx, tab.step)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
 		t.Fatalf("browsertest: %v", err)
 	}
 }
 
 // Text returns the visible text (innerText) of the first element matching
-// the CSS selector, failing t when there is none.
+// the CSS selector, failing t when there is none (or after Options.Step).
 func (tab *Tab) Text(t testing.TB, css string) string {
 	t.Helper()
-	s, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[string](
+	ctx, cancel := context.WithTimeout(tab.Ctx, tab.step)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](
 		fmt.Sprintf(`(function(){var e=document.querySelector(%s);return e?e.innerText:null})()`, jsString(css))))
 	if err != nil {
 		t.Fatalf("browsertest: text of %s: %v", css, err)

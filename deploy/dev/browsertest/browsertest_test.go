@@ -2,6 +2,7 @@ package browsertest
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"net"
 	"net/http"
@@ -129,6 +130,43 @@ type fakeT struct {
 func (f *fakeT) Helper()                        {}
 func (f *fakeT) Errorf(format string, a ...any) { f.errs = append(f.errs, format) }
 func (f *fakeT) Cleanup(fn func())              { f.cleanups = append(f.cleanups, fn) }
+
+// fatalT records Fatalf instead of ending the test.
+type fatalT struct {
+	testing.TB
+	fatals []string
+}
+
+func (f *fatalT) Helper() {}
+func (f *fatalT) Fatalf(format string, a ...any) {
+	f.fatals = append(f.fatals, fmt.Sprintf(format, a...))
+}
+
+// A step that never ends (a click on an element that never comes) fails
+// its test after Options.Step, and the tab works on; the browser itself
+// lives until shortly before the test binary's deadline (go test
+// -timeout), not a fixed time: a whole test's length under load says
+// nothing about a hang.
+func TestAHangingStepFailsAfterItsBound(t *testing.T) {
+	if at, ok := t.Deadline(); ok {
+		want := time.Until(at) - deadlineMargin
+		if got := lifetime(t); got > want || got < want-time.Minute {
+			t.Fatalf("browser lifetime %v, want about %v (the test binary's deadline less %v)", lifetime(t), want, deadlineMargin)
+		}
+	}
+	base := serve(t)
+	b := New(t, Options{Step: 500 * time.Millisecond})
+	tab := b.NewTab(t, 800, 480)
+	tab.Do(t, chromedp.Navigate(base+"/clean"))
+	ft := &fatalT{TB: t}
+	began := time.Now()
+	tab.Do(ft, chromedp.Click(chromedp.CSS("#never")))
+	if took := time.Since(began); len(ft.fatals) != 1 || !strings.Contains(ft.fatals[0], "deadline exceeded") || took > 30*time.Second {
+		t.Fatalf("a click on a missing element: %q after %v; want one deadline failure after about 500ms", ft.fatals, took)
+	}
+	tab.Do(t, chromedp.Click(chromedp.CSS("#b")))
+	tab.WaitText(t, "#out", "clicked", 10*time.Second)
+}
 
 func TestUncaughtExceptionsFailTheTest(t *testing.T) {
 	base := serve(t)

@@ -157,11 +157,27 @@ func fleetNothingLost(t *testing.T, embedded bool) {
 	hb, _ := wire.Encode(&wire.Heartbeat{At: time.Now(), UptimeS: 99})
 	devs[0].raw(wire.KindHeartbeat, hb)
 
-	testenv.Eventually(t, "every event applied", func() bool { return events.count() == n*evs })
+	// The link works through the fleet's messages one at a time, each in
+	// its own transaction: how long that takes depends on the machine's
+	// load (20 s was once not enough at load 26), so the waits fail only
+	// when the work stops (nothing more applied, recorded or counted for
+	// testenv.Within).
+	counted := func(kind string) float64 {
+		return metricValue(t, reg, "kluis_devicelink_messages_total", map[string]string{"kind": kind, "outcome": "ok"}) +
+			metricValue(t, reg, "kluis_devicelink_messages_total", map[string]string{"kind": kind, "outcome": "coalesced"})
+	}
+	progress := func() string {
+		unacked := 0
+		for _, d := range devs {
+			unacked += d.unacked()
+		}
+		return fmt.Sprint(events.count(), counted("presence"), counted("heartbeat"), unacked)
+	}
+	testenv.EventuallyProgressing(t, testenv.Within, "every event applied", progress, func() bool { return events.count() == n*evs })
 	// The end state, not a moment on the way to it (n-1 offline rows and
 	// one online were also true while fleet-00's last heartbeat and
 	// another device's offline presence were both still in flight).
-	testenv.Eventually(t, "every presence recorded", func() bool {
+	testenv.EventuallyProgressing(t, testenv.Within, "every presence recorded", progress, func() bool {
 		return countRows(t, pool, `SELECT count(*) FROM device_presence WHERE state = 'offline' AND device_id <> 'fleet-00'`) == n-1 &&
 			countRows(t, pool, `SELECT count(*) FROM device_presence WHERE state = 'online' AND device_id = 'fleet-00'`) == 1
 	})
@@ -169,14 +185,15 @@ func fleetNothingLost(t *testing.T, embedded bool) {
 		return metricValue(t, reg, "kluis_devicelink_devices_online", nil) == 1
 	})
 	assert.Equal(t, n, countRows(t, pool, `SELECT count(*) FROM device_diagnostics`))
-	counted := func(kind string) float64 {
-		return metricValue(t, reg, "kluis_devicelink_messages_total", map[string]string{"kind": kind, "outcome": "ok"}) +
-			metricValue(t, reg, "kluis_devicelink_messages_total", map[string]string{"kind": kind, "outcome": "coalesced"})
-	}
-	testenv.Eventually(t, "every heartbeat recorded or superseded", func() bool { return counted("heartbeat") == n*beats+1 })
+	testenv.EventuallyProgressing(t, testenv.Within, "every heartbeat recorded or superseded", progress, func() bool { return counted("heartbeat") == n*beats+1 })
 	assert.Equal(t, float64(2*n), counted("presence"))
 	assert.Zero(t, metricValue(t, reg, "kluis_devicelink_messages_total", map[string]string{"kind": "event", "outcome": "error"}))
-	for _, d := range devs {
-		testenv.Eventually(t, "events acknowledged", func() bool { return d.unacked() == 0 })
-	}
+	testenv.EventuallyProgressing(t, testenv.Within, "events acknowledged", progress, func() bool {
+		for _, d := range devs {
+			if d.unacked() != 0 {
+				return false
+			}
+		}
+		return true
+	})
 }

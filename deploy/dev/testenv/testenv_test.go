@@ -82,6 +82,29 @@ func TestEventually(t *testing.T) {
 	}
 }
 
+// Work that keeps moving is waited for however long it takes; work that
+// stops fails after the stall bound, with where it stopped.
+func TestEventuallyProgressing(t *testing.T) {
+	var n atomic.Int32
+	count := func() string { return fmt.Sprint(n.Load()) }
+	go func() {
+		for range 40 {
+			time.Sleep(40 * time.Millisecond)
+			n.Add(1)
+		}
+	}()
+	var ft fakeT
+	began := time.Now()
+	EventuallyProgressing(&ft, time.Second, "forty steps", count, func() bool { return n.Load() == 40 })
+	if ft.failed != "" || time.Since(began) < 1500*time.Millisecond {
+		t.Fatalf("failed %q after %v; want the forty steps, longer than the stall bound in all", ft.failed, time.Since(began))
+	}
+	EventuallyProgressing(&ft, 50*time.Millisecond, "a 41st", count, func() bool { return n.Load() == 41 })
+	if !strings.Contains(ft.failed, "a 41st") || !strings.Contains(ft.failed, "stuck at 40") {
+		t.Fatalf("failure %q does not name what was awaited and where it stopped", ft.failed)
+	}
+}
+
 func TestPollReportsTheLastObservationAndError(t *testing.T) {
 	n := 0
 	seen, err := Poll(context.Background(), 5*time.Second, "n reaches 2", func(context.Context) (bool, string, error) {

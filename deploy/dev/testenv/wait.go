@@ -38,6 +38,27 @@ func EventuallyWithin(t T, within time.Duration, what string, cond func() bool) 
 	}
 }
 
+// EventuallyProgressing is Eventually for a condition that holds once some
+// amount of work is done, work that takes longer the more loaded the
+// machine is (events through a real database, one at a time). It checks
+// cond every Every until it holds, and fails t only when cond is still
+// false and progress (what has been done so far, e.g. a count) has not
+// changed for stall: the work stopped, however long the whole of it takes.
+func EventuallyProgressing(t T, stall time.Duration, what string, progress func() string, cond func() bool) {
+	t.Helper()
+	last := progress()
+	moved := time.Now()
+	for !cond() {
+		if p := progress(); p != last {
+			last, moved = p, time.Now()
+		} else if time.Since(moved) > stall {
+			t.Fatalf("no progress for %s waiting for %s (stuck at %s)", stall, what, last)
+			return
+		}
+		time.Sleep(Every)
+	}
+}
+
 // Cond is a condition for Poll: whether it holds, what was observed (for
 // the error when it never holds) and an error of the observation itself
 // (remembered, and retried).

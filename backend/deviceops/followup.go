@@ -23,6 +23,12 @@ const DefaultUnfollowedAfter = 5 * time.Minute
 // the sweep (staff re-issue).
 const unfollowedMaxAge = 24 * time.Hour
 
+// unfollowedBacklogHold is how long past the window a code stays held
+// back while the device's heartbeat reports events still waiting in its
+// outbox: 2 hours drain 57,600 events at kluisd's default pace (8 a
+// second), more than a busy device journals in a week offline.
+const unfollowedBacklogHold = 2 * time.Hour
+
 // ReasonUnfollowed is the audit reason of a code given back by the sweep.
 const ReasonUnfollowed = "unfollowed_verification"
 
@@ -119,7 +125,13 @@ func (f *Followup) After() time.Duration { return f.after }
 // compartment (item_removed, alarm pulse_uncertain). Other sensor events at
 // the compartment (a door tugged at, a forced-door alarm, a door sensor's
 // noise) do not hold the code back: the device never pulsed for it. The
-// window also starts no earlier than the backend did ($4).
+// window also starts no earlier than the backend did ($4). While the
+// device's last heartbeat says its outbox still holds events (backlog >
+// 0: after a long outage it sends them oldest first, at 8 a second, so an
+// operation's events after the reconnection wait behind the backlog), its
+// silence proves nothing and the code is held back, for at most
+// unfollowedBacklogHold past the window ($5): a backlog that does not
+// drain (KluisdJournalBacklog) does not hold a citizen's code for ever.
 const unfollowedQuery = `
 SELECT encode(c.id, 'base64'), c.document_id::text, c.device_id, c.used_at
 FROM codes c
@@ -127,6 +139,9 @@ JOIN documents d ON d.id = c.document_id AND d.device_id = c.device_id AND d.sta
 JOIN device_presence p ON p.device_id = c.device_id AND p.state = 'online' AND p.changed_at <= $2
 WHERE c.used_at IS NOT NULL AND c.revoked_at IS NULL AND c.expires_at > $1
   AND c.used_at <= $2 AND c.used_at > $3 AND $4 <= $2
+  AND NOT (c.used_at > $5 AND EXISTS (SELECT 1 FROM device_diagnostics g
+                                      WHERE g.device_id = c.device_id
+                                        AND coalesce((g.heartbeat->>'backlog')::bigint, 0) > 0))
   AND EXISTS (SELECT 1 FROM code_attempts a
               WHERE a.code_id = c.id AND a.device_id = c.device_id AND a.reason = 'ok' AND a.at = c.used_at)
   AND NOT EXISTS (SELECT 1 FROM device_events e
@@ -143,7 +158,7 @@ LIMIT 200`
 func (f *Followup) Sweep(ctx context.Context) (int, error) {
 	now := f.now().UTC()
 	cutoff := now.Add(-f.after)
-	rows, err := f.pool.Query(ctx, unfollowedQuery, now, cutoff, now.Add(-unfollowedMaxAge), f.started)
+	rows, err := f.pool.Query(ctx, unfollowedQuery, now, cutoff, now.Add(-unfollowedMaxAge), f.started, cutoff.Add(-unfollowedBacklogHold))
 	if err != nil {
 		return 0, fmt.Errorf("deviceops: unfollowed codes: %w", err)
 	}

@@ -227,3 +227,51 @@ func TestFollowupRunSweepsEveryInterval(t *testing.T) {
 	require.ErrorIs(t, <-done, context.Canceled)
 	require.Equal(t, []string{"code.rearmed system " + deviceops.ReasonUnfollowed}, e.auditActions(doc.ID))
 }
+
+// heartbeat records dev's last heartbeat, with its outbox's backlog, like
+// the link does.
+func (e *env) heartbeat(dev string, backlog int) {
+	e.t.Helper()
+	_, err := e.st.Pool().Exec(e.ctx, `INSERT INTO device_diagnostics (device_id, at, heartbeat) VALUES ($1, $2, $3)
+		ON CONFLICT (device_id) DO UPDATE SET at = $2, heartbeat = $3`, dev, e.clock.Now(), map[string]any{"v": 1, "backlog": backlog})
+	require.NoError(e.t, err)
+}
+
+// A device back from a long outage sends its backlog oldest first (8
+// events a second: 10,000 take about 20 minutes), so the events of a
+// pickup it verified online after the reconnection wait behind it: its
+// silence proves nothing while its heartbeat reports a backlog, and the
+// code is not given back (it was, 5 minutes into the drain, while the
+// document was gone). Once the heartbeat says the outbox is empty the
+// sweep goes on as before; a backlog that does not drain holds a code
+// back for at most 2 hours past the window.
+func TestUnfollowedSweepWaitsForTheDevicesBacklog(t *testing.T) {
+	e := newEnv(t)
+	e.online("k1", t0.Add(-time.Hour), "online")
+	f, _ := e.followup(0)
+	after := deviceops.DefaultUnfollowedAfter
+	e.clock.Add(after)
+	e.heartbeat("k1", 7000)
+	doc, cr := e.loaded(store.EID, "591-5555555-55", "k1")
+	require.Equal(t, wire.VerifyOK, e.qr("k1", cr.QRToken).Result)
+	e.clock.Add(after + time.Minute)
+	e.heartbeat("k1", 4500)
+	require.Zero(t, e.sweep(f), "the device is still sending older events")
+	require.Empty(t, e.auditActions(doc.ID))
+
+	// Drained, and nothing about the document: kluisd never acted on it.
+	e.heartbeat("k1", 0)
+	require.Equal(t, 1, e.sweep(f))
+	require.Equal(t, []string{"code.rearmed system " + deviceops.ReasonUnfollowed}, e.auditActions(doc.ID))
+
+	// A backlog that never drains holds a code back 2 hours past the
+	// window, no longer.
+	doc2, cr2 := e.loaded(store.EID, "591-6666666-66", "k1")
+	require.Equal(t, wire.VerifyOK, e.qr("k1", cr2.QRToken).Result)
+	e.heartbeat("k1", 3)
+	e.clock.Add(after + 2*time.Hour - time.Second)
+	require.Zero(t, e.sweep(f))
+	e.clock.Add(time.Second)
+	require.Equal(t, 1, e.sweep(f))
+	require.Len(t, e.auditActions(doc2.ID), 1)
+}

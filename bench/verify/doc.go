@@ -44,5 +44,8 @@
 // database during every phase and reports, per kind of phase, how many of
 // the bench database's backends were on average in each state (statement,
 // state, wait event), with the WAL flushes (pg_stat_wal, the whole
-// server's) and the bench database's commits in the phases.
+// server's) and the bench database's commits in the phases. -db-set
+// commit_delay=300,commit_siblings=1 gives the throw-away database those
+// settings (ALTER DATABASE ... SET, before anything connects; the floor
+// gets them too).
 package verify

@@ -53,6 +53,7 @@ type options struct {
 	modes    []string      // the backend's batch modes, paired phase by phase (modeNames)
 	profile  string        // directory for each Kluis phase's CPU profile, "" for none
 	pgWaits  time.Duration // pg_stat_activity's sampling interval (-pg-waits), 0 for none
+	dbSet    [][2]string   // -db-set: settings of the throw-away database (name, value)
 }
 
 // modeNames are -batch-mode's values: how many batches run at once
@@ -71,6 +72,8 @@ func parse(args []string) (options, string, error) {
 		"and the allocation profiles before and after it (...allocs-before.pprof, ...allocs-after.pprof: pprof -base)")
 	pgWaits := fs.Duration("pg-waits", 0, "sample pg_stat_activity this often during each phase and report what the bench database's backends were doing and waiting on "+
 		"(their statement, state, wait event; 0: not sampled). The sampler's queries take CPU from the machine (not from the figures' processes)")
+	dbSet := fs.String("db-set", "", "comma-separated name=value settings of the throw-away database (ALTER DATABASE ... SET, before anything connects; "+
+		"the floor's pgbench gets them too), e.g. commit_delay=100,commit_siblings=1")
 	if err := fs.Parse(args); err != nil {
 		return options{}, "", err
 	}
@@ -97,6 +100,16 @@ func parse(args []string) (options, string, error) {
 	}
 	if o.pgWaits > 0 {
 		cmd += " -pg-waits " + o.pgWaits.String()
+	}
+	if *dbSet != "" {
+		for _, kv := range strings.Split(*dbSet, ",") {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || !settingName.MatchString(k) || v == "" {
+				return options{}, "", fmt.Errorf("verify: -db-set: %q is not name=value", kv)
+			}
+			o.dbSet = append(o.dbSet, [2]string{k, v})
+		}
+		cmd += " -db-set " + *dbSet
 	}
 	return o, cmd, nil
 }
@@ -127,6 +140,9 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 		return bench.Report{}, err
 	}
 	defer drop()
+	if err := setDatabase(ctx, env.AdminURL, dbURL, o.dbSet); err != nil {
+		return bench.Report{}, err
+	}
 
 	r, err := start(ctx, env, dbURL, maxDev)
 	if err != nil {
@@ -137,6 +153,9 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 	rep := bench.Report{Name: "verify", Command: cmd, Params: map[string]any{
 		"devices": o.devices, "duration": o.duration.String(), "warmup": o.warmup.String(), "rounds": o.rounds,
 		"broker": "embedded", "claim": "QR token, single use", "batch_mode": strings.Join(o.modes, ",")}}
+	for _, kv := range o.dbSet {
+		rep.Params["db_set."+kv[0]] = kv[1]
+	}
 	// The phases of a round: a Kluis phase per batch mode ("kluis" with
 	// one mode, "kluis:<mode>" with several) and the floor.
 	var phases []string
@@ -224,6 +243,35 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 	}
 	rep.Notes = append(rep.Notes, note)
 	return rep, nil
+}
+
+// settingName is what -db-set accepts as a setting's name.
+var settingName = regexp.MustCompile(`^[a-z_][a-z0-9_.]*$`)
+
+// setDatabase gives the throw-away database at dbURL the settings (ALTER
+// DATABASE ... SET), which every session opened afterwards takes.
+func setDatabase(ctx context.Context, adminURL, dbURL string, set [][2]string) error {
+	if len(set) == 0 {
+		return nil
+	}
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		return fmt.Errorf("verify: -db-set: %w", err)
+	}
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return fmt.Errorf("verify: -db-set: %w", err)
+	}
+	defer conn.Close(context.Background())
+	db := pgx.Identifier{strings.TrimPrefix(u.Path, "/")}.Sanitize()
+	for _, kv := range set {
+		// The value as a literal: ALTER DATABASE takes no parameters.
+		lit := "'" + strings.ReplaceAll(kv[1], "'", "''") + "'"
+		if _, err := conn.Exec(ctx, "ALTER DATABASE "+db+" SET "+kv[0]+" = "+lit); err != nil {
+			return fmt.Errorf("verify: -db-set %s: %w", kv[0], err)
+		}
+	}
+	return nil
 }
 
 // kluisPhaseName names the Kluis phase of batch mode m: "kluis" when it is

@@ -19,6 +19,7 @@ import (
 	"kluis/backend/web"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/browsertest"
+	"kluis/deploy/dev/testenv"
 )
 
 // TestConsoleInEveryLanguage takes the console's screenshot set in nl, fr,
@@ -148,6 +149,14 @@ func consoleInLanguage(t *testing.T, e *env, l, base string, dutch []string, res
 	check("/staff/devices/"+lockerID+"/compartments/3/open", "open-reason", `!!document.querySelector("#reason")`)
 	check("/staff/devices/"+lockerID+"/compartments/6/service", "compartment-service", `!!document.querySelector("#reason")`)
 	check("/staff/devices/"+lockerID+"/service", "device-service", `!!document.querySelector("#reason")`)
+	// An open alarm's acknowledgement form (the door left open raised above).
+	var ackID string
+	pool := e.pool()
+	testenv.Eventually(t, "the door left open stored", func() bool {
+		return pool.QueryRow(context.Background(), `SELECT event_id FROM device_events WHERE device_id = $1 AND kind = 'alarm'
+			AND payload->>'alarm' = 'door_left_open' LIMIT 1`, lockerID).Scan(&ackID) == nil
+	})
+	check("/staff/devices/"+lockerID+"/alarms/"+ackID+"/ack", "alarm-ack", `!!document.querySelector("#note")`)
 
 	desktop.Do(t, chromedp.Navigate(base+"/staff/devices"))
 	desktop.WaitFor(t, `!!document.querySelector("header form button")`, 10*time.Second)
@@ -230,7 +239,7 @@ func deviceReadsApart(t *testing.T, tab *browsertest.Tab, l string) {
 	}).length`)
 	assert.Zero(t, split, "%s: an alarm's time split over two lines", l)
 	for _, p := range [][2]string{
-		{`document.getElementById("device-status")`, `document.querySelector("#h-status").parentElement.querySelector("a.button")`},
+		{`document.getElementById("device-status")`, `document.querySelector("#h-status").parentElement.querySelector(":scope > p > a.button")`},
 		{`document.querySelector(".map-wrap")`, `document.getElementById("device-comps")`},
 	} {
 		gap := evalInt(t, tab, `Math.floor(`+p[1]+`.getBoundingClientRect().top - `+p[0]+`.getBoundingClientRect().bottom)`)

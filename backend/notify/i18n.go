@@ -50,6 +50,10 @@ type tr struct {
 	loc  *time.Location
 	now  time.Time
 	err  error
+	// clockLayout, when set, writes clock times with this Go layout
+	// instead of the catalogue's date.time (the staff console's one clock
+	// format: FormatDeadlineClock).
+	clockLayout string
 }
 
 func newTr(c cat, lang string, loc *time.Location, now time.Time) *tr {
@@ -122,6 +126,9 @@ func (t *tr) day(tm time.Time) string {
 // clock writes the time of day of t ("21.14 uur").
 func (t *tr) clock(tm time.Time) string {
 	tm = tm.In(t.loc)
+	if t.clockLayout != "" {
+		return tm.Format(t.clockLayout)
+	}
 	return t.s("date.time", &vars{Hour: fmt.Sprintf("%02d", tm.Hour()), Minute: fmt.Sprintf("%02d", tm.Minute())})
 }
 
@@ -211,4 +218,14 @@ func FormatDeadline(lang string, deadline, now time.Time) string {
 // for the staff console, which words a deadline as citizens read it.
 func FormatDeadlineIn(lang string, deadline, now time.Time, loc *time.Location) string {
 	return newTr(catalogue, lang, loc, now).until(deadline)
+}
+
+// FormatDeadlineClock is FormatDeadlineIn with the time of day (of a
+// deadline that is not at midnight) written with the Go layout clock
+// ("15:04"): the staff console words a deadline as citizens read it but
+// writes every clock time of its pages in its own one format.
+func FormatDeadlineClock(lang string, deadline, now time.Time, loc *time.Location, clock string) string {
+	t := newTr(catalogue, lang, loc, now)
+	t.clockLayout = clock
+	return t.until(deadline)
 }

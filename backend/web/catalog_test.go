@@ -328,11 +328,11 @@ func TestDocumentsListUndelivered(t *testing.T) {
 	want := map[string][]string{
 		"en": {"Messages that did not arrive", "Ready for pickup, with the codes", "Given up (attempts: 12)",
 			"The holder has no codes: hand over the pickup slip or make new codes.", "Reminder", "Call the holder if need be.",
-			"Collection receipt", "Next try 11:30:00 (failed attempts: 2)", "Nothing: it is tried again by itself.", "(erased)"},
-		"nl": {"Berichten die niet aankwamen", "Opgegeven (pogingen: 12)", "Nieuwe poging 11:30:00 (mislukte pogingen: 2)",
+			"Collection receipt", "Next try 11:30 (failed attempts: 2)", "Nothing: it is tried again by itself.", "(erased)"},
+		"nl": {"Berichten die niet aankwamen", "Opgegeven (pogingen: 12)", "Nieuwe poging 11:30 (mislukte pogingen: 2)",
 			"De houder heeft geen codes: geef het afhaalbewijs af of maak nieuwe codes."},
-		"fr": {"Messages non arrivés", "Abandonné (essais\u00a0: 12)", "Nouvel essai 11:30:00 (essais échoués\u00a0: 2)"},
-		"de": {"Nicht angekommene Nachrichten", "Aufgegeben (Versuche: 12)", "Neuer Versuch 11:30:00 (fehlgeschlagene Versuche: 2)"},
+		"fr": {"Messages non arrivés", "Abandonné (essais\u00a0: 12)", "Nouvel essai 11:30 (essais échoués\u00a0: 2)"},
+		"de": {"Nicht angekommene Nachrichten", "Aufgegeben (Versuche: 12)", "Neuer Versuch 11:30 (fehlgeschlagene Versuche: 2)"},
 	}
 	for _, lang := range Languages {
 		page := renderAll(t, lang)["documents"]
@@ -363,7 +363,7 @@ func TestDocumentUndelivered(t *testing.T) {
 		"en": {"Messages to this holder that did not arrive", "Ready for pickup, with the codes", "text message",
 			"Given up (attempts: 12)",
 			"The holder has no codes: hand over the pickup slip or make new codes.", "Reminder", "e-mail, text message",
-			"Next try 11:30:00 (failed attempts: 2)", "no error text", "Nothing: it is tried again by itself."},
+			"Next try 11:30 (failed attempts: 2)", "no error text", "Nothing: it is tried again by itself."},
 		"nl": {"Berichten aan deze houder die niet aankwamen", "Kanaal", "Laatste fout", "sms", "Opgegeven (pogingen: 12)", "geen foutmelding"},
 		"fr": {"Messages non arrivés à ce titulaire", "Canal", "Dernière erreur", "Abandonné (essais\u00a0: 12)", "aucun message d'erreur"},
 		"de": {"Nicht angekommene Nachrichten an diesen Inhaber", "Kanal", "Letzter Fehler", "Aufgegeben (Versuche: 12)", "keine Fehlermeldung"},
@@ -646,4 +646,36 @@ func TestLateDeviceDoesNotReadOnline(t *testing.T) {
 	}
 	assert.Equal(t, "aucune", Text("fr", "none.alarms"))
 	assert.Equal(t, "keine", Text("de", "none.alarms"))
+}
+
+// TestOneClockFormat: every time of day the console shows is written one
+// way per language, 24 hours, hours and minutes: a moment today, one on
+// another day, and the time of a deadline that is not at midnight (which
+// the citizen's e-mail writes "20.14 uur" or "20h14": on the documents
+// page it stood beside "11:30:00").
+func TestOneClockFormat(t *testing.T) {
+	loc := brussels(t)
+	now := time.Date(2026, 12, 7, 9, 0, 0, 0, loc)
+	w := &Web{o: Options{Location: loc, Clock: func() time.Time { return now }}}
+	today := time.Date(2026, 12, 7, 20, 14, 5, 0, loc)
+	other := time.Date(2026, 12, 9, 20, 14, 5, 0, loc)
+	deadline := time.Date(2026, 12, 15, 20, 14, 0, 0, loc)
+	for _, lang := range Languages {
+		tr := w.tr(lang)
+		assert.Equal(t, "20:14", tr.Time(today), lang)
+		assert.True(t, strings.HasSuffix(tr.Time(other), " 20:14"), "%s: %q", lang, tr.Time(other))
+		dl := tr.Deadline(&deadline)
+		assert.Contains(t, dl, "20:14", lang)
+		assert.NotContains(t, dl, "20.14", lang)
+		assert.NotContains(t, dl, "20h14", lang)
+		assert.NotContains(t, dl, "Uhr", lang)
+		// The words are still the citizen's: the same sentence but for
+		// the clock.
+		assert.Equal(t, strings.Replace(notify.FormatDeadlineIn(lang, deadline, now, loc), notifyClock(lang), "20:14", 1), dl, lang)
+	}
+}
+
+// notifyClock is 20:14 as the citizen's messages write it.
+func notifyClock(lang string) string {
+	return map[string]string{"nl": "20.14 uur", "fr": "20h14", "en": "20:14", "de": "20:14 Uhr"}[lang]
 }

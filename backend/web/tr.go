@@ -55,7 +55,9 @@ func fill(s string, kv ...any) string {
 }
 
 // Time is a moment as people read it in this language: the clock time
-// today, the date and clock time otherwise ("" for a zero time).
+// today, the date and clock time otherwise ("" for a zero time); the clock
+// time is written the same way in both (fmt.clock, the end of
+// fmt.datetime: 24 hours, hours and minutes).
 func (t *tr) Time(ts time.Time) string {
 	if ts.IsZero() {
 		return ""
@@ -78,12 +80,15 @@ func (t *tr) TimeP(ts *time.Time) string {
 // Deadline is a pickup deadline as the citizen's messages word it ("" for
 // nil): one at midnight is the end of the day before ("tot en met dinsdag
 // 15 december (tot middernacht)"), never "16-12-2026 00:00", which reads
-// as the 16th. The words are notify's catalogue's, shared, not copied.
+// as the 16th. The words are notify's catalogue's, shared, not copied;
+// the time of day of a deadline that is not at midnight is written as
+// every other time of the console (fmt.clock: "tot dinsdag 15 december om
+// 20:14", not the e-mail's "20.14 uur" beside "11:30" on the same page).
 func (t *tr) Deadline(ts *time.Time) string {
 	if ts == nil {
 		return ""
 	}
-	return notify.FormatDeadlineIn(t.lang, *ts, t.now, t.loc)
+	return notify.FormatDeadlineClock(t.lang, *ts, t.now, t.loc, t.S("fmt.clock"))
 }
 
 // Date is a calendar day ("" for nil).

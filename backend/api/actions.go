@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"kluis/backend/audit"
+	"kluis/backend/auth"
+	"kluis/backend/lifecycle"
 	"kluis/backend/store"
 )
 
@@ -57,21 +59,34 @@ func RefuseNeverConnected(ctx context.Context, db store.DB, deviceID string) err
 	return nil
 }
 
+// ErrOccupied is the cause of the 403 *Error (code compartment_occupied)
+// of RemoteOpen: a technician asked to open a compartment holding a
+// document.
+var ErrOccupied = errors.New("the compartment holds a document")
+
 // RemoteOpen opens compartment number of a device through opener (the
-// device link's signed-command path) for actor with a reason, and audits
-// compartment.remote_open with the reason and the result (opened or
-// failed). The reason is required (CheckReason). A request refused before
-// anything is sent is not audited: errors are a 400 *Error for the reason,
-// store.ErrNotFound for an unknown compartment, a 503 *Error without a
-// device link, a 409 *Error (RefuseNeverConnected) for a device that never
-// connected; then *OpenFailed (audited as failed) when the device did not
-// confirm.
-func RemoteOpen(ctx context.Context, pool *pgxpool.Pool, opener Opener, actor, deviceID string, number int, reason string, now time.Time) error {
+// device link's signed-command path) for actor, of role, with a reason,
+// and audits compartment.remote_open with the reason and the result
+// (opened or failed). The reason is required (CheckReason). A compartment
+// holding a document (loaded, notified or expired: a citizen's identity
+// document or licence is behind the door) is opened for an admin only,
+// and its audit record names the document (occupied, document); a
+// technician is refused with a 403 *Error compartment_occupied (wrapping
+// ErrOccupied), audited compartment.open_refused with the document
+// and the reason: a technician opens empty compartments, as at the kiosk
+// (test_open), and a document goes back through staff (retrieve). Other
+// requests refused before anything is sent are not audited: errors are a
+// 400 *Error for the reason, store.ErrNotFound for an unknown compartment,
+// a 503 *Error without a device link, a 409 *Error (RefuseNeverConnected)
+// for a device that never connected; then *OpenFailed (audited as failed)
+// when the device did not confirm.
+func RemoteOpen(ctx context.Context, pool *pgxpool.Pool, opener Opener, actor string, role auth.Role, deviceID string, number int, reason string, now time.Time) error {
 	if err := checkReason(reason, true); err != nil {
 		return err
 	}
 	reason = strings.TrimSpace(reason)
-	if _, err := store.CompartmentByNumber(ctx, pool, deviceID, number); err != nil {
+	comp, err := store.CompartmentByNumber(ctx, pool, deviceID, number)
+	if err != nil {
 		return err
 	}
 	if opener == nil {
@@ -81,6 +96,23 @@ func RemoteOpen(ctx context.Context, pool *pgxpool.Pool, opener Opener, actor, d
 		return err
 	}
 	details := map[string]any{"compartment": number, "reason": reason}
+	doc, err := Occupant(ctx, pool, comp.ID)
+	if err != nil {
+		return err
+	}
+	if doc != "" {
+		details["occupied"], details["document"] = true, doc
+		if role != auth.RoleAdmin {
+			details["role"] = string(role)
+			if err := appendAudit(context.WithoutCancel(ctx), pool, audit.Entry{At: now, Actor: actor, Action: "compartment.open_refused",
+				Subject: "device:" + deviceID, Details: details}); err != nil {
+				return errors.Join(errors.New("audit refused remote open"), err)
+			}
+			return &Error{Status: http.StatusForbidden, Code: "compartment_occupied",
+				Message: fmt.Sprintf("compartment %d holds a document: only an admin may open it remotely; staff take a document back at the kiosk (retrieve)", number),
+				Err:     ErrOccupied}
+		}
+	}
 	openErr := opener.OpenCompartment(ctx, deviceID, number, reason, actor)
 	details["result"] = "opened"
 	if openErr != nil {
@@ -94,6 +126,24 @@ func RemoteOpen(ctx context.Context, pool *pgxpool.Pool, opener Opener, actor, d
 		return &OpenFailed{Err: openErr}
 	}
 	return nil
+}
+
+// Occupant returns the id of the document behind a compartment's door
+// (loaded, notified or expired), "" when there is none (a reserved
+// document is not loaded yet).
+func Occupant(ctx context.Context, db store.DB, compartmentID int64) (string, error) {
+	d, err := store.OccupantOf(ctx, db, compartmentID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return "", nil
+	case err != nil:
+		return "", err
+	}
+	switch d.State {
+	case lifecycle.Loaded, lifecycle.Notified, lifecycle.Expired:
+		return d.ID, nil
+	}
+	return "", nil
 }
 
 // ViewSlip returns a document's pickup slip through slip and audits

@@ -444,7 +444,7 @@ func (s *Server) handleOpen(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx := r.Context()
 	deviceID := r.PathValue("id")
-	err = RemoteOpen(ctx, s.pool, s.opener, actor(principal(ctx)), deviceID, num, req.Reason, s.clock())
+	err = RemoteOpen(ctx, s.pool, s.opener, actor(principal(ctx)), principal(ctx).Role, deviceID, num, req.Reason, s.clock())
 	if of := (*OpenFailed)(nil); errors.As(err, &of) {
 		var ae *Error
 		if errors.As(of.Err, &ae) || s.mapsKnown(of.Err) {

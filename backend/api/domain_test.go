@@ -637,3 +637,64 @@ type lockoutsFunc func() api.LockoutClearer
 func (f lockoutsFunc) ClearLockout(ctx context.Context, deviceID, reason, actor string) (api.LockoutCleared, error) {
 	return f().ClearLockout(ctx, deviceID, reason, actor)
 }
+
+// A compartment with a document behind its door (loaded, notified or
+// expired) is opened remotely for an admin only: a technician is refused
+// 403 compartment_occupied, nothing is sent, and the attempt is audited
+// compartment.open_refused with the document and the reason; the
+// admin's open is audited with the document. Before, a technician opened
+// it like an empty one and the audit record did not say a document was
+// inside. A reserved compartment (nothing loaded yet) stays a
+// technician's.
+func TestRemoteOpenOfAnOccupiedCompartmentIsForAdmins(t *testing.T) {
+	opener := &recordingOpener{}
+	e := newEnv(t, func(o *api.Options) { o.Opener = opener })
+	e.setupSite(2)
+	tech, staff, admin := e.tokens[auth.RoleTechnician], e.tokens[auth.RoleStaff], e.tokens[auth.RoleAdmin]
+	_, err := e.st.Pool().Exec(context.Background(), `INSERT INTO device_presence (device_id, state, changed_at) VALUES ('kortrijk-1', 'online', now())`)
+	require.NoError(t, err)
+	doc := e.register("591-0000002-02")
+	r := e.do("POST", "/api/v1/documents/"+doc.ID+"/reserve", staff, nil)
+	require.Equal(t, 200, r.status, string(r.body))
+	var d store.Document
+	r.decode(t, &d)
+	var number int
+	require.NoError(t, e.st.Pool().QueryRow(context.Background(), `SELECT number FROM compartments WHERE id = $1`, d.CompartmentID).Scan(&number))
+	path := fmt.Sprintf("/api/v1/devices/kortrijk-1/compartments/%d/open", number)
+
+	r = e.do("POST", path, tech, map[string]any{"reason": "reserved, still empty"})
+	require.Equal(t, 200, r.status, "a reserved compartment is empty: %s", r.body)
+
+	r = e.do("POST", "/api/v1/documents/"+doc.ID+"/load", staff, nil)
+	require.Equal(t, 200, r.status, string(r.body))
+	r = e.do("POST", path, tech, map[string]any{"reason": "door check"})
+	assert.Equal(t, 403, r.status, string(r.body))
+	assert.Equal(t, "compartment_occupied", r.errCode())
+	assert.Contains(t, string(r.body), "only an admin")
+	require.Len(t, opener.snapshot(), 1, "the refused open was not sent")
+
+	r = e.do("POST", path, admin, map[string]any{"reason": "door stuck, ticket 4711"})
+	require.Equal(t, 200, r.status, string(r.body))
+	require.Len(t, opener.snapshot(), 2)
+
+	recs, err := audit.List(context.Background(), e.st.Pool(), audit.ListOptions{Subject: "device:kortrijk-1"})
+	require.NoError(t, err)
+	var refused, opened []string
+	for _, rc := range recs {
+		switch rc.Action {
+		case "compartment.open_refused":
+			refused = append(refused, rc.Actor+" "+string(rc.Details))
+		case "compartment.remote_open":
+			opened = append(opened, rc.Actor+" "+string(rc.Details))
+		}
+	}
+	require.Len(t, refused, 1)
+	assert.Contains(t, refused[0], fmt.Sprintf("user:%d ", e.users[auth.RoleTechnician].ID))
+	assert.Contains(t, refused[0], `"document":"`+doc.ID+`"`)
+	assert.Contains(t, refused[0], `"reason":"door check"`)
+	require.Len(t, opened, 2)
+	assert.NotContains(t, opened[0], `"occupied"`)
+	assert.Contains(t, opened[1], fmt.Sprintf("user:%d ", e.users[auth.RoleAdmin].ID))
+	assert.Contains(t, opened[1], `"document":"`+doc.ID+`"`)
+	assert.Contains(t, opened[1], `"occupied":true`)
+}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"kluis/backend/api"
+	"kluis/backend/auth"
 	"kluis/backend/store"
 )
 
@@ -103,6 +104,8 @@ type actionData struct {
 	Reason  string
 	Error   string
 	Confirm bool
+	// Occupied: a document is behind the door (open: admins only).
+	Occupied bool
 	// Out is what the service page does: take out (true) or put back.
 	Out bool
 	// Kind is open, comp_service or device_service.
@@ -123,6 +126,20 @@ func (w *Web) refuseNeverConnected(q *req, id string) error {
 	return err
 }
 
+// occupied reports whether a document is behind c's door, refusing
+// (error.occupied) anyone but an admin before a form is shown: the rule is
+// api.RemoteOpen's, which applies it again.
+func (w *Web) occupied(q *req, c store.Compartment) (bool, error) {
+	doc, err := api.Occupant(q.r.Context(), w.o.Pool, c.ID)
+	if err != nil {
+		return false, err
+	}
+	if doc != "" && q.sess.User.Role != auth.RoleAdmin {
+		return true, fail(http.StatusForbidden, "error.occupied")
+	}
+	return doc != "", nil
+}
+
 func (w *Web) openForm(rw http.ResponseWriter, q *req) error {
 	d, c, err := w.compartmentOf(q)
 	if err != nil {
@@ -131,8 +148,12 @@ func (w *Web) openForm(rw http.ResponseWriter, q *req) error {
 	if err := w.refuseNeverConnected(q, d.ID); err != nil {
 		return err
 	}
+	occupied, err := w.occupied(q, c)
+	if err != nil {
+		return err
+	}
 	w.render(rw, q, http.StatusOK, "open", q.t.F("open.title", "n", c.Number, "device", displayName(d)),
-		actionData{Device: d, Comp: c, Kind: "open", Action: q.r.URL.Path, Back: Prefix + "devices/" + d.ID})
+		actionData{Device: d, Comp: c, Occupied: occupied, Kind: "open", Action: q.r.URL.Path, Back: Prefix + "devices/" + d.ID})
 	return nil
 }
 
@@ -147,7 +168,11 @@ func (w *Web) open(rw http.ResponseWriter, q *req) error {
 		return err
 	}
 	reason := strings.TrimSpace(q.r.PostForm.Get("reason"))
-	data := actionData{Device: d, Comp: c, Reason: reason, Kind: "open", Action: q.r.URL.Path, Back: Prefix + "devices/" + d.ID}
+	occupied, err := w.occupied(q, c)
+	if err != nil && q.r.PostForm.Get("confirm") != "yes" {
+		return err // refused at the confirmed post by api.RemoteOpen, audited
+	}
+	data := actionData{Device: d, Comp: c, Reason: reason, Occupied: occupied, Kind: "open", Action: q.r.URL.Path, Back: Prefix + "devices/" + d.ID}
 	title := q.t.F("open.title", "n", c.Number, "device", displayName(d))
 	if api.CheckReason(reason, true) != nil {
 		data.Error = q.t.S("open.reason_needed")
@@ -159,10 +184,12 @@ func (w *Web) open(rw http.ResponseWriter, q *req) error {
 		w.render(rw, q, http.StatusOK, "open", title, data)
 		return nil
 	}
-	err = api.RemoteOpen(q.r.Context(), w.o.Pool, w.o.Opener, q.actor(), d.ID, c.Number, reason, w.o.Clock())
+	err = api.RemoteOpen(q.r.Context(), w.o.Pool, w.o.Opener, q.actor(), q.sess.User.Role, d.ID, c.Number, reason, w.o.Clock())
 	var of *api.OpenFailed
 	var ae *api.Error
 	switch {
+	case errors.Is(err, api.ErrOccupied):
+		return &pageError{status: http.StatusForbidden, key: "error.occupied", err: err}
 	case errors.As(err, &of):
 		w.log.Warn("remote open failed", "device", d.ID, "compartment", c.Number, "err", of.Err)
 		return &pageError{status: http.StatusBadGateway, key: "error.open_failed", err: err}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"html"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -638,4 +639,47 @@ func TestRegisterBirthDateFields(t *testing.T) {
 	id := strings.TrimPrefix(strings.SplitN(p.location, "?", 2)[0], "/staff/documents/")
 	assert.Equal(t, "1988-06-05T00:00:00Z", e.document(id)["holder_birth_date"])
 	assert.Contains(t, staff.get("/staff/documents/"+id).body, "<dd>05/06/1988</dd>", "shown as French writes dates")
+}
+
+// A compartment with a document behind its door is opened remotely by an
+// admin only: a technician is told so on the form (no reason or
+// confirmation asked), a confirmed post is refused, nothing is sent, and
+// the attempt is audited compartment.open_refused and shown on the
+// device's timeline; an admin's confirmation says a citizen's document is
+// inside and the opening is audited with it.
+func TestOccupiedCompartmentOpensForAdminsOnly(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e := newEnv(t, server.Options{})
+	doc := e.register("591-0000077-77", false)
+	require.NoError(t, e.b.Call(context.Background(), "POST", "/api/v1/documents/"+doc+"/load", nil, nil))
+	path := fmt.Sprintf("/staff/devices/%s/compartments/%d/open", lockerID, e.compartmentOf(doc))
+
+	tech := e.client()
+	tech.login(auth.RoleTechnician)
+	for _, lang := range web.Languages {
+		p := tech.get(path + "?lang=" + lang)
+		require.Equal(t, http.StatusForbidden, p.status, snippet(p.body))
+		assert.Contains(t, html.UnescapeString(p.body), web.CatalogueText(lang, "error.occupied"), lang)
+		assert.NotContains(t, p.body, `id="reason"`, lang)
+	}
+	p := tech.post(path, url.Values{"reason": {"door check"}})
+	require.Equal(t, http.StatusForbidden, p.status, snippet(p.body))
+	p = tech.post(path, url.Values{"reason": {"door check"}, "confirm": {"yes"}})
+	require.Equal(t, http.StatusForbidden, p.status, snippet(p.body))
+	assert.Zero(t, e.dev.openCount())
+	assert.Equal(t, 1, strings.Count(e.audit("device:"+lockerID), `"action":"compartment.open_refused"`))
+	assert.Contains(t, html.UnescapeString(tech.get("/staff/devices/"+lockerID+"?lang=en").body), "refused: a document is inside")
+
+	admin := e.client()
+	admin.login(auth.RoleAdmin)
+	p = admin.get(path + "?lang=en")
+	require.Equal(t, http.StatusOK, p.status, snippet(p.body))
+	assert.Contains(t, html.UnescapeString(p.body), web.CatalogueText("en", "open.occupied"))
+	p = admin.post(path+"?lang=en", url.Values{"reason": {"door stuck, ticket 4711"}})
+	require.Equal(t, http.StatusOK, p.status, snippet(p.body))
+	assert.Contains(t, html.UnescapeString(p.body), web.CatalogueText("en", "open.occupied"), "the confirmation says so")
+	p = admin.post(path, url.Values{"reason": {"door stuck, ticket 4711"}, "confirm": {"yes"}})
+	require.Equal(t, http.StatusSeeOther, p.status, snippet(p.body))
+	assert.Equal(t, 1, e.dev.openCount())
+	assert.Contains(t, e.audit("device:"+lockerID), `"document":"`+doc+`"`)
 }

@@ -196,14 +196,17 @@ func jsString(s string) string {
 
 // pageState is what a tab shows.
 type pageState struct {
-	Shown      string   `json:"shown"`
-	H1         string   `json:"h1"`
-	Msg        string   `json:"msg"`
-	Next       string   `json:"next"`
-	Fig        bool     `json:"fig"`
-	Caption    string   `json:"caption"`
-	Marked     []string `json:"marked"`
-	Small      []string `json:"small"`
+	Shown   string   `json:"shown"`
+	H1      string   `json:"h1"`
+	Msg     string   `json:"msg"`
+	Next    string   `json:"next"`
+	Fig     bool     `json:"fig"`
+	Caption string   `json:"caption"`
+	Marked  []string `json:"marked"`
+	Small   []string `json:"small"`
+	// TinyKeys are the keypad labels under 18 px (a night-time reader
+	// with poor sight needs them large).
+	TinyKeys   []string `json:"tinyKeys"`
 	Overflow   bool     `json:"overflow"`
 	Scroll     int      `json:"scroll"`
 	Lang       string   `json:"lang"`
@@ -220,6 +223,12 @@ const readState = `(function(){
    if (r.width === 0 && r.height === 0) { return; }
    if (r.width < 47.5 || r.height < 47.5) { small.push((el.getAttribute("data-key") || el.getAttribute("data-act") || el.textContent.trim()) + " " + Math.round(r.width) + "x" + Math.round(r.height)); }
  });
+ var tinyKeys = [];
+ document.querySelectorAll(".key span").forEach(function(el){
+   if (el.offsetParent === null) { return; }
+   var px = parseFloat(getComputedStyle(el).fontSize);
+   if (px < 18) { tinyKeys.push(el.textContent.trim() + " " + px + "px"); }
+ });
  var msg = s && s.querySelector("[data-msg], .msg, .lead");
  return {
    shown: sec.map(function(x){ return x.id; }).join(","),
@@ -230,6 +239,7 @@ const readState = `(function(){
    caption: fig.querySelector("figcaption").textContent.trim(),
    marked: Array.prototype.map.call(document.querySelectorAll(".device .comp.hl"), function(g){ return g.getAttribute("data-comp"); }),
    small: small,
+   tinyKeys: tinyKeys,
    overflow: document.documentElement.scrollWidth > window.innerWidth + 1,
    scroll: document.documentElement.scrollHeight - window.innerHeight,
    lang: document.documentElement.lang
@@ -308,6 +318,9 @@ func (m *matrix) check(name, id string, ex expect) {
 		}
 		if len(st.Small) > 0 {
 			problems = append(problems, fmt.Sprintf("touch targets under 48x48: %v", st.Small))
+		}
+		if len(st.TinyKeys) > 0 {
+			problems = append(problems, fmt.Sprintf("keypad labels under 18 px: %v", st.TinyKeys))
 		}
 		if st.Overflow {
 			problems = append(problems, "wider than the screen")

@@ -631,21 +631,21 @@ func (p *page) Keypad(name string, dash bool) (pagetmpl.HTML, error) {
 	digit := func(k string) string {
 		return fmt.Sprintf(`<button type="button" class="key" data-key="%s">%s</button>`, k, k)
 	}
-	delKey := fmt.Sprintf(`<button type="button" class="key del" data-key="del">%s<span>%s</span></button>`, icon("del"), del)
-	okKey := func(class string) string {
-		return fmt.Sprintf(`<button type="button" class="key ok%s" data-key="ok">%s<span>%s</span></button>`, class, icon("ok"), ok)
-	}
+	// The digits in three columns (1 to 9, then 0 under them, beside the
+	// dash on the staff pads), Delete and Confirm down a fourth column as
+	// tall keys, as wide as their words need (the CSS places them): their
+	// labels stay large ("Bestätigen" at 18 px on the 800x480 panel) and
+	// whole. In the page they come after the characters they act on.
 	var keys []string
-	if dash {
-		keys = []string{digit("1"), digit("2"), digit("3"), delKey, digit("4"), digit("5"), digit("6"),
-			fmt.Sprintf(`<button type="button" class="key" data-key="-" aria-label="%s">-</button>`, dashLabel),
-			digit("7"), digit("8"), digit("9"), digit("0"), okKey(" wide")}
-	} else {
-		for _, k := range []string{"1", "2", "3", "4", "5", "6", "7", "8", "9"} {
-			keys = append(keys, digit(k))
-		}
-		keys = append(keys, delKey, digit("0"), okKey(""))
+	for _, k := range []string{"1", "2", "3", "4", "5", "6", "7", "8", "9"} {
+		keys = append(keys, digit(k))
 	}
+	if dash {
+		keys = append(keys, fmt.Sprintf(`<button type="button" class="key dash" data-key="-" aria-label="%s">-</button>`, dashLabel))
+	}
+	keys = append(keys, `<button type="button" class="key zero" data-key="0">0</button>`,
+		fmt.Sprintf(`<button type="button" class="key del" data-key="del">%s<span>%s</span></button>`, icon("del"), del),
+		fmt.Sprintf(`<button type="button" class="key ok" data-key="ok">%s<span>%s</span></button>`, icon("ok"), ok))
 	class := "keypad"
 	if dash {
 		class += " four"

@@ -378,8 +378,14 @@ type event struct {
 	IsAlarm bool
 }
 
+// timelineMax is how many lines a device's timeline shows.
+const timelineMax = 60
+
 // deviceTimeline reads the newest audit records about a device and its
-// compartments.
+// compartments, by when they happened (a device event's own time; the
+// order of arrival is not that of the events: kluisd sends alarms ahead
+// of a backlog, and the backend applies a device's events in parallel),
+// newest first; records of the same time in the order they were written.
 func deviceTimeline(ctx context.Context, db store.DB, d store.Device) ([]event, error) {
 	subjects := []string{"device:" + d.ID}
 	byID := map[string]store.Compartment{}
@@ -393,9 +399,12 @@ func deviceTimeline(ctx context.Context, db store.DB, d store.Device) ([]event, 
 	if err := audit.CatchUp(ctx, db); err != nil { // show what was just done
 		return nil, fmt.Errorf("web: timeline: %w", err)
 	}
+	// The newest of each subject (audit_log_subject_at_idx), then of all.
 	rows, err := db.Query(ctx, `SELECT a.seq, a.at, a.actor, a.action, a.subject, a.details, coalesce(u.username, '')
-		FROM audit_log a LEFT JOIN auth_users u ON a.actor = 'user:' || u.id::text
-		WHERE a.subject = ANY($1) ORDER BY a.seq DESC LIMIT 60`, subjects)
+		FROM unnest($1::text[]) s(subject)
+		CROSS JOIN LATERAL (SELECT * FROM audit_log l WHERE l.subject = s.subject ORDER BY l.at DESC, l.seq DESC LIMIT $2) a
+		LEFT JOIN auth_users u ON a.actor = 'user:' || u.id::text
+		ORDER BY a.at DESC, a.seq DESC LIMIT $2`, subjects, timelineMax)
 	if err != nil {
 		return nil, fmt.Errorf("web: timeline: %w", err)
 	}

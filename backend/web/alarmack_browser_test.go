@@ -86,6 +86,7 @@ func TestAcknowledgeAlarmInBrowser(t *testing.T) {
 	assert.Equal(t, 1, strings.Count(e.audit("device:"+lockerID), `"action":"alarm.acknowledged"`))
 	both("/staff/devices/"+lockerID, "alarms-acknowledged-device", `document.querySelectorAll("#device-status .badge.acked").length === 1`)
 	both("/staff/devices", "alarms-acknowledged-fleet", `document.querySelectorAll("#fleet-rows .badge.acked").length === 1`)
+	assert.Contains(t, desktop.Text(t, "#fleet-summary"), "actieve alarmen: 2 (niet bevestigd: 1)")
 	assert.Equal(t, "has-alarm", evalString(t, desktop, `document.querySelector("#fleet-rows tr[data-status]").className`),
 		"one alarm still unacknowledged: the solid mark")
 }

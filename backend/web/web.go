@@ -362,6 +362,12 @@ var funcs = template.FuncMap{
 		}
 		return n
 	},
+	"unackedCount": func(hs []health) (n int) {
+		for _, h := range hs {
+			n += h.Unacknowledged()
+		}
+		return n
+	},
 	"alarmText": func(t *tr, a alarm) string {
 		name := t.S("alarm." + string(a.Kind))
 		switch {

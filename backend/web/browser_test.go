@@ -249,7 +249,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	// first update comes with it.
 	desktop.WaitFor(t, `document.body.hasAttribute("data-live-updates")`, 10*time.Second)
 	e.dev.event(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmDoorLeftOpen, Addr: &wire.Address{Board: 0, Channel: 5}})
-	desktop.WaitText(t, "#fleet-rows", "Deur blijft open, vak 6", 10*time.Second)
+	desktop.WaitText(t, "#fleet-rows", "Deur bleef open, vak 6", 10*time.Second)
 	require.Equal(t, "true", evalString(t, desktop, `String(window.sameDocument === true)`), "no reload")
 	assert.Contains(t, desktop.Text(t, "#fleet-summary"), "actieve alarmen")
 	desktop.CheckAxe(t, "devices after a live update")

@@ -23,6 +23,7 @@ import (
 	"kluis/backend/notify"
 	"kluis/backend/service"
 	"kluis/backend/store"
+	"kluis/controller/kiosk/screen"
 	"kluis/controller/wire"
 	"kluis/hardware"
 )
@@ -678,4 +679,19 @@ func TestOneClockFormat(t *testing.T) {
 // notifyClock is 20:14 as the citizen's messages write it.
 func notifyClock(lang string) string {
 	return map[string]string{"nl": "20.14 uur", "fr": "20h14", "en": "20:14", "de": "20:14 Uhr"}[lang]
+}
+
+// TestAlarmNamesAsOnTheKiosk: a technician reads an alarm by the same name
+// on the console and on the kiosk's technician screen, in every language
+// (the console said "Deur blijft open", the kiosk "Deur bleef open").
+func TestAlarmNamesAsOnTheKiosk(t *testing.T) {
+	kiosk, err := screen.NewCatalog()
+	require.NoError(t, err)
+	for _, a := range wire.AlarmKinds() {
+		for _, lang := range Languages {
+			k, err := kiosk.Text("alarm."+string(a), lang)
+			require.NoError(t, err, "%s %s", a, lang)
+			assert.Equal(t, k, Text(lang, "alarm."+string(a)), "%s in %s: the console's name, the kiosk's", a, lang)
+		}
+	}
 }

@@ -429,7 +429,7 @@ func TestLiveStreams(t *testing.T) {
 	start := time.Now()
 	e.dev.event(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmDoorLeftOpen, Addr: &wire.Address{Board: 0, Channel: 3}})
 	e.dev.heartbeat(map[int]bool{3: true})
-	got := fleet.waitFor(t, "Deur blijft open, vak 4", 10*time.Second)
+	got := fleet.waitFor(t, "Deur bleef open, vak 4", 10*time.Second)
 	assert.Contains(t, got, `"fleet-rows"`)
 	t.Logf("the alarm reached the fleet stream after %s", time.Since(start))
 	got = device.waitFor(t, "door-open", 10*time.Second)

@@ -9,7 +9,11 @@
 // event is the alarm, and, for the kinds the device never clears
 // (forced_door, pulse_uncertain, ...), while it is younger than OneShot.
 // Its id is the raising event's id, so an alarm that clears and is raised
-// again is a new alarm, not acknowledged.
+// again is a new alarm, not acknowledged. One the device clears that is
+// raised again without a clearing in between (kluisd raises
+// board_unreachable again when it restarts with the board still down)
+// keeps the acknowledgement of the earlier raise; a kind the device never
+// clears (forced_door) raised again is a new incident.
 //
 // Acknowledge records who acknowledged an open alarm, when, and an
 // optional note (at most MaxNote characters), once: the row in alarm_acks
@@ -112,24 +116,63 @@ func CheckNote(note string) error {
 	return nil
 }
 
+// sameKey compares two device events' alarm kind and place (x and y are
+// the aliases of their device_events rows).
+func sameKey(x, y string) string {
+	return x + `.device_id = ` + y + `.device_id AND ` + x + `.payload->>'alarm' = ` + y + `.payload->>'alarm'
+		AND coalesce(` + x + `.payload->'addr', 'null'::jsonb) = coalesce(` + y + `.payload->'addr', 'null'::jsonb)
+		AND coalesce(` + x + `.payload->'board', 'null'::jsonb) = coalesce(` + y + `.payload->'board', 'null'::jsonb)`
+}
+
+// ackJoin joins an alarm event l (event_id, device_id, payload, at,
+// received_at) with its acknowledgement k (actor, acked_at, note) and the
+// user u: the acknowledgement of l itself or, for the kinds the device
+// clears (the text array $3), of an earlier raise of the same kind and
+// place with no clearing in between (kluisd raises a board_unreachable
+// again at a restart: the same alarm, still acknowledged). A clearing
+// ends it: raised after one, it is a new alarm.
+var ackJoin = `LEFT JOIN LATERAL (SELECT a.actor, a.acked_at, a.note FROM alarm_acks a JOIN device_events e ON e.event_id = a.event_id
+		WHERE a.device_id = l.device_id AND (e.event_id = l.event_id OR (l.payload->>'alarm' = ANY($3::text[]) AND e.kind = 'alarm'
+			AND ` + sameKey("e", "l") + `
+			AND (e.at, e.received_at) < (l.at, l.received_at)
+			AND NOT EXISTS (SELECT 1 FROM device_events c WHERE c.kind = 'alarm_cleared' AND ` + sameKey("c", "l") + `
+				AND (c.at, c.received_at) > (e.at, e.received_at) AND (c.at, c.received_at) < (l.at, l.received_at))))
+		ORDER BY a.acked_at LIMIT 1) k ON true
+	LEFT JOIN auth_users u ON k.actor = 'user:' || u.id::text`
+
 // openSQL selects, per device, alarm kind and place, the latest alarm or
 // alarm_cleared within the window (device_events_alarms_idx), with its
-// acknowledgement.
-const openSQL = `SELECT l.event_id, l.device_id, l.kind, l.payload, l.at,
+// acknowledgement (ackJoin).
+var openSQL = `SELECT l.event_id, l.device_id, l.kind, l.payload, l.at,
 		k.actor, coalesce(u.username, ''), k.acked_at, k.note
 	FROM (SELECT DISTINCT ON (device_id, payload->>'alarm', coalesce(payload->'addr', 'null'::jsonb), coalesce(payload->'board', 'null'::jsonb))
-			event_id, device_id, kind, payload, at
+			event_id, device_id, kind, payload, at, received_at
 		FROM device_events
 		WHERE kind IN ('alarm', 'alarm_cleared') AND at > $1 AND ($2 = '' OR device_id = $2)
 		ORDER BY device_id, payload->>'alarm', coalesce(payload->'addr', 'null'::jsonb), coalesce(payload->'board', 'null'::jsonb), at DESC, received_at DESC) l
-	LEFT JOIN alarm_acks k ON k.event_id = l.event_id
-	LEFT JOIN auth_users u ON k.actor = 'user:' || u.id::text
+	` + ackJoin + `
 	WHERE l.kind = 'alarm'`
+
+// ackSQL reads one alarm event's acknowledgement (ackJoin).
+var ackSQL = `SELECT k.actor, coalesce(u.username, ''), k.acked_at, k.note
+	FROM (SELECT event_id, device_id, payload, at, received_at FROM device_events WHERE event_id = $1 AND device_id = $2) l
+	` + ackJoin + `
+	WHERE k.actor IS NOT NULL`
+
+// clearableKinds is $3 of ackJoin.
+func clearableKinds() []string {
+	out := make([]string, 0, len(clearable))
+	for k := range clearable {
+		out = append(out, string(k))
+	}
+	sort.Strings(out)
+	return out
+}
 
 // Open reads the open alarms, per device (deviceID "": every device),
 // each device's not acknowledged first, then the newest first.
 func Open(ctx context.Context, db store.DB, now time.Time, deviceID string) (map[string][]Alarm, error) {
-	rows, err := db.Query(ctx, openSQL, now.Add(-Window), deviceID)
+	rows, err := db.Query(ctx, openSQL, now.Add(-Window), deviceID, clearableKinds())
 	if err != nil {
 		return nil, fmt.Errorf("alarms: open: %w", err)
 	}
@@ -263,27 +306,37 @@ func Acknowledge(ctx context.Context, pool *pgxpool.Pool, r AckRequest) (AckResu
 		if later {
 			return ErrNotOpen
 		}
-		tag, err := tx.Exec(ctx, `INSERT INTO alarm_acks (event_id, device_id, actor, acked_at, note)
-			VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING`, r.ID, r.Device, r.Actor, r.At.UTC(), r.Note)
-		if err != nil {
-			return fmt.Errorf("alarms: record acknowledgement: %w", err)
-		}
-		res.Recorded = tag.RowsAffected() == 1
-		if res.Recorded {
-			details := map[string]any{"alarm": string(a.Kind), "alarm_id": r.ID, "note": r.Note}
-			if a.Addr != nil {
-				details["board"], details["channel"] = a.Addr.Board, a.Addr.Channel
-			} else if a.Board != nil {
-				details["board"] = *a.Board
-			}
-			if _, err := audit.Append(ctx, tx, audit.Entry{At: r.At, Actor: r.Actor, Action: "alarm.acknowledged",
-				Subject: "device:" + r.Device, Details: details}); err != nil {
-				return fmt.Errorf("alarms: audit acknowledgement: %w", err)
-			}
-		}
+		// Acknowledged before: this raise, or an earlier one of the same
+		// alarm (no clearing since). Nothing is written.
 		ack := Ack{}
-		if err := tx.QueryRow(ctx, `SELECT k.actor, coalesce(u.username, ''), k.acked_at, k.note FROM alarm_acks k
-			LEFT JOIN auth_users u ON k.actor = 'user:' || u.id::text WHERE k.event_id = $1`, r.ID).Scan(&ack.Actor, &ack.By, &ack.At, &ack.Note); err != nil {
+		readAck := func() error {
+			return tx.QueryRow(ctx, ackSQL, r.ID, r.Device, clearableKinds()).Scan(&ack.Actor, &ack.By, &ack.At, &ack.Note)
+		}
+		err = readAck()
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			tag, err := tx.Exec(ctx, `INSERT INTO alarm_acks (event_id, device_id, actor, acked_at, note)
+				VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING`, r.ID, r.Device, r.Actor, r.At.UTC(), r.Note)
+			if err != nil {
+				return fmt.Errorf("alarms: record acknowledgement: %w", err)
+			}
+			res.Recorded = tag.RowsAffected() == 1
+			if res.Recorded {
+				details := map[string]any{"alarm": string(a.Kind), "alarm_id": r.ID, "note": r.Note}
+				if a.Addr != nil {
+					details["board"], details["channel"] = a.Addr.Board, a.Addr.Channel
+				} else if a.Board != nil {
+					details["board"] = *a.Board
+				}
+				if _, err := audit.Append(ctx, tx, audit.Entry{At: r.At, Actor: r.Actor, Action: "alarm.acknowledged",
+					Subject: "device:" + r.Device, Details: details}); err != nil {
+					return fmt.Errorf("alarms: audit acknowledgement: %w", err)
+				}
+			}
+			if err := readAck(); err != nil {
+				return fmt.Errorf("alarms: read acknowledgement: %w", err)
+			}
+		case err != nil:
 			return fmt.Errorf("alarms: read acknowledgement: %w", err)
 		}
 		if ack.By == "" {

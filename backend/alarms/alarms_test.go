@@ -162,6 +162,47 @@ func TestAcknowledgeOnceAuditedAndNewAfterAClear(t *testing.T) {
 	assert.Equal(t, "", res.Alarm.Ack.Note)
 	assert.Equal(t, "boss", res.Alarm.Ack.By)
 
+	// A board unreachable, acknowledged, raised again at a restart before
+	// any clearing: the same alarm, still acknowledged; acknowledging the
+	// new raise records nothing. Cleared and raised again: a new alarm.
+	b := 1
+	event(t, pool, "b-1", "k1", wire.Event{Kind: wire.EvAlarm, At: t0.Add(10 * time.Minute), Alarm: wire.AlarmBoardUnreachable, Board: &b})
+	res, err = alarms.Acknowledge(ctx, pool, alarms.AckRequest{Device: "k1", ID: "b-1", Actor: tech, Note: "cable", At: t0.Add(11 * time.Minute)})
+	require.NoError(t, err)
+	require.True(t, res.Recorded)
+	event(t, pool, "b-2", "k1", wire.Event{Kind: wire.EvAlarm, At: t0.Add(12 * time.Minute), Alarm: wire.AlarmBoardUnreachable, Board: &b})
+	byID := func(at time.Time, id string) alarms.Alarm {
+		t.Helper()
+		open, err := alarms.Open(ctx, pool, at, "k1")
+		require.NoError(t, err)
+		for _, a := range open["k1"] {
+			if a.ID == id {
+				return a
+			}
+		}
+		t.Fatalf("%s not open: %+v", id, open["k1"])
+		return alarms.Alarm{}
+	}
+	a := byID(t0.Add(13*time.Minute), "b-2")
+	require.NotNil(t, a.Ack, "raised again without a clearing: still acknowledged")
+	assert.Equal(t, "cable", a.Ack.Note)
+	res, err = alarms.Acknowledge(ctx, pool, alarms.AckRequest{Device: "k1", ID: "b-2", Actor: admin, Note: "again", At: t0.Add(13 * time.Minute)})
+	require.NoError(t, err)
+	assert.False(t, res.Recorded)
+	assert.Equal(t, "tech", res.Alarm.Ack.By)
+	assert.Equal(t, "cable", res.Alarm.Ack.Note)
+	// Another board's alarm is not covered by it.
+	b2 := 2
+	event(t, pool, "c-1", "k1", wire.Event{Kind: wire.EvAlarm, At: t0.Add(12 * time.Minute), Alarm: wire.AlarmBoardUnreachable, Board: &b2})
+	assert.Nil(t, byID(t0.Add(13*time.Minute), "c-1").Ack)
+	event(t, pool, "b-3", "k1", wire.Event{Kind: wire.EvAlarmCleared, At: t0.Add(14 * time.Minute), Alarm: wire.AlarmBoardUnreachable, Board: &b})
+	event(t, pool, "b-4", "k1", wire.Event{Kind: wire.EvAlarm, At: t0.Add(15 * time.Minute), Alarm: wire.AlarmBoardUnreachable, Board: &b})
+	assert.Nil(t, byID(t0.Add(16*time.Minute), "b-4").Ack, "cleared, then raised: a new alarm")
+	// A forced door (never cleared) raised again is a new incident.
+	event(t, pool, "f-1", "k1", wire.Event{Kind: wire.EvAlarm, At: t0.Add(20 * time.Minute), Alarm: wire.AlarmForcedDoor, Addr: door})
+	assert.Nil(t, byID(t0.Add(21*time.Minute), "f-1").Ack, "a forced door again after the acknowledged one: a new alarm")
+	assert.Len(t, acks(t, pool), 3)
+
 	report, err := audit.Verify(ctx, pool)
 	require.NoError(t, err)
 	assert.Nil(t, report.FirstBad, "the audit chain stays intact")

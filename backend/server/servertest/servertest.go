@@ -1,8 +1,8 @@
 // Package servertest starts the real kluis-backend (backend/server)
 // in-process for tests of it and of its clients (kluisd's daemon): a
-// private PostgreSQL database (backend/pgtest), fresh code keys, the REST
-// API and the embedded MQTT broker on free loopback ports, argon2id at test
-// cost, and a logged-in admin.
+// private, migrated PostgreSQL database (storetest.MigratedDatabase), fresh
+// code keys, the REST API and the embedded MQTT broker on free loopback
+// ports, argon2id at test cost, and a logged-in admin.
 package servertest
 
 import (
@@ -17,8 +17,8 @@ import (
 	"kluis/backend/api/apiclient"
 	"kluis/backend/auth"
 	"kluis/backend/codes"
-	"kluis/backend/pgtest"
 	"kluis/backend/server"
+	"kluis/backend/store/storetest"
 	"kluis/controller/pickupcode"
 	"kluis/deploy/dev/testenv"
 )
@@ -42,13 +42,13 @@ type Backend struct {
 }
 
 // Start starts a backend for t and stops it when t ends. Zero fields of o
-// get test values: a new database, fresh keys, loopback ports, a slip
+// get test values: a new migrated database, fresh keys, loopback ports, a slip
 // directory in t.TempDir, AdminPassword, cheap argon2id, a logger at warn
 // level into Backend.Log.
 func Start(t testing.TB, o server.Options) *Backend {
 	t.Helper()
 	if o.DatabaseURL == "" {
-		o.DatabaseURL = pgtest.NewDatabase(t)
+		o.DatabaseURL = storetest.MigratedDatabase(t)
 	}
 	if o.Keys.Signing == nil {
 		k, err := codes.GenerateKeys()

@@ -4,6 +4,9 @@ package storetest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -29,7 +32,7 @@ func NewWithOptions(t testing.TB, opts store.Options) *store.Store {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	url := pgtest.NewDatabase(t)
+	url := MigratedDatabase(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	s, err := store.Open(ctx, url, opts)
@@ -38,6 +41,34 @@ func NewWithOptions(t testing.TB, opts store.Options) *store.Store {
 	}
 	t.Cleanup(s.Close)
 	return s
+}
+
+// MigratedDatabase creates a private database for t with every embedded
+// migration applied, dropped when t ends, and returns its URL. It is a copy
+// of a template database that [store.Migrate] made on an empty database
+// (pgtest.NewDatabaseFrom, keyed by a hash of the migrations): the same
+// schema and rows as migrating a fresh database, without running the
+// migrations again for every test. Tests of the migrations themselves use
+// pgtest.NewDatabase.
+func MigratedDatabase(t testing.TB) string {
+	t.Helper()
+	ms, err := store.Migrations()
+	if err != nil {
+		t.Fatalf("storetest: %v", err)
+	}
+	h := sha256.New()
+	for _, m := range ms {
+		fmt.Fprintf(h, "%d\x00%s\x00%d\x00%s\x00", m.Version, m.Name, len(m.SQL), m.SQL)
+	}
+	key := "m" + hex.EncodeToString(h.Sum(nil))[:20]
+	return pgtest.NewDatabaseFrom(t, key, func(ctx context.Context, url string) error {
+		s, err := store.Open(ctx, url, store.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), MaxConns: 1})
+		if err != nil {
+			return err
+		}
+		s.Close()
+		return nil
+	})
 }
 
 // Clock is a settable fake clock for tests, safe for concurrent use.

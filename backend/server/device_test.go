@@ -367,16 +367,25 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	dev.publish(wire.KindStaffReq, &wire.StaffRequest{ID: "s6", Op: wire.StaffLogin, At: time.Now().UTC(), PIN: "48291637"})
 	assert.Equal(t, wire.StaffDenied, staffRes(11).Result)
 
-	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvAlarm, At: time.Now().UTC(),
+	alarmID := wire.NewID(time.Now())
+	dev.publish(wire.KindEvent, &wire.Event{ID: alarmID, Kind: wire.EvAlarm, At: time.Now().UTC(),
 		Alarm: wire.AlarmDoorLeftOpen, Addr: &wire.Address{Board: 0, Channel: 3}})
 	testenv.Eventually(t, "the alarm's ack", func() bool { return dev.acksCaughtUp() })
+	// The open alarm on /metrics, until someone acknowledges it (the
+	// alert rules stop paging on acknowledged="yes").
+	assert.Contains(t, s.metrics(), `kluis_device_alarms_open{acknowledged="no",alarm="door_left_open",device="k1"} 1`)
+	ack := s.call("POST", "/api/v1/devices/k1/alarms/"+alarmID+"/ack", map[string]string{"note": "on my way"}, 200)
+	assert.Equal(t, true, ack["recorded"])
+	m := s.metrics()
+	assert.Contains(t, m, `kluis_device_alarms_open{acknowledged="yes",alarm="door_left_open",device="k1"} 1`)
+	assert.NotContains(t, m, `kluis_device_alarms_open{acknowledged="no"`)
 	// A refused redelivery (duplicate) is counted apart from the refusals
 	// an alert is about (the unsigned command above).
 	dev.publish(wire.KindEvent, &wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvCommandRefused, At: time.Now().UTC(),
 		CommandID: "cmd-again-1", Detail: "open: " + wire.CommandDuplicateWhy})
 	testenv.Eventually(t, "the duplicate's ack", func() bool { return dev.acksCaughtUp() })
 
-	m := s.metrics()
+	m = s.metrics()
 	assert.Contains(t, m, `kluis_device_alarms_total{alarm="door_left_open"} 1`)
 	assert.Contains(t, m, `kluis_device_alarms_total{alarm="forced_door"} 0`)
 	assert.Contains(t, m, `kluis_device_commands_refused_total{reason="unsigned"} 1`)

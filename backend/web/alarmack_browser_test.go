@@ -85,6 +85,8 @@ func TestAcknowledgeAlarmInBrowser(t *testing.T) {
 	assert.Contains(t, lines[1], web.Text("nl", "alarm.ack_note", "note", "Ik ga ter plaatse"))
 	assert.Equal(t, 1, strings.Count(e.audit("device:"+lockerID), `"action":"alarm.acknowledged"`))
 	both("/staff/devices/"+lockerID, "alarms-acknowledged-device", `document.querySelectorAll("#device-status .badge.acked").length === 1`)
+	assert.Equal(t, web.Text("nl", "alarm.acked"), strings.TrimSpace(desktop.Text(t, "#c-6 .badge.acked")), "the compartment's alarm says it too")
+	assert.Zero(t, evalInt(t, desktop, `document.querySelectorAll("#c-2 .badge.acked").length`))
 	both("/staff/devices", "alarms-acknowledged-fleet", `document.querySelectorAll("#fleet-rows .badge.acked").length === 1`)
 	assert.Contains(t, desktop.Text(t, "#fleet-summary"), "actieve alarmen: 2 (niet bevestigd: 1)")
 	assert.Equal(t, "has-alarm", evalString(t, desktop, `document.querySelector("#fleet-rows tr[data-status]").className`),

@@ -472,7 +472,7 @@ func renderAll(t *testing.T, lang string) map[string]string {
 			c.DocID, c.DocState = "d1", lifecycle.Loaded
 		}
 		if i == 3 {
-			c.DoorOpen, c.Alarms = true, []wire.AlarmKind{wire.AlarmDoorLeftOpen}
+			c.DoorOpen, c.Alarms, c.AlarmsAcked = true, []wire.AlarmKind{wire.AlarmDoorLeftOpen, wire.AlarmForcedDoor}, []bool{false, true}
 		}
 		comps = append(comps, c)
 	}

@@ -264,8 +264,13 @@ type compView struct {
 	Deadline *time.Time
 	DoorOpen bool
 	Alarms   []wire.AlarmKind
-	Low      bool
+	// AlarmsAcked says which of Alarms someone acknowledged.
+	AlarmsAcked []bool
+	Low         bool
 }
+
+// Acked reports whether someone acknowledged the compartment's i-th alarm.
+func (c compView) Acked(i int) bool { return i < len(c.AlarmsAcked) && c.AlarmsAcked[i] }
 
 // detail is one device as its page shows it.
 type detail struct {
@@ -349,7 +354,7 @@ func readDetail(ctx context.Context, db store.DB, id string, lowMax int, now tim
 		}
 		for _, a := range out.Alarms {
 			if a.Addr != nil && d.Kind == store.Locker && a.Addr.Board == c.Board && a.Addr.Channel == c.Channel {
-				v.Alarms = append(v.Alarms, a.Kind)
+				v.Alarms, v.AlarmsAcked = append(v.Alarms, a.Kind), append(v.AlarmsAcked, a.Acknowledged())
 			}
 		}
 		out.Comps = append(out.Comps, v)

@@ -39,16 +39,7 @@ func TestAcknowledgeAlarmInBrowser(t *testing.T) {
 	login(t, desktop, base, tech, password(auth.RoleTechnician))
 	both := func(path, name, wait string) {
 		t.Helper()
-		for _, v := range []struct {
-			tab  *browsertest.Tab
-			size string
-		}{{desktop, "desktop"}, {phone, "phone"}} {
-			v.tab.Do(t, chromedp.Navigate(base+path))
-			v.tab.WaitFor(t, wait, 10*time.Second)
-			v.tab.CheckAxe(t, name+" "+v.size)
-			noSideScroll(t, v.tab, name+" "+v.size)
-			v.tab.Screenshot(t, "console/"+name+"-"+v.size)
-		}
+		checkBoth(t, desktop, phone, base+path, name, wait)
 	}
 	unacked := web.Text("nl", "alarm.unacked")
 	both("/staff/devices", "alarms-unacknowledged-fleet", `document.querySelectorAll("#fleet-rows .badge.unacked").length === 2`)

@@ -43,16 +43,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	base := e.b.URL("")
 	check := func(path, name string, wait string) {
 		t.Helper()
-		for _, v := range []struct {
-			tab  *browsertest.Tab
-			size string
-		}{{desktop, "desktop"}, {phone, "phone"}} {
-			v.tab.Do(t, chromedp.Navigate(base+path))
-			v.tab.WaitFor(t, wait, 10*time.Second)
-			v.tab.CheckAxe(t, name+" "+v.size)
-			noSideScroll(t, v.tab, name+" "+v.size)
-			v.tab.Screenshot(t, "console/"+name+"-"+v.size)
-		}
+		checkBoth(t, desktop, phone, base+path, name, wait)
 	}
 
 	// Signed out.
@@ -291,6 +282,23 @@ func evalInt(t *testing.T, tab *browsertest.Tab, expr string) int {
 	n, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[int](expr))
 	require.NoError(t, err, expr)
 	return n
+}
+
+// checkBoth opens url on the desktop and the phone tab, waits for wait,
+// checks axe-core and that nothing scrolls sideways, and saves
+// var/screenshots/console/<name>-desktop.png and -phone.png.
+func checkBoth(t *testing.T, desktop, phone *browsertest.Tab, url, name, wait string) {
+	t.Helper()
+	for _, v := range []struct {
+		tab  *browsertest.Tab
+		size string
+	}{{desktop, "desktop"}, {phone, "phone"}} {
+		v.tab.Do(t, chromedp.Navigate(url))
+		v.tab.WaitFor(t, wait, 10*time.Second)
+		v.tab.CheckAxe(t, name+" "+v.size)
+		noSideScroll(t, v.tab, name+" "+v.size)
+		v.tab.Screenshot(t, "console/"+name+"-"+v.size)
+	}
 }
 
 func noSideScroll(t *testing.T, tab *browsertest.Tab, name string) {

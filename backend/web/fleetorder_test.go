@@ -80,8 +80,10 @@ func TestFleetPutsWhatNeedsATechnicianFirst(t *testing.T) {
 		assert.Contains(t, page, `<option value="attention" selected>`+template.HTMLEscapeString(Text(lang, "devices.sort.attention"))+`</option>`, lang)
 		assert.Contains(t, page, template.HTMLEscapeString(Text(lang, "devices.sort.note")), lang)
 		assert.NotContains(t, page, `aria-sort=`, lang)
-		// 8 online (a, b, d, f, g, i, j, k), 2 offline (c and h), 1 never connected.
-		sum := Text(lang, "devices.summary", "online", 8, "offline", 2, "never", 1, "alarms", 7, "unacked", 5, "total", 11)
+		// 7 online on time (a, b, d, g, i, j, k), 1 late (f), 2 offline
+		// (c and h), 1 never connected.
+		assert.Equal(t, "late", status["f-late"], lang)
+		sum := Text(lang, "devices.summary", "online", 7, "late", 1, "offline", 2, "never", 1, "alarms", 7, "unacked", 5, "total", 11)
 		assert.Contains(t, page, template.HTMLEscapeString(sum), lang)
 		assert.Contains(t, page, `<option value="never">`+template.HTMLEscapeString(Text(lang, "devices.show.never"))+`</option>`, lang)
 	}

@@ -52,7 +52,7 @@ func (w *Web) devices(rw http.ResponseWriter, q *req) error {
 	}
 	show := q.r.URL.Query().Get("show")
 	switch show {
-	case "online", "offline", "never", "alarms", "out_of_service":
+	case "online", "late", "offline", "never", "alarms", "out_of_service":
 	default:
 		show = "all"
 	}

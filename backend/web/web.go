@@ -329,9 +329,19 @@ var funcs = template.FuncMap{
 		}
 		return t.Unix()
 	},
+	// online counts devices online with their heartbeat on time; late
+	// the others online, as their rows say.
 	"online": func(hs []health) (n int) {
 		for _, h := range hs {
-			if h.Online {
+			if h.Online && !h.Late {
+				n++
+			}
+		}
+		return n
+	},
+	"late": func(hs []health) (n int) {
+		for _, h := range hs {
+			if h.Late {
 				n++
 			}
 		}

@@ -97,8 +97,8 @@ var messages = map[string][4]string{
 	StateStaff: {
 		"Personeel: scan een document om het in te laden of terug te nemen.",
 		"Personnel\u00a0: scannez un document pour le déposer ou le reprendre.",
-		"Staff: scan a document to load or retrieve it.",
-		"Personal: Dokument scannen, um es einzulegen oder zu entnehmen."},
+		"Staff: scan a document to load it or take it back.",
+		"Personal: Dokument scannen, um es einzulegen oder zurückzunehmen."},
 	StateStaffDenied: {
 		"Aanmelding geweigerd.",
 		"Connexion refusée.",
@@ -149,8 +149,8 @@ var messages = map[string][4]string{
 	StateRetrieved: {
 		"Document teruggenomen uit vak {n}.",
 		"Document repris du casier {n}.",
-		"Document retrieved from compartment {n}.",
-		"Dokument aus Fach {n} entnommen."},
+		"Document taken back from compartment {n}.",
+		"Dokument aus Fach {n} zurückgenommen."},
 	StateStillThere: {
 		"Het document ligt nog in vak {n}.",
 		"Le document est toujours dans le casier {n}.",

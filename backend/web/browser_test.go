@@ -202,7 +202,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	assert.Zero(t, evalInt(t, desktop, `document.querySelectorAll("th[aria-sort]").length`), "sorted by no single column")
 	assert.Contains(t, desktop.Text(t, "#sort-note"), "ernstigste eerst")
 	assert.Equal(t, lockerID, evalString(t, desktop, first), "the alarm first")
-	assert.Contains(t, desktop.Text(t, "#fleet-summary"), "Online: 1 · offline: 0 · nooit verbonden: 1", "never connected is not offline")
+	assert.Contains(t, desktop.Text(t, "#fleet-summary"), "Online: 1 · hartslag te laat: 0 · offline: 0 · nooit verbonden: 1", "never connected is not offline")
 	desktop.CheckAxe(t, "devices attention first")
 	desktop.Screenshot(t, "console/devices-attention-first-desktop")
 	desktop.Do(t, chromedp.Click(chromedp.CSS(`button[data-sort="0"]`)))

@@ -2019,7 +2019,9 @@ func TestRefusedAnswersReportedWithinTheBudget(t *testing.T) {
 // another document's code offline, before the backend's code sync (which
 // revokes those codes) arrives: loading doc-9 forgets doc-old's entry there
 // (its document was taken out, another one lies there now), retrieving
-// doc-9 forgets doc-9's; other compartments keep theirs.
+// doc-9 forgets doc-9's; other compartments keep theirs. A withdrawn code
+// sends its holder to the counter (out_of_order), as the device knows the
+// code is genuine but not what lies behind its door.
 func TestStaffLoadAndRetrieveForgetOfflineCodes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, rigOpts{caps: sensors})
@@ -2062,7 +2064,7 @@ func TestStaffLoadAndRetrieveForgetOfflineCodes(t *testing.T) {
 		r.f.Inject(hardware.Event{Kind: hardware.ItemPlaced, Addr: a})
 		r.f.Inject(hardware.Event{Kind: hardware.DoorClosed, Addr: a})
 		r.waitState(StateLoaded)
-		require.Equal(t, StateWrongCode, offlineQR(oldTok), "doc-old's code no longer opens doc-9's compartment")
+		require.Equal(t, StateOutOfOrder, offlineQR(oldTok), "doc-old's code no longer opens doc-9's compartment")
 		require.Equal(t, 2, r.cache.Len())
 		require.Equal(t, int64(1), r.cache.Version(), "the backend's version stays")
 
@@ -2072,10 +2074,134 @@ func TestStaffLoadAndRetrieveForgetOfflineCodes(t *testing.T) {
 		r.waitFor("pulse", func() bool { return r.f.PulseCount(a) == 2 })
 		r.citizen(a, true)
 		r.waitState(StateRetrieved)
-		require.Equal(t, StateWrongCode, offlineQR(newTok), "the retrieved document's code opens nothing")
+		require.Equal(t, StateOutOfOrder, offlineQR(newTok), "the retrieved document's code opens nothing")
 		require.Equal(t, 2, r.f.PulseCount(a))
 		require.Equal(t, 1, r.cache.Len())
 		r.e.StaffLogout(context.Background())
 		require.Equal(t, StateOpen, offlineQR(otherTok), "another compartment's code still opens it")
+	})
+}
+
+// Scenario (a) of docs/security.md "Offline codes and the compartment's
+// contents": document A lies in compartment a and its codes are in the
+// device's offline cache. Staff open a remotely (the console's remote
+// open), take A out and put B in, and record both at the console only; the
+// device goes offline before the backend's code sync revoking A arrives.
+// A's QR and PIN must not open a offline (it holds B now): the device
+// withdrew them when the door opened for no document, refuses them
+// (out_of_order, uncounted), journals offline_code_refused and keeps them
+// withdrawn when a sync holding them again comes; a re-issued code and
+// other compartments' codes still open offline. A forced door does the
+// same.
+func TestOfflineCodeRefusedAfterItsCompartmentChangedAtTheDevice(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		now := time.Now()
+		exp := now.Add(time.Hour)
+		a, other := wire.Address{Board: 0, Channel: 1}, wire.Address{Board: 0, Channel: 2}
+		ha, hother := hardware.Address{Board: 0, Channel: 1}, hardware.Address{Board: 0, Channel: 2}
+		aTok, aCID := signToken(t, r.priv, exp)
+		otherTok, otherCID := signToken(t, r.priv, exp)
+		entryA := offlinetest.PINEntry("doc-a", device, "111222333", "1990-02-03", a, exp)
+		entryA.QRHash = pickupcode.QRHash(aCID)
+		sync := func(v int64, entries ...wire.CodeEntry) {
+			res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: fmt.Sprintf("sync-%d", v), Kind: wire.CmdCodeSync,
+				Issued: now, Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: v, Full: true, Entries: entries}}))
+			require.Equal(t, wire.StatusDone, res.Status, res.Detail)
+		}
+		sync(1, entryA, wire.CodeEntry{DocumentID: "doc-x", Addr: other, Expires: exp, QRHash: pickupcode.QRHash(otherCID)})
+		r.setItem(ha, true, false)
+		r.setItem(hother, true, false)
+		refused := func() int {
+			n := 0
+			for _, ev := range r.events() {
+				if ev.Kind == wire.EvOfflineCodeRefused {
+					require.Equal(t, "doc-a", ev.DocumentID)
+					require.Equal(t, a, *ev.Addr)
+					require.Equal(t, entryA.QRHash, ev.CodeRef)
+					n++
+				}
+			}
+			return n
+		}
+
+		// The console's remote open: A out, B in, door shut.
+		open := r.signed(wire.Command{ID: "cmd-swap", Kind: wire.CmdOpen, Issued: now, Expires: now.Add(time.Minute),
+			Addr: &a, Reason: "take back A, load B", By: "u7"})
+		require.Equal(t, wire.StatusDone, r.e.HandleCommand(context.Background(), open).Status)
+		r.waitFor("pulse", func() bool { return r.f.PulseCount(ha) == 1 })
+		r.f.Inject(hardware.Event{Kind: hardware.DoorOpened, Addr: ha})
+		r.setItem(ha, false, true)
+		r.f.Inject(hardware.Event{Kind: hardware.ItemRemoved, Addr: ha})
+		r.setItem(ha, true, true)
+		r.f.Inject(hardware.Event{Kind: hardware.ItemPlaced, Addr: ha})
+		r.setItem(ha, true, false)
+		r.f.Inject(hardware.Event{Kind: hardware.DoorClosed, Addr: ha})
+		r.waitFor("remote open ended", func() bool { return len(r.j.Unfinished()) == 0 && len(r.e.Diagnostics(context.Background()).Busy) == 0 })
+
+		// Offline now, before the sync that revokes A.
+		r.be.set(func() { r.be.unreachable = true })
+		s, err := r.e.Pickup(context.Background(), PickupRequest{QR: aTok})
+		require.NoError(t, err)
+		require.Equal(t, StateOutOfOrder, s.State, "A's QR must not open the compartment that holds B now")
+		s, err = r.e.Pickup(context.Background(), PickupRequest{PIN: "111222333", BirthDate: "1990-02-03"})
+		require.NoError(t, err)
+		require.Equal(t, StateOutOfOrder, s.State, "A's PIN neither")
+		synctest.Wait()
+		require.Equal(t, 1, r.f.PulseCount(ha), "the door stayed shut")
+		require.Equal(t, 2, refused(), "both refusals journaled for the backend's audit")
+		require.Empty(t, r.e.pin.lim.Load().State().Failures, "the right PIN is not counted as a guess")
+
+		// A late sync that still holds A (sent before the backend knew)
+		// does not bring it back; another compartment's code still opens.
+		r.be.set(func() { r.be.unreachable = false })
+		sync(2, entryA, wire.CodeEntry{DocumentID: "doc-x", Addr: other, Expires: exp, QRHash: pickupcode.QRHash(otherCID)})
+		r.be.set(func() { r.be.unreachable = true })
+		s, err = r.e.Pickup(context.Background(), PickupRequest{QR: aTok})
+		require.NoError(t, err)
+		require.Equal(t, StateOutOfOrder, s.State)
+		require.Equal(t, 3, refused())
+		s, err = r.e.Pickup(context.Background(), PickupRequest{QR: otherTok})
+		require.NoError(t, err)
+		require.Equal(t, StateOpen, s.State, "another compartment's code still opens offline")
+		r.waitFor("pulse", func() bool { return r.f.PulseCount(hother) == 1 })
+		r.citizen(hother, true)
+		r.waitFor("collected", func() bool { return r.hasEvent("pickup_completed") })
+
+		// B's code, synced after the swap, opens a offline.
+		bTok, bCID := signToken(t, r.priv, exp)
+		r.be.set(func() { r.be.unreachable = false })
+		sync(3, wire.CodeEntry{DocumentID: "doc-b", Addr: a, Expires: exp, QRHash: pickupcode.QRHash(bCID)})
+		r.be.set(func() { r.be.unreachable = true })
+		r.waitFor("idle", func() bool { return len(r.e.Diagnostics(context.Background()).Busy) == 0 })
+		s, err = r.e.Pickup(context.Background(), PickupRequest{QR: bTok})
+		require.NoError(t, err)
+		require.Equal(t, StateOpen, s.State, "B's own code opens B's compartment offline")
+		r.waitFor("pulse", func() bool { return r.f.PulseCount(ha) == 2 })
+		r.citizen(ha, true)
+		r.waitFor("B collected", func() bool {
+			n := 0
+			for _, k := range r.kinds() {
+				if k == "pickup_completed" {
+					n++
+				}
+			}
+			return n == 2
+		})
+
+		// A forced door (no operation): the compartment's codes go too.
+		cTok, cCID := signToken(t, r.priv, exp)
+		r.be.set(func() { r.be.unreachable = false })
+		sync(4, wire.CodeEntry{DocumentID: "doc-c", Addr: other, Expires: exp, QRHash: pickupcode.QRHash(cCID)})
+		r.be.set(func() { r.be.unreachable = true })
+		r.waitFor("idle", func() bool { return len(r.e.Diagnostics(context.Background()).Busy) == 0 })
+		r.setItem(hother, true, true)
+		r.f.Inject(hardware.Event{Kind: hardware.DoorOpened, Addr: hother})
+		r.waitFor("forced door", func() bool { return r.hasEvent("alarm:forced_door") })
+		s, err = r.e.Pickup(context.Background(), PickupRequest{QR: cTok})
+		require.NoError(t, err)
+		require.Equal(t, StateOutOfOrder, s.State, "a door forced open: its code no longer opens offline")
+		require.Equal(t, 1, r.f.PulseCount(hother))
 	})
 }

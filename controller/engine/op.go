@@ -542,6 +542,12 @@ func (e *Engine) finishSeen(ctx context.Context, o *op, sawRemoved, sawPlaced bo
 			state = StateRetrieved
 		}
 	default:
+		// A remote open or a technician's test-open: the door opened
+		// for no document, so the device no longer knows which document
+		// lies behind it (staff may have taken one out or put one in,
+		// recorded at the console only): no code opens it offline
+		// until the backend's sync names its document again.
+		e.forgetCodes(o.comp, "")
 		state = StateTestOpen
 	}
 	e.end(o)
@@ -552,12 +558,14 @@ func (e *Engine) finishSeen(ctx context.Context, o *op, sawRemoved, sawPlaced bo
 	e.show(o, state)
 }
 
-// forgetCodes drops from the offline cache the entries of c other than
-// keep's ("" all): staff emptied c or loaded keep into it, so no other
-// document's code may open it offline, even before the backend's code sync
-// (which revokes them) arrives (offline.Cache.Forget).
+// forgetCodes withdraws from the offline cache the entries of c other than
+// keep's ("" all): staff emptied c or loaded keep into it, or its door
+// opened for no document, so no other document's code may open it
+// offline, even before the backend's code sync (which revokes them)
+// arrives (offline.Cache.Forget). Automaton slots are left alone: their
+// hatch gives no access to the documents behind it.
 func (e *Engine) forgetCodes(c *comp, keep string) {
-	if e.o.Cache == nil {
+	if e.o.Cache == nil || c == nil || c.slot >= 0 {
 		return
 	}
 	n, err := e.o.Cache.Forget(c.wireAddr(), keep)

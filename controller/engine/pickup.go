@@ -154,6 +154,12 @@ func (e *Engine) Pickup(ctx context.Context, r PickupRequest) (Screen, error) {
 		e.followBackendLock(res.RetryAfterS)
 		return e.setScreen(StateLockedOut, 0, lang), nil
 	default:
+		if errors.Is(offMiss, offline.ErrWithdrawn) {
+			// A genuine code whose compartment changed here since the
+			// last sync: the door stays shut, the citizen is sent to
+			// the counter (reported offline_code_refused).
+			return e.setScreen(StateOutOfOrder, 0, lang), nil
+		}
 		if offMiss != nil {
 			e.log.Info("offline verification impossible", "err", offMiss)
 		}
@@ -223,6 +229,17 @@ func (e *Engine) verifyOffline(r PickupRequest, method wire.Method) (wire.Verify
 			slot = intPtr(m.Addr.Channel)
 		}
 		return wire.VerifyResponse{Result: wire.VerifyOK, DocumentID: m.DocumentID, Addr: &addr, Slot: slot}, m.CodeRef, nil
+	case errors.Is(err, offline.ErrWithdrawn):
+		// The right code (not a guess: not counted), but the device
+		// withdrew it: its compartment was emptied, reloaded or opened
+		// for no document here, and may hold another citizen's document
+		// now. Journaled and reported before the kiosk answers.
+		addr := m.Addr
+		e.emitKept(wire.Event{Kind: wire.EvOfflineCodeRefused, Addr: &addr, DocumentID: m.DocumentID, Method: method,
+			CodeRef: m.CodeRef, Detail: "compartment emptied, reloaded or opened for no document at the device since the last code sync"})
+		e.log.Warn("offline code refused: its compartment changed at the device since the last code sync",
+			"document", m.DocumentID, "addr", addr.String(), "method", method)
+		return wire.VerifyResponse{Result: wire.VerifyUnavailable}, "", err
 	case errors.Is(err, pickupcode.ErrSecondFactorRequired):
 		return wire.VerifyResponse{Result: wire.VerifySecondFactorRequired}, "", nil
 	case errors.Is(err, pickupcode.ErrExpired):

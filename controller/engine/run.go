@@ -261,6 +261,12 @@ func (e *Engine) onHardware(ev hardware.Event) error {
 	if err := e.emit(we); err != nil {
 		return err
 	}
+	// The door opened or the item changed with no operation (a forced
+	// door, a mechanical key, a faulty sensor): the device no longer
+	// knows which document is behind it, so no code opens it offline.
+	if ev.Kind != hardware.DoorClosed {
+		e.forgetCodes(c, "")
+	}
 	switch ev.Kind {
 	case hardware.DoorOpened:
 		e.emitKept(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: addrPtr(ev.Addr),

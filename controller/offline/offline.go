@@ -48,6 +48,12 @@ var (
 	ErrNoMaterial = errors.New("offline: no verification material")
 	// ErrStale means a sync older than the cache's version was ignored.
 	ErrStale = errors.New("offline: stale code sync")
+	// ErrWithdrawn means the attempt matched a code this device withdrew
+	// itself (Forget): its compartment was emptied, reloaded or opened
+	// outside a pickup of its document here, so the device no longer
+	// knows that document to be in it. The Match names the code. The door
+	// stays shut offline; online the backend decides.
+	ErrWithdrawn = errors.New("offline: code withdrawn by the device: its compartment changed here")
 )
 
 // Match is a successful offline verification (or, with an error, what is
@@ -89,6 +95,13 @@ type file struct {
 	// ExpiredRetention so that their PIN answers "expired", not "wrong"
 	// (docs/kluisd.md, "Offline verification").
 	Expired []wire.CodeEntry `json:"expired,omitempty"`
+	// Withdrawn are entries Forget took out: the device saw their
+	// compartment emptied, reloaded or opened outside a pickup of their
+	// document. A later sync carrying the same entry (same document,
+	// qr_hash and PIN hash) does not bring it back: the device's own
+	// record wins until the entry expires (a re-issued code is a new
+	// entry). Their codes answer ErrWithdrawn offline.
+	Withdrawn []wire.CodeEntry `json:"withdrawn,omitempty"`
 }
 
 // ExpiredRetention is how long after its expiry a code removed from the
@@ -155,7 +168,11 @@ func (c *Cache) ApplyAt(s wire.CodeSync, now time.Time) error {
 	if s.Version <= c.f.Version {
 		return fmt.Errorf("offline: version %d <= %d: %w", s.Version, c.f.Version, ErrStale)
 	}
-	next := file{Version: s.Version}
+	next := file{Version: s.Version, Withdrawn: withdrawnAt(c.f.Withdrawn, now)}
+	withdrawn := map[string]bool{}
+	for _, e := range next.Withdrawn {
+		withdrawn[EntryKey(e)] = true
+	}
 	if !s.Full {
 		next.Entries = append(next.Entries, c.f.Entries...)
 	}
@@ -179,7 +196,7 @@ func (c *Cache) ApplyAt(s wire.CodeSync, now time.Time) error {
 		revoked[id] = true
 	}
 	for _, e := range s.Entries {
-		if !revoked[e.DocumentID] {
+		if !revoked[e.DocumentID] && !withdrawn[EntryKey(e)] {
 			next.Entries = append(next.Entries, e)
 		}
 	}
@@ -191,22 +208,35 @@ func (c *Cache) ApplyAt(s wire.CodeSync, now time.Time) error {
 	return nil
 }
 
-// Forget removes the entries of compartment addr (as in CodeEntry.Addr)
-// except those of document keep ("" removes them all), durably, and
-// returns how many it removed. The cache keeps its version: the backend's
-// next sync replaces it whole anyway. kluisd calls it when staff emptied
-// (retrieved) or loaded a compartment at this device: the backend revokes
+// Forget withdraws the entries of compartment addr (as in CodeEntry.Addr)
+// except those of document keep ("" withdraws them all), durably, and
+// returns how many it withdrew. The cache keeps its version. kluisd calls
+// it when staff emptied (retrieved) or loaded a compartment at this device,
+// and when the compartment's door opened or its item changed outside a
+// pickup (a remote open, a test-open, a forced door): the backend revokes
 // the codes of a retrieved document, and a document loaded in its place
 // means any other document's code for that compartment is stale, but the
-// backend's sync saying so may not arrive before the network goes; until it
-// does, such a code would open a compartment that now holds someone else's
-// document. Removed entries are not kept as expired (they answer wrong_code).
+// backend's sync saying so may not arrive before the network goes; until
+// it does, such a code would open a compartment that may now hold someone
+// else's document. Withdrawn entries stay withdrawn (a later sync holding
+// the same entry does not bring it back) until ExpiredRetention after
+// their expiry, and their codes answer ErrWithdrawn.
 func (c *Cache) Forget(addr wire.Address, keep string) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	next := file{Version: c.f.Version, Expired: c.f.Expired}
+	next := file{Version: c.f.Version, Expired: c.f.Expired, Withdrawn: c.f.Withdrawn}
+	have := map[string]bool{}
+	for _, e := range next.Withdrawn {
+		have[EntryKey(e)] = true
+	}
+	next.Withdrawn = append([]wire.CodeEntry(nil), next.Withdrawn...)
+	next.Entries = nil
 	for _, e := range c.f.Entries {
 		if e.Addr == addr && (keep == "" || e.DocumentID != keep) {
+			if k := EntryKey(e); !have[k] {
+				have[k] = true
+				next.Withdrawn = append(next.Withdrawn, e)
+			}
 			continue
 		}
 		next.Entries = append(next.Entries, e)
@@ -220,6 +250,18 @@ func (c *Cache) Forget(addr wire.Address, keep string) (int, error) {
 	}
 	c.f = next
 	return n, nil
+}
+
+// withdrawnAt returns the withdrawn entries still kept at now: until
+// ExpiredRetention after their expiry.
+func withdrawnAt(w []wire.CodeEntry, now time.Time) []wire.CodeEntry {
+	var out []wire.CodeEntry
+	for _, e := range w {
+		if now.Sub(e.Expires) <= ExpiredRetention {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // expiredAfter returns the expired entries to keep once the cache's entries
@@ -306,6 +348,11 @@ func (c *Cache) VerifyQR(token string, now time.Time) (Match, error) {
 			return match(e, wire.MethodQR), nil
 		}
 	}
+	for _, e := range c.f.Withdrawn {
+		if e.QRHash != "" && e.QRHash == h {
+			return match(e, wire.MethodQR), fmt.Errorf("offline: %w", ErrWithdrawn)
+		}
+	}
 	// A genuine token whose code is not in the cache: revoked, used or
 	// not yet synced. Keep the door shut.
 	return Match{}, fmt.Errorf("offline: token not in cache: %w", pickupcode.ErrWrongCode)
@@ -319,8 +366,13 @@ func (c *Cache) VerifyPIN(pin, birthDate string, now time.Time) (Match, error) {
 	var entries []pickupcode.OfflineEntry
 	byDoc := map[string]wire.CodeEntry{}
 	// Valid entries first: a PIN drawn again for a new code finds the new
-	// code, not the expired one.
-	for _, e := range append(append([]wire.CodeEntry(nil), c.f.Entries...), c.f.Expired...) {
+	// code, not the expired or withdrawn one.
+	withdrawn := map[string]bool{}
+	for _, e := range c.f.Withdrawn {
+		withdrawn[EntryKey(e)] = true
+	}
+	all := append(append([]wire.CodeEntry(nil), c.f.Entries...), c.f.Withdrawn...)
+	for _, e := range append(all, c.f.Expired...) {
 		p, salt, verifier, err := pickupcode.ParsePINHash(e.PINHash)
 		if err != nil {
 			continue
@@ -343,6 +395,9 @@ func (c *Cache) VerifyPIN(pin, birthDate string, now time.Time) (Match, error) {
 	if e, ok := byDoc[chk.Entry.DocumentID]; ok && chk.Entry.DocumentID != "" {
 		m = match(e, wire.MethodPIN)
 		m.PINTag = chk.PINTag
+		if withdrawn[chk.Entry.DocumentID] && (err == nil || errors.Is(err, pickupcode.ErrExpired)) {
+			return m, fmt.Errorf("offline: %w", ErrWithdrawn)
+		}
 	}
 	if err != nil {
 		return m, fmt.Errorf("offline: %w", err)

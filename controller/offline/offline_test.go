@@ -125,8 +125,10 @@ func TestExpiredEntriesKept(t *testing.T) {
 	require.ErrorIs(t, err, offline.ErrNoMaterial, "past the retention: forgotten (doc-new was revoked, not expired)")
 }
 
-// Forget drops a compartment's entries but one document's, durably and
-// keeping the version: their codes open nothing offline any more.
+// Forget withdraws a compartment's entries but one document's, durably and
+// keeping the version: their codes open nothing offline any more and answer
+// ErrWithdrawn (the device reports it); a later sync holding the same entry
+// does not bring it back, a re-issued code (a new entry) opens.
 func TestForgetACompartmentsCodes(t *testing.T) {
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	dir := t.TempDir()
@@ -146,8 +148,9 @@ func TestForgetACompartmentsCodes(t *testing.T) {
 	n, err := c.Forget(a, "doc-new")
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
-	_, err = c.VerifyQR(oldTok, t0)
-	require.ErrorIs(t, err, pickupcode.ErrWrongCode)
+	m0, err := c.VerifyQR(oldTok, t0)
+	require.ErrorIs(t, err, offline.ErrWithdrawn)
+	require.Equal(t, "doc-old", m0.DocumentID)
 	m, err := c.VerifyQR(newTok, t0)
 	require.NoError(t, err)
 	require.Equal(t, "doc-new", m.DocumentID)
@@ -160,15 +163,49 @@ func TestForgetACompartmentsCodes(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(7), c.Version())
 	_, err = c.VerifyQR(oldTok, t0)
-	require.ErrorIs(t, err, pickupcode.ErrWrongCode)
+	require.ErrorIs(t, err, offline.ErrWithdrawn)
 
 	// a emptied: everything of a goes, b stays.
 	n, err = c.Forget(a, "")
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 	_, err = c.VerifyQR(newTok, t0)
-	require.ErrorIs(t, err, pickupcode.ErrWrongCode)
+	require.ErrorIs(t, err, offline.ErrWithdrawn)
 	_, err = c.VerifyQR(otherTok, t0)
 	require.NoError(t, err)
 	require.Equal(t, 1, c.Len())
+
+	// A PIN of a withdrawn entry answers ErrWithdrawn too; a sync still
+	// holding the withdrawn entries does not bring them back, a new
+	// code of the same document opens.
+	pinEntry := offlinetest.PINEntry("doc-p", "dev1", "111222333", "1990-02-03", b, t0.Add(time.Hour))
+	require.NoError(t, c.ApplyAt(wire.CodeSync{Version: 8, Full: true, Entries: []wire.CodeEntry{pinEntry}}, t0))
+	n, err = c.Forget(b, "")
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	m, err = c.VerifyPIN("111222333", "1990-02-03", t0)
+	require.ErrorIs(t, err, offline.ErrWithdrawn)
+	require.Equal(t, "doc-p", m.DocumentID)
+	reissuedTok, reissuedCID := token(t, priv, "dev1", t0.Add(time.Hour))
+	require.NoError(t, c.ApplyAt(wire.CodeSync{Version: 9, Full: true, Entries: []wire.CodeEntry{pinEntry,
+		{DocumentID: "doc-new", Addr: a, Expires: t0.Add(time.Hour), QRHash: pickupcode.QRHash(newCID)},
+		{DocumentID: "doc-new", Addr: a, Expires: t0.Add(time.Hour), QRHash: pickupcode.QRHash(reissuedCID)},
+	}}, t0))
+	require.Equal(t, 1, c.Len(), "only the re-issued code is valid")
+	_, err = c.VerifyPIN("111222333", "1990-02-03", t0)
+	require.ErrorIs(t, err, offline.ErrWithdrawn)
+	_, err = c.VerifyQR(newTok, t0)
+	require.ErrorIs(t, err, offline.ErrWithdrawn)
+	m, err = c.VerifyQR(reissuedTok, t0)
+	require.NoError(t, err)
+	require.Equal(t, "doc-new", m.DocumentID)
+
+	// Kept until ExpiredRetention after their expiry, then forgotten.
+	late := t0.Add(time.Hour + offline.ExpiredRetention + time.Minute)
+	require.NoError(t, c.ApplyAt(wire.CodeSync{Version: 10, Full: true}, late.Add(-2*time.Minute)))
+	_, err = c.VerifyPIN("111222333", "1990-02-03", late.Add(-2*time.Minute))
+	require.ErrorIs(t, err, offline.ErrWithdrawn, "still kept within the retention")
+	require.NoError(t, c.ApplyAt(wire.CodeSync{Version: 11, Full: true}, late))
+	_, err = c.VerifyPIN("111222333", "1990-02-03", late)
+	require.ErrorIs(t, err, offline.ErrNoMaterial, "pruned past the retention")
 }

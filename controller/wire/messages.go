@@ -123,6 +123,13 @@ const (
 	// EvBoardWatchdog: a lock board's own watchdog relocked every lock
 	// because kluisd was silent for its timeout (board).
 	EvBoardWatchdog EventKind = "board_watchdog"
+	// EvOfflineCodeRefused: verifying offline, the device refused a
+	// genuine code (document_id, addr, method, code_ref) because it
+	// withdrew that code itself: its compartment was emptied, reloaded
+	// or opened for no document at the device since the last sync, so
+	// the device no longer knows that document to be behind the door.
+	// Nothing opened; audited by the backend.
+	EvOfflineCodeRefused EventKind = "offline_code_refused"
 )
 
 // EventKinds lists every event kind.
@@ -130,7 +137,7 @@ func EventKinds() []EventKind {
 	return []EventKind{EvDoorOpened, EvDoorClosed, EvItemPlaced, EvItemRemoved,
 		EvPickupCompleted, EvPickupNotCollected, EvOpenNotDetected, EvAlarm,
 		EvAlarmCleared, EvLoaded, EvRetrieved, EvLockoutCleared, EvCodeLocked, EvCommandRefused,
-		EvBoardRebooted, EvBoardWatchdog, EvResponseRefused}
+		EvBoardRebooted, EvBoardWatchdog, EvResponseRefused, EvOfflineCodeRefused}
 }
 
 // Urgent reports whether events of kind go ahead of a device's backlog:
@@ -195,6 +202,7 @@ const (
 //	code_locked: document_id (code_ref optional)
 //	command_refused: command_id
 //	response_refused: request_id
+//	offline_code_refused: addr, document_id (method, code_ref optional)
 type Event struct {
 	V    int       `json:"v"`
 	ID   string    `json:"id"`
@@ -214,7 +222,7 @@ type Event struct {
 	Offline bool `json:"offline,omitempty"`
 	// CodeRef names the code a device verified offline: the qr_hash of its
 	// offline cache entry (pickupcode.QRHash of the code id; no secret).
-	// On offline pickup events and code_locked.
+	// On offline pickup events, code_locked and offline_code_refused.
 	CodeRef string `json:"code_ref,omitempty"`
 	// StaffID is the staff member (loaded, retrieved; from a staff login).
 	StaffID string `json:"staff_id,omitempty"`

@@ -166,7 +166,7 @@ func (m *Event) Validate() error {
 		c.id("document_id", m.DocumentID)
 	case EvDoorOpened, EvDoorClosed, EvItemPlaced, EvItemRemoved, EvOpenNotDetected:
 		c.addr("addr", m.Addr, true)
-	case EvPickupCompleted, EvPickupNotCollected:
+	case EvPickupCompleted, EvPickupNotCollected, EvOfflineCodeRefused:
 		c.addr("addr", m.Addr, true)
 		c.id("document_id", m.DocumentID)
 	case EvLoaded, EvRetrieved:

@@ -2205,3 +2205,98 @@ func TestOfflineCodeRefusedAfterItsCompartmentChangedAtTheDevice(t *testing.T) {
 		require.Equal(t, 1, r.f.PulseCount(hother))
 	})
 }
+
+// Scenario (c) of docs/security.md "Offline codes and the compartment's
+// contents": a document collected online at this device, then its code
+// (QR or PIN) tried offline before the backend's sync removed it from the
+// cache, also after a restart: already_collected, the door stays shut.
+func TestCodeCollectedOnlineIsSpentOfflineToo(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		now := time.Now()
+		exp := now.Add(time.Hour)
+		a := hardware.Address{Board: 0, Channel: 2}
+		tok, cid := signToken(t, r.priv, exp)
+		entry := offlinetest.PINEntry("doc-1", device, "444555666", "1990-02-03", wire.Address{Board: 0, Channel: 2}, exp)
+		entry.QRHash = pickupcode.QRHash(cid)
+		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now,
+			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{entry}}}))
+		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
+		r.setItem(a, true, false)
+		r.be.set(func() { r.be.verify[tok] = okAt("doc-1", 2) })
+		s, err := r.e.Pickup(context.Background(), PickupRequest{QR: tok})
+		require.NoError(t, err)
+		require.Equal(t, StateOpen, s.State)
+		r.waitFor("pulse", func() bool { return r.f.PulseCount(a) == 1 })
+		r.citizen(a, true)
+		r.waitFor("collected online", func() bool { return r.hasEvent("pickup_completed") })
+		require.False(t, r.events()[len(r.events())-1].Offline)
+
+		tryOffline := func() {
+			t.Helper()
+			r.be.set(func() { r.be.unreachable = true })
+			for _, req := range []PickupRequest{{QR: tok}, {PIN: "444555666", BirthDate: "1990-02-03"}} {
+				s, err := r.e.Pickup(context.Background(), req)
+				require.NoError(t, err)
+				require.Equal(t, StateAlreadyCollected, s.State, "the code collected online is spent offline too")
+			}
+			synctest.Wait()
+			require.Equal(t, 1, r.f.PulseCount(a), "the door stayed shut")
+		}
+		tryOffline()
+		require.Equal(t, 1, r.cache.Len(), "the backend's sync has not come: the entry is still in the cache")
+
+		f := r.f
+		r.stop()
+		f.Resume()
+		r = newRig(t, rigOpts{caps: sensors, dir: r.dir, fake: f, priv: r.priv})
+		defer r.stop()
+		tryOffline()
+	})
+}
+
+// Scenario (b) of docs/security.md "Offline codes and the compartment's
+// contents", the bound that remains: a code re-issued at the backend while
+// the device is offline still opens its own door (its own document) from
+// the cache until the sync replacing it arrives; the first sync after the
+// reconnection ends it (the backend sends it at once on the device's online
+// presence).
+func TestReissuedCodeOpensItsOwnDoorOfflineOnlyUntilTheSync(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		now := time.Now()
+		exp := now.Add(time.Hour)
+		a := hardware.Address{Board: 0, Channel: 2}
+		sync := func(v int64, e wire.CodeEntry) {
+			res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: fmt.Sprintf("sync-%d", v), Kind: wire.CmdCodeSync, Issued: now,
+				Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: v, Full: true, Entries: []wire.CodeEntry{e}}}))
+			require.Equal(t, wire.StatusDone, res.Status, res.Detail)
+		}
+		old := offlinetest.PINEntry("doc-1", device, "444555666", "1990-02-03", wire.Address{Board: 0, Channel: 2}, exp)
+		sync(1, old)
+		r.setItem(a, true, false)
+		r.be.set(func() { r.be.unreachable = true })
+		// Re-issued at the backend meanwhile (new PIN): the device cannot
+		// know, the old PIN opens the document's own compartment.
+		s, err := r.e.Pickup(context.Background(), PickupRequest{PIN: "444555666", BirthDate: "1990-02-03"})
+		require.NoError(t, err)
+		require.Equal(t, StateOpen, s.State, "within the window: its own door")
+		r.waitFor("pulse", func() bool { return r.f.PulseCount(a) == 1 })
+		r.citizen(a, false)
+		r.waitState(StateNotCollected)
+		r.waitFor("idle", func() bool { return len(r.e.Diagnostics(context.Background()).Busy) == 0 })
+
+		// Back online: the backend's sync carries the new code only.
+		sync(2, offlinetest.PINEntry("doc-1", device, "777888999", "1990-02-03", wire.Address{Board: 0, Channel: 2}, exp))
+		s, err = r.e.Pickup(context.Background(), PickupRequest{PIN: "444555666", BirthDate: "1990-02-03"})
+		require.NoError(t, err)
+		require.Equal(t, StateWrongCode, s.State, "after the sync the old PIN opens nothing offline")
+		synctest.Wait()
+		require.Equal(t, 1, r.f.PulseCount(a))
+		s, err = r.e.Pickup(context.Background(), PickupRequest{PIN: "777888999", BirthDate: "1990-02-03"})
+		require.NoError(t, err)
+		require.Equal(t, StateOpen, s.State, "the new PIN opens offline")
+	})
+}

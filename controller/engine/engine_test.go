@@ -237,6 +237,27 @@ func (r *rig) kinds() []string {
 	return out
 }
 
+// codeSync applies a full code sync of version v made of entries, as the
+// backend sends it (signed, fresh).
+func (r *rig) codeSync(v int64, entries ...wire.CodeEntry) {
+	r.t.Helper()
+	now := time.Now()
+	res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: fmt.Sprintf("sync-%d", v), Kind: wire.CmdCodeSync,
+		Issued: now, Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: v, Full: true, Entries: entries}}))
+	require.Equal(r.t, wire.StatusDone, res.Status, res.Detail)
+}
+
+// countKind counts the journaled events of kind (as in kinds).
+func (r *rig) countKind(kind string) int {
+	n := 0
+	for _, k := range r.kinds() {
+		if k == kind {
+			n++
+		}
+	}
+	return n
+}
+
 func (r *rig) hasEvent(kind string) bool {
 	for _, k := range r.kinds() {
 		if k == kind {
@@ -583,15 +604,7 @@ func TestOpenSeenLateAfterBoardSilence(t *testing.T) {
 		}
 		_, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
 		require.NoError(t, err)
-		r.waitFor("not detected twice", func() bool {
-			n := 0
-			for _, k := range r.kinds() {
-				if k == "open_not_detected" {
-					n++
-				}
-			}
-			return n == 2
-		})
+		r.waitFor("not detected twice", func() bool { return r.countKind("open_not_detected") == 2 })
 		// The board answers again: its queue held the door's events.
 		time.Sleep(time.Second)
 		r.setItem(a, true, true)
@@ -2097,20 +2110,15 @@ func TestOfflineCodeRefusedAfterItsCompartmentChangedAtTheDevice(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, rigOpts{caps: sensors})
 		defer r.stop()
+		ha, hother := hardware.Address{Board: 0, Channel: 1}, hardware.Address{Board: 0, Channel: 2}
+		a, other := wire.Address(ha), wire.Address(hother)
 		now := time.Now()
 		exp := now.Add(time.Hour)
-		a, other := wire.Address{Board: 0, Channel: 1}, wire.Address{Board: 0, Channel: 2}
-		ha, hother := hardware.Address{Board: 0, Channel: 1}, hardware.Address{Board: 0, Channel: 2}
 		aTok, aCID := signToken(t, r.priv, exp)
 		otherTok, otherCID := signToken(t, r.priv, exp)
 		entryA := offlinetest.PINEntry("doc-a", device, "111222333", "1990-02-03", a, exp)
 		entryA.QRHash = pickupcode.QRHash(aCID)
-		sync := func(v int64, entries ...wire.CodeEntry) {
-			res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: fmt.Sprintf("sync-%d", v), Kind: wire.CmdCodeSync,
-				Issued: now, Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: v, Full: true, Entries: entries}}))
-			require.Equal(t, wire.StatusDone, res.Status, res.Detail)
-		}
-		sync(1, entryA, wire.CodeEntry{DocumentID: "doc-x", Addr: other, Expires: exp, QRHash: pickupcode.QRHash(otherCID)})
+		r.codeSync(1, entryA, wire.CodeEntry{DocumentID: "doc-x", Addr: other, Expires: exp, QRHash: pickupcode.QRHash(otherCID)})
 		r.setItem(ha, true, false)
 		r.setItem(hother, true, false)
 		refused := func() int {
@@ -2156,7 +2164,7 @@ func TestOfflineCodeRefusedAfterItsCompartmentChangedAtTheDevice(t *testing.T) {
 		// A late sync that still holds A (sent before the backend knew)
 		// does not bring it back; another compartment's code still opens.
 		r.be.set(func() { r.be.unreachable = false })
-		sync(2, entryA, wire.CodeEntry{DocumentID: "doc-x", Addr: other, Expires: exp, QRHash: pickupcode.QRHash(otherCID)})
+		r.codeSync(2, entryA, wire.CodeEntry{DocumentID: "doc-x", Addr: other, Expires: exp, QRHash: pickupcode.QRHash(otherCID)})
 		r.be.set(func() { r.be.unreachable = true })
 		s, err = r.e.Pickup(context.Background(), PickupRequest{QR: aTok})
 		require.NoError(t, err)
@@ -2172,7 +2180,7 @@ func TestOfflineCodeRefusedAfterItsCompartmentChangedAtTheDevice(t *testing.T) {
 		// B's code, synced after the swap, opens a offline.
 		bTok, bCID := signToken(t, r.priv, exp)
 		r.be.set(func() { r.be.unreachable = false })
-		sync(3, wire.CodeEntry{DocumentID: "doc-b", Addr: a, Expires: exp, QRHash: pickupcode.QRHash(bCID)})
+		r.codeSync(3, wire.CodeEntry{DocumentID: "doc-b", Addr: a, Expires: exp, QRHash: pickupcode.QRHash(bCID)})
 		r.be.set(func() { r.be.unreachable = true })
 		r.waitFor("idle", func() bool { return len(r.e.Diagnostics(context.Background()).Busy) == 0 })
 		s, err = r.e.Pickup(context.Background(), PickupRequest{QR: bTok})
@@ -2180,20 +2188,12 @@ func TestOfflineCodeRefusedAfterItsCompartmentChangedAtTheDevice(t *testing.T) {
 		require.Equal(t, StateOpen, s.State, "B's own code opens B's compartment offline")
 		r.waitFor("pulse", func() bool { return r.f.PulseCount(ha) == 2 })
 		r.citizen(ha, true)
-		r.waitFor("B collected", func() bool {
-			n := 0
-			for _, k := range r.kinds() {
-				if k == "pickup_completed" {
-					n++
-				}
-			}
-			return n == 2
-		})
+		r.waitFor("B collected", func() bool { return r.countKind("pickup_completed") == 2 })
 
 		// A forced door (no operation): the compartment's codes go too.
 		cTok, cCID := signToken(t, r.priv, exp)
 		r.be.set(func() { r.be.unreachable = false })
-		sync(4, wire.CodeEntry{DocumentID: "doc-c", Addr: other, Expires: exp, QRHash: pickupcode.QRHash(cCID)})
+		r.codeSync(4, wire.CodeEntry{DocumentID: "doc-c", Addr: other, Expires: exp, QRHash: pickupcode.QRHash(cCID)})
 		r.be.set(func() { r.be.unreachable = true })
 		r.waitFor("idle", func() bool { return len(r.e.Diagnostics(context.Background()).Busy) == 0 })
 		r.setItem(hother, true, true)
@@ -2220,9 +2220,7 @@ func TestCodeCollectedOnlineIsSpentOfflineToo(t *testing.T) {
 		tok, cid := signToken(t, r.priv, exp)
 		entry := offlinetest.PINEntry("doc-1", device, "444555666", "1990-02-03", wire.Address{Board: 0, Channel: 2}, exp)
 		entry.QRHash = pickupcode.QRHash(cid)
-		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now,
-			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{entry}}}))
-		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
+		r.codeSync(1, entry)
 		r.setItem(a, true, false)
 		r.be.set(func() { r.be.verify[tok] = okAt("doc-1", 2) })
 		s, err := r.e.Pickup(context.Background(), PickupRequest{QR: tok})
@@ -2266,17 +2264,10 @@ func TestReissuedCodeOpensItsOwnDoorOfflineOnlyUntilTheSync(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, rigOpts{caps: sensors})
 		defer r.stop()
-		now := time.Now()
-		exp := now.Add(time.Hour)
 		a := hardware.Address{Board: 0, Channel: 2}
-		sync := func(v int64, e wire.CodeEntry) {
-			res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: fmt.Sprintf("sync-%d", v), Kind: wire.CmdCodeSync, Issued: now,
-				Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: v, Full: true, Entries: []wire.CodeEntry{e}}}))
-			require.Equal(t, wire.StatusDone, res.Status, res.Detail)
-		}
-		old := offlinetest.PINEntry("doc-1", device, "444555666", "1990-02-03", wire.Address{Board: 0, Channel: 2}, exp)
-		sync(1, old)
 		r.setItem(a, true, false)
+		exp := time.Now().Add(time.Hour)
+		r.codeSync(1, offlinetest.PINEntry("doc-1", device, "444555666", "1990-02-03", wire.Address(a), exp))
 		r.be.set(func() { r.be.unreachable = true })
 		// Re-issued at the backend meanwhile (new PIN): the device cannot
 		// know, the old PIN opens the document's own compartment.
@@ -2289,7 +2280,7 @@ func TestReissuedCodeOpensItsOwnDoorOfflineOnlyUntilTheSync(t *testing.T) {
 		r.waitFor("idle", func() bool { return len(r.e.Diagnostics(context.Background()).Busy) == 0 })
 
 		// Back online: the backend's sync carries the new code only.
-		sync(2, offlinetest.PINEntry("doc-1", device, "777888999", "1990-02-03", wire.Address{Board: 0, Channel: 2}, exp))
+		r.codeSync(2, offlinetest.PINEntry("doc-1", device, "777888999", "1990-02-03", wire.Address(a), exp))
 		s, err = r.e.Pickup(context.Background(), PickupRequest{PIN: "444555666", BirthDate: "1990-02-03"})
 		require.NoError(t, err)
 		require.Equal(t, StateWrongCode, s.State, "after the sync the old PIN opens nothing offline")

@@ -64,14 +64,14 @@ type Options struct {
 	// CONNECT; default 10 s.
 	ConnectTimeout time.Duration
 	// MaxPendingPerAddress caps the connections one client address (IPv6:
-	// its /64) holds before their first packet (the CONNECT) has arrived;
-	// the next is refused with CONNACK "server unavailable" and counted in
-	// kluis_broker_pending_refused_total. A connection leaves the count
-	// once its CONNECT is read (authenticated or not), so a fleet
-	// connecting from one address (a NAT, kluis-bench on 127.0.0.1) is
-	// not held to it, while idle connections from one address can no
-	// longer take every place for ConnectTimeout each. Default 1,024 (at
-	// most MaxConnections).
+	// its /64) holds that have not sent their first packet (the CONNECT)
+	// within 2 s of being accepted; past it such a connection is closed
+	// (at 2 s instead of ConnectTimeout) and counted in
+	// kluis_broker_pending_refused_total. A device sends CONNECT as soon as
+	// it is connected, so a fleet reconnecting at once from one address (a
+	// NAT, kluis-bench on 127.0.0.1) is not held to it, while idle
+	// connections from one address can no longer take every place for
+	// ConnectTimeout each. Default 1,024 (at most MaxConnections).
 	MaxPendingPerAddress int
 	// WriteTimeout bounds writing one packet to a client (there is no
 	// outbound queue: the publisher writes); a client that does not take

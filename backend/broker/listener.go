@@ -28,7 +28,8 @@ type listener struct {
 	tls      *tls.Config
 	ln       net.Listener
 	max      int64
-	pendMax  int64         // connections an address may hold before their CONNECT
+	pendMax  int64         // connections an address may hold overdue for their CONNECT
+	grace    time.Duration // after it, a connection without CONNECT is overdue
 	connect  time.Duration // deadline to send CONNECT
 	log      *slog.Logger
 	m        *metrics
@@ -37,7 +38,7 @@ type listener struct {
 
 	live    atomic.Int64
 	pendMu  sync.Mutex
-	pending map[netip.Prefix]int64 // connections whose CONNECT has not arrived, by address
+	overdue map[netip.Prefix]int64 // connections overdue for their CONNECT, by address
 	warn    *loglimit.Limiter
 	end     atomic.Bool
 	mu      sync.Mutex
@@ -59,7 +60,7 @@ func newListener(id, addr string, tlsConf *tls.Config, max, pendMax int64, conne
 		return nil, err
 	}
 	return &listener{id: id, tls: tlsConf, ln: ln, max: max, pendMax: pendMax, connect: connect, log: log, m: m,
-		sleep: time.Sleep, refusing: make(chan struct{}, maxRefusing), pending: map[netip.Prefix]int64{},
+		sleep: time.Sleep, refusing: make(chan struct{}, maxRefusing), overdue: map[netip.Prefix]int64{}, grace: connectGrace,
 		warn: loglimit.New(log, 1, time.Minute, time.Now)}, nil
 }
 
@@ -127,18 +128,12 @@ func (l *listener) Serve(serve func(net.Conn)) {
 			l.refuse(conn)
 			continue
 		}
-		key, ok := l.waitForConnect(conn)
-		if !ok {
-			l.live.Add(-1)
-			l.m.pendRefused.Inc()
-			l.warn.Warn("connection refused: its address holds its maximum of connections that have not sent CONNECT",
-				"max", l.pendMax, "remote", conn.RemoteAddr().String())
-			l.refuse(conn)
-			continue
-		}
 		l.m.open.Inc()
-		c := &countedConn{Conn: conn, l: l, key: key}
+		c := &countedConn{Conn: conn, l: l, key: addressKey(conn.RemoteAddr())}
 		_ = c.SetDeadline(time.Now().Add(l.connect)) // the server sets the keep-alive deadline after CONNECT
+		l.pendMu.Lock()
+		c.timer = time.AfterFunc(l.grace, c.overdue)
+		l.pendMu.Unlock()
 		var nc net.Conn = c
 		if l.tls != nil {
 			nc = tls.Server(c, l.tls)
@@ -147,27 +142,58 @@ func (l *listener) Serve(serve func(net.Conn)) {
 	}
 }
 
-// waitForConnect counts conn among its address's connections that have
-// not sent CONNECT, unless the address holds pendMax of them already.
-func (l *listener) waitForConnect(conn net.Conn) (netip.Prefix, bool) {
-	key := addressKey(conn.RemoteAddr())
+// connectGrace is how long a new connection may take to send its first
+// packet before it counts against its address (MaxPendingPerAddress): a
+// device sends CONNECT as soon as it is connected, so only connections
+// left idle count, not a fleet reconnecting at once from one address.
+const connectGrace = 2 * time.Second
+
+// The states of a connection's first packet (countedConn.state, under the
+// listener's pendMu).
+const (
+	firstWaiting = iota // within the grace
+	firstOverdue        // counted in overdue
+	firstDone           // read, failed or closed
+)
+
+// overdue runs at the end of c's grace: without its first packet it
+// counts against its address, or is closed (counted, warned) when its
+// address holds pendMax overdue connections already.
+func (c *countedConn) overdue() {
+	l := c.l
 	l.pendMu.Lock()
-	defer l.pendMu.Unlock()
-	if l.pending[key] >= l.pendMax {
-		return key, false
+	if c.state != firstWaiting {
+		l.pendMu.Unlock()
+		return
 	}
-	l.pending[key]++
-	return key, true
+	full := l.overdue[c.key] >= l.pendMax
+	if !full {
+		l.overdue[c.key]++
+		c.state = firstOverdue
+	}
+	l.pendMu.Unlock()
+	if full {
+		l.m.pendRefused.Inc()
+		l.warn.Warn("connection closed: its address holds its maximum of connections that have not sent CONNECT",
+			"max", l.pendMax, "remote", c.RemoteAddr().String())
+		_ = c.Close()
+	}
 }
 
-// connectArrived takes a connection out of its address's count of those
-// that have not sent CONNECT.
-func (l *listener) connectArrived(key netip.Prefix) {
+// firstArrived ends c's wait for its first packet (once).
+func (c *countedConn) firstArrived() {
+	l := c.l
 	l.pendMu.Lock()
 	defer l.pendMu.Unlock()
-	if l.pending[key]--; l.pending[key] <= 0 {
-		delete(l.pending, key)
+	if c.timer != nil {
+		c.timer.Stop()
 	}
+	if c.state == firstOverdue {
+		if l.overdue[c.key]--; l.overdue[c.key] <= 0 {
+			delete(l.overdue, c.key)
+		}
+	}
+	c.state = firstDone
 }
 
 // addressKey is the block a client address counts in: itself, or its /64
@@ -188,13 +214,13 @@ func addressKey(a net.Addr) netip.Prefix {
 
 // firstPacketRead tells conn's listener that its first packet has been
 // read (or reading it failed): the connection no longer counts against
-// its address's connections waiting for CONNECT.
+// its address's connections overdue for CONNECT.
 func firstPacketRead(conn net.Conn) {
 	if tc, ok := conn.(*tls.Conn); ok {
 		conn = tc.NetConn()
 	}
 	if c, ok := conn.(*countedConn); ok {
-		c.arrived.Do(func() { c.l.connectArrived(c.key) })
+		c.firstArrived()
 	}
 }
 
@@ -266,15 +292,16 @@ func (l *listener) Close(closeClients func()) {
 // closed (once).
 type countedConn struct {
 	net.Conn
-	l       *listener
-	key     netip.Prefix // the client's address block
-	arrived sync.Once    // out of the count waiting for CONNECT
-	once    sync.Once
+	l     *listener
+	key   netip.Prefix // the client's address block
+	timer *time.Timer  // the end of the grace for the first packet
+	state int          // firstWaiting, firstOverdue, firstDone (under l.pendMu)
+	once  sync.Once
 }
 
 func (c *countedConn) Close() error {
 	err := c.Conn.Close()
-	c.arrived.Do(func() { c.l.connectArrived(c.key) })
+	c.firstArrived()
 	c.once.Do(func() {
 		c.l.live.Add(-1)
 		c.l.m.open.Dec()

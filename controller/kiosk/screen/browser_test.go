@@ -368,7 +368,7 @@ func runAxe(mt *mtab) ([]browsertest.Violation, error) {
 func shot(mt *mtab, name string) error {
 	ctx, cancel := context.WithTimeout(mt.tab.Ctx, 60*time.Second)
 	defer cancel()
-	buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	buf, err := chromedp.Run(ctx, browsertest.FullPNG())
 	if err != nil {
 		return err
 	}

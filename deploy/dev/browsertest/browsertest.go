@@ -16,6 +16,7 @@ import (
 
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
@@ -274,7 +275,7 @@ var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 // characters are replaced) and returns its path.
 func (tab *Tab) Screenshot(t testing.TB, name string) string {
 	t.Helper()
-	buf, err := chromedp.Run(tab.Ctx, chromedp.FullScreenshot(100))
+	buf, err := chromedp.Run(tab.Ctx, FullPNG())
 	if err != nil {
 		t.Fatalf("browsertest: screenshot %s: %v", name, err)
 	}
@@ -294,6 +295,26 @@ func (tab *Tab) Screenshot(t testing.TB, name string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// FullPNG captures the whole page (beyond the viewport) as a PNG, as
+// chromedp.FullScreenshot(100) does, with the browser's fast PNG encoding
+// (optimizeForSpeed): the same pixels in a larger file, made in a fraction
+// of the time.
+func FullPNG() chromedp.Action[[]byte] {
+	return func(ctx context.Context, tg *chromedp.Target) ([]byte, error) {
+		yes := true
+		r, err := cdp.Call(ctx, tg, page.CaptureScreenshot, page.CaptureScreenshotParams{
+			CaptureBeyondViewport: &yes,
+			FromSurface:           &yes,
+			Format:                page.CaptureScreenshotFormatPng,
+			OptimizeForSpeed:      &yes,
+		})
+		if err != nil {
+			return nil, err
+		}
+		return r.Data, nil
+	}
 }
 
 // ScanGap is the time between two keys of [Scan]: a keyboard-wedge

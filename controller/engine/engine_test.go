@@ -2291,3 +2291,55 @@ func TestReissuedCodeOpensItsOwnDoorOfflineOnlyUntilTheSync(t *testing.T) {
 		require.Equal(t, StateOpen, s.State, "the new PIN opens offline")
 	})
 }
+
+// On an automaton a staff load withdraws the other documents' offline
+// codes of the slot it presented (the hatch gave access to that slot),
+// and only those: a forced hatch withdraws nothing, as which slot stood
+// behind it is not known.
+func TestAutomatonLoadWithdrawsTheSlotsOtherCodes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{kind: config.KindAutomaton, caps: sensors})
+		defer r.stop()
+		exp := time.Now().Add(time.Hour)
+		slot5, slot3 := wire.Address{Board: 0, Channel: 5}, wire.Address{Board: 0, Channel: 3}
+		oldTok, oldCID := signToken(t, r.priv, exp)
+		_, otherCID := signToken(t, r.priv, exp)
+		r.codeSync(1, wire.CodeEntry{DocumentID: "doc-old", Addr: slot5, Expires: exp, QRHash: pickupcode.QRHash(oldCID)},
+			wire.CodeEntry{DocumentID: "doc-3", Addr: slot3, Expires: exp, QRHash: pickupcode.QRHash(otherCID)})
+		r.be.set(func() {
+			r.be.staff["login:BADGE-7"] = wire.StaffResponse{Op: wire.StaffLogin, Result: wire.StaffOK, Session: "s",
+				StaffID: "u7", StaffName: "An", Expires: &exp}
+			r.be.staff["reserve:591-555"] = wire.StaffResponse{Op: wire.StaffReserve, Result: wire.StaffOK, DocumentID: "doc-new", Addr: &slot5}
+		})
+		_, err := r.e.StaffLogin(context.Background(), "BADGE-7", "", "en")
+		require.NoError(t, err)
+		_, err = r.e.StaffLoad(context.Background(), "591-555", "en")
+		require.NoError(t, err)
+		r.waitFor("present", func() bool { return len(r.f.Presents()) == 1 })
+		require.Equal(t, 5, r.f.Presents()[0].Slot)
+		r.f.SetHatch(0, hardware.HatchState{Locked: true, Slot: 5})
+		r.f.CompletePresent(0, 5)
+		r.waitFor("hatch pulse", func() bool { return len(r.f.Pulses()) == 1 })
+		r.f.SetHatch(0, hardware.HatchState{Open: true, Slot: 5})
+		r.f.Inject(hardware.Event{Kind: hardware.HatchOpened, Addr: hardware.Address{Board: 0, Channel: -1}})
+		r.f.SetHatch(0, hardware.HatchState{Open: true, Slot: 5, ItemAtHatch: true})
+		r.f.Inject(hardware.Event{Kind: hardware.ItemPlaced, Addr: hardware.Address{Board: 0, Channel: 0}})
+		r.f.SetHatch(0, hardware.HatchState{Locked: true, Slot: 5, ItemAtHatch: true})
+		r.f.Inject(hardware.Event{Kind: hardware.HatchClosed, Addr: hardware.Address{Board: 0, Channel: -1}})
+		r.waitState(StateLoaded)
+		r.e.StaffLogout(context.Background())
+		require.Equal(t, 1, r.cache.Len(), "doc-old's code of slot 5 withdrawn, slot 3's kept")
+
+		r.be.set(func() { r.be.unreachable = true })
+		r.waitFor("idle", func() bool { return len(r.e.Diagnostics(context.Background()).Busy) == 0 })
+		s, err := r.e.Pickup(context.Background(), PickupRequest{QR: oldTok})
+		require.NoError(t, err)
+		require.Equal(t, StateOutOfOrder, s.State, "doc-old's code no longer opens slot 5 offline")
+		r.waitFor("reported", func() bool { return r.hasEvent(string(wire.EvOfflineCodeRefused)) })
+
+		// A forced hatch withdraws nothing.
+		r.f.Inject(hardware.Event{Kind: hardware.HatchOpened, Addr: hardware.Address{Board: 0, Channel: -1}})
+		r.waitFor("forced hatch", func() bool { return r.hasEvent("alarm:forced_door") })
+		require.Equal(t, 1, r.cache.Len())
+	})
+}

@@ -558,14 +558,14 @@ func (e *Engine) finishSeen(ctx context.Context, o *op, sawRemoved, sawPlaced bo
 	e.show(o, state)
 }
 
-// forgetCodes withdraws from the offline cache the entries of c other than
-// keep's ("" all): staff emptied c or loaded keep into it, or its door
-// opened for no document, so no other document's code may open it
-// offline, even before the backend's code sync (which revokes them)
-// arrives (offline.Cache.Forget). Automaton slots are left alone: their
-// hatch gives no access to the documents behind it.
+// forgetCodes withdraws from the offline cache the entries of c (a locker
+// compartment or an automaton slot) other than keep's ("" all): staff
+// emptied c or loaded keep into it, or its door (the hatch with c's slot
+// presented) opened for no document, so no other document's code may open
+// it offline, even before the backend's code sync (which revokes them)
+// arrives (offline.Cache.Forget).
 func (e *Engine) forgetCodes(c *comp, keep string) {
-	if e.o.Cache == nil || c == nil || c.slot >= 0 {
+	if e.o.Cache == nil || c == nil {
 		return
 	}
 	n, err := e.o.Cache.Forget(c.wireAddr(), keep)

@@ -264,7 +264,9 @@ func (e *Engine) onHardware(ev hardware.Event) error {
 	// The door opened or the item changed with no operation (a forced
 	// door, a mechanical key, a faulty sensor): the device no longer
 	// knows which document is behind it, so no code opens it offline.
-	if ev.Kind != hardware.DoorClosed {
+	// Not on an automaton: which slot stood at a forced hatch is not
+	// known here (c is only the board's first compartment).
+	if ev.Kind != hardware.DoorClosed && c.slot < 0 {
 		e.forgetCodes(c, "")
 	}
 	switch ev.Kind {

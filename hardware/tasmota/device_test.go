@@ -48,6 +48,9 @@ type device struct {
 	ignorePulseTime bool
 	// faultOnPresent: the carousel reports a fault instead of arriving.
 	faultOnPresent bool
+	// onCommand, when set, sees every command before the module acts on
+	// it (on the device's message goroutine: the module waits for it).
+	onCommand func(cmd, payload string)
 }
 
 func newDevice(t *testing.T, topic string, relays int, automaton bool) *device {
@@ -161,7 +164,11 @@ func (dev *device) handle(_ mqtt.Client, m mqtt.Message) {
 	if m.Qos() > 0 {
 		dev.qos1++
 	}
+	hook := dev.onCommand
 	dev.mu.Unlock()
+	if hook != nil {
+		hook(cmd, payload)
+	}
 	switch {
 	case strings.EqualFold(cmd, "Status") && payload == "10":
 		dev.mu.Lock()

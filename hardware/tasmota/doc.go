@@ -29,6 +29,30 @@
 // an OFF of Halt that could not be sent (the broker away) or was lost with
 // the connection is not lost for good: when in doubt, the doors stay shut.
 //
+// paho's Publish waits for its writer to take the command, by default up
+// to 30 s, and when the connection drops meanwhile the writer of the next
+// connection takes it: a door pulse's ON could leave seconds after the
+// caller was told the pulse failed (TestNoRelayOnAfterThePulseDeadline,
+// through a TCP proxy that stalls the link: before, Pulse returned 1.4 to
+// 1.6 s after its 3 s deadline and in one run of three the ON reached the
+// module 1.4 s after it). So paho's write timeout is half of
+// Options.Timeout, bounding both that wait and the write itself, and a
+// PulseTime or POWER<n> ON is handed to paho only while that much time is
+// left before the step's deadline (Options.Timeout from the step's start,
+// or the caller's context deadline if sooner; counted "late", nothing
+// sent, otherwise); the wait for the confirmation ends at the same
+// deadline. An ON handed to paho and not confirmed by then may still be
+// on its way (written to the socket, TCP can deliver it late; or still
+// queued in paho for that connection): the driver then publishes POWER<n>
+// OFF at once, on that connection behind the ON, and again at every
+// connection until an OFF was written. A door that opens anyway opens
+// with no operation waiting for it, and kluisd raises forced_door (door
+// opened without a command). Queries (Status 10, POWER<n>) asked for by
+// an LWT Online are published by a goroutine of their own, never under the
+// driver's lock nor on its message loop, so a stalled link cannot hold
+// back the events of the messages that still arrive
+// (TestStalledQueryDoesNotHoldTheMessageLoop).
+//
 // # Kluis mapping (the simulator implements exactly this)
 //
 // A locker-bank module (Module.Relays = N) is one board (Module.Board):
@@ -56,7 +80,8 @@
 //
 // Pulse publishes PulseTime<n> and waits for the module to confirm it in a
 // RESULT (Set equal to the value sent); only then does it publish POWER<n> ON
-// and wait for stat POWER<n> ON (topic or RESULT). The pulse is timed by the
+// and wait for stat POWER<n> ON (topic or RESULT), each step by its
+// deadline (see above: no ON leaves paho after it). The pulse is timed by the
 // module, so a lost link cannot leave a lock energised; without the
 // PulseTime confirmation the relay is never switched. Tasmota has no command
 // ids: a caller retrying after an unconfirmed POWER ON may pulse twice, but

@@ -51,6 +51,8 @@ type Options struct {
 	// hatch, fault) instead of a locker bank.
 	Automaton bool
 	// Timeout bounds the wait for a module's confirmation; default 5 s.
+	// Half of it bounds paho's hand-over of one command to its writer
+	// and the write itself (its write timeout).
 	Timeout time.Duration
 	// PresentPulse is the relay pulse that starts the carousel; default
 	// 500 ms.
@@ -91,6 +93,12 @@ type module struct {
 	brokerLost bool
 }
 
+// relay is one relay of one module.
+type relay struct {
+	mod *module
+	n   int
+}
+
 type inMsg struct {
 	topic   string
 	payload []byte
@@ -125,14 +133,25 @@ type Driver struct {
 
 	events *evqueue.Queue // for Watch
 
+	// queries wakes the sender, which publishes the queries of the
+	// modules in toQuery and the OFFs of offPending: never under mu, never
+	// on the message loop.
+	queries chan struct{}
+	wg      sync.WaitGroup // the sender
+
 	mu      sync.Mutex
-	mods    map[string]*module // by topic
-	byBoard map[int]*module
-	waiters map[string][]chan struct{}
-	ready   chan struct{} // closed once subscribed
-	isReady bool
-	halted  bool
-	closed  bool
+	toQuery map[*module]bool
+	// offPending: relays whose ON may have been handed to paho without
+	// the module confirming it in time; POWERn OFF goes to them at once
+	// and at every connection until one was written.
+	offPending map[relay]bool
+	mods       map[string]*module // by topic
+	byBoard    map[int]*module
+	waiters    map[string][]chan struct{}
+	ready      chan struct{} // closed once subscribed
+	isReady    bool
+	halted     bool
+	closed     bool
 }
 
 var (
@@ -182,6 +201,10 @@ func New(o Options) (*Driver, error) {
 		byBoard: map[int]*module{},
 		waiters: map[string][]chan struct{}{},
 		ready:   make(chan struct{}),
+		queries: make(chan struct{}, 1),
+		toQuery: map[*module]bool{},
+
+		offPending: map[relay]bool{},
 	}
 	for _, m := range o.Modules {
 		if m.Topic == "" || strings.ContainsAny(m.Topic, "+#") {
@@ -226,10 +249,17 @@ func New(o Options) (*Driver, error) {
 		SetMaxReconnectInterval(5 * time.Second).
 		SetConnectTimeout(o.Timeout).
 		SetKeepAlive(30 * time.Second).
+		// paho's Publish waits this long at most for its writer to take
+		// a command (30 s by default: long enough for the connection to
+		// drop and come back, and for the command to leave on the new
+		// one, late), and a write this long at most.
+		SetWriteTimeout(d.handOver()).
 		SetOrderMatters(true).
 		SetOnConnectHandler(d.onConnect).
 		SetConnectionLostHandler(d.onConnectionLost)
 	d.client = mqtt.NewClient(opts)
+	d.wg.Add(1)
+	go d.sender()
 	go d.loop()
 	d.client.Connect() // retries in the background
 	d.log.Info("connecting", "broker", o.Broker, "modules", len(o.Modules))
@@ -242,7 +272,7 @@ func (d *Driver) newMetrics() error {
 		messages: promtext.NewCounterVec(promtext.CounterOpts{Name: "kluis_tasmota_messages_total",
 			Help: "Messages from Tasmota modules by result (ok, malformed, unknown).", ConstLabels: cl}, []string{"result"}),
 		pulses: promtext.NewCounterVec(promtext.CounterOpts{Name: "kluis_tasmota_pulses_total",
-			Help: "Pulse and present commands by result (ok, unconfirmed, offline, refused).", ConstLabels: cl}, []string{"result"}),
+			Help: "Pulse and present commands by result (ok, unconfirmed, offline, late: too close to the deadline, nothing sent, refused).", ConstLabels: cl}, []string{"result"}),
 		dropped: promtext.NewCounter(promtext.CounterOpts{Name: "kluis_tasmota_dropped_total",
 			Help: "Messages or events dropped because a queue was full.", ConstLabels: cl}),
 		online: promtext.NewGaugeVec(promtext.GaugeOpts{Name: "kluis_tasmota_module_online",
@@ -269,6 +299,7 @@ func (d *Driver) onConnect(c mqtt.Client) {
 		d.log.Info("reconnected while halted: switching every relay off again")
 		d.relaysOff()
 	}
+	d.offAfterFailedPulses()
 	filters := map[string]byte{}
 	for topic := range d.mods {
 		filters["stat/"+topic+"/+"] = 1
@@ -302,6 +333,77 @@ func (d *Driver) query(mod *module) {
 	_, _ = d.publish("cmnd/"+mod.Topic+"/Status", "10")
 	for n := 1; n <= mod.Relays; n++ {
 		_, _ = d.publish("cmnd/"+mod.Topic+"/POWER"+strconv.Itoa(n), "")
+	}
+}
+
+// sender publishes the queries asked for under mu (setLinkLocked), so
+// neither mu nor the message loop waits for paho, and the OFFs after
+// failed pulses, so the pulse's caller does not wait for them.
+func (d *Driver) sender() {
+	defer d.wg.Done()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-d.queries:
+		}
+		d.mu.Lock()
+		mods := make([]*module, 0, len(d.toQuery))
+		for mod := range d.toQuery {
+			mods = append(mods, mod)
+		}
+		clear(d.toQuery)
+		d.mu.Unlock()
+		for _, mod := range mods {
+			d.query(mod)
+		}
+		d.offAfterFailedPulses()
+	}
+}
+
+// queryLocked has the sender ask mod for its switches and relays.
+func (d *Driver) queryLocked(mod *module) {
+	d.toQuery[mod] = true
+	d.wakeSenderLocked()
+}
+
+func (d *Driver) wakeSenderLocked() {
+	select {
+	case d.queries <- struct{}{}:
+	default: // already woken
+	}
+}
+
+// offAfterFailedPulse has the sender switch r off at once (on the
+// connection the ON may be waiting in, so the OFF follows it), and
+// onConnect at every connection until an OFF was written: an ON handed to
+// paho and not confirmed before the pulse's deadline may still reach the
+// module, late.
+func (d *Driver) offAfterFailedPulse(r relay) {
+	d.log.Warn("pulse not confirmed in time: switching the relay off", "module", r.mod.Topic, "relay", r.n)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.offPending[r] = true
+	d.wakeSenderLocked()
+}
+
+// offAfterFailedPulses publishes POWERn OFF to every relay in offPending
+// and forgets those whose OFF was written.
+func (d *Driver) offAfterFailedPulses() {
+	d.mu.Lock()
+	rs := make([]relay, 0, len(d.offPending))
+	for r := range d.offPending {
+		rs = append(rs, r)
+	}
+	d.mu.Unlock()
+	for _, r := range rs {
+		tok, err := d.publish("cmnd/"+r.mod.Topic+"/POWER"+strconv.Itoa(r.n), "OFF")
+		if err != nil || !tok.WaitTimeout(d.handOver()) || tok.Error() != nil {
+			continue // the next connection tries again
+		}
+		d.mu.Lock()
+		delete(d.offPending, r)
+		d.mu.Unlock()
 	}
 }
 
@@ -367,6 +469,14 @@ func (d *Driver) Ready(ctx context.Context) error {
 // errNotSent marks a command that certainly did not leave the driver.
 var errNotSent = errors.New("tasmota: not connected to the broker, nothing sent")
 
+// errTooLate marks a command not handed to paho because it might leave
+// after its deadline.
+var errTooLate = errors.New("tasmota: too close to the deadline, nothing sent")
+
+// handOver bounds paho's Publish: the wait for its writer to take a
+// command, and the write (paho's write timeout).
+func (d *Driver) handOver() time.Duration { return d.o.Timeout / 2 }
+
 // publish sends a command at QoS 0 (at most once), and only while the
 // broker connection is open; otherwise it sends nothing and returns
 // errNotSent. paho stores every QoS 1 message (published while it
@@ -386,6 +496,18 @@ func (d *Driver) publish(topic, payload string) (mqtt.Token, error) {
 		return nil, errNotSent
 	}
 	return d.client.Publish(topic, 0, false, payload), nil
+}
+
+// publishBy publishes only if paho's hand-over (at most handOver, its
+// write timeout) ends before deadline. A Publish that finds paho's writer
+// busy, or the connection just lost, waits for a writer, and the writer of
+// the next connection takes it: bounded so, a command cannot be handed to
+// any connection after its deadline.
+func (d *Driver) publishBy(deadline time.Time, topic, payload string) (mqtt.Token, error) {
+	if time.Until(deadline) < d.handOver() {
+		return nil, errTooLate
+	}
+	return d.publish(topic, payload)
 }
 
 func (d *Driver) loop() {
@@ -570,7 +692,7 @@ func (d *Driver) setLinkLocked(mod *module, l link, detail string) {
 		}
 		// Re-read switches and relays on every Online (Tasmota announces
 		// it on each connection): doors may have moved meanwhile.
-		d.query(mod)
+		d.queryLocked(mod)
 	case linkOffline:
 		d.m.online.WithLabelValues(mod.Topic).Set(0)
 		if prev != linkOffline {
@@ -714,9 +836,9 @@ func (d *Driver) usable() error {
 	return nil
 }
 
-// waitFor waits for ch, ctx or the driver's Timeout.
-func (d *Driver) waitFor(ctx context.Context, key string, ch chan struct{}) error {
-	t := time.NewTimer(d.o.Timeout)
+// waitFor waits for ch, ctx or the deadline.
+func (d *Driver) waitFor(ctx context.Context, deadline time.Time, key string, ch chan struct{}) error {
+	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	select {
 	case <-ch:
@@ -726,37 +848,59 @@ func (d *Driver) waitFor(ctx context.Context, key string, ch chan struct{}) erro
 		return ctx.Err()
 	case <-t.C:
 		d.forget(key, ch)
-		return fmt.Errorf("tasmota: no confirmation %s in %v: %w", key, d.o.Timeout, hardware.ErrTimeout)
+		return fmt.Errorf("tasmota: no confirmation %s by the deadline (timeout %v): %w", key, d.o.Timeout, hardware.ErrTimeout)
 	case <-d.stop:
 		d.forget(key, ch)
 		return fmt.Errorf("tasmota: closed: %w", hardware.ErrHalted)
 	}
 }
 
-// sendAndWait publishes payload to topic (publish: at most once, only
-// while connected) and waits for the confirmation key; an error wrapping
-// errNotSent means nothing was published.
-func (d *Driver) sendAndWait(ctx context.Context, topic, payload, key string) error {
+// sendAndWait publishes payload to topic (publishBy: at most once, only
+// while connected, handed to paho before deadline) and waits until
+// deadline for the confirmation key; an error wrapping errNotSent or
+// errTooLate means nothing was published.
+func (d *Driver) sendAndWait(ctx context.Context, deadline time.Time, topic, payload, key string) error {
 	ch := d.expect(key)
-	tok, err := d.publish(topic, payload)
+	tok, err := d.publishBy(deadline, topic, payload)
 	if err != nil {
 		d.forget(key, ch)
 		return err
 	}
-	if !tok.WaitTimeout(d.o.Timeout) {
+	if !tok.WaitTimeout(time.Until(deadline)) {
 		d.forget(key, ch)
 		return fmt.Errorf("tasmota: publish %s: %w", topic, hardware.ErrTimeout)
 	}
 	if err := tok.Error(); err != nil {
 		d.forget(key, ch)
-		return fmt.Errorf("tasmota: publish %s: %w", topic, err)
+		return fmt.Errorf("tasmota: publish %s: %w: %w", topic, err, hardware.ErrTimeout)
 	}
-	return d.waitFor(ctx, key, ch)
+	return d.waitFor(ctx, deadline, key, ch)
+}
+
+// deadline is the end of a step begun now: the driver's Timeout, or ctx's
+// deadline if sooner.
+func (d *Driver) deadline(ctx context.Context) time.Time {
+	dl := time.Now().Add(d.o.Timeout)
+	if c, ok := ctx.Deadline(); ok && c.Before(dl) {
+		return c
+	}
+	return dl
+}
+
+// notSent: nothing was handed to paho.
+func notSent(err error) bool { return errors.Is(err, errNotSent) || errors.Is(err, errTooLate) }
+
+// notSentResult is the pulses metric's result of a command not sent.
+func notSentResult(err error) string {
+	if errors.Is(err, errTooLate) {
+		return "late"
+	}
+	return "offline"
 }
 
 // readSwitches asks mod for Status 10 and waits for the answer.
 func (d *Driver) readSwitches(ctx context.Context, mod *module) error {
-	return d.sendAndWait(ctx, "cmnd/"+mod.Topic+"/Status", "10", statusKey(mod.Topic))
+	return d.sendAndWait(ctx, d.deadline(ctx), "cmnd/"+mod.Topic+"/Status", "10", statusKey(mod.Topic))
 }
 
 // States asks every module for its switches and returns every channel.
@@ -842,9 +986,9 @@ func (d *Driver) pulseRelay(ctx context.Context, mod *module, n int, dur time.Du
 		return err
 	}
 	base := "cmnd/" + mod.Topic + "/"
-	if err := d.sendAndWait(ctx, base+"PulseTime"+strconv.Itoa(n), strconv.Itoa(v), pulseTimeKey(mod.Topic, n, v)); err != nil {
-		if errors.Is(err, errNotSent) {
-			d.m.pulses.WithLabelValues("offline").Inc()
+	if err := d.sendAndWait(ctx, d.deadline(ctx), base+"PulseTime"+strconv.Itoa(n), strconv.Itoa(v), pulseTimeKey(mod.Topic, n, v)); err != nil {
+		if notSent(err) {
+			d.m.pulses.WithLabelValues(notSentResult(err)).Inc()
 			return fmt.Errorf("tasmota: PulseTime%d on %s: %w: %w", n, mod.Topic, err, hardware.ErrTimeout)
 		}
 		d.m.pulses.WithLabelValues("unconfirmed").Inc()
@@ -857,11 +1001,20 @@ func (d *Driver) pulseRelay(ctx context.Context, mod *module, n int, dur time.Du
 		d.m.pulses.WithLabelValues("refused").Inc()
 		return fmt.Errorf("tasmota: %w", hardware.ErrHalted)
 	}
-	if err := d.sendAndWait(ctx, base+"POWER"+strconv.Itoa(n), "ON", powerKey(mod.Topic, n)); err != nil {
-		if errors.Is(err, errNotSent) {
-			d.m.pulses.WithLabelValues("offline").Inc()
+	if err := ctx.Err(); err != nil {
+		d.m.pulses.WithLabelValues("refused").Inc()
+		return fmt.Errorf("tasmota: POWER%d ON on %s not sent: %w", n, mod.Topic, err)
+	}
+	// The ON leaves paho before the pulse's deadline or never (publishBy),
+	// and the pulse ends at the deadline: no ON after the caller was told
+	// the pulse failed, except one already written to the socket (the
+	// network may still deliver it late; the OFF below follows it).
+	if err := d.sendAndWait(ctx, d.deadline(ctx), base+"POWER"+strconv.Itoa(n), "ON", powerKey(mod.Topic, n)); err != nil {
+		if notSent(err) {
+			d.m.pulses.WithLabelValues(notSentResult(err)).Inc()
 			return fmt.Errorf("tasmota: POWER%d ON on %s: %w: %w", n, mod.Topic, err, hardware.ErrTimeout)
 		}
+		d.offAfterFailedPulse(relay{mod: mod, n: n})
 		d.m.pulses.WithLabelValues("unconfirmed").Inc()
 		return fmt.Errorf("tasmota: POWER%d ON on %s not confirmed (the relay may have switched; its pulse is hardware-timed): %w", n, mod.Topic, err)
 	}
@@ -1020,6 +1173,7 @@ func (d *Driver) Close() error {
 		d.client.Disconnect(250)
 		close(d.stop)
 		<-d.done
+		d.wg.Wait()
 	})
 	return d.closeErr
 }

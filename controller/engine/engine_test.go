@@ -2251,6 +2251,14 @@ func TestCodeCollectedOnlineIsSpentOfflineToo(t *testing.T) {
 		r = newRig(t, rigOpts{caps: sensors, dir: r.dir, fake: f, priv: r.priv})
 		defer r.stop()
 		tryOffline()
+
+		// Its compartment forced open later (the entry withdrawn): still
+		// already_collected, the truth, not out_of_order.
+		r.f.Inject(hardware.Event{Kind: hardware.DoorOpened, Addr: a})
+		r.waitFor("forced door", func() bool { return r.hasEvent("alarm:forced_door") })
+		require.Zero(t, r.cache.Len())
+		tryOffline()
+		require.False(t, r.hasEvent(string(wire.EvOfflineCodeRefused)))
 	})
 }
 

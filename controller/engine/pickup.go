@@ -229,6 +229,9 @@ func (e *Engine) verifyOffline(r PickupRequest, method wire.Method) (wire.Verify
 			slot = intPtr(m.Addr.Channel)
 		}
 		return wire.VerifyResponse{Result: wire.VerifyOK, DocumentID: m.DocumentID, Addr: &addr, Slot: slot}, m.CodeRef, nil
+	case errors.Is(err, offline.ErrWithdrawn) && e.usedNow(m.DocumentID):
+		// Spent here before its compartment changed: the truth.
+		return wire.VerifyResponse{Result: wire.VerifyAlreadyCollected}, "", nil
 	case errors.Is(err, offline.ErrWithdrawn):
 		// The right code (not a guess: not counted), but the device
 		// withdrew it: its compartment was emptied, reloaded or opened

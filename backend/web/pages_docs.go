@@ -349,6 +349,9 @@ type documentData struct {
 	CanRenotify bool
 	CanReissue  bool
 	CanSlip     bool
+	// ConfirmReissue asks before new codes are made (the old ones stop
+	// working): the button leads here, the confirmation posts.
+	ConfirmReissue bool
 }
 
 func (w *Web) document(rw http.ResponseWriter, q *req) error {
@@ -386,6 +389,10 @@ func (w *Web) document(rw http.ResponseWriter, q *req) error {
 	d.CanRenotify = st == lifecycle.Notified && !d.SlipOnly && q.may("documents.renotify")
 	d.CanReissue = live && q.may("documents.reissue")
 	d.CanSlip = live && q.may("documents.slip")
+	d.ConfirmReissue = d.CanReissue && q.r.URL.Query().Get("confirm") == "reissue"
+	if d.Device != nil && d.Comp != nil {
+		q.where = q.t.F("document.in", "device", displayName(*d.Device), "n", d.Comp.Number) + " (" + d.Site.Name + ")"
+	}
 	if d.Timeline, err = w.documentTimeline(ctx, q, doc); err != nil {
 		return err
 	}
@@ -521,6 +528,11 @@ func (w *Web) docAction(rw http.ResponseWriter, r *http.Request) {
 		case "renotify":
 			_, err = w.o.Service.Renotify(ctx, who, id)
 		case "reissue":
+			if r.PostForm.Get("confirm") != "yes" {
+				// Asked, not confirmed: the old codes keep working.
+				redirect(rw, r, Prefix+"documents/"+id, "", "confirm", "reissue")
+				return nil
+			}
 			_, err = w.o.Service.Reissue(ctx, who, id)
 		}
 		if err != nil {

@@ -38,6 +38,9 @@ type req struct {
 	sess auth.WebSession
 	// loggedIn is false on public pages.
 	loggedIn bool
+	// where names the device, compartment and site of the page's document
+	// for the notices that say where it goes ("notice.registered_in").
+	where string
 }
 
 // actor is the session's user as the audit trail names it.
@@ -406,6 +409,9 @@ func (q *req) notice() string {
 	k := q.r.URL.Query().Get("notice")
 	if !notices[k] {
 		return ""
+	}
+	if q.where != "" && (k == "notice.registered" || k == "notice.reserved") {
+		return q.t.F(k+"_in", "where", q.where)
 	}
 	return q.t.F(k, "n", q.r.URL.Query().Get("n"))
 }

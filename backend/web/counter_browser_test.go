@@ -1,0 +1,81 @@
+package web_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/auth"
+	"kluis/backend/server"
+	"kluis/deploy/dev/browsertest"
+)
+
+// A counter employee registers a card with real keys and clicks, in Dutch
+// and in French: the notice says which device, compartment and site the
+// document goes to. "Make new codes" (the old QR code and PIN stop
+// working) first asks, naming the holder: "No" changes nothing, "Yes"
+// makes the codes. axe-core passes on the confirmation. A mistyped
+// password at the login leaves the focus in the password field.
+func TestCounterRegisterAndReissueInBrowser(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e := newEnv(t, server.Options{})
+	b := browsertest.New(t, browsertest.Options{})
+	base := e.b.URL("")
+	for i, v := range []struct {
+		lang, first, where, confirm, done string
+		w, h                              int64
+	}{
+		{"nl", "Lotte", "Kluis inkomhal, vak ", "Nieuwe QR-code en pincode maken voor Lotte Peeters?", "nieuwe codes gemaakt", 1366, 768},
+		{"fr", "Léa", "Kluis inkomhal, casier ", "Créer un nouveau code QR et un nouveau code PIN pour Léa Peeters\u00a0?", "nouveaux codes sont créés", 768, 1024},
+	} {
+		tab := b.NewTab(t, v.w, v.h)
+		// A mistyped password: the focus waits in the password field, the
+		// user name kept, so the right one is typed straight away.
+		tab.Do(t, chromedp.Navigate(base+"/staff/login?lang="+v.lang))
+		tab.WaitFor(t, `document.activeElement && document.activeElement.id === "username"`, 20*time.Second)
+		tab.Do(t, chromedp.KeyEvent(e.users[auth.RoleStaff]+"\tmistyped\r"))
+		tab.WaitFor(t, `!!document.querySelector(".error-summary") && document.activeElement.id === "password"`, 20*time.Second)
+		tab.Do(t, chromedp.KeyEvent(password(auth.RoleStaff)+"\r"))
+		tab.WaitFor(t, `location.pathname === "/staff/documents"`, 20*time.Second)
+		tab.Do(t, chromedp.Navigate(base+"/staff/documents/new?lang="+v.lang))
+		tab.WaitFor(t, `document.activeElement && document.activeElement.id === "f-number"`, 10*time.Second)
+		tab.Do(t, chromedp.KeyEvent(fmt.Sprintf("591-765432%d-98", i)+"\t"+v.first+"\tPeeters\t15\t6\t1988"),
+			chromedp.Click(chromedp.CSS("#c-none")), chromedp.Click(chromedp.CSS(`form button[type=submit].primary`)))
+		tab.WaitFor(t, `location.pathname.startsWith("/staff/documents/") && !!document.querySelector(".notice")`, 10*time.Second)
+		id := strings.TrimPrefix(evalString(t, tab, `location.pathname`), "/staff/documents/")
+		notice := tab.Text(t, ".notice")
+		assert.Contains(t, notice, fmt.Sprintf("%s%d (Stadhuis Kortrijk)", v.where, e.compartmentOf(id)), "where the document goes")
+
+		// Loaded at the kiosk; the holder at the counter lost the PIN.
+		require.NoError(t, e.b.Call(t.Context(), "POST", "/api/v1/documents/"+id+"/load", nil, nil))
+		tab.Do(t, chromedp.Navigate(base+"/staff/documents/"+id))
+		tab.WaitFor(t, `!!document.querySelector('form[action$="/reissue"] button')`, 10*time.Second)
+		tab.Do(t, chromedp.Click(chromedp.CSS(`form[action$="/reissue"] button`)))
+		tab.WaitFor(t, `!!document.querySelector("#reissue-confirm")`, 10*time.Second)
+		assert.Equal(t, v.confirm, tab.Text(t, "#reissue-confirm p"))
+		// The focus on the confirmation's button.
+		tab.WaitFor(t, `!!document.activeElement.closest("#reissue-confirm button")`, 10*time.Second)
+		tab.CheckAxe(t, "reissue confirm "+v.lang)
+		tab.Screenshot(t, "console/reissue-confirm-"+v.lang)
+		assert.NotContains(t, e.audit("document:"+id), "reissue", "nothing before the confirmation")
+		// No: back to the document, nothing changed.
+		tab.Do(t, chromedp.Click(chromedp.CSS(`#reissue-confirm a`)))
+		tab.WaitFor(t, `!document.querySelector("#reissue-confirm") && !!document.querySelector('form[action$="/reissue"] button')`, 10*time.Second)
+		assert.NotContains(t, e.audit("document:"+id), "reissue")
+		// Yes, with the keyboard: the focused button and Enter.
+		tab.Do(t, chromedp.Click(chromedp.CSS(`form[action$="/reissue"] button`)))
+		tab.WaitFor(t, `!!document.activeElement.closest("#reissue-confirm button")`, 10*time.Second)
+		tab.Do(t, chromedp.KeyEvent("\r"))
+		tab.WaitFor(t, `!!document.querySelector(".notice") && !document.querySelector("#reissue-confirm")`, 10*time.Second)
+		assert.Contains(t, tab.Text(t, ".notice"), v.done)
+		assert.Contains(t, e.audit("document:"+id), "reissue")
+		// The day ends: log out (the tabs share the browser's cookies).
+		tab.Do(t, chromedp.Click(chromedp.CSS(`header form button`)))
+		tab.WaitFor(t, `location.pathname === "/staff/login" && !!document.querySelector(".notice")`, 20*time.Second)
+	}
+}

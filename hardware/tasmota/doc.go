@@ -45,7 +45,8 @@
 // on its way (written to the socket, TCP can deliver it late; or still
 // queued in paho for that connection): the driver then publishes POWER<n>
 // OFF at once, on that connection behind the ON, and again at every
-// connection until an OFF was written. A door that opens anyway opens
+// connection until an OFF was written or a later pulse of that relay was
+// confirmed. A door that opens anyway opens
 // with no operation waiting for it, and kluisd raises forced_door (door
 // opened without a command). Queries (Status 10, POWER<n>) asked for by
 // an LWT Online are published by a goroutine of their own, never under the

@@ -1018,6 +1018,12 @@ func (d *Driver) pulseRelay(ctx context.Context, mod *module, n int, dur time.Du
 		d.m.pulses.WithLabelValues("unconfirmed").Inc()
 		return fmt.Errorf("tasmota: POWER%d ON on %s not confirmed (the relay may have switched; its pulse is hardware-timed): %w", n, mod.Topic, err)
 	}
+	// The module switched the relay on when asked: an ON of an earlier
+	// failed pulse still queued on this connection would have come first,
+	// and a pending OFF would only cut this pulse short.
+	d.mu.Lock()
+	delete(d.offPending, relay{mod: mod, n: n})
+	d.mu.Unlock()
 	d.m.pulses.WithLabelValues("ok").Inc()
 	return nil
 }

@@ -19,7 +19,8 @@ import (
 // and in French: the notice says which device, compartment and site the
 // document goes to. "Make new codes" (the old QR code and PIN stop
 // working) first asks, naming the holder: "No" changes nothing, "Yes"
-// makes the codes. axe-core passes on the confirmation. A mistyped
+// makes the codes, and the holder without e-mail or phone is to get a new
+// slip. axe-core passes on the confirmation. A mistyped
 // password at the login leaves the focus in the password field.
 func TestCounterRegisterAndReissueInBrowser(t *testing.T) {
 	t.Parallel() // its own backend and database
@@ -27,11 +28,11 @@ func TestCounterRegisterAndReissueInBrowser(t *testing.T) {
 	b := browsertest.New(t, browsertest.Options{})
 	base := e.b.URL("")
 	for i, v := range []struct {
-		lang, first, where, confirm, done string
-		w, h                              int64
+		lang, first, where, confirm, done, slip string
+		w, h                                    int64
 	}{
-		{"nl", "Lotte", "Kluis inkomhal, vak ", "Nieuwe QR-code en pincode maken voor Lotte Peeters?", "nieuwe codes gemaakt", 1366, 768},
-		{"fr", "Léa", "Kluis inkomhal, casier ", "Créer un nouveau code QR et un nouveau code PIN pour Léa Peeters\u00a0?", "nouveaux codes sont créés", 768, 1024},
+		{"nl", "Lotte", "Kluis inkomhal, vak ", "Nieuwe QR-code en pincode maken voor Lotte Peeters?", "nieuwe codes gemaakt", "Druk het nieuwe afhaalbewijs af", 1366, 768},
+		{"fr", "Léa", "Kluis inkomhal, casier ", "Créer un nouveau code QR et un nouveau code PIN pour Léa Peeters\u00a0?", "nouveaux codes sont créés", "Imprimez le nouveau bon de retrait", 768, 1024},
 	} {
 		tab := b.NewTab(t, v.w, v.h)
 		// A mistyped password: the focus waits in the password field, the
@@ -63,6 +64,7 @@ func TestCounterRegisterAndReissueInBrowser(t *testing.T) {
 		tab.CheckAxe(t, "reissue confirm "+v.lang)
 		tab.Screenshot(t, "console/reissue-confirm-"+v.lang)
 		assert.NotContains(t, e.audit("document:"+id), "reissue", "nothing before the confirmation")
+		assert.GreaterOrEqual(t, evalInt(t, tab, `Math.round(document.querySelector("#reissue-confirm a").getBoundingClientRect().height)`), 44, "the No link is a target a finger hits")
 		// No: back to the document, nothing changed.
 		tab.Do(t, chromedp.Click(chromedp.CSS(`#reissue-confirm a`)))
 		tab.WaitFor(t, `!document.querySelector("#reissue-confirm") && !!document.querySelector('form[action$="/reissue"] button')`, 10*time.Second)
@@ -73,6 +75,7 @@ func TestCounterRegisterAndReissueInBrowser(t *testing.T) {
 		tab.Do(t, chromedp.KeyEvent("\r"))
 		tab.WaitFor(t, `!!document.querySelector(".notice") && !document.querySelector("#reissue-confirm")`, 10*time.Second)
 		assert.Contains(t, tab.Text(t, ".notice"), v.done)
+		assert.Contains(t, tab.Text(t, ".notice"), v.slip, "no e-mail or phone: the new codes are on a new slip")
 		assert.Contains(t, e.audit("document:"+id), "reissue")
 		// The day ends: log out (the tabs share the browser's cookies).
 		tab.Do(t, chromedp.Click(chromedp.CSS(`header form button`)))

@@ -390,6 +390,7 @@ func (w *Web) document(rw http.ResponseWriter, q *req) error {
 	d.CanReissue = live && q.may("documents.reissue")
 	d.CanSlip = live && q.may("documents.slip")
 	d.ConfirmReissue = d.CanReissue && q.r.URL.Query().Get("confirm") == "reissue"
+	q.slipOnly = d.SlipOnly
 	if d.Device != nil && d.Comp != nil {
 		q.where = q.t.F("document.in", "device", displayName(*d.Device), "n", d.Comp.Number) + " (" + d.Site.Name + ")"
 	}

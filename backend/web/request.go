@@ -41,6 +41,9 @@ type req struct {
 	// where names the device, compartment and site of the page's document
 	// for the notices that say where it goes ("notice.registered_in").
 	where string
+	// slipOnly: the page's document has no e-mail or phone, so new codes
+	// reach its holder only on a printed slip ("notice.reissued_slip").
+	slipOnly bool
 }
 
 // actor is the session's user as the audit trail names it.
@@ -412,6 +415,9 @@ func (q *req) notice() string {
 	}
 	if q.where != "" && (k == "notice.registered" || k == "notice.reserved") {
 		return q.t.F(k+"_in", "where", q.where)
+	}
+	if q.slipOnly && k == "notice.reissued" {
+		return q.t.S("notice.reissued_slip")
 	}
 	return q.t.F(k, "n", q.r.URL.Query().Get("n"))
 }

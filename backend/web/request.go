@@ -402,7 +402,7 @@ func (w *Web) nav(q *req) []navItem {
 // (?notice=key); anything else is ignored.
 var notices = map[string]bool{
 	"notice.registered": true, "notice.reserved": true, "notice.unreserved": true, "notice.cancelled": true,
-	"notice.renotified": true, "notice.reissued": true, "notice.opened": true, "notice.out_of_service": true,
+	"notice.renotified": true, "notice.reissued": true, "notice.reissued_offline": true, "notice.opened": true, "notice.out_of_service": true,
 	"notice.in_service": true, "notice.comp_out_of_service": true, "notice.comp_in_service": true,
 	"notice.logged_out": true, "notice.no_compartment": true, "notice.kiosk_pin_set": true,
 	"notice.alarm_acked": true, "notice.alarm_already_acked": true,
@@ -416,8 +416,8 @@ func (q *req) notice() string {
 	if q.where != "" && (k == "notice.registered" || k == "notice.reserved") {
 		return q.t.F(k+"_in", "where", q.where)
 	}
-	if q.slipOnly && k == "notice.reissued" {
-		return q.t.S("notice.reissued_slip")
+	if q.slipOnly && (k == "notice.reissued" || k == "notice.reissued_offline") {
+		return q.t.S(k + "_slip")
 	}
 	return q.t.F(k, "n", q.r.URL.Query().Get("n"))
 }

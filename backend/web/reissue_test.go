@@ -1,0 +1,59 @@
+package web_test
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/auth"
+	"kluis/backend/server"
+	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
+)
+
+// The console's re-issue says the old code no longer works only while the
+// document's device is online (it gets the code sync at once); with the
+// device offline it says that the old code still opens the compartment
+// there until the device reconnects (docs/security.md, "Offline codes and
+// the compartment's contents", scenario (b)).
+func TestReissueSaysTheOldCodeStillOpensAnOfflineDevice(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e := newEnv(t, server.Options{})
+	doc := e.register("591-0000009-09", false)
+	require.NoError(t, e.b.Call(context.Background(), "POST", "/api/v1/documents/"+doc+"/load", nil, nil))
+	c := e.client()
+	c.login(auth.RoleStaff)
+	require.Equal(t, 200, c.get("/staff/documents/"+doc).status)
+
+	p := c.post("/staff/documents/"+doc+"/reissue", url.Values{"confirm": {"yes"}})
+	require.Equal(t, http.StatusSeeOther, p.status, snippet(p.body))
+	assert.Contains(t, p.location, "notice=notice.reissued")
+	assert.NotContains(t, p.location, "reissued_offline", "the device is online")
+
+	e.dev.publish(wire.KindPresence, &wire.Presence{V: 1, State: wire.Offline, Software: "kluisd 1.4.2"})
+	testenv.Eventually(t, "the device's presence offline", func() bool {
+		var state string
+		err := e.pool().QueryRow(context.Background(), `SELECT state FROM device_presence WHERE device_id = $1`, lockerID).Scan(&state)
+		return err == nil && state == string(wire.Offline)
+	})
+	require.Equal(t, 200, c.get("/staff/documents/"+doc).status)
+	p = c.post("/staff/documents/"+doc+"/reissue", url.Values{"confirm": {"yes"}})
+	require.Equal(t, http.StatusSeeOther, p.status, snippet(p.body))
+	assert.Contains(t, p.location, "notice=notice.reissued_offline")
+	assert.Contains(t, c.get(p.location).body, "opent de oude code het vak daar nog")
+
+	// A holder without e-mail or phone: the notice also says to print the
+	// new slip.
+	slip := e.registerWith(map[string]any{"kind": "passport", "number": "EP0000099", "holder_first_name": "Marie",
+		"holder_last_name": "Dubois", "holder_birth_date": "1975-11-30", "language": "fr", "no_contact": true, "site_id": siteID})
+	require.NoError(t, e.b.Call(context.Background(), "POST", "/api/v1/documents/"+slip+"/load", nil, nil))
+	p = c.post("/staff/documents/"+slip+"/reissue", url.Values{"confirm": {"yes"}})
+	require.Equal(t, http.StatusSeeOther, p.status, snippet(p.body))
+	body := c.get(p.location).body
+	assert.Contains(t, body, "opent de oude code het vak daar nog")
+	assert.Contains(t, body, "Druk het nieuwe afhaalbewijs af")
+}

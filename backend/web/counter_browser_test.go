@@ -20,7 +20,8 @@ import (
 // document goes to. "Make new codes" (the old QR code and PIN stop
 // working) first asks, naming the holder: "No" changes nothing, "Yes"
 // makes the codes, and the holder without e-mail or phone is to get a new
-// slip. axe-core passes on the confirmation. A mistyped
+// slip. axe-core passes on the confirmation. The documents page puts the
+// focus in its search field. A mistyped
 // password at the login leaves the focus in the password field.
 func TestCounterRegisterAndReissueInBrowser(t *testing.T) {
 	t.Parallel() // its own backend and database
@@ -77,6 +78,13 @@ func TestCounterRegisterAndReissueInBrowser(t *testing.T) {
 		assert.Contains(t, tab.Text(t, ".notice"), v.done)
 		assert.Contains(t, tab.Text(t, ".notice"), v.slip, "no e-mail or phone: the new codes are on a new slip")
 		assert.Contains(t, e.audit("document:"+id), "reissue")
+		// The next citizen asks for their card by name: the search field
+		// has the focus, ready for typing or a scanner.
+		tab.Do(t, chromedp.Click(chromedp.CSS(`nav.main-nav a[href="/staff/documents"]`)))
+		tab.WaitFor(t, `location.pathname === "/staff/documents" && document.activeElement.id === "q"`, 20*time.Second)
+		tab.Do(t, chromedp.KeyEvent(v.first+" peeters\r"))
+		tab.WaitFor(t, `!!document.querySelector("#h-results")`, 20*time.Second)
+		assert.Contains(t, tab.Text(t, "main"), fmt.Sprintf("591-765432%d-98", i))
 		// The day ends: log out (the tabs share the browser's cookies).
 		tab.Do(t, chromedp.Click(chromedp.CSS(`header form button`)))
 		tab.WaitFor(t, `location.pathname === "/staff/login" && !!document.querySelector(".notice")`, 20*time.Second)

@@ -90,3 +90,37 @@ func TestCounterRegisterAndReissueInBrowser(t *testing.T) {
 		tab.WaitFor(t, `location.pathname === "/staff/login" && !!document.querySelector(".notice")`, 20*time.Second)
 	}
 }
+
+// "Afhalen annuleren" cannot be undone: it first asks, naming the holder,
+// and keeps the reason typed; "Nee" changes nothing, "Ja" (focused, Enter)
+// cancels with that reason.
+func TestCounterCancelAsksFirstInBrowser(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e := newEnv(t, server.Options{})
+	id := e.register("591-0000077-70", false)
+	b := browsertest.New(t, browsertest.Options{})
+	tab := b.NewTab(t, 1366, 768)
+	base := e.b.URL("")
+	login(t, tab, base, e.users[auth.RoleStaff], password(auth.RoleStaff))
+	ask := func() {
+		tab.Do(t, chromedp.Navigate(base+"/staff/documents/"+id))
+		tab.WaitFor(t, `!!document.querySelector("#a-reason")`, 20*time.Second)
+		tab.Do(t, chromedp.Click(chromedp.CSS("#a-reason")), chromedp.KeyEvent("holder moved abroad"),
+			chromedp.Click(chromedp.CSS(`form[action$="/cancel"] button.danger`)))
+		tab.WaitFor(t, `!!document.activeElement.closest("#cancel-confirm button")`, 20*time.Second)
+	}
+	ask()
+	assert.Equal(t, "Het afhalen annuleren voor Jan Peeters?", tab.Text(t, "#cancel-confirm p"))
+	tab.CheckAxe(t, "cancel confirm")
+	tab.Screenshot(t, "console/cancel-confirm-desktop")
+	assert.Equal(t, "reserved", e.document(id)["state"], "nothing before the confirmation")
+	tab.Do(t, chromedp.Click(chromedp.CSS("#cancel-confirm a")))
+	tab.WaitFor(t, `!document.querySelector("#cancel-confirm") && !!document.querySelector("#a-reason")`, 20*time.Second)
+	assert.Equal(t, "reserved", e.document(id)["state"])
+	ask()
+	tab.Do(t, chromedp.KeyEvent("\r"))
+	tab.WaitFor(t, `!!document.querySelector(".notice") && !document.querySelector("#cancel-confirm")`, 20*time.Second)
+	assert.Contains(t, tab.Text(t, ".notice"), "geannuleerd")
+	assert.Equal(t, "cancelled", e.document(id)["state"])
+	assert.Contains(t, e.audit("document:"+id), "holder moved abroad", "the reason typed before the confirmation")
+}

@@ -352,6 +352,10 @@ type documentData struct {
 	// ConfirmReissue asks before new codes are made (the old ones stop
 	// working): the button leads here, the confirmation posts.
 	ConfirmReissue bool
+	// ConfirmCancel asks before the pickup is cancelled (a final state),
+	// with the reason typed (CancelReason) kept for the confirmed post.
+	ConfirmCancel bool
+	CancelReason  string
 }
 
 func (w *Web) document(rw http.ResponseWriter, q *req) error {
@@ -391,6 +395,7 @@ func (w *Web) document(rw http.ResponseWriter, q *req) error {
 	d.CanSlip = live && q.may("documents.slip")
 	d.ConfirmReissue = d.CanReissue && q.r.URL.Query().Get("confirm") == "reissue"
 	q.slipOnly = d.SlipOnly
+	d.ConfirmCancel, d.CancelReason = d.CanCancel && q.cancelAsked, q.cancelReason
 	if d.Device != nil && d.Comp != nil {
 		q.where = q.t.F("document.in", "device", displayName(*d.Device), "n", d.Comp.Number) + " (" + d.Site.Name + ")"
 	}
@@ -524,6 +529,11 @@ func (w *Web) docAction(rw http.ResponseWriter, r *http.Request) {
 			reason := strings.TrimSpace(r.PostForm.Get("reason"))
 			if api.CheckReason(reason, false) != nil {
 				return fail(http.StatusBadRequest, "error.reason")
+			}
+			if r.PostForm.Get("confirm") != "yes" {
+				// Asked, not confirmed: the page asks, nothing changes.
+				q.cancelAsked, q.cancelReason = true, reason
+				return w.document(rw, q)
 			}
 			_, err = w.o.Service.Cancel(ctx, who, id, reason)
 		case "renotify":

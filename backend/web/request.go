@@ -44,6 +44,10 @@ type req struct {
 	// slipOnly: the page's document has no e-mail or phone, so new codes
 	// reach its holder only on a printed slip ("notice.reissued_slip").
 	slipOnly bool
+	// cancelAsked: a cancel was sent without its confirmation; the
+	// document's page asks, keeping the reason typed (cancelReason).
+	cancelAsked  bool
+	cancelReason string
 }
 
 // actor is the session's user as the audit trail names it.

@@ -18,6 +18,8 @@ func domainError(err error) *Error {
 		return &Error{Status: http.StatusConflict, Code: "forbidden_transition", Message: te.Error()}
 	case errors.Is(err, lifecycle.ErrForbiddenTransition):
 		return &Error{Status: http.StatusConflict, Code: "forbidden_transition", Message: "this action is not allowed in the document's current state"}
+	case errors.Is(err, service.ErrNoOnlineDevice):
+		return &Error{Status: http.StatusConflict, Code: "no_online_device", Message: "no device online now has a free compartment that fits the document (devices offline or never connected are not chosen; name a device to reserve there): " + err.Error()}
 	case errors.Is(err, service.ErrNoCompartment):
 		return &Error{Status: http.StatusConflict, Code: "no_compartment", Message: "no free compartment fits the document: " + err.Error()}
 	case errors.As(err, &ve):

@@ -29,6 +29,17 @@
 // contention a compartment held by a transaction that later rolls back is
 // skipped, so a refused reservation may succeed when retried.
 //
+// With Options.PickOnlineOnly (kluis-backend sets it) the automatic choice
+// (no device named) considers only devices whose presence is online now
+// (device_presence, written by the device link) and not out of service: a
+// device that never connected, or is offline, is never chosen, so staff
+// never send a holder to a machine that cannot open. Among those the order
+// above decides, then device id and compartment number, so the choice is
+// deterministic. When none has a fitting free compartment Reserve refuses
+// with ErrNoOnlineDevice (also ErrNoCompartment and ErrConflict) rather than
+// pick a device that cannot serve. Staff naming a device
+// (ReserveOptions.DeviceID) still get that device, online or not.
+//
 // # Deadlines
 //
 // The pickup deadline is set on load: the end of the N-th calendar day

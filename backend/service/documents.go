@@ -214,8 +214,14 @@ func (s *Service) Reserve(ctx context.Context, actor, docID string, o ReserveOpt
 				return fmt.Errorf("device %s is not at site %s: %w", d.ID, st.doc.SiteID, ErrInvalid)
 			}
 		}
+		auto := o.DeviceID == "" && s.onlineOnly
 		c, err := store.PickCompartment(ctx, st.tx, store.Pick{SiteID: st.doc.SiteID, DeviceID: o.DeviceID,
-			MinSize: s.minSize[st.doc.Kind], Low: st.doc.WantsLow, LowMaxHeightCM: s.lowMax, MaxPerDevice: s.maxPerDev})
+			MinSize: s.minSize[st.doc.Kind], Low: st.doc.WantsLow, LowMaxHeightCM: s.lowMax, MaxPerDevice: s.maxPerDev,
+			OnlineOnly: auto})
+		if auto && errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("document %s (%s, size %s or larger%s): %w: %w: %w", st.doc.ID, st.doc.Kind,
+				s.minSize[st.doc.Kind], lowText(st.doc.WantsLow, s.lowMax), ErrNoOnlineDevice, ErrNoCompartment, ErrConflict)
+		}
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("document %s (%s, size %s or larger%s): %w: %w", st.doc.ID, st.doc.Kind,
 				s.minSize[st.doc.Kind], lowText(st.doc.WantsLow, s.lowMax), ErrNoCompartment, ErrConflict)

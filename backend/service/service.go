@@ -35,6 +35,10 @@ var (
 	// ErrNoCompartment: no free compartment fits the document. Errors
 	// carrying it also match ErrConflict.
 	ErrNoCompartment = errors.New("no free compartment fits the document")
+	// ErrNoOnlineDevice: an automatic choice (Options.PickOnlineOnly)
+	// found no device online now with a free compartment that fits.
+	// Errors carrying it also match ErrNoCompartment and ErrConflict.
+	ErrNoOnlineDevice = errors.New("no device online now has a free compartment that fits the document")
 )
 
 // Notification kinds passed to Notifier.Notify.
@@ -132,6 +136,11 @@ type Options struct {
 	// code security analysis bounds the open codes per device
 	// (codes.MaxActiveCodesPerDevice). 0: no cap.
 	MaxPerDevice int
+	// PickOnlineOnly makes Reserve without a device (the automatic
+	// choice) consider only devices online now: never one that never
+	// connected or is offline (see the package doc). kluis-backend sets
+	// it; a reservation naming a device is not limited.
+	PickOnlineOnly bool
 	// Retention is how long personal data of finished documents is kept
 	// (Purge with olderThan 0 uses it); default DefaultRetention.
 	Retention time.Duration
@@ -171,6 +180,7 @@ type Service struct {
 	minSize     map[store.DocumentKind]store.Size
 	lowMax      int
 	maxPerDev   int
+	onlineOnly  bool
 	retention   time.Duration
 	pseudoKey   []byte
 	codes       CodeIssuer
@@ -208,7 +218,7 @@ func New(opts Options) (*Service, error) {
 	s := &Service{
 		st: opts.Store, db: opts.Store.Pool(), log: opts.Logger.With("part", "service"), now: opts.Clock,
 		pickupDays: map[store.DocumentKind]int{}, pickupExact: map[store.DocumentKind]time.Duration{}, minSize: map[store.DocumentKind]store.Size{},
-		lowMax: opts.LowMaxHeightCM, maxPerDev: opts.MaxPerDevice, retention: opts.Retention, pseudoKey: opts.PseudonymKey,
+		lowMax: opts.LowMaxHeightCM, maxPerDev: opts.MaxPerDevice, onlineOnly: opts.PickOnlineOnly, retention: opts.Retention, pseudoKey: opts.PseudonymKey,
 		codes: opts.Codes, notifier: opts.Notifier, outbox: opts.Outbox, purger: opts.Purger,
 	}
 	for _, k := range store.DocumentKinds() {

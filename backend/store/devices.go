@@ -184,6 +184,11 @@ type Pick struct {
 	// MaxPerDevice, when above 0, skips devices already holding that many
 	// documents with live codes (reserved, loaded or notified).
 	MaxPerDevice int
+	// OnlineOnly limits the search to devices whose presence is online
+	// now (device_presence, written by the device link): a device that
+	// never connected has no presence row and is never picked, nor is
+	// one that is offline.
+	OnlineOnly bool
 }
 
 // HeldByDevice locks the device row (FOR NO KEY UPDATE, serialising
@@ -206,6 +211,7 @@ func HeldByDevice(ctx context.Context, tx pgx.Tx, deviceID string) (int, error) 
 // LOCKED), or ErrNotFound. Preference: the smallest fitting size; then,
 // when Low is not asked, compartments above the low threshold first (so
 // low ones stay free for those who need them); then device and number.
+// With OnlineOnly only devices online now are searched.
 // The caller must mark it reserved before committing.
 func PickCompartment(ctx context.Context, tx pgx.Tx, p Pick) (Compartment, error) {
 	if !p.MinSize.Valid() {
@@ -218,10 +224,11 @@ func PickCompartment(ctx context.Context, tx pgx.Tx, p Pick) (Compartment, error
 		  AND (NOT $4 OR c.height_cm <= $5)
 		  AND ($6 = 0 OR (SELECT count(*) FROM documents o WHERE o.device_id = c.device_id
 		                  AND o.state IN ('reserved', 'loaded', 'notified')) < $6)
+		  AND (NOT $7 OR EXISTS (SELECT 1 FROM device_presence p WHERE p.device_id = c.device_id AND p.state = 'online'))
 		ORDER BY (CASE c.size WHEN 'S' THEN 1 WHEN 'M' THEN 2 ELSE 3 END),
 		         (NOT $4 AND c.height_cm <= $5), c.device_id, c.number
 		LIMIT 1
-		FOR UPDATE OF c SKIP LOCKED`, p.SiteID, p.DeviceID, p.MinSize.Rank(), p.Low, p.LowMaxHeightCM, p.MaxPerDevice))
+		FOR UPDATE OF c SKIP LOCKED`, p.SiteID, p.DeviceID, p.MinSize.Rank(), p.Low, p.LowMaxHeightCM, p.MaxPerDevice, p.OnlineOnly))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Compartment{}, fmt.Errorf("no free compartment: %w", ErrNotFound)
 	}

@@ -79,6 +79,14 @@ func newEnv(t *testing.T, o server.Options) *env {
 	e.dev = connectDevice(t, e.b.Broker, lockerID, pw)
 	e.dev.publish(wire.KindPresence, &wire.Presence{V: 1, State: wire.Online, Software: "kluisd 1.4.2"})
 	e.dev.heartbeat(nil)
+	// The automatic choice of a compartment only considers devices online
+	// now: wait until the link has recorded k1's presence.
+	pool := e.pool()
+	testenv.Eventually(t, "k1's presence online", func() bool {
+		var state string
+		err := pool.QueryRow(ctx, `SELECT state FROM device_presence WHERE device_id = $1`, lockerID).Scan(&state)
+		return err == nil && state == string(wire.Online)
+	})
 	return e
 }
 

@@ -311,7 +311,13 @@ func (w *Web) register(rw http.ResponseWriter, q *req) error {
 	if err != nil {
 		return err
 	}
-	doc, err = w.o.Service.Reserve(ctx, q.actor(), doc.ID, service.ReserveOptions{DeviceID: f.DeviceID})
+	// On a refusal Reserve answers a zero document: keep doc's id for the
+	// redirect to the registered document.
+	_, err = w.o.Service.Reserve(ctx, q.actor(), doc.ID, service.ReserveOptions{DeviceID: f.DeviceID})
+	if errors.Is(err, service.ErrNoOnlineDevice) {
+		redirect(rw, q.r, Prefix+"documents/"+doc.ID, "notice.no_online_device")
+		return nil
+	}
 	if errors.Is(err, service.ErrNoCompartment) {
 		redirect(rw, q.r, Prefix+"documents/"+doc.ID, "notice.no_compartment")
 		return nil

@@ -242,6 +242,8 @@ func toPageError(err error) *pageError {
 		return pe
 	}
 	switch {
+	case errors.Is(err, service.ErrNoOnlineDevice):
+		return &pageError{status: http.StatusConflict, key: "error.no_online_device", err: err}
 	case errors.Is(err, service.ErrNoCompartment):
 		return &pageError{status: http.StatusConflict, key: "error.no_compartment", err: err}
 	case errors.Is(err, lifecycle.ErrForbiddenTransition):
@@ -408,7 +410,7 @@ var notices = map[string]bool{
 	"notice.registered": true, "notice.reserved": true, "notice.unreserved": true, "notice.cancelled": true,
 	"notice.renotified": true, "notice.reissued": true, "notice.reissued_offline": true, "notice.opened": true, "notice.out_of_service": true,
 	"notice.in_service": true, "notice.comp_out_of_service": true, "notice.comp_in_service": true,
-	"notice.logged_out": true, "notice.no_compartment": true, "notice.kiosk_pin_set": true,
+	"notice.logged_out": true, "notice.no_compartment": true, "notice.no_online_device": true, "notice.kiosk_pin_set": true,
 	"notice.alarm_acked": true, "notice.alarm_already_acked": true,
 }
 

@@ -330,7 +330,7 @@ func TestRegisterSearchOpenAndService(t *testing.T) {
 	n := e.compartmentOf(id)
 	assert.LessOrEqual(t, n, 3, "a low compartment (1-3 are at most 110 cm)")
 	p = staff.get(p.location)
-	assert.Contains(t, p.body, "Het document is geregistreerd en heeft een vak.")
+	assert.Contains(t, p.body, "Het document is geregistreerd en heeft een vak: Kluis inkomhal, vak ")
 	assert.Contains(t, p.body, "Gereserveerd")
 	assert.Contains(t, p.body, "Geen telefoon of e-mail: afhaalbewijs")
 	results := func(q string) string {

@@ -104,7 +104,7 @@ func TestServeBootstrapAndShutdown(t *testing.T) {
 		"holder_first_name": "Jan", "holder_last_name": "Peeters", "holder_birth_date": "1980-01-02",
 		"language": "nl", "email": "jan@example.be", "site_id": "kortrijk"})
 	id := doc["id"].(string)
-	call("POST", "/api/v1/documents/"+id+"/reserve", nil)
+	call("POST", "/api/v1/documents/"+id+"/reserve", map[string]any{"device_id": "k1"})
 	loaded := call("POST", "/api/v1/documents/"+id+"/load", nil)
 	assert.Equal(t, "loaded", loaded["state"])
 

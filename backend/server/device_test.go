@@ -176,7 +176,7 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 		"holder_first_name": "Jan", "holder_last_name": "Peeters", "holder_birth_date": "1980-01-02",
 		"language": "nl", "email": "jan@example.be", "site_id": "kortrijk"}, 201)
 	id := doc["id"].(string)
-	s.call("POST", "/api/v1/documents/"+id+"/reserve", nil, 200)
+	s.call("POST", "/api/v1/documents/"+id+"/reserve", map[string]any{"device_id": "k1"}, 200)
 	s.call("POST", "/api/v1/documents/"+id+"/load", nil, 200)
 
 	got := s.call("GET", "/api/v1/devices/k1", nil, 200)

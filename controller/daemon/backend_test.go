@@ -107,7 +107,7 @@ func (b *realBackend) loadDocuments(n int) ([]string, map[string]string) {
 		require.NoError(b.t, b.Call(ctx, http.MethodPost, "/api/v1/documents", map[string]any{"kind": "eid",
 			"number": fmt.Sprintf("591-%07d-%02d", i, i), "holder_first_name": "Jan", "holder_last_name": "Peeters",
 			"holder_birth_date": "1980-01-02", "language": "nl", "email": mail, "site_id": "site-" + b.dev}, &doc))
-		require.NoError(b.t, b.Call(ctx, http.MethodPost, "/api/v1/documents/"+doc.ID+"/reserve", nil, nil), "document %d", i)
+		require.NoError(b.t, b.Call(ctx, http.MethodPost, "/api/v1/documents/"+doc.ID+"/reserve", map[string]string{"device_id": b.dev}, nil), "document %d", i)
 		require.NoError(b.t, b.Call(ctx, http.MethodPost, "/api/v1/documents/"+doc.ID+"/load", nil, nil))
 		ids = append(ids, doc.ID)
 		byMail[mail] = doc.ID

@@ -358,6 +358,10 @@ type documentData struct {
 	// ConfirmReissue asks before new codes are made (the old ones stop
 	// working): the button leads here, the confirmation posts.
 	ConfirmReissue bool
+	// ReissueOffline: the document's device is offline now, so the old
+	// code still opens the compartment there until it reconnects; the
+	// re-issue hint and confirmation say so.
+	ReissueOffline bool
 	// ConfirmCancel asks before the pickup is cancelled (a final state),
 	// with the reason typed (CancelReason) kept for the confirmed post.
 	ConfirmCancel bool
@@ -400,6 +404,7 @@ func (w *Web) document(rw http.ResponseWriter, q *req) error {
 	d.CanReissue = live && q.may("documents.reissue")
 	d.CanSlip = live && q.may("documents.slip")
 	d.ConfirmReissue = d.CanReissue && q.r.URL.Query().Get("confirm") == "reissue"
+	d.ReissueOffline = d.CanReissue && !w.deviceOnline(ctx, doc.DeviceID)
 	q.slipOnly = d.SlipOnly
 	d.ConfirmCancel, d.CancelReason = d.CanCancel && q.cancelAsked, q.cancelReason
 	if d.Device != nil && d.Comp != nil {

@@ -1,7 +1,6 @@
 package web_test
 
 import (
-	"context"
 	"net/http"
 	"net/url"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"kluis/backend/auth"
 	"kluis/backend/server"
 	"kluis/controller/wire"
-	"kluis/deploy/dev/testenv"
 )
 
 // "Kluis laten kiezen" (no device) never chooses the automaton a1 that
@@ -42,12 +40,7 @@ func TestLetKluisChooseOnlyOnlineDevices(t *testing.T) {
 	assert.Equal(t, lockerID, d["device_id"], "the online locker, not the never-connected automaton")
 
 	e.dev.publish(wire.KindPresence, &wire.Presence{V: 1, State: wire.Offline, Software: "kluisd 1.4.2"})
-	pool := e.pool()
-	testenv.Eventually(t, "k1 offline", func() bool {
-		var state string
-		err := pool.QueryRow(context.Background(), `SELECT state FROM device_presence WHERE device_id = $1`, lockerID).Scan(&state)
-		return err == nil && state == string(wire.Offline)
-	})
+	e.waitPresence(wire.Offline)
 	id, p := register("EP 1000002", "")
 	d = e.document(id)
 	assert.Equal(t, "registered", d["state"], "no device chosen")

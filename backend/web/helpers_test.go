@@ -81,13 +81,19 @@ func newEnv(t *testing.T, o server.Options) *env {
 	e.dev.heartbeat(nil)
 	// The automatic choice of a compartment only considers devices online
 	// now: wait until the link has recorded k1's presence.
-	pool := e.pool()
-	testenv.Eventually(t, "k1's presence online", func() bool {
-		var state string
-		err := pool.QueryRow(ctx, `SELECT state FROM device_presence WHERE device_id = $1`, lockerID).Scan(&state)
-		return err == nil && state == string(wire.Online)
-	})
+	e.waitPresence(wire.Online)
 	return e
+}
+
+// waitPresence waits until the link has recorded k1's presence as state.
+func (e *env) waitPresence(state wire.PresenceState) {
+	e.t.Helper()
+	pool := e.pool()
+	testenv.Eventually(e.t, "k1's presence "+string(state), func() bool {
+		var got string
+		err := pool.QueryRow(context.Background(), `SELECT state FROM device_presence WHERE device_id = $1`, lockerID).Scan(&got)
+		return err == nil && got == string(state)
+	})
 }
 
 // fakeDevice speaks the device side of the MQTT contract: it answers every

@@ -13,7 +13,6 @@ import (
 	"kluis/backend/auth"
 	"kluis/backend/server"
 	"kluis/controller/wire"
-	"kluis/deploy/dev/testenv"
 )
 
 // The console's re-issue says the old code no longer works only while the
@@ -43,11 +42,7 @@ func TestReissueSaysTheOldCodeStillOpensAnOfflineDevice(t *testing.T) {
 	assert.NotContains(t, p.location, "reissued_offline", "the device is online")
 
 	e.dev.publish(wire.KindPresence, &wire.Presence{V: 1, State: wire.Offline, Software: "kluisd 1.4.2"})
-	testenv.Eventually(t, "the device's presence offline", func() bool {
-		var state string
-		err := e.pool().QueryRow(context.Background(), `SELECT state FROM device_presence WHERE device_id = $1`, lockerID).Scan(&state)
-		return err == nil && state == string(wire.Offline)
-	})
+	e.waitPresence(wire.Offline)
 	// Offline: they say the old code still opens the compartment there
 	// until the device reconnects, in every language.
 	for _, v := range []struct{ lang, text string }{

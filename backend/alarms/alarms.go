@@ -272,9 +272,9 @@ func Acknowledge(ctx context.Context, pool *pgxpool.Pool, r AckRequest) (AckResu
 	var res AckResult
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		var payload []byte
-		var at, received time.Time
-		err := tx.QueryRow(ctx, `SELECT payload, at, received_at FROM device_events
-			WHERE event_id = $1 AND device_id = $2 AND kind = 'alarm'`, r.ID, r.Device).Scan(&payload, &at, &received)
+		var at time.Time
+		err := tx.QueryRow(ctx, `SELECT payload, at FROM device_events
+			WHERE event_id = $1 AND device_id = $2 AND kind = 'alarm'`, r.ID, r.Device).Scan(&payload, &at)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return ErrNotFound
 		}
@@ -283,7 +283,7 @@ func Acknowledge(ctx context.Context, pool *pgxpool.Pool, r AckRequest) (AckResu
 		}
 		a, ok := fromEvent(r.ID, r.Device, payload, at, r.At)
 		if !ok {
-			if a.Kind == "" && !json.Valid(payload) {
+			if !json.Valid(payload) {
 				return ErrNotFound
 			}
 			return ErrNotOpen
@@ -294,13 +294,9 @@ func Acknowledge(ctx context.Context, pool *pgxpool.Pool, r AckRequest) (AckResu
 		// A later alarm or alarm_cleared of the same kind and place (in
 		// Open's order) closes this one.
 		var later bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM device_events
-			WHERE device_id = $1 AND kind IN ('alarm', 'alarm_cleared') AND event_id <> $2
-			  AND payload->>'alarm' = $3
-			  AND coalesce(payload->'addr', 'null'::jsonb) = coalesce($4::jsonb, 'null'::jsonb)
-			  AND coalesce(payload->'board', 'null'::jsonb) = coalesce($5::jsonb, 'null'::jsonb)
-			  AND (at, received_at) > ($6, $7))`,
-			r.Device, r.ID, string(a.Kind), rawField(payload, "addr"), rawField(payload, "board"), at, received).Scan(&later); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM device_events l JOIN device_events x ON `+sameKey("x", "l")+`
+			WHERE l.event_id = $1 AND l.device_id = $2 AND x.kind IN ('alarm', 'alarm_cleared') AND x.event_id <> l.event_id
+			  AND (x.at, x.received_at) > (l.at, l.received_at))`, r.ID, r.Device).Scan(&later); err != nil {
 			return fmt.Errorf("alarms: later events: %w", err)
 		}
 		if later {
@@ -350,21 +346,6 @@ func Acknowledge(ctx context.Context, pool *pgxpool.Pool, r AckRequest) (AckResu
 		return AckResult{}, err
 	}
 	return res, nil
-}
-
-// rawField returns a payload's top-level field as JSON text (nil when
-// absent or null), compared as jsonb with Open's key.
-func rawField(payload []byte, name string) *string {
-	var m map[string]json.RawMessage
-	if json.Unmarshal(payload, &m) != nil {
-		return nil
-	}
-	v, ok := m[name]
-	if !ok || string(v) == "null" {
-		return nil
-	}
-	s := string(v)
-	return &s
 }
 
 // Metrics exports kluis_device_alarms_open{device, alarm, acknowledged}:

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -22,32 +21,15 @@ func capConnections(ln net.Listener, max int, log *slog.Logger, reg prometheus.R
 	if max <= 0 {
 		max = DefaultHTTPMaxConnections()
 	}
-	refused, err := register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "kluis_http_connections_refused_total",
-		Help: "Connections to the HTTP listener refused (503) because it held its maximum (-http-max-connections)."}))
-	if err != nil {
-		return nil, err
+	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "kluis_http_connections_refused_total",
+		Help: "Connections to the HTTP listener refused (503) because it held its maximum (-http-max-connections)."})
+	open := prometheus.NewGauge(prometheus.GaugeOpts{Name: "kluis_http_connections_open",
+		Help: "Connections the HTTP listener holds open."})
+	for _, c := range []prometheus.Collector{refused, open} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("server: http connection metrics: %w", err)
+		}
 	}
-	open, err := register(reg, prometheus.NewGauge(prometheus.GaugeOpts{Name: "kluis_http_connections_open",
-		Help: "Connections the HTTP listener holds open."}))
-	if err != nil {
-		return nil, err
-	}
-	open.Set(0)
 	return connlimit.New(ln, connlimit.Options{Max: max, Name: "http", Logger: log, OnRefuse: refused.Inc,
 		OnOpen: func(n int64) { open.Set(float64(n)) }}), nil
-}
-
-// register registers c on reg, or returns the collector registered before
-// under its name (a server run again on the same registry).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if old, ok := are.ExistingCollector.(C); ok {
-				return old, nil
-			}
-		}
-		return c, fmt.Errorf("server: http connection metrics: %w", err)
-	}
-	return c, nil
 }

@@ -762,9 +762,8 @@ func (j *Journal) Ack(id string) (journaled bool, err error) {
 	if j.results[id] == nil && (!j.events[id] || j.acked[id]) {
 		return false, nil
 	}
-	if j.low && j.lowUsed >= j.reserve/2 {
-		// The rest of the reserve's room is for outcomes and alarms; the
-		// event stays in the outbox and is acknowledged again later.
+	if !j.ackRoomLocked() {
+		// The event stays in the outbox and is acknowledged again later.
 		return false, ErrNoSpace
 	}
 	for _, w := range j.pending {
@@ -783,6 +782,12 @@ func (j *Journal) Ack(id string) (journaled bool, err error) {
 	}
 	return true, nil
 }
+
+// ackRoomLocked reports whether an ack (or a held result, HoldResult) may
+// be written: on a full disk only until half of the reserve's room is
+// used, the rest being for the outcomes and alarms of the operations under
+// way. j.mu held.
+func (j *Journal) ackRoomLocked() bool { return !j.low || j.lowUsed < j.reserve/2 }
 
 // BeginPulse journals a pulse intent durably and returns its command id
 // (fresh, non-zero, derived from the record's sequence number).

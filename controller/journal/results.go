@@ -40,7 +40,7 @@ func (j *Journal) HoldResult(id string, payload []byte) error {
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.low && j.lowUsed >= j.reserve/2 {
+	if !j.ackRoomLocked() {
 		return ErrNoSpace
 	}
 	_, err := j.appendLocked(Record{Type: TypeResult, ID: id, Data: payload})

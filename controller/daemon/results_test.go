@@ -3,11 +3,9 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,27 +17,25 @@ import (
 
 	"kluis/backend/devicelink"
 	"kluis/backend/server"
+	"kluis/controller/daemon/daemonclient"
 	"kluis/controller/journal"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 )
 
-// metricValue reads an unlabelled metric from kluisd's /metrics (-1 when
-// it does not answer or has no such line).
+// metricValue reads an unlabelled metric from kluisd's /metrics
+// (daemonclient's scrape; -1 when it does not answer or has no such line).
 func metricValue(metrics, name string) float64 {
-	resp, err := testenv.HTTPClient().Get("http://" + metrics + "/metrics")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	samples, err := daemonclient.New(metrics, daemonclient.Options{HTTP: testenv.HTTPClient()}).Metrics(ctx)
 	if err != nil {
 		return -1
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err == nil {
-				return f
-			}
+	for _, s := range samples {
+		if s.Name == name && s.Labels == "" {
+			return s.Value
 		}
 	}
 	return -1

@@ -247,17 +247,6 @@ func (r *rig) codeSync(v int64, entries ...wire.CodeEntry) {
 	require.Equal(r.t, wire.StatusDone, res.Status, res.Detail)
 }
 
-// countKind counts the journaled events of kind (as in kinds).
-func (r *rig) countKind(kind string) int {
-	n := 0
-	for _, k := range r.kinds() {
-		if k == kind {
-			n++
-		}
-	}
-	return n
-}
-
 func (r *rig) hasEvent(kind string) bool {
 	for _, k := range r.kinds() {
 		if k == kind {
@@ -604,7 +593,7 @@ func TestOpenSeenLateAfterBoardSilence(t *testing.T) {
 		}
 		_, err := r.e.Pickup(context.Background(), PickupRequest{QR: "K1.good"})
 		require.NoError(t, err)
-		r.waitFor("not detected twice", func() bool { return r.countKind("open_not_detected") == 2 })
+		r.waitFor("not detected twice", func() bool { return r.countEvents("open_not_detected") == 2 })
 		// The board answers again: its queue held the door's events.
 		time.Sleep(time.Second)
 		r.setItem(a, true, true)
@@ -2188,7 +2177,7 @@ func TestOfflineCodeRefusedAfterItsCompartmentChangedAtTheDevice(t *testing.T) {
 		require.Equal(t, StateOpen, s.State, "B's own code opens B's compartment offline")
 		r.waitFor("pulse", func() bool { return r.f.PulseCount(ha) == 2 })
 		r.citizen(ha, true)
-		r.waitFor("B collected", func() bool { return r.countKind("pickup_completed") == 2 })
+		r.waitFor("B collected", func() bool { return r.countEvents("pickup_completed") == 2 })
 
 		// A forced door (no operation): the compartment's codes go too.
 		cTok, cCID := signToken(t, r.priv, exp)

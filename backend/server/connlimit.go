@@ -23,13 +23,15 @@ func capConnections(ln net.Listener, max int, log *slog.Logger, reg prometheus.R
 	}
 	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "kluis_http_connections_refused_total",
 		Help: "Connections to the HTTP listener refused (503) because it held its maximum (-http-max-connections)."})
-	open := prometheus.NewGauge(prometheus.GaugeOpts{Name: "kluis_http_connections_open",
-		Help: "Connections the HTTP listener holds open."})
+	l := connlimit.New(ln, connlimit.Options{Max: max, Name: "http", Logger: log, OnRefuse: refused.Inc})
+	// Read at scrape time: a gauge Set from Accept and Close can be left
+	// one behind when the two race.
+	open := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kluis_http_connections_open",
+		Help: "Connections the HTTP listener holds open."}, func() float64 { return float64(l.Open()) })
 	for _, c := range []prometheus.Collector{refused, open} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("server: http connection metrics: %w", err)
 		}
 	}
-	return connlimit.New(ln, connlimit.Options{Max: max, Name: "http", Logger: log, OnRefuse: refused.Inc,
-		OnOpen: func(n int64) { open.Set(float64(n)) }}), nil
+	return l, nil
 }

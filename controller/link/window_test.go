@@ -2,7 +2,6 @@ package link
 
 import (
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"kluis/controller/journal"
+	"kluis/deploy/dev/testenv"
 )
 
 // backlog journals n events of kind (ids k-0000 ...) into a real journal
@@ -108,14 +108,7 @@ func TestWindowPaceStaysUnderTheBackendBudget(t *testing.T) {
 func paceUnderBudget(t *testing.T, events, alarms int) {
 	// 20,000 fdatasyncs (each event and its ack) on a tmpfs when there
 	// is one: the drain is simulated, the disk's speed says nothing.
-	dir := t.TempDir()
-	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
-		d, err := os.MkdirTemp("/dev/shm", "kluis-window-")
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = os.RemoveAll(d) })
-		dir = d
-	}
-	j := openJournalIn(t, dir)
+	j := openJournalIn(t, testenv.TmpfsDir(t, "kluis-window-"))
 	t0 := time.Date(2026, 12, 6, 20, 0, 0, 0, time.UTC)
 	backlog(t, j, "door_opened", events, t0)
 	backlog(t, j, "alarm", alarms, t0)

@@ -258,15 +258,7 @@ kiosk: {default_lang: nl}
 // where there is one, else t.TempDir(): these tests are about the screen,
 // not durability, and on a loaded machine's disk an fdatasync can take
 // hundreds of milliseconds, inside the engine's door_open_detect.
-func journalDir(t testing.TB) string {
-	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
-		if d, err := os.MkdirTemp("/dev/shm", "kluis-screen-rig-"); err == nil {
-			t.Cleanup(func() { _ = os.RemoveAll(d) })
-			return d
-		}
-	}
-	return t.TempDir()
-}
+func journalDir(t testing.TB) string { return testenv.TmpfsDir(t, "kluis-screen-rig-") }
 
 // stopServer closes the kiosk's HTTP server (as when kluisd stops).
 func (r *rig) stopServer() {

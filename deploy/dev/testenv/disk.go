@@ -43,3 +43,18 @@ func FillDisk(t testing.TB, dir, name string) string {
 		}
 	}
 }
+
+// TmpfsDir returns a fresh directory on tmpfs (/dev/shm) where there is
+// one, else t.TempDir(), removed when the test ends: for tests that sync
+// a lot and are not about durability (on a loaded machine's disk an
+// fdatasync can take hundreds of milliseconds).
+func TmpfsDir(t testing.TB, prefix string) string {
+	t.Helper()
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		if d, err := os.MkdirTemp("/dev/shm", prefix); err == nil {
+			t.Cleanup(func() { _ = os.RemoveAll(d) })
+			return d
+		}
+	}
+	return t.TempDir()
+}

@@ -354,7 +354,7 @@ func serve(ctx context.Context, args []string, e Env) error {
 	commonFlags(fs, e, &c)
 	fs.StringVar(&o.MQTTURL, "mqtt-url", e.Getenv("MQTT_URL"), "MQTT broker URL, e.g. tcp://127.0.0.1:1883 (env MQTT_URL); empty starts the embedded broker")
 	fs.StringVar(&o.HTTPAddr, "http-addr", envOr(e, "KLUIS_HTTP_ADDR", server.DefaultHTTPAddr), "HTTP listen address (env KLUIS_HTTP_ADDR)")
-	fs.IntVar(&o.HTTPMaxConnections, "http-max-connections", server.DefaultHTTPMaxConnections(), "most connections the HTTP listener holds open; past it a connection is answered 503 with Retry-After (default: a quarter of the open-file limit, at most 4096)")
+	fs.IntVar(&o.HTTPMaxConnections, "http-max-connections", server.DefaultHTTPMaxConnections(), "most connections the HTTP listener holds open; past it a connection is answered 503 with Retry-After (the default is a quarter of the open-file limit, at most 4096; 0 or less: that default)")
 	fs.StringVar(&o.MQTTUsername, "mqtt-username", envOr(e, "MQTT_USERNAME", server.BackendMQTTUser), "user name at an external broker (env MQTT_USERNAME)")
 	caFile := fs.String("mqtt-ca-file", e.Getenv("MQTT_CA_FILE"), "PEM file of the CAs that may sign the broker's certificate, for an ssl:// -mqtt-url; only they are trusted (env MQTT_CA_FILE); empty: the system's CAs")
 	brokerCert := fs.String("mqtt-tls-cert", e.Getenv("KLUIS_MQTT_TLS_CERT"), "PEM certificate (chain) of the embedded broker: it then speaks TLS only (env KLUIS_MQTT_TLS_CERT; with -mqtt-tls-key)")

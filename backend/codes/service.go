@@ -98,7 +98,8 @@ type Service struct {
 	batched  prometheus.Counter
 	waited   prometheus.Histogram // an attempt's wait for its batch
 	batchDur prometheus.Histogram // a batch's transaction
-	// batchStage is a batch's transaction by stage (batchStages).
+	// batchStage is a batch's transaction by stage: connect, read,
+	// decide, write (claimBatch).
 	batchStage *prometheus.HistogramVec
 	issued     prometheus.Counter
 	lockouts   prometheus.Counter

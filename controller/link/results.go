@@ -8,13 +8,14 @@ import (
 
 // maxHeldResults bounds the command results held for the backend's ack;
 // maxHoldResult is how long one is held at most once it was first sent
-// (in this run of kluisd: time offline does not count). A backend that
-// records a result acknowledges it at once, or after a refusal (its
-// result budget) at the next sending; these bounds only matter against a
-// backend that never acknowledges (one older than the acks of results),
-// which would otherwise be sent the same results for ever. A result given
-// up at a bound is counted (kluisd_mqtt_command_results_given_up_total)
-// and logged.
+// in this run of kluisd (time offline before that does not count; one
+// whose hour ran out during an outage is sent once more on the new
+// connection). A backend that records a result acknowledges it at once,
+// or after a refusal (its result budget) at the next sending; these
+// bounds only matter against a backend that never acknowledges (one older
+// than the acks of results), which would otherwise be sent the same
+// results for ever. A result given up at a bound is counted
+// (kluisd_mqtt_command_results_given_up_total) and logged.
 const (
 	maxHeldResults = 32
 	maxHoldResult  = time.Hour
@@ -113,8 +114,9 @@ func (h *heldResults) reconnected() {
 
 // due returns the results to publish again at now (marked published), the
 // ids of those given up (held longer than maxHoldResult since first
-// published) and how long until the next one is due (0: none held). A
-// clock set back delays a resend by resendAfter at most.
+// published; one due at once, after a reconnection, is published a last
+// time) and how long until the next one is due (0: none held). A clock set
+// back delays a resend by resendAfter at most.
 func (h *heldResults) due(now time.Time, resendAfter time.Duration) (again [][]byte, expired []string, wait time.Duration) {
 	for id, r := range h.m {
 		if r.held.IsZero() {
@@ -124,6 +126,11 @@ func (h *heldResults) due(now time.Time, resendAfter time.Duration) (again [][]b
 		if now.Sub(r.held) > maxHoldResult {
 			delete(h.m, id)
 			expired = append(expired, id)
+			if r.last.IsZero() {
+				// Due at once (a reconnection): an outage longer than
+				// the hour leaves it one sending on the new connection.
+				again = append(again, r.payload)
+			}
 			continue
 		}
 		if !r.last.IsZero() {

@@ -12,8 +12,9 @@ import (
 
 // Held results: due again every resendAfter and at once after a
 // reconnection, forgotten when acknowledged, the oldest given up beyond
-// maxHeldResults, none held beyond maxHoldResult; a clock set back delays
-// a resend by resendAfter at most.
+// maxHeldResults, none held beyond maxHoldResult (one due at once after a
+// reconnection is sent a last time); a clock set back delays a resend by
+// resendAfter at most.
 func TestHeldResults(t *testing.T) {
 	t0 := time.Date(2026, 12, 7, 1, 0, 0, 0, time.UTC)
 	const after = 30 * time.Second
@@ -52,6 +53,17 @@ func TestHeldResults(t *testing.T) {
 	_, expired, _ := h.due(t0.Add(maxHoldResult+maxHeldResults*time.Second), after)
 	require.Equal(t, 1, h.count(), "held an hour at most")
 	require.Len(t, expired, maxHeldResults-1)
+
+	// Sent, then an outage longer than the hour: sent once more on the
+	// new connection, then given up.
+	var o heldResults
+	require.Empty(t, o.hold("b", []byte("B"), t0))
+	o.reconnected()
+	again, expired, wait = o.due(t0.Add(2*maxHoldResult), after)
+	require.Equal(t, [][]byte{[]byte("B")}, again, "a last sending after the outage")
+	require.Equal(t, []string{"b"}, expired)
+	require.Zero(t, wait)
+	require.Zero(t, o.count())
 }
 
 // Results held by a previous run (journal.Results, oldest first) are due

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -425,8 +426,19 @@ func (q *req) notice() string {
 	if q.slipOnly && (k == "notice.reissued" || k == "notice.reissued_offline") {
 		return q.t.S(k + "_slip")
 	}
-	return q.t.F(k, "n", q.r.URL.Query().Get("n"))
+	n := q.r.URL.Query().Get("n")
+	if strings.Contains(q.t.S(k), "{n}") && !noticeNumber.MatchString(n) {
+		// {n} is a compartment's number, which the redirect after the
+		// form writes; any other text would be a stranger's words in
+		// the console's own voice ("Compartment 3 is open. Your password
+		// expired, call ..."), sent as a link.
+		return ""
+	}
+	return q.t.F(k, "n", n)
 }
+
+// noticeNumber is what a notice's {n} may be: a compartment's number.
+var noticeNumber = regexp.MustCompile(`^[1-9][0-9]{0,3}$`)
 
 // redirect sends the browser to path with a notice (303 after a form).
 func redirect(rw http.ResponseWriter, r *http.Request, path, notice string, kv ...string) {

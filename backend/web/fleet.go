@@ -15,6 +15,7 @@ import (
 	"kluis/backend/audit"
 	"kluis/backend/lifecycle"
 	"kluis/backend/store"
+	"kluis/backend/store/safetext"
 	"kluis/controller/wire"
 	"kluis/hardware"
 )
@@ -140,14 +141,21 @@ func makeHealth(d store.Device, p presenceRow, known bool, alarms []alarm, now t
 	if !known {
 		return h
 	}
-	h.Online, h.Since, h.Software, h.LastHeartbeat = p.Online, p.Since, p.Software, p.LastHeartbeat
+	// Software and firmware names are the device's word (a stolen device
+	// password, a board's firmware string), which the wire bounds in
+	// length only: a direction override would reorder what the
+	// technicians read ("1.4.2 \u202Eexe.gnp" reads "1.4.2 png.exe"), so
+	// what the console shows of them is escaped as kluisctl does.
+	h.Online, h.Since, h.Software, h.LastHeartbeat = p.Online, p.Since, safetext.Escape(p.Software), p.LastHeartbeat
 	h.Late = h.Online && (p.LastHeartbeat == nil && now.Sub(p.Since) > lateAfter || p.LastHeartbeat != nil && now.Sub(*p.LastHeartbeat) > lateAfter)
 	var hb wire.Heartbeat
 	if len(p.Heartbeat) > 0 && json.Unmarshal(p.Heartbeat, &hb) == nil {
 		h.HasHeartbeat = true
 		h.Boards, h.Doors, h.Backlog = hb.Boards, hb.Doors, hb.Backlog
 		var fw []string
-		for _, b := range hb.Boards {
+		for i := range hb.Boards {
+			hb.Boards[i].Firmware = safetext.Escape(hb.Boards[i].Firmware)
+			b := hb.Boards[i]
 			h.BoardErrors += b.Errors
 			h.BoardReboots += b.Reboots
 			h.WatchdogRelocks += b.WatchdogRelocks
@@ -169,7 +177,7 @@ func makeHealth(d store.Device, p presenceRow, known bool, alarms []alarm, now t
 			h.UpSince = &up
 		}
 		if h.Software == "" {
-			h.Software = hb.Software
+			h.Software = safetext.Escape(hb.Software)
 		}
 	}
 	return h

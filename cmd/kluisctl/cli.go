@@ -48,6 +48,8 @@ Commands:
   devices service ID -out-of-service=true|false [-reason TEXT]   take the whole device out of service (reason required) or back (technician, admin)
   compartment DEVICE NUMBER -out-of-service=true|false [-reason TEXT]
   open DEVICE NUMBER -reason TEXT     open a compartment remotely (technician, admin)
+  alarms list DEVICE                  the device's open alarms, those nobody acknowledged first
+  alarms ack DEVICE ALARM-ID [-note TEXT]   acknowledge an open alarm: someone handles it, it stops paging (technician, admin; audited)
   audit verify                        verify the audit hash chain (admin)
   audit list [-subject S] [-limit N]
   users list                          (admin)
@@ -213,6 +215,14 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		return c.compartment(ctx, args)
 	case "open":
 		return c.open(ctx, args)
+	case "alarms", "alarm":
+		switch sub {
+		case "list":
+			return c.alarmList(ctx, tail(args))
+		case "ack":
+			return c.alarmAck(ctx, tail(args))
+		}
+		return usageError{"alarms: want list or ack"}
 	case "audit":
 		switch sub {
 		case "verify":
@@ -1174,5 +1184,111 @@ func (c *cli) deviceService(ctx context.Context, args []string) error {
 	} else {
 		fmt.Fprintf(c.stdout, "%s is in service\n", pos[0])
 	}
+	return nil
+}
+
+// alarmCols are the columns of alarms list; PLACE and ACKNOWLEDGED are
+// filled in by alarmRows.
+var alarmCols = []column{{"ID", "id"}, {"ALARM", "alarm"}, {"PLACE", "place"}, {"AT", "at"}, {"ACKNOWLEDGED", "ack"}, {"NOTE", "acknowledged.note"}, {"DETAIL", "detail"}}
+
+// alarmRows adds to each alarm of the API its place (b0/c5 for a
+// compartment, b1 for a board, nothing for the device) and its
+// acknowledgement in words (who, at when; "no").
+func alarmRows(items []any) []any {
+	for _, it := range items {
+		m, ok := it.(map[string]any)
+		if !ok {
+			continue
+		}
+		m["place"] = nil
+		if a, ok := m["addr"].(map[string]any); ok {
+			m["place"] = fmt.Sprintf("b%s/c%s", format(a["board"]), format(a["channel"]))
+		} else if b, ok := m["board"].(float64); ok {
+			m["place"] = "b" + strconv.FormatFloat(b, 'f', -1, 64)
+		}
+		m["ack"] = "no"
+		if k, ok := m["acknowledged"].(map[string]any); ok {
+			m["ack"] = fmt.Sprintf("%s at %s", format(k["by"]), format(k["at"]))
+		}
+	}
+	return items
+}
+
+// alarmList prints a device's open alarms (GET .../alarms).
+func (c *cli) alarmList(ctx context.Context, args []string) error {
+	pos, err := parse(c.flags("alarms list"), args, 1)
+	if err != nil {
+		return err
+	}
+	raw, err := c.call(ctx, "GET", "/api/v1/devices/"+url.PathEscape(pos[0])+"/alarms", nil)
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return c.emitJSON(raw)
+	}
+	var v struct {
+		Alarms []any `json:"alarms"`
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return fmt.Errorf("bad answer from server: %w", err)
+	}
+	if len(v.Alarms) == 0 {
+		fmt.Fprintf(c.stdout, "%s has no open alarm\n", safetext.Escape(pos[0]))
+		return nil
+	}
+	return c.table(alarmRows(v.Alarms), alarmCols)
+}
+
+// alarmAck acknowledges an open alarm (POST .../alarms/{alarm}/ack).
+func (c *cli) alarmAck(ctx context.Context, args []string) error {
+	fs := c.flags("alarms ack")
+	note := fs.String("note", "", "optional: one line of at most 200 characters (audited)")
+	pos, err := parse(fs, args, 2)
+	if err != nil {
+		return err
+	}
+	*note = strings.TrimSpace(*note)
+	if err := checkText("alarms ack: -note", *note, 200); err != nil {
+		return err
+	}
+	var body any
+	if *note != "" {
+		body = map[string]string{"note": *note}
+	}
+	raw, err := c.call(ctx, "POST", "/api/v1/devices/"+url.PathEscape(pos[0])+"/alarms/"+url.PathEscape(pos[1])+"/ack", body)
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return c.emitJSON(raw)
+	}
+	var v struct {
+		Alarm struct {
+			Kind string `json:"alarm"`
+			Ack  *struct {
+				By   string `json:"by"`
+				At   string `json:"at"`
+				Note string `json:"note"`
+			} `json:"acknowledged"`
+		} `json:"alarm"`
+		Recorded bool `json:"recorded"`
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return fmt.Errorf("bad answer from server: %w", err)
+	}
+	if v.Alarm.Ack == nil {
+		return errors.New("bad answer from server: no acknowledgement")
+	}
+	what := fmt.Sprintf("alarm %s (%s) of %s", safetext.Escape(pos[1]), safetext.Escape(v.Alarm.Kind), safetext.Escape(pos[0]))
+	if v.Recorded {
+		fmt.Fprintf(c.stdout, "%s acknowledged\n", what)
+		return nil
+	}
+	fmt.Fprintf(c.stdout, "%s was acknowledged before, by %s at %s; nothing recorded", what, safetext.Escape(v.Alarm.Ack.By), safetext.Escape(v.Alarm.Ack.At))
+	if *note != "" {
+		fmt.Fprint(c.stdout, " (your note was not kept)")
+	}
+	fmt.Fprintln(c.stdout)
 	return nil
 }

@@ -420,9 +420,40 @@ func TestLoginLogoutAndAudit(t *testing.T) {
 	assert.NotEmpty(t, page.NextCursor)
 }
 
+// TestAPITokenCannotMakeTokens: an API token made API tokens, so one
+// taken (from a CI's settings, a log) renewed itself before each expiry
+// for good, and a password reset leaves API tokens alone: found
+// black-box, a session made a 365-day token and that one made the next.
+// A new token now needs a session (the password); nothing is made or
+// audited for a refused one.
+func TestAPITokenCannotMakeTokens(t *testing.T) {
+	e := newEnv(t)
+	r := e.do("POST", "/api/v1/tokens", e.session(auth.RoleStaff), map[string]any{"name": "ci", "expires_in_days": 365})
+	require.Equal(t, 201, r.status, string(r.body))
+	var ci auth.Issued
+	r.decode(t, &ci)
+	r = e.do("POST", "/api/v1/tokens", ci.Token, map[string]any{"name": "ci-renewed", "expires_in_days": 365})
+	assert.Equal(t, http.StatusForbidden, r.status, string(r.body))
+	assert.Equal(t, "session_required", r.errCode())
+	r = e.do("GET", "/api/v1/tokens", ci.Token, nil)
+	require.Equal(t, 200, r.status)
+	assert.NotContains(t, string(r.body), "ci-renewed")
+	recs, err := audit.List(context.Background(), e.st.Pool(), audit.ListOptions{Subject: fmt.Sprintf("user:%d", e.users[auth.RoleStaff].ID)})
+	require.NoError(t, err)
+	made := 0
+	for _, rec := range recs {
+		if rec.Action == "token.create" {
+			made++
+		}
+	}
+	assert.Equal(t, 1, made, "only the session's token was made")
+	// The token still does what its role may.
+	assert.Equal(t, 200, e.do("GET", "/api/v1/documents", ci.Token, nil).status)
+}
+
 func TestAPITokensAndUserAdmin(t *testing.T) {
 	e := newEnv(t)
-	tech := e.tokens[auth.RoleTechnician]
+	tech := e.session(auth.RoleTechnician)
 	r := e.do("POST", "/api/v1/tokens", tech, map[string]string{"name": "monitoring"})
 	require.Equal(t, 201, r.status, string(r.body))
 	var iss auth.Issued
@@ -681,7 +712,7 @@ func TestKioskCredentialsAndTokens(t *testing.T) {
 // or cursor (it ignored both).
 func TestTokenListPagination(t *testing.T) {
 	e := newEnv(t)
-	tech := e.tokens[auth.RoleTechnician]
+	tech := e.session(auth.RoleTechnician)
 	for i := 0; i < 4; i++ {
 		r := e.do("POST", "/api/v1/tokens", tech, map[string]string{"name": fmt.Sprintf("t%d", i)})
 		require.Equal(t, 201, r.status, string(r.body))
@@ -700,7 +731,7 @@ func TestTokenListPagination(t *testing.T) {
 		path = p.Next
 		pages++
 	}
-	assert.Equal(t, []string{"t3", "t2", "t1", "t0", "test"}, names, "newest first, each once")
+	assert.Equal(t, []string{"t3", "t2", "t1", "t0", "", "test"}, names, "newest first, each once (the session too)")
 	assert.Equal(t, 3, pages)
 	for _, q := range []string{"limit=0", "limit=201", "limit=x", "limit=-1"} {
 		r := e.do("GET", "/api/v1/tokens?"+q, tech, nil)
@@ -736,13 +767,15 @@ func TestAPITokenExpiryAndAdminRevoke(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, clock.Now().Add(7*24*time.Hour), *staffTok.ExpiresAt, "the configured default")
 
-	r := e.do("POST", "/api/v1/tokens", staffTok.Token, map[string]any{"name": "nightly", "expires_in_days": 30})
+	staffSession, err := as.IssueSession(ctx, staff)
+	require.NoError(t, err)
+	r := e.do("POST", "/api/v1/tokens", staffSession.Token, map[string]any{"name": "nightly", "expires_in_days": 30})
 	require.Equal(t, 201, r.status, string(r.body))
 	var nightly auth.Issued
 	r.decode(t, &nightly)
 	assert.Equal(t, clock.Now().Add(30*24*time.Hour), *nightly.ExpiresAt)
 	for _, days := range []int{31, -1, 100000} {
-		r = e.do("POST", "/api/v1/tokens", staffTok.Token, map[string]any{"name": "long", "expires_in_days": days})
+		r = e.do("POST", "/api/v1/tokens", staffSession.Token, map[string]any{"name": "long", "expires_in_days": days})
 		assert.Equal(t, 400, r.status, "%d days: %s", days, r.body)
 		assert.Equal(t, "invalid_expiry", r.errCode())
 	}

@@ -71,6 +71,13 @@ func newEnv(t *testing.T, mutate ...func(*api.Options)) *env {
 	return e
 }
 
+// session logs role in: a session token (API tokens are made with one).
+func (e *env) session(role auth.Role) string {
+	iss, err := e.auth.IssueSession(context.Background(), e.users[role])
+	require.NoError(e.t, err)
+	return iss.Token
+}
+
 // freshToken issues a new API token for role (for requests that revoke theirs).
 func (e *env) freshToken(role auth.Role) string {
 	iss, err := e.auth.CreateAPIToken(context.Background(), e.users[role].ID, "fresh")

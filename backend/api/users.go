@@ -361,6 +361,17 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) error
 		return errorf(http.StatusBadRequest, "invalid_expiry", "expires_in_days must be from 1 to %d (0 or absent: the default)", maxDays)
 	}
 	p := principal(r.Context())
+	if err := auth.ValidateTokenName(req.Name); err != nil {
+		return err // a bad request says so whoever sends it
+	}
+	if p.TokenKind == "api" {
+		// An API token that could make API tokens would outlive its own
+		// expiry: one taken (from a CI's settings, a log) renews itself
+		// every year for good, and a password reset does not end API
+		// tokens. A new token needs the password: a session's.
+		return errorf(http.StatusForbidden, "session_required",
+			"an API token cannot create API tokens: log in (POST /api/v1/sessions) and create it with the session token")
+	}
 	iss, err := s.auth.CreateAPITokenTTL(r.Context(), p.ID, req.Name, time.Duration(req.ExpiresInDays)*24*time.Hour)
 	if err != nil {
 		return err

@@ -75,6 +75,17 @@ func newHarness(t *testing.T) *harness {
 	return h
 }
 
+// session logs role in with kluisctl login: a session token (API tokens
+// are made with one).
+func (h *harness) session(role auth.Role) string {
+	h.t.Helper()
+	code, out, errs := h.kctl("", "password-of-"+string(role)+"\n", nil, "login", "cli-"+string(role))
+	require.Equal(h.t, 0, code, errs)
+	m := regexp.MustCompile(`export KLUIS_TOKEN=(kls_\S+)`).FindStringSubmatch(out)
+	require.NotNil(h.t, m, out)
+	return m[1]
+}
+
 // kctl runs kluisctl in-process with the given token (env) and stdin.
 func (h *harness) kctl(token, stdin string, extraEnv map[string]string, args ...string) (int, string, string) {
 	h.t.Helper()
@@ -207,9 +218,12 @@ func TestKluisctlAgainstRealAPI(t *testing.T) {
 	assert.Regexp(t, `nieuw\s+staff\s+true`, out)
 	code, _, _ = h.kctl(admin, "", nil, "users", "update", m2[1])
 	assert.Equal(t, 2, code)
-	code, out, errs = h.kctl(tech, "", nil, "tokens", "create", "monitoring")
+	code, out, errs = h.kctl(h.session(auth.RoleTechnician), "", nil, "tokens", "create", "monitoring")
 	require.Equal(t, 0, code, errs)
 	assert.Regexp(t, `^kls_\S+\n$`, out)
+	code, _, errs = h.kctl(tech, "", nil, "tokens", "create", "renewed")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, "session_required", "an API token cannot make one")
 
 	code, _, errs = h.kctl(session, "", nil, "logout")
 	require.Equal(t, 0, code, errs)
@@ -329,7 +343,7 @@ func TestKluisctlNamesAreSafe(t *testing.T) {
 func TestKluisctlTokens(t *testing.T) {
 	h := newHarness(t)
 	tech, admin := h.tokens[auth.RoleTechnician], h.tokens[auth.RoleAdmin]
-	code, out, errs := h.kctl(tech, "", nil, "tokens", "create", "nightly", "-days", "30")
+	code, out, errs := h.kctl(h.session(auth.RoleTechnician), "", nil, "tokens", "create", "nightly", "-days", "30")
 	require.Equal(t, 0, code, errs)
 	assert.Regexp(t, `^kls_\S+\n$`, out)
 	assert.Contains(t, errs, "token expires at "+time.Now().AddDate(0, 0, 30).UTC().Format("2006-01-02"))

@@ -133,6 +133,40 @@ func (h health) NeedsAttention() bool {
 	return h.Known && h.OutOfService == nil && (!h.Online || h.Late || h.BoardsOffline > 0)
 }
 
+// DoorsKnown reports whether the last heartbeat tells how the doors are
+// now: the device is online and its heartbeat is not overdue. Offline or
+// late, the doors may have changed since (a door forced while the network
+// is down): the pages say "unknown" and what was last reported.
+func (h health) DoorsKnown() bool {
+	return h.Known && h.Online && !h.Late && h.HasHeartbeat
+}
+
+// DoorsText is how many doors stand open, as far as the device reports
+// it now: "unknown" with what was last reported when it is offline or
+// late, and the doors of an offline board said to be unknown.
+func (h health) DoorsText(t *tr) string {
+	switch {
+	case h.DoorsKnown() && h.BoardsOffline > 0:
+		return strconv.Itoa(h.DoorsOpen) + " · " + t.S("devices.doors_board_offline")
+	case h.DoorsKnown():
+		return strconv.Itoa(h.DoorsOpen)
+	case h.HasHeartbeat && h.LastHeartbeat != nil:
+		return t.F("devices.doors_last", "n", h.DoorsOpen, "time", t.TimeP(h.LastHeartbeat))
+	}
+	return t.S("unknown")
+}
+
+// boardOnline reports whether the last heartbeat had board b online (a
+// board it does not list is not).
+func (h health) boardOnline(b int) bool {
+	for _, x := range h.Boards {
+		if x.Address == b {
+			return x.Online
+		}
+	}
+	return false
+}
+
 // lateAfter marks an online device whose heartbeat is overdue.
 const lateAfter = 3 * time.Minute
 
@@ -271,7 +305,12 @@ type compView struct {
 	DocState lifecycle.State
 	Deadline *time.Time
 	DoorOpen bool
-	Alarms   []wire.AlarmKind
+	// DoorKnown: the device reports this door now (DoorsKnown, its board
+	// online and, on a locker, its channel in the heartbeat's doors). A
+	// board that does not answer reports no doors: they are unknown, not
+	// shut.
+	DoorKnown bool
+	Alarms    []wire.AlarmKind
 	// AlarmsAcked says which of Alarms someone acknowledged.
 	AlarmsAcked []bool
 	Low         bool
@@ -355,9 +394,11 @@ func readDetail(ctx context.Context, db store.DB, id string, lowMax int, now tim
 				v.Shown = "expired"
 			}
 		}
+		v.DoorKnown = out.DoorsKnown() && out.boardOnline(c.Board) && d.Kind != store.Locker
 		for _, ch := range out.Doors {
-			if d.Kind == store.Locker && ch.Addr.Board == c.Board && ch.Addr.Channel == c.Channel && ch.DoorOpen {
-				v.DoorOpen = true
+			if d.Kind == store.Locker && ch.Addr.Board == c.Board && ch.Addr.Channel == c.Channel {
+				v.DoorOpen = ch.DoorOpen
+				v.DoorKnown = out.DoorsKnown() && out.boardOnline(c.Board)
 			}
 		}
 		for _, a := range out.Alarms {

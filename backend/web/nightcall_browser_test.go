@@ -1,0 +1,121 @@
+package web_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/auth"
+	"kluis/backend/server"
+	"kluis/backend/web"
+	"kluis/controller/wire"
+	"kluis/deploy/dev/browsertest"
+	"kluis/deploy/dev/testenv"
+)
+
+// boardDown has the device report its one board unreachable: a heartbeat
+// without doors (kluisd cannot read them), as kluisd sends it; it waits
+// until the backend stored it.
+func (e *env) boardDown() {
+	e.t.Helper()
+	e.dev.publish(wire.KindHeartbeat, &wire.Heartbeat{V: 1, At: time.Now().UTC(), UptimeS: 3600,
+		Boards: []wire.BoardHealth{{Address: 0, Online: false, Errors: 9}}, Software: "kluisd 1.4.2"})
+	pool := e.pool()
+	testenv.Eventually(e.t, "the heartbeat with the board offline", func() bool {
+		var n int
+		_ = pool.QueryRow(context.Background(), `SELECT count(*) FROM device_diagnostics
+			WHERE device_id = $1 AND heartbeat->'boards'->0->>'online' = 'false'`, lockerID).Scan(&n)
+		return n == 1
+	})
+}
+
+// TestTechnicianAtNightSeesWhatIsKnown: a technician on call, on a phone
+// (390x844) and a laptop (1366x768), in Dutch then French, with real
+// clicks from the fleet page to the device. A door is forced (compartment
+// 2), then the lock board stops answering: its doors are "unknown", not
+// "shut" (the heartbeat of an unreachable board lists no doors, which
+// the pages read as every door closed). Then the network goes: the fleet
+// row says offline since when, the device page gives the doors as last
+// reported, with the time, not as they are now. Every page with zero
+// axe-core WCAG 2.1 A/AA violations, nothing scrolling sideways;
+// screenshots under var/screenshots/console/night-*.
+func TestTechnicianAtNightSeesWhatIsKnown(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e := newEnv(t, server.Options{})
+	e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: &wire.Address{Board: 0, Channel: 1}})
+	e.boardDown()
+
+	b := browsertest.New(t, browsertest.Options{})
+	phone := b.NewTab(t, 390, 844)
+	laptop := b.NewTab(t, 1366, 768)
+	base := e.b.URL("")
+	login(t, phone, base, e.users[auth.RoleTechnician], password(auth.RoleTechnician)) // the laptop shares the session
+	look := func(tab *browsertest.Tab, name string) {
+		t.Helper()
+		tab.CheckAxe(t, name)
+		noSideScroll(t, tab, name)
+		tab.Screenshot(t, "console/night-"+name)
+	}
+	// From the fleet page to the device, with a click.
+	toDevice := func(tab *browsertest.Tab) {
+		t.Helper()
+		tab.Do(t, chromedp.Navigate(base+"/staff/devices"))
+		// After the live stream's first update, which replaces the rows.
+		tab.WaitFor(t, `document.body.hasAttribute("data-live-updates") && !!document.querySelector('#fleet-rows a[href="/staff/devices/`+lockerID+`"]')`, 10*time.Second)
+		tab.Do(t, chromedp.Click(chromedp.CSS(`#fleet-rows a[href="/staff/devices/`+lockerID+`"]`)))
+		tab.WaitFor(t, `location.pathname === "/staff/devices/`+lockerID+`" && !!document.querySelector("#c-2")`, 10*time.Second)
+	}
+	doorCell := func(tab *browsertest.Tab, n string) string {
+		t.Helper()
+		return strings.TrimSpace(evalString(t, tab, `document.querySelector("#c-`+n+` td:nth-of-type(3)").innerText`))
+	}
+
+	// The board does not answer: its doors are unknown.
+	toDevice(phone)
+	look(phone, "board-offline-device-phone")
+	assert.Equal(t, web.Text("nl", "unknown"), doorCell(phone, "4"), "a door of the unreachable board is not shut")
+	assert.NotEqual(t, web.Text("nl", "comp.closed"), doorCell(phone, "2"))
+	assert.Equal(t, "0 · "+web.Text("nl", "devices.doors_board_offline"), phone.Text(t, "#doors-open"))
+
+	// The network goes.
+	e.dev.publish(wire.KindPresence, &wire.Presence{V: 1, State: wire.Offline, Software: "kluisd 1.4.2"})
+	e.waitPresence(wire.Offline)
+	var since time.Time
+	require.NoError(t, e.pool().QueryRow(context.Background(), `SELECT changed_at FROM device_presence WHERE device_id = $1`, lockerID).Scan(&since))
+	brussels, err := time.LoadLocation("Europe/Brussels")
+	require.NoError(t, err)
+	sinceText := web.Text("nl", "device.since", "time", since.In(brussels).Format("15:04"))
+	for _, v := range []struct {
+		tab  *browsertest.Tab
+		size string
+	}{{phone, "phone"}, {laptop, "laptop"}} {
+		v.tab.Do(t, chromedp.Navigate(base+"/staff/devices"))
+		v.tab.WaitFor(t, `!!document.querySelector("#fleet-rows tr[data-status~=offline]")`, 10*time.Second)
+		look(v.tab, "offline-fleet-"+v.size)
+		status := v.tab.Text(t, `#fleet-rows tr[data-status~=offline] td:nth-of-type(2)`)
+		assert.Contains(t, status, web.Text("nl", "status.offline"))
+		assert.Contains(t, status, sinceText, "since when it is offline, on the fleet page")
+		toDevice(v.tab)
+		look(v.tab, "offline-device-"+v.size)
+		lastReported := strings.SplitN(web.Text("nl", "devices.doors_last"), "{time}", 2)[0]
+		assert.True(t, strings.HasPrefix(v.tab.Text(t, "#doors-open"), lastReported), "the doors as last reported: %q", v.tab.Text(t, "#doors-open"))
+		assert.Equal(t, web.Text("nl", "unknown"), doorCell(v.tab, "4"))
+	}
+
+	// In French, with a click on the language.
+	phone.Do(t, chromedp.Click(chromedp.CSS(`nav.langs a[hreflang="fr"]`)))
+	phone.WaitFor(t, `document.documentElement.lang === "fr" && !!document.querySelector("#c-4")`, 10*time.Second)
+	look(phone, "offline-device-phone-fr")
+	assert.Equal(t, web.Text("fr", "unknown"), doorCell(phone, "4"))
+	assert.Contains(t, phone.Text(t, "#doors-open"), "inconnu (signalé à ")
+	phone.Do(t, chromedp.Navigate(base+"/staff/devices"))
+	phone.WaitFor(t, `!!document.querySelector("#fleet-rows tr[data-status~=offline]")`, 10*time.Second)
+	look(phone, "offline-fleet-phone-fr")
+	assert.Contains(t, phone.Text(t, `#fleet-rows tr[data-status~=offline] td:nth-of-type(2)`),
+		web.Text("fr", "device.since", "time", since.In(brussels).Format("15:04")))
+}

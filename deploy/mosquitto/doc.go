@@ -1,5 +1,6 @@
 // Package mosquitto is the production Mosquitto configuration
-// (mosquitto.conf, acl, README.md) in this directory, embedded for the
+// (mosquitto.conf, acl, relays.acl for the Tasmota relay modules' broker,
+// README.md) in this directory, embedded for the
 // programs that run a Mosquitto with exactly that configuration
 // (kluis-bench fleet); its test runs a real Mosquitto with it to show the
 // ACL keeps devices apart.

@@ -20,15 +20,18 @@ import (
 
 func start(t *testing.T) *mosquittotest.Process {
 	t.Helper()
+	return startWith(t, "acl", map[string]string{"dev-a": "pw-a", "dev-b": "pw-b", "kluis-backend": "pw-backend"})
+}
+
+// startWith runs the shipped mosquitto.conf with the ACL file aclFile and
+// these users (name: password).
+func startWith(t *testing.T, aclFile string, users map[string]string) *mosquittotest.Process {
+	t.Helper()
 	conf, err := os.ReadFile("mosquitto.conf")
 	require.NoError(t, err)
-	acl, err := os.ReadFile("acl")
+	acl, err := os.ReadFile(aclFile)
 	require.NoError(t, err)
-	return mosquittotest.Start(t, mosquittotest.Options{
-		Config: string(conf),
-		ACL:    string(acl),
-		Users:  map[string]string{"dev-a": "pw-a", "dev-b": "pw-b", "kluis-backend": "pw-backend"},
-	})
+	return mosquittotest.Start(t, mosquittotest.Options{Config: string(conf), ACL: string(acl), Users: users})
 }
 
 func TestShippedConfig(t *testing.T) {

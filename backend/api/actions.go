@@ -15,6 +15,7 @@ import (
 	"kluis/backend/auth"
 	"kluis/backend/lifecycle"
 	"kluis/backend/store"
+	"kluis/controller/wire"
 )
 
 // The actions below are shared by the REST handlers and the staff console
@@ -34,6 +35,18 @@ func (e *OpenFailed) Error() string { return "remote open failed: " + e.Err.Erro
 
 // Unwrap returns the cause.
 func (e *OpenFailed) Unwrap() error { return e.Err }
+
+// DeviceOnline reports whether deviceID's recorded presence is online now
+// (device_presence, written by the device link). A device that never
+// connected is not online.
+func DeviceOnline(ctx context.Context, db store.DB, deviceID string) (bool, error) {
+	var online bool
+	if err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM device_presence WHERE device_id = $1 AND state = $2)`,
+		deviceID, string(wire.Online)).Scan(&online); err != nil {
+		return false, fmt.Errorf("api: presence of %s: %w", deviceID, err)
+	}
+	return online, nil
+}
 
 // ErrNeverConnected is the cause of the 409 *Error (code never_connected)
 // of RefuseNeverConnected and RemoteOpen.

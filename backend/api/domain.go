@@ -663,9 +663,43 @@ func (s *Server) documentAction(action string) handlerFunc {
 		if err != nil {
 			return err
 		}
+		if action == "reissue" {
+			writeJSON(w, http.StatusOK, s.reissued(ctx, doc))
+			return nil
+		}
 		writeJSON(w, http.StatusOK, doc)
 		return nil
 	}
+}
+
+// ReissueOfflineWarning is the warning of a re-issue's answer when the
+// document's device is not online (docs/security.md, "Offline codes and
+// the compartment's contents", case b).
+const ReissueOfflineWarning = "the device is offline: until it reconnects (and gets the code sync), the old code still opens the compartment there"
+
+// Reissued is the answer of POST /api/v1/documents/{id}/reissue: the
+// document, and whether its old code still opens the compartment at the
+// device, which is offline now (or its presence could not be read: the
+// answer then says the worse) and has not received the new codes.
+type Reissued struct {
+	store.Document
+	OldCodeOpensOffline bool   `json:"old_code_opens_offline"`
+	Warning             string `json:"warning,omitempty"`
+}
+
+func (s *Server) reissued(ctx context.Context, doc store.Document) Reissued {
+	out := Reissued{Document: doc}
+	if doc.DeviceID == "" {
+		return out
+	}
+	online, err := DeviceOnline(ctx, s.pool, doc.DeviceID)
+	if err != nil {
+		s.log.Warn("re-issue: reading the device presence failed", "device", doc.DeviceID, "err", err)
+	}
+	if !online {
+		out.OldCodeOpensOffline, out.Warning = true, ReissueOfflineWarning
+	}
+	return out
 }
 
 func (s *Server) handleSlip(w http.ResponseWriter, r *http.Request) error {

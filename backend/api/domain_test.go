@@ -123,6 +123,11 @@ func TestDocumentLifecycleOverHTTP(t *testing.T) {
 
 	r = e.do("POST", "/api/v1/documents/"+doc.ID+"/reissue", staff, map[string]any{})
 	require.Equal(t, 200, r.status, string(r.body))
+	var re api.Reissued
+	r.decode(t, &re)
+	assert.Equal(t, doc.ID, re.ID)
+	assert.True(t, re.OldCodeOpensOffline, "the device never connected: the old code still opens there offline")
+	assert.Equal(t, api.ReissueOfflineWarning, re.Warning)
 	r = e.do("POST", "/api/v1/documents/"+doc.ID+"/renotify", staff, nil)
 	assert.Equal(t, 409, r.status, "renotify needs a notified document")
 	r = e.do("POST", "/api/v1/documents/"+doc.ID+"/reserve", staff, map[string]any{"device": "x"})

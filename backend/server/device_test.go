@@ -221,7 +221,9 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 
 	// Offline codes: a reissue makes new codes, and the device's offline
 	// cache gets them (hashes only) in a full code_sync.
-	s.call("POST", "/api/v1/documents/"+id+"/reissue", nil, 200)
+	re := s.call("POST", "/api/v1/documents/"+id+"/reissue", nil, 200)
+	assert.Equal(t, false, re["old_code_opens_offline"], "k1 is online: the sync replaces the old code at once")
+	assert.Nil(t, re["warning"])
 	var sync *wire.CodeSync
 	testenv.Eventually(t, "a code sync with the document", func() bool {
 		for _, c := range dev.commands(wire.CmdCodeSync) {

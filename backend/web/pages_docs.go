@@ -15,7 +15,6 @@ import (
 	"kluis/backend/notify"
 	"kluis/backend/service"
 	"kluis/backend/store"
-	"kluis/controller/wire"
 )
 
 // home sends people to where their role starts: documents for counter
@@ -577,11 +576,9 @@ func (w *Web) docAction(rw http.ResponseWriter, r *http.Request) {
 // deviceOnline reports whether the device's presence is online; false when
 // it is not known or cannot be read (the console then says the worse).
 func (w *Web) deviceOnline(ctx context.Context, deviceID string) bool {
-	var online bool
-	if err := w.o.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM device_presence WHERE device_id = $1 AND state = $2)`,
-		deviceID, string(wire.Online)).Scan(&online); err != nil {
+	online, err := api.DeviceOnline(ctx, w.o.Pool, deviceID)
+	if err != nil {
 		w.log.Warn("console: reading the device presence failed", "device", deviceID, "err", err)
-		return false
 	}
 	return online
 }

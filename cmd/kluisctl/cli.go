@@ -632,6 +632,11 @@ func (c *cli) printDoc(raw []byte, history bool) error {
 	if err := c.keyValues(v, docKeys); err != nil {
 		return err
 	}
+	if w, _ := v["warning"].(string); w != "" {
+		// A re-issue at an offline device: the old code still opens
+		// there until it reconnects (docs/api.md).
+		fmt.Fprintf(c.stderr, "kluisctl: warning: %s\n", w)
+	}
 	if h, ok := v["history"].([]any); ok && history {
 		fmt.Fprintln(c.stdout, "\nhistory:")
 		if err := c.table(h, histCols); err != nil {

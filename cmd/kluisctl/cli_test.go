@@ -145,6 +145,16 @@ func TestKluisctlAgainstRealAPI(t *testing.T) {
 	code, out, errs = h.kctl(staff, "", nil, "reissue", id)
 	require.Equal(t, 0, code, errs)
 	assert.Regexp(t, `state:\s+loaded`, out)
+	// kortrijk-1 has no device link (never online): the old code still
+	// opens its compartment offline until the device gets the code sync.
+	assert.Contains(t, errs, "warning: the device is offline: until it reconnects (and gets the code sync), the old code still opens the compartment there")
+	code, out, errs = h.kctl(staff, "", nil, "-o", "json", "reissue", id)
+	require.Equal(t, 0, code, errs)
+	var re map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &re))
+	assert.Equal(t, true, re["old_code_opens_offline"])
+	assert.Equal(t, "loaded", re["state"])
+	assert.Contains(t, re["warning"], "the old code still opens")
 
 	code, _, errs = h.kctl(staff, "", nil, "documents", "cancel", id, "-reason", "oops")
 	assert.Equal(t, 1, code)

@@ -48,6 +48,17 @@ type device struct {
 	ignorePulseTime bool
 	// faultOnPresent: the carousel reports a fault instead of arriving.
 	faultOnPresent bool
+	// silentOn: POWERn ON switches the relay without any report (the
+	// module's answers are lost), and the pulse does not end by itself.
+	silentOn bool
+	// dropOffs: the next dropOffs POWERn OFF commands are lost on the way.
+	dropOffs int
+	// holdOffReports, when set, holds the report of every POWERn OFF
+	// until it is closed.
+	holdOffReports chan struct{}
+	// switching: every POWERn ON and OFF the module carried out, in order
+	// ("1 ON", "1 OFF").
+	switching []string
 	// onCommand, when set, sees every command before the module acts on
 	// it (on the device's message goroutine: the module waits for it).
 	onCommand func(cmd, payload string)
@@ -209,13 +220,31 @@ func (dev *device) handle(_ mqtt.Client, m mqtt.Message) {
 		}
 		on := payload == "ON"
 		dev.mu.Lock()
+		if !on && dev.dropOffs > 0 {
+			dev.dropOffs--
+			dev.mu.Unlock()
+			return
+		}
 		if on {
 			dev.powerOn[n]++
 		} else {
 			dev.powerOff[n]++
 		}
-		pt := dev.pulseTime[n]
+		dev.switching = append(dev.switching, fmt.Sprintf("%d %s", n, onOff(on)))
+		pt, silent, hold := dev.pulseTime[n], dev.silentOn, dev.holdOffReports
 		dev.mu.Unlock()
+		switch {
+		case on && silent:
+			dev.setPowerQuiet(n, true)
+			return
+		case !on && hold != nil:
+			dev.setPowerQuiet(n, false)
+			go func() {
+				<-hold
+				dev.setPower(n, false)
+			}()
+			return
+		}
 		dev.setPower(n, on)
 		if !on {
 			return
@@ -280,4 +309,19 @@ func (dev *device) pulseTimeOf(n int) int {
 	dev.mu.Lock()
 	defer dev.mu.Unlock()
 	return dev.pulseTime[n]
+}
+
+// lastSwitching returns what the module last did to relay n ("ON", "OFF"
+// or "" for nothing) and how many times it did anything to it.
+func (dev *device) lastSwitching(n int) (last string, count int) {
+	dev.mu.Lock()
+	defer dev.mu.Unlock()
+	p := strconv.Itoa(n) + " "
+	for _, s := range dev.switching {
+		if strings.HasPrefix(s, p) {
+			last = strings.TrimPrefix(s, p)
+			count++
+		}
+	}
+	return last, count
 }

@@ -44,9 +44,20 @@
 // deadline. An ON handed to paho and not confirmed by then may still be
 // on its way (written to the socket, TCP can deliver it late; or still
 // queued in paho for that connection): the driver then publishes POWER<n>
-// OFF at once, on that connection behind the ON, and again at every
-// connection until an OFF was written or a later pulse of that relay was
-// confirmed. A door that opens anyway opens
+// OFF at once, on that connection behind the ON, and again (at every
+// connection, every LWT Online of the module, and whenever a wait of
+// Options.Timeout for the confirmation runs out) until the module reports
+// the relay OFF after the OFF was written, or a later pulse of that relay
+// was confirmed. Every unconfirmed ON counts: when a second pulse of the
+// relay goes unconfirmed while the first one's OFF is awaited, the first
+// OFF's confirmation does not settle the second ON, which gets an OFF of
+// its own (TestEveryUnconfirmedOnGetsItsOwnOff); no OFF is sent to a
+// relay while one of its pulses is in its ON step (it would cut that
+// pulse short). Tasmota has no command ids: the report of a pulse ending
+// by itself is taken for the confirmation too (the relay is off then, and
+// the OFF, written behind the ON, still follows it).
+// kluis_tasmota_relays_off_pending counts the relays still owed a
+// confirmed OFF. A door that opens anyway opens
 // with no operation waiting for it, and kluisd raises forced_door (door
 // opened without a command). Queries (Status 10, POWER<n>) asked for by
 // an LWT Online are published by a goroutine of their own, never under the

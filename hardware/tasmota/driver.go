@@ -99,6 +99,14 @@ type relay struct {
 	n   int
 }
 
+// offWant is a relay that needs a confirmed OFF: seq is the number of the
+// latest ON not confirmed in time; sending, an OFF is out and its
+// confirmation awaited.
+type offWant struct {
+	seq     uint64
+	sending bool
+}
+
 type inMsg struct {
 	topic   string
 	payload []byte
@@ -110,6 +118,8 @@ type metrics struct {
 	pulses   *promtext.CounterVec
 	dropped  *promtext.Counter
 	online   *promtext.GaugeVec
+	// offPending: relays owed a confirmed OFF after an unconfirmed pulse.
+	offPending *promtext.GaugeFunc
 }
 
 // Driver drives Tasmota relay modules over MQTT. It implements
@@ -142,9 +152,16 @@ type Driver struct {
 	mu      sync.Mutex
 	toQuery map[*module]bool
 	// offPending: relays whose ON may have been handed to paho without
-	// the module confirming it in time; POWERn OFF goes to them at once
-	// and at every connection until one was written.
-	offPending map[relay]bool
+	// the module confirming it in time; POWERn OFF goes to them at once,
+	// and again (at every connection, every Online of the module, and
+	// after every wait for a confirmation that ran out) until the module
+	// reported the relay OFF after the OFF of the latest such ON. offSeq
+	// numbers the unconfirmed ONs; pulsing counts the pulses of a relay
+	// in their ON step (no OFF is sent to it meanwhile: it would cut a
+	// pulse that is about to be confirmed short).
+	offPending map[relay]*offWant
+	offSeq     uint64
+	pulsing    map[relay]int
 	mods       map[string]*module // by topic
 	byBoard    map[int]*module
 	waiters    map[string][]chan struct{}
@@ -204,7 +221,8 @@ func New(o Options) (*Driver, error) {
 		queries: make(chan struct{}, 1),
 		toQuery: map[*module]bool{},
 
-		offPending: map[relay]bool{},
+		offPending: map[relay]*offWant{},
+		pulsing:    map[relay]int{},
 	}
 	for _, m := range o.Modules {
 		if m.Topic == "" || strings.ContainsAny(m.Topic, "+#") {
@@ -278,7 +296,10 @@ func (d *Driver) newMetrics() error {
 		online: promtext.NewGaugeVec(promtext.GaugeOpts{Name: "kluis_tasmota_module_online",
 			Help: "1 while the module's LWT says Online.", ConstLabels: cl}, []string{"module"}),
 	}
-	for _, c := range []promtext.Collector{d.m.messages, d.m.pulses, d.m.dropped, d.m.online} {
+	d.m.offPending = promtext.NewGaugeFunc(promtext.GaugeOpts{Name: "kluis_tasmota_relays_off_pending",
+		Help: "Relays whose pulse was not confirmed in time and that the module has not yet reported OFF after the driver's OFF (sent again until it does).", ConstLabels: cl},
+		func() float64 { return float64(d.offsPending()) })
+	for _, c := range []promtext.Collector{d.m.messages, d.m.pulses, d.m.dropped, d.m.online, d.m.offPending} {
 		if err := d.o.Registry.Register(c); err != nil {
 			return fmt.Errorf("tasmota: register metrics: %w", err)
 		}
@@ -299,7 +320,6 @@ func (d *Driver) onConnect(c mqtt.Client) {
 		d.log.Info("reconnected while halted: switching every relay off again")
 		d.relaysOff()
 	}
-	d.offAfterFailedPulses()
 	filters := map[string]byte{}
 	for topic := range d.mods {
 		filters["stat/"+topic+"/+"] = 1
@@ -324,6 +344,13 @@ func (d *Driver) onConnect(c mqtt.Client) {
 	for _, mod := range d.mods {
 		d.query(mod)
 	}
+	// The OFFs still owed after unconfirmed pulses, now that their
+	// confirmations can arrive.
+	d.mu.Lock()
+	if len(d.offPending) > 0 {
+		d.wakeSenderLocked()
+	}
+	d.mu.Unlock()
 }
 
 // query asks mod for its switches (Status 10) and every relay's state
@@ -375,35 +402,93 @@ func (d *Driver) wakeSenderLocked() {
 }
 
 // offAfterFailedPulse has the sender switch r off at once (on the
-// connection the ON may be waiting in, so the OFF follows it), and
-// onConnect at every connection until an OFF was written: an ON handed to
-// paho and not confirmed before the pulse's deadline may still reach the
-// module, late.
-func (d *Driver) offAfterFailedPulse(r relay) {
+// connection the ON may be waiting in, so the OFF follows it) and again
+// until the module reports r OFF after an OFF sent for this ON: an ON
+// handed to paho and not confirmed before the pulse's deadline may still
+// reach the module, late. Every unconfirmed ON counts: a confirmation of
+// the OFF of an earlier one does not settle a later one.
+// d.mu must be held.
+func (d *Driver) offAfterFailedPulseLocked(r relay) {
 	d.log.Warn("pulse not confirmed in time: switching the relay off", "module", r.mod.Topic, "relay", r.n)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.offPending[r] = true
+	d.offSeq++
+	w := d.offPending[r]
+	if w == nil {
+		w = &offWant{}
+		d.offPending[r] = w
+	}
+	w.seq = d.offSeq
 	d.wakeSenderLocked()
 }
 
-// offAfterFailedPulses publishes POWERn OFF to every relay in offPending
-// and forgets those whose OFF was written.
-func (d *Driver) offAfterFailedPulses() {
+// offsPending is the number of relays owed a confirmed OFF.
+func (d *Driver) offsPending() int {
 	d.mu.Lock()
-	rs := make([]relay, 0, len(d.offPending))
-	for r := range d.offPending {
-		rs = append(rs, r)
+	defer d.mu.Unlock()
+	return len(d.offPending)
+}
+
+// offAfterFailedPulses publishes POWERn OFF to every relay in offPending
+// that has no OFF out, no pulse in its ON step and whose module is not
+// known to be offline, and waits for the confirmations in the background
+// (the sender goes on with the queries meanwhile).
+func (d *Driver) offAfterFailedPulses() {
+	type out struct {
+		r   relay
+		w   *offWant
+		seq uint64
+		ch  chan struct{}
+	}
+	var outs []out
+	d.mu.Lock()
+	for r, w := range d.offPending {
+		if w.sending || d.pulsing[r] > 0 || d.closed || (r.mod.link == linkOffline && !r.mod.brokerLost) {
+			continue
+		}
+		w.sending = true
+		outs = append(outs, out{r: r, w: w, seq: w.seq, ch: d.expectLocked(offKey(r.mod.Topic, r.n))})
 	}
 	d.mu.Unlock()
-	for _, r := range rs {
-		tok, err := d.publish("cmnd/"+r.mod.Topic+"/POWER"+strconv.Itoa(r.n), "OFF")
-		if err != nil || !tok.WaitTimeout(d.handOver()) || tok.Error() != nil {
-			continue // the next connection tries again
+	for _, o := range outs {
+		key := offKey(o.r.mod.Topic, o.r.n)
+		deadline := time.Now().Add(d.o.Timeout)
+		tok, err := d.publish("cmnd/"+o.r.mod.Topic+"/POWER"+strconv.Itoa(o.r.n), "OFF")
+		if err != nil {
+			// Not connected: the next connection sends it.
+			d.forget(key, o.ch)
+			d.mu.Lock()
+			o.w.sending = false
+			d.mu.Unlock()
+			continue
 		}
-		d.mu.Lock()
-		delete(d.offPending, r)
-		d.mu.Unlock()
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			err := d.waitFor(context.Background(), deadline, key, o.ch)
+			if err == nil && (!tok.WaitTimeout(0) || tok.Error() != nil) {
+				// A report that came before the OFF was written is not
+				// its confirmation.
+				err = errors.New("tasmota: OFF not written")
+			}
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			o.w.sending = false
+			if d.offPending[o.r] != o.w {
+				return // settled by a confirmed pulse
+			}
+			switch {
+			case err == nil && o.w.seq == o.seq:
+				delete(d.offPending, o.r)
+				d.log.Info("relay confirmed off after an unconfirmed pulse", "module", o.r.mod.Topic, "relay", o.r.n)
+				return
+			case err == nil:
+				// Another ON went unconfirmed meanwhile: its own OFF.
+			case errors.Is(err, hardware.ErrHalted):
+				return // closed
+			default:
+				d.log.Warn("relay not confirmed off after an unconfirmed pulse, sending OFF again", "module", o.r.mod.Topic, "relay", o.r.n, "err", err)
+			}
+			d.wakeSenderLocked()
+		}()
 	}
 }
 
@@ -627,7 +712,8 @@ func powerKey(topic string, n int) string { return "power/" + topic + "/" + strc
 func pulseTimeKey(topic string, n, v int) string {
 	return "pulsetime/" + topic + "/" + strconv.Itoa(n) + "/" + strconv.Itoa(v)
 }
-func statusKey(topic string) string { return "status10/" + topic }
+func statusKey(topic string) string     { return "status10/" + topic }
+func offKey(topic string, n int) string { return "off/" + topic + "/" + strconv.Itoa(n) }
 
 // expectLocked registers a waiter for key; d.mu must be held.
 func (d *Driver) expectLocked(key string) chan struct{} {
@@ -706,6 +792,8 @@ func (d *Driver) setPowerLocked(mod *module, n int, on bool) {
 	mod.power[n] = on
 	if on {
 		d.fireLocked(powerKey(mod.Topic, n))
+	} else {
+		d.fireLocked(offKey(mod.Topic, n))
 	}
 }
 
@@ -1009,23 +1097,39 @@ func (d *Driver) pulseRelay(ctx context.Context, mod *module, n int, dur time.Du
 	// and the pulse ends at the deadline: no ON after the caller was told
 	// the pulse failed, except one already written to the socket (the
 	// network may still deliver it late; the OFF below follows it).
-	if err := d.sendAndWait(ctx, d.deadline(ctx), base+"POWER"+strconv.Itoa(n), "ON", powerKey(mod.Topic, n)); err != nil {
-		if notSent(err) {
-			d.m.pulses.WithLabelValues(notSentResult(err)).Inc()
-			return fmt.Errorf("tasmota: POWER%d ON on %s: %w: %w", n, mod.Topic, err, hardware.ErrTimeout)
-		}
-		d.offAfterFailedPulse(relay{mod: mod, n: n})
-		d.m.pulses.WithLabelValues("unconfirmed").Inc()
-		return fmt.Errorf("tasmota: POWER%d ON on %s not confirmed (the relay may have switched; its pulse is hardware-timed): %w", n, mod.Topic, err)
-	}
-	// The module switched the relay on when asked: an ON of an earlier
-	// failed pulse still queued on this connection would have come first,
-	// and a pending OFF would only cut this pulse short.
+	r := relay{mod: mod, n: n}
 	d.mu.Lock()
-	delete(d.offPending, relay{mod: mod, n: n})
+	d.pulsing[r]++
+	seq := d.offSeq
 	d.mu.Unlock()
-	d.m.pulses.WithLabelValues("ok").Inc()
-	return nil
+	err = d.sendAndWait(ctx, d.deadline(ctx), base+"POWER"+strconv.Itoa(n), "ON", powerKey(mod.Topic, n))
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.pulsing[r]--; d.pulsing[r] == 0 {
+		delete(d.pulsing, r)
+	}
+	switch {
+	case err == nil:
+		// The module switched the relay on when asked: an ON of an
+		// earlier failed pulse still queued on this connection would have
+		// come first, and its pending OFF would only cut this pulse short.
+		// An ON that went unconfirmed since this one was sent still needs
+		// its OFF.
+		if w := d.offPending[r]; w != nil && w.seq <= seq {
+			delete(d.offPending, r)
+		}
+		d.m.pulses.WithLabelValues("ok").Inc()
+		return nil
+	case notSent(err):
+		if d.offPending[r] != nil {
+			d.wakeSenderLocked() // an OFF held back while this pulse was under way
+		}
+		d.m.pulses.WithLabelValues(notSentResult(err)).Inc()
+		return fmt.Errorf("tasmota: POWER%d ON on %s: %w: %w", n, mod.Topic, err, hardware.ErrTimeout)
+	}
+	d.offAfterFailedPulseLocked(r)
+	d.m.pulses.WithLabelValues("unconfirmed").Inc()
+	return fmt.Errorf("tasmota: POWER%d ON on %s not confirmed (the relay may have switched; its pulse is hardware-timed): %w", n, mod.Topic, err)
 }
 
 // Pulse energises the lock at addr for dur with a hardware-timed pulse:

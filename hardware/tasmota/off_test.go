@@ -1,0 +1,84 @@
+package tasmota
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"kluis/deploy/dev/testenv"
+	"kluis/hardware"
+)
+
+// A pulse whose ON the module carries out without a word (its reports are
+// lost) fails unconfirmed, and the driver's OFF after it is lost on the
+// way too. The driver sends OFF again until the module reports the relay
+// off. Before, the first OFF written to the socket settled the relay and
+// nothing followed: the lock stayed energised.
+func TestUnconfirmedOnIsFollowedByAConfirmedOff(t *testing.T) {
+	topic := uniqueTopic(t, "offconf")
+	dev := newDevice(t, topic, 2, false)
+	d := newDriver(t, Options{Modules: []Module{{Topic: topic, Relays: 2}}, Timeout: 2 * time.Second})
+	settle(t, d)
+	dev.mu.Lock()
+	dev.silentOn = true
+	dev.dropOffs = 1
+	dev.mu.Unlock()
+
+	err := d.Pulse(testCtx(t), hardware.Address{Channel: 0}, 5*time.Second, 1)
+	require.ErrorIs(t, err, hardware.ErrTimeout)
+	require.ErrorContains(t, err, "POWER1 ON")
+	require.ErrorContains(t, err, "not confirmed")
+	testenv.EventuallyWithin(t, 30*time.Second, "relay 1 switched off after its first OFF was lost", func() bool {
+		last, _ := dev.lastSwitching(1)
+		return last == "OFF"
+	})
+	testenv.EventuallyWithin(t, 30*time.Second, "no OFF owed any more", func() bool { return d.offsPending() == 0 })
+	require.Equal(t, 1, dev.onCount(1))
+	last, _ := dev.lastSwitching(2)
+	require.Empty(t, last, "relay 2 untouched")
+}
+
+// Two pulses of one relay both go unconfirmed, and the module's report of
+// the first pulse's OFF arrives only after the second pulse's ON: that
+// report does not settle the second ON, which gets an OFF of its own.
+// Every unconfirmed ON is followed by a confirmed OFF. (A driver keeping
+// one flag per relay, cleared by any confirmation, leaves the second ON
+// without an OFF.)
+func TestEveryUnconfirmedOnGetsItsOwnOff(t *testing.T) {
+	topic := uniqueTopic(t, "offtwice")
+	dev := newDevice(t, topic, 2, false)
+	// The OFF's confirmation is awaited for the driver's Timeout; each
+	// pulse ends by its caller's deadline at 3/4 of it, so the first
+	// OFF is still awaited when the second pulse has failed.
+	const timeout = 4 * time.Second
+	d := newDriver(t, Options{Modules: []Module{{Topic: topic, Relays: 2}}, Timeout: timeout})
+	settle(t, d)
+	hold := make(chan struct{})
+	dev.mu.Lock()
+	dev.silentOn = true
+	dev.holdOffReports = hold
+	dev.mu.Unlock()
+
+	pulse := func() {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(testCtx(t), 3*timeout/4)
+		defer cancel()
+		err := d.Pulse(ctx, hardware.Address{Channel: 0}, 5*time.Second, 1)
+		require.ErrorContains(t, err, "POWER1 ON")
+		require.ErrorContains(t, err, "not confirmed")
+	}
+	pulse()
+	testenv.EventuallyWithin(t, 30*time.Second, "the first pulse's OFF", func() bool { return dev.offCount(1) >= 1 })
+	pulse()
+	require.Equal(t, 2, dev.onCount(1))
+	dev.mu.Lock()
+	dev.holdOffReports = nil
+	dev.mu.Unlock()
+	close(hold) // the first OFF's report arrives, after the second ON
+	testenv.EventuallyWithin(t, 30*time.Second, "no OFF owed any more", func() bool { return d.offsPending() == 0 })
+	last, n := dev.lastSwitching(1)
+	require.Equal(t, "OFF", last, "the module's last switching of relay 1 (%d in all)", n)
+	require.Equal(t, 2, dev.onCount(1))
+}

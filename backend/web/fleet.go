@@ -156,6 +156,42 @@ func (h health) DoorsText(t *tr) string {
 	return t.S("unknown")
 }
 
+// nextStep is one thing to do about a device: what is wrong, in words,
+// and what a technician does about it.
+type nextStep struct{ What, Do string }
+
+// NextSteps says what to do about the device, for its page: offline or
+// late in service first, then one line per kind of open alarm (in the
+// order listed: those nobody acknowledged first), a board offline
+// without its alarm yet as the alarm would say it. None when all is well.
+func (h health) NextSteps(t *tr) []nextStep {
+	var out []nextStep
+	if h.Known && h.OutOfService == nil {
+		switch {
+		case !h.Online:
+			out = append(out, nextStep{What: t.S("status.offline"), Do: t.F("next.offline", "time", t.Time(h.Since))})
+		case h.Late:
+			since := h.Since
+			if h.LastHeartbeat != nil {
+				since = *h.LastHeartbeat
+			}
+			out = append(out, nextStep{What: t.S("status.late"), Do: t.F("next.late", "time", t.Time(since))})
+		}
+	}
+	seen := map[wire.AlarmKind]bool{}
+	for _, a := range h.Alarms {
+		if seen[a.Kind] {
+			continue
+		}
+		seen[a.Kind] = true
+		out = append(out, nextStep{What: t.S("alarm." + string(a.Kind)), Do: t.S("next.alarm." + string(a.Kind))})
+	}
+	if h.Online && h.BoardsOffline > 0 && !seen[wire.AlarmBoardUnreachable] {
+		out = append(out, nextStep{What: t.S("alarm.board_unreachable"), Do: t.S("next.alarm.board_unreachable")})
+	}
+	return out
+}
+
 // boardOnline reports whether the last heartbeat had board b online (a
 // board it does not list is not).
 func (h health) boardOnline(b int) bool {
@@ -567,6 +603,10 @@ func (e event) Text(t *tr) string {
 	alarm := ""
 	if e.Alarm != "" {
 		alarm = t.S("alarm." + e.Alarm)
+		if e.Compartment > 0 {
+			// Which door, as the alarm lists say it.
+			alarm = t.F("alarm.at_compartment", "alarm", alarm, "n", e.Compartment)
+		}
 	}
 	s := t.F(key, "n", e.Compartment, "alarm", alarm, "result", result)
 	if e.Reason != "" {

@@ -172,10 +172,12 @@ func startOnline(ctx context.Context, env bench.Env, o options) (_ *online, err 
 	if r.board, err = openBoard(ctx, device); err != nil {
 		return r, err
 	}
+	labels := make(map[int]string, len(r.docs))
 	for _, d := range r.docs {
-		if err := r.dev.Load(0, d.comp.Channel, 0, d.id); err != nil {
-			return r, err
-		}
+		labels[d.comp.Channel] = d.id
+	}
+	if err := r.load(labels); err != nil {
+		return r, err
 	}
 	if err := r.startKluisd(ctx, filepath.Join(bin, "kluisd"), users[device], o.baud); err != nil {
 		return r, err

@@ -296,10 +296,8 @@ func startOnce(ctx context.Context, o startOptions, dir, bin string) (s startSam
 		return s, err
 	}
 	defer b.close()
-	for c := 0; c < comps; c++ {
-		if err := b.dev.Load(0, c, 0, fmt.Sprintf("doc-%d", c)); err != nil {
-			return s, err
-		}
+	if err := b.load(docLabels()); err != nil {
+		return s, err
 	}
 	// The offline cache kluisd finds in its journal directory, and the key
 	// its QR codes are signed with.

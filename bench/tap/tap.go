@@ -141,6 +141,27 @@ func openBoard(ctx context.Context, id string) (*board, error) {
 	return &board{dev: dev, line: line}, nil
 }
 
+// load puts label[c] into channel c for every c in labels, as staff did
+// while an earlier kluisd ran: that kluisd took the board's item events
+// and acknowledged them, so the kluisd started now finds the documents in
+// place and no event about them. Loaded behind a kluisd's back instead,
+// the events would reach it as items placed with no operation, and it
+// would withdraw their compartments' offline codes (an offline code never
+// opens a compartment whose contents changed at the device: every offline
+// tap would be refused).
+func (b *board) load(labels map[int]string) error {
+	for c, label := range labels {
+		if err := b.dev.Load(0, c, 0, label); err != nil {
+			return err
+		}
+	}
+	q, err := b.dev.Queue(0)
+	if err != nil || len(q.Events) == 0 {
+		return err
+	}
+	return b.dev.Ack(0, q.Events[len(q.Events)-1].Seq)
+}
+
 func (b *board) close() {
 	if b != nil && b.line != nil {
 		b.line.Close()
@@ -420,10 +441,8 @@ func start(ctx context.Context, o options) (_ *rig, err error) {
 	if r.board, err = openBoard(rctx, device); err != nil {
 		return r, err
 	}
-	for c := 0; c < comps; c++ {
-		if err := r.dev.Load(0, c, 0, fmt.Sprintf("doc-%d", c)); err != nil {
-			return r, err
-		}
+	if err := r.load(docLabels()); err != nil {
+		return r, err
 	}
 	cfg, err := config.Parse([]byte(r.yaml(device, "{url: tcp://127.0.0.1:1}", o.baud, dir, "")), config.ParseOptions{})
 	if err != nil {
@@ -470,6 +489,16 @@ func start(ctx context.Context, o options) (_ *rig, err error) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return r, nil
+}
+
+// docLabels names the document in each compartment: doc-<channel>, the
+// offline cache entries' document ids.
+func docLabels() map[int]string {
+	m := make(map[int]string, comps)
+	for c := 0; c < comps; c++ {
+		m[c] = fmt.Sprintf("doc-%d", c)
+	}
+	return m
 }
 
 // makeCodes makes one code per compartment: a QR token signed for the

@@ -48,6 +48,11 @@ func DeviceOnline(ctx context.Context, db store.DB, deviceID string) (bool, erro
 	return online, nil
 }
 
+// ErrNoAnswer is the cause of an Opener's error when the device gave no
+// result in time: the door may or may not have opened (audited as
+// "no_answer", not "failed").
+var ErrNoAnswer = errors.New("no answer from the device in time")
+
 // ErrNeverConnected is the cause of the 409 *Error (code never_connected)
 // of RefuseNeverConnected and RemoteOpen.
 var ErrNeverConnected = errors.New("the device has never connected")
@@ -80,7 +85,8 @@ var ErrOccupied = errors.New("the compartment holds a document")
 // RemoteOpen opens compartment number of a device through opener (the
 // device link's signed-command path) for actor, of role, with a reason,
 // and audits compartment.remote_open with the reason and the result
-// (opened or failed). The reason is required (CheckReason). A compartment
+// (opened, failed, or no_answer when the device gave no result in time:
+// the door may or may not have opened). The reason is required (CheckReason). A compartment
 // holding a document (loaded, notified or expired: a citizen's identity
 // document or licence is behind the door) is opened for an admin only,
 // and its audit record names the document (occupied, document); a
@@ -128,7 +134,10 @@ func RemoteOpen(ctx context.Context, pool *pgxpool.Pool, opener Opener, actor st
 	}
 	openErr := opener.OpenCompartment(ctx, deviceID, number, reason, actor)
 	details["result"] = "opened"
-	if openErr != nil {
+	switch {
+	case errors.Is(openErr, ErrNoAnswer):
+		details["result"] = "no_answer"
+	case openErr != nil:
 		details["result"] = "failed"
 	}
 	if err := appendAudit(context.WithoutCancel(ctx), pool, audit.Entry{At: now, Actor: actor, Action: "compartment.remote_open",

@@ -80,18 +80,40 @@ func (o *Opener) OpenCompartment(ctx context.Context, deviceID string, number in
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-deadline.C:
-			return fmt.Errorf("no answer from device %s within %s (the command expires unexecuted)", deviceID, o.timeout)
+			// A last look: the result may have come with the deadline.
+			if done, err := o.answered(ctx, deviceID, id); done || err != nil {
+				return err
+			}
+			// No answer is no proof that nothing happened: the device
+			// may have carried the command out before its expiry and
+			// its result be late (a slow link, a reconnection), or it
+			// may never have received it; after the expiry it no longer
+			// carries it out. A late result still updates the command's
+			// row, and the door's events reach the device's timeline.
+			return &api.Error{Status: http.StatusGatewayTimeout, Code: "no_answer",
+				Message: fmt.Sprintf("no answer from device %s within %s: the door may or may not have opened (a device that received the command before it expired at %s may have carried it out and report it late); check the device's timeline",
+					deviceID, o.timeout, now.Add(o.timeout).Format(time.RFC3339)),
+				Err: api.ErrNoAnswer}
 		case <-tick.C:
 		}
-		st, err := o.link.CommandStatus(ctx, id)
-		if err != nil {
+		if done, err := o.answered(ctx, deviceID, id); done || err != nil {
 			return err
 		}
-		switch wire.CommandStatus(st.Status) {
-		case wire.StatusDone, wire.StatusDuplicate:
-			return nil
-		case wire.StatusFailed, wire.StatusExpired, wire.StatusRejected:
-			return fmt.Errorf("device %s answered %s: %s", deviceID, st.Status, st.Detail)
-		}
 	}
+}
+
+// answered reads command id's status: done when the device answered (err
+// nil when it carried it out, its answer otherwise).
+func (o *Opener) answered(ctx context.Context, deviceID, id string) (bool, error) {
+	st, err := o.link.CommandStatus(ctx, id)
+	if err != nil {
+		return true, err
+	}
+	switch wire.CommandStatus(st.Status) {
+	case wire.StatusDone, wire.StatusDuplicate:
+		return true, nil
+	case wire.StatusFailed, wire.StatusExpired, wire.StatusRejected:
+		return true, fmt.Errorf("device %s answered %s: %s", deviceID, st.Status, st.Detail)
+	}
+	return false, nil
 }

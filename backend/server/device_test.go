@@ -66,6 +66,23 @@ func (s *backend) metrics() string {
 	return string(b)
 }
 
+// waitLink waits for the backend's device link to connect to its broker.
+func (s *backend) waitLink() {
+	s.t.Helper()
+	testenv.Eventually(s.t, "the backend's link to connect", func() bool {
+		return strings.Contains(s.metrics(), "kluis_devicelink_broker_connected 1")
+	})
+}
+
+// waitOnline waits for the API to show device id online.
+func (s *backend) waitOnline(id string) {
+	s.t.Helper()
+	testenv.Eventually(s.t, "the device to show online", func() bool {
+		p, _ := s.call("GET", "/api/v1/devices/"+id, nil, 200)["presence"].(map[string]any)
+		return p != nil && p["online"] == true
+	})
+}
+
 // fakeDevice is a paho client speaking the device side of the contract.
 type fakeDevice struct {
 	t  *testing.T
@@ -164,9 +181,7 @@ func (d *fakeDevice) received(kind wire.Kind) [][]byte {
 func TestDeviceLinkEndToEnd(t *testing.T) {
 	s := startBackend(t, server.Options{})
 	require.NotEmpty(t, s.Broker, "the embedded broker runs without MQTT_URL")
-	testenv.Eventually(t, "the backend's link to connect", func() bool {
-		return strings.Contains(s.metrics(), "kluis_devicelink_broker_connected 1")
-	})
+	s.waitLink()
 
 	// (The mqttpasswd subcommand's part is tested in backend/cli.)
 	s.call("POST", "/api/v1/sites", map[string]any{"id": "kortrijk", "name": "Stadhuis"}, 201)
@@ -185,10 +200,7 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 	pw := s.call("POST", "/api/v1/devices/k1/mqtt-password", nil, 201)["password"].(string)
 	dev := connectDevice(t, s.Broker, "k1", pw)
 	dev.publish(wire.KindPresence, &wire.Presence{State: wire.Online, Software: "kluisd-test"})
-	testenv.Eventually(t, "the device to show online", func() bool {
-		p, _ := s.call("GET", "/api/v1/devices/k1", nil, 200)["presence"].(map[string]any)
-		return p != nil && p["online"] == true
-	})
+	s.waitOnline("k1")
 
 	// Remote open: the device gets the command for board 0 channel 3 and answers done.
 	type result struct{ v map[string]any }
@@ -406,9 +418,7 @@ func TestDeviceLinkEndToEnd(t *testing.T) {
 // audited.
 func TestRESTRemoteOpenRefusedBeforeTheDeviceConnected(t *testing.T) {
 	s := startBackend(t, server.Options{OpenTimeout: 2 * time.Second})
-	testenv.Eventually(t, "the backend's link to connect", func() bool {
-		return strings.Contains(s.metrics(), "kluis_devicelink_broker_connected 1")
-	})
+	s.waitLink()
 	s.call("POST", "/api/v1/sites", map[string]any{"id": "kortrijk", "name": "Stadhuis"}, 201)
 	for _, id := range []string{"never", "once"} {
 		s.call("POST", "/api/v1/devices", map[string]any{"id": id, "site_id": "kortrijk", "kind": "locker",
@@ -454,12 +464,73 @@ func TestRESTRemoteOpenRefusedBeforeTheDeviceConnected(t *testing.T) {
 		p, _ := s.call("GET", "/api/v1/devices/once", nil, 200)["presence"].(map[string]any)
 		return p != nil && p["online"] == false
 	})
-	failed := s.call("POST", "/api/v1/devices/once/compartments/1/open", map[string]string{"reason": "door check"}, 503)
+	failed := s.call("POST", "/api/v1/devices/once/compartments/1/open", map[string]string{"reason": "door check"}, 504)
 	e, _ = failed["error"].(map[string]any)
 	require.NotNil(t, e, "a JSON error body: %v", failed)
-	assert.Equal(t, "device_unreachable", e["code"])
+	assert.Equal(t, "no_answer", e["code"])
 	assert.Equal(t, 1, commands("once"), "the command is stored for a device that connected once")
 	got := opens("once")
 	require.Len(t, got, 1)
-	assert.Contains(t, got[0], `"result":"failed"`)
+	assert.Contains(t, got[0], `"result":"no_answer"`)
+}
+
+// TestRESTRemoteOpenLateResult: the device (a client on the embedded
+// broker) receives the open, carries it out and its result arrives after
+// the API stopped waiting. The API must not say the command "expires
+// unexecuted" (it said so before): it answers 504 no_answer saying the
+// door may or may not have opened, audits the open as no_answer (not
+// failed), and the late result is recorded on the command's row (done).
+func TestRESTRemoteOpenLateResult(t *testing.T) {
+	s := startBackend(t, server.Options{OpenTimeout: 2 * time.Second})
+	s.waitLink()
+	s.call("POST", "/api/v1/sites", map[string]any{"id": "kortrijk", "name": "Stadhuis"}, 201)
+	s.call("POST", "/api/v1/devices", map[string]any{"id": "late", "site_id": "kortrijk", "kind": "locker",
+		"compartments": []map[string]any{{"board": 0, "channel": 1, "size": "M", "height_cm": 100}}}, 201)
+	pw := s.call("POST", "/api/v1/devices/late/mqtt-password", nil, 201)["password"].(string)
+	dev := connectDevice(t, s.Broker, "late", pw)
+	dev.publish(wire.KindPresence, &wire.Presence{State: wire.Online, Software: "kluisd-test"})
+	s.waitOnline("late")
+
+	answer := make(chan map[string]any, 1)
+	go func() {
+		answer <- s.call("POST", "/api/v1/devices/late/compartments/1/open", map[string]string{"reason": "door check"}, 504)
+	}()
+	testenv.Eventually(t, "the open command", func() bool { return len(dev.commands(wire.CmdOpen)) > 0 })
+	cmd := dev.commands(wire.CmdOpen)[0]
+	// Carried out now (before its expiry); the result is held back until
+	// the API gave up.
+	at := time.Now().UTC()
+	var got map[string]any
+	select {
+	case got = <-answer:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the open request did not return")
+	}
+	dev.publish(wire.KindCmdResult, &wire.CommandResult{ID: cmd.ID, Status: wire.StatusDone, At: at})
+	e, _ := got["error"].(map[string]any)
+	require.NotNil(t, e, "a JSON error body: %v", got)
+	assert.Equal(t, "no_answer", e["code"])
+	msg, _ := e["message"].(string)
+	assert.NotContains(t, msg, "unexecuted")
+	assert.Contains(t, msg, "may or may not have opened")
+
+	ctx := context.Background()
+	db, err := pgx.Connect(ctx, s.Options.DatabaseURL)
+	require.NoError(t, err)
+	defer db.Close(ctx)
+	testenv.Eventually(t, "the late result recorded on the command", func() bool {
+		var st string
+		require.NoError(t, db.QueryRow(ctx, `SELECT status FROM device_commands WHERE command_id = $1`, cmd.ID).Scan(&st))
+		return st == string(wire.StatusDone)
+	})
+	page := s.call("GET", "/api/v1/audit?subject=device:late", nil, 200)
+	n := 0
+	for _, it := range page["items"].([]any) {
+		rec := it.(map[string]any)
+		if rec["action"] == "compartment.remote_open" {
+			n++
+			assert.Equal(t, "no_answer", rec["details"].(map[string]any)["result"], "not failed: the door may have opened")
+		}
+	}
+	assert.Equal(t, 1, n)
 }

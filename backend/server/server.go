@@ -89,7 +89,10 @@ type Options struct {
 	// kluis_http_connections_refused_total. Default
 	// DefaultHTTPMaxConnections: a quarter of the open-file limit, at most
 	// 4,096, so that a flood of connections leaves the database pool and
-	// the embedded broker their descriptors.
+	// the embedded broker their descriptors. Run shares the open-file
+	// limit (PlanDescriptors, logged at start): the embedded broker gets
+	// what the reserve, the pool and this cap leave, and this cap is
+	// lowered, with a warning, when it would leave the broker less than 64.
 	HTTPMaxConnections int
 
 	// MQTTURL is an external broker (MQTTUsername, MQTTPassword log in);
@@ -213,6 +216,10 @@ type Server struct {
 	mu         sync.Mutex
 	httpAddr   string
 	brokerAddr string
+
+	// fds is how Run shares the open-file limit (zero when it could not
+	// be read: the broker's and the listener's own defaults).
+	fds Descriptors
 }
 
 // New checks o, fills in its defaults and returns a Server; nothing is
@@ -319,6 +326,12 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("open database: %w", err)
 	}
 	defer st.Close()
+	if lim, err := fileLimit(); err != nil {
+		log.Warn("open-file limit unknown: the broker and the HTTP listener take their own defaults", "err", err)
+	} else {
+		s.fds = PlanDescriptors(lim, o.MQTTURL == "", o.HTTPMaxConnections, int(st.Pool().Config().MaxConns))
+		logDescriptors(log, s.fds)
+	}
 
 	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: log, Clock: o.Clock, Params: o.PasswordParams,
 		KioskKey: DeriveKey(o.Keys, "kiosk staff credentials"), PreviousKioskKey: derivePrevious(o.Keys, "kiosk staff credentials"), APITokenTTL: o.APITokenTTL, APITokenMaxTTL: o.APITokenMaxTTL,
@@ -420,7 +433,11 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", o.HTTPAddr, err)
 	}
-	ln, err := capConnections(tcpLn, o.HTTPMaxConnections, log, o.Registry)
+	httpMax := o.HTTPMaxConnections
+	if s.fds.HTTP > 0 {
+		httpMax = s.fds.HTTP
+	}
+	ln, err := capConnections(tcpLn, httpMax, log, o.Registry)
 	if err != nil {
 		tcpLn.Close()
 		return err

@@ -240,7 +240,7 @@ func (s *Server) startBroker(ctx context.Context, st *store.Store, w *wiring) (u
 	if err := creds.Set(ctx, user, broker.RoleBackend, pass); err != nil {
 		return "", "", nil, fmt.Errorf("backend MQTT credential: %w", err)
 	}
-	b, err := broker.New(broker.Options{Addr: o.MQTTAddr, TLS: o.BrokerTLS, Credentials: creds.Check, Logger: o.Logger, Registry: o.Registry})
+	b, err := broker.New(broker.Options{Addr: o.MQTTAddr, TLS: o.BrokerTLS, MaxConnections: s.fds.Broker, Credentials: creds.Check, Logger: o.Logger, Registry: o.Registry})
 	if err != nil {
 		return "", "", nil, fmt.Errorf("embedded MQTT broker: %w", err)
 	}

@@ -112,7 +112,12 @@ func runBackend(ctx context.Context) error {
 		Keys:     codes.Keys{Signing: ed25519.PrivateKey(c.Signing), PIN: c.PIN},
 		HTTPAddr: c.HTTPAddr, MQTTAddr: c.MQTTAddr, MQTTURL: c.MQTTURL, MQTTUsername: c.MQTTUsername, MQTTPassword: c.MQTTPassword, SlipDir: filepath.Join(os.TempDir(), "kluis-bench-fleet-slips"),
 		AdminPassword: "bench-admin-password", Console: io.Discard, Logger: log,
-		PasswordParams: auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1},
+		// The bench needs a few HTTP connections; the embedded broker gets
+		// the rest of the open-file limit (server.PlanDescriptors): 19,301
+		// of a 20,000 limit, room for 19,000 devices, where the default
+		// HTTP cap (4,096) would leave it 15,269.
+		HTTPMaxConnections: 64,
+		PasswordParams:     auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1},
 		// MQTTParams: production cost (what a reconnect storm is about).
 		CodeSyncEvery: server.Disabled, RearmUnfollowed: server.Disabled, HousekeepEvery: server.Disabled,
 		AuditEvery: server.Disabled})

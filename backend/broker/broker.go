@@ -189,6 +189,19 @@ func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) er
 	return nil
 }
 
+// DisconnectDevice closes every connection device holds (a password is
+// checked at CONNECT only: after a new password, or a disabled
+// credential, the connections made with the old one must go). Their last
+// wills are sent, as for any connection that ends without DISCONNECT. It
+// returns how many it closed.
+func (b *Broker) DisconnectDevice(device string) int {
+	n := b.srv.closeDevice(device)
+	if n > 0 {
+		b.log.Warn("device connections closed: its credential changed", "device", safe(device), "connections", n)
+	}
+	return n
+}
+
 // Connections is the number of client connections held open.
 func (b *Broker) Connections() int { return int(b.listener.Live()) }
 

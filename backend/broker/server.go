@@ -281,6 +281,23 @@ func (s *server) attach(c *client) byte {
 	return connAccepted
 }
 
+// closeDevice closes the connections of device (RoleDevice) and returns
+// how many; each one's reader then detaches it.
+func (s *server) closeDevice(device string) int {
+	s.mu.RLock()
+	var conns []net.Conn
+	for _, c := range s.clients {
+		if c.role == RoleDevice && c.device == device {
+			conns = append(conns, c.conn)
+		}
+	}
+	s.mu.RUnlock()
+	for _, conn := range conns {
+		_ = conn.Close()
+	}
+	return len(conns)
+}
+
 // detach forgets c and its subscriptions, and sends its last will if it
 // went without DISCONNECT and was not replaced, unless the broker is
 // closing (the device did not go; the broker did).

@@ -255,6 +255,12 @@ func (s *Server) startBroker(ctx context.Context, st *store.Store, w *wiring) (u
 		if errors.Is(err, devicelink.ErrCredential) {
 			return &api.Error{Status: http.StatusConflict, Code: "conflict", Message: "this device id cannot have an MQTT password", Err: err}
 		}
+		if err == nil {
+			// A password is checked at CONNECT only: whoever connected
+			// with the old one (a leaked password is why it is set
+			// again) would otherwise stay connected.
+			b.DisconnectDevice(id)
+		}
 		return err
 	}
 	s.mu.Lock()

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -2291,18 +2292,19 @@ func TestReissuedCodeOpensItsOwnDoorOfflineOnlyUntilTheSync(t *testing.T) {
 
 // On an automaton a staff load withdraws the other documents' offline
 // codes of the slot it presented (the hatch gave access to that slot),
-// and only those: a forced hatch withdraws nothing, as which slot stood
-// behind it is not known.
+// and only those; a forced hatch withdraws every slot's (which slot
+// stood behind it is not known, and the carousel turns by hand while it
+// is open): the other slot's code is refused offline and nothing moves.
 func TestAutomatonLoadWithdrawsTheSlotsOtherCodes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, rigOpts{kind: config.KindAutomaton, caps: sensors})
 		defer r.stop()
 		exp := time.Now().Add(time.Hour)
-		slot5, slot3 := wire.Address{Board: 0, Channel: 5}, wire.Address{Board: 0, Channel: 3}
+		slot5, slot0 := wire.Address{Board: 0, Channel: 5}, wire.Address{Board: 0, Channel: 0}
 		oldTok, oldCID := signToken(t, r.priv, exp)
-		_, otherCID := signToken(t, r.priv, exp)
+		otherTok, otherCID := signToken(t, r.priv, exp)
 		r.codeSync(1, wire.CodeEntry{DocumentID: "doc-old", Addr: slot5, Expires: exp, QRHash: pickupcode.QRHash(oldCID)},
-			wire.CodeEntry{DocumentID: "doc-3", Addr: slot3, Expires: exp, QRHash: pickupcode.QRHash(otherCID)})
+			wire.CodeEntry{DocumentID: "doc-0", Addr: slot0, Expires: exp, QRHash: pickupcode.QRHash(otherCID)})
 		r.be.set(func() {
 			r.be.staff["login:BADGE-7"] = wire.StaffResponse{Op: wire.StaffLogin, Result: wire.StaffOK, Session: "s",
 				StaffID: "u7", StaffName: "An", Expires: &exp}
@@ -2325,7 +2327,7 @@ func TestAutomatonLoadWithdrawsTheSlotsOtherCodes(t *testing.T) {
 		r.f.Inject(hardware.Event{Kind: hardware.HatchClosed, Addr: hardware.Address{Board: 0, Channel: -1}})
 		r.waitState(StateLoaded)
 		r.e.StaffLogout(context.Background())
-		require.Equal(t, 1, r.cache.Len(), "doc-old's code of slot 5 withdrawn, slot 3's kept")
+		require.Equal(t, 1, r.cache.Len(), "doc-old's code of slot 5 withdrawn, slot 0's kept")
 
 		r.be.set(func() { r.be.unreachable = true })
 		r.waitFor("idle", func() bool { return len(r.e.Diagnostics(context.Background()).Busy) == 0 })
@@ -2334,9 +2336,27 @@ func TestAutomatonLoadWithdrawsTheSlotsOtherCodes(t *testing.T) {
 		require.Equal(t, StateOutOfOrder, s.State, "doc-old's code no longer opens slot 5 offline")
 		r.waitFor("reported", func() bool { return r.hasEvent(string(wire.EvOfflineCodeRefused)) })
 
-		// A forced hatch withdraws nothing.
+		// A forced hatch: any slot may have been reached (the carousel
+		// turns by hand with the hatch open), so every slot's codes are
+		// withdrawn; before, slot 0's code still opened offline.
 		r.f.Inject(hardware.Event{Kind: hardware.HatchOpened, Addr: hardware.Address{Board: 0, Channel: -1}})
 		r.waitFor("forced hatch", func() bool { return r.hasEvent("alarm:forced_door") })
-		require.Equal(t, 1, r.cache.Len())
+		require.Equal(t, 0, r.cache.Len(), "slot 0's code withdrawn too")
+		forced := false
+		for _, ev := range r.events() {
+			if ev.Kind == wire.EvAlarm && ev.Alarm == wire.AlarmForcedDoor {
+				forced = strings.Contains(ev.Detail, "offline codes of every slot withdrawn")
+			}
+		}
+		require.True(t, forced, "the alarm says the codes were withdrawn")
+		r.f.SetHatch(0, hardware.HatchState{Locked: true, Slot: 5, ItemAtHatch: true})
+		r.f.Inject(hardware.Event{Kind: hardware.HatchClosed, Addr: hardware.Address{Board: 0, Channel: -1}})
+		presents := len(r.f.Presents())
+		s, err = r.e.Pickup(context.Background(), PickupRequest{QR: otherTok})
+		require.NoError(t, err)
+		require.Equal(t, StateOutOfOrder, s.State, "doc-0's code no longer opens offline after the forced hatch")
+		synctest.Wait()
+		require.Equal(t, presents, len(r.f.Presents()), "the carousel did not move")
+		require.Len(t, r.f.Pulses(), 1, "the hatch stayed shut")
 	})
 }

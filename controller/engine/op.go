@@ -579,6 +579,17 @@ func (e *Engine) forgetCodes(c *comp, keep string) {
 	}
 }
 
+// forgetBoardCodes withdraws the offline codes of every slot of the
+// automaton on board (forgetCodes for each): its hatch opened or its item
+// changed with no operation, and any slot may have been reached.
+func (e *Engine) forgetBoardCodes(board int) {
+	for _, c := range e.comps {
+		if c.slot >= 0 && c.cfg.Board == board {
+			e.forgetCodes(c, "")
+		}
+	}
+}
+
 // unuse releases an offline single-use mark: the code may be used again
 // (until graceUntil when not zero).
 func (e *Engine) unuse(o *op, graceUntil time.Time) {

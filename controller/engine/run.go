@@ -264,20 +264,28 @@ func (e *Engine) onHardware(ev hardware.Event) error {
 	// The door opened or the item changed with no operation (a forced
 	// door, a mechanical key, a faulty sensor): the device no longer
 	// knows which document is behind it, so no code opens it offline.
-	// Not on an automaton: which slot stood at a forced hatch is not
-	// known here (c is only the board's first compartment).
-	if ev.Kind != hardware.DoorClosed && c.slot < 0 {
-		e.forgetCodes(c, "")
+	// On an automaton every slot of the carousel: which slot stood at a
+	// forced hatch is only the mechanism's belief (a Tasmota carousel has
+	// no position feedback), and with the hatch open the carousel can be
+	// turned by hand, so any slot may have been reached.
+	withdrawn := ""
+	if ev.Kind != hardware.DoorClosed {
+		if c.slot < 0 {
+			e.forgetCodes(c, "")
+		} else {
+			e.forgetBoardCodes(c.cfg.Board)
+			withdrawn = "; the offline codes of every slot withdrawn (online pickups unaffected)"
+		}
 	}
 	switch ev.Kind {
 	case hardware.DoorOpened:
 		e.emitKept(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: addrPtr(ev.Addr),
-			Detail: "door opened without a command"})
+			Detail: "door opened without a command" + withdrawn})
 	case hardware.ItemRemoved:
 		// A document vanishing with no operation: a forced door or a
 		// faulty sensor, either way someone must look.
 		e.emitKept(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmSensorDisagreement, Addr: addrPtr(ev.Addr),
-			Detail: "item removed while no operation had the door open"})
+			Detail: "item removed while no operation had the door open" + withdrawn})
 	}
 	return nil
 }

@@ -55,7 +55,20 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
 		}
 		return errorf(http.StatusServiceUnavailable, "not_ready", "not ready")
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	body := map[string]string{"status": "ready"}
+	if s.brokerFull != nil {
+		// A full broker is said, not failed: readiness takes a replica
+		// out of the HTTP balancer, which does not route the devices'
+		// MQTT; the API, console and track pages still serve, and with
+		// every replica full (a fleet reconnecting at once) failing
+		// would take the whole API away while the broker refuses the
+		// excess devices cleanly and they retry (docs/operations.md).
+		body["broker"] = "accepting"
+		if s.brokerFull() {
+			body["broker"] = "full"
+		}
+	}
+	writeJSON(w, http.StatusOK, body)
 	return nil
 }
 

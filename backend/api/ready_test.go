@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -14,6 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/api"
+	"kluis/backend/broker"
+	"kluis/deploy/dev/testenv"
 )
 
 // kluis_api_ready is /readyz's check at scrape time: 1 with the database,
@@ -64,4 +67,38 @@ func mustGather(t *testing.T, reg *prometheus.Registry) string {
 		}
 	}
 	return ""
+}
+
+// An embedded broker at its connection cap (a real one, capped at 1, held
+// by one TCP connection): /readyz stays 200 ready (the HTTP side serves;
+// failing would take the replica out of the HTTP balancer, which does not
+// route MQTT) and says "broker": "full"; "accepting" once the connection
+// closed. Before, nothing said it was full.
+func TestReadyzSaysTheBrokerIsFull(t *testing.T) {
+	b, err := broker.New(broker.Options{Addr: "127.0.0.1:0", MaxConnections: 1, Logger: quietLogger(),
+		Credentials: func(context.Context, string, string) (string, broker.Role, bool) { return "", "", false }})
+	require.NoError(t, err)
+	require.NoError(t, b.Start())
+	t.Cleanup(func() { _ = b.Close() })
+	e := newEnv(t, func(o *api.Options) {
+		o.Ready = func(context.Context) error { return b.Healthy() }
+		o.BrokerFull = b.Full
+	})
+	readyz := func() map[string]string {
+		t.Helper()
+		r := e.do("GET", "/readyz", "", nil)
+		require.Equal(t, http.StatusOK, r.status, string(r.body))
+		var v map[string]string
+		r.decode(t, &v)
+		return v
+	}
+	assert.Equal(t, map[string]string{"status": "ready", "broker": "accepting"}, readyz())
+	c, err := net.Dial("tcp", b.Addr())
+	require.NoError(t, err)
+	testenv.Eventually(t, "the broker holds the connection", func() bool { return b.Connections() == 1 })
+	assert.Equal(t, map[string]string{"status": "ready", "broker": "full"}, readyz())
+	assert.Contains(t, mustGather(t, e.reg), "kluis_api_ready 1", "full is not unready")
+	_ = c.Close()
+	testenv.Eventually(t, "the connection is given back", func() bool { return b.Connections() == 0 })
+	assert.Equal(t, "accepting", readyz()["broker"])
 }

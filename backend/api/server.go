@@ -63,6 +63,10 @@ type Options struct {
 	// the database: an error makes the replica not ready (the embedded
 	// MQTT broker not accepting connections).
 	Ready func(ctx context.Context) error
+	// BrokerFull, when set, says whether the embedded MQTT broker holds
+	// its maximum of connections: /readyz then answers "broker": "full"
+	// (else "accepting") and stays ready (docs/operations.md, "Health").
+	BrokerFull func() bool
 	// TrackPage serves the citizen page GET /t/{trackingID} (notify.TrackHandler); nil makes it answer 503.
 	TrackPage http.Handler
 	// ErrorMappers translate domain errors to API errors, tried in order
@@ -98,6 +102,7 @@ type Server struct {
 	track          http.Handler
 	presence       PresenceFunc
 	readyCheck     func(ctx context.Context) error
+	brokerFull     func() bool
 	devicePassword DevicePasswordFunc
 	notifications  NotificationsFunc
 	routes         []route
@@ -176,6 +181,7 @@ func New(opts Options) (*Server, error) {
 		track:          opts.TrackPage,
 		presence:       opts.Presence,
 		readyCheck:     opts.Ready,
+		brokerFull:     opts.BrokerFull,
 		devicePassword: opts.DevicePassword,
 		notifications:  opts.Notifications,
 	}

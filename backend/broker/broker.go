@@ -153,8 +153,28 @@ func New(opts Options) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: listen on %s: %w", opts.Addr, err)
 	}
-	return &Broker{srv: srv, listener: l, log: log}, nil
+	b := &Broker{srv: srv, listener: l, log: log}
+	if err := opts.Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kluis_broker_full",
+		Help: "1 while the embedded broker holds its maximum of connections (Options.MaxConnections): a new connection is refused until one closes; /readyz says \"broker\": \"full\" and stays ready."},
+		func() float64 {
+			if b.Full() {
+				return 1
+			}
+			return 0
+		})); err != nil {
+		_ = l.ln.Close()
+		return nil, fmt.Errorf("broker: metrics: %w", err)
+	}
+	return b, nil
 }
+
+// Full reports whether the broker holds its maximum of connections
+// (Options.MaxConnections, authenticated or not): a new connection is
+// refused (CONNACK "server unavailable") until one closes. It is not a
+// failed readiness (see kluis-backend's /readyz in docs/operations.md):
+// the broker still accepts and refuses cleanly, and the replica's HTTP
+// side serves as before.
+func (b *Broker) Full() bool { return b.listener.Live() >= b.listener.max }
 
 // Healthy returns nil while the broker accepts connections; while
 // accepting fails (out of file descriptors, ...) or after Close, an error

@@ -74,9 +74,13 @@ func TestConnectionCap(t *testing.T) {
 	assert.Equal(t, 2.0, metric(t, reg, "kluis_broker_connections_refused_total", "", ""))
 	assert.True(t, devA.IsConnectionOpen(), "the connected device stays")
 	assert.NoError(t, b.Healthy(), "a full broker still accepts (and refuses)")
+	assert.True(t, b.Full(), "but says it is full")
+	assert.Equal(t, 1.0, gauge(t, reg, "kluis_broker_full"))
 
 	devA.Disconnect(100)
 	testenv.Eventually(t, "the closed connection is given back", func() bool { return b.Connections() == 0 })
+	assert.False(t, b.Full())
+	assert.Equal(t, 0.0, gauge(t, reg, "kluis_broker_full"))
 	assert.NoError(t, connectErr(options(b.Addr(), "dev-b", "dev-b", "pw-dev-b")))
 }
 

@@ -250,6 +250,7 @@ func (s *Server) startBroker(ctx context.Context, st *store.Store, w *wiring) (u
 	}
 	w.closers = append(w.closers, func() { _ = b.Close() })
 	w.api.Ready = func(context.Context) error { return b.Healthy() }
+	w.api.BrokerFull = b.Full
 	w.api.DevicePassword = func(ctx context.Context, id, pw string) error {
 		err := creds.Set(ctx, id, broker.RoleDevice, pw)
 		if errors.Is(err, devicelink.ErrCredential) {

@@ -26,6 +26,11 @@ import (
 // must not be blank. The error is a 400 *Error.
 func CheckReason(reason string, required bool) error { return checkReason(reason, required) }
 
+// ErrDeviceRefused is the cause of an Opener's error when the device
+// answered that it did not open (failed, rejected, expired): the console
+// tells it from ErrNoAnswer.
+var ErrDeviceRefused = errors.New("the device did not open")
+
 // OpenFailed is the error of RemoteOpen when the device did not open (the
 // attempt is audited as failed); Err says why.
 type OpenFailed struct{ Err error }

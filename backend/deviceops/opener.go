@@ -113,7 +113,7 @@ func (o *Opener) answered(ctx context.Context, deviceID, id string) (bool, error
 	case wire.StatusDone, wire.StatusDuplicate:
 		return true, nil
 	case wire.StatusFailed, wire.StatusExpired, wire.StatusRejected:
-		return true, fmt.Errorf("device %s answered %s: %s", deviceID, st.Status, st.Detail)
+		return true, fmt.Errorf("%w: device %s answered %s: %s", api.ErrDeviceRefused, deviceID, st.Status, st.Detail)
 	}
 	return false, nil
 }

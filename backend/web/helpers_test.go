@@ -105,6 +105,17 @@ type fakeDevice struct {
 
 	mu    sync.Mutex
 	opens []wire.Command
+	// answer is what it answers an open (default done); silent: nothing.
+	answer wire.CommandStatus
+	silent bool
+}
+
+// answerOpens sets what the device answers the next opens: status, or
+// nothing at all when silent.
+func (d *fakeDevice) answerOpens(status wire.CommandStatus, silent bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.answer, d.silent = status, silent
 }
 
 func connectDevice(t *testing.T, brokerAddr, id, pass string) *fakeDevice {
@@ -126,8 +137,19 @@ func connectDevice(t *testing.T, brokerAddr, id, pass string) *fakeDevice {
 		}
 		d.mu.Lock()
 		d.opens = append(d.opens, c)
+		status, silent := d.answer, d.silent
 		d.mu.Unlock()
-		go d.publish(wire.KindCmdResult, &wire.CommandResult{V: 1, ID: c.ID, Status: wire.StatusDone, At: time.Now().UTC()})
+		if silent {
+			return
+		}
+		if status == "" {
+			status = wire.StatusDone
+		}
+		res := &wire.CommandResult{V: 1, ID: c.ID, Status: status, At: time.Now().UTC()}
+		if status != wire.StatusDone {
+			res.Detail = "compartment out_of_order"
+		}
+		go d.publish(wire.KindCmdResult, res)
 	})
 	require.True(t, st.WaitTimeout(20*time.Second))
 	require.NoError(t, st.Error())

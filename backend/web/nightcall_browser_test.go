@@ -189,3 +189,87 @@ func TestTechnicianSeesWhatToDo(t *testing.T) {
 		assert.Contains(t, phone.Text(t, "#device-status .next-steps"), web.Text(lang, "next.alarm.forced_door"))
 	}
 }
+
+// TestRemoteOpenSaysWhatWillHappenAndWhatHappened: a technician on a
+// phone opens compartments remotely with real clicks and keys. Its lock
+// board down at the last heartbeat: the form and the confirmation warn
+// that the device will likely refuse, and when it does the page says it
+// refused (not that it "did not confirm"). The device offline: the form
+// says since when and that the command will likely expire; it does (the
+// device is silent) and the page says the device did not answer in time
+// and the door did not open. nl, then the confirmation in fr; axe on
+// every page.
+func TestRemoteOpenSaysWhatWillHappenAndWhatHappened(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e := newEnv(t, server.Options{OpenTimeout: 2 * time.Second})
+	e.boardDown()
+	e.dev.answerOpens(wire.StatusFailed, false)
+
+	b := browsertest.New(t, browsertest.Options{})
+	phone := b.NewTab(t, 390, 844)
+	base := e.b.URL("")
+	login(t, phone, base, e.users[auth.RoleTechnician], password(auth.RoleTechnician))
+	look := func(name string) {
+		t.Helper()
+		phone.CheckAxe(t, name)
+		noSideScroll(t, phone, name)
+		phone.Screenshot(t, "console/night-"+name)
+	}
+	// From the device page, the compartment's open button, reason, confirm.
+	open := func(n, name string) {
+		t.Helper()
+		phone.Do(t, chromedp.Navigate(base+"/staff/devices/"+lockerID))
+		link := `#c-` + n + ` a[href$="/compartments/` + n + `/open"]`
+		phone.WaitFor(t, `!!document.querySelector('`+link+`')`, 10*time.Second)
+		phone.Do(t, chromedp.Click(chromedp.CSS(link)))
+		phone.WaitFor(t, `!!document.querySelector("#reason")`, 10*time.Second)
+		look(name + "-form")
+		phone.Do(t, chromedp.SendKeys(chromedp.CSS("#reason"), "storing 4411"), chromedp.Click(chromedp.CSS("button.primary")))
+		phone.WaitFor(t, `!!document.querySelector(".confirm")`, 10*time.Second)
+		look(name + "-confirm")
+	}
+	confirm := func(name string) string {
+		t.Helper()
+		phone.Do(t, chromedp.Click(chromedp.CSS("button.danger")))
+		phone.WaitFor(t, `!document.querySelector(".confirm") && !!document.querySelector(".error-summary")`, 15*time.Second)
+		look(name + "-result")
+		return phone.Text(t, "main")
+	}
+
+	open("3", "open-board-down")
+	assert.Contains(t, phone.Text(t, ".confirm"), web.Text("nl", "open.board_offline", "n", 1))
+	assert.NotContains(t, phone.Text(t, "main"), strings.SplitN(web.Text("nl", "open.offline"), "{time}", 2)[0])
+	got := confirm("open-board-down")
+	assert.Contains(t, got, web.Text("nl", "error.open_refused"))
+	assert.NotContains(t, got, web.Text("nl", "error.open_failed"))
+	assert.Equal(t, 1, e.dev.openCount())
+
+	// The network goes; the device hears nothing more.
+	e.dev.answerOpens("", true)
+	e.dev.publish(wire.KindPresence, &wire.Presence{V: 1, State: wire.Offline, Software: "kluisd 1.4.2"})
+	e.waitPresence(wire.Offline)
+	var since time.Time
+	require.NoError(t, e.pool().QueryRow(context.Background(), `SELECT changed_at FROM device_presence WHERE device_id = $1`, lockerID).Scan(&since))
+	brussels, err := time.LoadLocation("Europe/Brussels")
+	require.NoError(t, err)
+	open("5", "open-offline")
+	assert.Contains(t, phone.Text(t, ".confirm"), web.Text("nl", "open.offline", "time", since.In(brussels).Format("15:04")))
+	got = confirm("open-offline")
+	assert.Contains(t, got, web.Text("nl", "error.open_no_answer"))
+	// The timeline says it in words (the audit's result no_answer).
+	phone.Do(t, chromedp.Navigate(base+"/staff/devices/"+lockerID))
+	phone.WaitFor(t, `!!document.querySelector("#device-timeline li")`, 10*time.Second)
+	timeline := phone.Text(t, "#device-timeline")
+	assert.Contains(t, timeline, web.Text("nl", "timeline.compartment.remote_open", "n", 5, "result", web.Text("nl", "result.no_answer")))
+	assert.Contains(t, timeline, web.Text("nl", "timeline.compartment.remote_open", "n", 3, "result", web.Text("nl", "result.failed")))
+	assert.NotContains(t, timeline, "⟦")
+
+	// The confirmation in French.
+	phone.Do(t, chromedp.Navigate(base+"/staff/devices/"+lockerID+"/compartments/5/open?lang=fr"))
+	phone.WaitFor(t, `document.documentElement.lang === "fr" && !!document.querySelector("#reason")`, 10*time.Second)
+	phone.Do(t, chromedp.SendKeys(chromedp.CSS("#reason"), "panne 4411"), chromedp.Click(chromedp.CSS("button.primary")))
+	phone.WaitFor(t, `!!document.querySelector(".confirm")`, 10*time.Second)
+	look("open-offline-confirm-fr")
+	assert.Contains(t, phone.Text(t, ".confirm"), web.Text("fr", "open.offline", "time", since.In(brussels).Format("15:04")))
+	assert.Contains(t, phone.Text(t, ".confirm"), web.Text("fr", "open.board_offline", "n", 1))
+}

@@ -2,14 +2,20 @@ package web
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"kluis/backend/api"
 	"kluis/backend/auth"
 	"kluis/backend/store"
+	"kluis/controller/wire"
 )
 
 type devicesData struct {
@@ -112,6 +118,41 @@ type actionData struct {
 	Kind   string
 	Action string
 	Back   string
+	// OfflineSince is set when the device is offline now (open: the
+	// command will likely not reach it); BoardDown when the last heartbeat
+	// had the compartment's lock board offline (the device will likely
+	// refuse).
+	OfflineSince *time.Time
+	BoardDown    bool
+}
+
+// openOutlook reads what the open form warns about: whether the device
+// is offline now (since when) and whether its last heartbeat had c's lock
+// board offline.
+func (w *Web) openOutlook(q *req, d store.Device, c store.Compartment, data *actionData) error {
+	var state string
+	var since time.Time
+	var hb []byte
+	err := w.o.Pool.QueryRow(q.r.Context(), `SELECT p.state, p.changed_at, d.heartbeat FROM device_presence p
+		LEFT JOIN device_diagnostics d ON d.device_id = p.device_id WHERE p.device_id = $1`, d.ID).Scan(&state, &since, &hb)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil // never connected: refused before
+	}
+	if err != nil {
+		return fmt.Errorf("web: open outlook: %w", err)
+	}
+	if state != string(wire.Online) {
+		data.OfflineSince = &since
+	}
+	var h wire.Heartbeat
+	if len(hb) > 0 && json.Unmarshal(hb, &h) == nil {
+		for _, b := range h.Boards {
+			if b.Address == c.Board && !b.Online {
+				data.BoardDown = true
+			}
+		}
+	}
+	return nil
 }
 
 // refuseNeverConnected refuses a remote open to a device that never
@@ -152,8 +193,11 @@ func (w *Web) openForm(rw http.ResponseWriter, q *req) error {
 	if err != nil {
 		return err
 	}
-	w.render(rw, q, http.StatusOK, "open", q.t.F("open.title", "n", c.Number, "device", displayName(d)),
-		actionData{Device: d, Comp: c, Occupied: occupied, Kind: "open", Action: q.r.URL.Path, Back: Prefix + "devices/" + d.ID})
+	data := actionData{Device: d, Comp: c, Occupied: occupied, Kind: "open", Action: q.r.URL.Path, Back: Prefix + "devices/" + d.ID}
+	if err := w.openOutlook(q, d, c, &data); err != nil {
+		return err
+	}
+	w.render(rw, q, http.StatusOK, "open", q.t.F("open.title", "n", c.Number, "device", displayName(d)), data)
 	return nil
 }
 
@@ -174,6 +218,11 @@ func (w *Web) open(rw http.ResponseWriter, q *req) error {
 	}
 	data := actionData{Device: d, Comp: c, Reason: reason, Occupied: occupied, Kind: "open", Action: q.r.URL.Path, Back: Prefix + "devices/" + d.ID}
 	title := q.t.F("open.title", "n", c.Number, "device", displayName(d))
+	if q.r.PostForm.Get("confirm") != "yes" {
+		if err := w.openOutlook(q, d, c, &data); err != nil {
+			return err
+		}
+	}
 	if api.CheckReason(reason, true) != nil {
 		data.Error = q.t.S("open.reason_needed")
 		w.render(rw, q, http.StatusBadRequest, "open", title, data)
@@ -192,7 +241,14 @@ func (w *Web) open(rw http.ResponseWriter, q *req) error {
 		return &pageError{status: http.StatusForbidden, key: "error.occupied", err: err}
 	case errors.As(err, &of):
 		w.log.Warn("remote open failed", "device", d.ID, "compartment", c.Number, "err", of.Err)
-		return &pageError{status: http.StatusBadGateway, key: "error.open_failed", err: err}
+		key := "error.open_failed"
+		switch {
+		case errors.Is(err, api.ErrNoAnswer):
+			key = "error.open_no_answer"
+		case errors.Is(err, api.ErrDeviceRefused):
+			key = "error.open_refused"
+		}
+		return &pageError{status: http.StatusBadGateway, key: key, err: err}
 	case errors.As(err, &ae) && ae.Status == http.StatusServiceUnavailable:
 		return &pageError{status: http.StatusServiceUnavailable, key: "error.no_link", err: err}
 	case err != nil:

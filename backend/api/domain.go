@@ -607,6 +607,29 @@ type reserveRequest struct {
 	DeviceID string `json:"device_id"`
 }
 
+// reservedView is a reservation's answer: the document and, in
+// warnings, what is wrong now with the device it is reserved on (never
+// connected, offline, late, or an open alarm that stops pickups:
+// service.Health.Warnings); empty when the device is fit to serve. A
+// device named by staff is reserved whatever its health: the warnings
+// say what the holder may run into.
+type reservedView struct {
+	store.Document
+	Warnings []service.Warning `json:"warnings"`
+}
+
+func (s *Server) reserved(ctx context.Context, doc store.Document) (reservedView, error) {
+	v := reservedView{Document: doc, Warnings: []service.Warning{}}
+	h, err := s.svc.DeviceHealth(ctx, doc.DeviceID)
+	if err != nil {
+		return v, err
+	}
+	if w := h[doc.DeviceID].Warnings(); w != nil {
+		v.Warnings = w
+	}
+	return v, nil
+}
+
 type reasonRequest struct {
 	Reason string `json:"reason"`
 }
@@ -629,7 +652,15 @@ func (s *Server) documentAction(action string) handlerFunc {
 			if err := decodeOptionalJSON(r, &req); err != nil {
 				return err
 			}
-			doc, err = s.svc.Reserve(ctx, who, id, service.ReserveOptions{DeviceID: req.DeviceID})
+			if doc, err = s.svc.Reserve(ctx, who, id, service.ReserveOptions{DeviceID: req.DeviceID}); err != nil {
+				return err
+			}
+			view, err := s.reserved(ctx, doc)
+			if err != nil {
+				return err
+			}
+			writeJSON(w, http.StatusOK, view)
+			return nil
 		case "cancel":
 			var req reasonRequest
 			if err := decodeOptionalJSON(r, &req); err != nil {

@@ -19,7 +19,7 @@ func domainError(err error) *Error {
 	case errors.Is(err, lifecycle.ErrForbiddenTransition):
 		return &Error{Status: http.StatusConflict, Code: "forbidden_transition", Message: "this action is not allowed in the document's current state"}
 	case errors.Is(err, service.ErrNoOnlineDevice):
-		return &Error{Status: http.StatusConflict, Code: "no_online_device", Message: "no device online now has a free compartment that fits the document (devices offline or never connected are not chosen; name a device to reserve there): " + err.Error()}
+		return &Error{Status: http.StatusConflict, Code: "no_online_device", Message: "no device fit to serve now has a free compartment that fits the document (devices never connected, offline, with a late heartbeat or an open alarm that stops pickups are not chosen; name a device to reserve there): " + err.Error()}
 	case errors.Is(err, service.ErrNoCompartment):
 		return &Error{Status: http.StatusConflict, Code: "no_compartment", Message: "no free compartment fits the document: " + err.Error()}
 	case errors.As(err, &ve):

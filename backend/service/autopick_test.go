@@ -1,13 +1,17 @@
 package service_test
 
 import (
+	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"kluis/backend/alarms"
 	"kluis/backend/lifecycle"
 	"kluis/backend/service"
 	"kluis/backend/store"
+	"kluis/controller/wire"
 )
 
 // presence writes a device's presence row as the device link does.
@@ -65,4 +69,124 @@ func TestAutoPickOnlyOnlineDevices(t *testing.T) {
 	d4, err := e.svc.Reserve(e.ctx, "user:counter1", e.register(store.EID, false).ID, service.ReserveOptions{})
 	require.NoError(t, err)
 	require.Equal(t, "b-offline", d4.DeviceID)
+}
+
+// heartbeat records a heartbeat of an online device at the service clock.
+func (e *env) heartbeat(id string) {
+	e.t.Helper()
+	_, err := e.st.Pool().Exec(e.ctx, `INSERT INTO device_presence (device_id, state, changed_at, last_heartbeat_at) VALUES ($1, 'online', $2, $2)
+		ON CONFLICT (device_id) DO UPDATE SET state = 'online', last_heartbeat_at = $2`, id, e.clock.Now())
+	require.NoError(e.t, err)
+}
+
+// alarm stores a device's alarm (or, with cleared, its clearing) as the
+// device link does, raised at the service clock.
+func (e *env) alarm(id string, kind wire.AlarmKind, cleared bool) {
+	e.t.Helper()
+	ev := wire.Event{V: 1, ID: wire.NewID(e.clock.Now()), Kind: wire.EvAlarm, Alarm: kind, At: e.clock.Now()}
+	if cleared {
+		ev.Kind = wire.EvAlarmCleared
+	}
+	b, err := json.Marshal(ev)
+	require.NoError(e.t, err)
+	_, err = e.st.Pool().Exec(e.ctx, `INSERT INTO device_events (event_id, device_id, kind, at, received_at, outcome, payload)
+		VALUES ($1, $2, $3, $4, $4, 'applied', $5)`, ev.ID, id, string(ev.Kind), ev.At, b)
+	require.NoError(e.t, err)
+}
+
+// The automatic choice skips a device whose heartbeat is late and one
+// with an open alarm that stops pickups (each blocking kind in turn, on
+// "a-alarm", first by id and with the smallest compartment), takes one
+// with only another alarm (a brute-force lockout) last, after a healthy
+// device even with a larger compartment, and refuses when only unfit
+// devices have room; naming an unfit device still reserves there, and
+// DeviceHealth says what is wrong with it.
+func TestAutoPickSkipsLateAndAlarmedDevices(t *testing.T) {
+	e := newEnv(t, func(o *service.Options) { o.PickOnlineOnly = true })
+	e.device("a-alarm", uniform(4, store.SizeS, 150)...)
+	e.device("b-late", uniform(4, store.SizeS, 150)...)
+	e.device("c-lockout", uniform(4, store.SizeS, 150)...)
+	e.device("d-healthy", uniform(1, store.SizeM, 150)...)
+	for _, id := range []string{"a-alarm", "b-late", "c-lockout", "d-healthy"} {
+		e.heartbeat(id)
+	}
+	reserve := func(device string) (store.Document, error) {
+		t.Helper()
+		return e.svc.Reserve(e.ctx, "user:counter1", e.register(store.EID, false).ID, service.ReserveOptions{DeviceID: device})
+	}
+
+	// Four minutes without a heartbeat from b-late; the others beat.
+	e.clock.Add(4 * time.Minute)
+	for _, id := range []string{"a-alarm", "c-lockout", "d-healthy"} {
+		e.heartbeat(id)
+	}
+	e.alarm("c-lockout", wire.AlarmBruteForceLockout, false)
+	for _, k := range []wire.AlarmKind{wire.AlarmForcedDoor, wire.AlarmDoorLeftOpen, wire.AlarmBoardUnreachable,
+		wire.AlarmBoardRebooting, wire.AlarmJournalFull, wire.AlarmMechanismFault} {
+		e.alarm("a-alarm", k, false)
+		h, err := e.svc.DeviceHealth(e.ctx, "a-alarm")
+		require.NoError(t, err)
+		require.Equal(t, []wire.AlarmKind{k}, h["a-alarm"].Blocking)
+		require.Equal(t, []service.Warning{{Code: "device_alarm", Alarm: k}}, h["a-alarm"].Warnings())
+		d, err := reserve("")
+		require.NoError(t, err)
+		require.Equal(t, "d-healthy", d.DeviceID, "%s: the healthy device, though its compartment is larger", k)
+		_, err = e.svc.Unreserve(e.ctx, "user:counter1", d.ID)
+		require.NoError(t, err)
+		if alarms.Clearable(k) {
+			e.clock.Add(time.Second)
+			e.alarm("a-alarm", k, true)
+		} else {
+			e.clock.Add(alarms.OneShot + time.Minute) // a one-shot alarm closes after a day
+			for _, id := range []string{"a-alarm", "c-lockout", "d-healthy"} {
+				e.heartbeat(id)
+			}
+			e.alarm("c-lockout", wire.AlarmBruteForceLockout, false)
+		}
+	}
+	h, err := e.svc.DeviceHealth(e.ctx, "a-alarm", "b-late", "c-lockout", "d-healthy", "e-unknown")
+	require.NoError(t, err)
+	require.True(t, h["a-alarm"].Fit(), "%+v", h["a-alarm"])
+	require.Equal(t, []service.Warning{{Code: "device_late"}}, h["b-late"].Warnings())
+	require.True(t, h["c-lockout"].Fit())
+	require.Equal(t, []wire.AlarmKind{wire.AlarmBruteForceLockout}, h["c-lockout"].Other)
+	require.Empty(t, h["c-lockout"].Warnings(), "an alarm that does not stop pickups is no warning")
+	require.Equal(t, []service.Warning{{Code: "device_never_connected"}}, h["e-unknown"].Warnings())
+
+	// a-alarm is healthy again: it is chosen (first by id, smallest).
+	d, err := reserve("")
+	require.NoError(t, err)
+	require.Equal(t, "a-alarm", d.DeviceID)
+	_, err = e.svc.Unreserve(e.ctx, "user:counter1", d.ID)
+	require.NoError(t, err)
+	e.alarm("a-alarm", wire.AlarmForcedDoor, false)
+	d, err = reserve("")
+	require.NoError(t, err)
+	require.Equal(t, "d-healthy", d.DeviceID)
+	// d-healthy is full; a-alarm has a forced door, b-late is late:
+	// c-lockout, with an alarm that does not stop pickups, comes last.
+	d, err = reserve("")
+	require.NoError(t, err)
+	require.Equal(t, "c-lockout", d.DeviceID)
+	for i := 0; i < 3; i++ {
+		_, err = reserve("")
+		require.NoError(t, err)
+	}
+	// Only unfit devices have room: refused.
+	_, err = reserve("")
+	require.ErrorIs(t, err, service.ErrNoOnlineDevice)
+
+	// Named by hand: reserved there, late or alarmed.
+	d, err = reserve("b-late")
+	require.NoError(t, err)
+	require.Equal(t, "b-late", d.DeviceID)
+	d, err = reserve("a-alarm")
+	require.NoError(t, err)
+	require.Equal(t, "a-alarm", d.DeviceID)
+
+	// b-late beats again: it is chosen.
+	e.heartbeat("b-late")
+	d, err = reserve("")
+	require.NoError(t, err)
+	require.Equal(t, "b-late", d.DeviceID)
 }

@@ -30,15 +30,23 @@
 // skipped, so a refused reservation may succeed when retried.
 //
 // With Options.PickOnlineOnly (kluis-backend sets it) the automatic choice
-// (no device named) considers only devices whose presence is online now
-// (device_presence, written by the device link) and not out of service: a
-// device that never connected, or is offline, is never chosen, so staff
-// never send a holder to a machine that cannot open. Among those the order
-// above decides, then device id and compartment number, so the choice is
-// deterministic. When none has a fitting free compartment Reserve refuses
-// with ErrNoOnlineDevice (also ErrNoCompartment and ErrConflict) rather than
+// (no device named) considers only devices fit to serve now (Health.Fit)
+// and not out of service: online (device_presence, written by the device
+// link), their last heartbeat not older than LateAfter, and no open alarm
+// that makes a pickup unsafe or impossible (BlocksPickup: forced_door,
+// door_left_open, board_unreachable, board_rebooting, journal_full,
+// mechanism_fault; backend/alarms says which are open). A device that
+// never connected, is offline or late, or has such an alarm is never
+// chosen, so staff never send a holder to a machine that cannot open.
+// Devices with only other open alarms (sensor_disagreement,
+// pulse_uncertain, journal_damaged, brute_force_lockout) are chosen only
+// when no device without an alarm has room. Then the order above decides,
+// then device id and compartment number, so the choice is deterministic.
+// When no fit device has a fitting free compartment Reserve refuses with
+// ErrNoOnlineDevice (also ErrNoCompartment and ErrConflict) rather than
 // pick a device that cannot serve. Staff naming a device
-// (ReserveOptions.DeviceID) still get that device, online or not.
+// (ReserveOptions.DeviceID) still get that device, fit or not;
+// DeviceHealth tells the caller what is wrong with it (Health.Warnings).
 //
 // # Deadlines
 //

@@ -215,9 +215,16 @@ func (s *Service) Reserve(ctx context.Context, actor, docID string, o ReserveOpt
 			}
 		}
 		auto := o.DeviceID == "" && s.onlineOnly
+		var skip, last []string
+		if auto {
+			var err error
+			if skip, last, err = autoPick(ctx, st.tx, st.now, st.doc.SiteID); err != nil {
+				return err
+			}
+		}
 		c, err := store.PickCompartment(ctx, st.tx, store.Pick{SiteID: st.doc.SiteID, DeviceID: o.DeviceID,
 			MinSize: s.minSize[st.doc.Kind], Low: st.doc.WantsLow, LowMaxHeightCM: s.lowMax, MaxPerDevice: s.maxPerDev,
-			OnlineOnly: auto})
+			OnlineOnly: auto, Skip: skip, Last: last})
 		if auto && errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("document %s (%s, size %s or larger%s): %w: %w: %w", st.doc.ID, st.doc.Kind,
 				s.minSize[st.doc.Kind], lowText(st.doc.WantsLow, s.lowMax), ErrNoOnlineDevice, ErrNoCompartment, ErrConflict)

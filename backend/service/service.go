@@ -36,9 +36,11 @@ var (
 	// carrying it also match ErrConflict.
 	ErrNoCompartment = errors.New("no free compartment fits the document")
 	// ErrNoOnlineDevice: an automatic choice (Options.PickOnlineOnly)
-	// found no device online now with a free compartment that fits.
-	// Errors carrying it also match ErrNoCompartment and ErrConflict.
-	ErrNoOnlineDevice = errors.New("no device online now has a free compartment that fits the document")
+	// found no device fit to serve now (online, heartbeat on time, no
+	// open alarm that blocks pickups: Health.Fit) with a free compartment
+	// that fits. Errors carrying it also match ErrNoCompartment and
+	// ErrConflict.
+	ErrNoOnlineDevice = errors.New("no device that is online, on time and without an alarm that stops pickups has a free compartment that fits the document")
 )
 
 // Notification kinds passed to Notifier.Notify.
@@ -137,9 +139,11 @@ type Options struct {
 	// (codes.MaxActiveCodesPerDevice). 0: no cap.
 	MaxPerDevice int
 	// PickOnlineOnly makes Reserve without a device (the automatic
-	// choice) consider only devices online now: never one that never
-	// connected or is offline (see the package doc). kluis-backend sets
-	// it; a reservation naming a device is not limited.
+	// choice) consider only devices fit to serve now (Health.Fit): never
+	// one that never connected, is offline, late, or has an open alarm
+	// that blocks pickups; devices with other open alarms last (see the
+	// package doc). kluis-backend sets it; a reservation naming a device
+	// is not limited.
 	PickOnlineOnly bool
 	// Retention is how long personal data of finished documents is kept
 	// (Purge with olderThan 0 uses it); default DefaultRetention.

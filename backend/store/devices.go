@@ -189,6 +189,11 @@ type Pick struct {
 	// never connected has no presence row and is never picked, nor is
 	// one that is offline.
 	OnlineOnly bool
+	// Skip are devices never to pick (the service's: not fit to serve).
+	Skip []string
+	// Last are devices to pick only when no other has a fitting
+	// compartment (the service's: open alarms that do not stop pickups).
+	Last []string
 }
 
 // HeldByDevice locks the device row (FOR NO KEY UPDATE, serialising
@@ -211,7 +216,10 @@ func HeldByDevice(ctx context.Context, tx pgx.Tx, deviceID string) (int, error) 
 // LOCKED), or ErrNotFound. Preference: the smallest fitting size; then,
 // when Low is not asked, compartments above the low threshold first (so
 // low ones stay free for those who need them); then device and number.
-// With OnlineOnly only devices online now are searched.
+// With OnlineOnly only devices online now are searched; devices in Skip
+// never are, devices in Last only when no other device has room (Last
+// comes before the size order: a holder's pickup that works matters more
+// than keeping small compartments free).
 // The caller must mark it reserved before committing.
 func PickCompartment(ctx context.Context, tx pgx.Tx, p Pick) (Compartment, error) {
 	if !p.MinSize.Valid() {
@@ -225,10 +233,12 @@ func PickCompartment(ctx context.Context, tx pgx.Tx, p Pick) (Compartment, error
 		  AND ($6 = 0 OR (SELECT count(*) FROM documents o WHERE o.device_id = c.device_id
 		                  AND o.state IN ('reserved', 'loaded', 'notified')) < $6)
 		  AND (NOT $7 OR EXISTS (SELECT 1 FROM device_presence p WHERE p.device_id = c.device_id AND p.state = 'online'))
-		ORDER BY (CASE c.size WHEN 'S' THEN 1 WHEN 'M' THEN 2 ELSE 3 END),
+		  AND NOT c.device_id = ANY($8)
+		ORDER BY c.device_id = ANY($9), (CASE c.size WHEN 'S' THEN 1 WHEN 'M' THEN 2 ELSE 3 END),
 		         (NOT $4 AND c.height_cm <= $5), c.device_id, c.number
 		LIMIT 1
-		FOR UPDATE OF c SKIP LOCKED`, p.SiteID, p.DeviceID, p.MinSize.Rank(), p.Low, p.LowMaxHeightCM, p.MaxPerDevice, p.OnlineOnly))
+		FOR UPDATE OF c SKIP LOCKED`, p.SiteID, p.DeviceID, p.MinSize.Rank(), p.Low, p.LowMaxHeightCM, p.MaxPerDevice, p.OnlineOnly,
+		nonNil(p.Skip), nonNil(p.Last)))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Compartment{}, fmt.Errorf("no free compartment: %w", ErrNotFound)
 	}
@@ -236,6 +246,15 @@ func PickCompartment(ctx context.Context, tx pgx.Tx, p Pick) (Compartment, error
 		return Compartment{}, fmt.Errorf("store: pick compartment: %w", err)
 	}
 	return c, nil
+}
+
+// nonNil is ss, or an empty list for nil (a NULL array would make
+// "= ANY" unknown and skip every row).
+func nonNil(ss []string) []string {
+	if ss == nil {
+		return []string{}
+	}
+	return ss
 }
 
 // DeviceUpdate changes a device's name, directions and layout; nil fields

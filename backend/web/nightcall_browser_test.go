@@ -34,6 +34,26 @@ func (e *env) boardDown() {
 	})
 }
 
+// lookAt checks the tab's current page as every page of these tests is
+// checked: zero axe-core violations, nothing scrolling sideways, a
+// screenshot var/screenshots/console/night-<name>.png.
+func lookAt(t *testing.T, tab *browsertest.Tab, name string) {
+	t.Helper()
+	tab.CheckAxe(t, name)
+	noSideScroll(t, tab, name)
+	tab.Screenshot(t, "console/night-"+name)
+}
+
+// techPhone starts a browser with a phone tab (390x844) signed in as the
+// technician.
+func techPhone(t *testing.T, e *env) (*browsertest.Browser, *browsertest.Tab) {
+	t.Helper()
+	b := browsertest.New(t, browsertest.Options{})
+	phone := b.NewTab(t, 390, 844)
+	login(t, phone, e.b.URL(""), e.users[auth.RoleTechnician], password(auth.RoleTechnician))
+	return b, phone
+}
+
 // TestTechnicianAtNightSeesWhatIsKnown: a technician on call, on a phone
 // (390x844) and a laptop (1366x768), in Dutch then French, with real
 // clicks from the fleet page to the device. A door is forced (compartment
@@ -50,17 +70,10 @@ func TestTechnicianAtNightSeesWhatIsKnown(t *testing.T) {
 	e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: &wire.Address{Board: 0, Channel: 1}})
 	e.boardDown()
 
-	b := browsertest.New(t, browsertest.Options{})
-	phone := b.NewTab(t, 390, 844)
-	laptop := b.NewTab(t, 1366, 768)
+	b, phone := techPhone(t, e)
+	laptop := b.NewTab(t, 1366, 768) // shares the phone's session
 	base := e.b.URL("")
-	login(t, phone, base, e.users[auth.RoleTechnician], password(auth.RoleTechnician)) // the laptop shares the session
-	look := func(tab *browsertest.Tab, name string) {
-		t.Helper()
-		tab.CheckAxe(t, name)
-		noSideScroll(t, tab, name)
-		tab.Screenshot(t, "console/night-"+name)
-	}
+	look := func(tab *browsertest.Tab, name string) { t.Helper(); lookAt(t, tab, name) }
 	// From the fleet page to the device, with a click.
 	toDevice := func(tab *browsertest.Tab) {
 		t.Helper()
@@ -139,16 +152,9 @@ func TestTechnicianSeesWhatToDo(t *testing.T) {
 	e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: &wire.Address{Board: 0, Channel: 1}})
 	e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmJournalFull})
 
-	b := browsertest.New(t, browsertest.Options{})
-	phone := b.NewTab(t, 390, 844)
+	_, phone := techPhone(t, e)
 	base := e.b.URL("")
-	login(t, phone, base, e.users[auth.RoleTechnician], password(auth.RoleTechnician))
-	look := func(name string) {
-		t.Helper()
-		phone.CheckAxe(t, name)
-		noSideScroll(t, phone, name)
-		phone.Screenshot(t, "console/night-"+name)
-	}
+	look := func(name string) { t.Helper(); lookAt(t, phone, name) }
 	phone.Do(t, chromedp.Navigate(base+"/staff/devices"))
 	phone.WaitFor(t, `document.body.hasAttribute("data-live-updates") && !!document.querySelector('#fleet-rows a[href="/staff/devices/`+lockerID+`"]')`, 10*time.Second)
 	phone.Do(t, chromedp.Click(chromedp.CSS(`#fleet-rows a[href="/staff/devices/`+lockerID+`"]`)))
@@ -205,16 +211,9 @@ func TestRemoteOpenSaysWhatWillHappenAndWhatHappened(t *testing.T) {
 	e.boardDown()
 	e.dev.answerOpens(wire.StatusFailed, false)
 
-	b := browsertest.New(t, browsertest.Options{})
-	phone := b.NewTab(t, 390, 844)
+	_, phone := techPhone(t, e)
 	base := e.b.URL("")
-	login(t, phone, base, e.users[auth.RoleTechnician], password(auth.RoleTechnician))
-	look := func(name string) {
-		t.Helper()
-		phone.CheckAxe(t, name)
-		noSideScroll(t, phone, name)
-		phone.Screenshot(t, "console/night-"+name)
-	}
+	look := func(name string) { t.Helper(); lookAt(t, phone, name) }
 	// From the device page, the compartment's open button, reason, confirm.
 	open := func(n, name string) {
 		t.Helper()

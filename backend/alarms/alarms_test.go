@@ -232,3 +232,38 @@ kluis_device_alarms_open{acknowledged="yes",alarm="board_unreachable",device="k1
 `
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want), "kluis_device_alarms_open"))
 }
+
+// Open reads alarm_latest, which the trigger on device_events keeps: an
+// event that arrives late (stored after a later one of the same kind and
+// place: a device's journal replayed after an outage) does not replace
+// the later one, whatever the order of storing; a one-shot alarm past
+// OneShot and an alarm past Window are not open.
+func TestOpenFollowsTheLatestEventWhateverTheOrderStored(t *testing.T) {
+	ctx := context.Background()
+	pool := storetest.New(t).Pool()
+	door := &hardware.Address{Board: 0, Channel: 2}
+	board := 1
+	// The door closed (cleared) at +2m, stored before its alarm of +1m.
+	event(t, pool, "c-1", "k1", wire.Event{Kind: wire.EvAlarmCleared, At: t0.Add(2 * time.Minute), Alarm: wire.AlarmDoorLeftOpen, Addr: door})
+	event(t, pool, "a-1", "k1", wire.Event{Kind: wire.EvAlarm, At: t0.Add(time.Minute), Alarm: wire.AlarmDoorLeftOpen, Addr: door})
+	// The board went down at +3m, stored after an older clearing of +1m.
+	event(t, pool, "b-3", "k1", wire.Event{Kind: wire.EvAlarm, At: t0.Add(3 * time.Minute), Alarm: wire.AlarmBoardUnreachable, Board: &board})
+	event(t, pool, "b-1", "k1", wire.Event{Kind: wire.EvAlarmCleared, At: t0.Add(time.Minute), Alarm: wire.AlarmBoardUnreachable, Board: &board})
+	// A forced door two days ago, and one now; a board down 31 days ago.
+	event(t, pool, "f-old", "k2", wire.Event{Kind: wire.EvAlarm, At: t0.Add(-48 * time.Hour), Alarm: wire.AlarmForcedDoor, Addr: door})
+	event(t, pool, "f-new", "k2", wire.Event{Kind: wire.EvAlarm, At: t0, Alarm: wire.AlarmForcedDoor, Addr: &hardware.Address{Board: 0, Channel: 3}})
+	event(t, pool, "b-old", "k2", wire.Event{Kind: wire.EvAlarm, At: t0.Add(-31 * 24 * time.Hour), Alarm: wire.AlarmBoardUnreachable, Board: &board})
+
+	open, err := alarms.Open(ctx, pool, t0.Add(5*time.Minute), "")
+	require.NoError(t, err)
+	ids := map[string][]string{}
+	for dev, as := range open {
+		for _, a := range as {
+			ids[dev] = append(ids[dev], a.ID)
+		}
+	}
+	assert.Equal(t, map[string][]string{"k1": {"b-3"}, "k2": {"f-new"}}, ids)
+	one, err := alarms.Open(ctx, pool, t0.Add(5*time.Minute), "k1")
+	require.NoError(t, err)
+	assert.Equal(t, map[string][]alarms.Alarm{"k1": open["k1"]}, one)
+}

@@ -42,9 +42,25 @@
 // or the caller's context deadline if sooner; counted "late", nothing
 // sent, otherwise); the wait for the confirmation ends at the same
 // deadline. An ON handed to paho and not confirmed by then may still be
-// on its way (written to the socket, TCP can deliver it late; or still
-// queued in paho for that connection): the driver then publishes POWER<n>
-// OFF at once, on that connection behind the ON, and again (at every
+// on its way. Still in this host's kernel (written to the socket, not yet
+// acknowledged by the other end: the bytes written minus SIOCOUTQ fall
+// short of the ON's end), it is taken back: the driver
+// resets the broker connection (SO_LINGER 0, then paho's reads and writes
+// fail at once and paho closes it and connects again; closing it under
+// paho would stop paho for good), and the kernel discards what it held
+// instead of delivering it when a stalled link comes back
+// (TestUndeliveredOnIsDiscardedByAReset: before, the ON reached the module
+// after the pulse had failed). Every connection paho closes after a loss
+// is closed so (kluis_tasmota_connection_resets_total); the driver's own
+// Close ends gracefully. (The connection is opened by internal/mqttconn,
+// as kluisd's link's is: no proxy from all_proxy, no unix sockets; a
+// websocket broker gets no reset.) A reset cannot take back what already left:
+// bytes on the wire or acknowledged by the broker's host (or a proxy on
+// the way), and the broker's leg to the module, where a command has no
+// expiry (Tasmota's MQTT has none; a module reconnecting to a broker that
+// kept its session could still get it). So the driver then publishes
+// POWER<n> OFF at once (on that connection behind the ON, or on the next
+// one after a reset), and again (at every
 // connection, every LWT Online of the module, and whenever a wait of
 // Options.Timeout for the confirmation runs out) until the module reports
 // the relay OFF after the OFF was written, or a later pulse of that relay

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -120,6 +121,7 @@ type metrics struct {
 	online   *promtext.GaugeVec
 	// offPending: relays owed a confirmed OFF after an unconfirmed pulse.
 	offPending *promtext.GaugeFunc
+	resets     *promtext.Counter
 }
 
 // Driver drives Tasmota relay modules over MQTT. It implements
@@ -140,6 +142,9 @@ type Driver struct {
 
 	closeOnce sync.Once
 	closeErr  error
+	// disconnecting: Close is disconnecting from the broker (gracefully,
+	// abortConn).
+	disconnecting atomic.Bool
 
 	events *evqueue.Queue // for Watch
 
@@ -162,13 +167,15 @@ type Driver struct {
 	offPending map[relay]*offWant
 	offSeq     uint64
 	pulsing    map[relay]int
-	mods       map[string]*module // by topic
-	byBoard    map[int]*module
-	waiters    map[string][]chan struct{}
-	ready      chan struct{} // closed once subscribed
-	isReady    bool
-	halted     bool
-	closed     bool
+	// conn is the broker connection opened last (open).
+	conn    *abortConn
+	mods    map[string]*module // by topic
+	byBoard map[int]*module
+	waiters map[string][]chan struct{}
+	ready   chan struct{} // closed once subscribed
+	isReady bool
+	halted  bool
+	closed  bool
 }
 
 var (
@@ -273,6 +280,7 @@ func New(o Options) (*Driver, error) {
 		// one, late), and a write this long at most.
 		SetWriteTimeout(d.handOver()).
 		SetOrderMatters(true).
+		SetCustomOpenConnectionFn(d.open).
 		SetOnConnectHandler(d.onConnect).
 		SetConnectionLostHandler(d.onConnectionLost)
 	d.client = mqtt.NewClient(opts)
@@ -299,7 +307,9 @@ func (d *Driver) newMetrics() error {
 	d.m.offPending = promtext.NewGaugeFunc(promtext.GaugeOpts{Name: "kluis_tasmota_relays_off_pending",
 		Help: "Relays whose pulse was not confirmed in time and that the module has not yet reported OFF after the driver's OFF (sent again until it does).", ConstLabels: cl},
 		func() float64 { return float64(d.offsPending()) })
-	for _, c := range []promtext.Collector{d.m.messages, d.m.pulses, d.m.dropped, d.m.online, d.m.offPending} {
+	d.m.resets = promtext.NewCounter(promtext.CounterOpts{Name: "kluis_tasmota_connection_resets_total",
+		Help: "Broker connections closed by a reset (SO_LINGER 0) because bytes written were not yet delivered: after a pulse's ON went unconfirmed, or at any close.", ConstLabels: cl})
+	for _, c := range []promtext.Collector{d.m.messages, d.m.pulses, d.m.dropped, d.m.online, d.m.offPending, d.m.resets} {
 		if err := d.o.Registry.Register(c); err != nil {
 			return fmt.Errorf("tasmota: register metrics: %w", err)
 		}
@@ -948,6 +958,12 @@ func (d *Driver) waitFor(ctx context.Context, deadline time.Time, key string, ch
 // deadline for the confirmation key; an error wrapping errNotSent or
 // errTooLate means nothing was published.
 func (d *Driver) sendAndWait(ctx context.Context, deadline time.Time, topic, payload, key string) error {
+	return d.sendAndWaitMark(ctx, deadline, topic, payload, key, nil)
+}
+
+// sendAndWaitMark is sendAndWait noting in mark (if not nil) how much the
+// connection had been written once paho wrote the command.
+func (d *Driver) sendAndWaitMark(ctx context.Context, deadline time.Time, topic, payload, key string, mark *writeMark) error {
 	ch := d.expect(key)
 	tok, err := d.publishBy(deadline, topic, payload)
 	if err != nil {
@@ -961,6 +977,9 @@ func (d *Driver) sendAndWait(ctx context.Context, deadline time.Time, topic, pay
 	if err := tok.Error(); err != nil {
 		d.forget(key, ch)
 		return fmt.Errorf("tasmota: publish %s: %w: %w", topic, err, hardware.ErrTimeout)
+	}
+	if c := d.currentConn(); mark != nil && c != nil {
+		*mark = writeMark{c: c, n: c.written.Load()}
 	}
 	return d.waitFor(ctx, deadline, key, ch)
 }
@@ -1102,7 +1121,13 @@ func (d *Driver) pulseRelay(ctx context.Context, mod *module, n int, dur time.Du
 	d.pulsing[r]++
 	seq := d.offSeq
 	d.mu.Unlock()
-	err = d.sendAndWait(ctx, d.deadline(ctx), base+"POWER"+strconv.Itoa(n), "ON", powerKey(mod.Topic, n))
+	var mark writeMark
+	err = d.sendAndWaitMark(ctx, d.deadline(ctx), base+"POWER"+strconv.Itoa(n), "ON", powerKey(mod.Topic, n), &mark)
+	if err != nil && !notSent(err) {
+		// The ON may still be in the socket, undelivered: the kernel
+		// would send it whenever the link comes back.
+		d.resetIfUndelivered(mark)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.pulsing[r]--; d.pulsing[r] == 0 {
@@ -1280,6 +1305,7 @@ func (d *Driver) Close() error {
 		d.closed = true
 		d.mu.Unlock()
 		d.events.Close()
+		d.disconnecting.Store(true)
 		d.client.Disconnect(250)
 		close(d.stop)
 		<-d.done

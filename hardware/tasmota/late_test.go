@@ -21,7 +21,8 @@ import (
 // reading what the clients send, in every connection, new ones too, as a
 // link that stopped carrying packets would: a client's writes block once
 // the socket buffers are full. Resume drops every connection (the link's
-// TCP sessions did not survive) and forwards again.
+// TCP sessions did not survive) and forwards again; carryOn forwards
+// again on the same connections.
 type stallProxy struct {
 	ln     net.Listener
 	target string
@@ -106,6 +107,12 @@ func (p *stallProxy) drop() {
 
 func (p *stallProxy) resume() {
 	p.drop()
+	p.carryOn()
+}
+
+// carryOn forwards again on the same connections: the link came back
+// before TCP gave up, and what the clients' kernels still hold goes on.
+func (p *stallProxy) carryOn() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	select {

@@ -78,7 +78,12 @@ func TestEveryUnconfirmedOnGetsItsOwnOff(t *testing.T) {
 	dev.mu.Unlock()
 	close(hold) // the first OFF's report arrives, after the second ON
 	testenv.EventuallyWithin(t, 30*time.Second, "no OFF owed any more", func() bool { return d.offsPending() == 0 })
-	last, n := dev.lastSwitching(1)
-	require.Equal(t, "OFF", last, "the module's last switching of relay 1 (%d in all)", n)
+	// The first OFF's report may be taken for the second OFF's
+	// confirmation when the second OFF was written before it came (Tasmota
+	// has no command ids); the second OFF still reaches the module.
+	testenv.EventuallyWithin(t, 30*time.Second, "an OFF after the second ON", func() bool {
+		last, n := dev.lastSwitching(1)
+		return last == "OFF" && n >= 4
+	})
 	require.Equal(t, 2, dev.onCount(1))
 }

@@ -1,8 +1,8 @@
 // Package mqttconn opens paho's network connection to a broker read through
 // a buffer (paho.mqtt.golang reads a packet's fixed header byte by byte:
 // unbuffered, one read system call a byte). Give it to paho with
-// SetCustomOpenConnectionFn(mqttconn.Open). kluisd's link and kluis-bench's
-// simulated kiosks use it.
+// SetCustomOpenConnectionFn(mqttconn.Open). kluisd's link, the Tasmota
+// driver and kluis-bench's simulated kiosks use it.
 package mqttconn
 
 import (
@@ -68,3 +68,22 @@ type bufConn struct {
 }
 
 func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// NetConn returns the connection read through the buffer.
+func (c *bufConn) NetConn() net.Conn { return c.Conn }
+
+// TCPConn returns the TCP connection under c (a connection of Open, a TLS
+// connection, or a *net.TCPConn itself); false for a websocket.
+func TCPConn(c net.Conn) (*net.TCPConn, bool) {
+	for range 4 {
+		switch v := c.(type) {
+		case *net.TCPConn:
+			return v, true
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return nil, false
+		}
+	}
+	return nil, false
+}

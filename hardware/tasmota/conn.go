@@ -1,0 +1,123 @@
+package tasmota
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"kluis/internal/mqttconn"
+)
+
+// abortConn is the driver's broker connection. Closed by paho after a
+// lost connection (a write that timed out, a read error), it resets the
+// TCP connection (SO_LINGER 0: the kernel discards what it has not yet
+// delivered and sends RST) when bytes written are still unacknowledged by
+// the other end; a plain close would leave the kernel delivering them
+// after the driver has given up on them, whenever the link comes back: a
+// door's POWER ON seconds or minutes after its pulse was reported failed
+// (nothing of a lost connection is needed later: commands are QoS 0, and
+// the driver's own re-sends go on the next connection).
+type abortConn struct {
+	net.Conn
+	tcp   *net.TCPConn
+	d     *Driver
+	once  sync.Once
+	abort atomic.Bool // reset at close, whatever the kernel still holds
+	// written counts the bytes written to the connection.
+	written atomic.Int64
+}
+
+func (c *abortConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.written.Add(int64(n))
+	return n, err
+}
+
+// writeMark is how much c had been written once a command was written
+// (c nil: it was not, or not to a TCP connection).
+type writeMark struct {
+	c *abortConn
+	n int64
+}
+
+func (c *abortConn) Close() error {
+	c.once.Do(func() {
+		n, known := unacked(c.tcp)
+		// The driver's own Close ends gracefully: the OFFs of its Halt
+		// and the DISCONNECT may still be waiting for the broker's ACK.
+		if c.abort.Load() || (!c.d.disconnecting.Load() && (n > 0 || !known)) {
+			if err := c.tcp.SetLinger(0); err == nil {
+				c.d.m.resets.Inc()
+				c.d.log.Warn("broker connection reset: bytes written not yet delivered are discarded", "unacked_bytes", n)
+			}
+		}
+	})
+	return c.Conn.Close()
+}
+
+// open opens a broker connection (internal/mqttconn) and keeps it as the
+// current one; a TCP connection (tcp, mqtt, and the TLS schemes) closes by
+// a reset when bytes are still undelivered (abortConn).
+func (d *Driver) open(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+	c, err := mqttconn.Open(uri, o)
+	if err != nil {
+		return nil, fmt.Errorf("tasmota: %w", err)
+	}
+	tc, ok := mqttconn.TCPConn(c)
+	if !ok {
+		return c, nil
+	}
+	ac := &abortConn{Conn: c, tcp: tc, d: d}
+	d.mu.Lock()
+	d.conn = ac
+	d.mu.Unlock()
+	return ac, nil
+}
+
+// currentConn is the connection opened last (nil before the first, or for
+// a websocket).
+func (d *Driver) currentConn() *abortConn {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.conn
+}
+
+// resetIfUndelivered has the connection of a command (mark) closed by a
+// reset when the command may still be in the socket, undelivered: an ON
+// whose deadline passed unconfirmed must not reach the module later. The
+// other end has acknowledged the command when the bytes written minus
+// those not yet acknowledged (SIOCOUTQ) reach the mark: then nothing a
+// reset could take back, and the connection (a healthy link to a module
+// that did not answer) is left alone. A command paho did not write in time
+// (no mark) resets the current connection if it holds anything
+// unacknowledged.
+//
+// The connection is not closed here: paho takes a read or write on a
+// connection closed under it for a deliberate disconnection and never
+// connects again. Its reads and writes fail at once instead (deadlines in
+// the past, SO_LINGER 0 already set): paho reports the connection lost,
+// closes it (the reset: the kernel discards what it holds) and connects
+// again.
+func (d *Driver) resetIfUndelivered(mark writeMark) {
+	c := mark.c
+	if c == nil {
+		if c = d.currentConn(); c == nil {
+			return
+		}
+		if n, known := unacked(c.tcp); known && n == 0 {
+			return
+		}
+	} else if n, known := unacked(c.tcp); known && c.written.Load()-int64(n) >= mark.n {
+		return
+	}
+	c.abort.Store(true)
+	_ = c.tcp.SetLinger(0)
+	past := time.Now().Add(-time.Second)
+	_ = c.tcp.SetReadDeadline(past)
+	_ = c.tcp.SetWriteDeadline(past)
+}

@@ -1,0 +1,82 @@
+package tasmota
+
+import (
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"kluis/controller/promtext"
+	"kluis/deploy/dev/testenv"
+	"kluis/hardware"
+)
+
+// The link to the broker stalls just after the module confirmed the
+// PulseTime, behind half a megabyte the driver is sending: the ON is written
+// to the socket and waits in the driver's kernel, undelivered, past the
+// pulse's deadline. Then the link comes back with the same TCP session.
+// The ON must not reach the module: when its deadline passes unconfirmed
+// the driver resets the connection (SO_LINGER 0), so the kernel discards
+// it instead of delivering it when the link returns; the OFF owed goes out
+// on the next connection. Before, the connection carried on and the
+// module switched the relay on (then off, by the OFF written behind it)
+// after the caller was told the pulse failed.
+func TestUndeliveredOnIsDiscardedByAReset(t *testing.T) {
+	addr := testenv.FreeAddr(t)
+	startBroker(t, addr)
+	t.Setenv("MQTT_URL", "tcp://"+addr) // the device talks to the broker directly
+	px := newStallProxy(t, addr)
+	topic := uniqueTopic(t, "reseton")
+	dev := newDeviceWill(t, topic, 2, false, false)
+	// paho's write timeout, half of it, leaves the junk's write time on
+	// a loaded machine.
+	const timeout = 4 * time.Second
+	d, err := New(Options{Broker: px.url(), Modules: []Module{{Topic: topic, Relays: 2}}, Registry: promtext.NewRegistry(), Timeout: timeout})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = d.Close() })
+	require.NoError(t, d.Ready(testCtx(t)))
+	settle(t, d)
+	quiet(d)
+
+	var mu sync.Mutex
+	var ons int
+	junkWritten := make(chan bool, 1)
+	dev.mu.Lock()
+	dev.onCommand = func(cmd, payload string) {
+		switch {
+		case strings.HasPrefix(cmd, "PulseTime"):
+			// More than the proxy's receive window takes (it reads no
+			// more) and less than the driver's send buffer holds: the
+			// write completes, the rest of it and the ON behind it wait
+			// in the driver's kernel.
+			px.stall()
+			tok := d.client.Publish("kluistest/junk/"+topic, 0, false, make([]byte, 512<<10))
+			junkWritten <- tok.WaitTimeout(timeout/2) && tok.Error() == nil
+			// Confirmed at QoS 0: nothing for the driver to acknowledge.
+			dev.client.Publish("stat/"+topic+"/RESULT", 0, false, `{"PulseTime1":{"Set":`+payload+`,"Remaining":`+payload+`}}`)
+		case cmd == "POWER1" && payload == "ON":
+			mu.Lock()
+			ons++
+			mu.Unlock()
+		}
+	}
+	dev.mu.Unlock()
+
+	perr := d.Pulse(testCtx(t), hardware.Address{Channel: 0}, time.Second, 1)
+	require.True(t, <-junkWritten, "the driver's write of the junk did not complete: the ON could not be written behind it")
+	require.Error(t, perr)
+	require.ErrorContains(t, perr, "POWER1 ON")
+	require.ErrorContains(t, perr, "not confirmed")
+	px.carryOn()
+	testenv.EventuallyWithin(t, 30*time.Second, "relay 1 confirmed off after the failed pulse", func() bool { return d.offsPending() == 0 })
+	// (The module may report the relay off, asked at the reconnection,
+	// before the OFF reaches it.)
+	testenv.EventuallyWithin(t, 30*time.Second, "the OFF at the module", func() bool { return dev.offCount(1) >= 1 })
+	time.Sleep(timeout) // anything still on its way
+	mu.Lock()
+	defer mu.Unlock()
+	require.Zero(t, ons, "POWER1 ON reached the module after its pulse failed")
+	require.NotZero(t, d.m.resets.Value(), "no connection reset")
+}

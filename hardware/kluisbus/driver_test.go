@@ -18,13 +18,26 @@ import (
 	"kluis/hardware/kluisproto"
 )
 
+// testTimeout is the tests' response timeout of one attempt. The emulator
+// answers at once, but on a loaded machine (the race detector, other
+// builds) its goroutine and the pty can take tens of milliseconds: with
+// 60 ms three late answers in a row made a board offline, or a pulse fail,
+// that nothing was wrong with. A board that really stays silent is still
+// found within a second or so (three attempts).
+const testTimeout = 300 * time.Millisecond
+
+// eventWait bounds the wait for an event or a state that should come: it
+// comes within milliseconds, and the bound only says how long a failure
+// takes to be reported, so it is generous (a loaded machine).
+const eventWait = 15 * time.Second
+
 func newDriver(t *testing.T, e *emulator, o Options) (*Driver, *promtext.Registry) {
 	t.Helper()
 	reg := promtext.NewRegistry()
 	o.Port = e.path
 	o.Registry = reg
 	if o.Timeout == 0 {
-		o.Timeout = 60 * time.Millisecond
+		o.Timeout = testTimeout
 	}
 	if o.PollInterval == 0 {
 		o.PollInterval = 20 * time.Millisecond
@@ -249,15 +262,15 @@ func TestWatchDeliversAndAcknowledgesEvents(t *testing.T) {
 	e.setItem(2, 8, true)
 	e.setDoor(2, 7, false)
 	e.setDoor(0, 0, true)
-	evs := w.WaitFor(t, 2*time.Second,
+	evs := w.WaitFor(t, eventWait,
 		is(hardware.Unlocked, 2, 7), is(hardware.DoorOpened, 2, 7), is(hardware.ItemPlaced, 2, 8), is(hardware.DoorClosed, 2, 7))
 	for i := 1; i < len(evs); i++ {
 		if evs[i].Seq != evs[i-1].Seq+1 {
 			t.Fatalf("sequence numbers %+v", evs)
 		}
 	}
-	w.WaitFor(t, time.Second, is(hardware.DoorOpened, 0, 0))
-	testenv.EventuallyWithin(t, time.Second, "the events acknowledged", func() bool { return e.queued(0)+e.queued(2) == 0 })
+	w.WaitFor(t, eventWait, is(hardware.DoorOpened, 0, 0))
+	testenv.EventuallyWithin(t, eventWait, "the events acknowledged", func() bool { return e.queued(0)+e.queued(2) == 0 })
 	// Nothing twice.
 	seen := map[string]bool{}
 	for _, ev := range w.Events() {
@@ -332,7 +345,7 @@ func TestBoardRebootIsReportedAndStateReRead(t *testing.T) {
 	d, reg := newDriver(t, e, Options{Boards: []int{0, 1}})
 	w := hardwaretest.StartWatch(t, d)
 	e.setDoor(0, 5, true)
-	w.WaitFor(t, time.Second, is(hardware.DoorOpened, 0, 5))
+	w.WaitFor(t, eventWait, is(hardware.DoorOpened, 0, 5))
 	var sets int
 	e.with(func() { sets = e.boards[0].watchdogSets })
 	if sets != 1 {
@@ -350,8 +363,8 @@ func TestBoardRebootIsReportedAndStateReRead(t *testing.T) {
 		e.rebootLocked(0)
 	})
 	e.setDoor(0, 6, true) // after the restart: a real event of the new boot
-	w.WaitFor(t, 2*time.Second, is(hardware.BoardRebooted, 0, -1), is(hardware.DoorClosed, 0, 5), is(hardware.ItemPlaced, 0, 9))
-	w.WaitFor(t, time.Second, is(hardware.DoorOpened, 0, 6))
+	w.WaitFor(t, eventWait, is(hardware.BoardRebooted, 0, -1), is(hardware.DoorClosed, 0, 5), is(hardware.ItemPlaced, 0, 9))
+	w.WaitFor(t, eventWait, is(hardware.DoorOpened, 0, 6))
 	e.with(func() { sets = e.boards[0].watchdogSets })
 	if sets != 2 {
 		t.Fatalf("watchdog set %d times after the reboot", sets)
@@ -382,13 +395,13 @@ func TestBoardWatchdogRelockIsReported(t *testing.T) {
 	d, _ := newDriver(t, e, Options{Boards: []int{0}})
 	w := hardwaretest.StartWatch(t, d)
 	e.setDoor(0, 1, true)
-	w.WaitFor(t, time.Second, is(hardware.DoorOpened, 0, 1))
+	w.WaitFor(t, eventWait, is(hardware.DoorOpened, 0, 1))
 	e.with(func() { e.boards[0].queue.Push(kluisproto.EvWatchdog, kluisproto.ChannelNone, 0) })
-	evs := w.WaitFor(t, 2*time.Second, is(hardware.BoardWatchdog, 0, -1))
+	evs := w.WaitFor(t, eventWait, is(hardware.BoardWatchdog, 0, -1))
 	if evs[0].Detail == "" || evs[0].Seq == 0 {
 		t.Fatalf("%+v", evs[0])
 	}
-	testenv.EventuallyWithin(t, time.Second, "the watchdog event acknowledged", func() bool { return e.queued(0) == 0 })
+	testenv.EventuallyWithin(t, eventWait, "the watchdog event acknowledged", func() bool { return e.queued(0) == 0 })
 }
 
 // A board whose firmware sends events of a kind this driver does not know
@@ -405,11 +418,11 @@ func TestUnknownEventKindsAreLoggedBounded(t *testing.T) {
 	const n = 12
 	for i := 0; i < n; i++ {
 		e.with(func() { e.boards[0].queue.Push(kluisproto.EventKind(0xEE), 1, 0) })
-		testenv.EventuallyWithin(t, 2*time.Second, "the unknown event acknowledged", func() bool { return e.queued(0) == 0 })
+		testenv.EventuallyWithin(t, eventWait, "the unknown event acknowledged", func() bool { return e.queued(0) == 0 })
 	}
 	// A known event after them is still delivered.
 	e.setDoor(0, 1, true)
-	w.WaitFor(t, 2*time.Second, is(hardware.DoorOpened, 0, 1))
+	w.WaitFor(t, eventWait, is(hardware.DoorOpened, 0, 1))
 	if got := strings.Count(logs.String(), `msg="unknown event kind skipped"`); got != 1 {
 		t.Fatalf("%d lines for %d unknown events within a minute, want 1:\n%s", got, n, logs.String())
 	}
@@ -423,16 +436,16 @@ func TestBoardOfflineAndOnline(t *testing.T) {
 	w := hardwaretest.StartWatch(t, d)
 	e.waitPolled(t, 0, 1)
 	e.setSilent(1, true)
-	w.WaitFor(t, 2*time.Second, is(hardware.BoardOffline, 1, -1))
+	w.WaitFor(t, eventWait, is(hardware.BoardOffline, 1, -1))
 	// Board 0 keeps working meanwhile.
 	e.setDoor(0, 2, true)
-	w.WaitFor(t, 2*time.Second, is(hardware.DoorOpened, 0, 2))
+	w.WaitFor(t, eventWait, is(hardware.DoorOpened, 0, 2))
 	if err := d.Pulse(context.Background(), hardware.Address{Board: 1, Channel: 0}, time.Second, 9); !errors.Is(err, hardware.ErrTimeout) {
 		t.Fatalf("pulse to a silent board: %v", err)
 	}
 	e.setDoor(1, 3, true) // queued on the board while offline
 	e.setSilent(1, false)
-	w.WaitFor(t, 3*time.Second, is(hardware.BoardOnline, 1, -1), is(hardware.DoorOpened, 1, 3))
+	w.WaitFor(t, eventWait, is(hardware.BoardOnline, 1, -1), is(hardware.DoorOpened, 1, 3))
 	offline := 0
 	for _, ev := range w.Events() {
 		if ev.Kind == hardware.BoardOffline {
@@ -507,15 +520,15 @@ func TestOfflineRetryFollowsTheClock(t *testing.T) {
 	d, _ := newDriver(t, e, Options{Boards: []int{0, 1}, Retries: -1, OfflineRetry: time.Hour, Clock: clock})
 	e.setSilent(1, true)
 	w := hardwaretest.StartWatch(t, d)
-	w.WaitFor(t, 2*time.Second, is(hardware.BoardOffline, 1, -1))
+	w.WaitFor(t, eventWait, is(hardware.BoardOffline, 1, -1))
 	e.setSilent(1, false)
 	asked := e.framesTo(1)
 	// Two door events on board 0 seen one after the other: Watch went
 	// at least once through a whole round (board 1 included) meanwhile.
 	e.setDoor(0, 2, true)
-	w.WaitFor(t, 2*time.Second, is(hardware.DoorOpened, 0, 2))
+	w.WaitFor(t, eventWait, is(hardware.DoorOpened, 0, 2))
 	e.setDoor(0, 2, false)
-	w.WaitFor(t, 2*time.Second, is(hardware.DoorClosed, 0, 2))
+	w.WaitFor(t, eventWait, is(hardware.DoorClosed, 0, 2))
 	if got := e.framesTo(1); got != asked {
 		t.Fatalf("board 1 asked %d times before its retry time", got-asked)
 	}
@@ -527,7 +540,7 @@ func TestOfflineRetryFollowsTheClock(t *testing.T) {
 	mu.Lock()
 	now = now.Add(time.Hour)
 	mu.Unlock()
-	w.WaitFor(t, 2*time.Second, is(hardware.BoardOnline, 1, -1))
+	w.WaitFor(t, eventWait, is(hardware.BoardOnline, 1, -1))
 }
 
 func TestResyncAfterGarbageAndBrokenFrames(t *testing.T) {
@@ -675,7 +688,7 @@ func TestMechanism(t *testing.T) {
 	if err := d.Present(ctx, 5, 40, 0xA002); !errors.Is(err, hardware.ErrOutOfRange) {
 		t.Fatalf("slot 40 of 40: %v", err)
 	}
-	evs := w.WaitFor(t, 2*time.Second, is(hardware.SlotPresented, 5, -1))
+	evs := w.WaitFor(t, eventWait, is(hardware.SlotPresented, 5, -1))
 	if evs[0].Slot != 17 {
 		t.Fatalf("%+v", evs[0])
 	}
@@ -693,7 +706,7 @@ func TestMechanism(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.setDoor(5, 0, true)
-	w.WaitFor(t, time.Second, is(hardware.HatchOpened, 5, 0))
+	w.WaitFor(t, eventWait, is(hardware.HatchOpened, 5, 0))
 	e.with(func() { e.boards[5].fault = kluisproto.FaultJam })
 	e.setDoor(5, 0, false)
 	if err := d.Present(ctx, 5, 3, 0xA003); !errors.Is(err, hardware.ErrFault) {
@@ -702,7 +715,7 @@ func TestMechanism(t *testing.T) {
 	e.with(func() {
 		e.boards[5].queue.Push(kluisproto.EvMechanismFault, kluisproto.ChannelNone, kluisproto.FaultJam)
 	})
-	evs = w.WaitFor(t, time.Second, is(hardware.HatchClosed, 5, 0), is(hardware.MechanismFault, 5, -1))
+	evs = w.WaitFor(t, eventWait, is(hardware.HatchClosed, 5, 0), is(hardware.MechanismFault, 5, -1))
 	if evs[1].Detail != "mechanism fault: jam" {
 		t.Fatalf("%+v", evs[1])
 	}
@@ -749,7 +762,7 @@ func TestHaltAndClose(t *testing.T) {
 		if !errors.Is(err, hardware.ErrHalted) {
 			t.Fatalf("Watch after Close: %v", err)
 		}
-	case <-time.After(2 * time.Second):
+	case <-time.After(eventWait):
 		t.Fatal("Watch did not end after Close")
 	}
 	if err := d.Close(); err != nil {

@@ -138,7 +138,8 @@ func TestTechnicianAtNightSeesWhatIsKnown(t *testing.T) {
 // journal disk says what to do about each (Wat nu?) at the top of its
 // status; the timeline names the forced door's compartment, as the
 // alarm list does. The network goes: what to do about a device offline,
-// since when, comes first. In French (a click on the language), English
+// since when, comes first. Links at the top of the page go to its parts
+// (the timeline is far down on a phone). In French (a click on the language), English
 // and German too. Every alarm kind has its advice in the four languages.
 // Zero axe-core WCAG 2.1 A/AA violations, nothing scrolling sideways.
 func TestTechnicianSeesWhatToDo(t *testing.T) {
@@ -171,10 +172,16 @@ func TestTechnicianSeesWhatToDo(t *testing.T) {
 	// Above the fold on the phone: the advice starts within the first screen.
 	assert.Less(t, evalInt(t, phone, `Math.round(document.querySelector("#device-status .next-steps").getBoundingClientRect().top + scrollY)`), 844)
 
+	// The timeline is far down a locker's page on a phone: a link at the
+	// top goes there.
+	require.Greater(t, evalInt(t, phone, `Math.round(document.getElementById("h-timeline").getBoundingClientRect().top)`), 844)
+	phone.Do(t, chromedp.Click(chromedp.CSS(`nav.jump a[href="#h-timeline"]`)))
+	phone.WaitFor(t, `(function(){var r=document.getElementById("h-timeline").getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight})()`, 5*time.Second)
+
 	// The network goes.
 	e.dev.publish(wire.KindPresence, &wire.Presence{V: 1, State: wire.Offline, Software: "kluisd 1.4.2"})
 	e.waitPresence(wire.Offline)
-	phone.Do(t, chromedp.Reload())
+	phone.Do(t, chromedp.Navigate(base+"/staff/devices/"+lockerID))
 	phone.WaitFor(t, `!!document.querySelector("#device-status .badge.off")`, 10*time.Second)
 	look("what-to-do-offline-phone")
 	first := phone.Text(t, "#device-status .next-steps li")

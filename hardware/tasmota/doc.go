@@ -99,6 +99,19 @@
 //	Switch3       item at the hatch
 //	Switch4       mechanism fault
 //
+// A stuck writer stops paho's inbound messages too (it cannot write the
+// PUBACK of a QoS 1 message, and its router waits for it): meanwhile the
+// driver's picture of relays and switches is stale. It never switches a
+// relay on that picture: PulseTime and ON need the module's confirmation,
+// which cannot arrive then (a stale report can only confirm a pulse that
+// was asked for, or count an OFF as confirmed once it was written). What
+// it can mislead is Hatch's slot: a Present whose trigger went out
+// unconfirmed leaves the slot at the hatch unknown (-1; the carousel may
+// have moved unseen), so kluisd presents again instead of opening the
+// hatch onto a slot believed there (TestUnconfirmedPresentForgetsTheSlot);
+// the driver logs it, and the pulse counts as "unconfirmed" in
+// kluis_tasmota_pulses_total.
+//
 // SlotPresented is reported when, after a Present, busy was seen ON and goes
 // OFF while fault is OFF; fault going ON reports MechanismFault. The module
 // cycles busy for every accepted trigger, also for the slot already at the

@@ -9,6 +9,7 @@ import (
 
 	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
+	"kluis/hardware/hardwaretest"
 )
 
 // A pulse whose ON the module carries out without a word (its reports are
@@ -86,4 +87,33 @@ func TestEveryUnconfirmedOnGetsItsOwnOff(t *testing.T) {
 		return last == "OFF" && n >= 4
 	})
 	require.Equal(t, 2, dev.onCount(1))
+}
+
+// A Present whose trigger the module carried out without a word (its
+// reports lost, as on a link whose stuck writer stops every QoS 1 message
+// to the driver) fails unconfirmed: the carousel may have moved. The slot
+// the driver knew at the hatch is forgotten, so kluisd does not take it
+// for "already at the hatch" and open the hatch onto another slot's
+// document. Before, Hatch kept reporting the old slot.
+func TestUnconfirmedPresentForgetsTheSlot(t *testing.T) {
+	topic := uniqueTopic(t, "autoslot")
+	dev := newDevice(t, topic, 3, true) // hatch + 2 slots
+	d := newDriver(t, Options{Modules: []Module{{Topic: topic, Relays: 3}}, Automaton: true, Timeout: 2 * time.Second})
+	settle(t, d)
+	w := hardwaretest.StartWatch(t, d)
+	require.NoError(t, d.Present(testCtx(t), 0, 0, 1))
+	w.WaitEvent(t, hardware.SlotPresented, hardware.Address{Channel: -1})
+	h, err := d.Hatch(testCtx(t), 0)
+	require.NoError(t, err)
+	require.Equal(t, 0, h.Slot)
+
+	dev.mu.Lock()
+	dev.silentOn = true
+	dev.mu.Unlock()
+	err = d.Present(testCtx(t), 0, 1, 2)
+	require.ErrorContains(t, err, "not confirmed")
+	require.Equal(t, 1, dev.onCount(3), "the trigger reached the module")
+	h, err = d.Hatch(testCtx(t), 0)
+	require.NoError(t, err)
+	require.Equal(t, -1, h.Slot, "slot at the hatch after an unconfirmed present")
 }

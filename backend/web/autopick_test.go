@@ -45,7 +45,7 @@ func TestLetKluisChooseOnlyOnlineDevices(t *testing.T) {
 	d = e.document(id)
 	assert.Equal(t, "registered", d["state"], "no device chosen")
 	assert.Nil(t, d["device_id"])
-	assert.Contains(t, p.body, "geen enkele automaat die nu online is heeft een passend vak vrij")
+	assert.Contains(t, p.body, "geen enkele automaat die nu online is en werkt heeft een passend vak vrij")
 
 	id, _ = register("EP 1000003", autoID)
 	d = e.document(id)

@@ -426,7 +426,7 @@ func renderAll(t *testing.T, lang string) map[string]string {
 	oos := dev
 	oos.OutOfService = &store.DeviceOutOfService{Since: at, Reason: datum}
 	rd := registerData{Form: registerForm{Kind: "eid", Contact: "none", Language: "nl", SiteID: "s"}, Errors: map[string]string{},
-		Kinds: store.DocumentKinds(), Sites: []siteOption{{Site: store.Site{ID: "s", Name: datum}, Devices: []store.Device{dev, oos}}}, LowMax: 120}
+		Kinds: store.DocumentKinds(), Sites: []siteOption{{Site: store.Site{ID: "s", Name: datum}, Devices: []deviceOption{{Device: dev}, {Device: oos}, {Device: dev, Problems: datum}}}}, LowMax: 120}
 	for _, f := range registerFields {
 		rd.Errors[f] = datum
 		rd.Summary = append(rd.Summary, fieldMessage{Field: f, Text: datum})
@@ -436,7 +436,8 @@ func renderAll(t *testing.T, lang string) map[string]string {
 	for _, st := range []lifecycle.State{lifecycle.Registered, lifecycle.Notified, lifecycle.Expired} {
 		d := doc
 		d.State = st
-		dd := documentData{Doc: d, Site: store.Site{Name: datum}, Device: &dev, Comp: &comp, Devices: []store.Device{dev, oos},
+		dd := documentData{Doc: d, Site: store.Site{Name: datum}, Device: &dev, Comp: &comp,
+			Devices: []deviceOption{{Device: dev}, {Device: oos}, {Device: dev, Problems: datum}}, Unfit: datum, ReserveRefused: datum, ReserveDevice: "k1",
 			Timeline: []step{{At: at, Text: datum, Who: datum, Detail: datum}}, CanReserve: true, CanUnres: true, CanCancel: true,
 			CanRenotify: true, CanReissue: true, CanSlip: true}
 		if st == lifecycle.Notified {

@@ -14,6 +14,7 @@ import (
 	"kluis/backend/alarms"
 	"kluis/backend/audit"
 	"kluis/backend/lifecycle"
+	"kluis/backend/service"
 	"kluis/backend/store"
 	"kluis/backend/store/safetext"
 	"kluis/controller/wire"
@@ -203,8 +204,9 @@ func (h health) boardOnline(b int) bool {
 	return false
 }
 
-// lateAfter marks an online device whose heartbeat is overdue.
-const lateAfter = 3 * time.Minute
+// lateAfter marks an online device whose heartbeat is overdue: the
+// automatic compartment choice's (service.LateAfter).
+const lateAfter = service.LateAfter
 
 func makeHealth(d store.Device, p presenceRow, known bool, alarms []alarm, now time.Time) health {
 	h := health{Device: d, Known: known, Alarms: alarms}
@@ -350,6 +352,17 @@ type compView struct {
 	// AlarmsAcked says which of Alarms someone acknowledged.
 	AlarmsAcked []bool
 	Low         bool
+}
+
+// Occupied reports whether a document is behind the door (loaded,
+// notified or expired: api.Occupant's rule), which only an admin may open
+// remotely.
+func (c compView) Occupied() bool {
+	switch c.DocState {
+	case lifecycle.Loaded, lifecycle.Notified, lifecycle.Expired:
+		return c.DocID != ""
+	}
+	return false
 }
 
 // Acked reports whether someone acknowledged the compartment's i-th alarm.

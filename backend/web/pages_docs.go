@@ -135,7 +135,7 @@ type registerForm struct {
 
 type siteOption struct {
 	store.Site
-	Devices []store.Device
+	Devices []deviceOption
 }
 
 type registerData struct {
@@ -163,11 +163,15 @@ func (w *Web) registerData(ctx context.Context, q *req, f registerForm) (registe
 	if err != nil {
 		return d, err
 	}
+	opts, err := w.deviceOptions(ctx, q, devs)
+	if err != nil {
+		return d, err
+	}
 	for _, s := range sites {
 		so := siteOption{Site: s}
-		for _, dev := range devs {
-			if dev.SiteID == s.ID {
-				so.Devices = append(so.Devices, dev)
+		for _, o := range opts {
+			if o.SiteID == s.ID {
+				so.Devices = append(so.Devices, o)
 			}
 		}
 		d.Sites = append(d.Sites, so)
@@ -337,13 +341,73 @@ type step struct {
 	Detail string
 }
 
+// deviceOption is a device in a form's list, with what is wrong with it
+// now (Problems, in words; empty when it is fit to serve).
+type deviceOption struct {
+	store.Device
+	Problems string
+}
+
+// Label is the option's text: the name, out of service or what is wrong.
+func (o deviceOption) Label(t *tr) string {
+	switch {
+	case o.OutOfService != nil:
+		return t.F("register.device_out", "device", displayName(o.Device))
+	case o.Problems != "":
+		return t.F("device.unfit_option", "device", displayName(o.Device), "problems", o.Problems)
+	}
+	return displayName(o.Device)
+}
+
+// problems says in words what is wrong with a device now (the warnings of
+// service.Health), "" when it is fit to serve.
+func problems(t *tr, h service.Health) string {
+	var out []string
+	for _, w := range h.Warnings() {
+		switch w.Code {
+		case "device_never_connected":
+			out = append(out, t.S("status.never"))
+		case "device_offline":
+			out = append(out, t.S("status.offline"))
+		case "device_late":
+			out = append(out, t.S("status.late"))
+		case "device_alarm":
+			out = append(out, t.S("alarm."+string(w.Alarm)))
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+// deviceOptions lists devs with what is wrong with each now.
+func (w *Web) deviceOptions(ctx context.Context, q *req, devs []store.Device) ([]deviceOption, error) {
+	ids := make([]string, len(devs))
+	for i, d := range devs {
+		ids[i] = d.ID
+	}
+	health, err := w.o.Service.DeviceHealth(ctx, ids...)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]deviceOption, len(devs))
+	for i, d := range devs {
+		out[i] = deviceOption{Device: d, Problems: problems(q.t, health[d.ID])}
+	}
+	return out, nil
+}
+
 type documentData struct {
-	Doc      store.Document
-	Site     store.Site
-	Device   *store.Device
-	Comp     *store.Compartment
-	Devices  []store.Device
-	Timeline []step
+	Doc     store.Document
+	Site    store.Site
+	Device  *store.Device
+	Comp    *store.Compartment
+	Devices []deviceOption
+	// Unfit says what is wrong now with the device a reserved document
+	// is in ("": nothing): staff chose it by hand, or it failed since.
+	Unfit string
+	// ReserveRefused is the reservation form's message when no
+	// compartment was found, ReserveDevice the device chosen, kept.
+	ReserveRefused, ReserveDevice string
+	Timeline                      []step
 	// Undelivered are this document's messages that did not reach its
 	// holder: waiting for a retry, or given up (until pruned).
 	Undelivered []notify.Undelivered
@@ -391,9 +455,23 @@ func (w *Web) document(rw http.ResponseWriter, q *req) error {
 		}
 	}
 	if doc.State == lifecycle.Registered {
-		if d.Devices, err = w.o.Service.ListDevices(ctx, doc.SiteID); err != nil {
+		devs, err := w.o.Service.ListDevices(ctx, doc.SiteID)
+		if err != nil {
 			return err
 		}
+		if d.Devices, err = w.deviceOptions(ctx, q, devs); err != nil {
+			return err
+		}
+	}
+	if doc.State == lifecycle.Reserved && d.Device != nil {
+		h, err := w.o.Service.DeviceHealth(ctx, d.Device.ID)
+		if err != nil {
+			return err
+		}
+		d.Unfit = problems(q.t, h[d.Device.ID])
+	}
+	if q.reserveRefused != "" {
+		d.ReserveRefused, d.ReserveDevice = q.t.S(q.reserveRefused), q.reserveDevice
 	}
 	st := doc.State
 	live := st == lifecycle.Loaded || st == lifecycle.Notified
@@ -416,7 +494,11 @@ func (w *Web) document(rw http.ResponseWriter, q *req) error {
 	if d.Undelivered, err = notify.ListUndeliveredOf(ctx, w.o.Pool, doc.ID); err != nil {
 		return err
 	}
-	w.render(rw, q, http.StatusOK, "document", q.t.F("document.title", "number", doc.Number), d)
+	status := http.StatusOK
+	if d.ReserveRefused != "" {
+		status = http.StatusConflict
+	}
+	w.render(rw, q, status, "document", q.t.F("document.title", "number", doc.Number), d)
 	return nil
 }
 
@@ -533,7 +615,17 @@ func (w *Web) docAction(rw http.ResponseWriter, r *http.Request) {
 		var err error
 		switch action {
 		case "reserve":
-			_, err = w.o.Service.Reserve(ctx, who, id, service.ReserveOptions{DeviceID: r.PostForm.Get("device_id")})
+			device := r.PostForm.Get("device_id")
+			_, err = w.o.Service.Reserve(ctx, who, id, service.ReserveOptions{DeviceID: device})
+			if errors.Is(err, service.ErrNoCompartment) {
+				// Said in the form, the device chosen kept: nothing
+				// changed, staff choose again or later.
+				q.reserveRefused, q.reserveDevice = "error.no_compartment", device
+				if errors.Is(err, service.ErrNoOnlineDevice) {
+					q.reserveRefused = "error.no_online_device"
+				}
+				return w.document(rw, q)
+			}
 		case "unreserve":
 			_, err = w.o.Service.Unreserve(ctx, who, id)
 		case "cancel":

@@ -49,6 +49,10 @@ type req struct {
 	// document's page asks, keeping the reason typed (cancelReason).
 	cancelAsked  bool
 	cancelReason string
+	// reserveRefused: a reservation found no compartment (the message's
+	// key); the document's page says so in its form (409), the device
+	// chosen (reserveDevice) kept.
+	reserveRefused, reserveDevice string
 }
 
 // actor is the session's user as the audit trail names it.
@@ -297,6 +301,11 @@ type layout struct {
 // May reports whether the signed-in role may do a console action: pages
 // draw only the buttons the role may use.
 func (l layout) May(action string) bool { return l.q != nil && l.q.may(action) }
+
+// OpensOccupied reports whether the signed-in person may open a
+// compartment holding a document remotely: admins only (api.RemoteOpen's
+// rule; a technician's request is refused, compartment_occupied).
+func (l layout) OpensOccupied() bool { return l.LoggedIn && l.User.Role == auth.RoleAdmin }
 
 // Current reports whether the page is path (a link to it is marked
 // aria-current).

@@ -46,6 +46,26 @@ func newStallProxy(t *testing.T, target string) *stallProxy {
 	return p
 }
 
+// behindStallProxy is a driver of one two-relay module (no last will) on
+// a private broker, reached through a stallProxy, settled and quiet; the
+// module talks to the broker directly.
+func behindStallProxy(t *testing.T, name string, timeout time.Duration) (*Driver, *stallProxy, *device, string) {
+	t.Helper()
+	addr := testenv.FreeAddr(t)
+	startBroker(t, addr)
+	t.Setenv("MQTT_URL", "tcp://"+addr) // for the device
+	px := newStallProxy(t, addr)
+	topic := uniqueTopic(t, name)
+	dev := newDeviceWill(t, topic, 2, false, false)
+	d, err := New(Options{Broker: px.url(), Modules: []Module{{Topic: topic, Relays: 2}}, Registry: promtext.NewRegistry(), Timeout: timeout})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = d.Close() })
+	require.NoError(t, d.Ready(testCtx(t)))
+	settle(t, d)
+	quiet(d)
+	return d, px, dev, topic
+}
+
 func (p *stallProxy) url() string { return "tcp://" + p.ln.Addr().String() }
 
 func (p *stallProxy) accept() {
@@ -146,19 +166,8 @@ func quiet(d *Driver) {
 // (its default write timeout) and handed the ON to the new connection:
 // the module switched on about 3 s after a 1 s pulse deadline.
 func TestNoRelayOnAfterThePulseDeadline(t *testing.T) {
-	addr := testenv.FreeAddr(t)
-	startBroker(t, addr)
-	t.Setenv("MQTT_URL", "tcp://"+addr) // the device talks to the broker directly
-	px := newStallProxy(t, addr)
-	topic := uniqueTopic(t, "lateon")
-	dev := newDeviceWill(t, topic, 2, false, false)
 	const timeout = 2 * time.Second
-	d, err := New(Options{Broker: px.url(), Modules: []Module{{Topic: topic, Relays: 2}}, Registry: promtext.NewRegistry(), Timeout: timeout})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = d.Close() })
-	require.NoError(t, d.Ready(testCtx(t)))
-	settle(t, d)
-	quiet(d)
+	d, px, dev, topic := behindStallProxy(t, "lateon", timeout)
 
 	var mu sync.Mutex
 	var onAt []time.Time

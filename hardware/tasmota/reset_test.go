@@ -8,7 +8,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"kluis/controller/promtext"
 	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 )
@@ -24,21 +23,10 @@ import (
 // module switched the relay on (then off, by the OFF written behind it)
 // after the caller was told the pulse failed.
 func TestUndeliveredOnIsDiscardedByAReset(t *testing.T) {
-	addr := testenv.FreeAddr(t)
-	startBroker(t, addr)
-	t.Setenv("MQTT_URL", "tcp://"+addr) // the device talks to the broker directly
-	px := newStallProxy(t, addr)
-	topic := uniqueTopic(t, "reseton")
-	dev := newDeviceWill(t, topic, 2, false, false)
 	// paho's write timeout, half of it, leaves the junk's write time on
 	// a loaded machine.
 	const timeout = 4 * time.Second
-	d, err := New(Options{Broker: px.url(), Modules: []Module{{Topic: topic, Relays: 2}}, Registry: promtext.NewRegistry(), Timeout: timeout})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = d.Close() })
-	require.NoError(t, d.Ready(testCtx(t)))
-	settle(t, d)
-	quiet(d)
+	d, px, dev, topic := behindStallProxy(t, "reseton", timeout)
 
 	var mu sync.Mutex
 	var ons int

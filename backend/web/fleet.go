@@ -193,6 +193,13 @@ func (h health) NextSteps(t *tr) []nextStep {
 	return out
 }
 
+// Stale reports whether what the last heartbeat said (backlog, running
+// since, doors) may no longer hold: the device is offline or late. The
+// pages then say when it was reported.
+func (h health) Stale() bool {
+	return h.Known && h.HasHeartbeat && h.LastHeartbeat != nil && (!h.Online || h.Late)
+}
+
 // boardOnline reports whether the last heartbeat had board b online (a
 // board it does not list is not).
 func (h health) boardOnline(b int) bool {

@@ -61,7 +61,8 @@ func techPhone(t *testing.T, e *env) (*browsertest.Browser, *browsertest.Tab) {
 // "shut" (the heartbeat of an unreachable board lists no doors, which
 // the pages read as every door closed). Then the network goes: the fleet
 // row says offline since when, the device page gives the doors as last
-// reported, with the time, not as they are now. Every page with zero
+// reported, with the time, not as they are now, and so its backlog and
+// its start. Every page with zero
 // axe-core WCAG 2.1 A/AA violations, nothing scrolling sideways;
 // screenshots under var/screenshots/console/night-*.
 func TestTechnicianAtNightSeesWhatIsKnown(t *testing.T) {
@@ -118,6 +119,10 @@ func TestTechnicianAtNightSeesWhatIsKnown(t *testing.T) {
 		lastReported := strings.SplitN(web.Text("nl", "devices.doors_last"), "{time}", 2)[0]
 		assert.True(t, strings.HasPrefix(v.tab.Text(t, "#doors-open"), lastReported), "the doors as last reported: %q", v.tab.Text(t, "#doors-open"))
 		assert.Equal(t, web.Text("nl", "unknown"), doorCell(v.tab, "4"))
+		// The backlog and the start are the last heartbeat's too, and say so.
+		reportedAt := strings.SplitN(web.Text("nl", "devices.reported_at"), "{time}", 2)[0]
+		assert.Contains(t, v.tab.Text(t, "#backlog"), reportedAt)
+		assert.Contains(t, v.tab.Text(t, "#up-since"), reportedAt)
 	}
 
 	// In French, with a click on the language.
@@ -129,6 +134,7 @@ func TestTechnicianAtNightSeesWhatIsKnown(t *testing.T) {
 	phone.Do(t, chromedp.Navigate(base+"/staff/devices"))
 	phone.WaitFor(t, `!!document.querySelector("#fleet-rows tr[data-status~=offline]")`, 10*time.Second)
 	look(phone, "offline-fleet-phone-fr")
+	assert.Contains(t, phone.Text(t, `#fleet-rows tr[data-status~=offline] td[data-label="`+web.Text("fr", "devices.col.backlog")+`"]`), "(signalé à ")
 	assert.Contains(t, phone.Text(t, `#fleet-rows tr[data-status~=offline] td:nth-of-type(2)`),
 		web.Text("fr", "device.since", "time", since.In(brussels).Format("15:04")))
 }

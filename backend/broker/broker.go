@@ -71,7 +71,12 @@ type Options struct {
 	// it is connected, so a fleet reconnecting at once from one address (a
 	// NAT, kluis-bench on 127.0.0.1) is not held to it, while idle
 	// connections from one address can no longer take every place for
-	// ConnectTimeout each. Default 1,024 (at most MaxConnections).
+	// ConnectTimeout each. A connection whose bytes arrived but the broker
+	// has not read yet, or whose first bytes it is still working on (a
+	// busy machine in a storm, a TLS handshake), is not overdue: its grace
+	// is extended (kluis_broker_pending_extended_total), so the broker's
+	// own delay never closes a device's connection. Default 1,024 (at
+	// most MaxConnections).
 	MaxPendingPerAddress int
 	// WriteTimeout bounds writing one packet to a client (there is no
 	// outbound queue: the publisher writes); a client that does not take
@@ -253,6 +258,7 @@ type metrics struct {
 	acceptErrors prometheus.Counter
 	refused      prometheus.Counter
 	pendRefused  prometheus.Counter
+	pendExtended prometheus.Counter
 	dropped      prometheus.Counter
 }
 
@@ -273,9 +279,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "kluis_broker_connections_refused_total", Help: "Connections refused because the embedded broker holds its maximum (Options.MaxConnections)."})
 	m.pendRefused = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "kluis_broker_pending_refused_total", Help: "Connections refused because their client address (IPv6: its /64) held its maximum of connections that had not sent CONNECT yet (Options.MaxPendingPerAddress)."})
+	m.pendExtended = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kluis_broker_pending_extended_total", Help: "Graces for a connection's first packet extended because the embedded broker, not the client, was behind: the client's bytes waited unread, or the broker was busy with what it had read (a storm on a busy machine)."})
 	m.dropped = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "kluis_broker_dropped_total", Help: "Messages to a client dropped because writing to it failed or timed out (it is disconnected)."})
-	reg.MustRegister(m.authFail, m.denied, m.connected, m.open, m.acceptErrors, m.refused, m.pendRefused, m.dropped)
+	reg.MustRegister(m.authFail, m.denied, m.connected, m.open, m.acceptErrors, m.refused, m.pendRefused, m.pendExtended, m.dropped)
 	return m
 }
 

@@ -146,6 +146,17 @@ func (l *listener) Serve(serve func(net.Conn)) {
 // packet before it counts against its address (MaxPendingPerAddress): a
 // device sends CONNECT as soon as it is connected, so only connections
 // left idle count, not a fleet reconnecting at once from one address.
+//
+// At the end of the grace a connection counts only if the broker is
+// waiting on its client: its serving goroutine blocked reading it with
+// nothing unread in the kernel's receive queue (or not reading it yet
+// with nothing arrived). A connection whose bytes arrived but were not
+// read yet (the broker is behind: a storm on a busy machine, its
+// goroutines not scheduled for seconds) or whose serving goroutine is busy
+// with it (a TLS handshake's computation) gets another grace: the
+// broker's own delay never costs a device its connection. A client that
+// sent part of its CONNECT and stopped counts once the broker has read
+// the part; ConnectTimeout bounds every connection in any case.
 const connectGrace = 2 * time.Second
 
 // The states of a connection's first packet (countedConn.state, under the
@@ -163,6 +174,12 @@ func (c *countedConn) overdue() {
 	l := c.l
 	l.pendMu.Lock()
 	if c.state != firstWaiting {
+		l.pendMu.Unlock()
+		return
+	}
+	if c.brokerBehind() {
+		l.m.pendExtended.Inc()
+		c.timer.Reset(l.grace)
 		l.pendMu.Unlock()
 		return
 	}
@@ -297,6 +314,33 @@ type countedConn struct {
 	timer *time.Timer  // the end of the grace for the first packet
 	state int          // firstWaiting, firstOverdue, firstDone (under l.pendMu)
 	once  sync.Once
+	// reads counts Read calls begun and ended (begun in the high 32
+	// bits): equal counts with a Read ended mean the serving goroutine
+	// is busy with the connection (not waiting on its client).
+	reads atomic.Uint64
+}
+
+// Read reads from the connection, noting that the broker waits on it.
+func (c *countedConn) Read(b []byte) (int, error) {
+	c.reads.Add(1 << 32)
+	n, err := c.Conn.Read(b)
+	c.reads.Add(1)
+	return n, err
+}
+
+// brokerBehind reports whether the broker, not c's client, is why c's
+// first packet has not been read yet: bytes of c wait unread in the
+// kernel, or the broker has read from c and is not reading it now (busy
+// with what it read). Without a way to see the kernel's queue, only the
+// second counts.
+func (c *countedConn) brokerBehind() bool {
+	r := c.reads.Load()
+	begun, ended := r>>32, r&(1<<32-1)
+	if begun > 0 && begun == ended {
+		return true
+	}
+	n, ok := unreadBytes(c.Conn)
+	return ok && n > 0
 }
 
 func (c *countedConn) Close() error {

@@ -223,3 +223,95 @@ func TestPendingConnectionsCappedPerAddress(t *testing.T) {
 	assert.Equal(t, byte(0), rawConnect(t, late, "d44", "d44", "pw"), "held, not closed")
 	assert.Equal(t, 1.0, metric(t, reg, "kluis_broker_pending_refused_total", "", ""))
 }
+
+// The per-address cap never closes a connection for the broker's own
+// delay: in a storm on a busy machine the goroutine serving a connection
+// may not read its CONNECT for seconds although the client sent it at
+// once. 12 connections from one address over a cap of 4 stay and are
+// served: 6 whose client sent its 5 bytes at once while the serving
+// goroutine was not scheduled for 4 graces (the bytes wait in the
+// kernel), 6 whose serving goroutine read a first byte and then worked
+// on it for 4 graces before answering (a TLS handshake: the client sends
+// the rest only after that answer). Idle connections from that address
+// still count, and the 5th is closed at the end of its grace.
+func TestPendingCapSparesConnectionsTheBrokerIsBehindOn(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	const grace = 100 * time.Millisecond
+	l, err := newListener("test", "127.0.0.1:0", nil, 100, 4, wait, slog.New(slog.NewTextHandler(io.Discard, nil)), newMetrics(reg))
+	require.NoError(t, err)
+	l.grace = grace
+	go l.Serve(func(conn net.Conn) {
+		defer conn.Close()
+		buf := make([]byte, 5)
+		time.Sleep(4 * grace) // not scheduled for 4 graces
+		if _, err := io.ReadFull(conn, buf[:1]); err != nil {
+			return
+		}
+		if buf[0] == 'b' {
+			time.Sleep(4 * grace) // busy with what it read
+			if _, err := conn.Write([]byte("?")); err != nil {
+				return
+			}
+		}
+		if _, err := io.ReadFull(conn, buf[1:]); err != nil {
+			return
+		}
+		firstPacketRead(conn)
+		_, _ = conn.Write([]byte("ok"))
+	})
+	t.Cleanup(func() { l.Close(func() {}) })
+	dial := func() net.Conn {
+		c, err := net.DialTimeout("tcp", l.Address(), wait)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+		require.NoError(t, c.SetDeadline(time.Now().Add(wait)))
+		return c
+	}
+	read := func(c net.Conn, want string) error {
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(c, got); err != nil {
+			return err
+		}
+		assert.Equal(t, want, string(got))
+		return nil
+	}
+
+	var sent, busy []net.Conn
+	for range 6 {
+		c := dial()
+		_, err := c.Write([]byte("a1234"))
+		require.NoError(t, err)
+		sent = append(sent, c)
+		c = dial()
+		_, err = c.Write([]byte("b"))
+		require.NoError(t, err)
+		busy = append(busy, c)
+	}
+	for i, c := range busy {
+		require.NoError(t, read(c, "?"), "connection b%d answered, not closed", i)
+		_, err := c.Write([]byte("1234"))
+		require.NoError(t, err)
+		require.NoError(t, read(c, "ok"), "connection b%d served", i)
+	}
+	for i, c := range sent {
+		require.NoError(t, read(c, "ok"), "connection a%d served, not closed", i)
+	}
+	assert.Equal(t, 0.0, metric(t, reg, "kluis_broker_pending_refused_total", "", ""))
+	assert.Positive(t, metric(t, reg, "kluis_broker_pending_extended_total", "", ""))
+
+	// Idle connections from the same address still count: 4 overdue, the
+	// 5th closed at the end of its grace.
+	var idle []net.Conn
+	for range 4 {
+		idle = append(idle, dial())
+	}
+	testenv.Eventually(t, "4 idle connections overdue", func() bool {
+		l.pendMu.Lock()
+		defer l.pendMu.Unlock()
+		return l.overdue[addressKey(idle[0].LocalAddr())] == 4
+	})
+	c := dial()
+	_, err = c.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF, "closed at the end of its grace")
+	assert.Equal(t, 1.0, metric(t, reg, "kluis_broker_pending_refused_total", "", ""))
+}

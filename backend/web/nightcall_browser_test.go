@@ -193,6 +193,8 @@ func TestTechnicianSeesWhatToDo(t *testing.T) {
 	first := phone.Text(t, "#device-status .next-steps li")
 	assert.True(t, strings.HasPrefix(first, web.Text("nl", "next.what", "what", web.Text("nl", "status.offline"))), first)
 	assert.Contains(t, first, strings.SplitN(web.Text("nl", "next.offline"), "{time}", 2)[0])
+	assert.NotContains(t, first, web.Text("nl", "next.what", "what", web.Text("nl", "status.offline"))+" "+web.Text("nl", "status.offline"),
+		"offline said once")
 
 	phone.Do(t, chromedp.Click(chromedp.CSS(`nav.langs a[hreflang="fr"]`)))
 	phone.WaitFor(t, `document.documentElement.lang === "fr" && !!document.querySelector("#device-status .next-steps")`, 10*time.Second)

@@ -713,7 +713,9 @@ func (l *Link) handleResult(ctx context.Context, device string, r *wire.CommandR
 		return "error"
 	}
 	outcome := "ok"
-	if tag.RowsAffected() == 1 {
+	if tag.RowsAffected() == 1 && r.Status == wire.StatusUncertain {
+		l.log.Warn("command result uncertain: the device restarted while carrying it out", "device", device, "command", r.ID, "detail", r.Detail)
+	} else if tag.RowsAffected() == 1 {
 		l.log.Info("command result", "device", device, "command", r.ID, "status", r.Status)
 	} else {
 		var n int

@@ -114,6 +114,11 @@ func (o *Opener) answered(ctx context.Context, deviceID, id string) (bool, error
 		return true, nil
 	case wire.StatusFailed, wire.StatusExpired, wire.StatusRejected:
 		return true, fmt.Errorf("%w: device %s answered %s: %s", api.ErrDeviceRefused, deviceID, st.Status, st.Detail)
+	case wire.StatusUncertain:
+		// kluisd stopped while carrying it out (docs/kluisd.md).
+		return true, &api.Error{Status: http.StatusGatewayTimeout, Code: "no_answer",
+			Message: fmt.Sprintf("device %s restarted while carrying out the command: the door may or may not have opened; check the device's timeline", deviceID),
+			Err:     api.ErrNoAnswer}
 	}
 	return false, nil
 }

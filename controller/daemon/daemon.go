@@ -189,12 +189,20 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	// Commands journaled without a result (kluisd stopped while carrying
+	// one out): their uncertain results are held for the link to send.
+	if ids, err := engine.HoldInterrupted(j, recs, time.Now()); err != nil {
+		log.Error("reporting interrupted commands failed", "err", err)
+	} else if len(ids) > 0 {
+		log.Warn("commands interrupted by the last stop reported uncertain", "commands", ids)
+	}
 	var lk *link.Link
 	lk, err = link.New(link.Options{URL: cfg.MQTT.URL, ClientID: cfg.MQTT.ClientID, Username: cfg.MQTT.Username,
 		Password: password, TLS: mqttTLS, DeviceID: cfg.DeviceID, Software: o.Software, Journal: j, Logger: log, Registry: reg,
 		HeartbeatEvery: cmp.Or(o.HeartbeatEvery, cfg.MQTT.HeartbeatEvery), ResendAfter: cfg.MQTT.ResendAfter,
 		EventPace: link.Pace(cfg.MQTT.Pace), AlarmPace: link.Pace(cfg.MQTT.AlarmPace),
-		Command: func(ctx context.Context, c wire.Command) wire.CommandResult { return eng.HandleCommand(ctx, c) },
+		Command:  func(ctx context.Context, c wire.Command) wire.CommandResult { return eng.HandleCommand(ctx, c) },
+		Reported: func(id string) { eng.CommandReported(id) },
 		// Only answers the backend signed for this device and request are
 		// acted on; without the key none is (every pickup is then checked
 		// offline, staff cannot log in).

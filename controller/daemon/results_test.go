@@ -174,3 +174,75 @@ compartments:
 		require.NotContains(t, opens, r.ID, "an open's result still held: its ack not journaled")
 	}
 }
+
+// The state a kill -9 leaves between a command's execution and its
+// result's journal: kluisd journaled the command's id (before acting) and
+// nothing after; the backend's row says sent. kluisd, started on that
+// journal against the real backend (PostgreSQL, embedded broker), reports
+// the command uncertain at once, and the backend records it (the row
+// stayed sent for ever before: the command's id alone was kept, the
+// redelivery answered "duplicate", and no result was ever sent). The
+// journal then marks it reported (command_reported), so a later start
+// does not report it again.
+func TestInterruptedCommandReportedUncertain(t *testing.T) {
+	if os.Getenv(childEnv) != "" {
+		t.Skip("child")
+	}
+	dir := t.TempDir()
+	dev := fmt.Sprintf("interrupted-%d", time.Now().UnixNano())
+	be := startRealBackend(t, dev, "locker", numbered(wire.Address{Board: 0, Channel: 0}), server.Options{})
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, be.Options.DatabaseURL)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	id := wire.NewID(time.Now())
+	now := time.Now().UTC()
+	_, err = conn.Exec(ctx, `INSERT INTO device_commands (command_id, device_id, kind, issued_at, expires_at, status, payload)
+		VALUES ($1, $2, 'open', $3, $4, 'sent', '{}')`, id, dev, now, now.Add(time.Minute))
+	require.NoError(t, err)
+	jdir := filepath.Join(dir, "journal")
+	j, _, _, err := journal.Open(journal.Options{Dir: jdir, DeviceID: dev})
+	require.NoError(t, err)
+	_, err = j.Append(journal.Record{Type: "command", Data: []byte(fmt.Sprintf(`{"id":%q,"expires":%q,"kind":"open"}`, id, now.Add(time.Minute).Format(time.RFC3339Nano)))})
+	require.NoError(t, err)
+	require.NoError(t, j.Close())
+
+	cfgPath := filepath.Join(dir, "kluisd.yaml")
+	kiosk := testenv.FreeAddr(t)
+	require.NoError(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+device_id: %s
+site: interrupted
+kind: locker
+mqtt: %s
+hardware: {driver: simfile, simfile: %s}
+journal_dir: %s
+kiosk: {listen: "%s"}
+metrics_listen: "off"
+offline: %s
+compartments:
+  - {number: 1, board: 0, channel: 0}
+`, dev, be.mqttConfig(), filepath.Join(dir, "board.sim"), jdir, kiosk, be.offlineConfig())), 0o600))
+	status := func() string {
+		var st string
+		require.NoError(t, conn.QueryRow(ctx, `SELECT status FROM device_commands WHERE command_id = $1`, id).Scan(&st))
+		return st
+	}
+	c := startChild(t, cfgPath, kiosk)
+	testenv.EventuallyWithin(t, 30*time.Second, "the interrupted command recorded uncertain", func() bool { return status() == "uncertain" })
+	var detail string
+	require.NoError(t, conn.QueryRow(ctx, `SELECT result_detail FROM device_commands WHERE command_id = $1`, id).Scan(&detail))
+	require.Contains(t, detail, "may or may not have been carried out")
+	stopChild(t, c)
+
+	j, recs, _, err := journal.Open(journal.Options{Dir: jdir, DeviceID: dev})
+	require.NoError(t, err)
+	defer j.Close()
+	require.Empty(t, j.Results(), "the uncertain result acknowledged")
+	n := 0
+	for _, r := range recs {
+		if r.Type == "command_reported" {
+			n++
+		}
+	}
+	require.Equal(t, 1, n, "marked reported: a later start sends nothing again")
+}

@@ -2,10 +2,13 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
+	"kluis/controller/journal"
 	"kluis/controller/offline"
 	"kluis/controller/wire"
 )
@@ -141,4 +144,89 @@ func optID(s string) string {
 		return ""
 	}
 	return s
+}
+
+// CommandReported journals that command id's result is journaled (the
+// link's journal.HoldResult): from then on a restart does not report the
+// command as interrupted (HoldInterrupted), even once the backend
+// acknowledged the result and a compaction dropped it. Commands refused
+// before they were journaled (unsigned, expired) and repeated results are
+// ignored.
+func (e *Engine) CommandReported(id string) {
+	e.mu.Lock()
+	exp, ok := e.commands[id]
+	done := e.reported[id]
+	if ok {
+		e.reported[id] = true
+	}
+	e.mu.Unlock()
+	if !ok || done {
+		return
+	}
+	if err := e.appendData(recCommandReported, map[string]any{"id": id, "expires": exp}); err != nil {
+		e.log.Warn("journaling that a command's result is kept failed: a restart reports it uncertain", "id", id, "err", err)
+	}
+}
+
+// HoldInterrupted finds the commands recs (the journal's records at start)
+// shows carried out or under way with no result journaled (kluisd stopped
+// between journaling the command's id, before acting, and journaling its
+// result, after) and journals an uncertain result for each
+// (journal.HoldResult, then the command_reported record), so that the
+// link sends them to the backend once connected instead of leaving the
+// backend's command waiting for ever. Call it before link.New (which
+// loads the held results) and before New. It returns the ids.
+func HoldInterrupted(j *journal.Journal, recs []journal.Record, now time.Time) ([]string, error) {
+	type intent struct {
+		id      string
+		expires time.Time
+		kind    string
+	}
+	var order []intent
+	seen := map[string]bool{}
+	resolved := map[string]bool{}
+	for _, r := range recs {
+		switch r.Type {
+		case recCommand:
+			var c struct {
+				ID      string    `json:"id"`
+				Expires time.Time `json:"expires"`
+				Kind    string    `json:"kind"`
+			}
+			if json.Unmarshal(r.Data, &c) == nil && c.ID != "" && !seen[c.ID] {
+				seen[c.ID] = true
+				order = append(order, intent{c.ID, c.Expires, c.Kind})
+			}
+		case recCommandReported:
+			var c struct {
+				ID string `json:"id"`
+			}
+			if json.Unmarshal(r.Data, &c) == nil {
+				resolved[c.ID] = true
+			}
+		case journal.TypeResult, journal.TypeAck:
+			resolved[r.ID] = true
+		}
+	}
+	var ids []string
+	for _, in := range order {
+		if resolved[in.id] {
+			continue
+		}
+		res := wire.CommandResult{ID: in.id, Status: wire.StatusUncertain, At: now.UTC(),
+			Detail: "kluisd stopped while carrying out this " + in.kind + " command, before journaling its result: it may or may not have been carried out"}
+		b, err := wire.Encode(&res)
+		if err != nil {
+			return ids, fmt.Errorf("engine: uncertain result of %s: %w", in.id, err)
+		}
+		if err := j.HoldResult(in.id, b); err != nil {
+			return ids, fmt.Errorf("engine: uncertain result of %s: %w", in.id, err)
+		}
+		d, _ := json.Marshal(map[string]any{"id": in.id, "expires": in.expires})
+		if _, err := j.Append(journal.Record{Type: recCommandReported, Data: d}); err != nil {
+			return ids, fmt.Errorf("engine: uncertain result of %s: %w", in.id, err)
+		}
+		ids = append(ids, in.id)
+	}
+	return ids, nil
 }

@@ -88,7 +88,10 @@ const (
 // Journal record types the engine adds.
 const (
 	recCodeUsed = "code_used" // offline single use: {doc, grace_until}
-	recCommand  = "command"   // {id, expires, status}
+	recCommand  = "command"   // {id, expires, kind}: before the command is carried out
+	// recCommandReported {id, expires}: the command's result is journaled
+	// (held for the backend); a command without it was interrupted.
+	recCommandReported = "command_reported"
 )
 
 // usedRetention is how long single-use marks survive compaction: longer than
@@ -245,6 +248,7 @@ type Engine struct {
 	changed   chan struct{}
 	used      map[string]usedCode
 	commands  map[string]time.Time // command id -> expiry
+	reported  map[string]bool      // command ids whose result is journaled
 	staff     *staffSession
 	ready     bool
 	readyC    chan struct{} // closed when ready becomes true
@@ -315,7 +319,7 @@ func New(o Options) (*Engine, error) {
 		keptWake: make(chan struct{}, 1), boardDown: map[int]bool{}, boardErrs: map[int]int64{}, boardGen: map[int]int{}, boardAlarmed: map[int]bool{},
 		boardRebootN: map[int]int64{}, boardWatchdogN: map[int]int64{}, boardRebootAt: map[int][]time.Time{}, rebootAlarm: map[int]bool{},
 		active: map[hardware.Address]*op{}, changed: make(chan struct{}), readyC: make(chan struct{}),
-		used: map[string]usedCode{}, commands: map[string]time.Time{}, codeLocks: map[string]codeLock{}}
+		used: map[string]usedCode{}, commands: map[string]time.Time{}, reported: map[string]bool{}, codeLocks: map[string]codeLock{}}
 	e.pin.lim.Store(pickupcode.NewLimiter(o.Config.Lockout.Limits(), pickupcode.LimiterState{}))
 	e.mech, _ = o.Driver.(hardware.Mechanism)
 	for _, c := range o.Config.Compartments {
@@ -381,6 +385,13 @@ func (e *Engine) replay(recs []journal.Record) {
 			if json.Unmarshal(r.Data, &c) == nil && c.ID != "" {
 				e.commands[c.ID] = c.Expires
 			}
+		case recCommandReported:
+			var c struct {
+				ID string `json:"id"`
+			}
+			if json.Unmarshal(r.Data, &c) == nil && c.ID != "" {
+				e.reported[c.ID] = true
+			}
 		}
 	}
 }
@@ -410,7 +421,7 @@ func (e *Engine) Keep(r journal.Record) bool {
 		return e.keepDOB(r)
 	case recJournalFull:
 		return e.keepJournalFull(r)
-	case recCommand:
+	case recCommand, recCommandReported:
 		var c struct {
 			Expires time.Time `json:"expires"`
 		}

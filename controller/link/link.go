@@ -59,6 +59,10 @@ type Options struct {
 	Journal  *journal.Journal
 	// Command carries out a command and returns its result (the engine).
 	Command func(ctx context.Context, c wire.Command) wire.CommandResult
+	// Reported, when set, is told a command's id once its first result is
+	// journaled (journal.HoldResult): the engine's CommandReported, so
+	// that a restart does not report it interrupted.
+	Reported func(id string)
 	// ResponseKey is the backend's public key (offline.public_key_file):
 	// only answers it signed for this device and the pending request are
 	// handed over. Without one every answer is refused.
@@ -509,6 +513,8 @@ func (l *Link) commandLoop(ctx context.Context) {
 				// sends it again.
 				if err := l.o.Journal.HoldResult(res.ID, b); err != nil {
 					l.log.Error("command result not journaled: held in memory only, lost if kluisd stops before the backend's ack", "id", res.ID, "err", err)
+				} else if l.o.Reported != nil {
+					l.o.Reported(res.ID)
 				}
 				l.mu.Lock()
 				dropped := l.results.hold(res.ID, b, l.o.Clock())

@@ -335,11 +335,17 @@ const (
 	StatusExpired   CommandStatus = "expired"
 	StatusDuplicate CommandStatus = "duplicate"
 	StatusRejected  CommandStatus = "rejected" // not valid for this device
+	// StatusUncertain: kluisd stopped (a kill, a power cut) after it
+	// journaled the command's id and before it journaled its result; at
+	// its restart it cannot tell whether the command was carried out. The
+	// door's own events (door_opened with the command's id) say what
+	// happened to a remote open.
+	StatusUncertain CommandStatus = "uncertain"
 )
 
 // CommandStatuses lists every command status.
 func CommandStatuses() []CommandStatus {
-	return []CommandStatus{StatusDone, StatusFailed, StatusExpired, StatusDuplicate, StatusRejected}
+	return []CommandStatus{StatusDone, StatusFailed, StatusExpired, StatusDuplicate, StatusRejected, StatusUncertain}
 }
 
 // CommandResult reports what became of a command.

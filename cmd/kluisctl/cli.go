@@ -621,6 +621,21 @@ func (c *cli) documents(ctx context.Context, sub string, args []string) error {
 var docKeys = []string{"id", "kind", "number", "holder_first_name", "holder_last_name", "language", "email", "mobile",
 	"site_id", "state", "device_id", "compartment_id", "deadline", "loaded_at", "notified_at", "closed_at", "created_at", "version"}
 
+// reserveWarning says a reservation's warning (code, alarm) in words.
+func reserveWarning(code, alarm string) string {
+	switch code {
+	case "device_never_connected":
+		return "has never connected"
+	case "device_offline":
+		return "is offline"
+	case "device_late":
+		return "is late with its heartbeat"
+	case "device_alarm":
+		return "has an open alarm that stops pickups: " + alarm
+	}
+	return code
+}
+
 func (c *cli) printDoc(raw []byte, history bool) error {
 	if c.output == "json" {
 		return c.emitJSON(raw)
@@ -636,6 +651,16 @@ func (c *cli) printDoc(raw []byte, history bool) error {
 		// A re-issue at an offline device: the old code still opens
 		// there until it reconnects (docs/api.md).
 		fmt.Fprintf(c.stderr, "kluisctl: warning: %s\n", w)
+	}
+	if ws, _ := v["warnings"].([]any); len(ws) > 0 {
+		// A reservation on a device that cannot serve now (docs/api.md).
+		dev, _ := v["device_id"].(string)
+		for _, w := range ws {
+			m, _ := w.(map[string]any)
+			code, _ := m["code"].(string)
+			alarm, _ := m["alarm"].(string)
+			fmt.Fprintf(c.stderr, "kluisctl: warning: device %s %s; the holder may not be able to collect there\n", dev, reserveWarning(code, alarm))
+		}
 	}
 	if h, ok := v["history"].([]any); ok && history {
 		fmt.Fprintln(c.stdout, "\nhistory:")

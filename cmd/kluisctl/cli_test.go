@@ -140,6 +140,7 @@ func TestKluisctlAgainstRealAPI(t *testing.T) {
 	code, out, errs = h.kctl(staff, "", nil, "documents", "reserve", id, "-device", "kortrijk-1")
 	require.Equal(t, 0, code, errs)
 	assert.Regexp(t, `state:\s+reserved`, out)
+	assert.Contains(t, errs, "kluisctl: warning: device kortrijk-1 has never connected; the holder may not be able to collect there")
 	code, _, errs = h.kctl(staff, "", nil, "documents", "load", id)
 	require.Equal(t, 0, code, errs)
 	code, out, errs = h.kctl(staff, "", nil, "reissue", id)

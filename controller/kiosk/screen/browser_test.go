@@ -510,7 +510,7 @@ func TestScreenMatrix(t *testing.T) {
 	close(hold) // the backend does not know the code
 	r.waitState(engine.StateWrongCode)
 	m.inTurn("wrong code, try again", func() {
-		m.check("wrong_code", "s-wrong_code", expect{h1: "title.wrong_code", msg: "state.wrong_code", citizen: true})
+		m.check("wrong_code", "s-wrong_code", expect{h1: "title.wrong_code", msg: "state.wrong_code", next: "next.wrong_code", citizen: true})
 		// The way on is on the screen itself: "Try again" (a real click) after
 		// a refused QR code goes back to the start to scan again
 		// (TestWrongCodeOffersOneWayOn has the rest).

@@ -166,6 +166,11 @@ var uiTexts = map[string][4]string{
 		"Please close the hatch.", "Bitte schließen Sie die Klappe."},
 	"next.not_collected": {"Wilt u het toch meenemen? Scan of tik uw code opnieuw.", "Vous le voulez quand même\u00a0? Scannez ou tapez à nouveau votre code.",
 		"Do you want it after all? Scan or type your code again.", "Möchten Sie es doch mitnehmen? Scannen oder tippen Sie Ihren Code noch einmal."},
+	// A refused code may be one for another machine (the backend says
+	// "wrong code" for both, not to leak): the e-mail and letter name the
+	// machine; a citizen at the wrong one would try again until locked out.
+	"next.wrong_code": {"Kijk in uw e-mail of brief: ligt uw document in dit toestel?", "Vérifiez dans votre e-mail ou votre lettre\u00a0: votre document est-il dans cet appareil\u00a0?",
+		"Check your e-mail or letter: is your document in this machine?", "Sehen Sie in Ihrer E-Mail oder Ihrem Brief nach: Liegt Ihr Dokument in diesem Gerät?"},
 	"next.expired": {"Bel\u00a01777. Wij helpen u verder.", "Appelez le\u00a01777. Nous vous aiderons.",
 		"Call\u00a01777. We will help you.", "Rufen Sie\u00a01777\u00a0an. Wir helfen Ihnen weiter."},
 	"next.already_collected": {"Klopt dit niet? Bel\u00a01777.", "Ce n'est pas correct\u00a0? Appelez le\u00a01777.",

@@ -264,7 +264,7 @@ var views = []view{
 	// to try again, so the screen offers it (to the start screen: scan
 	// again or type the PIN).
 	{State: engine.StateNotOpened, Title: "title.problem", Next: "next.closed", Tone: "stop", Drawing: true, Act: "again", ActLabel: "again"},
-	{State: engine.StateWrongCode, Title: "title.wrong_code", Tone: "warn", Act: "again", ActLabel: "again", Alt: "pin", AltLabel: "start.pin"},
+	{State: engine.StateWrongCode, Title: "title.wrong_code", Next: "next.wrong_code", Tone: "warn", Act: "again", ActLabel: "again", Alt: "pin", AltLabel: "start.pin"},
 	{State: engine.StateExpired, Title: "title.expired", Next: "next.expired", Tone: "stop"},
 	{State: engine.StateAlreadyCollected, Title: "title.already_collected", Next: "next.already_collected", Tone: "warn"},
 	{State: engine.StatePending, Title: "title.pending", Tone: "wait"},

@@ -33,13 +33,13 @@ func TestWrongCodeOffersOneWayOn(t *testing.T) {
 
 		// A QR code the backend does not know.
 		r.pickup(engine.PickupRequest{QR: "K1.unknown", Lang: l})
-		m.check("wrong_code-qr", "s-wrong_code", expect{h1: "title.wrong_code", msg: "state.wrong_code", citizen: true})
+		m.check("wrong_code-qr", "s-wrong_code", expect{h1: "title.wrong_code", msg: "state.wrong_code", next: "next.wrong_code", citizen: true})
 		wantButtons(text("again"), text("start.pin"))
 		click(`#s-wrong_code [data-act=again]`)
 		m.check("wrong_code-qr-again", "v-start", expect{h1: "start.title", msg: "state.idle", citizen: true})
 
 		r.pickup(engine.PickupRequest{QR: "K1.unknown2", Lang: l})
-		m.check("wrong_code-qr", "s-wrong_code", expect{h1: "title.wrong_code", msg: "state.wrong_code", citizen: true})
+		m.check("wrong_code-qr", "s-wrong_code", expect{h1: "title.wrong_code", msg: "state.wrong_code", next: "next.wrong_code", citizen: true})
 		click(`#s-wrong_code [data-act=pin]`)
 		m.check("wrong_code-qr-pin", "v-pin", expect{h1: "pin.title", citizen: true})
 
@@ -48,7 +48,7 @@ func TestWrongCodeOffersOneWayOn(t *testing.T) {
 			click(`#v-pin [data-key="` + k + `"]`)
 		}
 		click(`#v-pin [data-key=ok]`)
-		m.check("wrong_code-pin", "s-wrong_code", expect{h1: "title.wrong_code", msg: "state.wrong_code", citizen: true})
+		m.check("wrong_code-pin", "s-wrong_code", expect{h1: "title.wrong_code", msg: "state.wrong_code", next: "next.wrong_code", citizen: true})
 		wantButtons(text("again"))
 		click(`#s-wrong_code [data-act=again]`)
 		m.check("wrong_code-pin-again", "v-pin", expect{h1: "pin.title", citizen: true})

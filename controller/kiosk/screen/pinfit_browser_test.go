@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"kluis/controller/engine"
 	"kluis/controller/kiosk/screen"
 	"kluis/controller/wire"
@@ -86,6 +88,69 @@ func TestPINScreenFitsTheSmallPanel(t *testing.T) {
 	})
 	m.check("pin-short", "v-pin", expect{h1: "pin.title", citizen: true})
 	fits("the short-PIN error")
+
+	// Another language chosen on the PIN keypad (a real click on its
+	// link) keeps the PIN keypad, now in that language and empty (the
+	// digits typed are not carried over the page load); the chosen
+	// language's link, tapped on the keypad, does nothing. Then back.
+	m.each("a language chosen on the PIN keypad", func(mt *mtab) error {
+		langs := screen.Langs()
+		other := langs[0]
+		for i, l := range langs {
+			if l == mt.lang {
+				other = langs[(i+1)%len(langs)]
+			}
+		}
+		if err := do(mt, chromedp.Click(chromedp.CSS(`#v-pin [data-key="7"]`), chromedp.NodeVisible)); err != nil {
+			return err
+		}
+		before, err := eval[string](mt, `document.querySelector("[data-out=pin]").textContent`)
+		if err != nil {
+			return err
+		}
+		if err := do(mt, chromedp.Click(chromedp.CSS(`.langs a[aria-current]`), chromedp.NodeVisible)); err != nil {
+			return err
+		}
+		if got, err := eval[string](mt, `document.querySelector("[data-out=pin]").textContent`); err != nil || got != before || before == "" {
+			return fmt.Errorf("after tapping the language already chosen the PIN shows %q (%v), want %q", got, err, before)
+		}
+		for _, l := range []string{other, mt.lang} {
+			if err := do(mt, chromedp.Click(chromedp.CSS(`.langs a[data-lang=`+l+`]`), chromedp.NodeVisible)); err != nil {
+				return err
+			}
+			if err := waitJS(mt, `document.readyState === "complete" && document.documentElement.lang === `+jsString(l)); err != nil {
+				return err
+			}
+			title, _ := m.cat.Text("pin.title", l)
+			if err := waitJS(mt, `!document.getElementById("v-pin").hidden && document.querySelectorAll("main .view:not([hidden])").length === 1 && document.activeElement === document.getElementById("h-pin")`); err != nil {
+				st, _ := eval[pageState](mt, readState)
+				return fmt.Errorf("after choosing %s: %w; shows %q", l, err, st.Shown)
+			}
+			got, err := eval[[]string](mt, `[document.getElementById("h-pin").textContent.trim(), document.querySelector("[data-out=pin]").textContent, location.hash]`)
+			if err != nil {
+				return err
+			}
+			if got[0] != title || got[1] != "" || got[2] != "" {
+				return fmt.Errorf("after choosing %s: heading %q, PIN %q, hash %q; want %q, empty, none", l, got[0], got[1], got[2], title)
+			}
+			if _, err := eval[chromedp.Void](mt, m.axe); err != nil {
+				return err
+			}
+			vs, err := runAxe(mt)
+			if err != nil {
+				return err
+			}
+			if len(vs) > 0 {
+				return fmt.Errorf("axe after choosing %s: %v", l, vs)
+			}
+			if l == other {
+				if err := shot(mt, "pin-lang-"+l); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
 
 	// The date of birth the backend asks for next, a whole date typed,
 	// then one that does not exist (its error shown).

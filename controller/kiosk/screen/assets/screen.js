@@ -37,6 +37,13 @@
     messages: null
   };
   var view = cur.staff ? "staff-menu" : "start"; // the person's own screen
+  // A language chosen on the PIN keypad keeps the keypad (the link adds
+  // #pin; the digits typed are not carried: they never leave this script).
+  var keepPad = !cur.staff && window.location.hash === "#pin";
+  if (keepPad) {
+    view = "pin";
+    history.replaceState(null, "", window.location.pathname + window.location.search);
+  }
   var dismissed = 0;  // state sections up to this seq were left with "start again"
   var shown = body.getAttribute("data-show");
   var offline = false;
@@ -474,6 +481,12 @@
     }
     var f = e.target.closest("[data-field]");
     if (f) { field = f.getAttribute("data-field"); showTyped(); return; }
+    var ln = e.target.closest("a[data-lang]");
+    if (ln && shown === "v-pin") {
+      e.preventDefault();
+      if (!ln.hasAttribute("aria-current")) { go(ln.getAttribute("href") + "#pin"); }
+      return;
+    }
     var a = e.target.closest("[data-act]");
     if (!a) { return; }
     var act = a.getAttribute("data-act");
@@ -542,7 +555,7 @@
   setInterval(retryText, 15000);
   watchDoor();
   showTyped();
-  render(false);
+  render(keepPad ? undefined : false);
   activity();
   connect();
 }());

@@ -283,14 +283,21 @@ func (c *client) login(role auth.Role) {
 // on the locker.
 func (e *env) register(number string, low bool) string {
 	e.t.Helper()
-	ctx := context.Background()
+	id := e.registerOnly(number, low)
+	require.NoError(e.t, e.b.Call(context.Background(), "POST", "/api/v1/documents/"+id+"/reserve", map[string]string{"device_id": lockerID}, nil))
+	return id
+}
+
+// registerOnly registers a document through the API as admin, without
+// reserving it.
+func (e *env) registerOnly(number string, low bool) string {
+	e.t.Helper()
 	var d struct {
 		ID string `json:"id"`
 	}
-	require.NoError(e.t, e.b.Call(ctx, "POST", "/api/v1/documents", map[string]any{"kind": "eid", "number": number,
+	require.NoError(e.t, e.b.Call(context.Background(), "POST", "/api/v1/documents", map[string]any{"kind": "eid", "number": number,
 		"holder_first_name": "Jan", "holder_last_name": "Peeters", "holder_birth_date": "1980-04-12", "language": "nl",
 		"email": "jan@example.be", "site_id": siteID, "wants_low": low}, &d))
-	require.NoError(e.t, e.b.Call(ctx, "POST", "/api/v1/documents/"+d.ID+"/reserve", map[string]string{"device_id": lockerID}, nil))
 	return d.ID
 }
 

@@ -31,7 +31,7 @@ func TestReserveAtAnUnfitDeviceInBrowser(t *testing.T) {
 	loaded := e.register("591-0000005-01", false)
 	n := e.compartmentOf(loaded)
 	require.NoError(t, e.b.Call(context.Background(), "POST", "/api/v1/documents/"+loaded+"/load", nil, nil))
-	id := e.registered("591-0000005-02")
+	id := e.registerOnly("591-0000005-02", false)
 	e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: &wire.Address{Board: 0, Channel: 5}})
 
 	b := browsertest.New(t, browsertest.Options{})

@@ -18,18 +18,6 @@ import (
 	"kluis/controller/wire"
 )
 
-// registered registers a document through the API without reserving it.
-func (e *env) registered(number string) string {
-	e.t.Helper()
-	var d struct {
-		ID string `json:"id"`
-	}
-	require.NoError(e.t, e.b.Call(context.Background(), "POST", "/api/v1/documents", map[string]any{"kind": "eid", "number": number,
-		"holder_first_name": "Jan", "holder_last_name": "Peeters", "holder_birth_date": "1980-04-12", "language": "nl",
-		"email": "jan@example.be", "site_id": siteID}, &d))
-	return d.ID
-}
-
 // option is the text of a device's option in a page's select.
 func option(t *testing.T, body, device string) string {
 	t.Helper()
@@ -50,7 +38,7 @@ func TestReserveAtAnUnfitDeviceWarns(t *testing.T) {
 	staff := e.client()
 	staff.login(auth.RoleStaff)
 
-	id := e.registered("591-0000001-01")
+	id := e.registerOnly("591-0000001-01", false)
 	p := staff.get("/staff/documents/" + id)
 	require.Equal(t, http.StatusOK, p.status)
 	assert.Equal(t, "Kluis inkomhal", option(t, p.body, lockerID), "fit: the name only")
@@ -77,10 +65,10 @@ func TestReserveAtAnUnfitDeviceWarns(t *testing.T) {
 
 	// A named device without room: said in the form, the device kept.
 	for i := 0; i < 4; i++ {
-		other := e.registered("591-0000002-0" + string(rune('1'+i)))
+		other := e.registerOnly("591-0000002-0"+string(rune('1'+i)), false)
 		require.NoError(t, e.b.Call(context.Background(), "POST", "/api/v1/documents/"+other+"/reserve", map[string]string{"device_id": autoID}, nil))
 	}
-	id2 := e.registered("591-0000003-01")
+	id2 := e.registerOnly("591-0000003-01", false)
 	p = staff.post("/staff/documents/"+id2+"/reserve", url.Values{"device_id": {autoID}})
 	require.Equal(t, http.StatusConflict, p.status, snippet(p.body))
 	assert.Contains(t, p.body, esc("nl", "error.no_compartment"))

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -105,7 +104,7 @@ var messages = map[string][4]string{
 		"Login refused.",
 		"Anmeldung abgelehnt."},
 	// {t} is when the lock ends, in the device's local time (UntilText):
-	// "17:42", or "tomorrow 17:42", as each language writes it.
+	// "17:42", or "tomorrow 17:42", on the staff console's clock.
 	StateStaffLocked: {
 		"Te veel mislukte aanmeldingen op dit toestel. Aanmelden is hier geblokkeerd tot {t}.",
 		"Trop de connexions échouées sur cet appareil. La connexion est bloquée ici jusqu'à {t}.",
@@ -239,22 +238,16 @@ func fillNM(t string, n, m int) string {
 
 // UntilText is when a lock that ends at until ends, as people at the
 // device read it at now, in now's location (the device's local time: pass
-// time.Now() or now.In(time.Local)): the time of day in the convention of
-// lang (nl "17.42 uur", fr "17 h 42", en "17:42", de "17:42 Uhr"), after
-// "tomorrow" when that is tomorrow there, after the date when later still.
+// time.Now() or now.In(time.Local)): the time of day on the 24-hour clock,
+// hours and minutes, written "17:42" in every language, as the staff
+// console writes every time of day (its catalogue's fmt.clock) so that
+// staff read one clock at the device and at the counter (not "17.42 uur"
+// here and "17:42" there); after "tomorrow" when that is tomorrow there,
+// after the day and month when later still, separated as the console
+// writes dates in that language (nl "08-12", fr and en "08/12", de "08.12.").
 func UntilText(lang string, until, now time.Time) string {
 	u, n := until.In(now.Location()), now
-	var clock string
-	switch lang {
-	case "nl":
-		clock = u.Format("15.04") + " uur"
-	case "fr":
-		clock = fmt.Sprintf("%d\u00a0h\u00a0%02d", u.Hour(), u.Minute()) // non-breaking spaces
-	case "de":
-		clock = u.Format("15:04") + " Uhr"
-	default:
-		clock = u.Format("15:04")
-	}
+	clock := u.Format("15:04")
 	uy, um, ud := u.Date()
 	ny, nm, nd := n.Date()
 	ty, tm, td := n.AddDate(0, 0, 1).Date()
@@ -264,10 +257,13 @@ func UntilText(lang string, until, now time.Time) string {
 	case uy == ty && um == tm && ud == td:
 		return map[string]string{"nl": "morgen ", "fr": "demain ", "en": "tomorrow ", "de": "morgen "}[lang] + clock
 	}
-	if lang == "de" {
-		return u.Format("2.1.") + " " + clock
+	switch lang {
+	case "nl":
+		return u.Format("02-01") + " " + clock
+	case "de":
+		return u.Format("02.01.") + " " + clock
 	}
-	return u.Format("2/1") + " " + clock
+	return u.Format("02/01") + " " + clock
 }
 
 // Langs returns the languages of kiosk messages: nl, fr, en, de (the

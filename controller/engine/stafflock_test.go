@@ -77,8 +77,9 @@ func TestStaffLoginRefusalNamesTheLock(t *testing.T) {
 
 func ptr(d time.Duration) *time.Duration { return &d }
 
-// UntilText says when a lock ends in the device's local time as each
-// language writes the time of day: today's time alone, tomorrow's after
+// UntilText says when a lock ends in the device's local time on the
+// staff console's 24-hour clock ("17:42" in every language, not "17.42
+// uur" or "17 h 42"): today's time alone, tomorrow's after
 // "tomorrow", a later one after its date. Midnight and the turn of a
 // month and a year are days like others.
 func TestUntilTextInEveryLanguage(t *testing.T) {
@@ -92,10 +93,10 @@ func TestUntilTextInEveryLanguage(t *testing.T) {
 		now, until     string
 		nl, fr, en, de string
 	}{
-		{"2026-12-06 02:59", "2026-12-06 03:15", "03.15 uur", "3\u00a0h\u00a015", "03:15", "03:15 Uhr"},
-		{"2026-12-06 17:58", "2026-12-07 17:42", "morgen 17.42 uur", "demain 17\u00a0h\u00a042", "tomorrow 17:42", "morgen 17:42 Uhr"},
-		{"2026-12-31 23:50", "2027-01-01 00:05", "morgen 00.05 uur", "demain 0\u00a0h\u00a005", "tomorrow 00:05", "morgen 00:05 Uhr"},
-		{"2026-12-06 10:00", "2026-12-08 09:30", "8/12 09.30 uur", "8/12 9\u00a0h\u00a030", "8/12 09:30", "8.12. 09:30 Uhr"},
+		{"2026-12-06 02:59", "2026-12-06 03:15", "03:15", "03:15", "03:15", "03:15"},
+		{"2026-12-06 17:58", "2026-12-07 17:42", "morgen 17:42", "demain 17:42", "tomorrow 17:42", "morgen 17:42"},
+		{"2026-12-31 23:50", "2027-01-01 00:05", "morgen 00:05", "demain 00:05", "tomorrow 00:05", "morgen 00:05"},
+		{"2026-12-06 10:00", "2026-12-08 09:30", "08-12 09:30", "08/12 09:30", "08/12 09:30", "08.12. 09:30"},
 	} {
 		now := at(c.now)
 		// The end as the backend sends it (UTC) is said in the device's time.

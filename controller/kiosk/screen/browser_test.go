@@ -295,6 +295,14 @@ func (m *matrix) check(name, id string, ex expect) {
 		if ex.msg != "" && st.Msg != text(ex.msg, ex.n) {
 			problems = append(problems, fmt.Sprintf("message %q, want %q", st.Msg, text(ex.msg, ex.n)))
 		}
+		// A lock's end on the staff console's clock ("17:42" in every
+		// language), not "17.42 uur", "17 h 42" or "17:42 Uhr".
+		if !ex.until.IsZero() {
+			if clock := ex.until.In(time.Local).Format("15:04"); !strings.Contains(st.Msg, clock) ||
+				strings.Contains(st.Msg, clock+" uur") || strings.Contains(st.Msg, clock+" Uhr") || strings.Contains(st.Msg, "\u00a0h\u00a0") {
+				problems = append(problems, fmt.Sprintf("message %q: the time not as the console writes it (%s)", st.Msg, clock))
+			}
+		}
 		wantNext := ""
 		if ex.next != "" {
 			wantNext = text(ex.next, ex.n)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"html/template"
 	"io/fs"
+	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"regexp"
 	"sort"
@@ -23,6 +25,7 @@ import (
 	"kluis/backend/notify"
 	"kluis/backend/service"
 	"kluis/backend/store"
+	"kluis/controller/engine"
 	"kluis/controller/kiosk/screen"
 	"kluis/controller/wire"
 	"kluis/hardware"
@@ -406,6 +409,10 @@ func renderAll(t *testing.T, lang string) map[string]string {
 	out := map[string]string{}
 	do := func(name, path, page string, main any, loggedIn bool) {
 		r := httptest.NewRequest("GET", path, nil)
+		// A notice as a redirect leaves it for the page (redirect).
+		if k := r.URL.Query().Get("notice"); k != "" {
+			r.AddCookie(&http.Cookie{Name: noticeCookie, Value: url.Values{"key": {k}, "path": {r.URL.Path}}.Encode()})
+		}
 		q := &req{w: w, r: r, lang: lang, t: w.tr(lang), loggedIn: loggedIn,
 			sess: auth.WebSession{CSRF: "csrf", User: auth.User{ID: 1, Username: datum, Role: auth.RoleAdmin, KioskPINShort: true}}}
 		rec := httptest.NewRecorder()
@@ -650,8 +657,8 @@ func TestLateDeviceDoesNotReadOnline(t *testing.T) {
 	assert.Equal(t, "keine", Text("de", "none.alarms"))
 }
 
-// TestOneClockFormat: every time of day the console shows is written one
-// way per language, 24 hours, hours and minutes: a moment today, one on
+// TestOneClockFormat: every time of day the console and the kiosk show is
+// written one way per language, 24 hours, hours and minutes: a moment today, one on
 // another day, and the time of a deadline that is not at midnight (which
 // the citizen's e-mail writes "20.14 uur" or "20h14": on the documents
 // page it stood beside "11:30:00").
@@ -674,6 +681,13 @@ func TestOneClockFormat(t *testing.T) {
 		// The words are still the citizen's: the same sentence but for
 		// the clock.
 		assert.Equal(t, strings.Replace(notify.FormatDeadlineIn(lang, deadline, now, loc), notifyClock(lang), "20:14", 1), dl, lang)
+		// The kiosk (a staff login locked until a time, engine.UntilText)
+		// writes them as the console does, not "20.14 uur" or "20 h 14";
+		// a later day's day and month as the console's date.
+		assert.Equal(t, "20:14", engine.UntilText(lang, today.UTC(), now), lang)
+		kiosk := engine.UntilText(lang, other.UTC(), now)
+		assert.True(t, strings.HasPrefix(tr.Time(other), strings.Fields(kiosk)[0]) && strings.HasSuffix(kiosk, " 20:14"),
+			"%s: the kiosk's %q beside the console's %q", lang, kiosk, tr.Time(other))
 	}
 }
 

@@ -25,19 +25,28 @@ func technicianSignedIn(t *testing.T) (*env, *client) {
 	return e, tech
 }
 
-// TestNoticeNumberIsACompartmentNumber: a notice's {n} comes from the
-// query (the redirect after a form writes the compartment's number), so
-// a link could put a stranger's sentence into the console's own notice
-// ("Compartment 3 is open. Your password expired, call ..."): found
-// black-box. Now a notice whose {n} is not a compartment number is not
-// shown at all; the genuine one still is.
+// TestNoticeNumberIsACompartmentNumber: a notice's {n} was taken from the
+// query, so a link could put a stranger's sentence into the console's own
+// notice ("Compartment 3 is open. Your password expired, call ..."):
+// found black-box. Notices are no longer read from the address at all
+// (they travel in the one-shot cookie the redirect after a form sets,
+// TestNoticeShownOnce), and a notice whose {n} is not a compartment
+// number is not shown even from that cookie (planted, say).
 func TestNoticeNumberIsACompartmentNumber(t *testing.T) {
-	_, tech := technicianSignedIn(t)
-	page := "/staff/devices/" + lockerID + "?lang=en&notice="
+	e, tech := technicianSignedIn(t)
+	path := "/staff/devices/" + lockerID
+	page := path + "?lang=en&notice="
 
 	p := tech.get(page + "notice.opened&n=3")
 	require.Equal(t, http.StatusOK, p.status)
-	assert.Contains(t, p.body, esc("en", "notice.opened", "n", 3))
+	assert.NotContains(t, p.body, `class="notice"`, "the address carries no notice")
+
+	plant := func(k, n string) {
+		tech.hc.Jar.SetCookies(mustURL(e.b.URL("/staff/")), []*http.Cookie{{Name: "kluis_staff_notice", Path: "/staff/",
+			Value: url.Values{"key": {k}, "path": {path}, "n": {n}}.Encode()}})
+	}
+	plant("notice.opened", "3")
+	assert.Contains(t, tech.get(path+"?lang=en").body, esc("en", "notice.opened", "n", 3), "a compartment number")
 
 	forged := "3 is open. SECURITY NOTICE: your password expired, call +32 470 12 34 56 now. Compartment 3"
 	for _, k := range []string{"notice.opened", "notice.comp_out_of_service", "notice.comp_in_service"} {
@@ -46,6 +55,10 @@ func TestNoticeNumberIsACompartmentNumber(t *testing.T) {
 			require.Equal(t, http.StatusOK, p.status)
 			assert.NotContains(t, p.body, "SECURITY NOTICE", "%s n=%q", k, n)
 			assert.NotContains(t, p.body, `class="notice"`, "%s n=%q", k, n)
+			plant(k, n)
+			p = tech.get(path + "?lang=en")
+			assert.NotContains(t, p.body, "SECURITY NOTICE", "%s n=%q (cookie)", k, n)
+			assert.NotContains(t, p.body, `class="notice"`, "%s n=%q (cookie)", k, n)
 		}
 	}
 }

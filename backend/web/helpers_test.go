@@ -218,6 +218,21 @@ type page struct {
 	header   http.Header
 }
 
+// notice is the key of the notice a redirect leaves for its page (in
+// the one-shot notice cookie), "" when none.
+func (p page) notice() string {
+	for _, c := range (&http.Response{Header: p.header}).Cookies() {
+		if c.Name == "kluis_staff_notice" && c.MaxAge > 0 {
+			v, err := url.ParseQuery(c.Value)
+			if err != nil {
+				return ""
+			}
+			return v.Get("key")
+		}
+	}
+	return ""
+}
+
 var csrfField = regexp.MustCompile(`name="(?:csrf|login_token)" value="([^"]+)"`)
 
 func (c *client) do(req *http.Request) page {

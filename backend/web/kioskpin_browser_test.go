@@ -216,5 +216,5 @@ func TestKioskPINFormRules(t *testing.T) {
 	}
 	p = admin.post(fmt.Sprintf("/staff/users/%d/kiosk-pin", e.ids[auth.RoleStaff]), url.Values{"kiosk_pin": {"482916370123"}, "kiosk_pin_again": {"482916370123"}})
 	assert.Equal(t, http.StatusSeeOther, p.status, "12 digits: %s", p.body)
-	assert.Contains(t, p.location, "notice=notice.kiosk_pin_set")
+	assert.Equal(t, "notice.kiosk_pin_set", p.notice())
 }

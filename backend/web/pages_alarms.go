@@ -90,6 +90,6 @@ func (w *Web) ack(rw http.ResponseWriter, q *req) error {
 	if !res.Recorded {
 		notice = "notice.alarm_already_acked"
 	}
-	redirect(rw, q.r, Prefix+"devices/"+d.ID, notice)
+	w.redirect(rw, q.r, Prefix+"devices/"+d.ID, notice, 0)
 	return nil
 }

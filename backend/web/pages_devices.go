@@ -254,7 +254,7 @@ func (w *Web) open(rw http.ResponseWriter, q *req) error {
 	case err != nil:
 		return err
 	}
-	redirect(rw, q.r, Prefix+"devices/"+d.ID, "notice.opened", "n", strconv.Itoa(c.Number))
+	w.redirect(rw, q.r, Prefix+"devices/"+d.ID, "notice.opened", c.Number)
 	return nil
 }
 
@@ -289,7 +289,7 @@ func (w *Web) compService(rw http.ResponseWriter, q *req) error {
 	if out {
 		notice = "notice.comp_out_of_service"
 	}
-	redirect(rw, q.r, Prefix+"devices/"+d.ID, notice, "n", strconv.Itoa(c.Number))
+	w.redirect(rw, q.r, Prefix+"devices/"+d.ID, notice, c.Number)
 	return nil
 }
 
@@ -323,6 +323,6 @@ func (w *Web) devService(rw http.ResponseWriter, q *req) error {
 	if out {
 		notice = "notice.out_of_service"
 	}
-	redirect(rw, q.r, Prefix+"devices/"+d.ID, notice)
+	w.redirect(rw, q.r, Prefix+"devices/"+d.ID, notice, 0)
 	return nil
 }

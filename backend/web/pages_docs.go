@@ -180,7 +180,10 @@ func (w *Web) registerData(ctx context.Context, q *req, f registerForm) (registe
 }
 
 func (w *Web) registerPage(rw http.ResponseWriter, q *req) error {
-	f := registerForm{Contact: "email", Language: q.lang, Kind: string(store.EID)}
+	// No way of reaching the holder is chosen in advance: the holder
+	// says (e-mail, text message, or only the slip), and a form sent
+	// without a choice asks for one.
+	f := registerForm{Language: q.lang, Kind: string(store.EID)}
 	d, err := w.registerData(q.r.Context(), q, f)
 	if err != nil {
 		return err
@@ -319,17 +322,17 @@ func (w *Web) register(rw http.ResponseWriter, q *req) error {
 	// redirect to the registered document.
 	_, err = w.o.Service.Reserve(ctx, q.actor(), doc.ID, service.ReserveOptions{DeviceID: f.DeviceID})
 	if errors.Is(err, service.ErrNoOnlineDevice) {
-		redirect(rw, q.r, Prefix+"documents/"+doc.ID, "notice.no_online_device")
+		w.redirect(rw, q.r, Prefix+"documents/"+doc.ID, "notice.no_online_device", 0)
 		return nil
 	}
 	if errors.Is(err, service.ErrNoCompartment) {
-		redirect(rw, q.r, Prefix+"documents/"+doc.ID, "notice.no_compartment")
+		w.redirect(rw, q.r, Prefix+"documents/"+doc.ID, "notice.no_compartment", 0)
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	redirect(rw, q.r, Prefix+"documents/"+doc.ID, "notice.registered")
+	w.redirect(rw, q.r, Prefix+"documents/"+doc.ID, "notice.registered", 0)
 	return nil
 }
 
@@ -644,7 +647,7 @@ func (w *Web) docAction(rw http.ResponseWriter, r *http.Request) {
 		case "reissue":
 			if r.PostForm.Get("confirm") != "yes" {
 				// Asked, not confirmed: the old codes keep working.
-				redirect(rw, r, Prefix+"documents/"+id, "", "confirm", "reissue")
+				http.Redirect(rw, r, Prefix+"documents/"+id+"?confirm=reissue", http.StatusSeeOther)
 				return nil
 			}
 			var d store.Document
@@ -660,7 +663,7 @@ func (w *Web) docAction(rw http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return err
 		}
-		redirect(rw, r, Prefix+"documents/"+id, notice)
+		w.redirect(rw, r, Prefix+"documents/"+id, notice, 0)
 		return nil
 	})(rw, r)
 }

@@ -60,7 +60,7 @@ func (w *Web) ownPIN(rw http.ResponseWriter, q *req) error {
 	if err != nil {
 		return w.pinRefused(rw, q, d, err)
 	}
-	redirect(rw, q.r, d.Action, "notice.kiosk_pin_set")
+	w.redirect(rw, q.r, d.Action, "notice.kiosk_pin_set", 0)
 	return nil
 }
 
@@ -100,7 +100,7 @@ func (w *Web) userPIN(rw http.ResponseWriter, q *req) error {
 	if err := w.kioskPINs().SetFor(q.r.Context(), q.sess.User, u.ID, pin, "console"); err != nil {
 		return w.pinRefused(rw, q, d, err)
 	}
-	redirect(rw, q.r, d.Action, "notice.kiosk_pin_set")
+	w.redirect(rw, q.r, d.Action, "notice.kiosk_pin_set", 0)
 	return nil
 }
 

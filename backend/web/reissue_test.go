@@ -38,7 +38,7 @@ func TestReissueSaysTheOldCodeStillOpensAnOfflineDevice(t *testing.T) {
 
 	p := c.post("/staff/documents/"+doc+"/reissue", url.Values{"confirm": {"yes"}})
 	require.Equal(t, http.StatusSeeOther, p.status, snippet(p.body))
-	assert.Contains(t, p.location, "notice=notice.reissued")
+	assert.Equal(t, "notice.reissued", p.notice())
 	assert.NotContains(t, p.location, "reissued_offline", "the device is online")
 
 	e.dev.publish(wire.KindPresence, &wire.Presence{V: 1, State: wire.Offline, Software: "kluisd 1.4.2"})
@@ -59,7 +59,7 @@ func TestReissueSaysTheOldCodeStillOpensAnOfflineDevice(t *testing.T) {
 	require.Equal(t, 200, c.get("/staff/documents/"+doc+"?lang=nl").status)
 	p = c.post("/staff/documents/"+doc+"/reissue", url.Values{"confirm": {"yes"}})
 	require.Equal(t, http.StatusSeeOther, p.status, snippet(p.body))
-	assert.Contains(t, p.location, "notice=notice.reissued_offline")
+	assert.Equal(t, "notice.reissued_offline", p.notice())
 	assert.Contains(t, c.get(p.location).body, "opent de oude code het vak daar nog")
 
 	// A holder without e-mail or phone: the notice also says to print the

@@ -22,7 +22,15 @@ const (
 	sessionCookie = "kluis_staff"
 	loginCookie   = "kluis_staff_login"
 	langCookie    = "kluis_staff_lang"
+	// noticeCookie carries a notice from a form's redirect to the page it
+	// redirects to, once (redirect, q.notice).
+	noticeCookie = "kluis_staff_notice"
 )
+
+// noticeMaxAge is how long a notice waits for its page, in seconds: the
+// browser follows the redirect at once; a notice never shown is not shown
+// later on another visit.
+const noticeMaxAge = 60
 
 // csp allows only the console's own files: no inline script or style, no
 // frames; data: images are the QR codes of pickup slips.
@@ -330,10 +338,9 @@ func (w *Web) render(rw http.ResponseWriter, q *req, status int, name, title str
 		l.Nav = w.nav(q)
 		l.PINNotices = w.pinNotices(q)
 	}
-	l.Notice = q.notice()
+	l.Notice = q.notice(rw)
 	for _, code := range Languages {
 		v := q.r.URL.Query()
-		v.Del("notice")
 		v.Set("lang", code)
 		href := q.r.URL.Path
 		if q.r.Method != http.MethodGet {
@@ -414,8 +421,8 @@ func (w *Web) nav(q *req) []navItem {
 	return out
 }
 
-// notices are the messages a redirect may ask a page to show
-// (?notice=key); anything else is ignored.
+// notices are the messages a redirect may ask a page to show (redirect);
+// anything else is ignored.
 var notices = map[string]bool{
 	"notice.registered": true, "notice.reserved": true, "notice.unreserved": true, "notice.cancelled": true,
 	"notice.renotified": true, "notice.reissued": true, "notice.reissued_offline": true, "notice.opened": true, "notice.out_of_service": true,
@@ -424,8 +431,21 @@ var notices = map[string]bool{
 	"notice.alarm_acked": true, "notice.alarm_already_acked": true,
 }
 
-func (q *req) notice() string {
-	k := q.r.URL.Query().Get("notice")
+// notice is the text of the notice a redirect left for this page, and
+// removes it: the notice is shown once, by the page the redirect went to,
+// not again on a reload, through the back button or from a bookmark (it
+// is not in the URL). "" when there is none.
+func (q *req) notice(rw http.ResponseWriter) string {
+	c, err := q.r.Cookie(noticeCookie)
+	if err != nil {
+		return ""
+	}
+	q.w.setCookie(rw, q.r, noticeCookie, "", -1)
+	v, err := url.ParseQuery(c.Value)
+	if err != nil || v.Get("path") != q.r.URL.Path {
+		return ""
+	}
+	k := v.Get("key")
 	if !notices[k] {
 		return ""
 	}
@@ -435,12 +455,12 @@ func (q *req) notice() string {
 	if q.slipOnly && (k == "notice.reissued" || k == "notice.reissued_offline") {
 		return q.t.S(k + "_slip")
 	}
-	n := q.r.URL.Query().Get("n")
+	n := v.Get("n")
 	if strings.Contains(q.t.S(k), "{n}") && !noticeNumber.MatchString(n) {
 		// {n} is a compartment's number, which the redirect after the
 		// form writes; any other text would be a stranger's words in
 		// the console's own voice ("Compartment 3 is open. Your password
-		// expired, call ..."), sent as a link.
+		// expired, call ..."), from a planted cookie.
 		return ""
 	}
 	return q.t.F(k, "n", n)
@@ -449,17 +469,18 @@ func (q *req) notice() string {
 // noticeNumber is what a notice's {n} may be: a compartment's number.
 var noticeNumber = regexp.MustCompile(`^[1-9][0-9]{0,3}$`)
 
-// redirect sends the browser to path with a notice (303 after a form).
-func redirect(rw http.ResponseWriter, r *http.Request, path, notice string, kv ...string) {
-	v := url.Values{}
+// redirect sends the browser to path after a form (303), leaving notice
+// (a key of notices; "" for none) for that page to show once, with n
+// (a compartment number; 0 for none) for its {n}. The notice travels in
+// a short-lived cookie, not in the URL, so that the page's address can be
+// reloaded and bookmarked without it; it works without JavaScript.
+func (w *Web) redirect(rw http.ResponseWriter, r *http.Request, path, notice string, n int) {
 	if notice != "" {
-		v.Set("notice", notice)
-	}
-	for i := 0; i+1 < len(kv); i += 2 {
-		v.Set(kv[i], kv[i+1])
-	}
-	if len(v) > 0 {
-		path += "?" + v.Encode()
+		v := url.Values{"key": {notice}, "path": {path}}
+		if n > 0 {
+			v.Set("n", strconv.Itoa(n))
+		}
+		w.setCookie(rw, r, noticeCookie, v.Encode(), noticeMaxAge)
 	}
 	http.Redirect(rw, r, path, http.StatusSeeOther)
 }

@@ -140,7 +140,7 @@ func (w *Web) logout(rw http.ResponseWriter, q *req) error {
 		Details: map[string]any{"web_session_id": q.sess.ID, "via": "console"}}); err != nil {
 		return err
 	}
-	redirect(rw, q.r, Prefix+"login", "notice.logged_out")
+	w.redirect(rw, q.r, Prefix+"login", "notice.logged_out", 0)
 	return nil
 }
 

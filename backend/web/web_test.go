@@ -104,7 +104,7 @@ func TestLoginSessionCSRFAndHeaders(t *testing.T) {
 	assert.Zero(t, n, "no refused post registered anything")
 	p = c.postRaw("/staff/documents", form, http.Header{"Sec-Fetch-Site": {"same-origin"}})
 	require.Equal(t, http.StatusSeeOther, p.status, p.body)
-	assert.Contains(t, p.location, "notice=notice.registered")
+	assert.Equal(t, "notice.registered", p.notice())
 
 	// The session lives in the database: a restarted backend (or a second
 	// replica) knows it.
@@ -364,7 +364,7 @@ func TestRegisterSearchOpenAndService(t *testing.T) {
 	assert.Zero(t, e.dev.openCount(), "nothing opens before the confirmation")
 	p = tech.post(open, url.Values{"reason": {"ticket 4711"}, "confirm": {"yes"}})
 	require.Equal(t, http.StatusSeeOther, p.status, snippet(p.body))
-	assert.Contains(t, p.location, "notice=notice.opened")
+	assert.Equal(t, "notice.opened", p.notice())
 	require.Equal(t, 1, e.dev.openCount())
 	e.dev.mu.Lock()
 	cmd := e.dev.opens[0]
@@ -393,7 +393,7 @@ func TestRegisterSearchOpenAndService(t *testing.T) {
 	form.Set("wants_low", "")
 	p = staff.post("/staff/documents", form)
 	require.Equal(t, http.StatusSeeOther, p.status)
-	assert.Contains(t, p.location, "notice=notice.no_compartment")
+	assert.Equal(t, "notice.no_compartment", p.notice())
 	// Back in service; then the whole device out of service (reason required).
 	p = tech.post("/staff/devices/"+lockerID+"/compartments/4/service", url.Values{"out_of_service": {"no"}})
 	require.Equal(t, http.StatusSeeOther, p.status)
@@ -405,7 +405,7 @@ func TestRegisterSearchOpenAndService(t *testing.T) {
 	form.Set("number", "EP7654322")
 	p = staff.post("/staff/documents", form)
 	require.Equal(t, http.StatusSeeOther, p.status)
-	assert.Contains(t, p.location, "notice=notice.no_compartment", "compartment 4 is free, but its device is out of service")
+	assert.Equal(t, "notice.no_compartment", p.notice(), "compartment 4 is free, but its device is out of service")
 	p = tech.post("/staff/devices/"+lockerID+"/service", url.Values{"out_of_service": {"no"}})
 	require.Equal(t, http.StatusSeeOther, p.status)
 	assert.Contains(t, e.audit("device:"+lockerID), `"reason":"water damage"`)

@@ -1,0 +1,130 @@
+package web_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/auth"
+	"kluis/backend/server"
+	"kluis/backend/store"
+	"kluis/backend/web"
+	"kluis/deploy/dev/browsertest"
+)
+
+// What the walk-through of 2026-12-07 left (docs/api.md), in every
+// language, with real clicks and keys on a 768 px tablet and a 390 px
+// phone, axe-core on each page: the register form chooses no way of
+// reaching the holder in advance and, sent without one, asks for one (not
+// for an e-mail address); the notice after a form is shown once, not
+// again on a reload, and the address holds none; "release the
+// compartment" says under its own button that the document stays
+// registered without a compartment, and so does its notice; the new-codes
+// warning sits under the new-codes button, set apart from printing; an
+// expired document's instruction names the device, compartment and site;
+// the search results and the documents page's tables fit the tablet and
+// the phone without scrolling sideways.
+func TestCounterWalkThroughInBrowser(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e := newEnv(t, server.Options{PickupPeriods: map[store.DocumentKind]time.Duration{store.ResidenceCard: time.Second},
+		HousekeepEvery: 500 * time.Millisecond})
+	_, slipDoc, expired := e.consoleDocuments(t, 4)
+	b := browsertest.New(t, browsertest.Options{})
+	tablet := b.NewTab(t, 768, 1024)
+	phone := b.NewTab(t, 390, 844)
+	base := e.b.URL("")
+	login(t, tablet, base, e.users[auth.RoleStaff], password(auth.RoleStaff)) // the phone tab shares the cookies
+	for i, lang := range web.Languages {
+		// Registering: nothing chosen for the contact; sent so, the form
+		// asks for the choice, not for an e-mail address.
+		tablet.Do(t, chromedp.Navigate(base+"/staff/documents/new?lang="+lang))
+		tablet.WaitFor(t, `document.activeElement && document.activeElement.id === "f-number"`, 20*time.Second)
+		assert.Equal(t, 0, evalInt(t, tablet, `document.querySelectorAll('input[name="contact"]:checked').length`), lang)
+		assert.Equal(t, 3, evalInt(t, tablet, `document.querySelectorAll('input[name="contact"][required]').length`), lang)
+		assert.Equal(t, web.Text(lang, "register.contact_hint"), tablet.Text(t, "#h-contact"))
+		number := fmt.Sprintf("591-77700%d0-%d5", i, i)
+		tablet.Do(t, chromedp.KeyEvent(number+"\tNora\tJanssens\t3\t9\t1979"),
+			chromedp.Click(chromedp.CSS(`form button[type=submit].primary`)))
+		tablet.WaitFor(t, `!!document.querySelector(".error-summary")`, 20*time.Second)
+		assert.Equal(t, web.Text(lang, "register.invalid.contact"), tablet.Text(t, ".error-summary li"), lang)
+		assert.Equal(t, 1, evalInt(t, tablet, `document.querySelectorAll(".error-summary li").length`), lang)
+		assert.Equal(t, "", evalString(t, tablet, `document.getElementById("f-email").getAttribute("aria-invalid") || ""`), lang)
+		tablet.CheckAxe(t, "register without a contact "+lang)
+		tablet.Screenshot(t, "counterux/register-no-contact-"+lang)
+		tablet.Do(t, chromedp.Click(chromedp.CSS("#c-none")), chromedp.Click(chromedp.CSS(`form button[type=submit].primary`)))
+		tablet.WaitFor(t, `location.pathname.startsWith("/staff/documents/") && !!document.querySelector(".notice")`, 20*time.Second)
+		id := strings.TrimPrefix(evalString(t, tablet, `location.pathname`), "/staff/documents/")
+		assert.Equal(t, "", evalString(t, tablet, `location.search`), "%s: the address holds no notice", lang)
+		assert.Contains(t, tablet.Text(t, ".notice"), "(Stadhuis Kortrijk)", lang)
+		assert.Equal(t, "reserved", e.document(id)["state"])
+
+		// Reloaded: the notice is gone.
+		tablet.Do(t, chromedp.Reload())
+		tablet.WaitFor(t, `document.readyState === "complete" && !!document.querySelector("#a-unreserve")`, 20*time.Second)
+		assert.Equal(t, 0, evalInt(t, tablet, `document.querySelectorAll(".notice").length`), "%s: not again on a reload", lang)
+
+		// Releasing the compartment says what becomes of the document,
+		// under its own button.
+		assert.Equal(t, web.Text(lang, "document.unreserve"), tablet.Text(t, "#a-unreserve button"))
+		assert.Equal(t, web.Text(lang, "document.unreserve_hint"), tablet.Text(t, "#h-unreserve"))
+		assert.Equal(t, "h-unreserve", evalString(t, tablet, `document.querySelector("#a-unreserve button").getAttribute("aria-describedby")`))
+		assert.Equal(t, 1, evalInt(t, tablet, `(() => { const b = document.querySelector("#a-unreserve button").getBoundingClientRect(),
+			h = document.getElementById("h-unreserve").getBoundingClientRect(), c = document.getElementById("a-cancel").getBoundingClientRect();
+			return b.bottom <= h.top && h.bottom <= c.top ? 1 : 0 })()`), "%s: the hint under its button, before the next action", lang)
+		tablet.CheckAxe(t, "document reserved "+lang)
+		tablet.Screenshot(t, "counterux/document-reserved-"+lang)
+		tablet.Do(t, chromedp.Click(chromedp.CSS("#a-unreserve button")))
+		tablet.WaitFor(t, `!!document.querySelector(".notice") && !document.querySelector("#a-unreserve")`, 20*time.Second)
+		assert.Equal(t, web.Text(lang, "notice.unreserved"), tablet.Text(t, ".notice"))
+		assert.Equal(t, "registered", e.document(id)["state"], lang)
+		tablet.Do(t, chromedp.Reload())
+		tablet.WaitFor(t, `document.readyState === "complete" && !!document.querySelector("#a-cancel")`, 20*time.Second)
+		assert.Equal(t, 0, evalInt(t, tablet, `document.querySelectorAll(".notice").length`), "%s: not again on a reload", lang)
+
+		// New codes: the warning under the new-codes button, the slip's
+		// button above, apart.
+		tablet.Do(t, chromedp.Navigate(base+"/staff/documents/"+slipDoc+"?lang="+lang))
+		tablet.WaitFor(t, `!!document.querySelector("#a-reissue button")`, 20*time.Second)
+		assert.Equal(t, 1, evalInt(t, tablet, `(() => { const s = document.querySelector('a.button[href$="/slip"]').getBoundingClientRect(),
+			f = document.getElementById("a-reissue").getBoundingClientRect(), b = document.querySelector("#a-reissue button").getBoundingClientRect(),
+			h = document.getElementById("h-reissue").getBoundingClientRect();
+			return s.bottom <= f.top && b.bottom <= h.top && h.bottom <= f.bottom ? 1 : 0 })()`), "%s: the warning belongs to the new codes", lang)
+		assert.Equal(t, "1px", evalString(t, tablet, `getComputedStyle(document.getElementById("a-reissue")).borderTopWidth`), "%s: a line sets it apart", lang)
+		tablet.CheckAxe(t, "document ready "+lang)
+		tablet.Screenshot(t, "counterux/document-ready-"+lang)
+
+		// Expired: where to fetch it.
+		tablet.Do(t, chromedp.Navigate(base+"/staff/documents/"+expired+"?lang="+lang))
+		tablet.WaitFor(t, `!!document.querySelector("#expired-hint")`, 20*time.Second)
+		where := web.Text(lang, "document.in", "device", "Kluis inkomhal", "n", e.compartmentOf(expired))
+		require.Contains(t, where, "Kluis inkomhal")
+		assert.Equal(t, web.Text(lang, "document.expired_hint_at", "where", where, "site", "Stadhuis Kortrijk"), tablet.Text(t, "#expired-hint"))
+		tablet.Screenshot(t, "counterux/document-expired-"+lang)
+
+		// The search results and the lists fit the tablet and the phone.
+		for _, v := range []struct {
+			tab  *browsertest.Tab
+			size string
+		}{{tablet, "tablet"}, {phone, "phone"}} {
+			for _, path := range []string{"/staff/documents?q=janssens&lang=" + lang, "/staff/documents?lang=" + lang} {
+				v.tab.Do(t, chromedp.Navigate(base+path))
+				v.tab.WaitFor(t, `document.readyState === "complete" && !!document.querySelector("#h-expired")`, 20*time.Second)
+				name := path + " " + v.size
+				noSideScroll(t, v.tab, name)
+				assert.Equal(t, "", evalString(t, v.tab, `Array.from(document.querySelectorAll(".table-wrap")).filter(w => w.scrollWidth > w.clientWidth).
+					map(w => w.getAttribute("aria-label") + " " + w.scrollWidth + ">" + w.clientWidth).join("; ")`), "%s: a table scrolls sideways", name)
+				v.tab.CheckAxe(t, name)
+			}
+			v.tab.Screenshot(t, "counterux/documents-"+v.size+"-"+lang)
+		}
+		tablet.Do(t, chromedp.Navigate(base+"/staff/documents?q=janssens&lang="+lang))
+		tablet.WaitFor(t, `!!document.querySelector("#h-results")`, 20*time.Second)
+		assert.Contains(t, tablet.Text(t, "#h-results + .table-wrap"), number, lang)
+		tablet.Screenshot(t, "counterux/search-tablet-"+lang)
+	}
+}

@@ -428,7 +428,7 @@ func TestLoginLogoutAndAudit(t *testing.T) {
 // audited for a refused one.
 func TestAPITokenCannotMakeTokens(t *testing.T) {
 	e := newEnv(t)
-	r := e.do("POST", "/api/v1/tokens", e.session(auth.RoleStaff), map[string]any{"name": "ci", "expires_in_days": 365})
+	r := e.do("POST", "/api/v1/tokens", e.session(auth.RoleStaff), map[string]any{"name": "ci", "expires_in_days": 365, "current_password": "password-of-staff"})
 	require.Equal(t, 201, r.status, string(r.body))
 	var ci auth.Issued
 	r.decode(t, &ci)
@@ -454,7 +454,7 @@ func TestAPITokenCannotMakeTokens(t *testing.T) {
 func TestAPITokensAndUserAdmin(t *testing.T) {
 	e := newEnv(t)
 	tech := e.session(auth.RoleTechnician)
-	r := e.do("POST", "/api/v1/tokens", tech, map[string]string{"name": "monitoring"})
+	r := e.do("POST", "/api/v1/tokens", tech, map[string]string{"name": "monitoring", "current_password": "password-of-technician"})
 	require.Equal(t, 201, r.status, string(r.body))
 	var iss auth.Issued
 	r.decode(t, &iss)
@@ -714,7 +714,7 @@ func TestTokenListPagination(t *testing.T) {
 	e := newEnv(t)
 	tech := e.session(auth.RoleTechnician)
 	for i := 0; i < 4; i++ {
-		r := e.do("POST", "/api/v1/tokens", tech, map[string]string{"name": fmt.Sprintf("t%d", i)})
+		r := e.do("POST", "/api/v1/tokens", tech, map[string]string{"name": fmt.Sprintf("t%d", i), "current_password": "password-of-technician"})
 		require.Equal(t, 201, r.status, string(r.body))
 	}
 	var names []string
@@ -769,7 +769,7 @@ func TestAPITokenExpiryAndAdminRevoke(t *testing.T) {
 
 	staffSession, err := as.IssueSession(ctx, staff)
 	require.NoError(t, err)
-	r := e.do("POST", "/api/v1/tokens", staffSession.Token, map[string]any{"name": "nightly", "expires_in_days": 30})
+	r := e.do("POST", "/api/v1/tokens", staffSession.Token, map[string]any{"name": "nightly", "expires_in_days": 30, "current_password": "password-of-clerk"})
 	require.Equal(t, 201, r.status, string(r.body))
 	var nightly auth.Issued
 	r.decode(t, &nightly)

@@ -27,7 +27,7 @@ func TestAPIAnswersAreNotCached(t *testing.T) {
 	r = e.do("POST", "/api/v1/sessions", "", map[string]string{"username": "test-staff", "password": "wrong password"})
 	require.Equal(t, 401, r.status)
 	check("failed login", r)
-	r = e.do("POST", "/api/v1/tokens", e.session(auth.RoleAdmin), map[string]any{"name": "cache-check"})
+	r = e.do("POST", "/api/v1/tokens", e.session(auth.RoleAdmin), map[string]any{"name": "cache-check", "current_password": "password-of-admin"})
 	require.Equal(t, 201, r.status, string(r.body))
 	check("API token", r)
 	for _, path := range []string{"/api/v1/me", "/api/v1/documents", "/api/v1/users", "/api/v1/tokens", "/api/v1/devices", "/api/v1/audit"} {

@@ -88,7 +88,7 @@ func (k KioskPINs) SetOwn(ctx context.Context, u auth.User, password, pin, sourc
 		return &Error{Status: http.StatusTooManyRequests, Code: "too_many_attempts",
 			Message: "too many of your new staff PINs were refused as in use today; ask an administrator to set one", Err: ErrOwnPINTakenTooOften}
 	}
-	if err := k.checkPassword(ctx, u, password, source, now, via); err != nil {
+	if err := k.checkPassword(ctx, u, password, source, now, via, "kiosk_pin"); err != nil {
 		return err
 	}
 	err = k.Auth.SetKioskCredentials(ctx, u.ID, &pin, nil)
@@ -130,8 +130,9 @@ func (k KioskPINs) SetFor(ctx context.Context, actor auth.User, id int64, pin, v
 
 // checkPassword is a login's password check for u without a session:
 // the login limits (a wrong password counts as a failed login of u) and
-// the hashing slots.
-func (k KioskPINs) checkPassword(ctx context.Context, u auth.User, password, source string, now time.Time, via string) error {
+// the hashing slots; a wrong password is audited login.failed with
+// purpose ("kiosk_pin", "api_token") as "for".
+func (k KioskPINs) checkPassword(ctx context.Context, u auth.User, password, source string, now time.Time, via, purpose string) error {
 	_, err := auth.PasswordCheck{Auth: k.Auth, Limits: k.Logins, Log: k.Log}.Check(ctx,
 		auth.PasswordAttempt{Username: u.Username, Password: password, Source: source, Now: now, UserID: u.ID})
 	if ae := passwordRefusal(k.Log, err, source, now); ae != nil {
@@ -140,7 +141,7 @@ func (k KioskPINs) checkPassword(ctx context.Context, u auth.User, password, sou
 	if errors.Is(err, auth.ErrInvalidCredentials) {
 		subj := "user:" + strconv.FormatInt(u.ID, 10)
 		if aerr := k.audit(ctx, audit.Entry{At: now, Actor: subj, Action: "login.failed", Subject: subj,
-			Details: map[string]any{"known_user": true, "source": source, "via": via, "for": "kiosk_pin"}}); aerr != nil {
+			Details: map[string]any{"known_user": true, "source": source, "via": via, "for": purpose}}); aerr != nil {
 			return fmt.Errorf("audit failed password check: %w", aerr)
 		}
 		return &Error{Status: http.StatusForbidden, Code: "wrong_password", Message: "the current password is wrong", Err: ErrWrongPassword}

@@ -254,6 +254,9 @@ type updateUserRequest struct {
 	// KioskPIN and Badge set ("" clears) the kiosk credentials.
 	KioskPIN *string `json:"kiosk_pin"`
 	Badge    *string `json:"badge"`
+	// KeepAPITokens, with password, keeps the user's API tokens (by
+	// default a new password revokes them).
+	KeepAPITokens *bool `json:"keep_api_tokens"`
 }
 
 func (s *Server) handleUpdateUser(w http.ResponseWriter, r *http.Request) error {
@@ -269,6 +272,9 @@ func (s *Server) handleUpdateUser(w http.ResponseWriter, r *http.Request) error 
 		return errorf(http.StatusBadRequest, "missing_field", "give disabled, password, kiosk_pin and/or badge")
 	}
 	p := principal(r.Context())
+	if req.KeepAPITokens != nil && req.Password == nil {
+		return errorf(http.StatusBadRequest, "missing_field", "keep_api_tokens goes with password")
+	}
 	if req.Disabled != nil && *req.Disabled && id == p.ID {
 		return errorf(http.StatusConflict, "cannot_disable_self", "you cannot disable your own account")
 	}
@@ -278,17 +284,25 @@ func (s *Server) handleUpdateUser(w http.ResponseWriter, r *http.Request) error 
 	changes := map[string]any{}
 	if req.Password != nil {
 		// Every login session of the user ends (whoever knew the old
-		// password is signed out), except the caller's own.
-		keep := int64(0)
+		// password is signed out), except the caller's own, and every
+		// API token unless the admin keeps them: a token made with a
+		// session taken before the reset would keep the old password's
+		// reach (docs/security.md "API tokens and a password reset").
+		keep := auth.PasswordChange{KeepAPITokens: req.KeepAPITokens != nil && *req.KeepAPITokens}
 		if id == p.ID {
-			keep = p.TokenID
+			keep.KeepToken = p.TokenID
 		}
-		n, err := s.auth.ChangePassword(r.Context(), id, *req.Password, keep)
+		ended, err := s.auth.ChangePassword(r.Context(), id, *req.Password, keep)
 		if err != nil {
 			return err
 		}
 		changes["password"] = "changed"
-		changes["sessions_ended"] = n
+		changes["sessions_ended"] = ended.Sessions
+		if keep.KeepAPITokens {
+			changes["api_tokens"] = "kept"
+		} else {
+			changes["api_tokens_revoked"] = ended.APITokens
+		}
 	}
 	if req.KioskPIN != nil || req.Badge != nil {
 		if err := s.auth.SetKioskCredentials(r.Context(), id, req.KioskPIN, req.Badge); err != nil {
@@ -348,6 +362,9 @@ type createTokenRequest struct {
 	// ExpiresInDays is the token's lifetime; 0 or absent: the server's
 	// default (-api-token-ttl), at most -api-token-max-ttl.
 	ExpiresInDays int `json:"expires_in_days"`
+	// CurrentPassword is the caller's password, checked again (step-up):
+	// a session taken from someone cannot make a token that outlives it.
+	CurrentPassword string `json:"current_password"`
 }
 
 func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) error {
@@ -371,6 +388,17 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) error
 		// tokens. A new token needs the password: a session's.
 		return errorf(http.StatusForbidden, "session_required",
 			"an API token cannot create API tokens: log in (POST /api/v1/sessions) and create it with the session token")
+	}
+	if req.CurrentPassword == "" {
+		return errorf(http.StatusBadRequest, "missing_field", "current_password is required: a new API token needs your password again")
+	}
+	// Step-up: a session taken (12 hours of it) must not make a token
+	// that outlives it and the victim's password reset. The check is a
+	// login's (the limits, the hashing slots; a wrong one is a failed
+	// login of the user, audited).
+	if err := s.kioskPINs().checkPassword(r.Context(), p.User, req.CurrentPassword, auth.ClientSource(r, s.trusted), s.clock(), "api", "api_token"); err != nil {
+		setRetryAfter(w, err)
+		return err
 	}
 	iss, err := s.auth.CreateAPITokenTTL(r.Context(), p.ID, req.Name, time.Duration(req.ExpiresInDays)*24*time.Hour)
 	if err != nil {

@@ -404,29 +404,50 @@ func (s *Service) SetDisabled(ctx context.Context, id int64, disabled bool) (Use
 	return s.GetUser(ctx, id)
 }
 
-// SetPassword replaces a user's password and ends every login session of
-// the user (ChangePassword keeping none).
+// SetPassword replaces a user's password and ends every login session
+// and every API token of the user (ChangePassword keeping none).
 func (s *Service) SetPassword(ctx context.Context, id int64, password string) error {
-	_, err := s.ChangePassword(ctx, id, password, 0)
+	_, err := s.ChangePassword(ctx, id, password, PasswordChange{})
 	return err
 }
 
+// PasswordChange says what a password change keeps.
+type PasswordChange struct {
+	// KeepToken is a token that stays (the caller's own when users change
+	// their own password; 0: none).
+	KeepToken int64
+	// KeepAPITokens keeps the user's API tokens (kind api, for
+	// automation): an admin's explicit choice when the old password was
+	// not known to anyone else (a forgotten one).
+	KeepAPITokens bool
+}
+
+// Ended is what a password change ended.
+type Ended struct {
+	// Sessions is how many login sessions ended (API session tokens and
+	// console sessions).
+	Sessions int `json:"sessions"`
+	// APITokens is how many API tokens were revoked.
+	APITokens int `json:"api_tokens"`
+}
+
 // ChangePassword replaces a user's password and, in the same transaction,
-// ends the user's login sessions: API session tokens (revoked) and staff
-// console sessions (ended), except the API token keepToken (the caller's
-// own when users change their own password; 0: none). Whoever knew the
-// old password (the reason for a reset) is signed out at once. API tokens
-// (kind api, for automation) stay valid: list and revoke them apart. It
-// reports how many sessions it ended.
-func (s *Service) ChangePassword(ctx context.Context, id int64, password string, keepToken int64) (int, error) {
+// ends the user's login sessions (API session tokens revoked, staff
+// console sessions ended) and revokes the user's API tokens unless
+// keep.KeepAPITokens, except the token keep.KeepToken. Whoever knew the
+// old password (the reason for a reset) is signed out at once, and a
+// token they made with a session taken before the reset goes too (a
+// token made the old password's reach outlive the reset). It reports
+// what it ended.
+func (s *Service) ChangePassword(ctx context.Context, id int64, password string, keep PasswordChange) (Ended, error) {
 	if err := ValidatePassword(password); err != nil {
-		return 0, err
+		return Ended{}, err
 	}
 	hash, err := s.hashPassword(ctx, password)
 	if err != nil {
-		return 0, err
+		return Ended{}, err
 	}
-	ended := 0
+	var ended Ended
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE auth_users SET password_hash = $2 WHERE id = $1`, id, hash)
 		if err != nil {
@@ -437,27 +458,36 @@ func (s *Service) ChangePassword(ctx context.Context, id int64, password string,
 		}
 		now := s.now()
 		tag, err = tx.Exec(ctx, `UPDATE auth_tokens SET revoked_at = $2
-WHERE user_id = $1 AND kind = 'session' AND revoked_at IS NULL AND id <> $3 AND (expires_at IS NULL OR expires_at > $2)`, id, now, keepToken)
+WHERE user_id = $1 AND kind = 'session' AND revoked_at IS NULL AND id <> $3 AND (expires_at IS NULL OR expires_at > $2)`, id, now, keep.KeepToken)
 		if err != nil {
 			return err
 		}
-		ended += int(tag.RowsAffected())
+		ended.Sessions += int(tag.RowsAffected())
 		tag, err = tx.Exec(ctx, `UPDATE auth_web_sessions SET ended_at = $2
 WHERE user_id = $1 AND ended_at IS NULL AND expires_at > $2`, id, now)
 		if err != nil {
 			return err
 		}
-		ended += int(tag.RowsAffected())
+		ended.Sessions += int(tag.RowsAffected())
+		if keep.KeepAPITokens {
+			return nil
+		}
+		tag, err = tx.Exec(ctx, `UPDATE auth_tokens SET revoked_at = $2
+WHERE user_id = $1 AND kind = 'api' AND revoked_at IS NULL AND id <> $3 AND (expires_at IS NULL OR expires_at > $2)`, id, now, keep.KeepToken)
+		if err != nil {
+			return err
+		}
+		ended.APITokens = int(tag.RowsAffected())
 		return nil
 	})
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
-			return 0, err
+			return Ended{}, err
 		}
-		return 0, fmt.Errorf("auth: set password: %w", err)
+		return Ended{}, fmt.Errorf("auth: set password: %w", err)
 	}
-	if ended > 0 {
-		s.log.Info("password changed: sessions ended", "user_id", id, "sessions", ended)
+	if ended.Sessions > 0 || ended.APITokens > 0 {
+		s.log.Info("password changed: sessions and tokens ended", "user_id", id, "sessions", ended.Sessions, "api_tokens", ended.APITokens)
 	}
 	return ended, nil
 }

@@ -56,7 +56,7 @@ Commands:
   users add -username U -role staff|technician|admin   (password from KLUIS_NEW_PASSWORD or stdin)
   users update ID [-disabled=true|false] [-kiosk-pin] [-badge B]   (-kiosk-pin reads the staff PIN from KLUIS_KIOSK_PIN or stdin)
   users unlock ID [-reason TEXT]      lift the user's login limits at once (admin; audited)
-  tokens create NAME [-days N]        create an API token for automation (expires after N days, default: the server's)
+  tokens create NAME [-days N]        create an API token for automation with a session (current password from KLUIS_PASSWORD or stdin; expires after N days, default: the server's)
   tokens list [-user ID] [-limit N] [-all]   your tokens, or (admin) those of user ID
   tokens revoke TOKEN-ID [-user ID]   revoke one of your tokens, or (admin) one of user ID's
 `
@@ -1055,7 +1055,13 @@ func (c *cli) tokenCreate(ctx context.Context, args []string) error {
 	if *days < 0 {
 		return usageError{"tokens create: -days must be 1 or more (0: the server's default)"}
 	}
-	body := map[string]any{"name": pos[0]}
+	// The server checks the password again (step-up): a session taken
+	// from someone cannot make a token that outlives it.
+	pw, err := c.readSecret("KLUIS_PASSWORD", "current password: ")
+	if err != nil {
+		return err
+	}
+	body := map[string]any{"name": pos[0], "current_password": pw}
 	if *days > 0 {
 		body["expires_in_days"] = *days
 	}

@@ -229,10 +229,10 @@ func TestKluisctlAgainstRealAPI(t *testing.T) {
 	assert.Regexp(t, `nieuw\s+staff\s+true`, out)
 	code, _, _ = h.kctl(admin, "", nil, "users", "update", m2[1])
 	assert.Equal(t, 2, code)
-	code, out, errs = h.kctl(h.session(auth.RoleTechnician), "", nil, "tokens", "create", "monitoring")
+	code, out, errs = h.kctl(h.session(auth.RoleTechnician), "password-of-technician\n", nil, "tokens", "create", "monitoring")
 	require.Equal(t, 0, code, errs)
 	assert.Regexp(t, `^kls_\S+\n$`, out)
-	code, _, errs = h.kctl(tech, "", nil, "tokens", "create", "renewed")
+	code, _, errs = h.kctl(tech, "password-of-technician\n", nil, "tokens", "create", "renewed")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errs, "session_required", "an API token cannot make one")
 
@@ -354,11 +354,15 @@ func TestKluisctlNamesAreSafe(t *testing.T) {
 func TestKluisctlTokens(t *testing.T) {
 	h := newHarness(t)
 	tech, admin := h.tokens[auth.RoleTechnician], h.tokens[auth.RoleAdmin]
-	code, out, errs := h.kctl(h.session(auth.RoleTechnician), "", nil, "tokens", "create", "nightly", "-days", "30")
+	session := h.session(auth.RoleTechnician)
+	code, _, errs := h.kctl(session, "not my password\n", nil, "tokens", "create", "stolen")
+	assert.Equal(t, 1, code, "the session alone does not make a token")
+	assert.Contains(t, errs, "wrong_password")
+	code, out, errs := h.kctl(session, "", map[string]string{"KLUIS_PASSWORD": "password-of-technician"}, "tokens", "create", "nightly", "-days", "30")
 	require.Equal(t, 0, code, errs)
 	assert.Regexp(t, `^kls_\S+\n$`, out)
 	assert.Contains(t, errs, "token expires at "+time.Now().AddDate(0, 0, 30).UTC().Format("2006-01-02"))
-	code, _, errs = h.kctl(tech, "", nil, "tokens", "create", "forever", "-days", "5000")
+	code, _, errs = h.kctl(tech, "password-of-technician\n", nil, "tokens", "create", "forever", "-days", "5000")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errs, "invalid_expiry")
 

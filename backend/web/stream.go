@@ -60,14 +60,18 @@ func (w *Web) stream(deviceStream bool) http.HandlerFunc {
 		action, device := "devices.list", ""
 		if deviceStream {
 			action, device = "devices.view", r.PathValue("id")
+		}
+		// The role first: a role that may not see devices gets the same
+		// answer for every id, so it cannot tell which devices exist.
+		if !q.may(action) {
+			http.Error(rw, "forbidden", http.StatusForbidden)
+			return
+		}
+		if deviceStream {
 			if _, err := w.o.Service.GetDevice(r.Context(), device); err != nil {
 				http.Error(rw, "no such device", http.StatusNotFound)
 				return
 			}
-		}
-		if !q.may(action) {
-			http.Error(rw, "forbidden", http.StatusForbidden)
-			return
 		}
 		// One user may not take every stream of the process.
 		uid := q.sess.User.ID

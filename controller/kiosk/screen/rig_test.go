@@ -138,7 +138,10 @@ func newRig(t testing.TB, o rigOptions) *rig {
 		o.kind = config.KindLocker
 	}
 	if o.session == "" {
-		o.session = "2m"
+		// Longer than any test: a tab left waiting for its turn on a
+		// loaded machine must not go back to the start screen (and its
+		// default language) under the test's feet; the idle test sets 3s.
+		o.session = "30m"
 	}
 	if o.leftOpen == "" {
 		o.leftOpen = "10m"

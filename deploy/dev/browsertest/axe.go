@@ -74,15 +74,15 @@ func (tab *Tab) Axe() (violations []Violation, passed int, err error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	if _, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[chromedp.Void](src)); err != nil {
-		return nil, 0, fmt.Errorf("browsertest: load axe-core: %w", err)
-	}
+	// Loaded and run in one evaluation: a page that reloads in between
+	// (a kiosk going back to its start screen) would otherwise have lost
+	// the script ("axe is not defined").
 	tags := `["` + strings.Join(WCAG21AA, `","`) + `"]`
 	res, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[axeResult](
-		`axe.run(document, {runOnly: {type: "tag", values: `+tags+`}, resultTypes: ["violations"]})`,
+		src+"\n;axe.run(document, {runOnly: {type: \"tag\", values: "+tags+"}, resultTypes: [\"violations\"]})",
 		chromedp.EvalAwaitPromise))
 	if err != nil {
-		return nil, 0, fmt.Errorf("browsertest: run axe-core: %w", err)
+		return nil, 0, fmt.Errorf("browsertest: load and run axe-core: %w", err)
 	}
 	return res.Violations, len(res.Passes), nil
 }

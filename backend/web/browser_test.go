@@ -132,7 +132,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	assert.Equal(t, 1, evalInt(t, phone, `document.querySelectorAll("table.undelivered tbody tr").length`))
 	check("/staff/documents/"+slipDoc+"/slip", "slip-a4", `!!document.querySelector("article.slip img")`)
 	check("/staff/documents/"+slipDoc+"/slip?paper=80mm", "slip-80mm", `!!document.querySelector("article.slip img")`)
-	// Printed, only the slip shows.
+	// Printed, only the slip shows. The print stylesheet (media="print")
+	// loads after the page is shown: wait for it first.
+	desktop.WaitFor(t, `[...document.styleSheets].some(s => (s.href || "").endsWith("/print-80mm.css"))`, 15*time.Second)
 	_, err = chromedp.Call(desktop.Ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Media: "print"})
 	require.NoError(t, err)
 	require.Equal(t, "none", evalString(t, desktop, `getComputedStyle(document.querySelector("header.top")).display`))

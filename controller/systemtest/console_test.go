@@ -160,6 +160,9 @@ func TestConsole(t *testing.T) {
 	}
 	desktop.Do(t, chromedp.Click(chromedp.CSS(`nav.papers a[href="?paper=80mm"]`)))
 	desktop.WaitFor(t, `location.search === "?paper=80mm"`, 15*time.Second)
+	// The print stylesheet (media="print") loads after the page is shown:
+	// wait for it, or the check below may read the page without it.
+	desktop.WaitFor(t, `[...document.styleSheets].some(s => (s.href || "").endsWith("/print-80mm.css"))`, 15*time.Second)
 	if _, err := chromedp.Call(desktop.Ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Media: "print"}); err != nil {
 		t.Fatal(err)
 	}

@@ -246,10 +246,16 @@ func TestNULAndInvalidUTF8AreRefusedEverywhere(t *testing.T) {
 		if rq.body != "" {
 			body = rq.body
 		}
-		r := e.do(rq.method, rq.path, e.freshToken(auth.RoleAdmin), body)
+		tok := e.freshToken(auth.RoleAdmin)
+		if rq.method == http.MethodPost && rq.path == "/api/v1/tokens" {
+			tok = e.session(auth.RoleAdmin) // an API token may not make tokens (403 session_required)
+		}
+		r := e.do(rq.method, rq.path, tok, body)
 		what := fmt.Sprintf("admin %s %.80s %.60q", rq.method, rq.path, rq.body)
 		assert.Less(t, r.status, 500, "%s: %s", what, r.body)
-		if !rq.public {
+		// A hostile current_password is a wrong password (JSON decoding
+		// makes invalid UTF-8 U+FFFD): refused as such, past authorisation.
+		if !rq.public && r.errCode() != "wrong_password" {
 			assert.NotContains(t, []int{401, 403}, r.status, "%s: %s", what, r.body)
 		}
 	}

@@ -23,7 +23,14 @@ type ledger struct {
 
 // open starts a grant now.
 func (l *ledger) open(dev string, board, ch int, why string) *grant {
-	g := &grant{dev: dev, board: board, ch: ch, from: time.Now(), why: why}
+	return l.openSince(dev, board, ch, why, time.Now())
+}
+
+// openSince starts a grant that began at from: an action whose lock is
+// known only after it was asked for (a staff load: the backend names the
+// compartment) covers its pulses from the moment it was asked for.
+func (l *ledger) openSince(dev string, board, ch int, why string, from time.Time) *grant {
+	g := &grant{dev: dev, board: board, ch: ch, from: from, why: why}
 	l.mu.Lock()
 	l.grants = append(l.grants, g)
 	l.mu.Unlock()

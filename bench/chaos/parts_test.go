@@ -100,6 +100,17 @@ func TestLedger(t *testing.T) {
 	if len(l.covering("kb1", 0, 3, g.from.Add(-2*pulseSlack))) != 0 {
 		t.Fatal("a pulse long before the grant is covered")
 	}
+	// A load asked for 3 s before its compartment was known covers the
+	// pulse in between, not one before it was asked for.
+	asked := time.Now().Add(-3 * time.Second)
+	ld := l.openSince("kb1", 0, 7, "load", asked)
+	l.close(ld)
+	if len(l.covering("kb1", 0, 7, asked.Add(time.Second))) != 1 {
+		t.Fatal("a pulse after the load was asked for is not covered")
+	}
+	if len(l.covering("kb1", 0, 7, asked.Add(-2*pulseSlack))) != 0 {
+		t.Fatal("a pulse before the load was asked for is covered")
+	}
 }
 
 // The fault plan strikes every kind once before any kind twice, the same

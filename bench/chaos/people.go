@@ -257,6 +257,10 @@ func (g *Gauntlet) load(ctx context.Context, d *Doc) bool {
 			g.w.Logf("night %d: %s: %v", g.night, d.Number, err)
 			continue
 		}
+		// The kiosk pulses the compartment before the gauntlet learns which
+		// one it is (compNumber asks the backend, slow on a loaded
+		// machine): the load's grant starts when the load was asked for.
+		asked := time.Now()
 		s, err := kioskPost(ctx, n, "/kiosk/v1/staff/load", map[string]string{"document_number": d.Number})
 		if err != nil || (s.State != "loading" && s.State != "presenting") {
 			g.w.Logf("night %d: load %s at %s: %s %s %v", g.night, d.Number, n.Spec.ID, s.State, s.Message, err)
@@ -270,7 +274,7 @@ func (g *Gauntlet) load(ctx context.Context, d *Doc) bool {
 		}
 		d.Comp = comp
 		board, ch, slot := d.where(n)
-		gr := g.ledger.open(d.Device, board, ch, "load "+d.Number)
+		gr := g.ledger.openSince(d.Device, board, ch, "load "+d.Number, asked)
 		if err := g.waitDoor(ctx, d.Device, board, ch, true, doorWait); err != nil {
 			g.ledger.close(gr)
 			g.w.Logf("night %d: load %s: %v", g.night, d.Number, err)

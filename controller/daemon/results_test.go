@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -237,10 +238,18 @@ compartments:
 	j, recs, _, err := journal.Open(journal.Options{Dir: jdir, DeviceID: dev})
 	require.NoError(t, err)
 	defer j.Close()
-	require.Empty(t, j.Results(), "the uncertain result acknowledged")
+	for _, r := range j.Results() {
+		// A code_sync the backend sent at the start may still wait for
+		// its ack (CI saw one, status done); the uncertain result may not.
+		require.NotEqual(t, id, r.ID, "the uncertain result acknowledged")
+	}
 	n := 0
 	for _, r := range recs {
-		if r.Type == "command_reported" {
+		var rep struct {
+			ID string `json:"id"`
+		}
+		// Other commands (the start's code sync) are marked too.
+		if r.Type == "command_reported" && json.Unmarshal(r.Data, &rep) == nil && rep.ID == id {
 			n++
 		}
 	}

@@ -422,7 +422,7 @@ func TestLoginLogoutAndAudit(t *testing.T) {
 
 // TestAPITokenCannotMakeTokens: an API token made API tokens, so one
 // taken (from a CI's settings, a log) renewed itself before each expiry
-// for good, and a password reset leaves API tokens alone: found
+// for good, and a password reset left API tokens alone: found
 // black-box, a session made a 365-day token and that one made the next.
 // A new token now needs a session (the password); nothing is made or
 // audited for a refused one.

@@ -384,8 +384,9 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) error
 	if p.TokenKind == "api" {
 		// An API token that could make API tokens would outlive its own
 		// expiry: one taken (from a CI's settings, a log) renews itself
-		// every year for good, and a password reset does not end API
-		// tokens. A new token needs the password: a session's.
+		// every year for good (a password reset keeping API tokens,
+		// keep_api_tokens, would not end it). A new token needs the
+		// password: a session's.
 		return errorf(http.StatusForbidden, "session_required",
 			"an API token cannot create API tokens: log in (POST /api/v1/sessions) and create it with the session token")
 	}

@@ -4,9 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -38,41 +35,14 @@ func TestForcedHatchWithdrawsOfflineCodes(t *testing.T) {
 	defer line.Close()
 	be := startRealBackend(t, dev, config.KindAutomaton, []compartment{{4, wire.Address{Board: 0, Channel: 3}}, {5, wire.Address{Board: 0, Channel: 4}}},
 		server.Options{})
-	dir := t.TempDir()
-	kiosk := testenv.FreeAddr(t)
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`
-device_id: %s
-site: sim
-kind: automaton
-mqtt: %s
-hardware: {driver: kluis, serial: {port: %s, baud: 9600}}
-journal_dir: %s
-kiosk: {listen: "%s"}
-metrics_listen: "off"
-offline: %s
-timeouts: {door_open_detect: 5s, verify: 2s, present: 10s}
-compartments:
-  - {number: 4, board: 0, slot: 3}
-  - {number: 5, board: 0, slot: 4}
-`, dev, be.mqttConfig(), line.Path, filepath.Join(dir, "journal"), kiosk, be.offlineConfig())), config.ParseOptions{})
-	require.NoError(t, err)
 	ids, tokens := be.loadDocuments(1)
 	doc := ids[0]
 	slot := be.channelOf(doc)
 	require.NoError(t, sim.Load(0, slot, slot, "ID card 591-0000001-01"))
 
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Software: "sim-test"})
-	}()
-	defer func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			t.Fatal("daemon did not stop")
-		}
-	}()
+	kiosk, stop := startSimKluisd(t, be, dev, config.KindAutomaton, fmt.Sprintf("{driver: kluis, serial: {port: %s, baud: 9600}}", line.Path),
+		"{door_open_detect: 5s, verify: 2s, present: 10s}", "  - {number: 4, board: 0, slot: 3}\n  - {number: 5, board: 0, slot: 4}\n")
+	defer func() { _ = stop() }()
 	diag := func() map[string]any {
 		resp, err := testenv.HTTPClient().Get("http://" + kiosk + "/kiosk/v1/diagnostics")
 		if err != nil {

@@ -64,40 +64,13 @@ func TestPickupAgainstSimulator(t *testing.T) {
 			if kind == config.KindAutomaton {
 				comps = "  - {number: 4, board: 0, slot: 3}\n  - {number: 5, board: 0, slot: 4}\n"
 			}
-			dir := t.TempDir()
-			kiosk := testenv.FreeAddr(t)
-			cfg, err := config.Parse([]byte(fmt.Sprintf(`
-device_id: %s
-site: sim
-kind: %s
-mqtt: %s
-hardware: %s
-journal_dir: %s
-kiosk: {listen: "%s"}
-metrics_listen: "off"
-offline: %s
-timeouts: {door_open_detect: 5s, verify: 3s, present: 10s}
-compartments:
-%s`, dev, kind, be.mqttConfig(), hw, filepath.Join(dir, "journal"), kiosk, be.offlineConfig(), comps)), config.ParseOptions{})
-			require.NoError(t, err)
 			ids, tokens := be.loadDocuments(1)
 			doc := ids[0]
 			ch := be.channelOf(doc) // a channel, or an automaton's slot
 			require.NoError(t, sim.Load(0, ch, ch, "ID card 591-0000001-01"))
 
-			done := make(chan error, 1)
-			go func() {
-				done <- Run(ctx, Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Software: "sim-test"})
-			}()
-			defer func() {
-				cancel()
-				select {
-				case err := <-done:
-					require.NoError(t, err)
-				case <-time.After(20 * time.Second):
-					t.Fatal("daemon did not stop")
-				}
-			}()
+			kiosk, stop := startSimKluisd(t, be, dev, kind, hw, "{door_open_detect: 5s, verify: 3s, present: 10s}", comps)
+			defer func() { require.NoError(t, stop()) }()
 			testenv.Eventually(t, "kiosk ready", func() bool {
 				resp, err := testenv.HTTPClient().Get("http://" + kiosk + "/kiosk/v1/diagnostics")
 				if err != nil {
@@ -145,4 +118,42 @@ func hatchOr(kind string, ch int) int {
 		return 0
 	}
 	return ch
+}
+
+// startSimKluisd runs kluisd (Run) as device dev of kind against be, with
+// the hardware hw and timeouts (YAML flow mappings) and the compartments
+// comps (YAML list lines). It returns the kiosk's address and stop, which
+// stops kluisd and returns Run's error.
+func startSimKluisd(t *testing.T, be *realBackend, dev, kind, hw, timeouts, comps string) (kiosk string, stop func() error) {
+	t.Helper()
+	kiosk = testenv.FreeAddr(t)
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+device_id: %s
+site: sim
+kind: %s
+mqtt: %s
+hardware: %s
+journal_dir: %s
+kiosk: {listen: "%s"}
+metrics_listen: "off"
+offline: %s
+timeouts: %s
+compartments:
+%s`, dev, kind, be.mqttConfig(), hw, filepath.Join(t.TempDir(), "journal"), kiosk, be.offlineConfig(), timeouts, comps)), config.ParseOptions{})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Software: "sim-test"})
+	}()
+	return kiosk, func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(20 * time.Second):
+			t.Fatal("daemon did not stop")
+			return nil
+		}
+	}
 }

@@ -354,15 +354,18 @@ func (c *countedConn) Close() error {
 }
 
 // descriptorCap is the default connection cap: the process's open-file
-// limit minus a reserve for everything else the backend opens (database
-// pool, HTTP clients, files): 1/32 of the limit, at least 64 and at most
-// 1,024.
+// limit minus Reserve.
 func descriptorCap() int64 {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == 0 || rl.Cur > 1<<30 {
 		return 10000
 	}
 	limit := int64(rl.Cur)
-	reserve := min(max(limit/32, 64), 1024)
-	return max(limit-reserve, 1)
+	return max(limit-int64(Reserve(rl.Cur)), 1)
 }
+
+// Reserve is the part of an open-file limit kept for everything else the
+// backend opens (database pool, HTTP clients, files) when the broker's
+// cap is derived from it: 1/32 of the limit, at least 64 and at most
+// 1,024.
+func Reserve(limit uint64) int { return int(min(max(limit/32, 64), 1024)) }

@@ -13,7 +13,10 @@ import (
 // DefaultHTTPMaxConnections is the default of Options.HTTPMaxConnections:
 // a quarter of the process's open-file limit, at least 64, at most 4,096
 // (the live pages take at most 500 of them).
-func DefaultHTTPMaxConnections() int { return connlimit.DefaultMax(4096) }
+func DefaultHTTPMaxConnections() int { return connlimit.DefaultMax(httpMaxCeiling) }
+
+// httpMaxCeiling is the most DefaultHTTPMaxConnections gives.
+const httpMaxCeiling = 4096
 
 // capConnections wraps the HTTP listener in a cap of max connections (0:
 // the default), with its metrics on reg.

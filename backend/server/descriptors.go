@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"log/slog"
 	"syscall"
+
+	"kluis/backend/broker"
+	"kluis/internal/connlimit"
 )
 
 // Descriptors is how kluis-backend shares its open-file limit
@@ -24,7 +27,7 @@ type Descriptors struct {
 }
 
 // Fits reports whether the caps, the pool and the reserve fit the limit.
-func (d Descriptors) Fits() bool { return d.Broker+d.HTTP+d.Pool+d.Reserve <= d.Limit }
+func (d Descriptors) Fits() bool { return d.Need() <= d.Limit }
 
 // Need is the smallest limit that holds d's caps, pool and reserve.
 func (d Descriptors) Need() int { return d.Broker + d.HTTP + d.Pool + d.Reserve }
@@ -43,9 +46,9 @@ const minBrokerConnections = 64
 // least of each is planned anyway and does not fit (Fits false).
 func PlanDescriptors(limit uint64, embedded bool, httpMax, pool int) Descriptors {
 	lim := int(min(limit, 1<<30))
-	d := Descriptors{Limit: lim, Pool: pool, Reserve: min(max(lim/32, 64), 1024)}
+	d := Descriptors{Limit: lim, Pool: pool, Reserve: broker.Reserve(limit)}
 	if httpMax <= 0 {
-		httpMax = int(min(max(limit/4, 64), 4096))
+		httpMax = connlimit.MaxFor(limit, httpMaxCeiling)
 	}
 	d.HTTP, d.HTTPAsked = httpMax, httpMax
 	rest := lim - d.Reserve - d.Pool

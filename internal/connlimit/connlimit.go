@@ -157,13 +157,19 @@ func (c *conn) Close() error {
 	return err
 }
 
-// DefaultMax is a default cap for a listener of a process: a quarter of
-// the process's open-file limit (the rest stays for what else it opens),
-// at least 64 and at most ceiling.
+// DefaultMax is a default cap for a listener of a process: MaxFor the
+// process's open-file limit (ceiling when it cannot be read).
 func DefaultMax(ceiling int) int {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == 0 {
 		return ceiling
 	}
-	return int(min(max(rl.Cur/4, 64), uint64(ceiling)))
+	return MaxFor(rl.Cur, ceiling)
+}
+
+// MaxFor is the default cap for a listener of a process whose open-file
+// limit is limit: a quarter of it (the rest stays for what else it
+// opens), at least 64 and at most ceiling.
+func MaxFor(limit uint64, ceiling int) int {
+	return int(min(max(limit/4, 64), uint64(ceiling)))
 }

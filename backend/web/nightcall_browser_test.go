@@ -116,7 +116,7 @@ func TestTechnicianAtNightSeesWhatIsKnown(t *testing.T) {
 		assert.Contains(t, status, sinceText, "since when it is offline, on the fleet page")
 		toDevice(v.tab)
 		look(v.tab, "offline-device-"+v.size)
-		lastReported := strings.SplitN(web.Text("nl", "devices.doors_last"), "{time}", 2)[0]
+		lastReported := strings.SplitN(web.Text("nl", "devices.doors_last"), "{n}", 2)[0]
 		assert.True(t, strings.HasPrefix(v.tab.Text(t, "#doors-open"), lastReported), "the doors as last reported: %q", v.tab.Text(t, "#doors-open"))
 		assert.Equal(t, web.Text("nl", "unknown"), doorCell(v.tab, "4"))
 		// The backlog and the start are the last heartbeat's too, and say so.
@@ -130,7 +130,7 @@ func TestTechnicianAtNightSeesWhatIsKnown(t *testing.T) {
 	phone.WaitFor(t, `document.documentElement.lang === "fr" && !!document.querySelector("#c-4")`, 10*time.Second)
 	look(phone, "offline-device-phone-fr")
 	assert.Equal(t, web.Text("fr", "unknown"), doorCell(phone, "4"))
-	assert.Contains(t, phone.Text(t, "#doors-open"), "inconnu (signalé à ")
+	assert.Contains(t, phone.Text(t, "#doors-open"), "inconnu (dernier signalement\u00a0: ")
 	phone.Do(t, chromedp.Navigate(base+"/staff/devices"))
 	phone.WaitFor(t, `!!document.querySelector("#fleet-rows tr[data-status~=offline]")`, 10*time.Second)
 	look(phone, "offline-fleet-phone-fr")

@@ -534,3 +534,57 @@ func TestRESTRemoteOpenLateResult(t *testing.T) {
 	}
 	assert.Equal(t, 1, n)
 }
+
+// TestRESTRemoteOpenUncertainResult: the device restarted while carrying
+// out the open and answers uncertain (docs/kluisd.md, "An interrupted
+// command"). The API answers at once 504 no_answer saying the device
+// restarted (not the timeout's words), audits the open as no_answer, and
+// the command's row keeps the status uncertain (migration 0207).
+func TestRESTRemoteOpenUncertainResult(t *testing.T) {
+	s := startBackend(t, server.Options{OpenTimeout: time.Minute})
+	s.waitLink()
+	s.call("POST", "/api/v1/sites", map[string]any{"id": "kortrijk", "name": "Stadhuis"}, 201)
+	s.call("POST", "/api/v1/devices", map[string]any{"id": "restarted", "site_id": "kortrijk", "kind": "locker",
+		"compartments": []map[string]any{{"board": 0, "channel": 1, "size": "M", "height_cm": 100}}}, 201)
+	pw := s.call("POST", "/api/v1/devices/restarted/mqtt-password", nil, 201)["password"].(string)
+	dev := connectDevice(t, s.Broker, "restarted", pw)
+	dev.publish(wire.KindPresence, &wire.Presence{State: wire.Online, Software: "kluisd-test"})
+	s.waitOnline("restarted")
+
+	answer := make(chan map[string]any, 1)
+	go func() {
+		answer <- s.call("POST", "/api/v1/devices/restarted/compartments/1/open", map[string]string{"reason": "door check"}, 504)
+	}()
+	testenv.Eventually(t, "the open command", func() bool { return len(dev.commands(wire.CmdOpen)) > 0 })
+	cmd := dev.commands(wire.CmdOpen)[0]
+	dev.publish(wire.KindCmdResult, &wire.CommandResult{ID: cmd.ID, Status: wire.StatusUncertain, At: time.Now().UTC(),
+		Detail: "kluisd restarted while carrying it out"})
+	var got map[string]any
+	select {
+	case got = <-answer:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the open request did not return")
+	}
+	e, _ := got["error"].(map[string]any)
+	require.NotNil(t, e, "a JSON error body: %v", got)
+	assert.Equal(t, "no_answer", e["code"])
+	assert.Contains(t, e["message"], "restarted while carrying out the command")
+
+	ctx := context.Background()
+	db, err := pgx.Connect(ctx, s.Options.DatabaseURL)
+	require.NoError(t, err)
+	defer db.Close(ctx)
+	var st string
+	require.NoError(t, db.QueryRow(ctx, `SELECT status FROM device_commands WHERE command_id = $1`, cmd.ID).Scan(&st))
+	assert.Equal(t, string(wire.StatusUncertain), st)
+	page := s.call("GET", "/api/v1/audit?subject=device:restarted", nil, 200)
+	n := 0
+	for _, it := range page["items"].([]any) {
+		rec := it.(map[string]any)
+		if rec["action"] == "compartment.remote_open" {
+			n++
+			assert.Equal(t, "no_answer", rec["details"].(map[string]any)["result"])
+		}
+	}
+	assert.Equal(t, 1, n)
+}

@@ -580,13 +580,26 @@ func (e *Engine) forgetCodes(c *comp, keep string) {
 }
 
 // forgetBoardCodes withdraws the offline codes of every slot of the
-// automaton on board (forgetCodes for each): its hatch opened or its item
-// changed with no operation, and any slot may have been reached.
+// automaton on board (in one write of the cache): its hatch opened or its
+// item changed with no operation, and any slot may have been reached.
 func (e *Engine) forgetBoardCodes(board int) {
+	if e.o.Cache == nil {
+		return
+	}
+	var addrs []wire.Address
 	for _, c := range e.comps {
 		if c.slot >= 0 && c.cfg.Board == board {
-			e.forgetCodes(c, "")
+			addrs = append(addrs, c.wireAddr())
 		}
+	}
+	n, err := e.o.Cache.ForgetAll(addrs)
+	if err != nil {
+		e.log.Error("withdrawing the offline codes of a forced automaton's slots failed", "board", board, "err", err)
+		return
+	}
+	if n > 0 {
+		e.log.Info("offline codes of every slot of a forced automaton withdrawn", "board", board, "entries", n)
+		e.m.cacheSize.Set(float64(e.o.Cache.Len()))
 	}
 }
 

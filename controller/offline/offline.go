@@ -222,6 +222,22 @@ func (c *Cache) ApplyAt(s wire.CodeSync, now time.Time) error {
 // the same entry does not bring it back) until ExpiredRetention after
 // their expiry, and their codes answer ErrWithdrawn.
 func (c *Cache) Forget(addr wire.Address, keep string) (int, error) {
+	return c.forget(func(a wire.Address) bool { return a == addr }, keep)
+}
+
+// ForgetAll withdraws every entry at any of addrs (Forget with no document
+// kept) in one durable write: an automaton's forced hatch withdraws the
+// codes of all its slots without a save per slot.
+func (c *Cache) ForgetAll(addrs []wire.Address) (int, error) {
+	set := make(map[wire.Address]bool, len(addrs))
+	for _, a := range addrs {
+		set[a] = true
+	}
+	return c.forget(func(a wire.Address) bool { return set[a] }, "")
+}
+
+// forget withdraws the entries at an address match accepts, but keep's.
+func (c *Cache) forget(match func(wire.Address) bool, keep string) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	next := file{Version: c.f.Version, Expired: c.f.Expired, Withdrawn: c.f.Withdrawn}
@@ -232,7 +248,7 @@ func (c *Cache) Forget(addr wire.Address, keep string) (int, error) {
 	next.Withdrawn = append([]wire.CodeEntry(nil), next.Withdrawn...)
 	next.Entries = nil
 	for _, e := range c.f.Entries {
-		if e.Addr == addr && (keep == "" || e.DocumentID != keep) {
+		if match(e.Addr) && (keep == "" || e.DocumentID != keep) {
 			if k := EntryKey(e); !have[k] {
 				have[k] = true
 				next.Withdrawn = append(next.Withdrawn, e)

@@ -209,3 +209,37 @@ func TestForgetACompartmentsCodes(t *testing.T) {
 	_, err = c.VerifyPIN("111222333", "1990-02-03", late)
 	require.ErrorIs(t, err, offline.ErrNoMaterial, "pruned past the retention")
 }
+
+// ForgetAll withdraws the entries of every address given, durably, and
+// leaves the others: their codes answer ErrWithdrawn after a reopening.
+func TestForgetAllWithdrawsEveryAddressGiven(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	dir := t.TempDir()
+	c, err := offline.Open(dir, "dev1", pub)
+	require.NoError(t, err)
+	a, b, other := wire.Address{Board: 0, Channel: 3}, wire.Address{Board: 0, Channel: 4}, wire.Address{Board: 1, Channel: 3}
+	aTok, aCID := token(t, priv, "dev1", t0.Add(time.Hour))
+	bTok, bCID := token(t, priv, "dev1", t0.Add(time.Hour))
+	oTok, oCID := token(t, priv, "dev1", t0.Add(time.Hour))
+	require.NoError(t, c.Apply(wire.CodeSync{Version: 3, Full: true, Entries: []wire.CodeEntry{
+		{DocumentID: "doc-a", Addr: a, Expires: t0.Add(time.Hour), QRHash: pickupcode.QRHash(aCID)},
+		{DocumentID: "doc-b", Addr: b, Expires: t0.Add(time.Hour), QRHash: pickupcode.QRHash(bCID)},
+		{DocumentID: "doc-o", Addr: other, Expires: t0.Add(time.Hour), QRHash: pickupcode.QRHash(oCID)},
+	}}))
+	n, err := c.ForgetAll([]wire.Address{a, b, {Board: 0, Channel: 5}})
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	n, err = c.ForgetAll(nil)
+	require.NoError(t, err)
+	require.Zero(t, n)
+
+	c, err = offline.Open(dir, "dev1", pub)
+	require.NoError(t, err)
+	for _, tok := range []string{aTok, bTok} {
+		_, err = c.VerifyQR(tok, t0)
+		require.ErrorIs(t, err, offline.ErrWithdrawn)
+	}
+	m, err := c.VerifyQR(oTok, t0)
+	require.NoError(t, err)
+	require.Equal(t, "doc-o", m.DocumentID)
+}

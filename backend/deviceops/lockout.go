@@ -66,7 +66,7 @@ func NewLockouts(o LockoutsOptions) (*Lockouts, error) {
 }
 
 // The device outcomes of ClearLockout besides the wire's command statuses
-// (done, failed, expired, duplicate, rejected).
+// (done, failed, expired, duplicate, rejected, uncertain).
 const (
 	// DeviceNotSent: no device link, or it is not connected to the broker.
 	DeviceNotSent = "not_sent"
@@ -150,7 +150,8 @@ func (l *Lockouts) tellDevice(ctx context.Context, deviceID, reason, actor strin
 			continue
 		}
 		switch wire.CommandStatus(st.Status) {
-		case wire.StatusDone, wire.StatusDuplicate, wire.StatusFailed, wire.StatusExpired, wire.StatusRejected:
+		case wire.StatusDone, wire.StatusDuplicate, wire.StatusFailed, wire.StatusExpired, wire.StatusRejected,
+			wire.StatusUncertain: // kluisd restarted while carrying it out
 			res.Status, res.Detail = st.Status, st.Detail
 			return res
 		}

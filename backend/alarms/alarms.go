@@ -320,15 +320,18 @@ func Acknowledge(ctx context.Context, pool *pgxpool.Pool, r AckRequest) (AckResu
 		if r.At.Sub(at) > Window {
 			return ErrNotOpen
 		}
-		// A later alarm or alarm_cleared of the same kind and place (in
-		// Open's order) closes this one.
-		var later bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM device_events l JOIN device_events x ON `+sameKey("x", "l")+`
-			WHERE l.event_id = $1 AND l.device_id = $2 AND x.kind IN ('alarm', 'alarm_cleared') AND x.event_id <> l.event_id
-			  AND (x.at, x.received_at) > (l.at, l.received_at))`, r.ID, r.Device).Scan(&later); err != nil {
-			return fmt.Errorf("alarms: later events: %w", err)
+		// Open only while it is the latest alarm or alarm_cleared of its
+		// kind and place: alarm_latest, what Open reads (a later event,
+		// or a tie stored first, closes this one).
+		var latest bool
+		err = tx.QueryRow(ctx, `SELECT x.event_id = l.event_id FROM device_events l JOIN alarm_latest x
+			ON x.device_id = l.device_id AND x.alarm = coalesce(l.payload->>'alarm', '')
+			 AND x.addr = coalesce(l.payload->'addr', 'null'::jsonb) AND x.board = coalesce(l.payload->'board', 'null'::jsonb)
+			WHERE l.event_id = $1 AND l.device_id = $2`, r.ID, r.Device).Scan(&latest)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("alarms: latest event: %w", err)
 		}
-		if later {
+		if !latest {
 			return ErrNotOpen
 		}
 		// Acknowledged before: this raise, or an earlier one of the same

@@ -267,3 +267,29 @@ func TestOpenFollowsTheLatestEventWhateverTheOrderStored(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, map[string][]alarms.Alarm{"k1": open["k1"]}, one)
 }
+
+// Acknowledge takes an alarm as open exactly when Open lists it (both
+// read alarm_latest): of two raises of the same kind and place at the
+// same instant, Open lists the one stored first, and only that one is
+// acknowledged; the other is not open.
+func TestAcknowledgeOnlyWhatOpenLists(t *testing.T) {
+	ctx := context.Background()
+	pool := storetest.New(t).Pool()
+	tech := user(t, pool, "tech", "technician")
+	door := &hardware.Address{Board: 0, Channel: 4}
+	event(t, pool, "tie-1", "k1", wire.Event{Kind: wire.EvAlarm, At: t0, Alarm: wire.AlarmForcedDoor, Addr: door})
+	event(t, pool, "tie-2", "k1", wire.Event{Kind: wire.EvAlarm, At: t0, Alarm: wire.AlarmForcedDoor, Addr: door})
+	now := t0.Add(time.Minute)
+
+	open, err := alarms.Open(ctx, pool, now, "k1")
+	require.NoError(t, err)
+	require.Len(t, open["k1"], 1)
+	assert.Equal(t, "tie-1", open["k1"][0].ID)
+
+	_, err = alarms.Acknowledge(ctx, pool, alarms.AckRequest{Device: "k1", ID: "tie-2", Actor: tech, At: now})
+	assert.ErrorIs(t, err, alarms.ErrNotOpen, "not the alarm Open lists")
+	assert.Empty(t, acks(t, pool))
+	res, err := alarms.Acknowledge(ctx, pool, alarms.AckRequest{Device: "k1", ID: "tie-1", Actor: tech, At: now})
+	require.NoError(t, err)
+	assert.True(t, res.Recorded)
+}

@@ -2,7 +2,6 @@ package web
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,12 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"kluis/backend/api"
 	"kluis/backend/auth"
 	"kluis/backend/store"
-	"kluis/controller/wire"
 )
 
 type devicesData struct {
@@ -130,26 +126,21 @@ type actionData struct {
 // is offline now (since when) and whether its last heartbeat had c's lock
 // board offline.
 func (w *Web) openOutlook(q *req, d store.Device, c store.Compartment, data *actionData) error {
-	var state string
-	var since time.Time
-	var hb []byte
-	err := w.o.Pool.QueryRow(q.r.Context(), `SELECT p.state, p.changed_at, d.heartbeat FROM device_presence p
-		LEFT JOIN device_diagnostics d ON d.device_id = p.device_id WHERE p.device_id = $1`, d.ID).Scan(&state, &since, &hb)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil // never connected: refused before
-	}
+	pres, err := presenceRows(q.r.Context(), w.o.Pool)
 	if err != nil {
 		return fmt.Errorf("web: open outlook: %w", err)
 	}
-	if state != string(wire.Online) {
-		data.OfflineSince = &since
+	p, known := pres[d.ID]
+	if !known {
+		return nil // never connected: refused before
 	}
-	var h wire.Heartbeat
-	if len(hb) > 0 && json.Unmarshal(hb, &h) == nil {
-		for _, b := range h.Boards {
-			if b.Address == c.Board && !b.Online {
-				data.BoardDown = true
-			}
+	h := makeHealth(d, p, known, nil, w.o.Clock())
+	if !h.Online {
+		data.OfflineSince = &h.Since
+	}
+	for _, b := range h.Boards {
+		if b.Address == c.Board && !b.Online {
+			data.BoardDown = true
 		}
 	}
 	return nil

@@ -11,7 +11,6 @@ import (
 
 	"kluis/backend/auth"
 	"kluis/backend/server"
-	"kluis/controller/wire"
 )
 
 // "Kluis laten kiezen" (no device) never chooses the automaton a1 that
@@ -39,8 +38,7 @@ func TestLetKluisChooseOnlyOnlineDevices(t *testing.T) {
 	assert.Equal(t, "reserved", d["state"])
 	assert.Equal(t, lockerID, d["device_id"], "the online locker, not the never-connected automaton")
 
-	e.dev.publish(wire.KindPresence, &wire.Presence{V: 1, State: wire.Offline, Software: "kluisd 1.4.2"})
-	e.waitPresence(wire.Offline)
+	e.goOffline()
 	id, p := register("EP 1000002", "")
 	d = e.document(id)
 	assert.Equal(t, "registered", d["state"], "no device chosen")

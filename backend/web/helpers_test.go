@@ -96,6 +96,25 @@ func (e *env) waitPresence(state wire.PresenceState) {
 	})
 }
 
+// goOffline has k1 tell the backend it is offline (as the broker's will
+// does when its network goes) and waits until the link has recorded it.
+func (e *env) goOffline() {
+	e.t.Helper()
+	e.dev.publish(wire.KindPresence, &wire.Presence{V: 1, State: wire.Offline, Software: "kluisd 1.4.2"})
+	e.waitPresence(wire.Offline)
+}
+
+// presenceSince is when k1's presence last changed, as the console
+// writes the time: 15:04 in Europe/Brussels.
+func (e *env) presenceSince() string {
+	e.t.Helper()
+	var since time.Time
+	require.NoError(e.t, e.pool().QueryRow(context.Background(), `SELECT changed_at FROM device_presence WHERE device_id = $1`, lockerID).Scan(&since))
+	brussels, err := time.LoadLocation("Europe/Brussels")
+	require.NoError(e.t, err)
+	return since.In(brussels).Format("15:04")
+}
+
 // fakeDevice speaks the device side of the MQTT contract: it answers every
 // open command "done" and counts them.
 type fakeDevice struct {

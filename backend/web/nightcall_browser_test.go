@@ -54,6 +54,18 @@ func techPhone(t *testing.T, e *env) (*browsertest.Browser, *browsertest.Tab) {
 	return b, phone
 }
 
+// fleetToDevice goes from the fleet page to k1's page with a click, and
+// waits for ready (a selector) on it.
+func fleetToDevice(t *testing.T, tab *browsertest.Tab, base, ready string) {
+	t.Helper()
+	link := `#fleet-rows a[href="/staff/devices/` + lockerID + `"]`
+	tab.Do(t, chromedp.Navigate(base+"/staff/devices"))
+	// After the live stream's first update, which replaces the rows.
+	tab.WaitFor(t, `document.body.hasAttribute("data-live-updates") && !!document.querySelector('`+link+`')`, 10*time.Second)
+	tab.Do(t, chromedp.Click(chromedp.CSS(link)))
+	tab.WaitFor(t, `location.pathname === "/staff/devices/`+lockerID+`" && !!document.querySelector("`+ready+`")`, 10*time.Second)
+}
+
 // TestTechnicianAtNightSeesWhatIsKnown: a technician on call, on a phone
 // (390x844) and a laptop (1366x768), in Dutch then French, with real
 // clicks from the fleet page to the device. A door is forced (compartment
@@ -75,15 +87,7 @@ func TestTechnicianAtNightSeesWhatIsKnown(t *testing.T) {
 	laptop := b.NewTab(t, 1366, 768) // shares the phone's session
 	base := e.b.URL("")
 	look := func(tab *browsertest.Tab, name string) { t.Helper(); lookAt(t, tab, name) }
-	// From the fleet page to the device, with a click.
-	toDevice := func(tab *browsertest.Tab) {
-		t.Helper()
-		tab.Do(t, chromedp.Navigate(base+"/staff/devices"))
-		// After the live stream's first update, which replaces the rows.
-		tab.WaitFor(t, `document.body.hasAttribute("data-live-updates") && !!document.querySelector('#fleet-rows a[href="/staff/devices/`+lockerID+`"]')`, 10*time.Second)
-		tab.Do(t, chromedp.Click(chromedp.CSS(`#fleet-rows a[href="/staff/devices/`+lockerID+`"]`)))
-		tab.WaitFor(t, `location.pathname === "/staff/devices/`+lockerID+`" && !!document.querySelector("#c-2")`, 10*time.Second)
-	}
+	toDevice := func(tab *browsertest.Tab) { t.Helper(); fleetToDevice(t, tab, base, "#c-2") }
 	doorCell := func(tab *browsertest.Tab, n string) string {
 		t.Helper()
 		return strings.TrimSpace(evalString(t, tab, `document.querySelector("#c-`+n+` td:nth-of-type(3)").innerText`))
@@ -97,13 +101,9 @@ func TestTechnicianAtNightSeesWhatIsKnown(t *testing.T) {
 	assert.Equal(t, "0 · "+web.Text("nl", "devices.doors_board_offline"), phone.Text(t, "#doors-open"))
 
 	// The network goes.
-	e.dev.publish(wire.KindPresence, &wire.Presence{V: 1, State: wire.Offline, Software: "kluisd 1.4.2"})
-	e.waitPresence(wire.Offline)
-	var since time.Time
-	require.NoError(t, e.pool().QueryRow(context.Background(), `SELECT changed_at FROM device_presence WHERE device_id = $1`, lockerID).Scan(&since))
-	brussels, err := time.LoadLocation("Europe/Brussels")
-	require.NoError(t, err)
-	sinceText := web.Text("nl", "device.since", "time", since.In(brussels).Format("15:04"))
+	e.goOffline()
+	since := e.presenceSince()
+	sinceText := web.Text("nl", "device.since", "time", since)
 	for _, v := range []struct {
 		tab  *browsertest.Tab
 		size string
@@ -136,7 +136,7 @@ func TestTechnicianAtNightSeesWhatIsKnown(t *testing.T) {
 	look(phone, "offline-fleet-phone-fr")
 	assert.Contains(t, phone.Text(t, `#fleet-rows tr[data-status~=offline] td[data-label="`+web.Text("fr", "devices.col.backlog")+`"]`), "(signalé à ")
 	assert.Contains(t, phone.Text(t, `#fleet-rows tr[data-status~=offline] td:nth-of-type(2)`),
-		web.Text("fr", "device.since", "time", since.In(brussels).Format("15:04")))
+		web.Text("fr", "device.since", "time", since))
 }
 
 // TestTechnicianSeesWhatToDo: on a phone (390x844), from the fleet page
@@ -162,10 +162,7 @@ func TestTechnicianSeesWhatToDo(t *testing.T) {
 	_, phone := techPhone(t, e)
 	base := e.b.URL("")
 	look := func(name string) { t.Helper(); lookAt(t, phone, name) }
-	phone.Do(t, chromedp.Navigate(base+"/staff/devices"))
-	phone.WaitFor(t, `document.body.hasAttribute("data-live-updates") && !!document.querySelector('#fleet-rows a[href="/staff/devices/`+lockerID+`"]')`, 10*time.Second)
-	phone.Do(t, chromedp.Click(chromedp.CSS(`#fleet-rows a[href="/staff/devices/`+lockerID+`"]`)))
-	phone.WaitFor(t, `location.pathname === "/staff/devices/`+lockerID+`" && !!document.querySelector("#device-status")`, 10*time.Second)
+	fleetToDevice(t, phone, base, "#device-status")
 	look("what-to-do-phone")
 	steps := phone.Text(t, "#device-status .next-steps")
 	assert.Contains(t, steps, web.Text("nl", "next.title"))
@@ -185,8 +182,7 @@ func TestTechnicianSeesWhatToDo(t *testing.T) {
 	phone.WaitFor(t, `(function(){var r=document.getElementById("h-timeline").getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight})()`, 5*time.Second)
 
 	// The network goes.
-	e.dev.publish(wire.KindPresence, &wire.Presence{V: 1, State: wire.Offline, Software: "kluisd 1.4.2"})
-	e.waitPresence(wire.Offline)
+	e.goOffline()
 	phone.Do(t, chromedp.Navigate(base+"/staff/devices/"+lockerID))
 	phone.WaitFor(t, `!!document.querySelector("#device-status .badge.off")`, 10*time.Second)
 	look("what-to-do-offline-phone")
@@ -260,14 +256,10 @@ func TestRemoteOpenSaysWhatWillHappenAndWhatHappened(t *testing.T) {
 
 	// The network goes; the device hears nothing more.
 	e.dev.answerOpens("", true)
-	e.dev.publish(wire.KindPresence, &wire.Presence{V: 1, State: wire.Offline, Software: "kluisd 1.4.2"})
-	e.waitPresence(wire.Offline)
-	var since time.Time
-	require.NoError(t, e.pool().QueryRow(context.Background(), `SELECT changed_at FROM device_presence WHERE device_id = $1`, lockerID).Scan(&since))
-	brussels, err := time.LoadLocation("Europe/Brussels")
-	require.NoError(t, err)
+	e.goOffline()
+	since := e.presenceSince()
 	open("5", "open-offline")
-	assert.Contains(t, phone.Text(t, ".confirm"), web.Text("nl", "open.offline", "time", since.In(brussels).Format("15:04")))
+	assert.Contains(t, phone.Text(t, ".confirm"), web.Text("nl", "open.offline", "time", since))
 	got = confirm("open-offline")
 	assert.Contains(t, got, web.Text("nl", "error.open_no_answer"))
 	// The timeline says it in words (the audit's result no_answer).
@@ -284,6 +276,6 @@ func TestRemoteOpenSaysWhatWillHappenAndWhatHappened(t *testing.T) {
 	phone.Do(t, chromedp.SendKeys(chromedp.CSS("#reason"), "panne 4411"), chromedp.Click(chromedp.CSS("button.primary")))
 	phone.WaitFor(t, `!!document.querySelector(".confirm")`, 10*time.Second)
 	look("open-offline-confirm-fr")
-	assert.Contains(t, phone.Text(t, ".confirm"), web.Text("fr", "open.offline", "time", since.In(brussels).Format("15:04")))
+	assert.Contains(t, phone.Text(t, ".confirm"), web.Text("fr", "open.offline", "time", since))
 	assert.Contains(t, phone.Text(t, ".confirm"), web.Text("fr", "open.board_offline", "n", 1))
 }

@@ -12,7 +12,6 @@ import (
 
 	"kluis/backend/auth"
 	"kluis/backend/server"
-	"kluis/controller/wire"
 )
 
 // The console's re-issue says the old code no longer works only while the
@@ -41,8 +40,7 @@ func TestReissueSaysTheOldCodeStillOpensAnOfflineDevice(t *testing.T) {
 	assert.Equal(t, "notice.reissued", p.notice())
 	assert.NotContains(t, p.location, "reissued_offline", "the device is online")
 
-	e.dev.publish(wire.KindPresence, &wire.Presence{V: 1, State: wire.Offline, Software: "kluisd 1.4.2"})
-	e.waitPresence(wire.Offline)
+	e.goOffline()
 	// Offline: they say the old code still opens the compartment there
 	// until the device reconnects, in every language.
 	for _, v := range []struct{ lang, text string }{

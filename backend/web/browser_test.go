@@ -14,8 +14,6 @@ import (
 
 	"kluis/backend/auth"
 	"kluis/backend/notify"
-	"kluis/backend/server"
-	"kluis/backend/store"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/browsertest"
 )
@@ -32,8 +30,7 @@ import (
 // a document's page with its own messages that did not reach the holder.
 func TestConsoleInBrowser(t *testing.T) {
 	t.Parallel() // its own backend and database
-	e := newEnv(t, server.Options{PickupPeriods: map[store.DocumentKind]time.Duration{store.ResidenceCard: time.Second},
-		HousekeepEvery: 500 * time.Millisecond})
+	e := newConsoleEnv(t)
 	ctx := context.Background()
 	reserved, slipDoc, expired := e.consoleDocuments(t, 1)
 

@@ -11,8 +11,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/auth"
-	"kluis/backend/server"
-	"kluis/backend/store"
 	"kluis/backend/web"
 	"kluis/deploy/dev/browsertest"
 )
@@ -31,8 +29,7 @@ import (
 // the phone without scrolling sideways.
 func TestCounterWalkThroughInBrowser(t *testing.T) {
 	t.Parallel() // its own backend and database
-	e := newEnv(t, server.Options{PickupPeriods: map[store.DocumentKind]time.Duration{store.ResidenceCard: time.Second},
-		HousekeepEvery: 500 * time.Millisecond})
+	e := newConsoleEnv(t)
 	_, slipDoc, expired := e.consoleDocuments(t, 4)
 	b := browsertest.New(t, browsertest.Options{})
 	tablet := b.NewTab(t, 768, 1024)

@@ -20,6 +20,7 @@ import (
 	"kluis/backend/auth"
 	"kluis/backend/server"
 	"kluis/backend/server/servertest"
+	"kluis/backend/store"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
@@ -369,8 +370,16 @@ func (e *env) compartmentOf(id string) int {
 	return 0
 }
 
-// consoleDocuments registers what every list of the console shows (the
-// env needs PickupPeriods of a second for residence cards): a reserved
+// newConsoleEnv is an env for consoleDocuments: a residence card's
+// pickup period is a second and housekeeping runs every half second, so
+// that its residence card expires.
+func newConsoleEnv(t *testing.T) *env {
+	return newEnv(t, server.Options{PickupPeriods: map[store.DocumentKind]time.Duration{store.ResidenceCard: time.Second},
+		HousekeepEvery: 500 * time.Millisecond})
+}
+
+// consoleDocuments registers what every list of the console shows (in an
+// env of newConsoleEnv): a reserved
 // eid, a passport ready with a slip and a residence card that expired,
 // and raises a forced-door alarm on the device. n (1-9) keeps the
 // document numbers of different tests apart.

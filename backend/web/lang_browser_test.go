@@ -14,8 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/auth"
-	"kluis/backend/server"
-	"kluis/backend/store"
 	"kluis/backend/web"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/browsertest"
@@ -31,8 +29,7 @@ import (
 // on the page. The languages run in parallel, each in its own browser.
 func TestConsoleInEveryLanguage(t *testing.T) {
 	t.Parallel() // its own backend and database
-	e := newEnv(t, server.Options{PickupPeriods: map[store.DocumentKind]time.Duration{store.ResidenceCard: time.Second},
-		HousekeepEvery: 500 * time.Millisecond})
+	e := newConsoleEnv(t)
 	ctx := context.Background()
 	reserved, slipDoc, expired := e.consoleDocuments(t, 2)
 	e.dev.event(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmDoorLeftOpen, Addr: &wire.Address{Board: 0, Channel: 5}})

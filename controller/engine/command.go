@@ -33,6 +33,7 @@ func (e *Engine) HandleCommand(ctx context.Context, c wire.Command) wire.Command
 	// Check and claim the id in one step, so that two deliveries of one
 	// command handled at once cannot both act.
 	e.mu.Lock()
+	e.pruneCommandsLocked(now)
 	_, seen := e.commands[c.ID]
 	if !seen {
 		e.commands[c.ID] = c.Expires
@@ -88,6 +89,28 @@ func (e *Engine) HandleCommand(ctx context.Context, c wire.Command) wire.Command
 	e.m.commands.WithLabelValues(string(c.Kind), string(res.Status)).Inc()
 	_ = ctx
 	return res
+}
+
+// commandRetention is how long past its expiry a command's id is kept, in
+// memory and in the journal (Keep): beyond wire.CommandSkew, so a replay
+// is refused as a duplicate while it could still pass as unexpired, and
+// as expired after.
+const commandRetention = time.Hour
+
+// pruneCommandsLocked forgets the ids of commands past their retention, at
+// most once a minute, so that a device running for months does not hold
+// every command it ever got (a code sync every few minutes). e.mu is held.
+func (e *Engine) pruneCommandsLocked(now time.Time) {
+	if now.Sub(e.commandsPruned) < time.Minute {
+		return
+	}
+	e.commandsPruned = now
+	for id, exp := range e.commands {
+		if !now.Before(exp.Add(commandRetention)) {
+			delete(e.commands, id)
+			delete(e.reported, id)
+		}
+	}
 }
 
 // refusedEventsPerMinute bounds the command_refused and response_refused

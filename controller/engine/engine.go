@@ -249,11 +249,13 @@ type Engine struct {
 	used      map[string]usedCode
 	commands  map[string]time.Time // command id -> expiry
 	reported  map[string]bool      // command ids whose result is journaled
-	staff     *staffSession
-	ready     bool
-	readyC    chan struct{} // closed when ready becomes true
-	wg        sync.WaitGroup
-	runCtx    context.Context
+	// commandsPruned is when pruneCommandsLocked last ran.
+	commandsPruned time.Time
+	staff          *staffSession
+	ready          bool
+	readyC         chan struct{} // closed when ready becomes true
+	wg             sync.WaitGroup
+	runCtx         context.Context
 
 	// pin holds the PIN attempt limits; pinMu makes PIN attempts one at a
 	// time (see limits.go).
@@ -425,7 +427,7 @@ func (e *Engine) Keep(r journal.Record) bool {
 		var c struct {
 			Expires time.Time `json:"expires"`
 		}
-		return json.Unmarshal(r.Data, &c) == nil && now.Before(c.Expires.Add(time.Hour))
+		return json.Unmarshal(r.Data, &c) == nil && now.Before(c.Expires.Add(commandRetention))
 	}
 	return false
 }

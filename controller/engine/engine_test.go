@@ -2360,3 +2360,37 @@ func TestAutomatonLoadWithdrawsTheSlotsOtherCodes(t *testing.T) {
 		require.Len(t, r.f.Pulses(), 1, "the hatch stayed shut")
 	})
 }
+
+// A device runs for months and gets a code sync every few minutes: the
+// ids of commands long expired are forgotten (memory stays bounded), and a
+// replay of a forgotten command is still refused, as expired.
+func TestCommandIDsForgottenAfterRetention(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		known := func() int {
+			r.e.mu.Lock()
+			defer r.e.mu.Unlock()
+			return len(r.e.commands)
+		}
+		var first wire.Command
+		for i := range 50 {
+			now := time.Now()
+			c := r.signed(wire.Command{ID: fmt.Sprintf("lockout-%d", i), Kind: wire.CmdClearLockout, Issued: now,
+				Expires: now.Add(time.Minute), By: "admin", Reason: "ticket 7"})
+			if i == 0 {
+				first = c
+			}
+			r.e.HandleCommand(context.Background(), c)
+			time.Sleep(time.Minute)
+		}
+		require.Equal(t, 50, known(), "every id is kept while within its retention")
+		time.Sleep(commandRetention + 2*time.Minute)
+		now := time.Now()
+		last := r.signed(wire.Command{ID: "lockout-last", Kind: wire.CmdClearLockout, Issued: now, Expires: now.Add(time.Minute), By: "admin", Reason: "ticket 7"})
+		r.e.HandleCommand(context.Background(), last)
+		require.Equal(t, 1, known(), "only the command within its retention is kept")
+		require.Equal(t, wire.StatusExpired, r.e.HandleCommand(context.Background(), first).Status)
+		require.Equal(t, wire.StatusDuplicate, r.e.HandleCommand(context.Background(), last).Status)
+	})
+}

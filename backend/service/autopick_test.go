@@ -190,3 +190,50 @@ func TestAutoPickSkipsLateAndAlarmedDevices(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "b-late", d.DeviceID)
 }
+
+// Coming online is a sign of life: a device back after an outage longer
+// than LateAfter is not late before its first heartbeat (up to 30 s
+// later), and is late again only when neither its coming online nor a
+// heartbeat is recent.
+func TestBackOnlineIsNotLate(t *testing.T) {
+	e := newEnv(t, func(o *service.Options) { o.PickOnlineOnly = true })
+	e.device("a-back", uniform(1, store.SizeS, 150)...)
+	e.heartbeat("a-back")
+	e.clock.Add(time.Minute)
+	e.presence("a-back", "offline")
+	e.clock.Add(10 * time.Minute)
+	e.presence("a-back", "online")
+	h, err := e.svc.DeviceHealth(e.ctx, "a-back")
+	require.NoError(t, err)
+	require.False(t, h["a-back"].Late, "just back online, its heartbeat 10 minutes old: not late")
+	require.True(t, h["a-back"].Fit())
+	d, err := e.svc.Reserve(e.ctx, "user:counter1", e.register(store.EID, false).ID, service.ReserveOptions{})
+	require.NoError(t, err)
+	require.Equal(t, "a-back", d.DeviceID)
+	e.clock.Add(service.LateAfter + time.Second)
+	h, err = e.svc.DeviceHealth(e.ctx, "a-back")
+	require.NoError(t, err)
+	require.True(t, h["a-back"].Late, "online for longer than LateAfter without a heartbeat: late")
+}
+
+func TestLate(t *testing.T) {
+	now := time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)
+	ago := func(d time.Duration) *time.Time { t := now.Add(-d); return &t }
+	for _, c := range []struct {
+		name      string
+		online    bool
+		since     time.Duration
+		heartbeat *time.Time
+		late      bool
+	}{
+		{"offline is never late", false, time.Hour, ago(time.Hour), false},
+		{"online long ago, no heartbeat", true, time.Hour, nil, true},
+		{"just online, no heartbeat", true, time.Minute, nil, false},
+		{"recent heartbeat", true, time.Hour, ago(time.Minute), false},
+		{"old heartbeat, online long ago", true, time.Hour, ago(service.LateAfter + time.Second), true},
+		{"old heartbeat, just back online", true, time.Second, ago(time.Hour), false},
+		{"exactly LateAfter is not late", true, service.LateAfter, ago(service.LateAfter), false},
+	} {
+		require.Equal(t, c.late, service.Late(c.online, now.Add(-c.since), c.heartbeat, now), c.name)
+	}
+}

@@ -13,10 +13,27 @@ import (
 	"kluis/controller/wire"
 )
 
-// LateAfter is how old an online device's last heartbeat (before its
-// first one: its coming online) may be: older, the device is late. kluisd
-// sends one every 30 s by default; three minutes is six missed.
+// LateAfter is how old an online device's last sign of life may be: its
+// last heartbeat or its coming online, whichever is later; older, the
+// device is late. kluisd sends a heartbeat every 30 s by default; three
+// minutes is six missed.
 const LateAfter = 3 * time.Minute
+
+// Late reports whether a device online since since, its last heartbeat at
+// heartbeat (nil: none yet), is late at now. Coming online is a sign of
+// life too: a device back after an outage longer than LateAfter is not
+// late until its first heartbeat, which may be 30 s away (the console's
+// health and the automatic choice use this one rule).
+func Late(online bool, since time.Time, heartbeat *time.Time, now time.Time) bool {
+	if !online {
+		return false
+	}
+	last := since
+	if heartbeat != nil && heartbeat.After(last) {
+		last = *heartbeat
+	}
+	return now.Sub(last) > LateAfter
+}
 
 // blockingAlarms are the alarm kinds that make a pickup at the device
 // unsafe or impossible; the automatic choice never picks a device with
@@ -47,7 +64,8 @@ type Health struct {
 	Known bool `json:"known"`
 	// Online: its presence says online.
 	Online bool `json:"online"`
-	// Late: online, but its last heartbeat is older than LateAfter.
+	// Late: online, but its last sign of life is older than LateAfter
+	// (see Late).
 	Late bool `json:"late"`
 	// Blocking are its open alarms that make a pickup unsafe or
 	// impossible (BlocksPickup), Other its other open alarms; each kind
@@ -94,20 +112,21 @@ func DeviceHealth(ctx context.Context, db store.DB, now time.Time, ids []string)
 	if len(ids) == 0 {
 		return out, nil
 	}
-	rows, err := db.Query(ctx, `SELECT device_id, state, coalesce(last_heartbeat_at, changed_at)
+	rows, err := db.Query(ctx, `SELECT device_id, state, changed_at, last_heartbeat_at
 		FROM device_presence WHERE device_id = ANY($1)`, ids)
 	if err != nil {
 		return nil, fmt.Errorf("service: device presence: %w", err)
 	}
 	for rows.Next() {
 		var id, state string
-		var beat time.Time
-		if err := rows.Scan(&id, &state, &beat); err != nil {
+		var since time.Time
+		var beat *time.Time
+		if err := rows.Scan(&id, &state, &since, &beat); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("service: device presence: %w", err)
 		}
 		h := Health{Known: true, Online: state == string(wire.Online)}
-		h.Late = h.Online && now.Sub(beat) > LateAfter
+		h.Late = Late(h.Online, since, beat, now)
 		out[id] = h
 	}
 	rows.Close()

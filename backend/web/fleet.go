@@ -105,8 +105,9 @@ type health struct {
 	Online   bool
 	Since    time.Time
 	Software string
-	// LastHeartbeat is the last telemetry; Late when it is older than
-	// lateAfter while online.
+	// LastHeartbeat is the last telemetry; Late when it and coming
+	// online are both older than service.LateAfter while online
+	// (service.Late, the automatic choice's rule).
 	LastHeartbeat *time.Time
 	Late          bool
 	// From the last heartbeat (HasHeartbeat false: none).
@@ -211,10 +212,6 @@ func (h health) boardOnline(b int) bool {
 	return false
 }
 
-// lateAfter marks an online device whose heartbeat is overdue: the
-// automatic compartment choice's (service.LateAfter).
-const lateAfter = service.LateAfter
-
 func makeHealth(d store.Device, p presenceRow, known bool, alarms []alarm, now time.Time) health {
 	h := health{Device: d, Known: known, Alarms: alarms}
 	if !known {
@@ -226,7 +223,7 @@ func makeHealth(d store.Device, p presenceRow, known bool, alarms []alarm, now t
 	// technicians read ("1.4.2 \u202Eexe.gnp" reads "1.4.2 png.exe"), so
 	// what the console shows of them is escaped as kluisctl does.
 	h.Online, h.Since, h.Software, h.LastHeartbeat = p.Online, p.Since, safetext.Escape(p.Software), p.LastHeartbeat
-	h.Late = h.Online && (p.LastHeartbeat == nil && now.Sub(p.Since) > lateAfter || p.LastHeartbeat != nil && now.Sub(*p.LastHeartbeat) > lateAfter)
+	h.Late = service.Late(p.Online, p.Since, p.LastHeartbeat, now)
 	var hb wire.Heartbeat
 	if len(p.Heartbeat) > 0 && json.Unmarshal(p.Heartbeat, &hb) == nil {
 		h.HasHeartbeat = true

@@ -422,6 +422,15 @@ type documentData struct {
 	CanRenotify bool
 	CanReissue  bool
 	CanSlip     bool
+	// CanRetrieve, CanHandOver: the document can be recorded as back at
+	// the counter (retrieve) or handed over to its holder there
+	// (collect): taken out of its compartment without the kiosk's staff
+	// menu, which records it by itself.
+	CanRetrieve, CanHandOver bool
+	// ConfirmAtCounter is the counter action asked for ("retrieve",
+	// "collect"; "" none): it frees the compartment, stops the codes and
+	// cannot be undone, so the page asks first and the confirmation posts.
+	ConfirmAtCounter string
 	// ConfirmReissue asks before new codes are made (the old ones stop
 	// working): the button leads here, the confirmation posts.
 	ConfirmReissue bool
@@ -485,6 +494,13 @@ func (w *Web) document(rw http.ResponseWriter, q *req) error {
 	d.CanReissue = live && q.may("documents.reissue")
 	d.CanSlip = live && q.may("documents.slip")
 	d.ConfirmReissue = d.CanReissue && q.r.URL.Query().Get("confirm") == "reissue"
+	inCompartment := live || st == lifecycle.Expired
+	d.CanRetrieve = inCompartment && q.may("documents.retrieve")
+	d.CanHandOver = inCompartment && q.may("documents.collect")
+	switch c := q.r.URL.Query().Get("confirm"); {
+	case c == "retrieve" && d.CanRetrieve, c == "collect" && d.CanHandOver:
+		d.ConfirmAtCounter = c
+	}
 	d.ReissueOffline = d.CanReissue && !w.deviceOnline(ctx, doc.DeviceID)
 	q.slipOnly = d.SlipOnly
 	d.ConfirmCancel, d.CancelReason = d.CanCancel && q.cancelAsked, q.cancelReason
@@ -602,6 +618,7 @@ func (w *Web) actorNames(ctx context.Context, q *req, actors []string) (map[stri
 var docActions = map[string]string{
 	"reserve": "notice.reserved", "unreserve": "notice.unreserved", "cancel": "notice.cancelled",
 	"renotify": "notice.renotified", "reissue": "notice.reissued",
+	"retrieve": "notice.retrieved", "collect": "notice.handed_over",
 }
 
 // docAction runs POST /staff/documents/{id}/{action}.
@@ -644,6 +661,18 @@ func (w *Web) docAction(rw http.ResponseWriter, r *http.Request) {
 			_, err = w.o.Service.Cancel(ctx, who, id, reason)
 		case "renotify":
 			_, err = w.o.Service.Renotify(ctx, who, id)
+		case "retrieve", "collect":
+			if r.PostForm.Get("confirm") != "yes" {
+				// Asked, not confirmed: the compartment stays taken and
+				// the codes keep working.
+				http.Redirect(rw, r, Prefix+"documents/"+id+"?confirm="+action, http.StatusSeeOther)
+				return nil
+			}
+			if action == "retrieve" {
+				_, err = w.o.Service.Retrieve(ctx, who, id)
+			} else {
+				_, err = w.o.Service.Collect(ctx, who, id)
+			}
 		case "reissue":
 			if r.PostForm.Get("confirm") != "yes" {
 				// Asked, not confirmed: the old codes keep working.

@@ -242,6 +242,8 @@ func Actions() []Action {
 		{"documents.cancel", []string{"POST /api/v1/documents/{id}/cancel"}},
 		{"documents.renotify", []string{"POST /api/v1/documents/{id}/renotify"}},
 		{"documents.reissue", []string{"POST /api/v1/documents/{id}/reissue"}},
+		{"documents.retrieve", []string{"POST /api/v1/documents/{id}/retrieve"}},
+		{"documents.collect", []string{"POST /api/v1/documents/{id}/collect"}},
 		{"documents.slip", []string{"GET /api/v1/documents/{id}/slip"}},
 		{"audit.view", []string{"GET /api/v1/audit"}},
 		{"devices.list", []string{"GET /api/v1/devices"}},

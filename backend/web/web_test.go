@@ -205,15 +205,18 @@ func TestActionRolesEqualTheRESTRoutes(t *testing.T) {
 		form         url.Values
 	}
 	reqs := map[string][]request{
-		"documents.list":       {{"GET", "/staff/documents", nil}},
-		"documents.view":       {{"GET", "/staff/documents/" + doc, nil}},
-		"documents.register":   {{"GET", "/staff/documents/new", nil}, {"POST", "/staff/documents", url.Values{}}},
-		"documents.reserve":    {{"POST", "/staff/documents/" + doc + "/reserve", nil}},
-		"documents.unreserve":  {{"POST", "/staff/documents/00000000-0000-4000-8000-000000000000/unreserve", nil}},
-		"documents.cancel":     {{"POST", "/staff/documents/00000000-0000-4000-8000-000000000000/cancel", nil}},
-		"documents.renotify":   {{"POST", "/staff/documents/" + doc + "/renotify", nil}},
-		"documents.reissue":    {{"POST", "/staff/documents/" + doc + "/reissue", nil}},
-		"documents.slip":       {{"GET", "/staff/documents/" + doc + "/slip", nil}},
+		"documents.list":      {{"GET", "/staff/documents", nil}},
+		"documents.view":      {{"GET", "/staff/documents/" + doc, nil}},
+		"documents.register":  {{"GET", "/staff/documents/new", nil}, {"POST", "/staff/documents", url.Values{}}},
+		"documents.reserve":   {{"POST", "/staff/documents/" + doc + "/reserve", nil}},
+		"documents.unreserve": {{"POST", "/staff/documents/00000000-0000-4000-8000-000000000000/unreserve", nil}},
+		"documents.cancel":    {{"POST", "/staff/documents/00000000-0000-4000-8000-000000000000/cancel", nil}},
+		"documents.renotify":  {{"POST", "/staff/documents/" + doc + "/renotify", nil}},
+		"documents.reissue":   {{"POST", "/staff/documents/" + doc + "/reissue", nil}},
+		"documents.slip":      {{"GET", "/staff/documents/" + doc + "/slip", nil}},
+		// Unconfirmed: the allowed roles are sent to the confirmation.
+		"documents.retrieve":   {{"POST", "/staff/documents/" + doc + "/retrieve", nil}},
+		"documents.collect":    {{"POST", "/staff/documents/" + doc + "/collect", nil}},
 		"devices.list":         {{"GET", "/staff/devices", nil}},
 		"devices.view":         {{"GET", "/staff/devices/" + lockerID, nil}},
 		"devices.open":         {{"GET", "/staff/devices/" + lockerID + "/compartments/1/open", nil}, {"POST", "/staff/devices/" + lockerID + "/compartments/1/open", url.Values{}}},

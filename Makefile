@@ -8,7 +8,7 @@ FUZZTIME ?= 5s
 CMDS    := $(notdir $(wildcard cmd/*))
 DIST    := dist
 
-.PHONY: all build test vet unit fuzz services demo bench chaos dist clean
+.PHONY: all build test vet unit unit-only fuzz services demo bench chaos dist clean
 
 all: build
 
@@ -26,14 +26,18 @@ vet:
 SLOW_PKGS ?= ./controller/systemtest ./controller/kiosk/screen ./backend/web ./bench/chaos
 UNIT_PKGS = $(if $(filter ./...,$(PKGS)),$(SLOW_PKGS) $(PKGS),$(PKGS))
 
-unit: services
+unit: services unit-only
+
+unit-only:
 	$(GO) test -race -count=1 -timeout 12m $(UNIT_PKGS)
 
 fuzz:
 	@FUZZTIME=$(FUZZTIME) bash deploy/dev/fuzz.sh
 
-## test: vet, every test with the race detector against real services, then a short run of every fuzz target.
-test: services vet unit fuzz
+## test: services, vet, then every test with the race detector against real services and, beside it
+## (niced), a short run of every fuzz target; each phase's wall and CPU time at the end (deploy/dev/test.sh).
+test:
+	@bash deploy/dev/test.sh
 
 ## bench: kluis-bench measures each figure against its floor (results in bench/results/,
 ## summary in docs/performance.md), then the Go micro-benchmarks.

@@ -96,6 +96,7 @@ var expectedRoles = map[string]string{
 	"DELETE /api/v1/sessions/current":                      "staff technician admin",
 	"GET /api/v1/me":                                       "staff technician admin",
 	"POST /api/v1/me/kiosk-pin":                            "staff technician admin",
+	"POST /api/v1/me/password":                             "staff technician admin",
 	"GET /api/v1/users":                                    "admin",
 	"POST /api/v1/users":                                   "admin",
 	"GET /api/v1/users/{id}":                               "admin",

@@ -78,6 +78,17 @@ func (e *env) session(role auth.Role) string {
 	return iss.Token
 }
 
+// signIn logs user in over the API (POST /api/v1/sessions) and returns
+// the session token.
+func (e *env) signIn(user, pw string) string {
+	e.t.Helper()
+	r := e.do("POST", "/api/v1/sessions", "", map[string]string{"username": user, "password": pw})
+	require.Equal(e.t, 201, r.status, string(r.body))
+	var iss auth.Issued
+	r.decode(e.t, &iss)
+	return iss.Token
+}
+
 // freshToken issues a new API token for role (for requests that revoke theirs).
 func (e *env) freshToken(role auth.Role) string {
 	iss, err := e.auth.CreateAPIToken(context.Background(), e.users[role].ID, "fresh")

@@ -74,7 +74,8 @@ type KioskPINs struct {
 // ErrLoginLimitsUnavailable, ErrWrongPassword,
 // auth.ErrKioskCredentialTaken, auth.ErrKioskDisabled, each wrapped in the
 // API's *Error.
-func (k KioskPINs) SetOwn(ctx context.Context, u auth.User, password, pin, source, via string) error {
+func (k KioskPINs) SetOwn(ctx context.Context, p auth.Principal, password, pin, source, via string) error {
+	u := p.User
 	if err := auth.ValidateKioskPIN(pin); err != nil {
 		return err
 	}
@@ -88,7 +89,7 @@ func (k KioskPINs) SetOwn(ctx context.Context, u auth.User, password, pin, sourc
 		return &Error{Status: http.StatusTooManyRequests, Code: "too_many_attempts",
 			Message: "too many of your new staff PINs were refused as in use today; ask an administrator to set one", Err: ErrOwnPINTakenTooOften}
 	}
-	if err := k.checkPassword(ctx, u, password, source, now, via, "kiosk_pin"); err != nil {
+	if err := k.checkPassword(ctx, p, password, source, now, via, "kiosk_pin"); err != nil {
 		return err
 	}
 	err = k.Auth.SetKioskCredentials(ctx, u.ID, &pin, nil)
@@ -128,23 +129,38 @@ func (k KioskPINs) SetFor(ctx context.Context, actor auth.User, id int64, pin, v
 	return nil
 }
 
-// checkPassword is a login's password check for u without a session:
-// the login limits (a wrong password counts as a failed login of u) and
-// the hashing slots; a wrong password is audited login.failed with
-// purpose ("kiosk_pin", "api_token") as "for".
-func (k KioskPINs) checkPassword(ctx context.Context, u auth.User, password, source string, now time.Time, via, purpose string) error {
-	_, err := auth.PasswordCheck{Auth: k.Auth, Limits: k.Logins, Log: k.Log}.Check(ctx,
-		auth.PasswordAttempt{Username: u.Username, Password: password, Source: source, Now: now, UserID: u.ID})
-	if ae := passwordRefusal(k.Log, err, source, now); ae != nil {
-		return ae
-	}
-	if errors.Is(err, auth.ErrInvalidCredentials) {
-		subj := "user:" + strconv.FormatInt(u.ID, 10)
-		if aerr := k.audit(ctx, audit.Entry{At: now, Actor: subj, Action: "login.failed", Subject: subj,
-			Details: map[string]any{"known_user": true, "source": source, "via": via, "for": purpose}}); aerr != nil {
+// checkPassword is the step-up check of p's current password
+// (auth.StepUp): a wrong one is counted on p's session, not against the
+// user's login limits, and the MaxStepUpFailures-th ends that session. A
+// wrong one is audited password.step_up_failed with purpose ("kiosk_pin",
+// "api_token", "password") as "for", the session's count and whether it
+// ended; it is 403 wrong_password, or 401 session_ended when the session
+// ended.
+func (k KioskPINs) checkPassword(ctx context.Context, p auth.Principal, password, source string, now time.Time, via, purpose string) error {
+	err := k.Auth.StepUp(ctx, p, password, source)
+	var wrong *auth.WrongStepUp
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &wrong):
+		subj := "user:" + strconv.FormatInt(p.ID, 10)
+		if aerr := k.audit(ctx, audit.Entry{At: now, Actor: subj, Action: "password.step_up_failed", Subject: subj,
+			Details: map[string]any{"source": source, "via": via, "for": purpose, "session": p.TokenKind,
+				"failures": wrong.Failures, "session_ended": wrong.Ended}}); aerr != nil {
 			return fmt.Errorf("audit failed password check: %w", aerr)
 		}
-		return &Error{Status: http.StatusForbidden, Code: "wrong_password", Message: "the current password is wrong", Err: ErrWrongPassword}
+		if wrong.Ended {
+			return &Error{Status: http.StatusUnauthorized, Code: "session_ended",
+				Message: fmt.Sprintf("the current password was wrong %d times: this session has ended; log in again", wrong.Failures), Err: errors.Join(auth.ErrUnauthenticated, err)}
+		}
+		return &Error{Status: http.StatusForbidden, Code: "wrong_password",
+			Message: fmt.Sprintf("the current password is wrong (%d of %d: at %d this session ends)", wrong.Failures, auth.MaxStepUpFailures, auth.MaxStepUpFailures),
+			Err:     errors.Join(ErrWrongPassword, err)}
+	case errors.Is(err, auth.ErrUnauthenticated):
+		return &Error{Status: http.StatusUnauthorized, Code: "session_ended", Message: "this session has ended; log in again", Err: err}
+	}
+	if ae := passwordRefusal(k.Log, err, source, now); ae != nil {
+		return ae // the hashing slots' refusal
 	}
 	return err
 }

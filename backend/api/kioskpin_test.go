@@ -83,20 +83,23 @@ func TestSetOwnKioskPIN(t *testing.T) {
 			assert.NotContains(t, string(rc.Details), pin, "no PIN in the audit trail")
 		}
 	}
-	assert.Equal(t, 1, actions[fmt.Sprintf("user:%d login.failed", staff.ID)], "the wrong password")
+	assert.Equal(t, 1, actions[fmt.Sprintf("user:%d password.step_up_failed", staff.ID)], "the wrong password")
 	assert.Equal(t, 1, actions[fmt.Sprintf("user:%d user.update", staff.ID)])
 	assert.Equal(t, 3, actions[fmt.Sprintf("user:%d user.kiosk_pin_taken", tech.ID)])
 	assert.Equal(t, 1, actions[fmt.Sprintf("user:%d user.update", tech.ID)], "the admin's")
 
-	// Wrong passwords are failed logins: five from one address (the
-	// success above forgot the first) lock it out, with Retry-After.
-	for i := 0; i < 5; i++ {
+	// Wrong passwords count on the session they came with (not against
+	// the login limits): the third in a row ends it.
+	for i := 1; i < auth.MaxStepUpFailures; i++ {
 		r = set(tok, "still not the password", "48291637")
 		require.Equal(t, 403, r.status, string(r.body))
 	}
+	r = set(tok, "still not the password", "62839175")
+	require.Equal(t, 401, r.status, string(r.body))
+	assert.Equal(t, "session_ended", r.errCode())
 	r = set(tok, "password-of-staff", "62839175")
-	require.Equal(t, 429, r.status, "even the right password now: %s", r.body)
-	assert.Equal(t, "too_many_attempts", r.errCode())
-	assert.NotEmpty(t, r.header.Get("Retry-After"))
+	require.Equal(t, 401, r.status, "the token is revoked: %s", r.body)
 	assert.False(t, strings.Contains(string(r.body), "62839175"))
+	r = e.do("POST", "/api/v1/sessions", "", map[string]string{"username": "test-staff", "password": "password-of-staff"})
+	assert.Equal(t, 201, r.status, "the staff member's own logins are not locked: %s", r.body)
 }

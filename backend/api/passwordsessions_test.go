@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -24,13 +25,7 @@ func TestPasswordChangeEndsSessions(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	staff := e.users[auth.RoleStaff]
-	login := func(user, pw string) string {
-		r := e.do("POST", "/api/v1/sessions", "", map[string]string{"username": user, "password": pw})
-		require.Equal(t, 201, r.status, string(r.body))
-		var iss auth.Issued
-		r.decode(t, &iss)
-		return iss.Token
-	}
+	login := e.signIn
 	s1, s2 := login("test-staff", "password-of-staff"), login("test-staff", "password-of-staff")
 	web, err := e.auth.StartWebSession(ctx, staff, "203.0.113.1")
 	require.NoError(t, err)
@@ -86,15 +81,21 @@ func TestPasswordChangeEndsSessions(t *testing.T) {
 // A session taken from someone (12 hours of it) made an API token that
 // outlived it and the victim's password reset. A new token now needs the
 // password again: none is 400 missing_field, a wrong one 403
-// wrong_password, audited as a failed login, and counted against the
-// login limits (after five the right password is refused too, at login
-// as here).
+// wrong_password, audited password.step_up_failed.
+//
+// The wrong ones used to count against the user's login limits: five
+// from a stolen session locked the real user's own logins out (429 at
+// POST /api/v1/sessions), so a thief could keep the victim from signing
+// in to change the password. Now they count on the session they came
+// with: the third ends it (401 session_ended; the session is revoked),
+// and the real user logs in as before and makes a token with a new
+// session.
 func TestAPITokenNeedsThePassword(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	tech := e.users[auth.RoleTechnician]
-	session := e.session(auth.RoleTechnician)
-	create := func(pw string) resp {
+	stolen := e.session(auth.RoleTechnician)
+	create := func(session, pw string) resp {
 		t.Helper()
 		body := map[string]any{"name": "ci"}
 		if pw != "" {
@@ -102,37 +103,84 @@ func TestAPITokenNeedsThePassword(t *testing.T) {
 		}
 		return e.do("POST", "/api/v1/tokens", session, body)
 	}
-	r := create("")
+	r := create(stolen, "")
 	require.Equal(t, 400, r.status, string(r.body))
 	assert.Equal(t, "missing_field", r.errCode())
-	for i := 0; i < 5; i++ {
-		r = create("a guess")
+	for i := 1; i < auth.MaxStepUpFailures; i++ {
+		r = create(stolen, "a guess")
 		require.Equal(t, 403, r.status, string(r.body))
 		assert.Equal(t, "wrong_password", r.errCode())
 	}
-	r = create("password-of-technician")
-	assert.Equal(t, 429, r.status, "the same limits as a login: %s", r.body)
-	assert.Equal(t, "too_many_attempts", r.errCode())
-	assert.NotEmpty(t, r.header.Get("Retry-After"))
-	r = e.do("POST", "/api/v1/sessions", "", map[string]string{"username": "test-technician", "password": "password-of-technician"})
-	assert.Equal(t, 429, r.status, "the guesses count against logins")
+	r = create(stolen, "the last guess")
+	require.Equal(t, 401, r.status, string(r.body))
+	assert.Equal(t, "session_ended", r.errCode())
+	assert.Equal(t, 401, e.do("GET", "/api/v1/me", stolen, nil).status, "the stolen session ended")
+	r = create(stolen, "password-of-technician")
+	assert.Equal(t, 401, r.status, "an ended session makes nothing, even with the password: %s", r.body)
+
+	// The real user is not locked out: the guesses were not logins.
+	session := e.signIn("test-technician", "password-of-technician") // the guesses did not count against logins
+	r = create(session, "a typo")
+	require.Equal(t, 403, r.status, string(r.body))
+	r = create(session, "password-of-technician")
+	require.Equal(t, 201, r.status, string(r.body))
 
 	recs, err := audit.List(ctx, e.st.Pool(), audit.ListOptions{Subject: fmt.Sprintf("user:%d", tech.ID), Limit: 1000})
 	require.NoError(t, err)
-	failed := 0
+	var failed []map[string]any
 	for _, rc := range recs {
-		assert.NotEqual(t, "token.create", rc.Action, "no token was made")
-		if rc.Action == "login.failed" {
+		assert.NotEqual(t, "login.failed", rc.Action, "a step-up is not a login")
+		if rc.Action == "password.step_up_failed" {
 			var d map[string]any
 			require.NoError(t, json.Unmarshal(rc.Details, &d))
 			assert.Equal(t, "api_token", d["for"])
-			failed++
+			failed = append(failed, d)
 		}
 	}
-	assert.Equal(t, 5, failed)
+	require.Len(t, failed, auth.MaxStepUpFailures+1)
+	assert.Equal(t, true, failed[auth.MaxStepUpFailures-1]["session_ended"])
+	assert.Equal(t, float64(auth.MaxStepUpFailures), failed[auth.MaxStepUpFailures-1]["failures"])
+	assert.Equal(t, false, failed[auth.MaxStepUpFailures]["session_ended"], "the real user's typo")
+}
 
-	r = e.do("POST", fmt.Sprintf("/api/v1/users/%d/clear-login-lockout", tech.ID), e.tokens[auth.RoleAdmin], map[string]string{"reason": "test"})
-	require.Equal(t, 200, r.status, string(r.body))
-	r = create("password-of-technician")
-	require.Equal(t, 201, r.status, string(r.body))
+// Guesses sent at once through one stolen session are bounded exactly:
+// each takes its count before the password is hashed (one refused by the
+// hashing slots, login_busy, gives it back), so however many are sent
+// together, exactly MaxStepUpFailures passwords are checked before the
+// session ends.
+func TestStepUpGuessesAtOnceAreBounded(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	stolen := e.session(auth.RoleStaff)
+	n := map[string]int{}
+	for round := 0; e.do("GET", "/api/v1/me", stolen, nil).status == 200; round++ {
+		require.Less(t, round, 20, "the session should have ended: %v", n)
+		codes := make(chan string, 20)
+		var wg sync.WaitGroup
+		for i := 0; i < cap(codes); i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				codes <- e.do("POST", "/api/v1/tokens", stolen, map[string]any{"name": "ci", "current_password": "a guess"}).errCode()
+			}()
+		}
+		wg.Wait()
+		close(codes)
+		for c := range codes {
+			n[c]++
+		}
+	}
+	assert.Equal(t, auth.MaxStepUpFailures-1, n["wrong_password"], "%v", n)
+	for c := range n {
+		assert.Contains(t, []string{"wrong_password", "session_ended", "invalid_token", "login_busy"}, c)
+	}
+	recs, err := audit.List(ctx, e.st.Pool(), audit.ListOptions{Subject: fmt.Sprintf("user:%d", e.users[auth.RoleStaff].ID), Limit: 1000})
+	require.NoError(t, err)
+	checked := 0
+	for _, rc := range recs {
+		if rc.Action == "password.step_up_failed" {
+			checked++
+		}
+	}
+	assert.Equal(t, auth.MaxStepUpFailures, checked, "exactly the bound of passwords checked: %v", n)
 }

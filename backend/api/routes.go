@@ -22,6 +22,7 @@ func (s *Server) routeTable() []route {
 		{method: "DELETE", path: "/api/v1/sessions/current", roles: anyRole, h: s.handleLogout},
 		{method: "GET", path: "/api/v1/me", roles: anyRole, h: s.handleMe},
 		{method: "POST", path: "/api/v1/me/kiosk-pin", roles: anyRole, h: s.handleSetOwnKioskPIN},
+		{method: "POST", path: "/api/v1/me/password", roles: anyRole, h: s.handleChangeOwnPassword},
 
 		{method: "GET", path: "/api/v1/users", roles: adminOnly, h: s.handleListUsers},
 		{method: "POST", path: "/api/v1/users", roles: adminOnly, idempotent: true, h: s.handleCreateUser},

@@ -164,7 +164,7 @@ func (s *Server) handleSetOwnKioskPIN(w http.ResponseWriter, r *http.Request) er
 		return errorf(http.StatusBadRequest, "missing_field", "current_password and kiosk_pin are required")
 	}
 	p := principal(r.Context())
-	err := s.kioskPINs().SetOwn(r.Context(), p.User, req.CurrentPassword, req.KioskPIN, auth.ClientSource(r, s.trusted), "api")
+	err := s.kioskPINs().SetOwn(r.Context(), p, req.CurrentPassword, req.KioskPIN, auth.ClientSource(r, s.trusted), "api")
 	setRetryAfter(w, err)
 	if err != nil {
 		return err
@@ -290,7 +290,7 @@ func (s *Server) handleUpdateUser(w http.ResponseWriter, r *http.Request) error 
 		// reach (docs/security.md "API tokens and a password reset").
 		keep := auth.PasswordChange{KeepAPITokens: req.KeepAPITokens != nil && *req.KeepAPITokens}
 		if id == p.ID {
-			keep.KeepToken = p.TokenID
+			keep = keepCaller(keep, p)
 		}
 		ended, err := s.auth.ChangePassword(r.Context(), id, *req.Password, keep)
 		if err != nil {
@@ -397,7 +397,7 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) error
 	// that outlives it and the victim's password reset. The check is a
 	// login's (the limits, the hashing slots; a wrong one is a failed
 	// login of the user, audited).
-	if err := s.kioskPINs().checkPassword(r.Context(), p.User, req.CurrentPassword, auth.ClientSource(r, s.trusted), s.clock(), "api", "api_token"); err != nil {
+	if err := s.kioskPINs().checkPassword(r.Context(), p, req.CurrentPassword, auth.ClientSource(r, s.trusted), s.clock(), "api", "api_token"); err != nil {
 		setRetryAfter(w, err)
 		return err
 	}

@@ -416,6 +416,9 @@ type PasswordChange struct {
 	// KeepToken is a token that stays (the caller's own when users change
 	// their own password; 0: none).
 	KeepToken int64
+	// KeepWebSession is a staff console session that stays (the caller's
+	// own when users change their own password in the console; 0: none).
+	KeepWebSession int64
 	// KeepAPITokens keeps the user's API tokens (kind api, for
 	// automation): an admin's explicit choice when the old password was
 	// not known to anyone else (a forgotten one).
@@ -464,7 +467,7 @@ WHERE user_id = $1 AND kind = 'session' AND revoked_at IS NULL AND id <> $3 AND 
 		}
 		ended.Sessions += int(tag.RowsAffected())
 		tag, err = tx.Exec(ctx, `UPDATE auth_web_sessions SET ended_at = $2
-WHERE user_id = $1 AND ended_at IS NULL AND expires_at > $2`, id, now)
+WHERE user_id = $1 AND ended_at IS NULL AND expires_at > $2 AND id <> $3`, id, now, keep.KeepWebSession)
 		if err != nil {
 			return err
 		}

@@ -56,7 +56,7 @@ func (w *Web) ownPIN(rw http.ResponseWriter, q *req) error {
 		w.showPINForm(rw, q, http.StatusBadRequest, d)
 		return nil
 	}
-	err := w.kioskPINs().SetOwn(q.r.Context(), q.sess.User, password, pin, auth.ClientSource(q.r, w.o.TrustedProxies), "console")
+	err := w.kioskPINs().SetOwn(q.r.Context(), q.sess.Principal(), password, pin, auth.ClientSource(q.r, w.o.TrustedProxies), "console")
 	if err != nil {
 		return w.pinRefused(rw, q, d, err)
 	}
@@ -133,6 +133,8 @@ func (w *Web) pinRefused(rw http.ResponseWriter, q *req, d kioskPINData, err err
 		field, text, status = fieldPIN, q.t.S("kioskpin.taken"), http.StatusConflict
 	case errors.Is(err, api.ErrOwnPINTakenTooOften):
 		field, text = fieldPIN, q.t.S("kioskpin.taken_too_often")
+	case errors.Is(err, auth.ErrUnauthenticated):
+		return w.stepUpEnded(rw, q)
 	case errors.Is(err, api.ErrWrongPassword):
 		field, text = fieldPassword, q.t.S("kioskpin.wrong_password")
 	case errors.As(err, &tma):
@@ -163,4 +165,12 @@ func (w *Web) showPINForm(rw http.ResponseWriter, q *req, status int, d kioskPIN
 		title = q.t.F("kioskpin.title_for", "user", d.Username)
 	}
 	w.render(rw, q, status, "kioskpin", title, d)
+}
+
+// stepUpEnded answers a form whose wrong current passwords ended the
+// session (auth.StepUp): to the login page, which says the session ended.
+func (w *Web) stepUpEnded(rw http.ResponseWriter, q *req) error {
+	w.setCookie(rw, q.r, sessionCookie, "", -1)
+	http.Redirect(rw, q.r, Prefix+"login?ended=1", http.StatusSeeOther)
+	return nil
 }

@@ -31,6 +31,7 @@ Commands:
   login USERNAME                      log in (password from KLUIS_PASSWORD or stdin); prints a session token
   logout                              revoke the current token
   whoami                              show the current user
+  password [-keep-api-tokens]         change your own password with a session (current password from KLUIS_PASSWORD, then the new one from KLUIS_NEW_PASSWORD, each else one stdin line); ends your other sessions and, unless kept, your API tokens
   kiosk-pin                           set your own staff PIN for the kiosks (current password from KLUIS_PASSWORD, then the PIN from KLUIS_KIOSK_PIN, each else one stdin line)
   documents list [-state S] [-site S] [-device D] [-limit N] [-all]
   documents show ID                   one document with its history
@@ -186,6 +187,8 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		return c.whoami(ctx, args)
 	case "kiosk-pin":
 		return c.ownKioskPIN(ctx, args)
+	case "password":
+		return c.ownPassword(ctx, args)
 	case "documents", "docs", "document":
 		return c.documents(ctx, sub, tail(args))
 	case "reissue":
@@ -586,6 +589,39 @@ func (c *cli) ownKioskPIN(ctx context.Context, args []string) error {
 		return err
 	}
 	return c.emitOne(raw, userCols)
+}
+
+// ownPassword changes the caller's own password (POST /api/v1/me/password).
+func (c *cli) ownPassword(ctx context.Context, args []string) error {
+	fs := c.flags("password")
+	keep := fs.Bool("keep-api-tokens", false, "keep your API tokens (nobody else knew the old password)")
+	if _, err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	pw, err := c.readSecret("KLUIS_PASSWORD", "current password: ")
+	if err != nil {
+		return err
+	}
+	npw, err := c.readSecret("KLUIS_NEW_PASSWORD", "new password: ")
+	if err != nil {
+		return err
+	}
+	raw, err := c.call(ctx, "POST", "/api/v1/me/password", map[string]any{"current_password": pw, "new_password": npw, "keep_api_tokens": *keep})
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return c.emitJSON(raw)
+	}
+	var ended struct {
+		Sessions  int `json:"sessions"`
+		APITokens int `json:"api_tokens"`
+	}
+	if err := json.Unmarshal(raw, &ended); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "password changed; %d other sessions ended, %d API tokens revoked\n", ended.Sessions, ended.APITokens)
+	return nil
 }
 
 func (c *cli) whoami(ctx context.Context, args []string) error {

@@ -441,6 +441,30 @@ func TestKluisctlOwnKioskPIN(t *testing.T) {
 	assert.NotContains(t, out+errs, "48291637")
 }
 
+// Anyone changes their own password with a session (not an API token):
+// the other sessions and the API tokens end.
+func TestKluisctlOwnPassword(t *testing.T) {
+	h := newHarness(t)
+	tok := h.tokens[auth.RoleTechnician]
+	code, _, errs := h.kctl(tok, "password-of-technician\na new passphrase\n", nil, "password")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, "session_required")
+	code, out, errs := h.kctl("", "password-of-technician\n", nil, "login", "cli-technician")
+	require.Equal(t, 0, code, errs)
+	session := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(out), "export KLUIS_TOKEN="))
+	code, _, errs = h.kctl(session, "", map[string]string{"KLUIS_PASSWORD": "password-of-technician", "KLUIS_NEW_PASSWORD": "short"}, "password")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, "weak_password")
+	code, out, errs = h.kctl(session, "password-of-technician\na new passphrase\n", nil, "password")
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, out, "password changed; 0 other sessions ended, 1 API tokens revoked")
+	assert.NotContains(t, out+errs, "a new passphrase")
+	code, _, _ = h.kctl(tok, "", nil, "whoami")
+	assert.Equal(t, 1, code, "the API token was revoked")
+	code, _, errs = h.kctl(session, "", nil, "whoami")
+	assert.Equal(t, 0, code, errs)
+}
+
 // Staff lift a device's PIN lockout from the command line; the reason is
 // required.
 func TestKluisctlClearLockout(t *testing.T) {

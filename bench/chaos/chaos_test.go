@@ -151,6 +151,10 @@ func shortRun() Config {
 // TestGauntletShort is the short seeded run inside `make test`: a few
 // compressed nights on one device of each driver, every fault kind at
 // least once, on the production shape of the broker (Mosquitto, TLS).
+//
+// It, TestGauntletEmbedded and TestGauntletFailover run in parallel: each
+// has a world of its own (database, broker, ports, processes, journals),
+// and a night is mostly waits for doors, timers and restarts.
 func TestGauntletShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("gauntlet: starts the backend, Mosquitto, the simulator and four kluisd")
@@ -158,6 +162,7 @@ func TestGauntletShort(t *testing.T) {
 	if os.Getenv("CHAOS_NIGHTS") != "" {
 		t.Skip("CHAOS_NIGHTS set: TestGauntlet runs")
 	}
+	t.Parallel()
 	runGauntlet(t, shortRun())
 }
 
@@ -173,6 +178,7 @@ func TestGauntletEmbedded(t *testing.T) {
 	if os.Getenv("CHAOS_NIGHTS") != "" {
 		t.Skip("CHAOS_NIGHTS set: TestGauntlet runs")
 	}
+	t.Parallel()
 	short := shortRun()
 	cfg := short
 	cfg.Nights = 1
@@ -207,6 +213,7 @@ func TestGauntletFailover(t *testing.T) {
 	if !ok {
 		t.Skip("no PostgreSQL server binaries for a standby")
 	}
+	t.Parallel()
 	runGauntlet(t, Config{Seed: envSeed(20261208), Nights: 1, Faults: faults, FaultsPerNight: 2, DocsPerDevice: 1,
 		World: Options{Devices: DefaultFleet(1), Broker: BrokerMosquittoTLS, Backends: 2, Failover: true}})
 }

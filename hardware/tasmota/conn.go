@@ -32,7 +32,26 @@ type abortConn struct {
 	written atomic.Int64
 }
 
+// Write writes p, paho's writer's one packet. A connection being reset
+// takes nothing more (paho's writer sets a fresh write deadline before
+// every packet, over the one in the past that resetIfUndelivered set). A
+// relay ON is written only for a pulse still waiting for it, before its
+// deadline, and by then at the latest (the ON gate, ongate.go); otherwise
+// it is withheld: reported written to paho, nothing sent.
 func (c *abortConn) Write(p []byte) (int, error) {
+	if c.abort.Load() {
+		return 0, fmt.Errorf("tasmota: connection being reset: %w", net.ErrClosed)
+	}
+	if topic, ok := onPublishTopic(p); ok {
+		now := time.Now()
+		s := c.d.ons.take(topic, now)
+		if s == nil {
+			c.d.log.Warn("relay ON withheld: its pulse's deadline passed before paho's writer took it", "topic", topic)
+			return len(p), nil
+		}
+		// paho set its write deadline (handOver from now) just before.
+		_ = c.Conn.SetWriteDeadline(earliest(s.deadline, now.Add(c.d.handOver())))
+	}
 	n, err := c.Conn.Write(p)
 	c.written.Add(int64(n))
 	return n, err
@@ -120,4 +139,11 @@ func (d *Driver) resetIfUndelivered(mark writeMark) {
 	past := time.Now().Add(-time.Second)
 	_ = c.tcp.SetReadDeadline(past)
 	_ = c.tcp.SetWriteDeadline(past)
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }

@@ -41,7 +41,13 @@
 // left before the step's deadline (Options.Timeout from the step's start,
 // or the caller's context deadline if sooner; counted "late", nothing
 // sent, otherwise); the wait for the confirmation ends at the same
-// deadline. An ON handed to paho and not confirmed by then may still be
+// deadline. That bound holds only while the pulse's goroutine and paho's
+// writer run on time, so the ON is checked again where paho's writer
+// writes it (the ON gate, ongate.go: TestAnOnNoPulseWaitsForIsNotWritten):
+// written only for a pulse still waiting for it, before its deadline, with
+// a write deadline no later than it; otherwise withheld, and the pulse
+// counted "late" (nothing sent). A connection being reset takes no more
+// writes. An ON written and not confirmed by then may still be
 // on its way. Still in this host's kernel (written to the socket, not yet
 // acknowledged by the other end: the bytes written minus SIOCOUTQ fall
 // short of the ON's end), it is taken back: the driver

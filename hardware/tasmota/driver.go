@@ -168,7 +168,10 @@ type Driver struct {
 	offSeq     uint64
 	pulsing    map[relay]int
 	// conn is the broker connection opened last (open).
-	conn    *abortConn
+	conn *abortConn
+	// ons: the relay ONs handed to paho, written only before their
+	// pulse's deadline (ongate.go).
+	ons     onGate
 	mods    map[string]*module // by topic
 	byBoard map[int]*module
 	waiters map[string][]chan struct{}
@@ -1126,7 +1129,14 @@ func (d *Driver) pulseRelay(ctx context.Context, mod *module, n int, dur time.Du
 	seq := d.offSeq
 	d.mu.Unlock()
 	var mark writeMark
-	err = d.sendAndWaitMark(ctx, d.deadline(ctx), base+"POWER"+strconv.Itoa(n), "ON", powerKey(mod.Topic, n), &mark)
+	onTopic, onDeadline := base+"POWER"+strconv.Itoa(n), d.deadline(ctx)
+	on := d.ons.add(onTopic, onDeadline)
+	err = d.sendAndWaitMark(ctx, onDeadline, onTopic, "ON", powerKey(mod.Topic, n), &mark)
+	if written := d.ons.done(on); err != nil && !written && !notSent(err) {
+		// Not written by the deadline, and never will be (the ON gate):
+		// nothing left, as if too late to hand it over.
+		err = fmt.Errorf("%w (%w)", errTooLate, err)
+	}
 	if err != nil && !notSent(err) {
 		// The ON may still be in the socket, undelivered: the kernel
 		// would send it whenever the link comes back.

@@ -60,9 +60,10 @@
 // is closed so (kluis_tasmota_connection_resets_total); the driver's own
 // Close ends gracefully. (The connection is opened by internal/mqttconn,
 // as kluisd's link's is: no proxy from all_proxy, no unix sockets; a
-// websocket broker gets no reset.) A reset cannot take back what already left:
-// bytes on the wire or acknowledged by the broker's host (or a proxy on
-// the way), and the broker's leg to the module, where a command has no
+// websocket broker gets neither the reset nor the ON gate: the
+// driver does not wrap a websocket connection.) A reset cannot take back
+// what already left: bytes on the wire or acknowledged by the broker's
+// host (or a proxy on the way), and the broker's leg to the module, where a command has no
 // expiry (Tasmota's MQTT has none; a module reconnecting to a broker that
 // kept its session could still get it). So the driver then publishes
 // POWER<n> OFF at once (on that connection behind the ON, or on the next

@@ -217,8 +217,11 @@ func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) er
 // DisconnectDevice closes every connection device holds (a password is
 // checked at CONNECT only: after a new password, or a disabled
 // credential, the connections made with the old one must go). Their last
-// wills are sent, as for any connection that ends without DISCONNECT. It
-// returns how many it closed.
+// wills are sent, as for any connection that ends without DISCONNECT.
+// Call it after the credential changed: a CONNECT whose check began
+// before the call (and may have passed the old password) is refused
+// "bad credentials" instead of joining after the close. It returns how
+// many it closed.
 func (b *Broker) DisconnectDevice(device string) int {
 	n := b.srv.closeDevice(device)
 	if n > 0 {

@@ -40,6 +40,7 @@ type server struct {
 	closed   bool
 	clients  map[string]*client   // connected, by sessionKey
 	devices  map[string]int       // connections held by each device (RoleDevice)
+	gens     map[string]uint64    // each device's credential generation: closeDevice counts it up
 	pending  map[*client]struct{} // not yet connected (before CONNACK)
 	exact    map[string][]*sub    // subscriptions without wildcards, by filter
 	wild     []*sub               // subscriptions with wildcards
@@ -61,6 +62,7 @@ type client struct {
 	conn     net.Conn
 	id       string
 	device   string
+	gen      uint64 // the device's credential generation when its check began (server.gens)
 	role     Role
 	will     *message
 	graceful bool                // it sent DISCONNECT (reader goroutine only)
@@ -120,7 +122,7 @@ var errDenied = errors.New("broker: publish denied")
 
 func newServer(creds CredentialsFunc, checkTimeout, writeTimeout time.Duration, maxPacket int, log *slog.Logger, m *metrics) *server {
 	return &server{creds: creds, checkTimeout: checkTimeout, writeTimeout: writeTimeout, maxPacket: maxPacket,
-		log: log, warn: loglimit.New(log, logBurst, logWindow, time.Now), m: m, clients: map[string]*client{}, devices: map[string]int{}, pending: map[*client]struct{}{},
+		log: log, warn: loglimit.New(log, logBurst, logWindow, time.Now), m: m, clients: map[string]*client{}, devices: map[string]int{}, gens: map[string]uint64{}, pending: map[*client]struct{}{},
 		exact: map[string][]*sub{}, retained: map[string]message{}}
 }
 
@@ -165,7 +167,7 @@ func (s *server) serve(conn net.Conn) {
 		return
 	}
 	if code := s.attach(c); code != connAccepted {
-		if code == connUnavailable {
+		if code == connUnavailable || code == connBadCredentials {
 			_ = c.write([]byte{pktConnack << 4, 2, 0, code})
 		}
 		return
@@ -204,6 +206,12 @@ func (s *server) authenticate(c *client, p *connectPacket) byte {
 	if p.keepAlive == 0 || p.keepAlive > s.maxKeepAlive {
 		return refuse(connBadClientID, "keep-alive 0 or over the maximum")
 	}
+	// The device's credential generation before the check: a new
+	// password (closeDevice) between the check and attach must not let
+	// in a connection the old password passed (attach compares).
+	s.mu.RLock()
+	gen := s.gens[p.user]
+	s.mu.RUnlock()
 	ctx, cancel := context.WithTimeout(withClientAddr(context.Background(), c.conn), s.checkTimeout)
 	device, role, ok := s.creds(ctx, p.user, p.password)
 	cancel()
@@ -230,7 +238,7 @@ func (s *server) authenticate(c *client, p *connectPacket) byte {
 		_, _ = rand.Read(b[:])
 		p.clientID = "auto-" + hex.EncodeToString(b[:])
 	}
-	c.id, c.device, c.role, c.will = p.clientID, device, role, p.will
+	c.id, c.device, c.role, c.will, c.gen = p.clientID, device, role, p.will, gen
 	if c.will != nil {
 		c.will.payload = bytes.Clone(c.will.payload)
 	}
@@ -259,6 +267,16 @@ func (s *server) attach(c *client) byte {
 		s.mu.Unlock()
 		return 0xff
 	}
+	if c.role == RoleDevice && s.gens[c.device] != c.gen {
+		// The device's password changed after c's check began: the check
+		// may have passed the old one, which closeDevice already shut
+		// out. The device tries again (with the new one).
+		s.mu.Unlock()
+		s.m.authFail.Inc()
+		s.warn.Warn("connection refused", "reason", "the device's password changed during the check",
+			"device", c.device, "remote", c.conn.RemoteAddr().String())
+		return connBadCredentials
+	}
 	old := s.clients[c.sessionKey()]
 	if c.role == RoleDevice && old == nil {
 		if s.devices[c.device] >= s.maxPerDevice {
@@ -282,16 +300,20 @@ func (s *server) attach(c *client) byte {
 }
 
 // closeDevice closes the connections of device (RoleDevice) and returns
-// how many; each one's reader then detaches it.
+// how many; each one's reader then detaches it. It counts the device's
+// credential generation up, so that a CONNECT whose check began before
+// (and may have passed the old password) is refused at attach: the
+// password was changed before closeDevice is called.
 func (s *server) closeDevice(device string) int {
-	s.mu.RLock()
+	s.mu.Lock()
+	s.gens[device]++
 	var conns []net.Conn
 	for _, c := range s.clients {
 		if c.role == RoleDevice && c.device == device {
 			conns = append(conns, c.conn)
 		}
 	}
-	s.mu.RUnlock()
+	s.mu.Unlock()
 	for _, conn := range conns {
 		_ = conn.Close()
 	}

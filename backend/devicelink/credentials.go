@@ -63,6 +63,9 @@ type Credentials struct {
 	loading bool
 	loaded  chan struct{}   // closed when the current load ends
 	dropped map[string]bool // forgotten while loading
+	// forgets counts forget calls: a check remembers its success only if
+	// none came while it ran (it may have read the password just replaced).
+	forgets uint64
 }
 
 // remembered is a successful check held in memory.
@@ -189,6 +192,7 @@ func (c *Credentials) Set(ctx context.Context, username string, role broker.Role
 func (c *Credentials) forget(username string) {
 	c.mu.Lock()
 	delete(c.mem, username)
+	c.forgets++
 	if c.loading {
 		c.dropped[username] = true
 	}
@@ -228,6 +232,13 @@ func (c *Credentials) Check(ctx context.Context, username, password string) (str
 		}
 		return "", "", false
 	}
+	// A Set or Disable while this check runs may replace what it reads:
+	// its success is then not remembered in memory (the next check reads
+	// again), or the old password would pass from memory after the new
+	// one was set.
+	c.mu.Lock()
+	forgets := c.forgets
+	c.mu.Unlock()
 	var role, hash string
 	var disabled bool
 	var mac []byte
@@ -271,7 +282,9 @@ func (c *Credentials) Check(ctx context.Context, username, password string) (str
 		c.log.Warn("remembering a credential check failed", "err", err) // the next connect verifies again
 	} else {
 		c.mu.Lock()
-		c.mem[username] = remembered{role: role, mac: want, checkedAt: c.now()}
+		if c.forgets == forgets {
+			c.mem[username] = remembered{role: role, mac: want, checkedAt: c.now()}
+		}
 		c.mu.Unlock()
 	}
 	return c.identity(username, role)

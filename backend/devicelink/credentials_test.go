@@ -2,6 +2,7 @@ package devicelink
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
@@ -308,4 +309,28 @@ func startBroker(t *testing.T, c *Credentials) string {
 	require.NoError(t, b.Start())
 	t.Cleanup(func() { _ = b.Close() })
 	return "tcp://" + b.Addr()
+}
+
+// A check of the old password that read the credential before a new one
+// was set, and finished after, remembered the old password in memory:
+// the next CONNECTs with it passed from memory (one HMAC, no database)
+// until the memory was reloaded. Raced many times: once Set has returned
+// and the racing checks have ended, the old password is refused.
+func TestOldPasswordNotRememberedAfterANewOne(t *testing.T) {
+	pool := newPool(t)
+	ctx := context.Background()
+	c := NewCredentials(CredentialsOptions{Pool: pool, Params: cheap, Logger: quiet(), Refresh: time.Hour})
+	for i := range 100 {
+		old := fmt.Sprintf("old-device-password-%03d", i)
+		require.NoError(t, c.Set(ctx, "dev-1", broker.RoleDevice, old))
+		var wg sync.WaitGroup
+		for range 3 {
+			wg.Add(1)
+			go func() { defer wg.Done(); c.Check(ctx, "dev-1", old) }()
+		}
+		require.NoError(t, c.Set(ctx, "dev-1", broker.RoleDevice, fmt.Sprintf("new-device-password-%03d", i)))
+		wg.Wait()
+		_, _, ok := c.Check(ctx, "dev-1", old)
+		require.False(t, ok, "round %d: the old password still passes after the new one was set", i)
+	}
 }

@@ -45,8 +45,19 @@ func TestLetKluisChooseOnlyOnlineDevices(t *testing.T) {
 	assert.Nil(t, d["device_id"])
 	assert.Contains(t, p.body, "geen enkele automaat die nu online is en werkt heeft een passend vak vrij")
 
-	id, _ = register("EP 1000003", autoID)
+	// Named by hand, a device that cannot serve now: asked first,
+	// nothing registered; confirmed, reserved there.
+	form := url.Values{"kind": {"passport"}, "number": {"EP 1000003"}, "holder_first_name": {"Marie"}, "holder_last_name": {"Dubois"},
+		"holder_birth_date_day": {"30"}, "holder_birth_date_month": {"11"}, "holder_birth_date_year": {"1975"}, "language": {"fr"},
+		"contact": {"none"}, "site_id": {siteID}, "device_id": {autoID}}
+	p = staff.post("/staff/documents", form)
+	require.Equal(t, http.StatusOK, p.status, snippet(p.body))
+	assert.Contains(t, p.body, `id="unfit-confirm"`)
+	form.Set("confirm_unfit", autoID)
+	p = staff.post("/staff/documents", form)
+	require.Equal(t, http.StatusSeeOther, p.status, snippet(p.body))
+	id = strings.TrimPrefix(strings.SplitN(p.location, "?", 2)[0], "/staff/documents/")
 	d = e.document(id)
-	assert.Equal(t, "reserved", d["state"], "a device named by staff is reserved, online or not")
+	assert.Equal(t, "reserved", d["state"], "a device named by staff and confirmed is reserved, online or not")
 	assert.Equal(t, autoID, d["device_id"])
 }

@@ -65,6 +65,13 @@ func TestConsoleInBrowser(t *testing.T) {
 	desktop.Do(t, chromedp.Click(chromedp.CSS("#c-mobile")), chromedp.SendKeys(chromedp.CSS("#f-mobile"), "0470 12 34 56"))
 	desktop.Do(t, chromedp.SetValue(chromedp.CSS("#f-device_id"), lockerID), chromedp.Click(chromedp.CSS("#f-wants_low")))
 	desktop.Do(t, chromedp.Click(chromedp.CSS(`form button[type=submit].primary`)))
+	// The locker holds a forced door: asked first, what was typed kept,
+	// the focus on the confirmation; ticked with the keyboard.
+	desktop.WaitFor(t, `document.activeElement && document.activeElement.id === "f-confirm_unfit"`, 10*time.Second)
+	require.Equal(t, "591-7654321-98", evalString(t, desktop, `document.getElementById("f-number").value`))
+	desktop.CheckAxe(t, "register at an unfit device")
+	desktop.Screenshot(t, "console/register-unfit-confirm-desktop")
+	desktop.Do(t, chromedp.KeyEvent(" "), chromedp.Click(chromedp.CSS(`form button[type=submit].primary`)))
 	desktop.WaitFor(t, `location.pathname.startsWith("/staff/documents/") && !!document.querySelector(".notice")`, 10*time.Second)
 	assert.Contains(t, desktop.Text(t, ".state-line"), "Gereserveerd")
 	assert.Contains(t, desktop.Text(t, ".state-line"), "Kluis inkomhal, vak")

@@ -57,6 +57,13 @@ func TestCounterWalkThroughInBrowser(t *testing.T) {
 		// while it holds consoleDocuments' forced-door alarm.
 		tablet.Do(t, chromedp.Click(chromedp.CSS("#c-none")), chromedp.SetValue(chromedp.CSS("#f-device_id"), lockerID),
 			chromedp.Click(chromedp.CSS(`form button[type=submit].primary`)))
+		// Asked first, naming the device and its alarm; ticked, sent.
+		tablet.WaitFor(t, `document.activeElement && document.activeElement.id === "f-confirm_unfit"`, 20*time.Second)
+		assert.Equal(t, web.Text(lang, "reserve.unfit_confirm", "device", "Kluis inkomhal", "problems", web.Text(lang, "alarm.forced_door")),
+			tablet.Text(t, "#unfit-confirm p"), lang)
+		tablet.CheckAxe(t, "register at an unfit device "+lang)
+		tablet.Screenshot(t, "counterux/register-unfit-confirm-"+lang)
+		tablet.Do(t, chromedp.Click(chromedp.CSS("#f-confirm_unfit")), chromedp.Click(chromedp.CSS(`form button[type=submit].primary`)))
 		tablet.WaitFor(t, `location.pathname.startsWith("/staff/documents/") && !!document.querySelector(".notice")`, 20*time.Second)
 		id := strings.TrimPrefix(evalString(t, tablet, `location.pathname`), "/staff/documents/")
 		assert.Equal(t, "", evalString(t, tablet, `location.search`), "%s: the address holds no notice", lang)

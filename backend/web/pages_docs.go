@@ -147,6 +147,11 @@ type registerData struct {
 	Kinds    []store.DocumentKind
 	Sites    []siteOption
 	LowMax   int
+	// UnfitDevice, UnfitProblems: the device chosen by hand cannot serve
+	// now (what is wrong, in words); the form asks for an explicit
+	// confirmation (confirm_unfit naming the device) before it registers.
+	UnfitDevice   *store.Device
+	UnfitProblems string
 }
 
 // fieldMessage is a line of the error summary: Field is the id (after
@@ -303,6 +308,23 @@ func (w *Web) register(rw http.ResponseWriter, q *req) error {
 		w.render(rw, q, http.StatusBadRequest, "register", q.t.S("register.title"), d)
 		return nil
 	}
+	if f.DeviceID != "" && pf.Get("confirm_unfit") != f.DeviceID {
+		// Chosen by hand, a device the automatic choice would skip:
+		// asked, nothing registered until confirmed for this device.
+		unfit, err := w.unfitProblems(ctx, q, f.DeviceID)
+		if err != nil {
+			return err
+		}
+		if unfit != "" {
+			d, err := w.registerData(ctx, q, f)
+			if err != nil {
+				return err
+			}
+			d.UnfitDevice, d.UnfitProblems = &dev, unfit
+			w.render(rw, q, http.StatusOK, "register", q.t.S("register.title"), d)
+			return nil
+		}
+	}
 	doc, err := w.o.Service.RegisterDocument(ctx, q.actor(), n)
 	if errors.Is(err, store.ErrConflict) {
 		d, derr := w.registerData(ctx, q, f)
@@ -381,6 +403,16 @@ func problems(t *tr, h service.Health) string {
 	return strings.Join(out, ", ")
 }
 
+// unfitProblems says in words what is wrong now with the device id ("":
+// it is fit to serve).
+func (w *Web) unfitProblems(ctx context.Context, q *req, id string) (string, error) {
+	h, err := w.o.Service.DeviceHealth(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	return problems(q.t, h[id]), nil
+}
+
 // deviceOptions lists devs with what is wrong with each now.
 func (w *Web) deviceOptions(ctx context.Context, q *req, devs []store.Device) ([]deviceOption, error) {
 	ids := make([]string, len(devs))
@@ -410,7 +442,11 @@ type documentData struct {
 	// ReserveRefused is the reservation form's message when no
 	// compartment was found, ReserveDevice the device chosen, kept.
 	ReserveRefused, ReserveDevice string
-	Timeline                      []step
+	// ConfirmUnfit is the device chosen by hand that cannot serve now
+	// (UnfitProblems: what is wrong): the page asks before it reserves.
+	ConfirmUnfit  *store.Device
+	UnfitProblems string
+	Timeline      []step
 	// Undelivered are this document's messages that did not reach its
 	// holder: waiting for a retry, or given up (until pruned).
 	Undelivered []notify.Undelivered
@@ -476,14 +512,19 @@ func (w *Web) document(rw http.ResponseWriter, q *req) error {
 		}
 	}
 	if doc.State == lifecycle.Reserved && d.Device != nil {
-		h, err := w.o.Service.DeviceHealth(ctx, d.Device.ID)
-		if err != nil {
+		if d.Unfit, err = w.unfitProblems(ctx, q, d.Device.ID); err != nil {
 			return err
 		}
-		d.Unfit = problems(q.t, h[d.Device.ID])
 	}
 	if q.reserveRefused != "" {
 		d.ReserveRefused, d.ReserveDevice = q.t.S(q.reserveRefused), q.reserveDevice
+	}
+	if q.unfitAsked && doc.State == lifecycle.Registered {
+		for _, o := range d.Devices {
+			if o.ID == q.reserveDevice {
+				d.ConfirmUnfit, d.UnfitProblems, d.ReserveDevice = &o.Device, q.unfitProblems, q.reserveDevice
+			}
+		}
 	}
 	st := doc.State
 	live := st == lifecycle.Loaded || st == lifecycle.Notified
@@ -636,6 +677,17 @@ func (w *Web) docAction(rw http.ResponseWriter, r *http.Request) {
 		switch action {
 		case "reserve":
 			device := r.PostForm.Get("device_id")
+			if device != "" && r.PostForm.Get("confirm_unfit") != device {
+				unfit, err := w.unfitProblems(ctx, q, device)
+				if err != nil {
+					return err
+				}
+				if unfit != "" {
+					// Asked, not confirmed: nothing reserved.
+					q.unfitAsked, q.unfitProblems, q.reserveDevice = true, unfit, device
+					return w.document(rw, q)
+				}
+			}
 			_, err = w.o.Service.Reserve(ctx, who, id, service.ReserveOptions{DeviceID: device})
 			if errors.Is(err, service.ErrNoCompartment) {
 				// Said in the form, the device chosen kept: nothing

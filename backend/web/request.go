@@ -61,6 +61,11 @@ type req struct {
 	// key); the document's page says so in its form (409), the device
 	// chosen (reserveDevice) kept.
 	reserveRefused, reserveDevice string
+	// unfitAsked: a reservation by hand at a device that cannot serve
+	// now was sent without its confirmation; the document's page asks,
+	// naming the device (reserveDevice) and what is wrong (unfitProblems).
+	unfitAsked    bool
+	unfitProblems string
 }
 
 // actor is the session's user as the audit trail names it.

@@ -57,8 +57,30 @@ func TestReserveAtAnUnfitDeviceInBrowser(t *testing.T) {
 	noSideScroll(t, tab, "reserve refused")
 	tab.Screenshot(t, "console/reserve-refused-desktop")
 
-	// The locker by hand: reserved, with a warning.
-	tab.Do(t, chromedp.SetValue(chromedp.CSS("#a-device"), lockerID), chromedp.Click(chromedp.CSS(`form[action$="/reserve"] button`)))
+	// The locker by hand: asked first, the focus on the confirmation; "No"
+	// changes nothing; "Yes" reserves, and the page warns.
+	hand := func() {
+		tab.Do(t, chromedp.SetValue(chromedp.CSS("#a-device"), lockerID), chromedp.Click(chromedp.CSS(`form[action$="/reserve"] button`)))
+		tab.WaitFor(t, `!!document.activeElement.closest("#unfit-confirm button")`, 10*time.Second)
+	}
+	hand()
+	assert.Equal(t, web.Text("nl", "reserve.unfit_confirm", "device", "Kluis inkomhal", "problems", forced), tab.Text(t, "#unfit-confirm p"))
+	tab.CheckAxe(t, "reserve at an unfit device, asked")
+	tab.Screenshot(t, "console/reserve-unfit-confirm-desktop")
+	phone := b.NewTab(t, 390, 844)
+	phone.Do(t, chromedp.Navigate(base+"/staff/documents/"+id))
+	phone.WaitFor(t, `!!document.querySelector("#a-device")`, 10*time.Second)
+	phone.Do(t, chromedp.SetValue(chromedp.CSS("#a-device"), lockerID), chromedp.Click(chromedp.CSS(`form[action$="/reserve"] button`)))
+	phone.WaitFor(t, `!!document.activeElement.closest("#unfit-confirm button")`, 10*time.Second)
+	phone.CheckAxe(t, "reserve at an unfit device, asked, phone")
+	noSideScroll(t, phone, "reserve at an unfit device, asked, phone")
+	phone.Screenshot(t, "console/reserve-unfit-confirm-phone")
+	assert.Equal(t, "registered", e.document(id)["state"], "nothing before the confirmation")
+	tab.Do(t, chromedp.Click(chromedp.CSS("#unfit-confirm a")))
+	tab.WaitFor(t, `!document.querySelector("#unfit-confirm") && !!document.querySelector("#a-device")`, 10*time.Second)
+	assert.Equal(t, "registered", e.document(id)["state"])
+	hand()
+	tab.Do(t, chromedp.KeyEvent("\r"))
 	tab.WaitFor(t, `!!document.querySelector("#device-unfit")`, 10*time.Second)
 	assert.Equal(t, web.Text("nl", "document.device_unfit", "device", "Kluis inkomhal", "problems", forced), strings.TrimSpace(tab.Text(t, "#device-unfit")))
 	assert.Equal(t, "reserved", e.document(id)["state"])

@@ -56,8 +56,19 @@ func TestReserveAtAnUnfitDeviceWarns(t *testing.T) {
 	assert.Contains(t, p.body, `<select id="a-device" name="device_id" aria-describedby="e-device" aria-invalid="true"`, "the form is there again")
 	assert.Equal(t, "registered", e.document(id)["state"])
 
-	// Named by hand: reserved, and the page says what is wrong.
-	p = staff.post("/staff/documents/"+id+"/reserve", url.Values{"device_id": {lockerID}})
+	// Named by hand: asked first, naming the device and what is wrong,
+	// nothing reserved; a confirmation for another device asks again.
+	ask := esc("nl", "reserve.unfit_confirm", "device", "Kluis inkomhal", "problems", forced)
+	for _, confirm := range []string{"", autoID} {
+		p = staff.post("/staff/documents/"+id+"/reserve", url.Values{"device_id": {lockerID}, "confirm_unfit": {confirm}})
+		require.Equal(t, http.StatusOK, p.status, snippet(p.body))
+		assert.Contains(t, p.body, ask)
+		assert.Contains(t, p.body, `<input type="hidden" name="confirm_unfit" value="`+lockerID+`">`)
+		assert.NotContains(t, p.body, `id="a-device"`, "the question instead of the form")
+		assert.Equal(t, "registered", e.document(id)["state"], "nothing before the confirmation")
+	}
+	// Confirmed: reserved, and the page says what is wrong.
+	p = staff.post("/staff/documents/"+id+"/reserve", url.Values{"device_id": {lockerID}, "confirm_unfit": {lockerID}})
 	require.Equal(t, http.StatusSeeOther, p.status, snippet(p.body))
 	p = staff.get(p.location)
 	assert.Equal(t, "reserved", e.document(id)["state"])
@@ -69,11 +80,51 @@ func TestReserveAtAnUnfitDeviceWarns(t *testing.T) {
 		require.NoError(t, e.b.Call(context.Background(), "POST", "/api/v1/documents/"+other+"/reserve", map[string]string{"device_id": autoID}, nil))
 	}
 	id2 := e.registerOnly("591-0000003-01", false)
-	p = staff.post("/staff/documents/"+id2+"/reserve", url.Values{"device_id": {autoID}})
+	p = staff.post("/staff/documents/"+id2+"/reserve", url.Values{"device_id": {autoID}, "confirm_unfit": {autoID}})
 	require.Equal(t, http.StatusConflict, p.status, snippet(p.body))
 	assert.Contains(t, p.body, esc("nl", "error.no_compartment"))
 	assert.Regexp(t, `<option value="`+autoID+`" selected`, p.body, "the device chosen is kept")
 	assert.Equal(t, "registered", e.document(id2)["state"])
+}
+
+// The register form, a device chosen by hand that cannot serve now (a
+// forced door): nothing is registered until staff tick the confirmation
+// for that device; what was typed stays; sent again without the tick
+// (Enter in a field) it asks again.
+func TestRegisterAtAnUnfitDeviceAsksFirst(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e := newEnv(t, server.Options{})
+	staff := e.client()
+	staff.login(auth.RoleStaff)
+	e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: &wire.Address{Board: 0, Channel: 1}})
+	form := url.Values{"kind": {"passport"}, "number": {"EP 2000001"}, "holder_first_name": {"Marie"}, "holder_last_name": {"Dubois"},
+		"holder_birth_date_day": {"30"}, "holder_birth_date_month": {"11"}, "holder_birth_date_year": {"1975"}, "language": {"fr"},
+		"contact": {"none"}, "site_id": {siteID}, "device_id": {lockerID}}
+	ask := esc("nl", "reserve.unfit_confirm", "device", "Kluis inkomhal", "problems", web.Text("nl", "alarm.forced_door"))
+	registered := func() int {
+		var list struct {
+			Total int `json:"total"`
+		}
+		require.NoError(t, e.b.Call(context.Background(), "GET", "/api/v1/documents?q="+url.QueryEscape("EP 2000001"), nil, &list))
+		return list.Total
+	}
+	for _, confirm := range []string{"", autoID} {
+		form.Set("confirm_unfit", confirm)
+		p := staff.post("/staff/documents", form)
+		require.Equal(t, http.StatusOK, p.status, snippet(p.body))
+		assert.Contains(t, p.body, ask)
+		assert.Contains(t, p.body, `name="confirm_unfit" value="`+lockerID+`"`)
+		assert.Contains(t, p.body, `value="Marie"`, "what was typed stays")
+		assert.Zero(t, registered(), "nothing registered before the confirmation")
+	}
+	form.Set("confirm_unfit", lockerID)
+	p := staff.post("/staff/documents", form)
+	require.Equal(t, http.StatusSeeOther, p.status, snippet(p.body))
+	id := strings.TrimPrefix(strings.SplitN(p.location, "?", 2)[0], "/staff/documents/")
+	d := e.document(id)
+	assert.Equal(t, "reserved", d["state"])
+	assert.Equal(t, lockerID, d["device_id"])
+	assert.Equal(t, 1, registered())
 }
 
 // The device page offers a remote open of a compartment holding a

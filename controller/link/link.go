@@ -568,7 +568,9 @@ func (l *Link) publishOutbox() time.Duration {
 	sends, wait := l.win.plan(now, l.o.Journal)
 	again, expired, until := l.results.due(now, l.o.ResendAfter)
 	l.mu.Unlock()
-	wait = shorter(wait, until)
+	if until > 0 { // 0: no held result due (shorter takes a 0 b as "now")
+		wait = shorter(wait, until)
+	}
 	for _, id := range expired {
 		l.givenUp(id, givenUpAge)
 	}

@@ -224,3 +224,18 @@ func BenchmarkOutboxCopyLongBacklog(b *testing.B) {
 		}
 	}
 }
+
+// A connected link with an empty outbox and no held result has nothing to
+// do until an ack, an event or a reconnection: publishOutbox says so (0)
+// and the pump waits for a wake. Before, the two "nothing" waits of the
+// window and the held results combined into 1 ms, and every idle
+// connected kluisd woke a thousand times a second (the fleet bench's
+// devices spent their CPU there, which made its first connect slow).
+func TestIdleLinkWaitsForAWake(t *testing.T) {
+	l, err := New(Options{URL: "tcp://127.0.0.1:1", DeviceID: "dev-idle", Journal: openJournal(t)})
+	require.NoError(t, err)
+	l.mu.Lock()
+	l.connected = true
+	l.mu.Unlock()
+	assert.Zero(t, l.publishOutbox(), "nothing to do: wait for a wake, not a timer")
+}

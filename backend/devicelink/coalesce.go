@@ -79,6 +79,40 @@ func (c *coalescer) take(max int) []*latest {
 	return out
 }
 
+// putBack returns work taken and not recorded (a flush cut short by the
+// shutdown) to the front, oldest first as taken; what arrived for the same
+// device since is newer and wins.
+func (c *coalescer) putBack(ps []*latest) {
+	if len(ps) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	front := make([]string, 0, len(ps)+len(c.order)-c.head)
+	back := map[string]bool{}
+	for _, p := range ps {
+		front = append(front, p.device)
+		q := c.pending[p.device]
+		if q == nil {
+			c.pending[p.device] = p
+			continue
+		}
+		back[p.device] = true // already waiting again: moves to the front
+		if p.presence != nil && (q.presence == nil || p.presenceSeq > q.presenceSeq) {
+			q.presence, q.presenceAt, q.presenceSeq = p.presence, p.presenceAt, p.presenceSeq
+		}
+		if p.heartbeat != nil && (q.heartbeat == nil || p.beatSeq > q.beatSeq) {
+			q.heartbeat, q.heartbeatAt, q.beatSeq = p.heartbeat, p.heartbeatAt, p.beatSeq
+		}
+	}
+	for _, d := range c.order[c.head:] {
+		if !back[d] {
+			front = append(front, d)
+		}
+	}
+	c.order, c.head = front, 0
+}
+
 // len is the number of devices with pending work.
 func (c *coalescer) len() int {
 	c.mu.Lock()

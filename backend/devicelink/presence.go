@@ -34,10 +34,12 @@ const (
 )
 
 // recordPresence writes the coalesced presence and heartbeats, up to
-// PresenceBatch devices per round trip, until ctx ends (then it writes
-// what is pending, within Timeout). A batch that fails is retried (a
-// database outage loses nothing); a statement the database refuses for
-// good is logged, counted as an error and skipped.
+// PresenceBatch devices per round trip, until ctx ends; then it writes
+// what is pending, the batch the end cut short included, within Timeout.
+// A batch that fails is retried (a database outage loses nothing); a
+// statement the database refuses for good is logged, counted as an error
+// and skipped. Only what the database could not take in Timeout after the
+// end is lost: logged and counted as errors.
 func (l *Link) recordPresence(ctx context.Context) {
 	for {
 		select {
@@ -46,6 +48,17 @@ func (l *Link) recordPresence(ctx context.Context) {
 			defer cancel()
 			for l.co.len() > 0 && fctx.Err() == nil {
 				l.flushPresence(fctx)
+			}
+			if left := l.co.take(l.co.len()); len(left) > 0 {
+				l.log.Error("recording presence stopped at shutdown; not recorded", "devices", len(left), "err", fctx.Err())
+				for _, p := range left {
+					if p.presence != nil {
+						l.m.messages.WithLabelValues(string(wire.KindPresence), "error").Inc()
+					}
+					if p.heartbeat != nil {
+						l.m.messages.WithLabelValues(string(wire.KindHeartbeat), "error").Inc()
+					}
+				}
 			}
 			return
 		case <-l.co.wake:
@@ -70,9 +83,16 @@ type presenceOp struct {
 // unreachable and ctx lasts.
 func (l *Link) flushPresence(ctx context.Context) {
 	var ops []presenceOp
-	for _, p := range l.co.take(l.o.PresenceBatch) {
+	taken := l.co.take(l.o.PresenceBatch)
+	for _, p := range taken {
 		hb := l.heartbeatOp(p)
 		pr := l.presenceOp(p)
+		if hb == nil {
+			p.heartbeat = nil // none, or malformed (counted once)
+		}
+		if pr == nil {
+			p.presence = nil
+		}
 		// In arrival order: an offline presence after the last heartbeat
 		// must win, and a heartbeat after an offline presence too.
 		if p.beatSeq > p.presenceSeq {
@@ -102,10 +122,10 @@ func (l *Link) flushPresence(ctx context.Context) {
 			return
 		}
 		if ctx.Err() != nil {
-			l.log.Error("recording presence stopped; not recorded", "devices", len(ops), "err", err)
-			for _, op := range ops {
-				l.m.messages.WithLabelValues(string(op.kind), "error").Inc()
-			}
+			// Cut short by the end (the shutdown, or its drain's time
+			// limit): back to the coalescer, for the drain (or its
+			// account of what is left).
+			l.co.putBack(taken)
 			return
 		}
 		l.log.Error("recording presence failed; retrying", "attempt", attempt+1, "err", err)

@@ -17,7 +17,11 @@
 //  2. the rest of the fleet connects (their successful checks seeded as
 //     an earlier run would have left them, so the setup does not take
 //     N × 80 ms), and the run waits until the database shows every device
-//     online;
+//     online; the report says where the time went (the workers' start
+//     loops, journal.Open and link.New per device, link.Run to connected,
+//     the CPU of the backend and of the workers, the credential checks and
+//     the broker's per-address cap), and -profile DIR keeps CPU profiles
+//     of the backend and of each worker over this phase;
 //  3. steady state for -measure: the backend's CPU and resident memory
 //     (per device: the growth over the idle backend), heartbeats sent by
 //     the devices against those the backend recorded, every device's last

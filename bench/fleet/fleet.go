@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -41,6 +42,7 @@ type options struct {
 	broker                         string
 	nice                           int
 	mosqLog                        string
+	profile                        string
 }
 
 // The brokers the fleet can run on.
@@ -60,10 +62,11 @@ func parse(args []string) (options, string, error) {
 	brk := fs.String("broker", brokerEmbedded, "embedded: the backend's own broker; mosquitto: a private Mosquitto with deploy/mosquitto's configuration, the backend its client (-cold does not apply)")
 	nice := fs.Int("mosquitto-nice", 0, "with -broker mosquitto: Mosquitto's niceness (-20..19; it serves every client from one thread)")
 	mosqLog := fs.String("mosquitto-log", "", "with -broker mosquitto: keep a copy of Mosquitto's log (both runs, before and after the crash) in this file")
+	prof := fs.String("profile", "", "directory for CPU profiles of the first connect (embedded broker): first-connect-backend.pprof and first-connect-devices-N.pprof, from each child's start until the whole fleet is recorded online")
 	if err := fs.Parse(args); err != nil {
 		return options{}, "", err
 	}
-	o := options{devices: *n, perWorker: *per, cold: *cold, rate: *rate, heartbeat: *hb, measure: *measure, broker: *brk, nice: *nice, mosqLog: *mosqLog}
+	o := options{devices: *n, perWorker: *per, cold: *cold, rate: *rate, heartbeat: *hb, measure: *measure, broker: *brk, nice: *nice, mosqLog: *mosqLog, profile: *prof}
 	if o.broker == brokerMosquitto {
 		o.cold = 0
 	}
@@ -127,9 +130,13 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 		"measure": o.measure.String(), "broker": "embedded (backend/broker, its own MQTT 3.1.1 server)", "mqtt_password": "argon2id " + fmt.Sprint(pickupcode.DefaultArgonParams)}}
 
 	// The backend, idle.
+	if o.profile != "" {
+		r.conf.Profile = filepath.Join(o.profile, "first-connect-backend.pprof")
+	}
 	if err := r.startBackend(ctx); err != nil {
 		return rep, err
 	}
+	r.conf.Profile = "" // not after the restart
 	if r.pool, err = pgxpool.New(ctx, dbURL); err != nil {
 		return rep, err
 	}
@@ -167,10 +174,21 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 
 	// 2. The rest of the fleet.
 	t0 := time.Now()
+	cpuBackend0 := r.backendCPU()
+	checks0 := r.checks()
+	r.profile = o.profile
 	if err := r.startFleet(ctx, o, o.cold, devicesConf{URL: url, Password: password, Heartbeat: o.heartbeat, Rate: o.rate, Dir: dir}); err != nil {
 		return rep, err
 	}
-	say("fleet connected: %d devices in %s", o.devices, time.Since(t0).Round(time.Second))
+	first := time.Since(t0)
+	cpuBackend, cpuWorkers := r.backendCPU()-cpuBackend0, r.workersCPU()
+	say("fleet connected: %d devices in %s", o.devices, first.Round(time.Second))
+	firstNote, err := r.firstConnect(o, first, cpuBackend, cpuWorkers, checks0)
+	if err != nil {
+		return rep, err
+	}
+	say("%s", firstNote)
+	rep.Notes = append(rep.Notes, firstNote)
 
 	// 3. Steady state.
 	time.Sleep(o.heartbeat) // every device has had its first heartbeat interval
@@ -262,6 +280,9 @@ type rig struct {
 	backend *exec.Cmd
 	done    chan error
 	workers []*worker
+	// profile: the directory for the CPU profiles of the workers started
+	// ("": none).
+	profile string
 }
 
 type worker struct {
@@ -347,6 +368,9 @@ func (r *rig) startFleet(ctx context.Context, o options, from int, c devicesConf
 }
 
 func (r *rig) startWorker(ctx context.Context, c devicesConf) error {
+	if r.profile != "" {
+		c.Profile = filepath.Join(r.profile, fmt.Sprintf("first-connect-devices-%d.pprof", len(r.workers)))
+	}
 	cmd, err := child("devices", c)
 	if err != nil {
 		return err
@@ -369,10 +393,13 @@ func (r *rig) startWorker(ctx context.Context, c devicesConf) error {
 }
 
 // stats asks every worker for its counters.
-func (r *rig) stats() ([]stat, error) {
-	out := make([]stat, 0, len(r.workers))
+func (r *rig) stats() ([]stat, error) { return ask[stat](r, "stat") }
+
+// ask sends every worker command and returns their answers.
+func ask[T any](r *rig, command string) ([]T, error) {
+	out := make([]T, 0, len(r.workers))
 	for _, w := range r.workers {
-		if _, err := io.WriteString(w.in, "stat\n"); err != nil {
+		if _, err := io.WriteString(w.in, command+"\n"); err != nil {
 			return nil, err
 		}
 	}
@@ -380,13 +407,75 @@ func (r *rig) stats() ([]stat, error) {
 		if !w.out.Scan() {
 			return nil, fmt.Errorf("fleet: a worker stopped answering: %v", w.out.Err())
 		}
-		var s stat
+		var s T
 		if err := json.Unmarshal(w.out.Bytes(), &s); err != nil {
 			return nil, err
 		}
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// workersCPU is the CPU time (user+system, seconds) of the workers.
+func (r *rig) workersCPU() float64 {
+	var t time.Duration
+	for _, w := range r.workers {
+		t += bench.ProcCPU(w.cmd.Process.Pid)
+	}
+	return t.Seconds()
+}
+
+// checkCounts are the backend's credential checks by result and its
+// broker's per-address cap counters.
+type checkCounts struct{ remembered, verified, refused, extended float64 }
+
+func (r *rig) checks() checkCounts {
+	return checkCounts{remembered: r.metric("kluis_mqtt_credential_checks_total", `result="remembered"`),
+		verified: r.metric("kluis_mqtt_credential_checks_total", `result="verified"`),
+		refused:  r.metric("kluis_broker_pending_refused_total", ""),
+		extended: r.metric("kluis_broker_pending_extended_total", "")}
+}
+
+// firstConnect ends the first connect's profiles and says where its time
+// went: the workers' start loop, journal.Open and link.New per device, the
+// time from link.Run to connected, the CPU of the backend and of the
+// workers, the credential checks.
+func (r *rig) firstConnect(o options, took time.Duration, cpuBackend, cpuWorkers float64, checks0 checkCounts) (string, error) {
+	ss, err := ask[stages](r, "stages")
+	if err != nil {
+		return "", err
+	}
+	if r.profile != "" {
+		if _, err := ask[stat](r, "profile-stop"); err != nil {
+			return "", err
+		}
+		_ = r.backend.Process.Signal(syscall.SIGUSR2)
+		r.profile = ""
+	}
+	c := r.checks()
+	var n, connected int
+	var open, nw time.Duration
+	var loop time.Duration
+	var p50, p90, worst time.Duration
+	for _, s := range ss {
+		n += s.Devices
+		connected += s.Connected
+		open += s.Open
+		nw += s.New
+		loop = max(loop, s.StartLoop)
+		p50, p90, worst = max(p50, s.Connect[0]), max(p90, s.Connect[1]), max(worst, s.Connect[2])
+	}
+	n = max(n, 1)
+	devices := o.devices - o.cold
+	return fmt.Sprintf("first connect: %d devices in %s (%.0f/s); the workers' start loops (paced at %d/s each, %d workers) took at most %s; "+
+		"per device journal.Open %s, link.New %s; link.Run to connected (of %d) p50 %s, p90 %s, max %s (worst of the workers); "+
+		"CPU in it: backend %.1f s (%.2f ms/device), workers %.1f s (%.2f ms/device); credential checks remembered %.0f, verified (argon2id) %.0f; "+
+		"closed by the per-address cap %.0f, graces extended %.0f",
+		devices, took.Round(time.Millisecond), float64(devices)/took.Seconds(), o.rate, len(ss), loop.Round(time.Millisecond),
+		(open / time.Duration(n)).Round(time.Microsecond), (nw / time.Duration(n)).Round(time.Microsecond),
+		connected, p50.Round(time.Millisecond), p90.Round(time.Millisecond), worst.Round(time.Millisecond),
+		cpuBackend, cpuBackend*1000/float64(max(devices, 1)), cpuWorkers, cpuWorkers*1000/float64(max(devices, 1)),
+		c.remembered-checks0.remembered, c.verified-checks0.verified, c.refused-checks0.refused, c.extended-checks0.extended), nil
 }
 
 func (r *rig) connected() (int, error) {

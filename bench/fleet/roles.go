@@ -15,6 +15,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -48,6 +50,9 @@ type backendConf struct {
 	MQTTURL      string `json:"mqtt_url,omitempty"`
 	MQTTUsername string `json:"mqtt_user,omitempty"`
 	MQTTPassword string `json:"mqtt_password,omitempty"`
+	// Profile, when set, is a file for a CPU profile of the backend from
+	// its start until SIGUSR2.
+	Profile string `json:"profile,omitempty"`
 }
 
 // devicesConf configures a devices child.
@@ -62,6 +67,9 @@ type devicesConf struct {
 	Heartbeat   time.Duration `json:"heartbeat"`
 	Rate        int           `json:"rate"` // connects started per second
 	Dir         string        `json:"dir"`
+	// Profile, when set, is a file for a CPU profile of this worker from
+	// its start until the parent says "profile-stop".
+	Profile string `json:"profile,omitempty"`
 }
 
 // stat is a devices child's answer to "stat".
@@ -70,6 +78,24 @@ type stat struct {
 	Connected int   `json:"connected"`
 	Beats     int64 `json:"beats"`
 	Done      bool  `json:"done,omitempty"`
+}
+
+// stages is a devices child's answer to "stages": where one device's first
+// connect spends its time, in this worker.
+type stages struct {
+	// Devices started so far; StartLoop is the time from the first start
+	// to the last (paced at Rate: at best Devices/Rate).
+	Devices   int           `json:"devices"`
+	StartLoop time.Duration `json:"start_loop"`
+	// Open and New are the total times of journal.Open and link.New.
+	Open time.Duration `json:"open"`
+	New  time.Duration `json:"new"`
+	// Connect holds the times from link.Run to the link's first
+	// connection (CONNECT, CONNACK, SUBSCRIBE, SUBACK and its presence
+	// published) at the 50th, 90th and 100th percentile, of Connected
+	// devices.
+	Connected int              `json:"connected"`
+	Connect   [3]time.Duration `json:"connect"`
 }
 
 // deviceID names device i.
@@ -106,6 +132,16 @@ func runBackend(ctx context.Context) error {
 	var c backendConf
 	if err := json.Unmarshal([]byte(os.Getenv(confEnv)), &c); err != nil {
 		return err
+	}
+	if c.Profile != "" {
+		stop, err := profile(c.Profile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		usr2 := make(chan os.Signal, 1)
+		signal.Notify(usr2, syscall.SIGUSR2)
+		go func() { <-usr2; stop() }()
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	srv, err := server.New(server.Options{DatabaseURL: c.DatabaseURL,
@@ -147,23 +183,51 @@ func heartbeat(context.Context) wire.Heartbeat {
 	return h
 }
 
+// profile starts a CPU profile into file; stop ends it (once).
+func profile(file string) (stop func(), err error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	var once sync.Once
+	return func() { once.Do(func() { pprof.StopCPUProfile(); f.Close() }) }, nil
+}
+
 func runDevices(ctx context.Context) error {
 	var c devicesConf
 	if err := json.Unmarshal([]byte(os.Getenv(confEnv)), &c); err != nil {
 		return err
+	}
+	stopProfile := func() {}
+	if c.Profile != "" {
+		var err error
+		if stopProfile, err = profile(c.Profile); err != nil {
+			return err
+		}
+		defer stopProfile()
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var beats atomic.Int64
 	var started atomic.Int64
 	var mu sync.Mutex
 	var links []*link.Link
+	var runAt []time.Time           // when each of links started running
+	var connectedIn []time.Duration // by index in links; 0 until first connected
+	var st stages
 	var wg sync.WaitGroup
 	hb := func(ctx context.Context) wire.Heartbeat { beats.Add(1); return heartbeat(ctx) }
 	go func() {
 		every := time.Second / time.Duration(max(c.Rate, 1))
+		first := time.Now()
 		for i := c.From; i < c.To && ctx.Err() == nil; i++ {
 			id := deviceID(i)
+			t0 := time.Now()
 			j, _, _, err := journal.Open(journal.Options{Dir: filepath.Join(c.Dir, id), DeviceID: id, Logger: quiet, Reserve: -1}) // no reserve: thousands of devices on one disk, no doors
+			t1 := time.Now()
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "journal %s: %v\n", id, err)
 				continue
@@ -174,12 +238,19 @@ func runDevices(ctx context.Context) error {
 			}
 			l, err := link.New(link.Options{URL: c.URL, Username: id, Password: pw, DeviceID: id,
 				Software: "kluisd bench", Journal: j, Heartbeat: hb, HeartbeatEvery: c.Heartbeat, Logger: quiet})
+			t2 := time.Now()
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "link %s: %v\n", id, err)
 				continue
 			}
 			mu.Lock()
 			links = append(links, l)
+			runAt = append(runAt, t2)
+			connectedIn = append(connectedIn, 0)
+			st.Devices++
+			st.StartLoop = t2.Sub(first)
+			st.Open += t1.Sub(t0)
+			st.New += t2.Sub(t1)
 			mu.Unlock()
 			wg.Add(1)
 			go func() {
@@ -189,6 +260,24 @@ func runDevices(ctx context.Context) error {
 			}()
 			started.Add(1)
 			time.Sleep(every)
+		}
+	}()
+	// Every 20 ms: the devices connected for the first time since.
+	go func() {
+		next := 0 // links before next are all connected once
+		for ctx.Err() == nil {
+			time.Sleep(20 * time.Millisecond)
+			now := time.Now()
+			mu.Lock()
+			for i := next; i < len(links); i++ {
+				if connectedIn[i] == 0 && links[i].Connected() {
+					connectedIn[i] = now.Sub(runAt[i])
+				}
+			}
+			for next < len(links) && connectedIn[next] != 0 {
+				next++
+			}
+			mu.Unlock()
 		}
 	}()
 	snapshot := func() stat {
@@ -202,13 +291,40 @@ func runDevices(ctx context.Context) error {
 		}
 		return s
 	}
+	stagesNow := func() stages {
+		mu.Lock()
+		defer mu.Unlock()
+		s := st
+		var in []time.Duration
+		for _, d := range connectedIn {
+			if d > 0 {
+				in = append(in, d)
+			}
+		}
+		slices.Sort(in)
+		s.Connected = len(in)
+		if len(in) > 0 {
+			s.Connect = [3]time.Duration{in[len(in)/2], in[len(in)*9/10], in[len(in)-1]}
+		}
+		return s
+	}
 	out := json.NewEncoder(os.Stdout)
 	var outMu sync.Mutex
 	go func() {
 		in := bufio.NewScanner(os.Stdin)
 		for in.Scan() {
+			var v any
+			switch in.Text() {
+			case "stages":
+				v = stagesNow()
+			case "profile-stop":
+				stopProfile()
+				v = stat{}
+			default:
+				v = snapshot()
+			}
 			outMu.Lock()
-			_ = out.Encode(snapshot())
+			_ = out.Encode(v)
 			outMu.Unlock()
 		}
 	}()

@@ -108,6 +108,13 @@ const (
 	HatchOpened    EventKind = "hatch_opened"
 	HatchClosed    EventKind = "hatch_closed"
 	MechanismFault EventKind = "mechanism_fault"
+	// LockUncommanded: a lock (or, on an automaton, the carousel's drive)
+	// was switched on that the driver did not command: whoever reaches a
+	// relay module's broker can switch its relays (Tasmota over MQTT).
+	// Addr is the lock's channel (an automaton's: its hatch, channel 0,
+	// with Slot the carousel slot its drive brought to the hatch, or -1
+	// for the hatch lock itself); Detail names the relay.
+	LockUncommanded EventKind = "lock_uncommanded"
 	// BoardWatchdog: the board's own watchdog relocked every lock because
 	// the master was silent for its timeout (a pulse in progress was cut).
 	BoardWatchdog EventKind = "board_watchdog"

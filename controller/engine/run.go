@@ -199,6 +199,9 @@ func (e *Engine) onHardware(ev hardware.Event) error {
 		return e.boardRebooted(ev)
 	case hardware.BoardWatchdog:
 		return e.boardWatchdog(ev)
+	case hardware.LockUncommanded:
+		e.lockUncommanded(ev)
+		return nil
 	case hardware.SlotPresented, hardware.MechanismFault:
 		if ev.Kind == hardware.MechanismFault {
 			if err := e.emit(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmMechanismFault, Board: intPtr(ev.Addr.Board), Detail: ev.Detail}); err != nil {
@@ -288,6 +291,36 @@ func (e *Engine) onHardware(ev hardware.Event) error {
 			Detail: "item removed while no operation had the door open" + withdrawn})
 	}
 	return nil
+}
+
+// lockUncommanded: a relay module reports a lock (or an automaton's
+// carousel drive) switched on that kluisd did not command (a client of
+// the modules' broker sent POWERn ON; hardware.LockUncommanded). The door
+// could be opened without a grant, whether or not its contact says so
+// (a contact may be missing or faulty): it is a forced door, and the
+// device no longer knows what is behind it, so no code opens it offline
+// (on an automaton: no slot's, as for a forced hatch).
+func (e *Engine) lockUncommanded(ev hardware.Event) {
+	addr := ev.Addr
+	for _, c := range e.comps {
+		if c.cfg.Board == addr.Board && c.slot >= 0 {
+			addr.Channel = e.cfg.Hardware.HatchChannel // an automaton: its hatch
+			break
+		}
+	}
+	c := e.lockComp(addr)
+	withdrawn := ""
+	switch {
+	case c == nil:
+		e.log.Warn("a lock without compartment switched on without a command", "addr", addr.String(), "detail", ev.Detail)
+	case c.slot >= 0:
+		e.forgetBoardCodes(c.cfg.Board)
+		withdrawn = "; the offline codes of every slot withdrawn (online pickups unaffected)"
+	default:
+		e.forgetCodes(c, "")
+	}
+	e.emitKept(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: addrPtr(addr),
+		Detail: "lock released without a command (" + ev.Detail + ")" + withdrawn})
 }
 
 func (e *Engine) configuredBoard(b int) bool {

@@ -82,7 +82,11 @@
 // kluis_tasmota_relays_off_pending counts the relays still owed a
 // confirmed OFF. A door that opens anyway opens
 // with no operation waiting for it, and kluisd raises forced_door (door
-// opened without a command). Queries (Status 10, POWER<n>) asked for by
+// opened without a command). A relay reported switching on that the
+// driver did not command (from a known OFF, with no pulse of it under way
+// and no OFF owed to it) is someone else on the broker: LockUncommanded,
+// kluis_tasmota_uncommanded_on_total (an automaton's slot relay also
+// forgets the slot at the hatch). Queries (Status 10, POWER<n>) asked for by
 // an LWT Online are published by a goroutine of their own, never under the
 // driver's lock nor on its message loop, so a stalled link cannot hold
 // back the events of the messages that still arrive

@@ -122,6 +122,8 @@ type metrics struct {
 	// offPending: relays owed a confirmed OFF after an unconfirmed pulse.
 	offPending *promtext.GaugeFunc
 	resets     *promtext.Counter
+	// uncommanded: relays reported switching on without a command.
+	uncommanded *promtext.Counter
 }
 
 // Driver drives Tasmota relay modules over MQTT. It implements
@@ -312,7 +314,9 @@ func (d *Driver) newMetrics() error {
 		func() float64 { return float64(d.offsPending()) })
 	d.m.resets = promtext.NewCounter(promtext.CounterOpts{Name: "kluis_tasmota_connection_resets_total",
 		Help: "Broker connections closed by a reset (SO_LINGER 0) because bytes written were not yet delivered: after a pulse's ON went unconfirmed, or at any close.", ConstLabels: cl})
-	for _, c := range []promtext.Collector{d.m.messages, d.m.pulses, d.m.dropped, d.m.online, d.m.offPending, d.m.resets} {
+	d.m.uncommanded = promtext.NewCounter(promtext.CounterOpts{Name: "kluis_tasmota_uncommanded_on_total",
+		Help: "Relays reported switching on that the driver did not command (someone else on the modules' broker): each raises forced_door.", ConstLabels: cl})
+	for _, c := range []promtext.Collector{d.m.messages, d.m.pulses, d.m.dropped, d.m.online, d.m.offPending, d.m.resets, d.m.uncommanded} {
 		if err := d.o.Registry.Register(c); err != nil {
 			return fmt.Errorf("tasmota: register metrics: %w", err)
 		}
@@ -806,12 +810,46 @@ func (d *Driver) setLinkLocked(mod *module, l link, detail string) {
 }
 
 func (d *Driver) setPowerLocked(mod *module, n int, on bool) {
+	prev, known := mod.power[n]
 	mod.power[n] = on
+	if on && known && !prev {
+		d.uncommandedOnLocked(mod, n)
+	}
 	if on {
 		d.fireLocked(powerKey(mod.Topic, n))
 	} else {
 		d.fireLocked(offKey(mod.Topic, n))
 	}
+}
+
+// uncommandedOnLocked reports relay n of mod reported switching on (from
+// a known OFF) while the driver had no pulse of it under way and owed it
+// no OFF (an unconfirmed ON of its own that arrives late): someone else
+// switched it (a client of the modules' broker sending cmnd/.../POWERn
+// ON; relays.acl keeps all but kluisd's user from doing so). The lock
+// was released for the module's PulseTime (or until switched off): the
+// event lets kluisd raise forced_door and withdraw the offline codes
+// behind it. On an automaton a slot relay turned the carousel: which
+// slot stands at the hatch is unknown from then on. The first report of
+// a relay (its baseline) and repeated reports of an ON (Tasmota sends
+// RESULT and POWERn for one switching) are not a switching.
+func (d *Driver) uncommandedOnLocked(mod *module, n int) {
+	r := relay{mod: mod, n: n}
+	if d.pulsing[r] > 0 || d.offPending[r] != nil {
+		return
+	}
+	d.m.uncommanded.Inc()
+	ev := hardware.Event{Kind: hardware.LockUncommanded, Addr: hardware.Address{Board: mod.Board, Channel: n - 1},
+		Detail: "POWER" + strconv.Itoa(n) + " ON not commanded by kluisd"}
+	if d.o.Automaton {
+		ev.Addr.Channel, ev.Slot = 0, -1
+		if n >= 2 {
+			ev.Slot = n - 2
+			mod.slot = -1
+		}
+	}
+	d.log.Warn("relay switched on without a command", "module", mod.Topic, "relay", n)
+	d.queueLocked(ev)
 }
 
 // setSwitchesLocked records switch states in index order and queues the

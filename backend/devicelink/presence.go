@@ -112,6 +112,14 @@ func (l *Link) flushPresence(ctx context.Context) {
 		if err == nil {
 			break
 		}
+		if ctx.Err() != nil {
+			// Cut short by the end (the shutdown, or its drain's time
+			// limit), whatever the error says (PostgreSQL may answer
+			// "canceling statement", not a refusal): back to the
+			// coalescer, for the drain (or its account of what is left).
+			l.co.putBack(taken)
+			return
+		}
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) {
 			// One statement is refused: run them one by one, so that
@@ -119,13 +127,6 @@ func (l *Link) flushPresence(ctx context.Context) {
 			l.log.Warn("recording presence: batch refused, statements run one by one", "err", err)
 			l.execEach(ctx, ops)
 			l.presenceChanged()
-			return
-		}
-		if ctx.Err() != nil {
-			// Cut short by the end (the shutdown, or its drain's time
-			// limit): back to the coalescer, for the drain (or its
-			// account of what is left).
-			l.co.putBack(taken)
 			return
 		}
 		l.log.Error("recording presence failed; retrying", "attempt", attempt+1, "err", err)

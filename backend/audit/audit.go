@@ -140,22 +140,41 @@ func QueueAppend(b *pgx.Batch, entries []Entry) error {
 	if len(entries) == 0 {
 		return nil
 	}
+	args, err := AppendArgs(entries)
+	if err != nil {
+		return err
+	}
+	b.Queue(AppendSQL(1), args...)
+	return nil
+}
+
+// AppendSQL is the statement [QueueAppend] queues, its parameters numbered
+// from first on ($first to $first+4): for a caller that records entries
+// as one part of a larger statement (a data-modifying WITH), with the
+// arguments [AppendArgs] returns.
+func AppendSQL(first int) string {
+	// unnest keeps the arrays' order: the records are numbered in it.
+	return fmt.Sprintf(`INSERT INTO audit_pending (at, actor, action, subject, details)
+		SELECT a, ac, act, su, d::json
+		FROM unnest($%d::timestamptz[], $%d::text[], $%d::text[], $%d::text[], $%d::text[]) AS t(a, ac, act, su, d)`,
+		first, first+1, first+2, first+3, first+4)
+}
+
+// AppendArgs checks the entries and returns [AppendSQL]'s five arguments
+// (one array per column, in the entries' order); an invalid entry
+// returns ErrInvalid.
+func AppendArgs(entries []Entry) ([]any, error) {
 	ats := make([]time.Time, len(entries))
 	actors, actions, subjects, dets := make([]string, len(entries)), make([]string, len(entries)),
 		make([]string, len(entries)), make([]string, len(entries))
 	for i, e := range entries {
 		at, details, err := entryFields(e)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		ats[i], actors[i], actions[i], subjects[i], dets[i] = at, e.Actor, e.Action, e.Subject, string(details)
 	}
-	// unnest keeps the arrays' order: the records are numbered in it.
-	b.Queue(`INSERT INTO audit_pending (at, actor, action, subject, details)
-		SELECT a, ac, act, su, d::json
-		FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[]) AS t(a, ac, act, su, d)`,
-		ats, actors, actions, subjects, dets)
-	return nil
+	return []any{ats, actors, actions, subjects, dets}, nil
 }
 
 // Append records e inside tx. The record waits in audit_pending until tx

@@ -42,8 +42,9 @@ import (
 //     the commit;
 //   - the granted codes are marked used in one UPDATE that fails the
 //     transaction unless it marked exactly as many rows as were granted;
-//     every attempt gets its code_attempts row and its audit record (one
-//     INSERT each for the batch), in the same transaction;
+//     every attempt gets its code_attempts row and its audit record, in
+//     the same statement as that UPDATE (writesSQL), in the same
+//     transaction;
 //   - any error fails the whole batch: nothing of it commits, every
 //     attempt in it gets the error (the kiosk shows "unavailable" and may
 //     try again), none is claimed.
@@ -241,22 +242,30 @@ func (s *Service) decideBatch(items []*batchItem, now time.Time, code func(it *b
 	return p, nil
 }
 
+// writesSQL records a batch in one statement: mark the granted codes used
+// ($1, at $2; the statement fails unless it marked exactly $3 rows), the
+// attempts ($4 devices, $5 reasons, $6 codes) and their audit records
+// ($7 to $11). One statement instead of three: PostgreSQL's work per
+// statement (portal, snapshot, executor start) is paid once per batch.
+// Each data-modifying WITH runs to completion whether the SELECT reads it
+// or not; the three touch different tables.
+var writesSQL = `WITH u AS (UPDATE codes SET used_at = $2 WHERE id = ANY($1::bytea[]) AND used_at IS NULL AND revoked_at IS NULL RETURNING 1),
+	a AS (INSERT INTO code_attempts (device_id, at, method, reason, counted, code_id)
+		SELECT d, $2, 'qr', r, false, c FROM unnest($4::text[], $5::text[], $6::bytea[]) AS t(d, r, c)),
+	p AS (` + audit.AppendSQL(7) + `)
+	SELECT CASE WHEN count(*) = $3 THEN count(*)
+		ELSE ('mark used: ' || count(*) || ' rows, want ' || $3)::bigint END FROM u`
+
 // queueWrites queues the plan's writes, its pending checks and the COMMIT.
 func (s *Service) queueWrites(wb *pgx.Batch, p *batchPlan, now time.Time) error {
-	if len(p.used) > 0 {
-		// The codes are locked since the read: the update cannot miss.
-		// Should it anyway, the failed cast (its text says what happened)
-		// fails the transaction before the COMMIT queued behind it.
-		wb.Queue(`WITH u AS (UPDATE codes SET used_at = $2 WHERE id = ANY($1::bytea[]) AND used_at IS NULL AND revoked_at IS NULL RETURNING 1)
-			SELECT CASE WHEN count(*) = $3 THEN count(*)
-				ELSE ('mark used: ' || count(*) || ' rows, want ' || $3)::bigint END FROM u`, p.used, now, int64(len(p.used)))
-	}
-	wb.Queue(`INSERT INTO code_attempts (device_id, at, method, reason, counted, code_id)
-		SELECT d, $2, 'qr', r, false, c FROM unnest($1::text[], $3::text[], $4::bytea[]) AS t(d, r, c)`,
-		p.aDevices, now, p.aReasons, p.aCodes)
-	if err := audit.QueueAppend(wb, p.entries); err != nil {
+	auditArgs, err := audit.AppendArgs(p.entries)
+	if err != nil {
 		return fmt.Errorf("batch: audit: %w", err)
 	}
+	// The codes are locked since the read: the update cannot miss. Should
+	// it anyway, the failed cast (its text says what happened) fails the
+	// transaction before the COMMIT queued behind it.
+	wb.Queue(writesSQL, append([]any{p.used, now, int64(len(p.used)), p.aDevices, p.aReasons, p.aCodes}, auditArgs...)...)
 	for _, it := range p.pending {
 		wb.Queue(pendingSQL, it.out.code.documentID, it.a.DeviceID, it.out.code.id)
 	}
@@ -267,17 +276,9 @@ func (s *Service) queueWrites(wb *pgx.Batch, p *batchPlan, now time.Time) error 
 // readWrites reads the results of queueWrites' statements and checks the
 // commit.
 func readWrites(conn *pgxpool.Conn, br pgx.BatchResults, p *batchPlan) error {
-	if len(p.used) > 0 {
-		var n int64
-		if err := br.QueryRow().Scan(&n); err != nil {
-			return fmt.Errorf("batch: mark used: %w", err)
-		}
-	}
-	if _, err := br.Exec(); err != nil {
-		return fmt.Errorf("batch: attempts: %w", err)
-	}
-	if _, err := br.Exec(); err != nil {
-		return fmt.Errorf("batch: audit: %w", err)
+	var n int64
+	if err := br.QueryRow().Scan(&n); err != nil {
+		return fmt.Errorf("batch: writes: %w", err)
 	}
 	for _, it := range p.pending {
 		if err := br.QueryRow().Scan(&it.out.pending); err != nil {

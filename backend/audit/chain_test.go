@@ -262,3 +262,61 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Fatalf("no metric %s", name)
 	return 0
 }
+
+// A backlog larger than one chain transaction (audit.DefaultBatch) is
+// chained in several, oldest first: every record once, in the order it
+// was queued, with gaps in the pending numbers (a rolled-back
+// transaction's) and the records chained before left behind as dead rows.
+func TestChainTakesABacklogInBatches(t *testing.T) {
+	s := storetest.New(t)
+	ctx := context.Background()
+	queue := func(from, n int, commit bool) {
+		t.Helper()
+		entries := make([]audit.Entry, n)
+		for i := range entries {
+			entries[i] = audit.Entry{Actor: "device:d1", Action: "code.used", Subject: fmt.Sprintf("document:%d", from+i),
+				Details: map[string]any{"reason": "ok"}}
+		}
+		tx, err := s.Pool().Begin(ctx)
+		require.NoError(t, err)
+		b := &pgx.Batch{}
+		require.NoError(t, audit.QueueAppend(b, entries))
+		require.NoError(t, tx.SendBatch(ctx, b).Close())
+		if commit {
+			require.NoError(t, tx.Commit(ctx))
+		} else {
+			require.NoError(t, tx.Rollback(ctx))
+		}
+	}
+	queue(0, 10, true)
+	n, err := audit.Chain(ctx, s.Pool())
+	require.NoError(t, err)
+	require.Equal(t, 10, n)
+	queue(-100, 100, false) // numbers taken, never committed: a gap
+	queue(10, audit.DefaultBatch-1, true)
+	queue(-100, 7, false)
+	queue(audit.DefaultBatch+9, audit.DefaultBatch+2, true)
+	want := 2*audit.DefaultBatch + 11
+
+	n, err = audit.Chain(ctx, s.Pool())
+	require.NoError(t, err)
+	require.Equal(t, want-10, n)
+	require.Equal(t, 0, count(t, s.Pool(), "audit_pending"))
+	rows, err := s.Pool().Query(ctx, "SELECT seq, subject FROM audit_log ORDER BY seq")
+	require.NoError(t, err)
+	i := 0
+	for rows.Next() {
+		var seq int64
+		var subject string
+		require.NoError(t, rows.Scan(&seq, &subject))
+		require.Equal(t, int64(i+1), seq)
+		require.Equal(t, fmt.Sprintf("document:%d", i), subject)
+		i++
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, want, i)
+	rep, err := audit.Verify(ctx, s.Pool())
+	require.NoError(t, err)
+	require.Nil(t, rep.FirstBad, rep.Reason)
+	require.Equal(t, want, rep.Records)
+}

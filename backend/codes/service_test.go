@@ -277,7 +277,18 @@ func TestIssueRefusesBadInput(t *testing.T) {
 		})
 		require.ErrorIs(t, err, pickupcode.ErrInvalid, "case %d", i)
 	}
-	_, err := f.svc.Revoke(context.Background(), nil, "x")
+	// A malformed date of birth typed by staff is personal data: the
+	// error names the field, never the value (it may reach a log).
+	r := good
+	r.BirthDate = "28/02/1990"
+	err := pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error {
+		_, err := f.svc.Issue(context.Background(), tx, r)
+		return err
+	})
+	require.ErrorIs(t, err, pickupcode.ErrInvalid)
+	require.ErrorContains(t, err, "date of birth")
+	require.NotContains(t, err.Error(), "1990")
+	_, err = f.svc.Revoke(context.Background(), nil, "x")
 	require.ErrorIs(t, err, pickupcode.ErrInvalid)
 	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: "K1.x.y", PIN: "123456789"})
 	require.ErrorIs(t, err, pickupcode.ErrInvalid)

@@ -143,6 +143,7 @@ func TestPINHelpers(t *testing.T) {
 	d, err := ParseBirthDate("1990-2-28")
 	require.ErrorIs(t, err, ErrInvalid, "only YYYY-MM-DD")
 	require.Empty(t, d)
+	require.NotContains(t, err.Error(), "1990", "a date of birth is personal data: not in errors (logs)")
 	d, err = ParseBirthDate(" 1990-02-28 ")
 	require.NoError(t, err)
 	require.Equal(t, "1990-02-28", d)

@@ -32,11 +32,12 @@ func NormalizePIN(pin string, digits int) (string, error) {
 }
 
 // ParseBirthDate checks a "YYYY-MM-DD" date of birth and returns it in
-// canonical form (ErrInvalid otherwise).
+// canonical form (ErrInvalid otherwise). The error does not quote s: a
+// date of birth is personal data, and errors reach logs.
 func ParseBirthDate(s string) (string, error) {
 	t, err := time.Parse(DateLayout, strings.TrimSpace(s))
 	if err != nil {
-		return "", fmt.Errorf("pickupcode: date of birth %q is not YYYY-MM-DD: %w", s, ErrInvalid)
+		return "", fmt.Errorf("pickupcode: date of birth is not YYYY-MM-DD: %w", ErrInvalid)
 	}
 	return t.Format(DateLayout), nil
 }

@@ -2,6 +2,9 @@ package tasmota
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,13 +65,30 @@ func TestEveryUnconfirmedOnGetsItsOwnOff(t *testing.T) {
 	dev.holdOffReports = hold
 	dev.mu.Unlock()
 
+	// pulse gets one ON to the module, unconfirmed. The ON needs
+	// handOver (timeout/2) left when the PulseTime is confirmed, 1 s into
+	// the pulse's 3 s: on a loaded machine the confirmation may come
+	// later, and the driver honestly sends no ON (too late) or no ON at
+	// all (PulseTime unconfirmed). Nothing switched then, nothing is owed:
+	// the pulse is tried again, so the test does not depend on the
+	// machine's speed.
 	pulse := func() {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(testCtx(t), 3*timeout/4)
-		defer cancel()
-		err := d.Pulse(ctx, hardware.Address{Channel: 0}, 5*time.Second, 1)
-		require.ErrorContains(t, err, "POWER1 ON")
-		require.ErrorContains(t, err, "not confirmed")
+		for attempt := 1; ; attempt++ {
+			ons := dev.onCount(1)
+			ctx, cancel := context.WithTimeout(testCtx(t), 3*timeout/4)
+			err := d.Pulse(ctx, hardware.Address{Channel: 0}, 5*time.Second, 1)
+			cancel()
+			if errors.Is(err, errTooLate) || strings.Contains(fmt.Sprint(err), "relay not switched") {
+				require.Equal(t, ons, dev.onCount(1), "no ON reached the module: %v", err)
+				require.Less(t, attempt, 10, "no ON sent in %d pulses: %v", attempt, err)
+				t.Logf("pulse %d sent no ON (slow machine), again: %v", attempt, err)
+				continue
+			}
+			require.ErrorContains(t, err, "POWER1 ON")
+			require.ErrorContains(t, err, "not confirmed")
+			return
+		}
 	}
 	pulse()
 	testenv.EventuallyWithin(t, 30*time.Second, "the first pulse's OFF", func() bool { return dev.offCount(1) >= 1 })

@@ -193,6 +193,9 @@ func (h *Events) HandleEvent(ctx context.Context, tx pgx.Tx, deviceID string, ev
 	details := map[string]any{}
 	if ev.Addr != nil {
 		details["board"], details["channel"] = ev.Addr.Board, ev.Addr.Channel
+	} else if ev.Board != nil {
+		// A board-wide alarm names its board (the timeline says which).
+		details["board"] = *ev.Board
 	}
 	if ev.Alarm != "" {
 		details["alarm"] = ev.Alarm

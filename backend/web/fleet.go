@@ -382,6 +382,11 @@ type detail struct {
 	LowMax   int
 }
 
+// HasDoors reports whether each compartment has a door of its own (a
+// locker); an automaton's slots sit on a carousel behind one hatch, so
+// its slots have no door state to show.
+func (d detail) HasDoors() bool { return d.Kind == store.Locker }
+
 // readDetail reads one device's page.
 func readDetail(ctx context.Context, db store.DB, id string, lowMax int, now time.Time) (detail, error) {
 	d, err := store.GetDevice(ctx, db, id)
@@ -447,7 +452,6 @@ func readDetail(ctx context.Context, db store.DB, id string, lowMax int, now tim
 				v.Shown = "expired"
 			}
 		}
-		v.DoorKnown = out.DoorsKnown() && out.boardOnline(c.Board) && d.Kind != store.Locker
 		for _, ch := range out.Doors {
 			if d.Kind == store.Locker && ch.Addr.Board == c.Board && ch.Addr.Channel == c.Channel {
 				v.DoorOpen = ch.DoorOpen
@@ -475,11 +479,14 @@ type event struct {
 	Action      string
 	Actor       string
 	Compartment int
-	Alarm       string
-	Reason      string
-	Result      string
-	Detail      string
-	Document    string
+	// Board is the lock board of a board-wide alarm (board_unreachable,
+	// board_rebooting), counted from 0 as on the wire.
+	Board    *int
+	Alarm    string
+	Reason   string
+	Result   string
+	Detail   string
+	Document string
 	// Note is an alarm acknowledgement's note.
 	Note    string
 	IsAlarm bool
@@ -553,6 +560,9 @@ func deviceTimeline(ctx context.Context, db store.DB, d store.Device) ([]event, 
 		if c, ok := byID[subject]; ok {
 			e.Compartment = c.Number
 		}
+		if det.Board != nil && det.Channel == nil {
+			e.Board = det.Board
+		}
 		e.Alarm, e.Reason, e.Result, e.Detail, e.Document, e.Note = det.Alarm, det.Reason, det.Result, det.Detail, det.Document, det.Note
 		e.IsAlarm = e.Action == "device.alarm"
 		out = append(out, e)
@@ -620,19 +630,43 @@ func (e event) Text(t *tr) string {
 	alarm := ""
 	if e.Alarm != "" {
 		alarm = t.S("alarm." + e.Alarm)
-		if e.Compartment > 0 {
+		switch {
+		case e.Compartment > 0:
 			// Which door, as the alarm lists say it.
 			alarm = t.F("alarm.at_compartment", "alarm", alarm, "n", e.Compartment)
+		case e.Board != nil:
+			// Which lock board, counted from 1 as on the kiosk.
+			alarm = t.F("alarm.at_board", "alarm", alarm, "n", *e.Board+1)
 		}
 	}
 	s := t.F(key, "n", e.Compartment, "alarm", alarm, "result", result)
-	if e.Reason != "" {
-		s += " · " + t.F("timeline.reason", "reason", e.Reason)
+	if reason := e.reasonText(t); reason != "" {
+		s += " · " + t.F("timeline.reason", "reason", reason)
 	}
 	if e.Note != "" {
 		s += " · " + t.F("alarm.ack_note", "note", e.Note)
 	}
 	return s
+}
+
+// codedReasons are the audit actions whose reason is a code the backend
+// writes (a refused code's pickupcode reason, why a kiosk session ended),
+// shown in words from the catalogue (reason.<code>); the other actions'
+// reasons are what a person typed, shown as typed.
+var codedReasons = map[string]bool{"code.denied": true, "code.used": true, "kiosk.session_ended": true}
+
+// reasonText is the event's reason as people read it ("" for none).
+func (e event) reasonText(t *tr) string {
+	if !codedReasons[e.Action] {
+		return e.Reason
+	}
+	if e.Reason == "ok" {
+		return ""
+	}
+	if _, ok := t.cat["reason."+e.Reason]; ok {
+		return t.S("reason." + e.Reason)
+	}
+	return e.Reason
 }
 
 // Who is who did it, in words.

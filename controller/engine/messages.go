@@ -111,20 +111,20 @@ var messages = map[string][4]string{
 		"Too many failed logins on this machine. Login here is blocked until {t}.",
 		"Zu viele fehlgeschlagene Anmeldungen an diesem Gerät. Die Anmeldung ist hier bis {t} gesperrt."},
 	StateStaffLockedToday: {
-		"Te veel mislukte aanmeldingen op dit toestel vandaag. Aanmelden is hier geblokkeerd tot {t}: gebruik de personeelsconsole of bel de servicedesk.",
-		"Trop de connexions échouées sur cet appareil aujourd'hui. La connexion est bloquée ici jusqu'à {t}\u00a0: utilisez la console du personnel ou appelez le service desk.",
-		"Too many failed logins on this machine today. Login here is blocked until {t}: use the staff console or call the service desk.",
-		"Zu viele fehlgeschlagene Anmeldungen an diesem Gerät heute. Die Anmeldung ist hier bis {t} gesperrt: Nutzen Sie die Personalkonsole oder rufen Sie den Servicedesk an."},
+		"Te veel mislukte aanmeldingen op dit toestel vandaag. Aanmelden is hier geblokkeerd tot {t}. Gebruik tot dan de personeelsconsole of bel de servicedesk.",
+		"Trop de connexions échouées sur cet appareil aujourd'hui. La connexion est bloquée ici jusqu'à {t}. D'ici là, utilisez la console du personnel ou appelez le service desk.",
+		"Too many failed logins on this machine today. Login here is blocked until {t}. Until then, use the staff console or call the service desk.",
+		"Zu viele fehlgeschlagene Anmeldungen an diesem Gerät heute. Die Anmeldung ist hier bis {t} gesperrt. Nutzen Sie bis dahin die Personalkonsole oder rufen Sie den Servicedesk an."},
 	StateLookupsEnded: {
 		"Te veel documentnummers niet gevonden. Voor de veiligheid bent u afgemeld. Meld u opnieuw aan of gebruik de personeelsconsole.",
 		"Trop de numéros de document introuvables. Par sécurité, vous êtes déconnecté. Reconnectez-vous ou utilisez la console du personnel.",
 		"Too many document numbers not found. For safety you are logged out. Log in again or use the staff console.",
 		"Zu viele Dokumentnummern nicht gefunden. Zur Sicherheit wurden Sie abgemeldet. Melden Sie sich erneut an oder nutzen Sie die Personalkonsole."},
 	StateLookupsPaused: {
-		"Te veel documentnummers niet gevonden op dit toestel. Documenten opzoeken is hier gepauzeerd tot {t}: gebruik de personeelsconsole of bel de servicedesk.",
-		"Trop de numéros de document introuvables sur cet appareil. La recherche de documents est suspendue ici jusqu'à {t}\u00a0: utilisez la console du personnel ou appelez le service desk.",
-		"Too many document numbers not found on this machine. Looking up documents here is paused until {t}: use the staff console or call the service desk.",
-		"Zu viele Dokumentnummern an diesem Gerät nicht gefunden. Die Dokumentsuche ist hier bis {t} angehalten: Nutzen Sie die Personalkonsole oder rufen Sie den Servicedesk an."},
+		"Te veel documentnummers niet gevonden op dit toestel. Documenten opzoeken is hier gepauzeerd tot {t}. Gebruik tot dan de personeelsconsole of bel de servicedesk.",
+		"Trop de numéros de document introuvables sur cet appareil. La recherche de documents est suspendue ici jusqu'à {t}. D'ici là, utilisez la console du personnel ou appelez le service desk.",
+		"Too many document numbers not found on this machine. Looking up documents here is paused until {t}. Until then, use the staff console or call the service desk.",
+		"Zu viele Dokumentnummern an diesem Gerät nicht gefunden. Die Dokumentsuche ist hier bis {t} angehalten. Nutzen Sie bis dahin die Personalkonsole oder rufen Sie den Servicedesk an."},
 	StateLoading: {
 		"Leg het document in vak {n} en sluit de deur.",
 		"Placez le document dans le casier {n} et fermez la porte.",
@@ -244,8 +244,12 @@ func fillNM(t string, n, m int) string {
 // staff read one clock at the device and at the counter (not "17.42 uur"
 // here and "17:42" there); after "tomorrow" when that is tomorrow there,
 // after the day and month when later still, separated as the console
-// writes dates in that language (nl "08-12", fr and en "08/12", de "08.12.").
+// writes dates in that language (nl "08-12", fr and en "08/12", de "08.12."),
+// joined to the time as each language says it: "morgen om 17:42", "demain
+// à 17:42", "tomorrow at 17:42", "morgen um 17:42" (the messages read "tot
+// morgen om 17:42.", not "tot morgen 17:42:").
 func UntilText(lang string, until, now time.Time) string {
+	at := map[string]string{"nl": " om ", "fr": " à ", "en": " at ", "de": " um "}
 	u, n := until.In(now.Location()), now
 	clock := u.Format("15:04")
 	uy, um, ud := u.Date()
@@ -255,15 +259,15 @@ func UntilText(lang string, until, now time.Time) string {
 	case uy == ny && um == nm && ud == nd:
 		return clock
 	case uy == ty && um == tm && ud == td:
-		return map[string]string{"nl": "morgen ", "fr": "demain ", "en": "tomorrow ", "de": "morgen "}[lang] + clock
+		return map[string]string{"nl": "morgen", "fr": "demain", "en": "tomorrow", "de": "morgen"}[lang] + at[lang] + clock
 	}
 	switch lang {
 	case "nl":
-		return u.Format("02-01") + " " + clock
+		return u.Format("02-01") + at[lang] + clock
 	case "de":
-		return u.Format("02.01.") + " " + clock
+		return u.Format("02.01.") + at[lang] + clock
 	}
-	return u.Format("02/01") + " " + clock
+	return u.Format("02/01") + at[lang] + clock
 }
 
 // Langs returns the languages of kiosk messages: nl, fr, en, de (the

@@ -33,7 +33,7 @@ func TestStaffLoginRefusalNamesTheLock(t *testing.T) {
 			{"burst lock", ptr(10 * time.Minute), StateStaffLocked, "Too many failed logins on this machine. Login here is blocked until {t}."},
 			{"burst lock made now, whole seconds", ptr(15*time.Minute + time.Second), StateStaffLocked, "Too many failed logins on this machine. Login here is blocked until {t}."},
 			{"daily cap", ptr(20 * time.Hour), StateStaffLockedToday,
-				"Too many failed logins on this machine today. Login here is blocked until {t}: use the staff console or call the service desk."},
+				"Too many failed logins on this machine today. Login here is blocked until {t}. Until then, use the staff console or call the service desk."},
 			{"daily cap near its end", ptr(17 * time.Minute), StateStaffLockedToday, ""},
 		} {
 			res := wire.StaffResponse{Op: wire.StaffLogin, Result: wire.StaffDenied}
@@ -94,9 +94,9 @@ func TestUntilTextInEveryLanguage(t *testing.T) {
 		nl, fr, en, de string
 	}{
 		{"2026-12-06 02:59", "2026-12-06 03:15", "03:15", "03:15", "03:15", "03:15"},
-		{"2026-12-06 17:58", "2026-12-07 17:42", "morgen 17:42", "demain 17:42", "tomorrow 17:42", "morgen 17:42"},
-		{"2026-12-31 23:50", "2027-01-01 00:05", "morgen 00:05", "demain 00:05", "tomorrow 00:05", "morgen 00:05"},
-		{"2026-12-06 10:00", "2026-12-08 09:30", "08-12 09:30", "08/12 09:30", "08/12 09:30", "08.12. 09:30"},
+		{"2026-12-06 17:58", "2026-12-07 17:42", "morgen om 17:42", "demain à 17:42", "tomorrow at 17:42", "morgen um 17:42"},
+		{"2026-12-31 23:50", "2027-01-01 00:05", "morgen om 00:05", "demain à 00:05", "tomorrow at 00:05", "morgen um 00:05"},
+		{"2026-12-06 10:00", "2026-12-08 09:30", "08-12 om 09:30", "08/12 à 09:30", "08/12 at 09:30", "08.12. um 09:30"},
 	} {
 		now := at(c.now)
 		// The end as the backend sends it (UTC) is said in the device's time.

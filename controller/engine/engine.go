@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -167,6 +168,11 @@ type Screen struct {
 	// "pin"), set on wrong_code only: the screen offers to try the same way
 	// again, and the other way after a refused QR code.
 	Method wire.Method `json:"method,omitempty"`
+	// LastTryLockS is set on wrong_code after a wrong PIN when one more
+	// wrong PIN would lock PIN entry: for how long (seconds), so that the
+	// screen warns before the last try. It depends on the device's count
+	// of wrong PINs alone, never on the code.
+	LastTryLockS int `json:"last_try_lock_s,omitempty"`
 	// Seq increases with every change.
 	Seq uint64    `json:"seq"`
 	At  time.Time `json:"at"`
@@ -531,12 +537,17 @@ func (e *Engine) setScreen(state string, n int, lang string) Screen {
 	return e.setScreenLocked(state, n, lang)
 }
 
-// setWrongCode shows wrong_code with the way the refused code was given.
-func (e *Engine) setWrongCode(method wire.Method, lang string) Screen {
+// setWrongCode shows wrong_code with the way the refused code was given
+// and, after a PIN, how long one more wrong PIN would lock PIN entry
+// (lastTry, 0: it would not).
+func (e *Engine) setWrongCode(method wire.Method, lastTry time.Duration, lang string) Screen {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.setScreenLocked(StateWrongCode, 0, lang)
 	e.screen.Method = method
+	if lastTry > 0 {
+		e.screen.LastTryLockS = int(math.Ceil(lastTry.Seconds()))
+	}
 	return e.screen
 }
 

@@ -109,6 +109,17 @@ func (e *Engine) pinFailed() time.Time {
 	return until
 }
 
+// pinLastTry reports for how long one more wrong PIN would lock PIN entry
+// now (0: it would not), from the device's own count (pickupcode's
+// Limiter.NextLock).
+func (e *Engine) pinLastTry() time.Duration {
+	now := e.now()
+	if until := e.pin.lim.Load().NextLock(now); until.After(now) {
+		return until.Sub(now)
+	}
+	return 0
+}
+
 // followBackendLock locks PIN entry for as long as the backend said
 // (device_locked_out): the backend counts the PINs verified online too.
 func (e *Engine) followBackendLock(retryAfterS int) {

@@ -72,6 +72,7 @@ func TestWrongExpiredLockout(t *testing.T) {
 			s := r.pickup(PickupRequest{QR: fmt.Sprintf("K1.bad%d", i)})
 			require.Equal(t, StateWrongCode, s.State)
 			require.Equal(t, wire.MethodQR, s.Method, "the screen knows a QR code was refused")
+			require.Zero(t, s.LastTryLockS, "QR codes are not counted")
 		}
 		require.False(t, r.hasEvent("alarm:brute_force_lockout"))
 		for i := 0; i < 2; i++ {
@@ -79,6 +80,13 @@ func TestWrongExpiredLockout(t *testing.T) {
 			require.Equal(t, StateWrongCode, s.State)
 			require.Equal(t, wire.MethodPIN, s.Method, "the screen knows a PIN was refused")
 			require.Equal(t, wire.MethodPIN, r.e.Screen().Method)
+			// After the second-to-last wrong PIN the screen may warn that
+			// one more locks PIN entry, for lockout.duration; not before.
+			if i == 0 {
+				require.Zero(t, s.LastTryLockS, "two wrong PINs left before the lock")
+			} else {
+				require.Equal(t, 15*60, s.LastTryLockS, "one more wrong PIN locks for lockout.duration")
+			}
 		}
 		s := r.pickup(PickupRequest{PIN: "111111119", BirthDate: "1990-01-01"})
 		require.Equal(t, StateLockedOut, s.State)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"kluis/controller/offline"
 	"kluis/controller/pickupcode"
@@ -138,10 +139,14 @@ func (e *Engine) Pickup(ctx context.Context, r PickupRequest) (Screen, error) {
 		e.m.wrongCodes.Inc()
 		// Only PINs count: the backend does not count QR codes either,
 		// and garbage held to the scanner must not lock anybody out.
-		if method == wire.MethodPIN && !e.pinFailed().IsZero() {
-			return e.setScreen(StateLockedOut, 0, lang), nil
+		var lastTry time.Duration
+		if method == wire.MethodPIN {
+			if !e.pinFailed().IsZero() {
+				return e.setScreen(StateLockedOut, 0, lang), nil
+			}
+			lastTry = e.pinLastTry()
 		}
-		return e.setWrongCode(method, lang), nil
+		return e.setWrongCode(method, lastTry, lang), nil
 	case wire.VerifySecondFactorRequired:
 		return e.setScreen(StateNeedBirthDate, 0, lang), nil
 	case wire.VerifyExpired:

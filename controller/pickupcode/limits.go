@@ -269,6 +269,13 @@ func (l *Limiter) Fail(now time.Time) (lockedUntil time.Time) {
 	return l.cfg.LockUntil(l.st.LockedUntil, l.st.Failures, now)
 }
 
+// NextLock reports until when PIN entry would be locked if one more PIN
+// failed at now (zero: it would stay open), recording nothing: the kiosk
+// warns before the last try.
+func (l *Limiter) NextLock(now time.Time) time.Time {
+	return NewLimiter(l.Config(), l.State()).Fail(now)
+}
+
 // Lock extends the burst lock to until (when it is later), e.g. to follow
 // the backend's answer device_locked_out, and reports whether PIN entry was
 // open at now before.

@@ -585,8 +585,10 @@ func (d *demo) kluisdConfig(n *node, proxyAddr, pwFile, pub string) string {
 		}
 	}
 	fmt.Fprintf(&b, "timeouts:\n  door_open_detect: 5s\n  door_left_open: 3s\n  present: 15s\n")
-	fmt.Fprintf(&b, "journal_dir: %s\nkiosk:\n  listen: %s\n  default_lang: en\nmetrics_listen: %s\noffline:\n  public_key_file: %s\n",
-		filepath.Join(n.dir, "journal"), n.kioskAddr, n.metrics, pub)
+	// The screen names the machine as the citizen's e-mail does (the
+	// backend's device name).
+	fmt.Fprintf(&b, "journal_dir: %s\nkiosk:\n  listen: %s\n  default_lang: en\n  display_name: %q\nmetrics_listen: %s\noffline:\n  public_key_file: %s\n",
+		filepath.Join(n.dir, "journal"), n.kioskAddr, n.spec.Name, n.metrics, pub)
 	b.WriteString(n.spec.layoutYAML())
 	return b.String()
 }

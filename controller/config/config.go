@@ -328,6 +328,17 @@ type Kiosk struct {
 	// (past it: 503 with Retry-After, the screen retries); default 128,
 	// 8-10000.
 	MaxConnections int `yaml:"max_connections"`
+	// DisplayName is this machine's name on every kiosk screen, as the
+	// citizen's e-mail and letter name it (the backend's device name),
+	// e.g. "Stadhuis Kortrijk, automaat 2"; default the device_id. At
+	// most 60 characters, none of them control or invisible.
+	DisplayName string `yaml:"display_name"`
+	// CounterHours are the counter's opening hours, shown on the screens
+	// that send a citizen to the counter; optional (without them those
+	// screens give the help line alone). Keys mon-sun, each a list of
+	// "HH:MM-HH:MM" (24 h clock, ascending, not overlapping, at most 4); a
+	// day left out or with an empty list is closed.
+	CounterHours map[string][]string `yaml:"counter_hours"`
 }
 
 // Offline configures offline verification.
@@ -420,6 +431,9 @@ func (c *Config) fillDefaults() {
 		c.Kiosk.DefaultLang = "nl"
 	}
 	def(&c.Kiosk.StaffIdle, 2*time.Minute)
+	if c.Kiosk.DisplayName == "" {
+		c.Kiosk.DisplayName = c.DeviceID
+	}
 	if c.Kiosk.MaxConnections == 0 {
 		c.Kiosk.MaxConnections = 128
 	}
@@ -574,6 +588,12 @@ func (c *Config) Validate(o ParseOptions) error {
 	}
 	if c.Kiosk.MaxConnections < 8 || c.Kiosk.MaxConnections > 10000 {
 		return bad("kiosk.max_connections", "%d must be between 8 and 10000", c.Kiosk.MaxConnections)
+	}
+	if err := validDisplayName(c.Kiosk.DisplayName); err != nil {
+		return bad("kiosk.display_name", "%v", err)
+	}
+	if _, err := c.Kiosk.OpeningHours(); err != nil {
+		return err
 	}
 	if c.MetricsMaxConnections < 1 || c.MetricsMaxConnections > 10000 {
 		return bad("metrics_max_connections", "%d must be between 1 and 10000", c.MetricsMaxConnections)

@@ -392,3 +392,43 @@ func TestValidIDMatchesTheExpression(t *testing.T) {
 		require.Equal(t, re.MatchString(c), validID(c), "%q", c)
 	}
 }
+
+// kiosk.display_name names the machine on the screen (default its
+// device_id); kiosk.counter_hours are optional, checked span by span.
+func TestKioskDisplayNameAndCounterHours(t *testing.T) {
+	c, err := Parse([]byte(good), ParseOptions{})
+	require.NoError(t, err)
+	require.Equal(t, "kortrijk-1", c.Kiosk.DisplayName, "default: the device_id")
+	h, err := c.Kiosk.OpeningHours()
+	require.NoError(t, err)
+	require.Nil(t, h, "no hours configured")
+
+	kiosk := func(extra string) string {
+		return strings.Replace(good, "  listen: 127.0.0.1:8088", "  listen: 127.0.0.1:8088\n"+extra, 1)
+	}
+	c, err = Parse([]byte(kiosk("  display_name: \"Stadhuis Kortrijk, automaat 2\"\n  counter_hours:\n    mon: [08:30-12:30, 13:30-16:00]\n    sat: [\"09:00-12:00\"]\n    sun: []")), ParseOptions{})
+	require.NoError(t, err)
+	require.Equal(t, "Stadhuis Kortrijk, automaat 2", c.Kiosk.DisplayName)
+	h, err = c.Kiosk.OpeningHours()
+	require.NoError(t, err)
+	require.Equal(t, [][]Span{{{510, 750}, {810, 960}}, nil, nil, nil, nil, {{540, 720}}, nil}, h)
+	require.Equal(t, "13:30-16:00", h[0][1].String())
+
+	for _, tc := range []struct{ extra, field string }{
+		{"  display_name: \"  \"", "kiosk.display_name"},
+		{"  display_name: \"" + strings.Repeat("x", 61) + "\"", "kiosk.display_name"},
+		{"  display_name: \"Stadhuis\\u202eKortrijk\"", "kiosk.display_name"},
+		{"  display_name: \"Stadhuis\\nKortrijk\"", "kiosk.display_name"},
+		{"  counter_hours: {maandag: [08:30-12:30]}", "kiosk.counter_hours"},
+		{"  counter_hours: {mon: [8:30-12:30]}", "kiosk.counter_hours.mon[0]"},
+		{"  counter_hours: {mon: [08:30-12:30, 13:30-25:00]}", "kiosk.counter_hours.mon[1]"},
+		{"  counter_hours: {tue: [12:30-08:30]}", "kiosk.counter_hours.tue[0]"},
+		{"  counter_hours: {wed: [08:30-12:30, 12:00-16:00]}", "kiosk.counter_hours.wed[1]"},
+		{"  counter_hours: {fri: [08:30 12:30]}", "kiosk.counter_hours.fri[0]"},
+		{"  counter_hours: {sun: [01:00-02:00, 03:00-04:00, 05:00-06:00, 07:00-08:00, 09:00-10:00]}", "kiosk.counter_hours.sun"},
+	} {
+		_, err := Parse([]byte(kiosk(tc.extra)), ParseOptions{})
+		require.ErrorIs(t, err, ErrInvalid, tc.extra)
+		require.Contains(t, err.Error(), tc.field, tc.extra)
+	}
+}

@@ -175,15 +175,18 @@ func (m *matrix) open(r *rig) {
 
 // waitJS polls expr until it is true, for at most 30 s (a bound for a
 // loaded machine, not a timing goal).
-func waitJS(mt *mtab, expr string) error {
-	deadline := time.Now().Add(30 * time.Second)
+func waitJS(mt *mtab, expr string) error { return waitJSWithin(mt, expr, 30*time.Second) }
+
+// waitJSWithin is waitJS with the bound d.
+func waitJSWithin(mt *mtab, expr string, d time.Duration) error {
+	deadline := time.Now().Add(d)
 	for {
 		ok, err := eval[bool](mt, expr)
 		if err == nil && ok {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("not true within 30s: %s (%v)", expr, err)
+			return fmt.Errorf("not true within %v: %s (%v)", d, expr, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

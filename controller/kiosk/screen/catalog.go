@@ -104,6 +104,10 @@ var uiTexts = map[string][4]string{
 	"again":       {"Opnieuw proberen", "Réessayer", "Try again", "Erneut versuchen"},
 	"large":       {"Grote letters", "Grands caractères", "Large text", "Große Schrift"},
 	"staff.entry": {"Personeel", "Personnel", "Staff", "Personal"},
+	// The machine's name (kiosk.display_name), as the citizen's e-mail
+	// and letter name it: on every screen, so that someone sent to
+	// "Stadhuis Kortrijk, automaat 2" can tell they are at the right one.
+	"place": {"Dit toestel: {name}", "Cet appareil\u00a0: {name}", "This machine: {name}", "Dieses Gerät: {name}"},
 	"err.input": {"Dat lukte niet. Probeer het opnieuw.", "Cela n'a pas marché. Réessayez.",
 		"That did not work. Please try again.", "Das hat nicht geklappt. Bitte versuchen Sie es noch einmal."},
 	"conn.msg": {"Het toestel start opnieuw. Wacht even.", "L'appareil redémarre. Patientez un instant.",
@@ -179,6 +183,37 @@ var uiTexts = map[string][4]string{
 	// call (the city's desk) on every screen that sends them there.
 	"next.closed": {"Is het loket gesloten? Bel\u00a01777.", "Le guichet est fermé\u00a0? Appelez le\u00a01777.",
 		"Is the counter closed? Call\u00a01777.", "Ist der Schalter geschlossen? Rufen Sie\u00a01777\u00a0an."},
+	// After the second-to-last wrong PIN (the device's count, never the
+	// code's): how long one more locks PIN entry; {m} minutes, or hours
+	// for a lock of two hours or more (the daily cap).
+	"pin.last_try.one": {"Let op: na nog één foute pincode is het toetsenbord 1 minuut geblokkeerd.", "Attention\u00a0: encore un code PIN erroné et le clavier sera bloqué pendant 1 minute.",
+		"Careful: one more wrong PIN locks the keypad for 1 minute.", "Achtung: Nach noch einer falschen PIN ist die Tastatur 1 Minute gesperrt."},
+	"pin.last_try.many": {"Let op: na nog één foute pincode is het toetsenbord {m} minuten geblokkeerd.", "Attention\u00a0: encore un code PIN erroné et le clavier sera bloqué pendant {m} minutes.",
+		"Careful: one more wrong PIN locks the keypad for {m} minutes.", "Achtung: Nach noch einer falschen PIN ist die Tastatur {m} Minuten gesperrt."},
+	"pin.last_try.hours": {"Let op: na nog één foute pincode is het toetsenbord {m} uur geblokkeerd.", "Attention\u00a0: encore un code PIN erroné et le clavier sera bloqué pendant {m} heures.",
+		"Careful: one more wrong PIN locks the keypad for {m} hours.", "Achtung: Nach noch einer falschen PIN ist die Tastatur {m} Stunden gesperrt."},
+	// Before the idle return (timeouts.session without a touch): {n}
+	// seconds left; the button (or any touch) keeps the screen where the
+	// script decides (a keypad, the start in another language).
+	"idle.warn": {"Bent u er nog? Over {n} seconden gaat het scherm terug naar het begin.", "Êtes-vous encore là\u00a0? Dans {n} secondes, l'écran revient au début.",
+		"Are you still there? In {n} seconds the screen goes back to the start.", "Sind Sie noch da? In {n} Sekunden geht der Bildschirm zurück zum Anfang."},
+	"idle.stay": {"Ik ben er nog", "Je suis encore là", "I am still here", "Ich bin noch da"},
+	// The counter's opening hours (kiosk.counter_hours), on the screens
+	// that send a citizen to the counter: a line per run of days with the
+	// same hours, on the 24 h clock. {a} and {b} are days, times or parts.
+	"hours.title":  {"Openingsuren van het loket:", "Heures d'ouverture du guichet\u00a0:", "Opening hours of the counter:", "Öffnungszeiten des Schalters:"},
+	"hours.line":   {"{a}: {b}", "{a}\u00a0: {b}", "{a}: {b}", "{a}: {b}"},
+	"hours.days":   {"{a} tot en met {b}", "du {a} au {b}", "{a} to {b}", "{a} bis {b}"},
+	"hours.and":    {"{a} en {b}", "{a} et {b}", "{a} and {b}", "{a} und {b}"},
+	"hours.span":   {"{a} tot {b}", "de {a} à {b}", "{a} to {b}", "{a} bis {b}"},
+	"hours.closed": {"gesloten", "fermé", "closed", "geschlossen"},
+	"day.mon":      {"maandag", "lundi", "Monday", "Montag"},
+	"day.tue":      {"dinsdag", "mardi", "Tuesday", "Dienstag"},
+	"day.wed":      {"woensdag", "mercredi", "Wednesday", "Mittwoch"},
+	"day.thu":      {"donderdag", "jeudi", "Thursday", "Donnerstag"},
+	"day.fri":      {"vrijdag", "vendredi", "Friday", "Freitag"},
+	"day.sat":      {"zaterdag", "samedi", "Saturday", "Samstag"},
+	"day.sun":      {"zondag", "dimanche", "Sunday", "Sonntag"},
 	"retry.one": {"U kunt het over 1 minuut opnieuw proberen.", "Vous pourrez réessayer dans 1 minute.",
 		"You can try again in 1 minute.", "Sie können es in 1 Minute noch einmal versuchen."},
 	"retry.many": {"U kunt het over {m} minuten opnieuw proberen.", "Vous pourrez réessayer dans {m} minutes.",

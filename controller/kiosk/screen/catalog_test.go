@@ -31,6 +31,7 @@ var sameInEveryLanguage = map[string]bool{
 	"lang.nl": true, "lang.fr": true, "lang.en": true, "lang.de": true,
 	"tech.col.test":  true, // Test
 	"tech.col.alarm": true, // Alarm (nl, en, de)
+	"hours.line":     true, // "{a}: {b}" (fr with a no-break space)
 }
 
 func TestCatalogEveryTextInEveryLanguage(t *testing.T) {
@@ -480,8 +481,8 @@ func TestStaffLockScreensInEveryLanguage(t *testing.T) {
 			"en": "Too many failed logins on this machine. Login here is blocked until {t}.",
 		},
 		engine.StateStaffLockedToday: {
-			"fr": "Trop de connexions échouées sur cet appareil aujourd'hui. La connexion est bloquée ici jusqu'à {t}\u00a0: utilisez la console du personnel ou appelez le service desk.",
-			"de": "Zu viele fehlgeschlagene Anmeldungen an diesem Gerät heute. Die Anmeldung ist hier bis {t} gesperrt: Nutzen Sie die Personalkonsole oder rufen Sie den Servicedesk an.",
+			"fr": "Trop de connexions échouées sur cet appareil aujourd'hui. La connexion est bloquée ici jusqu'à {t}. D'ici là, utilisez la console du personnel ou appelez le service desk.",
+			"de": "Zu viele fehlgeschlagene Anmeldungen an diesem Gerät heute. Die Anmeldung ist hier bis {t} gesperrt. Nutzen Sie bis dahin die Personalkonsole oder rufen Sie den Servicedesk an.",
 		},
 	}
 	until := time.Now().Add(20 * time.Hour).Truncate(time.Second)

@@ -79,6 +79,10 @@ type Assets struct {
 	build   string
 	layout  *config.Layout
 	drawing map[string]pagetmpl.HTML // by language
+	// place is the line naming the machine, by language.
+	place map[string]string
+	// hours are the counter's opening hours, by language (hoursLines).
+	hours map[string][]string
 }
 
 // Prepare parses the templates and draws the device of cfg; cat is the
@@ -94,7 +98,7 @@ func Prepare(cfg *config.Config, cat *Catalog) (*Assets, error) {
 		}
 		cat = c
 	}
-	a := &Assets{cat: cat, drawing: map[string]pagetmpl.HTML{}}
+	a := &Assets{cat: cat, drawing: map[string]pagetmpl.HTML{}, place: map[string]string{}, hours: map[string][]string{}}
 	t, err := parseTemplates()
 	if err != nil {
 		return nil, fmt.Errorf("screen: %w", err)
@@ -109,7 +113,19 @@ func Prepare(cfg *config.Config, cat *Catalog) (*Assets, error) {
 	if err != nil {
 		return nil, err
 	}
+	week, err := cfg.Kiosk.OpeningHours()
+	if err != nil {
+		return nil, err
+	}
 	for _, l := range Langs() {
+		if a.hours[l], err = hoursLines(cat, week, l); err != nil {
+			return nil, err
+		}
+		place, err := cat.Text("place", l)
+		if err != nil {
+			return nil, err
+		}
+		a.place[l] = strings.ReplaceAll(place, "{name}", cfg.Kiosk.DisplayName)
 		here, err := cat.Text("drawing.here", l)
 		if err != nil {
 			return nil, err
@@ -249,6 +265,9 @@ type view struct {
 	// Hatch is the catalogue key of the message an automaton shows
 	// instead of the engine's (people see a hatch, not compartments).
 	Hatch string
+	// Hours: the message sends the citizen to the counter (or the city
+	// hall); the counter's opening hours follow it when configured.
+	Hours bool
 }
 
 // views are the engine states that have a section of their own (idle,
@@ -263,17 +282,17 @@ var views = []view{
 	// The door did not open and the code was not used: the message says
 	// to try again, so the screen offers it (to the start screen: scan
 	// again or type the PIN).
-	{State: engine.StateNotOpened, Title: "title.problem", Next: "next.closed", Tone: "stop", Drawing: true, Act: "again", ActLabel: "again"},
+	{State: engine.StateNotOpened, Title: "title.problem", Next: "next.closed", Tone: "stop", Drawing: true, Hours: true, Act: "again", ActLabel: "again"},
 	{State: engine.StateWrongCode, Title: "title.wrong_code", Next: "next.wrong_code", Tone: "warn", Act: "again", ActLabel: "again", Alt: "pin", AltLabel: "start.pin"},
-	{State: engine.StateExpired, Title: "title.expired", Next: "next.expired", Tone: "stop"},
+	{State: engine.StateExpired, Title: "title.expired", Next: "next.expired", Tone: "stop", Hours: true},
 	{State: engine.StateAlreadyCollected, Title: "title.already_collected", Next: "next.already_collected", Tone: "warn"},
 	{State: engine.StatePending, Title: "title.pending", Tone: "wait"},
-	{State: engine.StateLockedOut, Title: "title.locked_out", Next: "next.closed", Tone: "stop", Retry: true},
-	{State: engine.StateOutOfOrder, Title: "title.out_of_order", Next: "next.closed", Tone: "stop"},
+	{State: engine.StateLockedOut, Title: "title.locked_out", Next: "next.closed", Tone: "stop", Retry: true, Hours: true},
+	{State: engine.StateOutOfOrder, Title: "title.out_of_order", Next: "next.closed", Tone: "stop", Hours: true},
 	// The whole machine (a full disk): its message says to call 1777.
 	{State: engine.StateDeviceOutOfOrder, Title: "title.out_of_order", Tone: "stop"},
 	{State: engine.StateBusy, Title: "title.wait", Tone: "wait"},
-	{State: engine.StateError, Title: "title.problem", Next: "next.closed", Tone: "stop"},
+	{State: engine.StateError, Title: "title.problem", Next: "next.closed", Tone: "stop", Hours: true},
 	{State: engine.StateStaffDenied, Title: "title.staff_denied", Next: "next.staff.staff_denied", Tone: "warn", Act: "staff-login", ActLabel: "staff.again"},
 	// A lock of the device's staff logins: the message says for how long
 	// and what to do; trying again at once is no use.
@@ -320,7 +339,11 @@ type page struct {
 	Build   string
 	Kind    string
 	Default string
-	IdleMS  int64
+	// Place is the line naming this machine (kiosk.display_name).
+	Place string
+	// Hours are the counter's opening hours (nil: none configured).
+	Hours  []string
+	IdleMS int64
 	// LeftOpenMS is timeouts.door_left_open.
 	LeftOpenMS int64
 	Screen     engine.Screen
@@ -332,6 +355,9 @@ type page struct {
 	ShowFig    bool
 	RetryUntil int64
 	RetryMin   int
+	// LastTry is the warning after the second-to-last wrong PIN (one
+	// more locks PIN entry for so long), "" when none.
+	LastTry string
 	// Tech is filled for the technician fragment.
 	Tech *techData
 }
@@ -419,6 +445,8 @@ func (s *Screen) newPage(r *http.Request) *page {
 		Default: s.o.Config.Kiosk.DefaultLang, IdleMS: s.o.Config.Timeouts.Session.Milliseconds(),
 		LeftOpenMS: s.o.Config.Timeouts.DoorLeftOpen.Milliseconds(), Screen: sc, Views: views}
 	p.Show = firstView(sc, s.o.Clock(), s.o.Config.Timeouts.DoorLeftOpen)
+	p.Place = s.place[p.Lang]
+	p.Hours = s.hours[p.Lang]
 	p.Drawing = s.drawing[p.Lang]
 	for _, v := range views {
 		if "s-"+v.State == p.Show && v.Drawing && sc.Compartment > 0 {
@@ -429,6 +457,9 @@ func (s *Screen) newPage(r *http.Request) *page {
 		p.ShowFig = true
 	}
 	p.RetryMin = 1
+	if sc.State == engine.StateWrongCode && sc.LastTryLockS > 0 {
+		p.LastTry = s.lastTry(p.Lang, sc.LastTryLockS)
+	}
 	if sc.State == engine.StateLockedOut && sc.RetryAfterS > 0 {
 		until := sc.At.Add(time.Duration(sc.RetryAfterS) * time.Second)
 		p.RetryUntil = until.UnixMilli()
@@ -563,6 +594,22 @@ func (s *Screen) techPage(ctx context.Context, r *http.Request) *page {
 	}
 	p.Tech = td
 	return p
+}
+
+// lastTry is the warning of a wrong_code screen whose next wrong PIN
+// locks PIN entry for secs seconds: in minutes (rounded up), in hours
+// from two hours (screen.js says the same with lastTry).
+func (s *Screen) lastTry(lang string, secs int) string {
+	m := (secs + 59) / 60
+	key := "pin.last_try.many"
+	switch {
+	case m <= 1:
+		key, m = "pin.last_try.one", 1
+	case m >= 120:
+		key, m = "pin.last_try.hours", (m+59)/60
+	}
+	t, _ := s.cat.Text(key, lang) // every key is in every language (NewCatalog)
+	return strings.ReplaceAll(t, "{m}", strconv.Itoa(m))
 }
 
 // retryMinutes is the wait in whole minutes as people read it: rounded

@@ -130,6 +130,10 @@ type rigOptions struct {
 	// diskFull: the journal's disk has no room for its reserve (from
 	// the start, and it never gets any): no door of the device opens.
 	diskFull bool
+	// kiosk is YAML added to the kiosk's settings ("display_name: x").
+	kiosk string
+	// lockout is the lockout's settings; default 100 wrong PINs in 10m.
+	lockout string
 }
 
 func newRig(t testing.TB, o rigOptions) *rig {
@@ -146,6 +150,14 @@ func newRig(t testing.TB, o rigOptions) *rig {
 	if o.leftOpen == "" {
 		o.leftOpen = "10m"
 	}
+	if !strings.Contains(o.kiosk, "display_name:") {
+		// A long name, as a city names its machines: every screen must
+		// still fit with it.
+		o.kiosk = "display_name: \"Stadhuis Kortrijk, automaat 2\"\n" + o.kiosk
+	}
+	if o.lockout == "" {
+		o.lockout = "max_failures: 100, window: 10m, duration: 15m"
+	}
 	dir := journalDir(t)
 	// door_open_detect is the engine's own timer: the "door did not open"
 	// screens need it to run out, so it stays short; a pulsed door's event
@@ -159,9 +171,11 @@ mqtt: {url: tcp://127.0.0.1:1883}
 hardware: {driver: simfile, simfile: /dev/null}
 journal_dir: %s
 timeouts: {door_open_detect: 2s, open_retries: 0, door_left_open: %s, verify: 60s, present: 60s, session: %s}
-lockout: {max_failures: 100, window: 10m, duration: 15m}
-kiosk: {default_lang: nl}
-`, device, o.kind, dir, o.leftOpen, o.session)
+lockout: {%s}
+kiosk:
+  default_lang: nl
+%s
+`, device, o.kind, dir, o.leftOpen, o.session, o.lockout, indent(o.kiosk))
 	boards := []hardware.BoardInfo{{Address: 0, Channels: 16}}
 	if o.kind == config.KindAutomaton {
 		y += "compartments:\n"
@@ -255,6 +269,14 @@ kiosk: {default_lang: nl}
 	})
 	r.waitFor("engine ready", r.e.Ready)
 	return r
+}
+
+// indent indents YAML lines by two spaces.
+func indent(y string) string {
+	if y == "" {
+		return ""
+	}
+	return "  " + strings.ReplaceAll(strings.TrimSpace(y), "\n", "\n  ")
 }
 
 // journalDir is a directory for the rig's journal on tmpfs (/dev/shm)

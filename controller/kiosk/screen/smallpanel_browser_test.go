@@ -45,6 +45,11 @@ func (p panelRun) click(t *testing.T, sel string) {
 // on: eight subtests in parallel, each with its own kiosk and tab of one
 // browser; screenshots under var/screenshots/kiosk/800x480{,-large}/<lang>/.
 func onSmallPanel(t *testing.T, fn func(t *testing.T, p panelRun)) {
+	onSmallPanelWith(t, rigOptions{}, fn)
+}
+
+// onSmallPanelWith is onSmallPanel with kiosks made with o.
+func onSmallPanelWith(t *testing.T, o rigOptions, fn func(t *testing.T, p panelRun)) {
 	if testing.Short() {
 		t.Skip("browser")
 	}
@@ -61,7 +66,7 @@ func onSmallPanel(t *testing.T, fn func(t *testing.T, p panelRun)) {
 			}
 			t.Run(folder+"/"+l, func(t *testing.T) {
 				t.Parallel() // its own rig and tab; go test runs -parallel at once
-				r := newRig(t, rigOptions{})
+				r := newRig(t, o)
 				m := newMatrix(t)
 				m.checkFit = true
 				m.tabs = []*mtab{{tab: b.NewTab(t, small.w, small.h), lay: small, lang: l, large: large, folder: folder, host: 0}}

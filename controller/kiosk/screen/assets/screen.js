@@ -34,6 +34,7 @@
     role: body.getAttribute("data-role") || "",
     retryUntil: parseInt(body.getAttribute("data-retry-until"), 10) || 0,
     method: body.getAttribute("data-method") || "",
+    lastTry: parseInt(body.getAttribute("data-last-try-s"), 10) || 0,
     messages: null
   };
   var view = cur.staff ? "staff-menu" : "start"; // the person's own screen
@@ -100,6 +101,7 @@
       if (msg) { msg.textContent = cur.messages[lang]; }
     }
     retryText();
+    lastTryText();
     $$(".device .comp").forEach(function (g) {
       var c = g.getAttribute("data-comp");
       g.classList.toggle("hl", automaton ? cur.compartment > 0 : c === n);
@@ -113,6 +115,19 @@
     $$("[data-retry]").forEach(function (el) {
       el.hidden = (el.getAttribute("data-retry") === "one") !== (m === 1);
     });
+  }
+
+  // lastTryText says, after the second-to-last wrong PIN, how long one
+  // more locks PIN entry: minutes rounded up, hours from two hours (as
+  // the page's lastTry does).
+  function lastTryText() {
+    var e = $("[data-last-try]");
+    if (!e) { return; }
+    e.hidden = !(cur.state === "wrong_code" && cur.lastTry > 0);
+    if (e.hidden) { return; }
+    var m = Math.ceil(cur.lastTry / 60), key = "data-plural";
+    if (m <= 1) { m = 1; key = "data-single"; } else if (m >= 120) { m = Math.ceil(m / 60); key = "data-hours"; }
+    e.textContent = e.getAttribute(key).split("{m}").join(String(m));
   }
 
   function render(focus) {
@@ -171,7 +186,7 @@
     cur = {
       state: s.state, seq: s.seq, at: Date.parse(s.at) || Date.now(),
       compartment: s.compartment || 0, staff: s.staff || "", role: s.staff_role || "", messages: s.messages,
-      method: s.method || "",
+      method: s.method || "", lastTry: s.last_try_lock_s || 0,
       retryUntil: s.state === "locked_out" && s.retry_after_s ? Date.parse(s.at) + s.retry_after_s * 1000 : 0
     };
     if (fresh && s.seq < was.seq) { dismissed = 0; }
@@ -285,9 +300,43 @@
   // ---- idle ----------------------------------------------------------------
 
   var idleTimer = null;
+  var idleAt = 0; // when the script returns to the start without a touch
   function activity() {
     if (idleTimer) { clearTimeout(idleTimer); }
     idleTimer = setTimeout(idle, idleMS);
+    idleAt = Date.now() + idleMS;
+    idleWarn();
+  }
+
+  // The warning before the idle return, WARN_MS before it: the seconds
+  // left count down on the screen; a screen reader hears the warning once.
+  var WARN_MS = Math.min(30000, Math.floor(idleMS / 4));
+  // kluisd brings a result screen back to the start timeouts.session
+  // after it came, touched or not: a touch does not keep it.
+  function kluisdReturns() {
+    return cur.seq > dismissed && !cur.staff && cur.state !== "idle" && cur.state !== "staff" && !BUSY[cur.state];
+  }
+  function idleWarn() {
+    var w = $("#idle-warn");
+    if (!w) { return; }
+    var at = idleAt, kept = true;
+    if (kluisdReturns() && cur.at + idleMS <= at) { at = cur.at + idleMS; kept = false; }
+    var left = at - Date.now();
+    // Nothing to warn of on the start screen (at most its language goes
+    // back to the default), for staff (logged out by kluisd) or while
+    // something happens.
+    if (offline || cur.staff || BUSY[cur.state] || shown === "v-start" || left > WARN_MS || left <= 0) {
+      if (!w.hidden) { w.hidden = true; $("[data-idle-said]", w).textContent = ""; }
+      return;
+    }
+    var tpl = $("[data-idle-shown]", w).getAttribute("data-tpl");
+    var text = tpl.split("{n}").join(String(Math.ceil(left / 1000)));
+    $("[data-idle-shown]", w).textContent = text;
+    $("[data-act=stay]", w).hidden = !kept;
+    if (w.hidden) {
+      w.hidden = false;
+      $("[data-idle-said]", w).textContent = text;
+    }
   }
   function idle() {
     idleTimer = null;
@@ -468,6 +517,8 @@
     unlock: function () { post("/kiosk/v1/staff/clear-lockout", { lang: lang }).catch(function () { showError("input"); }); },
     "tech-refresh": function () { loadTech(); },
     reveal: function () { reveal = !reveal; showTyped(); },
+    // "I am still here": the touch itself (activity) keeps the screen.
+    stay: function () {},
     logout: function () { post("/kiosk/v1/staff/logout", {}).catch(function () { showError("input"); }); }
   };
 
@@ -553,6 +604,7 @@
   });
 
   setInterval(retryText, 15000);
+  setInterval(idleWarn, 500);
   watchDoor();
   showTyped();
   render(keepPad ? undefined : false);

@@ -1,0 +1,50 @@
+package screen_test
+
+import (
+	"strings"
+	"testing"
+
+	"kluis/controller/engine"
+	"kluis/controller/wire"
+)
+
+// TestCounterHoursOnTheHelpScreens: with kiosk.counter_hours configured,
+// the screens that send a citizen to the counter (here the PIN lockout
+// and an expired code) give its opening hours in the page's language on
+// the 24 h clock, above "Is the counter closed? Call 1777."; in every
+// language at 800x480, fitting and passing axe.
+func TestCounterHoursOnTheHelpScreens(t *testing.T) {
+	hours := `counter_hours:
+  mon: [08:30-12:30, 13:30-16:00]
+  tue: [08:30-12:30, 13:30-16:00]
+  wed: [08:30-12:30, 13:30-16:00]
+  thu: [08:30-12:30, 13:30-16:00]
+  fri: [08:30-12:30, 13:30-16:00]
+  sat: [09:00-12:00]`
+	want := map[string]string{
+		"nl": "Openingsuren van het loket:|Maandag tot en met vrijdag: 08:30 tot 12:30 en 13:30 tot 16:00|Zaterdag: 09:00 tot 12:00|Zondag: gesloten",
+		"fr": "Heures d'ouverture du guichet\u00a0:|Du lundi au vendredi\u00a0: de 08:30 à 12:30 et de 13:30 à 16:00|Samedi\u00a0: de 09:00 à 12:00|Dimanche\u00a0: fermé",
+		"en": "Opening hours of the counter:|Monday to Friday: 08:30 to 12:30 and 13:30 to 16:00|Saturday: 09:00 to 12:00|Sunday: closed",
+		"de": "Öffnungszeiten des Schalters:|Montag bis Freitag: 08:30 bis 12:30 und 13:30 bis 16:00|Samstag: 09:00 bis 12:00|Sonntag: geschlossen",
+	}
+	onSmallPanelWith(t, rigOptions{kiosk: hours}, func(t *testing.T, p panelRun) {
+		shown := func(sec string) {
+			t.Helper()
+			got, err := eval[[]string](p.mt, `Array.prototype.map.call(document.querySelectorAll("#`+sec+` .hours p, #`+sec+` .hours li"),
+				function(e){ return e.textContent.trim(); })`)
+			if err != nil || strings.Join(got, "|") != want[p.lang] {
+				t.Fatalf("%s: opening hours %q (%v), want %q", sec, got, err, want[p.lang])
+			}
+		}
+		p.r.be.set(func() {
+			p.r.be.verify["K1.old"] = wire.VerifyResponse{Result: wire.VerifyExpired}
+			p.r.be.verify["123456789/"] = wire.VerifyResponse{Result: wire.VerifyDeviceLockedOut, RetryAfterS: 600}
+		})
+		p.r.pickup(engine.PickupRequest{QR: "K1.old", Lang: p.lang})
+		p.m.check("hours-expired", "s-expired", expect{h1: "title.expired", msg: "state.expired", next: "next.expired", citizen: true})
+		shown("s-expired")
+		p.r.pickup(engine.PickupRequest{PIN: "123456789", Lang: p.lang})
+		p.m.check("hours-locked_out", "s-locked_out", expect{h1: "title.locked_out", msg: "state.locked_out", next: "next.closed", citizen: true})
+		shown("s-locked_out")
+	})
+}

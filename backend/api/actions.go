@@ -13,7 +13,6 @@ import (
 
 	"kluis/backend/audit"
 	"kluis/backend/auth"
-	"kluis/backend/lifecycle"
 	"kluis/backend/store"
 	"kluis/controller/wire"
 )
@@ -166,8 +165,7 @@ func Occupant(ctx context.Context, db store.DB, compartmentID int64) (string, er
 	case err != nil:
 		return "", err
 	}
-	switch d.State {
-	case lifecycle.Loaded, lifecycle.Notified, lifecycle.Expired:
+	if d.State.InCompartment() {
 		return d.ID, nil
 	}
 	return "", nil

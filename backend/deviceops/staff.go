@@ -342,9 +342,7 @@ func reserveMay(deviceID string) func(store.Document) lookupOutcome {
 // kiosk's session to see (not found).
 func retrieveMay(deviceID string) func(store.Document) lookupOutcome {
 	return func(doc store.Document) lookupOutcome {
-		switch doc.State {
-		case lifecycle.Loaded, lifecycle.Notified, lifecycle.Expired:
-		default:
+		if !doc.State.InCompartment() {
 			return lookupWrongState
 		}
 		if doc.DeviceID != deviceID {

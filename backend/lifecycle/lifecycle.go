@@ -107,6 +107,12 @@ func (s State) Occupies() bool {
 	return s == Reserved || s == Loaded || s == Notified || s == Expired
 }
 
+// InCompartment reports whether a document in s is behind its
+// compartment's door (loaded, notified, expired): what the compartment
+// holds, what a retrieve takes out, what only an admin may open remotely.
+// A reserved document occupies a compartment but is not in it yet.
+func (s State) InCompartment() bool { return s == Loaded || s == Notified || s == Expired }
+
 // Valid reports whether a is a known action.
 func (a Action) Valid() bool {
 	for _, x := range actions {

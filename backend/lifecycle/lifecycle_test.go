@@ -88,6 +88,22 @@ func TestFinalAndOccupies(t *testing.T) {
 	require.ElementsMatch(t, []lifecycle.State{lifecycle.Registered, lifecycle.Reserved}, lifecycle.From(lifecycle.Cancel))
 }
 
+// A document is in its compartment when loaded, notified or expired:
+// exactly the states a retrieve takes it out of, all of them occupying the
+// compartment (a reserved one occupies it, not yet in it).
+func TestInCompartment(t *testing.T) {
+	var in []lifecycle.State
+	for _, s := range lifecycle.States() {
+		if s.InCompartment() {
+			in = append(in, s)
+			require.True(t, s.Occupies(), "%s is in a compartment it does not occupy", s)
+		}
+	}
+	require.ElementsMatch(t, []lifecycle.State{lifecycle.Loaded, lifecycle.Notified, lifecycle.Expired}, in)
+	require.ElementsMatch(t, in, lifecycle.From(lifecycle.Retrieve))
+	require.False(t, lifecycle.State("").InCompartment())
+}
+
 func TestTransitionsIsACopy(t *testing.T) {
 	ts := lifecycle.Transitions()
 	ts[0].To = lifecycle.Cancelled

@@ -358,16 +358,9 @@ type compView struct {
 	Low         bool
 }
 
-// Occupied reports whether a document is behind the door (loaded,
-// notified or expired: api.Occupant's rule), which only an admin may open
-// remotely.
-func (c compView) Occupied() bool {
-	switch c.DocState {
-	case lifecycle.Loaded, lifecycle.Notified, lifecycle.Expired:
-		return c.DocID != ""
-	}
-	return false
-}
+// Occupied reports whether a document is behind the door
+// (lifecycle.State.InCompartment), which only an admin may open remotely.
+func (c compView) Occupied() bool { return c.DocID != "" && c.DocState.InCompartment() }
 
 // Acked reports whether someone acknowledged the compartment's i-th alarm.
 func (c compView) Acked(i int) bool { return i < len(c.AlarmsAcked) && c.AlarmsAcked[i] }

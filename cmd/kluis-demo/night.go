@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"kluis/backend/api/apiclient"
+	"kluis/backend/lifecycle"
 	"kluis/backend/notify/mailread"
 	"kluis/controller/engine"
 	"kluis/deploy/dev/testenv"
@@ -254,8 +255,7 @@ func (d *demo) reconcile(ctx context.Context, cs []*citizen) {
 			}
 		}
 		want := ""
-		switch doc.State {
-		case "loaded", "notified", "expired":
+		if lifecycle.State(doc.State).InCompartment() {
 			want = c.Label
 		}
 		if item != want {

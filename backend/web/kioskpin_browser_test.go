@@ -44,33 +44,11 @@ func TestKioskPINForms(t *testing.T) {
 	tab := b.NewTab(t, 360, 740)
 	base := e.b.URL("")
 	pageHTML := func() string { return evalString(t, tab, `document.documentElement.outerHTML`) }
-	check := func(name string) {
-		t.Helper()
-		tab.CheckAxe(t, name)
-		noSideScroll(t, tab, name)
-	}
-	submit := func() {
-		t.Helper()
-		before := evalString(t, tab, `String(performance.timeOrigin)`)
-		tab.Do(t, chromedp.Click(chromedp.CSS("main form button[type=submit]")))
-		tab.WaitFor(t, `String(performance.timeOrigin) !== `+fmt.Sprintf("%q", before)+` && document.readyState === "complete"`, 10*time.Second)
-	}
+	f := formTab{t: t, tab: tab}
+	check, submit, describedErr, emptyFields := f.check, f.submit, f.describedErr, f.emptyFields
 	typeInto := func(css, text string) {
 		t.Helper()
 		tab.Do(t, chromedp.Click(chromedp.CSS(css)), chromedp.KeyEvent(text))
-	}
-	describedErr := func(field string) string {
-		t.Helper()
-		return evalString(t, tab, `(function(){var f=document.getElementById(`+fmt.Sprintf("%q", field)+`);
-			if(f.getAttribute("aria-invalid")!=="true")return "not invalid";
-			var ids=(f.getAttribute("aria-describedby")||"").split(" ");
-			for(var i=0;i<ids.length;i++){var e=document.getElementById(ids[i]);if(e&&e.classList.contains("field-error"))return e.innerText}
-			return "no error described"})()`)
-	}
-	emptyFields := func(name string) {
-		t.Helper()
-		assert.Equal(t, "", evalString(t, tab, `Array.from(document.querySelectorAll("main input[type=password]")).map(function(i){return i.value}).join("")`),
-			"%s: the secrets are not written back into the form", name)
 	}
 
 	// The holder, in Dutch, at phone width.
@@ -217,4 +195,44 @@ func TestKioskPINFormRules(t *testing.T) {
 	p = admin.post(fmt.Sprintf("/staff/users/%d/kiosk-pin", e.ids[auth.RoleStaff]), url.Values{"kiosk_pin": {"482916370123"}, "kiosk_pin_again": {"482916370123"}})
 	assert.Equal(t, http.StatusSeeOther, p.status, "12 digits: %s", p.body)
 	assert.Equal(t, "notice.kiosk_pin_set", p.notice())
+}
+
+// formTab drives a console form in Chromium (the staff PIN and password
+// forms' browser tests).
+type formTab struct {
+	t   *testing.T
+	tab *browsertest.Tab
+}
+
+// check runs axe-core on the page and checks it fits the tab's width.
+func (f formTab) check(name string) {
+	f.t.Helper()
+	f.tab.CheckAxe(f.t, name)
+	noSideScroll(f.t, f.tab, name)
+}
+
+// submit clicks the form's submit button and waits for the next page.
+func (f formTab) submit() {
+	f.t.Helper()
+	before := evalString(f.t, f.tab, `String(performance.timeOrigin)`)
+	f.tab.Do(f.t, chromedp.Click(chromedp.CSS("main form button[type=submit]")))
+	f.tab.WaitFor(f.t, `String(performance.timeOrigin) !== `+fmt.Sprintf("%q", before)+` && document.readyState === "complete"`, 10*time.Second)
+}
+
+// describedErr is the error text field is described by ("not invalid"
+// when it is not marked invalid).
+func (f formTab) describedErr(field string) string {
+	f.t.Helper()
+	return evalString(f.t, f.tab, `(function(){var f=document.getElementById(`+fmt.Sprintf("%q", field)+`);
+			if(f.getAttribute("aria-invalid")!=="true")return "not invalid";
+			var ids=(f.getAttribute("aria-describedby")||"").split(" ");
+			for(var i=0;i<ids.length;i++){var e=document.getElementById(ids[i]);if(e&&e.classList.contains("field-error"))return e.innerText}
+			return "no error described"})()`)
+}
+
+// emptyFields checks that no secret was written back into the form.
+func (f formTab) emptyFields(name string) {
+	f.t.Helper()
+	assert.Equal(f.t, "", evalString(f.t, f.tab, `Array.from(document.querySelectorAll("main input[type=password]")).map(function(i){return i.value}).join("")`),
+		"%s: the secrets are not written back into the form", name)
 }

@@ -432,7 +432,7 @@ var notices = map[string]bool{
 	"notice.registered": true, "notice.reserved": true, "notice.unreserved": true, "notice.cancelled": true,
 	"notice.renotified": true, "notice.reissued": true, "notice.reissued_offline": true, "notice.retrieved": true, "notice.handed_over": true, "notice.opened": true, "notice.out_of_service": true,
 	"notice.in_service": true, "notice.comp_out_of_service": true, "notice.comp_in_service": true,
-	"notice.logged_out": true, "notice.no_compartment": true, "notice.no_online_device": true, "notice.kiosk_pin_set": true,
+	"notice.logged_out": true, "notice.no_compartment": true, "notice.no_online_device": true, "notice.kiosk_pin_set": true, "notice.password_changed": true,
 	"notice.alarm_acked": true, "notice.alarm_already_acked": true,
 }
 

@@ -47,6 +47,8 @@ func (w *Web) routes() {
 
 	m.HandleFunc("GET "+Prefix+"account/kiosk-pin", w.page("me.kiosk_pin", w.ownPINForm))
 	m.HandleFunc("POST "+Prefix+"account/kiosk-pin", w.page("me.kiosk_pin", w.ownPIN))
+	m.HandleFunc("GET "+Prefix+"account/password", w.page("me.password", w.ownPasswordForm))
+	m.HandleFunc("POST "+Prefix+"account/password", w.page("me.password", w.ownPassword))
 	m.HandleFunc("GET "+Prefix+"users/{id}/kiosk-pin", w.page("users.kiosk_pin", w.userPINForm))
 	m.HandleFunc("POST "+Prefix+"users/{id}/kiosk-pin", w.page("users.kiosk_pin", w.userPIN))
 

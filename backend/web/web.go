@@ -253,6 +253,7 @@ func Actions() []Action {
 		{"compartments.service", []string{"PATCH /api/v1/devices/{id}/compartments/{number}"}},
 		{"alarms.ack", []string{"POST /api/v1/devices/{id}/alarms/{alarm}/ack"}},
 		{"me.kiosk_pin", []string{"POST /api/v1/me/kiosk-pin"}},
+		{"me.password", []string{"POST /api/v1/me/password"}},
 		// An admin's staff PIN form, and the names in the short-PIN
 		// notice (the user list).
 		{"users.kiosk_pin", []string{"PATCH /api/v1/users/{id}", "GET /api/v1/users"}},
@@ -298,7 +299,7 @@ func intersect(a, b []auth.Role) []auth.Role {
 // pageFiles are the page templates; each is parsed with layout.html and
 // the shared fragments.
 var pageFiles = []string{"login", "home", "documents", "register", "document", "slip", "devices", "device",
-	"open", "service", "ack", "kioskpin", "error"}
+	"open", "service", "ack", "kioskpin", "password", "error"}
 
 func parsePages() (map[string]*template.Template, error) {
 	out := map[string]*template.Template{}

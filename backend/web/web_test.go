@@ -223,6 +223,7 @@ func TestActionRolesEqualTheRESTRoutes(t *testing.T) {
 		"devices.service":      {{"GET", "/staff/devices/" + lockerID + "/service", nil}, {"POST", "/staff/devices/" + lockerID + "/service", url.Values{}}},
 		"compartments.service": {{"GET", "/staff/devices/" + lockerID + "/compartments/6/service", nil}, {"POST", "/staff/devices/" + lockerID + "/compartments/6/service", url.Values{}}},
 		"me.kiosk_pin":         {{"GET", "/staff/account/kiosk-pin", nil}, {"POST", "/staff/account/kiosk-pin", url.Values{}}},
+		"me.password":          {{"GET", "/staff/account/password", nil}, {"POST", "/staff/account/password", url.Values{}}},
 		"alarms.ack":           {{"GET", ackPath, nil}, {"POST", ackPath, url.Values{}}},
 		"users.kiosk_pin": {{"GET", fmt.Sprintf("/staff/users/%d/kiosk-pin", e.ids[auth.RoleStaff]), nil},
 			{"POST", fmt.Sprintf("/staff/users/%d/kiosk-pin", e.ids[auth.RoleStaff]), url.Values{}}},

@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/cdproto/target"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 )
@@ -25,8 +26,9 @@ import (
 // ChromiumPath is where Debian's chromium package puts the browser.
 const ChromiumPath = "/usr/bin/chromium"
 
-// Browser is one headless Chromium with a fresh profile, closed when the test
-// that started it ends.
+// Browser is a fresh browser profile (a browser context of its own:
+// cookies, storage and cache apart from every other Browser) in the test
+// binary's one headless Chromium, closed when the test that made it ends.
 type Browser struct {
 	ctx  context.Context
 	step time.Duration
@@ -37,7 +39,7 @@ type Options struct {
 	// ExecPath is the browser binary; default: chromium on PATH, else
 	// [ChromiumPath].
 	ExecPath string
-	// Timeout bounds the whole browser's life. Default: until
+	// Timeout bounds the Browser's life (its tabs). Default: until
 	// deadlineMargin before the test binary's deadline (go test -timeout),
 	// or 5 minutes without one. How long a whole test takes says how
 	// loaded the machine is, not whether it hangs: a step that hangs is
@@ -66,7 +68,106 @@ func lifetime(t testing.TB) time.Duration {
 	return 5 * time.Minute
 }
 
-// New starts a headless Chromium for t. It fails t (it does not skip) when
+// Linger is how long the shared Chromium stays up once no Browser uses it,
+// for the next test to find it running.
+const Linger = 3 * time.Second
+
+// process is a running Chromium that Browsers share: every test of a
+// binary runs in one, each Browser in a browser context of its own, instead
+// of each test starting (and a loaded machine waiting for) a Chromium.
+type process struct {
+	ctx   context.Context // the browser's chromedp context
+	stop  func()          // ends the browser and removes its profile
+	users int
+	idle  *time.Timer
+}
+
+var (
+	processMu sync.Mutex
+	processes = map[string]*process{} // by ExecPath
+)
+
+// acquire returns the running Chromium at execPath, started if there is
+// none (or it died), counted as used until release.
+func acquire(execPath string) (*process, error) {
+	processMu.Lock()
+	defer processMu.Unlock()
+	p := processes[execPath]
+	if p != nil && p.ctx.Err() != nil {
+		p.stop()
+		p = nil
+	}
+	if p == nil {
+		allocOpts := append(chromedp.DefaultExecAllocatorOptions[:],
+			chromedp.ExecPath(execPath),
+			chromedp.NoSandbox,
+			chromedp.Flag("disable-gpu", true),
+			chromedp.Flag("disable-quic", true),
+			chromedp.Flag("disable-component-update", true),
+			chromedp.Flag("no-first-run", true),
+			chromedp.Flag("disable-sync", true),
+			chromedp.Flag("disable-background-networking", true),
+			// Layouts are checked at exact CSS sizes.
+			chromedp.Flag("force-device-scale-factor", "1"),
+			chromedp.Flag("hide-scrollbars", true),
+			chromedp.Flag("lang", "en-US"),
+		)
+		actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), allocOpts...)
+		bctx, cancelBrowser := chromedp.NewContext(actx)
+		// Start the browser now, so a failure shows in New and not in a step.
+		if err := chromedp.Do(bctx); err != nil {
+			cancelBrowser()
+			cancelAlloc()
+			return nil, err
+		}
+		p = &process{ctx: bctx, stop: func() { cancelBrowser(); cancelAlloc() }}
+		processes[execPath] = p
+	}
+	if p.idle != nil {
+		p.idle.Stop()
+		p.idle = nil
+	}
+	p.users++
+	return p, nil
+}
+
+// release ends one use of p; the last one stops it after Linger unless a
+// new one comes.
+func release(execPath string, p *process) {
+	processMu.Lock()
+	defer processMu.Unlock()
+	p.users--
+	if p.users > 0 {
+		return
+	}
+	p.idle = time.AfterFunc(Linger, func() {
+		processMu.Lock()
+		defer processMu.Unlock()
+		if p.users > 0 || processes[execPath] != p {
+			return
+		}
+		delete(processes, execPath)
+		p.stop()
+	})
+}
+
+// Close stops the shared Chromium now; a test binary's TestMain calls it
+// after m.Run so that no browser (nor its profile directory) outlives it.
+// A later New starts a new one.
+func Close() {
+	processMu.Lock()
+	defer processMu.Unlock()
+	for path, p := range processes {
+		if p.idle != nil {
+			p.idle.Stop()
+		}
+		delete(processes, path)
+		p.stop()
+	}
+}
+
+// New gives t a fresh browser profile in the test binary's headless
+// Chromium (started by the first New). It fails t (it does not skip) when
 // the browser is missing.
 func New(t testing.TB, opts Options) *Browser {
 	t.Helper()
@@ -86,35 +187,29 @@ func New(t testing.TB, opts Options) *Browser {
 	if _, err := os.Stat(opts.ExecPath); err != nil {
 		t.Fatalf("browsertest: no browser at %s (run `make services`, which installs Debian's chromium): %v", opts.ExecPath, err)
 	}
-	ctx, cancelTimeout := context.WithTimeout(context.Background(), opts.Timeout)
-	allocOpts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(opts.ExecPath),
-		chromedp.NoSandbox,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-background-networking", true),
-		// Layouts are checked at exact CSS sizes.
-		chromedp.Flag("force-device-scale-factor", "1"),
-		chromedp.Flag("hide-scrollbars", true),
-		chromedp.Flag("lang", "en-US"),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, allocOpts...)
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	// Start the browser now, so a failure shows here and not in a step.
-	if err := chromedp.Do(bctx); err != nil {
-		cancelBrowser()
-		cancelAlloc()
-		cancelTimeout()
+	p, err := acquire(opts.ExecPath)
+	if err != nil {
 		t.Fatalf("browsertest: start %s: %v", opts.ExecPath, err)
 	}
+	browser := chromedp.FromContext(p.ctx).Browser
+	created, err := cdp.Call(p.ctx, browser, target.CreateBrowserContext, target.CreateBrowserContextParams{})
+	if err != nil {
+		release(opts.ExecPath, p)
+		t.Fatalf("browsertest: new browser context: %v", err)
+	}
+	ctx, cancelTimeout := context.WithTimeout(p.ctx, opts.Timeout)
+	bctx, cancelBrowser := chromedp.NewContext(ctx, chromedp.WithExistingBrowserContext(created.BrowserContextID))
 	t.Cleanup(func() {
 		cancelBrowser()
-		cancelAlloc()
 		cancelTimeout()
+		// Closes what tabs are left and forgets the profile.
+		dctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+		defer cancel()
+		if _, err := cdp.Call(dctx, browser, target.DisposeBrowserContext,
+			target.DisposeBrowserContextParams{BrowserContextID: created.BrowserContextID}); err != nil && p.ctx.Err() == nil {
+			t.Errorf("browsertest: dispose of the browser context: %v", err)
+		}
+		release(opts.ExecPath, p)
 	})
 	return &Browser{ctx: bctx, step: opts.Step}
 }

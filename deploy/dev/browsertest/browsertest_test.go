@@ -186,3 +186,38 @@ func TestUncaughtExceptionsFailTheTest(t *testing.T) {
 		t.Fatalf("the tab's cleanup reported %q; want one uncaught exception", ft.errs)
 	}
 }
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	Close()
+	os.Exit(code)
+}
+
+// Browsers share the binary's one Chromium but not their cookies or
+// storage: a test signed in in one is not signed in in another. Tabs of one
+// Browser share them.
+func TestBrowsersKeepTheirCookiesApart(t *testing.T) {
+	base := serve(t)
+	one, other := New(t, Options{}), New(t, Options{})
+	a, b, a2 := one.NewTab(t, 800, 480), other.NewTab(t, 800, 480), one.NewTab(t, 800, 480)
+	for _, tab := range []*Tab{a, b, a2} {
+		tab.Do(t, chromedp.Navigate(base+"/clean"))
+	}
+	a.Do(t, chromedp.Evaluate[chromedp.Void](`document.cookie = "session=one; path=/"; localStorage.setItem("k", "one")`))
+	get := func(tab *Tab) string {
+		s, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[string](`document.cookie + " " + localStorage.getItem("k")`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if got := get(a2); got != "session=one one" {
+		t.Errorf("another tab of the same Browser sees %q, want its cookie and storage", got)
+	}
+	if got := get(b); got != " null" {
+		t.Errorf("another Browser sees %q, want no cookie and no storage", got)
+	}
+	if chromedp.FromContext(a.Ctx).Browser != chromedp.FromContext(b.Ctx).Browser {
+		t.Errorf("two Browsers in two Chromiums, want the one shared")
+	}
+}

@@ -8,9 +8,13 @@
 // skips, when they are missing: a green run means the pages were really
 // checked.
 //
-// A test starts one [Browser], opens a tab per scenario with
-// [Browser.NewTab], drives it with chromedp actions (real clicks and key
-// presses), and calls [Tab.CheckAxe] and [Tab.Screenshot] on every screen it
+// A test takes a [Browser] with [New]: a fresh profile (cookies, storage
+// and cache apart from every other test's) in the one Chromium the test
+// binary shares, started by the first New (a Chromium per test took
+// seconds each on a loaded machine); a TestMain calls [Close] after m.Run.
+// It opens a tab per scenario with [Browser.NewTab], drives it with
+// chromedp actions (real clicks and key presses), and calls [Tab.CheckAxe]
+// and [Tab.Screenshot] on every screen it
 // reaches. Screenshots are test artifacts under var/screenshots/ at the top
 // of the repository, where a person can look at them after the run.
 //

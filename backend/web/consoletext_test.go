@@ -33,6 +33,7 @@ func technicianSignedIn(t *testing.T) (*env, *client) {
 // TestNoticeShownOnce), and a notice whose {n} is not a compartment
 // number is not shown even from that cookie (planted, say).
 func TestNoticeNumberIsACompartmentNumber(t *testing.T) {
+	t.Parallel() // its own backend and database
 	e, tech := technicianSignedIn(t)
 	path := "/staff/devices/" + lockerID
 	page := path + "?lang=en&notice="
@@ -70,6 +71,7 @@ func TestNoticeNumberIsACompartmentNumber(t *testing.T) {
 // read "kluisd 1.4.2 png.exe" on the fleet page. The console now shows
 // such characters escaped (\u{202E}), on the fleet page and the device's.
 func TestDeviceReportedNamesAreEscaped(t *testing.T) {
+	t.Parallel() // its own backend and database
 	e, tech := technicianSignedIn(t)
 	e.dev.publish(wire.KindPresence, &wire.Presence{V: 1, State: wire.Online, Software: "kluisd 1.4.2 \u202Eexe.gnp"})
 	e.dev.publish(wire.KindHeartbeat, &wire.Heartbeat{V: 1, At: time.Now().UTC(), UptimeS: 60,

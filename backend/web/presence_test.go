@@ -13,6 +13,7 @@ import (
 // The dashboard reads the last heartbeat where the device link keeps it:
 // in device_diagnostics (migration 0120: a narrow presence row).
 func TestPresenceRowsFollowTheHeartbeat(t *testing.T) {
+	t.Parallel() // its own database
 	ctx := context.Background()
 	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 	hb := `{"v":1,"at":"2026-03-04T05:06:07Z","uptime_s":60,"backlog":4,"offline_cache":0,"doors":[{"addr":{"board":0,"channel":2},"locked":false,"door_open":true,"item_present":false}]}`

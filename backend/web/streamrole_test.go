@@ -29,6 +29,7 @@ import (
 // Today every role may see devices, so the console is built here on a
 // role table where only admins may.
 func TestDeviceStreamChecksTheRoleFirst(t *testing.T) {
+	t.Parallel() // its own database
 	ctx := context.Background()
 	st := storetest.New(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

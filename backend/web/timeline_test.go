@@ -21,6 +21,7 @@ import (
 // below the older door events, and the drained backlog pushed it out of
 // the newest 60 lines altogether.
 func TestDeviceTimelineInTheOrderThingsHappened(t *testing.T) {
+	t.Parallel() // its own database
 	ctx := context.Background()
 	db := storetest.New(t).Pool()
 	d := store.Device{ID: "k1", Kind: store.Locker, Compartments: []store.Compartment{{ID: 7, DeviceID: "k1", Number: 3, Board: 0, Channel: 2}}}

@@ -11,9 +11,12 @@ import (
 // TestCounterHoursOnTheHelpScreens: with kiosk.counter_hours configured,
 // the screens that send a citizen to the counter (here the PIN lockout
 // and an expired code) give its opening hours in the page's language on
-// the 24 h clock, above "Is the counter closed? Call 1777."; in every
+// the 24 h clock, above "Is the counter closed? Call 1777."; and the
+// start screen and these name the machine as the citizen's letter does
+// (kiosk.display_name: "Stadhuis Kortrijk, automaat 2"). In every
 // language at 800x480, fitting and passing axe.
 func TestCounterHoursOnTheHelpScreens(t *testing.T) {
+	const name = "Stadhuis Kortrijk, automaat 2"
 	hours := `counter_hours:
   mon: [08:30-12:30, 13:30-16:00]
   tue: [08:30-12:30, 13:30-16:00]
@@ -27,9 +30,20 @@ func TestCounterHoursOnTheHelpScreens(t *testing.T) {
 		"en": "Opening hours of the counter:|Monday to Friday: 08:30 to 12:30 and 13:30 to 16:00|Saturday: 09:00 to 12:00|Sunday: closed",
 		"de": "Öffnungszeiten des Schalters:|Montag bis Freitag: 08:30 bis 12:30 und 13:30 bis 16:00|Samstag: 09:00 bis 12:00|Sonntag: geschlossen",
 	}
-	onSmallPanelWith(t, rigOptions{kiosk: hours}, func(t *testing.T, p panelRun) {
+	onSmallPanelWith(t, rigOptions{kiosk: hours + "\ndisplay_name: \"" + name + "\""}, func(t *testing.T, p panelRun) {
+		named := func(where string) {
+			t.Helper()
+			want := strings.ReplaceAll(p.text(t, "place"), "{name}", name)
+			got, err := eval[string](p.mt, `document.querySelector("header .place").innerText.replace(/\s+/g, " ").trim()`)
+			if err != nil || got != strings.ReplaceAll(want, "\u00a0", " ") {
+				t.Fatalf("%s: the machine is named %q (%v), want %q", where, got, err, want)
+			}
+		}
+		p.m.check("place-start", "v-start", expect{h1: "start.title", msg: "state.idle", citizen: true})
+		named("start")
 		shown := func(sec string) {
 			t.Helper()
+			named(sec)
 			got, err := eval[[]string](p.mt, `Array.prototype.map.call(document.querySelectorAll("#`+sec+` .hours p, #`+sec+` .hours li"),
 				function(e){ return e.textContent.trim(); })`)
 			if err != nil || strings.Join(got, "|") != want[p.lang] {

@@ -21,9 +21,10 @@ import (
 // (user.update {"kiosk_pin": "changed"}, never the PIN).
 //
 // A user sets their own PIN with their current password (POST
-// /api/v1/me/kiosk-pin): the check goes through the login limits and the
-// hashing slots as a login does, so a session left open cannot be used to
-// guess the password. A new PIN that another user already has is refused
+// /api/v1/me/kiosk-pin): the step-up check (auth.StepUp: a wrong one
+// counts on the session, not against the login limits, and the third
+// ends the session), so a session left open can neither be used to guess
+// the password nor to lock its user's logins out. A new PIN that another user already has is refused
 // (a login finds its user by the PIN alone), which tells the person that
 // someone has it: such refusals are audited (user.kiosk_pin_taken, without
 // the PIN) and after MaxOwnPINTaken of them in 24 hours a user's own PIN

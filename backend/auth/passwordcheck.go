@@ -10,9 +10,10 @@ import (
 )
 
 // The one sequence by which a password is checked, shared by every door
-// that takes one: the REST API's login (POST /api/v1/sessions), the staff
-// console's login form and setting one's own staff PIN with the current
-// password (POST /api/v1/me/kiosk-pin and its console form). Each door
+// that takes one to sign in: the REST API's login (POST /api/v1/sessions)
+// and the staff console's login form. (A signed-in person's password asked
+// again, to make a token, set a staff PIN or change the password, is
+// StepUp's: counted on the session, not here.) Each door
 // answers in its own way (JSON, a page in the person's language, 403
 // wrong_password) and writes its own audit records, but the steps and
 // their order are the same, so a guesser gains nothing by switching:

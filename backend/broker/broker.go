@@ -247,9 +247,33 @@ func (b *Broker) Start() error {
 	return nil
 }
 
-// Close disconnects every client and stops listening.
+// Shutdown stops accepting connections and closes every client's; a
+// connection that ends without DISCONNECT sends its last will (a device's
+// offline presence: until it connects again, to the broker that comes
+// back, it is unreachable), so the in-process subscribers have it. It
+// returns once every connection's goroutine has ended: every message a
+// client published (and every PUBACK it got) was handed to the
+// in-process subscribers before, and none comes after. Or it returns
+// ctx's error when connections still run as ctx ends. Subscribe and
+// Publish keep working (Publish reaches no client); /readyz's Healthy
+// says "closed". Close ends the broker.
+func (b *Broker) Shutdown(ctx context.Context) error {
+	b.listener.Close(b.srv.drain)
+	done := make(chan struct{})
+	go func() { b.srv.active.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("broker: shutdown: %d connections still open: %w", b.listener.Live(), ctx.Err())
+	}
+}
+
+// Close disconnects every client (without their last wills: the device
+// did not go, the broker did) and stops listening.
 func (b *Broker) Close() error {
 	b.listener.Close(b.srv.close)
+	b.srv.close() // after Shutdown the listener no longer calls it
 	return nil
 }
 

@@ -40,7 +40,8 @@
 // delivered once), subscriptions granted at most QoS 1; retained messages
 // (presence); last wills, sent when a connection ends without DISCONNECT
 // (keep-alive: 1.5 times the client's) unless a new connection of the
-// same identity with the same client id took the session over or the broker is closing; shared subscriptions
+// same identity with the same client id took the session over or the broker is closing
+// (Close; Shutdown, which the backend's stop calls first, sends them); shared subscriptions
 // ($share/{group}/{filter}, one member of a group gets each message).
 // Sessions are not kept past a connection: every client (kluisd, the
 // Tasmota driver, devicelink) connects with a clean session, and the

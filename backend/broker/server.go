@@ -37,7 +37,9 @@ type server struct {
 	rr atomic.Uint64 // round robin over shared subscriptions
 
 	mu       sync.RWMutex
-	closed   bool
+	closed   bool                 // close: connections end without their last wills
+	draining bool                 // drain: no new connection; those that end send their wills
+	active   sync.WaitGroup       // serving goroutines (added under mu while neither closed nor draining)
 	clients  map[string]*client   // connected, by sessionKey
 	devices  map[string]int       // connections held by each device (RoleDevice)
 	gens     map[string]uint64    // each device's credential generation: closeDevice counts it up
@@ -131,12 +133,14 @@ func (s *server) serve(conn net.Conn) {
 	c := &client{s: s, conn: conn, wlock: make(chan struct{}, 1)}
 	defer conn.Close()
 	s.mu.Lock()
-	if s.closed {
+	if s.closed || s.draining {
 		s.mu.Unlock()
 		return
 	}
 	s.pending[c] = struct{}{}
+	s.active.Add(1)
 	s.mu.Unlock()
+	defer s.active.Done()
 	defer func() {
 		s.mu.Lock()
 		delete(s.pending, c)
@@ -260,10 +264,10 @@ func (c *client) sessionKey() string {
 // go; the old one's last will is not sent). It returns connUnavailable
 // when c's device holds its maximum of connections already (one it
 // replaces does not count), connAccepted otherwise, and 0xff when the
-// server is closed.
+// server is closed or draining.
 func (s *server) attach(c *client) byte {
 	s.mu.Lock()
-	if s.closed {
+	if s.closed || s.draining {
 		s.mu.Unlock()
 		return 0xff
 	}
@@ -322,7 +326,9 @@ func (s *server) closeDevice(device string) int {
 
 // detach forgets c and its subscriptions, and sends its last will if it
 // went without DISCONNECT and was not replaced, unless the broker is
-// closing (the device did not go; the broker did).
+// closing (the device did not go; the broker did). While the broker
+// drains the wills are sent: the device is unreachable until it connects
+// again (to this broker once it is back), and its will says so.
 func (s *server) detach(c *client) {
 	s.mu.Lock()
 	closing := s.closed
@@ -719,10 +725,17 @@ func (s *server) subscribeFunc(f string, fn func(topic string, payload []byte)) 
 	return nil
 }
 
-// close closes every connection.
-func (s *server) close() {
+// close closes every connection (their last wills are not sent).
+func (s *server) close() { s.closeAll(&s.closed) }
+
+// drain closes every connection and refuses new ones; the connections
+// that end without DISCONNECT send their last wills (detach).
+func (s *server) drain() { s.closeAll(&s.draining) }
+
+// closeAll sets *flag and closes every connection.
+func (s *server) closeAll(flag *bool) {
 	s.mu.Lock()
-	s.closed = true
+	*flag = true
 	conns := make([]net.Conn, 0, len(s.clients)+len(s.pending))
 	for _, c := range s.clients {
 		conns = append(conns, c.conn)

@@ -402,3 +402,45 @@ func TestNoTakeoverAcrossDevices(t *testing.T) {
 	again.login("kluisd-a", "a", "pw-a", 30, "", "")
 	assert.True(t, other.closed(), "the same device with the same id takes its session over")
 }
+
+// Shutdown stops taking connections and closes every client's with its
+// last will, handed to the in-process subscribers before it returns: the
+// backend's device link records a device offline at a restart, and no
+// message from a device comes after Shutdown. Close, by contrast, sends
+// no will (TestTakeover's and the old stop's case).
+func TestShutdownSendsTheWillsFirst(t *testing.T) {
+	b, _ := start(t)
+	got := handed(t, b, "kluis/v1/dev/+/presence")
+	for _, dev := range []string{"dev-a", "dev-b"} {
+		rc := dialRaw(t, b.Addr())
+		rc.login(dev, dev, "pw-"+dev, 60, "kluis/v1/dev/"+dev+"/presence", "offline")
+		rc.send(packet(pktPublish<<4|0x02, str("kluis/v1/dev/"+dev+"/presence"), []byte{0, 1}, []byte("online")))
+		hdr, _ := rc.next()
+		require.Equal(t, byte(pktPuback<<4), hdr)
+	}
+	require.NoError(t, b.Healthy())
+	require.NoError(t, b.Shutdown(context.Background()))
+	assert.ElementsMatch(t, []string{"kluis/v1/dev/dev-a/presence online", "kluis/v1/dev/dev-b/presence online",
+		"kluis/v1/dev/dev-a/presence offline", "kluis/v1/dev/dev-b/presence offline"}, got(), "every will handed over before Shutdown returns")
+	assert.Error(t, b.Healthy(), "not ready once it stopped accepting")
+	_, err := net.DialTimeout("tcp", b.Addr(), time.Second)
+	assert.Error(t, err, "no new connection")
+	assert.Zero(t, b.Connections())
+}
+
+// handed subscribes in-process to filter and returns what was handed over
+// so far ("topic payload").
+func handed(t *testing.T, b *Broker, filter string) func() []string {
+	var mu sync.Mutex
+	var got []string
+	require.NoError(t, b.Subscribe(filter, func(topic string, payload []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, topic+" "+string(payload))
+	}))
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), got...)
+	}
+}

@@ -96,10 +96,15 @@ type fakeDevice struct {
 	sent map[string]int
 }
 
-func connectDevice(t *testing.T, brokerAddr, id, password string) *fakeDevice {
+// connectDevice connects device id; opts adjust its client options
+// (a last will).
+func connectDevice(t *testing.T, brokerAddr, id, password string, opts ...func(*paho.ClientOptions)) *fakeDevice {
 	d := &fakeDevice{t: t, id: id, in: map[wire.Kind][][]byte{}, sent: map[string]int{}}
 	o := paho.NewClientOptions().AddBroker("tcp://" + brokerAddr).SetClientID(id).SetUsername(id).SetPassword(password).
 		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second)
+	for _, f := range opts {
+		f(o)
+	}
 	d.c = paho.NewClient(o)
 	tok := d.c.Connect()
 	require.True(t, tok.WaitTimeout(20*time.Second), "connect timeout")

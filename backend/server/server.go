@@ -311,8 +311,14 @@ func (s *Server) BrokerAddr() string {
 }
 
 // Run runs the backend until ctx ends, then shuts down: the HTTP server
-// stops taking requests, the jobs and the device link stop, the embedded
-// broker and the database close. It returns the first part's failure, or
+// stops taking requests (those under way end, with the devices still
+// connected); the embedded broker stops accepting and closes the
+// devices' connections, their last wills (offline presences) handed to
+// the device link; then the jobs and the device link stop, the link
+// recording what it was handed; the broker and the database close. So
+// every message the broker took from a device is recorded by the link,
+// or (an event the link could not record) not acknowledged, and the
+// device sends it again. It returns the first part's failure, or
 // nil after a shutdown asked for by ctx. Run may be called once.
 func (s *Server) Run(ctx context.Context) error {
 	if !s.started.CompareAndSwap(false, true) {
@@ -484,6 +490,13 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil && failure == nil {
 		failure = fmt.Errorf("http shutdown: %w", err)
+	}
+	if w.quiesce != nil {
+		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
+		if err := w.quiesce(qctx); err != nil {
+			log.Warn("device connections still open as the jobs stop", "err", err)
+		}
+		cancel()
 	}
 	stopJobs()
 	jobs.Wait()

@@ -30,6 +30,11 @@ type wiring struct {
 	api     api.Options
 	parts   []part
 	closers []func()
+	// quiesce, with the embedded broker, stops it taking messages from
+	// devices (broker.Broker.Shutdown) while the jobs still run: what it
+	// took before is handed to the device link, which then stops and
+	// records it.
+	quiesce func(context.Context) error
 }
 
 func (w *wiring) close() {
@@ -249,6 +254,7 @@ func (s *Server) startBroker(ctx context.Context, st *store.Store, w *wiring) (u
 		return "", "", nil, fmt.Errorf("embedded MQTT broker: %w", err)
 	}
 	w.closers = append(w.closers, func() { _ = b.Close() })
+	w.quiesce = b.Shutdown
 	w.api.Ready = func(context.Context) error { return b.Healthy() }
 	w.api.BrokerFull = b.Full
 	w.api.DevicePassword = func(ctx context.Context, id, pw string) error {

@@ -323,12 +323,17 @@ func (tab *Tab) WaitText(t testing.TB, css, want string, timeout time.Duration) 
 }
 
 // WaitFor polls the JavaScript boolean expression every 20 ms until it is
-// true, for at most timeout, failing t otherwise.
+// true on a parsed document (readyState past "loading"), for at most
+// timeout, failing t otherwise. A new page's element can be there while
+// its document is still loading; the browser renumbers the page's nodes
+// when the document is parsed, and a click that found its element before
+// then failed with "Could not find node with given id".
 func (tab *Tab) WaitFor(t testing.TB, expr string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
+	parsed := "document.readyState !== \"loading\" && (" + expr + "\n)"
 	for {
-		ok, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[bool](expr))
+		ok, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[bool](parsed))
 		if err == nil && ok {
 			return
 		}

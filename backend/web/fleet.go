@@ -381,7 +381,9 @@ type detail struct {
 func (d detail) HasDoors() bool { return d.Kind == store.Locker }
 
 // readDetail reads one device's page.
-func readDetail(ctx context.Context, db store.DB, id string, lowMax int, now time.Time) (detail, error) {
+// alarmsOnly keeps the timeline to the alarms (raised, cleared,
+// acknowledged).
+func readDetail(ctx context.Context, db store.DB, id string, lowMax int, now time.Time, alarmsOnly bool) (detail, error) {
 	d, err := store.GetDevice(ctx, db, id)
 	if err != nil {
 		return detail{}, err
@@ -458,7 +460,7 @@ func readDetail(ctx context.Context, db store.DB, id string, lowMax int, now tim
 		}
 		out.Comps = append(out.Comps, v)
 	}
-	out.Timeline, err = deviceTimeline(ctx, db, d)
+	out.Timeline, err = deviceTimeline(ctx, db, d, alarmsOnly)
 	if err != nil {
 		return detail{}, err
 	}
@@ -488,12 +490,17 @@ type event struct {
 // timelineMax is how many lines a device's timeline shows.
 const timelineMax = 60
 
+// alarmActions are the audit actions of a device's alarms.
+var alarmActions = []string{"device.alarm", "device.alarm_cleared", "alarm.acknowledged"}
+
 // deviceTimeline reads the newest audit records about a device and its
 // compartments, by when they happened (a device event's own time; the
 // order of arrival is not that of the events: kluisd sends alarms ahead
 // of a backlog, and the backend applies a device's events in parallel),
 // newest first; records of the same time in the order they were written.
-func deviceTimeline(ctx context.Context, db store.DB, d store.Device) ([]event, error) {
+//
+// alarmsOnly keeps the alarm lines: raised, cleared, acknowledged.
+func deviceTimeline(ctx context.Context, db store.DB, d store.Device, alarmsOnly bool) ([]event, error) {
 	subjects := []string{"device:" + d.ID}
 	byID := map[string]store.Compartment{}
 	addr := map[[2]int]int{}
@@ -503,15 +510,21 @@ func deviceTimeline(ctx context.Context, db store.DB, d store.Device) ([]event, 
 		byID[s] = c
 		addr[[2]int{c.Board, c.Channel}] = c.Number
 	}
+	only := []string{}
+	if alarmsOnly {
+		only = alarmActions
+	}
 	if err := audit.CatchUp(ctx, db); err != nil { // show what was just done
 		return nil, fmt.Errorf("web: timeline: %w", err)
 	}
 	// The newest of each subject (audit_log_subject_at_idx), then of all.
 	rows, err := db.Query(ctx, `SELECT a.seq, a.at, a.actor, a.action, a.subject, a.details, coalesce(u.username, '')
 		FROM unnest($1::text[]) s(subject)
-		CROSS JOIN LATERAL (SELECT * FROM audit_log l WHERE l.subject = s.subject ORDER BY l.at DESC, l.seq DESC LIMIT $2) a
+		CROSS JOIN LATERAL (SELECT * FROM audit_log l WHERE l.subject = s.subject
+			AND (cardinality($3::text[]) = 0 OR l.action = ANY($3))
+			ORDER BY l.at DESC, l.seq DESC LIMIT $2) a
 		LEFT JOIN auth_users u ON a.actor = 'user:' || u.id::text
-		ORDER BY a.at DESC, a.seq DESC LIMIT $2`, subjects, timelineMax)
+		ORDER BY a.at DESC, a.seq DESC LIMIT $2`, subjects, timelineMax, only)
 	if err != nil {
 		return nil, fmt.Errorf("web: timeline: %w", err)
 	}

@@ -31,14 +31,18 @@ type deviceView struct {
 	detail
 	Map       template.HTML
 	Highlight int
+	// AlarmsOnly: the timeline shows the alarms only (?timeline=alarms,
+	// on the page and its live stream).
+	AlarmsOnly bool
 }
 
 func (w *Web) deviceView(q *req, id string, highlight int) (deviceView, error) {
-	d, err := readDetail(q.r.Context(), w.o.Pool, id, w.o.Service.LowMaxHeightCM(), w.o.Clock())
+	alarmsOnly := q.r.URL.Query().Get("timeline") == "alarms"
+	d, err := readDetail(q.r.Context(), w.o.Pool, id, w.o.Service.LowMaxHeightCM(), w.o.Clock(), alarmsOnly)
 	if err != nil {
 		return deviceView{}, err
 	}
-	return deviceView{detail: d, Map: drawMap(q.t, d, highlight), Highlight: highlight}, nil
+	return deviceView{detail: d, Map: drawMap(q.t, d, highlight), Highlight: highlight, AlarmsOnly: alarmsOnly}, nil
 }
 
 // stream serves the events of the fleet (device "") or of one device.

@@ -45,7 +45,7 @@ func TestDeviceTimelineInTheOrderThingsHappened(t *testing.T) {
 	// A staff action on the compartment, in between by time.
 	appendAt(night.Add(69*time.Minute+30*time.Second), "compartment.remote_open", "compartment:7", map[string]any{"compartment": 3})
 
-	evs, err := deviceTimeline(ctx, db, d)
+	evs, err := deviceTimeline(ctx, db, d, false)
 	require.NoError(t, err)
 	require.Len(t, evs, timelineMax)
 	require.Equal(t, "device.alarm", evs[0].Action, "the newest thing that happened first")
@@ -57,4 +57,16 @@ func TestDeviceTimelineInTheOrderThingsHappened(t *testing.T) {
 		require.False(t, evs[i].At.After(evs[i-1].At), "line %d (%s %v) after line %d (%v)", i, evs[i].Action, evs[i].At, i-1, evs[i-1].At)
 	}
 	require.Equal(t, night.Add(12*time.Minute), evs[len(evs)-1].At.UTC(), "the oldest shown")
+
+	// The alarms only: the forced door, its acknowledgement and its
+	// clearing, not the door events nor the remote open.
+	appendAt(night.Add(71*time.Minute), "alarm.acknowledged", "device:k1", alarm)
+	appendAt(night.Add(72*time.Minute), "device.alarm_cleared", "device:k1", alarm)
+	evs, err = deviceTimeline(ctx, db, d, true)
+	require.NoError(t, err)
+	var got []string
+	for _, e := range evs {
+		got = append(got, e.Action)
+	}
+	require.Equal(t, []string{"device.alarm_cleared", "alarm.acknowledged", "device.alarm"}, got)
 }

@@ -78,6 +78,12 @@
   var showSelect = document.getElementById("show");
   var sortSelect = document.getElementById("sort");
   var shown = document.querySelector("[data-shown]");
+  // The filters fold away on a phone (details/summary, closed unless a
+  // filter is set) and stand open on a wider screen.
+  var filterBox = document.getElementById("fleet-filters");
+  if (filterBox && window.matchMedia && window.matchMedia("(min-width: 48rem)").matches) {
+    filterBox.open = true;
+  }
 
   function cellValue(row, col, numeric) {
     var c = row.children[col];

@@ -113,6 +113,12 @@ func (s State) Occupies() bool {
 // A reserved document occupies a compartment but is not in it yet.
 func (s State) InCompartment() bool { return s == Loaded || s == Notified || s == Expired }
 
+// AwaitsHolder reports whether a document in s waits in its compartment
+// for its holder before its deadline (loaded, notified): it can be
+// reminded of, reissued, and expire. An expired one is still in the
+// compartment but no longer awaited.
+func (s State) AwaitsHolder() bool { return s == Loaded || s == Notified }
+
 // Valid reports whether a is a known action.
 func (a Action) Valid() bool {
 	for _, x := range actions {

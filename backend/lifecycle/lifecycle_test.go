@@ -104,6 +104,21 @@ func TestInCompartment(t *testing.T) {
 	require.False(t, lifecycle.State("").InCompartment())
 }
 
+// A document awaits its holder when loaded or notified: exactly the states
+// it can expire from and be reissued in, all of them in the compartment.
+func TestAwaitsHolder(t *testing.T) {
+	var awaits []lifecycle.State
+	for _, s := range lifecycle.States() {
+		if s.AwaitsHolder() {
+			awaits = append(awaits, s)
+			require.True(t, s.InCompartment(), "%s awaits its holder outside a compartment", s)
+		}
+	}
+	require.ElementsMatch(t, []lifecycle.State{lifecycle.Loaded, lifecycle.Notified}, awaits)
+	require.ElementsMatch(t, awaits, lifecycle.From(lifecycle.Expire))
+	require.ElementsMatch(t, awaits, lifecycle.From(lifecycle.Reissue))
+}
+
 func TestTransitionsIsACopy(t *testing.T) {
 	ts := lifecycle.Transitions()
 	ts[0].To = lifecycle.Cancelled

@@ -394,9 +394,6 @@ func (x *Outbox) send(ctx context.Context, docID string) (bool, error) {
 	return found, nil
 }
 
-// live reports whether a document waits in its compartment for its holder.
-func live(s lifecycle.State) bool { return s == lifecycle.Loaded || s == lifecycle.Notified }
-
 // process handles one claimed row inside tx; the returned function runs
 // after the commit.
 func (x *Outbox) process(ctx context.Context, tx pgx.Tx, r outboxRow) (func(), error) {
@@ -413,7 +410,7 @@ func (x *Outbox) process(ctx context.Context, tx pgx.Tx, r outboxRow) (func(), e
 	case msg == MsgReady:
 		// The codes are forgotten when the document leaves its
 		// compartment or gets new codes: this message no longer applies.
-		if r.sealed == nil || !live(doc.State) {
+		if r.sealed == nil || !doc.State.AwaitsHolder() {
 			return nil, x.obsolete(ctx, tx, r, doc.State)
 		}
 		plain, err := x.seal.open(r.sealed, r.docID, r.kind)
@@ -425,7 +422,7 @@ func (x *Outbox) process(ctx context.Context, tx pgx.Tx, r outboxRow) (func(), e
 			return nil, x.giveUp(ctx, tx, r, "sealed secret unreadable")
 		}
 		note.Secret = cr
-	case msg == MsgReminder && !live(doc.State):
+	case msg == MsgReminder && !doc.State.AwaitsHolder():
 		return nil, x.obsolete(ctx, tx, r, doc.State)
 	}
 	p, err := x.n.prepare(ctx, tx, note)

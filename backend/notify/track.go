@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"kluis/backend/lifecycle"
 	"kluis/backend/store"
 )
 
@@ -303,7 +304,7 @@ func fillTrack(t *tr, p *trackPage, v *TrackView) {
 	}
 	p.Status = t.s(statusKey(v.State), &vv)
 	p.NextTitle, p.WhereTitle, p.StepsTitle = t.s("track.next_title", nil), t.s("mail.where_title", nil), t.s("track.steps_title", nil)
-	ready := v.State == "loaded" || v.State == "notified"
+	ready := lifecycle.State(v.State).AwaitsHolder()
 	switch {
 	case ready && v.Deadline != nil:
 		p.Next = []string{t.s("next.ready", &vv), t.s("next.bring", nil), t.s("mail.lost_codes", nil)}

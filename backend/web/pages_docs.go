@@ -527,7 +527,7 @@ func (w *Web) document(rw http.ResponseWriter, q *req) error {
 		}
 	}
 	st := doc.State
-	live := st == lifecycle.Loaded || st == lifecycle.Notified
+	live := st.AwaitsHolder()
 	d.CanReserve = st == lifecycle.Registered && q.may("documents.reserve")
 	d.CanUnres = st == lifecycle.Reserved && q.may("documents.unreserve")
 	d.CanCancel = (st == lifecycle.Registered || st == lifecycle.Reserved) && q.may("documents.cancel")
@@ -535,9 +535,8 @@ func (w *Web) document(rw http.ResponseWriter, q *req) error {
 	d.CanReissue = live && q.may("documents.reissue")
 	d.CanSlip = live && q.may("documents.slip")
 	d.ConfirmReissue = d.CanReissue && q.r.URL.Query().Get("confirm") == "reissue"
-	inCompartment := live || st == lifecycle.Expired
-	d.CanRetrieve = inCompartment && q.may("documents.retrieve")
-	d.CanHandOver = inCompartment && q.may("documents.collect")
+	d.CanRetrieve = st.InCompartment() && q.may("documents.retrieve")
+	d.CanHandOver = st.InCompartment() && q.may("documents.collect")
 	switch c := q.r.URL.Query().Get("confirm"); {
 	case c == "retrieve" && d.CanRetrieve, c == "collect" && d.CanHandOver:
 		d.ConfirmAtCounter = c

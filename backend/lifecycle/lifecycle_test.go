@@ -88,32 +88,26 @@ func TestFinalAndOccupies(t *testing.T) {
 	require.ElementsMatch(t, []lifecycle.State{lifecycle.Registered, lifecycle.Reserved}, lifecycle.From(lifecycle.Cancel))
 }
 
-// A document is in its compartment when loaded, notified or expired:
-// exactly the states a retrieve takes it out of, all of them occupying the
-// compartment (a reserved one occupies it, not yet in it).
-func TestInCompartment(t *testing.T) {
-	var in []lifecycle.State
+// Where a document is, by state: in its compartment when loaded, notified
+// or expired (exactly the states a retrieve takes it out of), each
+// occupying the compartment (a reserved one occupies it, not yet in it);
+// awaiting its holder when loaded or notified (exactly the states it can
+// expire from and be reissued in), each in the compartment.
+func TestInCompartmentAndAwaitsHolder(t *testing.T) {
+	var in, awaits []lifecycle.State
 	for _, s := range lifecycle.States() {
 		if s.InCompartment() {
 			in = append(in, s)
 			require.True(t, s.Occupies(), "%s is in a compartment it does not occupy", s)
 		}
-	}
-	require.ElementsMatch(t, []lifecycle.State{lifecycle.Loaded, lifecycle.Notified, lifecycle.Expired}, in)
-	require.ElementsMatch(t, in, lifecycle.From(lifecycle.Retrieve))
-	require.False(t, lifecycle.State("").InCompartment())
-}
-
-// A document awaits its holder when loaded or notified: exactly the states
-// it can expire from and be reissued in, all of them in the compartment.
-func TestAwaitsHolder(t *testing.T) {
-	var awaits []lifecycle.State
-	for _, s := range lifecycle.States() {
 		if s.AwaitsHolder() {
 			awaits = append(awaits, s)
 			require.True(t, s.InCompartment(), "%s awaits its holder outside a compartment", s)
 		}
 	}
+	require.ElementsMatch(t, []lifecycle.State{lifecycle.Loaded, lifecycle.Notified, lifecycle.Expired}, in)
+	require.ElementsMatch(t, in, lifecycle.From(lifecycle.Retrieve))
+	require.False(t, lifecycle.State("").InCompartment())
 	require.ElementsMatch(t, []lifecycle.State{lifecycle.Loaded, lifecycle.Notified}, awaits)
 	require.ElementsMatch(t, awaits, lifecycle.From(lifecycle.Expire))
 	require.ElementsMatch(t, awaits, lifecycle.From(lifecycle.Reissue))

@@ -430,32 +430,61 @@ func (l *Link) runEmbedded(ctx context.Context) error {
 
 // work starts the workers, the presence writer and the online counter
 // until ctx ends; the returned function waits for them.
+//
+// On an Embedded broker, which has stopped taking messages from devices
+// when ctx ends (kluis-backend's stop: broker.Broker.Shutdown first), the
+// event workers then process what is queued, within Timeout after the
+// end (and one under way as ctx ends is finished, not cancelled): an
+// event the broker acknowledged is recorded now rather than sent again by
+// its device after the restart. What is left is not
+// acknowledged; the device keeps it and sends it again.
 func (l *Link) work(ctx context.Context) (wait func()) {
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); l.recordPresence(ctx) }()
 	go func() { defer wg.Done(); l.countOnline(ctx) }()
 	go func() { defer wg.Done(); l.recordEpisodes(ctx) }()
-	serve := func(q chan inbound) {
+	drain, endDrain := context.WithCancel(context.WithoutCancel(ctx))
+	stopTimer := context.AfterFunc(ctx, func() { time.AfterFunc(l.o.Timeout, endDrain) })
+	serve := func(q chan inbound, drains bool) {
 		defer wg.Done()
+		pctx := ctx
+		if drains {
+			pctx = drain // an event under way when ctx ends is finished too
+		}
 		for {
 			select {
 			case <-ctx.Done():
+				for drains && drain.Err() == nil {
+					select {
+					case msg := <-q:
+						l.process(drain, msg)
+					default:
+						return
+					}
+				}
 				return
 			case msg := <-q:
-				l.process(ctx, msg)
+				if drains && pctx.Err() != nil {
+					return // not acknowledged: sent again
+				}
+				l.process(pctx, msg)
 			}
 		}
 	}
 	for range l.o.Workers {
 		wg.Add(1)
-		go serve(l.queue)
+		go serve(l.queue, l.o.Embedded != nil)
 	}
 	for range l.o.RequestWorkers {
 		wg.Add(1)
-		go serve(l.reqs)
+		go serve(l.reqs, false)
 	}
-	return wg.Wait
+	return func() {
+		wg.Wait()
+		stopTimer()
+		endDrain()
+	}
 }
 
 func (l *Link) onConnect(c paho.Client) {

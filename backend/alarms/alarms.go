@@ -148,13 +148,21 @@ var ackJoin = `LEFT JOIN LATERAL (SELECT a.actor, a.acked_at, a.note FROM alarm_
 // in $3), since $4 (OneShot), with its acknowledgement (ackJoin). Before
 // alarm_latest, every read sorted the window's alarm events: about 7 s
 // for a fleet of 19,000 devices (docs/performance.md, "Open alarms").
-var openSQL = `SELECT l.event_id, l.device_id, l.kind, l.payload, l.at,
+var openSQL = openQuery("($2 = '' OR x.device_id = $2)")
+
+// openOfSQL is openSQL for the devices of $2 (a text array).
+var openOfSQL = openQuery("x.device_id = ANY($2::text[])")
+
+// openQuery is openSQL with devices, the condition on x.device_id.
+func openQuery(devices string) string {
+	return `SELECT l.event_id, l.device_id, l.kind, l.payload, l.at,
 		k.actor, coalesce(u.username, ''), k.acked_at, k.note
 	FROM (SELECT e.event_id, e.device_id, e.kind, e.payload, e.at, e.received_at
 		FROM alarm_latest x JOIN device_events e ON e.event_id = x.event_id
-		WHERE x.kind = 'alarm' AND x.at > $1 AND ($2 = '' OR x.device_id = $2)
+		WHERE x.kind = 'alarm' AND x.at > $1 AND ` + devices + `
 		  AND (x.alarm = ANY($3::text[]) OR x.at >= $4)) l
 	` + ackJoin
+}
 
 // ackSQL reads one alarm event's acknowledgement (ackJoin).
 var ackSQL = `SELECT k.actor, coalesce(u.username, ''), k.acked_at, k.note
@@ -177,11 +185,26 @@ func clearableKinds() []string {
 // alarm_latest (one row per device, alarm kind and place), not the
 // history of alarm events.
 func Open(ctx context.Context, db store.DB, now time.Time, deviceID string) (map[string][]Alarm, error) {
+	return openWith(ctx, db, now, openSQL, deviceID)
+}
+
+// OpenOf is Open for the devices ids, in one query (a device without an
+// open alarm has no entry).
+func OpenOf(ctx context.Context, db store.DB, now time.Time, ids []string) (map[string][]Alarm, error) {
+	if len(ids) == 0 {
+		return map[string][]Alarm{}, nil
+	}
+	return openWith(ctx, db, now, openOfSQL, ids)
+}
+
+// openWith runs query (openSQL or openOfSQL, the devices devices) with
+// JIT off when db can begin a transaction.
+func openWith(ctx context.Context, db store.DB, now time.Time, query string, devices any) (map[string][]Alarm, error) {
 	b, ok := db.(interface {
 		Begin(context.Context) (pgx.Tx, error)
 	})
 	if !ok {
-		return open(ctx, db, now, deviceID)
+		return open(ctx, db, now, query, devices)
 	}
 	var out map[string][]Alarm
 	err := pgx.BeginFunc(ctx, b, func(tx pgx.Tx) error {
@@ -193,15 +216,15 @@ func Open(ctx context.Context, db store.DB, now time.Time, deviceID string) (map
 			return fmt.Errorf("alarms: open: %w", err)
 		}
 		var err error
-		out, err = open(ctx, tx, now, deviceID)
+		out, err = open(ctx, tx, now, query, devices)
 		return err
 	})
 	return out, err
 }
 
-// open is Open on db as it is.
-func open(ctx context.Context, db store.DB, now time.Time, deviceID string) (map[string][]Alarm, error) {
-	rows, err := db.Query(ctx, openSQL, now.Add(-Window), deviceID, clearableKinds(), now.Add(-OneShot))
+// open is openWith on db as it is.
+func open(ctx context.Context, db store.DB, now time.Time, query string, devices any) (map[string][]Alarm, error) {
+	rows, err := db.Query(ctx, query, now.Add(-Window), devices, clearableKinds(), now.Add(-OneShot))
 	if err != nil {
 		return nil, fmt.Errorf("alarms: open: %w", err)
 	}

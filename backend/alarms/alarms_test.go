@@ -266,6 +266,13 @@ func TestOpenFollowsTheLatestEventWhateverTheOrderStored(t *testing.T) {
 	one, err := alarms.Open(ctx, pool, t0.Add(5*time.Minute), "k1")
 	require.NoError(t, err)
 	assert.Equal(t, map[string][]alarms.Alarm{"k1": open["k1"]}, one)
+	// Of some devices, in one query: the same alarms as Open's.
+	of, err := alarms.OpenOf(ctx, pool, t0.Add(5*time.Minute), []string{"k1", "k2", "k3"})
+	require.NoError(t, err)
+	assert.Equal(t, open, of)
+	of, err = alarms.OpenOf(ctx, pool, t0.Add(5*time.Minute), []string{"k2"})
+	require.NoError(t, err)
+	assert.Equal(t, map[string][]alarms.Alarm{"k2": open["k2"]}, of)
 }
 
 // Acknowledge takes an alarm as open exactly when Open lists it (both

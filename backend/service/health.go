@@ -133,11 +133,12 @@ func DeviceHealth(ctx context.Context, db store.DB, now time.Time, ids []string)
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("service: device presence: %w", err)
 	}
+	// One query for every device (autoPick asks for a whole site).
+	open, err := alarms.OpenOf(ctx, db, now, ids)
+	if err != nil {
+		return nil, fmt.Errorf("service: %w", err)
+	}
 	for _, id := range ids {
-		open, err := alarms.Open(ctx, db, now, id)
-		if err != nil {
-			return nil, fmt.Errorf("service: %w", err)
-		}
 		seen := map[wire.AlarmKind]bool{}
 		for _, a := range open[id] {
 			seen[a.Kind] = true

@@ -59,6 +59,9 @@ const (
 	DefaultRedeliverMax    = notify.DefaultOutboxRetryMax
 	// ShutdownTimeout bounds the HTTP server's graceful shutdown.
 	ShutdownTimeout = 15 * time.Second
+	// QuiesceTimeout bounds the wait for the embedded broker's
+	// connections to end once it closed them (broker.Broker.Shutdown).
+	QuiesceTimeout = 5 * time.Second
 )
 
 // BackendMQTTUser is the embedded broker's user for the backend's own link.
@@ -492,7 +495,7 @@ func (s *Server) Run(ctx context.Context) error {
 		failure = fmt.Errorf("http shutdown: %w", err)
 	}
 	if w.quiesce != nil {
-		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
+		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), QuiesceTimeout)
 		if err := w.quiesce(qctx); err != nil {
 			log.Warn("device connections still open as the jobs stop", "err", err)
 		}

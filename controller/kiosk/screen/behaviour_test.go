@@ -24,7 +24,11 @@ func TestScreenBehaviour(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser")
 	}
-	b := browsertest.New(t, browsertest.Options{Timeout: 10 * time.Minute})
+	// Its own kiosks and browser: it runs beside the package's other
+	// browser tests, its browser until the test binary's deadline (it may
+	// wait its turn behind them).
+	t.Parallel()
+	b := browsertest.New(t, browsertest.Options{})
 
 	t.Run("large text and 200% zoom", func(t *testing.T) {
 		t.Parallel()

@@ -479,9 +479,10 @@ func TestScreenMatrix(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser matrix")
 	}
+	t.Parallel() // its own kiosks and browser: beside the package's other browser tests, which it may wait for
 	r := newRig(t, rigOptions{})
 	aut := newRig(t, rigOptions{kind: "automaton", manualPresent: true})
-	b := browsertest.New(t, browsertest.Options{Timeout: 20 * time.Minute})
+	b := browsertest.New(t, browsertest.Options{}) // until the test binary's deadline
 	m := newMatrix(t)
 	m.checkFit = true
 	for i, lay := range layouts {
@@ -857,5 +858,24 @@ func writeFile(path string, b []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(path, b, 0o644)
+	// Written aside and renamed: browser tests running in parallel may
+	// keep a screenshot of the same name (the last one stays, whole).
+	f, err := os.CreateTemp(filepath.Dir(path), ".shot-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+	}
+	return err
 }

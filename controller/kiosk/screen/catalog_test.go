@@ -229,6 +229,7 @@ func get(t *testing.T, s *Screen, path string) (int, string) {
 // the technician's diagnostics) with a catalogue of markers: every text a
 // person reads must be a marker. The script holds no text either.
 func TestNoHardCodedText(t *testing.T) {
+	t.Parallel() // CPU alone, nothing shared: beside the browser tests' waits
 	cat := markerCatalog(t)
 	now := time.Now()
 	two := 2

@@ -3,7 +3,6 @@ package screen_test
 import (
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -25,8 +24,9 @@ func TestPINScreenFitsTheSmallPanel(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser")
 	}
+	t.Parallel() // its own kiosks and browser: beside the package's other browser tests, which it may wait for
 	r := newRig(t, rigOptions{})
-	b := browsertest.New(t, browsertest.Options{Timeout: 10 * time.Minute})
+	b := browsertest.New(t, browsertest.Options{}) // until the test binary's deadline
 	m := newMatrix(t)
 	i := 0
 	for _, large := range []bool{false, true} {

@@ -28,8 +28,9 @@ func TestTypedPINIsSaidNotBulleted(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser")
 	}
+	t.Parallel() // its own kiosks and browser: beside the package's other browser tests, which it may wait for
 	r := newRig(t, rigOptions{})
-	b := browsertest.New(t, browsertest.Options{Timeout: 10 * time.Minute})
+	b := browsertest.New(t, browsertest.Options{}) // until the test binary's deadline
 	m := newMatrix(t)
 	for i, l := range screen.Langs() {
 		m.tabs = append(m.tabs, &mtab{tab: b.NewTab(t, small.w, small.h), lay: small, lang: l, folder: small.name, host: i})

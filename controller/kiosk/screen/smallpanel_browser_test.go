@@ -4,7 +4,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -53,7 +52,11 @@ func onSmallPanelWith(t *testing.T, o rigOptions, fn func(t *testing.T, p panelR
 	if testing.Short() {
 		t.Skip("browser")
 	}
-	b := browsertest.New(t, browsertest.Options{Timeout: 10 * time.Minute})
+	// Its own kiosks and browser: it runs beside the package's other
+	// browser tests, its browser until the test binary's deadline (it may
+	// wait its turn behind them).
+	t.Parallel()
+	b := browsertest.New(t, browsertest.Options{})
 	cat, err := screen.NewCatalog()
 	if err != nil {
 		t.Fatal(err)

@@ -76,6 +76,7 @@ func hostileCatalog(t *testing.T) *Catalog {
 // role, and the technician's diagnostics) is what html/template makes of
 // the same templates and data, byte for byte.
 func TestTemplatesRenderAsHTMLTemplateDoes(t *testing.T) {
+	t.Parallel() // CPU alone, nothing shared: beside the browser tests' waits
 	ref := template.Must(template.New("").Funcs(template.FuncMap{
 		"icon": func(tone string) template.HTML { return template.HTML(icon(tone)) },
 		"list": func(s ...string) []string { return s },

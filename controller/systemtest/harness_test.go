@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"kluis/backend/api/apiclient"
+	"kluis/deploy/dev/browsertest"
 	"kluis/deploy/dev/procrun"
 )
 
@@ -53,7 +54,10 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	binDir = dir
-	return m.Run()
+	code := m.Run()
+	// Stops the Chromium the browser tests share (browsertest.Linger).
+	browsertest.Close()
+	return code
 }
 
 // proc is a child process with its output in a log file.

@@ -247,8 +247,10 @@ func TestNULAndInvalidUTF8AreRefusedEverywhere(t *testing.T) {
 			body = rq.body
 		}
 		tok := e.freshToken(auth.RoleAdmin)
-		if rq.method == http.MethodPost && rq.path == "/api/v1/tokens" {
-			tok = e.session(auth.RoleAdmin) // an API token may not make tokens (403 session_required)
+		if rq.method == http.MethodPost && (rq.path == "/api/v1/tokens" || rq.path == "/api/v1/me/password") {
+			// An API token may not make tokens nor change its user's
+			// password (403 session_required).
+			tok = e.session(auth.RoleAdmin)
 		}
 		r := e.do(rq.method, rq.path, tok, body)
 		what := fmt.Sprintf("admin %s %.80s %.60q", rq.method, rq.path, rq.body)

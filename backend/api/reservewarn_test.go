@@ -64,7 +64,9 @@ func TestReserveAnswerWarnsOfAnUnfitDevice(t *testing.T) {
 	require.Empty(t, reserve(), "a PIN lockout does not stop pickups")
 	alarm(wire.AlarmForcedDoor)
 	require.Equal(t, []map[string]any{{"code": "device_alarm", "alarm": "forced_door"}}, reserve())
-	exec(`UPDATE device_presence SET last_heartbeat_at = now() - interval '4 minutes'`)
+	// Late: online for a while, its last heartbeat 4 minutes old (coming
+	// online is a sign of life too: service.Late).
+	exec(`UPDATE device_presence SET changed_at = now() - interval '10 minutes', last_heartbeat_at = now() - interval '4 minutes'`)
 	require.Equal(t, []map[string]any{{"code": "device_late"}, {"code": "device_alarm", "alarm": "forced_door"}}, reserve())
 	exec(`UPDATE device_presence SET state = 'offline'`)
 	require.Equal(t, []map[string]any{{"code": "device_offline"}, {"code": "device_alarm", "alarm": "forced_door"}}, reserve())

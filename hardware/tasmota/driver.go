@@ -40,7 +40,12 @@ type Options struct {
 	// Broker is the MQTT URL; default tcp://127.0.0.1:1883. The driver
 	// reads no environment: the caller (kluisd's configuration) decides.
 	Broker string
-	// ClientID defaults to "kluis-tasmota-<pid>-<nanotime>".
+	// ClientID defaults to "kluis-tasmota-<pid>-<nanotime>". kluisd
+	// gives the same one in every run (hardware.tasmota.client_id): a
+	// restart's connection then takes a killed predecessor's session
+	// over, and an ON that connection had not delivered is lost instead
+	// of reaching the module after this driver saw the relay OFF (which
+	// would read as LockUncommanded; TestKilledPredecessorsOnInFlight).
 	ClientID string
 	// Username and Password authenticate to the broker (never logged).
 	Username string

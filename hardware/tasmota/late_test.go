@@ -31,6 +31,11 @@ type stallProxy struct {
 	mu      sync.Mutex
 	stalled chan struct{} // closed: forwarding; open: stalled
 	conns   []net.Conn
+	// upClosed counts the connections the broker closed; sent counts the
+	// bytes forwarded to the broker (written to its connection, whether
+	// or not the broker still reads it).
+	upClosed int
+	sent     int
 }
 
 func newStallProxy(t *testing.T, target string) *stallProxy {
@@ -83,7 +88,12 @@ func (p *stallProxy) accept() {
 		p.mu.Lock()
 		p.conns = append(p.conns, c, up)
 		p.mu.Unlock()
-		go func() { _, _ = io.Copy(c, up) }()
+		go func() {
+			_, _ = io.Copy(c, up)
+			p.mu.Lock()
+			p.upClosed++
+			p.mu.Unlock()
+		}()
 		go p.forward(up, c)
 	}
 }
@@ -99,7 +109,11 @@ func (p *stallProxy) forward(dst, src net.Conn) {
 		<-gate
 		n, err := src.Read(buf)
 		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+			w, werr := dst.Write(buf[:n])
+			p.mu.Lock()
+			p.sent += w
+			p.mu.Unlock()
+			if werr != nil {
 				return
 			}
 		}
@@ -108,6 +122,14 @@ func (p *stallProxy) forward(dst, src net.Conn) {
 			return
 		}
 	}
+}
+
+// counts returns how many connections the broker closed and how many
+// bytes were forwarded to it.
+func (p *stallProxy) counts() (upClosed, sent int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.upClosed, p.sent
 }
 
 func (p *stallProxy) stall() {

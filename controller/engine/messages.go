@@ -10,8 +10,8 @@ import (
 var langs = []string{"nl", "fr", "en", "de"}
 
 // messages holds what the kiosk screen says per state, in nl, fr, en, de.
-// "{n}" is the compartment number, "{m}" minutes, "{t}" when a lock ends
-// (Screen.Until, UntilText).
+// "{n}" is the compartment number, "{m}" minutes, "{t}" until when a lock
+// holds, with the word for "until" (Screen.Until, UntilText).
 var messages = map[string][4]string{
 	StateIdle: {
 		"Scan uw QR-code of tik uw pincode in.",
@@ -103,28 +103,29 @@ var messages = map[string][4]string{
 		"Connexion refusée.",
 		"Login refused.",
 		"Anmeldung abgelehnt."},
-	// {t} is when the lock ends, in the device's local time (UntilText):
-	// "17:42", or "tomorrow 17:42", on the staff console's clock.
+	// {t} says until when the lock holds, in the device's local time
+	// (UntilText): "until 17:42", "until tomorrow at 17:42", "jusqu'au
+	// 08/12 à 17:42", on the staff console's clock.
 	StateStaffLocked: {
-		"Te veel mislukte aanmeldingen op dit toestel. Aanmelden is hier geblokkeerd tot {t}.",
-		"Trop de connexions échouées sur cet appareil. La connexion est bloquée ici jusqu'à {t}.",
-		"Too many failed logins on this machine. Login here is blocked until {t}.",
-		"Zu viele fehlgeschlagene Anmeldungen an diesem Gerät. Die Anmeldung ist hier bis {t} gesperrt."},
+		"Te veel mislukte aanmeldingen op dit toestel. Aanmelden is hier geblokkeerd {t}.",
+		"Trop de connexions échouées sur cet appareil. La connexion est bloquée ici {t}.",
+		"Too many failed logins on this machine. Login here is blocked {t}.",
+		"Zu viele fehlgeschlagene Anmeldungen an diesem Gerät. Die Anmeldung ist hier {t} gesperrt."},
 	StateStaffLockedToday: {
-		"Te veel mislukte aanmeldingen op dit toestel vandaag. Aanmelden is hier geblokkeerd tot {t}. Gebruik tot dan de personeelsconsole of bel de servicedesk.",
-		"Trop de connexions échouées sur cet appareil aujourd'hui. La connexion est bloquée ici jusqu'à {t}. D'ici là, utilisez la console du personnel ou appelez le service desk.",
-		"Too many failed logins on this machine today. Login here is blocked until {t}. Until then, use the staff console or call the service desk.",
-		"Zu viele fehlgeschlagene Anmeldungen an diesem Gerät heute. Die Anmeldung ist hier bis {t} gesperrt. Nutzen Sie bis dahin die Personalkonsole oder rufen Sie den Servicedesk an."},
+		"Te veel mislukte aanmeldingen op dit toestel vandaag. Aanmelden is hier geblokkeerd {t}. Gebruik tot dan de personeelsconsole of bel de servicedesk.",
+		"Trop de connexions échouées sur cet appareil aujourd'hui. La connexion est bloquée ici {t}. D'ici là, utilisez la console du personnel ou appelez le service desk.",
+		"Too many failed logins on this machine today. Login here is blocked {t}. Until then, use the staff console or call the service desk.",
+		"Zu viele fehlgeschlagene Anmeldungen an diesem Gerät heute. Die Anmeldung ist hier {t} gesperrt. Nutzen Sie bis dahin die Personalkonsole oder rufen Sie den Servicedesk an."},
 	StateLookupsEnded: {
 		"Te veel documentnummers niet gevonden. Voor de veiligheid bent u afgemeld. Meld u opnieuw aan of gebruik de personeelsconsole.",
 		"Trop de numéros de document introuvables. Par sécurité, vous êtes déconnecté. Reconnectez-vous ou utilisez la console du personnel.",
 		"Too many document numbers not found. For safety you are logged out. Log in again or use the staff console.",
 		"Zu viele Dokumentnummern nicht gefunden. Zur Sicherheit wurden Sie abgemeldet. Melden Sie sich erneut an oder nutzen Sie die Personalkonsole."},
 	StateLookupsPaused: {
-		"Te veel documentnummers niet gevonden op dit toestel. Documenten opzoeken is hier gepauzeerd tot {t}. Gebruik tot dan de personeelsconsole of bel de servicedesk.",
-		"Trop de numéros de document introuvables sur cet appareil. La recherche de documents est suspendue ici jusqu'à {t}. D'ici là, utilisez la console du personnel ou appelez le service desk.",
-		"Too many document numbers not found on this machine. Looking up documents here is paused until {t}. Until then, use the staff console or call the service desk.",
-		"Zu viele Dokumentnummern an diesem Gerät nicht gefunden. Die Dokumentsuche ist hier bis {t} angehalten. Nutzen Sie bis dahin die Personalkonsole oder rufen Sie den Servicedesk an."},
+		"Te veel documentnummers niet gevonden op dit toestel. Documenten opzoeken is hier gepauzeerd {t}. Gebruik tot dan de personeelsconsole of bel de servicedesk.",
+		"Trop de numéros de document introuvables sur cet appareil. La recherche de documents est suspendue ici {t}. D'ici là, utilisez la console du personnel ou appelez le service desk.",
+		"Too many document numbers not found on this machine. Looking up documents here is paused {t}. Until then, use the staff console or call the service desk.",
+		"Zu viele Dokumentnummern an diesem Gerät nicht gefunden. Die Dokumentsuche ist hier {t} angehalten. Nutzen Sie bis dahin die Personalkonsole oder rufen Sie den Servicedesk an."},
 	StateLoading: {
 		"Leg het document in vak {n} en sluit de deur.",
 		"Placez le document dans le casier {n} et fermez la porte.",
@@ -236,20 +237,25 @@ func fillNM(t string, n, m int) string {
 	return b.String()
 }
 
-// UntilText is when a lock that ends at until ends, as people at the
-// device read it at now, in now's location (the device's local time: pass
-// time.Now() or now.In(time.Local)): the time of day on the 24-hour clock,
-// hours and minutes, written "17:42" in every language, as the staff
-// console writes every time of day (its catalogue's fmt.clock) so that
-// staff read one clock at the device and at the counter (not "17.42 uur"
-// here and "17:42" there); after "tomorrow" when that is tomorrow there,
-// after the day and month when later still, separated as the console
-// writes dates in that language (nl "08-12", fr and en "08/12", de "08.12."),
-// joined to the time as each language says it: "morgen om 17:42", "demain
-// à 17:42", "tomorrow at 17:42", "morgen um 17:42" (the messages read "tot
-// morgen om 17:42.", not "tot morgen 17:42:").
+// UntilText says until when a lock that ends at until holds, as people
+// at the device read it at now, in now's location (the device's local
+// time: pass time.Now() or now.In(time.Local)): the word for "until" that
+// fits what follows, then the time of day on the 24-hour clock, hours and
+// minutes, written "17:42" in every language, as the staff console writes
+// every time of day (its catalogue's fmt.clock) so that staff read one
+// clock at the device and at the counter (not "17.42 uur" here and
+// "17:42" there); after "tomorrow" when that is tomorrow there, after the
+// day and month when later still, separated as the console writes dates
+// in that language (nl "08-12", fr and en "08/12", de "08.12."), joined to
+// the time as each language says it. A date takes its article where the
+// language wants one: "tot 17:42", "tot morgen om 17:42", "tot 08-12 om
+// 17:42"; "jusqu'à 17:42", "jusqu'à demain à 17:42", "jusqu'au 08/12 à
+// 17:42" (never "jusqu'à 08/12"); "until 08/12 at 17:42"; "bis 17:42",
+// "bis morgen um 17:42", "bis zum 08.12. um 17:42". The messages hold it
+// whole ({t}): "Aanmelden is hier geblokkeerd {t}."
 func UntilText(lang string, until, now time.Time) string {
 	at := map[string]string{"nl": " om ", "fr": " à ", "en": " at ", "de": " um "}
+	word := map[string]string{"nl": "tot ", "fr": "jusqu'à ", "en": "until ", "de": "bis "}
 	u, n := until.In(now.Location()), now
 	clock := u.Format("15:04")
 	uy, um, ud := u.Date()
@@ -257,17 +263,19 @@ func UntilText(lang string, until, now time.Time) string {
 	ty, tm, td := n.AddDate(0, 0, 1).Date()
 	switch {
 	case uy == ny && um == nm && ud == nd:
-		return clock
+		return word[lang] + clock
 	case uy == ty && um == tm && ud == td:
-		return map[string]string{"nl": "morgen", "fr": "demain", "en": "tomorrow", "de": "morgen"}[lang] + at[lang] + clock
+		return word[lang] + map[string]string{"nl": "morgen", "fr": "demain", "en": "tomorrow", "de": "morgen"}[lang] + at[lang] + clock
 	}
 	switch lang {
 	case "nl":
-		return u.Format("02-01") + at[lang] + clock
+		return "tot " + u.Format("02-01") + at[lang] + clock
+	case "fr":
+		return "jusqu'au " + u.Format("02/01") + at[lang] + clock
 	case "de":
-		return u.Format("02.01.") + at[lang] + clock
+		return "bis zum " + u.Format("02.01.") + at[lang] + clock
 	}
-	return u.Format("02/01") + at[lang] + clock
+	return "until " + u.Format("02/01") + at[lang] + clock
 }
 
 // Langs returns the languages of kiosk messages: nl, fr, en, de (the

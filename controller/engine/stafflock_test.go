@@ -30,10 +30,10 @@ func TestStaffLoginRefusalNamesTheLock(t *testing.T) {
 		}{
 			{"wrong credential or older backend", nil, StateStaffDenied, "Login refused."},
 			{"lock already over", ptr(-time.Second), StateStaffDenied, "Login refused."},
-			{"burst lock", ptr(10 * time.Minute), StateStaffLocked, "Too many failed logins on this machine. Login here is blocked until {t}."},
-			{"burst lock made now, whole seconds", ptr(15*time.Minute + time.Second), StateStaffLocked, "Too many failed logins on this machine. Login here is blocked until {t}."},
+			{"burst lock", ptr(10 * time.Minute), StateStaffLocked, "Too many failed logins on this machine. Login here is blocked {t}."},
+			{"burst lock made now, whole seconds", ptr(15*time.Minute + time.Second), StateStaffLocked, "Too many failed logins on this machine. Login here is blocked {t}."},
 			{"daily cap", ptr(20 * time.Hour), StateStaffLockedToday,
-				"Too many failed logins on this machine today. Login here is blocked until {t}. Until then, use the staff console or call the service desk."},
+				"Too many failed logins on this machine today. Login here is blocked {t}. Until then, use the staff console or call the service desk."},
 			{"daily cap near its end", ptr(17 * time.Minute), StateStaffLockedToday, ""},
 		} {
 			res := wire.StaffResponse{Op: wire.StaffLogin, Result: wire.StaffDenied}
@@ -77,11 +77,12 @@ func TestStaffLoginRefusalNamesTheLock(t *testing.T) {
 
 func ptr(d time.Duration) *time.Duration { return &d }
 
-// UntilText says when a lock ends in the device's local time on the
-// staff console's 24-hour clock ("17:42" in every language, not "17.42
-// uur" or "17 h 42"): today's time alone, tomorrow's after
-// "tomorrow", a later one after its date. Midnight and the turn of a
-// month and a year are days like others.
+// UntilText says until when a lock holds in the device's local time on
+// the staff console's 24-hour clock ("17:42" in every language, not
+// "17.42 uur" or "17 h 42"): today's time alone, tomorrow's after
+// "tomorrow", a later one after its date, each after the word for
+// "until" that fits it. Midnight and the turn of a month and a year are
+// days like others.
 func TestUntilTextInEveryLanguage(t *testing.T) {
 	brussels := time.FixedZone("CET", 3600)
 	at := func(s string) time.Time {
@@ -93,16 +94,40 @@ func TestUntilTextInEveryLanguage(t *testing.T) {
 		now, until     string
 		nl, fr, en, de string
 	}{
-		{"2026-12-06 02:59", "2026-12-06 03:15", "03:15", "03:15", "03:15", "03:15"},
-		{"2026-12-06 17:58", "2026-12-07 17:42", "morgen om 17:42", "demain à 17:42", "tomorrow at 17:42", "morgen um 17:42"},
-		{"2026-12-31 23:50", "2027-01-01 00:05", "morgen om 00:05", "demain à 00:05", "tomorrow at 00:05", "morgen um 00:05"},
-		{"2026-12-06 10:00", "2026-12-08 09:30", "08-12 om 09:30", "08/12 à 09:30", "08/12 at 09:30", "08.12. um 09:30"},
+		{"2026-12-06 02:59", "2026-12-06 03:15", "tot 03:15", "jusqu'à 03:15", "until 03:15", "bis 03:15"},
+		{"2026-12-06 17:58", "2026-12-07 17:42", "tot morgen om 17:42", "jusqu'à demain à 17:42", "until tomorrow at 17:42", "bis morgen um 17:42"},
+		{"2026-12-31 23:50", "2027-01-01 00:05", "tot morgen om 00:05", "jusqu'à demain à 00:05", "until tomorrow at 00:05", "bis morgen um 00:05"},
+		// A date takes its article where the language wants one: French
+		// "jusqu'au 08/12" (not "jusqu'à 08/12"), German "bis zum 08.12.".
+		{"2026-12-06 10:00", "2026-12-08 09:30", "tot 08-12 om 09:30", "jusqu'au 08/12 à 09:30", "until 08/12 at 09:30", "bis zum 08.12. um 09:30"},
+		{"2026-12-30 10:00", "2027-01-02 09:30", "tot 02-01 om 09:30", "jusqu'au 02/01 à 09:30", "until 02/01 at 09:30", "bis zum 02.01. um 09:30"},
 	} {
 		now := at(c.now)
 		// The end as the backend sends it (UTC) is said in the device's time.
 		until := at(c.until).UTC()
 		for l, want := range map[string]string{"nl": c.nl, "fr": c.fr, "en": c.en, "de": c.de} {
 			require.Equal(t, want, UntilText(l, until, now), "%s in %s", c.until, l)
+		}
+	}
+	// In the messages: the word for "until" once, before the date.
+	now, until := at("2026-12-06 10:00"), at("2026-12-08 09:30")
+	for l, want := range map[string]string{
+		"nl": "Aanmelden is hier geblokkeerd tot 08-12 om 09:30.",
+		"fr": "La connexion est bloquée ici jusqu'au 08/12 à 09:30.",
+		"en": "Login here is blocked until 08/12 at 09:30.",
+		"de": "Die Anmeldung ist hier bis zum 08.12. um 09:30 gesperrt.",
+	} {
+		for _, st := range []string{StateStaffLocked, StateStaffLockedToday} {
+			m, ok := MessageText(st, l)
+			require.True(t, ok)
+			require.Contains(t, strings.ReplaceAll(m, "{t}", UntilText(l, until, now)), want, "%s in %s", st, l)
+		}
+	}
+	for _, l := range langs {
+		m, _ := MessageText(StateLookupsPaused, l)
+		m = strings.ReplaceAll(m, "{t}", UntilText(l, until, now))
+		for _, twice := range []string{"tot tot", "jusqu'à jusqu", "until until", "bis bis"} {
+			require.NotContains(t, m, twice, "%s in %s", StateLookupsPaused, l)
 		}
 	}
 }

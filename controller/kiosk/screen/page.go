@@ -399,11 +399,12 @@ func (p *page) Msg(state string) (string, error) {
 	if strings.Contains(t, "{t}") {
 		// When a lock ends: known for the engine's screen (the script
 		// shows the engine's message, with its end, when another comes).
-		until := ""
+		// Unknown, it is said as nothing, with its space.
 		if state == p.Screen.State && p.Screen.Until != nil {
-			until = engine.UntilText(p.Lang, *p.Screen.Until, p.s.o.Clock().In(time.Local))
+			t = strings.ReplaceAll(t, "{t}", engine.UntilText(p.Lang, *p.Screen.Until, p.s.o.Clock().In(time.Local)))
+		} else {
+			t = strings.ReplaceAll(strings.ReplaceAll(t, " {t}", ""), "{t}", "")
 		}
-		t = strings.ReplaceAll(t, "{t}", until)
 	}
 	return t, nil
 }

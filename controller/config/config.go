@@ -329,9 +329,11 @@ type Kiosk struct {
 	// 8-10000.
 	MaxConnections int `yaml:"max_connections"`
 	// DisplayName is this machine's name on every kiosk screen, as the
-	// citizen's e-mail and letter name it (the backend's device name),
-	// e.g. "Stadhuis Kortrijk, automaat 2"; default the device_id. At
-	// most 60 characters, none of them control or invisible.
+	// citizen's e-mail and letter name it (the backend's device name,
+	// copied by hand: nothing in the MQTT contract carries it to the
+	// device), e.g. "Stadhuis Kortrijk, automaat 2"; default the
+	// device_id. At most 60 characters, none of them control or
+	// invisible.
 	DisplayName string `yaml:"display_name"`
 	// CounterHours are the counter's opening hours, shown on the screens
 	// that send a citizen to the counter; optional (without them those

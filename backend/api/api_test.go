@@ -689,7 +689,7 @@ func TestKioskCredentialsAndTokens(t *testing.T) {
 	r = e.do("PATCH", path, admin, map[string]string{"kiosk_pin": "48291637", "badge": "BADGE-1"})
 	require.Equal(t, 200, r.status, string(r.body))
 	assert.NotContains(t, string(r.body), "48291637")
-	r = e.do("PATCH", fmt.Sprintf("/api/v1/users/%d", e.users[auth.RoleAdmin].ID), admin, map[string]string{"kiosk_pin": "48291637"})
+	r = e.do("PATCH", fmt.Sprintf("/api/v1/users/%d", e.users[auth.RoleTechnician].ID), admin, map[string]string{"kiosk_pin": "48291637"})
 	assert.Equal(t, 409, r.status)
 	assert.Equal(t, "kiosk_credential_taken", r.errCode())
 

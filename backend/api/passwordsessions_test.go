@@ -70,9 +70,11 @@ func TestPasswordChangeEndsSessions(t *testing.T) {
 	require.NoError(t, json.Unmarshal(recs[len(recs)-1].Details, &details))
 	assert.Equal(t, map[string]any{"password": "changed", "sessions_ended": float64(1), "api_tokens": "kept"}, details)
 
-	// An admin changing their own password keeps this session, not others.
+	// An admin changing their own password (asked for the current one,
+	// TestOwnCredentialsThroughPatchAskThePassword) keeps this session, not
+	// others.
 	a1, a2 := login("test-admin", "password-of-admin"), login("test-admin", "password-of-admin")
-	r = e.do("PATCH", fmt.Sprintf("/api/v1/users/%d", e.users[auth.RoleAdmin].ID), a1, map[string]any{"password": "the admin's new password"})
+	r = e.do("PATCH", fmt.Sprintf("/api/v1/users/%d", e.users[auth.RoleAdmin].ID), a1, map[string]any{"password": "the admin's new password", "current_password": "password-of-admin"})
 	require.Equal(t, 200, r.status, string(r.body))
 	assert.Equal(t, 200, e.do("GET", "/api/v1/me", a1, nil).status, "the session used keeps working")
 	assert.Equal(t, 401, e.do("GET", "/api/v1/me", a2, nil).status, "the other one ended")

@@ -257,6 +257,9 @@ type updateUserRequest struct {
 	// KeepAPITokens, with password, keeps the user's API tokens (by
 	// default a new password revokes them).
 	KeepAPITokens *bool `json:"keep_api_tokens"`
+	// CurrentPassword is the caller's password, asked again (step-up)
+	// when the caller sets their own password, staff PIN or badge.
+	CurrentPassword *string `json:"current_password"`
 }
 
 func (s *Server) handleUpdateUser(w http.ResponseWriter, r *http.Request) error {
@@ -277,6 +280,9 @@ func (s *Server) handleUpdateUser(w http.ResponseWriter, r *http.Request) error 
 	}
 	if req.Disabled != nil && *req.Disabled && id == p.ID {
 		return errorf(http.StatusConflict, "cannot_disable_self", "you cannot disable your own account")
+	}
+	if err := s.ownCredentialsStepUp(w, r, p, id, req); err != nil {
+		return err
 	}
 	if _, err := s.auth.GetUser(r.Context(), id); err != nil {
 		return err
@@ -330,6 +336,49 @@ func (s *Server) handleUpdateUser(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	writeJSON(w, http.StatusOK, u)
+	return nil
+}
+
+// ownCredentialsStepUp applies to an admin's own account the rule of
+// POST /api/v1/me/password and /me/kiosk-pin: setting one's own password,
+// staff PIN or badge needs a session (403 session_required for an API
+// token: automation holds no password and gains no credential) and the
+// current password, checked again (400 missing_field without it; the
+// step-up: 403 wrong_password counted on the session, the third 401
+// session_ended). Without it whoever held an admin's session or API token
+// set the admin's password (ending the real admin's other sessions) or a
+// staff PIN or badge that opens the kiosks as the admin. Another user's
+// account is a reset and needs no password; current_password is refused
+// there (400 invalid_input), and on one's own account without such a
+// field.
+func (s *Server) ownCredentialsStepUp(w http.ResponseWriter, r *http.Request, p auth.Principal, id int64, req updateUserRequest) error {
+	credentials := req.Password != nil || req.KioskPIN != nil || req.Badge != nil
+	if id != p.ID || !credentials {
+		if req.CurrentPassword != nil {
+			return errorf(http.StatusBadRequest, "invalid_input",
+				"current_password is asked only when you set your own password, staff PIN or badge")
+		}
+		return nil
+	}
+	if p.TokenKind != "session" && p.TokenKind != "web" {
+		return errorf(http.StatusForbidden, "session_required",
+			"an API token cannot set its own user's password, staff PIN or badge: log in (POST /api/v1/sessions) and give current_password with the session token")
+	}
+	if req.CurrentPassword == nil || *req.CurrentPassword == "" {
+		return errorf(http.StatusBadRequest, "missing_field",
+			"current_password is required: setting your own password, staff PIN or badge needs your password again (or use POST /api/v1/me/password, /api/v1/me/kiosk-pin)")
+	}
+	purpose := "badge"
+	switch {
+	case req.Password != nil:
+		purpose = "password"
+	case req.KioskPIN != nil:
+		purpose = "kiosk_pin"
+	}
+	if err := s.kioskPINs().checkPassword(r.Context(), p, *req.CurrentPassword, auth.ClientSource(r, s.trusted), s.clock(), "api", purpose); err != nil {
+		setRetryAfter(w, err)
+		return err
+	}
 	return nil
 }
 

@@ -40,12 +40,12 @@ func (w *Web) kioskPINs() api.KioskPINs {
 }
 
 func (w *Web) ownPINForm(rw http.ResponseWriter, q *req) error {
-	w.showPINForm(rw, q, http.StatusOK, kioskPINData{Own: true, Username: q.sess.User.Username, Action: Prefix + "account/kiosk-pin"})
+	w.showPINForm(rw, q, http.StatusOK, kioskPINData{Own: true, Username: q.sess.User.Username, Action: ownPINPath})
 	return nil
 }
 
 func (w *Web) ownPIN(rw http.ResponseWriter, q *req) error {
-	d := kioskPINData{Own: true, Username: q.sess.User.Username, Action: Prefix + "account/kiosk-pin"}
+	d := kioskPINData{Own: true, Username: q.sess.User.Username, Action: ownPINPath}
 	f := q.r.PostForm
 	pin, password := f.Get(fieldPIN), f.Get(fieldPassword)
 	d.Errors = w.checkPINFields(q, pin, f.Get(fieldPINAgain))
@@ -77,10 +77,22 @@ func (w *Web) userOf(q *req) (auth.User, error) {
 	return u, err
 }
 
+// ownPINPath is the form of one's own staff PIN, which asks for the
+// password again. An admin's form for another user's PIN asks none (a
+// reset, as PATCH /api/v1/users/{id}); for the admin's own id it sends
+// to ownPINPath, changing nothing: otherwise whoever sat at an admin's
+// open console set a PIN that opens the kiosks as the admin without the
+// admin's password.
+const ownPINPath = Prefix + "account/kiosk-pin"
+
 func (w *Web) userPINForm(rw http.ResponseWriter, q *req) error {
 	u, err := w.userOf(q)
 	if err != nil {
 		return err
+	}
+	if u.ID == q.sess.User.ID {
+		w.redirect(rw, q.r, ownPINPath, "", 0)
+		return nil
 	}
 	w.showPINForm(rw, q, http.StatusOK, kioskPINData{Username: u.Username, Action: q.r.URL.Path})
 	return nil
@@ -90,6 +102,10 @@ func (w *Web) userPIN(rw http.ResponseWriter, q *req) error {
 	u, err := w.userOf(q)
 	if err != nil {
 		return err
+	}
+	if u.ID == q.sess.User.ID {
+		w.redirect(rw, q.r, ownPINPath, "", 0)
+		return nil
 	}
 	d := kioskPINData{Username: u.Username, Action: q.r.URL.Path}
 	pin := q.r.PostForm.Get(fieldPIN)

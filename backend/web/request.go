@@ -399,7 +399,11 @@ func (w *Web) pinNotices(q *req) []pinNotice {
 		} else if count > 0 {
 			n := pinNotice{Text: q.t.F("notice.pins_short_admin", "count", count, "n", auth.MinKioskPINDigits)}
 			for _, u := range users {
-				n.Users = append(n.Users, pinHolder{Name: u.Username, Href: Prefix + "users/" + strconv.FormatInt(u.ID, 10) + "/kiosk-pin"})
+				href := Prefix + "users/" + strconv.FormatInt(u.ID, 10) + "/kiosk-pin"
+				if u.ID == q.sess.User.ID {
+					href = ownPINPath // the admin's own: the password asked
+				}
+				n.Users = append(n.Users, pinHolder{Name: u.Username, Href: href})
 			}
 			if more := count - len(users); more > 0 {
 				n.More = q.t.F("notice.pins_short_more", "count", more)

@@ -1,12 +1,15 @@
 package browsertest
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 )
 
@@ -66,25 +69,66 @@ type axeResult struct {
 	} `json:"passes"`
 }
 
+// axeSource is AxeSource read once per test binary.
+var axeSource = sync.OnceValues(AxeSource)
+
+// axeRun is the WCAG 2.1 A/AA run of axe-core on the whole document.
+var axeRun = `axe.run(document, {runOnly: {type: "tag", values: ["` + strings.Join(WCAG21AA, `","`) +
+	`"]}, resultTypes: ["violations"]})`
+
 // Axe runs axe-core's WCAG 2.1 A and AA rules on the tab's current page and
 // returns the violations, and how many rules passed (a page axe could not
 // check at all passes none).
+//
+// Every call is a full axe.run on the page as it is now; only loading
+// axe-core is shared. The first call in a tab registers axe-core to be
+// evaluated in every new document of the tab before the page's own
+// scripts (Page.addScriptToEvaluateOnNewDocument), so each later page
+// has it from the start: compiling the ~550 KB script is cheap there
+// (the renderer's compilation cache), where sending and evaluating it
+// with each check cost more than the check itself. A page without it
+// (the tab's first, or one opened before) gets it loaded and run in
+// one evaluation, so a page that reloads in between (a kiosk going back
+// to its start screen) cannot lose it ("axe is not defined").
 func (tab *Tab) Axe() (violations []Violation, passed int, err error) {
-	src, err := AxeSource()
+	src, err := axeSource()
 	if err != nil {
 		return nil, 0, err
 	}
-	// Loaded and run in one evaluation: a page that reloads in between
-	// (a kiosk going back to its start screen) would otherwise have lost
-	// the script ("axe is not defined").
-	tags := `["` + strings.Join(WCAG21AA, `","`) + `"]`
-	res, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[axeResult](
-		src+"\n;axe.run(document, {runOnly: {type: \"tag\", values: "+tags+"}, resultTypes: [\"violations\"]})",
+	if err := tab.preloadAxe(src); err != nil {
+		return nil, 0, err
+	}
+	res, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[*axeResult](
+		`typeof axe === "object" && axe !== null && axe.version === "`+AxeVersion+`" ? `+axeRun+` : null`,
 		chromedp.EvalAwaitPromise))
+	if err == nil && res == nil {
+		res, err = chromedp.Run(tab.Ctx, chromedp.Evaluate[*axeResult](src+"\n;"+axeRun, chromedp.EvalAwaitPromise))
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("browsertest: load and run axe-core: %w", err)
 	}
+	if res == nil {
+		return nil, 0, errors.New("browsertest: axe-core returned nothing")
+	}
 	return res.Violations, len(res.Passes), nil
+}
+
+// preloadAxe has axe-core evaluated in every new document of the tab,
+// once per tab.
+func (tab *Tab) preloadAxe(src string) error {
+	// Not tab.mu: the tab's event listener takes that one while the
+	// command waits for its answer.
+	tab.axeMu.Lock()
+	defer tab.axeMu.Unlock()
+	if tab.axePreloaded {
+		return nil
+	}
+	if _, err := chromedp.Call(tab.Ctx, page.AddScriptToEvaluateOnNewDocument,
+		page.AddScriptToEvaluateOnNewDocumentParams{Source: src}); err != nil {
+		return fmt.Errorf("browsertest: preload axe-core: %w", err)
+	}
+	tab.axePreloaded = true
+	return nil
 }
 
 // CheckAxe fails t with every WCAG 2.1 A/AA violation axe-core finds on the

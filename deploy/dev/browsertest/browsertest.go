@@ -219,9 +219,11 @@ type Tab struct {
 	// Ctx is the chromedp context of the tab.
 	Ctx context.Context
 
-	step       time.Duration
-	mu         sync.Mutex
-	exceptions []string
+	step         time.Duration
+	mu           sync.Mutex
+	exceptions   []string
+	axeMu        sync.Mutex
+	axePreloaded bool // axe-core is evaluated in every new document (Axe)
 }
 
 // NewTab opens a tab of width×height CSS pixels, closed when t ends. Uncaught

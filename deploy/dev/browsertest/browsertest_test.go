@@ -80,6 +80,88 @@ func TestAxeFindsViolationsAndPassesACleanPage(t *testing.T) {
 	tab.CheckAxe(t, "clean page")
 }
 
+// errT records Errorf and Fatalf messages instead of failing the test.
+type errT struct {
+	testing.TB
+	msgs []string
+}
+
+func (f *errT) Helper()                        {}
+func (f *errT) Errorf(format string, a ...any) { f.msgs = append(f.msgs, fmt.Sprintf(format, a...)) }
+func (f *errT) Fatalf(format string, a ...any) {
+	f.msgs = append(f.msgs, "fatal: "+fmt.Sprintf(format, a...))
+}
+
+// checkFails runs CheckAxe on the tab's page and wants it to fail the test
+// with each of the rules in want, and with nothing else.
+func checkFails(t *testing.T, tab *Tab, name string, want ...string) {
+	t.Helper()
+	ft := &errT{TB: t}
+	tab.CheckAxe(ft, name)
+	if len(ft.msgs) != len(want) {
+		t.Fatalf("%s: CheckAxe reported %q; want exactly the rules %v", name, ft.msgs, want)
+	}
+	for _, id := range want {
+		found := false
+		for _, m := range ft.msgs {
+			found = found || strings.HasPrefix(m, name+": axe: "+id+" ")
+		}
+		if !found {
+			t.Errorf("%s: CheckAxe reported %q; want a failure for %s", name, ft.msgs, id)
+		}
+	}
+}
+
+// axe-core is loaded into each page of a tab once, before the page's
+// scripts, after the tab's first check; every check still runs the whole
+// of axe on the page as it is then, and a violation fails the test: on a
+// page that came with axe-core, on one whose DOM changed after a clean
+// check, and on one that lost it (loaded again).
+func TestCheckAxeFailsOnAViolationInEveryPageOfATab(t *testing.T) {
+	base := serve(t)
+	b := New(t, Options{})
+	tab := b.NewTab(t, 800, 480)
+	hasAxe := func() bool {
+		t.Helper()
+		v, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[bool](`typeof axe === "object" && axe.version === "`+AxeVersion+`"`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+
+	tab.Do(t, chromedp.Navigate(base+"/clean"))
+	if hasAxe() {
+		t.Fatal("axe-core in the tab's page before its first check")
+	}
+	tab.CheckAxe(t, "clean page")
+
+	tab.Do(t, chromedp.Navigate(base+"/broken"))
+	if !hasAxe() {
+		t.Fatal("a page opened after the tab's first check came without axe-core")
+	}
+	checkFails(t, tab, "broken page", "html-has-lang", "image-alt")
+
+	// The same page, clean, then an image without alternative text added.
+	tab.Do(t, chromedp.Navigate(base+"/clean"))
+	tab.CheckAxe(t, "clean page again")
+	tab.Do(t, chromedp.Evaluate[chromedp.Void](`document.querySelector("main").appendChild(document.createElement("img")).src = "/x.png"`))
+	checkFails(t, tab, "clean page with an image added", "image-alt")
+
+	// A page that lost axe-core gets it again.
+	tab.Do(t, chromedp.Navigate(base+"/broken"))
+	tab.Do(t, chromedp.Evaluate[chromedp.Void](`delete window.axe`))
+	if hasAxe() {
+		t.Fatal("axe-core still there after delete")
+	}
+	checkFails(t, tab, "broken page without axe-core", "html-has-lang", "image-alt")
+
+	// Another tab of the same browser starts without it.
+	other := b.NewTab(t, 800, 480)
+	other.Do(t, chromedp.Navigate(base+"/broken"))
+	checkFails(t, other, "broken page in a new tab", "html-has-lang", "image-alt")
+}
+
 func TestKeysReachThePageWithoutFocusAndClicksWork(t *testing.T) {
 	base := serve(t)
 	b := New(t, Options{})

@@ -15,7 +15,10 @@
 // It opens a tab per scenario with [Browser.NewTab], drives it with
 // chromedp actions (real clicks and key presses), and calls [Tab.CheckAxe]
 // and [Tab.Screenshot] on every screen it
-// reaches. Screenshots are test artifacts under var/screenshots/ at the top
+// reaches. Each check is a full axe-core run on the page as it is then;
+// after a tab's first check, axe-core is loaded into each new page of the
+// tab before the page's scripts, instead of being sent with every check
+// (which cost more than the check). Screenshots are test artifacts under var/screenshots/ at the top
 // of the repository, where a person can look at them after the run.
 //
 // The browser runs with the flags this kind of machine needs: no sandbox

@@ -7,11 +7,14 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/auth"
+	"kluis/backend/server"
 	"kluis/backend/web"
+	"kluis/controller/wire"
 	"kluis/deploy/dev/browsertest"
 )
 
@@ -133,5 +136,65 @@ func TestCounterWalkThroughInBrowser(t *testing.T) {
 		tablet.WaitFor(t, `!!document.querySelector("#h-results")`, 20*time.Second)
 		assert.Contains(t, tablet.Text(t, "#h-results + .table-wrap"), number, lang)
 		tablet.Screenshot(t, "counterux/search-tablet-"+lang)
+	}
+}
+
+// A document registered when no device could take it (here: the locker
+// offline, the automaton never connected) is registered without a
+// compartment. On a 768 px tablet, in Dutch and in French: the notice
+// after the form reads as a warning (orange, not the green of a success),
+// and the documents page lists the document under "No compartment yet"
+// with a link to it, so that it is not forgotten until someone searches
+// for it; reserved once the locker is back, it leaves the list.
+func TestRegisteredWithoutCompartmentStaysInSightInBrowser(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e := newEnv(t, server.Options{})
+	b := browsertest.New(t, browsertest.Options{})
+	tab := b.NewTab(t, 768, 1024)
+	base := e.b.URL("")
+	login(t, tab, base, e.users[auth.RoleStaff], password(auth.RoleStaff))
+	for i, lang := range []string{"nl", "fr"} {
+		e.goOffline()
+		tab.Do(t, chromedp.Navigate(base+"/staff/documents/new?lang="+lang))
+		tab.WaitFor(t, `document.activeElement && document.activeElement.id === "f-number"`, 20*time.Second)
+		number := fmt.Sprintf("591-4440%d00-1%d", i, i)
+		// Typed, the contact chosen with the arrow keys.
+		tab.Do(t, chromedp.KeyEvent(number+"\rLies\tDe Smet\t2\t5\t1966\t\t"+kb.ArrowDown+kb.ArrowDown),
+			chromedp.Click(chromedp.CSS(`form button[type=submit].primary`)))
+		// Complete: the stylesheet applied.
+		tab.WaitFor(t, `location.pathname.startsWith("/staff/documents/") && !!document.querySelector(".notice") && document.readyState === "complete"`, 20*time.Second)
+		id := strings.TrimPrefix(evalString(t, tab, `location.pathname`), "/staff/documents/")
+		require.Equal(t, "registered", e.document(id)["state"], lang)
+		assert.Equal(t, web.Text(lang, "notice.no_online_device"), tab.Text(t, ".notice"), lang)
+		assert.Equal(t, "rgb(138, 75, 0)", evalString(t, tab, `getComputedStyle(document.querySelector(".notice")).borderLeftColor`),
+			"%s: a registration without a compartment is not drawn as a success", lang)
+		tab.CheckAxe(t, "registered without a compartment "+lang)
+		tab.Screenshot(t, "counterux/registered-no-compartment-"+lang)
+
+		// Later: the documents page lists it, linked.
+		tab.Do(t, chromedp.Click(chromedp.CSS(`nav.main-nav a[href="/staff/documents"]`)))
+		tab.WaitFor(t, `location.pathname === "/staff/documents" && !!document.querySelector("#h-unplaced")`, 20*time.Second)
+		assert.Equal(t, web.Text(lang, "documents.unplaced"), tab.Text(t, "#h-unplaced"), lang)
+		assert.Equal(t, 1, evalInt(t, tab, `document.querySelectorAll('section[aria-labelledby="h-unplaced"] tbody tr').length`), lang)
+		assert.Contains(t, tab.Text(t, `section[aria-labelledby="h-unplaced"] tbody`), number, lang)
+		assert.Contains(t, tab.Text(t, `section[aria-labelledby="h-unplaced"] tbody`), web.Text(lang, "document.nowhere"), lang)
+		noSideScroll(t, tab, "documents with one unplaced "+lang)
+		tab.CheckAxe(t, "documents with one unplaced "+lang)
+		tab.Screenshot(t, "counterux/documents-unplaced-"+lang)
+		tab.Do(t, chromedp.Click(chromedp.CSS(`section[aria-labelledby="h-unplaced"] tbody a`)))
+		tab.WaitFor(t, `location.pathname === "/staff/documents/`+id+`" && !!document.querySelector("#a-device")`, 20*time.Second)
+
+		// The locker is back: reserved, it leaves the list.
+		e.dev.publish(wire.KindPresence, &wire.Presence{V: 1, State: wire.Online, Software: "kluisd 1.4.2"})
+		e.dev.heartbeat(nil)
+		e.waitPresence(wire.Online)
+		tab.Do(t, chromedp.Click(chromedp.CSS(`form[action$="/reserve"] button.primary`)))
+		tab.WaitFor(t, `!!document.querySelector(".notice") && !!document.querySelector("#a-unreserve")`, 20*time.Second)
+		assert.Equal(t, "reserved", e.document(id)["state"], lang)
+		assert.Equal(t, "", evalString(t, tab, `document.querySelector(".notice").className.replace("notice", "").trim()`), "%s: a success is a success", lang)
+		tab.Do(t, chromedp.Navigate(base+"/staff/documents?lang="+lang))
+		tab.WaitFor(t, `document.readyState === "complete" && !!document.querySelector("#h-reserved")`, 20*time.Second)
+		assert.Zero(t, evalInt(t, tab, `document.querySelectorAll("#h-unplaced").length`), "%s: nothing waits for a compartment", lang)
+		assert.Contains(t, tab.Text(t, `section[aria-labelledby="h-reserved"]`), number, lang)
 	}
 }

@@ -43,6 +43,10 @@ type documentsData struct {
 	Soon     []docRow
 	Expired  []docRow
 	Reserved []docRow
+	// Unplaced are registered documents without a compartment (none was
+	// free or fit when they were registered, or it was given back): they
+	// wait for staff to reserve one, listed so that none is forgotten.
+	Unplaced []docRow
 	SoonDays int
 	// Undelivered are the messages to holders that failed (waiting for a
 	// retry, or given up: the counter hands over a slip or new codes).
@@ -96,6 +100,9 @@ func (w *Web) documents(rw http.ResponseWriter, q *req) error {
 		return err
 	}
 	if d.Reserved, _, err = list(store.DocumentFilter{State: lifecycle.Reserved, Limit: 100}); err != nil {
+		return err
+	}
+	if d.Unplaced, _, err = list(store.DocumentFilter{State: lifecycle.Registered, Limit: 100}); err != nil {
 		return err
 	}
 	if d.Undelivered, err = notify.ListUndelivered(ctx, w.o.Pool, 100); err != nil {

@@ -53,6 +53,10 @@ type req struct {
 	// slipOnly: the page's document has no e-mail or phone, so new codes
 	// reach its holder only on a printed slip ("notice.reissued_slip").
 	slipOnly bool
+	// noticeWarn: the notice shown says something is left to do (a
+	// document registered without a compartment): drawn as a warning,
+	// not as the green of a success.
+	noticeWarn bool
 	// cancelAsked: a cancel was sent without its confirmation; the
 	// document's page asks, keeping the reason typed (cancelReason).
 	cancelAsked  bool
@@ -303,6 +307,8 @@ type layout struct {
 	Nav      []navItem
 	Langs    []langLink
 	Notice   string
+	// NoticeWarn draws the notice as a warning (warnNotices).
+	NoticeWarn bool
 	// PINNotices ask for staff PINs of 8 digits: the signed-in person's
 	// own, and for an admin everyone's (pinNotices).
 	PINNotices []pinNotice
@@ -344,6 +350,7 @@ func (w *Web) render(rw http.ResponseWriter, q *req, status int, name, title str
 		l.PINNotices = w.pinNotices(q)
 	}
 	l.Notice = q.notice(rw)
+	l.NoticeWarn = q.noticeWarn
 	for _, code := range Languages {
 		v := q.r.URL.Query()
 		v.Set("lang", code)
@@ -440,6 +447,11 @@ var notices = map[string]bool{
 	"notice.alarm_acked": true, "notice.alarm_already_acked": true,
 }
 
+// warnNotices are the notices of a form that did only part of what was
+// asked: the document is registered but has no compartment, which staff
+// must still reserve. They read as a warning, not as a success.
+var warnNotices = map[string]bool{"notice.no_compartment": true, "notice.no_online_device": true}
+
 // notice is the text of the notice a redirect left for this page, and
 // removes it: the notice is shown once, by the page the redirect went to,
 // not again on a reload, through the back button or from a bookmark (it
@@ -458,6 +470,7 @@ func (q *req) notice(rw http.ResponseWriter) string {
 	if !notices[k] {
 		return ""
 	}
+	q.noticeWarn = warnNotices[k]
 	if q.where != "" && (k == "notice.registered" || k == "notice.reserved") {
 		return q.t.F(k+"_in", "where", q.where)
 	}

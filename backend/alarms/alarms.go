@@ -170,8 +170,11 @@ var ackSQL = `SELECT k.actor, coalesce(u.username, ''), k.acked_at, k.note
 	` + ackJoin + `
 	WHERE k.actor IS NOT NULL`
 
-// clearableKinds is $3 of ackJoin.
-func clearableKinds() []string {
+// ClearableKinds are the kinds the device clears, sorted (backend/devicelink's
+// retention keeps their history since the last clearing while one is open:
+// an earlier raise's acknowledgement counts for them, ackJoin).
+// It is $3 of ackJoin.
+func ClearableKinds() []string {
 	out := make([]string, 0, len(clearable))
 	for k := range clearable {
 		out = append(out, string(k))
@@ -224,7 +227,7 @@ func openWith(ctx context.Context, db store.DB, now time.Time, query string, dev
 
 // open is openWith on db as it is.
 func open(ctx context.Context, db store.DB, now time.Time, query string, devices any) (map[string][]Alarm, error) {
-	rows, err := db.Query(ctx, query, now.Add(-Window), devices, clearableKinds(), now.Add(-OneShot))
+	rows, err := db.Query(ctx, query, now.Add(-Window), devices, ClearableKinds(), now.Add(-OneShot))
 	if err != nil {
 		return nil, fmt.Errorf("alarms: open: %w", err)
 	}
@@ -361,7 +364,7 @@ func Acknowledge(ctx context.Context, pool *pgxpool.Pool, r AckRequest) (AckResu
 		// alarm (no clearing since). Nothing is written.
 		ack := Ack{}
 		readAck := func() error {
-			return tx.QueryRow(ctx, ackSQL, r.ID, r.Device, clearableKinds()).Scan(&ack.Actor, &ack.By, &ack.At, &ack.Note)
+			return tx.QueryRow(ctx, ackSQL, r.ID, r.Device, ClearableKinds()).Scan(&ack.Actor, &ack.By, &ack.At, &ack.Note)
 		}
 		err = readAck()
 		switch {

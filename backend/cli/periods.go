@@ -6,6 +6,9 @@ import (
 	"strings"
 	"time"
 
+	"kluis/backend/alarms"
+	"kluis/backend/devicelink"
+	"kluis/backend/server"
 	"kluis/backend/service"
 	"kluis/backend/store"
 )
@@ -77,6 +80,34 @@ func parseRetention(s string) (time.Duration, error) {
 	}
 	if d <= 0 {
 		return 0, fmt.Errorf("-retention %q: must be positive", s)
+	}
+	return d, nil
+}
+
+// parseDeviceRetention parses the -device-retention flag: whole days
+// ("400d") or a Go duration, at least devicelink.MinRetention; 0 (or
+// "0d") keeps device events and commands for ever (server.Disabled).
+func parseDeviceRetention(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	var d time.Duration
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n < 0 || n > 100*366 {
+			return 0, fmt.Errorf("-device-retention %q: want whole days such as 400d or a Go duration such as 9600h", s)
+		}
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, fmt.Errorf("-device-retention %q: want whole days such as 400d or a Go duration such as 9600h", s)
+		}
+	}
+	switch {
+	case d == 0:
+		return server.Disabled, nil
+	case d < devicelink.MinRetention:
+		return 0, fmt.Errorf("-device-retention %q: must be at least %dd (the open alarms are read from the last %d days), or 0 to keep them for ever",
+			s, devicelink.MinRetention/(24*time.Hour), alarms.Window/(24*time.Hour))
 	}
 	return d, nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"kluis/backend/server"
 	"kluis/backend/store"
 )
 
@@ -55,6 +56,21 @@ func TestParseRetention(t *testing.T) {
 	}
 }
 
+func TestParseDeviceRetention(t *testing.T) {
+	for in, want := range map[string]time.Duration{"400d": 400 * 24 * time.Hour, " 31d ": 31 * 24 * time.Hour,
+		"9600h": 9600 * time.Hour, "0": server.Disabled, "0d": server.Disabled} {
+		d, err := parseDeviceRetention(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, d, in)
+	}
+	for _, in := range []string{"", "400", "forever", "-400d", "4.5d", "30d", "720h", "1s", "-1h"} {
+		_, err := parseDeviceRetention(in)
+		require.ErrorContains(t, err, "-device-retention", in)
+	}
+	_, err := parseDeviceRetention("30d")
+	require.ErrorContains(t, err, `-device-retention "30d": must be at least 31d (the open alarms are read from the last 30 days), or 0 to keep them for ever`)
+}
+
 // Bad values stop serve before it touches the database, from the flag or
 // the environment, with the entry named.
 func TestServeRefusesBadPeriods(t *testing.T) {
@@ -67,6 +83,8 @@ func TestServeRefusesBadPeriods(t *testing.T) {
 		{[]string{"serve"}, map[string]string{"KLUIS_PICKUP_PERIOD": "eid=abc"}, `-pickup-period entry "eid=abc"`},
 		{[]string{"serve", "-retention", "soon"}, nil, `-retention "soon"`},
 		{[]string{"serve"}, map[string]string{"KLUIS_RETENTION": "-48h"}, `-retention "-48h": must be positive`},
+		{[]string{"serve", "-device-retention", "7d"}, nil, `-device-retention "7d": must be at least 31d`},
+		{[]string{"serve"}, map[string]string{"KLUIS_DEVICE_RETENTION": "a year"}, `-device-retention "a year": want whole days`},
 	} {
 		vars := map[string]string{"DATABASE_URL": "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=1"}
 		for k, v := range tc.vars {

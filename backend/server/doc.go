@@ -14,7 +14,9 @@
 //   - the offline-code sync (deviceops.CodeSync), the sweep of accepted but
 //     unfollowed verifications (deviceops.Followup);
 //   - housekeeping (expiry and retention purge, backend/service), the
-//     reminder loop (notify.Reminders), the pruning of idempotency keys;
+//     reminder loop (notify.Reminders), the pruning of idempotency keys,
+//     the device retention (devicelink.Pruner: device events and commands
+//     past Options.DeviceRetention; the audit trail is never pruned);
 //   - the audit chainer (audit.Chainer), which moves committed audit
 //     records into the hash chain shortly after their commit, and the
 //     audit-chain watcher (audit.Watcher), checked once before serving.

@@ -2,31 +2,44 @@ package server_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
+	"kluis/backend/devicelink"
 	"kluis/backend/server"
 	"kluis/deploy/dev/testenv"
 )
+
+// stoppedBackend starts and stops a backend (its database migrated and
+// bootstrapped) and connects to its database, for rows a test leaves
+// before the next start.
+func stoppedBackend(t *testing.T) (*backend, *pgx.Conn) {
+	t.Helper()
+	first := startBackend(t, server.Options{})
+	first.Stop()
+	db, err := pgx.Connect(context.Background(), first.Options.DatabaseURL)
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close(context.Background()) })
+	return first, db
+}
 
 // The hourly jobs (the pruning of idempotency keys, and of the staff
 // console's sessions that are long over) make their first pass as the
 // backend starts: old rows left by an earlier run are gone soon after a
 // start, the recent ones stay.
 func TestHourlyPrunesRunAtStart(t *testing.T) {
-	first := startBackend(t, server.Options{})
-	first.Stop()
 	ctx := context.Background()
-	db, err := pgx.Connect(ctx, first.Options.DatabaseURL)
-	require.NoError(t, err)
-	defer db.Close(ctx)
+	first, db := stoppedBackend(t)
 	var admin int64
 	require.NoError(t, db.QueryRow(ctx, `SELECT id FROM auth_users WHERE username = $1`, server.DefaultAdminUser).Scan(&admin))
 	now := time.Now()
-	_, err = db.Exec(ctx, `INSERT INTO api_idempotency (user_id, key, request_hash, created_at) VALUES
+	_, err := db.Exec(ctx, `INSERT INTO api_idempotency (user_id, key, request_hash, created_at) VALUES
 		($1, 'old', '\x00', $2), ($1, 'recent', '\x00', $3)`, admin, now.Add(-49*time.Hour), now.Add(-time.Minute))
 	require.NoError(t, err)
 	_, err = db.Exec(ctx, `INSERT INTO auth_web_sessions (token_hash, user_id, csrf_token, created_at, last_seen_at, expires_at) VALUES
@@ -56,4 +69,52 @@ func TestHourlyPrunesRunAtStart(t *testing.T) {
 	keys, sessions = left()
 	require.Equal(t, []string{"recent"}, keys)
 	require.Equal(t, []string{"live"}, sessions)
+}
+
+// The device retention prunes as the backend starts: device events
+// received and commands expired before the retention go, an old alarm
+// that is still a device's latest stays, and the audit trail's chain
+// still verifies (GET /api/v1/audit/verify, kluisctl audit verify);
+// kluis_device_history_pruned_total counts the rows.
+func TestDeviceRetentionPrunesAtStart(t *testing.T) {
+	ctx := context.Background()
+	first, db := stoppedBackend(t)
+	old := time.Now().Add(-devicelink.DefaultRetention - 24*time.Hour)
+	_, err := db.Exec(ctx, `INSERT INTO device_events (event_id, device_id, kind, at, received_at, outcome, payload) VALUES
+		('door-old', 'd1', 'door_opened', $1, $1, 'applied', '{"v":1,"id":"door-old","kind":"door_opened"}'),
+		('alarm-old', 'd1', 'alarm', $1, $1, 'applied', '{"v":1,"id":"alarm-old","kind":"alarm","alarm":"forced_door","addr":{"board":0,"channel":1}}'),
+		('door-new', 'd1', 'door_opened', now(), now(), 'applied', '{"v":1,"id":"door-new","kind":"door_opened"}')`, old)
+	require.NoError(t, err)
+	_, err = db.Exec(ctx, `INSERT INTO device_commands (command_id, device_id, kind, issued_at, expires_at, payload) VALUES
+		('cmd-old', 'd1', 'open', $1, $1, '{}'), ('cmd-new', 'd1', 'open', now(), now(), '{}')`, old)
+	require.NoError(t, err)
+	left := func() []string {
+		rows, err := db.Query(ctx, `SELECT event_id FROM device_events UNION ALL SELECT command_id FROM device_commands ORDER BY 1`)
+		require.NoError(t, err)
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		return ids
+	}
+	require.Equal(t, []string{"alarm-old", "cmd-new", "cmd-old", "door-new", "door-old"}, left())
+
+	reg := prometheus.NewRegistry()
+	b := startBackend(t, server.Options{DatabaseURL: first.Options.DatabaseURL, Keys: first.Options.Keys, Registry: reg})
+	testenv.Eventually(t, "the old device event and command pruned at the start", func() bool { return len(left()) == 3 })
+	require.Equal(t, []string{"alarm-old", "cmd-new", "door-new"}, left())
+	testenv.Eventually(t, "the pruned rows counted", func() bool {
+		return testutil.CollectAndCount(reg, "kluis_device_history_pruned_total") == 2 &&
+			testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP kluis_device_history_pruned_total Rows deleted by the device retention (-device-retention), by table (device_events, device_commands).
+# TYPE kluis_device_history_pruned_total counter
+kluis_device_history_pruned_total{table="device_commands"} 1
+kluis_device_history_pruned_total{table="device_events"} 1
+`), "kluis_device_history_pruned_total") == nil
+	})
+	var rep struct {
+		OK      bool  `json:"ok"`
+		Records int64 `json:"records"`
+	}
+	require.NoError(t, b.Call(ctx, "GET", "/api/v1/audit/verify", nil, &rep))
+	require.True(t, rep.OK)
+	require.Positive(t, rep.Records)
 }

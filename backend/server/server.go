@@ -142,6 +142,11 @@ type Options struct {
 	// Retention is how long personal data of finished documents is kept;
 	// default service.DefaultRetention.
 	Retention time.Duration
+	// DeviceRetention is how long device events and commands are kept
+	// (devicelink.Pruner, every hour on every replica); default
+	// devicelink.DefaultRetention, at least devicelink.MinRetention;
+	// Disabled: kept for ever.
+	DeviceRetention time.Duration
 
 	// OpenTimeout is how long a remote open waits for the device; default
 	// DefaultOpenTimeout.
@@ -242,10 +247,13 @@ func New(o Options) (*Server, error) {
 		}
 	}
 	for name, d := range map[string]time.Duration{"rearm-unfollowed window": o.RearmUnfollowed, "audit interval": o.AuditEvery,
-		"code sync interval": o.CodeSyncEvery, "housekeeping interval": o.HousekeepEvery} {
+		"code sync interval": o.CodeSyncEvery, "housekeeping interval": o.HousekeepEvery, "device retention": o.DeviceRetention} {
 		if d < 0 && d != Disabled {
 			return nil, fmt.Errorf("server: %s %s is negative (Disabled turns it off)", name, d)
 		}
+	}
+	if o.DeviceRetention > 0 && o.DeviceRetention < devicelink.MinRetention {
+		return nil, fmt.Errorf("server: %w: %s", devicelink.ErrRetention, o.DeviceRetention)
 	}
 	def := func(p *string, v string) {
 		if *p == "" {
@@ -275,6 +283,7 @@ func New(o Options) (*Server, error) {
 	durDef(&o.AuditEvery, DefaultAuditEvery)
 	durDef(&o.CodeSyncEvery, DefaultCodeSyncEvery)
 	durDef(&o.HousekeepEvery, DefaultHousekeepEvery)
+	durDef(&o.DeviceRetention, devicelink.DefaultRetention)
 	if o.Console == nil {
 		o.Console = os.Stderr
 	}
@@ -394,6 +403,18 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		})
 	}})
+	// Device events and commands past their retention; the audit trail
+	// is never pruned.
+	if o.DeviceRetention != Disabled {
+		pruner, err := devicelink.NewPruner(devicelink.PrunerOptions{Pool: st.Pool(), Retention: o.DeviceRetention,
+			Clock: o.Clock, Logger: log, Registerer: o.Registry})
+		if err != nil {
+			return err
+		}
+		w.parts = append(w.parts, part{"device-retention", func(ctx context.Context) error {
+			return pruner.Run(ctx, devicelink.DefaultPruneEvery)
+		}})
+	}
 	// Login-limit rows (the password logins' and the kiosks') are pruned
 	// by every login, the kiosks' lookup misses by every miss; this prunes
 	// them when none comes, at the housekeeping interval.

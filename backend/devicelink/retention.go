@@ -1,0 +1,223 @@
+package devicelink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"kluis/backend/alarms"
+	"kluis/backend/internal/periodic"
+)
+
+// Retention of device events and commands (Pruner).
+const (
+	// DefaultRetention is how long device events and commands are kept
+	// by default: 400 days, a year and its season.
+	DefaultRetention = 400 * 24 * time.Hour
+	// MinRetention is the shortest retention a Pruner accepts: longer
+	// than the window in which alarms are read as open (alarms.Window).
+	MinRetention = alarms.Window + 24*time.Hour
+	// DefaultPruneEvery is how often the backend prunes.
+	DefaultPruneEvery = time.Hour
+	// DefaultPruneBatch is how many rows one statement examines (events)
+	// or deletes (commands) at most: each is a short transaction of its
+	// own, so the prune never holds long locks.
+	DefaultPruneBatch = 1000
+)
+
+// PrunerOptions configure a Pruner.
+type PrunerOptions struct {
+	Pool *pgxpool.Pool
+	// Retention is how long events (by received_at, the backend's clock)
+	// and commands (by issued_at and expires_at) are kept; at least
+	// MinRetention; zero: DefaultRetention.
+	Retention time.Duration
+	// Batch is DefaultPruneBatch when zero.
+	Batch int
+	// Clock; default time.Now.
+	Clock func() time.Time
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Registerer receives kluis_device_history_pruned_total{table} and
+	// kluis_device_history_prune_failures_total; nil: not registered.
+	Registerer prometheus.Registerer
+}
+
+// Pruner deletes the device events and commands older than the
+// retention, in batches of short transactions, oldest first. It never
+// deletes an event alarm_latest references (an open alarm, and the latest
+// alarm or clearing of every device, kind and place), nor, while an
+// alarm of a kind the device clears is open, the events of that kind and
+// place since its last clearing (an earlier raise's acknowledgement
+// counts for the open alarm: backend/alarms). The audit trail is not
+// touched: it is never pruned. Several replicas may prune at once (rows
+// another is deleting are skipped).
+type Pruner struct {
+	pool     *pgxpool.Pool
+	keep     time.Duration
+	batch    int
+	now      func() time.Time
+	log      *slog.Logger
+	pruned   *prometheus.CounterVec
+	failures prometheus.Counter
+}
+
+// ErrRetention: the retention is shorter than MinRetention.
+var ErrRetention = fmt.Errorf("devicelink: the device retention must be at least %s (%d days)", MinRetention, MinRetention/(24*time.Hour))
+
+// NewPruner checks o and returns a Pruner.
+func NewPruner(o PrunerOptions) (*Pruner, error) {
+	if o.Pool == nil {
+		return nil, errors.New("devicelink: pruner without a pool")
+	}
+	if o.Retention == 0 {
+		o.Retention = DefaultRetention
+	}
+	if o.Retention < MinRetention {
+		return nil, fmt.Errorf("%w: %s", ErrRetention, o.Retention)
+	}
+	if o.Batch <= 0 {
+		o.Batch = DefaultPruneBatch
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	p := &Pruner{pool: o.Pool, keep: o.Retention, batch: o.Batch, now: o.Clock, log: o.Logger.With("part", "device-retention"),
+		pruned: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_device_history_pruned_total",
+			Help: "Rows deleted by the device retention (-device-retention), by table (device_events, device_commands)."}, []string{"table"}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "kluis_device_history_prune_failures_total",
+			Help: "Passes of the device retention that failed (the next pass tries again)."})}
+	for _, t := range []string{"device_events", "device_commands"} {
+		p.pruned.WithLabelValues(t)
+	}
+	if o.Registerer != nil {
+		for _, c := range []prometheus.Collector{p.pruned, p.failures} {
+			if err := o.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("devicelink: register pruner metrics: %w", err)
+			}
+		}
+	}
+	return p, nil
+}
+
+// PruneResult is what a pass deleted.
+type PruneResult struct {
+	Events, Commands int
+	// Cutoff: rows older than it were due.
+	Cutoff time.Time
+}
+
+// Run prunes at once and then every interval until ctx ends; it returns
+// ctx's error.
+func (p *Pruner) Run(ctx context.Context, every time.Duration) error {
+	return periodic.Loop{Every: every}.Run(ctx, func(ctx context.Context) {
+		if _, err := p.Pass(ctx); err != nil && ctx.Err() == nil {
+			p.failures.Inc()
+			p.log.Warn("device retention: prune failed", "err", err)
+		}
+	})
+}
+
+// Pass deletes every event and command older than the retention, a batch
+// per transaction, and logs how many it deleted (nothing when none).
+func (p *Pruner) Pass(ctx context.Context) (PruneResult, error) {
+	r := PruneResult{Cutoff: p.now().UTC().Add(-p.keep)}
+	var err error
+	r.Events, err = p.pruneEvents(ctx, r.Cutoff)
+	if err == nil {
+		r.Commands, err = p.pruneCommands(ctx, r.Cutoff)
+	}
+	if r.Events > 0 || r.Commands > 0 {
+		p.log.Info("device retention: pruned", "events", r.Events, "commands", r.Commands,
+			"cutoff", r.Cutoff.Format(time.RFC3339), "retention", p.keep.String())
+	}
+	return r, err
+}
+
+// pruneEventsSQL examines the next $4 events received before $1, after
+// the cursor ($2, $3) in (received_at, event_id) order, and deletes those
+// it may: not referenced by alarm_latest, and not an alarm or clearing of
+// a kind the device clears ($5) whose latest at its place is an alarm
+// (open), unless a clearing came after it (then its acknowledgement no
+// longer counts: backend/alarms' ackJoin). The cascade removes a deleted
+// alarm's acknowledgement (alarm_acks). It answers how many it deleted,
+// how many it examined and the cursor's next value; no row when there
+// was nothing to examine. Rows another replica holds are skipped.
+const pruneEventsSQL = `
+WITH scan AS (
+	SELECT event_id, received_at FROM device_events
+	WHERE received_at < $1 AND (received_at, event_id) > ($2, $3)
+	ORDER BY received_at, event_id
+	LIMIT $4
+	FOR UPDATE SKIP LOCKED
+), gone AS (
+	DELETE FROM device_events e USING scan s
+	WHERE e.event_id = s.event_id
+	  AND NOT EXISTS (SELECT 1 FROM alarm_latest x WHERE x.event_id = e.event_id)
+	  AND NOT (e.kind IN ('alarm', 'alarm_cleared') AND coalesce(e.payload->>'alarm', '') = ANY($5::text[])
+	      AND EXISTS (SELECT 1 FROM alarm_latest x
+	          WHERE x.device_id = e.device_id AND x.alarm = coalesce(e.payload->>'alarm', '')
+	            AND x.addr = coalesce(e.payload->'addr', 'null'::jsonb) AND x.board = coalesce(e.payload->'board', 'null'::jsonb)
+	            AND x.kind = 'alarm'
+	            AND NOT EXISTS (SELECT 1 FROM device_events c
+	                WHERE c.device_id = e.device_id AND c.kind = 'alarm_cleared'
+	                  AND coalesce(c.payload->>'alarm', '') = x.alarm AND coalesce(c.payload->'addr', 'null'::jsonb) = x.addr
+	                  AND coalesce(c.payload->'board', 'null'::jsonb) = x.board
+	                  AND (c.at, c.received_at) > (e.at, e.received_at))))
+	RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone), n, received_at, event_id
+FROM (SELECT count(*) OVER () AS n, received_at, event_id FROM scan ORDER BY received_at DESC, event_id DESC LIMIT 1) last`
+
+// pruneEvents runs pruneEventsSQL from the oldest event until it has
+// examined every event received before cutoff.
+func (p *Pruner) pruneEvents(ctx context.Context, cutoff time.Time) (int, error) {
+	total := 0
+	after, afterID := time.Time{}, ""
+	kinds := alarms.ClearableKinds()
+	for {
+		var deleted, examined int
+		err := p.pool.QueryRow(ctx, pruneEventsSQL, cutoff, after, afterID, p.batch, kinds).Scan(&deleted, &examined, &after, &afterID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return total, nil
+		}
+		if err != nil {
+			return total, fmt.Errorf("devicelink: prune device events: %w", err)
+		}
+		total += deleted
+		p.pruned.WithLabelValues("device_events").Add(float64(deleted))
+		if examined < p.batch {
+			return total, nil
+		}
+	}
+}
+
+// pruneCommands deletes the commands issued and expired before cutoff,
+// a batch per statement.
+func (p *Pruner) pruneCommands(ctx context.Context, cutoff time.Time) (int, error) {
+	total := 0
+	for {
+		tag, err := p.pool.Exec(ctx, `WITH doomed AS (
+			SELECT command_id FROM device_commands WHERE issued_at < $1 AND expires_at < $1
+			ORDER BY issued_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+			DELETE FROM device_commands d USING doomed WHERE d.command_id = doomed.command_id`, cutoff, p.batch)
+		if err != nil {
+			return total, fmt.Errorf("devicelink: prune device commands: %w", err)
+		}
+		n := int(tag.RowsAffected())
+		total += n
+		p.pruned.WithLabelValues("device_commands").Add(float64(n))
+		if n < p.batch {
+			return total, nil
+		}
+	}
+}

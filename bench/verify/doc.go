@@ -16,7 +16,11 @@
 // each phase, since in production that check runs on the kiosk's CPU.
 //
 // The process's heap allocations per claim (objects and bytes, from
-// runtime/metrics) are reported beside its CPU per claim.
+// runtime/metrics) are reported beside its CPU per claim, and so are the
+// cores each side kept busy on average (CPU time over the phases' elapsed
+// time): a closed loop's rate is its cores over its CPU per claim, so the
+// ratio to the floor is about the ratio of the cores times the inverse
+// ratio of the CPU per claim (docs/performance.md, "Eleventh pass").
 //
 // The process's CPU per claim is also split by a CPU profile of each Kluis
 // phase, by the goroutines' label (part=backend: the backend and its

@@ -287,6 +287,7 @@ func kluisPhaseName(modes []string, m string) string {
 type cost struct {
 	client, server time.Duration // the bench process (Kluis) or pgbench; the database's backends
 	ops            int64
+	wall           time.Duration            // the phases' elapsed time over which client and server were taken
 	m              backendMetrics           // Kluis: what the backend's batches did
 	parts          map[string]time.Duration // Kluis: the process's CPU by part, sampled (see sampleParts)
 	rtt            []time.Duration          // Kluis: each verification's round trip at the kiosk
@@ -310,7 +311,7 @@ func readHeapCounts() heapCounts {
 	return heapCounts{v[0], v[1], v[2]}
 }
 
-func (r *rig) cost(n int, what string, client, server time.Duration, ops int64) {
+func (r *rig) cost(n int, what string, client, server, wall time.Duration, ops int64) {
 	k := fmt.Sprintf("%d/%s", n, what)
 	c := r.costs[k]
 	if c == nil {
@@ -319,7 +320,27 @@ func (r *rig) cost(n int, what string, client, server time.Duration, ops int64) 
 	}
 	c.client += client
 	c.server += server
+	c.wall += wall
 	c.ops += ops
+}
+
+// coresNote says how many cores each side kept busy on average over its
+// phases (CPU time over elapsed time, the process's less its sampler, as
+// in the CPU per claim). A closed loop's rate is the cores it keeps busy
+// over its CPU per claim, so the ratio to the floor is (Kluis's cores /
+// the floor's) × (the floor's CPU per claim / Kluis's): see "Eleventh
+// pass" in docs/performance.md.
+func coresNote(k, f *cost) string {
+	if k.wall <= 0 || f.wall <= 0 || k.ops == 0 || f.ops == 0 {
+		return ""
+	}
+	cores := func(d, wall time.Duration) float64 { return d.Seconds() / wall.Seconds() }
+	kc, fc := cores(k.client+k.server, k.wall), cores(f.client+f.server, f.wall)
+	perK := float64(k.client+k.server) / float64(k.ops)
+	perF := float64(f.client+f.server) / float64(f.ops)
+	return fmt.Sprintf("; cores kept busy: Kluis %.2f (the process %.2f + PostgreSQL %.2f), floor %.2f (pgbench %.2f + PostgreSQL %.2f): "+
+		"so the ratio is about %.2f (cores) × %.2f (the floor's CPU per claim over Kluis's)",
+		kc, cores(k.client, k.wall), cores(k.server, k.wall), fc, cores(f.client, f.wall), cores(f.server, f.wall), kc/fc, perF/perK)
 }
 
 // costNote says what one claim cost in CPU time on each side.
@@ -345,8 +366,8 @@ func (r *rig) costNote(n int, what string) string {
 		split = fmt.Sprintf(" (sampled: the backend and its broker %s, the simulated devices %s, the runtime and the rest %s)",
 			per(k.parts[partBackend], k.ops), per(k.parts[partDevices], k.ops), per(k.parts[""], k.ops))
 	}
-	return fmt.Sprintf("%d devices, CPU per claim: %s %s in kluis-bench's process (less its PostgreSQL CPU sampler's thread, %s)%s + %s in PostgreSQL%s; floor %s in pgbench + %s in PostgreSQL%s",
-		n, phaseTitle(what), per(k.client, k.ops), per(k.sampler, k.ops), split, per(k.server, k.ops), heap, per(f.client, f.ops), per(f.server, f.ops), batch)
+	return fmt.Sprintf("%d devices, CPU per claim: %s %s in kluis-bench's process (less its PostgreSQL CPU sampler's thread, %s)%s + %s in PostgreSQL%s; floor %s in pgbench + %s in PostgreSQL%s%s",
+		n, phaseTitle(what), per(k.client, k.ops), per(k.sampler, k.ops), split, per(k.server, k.ops), heap, per(f.client, f.ops), per(f.server, f.ops), batch, coresNote(k, f))
 }
 
 // latencyNote says where a verification's time went at the kiosk: its
@@ -885,7 +906,7 @@ func (r *rig) kluisRun(ctx context.Context, n int, o options, what string) (floa
 		_ = pprof.Lookup("allocs").WriteTo(&allocs0, 0)
 	}
 	prof := startSampling()
-	cpu0 := bench.SelfCPU()
+	cpu0, wall0 := bench.SelfCPU(), time.Now()
 	var pg *bench.BackendCPU
 	// The sampler's goroutine carries its own label, so that the profile's
 	// unlabelled part ("the runtime and the rest") leaves it out, as the
@@ -901,7 +922,7 @@ func (r *rig) kluisRun(ctx context.Context, n int, o options, what string) (floa
 	defer func() {
 		server := pg.Stop()
 		heap1 := readHeapCounts()
-		r.cost(n, what, bench.SelfCPU()-cpu0-pg.Own(), server, r.claims.Load()-before)
+		r.cost(n, what, bench.SelfCPU()-cpu0-pg.Own(), server, time.Since(wall0), r.claims.Load()-before)
 		c := r.costs[fmt.Sprintf("%d/%s", n, what)]
 		c.sampler += pg.Own()
 		c.heap.objects += heap1.objects - heap0.objects
@@ -1078,6 +1099,7 @@ func (r *rig) floorPhase(ctx context.Context, n int, o options) (float64, error)
 	}
 	defer endWaits()
 	pg := bench.StartBackendCPU(r.dbName)
+	wall0 := time.Now()
 	var client time.Duration
 	_, wtx, wcpu, err := run(o.warmup)
 	if err != nil {
@@ -1105,7 +1127,7 @@ func (r *rig) floorPhase(ctx context.Context, n int, o options) (float64, error)
 	if err == nil && tx == 0 {
 		err = errors.New("pgbench: no transaction in the measured run")
 	}
-	r.cost(n, "floor", client, pg.Stop(), wtx+tx)
+	r.cost(n, "floor", client, pg.Stop(), time.Since(wall0), wtx+tx)
 	if err != nil {
 		return 0, err
 	}

@@ -45,3 +45,16 @@ func TestWaitsNote(t *testing.T) {
 	require.Contains(t, lines[3], " 0.25  active")
 	require.Empty(t, waitsNote("x", 0, nil, walCounts{}), "no samples, no note")
 }
+
+func TestCoresNote(t *testing.T) {
+	// Kluis: 4,000 claims in 1 s at 250 µs in the process and 125 µs in
+	// PostgreSQL; the floor: 6,000 in 1 s at 50 + 200 µs.
+	k := &cost{client: time.Second, server: 500 * time.Millisecond, wall: time.Second, ops: 4000}
+	f := &cost{client: 300 * time.Millisecond, server: 1200 * time.Millisecond, wall: time.Second, ops: 6000}
+	note := coresNote(k, f)
+	require.Contains(t, note, "Kluis 1.50 (the process 1.00 + PostgreSQL 0.50), floor 1.50 (pgbench 0.30 + PostgreSQL 1.20)")
+	// 4,000/6,000 = 0.67 = (1.50/1.50) × (250 µs / 375 µs)
+	require.Contains(t, note, "about 1.00 (cores) × 0.67 (the floor's CPU per claim over Kluis's)")
+	require.Empty(t, coresNote(&cost{ops: 1}, f), "no elapsed time, no note")
+	require.Empty(t, coresNote(k, &cost{wall: time.Second}), "no claims, no note")
+}

@@ -105,6 +105,11 @@ type Gauntlet struct {
 	report Report
 	// nightStart is when the current night began.
 	nightStart time.Time
+	// eventsWait bounds checkEvents' wait for journaled events the
+	// backend does not have yet (0: the constant eventsWait);
+	// eventsLooked, when set, is called after each look (tests).
+	eventsWait   time.Duration
+	eventsLooked func()
 }
 
 // World returns the installation.

@@ -459,9 +459,11 @@ func renderAll(t *testing.T, lang string) map[string]string {
 		do("slip-"+paper, "/staff/documents/d1/slip", "slip", slipData{Doc: "d1", Lang: "fr", Paper: paper, Body: template.HTML("<p>" + datum + "</p>"), Back: "/staff/documents/d1"}, true)
 	}
 	board := 0
+	boardAlarm := alarm{Kind: wire.AlarmBoardUnreachable, Board: &board, At: at}
 	hs := []health{
 		{Device: dev, Known: true, Online: true, Since: at, Software: datum, LastHeartbeat: &at, Late: true, HasHeartbeat: true,
-			Boards: []wire.BoardHealth{{Address: 0, Online: true, Firmware: datum, Errors: 2}, {Address: 1}}, BoardErrors: 2, BoardsOffline: 1,
+			Boards: []boardHealth{{BoardHealth: wire.BoardHealth{Address: 0, Online: true, Firmware: datum, Errors: 2}, Alarm: &boardAlarm, AlarmNotCleared: true},
+				{BoardHealth: wire.BoardHealth{Address: 1}, Alarm: &boardAlarm}}, BoardErrors: 2, BoardsOffline: 1,
 			DoorsOpen: 1, Backlog: 3, UpSince: &at, Firmware: datum,
 			Alarms: []alarm{{Compartment: 4, Kind: wire.AlarmDoorLeftOpen, At: at}, {Kind: wire.AlarmBoardUnreachable, Board: &board, At: at},
 				{Kind: wire.AlarmJournalDamaged, At: at},
@@ -503,7 +505,7 @@ func renderAll(t *testing.T, lang string) map[string]string {
 	require.NoError(t, err)
 	d := detail{health: hs[0], Site: store.Site{Name: datum}, Comps: comps, Layout: layout, Timeline: events, LowMax: 120}
 	d.Doors = []hardware.ChannelState{{Addr: hardware.Address{Channel: 3}, DoorOpen: true}}
-	dv := deviceView{detail: d, Highlight: 2}
+	dv := deviceView{detail: d, Highlight: 2, LiveURL: liveURL("k1", 2, true)}
 	dv.Map = drawMap(w.tr(lang), d, 2)
 	do("device", "/staff/devices/k1?c=2", "device", dv, true)
 	do("device-acked", "/staff/devices/k1?notice=notice.alarm_acked", "device", dv, true)

@@ -112,7 +112,7 @@ type health struct {
 	Late          bool
 	// From the last heartbeat (HasHeartbeat false: none).
 	HasHeartbeat  bool
-	Boards        []wire.BoardHealth
+	Boards        []boardHealth
 	BoardErrors   int64
 	BoardsOffline int
 	// BoardReboots and WatchdogRelocks add up the boards' restarts and
@@ -156,6 +156,41 @@ func (h health) DoorsText(t *tr) string {
 		return t.F("devices.doors_last", "n", h.DoorsOpen, "time", t.TimeP(h.LastHeartbeat))
 	}
 	return t.S("unknown")
+}
+
+// boardHealth is a lock board as the last heartbeat reported it, with
+// its open board_unreachable alarm.
+type boardHealth struct {
+	wire.BoardHealth
+	// Alarm is the board's open board_unreachable alarm (nil: none).
+	Alarm *alarm
+	// AlarmNotCleared: the heartbeat, newer than Alarm, has the board
+	// online again, and the device has not cleared the alarm yet.
+	AlarmNotCleared bool
+}
+
+// boardWide reports whether alarms of kind k are about a lock board as a
+// whole (wire: they carry a board, not an address).
+func boardWide(k wire.AlarmKind) bool {
+	return k == wire.AlarmBoardUnreachable || k == wire.AlarmBoardRebooting
+}
+
+// alarmPlaced is an alarm's name with where it is, as the alarm lists
+// and the timeline say it: at compartment n (n > 0), at a lock board
+// (board counted from 0 as on the wire, said from 1 as on the kiosk), or,
+// for a board-wide alarm whose record names no board (device events and
+// audit records before the board was recorded, d8a2363), "a lock board".
+func alarmPlaced(t *tr, kind wire.AlarmKind, n int, board *int) string {
+	name := t.S("alarm." + string(kind))
+	switch {
+	case n > 0:
+		return t.F("alarm.at_compartment", "alarm", name, "n", n)
+	case board != nil:
+		return t.F("alarm.at_board", "alarm", name, "n", *board+1)
+	case boardWide(kind):
+		return t.F("alarm.at_some_board", "alarm", name)
+	}
+	return name
 }
 
 // nextStep is one thing to do about a device: what is wrong, in words,
@@ -227,11 +262,33 @@ func makeHealth(d store.Device, p presenceRow, known bool, alarms []alarm, now t
 	var hb wire.Heartbeat
 	if len(p.Heartbeat) > 0 && json.Unmarshal(p.Heartbeat, &hb) == nil {
 		h.HasHeartbeat = true
-		h.Boards, h.Doors, h.Backlog = hb.Boards, hb.Doors, hb.Backlog
+		h.Doors, h.Backlog = hb.Doors, hb.Backlog
 		var fw []string
 		for i := range hb.Boards {
 			hb.Boards[i].Firmware = safetext.Escape(hb.Boards[i].Firmware)
-			b := hb.Boards[i]
+			b := boardHealth{BoardHealth: hb.Boards[i]}
+			// A board's state is the newer word of the heartbeat and the
+			// board's open board_unreachable alarm (both in the device's
+			// clock), so the page does not say "online" in the boards
+			// table beside "board 1 not reachable" in the alarms: kluisd
+			// raises the alarm between two heartbeats (the heartbeat
+			// still has the board online), and a heartbeat can have the
+			// board back before the clearing arrives. The alarm newer:
+			// the board is offline (its doors unknown, the fleet's count
+			// and the next steps with it). The heartbeat newer with the
+			// board online: online, and the table says the alarm is still
+			// open.
+			for j := range alarms {
+				a := alarms[j]
+				if a.Kind == wire.AlarmBoardUnreachable && a.Board != nil && *a.Board == b.Address {
+					b.Alarm = &alarms[j]
+					if !hb.At.After(a.At) {
+						b.Online = false
+					}
+					b.AlarmNotCleared = b.Online
+				}
+			}
+			h.Boards = append(h.Boards, b)
 			h.BoardErrors += b.Errors
 			h.BoardReboots += b.Reboots
 			h.WatchdogRelocks += b.WatchdogRelocks
@@ -379,6 +436,26 @@ type detail struct {
 // locker); an automaton's slots sit on a carousel behind one hatch, so
 // its slots have no door state to show.
 func (d detail) HasDoors() bool { return d.Kind == store.Locker }
+
+// legendItem is one line of the map's legend: its swatch's class and
+// its words' catalogue key.
+type legendItem struct{ Class, Key string }
+
+// Legend lists what the map (drawMap) can show for the device's kind,
+// nothing more: every compartment state; on a locker also a door standing
+// open and an alarm at a compartment. An automaton's slots have no door
+// of their own and readDetail ties no alarm to a slot (its alarms are
+// listed with the device's status), so its map shows neither.
+func (d detail) Legend() []legendItem {
+	var out []legendItem
+	for _, s := range []string{"free", "reserved", "loaded", "expired", "out_of_service"} {
+		out = append(out, legendItem{Class: "st-" + s, Key: "map.state." + s})
+	}
+	if d.HasDoors() {
+		out = append(out, legendItem{Class: "door-open", Key: "map.door_open"}, legendItem{Class: "alarmed", Key: "map.alarm"})
+	}
+	return out
+}
 
 // readDetail reads one device's page.
 // alarmsOnly keeps the timeline to the alarms (raised, cleared,
@@ -635,15 +712,8 @@ func (e event) Text(t *tr) string {
 	}
 	alarm := ""
 	if e.Alarm != "" {
-		alarm = t.S("alarm." + e.Alarm)
-		switch {
-		case e.Compartment > 0:
-			// Which door, as the alarm lists say it.
-			alarm = t.F("alarm.at_compartment", "alarm", alarm, "n", e.Compartment)
-		case e.Board != nil:
-			// Which lock board, counted from 1 as on the kiosk.
-			alarm = t.F("alarm.at_board", "alarm", alarm, "n", *e.Board+1)
-		}
+		// Which door or lock board, as the alarm lists say it.
+		alarm = alarmPlaced(t, wire.AlarmKind(e.Alarm), e.Compartment, e.Board)
 	}
 	s := t.F(key, "n", e.Compartment, "alarm", alarm, "result", result)
 	if reason := e.reasonText(t); reason != "" {

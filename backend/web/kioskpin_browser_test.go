@@ -84,7 +84,7 @@ func TestKioskPINForms(t *testing.T) {
 	typeInto("#kiosk_pin", "48291637")
 	typeInto("#kiosk_pin_again", "48291637")
 	submit()
-	assert.Equal(t, "Dat is niet uw huidige wachtwoord.", describedErr("current_password"))
+	assert.Equal(t, "Dat is niet uw huidige wachtwoord (foute poging 1 van 3; na 3 wordt u afgemeld).", describedErr("current_password"))
 	emptyFields("wrong password")
 	assert.NotContains(t, pageHTML(), "48291637")
 

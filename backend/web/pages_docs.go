@@ -524,7 +524,7 @@ func (w *Web) document(rw http.ResponseWriter, q *req) error {
 		}
 	}
 	if q.reserveRefused != "" {
-		d.ReserveRefused, d.ReserveDevice = q.t.S(q.reserveRefused), q.reserveDevice
+		d.ReserveRefused, d.ReserveDevice = q.t.F(q.reserveRefused, "site", d.Site.Name), q.reserveDevice
 	}
 	if q.unfitAsked && doc.State == lifecycle.Registered {
 		for _, o := range d.Devices {
@@ -561,7 +561,10 @@ func (w *Web) document(rw http.ResponseWriter, q *req) error {
 		return err
 	}
 	status := http.StatusOK
-	if d.ReserveRefused != "" {
+	switch {
+	case q.reserveBad:
+		status = http.StatusBadRequest
+	case d.ReserveRefused != "":
 		status = http.StatusConflict
 	}
 	w.render(rw, q, status, "document", q.t.F("document.title", "number", doc.Number), d)
@@ -600,6 +603,12 @@ func (w *Web) documentTimeline(ctx context.Context, q *req, doc store.Document) 
 	var out []step
 	for _, h := range hist {
 		s := step{At: h.At, Text: q.t.S("history." + string(h.Action)), Who: names[h.Actor]}
+		if h.Action == lifecycle.Collect && strings.HasPrefix(h.Actor, "user:") {
+			// Staff recorded it (the console's or the API's collect): the
+			// holder got it at the counter, not from the device, whose
+			// pickups kluisd reports (actor device:<id>).
+			s.Text = q.t.S("history.collect_counter")
+		}
 		if h.Note != "" && h.Action == lifecycle.Cancel {
 			s.Detail = h.Note
 		}
@@ -683,6 +692,19 @@ func (w *Web) docAction(rw http.ResponseWriter, r *http.Request) {
 		switch action {
 		case "reserve":
 			device := r.PostForm.Get("device_id")
+			if device != "" {
+				elsewhere, err := w.deviceElsewhere(ctx, id, device)
+				if err != nil {
+					return err
+				}
+				if elsewhere {
+					// The service refuses it too (ErrInvalid): said in the
+					// form, which offers the site's devices, nothing
+					// reserved.
+					q.reserveRefused, q.reserveDevice, q.reserveBad = "error.device_other_site", device, true
+					return w.document(rw, q)
+				}
+			}
 			if device != "" && r.PostForm.Get("confirm_unfit") != device {
 				unfit, err := w.unfitProblems(ctx, q, device)
 				if err != nil {
@@ -753,6 +775,25 @@ func (w *Web) docAction(rw http.ResponseWriter, r *http.Request) {
 		w.redirect(rw, r, Prefix+"documents/"+id, notice, 0)
 		return nil
 	})(rw, r)
+}
+
+// deviceElsewhere reports whether the device chosen by hand to reserve
+// document docID in is not one of the document's site: another site's,
+// or no device at all (a form posted by hand). The console's form lists
+// only the site's devices; service.Reserve refuses the others as invalid.
+func (w *Web) deviceElsewhere(ctx context.Context, docID, deviceID string) (bool, error) {
+	doc, err := w.o.Service.GetDocument(ctx, docID)
+	if err != nil {
+		return false, err
+	}
+	dev, err := w.o.Service.GetDevice(ctx, deviceID)
+	if errors.Is(err, store.ErrNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return dev.SiteID != doc.SiteID, nil
 }
 
 // deviceOnline reports whether the device's presence is online; false when

@@ -152,7 +152,7 @@ func (w *Web) pinRefused(rw http.ResponseWriter, q *req, d kioskPINData, err err
 	case errors.Is(err, auth.ErrUnauthenticated):
 		return w.stepUpEnded(rw, q)
 	case errors.Is(err, api.ErrWrongPassword):
-		field, text = fieldPassword, q.t.S("kioskpin.wrong_password")
+		field, text = fieldPassword, wrongCurrentPassword(q.t, err)
 	case errors.As(err, &tma):
 		secs := int(tma.RetryAfter / time.Second)
 		rw.Header().Set("Retry-After", strconv.Itoa(secs))
@@ -189,4 +189,17 @@ func (w *Web) stepUpEnded(rw http.ResponseWriter, q *req) error {
 	w.setCookie(rw, q.r, sessionCookie, "", -1)
 	http.Redirect(rw, q.r, Prefix+"login?ended=1", http.StatusSeeOther)
 	return nil
+}
+
+// wrongCurrentPassword says that the current password given to a form
+// (staff PIN, own password) is wrong, with how many of the session's
+// tries that was ("2 of 3") when the API's answer says (auth.WrongStepUp,
+// wrapped in its *api.Error): at auth.MaxStepUpFailures the session ends
+// and the form leads to the login page.
+func wrongCurrentPassword(t *tr, err error) string {
+	var wrong *auth.WrongStepUp
+	if errors.As(err, &wrong) && wrong.Failures > 0 {
+		return t.F("password.wrong_try", "n", wrong.Failures, "max", auth.MaxStepUpFailures)
+	}
+	return t.F("password.wrong", "max", auth.MaxStepUpFailures)
 }

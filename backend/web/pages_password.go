@@ -62,7 +62,7 @@ func (w *Web) ownPassword(rw http.ResponseWriter, q *req) error {
 	case errors.Is(err, auth.ErrUnauthenticated):
 		return w.stepUpEnded(rw, q)
 	case errors.Is(err, api.ErrWrongPassword):
-		errs[fieldPassword] = q.t.F("password.wrong", "max", auth.MaxStepUpFailures)
+		errs[fieldPassword] = wrongCurrentPassword(q.t, err)
 	case errors.Is(err, api.ErrSamePassword):
 		errs[fieldNewPassword] = q.t.S("password.same")
 	case errors.Is(err, auth.ErrLoginBusy):

@@ -70,7 +70,7 @@ func TestOwnPasswordForm(t *testing.T) {
 	emptyFields("too short")
 	check("password refused fr")
 	fill("pas mon mot de passe", newPW, newPW)
-	assert.Equal(t, "Ce n'est pas votre mot de passe actuel. Après 3 essais erronés, vous êtes déconnecté.", describedErr("current_password"))
+	assert.Equal(t, "Ce n'est pas votre mot de passe actuel (essai erroné 1 sur 3\u00a0; après 3, vous êtes déconnecté).", describedErr("current_password"))
 	emptyFields("wrong password")
 	assert.NotContains(t, pageHTML(), newPW)
 	check("password wrong fr")
@@ -92,7 +92,7 @@ func TestOwnPasswordForm(t *testing.T) {
 	// Three wrong current passwords end the session.
 	for i := 1; i < auth.MaxStepUpFailures; i++ {
 		fill("falsch "+fmt.Sprint(i), "ein ganz neues Passwort", "ein ganz neues Passwort")
-		assert.Equal(t, "Das ist nicht Ihr aktuelles Passwort. Nach 3 falschen Versuchen werden Sie abgemeldet.", describedErr("current_password"))
+		assert.Equal(t, fmt.Sprintf("Das ist nicht Ihr aktuelles Passwort (Fehlversuch %d von 3; nach 3 werden Sie abgemeldet).", i), describedErr("current_password"))
 	}
 	fill("falsch 3", "ein ganz neues Passwort", "ein ganz neues Passwort")
 	tab.WaitFor(t, `location.pathname === "/staff/login"`, 10*time.Second)

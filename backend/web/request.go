@@ -65,6 +65,9 @@ type req struct {
 	// key); the document's page says so in its form (409), the device
 	// chosen (reserveDevice) kept.
 	reserveRefused, reserveDevice string
+	// reserveBad: the refusal is the form's fault (a device of another
+	// site): 400, not 409.
+	reserveBad bool
 	// unfitAsked: a reservation by hand at a device that cannot serve
 	// now was sent without its confirmation; the document's page asks,
 	// naming the device (reserveDevice) and what is wrong (unfitProblems).

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -34,6 +35,28 @@ type deviceView struct {
 	// AlarmsOnly: the timeline shows the alarms only (?timeline=alarms,
 	// on the page and its live stream).
 	AlarmsOnly bool
+	// LiveURL is the page's live stream, with the page's own view in its
+	// query (c=, timeline=alarms), built by liveURL.
+	LiveURL string
+}
+
+// liveURL is the live stream of device id's page for the compartment to
+// find (highlight, 0: none) and the timeline's view: the query is
+// url.Values', so the template only escapes it (html/template writes the
+// & of an attribute as &amp;).
+func liveURL(id string, highlight int, alarmsOnly bool) string {
+	v := url.Values{}
+	if highlight > 0 {
+		v.Set("c", strconv.Itoa(highlight))
+	}
+	if alarmsOnly {
+		v.Set("timeline", "alarms")
+	}
+	u := Prefix + "devices/" + url.PathEscape(id) + "/events"
+	if len(v) > 0 {
+		u += "?" + v.Encode()
+	}
+	return u
 }
 
 func (w *Web) deviceView(q *req, id string, highlight int) (deviceView, error) {
@@ -42,7 +65,8 @@ func (w *Web) deviceView(q *req, id string, highlight int) (deviceView, error) {
 	if err != nil {
 		return deviceView{}, err
 	}
-	return deviceView{detail: d, Map: drawMap(q.t, d, highlight), Highlight: highlight, AlarmsOnly: alarmsOnly}, nil
+	return deviceView{detail: d, Map: drawMap(q.t, d, highlight), Highlight: highlight, AlarmsOnly: alarmsOnly,
+		LiveURL: liveURL(id, highlight, alarmsOnly)}, nil
 }
 
 // stream serves the events of the fleet (device "") or of one device.

@@ -381,18 +381,7 @@ var funcs = template.FuncMap{
 		}
 		return n
 	},
-	"alarmText": func(t *tr, a alarm) string {
-		name := t.S("alarm." + string(a.Kind))
-		switch {
-		case a.Compartment > 0:
-			return t.F("alarm.at_compartment", "alarm", name, "n", a.Compartment)
-		case a.Board != nil:
-			// Boards are counted from 0 on the wire, from 1 for people (as
-			// on the kiosk's technician screen).
-			return t.F("alarm.at_board", "alarm", name, "n", *a.Board+1)
-		}
-		return name
-	},
+	"alarmText": func(t *tr, a alarm) string { return alarmPlaced(t, a.Kind, a.Compartment, a.Board) },
 	// alarmItem is one open alarm in a list (fragments.html): its
 	// acknowledgement, or the link to acknowledge it.
 	"alarmItem": func(l layout, a alarm) alarmItemData { return alarmItemData{L: l, A: a} },

@@ -2,6 +2,8 @@ package web_test
 
 import (
 	"fmt"
+	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -148,11 +150,7 @@ func TestCounterWalkThroughInBrowser(t *testing.T) {
 // for it; reserved once the locker is back, it leaves the list.
 func TestRegisteredWithoutCompartmentStaysInSightInBrowser(t *testing.T) {
 	t.Parallel() // its own backend and database
-	e := newEnv(t, server.Options{})
-	b := browsertest.New(t, browsertest.Options{})
-	tab := b.NewTab(t, 768, 1024)
-	base := e.b.URL("")
-	login(t, tab, base, e.users[auth.RoleStaff], password(auth.RoleStaff))
+	e, tab, base := staffOnTablet(t)
 	for i, lang := range []string{"nl", "fr"} {
 		e.goOffline()
 		tab.Do(t, chromedp.Navigate(base+"/staff/documents/new?lang="+lang))
@@ -197,4 +195,77 @@ func TestRegisteredWithoutCompartmentStaysInSightInBrowser(t *testing.T) {
 		assert.Zero(t, evalInt(t, tab, `document.querySelectorAll("#h-unplaced").length`), "%s: nothing waits for a compartment", lang)
 		assert.Contains(t, tab.Text(t, `section[aria-labelledby="h-reserved"]`), number, lang)
 	}
+}
+
+// A card scanned twice in a batch (the second time with spaces instead of
+// dashes): the form says the number is already being handled, keeps what
+// was typed, and its error summary links to the document already
+// registered; with the keyboard only (Tab, Tab, Enter from the summary,
+// which has the focus) its page opens. In Dutch and in French, on a
+// tablet.
+func TestDuplicateNumberLeadsToTheDocumentInBrowser(t *testing.T) {
+	t.Parallel() // its own backend and database
+	_, tab, base := staffOnTablet(t)
+	for i, lang := range []string{"nl", "fr"} {
+		first := ""
+		for try, number := range []string{fmt.Sprintf("591-5550%d00-2%d", i, i), fmt.Sprintf("591 5550%d00 2%d", i, i)} {
+			tab.Do(t, chromedp.Navigate(base+"/staff/documents/new?lang="+lang))
+			tab.WaitFor(t, `document.activeElement && document.activeElement.id === "f-number"`, 20*time.Second)
+			tab.Do(t, chromedp.KeyEvent(number+"\rBram\tWouters\t9\t9\t1999\t\t"+kb.ArrowDown+kb.ArrowDown),
+				chromedp.Click(chromedp.CSS(`form button[type=submit].primary`)))
+			if try == 0 {
+				tab.WaitFor(t, `location.pathname.startsWith("/staff/documents/") && !!document.querySelector(".notice")`, 20*time.Second)
+				first = strings.TrimPrefix(evalString(t, tab, `location.pathname`), "/staff/documents/")
+				continue
+			}
+			tab.WaitFor(t, `!!document.querySelector(".error-summary") && document.activeElement.id === "errors"`, 20*time.Second)
+			assert.Equal(t, web.Text(lang, "register.duplicate"), tab.Text(t, "#e-number"), lang)
+			assert.Equal(t, "Wouters", evalString(t, tab, `document.getElementById("f-holder_last_name").value`), "%s: what was typed stays", lang)
+			assert.Equal(t, web.Text(lang, "register.duplicate_open"), tab.Text(t, "#duplicate-link"), lang)
+			tab.CheckAxe(t, "register a duplicate "+lang)
+			tab.Screenshot(t, "counterux/register-duplicate-"+lang)
+			tab.Do(t, chromedp.KeyEvent("\t\t"))
+			require.Equal(t, "duplicate-link", evalString(t, tab, `document.activeElement.id`), lang)
+			tab.Do(t, chromedp.KeyEvent("\r"))
+			tab.WaitFor(t, `location.pathname === "/staff/documents/`+first+`"`, 20*time.Second)
+			assert.Contains(t, tab.Text(t, "h1"), fmt.Sprintf("591-5550%d00-2%d", i, i), lang)
+		}
+	}
+}
+
+// When documents of several kinds share the number typed, the duplicate's
+// link is the search for that number (it cannot say which one is meant);
+// a number no other kind shares links to its document.
+func TestDuplicateNumberOfSeveralKindsLinksTheSearch(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e := newEnv(t, server.Options{})
+	eid := e.registerOnly("EP7654321", false)
+	staff := e.client()
+	staff.login(auth.RoleStaff)
+	form := url.Values{"kind": {"eid"}, "number": {"ep 7654321"}, "holder_first_name": {"Jan"}, "holder_last_name": {"Peeters"},
+		"holder_birth_date_day": {"12"}, "holder_birth_date_month": {"4"}, "holder_birth_date_year": {"1980"}, "language": {"nl"},
+		"contact": {"none"}, "site_id": {siteID}}
+	p := staff.post("/staff/documents", form)
+	require.Equal(t, http.StatusConflict, p.status, snippet(p.body))
+	assert.True(t, strings.Contains(p.body, `href="/staff/documents/`+eid+`" id="duplicate-link"`), "the link to the eid: %s", snippet(p.body))
+	// A passport with the same number, then the eid again: two kinds share it.
+	pass := form
+	pass.Set("kind", "passport")
+	p = staff.post("/staff/documents", pass)
+	require.Equal(t, http.StatusSeeOther, p.status, snippet(p.body))
+	form.Set("kind", "eid")
+	p = staff.post("/staff/documents", form)
+	require.Equal(t, http.StatusConflict, p.status, snippet(p.body))
+	assert.True(t, strings.Contains(p.body, `href="/staff/documents?q=ep&#43;7654321" id="duplicate-link"`), "the link to the search: %s", snippet(p.body))
+}
+
+// staffOnTablet is a backend of its own (newEnv) and a 768 px tablet's
+// tab signed in as counter staff, with the backend's address.
+func staffOnTablet(t *testing.T) (*env, *browsertest.Tab, string) {
+	t.Helper()
+	e := newEnv(t, server.Options{})
+	tab := browsertest.New(t, browsertest.Options{}).NewTab(t, 768, 1024)
+	base := e.b.URL("")
+	login(t, tab, base, e.users[auth.RoleStaff], password(auth.RoleStaff))
+	return e, tab, base
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -159,6 +160,11 @@ type registerData struct {
 	// confirmation (confirm_unfit naming the device) before it registers.
 	UnfitDevice   *store.Device
 	UnfitProblems string
+	// Duplicate links to what is already registered under the number
+	// typed (the document itself, or the search for the number when it
+	// cannot say which): a card scanned twice in a batch is one click
+	// from its page, not a dead end.
+	Duplicate string
 }
 
 // fieldMessage is a line of the error summary: Field is the id (after
@@ -341,6 +347,12 @@ func (w *Web) register(rw http.ResponseWriter, q *req) error {
 		msg := q.t.S("register.duplicate")
 		d.Errors["number"] = msg
 		d.Summary = []fieldMessage{{Field: "number", Text: msg}}
+		d.Duplicate = Prefix + "documents?q=" + url.QueryEscape(f.Number)
+		if same, err := w.o.Service.FindActiveByNumber(ctx, f.Number, ""); err == nil && string(same.Kind) == f.Kind {
+			d.Duplicate = Prefix + "documents/" + same.ID
+		} else if err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrConflict) {
+			return err
+		}
 		w.render(rw, q, http.StatusConflict, "register", q.t.S("register.title"), d)
 		return nil
 	}

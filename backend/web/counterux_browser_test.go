@@ -259,6 +259,46 @@ func TestDuplicateNumberOfSeveralKindsLinksTheSearch(t *testing.T) {
 	assert.True(t, strings.Contains(p.body, `href="/staff/documents?q=ep&#43;7654321" id="duplicate-link"`), "the link to the search: %s", snippet(p.body))
 }
 
+// A document handed over at the counter, or taken back there, is no
+// longer in its compartment: its page no longer names the compartment as
+// where it is (no link to it beside the state, "no longer in a
+// compartment (was: ...)" in the details), nor do the search results, so
+// that nobody sends a citizen to an empty compartment. With real clicks
+// and Enter on the confirmation, on a tablet, in Dutch and in French.
+func TestDocumentThatLeftItsCompartmentSaysSoInBrowser(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e, tab, base := staffOnTablet(t)
+	for i, lang := range []string{"nl", "fr"} {
+		for j, action := range []string{"collect", "retrieve"} {
+			number := fmt.Sprintf("591-6660%d0%d-30", i, j)
+			id := e.register(number, false)
+			require.NoError(t, e.b.Call(t.Context(), "POST", "/api/v1/documents/"+id+"/load", nil, nil))
+			where := web.Text(lang, "document.in", "device", "Kluis inkomhal", "n", e.compartmentOf(id))
+			tab.Do(t, chromedp.Navigate(base+"/staff/documents/"+id+"?lang="+lang))
+			tab.WaitFor(t, `!!document.querySelector('#a-counter form[action$="/`+action+`"] button')`, 20*time.Second)
+			assert.Equal(t, where, tab.Text(t, "#d-where"), "%s: in its compartment", lang)
+			assert.Equal(t, 1, evalInt(t, tab, `document.querySelectorAll('.state-line a[href^="/staff/devices/"]').length`), lang)
+			tab.Do(t, chromedp.Click(chromedp.CSS(`#a-counter form[action$="/`+action+`"] button`)))
+			tab.WaitFor(t, `!!document.activeElement.closest("#counter-confirm button")`, 20*time.Second)
+			tab.Do(t, chromedp.KeyEvent("\r"))
+			tab.WaitFor(t, `!!document.querySelector(".notice") && !document.querySelector("#counter-confirm")`, 20*time.Second)
+			state := map[string]string{"collect": "collected", "retrieve": "retrieved"}[action]
+			require.Equal(t, state, e.document(id)["state"], lang)
+			was := web.Text(lang, "document.was_in", "where", where)
+			assert.Equal(t, was, tab.Text(t, "#d-where"), "%s %s: no longer there", lang, action)
+			assert.Zero(t, evalInt(t, tab, `document.querySelectorAll('.state-line a[href^="/staff/devices/"]').length`),
+				"%s %s: the state names no compartment", lang, action)
+			tab.CheckAxe(t, "document "+state+" "+lang)
+			tab.Screenshot(t, "counterux/document-"+state+"-"+lang)
+			tab.Do(t, chromedp.Navigate(base+"/staff/documents?lang="+lang+"&q="+url.QueryEscape(number)))
+			tab.WaitFor(t, `!!document.querySelector("#h-results")`, 20*time.Second)
+			assert.Contains(t, tab.Text(t, `section[aria-labelledby="h-results"] tbody`), was, "%s %s: nor in the results", lang, action)
+			noSideScroll(t, tab, "search "+state+" "+lang)
+		}
+	}
+	tab.Screenshot(t, "counterux/search-retrieved-fr")
+}
+
 // staffOnTablet is a backend of its own (newEnv) and a 768 px tablet's
 // tab signed in as counter staff, with the backend's address.
 func staffOnTablet(t *testing.T) (*env, *browsertest.Tab, string) {

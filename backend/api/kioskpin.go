@@ -59,6 +59,19 @@ func (e *TooManyAttempts) Error() string {
 	return fmt.Sprintf("api: too many failed password checks; try again in %s", e.RetryAfter)
 }
 
+// PINTaken is SetOwn's refusal of a new PIN another user has
+// (errors.Is auth.ErrKioskCredentialTaken, 409 kiosk_credential_taken):
+// Refused is how many of the user's own new PINs were refused so in 24
+// hours, this one included; at MaxOwnPINTaken the next change is refused
+// (ErrOwnPINTakenTooOften). The staff console says "n of 3".
+type PINTaken struct {
+	Refused int
+	Err     error
+}
+
+func (e *PINTaken) Error() string { return e.Err.Error() }
+func (e *PINTaken) Unwrap() error { return e.Err }
+
 // KioskPINs sets staff PINs (see above).
 type KioskPINs struct {
 	Pool   *pgxpool.Pool
@@ -72,9 +85,9 @@ type KioskPINs struct {
 // password, from source; via ("api" or "console") goes in the audit
 // record. Errors: auth.ErrInvalidKioskPIN (before anything else),
 // ErrOwnPINTakenTooOften, *TooManyAttempts, auth.ErrLoginBusy,
-// ErrLoginLimitsUnavailable, ErrWrongPassword,
-// auth.ErrKioskCredentialTaken, auth.ErrKioskDisabled, each wrapped in the
-// API's *Error.
+// ErrLoginLimitsUnavailable, ErrWrongPassword, auth.ErrKioskCredentialTaken
+// (as a *PINTaken), auth.ErrKioskDisabled, each wrapped in the API's
+// *Error.
 func (k KioskPINs) SetOwn(ctx context.Context, p auth.Principal, password, pin, source, via string) error {
 	u := p.User
 	if err := auth.ValidateKioskPIN(pin); err != nil {
@@ -100,6 +113,7 @@ func (k KioskPINs) SetOwn(ctx context.Context, p auth.Principal, password, pin, 
 			Details: map[string]any{"via": via, "source": source}}); aerr != nil {
 			return fmt.Errorf("audit own staff PIN taken: %w", aerr)
 		}
+		return &PINTaken{Refused: n + 1, Err: err}
 	}
 	if err != nil {
 		return err

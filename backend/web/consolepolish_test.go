@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -255,4 +256,30 @@ func TestCurrentPasswordFormsSayWhichTry(t *testing.T) {
 		require.Equal(t, http.StatusSeeOther, p.status, form.path)
 		assert.Equal(t, "/staff/login?ended=1", p.location, form.path)
 	}
+}
+
+// TestStaffPINFormSaysWhichRefusalOfToday: a new staff PIN refused as
+// another user's says which of the day's refusals it was ("1 of 3"), as
+// the API counts them; after the third the form is refused until an
+// admin sets one.
+func TestStaffPINFormSaysWhichRefusalOfToday(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e := newEnv(t, server.Options{})
+	const theirs = "59172648"
+	require.NoError(t, e.b.Call(context.Background(), "PATCH", "/api/v1/users/"+strconv.FormatInt(e.ids[auth.RoleTechnician], 10),
+		map[string]string{"kiosk_pin": theirs}, nil))
+	staff := e.client()
+	staff.login(auth.RoleStaff)
+	for i, lang := range []string{"nl", "fr", "en"} {
+		require.NotEmpty(t, web.Text(lang, "kioskpin.taken_try"), lang)
+		p := staff.post("/staff/account/kiosk-pin?lang="+lang, url.Values{"current_password": {password(auth.RoleStaff)},
+			"kiosk_pin": {theirs}, "kiosk_pin_again": {theirs}})
+		require.Equal(t, http.StatusConflict, p.status, snippet(p.body))
+		assert.Contains(t, p.body, `<p class="field-error" id="e-kiosk_pin">`+esc(lang, "kioskpin.taken_try", "n", i+1, "max", 3)+`</p>`, lang)
+		assert.NotContains(t, p.body, theirs, "%s: a PIN is never written into a page", lang)
+	}
+	p := staff.post("/staff/account/kiosk-pin?lang=de", url.Values{"current_password": {password(auth.RoleStaff)},
+		"kiosk_pin": {"73920516"}, "kiosk_pin_again": {"73920516"}})
+	assert.Equal(t, http.StatusTooManyRequests, p.status)
+	assert.Contains(t, p.body, esc("de", "kioskpin.taken_too_often"))
 }

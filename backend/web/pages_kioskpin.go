@@ -141,10 +141,15 @@ func (w *Web) pinRefused(rw http.ResponseWriter, q *req, d kioskPINData, err err
 		status = ae.Status
 	}
 	var tma *api.TooManyAttempts
+	var taken *api.PINTaken
 	field, text := "", ""
 	switch {
 	case errors.Is(err, auth.ErrInvalidKioskPIN):
 		field, text = fieldPIN, q.t.F("kioskpin.invalid", "min", auth.MinKioskPINDigits, "max", auth.MaxKioskPINDigits)
+	case errors.As(err, &taken):
+		// How many of today's refusals this was: at api.MaxOwnPINTaken
+		// only an admin can set it.
+		field, text, status = fieldPIN, q.t.F("kioskpin.taken_try", "n", taken.Refused, "max", api.MaxOwnPINTaken), http.StatusConflict
 	case errors.Is(err, auth.ErrKioskCredentialTaken):
 		field, text, status = fieldPIN, q.t.S("kioskpin.taken"), http.StatusConflict
 	case errors.Is(err, api.ErrOwnPINTakenTooOften):

@@ -47,6 +47,20 @@ type PrunerOptions struct {
 	// Registerer receives kluis_device_history_pruned_total{table} and
 	// kluis_device_history_prune_failures_total; nil: not registered.
 	Registerer prometheus.Registerer
+	// Also are other tables of the devices' history pruned with the same
+	// retention, after the events and commands (the backend's: the code
+	// attempts, backend/codes).
+	Also []Table
+}
+
+// Table is a table another package owns that a Pruner prunes.
+type Table struct {
+	// Name is the table's, for the metric's label and the log.
+	Name string
+	// Prune deletes at most limit rows older than cutoff, in one short
+	// statement, and returns how many; the Pruner calls it until it
+	// deletes fewer than limit.
+	Prune func(ctx context.Context, cutoff time.Time, limit int) (int, error)
 }
 
 // Pruner deletes the device events and commands older than the
@@ -66,6 +80,7 @@ type Pruner struct {
 	log      *slog.Logger
 	pruned   *prometheus.CounterVec
 	failures prometheus.Counter
+	also     []Table
 }
 
 // ErrRetention: the retention is shorter than MinRetention.
@@ -91,13 +106,18 @@ func NewPruner(o PrunerOptions) (*Pruner, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	p := &Pruner{pool: o.Pool, keep: o.Retention, batch: o.Batch, now: o.Clock, log: o.Logger.With("part", "device-retention"),
+	p := &Pruner{pool: o.Pool, keep: o.Retention, batch: o.Batch, now: o.Clock, log: o.Logger.With("part", "device-retention"), also: o.Also,
 		pruned: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_device_history_pruned_total",
-			Help: "Rows deleted by the device retention (-device-retention), by table (device_events, device_commands)."}, []string{"table"}),
+			Help: "Rows deleted by the device retention (-device-retention), by table (device_events, device_commands, code_attempts)."}, []string{"table"}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "kluis_device_history_prune_failures_total",
 			Help: "Passes of the device retention that failed (the next pass tries again)."})}
-	for _, t := range []string{"device_events", "device_commands"} {
-		p.pruned.WithLabelValues(t)
+	p.pruned.WithLabelValues("device_events")
+	p.pruned.WithLabelValues("device_commands")
+	for _, t := range o.Also {
+		if t.Name == "" || t.Prune == nil {
+			return nil, errors.New("devicelink: pruner: a table without a name or a prune function")
+		}
+		p.pruned.WithLabelValues(t.Name)
 	}
 	if o.Registerer != nil {
 		for _, c := range []prometheus.Collector{p.pruned, p.failures} {
@@ -112,6 +132,8 @@ func NewPruner(o PrunerOptions) (*Pruner, error) {
 // PruneResult is what a pass deleted.
 type PruneResult struct {
 	Events, Commands int
+	// Also counts the rows of Options.Also's tables, by name.
+	Also map[string]int
 	// Cutoff: rows older than it were due.
 	Cutoff time.Time
 }
@@ -130,17 +152,46 @@ func (p *Pruner) Run(ctx context.Context, every time.Duration) error {
 // Pass deletes every event and command older than the retention, a batch
 // per transaction, and logs how many it deleted (nothing when none).
 func (p *Pruner) Pass(ctx context.Context) (PruneResult, error) {
-	r := PruneResult{Cutoff: p.now().UTC().Add(-p.keep)}
+	r := PruneResult{Cutoff: p.now().UTC().Add(-p.keep), Also: map[string]int{}}
 	var err error
 	r.Events, err = p.pruneEvents(ctx, r.Cutoff)
 	if err == nil {
-		r.Commands, err = p.pruneCommands(ctx, r.Cutoff)
+		r.Commands, err = p.batches(ctx, "device_commands", r.Cutoff, p.pruneCommands)
 	}
-	if r.Events > 0 || r.Commands > 0 {
-		p.log.Info("device retention: pruned", "events", r.Events, "commands", r.Commands,
-			"cutoff", r.Cutoff.Format(time.RFC3339), "retention", p.keep.String())
+	total := r.Events + r.Commands
+	for _, t := range p.also {
+		if err != nil {
+			break
+		}
+		r.Also[t.Name], err = p.batches(ctx, t.Name, r.Cutoff, t.Prune)
+		total += r.Also[t.Name]
+	}
+	if total > 0 {
+		attrs := []any{"events", r.Events, "commands", r.Commands}
+		for _, t := range p.also {
+			attrs = append(attrs, t.Name, r.Also[t.Name])
+		}
+		p.log.Info("device retention: pruned", append(attrs, "cutoff", r.Cutoff.Format(time.RFC3339), "retention", p.keep.String())...)
 	}
 	return r, err
+}
+
+// batches calls prune until it deletes fewer than a batch, counting the
+// rows under table.
+func (p *Pruner) batches(ctx context.Context, table string, cutoff time.Time,
+	prune func(ctx context.Context, cutoff time.Time, limit int) (int, error)) (int, error) {
+	total := 0
+	for {
+		n, err := prune(ctx, cutoff, p.batch)
+		total += n
+		p.pruned.WithLabelValues(table).Add(float64(n))
+		if err != nil {
+			return total, err
+		}
+		if n < p.batch {
+			return total, nil
+		}
+	}
 }
 
 // pruneEventsSQL examines the next $4 events received before $1, after
@@ -201,23 +252,15 @@ func (p *Pruner) pruneEvents(ctx context.Context, cutoff time.Time) (int, error)
 	}
 }
 
-// pruneCommands deletes the commands issued and expired before cutoff,
-// a batch per statement.
-func (p *Pruner) pruneCommands(ctx context.Context, cutoff time.Time) (int, error) {
-	total := 0
-	for {
-		tag, err := p.pool.Exec(ctx, `WITH doomed AS (
-			SELECT command_id FROM device_commands WHERE issued_at < $1 AND expires_at < $1
-			ORDER BY issued_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-			DELETE FROM device_commands d USING doomed WHERE d.command_id = doomed.command_id`, cutoff, p.batch)
-		if err != nil {
-			return total, fmt.Errorf("devicelink: prune device commands: %w", err)
-		}
-		n := int(tag.RowsAffected())
-		total += n
-		p.pruned.WithLabelValues("device_commands").Add(float64(n))
-		if n < p.batch {
-			return total, nil
-		}
+// pruneCommands deletes at most limit commands issued and expired before
+// cutoff.
+func (p *Pruner) pruneCommands(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+	tag, err := p.pool.Exec(ctx, `WITH doomed AS (
+		SELECT command_id FROM device_commands WHERE issued_at < $1 AND expires_at < $1
+		ORDER BY issued_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+		DELETE FROM device_commands d USING doomed WHERE d.command_id = doomed.command_id`, cutoff, limit)
+	if err != nil {
+		return 0, fmt.Errorf("devicelink: prune device commands: %w", err)
 	}
+	return int(tag.RowsAffected()), nil
 }

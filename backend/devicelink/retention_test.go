@@ -16,6 +16,7 @@ import (
 
 	"kluis/backend/alarms"
 	"kluis/backend/audit"
+	"kluis/backend/codes"
 	"kluis/backend/devicelink"
 	"kluis/backend/store/storetest"
 	"kluis/controller/wire"
@@ -114,7 +115,13 @@ func TestPrunerKeepsWhatAlarmsNeed(t *testing.T) {
 		require.NoError(t, err)
 	}
 
-	_, err := audit.Chain(ctx, pool)
+	// Code attempts (backend/codes' table, pruned through Also).
+	_, err := pool.Exec(ctx, `INSERT INTO code_attempts (device_id, at, method, reason, counted)
+		VALUES ('d1', $1, 'pin', 'wrong_code', true), ('d1', $2, 'pin', 'wrong_code', true),
+		       ('d1', $3, 'qr', 'ok', false), ('d1', $4, 'pin', 'ok', false)`, at(old, 0), at(old, 1), at(old, 2), at(now, -1))
+	require.NoError(t, err)
+
+	_, err = audit.Chain(ctx, pool)
 	require.NoError(t, err)
 	auditBefore, err := audit.List(ctx, pool, audit.ListOptions{})
 	require.NoError(t, err)
@@ -127,13 +134,18 @@ func TestPrunerKeepsWhatAlarmsNeed(t *testing.T) {
 	require.Equal(t, "seen unr-2", openBefore["d1"][0].Ack.Note)
 
 	reg := prometheus.NewRegistry()
-	p, err := devicelink.NewPruner(devicelink.PrunerOptions{Pool: pool, Clock: func() time.Time { return now }, Batch: 2, Registerer: reg})
+	p, err := devicelink.NewPruner(devicelink.PrunerOptions{Pool: pool, Clock: func() time.Time { return now }, Batch: 2, Registerer: reg,
+		Also: []devicelink.Table{{Name: "code_attempts", Prune: func(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+			return codes.PruneAttempts(ctx, pool, cutoff, limit)
+		}}}})
 	require.NoError(t, err)
 	res, err := p.Pass(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, now.Add(-devicelink.DefaultRetention), res.Cutoff)
 	assert.Equal(t, 6, res.Events, "door-old, done-old, forced-1, left-1, unr-1, door-old-d2")
 	assert.Equal(t, 1, res.Commands)
+	assert.Equal(t, map[string]int{"code_attempts": 3}, res.Also)
+	assert.Equal(t, []string{"pin ok"}, column(t, pool, `SELECT method || ' ' || reason FROM code_attempts`), "the recent attempt stays")
 
 	assert.Equal(t, map[string]bool{"door-new": true, "forced-2": true, "left-1c": true,
 		"unr-1c": true, "unr-2": true, "unr-3": true}, storedEvents(t, pool))
@@ -155,8 +167,9 @@ func TestPrunerKeepsWhatAlarmsNeed(t *testing.T) {
 	assert.True(t, rep.OK(), rep.String())
 
 	assert.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP kluis_device_history_pruned_total Rows deleted by the device retention (-device-retention), by table (device_events, device_commands).
+# HELP kluis_device_history_pruned_total Rows deleted by the device retention (-device-retention), by table (device_events, device_commands, code_attempts).
 # TYPE kluis_device_history_pruned_total counter
+kluis_device_history_pruned_total{table="code_attempts"} 3
 kluis_device_history_pruned_total{table="device_commands"} 1
 kluis_device_history_pruned_total{table="device_events"} 6
 `), "kluis_device_history_pruned_total"))
@@ -166,7 +179,7 @@ kluis_device_history_pruned_total{table="device_events"} 6
 	// is no longer needed.
 	res, err = p.Pass(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, 0, res.Events+res.Commands)
+	assert.Equal(t, 0, res.Events+res.Commands+res.Also["code_attempts"])
 	storeEvent(t, pool, "unr-3c", "d1", wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmBoardUnreachable, At: at(now, -1), Board: &board0})
 	res, err = p.Pass(ctx)
 	require.NoError(t, err)

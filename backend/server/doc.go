@@ -15,8 +15,9 @@
 //     unfollowed verifications (deviceops.Followup);
 //   - housekeeping (expiry and retention purge, backend/service), the
 //     reminder loop (notify.Reminders), the pruning of idempotency keys,
-//     the device retention (devicelink.Pruner: device events and commands
-//     past Options.DeviceRetention; the audit trail is never pruned);
+//     the device retention (devicelink.Pruner: device events, commands
+//     and code attempts past Options.DeviceRetention; the audit trail is
+//     never pruned);
 //   - the audit chainer (audit.Chainer), which moves committed audit
 //     records into the hash chain shortly after their commit, and the
 //     audit-chain watcher (audit.Watcher), checked once before serving.

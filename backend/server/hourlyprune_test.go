@@ -72,7 +72,8 @@ func TestHourlyPrunesRunAtStart(t *testing.T) {
 }
 
 // The device retention prunes as the backend starts: device events
-// received and commands expired before the retention go, an old alarm
+// received, commands expired and code attempts made before the retention
+// go, an old alarm
 // that is still a device's latest stays, and the audit trail's chain
 // still verifies (GET /api/v1/audit/verify, kluisctl audit verify);
 // kluis_device_history_pruned_total counts the rows.
@@ -88,24 +89,29 @@ func TestDeviceRetentionPrunesAtStart(t *testing.T) {
 	_, err = db.Exec(ctx, `INSERT INTO device_commands (command_id, device_id, kind, issued_at, expires_at, payload) VALUES
 		('cmd-old', 'd1', 'open', $1, $1, '{}'), ('cmd-new', 'd1', 'open', now(), now(), '{}')`, old)
 	require.NoError(t, err)
+	_, err = db.Exec(ctx, `INSERT INTO code_attempts (device_id, at, method, reason, counted) VALUES
+		('d1', $1, 'pin', 'wrong_code', true), ('d1', now(), 'pin', 'wrong_code', true)`, old)
+	require.NoError(t, err)
 	left := func() []string {
-		rows, err := db.Query(ctx, `SELECT event_id FROM device_events UNION ALL SELECT command_id FROM device_commands ORDER BY 1`)
+		rows, err := db.Query(ctx, `SELECT event_id FROM device_events UNION ALL SELECT command_id FROM device_commands
+			UNION ALL SELECT 'attempt-' || CASE WHEN at < $1 THEN 'old' ELSE 'new' END FROM code_attempts ORDER BY 1`, old.Add(time.Hour))
 		require.NoError(t, err)
 		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		require.NoError(t, err)
 		return ids
 	}
-	require.Equal(t, []string{"alarm-old", "cmd-new", "cmd-old", "door-new", "door-old"}, left())
+	require.Equal(t, []string{"alarm-old", "attempt-new", "attempt-old", "cmd-new", "cmd-old", "door-new", "door-old"}, left())
 
 	reg := prometheus.NewRegistry()
 	b := startBackend(t, server.Options{DatabaseURL: first.Options.DatabaseURL, Keys: first.Options.Keys, Registry: reg})
-	testenv.Eventually(t, "the old device event and command pruned at the start", func() bool { return len(left()) == 3 })
-	require.Equal(t, []string{"alarm-old", "cmd-new", "door-new"}, left())
+	testenv.Eventually(t, "the old device event, command and code attempt pruned at the start", func() bool { return len(left()) == 4 })
+	require.Equal(t, []string{"alarm-old", "attempt-new", "cmd-new", "door-new"}, left())
 	testenv.Eventually(t, "the pruned rows counted", func() bool {
-		return testutil.CollectAndCount(reg, "kluis_device_history_pruned_total") == 2 &&
+		return testutil.CollectAndCount(reg, "kluis_device_history_pruned_total") == 3 &&
 			testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP kluis_device_history_pruned_total Rows deleted by the device retention (-device-retention), by table (device_events, device_commands).
+# HELP kluis_device_history_pruned_total Rows deleted by the device retention (-device-retention), by table (device_events, device_commands, code_attempts).
 # TYPE kluis_device_history_pruned_total counter
+kluis_device_history_pruned_total{table="code_attempts"} 1
 kluis_device_history_pruned_total{table="device_commands"} 1
 kluis_device_history_pruned_total{table="device_events"} 1
 `), "kluis_device_history_pruned_total") == nil

@@ -142,8 +142,9 @@ type Options struct {
 	// Retention is how long personal data of finished documents is kept;
 	// default service.DefaultRetention.
 	Retention time.Duration
-	// DeviceRetention is how long device events and commands are kept
-	// (devicelink.Pruner, every hour on every replica); default
+	// DeviceRetention is how long device events, device commands and
+	// code attempts are kept (devicelink.Pruner, every hour on every
+	// replica); default
 	// devicelink.DefaultRetention, at least devicelink.MinRetention;
 	// Disabled: kept for ever.
 	DeviceRetention time.Duration
@@ -403,11 +404,15 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		})
 	}})
-	// Device events and commands past their retention; the audit trail
-	// is never pruned.
+	// Device events, commands and code attempts past their retention; the
+	// audit trail is never pruned.
 	if o.DeviceRetention != Disabled {
-		pruner, err := devicelink.NewPruner(devicelink.PrunerOptions{Pool: st.Pool(), Retention: o.DeviceRetention,
-			Clock: o.Clock, Logger: log, Registerer: o.Registry})
+		pool := st.Pool()
+		pruner, err := devicelink.NewPruner(devicelink.PrunerOptions{Pool: pool, Retention: o.DeviceRetention,
+			Clock: o.Clock, Logger: log, Registerer: o.Registry,
+			Also: []devicelink.Table{{Name: "code_attempts", Prune: func(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+				return codes.PruneAttempts(ctx, pool, cutoff, limit)
+			}}}})
 		if err != nil {
 			return err
 		}

@@ -51,7 +51,8 @@ func TestDevicePageLiveStreamKeepsThePagesView(t *testing.T) {
 // TestMapLegendListsOnlyWhatTheMapShows: a locker's map shows open doors
 // and alarms at compartments, so its legend explains them; an
 // automaton's slots have no door and no alarm of their own, so its legend
-// lists the compartment states only.
+// lists the compartment states only, and its slots table has no alarms
+// column (that would read "none" beside the device's open alarm).
 func TestMapLegendListsOnlyWhatTheMapShows(t *testing.T) {
 	t.Parallel() // its own backend and database
 	e := newEnv(t, server.Options{})
@@ -60,7 +61,15 @@ func TestMapLegendListsOnlyWhatTheMapShows(t *testing.T) {
 	legend := regexp.MustCompile(`(?s)<ul class="legend"[^>]*>(.*?)</ul>`)
 	for _, lang := range web.Languages {
 		for id, doors := range map[string]bool{lockerID: true, autoID: false} {
-			m := legend.FindStringSubmatch(tech.get("/staff/devices/" + id + "?lang=" + lang).body)
+			body := tech.get("/staff/devices/" + id + "?lang=" + lang).body
+			for _, col := range []string{`<th scope="col">` + esc(lang, "comp.alarms") + `</th>`, `data-label="` + esc(lang, "comp.alarms") + `"`} {
+				if doors {
+					assert.Contains(t, body, col, "%s %s", lang, id)
+				} else {
+					assert.NotContains(t, body, col, "%s %s", lang, id)
+				}
+			}
+			m := legend.FindStringSubmatch(body)
 			require.NotNil(t, m, "%s %s", lang, id)
 			for _, s := range []string{"free", "reserved", "loaded", "expired", "out_of_service"} {
 				assert.Contains(t, m[1], esc(lang, "map.state."+s), "%s %s", lang, id)

@@ -437,6 +437,12 @@ type detail struct {
 // its slots have no door state to show.
 func (d detail) HasDoors() bool { return d.Kind == store.Locker }
 
+// SlotAlarms reports whether alarms are tied to compartments (readDetail
+// places a locker's door alarms at their compartment); an automaton's
+// alarms are the device's only (its status lists them), so its slots
+// have no alarms column that would read "none" beside an open alarm.
+func (d detail) SlotAlarms() bool { return d.Kind == store.Locker }
+
 // legendItem is one line of the map's legend: its swatch's class and
 // its words' catalogue key.
 type legendItem struct{ Class, Key string }
@@ -452,7 +458,10 @@ func (d detail) Legend() []legendItem {
 		out = append(out, legendItem{Class: "st-" + s, Key: "map.state." + s})
 	}
 	if d.HasDoors() {
-		out = append(out, legendItem{Class: "door-open", Key: "map.door_open"}, legendItem{Class: "alarmed", Key: "map.alarm"})
+		out = append(out, legendItem{Class: "door-open", Key: "map.door_open"})
+	}
+	if d.SlotAlarms() {
+		out = append(out, legendItem{Class: "alarmed", Key: "map.alarm"})
 	}
 	return out
 }

@@ -48,6 +48,11 @@ func main() {
 		os.Exit(2)
 	}
 	if *check {
+		// The files the configuration names are read as the start reads them.
+		if err := cfg.CheckFiles(); err != nil {
+			fmt.Fprintf(os.Stderr, "kluisd: %s: %v\n", *configPath, err)
+			os.Exit(2)
+		}
 		fmt.Printf("kluisd: %s is valid (device %s, %d compartments)\n", *configPath, cfg.DeviceID, len(cfg.Compartments))
 		return
 	}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/ed25519"
+	"encoding/base64"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +26,14 @@ func TestCheckFlag(t *testing.T) {
 	require.True(t, ok)
 	example, _, ok := strings.Cut(rest, "```")
 	require.True(t, ok)
+	// The files it names, in the test's directory: --check reads them as
+	// the start does.
+	pw, key := filepath.Join(dir, "mqtt.pass"), filepath.Join(dir, "qr.pub")
+	require.NoError(t, os.WriteFile(pw, []byte("s3cret\n"), 0o600))
+	require.NoError(t, os.WriteFile(key, []byte(base64.StdEncoding.EncodeToString(make([]byte, ed25519.PublicKeySize))+"\n"), 0o600))
+	require.Contains(t, example, "/etc/kluis/mqtt.pass")
+	require.Contains(t, example, "/etc/kluis/qr.pub")
+	example = strings.NewReplacer("/etc/kluis/mqtt.pass", pw, "/etc/kluis/qr.pub", key).Replace(example)
 	good := filepath.Join(dir, "good.yaml")
 	require.NoError(t, os.WriteFile(good, []byte(example), 0o600))
 	out, err = exec.Command(bin, "--config", good, "--check").CombinedOutput()
@@ -37,6 +47,28 @@ func TestCheckFlag(t *testing.T) {
 	require.Error(t, err)
 	require.Equal(t, 2, cmd.ProcessState.ExitCode())
 	require.Contains(t, string(out), "kiosk.listen")
+
+	// A file the configuration names that is missing or not what it
+	// should be: exit code 2 and the field named, not "valid" followed
+	// by a start that fails.
+	for _, tc := range []struct{ file, content, field string }{
+		{key, "", "offline.public_key_file"},
+		{key, "s3cret, not a key", "offline.public_key_file"},
+		{pw, "", "mqtt.password_file"},
+	} {
+		require.NoError(t, os.Remove(tc.file))
+		if tc.content != "" {
+			require.NoError(t, os.WriteFile(tc.file, []byte(tc.content), 0o600))
+		}
+		cmd := exec.Command(bin, "--config", good, "--check")
+		out, err = cmd.CombinedOutput()
+		require.Error(t, err, string(out))
+		require.Equal(t, 2, cmd.ProcessState.ExitCode())
+		require.Contains(t, string(out), tc.field)
+		require.NotContains(t, string(out), "s3cret")
+		require.NoError(t, os.WriteFile(pw, []byte("s3cret\n"), 0o600))
+		require.NoError(t, os.WriteFile(key, []byte(base64.StdEncoding.EncodeToString(make([]byte, ed25519.PublicKeySize))+"\n"), 0o600))
+	}
 
 	// --version reads no configuration (kluis-bench start times it as
 	// the floor of kluisd's start: exec, runtime and package init).

@@ -6,6 +6,7 @@ package config
 import (
 	"bytes"
 	"cmp"
+	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -610,8 +612,41 @@ func (c *Config) Validate(o ParseOptions) error {
 		if err := loopback("metrics_listen", c.MetricsListen); err != nil {
 			return err
 		}
+		if sameListener(c.MetricsListen, c.Kiosk.Listen) {
+			return bad("metrics_listen", "%q is kiosk.listen's address: give each its own port", c.MetricsListen)
+		}
+	}
+	if p := c.Kiosk.Scanner.Port; p != "" {
+		if p == c.Hardware.Serial.Port {
+			return bad("kiosk.scanner.port", "%q is the lock boards' line (hardware.serial.port)", p)
+		}
+		if !standardBaud(c.Kiosk.Scanner.Baud) {
+			return bad("kiosk.scanner.baud", "%d is not a standard baud rate", c.Kiosk.Scanner.Baud)
+		}
 	}
 	return nil
+}
+
+// sameListener reports whether two loopback listen addresses (validated)
+// would take the same port: the same port, not 0, on the same host or on
+// localhost and a loopback address.
+func sameListener(a, b string) bool {
+	ha, pa, _ := net.SplitHostPort(a)
+	hb, pb, _ := net.SplitHostPort(b)
+	na, _ := strconv.Atoi(pa)
+	nb, _ := strconv.Atoi(pb)
+	if na == 0 || na != nb {
+		return false
+	}
+	return ha == hb || ha == "localhost" || hb == "localhost"
+}
+
+func standardBaud(b int) bool {
+	switch b {
+	case 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200:
+		return true
+	}
+	return false
 }
 
 func (l Lockout) validate() error {
@@ -651,6 +686,9 @@ func brokerURL(field, raw, creds string) (*url.URL, error) {
 	}
 	if u.User != nil {
 		return nil, bad(field, "must not carry credentials; use %s", creds)
+	}
+	if p := u.Port(); p != "" && !validPort(p, 1) {
+		return nil, bad(field, "%q: port %q must be a number 1-65535", raw, p)
 	}
 	return u, nil
 }
@@ -712,9 +750,7 @@ func (c *Config) validateHardware(o ParseOptions) error {
 		if h.Serial.Port == "" {
 			return bad("hardware.serial.port", "must be set for driver %s", h.Driver)
 		}
-		switch h.Serial.Baud {
-		case 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200:
-		default:
+		if !standardBaud(h.Serial.Baud) {
 			return bad("hardware.serial.baud", "%d is not a standard baud rate", h.Serial.Baud)
 		}
 		if err := h.Serial.validateTiming(); err != nil {
@@ -810,6 +846,16 @@ func (c *Config) validateHardware(o ParseOptions) error {
 	return nil
 }
 
+// validPort reports whether port is a decimal number from min to 65535
+// (a service name such as "http" depends on the machine's /etc/services).
+func validPort(port string, min int) bool {
+	if port == "" || len(port) > 5 || strings.Trim(port, "0123456789") != "" {
+		return false
+	}
+	n, _ := strconv.Atoi(port)
+	return n >= min && n <= 65535
+}
+
 func loopback(field, addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -817,6 +863,9 @@ func loopback(field, addr string) error {
 	}
 	if port == "" {
 		return bad(field, "%q has no port", addr)
+	}
+	if !validPort(port, 0) {
+		return bad(field, "%q: port %q must be a number 0-65535", addr, port)
 	}
 	if host == "localhost" {
 		return nil
@@ -855,7 +904,7 @@ func (c *Config) MQTTTLS() (*tls.Config, error) {
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("config: mqtt.ca_file %s holds no PEM certificate", c.MQTT.CAFile)
+		return nil, fmt.Errorf("config: mqtt.ca_file: %s holds no PEM certificate", c.MQTT.CAFile)
 	}
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
@@ -895,6 +944,42 @@ func readSecret(field, path string) (string, error) {
 		return "", fmt.Errorf("config: %s: %w", field, err)
 	}
 	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// OfflinePublicKey reads the backend's Ed25519 public key from
+// offline.public_key_file (nil without one).
+func (c *Config) OfflinePublicKey() (ed25519.PublicKey, error) {
+	if c.Offline.PublicKeyFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(c.Offline.PublicKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("config: offline.public_key_file: %w", err)
+	}
+	k, err := pickupcode.ParsePublicKey(string(b))
+	if err != nil {
+		return nil, fmt.Errorf("config: offline.public_key_file %s: %w", c.Offline.PublicKeyFile, err)
+	}
+	return k, nil
+}
+
+// CheckFiles reads the files the configuration names (MQTT password and
+// CA, the relay modules' password, the offline public key) as the start
+// does, so that kluisd --check finds a missing, unreadable or malformed
+// one rather than the start that follows it. Errors name the field, never
+// the content.
+func (c *Config) CheckFiles() error {
+	if _, err := c.MQTTPassword(); err != nil {
+		return err
+	}
+	if _, err := c.MQTTTLS(); err != nil {
+		return err
+	}
+	if _, err := c.TasmotaPassword(); err != nil {
+		return err
+	}
+	_, err := c.OfflinePublicKey()
+	return err
 }
 
 // MQTTPassword returns the MQTT password from Password or PasswordFile

@@ -2,10 +2,12 @@ package config
 
 import (
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -103,6 +105,18 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"  password: s3cret", "  password: s3cret\n  pace: {window: 100, burst: 200}", "mqtt.pace.rate"},
 		{"  password: s3cret", "  password: s3cret\n  alarm_pace: {window: 20, rate: 1, burst: 0}", "mqtt.alarm_pace.burst"},
 		{"  password: s3cret", "  password: s3cret\n  ca_file: /etc/kluis/ca.crt", "mqtt.ca_file"},
+		// Addresses the daemon could never listen on or dial: refused by
+		// --check rather than by the start that follows it.
+		{"listen: 127.0.0.1:8088", "listen: 127.0.0.1:99999", "kiosk.listen"},
+		{"listen: 127.0.0.1:8088", "listen: 127.0.0.1:-1", "kiosk.listen"},
+		{"listen: 127.0.0.1:8088", "listen: 127.0.0.1:kiosk", "kiosk.listen"},
+		{"listen: 127.0.0.1:8088", "listen: 127.0.0.1:8088\nmetrics_listen: 127.0.0.1:70000", "metrics_listen"},
+		{"listen: 127.0.0.1:8088", "listen: 127.0.0.1:8088\nmetrics_listen: 127.0.0.1:8088", "metrics_listen"},
+		{"url: tcp://127.0.0.1:1883", "url: tcp://127.0.0.1:99999", "mqtt.url"},
+		{"url: tcp://127.0.0.1:1883", "url: tcp://127.0.0.1:mqtt", "mqtt.url"},
+		// The scanner on the lock boards' line would read (and take) the
+		// boards' answers.
+		{"listen: 127.0.0.1:8088", "listen: 127.0.0.1:8088\n  scanner: {port: /dev/ttyUSB0}", "kiosk.scanner.port"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.field, func(t *testing.T) {
@@ -252,6 +266,51 @@ func TestLoadAndPasswordFile(t *testing.T) {
 	require.Equal(t, "from-file", got)
 	_, err = Load(filepath.Join(dir, "missing.yaml"))
 	require.ErrorContains(t, err, "missing.yaml")
+}
+
+// kluisd --check reads the files the configuration names (CheckFiles), as
+// the start does: a missing or unreadable password, CA or public key file,
+// or a public key that is not one, is an error naming the field, never
+// "valid" followed by a daemon that refuses to start.
+func TestCheckFilesNamesTheField(t *testing.T) {
+	dir := t.TempDir()
+	pub, _, err := ed25519.GenerateKey(nil)
+	require.NoError(t, err)
+	keyFile := filepath.Join(dir, "qr.pub")
+	require.NoError(t, os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(pub)+"\n"), 0o600))
+	pw := filepath.Join(dir, "pw")
+	require.NoError(t, os.WriteFile(pw, []byte("s3cret\n"), 0o600))
+	garbage := filepath.Join(dir, "garbage")
+	require.NoError(t, os.WriteFile(garbage, []byte("s3cret, not a key\n"), 0o600))
+	missing := filepath.Join(dir, "missing")
+	withKey := good + "offline:\n  public_key_file: " + keyFile + "\n"
+	c, err := Parse([]byte(withKey), ParseOptions{})
+	require.NoError(t, err)
+	require.NoError(t, c.CheckFiles(), "files present and well formed")
+	k, err := c.OfflinePublicKey()
+	require.NoError(t, err)
+	require.Equal(t, pub, k)
+
+	cases := []struct{ name, in, field string }{
+		{"key missing", good + "offline:\n  public_key_file: " + missing + "\n", "offline.public_key_file"},
+		{"key garbage", good + "offline:\n  public_key_file: " + garbage + "\n", "offline.public_key_file"},
+		{"key a directory", good + "offline:\n  public_key_file: " + dir + "\n", "offline.public_key_file"},
+		{"password missing", strings.Replace(withKey, "  password: s3cret", "  password_file: "+missing, 1), "mqtt.password_file"},
+		{"ca missing", strings.Replace(strings.Replace(withKey, "  password: s3cret", "  password_file: "+pw+"\n  ca_file: "+missing, 1),
+			"tcp://", "ssl://", 1), "mqtt.ca_file"},
+		{"ca garbage", strings.Replace(strings.Replace(withKey, "  password: s3cret", "  password_file: "+pw+"\n  ca_file: "+garbage, 1),
+			"tcp://", "ssl://", 1), "mqtt.ca_file"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.in), ParseOptions{})
+			require.NoError(t, err, "the file is read by CheckFiles, not by Parse")
+			err = c.CheckFiles()
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.field)
+			require.NotContains(t, err.Error(), "s3cret", "secrets never in errors")
+		})
+	}
 }
 
 // mqtt.ca_file: only that CA is trusted for a TLS URL; a file without a

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"runtime/debug"
 	"sync"
@@ -26,7 +25,6 @@ import (
 	"kluis/controller/kiosk/screen"
 	"kluis/controller/link"
 	"kluis/controller/offline"
-	"kluis/controller/pickupcode"
 	"kluis/controller/promtext"
 	"kluis/controller/wire"
 	"kluis/hardware"
@@ -165,17 +163,9 @@ func Run(ctx context.Context, o Options) error {
 		log.Warn("torn last journal record dropped (power cut)", "bytes", rec.TornBytes)
 	}
 
-	var pub []byte
-	if cfg.Offline.PublicKeyFile != "" {
-		b, err := os.ReadFile(cfg.Offline.PublicKeyFile)
-		if err != nil {
-			return fmt.Errorf("daemon: offline.public_key_file: %w", err)
-		}
-		k, err := pickupcode.ParsePublicKey(string(b))
-		if err != nil {
-			return fmt.Errorf("daemon: offline.public_key_file: %w", err)
-		}
-		pub = k
+	pub, err := cfg.OfflinePublicKey()
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
 	}
 	cache, err := offline.Open(cfg.JournalDir, cfg.DeviceID, pub)
 	if err != nil {

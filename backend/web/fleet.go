@@ -88,13 +88,40 @@ type alarm = alarms.Alarm
 
 // activeAlarms reads the open alarms per device (backend/alarms: the
 // latest alarm or alarm_cleared of each device, kind and place), each
-// device's not acknowledged first.
+// device's in the pages' order (bySeverity).
 func activeAlarms(ctx context.Context, db store.DB, now time.Time, deviceID string) (map[string][]alarm, error) {
 	out, err := alarms.Open(ctx, db, now, deviceID)
 	if err != nil {
 		return nil, fmt.Errorf("web: %w", err)
 	}
+	for _, as := range out {
+		bySeverity(as)
+	}
 	return out, nil
+}
+
+// bySeverity orders one device's open alarms as the technician's pages
+// list them and say what to do about them: not acknowledged first, then
+// the most severe first (alarmSeverity, as the fleet's order), then the
+// newest. By time alone, a lock's mechanism fault at 02:05 came before
+// the door forced at 02:00 that caused it, in the list and in "what to
+// do": the visit that cannot wait would read as the second thing.
+func bySeverity(as []alarm) {
+	rank := func(a alarm) int {
+		if s, ok := alarmSeverity[a.Kind]; ok {
+			return s
+		}
+		return len(alarmSeverity)
+	}
+	sort.SliceStable(as, func(i, j int) bool {
+		if ai, aj := as[i].Acknowledged(), as[j].Acknowledged(); ai != aj {
+			return !ai
+		}
+		if ri, rj := rank(as[i]), rank(as[j]); ri != rj {
+			return ri < rj
+		}
+		return as[i].At.After(as[j].At)
+	})
 }
 
 // health is one device as the fleet page shows it.

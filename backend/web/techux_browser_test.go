@@ -1,0 +1,141 @@
+package web_test
+
+import (
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/server"
+	"kluis/backend/web"
+	"kluis/controller/wire"
+	"kluis/deploy/dev/browsertest"
+)
+
+// darkScheme has the tab's pages seen as on a phone or computer set to
+// dark (prefers-color-scheme: dark).
+func darkScheme(t *testing.T, tab *browsertest.Tab) {
+	t.Helper()
+	_, err := chromedp.Call(tab.Ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+		Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}})
+	require.NoError(t, err)
+}
+
+// luminance is the relative luminance (WCAG, 0 black to 1 white) of the
+// computed CSS property prop of the element css.
+func luminance(t *testing.T, tab *browsertest.Tab, css, prop string) float64 {
+	t.Helper()
+	s := evalString(t, tab, `(function(){var m=getComputedStyle(document.querySelector(`+"`"+css+"`"+`))[`+"`"+prop+"`"+`].match(/\d+(\.\d+)?/g).slice(0,3).map(Number);
+		var l=m.map(function(c){c/=255; return c<=0.03928?c/12.92:Math.pow((c+0.055)/1.055,2.4)});
+		return String(0.2126*l[0]+0.7152*l[1]+0.0722*l[2])})()`)
+	f, err := strconv.ParseFloat(s, 64)
+	require.NoError(t, err, s)
+	return f
+}
+
+// agoPattern matches how long ago something was in lang ("3 min
+// geleden"), any of the catalogue's ago.* forms.
+func agoPattern(lang string) *regexp.Regexp {
+	var alts []string
+	for _, k := range []string{"ago.seconds", "ago.minutes", "ago.hours", "ago.days"} {
+		alts = append(alts, strings.ReplaceAll(regexp.QuoteMeta(web.Text(lang, k)), `\{n\}`, `\d+`))
+	}
+	return regexp.MustCompile("^(" + strings.Join(alts, "|") + ")$")
+}
+
+// TestTechnicianAtNightOnADarkPhone: called out at night, a technician
+// opens the console on a phone set to dark (390x844, prefers-color-
+// scheme: dark). The door of compartment 2 is forced, then (later) the
+// lock of compartment 4 reports a mechanism fault, and the lock board
+// stops answering. The pages are dark (a dark ground, light text: the
+// phone's setting is followed, a laptop with the light setting stays
+// light), with zero axe-core WCAG 2.1 A/AA violations (contrast included)
+// and nothing scrolling sideways. The forced door, the visit that cannot
+// wait, comes first in the fleet row's alarms and in the device's "what
+// to do", though the mechanism fault is newer (by time alone it came
+// second). Each alarm says how long ago it was raised, beside the time,
+// on the fleet page, the device page and the acknowledgement form, in
+// Dutch and in French. Screenshots var/screenshots/console/night-dark-*.
+func TestTechnicianAtNightOnADarkPhone(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e := newEnv(t, server.Options{})
+	// The door forced three hours ago, the lock's fault two hours ago (in
+	// the device's clock, which the alarm's time is).
+	now := time.Now().UTC()
+	e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: &wire.Address{Board: 0, Channel: 1}, At: now.Add(-3*time.Hour - time.Minute)})
+	e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmMechanismFault, Addr: &wire.Address{Board: 0, Channel: 3}, At: now.Add(-2*time.Hour - time.Minute)})
+	e.boardDown()
+
+	b, phone := techPhone(t, e)
+	laptop := b.NewTab(t, 1366, 768) // light, as set
+	darkScheme(t, phone)
+	base := e.b.URL("")
+	look := func(name string) { t.Helper(); lookAt(t, phone, "dark-"+name) }
+	dark := func(where string) {
+		t.Helper()
+		assert.Less(t, luminance(t, phone, "body", "backgroundColor"), 0.02, "%s: a dark ground", where)
+		assert.Greater(t, luminance(t, phone, "main", "color"), 0.7, "%s: light text", where)
+	}
+	forced := func(lang string) string {
+		return web.Text(lang, "alarm.at_compartment", "alarm", web.Text(lang, "alarm.forced_door"), "n", 2)
+	}
+	agos := func(lang, list string) {
+		t.Helper()
+		n := evalInt(t, phone, `document.querySelectorAll("`+list+` li.alarm").length`)
+		require.Equal(t, 2, n, "%s: both alarms listed", list)
+		for i := 0; i < n; i++ {
+			ago := strings.TrimSpace(evalString(t, phone, `(function(){var s=document.querySelectorAll("`+list+` li.alarm")[`+itoa(int64(i))+`].querySelector(".ago"); return s ? s.innerText : ""})()`))
+			assert.Regexp(t, agoPattern(lang), ago, "%s: alarm %d says how long ago", list, i+1)
+		}
+	}
+
+	// The fleet page.
+	phone.Do(t, chromedp.Navigate(base+"/staff/devices"))
+	phone.WaitFor(t, `document.body.hasAttribute("data-live-updates") && !!document.querySelector("#fleet-rows tr.has-alarm li.alarm")`, 10*time.Second)
+	look("fleet-phone")
+	dark("fleet")
+	row := `#fleet-rows tr.has-alarm`
+	assert.True(t, strings.HasPrefix(strings.TrimSpace(strings.TrimPrefix(phone.Text(t, row+" li.alarm"), web.Text("nl", "alarm.unacked"))), forced("nl")),
+		"the forced door first: %q", phone.Text(t, row+" li.alarm"))
+	agos("nl", row)
+	assert.Equal(t, web.Text("nl", "ago.hours", "n", 3), phone.Text(t, row+" li.alarm .ago"), "the forced door, three hours ago")
+
+	// The device's page: what to do, the forced door first.
+	fleetToDevice(t, phone, base, "#device-status .next-steps")
+	look("device-phone")
+	dark("device")
+	first := phone.Text(t, "#device-status .next-steps li")
+	assert.True(t, strings.HasPrefix(first, web.Text("nl", "next.what", "what", web.Text("nl", "alarm.forced_door"))), "what to do first: %q", first)
+	assert.Contains(t, phone.Text(t, "#device-status ul.alarms li.alarm"), forced("nl"))
+	agos("nl", "#device-status ul.alarms")
+
+	// The acknowledgement form: when, and how long ago.
+	phone.Do(t, chromedp.Click(chromedp.CSS("#device-status a.ack")))
+	phone.WaitFor(t, `!!document.querySelector("#note")`, 10*time.Second)
+	look("ack-phone")
+	dark("ack")
+	assert.Regexp(t, agoPattern("nl"), strings.TrimSpace(phone.Text(t, "dl.ack-alarm dd .ago")))
+
+	// In French, with a click on the language.
+	phone.Do(t, chromedp.Click(chromedp.CSS(`nav.langs a[hreflang="fr"]`)))
+	phone.WaitFor(t, `document.documentElement.lang === "fr" && !!document.querySelector("#note")`, 10*time.Second)
+	assert.Regexp(t, agoPattern("fr"), strings.TrimSpace(phone.Text(t, "dl.ack-alarm dd .ago")))
+	phone.Do(t, chromedp.Navigate(base+"/staff/devices/"+lockerID))
+	phone.WaitFor(t, `document.documentElement.lang === "fr" && !!document.querySelector("#device-status .next-steps")`, 10*time.Second)
+	look("device-phone-fr")
+	dark("device fr")
+	assert.True(t, strings.HasPrefix(phone.Text(t, "#device-status .next-steps li"), web.Text("fr", "next.what", "what", web.Text("fr", "alarm.forced_door"))))
+	agos("fr", "#device-status ul.alarms")
+
+	// A laptop set to light stays light.
+	laptop.Do(t, chromedp.Navigate(base+"/staff/devices"))
+	laptop.WaitFor(t, `!!document.querySelector("#fleet-rows tr.has-alarm")`, 10*time.Second)
+	assert.Greater(t, luminance(t, laptop, "body", "backgroundColor"), 0.9, "light as set")
+	assert.Less(t, luminance(t, laptop, "main", "color"), 0.05)
+}

@@ -210,6 +210,9 @@ type DocumentFilter struct {
 	Query string
 	// DeadlineBefore keeps documents with a deadline at or before it.
 	DeadlineBefore *time.Time
+	// CreatedFrom and CreatedBefore keep documents registered at or after
+	// CreatedFrom and before CreatedBefore (nil: no bound), e.g. one day's.
+	CreatedFrom, CreatedBefore *time.Time
 	// ByDeadline orders by deadline, earliest first (else newest first).
 	ByDeadline bool
 	// Limit caps the page; default 50, at most 500.
@@ -243,10 +246,6 @@ func ListDocuments(ctx context.Context, db DB, f DocumentFilter) (DocumentPage, 
 	if len(f.Query) > 100 {
 		return DocumentPage{}, fmt.Errorf("search text longer than 100 bytes: %w", ErrInvalid)
 	}
-	var deadline any
-	if f.DeadlineBefore != nil {
-		deadline = f.DeadlineBefore.UTC()
-	}
 	if f.Limit <= 0 {
 		f.Limit = 50
 	}
@@ -261,12 +260,20 @@ func ListDocuments(ctx context.Context, db DB, f DocumentFilter) (DocumentPage, 
 		AND ($5 = '' OR ($6 <> '' AND number_key LIKE '%' || $6 || '%' ESCAPE '\')
 		     OR coalesce(holder_first_name, '') || ' ' || coalesce(holder_last_name, '') ILIKE '%' || $7 || '%' ESCAPE '\'
 		     OR coalesce(holder_last_name, '') || ' ' || coalesce(holder_first_name, '') ILIKE '%' || $7 || '%' ESCAPE '\')
-		AND ($8::timestamptz IS NULL OR deadline <= $8)`
+		AND ($8::timestamptz IS NULL OR deadline <= $8)
+		AND ($9::timestamptz IS NULL OR created_at >= $9) AND ($10::timestamptz IS NULL OR created_at < $10)`
 	like := func(s string) string {
 		return strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`).Replace(s)
 	}
+	// utc is a bound as the query takes it: nil (none) or UTC.
+	utc := func(t *time.Time) any {
+		if t == nil {
+			return nil
+		}
+		return t.UTC()
+	}
 	args := []any{string(f.State), f.DeviceID, f.SiteID, states, f.Query, like(DocumentNumberKey(f.Query)),
-		like(strings.Join(strings.Fields(f.Query), " ")), deadline}
+		like(strings.Join(strings.Fields(f.Query), " ")), utc(f.DeadlineBefore), utc(f.CreatedFrom), utc(f.CreatedBefore)}
 	page := DocumentPage{Documents: []Document{}, Limit: f.Limit, Offset: f.Offset}
 	if err := db.QueryRow(ctx, "SELECT count(*)"+where, args...).Scan(&page.Total); err != nil {
 		return DocumentPage{}, fmt.Errorf("store: list documents: %w", err)
@@ -275,7 +282,7 @@ func ListDocuments(ctx context.Context, db DB, f DocumentFilter) (DocumentPage, 
 	if f.ByDeadline {
 		order = " ORDER BY deadline NULLS LAST, id"
 	}
-	rows, err := db.Query(ctx, "SELECT "+documentColumns+where+order+" LIMIT $9 OFFSET $10",
+	rows, err := db.Query(ctx, "SELECT "+documentColumns+where+order+" LIMIT $11 OFFSET $12",
 		append(args, f.Limit, f.Offset)...)
 	if err != nil {
 		return DocumentPage{}, fmt.Errorf("store: list documents: %w", err)

@@ -299,6 +299,47 @@ func TestDocumentThatLeftItsCompartmentSaysSoInBrowser(t *testing.T) {
 	tab.Screenshot(t, "counterux/search-retrieved-fr")
 }
 
+// "Yesterday's documents": the documents page links to the documents
+// registered today, yesterday and on each day of the week before; with
+// the keyboard (from the search field: Tab to the search button, to
+// today, to yesterday, Enter) the results list yesterday's batch and only
+// it, the link marked as the current one; a day that is not a date is
+// refused (400). In Dutch and in French, on a tablet.
+func TestYesterdaysDocumentsInBrowser(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e, tab, base := staffOnTablet(t)
+	batch := []string{e.register("591-7770001-40", false), e.registerOnly("591-7770002-40", false)}
+	e.register("591-7770003-40", false) // today
+	// The batch was registered yesterday at noon, Brussels time.
+	_, err := e.pool().Exec(t.Context(), `UPDATE documents SET created_at =
+		(date_trunc('day', now() AT TIME ZONE 'Europe/Brussels') - interval '12 hours') AT TIME ZONE 'Europe/Brussels' WHERE id = ANY($1::uuid[])`, batch)
+	require.NoError(t, err)
+	brussels, err := time.LoadLocation("Europe/Brussels")
+	require.NoError(t, err)
+	yesterday := time.Now().In(brussels).AddDate(0, 0, -1)
+	for _, lang := range []string{"nl", "fr"} {
+		tab.Do(t, chromedp.Navigate(base+"/staff/documents?lang="+lang))
+		tab.WaitFor(t, `document.activeElement && document.activeElement.id === "q"`, 20*time.Second)
+		tab.Do(t, chromedp.KeyEvent("\t\t\t"))
+		require.Equal(t, web.Text(lang, "documents.day_yesterday"), evalString(t, tab, `document.activeElement.textContent`), lang)
+		tab.Do(t, chromedp.KeyEvent("\r"))
+		tab.WaitFor(t, `location.search.startsWith("?day=") && !!document.querySelector("#h-results")`, 20*time.Second)
+		assert.Equal(t, web.Text(lang, "documents.day_results", "date", yesterday.Format(web.Text(lang, "fmt.date")), "n", 2), tab.Text(t, "#h-results"), lang)
+		results := tab.Text(t, `section[aria-labelledby="h-results"] tbody`)
+		assert.Contains(t, results, "591-7770001-40", lang)
+		assert.Contains(t, results, "591-7770002-40", lang)
+		assert.NotContains(t, results, "591-7770003-40", "%s: today's is not yesterday's", lang)
+		assert.Equal(t, web.Text(lang, "documents.day_yesterday"), tab.Text(t, `nav.days a[aria-current]`), lang)
+		noSideScroll(t, tab, "yesterday's documents "+lang)
+		tab.CheckAxe(t, "yesterday's documents "+lang)
+		tab.Screenshot(t, "counterux/documents-yesterday-"+lang)
+	}
+	c := e.client()
+	c.login(auth.RoleStaff)
+	assert.Equal(t, http.StatusBadRequest, c.get("/staff/documents?day=gisteren").status)
+	assert.Equal(t, http.StatusBadRequest, c.get("/staff/documents?day=2026-02-31").status)
+}
+
 // staffOnTablet is a backend of its own (newEnv) and a 768 px tablet's
 // tab signed in as counter staff, with the backend's address.
 func staffOnTablet(t *testing.T) (*env, *browsertest.Tab, string) {

@@ -49,10 +49,25 @@ type documentsData struct {
 	// wait for staff to reserve one, listed so that none is forgotten.
 	Unplaced []docRow
 	SoonDays int
+	// Day is the day whose registered documents the results list
+	// (?day=2026-12-06, in the console's time zone; "" for none), Days
+	// the links to the last week's days.
+	Day, DayText string
+	Days         []dayLink
 	// Undelivered are the messages to holders that failed (waiting for a
 	// retry, or given up: the counter hands over a slip or new codes).
 	Undelivered []notify.Undelivered
 }
+
+// dayLink is a link to the documents registered on one day.
+type dayLink struct {
+	Value, Text string
+	Current     bool
+}
+
+// linkedDays is how many days back the documents page links to (today
+// included): "yesterday's documents" one click away, a week's at most.
+const linkedDays = 7
 
 // soonWithin is what "expires soon" means on the documents page.
 const soonWithin = 48 * time.Hour
@@ -86,9 +101,36 @@ func (w *Web) documents(rw http.ResponseWriter, q *req) error {
 		}
 		return out, pg.Total, nil
 	}
-	if d.Query != "" {
+	now := w.o.Clock().In(w.o.Location)
+	today := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, w.o.Location)
+	var from, before *time.Time
+	if v := q.r.URL.Query().Get("day"); v != "" {
+		day, err := time.ParseInLocation(time.DateOnly, v, w.o.Location)
+		if err != nil {
+			return fail(http.StatusBadRequest, "error.bad_request")
+		}
+		next := day.AddDate(0, 0, 1)
+		from, before, d.Day, d.DayText = &day, &next, day.Format(time.DateOnly), day.Format(q.t.S("fmt.date"))
+	}
+	for i := 0; i < linkedDays; i++ {
+		day := today.AddDate(0, 0, -i)
+		l := dayLink{Value: day.Format(time.DateOnly), Text: day.Format(q.t.S("fmt.date"))}
+		switch i {
+		case 0:
+			l.Text = q.t.S("documents.day_today")
+		case 1:
+			l.Text = q.t.S("documents.day_yesterday")
+		}
+		l.Current = l.Value == d.Day
+		d.Days = append(d.Days, l)
+	}
+	if d.Query != "" || d.Day != "" {
 		d.Searched = true
-		if d.Results, d.Total, err = list(store.DocumentFilter{Query: d.Query, Limit: 50}); err != nil {
+		limit := 50
+		if d.Day != "" {
+			limit = 200 // a day's batch
+		}
+		if d.Results, d.Total, err = list(store.DocumentFilter{Query: d.Query, CreatedFrom: from, CreatedBefore: before, Limit: limit}); err != nil {
 			return err
 		}
 	}

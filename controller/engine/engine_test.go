@@ -1673,6 +1673,76 @@ func TestJournalDamagedAlarm(t *testing.T) {
 	})
 }
 
+// A journal damaged in the middle loses the records after the damage (moved
+// aside for forensics), among them the single-use mark of an offline pickup
+// (its pulse intent) and its pickup_completed, which the backend may never
+// have had: the backend's next code sync brings the spent code back. Offline,
+// in that doubt, no code the cache held when the damage was found opens its
+// door again (withdrawn, reported offline_code_refused); online the backend
+// decides, and a code synced after it opens offline.
+func TestJournalDamagedWithdrawsOfflineCodes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		now := time.Now()
+		tok, cid := signToken(t, r.priv, now.Add(time.Hour))
+		entry := wire.CodeEntry{DocumentID: "doc-q", Addr: wire.Address{Board: 0, Channel: 1}, Expires: now.Add(time.Hour), QRHash: pickupcode.QRHash(cid)}
+		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now,
+			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{entry}}}))
+		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
+		r.be.set(func() { r.be.unreachable = true })
+		a1 := hardware.Address{Board: 0, Channel: 1}
+		r.setItem(a1, true, false)
+		require.Equal(t, StateOpen, r.pickup(PickupRequest{QR: tok}).State)
+		r.waitFor("pulse", func() bool { return r.f.PulseCount(a1) == 1 })
+		r.citizen(a1, true)
+		r.waitFor("completed", func() bool { return r.hasEvent("pickup_completed") })
+		f := r.f
+		r.stop()
+		f.Resume()
+
+		// A bit flipped in the pulse intent's record, before the end.
+		path := filepath.Join(r.dir, journal.FileName)
+		b, err := os.ReadFile(path)
+		require.NoError(t, err)
+		i := bytes.Index(b, []byte(`"type":"intent"`))
+		require.Greater(t, i, 0)
+		require.Greater(t, bytes.Count(b[i:], []byte("\n")), 1, "the intent is not the last record")
+		b[i+2] ^= 0x01
+		require.NoError(t, os.WriteFile(path, b, 0o600))
+
+		// Restarted as the daemon does: the journal moved the rest aside.
+		j, _, rec, err := journal.Open(journal.Options{Dir: r.dir, DeviceID: device})
+		require.NoError(t, err)
+		require.True(t, rec.Corrupt)
+		require.NoError(t, j.Close())
+		r = newRig(t, rigOpts{caps: sensors, dir: r.dir, fake: f, priv: r.priv, damaged: "damaged journal record"})
+		defer r.stop()
+		r.waitFor("alarm", func() bool { return r.hasEvent("alarm:journal_damaged") })
+		// The backend, which never heard of the pickup, syncs the code again.
+		res = r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-2", Kind: wire.CmdCodeSync, Issued: now,
+			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 2, Full: true, Entries: []wire.CodeEntry{entry}}}))
+		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
+		r.be.set(func() { r.be.unreachable = true })
+		s := r.pickup(PickupRequest{QR: tok})
+		require.NotEqual(t, StateOpen, s.State, "a code perhaps spent opened its door offline again")
+		require.Equal(t, StateOutOfOrder, s.State)
+		require.True(t, r.hasEvent("offline_code_refused"))
+		require.Equal(t, 1, f.PulseCount(a1), "one pulse")
+
+		// A code synced after the damage opens offline.
+		tok2, cid2 := signToken(t, r.priv, now.Add(time.Hour))
+		a2 := hardware.Address{Board: 0, Channel: 2}
+		r.setItem(a2, true, false)
+		res = r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-3", Kind: wire.CmdCodeSync, Issued: now,
+			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 3, Full: true, Entries: []wire.CodeEntry{entry,
+				{DocumentID: "doc-r", Addr: wire.Address{Board: 0, Channel: 2}, Expires: now.Add(time.Hour), QRHash: pickupcode.QRHash(cid2)}}}}))
+		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
+		require.Equal(t, StateOpen, r.pickup(PickupRequest{QR: tok2}).State)
+		r.waitFor("pulse", func() bool { return r.f.PulseCount(a2) == 1 })
+	})
+}
+
 // A pulse whose first attempt went unanswered may have been carried out even
 // when a later retry fails differently (a board cooling down after the pulse
 // it did carry out): the operation must follow the door and report the

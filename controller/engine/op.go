@@ -603,6 +603,29 @@ func (e *Engine) forgetBoardCodes(board int) {
 	}
 }
 
+// forgetAllCodes withdraws every code of the offline cache (in one durable
+// write): the journal was damaged, and the records lost after the damage
+// may have held the single-use mark of an offline pickup (and its
+// pickup_completed, which the backend then never had, so its syncs keep
+// the code). Offline no code known at the damage opens a door again; online
+// the backend decides, and codes synced afterwards are new entries.
+func (e *Engine) forgetAllCodes() {
+	if e.o.Cache == nil {
+		return
+	}
+	addrs := make([]wire.Address, 0, len(e.comps))
+	for _, c := range e.comps {
+		addrs = append(addrs, c.wireAddr())
+	}
+	n, err := e.o.Cache.ForgetAll(addrs)
+	if err != nil {
+		e.log.Error("withdrawing the offline codes after journal damage failed", "err", err)
+		return
+	}
+	e.log.Warn("journal damaged: every offline code known until now withdrawn (single-use marks may be lost)", "entries", n)
+	e.m.cacheSize.Set(float64(e.o.Cache.Len()))
+}
+
 // unuse releases an offline single-use mark: the code may be used again
 // (until graceUntil when not zero).
 func (e *Engine) unuse(o *op, graceUntil time.Time) {

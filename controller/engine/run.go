@@ -84,6 +84,7 @@ func (e *Engine) ReadyC() <-chan struct{} { return e.readyC }
 // (and reports a damaged journal first).
 func (e *Engine) inventory(ctx context.Context) error {
 	if e.o.JournalDamaged != "" {
+		e.forgetAllCodes()
 		e.alarm(wire.AlarmJournalDamaged, nil, nil, e.o.JournalDamaged)
 	}
 	var info hardware.Info

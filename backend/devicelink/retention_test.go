@@ -3,6 +3,7 @@ package devicelink_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"kluis/backend/devicelink"
 	"kluis/backend/store/storetest"
 	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
 )
 
@@ -201,4 +203,30 @@ func TestPrunerRefusesAShortRetention(t *testing.T) {
 	require.NoError(t, err)
 	_, err = p.Pass(context.Background())
 	require.NoError(t, err)
+}
+
+// TestPrunerCountsAFailedPass: a pass the database refuses is counted in
+// kluis_device_history_prune_failures_total (KluisDeviceRetentionFailing)
+// and logged; Run goes on until its context ends.
+func TestPrunerCountsAFailedPass(t *testing.T) {
+	pool := storetest.New(t).Pool()
+	reg := prometheus.NewRegistry()
+	var logs testenv.SyncBuffer
+	p, err := devicelink.NewPruner(devicelink.PrunerOptions{Pool: pool, Registerer: reg,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	require.NoError(t, err)
+	pool.Close() // every statement fails
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, time.Hour) }()
+	testenv.Eventually(t, "the failed pass counted", func() bool {
+		return testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP kluis_device_history_prune_failures_total Passes of the device retention that failed (the next pass tries again).
+# TYPE kluis_device_history_prune_failures_total counter
+kluis_device_history_prune_failures_total 1
+`), "kluis_device_history_prune_failures_total") == nil
+	})
+	cancel()
+	require.ErrorIs(t, <-done, context.Canceled)
+	require.Contains(t, logs.String(), "device retention: prune failed")
 }

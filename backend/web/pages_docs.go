@@ -832,12 +832,15 @@ func (w *Web) docAction(rw http.ResponseWriter, r *http.Request) {
 }
 
 // deviceElsewhere reports whether the device chosen by hand to reserve
-// document docID in is not one of the document's site: another site's,
-// or no device at all (a form posted by hand). The console's form lists
-// only the site's devices; service.Reserve refuses the others as invalid.
+// registered document docID in is not one of the document's site:
+// another site's, or no device at all (a form posted by hand). The
+// console's form lists only the site's devices; service.Reserve refuses
+// the others as invalid. A document no longer registered is left to
+// service.Reserve (its page has no reservation form to say it in: the
+// error page says the state does not allow it).
 func (w *Web) deviceElsewhere(ctx context.Context, docID, deviceID string) (bool, error) {
 	doc, err := w.o.Service.GetDocument(ctx, docID)
-	if err != nil {
+	if err != nil || doc.State != lifecycle.Registered {
 		return false, err
 	}
 	dev, err := w.o.Service.GetDevice(ctx, deviceID)

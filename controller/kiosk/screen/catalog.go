@@ -197,6 +197,9 @@ var uiTexts = map[string][4]string{
 	// script decides (a keypad, the start in another language).
 	"idle.warn": {"Bent u er nog? Over {n} seconden gaat het scherm terug naar het begin.", "Êtes-vous encore là\u00a0? Dans {n} secondes, l'écran revient au début.",
 		"Are you still there? In {n} seconds the screen goes back to the start.", "Sind Sie noch da? In {n} Sekunden geht der Bildschirm zurück zum Anfang."},
+	// The same with one second left.
+	"idle.warn.one": {"Bent u er nog? Over 1 seconde gaat het scherm terug naar het begin.", "Êtes-vous encore là\u00a0? Dans 1 seconde, l'écran revient au début.",
+		"Are you still there? In 1 second the screen goes back to the start.", "Sind Sie noch da? In 1 Sekunde geht der Bildschirm zurück zum Anfang."},
 	"idle.stay": {"Ik ben er nog", "Je suis encore là", "I am still here", "Ich bin noch da"},
 	// The counter's opening hours (kiosk.counter_hours), on the screens
 	// that send a citizen to the counter: a line per run of days with the

@@ -167,6 +167,9 @@
       }
       announce(sec);
     }
+    // The warning before the idle return goes with the screen it was
+    // for, at once (not at the next tick): none on the start screen.
+    idleWarn();
   }
 
   function announce(sec) {
@@ -190,7 +193,14 @@
       retryUntil: s.state === "locked_out" && s.retry_after_s ? Date.parse(s.at) + s.retry_after_s * 1000 : 0
     };
     if (fresh && s.seq < was.seq) { dismissed = 0; }
-    if (s.state !== "need_birth_date" && s.state !== "verifying" && s.state !== "idle") { forget(); }
+    // kluisd's return to idle (timeouts.session) from a citizen's screen
+    // still shown (the date-of-birth keypad, a result) ends it: the start
+    // screen, nothing typed kept; not the keypad the person came from
+    // (the PIN keypad with the PIN still in it). A screen already left
+    // ("Try again", "Start again") keeps what the person does now.
+    var ended = !cur.staff && s.state === "idle" && was.seq > dismissed && was.state !== "idle" && was.state !== "staff";
+    if (ended) { view = "start"; }
+    if (ended || (s.state !== "need_birth_date" && s.state !== "verifying" && s.state !== "idle")) { forget(); }
     watchDoor();
     if (was.staff && !cur.staff) { view = "start"; staffPin = ""; }
     if (s.state !== was.state || s.seq !== was.seq) {
@@ -329,8 +339,9 @@
       if (!w.hidden) { w.hidden = true; $("[data-idle-said]", w).textContent = ""; }
       return;
     }
-    var tpl = $("[data-idle-shown]", w).getAttribute("data-tpl");
-    var text = tpl.split("{n}").join(String(Math.ceil(left / 1000)));
+    var secs = Math.ceil(left / 1000);
+    var tpl = $("[data-idle-shown]", w).getAttribute(secs === 1 ? "data-tpl-one" : "data-tpl");
+    var text = tpl.split("{n}").join(String(secs));
     $("[data-idle-shown]", w).textContent = text;
     $("[data-act=stay]", w).hidden = !kept;
     if (w.hidden) {

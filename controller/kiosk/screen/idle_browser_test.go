@@ -1,0 +1,211 @@
+package screen_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"kluis/controller/engine"
+	"kluis/controller/kiosk/screen"
+	"kluis/controller/wire"
+	"kluis/deploy/dev/browsertest"
+)
+
+// recordViews makes the page note every section it shows, in order, with
+// the typed PIN's dots and the staff PIN's at that moment and whether the
+// idle warning shows (a MutationObserver on the sections' and the
+// warning's hidden attributes: each render is one entry, however briefly
+// it stayed).
+const recordViews = `(function(){
+  window.__seen = [];
+  var note = function () {
+    var v = document.querySelector("main .view:not([hidden])");
+    var e = {id: v ? v.id : "", pin: document.querySelector("[data-out=pin]").textContent,
+      staff: document.querySelector("[data-out=staff-pin]").textContent,
+      warn: !document.getElementById("idle-warn").hidden};
+    var last = window.__seen[window.__seen.length - 1];
+    if (!last || last.id !== e.id || last.pin !== e.pin || last.staff !== e.staff || last.warn !== e.warn) { window.__seen.push(e); }
+  };
+  var o = new MutationObserver(note);
+  o.observe(document.querySelector("main"), {subtree: true, attributes: true, attributeFilter: ["hidden"]});
+  o.observe(document.getElementById("idle-warn"), {attributes: true, attributeFilter: ["hidden"]});
+  window.__warned = [];
+  new MutationObserver(function () {
+    var t = document.querySelector("#idle-warn [data-idle-shown]").textContent;
+    if (window.__warned[window.__warned.length - 1] !== t) { window.__warned.push(t); }
+  }).observe(document.querySelector("#idle-warn [data-idle-shown]"), {childList: true, characterData: true, subtree: true});
+  note();
+  return true;
+})()`
+
+type seenView struct {
+	ID    string `json:"id"`
+	PIN   string `json:"pin"`
+	Staff string `json:"staff"`
+	Warn  bool   `json:"warn"`
+}
+
+// TestIdleReturnsToTheStartFromEveryScreen: a kiosk left alone goes back
+// to the start screen from every screen a person can leave it on, never
+// to a keypad on the way (with a PIN typed before still held): the
+// date-of-birth keypad (kluisd ends need_birth_date after
+// timeouts.session, touched or not, and the page follows it to the start
+// even while someone still taps the keypad), a refusal after a PIN, a
+// staff login refused, the staff login keypad left alone, and the staff
+// menu (kluisd logs staff out after kiosk.staff_idle). The start screen's
+// own return (to the default language) and the PIN keypad's are
+// TestScreenBehaviour's idle subtest. Each case has its own kiosk with a
+// 6 s timeouts.session and kiosk.staff_idle, in parallel in one browser.
+// The warning before the return ("In 1 seconds the screen goes back to
+// the start") is gone when the start screen shows.
+func TestIdleReturnsToTheStartFromEveryScreen(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser")
+	}
+	t.Parallel()
+	b := browsertest.New(t, browsertest.Options{})
+	exp := time.Now().Add(time.Hour)
+	cat, err := screen.NewCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := func(t *testing.T, key string) string {
+		t.Helper()
+		s, err := cat.Text(key, "nl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	for _, c := range []struct {
+		name string
+		// reach brings the tab to the screen left alone (target).
+		reach  func(t *testing.T, r *rig, tab *browsertest.Tab)
+		target string
+		// tap keeps touching the screen until kluisd has gone back to
+		// idle by itself.
+		tap string
+	}{
+		{name: "date of birth", target: "v-birth", tap: `#v-birth [data-key="1"]`, reach: toBirth},
+		{name: "date of birth left alone", target: "v-birth", reach: toBirth},
+		{name: "wrong PIN", target: "s-wrong_code",
+			reach: func(t *testing.T, r *rig, tab *browsertest.Tab) {
+				clickAll(t, tab, `#v-start [data-act=pin]`)
+				typePad(t, tab, "v-pin", "11122233")
+				clickAll(t, tab, `#v-pin [data-key=ok]`)
+			}},
+		{name: "staff login keypad", target: "v-staff-login",
+			reach: func(t *testing.T, r *rig, tab *browsertest.Tab) {
+				clickAll(t, tab, `footer [data-act=staff-login]`)
+				typePad(t, tab, "v-staff-login", "47")
+			}},
+		{name: "staff login refused", target: "s-staff_denied",
+			reach: func(t *testing.T, r *rig, tab *browsertest.Tab) {
+				clickAll(t, tab, `footer [data-act=staff-login]`)
+				typePad(t, tab, "v-staff-login", "9999")
+				clickAll(t, tab, `#v-staff-login [data-key=ok]`)
+			}},
+		{name: "staff menu", target: "v-staff-menu",
+			reach: func(t *testing.T, r *rig, tab *browsertest.Tab) {
+				clickAll(t, tab, `footer [data-act=staff-login]`)
+				typePad(t, tab, "v-staff-login", "4711")
+				clickAll(t, tab, `#v-staff-login [data-key=ok]`)
+			}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t, rigOptions{session: "6s", kiosk: "staff_idle: 6s"})
+			r.be.set(func() {
+				r.be.verify["24681357/"] = wire.VerifyResponse{Result: wire.VerifySecondFactorRequired}
+				r.be.staff["login:4711"] = wire.StaffResponse{Result: wire.StaffOK, Session: "s1", StaffID: "u1",
+					StaffName: "Clerk", Expires: &exp, Role: wire.RoleStaff}
+			})
+			tab := b.NewTab(t, 800, 480)
+			tab.Do(t, chromedp.Navigate(r.base+"/?lang=nl"))
+			tab.WaitFor(t, `document.readyState === "complete" && !document.getElementById("v-start").hidden`, 20*time.Second)
+			tab.WaitFor(t, recordViews, 5*time.Second)
+			c.reach(t, r, tab)
+			tab.WaitFor(t, `!document.getElementById("`+c.target+`").hidden`, 30*time.Second)
+			tab.Screenshot(t, "kiosk/idle/"+strings.ReplaceAll(c.name, " ", "-"))
+			if c.tap != "" {
+				// Someone still taps: the page's own idle timer keeps
+				// being put off, kluisd's is not.
+				tap := `(function(){var k=document.querySelector(` + "`" + c.tap + "`" + `);
+					if (k && !k.closest("[hidden]")) { k.click(); } return true})()`
+				for r.e.Screen().State != engine.StateIdle {
+					tab.WaitFor(t, tap, 5*time.Second)
+				}
+			}
+			tab.WaitFor(t, `!document.getElementById("v-start").hidden && document.documentElement.lang === "nl"`, time.Minute)
+			if s := r.e.Screen(); s.State != engine.StateIdle || s.Staff != "" {
+				t.Fatalf("engine %s, staff %q after the idle return", s.State, s.Staff)
+			}
+			raw, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[string](`JSON.stringify(window.__seen)`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var seen []seenView
+			if err := json.Unmarshal([]byte(raw), &seen); err != nil {
+				t.Fatal(err)
+			}
+			// From the screen left alone straight to the start, with
+			// nothing typed still held.
+			at := -1
+			for i, v := range seen {
+				if v.ID == c.target {
+					at = i
+				}
+			}
+			if at < 0 {
+				t.Fatalf("%s never recorded: %+v", c.target, seen)
+			}
+			for _, v := range seen[at+1:] {
+				if v.ID != "v-start" || v.PIN != "" || v.Staff != "" || v.Warn {
+					t.Fatalf("after %s the page showed %+v on its way back, want the start screen with nothing typed and no idle warning: %+v", c.target, v, seen[at:])
+				}
+			}
+			tab.Screenshot(t, "kiosk/idle/"+strings.ReplaceAll(c.name, " ", "-")+"-back")
+			// The countdown says "1 second", not "1 seconds" (whether it
+			// showed 1 depends on when the page's ticks fell).
+			raw, err = chromedp.Run(tab.Ctx, chromedp.Evaluate[string](`JSON.stringify(window.__warned)`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var warned []string
+			if err := json.Unmarshal([]byte(raw), &warned); err != nil {
+				t.Fatal(err)
+			}
+			many, one := text(t, "idle.warn"), text(t, "idle.warn.one")
+			for _, w := range warned {
+				if w == strings.ReplaceAll(many, "{n}", "1") {
+					t.Fatalf("the warning said %q, want %q", w, one)
+				}
+			}
+			t.Logf("warnings shown: %q", warned)
+		})
+	}
+}
+
+// toBirth types a PIN that needs the date of birth.
+func toBirth(t *testing.T, r *rig, tab *browsertest.Tab) {
+	clickAll(t, tab, `#v-start [data-act=pin]`)
+	typePad(t, tab, "v-pin", "24681357")
+	clickAll(t, tab, `#v-pin [data-key=ok]`)
+}
+
+// clickAll clicks sel (a real mouse click).
+func clickAll(t *testing.T, tab *browsertest.Tab, sel string) {
+	t.Helper()
+	tab.Do(t, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
+}
+
+// typePad taps digits on the keypad of the section id.
+func typePad(t *testing.T, tab *browsertest.Tab, id, digits string) {
+	t.Helper()
+	for _, k := range digits {
+		clickAll(t, tab, `#`+id+` [data-key="`+string(k)+`"]`)
+	}
+}

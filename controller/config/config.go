@@ -343,6 +343,13 @@ type Kiosk struct {
 	// "HH:MM-HH:MM" (24 h clock, ascending, not overlapping, at most 4); a
 	// day left out or with an empty list is closed.
 	CounterHours map[string][]string `yaml:"counter_hours"`
+	// CounterClosed are the dates the counter is closed although
+	// CounterHours say open (public holidays), "YYYY-MM-DD"; optional,
+	// only with CounterHours, at most 366, none twice. The screens with
+	// the hours then say "The counter is closed on 25/12. It opens again
+	// on Monday 28/12 at 08:30." while such a date comes before the next
+	// opening.
+	CounterClosed []string `yaml:"counter_closed"`
 }
 
 // Offline configures offline verification.
@@ -597,6 +604,9 @@ func (c *Config) Validate(o ParseOptions) error {
 		return bad("kiosk.display_name", "%v", err)
 	}
 	if _, err := c.Kiosk.OpeningHours(); err != nil {
+		return err
+	}
+	if _, err := c.Kiosk.ClosedDates(); err != nil {
 		return err
 	}
 	if c.MetricsMaxConnections < 1 || c.MetricsMaxConnections > 10000 {

@@ -491,3 +491,43 @@ func TestKioskDisplayNameAndCounterHours(t *testing.T) {
 		require.Contains(t, err.Error(), tc.field, tc.extra)
 	}
 }
+
+// kiosk.counter_closed lists the dates the counter is closed although its
+// weekly hours say open (holidays): YYYY-MM-DD (quoted or not), sorted on
+// reading; a bad date, a date twice, too many, or closed dates without
+// counter_hours are refused with the field named.
+func TestKioskCounterClosedDates(t *testing.T) {
+	kiosk := func(extra string) string {
+		return strings.Replace(good, "  listen: 127.0.0.1:8088", "  listen: 127.0.0.1:8088\n"+extra, 1)
+	}
+	const hours = "  counter_hours: {mon: [08:30-12:30]}\n"
+	c, err := Parse([]byte(good), ParseOptions{})
+	require.NoError(t, err)
+	d, err := c.Kiosk.ClosedDates()
+	require.NoError(t, err)
+	require.Nil(t, d, "none configured")
+	c, err = Parse([]byte(kiosk(hours+"  counter_closed: [2026-12-26, \"2026-12-25\", 2027-01-01]")), ParseOptions{})
+	require.NoError(t, err)
+	d, err = c.Kiosk.ClosedDates()
+	require.NoError(t, err)
+	day := func(s string) time.Time { v, _ := time.Parse(time.DateOnly, s); return v }
+	require.Equal(t, []time.Time{day("2026-12-25"), day("2026-12-26"), day("2027-01-01")}, d)
+
+	many := make([]string, MaxClosedDates+1)
+	for i := range many {
+		many[i] = day("2026-01-01").AddDate(0, 0, i).Format(time.DateOnly)
+	}
+	for _, tc := range []struct{ extra, field, says string }{
+		{"  counter_closed: [2026-12-25]", "kiosk.counter_closed", "needs kiosk.counter_hours"},
+		{hours + "  counter_closed: [25/12]", "kiosk.counter_closed[0]", "YYYY-MM-DD"},
+		{hours + "  counter_closed: [2026-12-25, 2026-02-30]", "kiosk.counter_closed[1]", "YYYY-MM-DD"},
+		{hours + "  counter_closed: [\"2026-12-25 \", 26-12-2026]", "kiosk.counter_closed[1]", "YYYY-MM-DD"},
+		{hours + "  counter_closed: [2026-12-25, 2027-01-01, 2026-12-25]", "kiosk.counter_closed[2]", "listed twice"},
+		{hours + "  counter_closed: [" + strings.Join(many, ", ") + "]", "kiosk.counter_closed", "at most 366"},
+	} {
+		_, err := Parse([]byte(kiosk(tc.extra)), ParseOptions{})
+		require.ErrorIs(t, err, ErrInvalid, tc.extra)
+		require.Contains(t, err.Error(), tc.field+": ", tc.extra)
+		require.Contains(t, err.Error(), tc.says, tc.extra)
+	}
+}

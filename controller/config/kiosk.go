@@ -2,7 +2,9 @@ package config
 
 import (
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -110,4 +112,41 @@ func parseClock(s string) (int, error) {
 		return 0, fmt.Errorf("not a time of day")
 	}
 	return h*60 + m, nil
+}
+
+// MaxClosedDates is the most dates kiosk.counter_closed may list.
+const MaxClosedDates = 366
+
+// ClosedDates returns kiosk.counter_closed, the dates the counter is
+// closed on although its weekly hours say open (public holidays), as
+// calendar days (midnight UTC), sorted; nil when none are configured; or
+// an error naming the field: a date not written YYYY-MM-DD, a date listed
+// twice, more than MaxClosedDates, or closed dates without
+// kiosk.counter_hours (the screen says when the counter opens again).
+func (k Kiosk) ClosedDates() ([]time.Time, error) {
+	if len(k.CounterClosed) == 0 {
+		return nil, nil
+	}
+	if len(k.CounterHours) == 0 {
+		return nil, bad("kiosk.counter_closed", "needs kiosk.counter_hours: the screen says when the counter opens again")
+	}
+	if n := len(k.CounterClosed); n > MaxClosedDates {
+		return nil, bad("kiosk.counter_closed", "%d dates, at most %d", n, MaxClosedDates)
+	}
+	seen := map[time.Time]int{}
+	out := make([]time.Time, 0, len(k.CounterClosed))
+	for i, s := range k.CounterClosed {
+		field := fmt.Sprintf("kiosk.counter_closed[%d]", i)
+		d, err := time.Parse(time.DateOnly, strings.TrimSpace(s))
+		if err != nil {
+			return nil, bad(field, "%q must be a date written YYYY-MM-DD, e.g. 2026-12-25", s)
+		}
+		if j, dup := seen[d]; dup {
+			return nil, bad(field, "%s is listed twice (also kiosk.counter_closed[%d])", d.Format(time.DateOnly), j)
+		}
+		seen[d] = i
+		out = append(out, d)
+	}
+	slices.SortFunc(out, func(a, b time.Time) int { return a.Compare(b) })
+	return out, nil
 }

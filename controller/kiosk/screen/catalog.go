@@ -210,13 +210,20 @@ var uiTexts = map[string][4]string{
 	"hours.and":    {"{a} en {b}", "{a} et {b}", "{a} and {b}", "{a} und {b}"},
 	"hours.span":   {"{a} tot {b}", "de {a} à {b}", "{a} to {b}", "{a} bis {b}"},
 	"hours.closed": {"gesloten", "fermé", "closed", "geschlossen"},
-	"day.mon":      {"maandag", "lundi", "Monday", "Montag"},
-	"day.tue":      {"dinsdag", "mardi", "Tuesday", "Dienstag"},
-	"day.wed":      {"woensdag", "mercredi", "Wednesday", "Mittwoch"},
-	"day.thu":      {"donderdag", "jeudi", "Thursday", "Donnerstag"},
-	"day.fri":      {"vrijdag", "vendredi", "Friday", "Freitag"},
-	"day.sat":      {"zaterdag", "samedi", "Saturday", "Samstag"},
-	"day.sun":      {"zondag", "dimanche", "Sunday", "Sonntag"},
+	// The counter's closed dates (kiosk.counter_closed) before its next
+	// opening, above its hours: {a} the dates (nl "25-12", fr and en
+	// "25/12", de "25.12.", joined as hours.and joins); then when it opens
+	// again, {a} the day and date, {b} the time.
+	"closed.on.one":  {"Het loket is gesloten op {a}.", "Le guichet est fermé le {a}.", "The counter is closed on {a}.", "Der Schalter ist am {a} geschlossen."},
+	"closed.on.many": {"Het loket is gesloten op {a}.", "Le guichet est fermé les {a}.", "The counter is closed on {a}.", "Der Schalter ist am {a} geschlossen."},
+	"closed.next":    {"Het is weer open op {a} vanaf {b}.", "Il rouvre le {a} à {b}.", "It opens again on {a} at {b}.", "Er öffnet wieder am {a} um {b}."},
+	"day.mon":        {"maandag", "lundi", "Monday", "Montag"},
+	"day.tue":        {"dinsdag", "mardi", "Tuesday", "Dienstag"},
+	"day.wed":        {"woensdag", "mercredi", "Wednesday", "Mittwoch"},
+	"day.thu":        {"donderdag", "jeudi", "Thursday", "Donnerstag"},
+	"day.fri":        {"vrijdag", "vendredi", "Friday", "Freitag"},
+	"day.sat":        {"zaterdag", "samedi", "Saturday", "Samstag"},
+	"day.sun":        {"zondag", "dimanche", "Sunday", "Sonntag"},
 	"retry.one": {"U kunt het over 1 minuut opnieuw proberen.", "Vous pourrez réessayer dans 1 minute.",
 		"You can try again in 1 minute.", "Sie können es in 1 Minute noch einmal versuchen."},
 	"retry.many": {"U kunt het over {m} minuten opnieuw proberen.", "Vous pourrez réessayer dans {m} minutes.",

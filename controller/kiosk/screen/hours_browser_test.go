@@ -3,6 +3,7 @@ package screen_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"kluis/controller/engine"
 	"kluis/controller/wire"
@@ -60,5 +61,42 @@ func TestCounterHoursOnTheHelpScreens(t *testing.T) {
 		p.r.pickup(engine.PickupRequest{PIN: "123456789", Lang: p.lang})
 		p.m.check("hours-locked_out", "s-locked_out", expect{h1: "title.locked_out", msg: "state.locked_out", next: "next.closed", citizen: true})
 		shown("s-locked_out")
+	})
+}
+
+// TestClosedDatesOnTheSmallPanel: with kiosk.counter_closed naming today
+// and tomorrow (open all day by the weekly hours), the lockout screen
+// says first that the counter is closed then and when it opens again,
+// above the opening hours; it still fits the 800x480 panel without
+// scrolling and passes axe, in every language, large text off and on.
+func TestClosedDatesOnTheSmallPanel(t *testing.T) {
+	now := time.Now()
+	today, tomorrow := now.Format(time.DateOnly), now.AddDate(0, 0, 1).Format(time.DateOnly)
+	hours := `counter_hours:
+  mon: [00:00-12:00, 12:30-24:00]
+  tue: [00:00-12:00, 12:30-24:00]
+  wed: [00:00-12:00, 12:30-24:00]
+  thu: [00:00-12:00, 12:30-24:00]
+  fri: [00:00-12:00, 12:30-24:00]
+  sat: [00:00-24:00]
+  sun: [00:00-23:00]
+counter_closed: [` + today + `, ` + tomorrow + `]`
+	onSmallPanelWith(t, rigOptions{kiosk: hours}, func(t *testing.T, p panelRun) {
+		p.r.be.set(func() {
+			p.r.be.verify["123456789/"] = wire.VerifyResponse{Result: wire.VerifyDeviceLockedOut, RetryAfterS: 600}
+		})
+		p.r.pickup(engine.PickupRequest{PIN: "123456789", Lang: p.lang})
+		p.m.check("closed-locked_out", "s-locked_out", expect{h1: "title.locked_out", msg: "state.locked_out", next: "next.closed", citizen: true})
+		got, err := eval[[]string](p.mt, `Array.prototype.map.call(document.querySelectorAll("#s-locked_out .hours > *"),
+			function(e){ return e.className + ":" + e.textContent.trim(); })`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		on := strings.SplitN(p.text(t, "closed.on.many"), "{a}", 2)[0]
+		again := strings.SplitN(p.text(t, "closed.next"), "{a}", 2)[0]
+		if len(got) != 3 || !strings.HasPrefix(got[0], "closed-note:"+on) || !strings.Contains(got[0], " "+again) ||
+			got[1] != ":"+p.text(t, "hours.title") {
+			t.Fatalf("the hours block reads %q, want the closed dates (%q ... %q ...) above %q and the hours", got, on, again, p.text(t, "hours.title"))
+		}
 	})
 }

@@ -83,6 +83,10 @@ type Assets struct {
 	place map[string]string
 	// hours are the counter's opening hours, by language (hoursLines).
 	hours map[string][]string
+	// week and closed are kiosk.counter_hours and kiosk.counter_closed,
+	// for the closed dates' note (closedNote, at each page).
+	week   [][]config.Span
+	closed []time.Time
 }
 
 // Prepare parses the templates and draws the device of cfg; cat is the
@@ -117,6 +121,10 @@ func Prepare(cfg *config.Config, cat *Catalog) (*Assets, error) {
 	if err != nil {
 		return nil, err
 	}
+	if a.closed, err = cfg.Kiosk.ClosedDates(); err != nil {
+		return nil, err
+	}
+	a.week = week
 	for _, l := range Langs() {
 		if a.hours[l], err = hoursLines(cat, week, l); err != nil {
 			return nil, err
@@ -342,8 +350,14 @@ type page struct {
 	// Place is the line naming this machine (kiosk.display_name).
 	Place string
 	// Hours are the counter's opening hours (nil: none configured).
-	Hours  []string
-	IdleMS int64
+	Hours []string
+	// Closed says the counter's closed dates before its next opening and
+	// that opening (closedNote), "" when none; FreshUntil is when it may
+	// change (Unix ms; 0 without kiosk.counter_closed): the script loads
+	// the page again then, at the idle return.
+	Closed     string
+	FreshUntil int64
+	IdleMS     int64
 	// LeftOpenMS is timeouts.door_left_open.
 	LeftOpenMS int64
 	Screen     engine.Screen
@@ -448,6 +462,13 @@ func (s *Screen) newPage(r *http.Request) *page {
 	p.Show = firstView(sc, s.o.Clock(), s.o.Config.Timeouts.DoorLeftOpen)
 	p.Place = s.place[p.Lang]
 	p.Hours = s.hours[p.Lang]
+	if len(s.closed) > 0 {
+		note, fresh, err := closedNote(s.cat, s.week, s.closed, p.Lang, s.o.Clock().In(time.Local))
+		if err != nil {
+			s.log.Error("closed dates", "err", err)
+		}
+		p.Closed, p.FreshUntil = note, fresh.UnixMilli()
+	}
 	p.Drawing = s.drawing[p.Lang]
 	for _, v := range views {
 		if "s-"+v.State == p.Show && v.Drawing && sc.Compartment > 0 {

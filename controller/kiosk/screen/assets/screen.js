@@ -15,6 +15,11 @@
   var leftOpenMS = parseInt(root.getAttribute("data-left-open-ms"), 10) || 0;
   var large = root.classList.contains("large");
   var automaton = root.getAttribute("data-kind") === "automaton";
+  // What the page says of the counter's closed dates holds until then
+  // (0: nothing of the kind): the page is loaded again at the idle
+  // return after it.
+  var freshUntil = parseInt(root.getAttribute("data-fresh-until"), 10) || 0;
+  function stale() { return freshUntil > 0 && Date.now() >= freshUntil; }
 
   // States in which something is happening at the device: no idle reset.
   var BUSY = { verifying: 1, presenting: 1, open: 1, loading: 1, retrieving: 1, test_open: 1 };
@@ -353,7 +358,7 @@
     idleTimer = null;
     if (BUSY[cur.state] || cur.staff || offline) { activity(); return; }
     forget();
-    var home = lang === defaultLang && !large;
+    var home = lang === defaultLang && !large && !stale();
     if (home) {
       view = "start";
       dismissed = cur.seq;
@@ -614,6 +619,13 @@
     document.addEventListener(ev, activity, { passive: true });
   });
 
+  // Past freshUntil on the start screen with nobody at it (the idle
+  // return already came): load the page again now.
+  if (freshUntil > 0) {
+    setTimeout(function () {
+      if (!idleTimer && shown === "v-start" && !cur.staff && cur.state === "idle") { go("/"); }
+    }, Math.max(0, freshUntil - Date.now()) + 1000);
+  }
   setInterval(retryText, 15000);
   setInterval(idleWarn, 500);
   watchDoor();

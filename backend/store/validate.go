@@ -10,6 +10,7 @@ import (
 	"unicode"
 
 	"kluis/backend/store/safetext"
+	"kluis/hardware"
 )
 
 // FieldError is one refused field.
@@ -241,15 +242,24 @@ func (n *NewDevice) Validate() error {
 		if cp.Number == 0 {
 			cp.Number = i + 1
 		}
-		if cp.Number < 1 {
-			c.add(f+".number", "must be 1 or more")
+		if cp.Number < 1 || cp.Number > MaxCompartments {
+			// The compartment routes take numbers 1 to MaxCompartments.
+			c.add(f+".number", "must be from 1 to %d", MaxCompartments)
 		} else if numbers[cp.Number] {
 			c.add(f+".number", "number %d is used twice", cp.Number)
 		}
 		numbers[cp.Number] = true
-		if cp.Board < 0 || cp.Channel < 0 {
-			c.add(f, "board and channel count from 0")
-		} else if addrs[[2]int{cp.Board, cp.Channel}] {
+		// The addresses a device can report and be told to pulse
+		// (hardware.Address.Validate; the wire refuses others).
+		boardOK := cp.Board >= 0 && cp.Board < hardware.MaxBoards
+		channelOK := cp.Channel >= 0 && cp.Channel < hardware.MaxChannels
+		if !boardOK {
+			c.add(f+".board", "must be from 0 to %d (boards count from 0)", hardware.MaxBoards-1)
+		}
+		if !channelOK {
+			c.add(f+".channel", "must be from 0 to %d (channels count from 0)", hardware.MaxChannels-1)
+		}
+		if boardOK && channelOK && addrs[[2]int{cp.Board, cp.Channel}] {
 			c.add(f, "board %d channel %d is used twice", cp.Board, cp.Channel)
 		}
 		addrs[[2]int{cp.Board, cp.Channel}] = true

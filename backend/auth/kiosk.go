@@ -119,20 +119,39 @@ func (s *Service) SetKioskCredentials(ctx context.Context, userID int64, pin, ba
 			return ErrKioskCredentialTaken
 		}
 	}
-	tag, err := s.pool.Exec(ctx, `UPDATE auth_users SET
-		kiosk_pin_digest = CASE WHEN $2 THEN $3::bytea ELSE kiosk_pin_digest END,
-		kiosk_pin_digits = CASE WHEN $2 THEN $6::smallint ELSE kiosk_pin_digits END,
-		badge_digest = CASE WHEN $4 THEN $5::bytea ELSE badge_digest END
-		WHERE id = $1`, userID, pin != nil, pinD, badge != nil, badgeD, pinDigits)
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE auth_users SET
+			kiosk_pin_digest = CASE WHEN $2 THEN $3::bytea ELSE kiosk_pin_digest END,
+			kiosk_pin_digits = CASE WHEN $2 THEN $6::smallint ELSE kiosk_pin_digits END,
+			badge_digest = CASE WHEN $4 THEN $5::bytea ELSE badge_digest END
+			WHERE id = $1`, userID, pin != nil, pinD, badge != nil, badgeD, pinDigits)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("%w: user %d", ErrNotFound, userID)
+		}
+		if pin == nil && badge == nil {
+			return nil
+		}
+		// A PIN or badge is set again because it may have leaked: the
+		// kiosk sessions logged in with the old one end with it, as a new
+		// password ends the login sessions (up to DefaultKioskTTL of a
+		// thief's kiosk session otherwise). Login sessions and API tokens
+		// stay: a PIN or badge is no password.
+		_, err = tx.Exec(ctx, `UPDATE auth_tokens SET revoked_at = $2
+			WHERE user_id = $1 AND kind = 'kiosk' AND revoked_at IS NULL AND expires_at > $2`, userID, s.now())
+		return err
+	})
 	if err != nil {
 		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == "23505" {
+		switch {
+		case errors.As(err, &pe) && pe.Code == "23505":
 			return ErrKioskCredentialTaken
+		case errors.Is(err, ErrNotFound):
+			return err
 		}
 		return fmt.Errorf("auth: set kiosk credentials: %w", err)
-	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("%w: user %d", ErrNotFound, userID)
 	}
 	return nil
 }

@@ -40,3 +40,21 @@ func TestAdminsOwnPINGoesThroughTheirOwnForm(t *testing.T) {
 	assert.Equal(t, "notice.kiosk_pin_set", p.notice())
 	assert.Contains(t, e.audit(fmt.Sprintf("user:%d", e.ids[auth.RoleStaff])), `"kiosk_pin":"changed"`)
 }
+
+// A console request a role may not make (the console draws no button for
+// it, so it is made by hand) is audited access.denied with the user, the
+// role and the console's action, as the API's refusals are.
+func TestConsoleRoleRefusalsAreAudited(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e := newEnv(t, server.Options{})
+	tech := e.client()
+	tech.login(auth.RoleTechnician)
+	assert.Equal(t, http.StatusForbidden, tech.get("/staff/documents").status)
+	p := tech.post(fmt.Sprintf("/staff/users/%d/kiosk-pin", e.ids[auth.RoleStaff]), url.Values{"kiosk_pin": {"48291637"}, "kiosk_pin_again": {"48291637"}})
+	assert.Equal(t, http.StatusForbidden, p.status)
+	trail := e.audit(fmt.Sprintf("user:%d", e.ids[auth.RoleTechnician]))
+	assert.Contains(t, trail, `"action":"access.denied"`)
+	assert.Contains(t, trail, `"details":{"action":"documents.list","role":"technician","via":"console"}`)
+	assert.Contains(t, trail, `"details":{"action":"users.kiosk_pin","role":"technician","via":"console"}`)
+	assert.NotContains(t, trail, "48291637")
+}

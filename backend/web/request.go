@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"kluis/backend/audit"
 	"kluis/backend/auth"
 	"kluis/backend/lifecycle"
 	"kluis/backend/service"
@@ -201,6 +202,16 @@ func (w *Web) page(action string, h handler) http.HandlerFunc {
 		}
 		q.loggedIn = true
 		if action != "" && !q.may(action) {
+			// Audited as the API's refusals are (access.denied): the
+			// console draws no button a role may not use, so this is a
+			// hand-made request.
+			subj := "user:" + strconv.FormatInt(q.sess.User.ID, 10)
+			w.log.Warn("console request refused for the role", "action", action, "path", r.URL.Path,
+				"user_id", q.sess.User.ID, "role", q.sess.User.Role)
+			if err := w.audit(r.Context(), audit.Entry{At: w.o.Clock(), Actor: subj, Action: "access.denied", Subject: subj,
+				Details: map[string]any{"action": action, "role": string(q.sess.User.Role), "via": "console"}}); err != nil {
+				w.log.Error("audit of a refused console request failed", "action", action, "err", err)
+			}
 			w.fail(rw, q, fail(http.StatusForbidden, "error.forbidden"))
 			return
 		}

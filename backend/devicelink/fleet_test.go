@@ -18,7 +18,7 @@ import (
 )
 
 func TestReplyCacheExpiresOldestFirst(t *testing.T) {
-	c := newReplyCache(time.Minute, 3)
+	c := newReplyCache(time.Minute, 3, 0)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	a, seen := c.get("a", t0)
 	require.False(t, seen)

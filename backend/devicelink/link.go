@@ -352,7 +352,7 @@ func New(opts Options) (*Link, error) {
 		queue:    make(chan inbound, opts.QueueSize),
 		reqs:     make(chan inbound, opts.QueueSize),
 		ready:    make(chan struct{}),
-		replies:  newReplyCache(opts.ReplyCache, 10000),
+		replies:  newReplyCache(opts.ReplyCache, replyCacheMax, replyCacheMax/16),
 		co:       newCoalescer(),
 		stop:     make(chan struct{}),
 		changed:  make(chan struct{}, 1),

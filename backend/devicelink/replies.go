@@ -1,6 +1,7 @@
 package devicelink
 
 import (
+	"strings"
 	"sync"
 	"time"
 )
@@ -10,19 +11,36 @@ import (
 // expire in insertion order: each call prunes from the oldest end, so a
 // lookup costs O(1) amortized however many entries there are (it used to
 // scan them all under the lock). At most max entries are kept, except
-// those still being answered.
+// those still being answered, and at most perDevice of one device (the
+// key's part before its first NUL): a request over its device's budget is
+// answered, and kept, at once, so one device flooding request ids (a
+// stolen password) pushed the whole fleet's answers out before; past its
+// share a device's answers are given but not kept.
 type replyCache struct {
-	ttl time.Duration
-	max int
+	ttl       time.Duration
+	max       int
+	perDevice int
 
 	mu      sync.Mutex
 	entries map[string]*reply
 	order   []string // keys, oldest first, from head
 	head    int
+	devices map[string]int // entries per device
 }
 
-func newReplyCache(ttl time.Duration, max int) *replyCache {
-	return &replyCache{ttl: ttl, max: max, entries: map[string]*reply{}}
+// replyCacheMax bounds the answers kept for the whole fleet; one device
+// keeps at most a sixteenth of them (a kiosk makes a few requests a
+// minute, its budget allows 300 in the two minutes they are kept).
+const replyCacheMax = 10000
+
+func newReplyCache(ttl time.Duration, max, perDevice int) *replyCache {
+	return &replyCache{ttl: ttl, max: max, perDevice: perDevice, entries: map[string]*reply{}, devices: map[string]int{}}
+}
+
+// deviceOf is the device a key belongs to.
+func deviceOf(key string) string {
+	d, _, _ := strings.Cut(key, "\x00")
+	return d
 }
 
 // get returns the entry of key, creating it (not yet answered: its done
@@ -35,8 +53,13 @@ func (c *replyCache) get(key string, now time.Time) (r *reply, seen bool) {
 		return r, true
 	}
 	r = &reply{done: make(chan struct{}), at: now}
+	d := deviceOf(key)
+	if c.perDevice > 0 && c.devices[d] >= c.perDevice {
+		return r, false // answered, not kept: the device holds its share
+	}
 	c.entries[key] = r
 	c.order = append(c.order, key)
+	c.devices[d]++
 	return r, false
 }
 
@@ -56,6 +79,11 @@ func (c *replyCache) pruneLocked(now time.Time) {
 			return // still being answered: kept, and what follows with it
 		}
 		delete(c.entries, k)
+		if d := deviceOf(k); c.devices[d] > 1 {
+			c.devices[d]--
+		} else {
+			delete(c.devices, d)
+		}
 		c.order[c.head] = ""
 		c.head++
 	}

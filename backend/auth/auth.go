@@ -220,6 +220,9 @@ type Principal struct {
 	TokenID int64
 	// TokenKind is "session", "api" or "kiosk".
 	TokenKind string
+	// TokenName is the token's name: an API token's, or for a kiosk
+	// session the device it was issued at (KioskLoginAt).
+	TokenName string
 }
 
 // Issued is a freshly issued token; Token is shown once and never stored.
@@ -667,10 +670,10 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 	var role string
 	var exp, revoked *time.Time
 	err := s.pool.QueryRow(ctx, `
-		SELECT u.id, u.username, u.role, u.disabled, u.created_at, t.id, t.kind, t.expires_at, t.revoked_at
+		SELECT u.id, u.username, u.role, u.disabled, u.created_at, t.id, t.kind, t.name, t.expires_at, t.revoked_at
 		FROM auth_tokens t JOIN auth_users u ON u.id = t.user_id
 		WHERE t.token_hash = $1`, HashToken(token)).
-		Scan(&p.ID, &p.Username, &role, &p.Disabled, &p.CreatedAt, &p.TokenID, &p.TokenKind, &exp, &revoked)
+		Scan(&p.ID, &p.Username, &role, &p.Disabled, &p.CreatedAt, &p.TokenID, &p.TokenKind, &p.TokenName, &exp, &revoked)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Principal{}, ErrUnauthenticated
 	}

@@ -162,6 +162,14 @@ func (s *Service) SetKioskCredentials(ctx context.Context, userID int64, pin, ba
 // there is decided per operation (backend/deviceops). A disabled user or an
 // unknown PIN or badge is ErrInvalidCredentials.
 func (s *Service) KioskLogin(ctx context.Context, pin, badge string) (Issued, error) {
+	return s.KioskLoginAt(ctx, "", pin, badge)
+}
+
+// KioskLoginAt is KioskLogin at device: the session's name is the device
+// (Principal.TokenName), so that the device's requests can be told from
+// another's: a kiosk session is handed to one device and works there only
+// (backend/deviceops).
+func (s *Service) KioskLoginAt(ctx context.Context, device, pin, badge string) (Issued, error) {
 	if len(s.kioskKey) == 0 {
 		return Issued{}, ErrKioskDisabled
 	}
@@ -198,7 +206,7 @@ func (s *Service) KioskLogin(ctx context.Context, pin, badge string) (Issued, er
 		u.KioskPINShort = len(pin) < MinKioskPINDigits
 	}
 	exp := s.now().Add(s.kioskTTL)
-	return s.issue(ctx, u, "kiosk", "", &exp)
+	return s.issue(ctx, u, "kiosk", device, &exp)
 }
 
 // ShortKioskPINs returns how many enabled users have a staff PIN of

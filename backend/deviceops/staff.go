@@ -83,7 +83,8 @@ func (h *Staff) HandleStaff(ctx context.Context, deviceID string, req wire.Staff
 	case wire.StaffClearLockout:
 		resp.Result = h.clearLockout(ctx, deviceID, req)
 	case wire.StaffLogout:
-		if p, err := h.auth.Authenticate(ctx, req.Session); err == nil && p.TokenKind == "kiosk" {
+		// Only the device's own session: another device ends none.
+		if p, err := h.auth.Authenticate(ctx, req.Session); err == nil && p.TokenKind == "kiosk" && p.TokenName == deviceID {
 			if err := h.auth.Revoke(ctx, p.ID, p.TokenID); err != nil {
 				h.log.Warn("kiosk logout", "device", deviceID, "err", err)
 			}
@@ -116,7 +117,7 @@ func (h *Staff) login(ctx context.Context, deviceID string, req wire.StaffReques
 	if req.PIN == "" {
 		method = "badge"
 	}
-	iss, err := h.auth.KioskLogin(ctx, req.PIN, req.Badge)
+	iss, err := h.auth.KioskLoginAt(ctx, deviceID, req.PIN, req.Badge)
 	switch {
 	case errors.Is(err, auth.ErrInvalidCredentials):
 		if lock := h.throttle.lockedNow(ctx, deviceID, now); lock.locked() {
@@ -171,6 +172,15 @@ func (h *Staff) kioskPrincipal(ctx context.Context, op, deviceID string, req wir
 		return p, "", wire.StaffSessionExpired
 	}
 	actor = "user:" + strconv.FormatInt(p.ID, 10)
+	if p.TokenName != deviceID {
+		// A session is handed to the device it was issued at (its
+		// staff/res) and works there only: another device holding it
+		// (one that kept it, or whoever read the first one's answers)
+		// acts nowhere else.
+		h.log.Warn("kiosk session of another device refused", "device", deviceID, "session_device", p.TokenName, "op", op)
+		h.audit(ctx, actor, "kiosk.denied", deviceID, map[string]any{"op": op, "reason": "other_device", "session_device": p.TokenName})
+		return p, "", wire.StaffSessionExpired
+	}
 	for _, r := range may {
 		if p.Role == r {
 			return p, actor, wire.StaffOK

@@ -13,22 +13,31 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/auth"
+	"kluis/backend/store"
 	"kluis/backend/store/storetest"
 )
 
 func ptr(s string) *string { return &s }
 
-func TestKioskLogin(t *testing.T) {
+// kioskPair is a service with kiosk logins and two users: an (staff)
+// and tom (technician).
+func kioskPair(t *testing.T, at time.Time) (svc *auth.Service, st *store.Store, clock *storetest.Clock, staff, tech auth.User) {
 	ctx := context.Background()
-	clock := storetest.NewClock(time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC))
-	st := storetest.New(t)
+	clock = storetest.NewClock(at)
+	st = storetest.New(t)
 	svc, err := auth.New(auth.Options{Pool: st.Pool(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Clock: clock.Now, Params: cheap, KioskKey: []byte("0123456789abcdef0123456789abcdef")})
 	require.NoError(t, err)
-	staff, err := svc.CreateUser(ctx, "an", "a long enough password", auth.RoleStaff)
+	staff, err = svc.CreateUser(ctx, "an", "a long enough password", auth.RoleStaff)
 	require.NoError(t, err)
-	tech, err := svc.CreateUser(ctx, "tom", "a long enough password", auth.RoleTechnician)
+	tech, err = svc.CreateUser(ctx, "tom", "a long enough password", auth.RoleTechnician)
 	require.NoError(t, err)
+	return svc, st, clock, staff, tech
+}
+
+func TestKioskLogin(t *testing.T) {
+	ctx := context.Background()
+	svc, st, clock, staff, tech := kioskPair(t, time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC))
 
 	assert.ErrorIs(t, svc.SetKioskCredentials(ctx, staff.ID, ptr("12ab56"), nil), auth.ErrInvalidKioskPIN)
 	assert.ErrorIs(t, svc.SetKioskCredentials(ctx, staff.ID, nil, ptr("x y")), auth.ErrInvalidBadge)

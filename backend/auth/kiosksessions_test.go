@@ -2,8 +2,6 @@ package auth_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -11,7 +9,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/auth"
-	"kluis/backend/store/storetest"
 )
 
 // A staff PIN or badge is set again because it leaked (seen over a
@@ -24,15 +21,7 @@ import (
 // refused change ends nothing.
 func TestNewKioskCredentialEndsKioskSessions(t *testing.T) {
 	ctx := context.Background()
-	clock := storetest.NewClock(time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC))
-	st := storetest.New(t)
-	svc, err := auth.New(auth.Options{Pool: st.Pool(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Clock: clock.Now, Params: cheap, KioskKey: []byte("0123456789abcdef0123456789abcdef")})
-	require.NoError(t, err)
-	an, err := svc.CreateUser(ctx, "an", "a long enough password", auth.RoleStaff)
-	require.NoError(t, err)
-	tom, err := svc.CreateUser(ctx, "tom", "a long enough password", auth.RoleTechnician)
-	require.NoError(t, err)
+	svc, _, _, an, tom := kioskPair(t, time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC))
 	require.NoError(t, svc.SetKioskCredentials(ctx, an.ID, ptr("48291637"), ptr("BADGE-AN")))
 	require.NoError(t, svc.SetKioskCredentials(ctx, tom.ID, ptr("73194628"), nil))
 	api, err := svc.CreateAPIToken(ctx, an.ID, "ci")

@@ -22,25 +22,12 @@ import (
 // session now works at the device it was issued at only: elsewhere it is
 // session_expired, audited kiosk.denied with the reason.
 func TestKioskSessionWorksAtItsOwnDeviceOnly(t *testing.T) {
-	e := newEnv(t)
-	as := e.kioskAuth(t)
-	h := deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: e.svc, Pool: e.st.Pool(), Clock: e.clock.Now,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	tech, err := as.CreateUser(e.ctx, "kiosk-tech", "a long enough password", auth.RoleTechnician)
-	require.NoError(t, err)
-	pin := "73915462"
-	require.NoError(t, as.SetKioskCredentials(e.ctx, tech.ID, &pin, nil))
-	ask := func(device string, req wire.StaffRequest) wire.StaffResponse {
-		req.ID, req.At = wire.NewID(e.clock.Now()), e.clock.Now()
-		return h.HandleStaff(e.ctx, device, req)
-	}
-	login := ask("k1", wire.StaffRequest{Op: wire.StaffLogin, PIN: pin})
-	require.Equal(t, wire.StaffOK, login.Result)
+	e, ask, session := techLoggedInAtK1(t)
 	free := &wire.Address{Board: 0, Channel: 1}
-	assert.Equal(t, wire.StaffSessionExpired, ask("k2", wire.StaffRequest{Op: wire.StaffTestOpen, Session: login.Session, Addr: free}).Result,
+	assert.Equal(t, wire.StaffSessionExpired, ask("k2", wire.StaffRequest{Op: wire.StaffTestOpen, Session: session, Addr: free}).Result,
 		"another device's session")
-	assert.Equal(t, wire.StaffSessionExpired, ask("k2", wire.StaffRequest{Op: wire.StaffClearLockout, Session: login.Session}).Result)
-	assert.Equal(t, wire.StaffOK, ask("k1", wire.StaffRequest{Op: wire.StaffTestOpen, Session: login.Session, Addr: free}).Result,
+	assert.Equal(t, wire.StaffSessionExpired, ask("k2", wire.StaffRequest{Op: wire.StaffClearLockout, Session: session}).Result)
+	assert.Equal(t, wire.StaffOK, ask("k1", wire.StaffRequest{Op: wire.StaffTestOpen, Session: session, Addr: free}).Result,
 		"its own device's")
 
 	recs, err := audit.List(e.ctx, e.st.Pool(), audit.ListOptions{Subject: "device:k2"})
@@ -57,6 +44,17 @@ func TestKioskSessionWorksAtItsOwnDeviceOnly(t *testing.T) {
 
 // Logging out from another device ends no session of this one.
 func TestKioskLogoutAtItsOwnDeviceOnly(t *testing.T) {
+	_, ask, session := techLoggedInAtK1(t)
+	ask("k2", wire.StaffRequest{Op: wire.StaffLogout, Session: session})
+	free := &wire.Address{Board: 0, Channel: 1}
+	assert.Equal(t, wire.StaffOK, ask("k1", wire.StaffRequest{Op: wire.StaffTestOpen, Session: session, Addr: free}).Result)
+	ask("k1", wire.StaffRequest{Op: wire.StaffLogout, Session: session})
+	assert.Equal(t, wire.StaffSessionExpired, ask("k1", wire.StaffRequest{Op: wire.StaffTestOpen, Session: session, Addr: free}).Result)
+}
+
+// techLoggedInAtK1 is a technician logged in at device k1's kiosk: the
+// env, a way to ask a device, and the session.
+func techLoggedInAtK1(t *testing.T) (*env, func(device string, req wire.StaffRequest) wire.StaffResponse, string) {
 	e := newEnv(t)
 	as := e.kioskAuth(t)
 	h := deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: e.svc, Pool: e.st.Pool(), Clock: e.clock.Now,
@@ -71,9 +69,5 @@ func TestKioskLogoutAtItsOwnDeviceOnly(t *testing.T) {
 	}
 	login := ask("k1", wire.StaffRequest{Op: wire.StaffLogin, PIN: pin})
 	require.Equal(t, wire.StaffOK, login.Result)
-	ask("k2", wire.StaffRequest{Op: wire.StaffLogout, Session: login.Session})
-	free := &wire.Address{Board: 0, Channel: 1}
-	assert.Equal(t, wire.StaffOK, ask("k1", wire.StaffRequest{Op: wire.StaffTestOpen, Session: login.Session, Addr: free}).Result)
-	ask("k1", wire.StaffRequest{Op: wire.StaffLogout, Session: login.Session})
-	assert.Equal(t, wire.StaffSessionExpired, ask("k1", wire.StaffRequest{Op: wire.StaffTestOpen, Session: login.Session, Addr: free}).Result)
+	return e, ask, login.Session
 }

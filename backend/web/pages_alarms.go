@@ -47,9 +47,17 @@ func (w *Web) openAlarm(q *req) (store.Device, alarm, error) {
 		return store.Device{}, alarm{}, err
 	}
 	if raised {
-		return store.Device{}, alarm{}, fail(http.StatusConflict, "error.alarm_not_open")
+		return store.Device{}, alarm{}, backToDevice(q, d, fail(http.StatusConflict, "error.alarm_not_open"))
 	}
-	return store.Device{}, alarm{}, fail(http.StatusNotFound, "error.alarm_not_found")
+	return store.Device{}, alarm{}, backToDevice(q, d, fail(http.StatusNotFound, "error.alarm_not_found"))
+}
+
+// backToDevice has the error page of an alarm of device d link back to
+// d's page: the alarm cleared while the technician was acknowledging it
+// (after a repair) is the usual case, and the device's page is where he
+// checks that all is well again, not the start page.
+func backToDevice(q *req, d store.Device, pe *pageError) *pageError {
+	return pe.backTo(Prefix+"devices/"+d.ID, q.t.F("error.back_device", "device", displayName(d)))
 }
 
 func (w *Web) ackForm(rw http.ResponseWriter, q *req) error {
@@ -80,9 +88,9 @@ func (w *Web) ack(rw http.ResponseWriter, q *req) error {
 				Action: q.r.URL.Path, Back: Prefix + "devices/" + d.ID})
 		return nil
 	case errors.Is(err, alarms.ErrNotOpen):
-		return fail(http.StatusConflict, "error.alarm_not_open")
+		return backToDevice(q, d, fail(http.StatusConflict, "error.alarm_not_open"))
 	case errors.Is(err, alarms.ErrNotFound):
-		return fail(http.StatusNotFound, "error.alarm_not_found")
+		return backToDevice(q, d, fail(http.StatusNotFound, "error.alarm_not_found"))
 	case err != nil:
 		return err
 	}

@@ -91,6 +91,15 @@ type pageError struct {
 	key    string
 	args   []any
 	err    error
+	// back is a way back to where the person came from (a device's
+	// page), with its words; "": only the start page.
+	back, backText string
+}
+
+// backTo gives the error page a link back to href, reading text.
+func (e *pageError) backTo(href, text string) *pageError {
+	e.back, e.backText = href, text
+	return e
 }
 
 func (e *pageError) Error() string {
@@ -263,12 +272,15 @@ func (w *Web) fail(rw http.ResponseWriter, q *req, err error) {
 	if pe.status >= 500 {
 		w.log.Error("console request failed", "path", q.r.URL.Path, "status", pe.status, "err", err)
 	}
-	w.render(rw, q, pe.status, "error", q.t.S("error.title"), errorData{Message: q.t.F(pe.key, pe.args...), Status: pe.status})
+	w.render(rw, q, pe.status, "error", q.t.S("error.title"), errorData{Message: q.t.F(pe.key, pe.args...), Status: pe.status,
+		Back: pe.back, BackText: pe.backText})
 }
 
 type errorData struct {
 	Message string
 	Status  int
+	// Back and BackText: a link back (pageError.backTo), "" for none.
+	Back, BackText string
 }
 
 // toPageError maps the use cases' errors to what people read.

@@ -139,3 +139,41 @@ func TestTechnicianAtNightOnADarkPhone(t *testing.T) {
 	assert.Greater(t, luminance(t, laptop, "body", "backgroundColor"), 0.9, "light as set")
 	assert.Less(t, luminance(t, laptop, "main", "color"), 0.05)
 }
+
+// TestAlarmClearedWhileAcknowledgingLeadsBackToTheDevice: after a repair
+// at night, on a phone, the technician opens the acknowledgement form of
+// the mechanism fault he just fixed; meanwhile the device clears it. He
+// sends the form: the page says the alarm is no longer open and nothing
+// was recorded (409, as before), and a link goes back to the device's
+// page (before, the only link went to the start page, and the device had
+// to be found again in the fleet); with a click on it the device's page
+// says no alarm is open and nothing needs doing. In Dutch and French,
+// zero axe-core violations, nothing scrolling sideways, also dark.
+func TestAlarmClearedWhileAcknowledgingLeadsBackToTheDevice(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e := newEnv(t, server.Options{})
+	fault := &wire.Address{Board: 0, Channel: 3}
+	_, phone := techPhone(t, e)
+	darkScheme(t, phone)
+	base := e.b.URL("")
+	for _, lang := range []string{"nl", "fr"} {
+		id := e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmMechanismFault, Addr: fault})
+		phone.Do(t, chromedp.Navigate(base+"/staff/devices/"+lockerID+"?lang="+lang))
+		phone.WaitFor(t, `document.documentElement.lang === "`+lang+`" && !!document.querySelector('#device-status a.ack[href$="/`+id+`/ack"]')`, 10*time.Second)
+		phone.Do(t, chromedp.Click(chromedp.CSS("#device-status a.ack")))
+		phone.WaitFor(t, `!!document.querySelector("#note")`, 10*time.Second)
+		e.raise(wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmMechanismFault, Addr: fault})
+		phone.Do(t, chromedp.SendKeys(chromedp.CSS("#note"), "lock replaced\r"))
+		phone.WaitFor(t, `!!document.querySelector(".error-summary")`, 10*time.Second)
+		lookAt(t, phone, "dark-ack-cleared-"+lang)
+		assert.Contains(t, phone.Text(t, ".error-summary"), web.Text(lang, "error.alarm_not_open"))
+		back := `main a[href="/staff/devices/` + lockerID + `"]`
+		require.Equal(t, 1, evalInt(t, phone, `document.querySelectorAll('`+back+`').length`), "a way back to the device")
+		assert.Equal(t, web.Text(lang, "error.back_device", "device", "Kluis inkomhal"), phone.Text(t, back))
+		phone.Do(t, chromedp.Click(chromedp.CSS(back)))
+		phone.WaitFor(t, `location.pathname === "/staff/devices/`+lockerID+`" && !!document.querySelector("#device-status")`, 10*time.Second)
+		assert.Zero(t, evalInt(t, phone, `document.querySelectorAll("#device-status li.alarm, #device-status .next-steps").length`), "nothing open, nothing to do")
+		assert.Contains(t, phone.Text(t, "#device-status"), web.Text(lang, "none.alarms"))
+	}
+	assert.NotContains(t, e.audit("device:"+lockerID), `"action":"alarm.acknowledged"`, "nothing recorded")
+}

@@ -229,6 +229,16 @@ func TestReserveOnAnotherSitesDeviceSaysSo(t *testing.T) {
 			assert.Equal(t, "registered", e.document(id)["state"], "%s %s: nothing reserved", lang, device)
 		}
 	}
+	// A stale form, the document reserved meanwhile: its page has no
+	// reservation form, so the state is what refuses it, said on the error
+	// page, whatever the device (the automaton a1 never connected: unfit).
+	reserved := e.register("B00000862", false)
+	for _, device := range []string{"m1", autoID} {
+		p := staff.post("/staff/documents/"+reserved+"/reserve?lang=en", url.Values{"device_id": {device}})
+		assert.Equal(t, http.StatusConflict, p.status, device)
+		assert.Equal(t, lockerID, e.document(reserved)["device_id"], device)
+		assert.Contains(t, p.body, esc("en", "error.wrong_state"), device)
+	}
 }
 
 // TestCurrentPasswordFormsSayWhichTry: the staff PIN form and the

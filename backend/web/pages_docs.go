@@ -746,8 +746,16 @@ func (w *Web) docAction(rw http.ResponseWriter, r *http.Request) {
 		switch action {
 		case "reserve":
 			device := r.PostForm.Get("device_id")
-			if device != "" {
-				elsewhere, err := w.deviceElsewhere(ctx, id, device)
+			doc, derr := w.o.Service.GetDocument(ctx, id)
+			if derr != nil {
+				return derr
+			}
+			// The form's own refusals and questions are for a document
+			// still registered: another (a stale form, reserved
+			// meanwhile) gets service.Reserve's answer, the wrong state,
+			// since its page has no reservation form to say them in.
+			if device != "" && doc.State == lifecycle.Registered {
+				elsewhere, err := w.deviceElsewhere(ctx, doc, device)
 				if err != nil {
 					return err
 				}
@@ -758,16 +766,16 @@ func (w *Web) docAction(rw http.ResponseWriter, r *http.Request) {
 					q.reserveRefused, q.reserveDevice, q.reserveBad = "error.device_other_site", device, true
 					return w.document(rw, q)
 				}
-			}
-			if device != "" && r.PostForm.Get("confirm_unfit") != device {
-				unfit, err := w.unfitProblems(ctx, q, device)
-				if err != nil {
-					return err
-				}
-				if unfit != "" {
-					// Asked, not confirmed: nothing reserved.
-					q.unfitAsked, q.unfitProblems, q.reserveDevice = true, unfit, device
-					return w.document(rw, q)
+				if r.PostForm.Get("confirm_unfit") != device {
+					unfit, err := w.unfitProblems(ctx, q, device)
+					if err != nil {
+						return err
+					}
+					if unfit != "" {
+						// Asked, not confirmed: nothing reserved.
+						q.unfitAsked, q.unfitProblems, q.reserveDevice = true, unfit, device
+						return w.document(rw, q)
+					}
 				}
 			}
 			_, err = w.o.Service.Reserve(ctx, who, id, service.ReserveOptions{DeviceID: device})
@@ -832,17 +840,10 @@ func (w *Web) docAction(rw http.ResponseWriter, r *http.Request) {
 }
 
 // deviceElsewhere reports whether the device chosen by hand to reserve
-// registered document docID in is not one of the document's site:
-// another site's, or no device at all (a form posted by hand). The
-// console's form lists only the site's devices; service.Reserve refuses
-// the others as invalid. A document no longer registered is left to
-// service.Reserve (its page has no reservation form to say it in: the
-// error page says the state does not allow it).
-func (w *Web) deviceElsewhere(ctx context.Context, docID, deviceID string) (bool, error) {
-	doc, err := w.o.Service.GetDocument(ctx, docID)
-	if err != nil || doc.State != lifecycle.Registered {
-		return false, err
-	}
+// doc in is not one of the document's site: another site's, or no device
+// at all (a form posted by hand). The console's form lists only the
+// site's devices; service.Reserve refuses the others as invalid.
+func (w *Web) deviceElsewhere(ctx context.Context, doc store.Document, deviceID string) (bool, error) {
 	dev, err := w.o.Service.GetDevice(ctx, deviceID)
 	if errors.Is(err, store.ErrNotFound) {
 		return true, nil

@@ -103,7 +103,7 @@ func activeAlarms(ctx context.Context, db store.DB, now time.Time, deviceID stri
 // bySeverity orders one device's open alarms as the technician's pages
 // list them and say what to do about them: not acknowledged first, then
 // the most severe first (alarmSeverity, as the fleet's order), then the
-// newest. By time alone, a lock's mechanism fault at 02:05 came before
+// newest. By time alone, the sensors disagreeing at 02:05 came before
 // the door forced at 02:00 that caused it, in the list and in "what to
 // do": the visit that cannot wait would read as the second thing.
 func bySeverity(as []alarm) {

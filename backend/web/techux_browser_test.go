@@ -52,24 +52,24 @@ func agoPattern(lang string) *regexp.Regexp {
 // TestTechnicianAtNightOnADarkPhone: called out at night, a technician
 // opens the console on a phone set to dark (390x844, prefers-color-
 // scheme: dark). The door of compartment 2 is forced, then (later) the
-// lock of compartment 4 reports a mechanism fault, and the lock board
-// stops answering. The pages are dark (a dark ground, light text: the
+// sensors of compartment 4 disagree, and the lock board stops
+// answering. The pages are dark (a dark ground, light text: the
 // phone's setting is followed, a laptop with the light setting stays
 // light), with zero axe-core WCAG 2.1 A/AA violations (contrast included)
 // and nothing scrolling sideways. The forced door, the visit that cannot
 // wait, comes first in the fleet row's alarms and in the device's "what
-// to do", though the mechanism fault is newer (by time alone it came
+// to do", though the sensors' alarm is newer (by time alone it came
 // second). Each alarm says how long ago it was raised, beside the time,
 // on the fleet page, the device page and the acknowledgement form, in
 // Dutch and in French. Screenshots var/screenshots/console/night-dark-*.
 func TestTechnicianAtNightOnADarkPhone(t *testing.T) {
 	t.Parallel() // its own backend and database
 	e := newEnv(t, server.Options{})
-	// The door forced three hours ago, the lock's fault two hours ago (in
-	// the device's clock, which the alarm's time is).
+	// The door forced three hours ago, its sensors disagreeing two hours
+	// ago (in the device's clock, which the alarm's time is).
 	now := time.Now().UTC()
 	e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: &wire.Address{Board: 0, Channel: 1}, At: now.Add(-3*time.Hour - time.Minute)})
-	e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmMechanismFault, Addr: &wire.Address{Board: 0, Channel: 3}, At: now.Add(-2*time.Hour - time.Minute)})
+	e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmSensorDisagreement, Addr: &wire.Address{Board: 0, Channel: 3}, At: now.Add(-2*time.Hour - time.Minute)})
 	e.boardDown()
 
 	b, phone := techPhone(t, e)
@@ -142,7 +142,8 @@ func TestTechnicianAtNightOnADarkPhone(t *testing.T) {
 
 // TestAlarmClearedWhileAcknowledgingLeadsBackToTheDevice: after a repair
 // at night, on a phone, the technician opens the acknowledgement form of
-// the mechanism fault he just fixed; meanwhile the device clears it. He
+// the full journal disk he just made room on; meanwhile the device clears
+// it. He
 // sends the form: the page says the alarm is no longer open and nothing
 // was recorded (409, as before), and a link goes back to the device's
 // page (before, the only link went to the start page, and the device had
@@ -152,18 +153,17 @@ func TestTechnicianAtNightOnADarkPhone(t *testing.T) {
 func TestAlarmClearedWhileAcknowledgingLeadsBackToTheDevice(t *testing.T) {
 	t.Parallel() // its own backend and database
 	e := newEnv(t, server.Options{})
-	fault := &wire.Address{Board: 0, Channel: 3}
 	_, phone := techPhone(t, e)
 	darkScheme(t, phone)
 	base := e.b.URL("")
 	for _, lang := range []string{"nl", "fr"} {
-		id := e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmMechanismFault, Addr: fault})
+		id := e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmJournalFull})
 		phone.Do(t, chromedp.Navigate(base+"/staff/devices/"+lockerID+"?lang="+lang))
 		phone.WaitFor(t, `document.documentElement.lang === "`+lang+`" && !!document.querySelector('#device-status a.ack[href$="/`+id+`/ack"]')`, 10*time.Second)
 		phone.Do(t, chromedp.Click(chromedp.CSS("#device-status a.ack")))
 		phone.WaitFor(t, `!!document.querySelector("#note")`, 10*time.Second)
-		e.raise(wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmMechanismFault, Addr: fault})
-		phone.Do(t, chromedp.SendKeys(chromedp.CSS("#note"), "lock replaced\r"))
+		e.raise(wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmJournalFull})
+		phone.Do(t, chromedp.SendKeys(chromedp.CSS("#note"), "old logs removed\r"))
 		phone.WaitFor(t, `!!document.querySelector(".error-summary")`, 10*time.Second)
 		lookAt(t, phone, "dark-ack-cleared-"+lang)
 		assert.Contains(t, phone.Text(t, ".error-summary"), web.Text(lang, "error.alarm_not_open"))

@@ -350,3 +350,51 @@ func staffOnTablet(t *testing.T) (*env, *browsertest.Tab, string) {
 	login(t, tab, base, e.users[auth.RoleStaff], password(auth.RoleStaff))
 	return e, tab, base
 }
+
+// A batch for one device: after each registration the notice is followed
+// by "register the next document", which has the focus; Enter opens the
+// register form with the same site and device chosen (the locker, chosen
+// once by hand) and the focus in the number field, ready for the scanner. "Let Kluis choose"
+// stays so. In Dutch and in French, on a tablet, with the keyboard.
+func TestRegisterTheNextOfABatchInBrowser(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e, tab, base := staffOnTablet(t)
+	for i, lang := range []string{"nl", "fr"} {
+		tab.Do(t, chromedp.Navigate(base+"/staff/documents/new?lang="+lang))
+		for j := 0; j < 2; j++ { // six compartments: two and one in each language
+			tab.WaitFor(t, `document.activeElement && document.activeElement.id === "f-number"`, 20*time.Second)
+			if j > 0 {
+				assert.Equal(t, lockerID, evalString(t, tab, `document.getElementById("f-device_id").value`), "%s %d: the device kept", lang, j)
+				assert.Equal(t, siteID, evalString(t, tab, `document.getElementById("f-site_id").value`), lang)
+				assert.Equal(t, "", evalString(t, tab, `document.getElementById("f-holder_last_name").value`), "%s: nothing of the holder before", lang)
+			}
+			tab.Do(t, chromedp.KeyEvent(fmt.Sprintf("591-8880%d0%d-50", i, j)+"\rAn\tMaes\t1\t1\t2001\t\t"+kb.ArrowDown+kb.ArrowDown))
+			if j == 0 {
+				tab.Do(t, chromedp.SetValue(chromedp.CSS("#f-device_id"), lockerID))
+			}
+			tab.Do(t, chromedp.Click(chromedp.CSS(`form button[type=submit].primary`)))
+			tab.WaitFor(t, `location.pathname.startsWith("/staff/documents/") && document.readyState === "complete" && !!document.querySelector(".notice")`, 20*time.Second)
+			id := strings.TrimPrefix(evalString(t, tab, `location.pathname`), "/staff/documents/")
+			assert.Equal(t, lockerID, e.document(id)["device_id"], "%s %d: on the locker", lang, j)
+			assert.Equal(t, "register-next", evalString(t, tab, `document.activeElement.id`), "%s %d: the next one has the focus", lang, j)
+			assert.Equal(t, web.Text(lang, "notice.register_next"), tab.Text(t, "#register-next"), lang)
+			if j == 0 {
+				tab.CheckAxe(t, "registered, the next one offered "+lang)
+				tab.Screenshot(t, "counterux/register-next-"+lang)
+			}
+			tab.Do(t, chromedp.KeyEvent("\r"))
+		}
+		// Let Kluis choose: the next one lets it choose too.
+		tab.WaitFor(t, `document.activeElement && document.activeElement.id === "f-number"`, 20*time.Second)
+		tab.Do(t, chromedp.KeyEvent(fmt.Sprintf("591-8880%d09-50", i)+"\rAn\tMaes\t1\t1\t2001\t\t"+kb.ArrowDown+kb.ArrowDown),
+			chromedp.SetValue(chromedp.CSS("#f-device_id"), ""), chromedp.Click(chromedp.CSS(`form button[type=submit].primary`)))
+		tab.WaitFor(t, `document.activeElement && document.activeElement.id === "register-next"`, 20*time.Second)
+		tab.Do(t, chromedp.KeyEvent("\r"))
+		tab.WaitFor(t, `document.activeElement && document.activeElement.id === "f-number"`, 20*time.Second)
+		assert.Equal(t, "", evalString(t, tab, `document.getElementById("f-device_id").value`), lang)
+	}
+	// Reloaded, the document's page offers no next one (the notice is gone).
+	tab.Do(t, chromedp.Navigate(base+"/staff/documents"))
+	tab.WaitFor(t, `document.readyState === "complete"`, 20*time.Second)
+	assert.Zero(t, evalInt(t, tab, `document.querySelectorAll("#register-next").length`))
+}

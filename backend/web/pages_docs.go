@@ -251,6 +251,19 @@ func (w *Web) registerPage(rw http.ResponseWriter, q *req) error {
 	if len(d.Sites) > 0 {
 		d.Form.SiteID = d.Sites[0].ID
 	}
+	// The next document of a batch (the link after a registration): the
+	// same site and device, when they still exist.
+	for _, s := range d.Sites {
+		if s.ID != q.r.URL.Query().Get("site_id") {
+			continue
+		}
+		d.Form.SiteID = s.ID
+		for _, o := range s.Devices {
+			if o.ID == q.r.URL.Query().Get("device_id") {
+				d.Form.DeviceID = o.ID
+			}
+		}
+	}
 	w.render(rw, q, http.StatusOK, "register", q.t.S("register.title"), d)
 	return nil
 }
@@ -404,18 +417,23 @@ func (w *Web) register(rw http.ResponseWriter, q *req) error {
 	// On a refusal Reserve answers a zero document: keep doc's id for the
 	// redirect to the registered document.
 	_, err = w.o.Service.Reserve(ctx, q.actor(), doc.ID, service.ReserveOptions{DeviceID: f.DeviceID})
+	// The next document of a batch goes to the same site and device.
+	next := url.Values{"site_id": {f.SiteID}}
+	if f.DeviceID != "" {
+		next.Set("device_id", f.DeviceID)
+	}
 	if errors.Is(err, service.ErrNoOnlineDevice) {
-		w.redirect(rw, q.r, Prefix+"documents/"+doc.ID, "notice.no_online_device", 0)
+		w.redirectNext(rw, q.r, Prefix+"documents/"+doc.ID, "notice.no_online_device", 0, next)
 		return nil
 	}
 	if errors.Is(err, service.ErrNoCompartment) {
-		w.redirect(rw, q.r, Prefix+"documents/"+doc.ID, "notice.no_compartment", 0)
+		w.redirectNext(rw, q.r, Prefix+"documents/"+doc.ID, "notice.no_compartment", 0, next)
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	w.redirect(rw, q.r, Prefix+"documents/"+doc.ID, "notice.registered", 0)
+	w.redirectNext(rw, q.r, Prefix+"documents/"+doc.ID, "notice.registered", 0, next)
 	return nil
 }
 

@@ -58,6 +58,9 @@ type req struct {
 	// document registered without a compartment): drawn as a warning,
 	// not as the green of a success.
 	noticeWarn bool
+	// registerNext is the register form's address for the next document
+	// of a batch, offered with the notice after a registration.
+	registerNext string
 	// cancelAsked: a cancel was sent without its confirmation; the
 	// document's page asks, keeping the reason typed (cancelReason).
 	cancelAsked  bool
@@ -335,6 +338,9 @@ type layout struct {
 	Notice   string
 	// NoticeWarn draws the notice as a warning (warnNotices).
 	NoticeWarn bool
+	// RegisterNext links from the notice to the register form for the
+	// next document, the same site and device chosen ("" none).
+	RegisterNext string
 	// PINNotices ask for staff PINs of 8 digits: the signed-in person's
 	// own, and for an admin everyone's (pinNotices).
 	PINNotices []pinNotice
@@ -376,7 +382,7 @@ func (w *Web) render(rw http.ResponseWriter, q *req, status int, name, title str
 		l.PINNotices = w.pinNotices(q)
 	}
 	l.Notice = q.notice(rw)
-	l.NoticeWarn = q.noticeWarn
+	l.NoticeWarn, l.RegisterNext = q.noticeWarn, q.registerNext
 	for _, code := range Languages {
 		v := q.r.URL.Query()
 		v.Set("lang", code)
@@ -497,6 +503,9 @@ func (q *req) notice(rw http.ResponseWriter) string {
 		return ""
 	}
 	q.noticeWarn = warnNotices[k]
+	if registerNotices[k] {
+		q.registerNext = registerNextURL(v.Get("next"))
+	}
 	if q.where != "" && (k == "notice.registered" || k == "notice.reserved") {
 		return q.t.F(k+"_in", "where", q.where)
 	}
@@ -514,6 +523,33 @@ func (q *req) notice(rw http.ResponseWriter) string {
 	return q.t.F(k, "n", n)
 }
 
+// registerNotices are the notices after the register form: each offers
+// to register the next document of a batch.
+var registerNotices = map[string]bool{"notice.registered": true, "notice.no_compartment": true, "notice.no_online_device": true}
+
+// registerNextURL is the register form's address with the site and device
+// of next (a query the register form's redirect wrote: site_id, device_id)
+// chosen, so that a batch for one device is registered without choosing
+// it again; only those two, each a plain identifier, are kept.
+func registerNextURL(next string) string {
+	v, err := url.ParseQuery(next)
+	keep := url.Values{}
+	if err == nil {
+		for _, k := range []string{"site_id", "device_id"} {
+			if id := v.Get(k); plainID.MatchString(id) {
+				keep.Set(k, id)
+			}
+		}
+	}
+	if len(keep) == 0 {
+		return Prefix + "documents/new"
+	}
+	return Prefix + "documents/new?" + keep.Encode()
+}
+
+// plainID is what registerNextURL keeps of a site's or device's id.
+var plainID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
 // noticeNumber is what a notice's {n} may be: a compartment's number.
 var noticeNumber = regexp.MustCompile(`^[1-9][0-9]{0,3}$`)
 
@@ -523,10 +559,19 @@ var noticeNumber = regexp.MustCompile(`^[1-9][0-9]{0,3}$`)
 // a short-lived cookie, not in the URL, so that the page's address can be
 // reloaded and bookmarked without it; it works without JavaScript.
 func (w *Web) redirect(rw http.ResponseWriter, r *http.Request, path, notice string, n int) {
+	w.redirectNext(rw, r, path, notice, n, nil)
+}
+
+// redirectNext is redirect whose notice also offers to register the next
+// document with next's site and device chosen (registerNextURL).
+func (w *Web) redirectNext(rw http.ResponseWriter, r *http.Request, path, notice string, n int, next url.Values) {
 	if notice != "" {
 		v := url.Values{"key": {notice}, "path": {path}}
 		if n > 0 {
 			v.Set("n", strconv.Itoa(n))
+		}
+		if len(next) > 0 {
+			v.Set("next", next.Encode())
 		}
 		w.setCookie(rw, r, noticeCookie, v.Encode(), noticeMaxAge)
 	}

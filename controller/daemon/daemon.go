@@ -169,7 +169,15 @@ func Run(ctx context.Context, o Options) error {
 	}
 	cache, err := offline.Open(cfg.JournalDir, cfg.DeviceID, pub)
 	if err != nil {
-		log.Warn("offline cache", "err", err)
+		// Damaged (moved aside, starting empty) or unreadable (no
+		// offline verification): the device's state directory is in
+		// trouble, reported as the journal's damage is.
+		log.Error("offline cache damaged or unreadable", "err", err)
+		detail := "offline cache damaged or unreadable: " + err.Error()
+		if damagedDetail != "" {
+			detail = damagedDetail + "; " + detail
+		}
+		damagedDetail = detail
 	}
 	password, err := cfg.MQTTPassword()
 	if err != nil {

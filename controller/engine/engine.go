@@ -134,7 +134,9 @@ type Options struct {
 	// by it (see reconcile).
 	StartupHalt time.Time
 	// JournalDamaged, when not empty, says what start-up found damaged in
-	// the journal (records moved aside): raised as alarm journal_damaged.
+	// the journal (records moved aside) or the offline cache (moved aside,
+	// or unreadable): raised as alarm journal_damaged, and every code the
+	// offline cache holds is withdrawn.
 	JournalDamaged string
 	// Clock; default time.Now.
 	Clock    func() time.Time

@@ -622,7 +622,7 @@ func (e *Engine) forgetAllCodes() {
 		e.log.Error("withdrawing the offline codes after journal damage failed", "err", err)
 		return
 	}
-	e.log.Warn("journal damaged: every offline code known until now withdrawn (single-use marks may be lost)", "entries", n)
+	e.log.Warn("journal or offline cache damaged: every offline code known until now withdrawn (single-use marks may be lost)", "entries", n)
 	e.m.cacheSize.Set(float64(e.o.Cache.Len()))
 }
 

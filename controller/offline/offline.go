@@ -54,6 +54,9 @@ var (
 	// knows that document to be in it. The Match names the code. The door
 	// stays shut offline; online the backend decides.
 	ErrWithdrawn = errors.New("offline: code withdrawn by the device: its compartment changed here")
+	// ErrDamaged means Open found the cache file damaged (not JSON of a
+	// cache): it was moved aside and the cache starts empty.
+	ErrDamaged = errors.New("offline: cache damaged")
 )
 
 // Match is a successful offline verification (or, with an error, what is
@@ -131,11 +134,37 @@ func Open(dir, deviceID string, pub ed25519.PublicKey) (*Cache, error) {
 	}
 	if err := json.Unmarshal(b, &c.f); err != nil {
 		// A damaged cache is not fatal: the device verifies online and
-		// the next full sync replaces it.
+		// the next full sync replaces it. It is kept aside for
+		// forensics, not overwritten by that sync.
 		c.f = file{}
-		return c, fmt.Errorf("offline: damaged cache ignored: %w", err)
+		bad, merr := moveAside(c.path)
+		if merr != nil {
+			return c, fmt.Errorf("offline: damaged cache ignored (%v), and not moved aside: %w: %w", err, merr, ErrDamaged)
+		}
+		return c, fmt.Errorf("offline: damaged cache ignored (%v), moved to %s: %w", err, filepath.Base(bad), ErrDamaged)
 	}
 	return c, nil
+}
+
+// moveAside renames path to the first free path.bad-N and makes the rename
+// durable.
+func moveAside(path string) (string, error) {
+	for n := 1; n < 1000; n++ {
+		bad := fmt.Sprintf("%s.bad-%d", path, n)
+		if _, err := os.Lstat(bad); err == nil {
+			continue
+		}
+		if err := os.Rename(path, bad); err != nil {
+			return "", err
+		}
+		d, err := os.Open(filepath.Dir(path))
+		if err != nil {
+			return bad, err
+		}
+		defer d.Close()
+		return bad, d.Sync()
+	}
+	return "", errors.New("999 damaged copies kept already")
 }
 
 // Len returns the number of valid entries (not the expired ones kept).

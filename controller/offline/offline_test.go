@@ -4,6 +4,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -242,4 +244,44 @@ func TestForgetAllWithdrawsEveryAddressGiven(t *testing.T) {
 	m, err := c.VerifyQR(oTok, t0)
 	require.NoError(t, err)
 	require.Equal(t, "doc-o", m.DocumentID)
+}
+
+// A damaged cache file (a torn or tampered JSON) is not used, but neither is
+// it lost: it is moved aside to offline-cache.json.bad-N for forensics, the
+// error names that file (kluisd raises journal_damaged with it), and the
+// next sync writes a fresh cache beside it without touching it. A second
+// damage gets the next number.
+func TestDamagedCacheMovedAside(t *testing.T) {
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	dir := t.TempDir()
+	path := filepath.Join(dir, offline.FileName)
+	damaged := []byte(`{"version":7,"entries":[{"document_id":"doc1",`)
+	require.NoError(t, os.WriteFile(path, damaged, 0o600))
+	c, err := offline.Open(dir, "dev1", pub)
+	require.ErrorIs(t, err, offline.ErrDamaged)
+	require.Contains(t, err.Error(), offline.FileName+".bad-1")
+	require.NotNil(t, c, "an empty cache: the device verifies online, the next sync fills it")
+	require.Equal(t, 0, c.Len())
+	require.Equal(t, int64(0), c.Version())
+	kept, err := os.ReadFile(path + ".bad-1")
+	require.NoError(t, err)
+	require.Equal(t, damaged, kept)
+	require.NoError(t, c.Apply(wire.CodeSync{Version: 8, Full: true}))
+	kept, err = os.ReadFile(path + ".bad-1")
+	require.NoError(t, err)
+	require.Equal(t, damaged, kept, "the sync leaves the damaged copy alone")
+
+	require.NoError(t, os.WriteFile(path, []byte("garbage"), 0o600))
+	_, err = offline.Open(dir, "dev1", pub)
+	require.ErrorIs(t, err, offline.ErrDamaged)
+	require.Contains(t, err.Error(), offline.FileName+".bad-2")
+	_, err = os.Stat(path)
+	require.ErrorIs(t, err, os.ErrNotExist)
+
+	// A cache that cannot be read at all (here a directory in its place)
+	// is an error too, with no cache.
+	require.NoError(t, os.Mkdir(path, 0o700))
+	c, err = offline.Open(dir, "dev1", pub)
+	require.Error(t, err)
+	require.Nil(t, c)
 }

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -39,6 +40,16 @@ func (s *Server) PruneIdempotency(ctx context.Context, olderThan time.Duration) 
 	return tag.RowsAffected(), nil
 }
 
+// requestDigest is what a stored Idempotency-Key remembers of its
+// request: HMAC-SHA256 under Options.IdempotencyKey of its method, path
+// and body, never a plain hash (a body may carry a password).
+func (s *Server) requestDigest(method, path string, body []byte) []byte {
+	h := hmac.New(sha256.New, s.idemKey)
+	fmt.Fprintf(h, "%s %s\n", method, path)
+	h.Write(body)
+	return h.Sum(nil)
+}
+
 // idempotent wraps a creating handler with Idempotency-Key handling.
 func (s *Server) idempotent(next handlerFunc) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
@@ -54,10 +65,7 @@ func (s *Server) idempotent(next handlerFunc) handlerFunc {
 			return err
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		h := sha256.New()
-		fmt.Fprintf(h, "%s %s\n", r.Method, r.URL.Path)
-		h.Write(body)
-		digest := h.Sum(nil)
+		digest := s.requestDigest(r.Method, r.URL.Path, body)
 		user := principal(r.Context()).ID
 		ctx := r.Context()
 

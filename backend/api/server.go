@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -85,6 +86,14 @@ type Options struct {
 	// citizens' track pages, and the metrics tell which devices are
 	// offline and which alarms are active. Empty: /metrics is public.
 	MetricsToken string
+	// IdempotencyKey keys the digest (HMAC-SHA256) of a request stored
+	// with its Idempotency-Key for a day: a plain hash of a body that
+	// carries a new user's password would let anyone who reads the
+	// database try passwords at SHA-256's speed instead of argon2id's.
+	// Every replica needs the same key (kluis-backend derives it from its
+	// PIN key). Default: a random key of this process, right for one
+	// replica only.
+	IdempotencyKey []byte
 }
 
 // Server is the HTTP API.
@@ -97,6 +106,7 @@ type Server struct {
 	maxBody        int64
 	mappers        []ErrorMapper
 	svc            *service.Service
+	idemKey        []byte
 	opener         Opener
 	lockouts       LockoutClearer
 	slip           SlipFunc
@@ -163,7 +173,14 @@ func New(opts Options) (*Server, error) {
 	if opts.LoginLimits == nil {
 		opts.LoginLimits = auth.NewLoginLimits(opts.Pool)
 	}
+	if len(opts.IdempotencyKey) == 0 {
+		opts.IdempotencyKey = make([]byte, 32)
+		if _, err := rand.Read(opts.IdempotencyKey); err != nil {
+			return nil, fmt.Errorf("api: idempotency key: %w", err)
+		}
+	}
 	s := &Server{
+		idemKey:        append([]byte(nil), opts.IdempotencyKey...),
 		log:            opts.Logger.With("part", "api"),
 		reg:            opts.Registry,
 		pool:           opts.Pool,

@@ -375,6 +375,7 @@ func (s *Server) Run(ctx context.Context) error {
 	apiOpts.Logger, apiOpts.Registry, apiOpts.Pool, apiOpts.Auth, apiOpts.Clock = log, o.Registry, st.Pool(), as, o.Clock
 	apiOpts.TrustedProxies = o.TrustedProxies
 	apiOpts.MetricsToken = o.MetricsToken
+	apiOpts.IdempotencyKey = DeriveKey(o.Keys, "idempotency request digest")
 	// One set of login limits for every password login: the API and the
 	// staff console, kept in PostgreSQL so that every replica shares them.
 	apiOpts.LoginLimits = auth.NewLoginLimits(st.Pool())

@@ -36,7 +36,9 @@
 // presence rows say which connected, disconnected or sent a heartbeat. A
 // change renders the fleet table once per open stream, and a device's
 // detail only on that device's streams: the cost grows with changes and
-// open pages, not with their product. The number of open streams is
+// open pages, not with their product. Every 30 seconds both are rendered
+// again without a change, since time alone changes what they say (a
+// device whose heartbeats stopped becomes late; "how long ago"). The number of open streams is
 // bounded (Options.MaxStreams), and so is one user's
 // (Options.MaxStreamsPerUser), so that one account cannot take them all.
 package web

@@ -48,8 +48,8 @@ type sub struct {
 	fresh bool
 }
 
-// fullEvery refreshes the fleet even without a change, so that overdue
-// heartbeats show.
+// fullEvery refreshes the fleet and the device pages even without a
+// change, so that overdue heartbeats show.
 const fullEvery = 30 * time.Second
 
 func newHub(o hubOptions) *Hub { return &Hub{o: o, subs: map[*sub]struct{}{}} }
@@ -147,7 +147,13 @@ func (h *Hub) poll(ctx context.Context, lastSeq int64, lastPres map[string]strin
 	}
 	h.mu.Unlock()
 	snap := h.fleet.Load()
-	readFleetNow := all || len(changed) > 0 || snap == nil || now.Sub(*lastFull) >= fullEvery || freshFleet
+	// due: fullEvery has passed. What the pages say can change with the
+	// time alone (a device whose heartbeats stopped becomes late, "how
+	// long ago"), with nothing in the database to say so: the device
+	// pages are read again then too, as the fleet is, or a device's page
+	// said "online" all night beside the fleet's "late".
+	due := snap == nil || now.Sub(*lastFull) >= fullEvery
+	readFleetNow := all || len(changed) > 0 || due || freshFleet
 	if readFleetNow {
 		rows, err := readFleet(qctx, h.o.pool, nil, now)
 		if err != nil {
@@ -167,7 +173,7 @@ func (h *Hub) poll(ctx context.Context, lastSeq int64, lastPres map[string]strin
 		if _, still := h.subs[s]; !still {
 			continue
 		}
-		if s.fresh || (s.device == "" && readFleetNow) || (s.device != "" && (all || changed[s.device])) {
+		if s.fresh || (s.device == "" && readFleetNow) || (s.device != "" && (all || due || changed[s.device])) {
 			s.fresh = false
 			s.wake()
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/server"
+	"kluis/backend/service"
 	"kluis/backend/web"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/browsertest"
@@ -176,4 +177,35 @@ func TestAlarmClearedWhileAcknowledgingLeadsBackToTheDevice(t *testing.T) {
 		assert.Contains(t, phone.Text(t, "#device-status"), web.Text(lang, "none.alarms"))
 	}
 	assert.NotContains(t, e.audit("device:"+lockerID), `"action":"alarm.acknowledged"`, "nothing recorded")
+}
+
+// TestDevicePageSeesItsDeviceGoQuiet: a technician watches a device's
+// page after a repair (on a phone, dark) while a laptop shows the fleet.
+// The device's kluisd hangs: still connected, no heartbeat any more.
+// Nothing about the device changes in the database, yet three minutes
+// later it is late: the fleet page says so (it is read again every 30
+// seconds), and so must the device's page, with what to do first; before,
+// the device's page was only read again when something about the device
+// changed, so it said "online" all night beside the fleet's "late" (and
+// its "how long ago" stood still). On the server's clock, which the test
+// moves on.
+func TestDevicePageSeesItsDeviceGoQuiet(t *testing.T) {
+	t.Parallel() // its own backend and database
+	clock := &fakeClock{t: time.Now()}
+	e := newEnv(t, server.Options{Clock: clock.Now})
+	b, phone := techPhone(t, e)
+	darkScheme(t, phone)
+	laptop := b.NewTab(t, 1366, 768)
+	base := e.b.URL("")
+	phone.Do(t, chromedp.Navigate(base+"/staff/devices/"+lockerID))
+	phone.WaitFor(t, `document.body.hasAttribute("data-live-updates") && !!document.querySelector("#device-status .badge.on")`, 10*time.Second)
+	laptop.Do(t, chromedp.Navigate(base+"/staff/devices"))
+	laptop.WaitFor(t, `document.body.hasAttribute("data-live-updates") && !!document.querySelector("#fleet-rows tr[data-status~=online]")`, 10*time.Second)
+
+	clock.Add(service.LateAfter + time.Minute)
+	laptop.WaitFor(t, `!!document.querySelector("#fleet-rows tr[data-status~=late]")`, 15*time.Second)
+	phone.WaitFor(t, `!!document.querySelector("#device-status .badge.warn")`, 15*time.Second)
+	lookAt(t, phone, "dark-device-late")
+	assert.Contains(t, phone.Text(t, "#device-status dl.details"), web.Text("nl", "status.late"))
+	assert.True(t, strings.HasPrefix(phone.Text(t, "#device-status .next-steps li"), web.Text("nl", "next.what", "what", web.Text("nl", "status.late"))))
 }

@@ -23,6 +23,12 @@ const (
 	// MinRetention is the shortest retention a Pruner accepts: longer
 	// than the window in which alarms are read as open (alarms.Window).
 	MinRetention = alarms.Window + 24*time.Hour
+	// CodeSyncRetention is how long code_sync commands are kept, whatever
+	// the retention (longer than MinRetention): each holds a device's
+	// whole offline bundle (PIN verifiers, signed tokens), superseded
+	// within 30 minutes (deviceops.DefaultCodeSyncRefresh), and the code
+	// sync reads only the one it awaits.
+	CodeSyncRetention = 7 * 24 * time.Hour
 	// DefaultPruneEvery is how often the backend prunes.
 	DefaultPruneEvery = time.Hour
 	// DefaultPruneBatch is how many rows one statement examines (events)
@@ -64,7 +70,8 @@ type Table struct {
 }
 
 // Pruner deletes the device events and commands older than the
-// retention, in batches of short transactions, oldest first. It never
+// retention (code_sync commands older than CodeSyncRetention), in batches
+// of short transactions, oldest first. It never
 // deletes an event alarm_latest references (an open alarm, and the latest
 // alarm or clearing of every device, kind and place), nor, while an
 // alarm of a kind the device clears is open, the events of that kind and
@@ -131,7 +138,10 @@ func NewPruner(o PrunerOptions) (*Pruner, error) {
 
 // PruneResult is what a pass deleted.
 type PruneResult struct {
-	Events, Commands int
+	// Commands counts the commands past the retention, CodeSyncs the
+	// code_sync commands past CodeSyncRetention (both
+	// kluis_device_history_pruned_total{table="device_commands"}).
+	Events, Commands, CodeSyncs int
 	// Also counts the rows of Options.Also's tables, by name.
 	Also map[string]int
 	// Cutoff: rows older than it were due.
@@ -158,7 +168,10 @@ func (p *Pruner) Pass(ctx context.Context) (PruneResult, error) {
 	if err == nil {
 		r.Commands, err = p.batches(ctx, "device_commands", r.Cutoff, p.pruneCommands)
 	}
-	total := r.Events + r.Commands
+	if err == nil {
+		r.CodeSyncs, err = p.batches(ctx, "device_commands", p.now().UTC().Add(-CodeSyncRetention), p.pruneCodeSyncs)
+	}
+	total := r.Events + r.Commands + r.CodeSyncs
 	for _, t := range p.also {
 		if err != nil {
 			break
@@ -167,7 +180,7 @@ func (p *Pruner) Pass(ctx context.Context) (PruneResult, error) {
 		total += r.Also[t.Name]
 	}
 	if total > 0 {
-		attrs := []any{"events", r.Events, "commands", r.Commands}
+		attrs := []any{"events", r.Events, "commands", r.Commands, "code_syncs", r.CodeSyncs}
 		for _, t := range p.also {
 			attrs = append(attrs, t.Name, r.Also[t.Name])
 		}
@@ -252,13 +265,33 @@ func (p *Pruner) pruneEvents(ctx context.Context, cutoff time.Time) (int, error)
 	}
 }
 
+// Commands to delete: past the retention, and code syncs past
+// CodeSyncRetention (migration 0214's partial index).
+const (
+	pruneCommandsSQL = `WITH doomed AS (
+		SELECT command_id FROM device_commands WHERE issued_at < $1 AND expires_at < $1
+		ORDER BY issued_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+		DELETE FROM device_commands d USING doomed WHERE d.command_id = doomed.command_id`
+	pruneCodeSyncsSQL = `WITH doomed AS (
+		SELECT command_id FROM device_commands WHERE kind = 'code_sync' AND issued_at < $1 AND expires_at < $1
+		ORDER BY issued_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+		DELETE FROM device_commands d USING doomed WHERE d.command_id = doomed.command_id`
+)
+
 // pruneCommands deletes at most limit commands issued and expired before
 // cutoff.
 func (p *Pruner) pruneCommands(ctx context.Context, cutoff time.Time, limit int) (int, error) {
-	tag, err := p.pool.Exec(ctx, `WITH doomed AS (
-		SELECT command_id FROM device_commands WHERE issued_at < $1 AND expires_at < $1
-		ORDER BY issued_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-		DELETE FROM device_commands d USING doomed WHERE d.command_id = doomed.command_id`, cutoff, limit)
+	return p.deleteCommands(ctx, pruneCommandsSQL, cutoff, limit)
+}
+
+// pruneCodeSyncs deletes at most limit code_sync commands issued and
+// expired before cutoff (CodeSyncRetention).
+func (p *Pruner) pruneCodeSyncs(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+	return p.deleteCommands(ctx, pruneCodeSyncsSQL, cutoff, limit)
+}
+
+func (p *Pruner) deleteCommands(ctx context.Context, query string, cutoff time.Time, limit int) (int, error) {
+	tag, err := p.pool.Exec(ctx, query, cutoff, limit)
 	if err != nil {
 		return 0, fmt.Errorf("devicelink: prune device commands: %w", err)
 	}

@@ -108,12 +108,17 @@ func TestPrunerKeepsWhatAlarmsNeed(t *testing.T) {
 	// Another device's old door event goes too.
 	storeEvent(t, pool, "door-old-d2", "d2", wire.Event{Kind: wire.EvDoorOpened, At: at(old, 13), Addr: addrA})
 
+	// Commands: past the retention and expired they go, and code syncs
+	// (the whole offline bundle, sent every 30 minutes) after 7 days.
 	for _, c := range []struct {
-		id              string
+		id, kind        string
 		issued, expires time.Time
-	}{{"cmd-old", at(old, 0), at(old, 1)}, {"cmd-new", at(now, -24), at(now, -23)}, {"cmd-old-late", at(old, 0), at(now, 24)}} {
+	}{{"cmd-old", "open", at(old, 0), at(old, 1)}, {"cmd-new", "open", at(now, -24), at(now, -23)},
+		{"cmd-old-late", "open", at(old, 0), at(now, 24)}, {"cmd-8d", "open", at(now, -8*24), at(now, -8*24+1)},
+		{"sync-8d", "code_sync", at(now, -8*24), at(now, -8*24+1)}, {"sync-8d-2", "code_sync", at(now, -8*24+1), at(now, -8*24+2)},
+		{"sync-8d-3", "code_sync", at(now, -8*24+2), at(now, -8*24+3)}, {"sync-6d", "code_sync", at(now, -6*24), at(now, -6*24+1)}} {
 		_, err := pool.Exec(ctx, `INSERT INTO device_commands (command_id, device_id, kind, issued_at, expires_at, payload)
-			VALUES ($1, 'd1', 'open', $2, $3, '{}')`, c.id, c.issued, c.expires)
+			VALUES ($1, 'd1', $2, $3, $4, '{}')`, c.id, c.kind, c.issued, c.expires)
 		require.NoError(t, err)
 	}
 
@@ -146,13 +151,14 @@ func TestPrunerKeepsWhatAlarmsNeed(t *testing.T) {
 	assert.Equal(t, now.Add(-devicelink.DefaultRetention), res.Cutoff)
 	assert.Equal(t, 6, res.Events, "door-old, done-old, forced-1, left-1, unr-1, door-old-d2")
 	assert.Equal(t, 1, res.Commands)
+	assert.Equal(t, 3, res.CodeSyncs)
 	assert.Equal(t, map[string]int{"code_attempts": 3}, res.Also)
 	assert.Equal(t, []string{"pin ok"}, column(t, pool, `SELECT method || ' ' || reason FROM code_attempts`), "the recent attempt stays")
 
 	assert.Equal(t, map[string]bool{"door-new": true, "forced-2": true, "left-1c": true,
 		"unr-1c": true, "unr-2": true, "unr-3": true}, storedEvents(t, pool))
 	cmds := column(t, pool, `SELECT command_id FROM device_commands ORDER BY command_id`)
-	assert.Equal(t, []string{"cmd-new", "cmd-old-late"}, cmds, "a command not yet expired stays")
+	assert.Equal(t, []string{"cmd-8d", "cmd-new", "cmd-old-late", "sync-6d"}, cmds, "a command not yet expired stays")
 	ackRows := column(t, pool, `SELECT event_id FROM alarm_acks ORDER BY event_id`)
 	assert.Equal(t, []string{"unr-2"}, ackRows, "the acknowledgements of deleted alarms went with them")
 
@@ -172,7 +178,7 @@ func TestPrunerKeepsWhatAlarmsNeed(t *testing.T) {
 # HELP kluis_device_history_pruned_total Rows deleted by the device retention (-device-retention), by table (device_events, device_commands, code_attempts).
 # TYPE kluis_device_history_pruned_total counter
 kluis_device_history_pruned_total{table="code_attempts"} 3
-kluis_device_history_pruned_total{table="device_commands"} 1
+kluis_device_history_pruned_total{table="device_commands"} 4
 kluis_device_history_pruned_total{table="device_events"} 6
 `), "kluis_device_history_pruned_total"))
 
@@ -181,7 +187,7 @@ kluis_device_history_pruned_total{table="device_events"} 6
 	// is no longer needed.
 	res, err = p.Pass(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, 0, res.Events+res.Commands+res.Also["code_attempts"])
+	assert.Equal(t, 0, res.Events+res.Commands+res.CodeSyncs+res.Also["code_attempts"])
 	storeEvent(t, pool, "unr-3c", "d1", wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmBoardUnreachable, At: at(now, -1), Board: &board0})
 	res, err = p.Pass(ctx)
 	require.NoError(t, err)

@@ -302,3 +302,29 @@ func TestStaffPINFormSaysWhichRefusalOfToday(t *testing.T) {
 	assert.Equal(t, http.StatusTooManyRequests, p.status)
 	assert.Contains(t, p.body, esc("de", "kioskpin.taken_too_often"))
 }
+
+// TestOpenFormWarnsOfABoardAlarm: the remote-open form warns that the
+// compartment's lock board is down when an open board_unreachable alarm
+// is newer than the heartbeat that had the board online (the device
+// page's rule, makeHealth), not only when the heartbeat says so.
+func TestOpenFormWarnsOfABoardAlarm(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e := newEnv(t, server.Options{})
+	tech := e.client()
+	tech.login(auth.RoleTechnician)
+	form := "/staff/devices/" + lockerID + "/compartments/1/open?lang="
+	for _, lang := range web.Languages {
+		assert.NotContains(t, tech.get(form+lang).body, esc(lang, "open.board_offline", "n", 1), "%s: the board is online", lang)
+	}
+	board := 0
+	e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmBoardUnreachable, Board: &board})
+	for _, lang := range web.Languages {
+		assert.Contains(t, tech.get(form+lang).body, esc(lang, "open.board_offline", "n", 1), "%s: the alarm is newer than the heartbeat", lang)
+	}
+	// A newer heartbeat has the board back: no warning, as the device
+	// page reads it online.
+	e.dev.heartbeat(nil)
+	testenv.Eventually(t, "the newer heartbeat on the form", func() bool {
+		return !strings.Contains(tech.get(form+"nl").body, esc("nl", "open.board_offline", "n", 1))
+	})
+}

@@ -123,8 +123,9 @@ type actionData struct {
 }
 
 // openOutlook reads what the open form warns about: whether the device
-// is offline now (since when) and whether its last heartbeat had c's lock
-// board offline.
+// is offline now (since when) and whether c's lock board is offline, by
+// the device page's rule (makeHealth): the newer word of the last
+// heartbeat and the board's open board_unreachable alarm.
 func (w *Web) openOutlook(q *req, d store.Device, c store.Compartment, data *actionData) error {
 	pres, err := presenceRows(q.r.Context(), w.o.Pool)
 	if err != nil {
@@ -134,7 +135,12 @@ func (w *Web) openOutlook(q *req, d store.Device, c store.Compartment, data *act
 	if !known {
 		return nil // never connected: refused before
 	}
-	h := makeHealth(d, p, known, nil, w.o.Clock())
+	now := w.o.Clock()
+	alarms, err := activeAlarms(q.r.Context(), w.o.Pool, now, d.ID)
+	if err != nil {
+		return fmt.Errorf("web: open outlook: %w", err)
+	}
+	h := makeHealth(d, p, known, alarms[d.ID], now)
 	if !h.Online {
 		data.OfflineSince = &h.Since
 	}

@@ -211,6 +211,28 @@ func TestRegisterValidation(t *testing.T) {
 	assert.Equal(t, "invalid_input", r.errCode())
 	assert.Contains(t, string(r.body), "holder_birth_date")
 
+	// 0001-01-01 is Go's zero time: it is a date before 1900, not a
+	// missing one; the other refused fields are named with it.
+	for _, date := range []string{"0001-01-01", "0001-01-02", "1899-12-31"} {
+		bad = newDoc("591-1234567-89")
+		bad["holder_birth_date"] = date
+		bad["language"] = "xx"
+		r = e.do("POST", "/api/v1/documents", staff, bad)
+		require.Equal(t, 400, r.status, string(r.body))
+		assert.Equal(t, "invalid_input", r.errCode())
+		body.Error.Details.Fields = nil
+		r.decode(t, &body)
+		assert.Contains(t, body.Error.Details.Fields, store.FieldError{Field: "holder_birth_date", Message: "is before 1900"}, date)
+		assert.Contains(t, fieldNames(body.Error.Details.Fields), "language", date)
+	}
+	bad = newDoc("591-1234567-89")
+	delete(bad, "holder_birth_date")
+	r = e.do("POST", "/api/v1/documents", staff, bad)
+	require.Equal(t, 400, r.status, string(r.body))
+	body.Error.Details.Fields = nil
+	r.decode(t, &body)
+	assert.Contains(t, body.Error.Details.Fields, store.FieldError{Field: "holder_birth_date", Message: "is required"})
+
 	bad = newDoc("591-1234567-89")
 	bad["wants_low"] = "yes"
 	r = e.do("POST", "/api/v1/documents", staff, bad)
@@ -702,4 +724,12 @@ func TestRemoteOpenOfAnOccupiedCompartmentIsForAdmins(t *testing.T) {
 	assert.Contains(t, opened[1], fmt.Sprintf("user:%d ", e.users[auth.RoleAdmin].ID))
 	assert.Contains(t, opened[1], `"document":"`+doc.ID+`"`)
 	assert.Contains(t, opened[1], `"occupied":true`)
+}
+
+func fieldNames(fs []store.FieldError) []string {
+	var out []string
+	for _, f := range fs {
+		out = append(out, f.Field)
+	}
+	return out
 }

@@ -120,10 +120,15 @@ type actionData struct {
 	// refuse).
 	OfflineSince *time.Time
 	BoardDown    bool
+	// LateSince is set when the device is connected but its heartbeats
+	// stopped (service.Late; kluisd may hang): since its last one. The
+	// command will likely expire unexecuted.
+	LateSince *time.Time
 }
 
 // openOutlook reads what the open form warns about: whether the device
-// is offline now (since when) and whether c's lock board is offline, by
+// is offline now (since when) or connected but late (its heartbeats
+// stopped: since its last one), and whether c's lock board is offline, by
 // the device page's rule (makeHealth): the newer word of the last
 // heartbeat and the board's open board_unreachable alarm.
 func (w *Web) openOutlook(q *req, d store.Device, c store.Compartment, data *actionData) error {
@@ -143,6 +148,13 @@ func (w *Web) openOutlook(q *req, d store.Device, c store.Compartment, data *act
 	h := makeHealth(d, p, known, alarms[d.ID], now)
 	if !h.Online {
 		data.OfflineSince = &h.Since
+	}
+	if h.Online && h.Late {
+		since := h.Since
+		if h.LastHeartbeat != nil {
+			since = *h.LastHeartbeat
+		}
+		data.LateSince = &since
 	}
 	for _, b := range h.Boards {
 		if b.Address == c.Board && !b.Online {

@@ -208,4 +208,23 @@ func TestDevicePageSeesItsDeviceGoQuiet(t *testing.T) {
 	lookAt(t, phone, "dark-device-late")
 	assert.Contains(t, phone.Text(t, "#device-status dl.details"), web.Text("nl", "status.late"))
 	assert.True(t, strings.HasPrefix(phone.Text(t, "#device-status .next-steps li"), web.Text("nl", "next.what", "what", web.Text("nl", "status.late"))))
+
+	// A remote open now warns that the hung device will likely not carry
+	// it out (before, only an offline device or a board down was warned
+	// of), in the form and in the confirmation.
+	link := `#c-3 a[href$="/compartments/3/open"]`
+	phone.Do(t, chromedp.Click(chromedp.CSS(link)))
+	phone.WaitFor(t, `!!document.querySelector("#reason")`, 10*time.Second)
+	lookAt(t, phone, "dark-open-late-form")
+	late := strings.SplitN(web.Text("nl", "open.late"), "{time}", 2)
+	require.Len(t, late, 2)
+	assert.Contains(t, phone.Text(t, "main"), late[0])
+	assert.Contains(t, phone.Text(t, "main"), late[1])
+	assert.NotContains(t, phone.Text(t, "main"), strings.SplitN(web.Text("nl", "open.offline"), "{time}", 2)[0])
+	phone.Do(t, chromedp.SendKeys(chromedp.CSS("#reason"), "test after repair"), chromedp.Click(chromedp.CSS("button.primary")))
+	phone.WaitFor(t, `!!document.querySelector(".confirm")`, 10*time.Second)
+	assert.Contains(t, phone.Text(t, ".confirm"), late[0])
+	for _, lang := range web.Languages {
+		assert.Contains(t, web.Text(lang, "open.late"), "{time}", lang)
+	}
 }

@@ -12,13 +12,15 @@ import (
 
 	"kluis/backend/auth"
 	"kluis/backend/server"
+	"kluis/backend/web"
 	"kluis/deploy/dev/browsertest"
 )
 
 // A counter employee registers a card with real keys and clicks, in Dutch
 // and in French: the notice says which device, compartment and site the
 // document goes to. "Make new codes" (the old QR code and PIN stop
-// working) first asks, naming the holder: "No" changes nothing, "Yes"
+// working) first asks, naming the holder and reminding staff to check
+// the holder's date of birth first: "No" changes nothing, "Yes"
 // makes the codes, and the holder without e-mail or phone is to get a new
 // slip. axe-core passes on the confirmation. The documents page puts the
 // focus in its search field. A mistyped
@@ -60,6 +62,10 @@ func TestCounterRegisterAndReissueInBrowser(t *testing.T) {
 		tab.Do(t, chromedp.Click(chromedp.CSS(`form[action$="/reissue"] button`)))
 		tab.WaitFor(t, `!!document.querySelector("#reissue-confirm")`, 10*time.Second)
 		assert.Equal(t, v.confirm, tab.Text(t, "#reissue-confirm p"))
+		// A citizen phoning about a lost PIN: staff are reminded to check
+		// it is the holder, with the date of birth to compare.
+		birth := time.Date(1988, 6, 15, 0, 0, 0, 0, time.UTC).Format(web.Text(v.lang, "fmt.date"))
+		assert.Contains(t, tab.Text(t, "#reissue-identity"), web.Text(v.lang, "document.reissue_identity", "birth", birth))
 		// The focus on the confirmation's button.
 		tab.WaitFor(t, `!!document.activeElement.closest("#reissue-confirm button")`, 10*time.Second)
 		tab.CheckAxe(t, "reissue confirm "+v.lang)

@@ -59,8 +59,23 @@ func (w *Web) devices(rw http.ResponseWriter, q *req) error {
 		show = "all"
 	}
 	d := devicesData{Rows: rows, Sites: sites, Filter: q.r.URL.Query().Get("filter"), Show: show}
-	w.render(rw, q, http.StatusOK, "devices", q.t.S("devices.title"), d)
+	w.render(rw, q, http.StatusOK, "devices", fleetTitle(q.t, rows), d)
 	return nil
+}
+
+// fleetTitle is the fleet page's title: with the number of alarms nobody
+// acknowledged in front when there are any ("(2) Toestellen"), so that
+// the page left open in a background tab says so in the tab; the live
+// stream keeps it current (fleet-summary's data-title, console.js).
+func fleetTitle(t *tr, rows []health) string {
+	n := 0
+	for _, h := range rows {
+		n += h.Unacknowledged()
+	}
+	if n == 0 {
+		return t.S("devices.title")
+	}
+	return t.F("devices.title_alarms", "n", n)
 }
 
 func (w *Web) device(rw http.ResponseWriter, q *req) error {

@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"encoding/json"
 	"regexp"
 	"strconv"
 	"strings"
@@ -227,4 +228,51 @@ func TestDevicePageSeesItsDeviceGoQuiet(t *testing.T) {
 	for _, lang := range web.Languages {
 		assert.Contains(t, web.Text(lang, "open.late"), "{time}", lang)
 	}
+}
+
+// TestFleetTabTitleCountsAlarmsNobodyAcknowledged: the fleet page left
+// open in a background tab on a desktop says in its title how many alarms
+// nobody acknowledged ("(2) Toestellen · ..."), kept up to date by the
+// live stream without a reload: a new alarm raises the count, one the
+// device clears lowers it, none leaves the plain title. Before, the title
+// said "Toestellen" whatever happened, and a new alarm showed only on the
+// page itself.
+func TestFleetTabTitleCountsAlarmsNobodyAcknowledged(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e := newEnv(t, server.Options{})
+	b := browsertest.New(t, browsertest.Options{})
+	laptop := b.NewTab(t, 1366, 768)
+	base := e.b.URL("")
+	login(t, laptop, base, e.users["technician"], password("technician"))
+	plain := web.Text("nl", "devices.title") + " · " + web.Text("nl", "app.name")
+	counted := func(n int) string {
+		return web.Text("nl", "devices.title_alarms", "n", n) + " · " + web.Text("nl", "app.name")
+	}
+	title := func() string { return evalString(t, laptop, `document.title`) }
+	laptop.Do(t, chromedp.Navigate(base+"/staff/devices"))
+	laptop.WaitFor(t, `document.body.hasAttribute("data-live-updates")`, 10*time.Second)
+	assert.Equal(t, plain, title())
+
+	e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: &wire.Address{Board: 0, Channel: 1}})
+	laptop.WaitFor(t, `document.title === `+jsQuote(counted(1)), 10*time.Second)
+	door := &wire.Address{Board: 0, Channel: 5}
+	e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmDoorLeftOpen, Addr: door})
+	laptop.WaitFor(t, `document.title === `+jsQuote(counted(2)), 10*time.Second)
+	e.raise(wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmDoorLeftOpen, Addr: door})
+	laptop.WaitFor(t, `document.title === `+jsQuote(counted(1)), 10*time.Second)
+	// Loaded afresh, the same.
+	laptop.Do(t, chromedp.Navigate(base+"/staff/devices"))
+	laptop.WaitFor(t, `!!document.querySelector("#fleet-rows tr.has-alarm")`, 10*time.Second)
+	assert.Equal(t, counted(1), title())
+	lookAt(t, laptop, "fleet-title-laptop")
+	for _, lang := range web.Languages {
+		assert.Contains(t, web.Text(lang, "devices.title_alarms", "n", 3), "3", lang)
+		assert.Contains(t, web.Text(lang, "devices.title_alarms", "n", 3), web.Text(lang, "devices.title"), lang)
+	}
+}
+
+// jsQuote is s as a JavaScript string literal.
+func jsQuote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }

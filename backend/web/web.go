@@ -381,7 +381,8 @@ var funcs = template.FuncMap{
 		}
 		return n
 	},
-	"alarmText": func(t *tr, a alarm) string { return alarmPlaced(t, a.Kind, a.Compartment, a.Board) },
+	"fleetTitle": fleetTitle,
+	"alarmText":  func(t *tr, a alarm) string { return alarmPlaced(t, a.Kind, a.Compartment, a.Board) },
 	// alarmItem is one open alarm in a list (fragments.html): its
 	// acknowledgement, or the link to acknowledge it.
 	"alarmItem": func(l layout, a alarm) alarmItemData { return alarmItemData{L: l, A: a} },

@@ -212,6 +212,12 @@
         pending[id] = parts[id];
         apply(id);
       });
+      // The fleet's title, with the count of alarms nobody acknowledged,
+      // follows the summary (a background tab says so).
+      var titled = document.querySelector("#fleet-summary [data-title]");
+      if (titled) {
+        document.title = titled.getAttribute("data-title");
+      }
       arrange();
       updates++;
       document.body.setAttribute("data-live-updates", String(updates));

@@ -306,7 +306,8 @@ func TestStaffPINFormSaysWhichRefusalOfToday(t *testing.T) {
 // TestOpenFormWarnsOfABoardAlarm: the remote-open form warns that the
 // compartment's lock board is down when an open board_unreachable alarm
 // is newer than the heartbeat that had the board online (the device
-// page's rule, makeHealth), not only when the heartbeat says so.
+// page's rule, makeHealth), not only when the heartbeat says so, and
+// says that the alarm says so (not "at the last heartbeat").
 func TestOpenFormWarnsOfABoardAlarm(t *testing.T) {
 	t.Parallel() // its own backend and database
 	e := newEnv(t, server.Options{})
@@ -319,12 +320,15 @@ func TestOpenFormWarnsOfABoardAlarm(t *testing.T) {
 	board := 0
 	e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmBoardUnreachable, Board: &board})
 	for _, lang := range web.Languages {
-		assert.Contains(t, tech.get(form+lang).body, esc(lang, "open.board_offline", "n", 1), "%s: the alarm is newer than the heartbeat", lang)
+		body := tech.get(form + lang).body
+		assert.Contains(t, body, esc(lang, "open.board_unreachable", "n", 1), "%s: the alarm is newer than the heartbeat", lang)
+		assert.NotContains(t, body, esc(lang, "open.board_offline", "n", 1), "%s: the heartbeat had it online", lang)
 	}
 	// A newer heartbeat has the board back: no warning, as the device
 	// page reads it online.
 	e.dev.heartbeat(nil)
 	testenv.Eventually(t, "the newer heartbeat on the form", func() bool {
-		return !strings.Contains(tech.get(form+"nl").body, esc("nl", "open.board_offline", "n", 1))
+		return !strings.Contains(tech.get(form+"nl").body, esc("nl", "open.board_unreachable", "n", 1))
 	})
+	assert.NotContains(t, tech.get(form+"nl").body, esc("nl", "open.board_offline", "n", 1))
 }

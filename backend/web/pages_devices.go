@@ -130,11 +130,13 @@ type actionData struct {
 	Action string
 	Back   string
 	// OfflineSince is set when the device is offline now (open: the
-	// command will likely not reach it); BoardDown when the last heartbeat
-	// had the compartment's lock board offline (the device will likely
-	// refuse).
+	// command will likely not reach it); BoardDown when the compartment's
+	// lock board is offline by the device page's rule (the device will
+	// likely refuse), BoardAlarm too when its board_unreachable alarm is
+	// open (the form then says the alarm says so, not the heartbeat).
 	OfflineSince *time.Time
 	BoardDown    bool
+	BoardAlarm   bool
 	// LateSince is set when the device is connected but its heartbeats
 	// stopped (service.Late; kluisd may hang): since its last one. The
 	// command will likely expire unexecuted.
@@ -173,7 +175,7 @@ func (w *Web) openOutlook(q *req, d store.Device, c store.Compartment, data *act
 	}
 	for _, b := range h.Boards {
 		if b.Address == c.Board && !b.Online {
-			data.BoardDown = true
+			data.BoardDown, data.BoardAlarm = true, b.Alarm != nil
 		}
 	}
 	return nil

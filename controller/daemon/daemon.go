@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -153,11 +152,13 @@ func Run(ctx context.Context, o Options) error {
 	damaged := promtext.NewGauge(promtext.GaugeOpts{Namespace: "kluisd", Name: "journal_damaged",
 		Help: "1 when start-up found a damaged journal record before the end (moved aside for forensics)."})
 	reg.MustRegister(damaged)
-	damagedDetail := ""
-	if rec.Corrupt {
-		damagedDetail = "damaged journal record: the records after it were moved to " + filepath.Base(rec.BadFile)
+	// Damage found now, or found at an earlier start whose response (the
+	// engine withdrawing the offline codes) was cut short: the engine
+	// responds and settles it.
+	damagedDetail := rec.Damage()
+	if rec.Unsettled {
 		damaged.Set(1)
-		log.Error("journal damaged: records after the damage were moved aside", "file", rec.BadFile)
+		log.Error("journal damaged: records after the damage were moved aside", "file", rec.BadFile, "found_now", rec.Corrupt)
 	}
 	if rec.TornBytes > 0 {
 		log.Warn("torn last journal record dropped (power cut)", "bytes", rec.TornBytes)

@@ -136,7 +136,10 @@ type Options struct {
 	// JournalDamaged, when not empty, says what start-up found damaged in
 	// the journal (records moved aside) or the offline cache (moved aside,
 	// or unreadable): raised as alarm journal_damaged, and every code the
-	// offline cache holds is withdrawn.
+	// offline cache holds is withdrawn; once that is durable the journal's
+	// damage is settled (journal.SettleDamage). Set it while
+	// journal.Recovery.Unsettled (Recovery.Damage), not only when Open
+	// found the damage itself.
 	JournalDamaged string
 	// Clock; default time.Now.
 	Clock    func() time.Time

@@ -173,9 +173,12 @@ func newRig(t *testing.T, o rigOpts) *rig {
 	r := &rig{t: t, f: o.fake, dir: o.dir, priv: o.priv, cfg: testConfig(t, o.kind, o.dir),
 		be: &backend{verify: map[string]wire.VerifyResponse{}, staff: map[string]wire.StaffResponse{}}}
 	var e *Engine
-	j, recs, _, err := journal.Open(journal.Options{Dir: o.dir, DeviceID: device, Keep: func(rec journal.Record) bool { return e.Keep(rec) }, Write: o.write, Reserve: o.reserve, Allocate: o.alloc})
+	j, recs, rec, err := journal.Open(journal.Options{Dir: o.dir, DeviceID: device, Keep: func(rec journal.Record) bool { return e.Keep(rec) }, Write: o.write, Reserve: o.reserve, Allocate: o.alloc})
 	require.NoError(t, err)
 	r.j = j
+	if o.damaged == "" {
+		o.damaged = rec.Damage() // as the daemon does
+	}
 	r.cache, err = offline.Open(o.dir, device, o.priv.Public().(ed25519.PublicKey))
 	require.NoError(t, err)
 	eo := Options{Config: r.cfg, Driver: r.f, Journal: j, Replay: recs, Cache: r.cache,
@@ -1673,6 +1676,46 @@ func TestJournalDamagedAlarm(t *testing.T) {
 	})
 }
 
+// spendOfflineThenDamage syncs one code, spends it in an offline pickup
+// (backend unreachable), stops r and flips a bit in the pulse intent's
+// record (before the end), then opens the journal once: its recovery moves
+// the rest aside. It returns the code's token and entry.
+func spendOfflineThenDamage(t *testing.T, r *rig) (*hardwaretest.Fake, string, wire.CodeEntry, time.Time) {
+	t.Helper()
+	now := time.Now()
+	tok, cid := signToken(t, r.priv, now.Add(time.Hour))
+	entry := wire.CodeEntry{DocumentID: "doc-q", Addr: wire.Address{Board: 0, Channel: 1}, Expires: now.Add(time.Hour), QRHash: pickupcode.QRHash(cid)}
+	res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now,
+		Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{entry}}}))
+	require.Equal(t, wire.StatusDone, res.Status, res.Detail)
+	r.be.set(func() { r.be.unreachable = true })
+	a1 := hardware.Address{Board: 0, Channel: 1}
+	r.setItem(a1, true, false)
+	require.Equal(t, StateOpen, r.pickup(PickupRequest{QR: tok}).State)
+	r.waitFor("pulse", func() bool { return r.f.PulseCount(a1) == 1 })
+	r.citizen(a1, true)
+	r.waitFor("completed", func() bool { return r.hasEvent("pickup_completed") })
+	f := r.f
+	r.stop()
+	f.Resume()
+
+	// A bit flipped in the pulse intent's record, before the end.
+	path := filepath.Join(r.dir, journal.FileName)
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	i := bytes.Index(b, []byte(`"type":"intent"`))
+	require.Greater(t, i, 0)
+	require.Greater(t, bytes.Count(b[i:], []byte("\n")), 1, "the intent is not the last record")
+	b[i+2] ^= 0x01
+	require.NoError(t, os.WriteFile(path, b, 0o600))
+
+	j, _, rec, err := journal.Open(journal.Options{Dir: r.dir, DeviceID: device})
+	require.NoError(t, err)
+	require.True(t, rec.Corrupt)
+	require.NoError(t, j.Close())
+	return f, tok, entry, now
+}
+
 // A journal damaged in the middle loses the records after the damage (moved
 // aside for forensics), among them the single-use mark of an offline pickup
 // (its pulse intent) and its pickup_completed, which the backend may never
@@ -1684,43 +1727,12 @@ func TestJournalDamagedWithdrawsOfflineCodes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, rigOpts{caps: sensors})
 		defer r.stop()
-		now := time.Now()
-		tok, cid := signToken(t, r.priv, now.Add(time.Hour))
-		entry := wire.CodeEntry{DocumentID: "doc-q", Addr: wire.Address{Board: 0, Channel: 1}, Expires: now.Add(time.Hour), QRHash: pickupcode.QRHash(cid)}
-		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now,
-			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{entry}}}))
-		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
-		r.be.set(func() { r.be.unreachable = true })
-		a1 := hardware.Address{Board: 0, Channel: 1}
-		r.setItem(a1, true, false)
-		require.Equal(t, StateOpen, r.pickup(PickupRequest{QR: tok}).State)
-		r.waitFor("pulse", func() bool { return r.f.PulseCount(a1) == 1 })
-		r.citizen(a1, true)
-		r.waitFor("completed", func() bool { return r.hasEvent("pickup_completed") })
-		f := r.f
-		r.stop()
-		f.Resume()
-
-		// A bit flipped in the pulse intent's record, before the end.
-		path := filepath.Join(r.dir, journal.FileName)
-		b, err := os.ReadFile(path)
-		require.NoError(t, err)
-		i := bytes.Index(b, []byte(`"type":"intent"`))
-		require.Greater(t, i, 0)
-		require.Greater(t, bytes.Count(b[i:], []byte("\n")), 1, "the intent is not the last record")
-		b[i+2] ^= 0x01
-		require.NoError(t, os.WriteFile(path, b, 0o600))
-
-		// Restarted as the daemon does: the journal moved the rest aside.
-		j, _, rec, err := journal.Open(journal.Options{Dir: r.dir, DeviceID: device})
-		require.NoError(t, err)
-		require.True(t, rec.Corrupt)
-		require.NoError(t, j.Close())
+		f, tok, entry, now := spendOfflineThenDamage(t, r)
 		r = newRig(t, rigOpts{caps: sensors, dir: r.dir, fake: f, priv: r.priv, damaged: "damaged journal record"})
 		defer r.stop()
 		r.waitFor("alarm", func() bool { return r.hasEvent("alarm:journal_damaged") })
 		// The backend, which never heard of the pickup, syncs the code again.
-		res = r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-2", Kind: wire.CmdCodeSync, Issued: now,
+		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-2", Kind: wire.CmdCodeSync, Issued: now,
 			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 2, Full: true, Entries: []wire.CodeEntry{entry}}}))
 		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
 		r.be.set(func() { r.be.unreachable = true })
@@ -1728,7 +1740,7 @@ func TestJournalDamagedWithdrawsOfflineCodes(t *testing.T) {
 		require.NotEqual(t, StateOpen, s.State, "a code perhaps spent opened its door offline again")
 		require.Equal(t, StateOutOfOrder, s.State)
 		require.True(t, r.hasEvent("offline_code_refused"))
-		require.Equal(t, 1, f.PulseCount(a1), "one pulse")
+		require.Equal(t, 1, f.PulseCount(hardware.Address{Board: 0, Channel: 1}), "one pulse")
 
 		// A code synced after the damage opens offline.
 		tok2, cid2 := signToken(t, r.priv, now.Add(time.Hour))
@@ -1740,6 +1752,49 @@ func TestJournalDamagedWithdrawsOfflineCodes(t *testing.T) {
 		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
 		require.Equal(t, StateOpen, r.pickup(PickupRequest{QR: tok2}).State)
 		r.waitFor("pulse", func() bool { return r.f.PulseCount(a2) == 1 })
+	})
+}
+
+// A kill (power cut) after the journal moved its damaged records aside but
+// before the engine withdrew the offline codes must not leave a clean-looking
+// journal at the next start: the withdrawal happens at every start until it
+// is durable, and the spent code stays refused offline.
+func TestJournalDamagedWithdrawalSurvivesCrash(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		f, tok, entry, now := spendOfflineThenDamage(t, r)
+		// The power is cut after the journal's recovery moved the records
+		// aside (inside spendOfflineThenDamage), before the engine ran: no
+		// withdrawal. The next start, as the daemon does it from what Open
+		// reports:
+		r = newRig(t, rigOpts{caps: sensors, dir: r.dir, fake: f, priv: r.priv})
+		defer r.stop()
+		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-2", Kind: wire.CmdCodeSync, Issued: now,
+			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 2, Full: true, Entries: []wire.CodeEntry{entry}}}))
+		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
+		r.be.set(func() { r.be.unreachable = true })
+		s := r.pickup(PickupRequest{QR: tok})
+		require.NotEqual(t, StateOpen, s.State, "a code perhaps spent opened its door offline again after the crash")
+		require.Equal(t, StateOutOfOrder, s.State)
+		require.True(t, r.hasEvent("alarm:journal_damaged"))
+		require.True(t, r.hasEvent("offline_code_refused"))
+		require.Equal(t, 1, f.PulseCount(hardware.Address{Board: 0, Channel: 1}), "one pulse")
+		r.stop()
+		f.Resume()
+
+		// The withdrawal was durable: the damage is settled, and the code
+		// stays withdrawn at the next start.
+		j, _, rec, err := journal.Open(journal.Options{Dir: r.dir, DeviceID: device})
+		require.NoError(t, err)
+		require.False(t, rec.Unsettled)
+		require.Empty(t, rec.Damage())
+		require.NoError(t, j.Close())
+		r = newRig(t, rigOpts{caps: sensors, dir: r.dir, fake: f, priv: r.priv})
+		defer r.stop()
+		r.be.set(func() { r.be.unreachable = true })
+		require.NotEqual(t, StateOpen, r.pickup(PickupRequest{QR: tok}).State)
+		require.Equal(t, 1, f.PulseCount(hardware.Address{Board: 0, Channel: 1}), "one pulse")
 	})
 }
 

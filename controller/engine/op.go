@@ -608,10 +608,12 @@ func (e *Engine) forgetBoardCodes(board int) {
 // may have held the single-use mark of an offline pickup (and its
 // pickup_completed, which the backend then never had, so its syncs keep
 // the code). Offline no code known at the damage opens a door again; online
-// the backend decides, and codes synced afterwards are new entries.
-func (e *Engine) forgetAllCodes() {
+// the backend decides, and codes synced afterwards are new entries. It
+// reports whether the withdrawal is durable (nothing to withdraw counts);
+// without a cache (unreadable) it is not: a later start may read it.
+func (e *Engine) forgetAllCodes() bool {
 	if e.o.Cache == nil {
-		return
+		return false
 	}
 	addrs := make([]wire.Address, 0, len(e.comps))
 	for _, c := range e.comps {
@@ -620,10 +622,11 @@ func (e *Engine) forgetAllCodes() {
 	n, err := e.o.Cache.ForgetAll(addrs)
 	if err != nil {
 		e.log.Error("withdrawing the offline codes after journal damage failed", "err", err)
-		return
+		return false
 	}
-	e.log.Warn("journal or offline cache damaged: every offline code known until now withdrawn (single-use marks may be lost)", "entries", n)
+	e.log.Warn("journal damaged: every offline code known until now withdrawn (single-use marks may be lost)", "entries", n)
 	e.m.cacheSize.Set(float64(e.o.Cache.Len()))
+	return true
 }
 
 // unuse releases an offline single-use mark: the code may be used again

@@ -11,7 +11,11 @@
 // record is never misread. Damage before the last record (a bad disk block)
 // stops reading at the first bad record: the rest is moved aside to a
 // journal.log.bad-N file for forensics and Recovery.Corrupt tells the daemon
-// to raise an alarm.
+// to raise an alarm. Before the cut the marker file journal.damaged is
+// written and fsynced (DamageName); every Open reports Recovery.Unsettled
+// while it is there, until the caller, its response to the damage durable,
+// calls SettleDamage: a power cut between the cut and that response does not
+// leave a clean-looking journal.
 //
 // # What is in it
 //

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -31,6 +32,14 @@ const (
 
 // FileName is the journal's name inside its directory.
 const FileName = "journal.log"
+
+// DamageName is the marker file of a damage not yet settled: written and
+// fsynced (with its directory) before the damaged records are cut from the
+// journal, removed by SettleDamage once the caller's response to the damage
+// (kluisd: withdrawing the offline codes) is itself durable. While it is
+// there every Open reports Recovery.Unsettled, so a power cut between the
+// cut and that response does not leave a clean-looking journal.
+const DamageName = "journal.damaged"
 
 // MaxRecord is the largest record accepted (bytes of JSON).
 const MaxRecord = 64 << 10
@@ -110,6 +119,24 @@ type Recovery struct {
 	// rest of the file was moved to BadFile.
 	Corrupt bool
 	BadFile string
+	// Unsettled is true when this Open found damage (Corrupt) or an
+	// earlier one did and SettleDamage was not called since (the marker
+	// DamageName is there; BadFile then names the file it recorded).
+	Unsettled bool
+}
+
+// Damage says what start-up found damaged, "" when nothing (or the damage
+// is settled).
+func (r Recovery) Damage() string {
+	switch {
+	case r.Corrupt:
+		return "damaged journal record: the records after it were moved to " + filepath.Base(r.BadFile)
+	case r.Unsettled && r.BadFile != "":
+		return "damaged journal record found at an earlier start, not yet settled: the records after it were moved to " + filepath.Base(r.BadFile)
+	case r.Unsettled:
+		return "damaged journal record found at an earlier start, not yet settled"
+	}
+	return ""
 }
 
 // Options configure Open.
@@ -266,6 +293,12 @@ func Open(o Options) (*Journal, []Record, Recovery, error) {
 				f.Close()
 				return nil, nil, rec, err
 			}
+			// Durably before the cut: a power cut after it must not
+			// leave a clean-looking journal (see DamageName).
+			if err := j.markDamaged(rec.BadFile); err != nil {
+				f.Close()
+				return nil, nil, rec, err
+			}
 		} else {
 			rec.TornBytes = st.Size() - good
 		}
@@ -282,6 +315,16 @@ func Open(o Options) (*Journal, []Record, Recovery, error) {
 	if _, err := f.Seek(good, io.SeekStart); err != nil {
 		f.Close()
 		return nil, nil, rec, fmt.Errorf("journal: %w", err)
+	}
+	if rec.Corrupt {
+		rec.Unsettled = true
+	} else if b, err := os.ReadFile(filepath.Join(o.Dir, DamageName)); err == nil {
+		rec.Unsettled, rec.BadFile = true, strings.TrimSpace(string(b))
+		j.log.Error("journal damage found at an earlier start not yet settled", "file", rec.BadFile)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		// Unreadable marker: in doubt, the damage is not settled.
+		rec.Unsettled = true
+		j.log.Error("journal damage marker unreadable: taken as not settled", "err", err)
 	}
 	j.f, j.size, j.durable, j.covered = f, good, good, good
 	for _, r := range recs {
@@ -423,6 +466,41 @@ func (j *Journal) saveBad(f *os.File, from int64) (string, error) {
 		return p, j.o.SyncDir(j.o.Dir)
 	}
 	return "", errors.New("journal: too many damaged-tail files")
+}
+
+// markDamaged writes the marker DamageName naming bad, fsynced with its
+// directory.
+func (j *Journal) markDamaged(bad string) error {
+	p := filepath.Join(j.o.Dir, DamageName)
+	out, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("journal: mark damage: %w", err)
+	}
+	_, err = out.Write([]byte(filepath.Base(bad) + "\n"))
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("journal: mark damage: %w", err)
+	}
+	return j.o.SyncDir(j.o.Dir)
+}
+
+// SettleDamage removes the marker of a damage (Recovery.Unsettled) durably;
+// call it only once the response to the damage is durable. Without a
+// marker it does nothing.
+func (j *Journal) SettleDamage() error {
+	err := os.Remove(filepath.Join(j.o.Dir, DamageName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("journal: settle damage: %w", err)
+	}
+	return j.o.SyncDir(j.o.Dir)
 }
 
 func syncDir(dir string) error {

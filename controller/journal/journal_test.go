@@ -19,6 +19,22 @@ func open(t *testing.T, dir string) (*Journal, []Record, Recovery) {
 	return j, recs, rec
 }
 
+// threeEvents writes a journal of three events in dir and returns its path
+// and content.
+func threeEvents(t *testing.T, dir string) (string, []byte) {
+	t.Helper()
+	j, _, _ := open(t, dir)
+	for i := 0; i < 3; i++ {
+		_, err := j.AppendEvent(Event{Kind: "k"})
+		require.NoError(t, err)
+	}
+	require.NoError(t, j.Close())
+	p := filepath.Join(dir, FileName)
+	b, err := os.ReadFile(p)
+	require.NoError(t, err)
+	return p, b
+}
+
 // ackErr is Ack's error (for require.NoError).
 func ackErr(_ bool, err error) error { return err }
 
@@ -99,15 +115,7 @@ func TestTornTailAtEveryByte(t *testing.T) {
 
 func TestCorruptTail(t *testing.T) {
 	dir := t.TempDir()
-	j, _, _ := open(t, dir)
-	for i := 0; i < 3; i++ {
-		_, err := j.AppendEvent(Event{Kind: "k"})
-		require.NoError(t, err)
-	}
-	require.NoError(t, j.Close())
-	p := filepath.Join(dir, FileName)
-	b, err := os.ReadFile(p)
-	require.NoError(t, err)
+	p, b := threeEvents(t, dir)
 
 	// A flipped bit in the last record: the CRC catches it; dropped as torn.
 	last := append([]byte(nil), b...)
@@ -283,4 +291,52 @@ func kindOf(r Record) string {
 		return ""
 	}
 	return r.Event.Kind
+}
+
+// Damage found before the end stays reported (Unsettled) at every Open
+// until SettleDamage: a power cut after the damaged records were cut, before
+// the caller's response to the damage was durable, must not leave a
+// clean-looking journal. The marker is durable before the cut.
+func TestDamageUnsettledUntilSettled(t *testing.T) {
+	dir := t.TempDir()
+	p, b := threeEvents(t, dir)
+	b[len(b)/2] ^= 0x40
+	require.NoError(t, os.WriteFile(p, b, 0o600))
+
+	// The marker's directory fsync fails: nothing is cut.
+	calls := 0
+	_, _, _, err := Open(Options{Dir: dir, DeviceID: "dev1", SyncDir: func(d string) error {
+		calls++
+		if calls == 2 {
+			return fmt.Errorf("injected dir fsync failure")
+		}
+		return syncDir(d)
+	}})
+	require.Error(t, err)
+	after, err := os.ReadFile(p)
+	require.NoError(t, err)
+	require.Equal(t, b, after, "nothing cut before the marker is durable")
+
+	j, recs, rec := open(t, dir)
+	require.Len(t, recs, 1)
+	require.True(t, rec.Corrupt)
+	require.True(t, rec.Unsettled)
+	bad := filepath.Base(rec.BadFile)
+	require.Contains(t, rec.Damage(), bad)
+	require.NoError(t, j.Close())
+
+	// Killed before the response: the next Open still reports the damage.
+	j, _, rec = open(t, dir)
+	require.False(t, rec.Corrupt)
+	require.True(t, rec.Unsettled)
+	require.Equal(t, bad, rec.BadFile)
+	require.Contains(t, rec.Damage(), bad)
+	require.NoError(t, j.SettleDamage())
+	require.NoError(t, j.SettleDamage(), "settling twice is harmless")
+	require.NoError(t, j.Close())
+
+	j, _, rec = open(t, dir)
+	require.False(t, rec.Unsettled)
+	require.Empty(t, rec.Damage())
+	require.NoError(t, j.Close())
 }

@@ -181,7 +181,19 @@ type Screen struct {
 	// Seq increases with every change.
 	Seq uint64    `json:"seq"`
 	At  time.Time `json:"at"`
+	// IdleUntil is when kluisd brings this screen back to idle
+	// (timeouts.session after it came or after the last activity the
+	// screen reported, Touch, at most SessionCap after it came); set on
+	// every screen but idle and staff.
+	IdleUntil *time.Time `json:"idle_until,omitempty"`
+	// IdleFinal: no activity puts IdleUntil off any more (SessionCap).
+	IdleFinal bool `json:"idle_final,omitempty"`
 }
+
+// SessionCap bounds how long reported activity (Touch) keeps one kiosk
+// screen from its idle return: a stuck touch or a forgotten tablet must
+// not hold a citizen's screen for ever. timeouts.session when longer.
+const SessionCap = 10 * time.Minute
 
 // comp is one configured compartment.
 type comp struct {
@@ -256,10 +268,12 @@ type Engine struct {
 	boardErrs map[int]int64
 	active    map[hardware.Address]*op
 	screen    Screen
-	changed   chan struct{}
-	used      map[string]usedCode
-	commands  map[string]time.Time // command id -> expiry
-	reported  map[string]bool      // command ids whose result is journaled
+	// touched is when activity was last reported on the screen (Touch).
+	touched  time.Time
+	changed  chan struct{}
+	used     map[string]usedCode
+	commands map[string]time.Time // command id -> expiry
+	reported map[string]bool      // command ids whose result is journaled
 	// commandsPruned is when pruneCommandsLocked last ran.
 	commandsPruned time.Time
 	staff          *staffSession
@@ -523,13 +537,55 @@ func (e *Engine) Screen() Screen {
 	if e.staff != nil {
 		s.Staff, s.StaffRole = e.staff.name, e.staff.role
 	}
-	if s.State != StateIdle && s.State != StateStaff && e.now().Sub(s.At) > e.cfg.Timeouts.Session && !e.busyLocked() {
-		st := StateIdle
-		if e.staff != nil {
-			st = StateStaff
+	if s.State != StateIdle && s.State != StateStaff {
+		until, final := e.idleUntilLocked()
+		if e.now().After(until) && !e.busyLocked() {
+			st := StateIdle
+			if e.staff != nil {
+				st = StateStaff
+			}
+			e.setScreenLocked(st, 0, e.cfg.Kiosk.DefaultLang)
+			s = e.screen
+		} else {
+			u := until.UTC()
+			s.IdleUntil, s.IdleFinal = &u, final
 		}
-		e.setScreenLocked(st, 0, e.cfg.Kiosk.DefaultLang)
-		s = e.screen
+	}
+	return s
+}
+
+// idleUntilLocked is when the screen goes back to idle: timeouts.session
+// after it came or after the last activity reported on it, at most
+// SessionCap (or timeouts.session when longer) after it came; final when
+// that bound is reached.
+func (e *Engine) idleUntilLocked() (until time.Time, final bool) {
+	last := e.screen.At
+	if e.touched.After(last) {
+		last = e.touched
+	}
+	until = last.Add(e.cfg.Timeouts.Session)
+	limit := e.screen.At.Add(max(SessionCap, e.cfg.Timeouts.Session))
+	if !until.Before(limit) {
+		return limit, true
+	}
+	return until, false
+}
+
+// Touch reports activity on the kiosk screen seq (someone taps its
+// keypad, or "I am still here"): its idle return is put off to
+// timeouts.session from now, at most SessionCap after the screen came.
+// Activity on a screen that is no longer shown (another seq), on idle or
+// staff screens, or past the screen's deadline changes nothing. It
+// returns the screen (Screen).
+func (e *Engine) Touch(seq uint64) Screen {
+	s := e.Screen() // applies timeouts.session first
+	if s.Seq == seq && s.State != StateIdle && s.State != StateStaff {
+		e.mu.Lock()
+		if e.screen.Seq == seq {
+			e.touched = e.now()
+		}
+		e.mu.Unlock()
+		s = e.Screen()
 	}
 	return s
 }
@@ -583,6 +639,7 @@ func (e *Engine) setScreenLocked(state string, n int, lang string) Screen {
 	}
 	e.screen = Screen{State: state, Compartment: n, Lang: lang, Message: msgs[lang], Messages: msgs,
 		Seq: e.screen.Seq + 1, At: e.now().UTC()}
+	e.touched = time.Time{}
 	if state == StateLockedOut || state == StateLockoutCapped {
 		if until := e.pinLockedUntil(); !until.IsZero() {
 			e.screen.RetryAfterS = int(until.Sub(e.now()).Seconds()) + 1

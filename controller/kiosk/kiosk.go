@@ -8,6 +8,8 @@
 //	POST /kiosk/v1/pickup          {"qr": "..."} or {"pin": "...", "birth_date": "YYYY-MM-DD", "lang": "nl"}
 //	GET  /kiosk/v1/session         what the screen shows (state, message in nl/fr/en/de);
 //	                               ?wait=<seq> answers once seq differs (long polling, at most 25 s)
+//	POST /kiosk/v1/activity        {"seq": 7}: someone is at screen seq (a tap, "I am still here"):
+//	                               its idle return is put off (engine.Touch); nothing typed is sent
 //	POST /kiosk/v1/staff/login     {"badge": "..."} or {"pin": "..."}
 //	POST /kiosk/v1/staff/load      {"document_number": "..."}
 //	POST /kiosk/v1/staff/retrieve  {"document_number": "..."}
@@ -135,6 +137,7 @@ func New(o Options) (*Server, error) {
 	mux.HandleFunc("POST /kiosk/v1/pickup", s.pickup)
 	mux.HandleFunc("GET /kiosk/v1/session", s.session)
 	mux.HandleFunc("GET /kiosk/v1/events", s.events)
+	mux.HandleFunc("POST /kiosk/v1/activity", s.activity)
 	mux.HandleFunc("POST /kiosk/v1/staff/login", s.staffLogin)
 	mux.HandleFunc("POST /kiosk/v1/staff/load", s.staffDoor(o.Engine.StaffLoad))
 	mux.HandleFunc("POST /kiosk/v1/staff/retrieve", s.staffDoor(o.Engine.StaffRetrieve))
@@ -444,6 +447,18 @@ func (s *Server) staffDoor(fn func(context.Context, string, string) (engine.Scre
 		}
 		writeJSON(w, http.StatusOK, scr)
 	}
+}
+
+// activity puts the idle return of the screen the page shows off
+// (engine.Touch); the answer is the screen, with its new idle_until.
+func (s *Server) activity(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Seq uint64 `json:"seq"`
+	}
+	if !decode(w, r, &req) {
+		return
+	}
+	writeJSON(w, http.StatusOK, s.e.Touch(req.Seq))
 }
 
 func (s *Server) staffLogout(w http.ResponseWriter, r *http.Request) {

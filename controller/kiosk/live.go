@@ -123,7 +123,9 @@ var busyStates = map[string]bool{engine.StateVerifying: true, engine.StatePresen
 	engine.StateLoading: true, engine.StateRetrieving: true, engine.StateTestOpen: true}
 
 // Run applies the idle rules until ctx ends: the screen returns to idle
-// (and the default language) timeouts.session after its last change,
+// (and the default language) timeouts.session after its last change or
+// the last activity reported on it (engine.Touch, bounded by
+// engine.SessionCap),
 // which the engine does when asked (Screen) and the event streams then
 // push; and a staff member is logged out kiosk.staff_idle after their
 // last action or screen change, unless a door is open for them. It waits
@@ -153,7 +155,14 @@ func (s *Server) Run(ctx context.Context) error {
 		if sc.State != engine.StateIdle && sc.State != engine.StateStaff {
 			// Past the deadline the engine kept the screen: an operation
 			// runs, and its end changes the screen (and starts again).
-			if d := sc.At.Add(cfg.Timeouts.Session).Sub(now) + time.Millisecond; d > 0 {
+			// Reported activity (engine.Touch) puts the deadline off: the
+			// engine then keeps the screen at the old one, and this waits
+			// again for the new.
+			until := sc.At.Add(cfg.Timeouts.Session)
+			if sc.IdleUntil != nil {
+				until = *sc.IdleUntil
+			}
+			if d := until.Sub(now) + time.Millisecond; d > 0 {
 				wait = d
 			}
 		}

@@ -51,9 +51,9 @@ type seenView struct {
 // TestIdleReturnsToTheStartFromEveryScreen: a kiosk left alone goes back
 // to the start screen from every screen a person can leave it on, never
 // to a keypad on the way (with a PIN typed before still held): the
-// date-of-birth keypad (kluisd ends need_birth_date after
-// timeouts.session, touched or not, and the page follows it to the start
-// even while someone still taps the keypad), a refusal after a PIN, a
+// date-of-birth keypad left alone (kluisd ends need_birth_date
+// timeouts.session after it came, or after the last touch the page told
+// it of: TestSlowTypingKeepsTheDateOfBirth), a refusal after a PIN, a
 // staff login refused, the staff login keypad left alone, and the staff
 // menu (kluisd logs staff out after kiosk.staff_idle). The start screen's
 // own return (to the default language) and the PIN keypad's are
@@ -85,11 +85,7 @@ func TestIdleReturnsToTheStartFromEveryScreen(t *testing.T) {
 		// reach brings the tab to the screen left alone (target).
 		reach  func(t *testing.T, r *rig, tab *browsertest.Tab)
 		target string
-		// tap keeps touching the screen until kluisd has gone back to
-		// idle by itself.
-		tap string
 	}{
-		{name: "date of birth", target: "v-birth", tap: `#v-birth [data-key="1"]`, reach: toBirth},
 		{name: "date of birth left alone", target: "v-birth", reach: toBirth},
 		{name: "wrong PIN", target: "s-wrong_code",
 			reach: func(t *testing.T, r *rig, tab *browsertest.Tab) {
@@ -130,15 +126,6 @@ func TestIdleReturnsToTheStartFromEveryScreen(t *testing.T) {
 			c.reach(t, r, tab)
 			tab.WaitFor(t, `!document.getElementById("`+c.target+`").hidden`, 30*time.Second)
 			tab.Screenshot(t, "kiosk/idle/"+strings.ReplaceAll(c.name, " ", "-"))
-			if c.tap != "" {
-				// Someone still taps: the page's own idle timer keeps
-				// being put off, kluisd's is not.
-				tap := `(function(){var k=document.querySelector(` + "`" + c.tap + "`" + `);
-					if (k && !k.closest("[hidden]")) { k.click(); } return true})()`
-				for r.e.Screen().State != engine.StateIdle {
-					tab.WaitFor(t, tap, 5*time.Second)
-				}
-			}
 			tab.WaitFor(t, `!document.getElementById("v-start").hidden && document.documentElement.lang === "nl"`, time.Minute)
 			if s := r.e.Screen(); s.State != engine.StateIdle || s.Staff != "" {
 				t.Fatalf("engine %s, staff %q after the idle return", s.State, s.Staff)
@@ -207,5 +194,94 @@ func typePad(t *testing.T, tab *browsertest.Tab, id, digits string) {
 	t.Helper()
 	for _, k := range digits {
 		clickAll(t, tab, `#`+id+` [data-key="`+string(k)+`"]`)
+	}
+}
+
+// TestSlowTypingKeepsTheDateOfBirth: a citizen who taps the date-of-birth
+// keypad slowly (one key a second, with a 6 s timeouts.session) is not
+// sent back to the start while typing, however long past
+// timeouts.session: the page tells kluisd of the taps (POST
+// /kiosk/v1/activity, throttled) and kluisd puts the screen's idle return
+// off. Once the taps stop, kluisd and the page go back to the start
+// timeouts.session later, with nothing typed kept.
+func TestSlowTypingKeepsTheDateOfBirth(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser")
+	}
+	t.Parallel()
+	b := browsertest.New(t, browsertest.Options{})
+	r := newRig(t, rigOptions{session: "6s"})
+	r.be.set(func() {
+		r.be.verify["24681357/"] = wire.VerifyResponse{Result: wire.VerifySecondFactorRequired}
+	})
+	tab := b.NewTab(t, 800, 480)
+	tab.Do(t, chromedp.Navigate(r.base+"/?lang=nl"))
+	tab.WaitFor(t, `document.readyState === "complete" && !document.getElementById("v-start").hidden`, 20*time.Second)
+	tab.WaitFor(t, recordViews, 5*time.Second)
+	toBirth(t, r, tab)
+	tab.WaitFor(t, `!document.getElementById("v-birth").hidden`, 30*time.Second)
+	birth := r.e.Screen()
+	if birth.State != engine.StateNeedBirthDate {
+		t.Fatalf("engine %s, want %s", birth.State, engine.StateNeedBirthDate)
+	}
+	// The citizen taps a key every second (the page's own timer: a
+	// busy machine's round trips do not space the taps out).
+	tab.WaitFor(t, `(function(){
+		window.__taps = 0;
+		window.__tapper = setInterval(function () {
+			var k = document.querySelector('#v-birth [data-key="1"]');
+			if (k && !k.closest("[hidden]")) { k.click(); window.__taps++; }
+		}, 1000);
+		return true})()`, 5*time.Second)
+	// Three times timeouts.session after the screen came, the same
+	// screen is still shown: kluisd did not end it.
+	session := 6 * time.Second
+	tab.WaitFor(t, `window.__taps >= 3`, 30*time.Second)
+	for time.Since(birth.At) <= 3*session {
+		s := r.e.Screen()
+		if s.Seq != birth.Seq || s.State != engine.StateNeedBirthDate {
+			t.Fatalf("%s after the date-of-birth screen came, while someone taps: engine %s (seq %d), want %s (seq %d)",
+				time.Since(birth.At).Round(time.Second), s.State, s.Seq, engine.StateNeedBirthDate, birth.Seq)
+		}
+		tab.WaitFor(t, `!document.getElementById("v-birth").hidden`, 5*time.Second)
+		time.Sleep(500 * time.Millisecond) // pacing the checks only
+	}
+	tab.Screenshot(t, "kiosk/idle/date-of-birth-slow-typing")
+	tab.WaitFor(t, `(function(){ clearInterval(window.__tapper); return true })()`, 5*time.Second)
+	// Left alone now: back to the start by kluisd's own return.
+	tab.WaitFor(t, `!document.getElementById("v-start").hidden && document.documentElement.lang === "nl"`, time.Minute)
+	for r.e.Screen().State != engine.StateIdle {
+		tab.WaitFor(t, `true`, 5*time.Second)
+		time.Sleep(200 * time.Millisecond)
+	}
+	raw, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[string](`JSON.stringify(window.__seen)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []seenView
+	if err := json.Unmarshal([]byte(raw), &seen); err != nil {
+		t.Fatal(err)
+	}
+	at := -1
+	for i, v := range seen {
+		if v.ID == "v-birth" && at < 0 {
+			at = i
+		}
+	}
+	if at < 0 {
+		t.Fatalf("v-birth never recorded: %+v", seen)
+	}
+	// From the date of birth (with or without the warning) to the start
+	// once, with nothing typed kept.
+	for i, v := range seen[at:] {
+		if v.ID == "v-birth" {
+			if i > 0 && seen[at+i-1].ID != "v-birth" {
+				t.Fatalf("the date-of-birth screen came twice: %+v", seen[at:])
+			}
+			continue
+		}
+		if v.ID != "v-start" || v.PIN != "" || v.Warn {
+			t.Fatalf("after the date of birth the page showed %+v, want the start screen with nothing typed: %+v", v, seen[at:])
+		}
 	}
 }

@@ -195,7 +195,8 @@
       state: s.state, seq: s.seq, at: Date.parse(s.at) || Date.now(),
       compartment: s.compartment || 0, staff: s.staff || "", role: s.staff_role || "", messages: s.messages,
       method: s.method || "", lastTry: s.last_try_lock_s || 0,
-      retryUntil: s.state === "locked_out" && s.retry_after_s ? Date.parse(s.at) + s.retry_after_s * 1000 : 0
+      retryUntil: s.state === "locked_out" && s.retry_after_s ? Date.parse(s.at) + s.retry_after_s * 1000 : 0,
+      idleUntil: s.idle_until ? Date.parse(s.idle_until) || 0 : 0, idleFinal: !!s.idle_final
     };
     if (fresh && s.seq < was.seq) { dismissed = 0; }
     // kluisd's return to idle (timeouts.session) from a citizen's screen
@@ -323,11 +324,56 @@
     idleWarn();
   }
 
+  // touched is a person's touch or key: the page's idle timer starts
+  // again, and kluisd hears of it (tell) so that it does not end the
+  // screen it shows (the date-of-birth keypad) while someone still types.
+  function touched() {
+    activity();
+    tell(false);
+  }
+  // tell reports activity on the screen kluisd returns by itself
+  // (POST /kiosk/v1/activity, the screen's seq, nothing typed) at most
+  // once every TELL_MS, and once more at the end of that time for a touch
+  // held back; now (the "I am still here" button) at once. kluisd puts
+  // the screen's idle return off (at most 10 minutes after the screen
+  // came) and answers with its new idle_until.
+  var TELL_MS = Math.min(10000, Math.floor(idleMS / 4));
+  var toldAt = 0, tellTimer = null;
+  function tell(now) {
+    if (offline || !kluisdReturns()) { return; }
+    var wait = toldAt + TELL_MS - Date.now();
+    if (wait > 0 && !now) {
+      if (!tellTimer) { tellTimer = setTimeout(function () { tellTimer = null; tell(false); }, wait); }
+      return;
+    }
+    if (tellTimer) { clearTimeout(tellTimer); tellTimer = null; }
+    toldAt = Date.now();
+    var seq = cur.seq;
+    fetch("/kiosk/v1/activity", {
+      method: "POST", cache: "no-store",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ seq: seq })
+    }).then(function (r) {
+      if (!r.ok) { throw new Error("HTTP " + r.status); }
+      return r.json();
+    }).then(function (s) {
+      if (s && s.seq === cur.seq) {
+        cur.idleUntil = s.idle_until ? Date.parse(s.idle_until) || 0 : 0;
+        cur.idleFinal = !!s.idle_final;
+        idleWarn();
+      } else {
+        apply(s, false);
+      }
+    }, function () {});
+  }
+
   // The warning before the idle return, WARN_MS before it: the seconds
   // left count down on the screen; a screen reader hears the warning once.
   var WARN_MS = Math.min(30000, Math.floor(idleMS / 4));
-  // kluisd brings a result screen back to the start timeouts.session
-  // after it came, touched or not: a touch does not keep it.
+  // kluisd brings a citizen's screen back to the start timeouts.session
+  // after it came or after the last touch the page told it of (tell),
+  // at most 10 minutes after it came (idle_final: a touch keeps it no
+  // longer).
   function kluisdReturns() {
     return cur.seq > dismissed && !cur.staff && cur.state !== "idle" && cur.state !== "staff" && !BUSY[cur.state];
   }
@@ -335,7 +381,8 @@
     var w = $("#idle-warn");
     if (!w) { return; }
     var at = idleAt, kept = true;
-    if (kluisdReturns() && cur.at + idleMS <= at) { at = cur.at + idleMS; kept = false; }
+    var kAt = cur.idleUntil || cur.at + idleMS;
+    if (kluisdReturns() && kAt <= at) { at = kAt; kept = !cur.idleFinal; }
     var left = at - Date.now();
     // Nothing to warn of on the start screen (at most its language goes
     // back to the default), for staff (logged out by kluisd) or while
@@ -533,13 +580,14 @@
     unlock: function () { post("/kiosk/v1/staff/clear-lockout", { lang: lang }).catch(function () { showError("input"); }); },
     "tech-refresh": function () { loadTech(); },
     reveal: function () { reveal = !reveal; showTyped(); },
-    // "I am still here": the touch itself (activity) keeps the screen.
-    stay: function () {},
+    // "I am still here": the touch itself (activity) keeps the screen,
+    // and kluisd hears of it at once.
+    stay: function () { tell(true); },
     logout: function () { post("/kiosk/v1/staff/logout", {}).catch(function () { showError("input"); }); }
   };
 
   document.addEventListener("click", function (e) {
-    activity();
+    touched();
     var k = e.target.closest("[data-key]");
     if (k) {
       var pad = k.closest("[data-pad]");
@@ -588,7 +636,7 @@
 
   document.addEventListener("keydown", function (e) {
     if (e.ctrlKey || e.altKey || e.metaKey) { return; }
-    activity();
+    touched();
     var now = e.timeStamp;
     if (now - lastKey > BURST_GAP) { burst = ""; }
     lastKey = now;
@@ -616,7 +664,7 @@
   });
 
   ["pointerdown", "touchstart"].forEach(function (ev) {
-    document.addEventListener(ev, activity, { passive: true });
+    document.addEventListener(ev, touched, { passive: true });
   });
 
   // Past freshUntil on the start screen with nobody at it (the idle

@@ -41,6 +41,20 @@ const recordViews = `(function(){
   return true;
 })()`
 
+// readSeen is what recordViews noted.
+func readSeen(t *testing.T, tab *browsertest.Tab) []seenView {
+	t.Helper()
+	raw, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[string](`JSON.stringify(window.__seen)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []seenView
+	if err := json.Unmarshal([]byte(raw), &seen); err != nil {
+		t.Fatal(err)
+	}
+	return seen
+}
+
 type seenView struct {
 	ID    string `json:"id"`
 	PIN   string `json:"pin"`
@@ -130,14 +144,7 @@ func TestIdleReturnsToTheStartFromEveryScreen(t *testing.T) {
 			if s := r.e.Screen(); s.State != engine.StateIdle || s.Staff != "" {
 				t.Fatalf("engine %s, staff %q after the idle return", s.State, s.Staff)
 			}
-			raw, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[string](`JSON.stringify(window.__seen)`))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var seen []seenView
-			if err := json.Unmarshal([]byte(raw), &seen); err != nil {
-				t.Fatal(err)
-			}
+			seen := readSeen(t, tab)
 			// From the screen left alone straight to the start, with
 			// nothing typed still held.
 			at := -1
@@ -157,7 +164,7 @@ func TestIdleReturnsToTheStartFromEveryScreen(t *testing.T) {
 			tab.Screenshot(t, "kiosk/idle/"+strings.ReplaceAll(c.name, " ", "-")+"-back")
 			// The countdown says "1 second", not "1 seconds" (whether it
 			// showed 1 depends on when the page's ticks fell).
-			raw, err = chromedp.Run(tab.Ctx, chromedp.Evaluate[string](`JSON.stringify(window.__warned)`))
+			raw, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[string](`JSON.stringify(window.__warned)`))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -254,14 +261,7 @@ func TestSlowTypingKeepsTheDateOfBirth(t *testing.T) {
 		tab.WaitFor(t, `true`, 5*time.Second)
 		time.Sleep(200 * time.Millisecond)
 	}
-	raw, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[string](`JSON.stringify(window.__seen)`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var seen []seenView
-	if err := json.Unmarshal([]byte(raw), &seen); err != nil {
-		t.Fatal(err)
-	}
+	seen := readSeen(t, tab)
 	at := -1
 	for i, v := range seen {
 		if v.ID == "v-birth" && at < 0 {

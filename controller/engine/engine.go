@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"kluis/controller/config"
@@ -259,6 +260,12 @@ type Engine struct {
 	j     *journal.Journal
 	m     *metrics
 	comps []*comp
+
+	// withdrawPending: a damaged journal's withdrawal of the offline
+	// codes is not durable yet (settleWithdrawal); withdrawMu serializes
+	// its attempts.
+	withdrawPending atomic.Bool
+	withdrawMu      sync.Mutex
 
 	mu        sync.Mutex
 	caps      hardware.Capabilities

@@ -1798,6 +1798,45 @@ func TestJournalDamagedWithdrawalSurvivesCrash(t *testing.T) {
 	})
 }
 
+// A withdrawal after a damaged journal that cannot be saved (the cache's
+// file cannot be written) must not leave the codes usable offline for the
+// rest of the run: until it is durable no code is accepted offline, and each
+// offline attempt tries it again.
+func TestJournalDamagedWithdrawalFailedRefusesOffline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		f, tok, _, _ := spendOfflineThenDamage(t, r)
+		// The cache cannot be saved: its temporary file's name is taken by
+		// a directory (root ignores permissions, not this).
+		blocker := filepath.Join(r.dir, offline.FileName+".tmp")
+		require.NoError(t, os.MkdirAll(filepath.Join(blocker, "x"), 0o700))
+		r = newRig(t, rigOpts{caps: sensors, dir: r.dir, fake: f, priv: r.priv})
+		defer r.stop()
+		r.waitFor("alarm", func() bool { return r.hasEvent("alarm:journal_damaged") })
+		r.be.set(func() { r.be.unreachable = true })
+		a1 := hardware.Address{Board: 0, Channel: 1}
+		s := r.pickup(PickupRequest{QR: tok})
+		require.NotEqual(t, StateOpen, s.State, "a code perhaps spent opened its door offline while its withdrawal was not saved")
+		require.Equal(t, StateOutOfOrder, s.State)
+		require.Equal(t, 1, f.PulseCount(a1), "one pulse")
+
+		// The disk recovers: the next offline attempt withdraws the codes
+		// durably and settles the damage; the code stays refused.
+		require.NoError(t, os.RemoveAll(blocker))
+		s = r.pickup(PickupRequest{QR: tok})
+		require.Equal(t, StateOutOfOrder, s.State)
+		require.True(t, r.hasEvent("offline_code_refused"))
+		require.Equal(t, 1, f.PulseCount(a1), "one pulse")
+		r.stop()
+		f.Resume()
+		j, _, rec, err := journal.Open(journal.Options{Dir: r.dir, DeviceID: device})
+		require.NoError(t, err)
+		require.False(t, rec.Unsettled, "settled once the withdrawal was saved")
+		require.NoError(t, j.Close())
+	})
+}
+
 // A pulse whose first attempt went unanswered may have been carried out even
 // when a later retry fails differently (a board cooling down after the pulse
 // it did carry out): the operation must follow the door and report the

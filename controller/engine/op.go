@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"kluis/controller/journal"
+	"kluis/controller/offline"
 	"kluis/controller/wire"
 	"kluis/hardware"
 )
@@ -626,6 +627,32 @@ func (e *Engine) forgetAllCodes() bool {
 	}
 	e.log.Warn("journal damaged: every offline code known until now withdrawn (single-use marks may be lost)", "entries", n)
 	e.m.cacheSize.Set(float64(e.o.Cache.Len()))
+	return true
+}
+
+// errWithdrawalPending refuses every offline code while a damaged
+// journal's withdrawal of the offline codes is not durable yet.
+var errWithdrawalPending = fmt.Errorf("engine: the offline codes' withdrawal after journal damage is not saved yet: %w", offline.ErrWithdrawn)
+
+// settleWithdrawal withdraws every offline code after journal damage and
+// reports whether that is done. Settled (journal.DamageName removed) only
+// once the withdrawal is durable: until then every start withdraws again,
+// so a power cut between the journal's recovery and here loses nothing;
+// and while it is not durable (the cache could not be saved) no code is
+// accepted offline in this run either (verifyOffline tries again).
+func (e *Engine) settleWithdrawal() bool {
+	e.withdrawMu.Lock()
+	defer e.withdrawMu.Unlock()
+	if !e.withdrawPending.Load() {
+		return true
+	}
+	if !e.forgetAllCodes() {
+		return false
+	}
+	e.withdrawPending.Store(false)
+	if err := e.o.Journal.SettleDamage(); err != nil {
+		e.log.Error("settling the journal damage failed (the codes are withdrawn again at the next start)", "err", err)
+	}
 	return true
 }
 

@@ -205,6 +205,10 @@ func (e *Engine) verifyOffline(r PickupRequest, method wire.Method) (wire.Verify
 	if e.o.Cache == nil {
 		return wire.VerifyResponse{Result: wire.VerifyUnavailable}, "", offline.ErrNoMaterial
 	}
+	if !e.settleWithdrawal() {
+		e.log.Warn("offline code refused: the offline codes' withdrawal after journal damage is not saved yet", "method", method)
+		return wire.VerifyResponse{Result: wire.VerifyUnavailable}, "", errWithdrawalPending
+	}
 	var m offline.Match
 	var err error
 	if method == wire.MethodQR {

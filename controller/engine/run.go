@@ -84,14 +84,8 @@ func (e *Engine) ReadyC() <-chan struct{} { return e.readyC }
 // (and reports a damaged journal first).
 func (e *Engine) inventory(ctx context.Context) error {
 	if e.o.JournalDamaged != "" {
-		// Settled (journal.DamageName removed) only once the withdrawal
-		// is durable: until then every start withdraws again, so a power
-		// cut between the journal's recovery and here loses nothing.
-		if e.forgetAllCodes() {
-			if err := e.o.Journal.SettleDamage(); err != nil {
-				e.log.Error("settling the journal damage failed (the codes are withdrawn again at the next start)", "err", err)
-			}
-		}
+		e.withdrawPending.Store(true)
+		e.settleWithdrawal()
 		e.alarm(wire.AlarmJournalDamaged, nil, nil, e.o.JournalDamaged)
 	}
 	var info hardware.Info

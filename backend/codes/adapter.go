@@ -3,6 +3,7 @@ package codes
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -20,8 +21,9 @@ type Issuer struct {
 
 var _ service.CodeIssuer = Issuer{}
 
-// Issue issues a code for doc in comp valid until doc.Deadline.
-func (i Issuer) Issue(ctx context.Context, tx pgx.Tx, doc store.Document, comp store.Compartment) (any, error) {
+// Issue issues a code for doc in comp valid until doc.Deadline, at the
+// transition's time at.
+func (i Issuer) Issue(ctx context.Context, tx pgx.Tx, doc store.Document, comp store.Compartment, at time.Time) (any, error) {
 	if doc.Deadline == nil {
 		return nil, fmt.Errorf("codes: issue for %s: no deadline: %w", doc.ID, pickupcode.ErrInvalid)
 	}
@@ -36,7 +38,7 @@ func (i Issuer) Issue(ctx context.Context, tx pgx.Tx, doc store.Document, comp s
 	cr, err := i.Service.Issue(ctx, tx, IssueRequest{
 		DocumentID: doc.ID, DocumentKind: string(doc.Kind), BirthDate: dob, DeviceID: dev,
 		Compartment: Compartment{ID: comp.ID, Number: comp.Number, Board: comp.Board, Channel: comp.Channel},
-		ExpiresAt:   *doc.Deadline,
+		ExpiresAt:   *doc.Deadline, At: at,
 	})
 	if err != nil {
 		return nil, err

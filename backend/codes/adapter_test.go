@@ -23,7 +23,7 @@ func TestIssuerAdapter(t *testing.T) {
 	var secret any
 	require.NoError(t, pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error {
 		var err error
-		secret, err = Issuer{Service: f.svc}.Issue(context.Background(), tx, doc, comp)
+		secret, err = Issuer{Service: f.svc}.Issue(context.Background(), tx, doc, comp, time.Time{})
 		return err
 	}))
 	cr, ok := secret.(Credentials)
@@ -36,7 +36,7 @@ func TestIssuerAdapter(t *testing.T) {
 
 	doc.Deadline = nil
 	err = pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error {
-		_, err := Issuer{Service: f.svc}.Issue(context.Background(), tx, doc, comp)
+		_, err := Issuer{Service: f.svc}.Issue(context.Background(), tx, doc, comp, time.Time{})
 		return err
 	})
 	require.ErrorIs(t, err, pickupcode.ErrInvalid)

@@ -242,6 +242,11 @@ type IssueRequest struct {
 	Compartment Compartment
 	// ExpiresAt ends the code's validity (the pickup deadline).
 	ExpiresAt time.Time
+	// At is when the code is issued: the time of the transition (load,
+	// reissue) that issues it; zero means the codes' clock. The expiry is
+	// judged against it, so a transaction that took long on a busy
+	// machine is not refused for the time it took.
+	At time.Time
 }
 
 // Credentials are what the citizen receives. The PIN exists only here.
@@ -258,6 +263,12 @@ type Credentials struct {
 	ExpiresAt time.Time
 }
 
+// ErrExpiryPassed means the code's expiry (the pickup deadline cut to the
+// second) is not after the time of issue: a reissue after the deadline,
+// before the sweep expired the document. It wraps store.ErrConflict (HTTP
+// 409).
+var ErrExpiryPassed = fmt.Errorf("the pickup deadline has passed: %w", store.ErrConflict)
+
 // ErrTooManyCodes means the device already has the most active codes the
 // security analysis allows.
 // It wraps store.ErrConflict (HTTP 409).
@@ -267,6 +278,9 @@ var ErrTooManyCodes = fmt.Errorf("too many active codes on the device: %w", stor
 // revokes every earlier code of that document.
 func (s *Service) Issue(ctx context.Context, tx pgx.Tx, req IssueRequest) (Credentials, error) {
 	now := s.clock()
+	if !req.At.IsZero() {
+		now = req.At.UTC()
+	}
 	if !deviceIDPattern.MatchString(req.DeviceID) {
 		return Credentials{}, fmt.Errorf("codes: issue: device id %q: %w", req.DeviceID, pickupcode.ErrInvalid)
 	}
@@ -277,7 +291,10 @@ func (s *Service) Issue(ctx context.Context, tx pgx.Tx, req IssueRequest) (Crede
 		return Credentials{}, fmt.Errorf("codes: issue: compartment %+v: %w", req.Compartment, pickupcode.ErrInvalid)
 	}
 	exp := req.ExpiresAt.UTC().Truncate(time.Second)
-	if !exp.After(now) || exp.Sub(now) > MaxValidity {
+	if !exp.After(now) {
+		return Credentials{}, fmt.Errorf("codes: issue: expiry %s (the deadline cut to the second) is not after %s: %w", exp, now, ErrExpiryPassed)
+	}
+	if exp.Sub(now) > MaxValidity {
 		return Credentials{}, fmt.Errorf("codes: issue: expiry %s not within %s from now: %w", exp, MaxValidity, pickupcode.ErrInvalid)
 	}
 	needsDOB := s.cfg.NeedsDOB(req.DocumentKind)

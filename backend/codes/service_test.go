@@ -262,7 +262,6 @@ func TestIssueRefusesBadInput(t *testing.T) {
 	bad := []func(r *IssueRequest){
 		func(r *IssueRequest) { r.BirthDate = "" },
 		func(r *IssueRequest) { r.DeviceID = "L 1" },
-		func(r *IssueRequest) { r.ExpiresAt = t0.Add(-time.Hour) },
 		func(r *IssueRequest) { r.ExpiresAt = t0.Add(MaxValidity + time.Hour) },
 		func(r *IssueRequest) { r.Compartment.Number = 0 },
 		func(r *IssueRequest) { r.DocumentID = "" },
@@ -276,6 +275,23 @@ func TestIssueRefusesBadInput(t *testing.T) {
 			return err
 		})
 		require.ErrorIs(t, err, pickupcode.ErrInvalid, "case %d", i)
+	}
+	// An expiry that has passed at the time of issue is a conflict (a
+	// reissue after the deadline, 409), not bad input; the time of issue
+	// is the request's At (the transition's time) when given.
+	for _, at := range []time.Time{{}, t0.Add(-time.Hour)} {
+		r := good
+		r.ExpiresAt, r.At = t0.Add(-time.Minute), at
+		err := pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error {
+			_, err := f.svc.Issue(context.Background(), tx, r)
+			return err
+		})
+		if at.IsZero() {
+			require.ErrorIs(t, err, ErrExpiryPassed)
+			require.ErrorIs(t, err, store.ErrConflict)
+		} else {
+			require.NoError(t, err, "judged at At, an hour before the expiry")
+		}
 	}
 	// A malformed date of birth typed by staff is personal data: the
 	// error names the field, never the value (it may reach a log).

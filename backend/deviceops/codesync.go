@@ -650,8 +650,8 @@ type syncingIssuer struct {
 }
 
 // Issue implements service.CodeIssuer.
-func (i syncingIssuer) Issue(ctx context.Context, tx pgx.Tx, doc store.Document, comp store.Compartment) (any, error) {
-	secret, err := i.CodeIssuer.Issue(ctx, tx, doc, comp)
+func (i syncingIssuer) Issue(ctx context.Context, tx pgx.Tx, doc store.Document, comp store.Compartment, at time.Time) (any, error) {
+	secret, err := i.CodeIssuer.Issue(ctx, tx, doc, comp, at)
 	if err == nil {
 		i.sync.Mark(comp.DeviceID)
 	}

@@ -164,7 +164,7 @@ func TestCodeSyncSendsChangedBundles(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		_, err = iss.Issue(e.ctx, tx, d2, comp)
+		_, err = iss.Issue(e.ctx, tx, d2, comp, time.Time{})
 		return err
 	}))
 	testenv.Eventually(t, "k2's sync", func() bool { return len(out.to("k2")) > 0 })

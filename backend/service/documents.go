@@ -187,7 +187,7 @@ func (s *Service) issue(ctx context.Context, st *step) error {
 	if s.codes == nil {
 		return nil
 	}
-	secret, err := s.codes.Issue(ctx, st.tx, *st.doc, st.comp)
+	secret, err := s.codes.Issue(ctx, st.tx, *st.doc, st.comp, st.now)
 	if err != nil {
 		return fmt.Errorf("service: issue codes: %w", err)
 	}

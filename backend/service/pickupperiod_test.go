@@ -104,3 +104,53 @@ func TestPickupPeriodsRefused(t *testing.T) {
 		require.ErrorIs(t, err, service.ErrInvalid, name)
 	}
 }
+
+// A load is judged at the load's own time, not at the moment the codes
+// are written later in its transaction. With a one-second period, a load
+// that started at .9 s and reached the codes 0.2 s later (a loaded
+// machine) had a code expiry (the deadline cut to the second) that had
+// "passed": the load failed and the API answered 500 (seen in
+// TestCounterRecordsAnExpiredDocumentAtTheCounter at load 33). A reissue
+// after the deadline, before the sweep expired the document, is a 409
+// conflict, not a 500.
+func TestShortPickupPeriodLoadsOnABusyMachine(t *testing.T) {
+	const lag = 200 * time.Millisecond // from the load's start to the codes' own clock
+	e := newEnv(t, func(o *service.Options) {
+		o.PickupPeriods = map[store.DocumentKind]time.Duration{store.ResidenceCard: time.Second}
+		keys, err := codes.GenerateKeys()
+		require.NoError(t, err)
+		clock := o.Clock
+		cs, err := codes.New(codes.Options{Pool: o.Store.Pool(), Keys: keys, Clock: func() time.Time { return clock().Add(lag) },
+			Argon:  pickupcode.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1},
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		require.NoError(t, err)
+		o.Codes = codes.Issuer{Service: cs}
+	})
+	e.device("d", uniform(2, store.SizeS, 150)...)
+	loaded := t0.Add(17*time.Second + 900*time.Millisecond)
+	e.clock.Set(loaded)
+	doc := e.register(store.ResidenceCard, false)
+	doc, err := e.svc.Reserve(e.ctx, "user:counter1", doc.ID, service.ReserveOptions{})
+	require.NoError(t, err)
+	doc, err = e.svc.Load(e.ctx, "user:counter1", doc.ID)
+	require.NoError(t, err, "the load is not refused for the time its transaction took")
+	require.Equal(t, "loaded", string(doc.State))
+	require.Equal(t, loaded.Add(time.Second), *doc.Deadline)
+	sent := e.notes.Sent()
+	cr, ok := sent[len(sent)-1].Secret.(codes.Credentials)
+	require.True(t, ok)
+	require.Equal(t, loaded.Add(time.Second).Truncate(time.Second), cr.ExpiresAt, "the code ends at the deadline, cut to the second")
+
+	// Past the code's end, before the sweep: a reissue is a conflict and
+	// changes nothing; the sweep then expires the document.
+	e.clock.Set(cr.ExpiresAt.Add(100 * time.Millisecond))
+	_, err = e.svc.Reissue(e.ctx, "user:counter1", doc.ID)
+	require.ErrorIs(t, err, service.ErrConflict)
+	got, err := e.svc.GetDocument(e.ctx, doc.ID)
+	require.NoError(t, err)
+	require.Equal(t, "loaded", string(got.State))
+	e.clock.Set(doc.Deadline.Add(time.Millisecond))
+	n, err := e.svc.ExpireDue(e.ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+}

@@ -63,10 +63,13 @@ const (
 // transition back. This interface is a stable contract.
 type CodeIssuer interface {
 	// Issue creates codes for doc in comp, valid until doc.Deadline, and
-	// revokes every earlier code of doc. Called on load and reissue. The
-	// returned secret (e.g. credentials with the clear PIN) is handed to
-	// the Notifier untouched; the service never logs or stores it.
-	Issue(ctx context.Context, tx pgx.Tx, doc store.Document, comp store.Compartment) (secret any, err error)
+	// revokes every earlier code of doc. Called on load and reissue. at is
+	// the transition's time: the codes are issued then, and judged against
+	// it (a load on a busy machine that reaches the codes after its short
+	// deadline is not refused). The returned secret (e.g. credentials with
+	// the clear PIN) is handed to the Notifier untouched; the service never
+	// logs or stores it.
+	Issue(ctx context.Context, tx pgx.Tx, doc store.Document, comp store.Compartment, at time.Time) (secret any, err error)
 	// Revoke invalidates every code of the document. Called on reissue
 	// (before Issue), expire, collect, retrieve and cancel.
 	Revoke(ctx context.Context, tx pgx.Tx, documentID string) error

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -34,7 +35,7 @@ type Codes struct {
 var _ service.CodeIssuer = (*Codes)(nil)
 
 // Issue records the call and returns the next secret.
-func (c *Codes) Issue(_ context.Context, _ pgx.Tx, doc store.Document, comp store.Compartment) (any, error) {
+func (c *Codes) Issue(_ context.Context, _ pgx.Tx, doc store.Document, comp store.Compartment, _ time.Time) (any, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.FailIssue != nil {

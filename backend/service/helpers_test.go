@@ -54,7 +54,7 @@ func newEnv(t *testing.T, mod func(*service.Options)) *env {
 func (e *env) device(id string, comps ...store.NewCompartment) store.Device {
 	e.t.Helper()
 	for i := range comps {
-		comps[i].Channel = i
+		comps[i].Board, comps[i].Channel = i/48, i%48 // channels 0-47 per board
 	}
 	d, err := e.svc.CreateDevice(e.ctx, "user:admin", store.NewDevice{ID: id, SiteID: "kortrijk", Kind: store.Locker,
 		Compartments: comps})

@@ -16,6 +16,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -388,12 +389,29 @@ func checkRequestText(r *http.Request) *Error {
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, label string, err error) {
 	e := s.toAPIError(err)
 	if e.Status >= 500 {
-		s.log.Error("request failed", "route", label, "status", e.Status, "code", e.Code, "err", err)
+		s.log.Error("request failed", append([]any{"route", label, "status", e.Status, "code", e.Code, "err", err}, failAttrs(r, err)...)...)
 	}
 	if sw, ok := w.(*statusWriter); ok && sw.wrote {
 		return // too late for an error body
 	}
 	writeAPIError(w, e)
+}
+
+// failAttrs are the facts that name a 500's cause in its log line: the
+// SQLSTATE of a PostgreSQL error in err's chain (40001 serialization
+// failure, 40P01 deadlock, 53300 too many connections, 57014 statement
+// cancelled...) and whether the request's context had ended (the client
+// left, or a deadline).
+func failAttrs(r *http.Request, err error) []any {
+	var attrs []any
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		attrs = append(attrs, "sqlstate", pe.Code)
+	}
+	if cerr := r.Context().Err(); cerr != nil {
+		attrs = append(attrs, "request_context", cerr.Error())
+	}
+	return attrs
 }
 
 // denied records a request its caller's role may not make, as the kiosk

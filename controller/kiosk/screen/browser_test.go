@@ -53,7 +53,6 @@ const tabsAtOnce = 4
 type matrix struct {
 	t    *testing.T
 	cat  *screen.Catalog
-	axe  string
 	tabs []*mtab
 	// fit: at 800x480 (no zoom, normal text) a citizen's screen must fit
 	// without scrolling.
@@ -74,11 +73,7 @@ func newMatrix(t *testing.T) *matrix {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := browsertest.AxeSource()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &matrix{t: t, cat: cat, axe: src}
+	return &matrix{t: t, cat: cat}
 }
 
 // each runs fn on every tab, tabsAtOnce at a time, and fails the test with every
@@ -155,7 +150,7 @@ func do(mt *mtab, actions ...chromedp.Action[chromedp.Void]) error {
 }
 
 // open navigates every tab to the rig's kiosk in its language (each
-// layout on its own loopback address) and loads axe-core.
+// layout on its own loopback address).
 func (m *matrix) open(r *rig) {
 	m.each("open", func(mt *mtab) error {
 		u := r.bases[mt.host%len(r.bases)] + "/?lang=" + mt.lang
@@ -165,11 +160,7 @@ func (m *matrix) open(r *rig) {
 		if err := do(mt, chromedp.Navigate(u)); err != nil {
 			return err
 		}
-		if err := waitJS(mt, `document.readyState === "complete"`); err != nil {
-			return err
-		}
-		_, err := eval[chromedp.Void](mt, m.axe)
-		return err
+		return waitJS(mt, `document.readyState === "complete"`)
 	})
 }
 
@@ -356,24 +347,19 @@ func (m *matrix) check(name, id string, ex expect) {
 	})
 }
 
-// runAxe runs the WCAG 2.1 A and AA rules of the axe-core loaded in the
-// page (browsertest.Axe loads it again every time: too slow for hundreds
-// of screens).
+// runAxe is the tab's browsertest.Tab.Axe (a full WCAG 2.1 A and AA run
+// on the page as it is now, axe-core loaded into the tab's pages once) as
+// an error for the steps of each, which run outside the test's goroutine:
+// a page axe-core could not check at all is an error.
 func runAxe(mt *mtab) ([]browsertest.Violation, error) {
-	ctx, cancel := context.WithTimeout(mt.tab.Ctx, 60*time.Second)
-	defer cancel()
-	tags := `["` + strings.Join(browsertest.WCAG21AA, `","`) + `"]`
-	res, err := chromedp.Run(ctx, chromedp.Evaluate[struct {
-		Violations []browsertest.Violation `json:"violations"`
-		Passes     []struct{}              `json:"passes"`
-	}](`axe.run(document, {runOnly: {type: "tag", values: `+tags+`}, resultTypes: ["violations"]})`, chromedp.EvalAwaitPromise))
+	vs, passed, err := mt.tab.Axe()
 	if err != nil {
-		return nil, fmt.Errorf("axe: %w", err)
+		return nil, err
 	}
-	if len(res.Passes) == 0 {
+	if passed == 0 {
 		return nil, fmt.Errorf("axe passed no rule: the page was not checked")
 	}
-	return res.Violations, nil
+	return vs, nil
 }
 
 func shot(mt *mtab, name string) error {

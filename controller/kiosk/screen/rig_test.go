@@ -121,7 +121,7 @@ type rigOptions struct {
 	// manualPresent leaves a carousel move unfinished until the test
 	// calls f.CompletePresent.
 	manualPresent bool
-	// session is timeouts.session; default 2m.
+	// session is timeouts.session; default 30m (newRig).
 	session string
 	// leftOpen is timeouts.door_left_open; default 10m.
 	leftOpen string

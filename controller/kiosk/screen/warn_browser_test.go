@@ -76,13 +76,7 @@ func TestWarnedBeforeTheIdleReturn(t *testing.T) {
 			t.Fatalf("warning %q, said %q, button %q on %s: want %q with 1-10 seconds and %q on the PIN keypad",
 				got[0], got[1], got[2], got[3], p.text(t, "idle.warn"), p.text(t, "idle.stay"))
 		}
-		axe, err := runAxe(p.mt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(axe) > 0 {
-			t.Fatalf("axe: %v", axe)
-		}
+		p.mt.tab.CheckAxe(t, "idle warning")
 		if err := shot(p.mt, "idle-warn"); err != nil {
 			t.Fatal(err)
 		}

@@ -577,6 +577,27 @@ func (c *Config) Validate(o ParseOptions) error {
 			return bad(d.name, "%v must be positive", d.v)
 		}
 	}
+	// Upper bounds: a typo such as door_left_open: 1000h silently turns an
+	// alarm off, verify: 1h leaves a citizen waiting an hour; each bound is
+	// far above any sensible setting.
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+		max  time.Duration
+	}{
+		{"timeouts.door_open_detect", t.DoorOpenDetect, 2 * time.Minute},
+		{"timeouts.door_left_open", t.DoorLeftOpen, time.Hour},
+		{"timeouts.grace", t.Grace, 24 * time.Hour},
+		{"timeouts.verify", t.Verify, 30 * time.Second},
+		{"timeouts.present", t.Present, 5 * time.Minute},
+		{"timeouts.resume_window", t.ResumeWindow, 10 * time.Minute},
+		{"timeouts.session", t.Session, time.Hour},
+		{"timeouts.board_unreachable", t.BoardUnreachable, time.Hour},
+	} {
+		if d.v > d.max {
+			return bad(d.name, "%v must be at most %v", d.v, d.max)
+		}
+	}
 	if *t.OpenRetries < 0 || *t.OpenRetries > 3 {
 		return bad("timeouts.open_retries", "%d must be 0-3", *t.OpenRetries)
 	}

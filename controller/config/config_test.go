@@ -97,6 +97,16 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"journal_dir: /var/lib/kluisd", "journal_dir: var/lib", "journal_dir"},
 		{"door_open_detect: 5s", "door_open_detect: -5s", "timeouts.door_open_detect"},
 		{"door_open_detect: 5s", "door_open_detect: soon", "door_open_detect"},
+		// Upper bounds: a typo must not turn an alarm off or leave a
+		// citizen waiting.
+		{"door_open_detect: 5s", "door_open_detect: 3m", "timeouts.door_open_detect"},
+		{"door_open_detect: 5s", "door_open_detect: 5s\n  door_left_open: 1000h", "timeouts.door_left_open"},
+		{"door_open_detect: 5s", "door_open_detect: 5s\n  grace: 1000000h", "timeouts.grace"},
+		{"door_open_detect: 5s", "door_open_detect: 5s\n  verify: 1h", "timeouts.verify"},
+		{"door_open_detect: 5s", "door_open_detect: 5s\n  present: 6m", "timeouts.present"},
+		{"door_open_detect: 5s", "door_open_detect: 5s\n  resume_window: 11m", "timeouts.resume_window"},
+		{"door_open_detect: 5s", "door_open_detect: 5s\n  session: 2h", "timeouts.session"},
+		{"door_open_detect: 5s", "door_open_detect: 5s\n  board_unreachable: 2h", "timeouts.board_unreachable"},
 		{"pulse: 300ms", "pulse: 300ms\ncolour: red", "colour"},
 		{"  password: s3cret", "  password: s3cret\n  password_file: /x", "mqtt.password"},
 		{"  password: s3cret", "  password: s3cret\n  resend_after: 10ms", "mqtt.resend_after"},

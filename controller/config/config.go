@@ -588,7 +588,7 @@ func (c *Config) Validate(o ParseOptions) error {
 		{"timeouts.door_open_detect", t.DoorOpenDetect, 2 * time.Minute},
 		{"timeouts.door_left_open", t.DoorLeftOpen, time.Hour},
 		{"timeouts.grace", t.Grace, 24 * time.Hour},
-		{"timeouts.verify", t.Verify, 30 * time.Second},
+		{"timeouts.verify", t.Verify, 2 * time.Minute},
 		{"timeouts.present", t.Present, 5 * time.Minute},
 		{"timeouts.resume_window", t.ResumeWindow, 10 * time.Minute},
 		{"timeouts.session", t.Session, time.Hour},

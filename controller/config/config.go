@@ -555,6 +555,13 @@ func (c *Config) Validate(o ParseOptions) error {
 	if err := c.MQTT.validate(); err != nil {
 		return err
 	}
+	if u := c.MQTT.Username; u != "" && u != c.DeviceID {
+		// The broker knows a device by its user name: Mosquitto's ACL
+		// (%u) and the embedded broker give it kluis/v1/dev/<user name>/
+		// only, so any other name connects and has every event, heartbeat
+		// and verification silently dropped.
+		return bad("mqtt.username", "%q must be the device id %q: the broker lets a device use kluis/v1/dev/<user name>/ only", u, c.DeviceID)
+	}
 	if err := c.validateHardware(o); err != nil {
 		return err
 	}

@@ -81,6 +81,10 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"kind: locker", "kind: fridge", "kind"},
 		{"username: kortrijk-1", "username: kortrijk-1\n  client_id: kortrijk-2", "mqtt.client_id"},
 		{"username: kortrijk-1", "username: kortrijk-1\n  client_id: kluisd-kortrijk-1", "mqtt.client_id"},
+		// The broker's ACL gives a device user only kluis/v1/dev/<user>/:
+		// another user name would connect and have every event dropped.
+		{"username: kortrijk-1", "username: kortrijk-2", "mqtt.username"},
+		{"username: kortrijk-1", "username: Kortrijk-1", "mqtt.username"},
 		{"url: tcp://127.0.0.1:1883", "url: http://x", "mqtt.url"},
 		{"url: tcp://127.0.0.1:1883", "url: tcp://u:p@x:1883", "mqtt.url"},
 		{"driver: kluis", "driver: magic", "hardware.driver"},

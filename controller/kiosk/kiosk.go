@@ -37,6 +37,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -365,13 +366,53 @@ func cleanJSONErr(err error) string {
 	case errors.As(err, &se):
 		return fmt.Sprintf("syntax error at byte %d", se.Offset)
 	case errors.As(err, &te):
-		return fmt.Sprintf("field %q must be %s", te.Field, te.Type)
+		return typeErr(te)
 	case strings.HasPrefix(err.Error(), "json: unknown field"):
 		return strings.TrimPrefix(err.Error(), "json: ")
 	case errors.Is(err, io.EOF):
 		return "empty body"
 	}
 	return "malformed"
+}
+
+// typeErr says in the API's words, not Go's, which JSON type a field (or
+// the body) must be and which it was: never the submitted value (a PIN),
+// which encoding/json puts in Value for a number it cannot store.
+func typeErr(te *json.UnmarshalTypeError) string {
+	was, _, withValue := strings.Cut(te.Value, " ")
+	switch was {
+	case "array", "object", "string", "number":
+		was = map[string]string{"array": "an array", "object": "an object", "string": "a string", "number": "a number"}[was]
+	case "bool":
+		was = "true or false"
+	default:
+		was = "another type"
+	}
+	if te.Field == "" {
+		return "the body must be a JSON object, not " + was
+	}
+	want := "a JSON object"
+	switch te.Type.Kind() {
+	case reflect.String:
+		want = "a string"
+	case reflect.Bool:
+		want = "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		want = "a whole number"
+		if withValue {
+			was = "a fraction or a number out of range"
+		}
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		want = "a whole number from 0"
+		if withValue {
+			was = "a negative number, a fraction or a number out of range"
+		}
+	case reflect.Float32, reflect.Float64:
+		want = "a number"
+	case reflect.Slice, reflect.Array:
+		want = "an array"
+	}
+	return fmt.Sprintf("field %q must be %s, not %s", te.Field, want, was)
 }
 
 func (s *Server) fail(w http.ResponseWriter, err error) {

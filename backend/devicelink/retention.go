@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"kluis/backend/alarms"
+	"kluis/backend/audit"
 	"kluis/backend/internal/periodic"
 )
 
@@ -77,8 +78,10 @@ type Table struct {
 // alarm of a kind the device clears is open, the events of that kind and
 // place since its last clearing (an earlier raise's acknowledgement
 // counts for the open alarm: backend/alarms). The audit trail is not
-// touched: it is never pruned. Several replicas may prune at once (rows
-// another is deleting are skipped).
+// pruned: a pass that deleted rows appends one record to it
+// (AuditAction, actor "system", the counts per table), never one per
+// row. Several replicas may prune at once (rows another is deleting are
+// skipped).
 type Pruner struct {
 	pool     *pgxpool.Pool
 	keep     time.Duration
@@ -136,6 +139,11 @@ func NewPruner(o PrunerOptions) (*Pruner, error) {
 	return p, nil
 }
 
+// AuditAction is the action of the audit record a pass that deleted
+// rows appends: its details name the retention, the cutoff and how many
+// rows each table lost ("deleted": {"device_events": 6, ...}).
+const AuditAction = "retention.pruned"
+
 // PruneResult is what a pass deleted.
 type PruneResult struct {
 	// Commands counts the commands past the retention, CodeSyncs the
@@ -185,8 +193,29 @@ func (p *Pruner) Pass(ctx context.Context) (PruneResult, error) {
 			attrs = append(attrs, t.Name, r.Also[t.Name])
 		}
 		p.log.Info("device retention: pruned", append(attrs, "cutoff", r.Cutoff.Format(time.RFC3339), "retention", p.keep.String())...)
+		// One record per pass, also when a later table failed: what was
+		// deleted is gone. The pass's own context may have ended (the
+		// backend stopping); the record is still written, briefly.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		aerr := p.audit(actx, r)
+		cancel()
+		err = errors.Join(err, aerr)
 	}
 	return r, err
+}
+
+// audit appends the pass's audit record (AuditAction).
+func (p *Pruner) audit(ctx context.Context, r PruneResult) error {
+	deleted := map[string]int{"device_events": r.Events, "device_commands": r.Commands + r.CodeSyncs}
+	for name, n := range r.Also {
+		deleted[name] = n
+	}
+	_, err := audit.Append(ctx, p.pool, audit.Entry{At: p.now(), Actor: "system", Action: AuditAction, Subject: "retention:device",
+		Details: map[string]any{"deleted": deleted, "cutoff": r.Cutoff, "retention": p.keep.String()}})
+	if err != nil {
+		return fmt.Errorf("devicelink: audit the prune: %w", err)
+	}
+	return nil
 }
 
 // batches calls prune until it deletes fewer than a batch, counting the

@@ -166,10 +166,24 @@ func TestPrunerKeepsWhatAlarmsNeed(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, openBefore, openAfter, "the open alarms and their acknowledgements read the same")
 
-	// The audit trail is never pruned, and its chain still verifies.
+	// The audit trail is never pruned, gains one record for the pass
+	// (not one per row), and its chain still verifies.
 	auditAfter, err := audit.List(ctx, pool, audit.ListOptions{})
 	require.NoError(t, err)
-	assert.Equal(t, auditBefore, auditAfter)
+	require.Len(t, auditAfter, len(auditBefore)+1)
+	assert.Equal(t, auditBefore, auditAfter[:len(auditBefore)])
+	pruned := auditAfter[len(auditBefore)]
+	assert.Equal(t, "system", pruned.Actor)
+	assert.Equal(t, devicelink.AuditAction, pruned.Action)
+	var details struct {
+		Deleted   map[string]int `json:"deleted"`
+		Cutoff    time.Time      `json:"cutoff"`
+		Retention string         `json:"retention"`
+	}
+	require.NoError(t, json.Unmarshal(pruned.Details, &details))
+	assert.Equal(t, map[string]int{"device_events": 6, "device_commands": 4, "code_attempts": 3}, details.Deleted)
+	assert.True(t, details.Cutoff.Equal(res.Cutoff), "%s", details.Cutoff)
+	assert.Equal(t, devicelink.DefaultRetention.String(), details.Retention)
 	rep, err := audit.Verify(ctx, pool)
 	require.NoError(t, err)
 	assert.True(t, rep.OK(), rep.String())
@@ -188,12 +202,20 @@ kluis_device_history_pruned_total{table="device_events"} 6
 	res, err = p.Pass(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, 0, res.Events+res.Commands+res.CodeSyncs+res.Also["code_attempts"])
+	audited := func() int {
+		t.Helper()
+		recs, err := audit.List(ctx, pool, audit.ListOptions{})
+		require.NoError(t, err)
+		return len(recs)
+	}
+	assert.Equal(t, len(auditAfter), audited(), "a pass that deleted nothing is not audited")
 	storeEvent(t, pool, "unr-3c", "d1", wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmBoardUnreachable, At: at(now, -1), Board: &board0})
 	res, err = p.Pass(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, 2, res.Events, "unr-1c and unr-2 (and its acknowledgement)")
 	assert.Equal(t, map[string]bool{"door-new": true, "forced-2": true, "left-1c": true,
 		"unr-3": true, "unr-3c": true}, storedEvents(t, pool))
+	assert.Equal(t, len(auditAfter)+1, audited(), "one record for that pass")
 	rep, err = audit.Verify(ctx, pool)
 	require.NoError(t, err)
 	assert.True(t, rep.OK(), rep.String())

@@ -330,7 +330,7 @@ func (m *matrix) check(name, id string, ex expect) {
 		if m.checkFit && ex.citizen && mt.lay.h == 480 && mt.lay.scale == 0 && !mt.large && st.Scroll > 0 {
 			problems = append(problems, fmt.Sprintf("%d px taller than 800x480", st.Scroll))
 		}
-		axe, err := runAxe(mt)
+		axe, err := runAxe(mt, mt.folder+"/"+mt.lang+"/"+name)
 		if err != nil {
 			return err
 		}
@@ -351,8 +351,8 @@ func (m *matrix) check(name, id string, ex expect) {
 // on the page as it is now, axe-core loaded into the tab's pages once) as
 // an error for the steps of each, which run outside the test's goroutine:
 // a page axe-core could not check at all is an error.
-func runAxe(mt *mtab) ([]browsertest.Violation, error) {
-	vs, passed, err := mt.tab.Axe()
+func runAxe(mt *mtab, page string) ([]browsertest.Violation, error) {
+	vs, passed, err := mt.tab.Axe(page)
 	if err != nil {
 		return nil, err
 	}

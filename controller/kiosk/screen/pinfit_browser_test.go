@@ -133,7 +133,7 @@ func TestPINScreenFitsTheSmallPanel(t *testing.T) {
 			if got[0] != title || got[1] != "" || got[2] != "" {
 				return fmt.Errorf("after choosing %s: heading %q, PIN %q, hash %q; want %q, empty, none", l, got[0], got[1], got[2], title)
 			}
-			vs, err := runAxe(mt)
+			vs, err := runAxe(mt, mt.folder+"/"+mt.lang+" PIN after choosing "+l)
 			if err != nil {
 				return err
 			}

@@ -1,7 +1,7 @@
 package browsertest
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -78,7 +78,7 @@ var axeRun = `axe.run(document, {runOnly: {type: "tag", values: ["` + strings.Jo
 
 // Axe runs axe-core's WCAG 2.1 A and AA rules on the tab's current page and
 // returns the violations, and how many rules passed (a page axe could not
-// check at all passes none).
+// check at all passes none). page names the page in the errors.
 //
 // Every call is a full axe.run on the page as it is now; only loading
 // axe-core is shared. The first call in a tab registers axe-core to be
@@ -90,32 +90,44 @@ var axeRun = `axe.run(document, {runOnly: {type: "tag", values: ["` + strings.Jo
 // (the tab's first, or one opened before) gets it loaded and run in
 // one evaluation, so a page that reloads in between (a kiosk going back
 // to its start screen) cannot lose it ("axe is not defined").
-func (tab *Tab) Axe() (violations []Violation, passed int, err error) {
+//
+// Each call is bounded by Options.Axe (default [AxeTimeout]) of its own,
+// not only by the tab's life: a check that does not finish in time is an
+// error naming the page and the bound, and the tab works on.
+func (tab *Tab) Axe(page string) (violations []Violation, passed int, err error) {
 	src, err := axeSource()
 	if err != nil {
 		return nil, 0, err
 	}
-	if err := tab.preloadAxe(src); err != nil {
-		return nil, 0, err
+	ctx, cancel := context.WithTimeout(tab.Ctx, tab.axe)
+	defer cancel()
+	failed := func(what string, err error) error {
+		if ctx.Err() != nil && tab.Ctx.Err() == nil {
+			return fmt.Errorf("browsertest: axe-core on %s did not finish within %s (%s): %w", page, tab.axe, what, err)
+		}
+		return fmt.Errorf("browsertest: axe-core on %s: %s: %w", page, what, err)
 	}
-	res, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[*axeResult](
+	if err := tab.preloadAxe(ctx, src); err != nil {
+		return nil, 0, failed("preload", err)
+	}
+	res, err := chromedp.Run(ctx, chromedp.Evaluate[*axeResult](
 		`typeof axe === "object" && axe !== null && axe.version === "`+AxeVersion+`" ? `+axeRun+` : null`,
 		chromedp.EvalAwaitPromise))
 	if err == nil && res == nil {
-		res, err = chromedp.Run(tab.Ctx, chromedp.Evaluate[*axeResult](src+"\n;"+axeRun, chromedp.EvalAwaitPromise))
+		res, err = chromedp.Run(ctx, chromedp.Evaluate[*axeResult](src+"\n;"+axeRun, chromedp.EvalAwaitPromise))
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("browsertest: load and run axe-core: %w", err)
+		return nil, 0, failed("load and run", err)
 	}
 	if res == nil {
-		return nil, 0, errors.New("browsertest: axe-core returned nothing")
+		return nil, 0, fmt.Errorf("browsertest: axe-core on %s returned nothing", page)
 	}
 	return res.Violations, len(res.Passes), nil
 }
 
 // preloadAxe has axe-core evaluated in every new document of the tab,
 // once per tab.
-func (tab *Tab) preloadAxe(src string) error {
+func (tab *Tab) preloadAxe(ctx context.Context, src string) error {
 	// Not tab.mu: the tab's event listener takes that one while the
 	// command waits for its answer.
 	tab.axeMu.Lock()
@@ -123,9 +135,9 @@ func (tab *Tab) preloadAxe(src string) error {
 	if tab.axePreloaded {
 		return nil
 	}
-	if _, err := chromedp.Call(tab.Ctx, page.AddScriptToEvaluateOnNewDocument,
+	if _, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument,
 		page.AddScriptToEvaluateOnNewDocumentParams{Source: src}); err != nil {
-		return fmt.Errorf("browsertest: preload axe-core: %w", err)
+		return err
 	}
 	tab.axePreloaded = true
 	return nil
@@ -135,9 +147,9 @@ func (tab *Tab) preloadAxe(src string) error {
 // tab's current page; page names the page in the messages.
 func (tab *Tab) CheckAxe(t testing.TB, page string) {
 	t.Helper()
-	vs, passed, err := tab.Axe()
+	vs, passed, err := tab.Axe(page)
 	if err != nil {
-		t.Fatalf("%s: %v", page, err)
+		t.Fatalf("%v", err)
 	}
 	if passed == 0 {
 		t.Errorf("%s: axe-core passed no rule at all: the page was not checked", page)

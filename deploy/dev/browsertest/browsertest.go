@@ -32,6 +32,7 @@ const ChromiumPath = "/usr/bin/chromium"
 type Browser struct {
 	ctx  context.Context
 	step time.Duration
+	axe  time.Duration
 }
 
 // Options tune [New]. The zero value is what most tests want.
@@ -49,10 +50,20 @@ type Options struct {
 	// Step bounds one Do or Text call (a navigation, a click waiting for
 	// its element, a script); default StepTimeout.
 	Step time.Duration
+	// Axe bounds one axe-core check (Tab.Axe, Tab.CheckAxe: loading
+	// axe-core into the page and running it); default AxeTimeout.
+	Axe time.Duration
 }
 
 // StepTimeout is the default of Options.Step.
 const StepTimeout = 2 * time.Minute
+
+// AxeTimeout is the default of Options.Axe: a full axe-core run on the
+// largest page takes seconds on a loaded machine; a check that takes
+// minutes hangs (a page whose scripts never yield, a promise that never
+// settles) and fails with its page's name instead of holding the tab
+// until the browser's end.
+const AxeTimeout = 2 * time.Minute
 
 // deadlineMargin is left between the browser's end and the test binary's
 // deadline, for the failure to be reported and the cleanups to run.
@@ -184,6 +195,9 @@ func New(t testing.TB, opts Options) *Browser {
 	if opts.Step <= 0 {
 		opts.Step = StepTimeout
 	}
+	if opts.Axe <= 0 {
+		opts.Axe = AxeTimeout
+	}
 	if _, err := os.Stat(opts.ExecPath); err != nil {
 		t.Fatalf("browsertest: no browser at %s (run `make services`, which installs Debian's chromium): %v", opts.ExecPath, err)
 	}
@@ -211,7 +225,7 @@ func New(t testing.TB, opts Options) *Browser {
 		}
 		release(opts.ExecPath, p)
 	})
-	return &Browser{ctx: bctx, step: opts.Step}
+	return &Browser{ctx: bctx, step: opts.Step, axe: opts.Axe}
 }
 
 // Tab is one browser tab. Ctx runs chromedp actions in it.
@@ -220,6 +234,7 @@ type Tab struct {
 	Ctx context.Context
 
 	step         time.Duration
+	axe          time.Duration // bounds one axe-core check
 	mu           sync.Mutex
 	exceptions   []string
 	axeMu        sync.Mutex
@@ -231,7 +246,7 @@ type Tab struct {
 func (b *Browser) NewTab(t testing.TB, width, height int64) *Tab {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(b.ctx)
-	tab := &Tab{Ctx: ctx, step: b.step}
+	tab := &Tab{Ctx: ctx, step: b.step, axe: b.axe}
 	if err := chromedp.Do(ctx, chromedp.EmulateViewport(width, height)); err != nil {
 		cancel()
 		t.Fatalf("browsertest: new tab: %v", err)

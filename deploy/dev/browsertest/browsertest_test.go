@@ -64,7 +64,7 @@ func TestAxeFindsViolationsAndPassesACleanPage(t *testing.T) {
 	tab := b.NewTab(t, 800, 480)
 
 	tab.Do(t, chromedp.Navigate(base+"/broken"))
-	vs, passed, err := tab.Axe()
+	vs, passed, err := tab.Axe("broken page")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,6 +160,37 @@ func TestCheckAxeFailsOnAViolationInEveryPageOfATab(t *testing.T) {
 	other := b.NewTab(t, 800, 480)
 	other.Do(t, chromedp.Navigate(base+"/broken"))
 	checkFails(t, other, "broken page in a new tab", "html-has-lang", "image-alt")
+}
+
+// An axe-core check that does not finish (here a run whose promise never
+// settles) fails after its own bound (Options.Axe), naming the page, and
+// not only when the browser's life ends; the tab works on, and the next
+// page is checked in full.
+func TestAHangingAxeCheckFailsAfterItsBound(t *testing.T) {
+	base := serve(t)
+	b := New(t, Options{Axe: time.Second})
+	tab := b.NewTab(t, 800, 480)
+	tab.Do(t, chromedp.Navigate(base+"/clean"))
+	tab.CheckAxe(t, "clean page")
+	tab.Do(t, chromedp.Evaluate[chromedp.Void](`axe.run = function () { return new Promise(function () {}) }`))
+	ft := &errT{TB: t}
+	began := time.Now()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tab.CheckAxe(ft, "the hanging page")
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("an axe-core check that never finishes still runs after a minute; want a failure after its bound of 1s")
+	}
+	// errT's Fatalf does not end CheckAxe: the first message is the one.
+	if len(ft.msgs) == 0 || !strings.HasPrefix(ft.msgs[0], "fatal: ") || !strings.Contains(ft.msgs[0], "axe-core on the hanging page did not finish within 1s") {
+		t.Fatalf("a hanging axe-core check reported %q after %v; want a failure naming the page and the bound first", ft.msgs, time.Since(began))
+	}
+	tab.Do(t, chromedp.Navigate(base+"/broken"))
+	checkFails(t, tab, "broken page after the hanging check", "html-has-lang", "image-alt")
 }
 
 func TestKeysReachThePageWithoutFocusAndClicksWork(t *testing.T) {

@@ -18,7 +18,9 @@
 // reaches. Each check is a full axe-core run on the page as it is then;
 // after a tab's first check, axe-core is loaded into each new page of the
 // tab before the page's scripts, instead of being sent with every check
-// (which cost more than the check). Screenshots are test artifacts under var/screenshots/ at the top
+// (which cost more than the check). Each check has a bound of its own
+// (Options.Axe, default two minutes): one that hangs fails with its page's
+// name. Screenshots are test artifacts under var/screenshots/ at the top
 // of the repository, where a person can look at them after the run.
 //
 // The browser runs with the flags this kind of machine needs: no sandbox

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -30,6 +31,12 @@ func (r *refusals) add(kind wire.Kind, id, _ string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.got = append(r.got, string(kind)+" "+id)
+}
+
+func (r *refusals) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.got)
 }
 
 func (r *refusals) has(kind wire.Kind, id string) bool {
@@ -134,31 +141,43 @@ func TestAnswersRefusedWithoutKey(t *testing.T) {
 	require.ErrorIs(t, err, wire.ErrResponseUnsigned)
 }
 
+// verifyResult is what a request of forgedFirst ended with.
+type verifyResult struct {
+	res wire.VerifyResponse
+	err error
+}
+
+// forgedFirst starts a link for dev and a verify request through it that
+// the responder answers with an unsigned grant, and returns once the link
+// has refused that grant: the request waits on (its result comes on
+// done) for an answer the test publishes with r.
+func forgedFirst(t *testing.T, dev string) (r *responder, rf *refusals, id string, done <-chan verifyResult) {
+	t.Helper()
+	r = newResponder(t, dev)
+	j, _, _, err := journal.Open(journal.Options{Dir: t.TempDir(), DeviceID: dev})
+	require.NoError(t, err)
+	t.Cleanup(func() { j.Close() })
+	rf = &refusals{}
+	l, stop := startLinkWith(t, Options{DeviceID: dev, Journal: j, Refused: rf.add})
+	t.Cleanup(stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	id = wire.NewID(time.Now())
+	ch := make(chan verifyResult, 1)
+	go func() {
+		res, err := l.Verify(ctx, wire.VerifyRequest{ID: id, At: time.Now().UTC(), Method: wire.MethodQR, Token: "K1.unsigned"})
+		ch <- verifyResult{res, err}
+	}()
+	testenv.Eventually(t, "the forged grant refused", func() bool { return rf.has(wire.KindVerifyRes, id) })
+	return r, rf, id, ch
+}
+
 // A forged grant that reaches the device first does not push the genuine
 // answer aside: it is refused and reported, and the request takes the
 // backend's signed answer that follows (here a refusal).
 func TestForgeryFirstThenTheGenuineAnswer(t *testing.T) {
 	dev := fmt.Sprintf("lf-%d", time.Now().UnixNano())
-	r := newResponder(t, dev)
-	j, _, _, err := journal.Open(journal.Options{Dir: t.TempDir(), DeviceID: dev})
-	require.NoError(t, err)
-	defer j.Close()
-	var rf refusals
-	l, stop := startLinkWith(t, Options{DeviceID: dev, Journal: j, Refused: rf.add})
-	defer stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	id := wire.NewID(time.Now())
-	type result struct {
-		res wire.VerifyResponse
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		res, err := l.Verify(ctx, wire.VerifyRequest{ID: id, At: time.Now().UTC(), Method: wire.MethodQR, Token: "K1.unsigned"})
-		done <- result{res, err}
-	}()
-	testenv.Eventually(t, "the forged grant refused", func() bool { return rf.has(wire.KindVerifyRes, id) })
+	r, _, id, done := forgedFirst(t, dev)
 	genuine := &wire.VerifyResponse{ID: id, Result: wire.VerifyWrongCode}
 	require.NoError(t, wire.SignResponse(backendKey, dev, genuine, time.Now().Add(wire.ResponseTTL)))
 	r.pub(wire.KindVerifyRes, genuine)
@@ -230,4 +249,32 @@ func TestForgedGrantKeepsTheDoorShut(t *testing.T) {
 	pulses, err := rig.Driver.WaitPulses(ctx, 1)
 	require.NoError(t, err)
 	assert.Equal(t, 1, pulses[0].Addr.Channel)
+}
+
+// An answer signed in a group with others ("KR2.", the backend's default)
+// is taken like a "KR1." one; the same group's answer for another device,
+// arriving first on this device's topic, is refused and reported.
+func TestGroupSignedAnswer(t *testing.T) {
+	dev := fmt.Sprintf("lg-%d", time.Now().UnixNano())
+	r, rf, id, done := forgedFirst(t, dev)
+	exp := time.Now().Add(wire.ResponseTTL)
+	mine := &wire.VerifyResponse{ID: id, Result: wire.VerifyOK, DocumentID: "doc-7", Addr: &wire.Address{Board: 0, Channel: 2}}
+	theirs := &wire.VerifyResponse{ID: id, Result: wire.VerifyOK, DocumentID: "doc-7", Addr: &wire.Address{Board: 0, Channel: 2}}
+	third := &wire.VerifyResponse{ID: wire.NewID(time.Now()), Result: wire.VerifyWrongCode}
+	var leaves []*wire.ResponseLeaf
+	for i, m := range []*wire.VerifyResponse{theirs, mine, third} {
+		lf, err := wire.PrepareResponse([]string{dev + "-other", dev, dev}[i], m, exp)
+		require.NoError(t, err)
+		leaves = append(leaves, lf)
+	}
+	require.NoError(t, wire.SignResponseGroup(backendKey, leaves))
+	require.True(t, strings.HasPrefix(mine.Sig, wire.ResponseGroupSigPrefix))
+	before := rf.count()
+	r.pub(wire.KindVerifyRes, theirs)
+	testenv.Eventually(t, "the other device's answer refused", func() bool { return rf.count() > before })
+	r.pub(wire.KindVerifyRes, mine)
+	got := <-done
+	require.NoError(t, got.err)
+	assert.Equal(t, wire.VerifyOK, got.res.Result)
+	assert.Equal(t, "doc-7", got.res.DocumentID)
 }

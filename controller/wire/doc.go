@@ -47,7 +47,8 @@
 //     by the device; the response repeats it and carries the backend's
 //     signature ([SignResponse]; "KR1." claims binding the device id, the
 //     request id, the SHA-256 of the whole answer and an expiry of
-//     [ResponseTTL]): a device acts on no answer that [VerifyResponseSig]
+//     [ResponseTTL]; or the same claims signed with other answers' in one
+//     group, [SignResponseGroup], "KR2."): a device acts on no answer that [VerifyResponseSig]
 //     refuses, waits on for the genuine one (unanswered in the end if none
 //     comes) and reports an event response_refused.
 //

@@ -417,7 +417,8 @@ type VerifyResponse struct {
 	// RetryAfterS is how long a locked-out device should refuse codes.
 	RetryAfterS int `json:"retry_after_s,omitempty"`
 	// Sig is the backend's signature of this answer for this device and
-	// request (SignResponse, "KR1.<claims>.<signature>"). kluisd acts on
+	// request (SignResponse, "KR1.<claims>.<signature>", or
+	// SignResponseGroup, "KR2.<claims>.<path>.<signature>"). kluisd acts on
 	// no answer without a valid one (VerifyResponseSig).
 	Sig string `json:"sig,omitempty"`
 }

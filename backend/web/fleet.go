@@ -194,6 +194,10 @@ type boardHealth struct {
 	// AlarmNotCleared: the heartbeat, newer than Alarm, has the board
 	// online again, and the device has not cleared the alarm yet.
 	AlarmNotCleared bool
+	// NotReported: the last heartbeat does not list the board (or there
+	// is none); it is known from its open board_unreachable alarm only,
+	// so its firmware and counters are unknown.
+	NotReported bool
 }
 
 // boardWide reports whether alarms of kind k are about a lock board as a
@@ -340,7 +344,31 @@ func makeHealth(d store.Device, p presenceRow, known bool, alarms []alarm, now t
 			h.Software = safetext.Escape(hb.Software)
 		}
 	}
+	// A board with an open board_unreachable alarm that the last
+	// heartbeat does not list (kluisd lists the boards it knows of; none
+	// stored yet) is offline by its alarm: without it, the boards table
+	// had no row for the board the alarm names and the open form no
+	// warning for its compartments.
+	for j := range alarms {
+		a := alarms[j]
+		if a.Kind != wire.AlarmBoardUnreachable || a.Board == nil || h.hasBoard(*a.Board) {
+			continue
+		}
+		h.Boards = append(h.Boards, boardHealth{BoardHealth: wire.BoardHealth{Address: *a.Board}, Alarm: &alarms[j], NotReported: true})
+		h.BoardsOffline++
+	}
+	sort.SliceStable(h.Boards, func(i, j int) bool { return h.Boards[i].Address < h.Boards[j].Address })
 	return h
+}
+
+// hasBoard reports whether h lists board b.
+func (h health) hasBoard(b int) bool {
+	for _, x := range h.Boards {
+		if x.Address == b {
+			return true
+		}
+	}
+	return false
 }
 
 func contains(ss []string, s string) bool {

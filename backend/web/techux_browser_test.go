@@ -22,10 +22,14 @@ import (
 
 // darkScheme has the tab's pages seen as on a phone or computer set to
 // dark (prefers-color-scheme: dark).
-func darkScheme(t *testing.T, tab *browsertest.Tab) {
+func darkScheme(t *testing.T, tab *browsertest.Tab) { t.Helper(); colorScheme(t, tab, "dark") }
+
+// colorScheme has the tab's pages seen as on a phone or computer set to
+// scheme (prefers-color-scheme: light or dark).
+func colorScheme(t *testing.T, tab *browsertest.Tab, scheme string) {
 	t.Helper()
 	_, err := chromedp.Call(tab.Ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
-		Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}})
+		Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: scheme}}})
 	require.NoError(t, err)
 }
 

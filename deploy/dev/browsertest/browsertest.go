@@ -340,17 +340,21 @@ func (tab *Tab) WaitText(t testing.TB, css, want string, timeout time.Duration) 
 }
 
 // WaitFor polls the JavaScript boolean expression every 20 ms until it is
-// true on a parsed document (readyState past "loading"), for at most
-// timeout, failing t otherwise. A new page's element can be there while
-// its document is still loading; the browser renumbers the page's nodes
-// when the document is parsed, and a click that found its element before
-// then failed with "Could not find node with given id".
+// true on a document whose DOMContentLoaded has been dispatched, for at
+// most timeout, failing t otherwise. The browser renumbers a page's nodes
+// twice: when the page comes and again once DOMContentLoaded has been
+// dispatched; a node looked up in between (the page parsed, readyState
+// "interactive", its deferred scripts still running) is gone by the
+// time it is clicked: "Could not find node with given id" after a
+// navigation by a link, a form or a reload. So the condition is only
+// looked at once the page's document is complete or its navigation
+// timing has DOMContentLoaded's end.
 func (tab *Tab) WaitFor(t testing.TB, expr string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
-	parsed := "document.readyState !== \"loading\" && (" + expr + "\n)"
+	loaded := contentLoaded + " && (" + expr + "\n)"
 	for {
-		ok, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[bool](parsed))
+		ok, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[bool](loaded))
 		if err == nil && ok {
 			return
 		}
@@ -360,6 +364,11 @@ func (tab *Tab) WaitFor(t testing.TB, expr string, timeout time.Duration) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// contentLoaded is true once the page's DOMContentLoaded has been
+// dispatched (and the browser's renumbering of its nodes done, which
+// follows in the same task).
+const contentLoaded = `(document.readyState === "complete" || ((performance.getEntriesByType("navigation")[0] || {}).domContentLoadedEventEnd > 0))`
 
 func jsString(s string) string {
 	b, _ := json.Marshal(s)

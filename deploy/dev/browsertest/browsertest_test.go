@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/dom"
 	"github.com/chromedp/chromedp"
 )
 
@@ -33,6 +34,9 @@ document.getElementById("b").addEventListener("click", function () {
 const brokenPage = `<!doctype html><html><head><meta charset="utf-8"><title>Broken</title></head>
 <body><main><h1>Broken</h1><img src="/x.png"></main></body></html>`
 
+// slowScript is how long /slow's deferred script takes to come.
+const slowScript = 1500 * time.Millisecond
+
 func serve(t *testing.T) string {
 	t.Helper()
 	mux := http.NewServeMux()
@@ -47,6 +51,21 @@ func serve(t *testing.T) string {
 	mux.HandleFunc("GET /throws", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write([]byte(`<!doctype html><html lang="en"><title>t</title><script>null.x()</script></html>`))
+	})
+	// A page parsed long before its DOMContentLoaded: its deferred
+	// script comes after slowScript.
+	mux.HandleFunc("GET /slow", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write([]byte(`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Slow</title>
+<script defer src="/slow.js"></script></head><body><main><h1>Slow</h1><button id="b" type="button">Press</button></main></body></html>`))
+	})
+	mux.HandleFunc("GET /slow.js", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(slowScript):
+		case <-r.Context().Done():
+		}
+		w.Header().Set("Content-Type", "text/javascript")
+		w.Write([]byte(`document.title = "Slow, loaded"`))
 	})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -160,6 +179,30 @@ func TestCheckAxeFailsOnAViolationInEveryPageOfATab(t *testing.T) {
 	other := b.NewTab(t, 800, 480)
 	other.Do(t, chromedp.Navigate(base+"/broken"))
 	checkFails(t, other, "broken page in a new tab", "html-has-lang", "image-alt")
+}
+
+// A page reached by a link, a form or a reload is parsed (readyState
+// "interactive") before its deferred scripts have run and DOMContentLoaded
+// is dispatched, after which the browser numbers its nodes anew: a node
+// looked up as soon as the page was parsed was gone when it was clicked
+// ("Could not find node with given id"). WaitFor waits for that, so the
+// nodes looked up after it stay the page's.
+func TestWaitForWaitsUntilThePageKeepsItsNodes(t *testing.T) {
+	base := serve(t)
+	tab := New(t, Options{}).NewTab(t, 800, 480)
+	tab.Do(t, chromedp.Navigate(base+"/clean"))
+	tab.Do(t, chromedp.Evaluate[chromedp.Void](`location.href = "/slow"`))
+	tab.WaitFor(t, `location.pathname === "/slow" && !!document.getElementById("b")`, 20*time.Second)
+	ids, err := chromedp.Run(tab.Ctx, chromedp.QueryNodeIDs(chromedp.CSS("#b")))
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("the button's node: %v (%v)", ids, err)
+	}
+	tab.WaitFor(t, `document.readyState === "complete" && document.title === "Slow, loaded"`, 20*time.Second)
+	if _, err := chromedp.Call(tab.Ctx, dom.DescribeNode, dom.DescribeNodeParams{NodeID: ids[0]}); err != nil {
+		t.Fatalf("the button's node looked up after WaitFor is gone once the page is loaded: %v", err)
+	}
+	tab.Do(t, chromedp.Click(chromedp.CSS("#b")))
+	tab.WaitText(t, "main", "Slow", 5*time.Second)
 }
 
 // An axe-core check that does not finish (here a run whose promise never

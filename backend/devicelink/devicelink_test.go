@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"kluis/backend/broker/mosquittotest"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/testenv"
+	"kluis/hardware"
 )
 
 func TestDuplicateEventAppliedOnceAckedTwice(t *testing.T) {
@@ -369,4 +371,39 @@ func TestEventDatedAheadIsRecordedWhenItArrived(t *testing.T) {
 	assert.WithinDuration(t, slightly.At, s, time.Millisecond, "within the skew: the device's time")
 	w, _ := at(weekAgo.ID)
 	assert.WithinDuration(t, weekAgo.At, w, time.Millisecond, "the past: the device's time")
+}
+
+// A heartbeat is decoded once (wire.DecodeKind's scanned path) and as
+// strictly as before: one with a door whose addr has no channel is counted
+// malformed, logged with what is wrong and not recorded; the locker's
+// heartbeat after it (boards and 16 doors) is recorded whole.
+func TestHeartbeatDecodedStrictly(t *testing.T) {
+	pool := newPool(t)
+	dev := "t" + randHex(6)
+	reg := prometheus.NewRegistry()
+	var logs testenv.SyncBuffer
+	runLink(t, Options{URL: testenv.BrokerURL(), ClientID: "kluis-backend-test-" + randHex(4), ShareGroup: "kluis-test-" + randHex(4),
+		DeviceFilter: dev, Pool: pool, Logger: slog.New(slog.NewTextHandler(&logs, nil)), Registry: reg, Workers: 1})
+	d := newDevice(t, testenv.BrokerURL(), dev)
+	count := func(outcome string) float64 {
+		return metricValue(t, reg, "kluis_devicelink_messages_total", map[string]string{"kind": "heartbeat", "outcome": outcome})
+	}
+
+	at := time.Now().UTC().Format(time.RFC3339Nano)
+	d.raw(wire.KindHeartbeat, []byte(`{"v":1,"at":"`+at+`","uptime_s":1,"backlog":0,"offline_cache":0,"doors":[{"addr":{"board":0},"locked":true}]}`))
+	testenv.Eventually(t, "the bad heartbeat counted", func() bool { return count("malformed") == 1 })
+	assert.Contains(t, logs.String(), `\"addr\" without \"channel\"`, "the log says what is wrong")
+	assert.Zero(t, countRows(t, pool, `SELECT count(*) FROM device_diagnostics WHERE device_id = $1`, dev))
+
+	h := &wire.Heartbeat{At: time.Now(), UptimeS: 60, Backlog: 1, OfflineCache: 40, CacheVersion: 7,
+		Boards: []wire.BoardHealth{{Address: 0, Online: true, Firmware: "kb-2.1"}, {Address: 1, Online: true, Firmware: "kb-2.1"}}}
+	for ch := range 16 {
+		h.Doors = append(h.Doors, hardware.ChannelState{Addr: hardware.Address{Board: ch / 8, Channel: ch % 8}, Locked: true, ItemPresent: ch%3 == 0})
+	}
+	hb, err := wire.Encode(h)
+	require.NoError(t, err)
+	d.raw(wire.KindHeartbeat, hb)
+	testenv.Eventually(t, "the heartbeat recorded", func() bool { return count("ok") == 1 })
+	assert.Equal(t, 16, countRows(t, pool, `SELECT jsonb_array_length(heartbeat->'doors') FROM device_diagnostics WHERE device_id = $1`, dev))
+	assert.Equal(t, float64(1), count("malformed"))
 }

@@ -87,13 +87,19 @@ func Decode(topic string, payload []byte) (Topic, Message, error) {
 //
 // A flat payload (an object of strings, numbers, booleans and nulls, every
 // key plain and once: a verify request, a verify or staff answer) is read
-// once, into its message; anything else, and every payload the flat path
-// does not accept, goes through decodeChecked, which reads it twice (as
-// generic JSON for the version, the required and nested keys, then into
-// its message). Both accept the same payloads with the same message, and
-// every error comes from decodeChecked (FuzzDecodeFlat checks it).
+// once, into its message; one with objects or arrays (a heartbeat) is
+// looked at without allocating (decodeScanned: the version, the required
+// and nested keys) and read once. Every payload neither path accepts goes
+// through decodeChecked, which reads it twice (as generic JSON for the
+// version, the required and nested keys, then into its message) and says
+// what is wrong. All three accept the same payloads with the same
+// message, and every error comes from decodeChecked (FuzzDecodeFlat checks
+// it).
 func DecodeKind(k Kind, payload []byte) (Message, error) {
 	if m := decodeFlat(k, payload); m != nil {
+		return m, nil
+	}
+	if m := decodeScanned(k, payload); m != nil {
 		return m, nil
 	}
 	return decodeChecked(k, payload)
@@ -194,19 +200,7 @@ func decodeFlat(k Kind, payload []byte) Message {
 			return nil
 		}
 	}
-	m, err := newMessage(k)
-	if err != nil {
-		return nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(m); err != nil {
-		return nil
-	}
-	if !jsonSpace(payload[dec.InputOffset():]) || m.Validate() != nil {
-		return nil
-	}
-	return m
+	return decodeOnce(k, payload)
 }
 
 // flatFields splits a JSON object whose values are all strings, numbers,

@@ -64,8 +64,15 @@ var flatEdges = []string{
 }
 
 func TestDecodeFlatMatchesChecked(t *testing.T) {
+	allSameAsChecked(t, flatEdges)
+}
+
+// allSameAsChecked runs sameAsChecked on every payload of edges and every
+// encoded sample, as each kind.
+func allSameAsChecked(t *testing.T, edges []string) {
+	t.Helper()
 	for _, k := range Kinds() {
-		for _, p := range flatEdges {
+		for _, p := range edges {
 			sameAsChecked(t, k, []byte(p))
 		}
 		for _, m := range samples() {
@@ -113,13 +120,14 @@ func hasObject(b []byte) bool {
 	return false
 }
 
-// FuzzDecodeFlat: for any payload and kind, DecodeKind answers exactly as
-// decodeChecked does.
+// FuzzDecodeFlat: for any payload and kind, DecodeKind (its flat and
+// scanned paths) answers exactly as decodeChecked does.
 func FuzzDecodeFlat(f *testing.F) {
 	kinds := Kinds()
-	for i, p := range flatEdges {
+	for i, p := range append(flatEdges, scanEdges...) {
 		f.Add(uint8(i), []byte(p))
 	}
+	f.Add(uint8(1), fleetHeartbeat(f)) // Kinds()[1]: a heartbeat
 	for i, m := range samples() {
 		b, err := Encode(m)
 		if err != nil {

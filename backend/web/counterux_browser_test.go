@@ -305,18 +305,27 @@ func TestDocumentThatLeftItsCompartmentSaysSoInBrowser(t *testing.T) {
 // today, to yesterday, Enter) the results list yesterday's batch and only
 // it, the link marked as the current one; a day that is not a date is
 // refused (400). In Dutch and in French, on a tablet.
+//
+// The server's clock stands still at the last moment of a day in
+// Brussels, and the batch's day and the expected texts are read from it:
+// which day "today" is cannot change while the test runs (before, the
+// server, PostgreSQL's now() and the test each read the real time, and a
+// run crossing midnight Brussels time put the batch two days back or
+// today's document in yesterday's list).
 func TestYesterdaysDocumentsInBrowser(t *testing.T) {
 	t.Parallel() // its own backend and database
-	e, tab, base := staffOnTablet(t)
+	brussels, err := time.LoadLocation("Europe/Brussels")
+	require.NoError(t, err)
+	wall := time.Now().In(brussels)
+	clock := &fakeClock{t: time.Date(wall.Year(), wall.Month(), wall.Day(), 23, 59, 59, 999e6, brussels)}
+	e, tab, base := staffOnTabletWith(t, server.Options{Clock: clock.Now})
 	batch := []string{e.register("591-7770001-40", false), e.registerOnly("591-7770002-40", false)}
 	e.register("591-7770003-40", false) // today
 	// The batch was registered yesterday at noon, Brussels time.
-	_, err := e.pool().Exec(t.Context(), `UPDATE documents SET created_at =
-		(date_trunc('day', now() AT TIME ZONE 'Europe/Brussels') - interval '12 hours') AT TIME ZONE 'Europe/Brussels' WHERE id = ANY($1::uuid[])`, batch)
+	today := clock.Now().In(brussels)
+	yesterday := time.Date(today.Year(), today.Month(), today.Day()-1, 12, 0, 0, 0, brussels)
+	_, err = e.pool().Exec(t.Context(), `UPDATE documents SET created_at = $2 WHERE id = ANY($1::uuid[])`, batch, yesterday)
 	require.NoError(t, err)
-	brussels, err := time.LoadLocation("Europe/Brussels")
-	require.NoError(t, err)
-	yesterday := time.Now().In(brussels).AddDate(0, 0, -1)
 	for _, lang := range []string{"nl", "fr"} {
 		tab.Do(t, chromedp.Navigate(base+"/staff/documents?lang="+lang))
 		tab.WaitFor(t, `document.activeElement && document.activeElement.id === "q"`, 20*time.Second)
@@ -344,7 +353,13 @@ func TestYesterdaysDocumentsInBrowser(t *testing.T) {
 // tab signed in as counter staff, with the backend's address.
 func staffOnTablet(t *testing.T) (*env, *browsertest.Tab, string) {
 	t.Helper()
-	e := newEnv(t, server.Options{})
+	return staffOnTabletWith(t, server.Options{})
+}
+
+// staffOnTabletWith is staffOnTablet with a backend started with o.
+func staffOnTabletWith(t *testing.T, o server.Options) (*env, *browsertest.Tab, string) {
+	t.Helper()
+	e := newEnv(t, o)
 	tab := browsertest.New(t, browsertest.Options{}).NewTab(t, 768, 1024)
 	base := e.b.URL("")
 	login(t, tab, base, e.users[auth.RoleStaff], password(auth.RoleStaff))

@@ -77,7 +77,7 @@ func (e *Engine) HandleCommand(ctx context.Context, c wire.Command) wire.Command
 		if st := e.start(o); st != "" {
 			res.Status, res.Detail = wire.StatusFailed, "compartment "+st
 			if st == StateDeviceOutOfOrder {
-				res.Detail = "device out of order: disk full"
+				res.Detail = e.outOfOrderDetail()
 			}
 		}
 		e.log.Info("remote open", "id", c.ID, "compartment", comp.cfg.Number, "reason", c.Reason, "status", res.Status)

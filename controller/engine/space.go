@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"kluis/controller/journal"
@@ -41,7 +42,7 @@ func (e *Engine) spaceLoop(ctx context.Context) {
 	defer retry.Stop()
 	for {
 		st, changed := e.j.Space()
-		e.noteSpace(st.Low)
+		e.noteSpace(st)
 		var tick <-chan time.Time
 		if st.Low {
 			retry.Reset(spaceRetry)
@@ -74,7 +75,8 @@ func (e *Engine) spaceLoop(ctx context.Context) {
 // after the mark but before the alarm was journaled, as when something
 // else took the reserve's room, lost the raise for good.) A raised mark
 // outlives its compacted alarm.
-func (e *Engine) noteSpace(low bool) {
+func (e *Engine) noteSpace(st journal.SpaceState) {
+	low := st.Low
 	e.mu.Lock()
 	was := e.fullAlarm
 	e.fullAlarm = low
@@ -86,12 +88,32 @@ func (e *Engine) noteSpace(low bool) {
 		e.keep(recJournalFull, func() error { return e.appendData(recJournalFull, journalFullMark{Raised: raised}) })
 	}
 	if low {
-		e.alarm(wire.AlarmJournalFull, nil, nil, "disk full: the journal's reserve is in use; no door opens until there is room again")
+		e.alarm(wire.AlarmJournalFull, nil, nil, lowDetail(st))
 		mark(true)
 		return
 	}
 	e.emitKept(wire.Event{Kind: wire.EvAlarmCleared, Alarm: wire.AlarmJournalFull})
 	mark(false)
+}
+
+// lowDetail is the journal_full alarm's detail: a full disk, or the cause
+// that kept the reserve from being made when it is another (the same
+// alarm, as no door opens either way, but a technician who reads "disk
+// full" frees room on a disk that may have plenty).
+func lowDetail(st journal.SpaceState) string {
+	if st.DiskFull() {
+		return "disk full: the journal's reserve is in use; no door opens until there is room again"
+	}
+	return fmt.Sprintf("not a full disk: the journal's reserve of disk space could not be made (%v); no door opens until it is made", st.Cause)
+}
+
+// outOfOrderDetail is a refused remote open's detail while the journal is
+// low.
+func (e *Engine) outOfOrderDetail() string {
+	if st, _ := e.j.Space(); st.Low && !st.DiskFull() {
+		return "device out of order: the journal's reserve of disk space could not be made"
+	}
+	return "device out of order: disk full"
 }
 
 // replayJournalFull takes a journal_full mark from the journal.

@@ -228,3 +228,52 @@ func TestJournalFullAlarmJournaledWithoutItsMark(t *testing.T) {
 		require.Equal(t, 1, n, "the journaled raise is cleared once: %v", r.kinds())
 	})
 }
+
+// A reserve that cannot be made for another reason than a full disk (an
+// I/O error, a reserve file kluisd may not write): doors stay shut and the
+// alarm is raised as before, but it names the cause instead of "disk full"
+// (which sent a technician to free room on a disk with room to spare), as
+// does the remote open's refusal; once the reserve can be made the alarm
+// is cleared.
+func TestReserveFailureNamesItsCause(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		var mu sync.Mutex
+		failing := true
+		alloc := func(f *os.File, size int64) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if failing {
+				return syscall.EIO
+			}
+			return f.Truncate(size)
+		}
+		r := newRig(t, rigOpts{caps: sensors, dir: dir, alloc: alloc, reserve: 16 << 10})
+		defer r.stop()
+		synctest.Wait()
+		var detail string
+		for _, ev := range r.events() {
+			if ev.Kind == wire.EvAlarm && ev.Alarm == wire.AlarmJournalFull {
+				detail = ev.Detail
+			}
+		}
+		require.NotEmpty(t, detail, "raised: %v", r.kinds())
+		require.NotContains(t, detail, "disk full")
+		require.Contains(t, detail, "input/output error")
+		require.Contains(t, detail, "no door opens")
+
+		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "cmd-eio", Kind: wire.CmdOpen, Addr: &wire.Address{Board: 0, Channel: 1},
+			Issued: time.Now(), Expires: time.Now().Add(time.Minute), Reason: "test"}))
+		require.Equal(t, wire.StatusFailed, res.Status)
+		require.Equal(t, "device out of order: the journal's reserve of disk space could not be made", res.Detail)
+		require.Empty(t, r.f.Pulses())
+
+		mu.Lock()
+		failing = false
+		mu.Unlock()
+		time.Sleep(spaceRetry)
+		synctest.Wait()
+		require.True(t, r.hasEvent("alarm_cleared:journal_full"), "%v", r.kinds())
+		require.Zero(t, r.mustMetric("kluisd_journal_disk_full"))
+	})
+}

@@ -222,6 +222,7 @@ type Journal struct {
 	reserve   int64
 	low       bool
 	lowUsed   int64
+	lowCause  error  // why low (SpaceState.Cause)
 	releases  uint64 // times the reserve was given up
 	spaceWake chan struct{}
 }
@@ -337,8 +338,12 @@ func Open(o Options) (*Journal, []Record, Recovery, error) {
 		// daemon start, finish what the journal says is unfinished and
 		// raise its alarm, but no new door operation starts.
 		if err := j.makeReserve(); err != nil {
-			j.low = true
-			j.log.Error("journal: no room for the reserve: no new door operation until there is", "reserve_bytes", j.reserve, "err", err)
+			j.low, j.lowCause = true, err
+			if isNoSpace(err) {
+				j.log.Error("journal: no room for the reserve: no new door operation until there is", "reserve_bytes", j.reserve, "err", err)
+			} else {
+				j.log.Error("journal: the reserve could not be made (not a full disk): no new door operation until it is", "reserve_bytes", j.reserve, "err", err)
+			}
 		}
 	}
 	return j, recs, rec, nil

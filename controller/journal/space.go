@@ -42,6 +42,19 @@ type SpaceState struct {
 	// UsedSinceLow is how many bytes of records were appended since the
 	// reserve was given up.
 	UsedSinceLow int64
+	// Cause is why the journal is low (nil when it is not): the file
+	// system's error when it said it was full, or what kept the reserve
+	// from being made (at Open or at the last Restore), which may be
+	// something else than a full disk (an I/O error, a reserve file
+	// kluisd may not write).
+	Cause error
+}
+
+// DiskFull reports whether the journal is low because its disk is full
+// (ENOSPC, EDQUOT, or too little room to make the reserve), not for
+// another reason (Cause).
+func (s SpaceState) DiskFull() bool {
+	return s.Low && (s.Cause == nil || isNoSpace(s.Cause) || errors.Is(s.Cause, ErrNoSpace))
 }
 
 // Space returns the journal's space state and a channel closed when it
@@ -49,16 +62,20 @@ type SpaceState struct {
 func (j *Journal) Space() (SpaceState, <-chan struct{}) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return SpaceState{Low: j.low, Reserve: j.reserve, UsedSinceLow: j.lowUsed}, j.spaceWake
+	return SpaceState{Low: j.low, Reserve: j.reserve, UsedSinceLow: j.lowUsed, Cause: j.lowCause}, j.spaceWake
 }
 
-// setLowLocked changes the space state and wakes Space's watchers. j.mu
-// held.
-func (j *Journal) setLowLocked(low bool) {
+// setLowLocked changes the space state (cause: why it is low) and wakes
+// Space's watchers. j.mu held.
+func (j *Journal) setLowLocked(low bool, cause error) {
+	if !low {
+		cause = nil
+	}
 	if j.low == low {
+		j.lowCause = cause
 		return
 	}
-	j.low, j.lowUsed = low, 0
+	j.low, j.lowUsed, j.lowCause = low, 0, cause
 	close(j.spaceWake)
 	j.spaceWake = make(chan struct{})
 }
@@ -114,7 +131,7 @@ func (j *Journal) releaseLocked(cause error) bool {
 	if errors.Is(err, os.ErrNotExist) {
 		err = nil // gone already (removed by hand): nothing to free
 	}
-	j.setLowLocked(true)
+	j.setLowLocked(true, cause)
 	j.releases++
 	j.log.Error("journal: disk full: reserve released for the records that must be kept; no new door operation until there is room again",
 		"reserve_bytes", j.reserve, "cause", cause, "release_err", err)
@@ -135,12 +152,16 @@ func (j *Journal) Restore() error {
 		return nil
 	}
 	if free, ok := freeSpace(j.o.Dir); ok && free < 2*j.reserve {
-		return fmt.Errorf("%w: %d bytes free, %d needed to make the reserve", ErrNoSpace, free, 2*j.reserve)
+		err := fmt.Errorf("%w: %d bytes free, %d needed to make the reserve", ErrNoSpace, free, 2*j.reserve)
+		j.setLowLocked(true, err)
+		return err
 	}
 	if err := j.makeReserve(); err != nil {
+		// Not necessarily a full disk: the cause is kept as it is (Space).
+		j.setLowLocked(true, err)
 		return fmt.Errorf("%w: %w", ErrNoSpace, err)
 	}
-	j.setLowLocked(false)
+	j.setLowLocked(false, nil)
 	j.log.Info("journal: reserve made again: door operations may start", "reserve_bytes", j.reserve)
 	return nil
 }

@@ -419,3 +419,31 @@ func TestAckJournaledOnlyWhenWritten(t *testing.T) {
 	require.Equal(t, len(ids)-refused-1+1, j.OutboxLen(), "the acked events left the outbox; the pickup_completed stays")
 	require.NoError(t, j.Close())
 }
+
+// A reserve that cannot be made for another reason than a full disk (here
+// a directory in its place) leaves the journal low with that cause, which
+// DiskFull tells apart from a full disk; once the obstacle is gone,
+// Restore makes the reserve.
+func TestReserveFailureKeepsItsCause(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.Mkdir(filepath.Join(dir, ReserveName), 0o700))
+	j, _, _, err := Open(Options{Dir: dir, DeviceID: "d", Reserve: 4096})
+	require.NoError(t, err)
+	defer j.Close()
+	st, _ := j.Space()
+	require.True(t, st.Low)
+	require.False(t, st.DiskFull(), "%v", st.Cause)
+	require.ErrorIs(t, st.Cause, syscall.EISDIR)
+	_, err = j.BeginPulse(Intent{Compartment: 1, Purpose: "pickup"})
+	require.ErrorIs(t, err, ErrNoSpace, "no door while low, whatever the cause")
+
+	require.Error(t, j.Restore())
+	st, _ = j.Space()
+	require.ErrorIs(t, st.Cause, syscall.EISDIR)
+	require.NoError(t, os.Remove(filepath.Join(dir, ReserveName)))
+	require.NoError(t, j.Restore())
+	st, _ = j.Space()
+	require.False(t, st.Low)
+	require.NoError(t, st.Cause)
+	require.EqualValues(t, 4096, reserveSize(t, dir))
+}

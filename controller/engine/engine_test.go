@@ -1682,11 +1682,18 @@ func TestJournalDamagedAlarm(t *testing.T) {
 // the rest aside. It returns the code's token and entry.
 func spendOfflineThenDamage(t *testing.T, r *rig) (*hardwaretest.Fake, string, wire.CodeEntry, time.Time) {
 	t.Helper()
+	return spendOfflineThenDamageWith(t, r)
+}
+
+// spendOfflineThenDamageWith is spendOfflineThenDamage with more entries
+// in the first code sync.
+func spendOfflineThenDamageWith(t *testing.T, r *rig, more ...wire.CodeEntry) (*hardwaretest.Fake, string, wire.CodeEntry, time.Time) {
+	t.Helper()
 	now := time.Now()
 	tok, cid := signToken(t, r.priv, now.Add(time.Hour))
 	entry := wire.CodeEntry{DocumentID: "doc-q", Addr: wire.Address{Board: 0, Channel: 1}, Expires: now.Add(time.Hour), QRHash: pickupcode.QRHash(cid)}
 	res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-1", Kind: wire.CmdCodeSync, Issued: now,
-		Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{entry}}}))
+		Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true, Entries: append([]wire.CodeEntry{entry}, more...)}}))
 	require.Equal(t, wire.StatusDone, res.Status, res.Detail)
 	r.be.set(func() { r.be.unreachable = true })
 	a1 := hardware.Address{Board: 0, Channel: 1}

@@ -616,11 +616,9 @@ func (e *Engine) forgetAllCodes() bool {
 	if e.o.Cache == nil {
 		return false
 	}
-	addrs := make([]wire.Address, 0, len(e.comps))
-	for _, c := range e.comps {
-		addrs = append(addrs, c.wireAddr())
-	}
-	n, err := e.o.Cache.ForgetAll(addrs)
+	// Every entry, not only the configured compartments': one taken out
+	// of the configuration and put back later keeps no spent code.
+	n, err := e.o.Cache.WithdrawAll()
 	if err != nil {
 		e.log.Error("withdrawing the offline codes after journal damage failed", "err", err)
 		return false

@@ -265,6 +265,13 @@ func (c *Cache) ForgetAll(addrs []wire.Address) (int, error) {
 	return c.forget(func(a wire.Address) bool { return set[a] }, "")
 }
 
+// WithdrawAll withdraws every entry, at whatever address (one the
+// configuration no longer has included), in one durable write: a damaged
+// journal may have lost the single-use mark of any of them.
+func (c *Cache) WithdrawAll() (int, error) {
+	return c.forget(func(wire.Address) bool { return true }, "")
+}
+
 // forget withdraws the entries at an address match accepts, but keep's.
 func (c *Cache) forget(match func(wire.Address) bool, keep string) (int, error) {
 	c.mu.Lock()

@@ -11,7 +11,9 @@
 // record is never misread. Damage before the last record (a bad disk block)
 // stops reading at the first bad record: the rest is moved aside to a
 // journal.log.bad-N file for forensics and Recovery.Corrupt tells the daemon
-// to raise an alarm. Before the cut the marker file journal.damaged is
+// to raise an alarm. A crash before the cut finds the same tail at the next
+// Open, which writes the copy that crash left again (one whose bytes begin
+// the tail) instead of adding another: repeated crashes keep one copy. Before the cut the marker file journal.damaged is
 // written and fsynced (DamageName); every Open reports Recovery.Unsettled
 // while it is there, until the caller, its response to the damage durable,
 // calls SettleDamage: a power cut between the cut and that response does not

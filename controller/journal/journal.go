@@ -448,29 +448,78 @@ func withSeq(body []byte, seq uint64) []byte {
 	return append(out, body[len(seqZero)-1:]...)
 }
 
+// saveBad copies f from offset from (a damaged tail) to a journal.log.bad-N
+// file, made durable with its name, and returns its path. A crash after
+// the copy began but before the tail was cut from the journal (or before
+// the cut was durable) finds the same tail at the next Open: the copy that
+// crash left (whole or cut short, a prefix of the tail) is written again
+// instead of adding another, so repeated crashes there keep one copy, not
+// one per start, each as large as the tail.
 func (j *Journal) saveBad(f *os.File, from int64) (string, error) {
-	for n := 1; n < 1000; n++ {
-		p := fmt.Sprintf("%s.bad-%d", j.path, n)
-		if _, err := os.Stat(p); err == nil {
+	var free string
+	p := ""
+	for n := 1; n < 1000 && p == ""; n++ {
+		c := fmt.Sprintf("%s.bad-%d", j.path, n)
+		st, err := os.Lstat(c)
+		if err != nil {
+			if free == "" {
+				free = c
+			}
 			continue
 		}
-		out, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return "", fmt.Errorf("journal: save damaged tail: %w", err)
+		// Only a regular file is written again (never through a link).
+		if st.Mode().IsRegular() && isPrefix(c, io.NewSectionReader(f, from, 1<<40)) {
+			p = c
 		}
-		_, err = io.Copy(out, io.NewSectionReader(f, from, 1<<40))
-		if err == nil {
-			err = out.Sync()
-		}
-		if cerr := out.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return "", fmt.Errorf("journal: save damaged tail: %w", err)
-		}
-		return p, j.o.SyncDir(j.o.Dir)
 	}
-	return "", errors.New("journal: too many damaged-tail files")
+	flag := os.O_WRONLY | os.O_TRUNC
+	if p == "" {
+		if free == "" {
+			return "", errors.New("journal: too many damaged-tail files")
+		}
+		p, flag = free, os.O_WRONLY|os.O_CREATE|os.O_EXCL
+	}
+	out, err := os.OpenFile(p, flag, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("journal: save damaged tail: %w", err)
+	}
+	_, err = io.Copy(out, io.NewSectionReader(f, from, 1<<40))
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", fmt.Errorf("journal: save damaged tail: %w", err)
+	}
+	return p, j.o.SyncDir(j.o.Dir)
+}
+
+// isPrefix reports whether the regular file at path holds the first bytes
+// of tail (all of them, or fewer: a copy a crash cut short).
+func isPrefix(path string, tail io.Reader) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	a, b := make([]byte, 64<<10), make([]byte, 64<<10)
+	for {
+		n, err := io.ReadFull(f, a)
+		if n > 0 {
+			m, _ := io.ReadFull(tail, b[:n])
+			if m < n || !bytes.Equal(a[:n], b[:n]) {
+				return false
+			}
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+	}
 }
 
 // markDamaged writes the marker DamageName naming bad, fsynced with its

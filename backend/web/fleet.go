@@ -239,11 +239,7 @@ func (h health) NextSteps(t *tr) []nextStep {
 		case !h.Online:
 			out = append(out, nextStep{What: t.S("status.offline"), Do: t.F("next.offline", "time", t.Time(h.Since))})
 		case h.Late:
-			since := h.Since
-			if h.LastHeartbeat != nil {
-				since = *h.LastHeartbeat
-			}
-			out = append(out, nextStep{What: t.S("status.late"), Do: t.F("next.late", "time", t.Time(since))})
+			out = append(out, nextStep{What: t.S("status.late"), Do: t.F("next.late", "time", t.Time(h.SilentSince()))})
 		}
 	}
 	seen := map[wire.AlarmKind]bool{}
@@ -258,6 +254,23 @@ func (h health) NextSteps(t *tr) []nextStep {
 		out = append(out, nextStep{What: t.S("alarm.board_unreachable"), Do: t.S("next.alarm.board_unreachable")})
 	}
 	return out
+}
+
+// SilentSince is since when a device that is Late has sent nothing: its
+// last heartbeat, or its coming online when it sent none since.
+func (h health) SilentSince() time.Time {
+	if h.LastHeartbeat != nil && h.LastHeartbeat.After(h.Since) {
+		return *h.LastHeartbeat
+	}
+	return h.Since
+}
+
+// OpenWarning reports whether a remote open will likely not be carried
+// out because of the device as a whole (offline or late): the device
+// page says so above its open buttons, which stay for an emergency, and
+// the form and its confirmation warn again.
+func (h health) OpenWarning() bool {
+	return h.Known && (!h.Online || h.Late)
 }
 
 // Stale reports whether what the last heartbeat said (backlog, running

@@ -74,7 +74,8 @@ func fleetToDevice(t *testing.T, tab *browsertest.Tab, base, ready string) {
 // the pages read as every door closed). Then the network goes: the fleet
 // row says offline since when, the device page gives the doors as last
 // reported, with the time, not as they are now, and so its backlog and
-// its start. Every page with zero
+// its start, and so its lock boards; above the open buttons, that a
+// remote open will likely not reach it. Every page with zero
 // axe-core WCAG 2.1 A/AA violations, nothing scrolling sideways;
 // screenshots under var/screenshots/console/night-*.
 func TestTechnicianAtNightSeesWhatIsKnown(t *testing.T) {
@@ -123,6 +124,9 @@ func TestTechnicianAtNightSeesWhatIsKnown(t *testing.T) {
 		reportedAt := strings.SplitN(web.Text("nl", "devices.reported_at"), "{time}", 2)[0]
 		assert.Contains(t, v.tab.Text(t, "#backlog"), reportedAt)
 		assert.Contains(t, v.tab.Text(t, "#up-since"), reportedAt)
+		// The lock boards too, and the open buttons say why they are there.
+		assert.True(t, strings.HasPrefix(v.tab.Text(t, "#boards-reported"), strings.SplitN(web.Text("nl", "device.boards_reported"), "{time}", 2)[0]))
+		assert.Equal(t, web.Text("nl", "device.open_offline", "time", since), v.tab.Text(t, "#open-warn"))
 	}
 
 	// In French, with a click on the language.

@@ -167,10 +167,7 @@ func (w *Web) openOutlook(q *req, d store.Device, c store.Compartment, data *act
 		data.OfflineSince = &h.Since
 	}
 	if h.Online && h.Late {
-		since := h.Since
-		if h.LastHeartbeat != nil {
-			since = *h.LastHeartbeat
-		}
+		since := h.SilentSince()
 		data.LateSince = &since
 	}
 	for _, b := range h.Boards {

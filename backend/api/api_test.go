@@ -480,6 +480,29 @@ func TestAPITokensAndUserAdmin(t *testing.T) {
 	r = e.do("GET", "/api/v1/me", iss.Token, nil)
 	assert.Equal(t, 401, r.status)
 
+	// The revoked token is still listed (until the retention prunes
+	// it), not among the active ones.
+	names := func(q string) []string {
+		t.Helper()
+		r := e.do("GET", "/api/v1/tokens"+q, tech, nil)
+		require.Equal(t, 200, r.status, string(r.body))
+		var p api.Page[auth.TokenInfo]
+		r.decode(t, &p)
+		out := []string{}
+		for _, tk := range p.Items {
+			out = append(out, tk.Kind+":"+tk.Name)
+		}
+		return out
+	}
+	assert.Contains(t, names(""), "api:monitoring")
+	assert.Contains(t, names("?active=false"), "api:monitoring")
+	active := names("?active=true")
+	assert.NotContains(t, active, "api:monitoring")
+	assert.Contains(t, active, "session:", "the caller's session is active")
+	r = e.do("GET", "/api/v1/tokens?active=yes", tech, nil)
+	assert.Equal(t, 400, r.status)
+	assert.Equal(t, "invalid_filter", r.errCode())
+
 	// Admin disables the technician: its tokens stop working.
 	admin := e.tokens[auth.RoleAdmin]
 	techID := e.users[auth.RoleTechnician].ID

@@ -387,13 +387,22 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error 
 }
 
 // listTokens answers a page of a user's tokens, newest first (the cursor
-// is the last id shown).
+// is the last id shown); ?active=true keeps those neither expired nor
+// revoked.
 func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, userID int64) error {
 	limit, before, err := pageInt(r)
 	if err != nil {
 		return err
 	}
-	toks, err := s.auth.ListTokens(r.Context(), userID, before, limit+1)
+	active := false
+	switch r.URL.Query().Get("active") {
+	case "", "false":
+	case "true":
+		active = true
+	default:
+		return errorf(http.StatusBadRequest, "invalid_filter", "active must be true or false")
+	}
+	toks, err := s.auth.ListTokens(r.Context(), userID, before, limit+1, active)
 	if err != nil {
 		return err
 	}

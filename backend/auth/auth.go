@@ -687,15 +687,43 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 	return p, nil
 }
 
+// EndedTokenRetention is how long a token that expired or was revoked
+// stays in auth_tokens (and in the token list) after its end: PruneTokens
+// deletes it then. Its story stays in the audit trail (login,
+// token.create, token.revoke).
+const EndedTokenRetention = 30 * 24 * time.Hour
+
+// PruneTokens deletes at most limit tokens that ended (expired or were
+// revoked, whichever came first) before cutoff, oldest end first, in one
+// statement (rows another replica is deleting are skipped; migration
+// 0215's index), and returns how many. The backend calls it with
+// EndedTokenRetention (backend/devicelink's Pruner).
+func PruneTokens(ctx context.Context, db interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}, cutoff time.Time, limit int) (int, error) {
+	tag, err := db.Exec(ctx, `WITH doomed AS (
+		SELECT id FROM auth_tokens WHERE LEAST(expires_at, revoked_at) < $1
+		ORDER BY LEAST(expires_at, revoked_at) LIMIT $2 FOR UPDATE SKIP LOCKED)
+		DELETE FROM auth_tokens t USING doomed WHERE t.id = doomed.id`, cutoff, limit)
+	if err != nil {
+		return 0, fmt.Errorf("auth: prune tokens: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
 // ListTokens returns up to limit tokens of a user with an id below
-// beforeID (0: from the newest), newest first.
-func (s *Service) ListTokens(ctx context.Context, userID, beforeID int64, limit int) ([]TokenInfo, error) {
+// beforeID (0: from the newest), newest first; with activeOnly, only
+// those neither expired nor revoked. Ended tokens are listed until
+// PruneTokens deletes them (EndedTokenRetention).
+func (s *Service) ListTokens(ctx context.Context, userID, beforeID int64, limit int, activeOnly bool) ([]TokenInfo, error) {
 	if beforeID <= 0 {
 		beforeID = math.MaxInt64
 	}
 	rows, err := s.pool.Query(ctx,
-		`SELECT id, kind, name, created_at, expires_at, revoked_at FROM auth_tokens WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3`,
-		userID, beforeID, limit)
+		`SELECT id, kind, name, created_at, expires_at, revoked_at FROM auth_tokens WHERE user_id = $1 AND id < $2
+		   AND (NOT $4 OR (revoked_at IS NULL AND expires_at > $5))
+		 ORDER BY id DESC LIMIT $3`,
+		userID, beforeID, limit, activeOnly, s.now())
 	if err != nil {
 		return nil, fmt.Errorf("auth: list tokens: %w", err)
 	}

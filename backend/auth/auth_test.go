@@ -120,11 +120,11 @@ func TestUsersLoginAndTokens(t *testing.T) {
 	_, err = svc.Authenticate(ctx, api.Token)
 	require.NoError(t, err)
 
-	toks, err := svc.ListTokens(ctx, u.ID, 0, 10)
+	toks, err := svc.ListTokens(ctx, u.ID, 0, 10, false)
 	require.NoError(t, err)
 	assert.Len(t, toks, 2)
 	assert.Equal(t, api.ID, toks[0].ID, "newest first")
-	toks, err = svc.ListTokens(ctx, u.ID, api.ID, 10)
+	toks, err = svc.ListTokens(ctx, u.ID, api.ID, 10, false)
 	require.NoError(t, err)
 	require.Len(t, toks, 1)
 	assert.Equal(t, sess.ID, toks[0].ID, "keyset: ids below the cursor")
@@ -171,4 +171,63 @@ func TestEnsureAdminOnlyOnce(t *testing.T) {
 	assert.Equal(t, auth.RoleAdmin, users[0].Role)
 	_, err = svc.GetUser(ctx, users[0].ID+99)
 	assert.True(t, errors.Is(err, auth.ErrNotFound))
+}
+
+// TestEndedTokensArePruned: PruneTokens deletes the tokens that expired
+// or were revoked (whichever came first) before the cutoff, a batch at a
+// time, and keeps those that ended since and those still valid; the
+// token list can keep only the active ones.
+func TestEndedTokensArePruned(t *testing.T) {
+	ctx := t.Context()
+	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	clock := storetest.NewClock(now)
+	st := storetest.New(t)
+	svc, err := auth.New(auth.Options{Pool: st.Pool(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Clock: clock.Now, Params: cheap})
+	require.NoError(t, err)
+	u, err := svc.CreateUser(ctx, "an.desmet", "a long enough password", auth.RoleStaff)
+	require.NoError(t, err)
+
+	// Made 40 days ago: a session (expired after 12 h), an API token
+	// revoked then, one revoked 10 days ago, one expired 10 days ago and
+	// one still valid.
+	clock.Set(now.Add(-40 * 24 * time.Hour))
+	oldSession, err := svc.Login(ctx, "an.desmet", "a long enough password", auth.LoginFrom{})
+	require.NoError(t, err)
+	revokedOld, err := svc.CreateAPIToken(ctx, u.ID, "revoked long ago")
+	require.NoError(t, err)
+	require.NoError(t, svc.Revoke(ctx, u.ID, revokedOld.ID))
+	revokedNew, err := svc.CreateAPIToken(ctx, u.ID, "revoked lately")
+	require.NoError(t, err)
+	expiredNew, err := svc.CreateAPITokenTTL(ctx, u.ID, "expired lately", 30*24*time.Hour)
+	require.NoError(t, err)
+	valid, err := svc.CreateAPIToken(ctx, u.ID, "still valid")
+	require.NoError(t, err)
+	clock.Set(now.Add(-10 * 24 * time.Hour))
+	require.NoError(t, svc.Revoke(ctx, u.ID, revokedNew.ID))
+	clock.Set(now)
+
+	ids := func(active bool) []int64 {
+		t.Helper()
+		toks, err := svc.ListTokens(ctx, u.ID, 0, 100, active)
+		require.NoError(t, err)
+		out := []int64{}
+		for _, tk := range toks {
+			out = append(out, tk.ID)
+		}
+		return out
+	}
+	assert.Equal(t, []int64{valid.ID, expiredNew.ID, revokedNew.ID, revokedOld.ID, oldSession.ID}, ids(false))
+	assert.Equal(t, []int64{valid.ID}, ids(true), "only the active token")
+
+	cutoff := now.Add(-auth.EndedTokenRetention)
+	n, err := auth.PruneTokens(ctx, st.Pool(), cutoff, 1)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n, "a batch at most")
+	n, err = auth.PruneTokens(ctx, st.Pool(), cutoff, 100)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	n, err = auth.PruneTokens(ctx, st.Pool(), cutoff, 100)
+	require.NoError(t, err)
+	assert.Zero(t, n)
+	assert.Equal(t, []int64{valid.ID, expiredNew.ID, revokedNew.ID}, ids(false), "what ended within the retention stays listed")
 }

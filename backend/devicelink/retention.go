@@ -36,6 +36,11 @@ const (
 	// or deletes (commands) at most: each is a short transaction of its
 	// own, so the prune never holds long locks.
 	DefaultPruneBatch = 1000
+	// KeepForever, as PrunerOptions.Retention, keeps the device history
+	// (events, commands, code syncs and the Also tables without a Keep of
+	// their own) for ever; the Also tables with their own Keep are still
+	// pruned (-device-retention 0).
+	KeepForever time.Duration = -1
 )
 
 // PrunerOptions configure a Pruner.
@@ -43,7 +48,7 @@ type PrunerOptions struct {
 	Pool *pgxpool.Pool
 	// Retention is how long events (by received_at, the backend's clock)
 	// and commands (by issued_at and expires_at) are kept; at least
-	// MinRetention; zero: DefaultRetention.
+	// MinRetention; zero: DefaultRetention; KeepForever: never.
 	Retention time.Duration
 	// Batch is DefaultPruneBatch when zero.
 	Batch int
@@ -64,6 +69,9 @@ type PrunerOptions struct {
 type Table struct {
 	// Name is the table's, for the metric's label and the log.
 	Name string
+	// Keep is how long this table's rows are kept, whatever the
+	// retention (also KeepForever); zero: the Pruner's retention.
+	Keep time.Duration
 	// Prune deletes at most limit rows older than cutoff, in one short
 	// statement, and returns how many; the Pruner calls it until it
 	// deletes fewer than limit.
@@ -104,7 +112,7 @@ func NewPruner(o PrunerOptions) (*Pruner, error) {
 	if o.Retention == 0 {
 		o.Retention = DefaultRetention
 	}
-	if o.Retention < MinRetention {
+	if o.Retention < MinRetention && o.Retention != KeepForever {
 		return nil, fmt.Errorf("%w: %s", ErrRetention, o.Retention)
 	}
 	if o.Batch <= 0 {
@@ -124,8 +132,8 @@ func NewPruner(o PrunerOptions) (*Pruner, error) {
 	p.pruned.WithLabelValues("device_events")
 	p.pruned.WithLabelValues("device_commands")
 	for _, t := range o.Also {
-		if t.Name == "" || t.Prune == nil {
-			return nil, errors.New("devicelink: pruner: a table without a name or a prune function")
+		if t.Name == "" || t.Prune == nil || t.Keep < 0 {
+			return nil, errors.New("devicelink: pruner: a table without a name or a prune function, or with a negative Keep")
 		}
 		p.pruned.WithLabelValues(t.Name)
 	}
@@ -152,8 +160,10 @@ type PruneResult struct {
 	Events, Commands, CodeSyncs int
 	// Also counts the rows of Options.Also's tables, by name.
 	Also map[string]int
-	// Cutoff: rows older than it were due.
+	// Cutoff: rows older than it were due (zero with KeepForever).
 	Cutoff time.Time
+	// Cutoffs are those of the Also tables with a Keep of their own.
+	Cutoffs map[string]time.Time
 }
 
 // Run prunes at once and then every interval until ctx ends; it returns
@@ -170,21 +180,33 @@ func (p *Pruner) Run(ctx context.Context, every time.Duration) error {
 // Pass deletes every event and command older than the retention, a batch
 // per transaction, and logs how many it deleted (nothing when none).
 func (p *Pruner) Pass(ctx context.Context) (PruneResult, error) {
-	r := PruneResult{Cutoff: p.now().UTC().Add(-p.keep), Also: map[string]int{}}
+	now := p.now().UTC()
+	r := PruneResult{Also: map[string]int{}, Cutoffs: map[string]time.Time{}}
+	forever := p.keep == KeepForever
 	var err error
-	r.Events, err = p.pruneEvents(ctx, r.Cutoff)
-	if err == nil {
-		r.Commands, err = p.batches(ctx, "device_commands", r.Cutoff, p.pruneCommands)
-	}
-	if err == nil {
-		r.CodeSyncs, err = p.batches(ctx, "device_commands", p.now().UTC().Add(-CodeSyncRetention), p.pruneCodeSyncs)
+	if !forever {
+		r.Cutoff = now.Add(-p.keep)
+		r.Events, err = p.pruneEvents(ctx, r.Cutoff)
+		if err == nil {
+			r.Commands, err = p.batches(ctx, "device_commands", r.Cutoff, p.pruneCommands)
+		}
+		if err == nil {
+			r.CodeSyncs, err = p.batches(ctx, "device_commands", now.Add(-CodeSyncRetention), p.pruneCodeSyncs)
+		}
 	}
 	total := r.Events + r.Commands + r.CodeSyncs
 	for _, t := range p.also {
 		if err != nil {
 			break
 		}
-		r.Also[t.Name], err = p.batches(ctx, t.Name, r.Cutoff, t.Prune)
+		cutoff := r.Cutoff
+		if t.Keep > 0 {
+			cutoff = now.Add(-t.Keep)
+			r.Cutoffs[t.Name] = cutoff
+		} else if forever {
+			continue
+		}
+		r.Also[t.Name], err = p.batches(ctx, t.Name, cutoff, t.Prune)
 		total += r.Also[t.Name]
 	}
 	if total > 0 {
@@ -192,7 +214,7 @@ func (p *Pruner) Pass(ctx context.Context) (PruneResult, error) {
 		for _, t := range p.also {
 			attrs = append(attrs, t.Name, r.Also[t.Name])
 		}
-		p.log.Info("device retention: pruned", append(attrs, "cutoff", r.Cutoff.Format(time.RFC3339), "retention", p.keep.String())...)
+		p.log.Info("device retention: pruned", append(attrs, "cutoff", r.Cutoff.Format(time.RFC3339), "retention", p.retention())...)
 		// One record per pass, also when a later table failed: what was
 		// deleted is gone. The pass's own context may have ended (the
 		// backend stopping); the record is still written, briefly.
@@ -204,14 +226,31 @@ func (p *Pruner) Pass(ctx context.Context) (PruneResult, error) {
 	return r, err
 }
 
+// retention names the retention for the log and the audit record.
+func (p *Pruner) retention() string {
+	if p.keep == KeepForever {
+		return "forever"
+	}
+	return p.keep.String()
+}
+
 // audit appends the pass's audit record (AuditAction).
 func (p *Pruner) audit(ctx context.Context, r PruneResult) error {
-	deleted := map[string]int{"device_events": r.Events, "device_commands": r.Commands + r.CodeSyncs}
+	deleted := map[string]int{}
+	if p.keep != KeepForever {
+		deleted["device_events"], deleted["device_commands"] = r.Events, r.Commands+r.CodeSyncs
+	}
 	for name, n := range r.Also {
 		deleted[name] = n
 	}
-	_, err := audit.Append(ctx, p.pool, audit.Entry{At: p.now(), Actor: "system", Action: AuditAction, Subject: "retention:device",
-		Details: map[string]any{"deleted": deleted, "cutoff": r.Cutoff, "retention": p.keep.String()}})
+	details := map[string]any{"deleted": deleted, "retention": p.retention()}
+	if !r.Cutoff.IsZero() {
+		details["cutoff"] = r.Cutoff
+	}
+	if len(r.Cutoffs) > 0 {
+		details["cutoffs"] = r.Cutoffs
+	}
+	_, err := audit.Append(ctx, p.pool, audit.Entry{At: p.now(), Actor: "system", Action: AuditAction, Subject: "retention:device", Details: details})
 	if err != nil {
 		return fmt.Errorf("devicelink: audit the prune: %w", err)
 	}

@@ -258,3 +258,38 @@ kluis_device_history_prune_failures_total 1
 	require.ErrorIs(t, <-done, context.Canceled)
 	require.Contains(t, logs.String(), "device retention: prune failed")
 }
+
+// TestPrunerKeepForever: with KeepForever (-device-retention 0) the device
+// history stays, and so do the Also tables without a Keep of their own;
+// a table with its own Keep is still pruned with its own cutoff, and the
+// pass audited.
+func TestPrunerKeepForever(t *testing.T) {
+	ctx := t.Context()
+	pool := storetest.New(t).Pool()
+	now := time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
+	storeEvent(t, pool, "door-ancient", "d1", wire.Event{Kind: wire.EvDoorOpened, At: now.Add(-3 * devicelink.DefaultRetention)})
+	var cutoffs []time.Time
+	p, err := devicelink.NewPruner(devicelink.PrunerOptions{Pool: pool, Retention: devicelink.KeepForever, Clock: func() time.Time { return now },
+		Also: []devicelink.Table{
+			{Name: "kept", Prune: func(context.Context, time.Time, int) (int, error) {
+				t.Error("a table without a Keep of its own is kept for ever")
+				return 0, nil
+			}},
+			{Name: "own", Keep: 30 * 24 * time.Hour, Prune: func(_ context.Context, cutoff time.Time, _ int) (int, error) {
+				cutoffs = append(cutoffs, cutoff)
+				return 3, nil
+			}},
+		}})
+	require.NoError(t, err)
+	res, err := p.Pass(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, []time.Time{now.Add(-30 * 24 * time.Hour)}, cutoffs)
+	assert.Equal(t, map[string]int{"own": 3}, res.Also)
+	assert.Zero(t, res.Events)
+	assert.Equal(t, map[string]bool{"door-ancient": true}, storedEvents(t, pool))
+	recs, err := audit.List(ctx, pool, audit.ListOptions{})
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+	assert.Equal(t, devicelink.AuditAction, recs[0].Action)
+	assert.JSONEq(t, `{"deleted":{"own":3},"retention":"forever","cutoffs":{"own":"2026-11-07T09:00:00Z"}}`, string(recs[0].Details))
+}

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
+	"kluis/backend/auth"
 	"kluis/backend/devicelink"
 	"kluis/backend/server"
 	"kluis/deploy/dev/testenv"
@@ -73,9 +75,11 @@ func TestHourlyPrunesRunAtStart(t *testing.T) {
 
 // The device retention prunes as the backend starts: device events
 // received, commands expired and code attempts made before the retention
-// go, an old alarm
-// that is still a device's latest stays, and the audit trail's chain
-// still verifies (GET /api/v1/audit/verify, kluisctl audit verify);
+// go, and the auth tokens that ended more than auth.EndedTokenRetention
+// ago (a token that ended since stays, in the token list too), an old
+// alarm that is still a device's latest stays, the pass is audited once
+// (retention.pruned) and the audit trail's chain still verifies (GET
+// /api/v1/audit/verify, kluisctl audit verify);
 // kluis_device_history_pruned_total counts the rows.
 func TestDeviceRetentionPrunesAtStart(t *testing.T) {
 	ctx := context.Background()
@@ -92,25 +96,36 @@ func TestDeviceRetentionPrunesAtStart(t *testing.T) {
 	_, err = db.Exec(ctx, `INSERT INTO code_attempts (device_id, at, method, reason, counted) VALUES
 		('d1', $1, 'pin', 'wrong_code', true), ('d1', now(), 'pin', 'wrong_code', true)`, old)
 	require.NoError(t, err)
+	var admin int64
+	require.NoError(t, db.QueryRow(ctx, `SELECT id FROM auth_users WHERE username = $1`, server.DefaultAdminUser).Scan(&admin))
+	ended := time.Now().Add(-auth.EndedTokenRetention - time.Hour)
+	_, err = db.Exec(ctx, `INSERT INTO auth_tokens (user_id, kind, name, token_hash, created_at, expires_at, revoked_at) VALUES
+		($1, 'session', '', '\x0a01', $2, $2, NULL), ($1, 'api', 'token-revoked-old', '\x0a02', $2, now() + interval '1 day', $2),
+		($1, 'api', 'token-revoked-new', '\x0a03', $2, now() + interval '1 day', now() - interval '1 day')`, admin, ended)
+	require.NoError(t, err)
 	left := func() []string {
 		rows, err := db.Query(ctx, `SELECT event_id FROM device_events UNION ALL SELECT command_id FROM device_commands
-			UNION ALL SELECT 'attempt-' || CASE WHEN at < $1 THEN 'old' ELSE 'new' END FROM code_attempts ORDER BY 1`, old.Add(time.Hour))
+			UNION ALL SELECT 'attempt-' || CASE WHEN at < $1 THEN 'old' ELSE 'new' END FROM code_attempts
+			UNION ALL SELECT coalesce(nullif(name, ''), 'token-session-old') FROM auth_tokens WHERE token_hash IN ('\x0a01', '\x0a02', '\x0a03')
+			ORDER BY 1`, old.Add(time.Hour))
 		require.NoError(t, err)
 		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		require.NoError(t, err)
 		return ids
 	}
-	require.Equal(t, []string{"alarm-old", "attempt-new", "attempt-old", "cmd-new", "cmd-old", "door-new", "door-old"}, left())
+	require.Equal(t, []string{"alarm-old", "attempt-new", "attempt-old", "cmd-new", "cmd-old", "door-new", "door-old",
+		"token-revoked-new", "token-revoked-old", "token-session-old"}, left())
 
 	reg := prometheus.NewRegistry()
 	b := startBackend(t, server.Options{DatabaseURL: first.Options.DatabaseURL, Keys: first.Options.Keys, Registry: reg})
-	testenv.Eventually(t, "the old device event, command and code attempt pruned at the start", func() bool { return len(left()) == 4 })
-	require.Equal(t, []string{"alarm-old", "attempt-new", "cmd-new", "door-new"}, left())
+	testenv.Eventually(t, "the old device event, command, code attempt and tokens pruned at the start", func() bool { return len(left()) == 5 })
+	require.Equal(t, []string{"alarm-old", "attempt-new", "cmd-new", "door-new", "token-revoked-new"}, left())
 	testenv.Eventually(t, "the pruned rows counted", func() bool {
-		return testutil.CollectAndCount(reg, "kluis_device_history_pruned_total") == 3 &&
+		return testutil.CollectAndCount(reg, "kluis_device_history_pruned_total") == 4 &&
 			testutil.GatherAndCompare(reg, strings.NewReader(`
 # HELP kluis_device_history_pruned_total Rows deleted by the device retention (-device-retention), by table (device_events, device_commands, code_attempts).
 # TYPE kluis_device_history_pruned_total counter
+kluis_device_history_pruned_total{table="auth_tokens"} 2
 kluis_device_history_pruned_total{table="code_attempts"} 1
 kluis_device_history_pruned_total{table="device_commands"} 1
 kluis_device_history_pruned_total{table="device_events"} 1
@@ -123,4 +138,21 @@ kluis_device_history_pruned_total{table="device_events"} 1
 	require.NoError(t, b.Call(ctx, "GET", "/api/v1/audit/verify", nil, &rep))
 	require.True(t, rep.OK)
 	require.Positive(t, rep.Records)
+	// The pass's audit record (chained by now, or still pending).
+	audited := func() []string {
+		rows, err := db.Query(ctx, `SELECT details::text FROM audit_log WHERE action = 'retention.pruned'
+			UNION ALL SELECT details::text FROM audit_pending WHERE action = 'retention.pruned'`)
+		require.NoError(t, err)
+		out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		return out
+	}
+	testenv.Eventually(t, "the pass audited", func() bool { return len(audited()) > 0 })
+	recs := audited()
+	require.Len(t, recs, 1, "one audit record for the pass")
+	var details struct {
+		Deleted map[string]int `json:"deleted"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(recs[0]), &details))
+	require.Equal(t, map[string]int{"auth_tokens": 2, "code_attempts": 1, "device_commands": 1, "device_events": 1}, details.Deleted)
 }

@@ -146,7 +146,8 @@ type Options struct {
 	// code attempts are kept (devicelink.Pruner, every hour on every
 	// replica); default
 	// devicelink.DefaultRetention, at least devicelink.MinRetention;
-	// Disabled: kept for ever.
+	// Disabled: kept for ever. The same pass deletes the auth tokens that
+	// ended more than auth.EndedTokenRetention ago, whatever this is.
 	DeviceRetention time.Duration
 
 	// OpenTimeout is how long a remote open waits for the device; default
@@ -405,14 +406,22 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		})
 	}})
-	// Device events, commands and code attempts past their retention; the
-	// audit trail is never pruned.
-	if o.DeviceRetention != Disabled {
+	// Device events, commands and code attempts past their retention
+	// (Disabled: kept for ever), and the auth tokens that ended more than
+	// auth.EndedTokenRetention ago whatever it is; the audit trail is
+	// never pruned.
+	{
 		pool := st.Pool()
-		pruner, err := devicelink.NewPruner(devicelink.PrunerOptions{Pool: pool, Retention: o.DeviceRetention,
+		keep := o.DeviceRetention
+		if keep == Disabled {
+			keep = devicelink.KeepForever
+		}
+		pruner, err := devicelink.NewPruner(devicelink.PrunerOptions{Pool: pool, Retention: keep,
 			Clock: o.Clock, Logger: log, Registerer: o.Registry,
 			Also: []devicelink.Table{{Name: "code_attempts", Prune: func(ctx context.Context, cutoff time.Time, limit int) (int, error) {
 				return codes.PruneAttempts(ctx, pool, cutoff, limit)
+			}}, {Name: "auth_tokens", Keep: auth.EndedTokenRetention, Prune: func(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+				return auth.PruneTokens(ctx, pool, cutoff, limit)
 			}}}})
 		if err != nil {
 			return err

@@ -58,7 +58,7 @@ Commands:
   users update ID [-disabled=true|false] [-kiosk-pin] [-badge B]   (-kiosk-pin reads the staff PIN from KLUIS_KIOSK_PIN or stdin)
   users unlock ID [-reason TEXT]      lift the user's login limits at once (admin; audited)
   tokens create NAME [-days N]        create an API token for automation with a session (current password from KLUIS_PASSWORD or stdin; expires after N days, default: the server's)
-  tokens list [-user ID] [-limit N] [-all]   your tokens, or (admin) those of user ID
+  tokens list [-user ID] [-active true] [-limit N] [-all]   your tokens, or (admin) those of user ID; -active true: only those neither expired nor revoked (ended ones are listed for 30 days)
   tokens revoke TOKEN-ID [-user ID]   revoke one of your tokens, or (admin) one of user ID's
 `
 
@@ -1151,7 +1151,7 @@ func (c *cli) tokenList(ctx context.Context, args []string) error {
 	if base == "" {
 		base = "/api/v1"
 	}
-	return c.list(ctx, base+"/tokens", rest, nil, tokenCols)
+	return c.list(ctx, base+"/tokens", rest, []string{"active"}, tokenCols)
 }
 
 func (c *cli) tokenRevoke(ctx context.Context, args []string) error {

@@ -23,7 +23,8 @@
 // master fail with EIO.
 //
 // Frame errors (bad CRC, oversize, truncated, garbage, wrong address,
-// unexpected or malformed replies) are counted in
+// unexpected or malformed replies, replies from an earlier boot of the
+// board) are counted in
 // kluis_kluisbus_frame_errors_total{kind} and by FrameErrors, and skipped;
 // a malformed reply is logged too, the first of an episode and then at most
 // a summary and one line a minute (internal/loglimit), however many a
@@ -37,6 +38,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -153,7 +155,15 @@ type board struct {
 	// 4.3.1), the most recent sentMax of them; sentOrder is their order.
 	sent      map[uint32]uint32
 	sentOrder []uint32
+	// pastBoots are the board's boot ids before bootID, the most recent
+	// pastBootsMax, forgotten when it goes offline (a swapped board may
+	// count boots from anywhere). A board never starts again in one of
+	// them, so a reply carrying one is a stale or replayed frame.
+	pastBoots []uint32
 }
+
+// pastBootsMax is how many earlier boot ids of a board are kept.
+const pastBootsMax = 8
 
 // sentMax is how many command ids a board's binding keeps: more than the
 // board remembers (kluisproto.IDCacheSize) and more than an operation's
@@ -180,13 +190,17 @@ const (
 	ErrKindWrongAddress = "wrong_address"
 	ErrKindUnexpected   = "unexpected"
 	ErrKindMalformed    = "malformed"
+	// ErrKindStaleBoot: a good reply carrying a boot id the board had
+	// before its current one (a late or replayed frame), skipped rather
+	// than taken for a reboot back.
+	ErrKindStaleBoot = "stale_boot"
 )
 
 func newMetrics(reg promtext.Registerer, bus string) (*metrics, error) {
 	cl := promtext.Labels{"bus": bus}
 	m := &metrics{
 		frameErrors: promtext.NewCounterVec(promtext.CounterOpts{Name: "kluis_kluisbus_frame_errors_total",
-			Help: "Bad input on the Kluis bus by kind (bad_crc, oversize, truncated, garbage, wrong_address, unexpected, malformed); all skipped.", ConstLabels: cl}, []string{"kind"}),
+			Help: "Bad input on the Kluis bus by kind (bad_crc, oversize, truncated, garbage, wrong_address, unexpected, malformed, stale_boot); all skipped.", ConstLabels: cl}, []string{"kind"}),
 		frames: promtext.NewCounter(promtext.CounterOpts{Name: "kluis_kluisbus_frames_total",
 			Help: "Valid frames received on the Kluis bus.", ConstLabels: cl}),
 		timeouts: promtext.NewCounter(promtext.CounterOpts{Name: "kluis_kluisbus_timeouts_total",
@@ -207,7 +221,7 @@ func newMetrics(reg promtext.Registerer, bus string) (*metrics, error) {
 			return nil, fmt.Errorf("kluisbus: register metrics: %w", err)
 		}
 	}
-	for _, k := range []string{ErrKindBadCRC, ErrKindOversize, ErrKindTruncated, ErrKindGarbage, ErrKindWrongAddress, ErrKindUnexpected, ErrKindMalformed} {
+	for _, k := range []string{ErrKindBadCRC, ErrKindOversize, ErrKindTruncated, ErrKindGarbage, ErrKindWrongAddress, ErrKindUnexpected, ErrKindMalformed, ErrKindStaleBoot} {
 		m.frameErrors.WithLabelValues(k)
 	}
 	return m, nil
@@ -627,6 +641,11 @@ func (d *Driver) match(f kluisproto.Frame, addr int, req kluisproto.Message) (kl
 		d.countErr(ErrKindUnexpected)
 		return nil, false
 	}
+	if boot, ok := replyBoot(m); ok && d.pastBoot(addr, boot) {
+		d.countErr(ErrKindStaleBoot)
+		d.log.Debug("reply from an earlier boot skipped", "board", addr, "frame", f.String())
+		return nil, false
+	}
 	late := false
 	switch r := m.(type) {
 	case *kluisproto.UnlockReply:
@@ -642,6 +661,31 @@ func (d *Driver) match(f kluisproto.Frame, addr int, req kluisproto.Message) (kl
 		return nil, false
 	}
 	return m, true
+}
+
+// replyBoot returns the boot id a reply carries.
+func replyBoot(m kluisproto.Message) (uint32, bool) {
+	switch r := m.(type) {
+	case *kluisproto.InfoReply:
+		return r.BootID, true
+	case *kluisproto.StatusReply:
+		return r.BootID, true
+	case *kluisproto.EventsReply:
+		return r.BootID, true
+	case *kluisproto.AckReply:
+		return r.BootID, true
+	case *kluisproto.WatchdogReply:
+		return r.BootID, true
+	}
+	return 0, false
+}
+
+// pastBoot reports whether boot is one of board addr's earlier boot ids.
+func (d *Driver) pastBoot(addr int, boot uint32) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	bd := d.boards[addr]
+	return bd.haveBoot && boot != bd.bootID && slices.Contains(bd.pastBoots, boot)
 }
 
 // request is exchange plus the bookkeeping of every answer: the board is
@@ -748,6 +792,7 @@ func (d *Driver) markOffline(addr int, cause error) {
 		return
 	}
 	bd.link = linkOffline
+	bd.pastBoots = nil // it may come back another board
 	d.log.Warn("board offline", "board", addr, "err", cause)
 	d.queueLocked(hardware.Event{Kind: hardware.BoardOffline, Addr: boardAddr(addr),
 		Detail: fmt.Sprintf("no answer after %d tries", d.o.Retries+1)})
@@ -768,6 +813,10 @@ func (d *Driver) noteBoot(addr int, boot uint32) {
 			Detail: fmt.Sprintf("boot id %d -> %d", bd.bootID, boot)})
 		bd.resync = true
 		bd.haveInfo = false // the firmware may have changed
+		bd.pastBoots = append(bd.pastBoots, bd.bootID)
+		if len(bd.pastBoots) > pastBootsMax {
+			bd.pastBoots = bd.pastBoots[1:]
+		}
 	}
 	bd.dropNoop = false
 	bd.watchdogSet = false

@@ -591,6 +591,21 @@ func TestResyncAfterGarbageAndBrokenFrames(t *testing.T) {
 	}
 }
 
+// pulseRetrying pulses board b's channel ch, retrying after a timeout with
+// the same id, as hardware.Driver asks of its caller.
+func pulseRetrying(t *testing.T, d *Driver, b, ch int, dur time.Duration, id uint32) {
+	t.Helper()
+	var err error
+	for try := 0; try < 10; try++ {
+		if err = d.Pulse(context.Background(), hardware.Address{Board: b, Channel: ch}, dur, hardware.CommandID(id)); err == nil || !errors.Is(err, hardware.ErrTimeout) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("pulse %d/%d: %v", b, ch, err)
+	}
+}
+
 // TestNoisyLine corrupts 1% of the bytes either way: every lock is pulsed
 // exactly once, none that was not asked for, and events still arrive.
 func TestNoisyLine(t *testing.T) {
@@ -600,7 +615,6 @@ func TestNoisyLine(t *testing.T) {
 	e.with(func() { e.corrupt = 0.01 })
 	d, _ := newDriver(t, e, Options{Boards: []int{0, 1}, Retries: 3})
 	w := hardwaretest.StartWatch(t, d)
-	ctx := context.Background()
 
 	asked := map[uint32]pulseRec{}
 	id := uint32(7000)
@@ -608,17 +622,7 @@ func TestNoisyLine(t *testing.T) {
 		for ch := 0; ch < 24; ch++ {
 			id++
 			asked[id] = pulseRec{byte(b), byte(ch), id}
-			// The caller's own retry after a timeout uses the same id,
-			// as hardware.Driver asks.
-			var err error
-			for try := 0; try < 10; try++ {
-				if err = d.Pulse(ctx, hardware.Address{Board: b, Channel: ch}, 100*time.Millisecond, hardware.CommandID(id)); err == nil || !errors.Is(err, hardware.ErrTimeout) {
-					break
-				}
-			}
-			if err != nil {
-				t.Fatalf("pulse %d/%d: %v", b, ch, err)
-			}
+			pulseRetrying(t, d, b, ch, 100*time.Millisecond, id)
 			if ch%6 == 0 {
 				e.setDoor(byte(b), ch, true)
 			}

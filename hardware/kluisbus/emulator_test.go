@@ -67,6 +67,11 @@ type emulator struct {
 	corrupt float64
 	// prefix is sent before every reply (garbage, broken frames).
 	prefix func() []byte
+	// replay is the probability that a reply is preceded by an earlier
+	// reply, byte for byte, of any board and boot (a stale or replayed
+	// frame: good CRC, old content); sent keeps every reply sent.
+	replay float64
+	sent   [][]byte
 	// dropReplies swallows the next n replies (the board acts, the answer
 	// is lost).
 	dropReplies int
@@ -230,6 +235,10 @@ func (e *emulator) send(addr byte, m kluisproto.Message) {
 	if e.prefix != nil {
 		out = append(out, e.prefix()...)
 	}
+	if e.replay > 0 && len(e.sent) > 0 && e.rng.Float64() < e.replay {
+		out = append(out, e.sent[e.rng.IntN(len(e.sent))]...)
+	}
+	e.sent = append(e.sent, b)
 	out = append(out, b...)
 	e.mangle(out)
 	e.out = append(e.out, out)

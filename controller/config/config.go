@@ -108,6 +108,12 @@ type MQTT struct {
 	ResendAfter time.Duration `yaml:"resend_after"`
 	// HeartbeatEvery is the heartbeat interval; default 30s, 1s-10m.
 	HeartbeatEvery time.Duration `yaml:"heartbeat_every"`
+	// KeepAlive is the MQTT keep-alive kluisd asks for; default 30s,
+	// whole seconds 5s-300s (the brokers refuse more). It bounds how
+	// soon the broker gives a silent device up (1.5 keep-alives) and how
+	// soon kluisd gives a silent broker up (docs/kluisd.md, "Keep-alive
+	// and dead connections").
+	KeepAlive time.Duration `yaml:"keepalive"`
 	// Pace and AlarmPace bound the sending of the outbox's events and of
 	// its alarms (docs/kluisd.md, "Sending the outbox"); left out: the
 	// link's defaults, under kluis-backend's default budgets. Set them
@@ -463,6 +469,9 @@ func (c *Config) fillDefaults() {
 	if c.MQTT.HeartbeatEvery == 0 {
 		c.MQTT.HeartbeatEvery = 30 * time.Second
 	}
+	if c.MQTT.KeepAlive == 0 {
+		c.MQTT.KeepAlive = 30 * time.Second
+	}
 	if c.MQTT.ClientID == "" {
 		c.MQTT.ClientID = cmp.Or(c.MQTT.Username, c.DeviceID)
 	}
@@ -741,6 +750,9 @@ func (m MQTT) validate() error {
 	}
 	if m.HeartbeatEvery < time.Second || m.HeartbeatEvery > 10*time.Minute {
 		return bad("mqtt.heartbeat_every", "%v must be between 1s and 10m", m.HeartbeatEvery)
+	}
+	if m.KeepAlive < 5*time.Second || m.KeepAlive > 300*time.Second || m.KeepAlive%time.Second != 0 {
+		return bad("mqtt.keepalive", "%v must be whole seconds between 5s and 300s", m.KeepAlive)
 	}
 	if err := m.Pace.validate("mqtt.pace"); err != nil {
 		return err

@@ -61,6 +61,7 @@ func TestParseGood(t *testing.T) {
 	require.Equal(t, "kortrijk-1", c.MQTT.ClientID, "the client id is the user name")
 	require.Equal(t, 30*time.Second, c.MQTT.ResendAfter, "default")
 	require.Equal(t, 30*time.Second, c.MQTT.HeartbeatEvery, "default")
+	require.Equal(t, 30*time.Second, c.MQTT.KeepAlive, "default")
 	require.Zero(t, c.MQTT.Pace, "left out: the link's defaults")
 
 	paced, err := Parse([]byte(strings.Replace(good, "  password: s3cret", "  password: s3cret\n  pace: {window: 1000, rate: 1e6, burst: 1000000}\n  alarm_pace: {window: 5, rate: 0.5, burst: 5}", 1)), ParseOptions{})
@@ -115,6 +116,9 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"  password: s3cret", "  password: s3cret\n  password_file: /x", "mqtt.password"},
 		{"  password: s3cret", "  password: s3cret\n  resend_after: 10ms", "mqtt.resend_after"},
 		{"  password: s3cret", "  password: s3cret\n  heartbeat_every: 1h", "mqtt.heartbeat_every"},
+		{"  password: s3cret", "  password: s3cret\n  keepalive: 4s", "mqtt.keepalive"},
+		{"  password: s3cret", "  password: s3cret\n  keepalive: 301s", "mqtt.keepalive"},
+		{"  password: s3cret", "  password: s3cret\n  keepalive: 30500ms", "mqtt.keepalive"},
 		{"  password: s3cret", "  password: s3cret\n  pace: {window: 0, rate: 8, burst: 200}", "mqtt.pace.window"},
 		{"  password: s3cret", "  password: s3cret\n  pace: {window: 100, burst: 200}", "mqtt.pace.rate"},
 		{"  password: s3cret", "  password: s3cret\n  alarm_pace: {window: 20, rate: 1, burst: 0}", "mqtt.alarm_pace.burst"},

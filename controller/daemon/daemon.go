@@ -199,7 +199,7 @@ func Run(ctx context.Context, o Options) error {
 	lk, err = link.New(link.Options{URL: cfg.MQTT.URL, ClientID: cfg.MQTT.ClientID, Username: cfg.MQTT.Username,
 		Password: password, TLS: mqttTLS, DeviceID: cfg.DeviceID, Software: o.Software, Journal: j, Logger: log, Registry: reg,
 		HeartbeatEvery: cmp.Or(o.HeartbeatEvery, cfg.MQTT.HeartbeatEvery), ResendAfter: cfg.MQTT.ResendAfter,
-		EventPace: link.Pace(cfg.MQTT.Pace), AlarmPace: link.Pace(cfg.MQTT.AlarmPace),
+		KeepAlive: cfg.MQTT.KeepAlive, EventPace: link.Pace(cfg.MQTT.Pace), AlarmPace: link.Pace(cfg.MQTT.AlarmPace),
 		Command:  func(ctx context.Context, c wire.Command) wire.CommandResult { return eng.HandleCommand(ctx, c) },
 		Reported: func(id string) { eng.CommandReported(id) },
 		// Only answers the backend signed for this device and request are

@@ -855,34 +855,56 @@ var alarmSeverity = map[wire.AlarmKind]int{
 
 // AttentionRank is the fleet page's default order, lowest first: a device
 // with an open alarm nobody acknowledged (0-10 by its most severe such
-// alarm), then one whose open alarms are all acknowledged (11-21 by its
-// most severe: someone handles them, they stay listed), then one that
-// NeedsAttention (offline or late in service, a board offline: 22), then
-// the others (23).
+// alarm), then one that is Unhandled (offline or late in service, a board
+// offline that no alarm names: 11), then one whose open alarms are all
+// acknowledged (12-22 by its most severe: someone handles them, they stay
+// listed), then the others (23). An offline device without alarms came
+// after those whose alarms were all acknowledged: the one nobody had
+// taken on below the ones being handled.
 func (h health) AttentionRank() int {
 	n := len(alarmSeverity)
-	if len(h.Alarms) > 0 {
-		best, acked := n, true
+	if h.Unacknowledged() > 0 {
+		best := n
 		for _, a := range h.Alarms {
-			if !a.Acknowledged() && acked {
-				best, acked = n, false
+			if s, ok := alarmSeverity[a.Kind]; ok && s < best && !a.Acknowledged() {
+				best = s
 			}
-			if a.Acknowledged() && !acked {
-				continue
-			}
+		}
+		return best
+	}
+	if h.Unhandled() {
+		return n + 1
+	}
+	if len(h.Alarms) > 0 {
+		best := n
+		for _, a := range h.Alarms {
 			if s, ok := alarmSeverity[a.Kind]; ok && s < best {
 				best = s
 			}
 		}
-		if acked {
-			return n + 1 + best
-		}
-		return best
-	}
-	if h.NeedsAttention() {
-		return 2*n + 2
+		return n + 2 + best
 	}
 	return 2*n + 3
+}
+
+// Unhandled reports a device that NeedsAttention for a reason no open
+// alarm names: offline or late in service, or a lock board offline
+// without its board_unreachable alarm (one acknowledged is being
+// handled).
+func (h health) Unhandled() bool {
+	if !h.Known || h.OutOfService != nil {
+		return false
+	}
+	if !h.Online || h.Late {
+		return true
+	}
+	alarmed := 0
+	for _, b := range h.Boards {
+		if !b.Online && b.Alarm != nil {
+			alarmed++
+		}
+	}
+	return h.BoardsOffline > alarmed
 }
 
 // Unacknowledged counts the open alarms nobody acknowledged.

@@ -17,9 +17,10 @@ import (
 )
 
 // TestFleetPutsWhatNeedsATechnicianFirst: the fleet page lists, before any
-// choice of sort, devices with an open alarm (most severe first), then
-// devices in service that are offline, late or have a board offline, then
-// the others, by name within a group; it says so, and the summary counts a
+// choice of sort, devices with an open alarm nobody acknowledged (most
+// severe first), then devices in service that are offline, late or have a
+// board offline no alarm names, then those whose alarms are all
+// acknowledged, then the others, by name within a group; it says so, and the summary counts a
 // device that never connected apart from the offline ones, in nl/fr/en/de.
 func TestFleetPutsWhatNeedsATechnicianFirst(t *testing.T) {
 	at := fixtureNow
@@ -27,6 +28,8 @@ func TestFleetPutsWhatNeedsATechnicianFirst(t *testing.T) {
 	oos := dev("h-out")
 	oos.OutOfService = &store.DeviceOutOfService{Since: at, Reason: "works"}
 	ack := &alarms.Ack{By: "tech", At: at}
+	board := 0
+	boardDown := alarm{Kind: wire.AlarmBoardUnreachable, Board: &board, At: at, Ack: ack}
 	hs := []health{ // in name order, as the store lists them
 		{Device: dev("a-healthy"), Known: true, Online: true, Since: at},
 		{Device: dev("b-journal"), Known: true, Online: true, Since: at, Alarms: []alarm{{Kind: wire.AlarmJournalDamaged, At: at}}},
@@ -43,8 +46,17 @@ func TestFleetPutsWhatNeedsATechnicianFirst(t *testing.T) {
 		// One acknowledged forced door, one board nobody acknowledged: ranked by the latter.
 		{Device: dev("k-mixed"), Known: true, Online: true, Since: at,
 			Alarms: []alarm{{Kind: wire.AlarmForcedDoor, At: at, Ack: ack}, {Kind: wire.AlarmBoardUnreachable, At: at}}},
+		// Offline with its alarms acknowledged: nobody took on the
+		// outage, with the offline ones.
+		{Device: dev("l-acked-offline"), Known: true, Since: at, Alarms: []alarm{{Kind: wire.AlarmJournalFull, At: at, Ack: ack}}},
+		// Its board offline, the board's alarm acknowledged: handled.
+		{Device: dev("m-acked-board"), Known: true, Online: true, Since: at, BoardsOffline: 1,
+			Boards: []boardHealth{{BoardHealth: wire.BoardHealth{Address: 0}, Alarm: &boardDown}}, Alarms: []alarm{boardDown}},
 	}
-	want := []string{"d-forced", "i-open", "k-mixed", "b-journal", "j-acked", "c-offline", "f-late", "g-board", "a-healthy", "e-never", "h-out"}
+	// Offline, late or a board offline with no alarm to say so (c, f, g,
+	// l) right after the alarms nobody acknowledged, before those all
+	// acknowledged (j, m): an offline device came after them.
+	want := []string{"d-forced", "i-open", "k-mixed", "b-journal", "c-offline", "f-late", "g-board", "l-acked-offline", "j-acked", "m-acked-board", "a-healthy", "e-never", "h-out"}
 	var got []string
 	for _, h := range byAttention(hs) {
 		got = append(got, h.ID)
@@ -80,10 +92,10 @@ func TestFleetPutsWhatNeedsATechnicianFirst(t *testing.T) {
 		assert.Contains(t, page, `<option value="attention" selected>`+template.HTMLEscapeString(Text(lang, "devices.sort.attention"))+`</option>`, lang)
 		assert.Contains(t, page, template.HTMLEscapeString(Text(lang, "devices.sort.note")), lang)
 		assert.NotContains(t, page, `aria-sort=`, lang)
-		// 7 online on time (a, b, d, g, i, j, k), 1 late (f), 2 offline
-		// (c and h), 1 never connected.
+		// 8 online on time (a, b, d, g, i, j, k, m), 1 late (f), 3
+		// offline (c, h and l), 1 never connected.
 		assert.Equal(t, "late", status["f-late"], lang)
-		sum := Text(lang, "devices.summary", "online", 7, "late", 1, "offline", 2, "never", 1, "alarms", 7, "unacked", 5, "total", 11)
+		sum := Text(lang, "devices.summary", "online", 8, "late", 1, "offline", 3, "never", 1, "alarms", 9, "unacked", 5, "total", 13)
 		assert.Contains(t, page, template.HTMLEscapeString(sum), lang)
 		assert.Contains(t, page, `<option value="never">`+template.HTMLEscapeString(Text(lang, "devices.show.never"))+`</option>`, lang)
 	}

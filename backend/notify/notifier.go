@@ -403,6 +403,28 @@ func History(ctx context.Context, db store.DB, documentID string) ([]Record, err
 	return out, nil
 }
 
+// PruneHistory deletes at most limit notifications (History's rows)
+// made before cutoff whose document was closed (collected, retrieved,
+// cancelled) before cutoff too, oldest first, in one statement (rows
+// another replica is deleting are skipped), and returns how many. A
+// document still being handled keeps every row whatever its age (the
+// reminder pass, the track page and the slips read them), and a closed
+// one keeps them for the whole retention after it closed, for a holder
+// who says they were never told; its transitions stay in the audit
+// trail. The backend calls it with the device retention
+// (backend/devicelink's Pruner, -device-retention).
+func PruneHistory(ctx context.Context, db store.DB, cutoff time.Time, limit int) (int, error) {
+	tag, err := db.Exec(ctx, `WITH doomed AS (
+		SELECT n.id FROM notifications n JOIN documents d ON d.id = n.document_id
+		WHERE n.created_at < $1 AND d.state IN ('collected', 'retrieved', 'cancelled') AND d.closed_at < $1
+		ORDER BY n.created_at LIMIT $2 FOR UPDATE OF n SKIP LOCKED)
+		DELETE FROM notifications n USING doomed WHERE n.id = doomed.id`, cutoff.UTC(), limit)
+	if err != nil {
+		return 0, fmt.Errorf("notify: prune notifications: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
 // PurgeDocuments forgets the tracking ids of purged documents (their track
 // links stop working), clears stored error texts and drops their outbox
 // rows, inside the purge transaction.

@@ -467,6 +467,49 @@ func TestPruneGivenUp(t *testing.T) {
 	require.Equal(t, pending, f.queued(t, waiting.ID, "pending"))
 }
 
+// TestPruneHistory: the notifications of a document closed before the
+// cutoff and made before it go, a batch at a time; those of a document
+// still being handled stay whatever their age, and so do those of a
+// document closed since the cutoff (the retention runs from its close).
+func TestPruneHistory(t *testing.T) {
+	t.Parallel()
+	f := newOfix(t, 3)
+	_, x := f.sender(t, OutboxOptions{})
+	closedLong := f.loaded(t, "", "+32470123456")
+	open := f.loaded(t, "", "+32470123457")
+	closedLate := f.loaded(t, "", "+32470123458")
+	require.Equal(t, 3, x.Drain(f.ctx))
+	_, err := f.svc.Collect(f.ctx, "device:l1", closedLong.ID)
+	require.NoError(t, err)
+	x.Drain(f.ctx) // the receipt
+	require.Len(t, f.records(t, closedLong.ID), 2)
+	const keep = 400 * 24 * time.Hour
+	f.clock.Add(keep - 24*time.Hour)
+	_, err = f.svc.Retrieve(f.ctx, "user:counter", closedLate.ID)
+	require.NoError(t, err)
+	x.Drain(f.ctx)
+	before := map[string][]string{}
+	for _, d := range []store.Document{closedLong, open, closedLate} {
+		before[d.ID] = f.records(t, d.ID)
+		require.NotEmpty(t, before[d.ID])
+	}
+	f.clock.Add(48 * time.Hour)
+
+	cutoff := f.clock.Now().Add(-keep)
+	n, err := PruneHistory(f.ctx, f.st.Pool(), cutoff, 1)
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "a batch at most")
+	n, err = PruneHistory(f.ctx, f.st.Pool(), cutoff, 100)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.Empty(t, f.records(t, closedLong.ID), "closed before the cutoff: gone")
+	require.Equal(t, before[open.ID], f.records(t, open.ID), "still in its compartment: kept")
+	require.Equal(t, before[closedLate.ID], f.records(t, closedLate.ID), "closed after the cutoff: kept")
+	n, err = PruneHistory(f.ctx, f.st.Pool(), cutoff, 100)
+	require.NoError(t, err)
+	require.Zero(t, n)
+}
+
 // What staff read of a stored failure: no address, number, PIN or token.
 func TestSafeError(t *testing.T) {
 	t.Parallel()

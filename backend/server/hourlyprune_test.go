@@ -121,7 +121,7 @@ func TestDeviceRetentionPrunesAtStart(t *testing.T) {
 	testenv.Eventually(t, "the old device event, command, code attempt and tokens pruned at the start", func() bool { return len(left()) == 5 })
 	require.Equal(t, []string{"alarm-old", "attempt-new", "cmd-new", "door-new", "token-revoked-new"}, left())
 	testenv.Eventually(t, "the pruned rows counted", func() bool {
-		return testutil.CollectAndCount(reg, "kluis_device_history_pruned_total") == 4 &&
+		return testutil.CollectAndCount(reg, "kluis_device_history_pruned_total") == 5 &&
 			testutil.GatherAndCompare(reg, strings.NewReader(`
 # HELP kluis_device_history_pruned_total Rows deleted by the device retention (-device-retention), by table (device_events, device_commands, code_attempts).
 # TYPE kluis_device_history_pruned_total counter
@@ -129,6 +129,7 @@ kluis_device_history_pruned_total{table="auth_tokens"} 2
 kluis_device_history_pruned_total{table="code_attempts"} 1
 kluis_device_history_pruned_total{table="device_commands"} 1
 kluis_device_history_pruned_total{table="device_events"} 1
+kluis_device_history_pruned_total{table="notifications"} 0
 `), "kluis_device_history_pruned_total") == nil
 	})
 	var rep struct {
@@ -154,5 +155,5 @@ kluis_device_history_pruned_total{table="device_events"} 1
 		Deleted map[string]int `json:"deleted"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(recs[0]), &details))
-	require.Equal(t, map[string]int{"auth_tokens": 2, "code_attempts": 1, "device_commands": 1, "device_events": 1}, details.Deleted)
+	require.Equal(t, map[string]int{"auth_tokens": 2, "code_attempts": 1, "device_commands": 1, "device_events": 1, "notifications": 0}, details.Deleted)
 }

@@ -406,8 +406,8 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		})
 	}})
-	// Device events, commands and code attempts past their retention
-	// (Disabled: kept for ever), and the auth tokens that ended more than
+	// Device events, commands, code attempts and the notifications of
+	// closed documents past their retention (Disabled: kept for ever), and the auth tokens that ended more than
 	// auth.EndedTokenRetention ago whatever it is; the audit trail is
 	// never pruned.
 	{
@@ -420,6 +420,8 @@ func (s *Server) Run(ctx context.Context) error {
 			Clock: o.Clock, Logger: log, Registerer: o.Registry,
 			Also: []devicelink.Table{{Name: "code_attempts", Prune: func(ctx context.Context, cutoff time.Time, limit int) (int, error) {
 				return codes.PruneAttempts(ctx, pool, cutoff, limit)
+			}}, {Name: "notifications", Prune: func(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+				return notify.PruneHistory(ctx, pool, cutoff, limit)
 			}}, {Name: "auth_tokens", Keep: auth.EndedTokenRetention, Prune: func(ctx context.Context, cutoff time.Time, limit int) (int, error) {
 				return auth.PruneTokens(ctx, pool, cutoff, limit)
 			}}}})

@@ -134,8 +134,21 @@ func newDevice(t *testing.T, url, id string) *device {
 	return newDeviceAuth(t, url, id, "")
 }
 
+// resendEvery is how often a test device publishes again the events not
+// yet acknowledged, by default: soon, for the tests of what a device does
+// after a cut.
+const resendEvery = 200 * time.Millisecond
+
 // newDeviceAuth is newDevice logging in as user id with password.
 func newDeviceAuth(t *testing.T, url, id, password string) *device {
+	t.Helper()
+	return newDeviceResending(t, url, id, password, resendEvery)
+}
+
+// newDeviceResending is newDeviceAuth publishing again the events not yet
+// acknowledged every resend (kluisd waits mqtt.resend_after, 30 s by
+// default, for each).
+func newDeviceResending(t *testing.T, url, id, password string, resend time.Duration) *device {
 	t.Helper()
 	d := &device{t: t, id: id, stop: make(chan struct{}), pending: map[string][]byte{},
 		acks: map[string]int{}, inbox: map[wire.Kind][][]byte{}}
@@ -166,7 +179,7 @@ func newDeviceAuth(t *testing.T, url, id, password string) *device {
 		t.Fatal("test device never subscribed")
 	}
 	d.wg.Add(1)
-	go d.resendLoop()
+	go d.resendLoop(resend)
 	t.Cleanup(d.close)
 	return d
 }
@@ -198,9 +211,9 @@ func (d *device) onMessage(_ paho.Client, m paho.Message) {
 	}
 }
 
-func (d *device) resendLoop() {
+func (d *device) resendLoop(every time.Duration) {
 	defer d.wg.Done()
-	tick := time.NewTicker(200 * time.Millisecond)
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		select {

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -374,8 +375,51 @@ func (e *env) compartmentOf(id string) int {
 // pickup period is a second and housekeeping runs every half second, so
 // that its residence card expires.
 func newConsoleEnv(t *testing.T) *env {
+	return newConsoleEnvOn(t, nil)
+}
+
+// newConsoleEnvOn is newConsoleEnv on the clock now (nil: time.Now).
+func newConsoleEnvOn(t *testing.T, now func() time.Time) *env {
 	return newEnv(t, server.Options{PickupPeriods: map[store.DocumentKind]time.Duration{store.ResidenceCard: time.Second},
-		HousekeepEvery: 500 * time.Millisecond})
+		HousekeepEvery: 500 * time.Millisecond, Clock: now})
+}
+
+// heldClock is the real time until Hold, then the moment it was held at.
+// A test sets up in real time (a pickup period runs out, the housekeeping
+// expires the document), then holds the server's clock before it reads
+// words that depend on how old something is (a heartbeat late after
+// service.LateAfter): however long a loaded machine takes over the rest,
+// the server sees no time pass.
+type heldClock struct {
+	at atomic.Pointer[time.Time] // nil until Hold
+}
+
+// Now is the real time, or the moment the clock was held at.
+func (c *heldClock) Now() time.Time {
+	if at := c.at.Load(); at != nil {
+		return *at
+	}
+	return time.Now()
+}
+
+// Hold stops the clock now (once) and returns the moment it stands at.
+func (c *heldClock) Hold() time.Time {
+	now := time.Now()
+	c.at.CompareAndSwap(nil, &now)
+	return *c.at.Load()
+}
+
+// beatSince has k1 send a heartbeat and waits until the backend recorded
+// one at or after at. (The device link records it on the real clock.)
+func (e *env) beatSince(at time.Time) {
+	e.t.Helper()
+	e.dev.heartbeat(nil)
+	pool := e.pool()
+	testenv.Eventually(e.t, "k1's heartbeat recorded", func() bool {
+		var got time.Time
+		err := pool.QueryRow(context.Background(), `SELECT last_heartbeat_at FROM device_presence WHERE device_id = $1`, lockerID).Scan(&got)
+		return err == nil && !got.Before(at.Truncate(time.Microsecond))
+	})
 }
 
 // consoleDocuments registers what every list of the console shows (in an

@@ -13,6 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"kluis/backend/internal/pgarray"
 )
 
 // LockKey is the transaction-level advisory lock key serialising the
@@ -174,7 +176,8 @@ func AppendArgs(entries []Entry) ([]any, error) {
 		}
 		ats[i], actors[i], actions[i], subjects[i], dets[i] = at, e.Actor, e.Action, e.Subject, string(details)
 	}
-	return []any{ats, actors, actions, subjects, dets}, nil
+	// pgarray's types: no allocation per element when pgx encodes them.
+	return []any{pgarray.Times(ats), pgarray.Strings(actors), pgarray.Strings(actions), pgarray.Strings(subjects), pgarray.Strings(dets)}, nil
 }
 
 // Append records e inside tx. The record waits in audit_pending until tx

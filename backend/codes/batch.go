@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"kluis/backend/audit"
+	"kluis/backend/internal/pgarray"
 	"kluis/controller/pickupcode"
 )
 
@@ -265,7 +266,8 @@ func (s *Service) queueWrites(wb *pgx.Batch, p *batchPlan, now time.Time) error 
 	// The codes are locked since the read: the update cannot miss. Should
 	// it anyway, the failed cast (its text says what happened) fails the
 	// transaction before the COMMIT queued behind it.
-	wb.Queue(writesSQL, append([]any{p.used, now, int64(len(p.used)), p.aDevices, p.aReasons, p.aCodes}, auditArgs...)...)
+	wb.Queue(writesSQL, append([]any{pgarray.Bytes(p.used), now, int64(len(p.used)),
+		pgarray.Strings(p.aDevices), pgarray.Strings(p.aReasons), pgarray.Bytes(p.aCodes)}, auditArgs...)...)
 	for _, it := range p.pending {
 		wb.Queue(pendingSQL, it.out.code.documentID, it.a.DeviceID, it.out.code.id)
 	}
@@ -361,9 +363,9 @@ func (s *Service) claimBatch(ctx context.Context, items []*batchItem) (err error
 	// "Planned once").
 	rb.Queue("SET LOCAL plan_cache_mode = force_generic_plan")
 	rb.Queue(`SELECT device_id FROM code_devices WHERE device_id = ANY($1::text[]) ORDER BY device_id
-		FOR NO KEY UPDATE SKIP LOCKED`, devices)
+		FOR NO KEY UPDATE SKIP LOCKED`, pgarray.Strings(devices))
 	rb.Queue(`SELECT `+codeColumns+` FROM codes WHERE id = ANY($1::bytea[]) ORDER BY id
-		FOR NO KEY UPDATE SKIP LOCKED`, ids)
+		FOR NO KEY UPDATE SKIP LOCKED`, pgarray.Bytes(ids))
 	known := map[string]bool{}
 	found := map[string]codeRow{}
 	if err := func() error {

@@ -503,14 +503,7 @@ func (s *Server) handleRegisterDocument(w http.ResponseWriter, r *http.Request) 
 			return &Error{Status: http.StatusBadRequest, Code: "invalid_input", Message: "holder_birth_date must be a date like 1990-05-31",
 				Details: map[string]any{"fields": []store.FieldError{{Field: "holder_birth_date", Message: "must be a date like 1990-05-31"}}}}
 		}
-		if d.IsZero() {
-			// "0001-01-01" is time.Time's zero, which NewDocument reads
-			// as no date ("is required"). A date was given: hand Validate
-			// the same calendar day a nanosecond on, which it refuses as
-			// before 1900 with the other refused fields.
-			d = d.Add(time.Nanosecond)
-		}
-		n.BirthDate = d
+		n.BirthDate = &d
 	}
 	doc, err := s.svc.RegisterDocument(r.Context(), actor(principal(r.Context())), n)
 	if err != nil {

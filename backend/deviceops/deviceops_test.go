@@ -109,7 +109,7 @@ func newEnv(t testing.TB) *env {
 func (e *env) loaded(kind store.DocumentKind, number, device string) (store.Document, codes.Credentials) {
 	e.t.Helper()
 	d, err := e.svc.RegisterDocument(e.ctx, "user:1", store.NewDocument{Kind: kind, Number: number, FirstName: "An",
-		LastName: "Claes", BirthDate: time.Date(1990, 2, 28, 0, 0, 0, 0, time.UTC), Language: "nl",
+		LastName: "Claes", BirthDate: new(time.Date(1990, 2, 28, 0, 0, 0, 0, time.UTC)), Language: "nl",
 		Email: "an@example.be", SiteID: "kortrijk"})
 	require.NoError(e.t, err)
 	_, err = e.svc.Reserve(e.ctx, "user:1", d.ID, service.ReserveOptions{DeviceID: device})
@@ -263,7 +263,7 @@ func TestStaffRetrieve(t *testing.T) {
 	doc, _ := e.loaded(store.EID, "591-1234567-89", "k1")
 	other, _ := e.loaded(store.EID, "591-1111111-11", "k2")
 	reg, err := e.svc.RegisterDocument(e.ctx, "user:1", store.NewDocument{Kind: store.EID, Number: "591-2222222-22",
-		FirstName: "Els", LastName: "Claes", BirthDate: time.Date(1990, 3, 4, 0, 0, 0, 0, time.UTC), Language: "fr",
+		FirstName: "Els", LastName: "Claes", BirthDate: new(time.Date(1990, 3, 4, 0, 0, 0, 0, time.UTC)), Language: "fr",
 		Email: "els@example.be", SiteID: "kortrijk"})
 	require.NoError(t, err)
 
@@ -377,7 +377,7 @@ func TestKioskRolesDecideServerSide(t *testing.T) {
 	doc, _ := e.loaded(store.EID, "591-1234567-89", "k1")
 	for _, n := range []string{"591-3333333-33", "591-4444444-44"} {
 		_, err := e.svc.RegisterDocument(e.ctx, "user:1", store.NewDocument{Kind: store.EID, Number: n,
-			FirstName: "Els", LastName: "Claes", BirthDate: time.Date(1990, 3, 4, 0, 0, 0, 0, time.UTC), Language: "fr",
+			FirstName: "Els", LastName: "Claes", BirthDate: new(time.Date(1990, 3, 4, 0, 0, 0, 0, time.UTC)), Language: "fr",
 			Email: "els@example.be", SiteID: "kortrijk"})
 		require.NoError(t, err)
 	}

@@ -206,7 +206,7 @@ func TestKioskLookupWrongStateIsAMiss(t *testing.T) {
 	}
 	loaded, _ := e.loaded(store.EID, "591-1234567-89", "k1")
 	reg, err := e.svc.RegisterDocument(e.ctx, "user:1", store.NewDocument{Kind: store.EID, Number: "591-2222222-22",
-		FirstName: "Els", LastName: "Claes", BirthDate: time.Date(1990, 3, 4, 0, 0, 0, 0, time.UTC), Language: "fr",
+		FirstName: "Els", LastName: "Claes", BirthDate: new(time.Date(1990, 3, 4, 0, 0, 0, 0, time.UTC)), Language: "fr",
 		Email: "els@example.be", SiteID: "kortrijk"})
 	require.NoError(t, err)
 	login := ask(wire.StaffRequest{Op: wire.StaffLogin, PIN: pin})

@@ -49,7 +49,7 @@ func TestEndToEndLoadMailVerifyCollect(t *testing.T) {
 		Compartments: []store.NewCompartment{{Size: store.SizeM, HeightCM: 100}, {Channel: 1, Size: store.SizeM, HeightCM: 60}}})
 	require.NoError(t, err)
 	doc, err := svc.RegisterDocument(ctx, "user:counter", store.NewDocument{Kind: store.Passport, Number: "EP123456", FirstName: "Lotte",
-		LastName: "Claes", BirthDate: time.Date(1985, 6, 1, 0, 0, 0, 0, time.UTC), Language: "en", Email: "lotte@example.org", SiteID: "kortrijk"})
+		LastName: "Claes", BirthDate: new(time.Date(1985, 6, 1, 0, 0, 0, 0, time.UTC)), Language: "en", Email: "lotte@example.org", SiteID: "kortrijk"})
 	require.NoError(t, err)
 	doc, err = svc.Reserve(ctx, "user:counter", doc.ID, service.ReserveOptions{})
 	require.NoError(t, err)

@@ -117,7 +117,7 @@ func (f *ofix) loaded(t *testing.T, email, mobile string) store.Document {
 	t.Helper()
 	f.seq++
 	d, err := f.svc.RegisterDocument(f.ctx, "user:counter", store.NewDocument{Kind: store.Passport, Number: fmt.Sprintf("EP%06d", f.seq),
-		FirstName: "Lotte", LastName: "Claes", BirthDate: time.Date(1985, 6, 1, 0, 0, 0, 0, time.UTC), Language: "en",
+		FirstName: "Lotte", LastName: "Claes", BirthDate: new(time.Date(1985, 6, 1, 0, 0, 0, 0, time.UTC)), Language: "en",
 		Email: email, Mobile: mobile, SiteID: "kortrijk"})
 	require.NoError(t, err)
 	_, err = f.svc.Reserve(f.ctx, "user:counter", d.ID, service.ReserveOptions{})
@@ -645,7 +645,7 @@ func TestOutboxQueueFailureRollsBackTheTransition(t *testing.T) {
 	svc, err := service.New(service.Options{Store: f.st, Clock: f.clock.Now, Logger: f.quiet, Outbox: x})
 	require.NoError(t, err)
 	d, err := svc.RegisterDocument(f.ctx, "user:counter", store.NewDocument{Kind: store.Passport, Number: "EP999999", FirstName: "Lotte",
-		LastName: "Claes", BirthDate: time.Date(1985, 6, 1, 0, 0, 0, 0, time.UTC), Language: "en", Email: "l@example.org", SiteID: "kortrijk"})
+		LastName: "Claes", BirthDate: new(time.Date(1985, 6, 1, 0, 0, 0, 0, time.UTC)), Language: "en", Email: "l@example.org", SiteID: "kortrijk"})
 	require.NoError(t, err)
 	_, err = svc.Reserve(f.ctx, "user:counter", d.ID, service.ReserveOptions{})
 	require.NoError(t, err)

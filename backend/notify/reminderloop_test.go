@@ -34,7 +34,7 @@ func TestRemindOneReplicaAtATime(t *testing.T) {
 		Compartments: []store.NewCompartment{{Channel: 0, Size: store.SizeM, HeightCM: 100}}})
 	require.NoError(t, err)
 	d, err := svc.RegisterDocument(ctx, "user:1", store.NewDocument{Kind: store.EID, Number: "591-1234567-89", FirstName: "Jan",
-		LastName: "Peeters", BirthDate: time.Date(1980, 1, 2, 0, 0, 0, 0, time.UTC), Language: "nl", Email: "jan@example.be", SiteID: "kortrijk"})
+		LastName: "Peeters", BirthDate: new(time.Date(1980, 1, 2, 0, 0, 0, 0, time.UTC)), Language: "nl", Email: "jan@example.be", SiteID: "kortrijk"})
 	require.NoError(t, err)
 	_, err = svc.Reserve(ctx, "user:1", d.ID, service.ReserveOptions{})
 	require.NoError(t, err)

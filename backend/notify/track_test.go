@@ -80,7 +80,7 @@ func newJourney(t *testing.T) *journeyFix {
 func (f *journeyFix) register(t *testing.T, lang, email, mobile string) store.Document {
 	t.Helper()
 	doc, err := f.svc.RegisterDocument(context.Background(), "user:counter", store.NewDocument{Kind: store.Passport, Number: "EP123456",
-		FirstName: "Lotte", LastName: "Claes", BirthDate: time.Date(1985, 6, 1, 0, 0, 0, 0, time.UTC), Language: lang,
+		FirstName: "Lotte", LastName: "Claes", BirthDate: new(time.Date(1985, 6, 1, 0, 0, 0, 0, time.UTC)), Language: lang,
 		Email: email, Mobile: mobile, SiteID: "kortrijk"})
 	require.NoError(t, err)
 	return doc

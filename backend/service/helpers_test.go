@@ -74,7 +74,7 @@ func uniform(n int, size store.Size, height int) []store.NewCompartment {
 func (e *env) newDoc(kind store.DocumentKind, low bool) store.NewDocument {
 	n := e.seq.Add(1)
 	return store.NewDocument{Kind: kind, Number: fmt.Sprintf("592-%07d-01", n), FirstName: "Jan", LastName: "Peeters",
-		BirthDate: time.Date(1980, 2, 3, 0, 0, 0, 0, time.UTC), Language: "nl", Email: "jan@example.be",
+		BirthDate: new(time.Date(1980, 2, 3, 0, 0, 0, 0, time.UTC)), Language: "nl", Email: "jan@example.be",
 		Mobile: "0470 12 34 56", WantsLow: low, SiteID: "kortrijk"}
 }
 

@@ -18,7 +18,7 @@ func FuzzNewDocumentValidate(f *testing.F) {
 	f.Add("", "", "", "", int64(-1), "", "a@b", "00", "")
 	f.Fuzz(func(t *testing.T, kind, number, first, last string, birth int64, lang, email, mobile, site string) {
 		n := store.NewDocument{Kind: store.DocumentKind(kind), Number: number, FirstName: first, LastName: last,
-			BirthDate: time.Unix(birth, 0).UTC(), Language: lang, Email: email, Mobile: mobile, SiteID: site}
+			BirthDate: new(time.Unix(birth, 0).UTC()), Language: lang, Email: email, Mobile: mobile, SiteID: site}
 		err := n.Validate(now)
 		if err != nil {
 			var ve *store.ValidationError

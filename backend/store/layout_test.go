@@ -158,7 +158,7 @@ func TestDeviceLayoutServiceAndSearch(t *testing.T) {
 	// Search.
 	reg := func(number, first, last string, noContact bool) store.Document {
 		n := store.NewDocument{Kind: store.EID, Number: number, FirstName: first, LastName: last,
-			BirthDate: time.Date(1980, 1, 2, 0, 0, 0, 0, time.UTC), Language: "nl", SiteID: "k", NoContact: noContact}
+			BirthDate: new(time.Date(1980, 1, 2, 0, 0, 0, 0, time.UTC)), Language: "nl", SiteID: "k", NoContact: noContact}
 		if !noContact {
 			n.Email = "x@example.org"
 		}
@@ -197,10 +197,10 @@ func TestDeviceLayoutServiceAndSearch(t *testing.T) {
 
 	// No contact must be said, and then nothing else given.
 	_, err = store.InsertDocument(ctx, db, store.NewDocument{Kind: store.EID, Number: "AB123", FirstName: "A", LastName: "B",
-		BirthDate: time.Date(1980, 1, 2, 0, 0, 0, 0, time.UTC), Language: "nl", SiteID: "k"}, "", now)
+		BirthDate: new(time.Date(1980, 1, 2, 0, 0, 0, 0, time.UTC)), Language: "nl", SiteID: "k"}, "", now)
 	require.ErrorContains(t, err, "no_contact")
 	_, err = store.InsertDocument(ctx, db, store.NewDocument{Kind: store.EID, Number: "AB123", FirstName: "A", LastName: "B",
-		BirthDate: time.Date(1980, 1, 2, 0, 0, 0, 0, time.UTC), Language: "nl", SiteID: "k", NoContact: true, Mobile: "0470123456"}, "", now)
+		BirthDate: new(time.Date(1980, 1, 2, 0, 0, 0, 0, time.UTC)), Language: "nl", SiteID: "k", NoContact: true, Mobile: "0470123456"}, "", now)
 	require.ErrorAs(t, err, &ve)
 	require.Equal(t, "no_contact", ve.Fields[0].Field, fmt.Sprint(ve.Fields))
 }

@@ -134,13 +134,13 @@ func TestNormalize(t *testing.T) {
 
 func TestNewDocumentValidate(t *testing.T) {
 	good := store.NewDocument{Kind: store.EID, Number: " 592-1234567-89 ", FirstName: "Jan", LastName: "Peeters",
-		BirthDate: time.Date(1980, 2, 3, 15, 0, 0, 0, time.UTC), Language: "NL", Mobile: "0470123456", SiteID: "k"}
+		BirthDate: new(time.Date(1980, 2, 3, 15, 0, 0, 0, time.UTC)), Language: "NL", Mobile: "0470123456", SiteID: "k"}
 	n := good
 	require.NoError(t, n.Validate(now))
 	require.Equal(t, "592-1234567-89", n.Number)
 	require.Equal(t, "nl", n.Language)
 	require.Equal(t, "+32470123456", n.Mobile)
-	require.Equal(t, time.Date(1980, 2, 3, 0, 0, 0, 0, time.UTC), n.BirthDate)
+	require.Equal(t, time.Date(1980, 2, 3, 0, 0, 0, 0, time.UTC), *n.BirthDate)
 
 	cases := map[string]struct {
 		mod   func(*store.NewDocument)
@@ -152,9 +152,9 @@ func TestNewDocumentValidate(t *testing.T) {
 		"first":      {func(n *store.NewDocument) { n.FirstName = "" }, "holder_first_name"},
 		"control":    {func(n *store.NewDocument) { n.LastName = "Pee\x00ters" }, "holder_last_name"},
 		"long":       {func(n *store.NewDocument) { n.LastName = string(make([]byte, 101)) }, "holder_last_name"},
-		"no birth":   {func(n *store.NewDocument) { n.BirthDate = time.Time{} }, "holder_birth_date"},
-		"future":     {func(n *store.NewDocument) { n.BirthDate = now.AddDate(0, 0, 2) }, "holder_birth_date"},
-		"old":        {func(n *store.NewDocument) { n.BirthDate = time.Date(1850, 1, 1, 0, 0, 0, 0, time.UTC) }, "holder_birth_date"},
+		"no birth":   {func(n *store.NewDocument) { n.BirthDate = nil }, "holder_birth_date"},
+		"future":     {func(n *store.NewDocument) { n.BirthDate = new(now.AddDate(0, 0, 2)) }, "holder_birth_date"},
+		"old":        {func(n *store.NewDocument) { n.BirthDate = new(time.Date(1850, 1, 1, 0, 0, 0, 0, time.UTC)) }, "holder_birth_date"},
 		"language":   {func(n *store.NewDocument) { n.Language = "es" }, "language"},
 		"no contact": {func(n *store.NewDocument) { n.Mobile = "" }, "email"},
 		"bad email":  {func(n *store.NewDocument) { n.Email = "jan@" }, "email"},
@@ -169,6 +169,19 @@ func TestNewDocumentValidate(t *testing.T) {
 		require.ErrorAs(t, err, &ve, name)
 		require.Len(t, ve.Fields, 1, "%s: %v", name, err)
 		require.Equal(t, c.field, ve.Fields[0].Field, name)
+	}
+
+	// A date given is judged as a date, also time.Time's zero
+	// (0001-01-01); only none given is missing.
+	for _, c := range []struct {
+		birth *time.Time
+		want  string
+	}{{new(time.Time{}), "is before 1900"}, {new(time.Date(1, 1, 2, 0, 0, 0, 0, time.UTC)), "is before 1900"}, {nil, "is required"}} {
+		n := good
+		n.BirthDate = c.birth
+		var ve *store.ValidationError
+		require.ErrorAs(t, n.Validate(now), &ve)
+		require.Equal(t, []store.FieldError{{Field: "holder_birth_date", Message: c.want}}, ve.Fields, "%v", c.birth)
 	}
 }
 
@@ -246,7 +259,7 @@ func TestNamesRefuseBidiAndControl(t *testing.T) {
 		require.Equal(t, "name", ve.Fields[0].Field)
 
 		doc := store.NewDocument{Kind: store.EID, Number: "592-1234567-89", FirstName: bad, LastName: "Peeters",
-			BirthDate: time.Date(1980, 2, 3, 0, 0, 0, 0, time.UTC), Language: "nl", Mobile: "0470123456", SiteID: "k"}
+			BirthDate: new(time.Date(1980, 2, 3, 0, 0, 0, 0, time.UTC)), Language: "nl", Mobile: "0470123456", SiteID: "k"}
 		require.ErrorAs(t, doc.Validate(now), &ve, "%q", bad)
 		require.Equal(t, "holder_first_name", ve.Fields[0].Field)
 	}

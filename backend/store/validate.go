@@ -299,13 +299,15 @@ type NewDocument struct {
 	Number    string       `json:"number"`
 	FirstName string       `json:"holder_first_name"`
 	LastName  string       `json:"holder_last_name"`
-	// BirthDate is a calendar date; only year, month and day count.
-	BirthDate time.Time `json:"holder_birth_date"`
-	Language  string    `json:"language"`
-	Email     string    `json:"email"`
-	Mobile    string    `json:"mobile"`
-	WantsLow  bool      `json:"wants_low"`
-	SiteID    string    `json:"site_id"`
+	// BirthDate is a calendar date; only year, month and day count. Nil:
+	// none was given (refused: "is required"); any date given, also
+	// 0001-01-01 (time.Time's zero), is judged as a date.
+	BirthDate *time.Time `json:"holder_birth_date"`
+	Language  string     `json:"language"`
+	Email     string     `json:"email"`
+	Mobile    string     `json:"mobile"`
+	WantsLow  bool       `json:"wants_low"`
+	SiteID    string     `json:"site_id"`
 	// NoContact says the holder has neither e-mail nor mobile: nobody is
 	// messaged, and when the document is loaded the counter prints a
 	// pickup slip with the codes. Without it an e-mail address or a mobile
@@ -330,11 +332,11 @@ func (n *NewDocument) Validate(now time.Time) error {
 	n.LastName = strings.TrimSpace(n.LastName)
 	c.text("holder_first_name", n.FirstName, true, 100)
 	c.text("holder_last_name", n.LastName, true, 100)
-	if n.BirthDate.IsZero() {
+	if n.BirthDate == nil {
 		c.add("holder_birth_date", "is required")
 	} else {
 		y, m, d := n.BirthDate.Date()
-		n.BirthDate = time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+		n.BirthDate = new(time.Date(y, m, d, 0, 0, 0, 0, time.UTC))
 		if y < 1900 {
 			c.add("holder_birth_date", "is before 1900")
 		} else if n.BirthDate.After(now) {

@@ -307,9 +307,10 @@ func (w *Web) register(rw http.ResponseWriter, q *req) error {
 		bad["contact"] = ""
 	}
 	birth, birthBad := parseBirthDate(f.Birth, w.o.Clock())
-	n.BirthDate = birth
 	if birthBad != nil {
 		bad["holder_birth_date"] = birthBad.Key
+	} else {
+		n.BirthDate = &birth
 	}
 	if err := n.Validate(w.o.Clock()); err != nil {
 		var ve *store.ValidationError

@@ -327,6 +327,10 @@ type Engine struct {
 
 	// fullAlarm: journal_full is raised (space.go; under mu).
 	fullAlarm bool
+	// writeFail: a journal write failed for another reason than a full
+	// disk (an I/O error) and none has succeeded since; no door operation
+	// starts meanwhile (space.go; under mu).
+	writeFail bool
 }
 
 // keptWrite is a journal write kept for later.
@@ -724,21 +728,36 @@ func (e *Engine) emitKept(ev wire.Event) {
 // keep runs write now, unless earlier writes are kept (it goes after
 // them), and keeps it for keepLoop when the journal refuses it.
 func (e *Engine) keep(what string, write func() error) {
+	if err := e.keepLocked(what, write); err != nil {
+		e.journalFailed(err) // not under keptMu: it raises an alarm
+	}
+}
+
+// keepLocked is keep under keptMu; it returns the journal's error when
+// write was tried and failed.
+func (e *Engine) keepLocked(what string, write func() error) error {
 	e.keptMu.Lock()
 	defer e.keptMu.Unlock()
+	var failed error
 	if len(e.kept) == 0 {
 		err := write()
 		if err == nil {
-			return
+			return nil
 		}
 		e.log.Error("journal write failed: kept in memory until the journal takes writes again", "what", what, "err", err)
 		e.m.journalErrors.Inc()
+		failed = err
 	}
 	if len(e.kept) >= maxKept {
 		e.log.Error("journal write lost: too many kept writes", "what", what, "kept", len(e.kept))
-		return
+		return failed
 	}
 	e.kept = append(e.kept, keptWrite{what: what, write: write})
+	e.wakeKeep()
+	return failed
+}
+
+func (e *Engine) wakeKeep() {
 	select {
 	case e.keptWake <- struct{}{}:
 	default:
@@ -792,6 +811,9 @@ func (e *Engine) keepLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				break
 			}
+		}
+		if ctx.Err() == nil {
+			e.journalWorks()
 		}
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -182,7 +181,7 @@ func newRig(t *testing.T, o rigOpts) *rig {
 	r.cache, err = offline.Open(o.dir, device, o.priv.Public().(ed25519.PublicKey))
 	require.NoError(t, err)
 	eo := Options{Config: r.cfg, Driver: r.f, Journal: j, Replay: recs, Cache: r.cache,
-		CommandKey: o.priv.Public().(ed25519.PublicKey), StartupHalt: o.halt, JournalDamaged: o.damaged, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		CommandKey: o.priv.Public().(ed25519.PublicKey), StartupHalt: o.halt, JournalDamaged: o.damaged, Logger: slog.New(slog.NewTextHandler(rigLog(), nil))}
 	if !o.noBackend {
 		eo.Backend = r.be
 	}

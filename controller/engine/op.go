@@ -128,6 +128,7 @@ func (e *Engine) runOp(ctx context.Context, o *op, resend bool) {
 			e.unuse(o, time.Time{})
 			e.release(o)
 			e.show(o, StateError)
+			e.journalFailed(err)
 			return
 		}
 		o.intent = in

@@ -28,7 +28,42 @@ const spaceRetry = 5 * time.Second
 // controller/journal's doc.go).
 func (e *Engine) journalLow() bool {
 	st, _ := e.j.Space()
-	return st.Low
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return st.Low || e.writeFail
+}
+
+// journalFailed takes a journal write that failed with err: for another
+// reason than a full disk (which the journal's reserve answers, see
+// spaceLoop), such as an I/O error of a worn card, no door operation
+// starts until a journal write succeeds again, and journal_full is raised
+// naming the cause (kept in memory with the other writes the journal
+// refuses: the backend has it once the journal takes writes again).
+// keepLoop, woken here, tries the kept writes again and, once none is
+// left, clears it (journalWorks).
+func (e *Engine) journalFailed(err error) {
+	if err == nil || (journal.SpaceState{Low: true, Cause: err}).DiskFull() {
+		return
+	}
+	e.mu.Lock()
+	e.writeFail = true
+	e.mu.Unlock()
+	e.noteSpace(journal.SpaceState{Low: true, Cause: err})
+	e.wakeKeep()
+}
+
+// journalWorks ends a journal write failure once every kept write is
+// written: doors open again unless the disk is full.
+func (e *Engine) journalWorks() {
+	e.mu.Lock()
+	was := e.writeFail
+	e.writeFail = false
+	e.mu.Unlock()
+	if was {
+		e.log.Info("journal writes work again")
+		st, _ := e.j.Space()
+		e.noteSpace(st)
+	}
 }
 
 // spaceLoop follows the journal's space: it raises journal_full when the
@@ -76,8 +111,8 @@ func (e *Engine) spaceLoop(ctx context.Context) {
 // else took the reserve's room, lost the raise for good.) A raised mark
 // outlives its compacted alarm.
 func (e *Engine) noteSpace(st journal.SpaceState) {
-	low := st.Low
 	e.mu.Lock()
+	low := st.Low || e.writeFail
 	was := e.fullAlarm
 	e.fullAlarm = low
 	e.mu.Unlock()
@@ -104,14 +139,18 @@ func lowDetail(st journal.SpaceState) string {
 	if st.DiskFull() {
 		return "disk full: the journal's reserve is in use; no door opens until there is room again"
 	}
-	return fmt.Sprintf("not a full disk: the journal's reserve of disk space could not be made (%v); no door opens until it is made", st.Cause)
+	return fmt.Sprintf("not a full disk: %v; no door opens until the journal works again", st.Cause)
 }
 
 // outOfOrderDetail is a refused remote open's detail while the journal is
 // low.
 func (e *Engine) outOfOrderDetail() string {
-	if st, _ := e.j.Space(); st.Low && !st.DiskFull() {
-		return "device out of order: the journal's reserve of disk space could not be made"
+	st, _ := e.j.Space()
+	e.mu.Lock()
+	failing := e.writeFail
+	e.mu.Unlock()
+	if failing || (st.Low && !st.DiskFull()) {
+		return "device out of order: the journal fails (not a full disk)"
 	}
 	return "device out of order: disk full"
 }

@@ -265,7 +265,7 @@ func TestReserveFailureNamesItsCause(t *testing.T) {
 		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "cmd-eio", Kind: wire.CmdOpen, Addr: &wire.Address{Board: 0, Channel: 1},
 			Issued: time.Now(), Expires: time.Now().Add(time.Minute), Reason: "test"}))
 		require.Equal(t, wire.StatusFailed, res.Status)
-		require.Equal(t, "device out of order: the journal's reserve of disk space could not be made", res.Detail)
+		require.Equal(t, "device out of order: the journal fails (not a full disk)", res.Detail)
 		require.Empty(t, r.f.Pulses())
 
 		mu.Lock()

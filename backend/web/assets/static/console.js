@@ -103,6 +103,7 @@
     var rows = Array.prototype.slice.call(body.rows).filter(function (r) {
       return r.hasAttribute("data-status");
     });
+    var before = rows.slice();
     var btn = sortCol < 0 ? null : table.querySelector('button[data-sort="' + sortCol + '"]');
     var numeric = btn && btn.hasAttribute("data-num");
     rows.sort(function (a, b) {
@@ -120,9 +121,22 @@
       }
       return 0;
     });
-    rows.forEach(function (r) {
-      body.appendChild(r);
+    // Rows move only when the order changed, and the focus stays where
+    // it was: moving the row of a focused link takes the focus away (it
+    // went to the page, so a keyboard user could not Tab into the table:
+    // arrange runs after every focus change, for the live updates).
+    var moved = rows.some(function (r, i) {
+      return r !== before[i];
     });
+    if (moved) {
+      var focused = body.contains(document.activeElement) ? document.activeElement : null;
+      rows.forEach(function (r) {
+        body.appendChild(r);
+      });
+      if (focused && document.activeElement !== focused) {
+        focused.focus();
+      }
+    }
     table.querySelectorAll("th[aria-sort]").forEach(function (th) {
       th.removeAttribute("aria-sort");
     });

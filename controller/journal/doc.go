@@ -13,7 +13,9 @@
 // journal.log.bad-N file for forensics and Recovery.Corrupt tells the daemon
 // to raise an alarm. A crash before the cut finds the same tail at the next
 // Open, which writes the copy that crash left again (one whose bytes begin
-// the tail) instead of adding another: repeated crashes keep one copy. Before the cut the marker file journal.damaged is
+// the tail) instead of adding another: repeated crashes keep one copy. On a
+// full disk the reserve a previous run left (see "A full disk") is given up
+// for the copy, and the journal opens low. Before the cut the marker file journal.damaged is
 // written and fsynced (DamageName); every Open reports Recovery.Unsettled
 // while it is there, until the caller, its response to the damage durable,
 // calls SettleDamage: a power cut between the cut and that response does not

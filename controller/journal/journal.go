@@ -290,6 +290,12 @@ func Open(o Options) (*Journal, []Record, Recovery, error) {
 	if good < st.Size() {
 		if rec.Corrupt {
 			rec.BadFile, err = j.saveBad(f, good)
+			if err != nil && isNoSpace(err) && j.freeReserve() {
+				// A full disk: the reserve left by the last run is for
+				// what must be kept, this copy too (the journal then
+				// opens low, as it cannot make the reserve again).
+				rec.BadFile, err = j.saveBad(f, good)
+			}
 			if err != nil {
 				f.Close()
 				return nil, nil, rec, err

@@ -138,6 +138,27 @@ func (j *Journal) releaseLocked(cause error) bool {
 	return true
 }
 
+// freeReserve cuts a reserve file left by an earlier run to nothing, made
+// durable, before the journal is open (Open's copy of a damaged tail on a
+// full disk); it reports whether it freed any room.
+func (j *Journal) freeReserve() bool {
+	if j.reserve <= 0 {
+		return false
+	}
+	st, err := os.Stat(j.reservePath())
+	if err != nil || st.Size() == 0 {
+		return false
+	}
+	f, err := os.OpenFile(j.reservePath(), os.O_RDWR|os.O_TRUNC, 0o600)
+	if err != nil {
+		return false
+	}
+	err = f.Sync()
+	_ = f.Close()
+	j.log.Error("journal: disk full: reserve released for the damaged records' copy", "reserve_bytes", st.Size(), "sync_err", err)
+	return true
+}
+
 // Restore makes the reserve again once the disk has room for it and as
 // much again (so that the next record does not give it up at once). It
 // returns nil when the reserve is held (or none is configured) and

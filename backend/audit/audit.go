@@ -86,20 +86,26 @@ type Beginner interface {
 // SHA-256(prevHash || u64(seq) || i64(at unix µs) || for each of actor,
 // action, subject, details: u32(len) || bytes), integers big-endian.
 func HashRecord(prevHash []byte, seq int64, at time.Time, actor, action, subject string, details []byte) []byte {
-	h := sha256.New()
-	h.Write(prevHash)
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], uint64(seq))
-	h.Write(b[:])
-	binary.BigEndian.PutUint64(b[:], uint64(at.UnixMicro()))
-	h.Write(b[:])
-	for _, f := range [][]byte{[]byte(actor), []byte(action), []byte(subject), details} {
-		var l [4]byte
-		binary.BigEndian.PutUint32(l[:], uint32(len(f)))
-		h.Write(l[:])
-		h.Write(f)
+	var buf [512]byte
+	sum := sha256.Sum256(appendRecord(buf[:0], prevHash, seq, at, actor, action, subject, details))
+	return sum[:]
+}
+
+// appendRecord appends what [HashRecord] hashes to b: the previous hash,
+// seq and at (µs since 1970) as big-endian 64-bit integers, then each
+// text field as a big-endian 32-bit length and its bytes. Hashed at once
+// (sha256.Sum256, no hash.Hash and no conversion of the strings); the
+// chainer gives the details as the string it read.
+func appendRecord[D string | []byte](b, prevHash []byte, seq int64, at time.Time, actor, action, subject string, details D) []byte {
+	b = append(b, prevHash...)
+	b = binary.BigEndian.AppendUint64(b, uint64(seq))
+	b = binary.BigEndian.AppendUint64(b, uint64(at.UnixMicro()))
+	for _, f := range [...]string{actor, action, subject} {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
+		b = append(b, f...)
 	}
-	return h.Sum(nil)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(details)))
+	return append(b, details...)
 }
 
 // genesis is the prev_hash of record 1.
@@ -248,15 +254,21 @@ func chainBatch(ctx context.Context, db Beginner, upTo int64, limit int) (int, e
 		if err != nil {
 			return fmt.Errorf("take pending: %w", err)
 		}
-		var recs []Record
+		// The records as read (the details as the text PostgreSQL gave),
+		// hashed and sent back without a copy: the chainer's cost is per
+		// record (docs/performance.md, "Twelfth pass").
+		type pending struct {
+			id                              int64
+			at                              time.Time
+			actor, action, subject, details string
+		}
+		var recs []pending
 		for rows.Next() {
-			var r Record
-			var details string
-			if err := rows.Scan(&r.Pending, &r.At, &r.Actor, &r.Action, &r.Subject, &details); err != nil {
+			var r pending
+			if err := rows.Scan(&r.id, &r.at, &r.actor, &r.action, &r.subject, &r.details); err != nil {
 				rows.Close()
 				return fmt.Errorf("take pending: %w", err)
 			}
-			r.Details = json.RawMessage(details)
 			recs = append(recs, r)
 		}
 		if err := rows.Err(); err != nil {
@@ -265,26 +277,32 @@ func chainBatch(ctx context.Context, db Beginner, upTo int64, limit int) (int, e
 		if len(recs) == 0 {
 			return nil
 		}
-		sort.Slice(recs, func(i, j int) bool { return recs[i].Pending < recs[j].Pending })
+		sort.Slice(recs, func(i, j int) bool { return recs[i].id < recs[j].id })
 		var (
 			seqs                            = make([]int64, len(recs))
 			ats                             = make([]time.Time, len(recs))
 			actors, actions, subjects, dets = make([]string, len(recs)), make([]string, len(recs)), make([]string, len(recs)), make([]string, len(recs))
 			prevs, hashes                   = make([][]byte, len(recs)), make([][]byte, len(recs))
+			sums                            = make([]byte, len(recs)*sha256.Size)
+			buf                             []byte
 		)
 		for i, r := range recs {
 			seq++
-			at := r.At.UTC()
-			h := HashRecord(prev, seq, at, r.Actor, r.Action, r.Subject, r.Details)
+			at := r.at.UTC()
+			buf = appendRecord(buf[:0], prev, seq, at, r.actor, r.action, r.subject, r.details)
+			h := sums[i*sha256.Size : (i+1)*sha256.Size : (i+1)*sha256.Size]
+			sum := sha256.Sum256(buf)
+			copy(h, sum[:])
 			seqs[i], ats[i], actors[i], actions[i], subjects[i], dets[i], prevs[i], hashes[i] =
-				seq, at, r.Actor, r.Action, r.Subject, string(r.Details), prev, h
+				seq, at, r.actor, r.action, r.subject, r.details, prev, h
 			prev = h
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash)
 			SELECT s, a, ac, act, su, d::json, p, h
 			FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::bytea[])
 				AS t(s, a, ac, act, su, d, p, h)`,
-			seqs, ats, actors, actions, subjects, dets, prevs, hashes); err != nil {
+			pgarray.Int64s(seqs), pgarray.Times(ats), pgarray.Strings(actors), pgarray.Strings(actions),
+			pgarray.Strings(subjects), pgarray.Strings(dets), pgarray.Bytes(prevs), pgarray.Bytes(hashes)); err != nil {
 			return fmt.Errorf("append to the chain: %w", err)
 		}
 		n = len(recs)

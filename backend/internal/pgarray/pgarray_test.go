@@ -2,6 +2,7 @@ package pgarray
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,6 +38,8 @@ func TestSameBytesAsThePlainSlice(t *testing.T) {
 		{"bytes empty", pgtype.ByteaArrayOID, [][]byte{}, Bytes{}},
 		{"bytes nil", pgtype.ByteaArrayOID, [][]byte(nil), Bytes(nil)},
 		{"times", pgtype.TimestamptzArrayOID, times, Times(times)},
+		{"int64s", pgtype.Int8ArrayOID, []int64{1, 0, -1, 1 << 40}, Int64s{1, 0, -1, 1 << 40}},
+		{"int64s nil", pgtype.Int8ArrayOID, []int64(nil), Int64s(nil)},
 		{"times nil", pgtype.TimestamptzArrayOID, []time.Time(nil), Times(nil)},
 	} {
 		for _, format := range []int16{pgtype.BinaryFormatCode, pgtype.TextFormatCode} {
@@ -45,7 +48,7 @@ func TestSameBytesAsThePlainSlice(t *testing.T) {
 			got, err := m.Encode(c.oid, format, c.mine, nil)
 			require.NoError(t, err, c.name)
 			assert.Equal(t, want, got, "%s, format %d", c.name, format)
-			if c.name == "strings nil" || c.name == "bytes nil" || c.name == "times nil" {
+			if strings.HasSuffix(c.name, " nil") {
 				assert.Nil(t, got, "%s is NULL", c.name)
 			}
 		}
@@ -64,15 +67,16 @@ func TestNoAllocationPerElement(t *testing.T) {
 			}
 		})
 	}
-	long := func(n int) ([]string, [][]byte, []time.Time) {
-		s, b, tm := make([]string, n), make([][]byte, n), make([]time.Time, n)
+	long := func(n int) ([]string, [][]byte, []time.Time, []int64) {
+		s, b, tm, i64 := make([]string, n), make([][]byte, n), make([]time.Time, n), make([]int64, n)
 		for i := range n {
-			s[i], b[i], tm[i] = "device", []byte("code id"), at
+			s[i], b[i], tm[i], i64[i] = "device", []byte("code id"), at, 1000+int64(i)
 		}
-		return s, b, tm
+		return s, b, tm, i64
 	}
-	s1, b1, t1 := long(1)
-	s64, b64, t64 := long(64)
+	s1, b1, t1, i1 := long(1)
+	s64, b64, t64, i64 := long(64)
+	assert.Equal(t, allocs(pgtype.Int8ArrayOID, Int64s(i1)), allocs(pgtype.Int8ArrayOID, Int64s(i64)), "int64s")
 	assert.Equal(t, allocs(pgtype.TextArrayOID, Strings(s1)), allocs(pgtype.TextArrayOID, Strings(s64)), "strings")
 	assert.Equal(t, allocs(pgtype.ByteaArrayOID, Bytes(b1)), allocs(pgtype.ByteaArrayOID, Bytes(b64)), "bytes")
 	assert.Equal(t, allocs(pgtype.TimestamptzArrayOID, Times(t1)), allocs(pgtype.TimestamptzArrayOID, Times(t64)), "times")

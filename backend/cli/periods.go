@@ -56,8 +56,8 @@ func parsePickupPeriods(s string) (pickupPeriods, error) {
 		if err != nil {
 			return p, fail("%q is neither whole days (10, 10d) nor a Go duration (90s, 48h)", val)
 		}
-		if d < time.Second || d > service.MaxPickupDays*24*time.Hour {
-			return p, fail("%s out of 1s..%dd", d, service.MaxPickupDays)
+		if d < time.Second || d > service.MaxPickupPeriod {
+			return p, fail("%s out of 1s..%dd", d, service.MaxPickupPeriod/(24*time.Hour))
 		}
 		p.exact[kind] = d
 	}

@@ -170,8 +170,15 @@ type Options struct {
 const (
 	// DefaultPickupDays is the pickup period of kinds without one.
 	DefaultPickupDays = 10
-	// MaxPickupDays bounds a pickup period (days or exact).
-	MaxPickupDays = 366
+	// MaxPickupDays bounds a pickup period in whole days: its deadline,
+	// the end of that day in the site's time zone, must stay within the
+	// 60 days a pickup code may be valid (codes.MaxValidity; a test there
+	// holds them together): 58 days and the rest of the loading day, a
+	// daylight saving shift included. A longer period made every load
+	// fail with codes' "expiry not within" (a 500).
+	MaxPickupDays = 58
+	// MaxPickupPeriod bounds an exact pickup period (codes.MaxValidity).
+	MaxPickupPeriod = 60 * 24 * time.Hour
 	// DefaultRetention is how long personal data of finished documents is kept.
 	DefaultRetention = 30 * 24 * time.Hour
 )
@@ -240,8 +247,8 @@ func New(opts Options) (*Service, error) {
 		s.pickupDays[k] = d
 	}
 	for k, p := range opts.PickupPeriods {
-		if !k.Valid() || p < time.Second || p > MaxPickupDays*24*time.Hour {
-			return nil, fmt.Errorf("service: pickup period %q=%s (want a kind and 1s..%dd): %w", k, p, MaxPickupDays, ErrInvalid)
+		if !k.Valid() || p < time.Second || p > MaxPickupPeriod {
+			return nil, fmt.Errorf("service: pickup period %q=%s (want a kind and 1s..%dd): %w", k, p, MaxPickupPeriod/(24*time.Hour), ErrInvalid)
 		}
 		s.pickupExact[k] = p
 	}

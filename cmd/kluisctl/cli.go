@@ -37,9 +37,10 @@ Commands:
   documents show ID                   one document with its history
   documents register -kind K -number N -first F -last L -birth YYYY-MM-DD -lang nl|fr|en|de -site S [-email E] [-mobile M] [-low] [-key IDEMPOTENCY-KEY]
   documents reserve ID [-device D]
-  documents unreserve|load|renotify|reissue|retrieve|collect ID
+  documents unreserve|load|renotify|retrieve|collect ID
+  documents reissue ID [-birth YYYY-MM-DD]   new codes (the old ones stop working); first check the holder's date of birth: -birth has kluisctl compare it with the document's and make no codes on a mismatch; without it, kluisctl reminds you of the document's
   documents cancel ID [-reason TEXT]
-  reissue ID                          same as documents reissue
+  reissue ID [-birth YYYY-MM-DD]      same as documents reissue
   sites list
   devices list [-site S]
   devices show ID                     a device with its compartments
@@ -750,9 +751,12 @@ func (c *cli) docRegister(ctx context.Context, args []string) error {
 
 func (c *cli) docAction(ctx context.Context, action string, args []string) error {
 	fs := c.flags("documents " + action)
-	var device, reason *string
+	var device, reason, birth *string
 	if action == "reserve" {
 		device = fs.String("device", "", "reserve on this device")
+	}
+	if action == "reissue" {
+		birth = fs.String("birth", "", "the date of birth the holder tells you (YYYY-MM-DD): no new codes unless it is the document's")
 	}
 	if action == "cancel" {
 		reason = fs.String("reason", "", "why")
@@ -763,6 +767,11 @@ func (c *cli) docAction(ctx context.Context, action string, args []string) error
 	}
 	if reason != nil {
 		if err := checkText("documents cancel: -reason", *reason, 200); err != nil {
+			return err
+		}
+	}
+	if birth != nil {
+		if err := c.checkHolder(ctx, pos[0], strings.TrimSpace(*birth)); err != nil {
 			return err
 		}
 	}
@@ -778,6 +787,41 @@ func (c *cli) docAction(ctx context.Context, action string, args []string) error
 		return err
 	}
 	return c.printDoc(raw, false)
+}
+
+// checkHolder is the identity check before a re-issue, as the staff
+// console asks for it: new codes go to whoever asks for them, so the
+// holder's date of birth is compared with the document's first. With
+// birth ("" when not given) kluisctl compares it and refuses on a
+// mismatch; without it, it prints the console's reminder with the
+// document's date (to stderr, in English like every kluisctl message).
+func (c *cli) checkHolder(ctx context.Context, id, birth string) error {
+	if birth != "" {
+		if _, err := time.Parse(time.DateOnly, birth); err != nil {
+			return usageError{"documents reissue: -birth must be a date like 1990-05-31"}
+		}
+	}
+	raw, err := c.call(ctx, "GET", "/api/v1/documents/"+url.PathEscape(id), nil)
+	if err != nil {
+		return err
+	}
+	var doc struct {
+		BirthDate *time.Time `json:"holder_birth_date"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return fmt.Errorf("bad document from server: %w", err)
+	}
+	if doc.BirthDate == nil {
+		return nil // purged: no re-issue anyway, the server says why
+	}
+	want := doc.BirthDate.UTC().Format(time.DateOnly)
+	switch {
+	case birth == "":
+		fmt.Fprintf(c.stderr, "kluisctl: first check that you are speaking to the holder: ask their date of birth and compare it with the document's (%s). If it does not match, make no new codes (-birth YYYY-MM-DD has kluisctl compare it).\n", want)
+	case birth != want:
+		return fmt.Errorf("documents reissue: the date of birth given (%s) is not the document's: no new codes were made; check that you are speaking to the holder", birth)
+	}
+	return nil
 }
 
 func (c *cli) deviceShow(ctx context.Context, args []string) error {

@@ -143,9 +143,31 @@ func TestKluisctlAgainstRealAPI(t *testing.T) {
 	assert.Contains(t, errs, "kluisctl: warning: device kortrijk-1 has never connected; the holder may not be able to collect there")
 	code, _, errs = h.kctl(staff, "", nil, "documents", "load", id)
 	require.Equal(t, 0, code, errs)
+	// The identity reminder of the console's re-issue: the document's
+	// date of birth, to compare with the holder's; -birth compares it,
+	// and a wrong one makes no codes.
+	var reissues int
+	countReissues := func() int {
+		t.Helper()
+		_, out, _ := h.kctl(staff, "", nil, "-o", "json", "documents", "show", id)
+		return strings.Count(out, `"reissue"`)
+	}
+	reissues = countReissues()
+	code, _, errs = h.kctl(staff, "", nil, "reissue", id, "-birth", "1975-03-02")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, "the date of birth given (1975-03-02) is not the document's: no new codes were made")
+	assert.Equal(t, reissues, countReissues(), "no re-issue")
+	code, _, errs = h.kctl(staff, "", nil, "reissue", id, "-birth", "3 Feb 1975")
+	assert.Equal(t, 2, code, errs)
+	assert.Contains(t, errs, "-birth must be a date like 1990-05-31")
+	code, _, errs = h.kctl(staff, "", nil, "documents", "reissue", id, "-birth", "1975-02-03")
+	require.Equal(t, 0, code, errs)
+	assert.NotContains(t, errs, "first check")
+	assert.Equal(t, reissues+1, countReissues())
 	code, out, errs = h.kctl(staff, "", nil, "reissue", id)
 	require.Equal(t, 0, code, errs)
 	assert.Regexp(t, `state:\s+loaded`, out)
+	assert.Contains(t, errs, "kluisctl: first check that you are speaking to the holder: ask their date of birth and compare it with the document's (1975-02-03). If it does not match, make no new codes")
 	// kortrijk-1 has no device link (never online): the old code still
 	// opens its compartment offline until the device gets the code sync.
 	assert.Contains(t, errs, "warning: the device is offline: until it reconnects (and gets the code sync), the old code still opens the compartment there")

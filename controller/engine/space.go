@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -42,8 +43,8 @@ func (e *Engine) journalLow() bool {
 // keepLoop, woken here, tries the kept writes again and, once none is
 // left, clears it (journalWorks).
 func (e *Engine) journalFailed(err error) {
-	if err == nil || (journal.SpaceState{Low: true, Cause: err}).DiskFull() {
-		return
+	if err == nil || errors.Is(err, journal.ErrClosed) || (journal.SpaceState{Low: true, Cause: err}).DiskFull() {
+		return // a full disk is the journal's own (spaceLoop); closed: stopping
 	}
 	e.mu.Lock()
 	e.writeFail = true

@@ -10,12 +10,16 @@ import (
 )
 
 // TestCounterHoursOnTheHelpScreens: with kiosk.counter_hours configured,
-// the screens that send a citizen to the counter (here the PIN lockout
-// and an expired code) give its opening hours in the page's language on
-// the 24 h clock, above "Is the counter closed? Call 1777."; and the
-// start screen and these name the machine as the citizen's letter does
+// the screens that send a citizen to the counter (an expired code, the
+// PIN lockout, a compartment out of order, no answer, a door that did not
+// open) give its opening hours in the page's language on the 24 h clock,
+// above "Is the counter closed? Call 1777."; and the start screen and
+// these name the machine as the citizen's letter does
 // (kiosk.display_name: "Stadhuis Kortrijk, automaat 2"). In every
-// language at 800x480, fitting and passing axe.
+// language at 800x480, fitting with normal text (the door that did not
+// open, its drawing beside the hours, was 41 px too tall in German and
+// French) and passing axe, large text too. With large text these screens
+// do not fit 800x480 yet (85 to 270 px too tall): not checked.
 func TestCounterHoursOnTheHelpScreens(t *testing.T) {
 	const name = "Stadhuis Kortrijk, automaat 2"
 	hours := `counter_hours:
@@ -61,6 +65,22 @@ func TestCounterHoursOnTheHelpScreens(t *testing.T) {
 		p.r.pickup(engine.PickupRequest{PIN: "123456789", Lang: p.lang})
 		p.m.check("hours-locked_out", "s-locked_out", expect{h1: "title.locked_out", msg: "state.locked_out", next: "next.closed", citizen: true})
 		shown("s-locked_out")
+		p.r.be.set(func() { p.r.be.verify["K1.nowhere"] = okAt("doc-x", 15) }) // not a compartment of this device
+		p.r.pickup(engine.PickupRequest{QR: "K1.nowhere", Lang: p.lang})
+		p.m.check("hours-out_of_order", "s-out_of_order", expect{h1: "title.out_of_order", msg: "state.out_of_order", next: "next.closed", citizen: true})
+		shown("s-out_of_order")
+		p.r.be.set(func() { p.r.be.down = true })
+		p.r.pickup(engine.PickupRequest{QR: "K1.c3", Lang: p.lang}) // no answer and nothing to verify offline with
+		p.r.be.set(func() { p.r.be.down = false })
+		p.m.check("hours-error", "s-error", expect{h1: "title.problem", msg: "state.error", next: "next.closed", citizen: true})
+		shown("s-error")
+		// The door stays shut: the drawing beside the message.
+		p.r.be.set(func() { p.r.be.verify["K1.c7"] = okAt("doc-7", 6) })
+		p.r.item(6, true)
+		p.r.setOpenOnPulse(false)
+		p.r.pickup(engine.PickupRequest{QR: "K1.c7", Lang: p.lang})
+		p.m.check("hours-not_opened", "s-not_opened", expect{h1: "title.problem", msg: "state.not_opened", next: "next.closed", n: 7, citizen: true})
+		shown("s-not_opened")
 	})
 }
 
@@ -68,7 +88,8 @@ func TestCounterHoursOnTheHelpScreens(t *testing.T) {
 // and tomorrow (open all day by the weekly hours), the lockout screen
 // says first that the counter is closed then and when it opens again,
 // above the opening hours; it still fits the 800x480 panel without
-// scrolling and passes axe, in every language, large text off and on.
+// scrolling with normal text and passes axe, in every language, large
+// text off and on (with large text it does not fit yet: not checked).
 func TestClosedDatesOnTheSmallPanel(t *testing.T) {
 	now := time.Now()
 	today, tomorrow := now.Format(time.DateOnly), now.AddDate(0, 0, 1).Format(time.DateOnly)

@@ -126,7 +126,7 @@ func NewPruner(o PrunerOptions) (*Pruner, error) {
 	}
 	p := &Pruner{pool: o.Pool, keep: o.Retention, batch: o.Batch, now: o.Clock, log: o.Logger.With("part", "device-retention"), also: o.Also,
 		pruned: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_device_history_pruned_total",
-			Help: "Rows deleted by the device retention (-device-retention), by table (device_events, device_commands, code_attempts)."}, []string{"table"}),
+			Help: "Rows deleted by the hourly retention pass (-device-retention; auth tokens 30 days after their end), by table (device_events, device_commands, code_attempts, notifications, auth_tokens)."}, []string{"table"}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "kluis_device_history_prune_failures_total",
 			Help: "Passes of the device retention that failed (the next pass tries again)."})}
 	p.pruned.WithLabelValues("device_events")
@@ -214,7 +214,10 @@ func (p *Pruner) Pass(ctx context.Context) (PruneResult, error) {
 		for _, t := range p.also {
 			attrs = append(attrs, t.Name, r.Also[t.Name])
 		}
-		p.log.Info("device retention: pruned", append(attrs, "cutoff", r.Cutoff.Format(time.RFC3339), "retention", p.retention())...)
+		if !r.Cutoff.IsZero() {
+			attrs = append(attrs, "cutoff", r.Cutoff.Format(time.RFC3339))
+		}
+		p.log.Info("device retention: pruned", append(attrs, "retention", p.retention())...)
 		// One record per pass, also when a later table failed: what was
 		// deleted is gone. The pass's own context may have ended (the
 		// backend stopping); the record is still written, briefly.

@@ -189,7 +189,7 @@ func TestPrunerKeepsWhatAlarmsNeed(t *testing.T) {
 	assert.True(t, rep.OK(), rep.String())
 
 	assert.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP kluis_device_history_pruned_total Rows deleted by the device retention (-device-retention), by table (device_events, device_commands, code_attempts).
+# HELP kluis_device_history_pruned_total Rows deleted by the hourly retention pass (-device-retention; auth tokens 30 days after their end), by table (device_events, device_commands, code_attempts, notifications, auth_tokens).
 # TYPE kluis_device_history_pruned_total counter
 kluis_device_history_pruned_total{table="code_attempts"} 3
 kluis_device_history_pruned_total{table="device_commands"} 4

@@ -123,7 +123,7 @@ func TestDeviceRetentionPrunesAtStart(t *testing.T) {
 	testenv.Eventually(t, "the pruned rows counted", func() bool {
 		return testutil.CollectAndCount(reg, "kluis_device_history_pruned_total") == 5 &&
 			testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP kluis_device_history_pruned_total Rows deleted by the device retention (-device-retention), by table (device_events, device_commands, code_attempts).
+# HELP kluis_device_history_pruned_total Rows deleted by the hourly retention pass (-device-retention; auth tokens 30 days after their end), by table (device_events, device_commands, code_attempts, notifications, auth_tokens).
 # TYPE kluis_device_history_pruned_total counter
 kluis_device_history_pruned_total{table="auth_tokens"} 2
 kluis_device_history_pruned_total{table="code_attempts"} 1

@@ -292,3 +292,38 @@ func TestReconnectKeepsIdentity(t *testing.T) {
 		c.Disconnect(50)
 	}
 }
+
+// An in-process subscriber's payload is its own: one that changes it
+// changes neither another subscriber's copy nor what a client receives,
+// whether the message came from a client (whose packet's body the only
+// in-process subscriber may get without a copy) or from Publish.
+func TestInProcessPayloadsAreTheirs(t *testing.T) {
+	b, _ := start(t)
+	const topic = "kluis/v1/dev/dev-a/event"
+	var mu sync.Mutex
+	var seen []string
+	require.NoError(t, b.Subscribe("kluis/v1/dev/+/event", func(_ string, p []byte) {
+		mu.Lock()
+		seen = append(seen, string(p))
+		mu.Unlock()
+		for i := range p {
+			p[i] = 'X' // the first subscriber spoils its copy at once
+		}
+	}))
+	require.NoError(t, b.Subscribe("kluis/v1/dev/dev-a/+", func(_ string, p []byte) {
+		mu.Lock()
+		seen = append(seen, "second "+string(p))
+		mu.Unlock()
+	}))
+	backend := connect(t, options(b.Addr(), "backend-1", "backend", "pw-backend"))
+	in := newInbox()
+	subscribe(t, backend, topic, in)
+	dev := connect(t, options(b.Addr(), "dev-a", "dev-a", "pw-dev-a"))
+	publish(t, dev, topic, 1, "from the device")
+	require.NoError(t, b.Publish(topic, []byte("from the backend"), false, 1))
+	in.WaitFor(t, topic+" from the device")
+	in.WaitFor(t, topic+" from the backend")
+	mu.Lock()
+	defer mu.Unlock()
+	assert.ElementsMatch(t, []string{"from the device", "second from the device", "from the backend", "second from the backend"}, seen)
+}

@@ -182,6 +182,10 @@ type message struct {
 	payload []byte
 	qos     byte
 	retain  bool
+	// owned: payload is the broker's own (the body of a packet just read,
+	// which nothing else holds): publish may hand it to its only
+	// in-process subscriber instead of a copy.
+	owned bool
 }
 
 func parseConnect(hdr byte, body []byte) (connectPacket, error) {

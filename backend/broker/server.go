@@ -430,9 +430,11 @@ func (c *client) handlePublish(hdr byte, body []byte) error {
 	}
 	switch p.qos {
 	case 0:
+		p.owned = true // the packet's body: readPacket's, read for it alone
 		s.publish(p.message)
 		return nil
 	case 1:
+		p.owned = true
 		s.publish(p.message) // the in-process subscribers have it before the PUBACK
 		return c.write(appendAck(nil, pktPuback<<4, p.id))
 	default:
@@ -444,6 +446,7 @@ func (c *client) handlePublish(hdr byte, body []byte) error {
 				return malformed("over 1,024 QoS 2 messages unreleased")
 			}
 			c.qos2[p.id] = struct{}{}
+			p.owned = true
 			s.publish(p.message)
 		}
 		return c.write(appendAck(nil, pktPubrec<<4, p.id))
@@ -591,8 +594,10 @@ func (s *server) retainedFor(filter string) []message {
 }
 
 // publish routes m to every matching subscription: in-process handlers
-// are called, in this goroutine, with a copy of the payload; clients are
-// written to. A retained message (an empty one deletes) is kept for later
+// are called, in this goroutine, with a copy of the payload (or with the
+// payload itself when it is owned and they are its only target: a
+// device's message to devicelink, which keeps it; no copy per message);
+// clients are written to. A retained message (an empty one deletes) is kept for later
 // subscribers.
 func (s *server) publish(m message) {
 	var buf [8]*sub
@@ -617,6 +622,10 @@ func (s *server) publish(m message) {
 	targets = s.pickShared(targets)
 	for _, t := range targets {
 		if t.fn != nil {
+			if m.owned && len(targets) == 1 {
+				t.fn(m.topic, m.payload)
+				continue
+			}
 			t.fn(m.topic, bytes.Clone(m.payload))
 			continue
 		}

@@ -273,8 +273,10 @@ func TestSilentConnectionGivenUp(t *testing.T) {
 				willAfter.Round(time.Millisecond), keepAlive*3/2, relay.pings.Load())
 			// Generous margins for a loaded machine: the bounds are
 			// about protocol rules, not speed.
-			assert.Less(t, noticed, keepAlive+pingTimeout+keepAlive/2+5*time.Second, "kluisd's bound")
-			assert.Less(t, willAfter, keepAlive*3/2+5*time.Second, "the broker's bound")
+			// (Mosquitto's will came 8.2 s after at load 26 with a 3 s
+			// bound: its keep-alive check runs in its main loop.)
+			assert.Less(t, noticed, keepAlive+pingTimeout+keepAlive/2+15*time.Second, "kluisd's bound")
+			assert.Less(t, willAfter, keepAlive*3/2+15*time.Second, "the broker's bound")
 		})
 	}
 }

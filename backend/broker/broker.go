@@ -188,7 +188,9 @@ func (b *Broker) Healthy() error { return b.listener.Healthy() }
 
 // Subscribe delivers every message published on filter (a shared
 // subscription, "$share/{group}/{filter}", shares with the clients of
-// that group) to handler, with a copy of its payload. handler runs in the
+// that group) to handler, with a payload of its own that it may keep (a
+// copy; or, when handler is the message's only target, the body of the
+// packet just read, which nothing else holds). handler runs in the
 // publishing client's goroutine before the broker reads that client's
 // next packet (and before it acknowledges a QoS 1 message): a handler
 // that waits slows that one client down (back-pressure on its TCP

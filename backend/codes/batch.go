@@ -20,7 +20,8 @@ import (
 
 // Batched QR verifications.
 //
-// A QR attempt whose token's signature holds is decided and recorded in a
+// A QR attempt with a well-formed token for its device is checked against
+// its code's token digest (tokenHolds), decided and recorded in a
 // transaction it shares with the QR attempts of other devices that arrived
 // meanwhile: one transaction and two round trips for the whole batch
 // instead of one transaction and four round trips each. Nobody waits for
@@ -50,8 +51,11 @@ import (
 //     attempt in it gets the error (the kiosk shows "unavailable" and may
 //     try again), none is claimed.
 //
-// PIN attempts, invalid tokens and services with an audit function of
-// their own (Options.Audit) are never batched.
+// PIN attempts, malformed tokens, tokens for another device (decided by
+// their signature before any transaction) and services with an audit
+// function of their own (Options.Audit) are never batched. A well-formed
+// token that is not its code's (its digest differs) is decided in the
+// batch: wrong_code, recorded without the code, as before.
 //
 // Measured and removed (docs/performance.md): staggered batches (the next
 // batch read while the previous one commits) and batches in one round trip

@@ -9,7 +9,13 @@
 // base64url(payload) + "." + base64url(Ed25519 signature)) with the
 // backend's signing key ([Keys]). A device holding only the public key
 // checks it offline (pickupcode.VerifyToken: signature, device, expiry). The
-// backend additionally checks the code row (single use, revocation).
+// code's row keeps a keyed digest of the token (Keys.TokenDigest), and the
+// backend checks a token online against it instead of signing it again:
+// the token's claims are read unverified, its code row read and locked,
+// and only if the row's digest is the token's (in constant time) do its
+// device and expiry count; a row without a digest (issued before it) has
+// the token's signature checked. The backend additionally checks the code
+// row (single use, revocation).
 // Possession of the token (the e-mail, the slip) is the factor: a QR code
 // alone opens the compartment.
 //

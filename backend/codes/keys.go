@@ -2,7 +2,9 @@ package codes
 
 import (
 	"crypto/ed25519"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -42,6 +44,27 @@ type Keys struct {
 // Public returns the key devices verify tokens with.
 func (k Keys) Public() ed25519.PublicKey {
 	return k.Signing.Public().(ed25519.PublicKey)
+}
+
+// TokenDigestKey is the key of the QR token digests kept with the codes
+// (codes.token_digest, [Keys.TokenDigest]): HMAC-SHA256 of a fixed label
+// under the signing key's seed. Derived from the signing key, not the PIN
+// key: a digest is good exactly as long as the signature it stands in
+// for, and a PIN key rotation (which tokens outlive) leaves it alone.
+func (k Keys) TokenDigestKey() []byte {
+	m := hmac.New(sha256.New, k.Signing.Seed())
+	m.Write([]byte("kluis QR token digest v1"))
+	return m.Sum(nil)
+}
+
+// TokenDigest is what a code's row keeps of its QR token: HMAC-SHA256 of
+// the whole token under [Keys.TokenDigestKey]. Whoever reads or writes
+// the database without the signing key can neither recover a token from
+// it nor make one that matches.
+func (k Keys) TokenDigest(token string) []byte {
+	m := hmac.New(sha256.New, k.TokenDigestKey())
+	m.Write([]byte(token))
+	return m.Sum(nil)
 }
 
 // Validate reports keys of the wrong size.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -83,7 +84,9 @@ type Options struct {
 type Service struct {
 	pool      *pgxpool.Pool
 	keys      Keys
-	ownCheck  bool // the signing key signs deterministically: tokens are checked by signing again (pickupcode.VerifyOwnToken)
+	ownCheck  bool      // the signing key signs deterministically: tokens are checked by signing again (pickupcode.VerifyOwnToken)
+	tokenKey  []byte    // Keys.TokenDigestKey: the codes' token digests
+	tokenMACs sync.Pool // hash.Hash: HMAC-SHA256 under tokenKey, reused (tokenDigest)
 	cfg       pickupcode.Config
 	argon     pickupcode.ArgonParams
 	now       func() time.Time
@@ -152,7 +155,8 @@ func New(opts Options) (*Service, error) {
 		opts.VerifyTimeout = 10 * time.Second
 	}
 	s := &Service{
-		pool: opts.Pool, keys: opts.Keys, ownCheck: pickupcode.Deterministic(opts.Keys.Signing), cfg: cfg, argon: opts.Argon,
+		pool: opts.Pool, keys: opts.Keys, ownCheck: pickupcode.Deterministic(opts.Keys.Signing),
+		tokenKey: opts.Keys.TokenDigestKey(), cfg: cfg, argon: opts.Argon,
 		now: opts.Clock, rand: opts.Rand, log: opts.Logger.With("part", "codes"),
 		audit: opts.Audit, onLockout: opts.OnLockout,
 		verified: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -326,6 +330,14 @@ func (s *Service) Issue(ctx context.Context, tx pgx.Tx, req IssueRequest) (Crede
 	if _, err := io.ReadFull(s.rand, id); err != nil {
 		return Credentials{}, fmt.Errorf("codes: issue: code id: %w", err)
 	}
+	cid := pickupcode.FormatCodeID(id)
+	token, err := pickupcode.SignToken(s.keys.Signing, pickupcode.Claims{Version: 1, CodeID: cid, DeviceID: req.DeviceID, Expires: exp.Unix()})
+	if err != nil {
+		return Credentials{}, err
+	}
+	// The row keeps a keyed digest of the token (never the token), which
+	// the online check compares instead of signing the token again.
+	tokenD := s.tokenDigest(token)
 	var pin string
 	inserted := false
 	for try := 0; try < 20 && !inserted; try++ {
@@ -354,11 +366,11 @@ func (s *Service) Issue(ctx context.Context, tx pgx.Tx, req IssueRequest) (Crede
 		err = pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { // savepoint: a PIN collision only undoes this insert
 			_, err := sp.Exec(ctx, `INSERT INTO codes (id, document_id, document_kind, device_id, compartment_id,
 				compartment_number, board, channel, pin_digest, needs_dob, dob_digest, offline_verifier,
-				offline_params, expires_at, created_at)
-				VALUES ($1, $2::uuid, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+				offline_params, expires_at, created_at, token_digest)
+				VALUES ($1, $2::uuid, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
 				id, req.DocumentID, req.DocumentKind, req.DeviceID, req.Compartment.ID, req.Compartment.Number,
 				req.Compartment.Board, req.Compartment.Channel, PINDigest(s.keys.PIN, req.DeviceID, pin),
-				needsDOB, dobD, verifier, s.argon.String(), exp, now)
+				needsDOB, dobD, verifier, s.argon.String(), exp, now, tokenD)
 			return err
 		})
 		var pe *pgconn.PgError
@@ -373,11 +385,6 @@ func (s *Service) Issue(ctx context.Context, tx pgx.Tx, req IssueRequest) (Crede
 	}
 	if !inserted {
 		return Credentials{}, fmt.Errorf("codes: issue: no unique PIN after 20 draws: %w", pickupcode.ErrInvalid)
-	}
-	cid := pickupcode.FormatCodeID(id)
-	token, err := pickupcode.SignToken(s.keys.Signing, pickupcode.Claims{Version: 1, CodeID: cid, DeviceID: req.DeviceID, Expires: exp.Unix()})
-	if err != nil {
-		return Credentials{}, err
 	}
 	if err := s.appendAudit(ctx, tx, AuditEvent{Action: "code.issued", Subject: "document:" + req.DocumentID, Details: map[string]any{
 		"code_id": cid, "device": req.DeviceID, "expires_at": exp, "needs_dob": needsDOB,

@@ -2,8 +2,11 @@ package codes
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"strings"
 	"time"
@@ -81,15 +84,17 @@ type codeRow struct {
 	lockedAt          *time.Time
 	failed            int
 	graceUntil        *time.Time
+	tokenDigest       []byte // Keys.TokenDigest of its QR token; nil: issued before migration 0217
 }
 
 const codeColumns = `id, document_id::text, device_id, compartment_id, compartment_number, board, channel,
-	needs_dob, dob_digest, expires_at, used_at, revoked_at, locked_at, failed_attempts, grace_until`
+	needs_dob, dob_digest, expires_at, used_at, revoked_at, locked_at, failed_attempts, grace_until, token_digest`
 
 func scanCode(row pgx.Row) (codeRow, error) {
 	var c codeRow
 	err := row.Scan(&c.id, &c.documentID, &c.deviceID, &c.compartmentID, &c.compartmentNumber, &c.board,
-		&c.channel, &c.needsDOB, &c.dobDigest, &c.expiresAt, &c.usedAt, &c.revokedAt, &c.lockedAt, &c.failed, &c.graceUntil)
+		&c.channel, &c.needsDOB, &c.dobDigest, &c.expiresAt, &c.usedAt, &c.revokedAt, &c.lockedAt, &c.failed, &c.graceUntil,
+		&c.tokenDigest)
 	return c, err
 }
 
@@ -145,11 +150,13 @@ func (s *Service) verify(ctx context.Context, a Attempt) (Result, error) {
 	}
 	now := s.clock()
 	// Everything that needs no database is decided first, outside the
-	// transaction: the token's signature, the PIN's digest.
+	// transaction: the token's form (and the signature of a token for
+	// another device), its digest, the PIN's digest.
 	look := s.lookup(a, method, now)
 	if s.batch != nil && method == "qr" && look.early == nil && look.sql != "" {
-		// A QR token whose signature holds: claimed in a transaction shared
-		// with other devices' (batch.go).
+		// A well-formed QR token for this device: checked against its code's
+		// digest and claimed in a transaction shared with other devices'
+		// (batch.go).
 		it := &batchItem{a: a, look: look, id: look.args[0].([]byte), done: make(chan struct{})}
 		if err := s.batch.verify(ctx, it); err != nil {
 			return Result{}, fmt.Errorf("codes: verify: %w", err)
@@ -373,16 +380,21 @@ func (s *Service) recentFailures(ctx context.Context, tx pgx.Tx, deviceID string
 }
 
 // codeLookup is how an attempt finds its code, known before the
-// transaction: the code id of a QR token whose signature holds, the digest
-// of a well-formed PIN.
+// transaction: the code id of a well-formed QR token, the digest of a
+// well-formed PIN.
 type codeLookup struct {
 	early  *outcome // decided without the database (an invalid token)
-	tokErr error    // pickupcode.ErrExpired from a token past its expiry, else nil
-	sql    string   // empty: no code to read
+	tokErr error    // pickupcode.ErrExpired from a token past its expiry, else nil; only once the token holds
+	// digest, when set, is the QR token's Keys.TokenDigest: its signature
+	// is not checked yet, and nothing in its claims counts until the
+	// digest matches the code's (tokenHolds).
+	digest []byte
+	sql    string // empty: no code to read
 	args   []any
 }
 
-// verifyToken checks a QR token this backend issued: by signing it again
+// verifyToken checks a QR token this backend issued by its signature (a
+// token for another device, a code without a token digest): by signing it again
 // where the key signs deterministically (it always does with Go's
 // crypto/ed25519; checked once in New), which costs about a third of a
 // signature verification and accepts every token the backend made, else
@@ -394,17 +406,30 @@ func (s *Service) verifyToken(token, deviceID string, now time.Time) (pickupcode
 	return pickupcode.VerifyToken(s.keys.Public(), token, deviceID, now)
 }
 
+// codeByID reads and locks the code a QR token names.
+const codeByID = `SELECT ` + codeColumns + ` FROM codes WHERE id = $1 FOR NO KEY UPDATE`
+
+// lookup finds how to read an attempt's code. A QR token is checked
+// without signing it again (docs/security.md, "How the backend checks a
+// token online"): a malformed one is refused here and reaches no
+// database; a well-formed one for this device reads the code its claims
+// name, and holds only if the code's row keeps the same keyed digest of
+// the token (tokenHolds, in the transaction); only then do its device and
+// expiry count. A token for another device is checked by its signature
+// here, as before, so that only an authentic one answers wrong_device and
+// no code is read for it.
 func (s *Service) lookup(a Attempt, method string, now time.Time) codeLookup {
 	if method == "qr" {
-		claims, err := s.verifyToken(a.QRToken, a.DeviceID, now)
-		if err != nil && !errors.Is(err, pickupcode.ErrExpired) {
-			if errors.Is(err, pickupcode.ErrWrongDevice) {
-				return codeLookup{early: &outcome{err: pickupcode.ErrWrongDevice}}
-			}
+		claims, err := pickupcode.ParseUnverifiedToken(a.QRToken)
+		if err != nil {
 			return codeLookup{early: &outcome{err: pickupcode.ErrWrongCode}}
 		}
-		id, _ := pickupcode.ParseCodeID(claims.CodeID) // checked by pickupcode.VerifyToken
-		return codeLookup{tokErr: err, sql: `SELECT ` + codeColumns + ` FROM codes WHERE id = $1 FOR NO KEY UPDATE`, args: []any{id}}
+		if claims.DeviceID != a.DeviceID {
+			return s.signedLookup(a, now)
+		}
+		id, _ := pickupcode.ParseCodeID(claims.CodeID) // checked by ParseUnverifiedToken
+		return codeLookup{tokErr: claims.Check(a.DeviceID, now), digest: s.tokenDigest(a.QRToken),
+			sql: codeByID, args: []any{id}}
 	}
 	pin, err := pickupcode.NormalizePIN(a.PIN, s.cfg.PINDigits)
 	if err != nil || strings.TrimSpace(a.BirthDate) == "" {
@@ -417,6 +442,47 @@ func (s *Service) lookup(a Attempt, method string, now time.Time) codeLookup {
 		WHERE device_id = $1 AND pin_digest = ANY($2)
 		ORDER BY (used_at IS NULL AND revoked_at IS NULL) DESC, created_at DESC LIMIT 1 FOR NO KEY UPDATE`,
 		args: []any{a.DeviceID, s.pinDigests(a.DeviceID, pin)}}
+}
+
+// signedLookup is lookup for a QR token checked by its signature.
+func (s *Service) signedLookup(a Attempt, now time.Time) codeLookup {
+	claims, err := s.verifyToken(a.QRToken, a.DeviceID, now)
+	if err != nil && !errors.Is(err, pickupcode.ErrExpired) {
+		if errors.Is(err, pickupcode.ErrWrongDevice) {
+			return codeLookup{early: &outcome{err: pickupcode.ErrWrongDevice}}
+		}
+		return codeLookup{early: &outcome{err: pickupcode.ErrWrongCode}}
+	}
+	id, _ := pickupcode.ParseCodeID(claims.CodeID) // checked by pickupcode.VerifyToken
+	return codeLookup{tokErr: err, sql: codeByID, args: []any{id}}
+}
+
+// tokenDigest is Keys.TokenDigest of token, with an HMAC of the pool: its
+// key's inner and outer states are computed once, not per token.
+func (s *Service) tokenDigest(token string) []byte {
+	m, _ := s.tokenMACs.Get().(hash.Hash)
+	if m == nil {
+		m = hmac.New(sha256.New, s.tokenKey)
+	}
+	m.Reset()
+	_, _ = io.WriteString(m, token)
+	d := m.Sum(make([]byte, 0, sha256.Size))
+	s.tokenMACs.Put(m)
+	return d
+}
+
+// tokenHolds reports whether the QR token of a lookup with a digest is
+// the one issued for code c: c keeps the same digest (compared in
+// constant time), or, for a code issued without one (before migration
+// 0217), the token's signature holds. Either way a forged, altered or
+// other key's token fails, and its attempt answers wrong_code as when its
+// signature was checked first.
+func (s *Service) tokenHolds(a Attempt, now time.Time, look codeLookup, c codeRow) bool {
+	if c.tokenDigest == nil {
+		_, err := s.verifyToken(a.QRToken, a.DeviceID, now)
+		return err == nil || errors.Is(err, pickupcode.ErrExpired)
+	}
+	return sameDigest(look.digest, c.tokenDigest)
 }
 
 // reading is what the transaction's first round trip read: the device's
@@ -526,6 +592,11 @@ func (s *Service) decideQR(a Attempt, now time.Time, look codeLookup, r reading)
 		return *look.early
 	}
 	if r.codeErr != nil {
+		return outcome{err: pickupcode.ErrWrongCode}
+	}
+	if look.digest != nil && !s.tokenHolds(a, now, look, r.code) {
+		// Not the token issued for the code it names: like a bad
+		// signature, recorded without the code.
 		return outcome{err: pickupcode.ErrWrongCode}
 	}
 	c, err := r.code, look.tokErr

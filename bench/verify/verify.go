@@ -739,8 +739,9 @@ func (p sampling) stop(save string) map[string]time.Duration {
 
 // topUp gives every one of the first n devices at least want unused
 // codes: rows in codes like the ones codes.Issue writes (the offline
-// verifier is random bytes: online verification never reads it) and their
-// QR tokens signed with the backend's key.
+// verifier is random bytes: online verification never reads it; the
+// token's keyed digest as Issue keeps it) and their QR tokens signed with
+// the backend's key.
 func (r *rig) topUp(ctx context.Context, n, want int) error {
 	exp := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second)
 	now := time.Now().UTC()
@@ -760,13 +761,13 @@ func (r *rig) topUp(ctx context.Context, n, want int) error {
 				return err
 			}
 			rows = append(rows, []any{id, d.documentID, d.documentKind, d.id, d.compartmentID, d.compartmentNumber,
-				0, 1, pin, false, ver, d.offlineParams, exp, now})
+				0, 1, pin, false, ver, d.offlineParams, exp, now, r.keys.TokenDigest(tok)})
 			d.tokens = append(d.tokens, tok)
 		}
 	}
 	_, err := r.pool.CopyFrom(ctx, pgx.Identifier{"codes"}, []string{"id", "document_id", "document_kind", "device_id",
 		"compartment_id", "compartment_number", "board", "channel", "pin_digest", "needs_dob", "offline_verifier",
-		"offline_params", "expires_at", "created_at"}, pgx.CopyFromRows(rows))
+		"offline_params", "expires_at", "created_at", "token_digest"}, pgx.CopyFromRows(rows))
 	if err != nil {
 		return fmt.Errorf("codes for the devices: %w", err)
 	}

@@ -118,14 +118,7 @@ func TestVerifyOwnTokenRefusesAnotherNonce(t *testing.T) {
 }
 
 func FuzzVerifyOwnToken(f *testing.F) {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		f.Fatal(err)
-	}
-	now := time.Unix(1_800_000_000, 0)
-	tok, _ := SignToken(priv, Claims{CodeID: FormatCodeID(make([]byte, 16)), DeviceID: "d1", Expires: now.Unix() + 60})
-	f.Add(tok)
-	f.Add("K1.e30.AAAA")
+	pub, priv, tok, now := tokenFuzzSeed(f)
 	f.Fuzz(func(t *testing.T, s string) {
 		if err := sameAnswer(t, pub, priv, s, "d1", now); err == nil && s != tok {
 			t.Fatalf("accepted a token that was not signed: %q", s)
@@ -151,4 +144,80 @@ func BenchmarkVerifyToken(b *testing.B) {
 			}
 		}
 	})
+}
+
+// unverifiedLikeVerified fails unless ParseUnverifiedToken refuses every
+// token VerifyToken refuses for its form, and reads the claims VerifyToken
+// reads from a token it opens.
+func unverifiedLikeVerified(t testing.TB, pub ed25519.PublicKey, tok, device string, now time.Time) {
+	t.Helper()
+	got, gotErr := ParseUnverifiedToken(tok)
+	want, wantErr := VerifyToken(pub, tok, device, now)
+	switch {
+	case wantErr == nil || errors.Is(wantErr, ErrWrongDevice) || errors.Is(wantErr, ErrExpired):
+		if gotErr != nil || got != want {
+			t.Fatalf("token %q: %+v %v, VerifyToken read %+v %v", tok, got, gotErr, want, wantErr)
+		}
+		if err := got.Check(device, now); (err == nil) != (wantErr == nil) ||
+			errors.Is(err, ErrWrongDevice) != errors.Is(wantErr, ErrWrongDevice) || errors.Is(err, ErrExpired) != errors.Is(wantErr, ErrExpired) {
+			t.Fatalf("token %q: Check %v, VerifyToken %v", tok, err, wantErr)
+		}
+	case gotErr != nil:
+		if !errors.Is(gotErr, ErrWrongCode) {
+			t.Fatalf("token %q: %v, want a wrong code", tok, gotErr)
+		}
+	default:
+		// Well formed: only the signature is wrong.
+		if !errors.Is(wantErr, ErrWrongCode) || !strings.Contains(wantErr.Error(), "signature invalid") {
+			t.Fatalf("token %q parsed, but VerifyToken refused it for its form: %v", tok, wantErr)
+		}
+	}
+}
+
+// signedFor is a token of priv for device, valid for an hour after now,
+// and its claims.
+func signedFor(t testing.TB, priv ed25519.PrivateKey, device string, now time.Time) (Claims, string) {
+	t.Helper()
+	c := Claims{Version: 1, CodeID: FormatCodeID(bytes.Repeat([]byte{9}, 16)), DeviceID: device, Expires: now.Add(time.Hour).Unix()}
+	tok, err := SignToken(priv, c)
+	require.NoError(t, err)
+	return c, tok
+}
+
+func TestParseUnverifiedTokenRefusesWhatIsMalformed(t *testing.T) {
+	pub, priv := newKey(t)
+	now := time.Date(2026, 12, 7, 17, 0, 0, 0, time.UTC)
+	c, tok := signedFor(t, priv, "kortrijk-l1", now)
+	got, err := ParseUnverifiedToken(tok)
+	require.NoError(t, err)
+	require.Equal(t, c, got)
+	require.NoError(t, got.Check("kortrijk-l1", now))
+	require.ErrorIs(t, got.Check("kortrijk-l2", now), ErrWrongDevice)
+	require.ErrorIs(t, got.Check("kortrijk-l1", now.Add(time.Hour)), ErrExpired)
+
+	_, otherPriv := newKey(t)
+	other, err := SignToken(otherPriv, Claims{CodeID: c.CodeID, DeviceID: c.DeviceID, Expires: c.Expires + 86400})
+	require.NoError(t, err)
+	got, err = ParseUnverifiedToken(other)
+	require.NoError(t, err, "another key's token is well formed: the caller's check must refuse it")
+	require.Equal(t, c.Expires+86400, got.Expires)
+
+	short, err := SignToken(priv, Claims{CodeID: "c2hvcnQ", DeviceID: "kortrijk-l1", Expires: c.Expires})
+	require.NoError(t, err)
+	last := tok[len(tok)-1]
+	for _, bad := range []string{"", "K1.", "K1..", "K1.abc.def", "X1.a.b", strings.Repeat("K1.", 300), tok + "x",
+		tok[:10] + "\n" + tok[10:], short, tok[:len(tok)-1] + string(last^1), tok[:strings.LastIndexByte(tok, '.')] + ".AAAA"} {
+		_, err := ParseUnverifiedToken(bad)
+		require.ErrorIs(t, err, ErrWrongCode, bad)
+		unverifiedLikeVerified(t, pub, bad, "kortrijk-l1", now)
+	}
+	for _, good := range []string{tok, other} {
+		unverifiedLikeVerified(t, pub, good, "kortrijk-l1", now)
+		unverifiedLikeVerified(t, pub, good, "kortrijk-l2", now)
+	}
+}
+
+func FuzzParseUnverifiedToken(f *testing.F) {
+	pub, _, _, now := tokenFuzzSeed(f)
+	f.Fuzz(func(t *testing.T, s string) { unverifiedLikeVerified(t, pub, s, "d1", now) })
 }

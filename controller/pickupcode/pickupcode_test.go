@@ -93,7 +93,9 @@ func TestSignedMessagesAreBoundToTheirPrefix(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalid)
 }
 
-func FuzzVerifyToken(f *testing.F) {
+// tokenFuzzSeed is a key, a token it signed for device d1 valid at now,
+// and the seed corpus (that token, a malformed one) of the token fuzzers.
+func tokenFuzzSeed(f *testing.F) (ed25519.PublicKey, ed25519.PrivateKey, string, time.Time) {
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		f.Fatal(err)
@@ -102,6 +104,11 @@ func FuzzVerifyToken(f *testing.F) {
 	tok, _ := SignToken(priv, Claims{CodeID: FormatCodeID(make([]byte, 16)), DeviceID: "d1", Expires: now.Unix() + 60})
 	f.Add(tok)
 	f.Add("K1.e30.AAAA")
+	return pub, priv, tok, now
+}
+
+func FuzzVerifyToken(f *testing.F) {
+	pub, _, tok, now := tokenFuzzSeed(f)
 	f.Fuzz(func(t *testing.T, s string) {
 		c, err := VerifyToken(pub, s, "d1", now)
 		if err == nil && s != tok {

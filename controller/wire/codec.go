@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -61,10 +62,28 @@ var required = map[Kind][]string{
 }
 
 // nestedRequired lists the keys an object found under a given key must
-// carry, at any depth.
+// carry, at any depth (nestedKeys finds them).
 var nestedRequired = map[string][]string{
 	"addr":  {"board", "channel"},
 	"codes": {"version", "full"},
+}
+
+// nestedKeys gives the keys an object under key must carry
+// (nestedRequired). key is matched as encoding/json matches a field's
+// name, case-insensitively with Unicode's simple folding: the typed
+// decoding stores "Addr" or "ADDR" in the addr field as it does "addr",
+// so such an object must carry board and channel too (else a door event
+// with "Addr":{"board":1} was b1/c0's).
+func nestedKeys(key string) ([]string, bool) {
+	if keys, ok := nestedRequired[key]; ok {
+		return keys, true
+	}
+	for name, keys := range nestedRequired {
+		if strings.EqualFold(key, name) {
+			return keys, true
+		}
+	}
+	return nil, false
 }
 
 // Decode parses and validates a payload received on topic. It returns the
@@ -177,7 +196,7 @@ func decodeFlat(k Kind, payload []byte) Message {
 				return nil
 			}
 		}
-		if _, nested := nestedRequired[string(f.key)]; nested && string(f.val) != "null" {
+		if _, nested := nestedKeys(string(f.key)); nested && string(f.val) != "null" {
 			return nil
 		}
 		if string(f.key) == "v" {
@@ -294,7 +313,7 @@ func checkNested(v any, depth int) error {
 	switch x := v.(type) {
 	case map[string]any:
 		for key, val := range x {
-			if keys, ok := nestedRequired[key]; ok && val != nil {
+			if keys, ok := nestedKeys(key); ok && val != nil {
 				obj, ok := val.(map[string]any)
 				if !ok {
 					return fmt.Errorf("%q is not an object: %w", key, ErrInvalid)

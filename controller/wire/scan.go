@@ -201,7 +201,7 @@ func (s *scanner) object(i, depth int, need []string) (int, bool) {
 			i = skipSpace(p, i+1)
 			valStart := i
 			var ok bool
-			if keys, nested := nestedRequired[string(key)]; nested && i < len(p) && p[i] == '{' {
+			if keys, nested := nestedKeys(string(key)); nested && i < len(p) && p[i] == '{' {
 				i, ok = s.object(i, depth+1, keys)
 			} else if nested && i < len(p) && p[i] != 'n' {
 				return 0, false // not an object, not null

@@ -164,3 +164,45 @@ func BenchmarkDecodeHeartbeatChecked(b *testing.B) {
 		}
 	}
 }
+
+// The typed decoding stores a key in the field it names whatever its case
+// (encoding/json matches names case-insensitively, with Unicode's simple
+// folding): an "Addr" or "ADDR" object is a compartment as "addr" is, and
+// a "Codes" one the code sync, so each must carry the nested keys too,
+// on every path. Before, "Addr":{"board":1} was a door event of b1/c0.
+func TestNestedKeysInAnyCase(t *testing.T) {
+	const ev = `{"v":1,"id":"e1","kind":"door_opened","at":"2026-12-07T16:00:00Z",`
+	const hb = `{"v":1,"at":"2026-12-07T16:00:00Z","uptime_s":1,"backlog":0,"offline_cache":0,`
+	const cmd = `{"v":1,"id":"c1","kind":"code_sync","issued":"2026-12-07T16:00:00Z","expires":"2026-12-07T16:05:00Z",`
+	for _, c := range []struct {
+		k       Kind
+		payload string
+	}{
+		{KindEvent, ev + `"Addr":{"board":1}}`},
+		{KindEvent, ev + `"ADDR":{"channel":3}}`},
+		{KindEvent, ev + `"addr":{"board":1,"channel":3},"aDdR":{"board":0}}`},
+		{KindEvent, ev + `"Addr":[1,3]}`},
+		{KindHeartbeat, hb + `"doors":[{"Addr":{"board":1},"locked":true}]}`},
+		{KindCommand, cmd + `"Codes":{"version":3}}`},
+		{KindCommand, cmd + `"codeſ":{"version":3}}`},
+		{KindCommand, cmd + `"codes":{"version":3,"full":true,"entries":[{"document_id":"d1","ADDR":{"board":1},"expires":"2026-12-08T00:00:00Z","pin_hash":"x"}]}}`},
+	} {
+		if m, err := DecodeKind(c.k, []byte(c.payload)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s %s: got %+v, %v; want ErrInvalid", c.k, c.payload, m, err)
+		}
+		sameAsChecked(t, c.k, []byte(c.payload))
+	}
+	// The same payloads with the nested keys all there still decode.
+	for _, c := range []struct {
+		k       Kind
+		payload string
+	}{
+		{KindEvent, ev + `"Addr":{"board":1,"channel":3}}`},
+		{KindHeartbeat, hb + `"doors":[{"ADDR":{"board":1,"channel":2},"locked":true}]}`},
+	} {
+		if _, err := DecodeKind(c.k, []byte(c.payload)); err != nil {
+			t.Errorf("%s %s: %v", c.k, c.payload, err)
+		}
+		sameAsChecked(t, c.k, []byte(c.payload))
+	}
+}

@@ -74,10 +74,10 @@ var messages = map[string][4]string{
 		"Your document has not been collected yet, but the compartment cannot open right now. Try again in a few minutes or call\u00a01777.",
 		"Ihr Dokument wurde noch nicht abgeholt, aber das Fach kann sich gerade nicht öffnen. Versuchen Sie es in einigen Minuten erneut oder rufen Sie\u00a01777\u00a0an."},
 	StateLockedOut: {
-		"Te veel foute pincodes: pincodes kunnen even niet. Scan uw QR-code, probeer later opnieuw of vraag hulp aan het loket.",
-		"Trop de codes PIN erronés\u00a0: les codes PIN sont bloqués un moment. Scannez votre code QR, réessayez plus tard ou demandez de l'aide au guichet.",
-		"Too many wrong PINs: PIN entry is paused for a while. Scan your QR code, try again later or ask for help at the counter.",
-		"Zu viele falsche PINs: Die PIN-Eingabe ist kurz gesperrt. Scannen Sie Ihren QR-Code, versuchen Sie es später noch einmal oder fragen Sie am Schalter."},
+		"Te veel foute pincodes. Scan uw QR-code of vraag hulp aan het loket.",
+		"Trop de codes PIN erronés. Scannez votre code QR ou demandez de l'aide au guichet.",
+		"Too many wrong PINs. Scan your QR code or ask for help at the counter.",
+		"Zu viele falsche PINs. Scannen Sie Ihren QR-Code oder fragen Sie am Schalter."},
 	StateOutOfOrder: {
 		"Dit vak kan nu niet open. Vraag hulp aan het loket.",
 		"Ce casier ne peut pas s'ouvrir maintenant. Demandez de l'aide au guichet.",

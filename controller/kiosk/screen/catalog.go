@@ -225,9 +225,9 @@ var uiTexts = map[string][4]string{
 	"day.sat":        {"zaterdag", "samedi", "Saturday", "Samstag"},
 	"day.sun":        {"zondag", "dimanche", "Sunday", "Sonntag"},
 	"retry.one": {"U kunt het over 1 minuut opnieuw proberen.", "Vous pourrez réessayer dans 1 minute.",
-		"You can try again in 1 minute.", "Sie können es in 1 Minute noch einmal versuchen."},
+		"You can try again in 1 minute.", "Versuchen Sie es in 1 Minute erneut."},
 	"retry.many": {"U kunt het over {m} minuten opnieuw proberen.", "Vous pourrez réessayer dans {m} minutes.",
-		"You can try again in {m} minutes.", "Sie können es in {m} Minuten noch einmal versuchen."},
+		"You can try again in {m} minutes.", "Versuchen Sie es in {m} Minuten erneut."},
 
 	// The drawing of the device.
 	"drawing.n": {"Vak {n}", "Casier {n}", "Compartment {n}", "Fach {n}"},

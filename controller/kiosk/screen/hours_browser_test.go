@@ -18,8 +18,8 @@ import (
 // (kiosk.display_name: "Stadhuis Kortrijk, automaat 2"). In every
 // language at 800x480, fitting with normal text (the door that did not
 // open, its drawing beside the hours, was 41 px too tall in German and
-// French) and passing axe, large text too. With large text these screens
-// do not fit 800x480 yet (85 to 270 px too tall): not checked.
+// French) and passing axe, large text too; with large text they fit as
+// well (see onceAndNoDrawing).
 func TestCounterHoursOnTheHelpScreens(t *testing.T) {
 	const name = "Stadhuis Kortrijk, automaat 2"
 	hours := `counter_hours:
@@ -54,32 +54,33 @@ func TestCounterHoursOnTheHelpScreens(t *testing.T) {
 			if err != nil || strings.Join(got, "|") != want[p.lang] {
 				t.Fatalf("%s: opening hours %q (%v), want %q", sec, got, err, want[p.lang])
 			}
+			onceAndNoDrawing(t, p, sec)
 		}
 		p.r.be.set(func() {
 			p.r.be.verify["K1.old"] = wire.VerifyResponse{Result: wire.VerifyExpired}
 			p.r.be.verify["123456789/"] = wire.VerifyResponse{Result: wire.VerifyDeviceLockedOut, RetryAfterS: 600}
 		})
 		p.r.pickup(engine.PickupRequest{QR: "K1.old", Lang: p.lang})
-		p.m.check("hours-expired", "s-expired", expect{h1: "title.expired", msg: "state.expired", next: "next.expired", citizen: true})
+		p.m.check("hours-expired", "s-expired", expect{h1: "title.expired", msg: "state.expired", next: "next.expired", citizen: true, large: true})
 		shown("s-expired")
 		p.r.pickup(engine.PickupRequest{PIN: "123456789", Lang: p.lang})
-		p.m.check("hours-locked_out", "s-locked_out", expect{h1: "title.locked_out", msg: "state.locked_out", next: "next.closed", citizen: true})
+		p.m.check("hours-locked_out", "s-locked_out", expect{h1: "title.locked_out", msg: "state.locked_out", next: "next.closed", citizen: true, large: true})
 		shown("s-locked_out")
 		p.r.be.set(func() { p.r.be.verify["K1.nowhere"] = okAt("doc-x", 15) }) // not a compartment of this device
 		p.r.pickup(engine.PickupRequest{QR: "K1.nowhere", Lang: p.lang})
-		p.m.check("hours-out_of_order", "s-out_of_order", expect{h1: "title.out_of_order", msg: "state.out_of_order", next: "next.closed", citizen: true})
+		p.m.check("hours-out_of_order", "s-out_of_order", expect{h1: "title.out_of_order", msg: "state.out_of_order", next: "next.closed", citizen: true, large: true})
 		shown("s-out_of_order")
 		p.r.be.set(func() { p.r.be.down = true })
 		p.r.pickup(engine.PickupRequest{QR: "K1.c3", Lang: p.lang}) // no answer and nothing to verify offline with
 		p.r.be.set(func() { p.r.be.down = false })
-		p.m.check("hours-error", "s-error", expect{h1: "title.problem", msg: "state.error", next: "next.closed", citizen: true})
+		p.m.check("hours-error", "s-error", expect{h1: "title.problem", msg: "state.error", next: "next.closed", citizen: true, large: true})
 		shown("s-error")
 		// The door stays shut: the drawing beside the message.
 		p.r.be.set(func() { p.r.be.verify["K1.c7"] = okAt("doc-7", 6) })
 		p.r.item(6, true)
 		p.r.setOpenOnPulse(false)
 		p.r.pickup(engine.PickupRequest{QR: "K1.c7", Lang: p.lang})
-		p.m.check("hours-not_opened", "s-not_opened", expect{h1: "title.problem", msg: "state.not_opened", next: "next.closed", n: 7, citizen: true})
+		p.m.check("hours-not_opened", "s-not_opened", expect{h1: "title.problem", msg: "state.not_opened", next: "next.closed", n: 7, citizen: true, large: true})
 		shown("s-not_opened")
 	})
 }
@@ -88,8 +89,7 @@ func TestCounterHoursOnTheHelpScreens(t *testing.T) {
 // and tomorrow (open all day by the weekly hours), the lockout screen
 // says first that the counter is closed then and when it opens again,
 // above the opening hours; it still fits the 800x480 panel without
-// scrolling with normal text and passes axe, in every language, large
-// text off and on (with large text it does not fit yet: not checked).
+// scrolling and passes axe, in every language, large text off and on.
 func TestClosedDatesOnTheSmallPanel(t *testing.T) {
 	now := time.Now()
 	today, tomorrow := now.Format(time.DateOnly), now.AddDate(0, 0, 1).Format(time.DateOnly)
@@ -107,12 +107,13 @@ counter_closed: [` + today + `, ` + tomorrow + `]`
 			p.r.be.verify["123456789/"] = wire.VerifyResponse{Result: wire.VerifyDeviceLockedOut, RetryAfterS: 600}
 		})
 		p.r.pickup(engine.PickupRequest{PIN: "123456789", Lang: p.lang})
-		p.m.check("closed-locked_out", "s-locked_out", expect{h1: "title.locked_out", msg: "state.locked_out", next: "next.closed", citizen: true})
+		p.m.check("closed-locked_out", "s-locked_out", expect{h1: "title.locked_out", msg: "state.locked_out", next: "next.closed", citizen: true, large: true})
 		got, err := eval[[]string](p.mt, `Array.prototype.map.call(document.querySelectorAll("#s-locked_out .hours > *"),
 			function(e){ return e.className + ":" + e.textContent.trim(); })`)
 		if err != nil {
 			t.Fatal(err)
 		}
+		onceAndNoDrawing(t, p, "s-locked_out")
 		on := strings.SplitN(p.text(t, "closed.on.many"), "{a}", 2)[0]
 		again := strings.SplitN(p.text(t, "closed.next"), "{a}", 2)[0]
 		if len(got) != 3 || !strings.HasPrefix(got[0], "closed-note:"+on) || !strings.Contains(got[0], " "+again) ||
@@ -120,4 +121,37 @@ counter_closed: [` + today + `, ` + tomorrow + `]`
 			t.Fatalf("the hours block reads %q, want the closed dates (%q ... %q ...) above %q and the hours", got, on, again, p.text(t, "hours.title"))
 		}
 	})
+}
+
+// onceAndNoDrawing: on the screen sec with the counter's hours, with
+// large text at 800x480 the drawing is not shown and 1777 is said once
+// (the footer's help line, not also "Is the counter closed? Call 1777."),
+// so that the screen fits; with normal text the drawing (not_opened) and
+// both lines stay.
+func onceAndNoDrawing(t *testing.T, p panelRun, sec string) {
+	t.Helper()
+	got, err := eval[[]string](p.mt, `Array.prototype.filter.call(document.querySelectorAll("#`+sec+` p, footer p"),
+		function(e){ return e.offsetParent !== null && e.innerText.indexOf("1777") >= 0; }).map(function(e){ return e.innerText.trim(); })`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fig, err := eval[bool](p.mt, `getComputedStyle(document.getElementById("drawing")).display !== "none" && !document.getElementById("drawing").hidden`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.mt.large {
+		if len(got) != 1 || got[0] != p.text(t, "help") {
+			t.Fatalf("%s with large text: the lines with 1777 are %q, want only the help line %q", sec, got, p.text(t, "help"))
+		}
+		if fig {
+			t.Fatalf("%s with large text: the drawing is shown", sec)
+		}
+		return
+	}
+	if len(got) < 2 {
+		t.Fatalf("%s with normal text: the lines with 1777 are %q, want the next step and the help line", sec, got)
+	}
+	if fig != (sec == "s-not_opened") {
+		t.Fatalf("%s with normal text: drawing shown %t", sec, fig)
+	}
 }

@@ -19,7 +19,7 @@ import (
 // language at 800x480, fitting with normal text (the door that did not
 // open, its drawing beside the hours, was 41 px too tall in German and
 // French) and passing axe, large text too; with large text they fit as
-// well (see onceAndNoDrawing).
+// well, the hours at the large setting's size (see onceAndNoDrawing).
 func TestCounterHoursOnTheHelpScreens(t *testing.T) {
 	const name = "Stadhuis Kortrijk, automaat 2"
 	hours := `counter_hours:
@@ -55,6 +55,13 @@ func TestCounterHoursOnTheHelpScreens(t *testing.T) {
 				t.Fatalf("%s: opening hours %q (%v), want %q", sec, got, err, want[p.lang])
 			}
 			onceAndNoDrawing(t, p, sec)
+			// With large text, the hours at the large setting's size.
+			small, err := eval[[]string](p.mt, `(function(){ var root = parseFloat(getComputedStyle(document.documentElement).fontSize);
+				return Array.prototype.filter.call(document.querySelectorAll("#`+sec+` .hours p, #`+sec+` .hours li"),
+					function(e){ return parseFloat(getComputedStyle(e).fontSize) < root - 0.01; }).map(function(e){ return e.textContent.trim() + " " + getComputedStyle(e).fontSize; }); })()`)
+			if err != nil || (p.mt.large && len(small) > 0) {
+				t.Fatalf("%s with large text: hours smaller than the large setting's text: %q (%v)", sec, small, err)
+			}
 		}
 		p.r.be.set(func() {
 			p.r.be.verify["K1.old"] = wire.VerifyResponse{Result: wire.VerifyExpired}

@@ -158,8 +158,16 @@ type board struct {
 	// pastBoots are the board's boot ids before bootID, the most recent
 	// pastBootsMax, forgotten when it goes offline (a swapped board may
 	// count boots from anywhere). A board never starts again in one of
-	// them, so a reply carrying one is a stale or replayed frame.
+	// them, so a reply carrying one is a stale or replayed frame, once
+	// bootID is confirmed (bootReplies).
 	pastBoots []uint32
+	// bootReplies counts the replies that carried bootID (up to 2). One
+	// alone may be a frame of another boot the driver never saw (from
+	// before it started, or damaged with a CRC that still matches): until
+	// a second confirms it, a reply in an earlier boot id is taken for a
+	// reboot back, not skipped, else the board's every genuine reply was
+	// skipped until it was given up for offline.
+	bootReplies int
 }
 
 // pastBootsMax is how many earlier boot ids of a board are kept.
@@ -685,7 +693,7 @@ func (d *Driver) pastBoot(addr int, boot uint32) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	bd := d.boards[addr]
-	return bd.haveBoot && boot != bd.bootID && slices.Contains(bd.pastBoots, boot)
+	return bd.haveBoot && boot != bd.bootID && bd.bootReplies > 1 && slices.Contains(bd.pastBoots, boot)
 }
 
 // request is exchange plus the bookkeeping of every answer: the board is
@@ -804,8 +812,10 @@ func (d *Driver) noteBoot(addr int, boot uint32) {
 	defer d.mu.Unlock()
 	bd := d.boards[addr]
 	if bd.haveBoot && bd.bootID == boot {
+		bd.bootReplies = min(bd.bootReplies+1, 2)
 		return
 	}
+	bd.bootReplies = 1
 	if bd.haveBoot {
 		d.m.reboots.Inc()
 		d.log.Warn("board rebooted", "board", addr, "old_boot", bd.bootID, "new_boot", boot)

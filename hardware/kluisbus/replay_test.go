@@ -1,11 +1,13 @@
 package kluisbus
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"kluis/hardware"
 	"kluis/hardware/hardwaretest"
+	"kluis/hardware/kluisproto"
 )
 
 // TestReplayedAndStaleFrames: a third of the replies come after an earlier
@@ -75,6 +77,46 @@ func TestReplayedAndStaleFrames(t *testing.T) {
 	after := w.Count(hardware.BoardRebooted, hardware.Address{Board: 1, Channel: -1}) + w.Count(hardware.BoardRebooted, hardware.Address{Board: 0, Channel: -1})
 	if after != before {
 		t.Errorf("%d reboots reported under replay, none happened", after-before)
+	}
+	t.Logf("frame errors %v", d.FrameErrors())
+}
+
+// TestOneFrameOfAnUnknownBootKeepsTheBoard: one good frame carrying a boot
+// id the driver never saw (a frame from before kluisd started, or one a
+// noisy line damaged with a CRC that still matches, 1 in 65,536) is taken
+// for a reboot, as the driver cannot tell; the board's genuine replies
+// that follow, in the boot id it really has, are then a reboot back, not
+// replies from an earlier boot to skip until the board is given up for
+// offline (every lock of it refused meanwhile).
+func TestOneFrameOfAnUnknownBootKeepsTheBoard(t *testing.T) {
+	e := newEmulator(t, 78)
+	e.addBoard(0, 24)
+	d, _ := newDriver(t, e, Options{Boards: []int{0}, Retries: 3})
+	w := hardwaretest.StartWatch(t, d)
+	e.waitPolled(t, 0)
+	time.Sleep(100 * time.Millisecond)
+	e.with(func() {
+		bogus, err := kluisproto.EncodeMessage(0, &kluisproto.EventsReply{BootID: e.boards[0].boot + 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.prefix = func() []byte {
+			b := bogus
+			bogus = nil
+			return b
+		}
+	})
+	w.WaitFor(t, eventWait, func(ev hardware.Event) bool { return ev.Kind == hardware.BoardRebooted && ev.Addr.Board == 0 })
+	time.Sleep(time.Second) // polls in the board's real boot
+	id := uint32(500)
+	for ch := range 4 {
+		id++
+		if err := d.Pulse(context.Background(), hardware.Address{Board: 0, Channel: ch}, 60*time.Millisecond, hardware.CommandID(id)); err != nil {
+			t.Errorf("pulse 0/%d: %v", ch, err)
+		}
+	}
+	if n := w.Count(hardware.BoardOffline, hardware.Address{Board: 0, Channel: -1}); n != 0 {
+		t.Errorf("board 0 given up for offline %d times after one frame of an unknown boot", n)
 	}
 	t.Logf("frame errors %v", d.FrameErrors())
 }

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"kluis/controller/jsonkeys"
 )
 
 // Errors Decode and Encode wrap (besides ErrTopic).
@@ -75,10 +77,30 @@ var nestedRequired = map[string][]string{
 // so such an object must carry board and channel too (else a door event
 // with "Addr":{"board":1} was b1/c0's).
 func nestedKeys(key string) ([]string, bool) {
-	if keys, ok := nestedRequired[key]; ok {
+	return foldLookup(nestedRequired, key)
+}
+
+// elementRequired lists the keys each element of an array found under a
+// given key must carry, at any depth, each element an object: a code
+// entry's addr and a heartbeat door's are values (board 0, channel 0
+// when missing or null), so an entry or door without one is refused.
+var elementRequired = map[string][]string{
+	"entries": {"addr"},
+	"doors":   {"addr"},
+}
+
+// elementKeys gives the keys each element of an array under key must
+// carry (elementRequired), key matched as nestedKeys matches it.
+func elementKeys(key string) ([]string, bool) {
+	return foldLookup(elementRequired, key)
+}
+
+// foldLookup finds key in m as encoding/json matches a field's name.
+func foldLookup(m map[string][]string, key string) ([]string, bool) {
+	if keys, ok := m[key]; ok {
 		return keys, true
 	}
-	for name, keys := range nestedRequired {
+	for name, keys := range m {
 		if strings.EqualFold(key, name) {
 			return keys, true
 		}
@@ -141,6 +163,10 @@ func decodeChecked(k Kind, payload []byte) (Message, error) {
 	if raw == nil {
 		return nil, fmt.Errorf("%s: not a JSON object: %w", k, ErrInvalid)
 	}
+	if key, ok := jsonkeys.Repeated(payload); ok {
+		// encoding/json keeps the last of "addr" and "Addr": ambiguous.
+		return nil, fmt.Errorf("%s: key %q twice in one object (keys match ignoring case): %w", k, key, ErrInvalid)
+	}
 	v, ok := raw["v"].(float64)
 	if !ok || v != Version {
 		return nil, fmt.Errorf("%s: v=%v: %w", k, raw["v"], ErrVersion)
@@ -178,8 +204,8 @@ type flatField struct{ key, val []byte }
 // decoding checks the syntax, the rest must be white space); "v" a number
 // equal to Version read as decodeChecked reads it (a float64); the
 // required keys present and not null; no key decodeChecked would look
-// inside (nestedRequired), no value an object or array, no key twice or
-// spelt with escapes (so that the keys are decodeChecked's map keys).
+// inside (nestedRequired), no value an object or array, no key twice (in
+// any case: jsonkeys.Repeated) or spelt with escapes (so that the keys are decodeChecked's map keys).
 func decodeFlat(k Kind, payload []byte) Message {
 	if len(payload) > MaxSize(k) {
 		return nil
@@ -192,7 +218,7 @@ func decodeFlat(k Kind, payload []byte) Message {
 	version := false
 	for i, f := range fields {
 		for _, g := range fields[:i] {
-			if string(f.key) == string(g.key) {
+			if bytes.EqualFold(f.key, g.key) {
 				return nil
 			}
 		}
@@ -305,7 +331,8 @@ func skipSpace(p []byte, i int) int {
 
 func jsonSpace(p []byte) bool { return skipSpace(p, 0) == len(p) }
 
-// checkNested walks the decoded JSON and checks nestedRequired.
+// checkNested walks the decoded JSON and checks nestedRequired and
+// elementRequired.
 func checkNested(v any, depth int) error {
 	if depth > 16 {
 		return fmt.Errorf("nested too deep: %w", ErrInvalid)
@@ -327,12 +354,53 @@ func checkNested(v any, depth int) error {
 			if err := checkNested(val, depth+1); err != nil {
 				return err
 			}
+			if keys, ok := elementKeys(key); ok {
+				if err := checkElements(key, val, keys); err != nil {
+					return err
+				}
+			}
 		}
 	case []any:
 		for _, val := range x {
 			if err := checkNested(val, depth+1); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// checkElements checks elementRequired's keys in each element of val, an
+// array found under key (anything else is the typed decoding's to refuse).
+func checkElements(key string, val any, keys []string) error {
+	list, ok := val.([]any)
+	if !ok {
+		return nil
+	}
+	for _, e := range list {
+		obj, ok := e.(map[string]any)
+		if !ok {
+			return fmt.Errorf("%q element is not an object: %w", key, ErrInvalid)
+		}
+		for _, r := range keys {
+			if foldGet(obj, r) == nil {
+				return fmt.Errorf("%q element without %q: %w", key, r, ErrInvalid)
+			}
+		}
+	}
+	return nil
+}
+
+// foldGet is obj's value under key matched as encoding/json matches a
+// field's name (the typed decoding fills the field from "Addr" as from
+// "addr"; jsonkeys.Repeated refused a key repeated in another case).
+func foldGet(obj map[string]any, key string) any {
+	if v, ok := obj[key]; ok {
+		return v
+	}
+	for k, v := range obj {
+		if strings.EqualFold(k, key) {
+			return v
 		}
 	}
 	return nil

@@ -56,8 +56,10 @@
 //
 // Every payload is a JSON object with "v": 1 ([Version]). [Decode] is
 // strict: an unknown version, an unknown or missing field, a wrong type, a
-// value out of range, trailing data or a payload above [MaxPayload] is an
-// error (never a panic). The receiver counts and logs such a message and
+// value out of range, trailing data, a key twice in one object at any
+// depth (compared ignoring case, as encoding/json matches names, which
+// keeps the last), a code entry or heartbeat door without its addr, or a
+// payload above [MaxPayload] is an error (never a panic). The receiver counts and logs such a message and
 // does nothing else. [Encode] validates the same way before sending.
 //
 // # A device's connection

@@ -61,10 +61,12 @@ func decodeOnce(k Kind, payload []byte) Message {
 // checks the syntax; on anything else the answer does not matter, only
 // that the look ends): a JSON object; "v" a number equal to Version; the
 // required keys of k present and not null; every object under a
-// nestedRequired key carrying its keys, not null, at any depth; no value
+// nestedRequired key carrying its keys, not null, at any depth; each
+// element of an array under an elementRequired key an object carrying its
+// keys; no value
 // deeper than checkNested allows. It answers false, leaving the payload
 // to decodeChecked, wherever its reading could differ from a map's: a key
-// twice in one object, a key with an escape or a byte outside printable
+// twice in one object (in any case: jsonkeys.Repeated), a key with an escape or a byte outside printable
 // ASCII, a number with an exponent or longer than maxScanNumber (which
 // might not be a finite float64), more than maxScanKeys keys in an
 // object.
@@ -75,7 +77,7 @@ func scanChecks(k Kind, p []byte) bool {
 	if i >= len(p) || p[i] != '{' {
 		return false
 	}
-	_, ok := s.object(i, 0, nil)
+	_, ok := s.object(i, 0, nil, false)
 	return ok
 }
 
@@ -99,6 +101,17 @@ func hasKey(fields []flatField, key string) bool {
 	return false
 }
 
+// hasKeyFold is hasKey with the key matched as encoding/json matches a
+// field's name (the keys are plain ASCII, none repeated in another case).
+func hasKeyFold(fields []flatField, key string) bool {
+	for _, f := range fields {
+		if bytes.EqualFold(f.key, []byte(key)) {
+			return string(f.val) != "null"
+		}
+	}
+	return false
+}
+
 // value reads the value at p[i] (i past any white space), at depth
 // (checkNested's), and returns the index after it.
 func (s *scanner) value(i, depth int) (int, bool) {
@@ -108,30 +121,9 @@ func (s *scanner) value(i, depth int) (int, bool) {
 	}
 	switch c := p[i]; {
 	case c == '{':
-		return s.object(i, depth, nil)
+		return s.object(i, depth, nil, false)
 	case c == '[':
-		i = skipSpace(p, i+1)
-		if i < len(p) && p[i] == ']' {
-			return i + 1, true
-		}
-		for {
-			var ok bool
-			if i, ok = s.value(i, depth+1); !ok {
-				return 0, false
-			}
-			i = skipSpace(p, i)
-			if i >= len(p) {
-				return 0, false
-			}
-			switch p[i] {
-			case ',':
-				i = skipSpace(p, i+1)
-			case ']':
-				return i + 1, true
-			default:
-				return 0, false
-			}
-		}
+		return s.array(i, depth, nil)
 	case c == '"':
 		for i++; i < len(p) && p[i] != '"'; i++ {
 			if p[i] == '\\' {
@@ -159,12 +151,48 @@ func (s *scanner) value(i, depth int) (int, bool) {
 	return i, i > start
 }
 
+// array reads the array at p[i] ('[') at depth; with need, each element
+// must be an object carrying need's keys (elementRequired).
+func (s *scanner) array(i, depth int, need []string) (int, bool) {
+	p := s.p
+	if depth > maxScanDepth {
+		return 0, false
+	}
+	i = skipSpace(p, i+1)
+	if i < len(p) && p[i] == ']' {
+		return i + 1, true
+	}
+	for {
+		var ok bool
+		if need == nil {
+			i, ok = s.value(i, depth+1)
+		} else if i < len(p) && p[i] == '{' {
+			i, ok = s.object(i, depth+1, need, true)
+		}
+		if !ok {
+			return 0, false
+		}
+		i = skipSpace(p, i)
+		if i >= len(p) {
+			return 0, false
+		}
+		switch p[i] {
+		case ',':
+			i = skipSpace(p, i+1)
+		case ']':
+			return i + 1, true
+		default:
+			return 0, false
+		}
+	}
+}
+
 // object reads the object at p[i] ('{') at depth: its keys plain and
 // once, the keys need not null (those of the nestedRequired key it is
 // under), under a nestedRequired key an object with that key's keys (or
 // null), and at depth 0 (the payload) "v" Version and the kind's required
 // keys not null.
-func (s *scanner) object(i, depth int, need []string) (int, bool) {
+func (s *scanner) object(i, depth int, need []string, fold bool) (int, bool) {
 	p := s.p
 	if depth > maxScanDepth {
 		return 0, false
@@ -190,7 +218,7 @@ func (s *scanner) object(i, depth int, need []string) (int, bool) {
 			}
 			key := p[start:i]
 			for _, f := range s.keys[base:s.n] {
-				if string(f.key) == string(key) {
+				if bytes.EqualFold(f.key, key) {
 					return 0, false
 				}
 			}
@@ -202,9 +230,11 @@ func (s *scanner) object(i, depth int, need []string) (int, bool) {
 			valStart := i
 			var ok bool
 			if keys, nested := nestedKeys(string(key)); nested && i < len(p) && p[i] == '{' {
-				i, ok = s.object(i, depth+1, keys)
+				i, ok = s.object(i, depth+1, keys, false)
 			} else if nested && i < len(p) && p[i] != 'n' {
 				return 0, false // not an object, not null
+			} else if elems, isList := elementKeys(string(key)); isList && i < len(p) && p[i] == '[' {
+				i, ok = s.array(i, depth+1, elems)
 			} else {
 				i, ok = s.value(i, depth+1)
 			}
@@ -229,7 +259,7 @@ func (s *scanner) object(i, depth int, need []string) (int, bool) {
 	}
 	fields := s.keys[base:s.n]
 	for _, r := range need {
-		if !hasKey(fields, r) {
+		if fold && !hasKeyFold(fields, r) || !fold && !hasKey(fields, r) {
 			return 0, false
 		}
 	}

@@ -98,7 +98,7 @@ func TestDecodeScannedMatchesChecked(t *testing.T) {
 		strings.Replace(hb, `"uptime_s":86400`, `"uptime_s":`+strings.Repeat("9", 301), 1),
 		strings.Replace(hb, `"uptime_s":86400`, `"uptime_s":`+strings.Repeat("9", 19), 1),
 	}
-	allSameAsChecked(t, append(append(edges, scanEdges...), flatEdges...))
+	allSameAsChecked(t, append(append(append(edges, scanEdges...), flatEdges...), strictEdges()...))
 }
 
 // A heartbeat, and any message with objects or arrays that decodes, is

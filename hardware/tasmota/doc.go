@@ -51,12 +51,15 @@
 // on its way. Still in this host's kernel (written to the socket, not yet
 // acknowledged by the other end: the bytes written minus SIOCOUTQ fall
 // short of the ON's end), it is taken back: the driver
-// resets the broker connection (SO_LINGER 0, then paho's reads and writes
-// fail at once and paho closes it and connects again; closing it under
-// paho would stop paho for good), and the kernel discards what it held
-// instead of delivering it when a stalled link comes back
+// resets the broker connection before the pulse is reported failed
+// (SO_LINGER 0 and a disconnect of the socket, a connect to an AF_UNSPEC
+// address: the kernel sends RST and discards what it held instead of
+// delivering it when a stalled link comes back; paho's reads and writes
+// then fail at once and paho closes it and connects again; closing it
+// under paho would stop paho for good)
 // (TestUndeliveredOnIsDiscardedByAReset: before, the ON reached the module
-// after the pulse had failed). Every connection paho closes after a loss
+// after the pulse had failed; and in one run of three while the reset
+// waited for paho's close, which came after the pulse's return). Every connection paho closes after a loss
 // is closed so (kluis_tasmota_connection_resets_total); the driver's own
 // Close ends gracefully. (The connection is opened by internal/mqttconn,
 // as kluisd's link's is: no proxy from all_proxy, no unix sockets; a

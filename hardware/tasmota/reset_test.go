@@ -1,3 +1,5 @@
+//go:build linux
+
 package tasmota
 
 import (
@@ -7,6 +9,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
@@ -21,7 +24,9 @@ import (
 // it instead of delivering it when the link returns; the OFF owed goes out
 // on the next connection. Before, the connection carried on and the
 // module switched the relay on (then off, by the OFF written behind it)
-// after the caller was told the pulse failed.
+// after the caller was told the pulse failed. The reset is made before
+// the pulse is reported failed: left to paho's close, which came a little
+// later, the link could come back in between.
 func TestUndeliveredOnIsDiscardedByAReset(t *testing.T) {
 	// paho's write timeout, half of it, leaves the junk's write time on
 	// a loaded machine.
@@ -52,7 +57,15 @@ func TestUndeliveredOnIsDiscardedByAReset(t *testing.T) {
 	}
 	dev.mu.Unlock()
 
+	conn := d.currentConn()
+	require.NotNil(t, conn)
 	perr := d.Pulse(testCtx(t), hardware.Address{Channel: 0}, time.Second, 1)
+	// Checked before the link comes back. The reset used to be left to
+	// paho's close, after its reader noticed the deadlines set in the
+	// past: at the pulse's return the connection still held the ON (4
+	// runs in 5), and the link coming back before paho closed it took
+	// the ON to the module (1 run in 3).
+	require.False(t, holdsUnacked(t, conn), "the pulse was reported failed with its ON still in the driver's kernel: the link coming back delivers it")
 	require.True(t, <-junkWritten, "the driver's write of the junk did not complete: the ON could not be written behind it")
 	require.Error(t, perr)
 	require.ErrorContains(t, perr, "POWER1 ON")
@@ -67,4 +80,26 @@ func TestUndeliveredOnIsDiscardedByAReset(t *testing.T) {
 	defer mu.Unlock()
 	require.Zero(t, ons, "POWER1 ON reached the module after its pulse failed")
 	require.NotZero(t, d.m.resets.Value(), "no connection reset")
+}
+
+// holdsUnacked reports whether c is still an established TCP connection
+// with bytes its other end has not acknowledged: what a link coming back
+// would deliver.
+func holdsUnacked(t *testing.T, c *abortConn) bool {
+	t.Helper()
+	rc, err := c.tcp.SyscallConn()
+	require.NoError(t, err)
+	var info *unix.TCPInfo
+	var outq int
+	var ierr error
+	if err := rc.Control(func(fd uintptr) {
+		if info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); ierr == nil {
+			outq, ierr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
+		}
+	}); err != nil {
+		return false // closed by paho, with a reset (abortConn.Close)
+	}
+	require.NoError(t, ierr)
+	t.Logf("driver's connection at the pulse's failure: TCP state %d, %d bytes unacknowledged", info.State, outq)
+	return info.State == unix.BPF_TCP_ESTABLISHED && outq > 0
 }

@@ -1679,6 +1679,22 @@ func TestJournalDamagedAlarm(t *testing.T) {
 // (backend unreachable), stops r and flips a bit in the pulse intent's
 // record (before the end), then opens the journal once: its recovery moves
 // the rest aside. It returns the code's token and entry.
+// syncAgainAndRefuseOffline has the backend, which never heard of the
+// offline pickup, sync the spent code again, cuts the backend off and
+// checks that the code does not open its door offline a second time.
+func syncAgainAndRefuseOffline(t *testing.T, r *rig, f *hardwaretest.Fake, tok string, entry wire.CodeEntry, now time.Time, when string) {
+	t.Helper()
+	res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-2", Kind: wire.CmdCodeSync, Issued: now,
+		Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 2, Full: true, Entries: []wire.CodeEntry{entry}}}))
+	require.Equal(t, wire.StatusDone, res.Status, res.Detail)
+	r.be.set(func() { r.be.unreachable = true })
+	s := r.pickup(PickupRequest{QR: tok})
+	require.NotEqual(t, StateOpen, s.State, "a code perhaps spent opened its door offline again"+when)
+	require.Equal(t, StateOutOfOrder, s.State)
+	require.True(t, r.hasEvent("offline_code_refused"))
+	require.Equal(t, 1, f.PulseCount(hardware.Address{Board: 0, Channel: 1}), "one pulse")
+}
+
 func spendOfflineThenDamage(t *testing.T, r *rig) (*hardwaretest.Fake, string, wire.CodeEntry, time.Time) {
 	t.Helper()
 	return spendOfflineThenDamageWith(t, r)
@@ -1738,21 +1754,13 @@ func TestJournalDamagedWithdrawsOfflineCodes(t *testing.T) {
 		defer r.stop()
 		r.waitFor("alarm", func() bool { return r.hasEvent("alarm:journal_damaged") })
 		// The backend, which never heard of the pickup, syncs the code again.
-		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-2", Kind: wire.CmdCodeSync, Issued: now,
-			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 2, Full: true, Entries: []wire.CodeEntry{entry}}}))
-		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
-		r.be.set(func() { r.be.unreachable = true })
-		s := r.pickup(PickupRequest{QR: tok})
-		require.NotEqual(t, StateOpen, s.State, "a code perhaps spent opened its door offline again")
-		require.Equal(t, StateOutOfOrder, s.State)
-		require.True(t, r.hasEvent("offline_code_refused"))
-		require.Equal(t, 1, f.PulseCount(hardware.Address{Board: 0, Channel: 1}), "one pulse")
+		syncAgainAndRefuseOffline(t, r, f, tok, entry, now, "")
 
 		// A code synced after the damage opens offline.
 		tok2, cid2 := signToken(t, r.priv, now.Add(time.Hour))
 		a2 := hardware.Address{Board: 0, Channel: 2}
 		r.setItem(a2, true, false)
-		res = r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-3", Kind: wire.CmdCodeSync, Issued: now,
+		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-3", Kind: wire.CmdCodeSync, Issued: now,
 			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 3, Full: true, Entries: []wire.CodeEntry{entry,
 				{DocumentID: "doc-r", Addr: wire.Address{Board: 0, Channel: 2}, Expires: now.Add(time.Hour), QRHash: pickupcode.QRHash(cid2)}}}}))
 		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
@@ -1776,16 +1784,8 @@ func TestJournalDamagedWithdrawalSurvivesCrash(t *testing.T) {
 		// reports:
 		r = newRig(t, rigOpts{caps: sensors, dir: r.dir, fake: f, priv: r.priv})
 		defer r.stop()
-		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-2", Kind: wire.CmdCodeSync, Issued: now,
-			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 2, Full: true, Entries: []wire.CodeEntry{entry}}}))
-		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
-		r.be.set(func() { r.be.unreachable = true })
-		s := r.pickup(PickupRequest{QR: tok})
-		require.NotEqual(t, StateOpen, s.State, "a code perhaps spent opened its door offline again after the crash")
-		require.Equal(t, StateOutOfOrder, s.State)
+		syncAgainAndRefuseOffline(t, r, f, tok, entry, now, " after the crash")
 		require.True(t, r.hasEvent("alarm:journal_damaged"))
-		require.True(t, r.hasEvent("offline_code_refused"))
-		require.Equal(t, 1, f.PulseCount(hardware.Address{Board: 0, Channel: 1}), "one pulse")
 		r.stop()
 		f.Resume()
 

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"kluis/backend/audit"
 	"kluis/backend/auth"
@@ -183,6 +184,11 @@ func (w *Web) page(action string, h handler) http.HandlerFunc {
 			}
 			r.Body = http.MaxBytesReader(rw, r.Body, maxFormBytes)
 		}
+		if badText(r.URL.Path) || badValues(r.URL.Query()) {
+			// Touches nothing: refused before the session is read.
+			w.fail(rw, q, fail(http.StatusBadRequest, "error.bad_request"))
+			return
+		}
 		c, err := r.Cookie(sessionCookie)
 		if err == nil {
 			q.sess, err = w.o.Auth.WebSessionFor(r.Context(), c.Value, true)
@@ -237,11 +243,35 @@ func (w *Web) page(action string, h handler) http.HandlerFunc {
 				w.fail(rw, q, fail(http.StatusForbidden, "error.csrf"))
 				return
 			}
+			if badValues(r.PostForm) {
+				w.fail(rw, q, fail(http.StatusBadRequest, "error.bad_request"))
+				return
+			}
 		}
 		if err := h(rw, q); err != nil {
 			w.fail(rw, q, err)
 		}
 	}
+}
+
+// badText reports whether s holds a NUL byte or invalid UTF-8, which
+// PostgreSQL's text refuses ("invalid byte sequence"): a lookup with it
+// would fail as a 500. The REST API refuses the same (400 invalid_input).
+func badText(s string) bool { return strings.IndexByte(s, 0) >= 0 || !utf8.ValidString(s) }
+
+// badValues reports whether a name or a value of vs is badText.
+func badValues(vs url.Values) bool {
+	for k, list := range vs {
+		if badText(k) {
+			return true
+		}
+		for _, v := range list {
+			if badText(v) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // public wraps a handler of a page shown without a session (the login).

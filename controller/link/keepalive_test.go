@@ -101,7 +101,7 @@ func readPacket(r *bufio.Reader) (typ byte, body, raw []byte, err error) {
 // silencer relays one connection to target, counting the client's
 // PINGREQs, until silenced: then it drops everything either way and
 // keeps both sockets open, as a network that stopped carrying packets
-// (no FIN, no RST).
+// (no FIN, no RST). cutOpen does that to the connections open now only.
 type silencer struct {
 	ln     net.Listener
 	target string
@@ -110,6 +110,16 @@ type silencer struct {
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	conns  []net.Conn
+	cuts   []*atomic.Bool
+}
+
+// cutOpen silences the connections open now; later ones are relayed.
+func (s *silencer) cutOpen() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.cuts {
+		c.Store(true)
+	}
 }
 
 func newSilencer(t *testing.T, target string) *silencer {
@@ -140,18 +150,20 @@ func (s *silencer) serve() {
 			in.Close()
 			continue
 		}
+		cut := new(atomic.Bool)
 		s.mu.Lock()
 		s.conns = append(s.conns, in, out)
+		s.cuts = append(s.cuts, cut)
 		s.mu.Unlock()
 		s.wg.Add(2)
-		go s.pipe(out, in, true)
-		go s.pipe(in, out, false)
+		go s.pipe(out, in, cut, true)
+		go s.pipe(in, out, cut, false)
 	}
 }
 
-// pipe copies from's packets to to (nothing once silent); fromClient:
-// count its PINGREQs.
-func (s *silencer) pipe(to, from net.Conn, fromClient bool) {
+// pipe copies from's packets to to (nothing once silent or cut);
+// fromClient: count its PINGREQs.
+func (s *silencer) pipe(to, from net.Conn, cut *atomic.Bool, fromClient bool) {
 	defer s.wg.Done()
 	r := bufio.NewReader(from)
 	for {
@@ -159,7 +171,7 @@ func (s *silencer) pipe(to, from net.Conn, fromClient bool) {
 		if err != nil {
 			return
 		}
-		if s.silent.Load() {
+		if s.silent.Load() || cut.Load() {
 			continue
 		}
 		if fromClient && typ == 12 {

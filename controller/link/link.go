@@ -113,6 +113,7 @@ type Link struct {
 	o       Options
 	log     *slog.Logger
 	client  mqtt.Client
+	store   *pahostore.Store // paho's store of unacknowledged packets
 	started time.Time
 	cmds    chan wire.Command
 
@@ -283,6 +284,7 @@ func (l *Link) Connected() bool {
 // "offline" and disconnects.
 func (l *Link) Run(ctx context.Context) error {
 	l.started = l.o.Clock()
+	l.store = pahostore.New()
 	will, err := wire.Encode(&wire.Presence{State: wire.Offline, Software: l.o.Software})
 	if err != nil {
 		return err
@@ -294,7 +296,7 @@ func (l *Link) Run(ctx context.Context) error {
 		SetBinaryWill(l.topic(wire.KindPresence), will, 1, true).
 		SetOnConnectHandler(l.onConnect).
 		// paho's MemoryStore races with its own writer on reconnect (see pahostore).
-		SetStore(pahostore.New()).
+		SetStore(l.store).
 		// Read through a buffer (paho reads a fixed header byte by byte),
 		// TLS included: internal/mqttconn.
 		SetCustomOpenConnectionFn(mqttconn.Open).
@@ -669,7 +671,8 @@ func (l *Link) request(ctx context.Context, kind wire.Kind, id string, m wire.Me
 		delete(l.pending, id)
 		l.mu.Unlock()
 	}()
-	l.client.Publish(l.topic(kind), 1, false, b)
+	tok := l.client.Publish(l.topic(kind), 1, false, b)
+	defer l.forgetRequest(tok, kind, b)
 	select {
 	case r := <-p.ch:
 		return r, nil
@@ -681,6 +684,29 @@ func (l *Link) request(ctx context.Context, kind wire.Kind, id string, m wire.Me
 			return nil, fmt.Errorf("%w: %w: %w (%v)", ErrUnavailable, ErrResponseRefused, refused, ctx.Err())
 		}
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+	}
+}
+
+// forgetRequest drops a request that has ended from paho's store, where it
+// waits unacknowledged when it went into a connection that had died (a
+// cut uplink: paho notices only after a keep-alive and a ping timeout):
+// paho would send it once it has reconnected, whenever that is, and the
+// backend would act on a request nobody waits for any more, claiming a
+// single-use code for a kiosk that has fallen back offline and told the
+// citizen (the next try was told "pending" until the backend's sweep gave
+// the code back), or reserving a compartment for a staff member who has
+// walked away. A request still waiting at a reconnection is sent again.
+// Its message id stays taken in paho (freed by a PUBACK that may still
+// come, or at kluisd's stop): one id of 65,535 per request given up in a
+// dead connection.
+func (l *Link) forgetRequest(tok mqtt.Token, kind wire.Kind, payload []byte) {
+	pt, ok := tok.(*mqtt.PublishToken)
+	if !ok || pt.MessageID() == 0 {
+		return
+	}
+	if l.store.ForgetPublish(pt.MessageID(), l.topic(kind), payload) {
+		l.log.Info("request ended unacknowledged by the broker: not sent again after a reconnection",
+			"kind", kind, "message_id", pt.MessageID())
 	}
 }
 

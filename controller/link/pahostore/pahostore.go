@@ -13,6 +13,7 @@ package pahostore
 
 import (
 	"bytes"
+	"strconv"
 	"sync"
 
 	"github.com/eclipse/paho.mqtt.golang/packets"
@@ -80,6 +81,31 @@ func (s *Store) Del(key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.m, key)
+}
+
+// ForgetPublish forgets the outbound PUBLISH kept under message id if it
+// is still the one on topic with payload (once acknowledged, paho gives
+// the id to later messages), so that paho does not send it again after
+// a reconnection; it reports whether it forgot one. kluisd's requests
+// carry an id of their own in their payload, so the match is exact.
+func (s *Store) ForgetPublish(id uint16, topic string, payload []byte) bool {
+	key := "o." + strconv.Itoa(int(id)) // paho's outbound key
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.m[key]
+	if !ok {
+		return false
+	}
+	p, err := packets.ReadPacket(bytes.NewReader(b))
+	if err != nil {
+		return false
+	}
+	pub, ok := p.(*packets.PublishPacket)
+	if !ok || pub.TopicName != topic || !bytes.Equal(pub.Payload, payload) {
+		return false
+	}
+	delete(s.m, key)
+	return true
 }
 
 // Close makes the store unusable and forgets everything.

@@ -57,3 +57,24 @@ func TestClosedStoreKeepsNothing(t *testing.T) {
 		t.Fatal("Close kept a packet")
 	}
 }
+
+// ForgetPublish drops a request's PUBLISH, and only while the id still
+// holds that very message: after its PUBACK paho gives the id to another.
+func TestForgetPublishOnlyTheSameMessage(t *testing.T) {
+	s := New()
+	s.Open()
+	p := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
+	p.TopicName, p.Qos, p.MessageID, p.Payload = "kluis/v1/dev/d1/verify/req", 1, 9, []byte(`{"id":"r1"}`)
+	s.Put("o.9", p)
+	if s.ForgetPublish(9, "kluis/v1/dev/d1/verify/req", []byte(`{"id":"r2"}`)) ||
+		s.ForgetPublish(9, "kluis/v1/dev/d1/staff/req", []byte(`{"id":"r1"}`)) ||
+		s.ForgetPublish(8, "kluis/v1/dev/d1/verify/req", []byte(`{"id":"r1"}`)) {
+		t.Fatal("forgot a message that is not the one asked")
+	}
+	if s.Get("o.9") == nil {
+		t.Fatal("the message under id 9 is gone")
+	}
+	if !s.ForgetPublish(9, "kluis/v1/dev/d1/verify/req", []byte(`{"id":"r1"}`)) || s.Get("o.9") != nil {
+		t.Fatal("the request's PUBLISH was kept")
+	}
+}

@@ -215,7 +215,7 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	eng, err = engine.New(engine.Options{Config: cfg, Driver: drv, Journal: j, Replay: recs, Backend: lk, Cache: cache,
-		CommandKey: pub, StartupHalt: haltedAt, JournalDamaged: damagedDetail, Logger: log, Registry: reg})
+		CommandKey: pub, StartupHalt: haltedAt, JournalDamaged: damagedDetail, OutOfBand: lk.PublishNow, Logger: log, Registry: reg})
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}

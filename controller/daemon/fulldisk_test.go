@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -47,28 +46,12 @@ func TestKillNineOnAFullDisk(t *testing.T) {
 	dev := fmt.Sprintf("full-%d", time.Now().UnixNano())
 	kiosk, metrics := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	var addrs []wire.Address
-	var comps strings.Builder
 	for i := 1; i <= docs; i++ {
-		a := wire.Address{Board: 0, Channel: i - 1}
-		addrs = append(addrs, a)
-		fmt.Fprintf(&comps, "  - {number: %d, board: 0, channel: %d}\n", i, i-1)
+		addrs = append(addrs, wire.Address{Board: 0, Channel: i - 1})
 	}
 	be := startRealBackend(t, dev, "locker", numbered(addrs...), server.Options{RearmUnfollowed: 3 * time.Second})
 	ids, tokens := be.loadDocuments(docs)
-	cfgPath := filepath.Join(dir, "kluisd.yaml")
-	require.NoError(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
-device_id: %s
-site: full
-kind: locker
-mqtt: %s
-hardware: {driver: simfile, simfile: %s}
-journal_dir: %s
-kiosk: {listen: "%s"}
-metrics_listen: "%s"
-offline: %s
-timeouts: {door_open_detect: 2s, verify: 2s, resume_window: 60s}
-compartments:
-%s`, dev, be.mqttConfig(), filepath.Join(dir, "board.sim"), filepath.Join(mnt, "journal"), kiosk, metrics, be.offlineConfig(), comps.String())), 0o600))
+	cfgPath := writeLockerConfig(t, be, dir, filepath.Join(mnt, "journal"), kiosk, metrics, "{door_open_detect: 2s, verify: 2s, resume_window: 60s}", docs)
 	collected := func() int {
 		n := 0
 		for _, id := range ids {
@@ -134,18 +117,7 @@ compartments:
 	require.Equal(t, docs, collected(), "every document collected\n%s", c.stderr.String())
 	raised, cleared := 0, 0
 	for time.Now().Before(deadline.Add(30 * time.Second)) {
-		raised, cleared = 0, 0
-		for _, r := range be.audit("device:" + dev) {
-			if r.Details["alarm"] != string(wire.AlarmJournalFull) {
-				continue
-			}
-			switch r.Action {
-			case "device.alarm":
-				raised++
-			case "device.alarm_cleared":
-				cleared++
-			}
-		}
+		raised, cleared = journalFullAudit(be, dev)
 		if raised == 1 && cleared == 1 {
 			break
 		}

@@ -142,6 +142,12 @@ type Options struct {
 	// journal.Recovery.Unsettled (Recovery.Damage), not only when Open
 	// found the damage itself.
 	JournalDamaged string
+	// OutOfBand, when set, publishes an event to the backend at once,
+	// without the journal (the link's PublishNow): the engine hands it
+	// a journal_full alarm or clear the journal cannot take now, which
+	// stays kept in memory and is journaled, with the same id, once the
+	// journal takes writes again (see emitKept).
+	OutOfBand func(id string, payload []byte)
 	// Clock; default time.Now.
 	Clock    func() time.Time
 	Logger   *slog.Logger
@@ -717,32 +723,43 @@ const maxKept = 10000
 // taken document waiting. A kluisd killed meanwhile loses the kept
 // events, but then the operation's intent is still open (its end is kept
 // after them) and the restart decides the operation again.
+//
+// An alarm about the journal itself (journal_full, or its clear) that
+// the journal does not take now would wait in memory, and so not reach
+// the backend, for as long as the journal fails (the outbox is the
+// journal): it is also published out of band (Options.OutOfBand), with
+// the id it is journaled with later, so the backend records it once.
 func (e *Engine) emitKept(ev wire.Event) {
 	ev, b, err := e.stamp(ev)
 	if err != nil {
 		return
 	}
-	e.keep(string(ev.Kind), func() error { return e.journalEvent(ev, b) })
+	written := e.keep(string(ev.Kind), func() error { return e.journalEvent(ev, b) })
+	if !written && ev.Alarm == wire.AlarmJournalFull && e.o.OutOfBand != nil {
+		e.o.OutOfBand(ev.ID, b)
+	}
 }
 
 // keep runs write now, unless earlier writes are kept (it goes after
-// them), and keeps it for keepLoop when the journal refuses it.
-func (e *Engine) keep(what string, write func() error) {
-	if err := e.keepLocked(what, write); err != nil {
+// them), and keeps it for keepLoop when the journal refuses it; it
+// reports whether write was done now.
+func (e *Engine) keep(what string, write func() error) (written bool) {
+	written, err := e.keepLocked(what, write)
+	if err != nil {
 		e.journalFailed(err) // not under keptMu: it raises an alarm
 	}
+	return written
 }
 
 // keepLocked is keep under keptMu; it returns the journal's error when
 // write was tried and failed.
-func (e *Engine) keepLocked(what string, write func() error) error {
+func (e *Engine) keepLocked(what string, write func() error) (written bool, failed error) {
 	e.keptMu.Lock()
 	defer e.keptMu.Unlock()
-	var failed error
 	if len(e.kept) == 0 {
 		err := write()
 		if err == nil {
-			return nil
+			return true, nil
 		}
 		e.log.Error("journal write failed: kept in memory until the journal takes writes again", "what", what, "err", err)
 		e.m.journalErrors.Inc()
@@ -750,11 +767,11 @@ func (e *Engine) keepLocked(what string, write func() error) error {
 	}
 	if len(e.kept) >= maxKept {
 		e.log.Error("journal write lost: too many kept writes", "what", what, "kept", len(e.kept))
-		return failed
+		return false, failed
 	}
 	e.kept = append(e.kept, keptWrite{what: what, write: write})
 	e.wakeKeep()
-	return failed
+	return false, failed
 }
 
 func (e *Engine) wakeKeep() {

@@ -124,6 +124,9 @@ type Link struct {
 	connGen   int
 	connected bool
 	wake      chan struct{}
+	// direct are the events published out of band (PublishNow), by id,
+	// until the backend acknowledges them.
+	direct map[string]*directEvent
 
 	acks ackLog
 
@@ -334,6 +337,7 @@ func (l *Link) setConnected(v bool) {
 		l.connGen++
 		l.win.reset() // everything unacked goes again, oldest first, at the pace
 		l.results.reconnected()
+		l.directReconnectedLocked()
 	}
 	l.mu.Unlock()
 	if v {
@@ -389,6 +393,7 @@ func (l *Link) onMessage(_ mqtt.Client, msg mqtt.Message) {
 		for _, id := range v.IDs {
 			l.mu.Lock()
 			result := l.results.acked(id)
+			delete(l.direct, id) // published out of band: received
 			l.mu.Unlock()
 			// An event's id or a command's (its result recorded by the
 			// backend): the journal ends either.
@@ -597,9 +602,17 @@ func (l *Link) publishOutbox() time.Duration {
 	l.mu.Lock()
 	sends, wait := l.win.plan(now, l.o.Journal)
 	again, expired, until := l.results.due(now, l.o.ResendAfter)
+	direct, dwait := l.directDueLocked(now)
 	l.mu.Unlock()
 	if until > 0 { // 0: no held result due (shorter takes a 0 b as "now")
 		wait = shorter(wait, until)
+	}
+	if dwait > 0 {
+		wait = shorter(wait, dwait)
+	}
+	for _, b := range direct {
+		l.client.Publish(l.topic(wire.KindEvent), 1, false, b)
+		l.mPublished.Inc()
 	}
 	for _, id := range expired {
 		l.givenUp(id, givenUpAge)

@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/term"
 
 	"kluis/backend/store/safetext"
 )
@@ -69,10 +70,13 @@ type cli struct {
 	token   string
 	output  string
 	stdin   *bufio.Reader
-	stdout  io.Writer
-	stderr  io.Writer
-	getenv  func(string) string
-	client  *http.Client
+	// tty is stdin when it is a terminal (nil otherwise): secrets are
+	// then read from it with the echo off (readLine).
+	tty    *os.File
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+	client *http.Client
 }
 
 // usageError marks wrong command-line use (exit code 2).
@@ -96,6 +100,9 @@ func (e *apiError) Error() string {
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
 	c := &cli{stdin: bufio.NewReader(stdin), stdout: stdout, stderr: stderr, getenv: getenv,
 		client: &http.Client{Timeout: 60 * time.Second}}
+	if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		c.tty = f
+	}
 	fs := flag.NewFlagSet("kluisctl", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	def := getenv("KLUIS_URL")
@@ -527,21 +534,42 @@ func (c *cli) simple(ctx context.Context, method, path string, args []string, ms
 	return nil
 }
 
-// readSecret reads a password from the environment variable or one stdin line.
+// readSecret reads a password from the environment variable or one stdin
+// line (readLine).
 func (c *cli) readSecret(envVar, prompt string) (string, error) {
 	if v := c.getenv(envVar); v != "" {
 		return v, nil
 	}
-	fmt.Fprint(c.stderr, prompt)
-	line, err := c.stdin.ReadString('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
+	line, err := c.readLine(prompt)
+	if err != nil {
 		return "", fmt.Errorf("read password: %w", err)
 	}
-	line = strings.TrimRight(line, "\r\n")
 	if line == "" {
 		return "", usageError{"empty password"}
 	}
 	return line, nil
+}
+
+// readLine writes prompt on stderr and reads one line of a secret (a
+// password, a staff PIN) without its line end: typed at a terminal with
+// the echo off, so that it is neither shown to whoever stands behind the
+// person nor kept in the terminal's scroll-back; else one stdin line (a
+// pipe, a script).
+func (c *cli) readLine(prompt string) (string, error) {
+	fmt.Fprint(c.stderr, prompt)
+	if c.tty != nil {
+		b, err := term.ReadPassword(int(c.tty.Fd()))
+		fmt.Fprintln(c.stderr) // the Enter typed was not echoed either
+		if err != nil {
+			return "", err
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	line, err := c.stdin.ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	return strings.TrimRight(line, "\r\n"), nil
 }
 
 func (c *cli) login(ctx context.Context, args []string) error {
@@ -1071,9 +1099,8 @@ func (c *cli) userUpdate(ctx context.Context, args []string) error {
 	if *kioskPIN {
 		pin := c.getenv("KLUIS_KIOSK_PIN")
 		if pin == "" {
-			fmt.Fprint(c.stderr, "staff PIN (8-12 digits): ")
-			line, err := c.stdin.ReadString('\n')
-			if err != nil && !errors.Is(err, io.EOF) {
+			line, err := c.readLine("staff PIN (8-12 digits): ")
+			if err != nil {
 				return fmt.Errorf("read PIN: %w", err)
 			}
 			pin = strings.TrimSpace(line)

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -117,6 +118,18 @@ func TestJournalEFBIGAlarmReachesTheBackend(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	require.Equal(t, 1, diskFull(metrics), "the journal still fails")
+	// The technician's screen (the kiosk's diagnostics) lists it too.
+	var diag struct {
+		Alarms []struct {
+			Alarm string `json:"alarm"`
+		} `json:"alarms"`
+	}
+	resp, err := testenv.HTTPClient().Get("http://" + kiosk + "/kiosk/v1/diagnostics")
+	require.NoError(t, err)
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&diag))
+	resp.Body.Close()
+	require.Len(t, diag.Alarms, 1, "journal_full on the technician's screen while the journal fails")
+	require.Equal(t, string(wire.AlarmJournalFull), diag.Alarms[0].Alarm)
 	fi2, err := os.Stat(filepath.Join(jdir, "journal.log"))
 	require.NoError(t, err)
 	require.Equal(t, fi.Size(), fi2.Size(), "nothing journaled meanwhile")
@@ -138,5 +151,10 @@ func TestJournalEFBIGAlarmReachesTheBackend(t *testing.T) {
 	}
 	raised, cleared := journalFullAudit(be, dev)
 	require.Equal(t, [2]int{1, 1}, [2]int{raised, cleared})
+	resp, err = testenv.HTTPClient().Get("http://" + kiosk + "/kiosk/v1/diagnostics")
+	require.NoError(t, err)
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&diag))
+	resp.Body.Close()
+	require.Len(t, diag.Alarms, 1, "listed once: not again when journaled")
 	stopChild(t, c)
 }

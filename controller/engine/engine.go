@@ -735,7 +735,15 @@ func (e *Engine) emitKept(ev wire.Event) {
 		return
 	}
 	written := e.keep(string(ev.Kind), func() error { return e.journalEvent(ev, b) })
-	if !written && ev.Alarm == wire.AlarmJournalFull && e.o.OutOfBand != nil {
+	if written {
+		return
+	}
+	if ev.Kind == wire.EvAlarm {
+		// Raised all the same: the technician's screen shows it now, not
+		// once it is journaled (journalEvent notes it once: by its id).
+		e.noteAlarm(ev)
+	}
+	if ev.Alarm == wire.AlarmJournalFull && e.o.OutOfBand != nil {
 		e.o.OutOfBand(ev.ID, b)
 	}
 }
@@ -888,11 +896,14 @@ type AlarmNote struct {
 	// Board, when the alarm is about a board.
 	Board *int      `json:"board,omitempty"`
 	At    time.Time `json:"at"`
+	// id is the alarm event's: an alarm kept in memory is noted when
+	// raised and not again when journaled.
+	id string
 }
 
 // noteAlarm keeps ev in the recent alarms.
 func (e *Engine) noteAlarm(ev wire.Event) {
-	n := AlarmNote{Alarm: ev.Alarm, Board: ev.Board, At: ev.At}
+	n := AlarmNote{Alarm: ev.Alarm, Board: ev.Board, At: ev.At, id: ev.ID}
 	if ev.Addr != nil {
 		for _, c := range e.comps {
 			if c.lock == *ev.Addr && c.slot < 0 {
@@ -904,6 +915,12 @@ func (e *Engine) noteAlarm(ev wire.Event) {
 		}
 	}
 	e.mu.Lock()
+	for _, o := range e.alarms {
+		if n.id != "" && o.id == n.id {
+			e.mu.Unlock()
+			return // noted when it was kept (emitKept)
+		}
+	}
 	e.alarms = append(e.alarms, n)
 	if len(e.alarms) > maxAlarmNotes {
 		e.alarms = append([]AlarmNote(nil), e.alarms[len(e.alarms)-maxAlarmNotes:]...)

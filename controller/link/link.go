@@ -86,7 +86,9 @@ type Options struct {
 	// HeartbeatEvery; default 30s.
 	HeartbeatEvery time.Duration
 	// KeepAlive is the MQTT keep-alive asked for in CONNECT (whole
-	// seconds); default DefaultKeepAlive. paho sends a PINGREQ when it has
+	// seconds); default DefaultKeepAlive. It is also paho's write
+	// timeout: a packet the broker has not taken in that time ends the
+	// connection (it reconnects). paho sends a PINGREQ when it has
 	// sent or received nothing for a keep-alive (checked every 5 s; a
 	// device that only publishes receives nothing, so it pings once a
 	// keep-alive whatever it publishes) and gives the connection up when
@@ -296,6 +298,12 @@ func (l *Link) Run(ctx context.Context) error {
 		SetUsername(l.o.Username).SetPassword(l.o.Password).SetCleanSession(true).
 		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(time.Second).
 		SetMaxReconnectInterval(10*time.Second).SetKeepAlive(l.o.KeepAlive).SetPingTimeout(l.o.PingTimeout).SetOrderMatters(false).
+		// A write the broker has not taken within a keep-alive ends the
+		// connection: without a deadline paho's writer waited on a full
+		// socket for ever (a cut uplink, a broker that stopped reading),
+		// its pings behind it, so the dead connection went unnoticed.
+		// It also bounds paho's Publish, which waits for its writer.
+		SetWriteTimeout(l.o.KeepAlive).
 		SetBinaryWill(l.topic(wire.KindPresence), will, 1, true).
 		SetOnConnectHandler(l.onConnect).
 		// paho's MemoryStore races with its own writer on reconnect (see pahostore).
@@ -684,8 +692,18 @@ func (l *Link) request(ctx context.Context, kind wire.Kind, id string, m wire.Me
 		delete(l.pending, id)
 		l.mu.Unlock()
 	}()
-	tok := l.client.Publish(l.topic(kind), 1, false, b)
-	defer l.forgetRequest(tok, kind, b)
+	// paho's Publish waits for its writer (up to a keep-alive when the
+	// connection has stopped taking bytes): the kiosk waits for ctx only.
+	sent := make(chan mqtt.Token, 1)
+	go func() { sent <- l.client.Publish(l.topic(kind), 1, false, b) }()
+	defer func() {
+		select {
+		case tok := <-sent:
+			l.forgetRequest(tok, kind, b)
+		default:
+			go func() { l.forgetRequest(<-sent, kind, b) }()
+		}
+	}()
 	select {
 	case r := <-p.ch:
 		return r, nil

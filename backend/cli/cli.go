@@ -23,6 +23,7 @@ import (
 	"kluis/backend/broker"
 	"kluis/backend/codes"
 	"kluis/backend/devicelink"
+	"kluis/backend/deviceops"
 	"kluis/backend/server"
 	"kluis/backend/service"
 	"kluis/backend/store"
@@ -383,6 +384,8 @@ func serve(ctx context.Context, args []string, e Env) error {
 	metricsTokenFile := fs.String("metrics-token-file", e.Getenv("KLUIS_METRICS_TOKEN_FILE"), "file holding the bearer token GET /metrics requires (env KLUIS_METRICS_TOKEN_FILE); empty: /metrics is public")
 	fs.DurationVar(&o.StaffIdle, "staff-session-idle", auth.DefaultWebIdle, "a staff console session ends after this long without a request")
 	fs.DurationVar(&o.StaffMaxAge, "staff-session-max", auth.DefaultWebMaxAge, "a staff console session ends this long after the login, whatever happens")
+	answerSig := fs.String("answer-signature", envOr(e, "KLUIS_ANSWER_SIGNATURE", string(deviceops.AnswerKR1)), "how the answers of one verify batch are signed (env KLUIS_ANSWER_SIGNATURE): kr1, one signature each, which every kluisd checks; kr2, one signature for the batch, only once every device runs a kluisd that checks KR2 (docs/operations.md)")
+	kr1Devices := fs.String("answer-signature-kr1-devices", e.Getenv("KLUIS_ANSWER_SIGNATURE_KR1_DEVICES"), "comma list of device ids that get kr1 answers whatever -answer-signature says: devices still on an older kluisd (env KLUIS_ANSWER_SIGNATURE_KR1_DEVICES)")
 	o.DeviceVerifyBudget, o.DeviceEventBudget = devicelink.DefaultVerifyBudget(), devicelink.DefaultEventBudget()
 	fs.Var(&o.DeviceVerifyBudget, "device-verify-budget", "each device's budget of verify and staff requests, RATE/BURST: RATE a second, BURST at once; over it a request is answered unavailable")
 	fs.Var(&o.DeviceEventBudget, "device-event-budget", "each device's budget of events but alarms, RATE/BURST: RATE a second, BURST at once; over it an event is not acknowledged yet (the device sends it again)")
@@ -395,6 +398,14 @@ func serve(ctx context.Context, args []string, e Env) error {
 	var err error
 	if o.APITokenTTL, o.APITokenMaxTTL, err = lifetimes(); err != nil {
 		return err
+	}
+	if o.AnswerSignature, err = deviceops.ParseAnswerForm(*answerSig); err != nil {
+		return fmt.Errorf("-answer-signature: %w", err)
+	}
+	for _, d := range strings.Split(*kr1Devices, ",") {
+		if d = strings.TrimSpace(d); d != "" {
+			o.AnswerSignatureKR1Devices = append(o.AnswerSignatureKR1Devices, d)
+		}
 	}
 	if o.TrustedProxies, err = api.ParseTrustedProxies(*proxies); err != nil {
 		return fmt.Errorf("-trusted-proxies: %w", err)

@@ -160,9 +160,30 @@ func (b *batcher) lead() {
 		}
 		b.run(items)
 		b.s.batchDur.Observe(time.Since(start).Seconds())
+		b.seal(items)
 		for _, it := range items {
 			close(it.done)
 		}
+	}
+}
+
+// seal hands the batch's decided attempts with a Seal to the sealer, if
+// any, before their callers are woken: a batch's answers are made ready
+// at the moment its outcomes are known, by its leader.
+func (b *batcher) seal(items []*batchItem) {
+	if b.s.sealer == nil {
+		return
+	}
+	var decided []Decided
+	for _, it := range items {
+		if it.err != nil || it.alone || it.a.Seal == nil {
+			continue
+		}
+		res, err := answerOf(it.out, it.res)
+		decided = append(decided, Decided{Attempt: it.a, Result: res, Err: err})
+	}
+	if len(decided) > 0 {
+		b.s.sealer.SealBatch(decided)
 	}
 }
 

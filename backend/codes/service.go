@@ -74,6 +74,10 @@ type Options struct {
 	VerifyBatches int
 	// VerifyTimeout bounds one batch's transaction; default 10 s.
 	VerifyTimeout time.Duration
+	// Sealer, when set, is handed each batch's decided attempts that
+	// carry a Seal, by the batch's leader before their Verify returns
+	// (deviceops.AnswerSigner signs their answers with one signature).
+	Sealer Sealer
 	// VerifyLeaders, read once per attempt, overrides VerifyBatches when
 	// it returns more than 0; nil: VerifyBatches. A function so that a
 	// benchmark can pair one and two writers in one process.
@@ -94,6 +98,7 @@ type Service struct {
 	log       *slog.Logger
 	audit     AuditFunc
 	onLockout LockoutFunc
+	sealer    Sealer   // nil: none
 	batch     *batcher // nil: no batching
 
 	verified *prometheus.CounterVec
@@ -158,7 +163,7 @@ func New(opts Options) (*Service, error) {
 		pool: opts.Pool, keys: opts.Keys, ownCheck: pickupcode.Deterministic(opts.Keys.Signing),
 		tokenKey: opts.Keys.TokenDigestKey(), cfg: cfg, argon: opts.Argon,
 		now: opts.Clock, rand: opts.Rand, log: opts.Logger.With("part", "codes"),
-		audit: opts.Audit, onLockout: opts.OnLockout,
+		audit: opts.Audit, onLockout: opts.OnLockout, sealer: opts.Sealer,
 		verified: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kluis_codes_verifications_total",
 			Help: "Code verifications by outcome (reason ok or the kiosk-safe denial reason).",

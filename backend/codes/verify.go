@@ -29,6 +29,29 @@ type Attempt struct {
 	PIN string
 	// BirthDate ("YYYY-MM-DD") is asked with every PIN.
 	BirthDate string
+	// Seal is the caller's, for Options.Sealer: a QR attempt decided in a
+	// batch is handed to the sealer with it (Decided.Attempt) before
+	// Verify returns. nil: the attempt is not handed to the sealer.
+	Seal any
+}
+
+// Decided is an attempt decided in a batch, with what Verify returns for
+// it: Result, or Err (a *Denial).
+type Decided struct {
+	Attempt Attempt
+	Result  Result
+	Err     error
+}
+
+// Sealer seals the answers of one batch together: deviceops signs them
+// with one signature (docs/security.md, "Answers signed in groups").
+type Sealer interface {
+	// SealBatch is called by the batch's leader once the batch's
+	// transaction has committed and before any of its attempts' Verify
+	// returns, with the attempts decided in it whose Seal is set (those
+	// left to go alone are not; a failed batch calls nothing). It must
+	// not block: the batch's callers wait for it.
+	SealBatch(decided []Decided)
 }
 
 // Result tells the device which compartment to open.
@@ -350,14 +373,23 @@ func (s *Service) finish(ctx context.Context, a Attempt, method string, out outc
 	}
 	if out.err != nil {
 		s.log.Info("code denied", "device", a.DeviceID, "method", method, "reason", pickupcode.Reason(out.err))
-		d := &Denial{Err: out.err, Pending: out.pending}
-		if errors.Is(out.err, pickupcode.ErrDeviceLockedOut) {
-			d.LockedUntil = out.lockUntil
-		}
-		return Result{}, d
+	} else {
+		s.log.Info("code used", "device", a.DeviceID, "method", method, "document", result.DocumentID, "code_id", result.CodeID)
 	}
-	s.log.Info("code used", "device", a.DeviceID, "method", method, "document", result.DocumentID, "code_id", result.CodeID)
-	return result, nil
+	return answerOf(out, result)
+}
+
+// answerOf is what Verify returns for a decided attempt: the result, or
+// the denial of out's error.
+func answerOf(out outcome, result Result) (Result, error) {
+	if out.err == nil {
+		return result, nil
+	}
+	d := &Denial{Err: out.err, Pending: out.pending}
+	if errors.Is(out.err, pickupcode.ErrDeviceLockedOut) {
+		d.LockedUntil = out.lockUntil
+	}
+	return Result{}, d
 }
 
 // recentFailures returns the counted failures of the device within the daily

@@ -4,15 +4,21 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"kluis/backend/codes"
 	"kluis/backend/devicelink"
+	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
 )
 
@@ -69,4 +75,100 @@ func TestAnswerSignerSignsTheLinksOwnAnswers(t *testing.T) {
 	require.NoError(t, s.Sign("locker-1", sr))
 	require.NoError(t, wire.VerifyResponseSig(pub, "locker-1", "req-2", sr, now))
 	assert.Error(t, s.Sign("locker-1", &wire.Ack{IDs: []string{"e-1"}}), "not an answer")
+}
+
+// In the kr2 form SealBatch signs a batch's answers together (groups of at
+// most wire.MaxResponseGroup, never a group of one), each holding for its
+// own device and request only; a KR1-only device's answer, a lone answer
+// and every answer in the kr1 form are left unsigned, for the request's
+// own "KR1." signature.
+func TestSealBatchSignsTogether(t *testing.T) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	now := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	kr2, err := NewAnswerSigner(AnswerSignerOptions{Key: priv, Clock: clock, Form: AnswerKR2, KR1Devices: []string{"old-1"}})
+	require.NoError(t, err)
+	kr1, err := NewAnswerSigner(AnswerSignerOptions{Key: priv, Clock: clock})
+	require.NoError(t, err)
+	_, err = NewAnswerSigner(AnswerSignerOptions{Key: priv, Form: "kr3"})
+	require.Error(t, err)
+
+	batch := func(n int, devices ...string) ([]codes.Decided, []*answerSeal) {
+		var ds []codes.Decided
+		var seals []*answerSeal
+		for i := range n {
+			dev := fmt.Sprintf("locker-%d", i)
+			if i < len(devices) {
+				dev = devices[i]
+			}
+			a := &answerSeal{device: dev, id: fmt.Sprintf("req-%d", i)}
+			d := codes.Decided{Attempt: codes.Attempt{DeviceID: dev, Seal: a},
+				Result: codes.Result{DocumentID: fmt.Sprintf("doc-%d", i), Board: 0, Channel: i % 16}}
+			if i%3 == 2 {
+				d.Result, d.Err = codes.Result{}, &codes.Denial{Err: pickupcode.ErrAlreadyCollected, Pending: true}
+			}
+			ds, seals = append(ds, d), append(seals, a)
+		}
+		return ds, seals
+	}
+
+	ds, seals := batch(5, "locker-0", "old-1")
+	kr1.SealBatch(ds)
+	for _, a := range seals {
+		assert.Empty(t, a.res.Sig, "the kr1 form signs nothing together")
+	}
+	kr2.SealBatch(ds)
+	assert.Empty(t, seals[1].res.Sig, "old-1 gets KR1 only")
+	for i, a := range seals {
+		if i == 1 {
+			continue
+		}
+		require.True(t, strings.HasPrefix(a.res.Sig, wire.ResponseGroupSigPrefix), a.res.Sig)
+		assert.Equal(t, a.id, a.res.ID)
+		require.NoError(t, wire.VerifyResponseSig(pub, a.device, a.id, &a.res, now))
+		want := wire.VerifyOK
+		if i%3 == 2 {
+			want = wire.VerifyPending
+		}
+		assert.Equal(t, want, a.res.Result)
+		for j, b := range seals {
+			if j != i && j != 1 {
+				assert.ErrorIs(t, wire.VerifyResponseSig(pub, b.device, a.id, &a.res, now), wire.ErrResponseOtherDevice)
+				assert.ErrorIs(t, wire.VerifyResponseSig(pub, a.device, b.id, &a.res, now), wire.ErrResponseOtherRequest)
+			}
+		}
+	}
+
+	ds, seals = batch(2, "locker-0", "old-1")
+	kr2.SealBatch(ds)
+	assert.Empty(t, seals[0].res.Sig, "alone in its batch but for a KR1-only device: KR1")
+
+	// 65 answers: a group of 63 and one of 2, no group of one.
+	ds, seals = batch(wire.MaxResponseGroup + 1)
+	kr2.SealBatch(ds)
+	groups := map[string]int{}
+	for _, a := range seals {
+		require.NoError(t, wire.VerifyResponseSig(pub, a.device, a.id, &a.res, now))
+		groups[a.res.Sig[strings.LastIndexByte(a.res.Sig, '.'):]]++
+	}
+	assert.ElementsMatch(t, []int{wire.MaxResponseGroup - 1, 2}, slices.Collect(maps.Values(groups)))
+
+	// The Verifier wrapper passes a batch-signed answer on as it is and
+	// signs any other answer alone.
+	pass := kr2.Verifier(devicelink.VerifierFunc(func(_ context.Context, _ string, req wire.VerifyRequest) wire.VerifyResponse {
+		if req.ID == seals[0].id {
+			return seals[0].res
+		}
+		return wire.VerifyResponse{Result: wire.VerifyWrongCode}
+	}))
+	r := pass.Verify(context.Background(), seals[0].device, wire.VerifyRequest{ID: seals[0].id})
+	assert.Equal(t, seals[0].res.Sig, r.Sig)
+	r = pass.Verify(context.Background(), "locker-9", wire.VerifyRequest{ID: "other"})
+	require.True(t, strings.HasPrefix(r.Sig, wire.ResponseSigPrefix), r.Sig)
+	require.NoError(t, wire.VerifyResponseSig(pub, "locker-9", "other", &r, now))
+	// A batch-signed answer handed back for another request is signed again, for that request.
+	wrong := kr2.Verifier(devicelink.VerifierFunc(func(context.Context, string, wire.VerifyRequest) wire.VerifyResponse { return seals[1].res }))
+	r = wrong.Verify(context.Background(), seals[1].device, wire.VerifyRequest{ID: "req-x"})
+	require.NoError(t, wire.VerifyResponseSig(pub, seals[1].device, "req-x", &r, now))
 }

@@ -175,6 +175,14 @@ type Options struct {
 	// VerifyLeaders is codes.Options.VerifyLeaders (how many verification
 	// batches run at once); nil: codes' default.
 	VerifyLeaders func() int
+	// AnswerSignature is how the answers of one verify batch are signed
+	// (deviceops.AnswerForm): "kr1" (the default) one signature each,
+	// which every kluisd checks; "kr2" one signature for the batch, only
+	// once every kluisd checks "KR2." (docs/operations.md, "Upgrading to
+	// answers signed in groups"). AnswerSignatureKR1Devices get "KR1."
+	// only, whatever the form.
+	AnswerSignature           deviceops.AnswerForm
+	AnswerSignatureKR1Devices []string
 	// DeviceVerifyBudget and DeviceEventBudget bound each device's verify
 	// and staff requests and its events (devicelink.Options.VerifyBudget,
 	// EventBudget: a token bucket per device against a stolen device
@@ -254,6 +262,11 @@ func New(o Options) (*Server, error) {
 			return nil, fmt.Errorf("server: %s %s is negative (Disabled turns it off)", name, d)
 		}
 	}
+	form, err := deviceops.ParseAnswerForm(string(o.AnswerSignature))
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	o.AnswerSignature = form
 	if o.DeviceRetention > 0 && o.DeviceRetention < devicelink.MinRetention {
 		return nil, fmt.Errorf("server: %w: %s", devicelink.ErrRetention, o.DeviceRetention)
 	}

@@ -75,8 +75,21 @@ func (l *late) ListDevices(ctx context.Context, siteID string) ([]store.Device, 
 func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*wiring, error) {
 	o, log, reg := s.o, s.o.Logger, s.o.Registry
 	w := &wiring{}
+	// Every answer to a device's request is signed for that device and
+	// request: kluisd acts on no other (see docs/security.md). In the
+	// "kr2" form a verify batch's answers share one signature, made by the
+	// batch's leader (the codes service's sealer).
+	answers, err := deviceops.NewAnswerSigner(deviceops.AnswerSignerOptions{Key: o.Keys.Signing, Clock: o.Clock, Logger: log,
+		Form: o.AnswerSignature, KR1Devices: o.AnswerSignatureKR1Devices, Registerer: reg})
+	if err != nil {
+		return w, err
+	}
+	var sealer codes.Sealer
+	if answers.Form() == deviceops.AnswerKR2 {
+		sealer = answers
+	}
 	cs, err := codes.New(codes.Options{Pool: st.Pool(), Keys: o.Keys, Clock: o.Clock, Logger: log, Registerer: reg,
-		VerifyLeaders: o.VerifyLeaders})
+		VerifyLeaders: o.VerifyLeaders, Sealer: sealer})
 	if err != nil {
 		return w, err
 	}
@@ -169,17 +182,11 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 	if err != nil {
 		return w, err
 	}
-	// Every answer to a device's request is signed for that device and
-	// request: kluisd acts on no other (see docs/security.md).
-	answers, err := deviceops.NewAnswerSigner(deviceops.AnswerSignerOptions{Key: o.Keys.Signing, Clock: o.Clock, Logger: log})
-	if err != nil {
-		return w, err
-	}
 	link, err := devicelink.New(devicelink.Options{
 		URL: url, Username: user, Password: pass, TLS: linkTLS, Embedded: embedded,
 		Pool:     st.Pool(),
 		Events:   events,
-		Verifier: answers.Verifier(deviceops.NewVerifier(deviceops.VerifierOptions{Codes: cs, Logger: log, Clock: o.Clock})),
+		Verifier: answers.Verifier(deviceops.NewVerifier(deviceops.VerifierOptions{Codes: cs, Logger: log, Clock: o.Clock, Seal: sealer != nil})),
 		Staff:    answers.Staff(deviceops.NewStaff(deviceops.StaffOptions{Auth: as, Service: svc, Pool: st.Pool(), Logger: log, Clock: o.Clock, Codes: cs})),
 		Observer: syncer, // a device back online gets its offline codes at once; heartbeats confirm them
 		// Per-device budgets; a request over budget is answered

@@ -34,6 +34,7 @@ import (
 	"kluis/backend/api/apiclient"
 	"kluis/backend/auth"
 	"kluis/backend/codes"
+	"kluis/backend/deviceops"
 	"kluis/backend/server"
 	"kluis/bench"
 	"kluis/controller/daemon/daemonclient"
@@ -50,10 +51,11 @@ type options struct {
 	duration time.Duration
 	warmup   time.Duration
 	rounds   int
-	modes    []string      // the backend's batch modes, paired phase by phase (modeNames)
-	profile  string        // directory for each Kluis phase's CPU profile, "" for none
-	pgWaits  time.Duration // pg_stat_activity's sampling interval (-pg-waits), 0 for none
-	dbSet    [][2]string   // -db-set: settings of the throw-away database (name, value)
+	modes    []string             // the backend's batch modes, paired phase by phase (modeNames)
+	profile  string               // directory for each Kluis phase's CPU profile, "" for none
+	pgWaits  time.Duration        // pg_stat_activity's sampling interval (-pg-waits), 0 for none
+	dbSet    [][2]string          // -db-set: settings of the throw-away database (name, value)
+	answers  deviceops.AnswerForm // -answer-signature: the backend's server.Options.AnswerSignature
 }
 
 // modeNames are -batch-mode's values: how many batches run at once
@@ -74,10 +76,16 @@ func parse(args []string) (options, string, error) {
 		"(their statement, state, wait event; 0: not sampled). The sampler's queries take CPU from the machine (not from the figures' processes)")
 	dbSet := fs.String("db-set", "", "comma-separated name=value settings of the throw-away database (ALTER DATABASE ... SET, before anything connects; "+
 		"the floor's pgbench gets them too), e.g. commit_delay=100,commit_siblings=1")
+	answers := fs.String("answer-signature", string(deviceops.AnswerKR2), "the backend's -answer-signature: kr2 (a verify batch's answers share one signature; "+
+		"the simulated devices check both forms, as kluisd does) or kr1 (one signature per answer, the backend's default for a fleet not yet upgraded)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, "", err
 	}
 	o := options{duration: *dur, warmup: *warm, rounds: *rounds, modes: strings.Split(*mode, ","), profile: *profile, pgWaits: *pgWaits}
+	var err error
+	if o.answers, err = deviceops.ParseAnswerForm(*answers); err != nil {
+		return options{}, "", fmt.Errorf("verify: -answer-signature: %w", err)
+	}
 	for _, m := range o.modes {
 		if _, ok := modeNames[m]; !ok {
 			return options{}, "", fmt.Errorf("verify: -batch-mode: %q is not default, one or one2", m)
@@ -86,7 +94,6 @@ func parse(args []string) (options, string, error) {
 	if len(o.modes) != len(slices.Compact(slices.Sorted(slices.Values(o.modes)))) {
 		return options{}, "", fmt.Errorf("verify: -batch-mode %q names a mode twice", *mode)
 	}
-	var err error
 	if o.devices, err = bench.ParseCounts(*devs, 1000); err != nil {
 		return options{}, "", fmt.Errorf("verify: -devices: %w", err)
 	}
@@ -100,6 +107,9 @@ func parse(args []string) (options, string, error) {
 	}
 	if o.pgWaits > 0 {
 		cmd += " -pg-waits " + o.pgWaits.String()
+	}
+	if o.answers != deviceops.AnswerKR2 {
+		cmd += " -answer-signature " + string(o.answers)
 	}
 	if *dbSet != "" {
 		for _, kv := range strings.Split(*dbSet, ",") {
@@ -144,7 +154,7 @@ func Run(ctx context.Context, env bench.Env, args []string) (bench.Report, error
 		return bench.Report{}, err
 	}
 
-	r, err := start(ctx, env, dbURL, maxDev)
+	r, err := start(ctx, env, dbURL, maxDev, o.answers)
 	if err != nil {
 		return bench.Report{}, err
 	}
@@ -356,6 +366,10 @@ func (r *rig) costNote(n int, what string) string {
 	if k.m.batches > 0 {
 		batch = fmt.Sprintf("; %.1f verifications per transaction (kluis_codes_verify_batched_total / kluis_codes_verify_batches_total)", k.m.batched/k.m.batches)
 	}
+	if k.m.sigs > 0 {
+		batch += fmt.Sprintf("; %.2f answers per signature (kluis_device_answers_signed_total / kluis_device_answer_signatures_total, -answer-signature %s)",
+			k.m.signed/k.m.sigs, r.answers)
+	}
 	heap := ""
 	if k.heap.objects > 0 {
 		heap = fmt.Sprintf("; the process allocated %.0f objects (%.1f KB) per claim, %d collections in the phases",
@@ -436,9 +450,10 @@ type rig struct {
 	phases      int                       // Kluis phases run so far (-profile's file names)
 	stopSrv     func() error
 	tmp         string
+	answers     deviceops.AnswerForm // the backend's -answer-signature
 }
 
-func start(ctx context.Context, env bench.Env, dbURL string, nDev int) (_ *rig, err error) {
+func start(ctx context.Context, env bench.Env, dbURL string, nDev int, answers deviceops.AnswerForm) (_ *rig, err error) {
 	keys, err := codes.GenerateKeys()
 	if err != nil {
 		return nil, err
@@ -447,7 +462,7 @@ func start(ctx context.Context, env bench.Env, dbURL string, nDev int) (_ *rig, 
 	if err != nil {
 		return nil, err
 	}
-	r := &rig{env: env, dbURL: dbURL, keys: keys, tmp: tmp, costs: map[string]*cost{},
+	r := &rig{env: env, dbURL: dbURL, keys: keys, tmp: tmp, costs: map[string]*cost{}, answers: answers,
 		waits: map[string]map[string]int{}, waitSamples: map[string]int{}, wal: map[string]walCounts{}}
 	if u, err := url.Parse(dbURL); err == nil {
 		r.dbName = strings.TrimPrefix(u.Path, "/")
@@ -482,8 +497,9 @@ func start(ctx context.Context, env bench.Env, dbURL string, nDev int) (_ *rig, 
 			// Jobs that would act on the bench's codes (bundles for the
 			// devices, giving accepted codes back) stay off.
 			CodeSyncEvery: server.Disabled, RearmUnfollowed: server.Disabled, HousekeepEvery: server.Disabled,
-			AuditEvery:    server.Disabled,
-			VerifyLeaders: func() int { return int(r.leaders.Load()) }})
+			AuditEvery:      server.Disabled,
+			AnswerSignature: answers,
+			VerifyLeaders:   func() int { return int(r.leaders.Load()) }})
 	})
 	if err != nil {
 		return nil, err
@@ -783,6 +799,9 @@ type backendMetrics struct {
 	// seconds in each stage of the batches' transactions, and how many
 	// batches reached it (kluis_codes_verify_batch_stage_seconds)
 	stageSum, stageCount [len(batchStages)]float64
+	// answers signed and the signatures made for them
+	// (kluis_device_answers_signed_total, kluis_device_answer_signatures_total)
+	signed, sigs float64
 }
 
 // batchStages are kluis_codes_verify_batch_stage_seconds' stages, in order.
@@ -790,7 +809,7 @@ var batchStages = [...]string{"connect", "read", "decide", "write"}
 
 func (m backendMetrics) minus(o backendMetrics) backendMetrics {
 	d := backendMetrics{m.batches - o.batches, m.batched - o.batched, m.batchSum - o.batchSum, m.waits - o.waits, m.waitSum - o.waitSum,
-		m.stageSum, m.stageCount}
+		m.stageSum, m.stageCount, m.signed - o.signed, m.sigs - o.sigs}
 	for i := range batchStages {
 		d.stageSum[i] -= o.stageSum[i]
 		d.stageCount[i] -= o.stageCount[i]
@@ -801,6 +820,7 @@ func (m backendMetrics) minus(o backendMetrics) backendMetrics {
 func (m *backendMetrics) add(o backendMetrics) {
 	m.batches, m.batched, m.batchSum = m.batches+o.batches, m.batched+o.batched, m.batchSum+o.batchSum
 	m.waits, m.waitSum = m.waits+o.waits, m.waitSum+o.waitSum
+	m.signed, m.sigs = m.signed+o.signed, m.sigs+o.sigs
 	for i := range batchStages {
 		m.stageSum[i] += o.stageSum[i]
 		m.stageCount[i] += o.stageCount[i]
@@ -828,6 +848,10 @@ func (r *rig) batchMetrics(ctx context.Context) backendMetrics {
 			out.waits += s.Value
 		case "kluis_codes_verify_batch_wait_seconds_sum":
 			out.waitSum += s.Value
+		case "kluis_device_answers_signed_total":
+			out.signed += s.Value
+		case "kluis_device_answer_signatures_total":
+			out.sigs += s.Value
 		case "kluis_codes_verify_batch_stage_seconds_sum", "kluis_codes_verify_batch_stage_seconds_count":
 			for i, st := range batchStages {
 				if strings.Contains(s.Labels, `stage="`+st+`"`) {

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/term"
+
 	"kluis/backend/api"
 	"kluis/backend/auth"
 	"kluis/backend/broker"
@@ -178,6 +180,17 @@ func migrate(ctx context.Context, args []string, e Env) error {
 func readPassword(e Env) (string, error) {
 	if p := e.Getenv("KLUIS_NEW_PASSWORD"); p != "" {
 		return p, nil
+	}
+	if f, ok := e.Stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		// Typed at a terminal: with the echo off, so that it is neither
+		// shown nor kept in the scroll-back.
+		fmt.Fprint(e.Stderr, "password (not shown): ")
+		b, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(e.Stderr)
+		if err != nil {
+			return "", fmt.Errorf("read password: %w", err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
 	}
 	fmt.Fprintln(e.Stderr, "password (one line on stdin):")
 	line, err := bufio.NewReader(io.LimitReader(e.Stdin, auth.MaxPasswordLen+2)).ReadString('\n')

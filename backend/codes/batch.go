@@ -30,10 +30,11 @@ import (
 // keeps the single attempt's rules:
 //
 //   - it locks the batch's code_devices rows (FOR NO KEY UPDATE), then
-//     reads and locks the batch's codes, like the single attempt locks its
-//     device's row, then its code; but it waits for no lock (SKIP
-//     LOCKED): an attempt whose device or code another transaction holds
-//     (or whose device has no row yet, or whose code is not there) is left
+//     reads and locks the batch's codes (those whose rows keep their
+//     token's digest), like the single attempt locks its device's row,
+//     then its code; but it waits for no lock (SKIP LOCKED): an attempt
+//     whose device or code another transaction holds (or whose device has
+//     no row yet, or whose code is not there or keeps another digest) is left
 //     out of the batch and verified alone afterwards, in a transaction of
 //     its own that waits, makes the device's row or finds no code, as
 //     every attempt did before batching. So a batch is never held up by
@@ -54,8 +55,9 @@ import (
 // PIN attempts, malformed tokens, tokens for another device (decided by
 // their signature before any transaction) and services with an audit
 // function of their own (Options.Audit) are never batched. A well-formed
-// token that is not its code's (its digest differs) is decided in the
-// batch: wrong_code, recorded without the code, as before.
+// token that is not its code's (its digest differs) reads no code, so it
+// locks none: it is left out and decided alone, where it reads none
+// either (codeByDigest): wrong_code, recorded without the code, as before.
 //
 // Measured and removed (docs/performance.md): staggered batches (the next
 // batch read while the previous one commits) and batches in one round trip
@@ -368,9 +370,11 @@ func (s *Service) claimBatch(ctx context.Context, items []*batchItem) (err error
 
 	devices := make([]string, 0, len(items))
 	ids := make([][]byte, 0, len(items))
+	digests := make([][]byte, 0, len(items))
 	for _, it := range items {
 		devices = append(devices, it.a.DeviceID)
 		ids = append(ids, it.id)
+		digests = append(digests, it.look.digest)
 	}
 	sort.Strings(devices)
 	sort.Slice(ids, func(i, j int) bool { return bytes.Compare(ids[i], ids[j]) < 0 })
@@ -389,8 +393,14 @@ func (s *Service) claimBatch(ctx context.Context, items []*batchItem) (err error
 	rb.Queue("SET LOCAL plan_cache_mode = force_generic_plan")
 	rb.Queue(`SELECT device_id FROM code_devices WHERE device_id = ANY($1::text[]) ORDER BY device_id
 		FOR NO KEY UPDATE SKIP LOCKED`, pgarray.Strings(devices))
-	rb.Queue(`SELECT `+codeColumns+` FROM codes WHERE id = ANY($1::bytea[]) ORDER BY id
-		FOR NO KEY UPDATE SKIP LOCKED`, pgarray.Bytes(ids))
+	// A code is read and locked only if its row keeps the digest of a token
+	// of the batch (or none, issued before migration 0217), as codeByDigest
+	// reads it alone: a forged token locks no code. A batch holds one
+	// attempt per code, so a row kept by one of the batch's digests is the
+	// code of that digest's token; tokenHolds checks it again anyway.
+	rb.Queue(`SELECT `+codeColumns+` FROM codes WHERE id = ANY($1::bytea[])
+		AND (token_digest IS NULL OR token_digest = ANY($2::bytea[])) ORDER BY id
+		FOR NO KEY UPDATE SKIP LOCKED`, pgarray.Bytes(ids), pgarray.Bytes(digests))
 	known := map[string]bool{}
 	found := map[string]codeRow{}
 	if err := func() error {

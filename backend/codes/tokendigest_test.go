@@ -57,6 +57,34 @@ func (f *fixture) lastDenial() (subject string, details map[string]any) {
 	return subject, details
 }
 
+// fixtureVerifying is a fixture whose service verifies QR tokens in
+// batches (mode "batched") or each alone ("alone": no batcher).
+func fixtureVerifying(t *testing.T, mode string) *fixture {
+	t.Helper()
+	f := newFixture(t)
+	if mode == "alone" {
+		svc, err := New(Options{Pool: f.pool, Keys: f.keys, Argon: testArgon, Clock: f.clock.Now, VerifyBatch: 1,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		require.NoError(t, err)
+		require.Nil(t, svc.batch)
+		f.svc = svc
+	}
+	return f
+}
+
+// otherKeysToken is a forged token for the code of token (for l1): the
+// same claims, well-formed, signed by another key.
+func (f *fixture) otherKeysToken(token string) string {
+	f.t.Helper()
+	claims, err := pickupcode.VerifyToken(f.keys.Public(), token, "l1", f.clock.Now())
+	require.NoError(f.t, err)
+	other, err := GenerateKeys()
+	require.NoError(f.t, err)
+	forged, err := pickupcode.SignToken(other.Signing, claims)
+	require.NoError(f.t, err)
+	return forged
+}
+
 // TestIssueKeepsATokenDigest: a code's row keeps Keys.TokenDigest of its
 // QR token (HMAC-SHA256 under a key derived from the signing key), never
 // the token; a re-issue's new code keeps its own.
@@ -105,14 +133,7 @@ func TestTokenCheckedByItsDigest(t *testing.T) {
 	for _, mode := range []string{"batched", "alone"} {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
-			f := newFixture(t)
-			if mode == "alone" {
-				svc, err := New(Options{Pool: f.pool, Keys: f.keys, Argon: testArgon, Clock: f.clock.Now, VerifyBatch: 1,
-					Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-				require.NoError(t, err)
-				require.Nil(t, svc.batch)
-				f.svc = svc
-			}
+			f := fixtureVerifying(t, mode)
 			_, _, cr := f.issue("driving_licence", "l1", 3)
 			_, _, cr2 := f.issue("driving_licence", "l1", 4)
 			claims, err := pickupcode.VerifyToken(f.keys.Public(), cr.QRToken, "l1", f.clock.Now())
@@ -207,14 +228,9 @@ func TestTokenOfACodeWithoutDigest(t *testing.T) {
 	_, _, cr2 := f.issue("driving_licence", "l1", 4)
 	f.setDigest(cr.CodeID, nil)
 	f.setDigest(cr2.CodeID, nil)
-	claims, err := pickupcode.VerifyToken(f.keys.Public(), cr.QRToken, "l1", f.clock.Now())
-	require.NoError(t, err)
-	other, err := GenerateKeys()
-	require.NoError(t, err)
-	forged, err := pickupcode.SignToken(other.Signing, claims)
-	require.NoError(t, err)
+	forged := f.otherKeysToken(cr.QRToken)
 
-	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: forged})
+	_, err := f.verify(Attempt{DeviceID: "l1", QRToken: forged})
 	require.ErrorIs(t, err, pickupcode.ErrWrongCode)
 	reason, withCode := f.lastAttempt()
 	require.Equal(t, "wrong_code", reason)
@@ -262,4 +278,84 @@ func BenchmarkTokenCheck(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestForgedTokenLocksNoCode: a well-formed token for this device whose
+// digest is not its code's neither takes nor waits for the code's row
+// lock: while a genuine claim of the code holds the row, the forged token
+// is refused (wrong_code, without the code) at once instead of waiting
+// behind it, and a genuine claim never waits for a forger. Two genuine
+// claims at once still give exactly one ok. Both ways a verification
+// goes: in a batch and alone.
+func TestForgedTokenLocksNoCode(t *testing.T) {
+	bothWays(t, func(t *testing.T, f *fixture) {
+		_, _, cr := f.issue("driving_licence", "l1", 3)
+		forged := f.otherKeysToken(cr.QRToken)
+		id, err := pickupcode.ParseCodeID(cr.CodeID)
+		require.NoError(t, err)
+
+		// The code's row held as a genuine claim holds it.
+		ctx := context.Background()
+		holder, err := f.pool.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = holder.Rollback(ctx) }()
+		_, err = holder.Exec(ctx, `SELECT 1 FROM codes WHERE id = $1 FOR NO KEY UPDATE`, id)
+		require.NoError(t, err)
+
+		vctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() {
+			_, err := f.svc.Verify(vctx, Attempt{DeviceID: "l1", QRToken: forged})
+			done <- err
+		}()
+		deadline := time.Now().Add(30 * time.Second)
+		var verr error
+		for answered := false; !answered; {
+			select {
+			case verr = <-done:
+				answered = true
+			case <-time.After(20 * time.Millisecond):
+				if f.rowWaits() > 0 {
+					cancel()
+					<-done
+					t.Fatal("the forged token waits for its code's row lock")
+				}
+				require.True(t, time.Now().Before(deadline), "the forged token was not answered")
+			}
+		}
+		require.ErrorIs(t, verr, pickupcode.ErrWrongCode)
+		reason, withCode := f.lastAttempt()
+		require.Equal(t, "wrong_code", reason)
+		require.False(t, withCode)
+		require.NoError(t, holder.Rollback(ctx))
+
+		// Two genuine claims at once: exactly one ok.
+		errs := make(chan error, 2)
+		for range 2 {
+			go func() {
+				_, err := f.verify(Attempt{DeviceID: "l1", QRToken: cr.QRToken})
+				errs <- err
+			}()
+		}
+		e1, e2 := <-errs, <-errs
+		require.True(t, (e1 == nil) != (e2 == nil), "exactly one claim: %v, %v", e1, e2)
+		if e1 != nil {
+			e1, e2 = e2, e1
+		}
+		require.ErrorIs(t, e2, pickupcode.ErrAlreadyCollected)
+		f.chainIntact()
+	})
+}
+
+// bothWays runs test in parallel on a fixture verifying in batches and
+// on one verifying each attempt alone.
+func bothWays(t *testing.T, test func(t *testing.T, f *fixture)) {
+	t.Parallel()
+	for _, mode := range []string{"batched", "alone"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			test(t, fixtureVerifying(t, mode))
+		})
+	}
 }

@@ -438,15 +438,26 @@ func (s *Service) verifyToken(token, deviceID string, now time.Time) (pickupcode
 	return pickupcode.VerifyToken(s.keys.Public(), token, deviceID, now)
 }
 
-// codeByID reads and locks the code a QR token names.
+// codeByID reads and locks the code a QR token checked by its signature
+// names.
 const codeByID = `SELECT ` + codeColumns + ` FROM codes WHERE id = $1 FOR NO KEY UPDATE`
+
+// codeByDigest reads and locks the code ($1) a QR token checked by its
+// digest ($2) names, only if the row keeps that digest (or none: issued
+// before migration 0217, its token's signature is checked under the
+// lock). PostgreSQL locks only the rows that pass the WHERE clause: a
+// forged token reads no row, so it neither takes the code's lock nor
+// waits for it, and a genuine claim of the code never waits for a forger.
+const codeByDigest = `SELECT ` + codeColumns + ` FROM codes WHERE id = $1
+	AND (token_digest = $2 OR token_digest IS NULL) FOR NO KEY UPDATE`
 
 // lookup finds how to read an attempt's code. A QR token is checked
 // without signing it again (docs/security.md, "How the backend checks a
 // token online"): a malformed one is refused here and reaches no
 // database; a well-formed one for this device reads the code its claims
-// name, and holds only if the code's row keeps the same keyed digest of
-// the token (tokenHolds, in the transaction); only then do its device and
+// name only if the code's row keeps the same keyed digest of the token
+// (codeByDigest: a forged token locks no code), and holds only if
+// tokenHolds agrees, in the transaction; only then do its device and
 // expiry count. A token for another device is checked by its signature
 // here, as before, so that only an authentic one answers wrong_device and
 // no code is read for it.
@@ -460,8 +471,9 @@ func (s *Service) lookup(a Attempt, method string, now time.Time) codeLookup {
 			return s.signedLookup(a, now)
 		}
 		id, _ := pickupcode.ParseCodeID(claims.CodeID) // checked by ParseUnverifiedToken
-		return codeLookup{tokErr: claims.Check(a.DeviceID, now), digest: s.tokenDigest(a.QRToken),
-			sql: codeByID, args: []any{id}}
+		digest := s.tokenDigest(a.QRToken)
+		return codeLookup{tokErr: claims.Check(a.DeviceID, now), digest: digest,
+			sql: codeByDigest, args: []any{id, digest}}
 	}
 	pin, err := pickupcode.NormalizePIN(a.PIN, s.cfg.PINDigits)
 	if err != nil || strings.TrimSpace(a.BirthDate) == "" {

@@ -19,6 +19,7 @@ import (
 
 	"kluis/backend/server"
 	"kluis/backend/server/servertest"
+	"kluis/backend/store/storetest"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/testenv"
 )
@@ -81,6 +82,22 @@ func (s *backend) waitOnline(id string) {
 		p, _ := s.call("GET", "/api/v1/devices/"+id, nil, 200)["presence"].(map[string]any)
 		return p != nil && p["online"] == true
 	})
+}
+
+// onlineDevice waits for the backend's link, makes site kortrijk and
+// device id with one compartment on board 0 at channel, connects it with
+// a new MQTT password and waits until the API shows it online.
+func (s *backend) onlineDevice(id string, channel int) *fakeDevice {
+	s.t.Helper()
+	s.waitLink()
+	s.call("POST", "/api/v1/sites", map[string]any{"id": "kortrijk", "name": "Stadhuis"}, 201)
+	s.call("POST", "/api/v1/devices", map[string]any{"id": id, "site_id": "kortrijk", "kind": "locker",
+		"compartments": []map[string]any{{"board": 0, "channel": channel, "size": "M", "height_cm": 100}}}, 201)
+	pw := s.call("POST", "/api/v1/devices/"+id+"/mqtt-password", nil, 201)["password"].(string)
+	dev := connectDevice(s.t, s.Broker, id, pw)
+	dev.publish(wire.KindPresence, &wire.Presence{State: wire.Online, Software: "kluisd-test"})
+	s.waitOnline(id)
+	return dev
 }
 
 // fakeDevice is a paho client speaking the device side of the contract.
@@ -547,14 +564,7 @@ func TestRESTRemoteOpenLateResult(t *testing.T) {
 // the command's row keeps the status uncertain (migration 0207).
 func TestRESTRemoteOpenUncertainResult(t *testing.T) {
 	s := startBackend(t, server.Options{OpenTimeout: time.Minute})
-	s.waitLink()
-	s.call("POST", "/api/v1/sites", map[string]any{"id": "kortrijk", "name": "Stadhuis"}, 201)
-	s.call("POST", "/api/v1/devices", map[string]any{"id": "restarted", "site_id": "kortrijk", "kind": "locker",
-		"compartments": []map[string]any{{"board": 0, "channel": 1, "size": "M", "height_cm": 100}}}, 201)
-	pw := s.call("POST", "/api/v1/devices/restarted/mqtt-password", nil, 201)["password"].(string)
-	dev := connectDevice(t, s.Broker, "restarted", pw)
-	dev.publish(wire.KindPresence, &wire.Presence{State: wire.Online, Software: "kluisd-test"})
-	s.waitOnline("restarted")
+	dev := s.onlineDevice("restarted", 1)
 
 	answer := make(chan map[string]any, 1)
 	go func() {
@@ -592,4 +602,29 @@ func TestRESTRemoteOpenUncertainResult(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 1, n)
+}
+
+// TestDeviceLinkKeepsTheBackendsClock: the device link and the MQTT
+// credential checks read server.Options.Clock like every other part: a
+// device's presence (online since) and its remembered password check are
+// timed by the backend's clock, not the machine's. They read time.Now, so
+// a backend whose clock was not the machine's (tests, a replay) showed a
+// device online since a time its own clock had not reached.
+func TestDeviceLinkKeepsTheBackendsClock(t *testing.T) {
+	clock := storetest.NewClock(time.Now().Add(-90 * 24 * time.Hour).Truncate(time.Second))
+	s := startBackend(t, server.Options{Clock: clock.Now})
+	s.onlineDevice("k1", 3)
+
+	p := s.call("GET", "/api/v1/devices/k1", nil, 200)["presence"].(map[string]any)
+	since, err := time.Parse(time.RFC3339Nano, p["since"].(string))
+	require.NoError(t, err)
+	require.WithinDuration(t, clock.Now(), since, time.Minute, "online since, by the backend's clock")
+
+	ctx := context.Background()
+	db, err := pgx.Connect(ctx, s.Options.DatabaseURL)
+	require.NoError(t, err)
+	defer db.Close(ctx)
+	var checked time.Time
+	require.NoError(t, db.QueryRow(ctx, `SELECT checked_at FROM mqtt_credential_checks WHERE username = 'k1'`).Scan(&checked))
+	require.WithinDuration(t, clock.Now(), checked, time.Minute, "the password check remembered by the backend's clock")
 }

@@ -193,6 +193,7 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 		// "unavailable", signed like every answer.
 		VerifyBudget: o.DeviceVerifyBudget, EventBudget: o.DeviceEventBudget, SignAnswer: answers.Sign,
 		AlarmBudget: o.DeviceAlarmBudget, ResultBudget: o.DeviceResultBudget,
+		Now:      o.Clock,
 		Logger:   log,
 		Registry: reg,
 	})
@@ -242,7 +243,7 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 // directly), and lets admins set devices' passwords over the API.
 func (s *Server) startBroker(ctx context.Context, st *store.Store, w *wiring) (user, pass string, _ *broker.Broker, err error) {
 	o := s.o
-	creds := devicelink.NewCredentials(devicelink.CredentialsOptions{Pool: st.Pool(), Logger: o.Logger, Params: o.MQTTParams,
+	creds := devicelink.NewCredentials(devicelink.CredentialsOptions{Pool: st.Pool(), Logger: o.Logger, Params: o.MQTTParams, Now: o.Clock,
 		CheckKey: DeriveKey(o.Keys, "mqtt credential checks"), Registerer: o.Registry})
 	p, err := RandomPassword()
 	if err != nil {

@@ -362,3 +362,23 @@ func FuzzSession(f *testing.F) {
 		}
 	})
 }
+
+// A device's last will must be its own presence topic, as the package
+// says: it was any topic the device may publish, so a thief's connection
+// made with a stolen password could leave a will on the device's event
+// topic (an alarm_cleared, a pickup_completed), published by the broker
+// after DisconnectDevice closed it when the password was set again: one
+// message in after the thief was shut out. Refused "not authorized" now.
+func TestWillOnlyOnOwnPresence(t *testing.T) {
+	b, _ := start(t)
+	for _, k := range wire.DeviceKinds() {
+		rc := dialRaw(t, b.Addr())
+		rc.send(connectPkt("dev-a", "dev-a", "pw-dev-a", 30, "kluis/v1/dev/dev-a/"+string(k), `{"v":1}`))
+		_, body := rc.next()
+		want := byte(connNotAuthorized)
+		if k == wire.KindPresence {
+			want = connAccepted
+		}
+		assert.Equal(t, []byte{0, want}, body, "a will on %s", k)
+	}
+}

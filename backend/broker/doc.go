@@ -30,7 +30,10 @@
 //     ($share/kluis-backend/...).
 //
 // These are the same rules as deploy/mosquitto/acl; [Allowed] is the single
-// Go statement of them. An unauthorised QoS 0 publish is dropped, an
+// Go statement of them. The will is stricter than Mosquitto's, which
+// checks it as a publish: a will on another of the device's topics (an
+// event) would be one message in after [Broker.DisconnectDevice] shut a
+// stolen password out. An unauthorised QoS 0 publish is dropped, an
 // unauthorised QoS 1 or 2 publish costs the connection (MQTT 3.1.1 has no
 // negative acknowledgement), an unauthorised subscription is refused in
 // the SUBACK.

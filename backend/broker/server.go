@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"kluis/controller/wire"
 	"kluis/internal/loglimit"
 )
 
@@ -231,8 +232,10 @@ func (s *server) authenticate(c *client, p *connectPacket) byte {
 		if !ValidClientID(device, p.clientID) {
 			return refuse(connNotAuthorized, "client id not the device's")
 		}
-		if p.will != nil && !Allowed(role, device, p.will.topic, true) {
-			return refuse(connNotAuthorized, "last will on a foreign topic")
+		// Its own presence only (the contract's "offline"): a will on its
+		// event topic, say, was one message in after DisconnectDevice.
+		if p.will != nil && p.will.topic != (wire.Topic{Device: device, Kind: wire.KindPresence}).String() {
+			return refuse(connNotAuthorized, "last will not on the device's presence topic")
 		}
 	default:
 		return refuse(connNotAuthorized, "unknown role")

@@ -153,13 +153,14 @@ func startOnline(ctx context.Context, env bench.Env, o options) (_ *online, err 
 	}
 
 	// The floor's round trip: A publishes, B answers, both QoS 1 like a
-	// verification's request and answer.
-	if r.b, err = connect(r.mosq.URL(), rttB, users[rttB], rttReq, func(c paho.Client, m paho.Message) {
+	// verification's request and answer; A subscribes to the answer as
+	// kluisd does (wire.Kind.SubscribeQoS: 0).
+	if r.b, err = connect(r.mosq.URL(), rttB, users[rttB], rttReq, 1, func(c paho.Client, m paho.Message) {
 		c.Publish(rttRes, 1, false, m.Payload())
 	}); err != nil {
 		return r, err
 	}
-	if r.a, err = connect(r.mosq.URL(), rttA, users[rttA], rttRes, func(paho.Client, paho.Message) {
+	if r.a, err = connect(r.mosq.URL(), rttA, users[rttA], rttRes, wire.KindVerifyRes.SubscribeQoS(), func(paho.Client, paho.Message) {
 		select {
 		case r.answers <- struct{}{}:
 		default:
@@ -185,15 +186,15 @@ func startOnline(ctx context.Context, env bench.Env, o options) (_ *online, err 
 	return r, nil
 }
 
-// connect connects user to url and subscribes topic (QoS 1) with fn.
-func connect(url, user, password, topic string, fn paho.MessageHandler) (paho.Client, error) {
+// connect connects user to url and subscribes topic at qos with fn.
+func connect(url, user, password, topic string, qos byte, fn paho.MessageHandler) (paho.Client, error) {
 	o := paho.NewClientOptions().AddBroker(url).SetClientID(user).SetUsername(user).SetPassword(password).
 		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectTimeout(20 * time.Second).SetOrderMatters(false)
 	c := paho.NewClient(o)
 	if tok := c.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		return nil, fmt.Errorf("tap: MQTT %s: connect: %v", user, tok.Error())
 	}
-	if tok := c.Subscribe(topic, 1, fn); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+	if tok := c.Subscribe(topic, qos, fn); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		c.Disconnect(0)
 		return nil, fmt.Errorf("tap: MQTT %s: subscribe: %v", user, tok.Error())
 	}

@@ -612,13 +612,14 @@ func (r *rig) newDevice(ctx context.Context, id, broker string, i int) (*device,
 	// three read system calls a packet without one); cheaper where that
 	// costs the kiosk alone, it runs its answer handler, which never
 	// blocks, in paho's router goroutine (ordered) rather than in a
-	// goroutine of its own per answer.
+	// goroutine of its own per answer. It subscribes to its answers at
+	// kluisd's QoS (wire.Kind.SubscribeQoS: 0, no PUBACK per answer).
 	o := paho.NewClientOptions().AddBroker("tcp://" + broker).SetClientID(id).SetUsername(id).SetPassword(pw.Password).
 		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectTimeout(20 * time.Second).SetOrderMatters(true).
 		SetCustomOpenConnectionFn(mqttconn.Open)
 	topic, _ := wire.TopicFor(id, wire.KindVerifyRes)
 	o.SetOnConnectHandler(func(c paho.Client) {
-		c.Subscribe(topic, 1, d.onResponse)
+		c.Subscribe(topic, wire.KindVerifyRes.SubscribeQoS(), d.onResponse)
 	})
 	d.c = paho.NewClient(o)
 	tok := d.c.Connect()
@@ -626,7 +627,7 @@ func (r *rig) newDevice(ctx context.Context, id, broker string, i int) (*device,
 		return nil, fmt.Errorf("device %s: connect: %v", id, tok.Error())
 	}
 	// The subscription is made in OnConnect; make sure it is in place.
-	st := d.c.Subscribe(topic, 1, d.onResponse)
+	st := d.c.Subscribe(topic, wire.KindVerifyRes.SubscribeQoS(), d.onResponse)
 	if !st.WaitTimeout(30*time.Second) || st.Error() != nil {
 		return nil, fmt.Errorf("device %s: subscribe: %v", id, st.Error())
 	}

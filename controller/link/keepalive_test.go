@@ -98,19 +98,20 @@ func readPacket(r *bufio.Reader) (typ byte, body, raw []byte, err error) {
 	return hdr >> 4, body, append(raw, body...), nil
 }
 
-// silencer relays one connection to target, counting the client's
-// PINGREQs, until silenced: then it drops everything either way and
+// silencer relays one connection to target, counting the packets each
+// way by type (fromClient[12]: the client's PINGREQs), until silenced: then it drops everything either way and
 // keeps both sockets open, as a network that stopped carrying packets
 // (no FIN, no RST). cutOpen does that to the connections open now only.
 type silencer struct {
 	ln     net.Listener
 	target string
 	silent atomic.Bool
-	pings  atomic.Int64
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	conns  []net.Conn
-	cuts   []*atomic.Bool
+	// fromClient and fromBroker count the packets relayed, by type.
+	fromClient, fromBroker [16]atomic.Int64
+	wg                     sync.WaitGroup
+	mu                     sync.Mutex
+	conns                  []net.Conn
+	cuts                   []*atomic.Bool
 }
 
 // cutOpen silences the connections open now; later ones are relayed.
@@ -161,8 +162,8 @@ func (s *silencer) serve() {
 	}
 }
 
-// pipe copies from's packets to to (nothing once silent or cut);
-// fromClient: count its PINGREQs.
+// pipe copies from's packets to to (nothing once silent or cut),
+// counting them in fromClient or fromBroker.
 func (s *silencer) pipe(to, from net.Conn, cut *atomic.Bool, fromClient bool) {
 	defer s.wg.Done()
 	r := bufio.NewReader(from)
@@ -174,8 +175,10 @@ func (s *silencer) pipe(to, from net.Conn, cut *atomic.Bool, fromClient bool) {
 		if s.silent.Load() || cut.Load() {
 			continue
 		}
-		if fromClient && typ == 12 {
-			s.pings.Add(1)
+		if fromClient {
+			s.fromClient[typ].Add(1)
+		} else {
+			s.fromBroker[typ].Add(1)
 		}
 		if _, err := to.Write(raw); err != nil {
 			return
@@ -269,7 +272,7 @@ func TestSilentConnectionGivenUp(t *testing.T) {
 			testenv.Eventually(t, "connected and online", func() bool { return l.Connected() && lastPresence() == string(wire.Online) })
 
 			from := beats.Load()
-			testenv.Eventually(t, "two pings while heartbeats go out", func() bool { return relay.pings.Load() >= 2 })
+			testenv.Eventually(t, "two pings while heartbeats go out", func() bool { return relay.fromClient[12].Load() >= 2 })
 			assert.GreaterOrEqual(t, beats.Load()-from, int64(2), "heartbeats went out meanwhile")
 
 			relay.silent.Store(true)
@@ -282,7 +285,7 @@ func TestSilentConnectionGivenUp(t *testing.T) {
 			mu.Unlock()
 			t.Logf("%s: kluisd noticed after %v (bound %v), the will after %v (bound %v), %d pings before",
 				b.name, noticed.Round(time.Millisecond), keepAlive+pingTimeout+keepAlive/2,
-				willAfter.Round(time.Millisecond), keepAlive*3/2, relay.pings.Load())
+				willAfter.Round(time.Millisecond), keepAlive*3/2, relay.fromClient[12].Load())
 			// Generous margins for a loaded machine: the bounds are
 			// about protocol rules, not speed.
 			// (Mosquitto's will came 8.2 s after at load 26 with a 3 s

@@ -366,7 +366,7 @@ func (l *Link) poke() {
 func (l *Link) onConnect(c mqtt.Client) {
 	subs := map[string]byte{}
 	for _, k := range wire.BackendKinds() {
-		subs[l.topic(k)] = 1
+		subs[l.topic(k)] = k.SubscribeQoS()
 	}
 	// Subscribing can fail or time out (a slow broker, a session takeover
 	// in progress): retry while the connection lasts, never give up

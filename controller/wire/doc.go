@@ -16,9 +16,14 @@
 //	cmd          backend -> device  1   no        Command
 //	cmdres       device -> backend  1   no        CommandResult
 //	verify/req   device -> backend  1   no        VerifyRequest
-//	verify/res   backend -> device  1   no        VerifyResponse
+//	verify/res   backend -> device  1*  no        VerifyResponse
 //	staff/req    device -> backend  1   no        StaffRequest
-//	staff/res    backend -> device  1   no        StaffResponse
+//	staff/res    backend -> device  1*  no        StaffResponse
+//
+// (*) published at QoS 1, subscribed to at QoS 0 by the device
+// ([Kind.SubscribeQoS]), so the broker delivers answers at QoS 0: no
+// PUBACK from the device, which would protect nothing (no broker sends
+// a message to a device again; a lost answer is a timeout either way).
 //
 // The backend subscribes through shared subscriptions
 // ([SharedSubscription], "$share/kluis-backend/kluis/v1/dev/+/event", ...)
@@ -26,7 +31,11 @@
 //
 // # Delivery
 //
-// QoS 1 delivers at least once, so duplicates are normal. Every event and
+// QoS 1 delivers at least once, so duplicates are normal. A request
+// (verify/req, staff/req) that the broker did not acknowledge before a
+// connection ended is published again by the device's MQTT client after
+// the reconnect, with the same id; the backend answers a repeated id with
+// its first answer, so the device may act on it if it is still waiting. Every event and
 // command carries an id (see [NewID]) and the receiver applies it once:
 //
 //   - An edge keeps each Event in its journal until an Ack naming its id

@@ -77,6 +77,26 @@ func (k Kind) QoS() byte {
 	return 1
 }
 
+// SubscribeQoS is the QoS a device subscribes to a kind of BackendKinds
+// with, and so the QoS the broker delivers it at (the lower of the
+// publisher's and the subscription's): 0 for the answers (verify/res,
+// staff/res), 1 for acks and commands. An answer's PUBACK from the device
+// protects nothing: neither broker ever sends a message to a device again
+// (the embedded one keeps no session; Mosquitto drops a clean session's
+// unacknowledged messages when its connection ends and resends none
+// within one), and a lost answer is a timeout at the kiosk either way.
+// The backend still publishes answers at QoS 1 (QoS), so its own hop to
+// Mosquitto keeps paho's resend after a reconnect; and the request stays
+// QoS 1: paho keeps it until the broker's PUBACK and publishes it again
+// after a reconnect, and the backend answers a repeated request id from
+// its reply cache.
+func (k Kind) SubscribeQoS() byte {
+	if k == KindVerifyRes || k == KindStaffRes {
+		return 0
+	}
+	return 1
+}
+
 // Retained reports whether messages of this kind are published retained
 // (presence only, so a new subscriber learns every device's state).
 func (k Kind) Retained() bool { return k == KindPresence }

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -245,7 +247,84 @@ func decodeFlat(k Kind, payload []byte) Message {
 			return nil
 		}
 	}
-	return decodeOnce(k, payload)
+	return decodeKnown(k, payload, fields)
+}
+
+// fieldNames lists each kind's JSON field names, as encoding/json names
+// them (a field's tag name, else its Go name); a kind whose message
+// embeds a struct or skips a field ("-") is left out, and decodeKnown
+// leaves it to decodeOnce.
+var fieldNames = func() map[Kind][]string {
+	names := map[Kind][]string{}
+kinds:
+	for _, k := range Kinds() {
+		m, _ := newMessage(k)
+		t := reflect.TypeOf(m).Elem()
+		var ns []string
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if f.Anonymous {
+				continue kinds
+			}
+			if !f.IsExported() {
+				continue
+			}
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "-" {
+				continue kinds
+			}
+			if name == "" {
+				name = f.Name
+			}
+			ns = append(ns, name)
+		}
+		names[k] = ns
+	}
+	return names
+}()
+
+// decodeKnown is decodeOnce for a flat payload split into fields: when
+// every key names a field of k's message as encoding/json matches names
+// (ignoring case; the keys and names are printable ASCII, where its
+// folding is ASCII's), json.Unmarshal reads it as decodeOnce's Decoder
+// with DisallowUnknownFields would (it refuses trailing data too), without
+// the decoder and its buffer; a payload with another key, or of a kind
+// without fieldNames, goes to decodeOnce.
+func decodeKnown(k Kind, payload []byte, fields []flatField) Message {
+	names, ok := fieldNames[k]
+	if !ok {
+		return decodeOnce(k, payload)
+	}
+	for _, f := range fields {
+		if !slices.ContainsFunc(names, func(n string) bool { return equalFoldASCII(f.key, n) }) {
+			return decodeOnce(k, payload) // refused there, as decodeChecked refuses it
+		}
+	}
+	m, err := newMessage(k)
+	if err != nil || json.Unmarshal(payload, m) != nil || m.Validate() != nil {
+		return nil
+	}
+	return m
+}
+
+// equalFoldASCII reports whether b and s are equal ignoring ASCII case.
+func equalFoldASCII(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // flatFields splits a JSON object whose values are all strings, numbers,

@@ -186,6 +186,19 @@ func (s *silencer) pipe(to, from net.Conn, cut *atomic.Bool, fromClient bool) {
 	}
 }
 
+// startEmbedded starts an embedded broker on a free port, where dev is
+// the one device (password "pw-"+dev), closed at the test's end.
+func startEmbedded(t *testing.T, dev string) *broker.Broker {
+	b, err := broker.New(broker.Options{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler),
+		Credentials: func(_ context.Context, user, pass string) (string, broker.Role, bool) {
+			return user, broker.RoleDevice, user == dev && pass == "pw-"+dev
+		}})
+	require.NoError(t, err)
+	require.NoError(t, b.Start())
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
 // silentBroker is where TestSilentConnectionGivenUp runs: the broker's
 // host:port, the link's user and password there, and a subscription to a
 // topic's messages.
@@ -205,13 +218,7 @@ type silentBroker struct {
 // and on the embedded broker.
 func TestSilentConnectionGivenUp(t *testing.T) {
 	embedded := func(t *testing.T, dev string) silentBroker {
-		b, err := broker.New(broker.Options{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler),
-			Credentials: func(_ context.Context, user, pass string) (string, broker.Role, bool) {
-				return user, broker.RoleDevice, user == dev && pass == "pw-"+dev
-			}})
-		require.NoError(t, err)
-		require.NoError(t, b.Start())
-		t.Cleanup(func() { _ = b.Close() })
+		b := startEmbedded(t, dev)
 		return silentBroker{name: "embedded", addr: b.Addr(), user: dev, pass: "pw-" + dev,
 			subscribe: func(t *testing.T, topic string, got func(string)) {
 				require.NoError(t, b.Subscribe(topic, func(_ string, p []byte) { got(string(p)) }))

@@ -4,13 +4,11 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"kluis/backend/broker"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/testenv"
 )
@@ -33,13 +31,7 @@ type answerBroker struct {
 func TestAnswersWithoutPUBACK(t *testing.T) {
 	const pubAck = 4
 	embedded := func(t *testing.T, dev string) answerBroker {
-		b, err := broker.New(broker.Options{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler),
-			Credentials: func(_ context.Context, user, pass string) (string, broker.Role, bool) {
-				return user, broker.RoleDevice, user == dev && pass == "pw-"+dev
-			}})
-		require.NoError(t, err)
-		require.NoError(t, b.Start())
-		t.Cleanup(func() { _ = b.Close() })
+		b := startEmbedded(t, dev)
 		publish := func(k wire.Kind, m wire.Message) {
 			p, err := wire.Encode(m)
 			require.NoError(t, err)

@@ -34,7 +34,7 @@
 // QoS 1 delivers at least once, so duplicates are normal. A request
 // (verify/req, staff/req) that the broker did not acknowledge before a
 // connection ended is published again by the device's MQTT client after
-// the reconnect, with the same id; the backend answers a repeated id with
+// the reconnect, with the same id, if the device still waits for it; the backend answers a repeated id with
 // its first answer, so the device may act on it if it is still waiting. Every event and
 // command carries an id (see [NewID]) and the receiver applies it once:
 //

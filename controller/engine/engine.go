@@ -337,6 +337,9 @@ type Engine struct {
 	// disk (an I/O error) and none has succeeded since; no door operation
 	// starts meanwhile (space.go; under mu).
 	writeFail bool
+	// holdErrs is the journal's WriteErrors when the hold of a write
+	// failure began (space.go, journalWorks; under mu).
+	holdErrs uint64
 }
 
 // keptWrite is a journal write kept for later.
@@ -816,6 +819,9 @@ func (e *Engine) keepLoop(ctx context.Context) {
 	retry := time.NewTimer(keepRetry)
 	retry.Stop()
 	defer retry.Stop()
+	hold := time.NewTimer(journalHold)
+	hold.Stop()
+	defer hold.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -825,6 +831,11 @@ func (e *Engine) keepLoop(ctx context.Context) {
 			}
 			e.keptMu.Unlock()
 			return
+		case <-hold.C:
+			if e.journalHeld() {
+				hold.Reset(journalHold)
+			}
+			continue
 		case <-e.keptWake:
 		}
 		for !e.flushKept() {
@@ -837,8 +848,8 @@ func (e *Engine) keepLoop(ctx context.Context) {
 				break
 			}
 		}
-		if ctx.Err() == nil {
-			e.journalWorks()
+		if ctx.Err() == nil && e.journalWorks() {
+			hold.Reset(journalHold) // from now: a failure meanwhile began it again
 		}
 	}
 }

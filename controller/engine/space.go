@@ -53,18 +53,50 @@ func (e *Engine) journalFailed(err error) {
 	e.wakeKeep()
 }
 
-// journalWorks ends a journal write failure once every kept write is
-// written: doors open again unless the disk is full.
-func (e *Engine) journalWorks() {
+// journalHold is how long journal writes must have worked, once every
+// kept write is written, before a journal write failure ends (journal_full
+// cleared, doors open again): an intermittent I/O error used to raise and
+// clear the alarm within half a second, each time, and only
+// kluisd_journal_errors showed it.
+const journalHold = time.Minute
+
+// journalWorks starts the hold of a journal write failure once every kept
+// write is written (keepLoop); it reports whether a hold is under way,
+// for keepLoop to call journalHeld after journalHold.
+func (e *Engine) journalWorks() bool {
+	n := e.j.WriteErrors()
 	e.mu.Lock()
-	was := e.writeFail
+	defer e.mu.Unlock()
+	if !e.writeFail {
+		return false
+	}
+	e.holdErrs = n
+	return true
+}
+
+// journalHeld ends a journal write failure when no journal write has
+// failed (journal.WriteErrors, whoever wrote) since its hold began: doors
+// open again unless the disk is full. Otherwise the hold begins again; it
+// reports whether it did.
+func (e *Engine) journalHeld() (again bool) {
+	n := e.j.WriteErrors()
+	e.mu.Lock()
+	if !e.writeFail {
+		e.mu.Unlock()
+		return false
+	}
+	if n != e.holdErrs {
+		e.holdErrs = n
+		e.mu.Unlock()
+		e.log.Warn("journal write failed during the hold: journal_full stays raised", "hold", journalHold)
+		return true
+	}
 	e.writeFail = false
 	e.mu.Unlock()
-	if was {
-		e.log.Info("journal writes work again")
-		st, _ := e.j.Space()
-		e.noteSpace(st)
-	}
+	e.log.Info("journal writes work again", "held", journalHold)
+	st, _ := e.j.Space()
+	e.noteSpace(st)
+	return false
 }
 
 // spaceLoop follows the journal's space: it raises journal_full when the

@@ -182,7 +182,10 @@ type Journal struct {
 
 	mu   sync.Mutex
 	cond *sync.Cond // on mu: an fdatasync ended (for quiesceLocked)
-	f    *os.File
+	// writeErrs counts the writes and fdatasyncs that failed
+	// (WriteErrors).
+	writeErrs uint64
+	f         *os.File
 	// size is what was written to f; durable is the part of it a
 	// completed fsync covers (see "Group commit" in doc.go).
 	size, durable int64
@@ -714,6 +717,7 @@ func (j *Journal) writeLocked(r Record, pre []byte) (*waiter, error) {
 		}
 	}
 	if _, err := j.o.Write(j.f, line); err != nil {
+		j.writeErrs++
 		// A partial write is a torn tail: cut it off so the next
 		// append starts on a clean line (the lines written before it
 		// stay; their fdatasync is still to come).
@@ -855,6 +859,7 @@ func (j *Journal) closeSyncFilesLocked() {
 // failLocked cuts the file back to its durable part and fails every
 // pending writer with err. j.mu held.
 func (j *Journal) failLocked(err error) {
+	j.writeErrs++
 	j.gen++
 	_ = j.f.Truncate(j.durable)
 	_, _ = j.f.Seek(j.durable, io.SeekStart)
@@ -980,6 +985,16 @@ func (j *Journal) OutboxNext(urgent bool, n int, skip func(id string) bool) []Ev
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return j.outbox.next(urgent, n, skip)
+}
+
+// WriteErrors is how many record writes and fdatasyncs have failed since
+// Open, whoever asked for them (the engine, the link's acks and results):
+// the engine holds journal_full raised until it has stayed the same for a
+// while.
+func (j *Journal) WriteErrors() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.writeErrs
 }
 
 // OutboxLen returns the number of unacknowledged events.

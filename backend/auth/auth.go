@@ -383,7 +383,8 @@ func (s *Service) ListUsers(ctx context.Context, afterID int64, limit int) ([]Us
 }
 
 // SetDisabled disables or re-enables a user; disabling also revokes every
-// token of the user.
+// token of the user and ends their console sessions, in the same
+// transaction, so that re-enabling the user brings none of them back.
 func (s *Service) SetDisabled(ctx context.Context, id int64, disabled bool) (User, error) {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE auth_users SET disabled = $2 WHERE id = $1`, id, disabled)
@@ -393,9 +394,14 @@ func (s *Service) SetDisabled(ctx context.Context, id int64, disabled bool) (Use
 		if tag.RowsAffected() == 0 {
 			return fmt.Errorf("%w: user %d", ErrNotFound, id)
 		}
-		if disabled {
-			_, err = tx.Exec(ctx, `UPDATE auth_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL`, id, s.now())
+		if !disabled {
+			return nil
 		}
+		now := s.now()
+		if _, err := tx.Exec(ctx, `UPDATE auth_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL`, id, now); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE auth_web_sessions SET ended_at = $2 WHERE user_id = $1 AND ended_at IS NULL`, id, now)
 		return err
 	})
 	if err != nil {

@@ -104,3 +104,38 @@ func TestWebSessionLifetimes(t *testing.T) {
 	require.NoError(t, err)
 	assert.EqualValues(t, 4, n)
 }
+
+// Disabling a user ends their console sessions for good, as it revokes
+// their API tokens and kiosk sessions: the sessions were only refused
+// while the user was disabled, so re-enabling the account (the laptop
+// that was lost is found, a leave ends) brought back every console
+// session open at the time, on whatever machine it was (found
+// black-box: disable, re-enable, and the old cookie opened
+// /staff/documents again, where the same account's API session token
+// stayed 401).
+func TestDisablingEndsWebSessionsForGood(t *testing.T) {
+	ctx := context.Background()
+	clock := &testClock{t: time.Date(2026, 3, 2, 7, 0, 0, 0, time.UTC)}
+	svc := newService(t, clock.Now)
+	u, err := svc.CreateUser(ctx, "an.balie", "a long staff password", auth.RoleStaff)
+	require.NoError(t, err)
+	ws, err := svc.StartWebSession(ctx, u, "192.0.2.7")
+	require.NoError(t, err)
+	_, err = svc.SetDisabled(ctx, u.ID, true)
+	require.NoError(t, err)
+	clock.Add(time.Minute)
+	_, err = svc.SetDisabled(ctx, u.ID, false)
+	require.NoError(t, err)
+	_, err = svc.WebSessionFor(ctx, ws.Token, true)
+	require.ErrorIs(t, err, auth.ErrUnauthenticated, "a session of before the disabling")
+	// A new login works.
+	ws2, err := svc.StartWebSession(ctx, u, "192.0.2.7")
+	require.NoError(t, err)
+	_, err = svc.WebSessionFor(ctx, ws2.Token, true)
+	require.NoError(t, err)
+	// Re-enabling an enabled user ends nothing.
+	_, err = svc.SetDisabled(ctx, u.ID, false)
+	require.NoError(t, err)
+	_, err = svc.WebSessionFor(ctx, ws2.Token, true)
+	require.NoError(t, err)
+}

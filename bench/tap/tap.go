@@ -502,25 +502,26 @@ func docLabels() map[int]string {
 }
 
 // makeCodes makes one code per compartment: a QR token signed for the
-// device, a PIN, and the offline cache entry the backend would sync.
-func (r *rig) makeCodes(priv ed25519.PrivateKey) (wire.CodeSync, error) {
+// device, a PIN, and the offline cache entry the backend would sync (in a
+// code_sync command signed for the device).
+func (r *rig) makeCodes(priv ed25519.PrivateKey) (wire.Command, error) {
 	b64 := base64.RawURLEncoding
 	p := pickupcode.OfflineArgonParams
 	salt := make([]byte, 16)
 	if _, err := rand.Read(salt); err != nil {
-		return wire.CodeSync{}, err
+		return wire.Command{}, err
 	}
 	exp := time.Now().Add(24 * time.Hour)
 	sync := wire.CodeSync{Version: 1, Full: true}
 	for c := 0; c < comps; c++ {
 		cid := make([]byte, 16)
 		if _, err := rand.Read(cid); err != nil {
-			return sync, err
+			return wire.Command{}, err
 		}
 		codeID := b64.EncodeToString(cid)
 		tok, err := pickupcode.SignToken(priv, pickupcode.Claims{CodeID: codeID, DeviceID: device, Expires: exp.Unix()})
 		if err != nil {
-			return sync, err
+			return wire.Command{}, err
 		}
 		cd := code{comp: c + 1, token: tok, pin: fmt.Sprintf("%03d%03d%03d", 100+c, 200+c, 300+c), dob: "1990-02-28", secondFac: c%2 == 0}
 		dob := ""
@@ -533,7 +534,13 @@ func (r *rig) makeCodes(priv ed25519.PrivateKey) (wire.CodeSync, error) {
 			PINHash: pickupcode.FormatPINHash(p, b64.EncodeToString(salt), b64.EncodeToString(v))})
 		r.codes = append(r.codes, cd)
 	}
-	return sync, nil
+	// The cache keeps only code syncs the backend signed for the device.
+	now := time.Now().UTC()
+	cmd := wire.Command{ID: "tap-sync-1", Kind: wire.CmdCodeSync, Issued: now, Expires: now.Add(time.Minute), Codes: &sync}
+	if err := wire.SignCommand(priv, device, &cmd); err != nil {
+		return wire.Command{}, err
+	}
+	return cmd, nil
 }
 
 // intentLine is the journal line of a pulse intent as an offline pickup

@@ -47,35 +47,7 @@ compartments:
 `, dev, be.mqttConfig(), filepath.Join(dir, "board.sim"), filepath.Join(dir, "journal"), kiosk, metrics, be.offlineConfig())),
 		config.ParseOptions{AllowTestDrivers: true})
 	require.NoError(t, err)
-	start := func() (stop func()) {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() {
-			done <- Run(ctx, Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Software: "e2e",
-				HeartbeatEvery: 200 * time.Millisecond,
-				OpenDriver: func(context.Context, *config.Config, *slog.Logger, promtext.Registerer) (hardware.Driver, error) {
-					return daemontest.Open(cfg.Hardware.SimFile, 1, 16)
-				}})
-		}()
-		testenv.Eventually(t, "kluisd connected", func() bool {
-			resp, err := testenv.HTTPClient().Get("http://" + metrics + "/healthz")
-			if err != nil {
-				return false // not listening yet
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			return strings.Contains(string(b), `"mqtt_connected":true`)
-		})
-		return func() {
-			cancel()
-			select {
-			case err := <-done:
-				require.NoError(t, err)
-			case <-time.After(20 * time.Second):
-				t.Fatal("daemon did not stop")
-			}
-		}
-	}
+	start := func() (stop func()) { return startKluisd(t, cfg, metrics, true) }
 	diag := func() string { _, b := get(t, "http://"+kiosk+"/kiosk/v1/diagnostics"); return b }
 
 	stop := start()
@@ -102,4 +74,37 @@ compartments:
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode, string(b))
 	require.Contains(t, string(b), `"compartment":1`, "opened from the offline cache")
+}
+
+// startKluisd runs kluisd with cfg (a simfile driver of one board of 16
+// channels) until it is ready (and connected to its broker when connected
+// is true), and returns what stops it.
+func startKluisd(t *testing.T, cfg *config.Config, metrics string, connected bool) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Software: "e2e",
+			HeartbeatEvery: 200 * time.Millisecond,
+			OpenDriver: func(context.Context, *config.Config, *slog.Logger, promtext.Registerer) (hardware.Driver, error) {
+				return daemontest.Open(cfg.Hardware.SimFile, 1, 16)
+			}})
+	}()
+	testenv.Eventually(t, "kluisd ready", func() bool {
+		resp, err := testenv.HTTPClient().Get("http://" + metrics + "/healthz")
+		if err != nil {
+			return false // not listening yet
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK && (!connected || strings.Contains(string(b), `"mqtt_connected":true`))
+	})
+	return func() {
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(20 * time.Second):
+			t.Fatal("daemon did not stop")
+		}
+	}
 }

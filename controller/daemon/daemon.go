@@ -170,11 +170,16 @@ func Run(ctx context.Context, o Options) error {
 	}
 	cache, err := offline.Open(cfg.JournalDir, cfg.DeviceID, pub)
 	if err != nil {
-		// Damaged (moved aside, starting empty) or unreadable (no
-		// offline verification): the device's state directory is in
-		// trouble, reported as the journal's damage is.
-		log.Error("offline cache damaged or unreadable", "err", err)
+		// Damaged (moved aside, starting empty), unreadable (no
+		// offline verification) or not authenticated (not the
+		// backend's signed code syncs: moved aside, every code refused
+		// until the next full sync): the device's state directory is
+		// in trouble, reported as the journal's damage is.
+		log.Error("offline cache damaged, unreadable or not authenticated", "err", err)
 		detail := "offline cache damaged or unreadable: " + err.Error()
+		if errors.Is(err, offline.ErrUntrusted) {
+			detail = "offline cache not authenticated, refused until the backend's next full sync: " + err.Error()
+		}
 		if damagedDetail != "" {
 			detail = damagedDetail + "; " + detail
 		}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"kluis/controller/journal"
@@ -60,9 +59,11 @@ func (e *Engine) HandleCommand(ctx context.Context, c wire.Command) wire.Command
 			res.Status, res.Detail = wire.StatusRejected, "no offline cache"
 			break
 		}
-		if err := e.o.Cache.ApplyAt(*c.Codes, e.now()); err != nil {
+		if err := e.o.Cache.ApplyAt(c, e.now()); err != nil {
 			res.Status, res.Detail = wire.StatusFailed, err.Error()
-			if errors.Is(err, offline.ErrStale) {
+			if errors.Is(err, offline.ErrStale) || errors.Is(err, offline.ErrUntrusted) {
+				// (A partial sync the cache cannot take: the backend
+				// sends its whole bundle.)
 				res.Status = wire.StatusRejected
 			}
 		}
@@ -155,11 +156,7 @@ func (e *Engine) reportRefusal() bool {
 }
 
 func refusalDetail(what, why string) string {
-	detail := what + ": " + why
-	if len(detail) > 200 {
-		detail = strings.ToValidUTF8(detail[:200], "")
-	}
-	return detail
+	return cutText(what+": "+why, 200)
 }
 
 func optID(s string) string {

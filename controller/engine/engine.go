@@ -880,7 +880,19 @@ func (e *Engine) journalEvent(ev wire.Event, b []byte) error {
 }
 
 func (e *Engine) alarm(kind wire.AlarmKind, addr *hardware.Address, board *int, detail string) {
-	e.emitKept(wire.Event{Kind: wire.EvAlarm, Alarm: kind, Addr: addr, Board: board, Detail: detail})
+	e.emitKept(wire.Event{Kind: wire.EvAlarm, Alarm: kind, Addr: addr, Board: board, Detail: cutText(detail, maxEventDetail)})
+}
+
+// maxEventDetail is the longest detail an event may carry (wire), in bytes.
+const maxEventDetail = 256
+
+// cutText cuts s to at most n bytes, on a character boundary: a longer
+// detail would make its event invalid, and the event (an alarm!) lost.
+func cutText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "")
 }
 
 func (e *Engine) appendData(typ string, v any) error {

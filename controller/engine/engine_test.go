@@ -18,6 +18,7 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
@@ -1672,6 +1673,27 @@ func TestJournalDamagedAlarm(t *testing.T) {
 		r2 := newRig(t, rigOpts{caps: sensors})
 		defer r2.stop()
 		require.False(t, r2.hasEvent("alarm:journal_damaged"))
+	})
+}
+
+// An alarm whose detail is longer than an event's detail may be (256
+// bytes: e.g. a damaged journal and an offline cache refused, each with its
+// cause) is raised with its detail cut, on a character boundary. It used to
+// be lost: the event did not encode, so no alarm reached the journal, the
+// backend or the technician's screen.
+func TestLongAlarmDetailCut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		long := "records moved to journal.log.bad-1; .." + strings.Repeat("offline cache refused: signature invalid é ", 12)
+		r := newRig(t, rigOpts{caps: sensors, damaged: long})
+		defer r.stop()
+		r.waitFor("alarm", func() bool { return r.hasEvent("alarm:journal_damaged") })
+		for _, ev := range r.events() {
+			if ev.Alarm == wire.AlarmJournalDamaged {
+				require.LessOrEqual(t, len(ev.Detail), 256)
+				require.True(t, utf8.ValidString(ev.Detail))
+				require.True(t, strings.HasPrefix(long, ev.Detail))
+			}
+		}
 	})
 }
 

@@ -19,6 +19,21 @@
 // directory) on every sync, so a power cut leaves the old or the new
 // version, never a mix. Single use and lockout are the daemon's business
 // (journaled), not the cache's.
+//
+// The file does not hold the entries themselves but the code_sync commands
+// they come from, as the backend signed them for this device (wire.Command
+// with its KC1 signature: the last full sync and the partial ones applied
+// since), and Open checks every signature again with the backend's public
+// key before it uses an entry: someone who can write the device's disk
+// cannot add an entry whose PIN hash they chose, move one to another
+// compartment or change a device id, without the backend's private key. A
+// file that fails the check (tampered, signed with another key or for
+// another device, or the unsigned cache of kluisd before 2026-12-07) is
+// moved aside and refused as a whole (ErrUntrusted): no entry of it opens a
+// door offline until the backend's next full sync. What the file holds
+// besides the signed syncs is the device's own record and can only refuse
+// a code, never accept one: the withdrawn entries (ErrWithdrawn) and the
+// expired ones (answered "expired", not "wrong").
 package offline
 
 import (
@@ -57,7 +72,22 @@ var (
 	// ErrDamaged means Open found the cache file damaged (not JSON of a
 	// cache): it was moved aside and the cache starts empty.
 	ErrDamaged = errors.New("offline: cache damaged")
+	// ErrUntrusted means the cache file's entries are not authenticated:
+	// they are not all the backend's signed code syncs for this device
+	// (Open), or the cache refuses every code until the backend's next
+	// full sync because of that (VerifyQR, VerifyPIN), or it refuses a
+	// partial sync until then (ApplyAt; kluisd answers it rejected, and
+	// the backend sends its whole bundle).
+	ErrUntrusted = errors.New("offline: cache not authenticated by the backend's signature")
+	// ErrNotSigned means ApplyAt was given a command that is not a
+	// code_sync the backend signed for this device.
+	ErrNotSigned = errors.New("offline: not a code sync signed by the backend for this device")
 )
+
+// MaxPartialSyncs bounds the partial (not full) code syncs the file keeps
+// after the last full one; past it a partial sync is refused with
+// ErrUntrusted until a full one comes (kluis-backend sends full ones only).
+const MaxPartialSyncs = 64
 
 // Match is a successful offline verification (or, with an error, what is
 // known of the attempt: its PINTag, and the entry of an expired code).
@@ -91,9 +121,17 @@ func match(e wire.CodeEntry, m wire.Method) Match {
 		CodeRef: e.QRHash, NeedsDOB: e.SecondFactor}
 }
 
+// file is the cache: on disk (see disk) and in memory, where Entries are
+// the entries of Syncs not withdrawn.
 type file struct {
-	Version int64            `json:"version"`
-	Entries []wire.CodeEntry `json:"entries"`
+	Version int64 `json:"version"`
+	// Syncs are the code_sync commands the entries come from, signed by
+	// the backend for this device: the last full one and the partial ones
+	// applied after it, in order.
+	Syncs []wire.Command `json:"syncs,omitempty"`
+	// Entries are derived from Syncs: never written (kluisd before
+	// 2026-12-07 wrote them, unsigned).
+	Entries []wire.CodeEntry `json:"-"`
 	// Expired are entries a sync removed after their expiry, kept for
 	// ExpiredRetention so that their PIN answers "expired", not "wrong"
 	// (docs/kluisd.md, "Offline verification").
@@ -105,6 +143,22 @@ type file struct {
 	// record wins until the entry expires (a re-issued code is a new
 	// entry). Their codes answer ErrWithdrawn offline.
 	Withdrawn []wire.CodeEntry `json:"withdrawn,omitempty"`
+	// Untrusted, when not empty, says why the cache refuses every code
+	// until the backend's next full sync (ErrUntrusted).
+	Untrusted string `json:"untrusted,omitempty"`
+}
+
+// fileFormat is the format of the files Open trusts: the signed syncs
+// (format 1, kluisd before 2026-12-07, held unsigned entries).
+const fileFormat = 2
+
+// disk is the cache file's layout.
+type disk struct {
+	Format int `json:"format,omitempty"`
+	file
+	// OldEntries are the unsigned entries of a format 1 file (or entries
+	// someone added to a format 2 one): read, never trusted.
+	OldEntries []wire.CodeEntry `json:"entries,omitempty"`
 }
 
 // ExpiredRetention is how long after its expiry a code removed from the
@@ -121,8 +175,16 @@ type Cache struct {
 	f  file
 }
 
-// Open loads the cache from dir (an absent file is an empty cache). pub may
-// be nil: QR codes then cannot be verified offline.
+// Open loads the cache from dir (an absent file is an empty cache) and
+// checks that its entries are the backend's code syncs signed for deviceID
+// with pub. pub may be nil: QR codes then cannot be verified offline, and a
+// cache holding syncs is not trusted. A file that fails the check is moved
+// aside (offline-cache.json.bad-N) and the cache refuses every code until
+// the next full sync (ErrUntrusted, with the cause), keeping the file's
+// withdrawn and expired entries, which only refuse codes; its version is
+// 0, so the next sync is not refused as stale and the heartbeat's
+// cache_version tells the backend to send the whole bundle. A damaged file
+// is ErrDamaged.
 func Open(dir, deviceID string, pub ed25519.PublicKey) (*Cache, error) {
 	c := &Cache{path: filepath.Join(dir, FileName), deviceID: deviceID, pub: pub}
 	b, err := os.ReadFile(c.path)
@@ -132,7 +194,8 @@ func Open(dir, deviceID string, pub ed25519.PublicKey) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("offline: %w", err)
 	}
-	if err := json.Unmarshal(b, &c.f); err != nil {
+	var d disk
+	if err := json.Unmarshal(b, &d); err != nil {
 		// A damaged cache is not fatal: the device verifies online and
 		// the next full sync replaces it. It is kept aside for
 		// forensics, not overwritten by that sync.
@@ -143,7 +206,127 @@ func Open(dir, deviceID string, pub ed25519.PublicKey) (*Cache, error) {
 		}
 		return c, fmt.Errorf("offline: damaged cache ignored (%v), moved to %s: %w", err, filepath.Base(bad), ErrDamaged)
 	}
+	c.f = d.file
+	if d.Format == fileFormat && d.Untrusted != "" {
+		// Refused at an earlier start (and moved aside then), no full
+		// sync since.
+		c.f = file{Expired: d.Expired, Withdrawn: d.Withdrawn, Untrusted: d.Untrusted}
+		return c, fmt.Errorf("offline: %s (found at an earlier start); no offline code until the backend's next full sync: %w", d.Untrusted, ErrUntrusted)
+	}
+	if why := c.authenticate(d); why != "" {
+		return c, c.refuse(why)
+	}
 	return c, nil
+}
+
+// authenticate checks d (c.f holds its file) and derives c.f's entries
+// from its signed syncs; it returns why d is not trusted, or "".
+func (c *Cache) authenticate(d disk) string {
+	switch {
+	case d.Format != fileFormat:
+		if len(d.OldEntries) == 0 && d.Version == 0 && len(d.Syncs) == 0 {
+			return "" // nothing to trust
+		}
+		return fmt.Sprintf("format %d, not signed (kluisd before 2026-12-07 wrote its entries unsigned)", max(d.Format, 1))
+	case len(d.OldEntries) > 0:
+		return "entries outside the backend's signed code syncs"
+	case len(d.Syncs) > 0 && len(c.pub) != ed25519.PublicKeySize:
+		return "no public key to check its code syncs with (offline.public_key_file)"
+	case len(d.Syncs) > MaxPartialSyncs+1:
+		return fmt.Sprintf("%d code syncs kept, at most %d", len(d.Syncs), MaxPartialSyncs+1)
+	}
+	var entries []wire.CodeEntry
+	var version int64
+	for i, cmd := range d.Syncs {
+		if err := c.checkSync(cmd); err != nil {
+			return fmt.Sprintf("code sync %d of %d: %v", i+1, len(d.Syncs), err)
+		}
+		if cmd.Codes.Version <= version {
+			return fmt.Sprintf("code sync %d of %d: version %d after %d", i+1, len(d.Syncs), cmd.Codes.Version, version)
+		}
+		if i > 0 && cmd.Codes.Full {
+			return fmt.Sprintf("code sync %d of %d: a full sync after the first", i+1, len(d.Syncs))
+		}
+		version = cmd.Codes.Version
+		entries = applied(entries, *cmd.Codes)
+	}
+	if version != d.Version {
+		return fmt.Sprintf("version %d, its code syncs' %d", d.Version, version)
+	}
+	withdrawn := map[string]bool{}
+	for _, e := range d.Withdrawn {
+		withdrawn[EntryKey(e)] = true
+	}
+	c.f.Entries = nil
+	for _, e := range entries {
+		if !withdrawn[EntryKey(e)] {
+			c.f.Entries = append(c.f.Entries, e)
+		}
+	}
+	return ""
+}
+
+// checkSync checks that cmd is a code sync the backend signed for this
+// device (whenever: a kept sync expired long ago).
+func (c *Cache) checkSync(cmd wire.Command) error {
+	if cmd.Kind != wire.CmdCodeSync || cmd.Codes == nil {
+		return fmt.Errorf("a %q command, not a code sync: %w", cmd.Kind, ErrNotSigned)
+	}
+	if err := cmd.Validate(); err != nil {
+		return fmt.Errorf("%v: %w", err, ErrNotSigned)
+	}
+	if err := wire.VerifyCommandSignature(c.pub, c.deviceID, cmd); err != nil {
+		return fmt.Errorf("%v: %w", err, ErrNotSigned)
+	}
+	return nil
+}
+
+// applied returns entries with the sync s applied: a full sync replaces
+// them; otherwise its entries replace those of their documents and revoke
+// removes documents.
+func applied(entries []wire.CodeEntry, s wire.CodeSync) []wire.CodeEntry {
+	var out []wire.CodeEntry
+	if !s.Full {
+		drop := map[string]bool{}
+		for _, id := range s.Revoke {
+			drop[id] = true
+		}
+		for _, e := range s.Entries {
+			drop[e.DocumentID] = true // replaced
+		}
+		for _, e := range entries {
+			if !drop[e.DocumentID] {
+				out = append(out, e)
+			}
+		}
+	}
+	revoked := map[string]bool{}
+	for _, id := range s.Revoke {
+		revoked[id] = true
+	}
+	for _, e := range s.Entries {
+		if !revoked[e.DocumentID] {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// refuse makes c refuse every code until the next full sync because of
+// why: the file is moved aside for forensics and the device's own records
+// (withdrawn and expired entries) are written again, with the reason, so
+// that a restart refuses too. The error wraps ErrUntrusted.
+func (c *Cache) refuse(why string) error {
+	c.f = file{Expired: c.f.Expired, Withdrawn: c.f.Withdrawn, Untrusted: why}
+	bad, err := moveAside(c.path)
+	if err != nil {
+		return fmt.Errorf("offline: %s, and not moved aside (%v); no offline code until the backend's next full sync: %w", why, err, ErrUntrusted)
+	}
+	if err := c.save(c.f); err != nil {
+		return fmt.Errorf("offline: %s, moved to %s (not saved again: %v); no offline code until the backend's next full sync: %w",
+			why, filepath.Base(bad), err, ErrUntrusted)
+	}
+	return fmt.Errorf("offline: %s, moved to %s; no offline code until the backend's next full sync: %w", why, filepath.Base(bad), ErrUntrusted)
 }
 
 // moveAside renames path to the first free path.bad-N and makes the rename
@@ -181,51 +364,48 @@ func (c *Cache) Version() int64 {
 	return c.f.Version
 }
 
-// Apply applies a code sync durably at the current time (see ApplyAt).
-func (c *Cache) Apply(s wire.CodeSync) error { return c.ApplyAt(s, time.Now()) }
+// Apply applies a code sync command durably at the current time (see
+// ApplyAt).
+func (c *Cache) Apply(cmd wire.Command) error { return c.ApplyAt(cmd, time.Now()) }
 
-// ApplyAt applies a code sync durably. A sync whose version is not newer
-// than the cache's is ignored with ErrStale. An entry the sync removes (or
+// ApplyAt applies the code sync of cmd durably, keeping the command: cmd
+// must be a code_sync the backend signed for this device (checked again
+// here, ErrNotSigned; its validity period is the caller's business,
+// wire.VerifyCommand). A sync whose version is not newer than the cache's
+// is ignored with ErrStale; a partial one while the cache refuses codes,
+// or after MaxPartialSyncs, with ErrUntrusted. A full sync ends the
+// refusal. An entry the sync removes (or
 // replaces) whose expiry has passed at now is kept aside as expired for
 // ExpiredRetention, so that its PIN is still recognised (the backend drops
 // expired codes from the bundle; a citizen who comes late is told
 // "expired", as online, and not counted as a guesser). An entry removed
 // before its expiry (revoked, used, re-issued) is forgotten.
-func (c *Cache) ApplyAt(s wire.CodeSync, now time.Time) error {
+func (c *Cache) ApplyAt(cmd wire.Command, now time.Time) error {
+	if err := c.checkSync(cmd); err != nil {
+		return fmt.Errorf("offline: %w", err)
+	}
+	s := *cmd.Codes
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if s.Version <= c.f.Version {
 		return fmt.Errorf("offline: version %d <= %d: %w", s.Version, c.f.Version, ErrStale)
 	}
-	next := file{Version: s.Version, Withdrawn: withdrawnAt(c.f.Withdrawn, now)}
+	next := file{Version: s.Version, Withdrawn: withdrawnAt(c.f.Withdrawn, now), Syncs: []wire.Command{cmd}}
+	if !s.Full {
+		if c.f.Untrusted != "" {
+			return fmt.Errorf("offline: a partial sync (%s): %w", c.f.Untrusted, ErrUntrusted)
+		}
+		if len(c.f.Syncs) > MaxPartialSyncs {
+			return fmt.Errorf("offline: a partial sync after %d: a full one is needed: %w", len(c.f.Syncs)-1, ErrUntrusted)
+		}
+		next.Syncs = append(append([]wire.Command(nil), c.f.Syncs...), cmd)
+	}
 	withdrawn := map[string]bool{}
 	for _, e := range next.Withdrawn {
 		withdrawn[EntryKey(e)] = true
 	}
-	if !s.Full {
-		next.Entries = append(next.Entries, c.f.Entries...)
-	}
-
-	drop := map[string]bool{}
-	for _, id := range s.Revoke {
-		drop[id] = true
-	}
-	for _, e := range s.Entries {
-		drop[e.DocumentID] = true // replaced
-	}
-	kept := next.Entries[:0]
-	for _, e := range next.Entries {
-		if !drop[e.DocumentID] {
-			kept = append(kept, e)
-		}
-	}
-	next.Entries = kept
-	revoked := map[string]bool{}
-	for _, id := range s.Revoke {
-		revoked[id] = true
-	}
-	for _, e := range s.Entries {
-		if !revoked[e.DocumentID] && !withdrawn[EntryKey(e)] {
+	for _, e := range applied(c.f.Entries, s) {
+		if !withdrawn[EntryKey(e)] {
 			next.Entries = append(next.Entries, e)
 		}
 	}
@@ -276,7 +456,7 @@ func (c *Cache) WithdrawAll() (int, error) {
 func (c *Cache) forget(match func(wire.Address) bool, keep string) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	next := file{Version: c.f.Version, Expired: c.f.Expired, Withdrawn: c.f.Withdrawn}
+	next := file{Version: c.f.Version, Syncs: c.f.Syncs, Expired: c.f.Expired, Withdrawn: c.f.Withdrawn, Untrusted: c.f.Untrusted}
 	have := map[string]bool{}
 	for _, e := range next.Withdrawn {
 		have[EntryKey(e)] = true
@@ -346,7 +526,7 @@ func expiredAfter(old file, next []wire.CodeEntry, now time.Time) []wire.CodeEnt
 }
 
 func (c *Cache) save(f file) error {
-	b, err := json.Marshal(f)
+	b, err := json.Marshal(disk{Format: fileFormat, file: f})
 	if err != nil {
 		return fmt.Errorf("offline: %w", err)
 	}
@@ -392,6 +572,9 @@ func (c *Cache) VerifyQR(token string, now time.Time) (Match, error) {
 	h := pickupcode.QRHash(cl.CodeID)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.f.Untrusted != "" {
+		return Match{}, fmt.Errorf("offline: %s: %w", c.f.Untrusted, ErrUntrusted)
+	}
 	for _, e := range c.f.Entries {
 		if e.QRHash != "" && e.QRHash == h {
 			if !now.Before(e.Expires) {
@@ -415,6 +598,10 @@ func (c *Cache) VerifyQR(token string, now time.Time) (Match, error) {
 // also with an error.
 func (c *Cache) VerifyPIN(pin, birthDate string, now time.Time) (Match, error) {
 	c.mu.Lock()
+	if c.f.Untrusted != "" {
+		defer c.mu.Unlock()
+		return Match{Method: wire.MethodPIN}, fmt.Errorf("offline: %s: %w", c.f.Untrusted, ErrUntrusted)
+	}
 	var entries []pickupcode.OfflineEntry
 	byDoc := map[string]wire.CodeEntry{}
 	// Valid entries first: a PIN drawn again for a new code finds the new

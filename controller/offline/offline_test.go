@@ -39,10 +39,10 @@ func TestCache(t *testing.T) {
 
 	_, err = c.VerifyQR(tok, t0)
 	require.ErrorIs(t, err, pickupcode.ErrWrongCode, "not in the cache yet")
-	require.NoError(t, c.Apply(wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{
+	require.NoError(t, c.Apply(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{
 		{DocumentID: "doc1", Addr: wire.Address{Board: 0, Channel: 3}, Expires: t0.Add(time.Hour), QRHash: pickupcode.QRHash(cid)},
 		offlinetest.PINEntry("doc2", "dev1", "123456789", "1990-02-03", wire.Address{Board: 0, Channel: 4}, t0.Add(time.Hour)),
-	}}))
+	}})))
 	m, err := c.VerifyQR(tok, t0)
 	require.NoError(t, err)
 	require.Equal(t, "doc1", m.DocumentID)
@@ -65,8 +65,8 @@ func TestCache(t *testing.T) {
 	require.ErrorIs(t, err, pickupcode.ErrSecondFactorRequired)
 
 	// Stale syncs are ignored; deltas revoke; the file survives a reopen.
-	require.ErrorIs(t, c.Apply(wire.CodeSync{Version: 1, Full: true}), offline.ErrStale)
-	require.NoError(t, c.Apply(wire.CodeSync{Version: 2, Revoke: []string{"doc1"}}))
+	require.ErrorIs(t, c.Apply(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 1, Full: true})), offline.ErrStale)
+	require.NoError(t, c.Apply(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 2, Revoke: []string{"doc1"}})))
 	require.Equal(t, 1, c.Len())
 	c2, err := offline.Open(dir, "dev1", pub)
 	require.NoError(t, err)
@@ -88,17 +88,17 @@ func TestCache(t *testing.T) {
 // before its expiry (revoked) is forgotten; a PIN drawn again for a new
 // code finds the new code.
 func TestExpiredEntriesKept(t *testing.T) {
-	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	dir := t.TempDir()
 	c, err := offline.Open(dir, "dev1", pub)
 	require.NoError(t, err)
 	a := wire.Address{Board: 0, Channel: 1}
 	old := offlinetest.PINEntry("doc-old", "dev1", "111222333", "1990-02-03", a, t0.Add(time.Hour))
 	revoked := offlinetest.PINEntry("doc-rev", "dev1", "444555666", "", a, t0.Add(48*time.Hour))
-	require.NoError(t, c.ApplyAt(wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{old, revoked}}, t0))
+	require.NoError(t, c.ApplyAt(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{old, revoked}}), t0))
 	// Two hours later the backend's bundle has neither.
 	now := t0.Add(2 * time.Hour)
-	require.NoError(t, c.ApplyAt(wire.CodeSync{Version: 2, Full: true}, now))
+	require.NoError(t, c.ApplyAt(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 2, Full: true}), now))
 	require.Zero(t, c.Len())
 	m, err := c.VerifyPIN("111222333", "1990-02-03", now)
 	require.ErrorIs(t, err, pickupcode.ErrExpired, "dropped after its expiry: expired")
@@ -110,7 +110,7 @@ func TestExpiredEntriesKept(t *testing.T) {
 
 	// The PIN drawn again for a new code: the new code opens.
 	reused := offlinetest.PINEntry("doc-new", "dev1", "111222333", "1990-02-03", wire.Address{Board: 0, Channel: 2}, now.Add(time.Hour))
-	require.NoError(t, c.ApplyAt(wire.CodeSync{Version: 3, Full: true, Entries: []wire.CodeEntry{reused}}, now))
+	require.NoError(t, c.ApplyAt(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 3, Full: true, Entries: []wire.CodeEntry{reused}}), now))
 	m, err = c.VerifyPIN("111222333", "1990-02-03", now)
 	require.NoError(t, err)
 	require.Equal(t, "doc-new", m.DocumentID)
@@ -118,11 +118,11 @@ func TestExpiredEntriesKept(t *testing.T) {
 	// Kept across a reopen, forgotten after the retention.
 	c2, err := offline.Open(dir, "dev1", pub)
 	require.NoError(t, err)
-	require.NoError(t, c2.ApplyAt(wire.CodeSync{Version: 4, Full: true}, now))
+	require.NoError(t, c2.ApplyAt(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 4, Full: true}), now))
 	_, err = c2.VerifyPIN("111222333", "1990-02-03", now.Add(30*24*time.Hour))
 	require.ErrorIs(t, err, pickupcode.ErrExpired)
 	late := t0.Add(time.Hour + offline.ExpiredRetention + time.Minute)
-	require.NoError(t, c2.ApplyAt(wire.CodeSync{Version: 5, Full: true}, late))
+	require.NoError(t, c2.ApplyAt(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 5, Full: true}), late))
 	_, err = c2.VerifyPIN("111222333", "1990-02-03", late)
 	require.ErrorIs(t, err, offline.ErrNoMaterial, "past the retention: forgotten (doc-new was revoked, not expired)")
 }
@@ -140,11 +140,11 @@ func TestForgetACompartmentsCodes(t *testing.T) {
 	oldTok, oldCID := token(t, priv, "dev1", t0.Add(time.Hour))
 	newTok, newCID := token(t, priv, "dev1", t0.Add(time.Hour))
 	otherTok, otherCID := token(t, priv, "dev1", t0.Add(time.Hour))
-	require.NoError(t, c.Apply(wire.CodeSync{Version: 7, Full: true, Entries: []wire.CodeEntry{
+	require.NoError(t, c.Apply(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 7, Full: true, Entries: []wire.CodeEntry{
 		{DocumentID: "doc-old", Addr: a, Expires: t0.Add(time.Hour), QRHash: pickupcode.QRHash(oldCID)},
 		{DocumentID: "doc-new", Addr: a, Expires: t0.Add(time.Hour), QRHash: pickupcode.QRHash(newCID)},
 		{DocumentID: "doc-b", Addr: b, Expires: t0.Add(time.Hour), QRHash: pickupcode.QRHash(otherCID)},
-	}}))
+	}})))
 
 	// doc-new loaded into a: doc-old's code goes.
 	n, err := c.Forget(a, "doc-new")
@@ -181,7 +181,7 @@ func TestForgetACompartmentsCodes(t *testing.T) {
 	// holding the withdrawn entries does not bring them back, a new
 	// code of the same document opens.
 	pinEntry := offlinetest.PINEntry("doc-p", "dev1", "111222333", "1990-02-03", b, t0.Add(time.Hour))
-	require.NoError(t, c.ApplyAt(wire.CodeSync{Version: 8, Full: true, Entries: []wire.CodeEntry{pinEntry}}, t0))
+	require.NoError(t, c.ApplyAt(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 8, Full: true, Entries: []wire.CodeEntry{pinEntry}}), t0))
 	n, err = c.Forget(b, "")
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
@@ -189,10 +189,10 @@ func TestForgetACompartmentsCodes(t *testing.T) {
 	require.ErrorIs(t, err, offline.ErrWithdrawn)
 	require.Equal(t, "doc-p", m.DocumentID)
 	reissuedTok, reissuedCID := token(t, priv, "dev1", t0.Add(time.Hour))
-	require.NoError(t, c.ApplyAt(wire.CodeSync{Version: 9, Full: true, Entries: []wire.CodeEntry{pinEntry,
+	require.NoError(t, c.ApplyAt(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 9, Full: true, Entries: []wire.CodeEntry{pinEntry,
 		{DocumentID: "doc-new", Addr: a, Expires: t0.Add(time.Hour), QRHash: pickupcode.QRHash(newCID)},
 		{DocumentID: "doc-new", Addr: a, Expires: t0.Add(time.Hour), QRHash: pickupcode.QRHash(reissuedCID)},
-	}}, t0))
+	}}), t0))
 	require.Equal(t, 1, c.Len(), "only the re-issued code is valid")
 	_, err = c.VerifyPIN("111222333", "1990-02-03", t0)
 	require.ErrorIs(t, err, offline.ErrWithdrawn)
@@ -204,10 +204,10 @@ func TestForgetACompartmentsCodes(t *testing.T) {
 
 	// Kept until ExpiredRetention after their expiry, then forgotten.
 	late := t0.Add(time.Hour + offline.ExpiredRetention + time.Minute)
-	require.NoError(t, c.ApplyAt(wire.CodeSync{Version: 10, Full: true}, late.Add(-2*time.Minute)))
+	require.NoError(t, c.ApplyAt(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 10, Full: true}), late.Add(-2*time.Minute)))
 	_, err = c.VerifyPIN("111222333", "1990-02-03", late.Add(-2*time.Minute))
 	require.ErrorIs(t, err, offline.ErrWithdrawn, "still kept within the retention")
-	require.NoError(t, c.ApplyAt(wire.CodeSync{Version: 11, Full: true}, late))
+	require.NoError(t, c.ApplyAt(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 11, Full: true}), late))
 	_, err = c.VerifyPIN("111222333", "1990-02-03", late)
 	require.ErrorIs(t, err, offline.ErrNoMaterial, "pruned past the retention")
 }
@@ -223,11 +223,11 @@ func TestForgetAllWithdrawsEveryAddressGiven(t *testing.T) {
 	aTok, aCID := token(t, priv, "dev1", t0.Add(time.Hour))
 	bTok, bCID := token(t, priv, "dev1", t0.Add(time.Hour))
 	oTok, oCID := token(t, priv, "dev1", t0.Add(time.Hour))
-	require.NoError(t, c.Apply(wire.CodeSync{Version: 3, Full: true, Entries: []wire.CodeEntry{
+	require.NoError(t, c.Apply(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 3, Full: true, Entries: []wire.CodeEntry{
 		{DocumentID: "doc-a", Addr: a, Expires: t0.Add(time.Hour), QRHash: pickupcode.QRHash(aCID)},
 		{DocumentID: "doc-b", Addr: b, Expires: t0.Add(time.Hour), QRHash: pickupcode.QRHash(bCID)},
 		{DocumentID: "doc-o", Addr: other, Expires: t0.Add(time.Hour), QRHash: pickupcode.QRHash(oCID)},
-	}}))
+	}})))
 	n, err := c.ForgetAll([]wire.Address{a, b, {Board: 0, Channel: 5}})
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
@@ -252,7 +252,7 @@ func TestForgetAllWithdrawsEveryAddressGiven(t *testing.T) {
 // next sync writes a fresh cache beside it without touching it. A second
 // damage gets the next number.
 func TestDamagedCacheMovedAside(t *testing.T) {
-	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	dir := t.TempDir()
 	path := filepath.Join(dir, offline.FileName)
 	damaged := []byte(`{"version":7,"entries":[{"document_id":"doc1",`)
@@ -266,7 +266,7 @@ func TestDamagedCacheMovedAside(t *testing.T) {
 	kept, err := os.ReadFile(path + ".bad-1")
 	require.NoError(t, err)
 	require.Equal(t, damaged, kept)
-	require.NoError(t, c.Apply(wire.CodeSync{Version: 8, Full: true}))
+	require.NoError(t, c.Apply(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 8, Full: true})))
 	kept, err = os.ReadFile(path + ".bad-1")
 	require.NoError(t, err)
 	require.Equal(t, damaged, kept, "the sync leaves the damaged copy alone")

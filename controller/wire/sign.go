@@ -119,6 +119,29 @@ func SignCommand(priv ed25519.PrivateKey, device string, c *Command) error {
 // ErrUnsigned, ErrBadCommandSig, ErrOtherDevice, ErrCommandExpired or
 // ErrCommandNotYetValid.
 func VerifyCommand(pub ed25519.PublicKey, device string, c Command, now time.Time) error {
+	if err := VerifyCommandSignature(pub, device, c); err != nil {
+		return err
+	}
+	if c.Expires.Sub(c.Issued) > MaxCommandLifetime {
+		return fmt.Errorf("valid for %v, at most %v: %w", c.Expires.Sub(c.Issued), MaxCommandLifetime, ErrCommandNotYetValid)
+	}
+	if c.Issued.After(now.Add(CommandSkew)) {
+		return fmt.Errorf("issued %s, more than %v ahead of this device's clock: %w",
+			c.Issued.UTC().Format(time.RFC3339), CommandSkew, ErrCommandNotYetValid)
+	}
+	if !now.Before(c.Expires.Add(CommandSkew)) {
+		return fmt.Errorf("expired at %s: %w", c.Expires.UTC().Format(time.RFC3339), ErrCommandExpired)
+	}
+	return nil
+}
+
+// VerifyCommandSignature checks only that c carries a signature made with
+// pub for this device and this very command, whatever the time: what
+// VerifyCommand checks besides the validity period. kluisd's offline cache
+// checks with it, at every start, the code_sync commands it keeps (long
+// expired by then, but still the backend's word on the codes). Errors wrap
+// ErrUnsigned, ErrBadCommandSig or ErrOtherDevice.
+func VerifyCommandSignature(pub ed25519.PublicKey, device string, c Command) error {
 	if c.Sig == "" {
 		return fmt.Errorf("no sig: %w", ErrUnsigned)
 	}
@@ -142,16 +165,6 @@ func VerifyCommand(pub ed25519.PublicKey, device string, c Command, now time.Tim
 	}
 	if cl.Device != device {
 		return fmt.Errorf("signed for device %q: %w", truncate(cl.Device, MaxDeviceID), ErrOtherDevice)
-	}
-	if c.Expires.Sub(c.Issued) > MaxCommandLifetime {
-		return fmt.Errorf("valid for %v, at most %v: %w", c.Expires.Sub(c.Issued), MaxCommandLifetime, ErrCommandNotYetValid)
-	}
-	if c.Issued.After(now.Add(CommandSkew)) {
-		return fmt.Errorf("issued %s, more than %v ahead of this device's clock: %w",
-			c.Issued.UTC().Format(time.RFC3339), CommandSkew, ErrCommandNotYetValid)
-	}
-	if !now.Before(c.Expires.Add(CommandSkew)) {
-		return fmt.Errorf("expired at %s: %w", c.Expires.UTC().Format(time.RFC3339), ErrCommandExpired)
 	}
 	return nil
 }

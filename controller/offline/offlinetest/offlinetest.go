@@ -1,9 +1,12 @@
-// Package offlinetest builds offline cache entries for tests the way the
-// backend's offline bundle does, without a database.
+// Package offlinetest builds offline cache entries (and signed code syncs)
+// for tests the way the backend's offline bundle does, without a database.
 package offlinetest
 
 import (
+	"crypto/ed25519"
 	"encoding/base64"
+	"fmt"
+	"testing"
 	"time"
 
 	"kluis/controller/pickupcode"
@@ -21,4 +24,17 @@ func PINEntry(docID, device, pin, dob string, addr wire.Address, exp time.Time) 
 	b := base64.RawURLEncoding
 	return wire.CodeEntry{DocumentID: docID, Addr: addr, Expires: exp,
 		PINHash: pickupcode.FormatPINHash(Params, b.EncodeToString(salt), b.EncodeToString(v)), SecondFactor: dob != ""}
+}
+
+// Sync returns s as the code_sync command the backend sends device, signed
+// with priv (wire.SignCommand; its id names the version, issued now and
+// valid for a minute): what offline.Cache.Apply takes.
+func Sync(t testing.TB, priv ed25519.PrivateKey, device string, s wire.CodeSync) wire.Command {
+	t.Helper()
+	now := time.Now().UTC().Truncate(time.Second)
+	c := wire.Command{ID: fmt.Sprintf("sync-%d", s.Version), Kind: wire.CmdCodeSync, Issued: now, Expires: now.Add(time.Minute), Codes: &s}
+	if err := wire.SignCommand(priv, device, &c); err != nil {
+		t.Fatalf("offlinetest: signing a code sync: %v", err)
+	}
+	return c
 }

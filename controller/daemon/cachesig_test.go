@@ -1,0 +1,141 @@
+package daemon
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/server"
+	"kluis/controller/config"
+	"kluis/controller/offline"
+	"kluis/controller/offline/offlinetest"
+	"kluis/controller/wire"
+	"kluis/deploy/dev/testenv"
+)
+
+// addCacheEntry writes e into kluisd's offline cache file as someone who
+// can write the kiosk's disk would: into the entries of the last code sync
+// the file keeps (the signed command's, as received from the backend), or
+// into the file's own entries (the unsigned cache of kluisd before
+// 2026-12-07).
+func addCacheEntry(t *testing.T, path string, e wire.CodeEntry) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var f map[string]any
+	require.NoError(t, json.Unmarshal(b, &f))
+	eb, err := json.Marshal(e)
+	require.NoError(t, err)
+	var entry any
+	require.NoError(t, json.Unmarshal(eb, &entry))
+	into := f
+	if syncs, ok := f["syncs"].([]any); ok && len(syncs) > 0 {
+		into = syncs[len(syncs)-1].(map[string]any)["codes"].(map[string]any)
+	}
+	entries, _ := into["entries"].([]any)
+	into["entries"] = append(entries, entry)
+	b, err = json.Marshal(f)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, b, 0o600))
+}
+
+// Someone who can write the kiosk's disk (a technician's USB stick, a
+// compromised service account) adds to kluisd's offline cache an entry
+// whose PIN they chose, for the compartment of someone else's document.
+// kluisd refuses the whole cache at its next start: offline nothing opens
+// (not the planted PIN, not the genuine QR code of the document), alarm
+// journal_damaged says why and reaches the backend, and the heartbeat's
+// cache_version 0 has the backend send a full sync; from that sync on the
+// genuine code opens offline again and the planted PIN still does not.
+// Before, the cache file was not authenticated at all and the planted PIN
+// opened the compartment offline.
+func TestTamperedOfflineCacheRefused(t *testing.T) {
+	dir := t.TempDir()
+	dev := fmt.Sprintf("cs-%d", time.Now().UnixNano())
+	be := startRealBackend(t, dev, "locker", numbered(wire.Address{Board: 0, Channel: 0}, wire.Address{Board: 0, Channel: 1}),
+		server.Options{CodeSyncEvery: time.Hour})
+	kiosk, metrics := testenv.FreeAddr(t), testenv.FreeAddr(t)
+	journalDir := filepath.Join(dir, "journal")
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+device_id: %s
+site: e2e
+kind: locker
+mqtt: %s
+hardware: {driver: simfile, simfile: %s}
+journal_dir: %s
+kiosk: {listen: "%s"}
+metrics_listen: "%s"
+offline: %s
+timeouts: {verify: 500ms, door_open_detect: 3s}
+compartments:
+  - {number: 1, board: 0, channel: 0}
+  - {number: 2, board: 0, channel: 1}
+`, dev, be.mqttConfig(), filepath.Join(dir, "board.sim"), journalDir, kiosk, metrics, be.offlineConfig())),
+		config.ParseOptions{AllowTestDrivers: true})
+	require.NoError(t, err)
+	diag := func() string { _, b := get(t, "http://"+kiosk+"/kiosk/v1/diagnostics"); return b }
+	pickup := func(body string) string {
+		resp, err := testenv.HTTPClient().Post("http://"+kiosk+"/kiosk/v1/pickup", "application/json", strings.NewReader(body))
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return string(b)
+	}
+	offlineNow := func() {
+		be.Stop()
+		testenv.Eventually(t, "the link to notice", func() bool {
+			_, b := get(t, "http://"+metrics+"/healthz")
+			return strings.Contains(b, `"mqtt_connected":false`)
+		})
+	}
+
+	stop := startKluisd(t, cfg, metrics, true)
+	ids, tokens := be.loadDocuments(2)
+	doc := ids[0]
+	if be.channelOf(doc) != 1 {
+		doc = ids[1]
+	}
+	testenv.Eventually(t, "both codes in the offline cache", func() bool { return strings.Contains(diag(), `"offline_cache":2`) })
+	testenv.Eventually(t, "the code syncs' results at the backend", func() bool { return be.commandsDone(wire.CmdCodeSync) })
+	stop()
+
+	const planted = "111 222 333"
+	addCacheEntry(t, filepath.Join(journalDir, offline.FileName),
+		offlinetest.PINEntry(doc, dev, strings.ReplaceAll(planted, " ", ""), "1990-02-03", wire.Address{Board: 0, Channel: 1}, time.Now().Add(24*time.Hour)))
+	be.Stop()
+	stop = startKluisd(t, cfg, metrics, false)
+	defer func() { stop() }()
+	b := pickup(`{"pin":"` + planted + `","birth_date":"1990-02-03","lang":"en"}`)
+	require.NotContains(t, b, `"compartment":2`, "the planted PIN opened someone else's compartment offline")
+	b = pickup(`{"qr":"` + tokens[doc] + `","lang":"en"}`)
+	require.NotContains(t, b, `"compartment":2`, "a cache that is not authenticated opens nothing")
+	d := diag()
+	require.Contains(t, d, `"offline_cache":0`)
+	require.Contains(t, d, string(wire.AlarmJournalDamaged))
+
+	// The backend is back: kluisd's presence and heartbeat (cache version
+	// 0) bring a full sync, which the backend signed.
+	be.restart()
+	testenv.Eventually(t, "a full sync replaces the refused cache", func() bool { return strings.Contains(diag(), `"offline_cache":2`) })
+	testenv.EventuallyWithin(t, time.Minute, "the alarm at the backend, with its cause", func() bool {
+		for _, r := range be.audit("device:" + dev) {
+			if r.Action == "device.alarm" && r.Details["alarm"] == string(wire.AlarmJournalDamaged) {
+				detail, _ := r.Details["detail"].(string)
+				return strings.HasPrefix(detail, "offline cache not authenticated") && strings.Contains(detail, "signature")
+			}
+		}
+		return false
+	})
+	offlineNow()
+	b = pickup(`{"pin":"` + planted + `","birth_date":"1990-02-03","lang":"en"}`)
+	require.NotContains(t, b, `"compartment":2`, "the planted PIN is gone with the refused cache")
+	b = pickup(`{"qr":"` + tokens[doc] + `","lang":"en"}`)
+	require.Contains(t, b, `"compartment":2`, "the genuine code opens offline again")
+}

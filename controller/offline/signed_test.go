@@ -1,0 +1,184 @@
+package offline_test
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"kluis/controller/offline"
+	"kluis/controller/offline/offlinetest"
+	"kluis/controller/pickupcode"
+	"kluis/controller/wire"
+)
+
+// editFile rewrites the cache file in dir as someone who can write the
+// device's disk would, through its JSON.
+func editFile(t *testing.T, dir string, edit func(f map[string]any)) {
+	t.Helper()
+	path := filepath.Join(dir, offline.FileName)
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var f map[string]any
+	require.NoError(t, json.Unmarshal(b, &f))
+	edit(f)
+	b, err = json.Marshal(f)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, b, 0o600))
+}
+
+// asJSON is v as a decoded JSON value.
+func asJSON(t *testing.T, v any) any {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	var out any
+	require.NoError(t, json.Unmarshal(b, &out))
+	return out
+}
+
+// The cache file keeps the backend's signed code syncs, and Open checks
+// them: every way of changing what a code opens without the backend's
+// private key makes the whole file refused (ErrUntrusted), moved aside,
+// and every code refused offline (the genuine QR code too) until the next
+// full sync, also after a restart; a partial sync does not end it. Before,
+// the file held bare entries and the planted PIN opened the compartment.
+func TestTamperedCacheRefused(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
+	exp := t0.Add(24 * time.Hour)
+	tok, cid := token(t, priv, "dev1", exp)
+	genuine := wire.CodeEntry{DocumentID: "doc1", Addr: wire.Address{Board: 0, Channel: 3}, Expires: exp, QRHash: pickupcode.QRHash(cid)}
+	planted := offlinetest.PINEntry("doc1", "dev1", "111222333", "1990-02-03", wire.Address{Board: 0, Channel: 3}, exp)
+	sync1 := wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{genuine}}
+	sync2 := wire.CodeSync{Version: 2, Entries: []wire.CodeEntry{offlinetest.PINEntry("doc2", "dev1", "123456789", "", wire.Address{Board: 0, Channel: 4}, exp)}}
+	tampers := map[string]func(t *testing.T, f map[string]any){
+		"an entry added to a signed sync": func(t *testing.T, f map[string]any) {
+			codes := f["syncs"].([]any)[0].(map[string]any)["codes"].(map[string]any)
+			codes["entries"] = append(codes["entries"].([]any), asJSON(t, planted))
+		},
+		"an entry moved to another compartment": func(t *testing.T, f map[string]any) {
+			codes := f["syncs"].([]any)[0].(map[string]any)["codes"].(map[string]any)
+			codes["entries"].([]any)[0].(map[string]any)["addr"] = map[string]any{"board": 0, "channel": 5}
+		},
+		"entries beside the syncs": func(t *testing.T, f map[string]any) {
+			f["entries"] = []any{asJSON(t, planted)}
+		},
+		"a sync signed with another key": func(t *testing.T, f map[string]any) {
+			f["syncs"] = []any{asJSON(t, offlinetest.Sync(t, otherKey, "dev1", wire.CodeSync{Version: 1, Full: true,
+				Entries: []wire.CodeEntry{genuine, planted}}))}
+		},
+		"a sync signed for another device": func(t *testing.T, f map[string]any) {
+			f["syncs"] = []any{asJSON(t, offlinetest.Sync(t, priv, "dev2", wire.CodeSync{Version: 1, Full: true,
+				Entries: []wire.CodeEntry{genuine, planted}}))}
+		},
+		"the syncs out of order": func(t *testing.T, f map[string]any) {
+			s := f["syncs"].([]any)
+			f["syncs"] = []any{s[1], s[0]}
+		},
+		"the last sync dropped, its version left": func(t *testing.T, f map[string]any) {
+			f["syncs"] = f["syncs"].([]any)[:1]
+		},
+		"its signature removed": func(t *testing.T, f map[string]any) {
+			delete(f["syncs"].([]any)[0].(map[string]any), "sig")
+		},
+	}
+	for name, tamper := range tampers {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			c, err := offline.Open(dir, "dev1", pub)
+			require.NoError(t, err)
+			require.NoError(t, c.ApplyAt(offlinetest.Sync(t, priv, "dev1", sync1), t0))
+			require.NoError(t, c.ApplyAt(offlinetest.Sync(t, priv, "dev1", sync2), t0))
+			c, err = offline.Open(dir, "dev1", pub)
+			require.NoError(t, err, "the file as written opens")
+			require.Equal(t, 2, c.Len())
+			_, err = c.VerifyQR(tok, t0)
+			require.NoError(t, err)
+
+			editFile(t, dir, func(f map[string]any) { tamper(t, f) })
+			c, err = offline.Open(dir, "dev1", pub)
+			require.ErrorIs(t, err, offline.ErrUntrusted)
+			require.Contains(t, err.Error(), offline.FileName+".bad-1")
+			require.Zero(t, c.Len())
+			require.Zero(t, c.Version(), "the heartbeat's cache_version 0 brings the whole bundle")
+			_, err = c.VerifyPIN("111 222 333", "1990-02-03", t0)
+			require.ErrorIs(t, err, offline.ErrUntrusted)
+			_, err = c.VerifyQR(tok, t0)
+			require.ErrorIs(t, err, offline.ErrUntrusted)
+
+			// A restart refuses too (without moving anything aside
+			// again), and a partial sync does not end it.
+			c, err = offline.Open(dir, "dev1", pub)
+			require.ErrorIs(t, err, offline.ErrUntrusted)
+			_, err = os.Stat(filepath.Join(dir, offline.FileName+".bad-2"))
+			require.ErrorIs(t, err, os.ErrNotExist)
+			require.ErrorIs(t, c.ApplyAt(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 3, Entries: []wire.CodeEntry{genuine}}), t0),
+				offline.ErrUntrusted)
+			_, err = c.VerifyQR(tok, t0)
+			require.ErrorIs(t, err, offline.ErrUntrusted)
+
+			// The backend's next full sync ends it, for good.
+			require.NoError(t, c.ApplyAt(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 3, Full: true, Entries: []wire.CodeEntry{genuine}}), t0))
+			c, err = offline.Open(dir, "dev1", pub)
+			require.NoError(t, err)
+			m, err := c.VerifyQR(tok, t0)
+			require.NoError(t, err)
+			require.Equal(t, 3, m.Addr.Channel)
+			_, err = c.VerifyPIN("111 222 333", "1990-02-03", t0)
+			require.ErrorIs(t, err, offline.ErrNoMaterial)
+		})
+	}
+}
+
+// The unsigned cache kluisd wrote before 2026-12-07 does not brick a device
+// after the upgrade: it is refused (moved aside, every code refused
+// offline), its withdrawn entries are kept (they only refuse codes), and
+// the backend's next full sync, whatever its version, fills the cache
+// again; an entry the device had withdrawn stays withdrawn.
+func TestUnsignedCacheOfThePreviousVersion(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	dir := t.TempDir()
+	exp := t0.Add(24 * time.Hour)
+	kept := offlinetest.PINEntry("doc1", "dev1", "123456789", "", wire.Address{Board: 0, Channel: 1}, exp)
+	gone := offlinetest.PINEntry("doc2", "dev1", "987654321", "", wire.Address{Board: 0, Channel: 2}, exp)
+	old, err := json.Marshal(map[string]any{"version": 41, "entries": []wire.CodeEntry{kept}, "withdrawn": []wire.CodeEntry{gone}})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, offline.FileName), old, 0o600))
+
+	c, err := offline.Open(dir, "dev1", pub)
+	require.ErrorIs(t, err, offline.ErrUntrusted)
+	require.Contains(t, err.Error(), "kluisd before 2026-12-07")
+	moved, err := os.ReadFile(filepath.Join(dir, offline.FileName+".bad-1"))
+	require.NoError(t, err)
+	require.Equal(t, old, moved)
+	_, err = c.VerifyPIN("123456789", "1990-02-03", t0)
+	require.ErrorIs(t, err, offline.ErrUntrusted)
+
+	require.NoError(t, c.ApplyAt(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 7, Full: true, Entries: []wire.CodeEntry{kept, gone}}), t0),
+		"version 7 after the old file's 41: not stale")
+	c, err = offline.Open(dir, "dev1", pub)
+	require.NoError(t, err)
+	m, err := c.VerifyPIN("123456789", "1990-02-03", t0)
+	require.NoError(t, err)
+	require.Equal(t, "doc1", m.DocumentID)
+	_, err = c.VerifyPIN("987654321", "1990-02-03", t0)
+	require.ErrorIs(t, err, offline.ErrWithdrawn)
+}
+
+// The cache takes only code syncs the backend signed for this device.
+func TestApplyTakesOnlySignedSyncs(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	c, err := offline.Open(t.TempDir(), "dev1", pub)
+	require.NoError(t, err)
+	s := offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 1, Full: true})
+	s.Codes.Version = 2
+	require.ErrorIs(t, c.ApplyAt(s, t0), offline.ErrNotSigned)
+	require.ErrorIs(t, c.ApplyAt(offlinetest.Sync(t, priv, "dev2", wire.CodeSync{Version: 1, Full: true}), t0), offline.ErrNotSigned)
+	require.Zero(t, c.Version())
+}

@@ -139,6 +139,9 @@ func Decode(topic string, payload []byte) (Topic, Message, error) {
 // message, and every error comes from decodeChecked (FuzzDecodeFlat checks
 // it).
 func DecodeKind(k Kind, payload []byte) (Message, error) {
+	if _, bad := badEscape(payload); bad {
+		return decodeChecked(k, payload) // says what is wrong
+	}
 	if m := decodeFlat(k, payload); m != nil {
 		return m, nil
 	}
@@ -169,6 +172,11 @@ func decodeChecked(k Kind, payload []byte) (Message, error) {
 		// encoding/json keeps the last of "addr" and "Addr": ambiguous.
 		return nil, fmt.Errorf("%s: key %q twice in one object (keys match ignoring case): %w", k, key, ErrInvalid)
 	}
+	if esc, bad := badEscape(payload); bad {
+		// Read as U+FFFD or NUL here, refused by PostgreSQL's jsonb
+		// where the backend keeps the payload (events, heartbeats).
+		return nil, fmt.Errorf("%s: escape %q that PostgreSQL refuses (a UTF-16 surrogate half alone, or NUL): %w", k, esc, ErrInvalid)
+	}
 	v, ok := raw["v"].(float64)
 	if !ok || v != Version {
 		return nil, fmt.Errorf("%s: v=%v: %w", k, raw["v"], ErrVersion)
@@ -190,6 +198,63 @@ func decodeChecked(k Kind, payload []byte) (Message, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// badEscape returns the first \u escape in payload's strings that
+// encoding/json reads and PostgreSQL's jsonb refuses, and true: a UTF-16
+// surrogate half not in a pair (encoding/json reads U+FFFD) and \u0000.
+// kluisd and the backend never write one (encoding/json does not); the
+// backend stores events and heartbeats as jsonb, where such a payload
+// failed its statement each time it came. payload need not be valid JSON
+// (decodeChecked asks after json.Unmarshal did); its backslashes are
+// taken as escapes, which in valid JSON they are.
+func badEscape(payload []byte) (string, bool) {
+	for i := bytes.IndexByte(payload, '\\'); i >= 0 && i+1 < len(payload); {
+		n := 2 // the escape's length
+		if payload[i+1] == 'u' {
+			r, ok := hex4(payload, i+2)
+			switch {
+			case !ok:
+			case r == 0, r >= 0xdc00 && r <= 0xdfff:
+				return string(payload[i : i+6]), true
+			case r >= 0xd800 && r <= 0xdbff:
+				if lo, ok := hex4(payload, i+8); !ok || payload[i+6] != '\\' || payload[i+7] != 'u' || lo < 0xdc00 || lo > 0xdfff {
+					return string(payload[i : i+6]), true
+				}
+				n = 12
+			default:
+				n = 6
+			}
+		}
+		j := bytes.IndexByte(payload[min(i+n, len(payload)):], '\\')
+		if j < 0 {
+			break
+		}
+		i += n + j
+	}
+	return "", false
+}
+
+// hex4 reads the 4 hexadecimal digits at b[i:] (ok false if there are
+// not 4).
+func hex4(b []byte, i int) (rune, bool) {
+	if i+4 > len(b) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[i : i+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
 }
 
 // maxFlatKeys bounds the keys decodeFlat looks at (a message has at most

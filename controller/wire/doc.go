@@ -67,7 +67,9 @@
 // strict: an unknown version, an unknown or missing field, a wrong type, a
 // value out of range, trailing data, a key twice in one object at any
 // depth (compared ignoring case, as encoding/json matches names, which
-// keeps the last), a code entry or heartbeat door without its addr, or a
+// keeps the last), a code entry or heartbeat door without its addr, a
+// string escape PostgreSQL's jsonb refuses (a UTF-16 surrogate half
+// alone, which encoding/json reads as U+FFFD, or \u0000), or a
 // payload above [MaxPayload] is an error (never a panic). The receiver counts and logs such a message and
 // does nothing else. [Encode] validates the same way before sending.
 //

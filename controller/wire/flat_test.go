@@ -133,7 +133,7 @@ func hasObject(b []byte) bool {
 // scanned paths) answers exactly as decodeChecked does.
 func FuzzDecodeFlat(f *testing.F) {
 	kinds := Kinds()
-	for i, p := range append(append(flatEdges, scanEdges...), strictEdges()...) {
+	for i, p := range append(append(append(flatEdges, scanEdges...), strictEdges()...), escapeEdges...) {
 		f.Add(uint8(i), []byte(p))
 	}
 	f.Add(uint8(1), fleetHeartbeat(f)) // Kinds()[1]: a heartbeat

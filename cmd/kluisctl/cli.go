@@ -39,9 +39,9 @@ Commands:
   documents register -kind K -number N -first F -last L -birth YYYY-MM-DD -lang nl|fr|en|de -site S [-email E] [-mobile M] [-low] [-key IDEMPOTENCY-KEY]
   documents reserve ID [-device D]
   documents unreserve|load|renotify|retrieve|collect ID
-  documents reissue ID [-birth YYYY-MM-DD]   new codes (the old ones stop working); first check the holder's date of birth: -birth has kluisctl compare it with the document's and make no codes on a mismatch; without it, kluisctl reminds you of the document's
+  documents reissue ID [-birth YYYY-MM-DD] [-yes]   new codes (the old ones stop working); first check the holder's date of birth: -birth has kluisctl compare it with the document's and make no codes on a mismatch; without it, kluisctl reminds you of the document's; then type the document number to confirm (-yes: no question, for scripts)
   documents cancel ID [-reason TEXT]
-  reissue ID [-birth YYYY-MM-DD]      same as documents reissue
+  reissue ID [-birth YYYY-MM-DD] [-yes]   same as documents reissue
   sites list
   devices list [-site S]
   devices show ID                     a device with its compartments
@@ -780,11 +780,13 @@ func (c *cli) docRegister(ctx context.Context, args []string) error {
 func (c *cli) docAction(ctx context.Context, action string, args []string) error {
 	fs := c.flags("documents " + action)
 	var device, reason, birth *string
+	var yes *bool
 	if action == "reserve" {
 		device = fs.String("device", "", "reserve on this device")
 	}
 	if action == "reissue" {
 		birth = fs.String("birth", "", "the date of birth the holder tells you (YYYY-MM-DD): no new codes unless it is the document's")
+		yes = fs.Bool("yes", false, "make the new codes without asking for the document number (scripts)")
 	}
 	if action == "cancel" {
 		reason = fs.String("reason", "", "why")
@@ -799,8 +801,14 @@ func (c *cli) docAction(ctx context.Context, action string, args []string) error
 		}
 	}
 	if birth != nil {
-		if err := c.checkHolder(ctx, pos[0], strings.TrimSpace(*birth)); err != nil {
+		number, err := c.checkHolder(ctx, pos[0], strings.TrimSpace(*birth))
+		if err != nil {
 			return err
+		}
+		if !*yes {
+			if err := c.confirmReissue(number); err != nil {
+				return err
+			}
 		}
 	}
 	var body any
@@ -822,32 +830,55 @@ func (c *cli) docAction(ctx context.Context, action string, args []string) error
 // holder's date of birth is compared with the document's first. With
 // birth ("" when not given) kluisctl compares it and refuses on a
 // mismatch; without it, it prints the console's reminder with the
-// document's date (to stderr, in English like every kluisctl message).
-func (c *cli) checkHolder(ctx context.Context, id, birth string) error {
+// document's date (to stderr, in English like every kluisctl message). It
+// returns the document's number ("" once purged).
+func (c *cli) checkHolder(ctx context.Context, id, birth string) (number string, _ error) {
 	if birth != "" {
 		if _, err := time.Parse(time.DateOnly, birth); err != nil {
-			return usageError{"documents reissue: -birth must be a date like 1990-05-31"}
+			return "", usageError{"documents reissue: -birth must be a date like 1990-05-31"}
 		}
 	}
 	raw, err := c.call(ctx, "GET", "/api/v1/documents/"+url.PathEscape(id), nil)
 	if err != nil {
-		return err
+		return "", err
 	}
 	var doc struct {
+		Number    string     `json:"number"`
 		BirthDate *time.Time `json:"holder_birth_date"`
 	}
 	if err := json.Unmarshal(raw, &doc); err != nil {
-		return fmt.Errorf("bad document from server: %w", err)
+		return "", fmt.Errorf("bad document from server: %w", err)
 	}
 	if doc.BirthDate == nil {
-		return nil // purged: no re-issue anyway, the server says why
+		return "", nil // purged: no re-issue anyway, the server says why
 	}
 	want := doc.BirthDate.UTC().Format(time.DateOnly)
 	switch {
 	case birth == "":
 		fmt.Fprintf(c.stderr, "kluisctl: first check that you are speaking to the holder: ask their date of birth and compare it with the document's (%s). If it does not match, make no new codes (-birth YYYY-MM-DD has kluisctl compare it).\n", want)
 	case birth != want:
-		return fmt.Errorf("documents reissue: the date of birth given (%s) is not the document's: no new codes were made; check that you are speaking to the holder", birth)
+		return "", fmt.Errorf("documents reissue: the date of birth given (%s) is not the document's: no new codes were made; check that you are speaking to the holder", birth)
+	}
+	return doc.Number, nil
+}
+
+// confirmReissue asks for the document's number before a re-issue, which
+// replaces the holder's codes (the old QR code and PIN stop working):
+// one line on stdin, compared ignoring spaces around it and case. Nothing
+// typed (a script without -yes), an empty line or another number make no
+// codes. A purged document (number "") is left to the server to refuse.
+func (c *cli) confirmReissue(number string) error {
+	if number == "" {
+		return nil
+	}
+	fmt.Fprintf(c.stderr, "kluisctl: new codes replace the holder's current ones: the old QR code and PIN stop working. Type the document number (%s) to confirm: ", number)
+	line, err := c.stdin.ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("documents reissue: read the confirmation: %w", err)
+	}
+	if !strings.EqualFold(strings.TrimSpace(line), number) {
+		fmt.Fprintln(c.stderr)
+		return errors.New("documents reissue: not confirmed: no new codes were made (type the document number when asked; -yes in a script)")
 	}
 	return nil
 }

@@ -160,18 +160,18 @@ func TestKluisctlAgainstRealAPI(t *testing.T) {
 	code, _, errs = h.kctl(staff, "", nil, "reissue", id, "-birth", "3 Feb 1975")
 	assert.Equal(t, 2, code, errs)
 	assert.Contains(t, errs, "-birth must be a date like 1990-05-31")
-	code, _, errs = h.kctl(staff, "", nil, "documents", "reissue", id, "-birth", "1975-02-03")
+	code, _, errs = h.kctl(staff, "591-1234567-89\n", nil, "documents", "reissue", id, "-birth", "1975-02-03")
 	require.Equal(t, 0, code, errs)
 	assert.NotContains(t, errs, "first check")
 	assert.Equal(t, reissues+1, countReissues())
-	code, out, errs = h.kctl(staff, "", nil, "reissue", id)
+	code, out, errs = h.kctl(staff, "", nil, "reissue", id, "-yes")
 	require.Equal(t, 0, code, errs)
 	assert.Regexp(t, `state:\s+loaded`, out)
 	assert.Contains(t, errs, "kluisctl: first check that you are speaking to the holder: ask their date of birth and compare it with the document's (1975-02-03). If it does not match, make no new codes")
 	// kortrijk-1 has no device link (never online): the old code still
 	// opens its compartment offline until the device gets the code sync.
 	assert.Contains(t, errs, "warning: the device is offline: until it reconnects (and gets the code sync), the old code still opens the compartment there")
-	code, out, errs = h.kctl(staff, "", nil, "-o", "json", "reissue", id)
+	code, out, errs = h.kctl(staff, "", nil, "-o", "json", "reissue", id, "-yes")
 	require.Equal(t, 0, code, errs)
 	var re map[string]any
 	require.NoError(t, json.Unmarshal([]byte(out), &re))
@@ -554,4 +554,46 @@ func TestKluisctlDeviceLayoutAndService(t *testing.T) {
 	code, out, errs = h.kctl(tech, "", nil, "devices", "service", "kortrijk-1", "-out-of-service=false")
 	require.Equal(t, 0, code, errs)
 	assert.Contains(t, out, "kortrijk-1 is in service")
+}
+
+// TestReissueAsksForTheDocumentNumber: a re-issue replaces the holder's
+// codes (the old QR code and PIN stop working), so kluisctl asks for the
+// document number first, as the person at the counter holds the document:
+// nothing typed (a script without -yes), another number or an empty line
+// make no codes; the number (spaces around it, any case) makes them, and
+// -yes makes them without asking, for scripts.
+func TestReissueAsksForTheDocumentNumber(t *testing.T) {
+	h := newHarness(t)
+	staff := h.tokens[auth.RoleStaff]
+	code, out, errs := h.kctl(staff, "", nil, "-o", "json", "documents", "register", "-kind", "passport", "-number", "EP1234567",
+		"-first", "Els", "-last", "Vandenberghe", "-birth", "1975-02-03", "-lang", "nl", "-email", "els@example.be", "-site", "kortrijk")
+	require.Equal(t, 0, code, errs)
+	var doc map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &doc))
+	id, _ := doc["id"].(string)
+	for _, a := range []string{"reserve", "load"} {
+		code, _, errs = h.kctl(staff, "", nil, "documents", a, id)
+		require.Equal(t, 0, code, errs)
+	}
+	reissues := func() int {
+		t.Helper()
+		_, out, _ := h.kctl(staff, "", nil, "-o", "json", "documents", "show", id)
+		return strings.Count(out, `"reissue"`)
+	}
+	n := reissues()
+	for _, c := range []struct{ name, stdin string }{{"nothing typed", ""}, {"an empty line", "\n"}, {"another number", "EP7654321\n"}} {
+		code, _, errs = h.kctl(staff, c.stdin, nil, "reissue", id, "-birth", "1975-02-03")
+		assert.Equal(t, 1, code, c.name)
+		assert.Contains(t, errs, "Type the document number (EP1234567) to confirm", c.name)
+		assert.Contains(t, errs, "not confirmed: no new codes were made", c.name)
+		assert.Equal(t, n, reissues(), "%s: no re-issue", c.name)
+	}
+	code, out, errs = h.kctl(staff, "  ep1234567 \n", nil, "documents", "reissue", id, "-birth", "1975-02-03")
+	require.Equal(t, 0, code, errs)
+	assert.Regexp(t, `state:\s+loaded`, out)
+	assert.Equal(t, n+1, reissues())
+	code, _, errs = h.kctl(staff, "", nil, "reissue", id, "-yes")
+	require.Equal(t, 0, code, errs)
+	assert.NotContains(t, errs, "to confirm")
+	assert.Equal(t, n+2, reissues())
 }

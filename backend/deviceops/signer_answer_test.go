@@ -172,3 +172,42 @@ func TestSealBatchSignsTogether(t *testing.T) {
 	r = wrong.Verify(context.Background(), seals[1].device, wire.VerifyRequest{ID: "req-x"})
 	require.NoError(t, wire.VerifyResponseSig(pub, seals[1].device, "req-x", &r, now))
 }
+
+// BenchmarkAnswerSigner signs the answers of a verify batch of 4 (8 busy
+// devices: docs/performance.md, "Fourteenth pass"): kr1 each alone, as the
+// request's Verifier wrapper does, kr2 together (SealBatch). ns/op is per
+// batch of 4 answers.
+func BenchmarkAnswerSigner(b *testing.B) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(b, err)
+	const n = 4
+	batch := func() ([]codes.Decided, []*answerSeal) {
+		ds, seals := make([]codes.Decided, n), make([]*answerSeal, n)
+		for i := range n {
+			seals[i] = &answerSeal{device: fmt.Sprintf("kiosk-%03d", i), id: "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"}
+			ds[i] = codes.Decided{Attempt: codes.Attempt{DeviceID: seals[i].device, Seal: seals[i]},
+				Result: codes.Result{DocumentID: "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c", Board: 1, Channel: i}}
+		}
+		return ds, seals
+	}
+	for _, form := range []AnswerForm{AnswerKR1, AnswerKR2} {
+		s, err := NewAnswerSigner(AnswerSignerOptions{Key: priv, Form: form})
+		require.NoError(b, err)
+		b.Run(string(form), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				ds, seals := batch()
+				s.SealBatch(ds)
+				for i, a := range seals {
+					if a.res.Sig == "" { // kr1: each alone
+						a.res = verifyAnswer(ds[i].Result, ds[i].Err, time.Time{})
+						a.res.ID = a.id
+						if err := s.Sign(a.device, &a.res); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+			}
+		})
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"kluis/backend/deviceops"
 )
 
 func TestParseDBSetAndPGWaits(t *testing.T) {
@@ -57,4 +59,19 @@ func TestCoresNote(t *testing.T) {
 	require.Contains(t, note, "about 1.00 (cores) × 0.67 (the floor's CPU per claim over Kluis's)")
 	require.Empty(t, coresNote(&cost{ops: 1}, f), "no elapsed time, no note")
 	require.Empty(t, coresNote(k, &cost{wall: time.Second}), "no claims, no note")
+}
+
+// -answer-signature: kr2 by default (the bench's kiosks check both forms,
+// as kluisd does), kr1 named in the command that reproduces the run.
+func TestParseAnswerSignature(t *testing.T) {
+	o, cmd, err := parse(nil)
+	require.NoError(t, err)
+	require.Equal(t, deviceops.AnswerKR2, o.answers)
+	require.NotContains(t, cmd, "-answer-signature")
+	o, cmd, err = parse([]string{"-answer-signature", "kr1"})
+	require.NoError(t, err)
+	require.Equal(t, deviceops.AnswerKR1, o.answers)
+	require.Contains(t, cmd, "-answer-signature kr1")
+	_, _, err = parse([]string{"-answer-signature", "kr3"})
+	require.Error(t, err)
 }

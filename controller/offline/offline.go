@@ -146,6 +146,12 @@ type file struct {
 	// Untrusted, when not empty, says why the cache refuses every code
 	// until the backend's next full sync (ErrUntrusted).
 	Untrusted string `json:"untrusted,omitempty"`
+	// WithdrawSynced: the cache file was found damaged, and with it the
+	// withdrawn entries were lost, which the backend does not know of and
+	// sends again. Every entry of the syncs applied while it is set is
+	// withdrawn (any of them may have been); the next full sync clears it.
+	// Codes issued after that open offline again.
+	WithdrawSynced bool `json:"withdraw_synced,omitempty"`
 }
 
 // fileFormat is the format of the files Open trusts: the signed syncs
@@ -199,10 +205,16 @@ func Open(dir, deviceID string, pub ed25519.PublicKey) (*Cache, error) {
 		// A damaged cache is not fatal: the device verifies online and
 		// the next full sync replaces it. It is kept aside for
 		// forensics, not overwritten by that sync.
-		c.f = file{}
+		// Its withdrawn entries are lost: the syncs up to the next
+		// full one are withdrawn (WithdrawSynced), a mark made durable
+		// at once, so that a restart before the sync keeps it.
+		c.f = file{WithdrawSynced: true}
 		bad, merr := moveAside(c.path)
 		if merr != nil {
 			return c, fmt.Errorf("offline: damaged cache ignored (%v), and not moved aside: %w: %w", err, merr, ErrDamaged)
+		}
+		if serr := c.save(c.f); serr != nil {
+			return c, fmt.Errorf("offline: damaged cache ignored (%v), moved to %s; its withdrawals kept in memory only: %w: %w", err, filepath.Base(bad), serr, ErrDamaged)
 		}
 		return c, fmt.Errorf("offline: damaged cache ignored (%v), moved to %s: %w", err, filepath.Base(bad), ErrDamaged)
 	}
@@ -210,7 +222,7 @@ func Open(dir, deviceID string, pub ed25519.PublicKey) (*Cache, error) {
 	if d.Format == fileFormat && d.Untrusted != "" {
 		// Refused at an earlier start (and moved aside then), no full
 		// sync since.
-		c.f = file{Expired: d.Expired, Withdrawn: d.Withdrawn, Untrusted: d.Untrusted}
+		c.f = file{Expired: d.Expired, Withdrawn: d.Withdrawn, Untrusted: d.Untrusted, WithdrawSynced: d.WithdrawSynced}
 		return c, fmt.Errorf("offline: %s (found at an earlier start); no offline code until the backend's next full sync: %w", d.Untrusted, ErrUntrusted)
 	}
 	if why := c.authenticate(d); why != "" {
@@ -317,7 +329,7 @@ func applied(entries []wire.CodeEntry, s wire.CodeSync) []wire.CodeEntry {
 // (withdrawn and expired entries) are written again, with the reason, so
 // that a restart refuses too. The error wraps ErrUntrusted.
 func (c *Cache) refuse(why string) error {
-	c.f = file{Expired: c.f.Expired, Withdrawn: c.f.Withdrawn, Untrusted: why}
+	c.f = file{Expired: c.f.Expired, Withdrawn: c.f.Withdrawn, Untrusted: why, WithdrawSynced: c.f.WithdrawSynced}
 	bad, err := moveAside(c.path)
 	if err != nil {
 		return fmt.Errorf("offline: %s, and not moved aside (%v); no offline code until the backend's next full sync: %w", why, err, ErrUntrusted)
@@ -390,7 +402,8 @@ func (c *Cache) ApplyAt(cmd wire.Command, now time.Time) error {
 	if s.Version <= c.f.Version {
 		return fmt.Errorf("offline: version %d <= %d: %w", s.Version, c.f.Version, ErrStale)
 	}
-	next := file{Version: s.Version, Withdrawn: withdrawnAt(c.f.Withdrawn, now), Syncs: []wire.Command{cmd}}
+	next := file{Version: s.Version, Withdrawn: withdrawnAt(c.f.Withdrawn, now), Syncs: []wire.Command{cmd},
+		WithdrawSynced: c.f.WithdrawSynced && !s.Full}
 	if !s.Full {
 		if c.f.Untrusted != "" {
 			return fmt.Errorf("offline: a partial sync (%s): %w", c.f.Untrusted, ErrUntrusted)
@@ -405,7 +418,12 @@ func (c *Cache) ApplyAt(cmd wire.Command, now time.Time) error {
 		withdrawn[EntryKey(e)] = true
 	}
 	for _, e := range applied(c.f.Entries, s) {
-		if !withdrawn[EntryKey(e)] {
+		switch k := EntryKey(e); {
+		case withdrawn[k]:
+		case c.f.WithdrawSynced: // may have been withdrawn before the damage
+			withdrawn[k] = true
+			next.Withdrawn = append(next.Withdrawn, e)
+		default:
 			next.Entries = append(next.Entries, e)
 		}
 	}
@@ -456,7 +474,8 @@ func (c *Cache) WithdrawAll() (int, error) {
 func (c *Cache) forget(match func(wire.Address) bool, keep string) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	next := file{Version: c.f.Version, Syncs: c.f.Syncs, Expired: c.f.Expired, Withdrawn: c.f.Withdrawn, Untrusted: c.f.Untrusted}
+	next := file{Version: c.f.Version, Syncs: c.f.Syncs, Expired: c.f.Expired, Withdrawn: c.f.Withdrawn, Untrusted: c.f.Untrusted,
+		WithdrawSynced: c.f.WithdrawSynced}
 	have := map[string]bool{}
 	for _, e := range next.Withdrawn {
 		have[EntryKey(e)] = true

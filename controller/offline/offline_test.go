@@ -275,8 +275,11 @@ func TestDamagedCacheMovedAside(t *testing.T) {
 	_, err = offline.Open(dir, "dev1", pub)
 	require.ErrorIs(t, err, offline.ErrDamaged)
 	require.Contains(t, err.Error(), offline.FileName+".bad-2")
-	_, err = os.Stat(path)
-	require.ErrorIs(t, err, os.ErrNotExist)
+	fresh, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"format":2,"version":0,"withdraw_synced":true}`, string(fresh),
+		"an empty cache in its place, marked: its withdrawals were lost (TestDamagedCacheKeepsWithdrawals)")
+	require.NoError(t, os.Remove(path))
 
 	// A cache that cannot be read at all (here a directory in its place)
 	// is an error too, with no cache.
@@ -284,4 +287,53 @@ func TestDamagedCacheMovedAside(t *testing.T) {
 	c, err = offline.Open(dir, "dev1", pub)
 	require.Error(t, err)
 	require.Nil(t, c)
+}
+
+// A damaged cache file loses its withdrawn entries with it, and the
+// backend, which does not know of them (the device withdrew them itself),
+// sends the same entries again: a code withdrawn before the damage (its
+// compartment reloaded, a forced door) then opened offline again. After a
+// damaged cache every entry of the syncs up to and including the next full
+// one is withdrawn (any of them may have been; the mark survives a restart
+// before that sync); a code issued later opens.
+func TestDamagedCacheKeepsWithdrawals(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	dir := t.TempDir()
+	c, err := offline.Open(dir, "dev1", pub)
+	require.NoError(t, err)
+	sync := func(s wire.CodeSync) wire.Command { return offlinetest.Sync(t, priv, "dev1", s) }
+	a := wire.Address{Board: 0, Channel: 3}
+	tok, cid := token(t, priv, "dev1", t0.Add(time.Hour))
+	entry := wire.CodeEntry{DocumentID: "doc-a", Addr: a, Expires: t0.Add(time.Hour), QRHash: pickupcode.QRHash(cid)}
+	require.NoError(t, c.ApplyAt(sync(wire.CodeSync{Version: 7, Full: true, Entries: []wire.CodeEntry{entry}}), t0))
+	n, err := c.Forget(a, "")
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+
+	path := filepath.Join(dir, offline.FileName)
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, b[:len(b)/2], 0o600)) // torn
+	_, err = offline.Open(dir, "dev1", pub)
+	require.ErrorIs(t, err, offline.ErrDamaged)
+	c, err = offline.Open(dir, "dev1", pub) // restarted before any sync
+	require.NoError(t, err)
+
+	require.NoError(t, c.ApplyAt(sync(wire.CodeSync{Version: 9, Full: true, Entries: []wire.CodeEntry{entry}}), t0))
+	_, err = c.VerifyQR(tok, t0)
+	require.ErrorIs(t, err, offline.ErrWithdrawn, "the withdrawn code stays withdrawn")
+	require.Zero(t, c.Len())
+	c, err = offline.Open(dir, "dev1", pub) // and after a restart
+	require.NoError(t, err)
+	_, err = c.VerifyQR(tok, t0)
+	require.ErrorIs(t, err, offline.ErrWithdrawn)
+
+	newTok, newCID := token(t, priv, "dev1", t0.Add(time.Hour))
+	reissued := wire.CodeEntry{DocumentID: "doc-a", Addr: a, Expires: t0.Add(time.Hour), QRHash: pickupcode.QRHash(newCID)}
+	require.NoError(t, c.ApplyAt(sync(wire.CodeSync{Version: 10, Full: true, Entries: []wire.CodeEntry{entry, reissued}}), t0))
+	m, err := c.VerifyQR(newTok, t0)
+	require.NoError(t, err, "a code issued after the damage opens")
+	require.Equal(t, "doc-a", m.DocumentID)
+	_, err = c.VerifyQR(tok, t0)
+	require.ErrorIs(t, err, offline.ErrWithdrawn)
 }

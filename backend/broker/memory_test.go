@@ -8,7 +8,14 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"kluis/internal/mqttconn"
 )
 
 // BenchmarkSessions holds 3,000 kluisd-like sessions (CONNECT with a last
@@ -181,4 +188,64 @@ func BenchmarkRequestAnswer(b *testing.B) {
 			}
 		}
 	}
+}
+
+// BenchmarkKioskRoundTrip is BenchmarkRequestAnswer with kluis-bench
+// verify's kiosk, a paho client reading through internal/mqttconn as
+// kluisd's link does: verify/req at QoS 1, the answer published at QoS 1
+// by a worker goroutine, delivered at the QoS the kiosk subscribed with
+// (qos1: before kluisd subscribed to answers at QoS 0, so the kiosk sent
+// a PUBACK for each; qos0: wire.Kind.SubscribeQoS). Allocations and time
+// are the whole process's: the client's, the broker's and the worker's;
+// cpu-ns/op is the process's user and system CPU per round trip
+// (getrusage), which a busy machine inflates less than the time.
+func BenchmarkKioskRoundTrip(b *testing.B) {
+	for _, qos := range []byte{1, 0} {
+		b.Run(fmt.Sprintf("qos%d", qos), func(b *testing.B) {
+			br := startBenchBroker(b)
+			dev := fmt.Sprintf("bench-%d", qos)
+			answer := []byte(`{"v":1,"id":"0190a0b0-0000-7000-8000-000000000000","result":"ok","sig":"KR1.` + strings.Repeat("A", 220) + `"}`)
+			reqs := make(chan struct{}, 64)
+			defer close(reqs)
+			go func() {
+				for range reqs {
+					if err := br.Publish("kluis/v1/dev/"+dev+"/verify/res", answer, false, 1); err != nil {
+						b.Error(err)
+					}
+				}
+			}()
+			if err := br.Subscribe("kluis/v1/dev/+/verify/req", func(string, []byte) { reqs <- struct{}{} }); err != nil {
+				b.Fatal(err)
+			}
+			got := make(chan struct{}, 1)
+			o := paho.NewClientOptions().AddBroker("tcp://" + br.Addr()).SetClientID(dev).SetUsername(dev).SetPassword("pw").
+				SetProtocolVersion(4).SetAutoReconnect(false).SetOrderMatters(true).SetCustomOpenConnectionFn(mqttconn.Open)
+			c := paho.NewClient(o)
+			if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+				b.Fatal("connect", tok.Error())
+			}
+			defer c.Disconnect(0)
+			if tok := c.Subscribe("kluis/v1/dev/"+dev+"/verify/res", qos, func(paho.Client, paho.Message) { got <- struct{}{} }); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+				b.Fatal("subscribe", tok.Error())
+			}
+			req := []byte(`{"v":1,"id":"0190a0b0-0000-7000-8000-000000000000","at":"2026-12-06T23:00:00.123456789Z","method":"qr","token":"K1.` +
+				strings.Repeat("A", 180) + `"}`)
+			b.ReportAllocs()
+			cpu0 := processCPU(b)
+			for b.Loop() {
+				c.Publish("kluis/v1/dev/"+dev+"/verify/req", 1, false, req)
+				<-got
+			}
+			b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
+// processCPU is the process's user and system CPU time so far.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -703,7 +703,9 @@ const EndedTokenRetention = 30 * 24 * time.Hour
 // revoked, whichever came first) before cutoff, oldest end first, in one
 // statement (rows another replica is deleting are skipped; migration
 // 0215's index), and returns how many. The backend calls it with
-// EndedTokenRetention (backend/devicelink's Pruner).
+// EndedTokenRetention (backend/devicelink's Pruner). Every token ends:
+// expires_at is NOT NULL (migration 0100 gave the tokens made before it
+// an expiry), and LEAST ignores a NULL revoked_at, so no token escapes it.
 func PruneTokens(ctx context.Context, db interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }, cutoff time.Time, limit int) (int, error) {

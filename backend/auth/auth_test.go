@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -176,7 +177,8 @@ func TestEnsureAdminOnlyOnce(t *testing.T) {
 // TestEndedTokensArePruned: PruneTokens deletes the tokens that expired
 // or were revoked (whichever came first) before the cutoff, a batch at a
 // time, and keeps those that ended since and those still valid; the
-// token list can keep only the active ones.
+// token list can keep only the active ones. A token without an expiry
+// cannot exist.
 func TestEndedTokensArePruned(t *testing.T) {
 	ctx := t.Context()
 	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
@@ -230,4 +232,12 @@ func TestEndedTokensArePruned(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, n)
 	assert.Equal(t, []int64{valid.ID, expiredNew.ID, revokedNew.ID}, ids(false), "what ended within the retention stays listed")
+
+	// A token without an end cannot be stored (expires_at NOT NULL since
+	// migration 0100): every token ends, so PruneTokens reaches each one
+	// (LEAST ignores a NULL revoked_at) EndedTokenRetention after its end.
+	_, err = st.Pool().Exec(ctx, `UPDATE auth_tokens SET expires_at = NULL WHERE id = $1`, valid.ID)
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	assert.Equal(t, "23502", pgErr.Code, "not_null_violation")
 }

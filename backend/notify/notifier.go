@@ -412,7 +412,12 @@ func History(ctx context.Context, db store.DB, documentID string) ([]Record, err
 // one keeps them for the whole retention after it closed, for a holder
 // who says they were never told; its transitions stay in the audit
 // trail. The backend calls it with the device retention
-// (backend/devicelink's Pruner, -device-retention).
+// (backend/devicelink's Pruner, -device-retention). A document's
+// closed_at is set by its transition to a final state (backend/service,
+// the one path that changes a state) and only then: a document without
+// one is still being handled. One that is never closed (registered and
+// never loaded, or expired and never retrieved) keeps its rows, as it
+// keeps its personal data (store.PurgePersonalData), until staff close it.
 func PruneHistory(ctx context.Context, db store.DB, cutoff time.Time, limit int) (int, error) {
 	tag, err := db.Exec(ctx, `WITH doomed AS (
 		SELECT n.id FROM notifications n JOIN documents d ON d.id = n.document_id

@@ -471,6 +471,7 @@ func TestPruneGivenUp(t *testing.T) {
 // cutoff and made before it go, a batch at a time; those of a document
 // still being handled stay whatever their age, and so do those of a
 // document closed since the cutoff (the retention runs from its close).
+// A closed document always has its closed_at.
 func TestPruneHistory(t *testing.T) {
 	t.Parallel()
 	f := newOfix(t, 3)
@@ -508,6 +509,19 @@ func TestPruneHistory(t *testing.T) {
 	n, err = PruneHistory(f.ctx, f.st.Pool(), cutoff, 100)
 	require.NoError(t, err)
 	require.Zero(t, n)
+
+	// closed_at is what PruneHistory goes by: set by the transition to a
+	// final state, and only then; a document without it is still being
+	// handled, and its rows stay.
+	var closed, unclosedFinal int
+	var openClosedAt *time.Time
+	require.NoError(t, f.st.Pool().QueryRow(f.ctx, `SELECT
+		count(*) FILTER (WHERE closed_at IS NOT NULL AND state IN ('collected', 'retrieved', 'cancelled')),
+		count(*) FILTER (WHERE closed_at IS NULL AND state IN ('collected', 'retrieved', 'cancelled')),
+		(SELECT closed_at FROM documents WHERE id = $1::uuid) FROM documents`, open.ID).Scan(&closed, &unclosedFinal, &openClosedAt))
+	require.Equal(t, 2, closed)
+	require.Zero(t, unclosedFinal)
+	require.Nil(t, openClosedAt)
 }
 
 // What staff read of a stored failure: no address, number, PIN or token.

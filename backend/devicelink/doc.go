@@ -9,11 +9,16 @@
 // subscribes in-process and its handler runs in the publishing device's
 // goroutine, so a full queue holds back that device alone, and nothing
 // waits in (or is dropped from) a broker queue for the backend. The paho message
-// handler never drops a message: a presence or heartbeat goes to a
+// handler never drops a presence or heartbeat: it goes to a
 // per-device coalescer (the latest of each per device waits; an older one
-// still waiting is replaced, counted as "coalesced"), anything else onto a
-// bounded queue, the handler waiting while it is full (back-pressure on
-// the broker connection). Answers (acks, verify and staff responses) are
+// still waiting is replaced, counted as "coalesced"); anything else goes
+// onto a bounded queue, the handler waiting while it is full
+// (back-pressure on the broker connection), at most Options.Timeout: then
+// the message is dropped unacknowledged, counted as "busy", and its
+// device sends it again (a request goes unanswered). Waiting longer held
+// on the embedded broker a goroutine per device and per reconnection of
+// its kluisd (its pings unread meanwhile) while a hanging database kept
+// the queue full. Answers (acks, verify and staff responses) are
 // published without waiting for the broker's acknowledgement, so that a
 // worker never waits on the reader it is holding up. A few workers do the
 // rest; verify and staff requests have a queue and more workers of their

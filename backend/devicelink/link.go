@@ -128,8 +128,9 @@ type Options struct {
 	Observer PresenceObserver
 	// Workers process events and command results; default 4.
 	// QueueSize bounds the messages waiting for them (default 1024): when
-	// it is full, reading from the broker waits (back-pressure); nothing
-	// is dropped.
+	// it is full, reading from the broker waits (back-pressure), at most
+	// Timeout: then the message is dropped unacknowledged ("busy") and its
+	// device sends it again.
 	Workers   int
 	QueueSize int
 	// RequestWorkers answer verify and staff requests, from a queue of
@@ -317,7 +318,7 @@ func New(opts Options) (*Link, error) {
 	m := &metrics{
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kluis_devicelink_messages_total",
-			Help: "Messages from devices by topic kind and outcome (ok, duplicate, rejected, malformed, unknown, error; coalesced: a presence or heartbeat replaced by a newer one of the same device before it was recorded; throttled: over the device's budget, an event not acknowledged, a request answered unavailable).",
+			Help: "Messages from devices by topic kind and outcome (ok, duplicate, rejected, malformed, unknown, error; coalesced: a presence or heartbeat replaced by a newer one of the same device before it was recorded; throttled: over the device's budget, an event not acknowledged, a request answered unavailable; busy: no room in the full queue within Options.Timeout, dropped unacknowledged, the device sends it again).",
 		}, []string{"kind", "outcome"}),
 		episodes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kluis_devicelink_throttle_episodes_total",
@@ -514,7 +515,8 @@ func (l *Link) onConnect(c paho.Client) {
 
 // onMessage hands a presence or heartbeat to the coalescer (never
 // blocking) and queues a copy of any other message, waiting while the
-// queue is full: back-pressure on the broker connection, nothing dropped.
+// queue is full (at most Timeout, see receive): back-pressure on the
+// broker connection.
 func (l *Link) onMessage(_ paho.Client, m paho.Message) {
 	l.receive(m.Topic(), bytes.Clone(m.Payload()))
 }
@@ -555,7 +557,24 @@ func (l *Link) receive(topic string, payload []byte) {
 	}
 	select {
 	case q <- msg:
+		return
+	default:
+	}
+	// The queue is full: wait for room, but not past Timeout. On the
+	// embedded broker this is the device's connection goroutine; kluisd,
+	// its pings unread meanwhile, reconnects after its ping timeout, and
+	// each connection it leaves would wait here too for as long as the
+	// queue stays full (a database that hangs): a goroutine per device
+	// per reconnection. What is not queued is not acknowledged: the
+	// device sends it again (a request goes unanswered; the kiosk's own
+	// wait ends first).
+	t := time.NewTimer(l.o.Timeout)
+	defer t.Stop()
+	select {
+	case q <- msg:
 	case <-l.stop:
+	case <-t.C:
+		l.count(msg.topic, "busy")
 	}
 }
 

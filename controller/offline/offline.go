@@ -45,6 +45,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -152,6 +153,24 @@ type file struct {
 	// withdrawn (any of them may have been); the next full sync clears it.
 	// Codes issued after that open offline again.
 	WithdrawSynced bool `json:"withdraw_synced,omitempty"`
+	// Pending are the withdrawals made while Untrusted (the entries
+	// unknown): the next full sync's entries they match are withdrawn.
+	Pending []withdrawal `json:"pending_withdrawals,omitempty"`
+}
+
+// withdrawal is what Forget, ForgetAll or WithdrawAll takes out: the
+// entries at Addrs (at any address when All), but document Keep's.
+type withdrawal struct {
+	All   bool           `json:"all,omitempty"`
+	Addrs []wire.Address `json:"addrs,omitempty"`
+	Keep  string         `json:"keep,omitempty"`
+}
+
+func (w withdrawal) matches(e wire.CodeEntry) bool {
+	if w.Keep != "" && e.DocumentID == w.Keep {
+		return false
+	}
+	return w.All || slices.Contains(w.Addrs, e.Addr)
 }
 
 // fileFormat is the format of the files Open trusts: the signed syncs
@@ -222,7 +241,8 @@ func Open(dir, deviceID string, pub ed25519.PublicKey) (*Cache, error) {
 	if d.Format == fileFormat && d.Untrusted != "" {
 		// Refused at an earlier start (and moved aside then), no full
 		// sync since.
-		c.f = file{Expired: d.Expired, Withdrawn: d.Withdrawn, Untrusted: d.Untrusted, WithdrawSynced: d.WithdrawSynced}
+		c.f = file{Expired: d.Expired, Withdrawn: d.Withdrawn, Untrusted: d.Untrusted, WithdrawSynced: d.WithdrawSynced,
+			Pending: d.Pending}
 		return c, fmt.Errorf("offline: %s (found at an earlier start); no offline code until the backend's next full sync: %w", d.Untrusted, ErrUntrusted)
 	}
 	if why := c.authenticate(d); why != "" {
@@ -329,7 +349,7 @@ func applied(entries []wire.CodeEntry, s wire.CodeSync) []wire.CodeEntry {
 // (withdrawn and expired entries) are written again, with the reason, so
 // that a restart refuses too. The error wraps ErrUntrusted.
 func (c *Cache) refuse(why string) error {
-	c.f = file{Expired: c.f.Expired, Withdrawn: c.f.Withdrawn, Untrusted: why, WithdrawSynced: c.f.WithdrawSynced}
+	c.f = file{Expired: c.f.Expired, Withdrawn: c.f.Withdrawn, Untrusted: why, WithdrawSynced: c.f.WithdrawSynced, Pending: c.f.Pending}
 	bad, err := moveAside(c.path)
 	if err != nil {
 		return fmt.Errorf("offline: %s, and not moved aside (%v); no offline code until the backend's next full sync: %w", why, err, ErrUntrusted)
@@ -420,7 +440,8 @@ func (c *Cache) ApplyAt(cmd wire.Command, now time.Time) error {
 	for _, e := range applied(c.f.Entries, s) {
 		switch k := EntryKey(e); {
 		case withdrawn[k]:
-		case c.f.WithdrawSynced: // may have been withdrawn before the damage
+		case c.f.WithdrawSynced, // may have been withdrawn before the damage
+			slices.ContainsFunc(c.f.Pending, func(w withdrawal) bool { return w.matches(e) }): // withdrawn while the file was refused
 			withdrawn[k] = true
 			next.Withdrawn = append(next.Withdrawn, e)
 		default:
@@ -449,33 +470,39 @@ func (c *Cache) ApplyAt(cmd wire.Command, now time.Time) error {
 // the same entry does not bring it back) until ExpiredRetention after
 // their expiry, and their codes answer ErrWithdrawn.
 func (c *Cache) Forget(addr wire.Address, keep string) (int, error) {
-	return c.forget(func(a wire.Address) bool { return a == addr }, keep)
+	return c.forget(withdrawal{Addrs: []wire.Address{addr}, Keep: keep})
 }
 
 // ForgetAll withdraws every entry at any of addrs (Forget with no document
 // kept) in one durable write: an automaton's forced hatch withdraws the
 // codes of all its slots without a save per slot.
 func (c *Cache) ForgetAll(addrs []wire.Address) (int, error) {
-	set := make(map[wire.Address]bool, len(addrs))
-	for _, a := range addrs {
-		set[a] = true
-	}
-	return c.forget(func(a wire.Address) bool { return set[a] }, "")
+	return c.forget(withdrawal{Addrs: slices.Clone(addrs)})
 }
 
 // WithdrawAll withdraws every entry, at whatever address (one the
 // configuration no longer has included), in one durable write: a damaged
 // journal may have lost the single-use mark of any of them.
 func (c *Cache) WithdrawAll() (int, error) {
-	return c.forget(func(wire.Address) bool { return true }, "")
+	return c.forget(withdrawal{All: true})
 }
 
-// forget withdraws the entries at an address match accepts, but keep's.
-func (c *Cache) forget(match func(wire.Address) bool, keep string) (int, error) {
+// forget withdraws the entries w matches. While the cache refuses its
+// file (its entries unknown), w is kept, durably, for the next full sync's
+// entries, and forget returns 0.
+func (c *Cache) forget(w withdrawal) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	next := file{Version: c.f.Version, Syncs: c.f.Syncs, Expired: c.f.Expired, Withdrawn: c.f.Withdrawn, Untrusted: c.f.Untrusted,
 		WithdrawSynced: c.f.WithdrawSynced}
+	if c.f.Untrusted != "" {
+		next.Pending = append(slices.Clone(c.f.Pending), w)
+		if err := c.save(next); err != nil {
+			return 0, err
+		}
+		c.f = next
+		return 0, nil
+	}
 	have := map[string]bool{}
 	for _, e := range next.Withdrawn {
 		have[EntryKey(e)] = true
@@ -483,7 +510,7 @@ func (c *Cache) forget(match func(wire.Address) bool, keep string) (int, error) 
 	next.Withdrawn = append([]wire.CodeEntry(nil), next.Withdrawn...)
 	next.Entries = nil
 	for _, e := range c.f.Entries {
-		if match(e.Addr) && (keep == "" || e.DocumentID != keep) {
+		if w.matches(e) {
 			if k := EntryKey(e); !have[k] {
 				have[k] = true
 				next.Withdrawn = append(next.Withdrawn, e)

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -181,4 +182,82 @@ func TestApplyTakesOnlySignedSyncs(t *testing.T) {
 	require.ErrorIs(t, c.ApplyAt(s, t0), offline.ErrNotSigned)
 	require.ErrorIs(t, c.ApplyAt(offlinetest.Sync(t, priv, "dev2", wire.CodeSync{Version: 1, Full: true}), t0), offline.ErrNotSigned)
 	require.Zero(t, c.Version())
+}
+
+// While the cache refuses its file, it does not know its entries, yet the
+// device still sees compartments change (a forced door, a load, a damaged
+// journal). Those withdrawals apply to the entries of the backend's next
+// full sync, also across a restart: the backend does not know of a forced
+// door, and its sync would otherwise bring back a code for a compartment
+// that may hold another document now. Before, a withdrawal while the file
+// was refused withdrew nothing, and the code opened offline after the
+// sync.
+func TestWithdrawalsWhileRefusedApplyToTheNextFullSync(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	exp := t0.Add(24 * time.Hour)
+	at := func(ch int) wire.Address { return wire.Address{Board: 0, Channel: ch} }
+	n := 0
+	pin := func(doc string, ch int) (wire.CodeEntry, string) {
+		n++
+		p := fmt.Sprintf("%09d", 100000000+n)
+		return offlinetest.PINEntry(doc, "dev1", p, "", at(ch), exp), p
+	}
+	a, aPIN := pin("docA", 3)  // its door forced while the file was refused
+	b, bPIN := pin("docB", 4)  // untouched
+	c5, cPIN := pin("docC", 5) // loaded at 5 while refused: kept
+	d5, dPIN := pin("docD", 5) // the document that lay at 5 before
+	e6, ePIN := pin("docE", 6) // at 6, on the board of a forced hatch
+	refused := func(t *testing.T) (string, *offline.Cache) {
+		dir := t.TempDir()
+		old, err := json.Marshal(map[string]any{"version": 3, "entries": []wire.CodeEntry{a, b}})
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, offline.FileName), old, 0o600))
+		c, err := offline.Open(dir, "dev1", pub)
+		require.ErrorIs(t, err, offline.ErrUntrusted)
+		return dir, c
+	}
+	check := func(t *testing.T, c *offline.Cache, p string, want error) {
+		t.Helper()
+		_, err := c.VerifyPIN(p, "1990-02-03", t0)
+		if want == nil {
+			require.NoError(t, err)
+			return
+		}
+		require.ErrorIs(t, err, want)
+	}
+
+	t.Run("forget", func(t *testing.T) {
+		dir, c := refused(t)
+		_, err := c.Forget(at(3), "")
+		require.NoError(t, err)
+		_, err = c.Forget(at(5), "docC")
+		require.NoError(t, err)
+		_, err = c.ForgetAll([]wire.Address{at(6)})
+		require.NoError(t, err)
+		c, err = offline.Open(dir, "dev1", pub)
+		require.ErrorIs(t, err, offline.ErrUntrusted, "a restart before the sync")
+		require.NoError(t, c.ApplyAt(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 1, Full: true,
+			Entries: []wire.CodeEntry{a, b, c5, d5, e6}}), t0))
+		check(t, c, aPIN, offline.ErrWithdrawn)
+		check(t, c, bPIN, nil)
+		check(t, c, cPIN, nil)
+		check(t, c, dPIN, offline.ErrWithdrawn)
+		check(t, c, ePIN, offline.ErrWithdrawn)
+		// The next full sync is not touched: only what the device saw
+		// before the first one.
+		f, fPIN := pin("docF", 3)
+		require.NoError(t, c.ApplyAt(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 2, Full: true,
+			Entries: []wire.CodeEntry{a, b, f}}), t0))
+		check(t, c, fPIN, nil)
+		check(t, c, aPIN, offline.ErrWithdrawn)
+	})
+	t.Run("damaged journal", func(t *testing.T) {
+		_, c := refused(t)
+		_, err := c.WithdrawAll()
+		require.NoError(t, err)
+		require.NoError(t, c.ApplyAt(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 1, Full: true,
+			Entries: []wire.CodeEntry{a, b}}), t0))
+		check(t, c, aPIN, offline.ErrWithdrawn)
+		check(t, c, bPIN, offline.ErrWithdrawn)
+	})
 }

@@ -396,6 +396,7 @@ func New(o Options) (*Engine, error) {
 	}
 	e.m = m
 	e.replay(o.Replay)
+	e.startPINClock()
 	e.setScreenLocked(StateIdle, 0, o.Config.Kiosk.DefaultLang)
 	return e, nil
 }
@@ -662,7 +663,7 @@ func (e *Engine) setScreenLocked(state string, n int, lang string) Screen {
 	e.touched = time.Time{}
 	if state == StateLockedOut || state == StateLockoutCapped {
 		if until := e.pinLockedUntil(); !until.IsZero() {
-			e.screen.RetryAfterS = int(until.Sub(e.now()).Seconds()) + 1
+			e.screen.RetryAfterS = int(until.Sub(e.pinNow()).Seconds()) + 1
 		}
 	}
 	if e.staff != nil {

@@ -127,6 +127,8 @@ type rigOpts struct {
 	// default) and Options.Allocate.
 	reserve int64
 	alloc   func(f *os.File, size int64) error
+	// clock is Options.Clock (nil: time.Now).
+	clock func() time.Time
 }
 
 func testConfig(t *testing.T, kind, dir string) *config.Config {
@@ -182,7 +184,7 @@ func newRig(t *testing.T, o rigOpts) *rig {
 	r.cache, err = offline.Open(o.dir, device, o.priv.Public().(ed25519.PublicKey))
 	require.NoError(t, err)
 	eo := Options{Config: r.cfg, Driver: r.f, Journal: j, Replay: recs, Cache: r.cache,
-		CommandKey: o.priv.Public().(ed25519.PublicKey), StartupHalt: o.halt, JournalDamaged: o.damaged, Logger: slog.New(slog.NewTextHandler(rigLog(), nil))}
+		CommandKey: o.priv.Public().(ed25519.PublicKey), StartupHalt: o.halt, JournalDamaged: o.damaged, Clock: o.clock, Logger: slog.New(slog.NewTextHandler(rigLog(), nil))}
 	if !o.noBackend {
 		eo.Backend = r.be
 	}

@@ -35,7 +35,32 @@ type pinLimits struct {
 	// seq is the sequence number of the latest pin_limits record:
 	// compaction keeps it and any later one.
 	seq atomic.Uint64
+	// base and mono are the limiter's clock (pinNow), set once at start.
+	base, mono time.Time
 }
+
+// startPINClock starts the limiter's clock after the replay: from the
+// engine's clock, or from the latest failure or lift the limiter holds
+// when that is later (a clock set back while kluisd was stopped).
+func (e *Engine) startPINClock() {
+	base := e.now()
+	st := e.pin.lim.Load().State()
+	for _, t := range append(st.Failures, st.BurstClearedAt) {
+		if t.After(base) {
+			base = t
+		}
+	}
+	e.pin.base, e.pin.mono = base, time.Now()
+}
+
+// pinNow is the time the PIN attempt limits are counted in: the start's
+// time plus the time elapsed since on the monotonic clock, so that a jump
+// of the wall clock (NTP after a boot without a real-time clock, a
+// technician setting the date, either way) neither lifts a lock nor
+// forgets failures: a forward jump of a day used to empty the daily
+// budget, one of 15 minutes to end a burst lock (docs/security.md's
+// brute-force bound counts failures in real time).
+func (e *Engine) pinNow() time.Time { return e.pin.base.Add(time.Since(e.pin.mono)) }
 
 // replayPINLimits rebuilds the limiter from the journal.
 func (e *Engine) replayPINLimits(r journal.Record) {
@@ -91,13 +116,13 @@ func (e *Engine) savePINState(st pickupcode.LimiterState) error {
 }
 
 // pinLockedUntil reports until when PIN entry is locked (zero: open).
-func (e *Engine) pinLockedUntil() time.Time { return e.pin.lim.Load().LockedUntil(e.now()) }
+func (e *Engine) pinLockedUntil() time.Time { return e.pin.lim.Load().LockedUntil(e.pinNow()) }
 
 // pinFailed counts a wrong PIN, durably, and returns until when PIN entry
 // is locked from then on (zero: open).
 func (e *Engine) pinFailed() time.Time {
 	e.pin.mu.Lock()
-	now := e.now()
+	now := e.pinNow()
 	lim := e.pin.lim.Load()
 	was := lim.LockedUntil(now)
 	until := lim.Fail(now)
@@ -113,7 +138,7 @@ func (e *Engine) pinFailed() time.Time {
 // now (0: it would not), from the device's own count (pickupcode's
 // Limiter.NextLock).
 func (e *Engine) pinLastTry() time.Duration {
-	now := e.now()
+	now := e.pinNow()
 	if until := e.pin.lim.Load().NextLock(now); until.After(now) {
 		return until.Sub(now)
 	}
@@ -124,7 +149,7 @@ func (e *Engine) pinLastTry() time.Duration {
 // (device_locked_out): the backend counts the PINs verified online too.
 func (e *Engine) followBackendLock(retryAfterS int) {
 	e.pin.mu.Lock()
-	now := e.now()
+	now := e.pinNow()
 	until := now.Add(time.Duration(max(retryAfterS, 1)) * time.Second).UTC()
 	started := e.pin.lim.Load().Lock(now, until)
 	// (a lift replaces the limiter only under e.pin.mu, held here)
@@ -169,7 +194,7 @@ func (l pinLift) detail() string {
 // the daily cap is not lifted (docs/security.md).
 func (e *Engine) liftPINLock(ev wire.Event, why string) (pinLift, error) {
 	e.pin.mu.Lock()
-	now := e.now()
+	now := e.pinNow()
 	next := pickupcode.NewLimiter(e.cfg.Lockout.Limits(), e.pin.lim.Load().State())
 	var l pinLift
 	l.WasLocked = next.ClearBurst(now)

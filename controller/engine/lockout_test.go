@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -455,5 +456,48 @@ func TestOfflineExpiredAfterItsEntryWasRemoved(t *testing.T) {
 		}
 		require.True(t, r.pinLockedUntilZero(), "expired answers are not counted")
 		require.Equal(t, StateWrongCode, r.pickup(PickupRequest{PIN: "975318642", BirthDate: "1975-07-09"}).State)
+	})
+}
+
+// The wall clock jumps (NTP correcting a device that booted without a
+// real-time clock, a technician setting the date): PIN attempt limits are
+// counted on the monotonic clock, so a jump forward neither ends a burst
+// lock nor empties the budget, and a jump back after a staff lift does not
+// stop new failures from counting (they used to be stamped before the
+// lift). Across a restart the count resumes from the latest failure when
+// the clock went back. docs/security.md's bound counts real time.
+func TestPINLimitsSurviveClockJumps(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var jump atomic.Int64
+		clock := func() time.Time { return time.Now().Add(time.Duration(jump.Load())) }
+		r := newRig(t, rigOpts{caps: sensors, clock: clock})
+		defer func() { r.stop() }()
+		wrong := func(i int) Screen {
+			return r.pickup(PickupRequest{PIN: fmt.Sprintf("11111111%d", i), BirthDate: "1990-01-01"})
+		}
+		for i := 0; i < 2; i++ {
+			require.Equal(t, StateWrongCode, wrong(i).State)
+		}
+		require.Equal(t, StateLockedOut, wrong(2).State)
+
+		jump.Store(int64(25 * time.Hour))
+		s := wrong(3)
+		require.Equal(t, StateLockedOut, s.State, "a day forward on the wall clock lifts nothing")
+		require.Greater(t, s.RetryAfterS, 14*60)
+
+		// Lifted by staff, then the clock goes back a day: the next
+		// wrong PINs count towards the burst all the same.
+		_, err := r.e.liftPINLock(wire.Event{StaffID: "u1"}, "test")
+		require.NoError(t, err)
+		time.Sleep(time.Second)
+		jump.Store(int64(-24 * time.Hour))
+		for i := 0; i < 2; i++ {
+			require.Equal(t, StateWrongCode, wrong(i).State)
+		}
+		require.Equal(t, StateLockedOut, wrong(2).State, "a day back after a lift")
+
+		// A restart with the clock still a day back: still locked.
+		r = r.restart(rigOpts{clock: clock})
+		require.Equal(t, StateLockedOut, wrong(4).State)
 	})
 }

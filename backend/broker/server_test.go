@@ -21,13 +21,11 @@ import (
 	"kluis/deploy/dev/testenv"
 )
 
-func str(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
-
-// packet frames a body behind hdr.
-func packet(hdr byte, body ...[]byte) []byte {
-	b := bytes.Join(body, nil)
-	return append(appendLength([]byte{hdr}, len(b)), b...)
-}
+// str is an MQTT string field, packet a raw packet.
+var (
+	str    = mqtttest.String
+	packet = mqtttest.Packet
+)
 
 // connectPkt is a CONNECT of MQTT 3.1.1 with user and password, clean
 // session, keepAlive seconds and, if willTopic is set, a QoS 1 retained

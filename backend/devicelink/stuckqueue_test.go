@@ -11,34 +11,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"kluis/backend/broker/mqtttest"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/testenv"
 )
-
-// mqttString is an MQTT UTF-8 string field.
-func mqttString(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
-
-// mqttPacket frames body behind hdr (remaining length under 16 KB).
-func mqttPacket(hdr byte, body ...[]byte) []byte {
-	var b []byte
-	for _, p := range body {
-		b = append(b, p...)
-	}
-	n := len(b)
-	out := []byte{hdr}
-	for {
-		c := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			c |= 0x80
-		}
-		out = append(out, c)
-		if n == 0 {
-			break
-		}
-	}
-	return append(out, b...)
-}
 
 // While the event queue stays full (the database hangs: every event takes
 // Options.Timeout), a device's message waited in the broker's goroutine
@@ -65,10 +41,10 @@ func TestFullQueueHoldsNoConnectionPastTimeout(t *testing.T) {
 		c, err := net.Dial("tcp", addr)
 		require.NoError(t, err)
 		t.Cleanup(func() { c.Close() })
-		connect := mqttPacket(0x10, mqttString("MQTT"), []byte{4, 0xC2, 0, 30}, mqttString("dev-a"), mqttString("dev-a"), mqttString("pw-dev-a"))
+		connect := mqtttest.Packet(0x10, mqtttest.String("MQTT"), []byte{4, 0xC2, 0, 30}, mqtttest.String("dev-a"), mqtttest.String("dev-a"), mqtttest.String("pw-dev-a"))
 		ev, err := wire.Encode(&wire.Event{ID: wire.NewID(time.Now()), Kind: wire.EvDoorOpened, At: time.Now().UTC(), Addr: &wire.Address{Board: 0, Channel: 1}})
 		require.NoError(t, err)
-		publish := mqttPacket(0x32, mqttString(wire.Root+"/dev-a/event"), []byte{0, 1}, ev)
+		publish := mqtttest.Packet(0x32, mqtttest.String(wire.Root+"/dev-a/event"), []byte{0, 1}, ev)
 		_, err = c.Write(append(connect, publish...))
 		require.NoError(t, err)
 		time.Sleep(50 * time.Millisecond) // the next connection takes this one's session over

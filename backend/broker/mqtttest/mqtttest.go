@@ -5,6 +5,7 @@ package mqtttest
 
 import (
 	"context"
+	"encoding/binary"
 	"sync"
 	"testing"
 	"time"
@@ -137,4 +138,19 @@ func (in *Inbox) All() []string {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	return append([]string(nil), in.msgs...)
+}
+
+// String is an MQTT UTF-8 string field: its length in two bytes, then s.
+func String(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
+
+// Packet frames body (its parts joined) behind the fixed header's first
+// byte hdr and the remaining length: a raw MQTT packet, for tests that
+// speak to a broker by hand over a net.Conn.
+func Packet(hdr byte, body ...[]byte) []byte {
+	var b []byte
+	for _, p := range body {
+		b = append(b, p...)
+	}
+	// The remaining length is an unsigned varint (7 bits a byte, low first).
+	return append(binary.AppendUvarint([]byte{hdr}, uint64(len(b))), b...)
 }

@@ -169,21 +169,19 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	cache, err := offline.Open(cfg.JournalDir, cfg.DeviceID, pub)
+	var cacheDetail string
 	if err != nil {
 		// Damaged (moved aside, starting empty), unreadable (no
 		// offline verification) or not authenticated (not the
 		// backend's signed code syncs: moved aside, every code refused
 		// until the next full sync): the device's state directory is
-		// in trouble, reported as the journal's damage is.
+		// in trouble, reported as the journal's damage is (without
+		// the journal's withdrawal of every code).
 		log.Error("offline cache damaged, unreadable or not authenticated", "err", err)
-		detail := "offline cache damaged or unreadable: " + err.Error()
+		cacheDetail = "offline cache damaged or unreadable: " + err.Error()
 		if errors.Is(err, offline.ErrUntrusted) {
-			detail = "offline cache not authenticated, refused until the backend's next full sync: " + err.Error()
+			cacheDetail = "offline cache not authenticated, refused until the backend's next full sync: " + err.Error()
 		}
-		if damagedDetail != "" {
-			detail = damagedDetail + "; " + detail
-		}
-		damagedDetail = detail
 	}
 	password, err := cfg.MQTTPassword()
 	if err != nil {
@@ -220,7 +218,7 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	eng, err = engine.New(engine.Options{Config: cfg, Driver: drv, Journal: j, Replay: recs, Backend: lk, Cache: cache,
-		CommandKey: pub, StartupHalt: haltedAt, JournalDamaged: damagedDetail, OutOfBand: lk.PublishNow, Logger: log, Registry: reg})
+		CommandKey: pub, StartupHalt: haltedAt, JournalDamaged: damagedDetail, CacheDamaged: cacheDetail, OutOfBand: lk.PublishNow, Logger: log, Registry: reg})
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}

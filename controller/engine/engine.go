@@ -135,13 +135,19 @@ type Options struct {
 	// by it (see reconcile).
 	StartupHalt time.Time
 	// JournalDamaged, when not empty, says what start-up found damaged in
-	// the journal (records moved aside) or the offline cache (moved aside,
-	// or unreadable): raised as alarm journal_damaged, and every code the
-	// offline cache holds is withdrawn; once that is durable the journal's
-	// damage is settled (journal.SettleDamage). Set it while
-	// journal.Recovery.Unsettled (Recovery.Damage), not only when Open
-	// found the damage itself.
+	// the journal (records moved aside): raised as alarm journal_damaged,
+	// and every code the offline cache holds is withdrawn; once that is
+	// durable the journal's damage is settled (journal.SettleDamage). Set
+	// it while journal.Recovery.Unsettled (Recovery.Damage), not only when
+	// Open found the damage itself.
 	JournalDamaged string
+	// CacheDamaged, when not empty, says what start-up found wrong with
+	// the offline cache (damaged, unreadable, not authenticated: see
+	// offline.Open, which refuses or empties it itself): raised as alarm
+	// journal_damaged too (one alarm with JournalDamaged's detail when
+	// both), without withdrawing codes: a refused cache's withdrawals
+	// would take every code of the backend's next full sync.
+	CacheDamaged string
 	// OutOfBand, when set, publishes an event to the backend at once,
 	// without the journal (the link's PublishNow): the engine hands it
 	// a journal_full alarm or clear the journal cannot take now, which

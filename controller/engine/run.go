@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"kluis/controller/journal"
@@ -86,7 +87,13 @@ func (e *Engine) inventory(ctx context.Context) error {
 	if e.o.JournalDamaged != "" {
 		e.withdrawPending.Store(true)
 		e.settleWithdrawal()
-		e.alarm(wire.AlarmJournalDamaged, nil, nil, e.o.JournalDamaged)
+	}
+	if e.o.JournalDamaged != "" || e.o.CacheDamaged != "" {
+		detail := e.o.JournalDamaged
+		if e.o.CacheDamaged != "" {
+			detail = strings.TrimPrefix(detail+"; "+e.o.CacheDamaged, "; ")
+		}
+		e.alarm(wire.AlarmJournalDamaged, nil, nil, detail)
 	}
 	var info hardware.Info
 	var err error

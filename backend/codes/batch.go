@@ -162,16 +162,29 @@ func (b *batcher) lead() {
 		}
 		b.run(items)
 		b.s.batchDur.Observe(time.Since(start).Seconds())
-		b.seal(items)
-		for _, it := range items {
-			close(it.done)
+		if b.s.sealer == nil {
+			wake(items)
+			continue
 		}
+		// The answers are sealed beside the next batch, which need not
+		// wait for their signature.
+		go func() {
+			b.seal(items)
+			wake(items)
+		}()
 	}
 }
 
-// seal hands the batch's decided attempts with a Seal to the sealer, if
-// any, before their callers are woken: a batch's answers are made ready
-// at the moment its outcomes are known, by its leader.
+// wake lets a batch's attempts' Verify return.
+func wake(items []*batchItem) {
+	for _, it := range items {
+		close(it.done)
+	}
+}
+
+// seal hands the batch's decided attempts with a Seal to the sealer
+// before their callers are woken: a batch's answers are made ready at the
+// moment its outcomes are known.
 func (b *batcher) seal(items []*batchItem) {
 	if b.s.sealer == nil {
 		return

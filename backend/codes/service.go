@@ -75,7 +75,7 @@ type Options struct {
 	// VerifyTimeout bounds one batch's transaction; default 10 s.
 	VerifyTimeout time.Duration
 	// Sealer, when set, is handed each batch's decided attempts that
-	// carry a Seal, by the batch's leader before their Verify returns
+	// carry a Seal before their Verify returns, beside the next batch
 	// (deviceops.AnswerSigner signs their answers with one signature).
 	Sealer Sealer
 	// VerifyLeaders, read once per attempt, overrides VerifyBatches when

@@ -46,11 +46,12 @@ type Decided struct {
 // Sealer seals the answers of one batch together: deviceops signs them
 // with one signature (docs/security.md, "Answers signed in groups").
 type Sealer interface {
-	// SealBatch is called by the batch's leader once the batch's
-	// transaction has committed and before any of its attempts' Verify
-	// returns, with the attempts decided in it whose Seal is set (those
-	// left to go alone are not; a failed batch calls nothing). It must
-	// not block: the batch's callers wait for it.
+	// SealBatch is called once per batch, after the batch's transaction
+	// has committed and before any of its attempts' Verify returns, with
+	// the attempts decided in it whose Seal is set (those left to go
+	// alone are not; a failed batch calls nothing). It runs on a
+	// goroutine of its own beside the next batch, which does not wait
+	// for it; it must not block: the batch's callers wait for it.
 	SealBatch(decided []Decided)
 }
 

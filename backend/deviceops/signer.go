@@ -144,7 +144,7 @@ type AnswerSignerOptions struct {
 //
 // In the "kr2" form it is also the codes service's sealer
 // (codes.Options.Sealer): the answers of one verify batch are signed
-// together by the batch's leader (SealBatch), with one signature.
+// together once the batch has committed (SealBatch), with one signature.
 type AnswerSigner struct {
 	key   ed25519.PrivateKey
 	ttl   time.Duration
@@ -214,8 +214,8 @@ type answerSeal struct {
 // together, one signature for each group of at most
 // wire.MaxResponseGroup; a device in KR1Devices, and a batch with a single
 // answer, are left to be signed alone ("KR1."), as is every answer in
-// the "kr1" form. Called by the batch's leader before the attempts'
-// callers are woken, so no answer waits for another's request.
+// the "kr1" form. Called once the batch has committed, before the
+// attempts' callers are woken, so no answer waits for another's request.
 func (s *AnswerSigner) SealBatch(decided []codes.Decided) {
 	if s.form != AnswerKR2 {
 		return

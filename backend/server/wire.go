@@ -77,8 +77,8 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 	w := &wiring{}
 	// Every answer to a device's request is signed for that device and
 	// request: kluisd acts on no other (see docs/security.md). In the
-	// "kr2" form a verify batch's answers share one signature, made by the
-	// batch's leader (the codes service's sealer).
+	// "kr2" form a verify batch's answers share one signature, made once
+	// the batch has committed (the codes service's sealer).
 	answers, err := deviceops.NewAnswerSigner(deviceops.AnswerSignerOptions{Key: o.Keys.Signing, Clock: o.Clock, Logger: log,
 		Form: o.AnswerSignature, KR1Devices: o.AnswerSignatureKR1Devices, Registerer: reg})
 	if err != nil {

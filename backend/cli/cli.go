@@ -59,6 +59,13 @@ type common struct {
 	logLevel    string
 }
 
+// isHelpFlag tells whether arg asks the program (not serve) for its usage:
+// "kluis-backend -h" lists the subcommands; "kluis-backend serve -h" gives
+// serve's flags.
+func isHelpFlag(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help"
+}
+
 func commonFlags(fs *flag.FlagSet, e Env, c *common) {
 	fs.StringVar(&c.databaseURL, "database-url", envOr(e, "DATABASE_URL", DefaultDatabaseURL), "PostgreSQL URL (env DATABASE_URL)")
 	fs.StringVar(&c.logLevel, "log-level", envOr(e, "KLUIS_LOG_LEVEL", "info"), "debug, info, warn or error (env KLUIS_LOG_LEVEL)")
@@ -69,7 +76,7 @@ func commonFlags(fs *flag.FlagSet, e Env, c *common) {
 // error written to e.Stderr.
 func Run(ctx context.Context, args []string, e Env) int {
 	cmd := "serve"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+	if len(args) > 0 && (!strings.HasPrefix(args[0], "-") || isHelpFlag(args[0])) {
 		cmd, args = args[0], args[1:]
 	}
 	var err error
@@ -86,7 +93,7 @@ func Run(ctx context.Context, args []string, e Env) int {
 		err = mqttpasswd(ctx, args, e)
 	case "pubkey":
 		err = pubkey(args, e)
-	case "help", "-h", "--help":
+	case "help", "-h", "-help", "--help":
 		fmt.Fprintln(e.Stdout, "usage: kluis-backend [serve|migrate|useradd|token|mqttpasswd|pubkey] [flags]; kluis-backend CMD -h for flags")
 		return 0
 	default:

@@ -232,6 +232,12 @@ func TestUseraddAndToken(t *testing.T) {
 	assert.Equal(t, 1, Run(ctx, []string{"mqttpasswd"}, e))
 	assert.Contains(t, errb.String(), "-device is required")
 
+	// The program's own help lists the subcommands (it was serve's flags).
+	for _, h := range []string{"-h", "-help", "--help", "help"} {
+		e, out, _ = testEnv(vars)
+		assert.Equal(t, 0, Run(ctx, []string{h}, e), h)
+		assert.Contains(t, out.String(), "usage: kluis-backend [serve|migrate|useradd|token|mqttpasswd|pubkey]", h)
+	}
 	e, _, errb = testEnv(vars)
 	assert.Equal(t, 1, Run(ctx, []string{"frobnicate"}, e))
 	assert.Contains(t, errb.String(), "unknown command")

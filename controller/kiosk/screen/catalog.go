@@ -93,17 +93,23 @@ func alarmKey(a wire.AlarmKind) string { return "alarm." + string(a) }
 // sentences (B1), saying what to do next.
 var uiTexts = map[string][4]string{
 	// Every screen.
-	"page.title":  {"Document afhalen", "Retirer un document", "Collect a document", "Dokument abholen"},
-	"lang.nav":    {"Taal", "Langue", "Language", "Sprache"},
-	"lang.nl":     {"Nederlands", "Nederlands", "Nederlands", "Nederlands"},
-	"lang.fr":     {"Français", "Français", "Français", "Français"},
-	"lang.en":     {"English", "English", "English", "English"},
-	"lang.de":     {"Deutsch", "Deutsch", "Deutsch", "Deutsch"},
-	"help":        {"Hulp? Bel\u00a01777.", "Aide\u00a0? Appelez le\u00a01777.", "Help? Call\u00a01777.", "Hilfe? Rufen Sie\u00a01777\u00a0an."},
-	"restart":     {"Opnieuw beginnen", "Recommencer", "Start again", "Neu beginnen"},
-	"again":       {"Opnieuw proberen", "Réessayer", "Try again", "Erneut versuchen"},
-	"large":       {"Grote letters", "Grands caractères", "Large text", "Große Schrift"},
-	"staff.entry": {"Personeel", "Personnel", "Staff", "Personal"},
+	"page.title": {"Document afhalen", "Retirer un document", "Collect a document", "Dokument abholen"},
+	"lang.nav":   {"Taal", "Langue", "Language", "Sprache"},
+	"lang.nl":    {"Nederlands", "Nederlands", "Nederlands", "Nederlands"},
+	"lang.fr":    {"Français", "Français", "Français", "Français"},
+	"lang.en":    {"English", "English", "English", "English"},
+	"lang.de":    {"Deutsch", "Deutsch", "Deutsch", "Deutsch"},
+	// Each language by its code, where the names at the large size do
+	// not fit (the 800x480 panel's header).
+	"lang.short.nl": {"NL", "NL", "NL", "NL"},
+	"lang.short.fr": {"FR", "FR", "FR", "FR"},
+	"lang.short.en": {"EN", "EN", "EN", "EN"},
+	"lang.short.de": {"DE", "DE", "DE", "DE"},
+	"help":          {"Hulp? Bel\u00a01777.", "Aide\u00a0? Appelez le\u00a01777.", "Help? Call\u00a01777.", "Hilfe? Rufen Sie\u00a01777\u00a0an."},
+	"restart":       {"Opnieuw beginnen", "Recommencer", "Start again", "Neu beginnen"},
+	"again":         {"Opnieuw proberen", "Réessayer", "Try again", "Erneut versuchen"},
+	"large":         {"Grote letters", "Grands caractères", "Large text", "Große Schrift"},
+	"staff.entry":   {"Personeel", "Personnel", "Staff", "Personal"},
 	// The machine's name (kiosk.display_name), as the citizen's e-mail
 	// and letter name it: on every screen, so that someone sent to
 	// "Stadhuis Kortrijk, automaat 2" can tell they are at the right one.

@@ -29,6 +29,7 @@ var placeholderRE = regexp.MustCompile(`\{[a-z]\}`)
 // own language) and technical words.
 var sameInEveryLanguage = map[string]bool{
 	"lang.nl": true, "lang.fr": true, "lang.en": true, "lang.de": true,
+	"lang.short.nl": true, "lang.short.fr": true, "lang.short.en": true, "lang.short.de": true,
 	"tech.col.test":  true, // Test
 	"tech.col.alarm": true, // Alarm (nl, en, de)
 	"hours.line":     true, // "{a}: {b}" (fr with a no-break space)

@@ -1,11 +1,14 @@
 package screen_test
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"kluis/controller/engine"
+	"kluis/controller/kiosk/screen"
 	"kluis/controller/wire"
 )
 
@@ -55,6 +58,9 @@ func TestCounterHoursOnTheHelpScreens(t *testing.T) {
 				t.Fatalf("%s: opening hours %q (%v), want %q", sec, got, err, want[p.lang])
 			}
 			onceAndNoDrawing(t, p, sec)
+			if sec == "s-not_opened" {
+				compartmentInWords(t, p, sec, 7)
+			}
 			// With large text, the hours at the large setting's size.
 			small, err := eval[[]string](p.mt, `(function(){ var root = parseFloat(getComputedStyle(document.documentElement).fontSize);
 				return Array.prototype.filter.call(document.querySelectorAll("#`+sec+` .hours p, #`+sec+` .hours li"),
@@ -115,19 +121,144 @@ counter_closed: [` + today + `, ` + tomorrow + `]`
 		})
 		p.r.pickup(engine.PickupRequest{PIN: "123456789", Lang: p.lang})
 		p.m.check("closed-locked_out", "s-locked_out", expect{h1: "title.locked_out", msg: "state.locked_out", next: "next.closed", citizen: true, large: true})
-		got, err := eval[[]string](p.mt, `Array.prototype.map.call(document.querySelectorAll("#s-locked_out .hours > *"),
-			function(e){ return e.className + ":" + e.textContent.trim(); })`)
-		if err != nil {
+		closedNoteFirst(t, p, "s-locked_out")
+		if err := headerAtTheTextSize(p.cat, p.mt); err != nil {
 			t.Fatal(err)
 		}
-		onceAndNoDrawing(t, p, "s-locked_out")
-		on := strings.SplitN(p.text(t, "closed.on.many"), "{a}", 2)[0]
-		again := strings.SplitN(p.text(t, "closed.next"), "{a}", 2)[0]
-		if len(got) != 3 || !strings.HasPrefix(got[0], "closed-note:"+on) || !strings.Contains(got[0], " "+again) ||
-			got[1] != ":"+p.text(t, "hours.title") {
-			t.Fatalf("the hours block reads %q, want the closed dates (%q ... %q ...) above %q and the hours", got, on, again, p.text(t, "hours.title"))
-		}
+		// The door that did not open, the most on one screen: its "Try
+		// again" too, and the compartment in words with large text.
+		p.r.be.set(func() { p.r.be.verify["K1.c7"] = okAt("doc-7", 6) })
+		p.r.item(6, true)
+		p.r.setOpenOnPulse(false)
+		p.r.pickup(engine.PickupRequest{QR: "K1.c7", Lang: p.lang})
+		p.m.check("closed-not_opened", "s-not_opened", expect{h1: "title.problem", msg: "state.not_opened", next: "next.closed", n: 7, citizen: true, large: true})
+		closedNoteFirst(t, p, "s-not_opened")
+		compartmentInWords(t, p, "s-not_opened", 7)
+		p.wantButtons(t, "s-not_opened", p.text(t, "again"))
+		// Try again (a real click) goes to the start screen.
+		p.click(t, `#s-not_opened [data-act=again]`)
+		p.m.check("closed-not_opened-again", "v-start", expect{h1: "start.title", msg: "state.idle", citizen: true})
 	})
+}
+
+// closedNoteFirst: on the screen sec, the hours block says the closed
+// dates and the next opening first, then the week's hours; with large
+// text on the panel the note is at the large setting's size, and the week
+// is left out for the eye (the note says when the counter opens again;
+// the panel has no room for both) but still read by a screen reader;
+// with normal text the week is shown.
+func closedNoteFirst(t *testing.T, p panelRun, sec string) {
+	t.Helper()
+	got, err := eval[[]string](p.mt, `Array.prototype.map.call(document.querySelectorAll("#`+sec+` .hours > *"),
+		function(e){ return e.className + ":" + e.textContent.trim(); })`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	onceAndNoDrawing(t, p, sec)
+	on := strings.SplitN(p.text(t, "closed.on.many"), "{a}", 2)[0]
+	again := strings.SplitN(p.text(t, "closed.next"), "{a}", 2)[0]
+	if len(got) != 3 || !strings.HasPrefix(got[0], "closed-note:"+on) || !strings.Contains(got[0], " "+again) ||
+		got[1] != ":"+p.text(t, "hours.title") {
+		t.Fatalf("%s: the hours block reads %q, want the closed dates (%q ... %q ...) above %q and the hours", sec, got, on, again, p.text(t, "hours.title"))
+	}
+	type look struct {
+		Note, Root float64
+		Week       []float64 // the title's and the lines' heights on screen
+	}
+	l, err := eval[look](p.mt, `(function(){ var h = document.querySelector("#`+sec+` .hours");
+		return {note: parseFloat(getComputedStyle(h.querySelector(".closed-note")).fontSize),
+			root: parseFloat(getComputedStyle(document.documentElement).fontSize),
+			week: Array.prototype.map.call(h.querySelectorAll(":scope > :not(.closed-note)"), function(e){ return e.getBoundingClientRect().height; })}; })()`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shown := 0
+	for _, h := range l.Week {
+		if h > 1 {
+			shown++
+		}
+	}
+	if p.mt.large {
+		if l.Note < l.Root-0.01 || shown > 0 {
+			t.Fatalf("%s with large text: the closed dates at %.1f px (want the large size, %.1f px), %d parts of the week shown (want none)", sec, l.Note, l.Root, shown)
+		}
+		return
+	}
+	if shown != 2 {
+		t.Fatalf("%s with normal text: %d parts of the week shown (%v), want its title and its lines", sec, shown, l.Week)
+	}
+}
+
+// compartmentInWords: with large text on the panel, where the drawing
+// (whose caption names the compartment) is not shown, the screen sec says
+// the compartment n in words at the large setting's size, so that a
+// citizen calling 1777 can say which one; with normal text the drawing's
+// caption says it and the words are not there twice.
+func compartmentInWords(t *testing.T, p panelRun, sec string, n int) {
+	t.Helper()
+	want := strings.ReplaceAll(p.text(t, "drawing.n"), "{n}", strconv.Itoa(n))
+	got, err := eval[[]string](p.mt, `(function(){ var root = parseFloat(getComputedStyle(document.documentElement).fontSize);
+		return Array.prototype.filter.call(document.querySelectorAll("#`+sec+` p"), function(e){
+			var r = e.getBoundingClientRect();
+			return e.offsetParent !== null && r.top >= 0 && r.bottom <= window.innerHeight && e.innerText.trim() === `+jsString(want)+` &&
+				parseFloat(getComputedStyle(e).fontSize) >= root - 0.01;
+		}).map(function(e){ return e.innerText.trim(); }); })()`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.mt.large && len(got) != 1 {
+		t.Fatalf("%s with large text: the compartment is not said in words on the screen (want %q, at least the text size)", sec, want)
+	}
+	if !p.mt.large && len(got) != 0 {
+		t.Fatalf("%s with normal text: %q said beside the drawing's caption", sec, got)
+	}
+}
+
+// headerAtTheTextSize: with large text, the machine's name and the
+// language links in the header are at the large setting's size (they were
+// at 0.7 and 0.8 of it), each link showing its language's code and named
+// by its language (its accessible name holds both), no label cut off.
+func headerAtTheTextSize(cat *screen.Catalog, mt *mtab) error {
+	if !mt.large {
+		return nil
+	}
+	type link struct {
+		Lang, Shown, Name string
+		Px                float64
+	}
+	type head struct {
+		Root, Place float64
+		Links       []link
+	}
+	h, err := eval[head](mt, `(function(){ var px = function(e){ return parseFloat(getComputedStyle(e).fontSize); };
+		return {root: px(document.documentElement), place: px(document.querySelector("header .place")),
+			links: Array.prototype.map.call(document.querySelectorAll(".langs a"), function(a){
+				var shown = Array.prototype.filter.call(a.children, function(c){ return c.getBoundingClientRect().width > 1; });
+				return {lang: a.getAttribute("data-lang"), shown: shown.map(function(c){ return c.innerText.trim(); }).join(" "), name: a.textContent, px: px(a)}; })}; })()`)
+	if err != nil {
+		return err
+	}
+	var bad []string
+	if h.Place < h.Root-0.01 {
+		bad = append(bad, fmt.Sprintf("the machine's name at %.1f px, want the large size %.1f px", h.Place, h.Root))
+	}
+	for _, l := range h.Links {
+		name, err := cat.Text("lang."+l.Lang, l.Lang)
+		if err != nil {
+			return err
+		}
+		short, err := cat.Text("lang.short."+l.Lang, l.Lang)
+		if err != nil {
+			return err
+		}
+		if l.Px < h.Root-0.01 || l.Shown != short || !strings.Contains(l.Name, name) {
+			bad = append(bad, fmt.Sprintf("language link %s: %.1f px showing %q named %q; want %.1f px, %q, named %q", l.Lang, l.Px, l.Shown, l.Name, h.Root, short, name))
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("header with large text: %s", strings.Join(bad, "; "))
+	}
+	return noClippedLabels(mt)
 }
 
 // onceAndNoDrawing: on the screen sec with the counter's hours, with

@@ -376,9 +376,11 @@ type page struct {
 	Tech *techData
 }
 
+// langLink is one link of the language switch: Name is the language's
+// own name, Short its code as the panel shows it with large text.
 type langLink struct {
-	Code, Name, Href string
-	Current          bool
+	Code, Name, Short, Href string
+	Current                 bool
 }
 
 // T is the catalogue text of key in the page's language (an error, never
@@ -493,7 +495,8 @@ func (s *Screen) newPage(r *http.Request) *page {
 			q.Set("large", "1")
 		}
 		name, _ := s.cat.Text("lang."+l, l)
-		p.Langs = append(p.Langs, langLink{Code: l, Name: name, Href: "/?" + q.Encode(), Current: l == p.Lang})
+		short, _ := s.cat.Text("lang.short."+l, l)
+		p.Langs = append(p.Langs, langLink{Code: l, Name: name, Short: short, Href: "/?" + q.Encode(), Current: l == p.Lang})
 	}
 	return p
 }

@@ -247,9 +247,9 @@ func TestNULAndInvalidUTF8AreRefusedEverywhere(t *testing.T) {
 			body = rq.body
 		}
 		tok := e.freshToken(auth.RoleAdmin)
-		if rq.method == http.MethodPost && (rq.path == "/api/v1/tokens" || rq.path == "/api/v1/me/password") {
-			// An API token may not make tokens nor change its user's
-			// password (403 session_required).
+		if rq.method == http.MethodPost && (rq.path == "/api/v1/tokens" || rq.path == "/api/v1/me/password" || rq.path == "/api/v1/me/kiosk-pin") {
+			// An API token may not make tokens nor set its user's
+			// password or staff PIN (403 session_required).
 			tok = e.session(auth.RoleAdmin)
 		}
 		r := e.do(rq.method, rq.path, tok, body)

@@ -20,8 +20,11 @@ import (
 // (auth.ValidateKioskPIN, one user per PIN), the audit record the same
 // (user.update {"kiosk_pin": "changed"}, never the PIN).
 //
-// A user sets their own PIN with their current password (POST
-// /api/v1/me/kiosk-pin): the step-up check (auth.StepUp: a wrong one
+// A user sets their own PIN with a session and their current password
+// (POST /api/v1/me/kiosk-pin): an API token is refused before anything
+// is checked (403 session_required, like POST /api/v1/me/password: a PIN
+// opens compartments at a kiosk, and automation must not gain one), then
+// the step-up check (auth.StepUp: a wrong one
 // counts on the session, not against the login limits, and the third
 // ends the session), so a session left open can neither be used to guess
 // the password nor to lock its user's logins out. A new PIN that another user already has is refused
@@ -83,13 +86,18 @@ type KioskPINs struct {
 
 // SetOwn sets u's own staff PIN after checking password, u's current
 // password, from source; via ("api" or "console") goes in the audit
-// record. Errors: auth.ErrInvalidKioskPIN (before anything else),
+// record. Errors: 403 session_required (p is an API token, before
+// anything else), auth.ErrInvalidKioskPIN,
 // ErrOwnPINTakenTooOften, *TooManyAttempts, auth.ErrLoginBusy,
 // ErrLoginLimitsUnavailable, ErrWrongPassword, auth.ErrKioskCredentialTaken
 // (as a *PINTaken), auth.ErrKioskDisabled, each wrapped in the API's
 // *Error.
 func (k KioskPINs) SetOwn(ctx context.Context, p auth.Principal, password, pin, source, via string) error {
 	u := p.User
+	if p.TokenKind != "session" && p.TokenKind != "web" {
+		return errorf(http.StatusForbidden, "session_required",
+			"an API token cannot set its user's staff PIN: log in (POST /api/v1/sessions) and set it with the session token")
+	}
 	if err := auth.ValidateKioskPIN(pin); err != nil {
 		return err
 	}

@@ -26,7 +26,7 @@ func TestSetOwnKioskPIN(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	staff, tech := e.users[auth.RoleStaff], e.users[auth.RoleTechnician]
-	tok := e.tokens[auth.RoleStaff]
+	tok := e.session(auth.RoleStaff)
 	set := func(token, password, pin string) resp {
 		t.Helper()
 		return e.do("POST", "/api/v1/me/kiosk-pin", token, map[string]string{"current_password": password, "kiosk_pin": pin})
@@ -56,7 +56,7 @@ func TestSetOwnKioskPIN(t *testing.T) {
 
 	// The technician tries PINs the staff member has: refused, audited,
 	// then refused whatever the PIN.
-	ttok := e.tokens[auth.RoleTechnician]
+	ttok := e.session(auth.RoleTechnician)
 	for i := 0; i < 3; i++ {
 		r = set(ttok, "password-of-technician", "48291637")
 		require.Equal(t, 409, r.status, string(r.body))
@@ -98,7 +98,7 @@ func TestSetOwnKioskPIN(t *testing.T) {
 	require.Equal(t, 401, r.status, string(r.body))
 	assert.Equal(t, "session_ended", r.errCode())
 	r = set(tok, "password-of-staff", "62839175")
-	require.Equal(t, 401, r.status, "the token is revoked: %s", r.body)
+	require.Equal(t, 401, r.status, "the session ended: %s", r.body)
 	assert.False(t, strings.Contains(string(r.body), "62839175"))
 	r = e.do("POST", "/api/v1/sessions", "", map[string]string{"username": "test-staff", "password": "password-of-staff"})
 	assert.Equal(t, 201, r.status, "the staff member's own logins are not locked: %s", r.body)

@@ -33,7 +33,7 @@ Commands:
   logout                              revoke the current token
   whoami                              show the current user
   password [-keep-api-tokens]         change your own password with a session (current password from KLUIS_PASSWORD, then the new one from KLUIS_NEW_PASSWORD, each else one stdin line); ends your other sessions and, unless kept, your API tokens
-  kiosk-pin                           set your own staff PIN for the kiosks (current password from KLUIS_PASSWORD, then the PIN from KLUIS_KIOSK_PIN, each else one stdin line)
+  kiosk-pin                           set your own staff PIN for the kiosks with a session (current password from KLUIS_PASSWORD, then the PIN from KLUIS_KIOSK_PIN, each else one stdin line)
   documents list [-state S] [-site S] [-device D] [-limit N] [-all]
   documents show ID                   one document with its history
   documents register -kind K -number N -first F -last L -birth YYYY-MM-DD -lang nl|fr|en|de -site S [-email E] [-mobile M] [-low] [-key IDEMPOTENCY-KEY]

@@ -446,18 +446,23 @@ func TestKluisctlUsersUnlock(t *testing.T) {
 	assert.Equal(t, 2, code)
 }
 
-// Anyone sets their own staff PIN with their current password: the API's
-// rule and answers.
+// Anyone sets their own staff PIN with a session (not an API token) and
+// their current password: the API's rule and answers.
 func TestKluisctlOwnKioskPIN(t *testing.T) {
 	h := newHarness(t)
-	tok := h.tokens[auth.RoleTechnician]
-	code, _, errs := h.kctl(tok, "password-of-technician\n4829163\n", nil, "kiosk-pin")
+	code, _, errs := h.kctl(h.tokens[auth.RoleTechnician], "password-of-technician\n48291637\n", nil, "kiosk-pin")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, "session_required")
+	code, out, errs := h.kctl("", "password-of-technician\n", nil, "login", "cli-technician")
+	require.Equal(t, 0, code, errs)
+	tok := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(out), "export KLUIS_TOKEN="))
+	code, _, errs = h.kctl(tok, "password-of-technician\n4829163\n", nil, "kiosk-pin")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errs, "invalid_kiosk_pin")
 	code, _, errs = h.kctl(tok, "", map[string]string{"KLUIS_PASSWORD": "not it", "KLUIS_KIOSK_PIN": "48291637"}, "kiosk-pin")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errs, "wrong_password")
-	code, out, errs := h.kctl(tok, "password-of-technician\n48291637\n", nil, "kiosk-pin")
+	code, out, errs = h.kctl(tok, "password-of-technician\n48291637\n", nil, "kiosk-pin")
 	require.Equal(t, 0, code, errs)
 	assert.Contains(t, out, "cli-technician")
 	assert.NotContains(t, out+errs, "48291637")

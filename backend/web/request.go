@@ -179,6 +179,7 @@ func (w *Web) page(action string, h handler) http.HandlerFunc {
 		post := r.Method == http.MethodPost
 		if post {
 			if err := w.cop.Check(r); err != nil {
+				w.crossOriginRefused(r)
 				w.fail(rw, q, fail(http.StatusForbidden, "error.forbidden"))
 				return
 			}
@@ -240,6 +241,7 @@ func (w *Web) page(action string, h handler) http.HandlerFunc {
 			}
 			if got := r.PostForm.Get("csrf"); got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(q.sess.CSRF)) != 1 {
 				w.log.Warn("form without a valid CSRF token refused", "path", r.URL.Path, "user_id", q.sess.User.ID)
+				w.refused.WithLabelValues(refusedToken).Inc()
 				w.fail(rw, q, fail(http.StatusForbidden, "error.csrf"))
 				return
 			}
@@ -284,6 +286,7 @@ func (w *Web) public(h handler) http.HandlerFunc {
 		q.t = w.tr(q.lang)
 		if r.Method == http.MethodPost {
 			if err := w.cop.Check(r); err != nil {
+				w.crossOriginRefused(r)
 				w.fail(rw, q, fail(http.StatusForbidden, "error.forbidden"))
 				return
 			}
@@ -606,4 +609,29 @@ func (w *Web) redirectNext(rw http.ResponseWriter, r *http.Request, path, notice
 		w.setCookie(rw, r, noticeCookie, v.Encode(), noticeMaxAge)
 	}
 	http.Redirect(rw, r, path, http.StatusSeeOther)
+}
+
+// The reasons (label reason of kluis_web_forged_forms_refused_total) a
+// console form post is refused as possibly forged: another site's
+// (Origin, Sec-Fetch-Site) or without the session's csrf token.
+const (
+	refusedOrigin = "origin"
+	refusedToken  = "token"
+)
+
+// crossOriginRefused logs (WARN) and counts a form post refused as
+// another site's. Any website can make a browser send one, so it is not
+// audited (it would fill the audit trail); the log line holds the path
+// and the Origin's host only, never a cookie or token.
+func (w *Web) crossOriginRefused(r *http.Request) {
+	w.refused.WithLabelValues(refusedOrigin).Inc()
+	host := ""
+	if o, err := url.Parse(r.Header.Get("Origin")); err == nil {
+		host = o.Host
+	}
+	site := r.Header.Get("Sec-Fetch-Site")
+	const most = 253 // a DNS name's length: a hand-made header is cut
+	host, site = host[:min(len(host), most)], site[:min(len(site), 32)]
+	w.log.Warn("cross-origin form refused", "path", r.URL.Path, "origin_host", host,
+		"sec_fetch_site", site)
 }

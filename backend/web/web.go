@@ -116,6 +116,7 @@ type Web struct {
 	shortPINs func(ctx context.Context, limit int) (int, []auth.User, error)
 	cop       *http.CrossOriginProtection
 	streams   prometheus.Gauge
+	refused   *prometheus.CounterVec // console forms refused as forged, by reason
 
 	userMu      sync.Mutex
 	userStreams map[int64]int // open live streams by user id
@@ -171,9 +172,17 @@ func New(o Options) (*Web, error) {
 	}
 	w.streams = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kluis_web_live_streams",
 		Help: "Open live-update streams (server-sent events) of the staff console and dashboard."})
+	w.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_web_forged_forms_refused_total",
+		Help: "Console form posts refused as possibly forged: reason origin (another site's, by Origin or Sec-Fetch-Site) or token (a missing or wrong csrf token)."},
+		[]string{"reason"})
+	for _, reason := range []string{refusedOrigin, refusedToken} {
+		w.refused.WithLabelValues(reason)
+	}
 	if o.Registerer != nil {
-		if err := o.Registerer.Register(w.streams); err != nil {
-			return nil, fmt.Errorf("web: register metrics: %w", err)
+		for _, c := range []prometheus.Collector{w.streams, w.refused} {
+			if err := o.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("web: register metrics: %w", err)
+			}
 		}
 	}
 	w.hub = newHub(hubOptions{pool: o.Pool, every: o.PollEvery, clock: o.Clock, log: w.log})

@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"html"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -686,4 +688,64 @@ func TestOccupiedCompartmentOpensForAdminsOnly(t *testing.T) {
 	require.Equal(t, http.StatusSeeOther, p.status, snippet(p.body))
 	assert.Equal(t, 1, e.dev.openCount())
 	assert.Contains(t, e.audit("device:"+lockerID), `"document":"`+doc+`"`)
+}
+
+// TestForgedFormRefusalsAreLoggedAndCounted: a console post from another
+// site (Origin: https://evil.example) was refused 403 with no log line,
+// while a wrong csrf token logged a WARN. Both now log one WARN
+// (structured: the path, the origin's host; no cookie or token value) and
+// count in kluis_web_forged_forms_refused_total{reason="origin"|"token"};
+// neither is audited (any website could fill the audit trail).
+func TestForgedFormRefusalsAreLoggedAndCounted(t *testing.T) {
+	logs := &servertest.SyncBuffer{}
+	e := newEnv(t, server.Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	c := e.client()
+	c.login(auth.RoleStaff)
+	p := c.get("/staff/documents/new")
+	require.Equal(t, 200, p.status)
+	require.NotEmpty(t, c.csrf)
+	before := logs.String()
+	counted := func(reason string) string {
+		t.Helper()
+		res, err := http.Get(e.b.URL("/metrics"))
+		require.NoError(t, err)
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		require.NoError(t, err)
+		m := regexp.MustCompile(`(?m)^kluis_web_forged_forms_refused_total\{reason="` + reason + `"\} (\S+)$`).FindStringSubmatch(string(b))
+		require.NotNil(t, m, "the counter with reason %s is exposed", reason)
+		return m[1]
+	}
+	assert.Equal(t, "0", counted("origin"))
+	assert.Equal(t, "0", counted("token"))
+
+	form := url.Values{"csrf": {c.csrf}, "number": {"591-0000001-01"}}
+	p = c.postRaw("/staff/documents", form, http.Header{"Origin": {"https://evil.example"}})
+	assert.Equal(t, http.StatusForbidden, p.status)
+	assert.Equal(t, "1", counted("origin"))
+	assert.Equal(t, "0", counted("token"))
+	form.Set("csrf", "not-the-token")
+	p = c.postRaw("/staff/documents", form, nil)
+	assert.Equal(t, http.StatusForbidden, p.status)
+	assert.Equal(t, "1", counted("token"))
+
+	got := strings.TrimPrefix(logs.String(), before)
+	var origin []string
+	for _, l := range strings.Split(got, "\n") {
+		if strings.Contains(l, "cross-origin form refused") {
+			origin = append(origin, l)
+		}
+	}
+	require.Len(t, origin, 1, "one line for the cross-origin post: %s", got)
+	assert.Contains(t, origin[0], "level=WARN")
+	assert.Contains(t, origin[0], "path=/staff/documents")
+	assert.Contains(t, origin[0], "origin_host=evil.example")
+	assert.Equal(t, 1, strings.Count(got, "form without a valid CSRF token refused"))
+	assert.NotContains(t, got, c.csrf, "no csrf token in the log")
+	u, err := url.Parse(e.b.URL("/staff/"))
+	require.NoError(t, err)
+	for _, ck := range c.hc.Jar.Cookies(u) {
+		assert.NotContains(t, got, ck.Value, "no cookie value (%s) in the log", ck.Name)
+	}
+	assert.NotContains(t, e.audit("user:"+itoa(e.ids[auth.RoleStaff])), "csrf", "not audited")
 }

@@ -4,6 +4,18 @@
 (function () {
   "use strict";
 
+  // The outcome of the last action (a notice such as "Recorded: the
+  // document is back at the counter") is in the page when it loads, so a
+  // screen reader may not announce it as a live region: it gets the focus
+  // (reading it out; the next Tab goes on from there), unless the page
+  // gives the focus to an element of its own (autofocus: the next
+  // document to register).
+  var notice = document.getElementById("notice");
+  if (notice && !document.querySelector("[autofocus]") &&
+      (!document.activeElement || document.activeElement === document.body)) {
+    notice.focus();
+  }
+
   // A barcode scanner types the number and presses Enter: in a form, that
   // moves on to the next field instead of sending a half-filled form. The
   // Enter's keypress (what sends a form) is stopped too, and the next field

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"kluis/controller/engine"
 	"kluis/controller/kiosk/screen"
 	"kluis/deploy/dev/browsertest"
 )
@@ -16,6 +17,100 @@ import (
 // at the large size, axe-core is clean; screenshots under
 // var/screenshots/kiosk/800x480-large/<lang>/start-large.png.
 func TestLargeStartFitsTheSmallPanel(t *testing.T) {
+	_, m := onSmallPanelLarge(t, false)
+	m.click(`#v-start [data-act=large]`)
+	m.each("large text on", func(mt *mtab) error {
+		mt.large = true
+		return waitJS(mt, `document.documentElement.classList.contains("large") && document.readyState === "complete"`)
+	})
+	m.check("start-large", "v-start", expect{h1: "start.title", citizen: true, large: true})
+	m.each("the start screen with large text", func(mt *mtab) error {
+		return fitsLarge(m.cat, mt, "#v-start h1, #v-start .lead, #v-start .scan p, #v-start button")
+	})
+}
+
+// fitsLarge checks a screen shown with large text at 800x480: nothing
+// scrolls, the footer's help line (1777) is on the screen as the
+// catalogue says it, the texts (a CSS selector list, with the footer's
+// help line and buttons) are at least at the large size, the header is
+// at the large size and no label is cut off.
+func fitsLarge(cat *screen.Catalog, mt *mtab, texts string) error {
+	type sized struct {
+		What string
+		Px   float64
+	}
+	type page struct {
+		Scroll, Inner int
+		Root          float64
+		Help          string
+		HelpTop       float64
+		HelpBottom    float64
+		Texts         []sized
+	}
+	p, err := eval[page](mt, `(function(){ var px = function(e){ return parseFloat(getComputedStyle(e).fontSize); };
+		var help = document.querySelector("footer .help"), hr = help.getBoundingClientRect();
+		var texts = Array.prototype.map.call(document.querySelectorAll(`+jsString(texts+", footer .help, footer button:not([hidden])")+`),
+			function(e){ return {what: (e.getAttribute("data-act") || e.className || e.tagName) + " " + JSON.stringify(e.innerText.trim().slice(0, 30)), px: px(e)}; });
+		return {scroll: document.scrollingElement.scrollHeight, inner: window.innerHeight, root: px(document.documentElement),
+			help: help.innerText.trim(), helpTop: hr.top, helpBottom: hr.bottom, texts: texts}; })()`)
+	if err != nil {
+		return err
+	}
+	var bad []string
+	if p.Scroll > p.Inner {
+		bad = append(bad, fmt.Sprintf("%d px taller than the %d px screen", p.Scroll-p.Inner, p.Inner))
+	}
+	want, err := cat.Text("help", mt.lang)
+	if err != nil {
+		return err
+	}
+	if p.Help != want || !strings.Contains(p.Help, "1777") || p.HelpTop < 0 || p.HelpBottom > float64(p.Inner) {
+		bad = append(bad, fmt.Sprintf("help line %q at %.0f-%.0f px in a %d px screen, want %q on it", p.Help, p.HelpTop, p.HelpBottom, p.Inner, want))
+	}
+	for _, s := range p.Texts {
+		if s.Px < p.Root-0.01 {
+			bad = append(bad, fmt.Sprintf("%s at %.1f px, under the large size %.1f px", s.What, s.Px, p.Root))
+		}
+	}
+	if p.Root < 26 {
+		bad = append(bad, fmt.Sprintf("root at %.1f px, not the large size", p.Root))
+	}
+	if err := headerAtTheTextSize(cat, mt); err != nil {
+		bad = append(bad, err.Error())
+	}
+	if err := noClippedLabels(mt); err != nil {
+		bad = append(bad, err.Error())
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("%s", strings.Join(bad, "; "))
+	}
+	return nil
+}
+
+// TestLargeNotCollectedFitsTheSmallPanel: with large text at 800x480 in
+// every language, "Your document is still there" (the door closed on
+// the document) fits without scrolling, with the footer's help line
+// (1777) on the screen and its texts at the large size; axe-core clean;
+// screenshots var/screenshots/kiosk/800x480-large/<lang>/not_collected-large.png.
+func TestLargeNotCollectedFitsTheSmallPanel(t *testing.T) {
+	r, m := onSmallPanelLarge(t, true)
+	r.be.set(func() { r.be.verify["K1.c5"] = okAt("doc-5", 4) })
+	r.item(4, true)
+	o := r.opens(4)
+	r.pickup(engine.PickupRequest{QR: "K1.c5", Lang: "en"})
+	r.waitOpened(4, o)
+	r.close(4, true)
+	m.check("not_collected-large", "s-not_collected", expect{h1: "title.not_collected", msg: "state.not_collected", next: "next.not_collected", n: 5, citizen: true, large: true})
+	m.each("not_collected with large text", func(mt *mtab) error {
+		return fitsLarge(m.cat, mt, "#s-not_collected h1, #s-not_collected .msg, #s-not_collected .next, #s-not_collected button")
+	})
+}
+
+// onSmallPanelLarge opens a kiosk (its own, with its own browser) at
+// 800x480 in every language, one tab each, with large text on if large;
+// the tabs' screenshots go under 800x480-large either way (a test that
+// opens with normal text taps "Large text" itself). It skips under -short.
+func onSmallPanelLarge(t *testing.T, large bool) (*rig, *matrix) {
 	if testing.Short() {
 		t.Skip("browser")
 	}
@@ -25,65 +120,8 @@ func TestLargeStartFitsTheSmallPanel(t *testing.T) {
 	m := newMatrix(t)
 	m.checkFit = true
 	for i, l := range screen.Langs() {
-		m.tabs = append(m.tabs, &mtab{tab: b.NewTab(t, small.w, small.h), lay: small, lang: l, folder: small.name + "-large", host: i})
+		m.tabs = append(m.tabs, &mtab{tab: b.NewTab(t, small.w, small.h), lay: small, lang: l, large: large, folder: small.name + "-large", host: i})
 	}
 	m.open(r)
-	m.click(`#v-start [data-act=large]`)
-	m.each("large text on", func(mt *mtab) error {
-		mt.large = true
-		return waitJS(mt, `document.documentElement.classList.contains("large") && document.readyState === "complete"`)
-	})
-	m.check("start-large", "v-start", expect{h1: "start.title", citizen: true, large: true})
-	m.each("the start screen with large text", func(mt *mtab) error {
-		type sized struct {
-			What string
-			Px   float64
-		}
-		type page struct {
-			Scroll, Inner int
-			Root          float64
-			Help          string
-			HelpTop       float64
-			HelpBottom    float64
-			Texts         []sized
-		}
-		p, err := eval[page](mt, `(function(){ var px = function(e){ return parseFloat(getComputedStyle(e).fontSize); };
-			var help = document.querySelector("footer .help"), hr = help.getBoundingClientRect();
-			var texts = Array.prototype.map.call(document.querySelectorAll("#v-start h1, #v-start .lead, #v-start .scan p, #v-start button, footer .help, footer button:not([hidden])"),
-				function(e){ return {what: (e.getAttribute("data-act") || e.className || e.tagName) + " " + JSON.stringify(e.innerText.trim().slice(0, 30)), px: px(e)}; });
-			return {scroll: document.scrollingElement.scrollHeight, inner: window.innerHeight, root: px(document.documentElement),
-				help: help.innerText.trim(), helpTop: hr.top, helpBottom: hr.bottom, texts: texts}; })()`)
-		if err != nil {
-			return err
-		}
-		var bad []string
-		if p.Scroll > p.Inner {
-			bad = append(bad, fmt.Sprintf("%d px taller than the %d px screen", p.Scroll-p.Inner, p.Inner))
-		}
-		want, err := m.cat.Text("help", mt.lang)
-		if err != nil {
-			return err
-		}
-		if p.Help != want || !strings.Contains(p.Help, "1777") || p.HelpTop < 0 || p.HelpBottom > float64(p.Inner) {
-			bad = append(bad, fmt.Sprintf("help line %q at %.0f-%.0f px in a %d px screen, want %q on it", p.Help, p.HelpTop, p.HelpBottom, p.Inner, want))
-		}
-		for _, s := range p.Texts {
-			if s.Px < p.Root-0.01 {
-				bad = append(bad, fmt.Sprintf("%s at %.1f px, under the large size %.1f px", s.What, s.Px, p.Root))
-			}
-		}
-		if p.Root < 26 {
-			bad = append(bad, fmt.Sprintf("root at %.1f px, not the large size", p.Root))
-		}
-		if err := headerAtTheTextSize(m.cat, mt); err != nil {
-			bad = append(bad, err.Error())
-		}
-		if err := noClippedLabels(mt); err != nil {
-			bad = append(bad, err.Error())
-		}
-		if len(bad) > 0 {
-			return fmt.Errorf("%s", strings.Join(bad, "; "))
-		}
-		return nil
-	})
+	return r, m
 }

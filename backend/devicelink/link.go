@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -620,16 +621,18 @@ func (l *Link) process(ctx context.Context, msg inbound) {
 	case *wire.CommandResult:
 		outcome = l.handleResult(ctx, t.Device, m)
 	case *wire.VerifyRequest:
-		outcome = l.handleRequest(ctx, t.Device, m.ID, wire.KindVerifyRes, func(ctx context.Context) wire.Message {
+		unavailable := &wire.VerifyResponse{ID: m.ID, Result: wire.VerifyUnavailable}
+		outcome = l.handleRequest(ctx, t.Device, m.ID, wire.KindVerifyRes, unavailable, func(ctx context.Context) wire.Message {
 			if msg.overBudget {
-				return l.unavailable(t.Device, &wire.VerifyResponse{ID: m.ID, Result: wire.VerifyUnavailable})
+				return l.unavailable(t.Device, unavailable)
 			}
 			return l.verify(ctx, t.Device, m)
 		})
 	case *wire.StaffRequest:
-		outcome = l.handleRequest(ctx, t.Device, m.ID, wire.KindStaffRes, func(ctx context.Context) wire.Message {
+		unavailable := &wire.StaffResponse{ID: m.ID, Op: m.Op, Result: wire.StaffUnavailable}
+		outcome = l.handleRequest(ctx, t.Device, m.ID, wire.KindStaffRes, unavailable, func(ctx context.Context) wire.Message {
 			if msg.overBudget {
-				return l.unavailable(t.Device, &wire.StaffResponse{ID: m.ID, Op: m.Op, Result: wire.StaffUnavailable})
+				return l.unavailable(t.Device, unavailable)
 			}
 			return l.staff(ctx, t.Device, m)
 		})
@@ -782,8 +785,9 @@ func (l *Link) handleResult(ctx context.Context, device string, r *wire.CommandR
 }
 
 // handleRequest answers a request once per (device, id): a repeated id
-// gets the first answer again.
-func (l *Link) handleRequest(ctx context.Context, device, id string, kind wire.Kind, answer func(context.Context) wire.Message) string {
+// gets the first answer again. unavailable is the answer when answer
+// panics or its answer does not encode.
+func (l *Link) handleRequest(ctx context.Context, device, id string, kind wire.Kind, unavailable wire.Message, answer func(context.Context) wire.Message) string {
 	key := device + "\x00" + string(kind) + "\x00" + id
 	r, seen := l.replies.get(key, l.now())
 	outcome := "ok"
@@ -795,22 +799,7 @@ func (l *Link) handleRequest(ctx context.Context, device, id string, kind wire.K
 			return "error"
 		}
 	} else {
-		m := answer(ctx)
-		b, err := wire.Encode(m)
-		if err != nil { // a handler bug: never leave the kiosk waiting
-			l.log.Error("invalid answer replaced by unavailable", "device", device, "kind", kind, "err", err)
-			if kind == wire.KindVerifyRes {
-				m = &wire.VerifyResponse{ID: id, Result: wire.VerifyUnavailable}
-			} else {
-				req := m.(*wire.StaffResponse)
-				m = &wire.StaffResponse{ID: id, Op: req.Op, Result: wire.StaffUnavailable}
-			}
-			b, err = wire.Encode(m)
-			if err != nil {
-				l.log.Error("cannot encode unavailable answer", "err", err)
-			}
-		}
-		r.payload = b
+		r.payload = l.answerOnce(ctx, device, unavailable, answer)
 		close(r.done)
 	}
 	if r.payload == nil {
@@ -819,6 +808,37 @@ func (l *Link) handleRequest(ctx context.Context, device, id string, kind wire.K
 	topic, _ := wire.TopicFor(device, kind)
 	l.send(topic, kind, r.payload)
 	return outcome
+}
+
+// answerOnce is the encoded answer to a first request; a handler that
+// panics or answers what does not encode gets the kiosk an unavailable
+// answer instead (never a wait, nor a reply-cache entry left open for its
+// repeats to wait on). The panic's value is not logged: it may hold the
+// request's code.
+func (l *Link) answerOnce(ctx context.Context, device string, unavailable wire.Message, answer func(context.Context) wire.Message) (b []byte) {
+	var m wire.Message
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				l.log.Error("panic while answering a request: answered unavailable", "device", device,
+					"kind", unavailable.MessageKind(), "panic_type", fmt.Sprintf("%T", p), "stack", string(debug.Stack()))
+				m = nil
+			}
+		}()
+		m = answer(ctx)
+	}()
+	var err error
+	if m != nil {
+		if b, err = wire.Encode(m); err == nil {
+			return b
+		}
+		l.log.Error("invalid answer replaced by unavailable", "device", device, "kind", unavailable.MessageKind(), "err", err)
+	}
+	b, err = wire.Encode(l.unavailable(device, unavailable))
+	if err != nil {
+		l.log.Error("cannot encode unavailable answer", "err", err)
+	}
+	return b
 }
 
 func (l *Link) verify(ctx context.Context, device string, req *wire.VerifyRequest) wire.Message {

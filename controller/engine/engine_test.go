@@ -295,7 +295,7 @@ func TestPickupQROnline(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, StateOpen, s.State)
 		require.Equal(t, 3, s.Compartment, "people count from 1")
-		require.Contains(t, s.Message, "casier 3")
+		require.Contains(t, s.Message, "casier\u00a03")
 		require.Len(t, s.Messages, 4)
 		r.waitFor("pulse", func() bool { return len(r.f.Pulses()) == 1 })
 		p := r.f.Pulses()[0]

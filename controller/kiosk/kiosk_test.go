@@ -64,7 +64,7 @@ func TestPickupOverHTTP(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, out)
 	require.Equal(t, engine.StateOpen, out["state"])
 	require.Equal(t, float64(2), out["compartment"])
-	require.Contains(t, out["message"], "Compartment 2 is open")
+	require.Contains(t, out["message"], "Compartment\u00a02 is open")
 	testenv.Eventually(t, "pulse", func() bool { return r.f.PulseCount(hardware.Address{Channel: 1}) == 1 })
 
 	resp, err := testenv.HTTPClient().Get(r.srv.URL + "/kiosk/v1/session")

@@ -49,7 +49,7 @@ func TestPickupAndSession(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, engine.StateOpen, s.State)
 	require.Equal(t, 2, s.Compartment)
-	require.Contains(t, s.Message, "Compartment 2 is open")
+	require.Contains(t, s.Message, "Compartment\u00a02 is open")
 	seq := s.Seq
 
 	s, err = c.Session(ctx)

@@ -125,7 +125,7 @@ func TestScreenBehaviour(t *testing.T) {
 		tab.WaitFor(t, `!document.getElementById("v-birth").hidden`, 20*time.Second)
 		tab.Do(t, chromedp.KeyEvent("24121961\r"))
 		tab.WaitFor(t, `!document.getElementById("s-open").hidden`, 20*time.Second)
-		tab.WaitText(t, `#s-open .msg`, "Compartment 1 is open", 10*time.Second)
+		tab.WaitText(t, `#s-open .msg`, "Compartment\u00a01 is open", 10*time.Second)
 		// The screen turns to "open" as the engine sends the pulse: the
 		// fake board may record it a moment later.
 		for deadline := time.Now().Add(5 * time.Second); len(r.f.Pulses()) == 0 && time.Now().Before(deadline); {
@@ -148,8 +148,8 @@ func TestScreenBehaviour(t *testing.T) {
 		o := r.opens(1)
 		tab.Do(t, browsertest.Scan("K1.Scanned-Token_9\r"))
 		tab.WaitFor(t, `!document.getElementById("s-open").hidden`, 20*time.Second)
-		tab.WaitText(t, `#s-open .msg`, "Vak 2 is open", 10*time.Second)
-		tab.WaitText(t, `#drawing figcaption`, "Vak 2", 10*time.Second)
+		tab.WaitText(t, `#s-open .msg`, "Vak\u00a02 is open", 10*time.Second)
+		tab.WaitText(t, `#drawing figcaption`, "Vak\u00a02", 10*time.Second)
 
 		// A date that does not exist is refused on the page.
 		r.be.set(func() { r.be.verify["13572468/"] = wire.VerifyResponse{Result: wire.VerifySecondFactorRequired} })
@@ -273,7 +273,7 @@ func TestScreenBehaviour(t *testing.T) {
 		r2.be.set(func() { r2.be.verify["K1.after"] = okAt("doc-after", 4) })
 		r2.item(4, true)
 		r2.pickup(engine.PickupRequest{QR: "K1.after"})
-		tab.WaitText(t, `#s-open .msg`, "Compartment 5 is open", 20*time.Second)
+		tab.WaitText(t, `#s-open .msg`, "Compartment\u00a05 is open", 20*time.Second)
 		r2.stopServer()
 
 		// Another build: the page reloads itself (once the server answers).

@@ -170,8 +170,8 @@ var uiTexts = map[string][4]string{
 	"title.locked_out":        {"Even geblokkeerd", "Bloqué pour un moment", "Blocked for a while", "Vorübergehend gesperrt"},
 	"title.out_of_order":      {"Buiten gebruik", "Hors service", "Out of order", "Außer Betrieb"},
 	"title.left_open":         {"De deur staat nog open", "La porte est encore ouverte", "The door is still open", "Die Tür ist noch offen"},
-	"left_open.msg": {"Sluit de deur van vak {n}, alstublieft.", "Fermez la porte du casier {n}, s'il vous plaît.",
-		"Please close the door of compartment {n}.", "Bitte schließen Sie die Tür von Fach {n}."},
+	"left_open.msg": {"Sluit de deur van vak\u00a0{n}, alstublieft.", "Fermez la porte du casier\u00a0{n}, s'il vous plaît.",
+		"Please close the door of compartment\u00a0{n}.", "Bitte schließen Sie die Tür von Fach\u00a0{n}."},
 	"left_open.hatch": {"Sluit het luik, alstublieft.", "Fermez la trappe, s'il vous plaît.",
 		"Please close the hatch.", "Bitte schließen Sie die Klappe."},
 	"next.not_collected": {"Wilt u het toch meenemen? Scan of tik uw code opnieuw.", "Vous le voulez quand même\u00a0? Scannez ou tapez à nouveau votre code.",
@@ -236,9 +236,9 @@ var uiTexts = map[string][4]string{
 		"You can try again in {m} minutes.", "Versuchen Sie es in {m} Minuten erneut."},
 
 	// The drawing of the device.
-	"drawing.n": {"Vak {n}", "Casier {n}", "Compartment {n}", "Fach {n}"},
-	"drawing.label": {"Tekening van dit toestel. Vak {n} is aangeduid.", "Dessin de cet appareil. Le casier {n} est indiqué.",
-		"Drawing of this machine. Compartment {n} is marked.", "Zeichnung dieses Geräts. Fach {n} ist markiert."},
+	"drawing.n": {"Vak\u00a0{n}", "Casier\u00a0{n}", "Compartment\u00a0{n}", "Fach\u00a0{n}"},
+	"drawing.label": {"Tekening van dit toestel. Vak\u00a0{n} is aangeduid.", "Dessin de cet appareil. Le casier\u00a0{n} est indiqué.",
+		"Drawing of this machine. Compartment\u00a0{n} is marked.", "Zeichnung dieses Geräts. Fach\u00a0{n} ist markiert."},
 	"hatch.open": {"Het luik is open. Neem uw document en sluit het luik.", "La trappe est ouverte. Prenez votre document et fermez la trappe.",
 		"The hatch is open. Take your document and close the hatch.", "Die Klappe ist offen. Nehmen Sie Ihr Dokument und schließen Sie die Klappe."},
 	"drawing.here":  {"Dit scherm", "Cet écran", "This screen", "Dieser Bildschirm"},

@@ -72,6 +72,41 @@ func TestCatalogEveryTextInEveryLanguage(t *testing.T) {
 	require.ErrorIs(t, err, ErrMissing)
 }
 
+// compartmentBreak is a compartment's word and its number apart by a
+// plain space: a line may break between them ("casier" / "5.").
+var compartmentBreak = regexp.MustCompile(`(?i)\b(vak|casier|compartment|fach) \{n\}`)
+
+// TestCitizenCompartmentNumberStaysWithItsWord: in every text of the
+// kiosk screen that names a compartment (the engine's messages: the open
+// door, the document left behind, the staff's loading; the door left
+// open, the drawing's caption and label), a no-break space joins the
+// word and the number, in nl, fr, en and de (the technician's "tech."
+// texts aside).
+func TestCitizenCompartmentNumberStaysWithItsWord(t *testing.T) {
+	c, err := NewCatalog()
+	require.NoError(t, err)
+	n := 0
+	for _, l := range Langs() {
+		for _, st := range []string{engine.StateOpen, engine.StateNotCollected} {
+			txt, _ := engine.MessageText(st, l)
+			require.Contains(t, txt, "\u00a0{n}", "%s in %s", st, l)
+			require.NotRegexp(t, compartmentBreak, txt, "%s in %s", st, l)
+			n++
+		}
+		for _, k := range c.Keys() {
+			if strings.HasPrefix(k, "tech.") {
+				continue // the technician's screens
+			}
+			txt, _ := c.Text(k, l)
+			require.NotRegexp(t, compartmentBreak, txt, "%s in %s", k, l)
+			if strings.Contains(txt, "\u00a0{n}") {
+				n++
+			}
+		}
+	}
+	require.GreaterOrEqual(t, n, 4*5, "the compartment's texts found")
+}
+
 func TestCatalogHasEveryStateAlarmAndViewText(t *testing.T) {
 	c, err := NewCatalog()
 	require.NoError(t, err)
@@ -403,7 +438,7 @@ func TestDoorLeftOpenScreen(t *testing.T) {
 	s := newTestScreen(t, config.KindLocker, src, nil)
 	_, body := get(t, s, "/?lang=en")
 	require.Regexp(t, `<section id="s-left_open" [^>]*aria-labelledby="h-left_open">`, body)
-	require.Contains(t, body, `Please close the door of compartment <span data-fill="n">2</span>.`)
+	require.Contains(t, body, "Please close the door of compartment\u00a0<span data-fill=\"n\">2</span>.")
 	require.Regexp(t, `<figure id="drawing" class="drawing">`, body, "the drawing shows which door")
 }
 

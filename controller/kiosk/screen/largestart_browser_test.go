@@ -1,6 +1,7 @@
 package screen_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -106,16 +107,72 @@ func TestLargeNotCollectedFitsTheSmallPanel(t *testing.T) {
 	})
 }
 
+// TestLargeCitizenScreensFitTheSmallPanel: with large text at 800x480
+// in every language, the citizen's other screens fit without scrolling,
+// with the footer's help line (1777) on the screen, their texts at the
+// large size, axe-core clean: "one moment, we are checking your code"
+// (verifying), the wrong code with the warning before the last PIN try,
+// the door left open and the machine out of order; screenshots
+// var/screenshots/kiosk/800x480-large/<lang>/<screen>-large.png.
+func TestLargeCitizenScreensFitTheSmallPanel(t *testing.T) {
+	r, m := onSmallPanelLargeWith(t, true, rigOptions{lockout: "max_failures: 3, window: 10m, duration: 15m"})
+	fits := func(name, id string, e expect) {
+		t.Helper()
+		e.citizen, e.large = true, true
+		m.check(name+"-large", id, e)
+		m.each(name+" with large text", func(mt *mtab) error {
+			return fitsLarge(m.cat, mt, "#"+id+" h1, #"+id+" .msg, #"+id+" .next, #"+id+" [data-last-try]:not([hidden]), #"+id+" button:not([hidden])")
+		})
+	}
+
+	hold := make(chan struct{})
+	r.be.set(func() { r.be.hold["K1.hold"] = hold })
+	go func() { _, _ = r.e.Pickup(context.Background(), engine.PickupRequest{QR: "K1.hold", Lang: "en"}) }()
+	r.waitState(engine.StateVerifying)
+	fits("verifying", "s-verifying", expect{h1: "title.wait", msg: "state.verifying"})
+	close(hold) // the backend does not know the code
+	r.waitState(engine.StateWrongCode)
+
+	// Two wrong PINs of 3: the second warns before the last try.
+	r.pickup(engine.PickupRequest{PIN: "11122233", Lang: "en"})
+	r.pickup(engine.PickupRequest{PIN: "44455566", Lang: "en"})
+	m.each("the last-try warning", func(mt *mtab) error {
+		return waitJS(mt, `!document.querySelector("#s-wrong_code [data-last-try]").hidden`)
+	})
+	fits("wrong_code-last_try", "s-wrong_code", expect{h1: "title.wrong_code", msg: "state.wrong_code", next: "next.wrong_code"})
+
+	lo := newRig(t, rigOptions{leftOpen: "1s"})
+	m.open(lo)
+	lo.be.set(func() { lo.be.verify["K1.lo"] = okAt("doc-lo", 1) })
+	lo.item(1, true)
+	o := lo.opens(1)
+	lo.pickup(engine.PickupRequest{QR: "K1.lo", Lang: "en"})
+	lo.waitOpened(1, o)
+	fits("left_open", "s-left_open", expect{h1: "title.left_open", msg: "left_open.msg", n: 2})
+	lo.close(1, false)
+
+	full := newRig(t, rigOptions{diskFull: true})
+	m.open(full)
+	full.be.set(func() { full.be.verify["K1.full"] = okAt("doc-full", 1) })
+	full.pickup(engine.PickupRequest{QR: "K1.full", Lang: "en"})
+	fits("device_out_of_order", "s-device_out_of_order", expect{h1: "title.out_of_order", msg: "state.device_out_of_order"})
+}
+
 // onSmallPanelLarge opens a kiosk (its own, with its own browser) at
 // 800x480 in every language, one tab each, with large text on if large;
 // the tabs' screenshots go under 800x480-large either way (a test that
 // opens with normal text taps "Large text" itself). It skips under -short.
 func onSmallPanelLarge(t *testing.T, large bool) (*rig, *matrix) {
+	return onSmallPanelLargeWith(t, large, rigOptions{})
+}
+
+// onSmallPanelLargeWith is onSmallPanelLarge with the kiosk's options o.
+func onSmallPanelLargeWith(t *testing.T, large bool, o rigOptions) (*rig, *matrix) {
 	if testing.Short() {
 		t.Skip("browser")
 	}
 	t.Parallel() // its own kiosk and browser
-	r := newRig(t, rigOptions{})
+	r := newRig(t, o)
 	b := browsertest.New(t, browsertest.Options{})
 	m := newMatrix(t)
 	m.checkFit = true

@@ -613,10 +613,12 @@ func (w *Web) redirectNext(rw http.ResponseWriter, r *http.Request, path, notice
 
 // The reasons (label reason of kluis_web_forged_forms_refused_total) a
 // console form post is refused as possibly forged: another site's
-// (Origin, Sec-Fetch-Site) or without the session's csrf token.
+// (Origin, Sec-Fetch-Site), without the session's csrf token, or a login
+// form without its double-submit token.
 const (
-	refusedOrigin = "origin"
-	refusedToken  = "token"
+	refusedOrigin     = "origin"
+	refusedToken      = "token"
+	refusedLoginToken = "login_token"
 )
 
 // crossOriginRefused logs (WARN) and counts a form post refused as

@@ -65,6 +65,12 @@ func (w *Web) login(rw http.ResponseWriter, q *req) error {
 	c, err := r.Cookie(loginCookie)
 	tok := r.PostForm.Get("login_token")
 	if err != nil || tok == "" || subtle.ConstantTimeCompare([]byte(c.Value), []byte(tok)) != 1 {
+		// Logged and counted like the session forms' refusals, not
+		// audited (any website can make a browser send one); whether the
+		// cookie and the field came, never their values.
+		w.log.Warn("login form without a valid token refused", "path", r.URL.Path,
+			"cookie_present", err == nil, "token_present", tok != "")
+		w.refused.WithLabelValues(refusedLoginToken).Inc()
 		return fail(http.StatusForbidden, "error.csrf")
 	}
 	d := loginData{Username: strings.TrimSpace(r.PostForm.Get("username")), Next: safeNext(r.PostForm.Get("next"))}

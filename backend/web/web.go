@@ -173,9 +173,9 @@ func New(o Options) (*Web, error) {
 	w.streams = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kluis_web_live_streams",
 		Help: "Open live-update streams (server-sent events) of the staff console and dashboard."})
 	w.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kluis_web_forged_forms_refused_total",
-		Help: "Console form posts refused as possibly forged: reason origin (another site's, by Origin or Sec-Fetch-Site) or token (a missing or wrong csrf token)."},
+		Help: "Console form posts refused as possibly forged: reason origin (another site's, by Origin or Sec-Fetch-Site), token (a missing or wrong csrf token) or login_token (the login form's missing or wrong double-submit token)."},
 		[]string{"reason"})
-	for _, reason := range []string{refusedOrigin, refusedToken} {
+	for _, reason := range []string{refusedOrigin, refusedToken, refusedLoginToken} {
 		w.refused.WithLabelValues(reason)
 	}
 	if o.Registerer != nil {

@@ -705,17 +705,7 @@ func TestForgedFormRefusalsAreLoggedAndCounted(t *testing.T) {
 	require.Equal(t, 200, p.status)
 	require.NotEmpty(t, c.csrf)
 	before := logs.String()
-	counted := func(reason string) string {
-		t.Helper()
-		res, err := http.Get(e.b.URL("/metrics"))
-		require.NoError(t, err)
-		defer res.Body.Close()
-		b, err := io.ReadAll(res.Body)
-		require.NoError(t, err)
-		m := regexp.MustCompile(`(?m)^kluis_web_forged_forms_refused_total\{reason="` + reason + `"\} (\S+)$`).FindStringSubmatch(string(b))
-		require.NotNil(t, m, "the counter with reason %s is exposed", reason)
-		return m[1]
-	}
+	counted := func(reason string) string { t.Helper(); return forgedRefused(t, e, reason) }
 	assert.Equal(t, "0", counted("origin"))
 	assert.Equal(t, "0", counted("token"))
 
@@ -730,12 +720,7 @@ func TestForgedFormRefusalsAreLoggedAndCounted(t *testing.T) {
 	assert.Equal(t, "1", counted("token"))
 
 	got := strings.TrimPrefix(logs.String(), before)
-	var origin []string
-	for _, l := range strings.Split(got, "\n") {
-		if strings.Contains(l, "cross-origin form refused") {
-			origin = append(origin, l)
-		}
-	}
+	origin := linesWith(got, "cross-origin form refused")
 	require.Len(t, origin, 1, "one line for the cross-origin post: %s", got)
 	assert.Contains(t, origin[0], "level=WARN")
 	assert.Contains(t, origin[0], "path=/staff/documents")
@@ -748,4 +733,75 @@ func TestForgedFormRefusalsAreLoggedAndCounted(t *testing.T) {
 		assert.NotContains(t, got, ck.Value, "no cookie value (%s) in the log", ck.Name)
 	}
 	assert.NotContains(t, e.audit("user:"+itoa(e.ids[auth.RoleStaff])), "csrf", "not audited")
+}
+
+// forgedRefused is kluis_web_forged_forms_refused_total{reason} as
+// /metrics exposes it.
+func forgedRefused(t *testing.T, e *env, reason string) string {
+	t.Helper()
+	res, err := http.Get(e.b.URL("/metrics"))
+	require.NoError(t, err)
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	m := regexp.MustCompile(`(?m)^kluis_web_forged_forms_refused_total\{reason="` + reason + `"\} (\S+)$`).FindStringSubmatch(string(b))
+	require.NotNil(t, m, "the counter with reason %s is exposed", reason)
+	return m[1]
+}
+
+// TestLoginFormForgedTokenLoggedAndCounted: the login form's wrong or
+// missing double-submit token was refused 403 with no log line and no
+// count. It now logs one WARN per refusal (whether the cookie and the
+// field came, never their values) and counts in
+// kluis_web_forged_forms_refused_total{reason="login_token"}; not audited.
+func TestLoginFormForgedTokenLoggedAndCounted(t *testing.T) {
+	logs := &servertest.SyncBuffer{}
+	e := newEnv(t, server.Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	c := e.client()
+	p := c.get("/staff/login")
+	require.Equal(t, 200, p.status)
+	tok := csrfField.FindStringSubmatch(p.body)[1]
+	before := logs.String()
+	assert.Equal(t, "0", forgedRefused(t, e, "login_token"))
+
+	user := e.users[auth.RoleStaff]
+	p = c.postRaw("/staff/login", url.Values{"login_token": {"not-the-token"}, "username": {user}, "password": {password(auth.RoleStaff)}}, nil)
+	assert.Equal(t, http.StatusForbidden, p.status)
+	p = c.postRaw("/staff/login", url.Values{"username": {user}, "password": {password(auth.RoleStaff)}}, nil)
+	assert.Equal(t, http.StatusForbidden, p.status)
+	assert.Equal(t, "2", forgedRefused(t, e, "login_token"))
+	assert.Equal(t, "0", forgedRefused(t, e, "token"))
+	assert.Equal(t, "0", forgedRefused(t, e, "origin"))
+
+	got := strings.TrimPrefix(logs.String(), before)
+	lines := linesWith(got, "login form without a valid token refused")
+	require.Len(t, lines, 2, "one line per refusal: %s", got)
+	for _, l := range lines {
+		assert.Contains(t, l, "level=WARN")
+		assert.Contains(t, l, "path=/staff/login")
+		assert.Contains(t, l, "cookie_present=true")
+	}
+	assert.Contains(t, lines[0], "token_present=true")
+	assert.Contains(t, lines[1], "token_present=false")
+	assert.NotContains(t, got, tok, "no token in the log")
+	assert.NotContains(t, got, "not-the-token", "no posted token in the log")
+	assert.NotContains(t, got, password(auth.RoleStaff), "no password in the log")
+	u, err := url.Parse(e.b.URL("/staff/"))
+	require.NoError(t, err)
+	for _, ck := range c.hc.Jar.Cookies(u) {
+		assert.NotContains(t, got, ck.Value, "no cookie value (%s) in the log", ck.Name)
+	}
+	assert.NotContains(t, e.audit("user:"+itoa(e.ids[auth.RoleStaff])), "login_token", "not audited")
+	assert.NotContains(t, e.audit("user:"+itoa(e.ids[auth.RoleStaff])), "login.failed", "not audited as a failed login")
+}
+
+// linesWith is the lines of log holding msg.
+func linesWith(log, msg string) []string {
+	var lines []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, msg) {
+			lines = append(lines, l)
+		}
+	}
+	return lines
 }

@@ -121,8 +121,8 @@ var uiTexts = map[string][4]string{
 
 	// The start screen.
 	"start.title": {"Haal hier uw document af", "Retirez ici votre document", "Collect your document here", "Holen Sie hier Ihr Dokument ab"},
-	"start.scan": {"Houd de QR-code uit uw e-mail of brief onder de scanner.", "Tenez le code QR de votre e-mail ou de votre lettre sous le scanner.",
-		"Hold the QR code from your e-mail or letter under the scanner.", "Halten Sie den QR-Code aus Ihrer E-Mail oder Ihrem Brief unter den Scanner."},
+	"start.scan": {"Houd de QR\u2011code uit uw e\u2011mail of brief onder de scanner.", "Tenez le code QR de votre e\u2011mail ou de votre lettre sous le scanner.",
+		"Hold the QR code from your e\u2011mail or letter under the scanner.", "Halten Sie den QR\u2011Code aus Ihrer E\u2011Mail oder Ihrem Brief unter den Scanner."},
 	"start.pin": {"Pincode intikken", "Taper le code PIN", "Type your PIN", "PIN eingeben"},
 
 	// The keypads.

@@ -107,6 +107,28 @@ func TestCitizenCompartmentNumberStaysWithItsWord(t *testing.T) {
 	require.GreaterOrEqual(t, n, 4*5, "the compartment's texts found")
 }
 
+// TestQRCodeDoesNotBreakAtItsHyphen: the scan box's words on the start
+// screen ("Halten Sie den QR-Code aus Ihrer E-Mail ...") join "QR" and
+// "Code", "E" and "Mail" by a non-breaking hyphen (U+2011, in DejaVu
+// Sans, the screen's font): in the box at 800x480 with large text the
+// German line broke after "QR-", then after "E-".
+func TestQRCodeDoesNotBreakAtItsHyphen(t *testing.T) {
+	c, err := NewCatalog()
+	require.NoError(t, err)
+	for _, l := range []string{"nl", "de"} {
+		txt, err := c.Text("start.scan", l)
+		require.NoError(t, err)
+		require.NotContains(t, strings.ToLower(txt), "qr-code", l)
+		require.Contains(t, strings.ToLower(txt), "qr\u2011code", l)
+	}
+	for _, l := range Langs() {
+		txt, err := c.Text("start.scan", l)
+		require.NoError(t, err)
+		require.NotContains(t, strings.ToLower(txt), "e-mail", l)
+		require.Contains(t, strings.ToLower(txt), "e\u2011mail", l)
+	}
+}
+
 func TestCatalogHasEveryStateAlarmAndViewText(t *testing.T) {
 	c, err := NewCatalog()
 	require.NoError(t, err)

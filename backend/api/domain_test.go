@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html"
 	"net/http"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"kluis/backend/auth"
 	"kluis/backend/codes"
 	"kluis/backend/deviceops"
+	"kluis/backend/notify"
 	"kluis/backend/store"
 	"kluis/controller/pickupcode"
 )
@@ -732,4 +734,23 @@ func fieldNames(fs []store.FieldError) []string {
 		out = append(out, f.Field)
 	}
 	return out
+}
+
+// The citizen's track page with invalid UTF-8 or a NUL byte in its address
+// (a link cut or typed wrong) answered the API's JSON 400, whose check ran
+// before the page: it is the page's own HTML 400 in the person's language,
+// saying to check the link, as the console answers it.
+func TestTrackPageMalformedAddressIsAnHTMLPage(t *testing.T) {
+	e := newEnv(t, func(o *api.Options) { o.TrackPage = &notify.TrackHandler{DB: o.Pool} })
+	for lang, want := range map[string]string{"nl": "Controleer de link", "fr": "Vérifiez le lien", "en": "Check the link", "de": "Prüfen Sie den Link"} {
+		for _, path := range []string{"/t/%ff", "/t/a%00b", "/t/%c3%28"} {
+			r := e.do("GET", path+"?lang="+lang, "", nil)
+			assert.Equal(t, http.StatusBadRequest, r.status, "%s in %s", path, lang)
+			assert.Equal(t, "text/html; charset=utf-8", r.header.Get("Content-Type"), "%s in %s", path, lang)
+			assert.Contains(t, html.UnescapeString(string(r.body)), want, "%s in %s", path, lang)
+		}
+	}
+	r := e.do("GET", "/api/v1/documents/%ff", e.tokens[auth.RoleStaff], nil)
+	assert.Equal(t, http.StatusBadRequest, r.status)
+	assert.Contains(t, string(r.body), `"invalid_input"`, "the API keeps its JSON answer")
 }

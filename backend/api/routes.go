@@ -68,7 +68,7 @@ func (s *Server) routeTable() []route {
 		{method: "POST", path: "/api/v1/documents/{id}/unreserve", roles: staffRole, h: s.documentAction("unreserve")},
 		{method: "POST", path: "/api/v1/documents/{id}/collect", roles: staffRole, h: s.documentAction("collect")},
 
-		{method: "GET", path: "/t/{trackingID}", h: s.handleTrack},
+		{method: "GET", path: "/t/{trackingID}", page: true, h: s.handleTrack},
 
 		{method: "GET", path: "/api/v1/audit", roles: adminOnly, h: s.handleListAudit},
 		{method: "GET", path: "/api/v1/audit/verify", roles: adminOnly, h: s.handleVerifyAudit},

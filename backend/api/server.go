@@ -136,6 +136,7 @@ type route struct {
 	roles        []auth.Role // nil: public
 	idempotent   bool        // accepts Idempotency-Key
 	raw          bool        // writes its own non-JSON response (metrics)
+	page         bool        // a person's HTML page: checks its own text (checkRequestText), answers its own 400
 	h            handlerFunc
 }
 
@@ -333,7 +334,7 @@ func (s *Server) wrap(rt route) http.Handler {
 			s.log.Debug("request", "route", label, "status", status, "user_id", userID, "duration", time.Since(start))
 		}()
 		r.Body = http.MaxBytesReader(sw, r.Body, s.maxBody)
-		if e := checkRequestText(r); e != nil {
+		if e := checkRequestText(r); e != nil && !rt.page {
 			s.fail(sw, r, label, e)
 			return
 		}

@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -483,7 +484,19 @@ func (h *TrackHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		now = h.Clock()
 	}
 	lang := r.URL.Query().Get("lang")
-	v, err := LookupTrack(r.Context(), h.DB, r.PathValue("trackingID"))
+	if !cleanText(lang) {
+		lang = ""
+	}
+	id := r.PathValue("trackingID")
+	if !cleanText(r.URL.Path) || !cleanText(id) {
+		// A NUL byte or invalid UTF-8 (a link cut or typed wrong): a bad
+		// request, the page saying to check the link, in the person's
+		// language; never a lookup (PostgreSQL's text refuses both).
+		w.WriteHeader(http.StatusBadRequest)
+		_ = renderTrack(w, catalogue, lang, nil, trackNotFound, now)
+		return
+	}
+	v, err := LookupTrack(r.Context(), h.DB, id)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		w.WriteHeader(http.StatusNotFound)
@@ -501,3 +514,6 @@ func (h *TrackHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	_ = RenderTrackPage(w, lang, &v, now)
 }
+
+// cleanText reports whether s holds neither a NUL byte nor invalid UTF-8.
+func cleanText(s string) bool { return strings.IndexByte(s, 0) < 0 && utf8.ValidString(s) }

@@ -591,7 +591,9 @@ func (l *Link) process(ctx context.Context, msg inbound) {
 	defer func() {
 		if r := recover(); r != nil {
 			l.count(msg.topic, "error")
-			l.log.Error("panic while handling a message", "topic", msg.topic, "panic", r)
+			// The panic's value may quote the payload: its type and stack only.
+			l.log.Error("panic while handling a message", "topic", truncate(msg.topic),
+				"panic_type", fmt.Sprintf("%T", r), "stack", string(debug.Stack()))
 		}
 	}()
 	t, m, err := wire.Decode(msg.topic, msg.payload)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -79,4 +80,32 @@ func TestPanickingVerifierAnswersUnavailable(t *testing.T) {
 	}
 	assert.NotEmpty(t, panicLine, "the panic logged as an error: %s", out)
 	assert.NotContains(t, out, "482913", "no code in the log")
+}
+
+// A panicking event handler is logged with the panic's type and stack, not
+// its value, which may quote the device's payload (the request handler's
+// catcher already logged no value).
+func TestPanickingEventHandlerLogsNoValue(t *testing.T) {
+	pool := newPool(t)
+	dev := "t" + randHex(6)
+	var calls atomic.Int32
+	h := EventHandlerFunc(func(ctx context.Context, tx pgx.Tx, device string, ev wire.Event) error {
+		calls.Add(1)
+		panic("handler bug with event " + ev.ID)
+	})
+	var logs testenv.SyncBuffer
+	runLink(t, Options{URL: testenv.BrokerURL(), ClientID: "kluis-backend-test-" + randHex(4),
+		ShareGroup: "kluis-test-" + randHex(4), DeviceFilter: dev, Pool: pool, Events: h,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Registry: prometheus.NewRegistry(), Workers: 3})
+	d := newDevice(t, testenv.BrokerURL(), dev)
+	id := "ev-secret-" + randHex(6)
+	ev, err := wire.Encode(&wire.Event{ID: id, Kind: wire.EvDoorOpened, At: time.Now().UTC(), Addr: &wire.Address{Board: 0, Channel: 1}})
+	require.NoError(t, err)
+	d.raw(wire.KindEvent, ev)
+	testenv.Eventually(t, "the panic logged", func() bool {
+		return calls.Load() >= 1 && strings.Contains(logs.String(), "panic while handling a message")
+	})
+	out := logs.String()
+	assert.Contains(t, out, "panic_type=string")
+	assert.NotContains(t, out, "handler bug with event", "the panic's value is not logged")
 }

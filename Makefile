@@ -29,7 +29,7 @@ UNIT_PKGS = $(if $(filter ./...,$(PKGS)),$(SLOW_PKGS) $(PKGS),$(PKGS))
 unit: services unit-only
 
 unit-only:
-	$(GO) test -race -count=1 -timeout 12m $(UNIT_PKGS)
+	$(GO) test -race -count=1 -timeout 18m $(UNIT_PKGS)
 
 fuzz:
 	@FUZZTIME=$(FUZZTIME) bash deploy/dev/fuzz.sh

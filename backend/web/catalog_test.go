@@ -602,7 +602,7 @@ func TestFleetMarksDevicesThatNeedAttention(t *testing.T) {
 		{"never connected", health{Device: dev}, false},
 		{"out of service, offline", health{Device: oos, Known: true}, false},
 	} {
-		assert.Equal(t, c.want, c.h.NeedsAttention(), c.name)
+		assert.Equal(t, c.want, c.h.Unhandled(), c.name)
 	}
 	row := regexp.MustCompile(`<tr data-status="[^"]*" data-rank="\d+" data-text="(\w+) [^"]*"(?: class="([\w-]+)")?>`)
 	for _, lang := range []string{"nl", "fr", "en", "de"} {

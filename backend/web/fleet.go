@@ -153,15 +153,6 @@ type health struct {
 	Alarms                        []alarm
 }
 
-// NeedsAttention reports a device in service that cannot serve citizens
-// as it should and has no alarm to say so: offline after it was seen, its
-// heartbeat overdue, or a lock board unreachable. The fleet page marks its
-// row (alarms have their own mark); a device never connected or taken out
-// of service on purpose is not marked.
-func (h health) NeedsAttention() bool {
-	return h.Known && h.OutOfService == nil && (!h.Online || h.Late || h.BoardsOffline > 0)
-}
-
 // DoorsKnown reports whether the last heartbeat tells how the doors are
 // now: the device is online and its heartbeat is not overdue. Offline or
 // late, the doors may have changed since (a door forced while the network
@@ -887,10 +878,12 @@ func (h health) AttentionRank() int {
 	return 2*n + 3
 }
 
-// Unhandled reports a device that NeedsAttention for a reason no open
-// alarm names: offline or late in service, or a lock board offline
-// without its board_unreachable alarm (one acknowledged is being
-// handled).
+// Unhandled reports a device in service that cannot serve citizens as it
+// should for a reason no open alarm names: offline or late after it was
+// seen, or a lock board offline without its board_unreachable alarm (one
+// acknowledged is being handled). The fleet page gives its row the orange
+// mark (tr.attention); a device never connected or taken out of service on
+// purpose is not marked.
 func (h health) Unhandled() bool {
 	if !h.Known || h.OutOfService != nil {
 		return false

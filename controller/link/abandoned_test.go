@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -12,7 +11,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"kluis/backend/broker"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/testenv"
 )
@@ -31,13 +29,7 @@ import (
 // reconnection is still sent again.
 func TestAbandonedRequestNotSentAfterReconnection(t *testing.T) {
 	dev := fmt.Sprintf("rq-%d", time.Now().UnixNano())
-	b, err := broker.New(broker.Options{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler),
-		Credentials: func(_ context.Context, user, pass string) (string, broker.Role, bool) {
-			return user, broker.RoleDevice, user == dev && pass == "pw-"+dev
-		}})
-	require.NoError(t, err)
-	require.NoError(t, b.Start())
-	t.Cleanup(func() { _ = b.Close() })
+	b := startEmbedded(t, dev)
 	var mu sync.Mutex
 	seen := map[string]int{}
 	for _, k := range []wire.Kind{wire.KindVerifyReq, wire.KindStaffReq} {

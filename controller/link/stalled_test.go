@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -14,7 +13,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"kluis/backend/broker"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
@@ -108,13 +106,7 @@ func (s *staller) pipe(to, from net.Conn) {
 // kernel's retransmissions gave up, some 15 minutes on a cut uplink).
 func TestStalledConnectionDoesNotHoldTheKiosk(t *testing.T) {
 	dev := fmt.Sprintf("st-%d", time.Now().UnixNano())
-	b, err := broker.New(broker.Options{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler),
-		Credentials: func(_ context.Context, user, pass string) (string, broker.Role, bool) {
-			return user, broker.RoleDevice, user == dev && pass == "pw-"+dev
-		}})
-	require.NoError(t, err)
-	require.NoError(t, b.Start())
-	t.Cleanup(func() { _ = b.Close() })
+	b := startEmbedded(t, dev)
 	var reqs atomic.Int64
 	require.NoError(t, b.Subscribe(wire.Root+"/"+dev+"/verify/req", func(string, []byte) { reqs.Add(1) }))
 
@@ -134,7 +126,7 @@ func TestStalledConnectionDoesNotHoldTheKiosk(t *testing.T) {
 	time.Sleep(2 * time.Second) // heartbeats fill the sockets' buffers meanwhile
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	_, err = l.Verify(ctx, wire.VerifyRequest{ID: wire.NewID(time.Now()), At: time.Now().UTC(), Method: wire.MethodPIN, PIN: "123456"})
+	_, err := l.Verify(ctx, wire.VerifyRequest{ID: wire.NewID(time.Now()), At: time.Now().UTC(), Method: wire.MethodPIN, PIN: "123456"})
 	cancel()
 	waited := time.Since(start)
 	assert.True(t, errors.Is(err, ErrUnavailable), "no answer: %v", err)

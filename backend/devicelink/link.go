@@ -587,13 +587,17 @@ func (l *Link) count(topic, outcome string) {
 	l.m.messages.WithLabelValues(kind, outcome).Inc()
 }
 
+// panicAttrs describes a recovered panic for the log by its type and the
+// stack: its value may quote the device's payload (a code, an event).
+func panicAttrs(p any) slog.Attr {
+	return slog.Group("panic", "type", fmt.Sprintf("%T", p), "stack", string(debug.Stack()))
+}
+
 func (l *Link) process(ctx context.Context, msg inbound) {
 	defer func() {
 		if r := recover(); r != nil {
 			l.count(msg.topic, "error")
-			// The panic's value may quote the payload: its type and stack only.
-			l.log.Error("panic while handling a message", "topic", truncate(msg.topic),
-				"panic_type", fmt.Sprintf("%T", r), "stack", string(debug.Stack()))
+			l.log.Error("panic while handling a message", "topic", truncate(msg.topic), panicAttrs(r))
 		}
 	}()
 	t, m, err := wire.Decode(msg.topic, msg.payload)
@@ -679,12 +683,12 @@ func (l *Link) allow(device string, kind budgetKind) bool {
 	return false
 }
 
-// unavailable is the link's own answer to a request over budget, signed
-// like the handlers' answers.
+// unavailable is the link's own answer to a request over budget or whose
+// handler failed, signed like the handlers' answers.
 func (l *Link) unavailable(device string, m wire.Message) wire.Message {
 	if l.o.SignAnswer != nil {
 		if err := l.o.SignAnswer(device, m); err != nil {
-			l.log.Error("answer to a request over budget not signed", "device", device, "kind", m.MessageKind(), "err", err)
+			l.log.Error("unavailable answer not signed", "device", device, "kind", m.MessageKind(), "err", err)
 		}
 	}
 	return m
@@ -823,7 +827,7 @@ func (l *Link) answerOnce(ctx context.Context, device string, unavailable wire.M
 		defer func() {
 			if p := recover(); p != nil {
 				l.log.Error("panic while answering a request: answered unavailable", "device", device,
-					"kind", unavailable.MessageKind(), "panic_type", fmt.Sprintf("%T", p), "stack", string(debug.Stack()))
+					"kind", unavailable.MessageKind(), panicAttrs(p))
 				m = nil
 			}
 		}()

@@ -106,6 +106,6 @@ func TestPanickingEventHandlerLogsNoValue(t *testing.T) {
 		return calls.Load() >= 1 && strings.Contains(logs.String(), "panic while handling a message")
 	})
 	out := logs.String()
-	assert.Contains(t, out, "panic_type=string")
+	assert.Contains(t, out, "panic.type=string")
 	assert.NotContains(t, out, "handler bug with event", "the panic's value is not logged")
 }

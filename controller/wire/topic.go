@@ -88,8 +88,8 @@ func (k Kind) QoS() byte {
 // The backend still publishes answers at QoS 1 (QoS), so its own hop to
 // Mosquitto keeps paho's resend after a reconnect; and the request stays
 // QoS 1: paho keeps it until the broker's PUBACK and publishes it again
-// after a reconnect (kluisd, while it still waits for the answer), and the backend answers a repeated request id from
-// its reply cache.
+// after a reconnect (kluisd, while it still waits for the answer), and
+// the backend answers a repeated request id from its reply cache.
 func (k Kind) SubscribeQoS() byte {
 	if k == KindVerifyRes || k == KindStaffRes {
 		return 0

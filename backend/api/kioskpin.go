@@ -94,9 +94,8 @@ type KioskPINs struct {
 // *Error.
 func (k KioskPINs) SetOwn(ctx context.Context, p auth.Principal, password, pin, source, via string) error {
 	u := p.User
-	if p.TokenKind != "session" && p.TokenKind != "web" {
-		return errorf(http.StatusForbidden, "session_required",
-			"an API token cannot set its user's staff PIN: log in (POST /api/v1/sessions) and set it with the session token")
+	if err := needSession(p, "set its user's staff PIN", "set it with the session token"); err != nil {
+		return err
 	}
 	if err := auth.ValidateKioskPIN(pin); err != nil {
 		return err

@@ -39,6 +39,19 @@ type OwnPasswordChange struct {
 	Source, Via string
 }
 
+// needSession refuses p unless it holds a session (an API one or the
+// console's): 403 session_required, saying what an API token cannot do
+// and how to do it with a session. Setting one's own credentials or
+// making an API token needs the password again; automation holds none
+// and must gain no credential.
+func needSession(p auth.Principal, cannot, how string) error {
+	if p.TokenKind == "session" || p.TokenKind == "web" {
+		return nil
+	}
+	return errorf(http.StatusForbidden, "session_required",
+		"an API token cannot %s: log in (POST /api/v1/sessions) and %s", cannot, how)
+}
+
 // keepCaller is keep with the caller's own session kept (by its kind:
 // an API session or token, or a console session).
 func keepCaller(keep auth.PasswordChange, p auth.Principal) auth.PasswordChange {
@@ -55,9 +68,8 @@ func keepCaller(keep auth.PasswordChange, p auth.Principal) auth.PasswordChange 
 // (before anything is checked), 400 same_password, and those of the
 // step-up check (403 wrong_password, 401 session_ended, 429 login_busy).
 func (k KioskPINs) ChangeOwn(ctx context.Context, p auth.Principal, c OwnPasswordChange) (auth.Ended, error) {
-	if p.TokenKind != "session" && p.TokenKind != "web" {
-		return auth.Ended{}, errorf(http.StatusForbidden, "session_required",
-			"an API token cannot change its user's password: log in (POST /api/v1/sessions) and change it with the session token")
+	if err := needSession(p, "change its user's password", "change it with the session token"); err != nil {
+		return auth.Ended{}, err
 	}
 	if err := auth.ValidatePassword(c.New); err != nil {
 		return auth.Ended{}, err

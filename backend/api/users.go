@@ -360,9 +360,8 @@ func (s *Server) ownCredentialsStepUp(w http.ResponseWriter, r *http.Request, p 
 		}
 		return nil
 	}
-	if p.TokenKind != "session" && p.TokenKind != "web" {
-		return errorf(http.StatusForbidden, "session_required",
-			"an API token cannot set its own user's password, staff PIN or badge: log in (POST /api/v1/sessions) and give current_password with the session token")
+	if err := needSession(p, "set its own user's password, staff PIN or badge", "give current_password with the session token"); err != nil {
+		return err
 	}
 	if req.CurrentPassword == nil || *req.CurrentPassword == "" {
 		return errorf(http.StatusBadRequest, "missing_field",
@@ -439,14 +438,12 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) error
 	if err := auth.ValidateTokenName(req.Name); err != nil {
 		return err // a bad request says so whoever sends it
 	}
-	if p.TokenKind == "api" {
-		// An API token that could make API tokens would outlive its own
-		// expiry: one taken (from a CI's settings, a log) renews itself
-		// every year for good (a password reset keeping API tokens,
-		// keep_api_tokens, would not end it). A new token needs the
-		// password: a session's.
-		return errorf(http.StatusForbidden, "session_required",
-			"an API token cannot create API tokens: log in (POST /api/v1/sessions) and create it with the session token")
+	// An API token that could make API tokens would outlive its own
+	// expiry: one taken (from a CI's settings, a log) renews itself every
+	// year for good (a password reset keeping API tokens, keep_api_tokens,
+	// would not end it). A new token needs the password: a session's.
+	if err := needSession(p, "create API tokens", "create it with the session token"); err != nil {
+		return err
 	}
 	if req.CurrentPassword == "" {
 		return errorf(http.StatusBadRequest, "missing_field", "current_password is required: a new API token needs your password again")

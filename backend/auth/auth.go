@@ -218,7 +218,8 @@ type Principal struct {
 	User
 	// TokenID identifies the bearer token used.
 	TokenID int64
-	// TokenKind is "session", "api" or "kiosk".
+	// TokenKind is "session" (an API session), "web" (a console
+	// session), "api" or "kiosk".
 	TokenKind string
 	// TokenName is the token's name: an API token's, or for a kiosk
 	// session the device it was issued at (KioskLoginAt).

@@ -184,11 +184,8 @@ func wake(items []*batchItem) {
 
 // seal hands the batch's decided attempts with a Seal to the sealer
 // before their callers are woken: a batch's answers are made ready at the
-// moment its outcomes are known.
+// moment its outcomes are known. Only with a sealer (lead).
 func (b *batcher) seal(items []*batchItem) {
-	if b.s.sealer == nil {
-		return
-	}
 	var decided []Decided
 	for _, it := range items {
 		if it.err != nil || it.alone || it.a.Seal == nil {

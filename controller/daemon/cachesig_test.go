@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/server"
-	"kluis/controller/config"
 	"kluis/controller/offline"
 	"kluis/controller/offline/offlinetest"
 	"kluis/controller/wire"
@@ -63,23 +62,7 @@ func TestTamperedOfflineCacheRefused(t *testing.T) {
 		server.Options{CodeSyncEvery: time.Hour})
 	kiosk, metrics := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	journalDir := filepath.Join(dir, "journal")
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`
-device_id: %s
-site: e2e
-kind: locker
-mqtt: %s
-hardware: {driver: simfile, simfile: %s}
-journal_dir: %s
-kiosk: {listen: "%s"}
-metrics_listen: "%s"
-offline: %s
-timeouts: {verify: 500ms, door_open_detect: 3s}
-compartments:
-  - {number: 1, board: 0, channel: 0}
-  - {number: 2, board: 0, channel: 1}
-`, dev, be.mqttConfig(), filepath.Join(dir, "board.sim"), journalDir, kiosk, metrics, be.offlineConfig())),
-		config.ParseOptions{AllowTestDrivers: true})
-	require.NoError(t, err)
+	cfg := parseLockerConfig(t, be, dir, journalDir, kiosk, metrics, "{verify: 500ms, door_open_detect: 3s}", 2)
 	diag := func() string { _, b := get(t, "http://"+kiosk+"/kiosk/v1/diagnostics"); return b }
 	pickup := func(body string) string {
 		resp, err := testenv.HTTPClient().Post("http://"+kiosk+"/kiosk/v1/pickup", "application/json", strings.NewReader(body))

@@ -31,22 +31,7 @@ func TestKluisdBackOnlineGetsItsCodesAtOnce(t *testing.T) {
 	dev := fmt.Sprintf("cs-%d", time.Now().UnixNano())
 	be := startRealBackend(t, dev, "locker", numbered(wire.Address{Board: 0, Channel: 0}), server.Options{CodeSyncEvery: time.Hour})
 	kiosk, metrics := testenv.FreeAddr(t), testenv.FreeAddr(t)
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`
-device_id: %s
-site: e2e
-kind: locker
-mqtt: %s
-hardware: {driver: simfile, simfile: %s}
-journal_dir: %s
-kiosk: {listen: "%s"}
-metrics_listen: "%s"
-offline: %s
-timeouts: {verify: 500ms, door_open_detect: 3s}
-compartments:
-  - {number: 1, board: 0, channel: 0}
-`, dev, be.mqttConfig(), filepath.Join(dir, "board.sim"), filepath.Join(dir, "journal"), kiosk, metrics, be.offlineConfig())),
-		config.ParseOptions{AllowTestDrivers: true})
-	require.NoError(t, err)
+	cfg := parseLockerConfig(t, be, dir, filepath.Join(dir, "journal"), kiosk, metrics, "{verify: 500ms, door_open_detect: 3s}", 1)
 	start := func() (stop func()) { return startKluisd(t, cfg, metrics, true) }
 	diag := func() string { _, b := get(t, "http://"+kiosk+"/kiosk/v1/diagnostics"); return b }
 

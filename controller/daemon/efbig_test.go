@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kluis/backend/server"
+	"kluis/controller/config"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/testenv"
 )
@@ -34,18 +35,16 @@ func journalFullAudit(be *realBackend, dev string) (raised, cleared int) {
 	return raised, cleared
 }
 
-// writeLockerConfig writes a kluisd.yaml into dir for be's device: a
-// locker of n compartments on board 0 (channel = number - 1) on a simfile
-// board in dir, its journal in journalDir, the kiosk and metrics on the
-// given addresses, timeouts as given (YAML); it returns the file's path.
-func writeLockerConfig(t *testing.T, be *realBackend, dir, journalDir, kiosk, metrics, timeouts string, n int) string {
-	t.Helper()
+// lockerConfig is a kluisd.yaml for be's device: a locker of n
+// compartments on board 0 (channel = number - 1) on a simfile board in
+// dir, its journal in journalDir, the kiosk and metrics on the given
+// addresses, timeouts as given (YAML).
+func lockerConfig(be *realBackend, dir, journalDir, kiosk, metrics, timeouts string, n int) string {
 	var comps strings.Builder
 	for i := 1; i <= n; i++ {
 		fmt.Fprintf(&comps, "  - {number: %d, board: 0, channel: %d}\n", i, i-1)
 	}
-	cfgPath := filepath.Join(dir, "kluisd.yaml")
-	require.NoError(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+	return fmt.Sprintf(`
 device_id: %s
 site: %s
 kind: locker
@@ -57,8 +56,24 @@ metrics_listen: "%s"
 offline: %s
 timeouts: %s
 compartments:
-%s`, be.dev, "site-"+be.dev, be.mqttConfig(), filepath.Join(dir, "board.sim"), journalDir, kiosk, metrics, be.offlineConfig(), timeouts, comps.String())), 0o600))
+%s`, be.dev, "site-"+be.dev, be.mqttConfig(), filepath.Join(dir, "board.sim"), journalDir, kiosk, metrics, be.offlineConfig(), timeouts, comps.String())
+}
+
+// writeLockerConfig writes lockerConfig into dir's kluisd.yaml and returns
+// the file's path.
+func writeLockerConfig(t *testing.T, be *realBackend, dir, journalDir, kiosk, metrics, timeouts string, n int) string {
+	t.Helper()
+	cfgPath := filepath.Join(dir, "kluisd.yaml")
+	require.NoError(t, os.WriteFile(cfgPath, []byte(lockerConfig(be, dir, journalDir, kiosk, metrics, timeouts, n)), 0o600))
 	return cfgPath
+}
+
+// parseLockerConfig parses lockerConfig (test drivers allowed).
+func parseLockerConfig(t *testing.T, be *realBackend, dir, journalDir, kiosk, metrics, timeouts string, n int) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse([]byte(lockerConfig(be, dir, journalDir, kiosk, metrics, timeouts, n)), config.ParseOptions{AllowTestDrivers: true})
+	require.NoError(t, err)
+	return cfg
 }
 
 // setFileSizeLimit sets a running process's RLIMIT_FSIZE (its soft limit;

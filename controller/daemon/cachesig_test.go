@@ -1,10 +1,8 @@
 package daemon
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,23 +24,14 @@ import (
 // 2026-12-07).
 func addCacheEntry(t *testing.T, path string, e wire.CodeEntry) {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	require.NoError(t, err)
-	var f map[string]any
-	require.NoError(t, json.Unmarshal(b, &f))
-	eb, err := json.Marshal(e)
-	require.NoError(t, err)
-	var entry any
-	require.NoError(t, json.Unmarshal(eb, &entry))
-	into := f
-	if syncs, ok := f["syncs"].([]any); ok && len(syncs) > 0 {
-		into = syncs[len(syncs)-1].(map[string]any)["codes"].(map[string]any)
-	}
-	entries, _ := into["entries"].([]any)
-	into["entries"] = append(entries, entry)
-	b, err = json.Marshal(f)
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(path, b, 0o600))
+	offlinetest.EditFile(t, path, func(f map[string]any) {
+		into := f
+		if syncs, ok := f["syncs"].([]any); ok && len(syncs) > 0 {
+			into = syncs[len(syncs)-1].(map[string]any)["codes"].(map[string]any)
+		}
+		entries, _ := into["entries"].([]any)
+		into["entries"] = append(entries, offlinetest.JSONValue(t, e))
+	})
 }
 
 // Someone who can write the kiosk's disk (a technician's USB stick, a

@@ -18,31 +18,6 @@ import (
 	"kluis/controller/wire"
 )
 
-// editFile rewrites the cache file in dir as someone who can write the
-// device's disk would, through its JSON.
-func editFile(t *testing.T, dir string, edit func(f map[string]any)) {
-	t.Helper()
-	path := filepath.Join(dir, offline.FileName)
-	b, err := os.ReadFile(path)
-	require.NoError(t, err)
-	var f map[string]any
-	require.NoError(t, json.Unmarshal(b, &f))
-	edit(f)
-	b, err = json.Marshal(f)
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(path, b, 0o600))
-}
-
-// asJSON is v as a decoded JSON value.
-func asJSON(t *testing.T, v any) any {
-	t.Helper()
-	b, err := json.Marshal(v)
-	require.NoError(t, err)
-	var out any
-	require.NoError(t, json.Unmarshal(b, &out))
-	return out
-}
-
 // The cache file keeps the backend's signed code syncs, and Open checks
 // them: every way of changing what a code opens without the backend's
 // private key makes the whole file refused (ErrUntrusted), moved aside,
@@ -61,21 +36,21 @@ func TestTamperedCacheRefused(t *testing.T) {
 	tampers := map[string]func(t *testing.T, f map[string]any){
 		"an entry added to a signed sync": func(t *testing.T, f map[string]any) {
 			codes := f["syncs"].([]any)[0].(map[string]any)["codes"].(map[string]any)
-			codes["entries"] = append(codes["entries"].([]any), asJSON(t, planted))
+			codes["entries"] = append(codes["entries"].([]any), offlinetest.JSONValue(t, planted))
 		},
 		"an entry moved to another compartment": func(t *testing.T, f map[string]any) {
 			codes := f["syncs"].([]any)[0].(map[string]any)["codes"].(map[string]any)
 			codes["entries"].([]any)[0].(map[string]any)["addr"] = map[string]any{"board": 0, "channel": 5}
 		},
 		"entries beside the syncs": func(t *testing.T, f map[string]any) {
-			f["entries"] = []any{asJSON(t, planted)}
+			f["entries"] = []any{offlinetest.JSONValue(t, planted)}
 		},
 		"a sync signed with another key": func(t *testing.T, f map[string]any) {
-			f["syncs"] = []any{asJSON(t, offlinetest.Sync(t, otherKey, "dev1", wire.CodeSync{Version: 1, Full: true,
+			f["syncs"] = []any{offlinetest.JSONValue(t, offlinetest.Sync(t, otherKey, "dev1", wire.CodeSync{Version: 1, Full: true,
 				Entries: []wire.CodeEntry{genuine, planted}}))}
 		},
 		"a sync signed for another device": func(t *testing.T, f map[string]any) {
-			f["syncs"] = []any{asJSON(t, offlinetest.Sync(t, priv, "dev2", wire.CodeSync{Version: 1, Full: true,
+			f["syncs"] = []any{offlinetest.JSONValue(t, offlinetest.Sync(t, priv, "dev2", wire.CodeSync{Version: 1, Full: true,
 				Entries: []wire.CodeEntry{genuine, planted}}))}
 		},
 		"the syncs out of order": func(t *testing.T, f map[string]any) {
@@ -102,7 +77,7 @@ func TestTamperedCacheRefused(t *testing.T) {
 			_, err = c.VerifyQR(tok, t0)
 			require.NoError(t, err)
 
-			editFile(t, dir, func(f map[string]any) { tamper(t, f) })
+			offlinetest.EditFile(t, filepath.Join(dir, offline.FileName), func(f map[string]any) { tamper(t, f) })
 			c, err = offline.Open(dir, "dev1", pub)
 			require.ErrorIs(t, err, offline.ErrUntrusted)
 			require.Contains(t, err.Error(), offline.FileName+".bad-1")

@@ -5,7 +5,9 @@ package offlinetest
 import (
 	"crypto/ed25519"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -37,4 +39,40 @@ func Sync(t testing.TB, priv ed25519.PrivateKey, device string, s wire.CodeSync)
 		t.Fatalf("offlinetest: signing a code sync: %v", err)
 	}
 	return c
+}
+
+// EditFile rewrites the cache file at path through its JSON, as someone
+// who can write the device's disk would (offline.FileName in kluisd's
+// journal directory).
+func EditFile(t testing.TB, path string, edit func(f map[string]any)) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("offlinetest: %v", err)
+	}
+	var f map[string]any
+	if err := json.Unmarshal(b, &f); err != nil {
+		t.Fatalf("offlinetest: the cache file: %v", err)
+	}
+	edit(f)
+	if b, err = json.Marshal(f); err != nil {
+		t.Fatalf("offlinetest: %v", err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatalf("offlinetest: %v", err)
+	}
+}
+
+// JSONValue is v as a decoded JSON value, what EditFile's map holds.
+func JSONValue(t testing.TB, v any) any {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatalf("offlinetest: %v", err)
+	}
+	var out any
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatalf("offlinetest: %v", err)
+	}
+	return out
 }

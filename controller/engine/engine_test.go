@@ -1699,10 +1699,6 @@ func TestLongAlarmDetailCut(t *testing.T) {
 	})
 }
 
-// spendOfflineThenDamage syncs one code, spends it in an offline pickup
-// (backend unreachable), stops r and flips a bit in the pulse intent's
-// record (before the end), then opens the journal once: its recovery moves
-// the rest aside. It returns the code's token and entry.
 // syncAgainAndRefuseOffline has the backend, which never heard of the
 // offline pickup, sync the spent code again, cuts the backend off and
 // checks that the code does not open its door offline a second time.
@@ -1719,6 +1715,10 @@ func syncAgainAndRefuseOffline(t *testing.T, r *rig, f *hardwaretest.Fake, tok s
 	require.Equal(t, 1, f.PulseCount(hardware.Address{Board: 0, Channel: 1}), "one pulse")
 }
 
+// spendOfflineThenDamage syncs one code, spends it in an offline pickup
+// (backend unreachable), stops r and flips a bit in the pulse intent's
+// record (before the end), then opens the journal once: its recovery moves
+// the rest aside. It returns the code's token and entry.
 func spendOfflineThenDamage(t *testing.T, r *rig) (*hardwaretest.Fake, string, wire.CodeEntry, time.Time) {
 	t.Helper()
 	return spendOfflineThenDamageWith(t, r)

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -85,27 +84,12 @@ func TestKillNineKeepsCommandResults(t *testing.T) {
 	dev := fmt.Sprintf("cmdres-%d", time.Now().UnixNano())
 	kiosk, metrics := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	var addrs []wire.Address
-	var comps strings.Builder
 	for i := 1; i <= doors; i++ {
 		addrs = append(addrs, wire.Address{Board: 0, Channel: i - 1})
-		fmt.Fprintf(&comps, "  - {number: %d, board: 0, channel: %d}\n", i, i-1)
 	}
 	be := startRealBackend(t, dev, "locker", numbered(addrs...),
 		server.Options{DeviceResultBudget: devicelink.Budget{Rate: 0.0001, Burst: 1}})
-	cfgPath := filepath.Join(dir, "kluisd.yaml")
-	require.NoError(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
-device_id: %s
-site: cmdres
-kind: locker
-mqtt: %s
-hardware: {driver: simfile, simfile: %s}
-journal_dir: %s
-kiosk: {listen: "%s"}
-metrics_listen: "%s"
-offline: %s
-timeouts: {door_open_detect: 2s, verify: 2s}
-compartments:
-%s`, dev, be.mqttConfig(), filepath.Join(dir, "board.sim"), filepath.Join(dir, "journal"), kiosk, metrics, be.offlineConfig(), comps.String())), 0o600))
+	cfgPath := writeLockerConfig(t, be, dir, filepath.Join(dir, "journal"), kiosk, metrics, "{door_open_detect: 2s, verify: 2s}", doors)
 	pulses := func() map[hardware.Address]int { return simPulses(t, filepath.Join(dir, "board.sim")) }
 
 	c := startChild(t, cfgPath, kiosk)
@@ -208,21 +192,8 @@ func TestInterruptedCommandReportedUncertain(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, j.Close())
 
-	cfgPath := filepath.Join(dir, "kluisd.yaml")
 	kiosk := testenv.FreeAddr(t)
-	require.NoError(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
-device_id: %s
-site: interrupted
-kind: locker
-mqtt: %s
-hardware: {driver: simfile, simfile: %s}
-journal_dir: %s
-kiosk: {listen: "%s"}
-metrics_listen: "off"
-offline: %s
-compartments:
-  - {number: 1, board: 0, channel: 0}
-`, dev, be.mqttConfig(), filepath.Join(dir, "board.sim"), jdir, kiosk, be.offlineConfig())), 0o600))
+	cfgPath := writeLockerConfig(t, be, dir, jdir, kiosk, "off", "{}", 1)
 	status := func() string {
 		var st string
 		require.NoError(t, conn.QueryRow(ctx, `SELECT status FROM device_commands WHERE command_id = $1`, id).Scan(&st))

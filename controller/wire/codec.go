@@ -350,8 +350,7 @@ kinds:
 
 // decodeKnown is decodeOnce for a flat payload split into fields: when
 // every key names a field of k's message as encoding/json matches names
-// (ignoring case; the keys and names are printable ASCII, where its
-// folding is ASCII's), json.Unmarshal reads it as decodeOnce's Decoder
+// (ignoring case: bytes.EqualFold, as hasKeyFold), json.Unmarshal reads it as decodeOnce's Decoder
 // with DisallowUnknownFields would (it refuses trailing data too), without
 // the decoder and its buffer; a payload with another key, or of a kind
 // without fieldNames, goes to decodeOnce.
@@ -361,7 +360,7 @@ func decodeKnown(k Kind, payload []byte, fields []flatField) Message {
 		return decodeOnce(k, payload)
 	}
 	for _, f := range fields {
-		if !slices.ContainsFunc(names, func(n string) bool { return equalFoldASCII(f.key, n) }) {
+		if !slices.ContainsFunc(names, func(n string) bool { return bytes.EqualFold(f.key, []byte(n)) }) {
 			return decodeOnce(k, payload) // refused there, as decodeChecked refuses it
 		}
 	}
@@ -370,26 +369,6 @@ func decodeKnown(k Kind, payload []byte, fields []flatField) Message {
 		return nil
 	}
 	return m
-}
-
-// equalFoldASCII reports whether b and s are equal ignoring ASCII case.
-func equalFoldASCII(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range len(b) {
-		x, y := b[i], s[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
 
 // flatFields splits a JSON object whose values are all strings, numbers,

@@ -99,9 +99,10 @@ func readPacket(r *bufio.Reader) (typ byte, body, raw []byte, err error) {
 }
 
 // silencer relays one connection to target, counting the packets each
-// way by type (fromClient[12]: the client's PINGREQs), until silenced: then it drops everything either way and
-// keeps both sockets open, as a network that stopped carrying packets
-// (no FIN, no RST). cutOpen does that to the connections open now only.
+// way by type (fromClient[12]: the client's PINGREQs), until silenced:
+// then it drops everything either way and keeps both sockets open, as a
+// network that stopped carrying packets (no FIN, no RST). cutOpen does
+// that to the connections open now only.
 type silencer struct {
 	ln     net.Listener
 	target string

@@ -22,6 +22,7 @@ import (
 	"kluis/backend/server"
 	"kluis/backend/server/servertest"
 	"kluis/backend/store"
+	"kluis/backend/web"
 	"kluis/controller/wire"
 	"kluis/deploy/dev/testenv"
 	"kluis/hardware"
@@ -107,14 +108,28 @@ func (e *env) goOffline() {
 }
 
 // presenceSince is when k1's presence last changed, as the console
-// writes the time: 15:04 in Europe/Brussels.
-func (e *env) presenceSince() string {
+// writes it in lang (consoleTime).
+func (e *env) presenceSince(lang string) string {
 	e.t.Helper()
 	var since time.Time
 	require.NoError(e.t, e.pool().QueryRow(context.Background(), `SELECT changed_at FROM device_presence WHERE device_id = $1`, lockerID).Scan(&since))
+	return consoleTime(e.t, lang, since)
+}
+
+// consoleTime is ts as the console writes it in lang: the clock time
+// (fmt.clock) when ts is today in Europe/Brussels, the date and clock time
+// (fmt.datetime) otherwise, so that a test run shortly after midnight
+// there, about a moment before it, expects what the page shows.
+func consoleTime(t testing.TB, lang string, ts time.Time) string {
+	t.Helper()
 	brussels, err := time.LoadLocation("Europe/Brussels")
-	require.NoError(e.t, err)
-	return since.In(brussels).Format("15:04")
+	require.NoError(t, err)
+	ts, now := ts.In(brussels), time.Now().In(brussels)
+	layout := "fmt.datetime"
+	if ts.Year() == now.Year() && ts.YearDay() == now.YearDay() {
+		layout = "fmt.clock"
+	}
+	return ts.Format(web.Text(lang, layout))
 }
 
 // fakeDevice speaks the device side of the MQTT contract: it answers every

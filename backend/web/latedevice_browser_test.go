@@ -39,9 +39,7 @@ func TestLateDeviceSaysWhenAndAsksBeforeOpening(t *testing.T) {
 	var hb time.Time
 	require.NoError(t, pool.QueryRow(context.Background(), `UPDATE device_presence SET changed_at = now() - interval '1 hour',
 		last_heartbeat_at = now() - interval '10 minutes' WHERE device_id = $1 RETURNING last_heartbeat_at`, lockerID).Scan(&hb))
-	brussels, err := time.LoadLocation("Europe/Brussels")
-	require.NoError(t, err)
-	at := hb.In(brussels).Format("15:04")
+	at, atFr := consoleTime(t, "nl", hb), consoleTime(t, "fr", hb)
 
 	darkScheme(t, phone)
 	fleetToDevice(t, phone, base, "#device-status .badge.warn")
@@ -72,6 +70,6 @@ func TestLateDeviceSaysWhenAndAsksBeforeOpening(t *testing.T) {
 	phone.Do(t, chromedp.Click(chromedp.CSS(`nav.langs a[hreflang="fr"]`)))
 	phone.WaitFor(t, `document.documentElement.lang === "fr" && !!document.querySelector("#open-warn")`, 10*time.Second)
 	lookAt(t, phone, "late-device-fr")
-	assert.Equal(t, web.Text("fr", "device.boards_reported", "time", at), phone.Text(t, "#boards-reported"))
-	assert.True(t, strings.Contains(phone.Text(t, "#open-warn"), "depuis "+at+"\u00a0:"), phone.Text(t, "#open-warn"))
+	assert.Equal(t, web.Text("fr", "device.boards_reported", "time", atFr), phone.Text(t, "#boards-reported"))
+	assert.True(t, strings.Contains(phone.Text(t, "#open-warn"), "depuis "+atFr+"\u00a0:"), phone.Text(t, "#open-warn"))
 }

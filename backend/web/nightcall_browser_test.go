@@ -103,7 +103,7 @@ func TestTechnicianAtNightSeesWhatIsKnown(t *testing.T) {
 
 	// The network goes.
 	e.goOffline()
-	since := e.presenceSince()
+	since, sinceFr := e.presenceSince("nl"), e.presenceSince("fr")
 	sinceText := web.Text("nl", "device.since", "time", since)
 	for _, v := range []struct {
 		tab  *browsertest.Tab
@@ -140,7 +140,7 @@ func TestTechnicianAtNightSeesWhatIsKnown(t *testing.T) {
 	look(phone, "offline-fleet-phone-fr")
 	assert.Contains(t, phone.Text(t, `#fleet-rows tr[data-status~=offline] td[data-label="`+web.Text("fr", "devices.col.backlog")+`"]`), "(signalé à ")
 	assert.Contains(t, phone.Text(t, `#fleet-rows tr[data-status~=offline] td:nth-of-type(2)`),
-		web.Text("fr", "device.since", "time", since))
+		web.Text("fr", "device.since", "time", sinceFr))
 }
 
 // TestTechnicianSeesWhatToDo: on a phone (390x844), from the fleet page
@@ -261,7 +261,7 @@ func TestRemoteOpenSaysWhatWillHappenAndWhatHappened(t *testing.T) {
 	// The network goes; the device hears nothing more.
 	e.dev.answerOpens("", true)
 	e.goOffline()
-	since := e.presenceSince()
+	since, sinceFr := e.presenceSince("nl"), e.presenceSince("fr")
 	open("5", "open-offline")
 	assert.Contains(t, phone.Text(t, ".confirm"), web.Text("nl", "open.offline", "time", since))
 	got = confirm("open-offline")
@@ -280,6 +280,6 @@ func TestRemoteOpenSaysWhatWillHappenAndWhatHappened(t *testing.T) {
 	phone.Do(t, chromedp.SendKeys(chromedp.CSS("#reason"), "panne 4411"), chromedp.Click(chromedp.CSS("button.primary")))
 	phone.WaitFor(t, `!!document.querySelector(".confirm")`, 10*time.Second)
 	look("open-offline-confirm-fr")
-	assert.Contains(t, phone.Text(t, ".confirm"), web.Text("fr", "open.offline", "time", since))
+	assert.Contains(t, phone.Text(t, ".confirm"), web.Text("fr", "open.offline", "time", sinceFr))
 	assert.Contains(t, phone.Text(t, ".confirm"), web.Text("fr", "open.board_offline", "n", 1))
 }

@@ -156,7 +156,23 @@ func TestPINScreenFitsTheSmallPanel(t *testing.T) {
 	// then one that does not exist (its error shown).
 	r.be.set(func() { r.be.verify["11223344/"] = wire.VerifyResponse{Result: wire.VerifySecondFactorRequired} })
 	r.pickup(engine.PickupRequest{PIN: "11223344", Lang: "en"})
+	// The tabs learn of the new screen through the event stream: keys
+	// typed before it shows go elsewhere (the screenshot once showed the
+	// date 41/21/961, its first 2 lost).
+	m.each("the date of birth shown", func(mt *mtab) error {
+		return waitJS(mt, `!document.getElementById("v-birth").hidden && document.activeElement !== null`)
+	})
 	m.keys("24121961")
+	m.each("the date as typed", func(mt *mtab) error {
+		if err := waitJS(mt, `document.querySelector("#v-birth [data-val=y]").textContent === "1961"`); err != nil {
+			return err
+		}
+		got, err := eval[[]string](mt, `["d", "m", "y"].map(function(f){ return document.querySelector("#v-birth [data-val=" + f + "]").textContent; })`)
+		if err == nil && (got[0] != "24" || got[1] != "12" || got[2] != "1961") {
+			err = fmt.Errorf("day %q, month %q, year %q; want 24, 12, 1961", got[0], got[1], got[2])
+		}
+		return err
+	})
 	m.check("birth", "v-birth", expect{h1: "birth.title", msg: "state.need_birth_date", citizen: true})
 	fits("the date of birth")
 	m.clicks(`#v-birth [data-key=del]`, 8)

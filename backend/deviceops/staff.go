@@ -192,10 +192,13 @@ func (h *Staff) kioskPrincipal(ctx context.Context, op, deviceID string, req wir
 }
 
 // testOpen authorises a technician's test-open of the compartment at
-// req.Addr (technicians and admins; counter staff are denied), audited.
+// req.Addr (technicians and admins; counter staff are denied), audited;
+// a compartment holding a document (loaded, notified, expired) opens for
+// an admin only, a technician is denied (audited kiosk.denied, reason
+// occupied, with the document).
 // The device opens only after ok.
 func (h *Staff) testOpen(ctx context.Context, deviceID string, req wire.StaffRequest) wire.StaffResult {
-	actor, res := h.kioskSession(ctx, "test_open", deviceID, req, auth.RoleTechnician, auth.RoleAdmin)
+	p, actor, res := h.kioskPrincipal(ctx, "test_open", deviceID, req, auth.RoleTechnician, auth.RoleAdmin)
 	if res != wire.StaffOK {
 		return res
 	}
@@ -210,7 +213,27 @@ func (h *Staff) testOpen(ctx context.Context, deviceID string, req wire.StaffReq
 		h.log.Warn("kiosk test-open: compartment", "device", deviceID, "err", err)
 		return wire.StaffUnavailable
 	}
-	h.audit(ctx, actor, "kiosk.test_open", deviceID, map[string]any{"compartment": c.Number})
+	details := map[string]any{"compartment": c.Number}
+	// A citizen's document behind the door: for an admin only, as a
+	// remote open over the API (api.RemoteOpen); a technician tests
+	// empty compartments, and kluisd's item sensor (its own check) may
+	// miss a thin card.
+	doc, err := store.OccupantOf(ctx, h.pool, c.ID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		h.log.Warn("kiosk test-open: occupant", "device", deviceID, "err", err)
+		return wire.StaffUnavailable
+	case doc.State.InCompartment():
+		if p.Role != auth.RoleAdmin {
+			h.log.Info("kiosk test-open of an occupied compartment refused", "device", deviceID, "compartment", c.Number, "role", p.Role)
+			h.audit(ctx, actor, "kiosk.denied", deviceID, map[string]any{"op": "test_open", "role": string(p.Role),
+				"reason": "occupied", "compartment": c.Number, "document": doc.ID})
+			return wire.StaffDenied
+		}
+		details["occupied"], details["document"] = true, doc.ID
+	}
+	h.audit(ctx, actor, "kiosk.test_open", deviceID, details)
 	return wire.StaffOK
 }
 

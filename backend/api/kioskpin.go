@@ -31,7 +31,8 @@ import (
 // (a login finds its user by the PIN alone), which tells the person that
 // someone has it: such refusals are audited (user.kiosk_pin_taken, without
 // the PIN) and after MaxOwnPINTaken of them in 24 hours a user's own PIN
-// changes are refused until an admin sets one, so that nobody can probe
+// changes are refused (each refusal audited user.kiosk_pin_refused) until
+// an admin sets one, so that nobody can probe
 // for a colleague's PIN. An admin sets anyone's (PATCH /api/v1/users/{id})
 // without those limits.
 
@@ -107,6 +108,11 @@ func (k KioskPINs) SetOwn(ctx context.Context, p auth.Principal, password, pin, 
 		return err
 	}
 	if n >= MaxOwnPINTaken {
+		// A denied attempt: audited once per refusal (no PIN).
+		if aerr := k.audit(ctx, audit.Entry{At: now, Actor: subj, Action: "user.kiosk_pin_refused", Subject: subj,
+			Details: map[string]any{"via": via, "source": source, "reason": "taken_too_often", "taken_today": n}}); aerr != nil {
+			return fmt.Errorf("audit own staff PIN refused: %w", aerr)
+		}
 		return &Error{Status: http.StatusTooManyRequests, Code: "too_many_attempts",
 			Message: "too many of your new staff PINs were refused as in use today; ask an administrator to set one", Err: ErrOwnPINTakenTooOften}
 	}

@@ -86,6 +86,7 @@ func TestSetOwnKioskPIN(t *testing.T) {
 	assert.Equal(t, 1, actions[fmt.Sprintf("user:%d password.step_up_failed", staff.ID)], "the wrong password")
 	assert.Equal(t, 1, actions[fmt.Sprintf("user:%d user.update", staff.ID)])
 	assert.Equal(t, 3, actions[fmt.Sprintf("user:%d user.kiosk_pin_taken", tech.ID)])
+	assert.Equal(t, 1, actions[fmt.Sprintf("user:%d user.kiosk_pin_refused", tech.ID)], "the 429 is a denied attempt too")
 	assert.Equal(t, 1, actions[fmt.Sprintf("user:%d user.update", tech.ID)], "the admin's")
 
 	// Wrong passwords count on the session they came with (not against

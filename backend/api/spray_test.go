@@ -1,8 +1,10 @@
 package api_test
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -13,6 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/api"
+	"kluis/backend/audit"
+	"kluis/backend/auth"
 	"kluis/backend/store/storetest"
 )
 
@@ -22,11 +26,7 @@ import (
 // Retry-After, never above a minute), while a user who logged in from
 // that address before gets in at once.
 func TestLoginSprayFromOneAddressWaits(t *testing.T) {
-	clock := storetest.NewClock(time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC))
-	e := newEnv(t, func(o *api.Options) {
-		o.Clock = clock.Now
-		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
-	})
+	e, clock := proxiedEnv(t)
 	const office = "203.0.113.50"
 	require.Equal(t, 201, e.login(office, "test-staff", "password-of-staff").status, "the clerk logged in from the office once")
 	evaluated := 0
@@ -72,4 +72,56 @@ func TestLoginWithAnOversizedUsernameIsAWrongPassword(t *testing.T) {
 	}
 	assert.Equal(t, 429, e.login("203.0.113.60", long, "Winter2026!").status, "counted: five failures lock the address for that name")
 	assert.Equal(t, 201, e.login("203.0.113.60", "test-staff", "password-of-staff").status, "and only for that name")
+}
+
+// proxiedEnv is an API on a test clock that trusts X-Forwarded-For from
+// loopback, so that e.login's src is the client address the login limits
+// count.
+func proxiedEnv(t *testing.T) (*env, *storetest.Clock) {
+	clock := storetest.NewClock(time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC))
+	return newEnv(t, func(o *api.Options) {
+		o.Clock = clock.Now
+		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	}), clock
+}
+
+// A login the login limits refuse (429 too_many_attempts) is a denied
+// attempt like a wrong password: audited once per refusal, login.refused,
+// with the source and which limit held, the user as subject when the
+// username is known, never the password nor an unknown username.
+func TestLoginRefusedByTheLimitsIsAudited(t *testing.T) {
+	e, _ := proxiedEnv(t)
+	const attacker = "203.0.113.9"
+	for i := 0; i < 5; i++ {
+		require.Equal(t, 401, e.login(attacker, "test-admin", "wrong password").status)
+		require.Equal(t, 401, e.login(attacker, "ghost-user", "wrong password").status)
+	}
+	r := e.login(attacker, "test-admin", "password-of-admin")
+	require.Equal(t, 429, r.status)
+	require.Equal(t, "too_many_attempts", r.errCode())
+	r = e.login(attacker, "ghost-user", "secret-guess")
+	require.Equal(t, 429, r.status)
+
+	recs, err := audit.List(context.Background(), e.st.Pool(), audit.ListOptions{Limit: 100})
+	require.NoError(t, err)
+	var refused []audit.Record
+	for _, rc := range recs {
+		for _, secret := range []string{"password", "secret-guess", "ghost"} {
+			assert.NotContains(t, string(rc.Details), secret)
+		}
+		if rc.Action == "login.refused" {
+			refused = append(refused, rc)
+		}
+	}
+	require.Len(t, refused, 2, "each refusal audited once")
+	admin := fmt.Sprintf("user:%d", e.users[auth.RoleAdmin].ID)
+	assert.Equal(t, admin, refused[0].Actor)
+	assert.Equal(t, admin, refused[0].Subject)
+	var d map[string]any
+	require.NoError(t, json.Unmarshal(refused[0].Details, &d))
+	assert.Equal(t, map[string]any{"known_user": true, "source": attacker, "limit": "source", "until": "2026-12-06T12:15:00Z"}, d)
+	assert.Equal(t, "anonymous", refused[1].Actor)
+	assert.Empty(t, refused[1].Subject)
+	require.NoError(t, json.Unmarshal(refused[1].Details, &d))
+	assert.Equal(t, false, d["known_user"])
 }

@@ -53,20 +53,18 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	now := s.clock()
 	source := auth.ClientSource(r, s.trusted)
 	u, err := s.passwordCheck().Check(ctx, auth.PasswordAttempt{Username: req.Username, Password: req.Password, Source: source, Now: now})
+	var refused *auth.LimitsRefusal
+	if errors.As(err, &refused) || errors.Is(err, auth.ErrInvalidCredentials) {
+		if aerr := s.appendAudit(ctx, DeniedLogin(ctx, s.auth, req.Username, source, now, refused, nil)); aerr != nil {
+			return fmt.Errorf("audit denied login: %w", aerr)
+		}
+	}
 	if ae := passwordRefusal(s.log, err, source, now); ae != nil {
 		setRetryAfter(w, ae)
 		return ae
 	}
 	switch {
 	case errors.Is(err, auth.ErrInvalidCredentials):
-		e := audit.Entry{Actor: "anonymous", Action: "login.failed", Details: map[string]any{"known_user": false, "source": source}}
-		if u, uerr := s.auth.UserByName(ctx, req.Username); uerr == nil {
-			e.Actor, e.Subject = "user:"+strconv.FormatInt(u.ID, 10), "user:"+strconv.FormatInt(u.ID, 10)
-			e.Details = map[string]any{"known_user": true, "source": source}
-		}
-		if aerr := s.appendAudit(ctx, e); aerr != nil {
-			return fmt.Errorf("audit failed login: %w", aerr)
-		}
 		return errorf(http.StatusUnauthorized, "invalid_credentials", "wrong username or password")
 	case err != nil:
 		return err
@@ -82,6 +80,41 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusCreated, iss)
 	return nil
+}
+
+// DeniedLogin is the audit record of a password login refused for
+// username from source at now: login.failed (a wrong password, an unknown
+// or disabled user) or, when refused is not nil, login.refused (the login
+// limits refused it before the password was checked; "limit" says which:
+// "source" the username from this address, "username" or "address" a
+// back-off, "until" when it ends). The user is actor and subject when the
+// username is known, "anonymous" otherwise; neither the password nor the
+// username typed is written. extra's keys are added to the details
+// (the console's "via"). Both doors, the API's and the console's, write
+// one per refused attempt.
+func DeniedLogin(ctx context.Context, as *auth.Service, username, source string, now time.Time, refused *auth.LimitsRefusal, extra map[string]any) audit.Entry {
+	d := map[string]any{"known_user": false, "source": source}
+	e := audit.Entry{At: now, Actor: "anonymous", Action: "login.failed", Details: d}
+	if u, err := as.UserByName(ctx, username); err == nil {
+		subj := "user:" + strconv.FormatInt(u.ID, 10)
+		e.Actor, e.Subject = subj, subj
+		d["known_user"] = true
+	}
+	if refused != nil {
+		e.Action = "login.refused"
+		limit := "username"
+		switch {
+		case refused.Source:
+			limit = "source"
+		case refused.Address:
+			limit = "address"
+		}
+		d["limit"], d["until"] = limit, refused.Until.UTC().Format(time.RFC3339)
+	}
+	for k, v := range extra {
+		d[k] = v
+	}
+	return e
 }
 
 // handleClearLoginLockout lets an admin lift every login limit of a user

@@ -149,6 +149,7 @@ func TestKioskStaffPINGuessingHasADailyCap(t *testing.T) {
 		assert.Equal(t, wire.StaffDenied, login("k1", pin), "the daily cap refuses even the right PIN, untried")
 	}
 	assert.Equal(t, 10, auditCount(t, e, "kiosk.login_failed")-before, "nothing was tried under the cap")
+	assert.Equal(t, 3, auditCount(t, e, "kiosk.login_refused"), "each login refused under the lock is a denied attempt, audited once")
 	assert.Equal(t, wire.StaffOK, login("k2", pin), "another device is not locked")
 
 	// 24 hours after the first nine failures they have left the window

@@ -109,13 +109,17 @@ func (h *Staff) login(ctx context.Context, deviceID string, req wire.StaffReques
 		h.log.Error("kiosk staff login limits unavailable: login refused", "device", deviceID, "err", err)
 		return wire.StaffUnavailable
 	}
-	if lock.locked() {
-		tellLock(resp, lock)
-		return wire.StaffDenied
-	}
 	method := "pin"
 	if req.PIN == "" {
 		method = "badge"
+	}
+	if lock.locked() {
+		// Untried, but a denied attempt: audited once (never the
+		// credential).
+		tellLock(resp, lock)
+		h.audit(ctx, "device:"+deviceID, "kiosk.login_refused", deviceID, map[string]any{"method": method,
+			"until": lock.until.UTC().Format(time.RFC3339), "daily_cap": lock.daily})
+		return wire.StaffDenied
 	}
 	iss, err := h.auth.KioskLoginAt(ctx, deviceID, req.PIN, req.Badge)
 	switch {

@@ -489,7 +489,7 @@ func renderAll(t *testing.T, lang string) map[string]string {
 	var events []event
 	actions := []string{"compartment.remote_open", "compartment.out_of_service", "compartment.in_service", "device.create", "device.update",
 		"device.out_of_service", "device.in_service", "device.pin_locked", "device.pin_unlocked", "device.mqtt_password_set",
-		"kiosk.login", "kiosk.login_failed", "kiosk.denied", "kiosk.test_open", "kiosk.retrieve", "code.used", "code.denied",
+		"kiosk.login", "kiosk.login_failed", "kiosk.login_refused", "kiosk.denied", "kiosk.test_open", "kiosk.retrieve", "code.used", "code.denied",
 		"code.device_revoked", "code.locked", "alarm.acknowledged", "something.new"}
 	for _, k := range wire.EventKinds() {
 		actions = append(actions, "device."+string(k))

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"kluis/backend/api"
 	"kluis/backend/audit"
 	"kluis/backend/auth"
 )
@@ -85,6 +86,12 @@ func (w *Web) login(rw http.ResponseWriter, q *req) error {
 	u, err := auth.PasswordCheck{Auth: w.o.Auth, Limits: w.o.LoginLimits, Log: w.log}.Check(ctx,
 		auth.PasswordAttempt{Username: d.Username, Password: password, Source: source, Now: now})
 	var refused *auth.LimitsRefusal
+	if errors.As(err, &refused) || errors.Is(err, auth.ErrInvalidCredentials) {
+		// A denied login, audited as over the API.
+		if err := w.audit(ctx, api.DeniedLogin(ctx, w.o.Auth, d.Username, source, now, refused, map[string]any{"via": "console"})); err != nil {
+			return err
+		}
+	}
 	switch {
 	case errors.Is(err, auth.ErrLimitsUnavailable):
 		w.log.Error("login limits unavailable: login refused", "source", source, "err", err)
@@ -100,15 +107,6 @@ func (w *Web) login(rw http.ResponseWriter, q *req) error {
 		d.Error = q.t.S("login.busy")
 		return w.showLogin(rw, q, http.StatusTooManyRequests, d)
 	case errors.Is(err, auth.ErrInvalidCredentials):
-		e := audit.Entry{At: now, Actor: "anonymous", Action: "login.failed", Details: map[string]any{"known_user": false, "source": source, "via": "console"}}
-		if known, uerr := w.o.Auth.UserByName(ctx, d.Username); uerr == nil {
-			subj := "user:" + strconv.FormatInt(known.ID, 10)
-			e.Actor, e.Subject = subj, subj
-			e.Details = map[string]any{"known_user": true, "source": source, "via": "console"}
-		}
-		if err := w.audit(ctx, e); err != nil {
-			return err
-		}
 		d.Error = q.t.S("login.invalid")
 		return w.showLogin(rw, q, http.StatusUnauthorized, d)
 	case err != nil:

@@ -191,6 +191,14 @@ func TestLoginLimitsAreShared(t *testing.T) {
 	err := e.b.Call(context.Background(), "POST", "/api/v1/sessions", map[string]string{"username": user, "password": password(auth.RoleStaff)}, nil)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "429")
+
+	// Both refusals are denied logins, audited once each like the
+	// failures (the console's with "via": "console"), never the password.
+	trail := e.audit("user:" + itoa(e.ids[auth.RoleStaff]))
+	assert.Equal(t, 2, strings.Count(trail, `"action":"login.refused"`), trail)
+	assert.Contains(t, trail, `"limit":"source"`)
+	assert.Contains(t, trail, `"via":"console"`)
+	assert.NotContains(t, trail, password(auth.RoleStaff))
 }
 
 // Every console action is allowed to exactly the roles the REST API allows

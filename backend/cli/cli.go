@@ -398,6 +398,7 @@ func serve(ctx context.Context, args []string, e Env) error {
 	fs.StringVar(&o.AdminUser, "admin-user", envOr(e, "KLUIS_ADMIN_USER", server.DefaultAdminUser), "bootstrap admin created when no admin exists (env KLUIS_ADMIN_USER)")
 	pickup := fs.String("pickup-period", e.Getenv("KLUIS_PICKUP_PERIOD"), fmt.Sprintf("pickup periods per kind, comma list of kind=value: whole days (10 or 10d: until the end of the N-th local day) or an exact Go duration (90s, 48h: load time plus it); unlisted kinds get %d days (env KLUIS_PICKUP_PERIOD)", service.DefaultPickupDays))
 	retention := fs.String("retention", envOr(e, "KLUIS_RETENTION", service.DefaultRetention.String()), "how long personal data of collected, retrieved and cancelled documents is kept (env KLUIS_RETENTION)")
+	unclaimedRetention := fs.String("unclaimed-retention", envOr(e, "KLUIS_UNCLAIMED_RETENTION", "90d"), fmt.Sprintf("how long personal data of documents never closed (expired and never taken back, registered and never loaded) is kept after their pickup deadline, or their registration when never loaded (env KLUIS_UNCLAIMED_RETENTION): whole days (90d) or a Go duration, at least %dd", service.MinUnclaimedRetention/(24*time.Hour)))
 	deviceRetention := fs.String("device-retention", envOr(e, "KLUIS_DEVICE_RETENTION", "400d"), fmt.Sprintf("how long device events, device commands and code attempts are kept (env KLUIS_DEVICE_RETENTION): whole days (400d) or a Go duration, at least %dd; 0 keeps them for ever; the audit trail is never pruned", devicelink.MinRetention/(24*time.Hour)))
 	lifetimes := tokenLifetimeFlags(fs, e)
 	proxies := fs.String("trusted-proxies", e.Getenv("KLUIS_TRUSTED_PROXIES"), "reverse proxies (comma list of addresses or CIDR prefixes) whose X-Forwarded-For names the client for the login limits (env KLUIS_TRUSTED_PROXIES); empty: the peer address counts")
@@ -445,6 +446,9 @@ func serve(ctx context.Context, args []string, e Env) error {
 	}
 	o.PickupDays, o.PickupPeriods = periods.days, periods.exact
 	if o.Retention, err = parseRetention(*retention); err != nil {
+		return err
+	}
+	if o.UnclaimedRetention, err = parseUnclaimedRetention(*unclaimedRetention); err != nil {
 		return err
 	}
 	if o.DeviceRetention, err = parseDeviceRetention(*deviceRetention); err != nil {

@@ -89,18 +89,9 @@ func parseRetention(s string) (time.Duration, error) {
 // "0d") keeps device events and commands for ever (server.Disabled).
 func parseDeviceRetention(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
-	var d time.Duration
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.Atoi(days)
-		if err != nil || n < 0 || n > 100*366 {
-			return 0, fmt.Errorf("-device-retention %q: want whole days such as 400d or a Go duration such as 9600h", s)
-		}
-		d = time.Duration(n) * 24 * time.Hour
-	} else {
-		var err error
-		if d, err = time.ParseDuration(s); err != nil {
-			return 0, fmt.Errorf("-device-retention %q: want whole days such as 400d or a Go duration such as 9600h", s)
-		}
+	d, ok := daysOrDuration(s)
+	if !ok {
+		return 0, fmt.Errorf("-device-retention %q: want whole days such as 400d or a Go duration such as 9600h", s)
 	}
 	switch {
 	case d == 0:
@@ -108,6 +99,34 @@ func parseDeviceRetention(s string) (time.Duration, error) {
 	case d < devicelink.MinRetention:
 		return 0, fmt.Errorf("-device-retention %q: must be at least %dd (the open alarms are read from the last %d days), or 0 to keep them for ever",
 			s, devicelink.MinRetention/(24*time.Hour), alarms.Window/(24*time.Hour))
+	}
+	return d, nil
+}
+
+// daysOrDuration parses whole days ("90d", at most 100 years) or a Go
+// duration; false when s is neither or negative.
+func daysOrDuration(s string) (time.Duration, bool) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n < 0 || n > 100*366 {
+			return 0, false
+		}
+		return time.Duration(n) * 24 * time.Hour, true
+	}
+	d, err := time.ParseDuration(s)
+	return d, err == nil && d >= 0
+}
+
+// parseUnclaimedRetention parses the -unclaimed-retention flag: whole days
+// ("90d") or a Go duration, at least service.MinUnclaimedRetention.
+func parseUnclaimedRetention(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	d, ok := daysOrDuration(s)
+	if !ok {
+		return 0, fmt.Errorf("-unclaimed-retention %q: want whole days such as 90d or a Go duration such as 2160h", s)
+	}
+	if d < service.MinUnclaimedRetention {
+		return 0, fmt.Errorf("-unclaimed-retention %q: must be at least %dd", s, service.MinUnclaimedRetention/(24*time.Hour))
 	}
 	return d, nil
 }

@@ -71,6 +71,20 @@ func TestParseDeviceRetention(t *testing.T) {
 	require.ErrorContains(t, err, `-device-retention "30d": must be at least 31d (the open alarms are read from the last 30 days), or 0 to keep them for ever`)
 }
 
+func TestParseUnclaimedRetention(t *testing.T) {
+	for in, want := range map[string]time.Duration{"90d": 90 * 24 * time.Hour, " 7d ": 7 * 24 * time.Hour, "2160h": 2160 * time.Hour} {
+		d, err := parseUnclaimedRetention(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, d, in)
+	}
+	for _, in := range []string{"", "90", "never", "-90d", "0", "0d", "6d", "1h"} {
+		_, err := parseUnclaimedRetention(in)
+		require.ErrorContains(t, err, "-unclaimed-retention", in)
+	}
+	_, err := parseUnclaimedRetention("6d")
+	require.ErrorContains(t, err, `-unclaimed-retention "6d": must be at least 7d`)
+}
+
 // Bad values stop serve before it touches the database, from the flag or
 // the environment, with the entry named.
 func TestServeRefusesBadPeriods(t *testing.T) {
@@ -83,6 +97,8 @@ func TestServeRefusesBadPeriods(t *testing.T) {
 		{[]string{"serve"}, map[string]string{"KLUIS_PICKUP_PERIOD": "eid=abc"}, `-pickup-period entry "eid=abc"`},
 		{[]string{"serve", "-retention", "soon"}, nil, `-retention "soon"`},
 		{[]string{"serve"}, map[string]string{"KLUIS_RETENTION": "-48h"}, `-retention "-48h": must be positive`},
+		{[]string{"serve", "-unclaimed-retention", "3d"}, nil, `-unclaimed-retention "3d": must be at least 7d`},
+		{[]string{"serve"}, map[string]string{"KLUIS_UNCLAIMED_RETENTION": "forever"}, `-unclaimed-retention "forever": want whole days`},
 		{[]string{"serve", "-device-retention", "7d"}, nil, `-device-retention "7d": must be at least 31d`},
 		{[]string{"serve"}, map[string]string{"KLUIS_DEVICE_RETENTION": "a year"}, `-device-retention "a year": want whole days`},
 	} {

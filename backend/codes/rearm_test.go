@@ -134,7 +134,7 @@ func TestRearmRefusesDeadCodes(t *testing.T) {
 	gone, _, cr := f.issue("eid", "l1", 9)
 	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: cr.QRToken})
 	require.NoError(t, err)
-	_, err = f.pool.Exec(ctx, `UPDATE documents SET state = 'collected' WHERE id = $1`, gone)
+	_, err = f.pool.Exec(ctx, `UPDATE documents SET state = 'collected', closed_at = now() WHERE id = $1`, gone)
 	require.NoError(t, err)
 	require.False(t, f.rearm(gone, "l1", soon()))
 

@@ -83,8 +83,9 @@ func (f *nfix) docIn(t *testing.T, state, lang, email, mobile string) (store.Doc
 	d := store.Document{Kind: store.EID, FirstName: "Ann", LastName: "Peeters", Language: lang, Email: email, Mobile: mobile,
 		SiteID: "kortrijk", DeviceID: "l1", CompartmentID: c.ID, Deadline: &deadline}
 	require.NoError(t, f.pool.QueryRow(context.Background(), `INSERT INTO documents (kind, holder_first_name, holder_last_name, language, email, mobile,
-		site_id, state, device_id, compartment_id, deadline, created_at, updated_at)
-		VALUES ('eid', 'Ann', 'Peeters', $1, $2, $3, 'kortrijk', $6, 'l1', $4, $5, now(), now()) RETURNING id::text`,
+		site_id, state, device_id, compartment_id, deadline, closed_at, created_at, updated_at)
+		VALUES ('eid', 'Ann', 'Peeters', $1, $2, $3, 'kortrijk', $6, 'l1', $4, $5,
+		CASE WHEN $6::text IN ('collected', 'retrieved', 'cancelled') THEN now() END, now(), now()) RETURNING id::text`,
 		lang, email, mobile, c.ID, deadline, state).Scan(&d.ID))
 	return d, c
 }

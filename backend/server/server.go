@@ -142,6 +142,11 @@ type Options struct {
 	// Retention is how long personal data of finished documents is kept;
 	// default service.DefaultRetention.
 	Retention time.Duration
+	// UnclaimedRetention is how long personal data of documents never
+	// closed is kept after their pickup deadline (or registration, never
+	// loaded); default service.DefaultUnclaimedRetention, at least
+	// service.MinUnclaimedRetention.
+	UnclaimedRetention time.Duration
 	// DeviceRetention is how long device events, device commands and
 	// code attempts are kept (devicelink.Pruner, every hour on every
 	// replica); default
@@ -250,7 +255,7 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	for name, d := range map[string]time.Duration{"open timeout": o.OpenTimeout, "code grace": o.CodeGrace,
-		"retention": o.Retention, "staff session idle timeout": o.StaffIdle, "staff session lifetime": o.StaffMaxAge,
+		"retention": o.Retention, "unclaimed retention": o.UnclaimedRetention, "staff session idle timeout": o.StaffIdle, "staff session lifetime": o.StaffMaxAge,
 		"redeliver delay": o.RedeliverAfter, "redeliver cap": o.RedeliverMax} {
 		if d < 0 {
 			return nil, fmt.Errorf("server: %s %s is negative", name, d)
@@ -290,6 +295,7 @@ func New(o Options) (*Server, error) {
 		}
 	}
 	durDef(&o.Retention, service.DefaultRetention)
+	durDef(&o.UnclaimedRetention, service.DefaultUnclaimedRetention)
 	durDef(&o.RedeliverAfter, DefaultRedeliverAfter)
 	durDef(&o.RedeliverMax, DefaultRedeliverMax)
 	durDef(&o.OpenTimeout, DefaultOpenTimeout)

@@ -119,19 +119,20 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 	}
 	w.parts = append(w.parts, part{"notify-outbox", outbox.Run})
 	svc, err = service.New(service.Options{
-		Store:          st,
-		Logger:         log,
-		Clock:          o.Clock,
-		PseudonymKey:   DeriveKey(o.Keys, "document-number pseudonym"),
-		MaxPerDevice:   pickupcode.MaxActiveCodesPerDevice,
-		PickOnlineOnly: true,
-		PickupDays:     o.PickupDays,
-		PickupPeriods:  o.PickupPeriods,
-		Retention:      o.Retention,
-		Codes:          syncer.Issuer(codes.Issuer{Service: cs}),
-		Outbox:         outbox,
-		Notifier:       syncer.Notifier(outbox), // after commit: wake the sender, mark the device for a code sync
-		Purger:         notifier,
+		Store:              st,
+		Logger:             log,
+		Clock:              o.Clock,
+		PseudonymKey:       DeriveKey(o.Keys, "document-number pseudonym"),
+		MaxPerDevice:       pickupcode.MaxActiveCodesPerDevice,
+		PickOnlineOnly:     true,
+		PickupDays:         o.PickupDays,
+		PickupPeriods:      o.PickupPeriods,
+		Retention:          o.Retention,
+		UnclaimedRetention: o.UnclaimedRetention,
+		Codes:              syncer.Issuer(codes.Issuer{Service: cs}),
+		Outbox:             outbox,
+		Notifier:           syncer.Notifier(outbox), // after commit: wake the sender, mark the device for a code sync
+		Purger:             notifier,
 	})
 	if err != nil {
 		return w, err

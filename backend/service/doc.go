@@ -62,5 +62,10 @@
 // mobile, document number) of collected, retrieved and cancelled documents
 // closed longer ago than the retention period. A keyed pseudonym of the
 // number (Options.PseudonymKey) stays, and the audit trail, which only
-// refers to document ids, stays intact.
+// refers to document ids, stays intact. PurgeUnclaimed does the same for
+// documents that are never closed (registered and never loaded, expired
+// and never taken back) once their pickup deadline, or their registration
+// when they were never loaded, is older than Options.UnclaimedRetention:
+// their state and compartment stay (the item may still be behind its
+// door), only the holder's data goes. Housekeep runs both.
 package service

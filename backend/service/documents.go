@@ -202,9 +202,14 @@ type ReserveOptions struct {
 }
 
 // Reserve chooses a compartment for a registered document (see the package
-// doc for the rules). ErrNoCompartment (also ErrConflict) when none fits.
+// doc for the rules). ErrNoCompartment (also ErrConflict) when none fits;
+// ErrConflict for a document whose personal data was erased (PurgeUnclaimed):
+// nobody could be told it is ready, so it is registered again.
 func (s *Service) Reserve(ctx context.Context, actor, docID string, o ReserveOptions) (store.Document, error) {
 	return s.do(ctx, actor, docID, change{action: lifecycle.Reserve, apply: func(ctx context.Context, st *step) error {
+		if st.doc.PurgedAt != nil {
+			return fmt.Errorf("document %s: its holder's personal data was erased, register it again: %w", st.doc.ID, ErrConflict)
+		}
 		if o.DeviceID != "" {
 			d, err := store.GetDevice(ctx, st.tx, o.DeviceID)
 			if err != nil {
@@ -476,21 +481,7 @@ func (s *Service) Purge(ctx context.Context, olderThan time.Duration) (int, erro
 			return err
 		}
 		n = len(ids)
-		if n == 0 {
-			return nil
-		}
-		if s.purger != nil {
-			if err := s.purger.PurgeDocuments(ctx, tx, ids); err != nil {
-				return fmt.Errorf("service: purge elsewhere: %w", err)
-			}
-		}
-		for _, id := range ids {
-			if _, err := audit.Append(ctx, tx, audit.Entry{At: now, Actor: "system", Action: "document.purge",
-				Subject: "document:" + id, Details: map[string]any{"cutoff": cutoff}}); err != nil {
-				return err
-			}
-		}
-		return nil
+		return s.purged(ctx, tx, now, ids, func(int) map[string]any { return map[string]any{"cutoff": cutoff} })
 	})
 	if err != nil {
 		return 0, err
@@ -499,6 +490,78 @@ func (s *Service) Purge(ctx context.Context, olderThan time.Duration) (int, erro
 		s.log.Info("personal data purged", "count", n)
 	}
 	return n, nil
+}
+
+// PurgeUnclaimed erases the personal data of documents never closed
+// (registered or reserved and never loaded, expired and never taken back,
+// or still loaded or notified) whose pickup deadline, or registration when
+// they were never loaded, is more than olderThan ago (0:
+// Options.UnclaimedRetention). Their state and compartment stay: an expired
+// document is still behind its door, and the console asks staff to take it
+// back; only the holder's data goes. Each purged document gets an audit
+// record document.purge with "unclaimed": true and its state (no personal
+// data). It works in batches, each its own transaction, and returns how
+// many documents it purged.
+func (s *Service) PurgeUnclaimed(ctx context.Context, olderThan time.Duration) (int, error) {
+	if olderThan == 0 {
+		olderThan = s.unclaimed
+	}
+	if olderThan < 0 {
+		return 0, fmt.Errorf("purge unclaimed: negative period: %w", ErrInvalid)
+	}
+	const batch, maxBatches = 200, 500
+	now := s.clock()
+	cutoff := now.Add(-olderThan)
+	n := 0
+	for range maxBatches {
+		var got int
+		err := s.st.InTx(ctx, func(tx pgx.Tx) error {
+			docs, err := store.PurgeUnclaimedPersonalData(ctx, tx, cutoff, now, batch)
+			if err != nil {
+				return err
+			}
+			got = len(docs)
+			ids := make([]string, len(docs))
+			for i, d := range docs {
+				ids[i] = d.ID
+			}
+			return s.purged(ctx, tx, now, ids, func(i int) map[string]any {
+				return map[string]any{"cutoff": cutoff, "unclaimed": true, "state": docs[i].State}
+			})
+		})
+		if err != nil {
+			return n, err
+		}
+		n += got
+		if got < batch {
+			break
+		}
+	}
+	if n > 0 {
+		s.log.Info("personal data of unclaimed documents purged", "count", n, "cutoff", cutoff)
+	}
+	return n, nil
+}
+
+// purged finishes a purge inside its transaction: the personal data other
+// packages keep (Purger) goes too, and each document gets an audit record
+// document.purge with details(i), never personal data.
+func (s *Service) purged(ctx context.Context, tx pgx.Tx, now time.Time, ids []string, details func(i int) map[string]any) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if s.purger != nil {
+		if err := s.purger.PurgeDocuments(ctx, tx, ids); err != nil {
+			return fmt.Errorf("service: purge elsewhere: %w", err)
+		}
+	}
+	for i, id := range ids {
+		if _, err := audit.Append(ctx, tx, audit.Entry{At: now, Actor: "system", Action: "document.purge",
+			Subject: "document:" + id, Details: details(i)}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // FindActiveByNumber returns the document with this printed number still

@@ -14,10 +14,13 @@ type HousekeepResult struct {
 	Expired int
 	// Purged counts documents whose personal data was erased.
 	Purged int
+	// Unclaimed counts documents never closed whose personal data was
+	// erased (PurgeUnclaimed).
+	Unclaimed int
 }
 
 // Housekeep runs the periodic jobs once: ExpireDue, then Purge with the
-// configured retention. (Notifications that did not go out are retried by
+// configured retention, then PurgeUnclaimed with the unclaimed retention. (Notifications that did not go out are retried by
 // the notification outbox, backend/notify's Outbox, not here.)
 func (s *Service) Housekeep(ctx context.Context) (HousekeepResult, error) {
 	var r HousekeepResult
@@ -27,6 +30,9 @@ func (s *Service) Housekeep(ctx context.Context) (HousekeepResult, error) {
 	}
 	if r.Purged, err = s.Purge(ctx, 0); err != nil {
 		return r, fmt.Errorf("service: purge: %w", err)
+	}
+	if r.Unclaimed, err = s.PurgeUnclaimed(ctx, 0); err != nil {
+		return r, fmt.Errorf("service: purge unclaimed: %w", err)
 	}
 	return r, nil
 }

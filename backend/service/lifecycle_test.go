@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"kluis/backend/audit"
+	"kluis/backend/lifecycle"
 	"kluis/backend/service"
 	"kluis/backend/store"
 )
@@ -234,15 +235,7 @@ func TestPurgePersonalData(t *testing.T) {
 	for _, id := range []string{collected.ID, cancelled.ID} {
 		d, err := e.svc.GetDocument(e.ctx, id)
 		require.NoError(t, err)
-		require.NotNil(t, d.PurgedAt)
-		require.Empty(t, d.Number)
-		require.Empty(t, d.FirstName)
-		require.Empty(t, d.LastName)
-		require.Nil(t, d.BirthDate)
-		require.Empty(t, d.Email)
-		require.Empty(t, d.Mobile)
-		require.NotEmpty(t, d.NumberPseudonym, "the pseudonym stays")
-		require.NotEmpty(t, d.Kind)
+		requirePurged(t, d)
 	}
 	for _, id := range []string{active.ID, lateCancel.ID} {
 		d, err := e.svc.GetDocument(e.ctx, id)
@@ -271,4 +264,125 @@ func TestPurgePersonalData(t *testing.T) {
 	var purges int
 	require.NoError(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM audit_log WHERE action = 'document.purge'").Scan(&purges))
 	require.Equal(t, 3, purges)
+}
+
+// requirePurged checks that d's personal data is gone and what is not
+// personal stays.
+func requirePurged(t *testing.T, d store.Document) {
+	t.Helper()
+	require.NotNil(t, d.PurgedAt, d.ID)
+	require.Empty(t, d.Number)
+	require.Empty(t, d.FirstName)
+	require.Empty(t, d.LastName)
+	require.Nil(t, d.BirthDate)
+	require.Empty(t, d.Email)
+	require.Empty(t, d.Mobile)
+	require.NotEmpty(t, d.NumberPseudonym, "the pseudonym stays")
+	require.NotEmpty(t, d.Kind)
+}
+
+// Documents that are never closed (registered and never loaded, reserved
+// and never loaded, expired and never taken back) lose their holder's
+// personal data UnclaimedRetention after their deadline, or their
+// registration when they were never loaded, in the housekeeping pass. Their
+// state and compartment stay (an expired one is still behind its door),
+// every erasure is audited without personal data, the chain still
+// verifies, and staff can still take the document back.
+func TestHousekeepingPurgesDocumentsNeverClosed(t *testing.T) {
+	const keep = 30 * 24 * time.Hour
+	e := newEnv(t, func(o *service.Options) { o.UnclaimedRetention = keep })
+	e.device("d", uniform(3, store.SizeS, 150)...)
+	loadDoc := func() store.Document {
+		d := e.register(store.EID, false)
+		d, err := e.svc.Reserve(e.ctx, "user:counter1", d.ID, service.ReserveOptions{})
+		require.NoError(t, err)
+		d, err = e.svc.Load(e.ctx, "device:d", d.ID)
+		require.NoError(t, err)
+		return d
+	}
+	expired := loadDoc()
+	registered := e.register(store.Passport, false)
+	reserved, err := e.svc.Reserve(e.ctx, "user:counter1", e.register(store.EID, false).ID, service.ReserveOptions{})
+	require.NoError(t, err)
+
+	// Fifteen days on: a document loaded now expires ten days later, so
+	// its deadline is well within the retention at the check below.
+	e.clock.Set(expired.Deadline.Add(15 * 24 * time.Hour))
+	recentExpired := loadDoc()
+	e.clock.Set(expired.Deadline.Add(keep + time.Hour))
+	fresh := e.register(store.EID, false) // registered today: kept
+
+	r, err := e.svc.Housekeep(e.ctx)
+	require.NoError(t, err)
+	require.Equal(t, service.HousekeepResult{Expired: 2, Purged: 0, Unclaimed: 3}, r)
+	require.ElementsMatch(t, []string{expired.ID, registered.ID, reserved.ID}, e.purger.IDs())
+
+	for id, want := range map[string]lifecycle.State{expired.ID: lifecycle.Expired, registered.ID: lifecycle.Registered,
+		reserved.ID: lifecycle.Reserved} {
+		d, err := e.svc.GetDocument(e.ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, want, d.State, "the state stays")
+		requirePurged(t, d)
+		require.Nil(t, d.ClosedAt, "not closed by the purge")
+	}
+	require.Equal(t, store.CompartmentLoaded, e.compartment(expired.CompartmentID).State, "the item is still behind its door")
+	require.Equal(t, store.CompartmentReserved, e.compartment(reserved.CompartmentID).State)
+	for _, id := range []string{recentExpired.ID, fresh.ID} {
+		d, err := e.svc.GetDocument(e.ctx, id)
+		require.NoError(t, err)
+		require.Nil(t, d.PurgedAt, "within the retention")
+		require.Equal(t, "Peeters", d.LastName)
+	}
+
+	// A purged registered document cannot be reserved (nobody could be
+	// told it is ready); its number is free to be registered again.
+	_, err = e.svc.Reserve(e.ctx, "user:counter1", registered.ID, service.ReserveOptions{})
+	require.ErrorIs(t, err, service.ErrConflict)
+	again := e.newDoc(store.Passport, false)
+	again.Number = registered.Number
+	_, err = e.svc.RegisterDocument(e.ctx, "user:counter1", again)
+	require.NoError(t, err)
+
+	n, err := e.svc.PurgeUnclaimed(e.ctx, 0)
+	require.NoError(t, err)
+	require.Zero(t, n, "idempotent")
+	_, err = e.svc.PurgeUnclaimed(e.ctx, -time.Hour)
+	require.ErrorIs(t, err, service.ErrInvalid)
+
+	// Staff still take the expired document back and cancel the
+	// reservation; the purge of finished documents does not erase (nor
+	// audit) them a second time.
+	back, err := e.svc.Retrieve(e.ctx, "user:counter1", expired.ID)
+	require.NoError(t, err)
+	require.Equal(t, lifecycle.Retrieved, back.State)
+	require.NotNil(t, back.ClosedAt)
+	require.Equal(t, store.CompartmentFree, e.compartment(expired.CompartmentID).State)
+	_, err = e.svc.Cancel(e.ctx, "user:counter1", reserved.ID, "")
+	require.NoError(t, err)
+	e.clock.Add(service.DefaultRetention + time.Hour)
+	n, err = e.svc.Purge(e.ctx, 0)
+	require.NoError(t, err)
+	require.Zero(t, n)
+
+	rep, err := audit.Verify(e.ctx, e.st.Pool())
+	require.NoError(t, err)
+	require.True(t, rep.OK(), rep.Reason)
+	var unclaimed, leaks int
+	require.NoError(t, e.st.Pool().QueryRow(e.ctx, `SELECT count(*) FILTER (WHERE action = 'document.purge' AND details->>'unclaimed' = 'true'),
+		count(*) FILTER (WHERE details::text ILIKE '%peeters%' OR details::text ILIKE '%example.be%' OR details::text LIKE '%592-%')
+		FROM audit_log`).Scan(&unclaimed, &leaks))
+	require.Equal(t, 3, unclaimed)
+	require.Zero(t, leaks)
+	var state string
+	require.NoError(t, e.st.Pool().QueryRow(e.ctx, `SELECT details->>'state' FROM audit_log WHERE action = 'document.purge' AND subject = $1`,
+		"document:"+expired.ID).Scan(&state))
+	require.Equal(t, "expired", state, "the record says the document was still open")
+}
+
+func TestUnclaimedRetentionHasAFloor(t *testing.T) {
+	st := newEnv(t, nil).st
+	_, err := service.New(service.Options{Store: st, UnclaimedRetention: 6 * 24 * time.Hour})
+	require.ErrorIs(t, err, service.ErrInvalid)
+	_, err = service.New(service.Options{Store: st, UnclaimedRetention: service.MinUnclaimedRetention})
+	require.NoError(t, err)
 }

@@ -151,6 +151,12 @@ type Options struct {
 	// Retention is how long personal data of finished documents is kept
 	// (Purge with olderThan 0 uses it); default DefaultRetention.
 	Retention time.Duration
+	// UnclaimedRetention is how long personal data of documents never
+	// closed is kept after their pickup deadline, or after their
+	// registration when they were never loaded (PurgeUnclaimed with
+	// olderThan 0 uses it); default DefaultUnclaimedRetention, at least
+	// MinUnclaimedRetention.
+	UnclaimedRetention time.Duration
 	// PseudonymKey keys the document-number pseudonym; nil: none kept.
 	PseudonymKey []byte
 	// Codes issues and revokes codes; nil: none.
@@ -181,6 +187,14 @@ const (
 	MaxPickupPeriod = 60 * 24 * time.Hour
 	// DefaultRetention is how long personal data of finished documents is kept.
 	DefaultRetention = 30 * 24 * time.Hour
+	// DefaultUnclaimedRetention is how long personal data of documents
+	// never closed is kept after their deadline (or registration): an
+	// expired document nobody took back, one registered and never loaded.
+	DefaultUnclaimedRetention = 90 * 24 * time.Hour
+	// MinUnclaimedRetention bounds UnclaimedRetention from below: a
+	// document registered this week must not lose its holder's data
+	// before it could be loaded.
+	MinUnclaimedRetention = 7 * 24 * time.Hour
 )
 
 // Service runs the use cases.
@@ -196,6 +210,7 @@ type Service struct {
 	maxPerDev   int
 	onlineOnly  bool
 	retention   time.Duration
+	unclaimed   time.Duration
 	pseudoKey   []byte
 	codes       CodeIssuer
 	notifier    Notifier
@@ -229,10 +244,16 @@ func New(opts Options) (*Service, error) {
 	if opts.Retention < 0 {
 		return nil, fmt.Errorf("service: negative retention: %w", ErrInvalid)
 	}
+	if opts.UnclaimedRetention == 0 {
+		opts.UnclaimedRetention = DefaultUnclaimedRetention
+	}
+	if opts.UnclaimedRetention < MinUnclaimedRetention {
+		return nil, fmt.Errorf("service: unclaimed retention %s shorter than %s: %w", opts.UnclaimedRetention, MinUnclaimedRetention, ErrInvalid)
+	}
 	s := &Service{
 		st: opts.Store, db: opts.Store.Pool(), log: opts.Logger.With("part", "service"), now: opts.Clock,
 		pickupDays: map[store.DocumentKind]int{}, pickupExact: map[store.DocumentKind]time.Duration{}, minSize: map[store.DocumentKind]store.Size{},
-		lowMax: opts.LowMaxHeightCM, maxPerDev: opts.MaxPerDevice, onlineOnly: opts.PickOnlineOnly, retention: opts.Retention, pseudoKey: opts.PseudonymKey,
+		lowMax: opts.LowMaxHeightCM, maxPerDev: opts.MaxPerDevice, onlineOnly: opts.PickOnlineOnly, retention: opts.Retention, unclaimed: opts.UnclaimedRetention, pseudoKey: opts.PseudonymKey,
 		codes: opts.Codes, notifier: opts.Notifier, outbox: opts.Outbox, purger: opts.Purger,
 	}
 	for _, k := range store.DocumentKinds() {

@@ -366,6 +366,43 @@ func PurgePersonalData(ctx context.Context, db DB, cutoff, now time.Time) ([]str
 	return ids, nil
 }
 
+// Unclaimed is a document whose personal data PurgeUnclaimedPersonalData
+// erased while it was still open, and the state it was in.
+type Unclaimed struct {
+	ID    string
+	State lifecycle.State
+}
+
+// PurgeUnclaimedPersonalData erases the personal fields of at most limit
+// documents that were never closed (any state but collected, retrieved and
+// cancelled) and not purged yet, whose pickup deadline, or registration
+// when they were never loaded, is at or before cutoff, oldest first,
+// setting purged_at to now. Their state, compartment and history stay: an
+// expired document is still behind its door until staff take it back.
+// Rows another transaction holds are skipped (the next pass takes them).
+func PurgeUnclaimedPersonalData(ctx context.Context, db DB, cutoff, now time.Time, limit int) ([]Unclaimed, error) {
+	rows, err := db.Query(ctx, `WITH doomed AS (
+		SELECT id FROM documents
+		WHERE purged_at IS NULL AND state NOT IN ('collected', 'retrieved', 'cancelled') AND coalesce(deadline, created_at) <= $1
+		ORDER BY coalesce(deadline, created_at) LIMIT $3 FOR UPDATE SKIP LOCKED)
+		UPDATE documents d SET number = NULL, holder_first_name = NULL, holder_last_name = NULL,
+		holder_birth_date = NULL, email = NULL, mobile = NULL, purged_at = $2, updated_at = $2, version = version + 1
+		FROM doomed WHERE d.id = doomed.id
+		RETURNING d.id::text, d.state`, cutoff.UTC(), now.UTC(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: purge unclaimed: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Unclaimed, error) {
+		var u Unclaimed
+		err := r.Scan(&u.ID, &u.State)
+		return u, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: purge unclaimed: %w", err)
+	}
+	return out, nil
+}
+
 // FindActiveByNumber returns the document with this printed number that is
 // still being handled (not collected, retrieved or cancelled), optionally
 // at one site (siteID ""). Numbers compare by DocumentNumberKey (no case,

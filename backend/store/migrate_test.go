@@ -6,7 +6,9 @@ import (
 	"sync"
 	"testing"
 	"testing/fstest"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -140,4 +142,70 @@ func TestMigrationGivesEveryTokenAnExpiry(t *testing.T) {
 	require.InDelta(t, 12, sessHours, 0.1, "tokens with an expiry keep it")
 	_, err = pool.Exec(ctx, `INSERT INTO auth_tokens (user_id, kind, name, token_hash, created_at) VALUES (1, 'api', 'forever', '\x04', now())`)
 	require.Error(t, err, "a token without expiry is refused")
+}
+
+// Migration 0220: a final document gets the closed_at the retention purge
+// reads (the time of the transition that closed it, else its last
+// update), an open one loses a stray closed_at, a purged one its leftover
+// personal data; from then on the database refuses any of them.
+func TestMigrationClosedAtAndPurgedInvariants(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	pool := openPool(t, url)
+	ms, err := store.Migrations()
+	require.NoError(t, err)
+	var before []store.Migration
+	for _, m := range ms {
+		if m.Version < 220 {
+			before = append(before, m)
+		}
+	}
+	require.Less(t, len(before), len(ms))
+	require.NoError(t, store.MigrateList(ctx, pool, before))
+	_, err = pool.Exec(ctx, `INSERT INTO sites (id, name, created_at) VALUES ('kortrijk', 'Kortrijk', now())`)
+	require.NoError(t, err)
+	doc := func(state, extra string) string {
+		var id string
+		require.NoError(t, pool.QueryRow(ctx, `INSERT INTO documents (kind, number, holder_last_name, email, language, site_id, state,
+			created_at, updated_at) VALUES ('eid', gen_random_uuid()::text, 'Peeters', 'jan@example.be', 'nl', 'kortrijk', $1,
+			'2025-01-01', '2025-03-01') RETURNING id::text`, state).Scan(&id))
+		if extra != "" {
+			_, err := pool.Exec(ctx, "UPDATE documents SET "+extra+" WHERE id = $1", id)
+			require.NoError(t, err)
+		}
+		return id
+	}
+	withHistory := doc("collected", "")
+	_, err = pool.Exec(ctx, `INSERT INTO document_transitions (document_id, at, action, from_state, to_state, actor)
+		VALUES ($1, '2025-02-10', 'collect', 'loaded', 'collected', 'device:d')`, withHistory)
+	require.NoError(t, err)
+	noHistory := doc("cancelled", "")
+	stray := doc("registered", "closed_at = '2025-02-01'")
+	leftover := doc("retrieved", "closed_at = '2025-02-01', purged_at = '2025-03-05'")
+
+	require.NoError(t, store.MigrateList(ctx, pool, ms))
+	closedAt := func(id string) *time.Time {
+		var at *time.Time
+		require.NoError(t, pool.QueryRow(ctx, "SELECT closed_at FROM documents WHERE id = $1", id).Scan(&at))
+		return at
+	}
+	require.Equal(t, time.Date(2025, 2, 10, 0, 0, 0, 0, time.UTC), closedAt(withHistory).UTC(), "the transition that closed it")
+	require.Equal(t, time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC), closedAt(noHistory).UTC(), "else its last update")
+	require.Nil(t, closedAt(stray), "an open document is not closed")
+	var personal int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM documents WHERE id = $1
+		AND (number IS NOT NULL OR number_key IS NOT NULL OR holder_last_name IS NOT NULL OR email IS NOT NULL)`, leftover).Scan(&personal))
+	require.Zero(t, personal, "a purged document keeps no personal data")
+
+	for what, stmt := range map[string]string{
+		"final without closed_at":      "UPDATE documents SET closed_at = NULL WHERE id = '" + withHistory + "'",
+		"closed while open":            "UPDATE documents SET closed_at = now() WHERE id = '" + stray + "'",
+		"final state without closing":  "UPDATE documents SET state = 'cancelled' WHERE id = '" + stray + "'",
+		"personal data after purge":    "UPDATE documents SET holder_last_name = 'Peeters' WHERE id = '" + leftover + "'",
+		"purged keeping personal data": "UPDATE documents SET purged_at = now() WHERE id = '" + stray + "'",
+	} {
+		_, err := pool.Exec(ctx, stmt)
+		var pe *pgconn.PgError
+		require.True(t, errors.As(err, &pe) && pe.Code == "23514", "%s: want a check violation, got %v", what, err)
+	}
 }

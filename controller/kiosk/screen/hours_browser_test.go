@@ -103,8 +103,16 @@ func TestCounterHoursOnTheHelpScreens(t *testing.T) {
 // says first that the counter is closed then and when it opens again,
 // above the opening hours; it still fits the 800x480 panel without
 // scrolling and passes axe, in every language, large text off and on.
+//
+// The device's clock (engine and kiosk) runs from a Wednesday morning:
+// on the real clock, on a Sunday after 23:00 (Sunday's hours over, so
+// today no longer counts) the note named Monday alone ("closed.on.one")
+// and the test failed; from 23:59 a date computed before midnight was
+// yesterday's by the time the screen was drawn.
 func TestClosedDatesOnTheSmallPanel(t *testing.T) {
-	now := time.Now()
+	shift := time.Until(time.Date(2026, 12, 9, 10, 0, 0, 0, time.Local))
+	clock := func() time.Time { return time.Now().Add(shift) }
+	now := clock()
 	today, tomorrow := now.Format(time.DateOnly), now.AddDate(0, 0, 1).Format(time.DateOnly)
 	hours := `counter_hours:
   mon: [00:00-12:00, 12:30-24:00]
@@ -115,7 +123,7 @@ func TestClosedDatesOnTheSmallPanel(t *testing.T) {
   sat: [00:00-24:00]
   sun: [00:00-23:00]
 counter_closed: [` + today + `, ` + tomorrow + `]`
-	onSmallPanelWith(t, rigOptions{kiosk: hours}, func(t *testing.T, p panelRun) {
+	onSmallPanelWith(t, rigOptions{kiosk: hours, clock: clock}, func(t *testing.T, p panelRun) {
 		p.r.be.set(func() {
 			p.r.be.verify["123456789/"] = wire.VerifyResponse{Result: wire.VerifyDeviceLockedOut, RetryAfterS: 600}
 		})

@@ -134,6 +134,8 @@ type rigOptions struct {
 	kiosk string
 	// lockout is the lockout's settings; default 100 wrong PINs in 10m.
 	lockout string
+	// clock is the engine's and the kiosk's clock; default time.Now.
+	clock func() time.Time
 }
 
 func newRig(t testing.TB, o rigOptions) *rig {
@@ -222,11 +224,11 @@ kiosk:
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.e, err = engine.New(engine.Options{Config: cfg, Driver: r.f, Journal: j, Replay: recs, Backend: r.be, Logger: log})
+	r.e, err = engine.New(engine.Options{Config: cfg, Driver: r.f, Journal: j, Replay: recs, Backend: r.be, Logger: log, Clock: o.clock})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.ks, err = kiosk.New(kiosk.Options{Engine: r.e, Config: cfg, Logger: log})
+	r.ks, err = kiosk.New(kiosk.Options{Engine: r.e, Config: cfg, Logger: log, Clock: o.clock})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -195,7 +195,16 @@ func New(o Options) (*Web, error) {
 }
 
 // Handler serves everything under Prefix.
-func (w *Web) Handler() http.Handler { return w.mux }
+func (w *Web) Handler() http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		// Every answer, the mux's own redirects (/staff, a path that is
+		// not clean) included; pages, streams and static files set their
+		// own Cache-Control over this one.
+		headers(rw.Header())
+		rw.Header().Set("Cache-Control", "no-store")
+		w.mux.ServeHTTP(rw, r)
+	})
+}
 
 // Run polls for the live pages and prunes old sessions (now, then every
 // hour) until ctx ends; it returns nil once both have stopped.

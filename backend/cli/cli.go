@@ -30,6 +30,7 @@ import (
 	"kluis/backend/service"
 	"kluis/backend/store"
 	"kluis/controller/pickupcode"
+	"kluis/controller/wire"
 )
 
 // Env is the process environment of a command.
@@ -297,8 +298,9 @@ func tokenLifetimeFlags(fs *flag.FlagSet, e Env) func() (ttl, maxTTL time.Durati
 	}
 }
 
-// mqttpasswd sets a device's password for the embedded broker: from
-// KLUIS_NEW_PASSWORD, or generated and printed once.
+// mqttpasswd sets a registered device's password for the embedded
+// broker: from KLUIS_NEW_PASSWORD, or generated and printed once. An id
+// no device has is refused (exit 1), nothing set.
 func mqttpasswd(ctx context.Context, args []string, e Env) error {
 	var device string
 	return withStore(ctx, "mqttpasswd", args, e, func(fs *flag.FlagSet) func() error {
@@ -310,6 +312,15 @@ func mqttpasswd(ctx context.Context, args []string, e Env) error {
 			return nil
 		}
 	}, func(st *store.Store, log *slog.Logger) error {
+		// Only for a registered device: a password for an id no device
+		// has (a typo) would be a working broker login for nobody.
+		if wire.ValidDeviceID(device) == nil {
+			if _, err := store.GetDevice(ctx, st.Pool(), device); errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("device %q is not registered: register it first (POST /api/v1/devices), then set its password: %w", device, err)
+			} else if err != nil {
+				return err
+			}
+		}
 		pw := e.Getenv("KLUIS_NEW_PASSWORD")
 		generated := pw == ""
 		if generated {

@@ -19,6 +19,7 @@ import (
 	"kluis/backend/codes"
 	"kluis/backend/pgtest"
 	"kluis/backend/server"
+	"kluis/backend/store"
 	"kluis/deploy/dev/testenv"
 )
 
@@ -218,8 +219,28 @@ func TestUseraddAndToken(t *testing.T) {
 	assert.Equal(t, 1, Run(ctx, []string{"pubkey"}, e))
 	assert.Contains(t, errb.String(), "KLUIS_CODES_SIGNING_KEY")
 
-	// A device's MQTT password, given or generated (printed once).
-	e, out, errb = testEnv(map[string]string{"DATABASE_URL": db, "KLUIS_INSECURE_FAST_HASH": "1", "KLUIS_NEW_PASSWORD": "device-password-0123456789"})
+	// A device's MQTT password, given or generated (printed once), for a
+	// registered device only: a typo in the id made a credential for no
+	// device and exited 0.
+	withPW := map[string]string{"DATABASE_URL": db, "KLUIS_INSECURE_FAST_HASH": "1", "KLUIS_NEW_PASSWORD": "device-password-0123456789"}
+	e, out, errb = testEnv(withPW)
+	assert.Equal(t, 1, Run(ctx, []string{"mqttpasswd", "-device", "k1"}, e))
+	assert.Contains(t, errb.String(), `device "k1" is not registered`)
+	assert.Empty(t, out.String())
+	conn, err := pgx.Connect(ctx, db)
+	require.NoError(t, err)
+	var creds int
+	require.NoError(t, conn.QueryRow(ctx, `SELECT count(*) FROM mqtt_credentials WHERE username = 'k1'`).Scan(&creds))
+	assert.Zero(t, creds, "no credential for a device that does not exist")
+	_, err = store.CreateSite(ctx, conn, store.NewSite{ID: "s1", Name: "Stadhuis"}, time.Now())
+	require.NoError(t, err)
+	for _, id := range []string{"k1", "k2"} {
+		_, err = store.CreateDevice(ctx, conn, store.NewDevice{ID: id, SiteID: "s1", Kind: store.Locker, Name: id,
+			Compartments: []store.NewCompartment{{Number: 1, Size: store.SizeM}}}, time.Now())
+		require.NoError(t, err)
+	}
+	require.NoError(t, conn.Close(ctx))
+	e, out, errb = testEnv(withPW)
 	require.Equal(t, 0, Run(ctx, []string{"mqttpasswd", "-device", "k1"}, e), errb.String())
 	assert.Contains(t, out.String(), "password set for device k1")
 	e, out, errb = testEnv(vars)

@@ -6,7 +6,7 @@
 //	kluis-backend migrate [flags]   apply database migrations and exit
 //	kluis-backend useradd -username NAME -role ROLE   create a user (password from KLUIS_NEW_PASSWORD or stdin)
 //	kluis-backend token -username NAME -name LABEL    issue an API token for a user and print it
-//	kluis-backend mqttpasswd -device ID               set a device's MQTT password (KLUIS_NEW_PASSWORD or generated and printed)
+//	kluis-backend mqttpasswd -device ID               set a registered device's MQTT password (KLUIS_NEW_PASSWORD or generated and printed)
 //	kluis-backend pubkey                              print the QR-token public key for the devices' configuration
 //
 // Configuration comes from flags or the environment: DATABASE_URL

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"kluis/controller/engine"
@@ -141,5 +143,62 @@ func TestLoopbackHost(t *testing.T) {
 		"10.0.0.1:8088": false, "0.0.0.0:8088": false, "[::]:8088": false, "127.0.0.1.nip.io": false,
 	} {
 		require.Equal(t, want, LoopbackHost(h), "%q", h)
+	}
+}
+
+// Go's cross-origin protection looks at unsafe methods only, so a web
+// page in a browser on the kiosk's machine could still send GETs to
+// 127.0.0.1 (an img, a no-cors fetch): it reads no answer, but
+// /screen/tech counts as a staff action, so such a page could keep a
+// technician's kiosk session from its idle logout for as long as it
+// liked, and its event streams and long polls took the places the
+// screen needs (MaxStreams each). A request the browser marks cross-site
+// or same-site (another port on 127.0.0.1) is refused whatever its
+// method; only a navigation to the screen's page itself is let through
+// (a link that opens the kiosk's screen).
+func TestKioskRefusesCrossSiteReads(t *testing.T) {
+	r := newLiveRig(t, "session: 60s")
+	srv := httptest.NewServer(r.s.Handler())
+	t.Cleanup(srv.Close)
+	get := func(path string, hdr map[string]string) int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+		require.NoError(t, err)
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := testenv.HTTPClient().Do(req)
+		require.NoError(t, err)
+		resp.Body.Close() // the event stream does not end
+		return resp.StatusCode
+	}
+	req, err := http.NewRequest(http.MethodPost, srv.URL+"/kiosk/v1/staff/login", strings.NewReader(`{"badge":"T-1"}`))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := testenv.HTTPClient().Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	seen := r.s.lastStaffAction()
+
+	for _, site := range []string{"cross-site", "same-site"} {
+		for _, path := range []string{"/screen/tech", "/kiosk/v1/events", "/kiosk/v1/session?wait=0", "/kiosk/v1/session",
+			"/kiosk/v1/diagnostics", "/screen/static/screen.js"} {
+			assert.Equal(t, http.StatusForbidden, get(path, map[string]string{"Sec-Fetch-Site": site, "Sec-Fetch-Mode": "no-cors"}),
+				"%s from a %s page", path, site)
+		}
+		assert.Equal(t, http.StatusForbidden, get("/screen/tech", map[string]string{"Sec-Fetch-Site": site, "Sec-Fetch-Mode": "navigate"}),
+			"a navigation to the technician's panel")
+		assert.Equal(t, http.StatusOK, get("/", map[string]string{"Sec-Fetch-Site": site, "Sec-Fetch-Mode": "navigate"}),
+			"a link to the screen's page")
+	}
+	assert.Equal(t, seen, r.s.lastStaffAction(), "no refused request counted as a staff action")
+
+	// The screen itself (same origin, or typed in: none) and clients
+	// that are not browsers go on as before.
+	for _, hdr := range []map[string]string{{"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"}, {"Sec-Fetch-Site": "none"}, nil} {
+		assert.Equal(t, http.StatusOK, get("/screen/tech", hdr), "%v", hdr)
+		assert.Equal(t, http.StatusOK, get("/kiosk/v1/session", hdr), "%v", hdr)
+		assert.Equal(t, http.StatusOK, get("/kiosk/v1/events", hdr), "%v", hdr)
 	}
 }

@@ -244,6 +244,17 @@ func loopbackOnly(h http.Handler) http.Handler {
 			writeErr(w, http.StatusMisdirectedRequest, "kiosk API answers only to a loopback host name")
 			return
 		}
+		// Cross-origin protection looks at unsafe methods only: a page
+		// elsewhere (another site, or another port on 127.0.0.1) could
+		// still GET the technician's panel, which counts as a staff
+		// action and so kept a kiosk session from its idle logout, and
+		// hold the event streams and long polls the screen needs. Only
+		// a navigation to the screen's page (a link to it) is let in.
+		if site := r.Header.Get("Sec-Fetch-Site"); (site == "cross-site" || site == "same-site") &&
+			!(r.Method == http.MethodGet && r.URL.Path == "/" && r.Header.Get("Sec-Fetch-Mode") == "navigate") {
+			writeErr(w, http.StatusForbidden, "cross-origin request refused")
+			return
+		}
 		inner.ServeHTTP(&noStoreWriter{ResponseWriter: w}, r)
 	})
 }

@@ -26,8 +26,8 @@ import (
 	"kluis/hardware/hardwaretest"
 )
 
-// staffBackend lets the badge "B-1" in (for an hour) and answers every
-// code as wrong.
+// staffBackend lets the badge "B-1" in (for an hour), "T-1" as a
+// technician, and answers every code as wrong.
 type staffBackend struct {
 	mu      sync.Mutex
 	logouts int
@@ -42,6 +42,10 @@ func (b *staffBackend) Staff(ctx context.Context, req wire.StaffRequest) (wire.S
 	case req.Op == wire.StaffLogin && req.Badge == "B-1":
 		exp := time.Now().Add(time.Hour)
 		return wire.StaffResponse{ID: req.ID, Op: req.Op, Result: wire.StaffOK, Session: "s", StaffID: "7", StaffName: "An", Expires: &exp}, nil
+	case req.Op == wire.StaffLogin && req.Badge == "T-1":
+		exp := time.Now().Add(time.Hour)
+		return wire.StaffResponse{ID: req.ID, Op: req.Op, Result: wire.StaffOK, Session: "t", StaffID: "8", StaffName: "Bo", Expires: &exp,
+			Role: wire.RoleTechnician}, nil
 	case req.Op == wire.StaffReserve:
 		return wire.StaffResponse{ID: req.ID, Op: req.Op, Result: wire.StaffOK, DocumentID: "d1", Addr: &wire.Address{Channel: 0}}, nil
 	case req.Op == wire.StaffLogout:

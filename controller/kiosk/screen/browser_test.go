@@ -450,6 +450,17 @@ func (m *matrix) typed(what, pad, want, pressed string, secrets ...string) {
 	})
 }
 
+// shown waits in every tab until the view or screen id shows: the tabs
+// learn of kluisd's new screen through the event stream, and keys typed
+// before it shows go to the screen before (a date of birth typed at once
+// after the PIN lost its first digit).
+func (m *matrix) shown(id string) {
+	m.t.Helper()
+	m.each(id+" shown", func(mt *mtab) error {
+		return waitJS(mt, `!document.getElementById(`+jsString(id)+`).hidden`)
+	})
+}
+
 // keys types on the keyboard in every tab (nothing has focus but the
 // page).
 func (m *matrix) keys(k string) {
@@ -500,6 +511,7 @@ func TestScreenMatrix(t *testing.T) {
 
 	r.be.set(func() { r.be.verify["11223344/"] = wire.VerifyResponse{Result: wire.VerifySecondFactorRequired} })
 	r.pickup(engine.PickupRequest{PIN: "11223344", Lang: "en"})
+	m.shown("v-birth")
 	m.keys("0302")
 	m.check("need_birth_date", "v-birth", expect{h1: "birth.title", msg: "state.need_birth_date", citizen: true})
 

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
@@ -24,9 +25,13 @@ import (
 	"kluis/backend/store/safetext"
 )
 
-const usage = `usage: kluisctl [-url URL] [-token TOKEN] [-o table|json] COMMAND [ARGS]
+const usage = `usage: kluisctl [-url URL] [-token TOKEN] [-o table|json] [-insecure-http] COMMAND [ARGS]
 
 Configuration: KLUIS_URL (default http://127.0.0.1:8080), KLUIS_TOKEN.
+A backend on another machine is reached over https://: plain http:// is
+refused there (the password and token would travel in clear) unless
+-insecure-http is given; http:// to this machine (localhost, 127.0.0.0/8,
+::1) is allowed.
 
 Commands:
   login USERNAME                      log in (password from KLUIS_PASSWORD or stdin); prints a session token
@@ -112,6 +117,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&c.baseURL, "url", def, "backend URL (env KLUIS_URL)")
 	fs.StringVar(&c.token, "token", getenv("KLUIS_TOKEN"), "bearer token (env KLUIS_TOKEN)")
 	fs.StringVar(&c.output, "o", "table", "output: table or json")
+	insecure := fs.Bool("insecure-http", false, "allow plain http:// to a backend on another machine (password and token in clear)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, usage)
@@ -128,7 +134,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 		return 0
 	}
-	err := c.dispatch(ctx, rest)
+	err := clearText(c.baseURL, *insecure)
+	if err == nil {
+		err = c.dispatch(ctx, rest)
+	}
 	var ue usageError
 	switch {
 	case err == nil:
@@ -140,6 +149,22 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintf(stderr, "kluisctl: %v\n", err)
 		return 1
 	}
+}
+
+// clearText refuses a plain http:// backend URL whose host is not this
+// machine (a loopback address or localhost) unless insecure: every
+// command sends a password or a token. Other URLs are left to the
+// request.
+func clearText(baseURL string, insecure bool) error {
+	u, err := url.Parse(baseURL)
+	if err != nil || !strings.EqualFold(u.Scheme, "http") || insecure {
+		return nil
+	}
+	host := u.Hostname()
+	if a, err := netip.ParseAddr(host); (err == nil && a.Unmap().IsLoopback()) || strings.EqualFold(host, "localhost") {
+		return nil
+	}
+	return usageError{fmt.Sprintf("refusing to send your password or token in clear over http:// to %s, another machine: use https://, or add -insecure-http if you accept that anyone on the network can read them", u.Host)}
 }
 
 func (c *cli) checkOutput() error {

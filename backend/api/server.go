@@ -321,7 +321,10 @@ func (s *Server) wrap(rt route) http.Handler {
 		defer func() {
 			if v := recover(); v != nil {
 				s.panics.Inc()
-				s.log.Error("handler panic", "route", label, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				// The type and stack, never the value: it may quote the
+				// request (a password, a holder's name, a token).
+				s.log.Error("handler panic", "route", label,
+					slog.Group("panic", "type", fmt.Sprintf("%T", v), "stack", string(debug.Stack())))
 				if !sw.wrote {
 					writeAPIError(sw, errorf(http.StatusInternalServerError, "internal", "internal error; the incident was logged"))
 				}

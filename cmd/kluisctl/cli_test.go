@@ -380,10 +380,21 @@ func TestKluisctlTokens(t *testing.T) {
 	code, _, errs := h.kctl(session, "not my password\n", nil, "tokens", "create", "stolen")
 	assert.Equal(t, 1, code, "the session alone does not make a token")
 	assert.Contains(t, errs, "wrong_password")
+	// The lifetime is 30 times 24 hours from the server's now, written in
+	// UTC: the date read before and after the call (a run across midnight
+	// UTC), never a local AddDate (with TZ=Europe/Brussels, in the month
+	// before October's change, 23:30 UTC plus 30 local days was a day
+	// later than the server's).
+	before := time.Now()
 	code, out, errs := h.kctl(session, "", map[string]string{"KLUIS_PASSWORD": "password-of-technician"}, "tokens", "create", "nightly", "-days", "30")
 	require.Equal(t, 0, code, errs)
 	assert.Regexp(t, `^kls_\S+\n$`, out)
-	assert.Contains(t, errs, "token expires at "+time.Now().AddDate(0, 0, 30).UTC().Format("2006-01-02"))
+	expiry := func(now time.Time) string {
+		return "token expires at " + now.UTC().Add(30*24*time.Hour).Format(time.DateOnly)
+	}
+	if first, last := expiry(before), expiry(time.Now()); !strings.Contains(errs, first) {
+		assert.Contains(t, errs, last)
+	}
 	code, _, errs = h.kctl(tech, "password-of-technician\n", nil, "tokens", "create", "forever", "-days", "5000")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errs, "invalid_expiry")

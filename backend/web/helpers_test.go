@@ -108,23 +108,27 @@ func (e *env) goOffline() {
 }
 
 // presenceSince is when k1's presence last changed, as the console
-// writes it in lang (consoleTime).
-func (e *env) presenceSince(lang string) string {
+// writes it in lang on a server whose clock reads now (consoleTime).
+func (e *env) presenceSince(lang string, now time.Time) string {
 	e.t.Helper()
 	var since time.Time
 	require.NoError(e.t, e.pool().QueryRow(context.Background(), `SELECT changed_at FROM device_presence WHERE device_id = $1`, lockerID).Scan(&since))
-	return consoleTime(e.t, lang, since)
+	return consoleTime(e.t, lang, since, now)
 }
 
-// consoleTime is ts as the console writes it in lang: the clock time
-// (fmt.clock) when ts is today in Europe/Brussels, the date and clock time
-// (fmt.datetime) otherwise, so that a test run shortly after midnight
-// there, about a moment before it, expects what the page shows.
-func consoleTime(t testing.TB, lang string, ts time.Time) string {
+// consoleTime is ts as the console writes it in lang when the server's
+// clock reads now: the clock time (fmt.clock) when ts is that day in
+// Europe/Brussels, the date and clock time (fmt.datetime) otherwise. A
+// test that expects it holds the server's clock (heldClock) and passes
+// the moment held: on the real clock, a run crossing midnight there
+// between the expectation and a page drawn later expected "23:59" where
+// the page rightly wrote yesterday's date (TestLateDeviceSaysWhenAndAsks
+// BeforeOpening from 22:59:50 UTC).
+func consoleTime(t testing.TB, lang string, ts, now time.Time) string {
 	t.Helper()
 	brussels, err := time.LoadLocation("Europe/Brussels")
 	require.NoError(t, err)
-	ts, now := ts.In(brussels), time.Now().In(brussels)
+	ts, now = ts.In(brussels), now.In(brussels)
 	layout := "fmt.datetime"
 	if ts.Year() == now.Year() && ts.YearDay() == now.YearDay() {
 		layout = "fmt.clock"

@@ -26,7 +26,8 @@ import (
 // on every page; screenshots var/screenshots/console/night-late-*.
 func TestLateDeviceSaysWhenAndAsksBeforeOpening(t *testing.T) {
 	t.Parallel() // its own backend and database
-	e := newEnv(t, server.Options{})
+	clock := &heldClock{}
+	e := newEnv(t, server.Options{Clock: clock.Now})
 	_, phone := techPhone(t, e)
 	base := e.b.URL("")
 
@@ -34,12 +35,14 @@ func TestLateDeviceSaysWhenAndAsksBeforeOpening(t *testing.T) {
 	fleetToDevice(t, phone, base, "#device-boards tbody tr")
 	assert.Equal(t, 0, evalInt(t, phone, `document.querySelectorAll("#open-warn, #boards-reported, [aria-describedby=open-warn]").length`))
 
-	// kluisd hangs: no heartbeat for ten minutes.
+	// kluisd hangs: no heartbeat for ten minutes, on the server's clock,
+	// held from here (the day the page writes times against stays one).
 	pool := e.pool()
+	now := clock.Hold()
 	var hb time.Time
-	require.NoError(t, pool.QueryRow(context.Background(), `UPDATE device_presence SET changed_at = now() - interval '1 hour',
-		last_heartbeat_at = now() - interval '10 minutes' WHERE device_id = $1 RETURNING last_heartbeat_at`, lockerID).Scan(&hb))
-	at, atFr := consoleTime(t, "nl", hb), consoleTime(t, "fr", hb)
+	require.NoError(t, pool.QueryRow(context.Background(), `UPDATE device_presence SET changed_at = $2::timestamptz - interval '1 hour',
+		last_heartbeat_at = $2::timestamptz - interval '10 minutes' WHERE device_id = $1 RETURNING last_heartbeat_at`, lockerID, now).Scan(&hb))
+	at, atFr := consoleTime(t, "nl", hb, now), consoleTime(t, "fr", hb, now)
 
 	darkScheme(t, phone)
 	fleetToDevice(t, phone, base, "#device-status .badge.warn")

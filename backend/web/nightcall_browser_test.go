@@ -80,7 +80,8 @@ func fleetToDevice(t *testing.T, tab *browsertest.Tab, base, ready string) {
 // screenshots under var/screenshots/console/night-*.
 func TestTechnicianAtNightSeesWhatIsKnown(t *testing.T) {
 	t.Parallel() // its own backend and database
-	e := newEnv(t, server.Options{})
+	clock := &heldClock{}
+	e := newEnv(t, server.Options{Clock: clock.Now})
 	e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: &wire.Address{Board: 0, Channel: 1}})
 	e.boardDown()
 
@@ -101,9 +102,11 @@ func TestTechnicianAtNightSeesWhatIsKnown(t *testing.T) {
 	assert.NotEqual(t, web.Text("nl", "comp.closed"), doorCell(phone, "2"))
 	assert.Equal(t, "0 · "+web.Text("nl", "devices.doors_board_offline"), phone.Text(t, "#doors-open"))
 
-	// The network goes.
+	// The network goes; the server's clock is held from here (the day the
+	// pages write times against stays one).
+	now := clock.Hold()
 	e.goOffline()
-	since, sinceFr := e.presenceSince("nl"), e.presenceSince("fr")
+	since, sinceFr := e.presenceSince("nl", now), e.presenceSince("fr", now)
 	sinceText := web.Text("nl", "device.since", "time", since)
 	for _, v := range []struct {
 		tab  *browsertest.Tab
@@ -222,7 +225,8 @@ func TestTechnicianSeesWhatToDo(t *testing.T) {
 // every page.
 func TestRemoteOpenSaysWhatWillHappenAndWhatHappened(t *testing.T) {
 	t.Parallel() // its own backend and database
-	e := newEnv(t, server.Options{OpenTimeout: 2 * time.Second})
+	clock := &heldClock{}
+	e := newEnv(t, server.Options{OpenTimeout: 2 * time.Second, Clock: clock.Now})
 	e.boardDown()
 	e.dev.answerOpens(wire.StatusFailed, false)
 
@@ -260,8 +264,9 @@ func TestRemoteOpenSaysWhatWillHappenAndWhatHappened(t *testing.T) {
 
 	// The network goes; the device hears nothing more.
 	e.dev.answerOpens("", true)
+	now := clock.Hold() // the day the pages write times against stays one
 	e.goOffline()
-	since, sinceFr := e.presenceSince("nl"), e.presenceSince("fr")
+	since, sinceFr := e.presenceSince("nl", now), e.presenceSince("fr", now)
 	open("5", "open-offline")
 	assert.Contains(t, phone.Text(t, ".confirm"), web.Text("nl", "open.offline", "time", since))
 	got = confirm("open-offline")

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -248,15 +247,18 @@ func chainBatch(ctx context.Context, db Beginner, upTo int64, limit int) (int, e
 		if err != nil {
 			return fmt.Errorf("read chain head: %w", err)
 		}
-		rows, err := tx.Query(ctx, `DELETE FROM audit_pending WHERE id IN
-			(SELECT id FROM audit_pending WHERE id <= $1 ORDER BY id LIMIT $2)
-			RETURNING id, at, actor, action, subject, details::text`, upTo, limit)
+		// Read here, moved below: only a chainer deletes from audit_pending
+		// (its guard) and none changes a row there, and the chain's lock
+		// keeps other chainers out until the commit, so the rows moved are
+		// the rows read and hashed.
+		rows, err := tx.Query(ctx, `SELECT id, at, actor, action, subject, details::text
+			FROM audit_pending WHERE id <= $1 ORDER BY id LIMIT $2`, upTo, limit)
 		if err != nil {
 			return fmt.Errorf("take pending: %w", err)
 		}
 		// The records as read (the details as the text PostgreSQL gave),
-		// hashed and sent back without a copy: the chainer's cost is per
-		// record (docs/performance.md, "Twelfth pass").
+		// hashed without a copy: the chainer's cost is per record
+		// (docs/performance.md, "Twelfth pass").
 		type pending struct {
 			id                              int64
 			at                              time.Time
@@ -277,33 +279,36 @@ func chainBatch(ctx context.Context, db Beginner, upTo int64, limit int) (int, e
 		if len(recs) == 0 {
 			return nil
 		}
-		sort.Slice(recs, func(i, j int) bool { return recs[i].id < recs[j].id })
 		var (
-			seqs                            = make([]int64, len(recs))
-			ats                             = make([]time.Time, len(recs))
-			actors, actions, subjects, dets = make([]string, len(recs)), make([]string, len(recs)), make([]string, len(recs)), make([]string, len(recs))
-			prevs, hashes                   = make([][]byte, len(recs)), make([][]byte, len(recs))
-			sums                            = make([]byte, len(recs)*sha256.Size)
-			buf                             []byte
+			ids, seqs     = make([]int64, len(recs)), make([]int64, len(recs))
+			prevs, hashes = make([][]byte, len(recs)), make([][]byte, len(recs))
+			sums          = make([]byte, len(recs)*sha256.Size)
+			buf           []byte
 		)
 		for i, r := range recs {
 			seq++
-			at := r.at.UTC()
-			buf = appendRecord(buf[:0], prev, seq, at, r.actor, r.action, r.subject, r.details)
+			buf = appendRecord(buf[:0], prev, seq, r.at.UTC(), r.actor, r.action, r.subject, r.details)
 			h := sums[i*sha256.Size : (i+1)*sha256.Size : (i+1)*sha256.Size]
 			sum := sha256.Sum256(buf)
 			copy(h, sum[:])
-			seqs[i], ats[i], actors[i], actions[i], subjects[i], dets[i], prevs[i], hashes[i] =
-				seq, at, r.actor, r.action, r.subject, r.details, prev, h
+			ids[i], seqs[i], prevs[i], hashes[i] = r.id, seq, prev, h
 			prev = h
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash)
-			SELECT s, a, ac, act, su, d::json, p, h
-			FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::bytea[])
-				AS t(s, a, ac, act, su, d, p, h)`,
-			pgarray.Int64s(seqs), pgarray.Times(ats), pgarray.Strings(actors), pgarray.Strings(actions),
-			pgarray.Strings(subjects), pgarray.Strings(dets), pgarray.Bytes(prevs), pgarray.Bytes(hashes)); err != nil {
+		// The rows move inside PostgreSQL: only their places and hashes
+		// are sent (the details are not sent back and parsed as JSON
+		// again; json keeps their text, the one hashed). A row not moved
+		// fails the transaction: nothing is chained then.
+		tag, err := tx.Exec(ctx, `WITH d AS (DELETE FROM audit_pending WHERE id = ANY($1::bigint[])
+				RETURNING id, at, actor, action, subject, details)
+			INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash)
+			SELECT t.s, d.at, d.actor, d.action, d.subject, d.details, t.p, t.h
+			FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[]) AS t(id, s, p, h) JOIN d ON d.id = t.id`,
+			pgarray.Int64s(ids), pgarray.Int64s(seqs), pgarray.Bytes(prevs), pgarray.Bytes(hashes))
+		if err != nil {
 			return fmt.Errorf("append to the chain: %w", err)
+		}
+		if tag.RowsAffected() != int64(len(recs)) {
+			return fmt.Errorf("append to the chain: %d of %d records moved", tag.RowsAffected(), len(recs))
 		}
 		n = len(recs)
 		return nil

@@ -558,6 +558,10 @@ type documentData struct {
 	// with the reason typed (CancelReason) kept for the confirmed post.
 	ConfirmCancel bool
 	CancelReason  string
+	// Unclaimed: the holder's personal data was erased while the document
+	// was still open (service.PurgeUnclaimed: never handed over within the
+	// retention), not after it was closed.
+	Unclaimed bool
 }
 
 func (w *Web) document(rw http.ResponseWriter, q *req) error {
@@ -566,7 +570,8 @@ func (w *Web) document(rw http.ResponseWriter, q *req) error {
 	if err != nil {
 		return err
 	}
-	d := documentData{Doc: doc, SlipOnly: doc.Email == "" && doc.Mobile == "" && doc.PurgedAt == nil}
+	d := documentData{Doc: doc, SlipOnly: doc.Email == "" && doc.Mobile == "" && doc.PurgedAt == nil,
+		Unclaimed: doc.PurgedAt != nil && (doc.ClosedAt == nil || doc.PurgedAt.Before(*doc.ClosedAt))}
 	if d.Site, err = w.o.Service.GetSite(ctx, doc.SiteID); err != nil {
 		return err
 	}
@@ -608,7 +613,10 @@ func (w *Web) document(rw http.ResponseWriter, q *req) error {
 	}
 	st := doc.State
 	live := st.AwaitsHolder()
-	d.CanReserve = st == lifecycle.Registered && q.may("documents.reserve")
+	// A document whose holder's data was erased cannot be reserved
+	// (service.Reserve refuses: nobody could be told); it is cancelled,
+	// and registered again if it turns up.
+	d.CanReserve = st == lifecycle.Registered && doc.PurgedAt == nil && q.may("documents.reserve")
 	d.CanUnres = st == lifecycle.Reserved && q.may("documents.unreserve")
 	d.CanCancel = (st == lifecycle.Registered || st == lifecycle.Reserved) && q.may("documents.cancel")
 	d.CanRenotify = st == lifecycle.Notified && !d.SlipOnly && q.may("documents.renotify")
@@ -686,6 +694,9 @@ func (w *Web) documentTimeline(ctx context.Context, q *req, doc store.Document) 
 			s.Detail = h.Note
 		}
 		out = append(out, s)
+	}
+	if doc.PurgedAt != nil {
+		out = append(out, step{At: *doc.PurgedAt, Text: q.t.S("history.purge"), Who: q.t.S("actor.system")})
 	}
 	for _, n := range notes {
 		out = append(out, step{At: n.At, Text: q.t.F("notification.line", "channel", q.t.S("channel."+n.Channel),

@@ -1,0 +1,84 @@
+package web_test
+
+import (
+	"context"
+	"html"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"kluis/backend/api/apiclient"
+	"kluis/backend/auth"
+	"kluis/backend/server"
+	"kluis/backend/store"
+	"kluis/backend/web"
+	"kluis/deploy/dev/testenv"
+)
+
+// shiftedClock is the real time moved on by what Skip added.
+type shiftedClock struct{ by atomic.Int64 }
+
+func (c *shiftedClock) Now() time.Time       { return time.Now().Add(time.Duration(c.by.Load())) }
+func (c *shiftedClock) Skip(d time.Duration) { c.by.Add(int64(d)) }
+
+// A document nobody collected does not vanish when the unclaimed retention
+// erases its holder's data: the console still shows it in its state and
+// compartment, says why the data is gone (not the ordinary retention of a
+// finished document), lists the erasure in its history, still offers the
+// retrieval, and offers no reservation of a registered one (nobody could
+// be told); the API shows purged_at without closed_at.
+func TestConsoleShowsADocumentErasedUnclaimed(t *testing.T) {
+	t.Parallel() // its own backend and database
+	clock := &shiftedClock{}
+	e := newEnv(t, server.Options{Clock: clock.Now, HousekeepEvery: 200 * time.Millisecond,
+		PickupPeriods:      map[store.DocumentKind]time.Duration{store.ResidenceCard: time.Second},
+		UnclaimedRetention: 7 * 24 * time.Hour})
+	registered := e.registerOnly("591-0000071-71", false)
+	expired := e.registerWith(map[string]any{"kind": "residence_card", "number": "B0000072", "holder_first_name": "Ahmed",
+		"holder_last_name": "El Amrani", "holder_birth_date": "1990-02-03", "language": "en", "email": "a@example.org", "site_id": siteID})
+	require.NoError(t, e.b.Call(context.Background(), "POST", "/api/v1/documents/"+expired+"/load", nil, nil))
+	testenv.Eventually(t, "the residence card to expire", func() bool { return e.document(expired)["state"] == "expired" })
+	require.Nil(t, e.document(expired)["purged_at"], "within the retention")
+
+	clock.Skip(8 * 24 * time.Hour)
+	// The admin's session ended with the eight days: sign in again.
+	sess, err := apiclient.Login(context.Background(), &http.Client{Timeout: 30 * time.Second}, e.b.URL(""), e.b.Options.AdminUser, e.b.Options.AdminPassword)
+	require.NoError(t, err)
+	e.b.Token = sess.Token
+	testenv.Eventually(t, "the unclaimed documents to be purged", func() bool {
+		return e.document(expired)["purged_at"] != nil && e.document(registered)["purged_at"] != nil
+	})
+	d := e.document(expired)
+	assert.Equal(t, "expired", d["state"], "still in its compartment")
+	assert.Nil(t, d["closed_at"])
+	assert.Nil(t, d["holder_last_name"])
+	assert.Nil(t, d["email"])
+
+	c := e.client()
+	c.login(auth.RoleStaff)
+	for _, lang := range []string{"nl", "fr", "en", "de"} {
+		body := html.UnescapeString(c.get("/staff/documents/" + expired + "?lang=" + lang).body)
+		assert.Contains(t, body, web.Text(lang, "document.purged_unclaimed"), lang)
+		assert.NotContains(t, body, web.Text(lang, "document.purged"), lang)
+		assert.Contains(t, body, web.Text(lang, "history.purge"), lang)
+		assert.Contains(t, body, web.Text(lang, "document.retrieve"), lang, "staff still take it back")
+		assert.NotContains(t, body, "El Amrani", lang)
+
+		body = html.UnescapeString(c.get("/staff/documents/" + registered + "?lang=" + lang).body)
+		assert.Contains(t, body, web.Text(lang, "document.purged_unclaimed"), lang)
+		assert.NotContains(t, body, `/reserve"`, lang, "no reservation of a purged document")
+		assert.Contains(t, body, `/cancel"`, lang, "it can be cancelled")
+		assert.NotContains(t, body, "Peeters", lang)
+	}
+	err = e.b.Call(context.Background(), "POST", "/api/v1/documents/"+registered+"/reserve", map[string]string{"device_id": lockerID}, nil)
+	require.ErrorContains(t, err, "409")
+
+	// Taken back after the erasure: the page still says why the data went.
+	require.NoError(t, e.b.Call(context.Background(), "POST", "/api/v1/documents/"+expired+"/retrieve", nil, nil))
+	body := html.UnescapeString(c.get("/staff/documents/" + expired + "?lang=en").body)
+	assert.Contains(t, body, web.Text("en", "document.purged_unclaimed"))
+}

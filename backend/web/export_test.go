@@ -1,6 +1,9 @@
 package web
 
-import "sort"
+import (
+	"net/http"
+	"sort"
+)
 
 // CatalogueKeys are the catalogue's keys, sorted, for the tests of
 // package web_test.
@@ -16,3 +19,7 @@ func CatalogueKeys() []string {
 // CatalogueText is a catalogue entry as written (before its arguments),
 // for the tests of package web_test.
 func CatalogueText(lang, key string) string { return catalogue[lang][key] }
+
+// HandleForTest adds a route to the console's mux (a handler that
+// panics, for the tests of package web_test).
+func (w *Web) HandleForTest(pattern string, h http.HandlerFunc) { w.mux.HandleFunc(pattern, h) }

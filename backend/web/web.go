@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -202,9 +203,53 @@ func (w *Web) Handler() http.Handler {
 		// own Cache-Control over this one.
 		headers(rw.Header())
 		rw.Header().Set("Cache-Control", "no-store")
-		w.mux.ServeHTTP(rw, r)
+		tw := &trackWriter{ResponseWriter: rw}
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			// The type and stack, never the value: it may quote the
+			// request (a holder's name, a search).
+			w.log.Error("console handler panic", "path", r.URL.Path,
+				slog.Group("panic", "type", fmt.Sprintf("%T", v), "stack", string(debug.Stack())))
+			if !tw.wrote {
+				q := &req{w: w, r: r}
+				q.lang = w.language(rw, r)
+				q.t = w.tr(q.lang)
+				w.render(rw, q, http.StatusInternalServerError, "error", q.t.S("error.title"),
+					errorData{Message: q.t.S("error.internal"), Status: http.StatusInternalServerError})
+			}
+		}()
+		w.mux.ServeHTTP(tw, r)
 	})
 }
+
+// trackWriter remembers whether an answer was begun (a panic after it
+// can only cut the connection).
+type trackWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (t *trackWriter) WriteHeader(code int) {
+	if code >= http.StatusOK {
+		t.wrote = true
+	}
+	t.ResponseWriter.WriteHeader(code)
+}
+
+func (t *trackWriter) Write(b []byte) (int, error) {
+	t.wrote = true
+	return t.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection (the live
+// pages' flushes and write deadlines).
+func (t *trackWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }
 
 // Run polls for the live pages and prunes old sessions (now, then every
 // hour) until ctx ends; it returns nil once both have stopped.

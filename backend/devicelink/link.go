@@ -628,12 +628,19 @@ func (l *Link) process(ctx context.Context, msg inbound) {
 		outcome = l.handleResult(ctx, t.Device, m)
 	case *wire.VerifyRequest:
 		unavailable := &wire.VerifyResponse{ID: m.ID, Result: wire.VerifyUnavailable}
+		stale := false
 		outcome = l.handleRequest(ctx, t.Device, m.ID, wire.KindVerifyRes, unavailable, func(ctx context.Context) wire.Message {
 			if msg.overBudget {
 				return l.unavailable(t.Device, unavailable)
 			}
+			if stale = l.staleVerify(t.Device, m); stale {
+				return l.unavailable(t.Device, unavailable)
+			}
 			return l.verify(ctx, t.Device, m)
 		})
+		if stale && outcome == "ok" {
+			outcome = "stale"
+		}
 	case *wire.StaffRequest:
 		unavailable := &wire.StaffResponse{ID: m.ID, Op: m.Op, Result: wire.StaffUnavailable}
 		outcome = l.handleRequest(ctx, t.Device, m.ID, wire.KindStaffRes, unavailable, func(ctx context.Context) wire.Message {
@@ -845,6 +852,22 @@ func (l *Link) answerOnce(ctx context.Context, device string, unavailable wire.M
 		l.log.Error("cannot encode unavailable answer", "err", err)
 	}
 	return b
+}
+
+// staleVerify reports whether req was made longer than wire.MaxVerifyAge
+// ago by its "at": no kiosk waits for its answer any more (it checked
+// the code offline or gave up), so checking it would only claim the
+// citizen's code for nobody (the citizen's next try "pending"). Such a
+// request is answered unavailable unchecked and logged (never its code).
+func (l *Link) staleVerify(device string, req *wire.VerifyRequest) bool {
+	received := l.now()
+	age := received.Sub(req.At)
+	if age <= wire.MaxVerifyAge {
+		return false
+	}
+	l.log.Warn("verify request older than any kiosk waits: answered unavailable, not checked", "device", device,
+		"id", req.ID, "at", req.At, "received", received, "age", age.Round(time.Second))
+	return true
 }
 
 func (l *Link) verify(ctx context.Context, device string, req *wire.VerifyRequest) wire.Message {

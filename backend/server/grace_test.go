@@ -35,7 +35,13 @@ func (s *backend) slipPIN(id string) string {
 // verify asks the backend over MQTT and waits for the answer to this id.
 func (d *fakeDevice) verify(id, pin, dob string) wire.VerifyResponse {
 	d.t.Helper()
-	d.publish(wire.KindVerifyReq, &wire.VerifyRequest{ID: id, At: time.Now().UTC(), Method: wire.MethodPIN, PIN: pin, BirthDate: dob})
+	return d.verifyAt(time.Now().UTC(), id, pin, dob)
+}
+
+// verifyAt is verify with the request made at at (by the device's clock).
+func (d *fakeDevice) verifyAt(at time.Time, id, pin, dob string) wire.VerifyResponse {
+	d.t.Helper()
+	d.publish(wire.KindVerifyReq, &wire.VerifyRequest{ID: id, At: at, Method: wire.MethodPIN, PIN: pin, BirthDate: dob})
 	var got wire.VerifyResponse
 	testenv.Eventually(d.t, "the verify answer "+id, func() bool {
 		for _, b := range d.received(wire.KindVerifyRes) {
@@ -54,24 +60,7 @@ func (d *fakeDevice) verify(id, pin, dob string) wire.VerifyResponse {
 // link the same PIN works again (within -code-grace), once, and the pickup
 // that follows collects the document.
 func TestPickupNotCollectedGivesTheCodeBackOverMQTT(t *testing.T) {
-	s := startBackend(t, server.Options{})
-	testenv.Eventually(t, "the backend's link to connect", func() bool {
-		return strings.Contains(s.metrics(), "kluis_devicelink_broker_connected 1")
-	})
-	s.call("POST", "/api/v1/sites", map[string]any{"id": "kortrijk", "name": "Stadhuis"}, 201)
-	s.call("POST", "/api/v1/devices", map[string]any{"id": "k1", "site_id": "kortrijk", "kind": "locker",
-		"compartments": []map[string]any{{"board": 0, "channel": 5, "size": "M", "height_cm": 100}}}, 201)
-	doc := s.call("POST", "/api/v1/documents", map[string]any{"kind": "eid", "number": "591-1234567-89",
-		"holder_first_name": "Jan", "holder_last_name": "Peeters", "holder_birth_date": "1980-01-02",
-		"language": "nl", "email": "jan@example.be", "site_id": "kortrijk"}, 201)
-	id := doc["id"].(string)
-	s.call("POST", "/api/v1/documents/"+id+"/reserve", map[string]any{"device_id": "k1"}, 200)
-	s.call("POST", "/api/v1/documents/"+id+"/load", nil, 200)
-	pin := s.slipPIN(id)
-
-	pw := s.call("POST", "/api/v1/devices/k1/mqtt-password", nil, 201)["password"].(string)
-	dev := connectDevice(t, s.Broker, "k1", pw)
-
+	s, dev, id, pin := loadedForPickup(t)
 	r := dev.verify("v1", pin, "1980-01-02")
 	require.Equal(t, wire.VerifyOK, r.Result)
 	require.Equal(t, id, r.DocumentID)
@@ -93,4 +82,43 @@ func TestPickupNotCollectedGivesTheCodeBackOverMQTT(t *testing.T) {
 		actions = append(actions, it.(map[string]any)["action"].(string))
 	}
 	require.Contains(t, actions, "code.rearmed")
+}
+
+// A verify request that reaches the backend long after the kiosk gave up
+// on it (queued in a broker, replayed) claimed the citizen's code for
+// nobody: the kiosk had moved on, and the citizen's next try was
+// "pending" for minutes. Now a request older than any kiosk waits
+// (devicelink.MaxVerifyAge, by the request's "at") is answered
+// unavailable without being checked; the code stays the citizen's.
+func TestLateVerifyRequestClaimsNoCode(t *testing.T) {
+	s, dev, id, pin := loadedForPickup(t)
+	late := dev.verifyAt(time.Now().UTC().Add(-10*time.Minute), "v-late", pin, "1980-01-02")
+	require.Equal(t, wire.VerifyUnavailable, late.Result, "the kiosk gave up on it long ago")
+	r := dev.verify("v1", pin, "1980-01-02")
+	require.Equal(t, wire.VerifyOK, r.Result, "the citizen's own try opens")
+	require.Equal(t, id, r.DocumentID)
+	require.Contains(t, s.metrics(), `kluis_devicelink_messages_total{kind="verify/req",outcome="stale"} 1`)
+}
+
+// loadedForPickup starts a backend with device k1 connected and a
+// document loaded in it, and returns the document's id and PIN (birth
+// date 1980-01-02).
+func loadedForPickup(t *testing.T) (*backend, *fakeDevice, string, string) {
+	s := startBackend(t, server.Options{})
+	testenv.Eventually(t, "the backend's link to connect", func() bool {
+		return strings.Contains(s.metrics(), "kluis_devicelink_broker_connected 1")
+	})
+	s.call("POST", "/api/v1/sites", map[string]any{"id": "kortrijk", "name": "Stadhuis"}, 201)
+	s.call("POST", "/api/v1/devices", map[string]any{"id": "k1", "site_id": "kortrijk", "kind": "locker",
+		"compartments": []map[string]any{{"board": 0, "channel": 5, "size": "M", "height_cm": 100}}}, 201)
+	doc := s.call("POST", "/api/v1/documents", map[string]any{"kind": "eid", "number": "591-1234567-89",
+		"holder_first_name": "Jan", "holder_last_name": "Peeters", "holder_birth_date": "1980-01-02",
+		"language": "nl", "email": "jan@example.be", "site_id": "kortrijk"}, 201)
+	id := doc["id"].(string)
+	s.call("POST", "/api/v1/documents/"+id+"/reserve", map[string]any{"device_id": "k1"}, 200)
+	s.call("POST", "/api/v1/documents/"+id+"/load", nil, 200)
+	pin := s.slipPIN(id)
+
+	pw := s.call("POST", "/api/v1/devices/k1/mqtt-password", nil, 201)["password"].(string)
+	return s, connectDevice(t, s.Broker, "k1", pw), id, pin
 }

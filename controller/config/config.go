@@ -24,6 +24,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"kluis/controller/pickupcode"
+	"kluis/controller/wire"
 	"kluis/hardware"
 )
 
@@ -604,7 +605,7 @@ func (c *Config) Validate(o ParseOptions) error {
 		{"timeouts.door_open_detect", t.DoorOpenDetect, 2 * time.Minute},
 		{"timeouts.door_left_open", t.DoorLeftOpen, time.Hour},
 		{"timeouts.grace", t.Grace, 24 * time.Hour},
-		{"timeouts.verify", t.Verify, 2 * time.Minute},
+		{"timeouts.verify", t.Verify, wire.MaxVerifyWait}, // the backend's bound on a request's age follows it
 		{"timeouts.present", t.Present, 5 * time.Minute},
 		{"timeouts.resume_window", t.ResumeWindow, 10 * time.Minute},
 		{"timeouts.session", t.Session, time.Hour},

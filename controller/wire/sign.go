@@ -30,6 +30,19 @@ const MaxCommandSig = 512
 // NTP; a skew beyond a minute is itself a fault to fix.
 const CommandSkew = time.Minute
 
+// MaxVerifyWait is the longest a kiosk waits for the answer to a verify
+// request (kluisd's timeouts.verify may not be longer; default 4s)
+// before it checks the code offline or gives up. MaxVerifyAge is the
+// age, by the request's "at", beyond which no kiosk can still be
+// waiting, clocks CommandSkew apart: the backend answers such a request
+// unavailable without checking it, so that a request queued in a broker
+// or sent again after a reconnect does not claim a citizen's code for
+// nobody.
+const (
+	MaxVerifyWait = 2 * time.Minute
+	MaxVerifyAge  = MaxVerifyWait + CommandSkew
+)
+
 // MaxCommandLifetime is the longest a signed command may be valid
 // (Expires - Issued). A longer one is refused: a signed command must not
 // stay replayable for long, and a device remembers the ids of the commands

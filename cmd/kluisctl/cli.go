@@ -709,7 +709,7 @@ func (c *cli) documents(ctx context.Context, sub string, args []string) error {
 }
 
 var docKeys = []string{"id", "kind", "number", "holder_first_name", "holder_last_name", "language", "email", "mobile",
-	"site_id", "state", "device_id", "compartment_id", "deadline", "loaded_at", "notified_at", "closed_at", "created_at", "version"}
+	"site_id", "state", "device_id", "compartment_id", "deadline", "loaded_at", "notified_at", "closed_at", "purged_at", "created_at", "version"}
 
 // reserveWarning says a reservation's warning (code, alarm) in words.
 func reserveWarning(code, alarm string) string {

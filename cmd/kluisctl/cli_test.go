@@ -613,3 +613,30 @@ func TestReissueAsksForTheDocumentNumber(t *testing.T) {
 	assert.NotContains(t, errs, "to confirm")
 	assert.Equal(t, n+2, reissues())
 }
+
+// documents show says when the holder's data of a document nobody
+// collected was erased (purged_at, with no closed_at: still open), not
+// only that the names are gone.
+func TestShowSaysWhenAnUnclaimedDocumentWasErased(t *testing.T) {
+	h := newHarness(t)
+	staff := h.tokens[auth.RoleStaff]
+	code, out, errs := h.kctl(staff, "", nil, "-o", "json", "documents", "register", "-kind", "eid", "-number", "591-1234567-89",
+		"-first", "Els", "-last", "Vandenberghe", "-birth", "1975-02-03", "-lang", "nl", "-email", "els@example.be", "-site", "kortrijk")
+	require.Equal(t, 0, code, errs)
+	var doc map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &doc))
+	id, _ := doc["id"].(string)
+	later, err := service.New(service.Options{Store: h.st, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Clock: func() time.Time { return time.Now().Add(service.DefaultUnclaimedRetention + 24*time.Hour) }})
+	require.NoError(t, err)
+	n, err := later.PurgeUnclaimed(context.Background(), 0)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+
+	code, out, errs = h.kctl(staff, "", nil, "documents", "show", id)
+	require.Equal(t, 0, code, errs)
+	assert.Regexp(t, `state:\s+registered`, out)
+	assert.Regexp(t, `purged_at:\s+\d{4}-`, out)
+	assert.NotContains(t, out, "closed_at")
+	assert.NotContains(t, out, "Vandenberghe")
+}

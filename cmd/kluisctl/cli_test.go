@@ -581,12 +581,9 @@ func TestKluisctlDeviceLayoutAndService(t *testing.T) {
 func TestReissueAsksForTheDocumentNumber(t *testing.T) {
 	h := newHarness(t)
 	staff := h.tokens[auth.RoleStaff]
-	code, out, errs := h.kctl(staff, "", nil, "-o", "json", "documents", "register", "-kind", "passport", "-number", "EP1234567",
-		"-first", "Els", "-last", "Vandenberghe", "-birth", "1975-02-03", "-lang", "nl", "-email", "els@example.be", "-site", "kortrijk")
-	require.Equal(t, 0, code, errs)
-	var doc map[string]any
-	require.NoError(t, json.Unmarshal([]byte(out), &doc))
-	id, _ := doc["id"].(string)
+	id := h.registerEls(staff, "passport", "EP1234567")
+	var code int
+	var out, errs string
 	for _, a := range []string{"reserve", "load"} {
 		code, _, errs = h.kctl(staff, "", nil, "documents", a, id)
 		require.Equal(t, 0, code, errs)
@@ -614,18 +611,26 @@ func TestReissueAsksForTheDocumentNumber(t *testing.T) {
 	assert.Equal(t, n+2, reissues())
 }
 
+// registerEls registers Els Vandenberghe's document with kluisctl as
+// token and returns its id.
+func (h *harness) registerEls(token, kind, number string) string {
+	h.t.Helper()
+	code, out, errs := h.kctl(token, "", nil, "-o", "json", "documents", "register", "-kind", kind, "-number", number,
+		"-first", "Els", "-last", "Vandenberghe", "-birth", "1975-02-03", "-lang", "nl", "-email", "els@example.be", "-site", "kortrijk")
+	require.Equal(h.t, 0, code, errs)
+	var doc map[string]any
+	require.NoError(h.t, json.Unmarshal([]byte(out), &doc))
+	id, _ := doc["id"].(string)
+	return id
+}
+
 // documents show says when the holder's data of a document nobody
 // collected was erased (purged_at, with no closed_at: still open), not
 // only that the names are gone.
 func TestShowSaysWhenAnUnclaimedDocumentWasErased(t *testing.T) {
 	h := newHarness(t)
 	staff := h.tokens[auth.RoleStaff]
-	code, out, errs := h.kctl(staff, "", nil, "-o", "json", "documents", "register", "-kind", "eid", "-number", "591-1234567-89",
-		"-first", "Els", "-last", "Vandenberghe", "-birth", "1975-02-03", "-lang", "nl", "-email", "els@example.be", "-site", "kortrijk")
-	require.Equal(t, 0, code, errs)
-	var doc map[string]any
-	require.NoError(t, json.Unmarshal([]byte(out), &doc))
-	id, _ := doc["id"].(string)
+	id := h.registerEls(staff, "eid", "591-1234567-89")
 	later, err := service.New(service.Options{Store: h.st, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Clock: func() time.Time { return time.Now().Add(service.DefaultUnclaimedRetention + 24*time.Hour) }})
 	require.NoError(t, err)
@@ -633,7 +638,7 @@ func TestShowSaysWhenAnUnclaimedDocumentWasErased(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 
-	code, out, errs = h.kctl(staff, "", nil, "documents", "show", id)
+	code, out, errs := h.kctl(staff, "", nil, "documents", "show", id)
 	require.Equal(t, 0, code, errs)
 	assert.Regexp(t, `state:\s+registered`, out)
 	assert.Regexp(t, `purged_at:\s+\d{4}-`, out)

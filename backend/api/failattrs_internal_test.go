@@ -11,23 +11,16 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"kluis/backend/auth"
-	"kluis/backend/store/storetest"
 )
 
 // A 500 names its cause in the log: the SQLSTATE of a PostgreSQL error
 // (here a real one, division by zero: 22012) and an ended request
 // context; the answer stays the generic internal error.
 func TestFailLogsTheSQLState(t *testing.T) {
-	st := storetest.New(t)
-	as, err := auth.New(auth.Options{Pool: st.Pool(), Params: auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1}})
-	require.NoError(t, err)
 	var logs bytes.Buffer
-	s, err := New(Options{Pool: st.Pool(), Auth: as, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	require.NoError(t, err)
+	s := bareServer(t, slog.New(slog.NewTextHandler(&logs, nil)))
 	var n int
-	pgErr := st.Pool().QueryRow(context.Background(), "SELECT 1/0").Scan(&n)
+	pgErr := s.pool.QueryRow(context.Background(), "SELECT 1/0").Scan(&n)
 	require.Error(t, pgErr)
 
 	ctx, cancel := context.WithCancel(context.Background())

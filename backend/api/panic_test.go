@@ -18,11 +18,7 @@ import (
 )
 
 func TestPanicBecomes500(t *testing.T) {
-	st := storetest.New(t)
-	as, err := auth.New(auth.Options{Pool: st.Pool(), Params: auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1}})
-	require.NoError(t, err)
-	s, err := New(Options{Pool: st.Pool(), Auth: as, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
+	s := bareServer(t, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	h := s.wrap(route{method: "GET", path: "/boom", h: func(w http.ResponseWriter, r *http.Request) error { panic("boom") }})
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/boom", nil))
@@ -35,12 +31,8 @@ func TestPanicBecomes500(t *testing.T) {
 // value, which may quote the request (a password, a holder's name, a
 // token), as the device link's catchers do (2f01a0c, 4f93f12).
 func TestPanicLogsNoValue(t *testing.T) {
-	st := storetest.New(t)
-	as, err := auth.New(auth.Options{Pool: st.Pool(), Params: auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1}})
-	require.NoError(t, err)
 	var logs bytes.Buffer
-	s, err := New(Options{Pool: st.Pool(), Auth: as, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	require.NoError(t, err)
+	s := bareServer(t, slog.New(slog.NewTextHandler(&logs, nil)))
 	h := s.wrap(route{method: "POST", path: "/boom", h: func(w http.ResponseWriter, r *http.Request) error {
 		b, _ := io.ReadAll(r.Body)
 		panic("handler bug with body " + string(b))
@@ -52,4 +44,16 @@ func TestPanicLogsNoValue(t *testing.T) {
 	assert.Contains(t, out, "handler panic")
 	assert.Contains(t, out, "panic.type=string")
 	assert.NotContains(t, out, "Secret-password-77", "the panic's value is not logged")
+}
+
+// bareServer is a Server on a throw-away database with its required parts
+// only (no service: those routes answer 503), logging to log.
+func bareServer(t *testing.T, log *slog.Logger) *Server {
+	t.Helper()
+	st := storetest.New(t)
+	as, err := auth.New(auth.Options{Pool: st.Pool(), Params: auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1}})
+	require.NoError(t, err)
+	s, err := New(Options{Pool: st.Pool(), Auth: as, Logger: log})
+	require.NoError(t, err)
+	return s
 }

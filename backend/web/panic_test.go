@@ -9,14 +9,9 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"kluis/backend/api"
-	"kluis/backend/auth"
-	"kluis/backend/service"
-	"kluis/backend/store/storetest"
 	"kluis/backend/web"
 	"kluis/deploy/dev/testenv"
 )
@@ -29,18 +24,8 @@ import (
 // type and stack, never its value, as the REST API does.
 func TestConsolePanicAnswersItsPageAndLogsNoValue(t *testing.T) {
 	t.Parallel() // its own database
-	st := storetest.New(t)
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: quiet, Params: auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1}})
-	require.NoError(t, err)
-	svc, err := service.New(service.Options{Store: st, Logger: quiet})
-	require.NoError(t, err)
-	srv, err := api.New(api.Options{Logger: quiet, Registry: prometheus.NewRegistry(), Pool: st.Pool(), Auth: as, Service: svc})
-	require.NoError(t, err)
 	var logs testenv.SyncBuffer
-	console, err := web.New(web.Options{Pool: st.Pool(), Auth: as, Service: svc, RouteRoles: web.RouteRolesOf(srv.Routes()),
-		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	require.NoError(t, err)
+	console, _, _ := bareConsole(t, nil, slog.New(slog.NewTextHandler(&logs, nil)))
 	console.HandleForTest("GET /staff/boom", func(w http.ResponseWriter, r *http.Request) {
 		panic("bug while showing " + r.URL.Query().Get("q"))
 	})

@@ -31,23 +31,8 @@ import (
 func TestDeviceStreamChecksTheRoleFirst(t *testing.T) {
 	t.Parallel() // its own database
 	ctx := context.Background()
-	st := storetest.New(t)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: log, Params: auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1}})
-	require.NoError(t, err)
-	svc, err := service.New(service.Options{Store: st, Logger: log})
-	require.NoError(t, err)
-	srv, err := api.New(api.Options{Logger: log, Registry: prometheus.NewRegistry(), Pool: st.Pool(), Auth: as, Service: svc})
-	require.NoError(t, err)
-	apiRoles := web.RouteRolesOf(srv.Routes())
-	roles := func(route string) ([]auth.Role, bool) {
-		if route == "GET /api/v1/devices/{id}" {
-			return []auth.Role{auth.RoleAdmin}, true
-		}
-		return apiRoles(route)
-	}
-	console, err := web.New(web.Options{Pool: st.Pool(), Auth: as, Service: svc, RouteRoles: roles, Logger: log})
-	require.NoError(t, err)
+	console, as, srv := bareConsole(t, map[string][]auth.Role{"GET /api/v1/devices/{id}": {auth.RoleAdmin}},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	hs := httptest.NewServer(console.Handler())
 	t.Cleanup(hs.Close)
 	apiHS := httptest.NewServer(srv.Handler())
@@ -95,4 +80,30 @@ func TestDeviceStreamChecksTheRoleFirst(t *testing.T) {
 	assert.Equal(t, http.StatusForbidden, status(staff, "no-such-device"), "the same answer for one that does not")
 	assert.Equal(t, http.StatusOK, status(admin, lockerID))
 	assert.Equal(t, http.StatusNotFound, status(admin, "no-such-device"), "a role that may see devices is told")
+}
+
+// bareConsole is the console alone on a throw-away database (no broker, no
+// device link), with the REST API's roles but for the routes in roles,
+// logging to log; it returns the console, its auth service and the REST
+// API (whose handler a test may serve to set things up).
+func bareConsole(t *testing.T, roles map[string][]auth.Role, log *slog.Logger) (*web.Web, *auth.Service, *api.Server) {
+	t.Helper()
+	st := storetest.New(t)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	as, err := auth.New(auth.Options{Pool: st.Pool(), Logger: quiet, Params: auth.Params{Time: 1, MemoryKiB: 1024, Threads: 1}})
+	require.NoError(t, err)
+	svc, err := service.New(service.Options{Store: st, Logger: quiet})
+	require.NoError(t, err)
+	srv, err := api.New(api.Options{Logger: quiet, Registry: prometheus.NewRegistry(), Pool: st.Pool(), Auth: as, Service: svc})
+	require.NoError(t, err)
+	apiRoles := web.RouteRolesOf(srv.Routes())
+	console, err := web.New(web.Options{Pool: st.Pool(), Auth: as, Service: svc, Logger: log,
+		RouteRoles: func(route string) ([]auth.Role, bool) {
+			if r, ok := roles[route]; ok {
+				return r, true
+			}
+			return apiRoles(route)
+		}})
+	require.NoError(t, err)
+	return console, as, srv
 }

@@ -127,6 +127,12 @@ func TestNormalize(t *testing.T) {
 		"Jan <jan@example.be>": "",
 		"jan@localhost":        "",
 		"not an address":       "",
+		// A domain literal is nobody's address at a counter: the mail
+		// relay would deliver to that host (an internal address).
+		"jan@[127.0.0.1]":  "",
+		"jan@[10.0.0.5]":   "",
+		"jan@[IPv6:::1]":   "",
+		"jan@[192.0.2.1.]": "",
 	} {
 		require.Equal(t, want, store.NormalizeEmail(in), in)
 	}

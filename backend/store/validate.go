@@ -141,7 +141,10 @@ func NormalizeEmail(s string) string {
 		return ""
 	}
 	a, err := mail.ParseAddress(s)
-	if err != nil || a.Address != s || a.Name != "" || !strings.Contains(s[strings.LastIndex(s, "@")+1:], ".") {
+	domain := s[strings.LastIndex(s, "@")+1:]
+	// A domain literal (jan@[10.0.0.5]) is nobody's address at a counter:
+	// the mail relay would deliver to that host, an internal one as well.
+	if err != nil || a.Address != s || a.Name != "" || !strings.Contains(domain, ".") || strings.HasPrefix(domain, "[") {
 		return ""
 	}
 	return s

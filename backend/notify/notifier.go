@@ -405,7 +405,8 @@ func History(ctx context.Context, db store.DB, documentID string) ([]Record, err
 
 // PruneHistory deletes at most limit notifications (History's rows)
 // made before cutoff whose document was closed (collected, retrieved,
-// cancelled) before cutoff too, oldest first, in one statement (rows
+// cancelled), or had its holder's data erased unclaimed, before cutoff
+// too, oldest first, in one statement (rows
 // another replica is deleting are skipped), and returns how many. A
 // document still being handled keeps every row whatever its age (the
 // reminder pass, the track page and the slips read them), and a closed
@@ -416,12 +417,13 @@ func History(ctx context.Context, db store.DB, documentID string) ([]Record, err
 // closed_at is set by its transition to a final state (backend/service,
 // the one path that changes a state) and only then: a document without
 // one is still being handled. One that is never closed (registered and
-// never loaded, or expired and never retrieved) keeps its rows, as it
-// keeps its personal data (store.PurgePersonalData), until staff close it.
+// never loaded, or expired and never retrieved) keeps its rows until its
+// holder's data was erased unclaimed (purged_at, service.PurgeUnclaimed)
+// before cutoff: then they go as a closed one's do.
 func PruneHistory(ctx context.Context, db store.DB, cutoff time.Time, limit int) (int, error) {
 	tag, err := db.Exec(ctx, `WITH doomed AS (
 		SELECT n.id FROM notifications n JOIN documents d ON d.id = n.document_id
-		WHERE n.created_at < $1 AND d.state IN ('collected', 'retrieved', 'cancelled') AND d.closed_at < $1
+		WHERE n.created_at < $1 AND ((d.state IN ('collected', 'retrieved', 'cancelled') AND d.closed_at < $1) OR d.purged_at < $1)
 		ORDER BY n.created_at LIMIT $2 FOR UPDATE OF n SKIP LOCKED)
 		DELETE FROM notifications n USING doomed WHERE n.id = doomed.id`, cutoff.UTC(), limit)
 	if err != nil {

@@ -524,6 +524,39 @@ func TestPruneHistory(t *testing.T) {
 	require.Nil(t, openClosedAt)
 }
 
+// A document never closed keeps its notifications only until its
+// holder's data was erased unclaimed (service.PurgeUnclaimed) more than the
+// retention ago: they go like those of a closed one, not never.
+func TestPruneHistoryOfADocumentErasedUnclaimed(t *testing.T) {
+	t.Parallel()
+	f := newOfix(t, 1)
+	_, x := f.sender(t, OutboxOptions{})
+	d := f.loaded(t, "", "+32470123456")
+	require.Equal(t, 1, x.Drain(f.ctx))
+	f.clock.Set(d.Deadline.Add(service.DefaultUnclaimedRetention + time.Hour))
+	_, err := f.svc.Housekeep(f.ctx)
+	require.NoError(t, err)
+	x.Drain(f.ctx) // the expiry notice
+	got, err := f.svc.GetDocument(f.ctx, d.ID)
+	require.NoError(t, err)
+	require.Equal(t, "expired", string(got.State), "never taken back")
+	require.NotNil(t, got.PurgedAt)
+	before := f.records(t, d.ID)
+	require.NotEmpty(t, before)
+
+	const keep = 400 * 24 * time.Hour
+	f.clock.Add(keep - time.Hour)
+	n, err := PruneHistory(f.ctx, f.st.Pool(), f.clock.Now().Add(-keep), 100)
+	require.NoError(t, err)
+	require.Zero(t, n, "erased since the cutoff: kept")
+	require.Equal(t, before, f.records(t, d.ID))
+	f.clock.Add(2 * time.Hour)
+	n, err = PruneHistory(f.ctx, f.st.Pool(), f.clock.Now().Add(-keep), 100)
+	require.NoError(t, err)
+	require.Equal(t, len(before), n)
+	require.Empty(t, f.records(t, d.ID), "erased before the cutoff: gone")
+}
+
 // What staff read of a stored failure: no address, number, PIN or token.
 func TestSafeError(t *testing.T) {
 	t.Parallel()

@@ -72,7 +72,7 @@ var (
 // clearable are the kinds the device clears (alarm_cleared); the others
 // are open for OneShot.
 var clearable = map[wire.AlarmKind]bool{wire.AlarmDoorLeftOpen: true, wire.AlarmBoardUnreachable: true,
-	wire.AlarmBoardRebooting: true, wire.AlarmJournalFull: true}
+	wire.AlarmBoardRebooting: true, wire.AlarmJournalFull: true, wire.AlarmOfflineCacheUntrusted: true}
 
 // Clearable reports whether the device clears alarms of kind k.
 func Clearable(k wire.AlarmKind) bool { return clearable[k] }

@@ -300,3 +300,33 @@ func TestAcknowledgeOnlyWhatOpenLists(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, res.Recorded)
 }
+
+// offline_cache_untrusted is a kind the device clears (its full code sync
+// applied): a device that cannot reach the backend for days keeps it open
+// past OneShot, raised again at a restart it keeps its acknowledgement,
+// and its clearing closes it. Before, it was journal_damaged, a one-shot
+// alarm: gone from the dashboard after a day whether the device had its
+// codes again or not, and open for a day after it had them.
+func TestOfflineCacheUntrustedOpenUntilTheDeviceClearsIt(t *testing.T) {
+	ctx := context.Background()
+	pool := storetest.New(t).Pool()
+	tech := user(t, pool, "tech", "technician")
+	raise := wire.Event{Kind: wire.EvAlarm, At: t0, Alarm: wire.AlarmOfflineCacheUntrusted, Detail: "offline cache not authenticated"}
+	event(t, pool, "cu-1", "k1", raise)
+	_, err := alarms.Acknowledge(ctx, pool, alarms.AckRequest{Device: "k1", ID: "cu-1", Actor: tech, At: t0.Add(time.Minute)})
+	require.NoError(t, err)
+
+	raise.At = t0.Add(2 * alarms.OneShot) // a restart two days later, still no full sync
+	event(t, pool, "cu-2", "k1", raise)
+	now := raise.At.Add(alarms.OneShot + time.Hour)
+	open, err := alarms.Open(ctx, pool, now, "k1")
+	require.NoError(t, err)
+	require.Len(t, open["k1"], 1, "open past a day")
+	assert.Equal(t, "cu-2", open["k1"][0].ID)
+	assert.True(t, open["k1"][0].Acknowledged(), "raised again without a clearing: the same alarm, still acknowledged")
+
+	event(t, pool, "cu-3", "k1", wire.Event{Kind: wire.EvAlarmCleared, At: now, Alarm: wire.AlarmOfflineCacheUntrusted})
+	open, err = alarms.Open(ctx, pool, now.Add(time.Minute), "k1")
+	require.NoError(t, err)
+	assert.Empty(t, open["k1"], "cleared by the device")
+}

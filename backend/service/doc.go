@@ -39,9 +39,10 @@
 // never connected, is offline or late, or has such an alarm is never
 // chosen, so staff never send a holder to a machine that cannot open.
 // Devices with only other open alarms (sensor_disagreement,
-// pulse_uncertain, journal_damaged, brute_force_lockout) are chosen only
-// when no device without an alarm has room. Then the order above decides,
-// then device id and compartment number, so the choice is deterministic.
+// pulse_uncertain, journal_damaged, offline_cache_untrusted,
+// brute_force_lockout) are chosen only when no device without an alarm
+// has room. Then the order above decides, then device id and compartment
+// number, so the choice is deterministic.
 // When no fit device has a fitting free compartment Reserve refuses with
 // ErrNoOnlineDevice (also ErrNoCompartment and ErrConflict) rather than
 // pick a device that cannot serve. Staff naming a device

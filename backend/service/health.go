@@ -44,7 +44,8 @@ func Late(online bool, since time.Time, heartbeat *time.Time, now time.Time) boo
 // board_rebooting: the doors of a lock board do not open, or not
 // reliably; journal_full: kluisd opens no door at all; mechanism_fault: an
 // automaton's carousel or hatch failed. The other kinds (sensor_disagreement,
-// pulse_uncertain, journal_damaged, brute_force_lockout, and any kind
+// pulse_uncertain, journal_damaged, offline_cache_untrusted (the device
+// verifies online as before), brute_force_lockout, and any kind
 // added later) leave the device able to serve: it is chosen only when no
 // device without an open alarm has room.
 var blockingAlarms = map[wire.AlarmKind]bool{

@@ -841,15 +841,19 @@ var alarmSeverity = map[wire.AlarmKind]int{
 	wire.AlarmBoardUnreachable:   6,
 	wire.AlarmBoardRebooting:     7,
 	wire.AlarmJournalDamaged:     8,
-	wire.AlarmBruteForceLockout:  9,
+	// The offline codes refused until the full sync: nothing changes
+	// while the device is online; its file may have been written by
+	// someone (after the upgrade, the older kluisd's file).
+	wire.AlarmOfflineCacheUntrusted: 9,
+	wire.AlarmBruteForceLockout:     10,
 }
 
 // AttentionRank is the fleet page's default order, lowest first: a device
-// with an open alarm nobody acknowledged (0-10 by its most severe such
+// with an open alarm nobody acknowledged (0-11 by its most severe such
 // alarm), then one that is Unhandled (offline or late in service, a board
-// offline that no alarm names: 11), then one whose open alarms are all
-// acknowledged (12-22 by its most severe: someone handles them, they stay
-// listed), then the others (23). An offline device without alarms came
+// offline that no alarm names: 12), then one whose open alarms are all
+// acknowledged (13-24 by its most severe: someone handles them, they stay
+// listed), then the others (25). An offline device without alarms came
 // after those whose alarms were all acknowledged: the one nobody had
 // taken on below the ones being handled.
 func (h health) AttentionRank() int {

@@ -114,3 +114,18 @@ func TestNoRemoteOpenToANeverConnectedDevice(t *testing.T) {
 		assert.NotContains(t, pages["device"], why, lang)
 	}
 }
+
+// TestEveryAlarmKindHasASeverity: the fleet order ranks every kind kluisd
+// raises (a kind not listed ranked after brute_force_lockout, the least
+// severe). offline_cache_untrusted ranks after journal_damaged (records
+// lost) and before brute_force_lockout (it changes nothing while the
+// device is online, but its file may have been written by someone).
+func TestEveryAlarmKindHasASeverity(t *testing.T) {
+	for _, k := range wire.AlarmKinds() {
+		_, ok := alarmSeverity[k]
+		assert.True(t, ok, "%s has no place in the fleet order", k)
+	}
+	assert.Less(t, alarmSeverity[wire.AlarmJournalDamaged], alarmSeverity[wire.AlarmOfflineCacheUntrusted])
+	assert.Less(t, alarmSeverity[wire.AlarmOfflineCacheUntrusted], alarmSeverity[wire.AlarmBruteForceLockout])
+	assert.Len(t, alarmSeverity, len(wire.AlarmKinds()), "no kind kluisd does not raise")
+}

@@ -1,8 +1,10 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -39,11 +41,13 @@ func addCacheEntry(t *testing.T, path string, e wire.CodeEntry) {
 // whose PIN they chose, for the compartment of someone else's document.
 // kluisd refuses the whole cache at its next start: offline nothing opens
 // (not the planted PIN, not the genuine QR code of the document), alarm
-// journal_damaged says why and reaches the backend, and the heartbeat's
-// cache_version 0 has the backend send a full sync; from that sync on the
-// genuine code opens offline again and the planted PIN still does not.
-// Before, the cache file was not authenticated at all and the planted PIN
-// opened the compartment offline.
+// offline_cache_untrusted says why and reaches the backend, and the
+// heartbeat's cache_version 0 has the backend send a full sync; from that
+// sync on the genuine code opens offline again and the planted PIN still
+// does not, and kluisd has cleared the alarm: the backend lists it open
+// no more. Before, the cache file was not authenticated at all and the
+// planted PIN opened the compartment offline; then (c4a5d0d) the alarm was
+// journal_damaged, which no device clears.
 func TestTamperedOfflineCacheRefused(t *testing.T) {
 	dir := t.TempDir()
 	dev := fmt.Sprintf("cs-%d", time.Now().UnixNano())
@@ -90,7 +94,8 @@ func TestTamperedOfflineCacheRefused(t *testing.T) {
 	require.NotContains(t, b, `"compartment":2`, "a cache that is not authenticated opens nothing")
 	d := diag()
 	require.Contains(t, d, `"offline_cache":0`)
-	require.Contains(t, d, string(wire.AlarmJournalDamaged))
+	require.Contains(t, d, `"alarm":"`+string(wire.AlarmOfflineCacheUntrusted)+`"`, "on the technician's screen")
+	require.NotContains(t, d, string(wire.AlarmJournalDamaged), "the journal is not damaged")
 
 	// The backend is back: kluisd's presence and heartbeat (cache version
 	// 0) bring a full sync, which the backend signed.
@@ -98,13 +103,35 @@ func TestTamperedOfflineCacheRefused(t *testing.T) {
 	testenv.Eventually(t, "a full sync replaces the refused cache", func() bool { return strings.Contains(diag(), `"offline_cache":2`) })
 	testenv.EventuallyWithin(t, time.Minute, "the alarm at the backend, with its cause", func() bool {
 		for _, r := range be.audit("device:" + dev) {
-			if r.Action == "device.alarm" && r.Details["alarm"] == string(wire.AlarmJournalDamaged) {
+			if r.Action == "device.alarm" && r.Details["alarm"] == string(wire.AlarmOfflineCacheUntrusted) {
 				detail, _ := r.Details["detail"].(string)
 				return strings.HasPrefix(detail, "offline cache not authenticated") && strings.Contains(detail, "signature")
 			}
 		}
 		return false
 	})
+	openAlarms := func() []wire.AlarmKind {
+		var out struct {
+			Alarms []struct {
+				Alarm wire.AlarmKind `json:"alarm"`
+			} `json:"alarms"`
+		}
+		require.NoError(t, be.Session().Do(context.Background(), http.MethodGet, "/api/v1/devices/"+dev+"/alarms", nil, &out))
+		var kinds []wire.AlarmKind
+		for _, a := range out.Alarms {
+			kinds = append(kinds, a.Alarm)
+		}
+		return kinds
+	}
+	testenv.EventuallyWithin(t, time.Minute, "the alarm cleared at the backend after the full sync", func() bool {
+		for _, r := range be.audit("device:" + dev) {
+			if r.Action == "device.alarm_cleared" && r.Details["alarm"] == string(wire.AlarmOfflineCacheUntrusted) {
+				return true
+			}
+		}
+		return false
+	})
+	require.Empty(t, openAlarms(), "no alarm open once the device has its codes again")
 	offlineNow()
 	b = pickup(`{"pin":"` + planted + `","birth_date":"1990-02-03","lang":"en"}`)
 	require.NotContains(t, b, `"compartment":2`, "the planted PIN is gone with the refused cache")

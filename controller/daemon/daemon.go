@@ -169,19 +169,22 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	cache, err := offline.Open(cfg.JournalDir, cfg.DeviceID, pub)
-	var cacheDetail string
-	if err != nil {
-		// Damaged (moved aside, starting empty), unreadable (no
-		// offline verification) or not authenticated (not the
-		// backend's signed code syncs: moved aside, every code refused
-		// until the next full sync): the device's state directory is
-		// in trouble, reported as the journal's damage is (without
-		// the journal's withdrawal of every code).
-		log.Error("offline cache damaged, unreadable or not authenticated", "err", err)
+	var cacheDetail, cacheUntrusted string
+	switch {
+	case errors.Is(err, offline.ErrUntrusted):
+		// Not the backend's signed code syncs (tampered, or the
+		// unsigned file of kluisd before 2026-12-07): moved aside,
+		// every code refused until the next full sync, which clears
+		// the alarm offline_cache_untrusted.
+		log.Error("offline cache not authenticated: every offline code refused until the backend's next full sync", "err", err)
+		cacheUntrusted = "offline cache not authenticated, refused until the backend's next full sync: " + err.Error()
+	case err != nil:
+		// Damaged (moved aside, starting empty) or unreadable (no
+		// offline verification): the device's state directory is in
+		// trouble, reported as the journal's damage is (without the
+		// journal's withdrawal of every code).
+		log.Error("offline cache damaged or unreadable", "err", err)
 		cacheDetail = "offline cache damaged or unreadable: " + err.Error()
-		if errors.Is(err, offline.ErrUntrusted) {
-			cacheDetail = "offline cache not authenticated, refused until the backend's next full sync: " + err.Error()
-		}
 	}
 	password, err := cfg.MQTTPassword()
 	if err != nil {
@@ -218,7 +221,8 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	eng, err = engine.New(engine.Options{Config: cfg, Driver: drv, Journal: j, Replay: recs, Backend: lk, Cache: cache,
-		CommandKey: pub, StartupHalt: haltedAt, JournalDamaged: damagedDetail, CacheDamaged: cacheDetail, OutOfBand: lk.PublishNow, Logger: log, Registry: reg})
+		CommandKey: pub, StartupHalt: haltedAt, JournalDamaged: damagedDetail, CacheDamaged: cacheDetail,
+		CacheUntrusted: cacheUntrusted, OutOfBand: lk.PublishNow, Logger: log, Registry: reg})
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}

@@ -142,12 +142,21 @@ type Options struct {
 	// Open found the damage itself.
 	JournalDamaged string
 	// CacheDamaged, when not empty, says what start-up found wrong with
-	// the offline cache (damaged, unreadable, not authenticated: see
-	// offline.Open, which refuses or empties it itself): raised as alarm
+	// the offline cache file (damaged or unreadable: see offline.Open,
+	// which empties it itself, ErrDamaged): raised as alarm
 	// journal_damaged too (one alarm with JournalDamaged's detail when
-	// both), without withdrawing codes: a refused cache's withdrawals
-	// would take every code of the backend's next full sync.
+	// both), without withdrawing codes (offline.Open marks the next syncs
+	// withdrawn itself).
 	CacheDamaged string
+	// CacheUntrusted, when not empty, says why start-up refused the
+	// offline cache file (offline.ErrUntrusted: not the backend's signed
+	// code syncs for this device, moved aside, every offline code refused
+	// until the next full sync): raised as alarm offline_cache_untrusted,
+	// which the engine clears once a full sync is applied (or at a start
+	// that finds the cache trusted again), without withdrawing codes: a
+	// refused cache's withdrawals would take every code of the backend's
+	// next full sync.
+	CacheUntrusted string
 	// OutOfBand, when set, publishes an event to the backend at once,
 	// without the journal (the link's PublishNow): the engine hands it
 	// a journal_full alarm or clear the journal cannot take now, which
@@ -339,6 +348,9 @@ type Engine struct {
 
 	// fullAlarm: journal_full is raised (space.go; under mu).
 	fullAlarm bool
+	// cacheAlarm: offline_cache_untrusted is raised (cachealarm.go;
+	// under mu).
+	cacheAlarm bool
 	// writeFail: a journal write failed for another reason than a full
 	// disk (an I/O error) and none has succeeded since; no door operation
 	// starts meanwhile (space.go; under mu).
@@ -415,6 +427,9 @@ func (e *Engine) replay(recs []journal.Record) {
 			e.replayJournalFull(r)
 		case journal.TypeEvent:
 			e.replayJournalFullEvent(r)
+			e.replayCacheUntrusted(r)
+		case recCacheUntrusted:
+			e.replayCacheUntrusted(r)
 		case recCodeUsed:
 			var u usedCode
 			if json.Unmarshal(r.Data, &u) == nil && u.Doc != "" {
@@ -475,6 +490,8 @@ func (e *Engine) Keep(r journal.Record) bool {
 		return e.keepDOB(r)
 	case recJournalFull:
 		return e.keepJournalFull(r)
+	case recCacheUntrusted:
+		return e.keepRaised(r, &e.cacheAlarm)
 	case recCommand, recCommandReported:
 		var c struct {
 			Expires time.Time `json:"expires"`

@@ -181,10 +181,16 @@ func newRig(t *testing.T, o rigOpts) *rig {
 	if o.damaged == "" {
 		o.damaged = rec.Damage() // as the daemon does
 	}
+	var untrusted string
 	r.cache, err = offline.Open(o.dir, device, o.priv.Public().(ed25519.PublicKey))
-	require.NoError(t, err)
+	if errors.Is(err, offline.ErrUntrusted) {
+		untrusted = err.Error() // as the daemon does
+	} else {
+		require.NoError(t, err)
+	}
 	eo := Options{Config: r.cfg, Driver: r.f, Journal: j, Replay: recs, Cache: r.cache,
-		CommandKey: o.priv.Public().(ed25519.PublicKey), StartupHalt: o.halt, JournalDamaged: o.damaged, Clock: o.clock, Logger: slog.New(slog.NewTextHandler(rigLog(), nil))}
+		CommandKey: o.priv.Public().(ed25519.PublicKey), StartupHalt: o.halt, JournalDamaged: o.damaged, CacheUntrusted: untrusted,
+		Clock: o.clock, Logger: slog.New(slog.NewTextHandler(rigLog(), nil))}
 	if !o.noBackend {
 		eo.Backend = r.be
 	}

@@ -95,6 +95,7 @@ func (e *Engine) inventory(ctx context.Context) error {
 		}
 		e.alarm(wire.AlarmJournalDamaged, nil, nil, detail)
 	}
+	e.noteCache()
 	var info hardware.Info
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {

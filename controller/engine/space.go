@@ -16,7 +16,8 @@ import (
 // counts; kept by compaction while the alarm is raised.
 const recJournalFull = "journal_full"
 
-type journalFullMark struct {
+// alarmMark is the record of recJournalFull and recCacheUntrusted.
+type alarmMark struct {
 	Raised bool `json:"raised"`
 }
 
@@ -153,7 +154,7 @@ func (e *Engine) noteSpace(st journal.SpaceState) {
 		return
 	}
 	mark := func(raised bool) {
-		e.keep(recJournalFull, func() error { return e.appendData(recJournalFull, journalFullMark{Raised: raised}) })
+		e.keep(recJournalFull, func() error { return e.appendData(recJournalFull, alarmMark{Raised: raised}) })
 	}
 	if low {
 		e.alarm(wire.AlarmJournalFull, nil, nil, lowDetail(st))
@@ -190,7 +191,7 @@ func (e *Engine) outOfOrderDetail() string {
 
 // replayJournalFull takes a journal_full mark from the journal.
 func (e *Engine) replayJournalFull(r journal.Record) {
-	var m journalFullMark
+	var m alarmMark
 	if json.Unmarshal(r.Data, &m) == nil {
 		e.fullAlarm = m.Raised
 	}
@@ -199,26 +200,39 @@ func (e *Engine) replayJournalFull(r journal.Record) {
 // replayJournalFullEvent takes a journaled journal_full alarm or clear as
 // its mark (see noteSpace).
 func (e *Engine) replayJournalFullEvent(r journal.Record) {
+	if kind, raised, ok := journaledAlarm(r); ok && kind == wire.AlarmJournalFull {
+		e.fullAlarm = raised
+	}
+}
+
+// journaledAlarm reads a journaled alarm or alarm_cleared event: its kind
+// and whether it raised (ok false for any other record).
+func journaledAlarm(r journal.Record) (kind wire.AlarmKind, raised, ok bool) {
 	ev := r.Event
 	if ev == nil || (ev.Kind != string(wire.EvAlarm) && ev.Kind != string(wire.EvAlarmCleared)) {
-		return
+		return "", false, false
 	}
 	var a struct {
 		Alarm wire.AlarmKind `json:"alarm"`
 	}
-	if json.Unmarshal(ev.Payload, &a) == nil && a.Alarm == wire.AlarmJournalFull {
-		e.fullAlarm = ev.Kind == string(wire.EvAlarm)
+	if json.Unmarshal(ev.Payload, &a) != nil {
+		return "", false, false
 	}
+	return a.Alarm, ev.Kind == string(wire.EvAlarm), true
 }
 
 // keepJournalFull: a raised mark survives compaction while the alarm is
 // raised.
-func (e *Engine) keepJournalFull(r journal.Record) bool {
-	var m journalFullMark
+func (e *Engine) keepJournalFull(r journal.Record) bool { return e.keepRaised(r, &e.fullAlarm) }
+
+// keepRaised: a raised alarm mark ({"raised": true}) survives compaction
+// while *raised (under mu) says the alarm is.
+func (e *Engine) keepRaised(r journal.Record, raised *bool) bool {
+	var m alarmMark
 	if json.Unmarshal(r.Data, &m) != nil || !m.Raised {
 		return false
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.fullAlarm
+	return *raised
 }

@@ -172,13 +172,20 @@ const (
 	// operation starts (no addr, no board); cleared when the reserve is
 	// made again.
 	AlarmJournalFull AlarmKind = "journal_full"
+	// AlarmOfflineCacheUntrusted: start-up refused the offline cache
+	// file (not the backend's signed code syncs for this device:
+	// tampered, signed with another key, or the unsigned file of kluisd
+	// before 2026-12-07); it was moved aside and no code opens offline
+	// (no addr, no board). Cleared once a full signed code sync is
+	// applied; raised again at each start until then.
+	AlarmOfflineCacheUntrusted AlarmKind = "offline_cache_untrusted"
 )
 
 // AlarmKinds lists every alarm kind.
 func AlarmKinds() []AlarmKind {
 	return []AlarmKind{AlarmDoorLeftOpen, AlarmForcedDoor, AlarmBoardUnreachable,
 		AlarmSensorDisagreement, AlarmBruteForceLockout, AlarmMechanismFault,
-		AlarmPulseUncertain, AlarmJournalDamaged, AlarmBoardRebooting, AlarmJournalFull}
+		AlarmPulseUncertain, AlarmJournalDamaged, AlarmBoardRebooting, AlarmJournalFull, AlarmOfflineCacheUntrusted}
 }
 
 // Method is how a citizen identified: "qr" or "pin".

@@ -327,4 +327,6 @@ var uiTexts = map[string][4]string{
 	alarmKey(wire.AlarmJournalDamaged):     {"Logboek beschadigd", "Journal endommagé", "Journal damaged", "Journal beschädigt"},
 	alarmKey(wire.AlarmBoardRebooting):     {"Bord start steeds opnieuw", "La carte redémarre sans cesse", "Board keeps restarting", "Platine startet immer wieder neu"},
 	alarmKey(wire.AlarmJournalFull):        {"Schijf vol: geen deur gaat open", "Disque plein\u00a0: aucune porte ne s'ouvre", "Disk full: no door opens", "Datenträger voll: keine Tür öffnet"},
+	alarmKey(wire.AlarmOfflineCacheUntrusted): {"Offline codes geweigerd tot de volledige synchronisatie", "Codes hors ligne refusés jusqu'à la synchronisation complète",
+		"Offline codes refused until the full sync", "Offline-Codes abgelehnt bis zur vollständigen Synchronisierung"},
 }

@@ -1,0 +1,120 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"kluis/controller/offline"
+	"kluis/controller/offline/offlinetest"
+	"kluis/controller/wire"
+)
+
+// writeUnsignedCache writes the offline cache file kluisd wrote before
+// 2026-12-07 (format 1: bare entries, no signature) into dir.
+func writeUnsignedCache(t *testing.T, dir string, entries ...wire.CodeEntry) {
+	t.Helper()
+	b, err := json.Marshal(map[string]any{"version": 41, "entries": entries})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, offline.FileName), b, 0o600))
+}
+
+// untrustedCacheRig starts a rig whose directory holds the unsigned
+// offline cache of kluisd before 2026-12-07 (one entry, returned), and
+// waits for the alarm it raises.
+func untrustedCacheRig(t *testing.T) (*rig, wire.CodeEntry) {
+	t.Helper()
+	dir := t.TempDir()
+	entry := offlinetest.PINEntry("doc1", device, "123456789", "", wire.Address{Board: 0, Channel: 1}, time.Now().Add(24*time.Hour))
+	writeUnsignedCache(t, dir, entry)
+	r := newRig(t, rigOpts{caps: sensors, dir: dir})
+	r.waitFor("the alarm", func() bool { return r.hasEvent(cacheAlarm) })
+	return r, entry
+}
+
+const (
+	cacheAlarm   = "alarm:" + string(wire.AlarmOfflineCacheUntrusted)
+	cacheCleared = "alarm_cleared:" + string(wire.AlarmOfflineCacheUntrusted)
+)
+
+// The unsigned offline cache of the kluisd before the upgrade is refused at
+// start-up with alarm offline_cache_untrusted (not journal_damaged, which
+// says nothing of the journal here and is never cleared), with the cause,
+// on the technician's screen; a restart before the backend's full sync
+// raises it again; a partial sync (refused) leaves it raised; the full
+// sync clears it, and a later start raises nothing. A file tampered with
+// after that is refused again at the next start, and the alarm raised
+// again.
+func TestUntrustedCacheAlarmClearedByAFullSync(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r, entry := untrustedCacheRig(t)
+		dir := r.dir
+		require.False(t, r.hasEvent("alarm:journal_damaged"), "the journal is not damaged")
+		for _, ev := range r.events() {
+			if ev.Alarm == wire.AlarmOfflineCacheUntrusted {
+				require.Contains(t, ev.Detail, "kluisd before 2026-12-07")
+			}
+		}
+		d := r.e.Diagnostics(context.Background())
+		require.NotEmpty(t, d.Alarms)
+		require.Equal(t, wire.AlarmOfflineCacheUntrusted, d.Alarms[0].Alarm, "on the technician's screen")
+		r.stop()
+
+		r = newRig(t, rigOpts{caps: sensors, dir: dir, priv: r.priv})
+		r.waitFor("raised again at a start before the full sync", func() bool { return r.countEvents(cacheAlarm) == 2 })
+		now := time.Now()
+		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "partial-1", Kind: wire.CmdCodeSync, Issued: now,
+			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 5, Entries: []wire.CodeEntry{entry}}}))
+		require.Equal(t, wire.StatusRejected, res.Status, res.Detail)
+		synctest.Wait()
+		require.False(t, r.hasEvent(cacheCleared), "a partial sync ends no refusal")
+
+		r.codeSync(6, entry)
+		r.waitFor("cleared by the full sync", func() bool { return r.hasEvent(cacheCleared) })
+		require.Equal(t, 1, r.e.o.Cache.Len())
+		r.codeSync(7, entry)
+		synctest.Wait()
+		require.Equal(t, 1, r.countEvents(cacheCleared), "cleared once")
+		r.stop()
+
+		r = newRig(t, rigOpts{caps: sensors, dir: dir, priv: r.priv})
+		synctest.Wait()
+		require.Equal(t, 2, r.countEvents(cacheAlarm), "a trusted cache raises nothing")
+		require.Equal(t, 1, r.countEvents(cacheCleared))
+		r.stop()
+
+		offlinetest.EditFile(t, filepath.Join(dir, offline.FileName), func(f map[string]any) {
+			f["syncs"].([]any)[0].(map[string]any)["codes"].(map[string]any)["version"] = 8
+		})
+		r = newRig(t, rigOpts{caps: sensors, dir: dir, priv: r.priv})
+		defer r.stop()
+		r.waitFor("raised again for a file refused again", func() bool { return r.countEvents(cacheAlarm) == 3 })
+	})
+}
+
+// kluisd stopped after the full sync's write but before its clearing was
+// journaled (a power cut): the next start finds the cache trusted and the
+// alarm still raised in the journal, and clears it then; before, it stayed
+// open at the backend for good.
+func TestUntrustedCacheAlarmClearedAtTheNextStart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r, entry := untrustedCacheRig(t)
+		dir := r.dir
+		// The sync written, the engine never told.
+		require.NoError(t, r.cache.Apply(offlinetest.Sync(t, r.priv, device, wire.CodeSync{Version: 3, Full: true, Entries: []wire.CodeEntry{entry}})))
+		synctest.Wait()
+		require.False(t, r.hasEvent(cacheCleared))
+		r.stop()
+
+		r = newRig(t, rigOpts{caps: sensors, dir: dir, priv: r.priv})
+		defer r.stop()
+		r.waitFor("cleared at start", func() bool { return r.hasEvent(cacheCleared) })
+		require.Equal(t, 1, r.countEvents(cacheAlarm), "not raised again")
+	})
+}

@@ -22,12 +22,20 @@ func (s *Service) RegisterDocument(ctx context.Context, actor string, n store.Ne
 		return store.Document{}, err
 	}
 	now := s.clock()
-	if err := n.Validate(now); err != nil {
+	// The date of birth is judged by the site's day (at 00:30 in
+	// Brussels today's date there is no date in the future); by UTC's
+	// when the site cannot be read (an unknown site is the insert's
+	// ErrNotFound).
+	local := now
+	if loc, err := s.location(ctx, s.db, n.SiteID); err == nil {
+		local = now.In(loc)
+	}
+	if err := n.Validate(local); err != nil {
 		return store.Document{}, err
 	}
 	var out store.Document
 	err := s.st.InTx(ctx, func(tx pgx.Tx) error {
-		d, err := store.InsertDocument(ctx, tx, n, s.pseudonym(n.Kind, store.DocumentNumberKey(n.Number)), now)
+		d, err := store.InsertDocument(ctx, tx, n, s.pseudonym(n.Kind, store.DocumentNumberKey(n.Number)), local)
 		if err != nil {
 			return err
 		}

@@ -386,3 +386,24 @@ func TestUnclaimedRetentionHasAFloor(t *testing.T) {
 	_, err = service.New(service.Options{Store: st, UnclaimedRetention: service.MinUnclaimedRetention})
 	require.NoError(t, err)
 }
+
+// TestBirthDateTodayAtTheSite: at 00:30 in Brussels (23:30 UTC the day
+// before) a holder born that day is registered: the date of birth is
+// judged by the site's day, not UTC's (before, "is in the future" until
+// 01:00 in winter, 02:00 in summer). The next day is still refused.
+func TestBirthDateTodayAtTheSite(t *testing.T) {
+	e := newEnv(t, nil)
+	e.clock.Set(time.Date(2026, 12, 6, 23, 30, 0, 0, time.UTC)) // Monday 7 December, 00:30 in Brussels
+	n := e.newDoc(store.EID, false)
+	n.BirthDate = new(time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC))
+	d, err := e.svc.RegisterDocument(e.ctx, "user:counter1", n)
+	require.NoError(t, err)
+	require.Equal(t, time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC), d.BirthDate.UTC())
+
+	n = e.newDoc(store.EID, false)
+	n.BirthDate = new(time.Date(2026, 12, 8, 0, 0, 0, 0, time.UTC))
+	_, err = e.svc.RegisterDocument(e.ctx, "user:counter1", n)
+	var ve *store.ValidationError
+	require.ErrorAs(t, err, &ve)
+	require.Equal(t, "holder_birth_date", ve.Fields[0].Field)
+}

@@ -191,6 +191,29 @@ func TestNewDocumentValidate(t *testing.T) {
 	}
 }
 
+// The date of birth is bounded by now's calendar day in now's location:
+// at 00:30 in Brussels (23:30 UTC the day before) today's date there is
+// no date in the future; the next day is. With now in UTC, UTC's day.
+func TestNewDocumentBirthDateByTheLocalDay(t *testing.T) {
+	brussels, err := time.LoadLocation("Europe/Brussels")
+	require.NoError(t, err)
+	at := time.Date(2026, 12, 6, 23, 30, 0, 0, time.UTC)
+	doc := func(y int, m time.Month, d int) store.NewDocument {
+		return store.NewDocument{Kind: store.KidsID, Number: "592-1234567-89", FirstName: "Lien", LastName: "Peeters",
+			BirthDate: new(time.Date(y, m, d, 0, 0, 0, 0, time.UTC)), Language: "nl", Mobile: "0470123456", SiteID: "k"}
+	}
+	n := doc(2026, 12, 7)
+	require.NoError(t, n.Validate(at.In(brussels)), "today in Brussels")
+	for _, c := range []struct {
+		n   store.NewDocument
+		now time.Time
+	}{{doc(2026, 12, 8), at.In(brussels)}, {doc(2026, 12, 7), at}} {
+		var ve *store.ValidationError
+		require.ErrorAs(t, c.n.Validate(c.now), &ve, "%v at %v", c.n.BirthDate, c.now)
+		require.Equal(t, "holder_birth_date", ve.Fields[0].Field)
+	}
+}
+
 func TestSiteLocalTime(t *testing.T) {
 	utc := time.Date(2026, 7, 1, 10, 0, 0, 0, time.UTC)
 	got := store.Site{}.LocalTime(utc)

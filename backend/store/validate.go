@@ -318,8 +318,11 @@ type NewDocument struct {
 	NoContact bool `json:"no_contact"`
 }
 
-// Validate checks and normalises every field (now bounds the birth date)
-// and returns a *ValidationError naming all refused fields.
+// Validate checks and normalises every field and returns a
+// *ValidationError naming all refused fields. now bounds the birth date:
+// a date after now's calendar day, in now's location, is in the future;
+// pass now in the site's time zone (at 00:30 in Brussels, 23:30 UTC the
+// day before, today's date there is no date in the future).
 func (n *NewDocument) Validate(now time.Time) error {
 	var c checker
 	if !n.Kind.Valid() {
@@ -342,7 +345,7 @@ func (n *NewDocument) Validate(now time.Time) error {
 		n.BirthDate = new(time.Date(y, m, d, 0, 0, 0, 0, time.UTC))
 		if y < 1900 {
 			c.add("holder_birth_date", "is before 1900")
-		} else if n.BirthDate.After(now) {
+		} else if ny, nm, nd := now.Date(); n.BirthDate.After(time.Date(ny, nm, nd, 0, 0, 0, 0, time.UTC)) {
 			c.add("holder_birth_date", "is in the future")
 		}
 	}

@@ -53,9 +53,10 @@ var birthMissingKeys = map[int]string{
 
 // parseBirthDate reads a date of birth typed as day, month and year: each
 // a number (day 1-31, month 1-12, the year with 4 digits), together a
-// date that exists, in 1900 or later and no later than now (the bounds of
-// store.NewDocument.Validate, which checks them again). The date is at
-// midnight UTC, as time.Parse(time.DateOnly) reads "yyyy-mm-dd".
+// date that exists, in 1900 or later and no later than now's calendar day
+// in now's location (the bounds of store.NewDocument.Validate, which
+// checks them again; the console passes now in its time zone). The date
+// is at midnight UTC, as time.Parse(time.DateOnly) reads "yyyy-mm-dd".
 func parseBirthDate(in dateInput, now time.Time) (time.Time, *dateProblem) {
 	d, m, y := strings.TrimSpace(in.Day), strings.TrimSpace(in.Month), strings.TrimSpace(in.Year)
 	empty := 0
@@ -95,7 +96,7 @@ func parseBirthDate(in dateInput, now time.Time) (time.Time, *dateProblem) {
 	if year < 1900 {
 		return time.Time{}, &dateProblem{Key: birthTooOld, Year: true}
 	}
-	if t.After(now) {
+	if ny, nm, nd := now.Date(); t.After(time.Date(ny, nm, nd, 0, 0, 0, 0, time.UTC)) {
 		return time.Time{}, &dateProblem{Key: birthFuture, Day: true, Month: true, Year: true}
 	}
 	return t, nil

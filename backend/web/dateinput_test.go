@@ -68,3 +68,19 @@ func TestParseBirthDate(t *testing.T) {
 	assert.Equal(t, "holder_birth_date-year", dateProblem{Year: true}.Anchor("holder_birth_date"))
 	assert.Equal(t, "holder_birth_date", dateProblem{}.Anchor("holder_birth_date"))
 }
+
+// At 00:30 in Brussels (23:30 UTC the day before) today's date there is a
+// date of birth, not one in the future: the day is now's, in now's
+// location (the console passes its time zone's); the next day is refused.
+func TestBirthDateTodayAfterMidnightInBrussels(t *testing.T) {
+	brussels, err := time.LoadLocation("Europe/Brussels")
+	assert.NoError(t, err)
+	now := time.Date(2026, 12, 6, 23, 30, 0, 0, time.UTC).In(brussels)
+	got, p := parseBirthDate(dateInput{Day: "7", Month: "12", Year: "2026"}, now)
+	assert.Nil(t, p)
+	assert.Equal(t, time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC), got)
+	_, p = parseBirthDate(dateInput{Day: "8", Month: "12", Year: "2026"}, now)
+	if assert.NotNil(t, p) {
+		assert.Equal(t, birthFuture, p.Key)
+	}
+}

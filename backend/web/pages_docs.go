@@ -306,13 +306,14 @@ func (w *Web) register(rw http.ResponseWriter, q *req) error {
 	default:
 		bad["contact"] = ""
 	}
-	birth, birthBad := parseBirthDate(f.Birth, w.o.Clock())
+	now := w.o.Clock().In(w.o.Location) // a date of birth is judged by the day here
+	birth, birthBad := parseBirthDate(f.Birth, now)
 	if birthBad != nil {
 		bad["holder_birth_date"] = birthBad.Key
 	} else {
 		n.BirthDate = &birth
 	}
-	if err := n.Validate(w.o.Clock()); err != nil {
+	if err := n.Validate(now); err != nil {
 		var ve *store.ValidationError
 		if !errors.As(err, &ve) {
 			return err

@@ -147,8 +147,9 @@ func TestTechnicianAtNightSeesWhatIsKnown(t *testing.T) {
 }
 
 // TestTechnicianSeesWhatToDo: on a phone (390x844), from the fleet page
-// with a click, a device with a forced door (compartment 2) and a full
-// journal disk says what to do about each (Wat nu?) at the top of its
+// with a click, a device with a forced door (compartment 2), a full
+// journal disk and its offline cache refused says what to do about each
+// (Wat nu?) at the top of its
 // status; the timeline names the forced door's compartment, as the
 // alarm list does. The network goes: what to do about a device offline,
 // since when, comes first. Links at the top of the page go to its parts
@@ -165,6 +166,7 @@ func TestTechnicianSeesWhatToDo(t *testing.T) {
 	e := newEnv(t, server.Options{})
 	e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmForcedDoor, Addr: &wire.Address{Board: 0, Channel: 1}})
 	e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmJournalFull})
+	e.raise(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmOfflineCacheUntrusted})
 
 	_, phone := techPhone(t, e)
 	base := e.b.URL("")
@@ -176,6 +178,8 @@ func TestTechnicianSeesWhatToDo(t *testing.T) {
 	assert.Contains(t, steps, web.Text("nl", "next.what", "what", web.Text("nl", "alarm.forced_door")))
 	assert.Contains(t, steps, web.Text("nl", "next.alarm.forced_door"))
 	assert.Contains(t, steps, web.Text("nl", "next.alarm.journal_full"))
+	assert.Contains(t, steps, web.Text("nl", "next.what", "what", web.Text("nl", "alarm.offline_cache_untrusted")))
+	assert.Contains(t, steps, web.Text("nl", "next.alarm.offline_cache_untrusted"))
 	assert.NotContains(t, steps, web.Text("nl", "next.alarm.door_left_open"))
 	assert.Contains(t, evalString(t, phone, `Array.from(document.querySelectorAll("#device-timeline li.alarm")).map(li => li.innerText).join("\n")`), web.Text("nl", "alarm.at_compartment", "alarm", web.Text("nl", "alarm.forced_door"), "n", 2),
 		"the timeline names the door")
@@ -206,11 +210,13 @@ func TestTechnicianSeesWhatToDo(t *testing.T) {
 	assert.Contains(t, steps, "Que faire\u00a0?")
 	assert.Contains(t, steps, web.Text("fr", "next.what", "what", web.Text("fr", "alarm.forced_door")))
 	assert.Contains(t, steps, web.Text("fr", "next.alarm.journal_full"))
+	assert.Contains(t, steps, web.Text("fr", "next.alarm.offline_cache_untrusted"))
 	for _, lang := range []string{"en", "de"} {
 		phone.Do(t, chromedp.Click(chromedp.CSS(`nav.langs a[hreflang="`+lang+`"]`)))
 		phone.WaitFor(t, `document.documentElement.lang === "`+lang+`" && !!document.querySelector("#device-status .next-steps")`, 10*time.Second)
 		look("what-to-do-offline-phone-" + lang)
 		assert.Contains(t, phone.Text(t, "#device-status .next-steps"), web.Text(lang, "next.alarm.forced_door"))
+		assert.Contains(t, phone.Text(t, "#device-status .next-steps"), web.Text(lang, "next.alarm.offline_cache_untrusted"))
 	}
 }
 

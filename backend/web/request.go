@@ -19,7 +19,12 @@ import (
 	"kluis/backend/store"
 )
 
-// Cookie names. The session cookie's path is Prefix.
+// Cookie names. Served over HTTPS (Web.secure) each is a __Host- cookie
+// (hostPrefix + name: Secure, Path=/, no Domain), so that a sibling
+// subdomain cannot plant one the console takes; over plain HTTP
+// (development on loopback, where a browser refuses a Secure cookie) the
+// name as it is, with Path Prefix. Read and written only through
+// Web.cookie and Web.setCookie.
 const (
 	sessionCookie = "kluis_staff"
 	loginCookie   = "kluis_staff_login"
@@ -147,9 +152,27 @@ func (w *Web) secure(r *http.Request) bool {
 	return false
 }
 
+// hostPrefix makes a cookie a __Host- cookie: a browser keeps it only
+// when Secure, with Path=/ and no Domain, set by the host itself.
+const hostPrefix = "__Host-"
+
+// setCookie sets the console's cookie name for r (see the cookie names).
 func (w *Web) setCookie(rw http.ResponseWriter, r *http.Request, name, value string, maxAge int) {
-	http.SetCookie(rw, &http.Cookie{Name: name, Value: value, Path: Prefix, MaxAge: maxAge, HttpOnly: true,
-		Secure: w.secure(r), SameSite: http.SameSiteLaxMode})
+	c := &http.Cookie{Name: name, Value: value, Path: Prefix, MaxAge: maxAge, HttpOnly: true, SameSite: http.SameSiteLaxMode}
+	if w.secure(r) {
+		c.Name, c.Path, c.Secure = hostPrefix+name, "/", true
+	}
+	http.SetCookie(rw, c)
+}
+
+// cookie reads the console's cookie name from r: over HTTPS only its
+// __Host- form, never one without the prefix (another host could have
+// set that).
+func (w *Web) cookie(r *http.Request, name string) (*http.Cookie, error) {
+	if w.secure(r) {
+		name = hostPrefix + name
+	}
+	return r.Cookie(name)
 }
 
 // language returns the language of the request: ?lang= (also remembered
@@ -159,7 +182,7 @@ func (w *Web) language(rw http.ResponseWriter, r *http.Request) string {
 		w.setCookie(rw, r, langCookie, l, 365*24*3600)
 		return l
 	}
-	if c, err := r.Cookie(langCookie); err == nil && store.ValidLanguage(c.Value) {
+	if c, err := w.cookie(r, langCookie); err == nil && store.ValidLanguage(c.Value) {
 		return c.Value
 	}
 	return Languages[0]
@@ -190,7 +213,7 @@ func (w *Web) page(action string, h handler) http.HandlerFunc {
 			w.fail(rw, q, fail(http.StatusBadRequest, "error.bad_request"))
 			return
 		}
-		c, err := r.Cookie(sessionCookie)
+		c, err := w.cookie(r, sessionCookie)
 		if err == nil {
 			q.sess, err = w.o.Auth.WebSessionFor(r.Context(), c.Value, true)
 		}
@@ -522,7 +545,7 @@ var warnNotices = map[string]bool{"notice.no_compartment": true, "notice.no_onli
 // not again on a reload, through the back button or from a bookmark (it
 // is not in the URL). "" when there is none.
 func (q *req) notice(rw http.ResponseWriter) string {
-	c, err := q.r.Cookie(noticeCookie)
+	c, err := q.w.cookie(q.r, noticeCookie)
 	if err != nil {
 		return ""
 	}

@@ -39,7 +39,7 @@ func safeNext(s string) string {
 
 func (w *Web) loginForm(rw http.ResponseWriter, q *req) error {
 	// A signed-in person goes to the console.
-	if c, err := q.r.Cookie(sessionCookie); err == nil {
+	if c, err := w.cookie(q.r, sessionCookie); err == nil {
 		if _, err := w.o.Auth.WebSessionFor(q.r.Context(), c.Value, false); err == nil {
 			http.Redirect(rw, q.r, Prefix, http.StatusSeeOther)
 			return nil
@@ -63,7 +63,7 @@ func (w *Web) showLogin(rw http.ResponseWriter, q *req, status int, d loginData)
 
 func (w *Web) login(rw http.ResponseWriter, q *req) error {
 	r := q.r
-	c, err := r.Cookie(loginCookie)
+	c, err := w.cookie(r, loginCookie)
 	tok := r.PostForm.Get("login_token")
 	if err != nil || tok == "" || subtle.ConstantTimeCompare([]byte(c.Value), []byte(tok)) != 1 {
 		// Logged and counted like the session forms' refusals, not
@@ -132,7 +132,7 @@ func (w *Web) login(rw http.ResponseWriter, q *req) error {
 }
 
 func (w *Web) logout(rw http.ResponseWriter, q *req) error {
-	c, err := q.r.Cookie(sessionCookie)
+	c, err := w.cookie(q.r, sessionCookie)
 	if err == nil {
 		if err := w.o.Auth.EndWebSession(q.r.Context(), c.Value); err != nil {
 			return err

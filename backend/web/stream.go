@@ -76,7 +76,7 @@ func (w *Web) stream(deviceStream bool) http.HandlerFunc {
 		q := &req{w: w, r: r}
 		q.lang = w.language(rw, r)
 		q.t = w.tr(q.lang)
-		c, err := r.Cookie(sessionCookie)
+		c, err := w.cookie(r, sessionCookie)
 		if err == nil {
 			q.sess, err = w.o.Auth.WebSessionFor(r.Context(), c.Value, false)
 		}

@@ -813,3 +813,66 @@ func linesWith(log, msg string) []string {
 	}
 	return lines
 }
+
+// Served over HTTPS the console's cookies are __Host- cookies (Secure,
+// Path=/, no Domain): a sibling subdomain cannot plant a session or login
+// cookie the console takes, and a cookie without the prefix is not read.
+// Over plain HTTP (development on loopback) they keep their names and
+// Path=/staff/ (TestLoginSessionCSRFAndHeaders): browsers refuse a
+// __Host- cookie there.
+func TestConsoleCookiesAreHostCookiesOverHTTPS(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e := newEnv(t, server.Options{PublicURL: "https://kluis.example"})
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	do := func(method, path string, form url.Values, cookies ...*http.Cookie) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest(method, e.b.URL(path), strings.NewReader(form.Encode()))
+		require.NoError(t, err)
+		if form != nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		for _, c := range cookies {
+			req.AddCookie(c)
+		}
+		res, err := hc.Do(req)
+		require.NoError(t, err)
+		res.Body.Close()
+		return res
+	}
+	set := func(res *http.Response, name string) *http.Cookie {
+		t.Helper()
+		for _, c := range res.Cookies() {
+			if c.Name == name {
+				return c
+			}
+		}
+		t.Fatalf("no cookie %s in %v", name, res.Header.Values("Set-Cookie"))
+		return nil
+	}
+	hostCookie := func(c *http.Cookie) {
+		t.Helper()
+		assert.True(t, c.Secure, c.Name)
+		assert.Equal(t, "/", c.Path, c.Name)
+		assert.Empty(t, c.Domain, c.Name)
+		assert.True(t, c.HttpOnly, c.Name)
+	}
+
+	res := do("GET", "/staff/login", nil)
+	require.Equal(t, 200, res.StatusCode)
+	login := set(res, "__Host-kluis_staff_login")
+	hostCookie(login)
+	form := url.Values{"login_token": {login.Value}, "username": {e.users[auth.RoleStaff]}, "password": {password(auth.RoleStaff)}}
+	res = do("POST", "/staff/login", form, &http.Cookie{Name: "kluis_staff_login", Value: login.Value})
+	assert.Equal(t, http.StatusForbidden, res.StatusCode, "a login cookie without the prefix is not read")
+	res = do("POST", "/staff/login", form, &http.Cookie{Name: login.Name, Value: login.Value})
+	require.Equal(t, http.StatusSeeOther, res.StatusCode)
+	sess := set(res, "__Host-kluis_staff")
+	hostCookie(sess)
+
+	res = do("GET", "/staff/documents", nil, &http.Cookie{Name: sess.Name, Value: sess.Value})
+	assert.Equal(t, 200, res.StatusCode)
+	res = do("GET", "/staff/documents", nil, &http.Cookie{Name: "kluis_staff", Value: sess.Value})
+	assert.Equal(t, http.StatusSeeOther, res.StatusCode, "a session cookie without the prefix (planted by a sibling) is not read")
+	res = do("GET", "/staff/documents?lang=fr", nil, &http.Cookie{Name: sess.Name, Value: sess.Value})
+	hostCookie(set(res, "__Host-kluis_staff_lang"))
+}

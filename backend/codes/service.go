@@ -423,6 +423,25 @@ func (s *Service) Revoke(ctx context.Context, tx pgx.Tx, documentID string) (int
 	return n, nil
 }
 
+// PurgeDocuments erases, inside the retention purge's transaction
+// (service.Purger), what the dead codes of these documents (revoked, used
+// or expired) derived from the holder's date of birth: the date-of-birth
+// HMAC and the offline verifier of PIN and date of birth; purged_at marks
+// them. A live code keeps both (a purged document has none: its codes
+// expired with its deadline or were revoked when it closed).
+func (s *Service) PurgeDocuments(ctx context.Context, tx pgx.Tx, documentIDs []string) error {
+	if len(documentIDs) == 0 {
+		return nil
+	}
+	now := s.clock()
+	if _, err := tx.Exec(ctx, `UPDATE codes SET dob_digest = NULL, offline_verifier = '', purged_at = $2
+		WHERE document_id = ANY($1::uuid[]) AND purged_at IS NULL
+		AND (revoked_at IS NOT NULL OR used_at IS NOT NULL OR expires_at <= $2)`, documentIDs, now); err != nil {
+		return fmt.Errorf("codes: purge: %w", err)
+	}
+	return nil
+}
+
 func (s *Service) deviceSalt(ctx context.Context, tx pgx.Tx, deviceID string, now time.Time) ([]byte, error) {
 	salt := make([]byte, 16)
 	if _, err := io.ReadFull(s.rand, salt); err != nil {

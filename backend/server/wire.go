@@ -131,8 +131,8 @@ func (s *Server) wire(ctx context.Context, st *store.Store, as *auth.Service) (*
 		UnclaimedRetention: o.UnclaimedRetention,
 		Codes:              syncer.Issuer(codes.Issuer{Service: cs}),
 		Outbox:             outbox,
-		Notifier:           syncer.Notifier(outbox), // after commit: wake the sender, mark the device for a code sync
-		Purger:             notifier,
+		Notifier:           syncer.Notifier(outbox),       // after commit: wake the sender, mark the device for a code sync
+		Purger:             service.Purgers{notifier, cs}, // tracking ids, failure texts, outbox; the codes' date-of-birth digests
 	})
 	if err != nil {
 		return w, err

@@ -114,6 +114,20 @@ type Purger interface {
 	PurgeDocuments(ctx context.Context, tx pgx.Tx, documentIDs []string) error
 }
 
+// Purgers is a Purger that runs each of its Purgers in turn and stops at
+// the first error.
+type Purgers []Purger
+
+// PurgeDocuments runs each Purger's PurgeDocuments.
+func (ps Purgers) PurgeDocuments(ctx context.Context, tx pgx.Tx, documentIDs []string) error {
+	for _, p := range ps {
+		if err := p.PurgeDocuments(ctx, tx, documentIDs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Options configure New. Zero values get defaults.
 type Options struct {
 	// Store is the database (required).

@@ -52,6 +52,10 @@ func TestConsoleShowsADocumentErasedUnclaimed(t *testing.T) {
 	testenv.Eventually(t, "the unclaimed documents to be purged", func() bool {
 		return e.document(expired)["purged_at"] != nil && e.document(registered)["purged_at"] != nil
 	})
+	var purgedCodes int
+	require.NoError(t, e.pool().QueryRow(context.Background(), `SELECT count(*) FROM codes WHERE document_id = $1
+		AND purged_at IS NOT NULL AND dob_digest IS NULL AND length(offline_verifier) = 0`, expired).Scan(&purgedCodes))
+	assert.Equal(t, 1, purgedCodes, "its code's birth-date digests went too")
 	d := e.document(expired)
 	assert.Equal(t, "expired", d["state"], "still in its compartment")
 	assert.Nil(t, d["closed_at"])

@@ -95,11 +95,11 @@ func HashRecord(prevHash []byte, seq int64, at time.Time, actor, action, subject
 // text field as a big-endian 32-bit length and its bytes. Hashed at once
 // (sha256.Sum256, no hash.Hash and no conversion of the strings); the
 // chainer gives the details as the string it read.
-func appendRecord[D string | []byte](b, prevHash []byte, seq int64, at time.Time, actor, action, subject string, details D) []byte {
+func appendRecord[S, D string | []byte](b, prevHash []byte, seq int64, at time.Time, actor, action, subject S, details D) []byte {
 	b = append(b, prevHash...)
 	b = binary.BigEndian.AppendUint64(b, uint64(seq))
 	b = binary.BigEndian.AppendUint64(b, uint64(at.UnixMicro()))
-	for _, f := range [...]string{actor, action, subject} {
+	for _, f := range [...]S{actor, action, subject} {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
 		b = append(b, f...)
 	}
@@ -256,43 +256,49 @@ func chainBatch(ctx context.Context, db Beginner, upTo int64, limit int) (int, e
 		if err != nil {
 			return fmt.Errorf("take pending: %w", err)
 		}
-		// The records as read (the details as the text PostgreSQL gave),
-		// hashed without a copy: the chainer's cost is per record
-		// (docs/performance.md, "Twelfth pass").
-		type pending struct {
-			id                              int64
-			at                              time.Time
-			actor, action, subject, details string
-		}
-		var recs []pending
+		// Each record hashed as it is read, over the bytes PostgreSQL sent
+		// (the text columns as they came, the details as its text), with
+		// no string made of them: the chainer's cost is per record
+		// (docs/performance.md, "Twelfth pass", "Fifteenth pass").
+		var (
+			ids, seqs []int64
+			sums, buf []byte
+			last      [sha256.Size]byte
+		)
+		head := prev
 		for rows.Next() {
-			var r pending
-			if err := rows.Scan(&r.id, &r.at, &r.actor, &r.action, &r.subject, &r.details); err != nil {
+			var id int64
+			var at time.Time
+			if err := rows.Scan(&id, &at, nil, nil, nil, nil); err != nil {
 				rows.Close()
 				return fmt.Errorf("take pending: %w", err)
 			}
-			recs = append(recs, r)
+			v := rows.RawValues()
+			if len(v) != 6 || v[2] == nil || v[3] == nil || v[4] == nil || v[5] == nil {
+				rows.Close()
+				return fmt.Errorf("take pending: record %d: a text column is missing", id)
+			}
+			seq++
+			buf = appendRecord(buf[:0], prev, seq, at.UTC(), v[2], v[3], v[4], v[5])
+			last = sha256.Sum256(buf)
+			sums = append(sums, last[:]...)
+			ids, seqs = append(ids, id), append(seqs, seq)
+			prev = last[:]
 		}
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("take pending: %w", err)
 		}
-		if len(recs) == 0 {
+		if len(ids) == 0 {
 			return nil
 		}
-		var (
-			ids, seqs     = make([]int64, len(recs)), make([]int64, len(recs))
-			prevs, hashes = make([][]byte, len(recs)), make([][]byte, len(recs))
-			sums          = make([]byte, len(recs)*sha256.Size)
-			buf           []byte
-		)
-		for i, r := range recs {
-			seq++
-			buf = appendRecord(buf[:0], prev, seq, r.at.UTC(), r.actor, r.action, r.subject, r.details)
-			h := sums[i*sha256.Size : (i+1)*sha256.Size : (i+1)*sha256.Size]
-			sum := sha256.Sum256(buf)
-			copy(h, sum[:])
-			ids[i], seqs[i], prevs[i], hashes[i] = r.id, seq, prev, h
-			prev = h
+		// Each record's previous hash is the head's or the record's before.
+		prevs, hashes := make([][]byte, len(ids)), make([][]byte, len(ids))
+		for i := range hashes {
+			hashes[i] = sums[i*sha256.Size : (i+1)*sha256.Size : (i+1)*sha256.Size]
+			prevs[i] = head
+			if i > 0 {
+				prevs[i] = hashes[i-1]
+			}
 		}
 		// The rows move inside PostgreSQL: only their places and hashes
 		// are sent (the details are not sent back and parsed as JSON
@@ -307,10 +313,10 @@ func chainBatch(ctx context.Context, db Beginner, upTo int64, limit int) (int, e
 		if err != nil {
 			return fmt.Errorf("append to the chain: %w", err)
 		}
-		if tag.RowsAffected() != int64(len(recs)) {
-			return fmt.Errorf("append to the chain: %d of %d records moved", tag.RowsAffected(), len(recs))
+		if tag.RowsAffected() != int64(len(ids)) {
+			return fmt.Errorf("append to the chain: %d of %d records moved", tag.RowsAffected(), len(ids))
 		}
-		n = len(recs)
+		n = len(ids)
 		return nil
 	})
 	if err != nil {

@@ -21,23 +21,42 @@ const recCacheUntrusted = "offline_cache_untrusted"
 // until a full sync comes), or clears it when the cache is trusted and the
 // alarm was left raised by an earlier run.
 func (e *Engine) noteCache() {
-	if e.o.CacheUntrusted != "" {
-		e.mu.Lock()
-		e.cacheAlarm = true
-		e.mu.Unlock()
-		e.alarm(wire.AlarmOfflineCacheUntrusted, nil, nil, e.o.CacheUntrusted)
-		e.markCache(true)
-		return
-	}
-	if e.o.Cache != nil { // an unreadable cache (none) tells nothing
-		e.cacheTrusted()
+	e.cacheMu.Lock()
+	defer e.cacheMu.Unlock()
+	e.raiseCacheLocked()
+	if e.o.CacheUntrusted == "" && e.o.Cache != nil { // an unreadable cache (none) tells nothing
+		e.clearCacheLocked()
 	}
 }
 
 // cacheTrusted clears offline_cache_untrusted if it is raised: the cache
-// no longer refuses codes (a full signed sync was applied, or start-up
-// found the file trusted).
+// no longer refuses codes (a full signed sync was applied). A full sync
+// that comes before start-up raised the alarm (the link runs beside the
+// engine's start-up) has it raised first, then cleared: the refusal is
+// reported, in order.
 func (e *Engine) cacheTrusted() {
+	e.cacheMu.Lock()
+	defer e.cacheMu.Unlock()
+	e.raiseCacheLocked()
+	e.clearCacheLocked()
+}
+
+// raiseCacheLocked raises the alarm of Options.CacheUntrusted once (under
+// cacheMu).
+func (e *Engine) raiseCacheLocked() {
+	if e.o.CacheUntrusted == "" || e.cacheRaised {
+		return
+	}
+	e.cacheRaised = true
+	e.mu.Lock()
+	e.cacheAlarm = true
+	e.mu.Unlock()
+	e.alarm(wire.AlarmOfflineCacheUntrusted, nil, nil, e.o.CacheUntrusted)
+	e.markCache(true)
+}
+
+// clearCacheLocked clears the alarm if it is raised (under cacheMu).
+func (e *Engine) clearCacheLocked() {
 	e.mu.Lock()
 	was := e.cacheAlarm
 	e.cacheAlarm = false

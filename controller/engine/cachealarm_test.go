@@ -126,3 +126,19 @@ func TestUntrustedCacheAlarmClearedAtTheNextStart(t *testing.T) {
 		require.False(t, r.hasEvent(cacheAlarm), "not raised again")
 	})
 }
+
+// The backend's full sync arrives while kluisd is still starting (the link
+// runs beside the engine's start-up): the alarm is raised all the same,
+// then cleared, in that order, once each.
+func TestUntrustedCacheAlarmRaisedThenClearedWhenTheSyncComesFirst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		entry := offlinetest.PINEntry("doc1", device, "123456789", "", wire.Address{Board: 0, Channel: 1}, time.Now().Add(24*time.Hour))
+		writeUnsignedCache(t, dir, entry)
+		r := newRig(t, rigOpts{caps: sensors, dir: dir, beforeRun: func(r *rig) { r.codeSync(3, entry) }})
+		defer r.stop()
+		synctest.Wait()
+		require.Equal(t, []string{cacheAlarm, cacheCleared}, r.kinds())
+		require.Equal(t, 1, r.e.o.Cache.Len())
+	})
+}

@@ -351,6 +351,11 @@ type Engine struct {
 	// cacheAlarm: offline_cache_untrusted is raised (cachealarm.go;
 	// under mu).
 	cacheAlarm bool
+	// cacheMu orders the raising and clearing of offline_cache_untrusted
+	// (start-up and a code sync may come at once); cacheRaised: this
+	// run raised Options.CacheUntrusted's alarm (under cacheMu).
+	cacheMu     sync.Mutex
+	cacheRaised bool
 	// writeFail: a journal write failed for another reason than a full
 	// disk (an I/O error) and none has succeeded since; no door operation
 	// starts meanwhile (space.go; under mu).

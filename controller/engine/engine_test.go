@@ -129,6 +129,9 @@ type rigOpts struct {
 	alloc   func(f *os.File, size int64) error
 	// clock is Options.Clock (nil: time.Now).
 	clock func() time.Time
+	// beforeRun, when set, is called with the engine made but not yet
+	// running (what the link may deliver during start-up).
+	beforeRun func(r *rig)
 }
 
 func testConfig(t *testing.T, kind, dir string) *config.Config {
@@ -197,6 +200,9 @@ func newRig(t *testing.T, o rigOpts) *rig {
 	e, err = New(eo)
 	require.NoError(t, err)
 	r.e = e
+	if o.beforeRun != nil {
+		o.beforeRun(r)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel, r.done = cancel, make(chan error, 1)
 	go func() { r.done <- e.Run(ctx) }()

@@ -18,6 +18,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/stretchr/testify/require"
 
+	"kluis/backend/api/apiclient"
 	"kluis/backend/auth"
 	"kluis/backend/server"
 	"kluis/backend/server/servertest"
@@ -341,6 +342,15 @@ func (e *env) register(number string, low bool) string {
 	id := e.registerOnly(number, low)
 	require.NoError(e.t, e.b.Call(context.Background(), "POST", "/api/v1/documents/"+id+"/reserve", map[string]string{"device_id": lockerID}, nil))
 	return id
+}
+
+// signInAgain gives the API calls (e.b.Call) a new admin session, after
+// the server's clock ran past the old one's end.
+func (e *env) signInAgain() {
+	e.t.Helper()
+	sess, err := apiclient.Login(context.Background(), &http.Client{Timeout: 30 * time.Second}, e.b.URL(""), e.b.Options.AdminUser, e.b.Options.AdminPassword)
+	require.NoError(e.t, err)
+	e.b.Token = sess.Token
 }
 
 // registerOnly registers a document through the API as admin, without

@@ -3,7 +3,6 @@ package web_test
 import (
 	"context"
 	"html"
-	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"kluis/backend/api/apiclient"
 	"kluis/backend/auth"
 	"kluis/backend/server"
 	"kluis/backend/store"
@@ -47,10 +45,7 @@ func TestConsoleShowsADocumentErasedUnclaimed(t *testing.T) {
 	require.Nil(t, e.document(expired)["purged_at"], "within the retention")
 
 	clock.Skip(8 * 24 * time.Hour)
-	// The admin's session ended with the eight days: sign in again.
-	sess, err := apiclient.Login(context.Background(), &http.Client{Timeout: 30 * time.Second}, e.b.URL(""), e.b.Options.AdminUser, e.b.Options.AdminPassword)
-	require.NoError(t, err)
-	e.b.Token = sess.Token
+	e.signInAgain() // the admin's session ended with the eight days
 	testenv.Eventually(t, "the unclaimed documents to be purged", func() bool {
 		return e.document(expired)["purged_at"] != nil && e.document(registered)["purged_at"] != nil
 	})
@@ -80,7 +75,7 @@ func TestConsoleShowsADocumentErasedUnclaimed(t *testing.T) {
 		assert.Contains(t, body, `/cancel"`, lang, "it can be cancelled")
 		assert.NotContains(t, body, "Peeters", lang)
 	}
-	err = e.b.Call(context.Background(), "POST", "/api/v1/documents/"+registered+"/reserve", map[string]string{"device_id": lockerID}, nil)
+	err := e.b.Call(context.Background(), "POST", "/api/v1/documents/"+registered+"/reserve", map[string]string{"device_id": lockerID}, nil)
 	require.ErrorContains(t, err, "409")
 
 	// In Chromium: the page passes axe-core and does not scroll sideways,

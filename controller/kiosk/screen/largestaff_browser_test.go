@@ -1,0 +1,126 @@
+package screen_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"kluis/controller/wire"
+)
+
+// TestLargeStaffScreensFitTheSmallPanel: large text stays on when a
+// citizen leaves the kiosk (until the idle return) and nothing turns it
+// off at the staff login, so staff meet it. At 800x480 in every language
+// a citizen taps "Large text", then staff tap "Staff" (real clicks): the
+// page is still at the large size, and the staff screens fit without
+// scrolling, with the footer's help line (1777) on the screen, their
+// texts at the large size, axe-core clean: the staff PIN keypad (a PIN
+// typed, then the "at least 4 digits" error), the menu with all four
+// choices, the PIN lockout lifted, loading and taking back a document,
+// the technician's test and diagnostics and a door open for a test;
+// screenshots var/screenshots/kiosk/800x480-large/<lang>/staff-*-large.png.
+func TestLargeStaffScreensFitTheSmallPanel(t *testing.T) {
+	r, m := onSmallPanelLarge(t, false)
+	ctx := context.Background()
+	m.click(`#v-start [data-act=large]`)
+	m.each("large text on", func(mt *mtab) error {
+		mt.large = true
+		return waitJS(mt, `document.documentElement.classList.contains("large") && document.readyState === "complete"`)
+	})
+	fits := func(name, id string, e expect, texts string) {
+		t.Helper()
+		m.check(name+"-large", id, e)
+		m.each(name+" with large text", func(mt *mtab) error {
+			if err := waitJS(mt, `document.documentElement.classList.contains("large")`); err != nil {
+				return fmt.Errorf("large text gone at the staff screen: %w", err)
+			}
+			return fitsLarge(m.cat, mt, texts)
+		})
+	}
+	common := func(id string) string {
+		return "#" + id + " h1, #" + id + " p:not([hidden]), #" + id + " label, #" + id + " button:not([hidden])"
+	}
+
+	m.click(`footer [data-act=staff-login]`)
+	m.shown("v-staff-login")
+	m.keys("123456789012") // the longest PIN the keypad takes
+	fits("staff-login", "v-staff-login", expect{h1: "staff.login.title"}, common("v-staff-login"))
+	m.click(`#v-staff-login [data-act=reveal]`)
+	m.typed("the staff PIN shown", "staff-pin", "123456789012", "true", "", "")
+	fits("staff-login-shown", "v-staff-login", expect{h1: "staff.login.title"}, common("v-staff-login"))
+	m.click(`#v-staff-login [data-act=reveal]`)
+	m.clicks(`#v-staff-login [data-key=del]`, 10)
+	m.click(`#v-staff-login [data-key=ok]`)
+	m.each("the short PIN's error", func(mt *mtab) error {
+		return waitJS(mt, `!document.querySelector("#v-staff-login [data-err=short]").hidden`)
+	})
+	fits("staff-login-short", "v-staff-login", expect{h1: "staff.login.title"}, common("v-staff-login"))
+
+	exp := time.Now().Add(time.Hour)
+	r.be.set(func() {
+		r.be.staff["login:BADGE-AN"] = wire.StaffResponse{Result: wire.StaffOK, Session: "s1", StaffID: "17", StaffName: "An Peeters-Vandenbroucke", Expires: &exp, Role: wire.RoleAdmin}
+		r.be.staff["clear_lockout:"] = wire.StaffResponse{Result: wire.StaffOK}
+		r.be.staff["reserve:591-0008"] = wire.StaffResponse{Result: wire.StaffOK, DocumentID: "d8", Addr: &wire.Address{Channel: 7}}
+		r.be.staff["retrieve:591-0008"] = wire.StaffResponse{Result: wire.StaffOK, DocumentID: "d8", Addr: &wire.Address{Channel: 7}}
+		r.be.staff["test_open:"] = wire.StaffResponse{Result: wire.StaffOK}
+	})
+	if _, err := r.e.StaffLogin(ctx, "BADGE-AN", "", "en"); err != nil {
+		t.Fatal(err)
+	}
+	fits("staff-menu", "v-staff-menu", expect{h1: "staff.menu.title"}, common("v-staff-menu"))
+	m.each("all four choices", func(mt *mtab) error {
+		return waitJS(mt, `document.querySelectorAll("#v-staff-menu .menu button:not([hidden])").length === 4`)
+	})
+
+	// One tab's click lifts the lockout for the device; every tab follows.
+	if err := do(m.tabs[0], chromedp.Click(chromedp.CSS(`#v-staff-menu [data-act=unlock]`), chromedp.NodeVisible)); err != nil {
+		t.Fatal(err)
+	}
+	fits("staff-lockout_cleared", "s-lockout_cleared", expect{h1: "title.lockout_cleared", msg: "state.lockout_cleared"}, common("s-lockout_cleared"))
+	m.click(`#s-lockout_cleared [data-act=staff-menu]`)
+
+	m.click(`#v-staff-menu [data-act=load]`)
+	m.shown("v-staff-load")
+	m.keys("591-0008")
+	fits("staff-load", "v-staff-load", expect{h1: "staff.load"}, common("v-staff-load")+", #doc-load")
+	m.each("the number typed", func(mt *mtab) error { return waitJS(mt, `document.querySelector("#doc-load").value === "591-0008"`) })
+	o := r.opens(7)
+	if _, err := r.e.StaffLoad(ctx, "591-0008", "en"); err != nil {
+		t.Fatal(err)
+	}
+	r.waitOpened(7, o)
+	fits("staff-loading", "s-loading", expect{h1: "title.door_open", msg: "state.loading", n: 8}, common("s-loading"))
+	r.close(7, true)
+	fits("staff-loaded", "s-loaded", expect{h1: "title.loaded", msg: "state.loaded", n: 8}, common("s-loaded"))
+
+	m.click(`footer [data-act=staff-menu]`)
+	m.click(`#v-staff-menu [data-act=retrieve]`)
+	fits("staff-retrieve", "v-staff-retrieve", expect{h1: "staff.retrieve"}, common("v-staff-retrieve")+", #doc-retrieve")
+	o = r.opens(7)
+	if _, err := r.e.StaffRetrieve(ctx, "591-0008", "en"); err != nil {
+		t.Fatal(err)
+	}
+	r.waitOpened(7, o)
+	fits("staff-retrieving", "s-retrieving", expect{h1: "title.door_open", msg: "state.retrieving", n: 8}, common("s-retrieving"))
+	r.close(7, false)
+	fits("staff-retrieved", "s-retrieved", expect{h1: "title.retrieved", msg: "state.retrieved", n: 8}, common("s-retrieved"))
+
+	m.click(`footer [data-act=staff-menu]`)
+	m.click(`#v-staff-menu [data-act=tech]`)
+	m.each("diagnostics", func(mt *mtab) error {
+		return waitJS(mt, `!!document.querySelector("[data-act=test-open][data-comp='12']")`)
+	})
+	fits("staff-tech", "v-tech", expect{h1: "tech.title"}, common("v-tech")+", #v-tech h2, #v-tech th, #v-tech td, #v-tech li")
+	// The last compartment's test, in its scrolling region: a real click
+	// (scrolled into view as a finger would) in one tab opens its door.
+	o = r.opens(11)
+	if err := do(m.tabs[0], chromedp.Click(chromedp.CSS(`[data-act=test-open][data-comp='12']`), chromedp.NodeVisible)); err != nil {
+		t.Fatal(err)
+	}
+	r.waitOpened(11, o)
+	fits("staff-test_open", "s-test_open", expect{h1: "title.test_open", msg: "state.test_open", n: 12}, common("s-test_open"))
+	r.close(11, false)
+}

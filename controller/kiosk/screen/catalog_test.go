@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/html"
 
@@ -105,6 +106,63 @@ func TestCitizenCompartmentNumberStaysWithItsWord(t *testing.T) {
 		}
 	}
 	require.GreaterOrEqual(t, n, 4*5, "the compartment's texts found")
+}
+
+// numberRE is a number in a text: {n}, {m} or digits.
+var numberRE = regexp.MustCompile(`\{[nm]\}|\d+`)
+
+// loneNumbers are the numbers of txt that a line may break away from
+// their word: one beside a word by a plain space on one side ("Bord 1",
+// "Fouten: 3", "Erreurs\u00a0: 3", "4 digits") and joined by a no-break
+// space on neither.
+func loneNumbers(txt string) []string {
+	var lone []string
+	for _, ix := range numberRE.FindAllStringIndex(txt, -1) {
+		before, after := txt[:ix[0]], txt[ix[1]:]
+		if strings.HasSuffix(before, "\u00a0") || strings.HasPrefix(after, "\u00a0") {
+			continue
+		}
+		if strings.HasSuffix(before, " ") || strings.HasPrefix(after, " ") {
+			lone = append(lone, txt[ix[0]:ix[1]])
+		}
+	}
+	return lone
+}
+
+// TestStaffNumbersStayWithTheirWords: in the texts of the staff's and the
+// technician's screens (staff., next.staff., tech., the short-PIN error
+// of the staff keypad and the engine's messages to staff), a no-break
+// space joins a number and its word ("Carte\u00a0{n}", "Fehler:\u00a0{n}",
+// "4\u00a0Ziffern"), in nl, fr, en and de, as ecb18d0 did for the
+// compartment's number in the citizen's texts.
+func TestStaffNumbersStayWithTheirWords(t *testing.T) {
+	c, err := NewCatalog()
+	require.NoError(t, err)
+	staffStates := []string{engine.StateStaffDenied, engine.StateStaffLocked, engine.StateStaffLockedToday,
+		engine.StateLookupsEnded, engine.StateLookupsPaused, engine.StateLoading, engine.StateLoaded, engine.StateLoadEmpty,
+		engine.StateRetrieving, engine.StateRetrieved, engine.StateStillThere, engine.StateNotFound, engine.StateWrongState,
+		engine.StateNoCompartment, engine.StateTestOpen, engine.StateLockoutCleared, engine.StateLockoutCapped}
+	keys := []string{"pin.short"}
+	for _, st := range staffStates {
+		keys = append(keys, "state."+st)
+	}
+	for _, k := range c.Keys() {
+		if strings.HasPrefix(k, "staff.") || strings.HasPrefix(k, "next.staff.") || strings.HasPrefix(k, "tech.") {
+			keys = append(keys, k)
+		}
+	}
+	n := 0
+	for _, l := range Langs() {
+		for _, k := range keys {
+			txt, err := c.Text(k, l)
+			require.NoError(t, err)
+			assert.Empty(t, loneNumbers(txt), "%s in %s: %q", k, l, txt)
+			if len(numberRE.FindAllString(txt, -1)) > 0 {
+				n++
+			}
+		}
+	}
+	require.GreaterOrEqual(t, n, 4*6, "the staff texts with a number found")
 }
 
 // TestQRCodeDoesNotBreakAtItsHyphen: the scan box's words on the start

@@ -289,11 +289,14 @@ var uiTexts = map[string][4]string{
 	"next.staff.staff_denied": {"Meld u opnieuw aan.", "Connectez-vous à nouveau.", "Please log in again.", "Bitte melden Sie sich erneut an."},
 
 	// The technician's screen.
-	"tech.title":     {"Test en diagnose", "Test et diagnostic", "Test and diagnostics", "Test und Diagnose"},
-	"tech.boards":    {"Borden", "Cartes", "Boards", "Platinen"},
-	"tech.board":     {"Bord\u00a0{n}", "Carte\u00a0{n}", "Board\u00a0{n}", "Platine\u00a0{n}"},
-	"tech.online":    {"Bereikbaar", "Joignable", "Reachable", "Erreichbar"},
-	"tech.offline":   {"Niet bereikbaar", "Injoignable", "Unreachable", "Nicht erreichbar"},
+	"tech.title":   {"Test en diagnose", "Test et diagnostic", "Test and diagnostics", "Test und Diagnose"},
+	"tech.boards":  {"Borden", "Cartes", "Boards", "Platinen"},
+	"tech.board":   {"Bord\u00a0{n}", "Carte\u00a0{n}", "Board\u00a0{n}", "Platine\u00a0{n}"},
+	"tech.online":  {"Bereikbaar", "Joignable", "Reachable", "Erreichbar"},
+	"tech.offline": {"Niet bereikbaar", "Injoignable", "Unreachable", "Nicht erreichbar"},
+	// The automaton's hatch on its board, before its state (French: a
+	// no-break space before the colon).
+	"tech.hatch":     {"Het luik (bord\u00a0{n}):", "La trappe (carte\u00a0{n})\u00a0:", "The hatch (board\u00a0{n}):", "Die Klappe (Platine\u00a0{n}):"},
 	"tech.errors":    {"Fouten:\u00a0{n}", "Erreurs\u00a0:\u00a0{n}", "Errors:\u00a0{n}", "Fehler:\u00a0{n}"},
 	"tech.doors":     {"Vakken", "Casiers", "Compartments", "Fächer"},
 	"tech.col.comp":  {"Vak", "Casier", "Compartment", "Fach"},

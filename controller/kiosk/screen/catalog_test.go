@@ -165,6 +165,43 @@ func TestStaffNumbersStayWithTheirWords(t *testing.T) {
 	require.GreaterOrEqual(t, n, 4*6, "the staff texts with a number found")
 }
 
+// TestTechFrenchColonHasItsSpace: on the automaton's test and diagnostics
+// in French, every colon a person reads (the hatch's state, the errors,
+// the waiting messages) has a no-break space before it; the hatch's line
+// had its colon in the template, glued to "(Carte 1)".
+func TestTechFrenchColonHasItsSpace(t *testing.T) {
+	diag := engine.Diagnostics{Caps: hardware.Capabilities{DoorSensor: true},
+		Boards: []wire.BoardHealth{{Address: 0, Online: true, Errors: 2}}, Backlog: 3}
+	s := newTestScreen(t, config.KindAutomaton, &fakeSource{d: diag, sc: engine.Screen{State: engine.StateStaff, Staff: "Bo", StaffRole: wire.RoleTechnician}}, nil)
+	code, body := get(t, s, "/screen/tech?lang=fr")
+	require.Equal(t, http.StatusOK, code)
+	doc, err := html.Parse(strings.NewReader(body))
+	require.NoError(t, err)
+	var text strings.Builder
+	var walk func(n *html.Node)
+	walk = func(n *html.Node) {
+		if n.Type == html.TextNode {
+			text.WriteString(n.Data)
+		}
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			walk(c)
+		}
+	}
+	walk(doc)
+	txt := text.String()
+	trappe, _ := NewCatalog()
+	hatch, err := trappe.Text("drawing.hatch", "fr")
+	require.NoError(t, err)
+	require.Contains(t, strings.ToLower(txt), strings.ToLower(hatch), "the hatch's line")
+	require.GreaterOrEqual(t, strings.Count(txt, ":"), 3)
+	for i, r := range []rune(txt) {
+		if r == ':' && (i == 0 || []rune(txt)[i-1] != '\u00a0') {
+			rs := []rune(txt)
+			t.Errorf("a colon without its no-break space: %q", string(rs[max(0, i-25):min(len(rs), i+10)]))
+		}
+	}
+}
+
 // TestQRCodeDoesNotBreakAtItsHyphen: the scan box's words on the start
 // screen ("Halten Sie den QR-Code aus Ihrer E-Mail ...") join "QR" and
 // "Code", "E" and "Mail" by a non-breaking hyphen (U+2011, in DejaVu

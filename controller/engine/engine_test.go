@@ -355,7 +355,7 @@ func TestPickupPINWithBirthDateAndNotCollected(t *testing.T) {
 		r.waitFor("pulse", func() bool { return len(r.f.Pulses()) == 1 })
 		r.citizen(a, false) // opens and closes without taking it
 		s = r.waitState(StateNotCollected)
-		require.Contains(t, s.Message, "10 Minuten")
+		require.Contains(t, s.Message, "10\u00a0Minuten")
 		r.waitFor("outcome", func() bool { return r.hasEvent("pickup_not_collected") })
 		ev := r.events()[len(r.events())-1]
 		require.Equal(t, wire.MethodPIN, ev.Method)

@@ -44,10 +44,10 @@ var messages = map[string][4]string{
 		"Thank you. You have collected your document. Goodbye!",
 		"Danke. Sie haben Ihr Dokument abgeholt. Auf Wiedersehen!"},
 	StateNotCollected: {
-		"Uw document ligt nog in vak\u00a0{n}. U kunt uw code nog {m} minuten opnieuw gebruiken.",
-		"Votre document est toujours dans le casier\u00a0{n}. Votre code reste valable {m} minutes.",
-		"Your document is still in compartment\u00a0{n}. Your code stays valid for {m} more minutes.",
-		"Ihr Dokument liegt noch in Fach\u00a0{n}. Ihr Code bleibt noch {m} Minuten gültig."},
+		"Uw document ligt nog in vak\u00a0{n}. U kunt uw code nog {m}\u00a0minuten opnieuw gebruiken.",
+		"Votre document est toujours dans le casier\u00a0{n}. Votre code reste valable {m}\u00a0minutes.",
+		"Your document is still in compartment\u00a0{n}. Your code stays valid for {m}\u00a0more minutes.",
+		"Ihr Dokument liegt noch in Fach\u00a0{n}. Ihr Code bleibt noch {m}\u00a0Minuten gültig."},
 	StateNotOpened: {
 		"De deur ging niet open. Probeer opnieuw of vraag hulp aan het loket.",
 		"La porte ne s'est pas ouverte. Réessayez ou demandez de l'aide au guichet.",

@@ -142,8 +142,8 @@ var uiTexts = map[string][4]string{
 	// (Typed): how many digits, and the digits themselves only while they
 	// are shown.
 	"pin.said.none":   {"Nog geen cijfers ingetypt", "Aucun chiffre saisi", "No digits entered", "Noch keine Ziffern eingegeben"},
-	"pin.said.one":    {"1 cijfer ingetypt", "1 chiffre saisi", "1 digit entered", "1 Ziffer eingegeben"},
-	"pin.said.many":   {"{n} cijfers ingetypt", "{n} chiffres saisis", "{n} digits entered", "{n} Ziffern eingegeben"},
+	"pin.said.one":    {"1\u00a0cijfer ingetypt", "1\u00a0chiffre saisi", "1\u00a0digit entered", "1\u00a0Ziffer eingegeben"},
+	"pin.said.many":   {"{n}\u00a0cijfers ingetypt", "{n}\u00a0chiffres saisis", "{n}\u00a0digits entered", "{n}\u00a0Ziffern eingegeben"},
 	"pin.said.digits": {"Cijfers: {d}", "Chiffres\u00a0: {d}", "Digits: {d}", "Ziffern: {d}"},
 	"pin.short": {"Een pincode heeft minstens 4\u00a0cijfers.", "Un code PIN a au moins 4\u00a0chiffres.",
 		"A PIN has at least 4\u00a0digits.", "Eine PIN hat mindestens 4\u00a0Ziffern."},
@@ -153,8 +153,8 @@ var uiTexts = map[string][4]string{
 	"birth.day":   {"Dag", "Jour", "Day", "Tag"},
 	"birth.month": {"Maand", "Mois", "Month", "Monat"},
 	"birth.year":  {"Jaar", "Année", "Year", "Jahr"},
-	"birth.example": {"Bijvoorbeeld: dag 03, maand 02, jaar 1990.", "Par exemple\u00a0: jour 03, mois 02, année 1990.",
-		"For example: day 03, month 02, year 1990.", "Zum Beispiel: Tag 03, Monat 02, Jahr 1990."},
+	"birth.example": {"Bijvoorbeeld: dag\u00a003, maand\u00a002, jaar\u00a01990.", "Par exemple\u00a0: jour\u00a003, mois\u00a002, année\u00a01990.",
+		"For example: day\u00a003, month\u00a002, year\u00a01990.", "Zum Beispiel: Tag\u00a003, Monat\u00a002, Jahr\u00a01990."},
 	"birth.invalid": {"Deze datum klopt niet. Kijk dag, maand en jaar na.", "Cette date n'est pas correcte. Vérifiez le jour, le mois et l'année.",
 		"This date is not correct. Check the day, month and year.", "Dieses Datum stimmt nicht. Prüfen Sie Tag, Monat und Jahr."},
 
@@ -192,20 +192,20 @@ var uiTexts = map[string][4]string{
 	// After the second-to-last wrong PIN (the device's count, never the
 	// code's): how long one more locks PIN entry; {m} minutes, or hours
 	// for a lock of two hours or more (the daily cap).
-	"pin.last_try.one": {"Let op: na nog één foute pincode is het toetsenbord 1 minuut geblokkeerd.", "Attention\u00a0: encore un code PIN erroné et le clavier sera bloqué pendant 1 minute.",
-		"Careful: one more wrong PIN locks the keypad for 1 minute.", "Achtung: Nach noch einer falschen PIN ist die Tastatur 1 Minute gesperrt."},
-	"pin.last_try.many": {"Let op: na nog één foute pincode is het toetsenbord {m} minuten geblokkeerd.", "Attention\u00a0: encore un code PIN erroné et le clavier sera bloqué pendant {m} minutes.",
-		"Careful: one more wrong PIN locks the keypad for {m} minutes.", "Achtung: Nach noch einer falschen PIN ist die Tastatur {m} Minuten gesperrt."},
-	"pin.last_try.hours": {"Let op: na nog één foute pincode is het toetsenbord {m} uur geblokkeerd.", "Attention\u00a0: encore un code PIN erroné et le clavier sera bloqué pendant {m} heures.",
-		"Careful: one more wrong PIN locks the keypad for {m} hours.", "Achtung: Nach noch einer falschen PIN ist die Tastatur {m} Stunden gesperrt."},
+	"pin.last_try.one": {"Let op: na nog één foute pincode is het toetsenbord 1\u00a0minuut geblokkeerd.", "Attention\u00a0: encore un code PIN erroné et le clavier sera bloqué pendant 1\u00a0minute.",
+		"Careful: one more wrong PIN locks the keypad for 1\u00a0minute.", "Achtung: Nach noch einer falschen PIN ist die Tastatur 1\u00a0Minute gesperrt."},
+	"pin.last_try.many": {"Let op: na nog één foute pincode is het toetsenbord {m}\u00a0minuten geblokkeerd.", "Attention\u00a0: encore un code PIN erroné et le clavier sera bloqué pendant {m}\u00a0minutes.",
+		"Careful: one more wrong PIN locks the keypad for {m}\u00a0minutes.", "Achtung: Nach noch einer falschen PIN ist die Tastatur {m}\u00a0Minuten gesperrt."},
+	"pin.last_try.hours": {"Let op: na nog één foute pincode is het toetsenbord {m}\u00a0uur geblokkeerd.", "Attention\u00a0: encore un code PIN erroné et le clavier sera bloqué pendant {m}\u00a0heures.",
+		"Careful: one more wrong PIN locks the keypad for {m}\u00a0hours.", "Achtung: Nach noch einer falschen PIN ist die Tastatur {m}\u00a0Stunden gesperrt."},
 	// Before the idle return (timeouts.session without a touch): {n}
 	// seconds left; the button (or any touch) keeps the screen where the
 	// script decides (a keypad, the start in another language).
-	"idle.warn": {"Bent u er nog? Over {n} seconden gaat het scherm terug naar het begin.", "Êtes-vous encore là\u00a0? Dans {n} secondes, l'écran revient au début.",
-		"Are you still there? In {n} seconds the screen goes back to the start.", "Sind Sie noch da? In {n} Sekunden geht der Bildschirm zurück zum Anfang."},
+	"idle.warn": {"Bent u er nog? Over {n}\u00a0seconden gaat het scherm terug naar het begin.", "Êtes-vous encore là\u00a0? Dans {n}\u00a0secondes, l'écran revient au début.",
+		"Are you still there? In {n}\u00a0seconds the screen goes back to the start.", "Sind Sie noch da? In {n}\u00a0Sekunden geht der Bildschirm zurück zum Anfang."},
 	// The same with one second left.
-	"idle.warn.one": {"Bent u er nog? Over 1 seconde gaat het scherm terug naar het begin.", "Êtes-vous encore là\u00a0? Dans 1 seconde, l'écran revient au début.",
-		"Are you still there? In 1 second the screen goes back to the start.", "Sind Sie noch da? In 1 Sekunde geht der Bildschirm zurück zum Anfang."},
+	"idle.warn.one": {"Bent u er nog? Over 1\u00a0seconde gaat het scherm terug naar het begin.", "Êtes-vous encore là\u00a0? Dans 1\u00a0seconde, l'écran revient au début.",
+		"Are you still there? In 1\u00a0second the screen goes back to the start.", "Sind Sie noch da? In 1\u00a0Sekunde geht der Bildschirm zurück zum Anfang."},
 	"idle.stay": {"Ik ben er nog", "Je suis encore là", "I am still here", "Ich bin noch da"},
 	// The counter's opening hours (kiosk.counter_hours), on the screens
 	// that send a citizen to the counter: a line per run of days with the
@@ -230,10 +230,10 @@ var uiTexts = map[string][4]string{
 	"day.fri":        {"vrijdag", "vendredi", "Friday", "Freitag"},
 	"day.sat":        {"zaterdag", "samedi", "Saturday", "Samstag"},
 	"day.sun":        {"zondag", "dimanche", "Sunday", "Sonntag"},
-	"retry.one": {"U kunt het over 1 minuut opnieuw proberen.", "Vous pourrez réessayer dans 1 minute.",
-		"You can try again in 1 minute.", "Versuchen Sie es in 1 Minute erneut."},
-	"retry.many": {"U kunt het over {m} minuten opnieuw proberen.", "Vous pourrez réessayer dans {m} minutes.",
-		"You can try again in {m} minutes.", "Versuchen Sie es in {m} Minuten erneut."},
+	"retry.one": {"U kunt het over 1\u00a0minuut opnieuw proberen.", "Vous pourrez réessayer dans 1\u00a0minute.",
+		"You can try again in 1\u00a0minute.", "Versuchen Sie es in 1\u00a0Minute erneut."},
+	"retry.many": {"U kunt het over {m}\u00a0minuten opnieuw proberen.", "Vous pourrez réessayer dans {m}\u00a0minutes.",
+		"You can try again in {m}\u00a0minutes.", "Versuchen Sie es in {m}\u00a0Minuten erneut."},
 
 	// The drawing of the device.
 	"drawing.n": {"Vak\u00a0{n}", "Casier\u00a0{n}", "Compartment\u00a0{n}", "Fach\u00a0{n}"},

@@ -165,6 +165,29 @@ func TestStaffNumbersStayWithTheirWords(t *testing.T) {
 	require.GreaterOrEqual(t, n, 4*6, "the staff texts with a number found")
 }
 
+// TestEveryNumberStaysWithItsWord: in every text of the screen's
+// catalogue (the citizen's too, and the engine's messages), in nl, fr, en
+// and de, a no-break space joins a number and its word: "{n}\u00a0seconden",
+// "1\u00a0minute", "dag\u00a003", so that the idle warning, the last-try
+// warning, the lockout's retry time and the date's example never leave
+// a number alone at a line's end on the small panel.
+func TestEveryNumberStaysWithItsWord(t *testing.T) {
+	c, err := NewCatalog()
+	require.NoError(t, err)
+	n := 0
+	for _, l := range Langs() {
+		for _, k := range c.Keys() {
+			txt, err := c.Text(k, l)
+			require.NoError(t, err)
+			assert.Empty(t, loneNumbers(txt), "%s in %s: %q", k, l, txt)
+			if len(numberRE.FindAllString(txt, -1)) > 0 {
+				n++
+			}
+		}
+	}
+	require.GreaterOrEqual(t, n, 4*20, "the texts with a number found")
+}
+
 // TestTechFrenchColonHasItsSpace: on the automaton's test and diagnostics
 // in French, every colon a person reads (the hatch's state, the errors,
 // the waiting messages) has a no-break space before it; the hatch's line
@@ -491,7 +514,7 @@ func TestLockedOutSaysWhenToTryAgain(t *testing.T) {
 	for _, tc := range []struct {
 		retry int
 		want  string
-	}{{901, "in 15 minutes"}, {61, "in 1 minute"}, {5, "in 1 minute"}, {3601, "in 60 minutes"}} {
+	}{{901, "in 15\u00a0minutes"}, {61, "in 1\u00a0minute"}, {5, "in 1\u00a0minute"}, {3601, "in 60\u00a0minutes"}} {
 		src.sc = engine.Screen{State: engine.StateLockedOut, Seq: 2, At: now, RetryAfterS: tc.retry}
 		_, body := get(t, s, "/?lang=en")
 		doc, err := html.Parse(strings.NewReader(body))

@@ -105,9 +105,7 @@ func TestLateVerifyRequestClaimsNoCode(t *testing.T) {
 // date 1980-01-02).
 func loadedForPickup(t *testing.T) (*backend, *fakeDevice, string, string) {
 	s := startBackend(t, server.Options{})
-	testenv.Eventually(t, "the backend's link to connect", func() bool {
-		return strings.Contains(s.metrics(), "kluis_devicelink_broker_connected 1")
-	})
+	s.waitLink()
 	s.call("POST", "/api/v1/sites", map[string]any{"id": "kortrijk", "name": "Stadhuis"}, 201)
 	s.call("POST", "/api/v1/devices", map[string]any{"id": "k1", "site_id": "kortrijk", "kind": "locker",
 		"compartments": []map[string]any{{"board": 0, "channel": 5, "size": "M", "height_cm": 100}}}, 201)

@@ -212,14 +212,15 @@ func TestTechFrenchColonHasItsSpace(t *testing.T) {
 	}
 	walk(doc)
 	txt := text.String()
-	trappe, _ := NewCatalog()
-	hatch, err := trappe.Text("drawing.hatch", "fr")
+	cat, err := NewCatalog()
+	require.NoError(t, err)
+	hatch, err := cat.Text("drawing.hatch", "fr")
 	require.NoError(t, err)
 	require.Contains(t, strings.ToLower(txt), strings.ToLower(hatch), "the hatch's line")
 	require.GreaterOrEqual(t, strings.Count(txt, ":"), 3)
-	for i, r := range []rune(txt) {
-		if r == ':' && (i == 0 || []rune(txt)[i-1] != '\u00a0') {
-			rs := []rune(txt)
+	rs := []rune(txt)
+	for i, r := range rs {
+		if r == ':' && (i == 0 || rs[i-1] != '\u00a0') {
 			t.Errorf("a colon without its no-break space: %q", string(rs[max(0, i-25):min(len(rs), i+10)]))
 		}
 	}

@@ -3,6 +3,7 @@ package web_test
 import (
 	"context"
 	"html"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -66,6 +67,7 @@ func TestConsoleShowsADocumentErasedUnclaimed(t *testing.T) {
 		assert.Contains(t, body, web.Text(lang, "document.purged_unclaimed"), lang)
 		assert.NotContains(t, body, web.Text(lang, "document.purged"), lang)
 		assert.Contains(t, body, web.Text(lang, "history.purge"), lang)
+		assert.Equal(t, 3, strings.Count(body, "<dd>"+web.Text(lang, "doc.purged")+"</dd>"), "%s: the holder, the date of birth and the contact say erased, not blank", lang)
 		assert.Contains(t, body, web.Text(lang, "document.retrieve"), lang, "staff still take it back")
 		assert.NotContains(t, body, "El Amrani", lang)
 

@@ -133,6 +133,33 @@ func TestNormalize(t *testing.T) {
 		"jan@[10.0.0.5]":   "",
 		"jan@[IPv6:::1]":   "",
 		"jan@[192.0.2.1.]": "",
+		// An IPv4 address without brackets is a host too: no top-level
+		// domain is all digits.
+		"jan@127.0.0.1":  "",
+		"jan@10.0.0.5":   "",
+		"jan@example.42": "",
+		// What the clerk cannot see or tell apart: an invisible
+		// character, a direction override, a Cyrillic letter among Latin
+		// ones (the QR code would go to a look-alike domain).
+		"jan@ex\u200bample.be": "",
+		"j\u200dan@example.be": "",
+		"jan@example.be\u202e": "",
+		"jan@ex\u0430mple.be":  "",
+		"j\u0430n@example.be":  "",
+		"jan@example.b\u0435":  "",
+		"jan@exa\u03bfple.be":  "",
+		"jan@ex_ample.be":      "",
+		"jan@-example.be":      "",
+		"jan@example-.be":      "",
+		"jan@example..be":      "",
+		// Still addresses: upper case, an accent, a domain in one other
+		// script, its punycode, a plus, digits in a label.
+		"JAN@EXAMPLE.BE":                               "JAN@EXAMPLE.BE",
+		"jan.peeters+kluis@example.be":                 "jan.peeters+kluis@example.be",
+		"chlo\u00e9@ex\u00e4mple.be":                   "chlo\u00e9@ex\u00e4mple.be",
+		"jan@\u043f\u0440\u0438\u043c\u0435\u0440.com": "jan@\u043f\u0440\u0438\u043c\u0435\u0440.com",
+		"jan@xn--exmple-cua.be":                        "jan@xn--exmple-cua.be",
+		"jan@mail2.example-1.be":                       "jan@mail2.example-1.be",
 	} {
 		require.Equal(t, want, store.NormalizeEmail(in), in)
 	}

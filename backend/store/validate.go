@@ -147,8 +147,57 @@ func NormalizeEmail(s string) string {
 	if err != nil || a.Address != s || a.Name != "" || !strings.Contains(domain, ".") || strings.HasPrefix(domain, "[") {
 		return ""
 	}
+	// The clerk reads the address back to the holder and the console
+	// shows it: a character nobody sees (a zero-width space, a direction
+	// override) or a letter of another script among Latin ones (a
+	// Cyrillic 'а' in "exаmple.be") sends the QR code, which opens the
+	// door, to another mailbox than the one everyone reads.
+	for _, r := range s {
+		if safetext.Refused(r) || unicode.Is(unicode.Cf, r) { // the joiners too: no address needs one
+			return ""
+		}
+	}
+	local := s[:strings.LastIndex(s, "@")]
+	if mixedScripts(local) || !hostName(domain) {
+		return ""
+	}
 	return s
 }
+
+// hostName reports whether domain is a host name a mail relay looks up
+// by name: labels of letters (any script), digits and inner hyphens, each
+// in one script, and a top-level domain that is not all digits (so no
+// IPv4 address: jan@10.0.0.5 is a host, as jan@[10.0.0.5] is).
+func hostName(domain string) bool {
+	labels := strings.Split(domain, ".")
+	for _, l := range labels {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' || mixedScripts(l) {
+			return false
+		}
+		for _, r := range l {
+			if r != '-' && !unicode.IsLetter(r) && !unicode.IsDigit(r) {
+				return false
+			}
+		}
+	}
+	return strings.TrimLeft(labels[len(labels)-1], "0123456789") != ""
+}
+
+// mixedScripts reports whether the letters of s come from more than one of
+// the scripts whose letters look alike (Latin, Greek, Cyrillic).
+func mixedScripts(s string) bool {
+	seen := 0
+	for _, r := range s {
+		for i, sc := range lookAlikeScripts {
+			if unicode.Is(sc, r) {
+				seen |= 1 << i
+			}
+		}
+	}
+	return seen&(seen-1) != 0
+}
+
+var lookAlikeScripts = []*unicode.RangeTable{unicode.Latin, unicode.Greek, unicode.Cyrillic}
 
 // NewSite is the input of CreateSite.
 type NewSite struct {

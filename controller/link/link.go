@@ -727,9 +727,10 @@ func (l *Link) request(ctx context.Context, kind wire.Kind, id string, m wire.Me
 // citizen (the next try was told "pending" until the backend's sweep gave
 // the code back), or reserving a compartment for a staff member who has
 // walked away. A request still waiting at a reconnection is sent again.
-// Its message id stays taken in paho (freed by a PUBACK that may still
-// come, or at kluisd's stop): one id of 65,535 per request given up in a
-// dead connection.
+// Its packet id is given back after the reconnection (pahostore's
+// ForgetPublish leaves a PUBREL of it, which the broker's PUBCOMP
+// answers); it used to stay taken until kluisd stopped, one of 65,535 per
+// request given up in a dead connection.
 func (l *Link) forgetRequest(tok mqtt.Token, kind wire.Kind, payload []byte) {
 	pt, ok := tok.(*mqtt.PublishToken)
 	if !ok || pt.MessageID() == 0 {

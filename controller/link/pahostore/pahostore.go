@@ -83,11 +83,25 @@ func (s *Store) Del(key string) {
 	delete(s.m, key)
 }
 
-// ForgetPublish forgets the outbound PUBLISH kept under message id if it
-// is still the one on topic with payload (once acknowledged, paho gives
-// the id to later messages), so that paho does not send it again after
-// a reconnection; it reports whether it forgot one. kluisd's requests
-// carry an id of their own in their payload, so the match is exact.
+// ForgetPublish takes the outbound PUBLISH kept under message id out of
+// the store if it is still the one on topic with payload (once
+// acknowledged, paho gives the id to later messages), so that paho does
+// not send it again after a reconnection; it reports whether it did.
+// kluisd's requests carry an id of their own in their payload, so the
+// match is exact.
+//
+// The id stays paho's until the broker acknowledges it, and the PUBACK
+// of a PUBLISH that went into a dead connection never comes: the id
+// would stay taken until the client stopped (one of 65,535 per request
+// given up in a dead connection; with them all taken paho refuses every
+// QoS 1 publication). So the PUBLISH is not deleted but replaced, under
+// the same key, by a PUBREL of its id: paho sends what its store holds
+// after a reconnection, the broker answers a PUBREL with a PUBCOMP even
+// for an id it does not know (MQTT 3.1.1, 4.3.3; Mosquitto and
+// backend/broker do), and on that PUBCOMP paho frees the id and deletes
+// the key. The request itself is never sent again. On a connection that
+// still works, the PUBLISH's own PUBACK frees the id and deletes the key
+// first.
 func (s *Store) ForgetPublish(id uint16, topic string, payload []byte) bool {
 	key := "o." + strconv.Itoa(int(id)) // paho's outbound key
 	s.mu.Lock()
@@ -104,7 +118,14 @@ func (s *Store) ForgetPublish(id uint16, topic string, payload []byte) bool {
 	if !ok || pub.TopicName != topic || !bytes.Equal(pub.Payload, payload) {
 		return false
 	}
-	delete(s.m, key)
+	rel := packets.NewControlPacket(packets.Pubrel).(*packets.PubrelPacket)
+	rel.MessageID = id
+	var out bytes.Buffer
+	if err := rel.Write(&out); err != nil {
+		delete(s.m, key)
+		return true
+	}
+	s.m[key] = out.Bytes()
 	return true
 }
 

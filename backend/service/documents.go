@@ -472,7 +472,10 @@ func (s *Service) ExpireDue(ctx context.Context) (int, error) {
 // Purge erases the personal data of collected, retrieved and cancelled
 // documents closed more than olderThan ago (0: Options.Retention). Each
 // purged document gets an audit record; the audit trail itself holds no
-// personal data. It returns how many documents were purged.
+// personal data. It works in batches of Options.PurgeBatch documents, each
+// its own transaction, skipping the documents another transaction holds
+// (a clerk's: the purge neither waits for nor blocks it; the next pass
+// takes them), and returns how many documents it purged.
 func (s *Service) Purge(ctx context.Context, olderThan time.Duration) (int, error) {
 	if olderThan == 0 {
 		olderThan = s.retention
@@ -482,23 +485,34 @@ func (s *Service) Purge(ctx context.Context, olderThan time.Duration) (int, erro
 	}
 	now := s.clock()
 	cutoff := now.Add(-olderThan)
-	var n int
-	err := s.st.InTx(ctx, func(tx pgx.Tx) error {
-		ids, err := store.PurgePersonalData(ctx, tx, cutoff, now)
+	n := 0
+	for range maxPurgeBatches {
+		var got int
+		err := s.st.InTx(ctx, func(tx pgx.Tx) error {
+			ids, err := store.PurgePersonalData(ctx, tx, cutoff, now, s.purgeBatch)
+			if err != nil {
+				return err
+			}
+			got = len(ids)
+			return s.purged(ctx, tx, now, ids, func(int) map[string]any { return map[string]any{"cutoff": cutoff} })
+		})
 		if err != nil {
-			return err
+			return n, err
 		}
-		n = len(ids)
-		return s.purged(ctx, tx, now, ids, func(int) map[string]any { return map[string]any{"cutoff": cutoff} })
-	})
-	if err != nil {
-		return 0, err
+		n += got
+		if got < s.purgeBatch {
+			break
+		}
 	}
 	if n > 0 {
 		s.log.Info("personal data purged", "count", n)
 	}
 	return n, nil
 }
+
+// maxPurgeBatches bounds the transactions of one Purge or PurgeUnclaimed
+// pass (the next pass goes on).
+const maxPurgeBatches = 500
 
 // PurgeUnclaimed erases the personal data of documents never closed
 // (registered or reserved and never loaded, expired and never taken back,
@@ -517,14 +531,13 @@ func (s *Service) PurgeUnclaimed(ctx context.Context, olderThan time.Duration) (
 	if olderThan < 0 {
 		return 0, fmt.Errorf("purge unclaimed: negative period: %w", ErrInvalid)
 	}
-	const batch, maxBatches = 200, 500
 	now := s.clock()
 	cutoff := now.Add(-olderThan)
 	n := 0
-	for range maxBatches {
+	for range maxPurgeBatches {
 		var got int
 		err := s.st.InTx(ctx, func(tx pgx.Tx) error {
-			docs, err := store.PurgeUnclaimedPersonalData(ctx, tx, cutoff, now, batch)
+			docs, err := store.PurgeUnclaimedPersonalData(ctx, tx, cutoff, now, s.purgeBatch)
 			if err != nil {
 				return err
 			}
@@ -541,7 +554,7 @@ func (s *Service) PurgeUnclaimed(ctx context.Context, olderThan time.Duration) (
 			return n, err
 		}
 		n += got
-		if got < batch {
+		if got < s.purgeBatch {
 			break
 		}
 	}

@@ -1,6 +1,7 @@
 package service_test
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"kluis/backend/lifecycle"
 	"kluis/backend/service"
 	"kluis/backend/store"
+	"kluis/backend/store/storetest"
 )
 
 func TestDeadlineIsEndOfTenthLocalDay(t *testing.T) {
@@ -406,4 +408,69 @@ func TestBirthDateTodayAtTheSite(t *testing.T) {
 	var ve *store.ValidationError
 	require.ErrorAs(t, err, &ve)
 	require.Equal(t, "holder_birth_date", ve.Fields[0].Field)
+}
+
+// The purge of finished documents works in bounded transactions (many
+// documents, every one erased across the batches) and skips a document a
+// clerk's transaction holds instead of waiting for it: the next pass
+// erases it. The same for the documents never closed.
+func TestPurgeBatchesAndSkipsLockedDocuments(t *testing.T) {
+	const batch = 3
+	e := newEnv(t, func(o *service.Options) { o.Retention = 7 * 24 * time.Hour; o.PurgeBatch = batch })
+	var ids []string
+	for range 8 {
+		d, err := e.svc.Cancel(e.ctx, "user:counter1", e.register(store.EID, false).ID, "")
+		require.NoError(t, err)
+		ids = append(ids, d.ID)
+	}
+	e.clock.Add(8 * 24 * time.Hour)
+
+	// A clerk's transaction holds the newest cancellation (as the
+	// service's transitions lock a document) while the pass runs.
+	tx, err := e.st.Pool().Begin(e.ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(e.ctx) }()
+	_, err = store.LockDocument(e.ctx, tx, ids[7])
+	require.NoError(t, err)
+	// A purge that waited for the lock would never return: bound it.
+	ctx, cancel := context.WithTimeout(e.ctx, time.Minute)
+	defer cancel()
+	n, err := e.svc.Purge(ctx, 0)
+	require.NoError(t, err, "the purge does not wait for the clerk")
+	require.Equal(t, 7, n)
+	require.ElementsMatch(t, ids[:7], e.purger.IDs())
+	for _, b := range e.purger.Batches() {
+		require.LessOrEqual(t, b, batch, "at most PurgeBatch documents a transaction")
+	}
+	require.Len(t, e.purger.Batches(), 3, "7 documents in batches of 3")
+	for _, id := range ids[:7] {
+		d, err := e.svc.GetDocument(e.ctx, id)
+		require.NoError(t, err)
+		requirePurged(t, d)
+	}
+	held, err := e.svc.GetDocument(e.ctx, ids[7])
+	require.NoError(t, err)
+	require.Nil(t, held.PurgedAt, "skipped while the clerk holds it")
+	require.Equal(t, "Peeters", held.LastName)
+	require.NoError(t, tx.Commit(e.ctx))
+
+	n, err = e.svc.Purge(e.ctx, 0)
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "the next pass takes the skipped one")
+	d, err := e.svc.GetDocument(e.ctx, ids[7])
+	require.NoError(t, err)
+	requirePurged(t, d)
+	require.NoError(t, audit.CatchUp(e.ctx, e.st.Pool()))
+	var purges int
+	require.NoError(t, e.st.Pool().QueryRow(e.ctx, "SELECT count(*) FROM audit_log WHERE action = 'document.purge'").Scan(&purges))
+	require.Equal(t, 8, purges, "each audited once")
+	n, err = e.svc.Purge(e.ctx, 0)
+	require.NoError(t, err)
+	require.Zero(t, n)
+}
+
+func TestPurgeBatchMustNotBeNegative(t *testing.T) {
+	st := storetest.New(t)
+	_, err := service.New(service.Options{Store: st, PurgeBatch: -1})
+	require.ErrorIs(t, err, service.ErrInvalid)
 }

@@ -171,6 +171,9 @@ type Options struct {
 	// olderThan 0 uses it); default DefaultUnclaimedRetention, at least
 	// MinUnclaimedRetention.
 	UnclaimedRetention time.Duration
+	// PurgeBatch is how many documents one transaction of Purge or
+	// PurgeUnclaimed erases at most; default DefaultPurgeBatch.
+	PurgeBatch int
 	// PseudonymKey keys the document-number pseudonym; nil: none kept.
 	PseudonymKey []byte
 	// Codes issues and revokes codes; nil: none.
@@ -209,6 +212,10 @@ const (
 	// document registered this week must not lose its holder's data
 	// before it could be loaded.
 	MinUnclaimedRetention = 7 * 24 * time.Hour
+	// DefaultPurgeBatch is how many documents one purge transaction
+	// erases at most: short transactions, each row skipped while a clerk's
+	// transaction holds it.
+	DefaultPurgeBatch = 200
 )
 
 // Service runs the use cases.
@@ -225,6 +232,7 @@ type Service struct {
 	onlineOnly  bool
 	retention   time.Duration
 	unclaimed   time.Duration
+	purgeBatch  int
 	pseudoKey   []byte
 	codes       CodeIssuer
 	notifier    Notifier
@@ -264,8 +272,15 @@ func New(opts Options) (*Service, error) {
 	if opts.UnclaimedRetention < MinUnclaimedRetention {
 		return nil, fmt.Errorf("service: unclaimed retention %s shorter than %s: %w", opts.UnclaimedRetention, MinUnclaimedRetention, ErrInvalid)
 	}
+	if opts.PurgeBatch == 0 {
+		opts.PurgeBatch = DefaultPurgeBatch
+	}
+	if opts.PurgeBatch < 0 {
+		return nil, fmt.Errorf("service: negative PurgeBatch: %w", ErrInvalid)
+	}
 	s := &Service{
-		st: opts.Store, db: opts.Store.Pool(), log: opts.Logger.With("part", "service"), now: opts.Clock,
+		purgeBatch: opts.PurgeBatch,
+		st:         opts.Store, db: opts.Store.Pool(), log: opts.Logger.With("part", "service"), now: opts.Clock,
 		pickupDays: map[store.DocumentKind]int{}, pickupExact: map[store.DocumentKind]time.Duration{}, minSize: map[store.DocumentKind]store.Size{},
 		lowMax: opts.LowMaxHeightCM, maxPerDev: opts.MaxPerDevice, onlineOnly: opts.PickOnlineOnly, retention: opts.Retention, unclaimed: opts.UnclaimedRetention, pseudoKey: opts.PseudonymKey,
 		codes: opts.Codes, notifier: opts.Notifier, outbox: opts.Outbox, purger: opts.Purger,

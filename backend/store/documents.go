@@ -348,14 +348,20 @@ func DueForExpiry(ctx context.Context, db DB, now time.Time, limit int) ([]strin
 }
 
 // PurgePersonalData erases the personal fields (number, names, birth date,
-// e-mail, mobile) of documents in a final state closed at or before cutoff
-// and not purged yet, setting purged_at to now. The number pseudonym,
-// kind, language, states and times stay. It returns the purged ids.
-func PurgePersonalData(ctx context.Context, db DB, cutoff, now time.Time) ([]string, error) {
-	rows, err := db.Query(ctx, `UPDATE documents SET number = NULL, holder_first_name = NULL, holder_last_name = NULL,
-		holder_birth_date = NULL, email = NULL, mobile = NULL, purged_at = $2, updated_at = $2, version = version + 1
+// e-mail, mobile) of at most limit documents in a final state closed at or
+// before cutoff and not purged yet, oldest first, setting purged_at to
+// now. The number pseudonym, kind, language, states and times stay. Rows
+// another transaction holds (a clerk's) are skipped, never waited for: the
+// next pass takes them. It returns the purged ids.
+func PurgePersonalData(ctx context.Context, db DB, cutoff, now time.Time, limit int) ([]string, error) {
+	rows, err := db.Query(ctx, `WITH doomed AS (
+		SELECT id FROM documents
 		WHERE purged_at IS NULL AND state IN ('collected', 'retrieved', 'cancelled') AND closed_at <= $1
-		RETURNING id::text`, cutoff.UTC(), now.UTC())
+		ORDER BY closed_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+		UPDATE documents d SET number = NULL, holder_first_name = NULL, holder_last_name = NULL,
+		holder_birth_date = NULL, email = NULL, mobile = NULL, purged_at = $2, updated_at = $2, version = version + 1
+		FROM doomed WHERE d.id = doomed.id
+		RETURNING d.id::text`, cutoff.UTC(), now.UTC(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: purge: %w", err)
 	}

@@ -98,8 +98,9 @@ func (n *Notifier) Sent() []service.Notification {
 
 // Purger is a recording service.Purger.
 type Purger struct {
-	mu  sync.Mutex
-	ids []string
+	mu      sync.Mutex
+	ids     []string
+	batches []int
 }
 
 var _ service.Purger = (*Purger)(nil)
@@ -109,7 +110,16 @@ func (p *Purger) PurgeDocuments(_ context.Context, _ pgx.Tx, ids []string) error
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.ids = append(p.ids, ids...)
+	p.batches = append(p.batches, len(ids))
 	return nil
+}
+
+// Batches returns how many ids each call got, in order: one call per
+// purge transaction.
+func (p *Purger) Batches() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]int(nil), p.batches...)
 }
 
 // IDs returns the purged ids so far.

@@ -209,3 +209,98 @@ func TestMigrationClosedAtAndPurgedInvariants(t *testing.T) {
 		require.True(t, errors.As(err, &pe) && pe.Code == "23514", "%s: want a check violation, got %v", what, err)
 	}
 }
+
+// Migration 0222: the dead codes of documents purged before 0221 lose
+// their date-of-birth digest and offline verifier, as the purge does
+// since; a live code, and the codes of a document not purged, keep both.
+// Running it again changes nothing.
+func TestMigrationErasesTheBirthDateOfCodesPurgedBefore(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	pool := openPool(t, url)
+	ms, err := store.Migrations()
+	require.NoError(t, err)
+	var before []store.Migration
+	var backfill store.Migration
+	for _, m := range ms {
+		if m.Version < 222 {
+			before = append(before, m)
+		}
+		if m.Version == 222 {
+			backfill = m
+		}
+	}
+	require.Equal(t, "0222_code_purge_backfill.sql", backfill.Name)
+	require.NoError(t, store.MigrateList(ctx, pool, before))
+	_, err = pool.Exec(ctx, `INSERT INTO sites (id, name, created_at) VALUES ('kortrijk', 'Kortrijk', now());
+		INSERT INTO devices (id, site_id, kind, created_at) VALUES ('l1', 'kortrijk', 'locker', now());
+		INSERT INTO compartments (device_id, number, board, channel, size, height_cm) VALUES ('l1', 1, 0, 0, 'S', 20);
+		INSERT INTO code_devices (device_id, offline_salt, created_at) VALUES ('l1', '\x00112233445566778899aabbccddeeff', now())`)
+	require.NoError(t, err)
+	doc := func(purged bool) string {
+		var id string
+		require.NoError(t, pool.QueryRow(ctx, `INSERT INTO documents (kind, number, holder_last_name, holder_birth_date, language,
+			site_id, state, created_at, updated_at, closed_at) VALUES ('eid', gen_random_uuid()::text, 'Peeters', '1980-02-03', 'nl',
+			'kortrijk', 'collected', '2025-01-01', '2025-03-01', '2025-02-01') RETURNING id::text`).Scan(&id))
+		if purged {
+			_, err := pool.Exec(ctx, `UPDATE documents SET number = NULL, holder_last_name = NULL, holder_birth_date = NULL,
+				purged_at = '2025-03-05' WHERE id = $1`, id)
+			require.NoError(t, err)
+		}
+		return id
+	}
+	var n byte
+	code := func(docID, state string) []byte {
+		n++
+		id := append(make([]byte, 15), n)
+		_, err := pool.Exec(ctx, `INSERT INTO codes (id, document_id, document_kind, device_id, compartment_id, compartment_number,
+			board, channel, pin_digest, needs_dob, dob_digest, offline_verifier, offline_params, expires_at, created_at)
+			SELECT $1, $2, 'eid', 'l1', c.id, 1, 0, 0, sha256($1), true, sha256('dob' || $1), '\x0102', 'argon2id',
+				now() + interval '10 days', '2025-01-20' FROM compartments c WHERE c.device_id = 'l1'`, id, docID)
+		require.NoError(t, err)
+		switch state {
+		case "used":
+			_, err = pool.Exec(ctx, `UPDATE codes SET used_at = '2025-02-01' WHERE id = $1`, id)
+		case "revoked":
+			_, err = pool.Exec(ctx, `UPDATE codes SET revoked_at = '2025-02-01' WHERE id = $1`, id)
+		case "expired":
+			_, err = pool.Exec(ctx, `UPDATE codes SET expires_at = '2025-02-01' WHERE id = $1`, id)
+		}
+		require.NoError(t, err)
+		return id
+	}
+	purged, kept := doc(true), doc(false)
+	used, revoked, expired, live := code(purged, "used"), code(purged, "revoked"), code(purged, "expired"), code(purged, "live")
+	other := code(kept, "used")
+
+	require.NoError(t, store.MigrateList(ctx, pool, ms))
+	type row struct {
+		digest   []byte
+		verifier []byte
+		purgedAt *time.Time
+	}
+	read := func(id []byte) row {
+		var r row
+		require.NoError(t, pool.QueryRow(ctx, `SELECT dob_digest, offline_verifier, purged_at FROM codes WHERE id = $1`, id).
+			Scan(&r.digest, &r.verifier, &r.purgedAt))
+		return r
+	}
+	for what, id := range map[string][]byte{"used": used, "revoked": revoked, "expired": expired} {
+		r := read(id)
+		require.Nil(t, r.digest, "%s: the date of birth's digest is erased", what)
+		require.Empty(t, r.verifier, "%s: the offline verifier is erased", what)
+		require.NotNil(t, r.purgedAt, what)
+		require.Equal(t, time.Date(2025, 3, 5, 0, 0, 0, 0, time.UTC), r.purgedAt.UTC(), "%s: when its document was purged", what)
+	}
+	for what, id := range map[string][]byte{"a live code": live, "a document not purged": other} {
+		r := read(id)
+		require.NotNil(t, r.digest, what)
+		require.NotEmpty(t, r.verifier, what)
+		require.Nil(t, r.purgedAt, what)
+	}
+
+	// Idempotent: a second run finds nothing to do.
+	tag, err := pool.Exec(ctx, backfill.SQL)
+	require.NoError(t, err)
+	require.Zero(t, tag.RowsAffected())
+}

@@ -56,6 +56,12 @@ type Options struct {
 // ErrNotDelivered means no channel reached the holder.
 var ErrNotDelivered = errors.New("notification reached nobody")
 
+// ErrPurged is prepare's answer for a document whose holder's personal
+// data was erased (service.Purge, PurgeUnclaimed): there is nobody to
+// address and no name to write, so no message, slip or tracking link is
+// made for it (Notify and the outbox drop such notifications before).
+var ErrPurged = errors.New("the holder's personal data was erased")
+
 var (
 	emailRe = regexp.MustCompile(`[^\s<>"'(),;:]+@[^\s<>"'(),;:]+`)
 	phoneRe = regexp.MustCompile(`\+?[0-9](?:[ ./-]?[0-9]){7,}`)
@@ -141,7 +147,13 @@ func messageFor(kind string) (string, bool) {
 // the counter when the holder has neither (ready messages only). Every
 // attempt is recorded. It fails when nothing reached the holder. It sends
 // at once, from memory; [Outbox] queues the same messages durably instead.
+// Nothing is made or sent for a document whose holder's data was erased
+// (ErrPurged).
 func (n *Notifier) Notify(ctx context.Context, note service.Notification) error {
+	if note.Document.PurgedAt != nil {
+		n.log.Info("no message for a document whose holder's data was erased", "document", note.Document.ID, "kind", note.Kind)
+		return nil
+	}
 	p, err := n.prepare(ctx, n.opts.DB, note)
 	if err != nil {
 		return err
@@ -193,6 +205,9 @@ func (n *Notifier) prepare(ctx context.Context, db store.DB, note service.Notifi
 		return nil, fmt.Errorf("notify: kind %q: %w", note.Kind, ErrInvalid)
 	}
 	doc := note.Document
+	if doc.PurgedAt != nil {
+		return nil, fmt.Errorf("notify: %s for %s: %w", note.Kind, doc.ID, ErrPurged)
+	}
 	p := &prepared{kind: note.Kind, msg: msg, doc: doc, number: note.Compartment.Number, now: n.opts.Clock()}
 	if msg == MsgReady {
 		c, ok := note.Secret.(codes.Credentials)

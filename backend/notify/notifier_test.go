@@ -297,3 +297,35 @@ func TestReadyMailEveryLanguage(t *testing.T) {
 }
 
 func pngConfig(b []byte) (image.Config, error) { return png.DecodeConfig(bytes.NewReader(b)) }
+
+// A document whose holder's data was erased (the retention purges) gets no
+// message of any kind: no e-mail, SMS or nameless slip is built or sent,
+// no attempt is recorded and no tracking link is made again; prepare
+// refuses it (ErrPurged).
+func TestNoMessageForAPurgedDocument(t *testing.T) {
+	t.Parallel()
+	f := newNfix(t)
+	d, c := f.doc(t, "fr", "", "")
+	now := now0
+	_, err := f.pool.Exec(context.Background(), `UPDATE documents SET holder_first_name = NULL, holder_last_name = NULL,
+		email = NULL, mobile = NULL, purged_at = $2 WHERE id = $1`, d.ID, now)
+	require.NoError(t, err)
+	d.FirstName, d.LastName, d.PurgedAt = "", "", &now
+	for _, kind := range []string{service.NotifyLoaded, service.NotifyReissued, service.NotifyReminder, service.NotifyCollected,
+		service.NotifyExpired} {
+		note := service.Notification{Kind: kind, Document: d, Compartment: c, Secret: f.creds(t)}
+		require.NoError(t, f.n.Notify(context.Background(), note), kind)
+		_, err := f.n.prepare(context.Background(), f.pool, note)
+		require.ErrorIs(t, err, ErrPurged, kind)
+	}
+	require.Empty(t, f.smtp.Messages())
+	require.Empty(t, f.sms.Received())
+	_, err = os.Stat(filepath.Join(f.slips, d.ID+".html"))
+	require.ErrorIs(t, err, os.ErrNotExist, "no nameless slip")
+	var recs, tracking int
+	require.NoError(t, f.pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM notifications WHERE document_id = $1),
+		(SELECT count(*) FROM notify_tracking WHERE document_id = $1)`, d.ID).Scan(&recs, &tracking))
+	require.Zero(t, recs, "no attempt recorded")
+	require.Zero(t, tracking, "no tracking link made again")
+	require.Empty(t, f.told)
+}

@@ -190,7 +190,8 @@ func NewOutbox(o OutboxOptions) (*Outbox, error) {
 }
 
 // Enqueue implements service.Outbox: it inserts the notification in the
-// transition's transaction. The codes of a ready message are sealed, and
+// transition's transaction (none for a document whose holder's data was
+// erased: ErrPurged). The codes of a ready message are sealed, and
 // the codes of earlier ready messages of the document still queued are
 // forgotten (a reissue revoked them).
 func (x *Outbox) Enqueue(ctx context.Context, tx pgx.Tx, note service.Notification) error {
@@ -199,6 +200,10 @@ func (x *Outbox) Enqueue(ctx context.Context, tx pgx.Tx, note service.Notificati
 		return fmt.Errorf("notify: kind %q: %w", note.Kind, ErrInvalid)
 	}
 	docID := note.Document.ID
+	if note.Document.PurgedAt != nil {
+		// Nobody to tell (ErrPurged): nothing is queued.
+		return nil
+	}
 	var sealed []byte
 	if msg == MsgReady {
 		c, ok := note.Secret.(codes.Credentials)
@@ -404,6 +409,11 @@ func (x *Outbox) process(ctx context.Context, tx pgx.Tx, r outboxRow) (func(), e
 	msg, ok := messageFor(r.kind)
 	if !ok {
 		return nil, x.giveUp(ctx, tx, r, fmt.Sprintf("unknown kind %q", r.kind))
+	}
+	if doc.PurgedAt != nil {
+		// The holder's data was erased since it was queued (ErrPurged):
+		// nobody to tell, no name to write.
+		return nil, x.obsolete(ctx, tx, r, doc.State)
 	}
 	note := service.Notification{Kind: r.kind, Document: doc, Compartment: store.Compartment{Number: r.number}}
 	switch {

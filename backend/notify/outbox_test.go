@@ -873,3 +873,32 @@ func TestOutboxRunSendsAtOnceAndWhenWoken(t *testing.T) {
 	cancel()
 	require.ErrorIs(t, <-done, context.Canceled)
 }
+
+// The outbox queues nothing for a document whose holder's data was
+// erased, and drops a message queued before the erasure instead of
+// building it without a name.
+func TestOutboxSendsNothingForAPurgedDocument(t *testing.T) {
+	t.Parallel()
+	f := newOfix(t, 2)
+	d := f.loaded(t, "lotte@example.org", "")
+	_, err := f.st.Pool().Exec(f.ctx, `UPDATE documents SET number = NULL, holder_first_name = NULL, holder_last_name = NULL,
+		holder_birth_date = NULL, email = NULL, mobile = NULL, purged_at = $2 WHERE id = $1`, d.ID, f.clock.Now())
+	require.NoError(t, err)
+	require.Equal(t, 1, f.queued(t, d.ID, "pending"), "the ready message queued before the erasure")
+
+	_, x := f.sender(t, OutboxOptions{})
+	require.Equal(t, 1, x.Drain(f.ctx))
+	require.Empty(t, f.records(t, d.ID), "nothing built or sent")
+	require.InDelta(t, 1, testutil.ToFloat64(x.finished.WithLabelValues("obsolete")), 0)
+	require.Zero(t, f.queued(t, d.ID, "pending"))
+	_, err = os.Stat(filepath.Join(f.slips, d.ID+".html"))
+	require.ErrorIs(t, err, os.ErrNotExist, "no nameless slip")
+
+	purged, err := f.svc.GetDocument(f.ctx, d.ID)
+	require.NoError(t, err)
+	tx, err := f.st.Pool().Begin(f.ctx)
+	require.NoError(t, err)
+	require.NoError(t, x.Enqueue(f.ctx, tx, service.Notification{Kind: service.NotifyExpired, Document: purged}))
+	require.NoError(t, tx.Commit(f.ctx))
+	require.Zero(t, f.queued(t, d.ID, "pending"), "nothing queued")
+}

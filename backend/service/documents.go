@@ -136,8 +136,9 @@ func (s *Service) do(ctx context.Context, actor, docID string, ch change) (store
 		if err != nil {
 			return err
 		}
-		if _, err := store.InsertTransition(ctx, tx, store.Transition{DocumentID: doc.ID, At: st.now,
-			Action: ch.action, From: from, To: to, Actor: actor, CompartmentID: st.comp.ID, Note: ch.note}); err != nil {
+		tr, err := store.InsertTransition(ctx, tx, store.Transition{DocumentID: doc.ID, At: st.now,
+			Action: ch.action, From: from, To: to, Actor: actor, CompartmentID: st.comp.ID, Note: ch.note})
+		if err != nil {
 			return err
 		}
 		details := map[string]any{"from": from, "to": to}
@@ -146,7 +147,11 @@ func (s *Service) do(ctx context.Context, actor, docID string, ch change) (store
 			details["compartment"] = st.comp.Number
 		}
 		if ch.note != "" {
-			details["note"] = ch.note
+			// The free text a clerk typed (a cancellation's reason) may
+			// name someone: it stays in the document's history, which the
+			// retention purge erases, and the audit record, chained and
+			// never rewritten, only points at it.
+			details["note_transition"] = tr.ID
 		}
 		if _, err := audit.Append(ctx, tx, audit.Entry{At: st.now, Actor: actor, Action: "document." + string(ch.action),
 			Subject: "document:" + doc.ID, Details: details}); err != nil {
@@ -564,12 +569,16 @@ func (s *Service) PurgeUnclaimed(ctx context.Context, olderThan time.Duration) (
 	return n, nil
 }
 
-// purged finishes a purge inside its transaction: the personal data other
-// packages keep (Purger) goes too, and each document gets an audit record
+// purged finishes a purge inside its transaction: the free text of the
+// documents' history (a cancellation's reason) and the personal data other
+// packages keep (Purger) go too, and each document gets an audit record
 // document.purge with details(i), never personal data.
 func (s *Service) purged(ctx context.Context, tx pgx.Tx, now time.Time, ids []string, details func(i int) map[string]any) error {
 	if len(ids) == 0 {
 		return nil
+	}
+	if err := store.EraseTransitionNotes(ctx, tx, ids); err != nil {
+		return err
 	}
 	if s.purger != nil {
 		if err := s.purger.PurgeDocuments(ctx, tx, ids); err != nil {

@@ -3,6 +3,7 @@ package service_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -473,4 +474,49 @@ func TestPurgeBatchMustNotBeNegative(t *testing.T) {
 	st := storetest.New(t)
 	_, err := service.New(service.Options{Store: st, PurgeBatch: -1})
 	require.ErrorIs(t, err, service.ErrInvalid)
+}
+
+// The reason a clerk types when cancelling may name someone: the chained
+// audit record only points at the transition that holds it (never
+// rewritten, it must never hold it), and the purge erases it from the
+// document's history with the rest of the personal data.
+func TestPurgeErasesTheCancelReason(t *testing.T) {
+	e := newEnv(t, func(o *service.Options) { o.Retention = 7 * 24 * time.Hour })
+	const reason = "Jan Peeters belde: verhuisd naar Gent"
+	d, err := e.svc.Cancel(e.ctx, "user:counter1", e.register(store.EID, false).ID, reason)
+	require.NoError(t, err)
+	hist, err := e.svc.History(e.ctx, d.ID)
+	require.NoError(t, err)
+	require.Len(t, hist, 2)
+	require.Equal(t, reason, hist[1].Note, "the history keeps it until the purge")
+
+	require.NoError(t, audit.CatchUp(e.ctx, e.st.Pool()))
+	recs, err := audit.List(e.ctx, e.st.Pool(), audit.ListOptions{Subject: "document:" + d.ID})
+	require.NoError(t, err)
+	var cancel *audit.Record
+	for i := range recs {
+		if recs[i].Action == "document.cancel" {
+			cancel = &recs[i]
+		}
+	}
+	require.NotNil(t, cancel)
+	require.NotContains(t, string(cancel.Details), "Gent", "no free text in a chained audit record")
+	require.Contains(t, string(cancel.Details), fmt.Sprintf(`"note_transition":%d`, hist[1].ID), "a reference to the transition")
+
+	e.clock.Add(8 * 24 * time.Hour)
+	n, err := e.svc.Purge(e.ctx, 0)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	hist, err = e.svc.History(e.ctx, d.ID)
+	require.NoError(t, err)
+	require.Len(t, hist, 2, "the transitions stay")
+	require.Empty(t, hist[1].Note, "its reason is erased")
+	var left int
+	require.NoError(t, e.st.Pool().QueryRow(e.ctx, `SELECT (SELECT count(*) FROM document_transitions WHERE note LIKE '%Gent%')
+		+ (SELECT count(*) FROM audit_log WHERE details::text LIKE '%Gent%')
+		+ (SELECT count(*) FROM audit_pending WHERE details::text LIKE '%Gent%')`).Scan(&left))
+	require.Zero(t, left)
+	rep, err := audit.Verify(e.ctx, e.st.Pool())
+	require.NoError(t, err)
+	require.True(t, rep.OK(), rep.Reason)
 }

@@ -168,6 +168,17 @@ func InsertTransition(ctx context.Context, db DB, t Transition) (Transition, err
 	return t, nil
 }
 
+// EraseTransitionNotes clears the free text of these documents' history
+// (the reason a clerk typed when cancelling, which may name someone), for
+// the retention purge; the transitions themselves stay.
+func EraseTransitionNotes(ctx context.Context, db DB, documentIDs []string) error {
+	if _, err := db.Exec(ctx, `UPDATE document_transitions SET note = '' WHERE document_id = ANY($1::uuid[]) AND note <> ''`,
+		documentIDs); err != nil {
+		return fmt.Errorf("store: erase transition notes: %w", err)
+	}
+	return nil
+}
+
 // ListTransitions returns a document's history, oldest first.
 func ListTransitions(ctx context.Context, db DB, documentID string) ([]Transition, error) {
 	if !validUUID(documentID) {

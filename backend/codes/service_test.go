@@ -585,3 +585,46 @@ func TestConcurrentWrongPINsCountExactly(t *testing.T) {
 	require.Equal(t, []string{"l1"}, f.lockout, "the alarm fires once")
 	f.mu.Unlock()
 }
+
+// A code used is logged at debug only (its audit row code.used and
+// kluis_codes_verifications_total{reason="ok"} record it;
+// docs/performance.md, "Sixteenth pass"); a denial at info, as before.
+func TestCodeUsedLoggedAtDebugDenialAtInfo(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	var logs strings.Builder
+	var mu sync.Mutex
+	level := new(slog.LevelVar) // info
+	f.svc.log = slog.New(slog.NewTextHandler(writerFunc(func(b []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(b)
+	}), &slog.HandlerOptions{Level: level}))
+	read := func() string { mu.Lock(); defer mu.Unlock(); return logs.String() }
+
+	doc, _, cr := f.issue("passport", "l1", 4)
+	_, err := f.verify(Attempt{DeviceID: "l1", QRToken: cr.QRToken})
+	require.NoError(t, err)
+	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: cr.QRToken})
+	require.ErrorIs(t, err, pickupcode.ErrAlreadyCollected)
+	require.Contains(t, read(), `level=INFO msg="code denied" device=l1 method=qr reason=already_collected`)
+	require.NotContains(t, read(), "code used", "an ok is not logged at info")
+	_, err = audit.Chain(context.Background(), f.pool) // the records reach audit_log through the chain
+	require.NoError(t, err)
+	var used int
+	require.NoError(t, f.pool.QueryRow(context.Background(), `SELECT count(*) FROM audit_log WHERE action = 'code.used'
+		AND subject = 'document:' || $1 AND details->>'device' = 'l1' AND details->>'method' = 'qr' AND details->>'code_id' = $2`,
+		doc, cr.CodeID).Scan(&used))
+	require.Equal(t, 1, used, "the audit row records it")
+	require.Equal(t, 1.0, testutil.ToFloat64(f.svc.verified.WithLabelValues("ok")), "the metric counts it")
+
+	level.Set(slog.LevelDebug)
+	doc2, _, cr2 := f.issue("passport", "l1", 5)
+	_, err = f.verify(Attempt{DeviceID: "l1", QRToken: cr2.QRToken})
+	require.NoError(t, err)
+	require.Contains(t, read(), `level=DEBUG msg="code used" device=l1 method=qr document=`+doc2+` code_id=`+cr2.CodeID)
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (w writerFunc) Write(b []byte) (int, error) { return w(b) }

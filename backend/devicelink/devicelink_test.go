@@ -407,3 +407,39 @@ func TestHeartbeatDecodedStrictly(t *testing.T) {
 	assert.Equal(t, 16, countRows(t, pool, `SELECT jsonb_array_length(heartbeat->'doors') FROM device_diagnostics WHERE device_id = $1`, dev))
 	assert.Equal(t, float64(1), count("malformed"))
 }
+
+// An ok verification is logged at debug only (its audit row code.used and
+// the metrics record it; docs/performance.md, "Sixteenth pass"); every
+// other answer at info, as before.
+func TestVerificationLoggedAtInfoUnlessOK(t *testing.T) {
+	pool := newPool(t)
+	dev := "t" + randHex(6)
+	v := VerifierFunc(func(ctx context.Context, device string, req wire.VerifyRequest) wire.VerifyResponse {
+		if req.PIN == "123456" {
+			return wire.VerifyResponse{Result: wire.VerifyOK, DocumentID: "doc-7", Addr: &wire.Address{Board: 1, Channel: 3}}
+		}
+		return wire.VerifyResponse{Result: wire.VerifyWrongCode}
+	})
+	var logs testenv.SyncBuffer
+	level := new(slog.LevelVar) // info
+	runLink(t, Options{URL: testenv.BrokerURL(), ClientID: "kluis-backend-test-" + randHex(4), ShareGroup: "kluis-test-" + randHex(4),
+		DeviceFilter: dev, Pool: pool, Verifier: v, Workers: 1, Registry: prometheus.NewRegistry(),
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: level}))})
+	d := newDevice(t, testenv.BrokerURL(), dev)
+	ask := func(id, pin string, answers int) {
+		t.Helper()
+		b, err := wire.Encode(&wire.VerifyRequest{ID: id, At: time.Now(), Method: wire.MethodPIN, PIN: pin})
+		require.NoError(t, err)
+		d.raw(wire.KindVerifyReq, b)
+		testenv.Eventually(t, "answered", func() bool { return len(d.received(wire.KindVerifyRes)) >= answers })
+	}
+	ask("req-ok", "123456", 1)
+	ask("req-wrong", "999999", 2)
+	assert.Contains(t, logs.String(), "msg=verification part=devicelink device="+dev+" req.id=req-wrong req.method=pin req.birth_date=false result=wrong_code")
+	assert.NotContains(t, logs.String(), "req-ok", "an ok is not logged at info")
+
+	level.Set(slog.LevelDebug)
+	ask("req-ok-2", "123456", 3)
+	assert.Contains(t, logs.String(), "level=DEBUG msg=verification part=devicelink device="+dev+" req.id=req-ok-2 req.method=pin req.birth_date=false result=ok")
+	assert.NotContains(t, logs.String(), "123456", "never the PIN")
+}

@@ -29,6 +29,9 @@ func (e *Engine) HandleCommand(ctx context.Context, c wire.Command) wire.Command
 		e.refuseCommand(c, res, err.Error())
 		return res
 	}
+	// The backend signed it at c.Issued: the PIN limits' clock may move
+	// on that far (docs/security.md).
+	e.backendTime(c.Issued)
 	// Check and claim the id in one step, so that two deliveries of one
 	// command handled at once cannot both act.
 	e.mu.Lock()

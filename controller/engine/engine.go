@@ -391,6 +391,7 @@ func New(o Options) (*Engine, error) {
 		active: map[hardware.Address]*op{}, changed: make(chan struct{}), readyC: make(chan struct{}),
 		used: map[string]usedCode{}, commands: map[string]time.Time{}, reported: map[string]bool{}, codeLocks: map[string]codeLock{}}
 	e.pin.lim.Store(pickupcode.NewLimiter(o.Config.Lockout.Limits(), pickupcode.LimiterState{}))
+	e.pin.clock.Store(&pinClock{base: e.now(), mono: time.Now()}) // until startPINClock
 	e.mech, _ = o.Driver.(hardware.Mechanism)
 	for _, c := range o.Config.Compartments {
 		cp := &comp{cfg: c, lock: c.Addr(), slot: -1}
@@ -447,7 +448,7 @@ func (e *Engine) replay(recs []journal.Record) {
 			if in := r.Intent; in != nil && in.Offline && in.Purpose == PurposePickup && in.Ref != "" {
 				e.used[in.Ref] = usedCode{Doc: in.Ref, Pending: true, CodeRef: in.CodeRef}
 			}
-		case recPINLimits, recLockout:
+		case recPINLimits, recLockout, recPINClock:
 			e.replayPINLimits(r)
 		case recDOBFailure, recCodeLocked:
 			e.replayDOB(r)
@@ -489,7 +490,7 @@ func (e *Engine) Keep(r journal.Record) bool {
 		e.mu.Unlock()
 		// Only the latest mark of a document matters.
 		return ok && cur.Released == u.Released && cur.Pending == u.Pending && cur.GraceUntil.Equal(u.GraceUntil)
-	case recPINLimits, recLockout:
+	case recPINLimits, recLockout, recPINClock:
 		return e.keepPINLimits(r)
 	case recDOBFailure, recCodeLocked:
 		return e.keepDOB(r)

@@ -16,13 +16,35 @@ import (
 // Journal records of the PIN limits.
 const (
 	// recPINLimits is the whole pickupcode.LimiterState, appended after
-	// every change (a failure, a lockout, a lift); the latest one is the
-	// state, replayed at start and kept by compaction.
+	// every change (a failure, a lockout, a lift), with the PIN clock's
+	// reading (pinRecord); the latest one is the state, replayed at
+	// start and kept by compaction.
 	recPINLimits = "pin_limits"
 	// recLockout {until} is what kluisd journaled before pin_limits;
 	// replayed as a lock, dropped once a pin_limits record follows.
 	recLockout = "lockout"
+	// recPINClock {at} is a reading of the PIN clock (pinNow), journaled
+	// every pinClockEvery while the limits hold failures or a lock, at a
+	// clean stop, and when the backend's time moves the clock forward:
+	// a start resumes from the latest reading (startPINClock). The
+	// latest one is kept by compaction.
+	recPINClock = "pin_clock"
 )
+
+// pinClockEvery is how often the PIN clock's reading is journaled while
+// the limits hold failures or a lock: a power cut loses at most that much
+// of the time that passed (the limits then hold a little longer).
+const pinClockEvery = time.Minute
+
+// pinRecord is the data of a pin_limits record: the limiter's state and
+// the PIN clock's reading when it was written (absent before 2026-12-08).
+type pinRecord struct {
+	pickupcode.LimiterState
+	Clock time.Time `json:"clock,omitzero"`
+}
+
+// pinClock is the limiter's clock: base at the monotonic reading mono.
+type pinClock struct{ base, mono time.Time }
 
 // pinLimits are the device's PIN attempt limits (config lockout.*): every
 // wrong PIN typed at the kiosk counts, verified online or offline; QR codes
@@ -33,24 +55,55 @@ type pinLimits struct {
 	// lim is replaced whole by a lift, once it is journaled.
 	lim atomic.Pointer[pickupcode.Limiter]
 	// seq is the sequence number of the latest pin_limits record:
-	// compaction keeps it and any later one.
-	seq atomic.Uint64
-	// base and mono are the limiter's clock (pinNow), set once at start.
-	base, mono time.Time
+	// compaction keeps it and any later one; clockSeq that of the latest
+	// pin_clock record.
+	seq, clockSeq atomic.Uint64
+	// clock is the limiter's clock (pinNow), set at start and moved
+	// forward by the backend's time (backendTime).
+	clock atomic.Pointer[pinClock]
+	// resume is the latest PIN clock reading the replay found.
+	resume time.Time
 }
 
-// startPINClock starts the limiter's clock after the replay: from the
-// engine's clock, or from the latest failure or lift the limiter holds
-// when that is later (a clock set back while kluisd was stopped).
+// startPINClock starts the limiter's clock after the replay. While the
+// limits hold something (a failure within the daily window, a lock) it
+// resumes at the latest reading journaled (a failure, a lift, a pin_clock
+// record): the time kluisd was stopped does not count, as nothing on the
+// device vouches for it. A start used to take the wall clock, so a clock
+// moved forward while kluisd was stopped (NTP after a boot without a
+// real-time clock, someone who can power-cycle the device and set its
+// date) ended the lock and the daily window: 50 fresh guesses per power
+// cycle. Only the backend's time moves the clock on (backendTime). When
+// the limits hold nothing it starts from the engine's clock, or from the
+// latest reading when that is later (a clock set back).
 func (e *Engine) startPINClock() {
-	base := e.now()
 	st := e.pin.lim.Load().State()
+	resume := e.pin.resume
 	for _, t := range append(st.Failures, st.BurstClearedAt) {
-		if t.After(base) {
-			base = t
+		if t.After(resume) {
+			resume = t
 		}
 	}
-	e.pin.base, e.pin.mono = base, time.Now()
+	base := e.now()
+	if resume.After(base) || e.pinHolds(st, resume) {
+		base = resume
+	}
+	e.pin.clock.Store(&pinClock{base: base, mono: time.Now()})
+}
+
+// pinHolds reports whether st holds anything at now: a failure within the
+// daily window or a lock.
+func (e *Engine) pinHolds(st pickupcode.LimiterState, now time.Time) bool {
+	if now.Before(st.LockedUntil) {
+		return true
+	}
+	window := e.pin.lim.Load().Config().DailyWindow
+	for _, f := range st.Failures {
+		if f.After(now.Add(-window)) {
+			return true
+		}
+	}
+	return false
 }
 
 // pinNow is the time the PIN attempt limits are counted in: the start's
@@ -60,16 +113,103 @@ func (e *Engine) startPINClock() {
 // forgets failures: a forward jump of a day used to empty the daily
 // budget, one of 15 minutes to end a burst lock (docs/security.md's
 // brute-force bound counts failures in real time).
-func (e *Engine) pinNow() time.Time { return e.pin.base.Add(time.Since(e.pin.mono)) }
+func (e *Engine) pinNow() time.Time {
+	c := e.pin.clock.Load()
+	return c.base.Add(time.Since(c.mono))
+}
+
+// pinWall turns a time of the PIN clock into one of the engine's clock,
+// for people and the backend to read (the two differ after a start that
+// did not count the time kluisd was stopped).
+func (e *Engine) pinWall(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.Add(e.now().Sub(e.pinNow()))
+}
+
+// backendTime moves the PIN clock forward to t, a time the backend
+// vouches for (the issue time of a command it signed for this device),
+// durably, when t is later: the time a device was stopped then counts as
+// far as the backend's clock says it passed, never beyond (a replayed
+// command carries its old time).
+func (e *Engine) backendTime(t time.Time) {
+	e.pin.mu.Lock()
+	defer e.pin.mu.Unlock()
+	if !t.After(e.pinNow()) {
+		return
+	}
+	if err := e.savePINClockAt(t); err != nil {
+		return
+	}
+	e.pin.clock.Store(&pinClock{base: t, mono: time.Now()})
+}
+
+// savePINClockAt journals at as the PIN clock's reading. e.pin.mu held.
+func (e *Engine) savePINClockAt(at time.Time) error {
+	b, err := json.Marshal(struct {
+		At time.Time `json:"at"`
+	}{at.UTC()})
+	if err != nil {
+		return err
+	}
+	r, err := e.j.Append(journal.Record{Type: recPINClock, Data: b})
+	if err != nil {
+		e.log.Warn("journal of the PIN clock failed", "err", err)
+		return err
+	}
+	e.pin.clockSeq.Store(r.Seq)
+	return nil
+}
+
+// savePINClock journals the PIN clock's reading when the limits hold
+// something.
+func (e *Engine) savePINClock() {
+	e.pin.mu.Lock()
+	defer e.pin.mu.Unlock()
+	now := e.pinNow()
+	if e.pinHolds(e.pin.lim.Load().State(), now) {
+		_ = e.savePINClockAt(now)
+	}
+}
+
+// pinClockLoop journals the PIN clock's reading every pinClockEvery and
+// at the stop.
+func (e *Engine) pinClockLoop(ctx context.Context) {
+	t := time.NewTicker(pinClockEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			e.savePINClock()
+			return
+		case <-t.C:
+			e.savePINClock()
+		}
+	}
+}
 
 // replayPINLimits rebuilds the limiter from the journal.
 func (e *Engine) replayPINLimits(r journal.Record) {
 	switch r.Type {
 	case recPINLimits:
-		var st pickupcode.LimiterState
+		var st pinRecord
 		if json.Unmarshal(r.Data, &st) == nil {
-			e.pin.lim.Store(pickupcode.NewLimiter(e.cfg.Lockout.Limits(), st))
+			e.pin.lim.Store(pickupcode.NewLimiter(e.cfg.Lockout.Limits(), st.LimiterState))
 			e.pin.seq.Store(r.Seq)
+			if st.Clock.After(e.pin.resume) {
+				e.pin.resume = st.Clock
+			}
+		}
+	case recPINClock:
+		var c struct {
+			At time.Time `json:"at"`
+		}
+		if json.Unmarshal(r.Data, &c) == nil {
+			e.pin.clockSeq.Store(r.Seq)
+			if c.At.After(e.pin.resume) {
+				e.pin.resume = c.At
+			}
 		}
 	case recLockout:
 		var l struct {
@@ -87,6 +227,8 @@ func (e *Engine) keepPINLimits(r journal.Record) bool {
 	switch r.Type {
 	case recPINLimits:
 		return r.Seq >= latest
+	case recPINClock:
+		return r.Seq >= e.pin.clockSeq.Load()
 	case recLockout:
 		var l struct {
 			Until time.Time `json:"until"`
@@ -101,7 +243,7 @@ func (e *Engine) savePINLimits() error { return e.savePINState(e.pin.lim.Load().
 
 // savePINState journals st as the limiter's state. e.pin.mu held.
 func (e *Engine) savePINState(st pickupcode.LimiterState) error {
-	b, err := json.Marshal(st)
+	b, err := json.Marshal(pinRecord{LimiterState: st, Clock: e.pinNow().UTC()})
 	if err != nil {
 		return err
 	}
@@ -164,7 +306,7 @@ func (e *Engine) followBackendLock(retryAfterS int) {
 func (e *Engine) lockStarted(until time.Time, why string) {
 	e.m.lockouts.Inc()
 	e.alarm(wire.AlarmBruteForceLockout, nil, nil,
-		fmt.Sprintf("PIN entry locked until %s: %s (QR codes still work)", until.UTC().Format(time.RFC3339), why))
+		fmt.Sprintf("PIN entry locked until %s: %s (QR codes still work)", e.pinWall(until).UTC().Format(time.RFC3339), why))
 }
 
 // pinLift is what a staff lift of the PIN lockout did.
@@ -198,7 +340,7 @@ func (e *Engine) liftPINLock(ev wire.Event, why string) (pinLift, error) {
 	next := pickupcode.NewLimiter(e.cfg.Lockout.Limits(), e.pin.lim.Load().State())
 	var l pinLift
 	l.WasLocked = next.ClearBurst(now)
-	l.StillUntil = next.LockedUntil(now)
+	l.StillUntil = e.pinWall(next.LockedUntil(now))
 	if err := e.savePINState(next.State()); err != nil {
 		e.pin.mu.Unlock()
 		return pinLift{}, err

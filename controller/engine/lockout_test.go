@@ -501,3 +501,61 @@ func TestPINLimitsSurviveClockJumps(t *testing.T) {
 		require.Equal(t, StateLockedOut, wrong(4).State)
 	})
 }
+
+// The clock set forward while kluisd is stopped gives no fresh attempts.
+// At a start the limits resumed at the wall clock, so a device whose
+// clock had moved a day forward while it was off (NTP after a boot
+// without a real-time clock, or someone who can power-cycle it and set
+// its date) found its lock and its daily window over: a fresh budget per
+// power cycle. Now the time kluisd was stopped is not counted: the
+// limits resume at the PIN clock's last journaled reading, and only a
+// time the backend vouches for (a signed command's issue time) moves
+// them forward.
+func TestPINBudgetSurvivesAClockMovedForwardWhileStopped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var jump atomic.Int64
+		clock := func() time.Time { return time.Now().Add(time.Duration(jump.Load())) }
+		r := newRig(t, rigOpts{caps: sensors, clock: clock})
+		defer func() { r.stop() }()
+		wrong := func(i int) Screen {
+			return r.pickup(PickupRequest{PIN: fmt.Sprintf("11111111%d", i), BirthDate: "1990-01-01"})
+		}
+		for i := 0; i < 2; i++ {
+			require.Equal(t, StateWrongCode, wrong(i).State)
+		}
+		require.Equal(t, StateLockedOut, wrong(2).State)
+		time.Sleep(3 * time.Minute) // kluisd runs on, locked
+
+		// Stopped, the clock set a day forward, started again: the lock
+		// has the 12 minutes it had left, and its failures still count.
+		r.stop()
+		jump.Store(int64(25 * time.Hour))
+		r = r.restart(rigOpts{clock: clock})
+		s := wrong(3)
+		require.Equal(t, StateLockedOut, s.State, "a day forward while kluisd was stopped lifts nothing")
+		require.InDelta(t, 12*60, s.RetryAfterS, 70)
+		require.Greater(t, r.e.Diagnostics(context.Background()).LockedUntil.Sub(clock()), 11*time.Minute, "diagnostics tell the lock's end on the wall clock")
+
+		// A second power cycle after 5 minutes of running, with the
+		// clock a day further: 7 minutes left.
+		time.Sleep(5 * time.Minute)
+		r.stop()
+		jump.Store(int64(49 * time.Hour))
+		r = r.restart(rigOpts{clock: clock})
+		s = wrong(4)
+		require.Equal(t, StateLockedOut, s.State)
+		require.InDelta(t, 7*60, s.RetryAfterS, 70)
+
+		// The backend's word on the time (a signed command issued now, by
+		// the wall clock that NTP set) ends the lock the day has passed.
+		now := clock()
+		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-t", Kind: wire.CmdCodeSync, Issued: now,
+			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true}}))
+		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
+		require.Equal(t, StateWrongCode, wrong(5).State, "the backend's time released the day-old lock")
+
+		// and a restart keeps that time (journaled).
+		r = r.restart(rigOpts{clock: clock})
+		require.Equal(t, StateWrongCode, wrong(6).State)
+	})
+}

@@ -45,6 +45,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	go func() { defer e.wg.Done(); e.keepLoop(ctx) }()
 	e.wg.Add(1)
 	go func() { defer e.wg.Done(); e.spaceLoop(ctx) }()
+	e.wg.Add(1)
+	go func() { defer e.wg.Done(); e.pinClockLoop(ctx) }()
 	watchErr := make(chan error, 1)
 	go func() { watchErr <- e.watch(ctx) }()
 	for _, fn := range resume {

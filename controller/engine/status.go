@@ -53,7 +53,7 @@ func (e *Engine) Diagnostics(ctx context.Context) Diagnostics {
 	for _, o := range e.active {
 		d.Busy = append(d.Busy, o.comp.cfg.Number)
 	}
-	if t := e.pinLockedUntil(); !t.IsZero() {
+	if t := e.pinWall(e.pinLockedUntil()); !t.IsZero() {
 		d.LockedUntil = &t
 	}
 	for i := len(e.alarms) - 1; i >= 0; i-- {

@@ -38,7 +38,9 @@
 //   - whatever else the daemon needs to survive a restart, as typed records
 //     the caller keeps or drops at compaction: offline-used codes, seen
 //     commands, the PIN attempt limits (pin_limits: the whole limiter state
-//     after every failure, lockout and lift; the latest one is kept),
+//     after every failure, lockout and lift; the latest one is kept) and
+//     their clock (pin_clock: its reading, so that a start does not count
+//     the time kluisd was stopped),
 //     failed offline PIN attempts by a short tag of the PIN (dob_failure)
 //     and codes locked offline (code_locked). No record holds a PIN, a
 //     date of birth or a QR token.

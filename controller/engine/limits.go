@@ -197,9 +197,7 @@ func (e *Engine) replayPINLimits(r journal.Record) {
 		if json.Unmarshal(r.Data, &st) == nil {
 			e.pin.lim.Store(pickupcode.NewLimiter(e.cfg.Lockout.Limits(), st.LimiterState))
 			e.pin.seq.Store(r.Seq)
-			if st.Clock.After(e.pin.resume) {
-				e.pin.resume = st.Clock
-			}
+			e.pinResumeAt(st.Clock)
 		}
 	case recPINClock:
 		var c struct {
@@ -207,9 +205,7 @@ func (e *Engine) replayPINLimits(r journal.Record) {
 		}
 		if json.Unmarshal(r.Data, &c) == nil {
 			e.pin.clockSeq.Store(r.Seq)
-			if c.At.After(e.pin.resume) {
-				e.pin.resume = c.At
-			}
+			e.pinResumeAt(c.At)
 		}
 	case recLockout:
 		var l struct {
@@ -218,6 +214,14 @@ func (e *Engine) replayPINLimits(r journal.Record) {
 		if json.Unmarshal(r.Data, &l) == nil {
 			e.pin.lim.Load().Lock(e.now(), l.Until)
 		}
+	}
+}
+
+// pinResumeAt takes a journaled reading of the PIN clock (the latest
+// counts) during the replay.
+func (e *Engine) pinResumeAt(t time.Time) {
+	if t.After(e.pin.resume) {
+		e.pin.resume = t
 	}
 }
 

@@ -466,19 +466,34 @@ func TestOfflineExpiredAfterItsEntryWasRemoved(t *testing.T) {
 // stop new failures from counting (they used to be stamped before the
 // lift). Across a restart the count resumes from the latest failure when
 // the clock went back. docs/security.md's bound counts real time.
+// jumpClock is time.Now moved by jump.
+func jumpClock(jump *atomic.Int64) func() time.Time {
+	return func() time.Time { return time.Now().Add(time.Duration(jump.Load())) }
+}
+
+// lockedRig starts a rig on clock and types wrong PINs until PIN entry
+// locks (the rig allows 3).
+func lockedRig(t *testing.T, clock func() time.Time) *rig {
+	r := newRig(t, rigOpts{caps: sensors, clock: clock})
+	for i := 0; i < 2; i++ {
+		require.Equal(t, StateWrongCode, r.wrongPIN(i).State)
+	}
+	require.Equal(t, StateLockedOut, r.wrongPIN(2).State)
+	return r
+}
+
+// wrongPIN types the wrong PIN number i.
+func (r *rig) wrongPIN(i int) Screen {
+	return r.pickup(PickupRequest{PIN: fmt.Sprintf("11111111%d", i), BirthDate: "1990-01-01"})
+}
+
 func TestPINLimitsSurviveClockJumps(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var jump atomic.Int64
-		clock := func() time.Time { return time.Now().Add(time.Duration(jump.Load())) }
-		r := newRig(t, rigOpts{caps: sensors, clock: clock})
+		jump := new(atomic.Int64)
+		clock := jumpClock(jump)
+		r := lockedRig(t, clock)
 		defer func() { r.stop() }()
-		wrong := func(i int) Screen {
-			return r.pickup(PickupRequest{PIN: fmt.Sprintf("11111111%d", i), BirthDate: "1990-01-01"})
-		}
-		for i := 0; i < 2; i++ {
-			require.Equal(t, StateWrongCode, wrong(i).State)
-		}
-		require.Equal(t, StateLockedOut, wrong(2).State)
+		wrong := func(i int) Screen { return r.wrongPIN(i) }
 
 		jump.Store(int64(25 * time.Hour))
 		s := wrong(3)
@@ -513,17 +528,11 @@ func TestPINLimitsSurviveClockJumps(t *testing.T) {
 // them forward.
 func TestPINBudgetSurvivesAClockMovedForwardWhileStopped(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var jump atomic.Int64
-		clock := func() time.Time { return time.Now().Add(time.Duration(jump.Load())) }
-		r := newRig(t, rigOpts{caps: sensors, clock: clock})
+		jump := new(atomic.Int64)
+		clock := jumpClock(jump)
+		r := lockedRig(t, clock)
 		defer func() { r.stop() }()
-		wrong := func(i int) Screen {
-			return r.pickup(PickupRequest{PIN: fmt.Sprintf("11111111%d", i), BirthDate: "1990-01-01"})
-		}
-		for i := 0; i < 2; i++ {
-			require.Equal(t, StateWrongCode, wrong(i).State)
-		}
-		require.Equal(t, StateLockedOut, wrong(2).State)
+		wrong := func(i int) Screen { return r.wrongPIN(i) }
 		time.Sleep(3 * time.Minute) // kluisd runs on, locked
 
 		// Stopped, the clock set a day forward, started again: the lock

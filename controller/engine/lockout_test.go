@@ -466,20 +466,17 @@ func TestOfflineExpiredAfterItsEntryWasRemoved(t *testing.T) {
 // stop new failures from counting (they used to be stamped before the
 // lift). Across a restart the count resumes from the latest failure when
 // the clock went back. docs/security.md's bound counts real time.
-// jumpClock is time.Now moved by jump.
-func jumpClock(jump *atomic.Int64) func() time.Time {
-	return func() time.Time { return time.Now().Add(time.Duration(jump.Load())) }
-}
-
-// lockedRig starts a rig on clock and types wrong PINs until PIN entry
-// locks (the rig allows 3).
-func lockedRig(t *testing.T, clock func() time.Time) *rig {
-	r := newRig(t, rigOpts{caps: sensors, clock: clock})
+// lockedRig starts a rig whose clock is time.Now moved by jump and
+// types wrong PINs until PIN entry locks (the rig allows 3).
+func lockedRig(t *testing.T) (r *rig, jump *atomic.Int64, clock func() time.Time) {
+	jump = new(atomic.Int64)
+	clock = func() time.Time { return time.Now().Add(time.Duration(jump.Load())) }
+	r = newRig(t, rigOpts{caps: sensors, clock: clock})
 	for i := 0; i < 2; i++ {
 		require.Equal(t, StateWrongCode, r.wrongPIN(i).State)
 	}
 	require.Equal(t, StateLockedOut, r.wrongPIN(2).State)
-	return r
+	return r, jump, clock
 }
 
 // wrongPIN types the wrong PIN number i.
@@ -489,14 +486,11 @@ func (r *rig) wrongPIN(i int) Screen {
 
 func TestPINLimitsSurviveClockJumps(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		jump := new(atomic.Int64)
-		clock := jumpClock(jump)
-		r := lockedRig(t, clock)
+		r, jump, clock := lockedRig(t)
 		defer func() { r.stop() }()
-		wrong := func(i int) Screen { return r.wrongPIN(i) }
 
 		jump.Store(int64(25 * time.Hour))
-		s := wrong(3)
+		s := r.wrongPIN(3)
 		require.Equal(t, StateLockedOut, s.State, "a day forward on the wall clock lifts nothing")
 		require.Greater(t, s.RetryAfterS, 14*60)
 
@@ -507,13 +501,13 @@ func TestPINLimitsSurviveClockJumps(t *testing.T) {
 		time.Sleep(time.Second)
 		jump.Store(int64(-24 * time.Hour))
 		for i := 0; i < 2; i++ {
-			require.Equal(t, StateWrongCode, wrong(i).State)
+			require.Equal(t, StateWrongCode, r.wrongPIN(i).State)
 		}
-		require.Equal(t, StateLockedOut, wrong(2).State, "a day back after a lift")
+		require.Equal(t, StateLockedOut, r.wrongPIN(2).State, "a day back after a lift")
 
 		// A restart with the clock still a day back: still locked.
 		r = r.restart(rigOpts{clock: clock})
-		require.Equal(t, StateLockedOut, wrong(4).State)
+		require.Equal(t, StateLockedOut, r.wrongPIN(4).State)
 	})
 }
 
@@ -528,11 +522,8 @@ func TestPINLimitsSurviveClockJumps(t *testing.T) {
 // them forward.
 func TestPINBudgetSurvivesAClockMovedForwardWhileStopped(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		jump := new(atomic.Int64)
-		clock := jumpClock(jump)
-		r := lockedRig(t, clock)
+		r, jump, clock := lockedRig(t)
 		defer func() { r.stop() }()
-		wrong := func(i int) Screen { return r.wrongPIN(i) }
 		time.Sleep(3 * time.Minute) // kluisd runs on, locked
 
 		// Stopped, the clock set a day forward, started again: the lock
@@ -540,7 +531,7 @@ func TestPINBudgetSurvivesAClockMovedForwardWhileStopped(t *testing.T) {
 		r.stop()
 		jump.Store(int64(25 * time.Hour))
 		r = r.restart(rigOpts{clock: clock})
-		s := wrong(3)
+		s := r.wrongPIN(3)
 		require.Equal(t, StateLockedOut, s.State, "a day forward while kluisd was stopped lifts nothing")
 		require.InDelta(t, 12*60, s.RetryAfterS, 70)
 		require.Greater(t, r.e.Diagnostics(context.Background()).LockedUntil.Sub(clock()), 11*time.Minute, "diagnostics tell the lock's end on the wall clock")
@@ -551,7 +542,7 @@ func TestPINBudgetSurvivesAClockMovedForwardWhileStopped(t *testing.T) {
 		r.stop()
 		jump.Store(int64(49 * time.Hour))
 		r = r.restart(rigOpts{clock: clock})
-		s = wrong(4)
+		s = r.wrongPIN(4)
 		require.Equal(t, StateLockedOut, s.State)
 		require.InDelta(t, 7*60, s.RetryAfterS, 70)
 
@@ -561,10 +552,10 @@ func TestPINBudgetSurvivesAClockMovedForwardWhileStopped(t *testing.T) {
 		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-t", Kind: wire.CmdCodeSync, Issued: now,
 			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true}}))
 		require.Equal(t, wire.StatusDone, res.Status, res.Detail)
-		require.Equal(t, StateWrongCode, wrong(5).State, "the backend's time released the day-old lock")
+		require.Equal(t, StateWrongCode, r.wrongPIN(5).State, "the backend's time released the day-old lock")
 
 		// and a restart keeps that time (journaled).
 		r = r.restart(rigOpts{clock: clock})
-		require.Equal(t, StateWrongCode, wrong(6).State)
+		require.Equal(t, StateWrongCode, r.wrongPIN(6).State)
 	})
 }

@@ -16,6 +16,64 @@ import (
 // alarm is journaled before its mark).
 const recCacheUntrusted = "offline_cache_untrusted"
 
+// recCacheVersion {"version": n} is the version of the last code sync the
+// offline cache applied, journaled after it (the latest counts, kept by
+// compaction): a high-water mark the cache file cannot lower. At start
+// the cache is told it (offline.Cache.Floor): an older copy of the file
+// put back is refused, and no sync of that version or older is taken.
+// kluisd before 2026-12-08 journaled none: its first sync after the
+// upgrade begins the mark.
+const recCacheVersion = "cache_version"
+
+// replayCacheVersion takes a cache_version record from the journal.
+func (e *Engine) replayCacheVersion(r journal.Record) {
+	var m struct {
+		Version int64 `json:"version"`
+	}
+	if json.Unmarshal(r.Data, &m) == nil && m.Version > e.cacheMark.version.Load() {
+		e.cacheMark.version.Store(m.Version)
+		e.cacheMark.seq.Store(r.Seq)
+	}
+}
+
+// floorCache tells the offline cache the journal's high-water mark at
+// start; a file older than it is refused (offline_cache_untrusted, as a
+// tampered one).
+func (e *Engine) floorCache() {
+	v := e.cacheMark.version.Load()
+	if e.o.Cache == nil || v == 0 {
+		return
+	}
+	if err := e.o.Cache.Floor(v); err != nil {
+		e.log.Error("offline cache older than the last sync applied: every offline code refused until the backend's next full sync", "err", err)
+		if e.o.CacheUntrusted == "" {
+			e.o.CacheUntrusted = "offline cache not authenticated, refused until the backend's next full sync: " + err.Error()
+		}
+	}
+}
+
+// markCacheVersion journals v, the version of a code sync just applied.
+// A power cut before it leaves the older mark, which refuses nothing the
+// file holds.
+func (e *Engine) markCacheVersion(v int64) {
+	e.cacheMu.Lock()
+	defer e.cacheMu.Unlock()
+	if v <= e.cacheMark.version.Load() {
+		return // (two syncs at once: the later one's mark came first)
+	}
+	b, err := json.Marshal(map[string]int64{"version": v})
+	if err != nil {
+		return
+	}
+	r, err := e.j.Append(journal.Record{Type: recCacheVersion, Data: b})
+	if err != nil {
+		e.log.Warn("journal of the offline cache's version failed", "err", err)
+		return
+	}
+	e.cacheMark.version.Store(v)
+	e.cacheMark.seq.Store(r.Seq)
+}
+
 // noteCache raises offline_cache_untrusted at start-up when the offline
 // cache refused its file (Options.CacheUntrusted; again at each start
 // until a full sync comes), or clears it when the cache is trusted and the

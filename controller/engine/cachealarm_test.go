@@ -142,3 +142,41 @@ func TestUntrustedCacheAlarmRaisedThenClearedWhenTheSyncComesFirst(t *testing.T)
 		require.Equal(t, 1, r.e.o.Cache.Len())
 	})
 }
+
+// An older copy of the offline cache put back is refused. The file is
+// the backend's signed syncs, but an older one is signed all the same:
+// put back while kluisd was stopped (a backup, the attacker's own copy),
+// it brought back a code the backend had revoked since, which opened its
+// compartment offline. The journal keeps the version of the last sync
+// applied (a high-water mark): a file older than it is refused as a
+// whole, with the alarm, and an older sync sent again (over MQTT) is
+// stale even while the refused cache is at version 0.
+func TestOlderOfflineCachePutBackIsRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer func() { r.stop() }()
+		revoked := offlinetest.PINEntry("doc-old", device, "123456789", "", wire.Address{Board: 0, Channel: 1}, time.Now().Add(72*time.Hour))
+		r.codeSync(1, revoked)
+		old, err := os.ReadFile(filepath.Join(r.dir, offline.FileName))
+		require.NoError(t, err)
+		r.codeSync(2) // the backend revoked it
+		r.stop()
+		require.NoError(t, os.WriteFile(filepath.Join(r.dir, offline.FileName), old, 0o600))
+
+		r = r.restart(rigOpts{})
+		r.be.set(func() { r.be.unreachable = true })
+		r.waitFor("the alarm", func() bool { return r.hasEvent(cacheAlarm) })
+		require.NotEqual(t, StateOpen, r.pickup(PickupRequest{PIN: "123456789"}).State, "the revoked code opened offline")
+		require.Empty(t, r.f.Pulses())
+
+		now := time.Now()
+		res := r.e.HandleCommand(context.Background(), r.signed(wire.Command{ID: "sync-1-again", Kind: wire.CmdCodeSync, Issued: now,
+			Expires: now.Add(time.Minute), Codes: &wire.CodeSync{Version: 1, Full: true, Entries: []wire.CodeEntry{revoked}}}))
+		require.Equal(t, wire.StatusRejected, res.Status, "an older sync sent again: %s", res.Detail)
+		require.Contains(t, res.Detail, offline.ErrStale.Error())
+		require.False(t, r.hasEvent(cacheCleared))
+
+		r.codeSync(3)
+		r.waitFor("cleared by the backend's next sync", func() bool { return r.hasEvent(cacheCleared) })
+	})
+}

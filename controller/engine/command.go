@@ -69,8 +69,11 @@ func (e *Engine) HandleCommand(ctx context.Context, c wire.Command) wire.Command
 				// sends its whole bundle.)
 				res.Status = wire.StatusRejected
 			}
-		} else if c.Codes.Full {
-			e.cacheTrusted() // a full sync ends a refusal (offline.Cache.ApplyAt)
+		} else {
+			e.markCacheVersion(c.Codes.Version)
+			if c.Codes.Full {
+				e.cacheTrusted() // a full sync ends a refusal (offline.Cache.ApplyAt)
+			}
 		}
 		e.m.cacheSize.Set(float64(e.o.Cache.Len()))
 	case wire.CmdOpen:

@@ -356,6 +356,12 @@ type Engine struct {
 	// run raised Options.CacheUntrusted's alarm (under cacheMu).
 	cacheMu     sync.Mutex
 	cacheRaised bool
+	// cacheMark is the latest cache_version record (cachealarm.go):
+	// the version of the last code sync applied, and its sequence number.
+	cacheMark struct {
+		version atomic.Int64
+		seq     atomic.Uint64
+	}
 	// writeFail: a journal write failed for another reason than a full
 	// disk (an I/O error) and none has succeeded since; no door operation
 	// starts meanwhile (space.go; under mu).
@@ -420,6 +426,7 @@ func New(o Options) (*Engine, error) {
 	}
 	e.m = m
 	e.replay(o.Replay)
+	e.floorCache()
 	e.startPINClock()
 	e.setScreenLocked(StateIdle, 0, o.Config.Kiosk.DefaultLang)
 	return e, nil
@@ -436,6 +443,8 @@ func (e *Engine) replay(recs []journal.Record) {
 			e.replayCacheUntrusted(r)
 		case recCacheUntrusted:
 			e.replayCacheUntrusted(r)
+		case recCacheVersion:
+			e.replayCacheVersion(r)
 		case recCodeUsed:
 			var u usedCode
 			if json.Unmarshal(r.Data, &u) == nil && u.Doc != "" {
@@ -498,6 +507,8 @@ func (e *Engine) Keep(r journal.Record) bool {
 		return e.keepJournalFull(r)
 	case recCacheUntrusted:
 		return e.keepRaised(r, &e.cacheAlarm)
+	case recCacheVersion:
+		return r.Seq >= e.cacheMark.seq.Load()
 	case recCommand, recCommandReported:
 		var c struct {
 			Expires time.Time `json:"expires"`

@@ -198,6 +198,9 @@ type Cache struct {
 
 	mu sync.Mutex
 	f  file
+	// floor is the version of the last sync this device applied, as its
+	// journal keeps it (Floor): no older file nor sync is taken.
+	floor int64
 }
 
 // Open loads the cache from dir (an absent file is an empty cache) and
@@ -382,6 +385,27 @@ func moveAside(path string) (string, error) {
 	return "", errors.New("999 damaged copies kept already")
 }
 
+// Floor tells the cache the version of the last code sync this device
+// applied, which kluisd keeps in its journal (a high-water mark the cache
+// file cannot lower): a file holding syncs older than it is an older copy
+// put back (a backup, someone's own copy: signed by the backend all the
+// same, but superseded, bringing back codes revoked since) and is refused
+// as Open refuses a tampered one (moved aside, ErrUntrusted, every code
+// refused until the next full sync), and ApplyAt takes no sync of that
+// version or older (ErrStale), also while the refused cache's own version
+// is 0. A file with no sync (absent, or damaged and started empty) holds
+// nothing to refuse.
+func (c *Cache) Floor(version int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.floor = max(c.floor, version)
+	if c.f.Untrusted != "" || len(c.f.Syncs) == 0 || c.f.Version >= c.floor {
+		return nil
+	}
+	return c.refuse(fmt.Sprintf("version %d, older than version %d, the last this device applied (its journal): an older copy put back",
+		c.f.Version, c.floor))
+}
+
 // Len returns the number of valid entries (not the expired ones kept).
 func (c *Cache) Len() int {
 	c.mu.Lock()
@@ -421,6 +445,9 @@ func (c *Cache) ApplyAt(cmd wire.Command, now time.Time) error {
 	defer c.mu.Unlock()
 	if s.Version <= c.f.Version {
 		return fmt.Errorf("offline: version %d <= %d: %w", s.Version, c.f.Version, ErrStale)
+	}
+	if s.Version <= c.floor {
+		return fmt.Errorf("offline: version %d <= %d, the last this device applied: %w", s.Version, c.floor, ErrStale)
 	}
 	next := file{Version: s.Version, Withdrawn: withdrawnAt(c.f.Withdrawn, now), Syncs: []wire.Command{cmd},
 		WithdrawSynced: c.f.WithdrawSynced && !s.Full}

@@ -236,3 +236,41 @@ func TestWithdrawalsWhileRefusedApplyToTheNextFullSync(t *testing.T) {
 		check(t, c, bPIN, offline.ErrWithdrawn)
 	})
 }
+
+// Floor refuses a file older than the last sync the device applied (an
+// older copy put back, signed all the same), and ApplyAt takes no sync of
+// that version or older, also while the refused cache is at version 0; a
+// file at the mark, or holding no sync, is left alone.
+func TestFloorRefusesAnOlderCopy(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	dir := t.TempDir()
+	exp := t0.Add(24 * time.Hour)
+	revoked := offlinetest.PINEntry("doc1", "dev1", "123456789", "1990-02-03", wire.Address{Board: 0, Channel: 3}, exp)
+	c, err := offline.Open(dir, "dev1", pub)
+	require.NoError(t, err)
+	require.NoError(t, c.Floor(5), "no sync held: nothing to refuse")
+	require.ErrorIs(t, c.ApplyAt(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 5, Full: true, Entries: []wire.CodeEntry{revoked}}), t0),
+		offline.ErrStale)
+	require.NoError(t, c.ApplyAt(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 6, Full: true, Entries: []wire.CodeEntry{revoked}}), t0))
+	old, err := os.ReadFile(filepath.Join(dir, offline.FileName))
+	require.NoError(t, err)
+	require.NoError(t, c.ApplyAt(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 7, Full: true}), t0))
+
+	c, err = offline.Open(dir, "dev1", pub)
+	require.NoError(t, err)
+	require.NoError(t, c.Floor(7), "the file at the mark")
+	require.NoError(t, os.WriteFile(filepath.Join(dir, offline.FileName), old, 0o600))
+	c, err = offline.Open(dir, "dev1", pub)
+	require.NoError(t, err, "an older copy is signed all the same")
+	_, err = c.VerifyPIN("123456789", "1990-02-03", t0)
+	require.NoError(t, err, "without the mark, the revoked code is back")
+	require.ErrorIs(t, c.Floor(7), offline.ErrUntrusted)
+	_, err = c.VerifyPIN("123456789", "1990-02-03", t0)
+	require.ErrorIs(t, err, offline.ErrUntrusted)
+	require.Zero(t, c.Version())
+	require.ErrorIs(t, c.ApplyAt(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 6, Full: true, Entries: []wire.CodeEntry{revoked}}), t0),
+		offline.ErrStale, "an older sync sent again")
+	require.NoError(t, c.ApplyAt(offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: 8, Full: true}), t0))
+	_, err = c.VerifyPIN("123456789", "1990-02-03", t0)
+	require.ErrorIs(t, err, offline.ErrNoMaterial, "the next full sync ends the refusal, without the revoked code")
+}

@@ -192,7 +192,9 @@ func (b *Broker) Healthy() error { return b.listener.Healthy() }
 // copy; or, when handler is the message's only target, the body of the
 // packet just read, which nothing else holds). handler runs in the
 // publishing client's goroutine before the broker reads that client's
-// next packet (and before it acknowledges a QoS 1 message): a handler
+// next packet (and before it acknowledges a QoS 1 message; a device's
+// request's PUBACK, which travels with its answer, may go out while the
+// handler runs, see doc.go): a handler
 // that waits slows that one client down (back-pressure on its TCP
 // connection) and nothing is queued or dropped for it. Retained messages
 // matching filter are delivered at once. It is how kluis-backend's device

@@ -39,7 +39,10 @@
 // the SUBACK.
 //
 // What it speaks: MQTT 3.1.1 (and 3.1); QoS 0, 1 (PUBACK after the
-// message is handed to every subscriber) and 2 (PUBREC/PUBREL/PUBCOMP,
+// message is handed to every subscriber; a device's request's, verify/req
+// or staff/req, goes in one write with the next packet to that device,
+// its answer as a rule, and before it, or alone 50 ms after: one write
+// and one read fewer per verification) and 2 (PUBREC/PUBREL/PUBCOMP,
 // delivered once), subscriptions granted at most QoS 1; retained messages
 // (presence); last wills, sent when a connection ends without DISCONNECT
 // (keep-alive: 1.5 times the client's) unless a new connection of the

@@ -77,7 +77,23 @@ type client struct {
 	writing atomic.Int64  // when the write under way began (Unix ns), 0 when none
 	dead    bool          // a write failed; the connection is closed (under wlock)
 	nextID  uint16        // of the last QoS 1 PUBLISH sent (under wlock)
+
+	// acks are the PUBACKs of a device's requests (verify/req, staff/req)
+	// not written yet: each goes out with the next packet written to the
+	// client (its answer, as a rule: one write and one read where there
+	// were two) or alone after ackDelay. Taken under wlock, in order.
+	ackMu    sync.Mutex
+	acks     []uint16
+	ackTimer *time.Timer
+	ackEnded bool // the connection's reader has ended: nothing more is deferred
 }
+
+// ackDelay bounds how long the PUBACK of a device's request waits for its
+// answer to travel with. kluisd waits for the answer, not the PUBACK
+// (controller/link); the PUBACK only ends paho's keeping the request to
+// send it again after a reconnection, which the backend answers with its
+// first answer (devicelink's reply cache) if it comes.
+const ackDelay = 50 * time.Millisecond
 
 // lockWait bounds the wait for a client's write lock. A write that holds
 // it longer is stuck on a client that does not read: whoever has a message
@@ -180,6 +196,7 @@ func (s *server) serve(conn net.Conn) {
 	s.m.connected.Inc()
 	if err := c.write([]byte{pktConnack << 4, 2, 0, connAccepted}); err == nil {
 		err = c.run(r, time.Duration(p.keepAlive)*time.Second*3/2)
+		c.endAcks()
 		s.ended(conn, err)
 	}
 	s.detach(c)
@@ -438,6 +455,14 @@ func (c *client) handlePublish(hdr byte, body []byte) error {
 		return nil
 	case 1:
 		p.owned = true
+		if c.role == RoleDevice && isRequest(p.topic) {
+			// Deferred before the message is handed on, so that its answer
+			// cannot be written before it: the PUBACK goes with the answer
+			// (or before it, ackDelay at the latest).
+			c.deferAck(p.id)
+			s.publish(p.message)
+			return nil
+		}
 		s.publish(p.message) // the in-process subscribers have it before the PUBACK
 		return c.write(appendAck(nil, pktPuback<<4, p.id))
 	default:
@@ -675,7 +700,69 @@ func (s *server) pickShared(targets []*sub) []*sub {
 	return out
 }
 
-// deliver writes one PUBLISH to c.
+// isRequest reports whether topic (a device's, allowed) is a request the
+// backend answers: verify/req or staff/req.
+func isRequest(topic string) bool {
+	return strings.HasSuffix(topic, "/"+string(wire.KindVerifyReq)) || strings.HasSuffix(topic, "/"+string(wire.KindStaffReq))
+}
+
+// deferAck keeps the PUBACK of id for the next write to c (see acks).
+func (c *client) deferAck(id uint16) {
+	c.ackMu.Lock()
+	defer c.ackMu.Unlock()
+	if c.ackEnded {
+		return // the connection is gone: no PUBACK can reach it
+	}
+	c.acks = append(c.acks, id)
+	if len(c.acks) > 1 {
+		return // the timer runs for the first
+	}
+	if c.ackTimer == nil {
+		c.ackTimer = time.AfterFunc(ackDelay, c.flushAcks)
+	} else {
+		c.ackTimer.Reset(ackDelay)
+	}
+}
+
+// appendAcksLocked appends the deferred PUBACKs to b and forgets them;
+// c's write lock is held, so they go out in the order their PUBLISHes
+// came, before anything written after them.
+func (c *client) appendAcksLocked(b []byte) []byte {
+	c.ackMu.Lock()
+	defer c.ackMu.Unlock()
+	for _, id := range c.acks {
+		b = appendAck(b, pktPuback<<4, id)
+	}
+	c.acks = c.acks[:0]
+	return b
+}
+
+// flushAcks writes the deferred PUBACKs that no answer took along
+// (ackDelay after the first of them).
+func (c *client) flushAcks() {
+	if !c.lock() {
+		return // a write to c is stuck: it is disconnected when that times out
+	}
+	defer c.unlock()
+	bp := packetPool.Get().(*[]byte)
+	defer packetPool.Put(bp)
+	if *bp = c.appendAcksLocked((*bp)[:0]); len(*bp) > 0 {
+		_ = c.writeLocked(*bp)
+	}
+}
+
+// endAcks stops deferring: c's reader has ended.
+func (c *client) endAcks() {
+	c.ackMu.Lock()
+	defer c.ackMu.Unlock()
+	c.ackEnded = true
+	c.acks = nil
+	if c.ackTimer != nil {
+		c.ackTimer.Stop()
+	}
+}
+
+// deliver writes one PUBLISH to c, after the PUBACKs deferred so far.
 func (c *client) deliver(topic string, payload []byte, qos byte, retain bool) error {
 	if !c.lock() {
 		return errCongested
@@ -691,18 +778,22 @@ func (c *client) deliver(topic string, payload []byte, qos byte, retain bool) er
 		}
 		id = c.nextID
 	}
-	*bp = appendPublish((*bp)[:0], topic, payload, qos, retain, false, id)
+	*bp = appendPublish(c.appendAcksLocked((*bp)[:0]), topic, payload, qos, retain, false, id)
 	return c.writeLocked(*bp)
 }
 
 // packetPool holds the buffers PUBLISH packets are encoded in.
 var packetPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
+// write writes b to c, after the PUBACKs deferred so far.
 func (c *client) write(b []byte) error {
 	if !c.lock() {
 		return errCongested
 	}
 	defer c.unlock()
+	if acks := c.appendAcksLocked(nil); len(acks) > 0 {
+		b = append(acks, b...)
+	}
 	return c.writeLocked(b)
 }
 

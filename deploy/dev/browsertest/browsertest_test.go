@@ -319,10 +319,19 @@ func TestAHangingStepFailsAfterItsBound(t *testing.T) {
 	base := serve(t)
 	b := New(t, Options{Step: 500 * time.Millisecond})
 	tab := b.NewTab(t, 800, 480)
+	// The navigation gets the default bound: on a loaded machine (load 60)
+	// loading the page took longer than the 500 ms under test.
+	bound := tab.step
+	if bound != 500*time.Millisecond {
+		t.Fatalf("the tab's step bound is %v, want Options.Step's 500ms", bound)
+	}
+	tab.step = StepTimeout
 	tab.Do(t, chromedp.Navigate(base+"/clean"))
+	tab.step = bound
 	ft := &fatalT{TB: t}
 	began := time.Now()
 	tab.Do(ft, chromedp.Click(chromedp.CSS("#never")))
+	tab.step = StepTimeout
 	if took := time.Since(began); len(ft.fatals) != 1 || !strings.Contains(ft.fatals[0], "deadline exceeded") || took > 30*time.Second {
 		t.Fatalf("a click on a missing element: %q after %v; want one deadline failure after about 500ms", ft.fatals, took)
 	}

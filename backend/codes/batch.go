@@ -147,6 +147,18 @@ func (b *batcher) enqueue(it *batchItem) {
 
 // lead runs batches while attempts are queued.
 func (b *batcher) lead() {
+	// sealq hands a batch's answers to the sealing goroutine of this
+	// leader, which lives as long as it does: its stack, grown once for
+	// the signature and the answers' JSON, stays grown. A goroutine per
+	// batch grew a fresh one every time (runtime.newstack: about 4% of
+	// kluis-bench verify's process CPU, docs/performance.md, "Sixteenth
+	// pass").
+	var sealq chan []*batchItem
+	defer func() {
+		if sealq != nil {
+			close(sealq)
+		}
+	}()
 	for {
 		b.mu.Lock()
 		items := b.take()
@@ -167,11 +179,25 @@ func (b *batcher) lead() {
 			continue
 		}
 		// The answers are sealed beside the next batch, which need not
-		// wait for their signature.
-		go func() {
-			b.seal(items)
-			wake(items)
-		}()
+		// wait for their signature; by a goroutine of their own when the
+		// sealing goroutine is still busy with the batch before.
+		if sealq == nil {
+			sealq = make(chan []*batchItem)
+			go func() {
+				for items := range sealq {
+					b.seal(items)
+					wake(items)
+				}
+			}()
+		}
+		select {
+		case sealq <- items:
+		default:
+			go func() {
+				b.seal(items)
+				wake(items)
+			}()
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -210,4 +211,63 @@ func BenchmarkAnswerSigner(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkSealBatchGoroutine is SealBatch of a kr2 batch of 4 as the
+// verify batcher runs it: in a goroutine of its own per batch (fresh: its
+// stack grows for the signature and the JSON every time, as before the
+// sixteenth pass) or handed to one long-lived goroutine (warm: what the
+// batch's leader does now). cpu-ns/op is the process's CPU per batch
+// (getrusage).
+//
+//	go test -run XXX -bench SealBatchGoroutine -benchmem ./backend/deviceops/
+func BenchmarkSealBatchGoroutine(b *testing.B) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(b, err)
+	s, err := NewAnswerSigner(AnswerSignerOptions{Key: priv, Form: AnswerKR2})
+	require.NoError(b, err)
+	const n = 4
+	batch := func() []codes.Decided {
+		ds := make([]codes.Decided, n)
+		for i := range n {
+			ds[i] = codes.Decided{Attempt: codes.Attempt{DeviceID: fmt.Sprintf("kiosk-%03d", i),
+				Seal: &answerSeal{device: fmt.Sprintf("kiosk-%03d", i), id: "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"}},
+				Result: codes.Result{DocumentID: "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c", Board: 1, Channel: i}}
+		}
+		return ds
+	}
+	b.Run("fresh", func(b *testing.B) {
+		b.ReportAllocs()
+		cpu0 := benchCPU()
+		for b.Loop() {
+			done := make(chan struct{})
+			ds := batch()
+			go func() { s.SealBatch(ds); close(done) }()
+			<-done
+		}
+		b.ReportMetric(float64(benchCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+	})
+	b.Run("warm", func(b *testing.B) {
+		q, done := make(chan []codes.Decided), make(chan struct{})
+		go func() {
+			for ds := range q {
+				s.SealBatch(ds)
+				done <- struct{}{}
+			}
+		}()
+		defer close(q)
+		b.ReportAllocs()
+		cpu0 := benchCPU()
+		for b.Loop() {
+			q <- batch()
+			<-done
+		}
+		b.ReportMetric(float64(benchCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+	})
+}
+
+func benchCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -43,6 +43,16 @@ type BackendCPU struct {
 	// filepath.Glob (a directory read per process) every 50 ms cost this
 	// process more CPU than the backend it measured.
 	other map[int]bool
+	// The sampling goroutine's own: each backend's stat file, open (read
+	// again at offset 0 every sample: no open, no path, no allocation);
+	// the postmaster's children file once a backend named it (the
+	// processes to look at, instead of listing /proc's 300 to 900
+	// entries); the buffer they are read into; the pids seen in a sample.
+	stats    map[int]int
+	children int // -1: not known (or not readable): /proc is listed
+	buf      []byte
+	alive    map[int]bool
+	pids     []int
 	// own is the sampling thread's CPU time (set when it ends): reading
 	// /proc every 50 ms is the bench's work, not the measured process's.
 	own time.Duration
@@ -51,10 +61,11 @@ type BackendCPU struct {
 // StartBackendCPU starts sampling every 50 ms the backends of database db.
 // The sampling runs on a thread of its own, whose CPU time Own reports.
 func StartBackendCPU(db string) *BackendCPU {
-	s := &BackendCPU{db: db, stop: make(chan struct{}), done: make(chan struct{}), first: map[int]int64{}, last: map[int]int64{}, other: map[int]bool{}}
+	s := newBackendCPU(db)
 	ready := make(chan struct{})
 	go func() {
 		defer close(s.done)
+		defer s.closeFiles()
 		// Locked and never unlocked: the thread ends with the goroutine,
 		// so no other goroutine's work is counted as the sampler's.
 		runtime.LockOSThread()
@@ -80,6 +91,11 @@ func StartBackendCPU(db string) *BackendCPU {
 	return s
 }
 
+func newBackendCPU(db string) *BackendCPU {
+	return &BackendCPU{db: db, stop: make(chan struct{}), done: make(chan struct{}), first: map[int]int64{}, last: map[int]int64{},
+		other: map[int]bool{}, stats: map[int]int{}, children: -1, buf: make([]byte, 4096), alive: map[int]bool{}}
+}
+
 // threadCPU is the CPU time (user + system) the calling thread has used
 // (RUSAGE_THREAD, Linux; 0 when it cannot be read).
 func threadCPU() time.Duration {
@@ -95,7 +111,9 @@ func threadCPU() time.Duration {
 // after Stop): a caller that measures its own process's CPU (SelfCPU)
 // while sampling subtracts it. On a shared machine with about 900
 // processes, listing /proc every 50 ms cost about 12% of the verify
-// bench's process CPU (docs/performance.md, "The bench's own sampler").
+// bench's process CPU (docs/performance.md, "The bench's own sampler");
+// since the sixteenth pass it reads the postmaster's children and keeps
+// each backend's stat file open.
 func (s *BackendCPU) Own() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -116,33 +134,88 @@ func (s *BackendCPU) Stop() time.Duration {
 	return time.Duration(ticks) * time.Second / clockTick
 }
 
-func (s *BackendCPU) sample(initial bool) {
+func (s *BackendCPU) closeFiles() {
+	for pid, fd := range s.stats {
+		_ = syscall.Close(fd)
+		delete(s.stats, pid)
+	}
+	if s.children >= 0 {
+		_ = syscall.Close(s.children)
+		s.children = -1
+	}
+}
+
+// readAt reads fd's whole content from offset 0 into s.buf (grown as
+// needed) and returns it; /proc files are made again at each read.
+func (s *BackendCPU) readAt(fd int) ([]byte, bool) {
+	for {
+		n, err := syscall.Pread(fd, s.buf, 0)
+		if err != nil || n <= 0 {
+			return nil, false
+		}
+		if n < len(s.buf) {
+			return s.buf[:n], true
+		}
+		s.buf = make([]byte, 2*len(s.buf))
+	}
+}
+
+// candidates are the pids to look at: the postmaster's children when
+// known, else every process.
+func (s *BackendCPU) candidates() []int {
+	s.pids = s.pids[:0]
+	if s.children >= 0 {
+		if b, ok := s.readAt(s.children); ok || len(b) == 0 {
+			pid := -1
+			for _, c := range b {
+				switch {
+				case c >= '0' && c <= '9':
+					pid = max(pid, 0)*10 + int(c-'0')
+				case pid >= 0:
+					s.pids = append(s.pids, pid)
+					pid = -1
+				}
+			}
+			if pid >= 0 {
+				s.pids = append(s.pids, pid)
+			}
+			return s.pids
+		}
+		_ = syscall.Close(s.children) // the postmaster is gone: list /proc
+		s.children = -1
+	}
 	d, err := os.Open("/proc")
 	if err != nil {
-		return
+		return nil
 	}
 	names, _ := d.Readdirnames(-1)
 	d.Close()
-	want := []byte(" " + s.db + " ")
-	alive := make(map[int]bool, len(names))
+	for _, name := range names {
+		if pid, err := strconv.Atoi(name); err == nil {
+			s.pids = append(s.pids, pid)
+		}
+	}
+	return s.pids
+}
+
+func (s *BackendCPU) sample(initial bool) {
+	pids := s.candidates()
+	clear(s.alive)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, name := range names {
-		pid, err := strconv.Atoi(name)
-		if err != nil {
-			continue
-		}
-		alive[pid] = true
+	for _, pid := range pids {
+		s.alive[pid] = true
 		if s.other[pid] {
 			continue
 		}
-		dir := "/proc/" + name
-		if _, ours := s.last[pid]; !ours {
+		fd, open := s.stats[pid]
+		if !open {
+			dir := "/proc/" + strconv.Itoa(pid)
 			cmd, err := os.ReadFile(dir + "/cmdline")
 			if err != nil {
 				continue
 			}
-			if !bytes.HasPrefix(cmd, []byte("postgres: ")) || !bytes.Contains(cmd, want) {
+			if !bytes.HasPrefix(cmd, []byte("postgres: ")) || !bytes.Contains(cmd, []byte(" "+s.db+" ")) {
 				// A backend just forked still shows the postmaster's
 				// command line until it sets its title: look again.
 				if !bytes.Contains(cmd, []byte("postgres")) || bytes.HasPrefix(cmd, []byte("postgres: ")) {
@@ -150,10 +223,26 @@ func (s *BackendCPU) sample(initial bool) {
 				}
 				continue
 			}
+			if fd, err = syscall.Open(dir+"/stat", syscall.O_RDONLY|syscall.O_CLOEXEC, 0); err != nil {
+				continue
+			}
+			s.stats[pid] = fd
 		}
-		t, ok := procTicks(dir + "/stat")
+		b, ok := s.readAt(fd)
+		if !ok {
+			_ = syscall.Close(fd) // the backend ended: its last sample stands
+			delete(s.stats, pid)
+			continue
+		}
+		t, ppid, ok := statTicks(b)
 		if !ok {
 			continue
+		}
+		if s.children < 0 && ppid > 1 {
+			p := "/proc/" + strconv.Itoa(ppid) + "/task/" + strconv.Itoa(ppid) + "/children"
+			if c, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_CLOEXEC, 0); err == nil {
+				s.children = c
+			}
 		}
 		if _, seen := s.first[pid]; !seen {
 			if initial {
@@ -166,10 +255,50 @@ func (s *BackendCPU) sample(initial bool) {
 	}
 	// A number that disappeared may come back as another process.
 	for pid := range s.other {
-		if !alive[pid] {
+		if !s.alive[pid] {
 			delete(s.other, pid)
 		}
 	}
+	for pid, fd := range s.stats {
+		if !s.alive[pid] {
+			_ = syscall.Close(fd)
+			delete(s.stats, pid)
+		}
+	}
+}
+
+// statTicks is utime + stime and the parent's pid of a /proc/<pid>/stat
+// line, read in place (fields after the command name, see StatFields:
+// ppid is field 1, utime 11, stime 12).
+func statTicks(b []byte) (ticks int64, ppid int, ok bool) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, 0, false
+	}
+	var utime int64
+	field, n, in := -1, int64(0), false
+	for _, c := range b[i+1:] {
+		if c == ' ' || c == '\n' {
+			if in {
+				switch field {
+				case 1:
+					ppid = int(n)
+				case 11:
+					utime = n
+				case 12:
+					return utime + n, ppid, true
+				}
+				in = false
+			}
+			continue
+		}
+		if !in {
+			in, n = true, 0
+			field++
+		}
+		n = n*10 + int64(c-'0') // the state (field 0) is a letter: its number is not used
+	}
+	return 0, 0, false
 }
 
 // StatFields splits a /proc/<pid>/stat line into its fields after the

@@ -106,3 +106,29 @@ func TestLoadAvgIsThreeNumbers(t *testing.T) {
 		require.GreaterOrEqual(t, v, 0.0)
 	}
 }
+
+// BenchmarkBackendCPUSample is one sample of a database with a backend
+// (what the verify bench's sampler does every 50 ms), its CPU and its
+// allocations: go test -run XXX -bench BackendCPUSample -benchmem ./bench/
+func BenchmarkBackendCPUSample(b *testing.B) {
+	ctx := context.Background()
+	u, drop, err := TempDatabase(ctx, DefaultAdminURL(), "cpusample")
+	require.NoError(b, err)
+	defer drop()
+	conn, err := pgx.Connect(ctx, u)
+	require.NoError(b, err)
+	defer conn.Close(context.Background())
+	s := newBackendCPU(conn.Config().Database) // sampled here, not by a goroutine of its own
+	defer s.closeFiles()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	s.sample(true)
+	require.Len(b, s.last, 1, "the backend found")
+	b.ReportAllocs()
+	b.ResetTimer()
+	t0 := threadCPU()
+	for range b.N {
+		s.sample(false)
+	}
+	b.ReportMetric(float64(threadCPU()-t0)/float64(b.N), "cpu-ns/op")
+}

@@ -221,9 +221,15 @@ func Chain(ctx context.Context, db Beginner) (int, error) {
 	if upTo == nil {
 		return 0, nil
 	}
+	return chainUpTo(ctx, db, *upTo)
+}
+
+// chainUpTo is [Chain] for the records numbered up to upTo (committed
+// before the caller read it).
+func chainUpTo(ctx context.Context, db Beginner, upTo int64) (int, error) {
 	total := 0
 	for {
-		n, err := chainBatch(ctx, db, *upTo, DefaultBatch)
+		n, err := chainBatch(ctx, db, upTo, DefaultBatch)
 		total += n
 		if err != nil || n < DefaultBatch {
 			return total, err

@@ -320,3 +320,62 @@ func TestChainTakesABacklogInBatches(t *testing.T) {
 	require.Nil(t, rep.FirstBad, rep.Reason)
 	require.Equal(t, want, rep.Records)
 }
+
+// statements counts the statements a pool's connections start.
+type statements struct {
+	mu  sync.Mutex
+	sql []string
+}
+
+func (s *statements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	s.mu.Lock()
+	s.sql = append(s.sql, d.SQL)
+	s.mu.Unlock()
+	return ctx
+}
+
+func (s *statements) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (s *statements) take() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.sql
+	s.sql = nil
+	return out
+}
+
+// A pass that finds records makes seven statements: its look (which also
+// reads what it chains up to), then the chain transaction's BEGIN, lock,
+// head, read, move and COMMIT; one that finds none makes its look alone.
+// Each statement is a round trip and PostgreSQL's work per statement,
+// paid once a pass (docs/performance.md, "Sixteenth pass"). The chain is
+// whole afterwards.
+func TestChainerPassStatements(t *testing.T) {
+	s := storetest.New(t)
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig(s.Pool().Config().ConnString())
+	require.NoError(t, err)
+	tr := &statements{}
+	cfg.ConnConfig.Tracer = tr
+	cfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	c, err := audit.NewChainer(audit.ChainerOptions{DB: pool, Registerer: prometheus.NewRegistry()})
+	require.NoError(t, err)
+
+	c.Pass(ctx)
+	require.Len(t, tr.take(), 1, "nothing pending: the look alone")
+	for i := range 3 {
+		appendOne(t, s.Pool(), fmt.Sprintf("document:%d", i))
+	}
+	c.Pass(ctx)
+	sql := tr.take()
+	require.Len(t, sql, 7, "the pass's statements: %q", sql)
+	require.Equal(t, 3, count(t, s.Pool(), "audit_log"))
+	require.Zero(t, count(t, s.Pool(), "audit_pending"))
+	rep, err := audit.Verify(ctx, s.Pool())
+	require.NoError(t, err)
+	require.True(t, rep.OK(), rep.String())
+	require.Equal(t, 3, rep.Records)
+}

@@ -3,11 +3,7 @@ package audit_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -240,14 +236,14 @@ func benchmarkChain(b *testing.B, perPass int, pass bool) {
 	}
 	chainer, err := audit.NewChainer(audit.ChainerOptions{DB: pool, Registerer: prometheus.NewRegistry()})
 	require.NoError(b, err)
-	var procUS, pgTicks float64
+	var proc, pg time.Duration
 	b.ReportAllocs()
 	b.StopTimer()
 	for i := 0; i < b.N; i++ {
 		batch := &pgx.Batch{}
 		require.NoError(b, audit.QueueAppend(batch, entries))
 		require.NoError(b, pool.SendBatch(ctx, batch).Close())
-		p0, g0 := rusageUS(b), backendTicks(b, pid)
+		p0, g0 := storetest.ProcessCPU(b), storetest.BackendCPU(b, pid)
 		b.StartTimer()
 		n := perPass
 		if pass {
@@ -256,8 +252,8 @@ func benchmarkChain(b *testing.B, perPass int, pass bool) {
 			n, err = audit.Chain(ctx, pool)
 		}
 		b.StopTimer()
-		procUS += rusageUS(b) - p0
-		pgTicks += backendTicks(b, pid) - g0
+		proc += storetest.ProcessCPU(b) - p0
+		pg += storetest.BackendCPU(b, pid) - g0
 		require.NoError(b, err)
 		require.Equal(b, perPass, n)
 		var left int
@@ -265,28 +261,9 @@ func benchmarkChain(b *testing.B, perPass int, pass bool) {
 		require.Zero(b, left, "every record chained")
 	}
 	records := float64(b.N * perPass)
-	b.ReportMetric(procUS/records, "proc-µs/record")
-	b.ReportMetric(pgTicks*1e6/100/records, "pg-µs/record") // USER_HZ 100
+	b.ReportMetric(float64(proc.Microseconds())/records, "proc-µs/record")
+	b.ReportMetric(float64(pg.Microseconds())/records, "pg-µs/record")
 	rep, err := audit.Verify(ctx, pool)
 	require.NoError(b, err)
 	require.Nil(b, rep.FirstBad, rep.Reason)
-}
-
-func rusageUS(b *testing.B) float64 {
-	var ru syscall.Rusage
-	require.NoError(b, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
-	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e3
-}
-
-// backendTicks is a PostgreSQL backend's user + system CPU in clock ticks.
-func backendTicks(b *testing.B, pid int) float64 {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	require.NoError(b, err)
-	s := string(raw)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // state(0) ... utime(11) stime(12)
-	u, err := strconv.ParseFloat(f[11], 64)
-	require.NoError(b, err)
-	st, err := strconv.ParseFloat(f[12], 64)
-	require.NoError(b, err)
-	return u + st
 }

@@ -26,7 +26,7 @@ import (
 // fixture is a migrated database with one site, two devices (l1 with 48
 // compartments, l2 with 2) and a Service on a fake clock.
 type fixture struct {
-	t       *testing.T
+	t       testing.TB
 	pool    *pgxpool.Pool
 	svc     *Service
 	clock   *storetest.Clock
@@ -41,7 +41,7 @@ var t0 = time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
 // testArgon keeps the offline verifiers cheap under -race.
 var testArgon = pickupcode.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1}
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	st := storetest.New(t)
 	f := &fixture{t: t, pool: st.Pool(), clock: storetest.NewClock(t0), reg: prometheus.NewRegistry()}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 
 	"kluis/controller/journal"
+	"kluis/controller/offline"
 	"kluis/controller/wire"
 )
 
@@ -72,6 +73,67 @@ func (e *Engine) markCacheVersion(v int64) {
 	}
 	e.cacheMark.version.Store(v)
 	e.cacheMark.seq.Store(r.Seq)
+}
+
+// recCacheWithdrawn {"keys": [offline.WithdrawnKey...]} names entries a
+// withdrawal took out of the offline cache, journaled before the cache
+// file says so (offline.Cache.SetRecorder); kept by compaction until
+// offline.ExpiredRetention after the last one's expiry. At start they are
+// given back to the cache (offline.Cache.KeepWithdrawn): the file's
+// withdrawn list is not signed, and an entry deleted from it opened its
+// compartment offline again.
+const recCacheWithdrawn = "cache_withdrawn"
+
+type withdrawnRecord struct {
+	Keys []offline.WithdrawnKey `json:"keys"`
+}
+
+// replayCacheWithdrawn takes a cache_withdrawn record from the journal.
+func (e *Engine) replayCacheWithdrawn(r journal.Record) {
+	var w withdrawnRecord
+	if json.Unmarshal(r.Data, &w) == nil {
+		e.withdrawnKeys = append(e.withdrawnKeys, w.Keys...)
+	}
+}
+
+// keepCacheWithdrawn is the compaction rule of cache_withdrawn records:
+// kept while the cache keeps a withdrawn entry (offline.ExpiredRetention
+// after its expiry).
+func (e *Engine) keepCacheWithdrawn(r journal.Record) bool {
+	var w withdrawnRecord
+	if json.Unmarshal(r.Data, &w) != nil {
+		return false
+	}
+	now := e.now()
+	for _, k := range w.Keys {
+		if now.Sub(k.Expires) <= offline.ExpiredRetention {
+			return true
+		}
+	}
+	return false
+}
+
+// recordWithdrawn journals the entries a withdrawal takes out of the
+// offline cache (offline.Cache.SetRecorder).
+func (e *Engine) recordWithdrawn(keys []offline.WithdrawnKey) error {
+	return e.appendData(recCacheWithdrawn, withdrawnRecord{Keys: keys})
+}
+
+// keepWithdrawn hands the journal's withdrawals to the offline cache at
+// start and has it journal the next ones.
+func (e *Engine) keepWithdrawn() {
+	if e.o.Cache == nil {
+		return
+	}
+	e.o.Cache.SetRecorder(e.recordWithdrawn)
+	n, err := e.o.Cache.KeepWithdrawn(e.withdrawnKeys)
+	e.withdrawnKeys = nil
+	switch {
+	case err != nil:
+		e.log.Error("withdrawing again the offline codes the journal says are withdrawn failed", "err", err)
+	case n > 0:
+		e.log.Warn("offline codes the journal says are withdrawn were not in the cache file's withdrawn list: withdrawn again", "entries", n)
+	}
 }
 
 // noteCache raises offline_cache_untrusted at start-up when the offline

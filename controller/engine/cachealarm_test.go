@@ -14,6 +14,7 @@ import (
 	"kluis/controller/offline"
 	"kluis/controller/offline/offlinetest"
 	"kluis/controller/wire"
+	"kluis/hardware"
 )
 
 // writeUnsignedCache writes the offline cache file kluisd wrote before
@@ -155,7 +156,7 @@ func TestOlderOfflineCachePutBackIsRefused(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, rigOpts{caps: sensors})
 		defer func() { r.stop() }()
-		revoked := offlinetest.PINEntry("doc-old", device, "123456789", "", wire.Address{Board: 0, Channel: 1}, time.Now().Add(72*time.Hour))
+		revoked := offlinetest.PINEntry("doc-old", device, "123456789", "1990-01-01", wire.Address{Board: 0, Channel: 1}, time.Now().Add(72*time.Hour))
 		r.codeSync(1, revoked)
 		old, err := os.ReadFile(filepath.Join(r.dir, offline.FileName))
 		require.NoError(t, err)
@@ -166,7 +167,7 @@ func TestOlderOfflineCachePutBackIsRefused(t *testing.T) {
 		r = r.restart(rigOpts{})
 		r.be.set(func() { r.be.unreachable = true })
 		r.waitFor("the alarm", func() bool { return r.hasEvent(cacheAlarm) })
-		require.NotEqual(t, StateOpen, r.pickup(PickupRequest{PIN: "123456789"}).State, "the revoked code opened offline")
+		require.NotEqual(t, StateOpen, r.pickup(PickupRequest{PIN: "123456789", BirthDate: "1990-01-01"}).State, "the revoked code opened offline")
 		require.Empty(t, r.f.Pulses())
 
 		now := time.Now()
@@ -178,5 +179,35 @@ func TestOlderOfflineCachePutBackIsRefused(t *testing.T) {
 
 		r.codeSync(3)
 		r.waitFor("cleared by the backend's next sync", func() bool { return r.hasEvent(cacheCleared) })
+	})
+}
+
+// A withdrawal deleted from the cache file is made again. The file's
+// withdrawn list is the device's own record, not signed: deleting a code
+// from it (someone who can write the state directory) let that genuine
+// code open its compartment offline again after a forced door, though the
+// compartment may hold another document since, and a later sync carrying
+// the same entry (the backend does not know) kept it. The journal now
+// holds every withdrawal (cache_withdrawn), written before the file, and
+// a start gives them back to the cache.
+func TestWithdrawalDeletedFromTheCacheFileComesBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer func() { r.stop() }()
+		entry := offlinetest.PINEntry("doc-w", device, "123456789", "1990-01-01", wire.Address{Board: 0, Channel: 1}, time.Now().Add(72*time.Hour))
+		r.codeSync(1, entry)
+		r.f.Inject(hardware.Event{Kind: hardware.DoorOpened, Addr: hardware.Address{Board: 0, Channel: 1}})
+		r.waitFor("the forced door withdraws the compartment's code", func() bool { return r.e.o.Cache.Len() == 0 })
+		pulses := len(r.f.Pulses())
+		r.stop()
+		offlinetest.EditFile(t, filepath.Join(r.dir, offline.FileName), func(f map[string]any) { delete(f, "withdrawn") })
+
+		r = r.restart(rigOpts{})
+		r.be.set(func() { r.be.unreachable = true })
+		require.Zero(t, r.e.o.Cache.Len(), "withdrawn again at start")
+		require.NotEqual(t, StateOpen, r.pickup(PickupRequest{PIN: "123456789", BirthDate: "1990-01-01"}).State, "the withdrawn code opened offline")
+		r.codeSync(2, entry) // the backend does not know: it sends the entry again
+		require.NotEqual(t, StateOpen, r.pickup(PickupRequest{PIN: "123456789", BirthDate: "1990-01-01"}).State, "the withdrawn code opened after a sync")
+		require.Len(t, r.f.Pulses(), pulses)
 	})
 }

@@ -362,6 +362,9 @@ type Engine struct {
 		version atomic.Int64
 		seq     atomic.Uint64
 	}
+	// withdrawnKeys are the cache_withdrawn records' keys the replay
+	// found, for the cache (keepWithdrawn).
+	withdrawnKeys []offline.WithdrawnKey
 	// writeFail: a journal write failed for another reason than a full
 	// disk (an I/O error) and none has succeeded since; no door operation
 	// starts meanwhile (space.go; under mu).
@@ -427,6 +430,7 @@ func New(o Options) (*Engine, error) {
 	e.m = m
 	e.replay(o.Replay)
 	e.floorCache()
+	e.keepWithdrawn()
 	e.startPINClock()
 	e.setScreenLocked(StateIdle, 0, o.Config.Kiosk.DefaultLang)
 	return e, nil
@@ -445,6 +449,8 @@ func (e *Engine) replay(recs []journal.Record) {
 			e.replayCacheUntrusted(r)
 		case recCacheVersion:
 			e.replayCacheVersion(r)
+		case recCacheWithdrawn:
+			e.replayCacheWithdrawn(r)
 		case recCodeUsed:
 			var u usedCode
 			if json.Unmarshal(r.Data, &u) == nil && u.Doc != "" {
@@ -509,6 +515,8 @@ func (e *Engine) Keep(r journal.Record) bool {
 		return e.keepRaised(r, &e.cacheAlarm)
 	case recCacheVersion:
 		return r.Seq >= e.cacheMark.seq.Load()
+	case recCacheWithdrawn:
+		return e.keepCacheWithdrawn(r)
 	case recCommand, recCommandReported:
 		var c struct {
 			Expires time.Time `json:"expires"`

@@ -41,7 +41,8 @@
 //     after every failure, lockout and lift; the latest one is kept) and
 //     their clock (pin_clock: its reading, so that a start does not count
 //     the time kluisd was stopped), the version of the last offline code
-//     sync applied (cache_version: an older cache file is refused),
+//     sync applied (cache_version: an older cache file is refused), the
+//     offline codes the device withdrew (cache_withdrawn),
 //     failed offline PIN attempts by a short tag of the PIN (dob_failure)
 //     and codes locked offline (code_locked). No record holds a PIN, a
 //     date of birth or a QR token.

@@ -33,7 +33,10 @@
 // door offline until the backend's next full sync. What the file holds
 // besides the signed syncs is the device's own record and can only refuse
 // a code, never accept one: the withdrawn entries (ErrWithdrawn) and the
-// expired ones (answered "expired", not "wrong").
+// expired ones (answered "expired", not "wrong"). kluisd's journal keeps
+// the version of the last sync applied (Floor: an older file put back is
+// refused) and every withdrawal (SetRecorder, KeepWithdrawn: one deleted
+// from the file is made again).
 package offline
 
 import (
@@ -201,6 +204,74 @@ type Cache struct {
 	// floor is the version of the last sync this device applied, as its
 	// journal keeps it (Floor): no older file nor sync is taken.
 	floor int64
+	// record journals the entries a withdrawal takes out before the
+	// file says so (SetRecorder); journaled are the keys the journal
+	// holds (KeepWithdrawn): withdrawn whatever the file says.
+	record    func([]WithdrawnKey) error
+	journaled map[string]bool
+}
+
+// WithdrawnKey names a withdrawn entry as kluisd's journal keeps it: its
+// EntryKey and its expiry (the journal keeps it until ExpiredRetention
+// after).
+type WithdrawnKey struct {
+	Key     string    `json:"key"`
+	Expires time.Time `json:"expires"`
+}
+
+func withdrawnKeys(es []wire.CodeEntry) []WithdrawnKey {
+	out := make([]WithdrawnKey, 0, len(es))
+	for _, e := range es {
+		out = append(out, WithdrawnKey{Key: EntryKey(e), Expires: e.Expires})
+	}
+	return out
+}
+
+// SetRecorder has record called with the entries every withdrawal (Forget,
+// ForgetAll, WithdrawAll, or a sync's entries withdrawn on the device's
+// word) takes out, before the file is written; its error fails the
+// withdrawal. The withdrawn list in the file is the device's own record
+// and no signature covers it: deleting an entry from it let that genuine
+// code open its compartment offline again, which may hold another
+// document since. kluisd journals what record gets and gives it back at
+// the next start (KeepWithdrawn).
+func (c *Cache) SetRecorder(record func([]WithdrawnKey) error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.record = record
+}
+
+// KeepWithdrawn makes the entries keys name withdrawn, whatever the file
+// says, now and in every later sync: kluisd gives it the withdrawals its
+// journal holds at start. An entry of the file's syncs among them that
+// the file does not list as withdrawn (deleted from the list, or a power
+// cut between the journal's record and the file's write) is withdrawn
+// again, durably; KeepWithdrawn returns how many.
+func (c *Cache) KeepWithdrawn(keys []WithdrawnKey) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.journaled = map[string]bool{}
+	for _, k := range keys {
+		c.journaled[k.Key] = true
+	}
+	next := file{Version: c.f.Version, Syncs: c.f.Syncs, Expired: c.f.Expired, Withdrawn: slices.Clone(c.f.Withdrawn),
+		Untrusted: c.f.Untrusted, WithdrawSynced: c.f.WithdrawSynced, Pending: c.f.Pending}
+	for _, e := range c.f.Entries {
+		if c.journaled[EntryKey(e)] {
+			next.Withdrawn = append(next.Withdrawn, e)
+			continue
+		}
+		next.Entries = append(next.Entries, e)
+	}
+	n := len(c.f.Entries) - len(next.Entries)
+	if n == 0 {
+		return 0, nil
+	}
+	if err := c.save(next); err != nil {
+		return 0, err
+	}
+	c.f = next
+	return n, nil
 }
 
 // Open loads the cache from dir (an absent file is an empty cache) and
@@ -464,18 +535,26 @@ func (c *Cache) ApplyAt(cmd wire.Command, now time.Time) error {
 	for _, e := range next.Withdrawn {
 		withdrawn[EntryKey(e)] = true
 	}
+	var fresh []wire.CodeEntry
 	for _, e := range applied(c.f.Entries, s) {
 		switch k := EntryKey(e); {
 		case withdrawn[k]:
+		case c.journaled[k]: // the journal's word, whatever the file said
+			withdrawn[k] = true
+			next.Withdrawn = append(next.Withdrawn, e)
 		case c.f.WithdrawSynced, // may have been withdrawn before the damage
 			slices.ContainsFunc(c.f.Pending, func(w withdrawal) bool { return w.matches(e) }): // withdrawn while the file was refused
 			withdrawn[k] = true
 			next.Withdrawn = append(next.Withdrawn, e)
+			fresh = append(fresh, e)
 		default:
 			next.Entries = append(next.Entries, e)
 		}
 	}
 	next.Expired = expiredAfter(c.f, next.Entries, now)
+	if err := c.recordLocked(fresh); err != nil {
+		return err
+	}
 	if err := c.save(next); err != nil {
 		return err
 	}
@@ -550,11 +629,32 @@ func (c *Cache) forget(w withdrawal) (int, error) {
 	if n == 0 {
 		return 0, nil
 	}
+	if err := c.recordLocked(next.Withdrawn[len(c.f.Withdrawn):]); err != nil {
+		return 0, err
+	}
 	if err := c.save(next); err != nil {
 		return 0, err
 	}
 	c.f = next
 	return n, nil
+}
+
+// recordLocked hands the entries a withdrawal takes out to the recorder
+// (SetRecorder), before the file is written (c.mu held).
+func (c *Cache) recordLocked(es []wire.CodeEntry) error {
+	if c.record == nil || len(es) == 0 {
+		return nil
+	}
+	if err := c.record(withdrawnKeys(es)); err != nil {
+		return fmt.Errorf("offline: withdrawal not journaled: %w", err)
+	}
+	for _, e := range es {
+		if c.journaled == nil {
+			c.journaled = map[string]bool{}
+		}
+		c.journaled[EntryKey(e)] = true
+	}
+	return nil
 }
 
 // withdrawnAt returns the withdrawn entries still kept at now: until

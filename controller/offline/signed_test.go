@@ -274,3 +274,46 @@ func TestFloorRefusesAnOlderCopy(t *testing.T) {
 	_, err = c.VerifyPIN("123456789", "1990-02-03", t0)
 	require.ErrorIs(t, err, offline.ErrNoMaterial, "the next full sync ends the refusal, without the revoked code")
 }
+
+// A withdrawal is handed to the recorder before the file is written (its
+// error fails the withdrawal, the file unchanged), and KeepWithdrawn,
+// given what the recorder got, withdraws again an entry deleted from the
+// file's withdrawn list, also in a later sync carrying it again.
+func TestWithdrawalsRecordedAndKept(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	dir := t.TempDir()
+	exp := t0.Add(24 * time.Hour)
+	entry := offlinetest.PINEntry("doc1", "dev1", "123456789", "1990-02-03", wire.Address{Board: 0, Channel: 3}, exp)
+	sync := func(v int64) wire.Command {
+		return offlinetest.Sync(t, priv, "dev1", wire.CodeSync{Version: v, Full: true, Entries: []wire.CodeEntry{entry}})
+	}
+	c, err := offline.Open(dir, "dev1", pub)
+	require.NoError(t, err)
+	require.NoError(t, c.ApplyAt(sync(1), t0))
+	c.SetRecorder(func([]offline.WithdrawnKey) error { return fmt.Errorf("journal full") })
+	_, err = c.Forget(entry.Addr, "")
+	require.Error(t, err)
+	require.Equal(t, 1, c.Len(), "not withdrawn when not recorded")
+	var got []offline.WithdrawnKey
+	c.SetRecorder(func(k []offline.WithdrawnKey) error { got = append(got, k...); return nil })
+	n, err := c.Forget(entry.Addr, "")
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.Equal(t, []offline.WithdrawnKey{{Key: offline.EntryKey(entry), Expires: exp}}, got)
+
+	offlinetest.EditFile(t, filepath.Join(dir, offline.FileName), func(f map[string]any) { delete(f, "withdrawn") })
+	c, err = offline.Open(dir, "dev1", pub)
+	require.NoError(t, err)
+	require.Equal(t, 1, c.Len(), "the file alone brings it back")
+	n, err = c.KeepWithdrawn(got)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	_, err = c.VerifyPIN("123456789", "1990-02-03", t0)
+	require.ErrorIs(t, err, offline.ErrWithdrawn)
+	require.NoError(t, c.ApplyAt(sync(2), t0))
+	_, err = c.VerifyPIN("123456789", "1990-02-03", t0)
+	require.ErrorIs(t, err, offline.ErrWithdrawn, "a later sync carrying it")
+	c, err = offline.Open(dir, "dev1", pub)
+	require.NoError(t, err)
+	require.Zero(t, c.Len(), "withdrawn again durably")
+}

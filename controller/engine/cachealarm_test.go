@@ -144,6 +144,16 @@ func TestUntrustedCacheAlarmRaisedThenClearedWhenTheSyncComesFirst(t *testing.T)
 	})
 }
 
+// pinSyncedRig starts a rig whose first code sync holds one entry, of
+// doc in compartment 2 (board 0, channel 1): PIN 123456789 with the date
+// of birth 1990-01-01.
+func pinSyncedRig(t *testing.T, doc string) (*rig, wire.CodeEntry) {
+	r := newRig(t, rigOpts{caps: sensors})
+	entry := offlinetest.PINEntry(doc, device, "123456789", "1990-01-01", wire.Address{Board: 0, Channel: 1}, time.Now().Add(72*time.Hour))
+	r.codeSync(1, entry)
+	return r, entry
+}
+
 // An older copy of the offline cache put back is refused. The file is
 // the backend's signed syncs, but an older one is signed all the same:
 // put back while kluisd was stopped (a backup, the attacker's own copy),
@@ -154,10 +164,8 @@ func TestUntrustedCacheAlarmRaisedThenClearedWhenTheSyncComesFirst(t *testing.T)
 // stale even while the refused cache is at version 0.
 func TestOlderOfflineCachePutBackIsRefused(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newRig(t, rigOpts{caps: sensors})
+		r, revoked := pinSyncedRig(t, "doc-old")
 		defer func() { r.stop() }()
-		revoked := offlinetest.PINEntry("doc-old", device, "123456789", "1990-01-01", wire.Address{Board: 0, Channel: 1}, time.Now().Add(72*time.Hour))
-		r.codeSync(1, revoked)
 		old, err := os.ReadFile(filepath.Join(r.dir, offline.FileName))
 		require.NoError(t, err)
 		r.codeSync(2) // the backend revoked it
@@ -192,10 +200,8 @@ func TestOlderOfflineCachePutBackIsRefused(t *testing.T) {
 // a start gives them back to the cache.
 func TestWithdrawalDeletedFromTheCacheFileComesBack(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newRig(t, rigOpts{caps: sensors})
+		r, entry := pinSyncedRig(t, "doc-w")
 		defer func() { r.stop() }()
-		entry := offlinetest.PINEntry("doc-w", device, "123456789", "1990-01-01", wire.Address{Board: 0, Channel: 1}, time.Now().Add(72*time.Hour))
-		r.codeSync(1, entry)
 		r.f.Inject(hardware.Event{Kind: hardware.DoorOpened, Addr: hardware.Address{Board: 0, Channel: 1}})
 		r.waitFor("the forced door withdraws the compartment's code", func() bool { return r.e.o.Cache.Len() == 0 })
 		pulses := len(r.f.Pulses())

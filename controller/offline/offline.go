@@ -254,24 +254,7 @@ func (c *Cache) KeepWithdrawn(keys []WithdrawnKey) (int, error) {
 	for _, k := range keys {
 		c.journaled[k.Key] = true
 	}
-	next := file{Version: c.f.Version, Syncs: c.f.Syncs, Expired: c.f.Expired, Withdrawn: slices.Clone(c.f.Withdrawn),
-		Untrusted: c.f.Untrusted, WithdrawSynced: c.f.WithdrawSynced, Pending: c.f.Pending}
-	for _, e := range c.f.Entries {
-		if c.journaled[EntryKey(e)] {
-			next.Withdrawn = append(next.Withdrawn, e)
-			continue
-		}
-		next.Entries = append(next.Entries, e)
-	}
-	n := len(c.f.Entries) - len(next.Entries)
-	if n == 0 {
-		return 0, nil
-	}
-	if err := c.save(next); err != nil {
-		return 0, err
-	}
-	c.f = next
-	return n, nil
+	return c.withdrawLocked(func(e wire.CodeEntry) bool { return c.journaled[EntryKey(e)] }, false)
 }
 
 // Open loads the cache from dir (an absent file is an empty cache) and
@@ -609,14 +592,22 @@ func (c *Cache) forget(w withdrawal) (int, error) {
 		c.f = next
 		return 0, nil
 	}
+	return c.withdrawLocked(w.matches, true)
+}
+
+// withdrawLocked moves the entries take matches to the withdrawn ones,
+// durably, handing them to the recorder first when record (c.mu held),
+// and returns how many.
+func (c *Cache) withdrawLocked(take func(wire.CodeEntry) bool, record bool) (int, error) {
+	next := file{Version: c.f.Version, Syncs: c.f.Syncs, Expired: c.f.Expired, Untrusted: c.f.Untrusted,
+		WithdrawSynced: c.f.WithdrawSynced, Pending: c.f.Pending}
 	have := map[string]bool{}
-	for _, e := range next.Withdrawn {
+	for _, e := range c.f.Withdrawn {
 		have[EntryKey(e)] = true
 	}
-	next.Withdrawn = append([]wire.CodeEntry(nil), next.Withdrawn...)
-	next.Entries = nil
+	next.Withdrawn = slices.Clone(c.f.Withdrawn)
 	for _, e := range c.f.Entries {
-		if w.matches(e) {
+		if take(e) {
 			if k := EntryKey(e); !have[k] {
 				have[k] = true
 				next.Withdrawn = append(next.Withdrawn, e)
@@ -629,8 +620,10 @@ func (c *Cache) forget(w withdrawal) (int, error) {
 	if n == 0 {
 		return 0, nil
 	}
-	if err := c.recordLocked(next.Withdrawn[len(c.f.Withdrawn):]); err != nil {
-		return 0, err
+	if record {
+		if err := c.recordLocked(next.Withdrawn[len(c.f.Withdrawn):]); err != nil {
+			return 0, err
+		}
 	}
 	if err := c.save(next); err != nil {
 		return 0, err

@@ -139,6 +139,15 @@ func (d *demo) night(ctx context.Context, runID string) {
 		got, err := d.load(ctx, c)
 		d.tl.check("staff", "load "+c.Kind+" of "+c.who()+" into "+c.Device, "door opens, item in, notified", got, err)
 	}
+	if d.kioskStaff {
+		// Staff log out when the loading is done: a kiosk takes no
+		// citizen's code while a staff member is logged in.
+		for _, id := range d.order {
+			if n := d.nodes[id]; n.ready {
+				_, _ = n.kiosk.Post(ctx, "/kiosk/v1/staff/logout", nil)
+			}
+		}
+	}
 
 	if ctx.Err() != nil {
 		return
@@ -790,6 +799,9 @@ func (d *demo) retrieve(ctx context.Context, c *citizen, viaKiosk bool) (string,
 	}
 	via := "kiosk staff mode"
 	if viaKiosk {
+		// Staff log out when done: the kiosk takes no citizen's code
+		// while they are logged in.
+		defer func() { _, _ = n.kiosk.Post(context.WithoutCancel(ctx), "/kiosk/v1/staff/logout", nil) }()
 		// The kiosk's staff session may have ended since the loads: log in again.
 		if cur, err := n.kiosk.Session(ctx); err != nil || cur.Staff == "" {
 			if _, err := n.kiosk.Post(ctx, "/kiosk/v1/staff/login", map[string]string{"pin": d.staffPIN}); err != nil {

@@ -2258,6 +2258,7 @@ func TestStaffLoadAndRetrieveForgetOfflineCodes(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, StateStaff, s.State)
 		offlineQR := func(tok string) string {
+			r.e.StaffLogout(context.Background()) // no citizen's code during a staff session
 			r.be.set(func() { r.be.unreachable = true })
 			defer r.be.set(func() { r.be.unreachable = false })
 			s, err := r.e.Pickup(context.Background(), PickupRequest{QR: tok})
@@ -2278,6 +2279,8 @@ func TestStaffLoadAndRetrieveForgetOfflineCodes(t *testing.T) {
 		require.Equal(t, int64(1), r.cache.Version(), "the backend's version stays")
 
 		r.waitFor("idle lock", func() bool { return len(r.e.Diagnostics(context.Background()).Busy) == 0 })
+		_, err = r.e.StaffLogin(context.Background(), "BADGE-7", "", "en")
+		require.NoError(t, err)
 		_, err = r.e.StaffRetrieve(context.Background(), "591-123", "en")
 		require.NoError(t, err)
 		r.waitFor("pulse", func() bool { return r.f.PulseCount(a) == 2 })

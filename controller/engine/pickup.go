@@ -24,6 +24,11 @@ type PickupRequest struct {
 // ErrBadRequest is wrapped by Validate errors.
 var ErrBadRequest = errors.New("engine: bad request")
 
+// ErrStaffMode is returned by Pickup while a staff member is logged in at
+// the kiosk: staff log out (or are logged out when idle) before a citizen's
+// code is taken.
+var ErrStaffMode = errors.New("engine: a staff member is logged in: log out before a citizen's code is taken")
+
 // Validate checks the shape of the request (not the code).
 func (r *PickupRequest) Validate() error {
 	r.QR = strings.TrimSpace(r.QR)
@@ -81,6 +86,14 @@ func digitsOf(s string) string {
 func (e *Engine) Pickup(ctx context.Context, r PickupRequest) (Screen, error) {
 	if err := r.Validate(); err != nil {
 		return Screen{}, err
+	}
+	if _, err := e.currentStaff(); err == nil {
+		// Staff mode is one person's: the page takes no citizen's code
+		// on its staff screens, and neither does the engine (the serial
+		// scanner, a local process). Taken, it opened the citizen's door
+		// and then showed the staff menu again, still logged in, to
+		// whoever had given the code.
+		return Screen{}, ErrStaffMode
 	}
 	lang := r.Lang
 	if lang == "" {

@@ -432,6 +432,8 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		writeErr(w, http.StatusBadRequest, strings.TrimSuffix(err.Error(), ": "+engine.ErrBadRequest.Error()))
 	case errors.Is(err, engine.ErrNoStaff):
 		writeErr(w, http.StatusForbidden, "staff login required")
+	case errors.Is(err, engine.ErrStaffMode):
+		writeErr(w, http.StatusConflict, "a staff member is logged in: no citizen's code until staff log out")
 	case errors.Is(err, engine.ErrNotFree):
 		writeErr(w, http.StatusConflict, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

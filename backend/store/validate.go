@@ -157,8 +157,14 @@ func NormalizeEmail(s string) string {
 			return ""
 		}
 	}
-	local := s[:strings.LastIndex(s, "@")]
-	if mixedScripts(local) || !hostName(domain) {
+	// The local part by its words (letters between dots, digits, '+',
+	// '-'): "jan.иванов" is two names, "jаn" one disguised.
+	for _, w := range strings.FieldsFunc(s[:strings.LastIndex(s, "@")], func(r rune) bool { return !unicode.IsLetter(r) }) {
+		if mixedScripts(w) {
+			return ""
+		}
+	}
+	if !hostName(domain) {
 		return ""
 	}
 	return s

@@ -27,14 +27,9 @@ func TestBackendCPUCountsItsDatabaseOnly(t *testing.T) {
 	busyURL, dropBusy, err := TempDatabase(ctx, DefaultAdminURL(), "cpubusy")
 	require.NoError(t, err)
 	defer dropBusy()
-	idleURL, dropIdle, err := TempDatabase(ctx, DefaultAdminURL(), "cpuidle")
-	require.NoError(t, err)
-	defer dropIdle()
-	idle, err := pgx.Connect(ctx, idleURL)
-	require.NoError(t, err)
-	defer idle.Close(context.Background())
+	idle := tempConn(t, ctx, "cpuidle")
 
-	busyCPU, idleCPU := StartBackendCPU(dbName(busyURL)), StartBackendCPU(dbName(idleURL))
+	busyCPU, idleCPU := StartBackendCPU(dbName(busyURL)), StartBackendCPU(idle.Config().Database)
 	busy, err := pgx.Connect(ctx, busyURL) // after the start: counted from its first sample
 	require.NoError(t, err)
 	defer busy.Close(context.Background())
@@ -111,13 +106,7 @@ func TestLoadAvgIsThreeNumbers(t *testing.T) {
 // (what the verify bench's sampler does every 50 ms), its CPU and its
 // allocations: go test -run XXX -bench BackendCPUSample -benchmem ./bench/
 func BenchmarkBackendCPUSample(b *testing.B) {
-	ctx := context.Background()
-	u, drop, err := TempDatabase(ctx, DefaultAdminURL(), "cpusample")
-	require.NoError(b, err)
-	defer drop()
-	conn, err := pgx.Connect(ctx, u)
-	require.NoError(b, err)
-	defer conn.Close(context.Background())
+	conn := tempConn(b, context.Background(), "cpusample")
 	s := newBackendCPU(conn.Config().Database) // sampled here, not by a goroutine of its own
 	defer s.closeFiles()
 	runtime.LockOSThread()
@@ -131,4 +120,17 @@ func BenchmarkBackendCPUSample(b *testing.B) {
 		s.sample(false)
 	}
 	b.ReportMetric(float64(threadCPU()-t0)/float64(b.N), "cpu-ns/op")
+}
+
+// tempConn is a connection to a throw-away database (name its prefix),
+// both gone when tb ends.
+func tempConn(tb testing.TB, ctx context.Context, name string) *pgx.Conn {
+	tb.Helper()
+	u, drop, err := TempDatabase(ctx, DefaultAdminURL(), name)
+	require.NoError(tb, err)
+	tb.Cleanup(drop)
+	c, err := pgx.Connect(ctx, u)
+	require.NoError(tb, err)
+	tb.Cleanup(func() { _ = c.Close(context.Background()) })
+	return c
 }

@@ -463,15 +463,7 @@ func (s *Service) claimBatch(ctx context.Context, items []*batchItem) (err error
 		if err != nil {
 			return fmt.Errorf("codes: %w", err)
 		}
-		for rows.Next() {
-			c, err := scanCode(rows)
-			if err != nil {
-				rows.Close()
-				return fmt.Errorf("codes: %w", err)
-			}
-			found[string(c.id)] = c
-		}
-		if err := rows.Err(); err != nil {
+		if err := scanCodes(rows, found); err != nil {
 			return fmt.Errorf("codes: %w", err)
 		}
 		return br.Close()

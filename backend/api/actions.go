@@ -173,10 +173,16 @@ func Occupant(ctx context.Context, db store.DB, compartmentID int64) (string, er
 
 // ViewSlip returns a document's pickup slip through slip and audits
 // document.slip_viewed (the slip shows the PIN). A nil slip is a 503
-// *Error.
+// *Error, a document whose holder's data was erased a 409
+// (holder_data_erased).
 func ViewSlip(ctx context.Context, pool *pgxpool.Pool, slip SlipFunc, actor string, doc store.Document, now time.Time) ([]byte, error) {
 	if slip == nil {
 		return nil, errorf(http.StatusServiceUnavailable, "unavailable", "pickup slips are not configured on this server")
+	}
+	if doc.PurgedAt != nil {
+		// No slip without a name, nor one with the name erased since.
+		return nil, errorf(http.StatusConflict, "holder_data_erased",
+			"the holder's personal data of this document was erased: no pickup slip is shown; take the document back")
 	}
 	html, err := slip(ctx, doc)
 	if err != nil {

@@ -22,6 +22,8 @@ func domainError(err error) *Error {
 		return &Error{Status: http.StatusConflict, Code: "no_online_device", Message: "no device fit to serve now has a free compartment that fits the document (devices never connected, offline, with a late heartbeat or an open alarm that stops pickups are not chosen; name a device to reserve there): " + err.Error()}
 	case errors.Is(err, service.ErrNoCompartment):
 		return &Error{Status: http.StatusConflict, Code: "no_compartment", Message: "no free compartment fits the document: " + err.Error()}
+	case errors.Is(err, service.ErrPurged):
+		return &Error{Status: http.StatusConflict, Code: "holder_data_erased", Message: err.Error()}
 	case errors.As(err, &ve):
 		return &Error{Status: http.StatusBadRequest, Code: "invalid_input", Message: ve.Error(), Details: map[string]any{"fields": ve.Fields}}
 	case errors.Is(err, store.ErrInvalid):

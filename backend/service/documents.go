@@ -157,6 +157,12 @@ func (s *Service) do(ctx context.Context, actor, docID string, ch change) (store
 			Subject: "document:" + doc.ID, Details: details}); err != nil {
 			return err
 		}
+		if out.PurgedAt != nil {
+			// Nobody to tell, no name to write: a document whose holder's
+			// data was erased gets no message (a pickup or load the
+			// device records after the erasure, its expiry).
+			ch.notify = ""
+		}
 		if ch.notify != "" && s.outbox != nil {
 			if err := s.outbox.Enqueue(ctx, tx, Notification{Kind: ch.notify, Document: out, Compartment: st.comp, Secret: st.secret}); err != nil {
 				return fmt.Errorf("service: queue notification: %w", err)
@@ -197,7 +203,9 @@ func (s *Service) revoke(ctx context.Context, st *step) error {
 }
 
 func (s *Service) issue(ctx context.Context, st *step) error {
-	if s.codes == nil {
+	if s.codes == nil || st.doc.PurgedAt != nil {
+		// A purged document loaded after the erasure (reserved, its load
+		// recorded late) gets no codes: nobody could be given them.
 		return nil
 	}
 	secret, err := s.codes.Issue(ctx, st.tx, *st.doc, st.comp, st.now)
@@ -221,7 +229,7 @@ type ReserveOptions struct {
 func (s *Service) Reserve(ctx context.Context, actor, docID string, o ReserveOptions) (store.Document, error) {
 	return s.do(ctx, actor, docID, change{action: lifecycle.Reserve, apply: func(ctx context.Context, st *step) error {
 		if st.doc.PurgedAt != nil {
-			return fmt.Errorf("document %s: its holder's personal data was erased, register it again: %w", st.doc.ID, ErrConflict)
+			return purgedError(st.doc.ID, "register it again")
 		}
 		if o.DeviceID != "" {
 			d, err := store.GetDevice(ctx, st.tx, o.DeviceID)
@@ -273,6 +281,12 @@ func (s *Service) Reserve(ctx context.Context, actor, docID string, o ReserveOpt
 		st.doc.DeviceID, st.doc.CompartmentID = c.DeviceID, c.ID
 		return nil
 	}})
+}
+
+// purgedError refuses an action on a document whose holder's data was
+// erased (ErrPurged, ErrConflict), saying what to do instead.
+func purgedError(docID, instead string) error {
+	return fmt.Errorf("document %s: %w, nobody can show it is theirs or be told: %s: %w", docID, ErrPurged, instead, ErrConflict)
 }
 
 func lowText(low bool, max int) string {
@@ -352,18 +366,34 @@ func (s *Service) MarkNotified(ctx context.Context, actor, docID string) (store.
 }
 
 // Renotify records a reminder and, after commit, sends NotifyReminder.
+// ErrPurged when the holder's data was erased.
 func (s *Service) Renotify(ctx context.Context, actor, docID string) (store.Document, error) {
 	return s.do(ctx, actor, docID, change{action: lifecycle.Renotify, notify: NotifyReminder,
 		apply: func(_ context.Context, st *step) error {
+			if st.doc.PurgedAt != nil {
+				return purgedError(st.doc.ID, "take it back")
+			}
 			st.doc.NotifiedAt = &st.now
 			return nil
 		}})
 }
 
 // Collect records that the holder took the document: frees the compartment,
-// revokes the codes, and sends NotifyCollected after commit.
+// revokes the codes, and sends NotifyCollected after commit. It is the
+// hand-over at the counter (the console's, the API's): ErrPurged for a
+// document whose holder's data was erased, since nobody can show it is
+// theirs; staff take it back (Retrieve). A pickup the device records
+// (CollectAt: a code opened the door) is never refused.
 func (s *Service) Collect(ctx context.Context, actor, docID string) (store.Document, error) {
-	return s.do(ctx, actor, docID, s.emptyChange(lifecycle.Collect, NotifyCollected, 0))
+	ch := s.emptyChange(lifecycle.Collect, NotifyCollected, 0)
+	empty := ch.apply
+	ch.apply = func(ctx context.Context, st *step) error {
+		if st.doc.PurgedAt != nil {
+			return purgedError(st.doc.ID, "take it back (retrieve) and register it again if its holder comes")
+		}
+		return empty(ctx, st)
+	}
+	return s.do(ctx, actor, docID, ch)
 }
 
 // CollectAt is Collect for a device event naming the compartment: the
@@ -412,9 +442,13 @@ func (s *Service) Cancel(ctx context.Context, actor, docID, reason string) (stor
 
 // Reissue revokes a loaded or notified document's codes and issues new
 // ones (same deadline and state); NotifyReissued follows after commit.
+// ErrPurged when the holder's data was erased.
 func (s *Service) Reissue(ctx context.Context, actor, docID string) (store.Document, error) {
 	return s.do(ctx, actor, docID, change{action: lifecycle.Reissue, notify: NotifyReissued,
 		apply: func(ctx context.Context, st *step) error {
+			if st.doc.PurgedAt != nil {
+				return purgedError(st.doc.ID, "take it back")
+			}
 			if err := s.revoke(ctx, st); err != nil {
 				return err
 			}

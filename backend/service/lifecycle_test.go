@@ -520,3 +520,62 @@ func TestPurgeErasesTheCancelReason(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, rep.OK(), rep.Reason)
 }
+
+// A document whose holder's data was erased while it was still behind its
+// door (loaded, never expired; or reserved, its load recorded after the
+// erasure) is physically there: staff take it back, but nobody can show
+// it is theirs, so it is not handed over at the counter, gets no new
+// codes, no reminder and no message; a pickup the device records (a code
+// opened the door) is still recorded.
+func TestPurgedDocumentInItsCompartment(t *testing.T) {
+	e := newEnv(t, func(o *service.Options) { o.UnclaimedRetention = service.MinUnclaimedRetention })
+	e.device("d", uniform(3, store.SizeS, 150)...)
+	load := func() store.Document {
+		d, err := e.svc.Reserve(e.ctx, "user:counter1", e.register(store.EID, false).ID, service.ReserveOptions{})
+		require.NoError(t, err)
+		d, err = e.svc.Load(e.ctx, "device:d", d.ID)
+		require.NoError(t, err)
+		return d
+	}
+	loaded, picked := load(), load()
+	reserved, err := e.svc.Reserve(e.ctx, "user:counter1", e.register(store.EID, false).ID, service.ReserveOptions{})
+	require.NoError(t, err)
+	e.clock.Set(loaded.Deadline.Add(service.MinUnclaimedRetention + time.Hour))
+	n, err := e.svc.PurgeUnclaimed(e.ctx, 0) // no ExpireDue: still loaded
+	require.NoError(t, err)
+	require.Equal(t, 3, n)
+	_, err = e.svc.MarkNotified(e.ctx, "system", picked.ID)
+	require.NoError(t, err)
+	issued, sent := len(e.codes.Issued()), len(e.notes.Sent())
+
+	_, err = e.svc.Collect(e.ctx, "user:counter1", loaded.ID)
+	require.ErrorIs(t, err, service.ErrPurged, "no hand-over at the counter without an identity to check")
+	require.ErrorIs(t, err, service.ErrConflict)
+	_, err = e.svc.Reissue(e.ctx, "user:counter1", loaded.ID)
+	require.ErrorIs(t, err, service.ErrPurged, "no new codes for nobody")
+	_, err = e.svc.Renotify(e.ctx, "user:counter1", picked.ID)
+	require.ErrorIs(t, err, service.ErrPurged, "no reminder to nobody")
+	d, err := e.svc.GetDocument(e.ctx, loaded.ID)
+	require.NoError(t, err)
+	require.Equal(t, lifecycle.Loaded, d.State, "nothing changed")
+	require.Equal(t, store.CompartmentLoaded, e.compartment(loaded.CompartmentID).State)
+
+	// Loaded after the erasure: recorded, but no codes and no message.
+	d, err = e.svc.Load(e.ctx, "device:d", reserved.ID)
+	require.NoError(t, err)
+	require.Equal(t, lifecycle.Loaded, d.State)
+	// The device records a pickup: never refused, no receipt.
+	d, err = e.svc.CollectAt(e.ctx, "device:d", "d", e.compartment(picked.CompartmentID).Number)
+	require.NoError(t, err)
+	require.Equal(t, lifecycle.Collected, d.State)
+	require.Len(t, e.codes.Issued(), issued, "no codes for a purged document")
+	require.Len(t, e.notes.Sent(), sent, "no message about a purged document")
+
+	// Taking them back works.
+	for _, id := range []string{loaded.ID, reserved.ID} {
+		d, err := e.svc.Retrieve(e.ctx, "user:counter1", id)
+		require.NoError(t, err)
+		require.Equal(t, lifecycle.Retrieved, d.State)
+		require.Equal(t, store.CompartmentFree, e.compartment(d.CompartmentID).State)
+	}
+}

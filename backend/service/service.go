@@ -41,6 +41,12 @@ var (
 	// that fits. Errors carrying it also match ErrNoCompartment and
 	// ErrConflict.
 	ErrNoOnlineDevice = errors.New("no device that is online, on time and without an alarm that stops pickups has a free compartment that fits the document")
+	// ErrPurged: the document's holder's personal data was erased
+	// (PurgeUnclaimed), so nobody can show it is theirs and nobody can be
+	// told: it cannot be handed over at the counter, reissued, reminded of
+	// or reserved; staff take it back (Retrieve) or cancel it. Errors
+	// carrying it also match ErrConflict.
+	ErrPurged = errors.New("the holder's personal data was erased")
 )
 
 // Notification kinds passed to Notifier.Notify.

@@ -563,6 +563,9 @@ type documentData struct {
 	// was still open (service.PurgeUnclaimed: never handed over within the
 	// retention), not after it was closed.
 	Unclaimed bool
+	// TakeBack: such a document is still behind its door; the page says
+	// to take it back and never to hand it over.
+	TakeBack bool
 }
 
 func (w *Web) document(rw http.ResponseWriter, q *req) error {
@@ -620,12 +623,17 @@ func (w *Web) document(rw http.ResponseWriter, q *req) error {
 	d.CanReserve = st == lifecycle.Registered && doc.PurgedAt == nil && q.may("documents.reserve")
 	d.CanUnres = st == lifecycle.Reserved && q.may("documents.unreserve")
 	d.CanCancel = (st == lifecycle.Registered || st == lifecycle.Reserved) && q.may("documents.cancel")
-	d.CanRenotify = st == lifecycle.Notified && !d.SlipOnly && q.may("documents.renotify")
-	d.CanReissue = live && q.may("documents.reissue")
-	d.CanSlip = live && q.may("documents.slip")
+	// Nor, still behind its door, is it handed over at the counter,
+	// reminded of, given new codes or a pickup slip (service.ErrPurged:
+	// nobody can show it is theirs); staff take it back.
+	erased := doc.PurgedAt != nil
+	d.TakeBack = erased && st.InCompartment()
+	d.CanRenotify = st == lifecycle.Notified && !d.SlipOnly && !erased && q.may("documents.renotify")
+	d.CanReissue = live && !erased && q.may("documents.reissue")
+	d.CanSlip = live && !erased && q.may("documents.slip")
 	d.ConfirmReissue = d.CanReissue && q.r.URL.Query().Get("confirm") == "reissue"
 	d.CanRetrieve = st.InCompartment() && q.may("documents.retrieve")
-	d.CanHandOver = st.InCompartment() && q.may("documents.collect")
+	d.CanHandOver = st.InCompartment() && !erased && q.may("documents.collect")
 	switch c := q.r.URL.Query().Get("confirm"); {
 	case c == "retrieve" && d.CanRetrieve, c == "collect" && d.CanHandOver:
 		d.ConfirmAtCounter = c

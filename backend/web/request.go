@@ -357,6 +357,8 @@ func toPageError(err error) *pageError {
 		return &pageError{status: http.StatusConflict, key: "error.wrong_state", err: err}
 	case errors.Is(err, store.ErrNotFound):
 		return &pageError{status: http.StatusNotFound, key: "error.not_found", err: err}
+	case errors.Is(err, service.ErrPurged):
+		return &pageError{status: http.StatusConflict, key: "error.holder_erased", err: err}
 	case errors.Is(err, store.ErrConflict):
 		return &pageError{status: http.StatusConflict, key: "error.conflict", err: err}
 	case errors.Is(err, store.ErrInvalid):

@@ -51,6 +51,9 @@ func (w *Web) slip(rw http.ResponseWriter, q *req) error {
 	if errors.As(err, &ae) && ae.Status == http.StatusServiceUnavailable {
 		return fail(http.StatusServiceUnavailable, "error.unavailable")
 	}
+	if errors.As(err, &ae) && ae.Code == "holder_data_erased" {
+		return fail(http.StatusConflict, "error.holder_erased")
+	}
 	if err != nil {
 		return err
 	}

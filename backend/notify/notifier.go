@@ -449,7 +449,10 @@ func PruneHistory(ctx context.Context, db store.DB, cutoff time.Time, limit int)
 
 // PurgeDocuments forgets the tracking ids of purged documents (their track
 // links stop working), clears stored error texts and drops their outbox
-// rows, inside the purge transaction.
+// rows, inside the purge transaction, and removes their pickup slips (a
+// slip carries the holder's first name) when the slip sink can
+// (SlipRemover). A slip removed in a purge that then rolls back is not
+// made again: the document is past its retention and gets none anyway.
 func (n *Notifier) PurgeDocuments(ctx context.Context, tx pgx.Tx, documentIDs []string) error {
 	if len(documentIDs) == 0 {
 		return nil
@@ -462,6 +465,13 @@ func (n *Notifier) PurgeDocuments(ctx context.Context, tx pgx.Tx, documentIDs []
 	}
 	if _, err := tx.Exec(ctx, `DELETE FROM notify_outbox WHERE document_id = ANY($1::uuid[])`, documentIDs); err != nil {
 		return fmt.Errorf("notify: purge: %w", err)
+	}
+	if r, ok := n.opts.Slips.(SlipRemover); ok {
+		for _, id := range documentIDs {
+			if err := r.RemoveSlip(ctx, id); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -329,3 +329,33 @@ func TestNoMessageForAPurgedDocument(t *testing.T) {
 	require.Zero(t, tracking, "no tracking link made again")
 	require.Empty(t, f.told)
 }
+
+// A pickup slip carries the holder's first name: the retention purge of
+// its document removes it with the rest (a document without a slip is no
+// error), and leaves other documents' slips alone.
+func TestPurgeRemovesTheSlip(t *testing.T) {
+	t.Parallel()
+	f := newNfix(t)
+	d, c := f.doc(t, "nl", "", "")
+	other, oc := f.doc(t, "fr", "", "")
+	noSlip, _ := f.doc(t, "en", "ann@example.org", "")
+	for _, x := range []struct {
+		d store.Document
+		c store.Compartment
+	}{{d, c}, {other, oc}} {
+		require.NoError(t, f.n.Notify(context.Background(), service.Notification{Kind: service.NotifyLoaded, Document: x.d,
+			Compartment: x.c, Secret: f.creds(t)}))
+	}
+	slip := filepath.Join(f.slips, d.ID+".html")
+	b, err := os.ReadFile(slip)
+	require.NoError(t, err)
+	require.Contains(t, string(b), "Ann", "the slip names the holder")
+
+	require.NoError(t, pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error {
+		return f.n.PurgeDocuments(context.Background(), tx, []string{d.ID, noSlip.ID})
+	}))
+	_, err = os.Stat(slip)
+	require.ErrorIs(t, err, os.ErrNotExist, "the purged document's slip is gone")
+	_, err = os.Stat(filepath.Join(f.slips, other.ID+".html"))
+	require.NoError(t, err, "another document's slip stays")
+}

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	htmltemplate "html/template"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -126,6 +128,25 @@ type DirSlips struct {
 }
 
 var uuidRe = regexp.MustCompile(`^[0-9a-fA-F-]{36}$`)
+
+// SlipRemover is a SlipSink that can also forget a document's slip: the
+// retention purge (Notifier.PurgeDocuments) removes the slips of the
+// documents it erases, since a slip carries the holder's first name.
+type SlipRemover interface {
+	RemoveSlip(ctx context.Context, documentID string) error
+}
+
+// RemoveSlip deletes Dir/<document id>.html; a slip that does not exist
+// is no error.
+func (d *DirSlips) RemoveSlip(_ context.Context, documentID string) error {
+	if !uuidRe.MatchString(documentID) {
+		return fmt.Errorf("notify: slip for %q: %w", documentID, ErrInvalid)
+	}
+	if err := os.Remove(filepath.Join(d.Dir, documentID+".html")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("notify: remove slip: %w", err)
+	}
+	return nil
+}
 
 // PutSlip writes the slip atomically.
 func (d *DirSlips) PutSlip(_ context.Context, documentID string, html []byte) error {

@@ -657,7 +657,11 @@ func (w *Web) document(rw http.ResponseWriter, q *req) error {
 	case d.ReserveRefused != "":
 		status = http.StatusConflict
 	}
-	w.render(rw, q, status, "document", q.t.F("document.title", "number", doc.Number), d)
+	number := doc.Number
+	if number == "" {
+		number = q.t.S("doc.purged") // erased, as the lists say
+	}
+	w.render(rw, q, status, "document", q.t.F("document.title", "number", number), d)
 	return nil
 }
 

@@ -52,6 +52,8 @@ func TestConsoleTakesBackADocumentErasedInItsCompartment(t *testing.T) {
 		assert.NotContains(t, body, `/reissue"`, lang, "no new codes")
 		assert.NotContains(t, body, `/renotify"`, lang)
 		assert.NotContains(t, body, "Marie", lang)
+		erased := web.Text(lang, "doc.purged")
+		assert.Contains(t, body, "<h1>"+web.Text(lang, "kind.passport")+" "+erased+"</h1>", "%s: the heading says the number was erased, not blank", lang)
 	}
 
 	refused := func(p page, what string) {

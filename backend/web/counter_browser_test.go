@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -128,5 +129,10 @@ func TestCounterCancelAsksFirstInBrowser(t *testing.T) {
 	tab.WaitFor(t, `!!document.querySelector(".notice") && !document.querySelector("#cancel-confirm")`, 20*time.Second)
 	assert.Contains(t, tab.Text(t, ".notice"), "geannuleerd")
 	assert.Equal(t, "cancelled", e.document(id)["state"])
-	assert.Contains(t, e.audit("document:"+id), "holder moved abroad", "the reason typed before the confirmation")
+	var note string
+	require.NoError(t, e.pool().QueryRow(context.Background(), `SELECT note FROM document_transitions
+		WHERE document_id = $1 AND action = 'cancel'`, id).Scan(&note))
+	assert.Equal(t, "holder moved abroad", note, "the reason typed before the confirmation, in the history")
+	assert.NotContains(t, e.audit("document:"+id), "holder moved abroad", "the chained audit record only refers to it")
+	assert.Contains(t, e.audit("document:"+id), `"note_transition"`)
 }

@@ -79,7 +79,7 @@ func (h *Staff) HandleStaff(ctx context.Context, deviceID string, req wire.Staff
 	case wire.StaffRetrieve:
 		resp.Result = h.retrieve(ctx, deviceID, req, &resp)
 	case wire.StaffTestOpen:
-		resp.Result = h.testOpen(ctx, deviceID, req)
+		resp.Result = h.testOpen(ctx, deviceID, req, &resp)
 	case wire.StaffClearLockout:
 		resp.Result = h.clearLockout(ctx, deviceID, req)
 	case wire.StaffLogout:
@@ -199,9 +199,12 @@ func (h *Staff) kioskPrincipal(ctx context.Context, op, deviceID string, req wir
 // req.Addr (technicians and admins; counter staff are denied), audited;
 // a compartment holding a document (loaded, notified, expired) opens for
 // an admin only, a technician is denied (audited kiosk.denied, reason
-// occupied, with the document).
+// occupied, with the document) and the denial carries the compartment's
+// address (addr), so the kiosk can say why (a denial for the role carries
+// none; an older kluisd ignores addr on a denial and shows its plain
+// refusal: decoding is strict, a field of its own would drop the answer).
 // The device opens only after ok.
-func (h *Staff) testOpen(ctx context.Context, deviceID string, req wire.StaffRequest) wire.StaffResult {
+func (h *Staff) testOpen(ctx context.Context, deviceID string, req wire.StaffRequest, resp *wire.StaffResponse) wire.StaffResult {
 	p, actor, res := h.kioskPrincipal(ctx, "test_open", deviceID, req, auth.RoleTechnician, auth.RoleAdmin)
 	if res != wire.StaffOK {
 		return res
@@ -233,6 +236,7 @@ func (h *Staff) testOpen(ctx context.Context, deviceID string, req wire.StaffReq
 			h.log.Info("kiosk test-open of an occupied compartment refused", "device", deviceID, "compartment", c.Number, "role", p.Role)
 			h.audit(ctx, actor, "kiosk.denied", deviceID, map[string]any{"op": "test_open", "role": string(p.Role),
 				"reason": "occupied", "compartment": c.Number, "document": doc.ID})
+			resp.Addr = &wire.Address{Board: c.Board, Channel: c.Channel}
 			return wire.StaffDenied
 		}
 		details["occupied"], details["document"] = true, doc.ID

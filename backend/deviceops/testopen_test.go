@@ -29,8 +29,11 @@ func TestKioskTestOpenOfAnOccupiedCompartmentIsForAdmins(t *testing.T) {
 	require.NoError(t, err)
 	occupied := &wire.Address{Board: c.Board, Channel: c.Channel}
 
-	assert.Equal(t, wire.StaffDenied, ask("k1", wire.StaffRequest{Op: wire.StaffTestOpen, Session: session, Addr: occupied}).Result,
-		"a technician test-opens empty compartments only")
+	denied := ask("k1", wire.StaffRequest{Op: wire.StaffTestOpen, Session: session, Addr: occupied})
+	assert.Equal(t, wire.StaffDenied, denied.Result, "a technician test-opens empty compartments only")
+	// The denial names the compartment (addr): the kiosk says a citizen's
+	// document is there, not the refusal of a role.
+	assert.Equal(t, occupied, denied.Addr, "an occupied compartment's denial carries its addr")
 	assert.Equal(t, wire.StaffOK, ask("k1", wire.StaffRequest{Op: wire.StaffTestOpen, Session: session,
 		Addr: &wire.Address{Board: 0, Channel: 1}}).Result, "an empty one still opens")
 

@@ -68,7 +68,11 @@ const (
 	StateWrongState    = "wrong_state"
 	StateNoCompartment = "no_compartment"
 	StateTestOpen      = "test_open"
-	StateError         = "error"
+	// StateTestOccupied: the backend refused a technician's test-open
+	// because it records a citizen's document in the compartment (the
+	// item sensor read empty: a sensor_disagreement alarm is raised).
+	StateTestOccupied = "test_occupied"
+	StateError        = "error"
 	// StateLockoutCleared: staff lifted the PIN lockout; StateLockoutCapped:
 	// lifted, but the daily cap still locks PIN entry (retry_after_s).
 	StateLockoutCleared = "lockout_cleared"

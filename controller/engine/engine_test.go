@@ -902,6 +902,20 @@ func TestStaffLoadRetrieveAndTestOpen(t *testing.T) {
 	})
 }
 
+// loggedIn logs in the staff badge with role (the backend's session
+// "s-"+badge, for an hour) and checks the staff menu shows.
+func (r *rig) loggedIn(t *testing.T, badge string, role wire.StaffRole) {
+	t.Helper()
+	exp := time.Now().Add(time.Hour)
+	r.be.set(func() {
+		r.be.staff["login:"+badge] = wire.StaffResponse{Op: wire.StaffLogin, Result: wire.StaffOK, Session: "s-" + strings.ToLower(badge),
+			StaffID: "u-" + strings.ToLower(badge), StaffName: badge, Expires: &exp, Role: role}
+	})
+	s, err := r.e.StaffLogin(context.Background(), badge, "", "en")
+	require.NoError(t, err)
+	require.Equal(t, StateStaff, s.State)
+}
+
 // Test-open belongs to technicians: kluisd asks the backend (staff/req
 // test_open with the compartment's address) and opens only on ok; a clerk
 // denied by the backend, an expired session or no answer at all opens
@@ -910,18 +924,13 @@ func TestTestOpenAsksTheBackend(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, rigOpts{caps: sensors})
 		defer r.stop()
-		exp := time.Now().Add(time.Hour)
 		r.be.set(func() {
-			r.be.staff["login:CLERK"] = wire.StaffResponse{Op: wire.StaffLogin, Result: wire.StaffOK, Session: "s-clerk",
-				StaffID: "u3", StaffName: "Clerk", Expires: &exp, Role: wire.RoleStaff}
 			r.be.staff["test_open:"] = wire.StaffResponse{Op: wire.StaffTestOpen, Result: wire.StaffDenied}
 		})
 		var asked []wire.StaffRequest
 		r.be.set(func() { r.be.onStaff = func(req wire.StaffRequest) { asked = append(asked, req) } })
-		s, err := r.e.StaffLogin(context.Background(), "CLERK", "", "en")
-		require.NoError(t, err)
-		require.Equal(t, StateStaff, s.State)
-		s, err = r.e.TestOpen(context.Background(), 3, "en")
+		r.loggedIn(t, "CLERK", wire.RoleStaff)
+		s, err := r.e.TestOpen(context.Background(), 3, "en")
 		require.NoError(t, err)
 		require.Equal(t, StateStaffDenied, s.State, "a clerk may not test-open")
 		r.be.set(func() {
@@ -948,6 +957,57 @@ func TestTestOpenAsksTheBackend(t *testing.T) {
 		_, err = r.e.TestOpen(context.Background(), 3, "en")
 		require.ErrorIs(t, err, ErrNoStaff)
 		synctest.Wait()
+		require.Empty(t, r.f.Pulses())
+	})
+}
+
+// The backend refuses a technician's test-open of a compartment it records a
+// citizen's document in (4147cc0), naming the compartment (addr) in its
+// denial. The kiosk said staff_denied ("Login refused"), as to a clerk; it
+// now says the compartment holds a document and was not opened
+// (test_occupied), and raises sensor_disagreement: it asked only because
+// the item sensor read the compartment empty, so sensor and record
+// disagree. A denial without addr (the role) is still staff_denied.
+func TestTestOpenOfAnOccupiedCompartmentSaysSoAndRaisesAnAlarm(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		r.be.set(func() {
+			r.be.staff["test_open:"] = wire.StaffResponse{Op: wire.StaffTestOpen, Result: wire.StaffDenied,
+				Addr: &wire.Address{Board: 0, Channel: 2}}
+		})
+		r.loggedIn(t, "TECH", wire.RoleTechnician)
+		s, err := r.e.TestOpen(context.Background(), 3, "en")
+		require.NoError(t, err)
+		require.Equal(t, StateTestOccupied, s.State)
+		require.Equal(t, 3, s.Compartment)
+		require.Equal(t, "Compartment\u00a03 holds a citizen's document: it was not opened.", s.Message)
+		r.waitFor("alarm", func() bool { return r.hasEvent("alarm:sensor_disagreement") })
+		var alarm wire.Event
+		for _, ev := range r.events() {
+			if ev.Kind == wire.EvAlarm {
+				alarm = ev
+			}
+		}
+		require.Equal(t, wire.AlarmSensorDisagreement, alarm.Alarm)
+		require.Equal(t, &wire.Address{Board: 0, Channel: 2}, alarm.Addr)
+		require.Contains(t, alarm.Detail, "compartment 3: item sensor reads empty but the backend records a document")
+
+		// A denial for the role (no addr) stays the plain refusal, no alarm.
+		r.be.set(func() {
+			r.be.staff["test_open:"] = wire.StaffResponse{Op: wire.StaffTestOpen, Result: wire.StaffDenied}
+		})
+		s, err = r.e.TestOpen(context.Background(), 3, "en")
+		require.NoError(t, err)
+		require.Equal(t, StateStaffDenied, s.State)
+		synctest.Wait()
+		n := 0
+		for _, ev := range r.events() {
+			if ev.Kind == wire.EvAlarm {
+				n++
+			}
+		}
+		require.Equal(t, 1, n, "one alarm, for the occupied compartment")
 		require.Empty(t, r.f.Pulses())
 	})
 }

@@ -176,6 +176,11 @@ var messages = map[string][4]string{
 		"Ouverture de test du casier\u00a0{n}.",
 		"Test opening of compartment\u00a0{n}.",
 		"Testöffnung von Fach\u00a0{n}."},
+	StateTestOccupied: {
+		"Vak\u00a0{n} bevat het document van een burger: het werd niet geopend.",
+		"Le casier\u00a0{n} contient le document d'un citoyen\u00a0: il n'a pas été ouvert.",
+		"Compartment\u00a0{n} holds a citizen's document: it was not opened.",
+		"Fach\u00a0{n} enthält das Dokument eines Bürgers: Es wurde nicht geöffnet."},
 	StateLockoutCleared: {
 		"De blokkering van de pincodes is opgeheven.",
 		"Le blocage des codes PIN est levé.",
@@ -289,7 +294,7 @@ func States() []string {
 		StateNotCollected, StateNotOpened, StateWrongCode, StateExpired, StateAlreadyCollected, StatePending, StateLockedOut,
 		StateOutOfOrder, StateDeviceOutOfOrder, StateBusy, StateStaff, StateStaffDenied, StateStaffLocked, StateStaffLockedToday,
 		StateLookupsEnded, StateLookupsPaused, StateLoading, StateLoaded, StateLoadEmpty,
-		StateRetrieving, StateRetrieved, StateStillThere, StateNotFound, StateWrongState, StateNoCompartment, StateTestOpen, StateLockoutCleared,
+		StateRetrieving, StateRetrieved, StateStillThere, StateNotFound, StateWrongState, StateNoCompartment, StateTestOpen, StateTestOccupied, StateLockoutCleared,
 		StateLockoutCapped, StateError}
 }
 

@@ -193,6 +193,9 @@ func (e *Engine) staffDoor(ctx context.Context, number, lang, purpose string) (S
 // events carry the staff id and "technician test-open" so the backend's
 // audit trail records who opened what. A compartment with an item, or
 // whose emptiness cannot be sensed, is refused before the backend is asked.
+// The backend refuses a technician a compartment it knows holds a document
+// (its denial carries the compartment's addr): test_occupied, and a
+// sensor_disagreement alarm, as the item sensor read empty.
 func (e *Engine) TestOpen(ctx context.Context, number int, lang string) (Screen, error) {
 	s, err := e.currentStaff()
 	if err != nil {
@@ -220,6 +223,18 @@ func (e *Engine) TestOpen(ctx context.Context, number int, lang string) (Screen,
 		e.mu.Unlock()
 		return e.setScreen(StateStaffDenied, 0, lang), nil
 	case wire.StaffDenied:
+		if res.Addr != nil && *res.Addr == c.wireAddr() {
+			// The backend records a citizen's document in it (the
+			// denial names the compartment), while the item sensor
+			// read empty just now (asked only then): a thin card
+			// the sensor misses, or a sensor or record gone wrong.
+			// A technician should look.
+			e.log.Warn("test-open refused: the backend records a document in a compartment whose item sensor reads empty",
+				"compartment", number, "staff_id", s.id)
+			e.alarm(wire.AlarmSensorDisagreement, addrPtr(c.lock), nil,
+				fmt.Sprintf("compartment %d: item sensor reads empty but the backend records a document (test-open refused)", number))
+			return e.setScreen(StateTestOccupied, c.cfg.Number, lang), nil
+		}
 		e.log.Info("test-open denied by the backend", "compartment", number, "staff_id", s.id)
 		return e.setScreen(StateStaffDenied, c.cfg.Number, lang), nil
 	case wire.StaffNotFound:

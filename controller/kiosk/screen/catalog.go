@@ -279,6 +279,7 @@ var uiTexts = map[string][4]string{
 	"title.lockout_cleared": {"Blokkering opgeheven", "Blocage levé", "Lockout lifted", "Sperre aufgehoben"},
 	"title.lockout_capped":  {"Nog geblokkeerd", "Encore bloqué", "Still locked", "Noch gesperrt"},
 	"title.test_open":       {"Testopening", "Ouverture de test", "Test opening", "Testöffnung"},
+	"title.test_occupied":   {"Niet geopend", "Non ouvert", "Not opened", "Nicht geöffnet"},
 	"next.staff.not_found":  {"Kijk het nummer na en probeer opnieuw.", "Vérifiez le numéro et réessayez.", "Check the number and try again.", "Prüfen Sie die Nummer und versuchen Sie es noch einmal."},
 	"next.staff.wrong_state": {"Het nummer klopt. Kijk de toestand van het document na in de personeelsconsole.", "Le numéro est correct. Vérifiez l'état du document dans la console du personnel.",
 		"The number is right. Check the document's state in the staff console.", "Die Nummer stimmt. Prüfen Sie den Zustand des Dokuments in der Personalkonsole."},
@@ -286,6 +287,12 @@ var uiTexts = map[string][4]string{
 	"next.staff.still_there": {"Probeer het opnieuw of meld het.", "Réessayez ou signalez-le.", "Try again or report it.", "Versuchen Sie es noch einmal oder melden Sie es."},
 	"next.staff.lockout_capped": {"Pincodes kunnen weer na de tijd hieronder. Bel zo nodig\u00a01777.", "Les codes PIN fonctionneront de nouveau après le délai ci-dessous. Appelez le\u00a01777 si nécessaire.",
 		"PIN entry opens again after the time below. Call\u00a01777 if needed.", "Die PIN-Eingabe ist nach der Zeit unten wieder möglich. Rufen Sie bei Bedarf\u00a01777\u00a0an."},
+	// The backend refused a test-open: it records a citizen's document in
+	// the compartment, the item sensor read it empty (an alarm was raised).
+	"next.staff.test_occupied": {"De sensor meldt het vak leeg: er is een alarm gemeld. Een beheerder kan het openen.",
+		"Le capteur indique le casier vide\u00a0: une alarme est signalée. Un administrateur peut l'ouvrir.",
+		"Its sensor reads it empty: an alarm was raised. An administrator can open it.",
+		"Der Sensor meldet es leer: Ein Alarm wurde gemeldet. Ein Administrator kann es öffnen."},
 	"next.staff.staff_denied": {"Meld u opnieuw aan.", "Connectez-vous à nouveau.", "Please log in again.", "Bitte melden Sie sich erneut an."},
 
 	// The technician's screen.

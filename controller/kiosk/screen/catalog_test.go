@@ -141,7 +141,7 @@ func TestStaffNumbersStayWithTheirWords(t *testing.T) {
 	staffStates := []string{engine.StateStaffDenied, engine.StateStaffLocked, engine.StateStaffLockedToday,
 		engine.StateLookupsEnded, engine.StateLookupsPaused, engine.StateLoading, engine.StateLoaded, engine.StateLoadEmpty,
 		engine.StateRetrieving, engine.StateRetrieved, engine.StateStillThere, engine.StateNotFound, engine.StateWrongState,
-		engine.StateNoCompartment, engine.StateTestOpen, engine.StateLockoutCleared, engine.StateLockoutCapped}
+		engine.StateNoCompartment, engine.StateTestOpen, engine.StateTestOccupied, engine.StateLockoutCleared, engine.StateLockoutCapped}
 	keys := []string{"pin.short"}
 	for _, st := range staffStates {
 		keys = append(keys, "state."+st)

@@ -320,6 +320,9 @@ var views = []view{
 	{State: engine.StateWrongState, Title: "title.wrong_state", Next: "next.staff.wrong_state", Tone: "warn", Act: "staff-next", ActLabel: "staff.next"},
 	{State: engine.StateNoCompartment, Title: "title.no_compartment", Tone: "warn", Act: "staff-next", ActLabel: "staff.next"},
 	{State: engine.StateTestOpen, Title: "title.test_open", Tone: "ok", Drawing: true, Act: "tech", ActLabel: "tech.title"},
+	// The backend refused a technician's test-open: a citizen's document
+	// is recorded in it (the item sensor read empty: an alarm is raised).
+	{State: engine.StateTestOccupied, Title: "title.test_occupied", Next: "next.staff.test_occupied", Tone: "warn", Drawing: true, Act: "tech", ActLabel: "tech.title"},
 	{State: engine.StateLockoutCleared, Title: "title.lockout_cleared", Tone: "ok", Act: "staff-menu", ActLabel: "staff.back"},
 	{State: engine.StateLockoutCapped, Title: "title.lockout_capped", Next: "next.staff.lockout_capped", Tone: "warn", Retry: true, Act: "staff-menu", ActLabel: "staff.back"},
 }

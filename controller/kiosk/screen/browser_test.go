@@ -732,7 +732,11 @@ func TestScreenMatrix(t *testing.T) {
 	staffDo(r.e.StaffLoad, "591-0777")
 	m.inTurn("lookups paused; the retrieve screen", func() {
 		m.check("lookups_paused", "s-lookups_paused", expect{h1: "title.lookups_paused", msg: "state.lookups_paused", until: pauseEnd})
-		m.click(`footer [data-act=staff-menu]`)
+		// Its own "Back to the menu", not the footer's as well.
+		m.each("one back to the menu", func(mt *mtab) error {
+			return waitJS(mt, `document.querySelector("footer [data-act=staff-menu]").hidden && !document.querySelector("footer [data-act=logout]").hidden`)
+		})
+		m.click(`#s-lookups_paused [data-act=staff-menu]`)
 		m.click(`[data-act=retrieve]`)
 		m.check("staff-retrieve", "v-staff-retrieve", expect{h1: "staff.retrieve"})
 	})
@@ -771,7 +775,6 @@ func TestScreenMatrix(t *testing.T) {
 	r.waitFor("forced door alarm", func() bool { return len(r.e.Diagnostics(ctx).Alarms) > 0 })
 	r.f.Inject(hardware.Event{Kind: hardware.DoorClosed, Addr: hardware.Address{Channel: 11}})
 	m.inTurn("the technician's screen", func() {
-		m.click(`footer [data-act=staff-menu]`)
 		m.click(`#v-staff-menu [data-act=tech]`)
 		m.each("diagnostics", func(mt *mtab) error {
 			return waitJS(mt, `!!document.querySelector("[data-tech-body] table.alarms") && !!document.querySelector("[data-act=test-open][data-comp='12']")`)

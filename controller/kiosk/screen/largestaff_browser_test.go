@@ -74,6 +74,10 @@ func TestLargeStaffScreensFitTheSmallPanel(t *testing.T) {
 	m.each("all four choices", func(mt *mtab) error {
 		return waitJS(mt, `document.querySelectorAll("#v-staff-menu .menu button:not([hidden])").length === 4`)
 	})
+	// The menu offers no "Back to the menu" (it is the menu); "Log out" stays.
+	m.each("no back to the menu on the menu", func(mt *mtab) error {
+		return waitJS(mt, `document.querySelector("footer [data-act=staff-menu]").hidden && !document.querySelector("footer [data-act=logout]").hidden`)
+	})
 
 	// One tab's click lifts the lockout for the device; every tab follows.
 	if err := do(m.tabs[0], chromedp.Click(chromedp.CSS(`#v-staff-menu [data-act=unlock]`), chromedp.NodeVisible)); err != nil {

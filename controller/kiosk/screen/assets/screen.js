@@ -155,9 +155,13 @@
     // where the screen's own "Try again" does the same.
     var ownRestart = id === "v-start" || id === "s-left_open" || (!cur.staff && !!BUSY[cur.state] && id.indexOf("s-") === 0) ||
       !!(sec && sec.hasAttribute("data-own-restart"));
+    // "Back to the menu" is not offered on the menu itself, nor twice on
+    // a screen that has its own.
+    var ownMenu = id === "v-staff-menu" || !!(sec && $("[data-act=staff-menu]", sec));
     $$("footer [data-when]").forEach(function (b) {
       var w = b.getAttribute("data-when");
-      b.hidden = offline || (w === "staff" ? !staffMode : w === "citizen" ? staffMode || ownRestart : id !== "v-start");
+      b.hidden = offline || (w === "staff" ? !staffMode || (ownMenu && b.getAttribute("data-act") === "staff-menu") :
+        w === "citizen" ? staffMode || ownRestart : id !== "v-start");
     });
     if (changed) {
       clearErrors();

@@ -794,9 +794,10 @@ func (e *Engine) emitKept(ev wire.Event) {
 	if written {
 		return
 	}
-	if ev.Kind == wire.EvAlarm {
-		// Raised all the same: the technician's screen shows it now, not
-		// once it is journaled (journalEvent notes it once: by its id).
+	if ev.Kind == wire.EvAlarm || ev.Kind == wire.EvAlarmCleared {
+		// Raised (or cleared) all the same: the technician's screen
+		// shows it now, not once it is journaled (journalEvent notes
+		// an alarm once: by its id; a clearing marks it once).
 		e.noteAlarm(ev)
 	}
 	if ev.Alarm == wire.AlarmJournalFull && e.o.OutOfBand != nil {
@@ -929,6 +930,9 @@ func (e *Engine) journalEvent(ev wire.Event, b []byte) error {
 		e.log.Warn("alarm", "alarm", ev.Alarm, "detail", ev.Detail)
 		e.noteAlarm(ev)
 	}
+	if ev.Kind == wire.EvAlarmCleared {
+		e.noteAlarm(ev)
+	}
 	return nil
 }
 
@@ -972,12 +976,17 @@ type AlarmNote struct {
 	// Board, when the alarm is about a board.
 	Board *int      `json:"board,omitempty"`
 	At    time.Time `json:"at"`
+	// Cleared is when the device cleared it (alarm_cleared of the same
+	// kind and place), nil while it holds or for a kind never cleared.
+	Cleared *time.Time `json:"cleared,omitempty"`
 	// id is the alarm event's: an alarm kept in memory is noted when
 	// raised and not again when journaled.
 	id string
 }
 
-// noteAlarm keeps ev in the recent alarms.
+// noteAlarm keeps ev (an alarm) in the recent alarms, or marks the notes
+// of the alarm ev (an alarm_cleared) clears as cleared: the technician's
+// screen must not list an alarm the device cleared as if it held.
 func (e *Engine) noteAlarm(ev wire.Event) {
 	n := AlarmNote{Alarm: ev.Alarm, Board: ev.Board, At: ev.At, id: ev.ID}
 	if ev.Addr != nil {
@@ -991,6 +1000,18 @@ func (e *Engine) noteAlarm(ev wire.Event) {
 		}
 	}
 	e.mu.Lock()
+	if ev.Kind == wire.EvAlarmCleared {
+		at := ev.At
+		for i := range e.alarms {
+			o := &e.alarms[i]
+			if o.Cleared == nil && !o.At.After(at) && o.Alarm == n.Alarm && o.Compartment == n.Compartment &&
+				(o.Board == nil) == (n.Board == nil) && (o.Board == nil || *o.Board == *n.Board) {
+				o.Cleared = &at
+			}
+		}
+		e.mu.Unlock()
+		return
+	}
 	for _, o := range e.alarms {
 		if n.id != "" && o.id == n.id {
 			e.mu.Unlock()

@@ -523,6 +523,43 @@ func TestDoorLeftOpenAndForcedDoor(t *testing.T) {
 		require.Equal(t, wire.AlarmDoorLeftOpen, al[2].Alarm)
 		require.Equal(t, 1, al[2].Compartment)
 		require.False(t, al[2].At.IsZero())
+		// The door left open was closed: cleared (the screen says so,
+		// rather than listing it as if it held until a restart).
+		require.NotNil(t, al[2].Cleared, "door_left_open was cleared")
+		require.False(t, al[2].Cleared.Before(al[2].At))
+		require.Nil(t, al[0].Cleared)
+		require.Nil(t, al[1].Cleared)
+	})
+}
+
+// An alarm the device clears is marked cleared on the technician's screen
+// (it listed it as if it held until a restart): only the notes of that
+// kind and place raised before the clearing; one raised again holds.
+func TestAlarmNotesMarkedClearedWhenTheDeviceClearsThem(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigOpts{caps: sensors})
+		defer r.stop()
+		b0 := hardware.Address{Board: 0, Channel: 0}
+		r.f.Inject(hardware.Event{Kind: hardware.BoardOffline, Addr: b0})
+		r.waitFor("unreachable", func() bool { return r.hasEvent("alarm:board_unreachable") })
+		r.e.noteAlarm(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmBoardUnreachable, Board: intPtr(1), At: time.Now()})
+		time.Sleep(time.Second)
+		r.f.Inject(hardware.Event{Kind: hardware.BoardOnline, Addr: b0})
+		r.waitFor("cleared", func() bool { return r.hasEvent("alarm_cleared:board_unreachable") })
+		al := r.e.Diagnostics(context.Background()).Alarms
+		require.Len(t, al, 2)
+		require.Equal(t, 1, *al[0].Board)
+		require.Nil(t, al[0].Cleared, "board 1 is still unreachable")
+		require.Equal(t, 0, *al[1].Board)
+		require.NotNil(t, al[1].Cleared, "board 0 is back")
+
+		// Raised again: the new note holds, the old one stays cleared.
+		time.Sleep(time.Second)
+		r.e.noteAlarm(wire.Event{Kind: wire.EvAlarm, Alarm: wire.AlarmBoardUnreachable, Board: intPtr(0), At: time.Now()})
+		al = r.e.Diagnostics(context.Background()).Alarms
+		require.Len(t, al, 3)
+		require.Nil(t, al[0].Cleared)
+		require.NotNil(t, al[2].Cleared)
 	})
 }
 

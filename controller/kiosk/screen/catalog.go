@@ -326,6 +326,8 @@ var uiTexts = map[string][4]string{
 	"tech.col.time":  {"Tijd", "Heure", "Time", "Zeit"},
 	"tech.col.alarm": {"Alarm", "Alarme", "Alarm", "Alarm"},
 	"tech.col.where": {"Waar", "Où", "Where", "Wo"},
+	// An alarm the device cleared since, after its name ("{t}" its time).
+	"tech.cleared": {"(opgeheven om\u00a0{t})", "(levée à\u00a0{t})", "(cleared at\u00a0{t})", "(aufgehoben um\u00a0{t})"},
 
 	alarmKey(wire.AlarmDoorLeftOpen):       {"Deur bleef open", "Porte restée ouverte", "Door left open", "Tür offen gelassen"},
 	alarmKey(wire.AlarmForcedDoor):         {"Deur geforceerd", "Porte forcée", "Door forced", "Tür aufgebrochen"},

@@ -413,7 +413,8 @@ func TestNoHardCodedText(t *testing.T) {
 	diag := engine.Diagnostics{Caps: hardware.Capabilities{DoorSensor: true, ItemSensor: true},
 		Boards: []wire.BoardHealth{{Address: 0, Online: true}, {Address: 1, Online: false, Errors: 3}},
 		Doors:  []hardware.ChannelState{{Addr: hardware.Address{Channel: 0}, DoorOpen: true, ItemPresent: true}},
-		Alarms: []engine.AlarmNote{{Alarm: wire.AlarmForcedDoor, Compartment: 1, At: now}, {Alarm: wire.AlarmBoardUnreachable, Board: &two, At: now}},
+		Alarms: []engine.AlarmNote{{Alarm: wire.AlarmForcedDoor, Compartment: 1, At: now}, {Alarm: wire.AlarmBoardUnreachable, Board: &two, At: now},
+			{Alarm: wire.AlarmDoorLeftOpen, Compartment: 3, At: now, Cleared: &now}},
 	}
 	for _, kind := range []string{config.KindLocker, config.KindAutomaton} {
 		src := &fakeSource{d: diag}
@@ -430,6 +431,8 @@ func TestNoHardCodedText(t *testing.T) {
 		code, body := get(t, s, "/screen/tech?lang=de")
 		require.Equal(t, http.StatusOK, code, body)
 		require.Contains(t, body, "§alarm.forced_door§")
+		// An alarm the device cleared says so (only that one).
+		require.Equal(t, 1, strings.Count(body, "§tech.cleared§"), "one cleared alarm")
 		checkNoHardCodedText(t, kind+"/tech", body)
 	}
 

@@ -544,6 +544,9 @@ type techComp struct {
 
 type techAlarm struct {
 	At, Key string
+	// Cleared says when the device cleared it ("(cleared at 14:05:09)"),
+	// "" while it holds.
+	Cleared string
 	Comp    int
 	Board   int
 	IsBoard bool
@@ -617,6 +620,13 @@ func (s *Screen) techPage(ctx context.Context, r *http.Request) *page {
 		ta := techAlarm{At: a.At.In(time.Local).Format("15:04:05"), Key: alarmKey(a.Alarm), Comp: a.Compartment}
 		if a.Board != nil && a.Compartment == 0 {
 			ta.IsBoard, ta.Board = true, *a.Board+1
+		}
+		if a.Cleared != nil {
+			t, err := p.T("tech.cleared")
+			if err != nil {
+				t = "{t}"
+			}
+			ta.Cleared = strings.ReplaceAll(t, "{t}", a.Cleared.In(time.Local).Format("15:04:05"))
 		}
 		td.Alarms = append(td.Alarms, ta)
 	}

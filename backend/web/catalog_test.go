@@ -687,12 +687,13 @@ func TestOneClockFormat(t *testing.T) {
 		// which holds its word for "until" since 4e611ee: "tot 20:14",
 		// "jusqu'au 09/12 à 20:14") writes them as the console does, not
 		// "20.14 uur" or "20 h 14"; a later day's day and month as the
-		// console's date.
+		// console's date; the time joined to its word by a no-break space
+		// (a line never ends on "om").
 		kiosk := engine.UntilText(lang, today.UTC(), now)
-		assert.True(t, strings.HasSuffix(kiosk, " 20:14"), "%s: %q", lang, kiosk)
+		assert.True(t, strings.HasSuffix(kiosk, "\u00a020:14"), "%s: %q", lang, kiosk)
 		kiosk = engine.UntilText(lang, other.UTC(), now)
 		f := strings.Fields(kiosk)
-		assert.True(t, len(f) >= 4 && strings.HasPrefix(tr.Time(other), f[len(f)-3]) && strings.HasSuffix(kiosk, " 20:14"),
+		assert.True(t, len(f) >= 4 && strings.HasPrefix(tr.Time(other), f[len(f)-3]) && strings.HasSuffix(kiosk, "\u00a020:14"),
 			"%s: the kiosk's %q beside the console's %q", lang, kiosk, tr.Time(other))
 	}
 }

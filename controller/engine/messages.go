@@ -104,7 +104,7 @@ var messages = map[string][4]string{
 		"Login refused.",
 		"Anmeldung abgelehnt."},
 	// {t} says until when the lock holds, in the device's local time
-	// (UntilText): "until 17:42", "until tomorrow at 17:42", "jusqu'au
+	// (UntilText): "until 17:42", "until 08/12 at 17:42", "jusqu'au
 	// 08/12 à 17:42", on the staff console's clock.
 	StateStaffLocked: {
 		"Te veel mislukte aanmeldingen op dit toestel. Aanmelden is hier geblokkeerd {t}.",
@@ -249,38 +249,38 @@ func fillNM(t string, n, m int) string {
 // minutes, written "17:42" in every language, as the staff console writes
 // every time of day (its catalogue's fmt.clock) so that staff read one
 // clock at the device and at the counter (not "17.42 uur" here and
-// "17:42" there); after "tomorrow" when that is tomorrow there, after the
-// day and month when later still, separated as the console writes dates
-// in that language (nl "08-12", fr and en "08/12", de "08.12."), joined to
-// the time as each language says it. A date takes its article where the
-// language wants one: "tot 17:42", "tot morgen om 17:42", "tot 08-12 om
-// 17:42"; "jusqu'à 17:42", "jusqu'à demain à 17:42", "jusqu'au 08/12 à
-// 17:42" (never "jusqu'à 08/12"); "until 08/12 at 17:42"; "bis 17:42",
-// "bis morgen um 17:42", "bis zum 08.12. um 17:42". The messages hold it
-// whole ({t}): "Aanmelden is hier geblokkeerd {t}."
+// "17:42" there); after the day and month when it ends on another day,
+// separated as the console writes dates in that language (nl "08-12", fr
+// and en "08/12", de "08.12."), joined to the time as each language says
+// it. A date takes its article where the language wants one: "tot 17:42",
+// "tot 08-12 om 17:42"; "jusqu'à 17:42", "jusqu'au 08/12 à 17:42" (never
+// "jusqu'à 08/12"); "until 08/12 at 17:42"; "bis 17:42", "bis zum 08.12.
+// um 17:42". Not "tomorrow": a screen keeps its text until it changes,
+// and "until tomorrow at 00:05" read after midnight is a day off; a date
+// stays true. A no-break space joins the time to the word before it and
+// the date to its word ("om\u00a017:42", "tot\u00a008-12"), so a line
+// never ends on "om". The messages hold it whole ({t}): "Aanmelden is
+// hier geblokkeerd {t}."
 func UntilText(lang string, until, now time.Time) string {
-	at := map[string]string{"nl": " om ", "fr": " à ", "en": " at ", "de": " um "}
-	word := map[string]string{"nl": "tot ", "fr": "jusqu'à ", "en": "until ", "de": "bis "}
+	const nb = "\u00a0"
+	at := map[string]string{"nl": " om" + nb, "fr": " à" + nb, "en": " at" + nb, "de": " um" + nb}
+	word := map[string]string{"nl": "tot" + nb, "fr": "jusqu'à" + nb, "en": "until" + nb, "de": "bis" + nb}
 	u, n := until.In(now.Location()), now
 	clock := u.Format("15:04")
 	uy, um, ud := u.Date()
 	ny, nm, nd := n.Date()
-	ty, tm, td := n.AddDate(0, 0, 1).Date()
-	switch {
-	case uy == ny && um == nm && ud == nd:
+	if uy == ny && um == nm && ud == nd {
 		return word[lang] + clock
-	case uy == ty && um == tm && ud == td:
-		return word[lang] + map[string]string{"nl": "morgen", "fr": "demain", "en": "tomorrow", "de": "morgen"}[lang] + at[lang] + clock
 	}
 	switch lang {
 	case "nl":
-		return "tot " + u.Format("02-01") + at[lang] + clock
+		return "tot" + nb + u.Format("02-01") + at[lang] + clock
 	case "fr":
-		return "jusqu'au " + u.Format("02/01") + at[lang] + clock
+		return "jusqu'au" + nb + u.Format("02/01") + at[lang] + clock
 	case "de":
-		return "bis zum " + u.Format("02.01.") + at[lang] + clock
+		return "bis zum" + nb + u.Format("02.01.") + at[lang] + clock
 	}
-	return "until " + u.Format("02/01") + at[lang] + clock
+	return "until" + nb + u.Format("02/01") + at[lang] + clock
 }
 
 // Langs returns the languages of kiosk messages: nl, fr, en, de (the

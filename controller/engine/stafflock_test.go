@@ -79,10 +79,12 @@ func ptr(d time.Duration) *time.Duration { return &d }
 
 // UntilText says until when a lock holds in the device's local time on
 // the staff console's 24-hour clock ("17:42" in every language, not
-// "17.42 uur" or "17 h 42"): today's time alone, tomorrow's after
-// "tomorrow", a later one after its date, each after the word for
-// "until" that fits it. Midnight and the turn of a month and a year are
-// days like others.
+// "17.42 uur" or "17 h 42"): today's time alone, another day's after
+// its date (not "tomorrow", which a screen shown across midnight makes
+// false), each after the word for "until" that fits it, the time and the
+// date joined to their word by a no-break space ("om\u00a009:30": red
+// before, "om 09:30" could end a line on "om"). Midnight and the turn of
+// a month and a year are days like others.
 func TestUntilTextInEveryLanguage(t *testing.T) {
 	brussels := time.FixedZone("CET", 3600)
 	at := func(s string) time.Time {
@@ -94,13 +96,16 @@ func TestUntilTextInEveryLanguage(t *testing.T) {
 		now, until     string
 		nl, fr, en, de string
 	}{
-		{"2026-12-06 02:59", "2026-12-06 03:15", "tot 03:15", "jusqu'à 03:15", "until 03:15", "bis 03:15"},
-		{"2026-12-06 17:58", "2026-12-07 17:42", "tot morgen om 17:42", "jusqu'à demain à 17:42", "until tomorrow at 17:42", "bis morgen um 17:42"},
-		{"2026-12-31 23:50", "2027-01-01 00:05", "tot morgen om 00:05", "jusqu'à demain à 00:05", "until tomorrow at 00:05", "bis morgen um 00:05"},
+		{"2026-12-06 02:59", "2026-12-06 03:15", "tot\u00a003:15", "jusqu'à\u00a003:15", "until\u00a003:15", "bis\u00a003:15"},
+		// Another day by its date, not "tomorrow": the screen keeps its
+		// text, and "until tomorrow at 00:05" read after midnight is a day
+		// off; "until 01/01 at 00:05" stays true.
+		{"2026-12-06 17:58", "2026-12-07 17:42", "tot\u00a007-12 om\u00a017:42", "jusqu'au\u00a007/12 à\u00a017:42", "until\u00a007/12 at\u00a017:42", "bis zum\u00a007.12. um\u00a017:42"},
+		{"2026-12-31 23:50", "2027-01-01 00:05", "tot\u00a001-01 om\u00a000:05", "jusqu'au\u00a001/01 à\u00a000:05", "until\u00a001/01 at\u00a000:05", "bis zum\u00a001.01. um\u00a000:05"},
 		// A date takes its article where the language wants one: French
 		// "jusqu'au 08/12" (not "jusqu'à 08/12"), German "bis zum 08.12.".
-		{"2026-12-06 10:00", "2026-12-08 09:30", "tot 08-12 om 09:30", "jusqu'au 08/12 à 09:30", "until 08/12 at 09:30", "bis zum 08.12. um 09:30"},
-		{"2026-12-30 10:00", "2027-01-02 09:30", "tot 02-01 om 09:30", "jusqu'au 02/01 à 09:30", "until 02/01 at 09:30", "bis zum 02.01. um 09:30"},
+		{"2026-12-06 10:00", "2026-12-08 09:30", "tot\u00a008-12 om\u00a009:30", "jusqu'au\u00a008/12 à\u00a009:30", "until\u00a008/12 at\u00a009:30", "bis zum\u00a008.12. um\u00a009:30"},
+		{"2026-12-30 10:00", "2027-01-02 09:30", "tot\u00a002-01 om\u00a009:30", "jusqu'au\u00a002/01 à\u00a009:30", "until\u00a002/01 at\u00a009:30", "bis zum\u00a002.01. um\u00a009:30"},
 	} {
 		now := at(c.now)
 		// The end as the backend sends it (UTC) is said in the device's time.
@@ -112,10 +117,10 @@ func TestUntilTextInEveryLanguage(t *testing.T) {
 	// In the messages: the word for "until" once, before the date.
 	now, until := at("2026-12-06 10:00"), at("2026-12-08 09:30")
 	for l, want := range map[string]string{
-		"nl": "Aanmelden is hier geblokkeerd tot 08-12 om 09:30.",
-		"fr": "La connexion est bloquée ici jusqu'au 08/12 à 09:30.",
-		"en": "Login here is blocked until 08/12 at 09:30.",
-		"de": "Die Anmeldung ist hier bis zum 08.12. um 09:30 gesperrt.",
+		"nl": "Aanmelden is hier geblokkeerd tot\u00a008-12 om\u00a009:30.",
+		"fr": "La connexion est bloquée ici jusqu'au\u00a008/12 à\u00a009:30.",
+		"en": "Login here is blocked until\u00a008/12 at\u00a009:30.",
+		"de": "Die Anmeldung ist hier bis zum\u00a008.12. um\u00a009:30 gesperrt.",
 	} {
 		for _, st := range []string{StateStaffLocked, StateStaffLockedToday} {
 			m, ok := MessageText(st, l)

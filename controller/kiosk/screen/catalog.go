@@ -319,7 +319,9 @@ var uiTexts = map[string][4]string{
 	"tech.open":      {"Openen", "Ouvrir", "Open", "Öffnen"},
 	"tech.notfree": {"Vak\u00a0{n} is misschien niet leeg. Het blijft dicht.", "Le casier\u00a0{n} n'est peut-être pas vide. Il reste fermé.",
 		"Compartment\u00a0{n} may not be empty. It stays closed.", "Fach\u00a0{n} ist vielleicht nicht leer. Es bleibt zu."},
-	"tech.refresh":   {"Vernieuwen", "Actualiser", "Refresh", "Aktualisieren"},
+	"tech.refresh": {"Vernieuwen", "Actualiser", "Refresh", "Aktualisieren"},
+	// Under the diagnostics' region while more of it is below (it scrolls).
+	"tech.more":      {"Meer hieronder: veeg omhoog.", "La suite plus bas\u00a0: faites glisser vers le haut.", "More below: swipe up.", "Mehr darunter: nach oben wischen."},
 	"tech.backlog":   {"Berichten die wachten op de server:\u00a0{n}", "Messages en attente du serveur\u00a0:\u00a0{n}", "Messages waiting for the server:\u00a0{n}", "Meldungen, die auf den Server warten:\u00a0{n}"},
 	"tech.alarms":    {"Laatste alarmen", "Dernières alarmes", "Last alarms", "Letzte Alarme"},
 	"tech.noalarms":  {"Geen alarm sinds de start.", "Aucune alarme depuis le démarrage.", "No alarm since start-up.", "Kein Alarm seit dem Start."},

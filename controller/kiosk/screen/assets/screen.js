@@ -557,7 +557,15 @@
     fetch("/screen/tech?lang=" + encodeURIComponent(lang), { cache: "no-store" }).then(function (r) {
       if (!r.ok) { throw new Error("HTTP " + r.status); }
       return r.text();
-    }).then(function (html) { box.innerHTML = html; }, function () { showError("input"); });
+    }).then(function (html) { box.innerHTML = html; techMore(); }, function () { showError("input"); });
+  }
+
+  // "More below" under the diagnostics while its region (which scrolls
+  // on a small panel) has more below what shows.
+  function techMore() {
+    var box = $("[data-tech-body]"), more = $("[data-tech-more]");
+    if (!box || !more) { return; }
+    more.hidden = box.scrollHeight - box.clientHeight - box.scrollTop <= 2;
   }
 
   function testOpen(n) {
@@ -589,6 +597,10 @@
     stay: function () { tell(true); },
     logout: function () { post("/kiosk/v1/staff/logout", {}).catch(function () { showError("input"); }); }
   };
+
+  var techBody = $("[data-tech-body]");
+  if (techBody) { techBody.addEventListener("scroll", techMore, { passive: true }); }
+  window.addEventListener("resize", techMore);
 
   document.addEventListener("click", function (e) {
     touched();

@@ -3,6 +3,7 @@ package screen_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -212,6 +213,24 @@ func TestLargeStaffResultScreensFitTheSmallPanel(t *testing.T) {
 		t.Fatal(err)
 	}
 	fits("staff-lockout_capped", "s-lockout_capped", expect{h1: "title.lockout_capped", msg: "state.lockout_capped", next: "next.staff.lockout_capped"})
+	// Its retry line says how long the daily cap still holds (the
+	// engine's retry_after_s), not "in 1 minute" whatever it is.
+	sc := r.e.Screen()
+	if sc.State != engine.StateLockoutCapped || sc.RetryAfterS <= 120 {
+		t.Fatalf("screen %s, retry after %d s: want lockout_capped for longer than 2 minutes", sc.State, sc.RetryAfterS)
+	}
+	m.each("the daily cap's time", func(mt *mtab) error {
+		got, err := eval[string](mt, `(function(){ var one = document.querySelector("#s-lockout_capped [data-retry=one]"), many = document.querySelector("#s-lockout_capped [data-retry=many]");
+			return one.hidden && !many.hidden ? many.textContent : "one: " + one.textContent; })()`)
+		if err != nil {
+			return err
+		}
+		mins := (sc.RetryAfterS - 1 + 59) / 60
+		if !strings.Contains(got, fmt.Sprint(mins)) && !strings.Contains(got, fmt.Sprint(mins-1)) {
+			return fmt.Errorf("retry line %q, want about %d minutes", got, mins)
+		}
+		return nil
+	})
 
 	staffDo(r.e.StaffLoad, "591-0404")
 	fits("staff-not_found", "s-not_found", expect{h1: "title.not_found", msg: "state.not_found", next: "next.staff.not_found"})

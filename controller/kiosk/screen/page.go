@@ -487,7 +487,7 @@ func (s *Screen) newPage(r *http.Request) *page {
 	if sc.State == engine.StateWrongCode && sc.LastTryLockS > 0 {
 		p.LastTry = s.lastTry(p.Lang, sc.LastTryLockS)
 	}
-	if sc.State == engine.StateLockedOut && sc.RetryAfterS > 0 {
+	if (sc.State == engine.StateLockedOut || sc.State == engine.StateLockoutCapped) && sc.RetryAfterS > 0 {
 		until := sc.At.Add(time.Duration(sc.RetryAfterS) * time.Second)
 		p.RetryUntil = until.UnixMilli()
 		p.RetryMin = retryMinutes(until.Sub(s.o.Clock()))

@@ -199,7 +199,7 @@
       state: s.state, seq: s.seq, at: Date.parse(s.at) || Date.now(),
       compartment: s.compartment || 0, staff: s.staff || "", role: s.staff_role || "", messages: s.messages,
       method: s.method || "", lastTry: s.last_try_lock_s || 0,
-      retryUntil: s.state === "locked_out" && s.retry_after_s ? Date.parse(s.at) + s.retry_after_s * 1000 : 0,
+      retryUntil: (s.state === "locked_out" || s.state === "lockout_capped") && s.retry_after_s ? Date.parse(s.at) + s.retry_after_s * 1000 : 0,
       idleUntil: s.idle_until ? Date.parse(s.idle_until) || 0 : 0, idleFinal: !!s.idle_final
     };
     if (fresh && s.seq < was.seq) { dismissed = 0; }

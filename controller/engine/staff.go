@@ -42,9 +42,15 @@ func (e *Engine) StaffLogin(ctx context.Context, badge, pin, lang string) (Scree
 		role = wire.RoleStaff
 	}
 	e.mu.Lock()
+	prev := e.staff
 	e.staff = &staffSession{token: res.Session, id: res.StaffID, name: res.StaffName, role: role, expires: *res.Expires}
 	e.mu.Unlock()
 	e.log.Info("staff login", "staff_id", res.StaffID, "role", role)
+	if prev != nil && prev.token != res.Session {
+		// The session this login replaces is ended at the backend too:
+		// kept only here, it would stay valid there, held by nobody.
+		_, _ = e.staffCall(ctx, wire.StaffRequest{Op: wire.StaffLogout, Session: prev.token})
+	}
 	return e.setScreen(StateStaff, 0, lang), nil
 }
 

@@ -31,6 +31,7 @@ import (
 type staffBackend struct {
 	mu      sync.Mutex
 	logouts int
+	ended   []string // the sessions logged out, in order
 }
 
 func (b *staffBackend) Verify(ctx context.Context, req wire.VerifyRequest) (wire.VerifyResponse, error) {
@@ -51,6 +52,7 @@ func (b *staffBackend) Staff(ctx context.Context, req wire.StaffRequest) (wire.S
 	case req.Op == wire.StaffLogout:
 		b.mu.Lock()
 		b.logouts++
+		b.ended = append(b.ended, req.Session)
 		b.mu.Unlock()
 		return wire.StaffResponse{ID: req.ID, Op: req.Op, Result: wire.StaffOK}, nil
 	}

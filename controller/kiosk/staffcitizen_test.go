@@ -71,3 +71,31 @@ func TestCitizenCodeRefusedWhileStaffLoggedIn(t *testing.T) {
 	require.Empty(t, out["staff"])
 	testenv.Eventually(t, "pulse", func() bool { return len(r.f.Pulses()) == 1 })
 }
+
+// A second staff login at the kiosk ends the first one's kiosk session at
+// the backend: before, the dropped session stayed valid there until its
+// end, held by nobody. The same person logging in again ends nothing more
+// than the session replaced.
+func TestSecondStaffLoginEndsTheFirstAtTheBackend(t *testing.T) {
+	be := &staffBackend{}
+	r := newRigWith(t, be)
+	code, out := r.post(t, "/kiosk/v1/staff/login", `{"badge":"B-1"}`)
+	require.Equal(t, http.StatusOK, code, out)
+	require.Equal(t, "An", out["staff"])
+	code, out = r.post(t, "/kiosk/v1/staff/login", `{"badge":"T-1"}`)
+	require.Equal(t, http.StatusOK, code, out)
+	require.Equal(t, "Bo", out["staff"])
+	be.mu.Lock()
+	require.Equal(t, []string{"s"}, be.ended, "the first session ended at the backend")
+	be.mu.Unlock()
+	// A refused login keeps the session there is (the person in front of
+	// the menu) and ends nothing.
+	code, out = r.post(t, "/kiosk/v1/staff/login", `{"badge":"X-9"}`)
+	require.Equal(t, http.StatusOK, code, out)
+	require.Equal(t, engine.StateStaffDenied, out["state"])
+	code, out = r.post(t, "/kiosk/v1/staff/logout", ``)
+	require.Equal(t, http.StatusOK, code, out)
+	be.mu.Lock()
+	require.Equal(t, []string{"s", "t"}, be.ended)
+	be.mu.Unlock()
+}

@@ -404,6 +404,7 @@ func serve(ctx context.Context, args []string, e Env) error {
 	fs.StringVar(&o.SMSURL, "sms-url", e.Getenv("KLUIS_SMS_URL"), "SMS gateway endpoint (env KLUIS_SMS_URL; token in KLUIS_SMS_TOKEN); empty: no SMS")
 	fs.StringVar(&o.SlipDir, "slip-dir", envOr(e, "KLUIS_SLIP_DIR", server.DefaultSlipDir), "pickup slips for holders without e-mail or SMS (env KLUIS_SLIP_DIR)")
 	fs.StringVar(&o.PublicURL, "public-url", e.Getenv("KLUIS_PUBLIC_URL"), "base URL of the citizen track links (env KLUIS_PUBLIC_URL; default http://<http-addr>)")
+	allowedHosts := fs.String("allowed-hosts", e.Getenv("KLUIS_ALLOWED_HOSTS"), "host names the HTTP listener answers to besides the -public-url's host (comma list, e.g. a name Prometheus scrapes by; env KLUIS_ALLOWED_HOSTS); IP addresses and localhost are always answered, any other Host gets 421 (DNS rebinding)")
 	fs.StringVar(&keyDir, "key-dir", envOr(e, "KLUIS_KEY_DIR", "var/keys"), "directory of the QR signing and PIN keys, created at first start (env KLUIS_KEY_DIR)")
 	fs.DurationVar(&o.HousekeepEvery, "housekeep-every", server.DefaultHousekeepEvery, "interval of the expiry sweep, retention purge and pruning of expired login-limit rows (0 disables)")
 	fs.StringVar(&o.AdminUser, "admin-user", envOr(e, "KLUIS_ADMIN_USER", server.DefaultAdminUser), "bootstrap admin created when no admin exists (env KLUIS_ADMIN_USER)")
@@ -444,6 +445,9 @@ func serve(ctx context.Context, args []string, e Env) error {
 	}
 	if o.MetricsToken, err = readMetricsToken(*metricsTokenFile); err != nil {
 		return err
+	}
+	if o.AllowedHosts, err = server.ParseAllowedHosts(*allowedHosts); err != nil {
+		return fmt.Errorf("-allowed-hosts: %w", err)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())

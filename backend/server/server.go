@@ -86,6 +86,11 @@ type Options struct {
 	// PublicURL is the base of the citizens' track links; default
 	// "http://" + HTTPAddr.
 	PublicURL string
+	// AllowedHosts are the host names, besides the public URL's host,
+	// that the HTTP listener answers to (a name Prometheus or a proxy
+	// uses); IP literals and localhost are always answered. A request for
+	// any other Host gets 421 (hostGuard: DNS rebinding).
+	AllowedHosts []string
 	// HTTPMaxConnections caps the connections the HTTP listener (API,
 	// console, track pages, /metrics) holds open; past it a connection is
 	// answered 503 with Retry-After and closed, counted in
@@ -282,6 +287,9 @@ func New(o Options) (*Server, error) {
 	}
 	def(&o.HTTPAddr, DefaultHTTPAddr)
 	def(&o.PublicURL, "http://"+o.HTTPAddr)
+	if _, err := allowedHostNames(o.PublicURL, o.AllowedHosts); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	def(&o.MQTTAddr, DefaultMQTTAddr)
 	def(&o.AdminUser, DefaultAdminUser)
 	def(&o.MailFrom, DefaultMailFrom)
@@ -415,7 +423,14 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := o.Registry.Register(alarms.NewMetrics(st.Pool(), o.Clock, 10*time.Second, log)); err != nil {
 		return fmt.Errorf("server: register alarm metrics: %w", err)
 	}
-	root := rootHandler(console.Handler(), srv.Handler())
+	hosts, err := allowedHostNames(o.PublicURL, o.AllowedHosts)
+	if err != nil {
+		return err
+	}
+	root, err := hostGuard(rootHandler(console.Handler(), srv.Handler()), hosts, log, o.Registry)
+	if err != nil {
+		return err
+	}
 	w.parts = append(w.parts, part{"idempotency-prune", func(ctx context.Context) error {
 		return periodic.Loop{Every: time.Hour}.Run(ctx, func(ctx context.Context) {
 			if n, err := srv.PruneIdempotency(ctx, api.DefaultIdempotencyRetention); err != nil && ctx.Err() == nil {

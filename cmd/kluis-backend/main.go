@@ -14,8 +14,8 @@
 // KLUIS_MQTT_ADDR, default 127.0.0.1:1883), MQTT_USERNAME and MQTT_PASSWORD
 // (for an external broker), KLUIS_KEY_DIR (-key-dir, code signing keys,
 // default var/keys; or KLUIS_CODES_SIGNING_KEY and KLUIS_CODES_PIN_KEY),
-// KLUIS_MAIL_URL, KLUIS_SMS_URL, KLUIS_SLIP_DIR, KLUIS_PUBLIC_URL (see
-// docs/api.md),
+// KLUIS_MAIL_URL, KLUIS_SMS_URL, KLUIS_SLIP_DIR, KLUIS_PUBLIC_URL and
+// KLUIS_ALLOWED_HOSTS (the host names answered; see docs/api.md),
 // KLUIS_HTTP_ADDR (-http-addr, default 127.0.0.1:8080), KLUIS_ADMIN_USER and
 // KLUIS_ADMIN_PASSWORD (bootstrap admin created at first start; without a
 // password one is generated and printed once), KLUIS_LOG_LEVEL.

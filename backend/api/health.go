@@ -31,19 +31,31 @@ func (s *Server) ready(ctx context.Context) error {
 	}
 	if s.readyCheck != nil {
 		if err := s.readyCheck(ctx); err != nil {
-			return &notReady{code: "not_ready", msg: "not ready: " + err.Error(), err: err}
+			// The broker's error names its listen address (accept tcp
+			// 10.0.0.5:8883: ...): the log has it, anyone who asks
+			// /readyz gets a stable word.
+			return &notReady{code: "not_ready", msg: "not ready: the embedded MQTT broker does not accept connections",
+				details: map[string]string{"broker": "not_accepting"}, err: err}
 		}
 	}
 	return nil
 }
 
-// notReady is a failed readiness check.
+// notReady is a failed readiness check: msg and details are what /readyz
+// says, err (logged only) the cause.
 type notReady struct {
 	code, msg string
+	details   any
 	err       error
 }
 
-func (e *notReady) Error() string { return e.msg }
+// Error is what is logged: the message and the cause.
+func (e *notReady) Error() string {
+	if e.err != nil {
+		return e.msg + ": " + e.err.Error()
+	}
+	return e.msg
+}
 func (e *notReady) Unwrap() error { return e.err }
 
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
@@ -51,7 +63,9 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) error {
 		s.log.Warn("readiness check failed", "err", err)
 		var nr *notReady
 		if errors.As(err, &nr) {
-			return errorf(http.StatusServiceUnavailable, nr.code, "%s", nr.msg)
+			e := errorf(http.StatusServiceUnavailable, nr.code, "%s", nr.msg)
+			e.Details = nr.details
+			return e
 		}
 		return errorf(http.StatusServiceUnavailable, "not_ready", "not ready")
 	}

@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -36,19 +37,36 @@ func TestReadyGauge(t *testing.T) {
 }
 
 // Options.Ready (the embedded broker accepting) is part of readiness: its
-// error makes /readyz answer 503 not_ready with the reason, and the gauge 0.
+// error makes /readyz answer 503 not_ready, and the gauge 0. Anyone may
+// ask /readyz: it says "broker": "not_accepting", a stable word, and the
+// log has the error (it names the broker's listen address). Before, the
+// answer carried the error itself.
 func TestReadyCheck(t *testing.T) {
 	var failing error
+	var logged testenv.SyncBuffer
 	e := newEnv(t, func(o *api.Options) {
 		o.Ready = func(context.Context) error { return failing }
+		o.Logger = slog.New(slog.NewTextHandler(&logged, nil))
 	})
 	r := e.do("GET", "/readyz", "", nil)
 	assert.Equal(t, http.StatusOK, r.status)
-	failing = errors.New("broker: not accepting connections: too many open files")
+	failing = errors.New("broker: not accepting connections: accept tcp 10.0.0.5:8883: accept4: too many open files")
 	r = e.do("GET", "/readyz", "", nil)
 	assert.Equal(t, http.StatusServiceUnavailable, r.status)
-	assert.Contains(t, string(r.body), "not_ready")
-	assert.Contains(t, string(r.body), "too many open files")
+	var body struct {
+		Error struct {
+			Code    string            `json:"code"`
+			Message string            `json:"message"`
+			Details map[string]string `json:"details"`
+		} `json:"error"`
+	}
+	r.decode(t, &body)
+	assert.Equal(t, "not_ready", body.Error.Code)
+	assert.Equal(t, "not ready: the embedded MQTT broker does not accept connections", body.Error.Message)
+	assert.Equal(t, map[string]string{"broker": "not_accepting"}, body.Error.Details)
+	assert.NotContains(t, string(r.body), "10.0.0.5", "the broker's address")
+	assert.NotContains(t, string(r.body), "too many open files")
+	assert.Contains(t, logged.String(), "accept tcp 10.0.0.5:8883: accept4: too many open files", "the detail is logged")
 	assert.Contains(t, mustGather(t, e.reg), "kluis_api_ready 0")
 	failing = nil
 	assert.Contains(t, mustGather(t, e.reg), "kluis_api_ready 1")

@@ -384,12 +384,7 @@ func (r *online) tap(ctx context.Context, d doc, method wire.Method) (time.Durat
 		func() bool {
 			// The operation has ended and its events are acknowledged.
 			h, err := r.health.Health(ctx)
-			if err != nil || h.Backlog > 0 {
-				time.Sleep(15 * time.Millisecond)
-				return false
-			}
-			dg, err := r.kiosk.Diagnostics(ctx)
-			if err != nil || len(dg.Busy) > 0 {
+			if err != nil || h.Backlog > 0 || h.Operations > 0 {
 				time.Sleep(15 * time.Millisecond)
 				return false
 			}

@@ -436,8 +436,8 @@ func startOnce(ctx context.Context, o startOptions, dir, bin string) (s startSam
 				return kc.Post(ctx, "/kiosk/v1/pickup", map[string]string{"qr": c.token})
 			},
 			func() bool {
-				dg, err := kc.Diagnostics(ctx)
-				if err != nil || len(dg.Busy) > 0 {
+				h, err := health.Health(ctx)
+				if err != nil || h.Operations > 0 {
 					time.Sleep(5 * time.Millisecond)
 					return false
 				}

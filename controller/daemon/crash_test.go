@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -71,7 +70,9 @@ type child struct {
 	done   chan error
 }
 
-func startChild(t *testing.T, cfgPath, kiosk string) *child {
+// startChild runs kluisd (TestCrashChild) on cfgPath and waits until its
+// /healthz on metrics says ready.
+func startChild(t *testing.T, cfgPath, metrics string) *child {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
 	cmd.Env = append(os.Environ(), childEnv+"="+cfgPath)
 	stderr := &testenv.SyncBuffer{}
@@ -82,16 +83,8 @@ func startChild(t *testing.T, cfgPath, kiosk string) *child {
 	go func() { c.done <- cmd.Wait() }()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := testenv.HTTPClient().Get("http://" + kiosk + "/kiosk/v1/diagnostics")
-		if err == nil {
-			var d struct {
-				Ready bool `json:"ready"`
-			}
-			_ = json.NewDecoder(resp.Body).Decode(&d)
-			resp.Body.Close()
-			if d.Ready {
-				return c
-			}
+		if health(metrics).Ready {
+			return c
 		}
 		select {
 		case err := <-c.done:
@@ -163,7 +156,7 @@ func TestKillNineNoLostEventsNoDoublePulse(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 7))
 	dir := t.TempDir()
 	dev := fmt.Sprintf("crash-%d", time.Now().UnixNano())
-	kiosk := testenv.FreeAddr(t)
+	kiosk, metrics := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	var addrs []wire.Address
 	var comps strings.Builder
 	for i := 1; i <= docs; i++ {
@@ -182,11 +175,11 @@ mqtt: %s
 hardware: {driver: simfile, simfile: %s}
 journal_dir: %s
 kiosk: {listen: "%s"}
-metrics_listen: "off"
+metrics_listen: "%s"
 offline: %s
 timeouts: {door_open_detect: 2s, verify: 2s, resume_window: 60s}
 compartments:
-%s`, dev, be.mqttConfig(), filepath.Join(dir, "board.sim"), filepath.Join(dir, "journal"), kiosk, be.offlineConfig(), comps.String())), 0o600))
+%s`, dev, be.mqttConfig(), filepath.Join(dir, "board.sim"), filepath.Join(dir, "journal"), kiosk, metrics, be.offlineConfig(), comps.String())), 0o600))
 
 	pending := func() []string {
 		var out []string
@@ -198,7 +191,7 @@ compartments:
 		return out
 	}
 	for k := 0; k < kills; k++ {
-		c := startChild(t, cfgPath, kiosk)
+		c := startChild(t, cfgPath, metrics)
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		wg.Add(1)
@@ -224,7 +217,7 @@ compartments:
 		wg.Wait()
 	}
 	// Final run: finish what is left, let the outbox drain, stop cleanly.
-	c := startChild(t, cfgPath, kiosk)
+	c := startChild(t, cfgPath, metrics)
 	deadline := time.Now().Add(90 * time.Second)
 	for len(pending()) > 0 && time.Now().Before(deadline) {
 		for _, d := range pending() {
@@ -235,14 +228,10 @@ compartments:
 	require.Empty(t, pending(), "every document collected\n%s\n%s", c.stderr.String(), be.Log)
 	var backlog int
 	for time.Now().Before(deadline) {
-		resp, err := testenv.HTTPClient().Get("http://" + kiosk + "/kiosk/v1/diagnostics")
-		require.NoError(t, err)
-		var d struct {
-			Backlog int `json:"backlog"`
-		}
-		require.NoError(t, json.NewDecoder(resp.Body).Decode(&d))
-		resp.Body.Close()
-		if backlog = d.Backlog; backlog == 0 {
+		h := health(metrics)
+		if backlog = h.Backlog; !h.Ready {
+			backlog = -1 // not answering: nothing drained yet
+		} else if backlog == 0 {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)

@@ -320,7 +320,7 @@ func Run(ctx context.Context, o Options) error {
 				status = http.StatusServiceUnavailable
 			}
 			w.WriteHeader(status)
-			fmt.Fprintf(w, `{"ready":%t,"mqtt_connected":%t,"backlog":%d}`+"\n", eng.Ready(), lk.Connected(), j.OutboxLen())
+			fmt.Fprintf(w, `{"ready":%t,"mqtt_connected":%t,"backlog":%d,"operations":%d}`+"\n", eng.Ready(), lk.Connected(), j.OutboxLen(), eng.Operations())
 		})
 		metricsSrv = &http.Server{Handler: nosniff(kiosk.LoopbackHostOnly(mux)), ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second,

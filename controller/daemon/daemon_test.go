@@ -138,8 +138,7 @@ compartments:
 	require.Equal(t, 1, be.channelOf(doc))
 	tok := tokens[doc]
 	testenv.Eventually(t, "the backend's code sync applied", func() bool {
-		_, b := get(t, "http://"+kiosk+"/kiosk/v1/diagnostics")
-		return strings.Contains(b, `"offline_cache":2`)
+		return metricValue(metrics, "kluisd_offline_cache_entries") == 2
 	})
 	// The device's result reached the backend: nothing of kluisd's is in
 	// flight when the broker goes (paho's resume of in-flight messages on

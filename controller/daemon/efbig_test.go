@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -101,9 +100,10 @@ func TestJournalEFBIGAlarmReachesTheBackend(t *testing.T) {
 	addrs := []wire.Address{{Board: 0, Channel: 0}, {Board: 0, Channel: 1}}
 	be := startRealBackend(t, dev, "locker", numbered(addrs...), server.Options{})
 	ids, tokens := be.loadDocuments(len(addrs))
+	techPIN := be.technician()
 	jdir := filepath.Join(dir, "journal")
 	cfgPath := writeLockerConfig(t, be, dir, jdir, kiosk, metrics, "{door_open_detect: 2s, verify: 2s}", len(addrs))
-	c := startChild(t, cfgPath, kiosk)
+	c := startChild(t, cfgPath, metrics)
 	defer func() {
 		if c.cmd.ProcessState == nil {
 			_ = c.cmd.Process.Kill()
@@ -133,18 +133,11 @@ func TestJournalEFBIGAlarmReachesTheBackend(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	require.Equal(t, 1, diskFull(metrics), "the journal still fails")
-	// The technician's screen (the kiosk's diagnostics) lists it too.
-	var diag struct {
-		Alarms []struct {
-			Alarm string `json:"alarm"`
-		} `json:"alarms"`
-	}
-	resp, err := testenv.HTTPClient().Get("http://" + kiosk + "/kiosk/v1/diagnostics")
-	require.NoError(t, err)
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&diag))
-	resp.Body.Close()
+	// The technician's screen (the kiosk's diagnostics, for a technician
+	// logged in) lists it too.
+	diag := techDiagnostics(t, kiosk, techPIN)
 	require.Len(t, diag.Alarms, 1, "journal_full on the technician's screen while the journal fails")
-	require.Equal(t, string(wire.AlarmJournalFull), diag.Alarms[0].Alarm)
+	require.Equal(t, wire.AlarmJournalFull, diag.Alarms[0].Alarm)
 	fi2, err := os.Stat(filepath.Join(jdir, "journal.log"))
 	require.NoError(t, err)
 	require.Equal(t, fi.Size(), fi2.Size(), "nothing journaled meanwhile")
@@ -166,10 +159,7 @@ func TestJournalEFBIGAlarmReachesTheBackend(t *testing.T) {
 	}
 	raised, cleared := journalFullAudit(be, dev)
 	require.Equal(t, [2]int{1, 1}, [2]int{raised, cleared})
-	resp, err = testenv.HTTPClient().Get("http://" + kiosk + "/kiosk/v1/diagnostics")
-	require.NoError(t, err)
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&diag))
-	resp.Body.Close()
+	diag = techDiagnostics(t, kiosk, techPIN)
 	require.Len(t, diag.Alarms, 1, "listed once: not again when journaled")
 	stopChild(t, c)
 }

@@ -40,23 +40,11 @@ func TestForcedHatchWithdrawsOfflineCodes(t *testing.T) {
 	slot := be.channelOf(doc)
 	require.NoError(t, sim.Load(0, slot, slot, "ID card 591-0000001-01"))
 
-	kiosk, stop := startSimKluisd(t, be, dev, config.KindAutomaton, fmt.Sprintf("{driver: kluis, serial: {port: %s, baud: 9600}}", line.Path),
+	kiosk, metrics, stop := startSimKluisd(t, be, dev, config.KindAutomaton, fmt.Sprintf("{driver: kluis, serial: {port: %s, baud: 9600}}", line.Path),
 		"{door_open_detect: 5s, verify: 2s, present: 10s}", "  - {number: 4, board: 0, slot: 3}\n  - {number: 5, board: 0, slot: 4}\n")
 	defer func() { _ = stop() }()
-	diag := func() map[string]any {
-		resp, err := testenv.HTTPClient().Get("http://" + kiosk + "/kiosk/v1/diagnostics")
-		if err != nil {
-			return nil
-		}
-		defer resp.Body.Close()
-		var v map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&v)
-		return v
-	}
 	testenv.EventuallyWithin(t, 60*time.Second, "the document's code in the offline cache", func() bool {
-		v := diag()
-		n, _ := v["offline_cache"].(float64)
-		return v["ready"] == true && n >= 1
+		return health(metrics).Ready && metricValue(metrics, "kluisd_offline_cache_entries") >= 1
 	})
 
 	// The hatch forced open and shut again, no pulse.

@@ -63,7 +63,7 @@ func TestKillNineOnAFullDisk(t *testing.T) {
 	}
 	pulses := func() map[hardware.Address]int { return simPulses(t, filepath.Join(dir, "board.sim")) }
 
-	c := startChild(t, cfgPath, kiosk)
+	c := startChild(t, cfgPath, metrics)
 	require.Equal(t, 0, diskFull(metrics))
 	filler := filepath.Join(mnt, "filler")
 	f, err := os.Create(filler)
@@ -93,7 +93,7 @@ func TestKillNineOnAFullDisk(t *testing.T) {
 	t.Logf("the journal met the full disk after %d pickups asked, %d pulses", next, len(before))
 
 	// Restarted on the full disk: no room for the reserve, no door opens.
-	c = startChild(t, cfgPath, kiosk)
+	c = startChild(t, cfgPath, metrics)
 	require.Equal(t, 1, diskFull(metrics))
 	pickup(kiosk, tokens[ids[docs-1]])
 	time.Sleep(time.Second)

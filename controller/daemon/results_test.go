@@ -92,7 +92,7 @@ func TestKillNineKeepsCommandResults(t *testing.T) {
 	cfgPath := writeLockerConfig(t, be, dir, filepath.Join(dir, "journal"), kiosk, metrics, "{door_open_detect: 2s, verify: 2s}", doors)
 	pulses := func() map[hardware.Address]int { return simPulses(t, filepath.Join(dir, "board.sim")) }
 
-	c := startChild(t, cfgPath, kiosk)
+	c := startChild(t, cfgPath, metrics)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("kluisd's log:\n%s\nthe backend's log (end):\n%s", c.stderr.String(), tail(be.Log.String(), 8000))
@@ -140,7 +140,7 @@ func TestKillNineKeepsCommandResults(t *testing.T) {
 	calls.Wait()
 	be.Options.DeviceResultBudget = devicelink.Budget{}
 	be.restart()
-	c = startChild(t, cfgPath, kiosk)
+	c = startChild(t, cfgPath, metrics)
 	testenv.EventuallyWithin(t, 60*time.Second, "every open's result recorded after the restart", func() bool {
 		return be.commandsDone(wire.CmdOpen)
 	})
@@ -192,14 +192,14 @@ func TestInterruptedCommandReportedUncertain(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, j.Close())
 
-	kiosk := testenv.FreeAddr(t)
-	cfgPath := writeLockerConfig(t, be, dir, jdir, kiosk, "off", "{}", 1)
+	kiosk, metrics := testenv.FreeAddr(t), testenv.FreeAddr(t)
+	cfgPath := writeLockerConfig(t, be, dir, jdir, kiosk, metrics, "{}", 1)
 	status := func() string {
 		var st string
 		require.NoError(t, conn.QueryRow(ctx, `SELECT status FROM device_commands WHERE command_id = $1`, id).Scan(&st))
 		return st
 	}
-	c := startChild(t, cfgPath, kiosk)
+	c := startChild(t, cfgPath, metrics)
 	testenv.EventuallyWithin(t, 30*time.Second, "the interrupted command recorded uncertain", func() bool { return status() == "uncertain" })
 	var detail string
 	require.NoError(t, conn.QueryRow(ctx, `SELECT result_detail FROM device_commands WHERE command_id = $1`, id).Scan(&detail))

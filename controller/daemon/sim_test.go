@@ -69,17 +69,9 @@ func TestPickupAgainstSimulator(t *testing.T) {
 			ch := be.channelOf(doc) // a channel, or an automaton's slot
 			require.NoError(t, sim.Load(0, ch, ch, "ID card 591-0000001-01"))
 
-			kiosk, stop := startSimKluisd(t, be, dev, kind, hw, "{door_open_detect: 5s, verify: 3s, present: 10s}", comps)
+			kiosk, metrics, stop := startSimKluisd(t, be, dev, kind, hw, "{door_open_detect: 5s, verify: 3s, present: 10s}", comps)
 			defer func() { require.NoError(t, stop()) }()
-			testenv.Eventually(t, "kiosk ready", func() bool {
-				resp, err := testenv.HTTPClient().Get("http://" + kiosk + "/kiosk/v1/diagnostics")
-				if err != nil {
-					return false
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				return strings.Contains(string(b), `"ready":true`)
-			})
+			testenv.Eventually(t, "kiosk ready", func() bool { return health(metrics).Ready })
 			// The link may still be connecting: retry until the backend answered.
 			testenv.Eventually(t, "door opens", func() bool {
 				if len(sim.Pulses()) == 0 {
@@ -122,11 +114,12 @@ func hatchOr(kind string, ch int) int {
 
 // startSimKluisd runs kluisd (Run) as device dev of kind against be, with
 // the hardware hw and timeouts (YAML flow mappings) and the compartments
-// comps (YAML list lines). It returns the kiosk's address and stop, which
-// stops kluisd and returns Run's error.
-func startSimKluisd(t *testing.T, be *realBackend, dev, kind, hw, timeouts, comps string) (kiosk string, stop func() error) {
+// comps (YAML list lines). It returns the kiosk's and the metrics
+// listener's addresses and stop, which stops kluisd and returns Run's
+// error.
+func startSimKluisd(t *testing.T, be *realBackend, dev, kind, hw, timeouts, comps string) (kiosk, metrics string, stop func() error) {
 	t.Helper()
-	kiosk = testenv.FreeAddr(t)
+	kiosk, metrics = testenv.FreeAddr(t), testenv.FreeAddr(t)
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`
 device_id: %s
 site: sim
@@ -135,18 +128,18 @@ mqtt: %s
 hardware: %s
 journal_dir: %s
 kiosk: {listen: "%s"}
-metrics_listen: "off"
+metrics_listen: "%s"
 offline: %s
 timeouts: %s
 compartments:
-%s`, dev, kind, be.mqttConfig(), hw, filepath.Join(t.TempDir(), "journal"), kiosk, be.offlineConfig(), timeouts, comps)), config.ParseOptions{})
+%s`, dev, kind, be.mqttConfig(), hw, filepath.Join(t.TempDir(), "journal"), kiosk, metrics, be.offlineConfig(), timeouts, comps)), config.ParseOptions{})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Software: "sim-test"})
 	}()
-	return kiosk, func() error {
+	return kiosk, metrics, func() error {
 		cancel()
 		select {
 		case err := <-done:

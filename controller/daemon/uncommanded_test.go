@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"io"
 	"strings"
 	"testing"
 	"time"
@@ -39,18 +38,10 @@ func TestUncommandedRelayRaisesForcedDoor(t *testing.T) {
 	be := startRealBackend(t, dev, config.KindLocker, []compartment{{4, wire.Address{Board: 0, Channel: 3}}, {5, wire.Address{Board: 0, Channel: 4}}},
 		server.Options{})
 	hw := fmt.Sprintf("{driver: tasmota, tasmota: {broker: %s, modules: [{topic: %s-bank, relays: 8, board: 0}]}}", testenv.BrokerURL(), dev)
-	kiosk, stop := startSimKluisd(t, be, dev, config.KindLocker, hw, "{door_open_detect: 5s, verify: 3s, present: 10s}",
+	_, metrics, stop := startSimKluisd(t, be, dev, config.KindLocker, hw, "{door_open_detect: 5s, verify: 3s, present: 10s}",
 		"  - {number: 4, board: 0, channel: 3}\n  - {number: 5, board: 0, channel: 4}\n")
 	defer func() { require.NoError(t, stop()) }()
-	testenv.Eventually(t, "kiosk ready", func() bool {
-		resp, err := testenv.HTTPClient().Get("http://" + kiosk + "/kiosk/v1/diagnostics")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return strings.Contains(string(b), `"ready":true`)
-	})
+	testenv.Eventually(t, "kiosk ready", func() bool { return health(metrics).Ready })
 
 	rogue := mqtttest.Connect(t, mqtttest.Options(testenv.BrokerURL(), "rogue-"+dev, "", ""))
 	defer rogue.Disconnect(0)

@@ -665,6 +665,15 @@ func (e *Engine) Touch(seq uint64) Screen {
 
 func (e *Engine) busyLocked() bool { return len(e.active) > 0 }
 
+// Operations is the number of door operations under way (Diagnostics'
+// busy compartments, counted): kluisd's /healthz says it without naming
+// the compartments.
+func (e *Engine) Operations() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.active)
+}
+
 func (e *Engine) setScreen(state string, n int, lang string) Screen {
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -16,7 +16,7 @@
 //	POST /kiosk/v1/staff/logout
 //	POST /kiosk/v1/staff/clear-lockout  (staff login required: lifts the PIN lockout)
 //	POST /kiosk/v1/tech/test-open  {"compartment": 3}   (staff login required)
-//	GET  /kiosk/v1/diagnostics
+//	GET  /kiosk/v1/diagnostics     (a technician or admin logged in at the kiosk; 403 otherwise)
 //
 // Every API answer is JSON. A malformed request gets 400 with {"error":
 // ...}; codes, PINs and badges are never logged. At most
@@ -47,6 +47,7 @@ import (
 	"kluis/controller/engine"
 	"kluis/controller/jsonkeys"
 	"kluis/controller/kiosk/screen"
+	"kluis/controller/wire"
 )
 
 // MaxBody bounds a request body.
@@ -551,6 +552,16 @@ func (s *Server) testOpen(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, scr)
 }
 
+// diagnostics answers what the technician's panel (/screen/tech) shows,
+// and to whom it shows it: a technician or an admin logged in at the
+// kiosk. The doors, item sensors and alarms say which compartments hold
+// something; any local process could read them before. Tools without a
+// login read /healthz on the metrics listener (ready, backlog, the door
+// operations under way) and /metrics.
 func (s *Server) diagnostics(w http.ResponseWriter, r *http.Request) {
+	if sc := s.e.Screen(); sc.Staff == "" || (sc.StaffRole != wire.RoleTechnician && sc.StaffRole != wire.RoleAdmin) {
+		writeErr(w, http.StatusForbidden, "diagnostics are for a technician or an admin logged in at the kiosk")
+		return
+	}
 	writeJSON(w, http.StatusOK, s.e.Diagnostics(r.Context()))
 }

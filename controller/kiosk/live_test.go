@@ -27,7 +27,7 @@ import (
 )
 
 // staffBackend lets the badge "B-1" in (for an hour), "T-1" as a
-// technician, and answers every code as wrong.
+// technician, "A-1" as an admin, and answers every code as wrong.
 type staffBackend struct {
 	mu      sync.Mutex
 	logouts int
@@ -47,6 +47,10 @@ func (b *staffBackend) Staff(ctx context.Context, req wire.StaffRequest) (wire.S
 		exp := time.Now().Add(time.Hour)
 		return wire.StaffResponse{ID: req.ID, Op: req.Op, Result: wire.StaffOK, Session: "t", StaffID: "8", StaffName: "Bo", Expires: &exp,
 			Role: wire.RoleTechnician}, nil
+	case req.Op == wire.StaffLogin && req.Badge == "A-1":
+		exp := time.Now().Add(time.Hour)
+		return wire.StaffResponse{ID: req.ID, Op: req.Op, Result: wire.StaffOK, Session: "a", StaffID: "9", StaffName: "Cas", Expires: &exp,
+			Role: wire.RoleAdmin}, nil
 	case req.Op == wire.StaffReserve:
 		return wire.StaffResponse{ID: req.ID, Op: req.Op, Result: wire.StaffOK, DocumentID: "d1", Addr: &wire.Address{Channel: 0}}, nil
 	case req.Op == wire.StaffLogout:

@@ -34,7 +34,7 @@ func TestKioskAnswersSayNosniff(t *testing.T) {
 		{"GET", "/screen/tech", "", "", nil, http.StatusForbidden},
 		{"GET", "/kiosk/v1/session", "", "", nil, http.StatusOK},
 		{"GET", "/kiosk/v1/session?wait=x", "", "", nil, http.StatusBadRequest},
-		{"GET", "/kiosk/v1/diagnostics", "", "", nil, http.StatusOK},
+		{"GET", "/kiosk/v1/diagnostics", "", "", nil, http.StatusForbidden},
 		{"GET", "/kiosk/v1/events", "", "", nil, http.StatusOK},
 		{"POST", "/kiosk/v1/pickup", "", `{"qr":"K1.x.y"}`, map[string]string{"Content-Type": "application/json"}, http.StatusOK},
 		{"POST", "/kiosk/v1/pickup", "", `{"qr":`, map[string]string{"Content-Type": "application/json"}, http.StatusBadRequest},

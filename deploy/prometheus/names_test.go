@@ -78,7 +78,7 @@ func runKluisd(t *testing.T, hw string) map[string]bool {
 		hardware = fmt.Sprintf("{driver: tasmota, tasmota: {broker: %s, modules: [{topic: %s-bank, relays: 8, board: 0}]}}",
 			testenv.BrokerURL(), dev)
 	}
-	kiosk := testenv.FreeAddr(t)
+	kiosk, metrics := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`
 device_id: %s
 site: names
@@ -87,10 +87,10 @@ mqtt: {url: %s, client_id: %s}
 hardware: %s
 journal_dir: %s
 kiosk: {listen: "%s"}
-metrics_listen: "off"
+metrics_listen: "%s"
 compartments:
   - {number: 1, board: 0, channel: 0}
-`, dev, testenv.BrokerURL(), dev, hardware, filepath.Join(t.TempDir(), "journal"), kiosk)), config.ParseOptions{})
+`, dev, testenv.BrokerURL(), dev, hardware, filepath.Join(t.TempDir(), "journal"), kiosk, metrics)), config.ParseOptions{})
 	require.NoError(t, err)
 	reg := promtext.NewRegistry()
 	done := make(chan error, 1)
@@ -104,7 +104,7 @@ compartments:
 			t.Fatalf("kluisd (%s) stopped: %v", hw, err)
 		default:
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+kiosk+"/kiosk/v1/diagnostics", nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+metrics+"/healthz", nil)
 		if err != nil {
 			return false, "", err
 		}

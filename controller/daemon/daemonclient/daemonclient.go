@@ -59,6 +59,9 @@ type Health struct {
 	MQTTConnected bool `json:"mqtt_connected"`
 	// Backlog is the number of events not yet acknowledged by the backend.
 	Backlog int `json:"backlog"`
+	// Operations is the number of door operations under way (which
+	// compartments: the kiosk's diagnostics, for a technician logged in).
+	Operations int `json:"operations"`
 }
 
 // Health reads /healthz. A kluisd that is not ready answers 503 with the

@@ -65,7 +65,10 @@ func (c *Client) Session(ctx context.Context) (engine.Screen, error) {
 }
 
 // Diagnostics returns the device's diagnostics (GET /kiosk/v1/diagnostics):
-// boards, doors, backlog, the PIN lockout, the last alarms.
+// boards, doors, backlog, the PIN lockout, the last alarms. kluisd
+// answers them only while a technician or an admin is logged in at the
+// kiosk (a StatusError 403 otherwise); without a login, kluisd's /healthz
+// (daemonclient.Health) says ready, backlog and the operations under way.
 func (c *Client) Diagnostics(ctx context.Context) (engine.Diagnostics, error) {
 	var d engine.Diagnostics
 	err := c.do(ctx, http.MethodGet, "/kiosk/v1/diagnostics", nil, &d)

@@ -166,6 +166,35 @@ func TestNormalize(t *testing.T) {
 	}
 }
 
+// EmailDisguised tells the refusals for what a reader cannot see from the
+// others, so the console can say which it is.
+func TestEmailDisguised(t *testing.T) {
+	for in, want := range map[string]bool{
+		"jan@ex\u200bample.be": true,
+		"j\u200dan@example.be": true,
+		"jan@example.be\u202e": true,
+		"jan@ex\u0430mple.be":  true,
+		"j\u0430n@example.be":  true,
+		"jan@example.b\u0435":  true,
+		"jan@exa\u03bfple.be":  true,
+		// Refused, but for what anyone reads: the usual text.
+		"not an address":       false,
+		"jan@localhost":        false,
+		"jan@10.0.0.5":         false,
+		"jan@[10.0.0.5]":       false,
+		"jan@ex_ample.be":      false,
+		"Jan <jan@example.be>": false,
+		// Accepted.
+		"jan@example.be": false,
+		"jan.\u0438\u0432\u0430\u043d\u043e\u0432@example.be": false,
+	} {
+		require.Equal(t, want, store.EmailDisguised(in), in)
+		if want {
+			require.Empty(t, store.NormalizeEmail(in), in)
+		}
+	}
+}
+
 func TestNewDocumentValidate(t *testing.T) {
 	good := store.NewDocument{Kind: store.EID, Number: " 592-1234567-89 ", FirstName: "Jan", LastName: "Peeters",
 		BirthDate: new(time.Date(1980, 2, 3, 15, 0, 0, 0, time.UTC)), Language: "NL", Mobile: "0470123456", SiteID: "k"}

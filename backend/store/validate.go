@@ -136,16 +136,27 @@ func NormalizeMobile(s string) string {
 // NormalizeEmail trims an address and checks it is a bare address
 // (no display name); it returns "" when it is not.
 func NormalizeEmail(s string) string {
+	a, _ := checkEmail(s)
+	return a
+}
+
+// EmailDisguised reports whether NormalizeEmail refuses s for what a
+// reader cannot see: a character nobody sees (a zero-width space, a
+// direction override) or letters of look-alike scripts mixed in one word
+// of the local part or one label of the domain. The console then says so:
+// "fill in a valid address" under an address that reads as valid leaves
+// the clerk nothing to correct.
+func EmailDisguised(s string) bool {
+	_, disguised := checkEmail(s)
+	return disguised
+}
+
+// checkEmail is NormalizeEmail, and whether a refusal was for what a
+// reader cannot see (EmailDisguised).
+func checkEmail(s string) (addr string, disguised bool) {
 	s = strings.TrimSpace(s)
 	if s == "" || len(s) > 254 {
-		return ""
-	}
-	a, err := mail.ParseAddress(s)
-	domain := s[strings.LastIndex(s, "@")+1:]
-	// A domain literal (jan@[10.0.0.5]) is nobody's address at a counter:
-	// the mail relay would deliver to that host, an internal one as well.
-	if err != nil || a.Address != s || a.Name != "" || !strings.Contains(domain, ".") || strings.HasPrefix(domain, "[") {
-		return ""
+		return "", false
 	}
 	// The clerk reads the address back to the holder and the console
 	// shows it: a character nobody sees (a zero-width space, a direction
@@ -154,20 +165,33 @@ func NormalizeEmail(s string) string {
 	// door, to another mailbox than the one everyone reads.
 	for _, r := range s {
 		if safetext.Refused(r) || unicode.Is(unicode.Cf, r) { // the joiners too: no address needs one
-			return ""
+			return "", true
 		}
+	}
+	a, err := mail.ParseAddress(s)
+	at := strings.LastIndex(s, "@")
+	domain := s[at+1:]
+	// A domain literal (jan@[10.0.0.5]) is nobody's address at a counter:
+	// the mail relay would deliver to that host, an internal one as well.
+	if err != nil || a.Address != s || a.Name != "" || !strings.Contains(domain, ".") || strings.HasPrefix(domain, "[") {
+		return "", false
 	}
 	// The local part by its words (letters between dots, digits, '+',
 	// '-'): "jan.иванов" is two names, "jаn" one disguised.
-	for _, w := range strings.FieldsFunc(s[:strings.LastIndex(s, "@")], func(r rune) bool { return !unicode.IsLetter(r) }) {
+	for _, w := range strings.FieldsFunc(s[:at], func(r rune) bool { return !unicode.IsLetter(r) }) {
 		if mixedScripts(w) {
-			return ""
+			return "", true
+		}
+	}
+	for _, l := range strings.Split(domain, ".") {
+		if mixedScripts(l) {
+			return "", true
 		}
 	}
 	if !hostName(domain) {
-		return ""
+		return "", false
 	}
-	return s
+	return s, false
 }
 
 // hostName reports whether domain is a host name a mail relay looks up

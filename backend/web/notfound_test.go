@@ -68,6 +68,40 @@ func TestRegisterSaysWhyANameIsRefused(t *testing.T) {
 	}
 }
 
+// A holder's e-mail address refused for what the clerk cannot see in it
+// (an invisible character, a Cyrillic letter among Latin ones: the QR code
+// would go to another mailbox) is told so: the form said "Fill in a valid
+// e-mail address, like name@example.be." under an address that reads as
+// one (the outside tester's round two).
+func TestRegisterSaysWhyAnEmailIsRefused(t *testing.T) {
+	t.Parallel() // its own backend and database
+	e := newEnv(t, server.Options{})
+	c := e.client()
+	c.login(auth.RoleStaff)
+	form := func(email string) url.Values {
+		return url.Values{"kind": {"eid"}, "number": {"591-0000009-02"}, "holder_first_name": {"Jan"}, "holder_last_name": {"Peeters"},
+			"holder_birth_date_day": {"12"}, "holder_birth_date_month": {"4"}, "holder_birth_date_year": {"1980"},
+			"language": {"nl"}, "contact": {"email"}, "email": {email}, "site_id": {siteID}}
+	}
+	for _, lang := range web.Languages {
+		disguised, invalid := web.CatalogueText(lang, "register.email_text"), web.CatalogueText(lang, "register.invalid.email")
+		require.NotEmpty(t, disguised, lang)
+		for _, email := range []string{"jan@ex\u200bample.be", "jan@ex\u0430mple.be"} {
+			p := c.post("/staff/documents?lang="+lang, form(email))
+			require.Equal(t, http.StatusBadRequest, p.status)
+			body := html.UnescapeString(p.body)
+			assert.Contains(t, body, disguised, "%q in %s", email, lang)
+			assert.NotContains(t, body, invalid, "%q in %s", email, lang)
+		}
+		// What anyone can read as wrong keeps the usual text.
+		p := c.post("/staff/documents?lang="+lang, form("jan.example.be"))
+		require.Equal(t, http.StatusBadRequest, p.status)
+		body := html.UnescapeString(p.body)
+		assert.Contains(t, body, invalid, lang)
+		assert.NotContains(t, body, disguised, lang)
+	}
+}
+
 // A staff action's reason refused for a character that cannot be seen (a
 // zero-width space, a direction override, often pasted along) is told
 // so: the message spoke only of length and lines (found black-box).

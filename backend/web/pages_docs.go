@@ -338,6 +338,11 @@ func (w *Web) register(rw http.ResponseWriter, q *req) error {
 				bad[field] = nameTextKey[field]
 			}
 		}
+		// So is an address that reads as valid but holds a character
+		// nobody sees or a look-alike letter of another alphabet.
+		if key, ok := bad["email"]; ok && key == "" && store.EmailDisguised(f.Email) {
+			bad["email"] = "register.email_text"
+		}
 	}
 	var dev store.Device
 	if f.DeviceID != "" {

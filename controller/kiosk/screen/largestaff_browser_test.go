@@ -27,11 +27,7 @@ import (
 func TestLargeStaffScreensFitTheSmallPanel(t *testing.T) {
 	r, m := onSmallPanelLarge(t, false)
 	ctx := context.Background()
-	m.click(`#v-start [data-act=large]`)
-	m.each("large text on", func(mt *mtab) error {
-		mt.large = true
-		return waitJS(mt, `document.documentElement.classList.contains("large") && document.readyState === "complete"`)
-	})
+	m.tapLarge()
 	fits := func(name, id string, e expect, texts string) {
 		t.Helper()
 		m.check(name+"-large", id, e)
@@ -93,26 +89,26 @@ func TestLargeStaffScreensFitTheSmallPanel(t *testing.T) {
 	m.keys("591-0008")
 	fits("staff-load", "v-staff-load", expect{h1: "staff.load"}, common("v-staff-load")+", #doc-load")
 	m.each("the number typed", func(mt *mtab) error { return waitJS(mt, `document.querySelector("#doc-load").value === "591-0008"`) })
-	o := r.opens(7)
-	if _, err := r.e.StaffLoad(ctx, "591-0008", "en"); err != nil {
-		t.Fatal(err)
+	// doorOf: staff's fn opens compartment 8 (channel 7); the open door's
+	// screen (open), then, the door closed with the item placed or not,
+	// the result's (done) fit.
+	doorOf := func(fn func(context.Context, string, string) (engine.Screen, error), open, done string, placed bool) {
+		t.Helper()
+		o := r.opens(7)
+		if _, err := fn(ctx, "591-0008", "en"); err != nil {
+			t.Fatal(err)
+		}
+		r.waitOpened(7, o)
+		fits("staff-"+open, "s-"+open, expect{h1: "title.door_open", msg: "state." + open, n: 8}, common("s-"+open))
+		r.close(7, placed)
+		fits("staff-"+done, "s-"+done, expect{h1: "title." + done, msg: "state." + done, n: 8}, common("s-"+done))
 	}
-	r.waitOpened(7, o)
-	fits("staff-loading", "s-loading", expect{h1: "title.door_open", msg: "state.loading", n: 8}, common("s-loading"))
-	r.close(7, true)
-	fits("staff-loaded", "s-loaded", expect{h1: "title.loaded", msg: "state.loaded", n: 8}, common("s-loaded"))
+	doorOf(r.e.StaffLoad, "loading", "loaded", true)
 
 	m.click(`footer [data-act=staff-menu]`)
 	m.click(`#v-staff-menu [data-act=retrieve]`)
 	fits("staff-retrieve", "v-staff-retrieve", expect{h1: "staff.retrieve"}, common("v-staff-retrieve")+", #doc-retrieve")
-	o = r.opens(7)
-	if _, err := r.e.StaffRetrieve(ctx, "591-0008", "en"); err != nil {
-		t.Fatal(err)
-	}
-	r.waitOpened(7, o)
-	fits("staff-retrieving", "s-retrieving", expect{h1: "title.door_open", msg: "state.retrieving", n: 8}, common("s-retrieving"))
-	r.close(7, false)
-	fits("staff-retrieved", "s-retrieved", expect{h1: "title.retrieved", msg: "state.retrieved", n: 8}, common("s-retrieved"))
+	doorOf(r.e.StaffRetrieve, "retrieving", "retrieved", false)
 
 	m.click(`footer [data-act=staff-menu]`)
 	m.click(`#v-staff-menu [data-act=tech]`)
@@ -122,7 +118,7 @@ func TestLargeStaffScreensFitTheSmallPanel(t *testing.T) {
 	fits("staff-tech", "v-tech", expect{h1: "tech.title"}, common("v-tech")+", #v-tech h2, #v-tech th, #v-tech td, #v-tech li")
 	// The last compartment's test, in its scrolling region: a real click
 	// (scrolled into view as a finger would) in one tab opens its door.
-	o = r.opens(11)
+	o := r.opens(11)
 	if err := do(m.tabs[0], chromedp.Click(chromedp.CSS(`[data-act=test-open][data-comp='12']`), chromedp.NodeVisible)); err != nil {
 		t.Fatal(err)
 	}
@@ -147,11 +143,7 @@ func TestLargeStaffScreensFitTheSmallPanel(t *testing.T) {
 func TestLargeStaffResultScreensFitTheSmallPanel(t *testing.T) {
 	r, m := onSmallPanelLargeWith(t, false, rigOptions{lockout: "max_failures: 2, window: 10m, duration: 15m, daily_max_failures: 2, daily_window: 24h"})
 	ctx := context.Background()
-	m.click(`#v-start [data-act=large]`)
-	m.each("large text on", func(mt *mtab) error {
-		mt.large = true
-		return waitJS(mt, `document.documentElement.classList.contains("large") && document.readyState === "complete"`)
-	})
+	m.tapLarge()
 	fits := func(name, id string, e expect) {
 		t.Helper()
 		m.check(name+"-large", id, e)

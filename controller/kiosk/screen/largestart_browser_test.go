@@ -19,11 +19,7 @@ import (
 // var/screenshots/kiosk/800x480-large/<lang>/start-large.png.
 func TestLargeStartFitsTheSmallPanel(t *testing.T) {
 	_, m := onSmallPanelLarge(t, false)
-	m.click(`#v-start [data-act=large]`)
-	m.each("large text on", func(mt *mtab) error {
-		mt.large = true
-		return waitJS(mt, `document.documentElement.classList.contains("large") && document.readyState === "complete"`)
-	})
+	m.tapLarge()
 	m.check("start-large", "v-start", expect{h1: "start.title", citizen: true, large: true})
 	m.each("the start screen with large text", func(mt *mtab) error {
 		return fitsLarge(m.cat, mt, "#v-start h1, #v-start .lead, #v-start .scan p, #v-start button")
@@ -181,4 +177,15 @@ func onSmallPanelLargeWith(t *testing.T, large bool, o rigOptions) (*rig, *matri
 	}
 	m.open(r)
 	return r, m
+}
+
+// tapLarge taps "Large text" on the start screen of every tab (a real
+// click) and waits until each page is at the large size.
+func (m *matrix) tapLarge() {
+	m.t.Helper()
+	m.click(`#v-start [data-act=large]`)
+	m.each("large text on", func(mt *mtab) error {
+		mt.large = true
+		return waitJS(mt, `document.documentElement.classList.contains("large") && document.readyState === "complete"`)
+	})
 }

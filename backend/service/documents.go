@@ -524,16 +524,34 @@ func (s *Service) Purge(ctx context.Context, olderThan time.Duration) (int, erro
 	}
 	now := s.clock()
 	cutoff := now.Add(-olderThan)
+	n, err := s.inPurgeBatches(ctx, func(tx pgx.Tx) (int, error) {
+		ids, err := store.PurgePersonalData(ctx, tx, cutoff, now, s.purgeBatch)
+		if err != nil {
+			return 0, err
+		}
+		return len(ids), s.purged(ctx, tx, now, ids, func(int) map[string]any { return map[string]any{"cutoff": cutoff} })
+	})
+	if n > 0 {
+		s.log.Info("personal data purged", "count", n)
+	}
+	return n, err
+}
+
+// maxPurgeBatches bounds the transactions of one Purge or PurgeUnclaimed
+// pass (the next pass goes on).
+const maxPurgeBatches = 500
+
+// inPurgeBatches runs batch, each time in its own transaction, until it
+// purges fewer than Options.PurgeBatch documents (or maxPurgeBatches
+// times), and returns how many documents the committed batches purged.
+func (s *Service) inPurgeBatches(ctx context.Context, batch func(tx pgx.Tx) (int, error)) (int, error) {
 	n := 0
 	for range maxPurgeBatches {
 		var got int
 		err := s.st.InTx(ctx, func(tx pgx.Tx) error {
-			ids, err := store.PurgePersonalData(ctx, tx, cutoff, now, s.purgeBatch)
-			if err != nil {
-				return err
-			}
-			got = len(ids)
-			return s.purged(ctx, tx, now, ids, func(int) map[string]any { return map[string]any{"cutoff": cutoff} })
+			var err error
+			got, err = batch(tx)
+			return err
 		})
 		if err != nil {
 			return n, err
@@ -543,15 +561,8 @@ func (s *Service) Purge(ctx context.Context, olderThan time.Duration) (int, erro
 			break
 		}
 	}
-	if n > 0 {
-		s.log.Info("personal data purged", "count", n)
-	}
 	return n, nil
 }
-
-// maxPurgeBatches bounds the transactions of one Purge or PurgeUnclaimed
-// pass (the next pass goes on).
-const maxPurgeBatches = 500
 
 // PurgeUnclaimed erases the personal data of documents never closed
 // (registered or reserved and never loaded, expired and never taken back,
@@ -572,35 +583,23 @@ func (s *Service) PurgeUnclaimed(ctx context.Context, olderThan time.Duration) (
 	}
 	now := s.clock()
 	cutoff := now.Add(-olderThan)
-	n := 0
-	for range maxPurgeBatches {
-		var got int
-		err := s.st.InTx(ctx, func(tx pgx.Tx) error {
-			docs, err := store.PurgeUnclaimedPersonalData(ctx, tx, cutoff, now, s.purgeBatch)
-			if err != nil {
-				return err
-			}
-			got = len(docs)
-			ids := make([]string, len(docs))
-			for i, d := range docs {
-				ids[i] = d.ID
-			}
-			return s.purged(ctx, tx, now, ids, func(i int) map[string]any {
-				return map[string]any{"cutoff": cutoff, "unclaimed": true, "state": docs[i].State}
-			})
-		})
+	n, err := s.inPurgeBatches(ctx, func(tx pgx.Tx) (int, error) {
+		docs, err := store.PurgeUnclaimedPersonalData(ctx, tx, cutoff, now, s.purgeBatch)
 		if err != nil {
-			return n, err
+			return 0, err
 		}
-		n += got
-		if got < s.purgeBatch {
-			break
+		ids := make([]string, len(docs))
+		for i, d := range docs {
+			ids[i] = d.ID
 		}
-	}
+		return len(docs), s.purged(ctx, tx, now, ids, func(i int) map[string]any {
+			return map[string]any{"cutoff": cutoff, "unclaimed": true, "state": docs[i].State}
+		})
+	})
 	if n > 0 {
 		s.log.Info("personal data of unclaimed documents purged", "count", n, "cutoff", cutoff)
 	}
-	return n, nil
+	return n, err
 }
 
 // purged finishes a purge inside its transaction: the free text of the

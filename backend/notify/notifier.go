@@ -59,8 +59,9 @@ var ErrNotDelivered = errors.New("notification reached nobody")
 // ErrPurged is prepare's answer for a document whose holder's personal
 // data was erased (service.Purge, PurgeUnclaimed): there is nobody to
 // address and no name to write, so no message, slip or tracking link is
-// made for it (Notify and the outbox drop such notifications before).
-var ErrPurged = errors.New("the holder's personal data was erased")
+// made for it (Notify and the outbox drop such notifications before). It
+// is service.ErrPurged, the service's refusal of the same documents.
+var ErrPurged = service.ErrPurged
 
 var (
 	emailRe = regexp.MustCompile(`[^\s<>"'(),;:]+@[^\s<>"'(),;:]+`)

@@ -195,13 +195,13 @@ func checkEmail(s string) (addr string, disguised bool) {
 }
 
 // hostName reports whether domain is a host name a mail relay looks up
-// by name: labels of letters (any script), digits and inner hyphens, each
-// in one script, and a top-level domain that is not all digits (so no
+// by name: labels of letters (any script), digits and inner hyphens (each
+// in one script: checkEmail looked before), and a top-level domain that is not all digits (so no
 // IPv4 address: jan@10.0.0.5 is a host, as jan@[10.0.0.5] is).
 func hostName(domain string) bool {
 	labels := strings.Split(domain, ".")
 	for _, l := range labels {
-		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' || mixedScripts(l) {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
 			return false
 		}
 		for _, r := range l {

@@ -24,6 +24,23 @@ func openPool(t *testing.T, url string) *pgxpool.Pool {
 	return pool
 }
 
+// migratedBefore opens a new database migrated up to, not including,
+// migration version (which must exist), for a test of that migration; it
+// returns the pool and every migration, version's at index next.
+func migratedBefore(t *testing.T, version int) (pool *pgxpool.Pool, ms []store.Migration, next int) {
+	t.Helper()
+	pool = openPool(t, pgtest.NewDatabase(t))
+	ms, err := store.Migrations()
+	require.NoError(t, err)
+	for next < len(ms) && ms[next].Version < version {
+		next++
+	}
+	require.Less(t, next, len(ms), "no migration %04d", version)
+	require.Equal(t, version, ms[next].Version)
+	require.NoError(t, store.MigrateList(context.Background(), pool, ms[:next]))
+	return pool, ms, next
+}
+
 func TestMigrateConcurrentReplicasApplyOnce(t *testing.T) {
 	url := pgtest.NewDatabase(t)
 	ctx := context.Background()
@@ -107,23 +124,9 @@ func TestOpenBadURL(t *testing.T) {
 // token without expiry cannot be stored (docs/security.md, "Staff
 // accounts").
 func TestMigrationGivesEveryTokenAnExpiry(t *testing.T) {
-	url := pgtest.NewDatabase(t)
 	ctx := context.Background()
-	pool := openPool(t, url)
-	ms, err := store.Migrations()
-	require.NoError(t, err)
-	var before, after []store.Migration
-	for _, m := range ms {
-		if m.Version < 100 {
-			before = append(before, m)
-		} else {
-			after = append(after, m)
-		}
-	}
-	require.NotEmpty(t, after)
-	require.Equal(t, 100, after[0].Version)
-	require.NoError(t, store.MigrateList(ctx, pool, before))
-	_, err = pool.Exec(ctx, `INSERT INTO auth_users (id, username, role, password_hash, created_at) VALUES (1, 'ci', 'technician', 'x', now())`)
+	pool, ms, _ := migratedBefore(t, 100)
+	_, err := pool.Exec(ctx, `INSERT INTO auth_users (id, username, role, password_hash, created_at) VALUES (1, 'ci', 'technician', 'x', now())`)
 	require.NoError(t, err)
 	_, err = pool.Exec(ctx, `INSERT INTO auth_tokens (user_id, kind, name, token_hash, created_at, expires_at, revoked_at) VALUES
 		(1, 'api', 'live', '\x01', now() - interval '2 years', NULL, NULL),
@@ -149,20 +152,9 @@ func TestMigrationGivesEveryTokenAnExpiry(t *testing.T) {
 // update), an open one loses a stray closed_at, a purged one its leftover
 // personal data; from then on the database refuses any of them.
 func TestMigrationClosedAtAndPurgedInvariants(t *testing.T) {
-	url := pgtest.NewDatabase(t)
 	ctx := context.Background()
-	pool := openPool(t, url)
-	ms, err := store.Migrations()
-	require.NoError(t, err)
-	var before []store.Migration
-	for _, m := range ms {
-		if m.Version < 220 {
-			before = append(before, m)
-		}
-	}
-	require.Less(t, len(before), len(ms))
-	require.NoError(t, store.MigrateList(ctx, pool, before))
-	_, err = pool.Exec(ctx, `INSERT INTO sites (id, name, created_at) VALUES ('kortrijk', 'Kortrijk', now())`)
+	pool, ms, _ := migratedBefore(t, 220)
+	_, err := pool.Exec(ctx, `INSERT INTO sites (id, name, created_at) VALUES ('kortrijk', 'Kortrijk', now())`)
 	require.NoError(t, err)
 	doc := func(state, extra string) string {
 		var id string
@@ -215,24 +207,11 @@ func TestMigrationClosedAtAndPurgedInvariants(t *testing.T) {
 // since; a live code, and the codes of a document not purged, keep both.
 // Running it again changes nothing.
 func TestMigrationErasesTheBirthDateOfCodesPurgedBefore(t *testing.T) {
-	url := pgtest.NewDatabase(t)
 	ctx := context.Background()
-	pool := openPool(t, url)
-	ms, err := store.Migrations()
-	require.NoError(t, err)
-	var before []store.Migration
-	var backfill store.Migration
-	for _, m := range ms {
-		if m.Version < 222 {
-			before = append(before, m)
-		}
-		if m.Version == 222 {
-			backfill = m
-		}
-	}
+	pool, ms, next := migratedBefore(t, 222)
+	backfill := ms[next]
 	require.Equal(t, "0222_code_purge_backfill.sql", backfill.Name)
-	require.NoError(t, store.MigrateList(ctx, pool, before))
-	_, err = pool.Exec(ctx, `INSERT INTO sites (id, name, created_at) VALUES ('kortrijk', 'Kortrijk', now());
+	_, err := pool.Exec(ctx, `INSERT INTO sites (id, name, created_at) VALUES ('kortrijk', 'Kortrijk', now());
 		INSERT INTO devices (id, site_id, kind, created_at) VALUES ('l1', 'kortrijk', 'locker', now());
 		INSERT INTO compartments (device_id, number, board, channel, size, height_cm) VALUES ('l1', 1, 0, 0, 'S', 20);
 		INSERT INTO code_devices (device_id, offline_salt, created_at) VALUES ('l1', '\x00112233445566778899aabbccddeeff', now())`)

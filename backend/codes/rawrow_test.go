@@ -30,26 +30,22 @@ func TestDecodeCodeAsScanned(t *testing.T) {
 	_, err = f.pool.Exec(ctx, `UPDATE codes SET expires_at = '1969-07-20 20:17:40.123456+00' WHERE device_id = 'l2'`)
 	require.NoError(t, err)
 
+	// raw: the batch's read (binary, decodeCode); else the same query in
+	// the simple protocol, whose texts send scanCodes to its fallback,
+	// scanCode through pgx.
 	read := func(raw bool) map[string]codeRow {
 		found := map[string]codeRow{}
 		require.NoError(t, pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
-			rows, err := tx.Query(ctx, `SELECT `+codeColumns+` FROM codes ORDER BY id`)
+			var args []any
+			if !raw {
+				args = append(args, pgx.QueryExecModeSimpleProtocol)
+			}
+			rows, err := tx.Query(ctx, `SELECT `+codeColumns+` FROM codes ORDER BY id`, args...)
 			if err != nil {
 				return err
 			}
-			if raw {
-				require.True(t, rawCodes(rows.FieldDescriptions()), "the columns as the batch reads them")
-				return scanCodes(rows, found)
-			}
-			defer rows.Close()
-			for rows.Next() {
-				c, err := scanCode(rows)
-				if err != nil {
-					return err
-				}
-				found[string(c.id)] = c
-			}
-			return rows.Err()
+			require.Equal(t, raw, rawCodes(rows.FieldDescriptions()), "binary columns decoded, texts scanned")
+			return scanCodes(rows, found)
 		}))
 		return found
 	}

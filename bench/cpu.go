@@ -146,11 +146,12 @@ func (s *BackendCPU) closeFiles() {
 }
 
 // readAt reads fd's whole content from offset 0 into s.buf (grown as
-// needed) and returns it; /proc files are made again at each read.
+// needed) and returns it (empty for an empty file); false when it cannot
+// be read (its process is gone). /proc files are made again at each read.
 func (s *BackendCPU) readAt(fd int) ([]byte, bool) {
 	for {
 		n, err := syscall.Pread(fd, s.buf, 0)
-		if err != nil || n <= 0 {
+		if err != nil || n < 0 {
 			return nil, false
 		}
 		if n < len(s.buf) {
@@ -165,7 +166,7 @@ func (s *BackendCPU) readAt(fd int) ([]byte, bool) {
 func (s *BackendCPU) candidates() []int {
 	s.pids = s.pids[:0]
 	if s.children >= 0 {
-		if b, ok := s.readAt(s.children); ok || len(b) == 0 {
+		if b, ok := s.readAt(s.children); ok { // empty: no children
 			pid := -1
 			for _, c := range b {
 				switch {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"net/url"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -133,4 +135,31 @@ func tempConn(tb testing.TB, ctx context.Context, name string) *pgx.Conn {
 	require.NoError(tb, err)
 	tb.Cleanup(func() { _ = c.Close(context.Background()) })
 	return c
+}
+
+// The sampler's candidates are the pids its children file lists (none
+// when it is empty); a children file it cannot read (the postmaster gone)
+// is closed and /proc listed instead.
+func TestBackendCPUCandidates(t *testing.T) {
+	open := func(path string) int {
+		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		require.NoError(t, err)
+		return fd
+	}
+	dir := t.TempDir()
+	list, empty := filepath.Join(dir, "children"), filepath.Join(dir, "none")
+	require.NoError(t, os.WriteFile(list, []byte("12 345 6\n"), 0o600))
+	require.NoError(t, os.WriteFile(empty, nil, 0o600))
+
+	s := newBackendCPU("x")
+	defer s.closeFiles()
+	s.children = open(list)
+	require.Equal(t, []int{12, 345, 6}, s.candidates())
+	require.NoError(t, syscall.Close(s.children))
+	s.children = open(empty)
+	require.Empty(t, s.candidates(), "no children")
+	require.NoError(t, syscall.Close(s.children))
+	s.children = open(dir) // not readable: EISDIR
+	require.Contains(t, s.candidates(), os.Getpid(), "/proc listed")
+	require.Equal(t, -1, s.children)
 }

@@ -4,10 +4,10 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"syscall"
 	"testing"
 	"time"
 
+	"kluis/backend/store/storetest"
 	"kluis/controller/wire"
 )
 
@@ -15,7 +15,7 @@ import (
 // backend's info-level text log into nothing (as kluis-bench verify runs
 // it): result=ok, logged at debug since the sixteenth pass (not written),
 // against result=wrong_code, logged at info as every verification was
-// before. cpu-ns/op is the process's CPU per verification (getrusage).
+// before. cpu-ns/op is the process's CPU per verification (storetest.ProcessCPU).
 //
 //	go test -run XXX -bench VerifyLogLine -benchmem ./backend/devicelink/
 func BenchmarkVerifyLogLine(b *testing.B) {
@@ -28,17 +28,11 @@ func BenchmarkVerifyLogLine(b *testing.B) {
 			req := &wire.VerifyRequest{ID: "0190a0b0-0000-7000-8000-000000000000", At: time.Now(), Method: wire.MethodQR, Token: "K1.x"}
 			ctx := context.Background()
 			b.ReportAllocs()
-			cpu0 := rusage()
+			cpu0 := storetest.ProcessCPU(b)
 			for b.Loop() {
 				l.verify(ctx, "bench-001", req)
 			}
-			b.ReportMetric(float64(rusage()-cpu0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(storetest.ProcessCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
 		})
 	}
-}
-
-func rusage() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -10,7 +10,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"kluis/backend/codes"
 	"kluis/backend/devicelink"
+	"kluis/backend/store/storetest"
 	"kluis/controller/pickupcode"
 	"kluis/controller/wire"
 )
@@ -238,14 +238,14 @@ func BenchmarkSealBatchGoroutine(b *testing.B) {
 	}
 	b.Run("fresh", func(b *testing.B) {
 		b.ReportAllocs()
-		cpu0 := benchCPU()
+		cpu0 := storetest.ProcessCPU(b)
 		for b.Loop() {
 			done := make(chan struct{})
 			ds := batch()
 			go func() { s.SealBatch(ds); close(done) }()
 			<-done
 		}
-		b.ReportMetric(float64(benchCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+		b.ReportMetric(float64(storetest.ProcessCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
 	})
 	b.Run("warm", func(b *testing.B) {
 		q, done := make(chan []codes.Decided), make(chan struct{})
@@ -257,17 +257,11 @@ func BenchmarkSealBatchGoroutine(b *testing.B) {
 		}()
 		defer close(q)
 		b.ReportAllocs()
-		cpu0 := benchCPU()
+		cpu0 := storetest.ProcessCPU(b)
 		for b.Loop() {
 			q <- batch()
 			<-done
 		}
-		b.ReportMetric(float64(benchCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+		b.ReportMetric(float64(storetest.ProcessCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
 	})
-}
-
-func benchCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

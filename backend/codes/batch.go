@@ -463,7 +463,15 @@ func (s *Service) claimBatch(ctx context.Context, items []*batchItem) (err error
 		if err != nil {
 			return fmt.Errorf("codes: %w", err)
 		}
-		if err := scanCodes(rows, found); err != nil {
+		for rows.Next() {
+			c, err := scanCode(rows)
+			if err != nil {
+				rows.Close()
+				return fmt.Errorf("codes: %w", err)
+			}
+			found[string(c.id)] = c
+		}
+		if err := rows.Err(); err != nil {
 			return fmt.Errorf("codes: %w", err)
 		}
 		return br.Close()

@@ -28,18 +28,7 @@ func health(metrics string) daemonclient.Health {
 // alarmsRaised reads kluisd_alarms_total{alarm=kind} (the alarms of that
 // kind journaled since start-up) from kluisd's /metrics; -1 when absent.
 func alarmsRaised(metrics, kind string) float64 {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	samples, err := daemonclient.New(metrics, daemonclient.Options{HTTP: testenv.HTTPClient()}).Metrics(ctx)
-	if err != nil {
-		return -1
-	}
-	for _, s := range samples {
-		if s.Name == "kluisd_alarms_total" && s.Labels == fmt.Sprintf("alarm=%q", kind) {
-			return s.Value
-		}
-	}
-	return -1
+	return metricSample(metrics, "kluisd_alarms_total", fmt.Sprintf("alarm=%q", kind))
 }
 
 // technician registers a technician with a kiosk PIN at the backend and

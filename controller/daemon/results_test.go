@@ -27,6 +27,12 @@ import (
 // metricValue reads an unlabelled metric from kluisd's /metrics
 // (daemonclient's scrape; -1 when it does not answer or has no such line).
 func metricValue(metrics, name string) float64 {
+	return metricSample(metrics, name, "")
+}
+
+// metricSample reads the sample of name with exactly these labels from
+// kluisd's /metrics; -1 when it does not answer or has no such line.
+func metricSample(metrics, name, labels string) float64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	samples, err := daemonclient.New(metrics, daemonclient.Options{HTTP: testenv.HTTPClient()}).Metrics(ctx)
@@ -34,7 +40,7 @@ func metricValue(metrics, name string) float64 {
 		return -1
 	}
 	for _, s := range samples {
-		if s.Name == name && s.Labels == "" {
+		if s.Name == name && s.Labels == labels {
 			return s.Value
 		}
 	}

@@ -47,7 +47,6 @@ import (
 	"kluis/controller/engine"
 	"kluis/controller/jsonkeys"
 	"kluis/controller/kiosk/screen"
-	"kluis/controller/wire"
 )
 
 // MaxBody bounds a request body.
@@ -559,7 +558,7 @@ func (s *Server) testOpen(w http.ResponseWriter, r *http.Request) {
 // login read /healthz on the metrics listener (ready, backlog, the door
 // operations under way) and /metrics.
 func (s *Server) diagnostics(w http.ResponseWriter, r *http.Request) {
-	if sc := s.e.Screen(); sc.Staff == "" || (sc.StaffRole != wire.RoleTechnician && sc.StaffRole != wire.RoleAdmin) {
+	if !screen.TechAllowed(s.e.Screen()) {
 		writeErr(w, http.StatusForbidden, "diagnostics are for a technician or an admin logged in at the kiosk")
 		return
 	}

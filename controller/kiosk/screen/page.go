@@ -574,8 +574,13 @@ func (p *page) Allowed(act string) bool {
 	return p.Screen.Staff != "" && roleMay(p.Screen.StaffRole, act)
 }
 
+// TechAllowed reports whether the technician's diagnostics are for
+// whoever is logged in on sc: a technician or an admin (roleMay "tech").
+// The panel (/screen/tech) and kluisd's GET /kiosk/v1/diagnostics ask it.
+func TechAllowed(sc engine.Screen) bool { return sc.Staff != "" && roleMay(sc.StaffRole, "tech") }
+
 func (s *Screen) tech(w http.ResponseWriter, r *http.Request) {
-	if sc := s.o.Source.Screen(); sc.Staff == "" || !roleMay(sc.StaffRole, "tech") {
+	if !TechAllowed(s.o.Source.Screen()) {
 		// The diagnostics are for a technician logged in at the device.
 		http.Error(w, http.StatusText(http.StatusForbidden), http.StatusForbidden)
 		return
